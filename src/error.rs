@@ -1,0 +1,161 @@
+//! Errors: one enum for the crate, each variant naming the key, file or field at fault.
+
+use std::io;
+use std::path::PathBuf;
+
+/// The result type of every fallible uno-cache call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// The key is the empty string.
+    Empty,
+    /// The key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
+    TooLong {
+        /// Length of the refused key in bytes.
+        len: usize,
+        /// The largest accepted length in bytes.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyProblem::Empty => f.write_str("the key is empty; use a non-empty key"),
+            KeyProblem::TooLong { len, max } => {
+                write!(f, "the key is {len} bytes, over the limit of {max} bytes; hash or shorten it")
+            }
+        }
+    }
+}
+
+/// Everything that can go wrong in uno-cache.
+///
+/// Errors never carry values, only keys (shortened to 64 characters), paths and sizes, so they
+/// are safe to log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key was refused; nothing was changed.
+    #[error("invalid key {key:?}: {problem}")]
+    InvalidKey {
+        /// The key (shortened).
+        key: String,
+        /// What is wrong with it.
+        problem: KeyProblem,
+    },
+
+    /// A value does not fit the store; nothing was changed.
+    #[error("value for key {key:?} is {len} bytes, over the limit of {max} bytes for {store}; store it elsewhere or raise the limit")]
+    ValueTooLarge {
+        /// The key (shortened).
+        key: String,
+        /// Size of the refused value in bytes.
+        len: usize,
+        /// The largest value the store accepts.
+        max: usize,
+        /// Which store or limit refused it (for example "a 64 MiB file-store segment").
+        store: String,
+    },
+
+    /// A TTL of zero was given; it would expire before it could be read. Use `None` for "no TTL".
+    #[error("zero TTL for key {key:?}: a TTL must be at least 1 ms; pass None for no expiry or delete the key instead")]
+    ZeroTtl {
+        /// The key (shortened).
+        key: String,
+    },
+
+    /// The directory holds files but no uno-cache metadata: it belongs to something else.
+    #[error("{path} is not an uno-cache directory (it is not empty and has no {meta} file); choose an empty or new directory")]
+    NotOurDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// The metadata file name that was looked for.
+        meta: &'static str,
+    },
+
+    /// A file was written by a newer (or unknown) format version of uno-cache.
+    #[error("{path} has storage format version {found}, but this build reads version {supported}; open it with a newer uno-cache or use another directory")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u16,
+        /// The version this build understands.
+        supported: u16,
+    },
+
+    /// The directory metadata is unreadable.
+    #[error("{path} is damaged ({reason}); restore it from a backup or delete the directory to start an empty cache")]
+    CorruptMetadata {
+        /// The metadata file.
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// Another store (in this or another process) holds the directory.
+    #[error("{path} is already open by another uno-cache store (lock file {lock}); close it first or use another directory")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+
+    /// An I/O call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("write segment", "open", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating-system error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An earlier write or fsync failed; the store refuses writes until it is reopened, because
+    /// retrying an fsync can silently lose data. Reads still work.
+    #[error("writes to {path} are disabled after an earlier failure ({cause}); reads still work; fix the cause (disk full? I/O error?) and reopen the store")]
+    WritesDisabled {
+        /// The store directory.
+        path: PathBuf,
+        /// The first failure.
+        cause: String,
+    },
+
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {field}: {reason}")]
+    Config {
+        /// The field at fault, in the configuration's own naming (for example `local.max_size`).
+        field: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Shortens a key for error messages so a huge key does not flood logs.
+pub(crate) fn key_for_error(key: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    if key.chars().count() <= MAX_CHARS {
+        key.to_owned()
+    } else {
+        let mut short: String = key.chars().take(MAX_CHARS).collect();
+        short.push('…');
+        short
+    }
+}

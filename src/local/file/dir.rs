@@ -1,0 +1,113 @@
+//! The store directory: the ownership check, the exclusive lock, and the metadata file.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::format::{self, Meta, HeaderError, LOCK_FILE, META_FILE, META_LEN, TMP_EXT};
+use crate::error::{Error, Result};
+
+/// An open, locked store directory. The lock is released when this is dropped.
+#[derive(Debug)]
+pub(crate) struct LockedDir {
+    pub(crate) path: PathBuf,
+    /// Held for its flock; never read.
+    _lock: File,
+}
+
+impl LockedDir {
+    /// Creates `path` if needed, refuses a directory that is not ours, and takes the lock.
+    ///
+    /// Returns the directory and its metadata; a new directory gets `new_meta`.
+    pub(crate) fn open(path: &Path, new_meta: Meta) -> Result<(LockedDir, Meta)> {
+        fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
+        let meta_path = path.join(META_FILE);
+        let has_meta = meta_path.exists();
+        if !has_meta && !is_empty_but_lock(path)? {
+            return Err(Error::NotOurDirectory {
+                path: path.to_owned(),
+                meta: META_FILE,
+            });
+        }
+        let lock_path = path.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: path.to_owned(),
+                    lock: lock_path,
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+        let dir = LockedDir {
+            path: path.to_owned(),
+            _lock: lock,
+        };
+        let meta = if has_meta {
+            dir.read_meta()?
+        } else {
+            dir.write_meta(&new_meta)?;
+            new_meta
+        };
+        Ok((dir, meta))
+    }
+
+    fn read_meta(&self) -> Result<Meta> {
+        let path = self.path.join(META_FILE);
+        let bytes = fs::read(&path).map_err(|e| Error::io("read metadata", &path, e))?;
+        format::decode_meta(&bytes).map_err(|e| match e {
+            HeaderError::Magic => Error::NotOurDirectory {
+                path: self.path.clone(),
+                meta: META_FILE,
+            },
+            HeaderError::Version(found) => Error::UnsupportedVersion {
+                path: path.clone(),
+                found,
+                supported: format::FORMAT_VERSION,
+            },
+            other => Error::CorruptMetadata {
+                path: path.clone(),
+                reason: format!("{other} ({} bytes, expected {META_LEN})", bytes.len()),
+            },
+        })
+    }
+
+    /// Replaces the metadata file atomically: write a temporary file, fsync, rename, fsync the
+    /// directory.
+    pub(crate) fn write_meta(&self, meta: &Meta) -> Result<()> {
+        let path = self.path.join(META_FILE);
+        let tmp = self.path.join(format!("{META_FILE}.{TMP_EXT}"));
+        let mut file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        file.write_all(&format::encode_meta(meta))
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+        self.sync()
+    }
+
+    /// fsyncs the directory, making created, renamed and removed names durable.
+    pub(crate) fn sync(&self) -> Result<()> {
+        File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync directory", &self.path, e))
+    }
+}
+
+fn is_empty_but_lock(path: &Path) -> Result<bool> {
+    let entries = fs::read_dir(path).map_err(|e| Error::io("list directory", path, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", path, e))?;
+        if entry.file_name() != LOCK_FILE {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

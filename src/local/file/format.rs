@@ -1,0 +1,599 @@
+//! Bytes on disk: file names, magic numbers, and the encoders and decoders of every file.
+//!
+//! `storage-format.md` at the repository root is the specification; this module is its only
+//! implementation. All integers are little-endian. Offsets are named consts chained by size, so a
+//! layout change shows up as a diff here and in the document together.
+
+use std::ops::Range;
+
+/// Current on-disk format version, written into every file header.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Directory metadata file; its presence makes a directory "ours".
+pub const META_FILE: &str = "uno-cache.meta";
+/// Lock file held (advisory `flock`) for as long as a store is open.
+pub const LOCK_FILE: &str = "LOCK";
+/// Segment file extension: `{id:020}.seg`.
+pub const SEGMENT_EXT: &str = "seg";
+/// Hint file extension: `{id:020}.hint`.
+pub const HINT_EXT: &str = "hint";
+/// Temporary files (`*.tmp`) are deleted at open.
+pub const TMP_EXT: &str = "tmp";
+
+pub const META_MAGIC: [u8; 8] = *b"UNOCMETA";
+pub const SEGMENT_MAGIC: [u8; 8] = *b"UNOCSEG\0";
+pub const HINT_MAGIC: [u8; 8] = *b"UNOCHINT";
+
+/// Longest accepted key in bytes.
+pub const MAX_KEY_LEN: usize = 4096;
+/// Largest segment size; record offsets are 32-bit.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
+/// Smallest segment size.
+pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
+
+// ---- metadata file -------------------------------------------------------------------------
+const META_MAGIC_AT: usize = 0;
+const META_VERSION_AT: usize = META_MAGIC_AT + 8;
+const META_RESERVED_AT: usize = META_VERSION_AT + 2;
+const META_SEGMENT_SIZE_AT: usize = META_RESERVED_AT + 6;
+const META_MIN_SEQ_AT: usize = META_SEGMENT_SIZE_AT + 8;
+const META_CRC_AT: usize = META_MIN_SEQ_AT + 8;
+/// Length of the metadata file.
+pub const META_LEN: usize = META_CRC_AT + 4;
+
+/// The contents of the metadata file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Segment size fixed when the directory was created.
+    pub segment_size: u64,
+    /// Records with a sequence number below this were cleared and are ignored.
+    pub min_seq: u64,
+}
+
+/// Why a header or metadata file was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Shorter than the fixed header.
+    Short,
+    /// Wrong magic bytes: not our file.
+    Magic,
+    /// A version this build does not read.
+    Version(u16),
+    /// Checksum mismatch.
+    Crc,
+    /// A field holds an impossible value.
+    Field(&'static str),
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::Short => f.write_str("file is shorter than its header"),
+            HeaderError::Magic => f.write_str("wrong magic bytes"),
+            HeaderError::Version(v) => write!(f, "unsupported format version {v}"),
+            HeaderError::Crc => f.write_str("checksum mismatch"),
+            HeaderError::Field(name) => write!(f, "invalid field {name}"),
+        }
+    }
+}
+
+pub fn encode_meta(meta: &Meta) -> [u8; META_LEN] {
+    let mut buf = [0u8; META_LEN];
+    put(&mut buf, META_MAGIC_AT, &META_MAGIC);
+    put(&mut buf, META_VERSION_AT, &FORMAT_VERSION.to_le_bytes());
+    put(&mut buf, META_SEGMENT_SIZE_AT, &meta.segment_size.to_le_bytes());
+    put(&mut buf, META_MIN_SEQ_AT, &meta.min_seq.to_le_bytes());
+    let crc = crc32fast::hash(buf.get(..META_CRC_AT).unwrap_or_default());
+    put(&mut buf, META_CRC_AT, &crc.to_le_bytes());
+    buf
+}
+
+pub fn decode_meta(buf: &[u8]) -> Result<Meta, HeaderError> {
+    if buf.len() < META_LEN {
+        return Err(HeaderError::Short);
+    }
+    if bytes::<8>(buf, META_MAGIC_AT) != Some(META_MAGIC) {
+        return Err(HeaderError::Magic);
+    }
+    let version = u16_at(buf, META_VERSION_AT);
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::Version(version));
+    }
+    if crc32fast::hash(buf.get(..META_CRC_AT).unwrap_or_default()) != u32_at(buf, META_CRC_AT) {
+        return Err(HeaderError::Crc);
+    }
+    let segment_size = u64_at(buf, META_SEGMENT_SIZE_AT);
+    if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
+        return Err(HeaderError::Field("segment_size"));
+    }
+    Ok(Meta {
+        segment_size,
+        min_seq: u64_at(buf, META_MIN_SEQ_AT),
+    })
+}
+
+// ---- segment header ------------------------------------------------------------------------
+const SEG_MAGIC_AT: usize = 0;
+const SEG_VERSION_AT: usize = SEG_MAGIC_AT + 8;
+const SEG_FLAGS_AT: usize = SEG_VERSION_AT + 2;
+const SEG_RESERVED_AT: usize = SEG_FLAGS_AT + 2;
+const SEG_ID_AT: usize = SEG_RESERVED_AT + 4;
+const SEG_RESERVED2_AT: usize = SEG_ID_AT + 8;
+const SEG_CRC_AT: usize = SEG_RESERVED2_AT + 4;
+/// Length of the segment header; the first record starts here.
+pub const SEGMENT_HEADER_LEN: usize = SEG_CRC_AT + 4;
+
+pub fn encode_segment_header(id: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut buf = [0u8; SEGMENT_HEADER_LEN];
+    put(&mut buf, SEG_MAGIC_AT, &SEGMENT_MAGIC);
+    put(&mut buf, SEG_VERSION_AT, &FORMAT_VERSION.to_le_bytes());
+    put(&mut buf, SEG_ID_AT, &id.to_le_bytes());
+    let crc = crc32fast::hash(buf.get(..SEG_CRC_AT).unwrap_or_default());
+    put(&mut buf, SEG_CRC_AT, &crc.to_le_bytes());
+    buf
+}
+
+/// Checks a segment header and returns the segment id written in it.
+pub fn decode_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
+    if buf.len() < SEGMENT_HEADER_LEN {
+        return Err(HeaderError::Short);
+    }
+    if bytes::<8>(buf, SEG_MAGIC_AT) != Some(SEGMENT_MAGIC) {
+        return Err(HeaderError::Magic);
+    }
+    if crc32fast::hash(buf.get(..SEG_CRC_AT).unwrap_or_default()) != u32_at(buf, SEG_CRC_AT) {
+        return Err(HeaderError::Crc);
+    }
+    let version = u16_at(buf, SEG_VERSION_AT);
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::Version(version));
+    }
+    Ok(u64_at(buf, SEG_ID_AT))
+}
+
+// ---- record --------------------------------------------------------------------------------
+const REC_CRC_AT: usize = 0;
+const REC_KIND_AT: usize = REC_CRC_AT + 4;
+const REC_FLAGS_AT: usize = REC_KIND_AT + 1;
+const REC_KEY_LEN_AT: usize = REC_FLAGS_AT + 1;
+const REC_VALUE_LEN_AT: usize = REC_KEY_LEN_AT + 2;
+const REC_SEQ_AT: usize = REC_VALUE_LEN_AT + 4;
+const REC_EXPIRES_AT: usize = REC_SEQ_AT + 8;
+/// Length of a record header; the key follows it, then the value.
+pub const RECORD_HEADER_LEN: usize = REC_EXPIRES_AT + 8;
+
+/// What a record says about its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The key holds the record's value.
+    Value = 1,
+    /// The key was deleted.
+    Tombstone = 2,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Value),
+            2 => Some(Kind::Tombstone),
+            _ => None,
+        }
+    }
+}
+
+/// Total encoded length of a record.
+pub fn record_len(key_len: usize, value_len: usize) -> usize {
+    RECORD_HEADER_LEN + key_len + value_len
+}
+
+/// The fields of one record, borrowed from the buffer it was decoded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub kind: Kind,
+    pub seq: u64,
+    /// Absolute expiry in Unix ms; 0 means never.
+    pub expires_at_ms: u64,
+    pub key: &'a str,
+    pub value: &'a [u8],
+}
+
+/// Appends one encoded record to `out`. The caller has validated the key and value lengths.
+pub fn encode_record(out: &mut Vec<u8>, kind: Kind, seq: u64, expires_at_ms: u64, key: &str, value: &[u8]) {
+    let start = out.len();
+    let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
+    let value_len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&[0u8; 4]);
+    out.push(kind as u8);
+    out.push(0);
+    out.extend_from_slice(&key_len.to_le_bytes());
+    out.extend_from_slice(&value_len.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&expires_at_ms.to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(value);
+    let crc = crc32fast::hash(out.get(start + REC_KIND_AT..).unwrap_or_default());
+    if let Some(slot) = out.get_mut(start..start + 4) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// The outcome of decoding at one offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A valid record of `len` bytes.
+    Record(RecordRef<'a>, usize),
+    /// The header is all zero bytes: no record was ever written here.
+    End,
+    /// The buffer ends before the record does: a torn write, or the end of a short file.
+    Incomplete,
+    /// The bytes are not a valid record (bad checksum, kind, flags, or key).
+    Invalid(&'static str),
+}
+
+/// Decodes the record at the start of `buf`, verifying its checksum.
+pub fn decode_record(buf: &[u8]) -> Decoded<'_> {
+    let Some(header) = buf.get(..RECORD_HEADER_LEN) else {
+        return if buf.iter().all(|&b| b == 0) {
+            Decoded::End
+        } else {
+            Decoded::Incomplete
+        };
+    };
+    if header.iter().all(|&b| b == 0) {
+        return Decoded::End;
+    }
+    let Some(kind) = Kind::from_byte(header.get(REC_KIND_AT).copied().unwrap_or(0)) else {
+        return Decoded::Invalid("kind");
+    };
+    if header.get(REC_FLAGS_AT).copied() != Some(0) {
+        return Decoded::Invalid("flags");
+    }
+    let key_len = usize::from(u16_at(header, REC_KEY_LEN_AT));
+    let value_len = u32_at(header, REC_VALUE_LEN_AT) as usize;
+    if key_len == 0 || key_len > MAX_KEY_LEN {
+        return Decoded::Invalid("key length");
+    }
+    if kind == Kind::Tombstone && value_len != 0 {
+        return Decoded::Invalid("tombstone value length");
+    }
+    if value_len as u64 > MAX_SEGMENT_SIZE {
+        return Decoded::Invalid("value length");
+    }
+    let len = record_len(key_len, value_len);
+    let Some(record) = buf.get(..len) else {
+        return Decoded::Incomplete;
+    };
+    let stored_crc = u32_at(record, REC_CRC_AT);
+    if crc32fast::hash(record.get(REC_KIND_AT..).unwrap_or_default()) != stored_crc {
+        return Decoded::Invalid("checksum");
+    }
+    let key_bytes = record.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len).unwrap_or_default();
+    let Ok(key) = std::str::from_utf8(key_bytes) else {
+        return Decoded::Invalid("key is not UTF-8");
+    };
+    Decoded::Record(
+        RecordRef {
+            kind,
+            seq: u64_at(record, REC_SEQ_AT),
+            expires_at_ms: u64_at(record, REC_EXPIRES_AT),
+            key,
+            value: record.get(RECORD_HEADER_LEN + key_len..).unwrap_or_default(),
+        },
+        len,
+    )
+}
+
+// ---- segment scan --------------------------------------------------------------------------
+
+/// One record found by a scan, located by its offset in the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located<'a> {
+    pub offset: u64,
+    pub len: u32,
+    pub record: RecordRef<'a>,
+}
+
+/// What a full scan of one segment's bytes found.
+#[derive(Debug, Default)]
+pub struct Scan<'a> {
+    pub records: Vec<Located<'a>>,
+    /// Offset just past the last good record.
+    pub data_end: u64,
+    /// Bad byte ranges followed by at least one good record: real damage, skipped.
+    pub damaged: Vec<Range<u64>>,
+    /// A bad range after the last good record: a torn tail (or damage at the very end).
+    pub torn_tail: Option<Range<u64>>,
+}
+
+/// Scans a whole segment (header included), skipping damage.
+///
+/// After a bad record the scan searches forward, byte by byte, for the next offset where a valid
+/// record decodes; the bytes in between are reported as damaged. Bad bytes with no valid record
+/// after them are reported as a torn tail.
+pub fn scan_segment(buf: &[u8]) -> Scan<'_> {
+    let mut scan = Scan {
+        data_end: SEGMENT_HEADER_LEN as u64,
+        ..Scan::default()
+    };
+    // Everything past the last non-zero byte is unwritten preallocated space.
+    let limit = last_nonzero(buf);
+    let mut at = SEGMENT_HEADER_LEN;
+    while at < limit {
+        let rest = buf.get(at..).unwrap_or_default();
+        match decode_record(rest) {
+            Decoded::Record(record, len) => {
+                scan.records.push(Located {
+                    offset: at as u64,
+                    len: u32::try_from(len).unwrap_or(u32::MAX),
+                    record,
+                });
+                at += len;
+                scan.data_end = at as u64;
+            }
+            Decoded::End => {
+                // Zeros here normally mean "end of data"; non-zero bytes further on mean damage
+                // (for example a zeroed block in the middle).
+                let skip = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+                match resync(buf, at + skip, limit) {
+                    Some(next) => {
+                        scan.damaged.push(at as u64..next as u64);
+                        at = next;
+                    }
+                    None => {
+                        scan.torn_tail = Some(at as u64..limit as u64);
+                        return scan;
+                    }
+                }
+            }
+            Decoded::Incomplete | Decoded::Invalid(_) => match resync(buf, at + 1, limit) {
+                Some(next) => {
+                    scan.damaged.push(at as u64..next as u64);
+                    at = next;
+                }
+                None => {
+                    scan.torn_tail = Some(at as u64..limit.max(at + 1) as u64);
+                    return scan;
+                }
+            },
+        }
+    }
+    scan
+}
+
+/// The first offset in `from..limit` where a valid record decodes.
+fn resync(buf: &[u8], from: usize, limit: usize) -> Option<usize> {
+    (from..limit).find(|&at| {
+        let rest = buf.get(at..).unwrap_or_default();
+        // Cheap filters first: a kind byte and a zero flags byte.
+        matches!(rest.get(REC_KIND_AT), Some(1 | 2))
+            && rest.get(REC_FLAGS_AT) == Some(&0)
+            && matches!(decode_record(rest), Decoded::Record(..))
+    })
+}
+
+fn last_nonzero(buf: &[u8]) -> usize {
+    buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+// ---- hint file -----------------------------------------------------------------------------
+const HINT_MAGIC_AT: usize = 0;
+const HINT_VERSION_AT: usize = HINT_MAGIC_AT + 8;
+const HINT_RESERVED_AT: usize = HINT_VERSION_AT + 2;
+const HINT_SEGMENT_ID_AT: usize = HINT_RESERVED_AT + 6;
+const HINT_DATA_END_AT: usize = HINT_SEGMENT_ID_AT + 8;
+/// Length of the hint file header; entries follow.
+pub const HINT_HEADER_LEN: usize = HINT_DATA_END_AT + 8;
+
+const HE_KIND_AT: usize = 0;
+const HE_RESERVED_AT: usize = HE_KIND_AT + 1;
+const HE_KEY_LEN_AT: usize = HE_RESERVED_AT + 1;
+const HE_OFFSET_AT: usize = HE_KEY_LEN_AT + 2;
+const HE_LEN_AT: usize = HE_OFFSET_AT + 4;
+const HE_SEQ_AT: usize = HE_LEN_AT + 4;
+const HE_EXPIRES_AT: usize = HE_SEQ_AT + 8;
+/// Length of a hint entry before its key.
+pub const HINT_ENTRY_LEN: usize = HE_EXPIRES_AT + 8;
+/// Trailer: entry count (u32) then CRC32 (u32) of everything before the CRC.
+pub const HINT_TRAILER_LEN: usize = 8;
+
+/// One hint entry: where a record is and what it says, without its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HintEntry {
+    pub kind: Kind,
+    pub key: Box<str>,
+    pub offset: u32,
+    pub len: u32,
+    pub seq: u64,
+    pub expires_at_ms: u64,
+}
+
+/// A decoded hint file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    pub segment_id: u64,
+    pub data_end: u64,
+    pub entries: Vec<HintEntry>,
+}
+
+/// Appends the hint header.
+pub fn encode_hint_header(out: &mut Vec<u8>, segment_id: u64, data_end: u64) {
+    out.extend_from_slice(&HINT_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0u8; 6]);
+    out.extend_from_slice(&segment_id.to_le_bytes());
+    out.extend_from_slice(&data_end.to_le_bytes());
+}
+
+/// Appends one hint entry.
+pub fn encode_hint_entry(out: &mut Vec<u8>, kind: Kind, key: &str, offset: u32, len: u32, seq: u64, expires_at_ms: u64) {
+    out.push(kind as u8);
+    out.push(0);
+    out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&expires_at_ms.to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+}
+
+/// Appends the trailer (entry count and CRC over everything before the CRC).
+pub fn encode_hint_trailer(out: &mut Vec<u8>, entries: u32) {
+    out.extend_from_slice(&entries.to_le_bytes());
+    let crc = crc32fast::hash(out);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes and checks a whole hint file. Any damage rejects the file: the caller scans the
+/// segment instead.
+pub fn decode_hint(buf: &[u8]) -> Result<Hint, HeaderError> {
+    if buf.len() < HINT_HEADER_LEN + HINT_TRAILER_LEN {
+        return Err(HeaderError::Short);
+    }
+    if bytes::<8>(buf, HINT_MAGIC_AT) != Some(HINT_MAGIC) {
+        return Err(HeaderError::Magic);
+    }
+    let version = u16_at(buf, HINT_VERSION_AT);
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::Version(version));
+    }
+    let crc_at = buf.len() - 4;
+    if crc32fast::hash(buf.get(..crc_at).unwrap_or_default()) != u32_at(buf, crc_at) {
+        return Err(HeaderError::Crc);
+    }
+    let count = u32_at(buf, crc_at - 4) as usize;
+    let body = buf.get(HINT_HEADER_LEN..crc_at - 4).unwrap_or_default();
+    let mut entries = Vec::with_capacity(count.min(body.len() / HINT_ENTRY_LEN));
+    let mut at = 0;
+    while at < body.len() {
+        let e = body.get(at..at + HINT_ENTRY_LEN).ok_or(HeaderError::Field("entry"))?;
+        let kind = Kind::from_byte(e.get(HE_KIND_AT).copied().unwrap_or(0)).ok_or(HeaderError::Field("kind"))?;
+        let key_len = usize::from(u16_at(e, HE_KEY_LEN_AT));
+        if key_len == 0 || key_len > MAX_KEY_LEN {
+            return Err(HeaderError::Field("key length"));
+        }
+        let key_bytes = body
+            .get(at + HINT_ENTRY_LEN..at + HINT_ENTRY_LEN + key_len)
+            .ok_or(HeaderError::Field("key"))?;
+        let key = std::str::from_utf8(key_bytes).map_err(|_| HeaderError::Field("key"))?;
+        entries.push(HintEntry {
+            kind,
+            key: key.into(),
+            offset: u32_at(e, HE_OFFSET_AT),
+            len: u32_at(e, HE_LEN_AT),
+            seq: u64_at(e, HE_SEQ_AT),
+            expires_at_ms: u64_at(e, HE_EXPIRES_AT),
+        });
+        at += HINT_ENTRY_LEN + key_len;
+    }
+    if entries.len() != count {
+        return Err(HeaderError::Field("entry count"));
+    }
+    Ok(Hint {
+        segment_id: u64_at(buf, HINT_SEGMENT_ID_AT),
+        data_end: u64_at(buf, HINT_DATA_END_AT),
+        entries,
+    })
+}
+
+// ---- little-endian helpers (out-of-range reads yield zero; callers check lengths first) ----
+
+fn put(buf: &mut [u8], at: usize, src: &[u8]) {
+    if let Some(dst) = buf.get_mut(at..at + src.len()) {
+        dst.copy_from_slice(src);
+    }
+}
+
+fn bytes<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
+    buf.get(at..at + N).and_then(|s| s.try_into().ok())
+}
+
+fn u16_at(buf: &[u8], at: usize) -> u16 {
+    bytes::<2>(buf, at).map_or(0, u16::from_le_bytes)
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    bytes::<4>(buf, at).map_or(0, u32::from_le_bytes)
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    bytes::<8>(buf, at).map_or(0, u64::from_le_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_and_rejects_any_flipped_bit() {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, Kind::Value, 7, 99, "key", b"value");
+        assert_eq!(buf.len(), record_len(3, 5));
+        match decode_record(&buf) {
+            Decoded::Record(r, len) => {
+                assert_eq!((r.kind, r.seq, r.expires_at_ms, r.key, r.value), (Kind::Value, 7, 99, "key", &b"value"[..]));
+                assert_eq!(len, buf.len());
+            }
+            other => panic!("expected a record, got {other:?}"),
+        }
+        for bit in 0..buf.len() * 8 {
+            let mut bad = buf.clone();
+            if let Some(b) = bad.get_mut(bit / 8) {
+                *b ^= 1 << (bit % 8);
+            }
+            assert!(!matches!(decode_record(&bad), Decoded::Record(..)), "bit {bit} flip accepted");
+        }
+    }
+
+    #[test]
+    fn zero_header_is_end_and_short_buffer_is_incomplete() {
+        assert_eq!(decode_record(&[0u8; 64]), Decoded::End);
+        let mut buf = Vec::new();
+        encode_record(&mut buf, Kind::Value, 1, 0, "k", b"v");
+        assert_eq!(decode_record(buf.get(..buf.len() - 1).unwrap_or_default()), Decoded::Incomplete);
+    }
+
+    #[test]
+    fn scan_skips_damage_in_the_middle_and_reports_a_torn_tail() {
+        let mut seg = encode_segment_header(1).to_vec();
+        let mut offsets = Vec::new();
+        for i in 0..3u64 {
+            offsets.push(seg.len());
+            encode_record(&mut seg, Kind::Value, i, 0, &format!("k{i}"), b"some value");
+        }
+        let end = seg.len();
+        seg.extend_from_slice(&[0u8; 100]);
+        // Damage the middle record.
+        if let Some(b) = seg.get_mut(offsets[1] + RECORD_HEADER_LEN) {
+            *b ^= 0xff;
+        }
+        let scan = scan_segment(&seg);
+        assert_eq!(scan.records.len(), 2);
+        assert_eq!(scan.damaged.len(), 1);
+        assert_eq!(scan.data_end, end as u64);
+        assert!(scan.torn_tail.is_none());
+
+        // Tear the last record.
+        let mut torn = seg.get(..end - 3).unwrap_or_default().to_vec();
+        torn.extend_from_slice(&[0u8; 50]);
+        let scan = scan_segment(&torn);
+        assert_eq!(scan.records.len(), 1);
+        assert!(scan.torn_tail.is_some());
+    }
+
+    #[test]
+    fn meta_and_hint_round_trip() {
+        let meta = Meta { segment_size: 1 << 20, min_seq: 5 };
+        assert_eq!(decode_meta(&encode_meta(&meta)), Ok(meta));
+        let mut buf = Vec::new();
+        encode_hint_header(&mut buf, 3, 1000);
+        encode_hint_entry(&mut buf, Kind::Tombstone, "gone", 32, 40, 9, 0);
+        encode_hint_trailer(&mut buf, 1);
+        let hint = decode_hint(&buf);
+        assert!(matches!(&hint, Ok(h) if h.segment_id == 3 && h.data_end == 1000 && h.entries.len() == 1));
+        let mut bad = buf.clone();
+        if let Some(b) = bad.get_mut(HINT_HEADER_LEN + 3) {
+            *b ^= 1;
+        }
+        assert_eq!(decode_hint(&bad), Err(HeaderError::Crc));
+    }
+}

@@ -1,0 +1,240 @@
+//! Keeping the store small and clean: size-bound eviction, the TTL sweep, and segment rewriting.
+//!
+//! Why tombstones are kept or dropped (the invariant, proved in storage-format.md): every record
+//! older than a record R of the same key lies in R's segment or an older one. So a segment's
+//! records that are not live can be dropped outright only when it is the oldest segment; in any
+//! other segment a dead record of a key that is no longer in the index is kept as a tombstone
+//! (same sequence number), so an older value of the key cannot resurface at restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::format::{self, Kind};
+use super::segment::Segment;
+use super::worker::Shutdown;
+use super::{Inner, Writer};
+use crate::error::Result;
+
+/// What one compaction step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompactionReport {
+    /// Expired entries removed from the index.
+    pub expired: u64,
+    /// Segments rewritten and deleted.
+    pub segments_rewritten: u64,
+    /// Live records copied forward.
+    pub records_moved: u64,
+    /// Bytes on disk before minus after.
+    pub bytes_reclaimed: i64,
+}
+
+/// How many records are moved per acquisition of the writer lock, so writers are not starved.
+const BATCH: usize = 256;
+
+impl Inner {
+    /// Evicts oldest segments until `needed` more bytes fit under the size bound.
+    pub(super) fn ensure_space(&self, w: &mut Writer, needed: u64) -> Result<()> {
+        while self.disk_bytes.load(Ordering::Relaxed) + needed > self.max_bytes {
+            if !self.evict_oldest(w)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn oldest_sealed(&self, w: &Writer) -> Option<Arc<Segment>> {
+        self.segments
+            .read()
+            .values()
+            .next()
+            .filter(|s| s.id != w.active.id)
+            .cloned()
+    }
+
+    /// Drops the oldest sealed segment. Its live entries that were read since written are
+    /// re-appended (second chance), up to half a segment, so a hot set survives a stream of
+    /// one-off writes. Returns false if there was nothing to evict.
+    fn evict_oldest(&self, w: &mut Writer) -> Result<bool> {
+        let Some(seg) = self.oldest_sealed(w) else {
+            return Ok(false);
+        };
+        let now = self.clock.now_ms();
+        let budget = self.segment_size / 2;
+        let mut kept = 0u64;
+        let end = usize::try_from(seg.data_end()).unwrap_or(usize::MAX);
+        let scan = format::scan_segment(seg.bytes().get(..end).unwrap_or(seg.bytes()));
+        for rec in &scan.records {
+            if rec.record.kind != Kind::Value {
+                continue;
+            }
+            let key = rec.record.key;
+            let (live, expired, hot) = match self.index.get(key) {
+                Some(e) if e.is_at(seg.id, rec.offset) => (
+                    true,
+                    e.is_expired(now),
+                    e.referenced.load(Ordering::Relaxed),
+                ),
+                _ => (false, false, false),
+            };
+            if !live {
+                continue;
+            }
+            if expired {
+                self.expire(key, rec.record.seq);
+            } else if hot && kept + u64::from(rec.len) <= budget {
+                kept += u64::from(rec.len);
+                self.move_record(w, &seg, rec, false)?;
+                self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
+            } else if let Some((_, e)) = self.index.remove_if(key, |_, e| e.is_at(seg.id, rec.offset)) {
+                self.unaccount(&e);
+                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if kept > 0 {
+            // The copies must be durable before the originals disappear.
+            if let Err(e) = w.active.sync() {
+                return Err(self.fail(e));
+            }
+        }
+        self.remove_segment(&seg)?;
+        // The unlink must be durable before anything relies on the segment being gone.
+        self.dir.sync()?;
+        Ok(true)
+    }
+
+    /// Re-appends a live value record (same sequence number and expiry) and points the index at
+    /// the copy. `keep_referenced` carries the read bit over (compaction) or clears it (second
+    /// chance).
+    fn move_record(&self, w: &mut Writer, seg: &Segment, rec: &format::Located<'_>, keep_referenced: bool) -> Result<()> {
+        let r = rec.record;
+        let (new_seg, offset, len) = self.append(w, Kind::Value, r.seq, r.expires_at_ms, r.key, r.value)?;
+        if let Some(mut e) = self.index.get_mut(r.key) {
+            if e.is_at(seg.id, rec.offset) {
+                e.segment = new_seg.id;
+                e.offset = offset;
+                e.len = len;
+                if !keep_referenced {
+                    e.referenced.store(false, Ordering::Relaxed);
+                }
+                drop(e);
+                seg.live_bytes.fetch_sub(u64::from(rec.len), Ordering::Relaxed);
+                new_seg.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+                self.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+                self.live_bytes.fetch_sub(u64::from(rec.len), Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// One compaction step: sweep expired entries, then rewrite sealed segments whose live
+    /// fraction is below `min_live_ratio`, oldest first. Stops early when `stop` is signalled.
+    pub(crate) fn compact(&self, stop: &Shutdown) -> Result<CompactionReport> {
+        self.check_writable()?;
+        let before = self.disk_bytes.load(Ordering::Relaxed);
+        let mut report = CompactionReport {
+            expired: self.sweep_expired(),
+            ..CompactionReport::default()
+        };
+        let active_id = self.writer.lock().active.id;
+        let candidates: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .values()
+            .filter(|s| s.id != active_id)
+            .filter(|s| {
+                let data = s.data_bytes() as f64;
+                data > 0.0 && (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio
+            })
+            .cloned()
+            .collect();
+        for seg in candidates {
+            if stop.is_stopped() {
+                break;
+            }
+            report.records_moved += self.rewrite(&seg, stop)?;
+            report.segments_rewritten += 1;
+            self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        report.bytes_reclaimed = before as i64 - self.disk_bytes.load(Ordering::Relaxed) as i64;
+        Ok(report)
+    }
+
+    /// Removes every expired entry from the index. Their records become dead bytes.
+    fn sweep_expired(&self) -> u64 {
+        let now = self.clock.now_ms();
+        let expired: Vec<(Box<str>, u64)> = self
+            .index
+            .iter()
+            .filter(|e| e.value().is_expired(now))
+            .map(|e| (e.key().clone(), e.value().seq))
+            .collect();
+        let before = self.counters.expirations.load(Ordering::Relaxed);
+        for (key, seq) in &expired {
+            self.expire(key, *seq);
+        }
+        self.counters.expirations.load(Ordering::Relaxed) - before
+    }
+
+    /// Copies a segment's live records forward, keeps what must stay as tombstones, deletes the
+    /// segment. Returns the number of records moved.
+    fn rewrite(&self, seg: &Arc<Segment>, stop: &Shutdown) -> Result<u64> {
+        let end = usize::try_from(seg.data_end()).unwrap_or(usize::MAX);
+        let scan = format::scan_segment(seg.bytes().get(..end).unwrap_or(seg.bytes()));
+        let mut moved = 0;
+        // Keys no longer in the index, with the highest seq of their records here: each gets one
+        // tombstone with that seq, which shadows every older record of the key elsewhere.
+        let mut tombstones: HashMap<&str, u64> = HashMap::new();
+        for batch in scan.records.chunks(BATCH) {
+            if stop.is_stopped() {
+                // Nothing is lost by stopping here: moved records are duplicates of the
+                // originals (same sequence number), and the segment stays until a later pass.
+                return Ok(moved);
+            }
+            let mut w = self.writer.lock();
+            let now = self.clock.now_ms();
+            for rec in batch {
+                let r = rec.record;
+                let state = self
+                    .index
+                    .get(r.key)
+                    .map(|e| (e.is_at(seg.id, rec.offset), e.seq, e.is_expired(now)));
+                match (r.kind, state) {
+                    (Kind::Value, Some((true, _, false))) => {
+                        self.move_record(&mut w, seg, rec, true)?;
+                        moved += 1;
+                    }
+                    (Kind::Value, Some((true, seq, true))) => {
+                        self.expire(r.key, seq);
+                        note_tombstone(&mut tombstones, r.key, r.seq);
+                    }
+                    // The key lives in another record, which is at least as new as this one.
+                    (_, Some(_)) => {}
+                    // Deleted, expired or damaged key.
+                    (_, None) => note_tombstone(&mut tombstones, r.key, r.seq),
+                }
+            }
+        }
+        let mut w = self.writer.lock();
+        // In the oldest segment nothing older can exist, so dead keys need no tombstone.
+        let is_oldest = self.segments.read().keys().next() == Some(&seg.id);
+        if !is_oldest {
+            for (key, seq) in tombstones {
+                // A key set again meanwhile has a higher seq, so this tombstone cannot hide it.
+                self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
+            }
+        }
+        // The copies must be durable before the originals disappear.
+        if let Err(e) = w.active.sync() {
+            return Err(self.fail(e));
+        }
+        self.remove_segment(seg)?;
+        self.dir.sync()?;
+        Ok(moved)
+    }
+}
+
+fn note_tombstone<'k>(tombstones: &mut HashMap<&'k str, u64>, key: &'k str, seq: u64) {
+    let slot = tombstones.entry(key).or_insert(seq);
+    *slot = (*slot).max(seq);
+}

@@ -1,0 +1,786 @@
+//! The persistent L1: a crash-safe, append-only file store read through mmap.
+//!
+//! A store is a directory of fixed-size segment files. Every write appends a CRC-checked record
+//! to the active segment; a [`DashMap`](dashmap::DashMap) index maps each key to its newest
+//! record; reads go index → mmap slice → CRC check. Deletes append tombstones. Sealed segments
+//! get hint files (index snapshots) so that opening reads small files instead of all data.
+//! `storage-format.md` specifies every byte.
+//!
+//! | module        | job                                                         |
+//! |---------------|-------------------------------------------------------------|
+//! | `format`      | bytes on disk: names, magic, encoders and decoders          |
+//! | `dir`         | the directory: ownership check, lock, metadata              |
+//! | `segment`     | one segment file and its mmap                               |
+//! | `mmap`        | the only `unsafe`: creating the map                         |
+//! | `index`       | key → location                                              |
+//! | `recovery`    | open: hints or scans, damage handling, rebuilding the index |
+//! | `maintenance` | size-bound eviction, TTL sweep, segment rewriting           |
+//! | `worker`      | background flusher and compactor threads                    |
+
+mod dir;
+pub(crate) mod format;
+mod index;
+mod maintenance;
+mod mmap;
+mod options;
+mod recovery;
+mod segment;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use self::format::{FORMAT_VERSION, MAX_KEY_LEN};
+pub use self::maintenance::CompactionReport;
+pub use self::options::{Durability, FileStoreOptions};
+pub use self::recovery::RecoveryReport;
+
+use self::dir::LockedDir;
+use self::format::{Kind, Meta, SEGMENT_HEADER_LEN};
+use self::index::{Index, IndexEntry};
+use self::segment::Segment;
+use self::worker::{Shutdown, Workers};
+use crate::clock::{self, Clock};
+use crate::error::{key_for_error, Error, KeyProblem, Result};
+use crate::storage::{Entry, Storage, StorageSize};
+
+/// A crash-safe, size-bounded, persistent key-value cache in a directory.
+///
+/// ```
+/// use std::time::Duration;
+/// use uno_cache::{FileStore, FileStoreOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = FileStore::open(dir.path(), FileStoreOptions::default())?;
+/// store.set("greeting", b"hello", Some(Duration::from_secs(60)))?;
+/// assert_eq!(store.get("greeting")?.as_deref(), Some(&b"hello"[..]));
+/// store.close()?;
+///
+/// // Still there after a restart.
+/// let store = FileStore::open(dir.path(), FileStoreOptions::default())?;
+/// assert_eq!(store.get("greeting")?.as_deref(), Some(&b"hello"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+    workers: Workers,
+    closed: bool,
+}
+
+/// Sizes and counters of a file store.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileStoreStats {
+    /// Keys with a live value (expired ones not yet swept included).
+    pub live_items: u64,
+    /// Bytes of the live records (headers, keys and values).
+    pub live_bytes: u64,
+    /// Bytes of records on disk across all segments, headers included; what `max_size` bounds.
+    pub disk_bytes: u64,
+    /// Segment files, the active one included.
+    pub segments: u64,
+    /// `disk_bytes - live_bytes`: overwritten, deleted and expired records, tombstones, headers.
+    pub dead_bytes: u64,
+    /// Records skipped as damaged when the store was opened.
+    pub recovery_skipped_records: u64,
+    /// Reads that found a damaged record (treated as a miss; the key was dropped).
+    pub corrupt_reads: u64,
+    /// Entries dropped by the size bound.
+    pub evictions: u64,
+    /// Entries re-appended instead of evicted because they were read since written.
+    pub second_chances: u64,
+    /// Entries removed because their TTL passed.
+    pub expirations: u64,
+    /// Segments rewritten by compaction.
+    pub compactions: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    corrupt_reads: AtomicU64,
+    evictions: AtomicU64,
+    second_chances: AtomicU64,
+    expirations: AtomicU64,
+    compactions: AtomicU64,
+}
+
+/// State shared by the store handle and its background threads.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    dir: LockedDir,
+    segment_size: u64,
+    max_bytes: u64,
+    durability: Durability,
+    compaction_interval: Duration,
+    min_live_ratio: f64,
+    clock: Arc<dyn Clock>,
+    index: Index,
+    /// Every segment by id; the active one is the last. Lock order: `writer` before `segments`.
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    /// Serialises fsyncs of the active segment (flush, the flusher thread).
+    sync_lock: Mutex<()>,
+    dirty: AtomicBool,
+    /// Set by the first failed write or fsync; writes are refused from then on.
+    failed: OnceLock<String>,
+    disk_bytes: AtomicU64,
+    live_bytes: AtomicU64,
+    counters: Counters,
+    recovery: RecoveryReport,
+    shutdown: Shutdown,
+}
+
+/// The appender. Only one thread writes at a time; index updates happen under this lock too, so
+/// "check the index, then append" is atomic with respect to every other write.
+#[derive(Debug)]
+struct Writer {
+    active: Arc<Segment>,
+    offset: u64,
+    next_seq: u64,
+    next_segment_id: u64,
+    /// Scratch buffer for one encoded record.
+    buf: Vec<u8>,
+    /// Hint entries of the active segment, written out when it is sealed.
+    hint: Vec<u8>,
+    hint_entries: u32,
+}
+
+impl FileStore {
+    /// Opens (or creates) the store in `dir`, recovering whatever a previous run left there.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another store has the directory open, [`Error::NotOurDirectory`] if
+    /// it holds foreign files, [`Error::UnsupportedVersion`] if a newer uno-cache wrote it,
+    /// [`Error::Config`] for invalid options, [`Error::Io`] for I/O failures. Damaged records are
+    /// not errors: they are skipped and counted in [`FileStore::recovery_report`].
+    pub fn open(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<FileStore> {
+        let (max_bytes, new_segment_size) = options.resolve()?;
+        let (dir, meta) = LockedDir::open(
+            dir.as_ref(),
+            Meta {
+                segment_size: new_segment_size,
+                min_seq: 0,
+            },
+        )?;
+        let recovered = recovery::recover(&dir, &meta, options.clock.now_ms())?;
+        let mut segments = recovered.segments;
+        let active = Arc::new(Segment::create(&dir.path, recovered.next_segment_id, meta.segment_size)?);
+        dir.sync()?;
+        segments.insert(active.id, Arc::clone(&active));
+        let disk_bytes: u64 = segments.values().map(|s| s.data_end()).sum();
+        let live_bytes: u64 = segments.values().map(|s| s.live_bytes.load(Ordering::Relaxed)).sum();
+        let inner = Arc::new(Inner {
+            segment_size: meta.segment_size,
+            max_bytes,
+            durability: options.durability,
+            compaction_interval: options.compaction_interval,
+            min_live_ratio: options.min_live_ratio,
+            clock: options.clock,
+            index: recovered.index,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(Writer {
+                offset: SEGMENT_HEADER_LEN as u64,
+                next_seq: recovered.next_seq,
+                next_segment_id: active.id + 1,
+                active,
+                buf: Vec::new(),
+                hint: Vec::new(),
+                hint_entries: 0,
+            }),
+            sync_lock: Mutex::new(()),
+            dirty: AtomicBool::new(false),
+            failed: OnceLock::new(),
+            disk_bytes: AtomicU64::new(disk_bytes),
+            live_bytes: AtomicU64::new(live_bytes),
+            counters: Counters::default(),
+            recovery: recovered.report,
+            shutdown: Shutdown::default(),
+            dir,
+        });
+        let workers = if options.background {
+            Workers::start(&inner)?
+        } else {
+            Workers::default()
+        };
+        Ok(FileStore {
+            inner,
+            workers,
+            closed: false,
+        })
+    }
+
+    /// Reads a value. Expired, deleted, evicted and damaged entries are all misses.
+    ///
+    /// # Errors
+    /// Reads of a valid key do not fail; a damaged record is reported as a miss and counted in
+    /// [`FileStoreStats::corrupt_reads`].
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.read(key).map(|(value, _)| value))
+    }
+
+    /// Reads a value with its absolute expiry.
+    ///
+    /// # Errors
+    /// As [`FileStore::get`].
+    pub fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        Ok(self.inner.read(key).map(|(value, expires_at_ms)| Entry {
+            value,
+            expires_at: (expires_at_ms != 0).then(|| clock::ms_to_system_time(expires_at_ms)),
+        }))
+    }
+
+    /// Whether `key` has a live value, without reading it.
+    #[must_use]
+    pub fn contains(&self, key: &str) -> bool {
+        let now = self.inner.clock.now_ms();
+        self.inner.index.get(key).is_some_and(|e| !e.is_expired(now))
+    }
+
+    /// Writes a value; `ttl = None` means it never expires.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::ZeroTtl`] or [`Error::ValueTooLarge`] for bad input (nothing
+    /// is written); [`Error::WritesDisabled`] after an earlier write or fsync failure;
+    /// [`Error::Io`] if this write fails (later writes are then refused).
+    pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set_many(&[(key, value)], ttl)
+    }
+
+    /// Writes several values under one lock acquisition (and one fsync with
+    /// [`Durability::EveryWrite`]). Input is checked first: one bad item writes nothing.
+    ///
+    /// # Errors
+    /// As [`FileStore::set`].
+    pub fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set_many(items, ttl)
+    }
+
+    /// Deletes a key, writing a tombstone so the delete survives a restart. Returns whether a
+    /// live value was removed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::WritesDisabled`], [`Error::Io`].
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.delete(key)
+    }
+
+    /// Makes every write that returned before this call durable (fsync).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the fsync fails (writes are refused from then on), or
+    /// [`Error::WritesDisabled`] if an earlier one did.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Runs one compaction step now: sweeps expired entries and rewrites sparse segments.
+    /// The background compactor does the same on its own; this is for tools and tests.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::WritesDisabled`].
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.inner.compact(&Shutdown::default())
+    }
+
+    /// Removes every entry, durably.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::WritesDisabled`].
+    pub fn clear(&self) -> Result<()> {
+        self.inner.clear()
+    }
+
+    /// Reads every record of every segment and checks its CRC. `progress` is called with
+    /// `(bytes checked, total bytes)` after each segment.
+    ///
+    /// # Errors
+    /// None today; I/O errors would be reported as [`Error::Io`].
+    pub fn verify(&self, progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
+        Ok(self.inner.verify(progress))
+    }
+
+    /// The live keys at this moment (a snapshot; expired keys are left out).
+    #[must_use]
+    pub fn keys(&self) -> Vec<String> {
+        let now = self.inner.clock.now_ms();
+        self.inner
+            .index
+            .iter()
+            .filter(|e| !e.value().is_expired(now))
+            .map(|e| e.key().to_string())
+            .collect()
+    }
+
+    /// Sizes and counters.
+    #[must_use]
+    pub fn stats(&self) -> FileStoreStats {
+        self.inner.stats()
+    }
+
+    /// What the last open found: hints used, segments scanned, damage skipped.
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.inner.dir.path
+    }
+
+    /// Stops the background threads, fsyncs, and writes the hint file of the active segment so
+    /// the next open is fast. Dropping the store does the same but can only log errors.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the final fsync or hint write fails.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.workers.stop(&self.inner.shutdown);
+        self.inner.seal_on_close()
+    }
+}
+
+impl Drop for FileStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, path = %self.inner.dir.path.display(), "closing the file store failed");
+        }
+    }
+}
+
+/// What [`FileStore::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyReport {
+    /// Segments checked.
+    pub segments: u64,
+    /// Records with a valid CRC.
+    pub records: u64,
+    /// Damaged byte ranges (each may hide one or more records).
+    pub damaged_ranges: u64,
+    /// Bytes in damaged ranges.
+    pub damaged_bytes: u64,
+    /// Files with a problem, and what it is.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True if nothing is damaged.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.damaged_ranges == 0 && self.problems.is_empty()
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    let problem = if key.is_empty() {
+        KeyProblem::Empty
+    } else if key.len() > MAX_KEY_LEN {
+        KeyProblem::TooLong {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        }
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidKey {
+        key: key_for_error(key),
+        problem,
+    })
+}
+
+impl Inner {
+    fn check_writable(&self) -> Result<()> {
+        match self.failed.get() {
+            Some(cause) => Err(Error::WritesDisabled {
+                path: self.dir.path.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Latches the store read-only after a failed write or fsync and passes the error on.
+    fn fail(&self, error: Error) -> Error {
+        let _ = self.failed.set(error.to_string());
+        tracing::error!(error = %error, "file store write failed; further writes are refused until reopen");
+        error
+    }
+
+    fn max_value_len(&self, key: &str) -> usize {
+        usize::try_from(self.segment_size)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(SEGMENT_HEADER_LEN + format::record_len(key.len(), 0))
+    }
+
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u64)> {
+        // A lookup can race with eviction moving the entry; retry a few times before calling it
+        // a miss.
+        for _ in 0..3 {
+            let now = self.clock.now_ms();
+            let (segment, offset, len, seq, expires) = {
+                let entry = self.index.get(key)?;
+                if entry.is_expired(now) {
+                    let seq = entry.seq;
+                    drop(entry);
+                    self.expire(key, seq);
+                    return None;
+                }
+                entry.touch();
+                (entry.segment, entry.offset, entry.len, entry.seq, entry.expires_at_ms)
+            };
+            let segments = self.segments.read();
+            let Some(seg) = segments.get(&segment) else {
+                continue;
+            };
+            return match seg.read(u64::from(offset), len).map(format::decode_record) {
+                Some(format::Decoded::Record(r, _)) if r.kind == Kind::Value && r.key == key && r.seq == seq => {
+                    Some((r.value.to_vec(), expires))
+                }
+                _ => {
+                    drop(segments);
+                    self.forget_corrupt(key, seq, segment, offset);
+                    None
+                }
+            };
+        }
+        None
+    }
+
+    /// Removes an expired entry from the index (if it was not rewritten meanwhile).
+    fn expire(&self, key: &str, seq: u64) {
+        if let Some((_, e)) = self.index.remove_if(key, |_, e| e.seq == seq) {
+            self.unaccount(&e);
+            self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A read found a damaged record: drop the key and write a tombstone with the damaged
+    /// record's sequence number, so an older version of the key cannot resurface at restart.
+    fn forget_corrupt(&self, key: &str, seq: u64, segment: u64, offset: u32) {
+        self.counters.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = %key_for_error(key), segment, offset, "damaged record read; treated as a miss");
+        let mut w = self.writer.lock();
+        let Some((_, e)) = self
+            .index
+            .remove_if(key, |_, e| e.seq == seq && e.is_at(segment, u64::from(offset)))
+        else {
+            return;
+        };
+        self.unaccount(&e);
+        if self.check_writable().is_ok() {
+            if let Err(err) = self.append(&mut w, Kind::Tombstone, seq, 0, key, &[]) {
+                tracing::warn!(error = %err, "could not write a tombstone for a damaged record");
+            }
+        }
+    }
+
+    /// Subtracts an index entry's bytes from the live counts.
+    fn unaccount(&self, e: &IndexEntry) {
+        self.live_bytes.fetch_sub(u64::from(e.len), Ordering::Relaxed);
+        if let Some(seg) = self.segments.read().get(&e.segment) {
+            seg.live_bytes.fetch_sub(u64::from(e.len), Ordering::Relaxed);
+        }
+    }
+
+    fn account(&self, segment: &Segment, len: u32) {
+        self.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+        segment.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in items {
+            check_key(key)?;
+            if ttl.is_some_and(|t| t.is_zero()) {
+                return Err(Error::ZeroTtl {
+                    key: key_for_error(key),
+                });
+            }
+            let max = self.max_value_len(key);
+            if value.len() > max {
+                return Err(Error::ValueTooLarge {
+                    key: key_for_error(key),
+                    len: value.len(),
+                    max,
+                    store: format!("a {}-byte file-store segment", self.segment_size),
+                });
+            }
+        }
+        self.check_writable()?;
+        let expires = ttl.map_or(0, |t| clock::expiry_ms(self.clock.now_ms(), t));
+        let mut w = self.writer.lock();
+        for (key, value) in items {
+            let len = format::record_len(key.len(), value.len()) as u64;
+            self.ensure_space(&mut w, len)?;
+            let seq = w.next_seq;
+            w.next_seq += 1;
+            let (segment, offset, len) = self.append(&mut w, Kind::Value, seq, expires, key, value)?;
+            let entry = IndexEntry::new(segment.id, offset, len, seq, expires);
+            self.account(&segment, len);
+            if let Some(old) = self.index.insert(Box::from(*key), entry) {
+                self.unaccount(&old);
+            }
+        }
+        self.sync_if_every_write(&w)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.check_writable()?;
+        let now = self.clock.now_ms();
+        let mut w = self.writer.lock();
+        let expired = match self.index.get(key) {
+            None => return Ok(false),
+            Some(e) => e.is_expired(now).then_some(e.seq),
+        };
+        if let Some(seq) = expired {
+            // The record on disk is expired, so recovery ignores it: no tombstone needed.
+            self.expire(key, seq);
+            return Ok(false);
+        }
+        let seq = w.next_seq;
+        w.next_seq += 1;
+        self.ensure_space(&mut w, format::record_len(key.len(), 0) as u64)?;
+        self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
+        if let Some((_, old)) = self.index.remove(key) {
+            self.unaccount(&old);
+        }
+        self.sync_if_every_write(&w)?;
+        Ok(true)
+    }
+
+    /// Appends one record to the active segment, rolling to a new segment if it does not fit.
+    /// Returns the segment, offset and length written. The caller updates the index.
+    fn append(
+        &self,
+        w: &mut Writer,
+        kind: Kind,
+        seq: u64,
+        expires_at_ms: u64,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(Arc<Segment>, u32, u32)> {
+        w.buf.clear();
+        format::encode_record(&mut w.buf, kind, seq, expires_at_ms, key, value);
+        let len = w.buf.len() as u64;
+        if w.offset + len > self.segment_size {
+            self.roll(w)?;
+        }
+        let offset = w.offset;
+        if let Err(e) = w.active.write_at(offset, &w.buf) {
+            return Err(self.fail(e));
+        }
+        let (offset32, len32) = (
+            u32::try_from(offset).unwrap_or(u32::MAX),
+            u32::try_from(len).unwrap_or(u32::MAX),
+        );
+        format::encode_hint_entry(&mut w.hint, kind, key, offset32, len32, seq, expires_at_ms);
+        w.hint_entries += 1;
+        w.offset += len;
+        w.active.data_end.store(w.offset, Ordering::Release);
+        self.disk_bytes.fetch_add(len, Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok((Arc::clone(&w.active), offset32, len32))
+    }
+
+    fn sync_if_every_write(&self, w: &Writer) -> Result<()> {
+        if self.durability == Durability::EveryWrite {
+            if let Err(e) = w.active.sync() {
+                return Err(self.fail(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsync, hint file) and starts a new one.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        self.seal(w)?;
+        let id = w.next_segment_id;
+        let segment = Arc::new(Segment::create(&self.dir.path, id, self.segment_size).map_err(|e| self.fail(e))?);
+        self.dir.sync().map_err(|e| self.fail(e))?;
+        w.next_segment_id += 1;
+        self.segments.write().insert(id, Arc::clone(&segment));
+        w.active = segment;
+        w.offset = SEGMENT_HEADER_LEN as u64;
+        w.hint.clear();
+        w.hint_entries = 0;
+        self.disk_bytes.fetch_add(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// fsyncs the active segment and writes its hint file.
+    fn seal(&self, w: &Writer) -> Result<()> {
+        if let Err(e) = w.active.sync() {
+            return Err(self.fail(e));
+        }
+        let mut hint = Vec::with_capacity(format::HINT_HEADER_LEN + w.hint.len() + format::HINT_TRAILER_LEN);
+        format::encode_hint_header(&mut hint, w.active.id, w.offset);
+        hint.extend_from_slice(&w.hint);
+        format::encode_hint_trailer(&mut hint, w.hint_entries);
+        // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
+        if let Err(e) = recovery::write_hint(&self.dir.path, w.active.id, &hint) {
+            tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
+        }
+        Ok(())
+    }
+
+    fn seal_on_close(&self) -> Result<()> {
+        if self.failed.get().is_some() {
+            return Ok(());
+        }
+        let w = self.writer.lock();
+        if w.hint_entries == 0 {
+            // Nothing was written: remove the empty segment instead of keeping it around.
+            let removed = self.segments.write().remove(&w.active.id);
+            if let Some(seg) = removed {
+                self.disk_bytes.fetch_sub(seg.data_end(), Ordering::Relaxed);
+                std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove empty segment", &seg.path, e))?;
+            }
+            return self.dir.sync();
+        }
+        self.seal(&w)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.check_writable()?;
+        let _sync = self.sync_lock.lock();
+        self.dirty.store(false, Ordering::Relaxed);
+        let active = Arc::clone(&self.writer.lock().active);
+        active.sync().map_err(|e| self.fail(e))
+    }
+
+    pub(crate) fn flush_if_dirty(&self) -> Result<()> {
+        if self.dirty.load(Ordering::Relaxed) && self.failed.get().is_none() {
+            self.flush()
+        } else {
+            Ok(())
+        }
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.check_writable()?;
+        let mut w = self.writer.lock();
+        // Raise the minimum sequence number first: once that is durable, every older record is
+        // ignored by recovery, so removing the files is only space reclamation.
+        let meta = Meta {
+            segment_size: self.segment_size,
+            min_seq: w.next_seq,
+        };
+        self.dir.write_meta(&meta).map_err(|e| self.fail(e))?;
+        self.index.clear();
+        self.live_bytes.store(0, Ordering::Relaxed);
+        self.roll(&mut w)?;
+        let old: Vec<Arc<Segment>> = {
+            let segments = self.segments.read();
+            segments.values().filter(|s| s.id != w.active.id).cloned().collect()
+        };
+        for seg in old {
+            self.remove_segment(&seg)?;
+        }
+        self.dir.sync()
+    }
+
+    /// Forgets a segment and deletes its files. Readers holding it finish first (the segments
+    /// lock); the mapping outlives the unlink.
+    fn remove_segment(&self, seg: &Segment) -> Result<()> {
+        self.segments.write().remove(&seg.id);
+        self.disk_bytes.fetch_sub(seg.data_end(), Ordering::Relaxed);
+        std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove segment", &seg.path, e))?;
+        let hint = segment::hint_path(&self.dir.path, seg.id);
+        match std::fs::remove_file(&hint) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove hint", &hint, e)),
+        }
+    }
+
+    fn stats(&self) -> FileStoreStats {
+        let disk_bytes = self.disk_bytes.load(Ordering::Relaxed);
+        let live_bytes = self.live_bytes.load(Ordering::Relaxed);
+        let c = &self.counters;
+        FileStoreStats {
+            live_items: self.index.len() as u64,
+            live_bytes,
+            disk_bytes,
+            segments: self.segments.read().len() as u64,
+            dead_bytes: disk_bytes.saturating_sub(live_bytes),
+            recovery_skipped_records: self.recovery.damaged_ranges,
+            corrupt_reads: c.corrupt_reads.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            second_chances: c.second_chances.load(Ordering::Relaxed),
+            expirations: c.expirations.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+        }
+    }
+
+    fn verify(&self, mut progress: impl FnMut(u64, u64)) -> VerifyReport {
+        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        let total: u64 = segments.iter().map(|s| s.data_end()).sum();
+        let mut report = VerifyReport::default();
+        let mut done = 0;
+        for seg in segments {
+            let end = usize::try_from(seg.data_end()).unwrap_or(usize::MAX);
+            let bytes = seg.bytes().get(..end).unwrap_or(seg.bytes());
+            let scan = format::scan_segment(bytes);
+            report.segments += 1;
+            report.records += scan.records.len() as u64;
+            for range in scan.damaged.iter().chain(scan.torn_tail.iter()) {
+                report.damaged_ranges += 1;
+                report.damaged_bytes += range.end - range.start;
+            }
+            if !scan.damaged.is_empty() || scan.torn_tail.is_some() {
+                report.problems.push(format!("{}: damaged records", seg.path.display()));
+            }
+            done += seg.data_end();
+            progress(done, total);
+        }
+        report
+    }
+}
+
+impl Storage for FileStore {
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.get_entry(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        FileStore::set(self, key, value, ttl)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        FileStore::delete(self, key)
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        FileStore::set_many(self, items, ttl)
+    }
+
+    fn size(&self) -> Result<StorageSize> {
+        let stats = self.stats();
+        Ok(StorageSize {
+            items: stats.live_items,
+            bytes: stats.live_bytes,
+        })
+    }
+
+    fn clear(&self) -> Result<()> {
+        FileStore::clear(self)
+    }
+
+    fn flush(&self) -> Result<()> {
+        FileStore::flush(self)
+    }
+}
+

@@ -1,0 +1,269 @@
+//! Opening a store: rebuild the index from hint files, or by scanning segments where a hint is
+//! missing, stale or damaged.
+//!
+//! The algorithm, step by step, is in storage-format.md ("Recovery"). In short: for every key the
+//! record with the highest sequence number wins (ties: a tombstone wins, then the later copy);
+//! a winning tombstone or an expired value means "absent". A torn tail is zeroed; damage elsewhere
+//! is skipped and counted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry as MapEntry;
+
+use super::dir::LockedDir;
+use super::format::{self, Kind, Meta, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN, TMP_EXT};
+use super::index::{Index, IndexEntry};
+use super::segment::{self, Segment};
+use crate::error::{Error, Result};
+
+/// What opening the store found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecoveryReport {
+    /// Segments loaded.
+    pub segments: u64,
+    /// Segments whose index came from a hint file.
+    pub from_hints: u64,
+    /// Segments that had to be scanned (no valid hint).
+    pub scanned: u64,
+    /// Records seen (values and tombstones).
+    pub records: u64,
+    /// Damaged ranges skipped in the middle of segments (real damage).
+    pub damaged_ranges: u64,
+    /// Bytes in those ranges.
+    pub damaged_bytes: u64,
+    /// Bytes cut from a torn tail.
+    pub torn_tail_bytes: u64,
+    /// Segment files whose header was unreadable; they were removed.
+    pub damaged_segments: u64,
+    /// Values found already expired.
+    pub expired: u64,
+}
+
+pub(crate) struct Recovered {
+    pub(crate) segments: BTreeMap<u64, Arc<Segment>>,
+    pub(crate) index: Index,
+    pub(crate) next_seq: u64,
+    pub(crate) next_segment_id: u64,
+    pub(crate) report: RecoveryReport,
+}
+
+/// One record as recovery sees it: from a hint entry or a scanned record.
+struct Found<'a> {
+    kind: Kind,
+    key: &'a str,
+    offset: u32,
+    len: u32,
+    seq: u64,
+    expires_at_ms: u64,
+}
+
+pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recovered> {
+    let (segment_ids, hint_ids) = list(&dir.path)?;
+    for id in hint_ids.difference(&segment_ids) {
+        remove_quietly(&segment::hint_path(&dir.path, *id));
+    }
+    let mut report = RecoveryReport::default();
+    let index = Index::default();
+    let mut tombstones: HashMap<Box<str>, u64> = HashMap::new();
+    let mut segments = BTreeMap::new();
+    let mut max_seq = meta.min_seq;
+    let last_id = segment_ids.iter().next_back().copied();
+
+    for &id in &segment_ids {
+        let path = segment::segment_path(&dir.path, id);
+        let seg = match Segment::open(path.clone(), id)? {
+            Ok(seg) => seg,
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "removing an unreadable segment");
+                report.damaged_segments += 1;
+                remove_quietly(&path);
+                remove_quietly(&segment::hint_path(&dir.path, id));
+                continue;
+            }
+        };
+        report.segments += 1;
+        let mut apply = |f: Found<'_>| {
+            report.records += 1;
+            if f.seq < meta.min_seq {
+                return;
+            }
+            max_seq = max_seq.max(f.seq);
+            apply(&index, &mut tombstones, id, f);
+        };
+        let data_end = match load_hint(&dir.path, &seg) {
+            Some(hint) => {
+                report.from_hints += 1;
+                for e in &hint.entries {
+                    apply(Found {
+                        kind: e.kind,
+                        key: &e.key,
+                        offset: e.offset,
+                        len: e.len,
+                        seq: e.seq,
+                        expires_at_ms: e.expires_at_ms,
+                    });
+                }
+                hint.data_end
+            }
+            None => {
+                report.scanned += 1;
+                let scan = format::scan_segment(seg.bytes());
+                let mut hint = Vec::new();
+                format::encode_hint_header(&mut hint, id, scan.data_end);
+                for rec in &scan.records {
+                    let r = rec.record;
+                    let offset = u32::try_from(rec.offset).unwrap_or(u32::MAX);
+                    format::encode_hint_entry(&mut hint, r.kind, r.key, offset, rec.len, r.seq, r.expires_at_ms);
+                    apply(Found {
+                        kind: r.kind,
+                        key: r.key,
+                        offset,
+                        len: rec.len,
+                        seq: r.seq,
+                        expires_at_ms: r.expires_at_ms,
+                    });
+                }
+                format::encode_hint_trailer(&mut hint, u32::try_from(scan.records.len()).unwrap_or(u32::MAX));
+                for range in &scan.damaged {
+                    report.damaged_ranges += 1;
+                    report.damaged_bytes += range.end - range.start;
+                    tracing::warn!(path = %path.display(), start = range.start, end = range.end, "skipped damaged records");
+                }
+                if let Some(torn) = &scan.torn_tail {
+                    if Some(id) == last_id {
+                        report.torn_tail_bytes += torn.end - torn.start;
+                    } else {
+                        // Only the last segment can be torn by a crash; elsewhere it is damage.
+                        report.damaged_ranges += 1;
+                        report.damaged_bytes += torn.end - torn.start;
+                    }
+                    // Cut the tail: zero it, so a later scan ends cleanly at the last good record.
+                    let zeros = vec![0u8; usize::try_from(torn.end - torn.start).unwrap_or(0)];
+                    seg.write_at(torn.start, &zeros)?;
+                    seg.sync()?;
+                }
+                if let Err(e) = write_hint(&dir.path, id, &hint) {
+                    tracing::warn!(error = %e, "could not write a hint file after scanning a segment");
+                }
+                scan.data_end
+            }
+        };
+        seg.data_end.store(data_end, Ordering::Release);
+        segments.insert(id, Arc::new(seg));
+    }
+
+    // Expired values lost their key; count live bytes per segment for the rest.
+    index.retain(|_, e| {
+        if e.is_expired(now_ms) {
+            report.expired += 1;
+            false
+        } else {
+            true
+        }
+    });
+    for e in index.iter() {
+        if let Some(seg) = segments.get(&e.segment) {
+            seg.live_bytes.fetch_add(u64::from(e.len), Ordering::Relaxed);
+        }
+    }
+    let next_segment_id = segment_ids.iter().next_back().map_or(1, |id| id + 1);
+    Ok(Recovered {
+        segments,
+        index,
+        next_seq: max_seq + 1,
+        next_segment_id,
+        report,
+    })
+}
+
+/// Applies one record to the index: highest seq wins; on a tie a tombstone wins, then the
+/// record found later (a newer copy left by an interrupted compaction).
+fn apply(index: &Index, tombstones: &mut HashMap<Box<str>, u64>, segment: u64, f: Found<'_>) {
+    match f.kind {
+        Kind::Value => {
+            if tombstones.get(f.key).is_some_and(|&t| t >= f.seq) {
+                return;
+            }
+            let entry = IndexEntry::new(segment, f.offset, f.len, f.seq, f.expires_at_ms);
+            match index.entry(Box::from(f.key)) {
+                MapEntry::Occupied(mut old) => {
+                    if old.get().seq <= f.seq {
+                        old.insert(entry);
+                    }
+                }
+                MapEntry::Vacant(slot) => {
+                    slot.insert(entry);
+                }
+            }
+        }
+        Kind::Tombstone => {
+            index.remove_if(f.key, |_, e| e.seq <= f.seq);
+            let slot = tombstones.entry(Box::from(f.key)).or_insert(f.seq);
+            *slot = (*slot).max(f.seq);
+        }
+    }
+}
+
+/// Reads and checks the hint file of `seg`; `None` if it is missing, damaged or does not match
+/// the segment (the caller then scans).
+fn load_hint(dir: &Path, seg: &Segment) -> Option<format::Hint> {
+    let path = segment::hint_path(dir, seg.id);
+    let bytes = fs::read(&path).ok()?;
+    let hint = match format::decode_hint(&bytes) {
+        Ok(hint) => hint,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring a damaged hint file; scanning its segment");
+            return None;
+        }
+    };
+    let fits = hint.segment_id == seg.id
+        && hint.data_end >= SEGMENT_HEADER_LEN as u64
+        && hint.data_end <= seg.mapped_len()
+        && hint.entries.iter().all(|e| {
+            u64::from(e.offset) >= SEGMENT_HEADER_LEN as u64 && u64::from(e.offset) + u64::from(e.len) <= hint.data_end
+        });
+    if !fits {
+        tracing::warn!(path = %path.display(), "ignoring a hint file that does not match its segment");
+        return None;
+    }
+    Some(hint)
+}
+
+/// Writes a hint file via a temporary file and a rename. Not fsynced: a lost or torn hint only
+/// means the next open scans the segment.
+pub(crate) fn write_hint(dir: &Path, id: u64, bytes: &[u8]) -> Result<()> {
+    let path = segment::hint_path(dir, id);
+    let tmp = path.with_extension(format!("{HINT_EXT}.{TMP_EXT}"));
+    fs::write(&tmp, bytes).map_err(|e| Error::io("write hint", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io("rename hint", &path, e))
+}
+
+/// Segment and hint ids in the directory; deletes leftover temporary files.
+fn list(dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
+    let mut segments = BTreeSet::new();
+    let mut hints = BTreeSet::new();
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(&format!(".{TMP_EXT}")) {
+            remove_quietly(&entry.path());
+        } else if let Some(id) = segment::parse_file_id(name, SEGMENT_EXT) {
+            segments.insert(id);
+        } else if let Some(id) = segment::parse_file_id(name, HINT_EXT) {
+            hints.insert(id);
+        }
+    }
+    Ok((segments, hints))
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove a file");
+    }
+}
