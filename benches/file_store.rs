@@ -1,1 +1,3 @@
-fn main(){}
+//! Benchmarks (work in progress).
+
+fn main() {}

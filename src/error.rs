@@ -26,7 +26,10 @@ impl std::fmt::Display for KeyProblem {
         match self {
             KeyProblem::Empty => f.write_str("the key is empty; use a non-empty key"),
             KeyProblem::TooLong { len, max } => {
-                write!(f, "the key is {len} bytes, over the limit of {max} bytes; hash or shorten it")
+                write!(
+                    f,
+                    "the key is {len} bytes, over the limit of {max} bytes; hash or shorten it"
+                )
             }
         }
     }

@@ -1,8 +1,13 @@
 //! The one trait every cache level implements: file, memory, Redis, Memcached, or your own.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
+
+/// A boxed, sendable future: the return type of the trait's async methods (object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A value read from a level, with the moment it stops being valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +49,16 @@ pub struct StorageSize {
 /// - `set` with `Some(ttl)` requires `ttl > 0` ([`Error::ZeroTtl`](crate::Error::ZeroTtl)
 ///   otherwise); `None` means the level's default (which may be "never").
 /// - A failed call changes nothing that a later successful `get` could observe as garbage.
+///
+/// The `*_async` methods default to the blocking ones, which is right for local levels (an mmap
+/// read or an append to the page cache does not wait on the network). Network levels override
+/// them with real async I/O and must never block the executor.
 pub trait Storage: Send + Sync + 'static {
+    /// A short name for logs and stats ("file", "memory", "redis", ...).
+    fn name(&self) -> &str {
+        "custom"
+    }
+
     /// Reads a key. A miss is `Ok(None)`.
     fn get(&self, key: &str) -> Result<Option<Entry>>;
 
@@ -87,5 +101,44 @@ pub trait Storage: Send + Sync + 'static {
     /// Makes every completed write durable, where the level has such a notion.
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Async [`get`](Storage::get).
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+        Box::pin(std::future::ready(self.get(key)))
+    }
+
+    /// Async [`set`](Storage::set).
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::ready(self.set(key, value, ttl)))
+    }
+
+    /// Async [`delete`](Storage::delete).
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(std::future::ready(self.delete(key)))
+    }
+
+    /// Async [`get_many`](Storage::get_many).
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+        Box::pin(std::future::ready(self.get_many(keys)))
+    }
+
+    /// Async [`set_many`](Storage::set_many).
+    fn set_many_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::ready(self.set_many(items, ttl)))
+    }
+
+    /// Async [`delete_many`](Storage::delete_many).
+    fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(std::future::ready(self.delete_many(keys)))
     }
 }

@@ -1,1 +1,3 @@
+//! The `uno-cache` command-line tool (work in progress).
+
 fn main() {}

@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::format::{self, Meta, HeaderError, LOCK_FILE, META_FILE, META_LEN, TMP_EXT};
+use super::format::{self, HeaderError, Meta, LOCK_FILE, META_FILE, META_LEN, TMP_EXT};
 use crate::error::{Error, Result};
 
 /// An open, locked store directory. The lock is released when this is dropped.

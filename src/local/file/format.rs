@@ -88,6 +88,7 @@ pub fn encode_meta(meta: &Meta) -> [u8; META_LEN] {
     buf
 }
 
+/// Decodes and checks the metadata file.
 pub fn decode_meta(buf: &[u8]) -> Result<Meta, HeaderError> {
     if buf.len() < META_LEN {
         return Err(HeaderError::Short);
@@ -267,7 +268,9 @@ pub fn decode_record(buf: &[u8]) -> Decoded<'_> {
     if crc32fast::hash(record.get(REC_KIND_AT..).unwrap_or_default()) != stored_crc {
         return Decoded::Invalid("checksum");
     }
-    let key_bytes = record.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len).unwrap_or_default();
+    let key_bytes = record
+        .get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len)
+        .unwrap_or_default();
     let Ok(key) = std::str::from_utf8(key_bytes) else {
         return Decoded::Invalid("key is not UTF-8");
     };
@@ -425,7 +428,15 @@ pub fn encode_hint_header(out: &mut Vec<u8>, segment_id: u64, data_end: u64) {
 }
 
 /// Appends one hint entry.
-pub fn encode_hint_entry(out: &mut Vec<u8>, kind: Kind, key: &str, offset: u32, len: u32, seq: u64, expires_at_ms: u64) {
+pub fn encode_hint_entry(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    key: &str,
+    offset: u32,
+    len: u32,
+    seq: u64,
+    expires_at_ms: u64,
+) {
     out.push(kind as u8);
     out.push(0);
     out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
@@ -465,8 +476,11 @@ pub fn decode_hint(buf: &[u8]) -> Result<Hint, HeaderError> {
     let mut entries = Vec::with_capacity(count.min(body.len() / HINT_ENTRY_LEN));
     let mut at = 0;
     while at < body.len() {
-        let e = body.get(at..at + HINT_ENTRY_LEN).ok_or(HeaderError::Field("entry"))?;
-        let kind = Kind::from_byte(e.get(HE_KIND_AT).copied().unwrap_or(0)).ok_or(HeaderError::Field("kind"))?;
+        let e = body
+            .get(at..at + HINT_ENTRY_LEN)
+            .ok_or(HeaderError::Field("entry"))?;
+        let kind =
+            Kind::from_byte(e.get(HE_KIND_AT).copied().unwrap_or(0)).ok_or(HeaderError::Field("kind"))?;
         let key_len = usize::from(u16_at(e, HE_KEY_LEN_AT));
         if key_len == 0 || key_len > MAX_KEY_LEN {
             return Err(HeaderError::Field("key length"));
@@ -530,7 +544,10 @@ mod tests {
         assert_eq!(buf.len(), record_len(3, 5));
         match decode_record(&buf) {
             Decoded::Record(r, len) => {
-                assert_eq!((r.kind, r.seq, r.expires_at_ms, r.key, r.value), (Kind::Value, 7, 99, "key", &b"value"[..]));
+                assert_eq!(
+                    (r.kind, r.seq, r.expires_at_ms, r.key, r.value),
+                    (Kind::Value, 7, 99, "key", &b"value"[..])
+                );
                 assert_eq!(len, buf.len());
             }
             other => panic!("expected a record, got {other:?}"),
@@ -540,7 +557,10 @@ mod tests {
             if let Some(b) = bad.get_mut(bit / 8) {
                 *b ^= 1 << (bit % 8);
             }
-            assert!(!matches!(decode_record(&bad), Decoded::Record(..)), "bit {bit} flip accepted");
+            assert!(
+                !matches!(decode_record(&bad), Decoded::Record(..)),
+                "bit {bit} flip accepted"
+            );
         }
     }
 
@@ -549,7 +569,10 @@ mod tests {
         assert_eq!(decode_record(&[0u8; 64]), Decoded::End);
         let mut buf = Vec::new();
         encode_record(&mut buf, Kind::Value, 1, 0, "k", b"v");
-        assert_eq!(decode_record(buf.get(..buf.len() - 1).unwrap_or_default()), Decoded::Incomplete);
+        assert_eq!(
+            decode_record(buf.get(..buf.len() - 1).unwrap_or_default()),
+            Decoded::Incomplete
+        );
     }
 
     #[test]
@@ -582,7 +605,10 @@ mod tests {
 
     #[test]
     fn meta_and_hint_round_trip() {
-        let meta = Meta { segment_size: 1 << 20, min_seq: 5 };
+        let meta = Meta {
+            segment_size: 1 << 20,
+            min_seq: 5,
+        };
         assert_eq!(decode_meta(&encode_meta(&meta)), Ok(meta));
         let mut buf = Vec::new();
         encode_hint_header(&mut buf, 3, 1000);

@@ -70,11 +70,9 @@ impl Inner {
             }
             let key = rec.record.key;
             let (live, expired, hot) = match self.index.get(key) {
-                Some(e) if e.is_at(seg.id, rec.offset) => (
-                    true,
-                    e.is_expired(now),
-                    e.referenced.load(Ordering::Relaxed),
-                ),
+                Some(e) if e.is_at(seg.id, rec.offset) => {
+                    (true, e.is_expired(now), e.referenced.load(Ordering::Relaxed))
+                }
                 _ => (false, false, false),
             };
             if !live {
@@ -106,7 +104,13 @@ impl Inner {
     /// Re-appends a live value record (same sequence number and expiry) and points the index at
     /// the copy. `keep_referenced` carries the read bit over (compaction) or clears it (second
     /// chance).
-    fn move_record(&self, w: &mut Writer, seg: &Segment, rec: &format::Located<'_>, keep_referenced: bool) -> Result<()> {
+    fn move_record(
+        &self,
+        w: &mut Writer,
+        seg: &Segment,
+        rec: &format::Located<'_>,
+        keep_referenced: bool,
+    ) -> Result<()> {
         let r = rec.record;
         let (new_seg, offset, len) = self.append(w, Kind::Value, r.seq, r.expires_at_ms, r.key, r.value)?;
         if let Some(mut e) = self.index.get_mut(r.key) {

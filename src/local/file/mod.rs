@@ -169,11 +169,18 @@ impl FileStore {
         )?;
         let recovered = recovery::recover(&dir, &meta, options.clock.now_ms())?;
         let mut segments = recovered.segments;
-        let active = Arc::new(Segment::create(&dir.path, recovered.next_segment_id, meta.segment_size)?);
+        let active = Arc::new(Segment::create(
+            &dir.path,
+            recovered.next_segment_id,
+            meta.segment_size,
+        )?);
         dir.sync()?;
         segments.insert(active.id, Arc::clone(&active));
         let disk_bytes: u64 = segments.values().map(|s| s.data_end()).sum();
-        let live_bytes: u64 = segments.values().map(|s| s.live_bytes.load(Ordering::Relaxed)).sum();
+        let live_bytes: u64 = segments
+            .values()
+            .map(|s| s.live_bytes.load(Ordering::Relaxed))
+            .sum();
         let inner = Arc::new(Inner {
             segment_size: meta.segment_size,
             max_bytes,
@@ -439,14 +446,22 @@ impl Inner {
                     return None;
                 }
                 entry.touch();
-                (entry.segment, entry.offset, entry.len, entry.seq, entry.expires_at_ms)
+                (
+                    entry.segment,
+                    entry.offset,
+                    entry.len,
+                    entry.seq,
+                    entry.expires_at_ms,
+                )
             };
             let segments = self.segments.read();
             let Some(seg) = segments.get(&segment) else {
                 continue;
             };
             return match seg.read(u64::from(offset), len).map(format::decode_record) {
-                Some(format::Decoded::Record(r, _)) if r.kind == Kind::Value && r.key == key && r.seq == seq => {
+                Some(format::Decoded::Record(r, _))
+                    if r.kind == Kind::Value && r.key == key && r.seq == seq =>
+                {
                     Some((r.value.to_vec(), expires))
                 }
                 _ => {
@@ -608,7 +623,8 @@ impl Inner {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         self.seal(w)?;
         let id = w.next_segment_id;
-        let segment = Arc::new(Segment::create(&self.dir.path, id, self.segment_size).map_err(|e| self.fail(e))?);
+        let segment =
+            Arc::new(Segment::create(&self.dir.path, id, self.segment_size).map_err(|e| self.fail(e))?);
         self.dir.sync().map_err(|e| self.fail(e))?;
         w.next_segment_id += 1;
         self.segments.write().insert(id, Arc::clone(&segment));
@@ -616,7 +632,8 @@ impl Inner {
         w.offset = SEGMENT_HEADER_LEN as u64;
         w.hint.clear();
         w.hint_entries = 0;
-        self.disk_bytes.fetch_add(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
+        self.disk_bytes
+            .fetch_add(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -646,7 +663,8 @@ impl Inner {
             let removed = self.segments.write().remove(&w.active.id);
             if let Some(seg) = removed {
                 self.disk_bytes.fetch_sub(seg.data_end(), Ordering::Relaxed);
-                std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove empty segment", &seg.path, e))?;
+                std::fs::remove_file(&seg.path)
+                    .map_err(|e| Error::io("remove empty segment", &seg.path, e))?;
             }
             return self.dir.sync();
         }
@@ -684,7 +702,11 @@ impl Inner {
         self.roll(&mut w)?;
         let old: Vec<Arc<Segment>> = {
             let segments = self.segments.read();
-            segments.values().filter(|s| s.id != w.active.id).cloned().collect()
+            segments
+                .values()
+                .filter(|s| s.id != w.active.id)
+                .cloned()
+                .collect()
         };
         for seg in old {
             self.remove_segment(&seg)?;
@@ -741,7 +763,9 @@ impl Inner {
                 report.damaged_bytes += range.end - range.start;
             }
             if !scan.damaged.is_empty() || scan.torn_tail.is_some() {
-                report.problems.push(format!("{}: damaged records", seg.path.display()));
+                report
+                    .problems
+                    .push(format!("{}: damaged records", seg.path.display()));
             }
             done += seg.data_end();
             progress(done, total);
@@ -751,6 +775,10 @@ impl Inner {
 }
 
 impl Storage for FileStore {
+    fn name(&self) -> &str {
+        "file"
+    }
+
     fn get(&self, key: &str) -> Result<Option<Entry>> {
         self.get_entry(key)
     }
@@ -783,4 +811,3 @@ impl Storage for FileStore {
         FileStore::flush(self)
     }
 }
-

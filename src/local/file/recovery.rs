@@ -117,7 +117,15 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
                 for rec in &scan.records {
                     let r = rec.record;
                     let offset = u32::try_from(rec.offset).unwrap_or(u32::MAX);
-                    format::encode_hint_entry(&mut hint, r.kind, r.key, offset, rec.len, r.seq, r.expires_at_ms);
+                    format::encode_hint_entry(
+                        &mut hint,
+                        r.kind,
+                        r.key,
+                        offset,
+                        rec.len,
+                        r.seq,
+                        r.expires_at_ms,
+                    );
                     apply(Found {
                         kind: r.kind,
                         key: r.key,
@@ -224,7 +232,8 @@ fn load_hint(dir: &Path, seg: &Segment) -> Option<format::Hint> {
         && hint.data_end >= SEGMENT_HEADER_LEN as u64
         && hint.data_end <= seg.mapped_len()
         && hint.entries.iter().all(|e| {
-            u64::from(e.offset) >= SEGMENT_HEADER_LEN as u64 && u64::from(e.offset) + u64::from(e.len) <= hint.data_end
+            u64::from(e.offset) >= SEGMENT_HEADER_LEN as u64
+                && u64::from(e.offset) + u64::from(e.len) <= hint.data_end
         });
     if !fits {
         tracing::warn!(path = %path.display(), "ignoring a hint file that does not match its segment");

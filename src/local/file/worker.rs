@@ -50,23 +50,31 @@ impl Workers {
         let mut workers = Workers::default();
         if let super::Durability::Periodic(interval) = inner.durability {
             let inner2 = Arc::clone(inner);
-            workers.spawn("uno-cache-flush", move || {
-                while !inner2.shutdown.sleep(interval) {
-                    if let Err(e) = inner2.flush_if_dirty() {
-                        tracing::error!(error = %e, "periodic flush failed; writes are now refused");
+            workers.spawn(
+                "uno-cache-flush",
+                move || {
+                    while !inner2.shutdown.sleep(interval) {
+                        if let Err(e) = inner2.flush_if_dirty() {
+                            tracing::error!(error = %e, "periodic flush failed; writes are now refused");
+                        }
                     }
-                }
-            }, inner)?;
+                },
+                inner,
+            )?;
         }
         let inner2 = Arc::clone(inner);
         let interval = inner.compaction_interval;
-        workers.spawn("uno-cache-compact", move || {
-            while !inner2.shutdown.sleep(interval) {
-                if let Err(e) = inner2.compact(&inner2.shutdown) {
-                    tracing::warn!(error = %e, "background compaction failed");
+        workers.spawn(
+            "uno-cache-compact",
+            move || {
+                while !inner2.shutdown.sleep(interval) {
+                    if let Err(e) = inner2.compact(&inner2.shutdown) {
+                        tracing::warn!(error = %e, "background compaction failed");
+                    }
                 }
-            }
-        }, inner)?;
+            },
+            inner,
+        )?;
         Ok(workers)
     }
 
