@@ -38,6 +38,15 @@ pub struct StorageSize {
     pub bytes: u64,
 }
 
+/// Events a level counted itself since it was opened (for the manager's stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StorageCounters {
+    /// Entries dropped to respect the level's size bound.
+    pub evictions: u64,
+    /// Entries removed because their TTL passed.
+    pub expirations: u64,
+}
+
 /// A cache level: bytes in, bytes out, keyed by string.
 ///
 /// The trait is object safe, so the level can be picked from configuration at run time
@@ -101,6 +110,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Makes every completed write durable, where the level has such a notion.
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Evictions and expirations the level has counted; zeros where it does not track them
+    /// (the default). Cheap: the manager calls it when stats are read.
+    fn counters(&self) -> StorageCounters {
+        StorageCounters::default()
     }
 
     /// Async [`get`](Storage::get).
