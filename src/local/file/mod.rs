@@ -47,7 +47,7 @@ use self::segment::Segment;
 use self::worker::{Shutdown, Workers};
 use crate::clock::{self, Clock};
 use crate::error::{key_for_error, Error, KeyProblem, Result};
-use crate::storage::{Entry, Storage, StorageSize};
+use crate::storage::{Entry, Storage, StorageCounters, StorageSize};
 
 /// A crash-safe, size-bounded, persistent key-value cache in a directory.
 ///
@@ -809,5 +809,13 @@ impl Storage for FileStore {
 
     fn flush(&self) -> Result<()> {
         FileStore::flush(self)
+    }
+
+    fn counters(&self) -> StorageCounters {
+        let c = &self.inner.counters;
+        StorageCounters {
+            evictions: c.evictions.load(Ordering::Relaxed),
+            expirations: c.expirations.load(Ordering::Relaxed),
+        }
     }
 }
