@@ -152,6 +152,11 @@ pub trait Storage: Send + Sync + 'static {
         Box::pin(std::future::ready(self.set_many(items, ttl)))
     }
 
+    /// Async [`size`](Storage::size) (for stats read from async code).
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        Box::pin(std::future::ready(self.size()))
+    }
+
     /// Async [`delete_many`](Storage::delete_many).
     fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(std::future::ready(self.delete_many(keys)))
