@@ -139,6 +139,62 @@ pub enum Error {
         /// What is wrong and what is accepted.
         reason: String,
     },
+
+    /// A value could not be encoded by the manager's codec; nothing was written.
+    #[error("cannot encode the value for key {key:?} with the {codec} codec: {reason}")]
+    Encode {
+        /// The key (shortened).
+        key: String,
+        /// The codec's name ("bincode", "json").
+        codec: &'static str,
+        /// What the codec reported.
+        reason: String,
+    },
+
+    /// Stored bytes carry this manager's codec tag but do not decode as the requested type
+    /// (a different type was stored under the key, or the bytes are damaged).
+    #[error("cannot decode the value for key {key:?} with the {codec} codec: {reason}; was another type stored under this key?")]
+    Decode {
+        /// The key (shortened).
+        key: String,
+        /// The codec's name.
+        codec: &'static str,
+        /// What the codec reported.
+        reason: String,
+    },
+
+    /// Stored bytes were written by another codec (or by a raw-bytes call) and are not decoded.
+    #[error("value for key {key:?} was stored with {stored}, but this cache manager decodes {expected}; use the same codec everywhere or read it with get_raw")]
+    CodecMismatch {
+        /// The key (shortened).
+        key: String,
+        /// The codec the stored tag names ("json", or "an unknown codec (tag 0x07)").
+        stored: String,
+        /// This manager's codec.
+        expected: &'static str,
+    },
+
+    /// The redb-backed level failed.
+    #[error("redb store {path}: {op}: {reason}")]
+    Redb {
+        /// What was being done ("open", "commit", ...).
+        op: &'static str,
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported.
+        reason: String,
+    },
+
+    /// [`CacheManager::init_global`](crate::CacheManager::init_global) was called twice.
+    #[error("the global cache manager is already initialised; call CacheManager::get_instance() instead of initialising it again")]
+    GlobalAlreadyInitialized,
+
+    /// [`CacheManager::get_instance`](crate::CacheManager::get_instance) was called before
+    /// [`CacheManager::init_global`](crate::CacheManager::init_global).
+    #[error(
+        "the global cache manager is not initialised; call CacheManager::init_global(config) at start-up"
+    )]
+    GlobalNotInitialized,
 }
 
 impl Error {

@@ -4,7 +4,28 @@
 //!
 //! L1 is local and comes first: by default a crash-safe file store ([`FileStore`]: append-only
 //! segment files read through mmap, a CRC on every record, a size bound, TTLs, hint files for fast
-//! start) whose entries survive restarts and crashes.
+//! start) whose entries survive restarts and crashes. A [`CacheManager`] puts L1 in front of an
+//! optional distributed L2 and applies the multi-level rules (read-through with backfill,
+//! write-through with per-level TTL caps, fallback when L2 fails, stampede protection).
+//!
+//! ```
+//! use std::time::Duration;
+//! use uno_cache::{CacheConfig, CacheManager};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let config = CacheConfig::from_toml_str(&format!(
+//!     "[local]\ntype = \"file\"\npath = {:?}\nttl = 300\n",
+//!     dir.path()
+//! ))?;
+//! let cache = CacheManager::new(config)?;
+//! let n: u64 = cache.get_or_set_with("answer", Some(Duration::from_secs(60)), || {
+//!     Ok::<_, uno_cache::Error>(42)
+//! })?;
+//! assert_eq!(n, 42);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A file store can also be used on its own:
 //!
 //! ```
 //! use std::time::Duration;
@@ -14,31 +35,50 @@
 //! let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(64))?;
 //! store.set("user:42", b"{\"name\":\"Ada\"}", Some(Duration::from_secs(300)))?;
 //! assert!(store.get("user:42")?.is_some());
-//! # Ok::<(), uno_cache::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Layout
 //!
-//! | path                 | what                                                     |
-//! |----------------------|----------------------------------------------------------|
-//! | `storage`            | [`Storage`], the one trait every level implements         |
-//! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)    |
-//! | `clock`              | wall-clock time, injectable for tests                    |
-//! | `error`              | [`Error`], one enum with context for every failure       |
+//! | path                 | what                                                               |
+//! |----------------------|--------------------------------------------------------------------|
+//! | `storage`            | [`Storage`], the one trait every level implements                   |
+//! | `manager/`           | [`CacheManager`]: multi-level rules, stampede guard, global instance |
+//! | `config`             | [`CacheConfig`], serde/TOML configuration with validation           |
+//! | `codec`              | [`Codec`]: bincode 2 or JSON, with a tag byte per value             |
+//! | `stats`              | [`CacheStats`]: counters, hit rates, latency percentiles            |
+//! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)              |
+//! | `local/memory`       | [`MemoryStore`], the in-process L1 (quick_cache, TTL per entry)     |
+//! | `local/redb`         | [`RedbStore`], an L1 in a redb database                             |
+//! | `clock`              | wall-clock time, injectable for tests                              |
+//! | `error`              | [`Error`], one enum with context for every failure                 |
 //!
 //! The byte layout of every file is specified in `storage-format.md`.
 
 mod clock;
+mod codec;
+mod config;
 mod error;
 pub mod local;
+mod manager;
+mod stats;
 mod storage;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::codec::Codec;
+pub use crate::config::{
+    CacheConfig, CodecName, DistributedCacheConfig, DistributedKind, DurabilityMode, LocalCacheConfig,
+    LocalKind, DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
+};
 pub use crate::error::{Error, KeyProblem, Result};
 pub use crate::local::file::{
     CompactionReport, Durability, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
     FORMAT_VERSION, MAX_KEY_LEN,
 };
+pub use crate::local::memory::MemoryStore;
+pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
+pub use crate::manager::{build_distributed, build_local, CacheManager, CacheManagerBuilder, Monitor};
+pub use crate::stats::{CacheStats, HitRates, LatencyStats, LevelStats, OverallStats, Sizes};
 pub use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
 
 #[doc(hidden)]

@@ -1,0 +1,549 @@
+//! Configuration of a [`CacheManager`](crate::CacheManager): which levels, their sizes and TTLs.
+//!
+//! Deserializable with serde (TOML through [`CacheConfig::from_toml_str`]); every field has a
+//! default, and [`CacheConfig::validate`] names the field at fault. TTLs and intervals are given
+//! in seconds in TOML (`ttl = 300`, or `ttl = 0.5`).
+//!
+//! ```
+//! use uno_cache::{CacheConfig, LocalKind};
+//! let config = CacheConfig::from_toml_str(r#"
+//!     use_multi_level = true
+//!     fallback_on_error = true
+//!
+//!     [local]
+//!     type = "memory"
+//!     max_size = 10000   # items for memory, MiB for file and redb
+//!     ttl = 300          # seconds
+//!
+//!     [distributed]
+//!     enabled = true
+//!     type = "redis"
+//!     hosts = ["127.0.0.1:6379"]
+//!     ttl = 3600
+//! "#)?;
+//! assert_eq!(config.local.kind, LocalKind::Memory);
+//! # Ok::<(), uno_cache::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::local::file::Durability;
+
+/// Where the file and redb levels keep their data when `local.path` is not set: `uno-cache-data`
+/// in the working directory.
+pub const DEFAULT_LOCAL_PATH: &str = "uno-cache-data";
+
+/// Default `local.max_size` for `type = "memory"`, in items.
+pub const DEFAULT_MEMORY_MAX_ITEMS: u64 = 10_000;
+
+/// Default `local.max_size` for `type = "file"` and `type = "redb"`, in MiB.
+pub const DEFAULT_DISK_MAX_MB: u64 = 1024;
+
+/// The whole cache configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Use the distributed level (L2) when it is enabled (default true). `false`: L1 alone.
+    pub use_multi_level: bool,
+    /// Hide L2 failures (default true): counted, logged, and treated as a miss on read and as
+    /// L1-only on write. `false`: the error reaches the caller.
+    pub fallback_on_error: bool,
+    /// How typed values become bytes: `"bincode"` (default) or `"json"`.
+    pub codec: CodecName,
+    /// The local level (L1).
+    pub local: LocalCacheConfig,
+    /// The distributed level (L2).
+    pub distributed: DistributedCacheConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            use_multi_level: true,
+            fallback_on_error: true,
+            codec: CodecName::default(),
+            local: LocalCacheConfig::default(),
+            distributed: DistributedCacheConfig::default(),
+        }
+    }
+}
+
+/// The codec named in configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    /// bincode 2 (compact, fast).
+    #[default]
+    Bincode,
+    /// JSON (readable by other tools).
+    Json,
+}
+
+impl CodecName {
+    /// The codec itself.
+    #[must_use]
+    pub fn codec(self) -> Codec {
+        match self {
+            CodecName::Bincode => Codec::bincode(),
+            CodecName::Json => Codec::json(),
+        }
+    }
+}
+
+/// Which implementation serves as L1 (`local.type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalKind {
+    /// [`FileStore`](crate::FileStore): persistent, crash-safe (default).
+    #[default]
+    File,
+    /// [`MemoryStore`](crate::MemoryStore): in process, bounded by item count.
+    Memory,
+    /// [`RedbStore`](crate::RedbStore): persistent, in a redb database.
+    Redb,
+}
+
+/// When the file or redb level makes writes durable (`local.durability`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityMode {
+    /// Only on flush and close.
+    None,
+    /// Group commit every `local.durability_interval_ms` (default).
+    #[default]
+    Periodic,
+    /// Before every write returns.
+    EveryWrite,
+}
+
+/// The local level (`[local]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalCacheConfig {
+    /// `"file"` (default), `"memory"` or `"redb"`. The TOML key is `type`.
+    #[serde(rename = "type")]
+    pub kind: LocalKind,
+    /// Size bound: items for memory (default [`DEFAULT_MEMORY_MAX_ITEMS`]), MiB for file and redb
+    /// (default [`DEFAULT_DISK_MAX_MB`]). `None` means the default for the type.
+    pub max_size: Option<u64>,
+    /// The longest an entry lives in L1, and the TTL of a `set` without one (default 300 s). In
+    /// TOML, seconds.
+    #[serde(with = "seconds")]
+    pub ttl: Duration,
+    /// Directory of the file or redb level (default [`DEFAULT_LOCAL_PATH`], relative to the
+    /// working directory). The redb database is the file `cache.redb` inside it.
+    pub path: Option<PathBuf>,
+    /// `"none"`, `"periodic"` (default) or `"every_write"`.
+    pub durability: DurabilityMode,
+    /// The group-commit interval of `durability = "periodic"`, in milliseconds (default 1000).
+    pub durability_interval_ms: u64,
+}
+
+impl Default for LocalCacheConfig {
+    fn default() -> Self {
+        LocalCacheConfig {
+            kind: LocalKind::default(),
+            max_size: None,
+            ttl: Duration::from_secs(300),
+            path: None,
+            durability: DurabilityMode::default(),
+            durability_interval_ms: 1000,
+        }
+    }
+}
+
+impl LocalCacheConfig {
+    /// `max_size`, or the default for the type.
+    #[must_use]
+    pub fn effective_max_size(&self) -> u64 {
+        self.max_size.unwrap_or(match self.kind {
+            LocalKind::Memory => DEFAULT_MEMORY_MAX_ITEMS,
+            LocalKind::File | LocalKind::Redb => DEFAULT_DISK_MAX_MB,
+        })
+    }
+
+    /// `path`, or [`DEFAULT_LOCAL_PATH`].
+    #[must_use]
+    pub fn effective_path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(DEFAULT_LOCAL_PATH))
+    }
+
+    /// The file store's durability policy.
+    #[must_use]
+    pub fn effective_durability(&self) -> Durability {
+        match self.durability {
+            DurabilityMode::None => Durability::None,
+            DurabilityMode::Periodic => {
+                Durability::Periodic(Duration::from_millis(self.durability_interval_ms))
+            }
+            DurabilityMode::EveryWrite => Durability::EveryWrite,
+        }
+    }
+}
+
+/// Which implementation serves as L2 (`distributed.type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DistributedKind {
+    /// Redis or Redis Cluster (default).
+    #[default]
+    Redis,
+    /// Memcached, one or more hosts.
+    Memcached,
+}
+
+/// The distributed level (`[distributed]`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistributedCacheConfig {
+    /// Whether there is an L2 at all (default false).
+    pub enabled: bool,
+    /// `"redis"` (default) or `"memcached"`. The TOML key is `type`.
+    #[serde(rename = "type")]
+    pub kind: DistributedKind,
+    /// `host:port` of each server (for Redis Cluster: seed nodes). Required when enabled.
+    pub hosts: Vec<String>,
+    /// The longest an entry lives in L2, and the TTL of a `set` without one (default 3600 s). In
+    /// TOML, seconds.
+    #[serde(with = "seconds")]
+    pub ttl: Duration,
+    /// Prepended to every key in L2, to share a server between applications (default empty).
+    pub key_prefix: String,
+    /// Deadline of every L2 call in milliseconds (default 100).
+    pub timeout_ms: u64,
+    /// Redis Cluster mode (Redis only; default false).
+    pub cluster: bool,
+    /// User name for authentication.
+    pub username: Option<String>,
+    /// Password for authentication (never printed by `Debug`).
+    pub password: Option<String>,
+    /// Consecutive failures that open the circuit breaker (default 5).
+    pub breaker_failures: u32,
+    /// How long an open breaker skips L2 before a probe, in milliseconds (default 1000).
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for DistributedCacheConfig {
+    fn default() -> Self {
+        DistributedCacheConfig {
+            enabled: false,
+            kind: DistributedKind::default(),
+            hosts: Vec::new(),
+            ttl: Duration::from_secs(3600),
+            key_prefix: String::new(),
+            timeout_ms: 100,
+            cluster: false,
+            username: None,
+            password: None,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 1000,
+        }
+    }
+}
+
+impl std::fmt::Debug for DistributedCacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedCacheConfig")
+            .field("enabled", &self.enabled)
+            .field("kind", &self.kind)
+            .field("hosts", &self.hosts)
+            .field("ttl", &self.ttl)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("cluster", &self.cluster)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("breaker_failures", &self.breaker_failures)
+            .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
+            .finish()
+    }
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl CacheConfig {
+    /// Parses TOML and validates the result.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field (`local.type`, `distributed.ttl`, …) of a syntax error,
+    /// an unknown field, a value of the wrong type or an invalid value.
+    pub fn from_toml_str(text: &str) -> Result<CacheConfig> {
+        let config: CacheConfig = toml::from_str(text).map_err(|e| {
+            let field = e
+                .span()
+                .and_then(|span| field_at(text, span.start))
+                .unwrap_or_else(|| "config".to_owned());
+            invalid(&field, e.message().trim().to_owned())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; otherwise as [`CacheConfig::from_toml_str`].
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<CacheConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config", path, e))?;
+        CacheConfig::from_toml_str(&text)
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first field at fault.
+    pub fn validate(&self) -> Result<()> {
+        let local = &self.local;
+        if local.ttl.is_zero() {
+            return Err(invalid("local.ttl", "must be above zero (seconds)"));
+        }
+        if local.max_size == Some(0) {
+            let unit = match local.kind {
+                LocalKind::Memory => "items",
+                LocalKind::File | LocalKind::Redb => "MiB",
+            };
+            return Err(invalid("local.max_size", format!("must be at least 1 ({unit})")));
+        }
+        if local.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(invalid(
+                "local.path",
+                "must not be empty; leave it out for the default",
+            ));
+        }
+        if local.durability == DurabilityMode::Periodic && local.durability_interval_ms == 0 {
+            return Err(invalid(
+                "local.durability_interval_ms",
+                "must be at least 1 with durability = \"periodic\"; use \"every_write\" to sync every write",
+            ));
+        }
+        let dist = &self.distributed;
+        if !dist.enabled {
+            return Ok(());
+        }
+        if dist.hosts.is_empty() {
+            return Err(invalid(
+                "distributed.hosts",
+                "at least one host:port is needed when enabled",
+            ));
+        }
+        if let Some(i) = dist.hosts.iter().position(|h| h.trim().is_empty()) {
+            return Err(invalid(&format!("distributed.hosts[{i}]"), "is empty"));
+        }
+        if dist.ttl.is_zero() {
+            return Err(invalid("distributed.ttl", "must be above zero (seconds)"));
+        }
+        if dist.timeout_ms == 0 {
+            return Err(invalid("distributed.timeout_ms", "must be at least 1"));
+        }
+        if dist.breaker_failures == 0 {
+            return Err(invalid("distributed.breaker_failures", "must be at least 1"));
+        }
+        if dist.cluster && dist.kind != DistributedKind::Redis {
+            return Err(invalid(
+                "distributed.cluster",
+                "cluster mode exists only with type = \"redis\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Works out the dotted name of the key at byte `pos` of a TOML text (`[local]` + `ttl = …` →
+/// `local.ttl`), for error messages.
+fn field_at(text: &str, pos: usize) -> Option<String> {
+    let before = text.get(..pos)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text.get(pos..)?.find('\n').map_or(text.len(), |i| pos + i);
+    let line = text.get(line_start..line_end)?.trim();
+    let table = |l: &str| {
+        l.strip_prefix('[')
+            .and_then(|l| l.split(']').next())
+            .map(|t| t.trim().trim_matches('[').trim().to_owned())
+    };
+    if line.starts_with('[') {
+        return table(line);
+    }
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    let section = before
+        .get(..line_start)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .and_then(table);
+    Some(match section {
+        Some(s) if !s.is_empty() => format!("{s}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
+/// Serde for durations as seconds (an integer or a float) in configuration files.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_nanos() == 0 {
+            s.serialize_u64(d.as_secs())
+        } else {
+            s.serialize_f64(d.as_secs_f64())
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Secs {
+        Whole(u64),
+        Fraction(f64),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Secs::deserialize(d)? {
+            Secs::Whole(s) => Ok(Duration::from_secs(s)),
+            Secs::Fraction(f) => Duration::try_from_secs_f64(f)
+                .map_err(|_| serde::de::Error::custom(format!("{f} is not a duration in seconds (>= 0)"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_the_documented_defaults() {
+        let c = CacheConfig::from_toml_str("").unwrap();
+        assert_eq!(c, CacheConfig::default());
+        assert!(c.use_multi_level && c.fallback_on_error);
+        assert_eq!(c.local.kind, LocalKind::File);
+        assert_eq!(c.local.ttl, Duration::from_secs(300));
+        assert_eq!(c.local.effective_max_size(), DEFAULT_DISK_MAX_MB);
+        assert_eq!(c.local.effective_path(), Path::new(DEFAULT_LOCAL_PATH));
+        assert_eq!(
+            c.local.effective_durability(),
+            Durability::Periodic(Duration::from_secs(1))
+        );
+        assert!(!c.distributed.enabled);
+        assert_eq!(c.distributed.ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn seed_names_parse_with_type_keys_and_seconds() {
+        let c = CacheConfig::from_toml_str(
+            r#"
+            use_multi_level = false
+            fallback_on_error = false
+            codec = "json"
+            [local]
+            type = "redb"
+            max_size = 64
+            ttl = 1.5
+            path = "/tmp/x"
+            durability = "every_write"
+            [distributed]
+            enabled = true
+            type = "memcached"
+            hosts = ["a:11211", "b:11211"]
+            ttl = 60
+            key_prefix = "app:"
+            timeout_ms = 20
+            "#,
+        )
+        .unwrap();
+        assert!(!c.use_multi_level && !c.fallback_on_error);
+        assert_eq!(c.codec, CodecName::Json);
+        assert_eq!(c.local.kind, LocalKind::Redb);
+        assert_eq!(c.local.ttl, Duration::from_millis(1500));
+        assert_eq!(c.local.effective_durability(), Durability::EveryWrite);
+        assert_eq!(c.distributed.kind, DistributedKind::Memcached);
+        assert_eq!(c.distributed.hosts.len(), 2);
+        assert_eq!(c.distributed.ttl, Duration::from_secs(60));
+        assert_eq!(c.distributed.timeout_ms, 20);
+    }
+
+    fn field_of(text: &str) -> String {
+        match CacheConfig::from_toml_str(text).unwrap_err() {
+            Error::Config { field, .. } => field,
+            other => panic!("not a config error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        assert_eq!(field_of("[local]\ntype = \"disk\"\n"), "local.type");
+        assert_eq!(field_of("[local]\nttl = \"five\"\n"), "local.ttl");
+        assert_eq!(
+            field_of("[distributed]\nenabled = true\ntll = 5\n"),
+            "distributed.tll"
+        );
+        assert_eq!(field_of("use_multi_level = 3\n"), "use_multi_level");
+        assert_eq!(field_of("[local]\nttl = -1.0\n"), "local.ttl");
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        assert_eq!(field_of("[local]\nttl = 0\n"), "local.ttl");
+        assert_eq!(
+            field_of("[local]\ntype = \"memory\"\nmax_size = 0\n"),
+            "local.max_size"
+        );
+        assert_eq!(
+            field_of("[local]\ndurability_interval_ms = 0\n"),
+            "local.durability_interval_ms"
+        );
+        assert_eq!(field_of("[distributed]\nenabled = true\n"), "distributed.hosts");
+        assert_eq!(
+            field_of("[distributed]\nenabled = true\nhosts = [\"a:1\", \" \"]\n"),
+            "distributed.hosts[1]"
+        );
+        assert_eq!(
+            field_of("[distributed]\nenabled = true\nhosts = [\"a:1\"]\nttl = 0\n"),
+            "distributed.ttl"
+        );
+        assert_eq!(
+            field_of(
+                "[distributed]\nenabled = true\nhosts = [\"a:1\"]\ntype = \"memcached\"\ncluster = true\n"
+            ),
+            "distributed.cluster"
+        );
+        // A disabled L2 is not checked.
+        assert!(CacheConfig::from_toml_str("[distributed]\nttl = 0\n").is_ok());
+    }
+
+    #[test]
+    fn debug_never_prints_the_password() {
+        let c = DistributedCacheConfig {
+            password: Some("hunter2".into()),
+            ..DistributedCacheConfig::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn serializing_and_parsing_round_trips() {
+        let mut c = CacheConfig::default();
+        c.local.ttl = Duration::from_millis(2500);
+        c.distributed.hosts = vec!["h:1".into()];
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(CacheConfig::from_toml_str(&text).unwrap(), c);
+    }
+}

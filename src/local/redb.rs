@@ -1,0 +1,635 @@
+//! [`RedbStore`]: a persistent level in a [redb](https://docs.rs/redb) database file, selected
+//! with `local.type = "redb"`.
+//!
+//! Three tables: `entries` (key → expiry, sequence number, value), `order` (sequence number →
+//! key, the insertion order used for eviction) and `meta` (the byte count and the next sequence
+//! number), all updated in the same transaction, so the counts survive restarts exactly.
+//!
+//! - **Size bound** (`max_size_mb`): bounds the bytes of the entries (key + value + 16 bytes of
+//!   header each), not the database file, which redb grows and reuses but does not shrink. When a
+//!   write passes the bound, the oldest-written entries are evicted (FIFO).
+//! - **TTL**: the absolute expiry (Unix ms) is stored with the value; an expired entry is a miss.
+//!   Reads do not write, so expired entries stay until evicted, overwritten, deleted or removed by
+//!   [`RedbStore::purge_expired`].
+//! - **Durability**: `EveryWrite` commits with `redb::Durability::Immediate` (fsync); `None`
+//!   commits without fsync (redb then rolls back to the last durable commit after a crash, so
+//!   everything since the last [`flush`](Storage::flush) or close can be lost); `Periodic(d)`
+//!   makes a write's commit durable when the last durable commit is older than `d`, so the loss
+//!   window is `d` while writes continue, and until the next flush or close after they stop.
+//! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::clock::{self, Clock, SystemClock};
+use crate::error::{key_for_error, Error, KeyProblem, Result};
+use crate::local::file::{Durability, MAX_KEY_LEN};
+use crate::storage::{Entry, Storage, StorageCounters, StorageSize};
+
+/// Name of the database file inside the configured directory.
+pub const REDB_FILE_NAME: &str = "cache.redb";
+
+const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+const ORDER: TableDefinition<u64, &str> = TableDefinition::new("order");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_BYTES: &str = "bytes";
+const META_NEXT_SEQ: &str = "next_seq";
+
+/// Bytes of the header in front of each stored value: expiry (u64 LE) then sequence (u64 LE).
+const HEADER_LEN: usize = 16;
+
+/// A decoded `entries` record.
+struct Record<'a> {
+    expires_at_ms: u64,
+    seq: u64,
+    value: &'a [u8],
+}
+
+impl Record<'_> {
+    fn decode(bytes: &[u8]) -> Option<Record<'_>> {
+        let (expires, rest) = bytes.split_first_chunk::<8>()?;
+        let (seq, value) = rest.split_first_chunk::<8>()?;
+        Some(Record {
+            expires_at_ms: u64::from_le_bytes(*expires),
+            seq: u64::from_le_bytes(*seq),
+            value,
+        })
+    }
+
+    fn encode(expires_at_ms: u64, seq: u64, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + value.len());
+        out.extend_from_slice(&expires_at_ms.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(value);
+        out
+    }
+
+    fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms != 0 && self.expires_at_ms <= now_ms
+    }
+}
+
+fn weight(key: &str, value_len: usize) -> u64 {
+    (key.len() + HEADER_LEN + value_len) as u64
+}
+
+/// Options for [`RedbStore::open`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedbOptions {
+    max_size_mb: u64,
+    durability: Durability,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions {
+            max_size_mb: 1024,
+            durability: Durability::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl RedbOptions {
+    /// Bound on the bytes of the entries, in MiB (default 1024).
+    pub fn max_size_mb(mut self, mb: u64) -> Self {
+        self.max_size_mb = mb;
+        self
+    }
+
+    /// When commits are fsynced (default `Periodic(1 s)`; see the module docs).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The clock used for TTLs (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// A persistent cache level in one redb database file.
+///
+/// ```
+/// use uno_cache::{RedbOptions, RedbStore, Storage};
+/// let dir = tempfile::tempdir()?;
+/// let store = RedbStore::open(dir.path().join("cache.redb"), RedbOptions::default())?;
+/// store.set("k", b"v", None)?;
+/// assert_eq!(store.get("k")?.map(|e| e.value), Some(b"v".to_vec()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+    max_bytes: u64,
+    durability: Durability,
+    clock: Arc<dyn Clock>,
+    last_durable: Mutex<Instant>,
+    /// A commit since the last durable one was not durable.
+    dirty: AtomicBool,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .field("max_bytes", &self.max_bytes)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file at `path`, creating missing parent directories.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero size bound or zero periodic interval, [`Error::Locked`] if the
+    /// file is open elsewhere, [`Error::Io`] or [`Error::Redb`] otherwise.
+    pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<RedbStore> {
+        let path = path.as_ref().to_path_buf();
+        if options.max_size_mb == 0 {
+            return Err(Error::Config {
+                field: "local.max_size".into(),
+                reason: "must be at least 1 (MiB)".into(),
+            });
+        }
+        if matches!(options.durability, Durability::Periodic(d) if d.is_zero()) {
+            return Err(Error::Config {
+                field: "local.durability_interval_ms".into(),
+                reason: "a periodic interval must be above zero".into(),
+            });
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
+                path: path.clone(),
+                lock: path.clone(),
+            },
+            other => redb_error("open", &path, other),
+        })?;
+        let store = RedbStore {
+            db,
+            max_bytes: options.max_size_mb.saturating_mul(1024 * 1024),
+            durability: options.durability,
+            clock: options.clock,
+            last_durable: Mutex::new(Instant::now()),
+            dirty: AtomicBool::new(false),
+            evictions: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+            path,
+        };
+        // Create the tables so readers never meet a missing one.
+        store.write(true, |txn| {
+            txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
+            txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
+            txn.open_table(META).map_err(|e| store.err("open table", e))?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes every expired entry now; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Redb`] if the transaction fails.
+    pub fn purge_expired(&self) -> Result<u64> {
+        let now = self.clock.now_ms();
+        let expired: Vec<String> = {
+            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let mut keys = Vec::new();
+            for item in entries.iter().map_err(|e| self.err("scan", e))? {
+                let (k, v) = item.map_err(|e| self.err("scan", e))?;
+                if Record::decode(v.value()).is_none_or(|r| r.is_expired(now)) {
+                    keys.push(k.value().to_owned());
+                }
+            }
+            keys
+        };
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        self.write(false, |txn| {
+            let mut t = Tables::open(self, txn)?;
+            let mut removed = 0;
+            for key in &expired {
+                if t.remove(self, key, now)?.is_some() {
+                    removed += 1;
+                }
+            }
+            t.save(self)?;
+            Ok(removed)
+        })
+    }
+
+    fn err(&self, op: &'static str, e: impl std::fmt::Display) -> Error {
+        redb_error(op, &self.path, e)
+    }
+
+    /// Runs `f` in a write transaction and commits it with the durability the policy asks for
+    /// (`force_durable` for flush and close).
+    fn write<T>(
+        &self,
+        force_durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
+        let mut txn = self.db.begin_write().map_err(|e| self.err("begin write", e))?;
+        let durable = force_durable
+            || match self.durability {
+                Durability::EveryWrite => true,
+                Durability::None => false,
+                Durability::Periodic(every) => self.last_durable.lock().elapsed() >= every,
+            };
+        let level = if durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
+        txn.set_durability(level)
+            .map_err(|e| self.err("set durability", e))?;
+        let out = f(&txn)?;
+        txn.commit().map_err(|e| self.err("commit", e))?;
+        if durable {
+            *self.last_durable.lock() = Instant::now();
+            self.dirty.store(false, Ordering::Relaxed);
+        } else {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        Ok(out)
+    }
+
+    fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let now = self.clock.now_ms();
+        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+        let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let found = entries.get(*key).map_err(|e| self.err("get", e))?;
+            out.push(found.and_then(|guard| {
+                let record = Record::decode(guard.value())?;
+                (!record.is_expired(now)).then(|| Entry {
+                    value: record.value.to_vec(),
+                    expires_at: (record.expires_at_ms != 0)
+                        .then(|| clock::ms_to_system_time(record.expires_at_ms)),
+                })
+            }));
+        }
+        Ok(out)
+    }
+
+    fn write_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in items {
+            check(key, ttl)?;
+            if weight(key, value.len()) > self.max_bytes {
+                return Err(Error::ValueTooLarge {
+                    key: key_for_error(key),
+                    len: value.len(),
+                    max: usize::try_from(self.max_bytes).unwrap_or(usize::MAX),
+                    store: format!("the redb store's size bound ({} bytes)", self.max_bytes),
+                });
+            }
+        }
+        let now = self.clock.now_ms();
+        let expires = ttl.map_or(0, |t| clock::expiry_ms(now, t));
+        self.write(false, |txn| {
+            let mut t = Tables::open(self, txn)?;
+            for (key, value) in items {
+                t.remove(self, key, now)?;
+                let seq = t.next_seq;
+                t.next_seq += 1;
+                t.entries
+                    .insert(*key, Record::encode(expires, seq, value).as_slice())
+                    .map_err(|e| self.err("insert", e))?;
+                t.order.insert(seq, *key).map_err(|e| self.err("insert", e))?;
+                t.bytes += weight(key, value.len());
+            }
+            t.evict(self, now)?;
+            t.save(self)
+        })
+    }
+}
+
+/// The three tables of one write transaction, with the meta counts in hand.
+struct Tables<'t> {
+    entries: redb::Table<'t, &'static str, &'static [u8]>,
+    order: redb::Table<'t, u64, &'static str>,
+    meta: redb::Table<'t, &'static str, u64>,
+    bytes: u64,
+    next_seq: u64,
+}
+
+impl<'t> Tables<'t> {
+    fn open(store: &RedbStore, txn: &'t redb::WriteTransaction) -> Result<Tables<'t>> {
+        let entries = txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
+        let order = txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
+        let meta = txn.open_table(META).map_err(|e| store.err("open table", e))?;
+        let read = |name: &str| -> Result<u64> {
+            Ok(meta
+                .get(name)
+                .map_err(|e| store.err("read meta", e))?
+                .map_or(0, |g| g.value()))
+        };
+        let bytes = read(META_BYTES)?;
+        let next_seq = read(META_NEXT_SEQ)?;
+        Ok(Tables {
+            entries,
+            order,
+            meta,
+            bytes,
+            next_seq,
+        })
+    }
+
+    /// Removes a key; `Some(was_live)` if it was present.
+    fn remove(&mut self, store: &RedbStore, key: &str, now: u64) -> Result<Option<bool>> {
+        let Some(old) = self.entries.remove(key).map_err(|e| store.err("remove", e))? else {
+            return Ok(None);
+        };
+        let bytes = old.value();
+        let live = match Record::decode(bytes) {
+            Some(record) => {
+                self.order
+                    .remove(record.seq)
+                    .map_err(|e| store.err("remove", e))?;
+                let live = !record.is_expired(now);
+                if !live {
+                    store.expirations.fetch_add(1, Ordering::Relaxed);
+                }
+                live
+            }
+            None => false,
+        };
+        self.bytes = self
+            .bytes
+            .saturating_sub(weight(key, bytes.len().saturating_sub(HEADER_LEN)));
+        Ok(Some(live))
+    }
+
+    /// Drops the oldest entries until the size bound holds.
+    fn evict(&mut self, store: &RedbStore, now: u64) -> Result<()> {
+        while self.bytes > store.max_bytes {
+            let Some((_, key)) = self.order.pop_first().map_err(|e| store.err("evict", e))? else {
+                break;
+            };
+            let key = key.value().to_owned();
+            let Some(old) = self
+                .entries
+                .remove(key.as_str())
+                .map_err(|e| store.err("evict", e))?
+            else {
+                continue;
+            };
+            let bytes = old.value();
+            if Record::decode(bytes).is_some_and(|r| r.is_expired(now)) {
+                store.expirations.fetch_add(1, Ordering::Relaxed);
+            } else {
+                store.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+            self.bytes = self
+                .bytes
+                .saturating_sub(weight(&key, bytes.len().saturating_sub(HEADER_LEN)));
+        }
+        Ok(())
+    }
+
+    fn save(mut self, store: &RedbStore) -> Result<()> {
+        self.meta
+            .insert(META_BYTES, self.bytes)
+            .map_err(|e| store.err("write meta", e))?;
+        self.meta
+            .insert(META_NEXT_SEQ, self.next_seq)
+            .map_err(|e| store.err("write meta", e))?;
+        Ok(())
+    }
+}
+
+fn redb_error(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Redb {
+        op,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn check(key: &str, ttl: Option<Duration>) -> Result<()> {
+    let problem = if key.is_empty() {
+        KeyProblem::Empty
+    } else if key.len() > MAX_KEY_LEN {
+        KeyProblem::TooLong {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        }
+    } else if ttl.is_some_and(|t| t.is_zero()) {
+        return Err(Error::ZeroTtl {
+            key: key_for_error(key),
+        });
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidKey {
+        key: key_for_error(key),
+        problem,
+    })
+}
+
+impl Storage for RedbStore {
+    fn name(&self) -> &str {
+        "redb"
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        Ok(self.read_many(&[key])?.into_iter().next().flatten())
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.read_many(keys)
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.write_many(&[(key, value)], ttl)
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.write_many(items, ttl)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.delete_many(&[key])? == 1)
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        for key in keys {
+            check(key, None)?;
+        }
+        let now = self.clock.now_ms();
+        self.write(false, |txn| {
+            let mut t = Tables::open(self, txn)?;
+            let mut removed = 0;
+            for key in keys {
+                if t.remove(self, key, now)? == Some(true) {
+                    removed += 1;
+                }
+            }
+            t.save(self)?;
+            Ok(removed)
+        })
+    }
+
+    fn size(&self) -> Result<StorageSize> {
+        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+        let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
+        Ok(StorageSize {
+            items: entries.len().map_err(|e| self.err("count", e))?,
+            bytes: meta
+                .get(META_BYTES)
+                .map_err(|e| self.err("read meta", e))?
+                .map_or(0, |g| g.value()),
+        })
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.write(true, |txn| {
+            txn.delete_table(ENTRIES).map_err(|e| self.err("clear", e))?;
+            txn.delete_table(ORDER).map_err(|e| self.err("clear", e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err("clear", e))?;
+            meta.insert(META_BYTES, 0).map_err(|e| self.err("clear", e))?;
+            drop(meta);
+            txn.open_table(ENTRIES).map_err(|e| self.err("clear", e))?;
+            txn.open_table(ORDER).map_err(|e| self.err("clear", e))?;
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.dirty.load(Ordering::Relaxed) {
+            self.write(true, |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> StorageCounters {
+        StorageCounters {
+            evictions: self.evictions.load(Ordering::Relaxed),
+            expirations: self.expirations.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        if let Err(e) = Storage::flush(self) {
+            tracing::error!(error = %e, path = %self.path.display(), "closing the redb store failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn open(dir: &Path, mb: u64, clock: &ManualClock) -> RedbStore {
+        RedbStore::open(
+            dir.join(REDB_FILE_NAME),
+            RedbOptions::default()
+                .max_size_mb(mb)
+                .durability(Durability::None)
+                .clock(Arc::new(clock.clone())),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn values_ttls_and_counts_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(5_000);
+        {
+            let s = open(dir.path(), 1, &clock);
+            s.set("a", b"1", None).unwrap();
+            s.set("b", b"22", Some(Duration::from_secs(10))).unwrap();
+            s.set("a", b"333", None).unwrap();
+        }
+        let s = open(dir.path(), 1, &clock);
+        assert_eq!(s.get("a").unwrap().unwrap().value, b"333");
+        let b = s.get("b").unwrap().unwrap();
+        assert_eq!(b.expires_at, Some(clock::ms_to_system_time(15_000)));
+        assert_eq!(
+            s.size().unwrap(),
+            StorageSize {
+                items: 2,
+                bytes: (1 + 16 + 3) + (1 + 16 + 2)
+            }
+        );
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(s.get("b").unwrap(), None);
+        assert_eq!(s.purge_expired().unwrap(), 1);
+        assert_eq!(s.counters().expirations, 1);
+        assert!(s.delete("a").unwrap());
+        assert!(!s.delete("a").unwrap());
+        assert_eq!(s.size().unwrap(), StorageSize::default());
+    }
+
+    #[test]
+    fn size_bound_evicts_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(5_000);
+        let s = open(dir.path(), 1, &clock);
+        let value = vec![7u8; 100 * 1024];
+        for i in 0..20 {
+            s.set(&format!("k{i:02}"), &value, None).unwrap();
+        }
+        let size = s.size().unwrap();
+        assert!(size.bytes <= 1024 * 1024, "{size:?}");
+        assert_eq!(size.items, 10);
+        assert_eq!(s.counters().evictions, 10);
+        assert_eq!(s.get("k09").unwrap(), None);
+        assert!(s.get("k10").unwrap().is_some());
+        assert!(matches!(
+            s.set("huge", &vec![0u8; 2 * 1024 * 1024], None),
+            Err(Error::ValueTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn second_open_is_locked_and_clear_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(5_000);
+        let s = open(dir.path(), 1, &clock);
+        let again = RedbStore::open(dir.path().join(REDB_FILE_NAME), RedbOptions::default());
+        assert!(matches!(again, Err(Error::Locked { .. })), "{again:?}");
+        s.set_many(&[("x", b"1"), ("y", b"2")], None).unwrap();
+        assert_eq!(
+            s.get_many(&["x", "nope", "y"])
+                .unwrap()
+                .iter()
+                .filter(|e| e.is_some())
+                .count(),
+            2
+        );
+        s.clear().unwrap();
+        assert_eq!(s.size().unwrap(), StorageSize::default());
+        assert_eq!(s.get("x").unwrap(), None);
+        s.set("z", b"3", None).unwrap();
+        assert_eq!(s.size().unwrap().items, 1);
+    }
+}

@@ -1,0 +1,45 @@
+//! The process-wide [`CacheManager`]: initialised once at start-up, then reachable from anywhere.
+
+use std::sync::OnceLock;
+
+use super::CacheManager;
+use crate::config::CacheConfig;
+use crate::error::{Error, Result};
+
+static GLOBAL: OnceLock<CacheManager> = OnceLock::new();
+
+impl CacheManager {
+    /// Builds the process-wide manager from `config` and returns it.
+    ///
+    /// The instance lives until the process exits and is never dropped, so call
+    /// [`CacheManager::flush`] before exiting if the last writes must survive a power loss
+    /// (they survive the process exiting anyway: they are in the page cache).
+    ///
+    /// # Errors
+    /// [`Error::GlobalAlreadyInitialized`] on a second call (nothing is opened then); otherwise
+    /// as [`CacheManager::new`].
+    pub fn init_global(config: CacheConfig) -> Result<&'static CacheManager> {
+        if GLOBAL.get().is_some() {
+            return Err(Error::GlobalAlreadyInitialized);
+        }
+        CacheManager::init_global_with(CacheManager::new(config)?)
+    }
+
+    /// Makes `manager` (for example one from [`CacheManager::builder`]) the process-wide one.
+    ///
+    /// # Errors
+    /// [`Error::GlobalAlreadyInitialized`] if there already is one.
+    pub fn init_global_with(manager: CacheManager) -> Result<&'static CacheManager> {
+        // On a lost race `set` hands ours back and it is dropped.
+        GLOBAL.set(manager).map_err(|_| Error::GlobalAlreadyInitialized)?;
+        CacheManager::get_instance()
+    }
+
+    /// The process-wide manager.
+    ///
+    /// # Errors
+    /// [`Error::GlobalNotInitialized`] before [`CacheManager::init_global`].
+    pub fn get_instance() -> Result<&'static CacheManager> {
+        GLOBAL.get().ok_or(Error::GlobalNotInitialized)
+    }
+}

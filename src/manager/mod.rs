@@ -1,0 +1,822 @@
+//! [`CacheManager`]: the multi-level cache an application talks to.
+//!
+//! | module   | job                                                                  |
+//! |----------|----------------------------------------------------------------------|
+//! | `policy` | the read, write, delete, TTL, backfill and fallback rules            |
+//! | `guard`  | keeps a backfill from landing after a racing write or delete         |
+//! | `loader` | stampede protection: one loader per key across threads and tasks    |
+//! | `global` | the process-wide instance                                            |
+//!
+//! The typed API encodes values with the manager's [`Codec`] (bincode 2 by default; the tag byte
+//! is stored with the value). The `_raw` variants store and return bytes untouched.
+//!
+//! Sync methods call the levels' blocking trait methods and need no runtime; `_async` methods
+//! call L2 through the levels' `*_async` methods and L1 directly (a local level does not wait
+//! on the network).
+
+mod global;
+mod guard;
+mod loader;
+mod policy;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use self::guard::BackfillGuard;
+use self::loader::{Flights, Role};
+use self::policy::Shared;
+use crate::clock::{Clock, SystemClock};
+use crate::codec::Codec;
+use crate::config::{CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind};
+use crate::error::{Error, Result};
+use crate::local::file::{FileStore, FileStoreOptions};
+use crate::local::memory::MemoryStore;
+use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
+use crate::stats::{CacheStats, HitRates, Metrics, Sizes};
+use crate::storage::{Storage, StorageSize};
+
+/// A multi-level cache: L1 (file, memory, redb or your own level) in front of an optional L2.
+///
+/// Cloning is cheap and shares the cache.
+///
+/// ```
+/// use std::time::Duration;
+/// use uno_cache::{CacheConfig, CacheManager, LocalKind};
+///
+/// let mut config = CacheConfig::default();
+/// config.local.kind = LocalKind::Memory;
+/// let cache = CacheManager::new(config)?;
+/// cache.set("user:42", &("Ada".to_string(), 36u8), Some(Duration::from_secs(60)))?;
+/// let user: Option<(String, u8)> = cache.get("user:42")?;
+/// assert_eq!(user, Some(("Ada".to_string(), 36)));
+/// assert_eq!(cache.monitor().get_stats().local.hits, 1);
+/// # Ok::<(), uno_cache::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct CacheManager {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for CacheManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheManager")
+            .field("local", &self.shared.l1.name())
+            .field("distributed", &self.shared.l2.as_ref().map(|l| l.name()))
+            .field("local_ttl", &self.shared.local_ttl)
+            .field("distributed_ttl", &self.shared.distributed_ttl)
+            .field("fallback_on_error", &self.shared.fallback_on_error)
+            .field("codec", &self.shared.codec.name())
+            .finish()
+    }
+}
+
+/// Builds a [`CacheManager`] from a configuration, with levels or a codec of your own.
+///
+/// ```
+/// use std::sync::Arc;
+/// use uno_cache::{CacheConfig, CacheManager, MemoryStore};
+/// let l2 = Arc::new(MemoryStore::new(1000)?); // any `Storage` can serve as L2
+/// let cache = CacheManager::builder()
+///     .config(CacheConfig::default())
+///     .local(Arc::new(MemoryStore::new(100)?))
+///     .distributed(l2)
+///     .build()?;
+/// cache.set("k", &1u32, None)?;
+/// # Ok::<(), uno_cache::Error>(())
+/// ```
+#[must_use]
+pub struct CacheManagerBuilder {
+    config: CacheConfig,
+    local: Option<Arc<dyn Storage>>,
+    distributed: Option<Arc<dyn Storage>>,
+    codec: Option<Codec>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl CacheManagerBuilder {
+    /// The configuration (default: [`CacheConfig::default`]). Its TTLs, `fallback_on_error` and
+    /// `use_multi_level` apply to levels given to the builder too.
+    pub fn config(mut self, config: CacheConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses this level as L1 instead of building the one `config.local` describes.
+    pub fn local(mut self, level: Arc<dyn Storage>) -> Self {
+        self.local = Some(level);
+        self
+    }
+
+    /// Uses this level as L2 instead of building the one `config.distributed` describes (it is
+    /// used even if `distributed.enabled` is false, but not if `use_multi_level` is false).
+    pub fn distributed(mut self, level: Arc<dyn Storage>) -> Self {
+        self.distributed = Some(level);
+        self
+    }
+
+    /// The codec of the typed API (default: `config.codec`).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = Some(codec);
+        self
+    }
+
+    /// The clock for TTL arithmetic, also given to the levels the builder creates (default: the
+    /// system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates the configuration and opens the levels.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad field (also for an L2 type this build cannot create),
+    /// and whatever opening L1 reports (for example [`Error::Locked`]).
+    pub fn build(self) -> Result<CacheManager> {
+        let config = self.config;
+        config.validate()?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let l1 = match self.local {
+            Some(level) => level,
+            None => build_local(&config.local, &clock)?,
+        };
+        let l2 = if !config.use_multi_level {
+            None
+        } else if let Some(level) = self.distributed {
+            Some(level)
+        } else {
+            build_distributed(&config.distributed)?
+        };
+        Ok(CacheManager {
+            shared: Arc::new(Shared {
+                l1,
+                l2,
+                local_ttl: config.local.ttl,
+                distributed_ttl: config.distributed.ttl,
+                fallback_on_error: config.fallback_on_error,
+                codec: self.codec.unwrap_or_else(|| config.codec.codec()),
+                clock,
+                metrics: Metrics::default(),
+                guard: BackfillGuard::default(),
+                flights: Flights::default(),
+            }),
+        })
+    }
+}
+
+/// Opens the L1 that `local` describes.
+///
+/// # Errors
+/// As the level's own constructor.
+pub fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
+    let max = local.effective_max_size();
+    Ok(match local.kind {
+        LocalKind::File => Arc::new(FileStore::open(
+            local.effective_path(),
+            FileStoreOptions::default()
+                .max_size_mb(max)
+                .durability(local.effective_durability())
+                .clock(Arc::clone(clock)),
+        )?),
+        LocalKind::Memory => Arc::new(MemoryStore::with_clock(max, Arc::clone(clock))?),
+        LocalKind::Redb => Arc::new(RedbStore::open(
+            local.effective_path().join(REDB_FILE_NAME),
+            RedbOptions::default()
+                .max_size_mb(max)
+                .durability(local.effective_durability())
+                .clock(Arc::clone(clock)),
+        )?),
+    })
+}
+
+/// Creates the L2 that `distributed` describes; `None` if it is not enabled.
+///
+/// # Errors
+/// [`Error::Config`] on `distributed.type` while the Redis and Memcached levels are not part of
+/// this build; plug an L2 with [`CacheManagerBuilder::distributed`] meanwhile.
+pub fn build_distributed(distributed: &DistributedCacheConfig) -> Result<Option<Arc<dyn Storage>>> {
+    if !distributed.enabled {
+        return Ok(None);
+    }
+    let kind = match distributed.kind {
+        DistributedKind::Redis => "redis",
+        DistributedKind::Memcached => "memcached",
+    };
+    Err(Error::Config {
+        field: "distributed.type".into(),
+        reason: format!(
+            "the {kind} level is not available in this build yet; pass a level with CacheManager::builder().distributed(..) or set distributed.enabled = false"
+        ),
+    })
+}
+
+/// Reads the manager's statistics; see [`CacheManager::monitor`].
+#[derive(Debug, Clone, Copy)]
+pub struct Monitor<'a> {
+    manager: &'a CacheManager,
+}
+
+impl Monitor<'_> {
+    /// A snapshot of the counters, with each level's size. Reading L2's size is a blocking call
+    /// to L2; in async code use [`Monitor::get_stats_async`].
+    #[must_use]
+    pub fn get_stats(&self) -> CacheStats {
+        let s = &self.manager.shared;
+        let l1_size = s.l1.size();
+        let l2_size = s.l2.as_ref().map(|l2| l2.size());
+        self.assemble(l1_size, l2_size)
+    }
+
+    /// [`Monitor::get_stats`] reading L2's size without blocking the executor.
+    pub async fn get_stats_async(&self) -> CacheStats {
+        let s = &self.manager.shared;
+        let l1_size = s.l1.size();
+        let l2_size = match &s.l2 {
+            Some(l2) => Some(l2.size_async().await),
+            None => None,
+        };
+        self.assemble(l1_size, l2_size)
+    }
+
+    fn assemble(&self, l1_size: Result<StorageSize>, l2_size: Option<Result<StorageSize>>) -> CacheStats {
+        let s = &self.manager.shared;
+        let split = |r: Result<StorageSize>| match r {
+            Ok(size) => (size, None),
+            Err(e) => (StorageSize::default(), Some(e.to_string())),
+        };
+        let (local_size, local_err) = split(l1_size);
+        let local = s
+            .metrics
+            .local
+            .snapshot(s.l1.name(), true, s.l1.counters(), local_err);
+        let (distributed_size, distributed) = match (&s.l2, l2_size) {
+            (Some(l2), Some(size)) => {
+                let (size, err) = split(size);
+                (
+                    size,
+                    s.metrics
+                        .distributed
+                        .snapshot(l2.name(), true, l2.counters(), err),
+                )
+            }
+            _ => (
+                StorageSize::default(),
+                s.metrics.distributed.snapshot(
+                    "none",
+                    false,
+                    crate::storage::StorageCounters::default(),
+                    None,
+                ),
+            ),
+        };
+        let overall = s.metrics.overall();
+        #[allow(clippy::cast_precision_loss)]
+        let overall_rate = if overall.reads == 0 {
+            0.0
+        } else {
+            overall.hits as f64 / overall.reads as f64
+        };
+        CacheStats {
+            hit_rate: HitRates {
+                local: local.hit_rate,
+                distributed: distributed.hit_rate,
+                overall: overall_rate,
+            },
+            size: Sizes {
+                local: local_size,
+                distributed: distributed_size,
+            },
+            local,
+            distributed,
+            overall,
+        }
+    }
+}
+
+impl CacheManager {
+    /// Builds a manager from a configuration: L1 from `config.local`, L2 from
+    /// `config.distributed` when `use_multi_level` and `distributed.enabled` are both true.
+    ///
+    /// # Errors
+    /// As [`CacheManagerBuilder::build`].
+    pub fn new(config: CacheConfig) -> Result<CacheManager> {
+        CacheManager::builder().config(config).build()
+    }
+
+    /// A builder, to plug levels of your own or pick a codec.
+    pub fn builder() -> CacheManagerBuilder {
+        CacheManagerBuilder {
+            config: CacheConfig::default(),
+            local: None,
+            distributed: None,
+            codec: None,
+            clock: None,
+        }
+    }
+
+    /// The statistics.
+    #[must_use]
+    pub fn monitor(&self) -> Monitor<'_> {
+        Monitor { manager: self }
+    }
+
+    /// Shorthand for `monitor().get_stats()`.
+    #[must_use]
+    pub fn stats(&self) -> CacheStats {
+        self.monitor().get_stats()
+    }
+
+    /// The L1 level.
+    #[must_use]
+    pub fn local(&self) -> &Arc<dyn Storage> {
+        &self.shared.l1
+    }
+
+    /// The L2 level, if the manager uses one.
+    #[must_use]
+    pub fn distributed(&self) -> Option<&Arc<dyn Storage>> {
+        self.shared.l2.as_ref()
+    }
+
+    /// The codec of the typed API.
+    #[must_use]
+    pub fn codec(&self) -> Codec {
+        self.shared.codec
+    }
+
+    // ---- typed API ----
+
+    /// Reads a value: L1, then L2 (backfilling L1). `Ok(None)` on a miss.
+    ///
+    /// # Errors
+    /// [`Error::CodecMismatch`] or [`Error::Decode`] if the stored bytes are not a `T` written
+    /// by this codec; a level's error unless hidden by `fallback_on_error`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.decode_opt(key, self.get_raw(key)?)
+    }
+
+    /// Writes a value to L1 (TTL capped at `local.ttl`) and L2 (capped at `distributed.ttl`);
+    /// `ttl = None` gives each level its configured TTL.
+    ///
+    /// # Errors
+    /// [`Error::Encode`], [`Error::ZeroTtl`], an L1 error, or an L2 error unless hidden by
+    /// `fallback_on_error` (L1 then holds the new value).
+    pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T, ttl: Option<Duration>) -> Result<()> {
+        let bytes = self.shared.codec.encode(key, value)?;
+        self.set_raw(key, &bytes, ttl)
+    }
+
+    /// Deletes a key from both levels; `true` if either had it.
+    ///
+    /// # Errors
+    /// An L1 error (after L2 was tried too), or an L2 error unless hidden by
+    /// `fallback_on_error`.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let s = &self.shared;
+        let _writing = s.guard.write([key]);
+        let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
+        let l2 = s.l2.as_ref().map(|l2| {
+            let started = Instant::now();
+            (started, l2.delete(key).map(u64::from))
+        });
+        Ok(s.finish_delete(key, 1, l1, l2)? > 0)
+    }
+
+    /// Reads several keys: one L1 call, then one L2 call for the keys L1 did not have. The map
+    /// holds the keys found.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get`], for any key.
+    pub fn multi_get<T: DeserializeOwned>(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, T>> {
+        self.decode_map(self.multi_get_raw(keys)?)
+    }
+
+    /// Writes several values with one TTL: one L1 call, one L2 call.
+    ///
+    /// # Errors
+    /// As [`CacheManager::set`]; nothing is written if a value fails to encode.
+    pub fn multi_set<K: AsRef<str>, V: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let encoded = self.encode_items(items)?;
+        self.multi_set_raw(&borrow_items(&encoded), ttl)
+    }
+
+    /// Deletes several keys from both levels: one call to each. Returns the larger of the two
+    /// levels' counts of keys removed.
+    ///
+    /// # Errors
+    /// As [`CacheManager::delete`].
+    pub fn multi_delete(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        let _writing = s.guard.write(keys.iter().copied());
+        let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
+        let l2 = s.l2.as_ref().map(|l2| (Instant::now(), l2.delete_many(&keys)));
+        s.finish_delete(keys.first().copied().unwrap_or(""), keys.len(), l1, l2)
+    }
+
+    /// Reads a value, or runs `loader`, stores its value (with `ttl`, as [`CacheManager::set`])
+    /// and returns it. Concurrent callers for one key — threads here and tasks in
+    /// [`CacheManager::get_or_set_with_async`] alike — run one loader at a time: the others wait
+    /// and get its value. If the loader fails, that caller gets its error and a waiter takes
+    /// over with its own loader.
+    ///
+    /// # Errors
+    /// The loader's error; or, converted with `From`, a cache error of [`CacheManager::get`]
+    /// or [`CacheManager::set`] (the value was loaded but could not be stored; waiters still get
+    /// it).
+    pub fn get_or_set_with<T, E, F>(&self, key: &str, ttl: Option<Duration>, loader: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        Shared::check_ttl(key, ttl)?;
+        loop {
+            if let Some(value) = self.get(key)? {
+                return Ok(value);
+            }
+            match self.shared.flights.join(key) {
+                Role::Waiter(flight) => {
+                    self.shared.metrics.load_waits.incr();
+                    if let Some(bytes) = flight.wait_blocking() {
+                        return Ok(self.shared.codec.decode(key, &bytes)?);
+                    }
+                }
+                Role::Leader(leader) => {
+                    // A flight that just ended may have filled the cache.
+                    if let Some(bytes) = self.get_raw(key)? {
+                        let value = self.shared.codec.decode(key, &bytes)?;
+                        leader.finish(Arc::from(bytes));
+                        return Ok(value);
+                    }
+                    self.shared.metrics.loads.incr();
+                    let value = loader()?;
+                    let bytes = self.shared.codec.encode(key, &value)?;
+                    let stored = self.set_raw(key, &bytes, ttl);
+                    leader.finish(Arc::from(bytes));
+                    stored?;
+                    return Ok(value);
+                }
+            }
+        }
+    }
+
+    // ---- raw bytes ----
+
+    /// [`CacheManager::get`] without the codec.
+    ///
+    /// # Errors
+    /// A level's error unless hidden by `fallback_on_error`.
+    pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let s = &self.shared;
+        if let Some(value) = s.read_l1(key)? {
+            return Ok(Some(value));
+        }
+        let Some(l2) = &s.l2 else {
+            s.miss(1);
+            return Ok(None);
+        };
+        let ticket = s.guard.ticket(key);
+        let started = Instant::now();
+        let result = l2.get(key);
+        s.finish_read(key, ticket, (started, result))
+    }
+
+    /// [`CacheManager::set`] without the codec.
+    ///
+    /// # Errors
+    /// As [`CacheManager::set`].
+    pub fn set_raw(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let s = &self.shared;
+        let _writing = s.guard.write([key]);
+        s.write_l1(&[(key, value)], ttl)?;
+        let Some(l2) = &s.l2 else { return Ok(()) };
+        let started = Instant::now();
+        let result = l2.set(key, value, Some(s.l2_ttl(ttl)));
+        s.finish_write(key, 1, (started, result))
+    }
+
+    /// [`CacheManager::multi_get`] without the codec.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_raw`].
+    pub fn multi_get_raw(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, Vec<u8>>> {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        let mut out = HashMap::with_capacity(keys.len());
+        let missed = s.read_many_l1(&keys, &mut out)?;
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        let Some(l2) = &s.l2 else {
+            s.miss(missed.len());
+            return Ok(out);
+        };
+        let tickets = s.tickets(&missed);
+        let started = Instant::now();
+        let result = l2.get_many(&missed);
+        s.finish_read_many(&missed, &tickets, (started, result), &mut out)?;
+        Ok(out)
+    }
+
+    /// [`CacheManager::multi_set`] without the codec.
+    ///
+    /// # Errors
+    /// As [`CacheManager::set`].
+    pub fn multi_set_raw(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let s = &self.shared;
+        let _writing = s.guard.write(items.iter().map(|(k, _)| *k));
+        s.write_l1(items, ttl)?;
+        let Some(l2) = &s.l2 else { return Ok(()) };
+        let started = Instant::now();
+        let result = l2.set_many(items, Some(s.l2_ttl(ttl)));
+        s.finish_write(first_key(items), items.len(), (started, result))
+    }
+
+    // ---- async API ----
+
+    /// Async [`CacheManager::get`]: L1 inline, L2 through its async methods.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get`].
+    pub async fn get_async<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let raw = self.get_raw_async(key).await?;
+        self.decode_opt(key, raw)
+    }
+
+    /// Async [`CacheManager::set`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::set`].
+    pub async fn set_async<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let bytes = self.shared.codec.encode(key, value)?;
+        self.set_raw_async(key, &bytes, ttl).await
+    }
+
+    /// Async [`CacheManager::delete`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::delete`].
+    pub async fn delete_async(&self, key: &str) -> Result<bool> {
+        let s = &self.shared;
+        let _writing = s.guard.write([key]);
+        let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
+        let l2 = match &s.l2 {
+            Some(l2) => {
+                let started = Instant::now();
+                Some((started, l2.delete_async(key).await.map(u64::from)))
+            }
+            None => None,
+        };
+        Ok(s.finish_delete(key, 1, l1, l2)? > 0)
+    }
+
+    /// Async [`CacheManager::multi_get`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_get`].
+    pub async fn multi_get_async<T: DeserializeOwned>(
+        &self,
+        keys: &[impl AsRef<str>],
+    ) -> Result<HashMap<String, T>> {
+        let raw = self.multi_get_raw_async(keys).await?;
+        self.decode_map(raw)
+    }
+
+    /// Async [`CacheManager::multi_set`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_set`].
+    pub async fn multi_set_async<K: AsRef<str>, V: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let encoded = self.encode_items(items)?;
+        self.multi_set_raw_async(&borrow_items(&encoded), ttl).await
+    }
+
+    /// Async [`CacheManager::multi_delete`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_delete`].
+    pub async fn multi_delete_async(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        let _writing = s.guard.write(keys.iter().copied());
+        let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
+        let l2 = match &s.l2 {
+            Some(l2) => {
+                let started = Instant::now();
+                Some((started, l2.delete_many_async(&keys).await))
+            }
+            None => None,
+        };
+        s.finish_delete(keys.first().copied().unwrap_or(""), keys.len(), l1, l2)
+    }
+
+    /// Async [`CacheManager::get_or_set_with`]: the loader is an async closure. Shares loads
+    /// with sync callers of the same key.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_or_set_with`].
+    pub async fn get_or_set_with_async<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        Shared::check_ttl(key, ttl)?;
+        loop {
+            if let Some(value) = self.get_async(key).await? {
+                return Ok(value);
+            }
+            match self.shared.flights.join(key) {
+                Role::Waiter(flight) => {
+                    self.shared.metrics.load_waits.incr();
+                    if let Some(bytes) = flight.wait_async().await {
+                        return Ok(self.shared.codec.decode(key, &bytes)?);
+                    }
+                }
+                Role::Leader(leader) => {
+                    if let Some(bytes) = self.get_raw_async(key).await? {
+                        let value = self.shared.codec.decode(key, &bytes)?;
+                        leader.finish(Arc::from(bytes));
+                        return Ok(value);
+                    }
+                    self.shared.metrics.loads.incr();
+                    let value = loader().await?;
+                    let bytes = self.shared.codec.encode(key, &value)?;
+                    let stored = self.set_raw_async(key, &bytes, ttl).await;
+                    leader.finish(Arc::from(bytes));
+                    stored?;
+                    return Ok(value);
+                }
+            }
+        }
+    }
+
+    /// Async [`CacheManager::get_raw`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_raw`].
+    pub async fn get_raw_async(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let s = &self.shared;
+        if let Some(value) = s.read_l1(key)? {
+            return Ok(Some(value));
+        }
+        let Some(l2) = &s.l2 else {
+            s.miss(1);
+            return Ok(None);
+        };
+        let ticket = s.guard.ticket(key);
+        let started = Instant::now();
+        let result = l2.get_async(key).await;
+        s.finish_read(key, ticket, (started, result))
+    }
+
+    /// Async [`CacheManager::set_raw`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::set_raw`].
+    pub async fn set_raw_async(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let s = &self.shared;
+        let _writing = s.guard.write([key]);
+        s.write_l1(&[(key, value)], ttl)?;
+        let Some(l2) = &s.l2 else { return Ok(()) };
+        let started = Instant::now();
+        let result = l2.set_async(key, value, Some(s.l2_ttl(ttl))).await;
+        s.finish_write(key, 1, (started, result))
+    }
+
+    /// Async [`CacheManager::multi_get_raw`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_get_raw`].
+    pub async fn multi_get_raw_async(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, Vec<u8>>> {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        let mut out = HashMap::with_capacity(keys.len());
+        let missed = s.read_many_l1(&keys, &mut out)?;
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        let Some(l2) = &s.l2 else {
+            s.miss(missed.len());
+            return Ok(out);
+        };
+        let tickets = s.tickets(&missed);
+        let started = Instant::now();
+        let result = l2.get_many_async(&missed).await;
+        s.finish_read_many(&missed, &tickets, (started, result), &mut out)?;
+        Ok(out)
+    }
+
+    /// Async [`CacheManager::multi_set_raw`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_set_raw`].
+    pub async fn multi_set_raw_async(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let s = &self.shared;
+        let _writing = s.guard.write(items.iter().map(|(k, _)| *k));
+        s.write_l1(items, ttl)?;
+        let Some(l2) = &s.l2 else { return Ok(()) };
+        let started = Instant::now();
+        let result = l2.set_many_async(items, Some(s.l2_ttl(ttl))).await;
+        s.finish_write(first_key(items), items.len(), (started, result))
+    }
+
+    // ---- maintenance ----
+
+    /// Deletes a key from L1 only (for example on an invalidation message from another process:
+    /// L2 already has the news). Guarded like any delete against a racing backfill.
+    ///
+    /// # Errors
+    /// The L1 error.
+    pub fn invalidate_local(&self, key: &str) -> Result<bool> {
+        let s = &self.shared;
+        let _writing = s.guard.write([key]);
+        Ok(s.count_delete_l1(1, s.l1.delete(key).map(u64::from))? > 0)
+    }
+
+    /// Makes both levels' completed writes durable, where they have such a notion.
+    ///
+    /// # Errors
+    /// The first level's error.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.l1.flush()?;
+        match &self.shared.l2 {
+            Some(l2) => l2.flush(),
+            None => Ok(()),
+        }
+    }
+
+    // ---- helpers ----
+
+    fn decode_opt<T: DeserializeOwned>(&self, key: &str, raw: Option<Vec<u8>>) -> Result<Option<T>> {
+        match raw {
+            Some(bytes) => self.shared.codec.decode(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_map<T: DeserializeOwned>(&self, raw: HashMap<String, Vec<u8>>) -> Result<HashMap<String, T>> {
+        raw.into_iter()
+            .map(|(key, bytes)| {
+                let value = self.shared.codec.decode(&key, &bytes)?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+
+    fn encode_items<K: AsRef<str>, V: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Vec<(K, Vec<u8>)>> {
+        items
+            .into_iter()
+            .map(|(key, value)| {
+                let bytes = self.shared.codec.encode(key.as_ref(), &value)?;
+                Ok((key, bytes))
+            })
+            .collect()
+    }
+}
+
+fn as_strs(keys: &[impl AsRef<str>]) -> Vec<&str> {
+    keys.iter().map(AsRef::as_ref).collect()
+}
+
+fn borrow_items<K: AsRef<str>>(items: &[(K, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+    items.iter().map(|(k, v)| (k.as_ref(), v.as_slice())).collect()
+}
+
+fn first_key<'a>(items: &[(&'a str, &[u8])]) -> &'a str {
+    items.first().map_or("", |(k, _)| *k)
+}

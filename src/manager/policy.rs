@@ -1,0 +1,407 @@
+//! The multi-level rules: read-through with backfill, write-through with TTL caps, delete from
+//! both levels, fallback on L2 failure. The only place where levels meet.
+//!
+//! Each operation is split into a sync part shared by both APIs (the L1 step, and what to do with
+//! the L2 result) and a thin shell per API that makes the L2 call: the blocking trait method for
+//! the sync API, the `*_async` one for the async API. L1 is always called directly on the
+//! caller's thread or task, so an L1 hit never crosses a thread, channel or runtime.
+//!
+//! Rules (DESIGN.md, "Read, write, delete"):
+//! - get: L1 first. Hit → return. Miss, or an L1 error with `fallback_on_error` → L2. L2 hit →
+//!   return and backfill L1 with `min(remaining L2 TTL, local.ttl)` (`local.ttl` if the L2 entry
+//!   has no expiry; no backfill if it has none left), unless a write or delete of the key raced
+//!   the L2 read (see `guard`).
+//! - set: L1 with `min(ttl, local.ttl)`, L2 with `min(ttl, distributed.ttl)`; no TTL → each
+//!   level's TTL from the configuration.
+//! - delete: both levels (L2 is tried even when L1 failed).
+//! - batches: one L1 call, then one L2 call for the keys L1 did not answer.
+//! - `fallback_on_error = true`: an L2 failure is counted, logged and hidden (a miss on read,
+//!   L1-only on write); `false`: it reaches the caller. A failed L1 *write* always reaches the
+//!   caller (L1 might still serve the old value otherwise); L2 is then not written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::guard::{BackfillGuard, Ticket};
+use super::loader::Flights;
+use crate::clock::{self, Clock};
+use crate::codec::Codec;
+use crate::error::{key_for_error, Error, Result};
+use crate::stats::{self, LevelMetrics, Metrics};
+use crate::storage::{Entry, Storage};
+
+/// Everything a manager handle shares.
+pub(crate) struct Shared {
+    pub(crate) l1: Arc<dyn Storage>,
+    pub(crate) l2: Option<Arc<dyn Storage>>,
+    pub(crate) local_ttl: Duration,
+    pub(crate) distributed_ttl: Duration,
+    pub(crate) fallback_on_error: bool,
+    pub(crate) codec: Codec,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    pub(crate) guard: BackfillGuard,
+    pub(crate) flights: Flights,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Local,
+    Distributed,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Local => "L1",
+            Level::Distributed => "L2",
+        }
+    }
+}
+
+/// An L2 call's result with the moment it started (for latency).
+pub(crate) type Timed<T> = (Instant, Result<T>);
+
+fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
+    if ttl.is_some_and(|t| t.is_zero()) {
+        return Err(Error::ZeroTtl {
+            key: key_for_error(key),
+        });
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn level(&self, level: Level) -> &LevelMetrics {
+        match level {
+            Level::Local => &self.metrics.local,
+            Level::Distributed => &self.metrics.distributed,
+        }
+    }
+
+    /// Counts a failed call; hides it (`Ok`) if `fallback_on_error`, else passes it on.
+    fn failed(&self, level: Level, op: &'static str, key: &str, error: Error) -> Result<()> {
+        self.level(level).errors.incr();
+        if self.fallback_on_error {
+            tracing::warn!(level = level.name(), op, key = %key_for_error(key), error = %error, "cache level failed; hidden by fallback_on_error");
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
+
+    /// The TTL a `set` gives L1.
+    pub(crate) fn l1_ttl(&self, ttl: Option<Duration>) -> Duration {
+        ttl.map_or(self.local_ttl, |t| t.min(self.local_ttl))
+    }
+
+    /// The TTL a `set` gives L2.
+    pub(crate) fn l2_ttl(&self, ttl: Option<Duration>) -> Duration {
+        ttl.map_or(self.distributed_ttl, |t| t.min(self.distributed_ttl))
+    }
+
+    /// The TTL of a backfill from an L2 entry; `None` if it has no time left.
+    pub(crate) fn backfill_ttl(&self, entry: &Entry) -> Option<Duration> {
+        let now = clock::ms_to_system_time(self.clock.now_ms());
+        match entry.remaining_ttl(now) {
+            None => Some(self.local_ttl),
+            Some(left) if left.is_zero() => None,
+            Some(left) => Some(left.min(self.local_ttl)),
+        }
+    }
+
+    // ---- reads ----
+
+    /// The L1 step of a read: `Some` on a hit; `None` to go on to L2.
+    pub(crate) fn read_l1(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let m = &self.metrics.local;
+        let start = stats::sample_l1();
+        let result = self.l1.get(key);
+        m.get_latency.record_since(start);
+        match result {
+            Ok(Some(entry)) => {
+                m.hits.incr();
+                Ok(Some(entry.value))
+            }
+            Ok(None) => {
+                m.misses.incr();
+                Ok(None)
+            }
+            Err(e) => self.failed(Level::Local, "get", key, e).map(|()| None),
+        }
+    }
+
+    /// A read that L1 did not answer and there is no L2 to ask.
+    pub(crate) fn miss(&self, n: usize) {
+        self.metrics.misses.add(n as u64);
+    }
+
+    /// What to do with L2's answer to a single read.
+    pub(crate) fn finish_read(
+        &self,
+        key: &str,
+        ticket: Ticket,
+        (started, result): Timed<Option<Entry>>,
+    ) -> Result<Option<Vec<u8>>> {
+        let m = &self.metrics.distributed;
+        m.get_latency.record(started.elapsed());
+        match result {
+            Ok(Some(entry)) => {
+                m.hits.incr();
+                self.backfill(key, ticket, &entry);
+                Ok(Some(entry.value))
+            }
+            Ok(None) => {
+                m.misses.incr();
+                self.miss(1);
+                Ok(None)
+            }
+            Err(e) => {
+                self.failed(Level::Distributed, "get", key, e)?;
+                self.miss(1);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Copies an L2 hit into L1, unless a write raced it. Never fails the read.
+    fn backfill(&self, key: &str, ticket: Ticket, entry: &Entry) {
+        let Some(ttl) = self.backfill_ttl(entry) else {
+            return;
+        };
+        let mut result = Ok(());
+        let ran = self.guard.backfill_if_current(ticket, || {
+            result = self.l1.set(key, &entry.value, Some(ttl));
+        });
+        if !ran {
+            self.metrics.backfills_skipped.incr();
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.metrics.local.sets.incr();
+                self.metrics.backfills.incr();
+            }
+            Err(e) => {
+                self.metrics.local.errors.incr();
+                tracing::warn!(key = %key_for_error(key), error = %e, "backfilling L1 failed; the read goes on");
+            }
+        }
+    }
+
+    /// The L1 pass of a batch read: fills `out` with hits, returns the keys L1 did not answer.
+    pub(crate) fn read_many_l1<'k>(
+        &self,
+        keys: &[&'k str],
+        out: &mut HashMap<String, Vec<u8>>,
+    ) -> Result<Vec<&'k str>> {
+        let m = &self.metrics.local;
+        let start = stats::sample_l1();
+        let result = self.l1.get_many(keys);
+        m.get_latency.record_since(start);
+        let found = match result {
+            Ok(found) => found,
+            Err(e) => {
+                self.failed(Level::Local, "get_many", keys.first().copied().unwrap_or(""), e)?;
+                return Ok(keys.to_vec());
+            }
+        };
+        let mut found = found.into_iter();
+        let mut missed = Vec::new();
+        for key in keys {
+            match found.next().flatten() {
+                Some(entry) => {
+                    m.hits.incr();
+                    out.insert((*key).to_owned(), entry.value);
+                }
+                None => {
+                    m.misses.incr();
+                    missed.push(*key);
+                }
+            }
+        }
+        Ok(missed)
+    }
+
+    /// What to do with L2's answer to the keys of a batch L1 did not answer.
+    pub(crate) fn finish_read_many(
+        &self,
+        missed: &[&str],
+        tickets: &[Ticket],
+        (started, result): Timed<Vec<Option<Entry>>>,
+        out: &mut HashMap<String, Vec<u8>>,
+    ) -> Result<()> {
+        let m = &self.metrics.distributed;
+        m.get_latency.record(started.elapsed());
+        let found = match result {
+            Ok(found) => found,
+            Err(e) => {
+                self.failed(
+                    Level::Distributed,
+                    "get_many",
+                    missed.first().copied().unwrap_or(""),
+                    e,
+                )?;
+                self.miss(missed.len());
+                return Ok(());
+            }
+        };
+        let mut found = found.into_iter();
+        for (key, ticket) in missed.iter().zip(tickets) {
+            match found.next().flatten() {
+                Some(entry) => {
+                    m.hits.incr();
+                    self.backfill(key, *ticket, &entry);
+                    out.insert((*key).to_owned(), entry.value);
+                }
+                None => {
+                    m.misses.incr();
+                    self.miss(1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tickets(&self, keys: &[&str]) -> Vec<Ticket> {
+        keys.iter().map(|k| self.guard.ticket(k)).collect()
+    }
+
+    // ---- writes ----
+
+    /// The L1 step of a write (checked input, capped TTL). Errors always reach the caller.
+    pub(crate) fn write_l1(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        for (key, _) in items {
+            check_ttl(key, ttl)?;
+        }
+        let m = &self.metrics.local;
+        let ttl = Some(self.l1_ttl(ttl));
+        let start = stats::sample_l1();
+        let result = match items {
+            [(key, value)] => self.l1.set(key, value, ttl),
+            _ => self.l1.set_many(items, ttl),
+        };
+        m.set_latency.record_since(start);
+        match result {
+            Ok(()) => {
+                m.sets.add(items.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                m.errors.incr();
+                Err(e)
+            }
+        }
+    }
+
+    /// What to do with L2's answer to a write of `n` keys.
+    pub(crate) fn finish_write(&self, first_key: &str, n: usize, (started, result): Timed<()>) -> Result<()> {
+        let m = &self.metrics.distributed;
+        m.set_latency.record(started.elapsed());
+        match result {
+            Ok(()) => {
+                m.sets.add(n as u64);
+                Ok(())
+            }
+            Err(e) => self.failed(Level::Distributed, "set", first_key, e),
+        }
+    }
+
+    // ---- deletes ----
+
+    /// Counts an L1 delete of `n` keys and turns the result into a count.
+    pub(crate) fn count_delete_l1(&self, n: usize, result: Result<u64>) -> Result<u64> {
+        let m = &self.metrics.local;
+        m.deletes.add(n as u64);
+        result.inspect_err(|_| m.errors.incr())
+    }
+
+    /// Combines both levels' answers to a delete: an L1 error always reaches the caller (after L2
+    /// was tried), an L2 error per `fallback_on_error`. The count is the larger of the levels'.
+    pub(crate) fn finish_delete(
+        &self,
+        first_key: &str,
+        n: usize,
+        l1: Result<u64>,
+        l2: Option<Timed<u64>>,
+    ) -> Result<u64> {
+        let removed_l2 = match l2 {
+            None => 0,
+            Some((started, result)) => {
+                let m = &self.metrics.distributed;
+                m.set_latency.record(started.elapsed());
+                m.deletes.add(n as u64);
+                match result {
+                    Ok(removed) => removed,
+                    Err(e) => {
+                        // Report L1's error first if both failed.
+                        if l1.is_err() {
+                            m.errors.incr();
+                            0
+                        } else {
+                            self.failed(Level::Distributed, "delete", first_key, e)?;
+                            0
+                        }
+                    }
+                }
+            }
+        };
+        Ok(l1?.max(removed_l2))
+    }
+
+    pub(crate) fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
+        check_ttl(key, ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::local::memory::MemoryStore;
+
+    fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
+        Shared {
+            l1: Arc::new(MemoryStore::new(10).unwrap()),
+            l2: None,
+            local_ttl: Duration::from_secs(local),
+            distributed_ttl: Duration::from_secs(distributed),
+            fallback_on_error: true,
+            codec: Codec::default(),
+            clock: Arc::new(clock.clone()),
+            metrics: Metrics::default(),
+            guard: BackfillGuard::default(),
+            flights: Flights::default(),
+        }
+    }
+
+    #[test]
+    fn set_ttls_are_capped_per_level_and_default_to_the_level_ttl() {
+        let s = shared(60, 600, &ManualClock::new(0));
+        assert_eq!(s.l1_ttl(None), Duration::from_secs(60));
+        assert_eq!(s.l2_ttl(None), Duration::from_secs(600));
+        assert_eq!(s.l1_ttl(Some(Duration::from_secs(300))), Duration::from_secs(60));
+        assert_eq!(s.l2_ttl(Some(Duration::from_secs(300))), Duration::from_secs(300));
+        assert_eq!(s.l1_ttl(Some(Duration::from_secs(5))), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn backfill_ttl_never_outlives_l2_nor_local_ttl() {
+        let clock = ManualClock::new(1_000_000);
+        let s = shared(60, 600, &clock);
+        let at = |ms: u64| Entry {
+            value: vec![],
+            expires_at: Some(clock::ms_to_system_time(ms)),
+        };
+        assert_eq!(s.backfill_ttl(&at(1_010_000)), Some(Duration::from_secs(10)));
+        assert_eq!(s.backfill_ttl(&at(9_000_000)), Some(Duration::from_secs(60)));
+        assert_eq!(s.backfill_ttl(&at(1_000_000)), None);
+        assert_eq!(s.backfill_ttl(&at(5)), None);
+        let forever = Entry {
+            value: vec![],
+            expires_at: None,
+        };
+        assert_eq!(s.backfill_ttl(&forever), Some(Duration::from_secs(60)));
+    }
+}

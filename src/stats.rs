@@ -1,0 +1,397 @@
+//! The manager's counters and latency histograms, and the serializable snapshot users read.
+//!
+//! The hot path (an L1 hit) pays one relaxed `fetch_add` on a counter striped over
+//! [`STRIPES`] cache lines (threads pick a stripe once, so cores do not fight over one line),
+//! plus a thread-local countdown. Latency is sampled: one L1 call in [`L1_SAMPLE_EVERY`] per
+//! thread is timed (a clock read costs about as much as a memory-tier hit on a VM), while L2
+//! calls, which cost microseconds, are all timed. Histograms have four sub-buckets per power of
+//! two, so a percentile is exact to within 25 %; the reported value is the bucket's upper bound.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{StorageCounters, StorageSize};
+
+/// Stripes per counter.
+pub(crate) const STRIPES: usize = 8;
+/// One L1 call in this many (per thread) is timed.
+pub(crate) const L1_SAMPLE_EVERY: u32 = 16;
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+/// A counter striped over cache lines; exact, cheap to bump from many threads.
+#[derive(Debug, Default)]
+pub(crate) struct Counter([Padded; STRIPES]);
+
+thread_local! {
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
+}
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+fn stripe() -> usize {
+    STRIPE.with(|s| {
+        let mine = s.get();
+        if mine != usize::MAX {
+            return mine;
+        }
+        let mine = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        s.set(mine);
+        mine
+    })
+}
+
+impl Counter {
+    pub(crate) fn add(&self, n: u64) {
+        if let Some(cell) = self.0.get(stripe()) {
+            cell.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn incr(&self) {
+        self.add(1);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Starts a timer on one L1 call in [`L1_SAMPLE_EVERY`] (per thread); `None` otherwise.
+pub(crate) fn sample_l1() -> Option<Instant> {
+    COUNTDOWN.with(|c| {
+        let left = c.get();
+        if left == 0 {
+            c.set(L1_SAMPLE_EVERY - 1);
+            Some(Instant::now())
+        } else {
+            c.set(left - 1);
+            None
+        }
+    })
+}
+
+const SUB_BITS: u32 = 2;
+const SUBS: u64 = 1 << SUB_BITS;
+/// Values below this are their own bucket.
+const LINEAR: u64 = 16;
+const BUCKETS: usize = 256;
+
+/// A fixed-bucket, lock-free latency histogram in nanoseconds.
+#[derive(Debug)]
+pub(crate) struct Histogram {
+    buckets: Box<[AtomicU64]>,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+fn bucket_of(ns: u64) -> usize {
+    if ns < LINEAR {
+        return usize::try_from(ns).unwrap_or(0);
+    }
+    let msb = 63 - u64::from(ns.leading_zeros());
+    let sub = (ns >> (msb - u64::from(SUB_BITS))) & (SUBS - 1);
+    usize::try_from(LINEAR + (msb - 4) * SUBS + sub).unwrap_or(BUCKETS - 1)
+}
+
+/// The largest value that falls in bucket `b`.
+fn upper_bound(b: usize) -> u64 {
+    let b = b as u64;
+    if b < LINEAR {
+        return b;
+    }
+    let msb = (b - LINEAR) / SUBS + 4;
+    let sub = (b - LINEAR) % SUBS;
+    let step = 1u64 << (msb - u64::from(SUB_BITS));
+    ((SUBS + sub) * step).saturating_add(step - 1)
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(bucket) = self.buckets.get(bucket_of(ns)) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_since(&self, start: Option<Instant>) {
+        if let Some(start) = start {
+            self.record(start.elapsed());
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> LatencyStats {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let samples: u64 = counts.iter().sum();
+        let percentile = |p: u64| -> u64 {
+            if samples == 0 {
+                return 0;
+            }
+            // The smallest bucket holding at least p % of the samples.
+            let rank = (samples * p).div_ceil(100).max(1);
+            let mut seen = 0;
+            for (b, n) in counts.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return upper_bound(b);
+                }
+            }
+            0
+        };
+        LatencyStats {
+            samples,
+            p50_ns: percentile(50),
+            p99_ns: percentile(99),
+        }
+    }
+}
+
+/// Counters of one level, kept by the manager.
+#[derive(Debug, Default)]
+pub(crate) struct LevelMetrics {
+    pub(crate) hits: Counter,
+    pub(crate) misses: Counter,
+    pub(crate) sets: Counter,
+    pub(crate) deletes: Counter,
+    pub(crate) errors: Counter,
+    pub(crate) get_latency: Histogram,
+    pub(crate) set_latency: Histogram,
+}
+
+/// Everything the manager counts.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) local: LevelMetrics,
+    pub(crate) distributed: LevelMetrics,
+    /// Keys read that neither level had.
+    pub(crate) misses: Counter,
+    pub(crate) backfills: Counter,
+    pub(crate) backfills_skipped: Counter,
+    pub(crate) loads: Counter,
+    pub(crate) load_waits: Counter,
+}
+
+impl LevelMetrics {
+    pub(crate) fn snapshot(
+        &self,
+        name: &str,
+        enabled: bool,
+        counters: StorageCounters,
+        size_error: Option<String>,
+    ) -> LevelStats {
+        let hits = self.hits.get();
+        let misses = self.misses.get();
+        LevelStats {
+            name: name.to_owned(),
+            enabled,
+            hits,
+            misses,
+            hit_rate: ratio(hits, hits + misses),
+            sets: self.sets.get(),
+            deletes: self.deletes.get(),
+            errors: self.errors.get(),
+            evictions: counters.evictions,
+            expirations: counters.expirations,
+            get_latency: self.get_latency.snapshot(),
+            set_latency: self.set_latency.snapshot(),
+            size_error,
+        }
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // counters far below 2^52 in practice; a rate is approximate anyway
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// Latency percentiles of one kind of call to one level, from sampled calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    /// Calls timed.
+    pub samples: u64,
+    /// Median, in nanoseconds (upper bound of its histogram bucket; 0 without samples).
+    pub p50_ns: u64,
+    /// 99th percentile, in nanoseconds (upper bound of its histogram bucket).
+    pub p99_ns: u64,
+}
+
+/// What the manager saw of one level.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LevelStats {
+    /// The level's name ("file", "memory", "redb", "redis", …; "none" when there is no L2).
+    pub name: String,
+    /// Whether the manager uses this level.
+    pub enabled: bool,
+    /// Reads this level answered.
+    pub hits: u64,
+    /// Reads this level did not have.
+    pub misses: u64,
+    /// `hits / (hits + misses)`; 0 before any read.
+    pub hit_rate: f64,
+    /// Keys written to this level (backfills included).
+    pub sets: u64,
+    /// Keys deleted from this level (attempts).
+    pub deletes: u64,
+    /// Calls to this level that failed (hidden by fallback or not).
+    pub errors: u64,
+    /// Entries the level dropped to respect its size bound (as it reports them).
+    pub evictions: u64,
+    /// Entries the level removed because their TTL passed (as it reports them).
+    pub expirations: u64,
+    /// Latency of read calls (`get`, `get_many`).
+    pub get_latency: LatencyStats,
+    /// Latency of write calls (`set`, `set_many`).
+    pub set_latency: LatencyStats,
+    /// Why the level's size could not be read, if it could not.
+    pub size_error: Option<String>,
+}
+
+/// Hit rates: each level's own, and overall (reads answered by any level / all reads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HitRates {
+    /// L1 hits / L1 reads.
+    pub local: f64,
+    /// L2 hits / L2 reads (reads that missed L1).
+    pub distributed: f64,
+    /// (L1 hits + L2 hits) / reads.
+    pub overall: f64,
+}
+
+/// What each level holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizes {
+    /// L1 items and bytes.
+    pub local: StorageSize,
+    /// L2 items and bytes (zero without an L2).
+    pub distributed: StorageSize,
+}
+
+/// Reads through the whole manager, and the work its policy did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverallStats {
+    /// Keys read (each key of a batch counts).
+    pub reads: u64,
+    /// Keys some level had.
+    pub hits: u64,
+    /// Keys no level had.
+    pub misses: u64,
+    /// L2 hits copied into L1.
+    pub backfills: u64,
+    /// L2 hits not copied into L1 because a write or delete of the key raced the read.
+    pub backfills_skipped: u64,
+    /// Loader calls made by `get_or_set_with`.
+    pub loads: u64,
+    /// `get_or_set_with` callers that waited for another caller's loader instead of loading.
+    pub load_waits: u64,
+}
+
+/// A snapshot of the manager's statistics; `serde_json::to_string(&stats)` gives JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheStats {
+    /// Hit rates per level and overall.
+    pub hit_rate: HitRates,
+    /// Items and bytes per level.
+    pub size: Sizes,
+    /// The local level (L1).
+    pub local: LevelStats,
+    /// The distributed level (L2).
+    pub distributed: LevelStats,
+    /// The manager as a whole.
+    pub overall: OverallStats,
+}
+
+impl Metrics {
+    pub(crate) fn overall(&self) -> OverallStats {
+        let hits = self.local.hits.get() + self.distributed.hits.get();
+        let misses = self.misses.get();
+        OverallStats {
+            reads: hits + misses,
+            hits,
+            misses,
+            backfills: self.backfills.get(),
+            backfills_skipped: self.backfills_skipped.get(),
+            loads: self.loads.get(),
+            load_waits: self.load_waits.get(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_bounds_contain_their_values() {
+        let mut last = 0;
+        for ns in (0..5000u64).chain([1 << 20, (1 << 20) + 12345, u64::MAX / 2, u64::MAX]) {
+            let b = bucket_of(ns);
+            assert!(b >= last || ns > 5000, "bucket went down at {ns}");
+            assert!(b < BUCKETS);
+            assert!(upper_bound(b) >= ns, "bound {} below {ns}", upper_bound(b));
+            if ns >= LINEAR {
+                // Within 25 %.
+                assert!(upper_bound(b) - ns <= ns / 4 + 1, "{ns} -> {}", upper_bound(b));
+            }
+            if ns <= 5000 {
+                last = b;
+            }
+        }
+    }
+
+    #[test]
+    fn percentiles_pick_the_right_buckets() {
+        let h = Histogram::default();
+        for _ in 0..98 {
+            h.record(Duration::from_nanos(100));
+        }
+        h.record(Duration::from_micros(50));
+        h.record(Duration::from_micros(50));
+        let s = h.snapshot();
+        assert_eq!(s.samples, 100);
+        assert!((100..=125).contains(&s.p50_ns), "{s:?}");
+        assert!((50_000..=62_500).contains(&s.p99_ns), "{s:?}");
+        assert_eq!(Histogram::default().snapshot(), LatencyStats::default());
+    }
+
+    #[test]
+    fn counters_are_exact_across_threads() {
+        let c = Counter::default();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        c.incr();
+                    }
+                });
+            }
+        });
+        assert_eq!(c.get(), 40_000);
+    }
+
+    #[test]
+    fn one_l1_call_in_n_is_sampled_per_thread() {
+        std::thread::spawn(|| {
+            let sampled = (0..L1_SAMPLE_EVERY * 10)
+                .filter(|_| sample_l1().is_some())
+                .count();
+            assert_eq!(sampled, 10);
+        })
+        .join()
+        .unwrap();
+    }
+}
