@@ -1,0 +1,325 @@
+//! A scripted in-memory `Storage` for the manager tests: it logs every call, can fail on demand,
+//! can hold a call at a gate until the test releases it, and keeps TTLs on a shared clock.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use uno_cache::{BoxFuture, Clock, Entry, Error, ManualClock, Result, Storage, StorageSize};
+
+/// One call a level received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// "get", "get_many", "set", "set_many", "delete", "delete_many", with "_async" when the
+    /// async method was called.
+    pub op: String,
+    pub keys: Vec<String>,
+    pub ttl: Option<Duration>,
+}
+
+/// Holds the next call of one op until released.
+struct Gate {
+    op: &'static str,
+    entered: Sender<()>,
+    release: Receiver<()>,
+}
+
+/// The test's side of a gate.
+pub struct GateHandle {
+    entered: Receiver<()>,
+    release: Sender<()>,
+}
+
+impl GateHandle {
+    /// Blocks until the held call has started.
+    pub fn wait_entered(&self) {
+        self.entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the gated call never started");
+    }
+
+    /// Lets the held call go on.
+    pub fn release(&self) {
+        self.release.send(()).expect("the gated call is gone");
+    }
+}
+
+pub struct ScriptedStore {
+    name: &'static str,
+    clock: ManualClock,
+    map: Mutex<HashMap<String, (Vec<u8>, u64)>>,
+    calls: Mutex<Vec<Call>>,
+    failing: AtomicBool,
+    gates: Mutex<Vec<Gate>>,
+}
+
+pub const START_MS: u64 = 1_700_000_000_000;
+
+impl ScriptedStore {
+    pub fn new(name: &'static str, clock: &ManualClock) -> Arc<ScriptedStore> {
+        Arc::new(ScriptedStore {
+            name,
+            clock: clock.clone(),
+            map: Mutex::new(HashMap::new()),
+            calls: Mutex::new(Vec::new()),
+            failing: AtomicBool::new(false),
+            gates: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Every call fails with an I/O error while `on`.
+    pub fn set_failing(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+
+    /// Holds the next call of `op` ("get", "delete", …; sync or async) until released.
+    pub fn gate(&self, op: &'static str) -> GateHandle {
+        let (entered_tx, entered_rx) = channel();
+        let (release_tx, release_rx) = channel();
+        self.gates.lock().unwrap().push(Gate {
+            op,
+            entered: entered_tx,
+            release: release_rx,
+        });
+        GateHandle {
+            entered: entered_rx,
+            release: release_tx,
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn ops(&self) -> Vec<String> {
+        self.calls().into_iter().map(|c| c.op).collect()
+    }
+
+    pub fn clear_calls(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+
+    /// Puts a value directly (not logged), expiring at `expires_at_ms` (0 = never).
+    pub fn put_raw(&self, key: &str, value: &[u8], expires_at_ms: u64) {
+        self.map
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), (value.to_vec(), expires_at_ms));
+    }
+
+    /// The stored value and absolute expiry (ms), if live (not logged).
+    pub fn peek(&self, key: &str) -> Option<(Vec<u8>, u64)> {
+        let now = self.clock.now_ms();
+        self.map
+            .lock()
+            .unwrap()
+            .get(key)
+            .filter(|(_, at)| *at == 0 || *at > now)
+            .cloned()
+    }
+
+    fn log(&self, op: &str, keys: &[&str], ttl: Option<Duration>) {
+        self.calls.lock().unwrap().push(Call {
+            op: op.to_owned(),
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            ttl,
+        });
+    }
+
+    /// Logs a call and fails it if the level is failing.
+    fn enter(&self, op: &str, keys: &[&str], ttl: Option<Duration>) -> Result<()> {
+        self.log(op, keys, ttl);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Error::Io {
+                op: "scripted failure",
+                path: self.name.into(),
+                source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "level is down"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Holds the call at a gate, if the test set one for this op. Reads pass it after reading
+    /// (their answer is on its way back), writes before writing (they are in progress).
+    fn hold(&self, op: &str) {
+        let base = op.trim_end_matches("_async");
+        let gate = {
+            let mut gates = self.gates.lock().unwrap();
+            gates.iter().position(|g| g.op == base).map(|i| gates.remove(i))
+        };
+        if let Some(gate) = gate {
+            let _ = gate.entered.send(());
+            let _ = gate.release.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    fn read(&self, key: &str) -> Option<Entry> {
+        self.peek(key).map(|(value, at)| Entry {
+            value,
+            expires_at: (at != 0).then(|| UNIX_EPOCH + Duration::from_millis(at)),
+        })
+    }
+
+    fn write(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        if ttl.is_some_and(|t| t.is_zero()) {
+            return Err(Error::ZeroTtl { key: key.into() });
+        }
+        let at = ttl.map_or(0, |t| self.clock.now_ms() + t.as_millis() as u64);
+        self.put_raw(key, value, at);
+        Ok(())
+    }
+
+    fn remove(&self, key: &str) -> bool {
+        let now = self.clock.now_ms();
+        self.map
+            .lock()
+            .unwrap()
+            .remove(key)
+            .is_some_and(|(_, at)| at == 0 || at > now)
+    }
+}
+
+impl Storage for ScriptedStore {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.enter("get", &[key], None)?;
+        let found = self.read(key);
+        self.hold("get");
+        Ok(found)
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.enter("set", &[key], ttl)?;
+        self.hold("set");
+        self.write(key, value, ttl)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.enter("delete", &[key], None)?;
+        self.hold("delete");
+        Ok(self.remove(key))
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.enter("get_many", keys, None)?;
+        let found = keys.iter().map(|k| self.read(k)).collect();
+        self.hold("get_many");
+        Ok(found)
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+        self.enter("set_many", &keys, ttl)?;
+        self.hold("set_many");
+        for (k, v) in items {
+            self.write(k, v, ttl)?;
+        }
+        Ok(())
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.enter("delete_many", keys, None)?;
+        self.hold("delete_many");
+        Ok(keys.iter().filter(|k| self.remove(k)).count() as u64)
+    }
+
+    fn size(&self) -> Result<StorageSize> {
+        let now = self.clock.now_ms();
+        let map = self.map.lock().unwrap();
+        let live = map.iter().filter(|(_, (_, at))| *at == 0 || *at > now);
+        let (items, bytes) = live.fold((0, 0), |(n, b), (k, (v, _))| {
+            (n + 1, b + (k.len() + v.len()) as u64)
+        });
+        Ok(StorageSize { items, bytes })
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.map.lock().unwrap().clear();
+        Ok(())
+    }
+
+    // Async methods: logged under their own names and genuinely asynchronous (they yield once
+    // before answering), so a test can tell which API the manager used.
+
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.enter("get_async", &[key], None)?;
+            let found = self.read(key);
+            self.hold("get_async");
+            Ok(found)
+        })
+    }
+
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.enter("set_async", &[key], ttl)?;
+            self.hold("set_async");
+            self.write(key, value, ttl)
+        })
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.enter("delete_async", &[key], None)?;
+            self.hold("delete_async");
+            Ok(self.remove(key))
+        })
+    }
+
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.enter("get_many_async", keys, None)?;
+            let found = keys.iter().map(|k| self.read(k)).collect();
+            self.hold("get_many_async");
+            Ok(found)
+        })
+    }
+
+    fn set_many_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+            self.enter("set_many_async", &keys, ttl)?;
+            self.hold("set_many_async");
+            for (k, v) in items {
+                self.write(k, v, ttl)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.enter("delete_many_async", keys, None)?;
+            self.hold("delete_many_async");
+            Ok(keys.iter().filter(|k| self.remove(k)).count() as u64)
+        })
+    }
+}
+
+/// Absolute expiry of an entry in ms.
+pub fn expiry_ms(entry: &Entry) -> Option<u64> {
+    entry
+        .expires_at
+        .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64)
+}
