@@ -1,0 +1,117 @@
+//! A manager built from TOML configuration: each `local.type` (file, memory, redb) serves
+//! reads and writes, the persistent ones keep values across a restart, a configured Redis or
+//! Memcached L2 is a clear configuration error until those levels are wired in, and invalid
+//! values are refused with the field named.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use uno_cache::{CacheConfig, CacheManager, Error};
+
+fn toml_for(kind: &str, dir: &Path) -> String {
+    format!(
+        "use_multi_level = true\nfallback_on_error = true\n[local]\ntype = \"{kind}\"\nmax_size = 16\nttl = 120\npath = {:?}\ndurability = \"none\"\n",
+        dir.display().to_string()
+    )
+}
+
+#[test]
+fn each_local_type_from_toml_serves_reads_and_writes() {
+    for kind in ["file", "memory", "redb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache =
+            CacheManager::new(CacheConfig::from_toml_str(&toml_for(kind, dir.path())).unwrap()).unwrap();
+        cache
+            .set("k", &vec!["a".to_owned(), "b".to_owned()], None)
+            .unwrap();
+        assert_eq!(cache.get::<Vec<String>>("k").unwrap().unwrap(), ["a", "b"]);
+        cache
+            .multi_set([("x", 1i64), ("y", -1)], Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(cache.multi_get::<i64>(&["x", "y", "z"]).unwrap().len(), 2);
+        assert_eq!(cache.multi_delete(&["x", "y"]).unwrap(), 2);
+        assert!(cache.delete("k").unwrap());
+        let stats = cache.stats();
+        assert_eq!(stats.local.name, kind);
+        assert_eq!(stats.size.local.items, 0, "{kind}");
+        assert!(cache.distributed().is_none());
+    }
+}
+
+#[test]
+fn persistent_local_types_keep_values_across_a_restart() {
+    for kind in ["file", "redb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CacheConfig::from_toml_str(&toml_for(kind, dir.path())).unwrap();
+        {
+            let cache = CacheManager::new(config.clone()).unwrap();
+            cache.set("kept", &42u16, None).unwrap();
+            cache.flush().unwrap();
+        }
+        let cache = CacheManager::new(config).unwrap();
+        assert_eq!(cache.get::<u16>("kept").unwrap(), Some(42), "{kind}");
+    }
+}
+
+#[test]
+fn a_second_manager_on_the_same_directory_is_refused() {
+    for kind in ["file", "redb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CacheConfig::from_toml_str(&toml_for(kind, dir.path())).unwrap();
+        let _first = CacheManager::new(config.clone()).unwrap();
+        let second = CacheManager::new(config);
+        assert!(matches!(second, Err(Error::Locked { .. })), "{kind}: {second:?}");
+    }
+}
+
+#[test]
+fn redis_or_memcached_l2_is_a_config_error_naming_distributed_type_until_wired() {
+    for kind in ["redis", "memcached"] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}[distributed]\nenabled = true\ntype = \"{kind}\"\nhosts = [\"127.0.0.1:1\"]\n",
+            toml_for("memory", dir.path())
+        );
+        let err = CacheManager::new(CacheConfig::from_toml_str(&text).unwrap()).unwrap_err();
+        match err {
+            Error::Config { field, reason } => {
+                assert_eq!(field, "distributed.type");
+                assert!(reason.contains(kind), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn without_multi_level_an_enabled_distributed_section_is_not_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[distributed]\nenabled = true\nhosts = [\"127.0.0.1:1\"]\n",
+        toml_for("memory", dir.path()).replace("use_multi_level = true", "use_multi_level = false")
+    );
+    let cache = CacheManager::new(CacheConfig::from_toml_str(&text).unwrap()).unwrap();
+    assert!(cache.distributed().is_none());
+}
+
+#[test]
+fn invalid_values_are_refused_with_the_field_named() {
+    let mut config = CacheConfig::default();
+    config.local.ttl = Duration::ZERO;
+    match CacheManager::new(config).unwrap_err() {
+        Error::Config { field, .. } => assert_eq!(field, "local.ttl"),
+        other => panic!("{other:?}"),
+    }
+    let err = CacheConfig::from_toml_str("[local]\ntype = \"sqlite\"\n").unwrap_err();
+    assert!(
+        matches!(&err, Error::Config { field, .. } if field == "local.type"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("local.type"));
+}

@@ -1,0 +1,305 @@
+//! Stampede protection of `get_or_set_with`: many concurrent callers that miss the same key run
+//! ONE loader, and all get its value — across plain threads, tasks on multi-thread and
+//! current-thread runtimes, and a mix of both. A failed or cancelled leader hands the load to a
+//! waiter instead of leaving it stuck or sharing a bogus value.
+//!
+//! Each loader holds until every other caller is known to be waiting (the manager's
+//! `load_waits` counter), so "one load" is proven under full contention, not by luck of timing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod manager_support;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use manager_support::{ScriptedStore, START_MS};
+use uno_cache::{CacheConfig, CacheManager, Codec, Error, LocalKind, ManualClock};
+
+const CALLERS: u64 = 100;
+
+fn memory_cache() -> CacheManager {
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    CacheManager::new(config).unwrap()
+}
+
+/// Blocks (a thread) until `n` callers wait on a load.
+fn wait_for_waiters(cache: &CacheManager, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cache.stats().overall.load_waits < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} waiters",
+            cache.stats().overall.load_waits
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Waits (a task) until `n` callers wait on a load.
+async fn wait_for_waiters_async(cache: &CacheManager, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cache.stats().overall.load_waits < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} waiters",
+            cache.stats().overall.load_waits
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[derive(Debug)]
+enum AppError {
+    #[allow(dead_code)] // only Debug-printed by failing tests
+    Cache(Error),
+    Backend(&'static str),
+}
+
+impl From<Error> for AppError {
+    fn from(e: Error) -> Self {
+        AppError::Cache(e)
+    }
+}
+
+#[test]
+fn hundred_threads_share_one_load() {
+    let cache = memory_cache();
+    let loads = AtomicU32::new(0);
+    let barrier = Barrier::new(CALLERS as usize);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    cache
+                        .get_or_set_with("k", None, || {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            wait_for_waiters(&cache, CALLERS - 1);
+                            Ok::<_, Error>(vec![4u8, 2])
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), vec![4, 2]);
+        }
+    });
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    let stats = cache.stats().overall;
+    assert_eq!((stats.loads, stats.load_waits), (1, CALLERS - 1));
+    // Later callers read the cached value.
+    let again: Vec<u8> = cache
+        .get_or_set_with("k", None, || -> Result<_, Error> { panic!("loaded twice") })
+        .unwrap();
+    assert_eq!(again, vec![4, 2]);
+}
+
+async fn hundred_tasks(cache: CacheManager) {
+    let loads = Arc::new(AtomicU32::new(0));
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let cache = cache.clone();
+            let loads = Arc::clone(&loads);
+            tokio::spawn(async move {
+                let loader_cache = cache.clone();
+                cache
+                    .get_or_set_with_async("k", None, || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        wait_for_waiters_async(&loader_cache, CALLERS - 1).await;
+                        Ok::<_, Error>("value".to_owned())
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "value");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().overall.load_waits, CALLERS - 1);
+}
+
+#[test]
+fn hundred_tasks_on_a_multi_thread_runtime_share_one_load() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(hundred_tasks(memory_cache()));
+}
+
+#[test]
+fn hundred_tasks_on_a_current_thread_runtime_share_one_load() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(hundred_tasks(memory_cache()));
+}
+
+#[test]
+fn threads_and_tasks_share_one_load() {
+    let cache = memory_cache();
+    let loads = Arc::new(AtomicU32::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..CALLERS / 2)
+        .map(|_| {
+            let cache = cache.clone();
+            let loads = Arc::clone(&loads);
+            rt.spawn(async move {
+                let loader_cache = cache.clone();
+                cache
+                    .get_or_set_with_async("k", None, || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        wait_for_waiters_async(&loader_cache, CALLERS - 1).await;
+                        Ok::<_, Error>(99u64)
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..CALLERS / 2)
+            .map(|_| {
+                s.spawn(|| {
+                    cache
+                        .get_or_set_with("k", None, || {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            wait_for_waiters(&cache, CALLERS - 1);
+                            Ok::<_, Error>(99u64)
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 99);
+        }
+    });
+    for t in tasks {
+        assert_eq!(rt.block_on(t).unwrap(), 99);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_failing_loader_errors_its_caller_and_a_waiter_loads_next() {
+    let cache = memory_cache();
+    let loads = AtomicU32::new(0);
+    let leader_started = Barrier::new(2);
+    std::thread::scope(|s| {
+        let leader = s.spawn(|| {
+            cache.get_or_set_with("k", None, || -> Result<u32, AppError> {
+                loads.fetch_add(1, Ordering::SeqCst);
+                leader_started.wait();
+                wait_for_waiters(&cache, 1);
+                Err(AppError::Backend("database down"))
+            })
+        });
+        leader_started.wait();
+        let waiter = s.spawn(|| {
+            cache.get_or_set_with("k", None, || -> Result<u32, AppError> {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok(7)
+            })
+        });
+        assert!(matches!(
+            leader.join().unwrap(),
+            Err(AppError::Backend("database down"))
+        ));
+        assert_eq!(waiter.join().unwrap().unwrap(), 7);
+    });
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    assert_eq!(cache.get::<u32>("k").unwrap(), Some(7));
+}
+
+#[test]
+fn a_cancelled_async_leader_hands_the_load_to_a_waiter() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let cache = memory_cache();
+    rt.block_on(async {
+        let leader = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_set_with_async("k", None, std::future::pending::<Result<u32, Error>>)
+                    .await
+            })
+        };
+        // Let the leader start its (never-ending) load.
+        while cache.stats().overall.loads < 1 {
+            tokio::task::yield_now().await;
+        }
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_set_with_async("k", None, || async { Ok::<_, Error>(5u32) })
+                    .await
+            })
+        };
+        wait_for_waiters_async(&cache, 1).await;
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        assert_eq!(waiter.await.unwrap().unwrap(), 5);
+    });
+    assert_eq!(cache.stats().overall.loads, 2);
+}
+
+#[test]
+fn a_value_in_l2_is_returned_without_running_the_loader() {
+    let clock = ManualClock::new(START_MS);
+    let l2 = ScriptedStore::new("scripted", &clock);
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    let cache = CacheManager::builder()
+        .config(config)
+        .distributed(l2.clone())
+        .clock(std::sync::Arc::new(clock))
+        .build()
+        .unwrap();
+    l2.put_raw("k", &Codec::bincode().encode("k", &3u8).unwrap(), 0);
+    let got: u8 = cache
+        .get_or_set_with("k", None, || -> Result<u8, Error> {
+            panic!("the loader must not run")
+        })
+        .unwrap();
+    assert_eq!(got, 3);
+    assert_eq!(cache.stats().overall.loads, 0);
+}
+
+#[test]
+fn the_loaded_value_is_written_to_both_levels_with_the_ttl() {
+    let clock = ManualClock::new(START_MS);
+    let l2 = ScriptedStore::new("scripted", &clock);
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    let cache = CacheManager::builder()
+        .config(config)
+        .distributed(l2.clone())
+        .clock(std::sync::Arc::new(clock))
+        .build()
+        .unwrap();
+    let got: String = cache
+        .get_or_set_with("k", Some(Duration::from_secs(30)), || {
+            Ok::<_, Error>("v".to_owned())
+        })
+        .unwrap();
+    assert_eq!(got, "v");
+    let set = l2.calls().into_iter().find(|c| c.op == "set").unwrap();
+    assert_eq!(set.ttl, Some(Duration::from_secs(30)));
+    assert!(matches!(
+        cache.get_or_set_with("k", Some(Duration::ZERO), || Ok::<_, Error>(String::new())),
+        Err(Error::ZeroTtl { .. })
+    ));
+}
