@@ -255,7 +255,7 @@ pub struct LevelStats {
     pub expirations: u64,
     /// Latency of read calls (`get`, `get_many`).
     pub get_latency: LatencyStats,
-    /// Latency of write calls (`set`, `set_many`).
+    /// Latency of write calls (`set`, `set_many`, backfills excluded; deletes are not timed).
     pub set_latency: LatencyStats,
     /// Why the level's size could not be read, if it could not.
     pub size_error: Option<String>,

@@ -380,10 +380,7 @@ impl CacheManager {
         let s = &self.shared;
         let _writing = s.guard.write([key]);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
-        let l2 = s.l2.as_ref().map(|l2| {
-            let started = Instant::now();
-            (started, l2.delete(key).map(u64::from))
-        });
+        let l2 = s.l2.as_ref().map(|l2| l2.delete(key).map(u64::from));
         Ok(s.finish_delete(key, 1, l1, l2)? > 0)
     }
 
@@ -419,7 +416,7 @@ impl CacheManager {
         let s = &self.shared;
         let _writing = s.guard.write(keys.iter().copied());
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
-        let l2 = s.l2.as_ref().map(|l2| (Instant::now(), l2.delete_many(&keys)));
+        let l2 = s.l2.as_ref().map(|l2| l2.delete_many(&keys));
         s.finish_delete(keys.first().copied().unwrap_or(""), keys.len(), l1, l2)
     }
 
@@ -579,10 +576,7 @@ impl CacheManager {
         let _writing = s.guard.write([key]);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
         let l2 = match &s.l2 {
-            Some(l2) => {
-                let started = Instant::now();
-                Some((started, l2.delete_async(key).await.map(u64::from)))
-            }
+            Some(l2) => Some(l2.delete_async(key).await.map(u64::from)),
             None => None,
         };
         Ok(s.finish_delete(key, 1, l1, l2)? > 0)
@@ -623,10 +617,7 @@ impl CacheManager {
         let _writing = s.guard.write(keys.iter().copied());
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
         let l2 = match &s.l2 {
-            Some(l2) => {
-                let started = Instant::now();
-                Some((started, l2.delete_many_async(&keys).await))
-            }
+            Some(l2) => Some(l2.delete_many_async(&keys).await),
             None => None,
         };
         s.finish_delete(keys.first().copied().unwrap_or(""), keys.len(), l1, l2)

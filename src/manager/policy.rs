@@ -317,32 +317,31 @@ impl Shared {
         result.inspect_err(|_| m.errors.incr())
     }
 
-    /// Combines both levels' answers to a delete: an L1 error always reaches the caller (after L2
-    /// was tried), an L2 error per `fallback_on_error`. The count is the larger of the levels'.
+    /// Combines both levels' answers to a delete of `n` keys: an L1 error always reaches the
+    /// caller (after L2 was tried), an L2 error per `fallback_on_error`. The count is the larger
+    /// of the levels'. Deletes are counted but not timed.
     pub(crate) fn finish_delete(
         &self,
         first_key: &str,
         n: usize,
         l1: Result<u64>,
-        l2: Option<Timed<u64>>,
+        l2: Option<Result<u64>>,
     ) -> Result<u64> {
         let removed_l2 = match l2 {
             None => 0,
-            Some((started, result)) => {
+            Some(result) => {
                 let m = &self.metrics.distributed;
-                m.set_latency.record(started.elapsed());
                 m.deletes.add(n as u64);
                 match result {
                     Ok(removed) => removed,
+                    // Report L1's error first if both failed.
+                    Err(_) if l1.is_err() => {
+                        m.errors.incr();
+                        0
+                    }
                     Err(e) => {
-                        // Report L1's error first if both failed.
-                        if l1.is_err() {
-                            m.errors.incr();
-                            0
-                        } else {
-                            self.failed(Level::Distributed, "delete", first_key, e)?;
-                            0
-                        }
+                        self.failed(Level::Distributed, "delete", first_key, e)?;
+                        0
                     }
                 }
             }
