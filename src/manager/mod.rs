@@ -424,7 +424,9 @@ impl CacheManager {
     /// and returns it. Concurrent callers for one key — threads here and tasks in
     /// [`CacheManager::get_or_set_with_async`] alike — run one loader at a time: the others wait
     /// and get its value. If the loader fails, that caller gets its error and a waiter takes
-    /// over with its own loader.
+    /// over with its own loader. Waiting has no deadline: a loader that never returns holds its
+    /// key's callers, so give slow loaders their own timeout. A loader must not call
+    /// `get_or_set_with` for its own key (it would wait for itself).
     ///
     /// # Errors
     /// The loader's error; or, converted with `From`, a cache error of [`CacheManager::get`]
