@@ -62,7 +62,7 @@ fn params() -> Params {
         Params {
             hot_keys: 1000,
             rounds: 200,
-            trials: 5,
+            trials: 9,
             zipf_keys: 100_000,
             zipf_reads: 1_000_000,
         }
@@ -70,7 +70,7 @@ fn params() -> Params {
         Params {
             hot_keys: 1000,
             rounds: 1000,
-            trials: 7,
+            trials: 15,
             zipf_keys: 100_000,
             zipf_reads: 4_000_000,
         }
