@@ -1,6 +1,11 @@
 //! storage-format.md is a contract: these tests write files byte by byte from the document alone
 //! (no encoder from the crate) and check that the store reads them, and read what the store writes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::Path;
 
@@ -75,7 +80,11 @@ fn a_directory_written_by_hand_from_the_document_opens_and_reads() {
     write_segment(
         dir.path(),
         2,
-        &[record(2, 6, 0, "deleted", b""), record(1, 7, 0, "overwritten", b"new"), record(1, 5, 0, "stale", b"x")],
+        &[
+            record(2, 6, 0, "deleted", b""),
+            record(1, 7, 0, "overwritten", b"new"),
+            record(1, 5, 0, "stale", b"x"),
+        ],
     );
     write_segment(dir.path(), 3, &[record(1, 0, 0, "stale", b"older")]);
 
@@ -84,9 +93,16 @@ fn a_directory_written_by_hand_from_the_document_opens_and_reads() {
     assert_eq!(store.get("deleted").unwrap(), None);
     assert_eq!(store.get("overwritten").unwrap().as_deref(), Some(&b"new"[..]));
     assert_eq!(store.get("expired").unwrap(), None);
-    assert_eq!(store.get("stale").unwrap().as_deref(), Some(&b"x"[..]), "highest seq wins, not file order");
+    assert_eq!(
+        store.get("stale").unwrap().as_deref(),
+        Some(&b"x"[..]),
+        "highest seq wins, not file order"
+    );
     let report = store.recovery_report();
-    assert_eq!((report.scanned, report.damaged_ranges, report.torn_tail_bytes), (3, 0, 0));
+    assert_eq!(
+        (report.scanned, report.damaged_ranges, report.torn_tail_bytes),
+        (3, 0, 0)
+    );
 
     // New writes continue the sequence after the highest seq found (7).
     store.set("after", b"v", None).unwrap();
@@ -100,11 +116,18 @@ fn a_directory_written_by_hand_from_the_document_opens_and_reads() {
     let bytes = std::fs::read(newest).unwrap();
     let rec = &bytes[32..];
     assert_eq!(rec[4], 1, "kind");
-    assert_eq!(u64::from_le_bytes(rec[12..20].try_into().unwrap()), 8, "seq continues");
+    assert_eq!(
+        u64::from_le_bytes(rec[12..20].try_into().unwrap()),
+        8,
+        "seq continues"
+    );
     let key_len = u16::from_le_bytes(rec[6..8].try_into().unwrap()) as usize;
     let value_len = u32::from_le_bytes(rec[8..12].try_into().unwrap()) as usize;
     assert_eq!(&rec[28..28 + key_len], b"after");
-    assert_eq!(crc32fast::hash(&rec[4..28 + key_len + value_len]), u32::from_le_bytes(rec[0..4].try_into().unwrap()));
+    assert_eq!(
+        crc32fast::hash(&rec[4..28 + key_len + value_len]),
+        u32::from_le_bytes(rec[0..4].try_into().unwrap())
+    );
 }
 
 #[test]
@@ -119,12 +142,27 @@ fn hint_files_follow_the_documented_layout() {
     let hint = std::fs::read(dir.path().join(format!("{:020}.hint", 1))).unwrap();
     assert_eq!(&hint[0..8], b"UNOCHINT");
     assert_eq!(u16::from_le_bytes(hint[8..10].try_into().unwrap()), 1);
-    assert_eq!(u64::from_le_bytes(hint[16..24].try_into().unwrap()), 1, "segment id");
+    assert_eq!(
+        u64::from_le_bytes(hint[16..24].try_into().unwrap()),
+        1,
+        "segment id"
+    );
     let n = hint.len();
-    assert_eq!(crc32fast::hash(&hint[..n - 4]), u32::from_le_bytes(hint[n - 4..].try_into().unwrap()));
-    assert_eq!(u32::from_le_bytes(hint[n - 8..n - 4].try_into().unwrap()), 2, "two entries: value, tombstone");
+    assert_eq!(
+        crc32fast::hash(&hint[..n - 4]),
+        u32::from_le_bytes(hint[n - 4..].try_into().unwrap())
+    );
+    assert_eq!(
+        u32::from_le_bytes(hint[n - 8..n - 4].try_into().unwrap()),
+        2,
+        "two entries: value, tombstone"
+    );
     let first = &hint[32..];
-    assert_eq!((first[0], u32::from_le_bytes(first[4..8].try_into().unwrap())), (1, 32), "value at offset 32");
+    assert_eq!(
+        (first[0], u32::from_le_bytes(first[4..8].try_into().unwrap())),
+        (1, 32),
+        "value at offset 32"
+    );
     let second = &first[28 + 1..];
     assert_eq!(second[0], 2, "tombstone");
     let data_end = u64::from_le_bytes(hint[24..32].try_into().unwrap());
@@ -136,7 +174,11 @@ fn newer_format_versions_are_refused_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("uno-cache.meta"), meta(2, SEGMENT_SIZE, 0)).unwrap();
     match FileStore::open(dir.path(), FileStoreOptions::default()) {
-        Err(Error::UnsupportedVersion { found: 2, supported: 1, path }) => {
+        Err(Error::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+            path,
+        }) => {
             assert!(path.ends_with("uno-cache.meta"));
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),
@@ -154,5 +196,9 @@ fn clear_sets_min_seq_in_the_metadata() {
     }
     let bytes = std::fs::read(dir.path().join("uno-cache.meta")).unwrap();
     assert_eq!(bytes.len(), 36);
-    assert_eq!(u64::from_le_bytes(bytes[24..32].try_into().unwrap()), 3, "records below seq 3 are ignored");
+    assert_eq!(
+        u64::from_le_bytes(bytes[24..32].try_into().unwrap()),
+        3,
+        "records below seq 3 are ignored"
+    );
 }

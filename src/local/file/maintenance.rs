@@ -132,7 +132,8 @@ impl Inner {
     }
 
     /// One compaction step: sweep expired entries, then rewrite sealed segments whose live
-    /// fraction is below `min_live_ratio`, oldest first. Stops early when `stop` is signalled.
+    /// fraction is below `min_live_ratio` or that hold less than an eighth of a segment (left by
+    /// restarts), oldest first. Stops early when `stop` is signalled.
     pub(crate) fn compact(&self, stop: &Shutdown) -> Result<CompactionReport> {
         self.check_writable()?;
         let before = self.disk_bytes.load(Ordering::Relaxed);
@@ -148,7 +149,10 @@ impl Inner {
             .filter(|s| s.id != active_id)
             .filter(|s| {
                 let data = s.data_bytes() as f64;
-                data > 0.0 && (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio
+                let sparse = (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio;
+                // Segments sealed early by a restart are merged so their files do not pile up.
+                let small = s.data_bytes() < self.segment_size / 8;
+                data > 0.0 && (sparse || small)
             })
             .cloned()
             .collect();
