@@ -14,7 +14,7 @@
 //! let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(64))?;
 //! store.set("user:42", b"{\"name\":\"Ada\"}", Some(Duration::from_secs(300)))?;
 //! assert!(store.get("user:42")?.is_some());
-//! # Ok::<(), uno_cache::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Layout
