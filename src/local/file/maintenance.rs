@@ -200,6 +200,10 @@ impl Inner {
                 return Ok(moved);
             }
             let mut w = self.writer.lock();
+            if !self.segments.read().contains_key(&seg.id) {
+                // Evicted (or cleared) meanwhile: nothing left to rewrite.
+                return Ok(moved);
+            }
             let now = self.clock.now_ms();
             for rec in batch {
                 let r = rec.record;
@@ -224,6 +228,9 @@ impl Inner {
             }
         }
         let mut w = self.writer.lock();
+        if !self.segments.read().contains_key(&seg.id) {
+            return Ok(moved);
+        }
         // In the oldest segment nothing older can exist, so dead keys need no tombstone.
         let is_oldest = self.segments.read().keys().next() == Some(&seg.id);
         if !is_oldest {

@@ -716,8 +716,13 @@ impl Inner {
 
     /// Forgets a segment and deletes its files. Readers holding it finish first (the segments
     /// lock); the mapping outlives the unlink.
+    ///
+    /// Idempotent: a segment already removed (say, evicted while compaction was rewriting it) is
+    /// left alone.
     fn remove_segment(&self, seg: &Segment) -> Result<()> {
-        self.segments.write().remove(&seg.id);
+        if self.segments.write().remove(&seg.id).is_none() {
+            return Ok(());
+        }
         self.disk_bytes.fetch_sub(seg.data_end(), Ordering::Relaxed);
         std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove segment", &seg.path, e))?;
         let hint = segment::hint_path(&self.dir.path, seg.id);
