@@ -136,6 +136,7 @@ impl Inner {
     /// restarts), oldest first. Stops early when `stop` is signalled.
     pub(crate) fn compact(&self, stop: &Shutdown) -> Result<CompactionReport> {
         self.check_writable()?;
+        let _one_at_a_time = self.compaction_lock.lock();
         let before = self.disk_bytes.load(Ordering::Relaxed);
         let mut report = CompactionReport {
             expired: self.sweep_expired(),

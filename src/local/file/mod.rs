@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     writer: Mutex<Writer>,
     /// Serialises fsyncs of the active segment (flush, the flusher thread).
     sync_lock: Mutex<()>,
+    /// Serialises compactions (the background thread and `FileStore::compact`).
+    compaction_lock: Mutex<()>,
     dirty: AtomicBool,
     /// Set by the first failed write or fsync; writes are refused from then on.
     failed: OnceLock<String>,
@@ -200,6 +202,7 @@ impl FileStore {
                 hint_entries: 0,
             }),
             sync_lock: Mutex::new(()),
+            compaction_lock: Mutex::new(()),
             dirty: AtomicBool::new(false),
             failed: OnceLock::new(),
             disk_bytes: AtomicU64::new(disk_bytes),
