@@ -514,3 +514,50 @@ fn flipped_bytes_never_produce_a_wrong_op() {
     // The loop really exercised both recovery paths.
     assert!(damaged_runs > 100 && torn_runs > 20, "{damaged_runs} {torn_runs}");
 }
+
+#[test]
+fn concurrent_pushes_and_acks_keep_every_unacked_op_with_unique_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Arc::new(open(dir.path()));
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let key = format!("t{t}-k{}", i % 10);
+                    if i % 3 == 0 {
+                        q.push_delete(&key).unwrap();
+                    } else {
+                        q.push_set(&key, format!("{t}-{i}").as_bytes(), 0).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    // A replayer acks whatever it sees while the writers run.
+    let mut acked = 0;
+    while writers.iter().any(|w| !w.is_finished()) {
+        acked += q.ack_many(&q.pending_up_to(7)).unwrap();
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    // Every key's last push (i = 40..49 for k0..k9) is pending unless it was acked.
+    let ops = q.pending();
+    let seqs: std::collections::HashSet<u64> = ops.iter().map(|o| o.seq).collect();
+    assert_eq!(seqs.len(), ops.len());
+    for op in &ops {
+        let (t, k) = op.key.split_once('-').unwrap();
+        let i: usize = 40 + k[1..].parse::<usize>().unwrap();
+        let want = if i.is_multiple_of(3) {
+            ReplayAction::Delete
+        } else {
+            set(format!("{}-{i}", &t[1..]).as_bytes(), 0)
+        };
+        assert_eq!(op.action, want, "{}", op.key);
+    }
+    assert!(acked + ops.len() >= 40, "acked {acked}, pending {}", ops.len());
+    let snapshot = pending_model(&q);
+    drop(q);
+    assert_eq!(pending_model(&open(dir.path())), snapshot);
+}

@@ -147,6 +147,12 @@ use crate::clock::Clock;
 use crate::error::{key_for_error, Error, KeyProblem, Result};
 use crate::local::file::MAX_KEY_LEN;
 
+/// The queue is shared between the write path and the replayer.
+const _: fn() = || {
+    fn send_and_sync<T: Send + Sync + 'static>() {}
+    send_and_sync::<ReplayQueue>();
+};
+
 /// A log is compacted only when it holds at least this many dead bytes (and more dead than live).
 const COMPACT_MIN_DEAD: u64 = 64 * 1024;
 
@@ -492,12 +498,9 @@ impl ReplayQueue {
                     value, expires_at_ms, ..
                 } => {
                     let expired = expires_at_ms != 0 && expires_at_ms <= now;
-                    let action = ReplayAction::Set {
-                        value: value.to_vec(),
-                        expires_at_ms,
-                    };
-                    if !expired && fits(encoded_len(key, &action)) {
-                        (action, true)
+                    if !expired && fits(format::record_len(key.len(), value.len()) as u64) {
+                        let value = value.to_vec();
+                        (ReplayAction::Set { value, expires_at_ms }, true)
                     } else {
                         (ReplayAction::Delete, true)
                     }
