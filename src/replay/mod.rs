@@ -339,31 +339,11 @@ impl ReplayQueue {
             None => None,
             Some(bytes) => match format::decode_header(&bytes) {
                 Ok(header) => {
-                    let scan = format::scan_log(&bytes, header.log_id);
-                    let mut max_seq = 0;
-                    let mut damaged = false;
-                    let mut flagged = false;
-                    for item in &scan.items {
-                        match item {
-                            Item::Record(record) => {
-                                recovery.records += 1;
-                                max_seq = max_seq.max(record.seq);
-                                apply(&mut pending, &mut flagged, record);
-                            }
-                            Item::Damage(range) => {
-                                damaged = true;
-                                recovery.damaged_ranges += 1;
-                                recovery.damaged_bytes += range.end - range.start;
-                                recovery.sets_downgraded += pending.downgrade_all_sets() as u64;
-                            }
-                        }
-                    }
-                    if let Some(tail) = &scan.torn_tail {
-                        recovery.torn_tail_bytes = tail.end - tail.start;
-                    }
-                    overflowed = flagged || damaged;
-                    next_seq = header.next_seq.max(max_seq.saturating_add(1)).max(1);
-                    if damaged {
+                    let loaded = load(&bytes, header, &mut recovery);
+                    pending = loaded.pending;
+                    overflowed = loaded.overflowed;
+                    next_seq = loaded.next_seq;
+                    if recovery.damaged_ranges > 0 {
                         tracing::warn!(
                             path = %path.display(),
                             ranges = recovery.damaged_ranges,
@@ -371,7 +351,7 @@ impl ReplayQueue {
                             "replay log damaged; earlier sets replay as deletes and the queue is marked overflowed"
                         );
                     }
-                    (!damaged && scan.torn_tail.is_none()).then_some((header.log_id, scan.data_end))
+                    loaded.clean_end.map(|end| (header.log_id, end))
                 }
                 Err(HeaderError::Version(found)) => {
                     return Err(Error::UnsupportedVersion {
@@ -728,6 +708,49 @@ impl ReplayQueue {
     #[cfg(test)]
     pub(crate) fn fail_next_sync(&self) {
         self.inner.lock().log.fail_next_sync = true;
+    }
+}
+
+/// The state read from a log.
+struct Loaded {
+    pending: Pending,
+    overflowed: bool,
+    next_seq: u64,
+    /// Where appends continue, if the log can be used as it is (no damage, no torn tail).
+    clean_end: Option<u64>,
+}
+
+/// Reads the records of a log whose header checked out, counting what it finds in `recovery`.
+fn load(bytes: &[u8], header: Header, recovery: &mut ReplayRecovery) -> Loaded {
+    let scan = format::scan_log(bytes, header.log_id);
+    let mut pending = Pending::default();
+    let mut max_seq = 0;
+    let mut flagged = false;
+    for item in &scan.items {
+        match item {
+            Item::Record(record) => {
+                recovery.records += 1;
+                max_seq = max_seq.max(record.seq);
+                apply(&mut pending, &mut flagged, record);
+            }
+            Item::Damage(range) => {
+                // The lost bytes may have held a newer op of any key pending so far.
+                recovery.damaged_ranges += 1;
+                recovery.damaged_bytes += range.end - range.start;
+                recovery.sets_downgraded += pending.downgrade_all_sets() as u64;
+            }
+        }
+    }
+    if let Some(tail) = &scan.torn_tail {
+        recovery.torn_tail_bytes = tail.end - tail.start;
+    }
+    let damaged = recovery.damaged_ranges > 0;
+    Loaded {
+        pending,
+        // A clear record read after the damage does not clear what the damage implies.
+        overflowed: flagged || damaged,
+        next_seq: header.next_seq.max(max_seq.saturating_add(1)).max(1),
+        clean_end: (!damaged && scan.torn_tail.is_none()).then_some(scan.data_end),
     }
 }
 
