@@ -23,6 +23,7 @@
 //! |----------------------|----------------------------------------------------------|
 //! | `storage`            | [`Storage`], the one trait every level implements         |
 //! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)    |
+//! | `replay/`            | [`replay::ReplayQueue`], durable ops to replay to L2      |
 //! | `clock`              | wall-clock time, injectable for tests                    |
 //! | `error`              | [`Error`], one enum with context for every failure       |
 //!
@@ -31,6 +32,7 @@
 mod clock;
 mod error;
 pub mod local;
+pub mod replay;
 mod storage;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
