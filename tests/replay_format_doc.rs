@@ -1,4 +1,4 @@
-//! The "Replay log" section of storage-format.md (docs/replay-format.md) is a contract: these
+//! The "Replay log" section of storage-format.md is a contract: these
 //! tests write replay logs byte by byte from the document alone (no encoder from the crate) and
 //! check that the queue reads them as the document says, and decode by hand what the queue writes.
 #![allow(

@@ -1,5 +1,5 @@
 //! L1: levels that live in this process or on this machine.
 //!
-//! - [`file`]: the default, a crash-safe persistent store.
+//! - [`mod@file`]: the default, a crash-safe persistent store.
 
 pub mod file;

@@ -1,6 +1,6 @@
 //! Bytes on disk of the replay log: file names, magic, header, records, and the scan.
 //!
-//! `docs/replay-format.md` (a section of `storage-format.md`) is the specification; this module is
+//! The "Replay log" section of `storage-format.md` is the specification; this module is
 //! its only implementation. All integers are little-endian. Offsets are named consts chained by
 //! size, so a layout change shows up as a diff here and in the document together.
 
