@@ -365,6 +365,16 @@ fn the_queue_shares_the_file_store_directory_without_disturbing_it() {
 }
 
 #[test]
+fn a_new_file_store_accepts_a_directory_that_holds_only_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    q.push_delete("gone").unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    store.set("k", b"v", None).unwrap();
+    assert_eq!(summary(&q.pending()), vec![("gone", ReplayAction::Delete)]);
+}
+
+#[test]
 fn a_leftover_compaction_file_is_removed_and_the_old_log_is_used() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(dir.path());

@@ -78,9 +78,8 @@
 //! | `replay.lock` | held with `flock` while a queue is open: a second opener gets [`Error::Locked`] |
 //!
 //! The queue is the only writer of these files (its own lock guarantees it; the file store's
-//! `LOCK` additionally keeps a second process out of the whole directory). **Open the
-//! [`FileStore`](crate::FileStore) first** when they share a directory: a new file store refuses a
-//! non-empty directory without its metadata file.
+//! `LOCK` additionally keeps a second process out of the whole directory). The two may be opened in
+//! either order: a new file store accepts a directory that holds only the queue's files.
 //!
 //! The log is append-only; the byte layout and every crash case are specified in
 //! `storage-format.md` (section "Replay log"). In short:
@@ -122,7 +121,7 @@
 //! [`is_pending`]: ReplayQueue::is_pending
 //! [`is_overflowed`]: ReplayQueue::is_overflowed
 
-mod format;
+pub(crate) mod format;
 mod log;
 mod options;
 mod state;
