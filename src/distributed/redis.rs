@@ -1044,6 +1044,12 @@ struct ConnectPlan {
 }
 
 impl ConnectPlan {
+    /// The client's own reply timeout: a little past our deadline, so that a slow reply is
+    /// reported by our deadline as [`Error::Timeout`]; the client's timeout only cleans up.
+    fn client_response_timeout(&self) -> Duration {
+        self.timeout.saturating_add(Duration::from_millis(50))
+    }
+
     async fn connect(self) -> Result<Conn> {
         let hosts = self.hosts.clone();
         self.try_connect()
@@ -1059,7 +1065,7 @@ impl ConnectPlan {
                     self.connect_timeout
                         .min(self.timeout.max(Duration::from_millis(50))),
                 )
-                .response_timeout(self.timeout)
+                .response_timeout(self.client_response_timeout())
                 .retries(1)
                 .build()?;
             let conn = client.get_async_connection().await?;
@@ -1087,7 +1093,7 @@ impl ConnectPlan {
             let config = ConnectionManagerConfig::new()
                 .set_number_of_retries(0)
                 .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.client_response_timeout()))
                 .set_max_delay(Duration::from_millis(500));
             let mut conn = ConnectionManager::new_with_config(client, config).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
