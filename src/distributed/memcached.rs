@@ -16,7 +16,8 @@
 //!   less the key, the envelope and memcached's per-item header) are refused with
 //!   [`Error::ValueTooLarge`] before anything is sent.
 //! - **`size`** sums `curr_items` and `bytes` from `stats` across hosts. Memcached has no way to
-//!   count by prefix, so this counts every item on the servers, whatever its prefix.
+//!   count by prefix, so this counts every item on the servers, whatever its prefix, and it
+//!   still counts items that expired or were flushed until memcached reclaims them lazily.
 //! - **`clear`** runs `flush_all` on every host only when the store has no prefix (the servers
 //!   then belong to it). With a prefix it is refused with [`Error::Config`]: memcached cannot
 //!   find keys by prefix, and flushing would wipe other prefixes' entries.
@@ -51,9 +52,12 @@ const LEVEL: &str = "memcached";
 pub const MAX_MEMCACHED_KEY: usize = 250;
 /// memcached's default item size limit (`-I 1m`).
 pub const DEFAULT_MAX_ITEM_SIZE: usize = 1024 * 1024;
-/// Bytes memcached adds to every item besides key and value: the item header (48 bytes on
-/// 64-bit), the CAS value (8), the key's terminating NUL (1) and the value's CRLF (2), rounded up.
-const ITEM_OVERHEAD: usize = 64;
+/// Bytes memcached counts against the item limit besides key and value: the item header (48
+/// bytes on 64-bit), the CAS value (8), the key's terminating NUL (1) and the value's CRLF (2).
+/// Measured on memcached 1.6.18: with `-I 1m` the largest value for a key of `n` bytes is
+/// `1048576 - 59 - n`. A server that counts more still refuses, which we also report as
+/// [`Error::ValueTooLarge`].
+const ITEM_OVERHEAD: usize = 59;
 /// memcached reads an expiry above this many seconds as an absolute Unix time.
 const RELATIVE_EXPIRY_LIMIT_SECS: u64 = 60 * 60 * 24 * 30;
 
