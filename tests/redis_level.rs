@@ -581,3 +581,25 @@ fn hung_server_calls_time_out_at_the_deadline_and_recover_when_it_wakes() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn rediss_with_a_private_ca_round_trips_and_an_unknown_ca_is_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    support::make_tls_certs(certs.path());
+    let server = RedisServer::start_tls(certs.path());
+    let url = format!("rediss://127.0.0.1:{}", server.port);
+    let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
+    let redis = RedisStore::connect(RedisOptions::new(url.clone()).tls_root_cert(ca)).unwrap();
+    redis.set("k", b"over tls", Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(redis.get("k").unwrap().unwrap().value, b"over tls");
+    // Without our CA the server's certificate is not trusted: a clear error at construction.
+    let err =
+        RedisStore::connect(RedisOptions::new(url).connect_timeout(Duration::from_secs(1))).unwrap_err();
+    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("rediss://127.0.0.1:{}", server.port)),
+        "{err}"
+    );
+}

@@ -69,6 +69,8 @@ pub struct RedisOptions {
     admin_timeout: Duration,
     default_ttl: Option<Duration>,
     clock: Arc<dyn Clock>,
+    #[cfg(feature = "tls")]
+    tls_root_cert: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisOptions {
@@ -112,6 +114,8 @@ impl RedisOptions {
             admin_timeout: DEFAULT_ADMIN_TIMEOUT,
             default_ttl: None,
             clock: Arc::new(SystemClock),
+            #[cfg(feature = "tls")]
+            tls_root_cert: None,
         }
     }
 
@@ -175,6 +179,14 @@ impl RedisOptions {
     /// The clock that stamps envelope expiries and judges them on read.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// For `rediss://`: trust this CA certificate (PEM) instead of the built-in web PKI roots,
+    /// for servers with certificates from a private CA.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
         self
     }
 }
@@ -724,6 +736,8 @@ impl RedisStore {
                 admin_timeout: options.admin_timeout,
                 default_ttl: options.default_ttl,
                 clock: options.clock,
+                #[cfg(feature = "tls")]
+                tls_root_cert: options.tls_root_cert,
             },
             rt,
         ))
@@ -1041,6 +1055,8 @@ struct ConnectPlan {
     admin_timeout: Duration,
     default_ttl: Option<Duration>,
     clock: Arc<dyn Clock>,
+    #[cfg(feature = "tls")]
+    tls_root_cert: Option<Vec<u8>>,
 }
 
 impl ConnectPlan {
@@ -1058,16 +1074,29 @@ impl ConnectPlan {
     }
 
     async fn try_connect(self) -> RedisResult<Conn> {
+        #[cfg(feature = "tls")]
+        if self.targets.iter().any(|t| t.url.starts_with("rediss://")) {
+            // rustls needs a process-wide crypto provider; ours unless the program set one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         if self.cluster {
             let urls: Vec<String> = self.targets.iter().map(|t| t.url.clone()).collect();
-            let client = redis::cluster::ClusterClientBuilder::new(urls)
+            let builder = redis::cluster::ClusterClientBuilder::new(urls)
                 .connection_timeout(
                     self.connect_timeout
                         .min(self.timeout.max(Duration::from_millis(50))),
                 )
                 .response_timeout(self.client_response_timeout())
-                .retries(1)
-                .build()?;
+                .retries(1);
+            #[cfg(feature = "tls")]
+            let builder = match &self.tls_root_cert {
+                Some(pem) => builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                }),
+                None => builder,
+            };
+            let client = builder.build()?;
             let conn = client.get_async_connection().await?;
             let mut cluster = Cluster {
                 conn,
@@ -1087,6 +1116,18 @@ impl ConnectPlan {
                 .targets
                 .first()
                 .ok_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "no host")))?;
+            #[cfg(feature = "tls")]
+            let client = match &self.tls_root_cert {
+                Some(pem) => redis::Client::build_with_tls(
+                    target.url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.clone()),
+                    },
+                )?,
+                None => redis::Client::open(target.url.as_str())?,
+            };
+            #[cfg(not(feature = "tls"))]
             let client = redis::Client::open(target.url.as_str())?;
             // No retries inside the client: a failed reconnect fails the call at once and the
             // next call tries again; the caller's deadline and breaker decide the pace.

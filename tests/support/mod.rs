@@ -78,6 +78,71 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     extra: Vec<String>,
     password: Option<String>,
+    /// Serve TLS only, with the certificates in this directory (see [`make_tls_certs`]).
+    tls: Option<std::path::PathBuf>,
+}
+
+/// A CA and a server certificate for 127.0.0.1 / localhost, made with the `openssl` CLI in
+/// `dir`: `ca.crt`, `server.crt`, `server.key`.
+pub fn make_tls_certs(dir: &std::path::Path) {
+    require("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=uno-cache test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 impl RedisServer {
@@ -100,6 +165,23 @@ impl RedisServer {
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             password: password.map(str::to_owned),
+            tls: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// A server that speaks only TLS, with certificates from [`make_tls_certs`] in `certs`.
+    pub fn start_tls(certs: &std::path::Path) -> Self {
+        require("redis-server", "redis-server");
+        require("redis-cli", "redis-tools");
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+            password: None,
+            tls: Some(certs.to_owned()),
         };
         server.spawn();
         server
@@ -107,7 +189,28 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        match &self.tls {
+            Some(certs) => {
+                cmd.args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &self.port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(certs.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(certs.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(certs.join("ca.crt"));
+            }
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+        }
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -119,6 +222,17 @@ impl RedisServer {
         }
         self.child = Some(cmd.spawn().expect("start redis-server"));
         let port = self.port;
+        if let Some(certs) = &self.tls {
+            wait_until(&format!("redis-server (TLS) on {port}"), || {
+                Command::new("redis-cli")
+                    .args(["--tls", "-p", &port.to_string(), "--cacert"])
+                    .arg(certs.join("ca.crt"))
+                    .arg("PING")
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+            });
+            return;
+        }
         wait_until(&format!("redis-server on {port}"), || {
             probe(port, "PING\r\n").is_some_and(|r| r.starts_with("+PONG") || r.contains("NOAUTH"))
         });
