@@ -1,32 +1,6 @@
 //! [`MemcachedStore`]: one or more Memcached servers as a cache level.
 //!
-//! - **Sharding** is ours, not the client's: a key goes to host `jump(fnv1a64(mapped key), n)`
-//!   (FNV-1a 64 and Lamping–Veach jump consistent hashing, both fixed and documented), so every
-//!   process and every build agrees on where a key lives, and adding a host moves only ~1/n of
-//!   the keys. (The `memcache` crate's default sharding uses `DefaultHasher`, which Rust does not
-//!   promise to keep stable.)
-//! - **Keys** memcached cannot take (spaces, control characters, non-ASCII, over 250 bytes) are
-//!   mapped without collisions; see [`map_key`].
-//! - **TTLs** are whole seconds for memcached, which reads `0` as "never" and anything over 30
-//!   days as an absolute Unix time. We send `ceil(ttl) + 1` seconds (never 0; the extra second
-//!   covers memcached's clock, which ticks in whole seconds and may otherwise drop an item up to
-//!   a second early), and an absolute time for TTLs over 30 days. The exact expiry, to the
-//!   millisecond, is in the [envelope](super::envelope), and `get` honours it.
-//! - **Values** larger than the item limit (`max_item_size`, memcached's `-I`, 1 MiB by default,
-//!   less the key, the envelope and memcached's per-item header) are refused with
-//!   [`Error::ValueTooLarge`] before anything is sent.
-//! - **`size`** sums `curr_items` and `bytes` from `stats` across hosts. Memcached has no way to
-//!   count by prefix, so this counts every item on the servers, whatever its prefix, and it
-//!   still counts items that expired or were flushed until memcached reclaims them lazily.
-//! - **`clear`** runs `flush_all` on every host only when the store has no prefix (the servers
-//!   then belong to it). With a prefix it is refused with [`Error::Config`]: memcached cannot
-//!   find keys by prefix, and flushing would wipe other prefixes' entries.
-//!
-//! The `memcache` client is blocking. Calls run on the store's worker threads
-//! (`uno-cache-memcached-N`), each with its own connection per host, so a connection is never
-//! shared while a call is on it; a connection that failed is dropped and replaced, never reused
-//! (a timed-out connection may still hold a late reply). Callers wait on a channel with the
-//! deadline; async callers never block the executor.
+//! See [`MemcachedStore`] for how each call maps to the server.
 
 use std::borrow::Cow;
 use std::sync::mpsc;
@@ -569,8 +543,35 @@ impl Drop for Workers {
     }
 }
 
-/// Memcached (one or more hosts) as a cache level. See the [module docs](self) for sharding,
-/// key mapping, TTLs, `size` and `clear`.
+/// Memcached (one or more hosts) as a cache level.
+///
+/// - **Sharding** is ours, not the client's: a key goes to host `jump(fnv1a64(mapped key), n)`
+///   (FNV-1a 64 and Lamping–Veach jump consistent hashing, both fixed and documented), so every
+///   process and every build agrees on where a key lives, and adding a host moves only ~1/n of
+///   the keys. (The `memcache` crate's default sharding uses `DefaultHasher`, which Rust does not
+///   promise to keep stable.)
+/// - **Keys** memcached cannot take (spaces, control characters, non-ASCII, over 250 bytes) are
+///   mapped without collisions; see [`map_key`].
+/// - **TTLs** are whole seconds for memcached, which reads `0` as "never" and anything over 30
+///   days as an absolute Unix time. We send `ceil(ttl) + 1` seconds (never 0; the extra second
+///   covers memcached's clock, which ticks in whole seconds and may otherwise drop an item up to
+///   a second early), and an absolute time for TTLs over 30 days. The exact expiry, to the
+///   millisecond, is in the [envelope](super::envelope), and `get` honours it.
+/// - **Values** larger than the item limit (`max_item_size`, memcached's `-I`, 1 MiB by default,
+///   less the key, the envelope and memcached's per-item header) are refused with
+///   [`Error::ValueTooLarge`] before anything is sent.
+/// - **`size`** sums `curr_items` and `bytes` from `stats` across hosts. Memcached has no way to
+///   count by prefix, so this counts every item on the servers, whatever its prefix, and it
+///   still counts items that expired or were flushed until memcached reclaims them lazily.
+/// - **`clear`** runs `flush_all` on every host only when the store has no prefix (the servers
+///   then belong to it). With a prefix it is refused with [`Error::Config`]: memcached cannot
+///   find keys by prefix, and flushing would wipe other prefixes' entries.
+///
+/// The `memcache` client is blocking. Calls run on the store's worker threads
+/// (`uno-cache-memcached-N`), each with its own connection per host, so a connection is never
+/// shared while a call is on it; a connection that failed is dropped and replaced, never reused
+/// (a timed-out connection may still hold a late reply). Callers wait on a channel with the
+/// deadline; async callers never block the executor.
 ///
 /// ```no_run
 /// use std::time::Duration;

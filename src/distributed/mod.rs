@@ -17,8 +17,8 @@
 //! # Deadlines
 //! Every call has an explicit deadline (the `timeout` option, 100 ms by default) that wraps the
 //! client library's own retries and reconnects; a call that misses it returns
-//! [`Error::Timeout`](crate::Error::Timeout). Server and connection failures are
-//! [`Error::Backend`](crate::Error::Backend). Construction checks the connection (and the
+//! [`Error::Timeout`]. Server and connection failures are
+//! [`Error::Backend`]. Construction checks the connection (and the
 //! credentials) once, within `connect_timeout`, and names the host in its error.
 //!
 //! # Threads

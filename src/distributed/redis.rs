@@ -1,21 +1,6 @@
 //! [`RedisStore`]: Redis standalone or Redis Cluster as a cache level.
 //!
-//! - Keys are `prefix + key`; values are [enveloped](super::envelope); a TTL is sent as `SET …
-//!   PX <ms>` and also kept in the envelope, so `get` returns the expiry without a second round
-//!   trip.
-//! - `get_many` is one `MGET` (standalone). On a cluster, keys are grouped by hash slot (`MGET`
-//!   across slots is refused by Redis) and the per-slot `MGET`s for one node go out as one
-//!   pipeline: one round trip per node, all nodes at once. `set_many` and `delete_many` are
-//!   pipelined the same way.
-//! - `size` counts this prefix's keys with `SCAN MATCH prefix*` (plus a pipelined `STRLEN` per
-//!   batch for the bytes) on every primary: `DBSIZE` would be O(1) but counts every key in the
-//!   database, other programs' and other prefixes' included. It is O(keys) and runs under the
-//!   `admin_timeout` deadline.
-//! - `clear` deletes only this prefix's keys (`SCAN MATCH prefix*` + `UNLINK`), never `FLUSHDB`.
-//!
-//! Connections: standalone uses the `redis` crate's `ConnectionManager` (one multiplexed
-//! connection, reconnected on demand); a cluster uses its async `ClusterConnection`. Both run on
-//! the store's own I/O thread; every call has a deadline around the client's retries.
+//! See [`RedisStore`] for how each call maps to the server.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -574,8 +559,24 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// Redis (standalone or Cluster) as a cache level. See the [module docs](self) for how each
-/// call maps to Redis commands.
+/// Redis (standalone or Cluster) as a cache level.
+///
+/// - Keys are `prefix + key`; values are [enveloped](super::envelope); a TTL is sent as `SET …
+///   PX <ms>` and also kept in the envelope, so `get` returns the expiry without a second round
+///   trip.
+/// - `get_many` is one `MGET` (standalone). On a cluster, keys are grouped by hash slot (`MGET`
+///   across slots is refused by Redis) and the per-slot `MGET`s for one node go out as one
+///   pipeline: one round trip per node, all nodes at once. `set_many` and `delete_many` are
+///   pipelined the same way.
+/// - `size` counts this prefix's keys with `SCAN MATCH prefix*` (plus a pipelined `STRLEN` per
+///   batch for the bytes) on every primary: `DBSIZE` would be O(1) but counts every key in the
+///   database, other programs' and other prefixes' included. It is O(keys) and runs under the
+///   `admin_timeout` deadline.
+/// - `clear` deletes only this prefix's keys (`SCAN MATCH prefix*` + `UNLINK`), never `FLUSHDB`.
+///
+/// Connections: standalone uses the `redis` crate's `ConnectionManager` (one multiplexed
+/// connection, reconnected on demand); a cluster uses its async `ClusterConnection`. Both run on
+/// the store's own I/O thread; every call has a deadline around the client's retries.
 ///
 /// ```no_run
 /// use std::time::Duration;
