@@ -23,6 +23,7 @@
 //! |----------------------|----------------------------------------------------------|
 //! | `storage`            | [`Storage`], the one trait every level implements         |
 //! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)    |
+//! | `distributed/`       | L2 levels: [`RedisStore`], [`MemcachedStore`], breaker     |
 //! | `replay/`            | [`replay::ReplayQueue`], durable ops to replay to L2      |
 //! | `clock`              | wall-clock time, injectable for tests                    |
 //! | `error`              | [`Error`], one enum with context for every failure       |
@@ -30,12 +31,17 @@
 //! The byte layout of every file is specified in `storage-format.md`.
 
 mod clock;
+pub mod distributed;
 mod error;
 pub mod local;
 pub mod replay;
 mod storage;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::distributed::{
+    BreakerState, BreakerStats, CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions,
+    RedisStore,
+};
 pub use crate::error::{Error, KeyProblem, Result};
 pub use crate::local::file::{
     CompactionReport, Durability, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
