@@ -140,6 +140,51 @@ pub enum Error {
         reason: String,
     },
 
+    /// A call to a distributed level did not finish within its deadline. The deadline covers the
+    /// client library's own retries and reconnects; whether the command reached the server is
+    /// unknown.
+    #[error("{level} {op} timed out after {after:?}; the server is slow or unreachable (the deadline is the level's `timeout` option)")]
+    Timeout {
+        /// The level ("redis", "memcached", ...).
+        level: &'static str,
+        /// The operation ("get", "set_many", "connect", ...).
+        op: &'static str,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
+
+    /// A distributed level's server or client failed (connection refused, wrong password, server
+    /// error reply, ...).
+    #[error("{level} {op} failed: {reason}")]
+    Backend {
+        /// The level ("redis", "memcached", ...).
+        level: &'static str,
+        /// The operation ("get", "set_many", "connect", ...).
+        op: &'static str,
+        /// What went wrong, naming the host where known, and what to do.
+        reason: String,
+    },
+
+    /// A circuit breaker in front of a level is open after repeated failures; the call was not
+    /// attempted. It is retried by a probe once the cool-down has passed.
+    #[error("{level} is skipped: its circuit breaker is open after repeated failures; a probe retries it after the cool-down")]
+    CircuitOpen {
+        /// The level ("redis", "memcached", ...).
+        level: &'static str,
+    },
+
+    /// A value read from a distributed level does not carry a valid uno-cache envelope (written
+    /// by another program, by a newer uno-cache, or damaged). It is never returned as a value.
+    #[error("value for key {key:?} in {level} has no valid uno-cache envelope ({reason}); delete the key or check which program writes it")]
+    InvalidEnvelope {
+        /// The level ("redis", "memcached", ...).
+        level: &'static str,
+        /// The key (shortened).
+        key: String,
+        /// What check failed.
+        reason: String,
+    },
+
     /// A value could not be encoded by the manager's codec; nothing was written.
     #[error("cannot encode the value for key {key:?} with the {codec} codec: {reason}")]
     Encode {

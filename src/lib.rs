@@ -50,6 +50,8 @@
 //! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)              |
 //! | `local/memory`       | [`MemoryStore`], the in-process L1 (quick_cache, TTL per entry)     |
 //! | `local/redb`         | [`RedbStore`], an L1 in a redb database                             |
+//! | `distributed/`       | L2 levels: [`RedisStore`], [`MemcachedStore`], breaker              |
+//! | `replay/`            | [`replay::ReplayQueue`], durable ops to replay to L2               |
 //! | `clock`              | wall-clock time, injectable for tests                              |
 //! | `error`              | [`Error`], one enum with context for every failure                 |
 //!
@@ -58,9 +60,11 @@
 mod clock;
 mod codec;
 mod config;
+pub mod distributed;
 mod error;
 pub mod local;
 mod manager;
+pub mod replay;
 mod stats;
 mod storage;
 
@@ -69,6 +73,10 @@ pub use crate::codec::Codec;
 pub use crate::config::{
     CacheConfig, CodecName, DistributedCacheConfig, DistributedKind, DurabilityMode, LocalCacheConfig,
     LocalKind, DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
+};
+pub use crate::distributed::{
+    BreakerState, BreakerStats, CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions,
+    RedisStore,
 };
 pub use crate::error::{Error, KeyProblem, Result};
 pub use crate::local::file::{

@@ -1,6 +1,6 @@
 //! L1: levels that live in this process or on this machine.
 //!
-//! - [`file`](mod@file): the default, a crash-safe persistent store.
+//! - [`mod@file`]: the default, a crash-safe persistent store.
 //! - [`memory`]: in process, bounded by item count (quick_cache), TTL per entry.
 //! - [`redb`]: persistent, in one redb database file.
 

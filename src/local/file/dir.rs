@@ -101,11 +101,21 @@ impl LockedDir {
     }
 }
 
+/// True if the directory holds nothing but files uno-cache itself keeps there (our lock, and the
+/// replay queue, which may have been opened first).
 fn is_empty_but_lock(path: &Path) -> Result<bool> {
+    use crate::replay::format as replay;
+    let ours = [
+        LOCK_FILE,
+        replay::LOG_FILE,
+        replay::LOG_NEW_FILE,
+        replay::LOG_DAMAGED_FILE,
+        replay::LOCK_FILE,
+    ];
     let entries = fs::read_dir(path).map_err(|e| Error::io("list directory", path, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", path, e))?;
-        if entry.file_name() != LOCK_FILE {
+        if !ours.iter().any(|name| entry.file_name() == *name) {
             return Ok(false);
         }
     }

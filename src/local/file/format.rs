@@ -348,19 +348,51 @@ pub fn scan_segment(buf: &[u8]) -> Scan<'_> {
                     }
                 }
             }
-            Decoded::Incomplete | Decoded::Invalid(_) => match resync(buf, at + 1, limit) {
-                Some(next) => {
-                    scan.damaged.push(at as u64..next as u64);
-                    at = next;
+            Decoded::Incomplete | Decoded::Invalid(_) => {
+                match skip_damaged(buf, at, limit).or_else(|| resync(buf, at + 1, limit)) {
+                    Some(next) => {
+                        scan.damaged.push(at as u64..next as u64);
+                        at = next;
+                    }
+                    None => {
+                        scan.torn_tail = Some(at as u64..limit.max(at + 1) as u64);
+                        return scan;
+                    }
                 }
-                None => {
-                    scan.torn_tail = Some(at as u64..limit.max(at + 1) as u64);
-                    return scan;
-                }
-            },
+            }
         }
     }
     scan
+}
+
+/// If the record at `at` has a plausible header (valid kind, zero flags, lengths within the
+/// buffer) and a valid record or the end of the data follows it, the offset after it.
+///
+/// Searching byte by byte inside a damaged record could "find" a record that is really part of its
+/// value; trusting an intact header avoids that in the common case of damage to the payload.
+fn skip_damaged(buf: &[u8], at: usize, limit: usize) -> Option<usize> {
+    let header = buf.get(at..at + RECORD_HEADER_LEN)?;
+    Kind::from_byte(*header.get(REC_KIND_AT)?)?;
+    if header.get(REC_FLAGS_AT) != Some(&0) {
+        return None;
+    }
+    let key_len = usize::from(u16_at(header, REC_KEY_LEN_AT));
+    let value_len = u32_at(header, REC_VALUE_LEN_AT) as usize;
+    if key_len == 0 || key_len > MAX_KEY_LEN || value_len as u64 > MAX_SEGMENT_SIZE {
+        return None;
+    }
+    let next = at.checked_add(record_len(key_len, value_len))?;
+    if next > buf.len() {
+        return None;
+    }
+    if next >= limit {
+        return Some(next);
+    }
+    matches!(
+        decode_record(buf.get(next..)?),
+        Decoded::Record(..) | Decoded::End
+    )
+    .then_some(next)
 }
 
 /// The first offset in `from..limit` where a valid record decodes.
@@ -601,6 +633,25 @@ mod tests {
         let scan = scan_segment(&torn);
         assert_eq!(scan.records.len(), 1);
         assert!(scan.torn_tail.is_some());
+    }
+
+    #[test]
+    fn a_record_damaged_in_its_value_is_skipped_by_length_not_searched() {
+        // The damaged record's value holds a complete, valid record of another key: searching
+        // byte by byte would surface it; skipping by the intact header's length must not.
+        let mut inner = Vec::new();
+        encode_record(&mut inner, Kind::Value, 99, 0, "smuggled", b"not really written");
+        let mut seg = encode_segment_header(1).to_vec();
+        encode_record(&mut seg, Kind::Value, 1, 0, "outer", &inner);
+        encode_record(&mut seg, Kind::Value, 2, 0, "after", b"ok");
+        seg.extend_from_slice(&[0u8; 64]);
+        if let Some(b) = seg.get_mut(SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + 2) {
+            *b ^= 0x01; // in the outer record's value, before the embedded record
+        }
+        let scan = scan_segment(&seg);
+        let keys: Vec<&str> = scan.records.iter().map(|r| r.record.key).collect();
+        assert_eq!(keys, vec!["after"]);
+        assert_eq!(scan.damaged.len(), 1);
     }
 
     #[test]

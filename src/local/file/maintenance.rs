@@ -132,9 +132,11 @@ impl Inner {
     }
 
     /// One compaction step: sweep expired entries, then rewrite sealed segments whose live
-    /// fraction is below `min_live_ratio`, oldest first. Stops early when `stop` is signalled.
+    /// fraction is below `min_live_ratio` or that hold less than an eighth of a segment (left by
+    /// restarts), oldest first. Stops early when `stop` is signalled.
     pub(crate) fn compact(&self, stop: &Shutdown) -> Result<CompactionReport> {
         self.check_writable()?;
+        let _one_at_a_time = self.compaction_lock.lock();
         let before = self.disk_bytes.load(Ordering::Relaxed);
         let mut report = CompactionReport {
             expired: self.sweep_expired(),
@@ -148,7 +150,10 @@ impl Inner {
             .filter(|s| s.id != active_id)
             .filter(|s| {
                 let data = s.data_bytes() as f64;
-                data > 0.0 && (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio
+                let sparse = (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio;
+                // Segments sealed early by a restart are merged so their files do not pile up.
+                let small = s.data_bytes() < self.segment_size / 8;
+                data > 0.0 && (sparse || small)
             })
             .cloned()
             .collect();
@@ -196,6 +201,10 @@ impl Inner {
                 return Ok(moved);
             }
             let mut w = self.writer.lock();
+            if !self.segments.read().contains_key(&seg.id) {
+                // Evicted (or cleared) meanwhile: nothing left to rewrite.
+                return Ok(moved);
+            }
             let now = self.clock.now_ms();
             for rec in batch {
                 let r = rec.record;
@@ -220,6 +229,9 @@ impl Inner {
             }
         }
         let mut w = self.writer.lock();
+        if !self.segments.read().contains_key(&seg.id) {
+            return Ok(moved);
+        }
         // In the oldest segment nothing older can exist, so dead keys need no tombstone.
         let is_oldest = self.segments.read().keys().next() == Some(&seg.id);
         if !is_oldest {

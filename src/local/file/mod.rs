@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     writer: Mutex<Writer>,
     /// Serialises fsyncs of the active segment (flush, the flusher thread).
     sync_lock: Mutex<()>,
+    /// Serialises compactions (the background thread and `FileStore::compact`).
+    compaction_lock: Mutex<()>,
     dirty: AtomicBool,
     /// Set by the first failed write or fsync; writes are refused from then on.
     failed: OnceLock<String>,
@@ -200,6 +202,7 @@ impl FileStore {
                 hint_entries: 0,
             }),
             sync_lock: Mutex::new(()),
+            compaction_lock: Mutex::new(()),
             dirty: AtomicBool::new(false),
             failed: OnceLock::new(),
             disk_bytes: AtomicU64::new(disk_bytes),
@@ -716,8 +719,13 @@ impl Inner {
 
     /// Forgets a segment and deletes its files. Readers holding it finish first (the segments
     /// lock); the mapping outlives the unlink.
+    ///
+    /// Idempotent: a segment already removed (say, evicted while compaction was rewriting it) is
+    /// left alone.
     fn remove_segment(&self, seg: &Segment) -> Result<()> {
-        self.segments.write().remove(&seg.id);
+        if self.segments.write().remove(&seg.id).is_none() {
+            return Ok(());
+        }
         self.disk_bytes.fetch_sub(seg.data_end(), Ordering::Relaxed);
         std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove segment", &seg.path, e))?;
         let hint = segment::hint_path(&self.dir.path, seg.id);

@@ -1,0 +1,163 @@
+//! L2 overhead: `RedisStore` (envelope, deadline, the hop to its I/O thread) against the `redis`
+//! crate used directly, on the same local `redis-server`, in one process and one run.
+//!
+//! `cargo bench --bench redis` (add `-- --quick` or set `UNO_BENCH_QUICK=1` for a short run).
+//! Prints one line per comparison; `ratio` = ours / peer, higher is better. Loopback latency on a
+//! 2-vCPU machine depends on whether client and server share a vCPU: compare only within a run,
+//! or pin both (`taskset -c 0 cargo bench --bench redis`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use uno_cache::{RedisOptions, RedisStore, Storage};
+
+fn rate(ops: u64, took: Duration) -> f64 {
+    ops as f64 / took.as_secs_f64()
+}
+
+fn line(name: &str, ours: f64, peer_name: &str, peer: f64) {
+    println!(
+        "bench: {name} ours={ours:.3e} ops/s {peer_name}={peer:.3e} ops/s ratio={:.2}",
+        ours / peer
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("UNO_BENCH_QUICK").is_some();
+    let ops: u64 = if quick { 2_000 } else { 20_000 };
+    let server = support::RedisServer::start();
+
+    let ours = RedisStore::connect(
+        RedisOptions::new(server.addr())
+            .prefix("b:")
+            .timeout(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let mut peer = server.raw();
+    let value = vec![7u8; 100];
+    ours.set("hit", &value, None).unwrap();
+    redis::cmd("SET")
+        .arg("p:hit")
+        .arg(&value)
+        .exec(&mut peer)
+        .unwrap();
+
+    // Warm up both.
+    for _ in 0..200 {
+        ours.get("hit").unwrap();
+        let _: Option<Vec<u8>> = redis::cmd("GET").arg("p:hit").query(&mut peer).unwrap();
+    }
+
+    // get (hit), sync API.
+    let started = Instant::now();
+    for _ in 0..ops {
+        assert!(ours.get("hit").unwrap().is_some());
+    }
+    let ours_get = rate(ops, started.elapsed());
+    let started = Instant::now();
+    for _ in 0..ops {
+        let v: Option<Vec<u8>> = redis::cmd("GET").arg("p:hit").query(&mut peer).unwrap();
+        assert!(v.is_some());
+    }
+    let peer_get = rate(ops, started.elapsed());
+    line("redis_get_hit", ours_get, "redis-rs-sync", peer_get);
+
+    // set, sync API.
+    let started = Instant::now();
+    for i in 0..ops {
+        ours.set(&format!("k{}", i % 1000), &value, Some(Duration::from_secs(60)))
+            .unwrap();
+    }
+    let ours_set = rate(ops, started.elapsed());
+    let started = Instant::now();
+    for i in 0..ops {
+        redis::cmd("SET")
+            .arg(format!("p:k{}", i % 1000))
+            .arg(&value)
+            .arg("PX")
+            .arg(60_000)
+            .exec(&mut peer)
+            .unwrap();
+    }
+    let peer_set = rate(ops, started.elapsed());
+    line("redis_set", ours_set, "redis-rs-sync", peer_set);
+
+    // get_many of 100 keys (one MGET each side).
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let peer_keys: Vec<String> = keys.iter().map(|k| format!("p:{k}")).collect();
+    let batches = ops / 20;
+    let started = Instant::now();
+    for _ in 0..batches {
+        assert_eq!(ours.get_many(&refs).unwrap().len(), 100);
+    }
+    let ours_many = rate(batches * 100, started.elapsed());
+    let started = Instant::now();
+    for _ in 0..batches {
+        let v: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&peer_keys).query(&mut peer).unwrap();
+        assert_eq!(v.len(), 100);
+    }
+    let peer_many = rate(batches * 100, started.elapsed());
+    line(
+        "redis_get_many_100 (keys/s)",
+        ours_many,
+        "redis-rs-sync",
+        peer_many,
+    );
+
+    // Async API from a multi-thread runtime: 64 concurrent gets in flight.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut done = 0;
+        while done < ops {
+            let calls = (0..64).map(|_| ours.get_async("hit"));
+            for r in futures_util::future::join_all(calls).await {
+                assert!(r.unwrap().is_some());
+            }
+            done += 64;
+        }
+    });
+    let ours_async = rate(ops.div_ceil(64) * 64, started.elapsed());
+    let client = redis::Client::open(server.url()).unwrap();
+    let started = Instant::now();
+    rt.block_on(async {
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut done = 0;
+        while done < ops {
+            let calls = (0..64).map(|_| {
+                let mut conn = conn.clone();
+                async move {
+                    redis::cmd("GET")
+                        .arg("p:hit")
+                        .query_async::<Option<Vec<u8>>>(&mut conn)
+                        .await
+                }
+            });
+            for r in futures_util::future::join_all(calls).await {
+                assert!(r.unwrap().is_some());
+            }
+            done += 64;
+        }
+    });
+    let peer_async = rate(ops.div_ceil(64) * 64, started.elapsed());
+    line(
+        "redis_get_hit_async_x64",
+        ours_async,
+        "redis-rs-multiplexed",
+        peer_async,
+    );
+}

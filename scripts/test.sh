@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every uno-cache check on a fresh machine: installs the test servers if missing
+# (Debian/Ubuntu: redis-server, redis-tools, memcached), then formatting, lints and all tests.
+# Tests that need a server start their own on free loopback ports; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+if ((${#missing[@]})); then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        echo "installing test servers: ${missing[*]}"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        echo "missing test servers (${missing[*]}) and no apt-get; install them and rerun" >&2
+        exit 1
+    fi
+fi
+# Debian starts the packaged servers as services; the tests use their own on other ports.
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked

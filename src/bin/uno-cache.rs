@@ -1,3 +1,0 @@
-//! The `uno-cache` command-line tool (work in progress).
-
-fn main() {}

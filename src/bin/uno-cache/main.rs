@@ -1,0 +1,255 @@
+//! `uno-cache`: inspect and edit a cache directory from the shell.
+//!
+//! A thin client of the public API. It takes the store's lock, so run it while the application that
+//! owns the directory is stopped.
+//!
+//! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
+//! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage.
+
+mod escape;
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use uno_cache::{Durability, FileStore, FileStoreOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "uno-cache",
+    version,
+    about = "Inspect and edit an uno-cache directory"
+)]
+struct Cli {
+    /// The store directory (created if missing).
+    #[arg(long, short = 'd', env = "UNO_CACHE_DIR", default_value = "./uno-cache-data")]
+    dir: PathBuf,
+    /// Size bound in MiB used while the tool has the store open.
+    #[arg(long, default_value_t = 1024)]
+    max_size_mb: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a value to stdout (raw bytes). Exit 1 and print nothing on a miss.
+    Get { key: String },
+    /// Store a value (the argument's UTF-8 bytes).
+    Set {
+        key: String,
+        value: String,
+        /// Time to live in seconds (fractions allowed).
+        #[arg(long)]
+        ttl: Option<f64>,
+    },
+    /// Delete a key. Exit 1 if it was not there.
+    Del { key: String },
+    /// Show sizes and counters.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's checksum. Exit 3 if anything is damaged.
+    Verify,
+    /// Sweep expired entries and rewrite sparse segments now.
+    Compact,
+    /// Print every live entry as `key<TAB>value`, escaped (`\\`, `\t`, `\n`, `\r`, `\xHH`).
+    Dump,
+    /// Read `key<TAB>value` lines (the dump format) from stdin and store them.
+    Import {
+        /// Print `ok<TAB>key` for each line only once it is durable on disk (fsync per line).
+        #[arg(long)]
+        durable: bool,
+        /// Time to live in seconds for every imported entry.
+        #[arg(long)]
+        ttl: Option<f64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("uno-cache: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn ttl_arg(ttl: Option<f64>) -> Result<Option<Duration>, String> {
+    match ttl {
+        None => Ok(None),
+        Some(secs) if secs.is_finite() && secs > 0.0 => Duration::try_from_secs_f64(secs)
+            .map(Some)
+            .map_err(|e| format!("--ttl {secs}: {e}")),
+        Some(secs) => Err(format!("--ttl {secs}: must be a positive number of seconds")),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    let durable_import = matches!(cli.command, Command::Import { durable: true, .. });
+    let options = FileStoreOptions::default()
+        .max_size_mb(cli.max_size_mb)
+        .background_threads(false)
+        .durability(if durable_import {
+            Durability::EveryWrite
+        } else {
+            Durability::None
+        });
+    let store = FileStore::open(&cli.dir, options).map_err(|e| e.to_string())?;
+    let code = match cli.command {
+        Command::Get { key } => match store.get(&key).map_err(|e| e.to_string())? {
+            Some(value) => {
+                io::stdout()
+                    .write_all(&value)
+                    .map_err(|e| format!("writing stdout: {e}"))?;
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::from(1),
+        },
+        Command::Set { key, value, ttl } => {
+            store
+                .set(&key, value.as_bytes(), ttl_arg(ttl)?)
+                .map_err(|e| e.to_string())?;
+            ExitCode::SUCCESS
+        }
+        Command::Del { key } => {
+            if store.delete(&key).map_err(|e| e.to_string())? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Stats { json } => {
+            print_stats(&store, json)?;
+            ExitCode::SUCCESS
+        }
+        Command::Verify => verify(&store)?,
+        Command::Compact => {
+            let report = store.compact().map_err(|e| e.to_string())?;
+            println!(
+                "expired {} entries, rewrote {} segments ({} records moved), reclaimed {} bytes",
+                report.expired, report.segments_rewritten, report.records_moved, report.bytes_reclaimed
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Dump => {
+            dump(&store)?;
+            ExitCode::SUCCESS
+        }
+        Command::Import { durable, ttl } => {
+            import(&store, durable, ttl_arg(ttl)?)?;
+            ExitCode::SUCCESS
+        }
+    };
+    store.close().map_err(|e| e.to_string())?;
+    Ok(code)
+}
+
+fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
+    let stats = store.stats();
+    if json {
+        let text = serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(());
+    }
+    let rows = [
+        ("live items", stats.live_items),
+        ("live bytes", stats.live_bytes),
+        ("disk bytes", stats.disk_bytes),
+        ("dead bytes", stats.dead_bytes),
+        ("segments", stats.segments),
+        ("skipped at recovery", stats.recovery_skipped_records),
+    ];
+    println!("store {}", store.path().display());
+    for (name, value) in rows {
+        println!("  {name:<22}{value:>16}");
+    }
+    Ok(())
+}
+
+fn verify(store: &FileStore) -> Result<ExitCode, String> {
+    let show = io::stderr().is_terminal();
+    let report = store
+        .verify(|done, total| {
+            if show && total > 0 {
+                let pct = done.saturating_mul(100) / total;
+                let bar = "#".repeat(usize::try_from(pct / 4).unwrap_or(0));
+                eprint!("\rverifying [{bar:<25}] {pct:>3}%");
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    if show {
+        eprintln!();
+    }
+    println!(
+        "{} segments, {} records checked, {} damaged ranges ({} bytes)",
+        report.segments, report.records, report.damaged_ranges, report.damaged_bytes
+    );
+    for problem in &report.problems {
+        println!("damaged: {problem}");
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn dump(store: &FileStore) -> Result<(), String> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut keys = store.keys();
+    keys.sort_unstable();
+    for key in keys {
+        // A key can expire or be evicted between listing and reading: skip it.
+        if let Some(value) = store.get(&key).map_err(|e| e.to_string())? {
+            writeln!(
+                out,
+                "{}\t{}",
+                escape::escape(key.as_bytes()),
+                escape::escape(&value)
+            )
+            .map_err(|e| format!("writing stdout: {e}"))?;
+        }
+    }
+    out.flush().map_err(|e| format!("writing stdout: {e}"))
+}
+
+fn import(store: &FileStore, durable: bool, ttl: Option<Duration>) -> Result<(), String> {
+    let stdin = io::stdin();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut count = 0u64;
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let line_no = n + 1;
+        let line = line.map_err(|e| format!("reading stdin line {line_no}: {e}"))?;
+        if line.is_empty() {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('\t')
+            .ok_or_else(|| format!("line {line_no}: expected key<TAB>value"))?;
+        let key_bytes = escape::unescape(key).map_err(|e| format!("line {line_no}: key: {e}"))?;
+        let key = String::from_utf8(key_bytes).map_err(|_| format!("line {line_no}: key is not UTF-8"))?;
+        let value = escape::unescape(value).map_err(|e| format!("line {line_no}: value: {e}"))?;
+        store
+            .set(&key, &value, ttl)
+            .map_err(|e| format!("line {line_no}: {e}"))?;
+        count += 1;
+        if durable {
+            // The store was opened with EveryWrite: `set` returned after fdatasync.
+            writeln!(out, "ok\t{}", escape::escape(key.as_bytes()))
+                .map_err(|e| format!("writing stdout: {e}"))?;
+            out.flush().map_err(|e| format!("writing stdout: {e}"))?;
+        }
+    }
+    store.flush().map_err(|e| e.to_string())?;
+    eprintln!("imported {count} entries");
+    Ok(())
+}

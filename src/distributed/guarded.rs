@@ -1,0 +1,287 @@
+//! [`Guarded`]: any [`Storage`] behind a [`CircuitBreaker`].
+//!
+//! The levels in this module already keep their own deadline on every call; `Guarded` adds the
+//! breaker: while it is open, calls fail at once with [`Error::CircuitOpen`] without touching
+//! the network. Timeouts and backend failures count as failures; caller errors (bad key, zero
+//! TTL, value too large, configuration refusals) count as neither, and any other answer from the
+//! server (including a value without a valid envelope) counts as a success.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::distributed::breaker::{BreakerStats, CircuitBreaker};
+use crate::error::{Error, Result};
+use crate::storage::{BoxFuture, Entry, Storage, StorageSize};
+
+/// A level behind a circuit breaker. Share the breaker (`Arc`) to read its state for stats.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use uno_cache::distributed::{CircuitBreaker, Guarded, RedisOptions, RedisStore};
+///
+/// let redis = RedisStore::connect(RedisOptions::new("127.0.0.1:6379"))?;
+/// let breaker = Arc::new(CircuitBreaker::new(5, Duration::from_secs(2)));
+/// let l2 = Guarded::new("redis", redis, breaker.clone());
+/// # Ok::<(), uno_cache::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Guarded<L> {
+    level: &'static str,
+    inner: L,
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl<L: Storage> Guarded<L> {
+    /// Wraps `inner`; `level` names it in [`Error::CircuitOpen`].
+    pub fn new(level: &'static str, inner: L, breaker: Arc<CircuitBreaker>) -> Self {
+        Guarded {
+            level,
+            inner,
+            breaker,
+        }
+    }
+
+    /// The wrapped level.
+    pub fn inner(&self) -> &L {
+        &self.inner
+    }
+
+    /// The breaker.
+    pub fn breaker(&self) -> &Arc<CircuitBreaker> {
+        &self.breaker
+    }
+
+    /// The breaker's state and trip count.
+    pub fn breaker_stats(&self) -> BreakerStats {
+        self.breaker.stats()
+    }
+
+    fn admit(&self) -> Result<()> {
+        if self.breaker.allow() {
+            Ok(())
+        } else {
+            Err(Error::CircuitOpen { level: self.level })
+        }
+    }
+
+    fn record<T>(&self, result: Result<T>) -> Result<T> {
+        record(&self.breaker, &result);
+        result
+    }
+}
+
+/// Feeds a call's outcome to the breaker.
+fn record<T>(breaker: &CircuitBreaker, result: &Result<T>) {
+    match result {
+        Ok(_) | Err(Error::InvalidEnvelope { .. }) => breaker.record_success(),
+        Err(Error::Timeout { .. } | Error::Backend { .. }) => breaker.record_failure(),
+        Err(_) => {}
+    }
+}
+
+impl<L: Storage> Storage for Guarded<L> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.admit()?;
+        self.record(self.inner.get(key))
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.admit()?;
+        self.record(self.inner.set(key, value, ttl))
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.admit()?;
+        self.record(self.inner.delete(key))
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.admit()?;
+        self.record(self.inner.get_many(keys))
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.admit()?;
+        self.record(self.inner.set_many(items, ttl))
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.admit()?;
+        self.record(self.inner.delete_many(keys))
+    }
+
+    fn size(&self) -> Result<StorageSize> {
+        self.admit()?;
+        self.record(self.inner.size())
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.admit()?;
+        self.record(self.inner.clear())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.admit()?;
+        self.record(self.inner.flush())
+    }
+
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+        Box::pin(async move {
+            self.admit()?;
+            self.record(self.inner.get_async(key).await)
+        })
+    }
+
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.admit()?;
+            self.record(self.inner.set_async(key, value, ttl).await)
+        })
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            self.admit()?;
+            self.record(self.inner.delete_async(key).await)
+        })
+    }
+
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+        Box::pin(async move {
+            self.admit()?;
+            self.record(self.inner.get_many_async(keys).await)
+        })
+    }
+
+    fn set_many_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.admit()?;
+            self.record(self.inner.set_many_async(items, ttl).await)
+        })
+    }
+
+    fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            self.admit()?;
+            self.record(self.inner.delete_many_async(keys).await)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::BreakerState;
+    use crate::ManualClock;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    /// A level that fails with a backend error while `down` is set, and counts calls.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+        calls: AtomicU32,
+    }
+
+    impl Storage for Flaky {
+        fn get(&self, key: &str) -> Result<Option<Entry>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if key.is_empty() {
+                return Err(Error::InvalidKey {
+                    key: String::new(),
+                    problem: crate::KeyProblem::Empty,
+                });
+            }
+            if self.down.load(Ordering::SeqCst) {
+                Err(Error::Backend {
+                    level: "flaky",
+                    op: "get",
+                    reason: "down".into(),
+                })
+            } else {
+                Ok(None)
+            }
+        }
+        fn set(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> {
+            Ok(())
+        }
+        fn delete(&self, _: &str) -> Result<bool> {
+            Ok(false)
+        }
+        fn size(&self) -> Result<StorageSize> {
+            Ok(StorageSize::default())
+        }
+        fn clear(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn open_breaker_skips_the_level_and_a_probe_closes_it() {
+        let clock = ManualClock::new(0);
+        let breaker = Arc::new(CircuitBreaker::with_clock(
+            2,
+            Duration::from_secs(1),
+            Arc::new(clock.clone()),
+        ));
+        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
+        guarded.inner().down.store(true, Ordering::SeqCst);
+        assert!(guarded.get("a").is_err());
+        assert!(guarded.get("a").is_err());
+        assert_eq!(breaker.state(), BreakerState::Open);
+        let calls = guarded.inner().calls.load(Ordering::SeqCst);
+        assert!(matches!(
+            guarded.get("a"),
+            Err(Error::CircuitOpen { level: "flaky" })
+        ));
+        assert_eq!(
+            guarded.inner().calls.load(Ordering::SeqCst),
+            calls,
+            "skipped without a call"
+        );
+
+        guarded.inner().down.store(false, Ordering::SeqCst);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(guarded.get("a").unwrap(), None, "the probe goes through");
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn caller_errors_do_not_count_as_failures() {
+        let breaker = Arc::new(CircuitBreaker::new(1, Duration::from_secs(60)));
+        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
+        for _ in 0..5 {
+            assert!(matches!(guarded.get(""), Err(Error::InvalidKey { .. })));
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn async_calls_are_guarded_too() {
+        let breaker = Arc::new(CircuitBreaker::new(1, Duration::from_secs(60)));
+        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
+        guarded.inner().down.store(true, Ordering::SeqCst);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(matches!(
+            rt.block_on(guarded.get_async("a")),
+            Err(Error::Backend { .. })
+        ));
+        assert!(matches!(
+            rt.block_on(guarded.get_async("a")),
+            Err(Error::CircuitOpen { .. })
+        ));
+    }
+}

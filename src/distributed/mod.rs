@@ -1,0 +1,174 @@
+//! The distributed (L2) levels: [`RedisStore`] (standalone or Cluster) and [`MemcachedStore`]
+//! (one or more hosts), plus what the manager wraps them with: a [`CircuitBreaker`] and the
+//! [`Guarded`] storage wrapper.
+//!
+//! Every L2 value is stored inside a small [`envelope`] that carries its absolute expiry, so a
+//! reader knows the remaining TTL even where the server cannot say.
+//!
+//! | module     | job                                                                      |
+//! |------------|--------------------------------------------------------------------------|
+//! | `envelope` | the 12-byte header in front of every L2 value                            |
+//! | `breaker`  | closed → open → half-open circuit breaker on atomics                      |
+//! | `guarded`  | a [`Storage`](crate::Storage) wrapper that consults a breaker             |
+//! | `runtime`  | the internal I/O thread: deadlines, blocking and async entry points        |
+//! | `redis`    | Redis standalone and Cluster on the `redis` crate                        |
+//! | `memcached`| Memcached on the `memcache` crate, with our own sharding and key mapping |
+//!
+//! # Deadlines
+//! Every call has an explicit deadline (the `timeout` option, 100 ms by default) that wraps the
+//! client library's own retries and reconnects; a call that misses it returns
+//! [`Error::Timeout`]. Server and connection failures are
+//! [`Error::Backend`]. Construction checks the connection (and the
+//! credentials) once, within `connect_timeout`, and names the host in its error.
+//!
+//! # Threads
+//! Each store owns one I/O thread (`uno-cache-redis` / `uno-cache-memcached`) running a
+//! current-thread tokio runtime; the Memcached store also owns a few worker threads
+//! (`uno-cache-memcached-N`) for the blocking client. The blocking API waits on a channel (it
+//! works without a runtime and does not panic inside one); the async API awaits a oneshot and
+//! never blocks the executor. Dropping the store stops and joins its threads.
+
+mod breaker;
+pub mod envelope;
+mod guarded;
+mod memcached;
+mod redis;
+pub(crate) mod runtime;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use self::breaker::{BreakerState, BreakerStats, CircuitBreaker};
+pub use self::guarded::Guarded;
+pub use self::memcached::{
+    map_key as map_memcached_key, MemcachedOptions, MemcachedStore, DEFAULT_MAX_ITEM_SIZE, MAX_MEMCACHED_KEY,
+};
+pub use self::redis::{RedisOptions, RedisStore};
+
+use crate::error::{key_for_error, Error, KeyProblem, Result};
+use crate::storage::Entry;
+
+/// The default per-call deadline.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+/// The default deadline for connecting (and checking credentials) at construction.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default deadline for whole-level calls that walk every key (`size`, `clear`).
+pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Refuses the empty key (every other key is accepted; each level maps what its server cannot
+/// take).
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey {
+            key: String::new(),
+            problem: KeyProblem::Empty,
+        });
+    }
+    Ok(())
+}
+
+/// A TTL rounded up to whole milliseconds (at least 1).
+pub(crate) fn ceil_ms(ttl: Duration) -> u64 {
+    let ms = ttl.as_nanos().div_ceil(1_000_000).max(1);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// The TTL a `set` uses: `Some(0)` is refused, `None` falls back to the level's default.
+pub(crate) fn effective_ttl(
+    key: &str,
+    ttl: Option<Duration>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>> {
+    match ttl {
+        Some(ttl) if ttl.is_zero() => Err(Error::ZeroTtl {
+            key: key_for_error(key),
+        }),
+        Some(ttl) => Ok(Some(ttl)),
+        None => Ok(default),
+    }
+}
+
+/// Turns an enveloped value into an entry; `None` if it has expired by `now_ms`.
+pub(crate) fn open_envelope(
+    level: &'static str,
+    key: &str,
+    bytes: Vec<u8>,
+    now_ms: u64,
+) -> Result<Option<Entry>> {
+    let (value, expires_at_ms) = envelope::decode_owned(bytes).map_err(|err| Error::InvalidEnvelope {
+        level,
+        key: key_for_error(key),
+        reason: err.to_string(),
+    })?;
+    match expires_at_ms {
+        Some(at) if at <= now_ms => Ok(None),
+        Some(at) => Ok(Some(Entry {
+            value,
+            expires_at: UNIX_EPOCH.checked_add(Duration::from_millis(at)),
+        })),
+        None => Ok(Some(Entry {
+            value,
+            expires_at: None::<SystemTime>,
+        })),
+    }
+}
+
+/// Hides the password in a URL-ish host string for error messages and logs, even when the
+/// string does not parse as a URL.
+pub(crate) fn redact(host: &str) -> String {
+    if let Ok(mut url) = url::Url::parse(host) {
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        return url.to_string();
+    }
+    // Not a URL: hide whatever follows the first ':' of the user info.
+    let Some(scheme_end) = host.find("://").map(|i| i + 3) else {
+        return host.to_owned();
+    };
+    let (head, rest) = host.split_at(scheme_end);
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest.get(..authority_end).and_then(|a| a.rfind('@')) else {
+        return host.to_owned();
+    };
+    let (userinfo, tail) = rest.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{head}{user}:***{tail}"),
+        None => host.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceil_ms_rounds_sub_millisecond_parts_up() {
+        assert_eq!(ceil_ms(Duration::from_nanos(1)), 1);
+        assert_eq!(ceil_ms(Duration::from_micros(1_500)), 2);
+        assert_eq!(ceil_ms(Duration::from_millis(250)), 250);
+        assert_eq!(ceil_ms(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn expired_envelopes_read_as_misses() {
+        let bytes = envelope::encode(b"v", Some(1_000));
+        assert_eq!(open_envelope("t", "k", bytes.clone(), 1_000).unwrap(), None);
+        let entry = open_envelope("t", "k", bytes, 999).unwrap().unwrap();
+        assert_eq!(entry.value, b"v");
+        assert_eq!(entry.expires_at, Some(UNIX_EPOCH + Duration::from_millis(1_000)));
+    }
+
+    #[test]
+    fn foreign_values_are_a_typed_error_naming_the_key() {
+        let err = open_envelope("redis", "user:1", b"plain text".to_vec(), 0).unwrap_err();
+        assert!(matches!(err, Error::InvalidEnvelope { level: "redis", ref key, .. } if key == "user:1"));
+    }
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(redact("redis://user:s3cret@h:1/"), "redis://user:***@h:1/");
+        assert_eq!(redact("h:6379"), "h:6379");
+        assert_eq!(redact("redis://:s3cret@:1"), "redis://:***@:1");
+        assert_eq!(redact("redis://u:s3c@ret@/x"), "redis://u:***@/x");
+    }
+}

@@ -1,0 +1,244 @@
+//! The log file: the lock, appends with `fdatasync`, atomic rewrites, and the failure latch.
+
+use std::collections::hash_map::RandomState;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::format::{self, Header, LOCK_FILE, LOG_FILE, LOG_NEW_FILE};
+use crate::error::{Error, Result};
+
+/// A random log id; it seeds the record checksums of one file.
+pub(crate) fn new_log_id() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Takes the queue's lock file in `dir`.
+pub(crate) fn lock(dir: &Path) -> Result<File> {
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| Error::io("open replay lock file", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_owned(),
+            lock: lock_path,
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("lock", &lock_path, e)),
+    }
+}
+
+/// fsyncs a directory, making created, renamed and removed names durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// The open log file.
+#[derive(Debug)]
+pub(crate) struct Log {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    log_id: u64,
+    /// Length of the file: where the next record goes.
+    len: u64,
+    /// The first write or fsync failure; writes are refused once set.
+    failed: Option<String>,
+    /// Held for its flock; never read.
+    _lock: File,
+    /// Test hook: the next append's fsync fails.
+    #[cfg(test)]
+    pub(crate) fail_next_sync: bool,
+}
+
+impl Log {
+    /// Opens the existing log for appending at `len` (the caller has read and checked it).
+    pub(crate) fn open_existing(dir: &Path, lock: File, log_id: u64, len: u64) -> Result<Log> {
+        let path = dir.join(LOG_FILE);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open replay log", &path, e))?;
+        Ok(Log {
+            dir: dir.to_owned(),
+            path,
+            file,
+            log_id,
+            len,
+            failed: None,
+            _lock: lock,
+            #[cfg(test)]
+            fail_next_sync: false,
+        })
+    }
+
+    /// Writes a complete new log (header then `body`, encoded under `log_id`) atomically in place
+    /// of any existing one: temporary file, fsync, rename, directory fsync.
+    pub(crate) fn create(dir: &Path, lock: File, header: &Header, body: &[u8]) -> Result<Log> {
+        let (file, len) = write_new(dir, header, body)?;
+        Ok(Log {
+            dir: dir.to_owned(),
+            path: dir.join(LOG_FILE),
+            file,
+            log_id: header.log_id,
+            len,
+            failed: None,
+            _lock: lock,
+            #[cfg(test)]
+            fail_next_sync: false,
+        })
+    }
+
+    pub(crate) fn log_id(&self) -> u64 {
+        self.log_id
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        match &self.failed {
+            Some(cause) => Err(Error::WritesDisabled {
+                path: self.path.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Latches the log read-only and passes the error on.
+    fn fail(&mut self, error: Error) -> Error {
+        if self.failed.is_none() {
+            self.failed = Some(error.to_string());
+        }
+        tracing::error!(error = %error, "replay log write failed; further writes are refused until reopen");
+        error
+    }
+
+    /// Appends encoded records and makes them durable (`fdatasync`) before returning.
+    pub(crate) fn append(&mut self, records: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let result = self
+            .file
+            .write_all_at(records, self.len)
+            .map_err(|e| Error::io("append to replay log", &self.path, e))
+            .and_then(|()| self.sync());
+        match result {
+            Ok(()) => {
+                self.len += records.len() as u64;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_sync) {
+            return Err(Error::io(
+                "fsync replay log",
+                &self.path,
+                io::Error::other("injected fsync failure"),
+            ));
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fsync replay log", &self.path, e))
+    }
+
+    /// Replaces the log with a new one (header then `body`, encoded under `header.log_id`).
+    ///
+    /// A failure before the rename leaves the old log in use and does not latch; a failure after
+    /// it (the directory fsync) latches, because later appends would go to a file whose name may
+    /// not survive a crash.
+    pub(crate) fn replace(&mut self, header: &Header, body: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let tmp = self.dir.join(LOG_NEW_FILE);
+        let file = match write_tmp(&tmp, header, body) {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if let Err(e) = fs::rename(&tmp, &self.path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("rename replay log", &self.path, e));
+        }
+        self.file = file;
+        self.log_id = header.log_id;
+        self.len = (format::HEADER_LEN + body.len()) as u64;
+        if let Err(e) = sync_dir(&self.dir) {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+}
+
+/// Writes header and body to `tmp` and fsyncs it.
+fn write_tmp(tmp: &Path, header: &Header, body: &[u8]) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(|e| Error::io("create", tmp, e))?;
+    file.write_all(&format::encode_header(header))
+        .and_then(|()| file.write_all(body))
+        .map_err(|e| Error::io("write", tmp, e))?;
+    file.sync_all().map_err(|e| Error::io("fsync", tmp, e))?;
+    Ok(file)
+}
+
+/// Writes a new log in place of any old one; returns the file and its length.
+fn write_new(dir: &Path, header: &Header, body: &[u8]) -> Result<(File, u64)> {
+    let tmp = dir.join(LOG_NEW_FILE);
+    let path = dir.join(LOG_FILE);
+    let file = match write_tmp(&tmp, header, body) {
+        Ok(file) => file,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    fs::rename(&tmp, &path).map_err(|e| Error::io("rename replay log", &path, e))?;
+    sync_dir(dir)?;
+    Ok((file, (format::HEADER_LEN + body.len()) as u64))
+}
+
+/// Deletes a leftover temporary log from an interrupted rewrite.
+pub(crate) fn remove_leftover(dir: &Path) -> Result<()> {
+    let tmp = dir.join(LOG_NEW_FILE);
+    match fs::remove_file(&tmp) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove leftover replay log", &tmp, e)),
+    }
+}

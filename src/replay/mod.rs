@@ -1,0 +1,850 @@
+//! The durable replay queue: writes and deletes that could not reach L2, kept in the L1 directory
+//! and replayed when L2 returns.
+//!
+//! When L2 (Redis, Memcached) is unreachable, a `set` or `delete` still succeeds in L1 but cannot
+//! reach L2. Forgetting it would let L2 serve the old value once it comes back — worst of all a
+//! value that was *deleted* while L2 was away. The manager pushes such ops here instead; every
+//! push is on disk (`fdatasync`) before it returns, and the manager replays [`pending`] ops when
+//! L2 is reachable again, [`ack`]ing each one that L2 confirmed.
+//!
+//! ```
+//! use uno_cache::replay::{ReplayAction, ReplayOptions, ReplayQueue};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let queue = ReplayQueue::open(dir.path(), ReplayOptions::default())?;
+//! queue.push_set("user:1", b"Ada", 0)?; // L2 was down: remember the write ...
+//! queue.push_delete("user:2")?; // ... and the delete.
+//!
+//! // L2 is back: deletes come first.
+//! let ops = queue.pending();
+//! assert!(matches!(ops[0].action, ReplayAction::Delete) && ops[0].key == "user:2");
+//! for op in &ops {
+//!     // send op to L2 here; on success:
+//!     queue.ack(op)?;
+//! }
+//! assert!(queue.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The API is synchronous and every call is short: local file I/O (one append and one
+//! `fdatasync` per push or ack batch), never network I/O. Async code can call it directly (an
+//! `fdatasync` is the same kind of short blocking call as an L1 write) or from `spawn_blocking`.
+//! The queue is `Send + Sync`; share it in an `Arc`.
+//!
+//! # Semantics
+//!
+//! - **Coalescing.** Only the newest op per key is kept: a later delete replaces an earlier set, a
+//!   later set replaces an earlier delete. Each op carries a **sequence number** that increases
+//!   with every push and never repeats within a log (it survives compaction and restarts).
+//! - **Replay order.** [`pending`] returns all deletes first, then all sets, each group in the
+//!   order the ops were queued. A set whose expiry has passed is returned as a **delete** of its
+//!   key (same seq): replaying the set would only write a value that is already dead, and L2 may
+//!   still hold an *older* value that the set was meant to replace (the set may have coalesced
+//!   away an earlier delete, or L2 may have held the key before). Deleting is always safe for a
+//!   cache: the worst case is one miss.
+//! - **Acks.** [`ack`] / [`ack_many`] remove an op only if it is still the pending op of its key
+//!   with the same seq; an ack of an op that a newer push superseded does nothing (and returns
+//!   `false`), so the newer op is still replayed. Acks are durable before they return: after a
+//!   crash mid-replay, only un-acked ops are replayed again. Replaying an op twice is harmless
+//!   (`SET` and `DEL` are idempotent) as long as the manager follows the protocol below.
+//!
+//! # Bounds and overflow
+//!
+//! [`ReplayOptions::max_bytes`] (default 64 MiB) bounds the encoded bytes of the pending ops and
+//! [`ReplayOptions::max_entries`] (default 1,048,576) their number. When a push does not fit:
+//!
+//! 1. A **set** that does not fit is queued as a **delete** of its key ([`PushOutcome::Downgraded`]):
+//!    L2 cannot keep a stale value, it only loses the key. A set that has already expired when it
+//!    is pushed is downgraded the same way.
+//! 2. A **delete** (or downgraded set) of a key that already has a pending op always fits: it
+//!    replaces that op and never makes the queue bigger.
+//! 3. When even the delete does not fit, the op is lost and the queue becomes **overflowed**
+//!    ([`PushOutcome::Overflowed`]): a flag, written to the log, that survives restarts until
+//!    [`clear_overflow`] is called. It means "L2 may hold stale values"; the manager reports it and
+//!    should not trust L2 (for example, flush it or skip L2 reads) until an operator clears it.
+//!
+//! Damage found in the log at open sets the same flag (see below).
+//!
+//! # On disk
+//!
+//! The queue lives in files of the L1 directory whose names cannot collide with the file store's
+//! (`uno-cache.meta`, `LOCK`, `*.seg`, `*.hint`, `*.tmp`):
+//!
+//! | name | what |
+//! |---|---|
+//! | `replay.log` | the log: a header, then CRC-checked records (set, delete, ack, overflow, overflow cleared) |
+//! | `replay.log.new` | a compacted log being written; renamed over `replay.log`; deleted at open |
+//! | `replay.log.damaged` | a log whose header was damaged, moved aside at open |
+//! | `replay.lock` | held with `flock` while a queue is open: a second opener gets [`Error::Locked`] |
+//!
+//! The queue is the only writer of these files (its own lock guarantees it; the file store's
+//! `LOCK` additionally keeps a second process out of the whole directory). The two may be opened in
+//! either order: a new file store accepts a directory that holds only the queue's files.
+//!
+//! The log is append-only; the byte layout and every crash case are specified in
+//! `storage-format.md` (section "Replay log"). In short:
+//!
+//! - A torn tail (a push interrupted by a crash) is cut at open; that push had not returned.
+//! - A bad record followed by good ones is **damage**: skipped, counted in [`ReplayRecovery`],
+//!   never returned. Since the lost record might have been a newer op of any key, every set queued
+//!   before the damage is downgraded to a delete, and the queue is marked overflowed (an op of an
+//!   unknown key may be lost).
+//! - A damaged header moves the log aside to `replay.log.damaged`; the queue starts empty and
+//!   overflowed. A header of an unknown version is refused with [`Error::UnsupportedVersion`].
+//! - When more than half of the log (and at least 64 KiB) is acked or superseded records, it is
+//!   compacted: rewritten to `replay.log.new`, fsynced, renamed over the log, directory fsynced.
+//!   So the file stays under about `2 × max_bytes + 64 KiB`.
+//! - A failed write or fsync latches the queue: later pushes, acks and compactions fail with
+//!   [`Error::WritesDisabled`] until it is reopened (reads of the pending ops still work).
+//!
+//! # Protocol for the manager
+//!
+//! 1. When an L2 `set`/`delete` fails (or the breaker is open), after L1 was written, push the op.
+//!    If the push fails, the op may not reach L2: surface the error (or stop trusting L2).
+//! 2. While a key [`is_pending`], do not write it to L2 directly: push the new op instead. A
+//!    direct write could otherwise be overwritten by the older op's replay (or by its re-replay
+//!    after a crash before its ack).
+//! 3. To replay: take [`pending`] (or [`pending_up_to`] for batches), send each op to L2 in that
+//!    order, and [`ack`] (or [`ack_many`]) each op after L2 confirmed it.
+//! 4. If [`is_overflowed`], some op was lost: L2 may be stale. Tell the operator; after L2 has been
+//!    flushed or reconciled, call [`clear_overflow`].
+//!
+//! There is an unavoidable window between the L1 write and the push: a crash there loses the op.
+//! A manager that cannot accept it can push *before* trying L2 and ack after L2 succeeded, at the
+//! cost of two `fdatasync`s per write.
+//!
+//! [`pending`]: ReplayQueue::pending
+//! [`pending_up_to`]: ReplayQueue::pending_up_to
+//! [`ack`]: ReplayQueue::ack
+//! [`ack_many`]: ReplayQueue::ack_many
+//! [`clear_overflow`]: ReplayQueue::clear_overflow
+//! [`is_pending`]: ReplayQueue::is_pending
+//! [`is_overflowed`]: ReplayQueue::is_overflowed
+
+pub(crate) mod format;
+mod log;
+mod options;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+pub use self::format::{LOG_FILE, REPLAY_FORMAT_VERSION};
+pub use self::options::{ReplayOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
+
+use self::format::{Header, HeaderError, Item, Kind, RecordRef, HEADER_LEN, LOG_DAMAGED_FILE};
+use self::log::Log;
+use self::state::{encoded_len, Pending, Slot};
+use crate::clock::Clock;
+use crate::error::{key_for_error, Error, KeyProblem, Result};
+use crate::local::file::MAX_KEY_LEN;
+
+/// The queue is shared between the write path and the replayer.
+const _: fn() = || {
+    fn send_and_sync<T: Send + Sync + 'static>() {}
+    send_and_sync::<ReplayQueue>();
+};
+
+/// A log is compacted only when it holds at least this many dead bytes (and more dead than live).
+const COMPACT_MIN_DEAD: u64 = 64 * 1024;
+
+/// What to replay for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayAction {
+    /// Write the value. `expires_at_ms` is the absolute expiry in Unix milliseconds (0 = never);
+    /// give L2 the TTL that remains until then.
+    Set {
+        /// The value.
+        value: Vec<u8>,
+        /// Absolute expiry in Unix ms; 0 means never.
+        expires_at_ms: u64,
+    },
+    /// Delete the key.
+    Delete,
+}
+
+/// One op to replay: the newest op of its key. Obtained from [`ReplayQueue::pending`]; pass it
+/// back to [`ReplayQueue::ack`] once L2 confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayOp {
+    /// Sequence number: identifies this op; increases with every push.
+    pub seq: u64,
+    /// The key.
+    pub key: String,
+    /// What to do.
+    pub action: ReplayAction,
+}
+
+/// One op for [`ReplayQueue::push_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push<'a> {
+    /// A write that did not reach L2.
+    Set {
+        /// The key.
+        key: &'a str,
+        /// The value.
+        value: &'a [u8],
+        /// Absolute expiry in Unix ms; 0 means never.
+        expires_at_ms: u64,
+    },
+    /// A delete that did not reach L2.
+    Delete {
+        /// The key.
+        key: &'a str,
+    },
+}
+
+impl Push<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Push::Set { key, .. } | Push::Delete { key } => key,
+        }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PushOutcome {
+    /// Queued as given.
+    Queued {
+        /// The op's sequence number.
+        seq: u64,
+    },
+    /// A set queued as a delete of its key: it did not fit the bounds, or had already expired.
+    Downgraded {
+        /// The op's sequence number.
+        seq: u64,
+    },
+    /// Nothing fit: the op is lost and the queue is (now) overflowed.
+    Overflowed,
+}
+
+impl PushOutcome {
+    /// The sequence number of the queued op, if one was queued.
+    #[must_use]
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            PushOutcome::Queued { seq } | PushOutcome::Downgraded { seq } => Some(*seq),
+            PushOutcome::Overflowed => None,
+        }
+    }
+}
+
+/// What opening the queue found in its log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ReplayRecovery {
+    /// Valid records read.
+    pub records: u64,
+    /// Ops pending after open.
+    pub pending: u64,
+    /// Bad byte ranges followed by valid records (real damage; skipped).
+    pub damaged_ranges: u64,
+    /// Bytes in those ranges.
+    pub damaged_bytes: u64,
+    /// Bytes of a torn tail that was cut (a push interrupted by a crash).
+    pub torn_tail_bytes: u64,
+    /// Sets turned into deletes because damage followed them.
+    pub sets_downgraded: u64,
+    /// Set if the header was damaged: what was wrong. The log was moved to `replay.log.damaged`
+    /// and the queue started empty and overflowed.
+    pub header_damage: Option<String>,
+    /// Whether the log was rewritten at open (after damage, a torn tail or a damaged header).
+    pub rewritten: bool,
+}
+
+/// Sizes and counters of a queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ReplayStats {
+    /// Pending ops (one per key).
+    pub pending: u64,
+    /// Of which deletes (expired sets included once [`ReplayQueue::pending`] has seen them).
+    pub pending_deletes: u64,
+    /// Encoded bytes of the pending ops; what `max_bytes` bounds.
+    pub bytes: u64,
+    /// Length of the log file.
+    pub log_bytes: u64,
+    /// Whether an op was lost (see [`ReplayQueue::is_overflowed`]).
+    pub overflowed: bool,
+    /// Ops queued since open (downgraded ones included).
+    pub pushed: u64,
+    /// Sets queued as deletes since open (too big, or already expired).
+    pub downgraded: u64,
+    /// Ops lost since open because not even a delete fit.
+    pub lost: u64,
+    /// Ops acknowledged since open.
+    pub acked: u64,
+    /// Log rewrites since open.
+    pub compactions: u64,
+    /// Automatic compactions that failed (the log stays as it was; see the logs).
+    pub compaction_failures: u64,
+    /// The failure that disabled writes, if any.
+    pub write_failure: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    log: Log,
+    pending: Pending,
+    next_seq: u64,
+    overflowed: bool,
+    stats: ReplayStats,
+}
+
+/// A durable, bounded, coalescing queue of ops to replay to L2. See the [module docs](self).
+#[derive(Debug)]
+pub struct ReplayQueue {
+    dir: PathBuf,
+    max_bytes: u64,
+    max_entries: usize,
+    clock: Arc<dyn Clock>,
+    recovery: ReplayRecovery,
+    inner: Mutex<Inner>,
+}
+
+impl ReplayQueue {
+    /// Opens (or creates) the queue in `dir`, usually the L1 file store's directory (open the
+    /// store first). Reads the log, cuts a torn tail, skips damage (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid options; [`Error::Locked`] if another queue has `dir` open;
+    /// [`Error::UnsupportedVersion`] for a log of another format version; [`Error::Io`].
+    pub fn open(dir: &Path, options: ReplayOptions) -> Result<ReplayQueue> {
+        options.check()?;
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let lock = log::lock(dir)?;
+        log::remove_leftover(dir)?;
+        let path = dir.join(LOG_FILE);
+        let mut recovery = ReplayRecovery::default();
+        let mut pending = Pending::default();
+        let mut overflowed = false;
+        let mut next_seq = 1;
+        let existing = match fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read replay log", &path, e)),
+        };
+        let clean = match existing {
+            None => None,
+            Some(bytes) => match format::decode_header(&bytes) {
+                Ok(header) => {
+                    let loaded = load(&bytes, header, &mut recovery);
+                    pending = loaded.pending;
+                    overflowed = loaded.overflowed;
+                    next_seq = loaded.next_seq;
+                    if recovery.damaged_ranges > 0 {
+                        tracing::warn!(
+                            path = %path.display(),
+                            ranges = recovery.damaged_ranges,
+                            bytes = recovery.damaged_bytes,
+                            "replay log damaged; earlier sets replay as deletes and the queue is marked overflowed"
+                        );
+                    }
+                    loaded.clean_end.map(|end| (header.log_id, end))
+                }
+                Err(HeaderError::Version(found)) => {
+                    return Err(Error::UnsupportedVersion {
+                        path,
+                        found,
+                        supported: REPLAY_FORMAT_VERSION,
+                    })
+                }
+                Err(problem) => {
+                    let aside = dir.join(LOG_DAMAGED_FILE);
+                    tracing::warn!(
+                        path = %path.display(),
+                        problem = %problem,
+                        moved_to = %aside.display(),
+                        "replay log header damaged; starting an empty, overflowed queue"
+                    );
+                    fs::rename(&path, &aside).map_err(|e| Error::io("move damaged replay log", &aside, e))?;
+                    recovery.header_damage = Some(problem.to_string());
+                    overflowed = true;
+                    None
+                }
+            },
+        };
+        let log = match clean {
+            Some((log_id, len)) => Log::open_existing(dir, lock, log_id, len)?,
+            None => {
+                let header = Header {
+                    log_id: log::new_log_id(),
+                    next_seq,
+                };
+                let body = encode_body(header.log_id, &pending, overflowed);
+                let log = Log::create(dir, lock, &header, &body)?;
+                pending.recompute_disk_lens();
+                log
+            }
+        };
+        recovery.rewritten =
+            recovery.header_damage.is_some() || recovery.torn_tail_bytes > 0 || recovery.damaged_ranges > 0;
+        recovery.pending = pending.len() as u64;
+        let queue = ReplayQueue {
+            dir: dir.to_owned(),
+            max_bytes: options.max_bytes,
+            max_entries: options.max_entries,
+            clock: options.clock,
+            recovery,
+            inner: Mutex::new(Inner {
+                log,
+                pending,
+                next_seq,
+                overflowed,
+                stats: ReplayStats::default(),
+            }),
+        };
+        queue.maybe_compact(&mut queue.inner.lock());
+        Ok(queue)
+    }
+
+    /// The directory the queue lives in.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Queues a write of `key` that did not reach L2; durable when it returns. `expires_at_ms`
+    /// is the absolute expiry in Unix milliseconds, 0 for never.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] (nothing queued); [`Error::Io`] if the write or fsync failed (the
+    /// queue is then latched); [`Error::WritesDisabled`] after an earlier failure.
+    pub fn push_set(&self, key: &str, value: &[u8], expires_at_ms: u64) -> Result<PushOutcome> {
+        let outcomes = self.push_many(&[Push::Set {
+            key,
+            value,
+            expires_at_ms,
+        }])?;
+        Ok(outcomes.first().copied().unwrap_or(PushOutcome::Overflowed))
+    }
+
+    /// Queues a delete of `key` that did not reach L2; durable when it returns.
+    ///
+    /// # Errors
+    /// As [`push_set`](Self::push_set).
+    pub fn push_delete(&self, key: &str) -> Result<PushOutcome> {
+        let outcomes = self.push_many(&[Push::Delete { key }])?;
+        Ok(outcomes.first().copied().unwrap_or(PushOutcome::Overflowed))
+    }
+
+    /// Queues several ops with one append and one `fdatasync`, in order (a later op of the same
+    /// key supersedes an earlier one). Returns one outcome per op.
+    ///
+    /// # Errors
+    /// As [`push_set`](Self::push_set); an invalid key refuses the whole batch and queues nothing.
+    pub fn push_many(&self, ops: &[Push<'_>]) -> Result<Vec<PushOutcome>> {
+        for op in ops {
+            check_key(op.key())?;
+        }
+        let now = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        inner.log.check_writable()?;
+        let log_id = inner.log.log_id();
+
+        // Plan against the current state plus the ops planned so far, then write, then apply.
+        let mut staged: HashMap<&str, u64> = HashMap::new();
+        let mut entries = inner.pending.len();
+        let mut bytes = inner.pending.bytes();
+        let mut next_seq = inner.next_seq;
+        let mut buf = Vec::new();
+        let mut planned: Vec<(&str, Slot)> = Vec::new();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut lost = 0u64;
+        let mut downgraded = 0u64;
+        for op in ops {
+            let key = op.key();
+            let current = staged
+                .get(key)
+                .copied()
+                .or_else(|| inner.pending.get(key).map(|s| s.disk_len));
+            let base_entries = entries - usize::from(current.is_some());
+            let base_bytes = bytes - current.unwrap_or(0);
+            let fits = |len: u64| base_entries < self.max_entries && base_bytes + len <= self.max_bytes;
+            let (action, was_set) = match *op {
+                Push::Set {
+                    value, expires_at_ms, ..
+                } => {
+                    let expired = expires_at_ms != 0 && expires_at_ms <= now;
+                    if !expired && fits(format::record_len(key.len(), value.len()) as u64) {
+                        let value = value.to_vec();
+                        (ReplayAction::Set { value, expires_at_ms }, true)
+                    } else {
+                        (ReplayAction::Delete, true)
+                    }
+                }
+                Push::Delete { .. } => (ReplayAction::Delete, false),
+            };
+            let len = encoded_len(key, &action);
+            // A delete of a key that is already pending replaces its op and never grows the queue.
+            let replaces = current.is_some() && action == ReplayAction::Delete;
+            if !replaces && !fits(len) {
+                tracing::warn!(key = %key_for_error(key), "replay queue full; op lost, queue marked overflowed");
+                lost += 1;
+                outcomes.push(PushOutcome::Overflowed);
+                continue;
+            }
+            let seq = next_seq;
+            next_seq += 1;
+            let downgrade = was_set && action == ReplayAction::Delete;
+            if downgrade {
+                downgraded += 1;
+            }
+            outcomes.push(if downgrade {
+                PushOutcome::Downgraded { seq }
+            } else {
+                PushOutcome::Queued { seq }
+            });
+            format::encode_record(&mut buf, log_id, &record_of(key, seq, &action));
+            staged.insert(key, len);
+            entries = base_entries + 1;
+            bytes = base_bytes + len;
+            planned.push((
+                key,
+                Slot {
+                    seq,
+                    action,
+                    disk_len: len,
+                },
+            ));
+        }
+        let newly_overflowed = lost > 0 && !inner.overflowed;
+        if newly_overflowed {
+            format::encode_record(&mut buf, log_id, &overflow_record(Kind::Overflow));
+        }
+        if !buf.is_empty() {
+            inner.log.append(&buf)?;
+        }
+        inner.next_seq = next_seq;
+        inner.overflowed |= lost > 0;
+        inner.stats.pushed += planned.len() as u64;
+        inner.stats.downgraded += downgraded;
+        inner.stats.lost += lost;
+        for (key, slot) in planned {
+            inner.pending.insert(key, slot);
+        }
+        self.maybe_compact(inner);
+        Ok(outcomes)
+    }
+
+    /// Every pending op in replay order: deletes first, then sets, each group in the order
+    /// queued. Sets whose expiry has passed are returned as deletes.
+    #[must_use]
+    pub fn pending(&self) -> Vec<ReplayOp> {
+        self.pending_up_to(usize::MAX)
+    }
+
+    /// The first `max` ops of [`pending`](Self::pending), for replaying in batches.
+    #[must_use]
+    pub fn pending_up_to(&self, max: usize) -> Vec<ReplayOp> {
+        let now = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        inner.pending.expire_due(now);
+        inner.pending.ops(max)
+    }
+
+    /// Marks `op` as replayed; durable when it returns. Returns `false` (and writes nothing) if
+    /// `op` is no longer the pending op of its key: acked already, or superseded by a newer push,
+    /// which stays pending.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the write or fsync failed (the queue is then latched);
+    /// [`Error::WritesDisabled`] after an earlier failure.
+    pub fn ack(&self, op: &ReplayOp) -> Result<bool> {
+        Ok(self.ack_many(std::slice::from_ref(op))? == 1)
+    }
+
+    /// Marks several ops as replayed with one append and one `fdatasync`. Returns how many were
+    /// still pending (the others were acked already or superseded, and are left alone).
+    ///
+    /// # Errors
+    /// As [`ack`](Self::ack).
+    pub fn ack_many(&self, ops: &[ReplayOp]) -> Result<usize> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        inner.log.check_writable()?;
+        let log_id = inner.log.log_id();
+        let mut seen = HashSet::new();
+        let mut buf = Vec::new();
+        let mut acked = Vec::new();
+        for op in ops {
+            if inner.pending.get(&op.key).is_some_and(|s| s.seq == op.seq) && seen.insert(op.seq) {
+                format::encode_record(
+                    &mut buf,
+                    log_id,
+                    &RecordRef {
+                        kind: Kind::Ack,
+                        seq: op.seq,
+                        expires_at_ms: 0,
+                        key: &op.key,
+                        value: &[],
+                    },
+                );
+                acked.push(op);
+            }
+        }
+        if acked.is_empty() {
+            return Ok(0);
+        }
+        inner.log.append(&buf)?;
+        for op in &acked {
+            inner.pending.remove_if_seq(&op.key, op.seq);
+        }
+        inner.stats.acked += acked.len() as u64;
+        self.maybe_compact(inner);
+        Ok(acked.len())
+    }
+
+    /// Whether `key` has a pending op. While it does, the manager must not write the key to L2
+    /// directly (push instead), or the older op's replay could overwrite the newer value.
+    #[must_use]
+    pub fn is_pending(&self, key: &str) -> bool {
+        self.inner.lock().pending.get(key).is_some()
+    }
+
+    /// Number of pending ops (one per key).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.lock().pending.len()
+    }
+
+    /// Whether nothing is pending.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encoded bytes of the pending ops; what `max_bytes` bounds.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.inner.lock().pending.bytes()
+    }
+
+    /// Whether an op was ever lost (the queue was full, or its log was damaged) since the flag
+    /// was last cleared: L2 may hold stale values. Survives restarts.
+    #[must_use]
+    pub fn is_overflowed(&self) -> bool {
+        self.inner.lock().overflowed
+    }
+
+    /// Clears the overflow flag (durably), for an operator who has flushed or reconciled L2.
+    /// Returns whether it was set. Pending ops stay pending.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::WritesDisabled`].
+    pub fn clear_overflow(&self) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        if !inner.overflowed {
+            return Ok(false);
+        }
+        let mut buf = Vec::new();
+        format::encode_record(
+            &mut buf,
+            inner.log.log_id(),
+            &overflow_record(Kind::OverflowCleared),
+        );
+        inner.log.append(&buf)?;
+        inner.overflowed = false;
+        Ok(true)
+    }
+
+    /// Rewrites the log with only the pending ops (and the overflow flag). Runs by itself when
+    /// more than half of the log is dead; this forces it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (the old log stays in use, unless the final directory fsync failed, which
+    /// latches the queue) or [`Error::WritesDisabled`].
+    pub fn compact(&self) -> Result<()> {
+        let mut inner = self.inner.lock();
+        compact_locked(&mut inner)
+    }
+
+    /// Sizes and counters.
+    #[must_use]
+    pub fn stats(&self) -> ReplayStats {
+        let inner = self.inner.lock();
+        ReplayStats {
+            pending: inner.pending.len() as u64,
+            pending_deletes: inner.pending.delete_count() as u64,
+            bytes: inner.pending.bytes(),
+            log_bytes: inner.log.len(),
+            overflowed: inner.overflowed,
+            write_failure: inner.log.failure().map(str::to_owned),
+            ..inner.stats.clone()
+        }
+    }
+
+    /// What opening the queue found.
+    #[must_use]
+    pub fn recovery_report(&self) -> &ReplayRecovery {
+        &self.recovery
+    }
+
+    fn maybe_compact(&self, inner: &mut Inner) {
+        let live = inner.pending.bytes();
+        let dead = inner.log.len().saturating_sub(HEADER_LEN as u64 + live);
+        if dead <= live.max(COMPACT_MIN_DEAD) || inner.log.failure().is_some() {
+            return;
+        }
+        if let Err(e) = compact_locked(inner) {
+            inner.stats.compaction_failures += 1;
+            tracing::warn!(error = %e, path = %inner.log.path().display(), "replay log compaction failed");
+        }
+    }
+
+    /// Test hook: the next append's fsync fails.
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&self) {
+        self.inner.lock().log.fail_next_sync = true;
+    }
+}
+
+/// The state read from a log.
+struct Loaded {
+    pending: Pending,
+    overflowed: bool,
+    next_seq: u64,
+    /// Where appends continue, if the log can be used as it is (no damage, no torn tail).
+    clean_end: Option<u64>,
+}
+
+/// Reads the records of a log whose header checked out, counting what it finds in `recovery`.
+fn load(bytes: &[u8], header: Header, recovery: &mut ReplayRecovery) -> Loaded {
+    let scan = format::scan_log(bytes, header.log_id);
+    let mut pending = Pending::default();
+    let mut max_seq = 0;
+    let mut flagged = false;
+    for item in &scan.items {
+        match item {
+            Item::Record(record) => {
+                recovery.records += 1;
+                max_seq = max_seq.max(record.seq);
+                apply(&mut pending, &mut flagged, record);
+            }
+            Item::Damage(range) => {
+                // The lost bytes may have held a newer op of any key pending so far.
+                recovery.damaged_ranges += 1;
+                recovery.damaged_bytes += range.end - range.start;
+                recovery.sets_downgraded += pending.downgrade_all_sets() as u64;
+            }
+        }
+    }
+    if let Some(tail) = &scan.torn_tail {
+        recovery.torn_tail_bytes = tail.end - tail.start;
+    }
+    let damaged = recovery.damaged_ranges > 0;
+    Loaded {
+        pending,
+        // A clear record read after the damage does not clear what the damage implies.
+        overflowed: flagged || damaged,
+        next_seq: header.next_seq.max(max_seq.saturating_add(1)).max(1),
+        clean_end: (!damaged && scan.torn_tail.is_none()).then_some(scan.data_end),
+    }
+}
+
+/// Applies one record read at open.
+fn apply(pending: &mut Pending, overflowed: &mut bool, record: &RecordRef<'_>) {
+    match record.kind {
+        Kind::Set | Kind::Delete => {
+            // Highest seq wins (file order agrees in a well-formed log).
+            if pending.get(record.key).is_some_and(|s| s.seq >= record.seq) {
+                return;
+            }
+            let action = if record.kind == Kind::Set {
+                ReplayAction::Set {
+                    value: record.value.to_vec(),
+                    expires_at_ms: record.expires_at_ms,
+                }
+            } else {
+                ReplayAction::Delete
+            };
+            pending.insert(record.key, Slot::new(record.key, record.seq, action));
+        }
+        Kind::Ack => {
+            pending.remove_if_seq(record.key, record.seq);
+        }
+        Kind::Overflow => *overflowed = true,
+        Kind::OverflowCleared => *overflowed = false,
+    }
+}
+
+fn compact_locked(inner: &mut Inner) -> Result<()> {
+    let header = Header {
+        log_id: log::new_log_id(),
+        next_seq: inner.next_seq,
+    };
+    let body = encode_body(header.log_id, &inner.pending, inner.overflowed);
+    inner.log.replace(&header, &body)?;
+    inner.pending.recompute_disk_lens();
+    inner.stats.compactions += 1;
+    Ok(())
+}
+
+/// The records of a rewritten log: the overflow flag, then every pending op in seq order.
+fn encode_body(log_id: u64, pending: &Pending, overflowed: bool) -> Vec<u8> {
+    let mut body = Vec::with_capacity(usize::try_from(pending.bytes()).unwrap_or(0));
+    if overflowed {
+        format::encode_record(&mut body, log_id, &overflow_record(Kind::Overflow));
+    }
+    for (key, slot) in pending.by_seq() {
+        format::encode_record(&mut body, log_id, &record_of(key, slot.seq, &slot.action));
+    }
+    body
+}
+
+fn record_of<'a>(key: &'a str, seq: u64, action: &'a ReplayAction) -> RecordRef<'a> {
+    match action {
+        ReplayAction::Set { value, expires_at_ms } => RecordRef {
+            kind: Kind::Set,
+            seq,
+            expires_at_ms: *expires_at_ms,
+            key,
+            value,
+        },
+        ReplayAction::Delete => RecordRef {
+            kind: Kind::Delete,
+            seq,
+            expires_at_ms: 0,
+            key,
+            value: &[],
+        },
+    }
+}
+
+fn overflow_record(kind: Kind) -> RecordRef<'static> {
+    RecordRef {
+        kind,
+        seq: 0,
+        expires_at_ms: 0,
+        key: "",
+        value: &[],
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    let problem = if key.is_empty() {
+        KeyProblem::Empty
+    } else if key.len() > MAX_KEY_LEN {
+        KeyProblem::TooLong {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        }
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidKey {
+        key: key_for_error(key),
+        problem,
+    })
+}

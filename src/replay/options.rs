@@ -1,0 +1,82 @@
+//! How a [`ReplayQueue`](super::ReplayQueue) is opened: its bounds and its clock.
+
+use std::sync::Arc;
+
+use super::format::record_len;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::local::file::MAX_KEY_LEN;
+
+/// Default bound on the bytes of pending ops: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default bound on the number of pending ops (one per key): 1,048,576.
+pub const DEFAULT_MAX_ENTRIES: usize = 1 << 20;
+
+/// Options for [`ReplayQueue::open`](super::ReplayQueue::open).
+///
+/// ```
+/// use uno_cache::replay::ReplayOptions;
+/// let options = ReplayOptions::default().max_bytes(16 << 20).max_entries(100_000);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ReplayOptions {
+    pub(crate) max_bytes: u64,
+    pub(crate) max_entries: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl ReplayOptions {
+    /// Bound on the encoded bytes of the pending ops (record headers, keys and values; default
+    /// 64 MiB). The queue holds pending values in memory too, so this also bounds its memory; the
+    /// log file stays under about twice this (it is compacted when half of it is dead). Accepted:
+    /// 4124 (one delete of the longest key) ..= `u32::MAX`.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Bound on the number of pending ops, one per key after coalescing (default 1,048,576).
+    /// At least 1.
+    pub fn max_entries(mut self, entries: usize) -> Self {
+        self.max_entries = entries;
+        self
+    }
+
+    /// The clock that decides whether a queued set has expired (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        let min = record_len(MAX_KEY_LEN, 0) as u64;
+        if !(min..=u64::from(u32::MAX)).contains(&self.max_bytes) {
+            return Err(Error::Config {
+                field: "replay.max_bytes".into(),
+                reason: format!(
+                    "{} is outside {min}..={} (the smallest bound holds one delete of the longest key)",
+                    self.max_bytes,
+                    u32::MAX
+                ),
+            });
+        }
+        if self.max_entries == 0 {
+            return Err(Error::Config {
+                field: "replay.max_entries".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! The pending ops in memory: one slot per key, indexed by replay group and sequence number.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::format::record_len;
+use super::{ReplayAction, ReplayOp};
+
+/// The newest op of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) seq: u64,
+    pub(crate) action: ReplayAction,
+    /// Length of the record in the log that holds this op (a set turned into a delete in memory
+    /// keeps the length of its set record until the log is rewritten).
+    pub(crate) disk_len: u64,
+}
+
+impl Slot {
+    pub(crate) fn new(key: &str, seq: u64, action: ReplayAction) -> Slot {
+        let disk_len = encoded_len(key, &action);
+        Slot {
+            seq,
+            action,
+            disk_len,
+        }
+    }
+}
+
+/// Length of the record that stores `action` for `key`.
+pub(crate) fn encoded_len(key: &str, action: &ReplayAction) -> u64 {
+    let value_len = match action {
+        ReplayAction::Set { value, .. } => value.len(),
+        ReplayAction::Delete => 0,
+    };
+    record_len(key.len(), value_len) as u64
+}
+
+/// The pending ops, coalesced per key.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    slots: HashMap<Arc<str>, Slot>,
+    /// Replay group 1, by seq.
+    deletes: BTreeMap<u64, Arc<str>>,
+    /// Replay group 2, by seq.
+    sets: BTreeMap<u64, Arc<str>>,
+    /// Sets with an expiry, by (expires_at_ms, seq).
+    expiring: BTreeSet<(u64, u64)>,
+    /// Sum of the slots' `disk_len`.
+    bytes: u64,
+}
+
+impl Pending {
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub(crate) fn delete_count(&self) -> usize {
+        self.deletes.len()
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&Slot> {
+        self.slots.get(key)
+    }
+
+    /// Makes `slot` the op of `key`, replacing any older one.
+    pub(crate) fn insert(&mut self, key: &str, slot: Slot) {
+        self.remove(key);
+        let key: Arc<str> = Arc::from(key);
+        self.index(&key, &slot);
+        self.bytes += slot.disk_len;
+        self.slots.insert(key, slot);
+    }
+
+    /// Removes the op of `key`, whatever its seq.
+    pub(crate) fn remove(&mut self, key: &str) -> Option<Slot> {
+        let slot = self.slots.remove(key)?;
+        self.unindex(&slot);
+        self.bytes -= slot.disk_len;
+        Some(slot)
+    }
+
+    /// Removes the op of `key` only if it is the one numbered `seq` (an ack of a superseded op
+    /// must leave the newer op alone).
+    pub(crate) fn remove_if_seq(&mut self, key: &str, seq: u64) -> bool {
+        if self.slots.get(key).is_some_and(|s| s.seq == seq) {
+            self.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn index(&mut self, key: &Arc<str>, slot: &Slot) {
+        match &slot.action {
+            ReplayAction::Delete => {
+                self.deletes.insert(slot.seq, Arc::clone(key));
+            }
+            ReplayAction::Set { expires_at_ms, .. } => {
+                self.sets.insert(slot.seq, Arc::clone(key));
+                if *expires_at_ms != 0 {
+                    self.expiring.insert((*expires_at_ms, slot.seq));
+                }
+            }
+        }
+    }
+
+    fn unindex(&mut self, slot: &Slot) {
+        match &slot.action {
+            ReplayAction::Delete => {
+                self.deletes.remove(&slot.seq);
+            }
+            ReplayAction::Set { expires_at_ms, .. } => {
+                self.sets.remove(&slot.seq);
+                self.expiring.remove(&(*expires_at_ms, slot.seq));
+            }
+        }
+    }
+
+    /// Turns a pending set into a delete of its key (same seq, so an ack still matches).
+    fn downgrade(&mut self, seq: u64) -> bool {
+        let Some(key) = self.sets.get(&seq).cloned() else {
+            return false;
+        };
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut slot.action, ReplayAction::Delete);
+        if let ReplayAction::Set { expires_at_ms, .. } = old {
+            self.expiring.remove(&(expires_at_ms, seq));
+        }
+        self.sets.remove(&seq);
+        self.deletes.insert(seq, key);
+        true
+    }
+
+    /// Turns every set that has expired by `now_ms` into a delete. Returns how many.
+    pub(crate) fn expire_due(&mut self, now_ms: u64) -> usize {
+        let due: Vec<u64> = self
+            .expiring
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .map(|(_, seq)| *seq)
+            .collect();
+        due.into_iter().filter(|&seq| self.downgrade(seq)).count()
+    }
+
+    /// Turns every pending set into a delete. Returns how many.
+    pub(crate) fn downgrade_all_sets(&mut self) -> usize {
+        let all: Vec<u64> = self.sets.keys().copied().collect();
+        all.into_iter().filter(|&seq| self.downgrade(seq)).count()
+    }
+
+    /// Up to `max` ops in replay order: deletes by seq, then sets by seq.
+    pub(crate) fn ops(&self, max: usize) -> Vec<ReplayOp> {
+        self.deletes
+            .values()
+            .chain(self.sets.values())
+            .take(max)
+            .filter_map(|key| {
+                self.slots.get(key).map(|slot| ReplayOp {
+                    seq: slot.seq,
+                    key: key.to_string(),
+                    action: slot.action.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every op in seq order (the order a rewritten log stores them in).
+    pub(crate) fn by_seq(&self) -> Vec<(&str, &Slot)> {
+        let mut all: Vec<(&str, &Slot)> = self.slots.iter().map(|(k, s)| (&**k, s)).collect();
+        all.sort_unstable_by_key(|(_, s)| s.seq);
+        all
+    }
+
+    /// After a rewrite: every slot's record now has the length of its current action.
+    pub(crate) fn recompute_disk_lens(&mut self) {
+        let mut bytes = 0;
+        for (key, slot) in &mut self.slots {
+            slot.disk_len = encoded_len(key, &slot.action);
+            bytes += slot.disk_len;
+        }
+        self.bytes = bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(value: &[u8], expires_at_ms: u64) -> ReplayAction {
+        ReplayAction::Set {
+            value: value.to_vec(),
+            expires_at_ms,
+        }
+    }
+
+    #[test]
+    fn replacing_an_op_keeps_one_slot_per_key_and_exact_byte_accounting() {
+        let mut p = Pending::default();
+        p.insert("a", Slot::new("a", 1, set(b"12345", 0)));
+        p.insert("a", Slot::new("a", 2, ReplayAction::Delete));
+        p.insert("b", Slot::new("b", 3, set(b"x", 0)));
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.bytes(), (record_len(1, 0) + record_len(1, 1)) as u64);
+        assert!(!p.remove_if_seq("a", 1));
+        assert!(p.remove_if_seq("a", 2));
+        assert!(p.remove_if_seq("b", 3));
+        assert_eq!((p.len(), p.bytes()), (0, 0));
+        assert!(p.deletes.is_empty() && p.sets.is_empty() && p.expiring.is_empty());
+    }
+
+    #[test]
+    fn expired_sets_move_to_the_delete_group_keeping_their_seq() {
+        let mut p = Pending::default();
+        p.insert("late", Slot::new("late", 1, set(b"v", 500)));
+        p.insert("del", Slot::new("del", 2, ReplayAction::Delete));
+        p.insert("forever", Slot::new("forever", 3, set(b"v", 0)));
+        assert_eq!(p.expire_due(499), 0);
+        assert_eq!(p.expire_due(500), 1);
+        let ops = p.ops(usize::MAX);
+        let order: Vec<(&str, u64, bool)> = ops
+            .iter()
+            .map(|o| (o.key.as_str(), o.seq, o.action == ReplayAction::Delete))
+            .collect();
+        assert_eq!(
+            order,
+            vec![("late", 1, true), ("del", 2, true), ("forever", 3, false)]
+        );
+        assert!(p.expiring.is_empty());
+    }
+}

@@ -1,0 +1,474 @@
+//! `MemcachedStore` against real `memcached` processes: round trips, TTLs (memcached's whole
+//! seconds vs the millisecond expiry in the envelope), key mapping (spaces, a 300-byte key, and
+//! weird keys that must never collide), the item size limit (refused locally with
+//! `ValueTooLarge`; the largest accepted value really fits), sharding across two hosts, prefix
+//! isolation and the `clear` refusal, construction errors, the async API, and an outage: the
+//! server is killed mid-workload (every call returns within the deadline with an error, nothing
+//! panics) and restarted on the same port (calls succeed again).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::MemcachedServer;
+use uno_cache::distributed::{envelope, map_memcached_key};
+use uno_cache::{Error, ManualClock, MemcachedOptions, MemcachedStore, Storage};
+
+fn store(server: &MemcachedServer, prefix: &str) -> MemcachedStore {
+    MemcachedStore::connect(MemcachedOptions::new(server.addr()).prefix(prefix)).unwrap()
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// The raw bytes memcached holds for a store key.
+fn raw_get(server: &MemcachedServer, store: &MemcachedStore, key: &str) -> Option<Vec<u8>> {
+    let (mapped, _) = store.server_key(key);
+    server.raw().get::<Vec<u8>>(&mapped).unwrap()
+}
+
+#[test]
+fn round_trip_set_get_delete() {
+    let server = MemcachedServer::start();
+    let mc = store(&server, "t:");
+    assert_eq!(mc.name(), "memcached");
+    assert_eq!(mc.get("k").unwrap(), None);
+    mc.set("k", b"value one", None).unwrap();
+    let entry = mc.get("k").unwrap().unwrap();
+    assert_eq!(entry.value, b"value one");
+    assert_eq!(entry.expires_at, None);
+    assert!(mc.delete("k").unwrap());
+    assert!(!mc.delete("k").unwrap());
+    assert_eq!(mc.get("k").unwrap(), None);
+    mc.set("raw", b"abc", None).unwrap();
+    let raw = server.raw().get::<Vec<u8>>("t:raw").unwrap().unwrap();
+    assert_eq!(
+        &raw[envelope::HEADER_LEN..],
+        b"abc",
+        "stored under prefix + key, enveloped"
+    );
+}
+
+#[test]
+fn ttl_in_the_envelope_is_exact_and_memcached_gets_whole_seconds() {
+    let server = MemcachedServer::start();
+    let mc = store(&server, "t:");
+    let before = now_ms();
+    mc.set("k", b"v", Some(Duration::from_millis(1_500))).unwrap();
+    let after = now_ms();
+    let expires = mc.get("k").unwrap().unwrap().expires_at.unwrap();
+    let expires_ms = u64::try_from(expires.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    assert!((before + 1_500..=after + 1_500).contains(&expires_ms));
+
+    // A sub-second TTL is not sent as 0 ("never"): the server drops the item by itself.
+    mc.set("short", b"v", Some(Duration::from_millis(10))).unwrap();
+    let started = Instant::now();
+    while raw_get(&server, &mc, "short").is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "memcached kept a 10 ms item: sent as 'never'?"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(mc.get("short").unwrap(), None);
+    assert!(matches!(
+        mc.set("z", b"v", Some(Duration::ZERO)),
+        Err(Error::ZeroTtl { .. })
+    ));
+}
+
+#[test]
+fn envelope_expiry_hides_items_memcached_still_holds() {
+    let server = MemcachedServer::start();
+    let clock = ManualClock::new(now_ms());
+    let mc =
+        MemcachedStore::connect(MemcachedOptions::new(server.addr()).clock(Arc::new(clock.clone()))).unwrap();
+    mc.set("k", b"v", Some(Duration::from_millis(200))).unwrap();
+    assert!(mc.get("k").unwrap().is_some());
+    clock.advance(Duration::from_millis(200));
+    assert_eq!(mc.get("k").unwrap(), None);
+    assert_eq!(mc.get_many(&["k"]).unwrap(), vec![None]);
+    assert!(
+        raw_get(&server, &mc, "k").is_some(),
+        "memcached rounds up to seconds and still has it"
+    );
+}
+
+#[test]
+fn ttls_over_30_days_are_sent_as_absolute_times() {
+    let server = MemcachedServer::start();
+    let mc = store(&server, "");
+    // Read as a relative 40-day TTL, memcached would treat ~3.4e6 as a Unix time in 1970 and
+    // drop the item at once.
+    mc.set("long", b"v", Some(Duration::from_secs(40 * 24 * 3600)))
+        .unwrap();
+    assert!(raw_get(&server, &mc, "long").is_some());
+    assert!(mc.get("long").unwrap().is_some());
+}
+
+#[test]
+fn weird_keys_round_trip_and_never_collide() {
+    let server = MemcachedServer::start();
+    let mc = store(&server, "w:");
+    let long_a = "a".repeat(300);
+    let long_b = format!("{}b", "a".repeat(299));
+    let keys = [
+        "a key with spaces",
+        "a%20key%20with%20spaces", // what a naive escaper would map the previous key to
+        "tab\tand\nnewline",
+        "ünïcødé",
+        long_a.as_str(),
+        long_b.as_str(),
+        "plain",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        mc.set(key, format!("value {i}").as_bytes(), None).unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(
+            mc.get(key).unwrap().unwrap().value,
+            format!("value {i}").as_bytes(),
+            "{key:?}"
+        );
+    }
+    let mapped: std::collections::HashSet<String> = keys.iter().map(|k| mc.server_key(k).0).collect();
+    assert_eq!(mapped.len(), keys.len(), "two keys share a server key");
+    // What memcached sees: the spaced key escaped, the long key hashed, the plain key as is.
+    assert_eq!(mc.server_key("a key with spaces").0, "w:a%20key%20with%20spaces");
+    assert!(mc.server_key(&long_a).0.starts_with("%#"));
+    assert_eq!(map_memcached_key("w:plain"), "w:plain");
+    assert!(server.raw().get::<Vec<u8>>("w:plain").unwrap().is_some());
+    // Batch calls map the same way.
+    let got = mc.get_many(&keys).unwrap();
+    assert!(got.iter().all(Option::is_some));
+    assert_eq!(mc.delete_many(&keys).unwrap(), keys.len() as u64);
+}
+
+#[test]
+fn oversized_values_are_refused_naming_the_key_and_the_largest_accepted_fits() {
+    let server = MemcachedServer::start();
+    let mc = store(&server, "big:");
+    let err = mc.set("photo", &vec![7u8; 1024 * 1024 + 1], None).unwrap_err();
+    let Error::ValueTooLarge { key, len, max, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "photo");
+    assert_eq!(*len, 1024 * 1024 + 1);
+    assert!(err.to_string().contains("photo"));
+    // The largest value we accept for this key must really fit on a default (-I 1m) server.
+    let largest = vec![9u8; *max];
+    mc.set("photo", &largest, None).unwrap();
+    assert_eq!(mc.get("photo").unwrap().unwrap().value.len(), *max);
+    assert!(matches!(
+        mc.set("photo", &vec![0u8; max + 1], None),
+        Err(Error::ValueTooLarge { .. })
+    ));
+    // And the limit is tight: one byte more really is refused by the server.
+    let (mapped, _) = mc.server_key("photo");
+    let one_more = vec![0u8; envelope::HEADER_LEN + max + 1];
+    assert!(
+        server.raw().set(&mapped, one_more.as_slice(), 0).is_err(),
+        "our limit is stricter than the server's"
+    );
+    // A batch with one oversized value sends nothing.
+    let items: Vec<(&str, &[u8])> = vec![
+        ("small", b"s"),
+        ("huge", &largest[..]),
+        ("huge2", &[0u8; 2 * 1024 * 1024][..]),
+    ];
+    assert!(matches!(mc.set_many(&items, None), Err(Error::ValueTooLarge { ref key, .. }) if key == "huge2"));
+    assert_eq!(mc.get("small").unwrap(), None);
+}
+
+#[test]
+fn a_server_with_a_smaller_item_limit_is_reported_as_value_too_large() {
+    let server = MemcachedServer::start_with(&["-I", "512k"]);
+    let mc = store(&server, "");
+    // Our limit says 1 MiB; the server's says 512 KiB.
+    let err = mc.set("k", &vec![1u8; 700 * 1024], None).unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { ref key, .. } if key == "k"),
+        "{err}"
+    );
+    // The connection is still usable afterwards.
+    mc.set("k", b"small", None).unwrap();
+    assert_eq!(mc.get("k").unwrap().unwrap().value, b"small");
+}
+
+#[test]
+fn keys_are_sharded_across_hosts_and_batches_find_them_all() {
+    let a = MemcachedServer::start();
+    let b = MemcachedServer::start();
+    let mc =
+        MemcachedStore::connect(MemcachedOptions::with_hosts([a.addr(), b.addr()]).prefix("s:")).unwrap();
+    let keys: Vec<String> = (0..200).map(|i| format!("key {i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+    mc.set_many(&items, Some(Duration::from_secs(60))).unwrap();
+    let (on_a, on_b) = (a.stat("curr_items"), b.stat("curr_items"));
+    assert_eq!(on_a + on_b, 200);
+    assert!(on_a > 50 && on_b > 50, "unbalanced: {on_a} / {on_b}");
+    // Every key sits where `server_key` says.
+    for key in &keys {
+        let (mapped, host) = mc.server_key(key);
+        let server = if host == 0 { &a } else { &b };
+        assert!(
+            server.raw().get::<Vec<u8>>(&mapped).unwrap().is_some(),
+            "{key} not on host {host}"
+        );
+    }
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let got = mc.get_many(&refs).unwrap();
+    for (key, entry) in keys.iter().zip(&got) {
+        assert_eq!(entry.as_ref().unwrap().value, key.as_bytes());
+    }
+    let size = mc.size().unwrap();
+    assert_eq!(size.items, 200);
+    assert!(size.bytes > 200 * envelope::HEADER_LEN as u64);
+    assert_eq!(mc.delete_many(&refs[..20]).unwrap(), 20);
+    assert_eq!(mc.size().unwrap().items, 180);
+}
+
+#[test]
+fn prefixes_isolate_stores_and_clear_is_refused_with_a_prefix() {
+    let server = MemcachedServer::start();
+    let a = store(&server, "a:");
+    let b = store(&server, "b:");
+    a.set("shared", b"from a", None).unwrap();
+    b.set("shared", b"from b", None).unwrap();
+    assert_eq!(a.get("shared").unwrap().unwrap().value, b"from a");
+    assert_eq!(b.get("shared").unwrap().unwrap().value, b"from b");
+    let err = a.clear().unwrap_err();
+    assert!(
+        matches!(err, Error::Config { ref field, .. } if field == "memcached.prefix"),
+        "{err}"
+    );
+    assert_eq!(
+        b.get("shared").unwrap().unwrap().value,
+        b"from b",
+        "nothing was flushed"
+    );
+    // `size` counts the whole server, whatever the prefix (documented).
+    assert_eq!(a.size().unwrap().items, 2);
+
+    let whole = store(&server, "");
+    whole.clear().unwrap();
+    assert_eq!(a.get("shared").unwrap(), None);
+    assert_eq!(
+        b.get("shared").unwrap(),
+        None,
+        "flush_all wipes every prefix: why it needs no prefix"
+    );
+}
+
+#[test]
+fn values_without_an_envelope_are_a_typed_error() {
+    let server = MemcachedServer::start();
+    server.raw().set("t:foreign", "plain text", 0).unwrap();
+    let mc = store(&server, "t:");
+    let err = mc.get("foreign").unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidEnvelope { level: "memcached", ref key, .. } if key == "foreign"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_host_and_bad_urls_fail_at_construction() {
+    let port = support::free_port();
+    let started = Instant::now();
+    let err = MemcachedStore::connect(
+        MemcachedOptions::new(format!("127.0.0.1:{port}")).connect_timeout(Duration::from_millis(300)),
+    )
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("memcached runs there"), "{text}");
+
+    // One good host and one bad one: the bad one is named.
+    let good = MemcachedServer::start();
+    let err = MemcachedStore::connect(
+        MemcachedOptions::with_hosts([good.addr(), format!("127.0.0.1:{port}")])
+            .connect_timeout(Duration::from_millis(300)),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+
+    for bad in ["", "redis://127.0.0.1:1", "memcache://:1", "127.0.0.1:port"] {
+        let err = MemcachedStore::connect(MemcachedOptions::new(bad)).unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{bad}: {err}");
+    }
+    let err = MemcachedStore::connect(MemcachedOptions::new(good.addr()).max_item_size(100)).unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+}
+
+#[test]
+fn async_api_and_sync_api_inside_a_runtime() {
+    let server = MemcachedServer::start();
+    let addr = server.addr();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mc = MemcachedStore::connect_async(MemcachedOptions::new(addr).prefix("a:"))
+            .await
+            .unwrap();
+        mc.set("sync", b"1", None).unwrap();
+        mc.set_async("async", b"2", Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(mc.get_async("sync").await.unwrap().unwrap().value, b"1");
+        let got = mc.get_many_async(&["sync", "async", "none"]).await.unwrap();
+        assert_eq!(got.iter().filter(|e| e.is_some()).count(), 2);
+        mc.set_many_async(&[("x", &b"x"[..]), ("y", &b"y"[..])], None)
+            .await
+            .unwrap();
+        assert_eq!(mc.delete_many_async(&["x", "y", "none"]).await.unwrap(), 2);
+        assert!(mc.delete_async("sync").await.unwrap());
+        drop(mc);
+    });
+    // A runtime without timers is fine too: the deadline is kept on the store's own thread.
+    let mc = store(&server, "a:");
+    let bare = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_eq!(bare.block_on(mc.get_async("async")).unwrap().unwrap().value, b"2");
+}
+
+#[test]
+fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
+    let mut server = MemcachedServer::start();
+    let timeout = Duration::from_millis(100);
+    let mc =
+        Arc::new(MemcachedStore::connect(MemcachedOptions::new(server.addr()).timeout(timeout)).unwrap());
+    mc.set("k", b"before", None).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let slowest_ms = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..3)
+        .map(|n| {
+            let (mc, stop, slowest_ms, errors) =
+                (mc.clone(), stop.clone(), slowest_ms.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let key = format!("w{n}:{}", i % 10);
+                    let result = match i % 3 {
+                        0 => mc.set(&key, b"v", None).map(|_| ()),
+                        1 => mc.get(&key).map(|_| ()),
+                        _ => mc.get_many(&[&key, "k"]).map(|_| ()),
+                    };
+                    let took = u64::try_from(started.elapsed().as_millis()).unwrap();
+                    slowest_ms.fetch_max(took, Ordering::SeqCst);
+                    if let Err(err) = result {
+                        assert!(
+                            matches!(err, Error::Timeout { .. } | Error::Backend { .. }),
+                            "{err}"
+                        );
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(100)); // let the workload run against a live server
+    server.kill();
+    let started = Instant::now();
+    while errors.load(Ordering::SeqCst) < 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "calls kept succeeding with the server dead"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    assert!(mc.get("k").is_err());
+    assert!(
+        started.elapsed() <= timeout + Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
+
+    server.restart();
+    let started = Instant::now();
+    while mc.set("k", b"after", None).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no recovery after restart"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(mc.get("k").unwrap().unwrap().value, b"after");
+
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.join().expect("a worker panicked");
+    }
+    let slowest = slowest_ms.load(Ordering::SeqCst);
+    eprintln!(
+        "outage: {} failed calls, slowest call {slowest} ms",
+        errors.load(Ordering::SeqCst)
+    );
+    assert!(
+        slowest <= u64::try_from((timeout + Duration::from_millis(50)).as_millis()).unwrap(),
+        "a call took {slowest} ms, over the {timeout:?} deadline + 50 ms"
+    );
+}
+
+#[test]
+fn hung_server_calls_time_out_at_the_deadline_and_recover_when_it_wakes() {
+    let server = MemcachedServer::start();
+    let timeout = Duration::from_millis(100);
+    let mc = MemcachedStore::connect(MemcachedOptions::new(server.addr()).timeout(timeout)).unwrap();
+    mc.set("k", b"v", None).unwrap();
+    server.pause();
+    for call in 0..5 {
+        let started = Instant::now();
+        let result = if call % 2 == 0 {
+            mc.get("k").map(|_| ())
+        } else {
+            mc.set("k", b"w", None)
+        };
+        let took = started.elapsed();
+        assert!(result.is_err(), "{result:?}");
+        assert!(took <= timeout + Duration::from_millis(50), "took {took:?}");
+    }
+    server.resume();
+    let started = Instant::now();
+    loop {
+        match mc.get("k") {
+            Ok(Some(entry)) => {
+                // Never a reply meant for another call: the value is one we wrote.
+                assert!(entry.value == b"v" || entry.value == b"w", "{:?}", entry.value);
+                break;
+            }
+            Ok(None) => panic!("the key vanished"),
+            Err(_) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "no recovery after the server woke"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}

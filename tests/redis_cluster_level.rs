@@ -1,0 +1,220 @@
+//! `RedisStore` against a real three-primary Redis Cluster: single-key calls are routed by
+//! slot; `get_many` sends one `MGET` per hash slot (Redis refuses `MGET` across slots) and the
+//! `MGET`s for one node go out together, so each node sees exactly the `MGET`s for its own slots
+//! (counted with `INFO commandstats`); batches, `size` and `clear` cover every node and only the
+//! prefix; and a slot moved to another node after the store cached the slot map is still read
+//! and written correctly (the `MOVED` fallback and map refresh).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use support::RedisCluster;
+use uno_cache::{Error, RedisOptions, RedisStore, Storage};
+
+fn store(cluster: &RedisCluster, prefix: &str) -> RedisStore {
+    RedisStore::connect(
+        RedisOptions::with_hosts(cluster.addrs())
+            .cluster(true)
+            .prefix(prefix)
+            .timeout(Duration::from_millis(500)),
+    )
+    .unwrap()
+}
+
+fn mget_calls(cluster: &RedisCluster) -> Vec<u64> {
+    cluster.nodes.iter().map(|n| n.command_calls("mget")).collect()
+}
+
+#[test]
+fn cluster_round_trips_batches_size_and_clear_across_nodes() {
+    let cluster = RedisCluster::start();
+    let redis = store(&cluster, "c:");
+    assert!(redis.is_cluster());
+    redis.set("one", b"1", Some(Duration::from_secs(60))).unwrap();
+    let entry = redis.get("one").unwrap().unwrap();
+    assert_eq!(entry.value, b"1");
+    assert!(entry.expires_at.is_some());
+    assert!(redis.delete("one").unwrap());
+    assert_eq!(redis.get("one").unwrap(), None);
+
+    let keys: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+    redis.set_many(&items, None).unwrap();
+    // The keys really are spread over all three nodes.
+    let nodes: BTreeSet<usize> = keys
+        .iter()
+        .map(|k| cluster.node_of_slot(cluster.keyslot(&format!("c:{k}"))))
+        .collect();
+    assert_eq!(nodes.len(), 3);
+
+    let mut wanted: Vec<&str> = keys.iter().map(String::as_str).collect();
+    wanted.push("missing");
+    let got = redis.get_many(&wanted).unwrap();
+    for (key, entry) in keys.iter().zip(&got) {
+        assert_eq!(entry.as_ref().unwrap().value, key.as_bytes(), "{key}");
+    }
+    assert_eq!(got[300], None);
+
+    let other = store(&cluster, "other:");
+    other.set("key:1", b"not ours", None).unwrap();
+    assert_eq!(redis.size().unwrap().items, 300);
+    assert_eq!(redis.delete_many(&wanted[..100]).unwrap(), 100);
+    assert_eq!(redis.size().unwrap().items, 200);
+    redis.clear().unwrap();
+    assert_eq!(redis.size().unwrap().items, 0);
+    assert_eq!(redis.get("key:150").unwrap(), None);
+    assert_eq!(
+        other.get("key:1").unwrap().unwrap().value,
+        b"not ours",
+        "clear kept other prefixes"
+    );
+}
+
+#[test]
+fn get_many_sends_one_mget_per_slot_and_each_node_only_its_own() {
+    let cluster = RedisCluster::start();
+    let redis = store(&cluster, "m:");
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    redis.set_many(&items, None).unwrap();
+
+    // Expected: per node, the number of distinct slots among the keys it owns.
+    let mut slots_per_node: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
+    for key in &keys {
+        let slot = cluster.keyslot(&format!("m:{key}"));
+        slots_per_node
+            .entry(cluster.node_of_slot(slot))
+            .or_default()
+            .insert(slot);
+    }
+    let before = mget_calls(&cluster);
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    assert!(redis.get_many(&refs).unwrap().iter().all(Option::is_some));
+    let after = mget_calls(&cluster);
+    for (node, (b, a)) in before.iter().zip(&after).enumerate() {
+        let expected = slots_per_node.get(&node).map_or(0, BTreeSet::len) as u64;
+        assert_eq!(
+            a - b,
+            expected,
+            "node {node}: MGETs sent vs distinct slots it owns"
+        );
+    }
+
+    // Keys sharing a hash tag share a slot: one MGET in the whole cluster.
+    let tagged: Vec<String> = (0..100).map(|i| format!("{{user:7}}:field{i}")).collect();
+    let items: Vec<(&str, &[u8])> = tagged.iter().map(|k| (k.as_str(), &b"t"[..])).collect();
+    redis.set_many(&items, None).unwrap();
+    let before = mget_calls(&cluster);
+    let refs: Vec<&str> = tagged.iter().map(String::as_str).collect();
+    assert!(redis.get_many(&refs).unwrap().iter().all(Option::is_some));
+    let after = mget_calls(&cluster);
+    let total: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    assert_eq!(total, 1);
+}
+
+#[test]
+fn a_cluster_url_turns_on_cluster_mode_from_one_seed() {
+    let cluster = RedisCluster::start();
+    let seed = format!("redis+cluster://{}", cluster.addrs()[1]);
+    let redis = RedisStore::connect(RedisOptions::new(seed).prefix("u:")).unwrap();
+    assert!(redis.is_cluster());
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    redis.set_many(&items, None).unwrap();
+    assert_eq!(redis.size().unwrap().items, 50);
+    // A standalone client pointed at one cluster node would hit MOVED errors on some keys.
+    let err = RedisStore::connect(RedisOptions::new("redis+cluster://127.0.0.1:1/3")).unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+}
+
+#[test]
+fn a_slot_moved_after_the_map_was_cached_is_still_served() {
+    let cluster = RedisCluster::start();
+    let redis = store(&cluster, "mv:");
+    // Keys that share one slot, so we can move exactly that slot.
+    let keys: Vec<String> = (0..20).map(|i| format!("{{moving}}:{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+    redis.set_many(&items, None).unwrap();
+    let slot = cluster.keyslot("mv:{moving}:0");
+    let from = cluster.node_of_slot(slot);
+    let to = (from + 1) % 3;
+
+    // Move the slot with its keys, the way redis-cli --cluster reshard does.
+    let id = |n: usize| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.nodes[n].raw())
+            .unwrap()
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let mut src = cluster.nodes[from].raw();
+    let mut dst = cluster.nodes[to].raw();
+    redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&from_id)
+        .exec(&mut dst)
+        .unwrap();
+    redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&to_id)
+        .exec(&mut src)
+        .unwrap();
+    let in_slot: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(100)
+        .query(&mut src)
+        .unwrap();
+    assert_eq!(in_slot.len(), 20);
+    redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(cluster.nodes[to].port)
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(&in_slot)
+        .exec(&mut src)
+        .unwrap();
+    for node in &cluster.nodes {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&to_id)
+            .exec(&mut node.raw())
+            .unwrap();
+    }
+    assert_eq!(cluster.node_of_slot(slot), to);
+
+    // Our cached map still says `from`: the batch must follow the redirect, not fail.
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let got = redis.get_many(&refs).unwrap();
+    for (key, entry) in keys.iter().zip(&got) {
+        assert_eq!(entry.as_ref().unwrap().value, key.as_bytes());
+    }
+    redis.set_many(&items, Some(Duration::from_secs(60))).unwrap();
+    assert!(redis
+        .get_many(&refs)
+        .unwrap()
+        .iter()
+        .all(|e| e.as_ref().unwrap().expires_at.is_some()));
+    // After the refresh the node that owns the slot now gets the MGET directly.
+    let before = cluster.nodes[to].command_calls("mget");
+    redis.get_many(&refs).unwrap();
+    assert_eq!(cluster.nodes[to].command_calls("mget") - before, 1);
+    assert_eq!(redis.delete_many(&refs).unwrap(), 20);
+}

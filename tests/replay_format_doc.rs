@@ -1,0 +1,223 @@
+//! The "Replay log" section of storage-format.md is a contract: these
+//! tests write replay logs byte by byte from the document alone (no encoder from the crate) and
+//! check that the queue reads them as the document says, and decode by hand what the queue writes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use uno_cache::replay::{ReplayAction, ReplayOptions, ReplayQueue};
+use uno_cache::{Error, ManualClock};
+
+const SET: u8 = 1;
+const DELETE: u8 = 2;
+const ACK: u8 = 3;
+const OVERFLOW: u8 = 4;
+const OVERFLOW_CLEARED: u8 = 5;
+const NOW_MS: u64 = 1_700_000_000_000;
+
+fn header(version: u16, log_id: u64, next_seq: u64, reserved: [u8; 6]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"UNOCRPLY");
+    b.extend_from_slice(&version.to_le_bytes());
+    b.extend_from_slice(&reserved);
+    b.extend_from_slice(&log_id.to_le_bytes());
+    b.extend_from_slice(&next_seq.to_le_bytes());
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(b.len(), 36);
+    b
+}
+
+fn record(log_id: u64, kind: u8, seq: u64, expires_at: u64, key: &str, value: &[u8]) -> Vec<u8> {
+    let mut body = vec![kind, 0];
+    body.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    body.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    body.extend_from_slice(&seq.to_le_bytes());
+    body.extend_from_slice(&expires_at.to_le_bytes());
+    body.extend_from_slice(key.as_bytes());
+    body.extend_from_slice(value);
+    let mut seeded = log_id.to_le_bytes().to_vec();
+    seeded.extend_from_slice(&body);
+    let mut rec = crc32fast::hash(&seeded).to_le_bytes().to_vec();
+    rec.extend_from_slice(&body);
+    rec
+}
+
+fn write_log(dir: &Path, parts: &[Vec<u8>]) -> Vec<u8> {
+    let bytes = parts.concat();
+    fs::write(dir.join("replay.log"), &bytes).unwrap();
+    bytes
+}
+
+fn open_at(dir: &Path, now_ms: u64) -> Result<ReplayQueue, Error> {
+    ReplayQueue::open(
+        dir,
+        ReplayOptions::default().clock(Arc::new(ManualClock::new(now_ms))),
+    )
+}
+
+fn set(value: &[u8], expires_at_ms: u64) -> ReplayAction {
+    ReplayAction::Set {
+        value: value.to_vec(),
+        expires_at_ms,
+    }
+}
+
+#[test]
+fn a_log_written_from_the_document_opens_with_the_documented_meaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = 0x0123_4567_89ab_cdef;
+    write_log(
+        dir.path(),
+        &[
+            header(1, id, 100, [0; 6]),
+            record(id, SET, 1, 0, "a", b"va"),
+            record(id, DELETE, 2, 0, "b", b""),
+            record(id, SET, 3, 0, "c", b"vc1"),
+            record(id, SET, 4, 0, "c", b"vc2"),
+            // An ack of the superseded op changes nothing.
+            record(id, ACK, 3, 0, "c", b""),
+            record(id, SET, 5, 0, "d", b"vd"),
+            record(id, ACK, 5, 0, "d", b""),
+            record(id, OVERFLOW, 0, 0, "", b""),
+            record(id, OVERFLOW_CLEARED, 0, 0, "", b""),
+            record(id, SET, 6, NOW_MS + 60_000, "e", b"ve"),
+            // Expired by now: replayed as a delete.
+            record(id, SET, 7, NOW_MS - 1, "f", b"vf"),
+            // A set read after a newer op of its key is ignored (highest seq wins).
+            record(id, SET, 9, 0, "g", b"vg9"),
+            record(id, SET, 8, 0, "g", b"vg8"),
+            record(id, DELETE, 10, 0, "a", b""),
+        ],
+    );
+    let q = open_at(dir.path(), NOW_MS).unwrap();
+    let report = q.recovery_report();
+    assert_eq!(
+        (report.records, report.damaged_ranges, report.torn_tail_bytes),
+        (14, 0, 0)
+    );
+    assert!(!q.is_overflowed());
+    let ops: Vec<(String, u64, ReplayAction)> = q
+        .pending()
+        .into_iter()
+        .map(|o| (o.key, o.seq, o.action))
+        .collect();
+    assert_eq!(
+        ops,
+        vec![
+            ("b".into(), 2, ReplayAction::Delete),
+            ("f".into(), 7, ReplayAction::Delete),
+            ("a".into(), 10, ReplayAction::Delete),
+            ("c".into(), 4, set(b"vc2", 0)),
+            ("e".into(), 6, set(b"ve", NOW_MS + 60_000)),
+            ("g".into(), 9, set(b"vg9", 0)),
+        ]
+    );
+    // next_seq from the header is honoured (it is above the highest seq read).
+    assert_eq!(q.push_delete("h").unwrap().seq(), Some(100));
+}
+
+#[test]
+fn an_overflow_record_alone_sets_the_flag_and_the_next_seq_follows_the_highest_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = 7;
+    write_log(
+        dir.path(),
+        &[
+            header(1, id, 1, [0; 6]),
+            record(id, DELETE, 41, 0, "x", b""),
+            record(id, OVERFLOW, 0, 0, "", b""),
+        ],
+    );
+    let q = open_at(dir.path(), NOW_MS).unwrap();
+    assert!(q.is_overflowed());
+    assert_eq!(q.push_delete("y").unwrap().seq(), Some(42));
+}
+
+#[test]
+fn records_under_another_log_id_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(
+        dir.path(),
+        &[
+            header(1, 1, 1, [0; 6]),
+            record(1, DELETE, 1, 0, "mine", b""),
+            record(2, DELETE, 2, 0, "foreign", b""),
+        ],
+    );
+    let q = open_at(dir.path(), NOW_MS).unwrap();
+    assert!(q.is_pending("mine"));
+    assert!(!q.is_pending("foreign"));
+    assert!(q.recovery_report().torn_tail_bytes > 0);
+}
+
+#[test]
+fn another_version_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = write_log(
+        dir.path(),
+        &[header(2, 1, 1, [0; 6]), record(1, DELETE, 1, 0, "k", b"")],
+    );
+    match open_at(dir.path(), NOW_MS) {
+        Err(Error::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+            ..
+        }) => {}
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+    assert_eq!(fs::read(dir.path().join("replay.log")).unwrap(), bytes);
+}
+
+#[test]
+fn non_zero_reserved_header_bytes_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = write_log(
+        dir.path(),
+        &[
+            header(1, 1, 1, [0, 0, 1, 0, 0, 0]),
+            record(1, DELETE, 1, 0, "k", b""),
+        ],
+    );
+    let q = open_at(dir.path(), NOW_MS).unwrap();
+    assert!(q.is_empty());
+    assert!(q.is_overflowed());
+    assert_eq!(fs::read(dir.path().join("replay.log.damaged")).unwrap(), bytes);
+}
+
+#[test]
+fn what_the_queue_writes_decodes_by_hand_from_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open_at(dir.path(), NOW_MS).unwrap();
+    q.push_set("k", b"value", NOW_MS + 5).unwrap();
+    q.push_delete("gone").unwrap();
+    let op = q.pending().into_iter().find(|o| o.key == "gone").unwrap();
+    q.ack(&op).unwrap();
+    drop(q);
+
+    let bytes = fs::read(dir.path().join("replay.log")).unwrap();
+    assert_eq!(&bytes[0..8], b"UNOCRPLY");
+    assert_eq!(u16::from_le_bytes(bytes[8..10].try_into().unwrap()), 1);
+    assert_eq!(&bytes[10..16], &[0; 6]);
+    assert_eq!(
+        u32::from_le_bytes(bytes[32..36].try_into().unwrap()),
+        crc32fast::hash(&bytes[0..32])
+    );
+    let id = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    assert_eq!(
+        bytes[36..].to_vec(),
+        [
+            record(id, SET, 1, NOW_MS + 5, "k", b"value"),
+            record(id, DELETE, 2, 0, "gone", b""),
+            record(id, ACK, 2, 0, "gone", b""),
+        ]
+        .concat()
+    );
+}

@@ -1,0 +1,519 @@
+//! Test harness: real `redis-server` / `memcached` processes on free loopback ports, each in its
+//! own temp dir, killed (and reaped) on drop; and a three-node Redis Cluster.
+//!
+//! A missing binary fails the test with the Debian package to install; nothing is skipped.
+//! Waiting for a server is an event wait: we poll the server's own answer (`PING`, `version`,
+//! `CLUSTER INFO`) with a bounded deadline.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+const START_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Fails with the package to install when `binary` is not on PATH.
+fn require(binary: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{binary}` is not installed: these tests need a real server. Install it with \
+         `apt-get install -y {package}` (Debian/Ubuntu) and run the tests again."
+    );
+}
+
+/// A loopback port that is free now, and whose `+10000` cluster-bus port is free too.
+pub fn free_port() -> u16 {
+    // Test binaries run at once: start each process at its own place in 20000..29000.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 300) as u16 * 30;
+    for _ in 0..2_000 {
+        let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 9_000;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free loopback port found");
+}
+
+/// Sends one inline command and returns the first reply line (enough for PING/version/INFO
+/// checks while a server starts).
+fn probe(port: u16, command: &str) -> Option<String> {
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    stream.write_all(command.as_bytes()).ok()?;
+    let mut buf = [0u8; 256];
+    let n = stream.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < START_DEADLINE,
+            "{what} not ready after {START_DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `redis-server` on 127.0.0.1.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+    password: Option<String>,
+    /// Serve TLS only, with the certificates in this directory (see [`make_tls_certs`]).
+    tls: Option<std::path::PathBuf>,
+}
+
+/// A CA and a server certificate for 127.0.0.1 / localhost, made with the `openssl` CLI in
+/// `dir`: `ca.crt`, `server.crt`, `server.key`.
+pub fn make_tls_certs(dir: &std::path::Path) {
+    require("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=uno-cache test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+impl RedisServer {
+    /// A server with no persistence on a free port.
+    pub fn start() -> Self {
+        Self::start_with(&[], None)
+    }
+
+    /// A server that requires `password`.
+    pub fn with_password(password: &str) -> Self {
+        Self::start_with(&[], Some(password))
+    }
+
+    /// A server with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str], password: Option<&str>) -> Self {
+        require("redis-server", "redis-server");
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            password: password.map(str::to_owned),
+            tls: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// A server that speaks only TLS, with certificates from [`make_tls_certs`] in `certs`.
+    pub fn start_tls(certs: &std::path::Path) -> Self {
+        require("redis-server", "redis-server");
+        require("redis-cli", "redis-tools");
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+            password: None,
+            tls: Some(certs.to_owned()),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            Some(certs) => {
+                cmd.args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &self.port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(certs.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(certs.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(certs.join("ca.crt"));
+            }
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+        }
+        cmd.args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
+        self.child = Some(cmd.spawn().expect("start redis-server"));
+        let port = self.port;
+        if let Some(certs) = &self.tls {
+            wait_until(&format!("redis-server (TLS) on {port}"), || {
+                Command::new("redis-cli")
+                    .args(["--tls", "-p", &port.to_string(), "--cacert"])
+                    .arg(certs.join("ca.crt"))
+                    .arg("PING")
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+            });
+            return;
+        }
+        wait_until(&format!("redis-server on {port}"), || {
+            probe(port, "PING\r\n").is_some_and(|r| r.starts_with("+PONG") || r.contains("NOAUTH"))
+        });
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://[:password@]127.0.0.1:port/`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// A plain synchronous client connection (to inspect the server directly).
+    pub fn raw(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    /// `calls` of `cmdstat_<command>` in `INFO commandstats` (0 if never called).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        command_calls(&mut self.raw(), command)
+    }
+
+    /// Kills the server at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (after [`kill`](Self::kill)).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.child.as_ref(), "-STOP");
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.as_ref(), "-CONT");
+    }
+}
+
+fn signal(child: Option<&Child>, sig: &str) {
+    let pid = child.expect("server not running").id().to_string();
+    let status = Command::new("kill").args([sig, &pid]).status().expect("run kill");
+    assert!(status.success(), "kill {sig} {pid} failed");
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // A frozen process does not die of SIGKILL until thawed on some systems; thaw first.
+        if self.child.is_some() {
+            let _ = self
+                .child
+                .as_ref()
+                .map(|c| Command::new("kill").args(["-CONT", &c.id().to_string()]).status());
+        }
+        self.kill();
+    }
+}
+
+/// `calls` of `cmdstat_<command>` from `INFO commandstats` on a connection.
+pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    let needle = format!("cmdstat_{}:calls=", command.to_lowercase());
+    info.lines()
+        .find_map(|line| line.strip_prefix(&needle))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// A `memcached` on 127.0.0.1.
+pub struct MemcachedServer {
+    child: Option<Child>,
+    pub port: u16,
+    extra: Vec<String>,
+}
+
+impl MemcachedServer {
+    /// A 64 MiB server on a free port.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra `memcached` arguments (for example `["-I", "2m"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        require("memcached", "memcached");
+        let mut server = MemcachedServer {
+            child: None,
+            port: free_port(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        // `-u root` only matters when run as root (memcached refuses root without it).
+        self.child = Some(
+            Command::new("memcached")
+                .args([
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "0",
+                    "-m",
+                    "64",
+                    "-t",
+                    "2",
+                ])
+                .args(["-u", "root"])
+                .args(&self.extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start memcached"),
+        );
+        let port = self.port;
+        wait_until(&format!("memcached on {port}"), || {
+            probe(port, "version\r\n").is_some_and(|r| r.starts_with("VERSION"))
+        });
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A plain client (to inspect the server directly).
+    pub fn raw(&self) -> memcache::Client {
+        memcache::Client::connect(format!("memcache://127.0.0.1:{}", self.port)).unwrap()
+    }
+
+    /// One `stats` value as a number.
+    pub fn stat(&self, name: &str) -> u64 {
+        let stats = self.raw().stats().unwrap();
+        stats[0].1.get(name).unwrap().parse().unwrap()
+    }
+
+    /// Kills the server at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (after [`kill`](Self::kill)).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl MemcachedServer {
+    /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.child.as_ref(), "-STOP");
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.as_ref(), "-CONT");
+    }
+}
+
+impl Drop for MemcachedServer {
+    fn drop(&mut self) {
+        // A frozen process does not die of SIGKILL until thawed on some systems; thaw first.
+        if self.child.is_some() {
+            let _ = self
+                .child
+                .as_ref()
+                .map(|c| Command::new("kill").args(["-CONT", &c.id().to_string()]).status());
+        }
+        self.kill();
+    }
+}
+
+/// A three-primary Redis Cluster (no replicas) on loopback.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        require("redis-server", "redis-server");
+        require("redis-cli", "redis-tools");
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
+                    None,
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for node in &nodes {
+            let port = node.port;
+            wait_until(&format!("cluster_state:ok on {port}"), || {
+                let mut conn = node.raw();
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok")
+            });
+        }
+        // Every node must also agree on all 16384 slots before clients fetch the map.
+        for node in &nodes {
+            wait_until("slot coverage", || {
+                let mut conn = node.raw();
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                info.contains("cluster_slots_ok:16384")
+            });
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The seed addresses.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::addr).collect()
+    }
+
+    /// The node serving `slot` (index into `nodes`).
+    pub fn node_of_slot(&self, slot: u16) -> usize {
+        let mut conn = self.nodes[0].raw();
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).unwrap();
+        for entry in slots {
+            let redis::Value::Array(fields) = entry else {
+                panic!("bad CLUSTER SLOTS")
+            };
+            let start: i64 = redis::from_redis_value(fields[0].clone()).unwrap();
+            let end: i64 = redis::from_redis_value(fields[1].clone()).unwrap();
+            let redis::Value::Array(primary) = &fields[2] else {
+                panic!("bad CLUSTER SLOTS")
+            };
+            let port: i64 = redis::from_redis_value(primary[1].clone()).unwrap();
+            if (start..=end).contains(&i64::from(slot)) {
+                return self.nodes.iter().position(|n| i64::from(n.port) == port).unwrap();
+            }
+        }
+        panic!("slot {slot} has no owner");
+    }
+
+    /// `CLUSTER KEYSLOT key` as the server computes it.
+    pub fn keyslot(&self, key: &str) -> u16 {
+        let mut conn = self.nodes[0].raw();
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut conn)
+            .unwrap()
+    }
+}
