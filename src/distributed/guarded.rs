@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::distributed::breaker::{BreakerStats, CircuitBreaker};
 use crate::error::{Error, Result};
-use crate::storage::{BoxFuture, Entry, Storage, StorageSize};
+use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
 
 /// A level behind a circuit breaker. Share the breaker (`Arc`) to read its state for stats.
 ///
@@ -128,6 +128,17 @@ impl<L: Storage> Storage for Guarded<L> {
     fn flush(&self) -> Result<()> {
         self.admit()?;
         self.record(self.inner.flush())
+    }
+
+    fn counters(&self) -> StorageCounters {
+        self.inner.counters()
+    }
+
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        Box::pin(async move {
+            self.admit()?;
+            self.record(self.inner.size_async().await)
+        })
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
