@@ -349,6 +349,20 @@ impl CacheConfig {
         if dist.breaker_failures == 0 {
             return Err(invalid("distributed.breaker_failures", "must be at least 1"));
         }
+        if dist.kind == DistributedKind::Memcached {
+            if dist.username.is_some() {
+                return Err(invalid(
+                    "distributed.username",
+                    "memcached is used without authentication; remove it",
+                ));
+            }
+            if dist.password.is_some() {
+                return Err(invalid(
+                    "distributed.password",
+                    "memcached is used without authentication; remove it",
+                ));
+            }
+        }
         if dist.cluster && dist.kind != DistributedKind::Redis {
             return Err(invalid(
                 "distributed.cluster",
@@ -520,6 +534,12 @@ mod tests {
                 "[distributed]\nenabled = true\nhosts = [\"a:1\"]\ntype = \"memcached\"\ncluster = true\n"
             ),
             "distributed.cluster"
+        );
+        assert_eq!(
+            field_of(
+                "[distributed]\nenabled = true\nhosts = [\"a:1\"]\ntype = \"memcached\"\npassword = \"x\"\n"
+            ),
+            "distributed.password"
         );
         // A disabled L2 is not checked.
         assert!(CacheConfig::from_toml_str("[distributed]\nttl = 0\n").is_ok());

@@ -85,7 +85,7 @@ pub use crate::local::file::{
 };
 pub use crate::local::memory::MemoryStore;
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
-pub use crate::manager::{build_distributed, build_local, CacheManager, CacheManagerBuilder, Monitor};
+pub use crate::manager::{CacheManager, CacheManagerBuilder, Monitor, L2_SIZE_MAX_AGE};
 pub use crate::stats::{CacheStats, HitRates, LatencyStats, LevelStats, OverallStats, Sizes};
 pub use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::distributed::BreakerStats;
 use crate::storage::{StorageCounters, StorageSize};
 
 /// Stripes per counter.
@@ -206,6 +207,7 @@ impl LevelMetrics {
             get_latency: self.get_latency.snapshot(),
             set_latency: self.set_latency.snapshot(),
             size_error,
+            breaker: None,
         }
     }
 }
@@ -259,6 +261,8 @@ pub struct LevelStats {
     pub set_latency: LatencyStats,
     /// Why the level's size could not be read, if it could not.
     pub size_error: Option<String>,
+    /// The circuit breaker in front of the level (L2 only, when the manager knows it).
+    pub breaker: Option<BreakerStats>,
 }
 
 /// Hit rates: each level's own, and overall (reads answered by any level / all reads).

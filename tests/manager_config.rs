@@ -1,7 +1,8 @@
 //! A manager built from TOML configuration: each `local.type` (file, memory, redb) serves
-//! reads and writes, the persistent ones keep values across a restart, a configured Redis or
-//! Memcached L2 is a clear configuration error until those levels are wired in, and invalid
-//! values are refused with the field named.
+//! reads and writes, the persistent ones keep values across a restart, a second manager on the
+//! same directory is refused, `use_multi_level = false` does not even connect to a configured
+//! L2, and invalid values are refused with the field named. (Real L2 levels built from
+//! configuration: `manager_distributed.rs`.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -67,25 +68,6 @@ fn a_second_manager_on_the_same_directory_is_refused() {
         let _first = CacheManager::new(config.clone()).unwrap();
         let second = CacheManager::new(config);
         assert!(matches!(second, Err(Error::Locked { .. })), "{kind}: {second:?}");
-    }
-}
-
-#[test]
-fn redis_or_memcached_l2_is_a_config_error_naming_distributed_type_until_wired() {
-    for kind in ["redis", "memcached"] {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "{}[distributed]\nenabled = true\ntype = \"{kind}\"\nhosts = [\"127.0.0.1:1\"]\n",
-            toml_for("memory", dir.path())
-        );
-        let err = CacheManager::new(CacheConfig::from_toml_str(&text).unwrap()).unwrap_err();
-        match err {
-            Error::Config { field, reason } => {
-                assert_eq!(field, "distributed.type");
-                assert!(reason.contains(kind), "{reason}");
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }
 

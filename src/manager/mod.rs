@@ -33,6 +33,9 @@ use self::policy::Shared;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
 use crate::config::{CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind};
+use crate::distributed::{
+    CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore,
+};
 use crate::error::{Error, Result};
 use crate::local::file::{FileStore, FileStoreOptions};
 use crate::local::memory::MemoryStore;
@@ -94,6 +97,7 @@ pub struct CacheManagerBuilder {
     config: CacheConfig,
     local: Option<Arc<dyn Storage>>,
     distributed: Option<Arc<dyn Storage>>,
+    breaker: Option<Arc<CircuitBreaker>>,
     codec: Option<Codec>,
     clock: Option<Arc<dyn Clock>>,
 }
@@ -116,6 +120,15 @@ impl CacheManagerBuilder {
     /// used even if `distributed.enabled` is false, but not if `use_multi_level` is false).
     pub fn distributed(mut self, level: Arc<dyn Storage>) -> Self {
         self.distributed = Some(level);
+        self
+    }
+
+    /// The circuit breaker in front of the level given to
+    /// [`distributed`](CacheManagerBuilder::distributed) (wrapped in a
+    /// [`Guarded`]), so that the stats report its state. A level built from
+    /// the configuration gets its breaker from `distributed.breaker_*` without this.
+    pub fn breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
         self
     }
 
@@ -145,17 +158,22 @@ impl CacheManagerBuilder {
             Some(level) => level,
             None => build_local(&config.local, &clock)?,
         };
-        let l2 = if !config.use_multi_level {
-            None
+        let (l2, breaker) = if !config.use_multi_level {
+            (None, None)
         } else if let Some(level) = self.distributed {
-            Some(level)
+            (Some(level), self.breaker)
         } else {
-            build_distributed(&config.distributed)?
+            match build_distributed(&config.distributed, &clock)? {
+                Some((level, breaker)) => (Some(level), Some(breaker)),
+                None => (None, None),
+            }
         };
         Ok(CacheManager {
             shared: Arc::new(Shared {
                 l1,
                 l2,
+                breaker,
+                l2_size: parking_lot::Mutex::new(None),
                 local_ttl: config.local.ttl,
                 distributed_ttl: config.distributed.ttl,
                 fallback_on_error: config.fallback_on_error,
@@ -170,10 +188,7 @@ impl CacheManagerBuilder {
 }
 
 /// Opens the L1 that `local` describes.
-///
-/// # Errors
-/// As the level's own constructor.
-pub fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
+fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
     let max = local.effective_max_size();
     Ok(match local.kind {
         LocalKind::File => Arc::new(FileStore::open(
@@ -194,26 +209,64 @@ pub fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<A
     })
 }
 
-/// Creates the L2 that `distributed` describes; `None` if it is not enabled.
-///
-/// # Errors
-/// [`Error::Config`] on `distributed.type` while the Redis and Memcached levels are not part of
-/// this build; plug an L2 with [`CacheManagerBuilder::distributed`] meanwhile.
-pub fn build_distributed(distributed: &DistributedCacheConfig) -> Result<Option<Arc<dyn Storage>>> {
+/// A level and the breaker in front of it.
+type Breakered = (Arc<dyn Storage>, Arc<CircuitBreaker>);
+
+/// Connects the L2 that `distributed` describes, behind a circuit breaker; `None` if it is not
+/// enabled. The level checks its connection (and credentials) once here.
+fn build_distributed(
+    distributed: &DistributedCacheConfig,
+    clock: &Arc<dyn Clock>,
+) -> Result<Option<Breakered>> {
     if !distributed.enabled {
         return Ok(None);
     }
-    let kind = match distributed.kind {
-        DistributedKind::Redis => "redis",
-        DistributedKind::Memcached => "memcached",
+    let d = distributed;
+    let timeout = Duration::from_millis(d.timeout_ms);
+    let breaker = Arc::new(CircuitBreaker::with_clock(
+        d.breaker_failures,
+        Duration::from_millis(d.breaker_cooldown_ms),
+        Arc::clone(clock),
+    ));
+    let level: Arc<dyn Storage> = match d.kind {
+        DistributedKind::Redis => {
+            let mut options = RedisOptions::with_hosts(d.hosts.iter().cloned())
+                .cluster(d.cluster)
+                .prefix(d.key_prefix.clone())
+                .timeout(timeout)
+                .default_ttl(Some(d.ttl))
+                .clock(Arc::clone(clock));
+            if let Some(user) = &d.username {
+                options = options.username(user.clone());
+            }
+            if let Some(password) = &d.password {
+                options = options.password(password.clone());
+            }
+            Arc::new(Guarded::new(
+                "redis",
+                RedisStore::connect(options)?,
+                Arc::clone(&breaker),
+            ))
+        }
+        DistributedKind::Memcached => {
+            let options = MemcachedOptions::with_hosts(d.hosts.iter().cloned())
+                .prefix(d.key_prefix.clone())
+                .timeout(timeout)
+                .default_ttl(Some(d.ttl))
+                .clock(Arc::clone(clock));
+            Arc::new(Guarded::new(
+                "memcached",
+                MemcachedStore::connect(options)?,
+                Arc::clone(&breaker),
+            ))
+        }
     };
-    Err(Error::Config {
-        field: "distributed.type".into(),
-        reason: format!(
-            "the {kind} level is not available in this build yet; pass a level with CacheManager::builder().distributed(..) or set distributed.enabled = false"
-        ),
-    })
+    Ok(Some((level, breaker)))
 }
+
+/// How long a reading of L2's size is reused by the stats: counting a Redis or Memcached level
+/// walks every key.
+pub const L2_SIZE_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Reads the manager's statistics; see [`CacheManager::monitor`].
 #[derive(Debug, Clone, Copy)]
@@ -224,11 +277,17 @@ pub struct Monitor<'a> {
 impl Monitor<'_> {
     /// A snapshot of the counters, with each level's size. Reading L2's size is a blocking call
     /// to L2; in async code use [`Monitor::get_stats_async`].
+    ///
+    /// L2's size is read at most every [`L2_SIZE_MAX_AGE`] and reused in between, because
+    /// counting a Redis or Memcached level walks every key; L1's is read every time.
     #[must_use]
     pub fn get_stats(&self) -> CacheStats {
         let s = &self.manager.shared;
         let l1_size = s.l1.size();
-        let l2_size = s.l2.as_ref().map(|l2| l2.size());
+        let l2_size = s.l2.as_ref().map(|l2| match s.fresh_l2_size() {
+            Some(size) => Ok(size),
+            None => s.remember_l2_size(l2.size()),
+        });
         self.assemble(l1_size, l2_size)
     }
 
@@ -236,9 +295,10 @@ impl Monitor<'_> {
     pub async fn get_stats_async(&self) -> CacheStats {
         let s = &self.manager.shared;
         let l1_size = s.l1.size();
-        let l2_size = match &s.l2 {
-            Some(l2) => Some(l2.size_async().await),
-            None => None,
+        let l2_size = match (&s.l2, s.fresh_l2_size()) {
+            (Some(_), Some(size)) => Some(Ok(size)),
+            (Some(l2), None) => Some(s.remember_l2_size(l2.size_async().await)),
+            (None, _) => None,
         };
         self.assemble(l1_size, l2_size)
     }
@@ -257,12 +317,12 @@ impl Monitor<'_> {
         let (distributed_size, distributed) = match (&s.l2, l2_size) {
             (Some(l2), Some(size)) => {
                 let (size, err) = split(size);
-                (
-                    size,
-                    s.metrics
-                        .distributed
-                        .snapshot(l2.name(), true, l2.counters(), err),
-                )
+                let mut stats = s
+                    .metrics
+                    .distributed
+                    .snapshot(l2.name(), true, l2.counters(), err);
+                stats.breaker = s.breaker.as_ref().map(|b| b.stats());
+                (size, stats)
             }
             _ => (
                 StorageSize::default(),
@@ -314,6 +374,7 @@ impl CacheManager {
             config: CacheConfig::default(),
             local: None,
             distributed: None,
+            breaker: None,
             codec: None,
             clock: None,
         }

@@ -27,14 +27,20 @@ use super::guard::{BackfillGuard, Ticket};
 use super::loader::Flights;
 use crate::clock::{self, Clock};
 use crate::codec::Codec;
+use crate::distributed::CircuitBreaker;
 use crate::error::{key_for_error, Error, Result};
 use crate::stats::{self, LevelMetrics, Metrics};
-use crate::storage::{Entry, Storage};
+use crate::storage::{Entry, Storage, StorageSize};
+use parking_lot::Mutex;
 
 /// Everything a manager handle shares.
 pub(crate) struct Shared {
     pub(crate) l1: Arc<dyn Storage>,
     pub(crate) l2: Option<Arc<dyn Storage>>,
+    /// The breaker in front of L2, when known (for stats).
+    pub(crate) breaker: Option<Arc<CircuitBreaker>>,
+    /// The last reading of L2's size and when it was taken.
+    pub(crate) l2_size: Mutex<Option<(Instant, StorageSize)>>,
     pub(crate) local_ttl: Duration,
     pub(crate) distributed_ttl: Duration,
     pub(crate) fallback_on_error: bool,
@@ -109,6 +115,22 @@ impl Shared {
             Some(left) if left.is_zero() => None,
             Some(left) => Some(left.min(self.local_ttl)),
         }
+    }
+
+    /// L2's size if it was read less than [`L2_SIZE_MAX_AGE`](super::L2_SIZE_MAX_AGE) ago.
+    pub(crate) fn fresh_l2_size(&self) -> Option<StorageSize> {
+        self.l2_size
+            .lock()
+            .filter(|(at, _)| at.elapsed() < super::L2_SIZE_MAX_AGE)
+            .map(|(_, size)| size)
+    }
+
+    /// Keeps a successful reading of L2's size for the next stats calls.
+    pub(crate) fn remember_l2_size(&self, size: Result<StorageSize>) -> Result<StorageSize> {
+        if let Ok(size) = &size {
+            *self.l2_size.lock() = Some((Instant::now(), *size));
+        }
+        size
     }
 
     // ---- reads ----
@@ -364,6 +386,8 @@ mod tests {
         Shared {
             l1: Arc::new(MemoryStore::new(10).unwrap()),
             l2: None,
+            breaker: None,
+            l2_size: Mutex::new(None),
             local_ttl: Duration::from_secs(local),
             distributed_ttl: Duration::from_secs(distributed),
             fallback_on_error: true,

@@ -1,0 +1,124 @@
+//! The manager with the real L2 levels built from configuration, against real `redis-server` and
+//! `memcached` processes (started on free loopback ports by the shared harness; a missing server
+//! fails the test naming the package): a value written through one instance is read by a second
+//! instance from L2 and backfilled; L2 entries get `distributed.ttl` and the key prefix; a dead
+//! L2 is hidden by `fallback_on_error` and then skipped by the open circuit breaker, whose state
+//! is in the stats; an unreachable L2 at start-up is an error naming the host.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{free_port, MemcachedServer, RedisServer};
+use uno_cache::{BreakerState, CacheConfig, CacheManager, Error};
+
+fn config(kind: &str, host: &str) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "memory"
+        ttl = 60
+        [distributed]
+        enabled = true
+        type = "{kind}"
+        hosts = ["{host}"]
+        ttl = 600
+        key_prefix = "app:"
+        timeout_ms = 200
+        breaker_failures = 2
+        breaker_cooldown_ms = 600000
+        "#
+    ))
+    .unwrap()
+}
+
+fn second_instance_reads_through_l2(kind: &str, host: &str) -> (CacheManager, CacheManager) {
+    let writer = CacheManager::new(config(kind, host)).unwrap();
+    let reader = CacheManager::new(config(kind, host)).unwrap();
+    writer.set("user:1", &("Ada".to_owned(), 36u8), None).unwrap();
+    let got: Option<(String, u8)> = reader.get("user:1").unwrap();
+    assert_eq!(got, Some(("Ada".to_owned(), 36)));
+    let stats = reader.stats();
+    assert_eq!(stats.distributed.name, kind);
+    assert_eq!(
+        (
+            stats.local.misses,
+            stats.distributed.hits,
+            stats.overall.backfills
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(stats.distributed.breaker.unwrap().state, BreakerState::Closed);
+    // Now an L1 hit on the reader.
+    assert!(reader.local().get("user:1").unwrap().is_some());
+    (writer, reader)
+}
+
+#[test]
+fn redis_l2_from_config_serves_a_second_instance_with_ttl_and_prefix() {
+    let server = RedisServer::start();
+    let (writer, _reader) = second_instance_reads_through_l2("redis", &server.addr());
+    let mut raw = server.raw();
+    let pttl: i64 = redis::cmd("PTTL").arg("app:user:1").query(&mut raw).unwrap();
+    assert!((590_000..=600_000).contains(&pttl), "PTTL {pttl}");
+    assert!(writer.delete("user:1").unwrap());
+    let exists: i64 = redis::cmd("EXISTS").arg("app:user:1").query(&mut raw).unwrap();
+    assert_eq!(exists, 0);
+}
+
+#[test]
+fn memcached_l2_from_config_serves_a_second_instance() {
+    let server = MemcachedServer::start();
+    let (writer, reader) = second_instance_reads_through_l2("memcached", &server.addr());
+    assert!(writer.delete("user:1").unwrap());
+    assert!(reader.invalidate_local("user:1").unwrap());
+    assert_eq!(reader.get::<(String, u8)>("user:1").unwrap(), None);
+}
+
+#[test]
+fn dead_redis_is_hidden_then_skipped_by_the_open_breaker() {
+    let mut server = RedisServer::start();
+    let cache = CacheManager::new(config("redis", &server.addr())).unwrap();
+    cache.set("kept", &1u8, None).unwrap();
+    server.kill();
+    // Two failures (breaker_failures = 2) open the breaker; the reads are misses, not errors.
+    assert_eq!(cache.get::<u8>("a").unwrap(), None);
+    assert_eq!(cache.get::<u8>("b").unwrap(), None);
+    let stats = cache.stats();
+    assert_eq!(stats.distributed.breaker.unwrap().state, BreakerState::Open);
+    // While open, L2 is skipped at once: no deadline is waited for.
+    let start = Instant::now();
+    for i in 0..20 {
+        assert_eq!(cache.get::<u8>(&format!("c{i}")).unwrap(), None);
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    // L1 still serves and takes writes.
+    assert_eq!(cache.get::<u8>("kept").unwrap(), Some(1));
+    cache.set("new", &2u8, None).unwrap();
+    assert_eq!(cache.get::<u8>("new").unwrap(), Some(2));
+    assert!(cache.stats().distributed.errors >= 23);
+}
+
+#[test]
+fn unreachable_l2_at_start_is_an_error_naming_the_host() {
+    let host = format!("127.0.0.1:{}", free_port());
+    let err = CacheManager::new(config("redis", &host)).unwrap_err();
+    assert!(
+        matches!(err, Error::Backend { .. } | Error::Timeout { .. }),
+        "{err:?}"
+    );
+    let port = host.rsplit(':').next().unwrap();
+    assert!(err.to_string().contains(port), "{err}");
+}
