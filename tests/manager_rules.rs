@@ -546,3 +546,15 @@ fn stats_are_exact_on_a_scripted_sequence() {
     assert!(st.local.get_latency.samples >= 1);
     assert!(st.local.get_latency.p99_ns >= st.local.get_latency.p50_ns);
 }
+
+#[test]
+fn stats_reuse_a_recent_reading_of_the_l2_size() {
+    let s = setup(true);
+    s.cache.set("a", &1u8, None).unwrap();
+    assert_eq!(s.cache.stats().size.distributed.items, 1);
+    s.cache.set("b", &2u8, None).unwrap();
+    // Within L2_SIZE_MAX_AGE the first reading is reused: counting L2 can walk every key.
+    assert_eq!(s.cache.stats().size.distributed.items, 1);
+    assert_eq!(s.l2.ops().iter().filter(|op| *op == "size").count(), 1);
+    assert_eq!(s.cache.stats().size.local.items, 2, "L1 is read every time");
+}

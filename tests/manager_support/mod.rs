@@ -172,6 +172,17 @@ impl ScriptedStore {
         Ok(())
     }
 
+    /// Live items and their key + value bytes.
+    fn count(&self) -> StorageSize {
+        let now = self.clock.now_ms();
+        let map = self.map.lock().unwrap();
+        let live = map.iter().filter(|(_, (_, at))| *at == 0 || *at > now);
+        let (items, bytes) = live.fold((0, 0), |(n, b), (k, (v, _))| {
+            (n + 1, b + (k.len() + v.len()) as u64)
+        });
+        StorageSize { items, bytes }
+    }
+
     fn remove(&self, key: &str) -> bool {
         let now = self.clock.now_ms();
         self.map
@@ -230,13 +241,16 @@ impl Storage for ScriptedStore {
     }
 
     fn size(&self) -> Result<StorageSize> {
-        let now = self.clock.now_ms();
-        let map = self.map.lock().unwrap();
-        let live = map.iter().filter(|(_, (_, at))| *at == 0 || *at > now);
-        let (items, bytes) = live.fold((0, 0), |(n, b), (k, (v, _))| {
-            (n + 1, b + (k.len() + v.len()) as u64)
-        });
-        Ok(StorageSize { items, bytes })
+        self.log("size", &[], None);
+        Ok(self.count())
+    }
+
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.log("size_async", &[], None);
+            Ok(self.count())
+        })
     }
 
     fn clear(&self) -> Result<()> {
