@@ -90,7 +90,12 @@ impl Shared {
     fn failed(&self, level: Level, op: &'static str, key: &str, error: Error) -> Result<()> {
         self.level(level).errors.incr();
         if self.fallback_on_error {
-            tracing::warn!(level = level.name(), op, key = %key_for_error(key), error = %error, "cache level failed; hidden by fallback_on_error");
+            if matches!(error, Error::CircuitOpen { .. }) {
+                // Skipped by an open breaker: expected until the probe, so not a warning each time.
+                tracing::debug!(level = level.name(), op, key = %key_for_error(key), "level skipped by its open circuit breaker");
+            } else {
+                tracing::warn!(level = level.name(), op, key = %key_for_error(key), error = %error, "cache level failed; hidden by fallback_on_error");
+            }
             Ok(())
         } else {
             Err(error)
