@@ -717,7 +717,11 @@ impl Inner {
     /// Forgets a segment and deletes its files. Readers holding it finish first (the segments
     /// lock); the mapping outlives the unlink.
     fn remove_segment(&self, seg: &Segment) -> Result<()> {
-        self.segments.write().remove(&seg.id);
+        // Two removers can race for one segment (a background compaction and `compact()`, or a
+        // compaction and an eviction): only the one that takes it out of the map deletes it.
+        if self.segments.write().remove(&seg.id).is_none() {
+            return Ok(());
+        }
         self.disk_bytes.fetch_sub(seg.data_end(), Ordering::Relaxed);
         std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove segment", &seg.path, e))?;
         let hint = segment::hint_path(&self.dir.path, seg.id);
