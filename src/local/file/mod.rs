@@ -762,11 +762,15 @@ impl Inner {
             let scan = format::scan_segment(bytes);
             report.segments += 1;
             report.records += scan.records.len() as u64;
-            for range in scan.damaged.iter().chain(scan.torn_tail.iter()) {
+            // Everything between the last good record and the data end the index relies on is
+            // damage: torn bytes, or zeros, which a scan alone takes for the end of the log.
+            let end = end as u64;
+            let lost_tail = (scan.data_end < end).then_some(scan.data_end..end);
+            for range in scan.damaged.iter().chain(lost_tail.iter()) {
                 report.damaged_ranges += 1;
                 report.damaged_bytes += range.end - range.start;
             }
-            if !scan.damaged.is_empty() || scan.torn_tail.is_some() {
+            if !scan.damaged.is_empty() || lost_tail.is_some() {
                 report
                     .problems
                     .push(format!("{}: damaged records", seg.path.display()));
