@@ -193,7 +193,7 @@ impl FileStore {
             writer: Mutex::new(Writer {
                 offset: SEGMENT_HEADER_LEN as u64,
                 next_seq: recovered.next_seq,
-                next_segment_id: active.id + 1,
+                next_segment_id: active.id.saturating_add(1),
                 active,
                 buf: Vec::new(),
                 hint: Vec::new(),
@@ -540,7 +540,7 @@ impl Inner {
             let len = format::record_len(key.len(), value.len()) as u64;
             self.ensure_space(&mut w, len)?;
             let seq = w.next_seq;
-            w.next_seq += 1;
+            w.next_seq = w.next_seq.saturating_add(1);
             let (segment, offset, len) = self.append(&mut w, Kind::Value, seq, expires, key, value)?;
             let entry = IndexEntry::new(segment.id, offset, len, seq, expires);
             self.account(&segment, len);
@@ -566,7 +566,7 @@ impl Inner {
             return Ok(false);
         }
         let seq = w.next_seq;
-        w.next_seq += 1;
+        w.next_seq = w.next_seq.saturating_add(1);
         self.ensure_space(&mut w, format::record_len(key.len(), 0) as u64)?;
         self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
         if let Some((_, old)) = self.index.remove(key) {
@@ -626,7 +626,7 @@ impl Inner {
         let segment =
             Arc::new(Segment::create(&self.dir.path, id, self.segment_size).map_err(|e| self.fail(e))?);
         self.dir.sync().map_err(|e| self.fail(e))?;
-        w.next_segment_id += 1;
+        w.next_segment_id = w.next_segment_id.saturating_add(1);
         self.segments.write().insert(id, Arc::clone(&segment));
         w.active = segment;
         w.offset = SEGMENT_HEADER_LEN as u64;

@@ -178,11 +178,16 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             seg.live_bytes.fetch_add(u64::from(e.len), Ordering::Relaxed);
         }
     }
-    let next_segment_id = segment_ids.iter().next_back().map_or(1, |id| id + 1);
+    // Saturating: ids and sequence numbers near u64::MAX only come from crafted files; the store
+    // must fail cleanly on them (a segment id that exists cannot be created), not overflow.
+    let next_segment_id = segment_ids
+        .iter()
+        .next_back()
+        .map_or(1, |id| id.saturating_add(1));
     Ok(Recovered {
         segments,
         index,
-        next_seq: max_seq + 1,
+        next_seq: max_seq.saturating_add(1),
         next_segment_id,
         report,
     })
