@@ -190,16 +190,11 @@ fn crash_child() {
                 say("OPEN ok".into());
                 store.close().unwrap();
             }
-            Err(Error::Locked { path, lock }) => {
-                say(format!(
-                    "OPEN locked {}|{}|{}",
-                    path.display(),
-                    lock.display(),
-                    Error::Locked {
-                        path: path.clone(),
-                        lock: lock.clone()
-                    }
-                ));
+            Err(e @ Error::Locked { .. }) => {
+                let Error::Locked { path, lock } = &e else {
+                    unreachable!()
+                };
+                say(format!("OPEN locked {}|{}|{e}", path.display(), lock.display()));
             }
             Err(e) => say(format!("OPEN error {e}")),
         }
