@@ -72,7 +72,8 @@ impl Segment {
 
     /// Opens an existing segment read-only and checks its header.
     ///
-    /// Returns `Ok(None)` with a reason if the header is damaged or names another id.
+    /// Returns `Ok(Err(reason))` if the header is damaged or names another id, and
+    /// [`Error::UnsupportedVersion`] if a newer format version wrote it.
     pub(crate) fn open(path: PathBuf, id: u64) -> Result<std::result::Result<Segment, String>> {
         // Writable so recovery can zero a torn tail; the directory lock keeps other writers out.
         let file = OpenOptions::new()
@@ -92,6 +93,14 @@ impl Segment {
         match format::decode_segment_header(&map) {
             Ok(found) if found == id => {}
             Ok(found) => return Ok(Err(format!("header names segment {found}"))),
+            // A newer uno-cache wrote it: refuse the directory rather than delete its data.
+            Err(format::HeaderError::Version(found)) => {
+                return Err(Error::UnsupportedVersion {
+                    path,
+                    found,
+                    supported: format::FORMAT_VERSION,
+                })
+            }
             Err(e) => return Ok(Err(format!("bad header: {e}"))),
         }
         Ok(Ok(Segment {
