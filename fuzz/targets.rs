@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::sync::Arc;
 
-use uno_cache::__fuzz::{decode_hint, decode_meta, decode_record, scan_segment, Decoded};
+use uno_cache::__fuzz::{decode_hint, decode_meta, decode_record, decode_segment_header, scan_segment, Decoded};
 use uno_cache::{Error, FileStore, FileStoreOptions, ManualClock};
 
 /// Byte layout, from storage-format.md (`src/local/file/format.rs`).
@@ -21,10 +21,17 @@ pub const HINT_ENTRY_LEN: usize = 28;
 pub const SEGMENT_SIZE: u64 = 64 * 1024;
 /// The clock of every store the targets open, so TTLs in the input behave the same every run.
 pub const NOW_MS: u64 = 1_700_000_000_000;
+/// The salt of every segment the encoders below write (any value works; it is in the header).
+pub const SALT: u32 = 0x7a11_5eed;
+
+/// The salt a segment file's header names, or [`SALT`] if the header does not decode.
+pub fn salt_of(file: &[u8]) -> u32 {
+    decode_segment_header(file).map_or(SALT, |h| h.salt)
+}
 
 // ---- encoders (for seeds and fix-ups) ---------------------------------------------------------
 
-/// One record: CRC32 (over everything after it), kind, flags, key length, value length,
+/// One record: CRC32 (over the segment salt, then everything after the CRC), kind, flags, key length, value length,
 /// sequence number, expiry, key, value.
 pub fn encode_record(kind: u8, seq: u64, expires_at_ms: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; 4];
@@ -43,7 +50,10 @@ pub fn encode_record(kind: u8, seq: u64, expires_at_ms: u64, key: &[u8], value: 
 /// Rewrites the CRC of the record at the start of `rec` (which holds exactly that record).
 fn fix_record_crc(rec: &mut [u8]) {
     if rec.len() >= 4 {
-        let crc = crc32fast::hash(rec.get(4..).unwrap_or_default());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&SALT.to_le_bytes());
+        hasher.update(rec.get(4..).unwrap_or_default());
+        let crc = hasher.finalize();
         if let Some(slot) = rec.get_mut(..4) {
             slot.copy_from_slice(&crc.to_le_bytes());
         }
@@ -54,7 +64,8 @@ pub fn segment_header(id: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(SEGMENT_HEADER_LEN);
     h.extend_from_slice(b"UNOCSEG\0");
     h.extend_from_slice(&1u16.to_le_bytes());
-    h.extend_from_slice(&[0; 6]);
+    h.extend_from_slice(&[0; 2]);
+    h.extend_from_slice(&SALT.to_le_bytes());
     h.extend_from_slice(&id.to_le_bytes());
     h.extend_from_slice(&[0; 4]);
     let crc = crc32fast::hash(&h);
@@ -138,23 +149,24 @@ fn fix_record_crcs(body: &mut [u8]) {
 /// `decode_record`, `scan_segment`, `decode_hint` and `decode_meta` on arbitrary bytes: no panic,
 /// and a scan's results are consistent with the bytes.
 pub fn decode_record_target(data: &[u8]) {
-    match decode_record(data) {
+    let salt = salt_of(data);
+    match decode_record(data, salt) {
         Decoded::Record(r, len) => {
             assert_eq!(len, RECORD_HEADER_LEN + r.key.len() + r.value.len());
             assert!(len <= data.len() && !r.key.is_empty());
-            assert_eq!(decode_record(&data[..len]), Decoded::Record(r, len));
+            assert_eq!(decode_record(&data[..len], salt), Decoded::Record(r, len));
         }
         Decoded::End => assert!(data.iter().take(RECORD_HEADER_LEN).all(|&b| b == 0)),
         Decoded::Incomplete | Decoded::Invalid(_) => {}
     }
 
-    let scan = scan_segment(data);
+    let scan = scan_segment(data, salt);
     let header = SEGMENT_HEADER_LEN as u64;
     let mut end = header;
     for rec in &scan.records {
         assert!(rec.offset >= end, "records overlap or go backwards");
         let at = rec.offset as usize;
-        match decode_record(&data[at..]) {
+        match decode_record(&data[at..], salt) {
             Decoded::Record(r, len) => {
                 assert_eq!((r, len), (rec.record, rec.len as usize));
             }
@@ -254,12 +266,13 @@ fn segment_file(flag_bits: u8, id: u64, chunk: &[u8]) -> Vec<u8> {
 fn valid_records(files: &[Vec<u8>]) -> BTreeMap<String, BTreeSet<Vec<u8>>> {
     let mut out: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
     for file in files {
+        let salt = salt_of(file);
         for at in SEGMENT_HEADER_LEN..file.len() {
             let rest = &file[at..];
             if !matches!(rest.get(4), Some(1)) || rest.get(5) != Some(&0) {
                 continue;
             }
-            if let Decoded::Record(r, _) = decode_record(rest) {
+            if let Decoded::Record(r, _) = decode_record(rest, salt) {
                 out.entry(r.key.to_owned()).or_default().insert(r.value.to_vec());
             }
         }

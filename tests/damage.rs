@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{copy_dir, env_knob, files_with_ext, value_bytes, Rng};
-use uno_cache::__fuzz::scan_segment;
+use uno_cache::__fuzz::{decode_segment_header, scan_segment};
 use uno_cache::{Error, FileStore, FileStoreOptions, FORMAT_VERSION};
 
 const SEGMENT_SIZE: u64 = 64 * 1024;
@@ -134,7 +134,7 @@ fn layout(dir: &Path) -> Layout {
     for path in files_with_ext(dir, "seg") {
         let id = segment_id(&path);
         let bytes = fs::read(&path).unwrap();
-        let scan = scan_segment(&bytes);
+        let scan = scan_segment(&bytes, salt(&bytes));
         assert!(scan.damaged.is_empty() && scan.torn_tail.is_none());
         data_end.insert(id, scan.data_end);
         starts.insert(id, scan.records.iter().map(|r| r.offset).collect());
@@ -618,7 +618,12 @@ fn outcome(r: uno_cache::Result<FileStore>) -> String {
     }
 }
 
-/// A segment header as storage-format.md lays it out: magic, version, flags, reserved, id,
+/// The salt a segment file's header names.
+fn salt(bytes: &[u8]) -> u32 {
+    decode_segment_header(bytes).unwrap().salt
+}
+
+/// A segment header as storage-format.md lays it out: magic, version, flags, salt (zero here), id,
 /// reserved, CRC of everything before it.
 fn segment_header(version: u16, id: u64) -> Vec<u8> {
     let mut h = Vec::new();
@@ -756,7 +761,7 @@ fn verify_reports_records_zeroed_at_the_end_of_a_segment_with_an_intact_hint() {
     let want = small_store(&dir);
     let seg = files_with_ext(&dir, "seg")[0].clone();
     let mut bytes = fs::read(&seg).unwrap();
-    let scan = scan_segment(&bytes);
+    let scan = scan_segment(&bytes, salt(&bytes));
     let last = *scan.records.last().unwrap();
     let (key, start, end) = (
         last.record.key.to_owned(),
@@ -785,8 +790,9 @@ fn verify_reports_records_zeroed_at_the_end_of_a_segment_with_an_intact_hint() {
     store.close().unwrap();
 }
 
-/// A record with a valid checksum, laid out as storage-format.md says (the store's own encoder
-/// is private): CRC32 of the rest, kind, flags, key length, value length, seq, expiry, key, value.
+/// A record laid out as storage-format.md says (the store's own encoder is private): CRC32 of the
+/// salt then the rest, kind, flags, key length, value length, seq, expiry, key, value. The salt is
+/// zero, so the record is valid only in a segment whose salt is zero, as a smuggled one would be.
 fn record_bytes(kind: u8, seq: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut r = vec![0u8; 4];
     r.push(kind);
@@ -797,8 +803,10 @@ fn record_bytes(kind: u8, seq: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
     r.extend_from_slice(&0u64.to_le_bytes());
     r.extend_from_slice(key);
     r.extend_from_slice(value);
-    let crc = crc32fast::hash(&r[4..]);
-    r[..4].copy_from_slice(&crc.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&0u32.to_le_bytes());
+    crc.update(&r[4..]);
+    r[..4].copy_from_slice(&crc.finalize().to_le_bytes());
     r
 }
 
@@ -827,7 +835,7 @@ fn a_torn_write_does_not_surface_a_record_hidden_in_its_value() {
         .position(|w| w == hidden.as_slice())
         .unwrap()
         + hidden.len();
-    let end = scan_segment(&bytes).data_end as usize;
+    let end = scan_segment(&bytes, salt(&bytes)).data_end as usize;
     bytes[at..end].fill(0);
     fs::write(&seg, &bytes).unwrap();
 

@@ -461,7 +461,7 @@ impl Inner {
             let Some(seg) = segments.get(&segment) else {
                 continue;
             };
-            return match seg.read(u64::from(offset), len).map(format::decode_record) {
+            return match seg.decode_at(u64::from(offset), len) {
                 Some(format::Decoded::Record(r, _))
                     if r.kind == Kind::Value && r.key == key && r.seq == seq =>
                 {
@@ -590,12 +590,13 @@ impl Inner {
         key: &str,
         value: &[u8],
     ) -> Result<(Arc<Segment>, u32, u32)> {
-        w.buf.clear();
-        format::encode_record(&mut w.buf, kind, seq, expires_at_ms, key, value);
-        let len = w.buf.len() as u64;
+        let len = format::record_len(key.len(), value.len()) as u64;
         if w.offset + len > self.segment_size {
             self.roll(w)?;
         }
+        // Encoded after any roll: the CRC mixes in the salt of the segment it lands in.
+        w.buf.clear();
+        format::encode_record(&mut w.buf, w.active.salt, kind, seq, expires_at_ms, key, value);
         let offset = w.offset;
         if let Err(e) = w.active.write_at(offset, &w.buf) {
             return Err(self.fail(e));
@@ -761,14 +762,12 @@ impl Inner {
         let mut report = VerifyReport::default();
         let mut done = 0;
         for seg in segments {
-            let end = usize::try_from(seg.data_end()).unwrap_or(usize::MAX);
-            let bytes = seg.bytes().get(..end).unwrap_or(seg.bytes());
-            let scan = format::scan_segment(bytes);
+            let scan = seg.scan_data();
             report.segments += 1;
             report.records += scan.records.len() as u64;
             // Everything between the last good record and the data end the index relies on is
             // damage: torn bytes, or zeros, which a scan alone takes for the end of the log.
-            let end = end as u64;
+            let end = seg.data_end();
             let lost_tail = (scan.data_end < end).then_some(scan.data_end..end);
             for range in scan.damaged.iter().chain(lost_tail.iter()) {
                 report.damaged_ranges += 1;

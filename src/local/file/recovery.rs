@@ -111,7 +111,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             }
             None => {
                 report.scanned += 1;
-                let mut scan = format::scan_segment(seg.bytes());
+                let mut scan = seg.scan_file();
                 if Some(id) == last_id {
                     cut_at_first_bad_record(&mut scan);
                 }
