@@ -92,5 +92,7 @@ pub use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize
 #[doc(hidden)]
 /// Decoders exposed for the fuzz targets and format tests; not a stable API.
 pub mod __fuzz {
-    pub use crate::local::file::format::{decode_hint, decode_meta, decode_record, scan_segment, Decoded};
+    pub use crate::local::file::format::{
+        decode_hint, decode_meta, decode_record, decode_segment_header, scan_segment, Decoded, SegmentHeader,
+    };
 }

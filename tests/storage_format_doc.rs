@@ -26,12 +26,14 @@ fn meta(version: u16, segment_size: u64, min_seq: u64) -> Vec<u8> {
     b
 }
 
+const SALT: u32 = 0xdead_beef;
+
 fn segment_header(version: u16, id: u64) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(b"UNOCSEG\0");
     b.extend_from_slice(&version.to_le_bytes());
     b.extend_from_slice(&[0; 2]);
-    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&SALT.to_le_bytes());
     b.extend_from_slice(&id.to_le_bytes());
     b.extend_from_slice(&[0; 4]);
     let crc = crc32fast::hash(&b);
@@ -48,7 +50,9 @@ fn record(kind: u8, seq: u64, expires_at: u64, key: &str, value: &[u8]) -> Vec<u
     body.extend_from_slice(&expires_at.to_le_bytes());
     body.extend_from_slice(key.as_bytes());
     body.extend_from_slice(value);
-    let mut rec = crc32fast::hash(&body).to_le_bytes().to_vec();
+    let mut salted = SALT.to_le_bytes().to_vec();
+    salted.extend_from_slice(&body);
+    let mut rec = crc32fast::hash(&salted).to_le_bytes().to_vec();
     rec.extend_from_slice(&body);
     rec
 }
@@ -124,8 +128,10 @@ fn a_directory_written_by_hand_from_the_document_opens_and_reads() {
     let key_len = u16::from_le_bytes(rec[6..8].try_into().unwrap()) as usize;
     let value_len = u32::from_le_bytes(rec[8..12].try_into().unwrap()) as usize;
     assert_eq!(&rec[28..28 + key_len], b"after");
+    let mut salted = bytes[12..16].to_vec(); // the segment's salt, from its header
+    salted.extend_from_slice(&rec[4..28 + key_len + value_len]);
     assert_eq!(
-        crc32fast::hash(&rec[4..28 + key_len + value_len]),
+        crc32fast::hash(&salted),
         u32::from_le_bytes(rec[0..4].try_into().unwrap())
     );
 }

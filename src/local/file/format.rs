@@ -117,25 +117,37 @@ pub fn decode_meta(buf: &[u8]) -> Result<Meta, HeaderError> {
 const SEG_MAGIC_AT: usize = 0;
 const SEG_VERSION_AT: usize = SEG_MAGIC_AT + 8;
 const SEG_FLAGS_AT: usize = SEG_VERSION_AT + 2;
-const SEG_RESERVED_AT: usize = SEG_FLAGS_AT + 2;
-const SEG_ID_AT: usize = SEG_RESERVED_AT + 4;
+const SEG_SALT_AT: usize = SEG_FLAGS_AT + 2;
+const SEG_ID_AT: usize = SEG_SALT_AT + 4;
 const SEG_RESERVED2_AT: usize = SEG_ID_AT + 8;
 const SEG_CRC_AT: usize = SEG_RESERVED2_AT + 4;
 /// Length of the segment header; the first record starts here.
 pub const SEGMENT_HEADER_LEN: usize = SEG_CRC_AT + 4;
 
-pub fn encode_segment_header(id: u64) -> [u8; SEGMENT_HEADER_LEN] {
+/// What a segment header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The segment id; must match the file name.
+    pub id: u64,
+    /// Random per segment, mixed into every record's CRC, so that bytes copied from elsewhere (a
+    /// record hidden inside a cached value, say) never pass as a record of this segment.
+    pub salt: u32,
+}
+
+/// Encodes a segment header.
+pub fn encode_segment_header(header: SegmentHeader) -> [u8; SEGMENT_HEADER_LEN] {
     let mut buf = [0u8; SEGMENT_HEADER_LEN];
     put(&mut buf, SEG_MAGIC_AT, &SEGMENT_MAGIC);
     put(&mut buf, SEG_VERSION_AT, &FORMAT_VERSION.to_le_bytes());
-    put(&mut buf, SEG_ID_AT, &id.to_le_bytes());
+    put(&mut buf, SEG_SALT_AT, &header.salt.to_le_bytes());
+    put(&mut buf, SEG_ID_AT, &header.id.to_le_bytes());
     let crc = crc32fast::hash(buf.get(..SEG_CRC_AT).unwrap_or_default());
     put(&mut buf, SEG_CRC_AT, &crc.to_le_bytes());
     buf
 }
 
-/// Checks a segment header and returns the segment id written in it.
-pub fn decode_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
+/// Checks a segment header and returns what it says.
+pub fn decode_segment_header(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
     if buf.len() < SEGMENT_HEADER_LEN {
         return Err(HeaderError::Short);
     }
@@ -149,7 +161,32 @@ pub fn decode_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
     if version != FORMAT_VERSION {
         return Err(HeaderError::Version(version));
     }
-    Ok(u64_at(buf, SEG_ID_AT))
+    Ok(SegmentHeader {
+        id: u64_at(buf, SEG_ID_AT),
+        salt: u32_at(buf, SEG_SALT_AT),
+    })
+}
+
+/// A random salt for a new segment (from the OS-seeded hasher keys of the standard library).
+pub fn new_salt(id: u64) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(id);
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 16) as u32
+}
+
+/// A record's CRC: CRC-32 of the segment's salt (4 bytes, little-endian) followed by the record's
+/// bytes after the CRC field.
+pub fn record_crc(salt: u32, after_crc: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(after_crc);
+    hasher.finalize()
 }
 
 // ---- record --------------------------------------------------------------------------------
@@ -199,7 +236,15 @@ pub struct RecordRef<'a> {
 }
 
 /// Appends one encoded record to `out`. The caller has validated the key and value lengths.
-pub fn encode_record(out: &mut Vec<u8>, kind: Kind, seq: u64, expires_at_ms: u64, key: &str, value: &[u8]) {
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    salt: u32,
+    kind: Kind,
+    seq: u64,
+    expires_at_ms: u64,
+    key: &str,
+    value: &[u8],
+) {
     let start = out.len();
     let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
     let value_len = u32::try_from(value.len()).unwrap_or(u32::MAX);
@@ -212,7 +257,7 @@ pub fn encode_record(out: &mut Vec<u8>, kind: Kind, seq: u64, expires_at_ms: u64
     out.extend_from_slice(&expires_at_ms.to_le_bytes());
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(value);
-    let crc = crc32fast::hash(out.get(start + REC_KIND_AT..).unwrap_or_default());
+    let crc = record_crc(salt, out.get(start + REC_KIND_AT..).unwrap_or_default());
     if let Some(slot) = out.get_mut(start..start + 4) {
         slot.copy_from_slice(&crc.to_le_bytes());
     }
@@ -231,8 +276,8 @@ pub enum Decoded<'a> {
     Invalid(&'static str),
 }
 
-/// Decodes the record at the start of `buf`, verifying its checksum.
-pub fn decode_record(buf: &[u8]) -> Decoded<'_> {
+/// Decodes the record at the start of `buf`, verifying its checksum against the segment's salt.
+pub fn decode_record(buf: &[u8], salt: u32) -> Decoded<'_> {
     let Some(header) = buf.get(..RECORD_HEADER_LEN) else {
         return if buf.iter().all(|&b| b == 0) {
             Decoded::End
@@ -265,7 +310,7 @@ pub fn decode_record(buf: &[u8]) -> Decoded<'_> {
         return Decoded::Incomplete;
     };
     let stored_crc = u32_at(record, REC_CRC_AT);
-    if crc32fast::hash(record.get(REC_KIND_AT..).unwrap_or_default()) != stored_crc {
+    if record_crc(salt, record.get(REC_KIND_AT..).unwrap_or_default()) != stored_crc {
         return Decoded::Invalid("checksum");
     }
     let key_bytes = record
@@ -313,7 +358,7 @@ pub struct Scan<'a> {
 /// After a bad record the scan searches forward, byte by byte, for the next offset where a valid
 /// record decodes; the bytes in between are reported as damaged. Bad bytes with no valid record
 /// after them are reported as a torn tail.
-pub fn scan_segment(buf: &[u8]) -> Scan<'_> {
+pub fn scan_segment(buf: &[u8], salt: u32) -> Scan<'_> {
     let mut scan = Scan {
         data_end: SEGMENT_HEADER_LEN as u64,
         ..Scan::default()
@@ -323,7 +368,7 @@ pub fn scan_segment(buf: &[u8]) -> Scan<'_> {
     let mut at = SEGMENT_HEADER_LEN;
     while at < limit {
         let rest = buf.get(at..).unwrap_or_default();
-        match decode_record(rest) {
+        match decode_record(rest, salt) {
             Decoded::Record(record, len) => {
                 scan.records.push(Located {
                     offset: at as u64,
@@ -337,7 +382,7 @@ pub fn scan_segment(buf: &[u8]) -> Scan<'_> {
                 // Zeros here normally mean "end of data"; non-zero bytes further on mean damage
                 // (for example a zeroed block in the middle).
                 let skip = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
-                match resync(buf, at + skip, limit) {
+                match resync(buf, salt, at + skip, limit) {
                     Some(next) => {
                         scan.damaged.push(at as u64..next as u64);
                         at = next;
@@ -349,7 +394,7 @@ pub fn scan_segment(buf: &[u8]) -> Scan<'_> {
                 }
             }
             Decoded::Incomplete | Decoded::Invalid(_) => {
-                match skip_damaged(buf, at, limit).or_else(|| resync(buf, at + 1, limit)) {
+                match skip_damaged(buf, salt, at, limit).or_else(|| resync(buf, salt, at + 1, limit)) {
                     Some(next) => {
                         scan.damaged.push(at as u64..next as u64);
                         at = next;
@@ -370,7 +415,7 @@ pub fn scan_segment(buf: &[u8]) -> Scan<'_> {
 ///
 /// Searching byte by byte inside a damaged record could "find" a record that is really part of its
 /// value; trusting an intact header avoids that in the common case of damage to the payload.
-fn skip_damaged(buf: &[u8], at: usize, limit: usize) -> Option<usize> {
+fn skip_damaged(buf: &[u8], salt: u32, at: usize, limit: usize) -> Option<usize> {
     let header = buf.get(at..at + RECORD_HEADER_LEN)?;
     Kind::from_byte(*header.get(REC_KIND_AT)?)?;
     if header.get(REC_FLAGS_AT) != Some(&0) {
@@ -389,20 +434,20 @@ fn skip_damaged(buf: &[u8], at: usize, limit: usize) -> Option<usize> {
         return Some(next);
     }
     matches!(
-        decode_record(buf.get(next..)?),
+        decode_record(buf.get(next..)?, salt),
         Decoded::Record(..) | Decoded::End
     )
     .then_some(next)
 }
 
 /// The first offset in `from..limit` where a valid record decodes.
-fn resync(buf: &[u8], from: usize, limit: usize) -> Option<usize> {
+fn resync(buf: &[u8], salt: u32, from: usize, limit: usize) -> Option<usize> {
     (from..limit).find(|&at| {
         let rest = buf.get(at..).unwrap_or_default();
         // Cheap filters first: a kind byte and a zero flags byte.
         matches!(rest.get(REC_KIND_AT), Some(1 | 2))
             && rest.get(REC_FLAGS_AT) == Some(&0)
-            && matches!(decode_record(rest), Decoded::Record(..))
+            && matches!(decode_record(rest, salt), Decoded::Record(..))
     })
 }
 
@@ -569,12 +614,14 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
 mod tests {
     use super::*;
 
+    const S: u32 = 0x5eed_5a17;
+
     #[test]
     fn record_round_trips_and_rejects_any_flipped_bit() {
         let mut buf = Vec::new();
-        encode_record(&mut buf, Kind::Value, 7, 99, "key", b"value");
+        encode_record(&mut buf, S, Kind::Value, 7, 99, "key", b"value");
         assert_eq!(buf.len(), record_len(3, 5));
-        match decode_record(&buf) {
+        match decode_record(&buf, S) {
             Decoded::Record(r, len) => {
                 assert_eq!(
                     (r.kind, r.seq, r.expires_at_ms, r.key, r.value),
@@ -590,30 +637,38 @@ mod tests {
                 *b ^= 1 << (bit % 8);
             }
             assert!(
-                !matches!(decode_record(&bad), Decoded::Record(..)),
+                !matches!(decode_record(&bad, S), Decoded::Record(..)),
                 "bit {bit} flip accepted"
             );
         }
     }
 
     #[test]
-    fn zero_header_is_end_and_short_buffer_is_incomplete() {
-        assert_eq!(decode_record(&[0u8; 64]), Decoded::End);
+    fn a_record_from_another_segment_fails_the_crc() {
         let mut buf = Vec::new();
-        encode_record(&mut buf, Kind::Value, 1, 0, "k", b"v");
+        encode_record(&mut buf, S, Kind::Value, 1, 0, "k", b"v");
+        assert!(matches!(decode_record(&buf, S), Decoded::Record(..)));
+        assert_eq!(decode_record(&buf, S ^ 1), Decoded::Invalid("checksum"));
+    }
+
+    #[test]
+    fn zero_header_is_end_and_short_buffer_is_incomplete() {
+        assert_eq!(decode_record(&[0u8; 64], S), Decoded::End);
+        let mut buf = Vec::new();
+        encode_record(&mut buf, S, Kind::Value, 1, 0, "k", b"v");
         assert_eq!(
-            decode_record(buf.get(..buf.len() - 1).unwrap_or_default()),
+            decode_record(buf.get(..buf.len() - 1).unwrap_or_default(), S),
             Decoded::Incomplete
         );
     }
 
     #[test]
     fn scan_skips_damage_in_the_middle_and_reports_a_torn_tail() {
-        let mut seg = encode_segment_header(1).to_vec();
+        let mut seg = encode_segment_header(SegmentHeader { id: 1, salt: S }).to_vec();
         let mut offsets = Vec::new();
         for i in 0..3u64 {
             offsets.push(seg.len());
-            encode_record(&mut seg, Kind::Value, i, 0, &format!("k{i}"), b"some value");
+            encode_record(&mut seg, S, Kind::Value, i, 0, &format!("k{i}"), b"some value");
         }
         let end = seg.len();
         seg.extend_from_slice(&[0u8; 100]);
@@ -621,7 +676,7 @@ mod tests {
         if let Some(b) = seg.get_mut(offsets[1] + RECORD_HEADER_LEN) {
             *b ^= 0xff;
         }
-        let scan = scan_segment(&seg);
+        let scan = scan_segment(&seg, S);
         assert_eq!(scan.records.len(), 2);
         assert_eq!(scan.damaged.len(), 1);
         assert_eq!(scan.data_end, end as u64);
@@ -630,7 +685,7 @@ mod tests {
         // Tear the last record.
         let mut torn = seg.get(..end - 3).unwrap_or_default().to_vec();
         torn.extend_from_slice(&[0u8; 50]);
-        let scan = scan_segment(&torn);
+        let scan = scan_segment(&torn, S);
         assert_eq!(scan.records.len(), 1);
         assert!(scan.torn_tail.is_some());
     }
@@ -640,15 +695,23 @@ mod tests {
         // The damaged record's value holds a complete, valid record of another key: searching
         // byte by byte would surface it; skipping by the intact header's length must not.
         let mut inner = Vec::new();
-        encode_record(&mut inner, Kind::Value, 99, 0, "smuggled", b"not really written");
-        let mut seg = encode_segment_header(1).to_vec();
-        encode_record(&mut seg, Kind::Value, 1, 0, "outer", &inner);
-        encode_record(&mut seg, Kind::Value, 2, 0, "after", b"ok");
+        encode_record(
+            &mut inner,
+            S,
+            Kind::Value,
+            99,
+            0,
+            "smuggled",
+            b"not really written",
+        );
+        let mut seg = encode_segment_header(SegmentHeader { id: 1, salt: S }).to_vec();
+        encode_record(&mut seg, S, Kind::Value, 1, 0, "outer", &inner);
+        encode_record(&mut seg, S, Kind::Value, 2, 0, "after", b"ok");
         seg.extend_from_slice(&[0u8; 64]);
         if let Some(b) = seg.get_mut(SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + 2) {
             *b ^= 0x01; // in the outer record's value, before the embedded record
         }
-        let scan = scan_segment(&seg);
+        let scan = scan_segment(&seg, S);
         let keys: Vec<&str> = scan.records.iter().map(|r| r.record.key).collect();
         assert_eq!(keys, vec!["after"]);
         assert_eq!(scan.damaged.len(), 1);

@@ -62,8 +62,7 @@ impl Inner {
         let now = self.clock.now_ms();
         let budget = self.segment_size / 2;
         let mut kept = 0u64;
-        let end = usize::try_from(seg.data_end()).unwrap_or(usize::MAX);
-        let scan = format::scan_segment(seg.bytes().get(..end).unwrap_or(seg.bytes()));
+        let scan = seg.scan_data();
         for rec in &scan.records {
             if rec.record.kind != Kind::Value {
                 continue;
@@ -188,8 +187,7 @@ impl Inner {
     /// Copies a segment's live records forward, keeps what must stay as tombstones, deletes the
     /// segment. Returns the number of records moved.
     fn rewrite(&self, seg: &Arc<Segment>, stop: &Shutdown) -> Result<u64> {
-        let end = usize::try_from(seg.data_end()).unwrap_or(usize::MAX);
-        let scan = format::scan_segment(seg.bytes().get(..end).unwrap_or(seg.bytes()));
+        let scan = seg.scan_data();
         let mut moved = 0;
         // Keys no longer in the index, with the highest seq of their records here: each gets one
         // tombstone with that seq, which shadows every older record of the key elsewhere.

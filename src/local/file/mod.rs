@@ -195,7 +195,7 @@ impl FileStore {
             writer: Mutex::new(Writer {
                 offset: SEGMENT_HEADER_LEN as u64,
                 next_seq: recovered.next_seq,
-                next_segment_id: active.id + 1,
+                next_segment_id: active.id.saturating_add(1),
                 active,
                 buf: Vec::new(),
                 hint: Vec::new(),
@@ -461,7 +461,7 @@ impl Inner {
             let Some(seg) = segments.get(&segment) else {
                 continue;
             };
-            return match seg.read(u64::from(offset), len).map(format::decode_record) {
+            return match seg.decode_at(u64::from(offset), len) {
                 Some(format::Decoded::Record(r, _))
                     if r.kind == Kind::Value && r.key == key && r.seq == seq =>
                 {
@@ -543,7 +543,7 @@ impl Inner {
             let len = format::record_len(key.len(), value.len()) as u64;
             self.ensure_space(&mut w, len)?;
             let seq = w.next_seq;
-            w.next_seq += 1;
+            w.next_seq = w.next_seq.saturating_add(1);
             let (segment, offset, len) = self.append(&mut w, Kind::Value, seq, expires, key, value)?;
             let entry = IndexEntry::new(segment.id, offset, len, seq, expires);
             self.account(&segment, len);
@@ -569,7 +569,7 @@ impl Inner {
             return Ok(false);
         }
         let seq = w.next_seq;
-        w.next_seq += 1;
+        w.next_seq = w.next_seq.saturating_add(1);
         self.ensure_space(&mut w, format::record_len(key.len(), 0) as u64)?;
         self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
         if let Some((_, old)) = self.index.remove(key) {
@@ -590,12 +590,13 @@ impl Inner {
         key: &str,
         value: &[u8],
     ) -> Result<(Arc<Segment>, u32, u32)> {
-        w.buf.clear();
-        format::encode_record(&mut w.buf, kind, seq, expires_at_ms, key, value);
-        let len = w.buf.len() as u64;
+        let len = format::record_len(key.len(), value.len()) as u64;
         if w.offset + len > self.segment_size {
             self.roll(w)?;
         }
+        // Encoded after any roll: the CRC mixes in the salt of the segment it lands in.
+        w.buf.clear();
+        format::encode_record(&mut w.buf, w.active.salt, kind, seq, expires_at_ms, key, value);
         let offset = w.offset;
         if let Err(e) = w.active.write_at(offset, &w.buf) {
             return Err(self.fail(e));
@@ -629,7 +630,7 @@ impl Inner {
         let segment =
             Arc::new(Segment::create(&self.dir.path, id, self.segment_size).map_err(|e| self.fail(e))?);
         self.dir.sync().map_err(|e| self.fail(e))?;
-        w.next_segment_id += 1;
+        w.next_segment_id = w.next_segment_id.saturating_add(1);
         self.segments.write().insert(id, Arc::clone(&segment));
         w.active = segment;
         w.offset = SEGMENT_HEADER_LEN as u64;
@@ -761,16 +762,18 @@ impl Inner {
         let mut report = VerifyReport::default();
         let mut done = 0;
         for seg in segments {
-            let end = usize::try_from(seg.data_end()).unwrap_or(usize::MAX);
-            let bytes = seg.bytes().get(..end).unwrap_or(seg.bytes());
-            let scan = format::scan_segment(bytes);
+            let scan = seg.scan_data();
             report.segments += 1;
             report.records += scan.records.len() as u64;
-            for range in scan.damaged.iter().chain(scan.torn_tail.iter()) {
+            // Everything between the last good record and the data end the index relies on is
+            // damage: torn bytes, or zeros, which a scan alone takes for the end of the log.
+            let end = seg.data_end();
+            let lost_tail = (scan.data_end < end).then_some(scan.data_end..end);
+            for range in scan.damaged.iter().chain(lost_tail.iter()) {
                 report.damaged_ranges += 1;
                 report.damaged_bytes += range.end - range.start;
             }
-            if !scan.damaged.is_empty() || scan.torn_tail.is_some() {
+            if !scan.damaged.is_empty() || lost_tail.is_some() {
                 report
                     .problems
                     .push(format!("{}: damaged records", seg.path.display()));

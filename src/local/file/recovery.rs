@@ -111,7 +111,10 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             }
             None => {
                 report.scanned += 1;
-                let scan = format::scan_segment(seg.bytes());
+                let mut scan = seg.scan_file();
+                if Some(id) == last_id {
+                    cut_at_first_bad_record(&mut scan);
+                }
                 let mut hint = Vec::new();
                 format::encode_hint_header(&mut hint, id, scan.data_end);
                 for rec in &scan.records {
@@ -178,14 +181,38 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             seg.live_bytes.fetch_add(u64::from(e.len), Ordering::Relaxed);
         }
     }
-    let next_segment_id = segment_ids.iter().next_back().map_or(1, |id| id + 1);
+    // Saturating: ids and sequence numbers near u64::MAX only come from crafted files; the store
+    // must fail cleanly on them (a segment id that exists cannot be created), not overflow.
+    let next_segment_id = segment_ids
+        .iter()
+        .next_back()
+        .map_or(1, |id| id.saturating_add(1));
     Ok(Recovered {
         segments,
         index,
-        next_seq: max_seq + 1,
+        next_seq: max_seq.saturating_add(1),
         next_segment_id,
         report,
     })
+}
+
+/// The last segment is the only one a crash can tear, and only at its end: cut it at the first bad
+/// record instead of resynchronising past it. Past a torn record come the zeros of space never
+/// written, or the rest of the torn value, whose bytes can hold anything, even what looks like a
+/// valid record of another key.
+fn cut_at_first_bad_record(scan: &mut format::Scan<'_>) {
+    let Some(first_bad) = scan.damaged.first().map(|r| r.start) else {
+        return;
+    };
+    let tail_end = scan
+        .torn_tail
+        .as_ref()
+        .map_or(scan.data_end, |t| t.end)
+        .max(scan.data_end);
+    scan.records.retain(|r| r.offset < first_bad);
+    scan.data_end = first_bad;
+    scan.damaged.clear();
+    scan.torn_tail = Some(first_bad..tail_end);
 }
 
 /// Applies one record to the index: highest seq wins; on a tie a tombstone wins, then the

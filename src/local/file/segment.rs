@@ -35,6 +35,8 @@ pub(crate) fn parse_file_id(name: &str, ext: &str) -> Option<u64> {
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub(crate) id: u64,
+    /// Mixed into every record's CRC (see `format::SegmentHeader`).
+    pub(crate) salt: u32,
     pub(crate) path: PathBuf,
     file: File,
     map: Mmap,
@@ -54,14 +56,19 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("create segment", &path, e))?;
-        file.write_all_at(&format::encode_segment_header(id), 0)
-            .map_err(|e| Error::io("write segment header", &path, e))?;
+        let salt = format::new_salt(id);
+        file.write_all_at(
+            &format::encode_segment_header(format::SegmentHeader { id, salt }),
+            0,
+        )
+        .map_err(|e| Error::io("write segment header", &path, e))?;
         file.set_len(size)
             .map_err(|e| Error::io("preallocate segment", &path, e))?;
         let len = usize::try_from(size).unwrap_or(usize::MAX);
         let map = map_segment(&file, len).map_err(|e| Error::io("mmap segment", &path, e))?;
         Ok(Segment {
             id,
+            salt,
             path,
             file,
             map,
@@ -72,7 +79,8 @@ impl Segment {
 
     /// Opens an existing segment read-only and checks its header.
     ///
-    /// Returns `Ok(None)` with a reason if the header is damaged or names another id.
+    /// Returns `Ok(Err(reason))` if the header is damaged or names another id, and
+    /// [`Error::UnsupportedVersion`] if a newer format version wrote it.
     pub(crate) fn open(path: PathBuf, id: u64) -> Result<std::result::Result<Segment, String>> {
         // Writable so recovery can zero a torn tail; the directory lock keeps other writers out.
         let file = OpenOptions::new()
@@ -89,13 +97,22 @@ impl Segment {
         }
         let map = map_segment(&file, usize::try_from(len).unwrap_or(usize::MAX))
             .map_err(|e| Error::io("mmap segment", &path, e))?;
-        match format::decode_segment_header(&map) {
-            Ok(found) if found == id => {}
-            Ok(found) => return Ok(Err(format!("header names segment {found}"))),
+        let salt = match format::decode_segment_header(&map) {
+            Ok(header) if header.id == id => header.salt,
+            Ok(header) => return Ok(Err(format!("header names segment {}", header.id))),
+            // A newer uno-cache wrote it: refuse the directory rather than delete its data.
+            Err(format::HeaderError::Version(found)) => {
+                return Err(Error::UnsupportedVersion {
+                    path,
+                    found,
+                    supported: format::FORMAT_VERSION,
+                })
+            }
             Err(e) => return Ok(Err(format!("bad header: {e}"))),
-        }
+        };
         Ok(Ok(Segment {
             id,
+            salt,
             path,
             file,
             map,
@@ -104,9 +121,21 @@ impl Segment {
         }))
     }
 
-    /// All mapped bytes, header included.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.map
+    /// Scans the records up to the data end (what a sealed or active segment holds).
+    pub(crate) fn scan_data(&self) -> format::Scan<'_> {
+        let end = usize::try_from(self.data_end()).unwrap_or(usize::MAX);
+        format::scan_segment(self.map.get(..end).unwrap_or(&self.map), self.salt)
+    }
+
+    /// Scans the whole file, past any known data end (recovery without a hint).
+    pub(crate) fn scan_file(&self) -> format::Scan<'_> {
+        format::scan_segment(&self.map, self.salt)
+    }
+
+    /// Decodes the record at `offset`, if the bytes are inside the file.
+    pub(crate) fn decode_at(&self, offset: u64, len: u32) -> Option<format::Decoded<'_>> {
+        self.read(offset, len)
+            .map(|bytes| format::decode_record(bytes, self.salt))
     }
 
     /// The bytes `offset..offset + len`, or `None` if they are outside the file.
