@@ -51,7 +51,8 @@ pub struct CacheConfig {
     /// Use the distributed level (L2) when it is enabled (default true). `false`: L1 alone.
     pub use_multi_level: bool,
     /// Hide L2 failures (default true): counted, logged, and treated as a miss on read and as
-    /// L1-only on write. `false`: the error reaches the caller.
+    /// L1-only on write; an L2 unreachable at start-up is connected in the background meanwhile.
+    /// `false`: the error reaches the caller (and an unreachable L2 fails start-up).
     pub fallback_on_error: bool,
     /// How typed values become bytes: `"bincode"` (default) or `"json"`.
     pub codec: CodecName,

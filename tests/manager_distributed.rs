@@ -3,7 +3,8 @@
 //! fails the test naming the package): a value written through one instance is read by a second
 //! instance from L2 and backfilled; L2 entries get `distributed.ttl` and the key prefix; a dead
 //! L2 is hidden by `fallback_on_error` and then skipped by the open circuit breaker, whose state
-//! is in the stats; an unreachable L2 at start-up is an error naming the host.
+//! is in the stats; an L2 unreachable at start-up is an error naming the host without fallback,
+//! and with fallback the manager starts on L1 and connects L2 in the background once it is up.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -112,13 +113,54 @@ fn dead_redis_is_hidden_then_skipped_by_the_open_breaker() {
 }
 
 #[test]
-fn unreachable_l2_at_start_is_an_error_naming_the_host() {
+fn without_fallback_an_unreachable_l2_at_start_is_an_error_naming_the_host() {
     let host = format!("127.0.0.1:{}", free_port());
-    let err = CacheManager::new(config("redis", &host)).unwrap_err();
+    let mut config = config("redis", &host);
+    config.fallback_on_error = false;
+    let err = CacheManager::new(config).unwrap_err();
     assert!(
         matches!(err, Error::Backend { .. } | Error::Timeout { .. }),
         "{err:?}"
     );
     let port = host.rsplit(':').next().unwrap();
     assert!(err.to_string().contains(port), "{err}");
+}
+
+#[test]
+fn with_fallback_an_l2_down_at_start_is_connected_in_the_background() {
+    let mut server = RedisServer::start();
+    let addr = server.addr();
+    server.kill();
+    let mut config = config("redis", &addr);
+    config.distributed.breaker_cooldown_ms = 50;
+    let cache = CacheManager::new(config).unwrap();
+    assert_eq!(cache.stats().distributed.name, "redis");
+    cache.set("a", &1u8, None).unwrap();
+    assert_eq!(
+        cache.get::<u8>("a").unwrap(),
+        Some(1),
+        "L1 serves while L2 is down"
+    );
+    assert!(cache.stats().distributed.errors >= 1);
+
+    server.restart();
+    let mut raw = server.raw();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        cache.set("b", &2u8, None).unwrap();
+        let exists: i64 = redis::cmd("EXISTS").arg("app:b").query(&mut raw).unwrap();
+        if exists == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "L2 never connected: {:?}",
+            cache.stats().distributed
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        cache.stats().distributed.breaker.unwrap().state,
+        BreakerState::Closed
+    );
 }

@@ -6,6 +6,7 @@
 //! | `guard`  | keeps a backfill from landing after a racing write or delete         |
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |
 //! | `global` | the process-wide instance                                            |
+//! | `deferred` | an L2 unreachable at start-up, connected in the background        |
 //!
 //! The typed API encodes values with the manager's [`Codec`] (bincode 2 by default; the tag byte
 //! is stored with the value). The `_raw` variants store and return bytes untouched.
@@ -14,6 +15,7 @@
 //! call L2 through the levels' `*_async` methods and L1 directly (a local level does not wait
 //! on the network).
 
+mod deferred;
 mod global;
 mod guard;
 mod loader;
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use self::deferred::Deferred;
 use self::guard::BackfillGuard;
 use self::loader::{Flights, Role};
 use self::policy::Shared;
@@ -148,8 +151,10 @@ impl CacheManagerBuilder {
     /// Validates the configuration and opens the levels.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the bad field (also for an L2 type this build cannot create),
-    /// and whatever opening L1 reports (for example [`Error::Locked`]).
+    /// [`Error::Config`] naming the bad field, whatever opening L1 reports (for example
+    /// [`Error::Locked`]), and, without `fallback_on_error`, the configured L2's connection error
+    /// ([`Error::Backend`] or [`Error::Timeout`] naming the host). With `fallback_on_error` an
+    /// unreachable L2 does not fail start-up: it is connected in the background.
     pub fn build(self) -> Result<CacheManager> {
         let config = self.config;
         config.validate()?;
@@ -163,7 +168,7 @@ impl CacheManagerBuilder {
         } else if let Some(level) = self.distributed {
             (Some(level), self.breaker)
         } else {
-            match build_distributed(&config.distributed, &clock)? {
+            match build_distributed(&config.distributed, config.fallback_on_error, &clock)? {
                 Some((level, breaker)) => (Some(level), Some(breaker)),
                 None => (None, None),
             }
@@ -212,54 +217,76 @@ fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<d
 /// A level and the breaker in front of it.
 type Breakered = (Arc<dyn Storage>, Arc<CircuitBreaker>);
 
+fn redis_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> RedisOptions {
+    let mut options = RedisOptions::with_hosts(d.hosts.iter().cloned())
+        .cluster(d.cluster)
+        .prefix(d.key_prefix.clone())
+        .timeout(Duration::from_millis(d.timeout_ms))
+        .default_ttl(Some(d.ttl))
+        .clock(Arc::clone(clock));
+    if let Some(user) = &d.username {
+        options = options.username(user.clone());
+    }
+    if let Some(password) = &d.password {
+        options = options.password(password.clone());
+    }
+    options
+}
+
+fn memcached_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> MemcachedOptions {
+    MemcachedOptions::with_hosts(d.hosts.iter().cloned())
+        .prefix(d.key_prefix.clone())
+        .timeout(Duration::from_millis(d.timeout_ms))
+        .default_ttl(Some(d.ttl))
+        .clock(Arc::clone(clock))
+}
+
+/// Connects the configured L2 (for the background connector).
+fn connect_distributed(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
+    Ok(match d.kind {
+        DistributedKind::Redis => Arc::new(RedisStore::connect(redis_options(d, clock))?),
+        DistributedKind::Memcached => Arc::new(MemcachedStore::connect(memcached_options(d, clock))?),
+    })
+}
+
 /// Connects the L2 that `distributed` describes, behind a circuit breaker; `None` if it is not
-/// enabled. The level checks its connection (and credentials) once here.
+/// enabled. The level checks its connection (and credentials) once here. If that fails and
+/// `fallback` is set, the manager starts anyway with a [`Deferred`] level that connects in the
+/// background (retrying every `breaker_cooldown_ms`); otherwise the error is returned.
 fn build_distributed(
     distributed: &DistributedCacheConfig,
+    fallback: bool,
     clock: &Arc<dyn Clock>,
 ) -> Result<Option<Breakered>> {
     if !distributed.enabled {
         return Ok(None);
     }
     let d = distributed;
-    let timeout = Duration::from_millis(d.timeout_ms);
+    let cool_down = Duration::from_millis(d.breaker_cooldown_ms);
     let breaker = Arc::new(CircuitBreaker::with_clock(
         d.breaker_failures,
-        Duration::from_millis(d.breaker_cooldown_ms),
+        cool_down,
         Arc::clone(clock),
     ));
-    let level: Arc<dyn Storage> = match d.kind {
-        DistributedKind::Redis => {
-            let mut options = RedisOptions::with_hosts(d.hosts.iter().cloned())
-                .cluster(d.cluster)
-                .prefix(d.key_prefix.clone())
-                .timeout(timeout)
-                .default_ttl(Some(d.ttl))
-                .clock(Arc::clone(clock));
-            if let Some(user) = &d.username {
-                options = options.username(user.clone());
-            }
-            if let Some(password) = &d.password {
-                options = options.password(password.clone());
-            }
-            Arc::new(Guarded::new(
-                "redis",
-                RedisStore::connect(options)?,
-                Arc::clone(&breaker),
-            ))
+    let name = match d.kind {
+        DistributedKind::Redis => "redis",
+        DistributedKind::Memcached => "memcached",
+    };
+    let connected = match d.kind {
+        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock))
+            .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
+        DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock))
+            .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
+    };
+    let level = match connected {
+        Ok(level) => level,
+        Err(e) if fallback => {
+            let (config, level_clock) = (d.clone(), Arc::clone(clock));
+            let connect: deferred::Connect = Box::new(move || connect_distributed(&config, &level_clock));
+            let deferred = Deferred::start(name, cool_down.max(Duration::from_millis(1)), connect, &e)?;
+            Arc::new(Guarded::new(name, deferred, Arc::clone(&breaker)))
         }
-        DistributedKind::Memcached => {
-            let options = MemcachedOptions::with_hosts(d.hosts.iter().cloned())
-                .prefix(d.key_prefix.clone())
-                .timeout(timeout)
-                .default_ttl(Some(d.ttl))
-                .clock(Arc::clone(clock));
-            Arc::new(Guarded::new(
-                "memcached",
-                MemcachedStore::connect(options)?,
-                Arc::clone(&breaker),
-            ))
-        }
+        Err(e) => return Err(e),
     };
     Ok(Some((level, breaker)))
 }

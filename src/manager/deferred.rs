@@ -1,0 +1,256 @@
+//! An L2 that could not be reached at start-up, connected in the background.
+//!
+//! With `fallback_on_error = true` a service must start (and serve from L1) while Redis or
+//! Memcached is down. [`Deferred`] stands in for the level: until a connection succeeds every
+//! call fails at once with [`Error::Backend`] ("not connected yet"), which the breaker in front
+//! of it counts and the manager hides; a named thread (`uno-cache-l2-connect`) retries the
+//! connection every `retry` until it succeeds or the manager is dropped, then every call goes to
+//! the connected level. Dropping the manager stops and joins the thread (waiting at most for one
+//! connection attempt, bounded by the level's connect timeout).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
+
+/// Opens the level; called until it succeeds.
+pub(crate) type Connect = Box<dyn Fn() -> Result<Arc<dyn Storage>> + Send + Sync>;
+
+struct Slot {
+    level: RwLock<Option<Arc<dyn Storage>>>,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// A level that connects in the background; see the module docs.
+pub(crate) struct Deferred {
+    name: &'static str,
+    slot: Arc<Slot>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Deferred {
+    /// Starts the connector thread; `first_error` is the failure that made the level deferred.
+    pub(crate) fn start(
+        name: &'static str,
+        retry: Duration,
+        connect: Connect,
+        first_error: &Error,
+    ) -> Result<Deferred> {
+        tracing::error!(level = name, error = %first_error, retry_ms = retry.as_millis() as u64,
+            "L2 unreachable at start-up; serving from L1 and connecting in the background");
+        let slot = Arc::new(Slot {
+            level: RwLock::new(None),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let shared = Arc::clone(&slot);
+        let thread = std::thread::Builder::new()
+            .name("uno-cache-l2-connect".into())
+            .spawn(move || connect_until_stopped(name, retry, &connect, &shared))
+            .map_err(|e| Error::Backend {
+                level: name,
+                op: "connect",
+                reason: format!("cannot start the connector thread: {e}"),
+            })?;
+        Ok(Deferred {
+            name,
+            slot,
+            thread: Some(thread),
+        })
+    }
+
+    fn level(&self, op: &'static str) -> Result<Arc<dyn Storage>> {
+        self.slot.level.read().clone().ok_or(Error::Backend {
+            level: self.name,
+            op,
+            reason: "not connected yet; retrying in the background".into(),
+        })
+    }
+
+    /// Whether the connection has been made.
+    #[cfg(test)]
+    pub(crate) fn is_connected(&self) -> bool {
+        self.slot.level.read().is_some()
+    }
+}
+
+fn connect_until_stopped(name: &'static str, retry: Duration, connect: &Connect, slot: &Slot) {
+    loop {
+        {
+            let mut stop = slot.stop.lock();
+            if *stop {
+                return;
+            }
+            // Sleep until the next attempt or until told to stop.
+            let _ = slot.wake.wait_for(&mut stop, retry);
+            if *stop {
+                return;
+            }
+        }
+        match connect() {
+            Ok(level) => {
+                tracing::info!(level = name, "L2 connected");
+                *slot.level.write() = Some(level);
+                return;
+            }
+            Err(e) => tracing::debug!(level = name, error = %e, "L2 still unreachable"),
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        *self.slot.stop.lock() = true;
+        self.slot.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!(level = self.name, "the L2 connector thread panicked");
+            }
+        }
+    }
+}
+
+impl Storage for Deferred {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.level("get")?.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.level("set")?.set(key, value, ttl)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.level("delete")?.delete(key)
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.level("get_many")?.get_many(keys)
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.level("set_many")?.set_many(items, ttl)
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.level("delete_many")?.delete_many(keys)
+    }
+
+    fn size(&self) -> Result<StorageSize> {
+        self.level("size")?.size()
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.level("clear")?.clear()
+    }
+
+    fn flush(&self) -> Result<()> {
+        match self.slot.level.read().clone() {
+            Some(level) => level.flush(),
+            None => Ok(()),
+        }
+    }
+
+    fn counters(&self) -> StorageCounters {
+        self.slot
+            .level
+            .read()
+            .as_ref()
+            .map_or_else(StorageCounters::default, |l| l.counters())
+    }
+
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        Box::pin(async move { self.level("size")?.size_async().await })
+    }
+
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+        Box::pin(async move { self.level("get")?.get_async(key).await })
+    }
+
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.level("set")?.set_async(key, value, ttl).await })
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { self.level("delete")?.delete_async(key).await })
+    }
+
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+        Box::pin(async move { self.level("get_many")?.get_many_async(keys).await })
+    }
+
+    fn set_many_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.level("set_many")?.set_many_async(items, ttl).await })
+    }
+
+    fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { self.level("delete_many")?.delete_many_async(keys).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::local::memory::MemoryStore;
+
+    fn down() -> Error {
+        Error::Backend {
+            level: "test",
+            op: "connect",
+            reason: "down".into(),
+        }
+    }
+
+    #[test]
+    fn calls_fail_fast_until_the_background_connect_succeeds() {
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&attempts);
+        let connect: Connect = Box::new(move || {
+            // Up on the third attempt.
+            if counted.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(down())
+            } else {
+                Ok(Arc::new(MemoryStore::new(10)?) as Arc<dyn Storage>)
+            }
+        });
+        let level = Deferred::start("test", Duration::from_millis(5), connect, &down()).unwrap();
+        assert!(matches!(level.get("k"), Err(Error::Backend { op: "get", .. })) || level.is_connected());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !level.is_connected() {
+            assert!(Instant::now() < deadline, "never connected");
+            std::thread::yield_now();
+        }
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        level.set("k", b"v", None).unwrap();
+        assert_eq!(level.get("k").unwrap().unwrap().value, b"v");
+    }
+
+    #[test]
+    fn drop_stops_the_connector_promptly() {
+        let connect: Connect = Box::new(|| Err(down()));
+        let level = Deferred::start("test", Duration::from_secs(3600), connect, &down()).unwrap();
+        let start = Instant::now();
+        drop(level);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}
