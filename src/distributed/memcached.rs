@@ -1143,6 +1143,19 @@ impl Storage for MemcachedStore {
         Ok(())
     }
 
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        let fut = self.later("size", self.admin_timeout, Ok(self.size_calls()));
+        Box::pin(async move {
+            Ok(fut
+                .await?
+                .into_iter()
+                .fold(StorageSize::default(), |a, s| StorageSize {
+                    items: a.items + s.items,
+                    bytes: a.bytes + s.bytes,
+                }))
+        })
+    }
+
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         let fut = self.later("get", self.timeout, self.get_calls(&[key]));
         Box::pin(async move { Ok(scatter(1, fut.await?).pop().flatten()) })

@@ -1371,6 +1371,10 @@ impl Storage for RedisStore {
         self.blocking("clear", self.admin_timeout, Ok(self.clear_op()))
     }
 
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        self.later("size", self.admin_timeout, Ok(self.size_op()))
+    }
+
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         self.later("get", self.timeout, self.get_op(key))
     }
