@@ -15,6 +15,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use support::{free_port, MemcachedServer, RedisServer};
@@ -163,4 +166,32 @@ fn with_fallback_an_l2_down_at_start_is_connected_in_the_background() {
         cache.stats().distributed.breaker.unwrap().state,
         BreakerState::Closed
     );
+}
+
+/// The async stats read L2's size without blocking: the first poll of `get_stats_async` is
+/// pending while the level's I/O thread counts (a blocking read would finish inside the poll).
+fn async_stats_do_not_block_on_the_l2_size(kind: &str, host: &str) {
+    let cache = CacheManager::new(config(kind, host)).unwrap();
+    cache.set("k", &1u8, None).unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut stats = pin!(cache.monitor().get_stats_async());
+    assert!(
+        stats.as_mut().poll(&mut cx).is_pending(),
+        "{kind}: the L2 size was read in the poll"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stats = rt.block_on(stats);
+    assert!(stats.size.distributed.items >= 1, "{kind}: {:?}", stats.size);
+    assert_eq!(stats.distributed.size_error, None);
+}
+
+#[test]
+fn async_stats_read_the_redis_and_memcached_size_without_blocking() {
+    let redis = RedisServer::start();
+    async_stats_do_not_block_on_the_l2_size("redis", &redis.addr());
+    let memcached = MemcachedServer::start();
+    async_stats_do_not_block_on_the_l2_size("memcached", &memcached.addr());
 }

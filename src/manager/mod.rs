@@ -319,7 +319,7 @@ impl Monitor<'_> {
     }
 
     /// [`Monitor::get_stats`] reading L2's size without blocking the executor.
-    pub async fn get_stats_async(&self) -> CacheStats {
+    pub async fn get_stats_async(self) -> CacheStats {
         let s = &self.manager.shared;
         let l1_size = s.l1.size();
         let l2_size = match (&s.l2, s.fresh_l2_size()) {
