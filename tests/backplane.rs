@@ -414,34 +414,60 @@ fn a_frozen_server_is_noticed_by_ping_within_the_staleness_bound() {
 }
 
 #[test]
-fn cluster_publish_on_one_node_reaches_a_subscriber_of_another_which_moves_when_its_node_dies() {
+fn cluster_publish_on_one_node_reaches_a_subscriber_of_another_and_both_move_when_their_node_dies() {
     let mut cluster = RedisCluster::start();
     let addrs = cluster.addrs();
     let on = |hosts: &[&String]| {
         BackplaneOptions::new(RedisOptions::with_hosts(hosts.iter().map(|h| h.as_str())).cluster(true))
             .staleness_bound(Duration::from_millis(300))
             .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .publish_timeout(Duration::from_millis(500))
     };
-    let (a, _) = instance(on(&[&addrs[0]]));
-    let (b, b_seen) = instance(on(&[&addrs[1], &addrs[2]]));
-    assert_eq!(b.stats().subscribed_to.as_deref(), Some(addrs[1].as_str()));
+    // A publishes through node 1, B listens on node 2.
+    let (a, _) = instance(on(&[&addrs[1], &addrs[0]]));
+    let (b, b_seen) = instance(on(&[&addrs[2], &addrs[0]]));
+    assert_eq!(b.stats().subscribed_to.as_deref(), Some(addrs[2].as_str()));
     let published = a.publish(&keys(&["k1"])).unwrap();
     assert_eq!(
         published.receivers, 1,
-        "on a cluster only the local node's subscribers are counted"
+        "on a cluster only the local node's subscribers are counted (A's own, on node 1)"
     );
     b_seen.wait_for("message through the cluster bus", WAIT, |e| {
         count_messages(e) == 1
     });
 
+    // A's node dies: the next publish moves to node 0 within the call.
     cluster.nodes[1].kill();
+    a.publish(&keys(&["k2"])).unwrap();
+    b_seen.wait_for("message via node 0", WAIT, |e| count_messages(e) == 2);
+    assert_eq!(a.stats().publish_failures, 0);
+
+    // B's node dies: B is told, moves to node 0 and hears A again.
+    cluster.nodes[2].kill();
     b_seen.wait_for("lost and restored on another node", WAIT, |e| {
         has_lost(e) && has_restored(e)
     });
-    assert_eq!(b.stats().subscribed_to.as_deref(), Some(addrs[2].as_str()));
-    a.publish(&keys(&["k2"])).unwrap();
-    b_seen.wait_for("message on the new node", WAIT, |e| count_messages(e) == 2);
-    assert_eq!(b_seen.messages()[1].invalidation, keys(&["k2"]));
+    assert_eq!(b.stats().subscribed_to.as_deref(), Some(addrs[0].as_str()));
+    a.publish(&keys(&["k3"])).unwrap();
+    b_seen.wait_for("message on the new node", WAIT, |e| count_messages(e) == 3);
+    let got: Vec<Invalidation> = b_seen.messages().into_iter().map(|m| m.invalidation).collect();
+    assert_eq!(got, vec![keys(&["k1"]), keys(&["k2"]), keys(&["k3"])]);
+}
+
+#[test]
+fn the_first_publish_after_a_server_restart_reconnects_instead_of_failing() {
+    let mut server = RedisServer::start();
+    let (a, _) = instance(options(&server).publish_timeout(Duration::from_millis(500)));
+    let (_b, b_seen) = instance(options(&server));
+    a.publish(&keys(&["before"])).unwrap();
+    server.restart();
+    b_seen.wait_for("b resubscribed", WAIT, has_restored);
+    a.publish(&keys(&["after"])).unwrap();
+    assert_eq!(a.stats().publish_failures, 0);
+    b_seen.wait_for("the message after the restart", WAIT, |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::Message(m) if m.invalidation == keys(&["after"])))
+    });
 }
 
 #[test]

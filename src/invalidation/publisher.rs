@@ -163,29 +163,51 @@ impl Publisher {
         }
     }
 
-    /// `PUBLISH channel bytes`; the number of receivers Redis reports.
+    /// `PUBLISH channel bytes`; the number of receivers Redis reports. A broken connection (the
+    /// server restarted, or the node died) is replaced at once, moving through the nodes, each
+    /// at most once per call; the caller's deadline bounds it all.
     pub(super) async fn send(&self, bytes: Vec<u8>) -> Result<u64> {
-        let (i, mut conn) = self.connection().await?;
-        let out = redis::cmd("PUBLISH")
-            .arg(&self.shared.channel)
-            .arg(bytes)
-            .query_async::<i64>(&mut conn)
-            .await;
-        match out {
-            Ok(receivers) => {
-                Shared::bump(&self.shared.published);
-                Ok(u64::try_from(receivers).unwrap_or(0))
-            }
-            Err(err) => {
-                self.advance(i);
-                let host = self.nodes.get(i).map_or("?", |n| n.display.as_str());
-                Err(Error::Backend {
-                    level: LEVEL,
-                    op: "publish",
-                    reason: format!("{host}: {err}"),
-                })
+        let mut last = None;
+        for _ in 0..=self.nodes.len() {
+            let (i, mut conn) = match self.connection().await {
+                Ok(pair) => pair,
+                Err(err) => {
+                    last = Some(err);
+                    continue;
+                }
+            };
+            let out = redis::cmd("PUBLISH")
+                .arg(&self.shared.channel)
+                .arg(bytes.as_slice())
+                .query_async::<i64>(&mut conn)
+                .await;
+            match out {
+                Ok(receivers) => {
+                    Shared::bump(&self.shared.published);
+                    return Ok(u64::try_from(receivers).unwrap_or(0));
+                }
+                Err(err) => {
+                    self.advance(i);
+                    let host = self.nodes.get(i).map_or("?", |n| n.display.as_str());
+                    let broken =
+                        err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal();
+                    let err = Error::Backend {
+                        level: LEVEL,
+                        op: "publish",
+                        reason: format!("{host}: {err}"),
+                    };
+                    if !broken {
+                        return Err(err);
+                    }
+                    last = Some(err);
+                }
             }
         }
+        Err(last.unwrap_or_else(|| Error::Backend {
+            level: LEVEL,
+            op: "publish",
+            reason: "no host to publish to".to_owned(),
+        }))
     }
 
     /// A publish failed (any error, the deadline included): drop the connection, which may be
