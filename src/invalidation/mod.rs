@@ -401,11 +401,13 @@ impl Backplane {
             connect_timeout,
         ));
         let first = publisher.clone();
-        pub_rt.block_on(
-            "connect",
-            connect_timeout,
-            async move { first.connect_any().await },
-        )?;
+        pub_rt
+            .block_on(
+                "connect",
+                connect_timeout,
+                async move { first.connect_any().await },
+            )
+            .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout))?;
         pub_rt.spawn(Publisher::resend_loop(publisher.clone()));
 
         let sub_rt = IoRuntime::start("backplane-sub")?;
@@ -422,19 +424,21 @@ impl Backplane {
             },
             ready_tx,
         ));
-        sub_rt.block_on(
-            "connect",
-            connect_timeout.saturating_add(Duration::from_millis(100)),
-            async move {
-                ready_rx.await.unwrap_or_else(|_| {
-                    Err(Error::Backend {
-                        level: LEVEL,
-                        op: "connect",
-                        reason: "the subscriber task stopped before it subscribed".to_owned(),
+        sub_rt
+            .block_on(
+                "connect",
+                connect_timeout.saturating_add(Duration::from_millis(100)),
+                async move {
+                    ready_rx.await.unwrap_or_else(|_| {
+                        Err(Error::Backend {
+                            level: LEVEL,
+                            op: "connect",
+                            reason: "the subscriber task stopped before it subscribed".to_owned(),
+                        })
                     })
-                })
-            },
-        )?;
+                },
+            )
+            .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout))?;
         Ok(Backplane {
             shared,
             publisher,
@@ -564,6 +568,20 @@ impl Backplane {
     }
 }
 
+/// A connect deadline that passed, said as what to check (as the L2 levels say it).
+fn no_answer(err: Error, hosts: &str, timeout: Duration) -> Error {
+    match err {
+        Error::Timeout { .. } => Error::Backend {
+            level: LEVEL,
+            op: "connect",
+            reason: format!(
+                "{hosts}: no answer within {timeout:?}; check the host and port and that redis-server is running and reachable (or raise connect_timeout)"
+            ),
+        },
+        other => other,
+    }
+}
+
 /// One Redis host: its client (not connected) and its name for messages.
 #[derive(Clone)]
 struct Node {
@@ -592,4 +610,38 @@ fn jitter(d: Duration) -> Duration {
     let frac = hasher.finish() % 1024;
     let half = d / 2;
     half + half.mul_f64(frac as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backplane_and_its_parts_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Backplane>();
+        check::<BackplaneOptions>();
+        check::<BackplaneStats>();
+        check::<InvalidationMessage>();
+    }
+
+    #[test]
+    fn the_ping_period_keeps_detection_within_the_bound() {
+        let options = BackplaneOptions::url("h:1").staleness_bound(Duration::from_millis(900));
+        // A PING every third, each with a third to answer: a silent death is noticed within two
+        // thirds of the bound.
+        assert_eq!(options.ping_every(), Duration::from_millis(300));
+        assert!(options.ping_every() * 2 < options.staleness_bound);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_millis(100));
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_millis(100),
+                "{d:?}"
+            );
+        }
+    }
 }
