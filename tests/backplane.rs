@@ -588,3 +588,44 @@ fn failed_publishes_past_the_republish_limit_become_one_all() {
     assert!(msgs.contains(&&keys(&["a3", "b3"])), "{msgs:?}");
     assert!(!msgs.contains(&&keys(&["a0", "b0"])), "{msgs:?}");
 }
+
+#[test]
+fn start_offline_reports_the_loss_at_once_and_subscribes_when_redis_comes() {
+    let mut server = RedisServer::start();
+    server.kill(); // the port is known and nothing listens on it
+    let opts = || {
+        options(&server)
+            .start_offline(true)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100))
+    };
+    let started = SystemTime::now();
+    let (a, _) = instance(opts());
+    let (b, b_seen) = instance(opts());
+    assert!(!b.stats().connected);
+    let events = b_seen.wait_for("lost since the start", WAIT, has_lost);
+    assert!(matches!(events[0], Event::Lost { since, .. } if since >= started));
+    // Publishing before Redis is there fails and is kept.
+    assert!(a.publish(&keys(&["offline"])).is_err());
+
+    server.restart();
+    b_seen.wait_for("restored", WAIT, has_restored);
+    assert!(b.stats().connected);
+    wait_connected(&a);
+    a.publish(&keys(&["online"])).unwrap();
+    b_seen.wait_for("the message after the start", WAIT, |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::Message(m) if m.invalidation == keys(&["online"])))
+    });
+    // Without the option, the same situation is an error.
+    server.kill();
+    let err = Backplane::connect(options(&server), Arc::new(Recorder::default())).unwrap_err();
+    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{err:?}");
+}
+
+fn wait_connected(backplane: &Backplane) {
+    let deadline = Instant::now() + WAIT;
+    while !backplane.stats().connected {
+        assert!(Instant::now() < deadline, "{:?}", backplane.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -147,6 +147,7 @@ pub struct BackplaneOptions {
     staleness_bound: Duration,
     instance_id: Option<InstanceId>,
     republish_limit: usize,
+    start_offline: bool,
 }
 
 impl BackplaneOptions {
@@ -163,6 +164,7 @@ impl BackplaneOptions {
             staleness_bound: DEFAULT_STALENESS_BOUND,
             instance_id: None,
             republish_limit: DEFAULT_REPUBLISH_LIMIT,
+            start_offline: false,
         }
     }
 
@@ -210,6 +212,18 @@ impl BackplaneOptions {
     /// it, they are replaced by one [`Invalidation::All`].
     pub fn republish_limit(mut self, limit: usize) -> Self {
         self.republish_limit = limit;
+        self
+    }
+
+    /// What [`Backplane::connect`] does when Redis cannot be reached: fail (`false`, the
+    /// default), or start anyway (`true`) — for an L1 that must keep working offline. Started
+    /// offline, the handler is told [`subscription_lost`](InvalidationHandler::subscription_lost)
+    /// (since the start) at once, the subscriber keeps trying with its backoff, and
+    /// [`subscription_restored`](InvalidationHandler::subscription_restored) follows when Redis
+    /// answers; publishes fail (and are kept for re-sending) until then. Invalid options are an
+    /// error either way.
+    pub fn start_offline(mut self, on: bool) -> Self {
+        self.start_offline = on;
         self
     }
 
@@ -371,7 +385,8 @@ impl Backplane {
     /// # Errors
     /// [`Error::Config`] for invalid options or hosts; [`Error::Backend`] (level `"backplane"`, op
     /// `"connect"`) naming the hosts if none can be reached, refuses the credentials or answers
-    /// within `connect_timeout`.
+    /// within `connect_timeout` — unless [`start_offline`](BackplaneOptions::start_offline) is
+    /// set, which starts disconnected instead.
     pub fn connect(options: BackplaneOptions, handler: Arc<dyn InvalidationHandler>) -> Result<Self> {
         options.check()?;
         let (targets, _cluster) = options.redis.resolve_targets()?;
@@ -401,13 +416,21 @@ impl Backplane {
             connect_timeout,
         ));
         let first = publisher.clone();
-        pub_rt
+        let connected = pub_rt
             .block_on(
                 "connect",
                 connect_timeout,
                 async move { first.connect_any().await },
             )
-            .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout))?;
+            .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout));
+        match connected {
+            Ok(()) => {}
+            // Offline start: publishes fail (and are kept) until Redis answers.
+            Err(err) if options.start_offline => {
+                tracing::warn!(%err, "backplane publisher starts offline");
+            }
+            Err(err) => return Err(err),
+        }
         pub_rt.spawn(Publisher::resend_loop(publisher.clone()));
 
         let sub_rt = IoRuntime::start("backplane-sub")?;
@@ -423,6 +446,7 @@ impl Backplane {
                 reconnect_max: options.reconnect_max,
             },
             ready_tx,
+            options.start_offline,
         ));
         sub_rt
             .block_on(

@@ -145,9 +145,11 @@ impl Context {
 }
 
 /// The subscriber task: first subscription (reported on `ready`), then serve, lose, reconnect,
-/// for as long as the runtime runs.
-pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>) {
+/// for as long as the runtime runs. With `start_offline`, a first subscription that fails is
+/// reported as a loss (since the start) instead of an error, and the reconnect loop takes over.
+pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>, start_offline: bool) {
     let n = ctx.nodes.len().max(1);
+    let started_at = now();
     // First subscription: each node in order, within connect_timeout overall.
     let started = tokio::time::Instant::now();
     let mut first = None;
@@ -165,22 +167,38 @@ pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>) {
             Err(err) => last_err = Some(err),
         }
     }
-    let Some((mut node, (mut sink, mut stream))) = first else {
-        let _ = ready.send(Err(last_err.unwrap_or_else(|| Error::Backend {
-            level: LEVEL,
-            op: "connect",
-            reason: format!("no answer within {:?}", ctx.connect_timeout),
-        })));
-        return;
+    let mut state = match first {
+        Some((i, pair)) => {
+            let since = now();
+            ctx.mark_subscribed(i, since);
+            Some((i, pair, since))
+        }
+        None if start_offline => {
+            if let Some(err) = &last_err {
+                tracing::warn!(%err, "backplane starts offline; L1 entries are suspect until it subscribes");
+            }
+            None
+        }
+        None => {
+            let _ = ready.send(Err(last_err.unwrap_or_else(|| Error::Backend {
+                level: LEVEL,
+                op: "connect",
+                reason: format!("no answer within {:?}", ctx.connect_timeout),
+            })));
+            return;
+        }
     };
-    let mut since = now();
-    ctx.mark_subscribed(node, since);
     if ready.send(Ok(())).is_err() {
         return;
     }
+    let mut node = 0;
+    let mut alive = started_at;
     loop {
-        let alive = ctx.serve(sink, stream, since).await;
-        // Lost: say so before anything else.
+        if let Some((i, (sink, stream), since)) = state.take() {
+            node = i;
+            alive = ctx.serve(sink, stream, since).await;
+        }
+        // Lost (or never subscribed): say so before anything else.
         ctx.shared.connected.store(false, Ordering::Release);
         *ctx.shared.subscribed.lock() = (None, None);
         *ctx.shared.last_lost_at.lock() = Some(alive);
@@ -189,13 +207,31 @@ pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>) {
         tracing::warn!(channel = %ctx.shared.channel, "backplane subscription lost; L1 entries are suspect until it is restored");
         ctx.call("subscription_lost", |h| h.subscription_lost(alive));
 
-        // Reconnect: at once to the same node (a killed connection on a healthy server), then
-        // through the other nodes, backing off after each full round.
-        let mut delay = ctx.reconnect_min;
+        let (i, pair) = ctx.reconnect(node, n).await;
+        let restored_at = now();
+        ctx.mark_subscribed(i, restored_at);
+        Shared::bump(&ctx.shared.reconnects);
+        let outage = Outage {
+            since: alive,
+            detected_at,
+            restored_at,
+        };
+        tracing::info!(channel = %ctx.shared.channel, "backplane subscription restored");
+        ctx.call("subscription_restored", |h| h.subscription_restored(&outage));
+        state = Some((i, pair, restored_at));
+    }
+}
+
+impl Context {
+    /// Subscribes again: at once to the same node (a killed connection on a healthy server),
+    /// then through the other nodes, backing off (jittered, doubling up to the bound) after each
+    /// full round. Returns only when subscribed.
+    async fn reconnect(&self, mut node: usize, n: usize) -> (usize, (PubSubSink, PubSubStream)) {
+        let mut delay = self.reconnect_min;
         let mut tried_in_round = 0;
-        let pair = loop {
-            match ctx.subscribe(node, ctx.connect_timeout).await {
-                Ok(pair) => break pair,
+        loop {
+            match self.subscribe(node, self.connect_timeout).await {
+                Ok(pair) => return (node, pair),
                 Err(err) => {
                     tracing::debug!(%err, "backplane resubscribe failed");
                     node = (node + 1) % n;
@@ -203,21 +239,10 @@ pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>) {
                     if tried_in_round >= n {
                         tried_in_round = 0;
                         tokio::time::sleep(jitter(delay)).await;
-                        delay = delay.saturating_mul(2).min(ctx.reconnect_max);
+                        delay = delay.saturating_mul(2).min(self.reconnect_max);
                     }
                 }
             }
-        };
-        (sink, stream) = pair;
-        since = now();
-        ctx.mark_subscribed(node, since);
-        Shared::bump(&ctx.shared.reconnects);
-        let outage = Outage {
-            since: alive,
-            detected_at,
-            restored_at: since,
-        };
-        tracing::info!(channel = %ctx.shared.channel, "backplane subscription restored");
-        ctx.call("subscription_restored", |h| h.subscription_restored(&outage));
+        }
     }
 }
