@@ -384,7 +384,7 @@ impl Backplane {
     ///
     /// # Errors
     /// [`Error::Config`] for invalid options or hosts; [`Error::Backend`] (level `"backplane"`, op
-    /// `"connect"`) naming the hosts if none can be reached, refuses the credentials or answers
+    /// `"connect"`) naming the hosts if none can be reached, refuses the credentials or does not answer
     /// within `connect_timeout` — unless [`start_offline`](BackplaneOptions::start_offline) is
     /// set, which starts disconnected instead.
     pub fn connect(options: BackplaneOptions, handler: Arc<dyn InvalidationHandler>) -> Result<Self> {
