@@ -184,6 +184,15 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
+
+    /// Bytes on the invalidation channel are not a valid backplane message (another program
+    /// publishes there, a newer uno-cache, or damage). The backplane counts and ignores them.
+    #[error("invalid invalidation message: {reason}")]
+    InvalidMessage {
+        /// Which check failed.
+        #[source]
+        reason: crate::invalidation::MessageError,
+    },
 }
 
 impl Error {

@@ -25,6 +25,7 @@
 //! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)    |
 //! | `distributed/`       | L2 levels: [`RedisStore`], [`MemcachedStore`], breaker     |
 //! | `replay/`            | [`replay::ReplayQueue`], durable ops to replay to L2      |
+//! | `invalidation/`      | [`Backplane`]: cross-process L1 invalidation on pub/sub   |
 //! | `clock`              | wall-clock time, injectable for tests                    |
 //! | `error`              | [`Error`], one enum with context for every failure       |
 //!
@@ -33,6 +34,7 @@
 mod clock;
 pub mod distributed;
 mod error;
+pub mod invalidation;
 pub mod local;
 pub mod replay;
 mod storage;
@@ -43,6 +45,7 @@ pub use crate::distributed::{
     RedisStore,
 };
 pub use crate::error::{Error, KeyProblem, Result};
+pub use crate::invalidation::{Backplane, BackplaneOptions, Invalidation, InvalidationHandler};
 pub use crate::local::file::{
     CompactionReport, Durability, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
     FORMAT_VERSION, MAX_KEY_LEN,
