@@ -1,4 +1,4 @@
-//! The backplane message format as `docs/backplane-format.md` states it: messages built here by
+//! The backplane message format as `storage-format.md` ("Invalidation backplane messages") states it: messages built here by
 //! hand, byte by byte from the document (not with the crate's encoder), must decode to what the
 //! document says they mean, and every violation the document lists must be refused with the
 //! error it names. If the code and the document drift apart, an independent publisher written

@@ -1,6 +1,6 @@
 //! The backplane's wire format: one binary, versioned, checksummed message per `PUBLISH`.
 //!
-//! The byte layout is specified in `docs/backplane-format.md` (merged into `storage-format.md`);
+//! The byte layout is specified in the "Invalidation backplane messages" section of `storage-format.md`;
 //! the constants below are its offsets. Binary rather than JSON because a message is mostly keys:
 //! keys go in as raw UTF-8 with a length in front (no escaping, no base64, no parser), a
 //! reader checks exact lengths and a CRC instead of trusting a text parser's recovery, and the
@@ -239,7 +239,7 @@ impl InvalidationMessage {
         MIN_MESSAGE_LEN.saturating_add(strings)
     }
 
-    /// The message as bytes (see `docs/backplane-format.md`). Strings longer than `u32::MAX`
+    /// The message as bytes (see `storage-format.md`). Strings longer than `u32::MAX`
     /// bytes cannot be encoded; [`publish`](super::Backplane::publish) refuses messages over
     /// [`MAX_MESSAGE_LEN`] before they get here.
     #[must_use]

@@ -39,7 +39,7 @@
 //!
 //! # Wire format
 //! A 36-byte header (magic `UNOI`, version, kind, origin, sequence, string count), the strings
-//! with a length in front, and a CRC-32: see `docs/backplane-format.md` and [`message`].
+//! with a length in front, and a CRC-32: see `storage-format.md` ("Invalidation backplane messages") and [`message`].
 //!
 //! ```no_run
 //! use std::sync::Arc;
