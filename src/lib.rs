@@ -50,7 +50,7 @@ pub use crate::local::file::{
     CompactionReport, Durability, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
     FORMAT_VERSION, MAX_KEY_LEN,
 };
-pub use crate::storage::{BoxFuture, Entry, Storage, StorageSize};
+pub use crate::storage::{BoxFuture, Entry, Freshness, Storage, StorageSize};
 
 #[doc(hidden)]
 /// Decoders exposed for the fuzz targets and format tests; not a stable API.
