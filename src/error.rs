@@ -185,6 +185,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// Bytes on the invalidation channel are not a valid backplane message (another program
+    /// publishes there, a newer uno-cache, or damage). The backplane counts and ignores them.
+    #[error("invalid invalidation message: {reason}")]
+    InvalidMessage {
+        /// Which check failed.
+        #[source]
+        reason: crate::invalidation::MessageError,
+    },
+
     /// A value could not be encoded by the manager's codec; nothing was written.
     #[error("cannot encode the value for key {key:?} with the {codec} codec: {reason}")]
     Encode {

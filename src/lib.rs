@@ -52,6 +52,7 @@
 //! | `local/redb`         | [`RedbStore`], an L1 in a redb database                             |
 //! | `distributed/`       | L2 levels: [`RedisStore`], [`MemcachedStore`], breaker              |
 //! | `replay/`            | [`replay::ReplayQueue`], durable ops to replay to L2               |
+//! | `invalidation/`      | [`Backplane`]: cross-process L1 invalidation on pub/sub            |
 //! | `clock`              | wall-clock time, injectable for tests                              |
 //! | `error`              | [`Error`], one enum with context for every failure                 |
 //!
@@ -62,6 +63,7 @@ mod codec;
 mod config;
 pub mod distributed;
 mod error;
+pub mod invalidation;
 pub mod local;
 mod manager;
 pub mod replay;
@@ -79,6 +81,7 @@ pub use crate::distributed::{
     RedisStore,
 };
 pub use crate::error::{Error, KeyProblem, Result};
+pub use crate::invalidation::{Backplane, BackplaneOptions, Invalidation, InvalidationHandler};
 pub use crate::local::file::{
     CompactionReport, Durability, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
     FORMAT_VERSION, MAX_KEY_LEN,
@@ -87,7 +90,7 @@ pub use crate::local::memory::MemoryStore;
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
 pub use crate::manager::{CacheManager, CacheManagerBuilder, Monitor, L2_SIZE_MAX_AGE};
 pub use crate::stats::{CacheStats, HitRates, LatencyStats, LevelStats, OverallStats, Sizes};
-pub use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
+pub use crate::storage::{BoxFuture, Entry, Freshness, Storage, StorageCounters, StorageSize};
 
 #[doc(hidden)]
 /// Decoders exposed for the fuzz targets and format tests; not a stable API.

@@ -28,6 +28,20 @@ impl Entry {
     }
 }
 
+/// Whether a local entry can be trusted without asking L2.
+///
+/// An entry is *suspect* when it may have been changed elsewhere without this process hearing of
+/// it: it was restored from disk at start-up, or written before the invalidation stream was lost.
+/// The manager revalidates suspect entries against L2 when L2 is reachable and serves them as
+/// they are when it is not (offline mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Freshness {
+    /// Written (or confirmed) since the last loss of certainty.
+    Trusted,
+    /// May be stale; revalidate before trusting it.
+    Suspect,
+}
+
 /// How much a level holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StorageSize {
@@ -116,6 +130,24 @@ pub trait Storage: Send + Sync + 'static {
     /// (the default). Cheap: the manager calls it when stats are read.
     fn counters(&self) -> StorageCounters {
         StorageCounters::default()
+    }
+
+    /// Reads a key and says whether the entry is [`Freshness::Suspect`]. Levels that keep nothing
+    /// across a loss of certainty (the default) report every entry as trusted.
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        Ok(self.get(key)?.map(|entry| (entry, Freshness::Trusted)))
+    }
+
+    /// Every entry written before this call becomes suspect until confirmed or rewritten. The
+    /// default forgets everything ([`clear`](Storage::clear)), which is always safe for a cache.
+    fn mark_all_suspect(&self) -> Result<()> {
+        self.clear()
+    }
+
+    /// Marks the current entry of `key` as confirmed fresh (revalidated against L2).
+    fn confirm(&self, key: &str) -> Result<()> {
+        let _ = key;
+        Ok(())
     }
 
     /// Async [`get`](Storage::get).

@@ -577,3 +577,49 @@ fn eviction_racing_the_background_compactor_keeps_accounting_and_values_right() 
     }
     assert!(store.verify(|_, _| {}).unwrap().is_clean());
 }
+
+/// Entries restored from disk, or written before a loss of certainty (`mark_all_suspect`), are
+/// reported as suspect until confirmed or rewritten; the manager revalidates them against L2.
+#[test]
+fn restored_and_pre_loss_entries_are_suspect_until_confirmed_or_rewritten() {
+    use uno_cache::Freshness::{Suspect, Trusted};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    {
+        let store = FileStore::open(dir.path(), manual_options(&clock)).unwrap();
+        store.set("old", b"1", None).unwrap();
+        store.set("confirmed", b"2", None).unwrap();
+        assert_eq!(
+            store.get_checked("old").unwrap().unwrap().1,
+            Trusted,
+            "written in this run"
+        );
+        store.close().unwrap();
+    }
+    let store = FileStore::open(dir.path(), manual_options(&clock)).unwrap();
+    let freshness = |key: &str| store.get_checked(key).unwrap().map(|(_, f)| f);
+    assert_eq!(freshness("old"), Some(Suspect), "restored from disk");
+    store.confirm("confirmed");
+    assert_eq!(freshness("confirmed"), Some(Trusted));
+    store.set("new", b"3", None).unwrap();
+    assert_eq!(freshness("new"), Some(Trusted));
+    assert_eq!(freshness("missing"), None);
+
+    // Confirmation survives a compaction that moves the record (same seq).
+    fill(&store, "pad", 600);
+    store.compact().unwrap();
+    assert_eq!(freshness("confirmed"), Some(Trusted));
+
+    store.mark_all_suspect();
+    assert_eq!(
+        freshness("confirmed"),
+        Some(Suspect),
+        "a confirmation from before the loss"
+    );
+    assert_eq!(freshness("new"), Some(Suspect));
+    store.set("old", b"rewritten", None).unwrap();
+    assert_eq!(freshness("old"), Some(Trusted));
+    store.confirm("new");
+    assert_eq!(freshness("new"), Some(Trusted));
+    assert_eq!(store.get_checked("old").unwrap().unwrap().0.value, b"rewritten");
+}

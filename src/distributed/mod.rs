@@ -32,7 +32,7 @@ mod breaker;
 pub mod envelope;
 mod guarded;
 mod memcached;
-mod redis;
+pub(crate) mod redis;
 pub(crate) mod runtime;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

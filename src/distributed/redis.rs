@@ -176,13 +176,88 @@ impl RedisOptions {
     }
 }
 
+impl RedisOptions {
+    /// The hosts, checked and normalised, and whether they form a Redis Cluster.
+    pub(crate) fn resolve_targets(&self) -> Result<(Vec<Target>, bool)> {
+        if self.hosts.is_empty() {
+            return Err(config_error(
+                "redis.hosts".to_owned(),
+                "no host given; give host:port or a redis:// URL".to_owned(),
+            ));
+        }
+        let targets = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| parse_target(i, raw, self.username.as_deref(), self.password.as_deref()))
+            .collect::<Result<Vec<_>>>()?;
+        let cluster = self.cluster || targets.iter().any(|t| t.cluster_scheme);
+        if !cluster && targets.len() > 1 {
+            return Err(config_error(
+                "redis.hosts".to_owned(),
+                format!(
+                    "{} hosts given for a standalone server; set cluster = true for a Redis Cluster, or give one host",
+                    targets.len()
+                ),
+            ));
+        }
+        if cluster && targets.iter().any(|t| t.db != 0) {
+            return Err(config_error(
+                "redis.hosts".to_owned(),
+                "a Redis Cluster has only database 0; drop the /db from the URLs".to_owned(),
+            ));
+        }
+        Ok((targets, cluster))
+    }
+
+    /// A client for one host, with this configuration's TLS settings. It does not connect.
+    pub(crate) fn client_for(&self, target: &Target) -> RedisResult<redis::Client> {
+        open_client(
+            target,
+            #[cfg(feature = "tls")]
+            self.tls_root_cert.as_deref(),
+        )
+    }
+
+    /// The deadline for connecting.
+    pub(crate) fn connect_deadline(&self) -> Duration {
+        self.connect_timeout
+    }
+}
+
+/// A client for one host (TLS with an optional private CA). It does not connect.
+fn open_client(
+    target: &Target,
+    #[cfg(feature = "tls")] tls_root_cert: Option<&[u8]>,
+) -> RedisResult<redis::Client> {
+    #[cfg(feature = "tls")]
+    {
+        if target.url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; ours unless the program set one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        match tls_root_cert {
+            Some(pem) => redis::Client::build_with_tls(
+                target.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            ),
+            None => redis::Client::open(target.url.as_str()),
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    redis::Client::open(target.url.as_str())
+}
+
 /// A host, checked and normalised.
 #[derive(Debug, Clone)]
-struct Target {
+pub(crate) struct Target {
     /// The URL handed to the client (credentials included).
-    url: String,
+    pub(crate) url: String,
     /// `host:port` (or the socket path) for messages; never a password.
-    display: String,
+    pub(crate) display: String,
     /// The URL scheme asked for cluster mode.
     cluster_scheme: bool,
     db: i64,
@@ -627,6 +702,12 @@ fn is_auth_error(err: &RedisError) -> bool {
 }
 
 fn connect_error(hosts: &str, err: &RedisError) -> Error {
+    connect_error_for(LEVEL, hosts, err)
+}
+
+/// A connection failure as [`Error::Backend`] (op `"connect"`) for `level`, naming the hosts and
+/// what to check.
+pub(crate) fn connect_error_for(level: &'static str, hosts: &str, err: &RedisError) -> Error {
     let advice = if is_auth_error(err) {
         "authentication failed; check the user name and password (requirepass or the ACL user)"
     } else if err.kind() == ErrorKind::Io || err.is_connection_refusal() || err.is_timeout() {
@@ -637,7 +718,7 @@ fn connect_error(hosts: &str, err: &RedisError) -> Error {
         "the server refused the connection; check the server and the options"
     };
     Error::Backend {
-        level: LEVEL,
+        level,
         op: "connect",
         reason: format!("{hosts}: {advice} ({err})"),
     }
@@ -680,12 +761,6 @@ impl RedisStore {
     }
 
     fn prepare(options: RedisOptions) -> Result<(ConnectPlan, IoRuntime)> {
-        if options.hosts.is_empty() {
-            return Err(config_error(
-                "redis.hosts".to_owned(),
-                "no host given; give host:port or a redis:// URL".to_owned(),
-            ));
-        }
         if options.timeout.is_zero() || options.connect_timeout.is_zero() || options.admin_timeout.is_zero() {
             return Err(config_error(
                 "redis.timeout".to_owned(),
@@ -698,28 +773,7 @@ impl RedisStore {
                 "a default TTL of zero would expire every entry at once; use None for no expiry".to_owned(),
             ));
         }
-        let targets = options
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| parse_target(i, raw, options.username.as_deref(), options.password.as_deref()))
-            .collect::<Result<Vec<_>>>()?;
-        let cluster = options.cluster || targets.iter().any(|t| t.cluster_scheme);
-        if !cluster && targets.len() > 1 {
-            return Err(config_error(
-                "redis.hosts".to_owned(),
-                format!(
-                    "{} hosts given for a standalone server; set cluster = true for a Redis Cluster, or give one host",
-                    targets.len()
-                ),
-            ));
-        }
-        if cluster && targets.iter().any(|t| t.db != 0) {
-            return Err(config_error(
-                "redis.hosts".to_owned(),
-                "a Redis Cluster has only database 0; drop the /db from the URLs".to_owned(),
-            ));
-        }
+        let (targets, cluster) = options.resolve_targets()?;
         let hosts = targets
             .iter()
             .map(|t| t.display.as_str())
@@ -1117,19 +1171,11 @@ impl ConnectPlan {
                 .targets
                 .first()
                 .ok_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "no host")))?;
-            #[cfg(feature = "tls")]
-            let client = match &self.tls_root_cert {
-                Some(pem) => redis::Client::build_with_tls(
-                    target.url.as_str(),
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem.clone()),
-                    },
-                )?,
-                None => redis::Client::open(target.url.as_str())?,
-            };
-            #[cfg(not(feature = "tls"))]
-            let client = redis::Client::open(target.url.as_str())?;
+            let client = open_client(
+                target,
+                #[cfg(feature = "tls")]
+                self.tls_root_cert.as_deref(),
+            )?;
             // No retries inside the client: a failed reconnect fails the call at once and the
             // next call tries again; the caller's deadline and breaker decide the pace.
             let config = ConnectionManagerConfig::new()

@@ -108,6 +108,15 @@ impl IoRuntime {
         }
     }
 
+    /// Starts `fut` on the I/O thread with no deadline (a long-lived task such as a subscriber
+    /// loop); it is cancelled when the runtime stops.
+    pub(crate) fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(fut)
+    }
+
     /// Returns a future that runs `fut` on the I/O thread with a deadline of `timeout` from the
     /// call. The work starts when the returned future is first polled; dropping the returned
     /// future cancels it.

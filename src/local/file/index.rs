@@ -1,6 +1,6 @@
 //! The in-memory index: key → where its newest live record is.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use dashmap::DashMap;
 
@@ -15,6 +15,9 @@ pub(crate) struct IndexEntry {
     pub(crate) expires_at_ms: u64,
     /// Set by reads, cleared when the entry is given a second chance at eviction.
     pub(crate) referenced: AtomicBool,
+    /// The suspicion epoch in which the entry was last confirmed fresh (0: never); see
+    /// `FileStore::mark_all_suspect`.
+    pub(crate) confirmed_epoch: AtomicU32,
 }
 
 impl IndexEntry {
@@ -26,6 +29,7 @@ impl IndexEntry {
             seq,
             expires_at_ms,
             referenced: AtomicBool::new(false),
+            confirmed_epoch: AtomicU32::new(0),
         }
     }
 

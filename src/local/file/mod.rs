@@ -29,7 +29,7 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ use self::segment::Segment;
 use self::worker::{Shutdown, Workers};
 use crate::clock::{self, Clock};
 use crate::error::{key_for_error, Error, KeyProblem, Result};
-use crate::storage::{Entry, Storage, StorageCounters, StorageSize};
+use crate::storage::{Entry, Freshness, Storage, StorageCounters, StorageSize};
 
 /// A crash-safe, size-bounded, persistent key-value cache in a directory.
 ///
@@ -132,6 +132,10 @@ pub(crate) struct Inner {
     failed: OnceLock<String>,
     disk_bytes: AtomicU64,
     live_bytes: AtomicU64,
+    /// Entries with a sequence number below this are suspect unless confirmed in `epoch`.
+    suspect_below_seq: AtomicU64,
+    /// Bumped by every `mark_all_suspect`, so confirmations from before it no longer count.
+    epoch: AtomicU32,
     counters: Counters,
     recovery: RecoveryReport,
     shutdown: Shutdown,
@@ -207,6 +211,9 @@ impl FileStore {
             failed: OnceLock::new(),
             disk_bytes: AtomicU64::new(disk_bytes),
             live_bytes: AtomicU64::new(live_bytes),
+            // Whatever was restored from disk may have changed elsewhere while we were away.
+            suspect_below_seq: AtomicU64::new(recovered.next_seq),
+            epoch: AtomicU32::new(1),
             counters: Counters::default(),
             recovery: recovered.report,
             shutdown: Shutdown::default(),
@@ -230,7 +237,7 @@ impl FileStore {
     /// Reads of a valid key do not fail; a damaged record is reported as a miss and counted in
     /// [`FileStoreStats::corrupt_reads`].
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.inner.read(key).map(|(value, _)| value))
+        Ok(self.inner.read(key).map(|(value, _, _)| value))
     }
 
     /// Reads a value with its absolute expiry.
@@ -238,10 +245,59 @@ impl FileStore {
     /// # Errors
     /// As [`FileStore::get`].
     pub fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
-        Ok(self.inner.read(key).map(|(value, expires_at_ms)| Entry {
-            value,
-            expires_at: (expires_at_ms != 0).then(|| clock::ms_to_system_time(expires_at_ms)),
-        }))
+        Ok(self.get_entry_and_seq(key).map(|(entry, _)| entry))
+    }
+
+    /// Reads a value with its expiry and whether it is suspect: restored from disk at open, or
+    /// written before the last [`mark_all_suspect`](FileStore::mark_all_suspect), and not
+    /// confirmed or rewritten since.
+    ///
+    /// # Errors
+    /// As [`FileStore::get`].
+    pub fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        let Some((entry, seq)) = self.get_entry_and_seq(key) else {
+            return Ok(None);
+        };
+        let freshness = if seq >= self.inner.suspect_below_seq.load(Ordering::Acquire) {
+            Freshness::Trusted
+        } else {
+            let epoch = self.inner.epoch.load(Ordering::Acquire);
+            match self.inner.index.get(key) {
+                Some(e) if e.seq == seq && e.confirmed_epoch.load(Ordering::Acquire) == epoch => {
+                    Freshness::Trusted
+                }
+                _ => Freshness::Suspect,
+            }
+        };
+        Ok(Some((entry, freshness)))
+    }
+
+    /// Makes every entry written so far suspect (see [`get_checked`](FileStore::get_checked)),
+    /// for example when the invalidation stream was lost. Costs O(1).
+    pub fn mark_all_suspect(&self) {
+        let w = self.inner.writer.lock();
+        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        self.inner.suspect_below_seq.store(w.next_seq, Ordering::Release);
+    }
+
+    /// Confirms the current entry of `key` as fresh until the next loss of certainty.
+    pub fn confirm(&self, key: &str) {
+        if let Some(e) = self.inner.index.get(key) {
+            e.confirmed_epoch
+                .store(self.inner.epoch.load(Ordering::Acquire), Ordering::Release);
+        }
+    }
+
+    fn get_entry_and_seq(&self, key: &str) -> Option<(Entry, u64)> {
+        self.inner.read(key).map(|(value, expires_at_ms, seq)| {
+            (
+                Entry {
+                    value,
+                    expires_at: (expires_at_ms != 0).then(|| clock::ms_to_system_time(expires_at_ms)),
+                },
+                seq,
+            )
+        })
     }
 
     /// Whether `key` has a live value, without reading it.
@@ -435,7 +491,8 @@ impl Inner {
             .saturating_sub(SEGMENT_HEADER_LEN + format::record_len(key.len(), 0))
     }
 
-    fn read(&self, key: &str) -> Option<(Vec<u8>, u64)> {
+    /// Value, expiry (Unix ms, 0 = never) and sequence number of a live entry.
+    fn read(&self, key: &str) -> Option<(Vec<u8>, u64, u64)> {
         // A lookup can race with eviction moving the entry; retry a few times before calling it
         // a miss.
         for _ in 0..3 {
@@ -465,7 +522,7 @@ impl Inner {
                 Some(format::Decoded::Record(r, _))
                     if r.kind == Kind::Value && r.key == key && r.seq == seq =>
                 {
-                    Some((r.value.to_vec(), expires))
+                    Some((r.value.to_vec(), expires, seq))
                 }
                 _ => {
                     drop(segments);
@@ -804,6 +861,20 @@ impl Storage for FileStore {
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         FileStore::set_many(self, items, ttl)
+    }
+
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        FileStore::get_checked(self, key)
+    }
+
+    fn mark_all_suspect(&self) -> Result<()> {
+        FileStore::mark_all_suspect(self);
+        Ok(())
+    }
+
+    fn confirm(&self, key: &str) -> Result<()> {
+        FileStore::confirm(self, key);
+        Ok(())
     }
 
     fn size(&self) -> Result<StorageSize> {

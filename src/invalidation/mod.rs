@@ -1,0 +1,671 @@
+//! The cross-process invalidation backplane on Redis pub/sub.
+//!
+//! Every instance of the cache (a process, or a manager inside one) keeps a local L1 and shares
+//! an L2. When one instance sets or deletes a key, every other instance must drop that key from
+//! its L1. The [`Backplane`] carries those [`Invalidation`]s over one Redis pub/sub channel
+//! (`uno-cache:invalidate` by default):
+//!
+//! - [`Backplane::publish`] sends one message (`PUBLISH channel bytes`), stamped with this
+//!   instance's [`InstanceId`] and the next number of its sequence, within a deadline, and says
+//!   whether Redis took it. A message that could not be sent is kept (bounded) and re-sent by the
+//!   backplane once Redis answers again; if too many pile up they are replaced by one
+//!   [`Invalidation::All`].
+//! - A subscriber task hands every other instance's message to an [`InvalidationHandler`]. It
+//!   ignores messages from its own instance and counts (never panics on) bytes that are not a
+//!   message.
+//! - **Losing the stream means losing certainty.** The subscriber sees a dropped connection at
+//!   once (the connection ends) and a silently dead one by a `PING` on the subscribed connection
+//!   that must be answered within a deadline. Either way it calls
+//!   [`InvalidationHandler::subscription_lost`] before the [staleness
+//!   bound](BackplaneOptions::staleness_bound) has passed, reconnects with its own bounded backoff
+//!   (never the client library's), subscribes again and calls
+//!   [`InvalidationHandler::subscription_restored`]. Entries the L1 held before the restore may
+//!   have missed an invalidation: the manager revalidates or drops them.
+//! - Receivers touch L1 only: a handler must never re-apply a peer's message to L2 (that would
+//!   multiply L2 writes by the number of instances).
+//!
+//! The L2 itself can be anything (Memcached included): the backplane is its own Redis connection
+//! and can point at a separate Redis.
+//!
+//! # Redis Cluster
+//! A classic `PUBLISH` on any node of a Redis Cluster is forwarded to every node, so the
+//! subscriber listens on one node and the publisher sends to one node. Each keeps a position in
+//! the host list: when its node fails it moves to the next one.
+//!
+//! # Threads
+//! Two named I/O threads, each with a current-thread tokio runtime: `uno-cache-backplane`
+//! (publishing and re-sending) and `uno-cache-backplane-sub` (the subscriber, which also calls
+//! the handler). Dropping the [`Backplane`] stops both.
+//!
+//! # Wire format
+//! A 36-byte header (magic `UNOI`, version, kind, origin, sequence, string count), the strings
+//! with a length in front, and a CRC-32: see `storage-format.md` ("Invalidation backplane messages") and [`message`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::SystemTime;
+//! use uno_cache::invalidation::{Backplane, BackplaneOptions, Invalidation, InvalidationHandler, InvalidationMessage};
+//!
+//! struct DropFromL1;
+//! impl InvalidationHandler for DropFromL1 {
+//!     fn invalidate(&self, msg: &InvalidationMessage) { /* drop the keys from L1 */ }
+//!     fn subscription_lost(&self, since: SystemTime) { /* stop trusting L1 */ }
+//! }
+//!
+//! let backplane = Backplane::connect(BackplaneOptions::url("127.0.0.1:6379"), Arc::new(DropFromL1))?;
+//! backplane.publish(&Invalidation::Keys(vec!["user:42".to_owned()]))?;
+//! # Ok::<(), uno_cache::Error>(())
+//! ```
+
+pub mod message;
+mod publisher;
+mod subscriber;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+pub use self::message::{InstanceId, Invalidation, InvalidationMessage, MessageError};
+
+use self::publisher::Publisher;
+use crate::distributed::redis::Target;
+use crate::distributed::runtime::IoRuntime;
+use crate::distributed::RedisOptions;
+use crate::error::{key_for_error, Error, Result};
+
+/// The default channel.
+pub const DEFAULT_CHANNEL: &str = "uno-cache:invalidate";
+/// The default publish deadline.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_millis(100);
+/// The default staleness bound.
+pub const DEFAULT_STALENESS_BOUND: Duration = Duration::from_secs(1);
+/// The smallest staleness bound accepted.
+pub const MIN_STALENESS_BOUND: Duration = Duration::from_millis(30);
+/// The default number of keys kept for re-sending after failed publishes.
+pub const DEFAULT_REPUBLISH_LIMIT: usize = 10_000;
+
+const LEVEL: &str = "backplane";
+
+/// Receives what the backplane hears. Called on the backplane's subscriber thread, one call at a
+/// time, in the order the messages arrived.
+///
+/// Every method must be cheap and must not block: drop keys from L1, flip a flag, push onto a
+/// queue. A slow handler delays later messages and the subscriber's own `PING`, and a handler
+/// that takes longer than the ping deadline makes a healthy subscription look lost. A panic in a
+/// handler is caught, counted ([`BackplaneStats::handler_panics`]) and does not stop the
+/// subscriber. A handler that owns the [`Backplane`] (directly or through the manager) should
+/// hold it through a `Weak`, or the two keep each other alive.
+pub trait InvalidationHandler: Send + Sync {
+    /// Another instance invalidated something: drop it from L1 (never touch L2 here).
+    fn invalidate(&self, message: &InvalidationMessage);
+
+    /// The subscription dropped (or stopped answering). Messages published after `since` (the
+    /// last moment the subscription was known to work) may be lost: from now on, until
+    /// [`subscription_restored`](Self::subscription_restored), L1 entries are not kept up to
+    /// date. Called within the staleness bound of the drop.
+    fn subscription_lost(&self, since: SystemTime);
+
+    /// The subscription works again. Entries the L1 held (or wrote) before
+    /// [`Outage::restored_at`] may have missed an invalidation: revalidate or drop them.
+    fn subscription_restored(&self, outage: &Outage) {
+        let _ = outage;
+    }
+}
+
+/// One period without a working subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Outage {
+    /// The last moment the subscription was known to work (what `subscription_lost` got).
+    pub since: SystemTime,
+    /// When the loss was noticed (`subscription_lost` was called).
+    pub detected_at: SystemTime,
+    /// When the new subscription was confirmed; every message published after this arrives.
+    pub restored_at: SystemTime,
+}
+
+/// How to reach the backplane's Redis and how strict to be.
+///
+/// ```
+/// use std::time::Duration;
+/// use uno_cache::RedisOptions;
+/// use uno_cache::invalidation::BackplaneOptions;
+///
+/// let options = BackplaneOptions::new(RedisOptions::with_hosts(["10.0.0.1:7000", "10.0.0.2:7000"]).cluster(true))
+///     .channel("shop:invalidate")
+///     .staleness_bound(Duration::from_millis(500));
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct BackplaneOptions {
+    redis: RedisOptions,
+    channel: String,
+    publish_timeout: Duration,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    staleness_bound: Duration,
+    instance_id: Option<InstanceId>,
+    republish_limit: usize,
+    start_offline: bool,
+}
+
+impl BackplaneOptions {
+    /// The backplane on this Redis (standalone, or a Cluster's seed nodes). Of the Redis options,
+    /// the hosts, credentials, TLS settings and `connect_timeout` are used; the key prefix is not
+    /// (name the channel instead).
+    pub fn new(redis: RedisOptions) -> Self {
+        BackplaneOptions {
+            redis,
+            channel: DEFAULT_CHANNEL.to_owned(),
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
+            staleness_bound: DEFAULT_STALENESS_BOUND,
+            instance_id: None,
+            republish_limit: DEFAULT_REPUBLISH_LIMIT,
+            start_offline: false,
+        }
+    }
+
+    /// The backplane on one Redis host or URL (see [`RedisOptions::new`]).
+    pub fn url(url: impl Into<String>) -> Self {
+        Self::new(RedisOptions::new(url))
+    }
+
+    /// The pub/sub channel (default `uno-cache:invalidate`). Instances that share an L2 share a
+    /// channel; separate caches on one Redis use separate channels.
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// Deadline of one publish, connecting included (default 100 ms).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// Bounds of the reconnect backoff (default 50 ms doubling up to 2 s, with jitter). The
+    /// first attempt after a loss is immediate.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max;
+        self
+    }
+
+    /// The longest time the subscription may be dead before the handler is told (default 1 s,
+    /// at least 30 ms). The subscriber sends a `PING` every third of it and gives each a third
+    /// to be answered, so a silently dead connection is noticed within two thirds of the bound.
+    pub fn staleness_bound(mut self, bound: Duration) -> Self {
+        self.staleness_bound = bound;
+        self
+    }
+
+    /// This instance's id (default: [`InstanceId::random`]). Two instances must never share one.
+    pub fn instance_id(mut self, id: InstanceId) -> Self {
+        self.instance_id = Some(id);
+        self
+    }
+
+    /// How many keys (or tags) of failed publishes are kept for re-sending (default 10 000). Past
+    /// it, they are replaced by one [`Invalidation::All`].
+    pub fn republish_limit(mut self, limit: usize) -> Self {
+        self.republish_limit = limit;
+        self
+    }
+
+    /// What [`Backplane::connect`] does when Redis cannot be reached: fail (`false`, the
+    /// default), or start anyway (`true`) — for an L1 that must keep working offline. Started
+    /// offline, the handler is told [`subscription_lost`](InvalidationHandler::subscription_lost)
+    /// (since the start) at once, the subscriber keeps trying with its backoff, and
+    /// [`subscription_restored`](InvalidationHandler::subscription_restored) follows when Redis
+    /// answers; publishes fail (and are kept for re-sending) until then. Invalid options are an
+    /// error either way.
+    pub fn start_offline(mut self, on: bool) -> Self {
+        self.start_offline = on;
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        let config = |field: &str, reason: &str| {
+            Err(Error::Config {
+                field: format!("backplane.{field}"),
+                reason: reason.to_owned(),
+            })
+        };
+        if self.channel.is_empty() {
+            return config("channel", "the channel name is empty");
+        }
+        if self.publish_timeout.is_zero() {
+            return config("publish_timeout", "must be above zero");
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return config("reconnect_backoff", "need 0 < min <= max");
+        }
+        if self.staleness_bound < MIN_STALENESS_BOUND {
+            return config("staleness_bound", "must be at least 30 ms");
+        }
+        Ok(())
+    }
+
+    fn ping_every(&self) -> Duration {
+        self.staleness_bound / 3
+    }
+}
+
+/// Counters and state of a [`Backplane`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BackplaneStats {
+    /// Whether the subscription works now.
+    pub connected: bool,
+    /// The node the subscriber listens on (`host:port`), while connected.
+    pub subscribed_to: Option<String>,
+    /// Since when the current subscription works.
+    pub subscribed_since: Option<SystemTime>,
+    /// Messages Redis accepted from this instance (re-sent ones included).
+    pub published: u64,
+    /// Publish calls that failed (timeout, connection or server error).
+    pub publish_failures: u64,
+    /// Messages from other instances handed to the handler.
+    pub received: u64,
+    /// Messages from this instance, ignored.
+    pub ignored_own: u64,
+    /// Payloads on the channel that were not valid messages, ignored.
+    pub invalid: u64,
+    /// Sequence numbers skipped by other instances' messages (a missed or late message each).
+    pub sequence_gaps: u64,
+    /// Subscriptions lost (each one told to the handler).
+    pub subscription_losses: u64,
+    /// Subscriptions restored after a loss.
+    pub reconnects: u64,
+    /// The `since` of the last loss.
+    pub last_lost_at: Option<SystemTime>,
+    /// Failed messages waiting to be re-sent.
+    pub republish_pending: u64,
+    /// Times the pending messages overflowed the republish limit and became one `All`.
+    pub republish_overflows: u64,
+    /// Handler calls that panicked.
+    pub handler_panics: u64,
+}
+
+/// State shared by the handle, the publisher and the subscriber.
+#[derive(Debug)]
+struct Shared {
+    id: InstanceId,
+    channel: String,
+    connected: AtomicBool,
+    subscribed: Mutex<(Option<String>, Option<SystemTime>)>,
+    last_lost_at: Mutex<Option<SystemTime>>,
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    received: AtomicU64,
+    ignored_own: AtomicU64,
+    invalid: AtomicU64,
+    sequence_gaps: AtomicU64,
+    losses: AtomicU64,
+    reconnects: AtomicU64,
+    republish_pending: AtomicU64,
+    republish_overflows: AtomicU64,
+    handler_panics: AtomicU64,
+}
+
+impl Shared {
+    fn new(id: InstanceId, channel: String) -> Self {
+        Shared {
+            id,
+            channel,
+            connected: AtomicBool::new(false),
+            subscribed: Mutex::new((None, None)),
+            last_lost_at: Mutex::new(None),
+            published: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            ignored_own: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            sequence_gaps: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            republish_pending: AtomicU64::new(0),
+            republish_overflows: AtomicU64::new(0),
+            handler_panics: AtomicU64::new(0),
+        }
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What Redis said to a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The message's sequence number.
+    pub seq: u64,
+    /// Subscribers that received it, as `PUBLISH` reports it: on a standalone server every
+    /// subscriber of the channel (this instance's own included); on a cluster only those on the
+    /// node that took the publish (the other nodes get it too, but do not report a count).
+    pub receivers: u64,
+}
+
+/// The invalidation backplane: publishes this instance's invalidations and hands every other
+/// instance's to an [`InvalidationHandler`]. See the [module docs](self).
+pub struct Backplane {
+    shared: Arc<Shared>,
+    publisher: Arc<Publisher>,
+    publish_timeout: Duration,
+    // Field order is drop order: the subscriber stops, then the publisher's thread.
+    _subscriber: IoRuntime,
+    pub_rt: IoRuntime,
+}
+
+impl std::fmt::Debug for Backplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backplane")
+            .field("id", &self.shared.id)
+            .field("channel", &self.shared.channel)
+            .field("hosts", &self.publisher.hosts())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+impl Backplane {
+    /// Connects the publisher, subscribes to the channel (within the Redis options'
+    /// `connect_timeout`, trying the hosts in order) and starts the subscriber task.
+    ///
+    /// Works from any thread, inside a tokio runtime or not (inside one it blocks that thread
+    /// while it connects). Entries the L1 held before this call were not covered by any
+    /// subscription: treat them as suspect, as after [`InvalidationHandler::subscription_restored`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid options or hosts; [`Error::Backend`] (level `"backplane"`, op
+    /// `"connect"`) naming the hosts if none can be reached, refuses the credentials or does not answer
+    /// within `connect_timeout` — unless [`start_offline`](BackplaneOptions::start_offline) is
+    /// set, which starts disconnected instead.
+    pub fn connect(options: BackplaneOptions, handler: Arc<dyn InvalidationHandler>) -> Result<Self> {
+        options.check()?;
+        let (targets, _cluster) = options.redis.resolve_targets()?;
+        let clients = targets
+            .iter()
+            .map(|t| {
+                options
+                    .redis
+                    .client_for(t)
+                    .map_err(|err| crate::distributed::redis::connect_error_for(LEVEL, &t.display, &err))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let nodes: Vec<Node> = targets
+            .into_iter()
+            .zip(clients)
+            .map(|(target, client)| Node::new(&target, client))
+            .collect();
+        let id = options.instance_id.unwrap_or_else(InstanceId::random);
+        let shared = Arc::new(Shared::new(id, options.channel.clone()));
+        let connect_timeout = options.redis.connect_deadline();
+
+        let pub_rt = IoRuntime::start("backplane")?;
+        let publisher = Arc::new(Publisher::new(
+            nodes.clone(),
+            shared.clone(),
+            &options,
+            connect_timeout,
+        ));
+        let first = publisher.clone();
+        let connected = pub_rt
+            .block_on(
+                "connect",
+                connect_timeout,
+                async move { first.connect_any().await },
+            )
+            .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout));
+        match connected {
+            Ok(()) => {}
+            // Offline start: publishes fail (and are kept) until Redis answers.
+            Err(err) if options.start_offline => {
+                tracing::warn!(%err, "backplane publisher starts offline");
+            }
+            Err(err) => return Err(err),
+        }
+        pub_rt.spawn(Publisher::resend_loop(publisher.clone()));
+
+        let sub_rt = IoRuntime::start("backplane-sub")?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        sub_rt.spawn(subscriber::run(
+            subscriber::Context {
+                nodes,
+                shared: shared.clone(),
+                handler,
+                ping_every: options.ping_every(),
+                connect_timeout,
+                reconnect_min: options.reconnect_min,
+                reconnect_max: options.reconnect_max,
+            },
+            ready_tx,
+            options.start_offline,
+        ));
+        sub_rt
+            .block_on(
+                "connect",
+                connect_timeout.saturating_add(Duration::from_millis(100)),
+                async move {
+                    ready_rx.await.unwrap_or_else(|_| {
+                        Err(Error::Backend {
+                            level: LEVEL,
+                            op: "connect",
+                            reason: "the subscriber task stopped before it subscribed".to_owned(),
+                        })
+                    })
+                },
+            )
+            .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout))?;
+        Ok(Backplane {
+            shared,
+            publisher,
+            publish_timeout: options.publish_timeout,
+            _subscriber: sub_rt,
+            pub_rt,
+        })
+    }
+
+    /// This instance's id (carried by every message it publishes).
+    #[must_use]
+    pub fn instance_id(&self) -> InstanceId {
+        self.shared.id
+    }
+
+    /// The channel.
+    #[must_use]
+    pub fn channel(&self) -> &str {
+        &self.shared.channel
+    }
+
+    /// Publishes `invalidation` and waits for Redis to take it, at most the publish timeout.
+    /// Works from any thread, inside a runtime or not.
+    ///
+    /// A failed message is not forgotten: the backplane keeps it (up to the republish limit) and
+    /// re-sends it when Redis answers again, so the error means "late", not "lost". Receivers
+    /// treat invalidations as idempotent, so a late or repeated one only costs a miss.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] or [`Error::Backend`] (level `"backplane"`) if Redis did not take it in
+    /// time; [`Error::ValueTooLarge`] if the message would exceed
+    /// [`MAX_MESSAGE_LEN`](message::MAX_MESSAGE_LEN) (nothing is sent or kept: split it).
+    pub fn publish(&self, invalidation: &Invalidation) -> Result<Published> {
+        let (seq, bytes) = self.prepare(invalidation)?;
+        let publisher = self.publisher.clone();
+        let weight = invalidation.weight();
+        let send = bytes.clone();
+        let out = self.pub_rt.block_on("publish", self.publish_timeout, async move {
+            publisher.send(send).await
+        });
+        self.finish(seq, bytes, weight, out)
+    }
+
+    /// [`publish`](Self::publish) without blocking the caller's executor.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_async(&self, invalidation: &Invalidation) -> Result<Published> {
+        let (seq, bytes) = self.prepare(invalidation)?;
+        let publisher = self.publisher.clone();
+        let weight = invalidation.weight();
+        let send = bytes.clone();
+        let out = self
+            .pub_rt
+            .run("publish", self.publish_timeout, async move {
+                publisher.send(send).await
+            })
+            .await;
+        self.finish(seq, bytes, weight, out)
+    }
+
+    fn prepare(&self, invalidation: &Invalidation) -> Result<(u64, Vec<u8>)> {
+        let msg = InvalidationMessage {
+            origin: self.shared.id,
+            seq: 0,
+            invalidation: invalidation.clone(),
+        };
+        let len = msg.encoded_len();
+        if len > message::MAX_MESSAGE_LEN {
+            let first = match invalidation {
+                Invalidation::Keys(items) | Invalidation::Tags(items) => items.first().cloned(),
+                Invalidation::Prefix(prefix) => Some(prefix.clone()),
+                Invalidation::All => None,
+            };
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(&first.unwrap_or_default()),
+                len,
+                max: message::MAX_MESSAGE_LEN,
+                store: "a backplane message (split the key list)".to_owned(),
+            });
+        }
+        let seq = self.publisher.next_seq();
+        Ok((seq, InvalidationMessage { seq, ..msg }.encode()))
+    }
+
+    fn finish(&self, seq: u64, bytes: Vec<u8>, weight: usize, out: Result<u64>) -> Result<Published> {
+        match out {
+            Ok(receivers) => Ok(Published { seq, receivers }),
+            Err(err) => {
+                Shared::bump(&self.shared.publish_failures);
+                self.publisher.failed(bytes, weight);
+                Err(match err {
+                    Error::Timeout { after, .. } => Error::Timeout {
+                        level: LEVEL,
+                        op: "publish",
+                        after,
+                    },
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// Counters and state.
+    #[must_use]
+    pub fn stats(&self) -> BackplaneStats {
+        let s = &self.shared;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (subscribed_to, subscribed_since) = s.subscribed.lock().clone();
+        BackplaneStats {
+            connected: s.connected.load(Ordering::Acquire),
+            subscribed_to,
+            subscribed_since,
+            published: load(&s.published),
+            publish_failures: load(&s.publish_failures),
+            received: load(&s.received),
+            ignored_own: load(&s.ignored_own),
+            invalid: load(&s.invalid),
+            sequence_gaps: load(&s.sequence_gaps),
+            subscription_losses: load(&s.losses),
+            reconnects: load(&s.reconnects),
+            last_lost_at: *s.last_lost_at.lock(),
+            republish_pending: load(&s.republish_pending),
+            republish_overflows: load(&s.republish_overflows),
+            handler_panics: load(&s.handler_panics),
+        }
+    }
+}
+
+/// A connect deadline that passed, said as what to check (as the L2 levels say it).
+fn no_answer(err: Error, hosts: &str, timeout: Duration) -> Error {
+    match err {
+        Error::Timeout { .. } => Error::Backend {
+            level: LEVEL,
+            op: "connect",
+            reason: format!(
+                "{hosts}: no answer within {timeout:?}; check the host and port and that redis-server is running and reachable (or raise connect_timeout)"
+            ),
+        },
+        other => other,
+    }
+}
+
+/// One Redis host: its client (not connected) and its name for messages.
+#[derive(Clone)]
+struct Node {
+    client: redis::Client,
+    display: String,
+}
+
+impl Node {
+    fn new(target: &Target, client: redis::Client) -> Self {
+        Node {
+            client,
+            display: target.display.clone(),
+        }
+    }
+}
+
+/// A jittered delay in `[d/2, d]`, so instances do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos()),
+    );
+    let frac = hasher.finish() % 1024;
+    let half = d / 2;
+    half + half.mul_f64(frac as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backplane_and_its_parts_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Backplane>();
+        check::<BackplaneOptions>();
+        check::<BackplaneStats>();
+        check::<InvalidationMessage>();
+    }
+
+    #[test]
+    fn the_ping_period_keeps_detection_within_the_bound() {
+        let options = BackplaneOptions::url("h:1").staleness_bound(Duration::from_millis(900));
+        // A PING every third, each with a third to answer: a silent death is noticed within two
+        // thirds of the bound.
+        assert_eq!(options.ping_every(), Duration::from_millis(300));
+        assert!(options.ping_every() * 2 < options.staleness_bound);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_millis(100));
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_millis(100),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The publishing side: one multiplexed connection to one node at a time (the next node after a
+//! failure), `PUBLISH` under the caller's deadline, and a bounded queue of failed messages that a
+//! task re-sends with backoff once Redis answers again.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+
+use super::{jitter, BackplaneOptions, Invalidation, InvalidationMessage, Node, Shared, LEVEL};
+use crate::distributed::redis::connect_error_for;
+use crate::error::{Error, Result};
+
+/// Failed messages waiting to be re-sent, oldest first.
+#[derive(Default)]
+struct Pending {
+    /// Each message with its weight.
+    messages: VecDeque<(Vec<u8>, usize)>,
+    /// Sum of the messages' weights (keys or tags).
+    weight: usize,
+}
+
+pub(super) struct Publisher {
+    nodes: Vec<Node>,
+    shared: Arc<Shared>,
+    conn: Mutex<Option<(usize, MultiplexedConnection)>>,
+    connecting: tokio::sync::Mutex<()>,
+    /// The node to connect to next.
+    current: AtomicUsize,
+    seq: AtomicU64,
+    pending: Mutex<Pending>,
+    wake: tokio::sync::Notify,
+    limit: usize,
+    publish_timeout: Duration,
+    connect_timeout: Duration,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+}
+
+impl Publisher {
+    pub(super) fn new(
+        nodes: Vec<Node>,
+        shared: Arc<Shared>,
+        options: &BackplaneOptions,
+        connect_timeout: Duration,
+    ) -> Self {
+        Publisher {
+            nodes,
+            shared,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            current: AtomicUsize::new(0),
+            seq: AtomicU64::new(0),
+            pending: Mutex::new(Pending::default()),
+            wake: tokio::sync::Notify::new(),
+            limit: options.republish_limit,
+            publish_timeout: options.publish_timeout,
+            connect_timeout,
+            reconnect_min: options.reconnect_min,
+            reconnect_max: options.reconnect_max,
+        }
+    }
+
+    pub(super) fn hosts(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.display.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub(super) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn config(&self, connect_timeout: Duration) -> AsyncConnectionConfig {
+        // The client's own timeouts only clean up; our deadlines report.
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(
+                self.publish_timeout.saturating_add(Duration::from_millis(50)),
+            ))
+    }
+
+    /// At construction: connects to the first node that answers, trying them in order.
+    pub(super) async fn connect_any(&self) -> Result<()> {
+        let mut last = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let attempt = async {
+                let mut conn = node
+                    .client
+                    .get_multiplexed_async_connection_with_config(&self.config(self.connect_timeout))
+                    .await?;
+                redis::cmd("PING").query_async::<()>(&mut conn).await?;
+                Ok::<_, redis::RedisError>(conn)
+            };
+            match attempt.await {
+                Ok(conn) => {
+                    *self.conn.lock() = Some((i, conn));
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(err) => last = Some(connect_error_for(LEVEL, &node.display, &err)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Config {
+            field: "redis.hosts".to_owned(),
+            reason: "no host given".to_owned(),
+        }))
+    }
+
+    /// The current connection, or a new one to the current node.
+    async fn connection(&self) -> Result<(usize, MultiplexedConnection)> {
+        if let Some(conn) = self.conn.lock().clone() {
+            return Ok(conn);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(conn) = self.conn.lock().clone() {
+            return Ok(conn);
+        }
+        let i = self.current.load(Ordering::Relaxed) % self.nodes.len().max(1);
+        let node = self.nodes.get(i).ok_or_else(|| Error::Config {
+            field: "redis.hosts".to_owned(),
+            reason: "no host given".to_owned(),
+        })?;
+        match node
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config(self.publish_timeout))
+            .await
+        {
+            Ok(conn) => {
+                *self.conn.lock() = Some((i, conn.clone()));
+                Ok((i, conn))
+            }
+            Err(err) => {
+                self.advance(i);
+                Err(connect_error_for(LEVEL, &node.display, &err))
+            }
+        }
+    }
+
+    /// Moves on from node `i` (if nobody moved already) and drops its connection.
+    fn advance(&self, i: usize) {
+        let mut conn = self.conn.lock();
+        if conn.as_ref().is_some_and(|(j, _)| *j == i) {
+            *conn = None;
+        }
+        let next = (i + 1) % self.nodes.len().max(1);
+        let _ = self
+            .current
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Drops the current connection (if any) and moves on to the next node.
+    fn drop_connection(&self) {
+        let current = self.conn.lock().as_ref().map(|(i, _)| *i);
+        if let Some(i) = current {
+            self.advance(i);
+        }
+    }
+
+    /// `PUBLISH channel bytes`; the number of receivers Redis reports. A broken connection (the
+    /// server restarted, or the node died) is replaced at once, moving through the nodes, each
+    /// at most once per call; the caller's deadline bounds it all.
+    pub(super) async fn send(&self, bytes: Vec<u8>) -> Result<u64> {
+        let mut last = None;
+        for _ in 0..=self.nodes.len() {
+            let (i, mut conn) = match self.connection().await {
+                Ok(pair) => pair,
+                Err(err) => {
+                    last = Some(err);
+                    continue;
+                }
+            };
+            let out = redis::cmd("PUBLISH")
+                .arg(&self.shared.channel)
+                .arg(bytes.as_slice())
+                .query_async::<i64>(&mut conn)
+                .await;
+            match out {
+                Ok(receivers) => {
+                    Shared::bump(&self.shared.published);
+                    return Ok(u64::try_from(receivers).unwrap_or(0));
+                }
+                Err(err) => {
+                    self.advance(i);
+                    let host = self.nodes.get(i).map_or("?", |n| n.display.as_str());
+                    let broken =
+                        err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal();
+                    let err = Error::Backend {
+                        level: LEVEL,
+                        op: "publish",
+                        reason: format!("{host}: {err}"),
+                    };
+                    if !broken {
+                        return Err(err);
+                    }
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Backend {
+            level: LEVEL,
+            op: "publish",
+            reason: "no host to publish to".to_owned(),
+        }))
+    }
+
+    /// A publish failed (any error, the deadline included): drop the connection, which may be
+    /// the one that hangs, and keep the message for re-sending.
+    pub(super) fn failed(&self, bytes: Vec<u8>, weight: usize) {
+        self.drop_connection();
+        let mut pending = self.pending.lock();
+        pending.messages.push_back((bytes, weight));
+        pending.weight = pending.weight.saturating_add(weight);
+        if pending.weight > self.limit {
+            // Too much to re-send key by key: one `All` covers every one of them.
+            let all = InvalidationMessage {
+                origin: self.shared.id,
+                seq: self.next_seq(),
+                invalidation: Invalidation::All,
+            };
+            pending.messages.clear();
+            pending.messages.push_back((all.encode(), 1));
+            pending.weight = 1;
+            Shared::bump(&self.shared.republish_overflows);
+        }
+        self.shared
+            .republish_pending
+            .store(pending.messages.len() as u64, Ordering::Relaxed);
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    /// Re-sends failed messages, oldest first, with a jittered backoff between failed attempts.
+    pub(super) async fn resend_loop(self: Arc<Self>) {
+        loop {
+            let waiting = self.wake.notified();
+            if self.pending.lock().messages.is_empty() {
+                waiting.await;
+                continue;
+            }
+            let mut delay = self.reconnect_min;
+            tokio::time::sleep(jitter(delay)).await;
+            loop {
+                // While this instance's own subscription is down, the server is likely down for
+                // the peers too: a message re-sent before they subscribe again reaches nobody
+                // (their outage covers it, but a re-send after it is worth more). Wait for it,
+                // at most the longest backoff.
+                let mut waited = Duration::ZERO;
+                while !self.shared.connected.load(Ordering::Acquire) && waited < self.reconnect_max {
+                    tokio::time::sleep(self.reconnect_min).await;
+                    waited = waited.saturating_add(self.reconnect_min);
+                }
+                let Some((front, _)) = self.pending.lock().messages.front().cloned() else {
+                    break;
+                };
+                match tokio::time::timeout(self.publish_timeout, self.send(front.clone())).await {
+                    Ok(Ok(_)) => {
+                        delay = self.reconnect_min;
+                        let mut pending = self.pending.lock();
+                        // An overflow may have replaced the queue meanwhile.
+                        if pending.messages.front().is_some_and(|(bytes, _)| *bytes == front) {
+                            if let Some((_, weight)) = pending.messages.pop_front() {
+                                pending.weight = pending.weight.saturating_sub(weight);
+                            }
+                        }
+                        self.shared
+                            .republish_pending
+                            .store(pending.messages.len() as u64, Ordering::Relaxed);
+                    }
+                    Ok(Err(_)) | Err(_) => {
+                        self.drop_connection();
+                        delay = delay.saturating_mul(2).min(self.reconnect_max);
+                        tokio::time::sleep(jitter(delay)).await;
+                    }
+                }
+            }
+        }
+    }
+}

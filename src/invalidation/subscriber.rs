@@ -1,0 +1,248 @@
+//! The subscribing side: one pub/sub connection to one node, a `PING` on it every third of the
+//! staleness bound with a third of it to answer, and on any failure: tell the handler, reconnect
+//! with our own backoff (first attempt at once, then doubling with jitter, moving through the
+//! nodes), subscribe again, tell the handler.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::oneshot;
+
+use super::message::decode;
+use super::{jitter, now, InstanceId, InvalidationHandler, Node, Outage, Shared, LEVEL};
+use crate::distributed::redis::connect_error_for;
+use crate::error::{Error, Result};
+
+/// Past this many origins, the per-origin sequence table is cleared (gap counting restarts).
+const MAX_TRACKED_ORIGINS: usize = 4_096;
+
+pub(super) struct Context {
+    pub(super) nodes: Vec<Node>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) handler: Arc<dyn InvalidationHandler>,
+    pub(super) ping_every: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) reconnect_min: Duration,
+    pub(super) reconnect_max: Duration,
+}
+
+type PingFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+impl Context {
+    /// Connects to node `i` and subscribes, within `timeout`.
+    async fn subscribe(&self, i: usize, timeout: Duration) -> Result<(PubSubSink, PubSubStream)> {
+        let node = self.nodes.get(i).ok_or_else(|| Error::Config {
+            field: "redis.hosts".to_owned(),
+            reason: "no host given".to_owned(),
+        })?;
+        let attempt = async {
+            let mut pubsub = node.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.shared.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub.split())
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(pair)) => Ok(pair),
+            Ok(Err(err)) => Err(connect_error_for(LEVEL, &node.display, &err)),
+            Err(_) => Err(Error::Backend {
+                level: LEVEL,
+                op: "connect",
+                reason: format!(
+                    "{}: no answer within {timeout:?}; check the host and port and that redis-server is running and reachable (or raise connect_timeout)",
+                    node.display
+                ),
+            }),
+        }
+    }
+
+    fn mark_subscribed(&self, i: usize, at: SystemTime) {
+        let name = self.nodes.get(i).map(|n| n.display.clone());
+        *self.shared.subscribed.lock() = (name, Some(at));
+        self.shared.connected.store(true, Ordering::Release);
+    }
+
+    /// Calls the handler, catching (and counting) a panic so the subscriber keeps running.
+    fn call(&self, what: &str, f: impl FnOnce(&dyn InvalidationHandler)) {
+        let handler = &*self.handler;
+        if catch_unwind(AssertUnwindSafe(|| f(handler))).is_err() {
+            Shared::bump(&self.shared.handler_panics);
+            tracing::error!(
+                call = what,
+                "the backplane's invalidation handler panicked; continuing"
+            );
+        }
+    }
+
+    fn on_payload(&self, payload: &[u8], last_seq: &mut HashMap<InstanceId, u64>) {
+        let msg = match decode(payload) {
+            Ok(msg) => msg,
+            Err(reason) => {
+                Shared::bump(&self.shared.invalid);
+                tracing::warn!(channel = %self.shared.channel, %reason, "ignored an invalid message on the backplane channel");
+                return;
+            }
+        };
+        if msg.origin == self.shared.id {
+            Shared::bump(&self.shared.ignored_own);
+            return;
+        }
+        if last_seq.len() >= MAX_TRACKED_ORIGINS && !last_seq.contains_key(&msg.origin) {
+            last_seq.clear();
+        }
+        let last = last_seq.entry(msg.origin).or_insert(0);
+        // The first message seen from an origin sets its base; after that, a skip is a gap.
+        if *last != 0 && msg.seq > last.saturating_add(1) {
+            self.shared
+                .sequence_gaps
+                .fetch_add(msg.seq - *last - 1, Ordering::Relaxed);
+        }
+        *last = (*last).max(msg.seq);
+        Shared::bump(&self.shared.received);
+        self.call("invalidate", |h| h.invalidate(&msg));
+    }
+
+    /// Serves one subscription until it fails; returns the last moment it was known to work.
+    async fn serve(&self, sink: PubSubSink, mut stream: PubSubStream, since: SystemTime) -> SystemTime {
+        let mut alive = since;
+        let mut last_seq = HashMap::new();
+        let mut ticker = tokio::time::interval(self.ping_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate; we just subscribed
+        let mut ping: Option<(SystemTime, PingFuture)> = None;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut last_seq),
+                    None => return alive, // the connection ended
+                },
+                _ = ticker.tick(), if ping.is_none() => {
+                    let mut sink = sink.clone();
+                    let deadline = self.ping_every;
+                    ping = Some((now(), Box::pin(async move {
+                        matches!(
+                            tokio::time::timeout(deadline, sink.ping::<redis::Value>()).await,
+                            Ok(Ok(_))
+                        )
+                    })));
+                }
+                answered = async { match ping.as_mut() { Some((_, fut)) => fut.await, None => std::future::pending().await } } => {
+                    let sent = ping.take().map_or(alive, |(sent, _)| sent);
+                    if !answered {
+                        return alive; // no answer in time: the connection is dead or hung
+                    }
+                    // Everything published before the server answered this PING has arrived.
+                    alive = alive.max(sent);
+                }
+            }
+        }
+    }
+}
+
+/// The subscriber task: first subscription (reported on `ready`), then serve, lose, reconnect,
+/// for as long as the runtime runs. With `start_offline`, a first subscription that fails is
+/// reported as a loss (since the start) instead of an error, and the reconnect loop takes over.
+pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>, start_offline: bool) {
+    let n = ctx.nodes.len().max(1);
+    let started_at = now();
+    // First subscription: each node in order, within connect_timeout overall.
+    let started = tokio::time::Instant::now();
+    let mut first = None;
+    let mut last_err = None;
+    for i in 0..n {
+        let left = ctx.connect_timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        match ctx.subscribe(i, left).await {
+            Ok(pair) => {
+                first = Some((i, pair));
+                break;
+            }
+            Err(err) => last_err = Some(err),
+        }
+    }
+    let mut state = match first {
+        Some((i, pair)) => {
+            let since = now();
+            ctx.mark_subscribed(i, since);
+            Some((i, pair, since))
+        }
+        None if start_offline => {
+            if let Some(err) = &last_err {
+                tracing::warn!(%err, "backplane starts offline; L1 entries are suspect until it subscribes");
+            }
+            None
+        }
+        None => {
+            let _ = ready.send(Err(last_err.unwrap_or_else(|| Error::Backend {
+                level: LEVEL,
+                op: "connect",
+                reason: format!("no answer within {:?}", ctx.connect_timeout),
+            })));
+            return;
+        }
+    };
+    if ready.send(Ok(())).is_err() {
+        return;
+    }
+    let mut node = 0;
+    let mut alive = started_at;
+    loop {
+        if let Some((i, (sink, stream), since)) = state.take() {
+            node = i;
+            alive = ctx.serve(sink, stream, since).await;
+        }
+        // Lost (or never subscribed): say so before anything else.
+        ctx.shared.connected.store(false, Ordering::Release);
+        *ctx.shared.subscribed.lock() = (None, None);
+        *ctx.shared.last_lost_at.lock() = Some(alive);
+        Shared::bump(&ctx.shared.losses);
+        let detected_at = now();
+        tracing::warn!(channel = %ctx.shared.channel, "backplane subscription lost; L1 entries are suspect until it is restored");
+        ctx.call("subscription_lost", |h| h.subscription_lost(alive));
+
+        let (i, pair) = ctx.reconnect(node, n).await;
+        let restored_at = now();
+        ctx.mark_subscribed(i, restored_at);
+        Shared::bump(&ctx.shared.reconnects);
+        let outage = Outage {
+            since: alive,
+            detected_at,
+            restored_at,
+        };
+        tracing::info!(channel = %ctx.shared.channel, "backplane subscription restored");
+        ctx.call("subscription_restored", |h| h.subscription_restored(&outage));
+        state = Some((i, pair, restored_at));
+    }
+}
+
+impl Context {
+    /// Subscribes again: at once to the same node (a killed connection on a healthy server),
+    /// then through the other nodes, backing off (jittered, doubling up to the bound) after each
+    /// full round. Returns only when subscribed.
+    async fn reconnect(&self, mut node: usize, n: usize) -> (usize, (PubSubSink, PubSubStream)) {
+        let mut delay = self.reconnect_min;
+        let mut tried_in_round = 0;
+        loop {
+            match self.subscribe(node, self.connect_timeout).await {
+                Ok(pair) => return (node, pair),
+                Err(err) => {
+                    tracing::debug!(%err, "backplane resubscribe failed");
+                    node = (node + 1) % n;
+                    tried_in_round += 1;
+                    if tried_in_round >= n {
+                        tried_in_round = 0;
+                        tokio::time::sleep(jitter(delay)).await;
+                        delay = delay.saturating_mul(2).min(self.reconnect_max);
+                    }
+                }
+            }
+        }
+    }
+}
