@@ -1,48 +1,86 @@
-//! Quickstart: open the embedded default cache (a file store in `./uno-cache-data`, no server
-//! needed), write, read, restart, and show the stats.
+//! Quickstart: the cache on its embedded default — a crash-safe file store in `./uno-cache-data`,
+//! no server needed. Typed values, TTLs, a loader with stampede protection, a restart, and stats.
 //!
-//! Run: `cargo run --release --example quickstart`
+//! Run: `cargo run --release --example quickstart` (run it twice: the second run finds the first
+//! run's entries on disk).
 
 use std::time::Duration;
 
-use uno_cache::{FileStore, FileStoreOptions};
+use serde::{Deserialize, Serialize};
+use uno_cache::{CacheConfig, CacheManager};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+fn load_user_from_database(id: u64) -> Result<User, uno_cache::Error> {
+    Ok(User {
+        id,
+        name: format!("user number {id}"),
+    })
+}
 
 fn main() -> Result<(), uno_cache::Error> {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "./uno-cache-data".to_owned());
-    let options = || FileStoreOptions::default().max_size_mb(64);
+    // The default configuration: L1 = file store in ./uno-cache-data, no L2.
+    let mut config = CacheConfig::default();
+    if let Some(dir) = std::env::args().nth(1) {
+        config.local.path = Some(dir.into());
+    }
 
-    let store = FileStore::open(&dir, options())?;
-    let runs = store
-        .get("quickstart:runs")?
-        .map_or(0, |v| String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0));
-    println!("this quickstart has run {runs} time(s) before in {dir}");
-    store.set("quickstart:runs", (runs + 1).to_string().as_bytes(), None)?;
-    store.set("session:abc", b"{\"user\":42}", Some(Duration::from_secs(60)))?;
-    for i in 0..10_000 {
-        store.set(
-            &format!("item:{i}"),
-            format!("value number {i}").as_bytes(),
+    {
+        let cache = CacheManager::new(config.clone())?;
+        let runs: u64 = cache.get("quickstart:runs")?.unwrap_or(0);
+        println!("this quickstart ran {runs} time(s) before (its count survives restarts)");
+        cache.set("quickstart:runs", &(runs + 1), None)?;
+
+        // Typed values with a TTL.
+        cache.set(
+            "user:1",
+            &User {
+                id: 1,
+                name: "Ada".into(),
+            },
             Some(Duration::from_secs(3600)),
         )?;
-    }
-    let hit = store.get("item:4242")?;
-    println!("item:4242 = {:?}", hit.as_deref().map(String::from_utf8_lossy));
-    store.delete("session:abc")?;
-    store.close()?;
+        let ada: Option<User> = cache.get("user:1")?;
+        println!("user:1 = {ada:?}");
 
-    // Reopen: what was written is still there, and the delete held.
-    let store = FileStore::open(&dir, options())?;
-    assert!(store.get("session:abc")?.is_none());
+        // Read-through with one loader per key, however many callers ask at once.
+        let user = cache.get_or_set_with("user:2", Some(Duration::from_secs(600)), || {
+            load_user_from_database(2)
+        })?;
+        println!("user:2 = {user:?}");
+
+        // Batches.
+        let items: Vec<(String, User)> = (10..20)
+            .map(|id| {
+                (
+                    format!("user:{id}"),
+                    User {
+                        id,
+                        name: format!("batch {id}"),
+                    },
+                )
+            })
+            .collect();
+        cache.multi_set(items, Some(Duration::from_secs(600)))?;
+        let found = cache.multi_get::<User>(&["user:10", "user:15", "user:99"])?;
+        println!("multi_get found {} of 3", found.len());
+
+        cache.delete("user:2")?;
+        cache.flush()?;
+    } // dropped: the store closes and writes its hint files
+
+    // A restart: what was written is there, the delete held.
+    let cache = CacheManager::new(config)?;
+    assert!(cache.get::<User>("user:2")?.is_none());
+    println!("after restart: user:15 = {:?}", cache.get::<User>("user:15")?);
+    let stats = cache.monitor().get_stats();
     println!(
-        "after reopen: item:9999 = {:?}",
-        store.get("item:9999")?.as_deref().map(String::from_utf8_lossy)
+        "stats: local hit rate {:.2}, {} items, {} bytes",
+        stats.hit_rate.local, stats.size.local.items, stats.size.local.bytes
     );
-    println!("recovery: {:?}", store.recovery_report());
-    println!(
-        "stats: {}",
-        serde_json::to_string_pretty(&store.stats()).unwrap_or_default()
-    );
-    store.close()
+    Ok(())
 }

@@ -184,3 +184,43 @@ fn durable_import_acknowledges_only_lines_that_survive_sigkill() {
     }
     assert_eq!(run(dir.path(), &["verify"]).status.code(), Some(0));
 }
+
+#[test]
+fn a_config_file_drives_get_set_del_and_stats_through_the_manager_and_the_rest_on_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("cache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[local]\ntype = \"file\"\npath = {:?}\nmax_size = 16\nttl = 60\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let with_config = |args: &[&str]| bin().arg("--config").arg(&config).args(args).output().unwrap();
+    assert!(with_config(&["set", "k", "via manager"]).status.success());
+    let got = with_config(&["get", "k"]);
+    assert_eq!(
+        (got.status.code(), got.stdout.as_slice()),
+        (Some(0), &b"via manager"[..])
+    );
+    let stats = with_config(&["stats", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(json["size"]["local"]["items"], 1);
+    // The file-store commands work on the configuration's directory.
+    let dump = String::from_utf8(with_config(&["dump"]).stdout).unwrap();
+    assert_eq!(dump, "k\tvia manager\n");
+    assert_eq!(with_config(&["verify"]).status.code(), Some(0));
+    assert_eq!(with_config(&["del", "k"]).status.code(), Some(0));
+    assert_eq!(with_config(&["get", "k"]).status.code(), Some(1));
+
+    std::fs::write(&config, "[local]\ntype = \"floppy\"\n").unwrap();
+    let bad = with_config(&["get", "k"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("local"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

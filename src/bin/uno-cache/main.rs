@@ -1,7 +1,10 @@
-//! `uno-cache`: inspect and edit a cache directory from the shell.
+//! `uno-cache`: inspect and edit a cache from the shell.
 //!
-//! A thin client of the public API. It takes the store's lock, so run it while the application that
-//! owns the directory is stopped.
+//! A thin client of the public API. It works on a store directory (`--dir`), or on the cache a
+//! configuration file describes (`--config`): then `get`, `set`, `del` and `stats` go through the
+//! multi-level [`CacheManager`](uno_cache::CacheManager) (L1 and L2), and `verify`, `compact`,
+//! `dump` and `import` work on the configuration's file-store directory. It takes the store's
+//! lock, so run it while the application that owns the directory is stopped.
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage.
@@ -14,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use uno_cache::{Durability, FileStore, FileStoreOptions};
+use uno_cache::{CacheConfig, CacheManager, Durability, FileStore, FileStoreOptions, LocalKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +29,9 @@ struct Cli {
     /// The store directory (created if missing).
     #[arg(long, short = 'd', env = "UNO_CACHE_DIR", default_value = "./uno-cache-data")]
     dir: PathBuf,
+    /// A TOML configuration file (the `CacheConfig` format); overrides `--dir`.
+    #[arg(long, short = 'c', env = "UNO_CACHE_CONFIG")]
+    config: Option<PathBuf>,
     /// Size bound in MiB used while the tool has the store open.
     #[arg(long, default_value_t = 1024)]
     max_size_mb: u64,
@@ -91,7 +97,25 @@ fn ttl_arg(ttl: Option<f64>) -> Result<Option<Duration>, String> {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, String> {
+fn run(mut cli: Cli) -> Result<ExitCode, String> {
+    if let Some(path) = cli.config.take() {
+        let config = CacheConfig::from_toml_file(&path).map_err(|e| e.to_string())?;
+        if matches!(
+            cli.command,
+            Command::Get { .. } | Command::Set { .. } | Command::Del { .. } | Command::Stats { .. }
+        ) {
+            return run_manager(config, cli.command);
+        }
+        if config.local.kind != LocalKind::File {
+            return Err(format!(
+                "{}: `{}` needs a file-store L1 (local.type = \"file\")",
+                path.display(),
+                command_name(&cli.command)
+            ));
+        }
+        cli.dir = config.local.effective_path().to_owned();
+        cli.max_size_mb = config.local.effective_max_size();
+    }
     let durable_import = matches!(cli.command, Command::Import { durable: true, .. });
     let options = FileStoreOptions::default()
         .max_size_mb(cli.max_size_mb)
@@ -148,6 +172,81 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
     };
     store.close().map_err(|e| e.to_string())?;
+    Ok(code)
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Get { .. } => "get",
+        Command::Set { .. } => "set",
+        Command::Del { .. } => "del",
+        Command::Stats { .. } => "stats",
+        Command::Verify => "verify",
+        Command::Compact => "compact",
+        Command::Dump => "dump",
+        Command::Import { .. } => "import",
+    }
+}
+
+/// `get`, `set`, `del` and `stats` through the multi-level manager a configuration describes.
+fn run_manager(config: CacheConfig, command: Command) -> Result<ExitCode, String> {
+    let cache = CacheManager::new(config).map_err(|e| e.to_string())?;
+    let code = match command {
+        Command::Get { key } => match cache.get_raw(&key).map_err(|e| e.to_string())? {
+            Some(value) => {
+                io::stdout()
+                    .write_all(&value)
+                    .map_err(|e| format!("writing stdout: {e}"))?;
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::from(1),
+        },
+        Command::Set { key, value, ttl } => {
+            cache
+                .set_raw(&key, value.as_bytes(), ttl_arg(ttl)?)
+                .map_err(|e| e.to_string())?;
+            ExitCode::SUCCESS
+        }
+        Command::Del { key } => {
+            if cache.delete(&key).map_err(|e| e.to_string())? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Stats { json } => {
+            let stats = cache.stats();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "{:<12}{:>10}{:>14}{:>12}{:>10}",
+                    "level", "hit rate", "items", "bytes", "errors"
+                );
+                for (name, level, size) in [
+                    ("local", &stats.local, stats.size.local),
+                    ("distributed", &stats.distributed, stats.size.distributed),
+                ] {
+                    println!(
+                        "{name:<12}{:>10.3}{:>14}{:>12}{:>10}",
+                        level.hit_rate, size.items, size.bytes, level.errors
+                    );
+                }
+                println!("{:<12}{:>10.3}", "overall", stats.hit_rate.overall);
+            }
+            ExitCode::SUCCESS
+        }
+        other => {
+            return Err(format!(
+                "`{}` is not available through the manager",
+                command_name(&other)
+            ))
+        }
+    };
+    cache.flush().map_err(|e| e.to_string())?;
     Ok(code)
 }
 
