@@ -99,3 +99,8 @@ pub mod __fuzz {
         decode_hint, decode_meta, decode_record, decode_segment_header, scan_segment, Decoded, SegmentHeader,
     };
 }
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
