@@ -64,6 +64,7 @@ mod config;
 pub mod distributed;
 mod error;
 pub mod invalidation;
+mod le;
 pub mod local;
 mod manager;
 pub mod replay;

@@ -4,6 +4,7 @@
 //! its only implementation. All integers are little-endian. Offsets are named consts chained by
 //! size, so a layout change shows up as a diff here and in the document together.
 
+use crate::le::{bytes, put, u16_at, u32_at, u64_at};
 use std::ops::Range;
 
 use crate::local::file::MAX_KEY_LEN;
@@ -352,30 +353,6 @@ fn resync(buf: &[u8], from: usize, log_id: u64) -> Option<usize> {
             .is_some_and(|h| check_header(h).is_ok())
             && matches!(decode_record(rest, log_id), Decoded::Record(..))
     })
-}
-
-// ---- little-endian helpers (out-of-range reads yield zero; callers check lengths first) ----
-
-fn put(buf: &mut [u8], at: usize, src: &[u8]) {
-    if let Some(dst) = buf.get_mut(at..at + src.len()) {
-        dst.copy_from_slice(src);
-    }
-}
-
-fn bytes<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
-    buf.get(at..at + N).and_then(|s| s.try_into().ok())
-}
-
-fn u16_at(buf: &[u8], at: usize) -> u16 {
-    bytes::<2>(buf, at).map_or(0, u16::from_le_bytes)
-}
-
-fn u32_at(buf: &[u8], at: usize) -> u32 {
-    bytes::<4>(buf, at).map_or(0, u32::from_le_bytes)
-}
-
-fn u64_at(buf: &[u8], at: usize) -> u64 {
-    bytes::<8>(buf, at).map_or(0, u64::from_le_bytes)
 }
 
 #[cfg(test)]
