@@ -127,15 +127,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         });
     let store = FileStore::open(&cli.dir, options).map_err(|e| e.to_string())?;
     let code = match cli.command {
-        Command::Get { key } => match store.get(&key).map_err(|e| e.to_string())? {
-            Some(value) => {
-                io::stdout()
-                    .write_all(&value)
-                    .map_err(|e| format!("writing stdout: {e}"))?;
-                ExitCode::SUCCESS
-            }
-            None => ExitCode::from(1),
-        },
+        Command::Get { key } => print_value(store.get(&key).map_err(|e| e.to_string())?)?,
         Command::Set { key, value, ttl } => {
             store
                 .set(&key, value.as_bytes(), ttl_arg(ttl)?)
@@ -175,6 +167,17 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     Ok(code)
 }
 
+/// `get`'s output: the raw value and exit 0 on a hit, nothing and exit 1 on a miss.
+fn print_value(value: Option<Vec<u8>>) -> Result<ExitCode, String> {
+    let Some(value) = value else {
+        return Ok(ExitCode::from(1));
+    };
+    io::stdout()
+        .write_all(&value)
+        .map_err(|e| format!("writing stdout: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn command_name(command: &Command) -> &'static str {
     match command {
         Command::Get { .. } => "get",
@@ -192,15 +195,7 @@ fn command_name(command: &Command) -> &'static str {
 fn run_manager(config: CacheConfig, command: Command) -> Result<ExitCode, String> {
     let cache = CacheManager::new(config).map_err(|e| e.to_string())?;
     let code = match command {
-        Command::Get { key } => match cache.get_raw(&key).map_err(|e| e.to_string())? {
-            Some(value) => {
-                io::stdout()
-                    .write_all(&value)
-                    .map_err(|e| format!("writing stdout: {e}"))?;
-                ExitCode::SUCCESS
-            }
-            None => ExitCode::from(1),
-        },
+        Command::Get { key } => print_value(cache.get_raw(&key).map_err(|e| e.to_string())?)?,
         Command::Set { key, value, ttl } => {
             cache
                 .set_raw(&key, value.as_bytes(), ttl_arg(ttl)?)
