@@ -1,3 +1,538 @@
-//! Benchmarks (work in progress).
+//! File-store benchmarks: uno-cache's `FileStore` against redb, in the same process and run.
+//!
+//! The scenario is a cache user: one key per operation, no batching unless a line says so. Each
+//! comparison prints one line (the shape DESIGN.md fixes):
+//!
+//! `bench: file_get_hit ours=2.1e6 ops/s redb=9.0e5 ops/s ratio=2.33`
+//!
+//! Higher `ratio` is better for uno-cache whatever the unit (for times it is `redb / ours`).
+//! Every figure is the median over several repetitions; ours and redb alternate within each
+//! repetition so that noise from other processes hits both. Lines starting with `#` give every
+//! repetition, to judge the noise.
+//!
+//! Durability is comparable, and weak on both sides: writes use `Durability::None` for the
+//! `FileStore` (it still fsyncs when it seals a full segment) and `redb::Durability::None` on every
+//! write transaction. Before reads, both are made durable (`flush`, an `Immediate` commit).
+//! Everything runs against a warm page cache in a temporary directory on the current disk
+//! (`UNO_BENCH_DIR` picks another parent directory).
+//!
+//! Run: `cargo bench --bench file_store` (full, a few minutes) or
+//! `UNO_BENCH_QUICK=1 cargo bench --bench file_store` / `cargo bench --bench file_store -- --quick`
+//! (about a minute). Further arguments after `--` that do not start with `-` select benchmarks by
+//! substring (`set`, `get`, `mixed`, `reopen`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_precision_loss
+)]
 
-fn main() {}
+use std::error::Error;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use uno_cache::{Durability, FileStore, FileStoreOptions};
+
+type BenchResult<T = ()> = Result<T, Box<dyn Error>>;
+
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
+/// Keys per redb write transaction in the "batched" lines (and per `set_many` on our side).
+const BATCH: usize = 1000;
+
+struct Config {
+    /// Repetitions per comparison; the median is reported.
+    reps: usize,
+    /// Keys written and then read (1 KiB values).
+    keys: usize,
+    /// Operations per repetition of the read and mixed tests.
+    ops: usize,
+    /// Entries in the reopen test (16-byte keys, 32-byte values).
+    reopen_entries: usize,
+    /// Repetitions of each reopen measurement.
+    reopen_reps: usize,
+    filters: Vec<String>,
+    parent: Option<PathBuf>,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let quick = args.iter().any(|a| a == "--quick")
+            || std::env::var("UNO_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let filters = args.into_iter().filter(|a| !a.starts_with('-')).collect();
+        let parent = std::env::var_os("UNO_BENCH_DIR").map(PathBuf::from);
+        if quick {
+            Config {
+                reps: 3,
+                keys: 100_000,
+                ops: 100_000,
+                reopen_entries: 1_000_000,
+                reopen_reps: 3,
+                filters,
+                parent,
+            }
+        } else {
+            Config {
+                reps: 7,
+                keys: 100_000,
+                ops: 300_000,
+                reopen_entries: 1_000_000,
+                reopen_reps: 7,
+                filters,
+                parent,
+            }
+        }
+    }
+
+    fn selected(&self, name: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
+    }
+
+    fn any_selected(&self, names: &[&str]) -> bool {
+        names.iter().any(|n| self.selected(n))
+    }
+
+    fn tempdir(&self) -> BenchResult<tempfile::TempDir> {
+        let dir = match &self.parent {
+            Some(parent) => tempfile::Builder::new().prefix("uno-bench").tempdir_in(parent)?,
+            None => tempfile::Builder::new().prefix("uno-bench").tempdir()?,
+        };
+        Ok(dir)
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn list(values: &[f64], fmt: fn(f64) -> String) -> String {
+    values.iter().map(|&v| fmt(v)).collect::<Vec<_>>().join(" ")
+}
+
+/// Two decimals, or two significant digits below 0.1 (so a tiny ratio does not print as 0.00).
+fn ratio(v: f64) -> String {
+    if v >= 0.1 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+fn sci(v: f64) -> String {
+    format!("{v:.1e}")
+}
+
+fn ms(v: f64) -> String {
+    format!("{:.1}", v * 1e3)
+}
+
+/// Prints a throughput comparison (ops/s, higher is better).
+fn report_rate(name: &str, ours: &[f64], redb: &[f64]) {
+    println!(
+        "# {name}: ours ops/s [{}] redb ops/s [{}]",
+        list(ours, sci),
+        list(redb, sci)
+    );
+    let (o, r) = (median(ours), median(redb));
+    println!(
+        "bench: {name} ours={o:.1e} ops/s redb={r:.1e} ops/s ratio={}",
+        ratio(o / r)
+    );
+}
+
+/// Prints a time comparison (seconds in, ms out; lower is better, so ratio = redb / ours).
+fn report_time(name: &str, ours: &[f64], redb: &[f64]) {
+    println!(
+        "# {name}: ours ms [{}] redb ms [{}]",
+        list(ours, ms),
+        list(redb, ms)
+    );
+    let (o, r) = (median(ours), median(redb));
+    println!(
+        "bench: {name} ours={:.1} ms redb={:.1} ms ratio={}",
+        o * 1e3,
+        r * 1e3,
+        ratio(r / o)
+    );
+}
+
+fn key(i: usize) -> String {
+    // 16 bytes: "k" + 15 digits.
+    format!("k{i:015}")
+}
+
+fn value(i: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|j| (i.wrapping_mul(31).wrapping_add(j) % 251) as u8)
+        .collect()
+}
+
+fn our_options() -> FileStoreOptions {
+    FileStoreOptions::default().durability(Durability::None)
+}
+
+fn open_ours(dir: &Path) -> BenchResult<FileStore> {
+    Ok(FileStore::open(dir, our_options())?)
+}
+
+fn redb_path(dir: &Path) -> PathBuf {
+    dir.join("bench.redb")
+}
+
+fn redb_insert_one(db: &Database, key: &str, value: &[u8]) -> BenchResult {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::None)?;
+    {
+        let mut table = txn.open_table(TABLE)?;
+        table.insert(key, value)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn redb_insert_batch(
+    db: &Database,
+    items: &[(String, Vec<u8>)],
+    durability: redb::Durability,
+) -> BenchResult {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(durability)?;
+    {
+        let mut table = txn.open_table(TABLE)?;
+        for (k, v) in items {
+            table.insert(k.as_str(), v.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// An empty durable commit: makes every earlier non-durable commit durable.
+fn redb_make_durable(db: &Database) -> BenchResult {
+    let txn = db.begin_write()?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// What a cache user does per read: one read transaction, one lookup, an owned copy.
+fn redb_get(db: &Database, key: &str) -> BenchResult<Option<Vec<u8>>> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(TABLE)?;
+    Ok(table.get(key)?.map(|v| v.value().to_vec()))
+}
+
+fn items(n: usize, value_len: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n).map(|i| (key(i), value(i, value_len))).collect()
+}
+
+/// Sequential set of `keys` 1 KiB values into a fresh store, one write per call/transaction,
+/// then the same with batches of `BATCH`.
+fn bench_set(cfg: &Config) -> BenchResult {
+    let data = items(cfg.keys, 1024);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours_batch, mut theirs_batch) = (Vec::new(), Vec::new());
+    let (single, batched) = (
+        cfg.selected("file_set_seq_1k"),
+        cfg.selected("file_set_seq_1k_batch1000"),
+    );
+    for _ in 0..cfg.reps {
+        if single {
+            ours.push(set_ours(cfg, &data, 1)?);
+            theirs.push(set_redb(cfg, &data, 1)?);
+        }
+        if batched {
+            ours_batch.push(set_ours(cfg, &data, BATCH)?);
+            theirs_batch.push(set_redb(cfg, &data, BATCH)?);
+        }
+    }
+    if single {
+        report_rate("file_set_seq_1k", &ours, &theirs);
+    }
+    if batched {
+        report_rate("file_set_seq_1k_batch1000", &ours_batch, &theirs_batch);
+    }
+    Ok(())
+}
+
+/// Writes `data` into a fresh `FileStore`, `batch` keys per call (`set` for 1, else `set_many`);
+/// returns ops/s.
+fn set_ours(cfg: &Config, data: &[(String, Vec<u8>)], batch: usize) -> BenchResult<f64> {
+    let dir = cfg.tempdir()?;
+    let store = open_ours(dir.path())?;
+    let start = Instant::now();
+    if batch == 1 {
+        for (k, v) in data {
+            store.set(k, v, None)?;
+        }
+    } else {
+        for chunk in data.chunks(batch) {
+            let refs: Vec<(&str, &[u8])> = chunk.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            store.set_many(&refs, None)?;
+        }
+    }
+    let rate = data.len() as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(store.stats().live_items, data.len() as u64);
+    store.close()?;
+    Ok(rate)
+}
+
+/// Writes `data` into a fresh redb database, `batch` keys per write transaction (durability
+/// `None`); returns ops/s.
+fn set_redb(cfg: &Config, data: &[(String, Vec<u8>)], batch: usize) -> BenchResult<f64> {
+    let dir = cfg.tempdir()?;
+    let db = Database::create(redb_path(dir.path()))?;
+    let start = Instant::now();
+    if batch == 1 {
+        for (k, v) in data {
+            redb_insert_one(&db, k, v)?;
+        }
+    } else {
+        for chunk in data.chunks(batch) {
+            redb_insert_batch(&db, chunk, redb::Durability::None)?;
+        }
+    }
+    let rate = data.len() as f64 / start.elapsed().as_secs_f64();
+    assert!(redb_get(&db, &data[data.len() / 2].0)?.is_some());
+    Ok(rate)
+}
+
+/// Random reads of existing keys, single thread and two threads, then a 90/10 get/set mix, on
+/// one store of `keys` 1 KiB values per side.
+fn bench_get_and_mixed(cfg: &Config) -> BenchResult {
+    let data = items(cfg.keys, 1024);
+    let our_dir = cfg.tempdir()?;
+    let their_dir = cfg.tempdir()?;
+    let store = open_ours(our_dir.path())?;
+    let db = Database::create(redb_path(their_dir.path()))?;
+    for chunk in data.chunks(BATCH) {
+        let refs: Vec<(&str, &[u8])> = chunk.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        store.set_many(&refs, None)?;
+        redb_insert_batch(&db, chunk, redb::Durability::None)?;
+    }
+    store.flush()?;
+    redb_make_durable(&db)?;
+
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let picks: Vec<usize> = (0..cfg.ops).map(|_| rng.random_range(0..cfg.keys)).collect();
+    let keys: Vec<&str> = picks.iter().map(|&i| data[i].0.as_str()).collect();
+
+    if cfg.selected("file_get_hit") {
+        let (mut ours, mut theirs, mut theirs_txn) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..cfg.reps {
+            let start = Instant::now();
+            for k in &keys {
+                let v = store.get(k)?;
+                assert!(black_box(v).is_some());
+            }
+            ours.push(keys.len() as f64 / start.elapsed().as_secs_f64());
+
+            let start = Instant::now();
+            for k in &keys {
+                let v = redb_get(&db, k)?;
+                assert!(black_box(v).is_some());
+            }
+            theirs.push(keys.len() as f64 / start.elapsed().as_secs_f64());
+
+            // redb's best case: one read transaction for the whole run (a cache cannot do this
+            // for long: it would not see later writes and would pin old pages).
+            let start = Instant::now();
+            {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(TABLE)?;
+                for k in &keys {
+                    let v = table.get(*k)?.map(|v| v.value().to_vec());
+                    assert!(black_box(v).is_some());
+                }
+            }
+            theirs_txn.push(keys.len() as f64 / start.elapsed().as_secs_f64());
+        }
+        report_rate("file_get_hit", &ours, &theirs);
+        report_rate("file_get_hit_vs_redb_one_read_txn", &ours, &theirs_txn);
+    }
+
+    if cfg.selected("file_get_hit_2threads") {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let halves: Vec<&[&str]> = keys.chunks(keys.len().div_ceil(2)).collect();
+        for _ in 0..cfg.reps {
+            ours.push(two_threads(&halves, |k| Ok(store.get(k)?))?);
+            theirs.push(two_threads(&halves, |k| redb_get(&db, k))?);
+        }
+        report_rate("file_get_hit_2threads", &ours, &theirs);
+    }
+
+    if cfg.selected("file_mixed_90_10") {
+        let new_value = value(7, 1024);
+        let writes: Vec<bool> = (0..cfg.ops).map(|_| rng.random_bool(0.1)).collect();
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..cfg.reps {
+            let start = Instant::now();
+            for (k, &write) in keys.iter().zip(&writes) {
+                if write {
+                    store.set(k, &new_value, None)?;
+                } else {
+                    assert!(black_box(store.get(k)?).is_some());
+                }
+            }
+            ours.push(keys.len() as f64 / start.elapsed().as_secs_f64());
+
+            let start = Instant::now();
+            for (k, &write) in keys.iter().zip(&writes) {
+                if write {
+                    redb_insert_one(&db, k, &new_value)?;
+                } else {
+                    assert!(black_box(redb_get(&db, k)?).is_some());
+                }
+            }
+            theirs.push(keys.len() as f64 / start.elapsed().as_secs_f64());
+        }
+        report_rate("file_mixed_90_10", &ours, &theirs);
+    }
+    store.close()?;
+    Ok(())
+}
+
+/// Runs `get` over both halves on two threads started together; returns total ops/s.
+fn two_threads<F>(halves: &[&[&str]], get: F) -> BenchResult<f64>
+where
+    F: Fn(&str) -> BenchResult<Option<Vec<u8>>> + Sync,
+{
+    let barrier = Barrier::new(halves.len() + 1);
+    let (get, barrier_ref) = (&get, &barrier);
+    let elapsed = std::thread::scope(|s| -> BenchResult<Duration> {
+        let handles: Vec<_> = halves
+            .iter()
+            .map(|half| {
+                s.spawn(move || -> Result<(), String> {
+                    barrier_ref.wait();
+                    for k in *half {
+                        let v = get(k).map_err(|e| e.to_string())?;
+                        if black_box(v).is_none() {
+                            return Err(format!("key {k} missing"));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for h in handles {
+            h.join().map_err(|_| "reader thread panicked")??;
+        }
+        Ok(start.elapsed())
+    })?;
+    let total: usize = halves.iter().map(|h| h.len()).sum();
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// Time to open a store of `reopen_entries` small entries and serve the first read: after a clean
+/// close (hint files), after the hint files were deleted (scan path), and redb's open.
+fn bench_reopen(cfg: &Config) -> BenchResult {
+    let n = cfg.reopen_entries;
+    let our_dir = cfg.tempdir()?;
+    let their_dir = cfg.tempdir()?;
+    {
+        let store = open_ours(our_dir.path())?;
+        let db = Database::create(redb_path(their_dir.path()))?;
+        let mut chunk = Vec::with_capacity(BATCH * 10);
+        for start in (0..n).step_by(BATCH * 10) {
+            chunk.clear();
+            chunk.extend((start..(start + BATCH * 10).min(n)).map(|i| (key(i), value(i, 32))));
+            let refs: Vec<(&str, &[u8])> = chunk.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            store.set_many(&refs, None)?;
+            redb_insert_batch(&db, &chunk, redb::Durability::None)?;
+        }
+        redb_make_durable(&db)?;
+        store.close()?;
+    }
+    let probe = key(n / 2);
+    let open_ours_timed = || -> BenchResult<f64> {
+        let start = Instant::now();
+        let store = open_ours(our_dir.path())?;
+        assert!(black_box(store.get(&probe)?).is_some());
+        let elapsed = start.elapsed().as_secs_f64();
+        assert_eq!(store.stats().live_items, n as u64);
+        store.close()?;
+        Ok(elapsed)
+    };
+    let open_redb_timed = || -> BenchResult<f64> {
+        let start = Instant::now();
+        let db = Database::open(redb_path(their_dir.path()))?;
+        assert!(black_box(redb_get(&db, &probe)?).is_some());
+        let elapsed = start.elapsed().as_secs_f64();
+        drop(db);
+        Ok(elapsed)
+    };
+    let (mut hints, mut scan, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut report = None;
+    for _ in 0..cfg.reopen_reps {
+        hints.push(open_ours_timed()?);
+        theirs.push(open_redb_timed()?);
+        remove_hints(our_dir.path())?;
+        scan.push(open_ours_timed()?);
+        if report.is_none() {
+            let store = open_ours(our_dir.path())?;
+            report = Some(store.recovery_report().clone());
+            store.close()?;
+        }
+    }
+    if let Some(r) = report {
+        println!(
+            "# file_reopen_1m: {} segments, {} from hints, {} scanned, {} records",
+            r.segments, r.from_hints, r.scanned, r.records
+        );
+    }
+    report_time("file_reopen_1m_hints", &hints, &theirs);
+    report_time("file_reopen_1m_scan", &scan, &theirs);
+    Ok(())
+}
+
+fn remove_hints(dir: &Path) -> BenchResult {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "hint") {
+            std::fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "no hint files to remove in {}", dir.display());
+    Ok(())
+}
+
+fn main() -> BenchResult {
+    let cfg = Config::from_env();
+    let start = Instant::now();
+    println!(
+        "# uno-cache FileStore vs redb {}: {} reps, {} keys x 1 KiB, {} ops/rep, reopen of {} entries x {} reps",
+        if cfg.reps <= 3 { "(quick)" } else { "(full)" },
+        cfg.reps,
+        cfg.keys,
+        cfg.ops,
+        cfg.reopen_entries,
+        cfg.reopen_reps
+    );
+    if cfg.any_selected(&["file_set_seq_1k", "file_set_seq_1k_batch1000"]) {
+        bench_set(&cfg)?;
+    }
+    if cfg.any_selected(&["file_get_hit", "file_get_hit_2threads", "file_mixed_90_10"]) {
+        bench_get_and_mixed(&cfg)?;
+    }
+    if cfg.any_selected(&["file_reopen_1m_hints", "file_reopen_1m_scan"]) {
+        bench_reopen(&cfg)?;
+    }
+    println!("# total {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
