@@ -49,4 +49,8 @@ impl IndexEntry {
     }
 }
 
-pub(crate) type Index = DashMap<Box<str>, IndexEntry>;
+/// The index hashes with aHash: several times faster than std's SipHash on short keys (SipHash
+/// was a fifth of the time to rebuild a million-key index at open), and, seeded at random per
+/// process, it still keeps hash flooding out. The hash is never written to disk, so it does not
+/// need to be stable across runs.
+pub(crate) type Index = DashMap<Box<str>, IndexEntry, ahash::RandomState>;
