@@ -35,7 +35,7 @@
 use std::error::Error;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -182,6 +182,44 @@ fn ms(v: f64) -> String {
     format!("{:.1}", v * 1e3)
 }
 
+/// Medians of every comparison run so far (name, ours, ratio), for the summary of aims.
+static RESULTS: Mutex<Vec<(String, f64, f64)>> = Mutex::new(Vec::new());
+
+fn record(name: &str, ours: f64, ratio: f64) {
+    RESULTS.lock().unwrap().push((name.to_owned(), ours, ratio));
+}
+
+/// Prints how the medians compare with the aims of the benchmark issue: set >= 5x redb,
+/// get >= 2x redb, reopen of 1M entries < 1 s.
+fn print_aims() {
+    let results = RESULTS.lock().unwrap();
+    let find = |name: &str| results.iter().find(|(n, ..)| n == name);
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    if let Some((_, _, r)) = find("file_set_seq_1k") {
+        println!(
+            "# aim file_set_seq_1k ratio >= 5: {} ({})",
+            ratio(*r),
+            verdict(*r >= 5.0)
+        );
+    }
+    if let Some((_, _, r)) = find("file_get_hit") {
+        println!(
+            "# aim file_get_hit ratio >= 2: {} ({})",
+            ratio(*r),
+            verdict(*r >= 2.0)
+        );
+    }
+    for name in ["file_reopen_1m_hints", "file_reopen_1m_scan"] {
+        if let Some((_, secs, _)) = find(name) {
+            println!(
+                "# aim {name} < 1000 ms: {:.1} ms ({})",
+                secs * 1e3,
+                verdict(*secs < 1.0)
+            );
+        }
+    }
+}
+
 /// Prints a throughput comparison (ops/s, higher is better).
 fn report_rate(name: &str, ours: &[f64], redb: &[f64]) {
     println!(
@@ -194,6 +232,7 @@ fn report_rate(name: &str, ours: &[f64], redb: &[f64]) {
         "bench: {name} ours={o:.1e} ops/s redb={r:.1e} ops/s ratio={}",
         ratio(o / r)
     );
+    record(name, o, o / r);
 }
 
 /// Prints a time comparison (seconds in, ms out; lower is better, so ratio = redb / ours).
@@ -210,6 +249,7 @@ fn report_time(name: &str, ours: &[f64], redb: &[f64]) {
         r * 1e3,
         ratio(r / o)
     );
+    record(name, o, r / o);
 }
 
 fn key(i: usize) -> String {
@@ -585,6 +625,7 @@ fn main() -> BenchResult {
     if cfg.any_selected(&["file_reopen_1m_hints", "file_reopen_1m_scan"]) {
         bench_reopen(&cfg)?;
     }
+    print_aims();
     println!("# total {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }
