@@ -8,22 +8,33 @@
 //! Higher `ratio` is better for uno-cache whatever the unit (for times it is `redb / ours`).
 //! Every figure is the median over several repetitions; ours and redb alternate within each
 //! repetition so that noise from other processes hits both. Lines starting with `#` give every
-//! repetition, to judge the noise.
+//! repetition, to judge the noise, and a summary of the aims (set >= 5x, get >= 2x, reopen < 1 s).
 //!
-//! Durability is comparable, and weak on both sides: writes use `Durability::None` for the
-//! `FileStore` (it still fsyncs when it seals a full segment) and `redb::Durability::None` on every
-//! write transaction. Before reads, both are made durable (`flush`, an `Immediate` commit).
-//! Everything runs against a warm page cache in a temporary directory on the current disk
-//! (`UNO_BENCH_DIR` picks another parent directory).
+//! | line                                 | what                                                                 |
+//! |--------------------------------------|----------------------------------------------------------------------|
+//! | `file_set_seq_1k`                    | 100k sequential keys, 1 KiB values, fresh store; one `set` / one redb write transaction each |
+//! | `file_set_seq_1k_batch1000`          | the same, 1000 keys per `set_many` / per redb write transaction       |
+//! | `file_get_hit`                       | random reads of those keys; redb opens a read transaction per read     |
+//! | `file_get_hit_vs_redb_one_read_txn`  | the same reads; redb's best case, one read transaction for the run     |
+//! | `file_get_hit_2threads`              | the random reads split over two threads (wall time)                   |
+//! | `file_mixed_90_10`                   | 90% reads, 10% overwrites (one write transaction each), same keys      |
+//! | `file_reopen_1m_hints`               | open + first read of 1M entries (16-byte keys, 32-byte values), closed cleanly |
+//! | `file_reopen_1m_scan`                | the same with every hint file deleted, so every segment is scanned     |
+//!
+//! Values are copied out on both sides (`Vec<u8>`). Durability is comparable, and weak on both
+//! sides: writes use `Durability::None` for the `FileStore` (it still fsyncs when it seals a full
+//! segment) and `redb::Durability::None` on every write transaction. Before reads, both are made
+//! durable (`flush`, an `Immediate` commit). Everything runs against a warm page cache in a
+//! temporary directory on the current disk (`UNO_BENCH_DIR` picks another parent directory).
 //!
 //! `UNO_BENCH_CLOCK=cpu` measures the benchmarking thread's on-CPU time instead of wall time,
 //! which other processes on a busy machine disturb much less (the two-thread line stays wall
 //! time).
 //!
-//! Run: `cargo bench --bench file_store` (full, a few minutes) or
+//! Run: `cargo bench --bench file_store` (full: 7 repetitions, a few minutes) or
 //! `UNO_BENCH_QUICK=1 cargo bench --bench file_store` / `cargo bench --bench file_store -- --quick`
-//! (about a minute). Further arguments after `--` that do not start with `-` select benchmarks by
-//! substring (`set`, `get`, `mixed`, `reopen`).
+//! (3 repetitions, well under a minute). Further arguments after `--` that do not start with `-`
+//! select lines by substring (`set`, `get`, `mixed`, `reopen`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
