@@ -60,6 +60,7 @@ impl Inner {
             return Ok(false);
         };
         let now = self.clock.now_ms();
+        let first_active = w.active.id;
         let budget = self.segment_size / 2;
         let mut kept = 0u64;
         let scan = seg.scan_data();
@@ -90,9 +91,7 @@ impl Inner {
         }
         if kept > 0 {
             // The copies must be durable before the originals disappear.
-            if let Err(e) = w.active.sync() {
-                return Err(self.fail(e));
-            }
+            self.sync_since(w, first_active)?;
         }
         self.remove_segment(&seg)?;
         // The unlink must be durable before anything relies on the segment being gone.
@@ -189,6 +188,7 @@ impl Inner {
     fn rewrite(&self, seg: &Arc<Segment>, stop: &Shutdown) -> Result<u64> {
         let scan = seg.scan_data();
         let mut moved = 0;
+        let first_active = self.writer.lock().active.id;
         // Keys no longer in the index, with the highest seq of their records here: each gets one
         // tombstone with that seq, which shadows every older record of the key elsewhere.
         let mut tombstones: HashMap<&str, u64> = HashMap::new();
@@ -226,6 +226,9 @@ impl Inner {
                 }
             }
         }
+        // `sync_lock` first (the order `flush` takes them in): a flush that took sealed segments
+        // holding our copies out of `unsynced` has finished syncing them once we have it.
+        let _sync = self.sync_lock.lock();
         let mut w = self.writer.lock();
         if !self.segments.read().contains_key(&seg.id) {
             return Ok(moved);
@@ -239,9 +242,7 @@ impl Inner {
             }
         }
         // The copies must be durable before the originals disappear.
-        if let Err(e) = w.active.sync() {
-            return Err(self.fail(e));
-        }
+        self.sync_since(&w, first_active)?;
         self.remove_segment(seg)?;
         self.dir.sync()?;
         Ok(moved)

@@ -154,6 +154,16 @@ struct Writer {
     /// Hint entries of the active segment, written out when it is sealed.
     hint: Vec<u8>,
     hint_entries: u32,
+    /// Sealed segments not yet fsynced, with their hint files, written once they are durable
+    /// (a hint never describes data that a power loss could take away).
+    unsynced: Vec<Sealed>,
+}
+
+/// A sealed segment waiting for its fsync, and the hint file to write after it.
+#[derive(Debug)]
+struct Sealed {
+    segment: Arc<Segment>,
+    hint: Vec<u8>,
 }
 
 impl FileStore {
@@ -204,6 +214,7 @@ impl FileStore {
                 buf: Vec::new(),
                 hint: Vec::new(),
                 hint_entries: 0,
+                unsynced: Vec::new(),
             }),
             sync_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),
@@ -698,27 +709,74 @@ impl Inner {
         Ok(())
     }
 
-    /// fsyncs the active segment and writes its hint file.
-    fn seal(&self, w: &Writer) -> Result<()> {
-        if let Err(e) = w.active.sync() {
-            return Err(self.fail(e));
-        }
+    /// Seals the active segment: its hint is built now and written once the segment is fsynced,
+    /// which happens off the write path (the flusher, the compactor, `flush`, close), so filling a
+    /// segment does not stall the writer for a 64 MiB fsync.
+    fn seal(&self, w: &mut Writer) -> Result<()> {
         let mut hint = Vec::with_capacity(format::HINT_HEADER_LEN + w.hint.len() + format::HINT_TRAILER_LEN);
         format::encode_hint_header(&mut hint, w.active.id, w.offset);
         hint.extend_from_slice(&w.hint);
         format::encode_hint_trailer(&mut hint, w.hint_entries);
-        // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
-        if let Err(e) = recovery::write_hint(&self.dir.path, w.active.id, &hint) {
-            tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
+        let sealed = Sealed {
+            segment: Arc::clone(&w.active),
+            hint,
+        };
+        if self.durability == Durability::EveryWrite {
+            // Every record was fsynced as it was written: the segment is durable already.
+            self.write_hint(&sealed);
+        } else {
+            w.unsynced.push(sealed);
         }
         Ok(())
+    }
+
+    /// fsyncs sealed segments, then writes their hints.
+    fn sync_sealed(&self, sealed: Vec<Sealed>) -> Result<()> {
+        for s in sealed {
+            s.segment.sync().map_err(|e| self.fail(e))?;
+            self.write_hint(&s);
+        }
+        Ok(())
+    }
+
+    fn write_hint(&self, sealed: &Sealed) {
+        // A segment evicted or compacted meanwhile needs no hint (an orphan would be removed at
+        // open anyway).
+        if !self.segments.read().contains_key(&sealed.segment.id) {
+            return;
+        }
+        // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
+        if let Err(e) = recovery::write_hint(&self.dir.path, sealed.segment.id, &sealed.hint) {
+            tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
+        }
+    }
+
+    /// fsyncs every segment that can hold records appended since segment `since_id` became
+    /// active (the active one and any sealed since), for callers that are about to delete the
+    /// originals of records they copied. Runs under the writer lock, so no flush can have taken
+    /// those segments out of `unsynced` meanwhile.
+    fn sync_since(&self, w: &Writer, since_id: u64) -> Result<()> {
+        for s in w.unsynced.iter().filter(|s| s.segment.id >= since_id) {
+            s.segment.sync().map_err(|e| self.fail(e))?;
+        }
+        w.active.sync().map_err(|e| self.fail(e))
+    }
+
+    /// fsyncs the sealed segments waiting for it and writes their hints (the compactor's tick).
+    pub(crate) fn sync_sealed_pending(&self) -> Result<()> {
+        let _sync = self.sync_lock.lock();
+        let sealed = std::mem::take(&mut self.writer.lock().unsynced);
+        self.sync_sealed(sealed)
     }
 
     fn seal_on_close(&self) -> Result<()> {
         if self.failed.get().is_some() {
             return Ok(());
         }
-        let w = self.writer.lock();
+        let _sync = self.sync_lock.lock();
+        let mut w = self.writer.lock();
+        let sealed = std::mem::take(&mut w.unsynced);
+        self.sync_sealed(sealed)?;
         if w.hint_entries == 0 {
             // Nothing was written: remove the empty segment instead of keeping it around.
             let removed = self.segments.write().remove(&w.active.id);
@@ -729,14 +787,24 @@ impl Inner {
             }
             return self.dir.sync();
         }
-        self.seal(&w)
+        w.active.sync().map_err(|e| self.fail(e))?;
+        self.seal(&mut w)?;
+        let sealed = std::mem::take(&mut w.unsynced);
+        self.sync_sealed(sealed)
     }
 
     fn flush(&self) -> Result<()> {
         self.check_writable()?;
         let _sync = self.sync_lock.lock();
         self.dirty.store(false, Ordering::Relaxed);
-        let active = Arc::clone(&self.writer.lock().active);
+        let (sealed, active) = {
+            let mut w = self.writer.lock();
+            (std::mem::take(&mut w.unsynced), Arc::clone(&w.active))
+        };
+        // Outside the writer lock: writers go on while we wait for the disk. Concurrent flushes
+        // are serialised by `sync_lock`, so none returns before segments another one took are
+        // durable.
+        self.sync_sealed(sealed)?;
         active.sync().map_err(|e| self.fail(e))
     }
 

@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 /// loss or kernel crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Never fsync on its own; only [`FileStore::flush`](super::FileStore::flush), segment rolls
-    /// and close do. A power loss can lose everything since the last of those.
+    /// Never fsync the active segment on its own; only [`FileStore::flush`](super::FileStore::flush)
+    /// and close do (full, sealed segments are fsynced by the background compactor's tick). A
+    /// power loss can lose everything since the last of those.
     None,
     /// Group commit: a background thread fsyncs at this interval when there were writes.
     /// A power loss loses at most the last interval of writes (plus the fsync's own time).

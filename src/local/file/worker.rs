@@ -68,6 +68,11 @@ impl Workers {
             "uno-cache-compact",
             move || {
                 while !inner2.shutdown.sleep(interval) {
+                    // Sealed segments get their fsync and hint here too when no flusher runs
+                    // (durability None).
+                    if let Err(e) = inner2.sync_sealed_pending() {
+                        tracing::error!(error = %e, "fsync of a sealed segment failed; writes are now refused");
+                    }
                     if let Err(e) = inner2.compact(&inner2.shutdown) {
                         tracing::warn!(error = %e, "background compaction failed");
                     }
