@@ -11,7 +11,9 @@
 //! ```
 //!
 //! A probe that never reports back (its caller gave up) does not wedge the breaker: after another
-//! cool-down in half-open, a new probe is let through.
+//! cool-down in half-open, a new probe is let through. A probe that ends in a caller error (which
+//! says nothing about the level) hands its slot on at once with
+//! [`release_probe`](CircuitBreaker::release_probe).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -150,6 +152,22 @@ impl CircuitBreaker {
         }
     }
 
+    /// Reports that the probe let through by [`allow`](Self::allow) ended without telling
+    /// anything about the level (a caller error such as an invalid key or an oversized value):
+    /// the breaker stays half-open but the probe slot is freed, so the next call probes at once
+    /// instead of waiting for another cool-down. Does nothing unless the breaker is half-open.
+    pub fn release_probe(&self) {
+        let since = self.since_ms.load(Ordering::Acquire);
+        if self.state.load(Ordering::Acquire) != HALF_OPEN {
+            return;
+        }
+        // Backdating `since` past the cool-down lets the next `allow` win the probe. A CAS, so
+        // that a failure stamping a new opening in between is not undone.
+        let _ = self
+            .since_ms
+            .compare_exchange(since, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
+
     /// The state now.
     #[must_use]
     pub fn state(&self) -> BreakerState {
@@ -250,6 +268,32 @@ mod tests {
         assert!(!b.allow());
         clock.advance(Duration::from_millis(1));
         assert!(b.allow(), "a new probe after another cool-down");
+    }
+
+    #[test]
+    fn released_probe_lets_the_next_caller_probe_at_once() {
+        let (b, clock) = breaker(1, 1_000);
+        b.record_failure();
+        clock.advance(Duration::from_millis(1_000));
+        assert!(b.allow());
+        b.release_probe(); // the probe ended in a caller error
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.allow(), "the next caller probes without another cool-down");
+        assert!(!b.allow(), "but only one of them");
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn release_probe_leaves_closed_and_open_breakers_alone() {
+        let (b, clock) = breaker(1, 1_000);
+        b.release_probe();
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.record_failure();
+        b.release_probe();
+        assert_eq!(b.state(), BreakerState::Open);
+        clock.advance(Duration::from_millis(999));
+        assert!(!b.allow(), "an open breaker still cools down in full");
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! The levels in this module already keep their own deadline on every call; `Guarded` adds the
 //! breaker: while it is open, calls fail at once with [`Error::CircuitOpen`] without touching
 //! the network. Timeouts and backend failures count as failures; caller errors (bad key, zero
-//! TTL, value too large, configuration refusals) count as neither, and any other answer from the
+//! TTL, value too large, configuration refusals) count as neither (a half-open probe that ends in
+//! one frees the probe slot, so the next call probes), and any other answer from the
 //! server (including a value without a valid envelope) counts as a success.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::distributed::breaker::{BreakerStats, CircuitBreaker};
+use crate::distributed::breaker::{BreakerState, BreakerStats, CircuitBreaker};
 use crate::error::{Error, Result};
 use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
 
@@ -57,25 +58,28 @@ impl<L: Storage> Guarded<L> {
         self.breaker.stats()
     }
 
-    fn admit(&self) -> Result<()> {
+    /// Asks the breaker; `Ok(true)` when this call is the half-open probe.
+    fn admit(&self) -> Result<bool> {
         if self.breaker.allow() {
-            Ok(())
+            Ok(self.breaker.state() == BreakerState::HalfOpen)
         } else {
             Err(Error::CircuitOpen { level: self.level })
         }
     }
 
-    fn record<T>(&self, result: Result<T>) -> Result<T> {
-        record(&self.breaker, &result);
+    fn record<T>(&self, probe: bool, result: Result<T>) -> Result<T> {
+        record(&self.breaker, probe, &result);
         result
     }
 }
 
-/// Feeds a call's outcome to the breaker.
-fn record<T>(breaker: &CircuitBreaker, result: &Result<T>) {
+/// Feeds a call's outcome to the breaker. A probe that ends in a caller error says nothing about
+/// the level: it frees the probe slot so that the next call probes.
+fn record<T>(breaker: &CircuitBreaker, probe: bool, result: &Result<T>) {
     match result {
         Ok(_) | Err(Error::InvalidEnvelope { .. }) => breaker.record_success(),
         Err(Error::Timeout { .. } | Error::Backend { .. }) => breaker.record_failure(),
+        Err(_) if probe => breaker.release_probe(),
         Err(_) => {}
     }
 }
@@ -86,48 +90,48 @@ impl<L: Storage> Storage for Guarded<L> {
     }
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.admit()?;
-        self.record(self.inner.get(key))
+        let probe = self.admit()?;
+        self.record(probe, self.inner.get(key))
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.admit()?;
-        self.record(self.inner.set(key, value, ttl))
+        let probe = self.admit()?;
+        self.record(probe, self.inner.set(key, value, ttl))
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        self.admit()?;
-        self.record(self.inner.delete(key))
+        let probe = self.admit()?;
+        self.record(probe, self.inner.delete(key))
     }
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.admit()?;
-        self.record(self.inner.get_many(keys))
+        let probe = self.admit()?;
+        self.record(probe, self.inner.get_many(keys))
     }
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.admit()?;
-        self.record(self.inner.set_many(items, ttl))
+        let probe = self.admit()?;
+        self.record(probe, self.inner.set_many(items, ttl))
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.admit()?;
-        self.record(self.inner.delete_many(keys))
+        let probe = self.admit()?;
+        self.record(probe, self.inner.delete_many(keys))
     }
 
     fn size(&self) -> Result<StorageSize> {
-        self.admit()?;
-        self.record(self.inner.size())
+        let probe = self.admit()?;
+        self.record(probe, self.inner.size())
     }
 
     fn clear(&self) -> Result<()> {
-        self.admit()?;
-        self.record(self.inner.clear())
+        let probe = self.admit()?;
+        self.record(probe, self.inner.clear())
     }
 
     fn flush(&self) -> Result<()> {
-        self.admit()?;
-        self.record(self.inner.flush())
+        let probe = self.admit()?;
+        self.record(probe, self.inner.flush())
     }
 
     fn counters(&self) -> StorageCounters {
@@ -136,15 +140,15 @@ impl<L: Storage> Storage for Guarded<L> {
 
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move {
-            self.admit()?;
-            self.record(self.inner.size_async().await)
+            let probe = self.admit()?;
+            self.record(probe, self.inner.size_async().await)
         })
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         Box::pin(async move {
-            self.admit()?;
-            self.record(self.inner.get_async(key).await)
+            let probe = self.admit()?;
+            self.record(probe, self.inner.get_async(key).await)
         })
     }
 
@@ -155,22 +159,22 @@ impl<L: Storage> Storage for Guarded<L> {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.admit()?;
-            self.record(self.inner.set_async(key, value, ttl).await)
+            let probe = self.admit()?;
+            self.record(probe, self.inner.set_async(key, value, ttl).await)
         })
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            self.admit()?;
-            self.record(self.inner.delete_async(key).await)
+            let probe = self.admit()?;
+            self.record(probe, self.inner.delete_async(key).await)
         })
     }
 
     fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
         Box::pin(async move {
-            self.admit()?;
-            self.record(self.inner.get_many_async(keys).await)
+            let probe = self.admit()?;
+            self.record(probe, self.inner.get_many_async(keys).await)
         })
     }
 
@@ -180,15 +184,15 @@ impl<L: Storage> Storage for Guarded<L> {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.admit()?;
-            self.record(self.inner.set_many_async(items, ttl).await)
+            let probe = self.admit()?;
+            self.record(probe, self.inner.set_many_async(items, ttl).await)
         })
     }
 
     fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            self.admit()?;
-            self.record(self.inner.delete_many_async(keys).await)
+            let probe = self.admit()?;
+            self.record(probe, self.inner.delete_many_async(keys).await)
         })
     }
 }
@@ -196,7 +200,6 @@ impl<L: Storage> Storage for Guarded<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distributed::BreakerState;
     use crate::ManualClock;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -277,6 +280,47 @@ mod tests {
         for _ in 0..5 {
             assert!(matches!(guarded.get(""), Err(Error::InvalidKey { .. })));
         }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_ending_in_a_caller_error_lets_the_next_call_probe() {
+        let clock = ManualClock::new(0);
+        let breaker = Arc::new(CircuitBreaker::with_clock(
+            1,
+            Duration::from_secs(1),
+            Arc::new(clock.clone()),
+        ));
+        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
+        breaker.record_failure();
+        clock.advance(Duration::from_secs(1));
+        assert!(matches!(guarded.get(""), Err(Error::InvalidKey { .. })));
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        assert_eq!(
+            guarded.get("k").unwrap(),
+            None,
+            "the next call probes instead of waiting another cool-down"
+        );
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn async_probe_ending_in_a_caller_error_frees_the_slot_too() {
+        let clock = ManualClock::new(0);
+        let breaker = Arc::new(CircuitBreaker::with_clock(
+            1,
+            Duration::from_secs(1),
+            Arc::new(clock.clone()),
+        ));
+        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
+        breaker.record_failure();
+        clock.advance(Duration::from_secs(1));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(matches!(
+            rt.block_on(guarded.get_async("")),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert_eq!(rt.block_on(guarded.get_async("k")).unwrap(), None);
         assert_eq!(breaker.state(), BreakerState::Closed);
     }
 

@@ -275,6 +275,11 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// The server's process id while it runs (to pin it to a CPU in benches).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
     pub fn pause(&self) {
         signal(self.child.as_ref(), "-STOP");

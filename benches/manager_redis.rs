@@ -1,0 +1,343 @@
+//! The manager with a file L1 and a Redis L2 against the `redis` crate used directly on the same
+//! local `redis-server`, doing the same work, in one process and one run:
+//!
+//! - `manager_multi_get_100`: `multi_get_raw` of 100 keys that are all L1 misses (every batch
+//!   is new keys, so each is one `MGET` plus the backfill) vs one raw `MGET`. Aim: within 10%.
+//!   Also with a memory L1, to tell the cost of the backfill into the file store.
+//! - `manager_zipf099_90_10`: a zipf(0.99) trace over 100 000 keys, 90% gets / 10% sets, through
+//!   the manager (L2 holds every key; L1 is warmed by an untimed pass of another trace) vs raw
+//!   `GET`/`SET`. Throughput and get,
+//!   set and overall p99. Aim: at least 10× the throughput and a lower p99.
+//!
+//! `cargo bench --bench manager_redis` (about a minute with `-- --quick` or
+//! `UNO_BENCH_QUICK=1`). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
+//! throughput, peer/ours for latencies). A loopback round trip on a 2-vCPU machine costs ~22 µs
+//! when client and server share a vCPU and ~120 µs when they do not, so every comparison runs
+//! in both placements (`taskset`: client on CPU 0, server on CPU 0 or 1), labelled `same-cpu`
+//! and `split-cpu`; compare only within one placement.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use uno_cache::{CacheConfig, CacheManager};
+
+const KEYS: usize = 100_000;
+const VALUE_LEN: usize = 100;
+
+struct Params {
+    batches: usize,
+    zipf_ops: usize,
+}
+
+/// Pins every thread of `pid` to `cpu`.
+fn pin(pid: u32, cpu: usize) {
+    let out = Command::new("taskset")
+        .args(["-a", "-cp", &cpu.to_string(), &pid.to_string()])
+        .output()
+        .expect("run taskset (util-linux)");
+    assert!(
+        out.status.success(),
+        "taskset: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn manager(server: &support::RedisServer, local: &str, dir: &std::path::Path) -> CacheManager {
+    CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = false
+            [local]
+            type = "{local}"
+            path = {:?}
+            ttl = 3600
+            [distributed]
+            enabled = true
+            type = "redis"
+            hosts = ["{}"]
+            ttl = 3600
+            key_prefix = "m:"
+            timeout_ms = 2000
+            "#,
+            dir.display().to_string(),
+            server.addr()
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn print_rate(name: &str, ours: f64, peer: f64) {
+    println!(
+        "bench: {name} ours={ours:.3e} ops/s redis-rs={peer:.3e} ops/s ratio={:.2}",
+        ours / peer
+    );
+}
+
+fn print_time(name: &str, ours_ns: u64, peer_ns: u64) {
+    println!(
+        "bench: {name} ours={:.1} µs redis-rs={:.1} µs ratio={:.2}",
+        ours_ns as f64 / 1e3,
+        peer_ns as f64 / 1e3,
+        peer_ns as f64 / ours_ns as f64
+    );
+}
+
+/// `multi_get_raw` of 100 fresh keys (L1 misses) vs raw MGET; median and p99 per batch. With
+/// `local = "memory"` too, to tell the backfill into the file store from the rest.
+fn bench_multi_get(place: &str, p: &Params, server: &support::RedisServer, round: usize, local: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(server, local, dir.path());
+    let mut raw = server.raw();
+    let value = vec![7u8; VALUE_LEN];
+    let batches: Vec<Vec<String>> = (0..p.batches)
+        .map(|b| (0..100).map(|i| format!("mg{round}{local}:{b}:{i}")).collect())
+        .collect();
+    // L2 holds every key (through the level, so ours are enveloped); L1 none of them.
+    let l2 = cache.distributed().unwrap();
+    for keys in &batches {
+        let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+        l2.set_many(&items, None).unwrap();
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("SET").arg(format!("p:{k}")).arg(&value).ignore();
+        }
+        pipe.exec(&mut raw).unwrap();
+    }
+    // Warm-up on keys outside the measured set.
+    for _ in 0..50 {
+        let _: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(batches[0].iter().map(|k| format!("p:{k}")).collect::<Vec<_>>())
+            .query(&mut raw)
+            .unwrap();
+    }
+    let mut ours = Vec::with_capacity(p.batches);
+    let mut peer = Vec::with_capacity(p.batches);
+    // Interleave the two sides batch by batch so both see the same machine state.
+    for keys in batches.iter().skip(1) {
+        let peer_keys: Vec<String> = keys.iter().map(|k| format!("p:{k}")).collect();
+        let started = Instant::now();
+        let got: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&peer_keys).query(&mut raw).unwrap();
+        peer.push(started.elapsed().as_nanos() as u64);
+        assert!(got.iter().all(Option::is_some));
+        let started = Instant::now();
+        let got = cache.multi_get_raw(keys).unwrap();
+        ours.push(started.elapsed().as_nanos() as u64);
+        assert_eq!(got.len(), 100);
+    }
+    ours.sort_unstable();
+    peer.sort_unstable();
+    print_time(
+        &format!("manager_multi_get_100_l1_miss_p50[{place},{local}-l1]"),
+        percentile(&ours, 0.5),
+        percentile(&peer, 0.5),
+    );
+    print_time(
+        &format!("manager_multi_get_100_l1_miss_p99[{place},{local}-l1]"),
+        percentile(&ours, 0.99),
+        percentile(&peer, 0.99),
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.distributed.errors, 0);
+    assert_eq!(stats.local.hits, 0, "every batch was an L1 miss");
+}
+
+/// Zipf(s) over `n` ranks by inverse CDF.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Zipf {
+        let mut cdf = Vec::with_capacity(n);
+        let mut acc = 0.0;
+        for rank in 1..=n {
+            acc += 1.0 / (rank as f64).powf(s);
+            cdf.push(acc);
+        }
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Zipf { cdf }
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> usize {
+        let u: f64 = rng.random();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// (key index, is_set) for each op: zipf(0.99) keys, 10% sets.
+fn trace(ops: usize, seed: u64) -> Vec<(usize, bool)> {
+    let zipf = Zipf::new(KEYS, 0.99);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed + seed);
+    (0..ops)
+        .map(|_| {
+            // Scramble ranks so popularity is unrelated to key order.
+            let key = (zipf.sample(&mut rng) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as usize % KEYS;
+            (key, rng.random_bool(0.1))
+        })
+        .collect()
+}
+
+struct Run {
+    ops_per_s: f64,
+    get_ns: Vec<u64>,
+    set_ns: Vec<u64>,
+    all_ns: Vec<u64>,
+}
+
+fn run(trace: &[(usize, bool)], mut op: impl FnMut(usize, bool)) -> Run {
+    let mut r = Run {
+        ops_per_s: 0.0,
+        get_ns: Vec::with_capacity(trace.len()),
+        set_ns: Vec::with_capacity(trace.len() / 8),
+        all_ns: Vec::with_capacity(trace.len()),
+    };
+    let started = Instant::now();
+    for &(key, is_set) in trace {
+        let t = Instant::now();
+        op(key, is_set);
+        let ns = t.elapsed().as_nanos() as u64;
+        r.all_ns.push(ns);
+        if is_set {
+            r.set_ns.push(ns);
+        } else {
+            r.get_ns.push(ns);
+        }
+    }
+    r.ops_per_s = trace.len() as f64 / started.elapsed().as_secs_f64();
+    r.get_ns.sort_unstable();
+    r.set_ns.sort_unstable();
+    r.all_ns.sort_unstable();
+    r
+}
+
+fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(server, "file", dir.path());
+    let mut raw = server.raw();
+    let value = vec![7u8; VALUE_LEN];
+    let key = |i: usize| format!("z{round}:{i}");
+    // L2 holds every key; L1 starts cold.
+    let l2 = cache.distributed().unwrap();
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+        let keys: Vec<String> = chunk.iter().map(|&i| key(i)).collect();
+        let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+        l2.set_many(&items, None).unwrap();
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("SET").arg(format!("p:{k}")).arg(&value).ignore();
+        }
+        pipe.exec(&mut raw).unwrap();
+    }
+    // An untimed pass of another trace warms L1 (and the server), then the timed trace runs.
+    let warm = trace(p.zipf_ops, 1);
+    let trace = trace(p.zipf_ops, 2);
+    for &(i, is_set) in &warm {
+        let k = key(i);
+        if is_set {
+            cache.set_raw(&k, &value, None).unwrap();
+            redis::cmd("SET")
+                .arg(format!("p:{k}"))
+                .arg(&value)
+                .exec(&mut raw)
+                .unwrap();
+        } else {
+            assert!(cache.get_raw(&k).unwrap().is_some());
+        }
+    }
+    let warm_hits = cache.stats().local.hits;
+    let peer = run(&trace, |i, is_set| {
+        let k = format!("p:{}", key(i));
+        if is_set {
+            redis::cmd("SET").arg(&k).arg(&value).exec(&mut raw).unwrap();
+        } else {
+            let v: Option<Vec<u8>> = redis::cmd("GET").arg(&k).query(&mut raw).unwrap();
+            assert!(v.is_some());
+        }
+    });
+    let ours = run(&trace, |i, is_set| {
+        let k = key(i);
+        if is_set {
+            cache.set_raw(&k, &value, None).unwrap();
+        } else {
+            assert!(cache.get_raw(&k).unwrap().is_some());
+        }
+    });
+    let stats = cache.stats();
+    assert_eq!(stats.distributed.errors, 0);
+    print_rate(
+        &format!("manager_zipf099_90_10_throughput[{place}]"),
+        ours.ops_per_s,
+        peer.ops_per_s,
+    );
+    for (what, o, pr) in [
+        ("p99_all", &ours.all_ns, &peer.all_ns),
+        ("p99_get", &ours.get_ns, &peer.get_ns),
+        ("p99_set", &ours.set_ns, &peer.set_ns),
+        ("p50_all", &ours.all_ns, &peer.all_ns),
+    ] {
+        let p = if what.starts_with("p50") { 0.5 } else { 0.99 };
+        print_time(
+            &format!("manager_zipf099_90_10_{what}[{place}]"),
+            percentile(o, p),
+            percentile(pr, p),
+        );
+    }
+    println!(
+        "bench: manager_zipf099_90_10_l1_hit_rate[{place}] {:.1}% of {} timed gets (after a warm-up pass of {} ops)",
+        (stats.local.hits - warm_hits) as f64 * 100.0 / ours.get_ns.len() as f64,
+        ours.get_ns.len(),
+        warm.len()
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("UNO_BENCH_QUICK").is_some();
+    let p = if quick {
+        Params {
+            batches: 300,
+            zipf_ops: 30_000,
+        }
+    } else {
+        Params {
+            batches: 2_000,
+            zipf_ops: 200_000,
+        }
+    };
+    let started = Instant::now();
+    // Pin this process before any other thread exists: the levels' threads inherit CPU 0.
+    pin(std::process::id(), 0);
+    let server = support::RedisServer::start();
+    let server_pid = server.pid().unwrap();
+    for (round, (place, server_cpu)) in [("same-cpu", 0), ("split-cpu", 1)].into_iter().enumerate() {
+        pin(server_pid, server_cpu);
+        pin(std::process::id(), 0);
+        bench_multi_get(place, &p, &server, round, "file");
+        bench_multi_get(place, &p, &server, round, "memory");
+        bench_zipf(place, &p, &server, round);
+        let mut raw = server.raw();
+        redis::cmd("FLUSHALL").exec(&mut raw).unwrap();
+    }
+    println!(
+        "bench: manager_redis_total_seconds {:.1}",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,263 @@
+//! L2 outages in the middle of a workload, through `CacheManager` (file L1, `fallback_on_error`):
+//! the Redis server, the Memcached server, or one node of a three-node Redis Cluster is killed
+//! (SIGKILL) while two threads keep reading and writing. Every call must return within the L2
+//! deadline plus 50 ms and without an error, L1 keeps serving the keys it holds, the circuit
+//! breaker opens; when the server is started again the breaker closes and writes reach L2 again;
+//! nothing panics. The waits are for events (the breaker's state, a value landing in L2), with
+//! deadlines; no test sleeps to synchronise.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use support::{MemcachedServer, RedisCluster, RedisServer};
+use uno_cache::{BreakerState, CacheConfig, CacheManager};
+
+const TIMEOUT_MS: u64 = 100;
+/// Every call must return within this: the L2 deadline plus 50 ms.
+const BOUND: Duration = Duration::from_millis(TIMEOUT_MS + 50);
+const HOT_KEYS: u64 = 50;
+const WORKERS: usize = 2;
+
+fn manager(kind: &str, cluster: bool, hosts: &[String], dir: &std::path::Path) -> CacheManager {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+    CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = true
+            [local]
+            type = "file"
+            path = {:?}
+            durability = "none"
+            ttl = 300
+            [distributed]
+            enabled = true
+            type = "{kind}"
+            cluster = {cluster}
+            hosts = [{}]
+            key_prefix = "outage:"
+            timeout_ms = {TIMEOUT_MS}
+            breaker_failures = 2
+            breaker_cooldown_ms = 200
+            "#,
+            dir.display().to_string(),
+            hosts.join(", ")
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// What the workers saw.
+#[derive(Default)]
+struct Observed {
+    calls: AtomicU64,
+    slowest: Mutex<(Duration, String)>,
+    too_slow: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Observed {
+    fn timed<T>(&self, what: &str, call: impl FnOnce() -> uno_cache::Result<T>) -> Option<T> {
+        let start = Instant::now();
+        let result = call();
+        let took = start.elapsed();
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if took > BOUND {
+            self.too_slow.fetch_add(1, Ordering::Relaxed);
+        }
+        {
+            let mut slowest = self.slowest.lock().unwrap();
+            if took > slowest.0 {
+                *slowest = (took, what.to_owned());
+            }
+        }
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.lock().unwrap().push(format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// One worker: reads of keys L1 holds, reads of keys it does not (they go to L2), and writes.
+fn work(cache: &CacheManager, worker: usize, stop: &AtomicBool, seen: &Observed) {
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        match n % 4 {
+            0 | 1 => {
+                let key = format!("hot:{}", n % HOT_KEYS);
+                let got = seen.timed("get hot", || cache.get::<u64>(&key));
+                if got != Some(Some(n % HOT_KEYS)) {
+                    seen.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("L1 did not serve {key}: {got:?}"));
+                }
+            }
+            2 => {
+                let key = format!("cold:{worker}:{n}");
+                seen.timed("get cold", || cache.get::<u64>(&key));
+            }
+            _ => {
+                let key = format!("w:{worker}:{}", n % 500);
+                seen.timed("set", || cache.set(&key, &n, None));
+            }
+        }
+    }
+}
+
+/// Polls `ready` until it holds or `deadline` passes.
+fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn breaker(cache: &CacheManager) -> uno_cache::BreakerStats {
+    cache.stats().distributed.breaker.expect("a breaker")
+}
+
+/// Runs the workload, calls `kill` once it is going, waits for the breaker to open, calls
+/// `restart`, waits for the breaker to close and a write of `{tag}after:N` to reach L2 (`tag`
+/// puts it on the restarted server), then checks what the workers saw.
+fn outage_mid_workload(
+    name: &str,
+    cache: &CacheManager,
+    tag: &str,
+    kill: impl FnOnce(),
+    restart: impl FnOnce(),
+) {
+    for i in 0..HOT_KEYS {
+        cache.set(&format!("hot:{i}"), &i, None).unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let seen = Observed::default();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let (stop, seen) = (&stop, &seen);
+                s.spawn(move || work(cache, w, stop, seen))
+            })
+            .collect();
+        wait_for("workload started", Duration::from_secs(10), || {
+            seen.calls.load(Ordering::Relaxed) >= 500
+        });
+        let trips = breaker(cache).trips;
+        kill();
+        let killed_at = seen.calls.load(Ordering::Relaxed);
+        wait_for("breaker opened", Duration::from_secs(10), || {
+            breaker(cache).trips > trips
+        });
+        // Keep working through the outage for a while.
+        wait_for("calls during the outage", Duration::from_secs(10), || {
+            seen.calls.load(Ordering::Relaxed) >= killed_at + 2_000
+        });
+        assert!(
+            cache.stats().distributed.errors > 0,
+            "{name}: the outage was seen"
+        );
+        restart();
+        let mut n = 0u64;
+        wait_for("breaker closed and L2 written", Duration::from_secs(15), || {
+            n += 1;
+            let key = format!("{tag}after:{n}");
+            cache.set(&key, &n, None).unwrap();
+            breaker(cache).state == BreakerState::Closed
+                && cache.distributed().unwrap().get(&key).is_ok_and(|e| e.is_some())
+        });
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            assert!(w.join().is_ok(), "{name}: a worker panicked");
+        }
+    });
+    assert_eq!(
+        breaker(cache).state,
+        BreakerState::Closed,
+        "{name}: the breaker stays closed once the server is back"
+    );
+    let errors = seen.errors.lock().unwrap();
+    assert!(
+        errors.is_empty(),
+        "{name}: {} errors, first {:?}",
+        errors.len(),
+        errors.first()
+    );
+    let (slowest, op) = seen.slowest.lock().unwrap().clone();
+    assert_eq!(
+        seen.too_slow.load(Ordering::Relaxed),
+        0,
+        "{name}: calls over {BOUND:?} (slowest {slowest:?}, a {op}) of {}",
+        seen.calls.load(Ordering::Relaxed)
+    );
+    eprintln!(
+        "{name}: {} calls, slowest {slowest:?} ({op}), breaker {:?}",
+        seen.calls.load(Ordering::Relaxed),
+        breaker(cache)
+    );
+}
+
+#[test]
+fn redis_killed_mid_workload_l1_serves_calls_stay_bounded_and_the_breaker_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Mutex::new(RedisServer::start());
+    let cache = manager("redis", false, &[server.lock().unwrap().addr()], dir.path());
+    outage_mid_workload(
+        "redis",
+        &cache,
+        "",
+        || server.lock().unwrap().kill(),
+        || server.lock().unwrap().restart(),
+    );
+}
+
+#[test]
+fn memcached_killed_mid_workload_l1_serves_calls_stay_bounded_and_the_breaker_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Mutex::new(MemcachedServer::start());
+    let cache = manager("memcached", false, &[server.lock().unwrap().addr()], dir.path());
+    outage_mid_workload(
+        "memcached",
+        &cache,
+        "",
+        || server.lock().unwrap().kill(),
+        || server.lock().unwrap().restart(),
+    );
+}
+
+#[test]
+fn cluster_node_killed_mid_workload_l1_serves_calls_stay_bounded_and_the_breaker_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Mutex::new(RedisCluster::start());
+    let hosts = cluster.lock().unwrap().addrs();
+    let cache = manager("redis", true, &hosts, dir.path());
+    // A hash tag whose slot node 1 (the one killed) owns.
+    let tag = {
+        let cluster = cluster.lock().unwrap();
+        (0..)
+            .map(|i| format!("{{t{i}}}"))
+            .find(|tag| cluster.node_of_slot(cluster.keyslot(&format!("outage:{tag}"))) == 1)
+            .unwrap()
+    };
+    outage_mid_workload(
+        "cluster",
+        &cache,
+        &tag,
+        || cluster.lock().unwrap().nodes[1].kill(),
+        || cluster.lock().unwrap().nodes[1].restart(),
+    );
+}
