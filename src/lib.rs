@@ -89,7 +89,7 @@ pub use crate::local::file::{
 };
 pub use crate::local::memory::MemoryStore;
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
-pub use crate::manager::{CacheManager, CacheManagerBuilder, Monitor, L2_SIZE_MAX_AGE};
+pub use crate::manager::{CacheManager, CacheManagerBuilder, InvalidationEvent, Monitor, L2_SIZE_MAX_AGE};
 pub use crate::stats::{
     CacheStats, ConsistencyStats, HitRates, LatencyStats, LevelStats, OverallStats, Sizes,
 };
