@@ -9,6 +9,8 @@
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
 //! | `consistency` | replay queue, invalidation backplane, revalidation of suspect L1 entries |
 //! | `offline` | the background thread that replays the queue                          |
+//! | `tags`   | tag sets and L2 prefix deletion on a shared Redis                     |
+//! | `events` | [`InvalidationEvent`]: application events mapped to keys and tags       |
 //!
 //! The typed API encodes values with the manager's [`Codec`] (bincode 2 by default; the tag byte
 //! is stored with the value). The `_raw` variants store and return bytes untouched.
@@ -19,11 +21,13 @@
 
 mod consistency;
 mod deferred;
+mod events;
 mod global;
 mod guard;
 mod loader;
 mod offline;
 mod policy;
+mod tags;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,10 +40,12 @@ use serde::Serialize;
 
 use self::consistency::Receiver;
 use self::deferred::Deferred;
+pub use self::events::InvalidationEvent;
 use self::guard::BackfillGuard;
 use self::loader::{Flights, Role};
 use self::offline::Replayer;
 use self::policy::{Plan, Shared};
+use self::tags::TagStore;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
 use crate::config::{
@@ -198,6 +204,20 @@ impl CacheManagerBuilder {
             _ => None,
         };
         let policy = config.consistency.restart_policy;
+        let tags = match tag_redis(&config) {
+            Some((options, l2_prefix_delete)) => Some(TagStore::new(
+                options,
+                config.distributed.key_prefix.clone(),
+                Duration::from_millis(
+                    config
+                        .distributed
+                        .timeout_ms
+                        .max(config.invalidation.publish_timeout_ms),
+                ),
+                l2_prefix_delete && l2.is_some(),
+            )?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             check_freshness: AtomicBool::new(l2.is_some() && policy != RestartPolicy::Trust),
             distrust_l1: AtomicBool::new(false),
@@ -216,6 +236,8 @@ impl CacheManagerBuilder {
             replay,
             replayer: OnceLock::new(),
             replay_lock: parking_lot::Mutex::new(()),
+            tags,
+            l2_prefix: config.distributed.key_prefix.clone(),
             backplane: OnceLock::new(),
             file_l1,
             restart_policy: policy,
@@ -238,11 +260,27 @@ impl CacheManagerBuilder {
     }
 }
 
-/// The backplane's options from `[invalidation]` (hosts default to the Redis L2's).
-fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
+/// The Redis of the tag sets: the backplane's, or else the Redis L2's; and whether it is the
+/// (standalone) L2 itself, where prefixes can be scanned.
+fn tag_redis(config: &CacheConfig) -> Option<(RedisOptions, bool)> {
+    let d = &config.distributed;
+    let redis_l2 = config.use_multi_level && d.enabled && d.kind == DistributedKind::Redis;
+    let inv = &config.invalidation;
+    if inv.enabled {
+        let same_as_l2 = inv.hosts.is_empty();
+        Some((backplane_redis(config), same_as_l2 && redis_l2 && !d.cluster))
+    } else if redis_l2 {
+        Some((backplane_redis(config), !d.cluster))
+    } else {
+        None
+    }
+}
+
+/// The backplane's Redis from `[invalidation]` (hosts default to the Redis L2's).
+fn backplane_redis(config: &CacheConfig) -> RedisOptions {
     let inv = &config.invalidation;
     let d = &config.distributed;
-    let mut redis = if inv.hosts.is_empty() {
+    let redis = if inv.hosts.is_empty() || !inv.enabled {
         let mut r = RedisOptions::with_hosts(d.hosts.iter().cloned()).cluster(d.cluster);
         if let Some(user) = &d.username {
             r = r.username(user.clone());
@@ -261,10 +299,15 @@ fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
         }
         r
     };
-    redis = redis.connect_timeout(Duration::from_millis(
+    redis.connect_timeout(Duration::from_millis(
         d.timeout_ms.max(inv.publish_timeout_ms).max(500),
-    ));
-    BackplaneOptions::new(redis)
+    ))
+}
+
+/// The backplane's options from `[invalidation]`.
+fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
+    let inv = &config.invalidation;
+    BackplaneOptions::new(backplane_redis(config))
         .channel(inv.channel.clone())
         .staleness_bound(Duration::from_millis(inv.staleness_bound_ms))
         .publish_timeout(Duration::from_millis(inv.publish_timeout_ms))
@@ -1073,17 +1116,112 @@ impl CacheManager {
         self.shared.backplane.get()
     }
 
-    /// Drops every key that starts with `prefix` from L1 here and, through the backplane, in
-    /// every other instance. L1 keys are listed where the level can (the file store); another
-    /// L1 is cleared instead (a superset). L2 is not touched here: see
-    /// [`CacheManager::invalidate_prefix`]. Returns the number of L1 keys dropped.
+    /// Drops every key that starts with `prefix`: from L1 here, from L2 where the backend can
+    /// list keys, and (through the backplane) from every other instance's L1. L1 keys are listed
+    /// where the level can (the file store); another L1 is cleared instead (a superset). L2 keys
+    /// are deleted with `SCAN` + `UNLINK` on a standalone Redis L2 (when the backplane, if any,
+    /// is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL (Memcached
+    /// cannot list keys). Returns the number of keys dropped from L1 and L2.
     ///
     /// # Errors
-    /// The L1 error.
-    pub fn invalidate_prefix_local(&self, prefix: &str) -> Result<u64> {
+    /// The L1 error, or the L2 scan's error unless hidden by `fallback_on_error`.
+    pub fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
         let s = &self.shared;
         let dropped = s.drop_local_prefix(prefix)?;
+        let in_l2 = match &s.tags {
+            Some(tags) => match tags.delete_prefix(&s.l2_prefix, prefix) {
+                Ok(n) => n,
+                Err(e) if s.fallback_on_error => {
+                    tracing::warn!(error = %e, "deleting a prefix from L2 failed; hidden by fallback_on_error");
+                    0
+                }
+                Err(e) => return Err(e),
+            },
+            None => 0,
+        };
         s.publish(&Invalidation::Prefix(prefix.to_owned()));
+        Ok(dropped + in_l2)
+    }
+
+    /// [`CacheManager::set_raw`], and records `key` as a member of each tag in a Redis set that
+    /// every instance reaches (the backplane's Redis, or else the Redis L2), with a TTL no
+    /// shorter than the entry's. Needs Redis 7 or later.
+    ///
+    /// # Errors
+    /// As [`CacheManager::set_raw`]; [`Error::Config`] if there is no Redis for tags; the tag
+    /// Redis's error (the value is then written but not tagged).
+    pub fn set_raw_with_tags(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[&str],
+    ) -> Result<()> {
+        let s = &self.shared;
+        let Some(store) = &s.tags else {
+            return Err(Error::Config {
+                field: "invalidation.enabled".to_owned(),
+                reason: "tags need a Redis: enable the backplane or use a Redis L2".to_owned(),
+            });
+        };
+        self.set_raw(key, value, ttl)?;
+        store.add(&[key], tags, s.l2_ttl(ttl))
+    }
+
+    /// [`CacheManager::set`] with tags; see [`CacheManager::set_raw_with_tags`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::set_raw_with_tags`], and [`Error::Encode`].
+    pub fn set_with_tags<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        tags: &[&str],
+    ) -> Result<()> {
+        let bytes = self.shared.codec.encode(key, value)?;
+        self.set_raw_with_tags(key, &bytes, ttl, tags)
+    }
+
+    /// Deletes every key written with `tag` from both levels here and, through the backplane
+    /// (as one message of keys), from every other instance's L1. Returns the number of keys
+    /// the tag held.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if there is no Redis for tags; the tag Redis's error; otherwise as
+    /// [`CacheManager::multi_delete`].
+    pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
+        let Some(store) = &self.shared.tags else {
+            return Err(Error::Config {
+                field: "invalidation.enabled".to_owned(),
+                reason: "tags need a Redis: enable the backplane or use a Redis L2".to_owned(),
+            });
+        };
+        let members = store.take(tag)?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        self.multi_delete(&members)?;
+        Ok(members.len() as u64)
+    }
+
+    /// Invalidates what an application event names: deletes its keys from both levels and
+    /// invalidates its tags, in every instance. See [`InvalidationEvent`]. Returns the number of
+    /// keys deleted (tag members included).
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_delete`] and [`CacheManager::invalidate_tag`].
+    pub fn invalidate_event(&self, event: &(impl InvalidationEvent + ?Sized)) -> Result<u64> {
+        let keys = event.keys();
+        let mut dropped = if keys.is_empty() {
+            0
+        } else {
+            self.multi_delete(&keys)?;
+            keys.len() as u64
+        };
+        for tag in event.tags() {
+            dropped += self.invalidate_tag(&tag)?;
+        }
         Ok(dropped)
     }
 

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use super::guard::{BackfillGuard, Ticket};
 use super::loader::Flights;
 use super::offline::Replayer;
+use super::tags::TagStore;
 use crate::clock::{self, Clock};
 use crate::codec::Codec;
 use crate::config::RestartPolicy;
@@ -64,6 +65,10 @@ pub(crate) struct Shared {
     pub(crate) backplane: OnceLock<Backplane>,
     /// One replay at a time.
     pub(crate) replay_lock: Mutex<()>,
+    /// Tag sets (and L2 prefix deletion) on a Redis every instance reaches.
+    pub(crate) tags: Option<TagStore>,
+    /// `distributed.key_prefix`.
+    pub(crate) l2_prefix: String,
     /// The L1 as a file store, when the manager built it (for `keys()` in prefix invalidation).
     pub(crate) file_l1: Option<Arc<FileStore>>,
     pub(crate) restart_policy: RestartPolicy,
@@ -623,6 +628,8 @@ mod tests {
             replay: None,
             replayer: OnceLock::new(),
             replay_lock: Mutex::new(()),
+            tags: None,
+            l2_prefix: String::new(),
             backplane: OnceLock::new(),
             file_l1: None,
             restart_policy: RestartPolicy::default(),
