@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::RedisServer;
-use uno_cache::{CacheConfig, CacheManager, InvalidationEvent, Storage};
+use uno_cache::{CacheConfig, CacheManager, InvalidationEvent};
 
 fn config(dir: &Path, redis: &str) -> CacheConfig {
     CacheConfig::from_toml_str(&format!(
