@@ -74,8 +74,9 @@ mod storage;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::codec::Codec;
 pub use crate::config::{
-    CacheConfig, CodecName, DistributedCacheConfig, DistributedKind, DurabilityMode, LocalCacheConfig,
-    LocalKind, DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
+    CacheConfig, CodecName, ConsistencyConfig, DistributedCacheConfig, DistributedKind, DurabilityMode,
+    InvalidationConfig, LocalCacheConfig, LocalKind, OfflineConfig, RestartPolicy, DEFAULT_DISK_MAX_MB,
+    DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
 };
 pub use crate::distributed::{
     BreakerState, BreakerStats, CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions,
@@ -89,8 +90,10 @@ pub use crate::local::file::{
 };
 pub use crate::local::memory::MemoryStore;
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
-pub use crate::manager::{CacheManager, CacheManagerBuilder, Monitor, L2_SIZE_MAX_AGE};
-pub use crate::stats::{CacheStats, HitRates, LatencyStats, LevelStats, OverallStats, Sizes};
+pub use crate::manager::{CacheManager, CacheManagerBuilder, InvalidationEvent, Monitor, L2_SIZE_MAX_AGE};
+pub use crate::stats::{
+    CacheStats, ConsistencyStats, HitRates, LatencyStats, LevelStats, OverallStats, Sizes,
+};
 pub use crate::storage::{BoxFuture, Entry, Freshness, Storage, StorageCounters, StorageSize};
 
 #[doc(hidden)]

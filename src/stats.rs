@@ -181,6 +181,26 @@ pub(crate) struct Metrics {
     pub(crate) backfills_skipped: Counter,
     pub(crate) loads: Counter,
     pub(crate) load_waits: Counter,
+    pub(crate) consistency: ConsistencyMetrics,
+}
+
+/// Counters of the offline mode and the invalidation backplane, kept by the manager.
+#[derive(Debug, Default)]
+pub(crate) struct ConsistencyMetrics {
+    pub(crate) queued: Counter,
+    pub(crate) queue_failures: Counter,
+    pub(crate) replayed: Counter,
+    pub(crate) replay_failures: Counter,
+    pub(crate) pending_misses: Counter,
+    pub(crate) published: Counter,
+    pub(crate) publish_failures: Counter,
+    pub(crate) invalidations_received: Counter,
+    pub(crate) keys_invalidated: Counter,
+    pub(crate) subscription_losses: Counter,
+    pub(crate) confirmed: Counter,
+    pub(crate) replaced: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) served_unverified: Counter,
 }
 
 impl LevelMetrics {
@@ -304,6 +324,71 @@ pub struct OverallStats {
     pub load_waits: u64,
 }
 
+/// The offline mode (replay queue) and cross-process consistency (backplane, revalidation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsistencyStats {
+    /// Whether the manager has a replay queue.
+    pub replay_enabled: bool,
+    /// Ops waiting in the replay queue (one per key): its length.
+    pub replay_pending: u64,
+    /// Bytes of the queued ops.
+    pub replay_bytes: u64,
+    /// Whether an op was lost because the queue was full or damaged (L2 may be stale).
+    pub replay_overflowed: bool,
+    /// Keys whose L2 write or delete failed and was queued.
+    pub queued: u64,
+    /// Failed L2 writes that could not be queued either (the caller got the error).
+    pub queue_failures: u64,
+    /// Queued ops that reached L2.
+    pub replayed: u64,
+    /// Replay attempts stopped by an L2 failure (retried later).
+    pub replay_failures: u64,
+    /// Reads that missed L1 and did not ask L2 because the key had a queued op.
+    pub pending_misses: u64,
+    /// Whether the manager has an invalidation backplane.
+    pub backplane_enabled: bool,
+    /// Whether the backplane's subscription works now.
+    pub backplane_connected: bool,
+    /// Invalidations published.
+    pub published: u64,
+    /// Publishes that failed (the backplane keeps and re-sends them).
+    pub publish_failures: u64,
+    /// Invalidations received from other instances.
+    pub invalidations_received: u64,
+    /// Keys dropped from L1 by those invalidations.
+    pub keys_invalidated: u64,
+    /// Times the subscription was lost (every L1 entry became suspect).
+    pub subscription_losses: u64,
+    /// Suspect L1 entries that L2 confirmed.
+    pub revalidated_confirmed: u64,
+    /// Suspect L1 entries replaced by L2's different value.
+    pub revalidated_replaced: u64,
+    /// Suspect L1 entries dropped (missing in L2, or `restart_policy = "drop"`).
+    pub revalidated_dropped: u64,
+    /// Suspect L1 entries served without a check because L2 could not be reached (offline).
+    pub served_unverified: u64,
+}
+
+impl ConsistencyMetrics {
+    pub(crate) fn fill(&self, stats: &mut ConsistencyStats) {
+        stats.queued = self.queued.get();
+        stats.queue_failures = self.queue_failures.get();
+        stats.replayed = self.replayed.get();
+        stats.replay_failures = self.replay_failures.get();
+        stats.pending_misses = self.pending_misses.get();
+        stats.published = self.published.get();
+        stats.publish_failures = self.publish_failures.get();
+        stats.invalidations_received = self.invalidations_received.get();
+        stats.keys_invalidated = self.keys_invalidated.get();
+        stats.subscription_losses = self.subscription_losses.get();
+        stats.revalidated_confirmed = self.confirmed.get();
+        stats.revalidated_replaced = self.replaced.get();
+        stats.revalidated_dropped = self.dropped.get();
+        stats.served_unverified = self.served_unverified.get();
+    }
+}
+
 /// A snapshot of the manager's statistics; `serde_json::to_string(&stats)` gives JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CacheStats {
@@ -317,6 +402,9 @@ pub struct CacheStats {
     pub distributed: LevelStats,
     /// The manager as a whole.
     pub overall: OverallStats,
+    /// The offline mode and cross-process consistency.
+    #[serde(default)]
+    pub consistency: ConsistencyStats,
 }
 
 impl Metrics {

@@ -7,6 +7,10 @@
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |
 //! | `global` | the process-wide instance                                            |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
+//! | `consistency` | replay queue, invalidation backplane, revalidation of suspect L1 entries |
+//! | `offline` | the background thread that replays the queue                          |
+//! | `tags`   | tag sets and L2 prefix deletion on a shared Redis                     |
+//! | `events` | [`InvalidationEvent`]: application events mapped to keys and tags       |
 //!
 //! The typed API encodes values with the manager's [`Codec`] (bincode 2 by default; the tag byte
 //! is stored with the value). The `_raw` variants store and return bytes untouched.
@@ -15,35 +19,48 @@
 //! call L2 through the levels' `*_async` methods and L1 directly (a local level does not wait
 //! on the network).
 
+mod consistency;
 mod deferred;
+mod events;
 mod global;
 mod guard;
 mod loader;
+mod offline;
 mod policy;
+mod tags;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use self::consistency::Receiver;
 use self::deferred::Deferred;
+pub use self::events::InvalidationEvent;
 use self::guard::BackfillGuard;
 use self::loader::{Flights, Role};
-use self::policy::Shared;
+use self::offline::Replayer;
+use self::policy::{Plan, Shared};
+use self::tags::TagStore;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
-use crate::config::{CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind};
+use crate::config::{
+    CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind, RestartPolicy,
+};
 use crate::distributed::{
     CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore,
 };
 use crate::error::{Error, Result};
+use crate::invalidation::{Backplane, BackplaneOptions, Invalidation};
 use crate::local::file::{FileStore, FileStoreOptions};
 use crate::local::memory::MemoryStore;
 use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
-use crate::stats::{CacheStats, HitRates, Metrics, Sizes};
+use crate::replay::{ReplayOptions, ReplayQueue};
+use crate::stats::{CacheStats, ConsistencyStats, HitRates, Metrics, Sizes};
 use crate::storage::{Storage, StorageSize};
 
 /// A multi-level cache: L1 (file, memory, redb or your own level) in front of an optional L2.
@@ -159,8 +176,8 @@ impl CacheManagerBuilder {
         let config = self.config;
         config.validate()?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let l1 = match self.local {
-            Some(level) => level,
+        let (l1, file_l1, l1_dir) = match self.local {
+            Some(level) => (level, None, None),
             None => build_local(&config.local, &clock)?,
         };
         let (l2, breaker) = if !config.use_multi_level {
@@ -173,44 +190,168 @@ impl CacheManagerBuilder {
                 None => (None, None),
             }
         };
-        Ok(CacheManager {
-            shared: Arc::new(Shared {
-                l1,
-                l2,
-                breaker,
-                l2_size: parking_lot::Mutex::new(None),
-                local_ttl: config.local.ttl,
-                distributed_ttl: config.distributed.ttl,
-                fallback_on_error: config.fallback_on_error,
-                codec: self.codec.unwrap_or_else(|| config.codec.codec()),
-                clock,
-                metrics: Metrics::default(),
-                guard: BackfillGuard::default(),
-                flights: Flights::default(),
-            }),
-        })
+        let replay_dir = config.offline.replay_dir.clone().or(l1_dir);
+        let replay = match replay_dir {
+            Some(dir) if l2.is_some() && config.offline.replay && config.fallback_on_error => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io("create the replay directory", &dir, e))?;
+                let options = ReplayOptions::default()
+                    .max_bytes(config.offline.replay_max_bytes)
+                    .max_entries(config.offline.replay_max_entries)
+                    .clock(Arc::clone(&clock));
+                Some(Arc::new(ReplayQueue::open(&dir, options)?))
+            }
+            _ => None,
+        };
+        let policy = config.consistency.restart_policy;
+        let tags = match tag_redis(&config) {
+            Some((options, l2_prefix_delete)) => Some(TagStore::new(
+                options,
+                config.distributed.key_prefix.clone(),
+                Duration::from_millis(
+                    config
+                        .distributed
+                        .timeout_ms
+                        .max(config.invalidation.publish_timeout_ms),
+                ),
+                l2_prefix_delete && l2.is_some(),
+            )?),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            check_freshness: AtomicBool::new(l2.is_some() && policy != RestartPolicy::Trust),
+            distrust_l1: AtomicBool::new(false),
+            l1,
+            l2,
+            breaker,
+            l2_size: parking_lot::Mutex::new(None),
+            local_ttl: config.local.ttl,
+            distributed_ttl: config.distributed.ttl,
+            fallback_on_error: config.fallback_on_error,
+            codec: self.codec.unwrap_or_else(|| config.codec.codec()),
+            clock,
+            metrics: Metrics::default(),
+            guard: BackfillGuard::default(),
+            flights: Flights::default(),
+            replay,
+            replayer: OnceLock::new(),
+            replay_lock: parking_lot::Mutex::new(()),
+            tags,
+            l2_prefix: config.distributed.key_prefix.clone(),
+            backplane: OnceLock::new(),
+            file_l1,
+            restart_policy: policy,
+        });
+        if shared.replay.is_some() {
+            let every = Duration::from_millis(config.offline.replay_interval_ms);
+            let replayer = Replayer::start(Arc::downgrade(&shared), every)?;
+            let _ = shared.replayer.set(replayer);
+            shared.nudge_replay();
+        }
+        if config.invalidation.enabled {
+            let options = backplane_options(&config);
+            let receiver = Arc::new(Receiver {
+                shared: Arc::downgrade(&shared),
+            });
+            let backplane = Backplane::connect(options, receiver)?;
+            let _ = shared.backplane.set(backplane);
+        }
+        Ok(CacheManager { shared })
     }
 }
 
+/// The Redis of the tag sets: the backplane's, or else the Redis L2's; and whether it is the
+/// (standalone) L2 itself, where prefixes can be scanned.
+fn tag_redis(config: &CacheConfig) -> Option<(RedisOptions, bool)> {
+    let d = &config.distributed;
+    let redis_l2 = config.use_multi_level && d.enabled && d.kind == DistributedKind::Redis;
+    let inv = &config.invalidation;
+    if inv.enabled {
+        let same_as_l2 = inv.hosts.is_empty();
+        Some((backplane_redis(config), same_as_l2 && redis_l2 && !d.cluster))
+    } else if redis_l2 {
+        Some((backplane_redis(config), !d.cluster))
+    } else {
+        None
+    }
+}
+
+/// The backplane's Redis from `[invalidation]` (hosts default to the Redis L2's).
+fn backplane_redis(config: &CacheConfig) -> RedisOptions {
+    let inv = &config.invalidation;
+    let d = &config.distributed;
+    let redis = if inv.hosts.is_empty() || !inv.enabled {
+        let mut r = RedisOptions::with_hosts(d.hosts.iter().cloned()).cluster(d.cluster);
+        if let Some(user) = &d.username {
+            r = r.username(user.clone());
+        }
+        if let Some(password) = &d.password {
+            r = r.password(password.clone());
+        }
+        r
+    } else {
+        let mut r = RedisOptions::with_hosts(inv.hosts.iter().cloned()).cluster(inv.cluster);
+        if let Some(user) = &inv.username {
+            r = r.username(user.clone());
+        }
+        if let Some(password) = &inv.password {
+            r = r.password(password.clone());
+        }
+        r
+    };
+    redis.connect_timeout(Duration::from_millis(
+        d.timeout_ms.max(inv.publish_timeout_ms).max(500),
+    ))
+}
+
+/// The backplane's options from `[invalidation]`.
+fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
+    let inv = &config.invalidation;
+    BackplaneOptions::new(backplane_redis(config))
+        .channel(inv.channel.clone())
+        .staleness_bound(Duration::from_millis(inv.staleness_bound_ms))
+        .publish_timeout(Duration::from_millis(inv.publish_timeout_ms))
+        .start_offline(config.fallback_on_error)
+}
+
+/// An L1, the same as a file store when it is one, and its directory when it has one.
+type Local = (
+    Arc<dyn Storage>,
+    Option<Arc<FileStore>>,
+    Option<std::path::PathBuf>,
+);
+
 /// Opens the L1 that `local` describes.
-fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
+fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<Local> {
     let max = local.effective_max_size();
+    let dir = local.effective_path().to_path_buf();
     Ok(match local.kind {
-        LocalKind::File => Arc::new(FileStore::open(
-            local.effective_path(),
-            FileStoreOptions::default()
-                .max_size_mb(max)
-                .durability(local.effective_durability())
-                .clock(Arc::clone(clock)),
-        )?),
-        LocalKind::Memory => Arc::new(MemoryStore::with_clock(max, Arc::clone(clock))?),
-        LocalKind::Redb => Arc::new(RedbStore::open(
-            local.effective_path().join(REDB_FILE_NAME),
-            RedbOptions::default()
-                .max_size_mb(max)
-                .durability(local.effective_durability())
-                .clock(Arc::clone(clock)),
-        )?),
+        LocalKind::File => {
+            let file = Arc::new(FileStore::open(
+                &dir,
+                FileStoreOptions::default()
+                    .max_size_mb(max)
+                    .durability(local.effective_durability())
+                    .clock(Arc::clone(clock)),
+            )?);
+            (file.clone(), Some(file), Some(dir))
+        }
+        LocalKind::Memory => (
+            Arc::new(MemoryStore::with_clock(max, Arc::clone(clock))?),
+            None,
+            None,
+        ),
+        LocalKind::Redb => (
+            Arc::new(RedbStore::open(
+                dir.join(REDB_FILE_NAME),
+                RedbOptions::default()
+                    .max_size_mb(max)
+                    .durability(local.effective_durability())
+                    .clock(Arc::clone(clock)),
+            )?),
+            None,
+            Some(dir),
+        ),
     })
 }
 
@@ -381,7 +522,25 @@ impl Monitor<'_> {
             local,
             distributed,
             overall,
+            consistency: self.consistency(),
         }
+    }
+
+    fn consistency(&self) -> ConsistencyStats {
+        let s = &self.manager.shared;
+        let mut stats = ConsistencyStats::default();
+        s.metrics.consistency.fill(&mut stats);
+        if let Some(q) = &s.replay {
+            stats.replay_enabled = true;
+            stats.replay_pending = q.len() as u64;
+            stats.replay_bytes = q.bytes();
+            stats.replay_overflowed = q.is_overflowed();
+        }
+        if let Some(bp) = s.backplane.get() {
+            stats.backplane_enabled = true;
+            stats.backplane_connected = bp.stats().connected;
+        }
+        stats
     }
 }
 
@@ -468,8 +627,17 @@ impl CacheManager {
         let s = &self.shared;
         let _writing = s.guard.write([key]);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
-        let l2 = s.l2.as_ref().map(|l2| l2.delete(key).map(u64::from));
-        Ok(s.finish_delete(key, 1, l1, l2)? > 0)
+        let l2 = match &s.l2 {
+            Some(_) if s.must_queue(&[key]) => {
+                s.queue_deletes(&[key])?;
+                None
+            }
+            Some(l2) => Some(l2.delete(key).map(u64::from)),
+            None => None,
+        };
+        let out = s.finish_delete(&[key], l1, l2);
+        s.publish_keys(&[key]);
+        Ok(out? > 0)
     }
 
     /// Reads several keys: one L1 call, then one L2 call for the keys L1 did not have. The map
@@ -502,10 +670,22 @@ impl CacheManager {
     pub fn multi_delete(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
         let keys = as_strs(keys);
         let s = &self.shared;
+        if keys.is_empty() {
+            return Ok(0);
+        }
         let _writing = s.guard.write(keys.iter().copied());
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
-        let l2 = s.l2.as_ref().map(|l2| l2.delete_many(&keys));
-        s.finish_delete(keys.first().copied().unwrap_or(""), keys.len(), l1, l2)
+        let l2 = match &s.l2 {
+            Some(_) if s.must_queue(&keys) => {
+                s.queue_deletes(&keys)?;
+                None
+            }
+            Some(l2) => Some(l2.delete_many(&keys)),
+            None => None,
+        };
+        let out = s.finish_delete(&keys, l1, l2);
+        s.publish_keys(&keys);
+        out
     }
 
     /// Reads a value, or runs `loader`, stores its value (with `ttl`, as [`CacheManager::set`])
@@ -565,17 +745,20 @@ impl CacheManager {
     /// A level's error unless hidden by `fallback_on_error`.
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let s = &self.shared;
-        if let Some(value) = s.read_l1(key)? {
-            return Ok(Some(value));
-        }
+        let suspect = match s.plan_read(key)? {
+            Plan::Done(value) => return Ok(value),
+            Plan::AskL2(suspect) => suspect,
+        };
         let Some(l2) = &s.l2 else {
-            s.miss(1);
-            return Ok(None);
+            return Ok(suspect.map(|e| e.value));
         };
         let ticket = s.guard.ticket(key);
         let started = Instant::now();
         let result = l2.get(key);
-        s.finish_read(key, ticket, (started, result))
+        match suspect {
+            None => s.finish_read(key, ticket, (started, result)),
+            Some(entry) => s.finish_revalidate(key, entry, ticket, (started, result)),
+        }
     }
 
     /// [`CacheManager::set`] without the codec.
@@ -585,11 +768,19 @@ impl CacheManager {
     pub fn set_raw(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let s = &self.shared;
         let _writing = s.guard.write([key]);
-        s.write_l1(&[(key, value)], ttl)?;
-        let Some(l2) = &s.l2 else { return Ok(()) };
-        let started = Instant::now();
-        let result = l2.set(key, value, Some(s.l2_ttl(ttl)));
-        s.finish_write(key, 1, (started, result))
+        let items = [(key, value)];
+        s.write_l1(&items, ttl)?;
+        let out = match &s.l2 {
+            None => Ok(()),
+            Some(_) if s.must_queue(&[key]) => s.queue_sets(&items, ttl),
+            Some(l2) => {
+                let started = Instant::now();
+                let result = l2.set(key, value, Some(s.l2_ttl(ttl)));
+                s.finish_write(&items, ttl, (started, result))
+            }
+        };
+        s.publish_keys(&[key]);
+        out
     }
 
     /// [`CacheManager::multi_get`] without the codec.
@@ -600,7 +791,8 @@ impl CacheManager {
         let keys = as_strs(keys);
         let s = &self.shared;
         let mut out = HashMap::with_capacity(keys.len());
-        let missed = s.read_many_l1(&keys, &mut out)?;
+        let mut suspects = HashMap::new();
+        let missed = s.read_many_l1(&keys, &mut out, &mut suspects)?;
         if missed.is_empty() {
             return Ok(out);
         }
@@ -611,7 +803,7 @@ impl CacheManager {
         let tickets = s.tickets(&missed);
         let started = Instant::now();
         let result = l2.get_many(&missed);
-        s.finish_read_many(&missed, &tickets, (started, result), &mut out)?;
+        s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)?;
         Ok(out)
     }
 
@@ -626,10 +818,18 @@ impl CacheManager {
         let s = &self.shared;
         let _writing = s.guard.write(items.iter().map(|(k, _)| *k));
         s.write_l1(items, ttl)?;
-        let Some(l2) = &s.l2 else { return Ok(()) };
-        let started = Instant::now();
-        let result = l2.set_many(items, Some(s.l2_ttl(ttl)));
-        s.finish_write(first_key(items), items.len(), (started, result))
+        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+        let out = match &s.l2 {
+            None => Ok(()),
+            Some(_) if s.must_queue(&keys) => s.queue_sets(items, ttl),
+            Some(l2) => {
+                let started = Instant::now();
+                let result = l2.set_many(items, Some(s.l2_ttl(ttl)));
+                s.finish_write(items, ttl, (started, result))
+            }
+        };
+        s.publish_keys(&keys);
+        out
     }
 
     // ---- async API ----
@@ -666,10 +866,16 @@ impl CacheManager {
         let _writing = s.guard.write([key]);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
         let l2 = match &s.l2 {
+            Some(_) if s.must_queue(&[key]) => {
+                s.queue_deletes(&[key])?;
+                None
+            }
             Some(l2) => Some(l2.delete_async(key).await.map(u64::from)),
             None => None,
         };
-        Ok(s.finish_delete(key, 1, l1, l2)? > 0)
+        let out = s.finish_delete(&[key], l1, l2);
+        s.publish_keys_async(&[key]).await;
+        Ok(out? > 0)
     }
 
     /// Async [`CacheManager::multi_get`].
@@ -704,13 +910,22 @@ impl CacheManager {
     pub async fn multi_delete_async(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
         let keys = as_strs(keys);
         let s = &self.shared;
+        if keys.is_empty() {
+            return Ok(0);
+        }
         let _writing = s.guard.write(keys.iter().copied());
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
         let l2 = match &s.l2 {
+            Some(_) if s.must_queue(&keys) => {
+                s.queue_deletes(&keys)?;
+                None
+            }
             Some(l2) => Some(l2.delete_many_async(&keys).await),
             None => None,
         };
-        s.finish_delete(keys.first().copied().unwrap_or(""), keys.len(), l1, l2)
+        let out = s.finish_delete(&keys, l1, l2);
+        s.publish_keys_async(&keys).await;
+        out
     }
 
     /// Async [`CacheManager::get_or_set_with`]: the loader is an async closure. Shares loads
@@ -766,17 +981,20 @@ impl CacheManager {
     /// As [`CacheManager::get_raw`].
     pub async fn get_raw_async(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let s = &self.shared;
-        if let Some(value) = s.read_l1(key)? {
-            return Ok(Some(value));
-        }
+        let suspect = match s.plan_read(key)? {
+            Plan::Done(value) => return Ok(value),
+            Plan::AskL2(suspect) => suspect,
+        };
         let Some(l2) = &s.l2 else {
-            s.miss(1);
-            return Ok(None);
+            return Ok(suspect.map(|e| e.value));
         };
         let ticket = s.guard.ticket(key);
         let started = Instant::now();
         let result = l2.get_async(key).await;
-        s.finish_read(key, ticket, (started, result))
+        match suspect {
+            None => s.finish_read(key, ticket, (started, result)),
+            Some(entry) => s.finish_revalidate(key, entry, ticket, (started, result)),
+        }
     }
 
     /// Async [`CacheManager::set_raw`].
@@ -786,11 +1004,19 @@ impl CacheManager {
     pub async fn set_raw_async(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let s = &self.shared;
         let _writing = s.guard.write([key]);
-        s.write_l1(&[(key, value)], ttl)?;
-        let Some(l2) = &s.l2 else { return Ok(()) };
-        let started = Instant::now();
-        let result = l2.set_async(key, value, Some(s.l2_ttl(ttl))).await;
-        s.finish_write(key, 1, (started, result))
+        let items = [(key, value)];
+        s.write_l1(&items, ttl)?;
+        let out = match &s.l2 {
+            None => Ok(()),
+            Some(_) if s.must_queue(&[key]) => s.queue_sets(&items, ttl),
+            Some(l2) => {
+                let started = Instant::now();
+                let result = l2.set_async(key, value, Some(s.l2_ttl(ttl))).await;
+                s.finish_write(&items, ttl, (started, result))
+            }
+        };
+        s.publish_keys_async(&[key]).await;
+        out
     }
 
     /// Async [`CacheManager::multi_get_raw`].
@@ -801,7 +1027,8 @@ impl CacheManager {
         let keys = as_strs(keys);
         let s = &self.shared;
         let mut out = HashMap::with_capacity(keys.len());
-        let missed = s.read_many_l1(&keys, &mut out)?;
+        let mut suspects = HashMap::new();
+        let missed = s.read_many_l1(&keys, &mut out, &mut suspects)?;
         if missed.is_empty() {
             return Ok(out);
         }
@@ -812,7 +1039,7 @@ impl CacheManager {
         let tickets = s.tickets(&missed);
         let started = Instant::now();
         let result = l2.get_many_async(&missed).await;
-        s.finish_read_many(&missed, &tickets, (started, result), &mut out)?;
+        s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)?;
         Ok(out)
     }
 
@@ -827,10 +1054,18 @@ impl CacheManager {
         let s = &self.shared;
         let _writing = s.guard.write(items.iter().map(|(k, _)| *k));
         s.write_l1(items, ttl)?;
-        let Some(l2) = &s.l2 else { return Ok(()) };
-        let started = Instant::now();
-        let result = l2.set_many_async(items, Some(s.l2_ttl(ttl))).await;
-        s.finish_write(first_key(items), items.len(), (started, result))
+        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+        let out = match &s.l2 {
+            None => Ok(()),
+            Some(_) if s.must_queue(&keys) => s.queue_sets(items, ttl),
+            Some(l2) => {
+                let started = Instant::now();
+                let result = l2.set_many_async(items, Some(s.l2_ttl(ttl))).await;
+                s.finish_write(items, ttl, (started, result))
+            }
+        };
+        s.publish_keys_async(&keys).await;
+        out
     }
 
     // ---- maintenance ----
@@ -844,6 +1079,150 @@ impl CacheManager {
         let s = &self.shared;
         let _writing = s.guard.write([key]);
         Ok(s.count_delete_l1(1, s.l1.delete(key).map(u64::from))? > 0)
+    }
+
+    /// Sends the queued L2 writes and deletes (offline mode, see
+    /// [`OfflineConfig`](crate::OfflineConfig)) to L2 now, in order, deletes first; returns how
+    /// many reached L2. The background thread does the same every `offline.replay_interval_ms`
+    /// and right after an L2 call succeeds; this is for shutdown hooks and tests.
+    ///
+    /// # Errors
+    /// The first L2 error (the rest stays queued), or the queue's I/O error.
+    pub fn replay_now(&self) -> Result<u64> {
+        self.shared.replay_now()
+    }
+
+    /// The replay queue of L2 writes that failed, if the manager has one.
+    #[must_use]
+    pub fn replay_queue(&self) -> Option<&Arc<ReplayQueue>> {
+        self.shared.replay.as_ref()
+    }
+
+    /// Clears the replay queue's overflow flag, after an operator reconciled (or flushed) L2;
+    /// `true` if it was set.
+    ///
+    /// # Errors
+    /// The queue's I/O error. Without a queue, `Ok(false)`.
+    pub fn clear_replay_overflow(&self) -> Result<bool> {
+        match &self.shared.replay {
+            Some(q) => q.clear_overflow(),
+            None => Ok(false),
+        }
+    }
+
+    /// The invalidation backplane, if `invalidation.enabled`.
+    #[must_use]
+    pub fn backplane(&self) -> Option<&Backplane> {
+        self.shared.backplane.get()
+    }
+
+    /// Drops every key that starts with `prefix`: from L1 here, from L2 where the backend can
+    /// list keys, and (through the backplane) from every other instance's L1. L1 keys are listed
+    /// where the level can (the file store); another L1 is cleared instead (a superset). L2 keys
+    /// are deleted with `SCAN` + `UNLINK` on a standalone Redis L2 (when the backplane, if any,
+    /// is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL (Memcached
+    /// cannot list keys). Returns the number of keys dropped from L1 and L2.
+    ///
+    /// # Errors
+    /// The L1 error, or the L2 scan's error unless hidden by `fallback_on_error`.
+    pub fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
+        let s = &self.shared;
+        let dropped = s.drop_local_prefix(prefix)?;
+        let in_l2 = match &s.tags {
+            Some(tags) => match tags.delete_prefix(&s.l2_prefix, prefix) {
+                Ok(n) => n,
+                Err(e) if s.fallback_on_error => {
+                    tracing::warn!(error = %e, "deleting a prefix from L2 failed; hidden by fallback_on_error");
+                    0
+                }
+                Err(e) => return Err(e),
+            },
+            None => 0,
+        };
+        s.publish(&Invalidation::Prefix(prefix.to_owned()));
+        Ok(dropped + in_l2)
+    }
+
+    /// [`CacheManager::set_raw`], and records `key` as a member of each tag in a Redis set that
+    /// every instance reaches (the backplane's Redis, or else the Redis L2), with a TTL no
+    /// shorter than the entry's. Needs Redis 7 or later.
+    ///
+    /// # Errors
+    /// As [`CacheManager::set_raw`]; [`Error::Config`] if there is no Redis for tags; the tag
+    /// Redis's error (the value is then written but not tagged).
+    pub fn set_raw_with_tags(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[&str],
+    ) -> Result<()> {
+        let s = &self.shared;
+        let Some(store) = &s.tags else {
+            return Err(Error::Config {
+                field: "invalidation.enabled".to_owned(),
+                reason: "tags need a Redis: enable the backplane or use a Redis L2".to_owned(),
+            });
+        };
+        self.set_raw(key, value, ttl)?;
+        store.add(&[key], tags, s.l2_ttl(ttl))
+    }
+
+    /// [`CacheManager::set`] with tags; see [`CacheManager::set_raw_with_tags`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::set_raw_with_tags`], and [`Error::Encode`].
+    pub fn set_with_tags<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        tags: &[&str],
+    ) -> Result<()> {
+        let bytes = self.shared.codec.encode(key, value)?;
+        self.set_raw_with_tags(key, &bytes, ttl, tags)
+    }
+
+    /// Deletes every key written with `tag` from both levels here and, through the backplane
+    /// (as one message of keys), from every other instance's L1. Returns the number of keys
+    /// the tag held.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if there is no Redis for tags; the tag Redis's error; otherwise as
+    /// [`CacheManager::multi_delete`].
+    pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
+        let Some(store) = &self.shared.tags else {
+            return Err(Error::Config {
+                field: "invalidation.enabled".to_owned(),
+                reason: "tags need a Redis: enable the backplane or use a Redis L2".to_owned(),
+            });
+        };
+        let members = store.take(tag)?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        self.multi_delete(&members)?;
+        Ok(members.len() as u64)
+    }
+
+    /// Invalidates what an application event names: deletes its keys from both levels and
+    /// invalidates its tags, in every instance. See [`InvalidationEvent`]. Returns the number of
+    /// keys deleted (tag members included).
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_delete`] and [`CacheManager::invalidate_tag`].
+    pub fn invalidate_event(&self, event: &(impl InvalidationEvent + ?Sized)) -> Result<u64> {
+        let keys = event.keys();
+        let mut dropped = if keys.is_empty() {
+            0
+        } else {
+            self.multi_delete(&keys)?;
+            keys.len() as u64
+        };
+        for tag in event.tags() {
+            dropped += self.invalidate_tag(&tag)?;
+        }
+        Ok(dropped)
     }
 
     /// Makes both levels' completed writes durable, where they have such a notion.
@@ -896,8 +1275,4 @@ fn as_strs(keys: &[impl AsRef<str>]) -> Vec<&str> {
 
 fn borrow_items<K: AsRef<str>>(items: &[(K, Vec<u8>)]) -> Vec<(&str, &[u8])> {
     items.iter().map(|(k, v)| (k.as_ref(), v.as_slice())).collect()
-}
-
-fn first_key<'a>(items: &[(&'a str, &[u8])]) -> &'a str {
-    items.first().map_or("", |(k, _)| *k)
 }

@@ -20,17 +20,24 @@
 //!   caller (L1 might still serve the old value otherwise); L2 is then not written.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::guard::{BackfillGuard, Ticket};
 use super::loader::Flights;
+use super::offline::Replayer;
+use super::tags::TagStore;
 use crate::clock::{self, Clock};
 use crate::codec::Codec;
+use crate::config::RestartPolicy;
 use crate::distributed::CircuitBreaker;
 use crate::error::{key_for_error, Error, Result};
+use crate::invalidation::Backplane;
+use crate::local::file::FileStore;
+use crate::replay::ReplayQueue;
 use crate::stats::{self, LevelMetrics, Metrics};
-use crate::storage::{Entry, Storage, StorageSize};
+use crate::storage::{Entry, Freshness, Storage, StorageSize};
 use parking_lot::Mutex;
 
 /// Everything a manager handle shares.
@@ -49,6 +56,43 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) guard: BackfillGuard,
     pub(crate) flights: Flights,
+    /// The durable queue of L2 writes that failed (offline mode).
+    pub(crate) replay: Option<Arc<ReplayQueue>>,
+    /// The background thread that replays the queue; stopped on drop.
+    pub(crate) replayer: OnceLock<Replayer>,
+    /// The invalidation backplane, set once after the `Shared` exists (its handler holds a
+    /// `Weak` to it).
+    pub(crate) backplane: OnceLock<Backplane>,
+    /// One replay at a time.
+    pub(crate) replay_lock: Mutex<()>,
+    /// Tag sets (and L2 prefix deletion) on a Redis every instance reaches.
+    pub(crate) tags: Option<TagStore>,
+    /// `distributed.key_prefix`.
+    pub(crate) l2_prefix: String,
+    /// The L1 as a file store, when the manager built it (for `keys()` in prefix invalidation).
+    pub(crate) file_l1: Option<Arc<FileStore>>,
+    pub(crate) restart_policy: RestartPolicy,
+    /// Ask L1 whether an entry is suspect (off without an L2, and with `restart_policy = "trust"`
+    /// until the first subscription loss): one relaxed load on the hit path.
+    pub(crate) check_freshness: AtomicBool,
+    /// The backplane subscription is down: every L1 hit is checked against L2.
+    pub(crate) distrust_l1: AtomicBool,
+}
+
+/// What L1 said to a read.
+pub(crate) enum L1Read {
+    Hit(Vec<u8>),
+    Miss,
+    /// Present but possibly stale.
+    Suspect(Entry),
+}
+
+/// What a single read does after L1.
+pub(crate) enum Plan {
+    /// Answered without L2.
+    Done(Option<Vec<u8>>),
+    /// Ask L2; with the L1 entry to revalidate, if it was suspect.
+    AskL2(Option<Entry>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,23 +184,73 @@ impl Shared {
 
     // ---- reads ----
 
-    /// The L1 step of a read: `Some` on a hit; `None` to go on to L2.
-    pub(crate) fn read_l1(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// The L1 step of a read.
+    pub(crate) fn read_l1(&self, key: &str) -> Result<L1Read> {
         let m = &self.metrics.local;
         let start = stats::sample_l1();
-        let result = self.l1.get(key);
+        let checked = self.check_freshness.load(Ordering::Relaxed);
+        let result = if checked {
+            self.l1.get_checked(key)
+        } else {
+            self.l1.get(key).map(|e| e.map(|e| (e, Freshness::Trusted)))
+        };
         m.get_latency.record_since(start);
         match result {
-            Ok(Some(entry)) => {
+            Ok(Some((entry, freshness))) => {
+                if checked && (freshness == Freshness::Suspect || self.distrust_l1.load(Ordering::Relaxed)) {
+                    return Ok(L1Read::Suspect(entry));
+                }
                 m.hits.incr();
-                Ok(Some(entry.value))
+                Ok(L1Read::Hit(entry.value))
             }
             Ok(None) => {
                 m.misses.incr();
-                Ok(None)
+                Ok(L1Read::Miss)
             }
-            Err(e) => self.failed(Level::Local, "get", key, e).map(|()| None),
+            Err(e) => self.failed(Level::Local, "get", key, e).map(|()| L1Read::Miss),
         }
+    }
+
+    /// The part of a single read before L2: L1, then the suspect-entry and pending-replay rules.
+    pub(crate) fn plan_read(&self, key: &str) -> Result<Plan> {
+        let c = &self.metrics.consistency;
+        match self.read_l1(key)? {
+            L1Read::Hit(value) => Ok(Plan::Done(Some(value))),
+            L1Read::Suspect(entry) => {
+                if self.l2.is_none() || self.is_pending(key) {
+                    // L1 is the truth for a key with a queued op (and without an L2).
+                    let _ = self.l1.confirm(key);
+                    self.metrics.local.hits.incr();
+                    return Ok(Plan::Done(Some(entry.value)));
+                }
+                if self.restart_policy == RestartPolicy::Drop {
+                    self.metrics.local.misses.incr();
+                    c.dropped.incr();
+                    let _writing = self.guard.write([key]);
+                    let _ = self.l1.delete(key);
+                    return Ok(Plan::AskL2(None));
+                }
+                Ok(Plan::AskL2(Some(entry)))
+            }
+            L1Read::Miss => {
+                if self.l2.is_none() {
+                    self.miss(1);
+                    return Ok(Plan::Done(None));
+                }
+                if self.is_pending(key) {
+                    // L2 holds an older value than the queued op: never serve or backfill it.
+                    c.pending_misses.incr();
+                    self.miss(1);
+                    return Ok(Plan::Done(None));
+                }
+                Ok(Plan::AskL2(None))
+            }
+        }
+    }
+
+    /// Whether `key` has a queued replay op.
+    pub(crate) fn is_pending(&self, key: &str) -> bool {
+        self.replay.as_ref().is_some_and(|q| q.is_pending(key))
     }
 
     /// A read that L1 did not answer and there is no L2 to ask.
@@ -217,12 +311,33 @@ impl Shared {
         }
     }
 
-    /// The L1 pass of a batch read: fills `out` with hits, returns the keys L1 did not answer.
+    /// The L1 pass of a batch read: fills `out` with hits, returns the keys to ask L2 (with
+    /// the suspect L1 entries to revalidate in `suspects`).
     pub(crate) fn read_many_l1<'k>(
         &self,
         keys: &[&'k str],
         out: &mut HashMap<String, Vec<u8>>,
+        suspects: &mut HashMap<&'k str, Entry>,
     ) -> Result<Vec<&'k str>> {
+        if self.check_freshness.load(Ordering::Relaxed) {
+            // Freshness is per key: one checked read each (L1 is local).
+            let mut ask = Vec::new();
+            for key in keys {
+                match self.plan_read(key)? {
+                    Plan::Done(Some(value)) => {
+                        out.insert((*key).to_owned(), value);
+                    }
+                    Plan::Done(None) => {}
+                    Plan::AskL2(suspect) => {
+                        if let Some(entry) = suspect {
+                            suspects.insert(key, entry);
+                        }
+                        ask.push(*key);
+                    }
+                }
+            }
+            return Ok(ask);
+        }
         let m = &self.metrics.local;
         let start = stats::sample_l1();
         let result = self.l1.get_many(keys);
@@ -231,7 +346,7 @@ impl Shared {
             Ok(found) => found,
             Err(e) => {
                 self.failed(Level::Local, "get_many", keys.first().copied().unwrap_or(""), e)?;
-                return Ok(keys.to_vec());
+                return Ok(self.drop_pending(keys.to_vec()));
             }
         };
         let mut found = found.into_iter();
@@ -248,16 +363,30 @@ impl Shared {
                 }
             }
         }
-        Ok(missed)
+        Ok(self.drop_pending(missed))
     }
 
-    /// What to do with L2's answer to the keys of a batch L1 did not answer.
-    pub(crate) fn finish_read_many(
+    /// Removes the keys with a queued replay op (counted as misses): L2 must not answer them.
+    fn drop_pending<'k>(&self, mut keys: Vec<&'k str>) -> Vec<&'k str> {
+        if self.l2.is_none() || self.replay.as_ref().is_none_or(|q| q.is_empty()) {
+            return keys;
+        }
+        let before = keys.len();
+        keys.retain(|k| !self.is_pending(k));
+        let dropped = before - keys.len();
+        self.metrics.consistency.pending_misses.add(dropped as u64);
+        self.miss(dropped);
+        keys
+    }
+
+    /// What to do with L2's answer to the keys of a batch L1 did not answer (or held suspect).
+    pub(crate) fn finish_read_many<'k>(
         &self,
-        missed: &[&str],
+        missed: &[&'k str],
         tickets: &[Ticket],
         (started, result): Timed<Vec<Option<Entry>>>,
         out: &mut HashMap<String, Vec<u8>>,
+        suspects: &mut HashMap<&'k str, Entry>,
     ) -> Result<()> {
         let m = &self.metrics.distributed;
         m.get_latency.record(started.elapsed());
@@ -270,13 +399,30 @@ impl Shared {
                     missed.first().copied().unwrap_or(""),
                     e,
                 )?;
-                self.miss(missed.len());
+                // Offline: suspect entries are served as they are.
+                for key in missed {
+                    match suspects.remove(key) {
+                        Some(entry) => {
+                            self.metrics.consistency.served_unverified.incr();
+                            self.metrics.local.hits.incr();
+                            out.insert((*key).to_owned(), entry.value);
+                        }
+                        None => self.miss(1),
+                    }
+                }
                 return Ok(());
             }
         };
         let mut found = found.into_iter();
         for (key, ticket) in missed.iter().zip(tickets) {
-            match found.next().flatten() {
+            let answer = found.next().flatten();
+            if let Some(entry) = suspects.remove(key) {
+                if let Some(value) = self.settle_suspect(key, entry, *ticket, Ok(answer))? {
+                    out.insert((*key).to_owned(), value);
+                }
+                continue;
+            }
+            match answer {
                 Some(entry) => {
                     m.hits.incr();
                     self.backfill(key, *ticket, &entry);
@@ -289,6 +435,65 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// What to do with L2's answer to the revalidation of a suspect L1 entry.
+    pub(crate) fn finish_revalidate(
+        &self,
+        key: &str,
+        l1_entry: Entry,
+        ticket: Ticket,
+        (started, result): Timed<Option<Entry>>,
+    ) -> Result<Option<Vec<u8>>> {
+        self.metrics.distributed.get_latency.record(started.elapsed());
+        self.settle_suspect(key, l1_entry, ticket, result)
+    }
+
+    /// Revalidation (DESIGN.md, "Faults and the offline mode"): L2 has the same bytes → confirm
+    /// the L1 entry; other bytes → replace it; nothing → drop it; L2 unreachable → serve it.
+    fn settle_suspect(
+        &self,
+        key: &str,
+        l1_entry: Entry,
+        ticket: Ticket,
+        result: Result<Option<Entry>>,
+    ) -> Result<Option<Vec<u8>>> {
+        let m = &self.metrics.distributed;
+        let c = &self.metrics.consistency;
+        match result {
+            Ok(Some(entry)) => {
+                m.hits.incr();
+                if entry.value == l1_entry.value {
+                    c.confirmed.incr();
+                    if let Err(e) = self.l1.confirm(key) {
+                        self.metrics.local.errors.incr();
+                        tracing::warn!(key = %key_for_error(key), error = %e, "confirming an L1 entry failed");
+                    }
+                } else {
+                    c.replaced.incr();
+                    self.backfill(key, ticket, &entry);
+                }
+                Ok(Some(entry.value))
+            }
+            Ok(None) => {
+                m.misses.incr();
+                c.dropped.incr();
+                self.miss(1);
+                // Not if a write raced the L2 read: L1 then holds the newer value.
+                self.guard.backfill_if_current(ticket, || {
+                    if self.l1.delete(key).is_err() {
+                        self.metrics.local.errors.incr();
+                    }
+                });
+                Ok(None)
+            }
+            Err(e) => {
+                self.failed(Level::Distributed, "get", key, e)?;
+                c.served_unverified.incr();
+                self.metrics.local.hits.incr();
+                Ok(Some(l1_entry.value))
+            }
+        }
     }
 
     pub(crate) fn tickets(&self, keys: &[&str]) -> Vec<Ticket> {
@@ -322,16 +527,27 @@ impl Shared {
         }
     }
 
-    /// What to do with L2's answer to a write of `n` keys.
-    pub(crate) fn finish_write(&self, first_key: &str, n: usize, (started, result): Timed<()>) -> Result<()> {
+    /// What to do with L2's answer to a write: a failure hidden by `fallback_on_error` is
+    /// queued for replay (when there is a queue).
+    pub(crate) fn finish_write(
+        &self,
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+        (started, result): Timed<()>,
+    ) -> Result<()> {
         let m = &self.metrics.distributed;
         m.set_latency.record(started.elapsed());
         match result {
             Ok(()) => {
-                m.sets.add(n as u64);
+                m.sets.add(items.len() as u64);
+                self.nudge_replay();
                 Ok(())
             }
-            Err(e) => self.failed(Level::Distributed, "set", first_key, e),
+            Err(e) => {
+                let first = items.first().map_or("", |(k, _)| *k);
+                self.failed(Level::Distributed, "set", first, e)?;
+                self.queue_sets(items, ttl)
+            }
         }
     }
 
@@ -344,30 +560,38 @@ impl Shared {
         result.inspect_err(|_| m.errors.incr())
     }
 
-    /// Combines both levels' answers to a delete of `n` keys: an L1 error always reaches the
-    /// caller (after L2 was tried), an L2 error per `fallback_on_error`. The count is the larger
-    /// of the levels'. Deletes are counted but not timed.
+    /// Combines both levels' answers to a delete of `keys`: an L1 error always reaches the
+    /// caller (after L2 was tried), an L2 error per `fallback_on_error` (a hidden one is queued
+    /// for replay). `l2 = None`: L2 was not asked. The count is the larger of the levels'.
+    /// Deletes are counted but not timed.
     pub(crate) fn finish_delete(
         &self,
-        first_key: &str,
-        n: usize,
+        keys: &[&str],
         l1: Result<u64>,
         l2: Option<Result<u64>>,
     ) -> Result<u64> {
+        let first_key = keys.first().copied().unwrap_or("");
         let removed_l2 = match l2 {
             None => 0,
             Some(result) => {
                 let m = &self.metrics.distributed;
-                m.deletes.add(n as u64);
+                m.deletes.add(keys.len() as u64);
                 match result {
-                    Ok(removed) => removed,
+                    Ok(removed) => {
+                        self.nudge_replay();
+                        removed
+                    }
                     // Report L1's error first if both failed.
                     Err(_) if l1.is_err() => {
                         m.errors.incr();
+                        if self.fallback_on_error {
+                            let _ = self.queue_deletes(keys);
+                        }
                         0
                     }
                     Err(e) => {
                         self.failed(Level::Distributed, "delete", first_key, e)?;
+                        self.queue_deletes(keys)?;
                         0
                     }
                 }
@@ -401,6 +625,16 @@ mod tests {
             metrics: Metrics::default(),
             guard: BackfillGuard::default(),
             flights: Flights::default(),
+            replay: None,
+            replayer: OnceLock::new(),
+            replay_lock: Mutex::new(()),
+            tags: None,
+            l2_prefix: String::new(),
+            backplane: OnceLock::new(),
+            file_l1: None,
+            restart_policy: RestartPolicy::default(),
+            check_freshness: AtomicBool::new(false),
+            distrust_l1: AtomicBool::new(false),
         }
     }
 

@@ -1,0 +1,313 @@
+//! Cross-process consistency and the offline mode: the manager's side of the replay queue and
+//! the invalidation backplane (DESIGN.md, "Faults and the offline mode").
+//!
+//! - **Replay.** An L2 write or delete that failed (hidden by `fallback_on_error`) is pushed to
+//!   the durable [`ReplayQueue`] after L1 was written. While a key has a queued op, a new write
+//!   of it is queued too (never sent to L2 directly, or the older op's replay could overwrite
+//!   it), a read never backfills it from L2 and a read that misses L1 does not ask L2. The
+//!   queue is replayed (deletes first, acked after L2 confirmed each op) by the `offline`
+//!   thread every `offline.replay_interval_ms`, at once after an L2 call succeeds, and by
+//!   [`CacheManager::replay_now`](super::CacheManager::replay_now).
+//! - **Publish.** Every set and delete (and batch) publishes one `Keys` invalidation after both
+//!   levels; a failed publish is counted (the backplane re-sends it).
+//! - **Receive.** Another instance's invalidation drops keys from L1 only, under the backfill
+//!   guard (a backfill of a value read from L2 before the message can never land after it).
+//! - **Loss of certainty.** When the subscription is lost, every L1 entry becomes suspect and,
+//!   until it is restored, every L1 hit is checked against L2; on restore, entries written
+//!   during the outage become suspect too. Suspect entries follow `consistency.restart_policy`
+//!   (revalidate, trust, drop), like entries restored from disk at start-up.
+
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::time::{Duration, SystemTime};
+
+use super::policy::Shared;
+use crate::error::{key_for_error, Result};
+use crate::invalidation::{Invalidation, InvalidationHandler, InvalidationMessage, Outage};
+use crate::replay::{Push, PushOutcome, ReplayAction, ReplayOp};
+
+/// Ops replayed per batch (one `ack_many` fsync per batch).
+const REPLAY_BATCH: usize = 256;
+
+impl Shared {
+    // ---- replay ----
+
+    /// Whether a write or delete of `keys` must go to the replay queue instead of L2: one of
+    /// them has a queued op.
+    pub(crate) fn must_queue(&self, keys: &[&str]) -> bool {
+        match &self.replay {
+            Some(q) if self.fallback_on_error => !q.is_empty() && keys.iter().any(|k| q.is_pending(k)),
+            _ => false,
+        }
+    }
+
+    /// Absolute expiry (Unix ms) of a queued set with this `set` TTL.
+    fn replay_expiry_ms(&self, ttl: Option<Duration>) -> u64 {
+        let ttl_ms = u64::try_from(self.l2_ttl(ttl).as_millis()).unwrap_or(u64::MAX);
+        self.clock.now_ms().saturating_add(ttl_ms).max(1)
+    }
+
+    /// Queues writes that did not reach L2. Without a queue, nothing to do.
+    pub(crate) fn queue_sets(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let expires_at_ms = self.replay_expiry_ms(ttl);
+        let pushes: Vec<Push<'_>> = items
+            .iter()
+            .map(|(key, value)| Push::Set {
+                key,
+                value,
+                expires_at_ms,
+            })
+            .collect();
+        self.push(&pushes)
+    }
+
+    /// Queues deletes that did not reach L2.
+    pub(crate) fn queue_deletes(&self, keys: &[&str]) -> Result<()> {
+        let pushes: Vec<Push<'_>> = keys.iter().map(|key| Push::Delete { key }).collect();
+        self.push(&pushes)
+    }
+
+    fn push(&self, pushes: &[Push<'_>]) -> Result<()> {
+        let Some(q) = &self.replay else {
+            return Ok(());
+        };
+        let c = &self.metrics.consistency;
+        match q.push_many(pushes) {
+            Ok(outcomes) => {
+                c.queued.add(pushes.len() as u64);
+                if outcomes.iter().any(|o| matches!(o, PushOutcome::Overflowed)) {
+                    tracing::error!(
+                        "replay queue full: an L2 write was lost and L2 may hold stale values until reconciled (see CacheManager::clear_replay_overflow)"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                c.queue_failures.add(pushes.len() as u64);
+                tracing::error!(error = %e, "queueing a failed L2 write for replay failed; the caller gets the error");
+                Err(e)
+            }
+        }
+    }
+
+    /// Wakes the replay thread if something is queued (after an L2 call succeeded).
+    pub(crate) fn nudge_replay(&self) {
+        if let (Some(q), Some(replayer)) = (&self.replay, self.replayer.get()) {
+            if !q.is_empty() {
+                replayer.nudge();
+            }
+        }
+    }
+
+    /// Sends queued ops to L2 in order (deletes first), acking each batch L2 confirmed; stops at
+    /// the first L2 failure. Returns the number of ops replayed.
+    pub(crate) fn replay_now(&self) -> Result<u64> {
+        let (Some(q), Some(l2)) = (&self.replay, &self.l2) else {
+            return Ok(0);
+        };
+        let _one_at_a_time = self.replay_lock.lock();
+        let c = &self.metrics.consistency;
+        let mut replayed = 0u64;
+        loop {
+            let ops = q.pending_up_to(REPLAY_BATCH);
+            if ops.is_empty() {
+                return Ok(replayed);
+            }
+            let mut done: Vec<ReplayOp> = Vec::with_capacity(ops.len());
+            let mut failure = None;
+            for op in ops {
+                let result = match &op.action {
+                    ReplayAction::Delete => l2.delete(&op.key).map(drop),
+                    ReplayAction::Set { value, expires_at_ms } => match self.remaining_ms(*expires_at_ms) {
+                        Some(ttl) => l2.set(&op.key, value, Some(ttl)),
+                        None => l2.delete(&op.key).map(drop),
+                    },
+                };
+                match result {
+                    Ok(()) => done.push(op),
+                    Err(e) => {
+                        failure = Some((op.key, e));
+                        break;
+                    }
+                }
+            }
+            if !done.is_empty() {
+                q.ack_many(&done)?;
+                replayed += done.len() as u64;
+                c.replayed.add(done.len() as u64);
+            }
+            if let Some((key, e)) = failure {
+                c.replay_failures.incr();
+                tracing::debug!(key = %key_for_error(&key), error = %e, replayed, "replay stopped by an L2 failure; retried later");
+                return Err(e);
+            }
+        }
+    }
+
+    /// The L2 TTL left until `expires_at_ms` (0 = never: the L2 TTL); `None` if it has passed.
+    fn remaining_ms(&self, expires_at_ms: u64) -> Option<Duration> {
+        if expires_at_ms == 0 {
+            return Some(self.distributed_ttl);
+        }
+        let left = expires_at_ms
+            .checked_sub(self.clock.now_ms())
+            .filter(|&ms| ms > 0)?;
+        Some(Duration::from_millis(left).min(self.distributed_ttl))
+    }
+
+    // ---- publish ----
+
+    /// Publishes that `keys` changed (one message), if there is a backplane.
+    pub(crate) fn publish_keys(&self, keys: &[&str]) {
+        if let Some(bp) = self.backplane.get() {
+            let result = bp.publish(&Invalidation::Keys(
+                keys.iter().map(|k| (*k).to_owned()).collect(),
+            ));
+            self.count_publish(result.map(drop));
+        }
+    }
+
+    /// Async [`Shared::publish_keys`].
+    pub(crate) async fn publish_keys_async(&self, keys: &[&str]) {
+        if let Some(bp) = self.backplane.get() {
+            let message = Invalidation::Keys(keys.iter().map(|k| (*k).to_owned()).collect());
+            let result = bp.publish_async(&message).await;
+            self.count_publish(result.map(drop));
+        }
+    }
+
+    /// Publishes any invalidation, if there is a backplane.
+    pub(crate) fn publish(&self, invalidation: &Invalidation) {
+        if let Some(bp) = self.backplane.get() {
+            self.count_publish(bp.publish(invalidation).map(drop));
+        }
+    }
+
+    fn count_publish(&self, result: Result<()>) {
+        let c = &self.metrics.consistency;
+        match result {
+            Ok(()) => c.published.incr(),
+            Err(e) => {
+                c.publish_failures.incr();
+                tracing::debug!(error = %e, "publishing an invalidation failed; the backplane re-sends it");
+            }
+        }
+    }
+
+    // ---- receive ----
+
+    /// Drops keys from L1 only, guarded against racing backfills.
+    pub(crate) fn drop_local(&self, keys: &[&str]) {
+        if keys.is_empty() {
+            return;
+        }
+        let _writing = self.guard.write(keys.iter().copied());
+        self.metrics.consistency.keys_invalidated.add(keys.len() as u64);
+        if let Err(e) = self.l1.delete_many(keys) {
+            self.metrics.local.errors.incr();
+            tracing::warn!(error = %e, "dropping invalidated keys from L1 failed");
+        }
+    }
+
+    /// Drops every L1 key that starts with `prefix`: by listing a file L1's keys, otherwise by
+    /// clearing L1 (a superset). Returns the number of keys dropped (all of L1 when cleared).
+    pub(crate) fn drop_local_prefix(&self, prefix: &str) -> Result<u64> {
+        match &self.file_l1 {
+            Some(file) => {
+                let keys: Vec<String> = file
+                    .keys()
+                    .into_iter()
+                    .filter(|k| k.starts_with(prefix))
+                    .collect();
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.drop_local(&refs);
+                Ok(refs.len() as u64)
+            }
+            None => {
+                let items = self.l1.size().map(|s| s.items).unwrap_or(0);
+                self.clear_local()?;
+                Ok(items)
+            }
+        }
+    }
+
+    fn clear_local(&self) -> Result<()> {
+        self.l1.clear().inspect_err(|_| self.metrics.local.errors.incr())
+    }
+
+    /// Every L1 entry becomes suspect (or, without an L2 to check them against, is dropped).
+    fn distrust_everything(&self) {
+        let result = if self.l2.is_some() {
+            self.check_freshness.store(true, Ordering::Relaxed);
+            self.l1.mark_all_suspect()
+        } else {
+            self.l1.clear()
+        };
+        if let Err(e) = result {
+            self.metrics.local.errors.incr();
+            tracing::warn!(error = %e, "marking L1 suspect failed");
+        }
+    }
+
+    fn on_invalidation(&self, message: &InvalidationMessage) {
+        self.metrics.consistency.invalidations_received.incr();
+        match &message.invalidation {
+            Invalidation::Keys(keys) => {
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.drop_local(&refs);
+            }
+            Invalidation::Prefix(prefix) => {
+                if let Err(e) = self.drop_local_prefix(prefix) {
+                    tracing::warn!(error = %e, "dropping a prefix from L1 failed");
+                }
+            }
+            // This manager publishes a tag's members as keys; a bare tag (from another
+            // publisher) cannot be resolved without a network call, so L1 is re-checked instead.
+            Invalidation::Tags(_) => self.distrust_everything(),
+            Invalidation::All => {
+                if let Err(e) = self.clear_local() {
+                    tracing::warn!(error = %e, "clearing L1 on an invalidation failed");
+                }
+            }
+        }
+    }
+
+    fn on_subscription_lost(&self) {
+        self.metrics.consistency.subscription_losses.incr();
+        if self.l2.is_some() {
+            self.distrust_l1.store(true, Ordering::Relaxed);
+        }
+        self.distrust_everything();
+    }
+
+    fn on_subscription_restored(&self) {
+        // Entries written during the outage may have missed a message too.
+        self.distrust_everything();
+        self.distrust_l1.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The manager's backplane handler: holds the manager weakly (the manager owns the backplane).
+pub(crate) struct Receiver {
+    pub(crate) shared: Weak<Shared>,
+}
+
+impl InvalidationHandler for Receiver {
+    fn invalidate(&self, message: &InvalidationMessage) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.on_invalidation(message);
+        }
+    }
+
+    fn subscription_lost(&self, _since: SystemTime) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.on_subscription_lost();
+        }
+    }
+
+    fn subscription_restored(&self, _outage: &Outage) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.on_subscription_restored();
+        }
+    }
+}

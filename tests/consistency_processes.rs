@@ -1,0 +1,262 @@
+//! Two real processes, each with its own `CacheManager` (persistent file L1), sharing one
+//! `redis-server` as L2 and as the invalidation backplane. The bug this guards against: an
+//! instance keeps serving its L1 copy of a key another process changed — after a set, a delete,
+//! or while its subscription is down (killed with `CLIENT KILL TYPE pubsub` while the other
+//! process writes). The child caches a key (backfilling its L1) and then watches its L1 until
+//! the parent's change drops it; the parent prints
+//! `bench: manager_invalidation_delay p50=… ms p99=… ms` over 1000 changes and asserts only a
+//! generous bound. In the kill phase, every read the child makes a staleness bound after the
+//! parent's write returns must see that write.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::RedisServer;
+use uno_cache::{CacheConfig, CacheManager};
+
+const CHILD_TEST: &str = "manager_child_process_entry_point";
+const ENV_ADDR: &str = "UNO_MANAGER_CHILD_REDIS";
+const STALENESS_BOUND_MS: u64 = 300;
+const SAMPLES: usize = 1_000;
+const KILL_ROUNDS: usize = 20;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn now_us() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros()).unwrap()
+}
+
+fn config(dir: &Path, redis: &str) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "file"
+        path = "{}"
+        ttl = 600
+        [distributed]
+        enabled = true
+        hosts = ["{redis}"]
+        ttl = 600
+        timeout_ms = 500
+        [invalidation]
+        enabled = true
+        staleness_bound_ms = {STALENESS_BOUND_MS}
+        "#,
+        dir.display()
+    ))
+    .unwrap()
+}
+
+/// The child: a manager driven by commands on stdin, one answer line per command.
+/// - `watch KEY`: read KEY through the manager (backfilling L1), print `@cached VALUE`, then
+///   poll L1 alone until the key is gone and print `@gone TIME_US`.
+/// - `read KEY`: print `@value VALUE` (`-` for a miss).
+/// - `losses -`: print `@losses N`, the subscription losses the manager was told of.
+#[test]
+#[ignore = "child process of the manager two-process test; does nothing alone"]
+fn manager_child_process_entry_point() {
+    let Ok(addr) = std::env::var(ENV_ADDR) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &addr)).unwrap();
+    let mut out = std::io::stdout();
+    let shown = |v: Option<Vec<u8>>| v.map_or("-".to_owned(), |v| String::from_utf8(v).unwrap());
+    writeln!(out, "@ready").unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lines() {
+        let line = line.unwrap();
+        let (cmd, key) = line.split_once(' ').unwrap();
+        match cmd {
+            "watch" => {
+                let value = cache.get_raw(key).unwrap();
+                writeln!(out, "@cached {}", shown(value)).unwrap();
+                out.flush().unwrap();
+                while cache.local().get(key).unwrap().is_some() {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                writeln!(out, "@gone {}", now_us()).unwrap();
+            }
+            "read" => writeln!(out, "@value {}", shown(cache.get_raw(key).unwrap())).unwrap(),
+            "losses" => writeln!(out, "@losses {}", cache.stats().consistency.subscription_losses).unwrap(),
+            other => panic!("unknown command {other}"),
+        }
+        out.flush().unwrap();
+    }
+}
+
+struct ChildProcess {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ChildProcess {
+    fn start(server: &RedisServer) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                CHILD_TEST,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ENV_ADDR, server.addr())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for text in BufReader::new(stdout).lines() {
+                let Ok(text) = text else { break };
+                // The harness's own "test … " output may precede an answer on its line.
+                if let Some((_, answer)) = text.split_once('@') {
+                    if tx.send(answer.to_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let process = ChildProcess { child, stdin, lines };
+        assert_eq!(process.next(), "ready");
+        process
+    }
+
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(WAIT)
+            .expect("the child went silent (or exited)")
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The value after `prefix ` in the next line.
+    fn expect(&self, prefix: &str) -> String {
+        let line = self.next();
+        line.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("expected {prefix}, got {line:?}"))
+            .to_owned()
+    }
+
+    fn read(&mut self, key: &str) -> String {
+        self.send(&format!("read {key}"));
+        self.expect("value")
+    }
+
+    fn stop(self) {
+        let ChildProcess { mut child, stdin, .. } = self;
+        drop(stdin);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "child failed: {status}");
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[test]
+fn a_set_or_delete_in_one_process_drops_the_other_processes_l1_copy_within_the_delay_and_bound() {
+    let server = RedisServer::start();
+    let mut child = ChildProcess::start(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &server.addr())).unwrap();
+
+    // 1. A set and a delete here are seen there.
+    cache.set_raw("user:1", b"v1", None).unwrap();
+    assert_eq!(child.read("user:1"), "v1");
+    cache.set_raw("user:1", b"v2", None).unwrap();
+    child.send("watch user:1");
+    // The child may have cached v2 already if the invalidation raced its read; either way its
+    // L1 copy must go on the next change.
+    let cached = child.expect("cached");
+    assert!(cached == "v1" || cached == "v2", "{cached}");
+    cache.delete("user:1").unwrap();
+    child.expect("gone");
+    assert_eq!(child.read("user:1"), "-", "deleted here, gone there");
+
+    // 2. Delay: the child caches a key, this process changes it (alternating set and delete),
+    //    and the child reports when its L1 copy is dropped.
+    let mut delays_ms = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let key = format!("bench:{i}");
+        cache.set_raw(&key, b"old", None).unwrap();
+        child.send(&format!("watch {key}"));
+        assert_eq!(child.expect("cached"), "old");
+        let sent = now_us();
+        if i % 2 == 0 {
+            cache.set_raw(&key, b"new", None).unwrap();
+        } else {
+            cache.delete(&key).unwrap();
+        }
+        let gone: u64 = child.expect("gone").parse().unwrap();
+        delays_ms.push(gone.saturating_sub(sent) as f64 / 1000.0);
+    }
+    delays_ms.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (
+        percentile(&delays_ms, 50.0),
+        percentile(&delays_ms, 99.0),
+        delays_ms[delays_ms.len() - 1],
+    );
+    println!(
+        "bench: manager_invalidation_delay p50={p50:.3} ms p99={p99:.3} ms max={max:.3} ms (n={SAMPLES}, two processes, set+L2+publish to L1 drop, loopback)"
+    );
+    assert!(p99 < 200.0, "p99 {p99} ms");
+    let stats = cache.stats().consistency;
+    assert!(stats.published >= SAMPLES as u64 * 2, "{stats:?}");
+    assert_eq!(stats.publish_failures, 0);
+
+    // 3. Kill the subscriptions while this process writes: a staleness bound after each write
+    //    returned, the child reads the new value (it either got the message, or knows it lost
+    //    the stream and checks its L1 against L2).
+    cache.set_raw("hot", b"0", None).unwrap();
+    assert_eq!(child.read("hot"), "0");
+    for round in 1..=KILL_ROUNDS {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut server.raw())
+            .unwrap();
+        assert!(killed >= 1, "round {round}: no subscription to kill");
+        let value = round.to_string();
+        cache.set_raw("hot", value.as_bytes(), None).unwrap();
+        let written = Instant::now();
+        std::thread::sleep(Duration::from_millis(STALENESS_BOUND_MS));
+        let seen = child.read("hot");
+        assert_eq!(
+            seen,
+            value,
+            "round {round}: stale {:?} after the write",
+            written.elapsed()
+        );
+    }
+    child.send("losses -");
+    let losses: u64 = child.expect("losses").parse().unwrap();
+    assert!(
+        losses >= KILL_ROUNDS as u64 / 2,
+        "the kills were seen as losses: {losses}"
+    );
+    println!("kill phase: {KILL_ROUNDS} rounds, {losses} subscription losses in the child, every read a bound after the write fresh");
+    child.stop();
+}

@@ -1,0 +1,113 @@
+//! Tags, prefixes and events across two instances (own file L1s, one Redis as L2 and
+//! backplane). The bug this guards against: a tag or prefix invalidation that clears only the
+//! instance that issued it, or only L2, leaving the other instance's L1 copies to be served.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::RedisServer;
+use uno_cache::{CacheConfig, CacheManager, InvalidationEvent};
+
+fn config(dir: &Path, redis: &str) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "file"
+        path = "{}"
+        [distributed]
+        enabled = true
+        hosts = ["{redis}"]
+        key_prefix = "app:"
+        timeout_ms = 500
+        [invalidation]
+        enabled = true
+        "#,
+        dir.display()
+    ))
+    .unwrap()
+}
+
+/// Waits until `key` is gone from `cache`'s L1 (the backplane message was applied).
+fn wait_dropped(cache: &CacheManager, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.local().get(key).unwrap().is_some() {
+        assert!(Instant::now() < deadline, "{key} never dropped from the other L1");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+struct OrderShipped {
+    user_id: u64,
+}
+
+impl InvalidationEvent for OrderShipped {
+    fn keys(&self) -> Vec<String> {
+        vec![format!("user:{}:orders", self.user_id)]
+    }
+    fn tags(&self) -> Vec<String> {
+        vec!["orders".to_owned()]
+    }
+}
+
+#[test]
+fn a_tag_a_prefix_and_an_event_invalidate_both_levels_and_the_other_instances_l1() {
+    let redis = RedisServer::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = CacheManager::new(config(da.path(), &redis.addr())).unwrap();
+    let b = CacheManager::new(config(db.path(), &redis.addr())).unwrap();
+
+    // Tags.
+    a.set_with_tags("team:1", "red", None, &["teams"]).unwrap();
+    a.set_with_tags("team:2", "blue", None, &["teams", "blue"])
+        .unwrap();
+    a.set("untagged", "x", None).unwrap();
+    for key in ["team:1", "team:2", "untagged"] {
+        assert!(b.get::<String>(key).unwrap().is_some(), "{key} read through B");
+    }
+    assert_eq!(a.invalidate_tag("teams").unwrap(), 2);
+    wait_dropped(&b, "team:1");
+    wait_dropped(&b, "team:2");
+    assert_eq!(b.get::<String>("team:1").unwrap(), None, "gone from L2 too");
+    assert_eq!(b.get::<String>("team:2").unwrap(), None);
+    assert_eq!(b.get::<String>("untagged").unwrap().as_deref(), Some("x"));
+    assert_eq!(a.invalidate_tag("teams").unwrap(), 0, "the tag set was consumed");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("app:uno-cache:tag:blue")
+        .query(&mut redis.raw())
+        .unwrap();
+    assert!(ttl > 3000, "the tag set lives as long as its members: {ttl}");
+
+    // Prefix.
+    for key in ["sess:1", "sess:2", "session-other"] {
+        a.set(key, "s", None).unwrap();
+        assert!(b.get::<String>(key).unwrap().is_some());
+    }
+    assert!(
+        a.invalidate_prefix("sess:").unwrap() >= 4,
+        "2 in A's L1 and 2 in L2"
+    );
+    wait_dropped(&b, "sess:1");
+    wait_dropped(&b, "sess:2");
+    assert_eq!(b.get::<String>("sess:1").unwrap(), None);
+    assert_eq!(b.get::<String>("session-other").unwrap().as_deref(), Some("s"));
+
+    // Event.
+    a.set("user:42:orders", &vec![1u32], None).unwrap();
+    a.set_with_tags("report:daily", "r", None, &["orders"]).unwrap();
+    assert!(b.get::<Vec<u32>>("user:42:orders").unwrap().is_some());
+    assert!(b.get::<String>("report:daily").unwrap().is_some());
+    assert_eq!(a.invalidate_event(&OrderShipped { user_id: 42 }).unwrap(), 2);
+    wait_dropped(&b, "user:42:orders");
+    wait_dropped(&b, "report:daily");
+    assert_eq!(b.get::<String>("report:daily").unwrap(), None);
+    assert!(b.stats().consistency.invalidations_received > 0);
+}
