@@ -252,6 +252,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// True for errors about the caller's input (a bad key, a zero TTL, a value too large for a
+    /// level): retrying cannot help, and `fallback_on_error` does not hide them, since they are not
+    /// an outage.
+    #[must_use]
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidKey { .. } | Error::ZeroTtl { .. } | Error::ValueTooLarge { .. }
+        )
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,

@@ -562,3 +562,30 @@ fn an_oversized_value_through_set_is_an_error_naming_the_key_and_the_limit() {
         Some(encoded(&1u8))
     );
 }
+
+/// `fallback_on_error` hides outages, not bad input: a value memcached refuses is an error even
+/// with fallback on, it is not left in L1 (so every instance keeps reading the same older value),
+/// and it is not queued for a replay that could only fail again.
+#[test]
+fn with_fallback_an_oversized_value_is_still_an_error_and_leaves_no_trace() {
+    let server = MemcachedServer::start();
+    let mut config = config_for("memcached", &[server.addr()], "");
+    config.fallback_on_error = true;
+    let cache = CacheManager::new(config).unwrap();
+    cache.set_raw("big-one", b"small old value", None).unwrap();
+    let err = cache.set_raw("big-one", &vec![7u8; 2 << 20], None).unwrap_err();
+    assert!(
+        matches!(&err, Error::ValueTooLarge { key, .. } if key == "big-one"),
+        "{err:?}"
+    );
+    assert_eq!(
+        cache.local().get("big-one").unwrap(),
+        None,
+        "the refused value stayed in L1"
+    );
+    assert_eq!(
+        cache.get_raw("big-one").unwrap().as_deref(),
+        Some(&b"small old value"[..])
+    );
+    assert_eq!(cache.stats().consistency.queued, 0);
+}

@@ -130,10 +130,12 @@ impl Shared {
         }
     }
 
-    /// Counts a failed call; hides it (`Ok`) if `fallback_on_error`, else passes it on.
+    /// Counts a failed call; hides it (`Ok`) if `fallback_on_error`, else passes it on. Bad input
+    /// (a value too large for L2, say) is never hidden: it is not an outage, and replaying it
+    /// later would fail the same way.
     fn failed(&self, level: Level, op: &'static str, key: &str, error: Error) -> Result<()> {
         self.level(level).errors.incr();
-        if self.fallback_on_error {
+        if self.fallback_on_error && !error.is_bad_input() {
             if matches!(error, Error::CircuitOpen { .. }) {
                 // Skipped by an open breaker: expected until the probe, so not a warning each time.
                 tracing::debug!(level = level.name(), op, key = %key_for_error(key), "level skipped by its open circuit breaker");
@@ -542,6 +544,16 @@ impl Shared {
                 m.sets.add(items.len() as u64);
                 self.nudge_replay();
                 Ok(())
+            }
+            Err(e) if e.is_bad_input() => {
+                // L2 refused the value (too large for memcached, say): take it out of L1 too, so
+                // that a failed set leaves every instance reading the same (older) value.
+                let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+                if let Err(undo) = self.l1.delete_many(&keys) {
+                    tracing::warn!(error = %undo, "could not undo an L1 write that L2 refused");
+                }
+                let first = keys.first().copied().unwrap_or("");
+                self.failed(Level::Distributed, "set", first, e)
             }
             Err(e) => {
                 let first = items.first().map_or("", |(k, _)| *k);
