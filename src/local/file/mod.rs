@@ -606,20 +606,82 @@ impl Inner {
         }
         self.check_writable()?;
         let expires = ttl.map_or(0, |t| clock::expiry_ms(self.clock.now_ms(), t));
+        let record_len = |(key, value): &(&str, &[u8])| format::record_len(key.len(), value.len()) as u64;
         let mut w = self.writer.lock();
-        for (key, value) in items {
+        let mut rest = items;
+        while let Some(first) = rest.first() {
+            // Space first: eviction may append second-chance copies, so it runs before this
+            // batch's records are laid out.
+            let wanted = rest.iter().map(record_len).sum::<u64>().min(self.segment_size);
+            self.ensure_space(&mut w, wanted)?;
+            if w.offset + record_len(first) > self.segment_size {
+                self.roll(&mut w)?;
+            }
+            // The longest run of records that fits in the active segment (at least the first:
+            // every value was checked to fit in an empty segment).
+            let room = self.segment_size - w.offset;
+            let mut total = 0;
+            let fits = rest
+                .iter()
+                .take_while(|item| {
+                    total += record_len(item);
+                    total <= room
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(fits.min(rest.len()));
+            self.append_values(&mut w, chunk, expires)?;
+            rest = tail;
+        }
+        self.sync_if_every_write(&w)
+    }
+
+    /// Appends value records with one `pwrite`, then publishes them in the index. The caller
+    /// made sure they fit in the active segment.
+    fn append_values(&self, w: &mut Writer, chunk: &[(&str, &[u8])], expires_at_ms: u64) -> Result<()> {
+        let start = w.offset;
+        let first_seq = w.next_seq;
+        w.buf.clear();
+        let mut seq = first_seq;
+        for (key, value) in chunk {
+            format::encode_record(
+                &mut w.buf,
+                w.active.salt,
+                Kind::Value,
+                seq,
+                expires_at_ms,
+                key,
+                value,
+            );
+            seq = seq.saturating_add(1);
+        }
+        if let Err(e) = w.active.write_at(start, &w.buf) {
+            return Err(self.fail(e));
+        }
+        let mut offset = start;
+        let mut seq = first_seq;
+        for (key, value) in chunk {
             let len = format::record_len(key.len(), value.len()) as u64;
-            self.ensure_space(&mut w, len)?;
-            let seq = w.next_seq;
-            w.next_seq = w.next_seq.saturating_add(1);
-            let (segment, offset, len) = self.append(&mut w, Kind::Value, seq, expires, key, value)?;
-            let entry = IndexEntry::new(segment.id, offset, len, seq, expires);
-            self.account(&segment, len);
+            let (offset32, len32) = (
+                u32::try_from(offset).unwrap_or(u32::MAX),
+                u32::try_from(len).unwrap_or(u32::MAX),
+            );
+            format::encode_hint_entry(&mut w.hint, Kind::Value, key, offset32, len32, seq, expires_at_ms);
+            w.hint_entries += 1;
+            self.account(&w.active, len32);
+            let entry = IndexEntry::new(w.active.id, offset32, len32, seq, expires_at_ms);
             if let Some(old) = self.index.insert(Box::from(*key), entry) {
                 self.unaccount(&old);
             }
+            offset += len;
+            seq = seq.saturating_add(1);
         }
-        self.sync_if_every_write(&w)
+        w.next_seq = seq;
+        w.offset = offset;
+        w.active.data_end.store(offset, Ordering::Release);
+        self.disk_bytes.fetch_add(offset - start, Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
