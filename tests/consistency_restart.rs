@@ -8,8 +8,8 @@
 //!
 //! A is a real child process (this test binary run again with the ignored entry point below,
 //! driven over stdin/stdout, see `tests/support/cache_process.rs`): it exits cleanly before B
-//! writes, and its restart is a new process that opens the directory A left behind. B is this
-//! (parent) process.
+//! writes (or, in one test, is killed with SIGKILL), and its restart is a new process that opens
+//! the directory A left behind. B is this (parent) process.
 
 #![allow(
     clippy::unwrap_used,
@@ -169,5 +169,28 @@ fn trust_serves_the_restored_copy_and_drop_never_serves_it() {
     let mut a = process_a(drop_dir.path(), &redis, "drop");
     assert_eq!(a.get("k"), None);
     assert_eq!(a.stats().consistency.revalidated_dropped, 1);
+    a.stop();
+}
+
+#[test]
+fn a_restart_after_a_sigkill_also_revalidates_what_the_killed_process_had_cached() {
+    let redis = RedisServer::start();
+    let a_dir = tempfile::tempdir().unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let mut a = process_a(a_dir.path(), &redis, "revalidate");
+    a.set("k", "a-old");
+    a.set("gone", "a-old");
+    // No flush, no clean close: A dies right after its acknowledged writes.
+    a.kill();
+    let b = CacheManager::new(config(b_dir.path(), &redis.addr(), "revalidate")).unwrap();
+    b.set("k", "b-new", None).unwrap();
+    b.delete("gone").unwrap();
+    let mut a = process_a(a_dir.path(), &redis, "revalidate");
+    assert_eq!(a.get("k").as_deref(), Some("b-new"));
+    assert_eq!(a.get("gone"), None, "deleted meanwhile");
+    // Both entries survived the kill in L1 and were checked, not merely missing.
+    let stats = a.stats().consistency;
+    assert_eq!(stats.revalidated_replaced, 1, "{stats:?}");
+    assert_eq!(stats.revalidated_dropped, 1, "{stats:?}");
     a.stop();
 }
