@@ -1,9 +1,15 @@
-//! Restart staleness: instance A caches `k` in its persistent L1 and stops; while it is down,
-//! instance B (same L2) updates `k`, so A never hears of it; A restarts. The bug this guards
-//! against: A's L1 restored from disk serves its old copy for up to `local.ttl`. With the
-//! default `restart_policy = "revalidate"`, A's first read checks the restored entry against L2
-//! and returns B's value; while L2 is down it serves its copy (offline mode). `"trust"` serves
-//! the restored copy; `"drop"` never serves it.
+//! Restart staleness: process A caches `k` in its persistent L1 and exits; while it is down,
+//! instance B (same L2) updates `k`, so A never hears of it; A is started again as a new OS
+//! process on the same L1 directory. The bug this guards against: A's L1 restored from disk
+//! serves its old copy for up to `local.ttl`. With the default `restart_policy = "revalidate"`,
+//! A's first read checks the restored entry against L2 and returns B's value; while L2 is down
+//! it serves its copy (offline mode). `"trust"` serves the restored copy; `"drop"` never serves
+//! it.
+//!
+//! A is a real child process (this test binary run again with the ignored entry point below,
+//! driven over stdin/stdout, see `tests/support/cache_process.rs`): it exits cleanly before B
+//! writes (or, in one test, is killed with SIGKILL), and its restart is a new process that opens
+//! the directory A left behind. B is this (parent) process.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,15 +18,21 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/cache_process.rs"]
+mod cache_process;
 mod support;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use cache_process::CacheProcess;
 use support::RedisServer;
 use uno_cache::{CacheConfig, CacheManager};
 
-fn config(dir: &Path, redis: &str, policy: &str) -> CacheConfig {
-    CacheConfig::from_toml_str(&format!(
+const CHILD: &str = "restart_child_process_entry_point";
+
+fn config_toml(dir: &Path, redis: &str, policy: &str) -> String {
+    format!(
         r#"
         [local]
         type = "file"
@@ -37,20 +49,35 @@ fn config(dir: &Path, redis: &str, policy: &str) -> CacheConfig {
         restart_policy = "{policy}"
         "#,
         dir.display()
-    ))
-    .unwrap()
+    )
 }
 
-/// A caches `k` = "a-old" and stops; B sets `k` = "b-new". Returns A's directory.
+fn config(dir: &Path, redis: &str, policy: &str) -> CacheConfig {
+    CacheConfig::from_toml_str(&config_toml(dir, redis, policy)).unwrap()
+}
+
+/// Process A: a manager on the L1 directory in its config, driven by the parent.
+#[test]
+#[ignore = "child process of the restart tests; does nothing alone"]
+fn restart_child_process_entry_point() {
+    cache_process::serve();
+}
+
+/// Process A on `dir`.
+fn process_a(dir: &Path, redis: &RedisServer, policy: &str) -> CacheProcess {
+    CacheProcess::start(CHILD, &config_toml(dir, &redis.addr(), policy))
+}
+
+/// Process A caches `k` = "a-old" and `gone` = "a-old" and exits cleanly; then B (this process)
+/// sets `k` = "b-new" and deletes `gone`. Returns A's directory.
 fn a_cached_then_b_updated(redis: &RedisServer, policy: &str) -> tempfile::TempDir {
     let a_dir = tempfile::tempdir().unwrap();
     let b_dir = tempfile::tempdir().unwrap();
-    {
-        let a = CacheManager::new(config(a_dir.path(), &redis.addr(), policy)).unwrap();
-        a.set("k", "a-old", None).unwrap();
-        a.set("gone", "a-old", None).unwrap();
-        a.flush().unwrap();
-    }
+    let mut a = process_a(a_dir.path(), redis, policy);
+    a.set("k", "a-old");
+    a.set("gone", "a-old");
+    a.flush();
+    a.stop();
     let b = CacheManager::new(config(b_dir.path(), &redis.addr(), policy)).unwrap();
     b.set("k", "b-new", None).unwrap();
     b.delete("gone").unwrap();
@@ -61,33 +88,34 @@ fn a_cached_then_b_updated(redis: &RedisServer, policy: &str) -> tempfile::TempD
 fn after_a_restart_the_first_read_returns_the_value_another_instance_wrote_meanwhile() {
     let redis = RedisServer::start();
     let a_dir = a_cached_then_b_updated(&redis, "revalidate");
-    let a = CacheManager::new(config(a_dir.path(), &redis.addr(), "revalidate")).unwrap();
-    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("b-new"));
-    assert_eq!(a.get::<String>("gone").unwrap(), None, "deleted meanwhile");
+    let mut a = process_a(a_dir.path(), &redis, "revalidate");
+    assert_eq!(a.get("k").as_deref(), Some("b-new"));
+    assert_eq!(a.get("gone"), None, "deleted meanwhile");
     // The replaced entry is now trusted: the next read is an L1 hit.
     let before = a.stats();
-    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("b-new"));
+    assert_eq!(a.get("k").as_deref(), Some("b-new"));
     let after = a.stats();
     assert_eq!(after.local.hits, before.local.hits + 1);
     assert_eq!(after.consistency.revalidated_replaced, 1);
     assert_eq!(after.consistency.revalidated_dropped, 1);
+    a.stop();
 }
 
 #[test]
 fn a_restored_entry_that_l2_still_holds_is_confirmed_once_and_then_served_from_l1() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    {
-        let a = CacheManager::new(config(dir.path(), &redis.addr(), "revalidate")).unwrap();
-        a.set("same", &7u32, None).unwrap();
-    }
-    let a = CacheManager::new(config(dir.path(), &redis.addr(), "revalidate")).unwrap();
-    assert_eq!(a.get::<u32>("same").unwrap(), Some(7));
-    assert_eq!(a.get::<u32>("same").unwrap(), Some(7));
+    let mut a = process_a(dir.path(), &redis, "revalidate");
+    a.set("same", "seven");
+    a.stop();
+    let mut a = process_a(dir.path(), &redis, "revalidate");
+    assert_eq!(a.get("same").as_deref(), Some("seven"));
+    assert_eq!(a.get("same").as_deref(), Some("seven"));
     let stats = a.stats();
     assert_eq!(stats.consistency.revalidated_confirmed, 1);
     assert_eq!(stats.distributed.hits, 1, "L2 asked once");
     assert_eq!(stats.local.hits, 1);
+    a.stop();
 }
 
 #[test]
@@ -95,12 +123,8 @@ fn while_l2_is_down_a_restored_entry_is_served_as_is_and_checked_once_l2_returns
     let mut redis = RedisServer::start();
     let a_dir = a_cached_then_b_updated(&redis, "revalidate");
     redis.kill();
-    let a = CacheManager::new(config(a_dir.path(), &redis.addr(), "revalidate")).unwrap();
-    assert_eq!(
-        a.get::<String>("k").unwrap().as_deref(),
-        Some("a-old"),
-        "offline mode"
-    );
+    let mut a = process_a(a_dir.path(), &redis, "revalidate");
+    assert_eq!(a.get("k").as_deref(), Some("a-old"), "offline mode");
     assert!(a.stats().consistency.served_unverified >= 1);
     // L2 returns empty (no persistence) and someone writes k there: the restored copy is
     // still suspect, so the first read after the breaker lets L2 through returns L2's value.
@@ -108,38 +132,65 @@ fn while_l2_is_down_a_restored_entry_is_served_as_is_and_checked_once_l2_returns
     let b_dir = tempfile::tempdir().unwrap();
     let b = CacheManager::new(config(b_dir.path(), &redis.addr(), "revalidate")).unwrap();
     b.set("k", "b-after", None).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    // Polling A's answer is the event: the breaker's cool-down lets a read through to L2.
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match a.get::<String>("k").unwrap().as_deref() {
+        match a.get("k").as_deref() {
             Some("b-after") => break,
-            Some("a-old") => assert!(std::time::Instant::now() < deadline, "never revalidated"),
+            Some("a-old") => assert!(Instant::now() < deadline, "never revalidated"),
             other => panic!("unexpected {other:?}"),
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    a.stop();
 }
 
 #[test]
 fn trust_serves_the_restored_copy_and_drop_never_serves_it() {
     let mut redis = RedisServer::start();
     let trust_dir = a_cached_then_b_updated(&redis, "trust");
-    let a = CacheManager::new(config(trust_dir.path(), &redis.addr(), "trust")).unwrap();
-    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("a-old"));
+    let mut a = process_a(trust_dir.path(), &redis, "trust");
+    assert_eq!(a.get("k").as_deref(), Some("a-old"));
+    let stats = a.stats();
     assert_eq!(
-        a.stats().distributed.hits + a.stats().distributed.misses,
+        stats.distributed.hits + stats.distributed.misses,
         0,
         "L2 not asked"
     );
-    drop(a);
+    a.stop();
 
     let drop_dir = a_cached_then_b_updated(&redis, "drop");
-    let a = CacheManager::new(config(drop_dir.path(), &redis.addr(), "drop")).unwrap();
-    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("b-new"));
-    drop(a);
+    let mut a = process_a(drop_dir.path(), &redis, "drop");
+    assert_eq!(a.get("k").as_deref(), Some("b-new"));
+    a.stop();
     // With L2 down, "drop" gives a miss rather than a possibly stale value.
     let drop_dir = a_cached_then_b_updated(&redis, "drop");
     redis.kill();
-    let a = CacheManager::new(config(drop_dir.path(), &redis.addr(), "drop")).unwrap();
-    assert_eq!(a.get::<String>("k").unwrap(), None);
+    let mut a = process_a(drop_dir.path(), &redis, "drop");
+    assert_eq!(a.get("k"), None);
     assert_eq!(a.stats().consistency.revalidated_dropped, 1);
+    a.stop();
+}
+
+#[test]
+fn a_restart_after_a_sigkill_also_revalidates_what_the_killed_process_had_cached() {
+    let redis = RedisServer::start();
+    let a_dir = tempfile::tempdir().unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let mut a = process_a(a_dir.path(), &redis, "revalidate");
+    a.set("k", "a-old");
+    a.set("gone", "a-old");
+    // No flush, no clean close: A dies right after its acknowledged writes.
+    a.kill();
+    let b = CacheManager::new(config(b_dir.path(), &redis.addr(), "revalidate")).unwrap();
+    b.set("k", "b-new", None).unwrap();
+    b.delete("gone").unwrap();
+    let mut a = process_a(a_dir.path(), &redis, "revalidate");
+    assert_eq!(a.get("k").as_deref(), Some("b-new"));
+    assert_eq!(a.get("gone"), None, "deleted meanwhile");
+    // Both entries survived the kill in L1 and were checked, not merely missing.
+    let stats = a.stats().consistency;
+    assert_eq!(stats.revalidated_replaced, 1, "{stats:?}");
+    assert_eq!(stats.revalidated_dropped, 1, "{stats:?}");
+    a.stop();
 }

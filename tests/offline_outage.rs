@@ -1,11 +1,16 @@
 //! The offline mode across an L2 outage and a restart: Redis is killed; the service keeps
 //! setting and deleting (L1 answers, the L2 ops go to the durable replay queue in the L1
-//! directory); the process restarts while Redis is still down; Redis comes back *with its old
-//! data* (append-only file), so every key it held is stale. The bug this guards against: a
-//! delete made during the outage is forgotten and the deleted value comes back from L2 — in this
-//! instance (backfill) or in a fresh one — or a later set is overwritten by an earlier one.
-//! After the replay, L2 holds exactly what the instance holds, and no deleted value is served
-//! anywhere, not even between L2's return and the replay.
+//! directory); the process stops while Redis is still down — once by a clean exit, once killed
+//! with SIGKILL right after its last acknowledged write — and a new process starts on the same
+//! L1 directory; Redis comes back *with its old data* (append-only file), so every key it held
+//! is stale. The bug this guards against: a delete made during the outage is forgotten and the
+//! deleted value comes back from L2 — in this instance (backfill) or in a fresh one — or a later
+//! set is overwritten by an earlier one, or a killed process's acknowledged queue entries are
+//! lost. After the replay, L2 holds exactly what the instance holds, and no deleted value is
+//! served anywhere, not even between L2's return and the replay.
+//!
+//! "The process" is a real child process (this test binary run again with the ignored entry
+//! point below, driven over stdin/stdout, see `tests/support/cache_process.rs`).
 
 #![allow(
     clippy::unwrap_used,
@@ -14,16 +19,21 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/cache_process.rs"]
+mod cache_process;
 mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cache_process::CacheProcess;
 use support::RedisServer;
 use uno_cache::{CacheConfig, CacheManager, RedisOptions, RedisStore, Storage};
 
-fn config(dir: &Path, redis: &str, replay_interval_ms: u64) -> CacheConfig {
-    CacheConfig::from_toml_str(&format!(
+const CHILD: &str = "outage_child_process_entry_point";
+
+fn config_toml(dir: &Path, redis: &str, replay_interval_ms: u64) -> String {
+    format!(
         r#"
         fallback_on_error = true
         [local]
@@ -44,8 +54,18 @@ fn config(dir: &Path, redis: &str, replay_interval_ms: u64) -> CacheConfig {
         replay_interval_ms = {replay_interval_ms}
         "#,
         dir.display()
-    ))
-    .unwrap()
+    )
+}
+
+fn config(dir: &Path, redis: &str, replay_interval_ms: u64) -> CacheConfig {
+    CacheConfig::from_toml_str(&config_toml(dir, redis, replay_interval_ms)).unwrap()
+}
+
+/// "The process": a manager on the L1 directory in its config, driven by the parent.
+#[test]
+#[ignore = "child process of the outage test; does nothing alone"]
+fn outage_child_process_entry_point() {
+    cache_process::serve();
 }
 
 /// Redis that keeps its data across a kill (append-only file, fsync always).
@@ -65,16 +85,16 @@ fn get(cache: &CacheManager, key: &str) -> Option<Vec<u8>> {
     cache.get_raw(key).unwrap()
 }
 
-/// Retries `replay_now` until L2 (connected in the background after the restart) takes the
-/// whole queue.
-fn replay_until_empty(cache: &CacheManager) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(15);
+/// Retries `replay_now` in the child until L2 (connected in the background after the restart)
+/// takes the whole queue.
+fn replay_until_empty(process: &mut CacheProcess) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut replayed = 0;
     loop {
-        match cache.replay_now() {
+        match process.replay() {
             Ok(n) => {
                 replayed += n;
-                if cache.stats().consistency.replay_pending == 0 {
+                if process.stats().consistency.replay_pending == 0 {
                     return replayed;
                 }
             }
@@ -84,49 +104,58 @@ fn replay_until_empty(cache: &CacheManager) -> u64 {
     }
 }
 
-#[test]
-fn deletes_and_sets_made_while_l2_was_dead_reach_it_in_order_after_a_restart_and_no_deleted_value_returns() {
+/// How the first process ends while L2 is down.
+#[derive(Clone, Copy, Debug)]
+enum Exit {
+    /// stdin closed: the manager is dropped, L1 and the queue are closed.
+    Clean,
+    /// SIGKILL right after the last acknowledged write: nothing is closed or flushed.
+    Killed,
+}
+
+fn deletes_and_sets_made_while_l2_was_dead_survive_a_restart(exit: Exit) {
     let mut redis = persistent_redis();
     let dir = tempfile::tempdir().unwrap();
     // A long replay interval: this test drives the replay itself, to look at the gap before it.
-    let cfg = config(dir.path(), &redis.addr(), 60_000);
+    let toml = config_toml(dir.path(), &redis.addr(), 60_000);
 
     // 1. Before the outage: every key is in both levels.
-    {
-        let cache = CacheManager::new(cfg.clone()).unwrap();
-        for key in ["a", "b", "c", "e"] {
-            cache.set_raw(key, b"old", None).unwrap();
-        }
-        let l2 = l2_view(&redis);
-        assert_eq!(l2_value(&l2, "b").as_deref(), Some(&b"old"[..]));
+    let mut first = CacheProcess::start(CHILD, &toml);
+    for key in ["a", "b", "c", "e"] {
+        first.set_raw(key, "old");
+    }
+    let l2 = l2_view(&redis);
+    assert_eq!(l2_value(&l2, "b").as_deref(), Some(&b"old"[..]));
 
-        // 2. L2 dies; the service goes on.
-        redis.kill();
-        cache.set_raw("a", b"new", None).unwrap(); // set over an old value
-        assert!(cache.delete("b").unwrap()); // delete of an old value
-        cache.delete("c").unwrap();
-        cache.set_raw("c", b"again", None).unwrap(); // delete, then set: the set wins
-        cache.set_raw("d", b"fresh", None).unwrap(); // a new key
-        cache.set_raw("e", b"mid", None).unwrap();
-        cache.delete("e").unwrap(); // set, then delete: the delete wins
-        let stats = cache.stats().consistency;
-        assert!(stats.replay_enabled);
-        assert_eq!(stats.replay_pending, 5, "{stats:?}");
-        assert_eq!(get(&cache, "b"), None);
-        assert_eq!(get(&cache, "e"), None);
-        assert_eq!(get(&cache, "a").as_deref(), Some(&b"new"[..]));
-    } // 3. The process stops (L1 and the queue are closed).
+    // 2. L2 dies; the service goes on.
+    redis.kill();
+    first.set_raw("a", "new"); // set over an old value
+    assert!(first.delete("b")); // delete of an old value
+    first.delete("c");
+    first.set_raw("c", "again"); // delete, then set: the set wins
+    first.set_raw("d", "fresh"); // a new key
+    first.set_raw("e", "mid");
+    first.delete("e"); // set, then delete: the delete wins
+    let stats = first.stats().consistency;
+    assert!(stats.replay_enabled);
+    assert_eq!(stats.replay_pending, 5, "{stats:?}");
+    assert_eq!(first.get_raw("b"), None);
+    assert_eq!(first.get_raw("e"), None);
+    assert_eq!(first.get_raw("a").as_deref(), Some("new"));
 
-    // 4. It restarts while L2 is still down: it starts from L1 and the queue on disk.
-    let cache = CacheManager::new(cfg.clone()).unwrap();
-    assert_eq!(cache.stats().consistency.replay_pending, 5);
-    assert_eq!(
-        get(&cache, "a").as_deref(),
-        Some(&b"new"[..]),
-        "offline: L1 served"
-    );
-    assert_eq!(get(&cache, "c").as_deref(), Some(&b"again"[..]));
-    assert_eq!(get(&cache, "b"), None);
+    // 3. The process stops while L2 is still down.
+    match exit {
+        Exit::Clean => first.stop(),
+        Exit::Killed => first.kill(),
+    }
+
+    // 4. A new process starts on the same directory, L2 still down: it starts from L1 and the
+    //    queue on disk.
+    let mut cache = CacheProcess::start(CHILD, &toml);
+    assert_eq!(cache.stats().consistency.replay_pending, 5, "{exit:?}");
+    assert_eq!(cache.get_raw("a").as_deref(), Some("new"), "offline: L1 served");
+    assert_eq!(cache.get_raw("c").as_deref(), Some("again"));
+    assert_eq!(cache.get_raw("b"), None);
 
     // 5. L2 returns with its old data: b, c and e are stale there.
     redis.restart();
@@ -138,15 +167,15 @@ fn deletes_and_sets_made_while_l2_was_dead_reach_it_in_order_after_a_restart_and
     );
     // Before the replay, a read of a key with a queued delete must not take L2's old value.
     assert_eq!(
-        get(&cache, "b"),
+        cache.get_raw("b"),
         None,
         "deleted value came back from L2 before the replay"
     );
-    assert_eq!(get(&cache, "e"), None);
+    assert_eq!(cache.get_raw("e"), None);
     assert_eq!(cache.stats().overall.backfills, 0, "no stale backfill");
 
     // 6. Replay: L2 ends in the instance's state.
-    assert_eq!(replay_until_empty(&cache), 5);
+    assert_eq!(replay_until_empty(&mut cache), 5);
     assert_eq!(l2_value(&l2, "a").as_deref(), Some(&b"new"[..]));
     assert_eq!(l2_value(&l2, "b"), None);
     assert_eq!(l2_value(&l2, "c").as_deref(), Some(&b"again"[..]));
@@ -154,9 +183,11 @@ fn deletes_and_sets_made_while_l2_was_dead_reach_it_in_order_after_a_restart_and
     assert_eq!(l2_value(&l2, "e"), None);
     assert!(!cache.stats().consistency.replay_overflowed);
 
-    // 7. Nowhere does a deleted value come back: here, nor in a fresh instance with an empty L1.
-    assert_eq!(get(&cache, "b"), None);
-    assert_eq!(get(&cache, "a").as_deref(), Some(&b"new"[..]));
+    // 7. Nowhere does a deleted value come back: there, nor in a fresh instance with an empty
+    //    L1.
+    assert_eq!(cache.get_raw("b"), None);
+    assert_eq!(cache.get_raw("a").as_deref(), Some("new"));
+    cache.stop();
     let other_dir = tempfile::tempdir().unwrap();
     let other = CacheManager::new(config(other_dir.path(), &redis.addr(), 60_000)).unwrap();
     for (key, want) in [
@@ -168,6 +199,18 @@ fn deletes_and_sets_made_while_l2_was_dead_reach_it_in_order_after_a_restart_and
     ] {
         assert_eq!(get(&other, key).as_deref(), want, "fresh instance, key {key}");
     }
+}
+
+#[test]
+fn deletes_and_sets_made_while_l2_was_dead_reach_it_in_order_after_a_clean_restart_and_no_deleted_value_returns(
+) {
+    deletes_and_sets_made_while_l2_was_dead_survive_a_restart(Exit::Clean);
+}
+
+#[test]
+fn deletes_and_sets_acknowledged_before_a_sigkill_while_l2_was_dead_reach_it_after_the_restart_and_no_deleted_value_returns(
+) {
+    deletes_and_sets_made_while_l2_was_dead_survive_a_restart(Exit::Killed);
 }
 
 #[test]
