@@ -571,3 +571,25 @@ fn concurrent_pushes_and_acks_keep_every_unacked_op_with_unique_seqs() {
     drop(q);
     assert_eq!(pending_model(&open(dir.path())), snapshot);
 }
+
+/// A cache read asks `is_pending` for every L1 miss during an outage; it must not wait behind a
+/// push that holds the queue across its fdatasync.
+#[test]
+fn is_pending_and_len_agree_with_pending_through_pushes_acks_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    q.push_set("a", b"1", 0).unwrap();
+    q.push_delete("b").unwrap();
+    q.push_set("a", b"2", 0).unwrap();
+    assert!(q.is_pending("a") && q.is_pending("b") && !q.is_pending("c"));
+    assert_eq!((q.len(), q.is_empty()), (2, false));
+    let ops = q.pending();
+    q.ack_many(&ops).unwrap();
+    assert!(!q.is_pending("a") && !q.is_pending("b"));
+    assert_eq!((q.len(), q.is_empty()), (0, true));
+    q.push_delete("c").unwrap();
+    drop(q);
+    let q = open(dir.path());
+    assert!(q.is_pending("c") && !q.is_pending("a"));
+    assert_eq!(q.len(), 1);
+}

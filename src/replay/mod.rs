@@ -128,6 +128,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+use dashmap::DashSet;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
@@ -310,6 +311,8 @@ pub struct ReplayQueue {
     clock: Arc<dyn Clock>,
     recovery: ReplayRecovery,
     inner: Mutex<Inner>,
+    /// The pending keys, readable without `inner` (see `Pending::key_set`).
+    pending_keys: Arc<DashSet<Arc<str>>>,
 }
 
 impl ReplayQueue {
@@ -396,6 +399,7 @@ impl ReplayQueue {
             max_entries: options.max_entries,
             clock: options.clock,
             recovery,
+            pending_keys: pending.key_set(),
             inner: Mutex::new(Inner {
                 log,
                 pending,
@@ -610,19 +614,20 @@ impl ReplayQueue {
     /// directly (push instead), or the older op's replay could overwrite the newer value.
     #[must_use]
     pub fn is_pending(&self, key: &str) -> bool {
-        self.inner.lock().pending.get(key).is_some()
+        // Not `inner`: a push holds it across its fdatasync, and readers must not wait for that.
+        self.pending_keys.contains(key)
     }
 
     /// Number of pending ops (one per key).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.lock().pending.len()
+        self.pending_keys.len()
     }
 
-    /// Whether nothing is pending.
+    /// Whether nothing is pending (without waiting for a push's fsync).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.pending_keys.is_empty()
     }
 
     /// Encoded bytes of the pending ops; what `max_bytes` bounds.

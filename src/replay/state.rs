@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use dashmap::DashSet;
+
 use super::format::record_len;
 use super::{ReplayAction, ReplayOp};
 
@@ -48,6 +50,9 @@ pub(crate) struct Pending {
     expiring: BTreeSet<(u64, u64)>,
     /// Sum of the slots' `disk_len`.
     bytes: u64,
+    /// The keys of `slots`, readable without the queue's lock (which is held across fsyncs), so a
+    /// cache read asking "is this key pending?" never waits for the disk.
+    keys: Arc<DashSet<Arc<str>>>,
 }
 
 impl Pending {
@@ -67,18 +72,25 @@ impl Pending {
         self.slots.get(key)
     }
 
+    /// The set of pending keys, kept in step with every insert and remove.
+    pub(crate) fn key_set(&self) -> Arc<DashSet<Arc<str>>> {
+        Arc::clone(&self.keys)
+    }
+
     /// Makes `slot` the op of `key`, replacing any older one.
     pub(crate) fn insert(&mut self, key: &str, slot: Slot) {
         self.remove(key);
         let key: Arc<str> = Arc::from(key);
         self.index(&key, &slot);
         self.bytes += slot.disk_len;
+        self.keys.insert(Arc::clone(&key));
         self.slots.insert(key, slot);
     }
 
     /// Removes the op of `key`, whatever its seq.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Slot> {
         let slot = self.slots.remove(key)?;
+        self.keys.remove(key);
         self.unindex(&slot);
         self.bytes -= slot.disk_len;
         Some(slot)
