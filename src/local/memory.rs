@@ -34,9 +34,8 @@ use quick_cache::sync::{Cache, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 
 use crate::clock::{self, Clock, SystemClock};
-use crate::error::{key_for_error, Error, KeyProblem, Result};
-use crate::local::file::MAX_KEY_LEN;
-use crate::storage::{Entry, Storage, StorageCounters, StorageSize};
+use crate::error::{Error, Result};
+use crate::storage::{check_write, Entry, Storage, StorageCounters, StorageSize};
 
 /// One cached value and its absolute expiry (Unix ms; 0 = never).
 #[derive(Clone)]
@@ -213,27 +212,6 @@ impl MemoryStore {
     }
 }
 
-fn check(key: &str, ttl: Option<Duration>) -> Result<()> {
-    let problem = if key.is_empty() {
-        KeyProblem::Empty
-    } else if key.len() > MAX_KEY_LEN {
-        KeyProblem::TooLong {
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        }
-    } else if ttl.is_some_and(|t| t.is_zero()) {
-        return Err(Error::ZeroTtl {
-            key: key_for_error(key),
-        });
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidKey {
-        key: key_for_error(key),
-        problem,
-    })
-}
-
 impl Storage for MemoryStore {
     fn name(&self) -> &str {
         "memory"
@@ -260,7 +238,7 @@ impl Storage for MemoryStore {
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        check(key, ttl)?;
+        check_write(key, ttl)?;
         let expires = ttl.map_or(0, |t| clock::expiry_ms(self.clock.now_ms(), t));
         self.insert(key, value, expires);
         Ok(())
@@ -268,7 +246,7 @@ impl Storage for MemoryStore {
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         for (key, _) in items {
-            check(key, ttl)?;
+            check_write(key, ttl)?;
         }
         let expires = ttl.map_or(0, |t| clock::expiry_ms(self.clock.now_ms(), t));
         for (key, value) in items {
@@ -278,7 +256,7 @@ impl Storage for MemoryStore {
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        check(key, None)?;
+        check_write(key, None)?;
         Ok(match self.cache.remove(key) {
             Some((k, slot)) => {
                 self.tally.remove_bytes(weight(&k, &slot.value));

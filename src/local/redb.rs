@@ -27,9 +27,9 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::clock::{self, Clock, SystemClock};
-use crate::error::{key_for_error, Error, KeyProblem, Result};
-use crate::local::file::{Durability, MAX_KEY_LEN};
-use crate::storage::{Entry, Storage, StorageCounters, StorageSize};
+use crate::error::{key_for_error, Error, Result};
+use crate::local::file::Durability;
+use crate::storage::{check_write, Entry, Storage, StorageCounters, StorageSize};
 
 /// Name of the database file inside the configured directory.
 pub const REDB_FILE_NAME: &str = "cache.redb";
@@ -298,7 +298,7 @@ impl RedbStore {
 
     fn write_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         for (key, value) in items {
-            check(key, ttl)?;
+            check_write(key, ttl)?;
             if weight(key, value.len()) > self.max_bytes {
                 return Err(Error::ValueTooLarge {
                     key: key_for_error(key),
@@ -430,27 +430,6 @@ fn redb_error(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error
     }
 }
 
-fn check(key: &str, ttl: Option<Duration>) -> Result<()> {
-    let problem = if key.is_empty() {
-        KeyProblem::Empty
-    } else if key.len() > MAX_KEY_LEN {
-        KeyProblem::TooLong {
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        }
-    } else if ttl.is_some_and(|t| t.is_zero()) {
-        return Err(Error::ZeroTtl {
-            key: key_for_error(key),
-        });
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidKey {
-        key: key_for_error(key),
-        problem,
-    })
-}
-
 impl Storage for RedbStore {
     fn name(&self) -> &str {
         "redb"
@@ -478,7 +457,7 @@ impl Storage for RedbStore {
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         for key in keys {
-            check(key, None)?;
+            check_write(key, None)?;
         }
         let now = self.clock.now_ms();
         self.write(false, |txn| {

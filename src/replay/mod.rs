@@ -144,8 +144,8 @@ use self::format::{Header, HeaderError, Item, Kind, RecordRef, HEADER_LEN, LOG_D
 use self::log::Log;
 use self::state::{encoded_len, Pending, Slot};
 use crate::clock::Clock;
-use crate::error::{key_for_error, Error, KeyProblem, Result};
-use crate::local::file::MAX_KEY_LEN;
+use crate::error::{key_for_error, Error, Result};
+use crate::storage::check_key;
 
 /// The queue is shared between the write path and the replayer.
 const _: fn() = || {
@@ -835,21 +835,4 @@ fn overflow_record(kind: Kind) -> RecordRef<'static> {
         key: "",
         value: &[],
     }
-}
-
-fn check_key(key: &str) -> Result<()> {
-    let problem = if key.is_empty() {
-        KeyProblem::Empty
-    } else if key.len() > MAX_KEY_LEN {
-        KeyProblem::TooLong {
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        }
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidKey {
-        key: key_for_error(key),
-        problem,
-    })
 }

@@ -46,8 +46,8 @@ use self::index::{Index, IndexEntry};
 use self::segment::Segment;
 use self::worker::{Shutdown, Workers};
 use crate::clock::{self, Clock};
-use crate::error::{key_for_error, Error, KeyProblem, Result};
-use crate::storage::{Entry, Freshness, Storage, StorageCounters, StorageSize};
+use crate::error::{key_for_error, Error, Result};
+use crate::storage::{check_key, check_write, Entry, Freshness, Storage, StorageCounters, StorageSize};
 
 /// A crash-safe, size-bounded, persistent key-value cache in a directory.
 ///
@@ -461,23 +461,6 @@ impl VerifyReport {
     }
 }
 
-fn check_key(key: &str) -> Result<()> {
-    let problem = if key.is_empty() {
-        KeyProblem::Empty
-    } else if key.len() > MAX_KEY_LEN {
-        KeyProblem::TooLong {
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        }
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidKey {
-        key: key_for_error(key),
-        problem,
-    })
-}
-
 impl Inner {
     fn check_writable(&self) -> Result<()> {
         match self.failed.get() {
@@ -588,12 +571,7 @@ impl Inner {
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         for (key, value) in items {
-            check_key(key)?;
-            if ttl.is_some_and(|t| t.is_zero()) {
-                return Err(Error::ZeroTtl {
-                    key: key_for_error(key),
-                });
-            }
+            check_write(key, ttl)?;
             let max = self.max_value_len(key);
             if value.len() > max {
                 return Err(Error::ValueTooLarge {
