@@ -105,6 +105,15 @@ pub trait Storage: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Writes several keys, each with its own TTL: a batched backfill from L2 (each entry keeps
+    /// its own remaining TTL) or a write-behind flush. Levels that can batch override it.
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        for (key, value, ttl) in items {
+            self.set(key, value, *ttl)?;
+        }
+        Ok(())
+    }
+
     /// Deletes several keys; returns how many live entries were removed.
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         let mut removed = 0;
@@ -183,6 +192,14 @@ pub trait Storage: Send + Sync + 'static {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(std::future::ready(self.set_many(items, ttl)))
+    }
+
+    /// Async [`set_each`](Storage::set_each).
+    fn set_each_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::ready(self.set_each(items)))
     }
 
     /// Async [`size`](Storage::size) (for stats read from async code).

@@ -114,6 +114,46 @@ fn expired_entries_are_never_returned_even_before_the_compactor_runs() {
     assert_eq!(store.get_entry("forever").unwrap().unwrap().expires_at, None);
 }
 
+#[test]
+fn set_each_gives_every_value_its_own_ttl_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let expiry = |store: &FileStore, key: &str| {
+        store
+            .get_entry(key)
+            .unwrap()
+            .unwrap()
+            .expires_at
+            .map(|at| at.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - T0)
+    };
+    {
+        let store = FileStore::open(dir.path(), manual_options(&clock)).unwrap();
+        store
+            .set_each(&[
+                ("short", b"x", Some(Duration::from_secs(5))),
+                ("long", b"y", Some(Duration::from_secs(50))),
+                ("forever", b"z", None),
+            ])
+            .unwrap();
+        assert_eq!(expiry(&store, "short"), Some(5_000));
+        assert_eq!(expiry(&store, "long"), Some(50_000));
+        assert_eq!(expiry(&store, "forever"), None);
+        // One bad item writes nothing.
+        let too_long = "k".repeat(MAX_KEY_LEN + 1);
+        let err = store
+            .set_each(&[("fine", b"v", None), (too_long.as_str(), b"v", None)])
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
+        assert!(!store.contains("fine"));
+        store.close().unwrap();
+    }
+    let store = FileStore::open(dir.path(), manual_options(&clock)).unwrap();
+    assert_eq!(expiry(&store, "long"), Some(50_000));
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(store.get("short").unwrap(), None);
+    assert_eq!(store.get("long").unwrap().as_deref(), Some(&b"y"[..]));
+}
+
 fn clock_now(clock: &ManualClock) -> u64 {
     use uno_cache::Clock;
     clock.now_ms()

@@ -397,6 +397,27 @@ fn backfill_does_not_land_while_a_delete_is_still_reaching_l2() {
 }
 
 #[test]
+fn a_batch_backfill_skips_only_the_key_deleted_during_the_l2_read() {
+    let s = setup(true);
+    s.l2.put_raw("a", &encoded(&1u32), 0);
+    s.l2.put_raw("b", &encoded(&2u32), 0);
+    let gate = s.l2.gate("get_many");
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| s.cache.multi_get::<u32>(&["a", "b"]).unwrap());
+        gate.wait_entered();
+        assert!(s.cache.delete("b").unwrap());
+        gate.release();
+        assert_eq!(reader.join().unwrap().len(), 2);
+    });
+    assert_eq!(s.l1.get("a").unwrap().unwrap().value, encoded(&1u32));
+    assert_eq!(s.l1.get("b").unwrap(), None, "a deleted key was backfilled");
+    // "a" and "b" may share a guard stripe, which skips "a" too; never the other way round.
+    let st = s.cache.stats().overall;
+    assert_eq!(st.backfills + st.backfills_skipped, 2);
+    assert!(st.backfills_skipped >= 1);
+}
+
+#[test]
 fn backfill_does_not_overwrite_a_newer_set() {
     let s = setup(true);
     s.l2.put_raw("k", &encoded(&"old"), 0);

@@ -114,6 +114,11 @@ impl<L: Storage> Storage for Guarded<L> {
         self.record(probe, self.inner.set_many(items, ttl))
     }
 
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        let probe = self.admit()?;
+        self.record(probe, self.inner.set_each(items))
+    }
+
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         let probe = self.admit()?;
         self.record(probe, self.inner.delete_many(keys))
@@ -186,6 +191,16 @@ impl<L: Storage> Storage for Guarded<L> {
         Box::pin(async move {
             let probe = self.admit()?;
             self.record(probe, self.inner.set_many_async(items, ttl).await)
+        })
+    }
+
+    fn set_each_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let probe = self.admit()?;
+            self.record(probe, self.inner.set_each_async(items).await)
         })
     }
 

@@ -255,6 +255,17 @@ impl Storage for MemoryStore {
         Ok(())
     }
 
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        for (key, _, ttl) in items {
+            check_write(key, *ttl)?;
+        }
+        let now = self.clock.now_ms();
+        for (key, value, ttl) in items {
+            self.insert(key, value, ttl.map_or(0, |t| clock::expiry_ms(now, t)));
+        }
+        Ok(())
+    }
+
     fn delete(&self, key: &str) -> Result<bool> {
         check_write(key, None)?;
         Ok(match self.cache.remove(key) {

@@ -140,6 +140,10 @@ impl Storage for Deferred {
         self.level("set_many")?.set_many(items, ttl)
     }
 
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.level("set_each")?.set_each(items)
+    }
+
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         self.level("delete_many")?.delete_many(keys)
     }
@@ -198,6 +202,13 @@ impl Storage for Deferred {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { self.level("set_many")?.set_many_async(items, ttl).await })
+    }
+
+    fn set_each_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.level("set_each")?.set_each_async(items).await })
     }
 
     fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {

@@ -12,9 +12,10 @@
 //! between the L2 read and the L1 write. Sharing a stripe with another key can only skip a
 //! backfill (the next read goes to L2 again), never admit a stale one.
 
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 /// Number of stripes (a power of two).
 const STRIPES: usize = 1024;
@@ -84,6 +85,27 @@ impl BackfillGuard {
         }
     }
 
+    /// The batch form of [`backfill_if_current`](Self::backfill_if_current): holds the stripes of
+    /// every ticket (in index order, so two batches never deadlock) and runs `backfill` once with
+    /// one flag per ticket, `true` where nothing wrote the stripe since the ticket.
+    pub(crate) fn backfill_many_if_current(&self, tickets: &[Ticket], backfill: impl FnOnce(&[bool])) {
+        let mut stripes: Vec<usize> = tickets.iter().map(|t| t.stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let held: BTreeMap<usize, MutexGuard<'_, Stripe>> = stripes
+            .into_iter()
+            .filter_map(|i| self.stripes.get(i).map(|s| (i, s.lock())))
+            .collect();
+        let current: Vec<bool> = tickets
+            .iter()
+            .map(|t| {
+                held.get(&t.stripe)
+                    .is_some_and(|s| s.version == t.version && s.writers == 0)
+            })
+            .collect();
+        backfill(&current);
+    }
+
     /// Marks writes of `keys` in progress until the guard is dropped.
     pub(crate) fn write<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> WriteGuard<'_> {
         let mut stripes: Vec<usize> = keys.into_iter().map(|k| self.stripe_of(k)).collect();
@@ -129,6 +151,21 @@ mod tests {
         let t = g.ticket("k");
         drop(g.write(["k"]));
         assert!(!g.backfill_if_current(t, || panic!("must not run")));
+    }
+
+    #[test]
+    fn a_batch_backfill_admits_only_the_tickets_no_write_overtook() {
+        let g = BackfillGuard::default();
+        let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+        let tickets: Vec<Ticket> = keys.iter().map(|k| g.ticket(k)).collect();
+        drop(g.write(["k7"]));
+        let stale = g.stripe_of("k7");
+        let mut seen = Vec::new();
+        g.backfill_many_if_current(&tickets, |current| seen = current.to_vec());
+        assert_eq!(seen.len(), 64);
+        for (ticket, current) in tickets.iter().zip(&seen) {
+            assert_eq!(*current, ticket.stripe != stale, "stripe {}", ticket.stripe);
+        }
     }
 
     #[test]

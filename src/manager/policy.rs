@@ -416,6 +416,7 @@ impl Shared {
             }
         };
         let mut found = found.into_iter();
+        let mut hits = Vec::new();
         for (key, ticket) in missed.iter().zip(tickets) {
             let answer = found.next().flatten();
             if let Some(entry) = suspects.remove(key) {
@@ -427,8 +428,7 @@ impl Shared {
             match answer {
                 Some(entry) => {
                     m.hits.incr();
-                    self.backfill(key, *ticket, &entry);
-                    out.insert((*key).to_owned(), entry.value);
+                    hits.push((*key, *ticket, entry));
                 }
                 None => {
                     m.misses.incr();
@@ -436,7 +436,69 @@ impl Shared {
                 }
             }
         }
+        self.backfill_many(&hits);
+        for (key, _, entry) in hits {
+            out.insert(key.to_owned(), entry.value);
+        }
         Ok(())
+    }
+
+    /// [`backfill`](Self::backfill) for the L2 hits of a batch: one guarded L1 write (one
+    /// `pwrite` for the file store) instead of one per key, each entry with its own TTL.
+    fn backfill_many(&self, hits: &[(&str, Ticket, Entry)]) {
+        if let [(key, ticket, entry)] = hits {
+            self.backfill(key, *ticket, entry);
+            return;
+        }
+        let candidates: Vec<(&str, Ticket, &[u8], Duration)> = hits
+            .iter()
+            .filter_map(|(key, ticket, entry)| {
+                self.backfill_ttl(entry)
+                    .map(|ttl| (*key, *ticket, entry.value.as_slice(), ttl))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let tickets: Vec<Ticket> = candidates.iter().map(|c| c.1).collect();
+        let mut written = 0;
+        let mut result = Ok(());
+        self.guard.backfill_many_if_current(&tickets, |current| {
+            let items: Vec<(&str, &[u8], Option<Duration>)> = candidates
+                .iter()
+                .zip(current)
+                .filter(|(_, current)| **current)
+                .map(|((key, _, value, ttl), _)| (*key, *value, Some(*ttl)))
+                .collect();
+            written = items.len() as u64;
+            if items.is_empty() {
+                return;
+            }
+            result = self.l1.set_each(&items);
+            if matches!(&result, Err(e) if e.is_bad_input()) {
+                // One entry L1 cannot take (a value larger than a segment, say) must not keep
+                // the others out: write them one by one.
+                written = 0;
+                for (key, value, ttl) in &items {
+                    match self.l1.set(key, value, *ttl) {
+                        Ok(()) => written += 1,
+                        Err(e) => result = Err(e),
+                    }
+                }
+            }
+        });
+        self.metrics
+            .backfills_skipped
+            .add(candidates.len() as u64 - written);
+        if let Err(e) = result {
+            self.metrics.local.errors.incr();
+            tracing::warn!(error = %e, "backfilling L1 failed; the read goes on");
+            if !e.is_bad_input() {
+                return;
+            }
+        }
+        self.metrics.local.sets.add(written);
+        self.metrics.backfills.add(written);
     }
 
     /// What to do with L2's answer to the revalidation of a suspect L1 entry.

@@ -141,6 +141,38 @@ pub(crate) struct Inner {
     shutdown: Shutdown,
 }
 
+/// One value a write appends: `(key, value)` takes the batch's TTL, `(key, value, ttl)` has its
+/// own (a backfill of entries with different remaining TTLs).
+trait ValueItem {
+    fn key(&self) -> &str;
+    fn value(&self) -> &[u8];
+    fn ttl(&self, batch: Option<Duration>) -> Option<Duration>;
+}
+
+impl ValueItem for (&str, &[u8]) {
+    fn key(&self) -> &str {
+        self.0
+    }
+    fn value(&self) -> &[u8] {
+        self.1
+    }
+    fn ttl(&self, batch: Option<Duration>) -> Option<Duration> {
+        batch
+    }
+}
+
+impl ValueItem for (&str, &[u8], Option<Duration>) {
+    fn key(&self) -> &str {
+        self.0
+    }
+    fn value(&self) -> &[u8] {
+        self.1
+    }
+    fn ttl(&self, _batch: Option<Duration>) -> Option<Duration> {
+        self.2
+    }
+}
+
 /// The appender. Only one thread writes at a time; index updates happen under this lock too, so
 /// "check the index, then append" is atomic with respect to every other write.
 #[derive(Debug)]
@@ -335,6 +367,15 @@ impl FileStore {
     /// As [`FileStore::set`].
     pub fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         self.inner.set_many(items, ttl)
+    }
+
+    /// Writes several values, each with its own TTL, as [`set_many`](Self::set_many) does (one
+    /// `pwrite` per run of records that fits the active segment).
+    ///
+    /// # Errors
+    /// As [`FileStore::set`].
+    pub fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.inner.set_many(items, None)
     }
 
     /// Deletes a key, writing a tombstone so the delete survives a restart. Returns whether a
@@ -569,9 +610,10 @@ impl Inner {
         segment.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
     }
 
-    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        for (key, value) in items {
-            check_write(key, ttl)?;
+    fn set_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<()> {
+        for item in items {
+            let (key, value) = (item.key(), item.value());
+            check_write(key, item.ttl(ttl))?;
             let max = self.max_value_len(key);
             if value.len() > max {
                 return Err(Error::ValueTooLarge {
@@ -583,8 +625,9 @@ impl Inner {
             }
         }
         self.check_writable()?;
-        let expires = ttl.map_or(0, |t| clock::expiry_ms(self.clock.now_ms(), t));
-        let record_len = |(key, value): &(&str, &[u8])| format::record_len(key.len(), value.len()) as u64;
+        let now = self.clock.now_ms();
+        let expires = |item: &I| item.ttl(ttl).map_or(0, |t| clock::expiry_ms(now, t));
+        let record_len = |item: &I| format::record_len(item.key().len(), item.value().len()) as u64;
         let mut w = self.writer.lock();
         let mut rest = items;
         while let Some(first) = rest.first() {
@@ -616,20 +659,25 @@ impl Inner {
 
     /// Appends value records with one `pwrite`, then publishes them in the index. The caller
     /// made sure they fit in the active segment.
-    fn append_values(&self, w: &mut Writer, chunk: &[(&str, &[u8])], expires_at_ms: u64) -> Result<()> {
+    fn append_values<I: ValueItem>(
+        &self,
+        w: &mut Writer,
+        chunk: &[I],
+        expires_at_ms: impl Fn(&I) -> u64,
+    ) -> Result<()> {
         let start = w.offset;
         let first_seq = w.next_seq;
         w.buf.clear();
         let mut seq = first_seq;
-        for (key, value) in chunk {
+        for item in chunk {
             format::encode_record(
                 &mut w.buf,
                 w.active.salt,
                 Kind::Value,
                 seq,
-                expires_at_ms,
-                key,
-                value,
+                expires_at_ms(item),
+                item.key(),
+                item.value(),
             );
             seq = seq.saturating_add(1);
         }
@@ -638,8 +686,9 @@ impl Inner {
         }
         let mut offset = start;
         let mut seq = first_seq;
-        for (key, value) in chunk {
-            let len = format::record_len(key.len(), value.len()) as u64;
+        for item in chunk {
+            let (key, expires_at_ms) = (item.key(), expires_at_ms(item));
+            let len = format::record_len(key.len(), item.value().len()) as u64;
             let (offset32, len32) = (
                 u32::try_from(offset).unwrap_or(u32::MAX),
                 u32::try_from(len).unwrap_or(u32::MAX),
@@ -648,7 +697,7 @@ impl Inner {
             w.hint_entries += 1;
             self.account(&w.active, len32);
             let entry = IndexEntry::new(w.active.id, offset32, len32, seq, expires_at_ms);
-            if let Some(old) = self.index.insert(Box::from(*key), entry) {
+            if let Some(old) = self.index.insert(Box::from(key), entry) {
                 self.unaccount(&old);
             }
             offset += len;
@@ -969,6 +1018,10 @@ impl Storage for FileStore {
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         FileStore::set_many(self, items, ttl)
+    }
+
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        FileStore::set_each(self, items)
     }
 
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
