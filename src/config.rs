@@ -339,6 +339,21 @@ pub enum DistributedKind {
     Memcached,
 }
 
+/// When a write reaches L2 (`distributed.write_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// The caller waits for L2 (default): an L2 error reaches it as `fallback_on_error` says,
+    /// and another instance reads the new value from L2 as soon as the call returns.
+    #[default]
+    Through,
+    /// The caller waits for L1 only; a writer thread sends queued L2 writes in batches, newest
+    /// value per key. L2 lags by about one batch; its errors are counted and (in offline mode)
+    /// replayed, never returned; a crash loses the queued L2 writes (L1 keeps them). Deletes
+    /// still wait for L2. See the `manager::behind` module docs.
+    Behind,
+}
+
 /// The distributed level (`[distributed]`).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -368,6 +383,11 @@ pub struct DistributedCacheConfig {
     pub breaker_failures: u32,
     /// How long an open breaker skips L2 before a probe, in milliseconds (default 1000).
     pub breaker_cooldown_ms: u64,
+    /// `"through"` (default) or `"behind"`: whether a set waits for L2 ([`WriteMode`]).
+    pub write_mode: WriteMode,
+    /// With `write_mode = "behind"`, the most keys waiting for L2 (default 10 000); a set that
+    /// finds the queue full writes through instead (backpressure, bounded memory).
+    pub write_behind_max_keys: usize,
 }
 
 impl Default for DistributedCacheConfig {
@@ -384,6 +404,8 @@ impl Default for DistributedCacheConfig {
             password: None,
             breaker_failures: 5,
             breaker_cooldown_ms: 1000,
+            write_mode: WriteMode::Through,
+            write_behind_max_keys: 10_000,
         }
     }
 }
@@ -402,6 +424,8 @@ impl std::fmt::Debug for DistributedCacheConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("breaker_failures", &self.breaker_failures)
             .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
+            .field("write_mode", &self.write_mode)
+            .field("write_behind_max_keys", &self.write_behind_max_keys)
             .finish()
     }
 }
@@ -491,6 +515,12 @@ impl CacheConfig {
         }
         if dist.breaker_failures == 0 {
             return Err(invalid("distributed.breaker_failures", "must be at least 1"));
+        }
+        if dist.write_mode == WriteMode::Behind && dist.write_behind_max_keys == 0 {
+            return Err(invalid(
+                "distributed.write_behind_max_keys",
+                "must be at least 1 with write_mode = \"behind\"",
+            ));
         }
         if dist.kind == DistributedKind::Memcached {
             if dist.username.is_some() {

@@ -75,8 +75,8 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::codec::Codec;
 pub use crate::config::{
     CacheConfig, CodecName, ConsistencyConfig, DistributedCacheConfig, DistributedKind, DurabilityMode,
-    InvalidationConfig, LocalCacheConfig, LocalKind, OfflineConfig, RestartPolicy, DEFAULT_DISK_MAX_MB,
-    DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
+    InvalidationConfig, LocalCacheConfig, LocalKind, OfflineConfig, RestartPolicy, WriteMode,
+    DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
 };
 pub use crate::distributed::{
     BreakerState, BreakerStats, CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions,

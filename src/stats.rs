@@ -201,6 +201,10 @@ pub(crate) struct ConsistencyMetrics {
     pub(crate) replaced: Counter,
     pub(crate) dropped: Counter,
     pub(crate) served_unverified: Counter,
+    pub(crate) behind_flushes: Counter,
+    pub(crate) behind_failures: Counter,
+    pub(crate) behind_reads: Counter,
+    pub(crate) behind_overflows: Counter,
 }
 
 impl LevelMetrics {
@@ -368,6 +372,18 @@ pub struct ConsistencyStats {
     pub revalidated_dropped: u64,
     /// Suspect L1 entries served without a check because L2 could not be reached (offline).
     pub served_unverified: u64,
+    /// `distributed.write_mode = "behind"` is on.
+    pub write_behind: bool,
+    /// Keys whose L2 write is queued or being sent now.
+    pub write_behind_pending: u64,
+    /// Batches the write-behind writer sent.
+    pub write_behind_flushes: u64,
+    /// Keys whose write-behind L2 write failed (queued for replay in offline mode).
+    pub write_behind_failures: u64,
+    /// Reads that missed L1 and were answered by a value still waiting for L2.
+    pub write_behind_reads: u64,
+    /// Sets that found the queue full and wrote through instead.
+    pub write_behind_overflows: u64,
 }
 
 impl ConsistencyMetrics {
@@ -386,6 +402,10 @@ impl ConsistencyMetrics {
         stats.revalidated_replaced = self.replaced.get();
         stats.revalidated_dropped = self.dropped.get();
         stats.served_unverified = self.served_unverified.get();
+        stats.write_behind_flushes = self.behind_flushes.get();
+        stats.write_behind_failures = self.behind_failures.get();
+        stats.write_behind_reads = self.behind_reads.get();
+        stats.write_behind_overflows = self.behind_overflows.get();
     }
 }
 

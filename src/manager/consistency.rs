@@ -42,7 +42,7 @@ impl Shared {
     }
 
     /// Absolute expiry (Unix ms) of a queued set with this `set` TTL.
-    fn replay_expiry_ms(&self, ttl: Option<Duration>) -> u64 {
+    pub(crate) fn replay_expiry_ms(&self, ttl: Option<Duration>) -> u64 {
         let ttl_ms = u64::try_from(self.l2_ttl(ttl).as_millis()).unwrap_or(u64::MAX);
         self.clock.now_ms().saturating_add(ttl_ms).max(1)
     }
@@ -58,16 +58,16 @@ impl Shared {
                 expires_at_ms,
             })
             .collect();
-        self.push(&pushes)
+        self.push_replay(&pushes)
     }
 
     /// Queues deletes that did not reach L2.
     pub(crate) fn queue_deletes(&self, keys: &[&str]) -> Result<()> {
         let pushes: Vec<Push<'_>> = keys.iter().map(|key| Push::Delete { key }).collect();
-        self.push(&pushes)
+        self.push_replay(&pushes)
     }
 
-    fn push(&self, pushes: &[Push<'_>]) -> Result<()> {
+    pub(crate) fn push_replay(&self, pushes: &[Push<'_>]) -> Result<()> {
         let Some(q) = &self.replay else {
             return Ok(());
         };

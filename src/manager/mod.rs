@@ -19,6 +19,7 @@
 //! call L2 through the levels' `*_async` methods and L1 directly (a local level does not wait
 //! on the network).
 
+mod behind;
 mod consistency;
 mod deferred;
 mod events;
@@ -38,18 +39,20 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use self::behind::{WriteQueue, Writer};
 use self::consistency::Receiver;
 use self::deferred::Deferred;
 pub use self::events::InvalidationEvent;
 use self::guard::BackfillGuard;
 use self::loader::{Flights, Role};
 use self::offline::Replayer;
-use self::policy::{Plan, Shared};
+use self::policy::{Plan, Route, Shared};
 use self::tags::TagStore;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
 use crate::config::{
     CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind, RestartPolicy,
+    WriteMode,
 };
 use crate::distributed::{
     CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore,
@@ -83,6 +86,20 @@ use crate::storage::{Storage, StorageSize};
 #[derive(Clone)]
 pub struct CacheManager {
     shared: Arc<Shared>,
+    /// Dropped with the last handle: sends queued write-behind writes on the caller's thread
+    /// before the drop returns (background threads hold `Shared` too, so its own drop may
+    /// come later and elsewhere).
+    _last_handle: Arc<LastHandle>,
+}
+
+struct LastHandle(std::sync::Weak<Shared>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.drain_behind();
+        }
+    }
 }
 
 impl std::fmt::Debug for CacheManager {
@@ -204,6 +221,7 @@ impl CacheManagerBuilder {
             _ => None,
         };
         let policy = config.consistency.restart_policy;
+        let l2_present = l2.is_some();
         let tags = match tag_redis(&config) {
             Some((options, l2_prefix_delete)) => Some(TagStore::new(
                 options,
@@ -241,7 +259,18 @@ impl CacheManagerBuilder {
             backplane: OnceLock::new(),
             file_l1,
             restart_policy: policy,
+            behind: (config.distributed.write_mode == WriteMode::Behind && l2_present).then(|| {
+                Arc::new(WriteQueue::new(
+                    config.distributed.write_behind_max_keys,
+                    Duration::from_millis(config.distributed.timeout_ms),
+                ))
+            }),
+            behind_writer: OnceLock::new(),
         });
+        if let Some(queue) = &shared.behind {
+            let writer = Writer::start(Arc::downgrade(&shared), Arc::clone(queue))?;
+            let _ = shared.behind_writer.set(writer);
+        }
         if shared.replay.is_some() {
             let every = Duration::from_millis(config.offline.replay_interval_ms);
             let replayer = Replayer::start(Arc::downgrade(&shared), every)?;
@@ -256,7 +285,11 @@ impl CacheManagerBuilder {
             let backplane = Backplane::connect(options, receiver)?;
             let _ = shared.backplane.set(backplane);
         }
-        Ok(CacheManager { shared })
+        let last = Arc::new(LastHandle(Arc::downgrade(&shared)));
+        Ok(CacheManager {
+            shared,
+            _last_handle: last,
+        })
     }
 }
 
@@ -536,6 +569,10 @@ impl Monitor<'_> {
             stats.replay_bytes = q.bytes();
             stats.replay_overflowed = q.is_overflowed();
         }
+        if let Some(queue) = &s.behind {
+            stats.write_behind = true;
+            stats.write_behind_pending = queue.len() as u64;
+        }
         if let Some(bp) = s.backplane.get() {
             stats.backplane_enabled = true;
             stats.backplane_connected = bp.stats().connected;
@@ -627,6 +664,7 @@ impl CacheManager {
         let s = &self.shared;
         let _writing = s.guard.write([key]);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
+        s.settle_behind(&[key]);
         let l2 = match &s.l2 {
             Some(_) if s.must_queue(&[key]) => {
                 s.queue_deletes(&[key])?;
@@ -675,6 +713,7 @@ impl CacheManager {
         }
         let _writing = s.guard.write(keys.iter().copied());
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
+        s.settle_behind(&keys);
         let l2 = match &s.l2 {
             Some(_) if s.must_queue(&keys) => {
                 s.queue_deletes(&keys)?;
@@ -753,6 +792,9 @@ impl CacheManager {
             return Ok(suspect.map(|e| e.value));
         };
         let ticket = s.guard.ticket(key);
+        if let Some(value) = s.read_behind(key) {
+            return Ok(Some(value));
+        }
         let started = Instant::now();
         let result = l2.get(key);
         match suspect {
@@ -766,21 +808,7 @@ impl CacheManager {
     /// # Errors
     /// As [`CacheManager::set`].
     pub fn set_raw(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let s = &self.shared;
-        let _writing = s.guard.write([key]);
-        let items = [(key, value)];
-        s.write_l1(&items, ttl)?;
-        let out = match &s.l2 {
-            None => Ok(()),
-            Some(_) if s.must_queue(&[key]) => s.queue_sets(&items, ttl),
-            Some(l2) => {
-                let started = Instant::now();
-                let result = l2.set(key, value, Some(s.l2_ttl(ttl)));
-                s.finish_write(&items, ttl, (started, result))
-            }
-        };
-        s.publish_keys(&[key]);
-        out
+        self.set_items(&[key], &[(key, value)], ttl, true)
     }
 
     /// [`CacheManager::multi_get`] without the codec.
@@ -800,7 +828,10 @@ impl CacheManager {
             s.miss(missed.len());
             return Ok(out);
         };
-        let tickets = s.tickets(&missed);
+        let (missed, tickets) = s.read_many_behind(missed, &mut out, &mut suspects);
+        if missed.is_empty() {
+            return Ok(out);
+        }
         let started = Instant::now();
         let result = l2.get_many(&missed);
         s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)?;
@@ -815,20 +846,40 @@ impl CacheManager {
         if items.is_empty() {
             return Ok(());
         }
-        let s = &self.shared;
-        let _writing = s.guard.write(items.iter().map(|(k, _)| *k));
-        s.write_l1(items, ttl)?;
         let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-        let out = match &s.l2 {
-            None => Ok(()),
-            Some(_) if s.must_queue(&keys) => s.queue_sets(items, ttl),
-            Some(l2) => {
+        self.set_items(&keys, items, ttl, false)
+    }
+
+    /// The write rule for one key (`single`: `set` on each level) or a batch (`set_many`);
+    /// `keys` are the items' keys: L1, then L2 as [`Shared::route_write`] says, then the
+    /// invalidation (the writer publishes a queued one).
+    fn set_items(
+        &self,
+        keys: &[&str],
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+        single: bool,
+    ) -> Result<()> {
+        let s = &self.shared;
+        let _writing = s.guard.write(keys.iter().copied());
+        s.write_l1(items, ttl)?;
+        let out = match s.route_write(keys, items, ttl) {
+            Route::Done(out) => out,
+            Route::Behind => return Ok(()),
+            Route::Through { l2, settle } => {
+                if settle {
+                    s.settle_behind(keys);
+                }
+                let l2_ttl = Some(s.l2_ttl(ttl));
                 let started = Instant::now();
-                let result = l2.set_many(items, Some(s.l2_ttl(ttl)));
+                let result = match (keys, items) {
+                    ([_], [(key, value)]) if single => l2.set(key, value, l2_ttl),
+                    _ => l2.set_many(items, l2_ttl),
+                };
                 s.finish_write(items, ttl, (started, result))
             }
         };
-        s.publish_keys(&keys);
+        s.publish_keys(keys);
         out
     }
 
@@ -865,6 +916,7 @@ impl CacheManager {
         let s = &self.shared;
         let _writing = s.guard.write([key]);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
+        s.settle_behind_async(&[key]).await;
         let l2 = match &s.l2 {
             Some(_) if s.must_queue(&[key]) => {
                 s.queue_deletes(&[key])?;
@@ -915,6 +967,7 @@ impl CacheManager {
         }
         let _writing = s.guard.write(keys.iter().copied());
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
+        s.settle_behind_async(&keys).await;
         let l2 = match &s.l2 {
             Some(_) if s.must_queue(&keys) => {
                 s.queue_deletes(&keys)?;
@@ -989,6 +1042,9 @@ impl CacheManager {
             return Ok(suspect.map(|e| e.value));
         };
         let ticket = s.guard.ticket(key);
+        if let Some(value) = s.read_behind(key) {
+            return Ok(Some(value));
+        }
         let started = Instant::now();
         let result = l2.get_async(key).await;
         match suspect {
@@ -1002,21 +1058,7 @@ impl CacheManager {
     /// # Errors
     /// As [`CacheManager::set_raw`].
     pub async fn set_raw_async(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let s = &self.shared;
-        let _writing = s.guard.write([key]);
-        let items = [(key, value)];
-        s.write_l1(&items, ttl)?;
-        let out = match &s.l2 {
-            None => Ok(()),
-            Some(_) if s.must_queue(&[key]) => s.queue_sets(&items, ttl),
-            Some(l2) => {
-                let started = Instant::now();
-                let result = l2.set_async(key, value, Some(s.l2_ttl(ttl))).await;
-                s.finish_write(&items, ttl, (started, result))
-            }
-        };
-        s.publish_keys_async(&[key]).await;
-        out
+        self.set_items_async(&[key], &[(key, value)], ttl, true).await
     }
 
     /// Async [`CacheManager::multi_get_raw`].
@@ -1036,7 +1078,10 @@ impl CacheManager {
             s.miss(missed.len());
             return Ok(out);
         };
-        let tickets = s.tickets(&missed);
+        let (missed, tickets) = s.read_many_behind(missed, &mut out, &mut suspects);
+        if missed.is_empty() {
+            return Ok(out);
+        }
         let started = Instant::now();
         let result = l2.get_many_async(&missed).await;
         s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)?;
@@ -1051,20 +1096,38 @@ impl CacheManager {
         if items.is_empty() {
             return Ok(());
         }
-        let s = &self.shared;
-        let _writing = s.guard.write(items.iter().map(|(k, _)| *k));
-        s.write_l1(items, ttl)?;
         let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-        let out = match &s.l2 {
-            None => Ok(()),
-            Some(_) if s.must_queue(&keys) => s.queue_sets(items, ttl),
-            Some(l2) => {
+        self.set_items_async(&keys, items, ttl, false).await
+    }
+
+    /// Async [`CacheManager::set_items`].
+    async fn set_items_async(
+        &self,
+        keys: &[&str],
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+        single: bool,
+    ) -> Result<()> {
+        let s = &self.shared;
+        let _writing = s.guard.write(keys.iter().copied());
+        s.write_l1(items, ttl)?;
+        let out = match s.route_write(keys, items, ttl) {
+            Route::Done(out) => out,
+            Route::Behind => return Ok(()),
+            Route::Through { l2, settle } => {
+                if settle {
+                    s.settle_behind_async(keys).await;
+                }
+                let l2_ttl = Some(s.l2_ttl(ttl));
                 let started = Instant::now();
-                let result = l2.set_many_async(items, Some(s.l2_ttl(ttl))).await;
+                let result = match (keys, items) {
+                    ([_], [(key, value)]) if single => l2.set_async(key, value, l2_ttl).await,
+                    _ => l2.set_many_async(items, l2_ttl).await,
+                };
                 s.finish_write(items, ttl, (started, result))
             }
         };
-        s.publish_keys_async(&keys).await;
+        s.publish_keys_async(keys).await;
         out
     }
 
@@ -1127,6 +1190,8 @@ impl CacheManager {
     /// The L1 error, or the L2 scan's error unless hidden by `fallback_on_error`.
     pub fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
         let s = &self.shared;
+        // Queued writes under the prefix must land before L2 is scanned, not after.
+        s.drain_behind();
         let dropped = s.drop_local_prefix(prefix)?;
         let in_l2 = match &s.tags {
             Some(tags) => match tags.delete_prefix(&s.l2_prefix, prefix) {
@@ -1230,6 +1295,7 @@ impl CacheManager {
     /// # Errors
     /// The first level's error.
     pub fn flush(&self) -> Result<()> {
+        self.shared.drain_behind();
         self.shared.l1.flush()?;
         match &self.shared.l2 {
             Some(l2) => l2.flush(),

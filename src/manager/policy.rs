@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::behind::{Pushed, WriteQueue, Writer};
 use super::guard::{BackfillGuard, Ticket};
 use super::loader::Flights;
 use super::offline::Replayer;
@@ -77,6 +78,17 @@ pub(crate) struct Shared {
     pub(crate) check_freshness: AtomicBool,
     /// The backplane subscription is down: every L1 hit is checked against L2.
     pub(crate) distrust_l1: AtomicBool,
+    /// L2 writes waiting for the writer thread (`write_mode = "behind"`).
+    pub(crate) behind: Option<Arc<WriteQueue>>,
+    /// The write-behind writer thread; stopped on drop.
+    pub(crate) behind_writer: OnceLock<Writer>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Queued L2 writes are sent before the levels go (each send bounded by the L2 timeout).
+        self.drain_behind();
+    }
 }
 
 /// What L1 said to a read.
@@ -85,6 +97,17 @@ pub(crate) enum L1Read {
     Miss,
     /// Present but possibly stale.
     Suspect(Entry),
+}
+
+/// Where the L2 part of a write goes, once L1 has it.
+pub(crate) enum Route<'a> {
+    /// Nothing to send now (no L2, or queued for replay); publish now.
+    Done(Result<()>),
+    /// Queued for the write-behind writer, which publishes once L2 has it.
+    Behind,
+    /// Write through now; settle the keys' queued writes first if the write-behind queue was
+    /// full.
+    Through { l2: &'a Arc<dyn Storage>, settle: bool },
 }
 
 /// What a single read does after L1.
@@ -591,6 +614,30 @@ impl Shared {
         }
     }
 
+    /// Where the L2 part of a write of `items` (whose keys are `keys`) goes: the replay queue
+    /// while a key has a queued op there, else the write-behind queue when it is on and has
+    /// room, else through.
+    pub(crate) fn route_write(
+        &self,
+        keys: &[&str],
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Route<'_> {
+        let Some(l2) = &self.l2 else {
+            return Route::Done(Ok(()));
+        };
+        match self.push_behind(keys, items, ttl) {
+            Some(Pushed::Queued) => Route::Behind,
+            Some(Pushed::Replay) => Route::Done(self.queue_sets(items, ttl)),
+            Some(Pushed::Full) => {
+                self.metrics.consistency.behind_overflows.incr();
+                Route::Through { l2, settle: true }
+            }
+            None if self.must_queue(keys) => Route::Done(self.queue_sets(items, ttl)),
+            None => Route::Through { l2, settle: false },
+        }
+    }
+
     /// What to do with L2's answer to a write: a failure hidden by `fallback_on_error` is
     /// queued for replay (when there is a queue).
     pub(crate) fn finish_write(
@@ -709,6 +756,8 @@ mod tests {
             restart_policy: RestartPolicy::default(),
             check_freshness: AtomicBool::new(false),
             distrust_l1: AtomicBool::new(false),
+            behind: None,
+            behind_writer: OnceLock::new(),
         }
     }
 

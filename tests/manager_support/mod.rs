@@ -13,7 +13,7 @@ use uno_cache::{BoxFuture, Clock, Entry, Error, ManualClock, Result, Storage, St
 /// One call a level received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
-    /// "get", "get_many", "set", "set_many", "delete", "delete_many", with "_async" when the
+    /// "get", "get_many", "set", "set_many", "set_each", "delete", "delete_many", with "_async" when the
     /// async method was called.
     pub op: String,
     pub keys: Vec<String>,
@@ -230,6 +230,16 @@ impl Storage for ScriptedStore {
         self.hold("set_many");
         for (k, v) in items {
             self.write(k, v, ttl)?;
+        }
+        Ok(())
+    }
+
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();
+        self.enter("set_each", &keys, None)?;
+        self.hold("set_each");
+        for (k, v, ttl) in items {
+            self.write(k, v, *ttl)?;
         }
         Ok(())
     }

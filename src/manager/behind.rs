@@ -1,0 +1,473 @@
+//! Write-behind (`distributed.write_mode = "behind"`): a set returns once L1 has the value; its
+//! L2 write waits in a [`WriteQueue`] that a writer thread (`uno-cache-l2-writer`) sends in
+//! batches, one `set_each` call (one pipeline on Redis) per batch, newest value per key only.
+//!
+//! Why: with write-through every set pays an L2 round trip, so a workload with 10% sets can never
+//! run more than 10× faster than L2 alone however well L1 answers the reads. Behind, a set costs
+//! an L1 append and a map insert.
+//!
+//! The rules that keep the levels and the instances consistent:
+//! - **Reads.** A read that misses L1 takes its backfill ticket, then asks the queue before L2: a
+//!   queued or in-flight value is newer than anything L2 holds, so it is the answer (nothing is
+//!   backfilled). Taking the ticket first means a set that lands in between makes the backfill
+//!   of an older L2 value stale, so it is skipped.
+//! - **Deletes** still wait for L2, after *settling* their keys: their queued writes are dropped
+//!   and an in-flight batch holding one of them is waited for, so a write issued before a delete
+//!   never lands after it.
+//! - **Invalidations** of a queued write are published by the writer once L2 has the value, so
+//!   an instance that re-reads on the message finds it.
+//! - **Failures.** A batch L2 refused (timeout, outage, open breaker) is counted and, in offline
+//!   mode, pushed to the durable replay queue, under the queue lock, skipping keys that have a
+//!   newer queued value (a set checks "must this key go to the replay queue?" under the same
+//!   lock, so replay keeps per-key order). A value L2 can never take (too large for memcached)
+//!   is removed from L1 so every instance reads the same older value, and logged.
+//! - **Bounded.** At most `write_behind_max_keys` keys wait; a set that finds the queue full
+//!   settles its keys and writes through itself (backpressure).
+//! - **Shutdown.** Dropping the manager (and [`CacheManager::flush`](super::CacheManager::flush))
+//!   sends what is queued before returning; each send is bounded by the L2 timeout.
+//!
+//! The price, written in the README: L2 (and so other instances) lags this instance by about one
+//! batch; L2 errors never reach the caller; a crash loses the queued L2 writes (L1 has them).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::guard::Ticket;
+use super::policy::Shared;
+use crate::error::{key_for_error, Error, Result};
+use crate::replay::Push;
+use crate::storage::Entry;
+
+/// Keys per L2 call of the writer.
+const BATCH: usize = 1_000;
+
+/// A value waiting for L2.
+#[derive(Debug, Clone)]
+struct Queued {
+    value: Arc<[u8]>,
+    /// Absolute L2 expiry, Unix ms.
+    expires_at_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Not taken by a sender yet.
+    queued: HashMap<String, Queued>,
+    /// Taken by the sender whose batch is on its way to L2.
+    in_flight: HashMap<String, Queued>,
+    stop: bool,
+}
+
+/// What [`WriteQueue::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// The writer will send it.
+    Queued,
+    /// The queue is full: settle the keys and write through.
+    Full,
+    /// A key has an op in the replay queue: queue this write there too.
+    Replay,
+}
+
+/// The L2 writes waiting to be sent; shared by callers and the writer thread.
+#[derive(Debug)]
+pub(crate) struct WriteQueue {
+    state: Mutex<State>,
+    /// The writer waits here for work.
+    work: Condvar,
+    /// Settling callers wait here for an in-flight batch to land.
+    landed: Condvar,
+    landed_async: tokio::sync::Notify,
+    /// One batch on its way at a time (writer thread, `flush`, the final drain), so two
+    /// batches never hold the same key.
+    sending: Mutex<()>,
+    max_keys: usize,
+    /// How long a settling delete waits for an in-flight batch (the batch's own L2 call is
+    /// bounded by the L2 timeout; this only guards against a stuck sender).
+    max_wait: Duration,
+}
+
+impl WriteQueue {
+    pub(crate) fn new(max_keys: usize, l2_timeout: Duration) -> WriteQueue {
+        WriteQueue {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            landed: Condvar::new(),
+            landed_async: tokio::sync::Notify::new(),
+            sending: Mutex::new(()),
+            max_keys: max_keys.max(1),
+            max_wait: l2_timeout.saturating_mul(4).max(Duration::from_millis(100)),
+        }
+    }
+
+    /// Queues `items` (absolute L2 expiry `expires_at_ms`) unless `to_replay()` says a key
+    /// belongs in the replay queue, checked under the queue lock (see the module docs).
+    pub(crate) fn push(
+        &self,
+        items: &[(&str, &[u8])],
+        expires_at_ms: u64,
+        to_replay: impl FnOnce() -> bool,
+    ) -> Pushed {
+        let mut st = self.state.lock();
+        if to_replay() {
+            return Pushed::Replay;
+        }
+        let new_keys = items.iter().filter(|(k, _)| !st.queued.contains_key(*k)).count();
+        if st.queued.len() + new_keys > self.max_keys {
+            return Pushed::Full;
+        }
+        let was_empty = st.queued.is_empty();
+        for (key, value) in items {
+            let queued = Queued {
+                value: Arc::from(*value),
+                expires_at_ms,
+            };
+            st.queued.insert((*key).to_owned(), queued);
+        }
+        if was_empty {
+            self.work.notify_one();
+        }
+        Pushed::Queued
+    }
+
+    /// The newest value of `key` not yet confirmed by L2.
+    pub(crate) fn lookup(&self, key: &str) -> Option<Vec<u8>> {
+        let st = self.state.lock();
+        st.queued
+            .get(key)
+            .or_else(|| st.in_flight.get(key))
+            .map(|q| q.value.to_vec())
+    }
+
+    /// Keys queued or in flight.
+    pub(crate) fn len(&self) -> usize {
+        let st = self.state.lock();
+        st.queued.len() + st.in_flight.len()
+    }
+
+    /// Drops the queued writes of `keys` and waits until no in-flight batch holds one of them.
+    /// Returns whether it had to give up waiting.
+    pub(crate) fn settle(&self, keys: &[&str]) -> bool {
+        let deadline = Instant::now() + self.max_wait;
+        let mut st = self.state.lock();
+        for key in keys {
+            st.queued.remove(*key);
+        }
+        while keys.iter().any(|k| st.in_flight.contains_key(*k)) {
+            if self.landed.wait_until(&mut st, deadline).timed_out() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// [`settle`](Self::settle) without blocking an executor (no deadline: the in-flight
+    /// batch's L2 call has one).
+    pub(crate) async fn settle_async(&self, keys: &[&str]) {
+        loop {
+            let landed = self.landed_async.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            {
+                let mut st = self.state.lock();
+                for key in keys {
+                    st.queued.remove(*key);
+                }
+                if !keys.iter().any(|k| st.in_flight.contains_key(*k)) {
+                    return;
+                }
+            }
+            landed.await;
+        }
+    }
+
+    /// Moves up to [`BATCH`] queued writes in flight and returns them.
+    fn take(&self) -> Vec<(String, Queued)> {
+        let mut st = self.state.lock();
+        let batch: Vec<(String, Queued)> = if st.queued.len() <= BATCH {
+            std::mem::take(&mut st.queued).into_iter().collect()
+        } else {
+            let keys: Vec<String> = st.queued.keys().take(BATCH).cloned().collect();
+            keys.into_iter()
+                .filter_map(|k| st.queued.remove(&k).map(|q| (k, q)))
+                .collect()
+        };
+        for (key, queued) in &batch {
+            st.in_flight.insert(key.clone(), queued.clone());
+        }
+        batch
+    }
+
+    /// The batch is settled (sent, queued for replay or dropped): wakes the settling callers.
+    fn land(&self, batch: &[(String, Queued)]) {
+        let mut st = self.state.lock();
+        for (key, _) in batch {
+            st.in_flight.remove(key);
+        }
+        drop(st);
+        self.landed.notify_all();
+        self.landed_async.notify_waiters();
+    }
+
+    /// Waits for work; `false` once stopped with nothing left to send.
+    fn wait_for_work(&self) -> bool {
+        let mut st = self.state.lock();
+        while st.queued.is_empty() && !st.stop {
+            self.work.wait(&mut st);
+        }
+        !st.queued.is_empty()
+    }
+
+    fn stop(&self) {
+        self.state.lock().stop = true;
+        self.work.notify_all();
+    }
+}
+
+/// Owns the writer thread; dropping it stops and joins the thread.
+pub(crate) struct Writer {
+    queue: Arc<WriteQueue>,
+    thread: Option<JoinHandle<()>>,
+    thread_id: ThreadId,
+}
+
+impl Writer {
+    pub(crate) fn start(shared: Weak<Shared>, queue: Arc<WriteQueue>) -> Result<Writer> {
+        let theirs = Arc::clone(&queue);
+        let thread = std::thread::Builder::new()
+            .name("uno-cache-l2-writer".into())
+            .spawn(move || {
+                while theirs.wait_for_work() {
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    shared.send_behind();
+                }
+            })
+            .map_err(|e| Error::Backend {
+                level: "write-behind",
+                op: "start",
+                reason: format!("cannot start the L2 writer thread: {e}"),
+            })?;
+        Ok(Writer {
+            queue,
+            thread_id: thread.thread().id(),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.stop();
+        if let Some(thread) = self.thread.take() {
+            // The manager's last handle can be the one the writer upgraded; never join itself.
+            if std::thread::current().id() != self.thread_id {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Queues a write for the writer thread, if write-behind is on.
+    pub(crate) fn push_behind(
+        &self,
+        keys: &[&str],
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Option<Pushed> {
+        let queue = self.behind.as_ref()?;
+        let expires_at_ms = self.replay_expiry_ms(ttl);
+        Some(queue.push(items, expires_at_ms, || self.must_queue(keys)))
+    }
+
+    /// A value waiting for L2 answers a read that missed L1 (call after taking the ticket).
+    pub(crate) fn read_behind(&self, key: &str) -> Option<Vec<u8>> {
+        let value = self.behind.as_ref()?.lookup(key)?;
+        self.metrics.consistency.behind_reads.incr();
+        self.metrics.distributed.hits.incr();
+        Some(value)
+    }
+
+    /// Takes the backfill tickets of the keys a batch read must ask L2 for, then answers from
+    /// the queue those it holds; returns the rest with their tickets.
+    pub(crate) fn read_many_behind<'k>(
+        &self,
+        missed: Vec<&'k str>,
+        out: &mut HashMap<String, Vec<u8>>,
+        suspects: &mut HashMap<&'k str, Entry>,
+    ) -> (Vec<&'k str>, Vec<Ticket>) {
+        let tickets = self.tickets(&missed);
+        if self.behind.is_none() {
+            return (missed, tickets);
+        }
+        missed
+            .into_iter()
+            .zip(tickets)
+            .filter(|(key, _)| match self.read_behind(key) {
+                Some(value) => {
+                    suspects.remove(key);
+                    out.insert((*key).to_owned(), value);
+                    false
+                }
+                None => true,
+            })
+            .unzip()
+    }
+
+    /// Orders a delete (or a write-through) of `keys` after their queued writes.
+    pub(crate) fn settle_behind(&self, keys: &[&str]) {
+        if let Some(queue) = &self.behind {
+            if queue.settle(keys) {
+                tracing::warn!(key = %key_for_error(keys.first().copied().unwrap_or("")),
+                    "an in-flight write-behind batch did not land in time; the delete goes on");
+            }
+        }
+    }
+
+    /// Async [`settle_behind`](Self::settle_behind).
+    pub(crate) async fn settle_behind_async(&self, keys: &[&str]) {
+        if let Some(queue) = &self.behind {
+            queue.settle_async(keys).await;
+        }
+    }
+
+    /// Sends every write queued now (on the caller's thread); for `flush`, prefix and tag
+    /// invalidation and shutdown.
+    pub(crate) fn drain_behind(&self) {
+        let Some(queue) = &self.behind else {
+            return;
+        };
+        // Bounded by what is queued now, so a steady stream of new sets cannot keep it here.
+        let rounds = queue.len() / BATCH + 2;
+        for _ in 0..rounds {
+            if self.send_behind() == 0 {
+                break;
+            }
+        }
+        // A batch the writer thread had in flight has landed once `sending` is free.
+        drop(queue.sending.lock());
+    }
+
+    /// Sends one batch; returns its size.
+    pub(crate) fn send_behind(&self) -> usize {
+        let (Some(queue), Some(l2)) = (&self.behind, &self.l2) else {
+            return 0;
+        };
+        let _one_batch = queue.sending.lock();
+        let batch = queue.take();
+        if batch.is_empty() {
+            return 0;
+        }
+        let now = self.clock.now_ms();
+        let (live, dead): (Vec<_>, Vec<_>) = batch.iter().partition(|(_, q)| q.expires_at_ms > now);
+        let items: Vec<(&str, &[u8], Option<Duration>)> = live
+            .iter()
+            .map(|(key, q)| {
+                let ttl = Duration::from_millis(q.expires_at_ms - now);
+                (key.as_str(), &*q.value, Some(ttl))
+            })
+            .collect();
+        // A write that expired while queued must still replace the older value in L2.
+        let dead: Vec<&str> = dead.iter().map(|(key, _)| key.as_str()).collect();
+        let m = &self.metrics.distributed;
+        let started = Instant::now();
+        let mut result = if items.is_empty() {
+            Ok(())
+        } else {
+            l2.set_each(&items)
+        };
+        if result.is_ok() && !dead.is_empty() {
+            result = l2.delete_many(&dead).map(drop);
+        }
+        m.set_latency.record(started.elapsed());
+        match result {
+            Ok(()) => {
+                m.sets.add(items.len() as u64);
+                self.metrics.consistency.behind_flushes.incr();
+                self.nudge_replay();
+            }
+            Err(e) if e.is_bad_input() => self.send_one_by_one(&items, &batch),
+            Err(e) => self.behind_failed(&e, &batch),
+        }
+        let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
+        self.publish_keys(&keys);
+        queue.land(&batch);
+        batch.len()
+    }
+
+    /// A batch L2 refused as bad input: the others must still land; a refused value leaves L1
+    /// too, so every instance reads the same (older) value.
+    fn send_one_by_one(&self, items: &[(&str, &[u8], Option<Duration>)], batch: &[(String, Queued)]) {
+        let Some(l2) = &self.l2 else {
+            return;
+        };
+        let m = &self.metrics.distributed;
+        let mut failed = Vec::new();
+        for (key, value, ttl) in items {
+            match l2.set(key, value, *ttl) {
+                Ok(()) => m.sets.incr(),
+                Err(e) if e.is_bad_input() => {
+                    m.errors.incr();
+                    self.metrics.consistency.behind_failures.incr();
+                    tracing::error!(key = %key_for_error(key), error = %e,
+                        "L2 refused a write-behind value; removed from L1 too so every instance reads the same value");
+                    let _writing = self.guard.write([*key]);
+                    if self.l1.delete(key).is_err() {
+                        self.metrics.local.errors.incr();
+                    }
+                }
+                Err(e) => failed.push((*key, e)),
+            }
+        }
+        if let Some((_, e)) = failed.first() {
+            let failed: Vec<(String, Queued)> = batch
+                .iter()
+                .filter(|(key, _)| failed.iter().any(|(k, _)| k == key))
+                .cloned()
+                .collect();
+            self.behind_failed(e, &failed);
+        }
+    }
+
+    /// A batch that did not reach L2: counted, and queued for replay where there is a queue.
+    fn behind_failed(&self, error: &Error, batch: &[(String, Queued)]) {
+        self.metrics.distributed.errors.incr();
+        self.metrics.consistency.behind_failures.add(batch.len() as u64);
+        if matches!(error, Error::CircuitOpen { .. }) {
+            tracing::debug!(
+                keys = batch.len(),
+                "write-behind batch skipped by the open circuit breaker"
+            );
+        } else {
+            tracing::warn!(keys = batch.len(), error = %error, "write-behind batch did not reach L2");
+        }
+        let Some(queue) = &self.behind else {
+            return;
+        };
+        if self.replay.is_none() {
+            tracing::warn!(keys = batch.len(),
+                "no replay queue (offline mode needs fallback_on_error = true): L2 keeps older values for these keys until they expire");
+            return;
+        }
+        // Under the queue lock: a set of one of these keys either is queued already (newer, so
+        // this older value is not replayed) or will see the key pending in the replay queue.
+        let st = queue.state.lock();
+        let pushes: Vec<Push<'_>> = batch
+            .iter()
+            .filter(|(key, _)| !st.queued.contains_key(key))
+            .map(|(key, q)| Push::Set {
+                key,
+                value: &q.value,
+                expires_at_ms: q.expires_at_ms,
+            })
+            .collect();
+        let _ = self.push_replay(&pushes);
+        drop(st);
+    }
+}

@@ -1,0 +1,244 @@
+//! Write-behind (`distributed.write_mode = "behind"`), one test per rule of `manager::behind`,
+//! against a memory L1 and a scripted L2 that logs every call and can hold one at a gate: a set
+//! returns before L2 is written; a read that misses L1 is answered by a value still on its way;
+//! only the newest value of a key is sent; a delete is ordered after the key's in-flight write; a
+//! failed batch goes to the replay queue and later writes of its keys follow it there; a full
+//! queue writes through; dropping the manager sends what is queued.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod manager_support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use manager_support::{ScriptedStore, START_MS};
+use uno_cache::{CacheConfig, CacheManager, Codec, Error, ManualClock, MemoryStore, Storage, WriteMode};
+
+const DISTRIBUTED_TTL: Duration = Duration::from_secs(600);
+
+struct Setup {
+    cache: CacheManager,
+    l1: Arc<MemoryStore>,
+    l2: Arc<ScriptedStore>,
+}
+
+fn config(max_keys: usize, replay_dir: Option<&Path>) -> CacheConfig {
+    let mut config = CacheConfig::default();
+    config.distributed.ttl = DISTRIBUTED_TTL;
+    config.distributed.write_mode = WriteMode::Behind;
+    config.distributed.write_behind_max_keys = max_keys;
+    config.offline.replay_dir = replay_dir.map(Path::to_path_buf);
+    config
+}
+
+fn setup_with(config: CacheConfig) -> Setup {
+    let clock = ManualClock::new(START_MS);
+    let l1 = Arc::new(MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap());
+    let l2 = ScriptedStore::new("scripted", &clock);
+    let cache = CacheManager::builder()
+        .config(config)
+        .local(l1.clone())
+        .distributed(l2.clone())
+        .clock(Arc::new(clock))
+        .build()
+        .unwrap();
+    Setup { cache, l1, l2 }
+}
+
+fn setup() -> Setup {
+    setup_with(config(10_000, None))
+}
+
+fn encoded(value: u32) -> Vec<u8> {
+    Codec::bincode().encode("k", &value).unwrap()
+}
+
+fn l2_value(s: &Setup, key: &str) -> Option<Vec<u8>> {
+    s.l2.peek(key).map(|(value, _)| value)
+}
+
+#[test]
+fn a_set_returns_before_l2_is_written_and_lands_with_the_l2_ttl_cap() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache
+        .set("k", &1u32, Some(Duration::from_secs(36_000)))
+        .unwrap();
+    gate.wait_entered();
+    // The writer is inside L2 now, after the caller got its answer.
+    assert_eq!(l2_value(&s, "k"), None, "the set waited for L2");
+    assert_eq!(s.cache.get::<u32>("k").unwrap(), Some(1));
+    gate.release();
+    s.cache.flush().unwrap();
+    let (value, expires_at_ms) = s.l2.peek("k").unwrap();
+    assert_eq!(value, encoded(1));
+    assert_eq!(expires_at_ms, START_MS + DISTRIBUTED_TTL.as_millis() as u64);
+    assert_eq!(s.l2.ops(), ["set_each"]);
+    let stats = s.cache.stats();
+    assert!(stats.consistency.write_behind);
+    assert_eq!(stats.consistency.write_behind_flushes, 1);
+    assert_eq!(stats.consistency.write_behind_pending, 0);
+    assert_eq!(stats.distributed.sets, 1);
+}
+
+#[test]
+fn a_read_that_misses_l1_is_answered_by_a_write_still_on_its_way() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache.set("in-flight", &1u32, None).unwrap();
+    gate.wait_entered();
+    s.cache.set("queued", &2u32, None).unwrap();
+    // L1 lost both (evicted, say); L2 holds neither yet.
+    s.l1.delete("in-flight").unwrap();
+    s.l1.delete("queued").unwrap();
+    assert_eq!(s.cache.get::<u32>("in-flight").unwrap(), Some(1));
+    assert_eq!(s.cache.get::<u32>("queued").unwrap(), Some(2));
+    let both = s.cache.multi_get::<u32>(&["in-flight", "queued"]).unwrap();
+    assert_eq!((both["in-flight"], both["queued"]), (1, 2));
+    assert_eq!(s.cache.stats().consistency.write_behind_pending, 2);
+    gate.release();
+    s.cache.flush().unwrap();
+    assert!(
+        !s.l2.ops().iter().any(|op| op.starts_with("get")),
+        "L2 was asked for a value it did not have yet: {:?}",
+        s.l2.ops()
+    );
+    assert_eq!(s.cache.stats().consistency.write_behind_reads, 4);
+    assert_eq!(l2_value(&s, "queued"), Some(encoded(2)));
+}
+
+#[test]
+fn only_the_newest_value_of_a_key_is_sent() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache.set("k", &1u32, None).unwrap();
+    gate.wait_entered();
+    for v in 2..=5u32 {
+        s.cache.set("k", &v, None).unwrap();
+    }
+    gate.release();
+    s.cache.flush().unwrap();
+    let calls = s.l2.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(l2_value(&s, "k"), Some(encoded(5)));
+}
+
+#[test]
+fn a_delete_is_ordered_after_the_in_flight_write_of_its_key() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache.set("k", &1u32, None).unwrap();
+    gate.wait_entered();
+    std::thread::scope(|scope| {
+        let deleter = scope.spawn(|| s.cache.delete("k").unwrap());
+        gate.release();
+        assert!(deleter.join().unwrap());
+    });
+    assert_eq!(l2_value(&s, "k"), None, "the write landed after the delete");
+    assert_eq!(s.l2.ops(), ["set_each", "delete"]);
+    assert_eq!(s.cache.get::<u32>("k").unwrap(), None);
+}
+
+#[test]
+fn a_delete_drops_the_queued_write_of_its_key() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache.set("other", &1u32, None).unwrap();
+    gate.wait_entered();
+    s.cache.set("k", &2u32, None).unwrap();
+    std::thread::scope(|scope| {
+        let deleter = scope.spawn(|| s.cache.delete("k").unwrap());
+        assert!(deleter.join().unwrap());
+        gate.release();
+    });
+    s.cache.flush().unwrap();
+    assert_eq!(l2_value(&s, "k"), None);
+    assert_eq!(l2_value(&s, "other"), Some(encoded(1)));
+}
+
+#[test]
+fn a_failed_batch_is_replayed_and_later_writes_of_its_keys_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup_with(config(10_000, Some(dir.path())));
+    s.l2.set_failing(true);
+    s.cache.set("k", &1u32, None).unwrap();
+    s.cache.flush().unwrap();
+    let stats = s.cache.stats().consistency;
+    assert_eq!(stats.write_behind_failures, 1);
+    assert_eq!(stats.replay_pending, 1);
+    // While "k" waits in the replay queue, a new write of it goes there too, never ahead of it.
+    s.cache.set("k", &2u32, None).unwrap();
+    s.cache.flush().unwrap();
+    assert_eq!(s.cache.stats().consistency.queued, 2);
+    s.l2.set_failing(false);
+    s.cache.replay_now().unwrap();
+    assert_eq!(l2_value(&s, "k"), Some(encoded(2)));
+    assert_eq!(s.cache.stats().consistency.replay_pending, 0);
+}
+
+#[test]
+fn a_full_queue_makes_the_caller_write_through() {
+    let s = setup_with(config(1, None));
+    let gate = s.l2.gate("set_each");
+    s.cache.set("a", &1u32, None).unwrap();
+    gate.wait_entered();
+    s.cache.set("b", &2u32, None).unwrap(); // queued: "a" is in flight, not queued
+    s.cache.set("c", &3u32, None).unwrap(); // full: written through
+    assert_eq!(l2_value(&s, "c"), Some(encoded(3)));
+    assert_eq!(s.cache.stats().consistency.write_behind_overflows, 1);
+    gate.release();
+    s.cache.flush().unwrap();
+    assert_eq!(l2_value(&s, "a"), Some(encoded(1)));
+    assert_eq!(l2_value(&s, "b"), Some(encoded(2)));
+}
+
+#[test]
+fn dropping_the_manager_sends_what_is_queued() {
+    let s = setup();
+    let items: Vec<(String, u32)> = (0..50).map(|i| (format!("k{i}"), i)).collect();
+    s.cache.multi_set(items, None).unwrap();
+    let Setup { cache, l2, .. } = s;
+    drop(cache);
+    for i in 0..50u32 {
+        assert_eq!(
+            l2.peek(&format!("k{i}")).map(|(v, _)| v),
+            Some(encoded(i)),
+            "k{i}"
+        );
+    }
+}
+
+#[test]
+fn async_writes_and_deletes_follow_the_same_rules() {
+    let s = setup();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let gate = s.l2.gate("set_each");
+        s.cache.set_async("k", &1u32, None).await.unwrap();
+        gate.wait_entered();
+        s.l1.delete("k").unwrap();
+        assert_eq!(s.cache.get_async::<u32>("k").await.unwrap(), Some(1));
+        gate.release();
+        assert!(s.cache.delete_async("k").await.unwrap());
+    });
+    assert_eq!(l2_value(&s, "k"), None);
+    assert_eq!(s.l2.ops(), ["set_each", "delete_async"]);
+}
+
+#[test]
+fn an_empty_write_behind_queue_is_a_config_error_naming_the_field() {
+    let mut config = config(0, None);
+    config.distributed.enabled = true;
+    config.distributed.hosts = vec!["127.0.0.1:6379".into()];
+    let err = config.validate().unwrap_err();
+    assert!(
+        matches!(&err, Error::Config { field, .. } if field == "distributed.write_behind_max_keys"),
+        "{err}"
+    );
+}
