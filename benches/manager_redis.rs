@@ -53,7 +53,12 @@ fn pin(pid: u32, cpu: usize) {
     );
 }
 
-fn manager(server: &support::RedisServer, local: &str, dir: &std::path::Path) -> CacheManager {
+fn manager(
+    server: &support::RedisServer,
+    local: &str,
+    dir: &std::path::Path,
+    write_mode: &str,
+) -> CacheManager {
     CacheManager::new(
         CacheConfig::from_toml_str(&format!(
             r#"
@@ -69,6 +74,7 @@ fn manager(server: &support::RedisServer, local: &str, dir: &std::path::Path) ->
             ttl = 3600
             key_prefix = "m:"
             timeout_ms = 2000
+            write_mode = "{write_mode}"
             "#,
             dir.display().to_string(),
             server.addr()
@@ -103,7 +109,7 @@ fn print_time(name: &str, ours_ns: u64, peer_ns: u64) {
 /// `local = "memory"` too, to tell the backfill into the file store from the rest.
 fn bench_multi_get(place: &str, p: &Params, server: &support::RedisServer, round: usize, local: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let cache = manager(server, local, dir.path());
+    let cache = manager(server, local, dir.path(), "through");
     let mut raw = server.raw();
     let value = vec![7u8; VALUE_LEN];
     let batches: Vec<Vec<String>> = (0..p.batches)
@@ -203,7 +209,8 @@ struct Run {
     all_ns: Vec<u64>,
 }
 
-fn run(trace: &[(usize, bool)], mut op: impl FnMut(usize, bool)) -> Run {
+/// Runs the trace; the throughput counts `finish` too (sending what write-behind still holds).
+fn run(trace: &[(usize, bool)], mut op: impl FnMut(usize, bool), finish: impl FnOnce()) -> Run {
     let mut r = Run {
         ops_per_s: 0.0,
         get_ns: Vec::with_capacity(trace.len()),
@@ -222,6 +229,7 @@ fn run(trace: &[(usize, bool)], mut op: impl FnMut(usize, bool)) -> Run {
             r.get_ns.push(ns);
         }
     }
+    finish();
     r.ops_per_s = trace.len() as f64 / started.elapsed().as_secs_f64();
     r.get_ns.sort_unstable();
     r.set_ns.sort_unstable();
@@ -229,12 +237,30 @@ fn run(trace: &[(usize, bool)], mut op: impl FnMut(usize, bool)) -> Run {
     r
 }
 
-fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usize) {
+/// How the zipf run is set up: the write mode, and whether L1 starts holding the whole key space
+/// (the steady state of a long-running instance, or of a restart: the file L1 persists) or only
+/// what one untimed trace pass backfilled.
+#[derive(Clone, Copy)]
+struct ZipfSetup {
+    write_mode: &'static str,
+    l1_holds_all: bool,
+}
+
+fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usize, setup: ZipfSetup) {
     let dir = tempfile::tempdir().unwrap();
-    let cache = manager(server, "file", dir.path());
+    let cache = manager(server, "file", dir.path(), setup.write_mode);
+    let label = format!(
+        "{place},{},{}",
+        setup.write_mode,
+        if setup.l1_holds_all {
+            "l1-warm"
+        } else {
+            "l1-one-pass"
+        }
+    );
     let mut raw = server.raw();
     let value = vec![7u8; VALUE_LEN];
-    let key = |i: usize| format!("z{round}:{i}");
+    let key = |i: usize| format!("z{round}{}{}:{i}", setup.write_mode, setup.l1_holds_all);
     // L2 holds every key; L1 starts cold.
     let l2 = cache.distributed().unwrap();
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
@@ -246,6 +272,12 @@ fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usi
             pipe.cmd("SET").arg(format!("p:{k}")).arg(&value).ignore();
         }
         pipe.exec(&mut raw).unwrap();
+    }
+    if setup.l1_holds_all {
+        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+            let keys: Vec<String> = chunk.iter().map(|&i| key(i)).collect();
+            assert_eq!(cache.multi_get_raw(&keys).unwrap().len(), keys.len());
+        }
     }
     // An untimed pass of another trace warms L1 (and the server), then the timed trace runs.
     let warm = trace(p.zipf_ops, 1);
@@ -263,28 +295,37 @@ fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usi
             assert!(cache.get_raw(&k).unwrap().is_some());
         }
     }
+    cache.flush().unwrap();
     let warm_hits = cache.stats().local.hits;
-    let peer = run(&trace, |i, is_set| {
-        let k = format!("p:{}", key(i));
-        if is_set {
-            redis::cmd("SET").arg(&k).arg(&value).exec(&mut raw).unwrap();
-        } else {
-            let v: Option<Vec<u8>> = redis::cmd("GET").arg(&k).query(&mut raw).unwrap();
-            assert!(v.is_some());
-        }
-    });
-    let ours = run(&trace, |i, is_set| {
-        let k = key(i);
-        if is_set {
-            cache.set_raw(&k, &value, None).unwrap();
-        } else {
-            assert!(cache.get_raw(&k).unwrap().is_some());
-        }
-    });
+    let peer = run(
+        &trace,
+        |i, is_set| {
+            let k = format!("p:{}", key(i));
+            if is_set {
+                redis::cmd("SET").arg(&k).arg(&value).exec(&mut raw).unwrap();
+            } else {
+                let v: Option<Vec<u8>> = redis::cmd("GET").arg(&k).query(&mut raw).unwrap();
+                assert!(v.is_some());
+            }
+        },
+        || {},
+    );
+    let ours = run(
+        &trace,
+        |i, is_set| {
+            let k = key(i);
+            if is_set {
+                cache.set_raw(&k, &value, None).unwrap();
+            } else {
+                assert!(cache.get_raw(&k).unwrap().is_some());
+            }
+        },
+        || cache.flush().unwrap(),
+    );
     let stats = cache.stats();
     assert_eq!(stats.distributed.errors, 0);
     print_rate(
-        &format!("manager_zipf099_90_10_throughput[{place}]"),
+        &format!("manager_zipf099_90_10_throughput[{label}]"),
         ours.ops_per_s,
         peer.ops_per_s,
     );
@@ -296,13 +337,13 @@ fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usi
     ] {
         let p = if what.starts_with("p50") { 0.5 } else { 0.99 };
         print_time(
-            &format!("manager_zipf099_90_10_{what}[{place}]"),
+            &format!("manager_zipf099_90_10_{what}[{label}]"),
             percentile(o, p),
             percentile(pr, p),
         );
     }
     println!(
-        "bench: manager_zipf099_90_10_l1_hit_rate[{place}] {:.1}% of {} timed gets (after a warm-up pass of {} ops)",
+        "bench: manager_zipf099_90_10_l1_hit_rate[{label}] {:.1}% of {} timed gets (after a warm-up pass of {} ops)",
         (stats.local.hits - warm_hits) as f64 * 100.0 / ours.get_ns.len() as f64,
         ours.get_ns.len(),
         warm.len()
@@ -332,7 +373,20 @@ fn main() {
         pin(std::process::id(), 0);
         bench_multi_get(place, &p, &server, round, "file");
         bench_multi_get(place, &p, &server, round, "memory");
-        bench_zipf(place, &p, &server, round);
+        for write_mode in ["through", "behind"] {
+            for l1_holds_all in [false, true] {
+                bench_zipf(
+                    place,
+                    &p,
+                    &server,
+                    round,
+                    ZipfSetup {
+                        write_mode,
+                        l1_holds_all,
+                    },
+                );
+            }
+        }
         let mut raw = server.raw();
         redis::cmd("FLUSHALL").exec(&mut raw).unwrap();
     }

@@ -229,6 +229,39 @@ fn batch_calls_keep_order_and_count_deletes() {
 }
 
 #[test]
+fn set_each_gives_every_key_its_own_ttl() {
+    let server = RedisServer::start();
+    let redis = store(&server, "e:");
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &[u8], Option<Duration>)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            (
+                k.as_str(),
+                &b"v"[..],
+                Some(Duration::from_secs(100 + i as u64 * 100)),
+            )
+        })
+        .collect();
+    redis.set_each(&items).unwrap();
+    let mut raw = server.raw();
+    for (i, key) in keys.iter().enumerate() {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(format!("e:{key}"))
+            .query(&mut raw)
+            .unwrap();
+        let want = (100 + i as i64 * 100) * 1000;
+        assert!(
+            pttl > want - 5_000 && pttl <= want,
+            "{key}: PTTL {pttl}, want about {want}"
+        );
+        let entry = redis.get(key).unwrap().unwrap();
+        assert_eq!(entry.value, b"v");
+    }
+}
+
+#[test]
 fn get_many_of_100_keys_is_one_mget() {
     let server = RedisServer::start();
     let redis = store(&server, "m:");

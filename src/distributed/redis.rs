@@ -971,13 +971,30 @@ impl RedisStore {
         let now = self.clock.now_ms();
         let commands = items
             .iter()
-            .map(|(key, value)| {
-                let cmd = self.set_cmd(key, value, ttl, now)?;
-                Ok((key_slot(self.full_key(key).as_bytes()), cmd))
-            })
+            .map(|(key, value)| self.slotted_set(key, value, ttl, now))
             .collect::<Result<Vec<_>>>()?;
+        Ok(self.send_sets("set_many", commands))
+    }
+
+    fn set_each_op(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<Op<()>> {
+        let now = self.clock.now_ms();
+        let commands = items
+            .iter()
+            .map(|(key, value, ttl)| self.slotted_set(key, value, *ttl, now))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.send_sets("set_each", commands))
+    }
+
+    /// A `SET` with the hash slot of its key (for routing on a cluster).
+    fn slotted_set(&self, key: &str, value: &[u8], ttl: Option<Duration>, now_ms: u64) -> Result<(u16, Cmd)> {
+        let cmd = self.set_cmd(key, value, ttl, now_ms)?;
+        Ok((key_slot(self.full_key(key).as_bytes()), cmd))
+    }
+
+    /// Sends `SET`s as one pipeline (standalone) or one pipeline per node (cluster).
+    fn send_sets(&self, op: &'static str, commands: Vec<(u16, Cmd)>) -> Op<()> {
         let conn = self.conn.clone();
-        Ok(Box::pin(async move {
+        Box::pin(async move {
             if commands.is_empty() {
                 return Ok(());
             }
@@ -989,17 +1006,17 @@ impl RedisStore {
                     }
                     pipe.query_async::<()>(&mut conn)
                         .await
-                        .map_err(|err| backend("set_many", &err))
+                        .map_err(|err| backend(op, &err))
                 }
                 Conn::Cluster(mut cluster) => {
                     cluster
                         .per_slot(commands)
                         .await
-                        .map_err(|err| backend("set_many", &err))?;
+                        .map_err(|err| backend(op, &err))?;
                     Ok(())
                 }
             }
-        }))
+        })
     }
 
     fn delete_many_op(&self, keys: &[&str]) -> Result<Op<u64>> {
@@ -1401,6 +1418,10 @@ impl Storage for RedisStore {
         self.blocking("set_many", self.timeout, self.set_many_op(items, ttl))
     }
 
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.blocking("set_each", self.timeout, self.set_each_op(items))
+    }
+
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         self.blocking("delete_many", self.timeout, self.delete_many_op(keys))
     }
@@ -1448,6 +1469,13 @@ impl Storage for RedisStore {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         self.later("set_many", self.timeout, self.set_many_op(items, ttl))
+    }
+
+    fn set_each_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
+        self.later("set_each", self.timeout, self.set_each_op(items))
     }
 
     fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {

@@ -44,6 +44,11 @@ use crate::storage::Entry;
 
 /// Keys per L2 call of the writer.
 const BATCH: usize = 1_000;
+/// How long the writer lets writes gather after the first one before it sends them. Waking the
+/// writer (and L2) for every set would cost the callers more than the batching saves: on a
+/// 2-vCPU machine a wake-up per set put the writer's round trip into the sets' p99. One
+/// millisecond bounds the extra L2 lag and keeps the writer to at most ~1000 batches a second.
+const LINGER: Duration = Duration::from_millis(1);
 
 /// A value waiting for L2.
 #[derive(Debug, Clone)]
@@ -121,6 +126,7 @@ impl WriteQueue {
             return Pushed::Full;
         }
         let was_empty = st.queued.is_empty();
+        let was_below = st.queued.len() < BATCH;
         for (key, value) in items {
             let queued = Queued {
                 value: Arc::from(*value),
@@ -128,7 +134,8 @@ impl WriteQueue {
             };
             st.queued.insert((*key).to_owned(), queued);
         }
-        if was_empty {
+        // The writer sleeps on an empty queue; a full batch need not wait for the linger.
+        if was_empty || (was_below && st.queued.len() >= BATCH) {
             self.work.notify_one();
         }
         Pushed::Queued
@@ -213,11 +220,18 @@ impl WriteQueue {
         self.landed_async.notify_waiters();
     }
 
-    /// Waits for work; `false` once stopped with nothing left to send.
+    /// Waits for work, then up to [`LINGER`] more for a batch to gather; `false` once stopped
+    /// with nothing left to send.
     fn wait_for_work(&self) -> bool {
         let mut st = self.state.lock();
         while st.queued.is_empty() && !st.stop {
             self.work.wait(&mut st);
+        }
+        let deadline = Instant::now() + LINGER;
+        while !st.stop && st.queued.len() < BATCH {
+            if self.work.wait_until(&mut st, deadline).timed_out() {
+                break;
+            }
         }
         !st.queued.is_empty()
     }
