@@ -114,6 +114,14 @@ pub trait Storage: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Refuses, before anything is written anywhere, a value this level could never store (too
+    /// large for memcached's item limit, say), so that a write that does not wait for this
+    /// level (write-behind) still reports bad input to its caller. Default: every value fits.
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        let _ = (key, value_len);
+        Ok(())
+    }
+
     /// Deletes several keys; returns how many live entries were removed.
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         let mut removed = 0;

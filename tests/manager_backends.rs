@@ -589,3 +589,63 @@ fn with_fallback_an_oversized_value_is_still_an_error_and_leaves_no_trace() {
     );
     assert_eq!(cache.stats().consistency.queued, 0);
 }
+
+// ---- write-behind against real servers ----
+
+/// Write-behind against each real backend: writes land in L2 after `flush` (one pipelined
+/// batch, seen by a second instance), a delete issued right after a write wins, and a value the
+/// backend could never take is refused before anything is written.
+#[test]
+fn write_behind_lands_in_every_backend_and_deletes_win() {
+    let redis = RedisServer::start();
+    let memcached = MemcachedServer::start();
+    let cluster = RedisCluster::start();
+    let backends: [(&str, Vec<String>, &str); 3] = [
+        ("redis", vec![redis.addr()], ""),
+        ("memcached", vec![memcached.addr()], ""),
+        ("redis", cluster.addrs(), "cluster = true"),
+    ];
+    for (kind, hosts, extra) in backends {
+        let extra = format!("{extra}\nkey_prefix = \"wb:\"");
+        let behind = format!("{extra}\nwrite_mode = \"behind\"");
+        let writer = CacheManager::new(config_for(kind, &hosts, &behind)).unwrap();
+        let reader = CacheManager::new(config_for(kind, &hosts, &extra)).unwrap();
+        let items: Vec<(String, u32)> = (0..200).map(|i| (format!("k{i}"), i)).collect();
+        for (key, value) in &items {
+            writer.set(key, value, None).unwrap();
+        }
+        writer.delete("k7").unwrap();
+        writer.flush().unwrap();
+        let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+        let seen = reader.multi_get::<u32>(&keys).unwrap();
+        assert_eq!(
+            seen.len(),
+            199,
+            "{kind} {extra}: the reader saw {} keys",
+            seen.len()
+        );
+        assert!(
+            !seen.contains_key("k7"),
+            "{kind} {extra}: a write landed after its delete"
+        );
+        assert_eq!(seen["k199"], 199);
+        let stats = writer.stats();
+        assert_eq!(stats.distributed.errors, 0, "{kind} {extra}");
+        assert!(stats.consistency.write_behind_flushes >= 1, "{kind} {extra}");
+        assert_eq!(stats.consistency.write_behind_pending, 0, "{kind} {extra}");
+    }
+    // Bad input still reaches the caller, and neither level took the value.
+    let cache = CacheManager::new(config_for(
+        "memcached",
+        &[memcached.addr()],
+        "write_mode = \"behind\"",
+    ))
+    .unwrap();
+    let err = cache.set_raw("too-big", &vec![7u8; 2 << 20], None).unwrap_err();
+    assert!(
+        matches!(&err, Error::ValueTooLarge { key, .. } if key == "too-big"),
+        "{err:?}"
+    );
+    assert_eq!(cache.local().get("too-big").unwrap(), None);
+    assert_eq!(cache.stats().consistency.write_behind_pending, 0);
+}

@@ -31,6 +31,16 @@ const WORKERS: usize = 2;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn manager(kind: &str, cluster: bool, hosts: &[String], dir: &std::path::Path) -> CacheManager {
+    manager_with(kind, cluster, hosts, dir, "through")
+}
+
+fn manager_with(
+    kind: &str,
+    cluster: bool,
+    hosts: &[String],
+    dir: &std::path::Path,
+    write_mode: &str,
+) -> CacheManager {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
     CacheManager::new(
         CacheConfig::from_toml_str(&format!(
@@ -50,6 +60,7 @@ fn manager(kind: &str, cluster: bool, hosts: &[String], dir: &std::path::Path) -
             timeout_ms = {TIMEOUT_MS}
             breaker_failures = 2
             breaker_cooldown_ms = 200
+            write_mode = "{write_mode}"
             "#,
             dir.display().to_string(),
             hosts.join(", ")
@@ -134,6 +145,15 @@ fn breaker(cache: &CacheManager) -> uno_cache::BreakerStats {
     cache.stats().distributed.breaker.expect("a breaker")
 }
 
+/// Sets the flag when dropped, also while unwinding.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs the workload, calls `kill` once it is going, waits for the breaker to open, calls
 /// `restart`, waits for the breaker to close and a write of `{tag}after:N` to reach L2 (`tag`
 /// puts it on the restarted server), then checks what the workers saw.
@@ -153,6 +173,9 @@ fn outage_mid_workload(
     let stop = AtomicBool::new(false);
     let seen = Observed::default();
     std::thread::scope(|s| {
+        // A failed assertion below must stop the workers, or the scope would wait for them
+        // forever instead of reporting it.
+        let _stop_workers = StopOnDrop(&stop);
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
                 let (stop, seen) = (&stop, &seen);
@@ -182,6 +205,9 @@ fn outage_mid_workload(
             n += 1;
             let key = format!("{tag}after:{n}");
             cache.set(&key, &n, None).unwrap();
+            // Sends a write-behind batch now (and syncs L1; harmless otherwise). It fails while
+            // the breaker is still open.
+            let _ = cache.flush();
             breaker(cache).state == BreakerState::Closed
                 && cache.distributed().unwrap().get(&key).is_ok_and(|e| e.is_some())
         });
@@ -227,6 +253,50 @@ fn redis_killed_mid_workload_l1_serves_calls_stay_bounded_and_the_breaker_recove
         "",
         || server.lock().unwrap().kill(),
         || server.lock().unwrap().restart(),
+    );
+}
+
+/// The same outage with `write_mode = "behind"`: sets never wait for L2 at all, the writer's
+/// failed batches open the breaker and go to the replay queue, and once Redis is back the
+/// queue drains into it.
+#[test]
+fn redis_killed_mid_workload_with_write_behind_keeps_sets_local_and_replays_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Mutex::new(RedisServer::start());
+    let cache = manager_with(
+        "redis",
+        false,
+        &[server.lock().unwrap().addr()],
+        dir.path(),
+        "behind",
+    );
+    outage_mid_workload(
+        "redis, write-behind",
+        &cache,
+        "",
+        || server.lock().unwrap().kill(),
+        || server.lock().unwrap().restart(),
+    );
+    let stats = cache.stats().consistency;
+    assert!(stats.write_behind_failures > 0, "{stats:?}");
+    assert!(
+        stats.queued > 0,
+        "failed batches went to the replay queue: {stats:?}"
+    );
+    wait_for("the replay queue drained", Duration::from_secs(15), || {
+        let _ = cache.replay_now();
+        cache.stats().consistency.replay_pending == 0
+    });
+    // The newest value of a key written during the outage reached Redis.
+    let l2 = cache.distributed().unwrap();
+    let (key, newest) = (0..WORKERS)
+        .flat_map(|w| (0..500).map(move |i| format!("w:{w}:{i}")))
+        .find_map(|key| cache.get::<u64>(&key).unwrap().map(|v| (key, v)))
+        .expect("a key written by the workload");
+    let in_l2 = l2.get(&key).unwrap().expect("replayed into L2");
+    assert_eq!(
+        in_l2.value,
+        uno_cache::Codec::bincode().encode(&key, &newest).unwrap()
     );
 }
 

@@ -114,6 +114,11 @@ impl<L: Storage> Storage for Guarded<L> {
         self.record(probe, self.inner.set_many(items, ttl))
     }
 
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        // Local arithmetic, not a call: the breaker neither gates nor counts it.
+        self.inner.check_value(key, value_len)
+    }
+
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
         let probe = self.admit()?;
         self.record(probe, self.inner.set_each(items))

@@ -939,6 +939,27 @@ impl MemcachedStore {
             .collect())
     }
 
+    /// The server key of `key`, if a value of `len` bytes fits the item limit under it.
+    fn checked_key(&self, key: &str, len: usize) -> Result<String> {
+        check_key(key)?;
+        let (mapped, _) = self.server_key(key);
+        let max = self
+            .max_item_size
+            .saturating_sub(ITEM_OVERHEAD + envelope::HEADER_LEN + mapped.len());
+        if len > max {
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(key),
+                len,
+                max,
+                store: format!(
+                    "memcached (item limit {} bytes, less key, envelope and item header)",
+                    self.max_item_size
+                ),
+            });
+        }
+        Ok(mapped)
+    }
+
     fn set_calls(
         &self,
         items: &[(&str, &[u8])],
@@ -947,22 +968,7 @@ impl MemcachedStore {
         let now = self.clock.now_ms();
         let mut encoded: Vec<(String, Vec<u8>, u32)> = Vec::with_capacity(items.len());
         for (key, value) in items {
-            check_key(key)?;
-            let (mapped, _) = self.server_key(key);
-            let max = self
-                .max_item_size
-                .saturating_sub(ITEM_OVERHEAD + envelope::HEADER_LEN + mapped.len());
-            if value.len() > max {
-                return Err(Error::ValueTooLarge {
-                    key: key_for_error(key),
-                    len: value.len(),
-                    max,
-                    store: format!(
-                        "memcached (item limit {} bytes, less key, envelope and item header)",
-                        self.max_item_size
-                    ),
-                });
-            }
+            let mapped = self.checked_key(key, value.len())?;
             let ttl_ms = effective_ttl(key, ttl, self.default_ttl)?.map(ceil_ms);
             let bytes = envelope::encode(value, ttl_ms.map(|ms| now.saturating_add(ms)));
             encoded.push((mapped, bytes, exptime(now, ttl_ms)));
@@ -1093,6 +1099,10 @@ fn scatter(len: usize, parts: Vec<Found>) -> Vec<Option<Entry>> {
 impl Storage for MemcachedStore {
     fn name(&self) -> &str {
         LEVEL
+    }
+
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        self.checked_key(key, value_len).map(drop)
     }
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {

@@ -27,6 +27,20 @@ const LEVEL: &str = "redis";
 const MAX_REDIS_VALUE: usize = 512 * 1024 * 1024;
 /// Longest TTL sent as `PX`; Redis refuses expiries that overflow its millisecond clock.
 const MAX_PX_MS: u64 = 1 << 52;
+/// Refuses an empty key or a value over Redis's string limit (less the envelope).
+fn check_value(key: &str, len: usize) -> Result<()> {
+    check_key(key)?;
+    if len > MAX_REDIS_VALUE - envelope::HEADER_LEN {
+        return Err(Error::ValueTooLarge {
+            key: key_for_error(key),
+            len,
+            max: MAX_REDIS_VALUE - envelope::HEADER_LEN,
+            store: "Redis (512 MiB per string value)".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Keys per `SCAN` step and per `UNLINK` batch.
 const SCAN_BATCH: usize = 1_000;
 const CLUSTER_SLOTS: u16 = 16_384;
@@ -884,15 +898,7 @@ impl RedisStore {
 
     /// Builds `SET key envelope [PX ms]` for one item.
     fn set_cmd(&self, key: &str, value: &[u8], ttl: Option<Duration>, now_ms: u64) -> Result<Cmd> {
-        check_key(key)?;
-        if value.len() > MAX_REDIS_VALUE - envelope::HEADER_LEN {
-            return Err(Error::ValueTooLarge {
-                key: key_for_error(key),
-                len: value.len(),
-                max: MAX_REDIS_VALUE - envelope::HEADER_LEN,
-                store: "Redis (512 MiB per string value)".to_owned(),
-            });
-        }
+        check_value(key, value.len())?;
         let ttl_ms = effective_ttl(key, ttl, self.default_ttl)?.map(|ttl| ceil_ms(ttl).min(MAX_PX_MS));
         let bytes = envelope::encode(value, ttl_ms.map(|ms| now_ms.saturating_add(ms)));
         let mut cmd = redis::cmd("SET");
@@ -1396,6 +1402,10 @@ async fn scan_unlink_cluster(
 impl Storage for RedisStore {
     fn name(&self) -> &str {
         LEVEL
+    }
+
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        check_value(key, value_len)
     }
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {

@@ -300,6 +300,17 @@ impl Shared {
         Some(queue.push(items, expires_at_ms, || self.must_queue(keys)))
     }
 
+    /// With write-behind on, refuses before L1 is written a value L2 could never take: the
+    /// caller will not see L2's answer, so bad input must be caught here.
+    pub(crate) fn check_behind(&self, items: &[(&str, &[u8])]) -> Result<()> {
+        if let (Some(_), Some(l2)) = (&self.behind, &self.l2) {
+            for (key, value) in items {
+                l2.check_value(key, value.len())?;
+            }
+        }
+        Ok(())
+    }
+
     /// A value waiting for L2 answers a read that missed L1 (call after taking the ticket).
     pub(crate) fn read_behind(&self, key: &str) -> Option<Vec<u8>> {
         let value = self.behind.as_ref()?.lookup(key)?;

@@ -140,6 +140,14 @@ impl Storage for Deferred {
         self.level("set_many")?.set_many(items, ttl)
     }
 
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        // Not connected yet: the limit is unknown, and the write will be refused then if need be.
+        match self.slot.level.read().clone() {
+            Some(level) => level.check_value(key, value_len),
+            None => Ok(()),
+        }
+    }
+
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
         self.level("set_each")?.set_each(items)
     }

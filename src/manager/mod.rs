@@ -861,6 +861,7 @@ impl CacheManager {
         single: bool,
     ) -> Result<()> {
         let s = &self.shared;
+        s.check_behind(items)?;
         let _writing = s.guard.write(keys.iter().copied());
         s.write_l1(items, ttl)?;
         let out = match s.route_write(keys, items, ttl) {
@@ -1109,6 +1110,7 @@ impl CacheManager {
         single: bool,
     ) -> Result<()> {
         let s = &self.shared;
+        s.check_behind(items)?;
         let _writing = s.guard.write(keys.iter().copied());
         s.write_l1(items, ttl)?;
         let out = match s.route_write(keys, items, ttl) {
