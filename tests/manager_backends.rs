@@ -528,14 +528,22 @@ fn a_bad_url_fails_construction_naming_it() {
         ("redis://127.0.0.1:notaport", "redis://127.0.0.1:notaport"),
         ("\"ftp\"", "ftp://127.0.0.1:6379"),
     ] {
-        let err = CacheManager::new(config_for("redis", &[host.to_owned()], "")).unwrap_err();
-        assert!(
-            matches!(err, Error::Config { .. } | Error::Backend { .. }),
-            "{host}: {err:?}"
-        );
-        let text = err.to_string();
-        assert!(text.contains(named), "{host}: {text}");
-        assert!(text.contains("hosts[0]"), "names the entry: {text}");
+        // With fallback on too: a configuration mistake is not an outage to wait out.
+        for fallback in [false, true] {
+            let mut config = config_for("redis", &[host.to_owned()], "");
+            config.fallback_on_error = fallback;
+            let err = CacheManager::new(config).unwrap_err();
+            assert!(
+                matches!(err, Error::Config { .. } | Error::Backend { .. }),
+                "{host}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(named), "{host}: {text}");
+            assert!(
+                text.contains("distributed.hosts[0]"),
+                "names the configuration entry: {text}"
+            );
+        }
     }
 }
 

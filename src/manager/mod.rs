@@ -4,6 +4,7 @@
 //! |----------|----------------------------------------------------------------------|
 //! | `policy` | the read, write, delete, TTL, backfill and fallback rules            |
 //! | `guard`  | keeps a backfill from landing after a racing write or delete         |
+//! | `behind` | write-behind: the queue of L2 writes and the thread that sends them   |
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |
 //! | `global` | the process-wide instance                                            |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
@@ -417,10 +418,28 @@ fn memcached_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> Memc
 
 /// Connects the configured L2 (for the background connector).
 fn connect_distributed(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
-    Ok(match d.kind {
-        DistributedKind::Redis => Arc::new(RedisStore::connect(redis_options(d, clock))?),
-        DistributedKind::Memcached => Arc::new(MemcachedStore::connect(memcached_options(d, clock))?),
-    })
+    let level: Result<Arc<dyn Storage>> = match d.kind {
+        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock)).map(|l| Arc::new(l) as _),
+        DistributedKind::Memcached => {
+            MemcachedStore::connect(memcached_options(d, clock)).map(|l| Arc::new(l) as _)
+        }
+    };
+    level.map_err(in_config_terms)
+}
+
+/// A level names its own option (`redis.hosts[0]`); a manager built from configuration names
+/// the configuration field the user wrote (`distributed.hosts[0]`).
+fn in_config_terms(err: Error) -> Error {
+    match err {
+        Error::Config { field, reason } => {
+            let field = match field.split_once('.') {
+                Some(("redis" | "memcached", rest)) => format!("distributed.{rest}"),
+                _ => field,
+            };
+            Error::Config { field, reason }
+        }
+        other => other,
+    }
 }
 
 /// Connects the L2 that `distributed` describes, behind a circuit breaker; `None` if it is not
@@ -452,9 +471,10 @@ fn build_distributed(
         DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
     };
-    let level = match connected {
+    let level = match connected.map_err(in_config_terms) {
         Ok(level) => level,
-        Err(e) if fallback => {
+        // A configuration mistake is not an outage: retrying in the background cannot fix it.
+        Err(e) if fallback && !matches!(e, Error::Config { .. }) => {
             let (config, level_clock) = (d.clone(), Arc::clone(clock));
             let connect: deferred::Connect = Box::new(move || connect_distributed(&config, &level_clock));
             let deferred = Deferred::start(name, cool_down.max(Duration::from_millis(1)), connect, &e)?;

@@ -12,7 +12,8 @@
 //!   has no expiry; no backfill if it has none left), unless a write or delete of the key raced
 //!   the L2 read (see `guard`).
 //! - set: L1 with `min(ttl, local.ttl)`, L2 with `min(ttl, distributed.ttl)`; no TTL → each
-//!   level's TTL from the configuration.
+//!   level's TTL from the configuration. With `write_mode = "behind"` the L2 write is queued
+//!   for a writer thread instead (see `behind`).
 //! - delete: both levels (L2 is tried even when L1 failed).
 //! - batches: one L1 call, then one L2 call for the keys L1 did not answer.
 //! - `fallback_on_error = true`: an L2 failure is counted, logged and hidden (a miss on read,
