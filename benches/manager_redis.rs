@@ -10,7 +10,7 @@
 //!   set and overall p99. Aim: at least 10× the throughput and a lower p99.
 //!
 //! `cargo bench --bench manager_redis` (about a minute with `-- --quick` or
-//! `UNO_BENCH_QUICK=1`). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
+//! `UNO_BENCH_QUICK=1`; `UNO_BENCH_ONLY=multi_get` or `zipf` runs one part). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
 //! throughput, peer/ours for latencies). A loopback round trip on a 2-vCPU machine costs ~22 µs
 //! when client and server share a vCPU and ~120 µs when they do not, so every comparison runs
 //! in both placements (`taskset`: client on CPU 0, server on CPU 0 or 1), labelled `same-cpu`
@@ -350,6 +350,11 @@ fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usi
     );
 }
 
+/// `UNO_BENCH_ONLY=multi_get` (or `zipf`) runs only that part, for profiling.
+fn wanted(part: &str) -> bool {
+    std::env::var("UNO_BENCH_ONLY").map_or(true, |only| only == part)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("UNO_BENCH_QUICK").is_some();
     let p = if quick {
@@ -371,9 +376,11 @@ fn main() {
     for (round, (place, server_cpu)) in [("same-cpu", 0), ("split-cpu", 1)].into_iter().enumerate() {
         pin(server_pid, server_cpu);
         pin(std::process::id(), 0);
-        bench_multi_get(place, &p, &server, round, "file");
-        bench_multi_get(place, &p, &server, round, "memory");
-        for write_mode in ["through", "behind"] {
+        if wanted("multi_get") {
+            bench_multi_get(place, &p, &server, round, "file");
+            bench_multi_get(place, &p, &server, round, "memory");
+        }
+        for write_mode in ["through", "behind"].into_iter().filter(|_| wanted("zipf")) {
             for l1_holds_all in [false, true] {
                 bench_zipf(
                     place,
