@@ -278,6 +278,8 @@ fn multi_get_asks_l2_for_the_l1_misses_and_backfills_each(b: &mut Backend, prefi
     let got = cache.multi_get::<u32>(&["a", "b", "c", "d"]).unwrap();
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!((got["a"], got["b"], got["c"]), (1, 2, 3));
+    // A batch's backfill is written by the backfill thread; flush waits for it.
+    cache.flush().unwrap();
     assert_eq!(l1_expiry(&cache, "b"), Some(t0 + 5 * SECOND_MS));
     assert_eq!(l1_expiry(&cache, "c"), Some(t0 + LOCAL_TTL_S * SECOND_MS));
     let stats = cache.stats();
@@ -349,7 +351,9 @@ fn multi_get_of_100_keys_is_one_mget_per_node_or_slot(b: &mut Backend, prefix: &
         if keys[0].starts_with('{') {
             assert_eq!(sent.iter().sum::<u64>(), 1, "one slot, one MGET");
         }
-        // The keys are in L1 now: the same multi_get does not reach L2.
+        // The keys are in L1 once the backfill thread wrote them: the same multi_get does not
+        // reach L2.
+        reader.flush().unwrap();
         let mget_before = calls("mget");
         assert_eq!(reader.multi_get::<u32>(&keys).unwrap().len(), 100);
         assert_eq!(calls("mget"), mget_before);

@@ -290,7 +290,9 @@ fn multi_get_makes_one_l1_pass_and_one_l2_batch_for_the_misses() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].op, "get_many");
     assert_eq!(calls[0].keys, ["b", "c", "d"]);
-    // Both L2 hits were backfilled, each with its own TTL bound.
+    // Both L2 hits were backfilled (by the backfill thread; flush waits for it), each with its
+    // own TTL bound.
+    s.cache.flush().unwrap();
     assert_eq!(
         expiry_ms(&s.l1.get("b").unwrap().unwrap()),
         Some(START_MS + 5 * SECOND_MS)
@@ -409,6 +411,7 @@ fn a_batch_backfill_skips_only_the_key_deleted_during_the_l2_read() {
         gate.release();
         assert_eq!(reader.join().unwrap().len(), 2);
     });
+    s.cache.flush().unwrap();
     assert_eq!(s.l1.get("a").unwrap().unwrap().value, encoded(&1u32));
     assert_eq!(s.l1.get("b").unwrap(), None, "a deleted key was backfilled");
     // "a" and "b" may share a guard stripe, which skips "a" too; never the other way round.

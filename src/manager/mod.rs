@@ -5,6 +5,7 @@
 //! | `policy` | the read, write, delete, TTL, backfill and fallback rules            |
 //! | `guard`  | keeps a backfill from landing after a racing write or delete         |
 //! | `behind` | write-behind: the queue of L2 writes and the thread that sends them   |
+//! | `fill`   | backfills of batch reads, written by a background thread             |
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |
 //! | `global` | the process-wide instance                                            |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
@@ -24,6 +25,7 @@ mod behind;
 mod consistency;
 mod deferred;
 mod events;
+mod fill;
 mod global;
 mod guard;
 mod loader;
@@ -44,6 +46,7 @@ use self::behind::{WriteQueue, Writer};
 use self::consistency::Receiver;
 use self::deferred::Deferred;
 pub use self::events::InvalidationEvent;
+use self::fill::{FillQueue, Filler};
 use self::guard::BackfillGuard;
 use self::loader::{Flights, Role};
 use self::offline::Replayer;
@@ -267,7 +270,13 @@ impl CacheManagerBuilder {
                 ))
             }),
             behind_writer: OnceLock::new(),
+            fills: l2_present.then(|| Arc::new(FillQueue::default())),
+            filler: OnceLock::new(),
         });
+        if let Some(queue) = &shared.fills {
+            let filler = Filler::start(Arc::downgrade(&shared), Arc::clone(queue))?;
+            let _ = shared.filler.set(filler);
+        }
         if let Some(queue) = &shared.behind {
             let writer = Writer::start(Arc::downgrade(&shared), Arc::clone(queue))?;
             let _ = shared.behind_writer.set(writer);
@@ -1312,11 +1321,16 @@ impl CacheManager {
         Ok(dropped)
     }
 
-    /// Makes both levels' completed writes durable, where they have such a notion.
+    /// Finishes the background work and makes both levels' completed writes durable, where
+    /// they have such a notion: waits for queued backfills of batch reads, sends queued
+    /// write-behind writes, then flushes L1 (fsync for the file store) and L2.
     ///
     /// # Errors
     /// The first level's error.
     pub fn flush(&self) -> Result<()> {
+        if let Some(fills) = &self.shared.fills {
+            fills.drain();
+        }
         self.shared.drain_behind();
         self.shared.l1.flush()?;
         match &self.shared.l2 {

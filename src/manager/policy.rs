@@ -15,7 +15,8 @@
 //!   level's TTL from the configuration. With `write_mode = "behind"` the L2 write is queued
 //!   for a writer thread instead (see `behind`).
 //! - delete: both levels (L2 is tried even when L1 failed).
-//! - batches: one L1 call, then one L2 call for the keys L1 did not answer.
+//! - batches: one L1 call, then one L2 call for the keys L1 did not answer; the L2 hits of a
+//!   batch are backfilled by the backfill thread after the call returns (see `fill`).
 //! - `fallback_on_error = true`: an L2 failure is counted, logged and hidden (a miss on read,
 //!   L1-only on write); `false`: it reaches the caller. A failed L1 *write* always reaches the
 //!   caller (L1 might still serve the old value otherwise); L2 is then not written.
@@ -26,6 +27,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::behind::{Pushed, WriteQueue, Writer};
+use super::fill::{Fill, FillQueue, Filler};
 use super::guard::{BackfillGuard, Ticket};
 use super::loader::Flights;
 use super::offline::Replayer;
@@ -83,6 +85,10 @@ pub(crate) struct Shared {
     pub(crate) behind: Option<Arc<WriteQueue>>,
     /// The write-behind writer thread; stopped on drop.
     pub(crate) behind_writer: OnceLock<Writer>,
+    /// Backfills of batch reads waiting for the backfill thread (with an L2).
+    pub(crate) fills: Option<Arc<FillQueue>>,
+    /// The backfill thread; stopped on drop.
+    pub(crate) filler: OnceLock<Filler>,
 }
 
 impl Drop for Shared {
@@ -467,32 +473,50 @@ impl Shared {
         Ok(())
     }
 
-    /// [`backfill`](Self::backfill) for the L2 hits of a batch: one guarded L1 write (one
-    /// `pwrite` for the file store) instead of one per key, each entry with its own TTL.
+    /// [`backfill`](Self::backfill) for the L2 hits of a batch: queued for the backfill thread
+    /// (see `fill`), or written here when there is no thread. One hit is written inline.
     fn backfill_many(&self, hits: &[(&str, Ticket, Entry)]) {
         if let [(key, ticket, entry)] = hits {
             self.backfill(key, *ticket, entry);
             return;
         }
-        let candidates: Vec<(&str, Ticket, &[u8], Duration)> = hits
+        let fills: Vec<Fill> = hits
             .iter()
             .filter_map(|(key, ticket, entry)| {
-                self.backfill_ttl(entry)
-                    .map(|ttl| (*key, *ticket, entry.value.as_slice(), ttl))
+                self.backfill_ttl(entry).map(|ttl| Fill {
+                    key: (*key).to_owned(),
+                    value: entry.value.clone(),
+                    ttl,
+                    ticket: *ticket,
+                })
             })
             .collect();
-        if candidates.is_empty() {
+        if fills.is_empty() {
             return;
         }
-        let tickets: Vec<Ticket> = candidates.iter().map(|c| c.1).collect();
+        match &self.fills {
+            Some(queue) => {
+                let n = fills.len() as u64;
+                if !queue.push(fills) {
+                    self.metrics.backfills_skipped.add(n);
+                }
+            }
+            None => self.apply_fills(&fills),
+        }
+    }
+
+    /// Writes a batch of backfills into L1 with one guarded call (one `pwrite` for the file
+    /// store), each entry with its own TTL, skipping those a write overtook.
+    pub(crate) fn apply_fills(&self, fills: &[Fill]) {
+        let tickets: Vec<Ticket> = fills.iter().map(|f| f.ticket).collect();
         let mut written = 0;
         let mut result = Ok(());
         self.guard.backfill_many_if_current(&tickets, |current| {
-            let items: Vec<(&str, &[u8], Option<Duration>)> = candidates
+            let items: Vec<(&str, &[u8], Option<Duration>)> = fills
                 .iter()
                 .zip(current)
                 .filter(|(_, current)| **current)
-                .map(|((key, _, value, ttl), _)| (*key, *value, Some(*ttl)))
+                .map(|(f, _)| (f.key.as_str(), f.value.as_slice(), Some(f.ttl)))
                 .collect();
             written = items.len() as u64;
             if items.is_empty() {
@@ -511,12 +535,10 @@ impl Shared {
                 }
             }
         });
-        self.metrics
-            .backfills_skipped
-            .add(candidates.len() as u64 - written);
+        self.metrics.backfills_skipped.add(fills.len() as u64 - written);
         if let Err(e) = result {
             self.metrics.local.errors.incr();
-            tracing::warn!(error = %e, "backfilling L1 failed; the read goes on");
+            tracing::warn!(error = %e, "backfilling L1 failed; the read went on");
             if !e.is_bad_input() {
                 return;
             }
@@ -759,6 +781,8 @@ mod tests {
             distrust_l1: AtomicBool::new(false),
             behind: None,
             behind_writer: OnceLock::new(),
+            fills: None,
+            filler: OnceLock::new(),
         }
     }
 
