@@ -352,23 +352,7 @@ impl Shared {
         suspects: &mut HashMap<&'k str, Entry>,
     ) -> Result<Vec<&'k str>> {
         if self.check_freshness.load(Ordering::Relaxed) {
-            // Freshness is per key: one checked read each (L1 is local).
-            let mut ask = Vec::new();
-            for key in keys {
-                match self.plan_read(key)? {
-                    Plan::Done(Some(value)) => {
-                        out.insert((*key).to_owned(), value);
-                    }
-                    Plan::Done(None) => {}
-                    Plan::AskL2(suspect) => {
-                        if let Some(entry) = suspect {
-                            suspects.insert(key, entry);
-                        }
-                        ask.push(*key);
-                    }
-                }
-            }
-            return Ok(ask);
+            return self.read_many_l1_checked(keys, out, suspects);
         }
         let m = &self.metrics.local;
         let start = stats::sample_l1();
@@ -396,6 +380,55 @@ impl Shared {
             }
         }
         Ok(self.drop_pending(missed))
+    }
+
+    /// [`read_many_l1`](Self::read_many_l1) while L1 entries may be suspect: freshness is per
+    /// key, so one checked read each (L1 is local). Trusted hits and plain misses are counted
+    /// once for the batch; a suspect entry or an error takes the single-read path.
+    fn read_many_l1_checked<'k>(
+        &self,
+        keys: &[&'k str],
+        out: &mut HashMap<String, Vec<u8>>,
+        suspects: &mut HashMap<&'k str, Entry>,
+    ) -> Result<Vec<&'k str>> {
+        let m = &self.metrics.local;
+        let distrust = self.distrust_l1.load(Ordering::Relaxed);
+        let start = stats::sample_l1();
+        let (mut hits, mut misses) = (0u64, 0u64);
+        let mut missed = Vec::new();
+        let mut other = Vec::new();
+        for key in keys {
+            match self.l1.get_checked(key) {
+                Ok(Some((entry, Freshness::Trusted))) if !distrust => {
+                    hits += 1;
+                    out.insert((*key).to_owned(), entry.value);
+                }
+                Ok(None) => {
+                    misses += 1;
+                    missed.push(*key);
+                }
+                _ => other.push(*key),
+            }
+        }
+        m.get_latency.record_since(start);
+        m.hits.add(hits);
+        m.misses.add(misses);
+        let mut ask = self.drop_pending(missed);
+        for key in other {
+            match self.plan_read(key)? {
+                Plan::Done(Some(value)) => {
+                    out.insert(key.to_owned(), value);
+                }
+                Plan::Done(None) => {}
+                Plan::AskL2(suspect) => {
+                    if let Some(entry) = suspect {
+                        suspects.insert(key, entry);
+                    }
+                    ask.push(key);
+                }
+            }
+        }
+        Ok(ask)
     }
 
     /// Removes the keys with a queued replay op (counted as misses): L2 must not answer them.
@@ -446,26 +479,26 @@ impl Shared {
             }
         };
         let mut found = found.into_iter();
-        let mut hits = Vec::new();
+        let mut hits = Vec::with_capacity(missed.len());
+        let mut misses = 0;
         for (key, ticket) in missed.iter().zip(tickets) {
             let answer = found.next().flatten();
-            if let Some(entry) = suspects.remove(key) {
-                if let Some(value) = self.settle_suspect(key, entry, *ticket, Ok(answer))? {
-                    out.insert((*key).to_owned(), value);
+            if !suspects.is_empty() {
+                if let Some(entry) = suspects.remove(key) {
+                    if let Some(value) = self.settle_suspect(key, entry, *ticket, Ok(answer))? {
+                        out.insert((*key).to_owned(), value);
+                    }
+                    continue;
                 }
-                continue;
             }
             match answer {
-                Some(entry) => {
-                    m.hits.incr();
-                    hits.push((*key, *ticket, entry));
-                }
-                None => {
-                    m.misses.incr();
-                    self.miss(1);
-                }
+                Some(entry) => hits.push((*key, *ticket, entry)),
+                None => misses += 1,
             }
         }
+        m.hits.add(hits.len() as u64);
+        m.misses.add(misses as u64);
+        self.miss(misses);
         self.backfill_many(&hits);
         for (key, _, entry) in hits {
             out.insert(key.to_owned(), entry.value);
