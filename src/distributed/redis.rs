@@ -915,7 +915,11 @@ impl RedisStore {
         let ttl_ms = effective_ttl(key, ttl, self.default_ttl)?.map(|ttl| ceil_ms(ttl).min(MAX_PX_MS));
         let bytes = envelope::encode(value, ttl_ms.map(|ms| now_ms.saturating_add(ms)));
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.full_key(key)).arg(bytes);
+        cmd.arg(FullKey {
+            prefix: &self.prefix,
+            key,
+        })
+        .arg(bytes);
         if let Some(ms) = ttl_ms {
             cmd.arg("PX").arg(ms);
         }
@@ -996,19 +1000,29 @@ impl RedisStore {
         Ok(self.send_sets("set_each", self.set_each_commands(items)?))
     }
 
-    fn full_keys(&self, keys: &[&str]) -> Result<Vec<String>> {
-        keys.iter()
-            .map(|key| {
-                check_key(key)?;
-                Ok(self.full_key(key))
-            })
-            .collect()
+    /// `name key…` with every key checked and prefixed (blocking path).
+    fn keyed_cmd(&self, name: &str, keys: &[&str]) -> Result<Cmd> {
+        let mut cmd = redis::cmd(name);
+        for key in keys {
+            check_key(key)?;
+            cmd.arg(FullKey {
+                prefix: &self.prefix,
+                key,
+            });
+        }
+        Ok(cmd)
     }
 
     /// A `SET` with the hash slot of its key (for routing on a cluster).
     fn slotted_set(&self, key: &str, value: &[u8], ttl: Option<Duration>, now_ms: u64) -> Result<(u16, Cmd)> {
         let cmd = self.set_cmd(key, value, ttl, now_ms)?;
-        Ok((key_slot(self.full_key(key).as_bytes()), cmd))
+        // Only a cluster routes by slot.
+        let slot = if self.is_cluster() {
+            key_slot(self.full_key(key).as_bytes())
+        } else {
+            0
+        };
+        Ok((slot, cmd))
     }
 
     /// Sends `SET`s as one pipeline (standalone) or one pipeline per node (cluster).
@@ -1351,6 +1365,23 @@ fn call_error(op: &'static str, timeout: Duration, err: &RedisError) -> Error {
     }
 }
 
+/// `prefix + key` as one command argument, written straight into the command's buffer (no
+/// `String` per key on the blocking path).
+struct FullKey<'a> {
+    prefix: &'a str,
+    key: &'a str,
+}
+
+impl redis::ToRedisArgs for FullKey<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write as _;
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's in-memory buffer cannot fail.
+        let _ = arg.write_all(self.prefix.as_bytes());
+        let _ = arg.write_all(self.key.as_bytes());
+    }
+}
+
 /// A `GET` reply as an entry of `key`.
 fn decode_one(key: &str, raw: Option<Vec<u8>>, now_ms: u64) -> Result<Option<Entry>> {
     match raw {
@@ -1571,9 +1602,8 @@ impl Storage for RedisStore {
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {
         if let Some(pool) = &self.pool {
-            check_key(key)?;
-            let full = self.full_key(key);
-            let raw = pool.run("get", self.timeout, |c| redis::cmd("GET").arg(&full).query(c))?;
+            let cmd = self.keyed_cmd("GET", &[key])?;
+            let raw = pool.run("get", self.timeout, |c| cmd.query(c))?;
             return decode_one(key, raw, self.clock.now_ms());
         }
         self.blocking("get", self.timeout, self.get_op(key))
@@ -1589,11 +1619,8 @@ impl Storage for RedisStore {
 
     fn delete(&self, key: &str) -> Result<bool> {
         if let Some(pool) = &self.pool {
-            check_key(key)?;
-            let full = self.full_key(key);
-            let removed: i64 = pool.run("delete", self.timeout, |c| {
-                redis::cmd("UNLINK").arg(&full).query(c)
-            })?;
+            let cmd = self.keyed_cmd("UNLINK", &[key])?;
+            let removed: i64 = pool.run("delete", self.timeout, |c| cmd.query(c))?;
             return Ok(removed > 0);
         }
         self.blocking("delete", self.timeout, self.delete_op(key))
@@ -1601,13 +1628,11 @@ impl Storage for RedisStore {
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
         if let Some(pool) = &self.pool {
-            let full = self.full_keys(keys)?;
-            if full.is_empty() {
+            let cmd = self.keyed_cmd("MGET", keys)?;
+            if keys.is_empty() {
                 return Ok(Vec::new());
             }
-            let raw = pool.run("get_many", self.timeout, |c| {
-                redis::cmd("MGET").arg(&full).query(c)
-            })?;
+            let raw = pool.run("get_many", self.timeout, |c| cmd.query(c))?;
             return decode_many(keys, raw, self.clock.now_ms());
         }
         self.blocking("get_many", self.timeout, self.get_many_op(keys))
@@ -1631,13 +1656,11 @@ impl Storage for RedisStore {
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         if let Some(pool) = &self.pool {
-            let full = self.full_keys(keys)?;
-            if full.is_empty() {
+            let cmd = self.keyed_cmd("UNLINK", keys)?;
+            if keys.is_empty() {
                 return Ok(0);
             }
-            let removed: i64 = pool.run("delete_many", self.timeout, |c| {
-                redis::cmd("UNLINK").arg(&full).query(c)
-            })?;
+            let removed: i64 = pool.run("delete_many", self.timeout, |c| cmd.query(c))?;
             return Ok(u64::try_from(removed).unwrap_or(0));
         }
         self.blocking("delete_many", self.timeout, self.delete_many_op(keys))
