@@ -17,25 +17,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use manager_support::{ScriptedStore, START_MS};
-use uno_cache::{CacheConfig, CacheManager, Error, ManualClock, MemoryStore, Storage};
+use manager_support::ScriptedStore;
+use uno_cache::{CacheConfig, CacheManager, Error, MemoryStore, Storage};
 
 fn setup(fallback: bool) -> (CacheManager, Arc<MemoryStore>, Arc<ScriptedStore>) {
-    let clock = ManualClock::new(START_MS);
-    let l1 = Arc::new(MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap());
-    let l2 = ScriptedStore::new("scripted", &clock);
-    let config = CacheConfig {
+    let s = manager_support::scripted(CacheConfig {
         fallback_on_error: fallback,
         ..CacheConfig::default()
-    };
-    let cache = CacheManager::builder()
-        .config(config)
-        .local(l1.clone())
-        .distributed(l2.clone())
-        .clock(Arc::new(clock))
-        .build()
-        .unwrap();
-    (cache, l1, l2)
+    });
+    (s.cache, s.l1, s.l2)
 }
 
 /// Every async operation once; returns nothing but asserts the results.

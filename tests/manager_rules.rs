@@ -17,18 +17,11 @@ mod manager_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use manager_support::{expiry_ms, ScriptedStore, START_MS};
+use manager_support::{expiry_ms, Scripted, ScriptedStore, START_MS};
 use uno_cache::{CacheConfig, CacheManager, Codec, Error, ManualClock, MemoryStore, Storage, StorageSize};
 
 const LOCAL_TTL: Duration = Duration::from_secs(60);
 const DISTRIBUTED_TTL: Duration = Duration::from_secs(600);
-
-struct Setup {
-    cache: CacheManager,
-    l1: Arc<MemoryStore>,
-    l2: Arc<ScriptedStore>,
-    clock: ManualClock,
-}
 
 fn config(fallback: bool) -> CacheConfig {
     let mut config = CacheConfig {
@@ -40,22 +33,8 @@ fn config(fallback: bool) -> CacheConfig {
     config
 }
 
-fn setup_with(config: CacheConfig) -> Setup {
-    let clock = ManualClock::new(START_MS);
-    let l1 = Arc::new(MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap());
-    let l2 = ScriptedStore::new("scripted", &clock);
-    let cache = CacheManager::builder()
-        .config(config)
-        .local(l1.clone())
-        .distributed(l2.clone())
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    Setup { cache, l1, l2, clock }
-}
-
-fn setup(fallback: bool) -> Setup {
-    setup_with(config(fallback))
+fn setup(fallback: bool) -> Scripted {
+    manager_support::scripted(config(fallback))
 }
 
 fn encoded<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -343,7 +322,7 @@ fn multi_set_and_multi_delete_make_one_call_per_level() {
 fn without_multi_level_the_manager_is_l1_alone() {
     let mut config = config(true);
     config.use_multi_level = false;
-    let s = setup_with(config);
+    let s = manager_support::scripted(config);
     s.l2.put_raw("k", &encoded(&1u8), 0);
     assert_eq!(s.cache.get::<u8>("k").unwrap(), None);
     s.cache.set("a", &1u8, None).unwrap();

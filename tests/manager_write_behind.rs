@@ -14,19 +14,13 @@
 mod manager_support;
 
 use std::path::Path;
-use std::sync::Arc;
+
 use std::time::Duration;
 
-use manager_support::{ScriptedStore, START_MS};
-use uno_cache::{CacheConfig, CacheManager, Codec, Error, ManualClock, MemoryStore, Storage, WriteMode};
+use manager_support::{Scripted, START_MS};
+use uno_cache::{CacheConfig, Codec, Error, Storage, WriteMode};
 
 const DISTRIBUTED_TTL: Duration = Duration::from_secs(600);
-
-struct Setup {
-    cache: CacheManager,
-    l1: Arc<MemoryStore>,
-    l2: Arc<ScriptedStore>,
-}
 
 fn config(max_keys: usize, replay_dir: Option<&Path>) -> CacheConfig {
     let mut config = CacheConfig::default();
@@ -37,21 +31,11 @@ fn config(max_keys: usize, replay_dir: Option<&Path>) -> CacheConfig {
     config
 }
 
-fn setup_with(config: CacheConfig) -> Setup {
-    let clock = ManualClock::new(START_MS);
-    let l1 = Arc::new(MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap());
-    let l2 = ScriptedStore::new("scripted", &clock);
-    let cache = CacheManager::builder()
-        .config(config)
-        .local(l1.clone())
-        .distributed(l2.clone())
-        .clock(Arc::new(clock))
-        .build()
-        .unwrap();
-    Setup { cache, l1, l2 }
+fn setup_with(config: CacheConfig) -> Scripted {
+    manager_support::scripted(config)
 }
 
-fn setup() -> Setup {
+fn setup() -> Scripted {
     setup_with(config(10_000, None))
 }
 
@@ -59,7 +43,7 @@ fn encoded(value: u32) -> Vec<u8> {
     Codec::bincode().encode("k", &value).unwrap()
 }
 
-fn l2_value(s: &Setup, key: &str) -> Option<Vec<u8>> {
+fn l2_value(s: &Scripted, key: &str) -> Option<Vec<u8>> {
     s.l2.peek(key).map(|(value, _)| value)
 }
 
@@ -203,7 +187,7 @@ fn dropping_the_manager_sends_what_is_queued() {
     let s = setup();
     let items: Vec<(String, u32)> = (0..50).map(|i| (format!("k{i}"), i)).collect();
     s.cache.multi_set(items, None).unwrap();
-    let Setup { cache, l2, .. } = s;
+    let Scripted { cache, l2, .. } = s;
     drop(cache);
     for i in 0..50u32 {
         assert_eq!(

@@ -31,11 +31,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::background::Background;
 use super::guard::Ticket;
 use super::policy::Shared;
 use crate::error::{key_for_error, Error, Result};
@@ -242,49 +242,21 @@ impl WriteQueue {
     }
 }
 
-/// Owns the writer thread; dropping it stops and joins the thread.
-pub(crate) struct Writer {
-    queue: Arc<WriteQueue>,
-    thread: Option<JoinHandle<()>>,
-    thread_id: ThreadId,
-}
-
-impl Writer {
-    pub(crate) fn start(shared: Weak<Shared>, queue: Arc<WriteQueue>) -> Result<Writer> {
-        let theirs = Arc::clone(&queue);
-        let thread = std::thread::Builder::new()
-            .name("uno-cache-l2-writer".into())
-            .spawn(move || {
-                while theirs.wait_for_work() {
-                    let Some(shared) = shared.upgrade() else {
-                        return;
-                    };
-                    shared.send_behind();
-                }
-            })
-            .map_err(|e| Error::Backend {
-                level: "write-behind",
-                op: "start",
-                reason: format!("cannot start the L2 writer thread: {e}"),
-            })?;
-        Ok(Writer {
-            queue,
-            thread_id: thread.thread().id(),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.queue.stop();
-        if let Some(thread) = self.thread.take() {
-            // The manager's last handle can be the one the writer upgraded; never join itself.
-            if std::thread::current().id() != self.thread_id {
-                let _ = thread.join();
+/// Starts the writer thread (`uno-cache-l2-writer`); dropping the handle stops and joins it.
+pub(crate) fn start_writer(shared: Weak<Shared>, queue: Arc<WriteQueue>) -> Result<Background> {
+    let theirs = Arc::clone(&queue);
+    Background::spawn(
+        "l2-writer",
+        move || {
+            while theirs.wait_for_work() {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                shared.send_behind();
             }
-        }
-    }
+        },
+        move || queue.stop(),
+    )
 }
 
 impl Shared {

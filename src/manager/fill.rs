@@ -14,14 +14,14 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
-use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::background::Background;
 use super::guard::Ticket;
 use super::policy::Shared;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Entries waiting at most; beyond it a batch is dropped.
 pub(crate) const MAX_QUEUED: usize = 100_000;
@@ -119,52 +119,24 @@ impl FillQueue {
     }
 }
 
-/// Owns the backfill thread; dropping it stops and joins the thread (queued backfills are
-/// dropped: they are only an optimisation).
-pub(crate) struct Filler {
-    queue: Arc<FillQueue>,
-    thread: Option<JoinHandle<()>>,
-    thread_id: ThreadId,
-}
-
-impl Filler {
-    pub(crate) fn start(shared: Weak<Shared>, queue: Arc<FillQueue>) -> Result<Filler> {
-        let theirs = Arc::clone(&queue);
-        let thread = std::thread::Builder::new()
-            .name("uno-cache-backfill".into())
-            .spawn(move || {
-                while let Some(batches) = theirs.take() {
-                    if let Some(shared) = shared.upgrade() {
-                        for batch in &batches {
-                            shared.apply_fills(batch);
-                        }
+/// Starts the backfill thread (`uno-cache-backfill`); dropping the handle stops and joins it
+/// (queued backfills are dropped: they are only an optimisation).
+pub(crate) fn start_filler(shared: Weak<Shared>, queue: Arc<FillQueue>) -> Result<Background> {
+    let theirs = Arc::clone(&queue);
+    Background::spawn(
+        "backfill",
+        move || {
+            while let Some(batches) = theirs.take() {
+                if let Some(shared) = shared.upgrade() {
+                    for batch in &batches {
+                        shared.apply_fills(batch);
                     }
-                    theirs.done();
                 }
-            })
-            .map_err(|e| Error::Backend {
-                level: "backfill",
-                op: "start",
-                reason: format!("cannot start the backfill thread: {e}"),
-            })?;
-        Ok(Filler {
-            queue,
-            thread_id: thread.thread().id(),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Filler {
-    fn drop(&mut self) {
-        self.queue.stop();
-        if let Some(thread) = self.thread.take() {
-            // The manager's last handle can be the one this thread upgraded; never join itself.
-            if std::thread::current().id() != self.thread_id {
-                let _ = thread.join();
+                theirs.done();
             }
-        }
-    }
+        },
+        move || queue.stop(),
+    )
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! call L2 through the levels' `*_async` methods and L1 directly (a local level does not wait
 //! on the network).
 
+mod background;
 mod behind;
 mod consistency;
 mod deferred;
@@ -42,11 +43,11 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use self::behind::{WriteQueue, Writer};
+use self::behind::{start_writer, WriteQueue};
 use self::consistency::Receiver;
 use self::deferred::Deferred;
 pub use self::events::InvalidationEvent;
-use self::fill::{FillQueue, Filler};
+use self::fill::{start_filler, FillQueue};
 use self::guard::BackfillGuard;
 use self::loader::{Flights, Role};
 use self::offline::Replayer;
@@ -274,11 +275,11 @@ impl CacheManagerBuilder {
             filler: OnceLock::new(),
         });
         if let Some(queue) = &shared.fills {
-            let filler = Filler::start(Arc::downgrade(&shared), Arc::clone(queue))?;
+            let filler = start_filler(Arc::downgrade(&shared), Arc::clone(queue))?;
             let _ = shared.filler.set(filler);
         }
         if let Some(queue) = &shared.behind {
-            let writer = Writer::start(Arc::downgrade(&shared), Arc::clone(queue))?;
+            let writer = start_writer(Arc::downgrade(&shared), Arc::clone(queue))?;
             let _ = shared.behind_writer.set(writer);
         }
         if shared.replay.is_some() {
@@ -890,10 +891,8 @@ impl CacheManager {
         single: bool,
     ) -> Result<()> {
         let s = &self.shared;
-        s.check_behind(items)?;
-        let _writing = s.guard.write(keys.iter().copied());
-        s.write_l1(items, ttl)?;
-        let out = match s.route_write(keys, items, ttl) {
+        let (_writing, route) = s.begin_write(keys, items, ttl)?;
+        let out = match route {
             Route::Done(out) => out,
             Route::Behind => return Ok(()),
             Route::Through { l2, settle } => {
@@ -1139,10 +1138,8 @@ impl CacheManager {
         single: bool,
     ) -> Result<()> {
         let s = &self.shared;
-        s.check_behind(items)?;
-        let _writing = s.guard.write(keys.iter().copied());
-        s.write_l1(items, ttl)?;
-        let out = match s.route_write(keys, items, ttl) {
+        let (_writing, route) = s.begin_write(keys, items, ttl)?;
+        let out = match route {
             Route::Done(out) => out,
             Route::Behind => return Ok(()),
             Route::Through { l2, settle } => {

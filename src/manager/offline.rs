@@ -7,13 +7,13 @@
 //! [`CacheManager::replay_now`]: super::CacheManager::replay_now
 
 use std::sync::{Arc, Weak};
-use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::background::Background;
 use super::policy::Shared;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Default)]
 struct State {
@@ -27,29 +27,27 @@ struct Signal {
     wake: Condvar,
 }
 
-/// Owns the replay thread; dropping it stops the thread.
+/// Owns the replay thread; dropping it stops and joins the thread.
 pub(crate) struct Replayer {
     signal: Arc<Signal>,
-    thread: Option<JoinHandle<()>>,
-    thread_id: ThreadId,
+    _thread: Background,
 }
 
 impl Replayer {
     pub(crate) fn start(shared: Weak<Shared>, every: Duration) -> Result<Replayer> {
         let signal = Arc::new(Signal::default());
-        let theirs = Arc::clone(&signal);
-        let thread = std::thread::Builder::new()
-            .name("uno-cache-replay".into())
-            .spawn(move || run(&shared, &theirs, every))
-            .map_err(|e| Error::Backend {
-                level: "replay",
-                op: "start",
-                reason: format!("cannot start the replay thread: {e}"),
-            })?;
+        let (theirs, stopper) = (Arc::clone(&signal), Arc::clone(&signal));
+        let thread = Background::spawn(
+            "replay",
+            move || run(&shared, &theirs, every),
+            move || {
+                stopper.state.lock().stop = true;
+                stopper.wake.notify_all();
+            },
+        )?;
         Ok(Replayer {
             signal,
-            thread_id: thread.thread().id(),
-            thread: Some(thread),
+            _thread: thread,
         })
     }
 
@@ -81,19 +79,6 @@ fn run(shared: &Weak<Shared>, signal: &Signal, every: Duration) {
         if shared.replay.as_ref().is_some_and(|q| !q.is_empty()) {
             // A failure is counted and logged inside; the next tick tries again.
             let _ = shared.replay_now();
-        }
-    }
-}
-
-impl Drop for Replayer {
-    fn drop(&mut self) {
-        self.signal.state.lock().stop = true;
-        self.signal.wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            // The manager's last handle can be the one this thread upgraded; never join itself.
-            if std::thread::current().id() != self.thread_id {
-                let _ = thread.join();
-            }
         }
     }
 }

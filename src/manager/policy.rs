@@ -26,9 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::behind::{Pushed, WriteQueue, Writer};
-use super::fill::{Fill, FillQueue, Filler};
-use super::guard::{BackfillGuard, Ticket};
+use super::background::Background;
+use super::behind::{Pushed, WriteQueue};
+use super::fill::{Fill, FillQueue};
+use super::guard::{BackfillGuard, Ticket, WriteGuard};
 use super::loader::Flights;
 use super::offline::Replayer;
 use super::tags::TagStore;
@@ -84,11 +85,11 @@ pub(crate) struct Shared {
     /// L2 writes waiting for the writer thread (`write_mode = "behind"`).
     pub(crate) behind: Option<Arc<WriteQueue>>,
     /// The write-behind writer thread; stopped on drop.
-    pub(crate) behind_writer: OnceLock<Writer>,
+    pub(crate) behind_writer: OnceLock<Background>,
     /// Backfills of batch reads waiting for the backfill thread (with an L2).
     pub(crate) fills: Option<Arc<FillQueue>>,
     /// The backfill thread; stopped on drop.
-    pub(crate) filler: OnceLock<Filler>,
+    pub(crate) filler: OnceLock<Background>,
 }
 
 impl Drop for Shared {
@@ -668,6 +669,20 @@ impl Shared {
                 Err(e)
             }
         }
+    }
+
+    /// The part of a write before L2, shared by both APIs: input checks, the backfill guard
+    /// (held until the returned guard drops, after L2), L1, and where L2's part goes.
+    pub(crate) fn begin_write<'a>(
+        &'a self,
+        keys: &[&str],
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<(WriteGuard<'a>, Route<'a>)> {
+        self.check_behind(items)?;
+        let writing = self.guard.write(keys.iter().copied());
+        self.write_l1(items, ttl)?;
+        Ok((writing, self.route_write(keys, items, ttl)))
     }
 
     /// Where the L2 part of a write of `items` (whose keys are `keys`) goes: the replay queue

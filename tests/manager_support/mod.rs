@@ -342,6 +342,29 @@ impl Storage for ScriptedStore {
 }
 
 /// Absolute expiry of an entry in ms.
+/// A manager over a memory L1 (1000 items) and a scripted L2, both on a manual clock at
+/// [`START_MS`], built from `config`.
+pub struct Scripted {
+    pub cache: uno_cache::CacheManager,
+    pub l1: Arc<uno_cache::MemoryStore>,
+    pub l2: Arc<ScriptedStore>,
+    pub clock: ManualClock,
+}
+
+pub fn scripted(config: uno_cache::CacheConfig) -> Scripted {
+    let clock = ManualClock::new(START_MS);
+    let l1 = Arc::new(uno_cache::MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap());
+    let l2 = ScriptedStore::new("scripted", &clock);
+    let cache = uno_cache::CacheManager::builder()
+        .config(config)
+        .local(l1.clone())
+        .distributed(l2.clone())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    Scripted { cache, l1, l2, clock }
+}
+
 pub fn expiry_ms(entry: &Entry) -> Option<u64> {
     entry
         .expires_at
