@@ -43,7 +43,7 @@
 //! | path                 | what                                                               |
 //! |----------------------|--------------------------------------------------------------------|
 //! | `storage`            | [`Storage`], the one trait every level implements                   |
-//! | `manager/`           | [`CacheManager`]: multi-level rules, stampede guard, global instance |
+//! | `manager/`           | [`CacheManager`]: multi-level rules, stampede guard, write-behind, background backfill, global instance |
 //! | `config`             | [`CacheConfig`], serde/TOML configuration with validation           |
 //! | `codec`              | [`Codec`]: bincode 2 or JSON, with a tag byte per value             |
 //! | `stats`              | [`CacheStats`]: counters, hit rates, latency percentiles            |
