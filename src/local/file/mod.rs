@@ -531,10 +531,10 @@ impl Inner {
         // A lookup can race with eviction moving the entry; retry a few times before calling it
         // a miss.
         for _ in 0..3 {
-            let now = self.clock.now_ms();
             let (segment, offset, len, seq, expires) = {
                 let entry = self.index.get(key)?;
-                if entry.is_expired(now) {
+                // The clock only after a hit: a miss (most of a cold batch read) needs no time.
+                if entry.is_expired(self.clock.now_ms()) {
                     let seq = entry.seq;
                     drop(entry);
                     self.expire(key, seq);
