@@ -31,18 +31,59 @@ const LINGER: Duration = Duration::from_millis(1);
 /// How long `flush` waits for the queue at most (a stuck L1 write must not hang it).
 const MAX_DRAIN: Duration = Duration::from_secs(10);
 
-/// One L2 hit to copy into L1.
-#[derive(Debug)]
-pub(crate) struct Fill {
-    pub(crate) key: String,
-    pub(crate) value: Vec<u8>,
-    pub(crate) ttl: Duration,
-    pub(crate) ticket: Ticket,
+/// The L2 hits of one batch read to copy into L1: keys and values in one buffer, so queueing a
+/// batch costs two allocations rather than two per entry.
+#[derive(Debug, Default)]
+pub(crate) struct FillBatch {
+    bytes: Vec<u8>,
+    /// Per entry: where its key and value end in `bytes`, its TTL, its ticket.
+    entries: Vec<(usize, usize, Duration, Ticket)>,
+}
+
+impl FillBatch {
+    pub(crate) fn with_capacity(entries: usize, bytes: usize) -> FillBatch {
+        FillBatch {
+            bytes: Vec::with_capacity(bytes),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
+    pub(crate) fn push(&mut self, key: &str, value: &[u8], ttl: Duration, ticket: Ticket) {
+        self.bytes.extend_from_slice(key.as_bytes());
+        let key_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.entries.push((key_end, self.bytes.len(), ttl, ticket));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Each entry as (key, value, TTL, ticket).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8], Duration, Ticket)> + '_ {
+        let mut start = 0;
+        self.entries
+            .iter()
+            .map(move |&(key_end, value_end, ttl, ticket)| {
+                let key = self
+                    .bytes
+                    .get(start..key_end)
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .unwrap_or("");
+                let value = self.bytes.get(key_end..value_end).unwrap_or(&[]);
+                start = value_end;
+                (key, value, ttl, ticket)
+            })
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    batches: VecDeque<Vec<Fill>>,
+    batches: VecDeque<FillBatch>,
     entries: usize,
     /// The thread is writing batches it took.
     busy: bool,
@@ -59,7 +100,7 @@ pub(crate) struct FillQueue {
 
 impl FillQueue {
     /// Queues a batch; `false` (and the batch is dropped) if the queue is full.
-    pub(crate) fn push(&self, batch: Vec<Fill>) -> bool {
+    pub(crate) fn push(&self, batch: FillBatch) -> bool {
         let mut st = self.state.lock();
         if st.stop || st.entries + batch.len() > MAX_QUEUED {
             return false;
@@ -86,7 +127,7 @@ impl FillQueue {
     }
 
     /// Waits for work (then [`LINGER`] more) and takes every queued batch; `None` once stopped.
-    fn take(&self) -> Option<Vec<Vec<Fill>>> {
+    fn take(&self) -> Option<Vec<FillBatch>> {
         let mut st = self.state.lock();
         while st.batches.is_empty() && !st.stop {
             self.work.wait(&mut st);
@@ -144,16 +185,32 @@ mod tests {
     use super::*;
     use crate::manager::guard::BackfillGuard;
 
-    fn batch(n: usize) -> Vec<Fill> {
+    fn batch(n: usize) -> FillBatch {
         let guard = BackfillGuard::default();
-        (0..n)
-            .map(|i| Fill {
-                key: format!("k{i}"),
-                value: vec![1],
-                ttl: Duration::from_secs(1),
-                ticket: guard.ticket("k"),
-            })
-            .collect()
+        let mut batch = FillBatch::default();
+        for i in 0..n {
+            batch.push(&format!("k{i}"), &[1], Duration::from_secs(1), guard.ticket("k"));
+        }
+        batch
+    }
+
+    #[test]
+    fn a_batch_gives_back_every_key_and_value_it_was_given() {
+        let guard = BackfillGuard::default();
+        let mut batch = FillBatch::with_capacity(3, 16);
+        batch.push("a", b"one", Duration::from_secs(1), guard.ticket("a"));
+        batch.push("", b"", Duration::from_secs(2), guard.ticket(""));
+        batch.push("ccc", b"three", Duration::from_secs(3), guard.ticket("ccc"));
+        let got: Vec<(&str, &[u8], Duration)> = batch.iter().map(|(k, v, t, _)| (k, v, t)).collect();
+        assert_eq!(
+            got,
+            [
+                ("a", &b"one"[..], Duration::from_secs(1)),
+                ("", &b""[..], Duration::from_secs(2)),
+                ("ccc", &b"three"[..], Duration::from_secs(3)),
+            ]
+        );
+        assert_eq!(batch.len(), 3);
     }
 
     #[test]
@@ -172,7 +229,7 @@ mod tests {
         assert!(queue.push(batch(3)));
         let theirs = Arc::clone(&queue);
         let thread = std::thread::spawn(move || {
-            let taken = theirs.take().map(|b| b.iter().map(Vec::len).sum::<usize>());
+            let taken = theirs.take().map(|b| b.iter().map(FillBatch::len).sum::<usize>());
             theirs.done();
             taken
         });

@@ -13,7 +13,6 @@
 //! backfill (the next read goes to L2 again), never admit a stale one.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -29,7 +28,8 @@ struct Stripe {
 #[derive(Debug)]
 pub(crate) struct BackfillGuard {
     stripes: Box<[Mutex<Stripe>]>,
-    hasher: RandomState,
+    /// aHash: a ticket per key of every batch read, so SipHash's cost showed.
+    hasher: ahash::RandomState,
 }
 
 /// The state of a key's stripe when its L2 read began.
@@ -50,7 +50,7 @@ impl Default for BackfillGuard {
     fn default() -> Self {
         BackfillGuard {
             stripes: (0..STRIPES).map(|_| Mutex::new(Stripe::default())).collect(),
-            hasher: RandomState::new(),
+            hasher: ahash::RandomState::new(),
         }
     }
 }

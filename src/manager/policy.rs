@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::background::Background;
 use super::behind::{Pushed, WriteQueue};
-use super::fill::{Fill, FillQueue};
+use super::fill::{FillBatch, FillQueue};
 use super::guard::{BackfillGuard, Ticket, WriteGuard};
 use super::loader::Flights;
 use super::offline::Replayer;
@@ -191,7 +191,11 @@ impl Shared {
 
     /// The TTL of a backfill from an L2 entry; `None` if it has no time left.
     pub(crate) fn backfill_ttl(&self, entry: &Entry) -> Option<Duration> {
-        let now = clock::ms_to_system_time(self.clock.now_ms());
+        self.backfill_ttl_at(entry, clock::ms_to_system_time(self.clock.now_ms()))
+    }
+
+    /// [`backfill_ttl`](Self::backfill_ttl) at `now` (one clock reading for a batch).
+    fn backfill_ttl_at(&self, entry: &Entry, now: std::time::SystemTime) -> Option<Duration> {
         match entry.remaining_ttl(now) {
             None => Some(self.local_ttl),
             Some(left) if left.is_zero() => None,
@@ -514,17 +518,14 @@ impl Shared {
             self.backfill(key, *ticket, entry);
             return;
         }
-        let fills: Vec<Fill> = hits
-            .iter()
-            .filter_map(|(key, ticket, entry)| {
-                self.backfill_ttl(entry).map(|ttl| Fill {
-                    key: (*key).to_owned(),
-                    value: entry.value.clone(),
-                    ttl,
-                    ticket: *ticket,
-                })
-            })
-            .collect();
+        let now = clock::ms_to_system_time(self.clock.now_ms());
+        let bytes = hits.iter().map(|(k, _, e)| k.len() + e.value.len()).sum();
+        let mut fills = FillBatch::with_capacity(hits.len(), bytes);
+        for (key, ticket, entry) in hits {
+            if let Some(ttl) = self.backfill_ttl_at(entry, now) {
+                fills.push(key, &entry.value, ttl, *ticket);
+            }
+        }
         if fills.is_empty() {
             return;
         }
@@ -541,8 +542,8 @@ impl Shared {
 
     /// Writes a batch of backfills into L1 with one guarded call (one `pwrite` for the file
     /// store), each entry with its own TTL, skipping those a write overtook.
-    pub(crate) fn apply_fills(&self, fills: &[Fill]) {
-        let tickets: Vec<Ticket> = fills.iter().map(|f| f.ticket).collect();
+    pub(crate) fn apply_fills(&self, fills: &FillBatch) {
+        let tickets: Vec<Ticket> = fills.iter().map(|(_, _, _, ticket)| ticket).collect();
         let mut written = 0;
         let mut result = Ok(());
         self.guard.backfill_many_if_current(&tickets, |current| {
@@ -550,7 +551,7 @@ impl Shared {
                 .iter()
                 .zip(current)
                 .filter(|(_, current)| **current)
-                .map(|(f, _)| (f.key.as_str(), f.value.as_slice(), Some(f.ttl)))
+                .map(|((key, value, ttl, _), _)| (key, value, Some(ttl)))
                 .collect();
             written = items.len() as u64;
             if items.is_empty() {
