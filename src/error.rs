@@ -131,6 +131,18 @@ pub enum Error {
         cause: String,
     },
 
+    /// The device has no room for a write, even after the store evicted every entry it could.
+    /// Nothing was written and nothing is latched: writes work again once space returns.
+    #[error("no space left in {path} to {op} ({needed} bytes), even after evicting the oldest entries; free space on that device or lower max_size")]
+    DiskFull {
+        /// The store directory.
+        path: PathBuf,
+        /// What needed the space ("create segment", "write segment", ...).
+        op: &'static str,
+        /// Bytes the operation needed.
+        needed: u64,
+    },
+
     /// A configuration value is invalid.
     #[error("invalid configuration: {field}: {reason}")]
     Config {
@@ -263,6 +275,12 @@ impl Error {
         )
     }
 
+    /// True if this is an I/O error that says the device (or the user's quota) is full.
+    pub(crate) fn is_no_space(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if is_no_space(source))
+            || matches!(self, Error::DiskFull { .. })
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,
@@ -270,6 +288,14 @@ impl Error {
             source,
         }
     }
+}
+
+/// True if an I/O error says the device or the quota is full (ENOSPC, EDQUOT).
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Shortens a key for error messages so a huge key does not flood logs.

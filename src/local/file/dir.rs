@@ -20,6 +20,7 @@ impl LockedDir {
     ///
     /// Returns the directory and its metadata; a new directory gets `new_meta`.
     pub(crate) fn open(path: &Path, new_meta: Meta) -> Result<(LockedDir, Meta)> {
+        let created = !path.exists();
         fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
         let meta_path = path.join(META_FILE);
         let has_meta = meta_path.exists();
@@ -53,8 +54,15 @@ impl LockedDir {
         };
         let meta = if has_meta {
             dir.read_meta()?
+        } else if let Err(e) = dir.write_meta(&new_meta) {
+            // A failed first open (a full disk) leaves nothing behind: not our lock file, and not
+            // the directory if this call made it.
+            let _ = fs::remove_file(&lock_path);
+            if created {
+                let _ = fs::remove_dir(path);
+            }
+            return Err(e);
         } else {
-            dir.write_meta(&new_meta)?;
             new_meta
         };
         Ok((dir, meta))
@@ -85,11 +93,18 @@ impl LockedDir {
     pub(crate) fn write_meta(&self, meta: &Meta) -> Result<()> {
         let path = self.path.join(META_FILE);
         let tmp = self.path.join(format!("{META_FILE}.{TMP_EXT}"));
-        let mut file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_all(&format::encode_meta(meta))
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+        let written = File::create(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))
+            .and_then(|mut file| {
+                file.write_all(&format::encode_meta(meta))
+                    .map_err(|e| Error::io("write", &tmp, e))?;
+                file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
+            })
+            .and_then(|()| fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e)));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
         self.sync()
     }
 

@@ -474,6 +474,12 @@ const HE_SEQ_AT: usize = HE_LEN_AT + 4;
 const HE_EXPIRES_AT: usize = HE_SEQ_AT + 8;
 /// Length of a hint entry before its key.
 pub const HINT_ENTRY_LEN: usize = HE_EXPIRES_AT + 8;
+/// Bytes a record takes on disk with its entry in the segment's hint file: what the size bound
+/// counts for it.
+pub fn stored_len(key_len: usize, value_len: usize) -> u64 {
+    (record_len(key_len, value_len) + HINT_ENTRY_LEN + key_len) as u64
+}
+
 /// Trailer: entry count (u32) then CRC32 (u32) of everything before the CRC.
 pub const HINT_TRAILER_LEN: usize = 8;
 

@@ -34,9 +34,12 @@ const BATCH: usize = 256;
 
 impl Inner {
     /// Evicts oldest segments until `needed` more bytes fit under the size bound.
+    ///
+    /// The bound is on records and hints; the active segment also has the rest of its reserved
+    /// space on disk, so the files never take more than the bound plus one segment.
     pub(super) fn ensure_space(&self, w: &mut Writer, needed: u64) -> Result<()> {
         while self.disk_bytes.load(Ordering::Relaxed) + needed > self.max_bytes {
-            if !self.evict_oldest(w)? {
+            if !self.evict_oldest(w, true)? {
                 break;
             }
         }
@@ -44,26 +47,54 @@ impl Inner {
     }
 
     fn oldest_sealed(&self, w: &Writer) -> Option<Arc<Segment>> {
+        let active = w.active_id();
         self.segments
             .read()
             .values()
             .next()
-            .filter(|s| s.id != w.active.id)
+            .filter(|s| Some(s.id) != active)
             .cloned()
     }
 
-    /// Drops the oldest sealed segment. Its live entries that were read since written are
-    /// re-appended (second chance), up to half a segment, so a hot set survives a stream of
+    /// Drops the oldest sealed segment. With `second_chance`, its live entries that were read
+    /// since written are re-appended, up to half a segment, so a hot set survives a stream of
     /// one-off writes. Returns false if there was nothing to evict.
-    fn evict_oldest(&self, w: &mut Writer) -> Result<bool> {
+    ///
+    /// The copies go into the active segment, rolling to a new one first if they would not fit:
+    /// a roll while the old segment is still on disk does not add to the bytes counted (a roll
+    /// allocates, but the bound already counts a full active segment), and copies that could
+    /// roll mid-way would.
+    pub(super) fn evict_oldest(&self, w: &mut Writer, second_chance: bool) -> Result<bool> {
         let Some(seg) = self.oldest_sealed(w) else {
             return Ok(false);
         };
         let now = self.clock.now_ms();
-        let first_active = w.active.id;
-        let budget = self.segment_size / 2;
-        let mut kept = 0u64;
+        let budget = if second_chance { self.segment_size / 2 } else { 0 };
         let scan = seg.scan_data();
+        let hot_bytes: u64 = if budget == 0 {
+            0
+        } else {
+            let mut total = 0u64;
+            for rec in &scan.records {
+                let hot = rec.record.kind == Kind::Value
+                    && self.index.get(rec.record.key).is_some_and(|e| {
+                        e.is_at(seg.id, rec.offset)
+                            && !e.is_expired(now)
+                            && e.referenced.load(Ordering::Relaxed)
+                    });
+                if hot && total + u64::from(rec.len) <= budget {
+                    total += u64::from(rec.len);
+                }
+            }
+            total
+        };
+        if hot_bytes > 0 && (w.active.is_none() || w.offset + hot_bytes > self.segment_size) {
+            self.roll(w)?;
+        }
+        let first_active = w.first_writable_id();
+        // Copies only go where they fit without another roll.
+        let budget = hot_bytes.min(self.segment_size.saturating_sub(w.offset));
+        let mut kept = 0u64;
         for rec in &scan.records {
             if rec.record.kind != Kind::Value {
                 continue;
@@ -93,7 +124,7 @@ impl Inner {
             // The copies must be durable before the originals disappear.
             self.sync_since(w, first_active)?;
         }
-        self.remove_segment(&seg)?;
+        self.remove_segment(w, &seg)?;
         // The unlink must be durable before anything relies on the segment being gone.
         self.dir.sync()?;
         Ok(true)
@@ -140,12 +171,12 @@ impl Inner {
             expired: self.sweep_expired(),
             ..CompactionReport::default()
         };
-        let active_id = self.writer.lock().active.id;
+        let active_id = self.writer.lock().active_id();
         let candidates: Vec<Arc<Segment>> = self
             .segments
             .read()
             .values()
-            .filter(|s| s.id != active_id)
+            .filter(|s| Some(s.id) != active_id)
             .filter(|s| {
                 let data = s.data_bytes() as f64;
                 let sparse = (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio;
@@ -188,7 +219,7 @@ impl Inner {
     fn rewrite(&self, seg: &Arc<Segment>, stop: &Shutdown) -> Result<u64> {
         let scan = seg.scan_data();
         let mut moved = 0;
-        let first_active = self.writer.lock().active.id;
+        let first_active = self.writer.lock().first_writable_id();
         // Keys no longer in the index, with the highest seq of their records here: each gets one
         // tombstone with that seq, which shadows every older record of the key elsewhere.
         let mut tombstones: HashMap<&str, u64> = HashMap::new();
@@ -243,7 +274,7 @@ impl Inner {
         }
         // The copies must be durable before the originals disappear.
         self.sync_since(&w, first_active)?;
-        self.remove_segment(seg)?;
+        self.remove_segment(&mut w, seg)?;
         self.dir.sync()?;
         Ok(moved)
     }

@@ -80,8 +80,12 @@ pub struct FileStoreStats {
     pub live_items: u64,
     /// Bytes of the live records (headers, keys and values).
     pub live_bytes: u64,
-    /// Bytes of records on disk across all segments, headers included; what `max_size` bounds.
+    /// Bytes of records across all segments, headers included, and of hint files: what
+    /// `max_size` bounds.
     pub disk_bytes: u64,
+    /// What the store's files take on the device: `disk_bytes` plus the space reserved for the
+    /// active segment's next records. At most `max_size` plus one segment.
+    pub allocated_bytes: u64,
     /// Segment files, the active one included.
     pub segments: u64,
     /// `disk_bytes - live_bytes`: overwritten, deleted and expired records, tombstones, headers.
@@ -177,7 +181,11 @@ impl ValueItem for (&str, &[u8], Option<Duration>) {
 /// "check the index, then append" is atomic with respect to every other write.
 #[derive(Debug)]
 struct Writer {
-    active: Arc<Segment>,
+    /// The segment records are appended to. `None` until the first write after open (so opening
+    /// needs no disk space), and after a roll that found the device full.
+    active: Option<Arc<Segment>>,
+    /// Where the next record goes in `active`; `segment_size` while there is none, so the next
+    /// append rolls.
     offset: u64,
     next_seq: u64,
     next_segment_id: u64,
@@ -187,8 +195,21 @@ struct Writer {
     hint: Vec<u8>,
     hint_entries: u32,
     /// Sealed segments not yet fsynced, with their hint files, written once they are durable
-    /// (a hint never describes data that a power loss could take away).
+    /// (a hint never describes data that a power loss could take away). A segment removed from
+    /// the store is taken out of here at once: it needs no fsync, and holding it would keep its
+    /// deleted file open and its disk space in use.
     unsynced: Vec<Sealed>,
+}
+
+impl Writer {
+    /// The id below which no segment can receive records from now on.
+    fn first_writable_id(&self) -> u64 {
+        self.active.as_ref().map_or(self.next_segment_id, |a| a.id)
+    }
+
+    fn active_id(&self) -> Option<u64> {
+        self.active.as_ref().map(|a| a.id)
+    }
 }
 
 /// A sealed segment waiting for its fsync, and the hint file to write after it.
@@ -216,15 +237,10 @@ impl FileStore {
             },
         )?;
         let recovered = recovery::recover(&dir, &meta, options.clock.now_ms())?;
-        let mut segments = recovered.segments;
-        let active = Arc::new(Segment::create(
-            &dir.path,
-            recovered.next_segment_id,
-            meta.segment_size,
-        )?);
-        dir.sync()?;
-        segments.insert(active.id, Arc::clone(&active));
-        let disk_bytes: u64 = segments.values().map(|s| s.data_end()).sum();
+        let segments = recovered.segments;
+        // No segment is created here: opening needs no free space, so a store on a full device
+        // still opens and serves reads. The first write creates one.
+        let disk_bytes: u64 = segments.values().map(|s| s.disk_bytes()).sum();
         let live_bytes: u64 = segments
             .values()
             .map(|s| s.live_bytes.load(Ordering::Relaxed))
@@ -239,10 +255,10 @@ impl FileStore {
             index: recovered.index,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
-                offset: SEGMENT_HEADER_LEN as u64,
+                offset: meta.segment_size,
                 next_seq: recovered.next_seq,
-                next_segment_id: active.id.saturating_add(1),
-                active,
+                next_segment_id: recovered.next_segment_id,
+                active: None,
                 buf: Vec::new(),
                 hint: Vec::new(),
                 hint_entries: 0,
@@ -628,12 +644,13 @@ impl Inner {
         let now = self.clock.now_ms();
         let expires = |item: &I| item.ttl(ttl).map_or(0, |t| clock::expiry_ms(now, t));
         let record_len = |item: &I| format::record_len(item.key().len(), item.value().len()) as u64;
+        let stored_len = |item: &I| format::stored_len(item.key().len(), item.value().len());
         let mut w = self.writer.lock();
         let mut rest = items;
         while let Some(first) = rest.first() {
             // Space first: eviction may append second-chance copies, so it runs before this
             // batch's records are laid out.
-            let wanted = rest.iter().map(record_len).sum::<u64>().min(self.segment_size);
+            let wanted = rest.iter().map(stored_len).sum::<u64>().min(self.segment_size);
             self.ensure_space(&mut w, wanted)?;
             if w.offset + record_len(first) > self.segment_size {
                 self.roll(&mut w)?;
@@ -665,14 +682,18 @@ impl Inner {
         chunk: &[I],
         expires_at_ms: impl Fn(&I) -> u64,
     ) -> Result<()> {
+        let Some(active) = w.active.clone() else {
+            return Err(self.no_active_segment());
+        };
         let start = w.offset;
         let first_seq = w.next_seq;
+        let hint_before = w.hint.len();
         w.buf.clear();
         let mut seq = first_seq;
         for item in chunk {
             format::encode_record(
                 &mut w.buf,
-                w.active.salt,
+                active.salt,
                 Kind::Value,
                 seq,
                 expires_at_ms(item),
@@ -681,9 +702,12 @@ impl Inner {
             );
             seq = seq.saturating_add(1);
         }
-        if let Err(e) = w.active.write_at(start, &w.buf) {
-            return Err(self.fail(e));
+        if let Err(e) = active.write_at(start, &w.buf) {
+            return Err(self.write_failed(e, w.buf.len()));
         }
+        let end = start + w.buf.len() as u64;
+        // Published before the index points at the records: a read never goes past the data end.
+        active.data_end.store(end, Ordering::Release);
         let mut offset = start;
         let mut seq = first_seq;
         for item in chunk {
@@ -695,8 +719,8 @@ impl Inner {
             );
             format::encode_hint_entry(&mut w.hint, Kind::Value, key, offset32, len32, seq, expires_at_ms);
             w.hint_entries += 1;
-            self.account(&w.active, len32);
-            let entry = IndexEntry::new(w.active.id, offset32, len32, seq, expires_at_ms);
+            self.account(&active, len32);
+            let entry = IndexEntry::new(active.id, offset32, len32, seq, expires_at_ms);
             if let Some(old) = self.index.insert(Box::from(key), entry) {
                 self.unaccount(&old);
             }
@@ -704,9 +728,8 @@ impl Inner {
             seq = seq.saturating_add(1);
         }
         w.next_seq = seq;
-        w.offset = offset;
-        w.active.data_end.store(offset, Ordering::Release);
-        self.disk_bytes.fetch_add(offset - start, Ordering::Relaxed);
+        w.offset = end;
+        self.count_appended(w, &active, end - start, hint_before);
         self.dirty.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -727,7 +750,7 @@ impl Inner {
         }
         let seq = w.next_seq;
         w.next_seq = w.next_seq.saturating_add(1);
-        self.ensure_space(&mut w, format::record_len(key.len(), 0) as u64)?;
+        self.ensure_space(&mut w, format::stored_len(key.len(), 0))?;
         self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
         if let Some((_, old)) = self.index.remove(key) {
             self.unaccount(&old);
@@ -748,66 +771,130 @@ impl Inner {
         value: &[u8],
     ) -> Result<(Arc<Segment>, u32, u32)> {
         let len = format::record_len(key.len(), value.len()) as u64;
-        if w.offset + len > self.segment_size {
+        if w.active.is_none() || w.offset + len > self.segment_size {
             self.roll(w)?;
         }
+        let Some(active) = w.active.clone() else {
+            return Err(self.no_active_segment());
+        };
         // Encoded after any roll: the CRC mixes in the salt of the segment it lands in.
         w.buf.clear();
-        format::encode_record(&mut w.buf, w.active.salt, kind, seq, expires_at_ms, key, value);
+        format::encode_record(&mut w.buf, active.salt, kind, seq, expires_at_ms, key, value);
         let offset = w.offset;
-        if let Err(e) = w.active.write_at(offset, &w.buf) {
-            return Err(self.fail(e));
+        if let Err(e) = active.write_at(offset, &w.buf) {
+            return Err(self.write_failed(e, w.buf.len()));
         }
         let (offset32, len32) = (
             u32::try_from(offset).unwrap_or(u32::MAX),
             u32::try_from(len).unwrap_or(u32::MAX),
         );
+        let hint_before = w.hint.len();
         format::encode_hint_entry(&mut w.hint, kind, key, offset32, len32, seq, expires_at_ms);
         w.hint_entries += 1;
         w.offset += len;
-        w.active.data_end.store(w.offset, Ordering::Release);
-        self.disk_bytes.fetch_add(len, Ordering::Relaxed);
+        active.data_end.store(w.offset, Ordering::Release);
+        self.count_appended(w, &active, len, hint_before);
         self.dirty.store(true, Ordering::Relaxed);
-        Ok((Arc::clone(&w.active), offset32, len32))
+        Ok((active, offset32, len32))
     }
 
     fn sync_if_every_write(&self, w: &Writer) -> Result<()> {
         if self.durability == Durability::EveryWrite {
-            if let Err(e) = w.active.sync() {
-                return Err(self.fail(e));
+            if let Some(active) = &w.active {
+                active.sync().map_err(|e| self.fail(e))?;
             }
         }
         Ok(())
     }
 
-    /// Seals the active segment (fsync, hint file) and starts a new one.
+    /// Counts appended records against the size bound, with the hint entries they add: the hint
+    /// file is written when the segment is sealed, and takes disk space as the records do.
+    fn count_appended(&self, w: &Writer, active: &Segment, records: u64, hint_before: usize) {
+        let hint_added = (w.hint.len() - hint_before) as u64;
+        active.hint_bytes.fetch_add(hint_added, Ordering::Relaxed);
+        self.disk_bytes.fetch_add(records + hint_added, Ordering::Relaxed);
+    }
+
+    /// A write that could not land: a full device is reported as [`Error::DiskFull`] and latches
+    /// nothing (the records were not published, and the next write goes to the same offset), any
+    /// other failure latches the store read-only.
+    fn write_failed(&self, e: Error, needed: usize) -> Error {
+        if e.is_no_space() {
+            self.disk_full("write segment", needed as u64)
+        } else {
+            self.fail(e)
+        }
+    }
+
+    fn disk_full(&self, op: &'static str, needed: u64) -> Error {
+        let e = Error::DiskFull {
+            path: self.dir.path.clone(),
+            op,
+            needed,
+        };
+        tracing::warn!(error = %e, "file store write refused");
+        e
+    }
+
+    /// Only reachable if a roll failed and its error was dropped; kept as an error, not a panic.
+    fn no_active_segment(&self) -> Error {
+        self.disk_full("append to a segment", self.segment_size)
+    }
+
+    /// Seals the active segment (its fsync and hint come later) and starts a new one.
+    ///
+    /// A device too full for the new segment's reservation makes room by evicting the oldest
+    /// segments (a cache shrinks before it fails); with nothing left to evict the write gets
+    /// [`Error::DiskFull`]. No failure here latches: nothing was written, and the next write tries
+    /// again, so writes resume once space returns.
     fn roll(&self, w: &mut Writer) -> Result<()> {
-        self.seal(w)?;
+        if let Some(active) = w.active.take() {
+            self.seal(w, active);
+        }
+        w.offset = self.segment_size;
         let id = w.next_segment_id;
-        let segment =
-            Arc::new(Segment::create(&self.dir.path, id, self.segment_size).map_err(|e| self.fail(e))?);
-        self.dir.sync().map_err(|e| self.fail(e))?;
+        let segment = loop {
+            match Segment::create(&self.dir.path, id, self.segment_size) {
+                Ok(segment) => break Arc::new(segment),
+                Err(e) if e.is_no_space() => {
+                    if !self.evict_oldest(w, false)? {
+                        return Err(self.disk_full("create segment", self.segment_size));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
         w.next_segment_id = w.next_segment_id.saturating_add(1);
+        let hint_frame = (format::HINT_HEADER_LEN + format::HINT_TRAILER_LEN) as u64;
+        segment.hint_bytes.store(hint_frame, Ordering::Relaxed);
         self.segments.write().insert(id, Arc::clone(&segment));
-        w.active = segment;
+        self.disk_bytes
+            .fetch_add(SEGMENT_HEADER_LEN as u64 + hint_frame, Ordering::Relaxed);
+        w.active = Some(segment);
         w.offset = SEGMENT_HEADER_LEN as u64;
         w.hint.clear();
         w.hint_entries = 0;
-        self.disk_bytes
-            .fetch_add(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
-        Ok(())
+        // The new name must be durable before records in it are acknowledged as durable.
+        self.dir.sync()
     }
 
     /// Seals the active segment: its hint is built now and written once the segment is fsynced,
     /// which happens off the write path (the flusher, the compactor, `flush`, close), so filling a
     /// segment does not stall the writer for a 64 MiB fsync.
-    fn seal(&self, w: &mut Writer) -> Result<()> {
+    ///
+    /// The space reserved past the last record is given back now (the file is truncated to its
+    /// data), so a sealed segment holds on disk only what it stores.
+    fn seal(&self, w: &mut Writer, active: Arc<Segment>) {
         let mut hint = Vec::with_capacity(format::HINT_HEADER_LEN + w.hint.len() + format::HINT_TRAILER_LEN);
-        format::encode_hint_header(&mut hint, w.active.id, w.offset);
+        format::encode_hint_header(&mut hint, active.id, w.offset);
         hint.extend_from_slice(&w.hint);
         format::encode_hint_trailer(&mut hint, w.hint_entries);
+        if let Err(e) = active.truncate_to_data() {
+            // Only space is at stake: the reservation stays until the segment is removed.
+            tracing::warn!(error = %e, "could not release the unused tail of a sealed segment");
+        }
         let sealed = Sealed {
-            segment: Arc::clone(&w.active),
+            segment: active,
             hint,
         };
         if self.durability == Durability::EveryWrite {
@@ -816,25 +903,31 @@ impl Inner {
         } else {
             w.unsynced.push(sealed);
         }
-        Ok(())
     }
 
-    /// fsyncs sealed segments, then writes their hints.
+    /// fsyncs sealed segments, then writes their hints. A segment evicted or compacted meanwhile
+    /// needs neither.
     fn sync_sealed(&self, sealed: Vec<Sealed>) -> Result<()> {
         for s in sealed {
+            if !self.is_listed(&s.segment) {
+                continue;
+            }
             s.segment.sync().map_err(|e| self.fail(e))?;
             self.write_hint(&s);
         }
         Ok(())
     }
 
+    fn is_listed(&self, segment: &Segment) -> bool {
+        self.segments.read().contains_key(&segment.id)
+    }
+
     fn write_hint(&self, sealed: &Sealed) {
-        // A segment evicted or compacted meanwhile needs no hint (an orphan would be removed at
-        // open anyway).
-        if !self.segments.read().contains_key(&sealed.segment.id) {
+        if !self.is_listed(&sealed.segment) {
             return;
         }
         // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
+        // Its bytes were counted as the records were appended (`count_appended`).
         if let Err(e) = recovery::write_hint(&self.dir.path, sealed.segment.id, &sealed.hint) {
             tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
         }
@@ -848,7 +941,10 @@ impl Inner {
         for s in w.unsynced.iter().filter(|s| s.segment.id >= since_id) {
             s.segment.sync().map_err(|e| self.fail(e))?;
         }
-        w.active.sync().map_err(|e| self.fail(e))
+        match &w.active {
+            Some(active) => active.sync().map_err(|e| self.fail(e)),
+            None => Ok(()),
+        }
     }
 
     /// fsyncs the sealed segments waiting for it and writes their hints (the compactor's tick).
@@ -866,18 +962,16 @@ impl Inner {
         let mut w = self.writer.lock();
         let sealed = std::mem::take(&mut w.unsynced);
         self.sync_sealed(sealed)?;
+        let Some(active) = w.active.take() else {
+            return Ok(());
+        };
         if w.hint_entries == 0 {
             // Nothing was written: remove the empty segment instead of keeping it around.
-            let removed = self.segments.write().remove(&w.active.id);
-            if let Some(seg) = removed {
-                self.disk_bytes.fetch_sub(seg.data_end(), Ordering::Relaxed);
-                std::fs::remove_file(&seg.path)
-                    .map_err(|e| Error::io("remove empty segment", &seg.path, e))?;
-            }
+            self.remove_segment(&mut w, &active)?;
             return self.dir.sync();
         }
-        w.active.sync().map_err(|e| self.fail(e))?;
-        self.seal(&mut w)?;
+        active.sync().map_err(|e| self.fail(e))?;
+        self.seal(&mut w, active);
         let sealed = std::mem::take(&mut w.unsynced);
         self.sync_sealed(sealed)
     }
@@ -888,13 +982,16 @@ impl Inner {
         self.dirty.store(false, Ordering::Relaxed);
         let (sealed, active) = {
             let mut w = self.writer.lock();
-            (std::mem::take(&mut w.unsynced), Arc::clone(&w.active))
+            (std::mem::take(&mut w.unsynced), w.active.clone())
         };
         // Outside the writer lock: writers go on while we wait for the disk. Concurrent flushes
         // are serialised by `sync_lock`, so none returns before segments another one took are
         // durable.
         self.sync_sealed(sealed)?;
-        active.sync().map_err(|e| self.fail(e))
+        match active {
+            Some(active) => active.sync().map_err(|e| self.fail(e)),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn flush_if_dirty(&self) -> Result<()> {
@@ -917,31 +1014,30 @@ impl Inner {
         self.dir.write_meta(&meta).map_err(|e| self.fail(e))?;
         self.index.clear();
         self.live_bytes.store(0, Ordering::Relaxed);
-        self.roll(&mut w)?;
-        let old: Vec<Arc<Segment>> = {
-            let segments = self.segments.read();
-            segments
-                .values()
-                .filter(|s| s.id != w.active.id)
-                .cloned()
-                .collect()
-        };
+        // Every segment goes, the active one too; the next write starts a new one.
+        w.active = None;
+        w.offset = self.segment_size;
+        w.hint.clear();
+        w.hint_entries = 0;
+        let old: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         for seg in old {
-            self.remove_segment(&seg)?;
+            self.remove_segment(&mut w, &seg)?;
         }
         self.dir.sync()
     }
 
     /// Forgets a segment and deletes its files. Readers holding it finish first (the segments
-    /// lock); the mapping outlives the unlink.
+    /// lock); the mapping outlives the unlink. A sealed segment still waiting for its fsync is
+    /// dropped from that queue, so nothing keeps its deleted file open.
     ///
     /// Idempotent: a segment already removed (say, evicted while compaction was rewriting it) is
     /// left alone.
-    fn remove_segment(&self, seg: &Segment) -> Result<()> {
+    fn remove_segment(&self, w: &mut Writer, seg: &Segment) -> Result<()> {
+        w.unsynced.retain(|s| s.segment.id != seg.id);
         if self.segments.write().remove(&seg.id).is_none() {
             return Ok(());
         }
-        self.disk_bytes.fetch_sub(seg.data_end(), Ordering::Relaxed);
+        self.disk_bytes.fetch_sub(seg.disk_bytes(), Ordering::Relaxed);
         std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove segment", &seg.path, e))?;
         let hint = segment::hint_path(&self.dir.path, seg.id);
         match std::fs::remove_file(&hint) {
@@ -953,6 +1049,12 @@ impl Inner {
 
     fn stats(&self) -> FileStoreStats {
         let disk_bytes = self.disk_bytes.load(Ordering::Relaxed);
+        let reserved = {
+            let w = self.writer.lock();
+            w.active
+                .as_ref()
+                .map_or(0, |a| self.segment_size.saturating_sub(a.data_end()))
+        };
         let live_bytes = self.live_bytes.load(Ordering::Relaxed);
         let c = &self.counters;
         FileStoreStats {
@@ -960,6 +1062,7 @@ impl Inner {
             live_bytes,
             disk_bytes,
             segments: self.segments.read().len() as u64,
+            allocated_bytes: disk_bytes + reserved,
             dead_bytes: disk_bytes.saturating_sub(live_bytes),
             recovery_skipped_records: self.recovery.damaged_ranges,
             corrupt_reads: c.corrupt_reads.load(Ordering::Relaxed),

@@ -123,8 +123,9 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             apply(&index, &mut tombstones, id, f);
         };
         let data_end = match load_hint(&dir.path, &seg) {
-            Some(hint) => {
+            Some((hint, hint_len)) => {
                 report.from_hints += 1;
+                seg.hint_bytes.store(hint_len, Ordering::Relaxed);
                 for e in hint.entries {
                     apply(Found {
                         kind: e.kind,
@@ -180,15 +181,23 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
                         report.damaged_ranges += 1;
                         report.damaged_bytes += torn.end - torn.start;
                     }
-                    // Cut the tail: zero it, so a later scan ends cleanly at the last good record.
-                    let zeros = vec![0u8; usize::try_from(torn.end - torn.start).unwrap_or(0)];
-                    seg.write_at(torn.start, &zeros)?;
+                }
+                // Cut the file at the last good record: a torn tail is gone, so a later scan
+                // ends cleanly there, and the space a crashed active segment had reserved is
+                // given back. Truncating needs no free space, so this works on a full disk.
+                let data_end = scan.data_end;
+                seg.data_end.store(data_end, Ordering::Release);
+                seg.truncate_to_data()?;
+                if scan.torn_tail.is_some() {
                     seg.sync()?;
                 }
-                if let Err(e) = write_hint(&dir.path, id, &hint) {
-                    tracing::warn!(error = %e, "could not write a hint file after scanning a segment");
+                match write_hint(&dir.path, id, &hint) {
+                    Ok(()) => seg.hint_bytes.store(hint.len() as u64, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not write a hint file after scanning a segment")
+                    }
                 }
-                scan.data_end
+                data_end
             }
         };
         seg.data_end.store(data_end, Ordering::Release);
@@ -299,7 +308,7 @@ fn hinted_entries<'a>(dir: &Path, ids: impl Iterator<Item = &'a u64>) -> usize {
 
 /// Reads and checks the hint file of `seg`; `None` if it is missing, damaged or does not match
 /// the segment (the caller then scans).
-fn load_hint(dir: &Path, seg: &Segment) -> Option<format::Hint> {
+fn load_hint(dir: &Path, seg: &Segment) -> Option<(format::Hint, u64)> {
     let path = segment::hint_path(dir, seg.id);
     let bytes = fs::read(&path).ok()?;
     let hint = match format::decode_hint(&bytes) {
@@ -320,16 +329,21 @@ fn load_hint(dir: &Path, seg: &Segment) -> Option<format::Hint> {
         tracing::warn!(path = %path.display(), "ignoring a hint file that does not match its segment");
         return None;
     }
-    Some(hint)
+    Some((hint, bytes.len() as u64))
 }
 
 /// Writes a hint file via a temporary file and a rename. Not fsynced: a lost or torn hint only
-/// means the next open scans the segment.
+/// means the next open scans the segment. A failure (a full disk) leaves no temporary file.
 pub(crate) fn write_hint(dir: &Path, id: u64, bytes: &[u8]) -> Result<()> {
     let path = segment::hint_path(dir, id);
     let tmp = path.with_extension(format!("{HINT_EXT}.{TMP_EXT}"));
-    fs::write(&tmp, bytes).map_err(|e| Error::io("write hint", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename hint", &path, e))
+    let written = fs::write(&tmp, bytes)
+        .map_err(|e| Error::io("write hint", &tmp, e))
+        .and_then(|()| fs::rename(&tmp, &path).map_err(|e| Error::io("rename hint", &path, e)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Segment and hint ids in the directory; deletes leftover temporary files.

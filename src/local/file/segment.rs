@@ -44,10 +44,17 @@ pub(crate) struct Segment {
     pub(crate) live_bytes: AtomicU64,
     /// Offset just past the last record written; final once sealed.
     pub(crate) data_end: AtomicU64,
+    /// Length of the segment's hint file once it is written (0 before).
+    pub(crate) hint_bytes: AtomicU64,
 }
 
 impl Segment {
-    /// Creates segment `id`, preallocated to `size` bytes, with its header written.
+    /// Creates segment `id` with its header written and `size` bytes reserved on the device.
+    ///
+    /// The space is allocated now (`fallocate`), not left as a sparse hole: reading a hole through
+    /// the map needs a fresh page, and on a full tmpfs there is none, so the read would raise
+    /// SIGBUS. With the space reserved, neither a write nor a read of this segment can run out of
+    /// room later. A failure removes the file again, so nothing is left behind.
     pub(crate) fn create(dir: &Path, id: u64, size: u64) -> Result<Segment> {
         let path = segment_path(dir, id);
         let file = OpenOptions::new()
@@ -56,24 +63,36 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("create segment", &path, e))?;
+        match Self::init(file, &path, id, size) {
+            Ok(segment) => Ok(segment),
+            Err(e) => {
+                if let Err(rm) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %rm, "could not remove a segment whose creation failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn init(file: File, path: &Path, id: u64, size: u64) -> Result<Segment> {
         let salt = format::new_salt(id);
+        reserve(&file, size).map_err(|e| Error::io("reserve segment space", path, e))?;
         file.write_all_at(
             &format::encode_segment_header(format::SegmentHeader { id, salt }),
             0,
         )
-        .map_err(|e| Error::io("write segment header", &path, e))?;
-        file.set_len(size)
-            .map_err(|e| Error::io("preallocate segment", &path, e))?;
+        .map_err(|e| Error::io("write segment header", path, e))?;
         let len = usize::try_from(size).unwrap_or(usize::MAX);
-        let map = map_segment(&file, len).map_err(|e| Error::io("mmap segment", &path, e))?;
+        let map = map_segment(&file, len).map_err(|e| Error::io("mmap segment", path, e))?;
         Ok(Segment {
             id,
             salt,
-            path,
+            path: path.to_owned(),
             file,
             map,
             live_bytes: AtomicU64::new(0),
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+            hint_bytes: AtomicU64::new(0),
         })
     }
 
@@ -95,6 +114,10 @@ impl Segment {
         if len < SEGMENT_HEADER_LEN as u64 {
             return Ok(Err(format!("{len} bytes long, shorter than a segment header")));
         }
+        // Records are written front to back, so written data ends at the first hole. A store
+        // written before segments were reserved has a sparse tail; mapping only up to the hole
+        // keeps a scan from faulting a page in (SIGBUS on a full tmpfs).
+        let len = first_hole(&file).map_or(len, |hole| hole.clamp(SEGMENT_HEADER_LEN as u64, len));
         let map = map_segment(&file, usize::try_from(len).unwrap_or(usize::MAX))
             .map_err(|e| Error::io("mmap segment", &path, e))?;
         let salt = match format::decode_segment_header(&map) {
@@ -118,6 +141,7 @@ impl Segment {
             map,
             live_bytes: AtomicU64::new(0),
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+            hint_bytes: AtomicU64::new(0),
         }))
     }
 
@@ -138,13 +162,18 @@ impl Segment {
             .map(|bytes| format::decode_record(bytes, self.salt))
     }
 
-    /// The bytes `offset..offset + len`, or `None` if they are outside the file.
+    /// The bytes `offset..offset + len`, or `None` if they are not all written data: past the
+    /// data end lie reserved zeros or, once the segment is sealed, nothing (it was truncated).
     pub(crate) fn read(&self, offset: u64, len: u32) -> Option<&[u8]> {
+        let end = offset.checked_add(u64::from(len))?;
+        if end > self.data_end() {
+            return None;
+        }
         let start = usize::try_from(offset).ok()?;
-        self.map.get(start..start.checked_add(len as usize)?)
+        self.map.get(start..usize::try_from(end).ok()?)
     }
 
-    /// Writes `bytes` at `offset` (not through the map, so a full disk is an error, not SIGBUS).
+    /// Writes `bytes` at `offset` (not through the map, so an I/O error is an error, not SIGBUS).
     pub(crate) fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         self.file
             .write_all_at(bytes, offset)
@@ -158,11 +187,38 @@ impl Segment {
             .map_err(|e| Error::io("fsync segment", &self.path, e))
     }
 
+    /// Gives the reserved space past the data end back to the device: the segment takes no more
+    /// writes (sealed), or a crash left it (recovery). Reads never go past the data end, so the
+    /// mapping, longer than the file from now on, is never touched there.
+    pub(crate) fn truncate_to_data(&self) -> Result<()> {
+        let end = self.data_end();
+        if self.file_len()? > end {
+            self.file
+                .set_len(end)
+                .map_err(|e| Error::io("truncate segment", &self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Length of the file now.
+    pub(crate) fn file_len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &self.path, e))?
+            .len())
+    }
+
     pub(crate) fn data_end(&self) -> u64 {
         self.data_end.load(Ordering::Acquire)
     }
 
-    /// Length of the file as mapped.
+    /// Bytes this segment counts against the size bound: its records and its hint file.
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.data_end() + self.hint_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Length of the file as mapped (at most the file's length when it was mapped).
     pub(crate) fn mapped_len(&self) -> u64 {
         self.map.len() as u64
     }
@@ -171,4 +227,31 @@ impl Segment {
     pub(crate) fn data_bytes(&self) -> u64 {
         self.data_end().saturating_sub(SEGMENT_HEADER_LEN as u64)
     }
+}
+
+/// Allocates `size` bytes for `file`, so later writes and reads of that range need no space.
+/// File systems without `fallocate` get the range written with zeros instead, which allocates
+/// it just the same.
+fn reserve(file: &File, size: u64) -> std::io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+            const CHUNK: usize = 1 << 20;
+            let zeros = vec![0u8; CHUNK];
+            let mut at = 0u64;
+            while at < size {
+                let n = usize::try_from(size - at).unwrap_or(CHUNK).min(CHUNK);
+                file.write_all_at(zeros.get(..n).unwrap_or(&zeros), at)?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Offset of the first hole in `file` (its length if it has none), or `None` where the file
+/// system cannot tell.
+fn first_hole(file: &File) -> Option<u64> {
+    rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0)).ok()
 }

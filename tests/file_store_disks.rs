@@ -1,0 +1,339 @@
+//! The file store on the disks its users have: small tmpfs mounts and full ext4 file systems,
+//! really mounted (as root) and really filled. What is pinned: the bytes the kernel counts as
+//! used stay within the size bound plus one segment at every moment, whatever the durability;
+//! deleted segments never stay open; a full device never raises a signal, never blocks opening or
+//! reading, makes writes evict before they fail with `DiskFull`, and writes resume once space
+//! returns; failed opens leave nothing behind.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mount.rs"]
+mod mount;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use mount::{deleted_but_open, open_files_under, Mount};
+use uno_cache::replay::{ReplayOptions, ReplayQueue};
+use uno_cache::{Durability, Error, FileStore, FileStoreOptions};
+
+const KIB: u64 = 1024;
+
+/// The tests of this file measure whole file systems and the process's open files; a child
+/// process forked by one test (the CLI) briefly holds every open file of the others, deleted
+/// ones too. So they run one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+const MIB: u64 = 1024 * KIB;
+
+fn value(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i.wrapping_mul(31) + j) as u8).collect()
+}
+
+/// Files in `dir` whose names a finished operation must not leave behind.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn bytes_on_the_device_stay_within_the_bound_plus_one_segment_under_every_durability() {
+    let _serial = one_at_a_time();
+    let max = MIB;
+    let segment = 64 * KIB;
+    for durability in [
+        Durability::None,
+        Durability::Periodic(Duration::from_millis(50)),
+        Durability::EveryWrite,
+    ] {
+        let fs = Mount::tmpfs(64 * 1024);
+        let baseline = fs.used_bytes();
+        let dir = fs.path().join("store");
+        let store = FileStore::open(
+            &dir,
+            FileStoreOptions::default()
+                .max_size_mb(1)
+                .segment_size(segment)
+                .durability(durability),
+        )
+        .unwrap();
+        // Every file rounds up to a page on tmpfs: allow one page per file the bound can hold
+        // (a segment and its hint each), and the lock and metadata files.
+        let files = 2 * (max / segment + 2) + 2;
+        let bound = max + segment + files * 4 * KIB;
+        let segments_in_bound = (max / segment + 2) as usize;
+        let mut worst = 0;
+        for i in 0..6_000 {
+            store.set(&format!("k{i}"), &value(i, 4096), None).unwrap();
+            if i % 25 == 0 {
+                let used = fs.used_bytes() - baseline;
+                worst = worst.max(used);
+                assert!(
+                    used <= bound,
+                    "{durability:?}: {used} bytes used on the device after {i} writes, bound {bound}; \
+                     deleted but open: {:?}; {:?}",
+                    deleted_but_open(&dir),
+                    store.stats()
+                );
+                let stats = store.stats();
+                assert!(
+                    stats.allocated_bytes <= max + segment,
+                    "{durability:?}: {stats:?}"
+                );
+                // A flush may hold one segment that was evicted while it was being fsynced.
+                let held = deleted_but_open(&dir);
+                assert!(held.len() <= 1, "{durability:?}: deleted but open: {held:?}");
+                let open = open_files_under(&dir);
+                assert!(
+                    open <= segments_in_bound + 2,
+                    "{durability:?}: {open} open files for at most {segments_in_bound} segments"
+                );
+            }
+        }
+        assert!(store.stats().evictions > 4_000, "{:?}", store.stats());
+        eprintln!("{durability:?}: worst {worst} bytes used on the device (bound {bound})");
+        store.close().unwrap();
+    }
+}
+
+#[test]
+fn the_replay_queue_keeps_no_deleted_file_open_and_stays_within_its_documented_size() {
+    let _serial = one_at_a_time();
+    let fs = Mount::tmpfs(64 * 1024);
+    let baseline = fs.used_bytes();
+    let max_bytes = 256 * KIB;
+    let queue = ReplayQueue::open(fs.path(), ReplayOptions::default().max_bytes(max_bytes)).unwrap();
+    let payload = value(7, 1000);
+    for round in 0..200 {
+        for i in 0..100 {
+            queue
+                .push_set(&format!("k{}", (round * 100 + i) % 500), &payload, 0)
+                .unwrap();
+        }
+        let pending = queue.pending_up_to(80);
+        queue.ack_many(&pending).unwrap();
+        if round % 10 == 0 {
+            queue.compact().unwrap();
+        }
+        let used = fs.used_bytes() - baseline;
+        // The documented bound of the log file (two times max_bytes plus 64 KiB), and the lock.
+        assert!(
+            used <= 2 * max_bytes + 64 * KIB + 8 * KIB,
+            "round {round}: {used} bytes"
+        );
+        assert!(deleted_but_open(fs.path()).is_empty(), "round {round}");
+    }
+}
+
+fn cli(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uno-cache"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn no_signal(what: &str, out: &Output) -> i32 {
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "{what} was killed by a signal ({:?}); stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.code().unwrap()
+}
+
+#[test]
+fn a_tmpfs_filled_through_the_cli_never_kills_it_with_a_signal_and_reads_still_work() {
+    let _serial = one_at_a_time();
+    let fs = Mount::tmpfs(6 * 1024);
+    let dir = fs.path().join("store");
+    // Four times what the tmpfs holds: the store keeps to its bound by evicting.
+    let mut input = Vec::new();
+    for i in 0..6_000 {
+        input.extend_from_slice(format!("k{i}\t{}\n", "v".repeat(4000)).as_bytes());
+    }
+    let import = cli(&dir, &["--max-size-mb", "4", "import"], Some(&input));
+    assert_eq!(
+        no_signal("import", &import),
+        0,
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    // Now nothing else fits.
+    let _ballast = fs.fill("ballast");
+    for args in [
+        &["--max-size-mb", "4", "get", "k5999"][..],
+        &["--max-size-mb", "4", "stats"],
+        &["--max-size-mb", "4", "verify"],
+        &["--max-size-mb", "4", "dump"],
+    ] {
+        let out = cli(&dir, args, None);
+        let code = no_signal(&args.join(" "), &out);
+        assert_eq!(code, 0, "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let hit = cli(&dir, &["--max-size-mb", "4", "get", "k5999"], None);
+    assert_eq!(hit.stdout, "v".repeat(4000).as_bytes());
+    // A write makes room by evicting the oldest segment (or says the disk is full); no signal.
+    let set = cli(&dir, &["--max-size-mb", "4", "set", "new", "value"], None);
+    let code = no_signal("set", &set);
+    assert!(
+        code == 0 || String::from_utf8_lossy(&set.stderr).contains("no space left"),
+        "set exited {code}: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+}
+
+fn options() -> FileStoreOptions {
+    FileStoreOptions::default()
+        .max_size_mb(8)
+        .segment_size(256 * KIB)
+        .background_threads(false)
+}
+
+#[test]
+fn a_full_ext4_disk_opens_and_reads_then_writes_evict_then_fail_with_disk_full_then_recover() {
+    let _serial = one_at_a_time();
+    let fs = Mount::ext4(24);
+    let dir = fs.path().join("store");
+    let n = 1_500;
+    {
+        let store = FileStore::open(&dir, options()).unwrap();
+        for i in 0..n {
+            store.set(&format!("k{i}"), &value(i, 4000), None).unwrap();
+        }
+        store.close().unwrap();
+    }
+    let files_before: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let ballast = fs.fill("ballast");
+
+    // Opening needs no space; every entry still there is read back intact.
+    let store = FileStore::open(&dir, options()).unwrap();
+    let live_before = store.stats().live_items;
+    assert!(live_before > 1_000, "{:?}", store.stats());
+    for i in (0..n).rev().take(live_before as usize) {
+        assert_eq!(store.get(&format!("k{i}")).unwrap(), Some(value(i, 4000)), "k{i}");
+    }
+    assert!(store.verify(|_, _| {}).unwrap().is_clean());
+
+    // A write on the full disk evicts the oldest segment to make room, and lands.
+    store.set("fresh", &value(1, 4000), None).unwrap();
+    assert_eq!(store.get("fresh").unwrap(), Some(value(1, 4000)));
+    assert!(store.stats().evictions > 0, "{:?}", store.stats());
+    assert_eq!(
+        store.get(&format!("k{}", n - 1)).unwrap(),
+        Some(value(n - 1, 4000))
+    );
+
+    // With nothing left to evict, a write gets DiskFull naming the directory, and latches nothing.
+    store.clear().unwrap();
+    let _more = fs.fill("ballast2");
+    let err = store.set("k", &value(2, 4000), None).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+    assert!(store.get("fresh").unwrap().is_none());
+
+    // Space returns: writes work again without reopening.
+    std::fs::remove_file(&ballast).unwrap();
+    store.set("k", &value(2, 4000), None).unwrap();
+    assert_eq!(store.get("k").unwrap(), Some(value(2, 4000)));
+    store.close().unwrap();
+    assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+    assert!(!files_before.is_empty());
+}
+
+#[test]
+fn reopening_on_a_full_disk_leaves_no_file_behind() {
+    let _serial = one_at_a_time();
+    let fs = Mount::ext4(16);
+    let dir = fs.path().join("store");
+    // A process that writes and exits without closing the store: its active segment has no
+    // hint, so the next open scans it and writes one.
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_writes_300_entries_and_exits_without_closing",
+            "--nocapture",
+        ])
+        .env("UNO_TEST_CHILD_DIR", &dir)
+        .status()
+        .unwrap();
+    assert!(child.success());
+    let names = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let _ballast = fs.fill("ballast");
+    let before = names(&dir);
+    for _ in 0..3 {
+        let store = FileStore::open(&dir, options()).unwrap();
+        assert_eq!(store.get("k299").unwrap(), Some(value(299, 4000)));
+        drop(store);
+        let after = names(&dir);
+        // Only hint files (of the segment scanned) may appear, never a segment or a temp file.
+        let added: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+        assert!(added.iter().all(|n| n.ends_with(".hint")), "added {added:?}");
+        assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+    }
+}
+
+#[test]
+fn a_first_open_on_a_full_tmpfs_fails_cleanly_and_leaves_nothing_behind() {
+    let _serial = one_at_a_time();
+    let fs = Mount::tmpfs(1024);
+    let _ballast = fs.fill("ballast");
+    let dir = fs.path().join("store");
+    let err = FileStore::open(&dir, options()).unwrap_err();
+    assert!(err.to_string().contains("store"), "{err}");
+    assert!(!dir.exists(), "{:?}", std::fs::read_dir(&dir).map(|d| d.count()));
+}
+
+/// Not a test of its own: the writer process of `reopening_on_a_full_disk_leaves_no_file_behind`
+/// (does nothing unless that test starts it).
+#[test]
+fn child_writes_300_entries_and_exits_without_closing() {
+    let Some(dir) = std::env::var_os("UNO_TEST_CHILD_DIR") else {
+        return;
+    };
+    let store = FileStore::open(Path::new(&dir), options()).unwrap();
+    for i in 0..300 {
+        store.set(&format!("k{i}"), &value(i, 4000), None).unwrap();
+    }
+    // Exits with the store open: no close, no final hint.
+    std::process::exit(0);
+}

@@ -1,0 +1,175 @@
+//! Real small file systems for tests about disks: a tmpfs or a loop-mounted ext4 image, mounted
+//! on a fresh temporary directory and unmounted on drop.
+//!
+//! Mounting needs root (CI runs as root) and, for ext4, `mkfs.ext4` (Debian package e2fsprogs).
+//! Where either is missing the test fails saying so; nothing is skipped.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A mounted file system; unmounted (and its image deleted) on drop.
+pub struct Mount {
+    /// Holds the mount point and, for ext4, the image file.
+    _root: tempfile::TempDir,
+    point: PathBuf,
+}
+
+fn run(what: &str, command: &mut Command, hint: &str) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: could not run {command:?}: {e}. {hint}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}. {hint}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// `name` from PATH, or from the system directories a non-login PATH may lack.
+fn system_binary(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+const ROOT_HINT: &str = "These tests mount real file systems and must run as root (CI does)";
+
+impl Mount {
+    /// A tmpfs of `kib` KiB.
+    pub fn tmpfs(kib: u64) -> Mount {
+        let root = tempfile::tempdir().unwrap();
+        let point = root.path().join("mnt");
+        std::fs::create_dir(&point).unwrap();
+        run(
+            "mount tmpfs",
+            Command::new(system_binary("mount"))
+                .args(["-t", "tmpfs", "-o", &format!("size={kib}k")])
+                .arg("tmpfs")
+                .arg(&point),
+            ROOT_HINT,
+        );
+        Mount { _root: root, point }
+    }
+
+    /// An ext4 file system of `mib` MiB in an image file, mounted through a loop device.
+    pub fn ext4(mib: u64) -> Mount {
+        let root = tempfile::tempdir().unwrap();
+        let image = root.path().join("fs.img");
+        let point = root.path().join("mnt");
+        std::fs::create_dir(&point).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(mib * 1024 * 1024)
+            .unwrap();
+        run(
+            "mkfs.ext4",
+            Command::new(system_binary("mkfs.ext4"))
+                .args(["-q", "-F", "-m", "0"])
+                .arg(&image),
+            "Install it with `apt-get install -y e2fsprogs`",
+        );
+        run(
+            "mount ext4 image",
+            Command::new(system_binary("mount")).args(["-o", "loop"]).arg(&image).arg(&point),
+            ROOT_HINT,
+        );
+        Mount { _root: root, point }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.point
+    }
+
+    /// Bytes in use on the file system, as the kernel counts them: deleted files that a process
+    /// still holds open included, which `du` cannot see.
+    pub fn used_bytes(&self) -> u64 {
+        let s = statvfs(&self.point);
+        (s.blocks - s.blocks_free) * s.fragment_size
+    }
+
+    /// Bytes still free.
+    pub fn free_bytes(&self) -> u64 {
+        let s = statvfs(&self.point);
+        s.blocks_free * s.fragment_size
+    }
+
+    /// Fills the file system with a ballast file until it is full; returns its path.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let path = self.point.join(name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0xAAu8; 4096];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        // What the page cache accepted must reach the file system to count as used.
+        let _ = file.sync_all();
+        path
+    }
+}
+
+struct Vfs {
+    blocks: u64,
+    blocks_free: u64,
+    fragment_size: u64,
+}
+
+fn statvfs(path: &Path) -> Vfs {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%b %f %S"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n: Vec<u64> = text.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    Vfs {
+        blocks: n[0],
+        blocks_free: n[1],
+        fragment_size: n[2],
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // Lazy: a file still open in a failing test must not leave the mount behind.
+        let _ = Command::new(system_binary("umount")).arg("-l").arg(&self.point).status();
+    }
+}
+
+/// Files under `dir` that this process holds open although they were deleted, with their sizes.
+pub fn deleted_but_open(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let text = target.to_string_lossy();
+        if let Some(path) = text.strip_suffix(" (deleted)") {
+            if Path::new(path).starts_with(dir) {
+                let size = std::fs::metadata(entry.path()).map_or(0, |m| m.len());
+                found.push((PathBuf::from(path), size));
+            }
+        }
+    }
+    found
+}
+
+/// Open file descriptors of this process on files under `dir`.
+pub fn open_files_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(dir)))
+        .count()
+}
