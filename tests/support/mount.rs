@@ -76,7 +76,10 @@ impl Mount {
         );
         run(
             "mount ext4 image",
-            Command::new(system_binary("mount")).args(["-o", "loop"]).arg(&image).arg(&point),
+            Command::new(system_binary("mount"))
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&point),
             ROOT_HINT,
         );
         Mount { _root: root, point }
@@ -143,7 +146,10 @@ fn statvfs(path: &Path) -> Vfs {
 impl Drop for Mount {
     fn drop(&mut self) {
         // Lazy: a file still open in a failing test must not leave the mount behind.
-        let _ = Command::new(system_binary("umount")).arg("-l").arg(&self.point).status();
+        let _ = Command::new(system_binary("umount"))
+            .arg("-l")
+            .arg(&self.point)
+            .status();
     }
 }
 

@@ -126,7 +126,7 @@ impl Inner {
         }
         self.remove_segment(w, &seg)?;
         // The unlink must be durable before anything relies on the segment being gone.
-        self.dir.sync()?;
+        self.sync_removals()?;
         Ok(true)
     }
 
@@ -275,7 +275,7 @@ impl Inner {
         // The copies must be durable before the originals disappear.
         self.sync_since(&w, first_active)?;
         self.remove_segment(&mut w, seg)?;
-        self.dir.sync()?;
+        self.sync_removals()?;
         Ok(moved)
     }
 }

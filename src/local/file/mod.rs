@@ -143,6 +143,9 @@ pub(crate) struct Inner {
     counters: Counters,
     recovery: RecoveryReport,
     shutdown: Shutdown,
+    /// Test hook: makes the flusher thread leave its loop as if it had died.
+    #[cfg(test)]
+    test_stop_flusher: AtomicBool,
 }
 
 /// One value a write appends: `(key, value)` takes the batch's TTL, `(key, value, ttl)` has its
@@ -276,6 +279,8 @@ impl FileStore {
             counters: Counters::default(),
             recovery: recovered.report,
             shutdown: Shutdown::default(),
+            #[cfg(test)]
+            test_stop_flusher: AtomicBool::new(false),
             dir,
         });
         let workers = if options.background {
@@ -875,7 +880,7 @@ impl Inner {
         w.hint.clear();
         w.hint_entries = 0;
         // The new name must be durable before records in it are acknowledged as durable.
-        self.dir.sync()
+        self.dir.sync().map_err(|e| self.fail(e))
     }
 
     /// Seals the active segment: its hint is built now and written once the segment is fsynced,
@@ -955,9 +960,9 @@ impl Inner {
     }
 
     fn seal_on_close(&self) -> Result<()> {
-        if self.failed.get().is_some() {
-            return Ok(());
-        }
+        // After a latch nothing more is written, and the caller must learn that what it wrote
+        // since the failure may not be durable.
+        self.check_writable()?;
         let _sync = self.sync_lock.lock();
         let mut w = self.writer.lock();
         let sealed = std::mem::take(&mut w.unsynced);
@@ -968,7 +973,7 @@ impl Inner {
         if w.hint_entries == 0 {
             // Nothing was written: remove the empty segment instead of keeping it around.
             self.remove_segment(&mut w, &active)?;
-            return self.dir.sync();
+            return self.sync_removals();
         }
         active.sync().map_err(|e| self.fail(e))?;
         self.seal(&mut w, active);
@@ -979,6 +984,9 @@ impl Inner {
     fn flush(&self) -> Result<()> {
         self.check_writable()?;
         let _sync = self.sync_lock.lock();
+        // Again under the lock: a flush that failed while this one waited has latched the store,
+        // and an fsync retried after a failure can report success for pages the kernel dropped.
+        self.check_writable()?;
         self.dirty.store(false, Ordering::Relaxed);
         let (sealed, active) = {
             let mut w = self.writer.lock();
@@ -1023,7 +1031,14 @@ impl Inner {
         for seg in old {
             self.remove_segment(&mut w, &seg)?;
         }
-        self.dir.sync()
+        self.sync_removals()
+    }
+
+    /// Makes removed segment names durable. Compaction drops tombstones from a segment once it
+    /// is the oldest, so an unlink that a power loss undoes could bring deleted keys back: a
+    /// failure here latches.
+    fn sync_removals(&self) -> Result<()> {
+        self.dir.sync().map_err(|e| self.fail(e))
     }
 
     /// Forgets a segment and deletes its files. Readers holding it finish first (the segments
@@ -1038,7 +1053,9 @@ impl Inner {
             return Ok(());
         }
         self.disk_bytes.fetch_sub(seg.disk_bytes(), Ordering::Relaxed);
-        std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove segment", &seg.path, e))?;
+        // A segment that stays on disk after the store forgot it would come back at the next
+        // open, with records whose tombstones may be gone: latch.
+        std::fs::remove_file(&seg.path).map_err(|e| self.fail(Error::io("remove segment", &seg.path, e)))?;
         let hint = segment::hint_path(&self.dir.path, seg.id);
         match std::fs::remove_file(&hint) {
             Ok(()) => Ok(()),

@@ -39,6 +39,25 @@ impl Shutdown {
     }
 }
 
+/// Latches the store if the flusher thread ends before the store is closed (a panic, or any
+/// other way out of its loop): `Periodic` durability is then a promise nobody keeps, so writes
+/// are refused, and the cause says why.
+struct FlusherWatch<'a>(&'a Inner);
+
+impl Drop for FlusherWatch<'_> {
+    fn drop(&mut self) {
+        if !self.0.shutdown.is_stopped() {
+            let _ = self.0.fail(crate::Error::io(
+                "run the periodic fsync thread of",
+                &self.0.dir.path,
+                std::io::Error::other(
+                    "it stopped, so writes could no longer be made durable at the configured interval",
+                ),
+            ));
+        }
+    }
+}
+
 /// The running background threads of one store.
 #[derive(Debug, Default)]
 pub(crate) struct Workers {
@@ -53,7 +72,15 @@ impl Workers {
             workers.spawn(
                 "uno-cache-flush",
                 move || {
+                    let _watch = FlusherWatch(&inner2);
                     while !inner2.shutdown.sleep(interval) {
+                        #[cfg(test)]
+                        if inner2
+                            .test_stop_flusher
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                        {
+                            return;
+                        }
                         if let Err(e) = inner2.flush_if_dirty() {
                             tracing::error!(error = %e, "periodic flush failed; writes are now refused");
                         }
@@ -100,5 +127,36 @@ impl Workers {
                 tracing::error!("a background thread of the file store panicked");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use crate::{Durability, Error, FileStore, FileStoreOptions};
+
+    #[test]
+    fn a_flusher_that_stops_on_its_own_latches_the_store_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileStoreOptions::default().durability(Durability::Periodic(Duration::from_millis(5)));
+        let store = FileStore::open(dir.path(), options).unwrap();
+        store.set("k", b"v", None).unwrap();
+        store.inner.test_stop_flusher.store(true, Ordering::Relaxed);
+        // The thread notices within one interval; wait for the latch it leaves, bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            match store.set("k", b"w", None) {
+                Err(e) => break e,
+                Ok(()) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Ok(()) => unreachable!("the store kept taking writes with its flusher gone"),
+            }
+        };
+        assert!(matches!(err, Error::WritesDisabled { .. }), "{err:?}");
+        assert!(err.to_string().contains("periodic fsync thread"), "{err}");
+        // Reads go on.
+        assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"w"[..]));
+        assert!(store.close().is_err(), "close must report the latch");
     }
 }
