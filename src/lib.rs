@@ -61,6 +61,7 @@
 mod clock;
 mod codec;
 mod config;
+mod disk;
 pub mod distributed;
 mod error;
 pub mod invalidation;

@@ -3,12 +3,12 @@
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::{self, Header, LOCK_FILE, LOG_FILE, LOG_NEW_FILE};
+use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
 
 /// A random log id; it seeds the record checksums of one file.
@@ -44,9 +44,8 @@ pub(crate) fn lock(dir: &Path) -> Result<File> {
 }
 
 /// fsyncs a directory, making created, renamed and removed names durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+pub(crate) fn sync_dir(disk: &Disk, dir: &Path) -> Result<()> {
+    disk.sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
@@ -55,7 +54,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 pub(crate) struct Log {
     dir: PathBuf,
     path: PathBuf,
-    file: File,
+    disk: Disk,
+    file: DiskFile,
     log_id: u64,
     /// Length of the file: where the next record goes.
     len: u64,
@@ -70,15 +70,15 @@ pub(crate) struct Log {
 
 impl Log {
     /// Opens the existing log for appending at `len` (the caller has read and checked it).
-    pub(crate) fn open_existing(dir: &Path, lock: File, log_id: u64, len: u64) -> Result<Log> {
+    pub(crate) fn open_existing(dir: &Path, disk: Disk, lock: File, log_id: u64, len: u64) -> Result<Log> {
         let path = dir.join(LOG_FILE);
-        let file = OpenOptions::new()
-            .write(true)
+        let file = disk
             .open(&path)
             .map_err(|e| Error::io("open replay log", &path, e))?;
         Ok(Log {
             dir: dir.to_owned(),
             path,
+            disk,
             file,
             log_id,
             len,
@@ -91,11 +91,12 @@ impl Log {
 
     /// Writes a complete new log (header then `body`, encoded under `log_id`) atomically in place
     /// of any existing one: temporary file, fsync, rename, directory fsync.
-    pub(crate) fn create(dir: &Path, lock: File, header: &Header, body: &[u8]) -> Result<Log> {
-        let (file, len) = write_new(dir, header, body)?;
+    pub(crate) fn create(dir: &Path, disk: Disk, lock: File, header: &Header, body: &[u8]) -> Result<Log> {
+        let (file, len) = write_new(&disk, dir, header, body)?;
         Ok(Log {
             dir: dir.to_owned(),
             path: dir.join(LOG_FILE),
+            disk,
             file,
             log_id: header.log_id,
             len,
@@ -180,21 +181,21 @@ impl Log {
     pub(crate) fn replace(&mut self, header: &Header, body: &[u8]) -> Result<()> {
         self.check_writable()?;
         let tmp = self.dir.join(LOG_NEW_FILE);
-        let file = match write_tmp(&tmp, header, body) {
+        let file = match write_tmp(&self.disk, &tmp, header, body) {
             Ok(file) => file,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 return Err(e);
             }
         };
-        if let Err(e) = fs::rename(&tmp, &self.path) {
+        if let Err(e) = self.disk.rename(&tmp, &self.path) {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io("rename replay log", &self.path, e));
         }
         self.file = file;
         self.log_id = header.log_id;
         self.len = (format::HEADER_LEN + body.len()) as u64;
-        if let Err(e) = sync_dir(&self.dir) {
+        if let Err(e) = sync_dir(&self.disk, &self.dir) {
             return Err(self.fail(e));
         }
         Ok(())
@@ -202,41 +203,37 @@ impl Log {
 }
 
 /// Writes header and body to `tmp` and fsyncs it.
-fn write_tmp(tmp: &Path, header: &Header, body: &[u8]) -> Result<File> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .map_err(|e| Error::io("create", tmp, e))?;
-    file.write_all(&format::encode_header(header))
-        .and_then(|()| file.write_all(body))
+fn write_tmp(disk: &Disk, tmp: &Path, header: &Header, body: &[u8]) -> Result<DiskFile> {
+    let file = disk.create(tmp).map_err(|e| Error::io("create", tmp, e))?;
+    let head = format::encode_header(header);
+    file.write_all_at(&head, 0)
+        .and_then(|()| file.write_all_at(body, head.len() as u64))
         .map_err(|e| Error::io("write", tmp, e))?;
-    file.sync_all().map_err(|e| Error::io("fsync", tmp, e))?;
+    file.sync_data().map_err(|e| Error::io("fsync", tmp, e))?;
     Ok(file)
 }
 
 /// Writes a new log in place of any old one; returns the file and its length.
-fn write_new(dir: &Path, header: &Header, body: &[u8]) -> Result<(File, u64)> {
+fn write_new(disk: &Disk, dir: &Path, header: &Header, body: &[u8]) -> Result<(DiskFile, u64)> {
     let tmp = dir.join(LOG_NEW_FILE);
     let path = dir.join(LOG_FILE);
-    let file = match write_tmp(&tmp, header, body) {
+    let file = match write_tmp(disk, &tmp, header, body) {
         Ok(file) => file,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
     };
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename replay log", &path, e))?;
-    sync_dir(dir)?;
+    disk.rename(&tmp, &path)
+        .map_err(|e| Error::io("rename replay log", &path, e))?;
+    sync_dir(disk, dir)?;
     Ok((file, (format::HEADER_LEN + body.len()) as u64))
 }
 
 /// Deletes a leftover temporary log from an interrupted rewrite.
-pub(crate) fn remove_leftover(dir: &Path) -> Result<()> {
+pub(crate) fn remove_leftover(disk: &Disk, dir: &Path) -> Result<()> {
     let tmp = dir.join(LOG_NEW_FILE);
-    match fs::remove_file(&tmp) {
+    match disk.remove_file(&tmp) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove leftover replay log", &tmp, e)),

@@ -124,6 +124,8 @@
 pub(crate) mod format;
 mod log;
 mod options;
+#[cfg(test)]
+mod power_loss_tests;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -326,7 +328,7 @@ impl ReplayQueue {
         options.check()?;
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let lock = log::lock(dir)?;
-        log::remove_leftover(dir)?;
+        log::remove_leftover(&options.disk, dir)?;
         let path = dir.join(LOG_FILE);
         let mut recovery = ReplayRecovery::default();
         let mut pending = Pending::default();
@@ -370,7 +372,10 @@ impl ReplayQueue {
                         moved_to = %aside.display(),
                         "replay log header damaged; starting an empty, overflowed queue"
                     );
-                    fs::rename(&path, &aside).map_err(|e| Error::io("move damaged replay log", &aside, e))?;
+                    options
+                        .disk
+                        .rename(&path, &aside)
+                        .map_err(|e| Error::io("move damaged replay log", &aside, e))?;
                     recovery.header_damage = Some(problem.to_string());
                     overflowed = true;
                     None
@@ -378,14 +383,14 @@ impl ReplayQueue {
             },
         };
         let log = match clean {
-            Some((log_id, len)) => Log::open_existing(dir, lock, log_id, len)?,
+            Some((log_id, len)) => Log::open_existing(dir, options.disk.clone(), lock, log_id, len)?,
             None => {
                 let header = Header {
                     log_id: log::new_log_id(),
                     next_seq,
                 };
                 let body = encode_body(header.log_id, &pending, overflowed);
-                let log = Log::create(dir, lock, &header, &body)?;
+                let log = Log::create(dir, options.disk.clone(), lock, &header, &body)?;
                 pending.recompute_disk_lens();
                 log
             }

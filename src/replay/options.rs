@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::format::record_len;
 use crate::clock::{Clock, SystemClock};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::local::file::MAX_KEY_LEN;
 
@@ -24,6 +25,7 @@ pub struct ReplayOptions {
     pub(crate) max_bytes: u64,
     pub(crate) max_entries: usize,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) disk: Disk,
 }
 
 impl Default for ReplayOptions {
@@ -32,6 +34,7 @@ impl Default for ReplayOptions {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entries: DEFAULT_MAX_ENTRIES,
             clock: Arc::new(SystemClock),
+            disk: Disk::default(),
         }
     }
 }
@@ -50,6 +53,13 @@ impl ReplayOptions {
     /// At least 1.
     pub fn max_entries(mut self, entries: usize) -> Self {
         self.max_entries = entries;
+        self
+    }
+
+    /// Routes the queue's writes through a simulated disk (power-loss and fault tests).
+    #[cfg(test)]
+    pub(crate) fn disk(mut self, disk: Disk) -> Self {
+        self.disk = disk;
         self
     }
 

@@ -1,16 +1,18 @@
 //! The store directory: the ownership check, the exclusive lock, and the metadata file.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, HeaderError, Meta, LOCK_FILE, META_FILE, META_LEN, TMP_EXT};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 
 /// An open, locked store directory. The lock is released when this is dropped.
 #[derive(Debug)]
 pub(crate) struct LockedDir {
     pub(crate) path: PathBuf,
+    /// Where every write of the store goes.
+    pub(crate) disk: Disk,
     /// Held for its flock; never read.
     _lock: File,
 }
@@ -19,7 +21,7 @@ impl LockedDir {
     /// Creates `path` if needed, refuses a directory that is not ours, and takes the lock.
     ///
     /// Returns the directory and its metadata; a new directory gets `new_meta`.
-    pub(crate) fn open(path: &Path, new_meta: Meta) -> Result<(LockedDir, Meta)> {
+    pub(crate) fn open(path: &Path, disk: Disk, new_meta: Meta) -> Result<(LockedDir, Meta)> {
         let created = !path.exists();
         fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
         let meta_path = path.join(META_FILE);
@@ -50,6 +52,7 @@ impl LockedDir {
         }
         let dir = LockedDir {
             path: path.to_owned(),
+            disk,
             _lock: lock,
         };
         let meta = if has_meta {
@@ -93,14 +96,20 @@ impl LockedDir {
     pub(crate) fn write_meta(&self, meta: &Meta) -> Result<()> {
         let path = self.path.join(META_FILE);
         let tmp = self.path.join(format!("{META_FILE}.{TMP_EXT}"));
-        let written = File::create(&tmp)
+        let written = self
+            .disk
+            .create(&tmp)
             .map_err(|e| Error::io("create", &tmp, e))
-            .and_then(|mut file| {
-                file.write_all(&format::encode_meta(meta))
+            .and_then(|file| {
+                file.write_all_at(&format::encode_meta(meta), 0)
                     .map_err(|e| Error::io("write", &tmp, e))?;
-                file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
+                file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))
             })
-            .and_then(|()| fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e)));
+            .and_then(|()| {
+                self.disk
+                    .rename(&tmp, &path)
+                    .map_err(|e| Error::io("rename", &path, e))
+            });
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -110,8 +119,8 @@ impl LockedDir {
 
     /// fsyncs the directory, making created, renamed and removed names durable.
     pub(crate) fn sync(&self) -> Result<()> {
-        File::open(&self.path)
-            .and_then(|d| d.sync_all())
+        self.disk
+            .sync_dir(&self.path)
             .map_err(|e| Error::io("fsync directory", &self.path, e))
     }
 }

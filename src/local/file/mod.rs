@@ -23,6 +23,8 @@ mod index;
 mod maintenance;
 mod mmap;
 mod options;
+#[cfg(test)]
+mod power_loss_tests;
 mod recovery;
 mod segment;
 mod worker;
@@ -234,6 +236,7 @@ impl FileStore {
         let (max_bytes, new_segment_size) = options.resolve()?;
         let (dir, meta) = LockedDir::open(
             dir.as_ref(),
+            options.disk.clone(),
             Meta {
                 segment_size: new_segment_size,
                 min_seq: 0,
@@ -480,6 +483,13 @@ impl FileStore {
     /// [`Error::Io`] if the final fsync or hint write fails.
     pub fn close(mut self) -> Result<()> {
         self.shutdown()
+    }
+
+    /// Drops the store as a crash would: no final fsync, no hint, no close (tests).
+    #[cfg(test)]
+    pub(crate) fn abandon(mut self) {
+        self.closed = true;
+        self.workers.stop(&self.inner.shutdown);
     }
 
     fn shutdown(&mut self) -> Result<()> {
@@ -859,7 +869,7 @@ impl Inner {
         w.offset = self.segment_size;
         let id = w.next_segment_id;
         let segment = loop {
-            match Segment::create(&self.dir.path, id, self.segment_size) {
+            match Segment::create(&self.dir.disk, &self.dir.path, id, self.segment_size) {
                 Ok(segment) => break Arc::new(segment),
                 Err(e) if e.is_no_space() => {
                     if !self.evict_oldest(w, false)? {
@@ -933,7 +943,7 @@ impl Inner {
         }
         // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
         // Its bytes were counted as the records were appended (`count_appended`).
-        if let Err(e) = recovery::write_hint(&self.dir.path, sealed.segment.id, &sealed.hint) {
+        if let Err(e) = recovery::write_hint(&self.dir, sealed.segment.id, &sealed.hint) {
             tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
         }
     }
@@ -1055,9 +1065,12 @@ impl Inner {
         self.disk_bytes.fetch_sub(seg.disk_bytes(), Ordering::Relaxed);
         // A segment that stays on disk after the store forgot it would come back at the next
         // open, with records whose tombstones may be gone: latch.
-        std::fs::remove_file(&seg.path).map_err(|e| self.fail(Error::io("remove segment", &seg.path, e)))?;
+        self.dir
+            .disk
+            .remove_file(&seg.path)
+            .map_err(|e| self.fail(Error::io("remove segment", &seg.path, e)))?;
         let hint = segment::hint_path(&self.dir.path, seg.id);
-        match std::fs::remove_file(&hint) {
+        match self.dir.disk.remove_file(&hint) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove hint", &hint, e)),

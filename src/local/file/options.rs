@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::format::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use crate::clock::{Clock, SystemClock};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 
 /// When written data reaches stable storage.
@@ -51,6 +52,7 @@ pub struct FileStoreOptions {
     pub(crate) min_live_ratio: f64,
     pub(crate) background: bool,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) disk: Disk,
 }
 
 impl Default for FileStoreOptions {
@@ -63,6 +65,7 @@ impl Default for FileStoreOptions {
             min_live_ratio: 0.5,
             background: true,
             clock: Arc::new(SystemClock),
+            disk: Disk::default(),
         }
     }
 }
@@ -114,6 +117,13 @@ impl FileStoreOptions {
     /// The clock used for TTLs (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Routes the store's writes through a simulated disk (power-loss and fault tests).
+    #[cfg(test)]
+    pub(crate) fn disk(mut self, disk: Disk) -> Self {
+        self.disk = disk;
         self
     }
 

@@ -85,9 +85,9 @@ impl FoundKey<'_> {
 }
 
 pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recovered> {
-    let (segment_ids, hint_ids) = list(&dir.path)?;
+    let (segment_ids, hint_ids) = list(dir)?;
     for id in hint_ids.difference(&segment_ids) {
-        remove_quietly(&segment::hint_path(&dir.path, *id));
+        remove_quietly(dir, &segment::hint_path(&dir.path, *id));
     }
     let mut report = RecoveryReport::default();
     // Sized up front: growing a map of a million keys rehashes every key several times, which was
@@ -103,13 +103,13 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
 
     for &id in &segment_ids {
         let path = segment::segment_path(&dir.path, id);
-        let seg = match Segment::open(path.clone(), id)? {
+        let seg = match Segment::open(&dir.disk, path.clone(), id)? {
             Ok(seg) => seg,
             Err(reason) => {
                 tracing::warn!(path = %path.display(), %reason, "removing an unreadable segment");
                 report.damaged_segments += 1;
-                remove_quietly(&path);
-                remove_quietly(&segment::hint_path(&dir.path, id));
+                remove_quietly(dir, &path);
+                remove_quietly(dir, &segment::hint_path(&dir.path, id));
                 continue;
             }
         };
@@ -191,7 +191,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
                 if scan.torn_tail.is_some() {
                     seg.sync()?;
                 }
-                match write_hint(&dir.path, id, &hint) {
+                match write_hint(dir, id, &hint) {
                     Ok(()) => seg.hint_bytes.store(hint.len() as u64, Ordering::Relaxed),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not write a hint file after scanning a segment")
@@ -334,12 +334,18 @@ fn load_hint(dir: &Path, seg: &Segment) -> Option<(format::Hint, u64)> {
 
 /// Writes a hint file via a temporary file and a rename. Not fsynced: a lost or torn hint only
 /// means the next open scans the segment. A failure (a full disk) leaves no temporary file.
-pub(crate) fn write_hint(dir: &Path, id: u64, bytes: &[u8]) -> Result<()> {
-    let path = segment::hint_path(dir, id);
+pub(crate) fn write_hint(dir: &LockedDir, id: u64, bytes: &[u8]) -> Result<()> {
+    let path = segment::hint_path(&dir.path, id);
     let tmp = path.with_extension(format!("{HINT_EXT}.{TMP_EXT}"));
-    let written = fs::write(&tmp, bytes)
+    let written = dir
+        .disk
+        .write_file(&tmp, bytes)
         .map_err(|e| Error::io("write hint", &tmp, e))
-        .and_then(|()| fs::rename(&tmp, &path).map_err(|e| Error::io("rename hint", &path, e)));
+        .and_then(|()| {
+            dir.disk
+                .rename(&tmp, &path)
+                .map_err(|e| Error::io("rename hint", &path, e))
+        });
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -347,16 +353,16 @@ pub(crate) fn write_hint(dir: &Path, id: u64, bytes: &[u8]) -> Result<()> {
 }
 
 /// Segment and hint ids in the directory; deletes leftover temporary files.
-fn list(dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
+fn list(dir: &LockedDir) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
     let mut segments = BTreeSet::new();
     let mut hints = BTreeSet::new();
-    let entries = fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    let entries = fs::read_dir(&dir.path).map_err(|e| Error::io("list directory", &dir.path, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let entry = entry.map_err(|e| Error::io("list directory", &dir.path, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(&format!(".{TMP_EXT}")) {
-            remove_quietly(&entry.path());
+            remove_quietly(dir, &entry.path());
         } else if let Some(id) = segment::parse_file_id(name, SEGMENT_EXT) {
             segments.insert(id);
         } else if let Some(id) = segment::parse_file_id(name, HINT_EXT) {
@@ -366,8 +372,8 @@ fn list(dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
     Ok((segments, hints))
 }
 
-fn remove_quietly(path: &Path) {
-    if let Err(e) = fs::remove_file(path) {
+fn remove_quietly(dir: &LockedDir, path: &Path) {
+    if let Err(e) = dir.disk.remove_file(path) {
         tracing::warn!(path = %path.display(), error = %e, "could not remove a file");
     }
 }
@@ -391,7 +397,7 @@ mod tests {
             );
         }
         format::encode_hint_trailer(&mut hint, claimed);
-        write_hint(dir, id, &hint).unwrap();
+        fs::write(segment::hint_path(dir, id), &hint).unwrap();
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! One segment file: a preallocated, append-only log of records, read through an mmap.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,6 +8,7 @@ use memmap2::Mmap;
 
 use super::format::{self, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN};
 use super::mmap::map_segment;
+use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
 
 /// File name of segment `id`.
@@ -38,7 +38,7 @@ pub(crate) struct Segment {
     /// Mixed into every record's CRC (see `format::SegmentHeader`).
     pub(crate) salt: u32,
     pub(crate) path: PathBuf,
-    file: File,
+    file: DiskFile,
     map: Mmap,
     /// Bytes of records the index points at (values only).
     pub(crate) live_bytes: AtomicU64,
@@ -55,18 +55,15 @@ impl Segment {
     /// the map needs a fresh page, and on a full tmpfs there is none, so the read would raise
     /// SIGBUS. With the space reserved, neither a write nor a read of this segment can run out of
     /// room later. A failure removes the file again, so nothing is left behind.
-    pub(crate) fn create(dir: &Path, id: u64, size: u64) -> Result<Segment> {
+    pub(crate) fn create(disk: &Disk, dir: &Path, id: u64, size: u64) -> Result<Segment> {
         let path = segment_path(dir, id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = disk
+            .create_new(&path)
             .map_err(|e| Error::io("create segment", &path, e))?;
         match Self::init(file, &path, id, size) {
             Ok(segment) => Ok(segment),
             Err(e) => {
-                if let Err(rm) = std::fs::remove_file(&path) {
+                if let Err(rm) = disk.remove_file(&path) {
                     tracing::warn!(path = %path.display(), error = %rm, "could not remove a segment whose creation failed");
                 }
                 Err(e)
@@ -74,16 +71,17 @@ impl Segment {
         }
     }
 
-    fn init(file: File, path: &Path, id: u64, size: u64) -> Result<Segment> {
+    fn init(file: DiskFile, path: &Path, id: u64, size: u64) -> Result<Segment> {
         let salt = format::new_salt(id);
-        reserve(&file, size).map_err(|e| Error::io("reserve segment space", path, e))?;
+        file.allocate(size)
+            .map_err(|e| Error::io("reserve segment space", path, e))?;
         file.write_all_at(
             &format::encode_segment_header(format::SegmentHeader { id, salt }),
             0,
         )
         .map_err(|e| Error::io("write segment header", path, e))?;
         let len = usize::try_from(size).unwrap_or(usize::MAX);
-        let map = map_segment(&file, len).map_err(|e| Error::io("mmap segment", path, e))?;
+        let map = map_segment(file.file(), len).map_err(|e| Error::io("mmap segment", path, e))?;
         Ok(Segment {
             id,
             salt,
@@ -100,14 +98,13 @@ impl Segment {
     ///
     /// Returns `Ok(Err(reason))` if the header is damaged or names another id, and
     /// [`Error::UnsupportedVersion`] if a newer format version wrote it.
-    pub(crate) fn open(path: PathBuf, id: u64) -> Result<std::result::Result<Segment, String>> {
-        // Writable so recovery can zero a torn tail; the directory lock keeps other writers out.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
+    pub(crate) fn open(disk: &Disk, path: PathBuf, id: u64) -> Result<std::result::Result<Segment, String>> {
+        // Writable so recovery can cut a torn tail; the directory lock keeps other writers out.
+        let file = disk
             .open(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
         let len = file
+            .file()
             .metadata()
             .map_err(|e| Error::io("stat segment", &path, e))?
             .len();
@@ -117,8 +114,8 @@ impl Segment {
         // Records are written front to back, so written data ends at the first hole. A store
         // written before segments were reserved has a sparse tail; mapping only up to the hole
         // keeps a scan from faulting a page in (SIGBUS on a full tmpfs).
-        let len = first_hole(&file).map_or(len, |hole| hole.clamp(SEGMENT_HEADER_LEN as u64, len));
-        let map = map_segment(&file, usize::try_from(len).unwrap_or(usize::MAX))
+        let len = first_hole(file.file()).map_or(len, |hole| hole.clamp(SEGMENT_HEADER_LEN as u64, len));
+        let map = map_segment(file.file(), usize::try_from(len).unwrap_or(usize::MAX))
             .map_err(|e| Error::io("mmap segment", &path, e))?;
         let salt = match format::decode_segment_header(&map) {
             Ok(header) if header.id == id => header.salt,
@@ -204,6 +201,7 @@ impl Segment {
     pub(crate) fn file_len(&self) -> Result<u64> {
         Ok(self
             .file
+            .file()
             .metadata()
             .map_err(|e| Error::io("stat segment", &self.path, e))?
             .len())
@@ -226,27 +224,6 @@ impl Segment {
     /// Bytes of records written (header excluded).
     pub(crate) fn data_bytes(&self) -> u64 {
         self.data_end().saturating_sub(SEGMENT_HEADER_LEN as u64)
-    }
-}
-
-/// Allocates `size` bytes for `file`, so later writes and reads of that range need no space.
-/// File systems without `fallocate` get the range written with zeros instead, which allocates
-/// it just the same.
-fn reserve(file: &File, size: u64) -> std::io::Result<()> {
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
-        Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-            const CHUNK: usize = 1 << 20;
-            let zeros = vec![0u8; CHUNK];
-            let mut at = 0u64;
-            while at < size {
-                let n = usize::try_from(size - at).unwrap_or(CHUNK).min(CHUNK);
-                file.write_all_at(zeros.get(..n).unwrap_or(&zeros), at)?;
-                at += n as u64;
-            }
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
     }
 }
 
