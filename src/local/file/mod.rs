@@ -864,7 +864,7 @@ impl Inner {
     /// again, so writes resume once space returns.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if let Some(active) = w.active.take() {
-            self.seal(w, active);
+            self.seal(w, active)?;
         }
         w.offset = self.segment_size;
         let id = w.next_segment_id;
@@ -899,7 +899,7 @@ impl Inner {
     ///
     /// The space reserved past the last record is given back now (the file is truncated to its
     /// data), so a sealed segment holds on disk only what it stores.
-    fn seal(&self, w: &mut Writer, active: Arc<Segment>) {
+    fn seal(&self, w: &mut Writer, active: Arc<Segment>) -> Result<()> {
         let mut hint = Vec::with_capacity(format::HINT_HEADER_LEN + w.hint.len() + format::HINT_TRAILER_LEN);
         format::encode_hint_header(&mut hint, active.id, w.offset);
         hint.extend_from_slice(&w.hint);
@@ -913,11 +913,15 @@ impl Inner {
             hint,
         };
         if self.durability == Durability::EveryWrite {
-            // Every record was fsynced as it was written: the segment is durable already.
+            // Every write call fsyncs before it returns, but a batch that rolled mid-way has
+            // records here that its final fsync (of the new segment) does not cover: the hint
+            // must not describe them before they are durable. The power-loss test found this.
+            sealed.segment.sync().map_err(|e| self.fail(e))?;
             self.write_hint(&sealed);
         } else {
             w.unsynced.push(sealed);
         }
+        Ok(())
     }
 
     /// fsyncs sealed segments, then writes their hints. A segment evicted or compacted meanwhile
@@ -986,7 +990,7 @@ impl Inner {
             return self.sync_removals();
         }
         active.sync().map_err(|e| self.fail(e))?;
-        self.seal(&mut w, active);
+        self.seal(&mut w, active)?;
         let sealed = std::mem::take(&mut w.unsynced);
         self.sync_sealed(sealed)
     }
