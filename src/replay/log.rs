@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::{self, Header, LOCK_FILE, LOG_FILE, LOG_NEW_FILE};
 use crate::error::{Error, Result};
+use crate::perms;
 
 /// A random log id; it seeds the record checksums of one file.
 pub(crate) fn new_log_id() -> u64 {
@@ -23,12 +24,10 @@ pub(crate) fn new_log_id() -> u64 {
     hasher.finish()
 }
 
-/// Takes the queue's lock file in `dir`.
-pub(crate) fn lock(dir: &Path) -> Result<File> {
+/// Takes the queue's lock file in `dir`, creating it with `mode` if missing.
+pub(crate) fn lock(dir: &Path, mode: u32) -> Result<File> {
     let lock_path = dir.join(LOCK_FILE);
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
+    let lock = perms::new_file(mode)
         .create(true)
         .truncate(false)
         .open(&lock_path)
@@ -61,6 +60,8 @@ pub(crate) struct Log {
     len: u64,
     /// The first write or fsync failure; writes are refused once set.
     failed: Option<String>,
+    /// Permission bits of the log files this queue writes.
+    mode: u32,
     /// Held for its flock; never read.
     _lock: File,
     /// Test hook: the next append's fsync fails.
@@ -70,7 +71,7 @@ pub(crate) struct Log {
 
 impl Log {
     /// Opens the existing log for appending at `len` (the caller has read and checked it).
-    pub(crate) fn open_existing(dir: &Path, lock: File, log_id: u64, len: u64) -> Result<Log> {
+    pub(crate) fn open_existing(dir: &Path, lock: File, log_id: u64, len: u64, mode: u32) -> Result<Log> {
         let path = dir.join(LOG_FILE);
         let file = OpenOptions::new()
             .write(true)
@@ -83,6 +84,7 @@ impl Log {
             log_id,
             len,
             failed: None,
+            mode,
             _lock: lock,
             #[cfg(test)]
             fail_next_sync: false,
@@ -91,8 +93,8 @@ impl Log {
 
     /// Writes a complete new log (header then `body`, encoded under `log_id`) atomically in place
     /// of any existing one: temporary file, fsync, rename, directory fsync.
-    pub(crate) fn create(dir: &Path, lock: File, header: &Header, body: &[u8]) -> Result<Log> {
-        let (file, len) = write_new(dir, header, body)?;
+    pub(crate) fn create(dir: &Path, lock: File, header: &Header, body: &[u8], mode: u32) -> Result<Log> {
+        let (file, len) = write_new(dir, header, body, mode)?;
         Ok(Log {
             dir: dir.to_owned(),
             path: dir.join(LOG_FILE),
@@ -100,6 +102,7 @@ impl Log {
             log_id: header.log_id,
             len,
             failed: None,
+            mode,
             _lock: lock,
             #[cfg(test)]
             fail_next_sync: false,
@@ -180,7 +183,7 @@ impl Log {
     pub(crate) fn replace(&mut self, header: &Header, body: &[u8]) -> Result<()> {
         self.check_writable()?;
         let tmp = self.dir.join(LOG_NEW_FILE);
-        let file = match write_tmp(&tmp, header, body) {
+        let file = match write_tmp(&tmp, header, body, self.mode) {
             Ok(file) => file,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -202,12 +205,11 @@ impl Log {
 }
 
 /// Writes header and body to `tmp` and fsyncs it.
-fn write_tmp(tmp: &Path, header: &Header, body: &[u8]) -> Result<File> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
+fn write_tmp(tmp: &Path, header: &Header, body: &[u8], mode: u32) -> Result<File> {
+    // A leftover file would keep its old permission bits through a truncate.
+    let _ = fs::remove_file(tmp);
+    let mut file = perms::new_file(mode)
+        .create_new(true)
         .open(tmp)
         .map_err(|e| Error::io("create", tmp, e))?;
     file.write_all(&format::encode_header(header))
@@ -218,10 +220,10 @@ fn write_tmp(tmp: &Path, header: &Header, body: &[u8]) -> Result<File> {
 }
 
 /// Writes a new log in place of any old one; returns the file and its length.
-fn write_new(dir: &Path, header: &Header, body: &[u8]) -> Result<(File, u64)> {
+fn write_new(dir: &Path, header: &Header, body: &[u8], mode: u32) -> Result<(File, u64)> {
     let tmp = dir.join(LOG_NEW_FILE);
     let path = dir.join(LOG_FILE);
-    let file = match write_tmp(&tmp, header, body) {
+    let file = match write_tmp(&tmp, header, body, mode) {
         Ok(file) => file,
         Err(e) => {
             let _ = fs::remove_file(&tmp);

@@ -37,7 +37,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use self::format::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use self::maintenance::CompactionReport;
-pub use self::options::{Durability, FileStoreOptions};
+pub use self::options::{Durability, FileStoreOptions, DEFAULT_MAX_SIZE_MB};
 pub use self::recovery::RecoveryReport;
 
 use self::dir::LockedDir;
@@ -207,14 +207,7 @@ impl FileStore {
     /// [`Error::Config`] for invalid options, [`Error::Io`] for I/O failures. Damaged records are
     /// not errors: they are skipped and counted in [`FileStore::recovery_report`].
     pub fn open(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<FileStore> {
-        let (max_bytes, new_segment_size) = options.resolve()?;
-        let (dir, meta) = LockedDir::open(
-            dir.as_ref(),
-            Meta {
-                segment_size: new_segment_size,
-                min_seq: 0,
-            },
-        )?;
+        let (dir, meta) = LockedDir::open(dir.as_ref(), options.wanted()?)?;
         let recovered = recovery::recover(&dir, &meta, options.clock.now_ms())?;
         let mut segments = recovered.segments;
         let active = Arc::new(Segment::create(
@@ -229,6 +222,7 @@ impl FileStore {
             .values()
             .map(|s| s.live_bytes.load(Ordering::Relaxed))
             .sum();
+        let max_bytes = options::bound_in_use(&meta, disk_bytes);
         let inner = Arc::new(Inner {
             segment_size: meta.segment_size,
             max_bytes,
@@ -913,6 +907,7 @@ impl Inner {
         let meta = Meta {
             segment_size: self.segment_size,
             min_seq: w.next_seq,
+            max_size: self.max_bytes,
         };
         self.dir.write_meta(&meta).map_err(|e| self.fail(e))?;
         self.index.clear();

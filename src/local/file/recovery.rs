@@ -328,7 +328,12 @@ fn load_hint(dir: &Path, seg: &Segment) -> Option<format::Hint> {
 pub(crate) fn write_hint(dir: &Path, id: u64, bytes: &[u8]) -> Result<()> {
     let path = segment::hint_path(dir, id);
     let tmp = path.with_extension(format!("{HINT_EXT}.{TMP_EXT}"));
-    fs::write(&tmp, bytes).map_err(|e| Error::io("write hint", &tmp, e))?;
+    super::dir::new_file_options(dir)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, bytes))
+        .map_err(|e| Error::io("write hint", &tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| Error::io("rename hint", &path, e))
 }
 

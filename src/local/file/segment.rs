@@ -50,9 +50,7 @@ impl Segment {
     /// Creates segment `id`, preallocated to `size` bytes, with its header written.
     pub(crate) fn create(dir: &Path, id: u64, size: u64) -> Result<Segment> {
         let path = segment_path(dir, id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
+        let file = super::dir::new_file_options(dir)
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("create segment", &path, e))?;
