@@ -150,3 +150,18 @@ fn with_trust_a_restarted_redb_manager_serves_its_restored_copy() {
         "L2 not asked"
     );
 }
+
+#[test]
+fn a_prefix_invalidation_drops_only_the_matching_redb_entries() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &redis.addr(), "revalidate")).unwrap();
+    for key in ["user:1", "user:2", "users", "other"] {
+        cache.set(key, "v", None).unwrap();
+    }
+    assert!(cache.invalidate_prefix("user:").unwrap() >= 2);
+    assert_eq!(cache.stats().size.local.items, 2, "users and other stay in L1");
+    let before = cache.stats().local.hits;
+    assert_eq!(cache.get::<String>("other").unwrap().as_deref(), Some("v"));
+    assert_eq!(cache.stats().local.hits, before + 1, "served from L1");
+}

@@ -593,6 +593,23 @@ impl Storage for RedbStore {
         }
     }
 
+    /// A range scan of the key-ordered `entries` table (expired entries included: dropping them
+    /// is harmless).
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+        let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+        let mut keys = Vec::new();
+        for item in entries.range(prefix..).map_err(|e| self.err("scan", e))? {
+            let (key, _) = item.map_err(|e| self.err("scan", e))?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            keys.push(key.to_owned());
+        }
+        Ok(Some(keys))
+    }
+
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         let Some((entry, seq)) = self.read_with_seq(key)? else {
             return Ok(None);

@@ -1218,10 +1218,10 @@ impl CacheManager {
 
     /// Drops every key that starts with `prefix`: from L1 here, from L2 where the backend can
     /// list keys, and (through the backplane) from every other instance's L1. L1 keys are listed
-    /// where the level can (the file store); another L1 is cleared instead (a superset). L2 keys
-    /// are deleted with `SCAN` + `UNLINK` on a standalone Redis L2 (when the backplane, if any,
-    /// is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL (Memcached
-    /// cannot list keys). Returns the number of keys dropped from L1 and L2.
+    /// where the level can (the file store, redb); another L1 is cleared instead (a superset).
+    /// L2 keys are deleted with `SCAN` + `UNLINK` on a standalone Redis L2 (when the backplane,
+    /// if any, is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL
+    /// (Memcached cannot list keys). Returns the number of keys dropped from L1 and L2.
     ///
     /// # Errors
     /// The L1 error, or the L2 scan's error unless hidden by `fallback_on_error`.
