@@ -165,3 +165,51 @@ fn a_prefix_invalidation_drops_only_the_matching_redb_entries() {
     assert_eq!(cache.get::<String>("other").unwrap().as_deref(), Some("v"));
     assert_eq!(cache.stats().local.hits, before + 1, "served from L1");
 }
+
+#[test]
+fn a_lost_backplane_subscription_keeps_the_redb_l1_and_revalidates_it() {
+    let redis = RedisServer::start();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_backplane = |dir: &Path| {
+        let mut config = config(dir, &redis.addr(), "revalidate");
+        config.invalidation.enabled = true;
+        config
+    };
+    let a = CacheManager::new(with_backplane(a_dir.path())).unwrap();
+    a.set("k", "v", None).unwrap();
+    a.set("j", "w", None).unwrap();
+    wait_for("A subscribed", || a.stats().consistency.backplane_connected);
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.raw())
+        .unwrap();
+    assert!(killed >= 1, "no subscription to kill");
+    wait_for("A saw the loss", || {
+        a.stats().consistency.subscription_losses >= 1
+    });
+    // A message from B that A receives comes after A handled the loss and the restore (one
+    // subscriber thread handles them in order).
+    let b = CacheManager::new(with_backplane(b_dir.path())).unwrap();
+    wait_for("A received a message after the restore", || {
+        b.set("marker", "m", None).unwrap();
+        a.stats().consistency.invalidations_received >= 1
+    });
+    assert_eq!(a.stats().size.local.items, 2, "the redb L1 was not emptied");
+    // Suspect now: the first read checks L2 (same value: confirmed), the next is an L1 hit.
+    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("v"));
+    assert_eq!(a.stats().consistency.revalidated_confirmed, 1);
+    let hits = a.stats().local.hits;
+    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("v"));
+    assert_eq!(a.stats().local.hits, hits + 1);
+}
+
+/// Polls `done` (an observable event) for up to 10 s.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
