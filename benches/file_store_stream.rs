@@ -91,7 +91,7 @@ fn stream(dir: &Path, run: Duration, mut set: impl FnMut(&str, &[u8])) -> Sample
         set(&key, &value);
         sampled.latencies_ns.push(t.elapsed().as_nanos() as u64);
         i += 1;
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             sampled.disk_bytes_max = sampled.disk_bytes_max.max(disk_bytes(dir));
             sampled.open_files_max = sampled.open_files_max.max(open_files(dir));
         }

@@ -271,7 +271,8 @@ pub struct LocalCacheConfig {
     #[serde(rename = "type")]
     pub kind: LocalKind,
     /// Size bound: items for memory (default [`DEFAULT_MEMORY_MAX_ITEMS`]), MiB for file and redb
-    /// (default [`DEFAULT_DISK_MAX_MB`]). `None` means the default for the type.
+    /// (default [`DEFAULT_DISK_MAX_MB`]). `None` means the default for the type, except for an
+    /// existing file store, which keeps the bound it recorded (set, the bound is recorded).
     pub max_size: Option<u64>,
     /// The longest an entry lives in L1, and the TTL of a `set` without one (default 300 s). In
     /// TOML, seconds.
@@ -284,6 +285,11 @@ pub struct LocalCacheConfig {
     pub durability: DurabilityMode,
     /// The group-commit interval of `durability = "periodic"`, in milliseconds (default 1000).
     pub durability_interval_ms: u64,
+    /// Permission bits of the files the file store and the replay queue create, e.g.
+    /// `file_mode = 0o640` in TOML. `None` (default): `0o600` for a new store, the recorded mode
+    /// for an existing one. A directory they create gets the same bits plus search where read is
+    /// allowed (`0o700` by default). See [`FileStoreOptions::file_mode`](crate::FileStoreOptions::file_mode).
+    pub file_mode: Option<u32>,
 }
 
 impl Default for LocalCacheConfig {
@@ -295,6 +301,7 @@ impl Default for LocalCacheConfig {
             path: None,
             durability: DurabilityMode::default(),
             durability_interval_ms: 1000,
+            file_mode: None,
         }
     }
 }
@@ -486,6 +493,9 @@ impl CacheConfig {
                 "local.path",
                 "must not be empty; leave it out for the default",
             ));
+        }
+        if let Some(mode) = local.file_mode {
+            crate::perms::check_file_mode(mode).map_err(|reason| invalid("local.file_mode", reason))?;
         }
         if local.durability == DurabilityMode::Periodic && local.durability_interval_ms == 0 {
             return Err(invalid(

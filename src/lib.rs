@@ -68,6 +68,7 @@ pub mod invalidation;
 mod le;
 pub mod local;
 mod manager;
+mod perms;
 pub mod replay;
 mod stats;
 mod storage;
@@ -87,11 +88,12 @@ pub use crate::error::{Error, KeyProblem, Result};
 pub use crate::invalidation::{Backplane, BackplaneOptions, Invalidation, InvalidationHandler};
 pub use crate::local::file::{
     CompactionReport, Durability, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
-    FORMAT_VERSION, MAX_KEY_LEN,
+    DEFAULT_MAX_SIZE_MB, FORMAT_VERSION, MAX_KEY_LEN,
 };
 pub use crate::local::memory::MemoryStore;
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
 pub use crate::manager::{CacheManager, CacheManagerBuilder, InvalidationEvent, Monitor, L2_SIZE_MAX_AGE};
+pub use crate::perms::DEFAULT_FILE_MODE;
 pub use crate::stats::{
     CacheStats, ConsistencyStats, HitRates, LatencyStats, LevelStats, OverallStats, Sizes,
 };

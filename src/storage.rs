@@ -168,6 +168,14 @@ pub trait Storage: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The keys that start with `prefix`, for levels that can list them cheaply (prefix
+    /// invalidation then drops just those); `None` (the default) means the level cannot, and
+    /// the caller clears it instead.
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        let _ = prefix;
+        Ok(None)
+    }
+
     /// Async [`get`](Storage::get).
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         Box::pin(std::future::ready(self.get(key)))

@@ -89,8 +89,8 @@ fn dump_then_import_round_trips_any_bytes() {
     assert!(dump.status.success());
     assert_eq!(
         String::from_utf8(dump.stdout.clone()).unwrap(),
-        lines,
-        "dump is sorted by key, escaped"
+        format!("# uno-cache dump 2\n{lines}"),
+        "a header line, then the entries sorted by key, escaped (an old dump, without the header, imports)"
     );
     let got = run(&src, &["get", "ta\tb"]);
     assert_eq!(got.stdout, b"line\nbreak \\ back\x00\xff");
@@ -210,7 +210,21 @@ fn a_config_file_drives_get_set_del_and_stats_through_the_manager_and_the_rest_o
     assert_eq!(json["size"]["local"]["items"], 1);
     // The file-store commands work on the configuration's directory.
     let dump = String::from_utf8(with_config(&["dump"]).stdout).unwrap();
-    assert_eq!(dump, "k\tvia manager\n");
+    // The manager wrote it with local.ttl = 60: the dump carries that absolute expiry.
+    let expiry: u64 = dump
+        .strip_prefix("# uno-cache dump 2\nk\tvia manager\t")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("unexpected dump {dump:?}"))
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        (now..=now + 60_000).contains(&expiry),
+        "expiry {expiry} is not within 60 s after {now}"
+    );
     assert_eq!(with_config(&["verify"]).status.code(), Some(0));
     assert_eq!(with_config(&["del", "k"]).status.code(), Some(0));
     assert_eq!(with_config(&["get", "k"]).status.code(), Some(1));
@@ -223,4 +237,178 @@ fn a_config_file_drives_get_set_del_and_stats_through_the_manager_and_the_rest_o
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn expiry_ms(entry: &uno_cache::Entry) -> Option<u64> {
+    entry
+        .expires_at
+        .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
+}
+
+#[test]
+fn the_cli_keeps_the_size_bound_the_store_recorded() {
+    use uno_cache::{FileStore, FileStoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    // The application sized this store at 1 MiB (128 KiB segments).
+    FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(1))
+        .unwrap()
+        .close()
+        .unwrap();
+    // 3 MiB through the CLI, which has no --max-size-mb: the store's own bound holds.
+    let mut lines = String::new();
+    for i in 0..300 {
+        lines.push_str(&format!("k{i:03}\t{}\n", "x".repeat(10 * 1024)));
+    }
+    let out = run_with_stdin(dir.path(), &["import"], lines.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = String::from_utf8(run(dir.path(), &["stats"]).stdout).unwrap();
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["max", "size", "1048576"]),
+        "{stats}"
+    );
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    let disk = store.stats().disk_bytes;
+    assert!(
+        disk <= (1 << 20) + 128 * 1024,
+        "{disk} bytes on disk: the CLI used its own bound, not the store's 1 MiB"
+    );
+    assert_eq!(store.max_size(), 1 << 20, "and left the recorded bound alone");
+}
+
+#[test]
+fn a_cli_set_does_not_shrink_a_store_sized_above_the_default() {
+    use uno_cache::{FileStore, FileStoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4096))
+        .unwrap()
+        .close()
+        .unwrap();
+    assert!(run(dir.path(), &["set", "k", "v"]).status.success());
+    let stats = String::from_utf8(run(dir.path(), &["stats"]).stdout).unwrap();
+    assert!(stats.contains(&(4096u64 << 20).to_string()), "{stats}");
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.max_size(), 4096 << 20);
+}
+
+#[test]
+fn max_size_mb_overrides_the_recorded_bound_and_is_recorded() {
+    use uno_cache::{FileStore, FileStoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4096))
+        .unwrap()
+        .close()
+        .unwrap();
+    let out = run(dir.path(), &["--max-size-mb", "64", "set", "k", "v"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.max_size(), 64 << 20);
+}
+
+#[test]
+fn dump_and_import_carry_each_entrys_absolute_expiry() {
+    use uno_cache::{FileStore, FileStoreOptions, ManualClock};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let store = FileStore::open(&src, FileStoreOptions::default()).unwrap();
+    store
+        .set(
+            "short",
+            b"twenty seconds",
+            Some(std::time::Duration::from_secs(20)),
+        )
+        .unwrap();
+    store
+        .set("long", b"an hour", Some(std::time::Duration::from_secs(3600)))
+        .unwrap();
+    store.set("forever", b"no ttl", None).unwrap();
+    let short_at = expiry_ms(&store.get_entry("short").unwrap().unwrap()).unwrap();
+    let long_at = expiry_ms(&store.get_entry("long").unwrap().unwrap()).unwrap();
+    store.close().unwrap();
+
+    let dump = run(&src, &["dump"]);
+    assert!(dump.status.success());
+    let text = String::from_utf8(dump.stdout.clone()).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "# uno-cache dump 2\nforever\tno ttl\nlong\tan hour\t{long_at}\nshort\ttwenty seconds\t{short_at}\n"
+        )
+    );
+
+    // Plus a line that expired long ago: skipped, and said so.
+    let mut input = dump.stdout.clone();
+    input.extend_from_slice(b"stale\tgone\t1000\n");
+    let dst = dir.path().join("dst");
+    let out = run_with_stdin(&dst, &["import"], &input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("imported 3 entries, skipped 1 already expired"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The imported entries expire at the same absolute times: check on a clock set just before
+    // and at the short entry's expiry.
+    let clock = ManualClock::new(short_at - 1);
+    let store = FileStore::open(
+        &dst,
+        FileStoreOptions::default().clock(std::sync::Arc::new(clock.clone())),
+    )
+    .unwrap();
+    let short = store.get_entry("short").unwrap().expect("imported");
+    assert_eq!(expiry_ms(&short), Some(short_at));
+    assert_eq!(
+        expiry_ms(&store.get_entry("long").unwrap().unwrap()),
+        Some(long_at)
+    );
+    assert_eq!(store.get_entry("forever").unwrap().unwrap().expires_at, None);
+    assert_eq!(store.get("stale").unwrap(), None);
+    clock.set(short_at);
+    assert_eq!(
+        store.get("short").unwrap(),
+        None,
+        "expired on time, not permanent"
+    );
+    assert!(store.get("long").unwrap().is_some());
+    store.close().unwrap();
+}
+
+#[test]
+fn import_ttl_caps_dumped_expiries_and_applies_to_lines_without_one() {
+    use uno_cache::{FileStore, FileStoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let far = now_ms() + 86_400_000;
+    // An old dump (no header, two fields) and a new line with a far expiry.
+    let input = format!("old\tline\nfar\tvalue\t{far}\n");
+    let before = now_ms();
+    let out = run_with_stdin(dir.path(), &["import", "--ttl", "60"], input.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = now_ms();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    for key in ["old", "far"] {
+        let at = expiry_ms(&store.get_entry(key).unwrap().unwrap()).unwrap();
+        assert!(
+            (before + 60_000..=after + 60_000).contains(&at),
+            "{key}: expiry {at} is not 60 s after the import"
+        );
+    }
+}
+
+#[test]
+fn a_dump_line_with_a_bad_expiry_is_refused_with_its_line_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_with_stdin(dir.path(), &["import"], b"# uno-cache dump 2\na\t1\nb\t2\tsoon\n");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3") && stderr.contains("expiry"), "{stderr}");
 }

@@ -26,6 +26,17 @@ fn meta(version: u16, segment_size: u64, min_seq: u64) -> Vec<u8> {
     b
 }
 
+/// `uno-cache.meta` with its extension: the 36-byte base, the recorded size bound, and a CRC of
+/// everything before it.
+fn meta_with_bound(segment_size: u64, min_seq: u64, max_size: u64) -> Vec<u8> {
+    let mut b = meta(1, segment_size, min_seq);
+    b.extend_from_slice(&max_size.to_le_bytes());
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(b.len(), 48);
+    b
+}
+
 const SALT: u32 = 0xdead_beef;
 
 fn segment_header(version: u16, id: u64) -> Vec<u8> {
@@ -189,6 +200,11 @@ fn newer_format_versions_are_refused_with_the_file_named() {
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
+    assert_eq!(
+        std::fs::read(dir.path().join("uno-cache.meta")).unwrap(),
+        meta(2, SEGMENT_SIZE, 0),
+        "a refused file is not rewritten"
+    );
 }
 
 #[test]
@@ -201,10 +217,104 @@ fn clear_sets_min_seq_in_the_metadata() {
         store.clear().unwrap();
     }
     let bytes = std::fs::read(dir.path().join("uno-cache.meta")).unwrap();
-    assert_eq!(bytes.len(), 36);
     assert_eq!(
-        u64::from_le_bytes(bytes[24..32].try_into().unwrap()),
-        3,
+        bytes,
+        meta_with_bound(SEGMENT_SIZE * 8, 3, 4 << 20),
         "records below seq 3 are ignored"
     );
+}
+
+#[test]
+fn the_size_bound_is_read_from_the_metadata_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("uno-cache.meta"),
+        meta_with_bound(SEGMENT_SIZE, 0, 3 << 20),
+    )
+    .unwrap();
+    write_segment(dir.path(), 1, &[record(1, 1, 0, "kept", b"hello")]);
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.max_size(), 3 << 20, "the recorded bound, not the default");
+    assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"hello"[..]));
+    store.close().unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("uno-cache.meta")).unwrap(),
+        meta_with_bound(SEGMENT_SIZE, 0, 3 << 20),
+        "an open without settings rewrites nothing"
+    );
+}
+
+#[test]
+fn a_metadata_file_without_the_extension_opens_and_gets_one_when_a_bound_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = meta(1, SEGMENT_SIZE, 0);
+    std::fs::write(dir.path().join("uno-cache.meta"), &old).unwrap();
+    write_segment(dir.path(), 1, &[record(1, 1, 0, "kept", b"hello")]);
+
+    // No bound recorded and none asked for: the default (the store holds far less).
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.max_size(), 1024 << 20);
+    assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"hello"[..]));
+    store.close().unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("uno-cache.meta")).unwrap(),
+        old,
+        "the file is not rewritten until a bound is set"
+    );
+
+    // An explicit bound is obeyed and recorded in the extension; the base is unchanged, so a
+    // build that predates the extension still reads it.
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(8)).unwrap();
+    assert_eq!(store.max_size(), 8 << 20);
+    store.close().unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("uno-cache.meta")).unwrap(),
+        meta_with_bound(SEGMENT_SIZE, 0, 8 << 20)
+    );
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.max_size(), 8 << 20);
+    assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"hello"[..]));
+    store.close().unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("uno-cache.meta")).unwrap()[..36],
+        old[..],
+        "the base is what it was"
+    );
+}
+
+#[test]
+fn a_damaged_extension_only_loses_the_recorded_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = meta_with_bound(SEGMENT_SIZE, 0, 2 << 20);
+    bytes[40] ^= 0xff;
+    std::fs::write(dir.path().join("uno-cache.meta"), bytes).unwrap();
+    write_segment(dir.path(), 1, &[record(1, 1, 0, "kept", b"hello")]);
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(
+        store.max_size(),
+        1024 << 20,
+        "the default, as if none was recorded"
+    );
+    assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"hello"[..]));
+}
+
+#[test]
+fn new_files_take_the_permission_bits_of_the_metadata_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let meta_path = dir.path().join("uno-cache.meta");
+    std::fs::write(&meta_path, meta_with_bound(SEGMENT_SIZE, 0, 4 << 20)).unwrap();
+    std::fs::set_permissions(&meta_path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.file_mode(), 0o640);
+    store.set("k", b"v", None).unwrap();
+    store.close().unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o640, 0, "{} is {mode:o}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 4, "meta, LOCK, a segment and its hint: {seen} files");
 }

@@ -13,6 +13,8 @@
 pub(crate) mod sim;
 
 use std::fs::{File, OpenOptions};
+
+use crate::perms;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -89,26 +91,19 @@ impl Disk {
         }
     }
 
-    /// Creates a new file for reading and writing; fails if it exists.
-    pub(crate) fn create_new(&self, path: &Path) -> io::Result<DiskFile> {
+    /// Creates a new file for reading and writing with permission bits `mode` (less the umask);
+    /// fails if it exists.
+    pub(crate) fn create_new(&self, path: &Path, mode: u32) -> io::Result<DiskFile> {
         self.check(Op::Create, path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let file = perms::new_file(mode).create_new(true).open(path)?;
         Ok(self.wrap(file, path, true))
     }
 
-    /// Creates a file for reading and writing, emptying it if it exists (temporary files).
-    pub(crate) fn create(&self, path: &Path) -> io::Result<DiskFile> {
+    /// Creates a file for reading and writing with permission bits `mode` (less the umask),
+    /// emptying it if it exists (temporary files).
+    pub(crate) fn create(&self, path: &Path, mode: u32) -> io::Result<DiskFile> {
         self.check(Op::Create, path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = perms::new_file(mode).create(true).truncate(true).open(path)?;
         Ok(self.wrap(file, path, true))
     }
 
@@ -130,9 +125,9 @@ impl Disk {
         DiskFile { file, sim }
     }
 
-    /// Writes a whole file (created or emptied first; no fsync).
-    pub(crate) fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        self.create(path)?.write_all_at(bytes, 0)
+    /// Writes a whole file (created with `mode`, or emptied first; no fsync).
+    pub(crate) fn write_file(&self, path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+        self.create(path, mode)?.write_all_at(bytes, 0)
     }
 
     /// Renames `from` over `to`.

@@ -17,7 +17,17 @@
 //!   makes a write's commit durable when the last durable commit is older than `d`, so the loss
 //!   window is `d` while writes continue, and until the next flush or close after they stop.
 //! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`].
+//! - **Suspect entries**: like the file store, it keeps its entries through a loss of certainty
+//!   instead of forgetting them. Every entry restored at open, and every entry written before
+//!   [`mark_all_suspect`](Storage::mark_all_suspect) (a lost backplane subscription), is
+//!   [`Freshness::Suspect`] in [`get_checked`](Storage::get_checked) until it is rewritten or
+//!   [confirmed](Storage::confirm): entries carry increasing sequence numbers, and those below
+//!   the number current at the last loss are suspect unless confirmed since. Confirmations are
+//!   kept in memory (one per confirmed key) and forgotten at the next loss or restart.
+//! - **Permissions**: a database file the store creates gets [`RedbOptions::file_mode`] (`0o600`
+//!   by default), a directory it creates the same bits plus search (`0o700`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +39,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::{key_for_error, Error, Result};
 use crate::local::file::Durability;
-use crate::storage::{check_write, Entry, Storage, StorageCounters, StorageSize};
+use crate::perms;
+use crate::storage::{check_write, Entry, Freshness, Storage, StorageCounters, StorageSize};
 
 /// Name of the database file inside the configured directory.
 pub const REDB_FILE_NAME: &str = "cache.redb";
@@ -85,6 +96,7 @@ pub struct RedbOptions {
     max_size_mb: u64,
     durability: Durability,
     clock: Arc<dyn Clock>,
+    file_mode: u32,
 }
 
 impl Default for RedbOptions {
@@ -93,6 +105,7 @@ impl Default for RedbOptions {
             max_size_mb: 1024,
             durability: Durability::default(),
             clock: Arc::new(SystemClock),
+            file_mode: perms::DEFAULT_FILE_MODE,
         }
     }
 }
@@ -115,6 +128,21 @@ impl RedbOptions {
         self.clock = clock;
         self
     }
+
+    /// Permission bits of a database file the store creates (default `0o600`, owner only); a
+    /// directory it creates gets the same bits plus search where read is allowed. An existing
+    /// file keeps its bits. The owner must keep read and write.
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = mode;
+        self
+    }
+}
+
+/// The confirmations that make a suspect entry trusted again.
+#[derive(Debug, Default)]
+struct Suspicion {
+    /// Key → the seq of the entry that was confirmed since the last loss of certainty.
+    confirmed: HashMap<String, u64>,
 }
 
 /// A persistent cache level in one redb database file.
@@ -138,6 +166,9 @@ pub struct RedbStore {
     dirty: AtomicBool,
     evictions: AtomicU64,
     expirations: AtomicU64,
+    /// Entries with a lower sequence number are suspect unless confirmed (see the module docs).
+    suspect_below_seq: AtomicU64,
+    suspicion: Mutex<Suspicion>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -170,8 +201,21 @@ impl RedbStore {
                 reason: "a periodic interval must be above zero".into(),
             });
         }
+        perms::check_file_mode(options.file_mode).map_err(|reason| Error::Config {
+            field: "local.file_mode".into(),
+            reason,
+        })?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+            perms::create_dir(parent, options.file_mode)
+                .map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        if !path.exists() {
+            // redb creates the file with the umask's bits; create it first with ours (an empty
+            // file is a new database to redb).
+            perms::new_file(options.file_mode)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::io("create database file", &path, e))?;
         }
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
@@ -189,6 +233,8 @@ impl RedbStore {
             dirty: AtomicBool::new(false),
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
+            suspect_below_seq: AtomicU64::new(0),
+            suspicion: Mutex::new(Suspicion::default()),
             path,
         };
         // Create the tables so readers never meet a missing one.
@@ -198,7 +244,41 @@ impl RedbStore {
             txn.open_table(META).map_err(|e| store.err("open table", e))?;
             Ok(())
         })?;
+        // Whatever was restored from disk may have changed elsewhere while we were away.
+        let next_seq = store.read_next_seq()?;
+        store.suspect_below_seq.store(next_seq, Ordering::Release);
         Ok(store)
+    }
+
+    /// The next sequence number, as last committed.
+    fn read_next_seq(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
+        Ok(meta
+            .get(META_NEXT_SEQ)
+            .map_err(|e| self.err("read meta", e))?
+            .map_or(0, |g| g.value()))
+    }
+
+    /// Reads one live entry with its sequence number.
+    fn read_with_seq(&self, key: &str) -> Result<Option<(Entry, u64)>> {
+        let now = self.clock.now_ms();
+        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+        let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+        let found = entries.get(key).map_err(|e| self.err("get", e))?;
+        Ok(found.and_then(|guard| {
+            let record = Record::decode(guard.value())?;
+            (!record.is_expired(now)).then(|| {
+                (
+                    Entry {
+                        value: record.value.to_vec(),
+                        expires_at: (record.expires_at_ms != 0)
+                            .then(|| clock::ms_to_system_time(record.expires_at_ms)),
+                    },
+                    record.seq,
+                )
+            })
+        }))
     }
 
     /// The database file.
@@ -511,6 +591,64 @@ impl Storage for RedbStore {
             evictions: self.evictions.load(Ordering::Relaxed),
             expirations: self.expirations.load(Ordering::Relaxed),
         }
+    }
+
+    /// A range scan of the key-ordered `entries` table (expired entries included: dropping them
+    /// is harmless).
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+        let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+        let mut keys = Vec::new();
+        for item in entries.range(prefix..).map_err(|e| self.err("scan", e))? {
+            let (key, _) = item.map_err(|e| self.err("scan", e))?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            keys.push(key.to_owned());
+        }
+        Ok(Some(keys))
+    }
+
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        let Some((entry, seq)) = self.read_with_seq(key)? else {
+            return Ok(None);
+        };
+        let freshness = if seq >= self.suspect_below_seq.load(Ordering::Acquire)
+            || self.suspicion.lock().confirmed.get(key) == Some(&seq)
+        {
+            Freshness::Trusted
+        } else {
+            Freshness::Suspect
+        };
+        Ok(Some((entry, freshness)))
+    }
+
+    /// Makes every entry written so far suspect, keeping them (the default would clear them).
+    fn mark_all_suspect(&self) -> Result<()> {
+        // Holding a write transaction keeps every writer out, so the number read is exactly the
+        // first one written after this call.
+        let txn = self.db.begin_write().map_err(|e| self.err("begin write", e))?;
+        let next_seq = {
+            let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
+            let next = meta.get(META_NEXT_SEQ).map_err(|e| self.err("read meta", e))?;
+            next.map_or(0, |g| g.value())
+        };
+        {
+            let mut suspicion = self.suspicion.lock();
+            suspicion.confirmed = HashMap::new();
+            self.suspect_below_seq.store(next_seq, Ordering::Release);
+        }
+        txn.abort().map_err(|e| self.err("abort", e))
+    }
+
+    fn confirm(&self, key: &str) -> Result<()> {
+        if let Some((_, seq)) = self.read_with_seq(key)? {
+            if seq < self.suspect_below_seq.load(Ordering::Acquire) {
+                self.suspicion.lock().confirmed.insert(key.to_owned(), seq);
+            }
+        }
+        Ok(())
     }
 }
 

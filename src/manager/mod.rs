@@ -215,9 +215,13 @@ impl CacheManagerBuilder {
         let replay_dir = config.offline.replay_dir.clone().or(l1_dir);
         let replay = match replay_dir {
             Some(dir) if l2.is_some() && config.offline.replay && config.fallback_on_error => {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Error::io("create the replay directory", &dir, e))?;
+                // The queue's files hold keys and values too: the same mode as the file store's.
+                let mode = match &file_l1 {
+                    Some(file) => file.file_mode(),
+                    None => config.local.file_mode.unwrap_or(crate::perms::DEFAULT_FILE_MODE),
+                };
                 let options = ReplayOptions::default()
+                    .file_mode(mode)
                     .max_bytes(config.offline.replay_max_bytes)
                     .max_entries(config.offline.replay_max_entries)
                     .clock(Arc::clone(&clock));
@@ -371,13 +375,17 @@ fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<Local
     let dir = local.effective_path().to_path_buf();
     Ok(match local.kind {
         LocalKind::File => {
-            let file = Arc::new(FileStore::open(
-                &dir,
-                FileStoreOptions::default()
-                    .max_size_mb(max)
-                    .durability(local.effective_durability())
-                    .clock(Arc::clone(clock)),
-            )?);
+            let mut options = FileStoreOptions::default()
+                .durability(local.effective_durability())
+                .clock(Arc::clone(clock));
+            // Unset settings are the ones the store recorded (its application's bound).
+            if let Some(mb) = local.max_size {
+                options = options.max_size_mb(mb);
+            }
+            if let Some(mode) = local.file_mode {
+                options = options.file_mode(mode);
+            }
+            let file = Arc::new(FileStore::open(&dir, options)?);
             (file.clone(), Some(file), Some(dir))
         }
         LocalKind::Memory => (
@@ -390,6 +398,7 @@ fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<Local
                 dir.join(REDB_FILE_NAME),
                 RedbOptions::default()
                     .max_size_mb(max)
+                    .file_mode(local.file_mode.unwrap_or(crate::perms::DEFAULT_FILE_MODE))
                     .durability(local.effective_durability())
                     .clock(Arc::clone(clock)),
             )?),
@@ -1209,10 +1218,10 @@ impl CacheManager {
 
     /// Drops every key that starts with `prefix`: from L1 here, from L2 where the backend can
     /// list keys, and (through the backplane) from every other instance's L1. L1 keys are listed
-    /// where the level can (the file store); another L1 is cleared instead (a superset). L2 keys
-    /// are deleted with `SCAN` + `UNLINK` on a standalone Redis L2 (when the backplane, if any,
-    /// is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL (Memcached
-    /// cannot list keys). Returns the number of keys dropped from L1 and L2.
+    /// where the level can (the file store, redb); another L1 is cleared instead (a superset).
+    /// L2 keys are deleted with `SCAN` + `UNLINK` on a standalone Redis L2 (when the backplane,
+    /// if any, is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL
+    /// (Memcached cannot list keys). Returns the number of keys dropped from L1 and L2.
     ///
     /// # Errors
     /// The L1 error, or the L2 scan's error unless hidden by `fallback_on_error`.

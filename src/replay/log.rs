@@ -1,7 +1,7 @@
 //! The log file: the lock, appends with `fdatasync`, atomic rewrites, and the failure latch.
 
 use std::collections::hash_map::RandomState;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::format::{self, Header, LOCK_FILE, LOG_FILE, LOG_NEW_FILE};
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
+use crate::perms;
 
 /// A random log id; it seeds the record checksums of one file.
 pub(crate) fn new_log_id() -> u64 {
@@ -23,12 +24,10 @@ pub(crate) fn new_log_id() -> u64 {
     hasher.finish()
 }
 
-/// Takes the queue's lock file in `dir`.
-pub(crate) fn lock(dir: &Path) -> Result<File> {
+/// Takes the queue's lock file in `dir`, creating it with `mode` if missing.
+pub(crate) fn lock(dir: &Path, mode: u32) -> Result<File> {
     let lock_path = dir.join(LOCK_FILE);
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
+    let lock = perms::new_file(mode)
         .create(true)
         .truncate(false)
         .open(&lock_path)
@@ -61,16 +60,33 @@ pub(crate) struct Log {
     len: u64,
     /// The first write or fsync failure; writes are refused once set.
     failed: Option<String>,
-    /// Held for its flock; never read.
-    _lock: File,
+    /// Permission bits of the log files this queue writes.
+    mode: u32,
+    /// Held for its flock; unlocked on drop.
+    lock_file: File,
     /// Test hook: the next append's fsync fails.
     #[cfg(test)]
     pub(crate) fail_next_sync: bool,
 }
 
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Explicitly, rather than by closing: a child process forked meanwhile holds a copy of
+        // the descriptor until it execs, and the lock with it.
+        let _ = self.lock_file.unlock();
+    }
+}
+
 impl Log {
     /// Opens the existing log for appending at `len` (the caller has read and checked it).
-    pub(crate) fn open_existing(dir: &Path, disk: Disk, lock: File, log_id: u64, len: u64) -> Result<Log> {
+    pub(crate) fn open_existing(
+        dir: &Path,
+        disk: Disk,
+        lock: File,
+        log_id: u64,
+        len: u64,
+        mode: u32,
+    ) -> Result<Log> {
         let path = dir.join(LOG_FILE);
         let file = disk
             .open(&path)
@@ -83,7 +99,8 @@ impl Log {
             log_id,
             len,
             failed: None,
-            _lock: lock,
+            mode,
+            lock_file: lock,
             #[cfg(test)]
             fail_next_sync: false,
         })
@@ -91,8 +108,15 @@ impl Log {
 
     /// Writes a complete new log (header then `body`, encoded under `log_id`) atomically in place
     /// of any existing one: temporary file, fsync, rename, directory fsync.
-    pub(crate) fn create(dir: &Path, disk: Disk, lock: File, header: &Header, body: &[u8]) -> Result<Log> {
-        let (file, len) = write_new(&disk, dir, header, body)?;
+    pub(crate) fn create(
+        dir: &Path,
+        disk: Disk,
+        lock: File,
+        header: &Header,
+        body: &[u8],
+        mode: u32,
+    ) -> Result<Log> {
+        let (file, len) = write_new(&disk, dir, header, body, mode)?;
         Ok(Log {
             dir: dir.to_owned(),
             path: dir.join(LOG_FILE),
@@ -101,7 +125,8 @@ impl Log {
             log_id: header.log_id,
             len,
             failed: None,
-            _lock: lock,
+            mode,
+            lock_file: lock,
             #[cfg(test)]
             fail_next_sync: false,
         })
@@ -181,7 +206,7 @@ impl Log {
     pub(crate) fn replace(&mut self, header: &Header, body: &[u8]) -> Result<()> {
         self.check_writable()?;
         let tmp = self.dir.join(LOG_NEW_FILE);
-        let file = match write_tmp(&self.disk, &tmp, header, body) {
+        let file = match write_tmp(&self.disk, &tmp, header, body, self.mode) {
             Ok(file) => file,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -203,8 +228,12 @@ impl Log {
 }
 
 /// Writes header and body to `tmp` and fsyncs it.
-fn write_tmp(disk: &Disk, tmp: &Path, header: &Header, body: &[u8]) -> Result<DiskFile> {
-    let file = disk.create(tmp).map_err(|e| Error::io("create", tmp, e))?;
+fn write_tmp(disk: &Disk, tmp: &Path, header: &Header, body: &[u8], mode: u32) -> Result<DiskFile> {
+    // A leftover file would keep its old permission bits through a truncate.
+    let _ = fs::remove_file(tmp);
+    let file = disk
+        .create_new(tmp, mode)
+        .map_err(|e| Error::io("create", tmp, e))?;
     let head = format::encode_header(header);
     file.write_all_at(&head, 0)
         .and_then(|()| file.write_all_at(body, head.len() as u64))
@@ -214,10 +243,10 @@ fn write_tmp(disk: &Disk, tmp: &Path, header: &Header, body: &[u8]) -> Result<Di
 }
 
 /// Writes a new log in place of any old one; returns the file and its length.
-fn write_new(disk: &Disk, dir: &Path, header: &Header, body: &[u8]) -> Result<(DiskFile, u64)> {
+fn write_new(disk: &Disk, dir: &Path, header: &Header, body: &[u8], mode: u32) -> Result<(DiskFile, u64)> {
     let tmp = dir.join(LOG_NEW_FILE);
     let path = dir.join(LOG_FILE);
-    let file = match write_tmp(disk, &tmp, header, body) {
+    let file = match write_tmp(disk, &tmp, header, body, mode) {
         Ok(file) => file,
         Err(e) => {
             let _ = fs::remove_file(&tmp);

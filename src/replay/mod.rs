@@ -326,8 +326,9 @@ impl ReplayQueue {
     /// [`Error::UnsupportedVersion`] for a log of another format version; [`Error::Io`].
     pub fn open(dir: &Path, options: ReplayOptions) -> Result<ReplayQueue> {
         options.check()?;
-        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        let lock = log::lock(dir)?;
+        crate::perms::create_dir(dir, options.file_mode)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        let lock = log::lock(dir, options.file_mode)?;
         log::remove_leftover(&options.disk, dir)?;
         let path = dir.join(LOG_FILE);
         let mut recovery = ReplayRecovery::default();
@@ -383,14 +384,16 @@ impl ReplayQueue {
             },
         };
         let log = match clean {
-            Some((log_id, len)) => Log::open_existing(dir, options.disk.clone(), lock, log_id, len)?,
+            Some((log_id, len)) => {
+                Log::open_existing(dir, options.disk.clone(), lock, log_id, len, options.file_mode)?
+            }
             None => {
                 let header = Header {
                     log_id: log::new_log_id(),
                     next_seq,
                 };
                 let body = encode_body(header.log_id, &pending, overflowed);
-                let log = Log::create(dir, options.disk.clone(), lock, &header, &body)?;
+                let log = Log::create(dir, options.disk.clone(), lock, &header, &body, options.file_mode)?;
                 pending.recompute_disk_lens();
                 log
             }

@@ -25,6 +25,7 @@ pub struct ReplayOptions {
     pub(crate) max_bytes: u64,
     pub(crate) max_entries: usize,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) file_mode: u32,
     pub(crate) disk: Disk,
 }
 
@@ -34,6 +35,7 @@ impl Default for ReplayOptions {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entries: DEFAULT_MAX_ENTRIES,
             clock: Arc::new(SystemClock),
+            file_mode: crate::perms::DEFAULT_FILE_MODE,
             disk: Disk::default(),
         }
     }
@@ -69,7 +71,20 @@ impl ReplayOptions {
         self
     }
 
+    /// Permission bits of the files the queue creates (default `0o600`, owner only); a directory
+    /// it creates gets the same bits plus search where read is allowed (`0o700`). The manager
+    /// passes the file store's mode when the queue shares its directory. Existing files keep
+    /// their bits until the log is rewritten. The owner must keep read and write.
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = mode;
+        self
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
+        crate::perms::check_file_mode(self.file_mode).map_err(|reason| Error::Config {
+            field: "replay.file_mode".into(),
+            reason,
+        })?;
         let min = record_len(MAX_KEY_LEN, 0) as u64;
         if !(min..=u64::from(u32::MAX)).contains(&self.max_bytes) {
             return Err(Error::Config {

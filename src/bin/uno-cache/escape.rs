@@ -1,7 +1,10 @@
-//! The `dump`/`import` line format: `key<TAB>value`, both escaped so any bytes fit on one line.
+//! The `dump`/`import` line format: `key<TAB>value[<TAB>expires_at_ms]`, key and value escaped
+//! so any bytes fit on one line (storage-format.md, "Dump format").
 //!
 //! Printable ASCII other than `\` stands for itself; `\\`, `\t`, `\n`, `\r` and `\xHH` (two
-//! lowercase or uppercase hex digits) stand for the rest.
+//! lowercase or uppercase hex digits) stand for the rest. The optional third field is the entry's
+//! absolute expiry in Unix milliseconds (decimal, at least 1); without it the entry never expires.
+//! A line without a TAB that starts with `#` is a comment (the dump's first line is one).
 
 use std::fmt::Write as _;
 
@@ -52,6 +55,55 @@ pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// One dump line.
+pub fn dump_line(key: &[u8], value: &[u8], expires_at_ms: Option<u64>) -> String {
+    match expires_at_ms {
+        Some(at) => format!("{}\t{}\t{at}", escape(key), escape(value)),
+        None => format!("{}\t{}", escape(key), escape(value)),
+    }
+}
+
+/// Whether a line is a comment: no TAB (so never an entry) and a leading `#`.
+pub fn is_comment(line: &str) -> bool {
+    line.starts_with('#') && !line.contains('\t')
+}
+
+/// A parsed dump line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DumpLine {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Absolute expiry in Unix milliseconds; `None`: never expires.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Parses `key<TAB>value` or `key<TAB>value<TAB>expires_at_ms`; the error names the field.
+pub fn parse_dump_line(line: &str) -> Result<DumpLine, String> {
+    let mut fields = line.split('\t');
+    let (Some(key), Some(value)) = (fields.next(), fields.next()) else {
+        return Err("expected key<TAB>value or key<TAB>value<TAB>expires_at_ms".into());
+    };
+    let expires_at_ms = match fields.next() {
+        None => None,
+        Some(text) => match text.parse::<u64>() {
+            Ok(at) if at > 0 => Some(at),
+            _ => {
+                return Err(format!(
+                    "expiry {text:?}: expected Unix milliseconds (a whole number above 0)"
+                ))
+            }
+        },
+    };
+    if fields.next().is_some() {
+        return Err("more than three TAB-separated fields".into());
+    }
+    Ok(DumpLine {
+        key: unescape(key).map_err(|e| format!("key: {e}"))?,
+        value: unescape(value).map_err(|e| format!("value: {e}"))?,
+        expires_at_ms,
+    })
+}
+
 fn hex(b: u8) -> Option<u8> {
     char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
@@ -66,6 +118,27 @@ mod tests {
         let escaped = escape(&all);
         assert!(!escaped.contains('\n') && !escaped.contains('\t'));
         assert_eq!(unescape(&escaped), Ok(all));
+    }
+
+    #[test]
+    fn dump_lines_round_trip_with_and_without_expiry() {
+        for at in [None, Some(1), Some(1_700_000_000_123)] {
+            let line = dump_line(b"k\te", b"v\n", at);
+            assert_eq!(
+                parse_dump_line(&line),
+                Ok(DumpLine {
+                    key: b"k\te".to_vec(),
+                    value: b"v\n".to_vec(),
+                    expires_at_ms: at
+                })
+            );
+        }
+        assert!(parse_dump_line("k\tv\tsoon").is_err());
+        assert!(parse_dump_line("k\tv\t0").is_err());
+        assert!(parse_dump_line("k\tv\t1\tx").is_err());
+        assert!(parse_dump_line("no tab").is_err());
+        assert!(is_comment("# uno-cache dump 2"));
+        assert!(!is_comment("#key\tvalue"));
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! `dump` and `import` work on the configuration's file-store directory. It takes the store's
 //! lock, so run it while the application that owns the directory is stopped.
 //!
+//! The store's size bound and file mode are the ones its directory recorded (its application's
+//! settings), unless `--max-size-mb` (or, with `--config`, `local.max_size`) says otherwise; a
+//! bound given that way is recorded in turn.
+//!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage.
 
@@ -14,10 +18,14 @@ mod escape;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use uno_cache::{CacheConfig, CacheManager, Durability, FileStore, FileStoreOptions, LocalKind};
+use uno_cache::{
+    CacheConfig, CacheManager, Clock, Durability, FileStore, FileStoreOptions, LocalKind, ManualClock,
+    SystemClock,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,9 +40,10 @@ struct Cli {
     /// A TOML configuration file (the `CacheConfig` format); overrides `--dir`.
     #[arg(long, short = 'c', env = "UNO_CACHE_CONFIG")]
     config: Option<PathBuf>,
-    /// Size bound in MiB used while the tool has the store open.
-    #[arg(long, default_value_t = 1024)]
-    max_size_mb: u64,
+    /// Size bound in MiB. Without it, the bound the store recorded (its application's) is kept;
+    /// with it, this bound is used and recorded in the store.
+    #[arg(long)]
+    max_size_mb: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,14 +72,19 @@ enum Command {
     Verify,
     /// Sweep expired entries and rewrite sparse segments now.
     Compact,
-    /// Print every live entry as `key<TAB>value`, escaped (`\\`, `\t`, `\n`, `\r`, `\xHH`).
+    /// Print every live entry as `key<TAB>value[<TAB>expires_at_ms]`, escaped (`\\`, `\t`,
+    /// `\n`, `\r`, `\xHH`), after a `# uno-cache dump 2` line. The third field, present when the
+    /// entry expires, is its absolute expiry in Unix milliseconds.
     Dump,
-    /// Read `key<TAB>value` lines (the dump format) from stdin and store them.
+    /// Read dump lines from stdin and store them, each with the expiry it was dumped with.
+    /// Entries that have expired since are skipped. Lines without an expiry (and dumps from
+    /// before expiries were dumped) never expire unless `--ttl` is given.
     Import {
         /// Print `ok<TAB>key` for each line only once it is durable on disk (fsync per line).
         #[arg(long)]
         durable: bool,
-        /// Time to live in seconds for every imported entry.
+        /// Time to live in seconds for entries without an expiry, and the longest any imported
+        /// entry lives.
         #[arg(long)]
         ttl: Option<f64>,
     },
@@ -98,6 +112,7 @@ fn ttl_arg(ttl: Option<f64>) -> Result<Option<Duration>, String> {
 }
 
 fn run(mut cli: Cli) -> Result<ExitCode, String> {
+    let mut file_mode = None;
     if let Some(path) = cli.config.take() {
         let config = CacheConfig::from_toml_file(&path).map_err(|e| e.to_string())?;
         if matches!(
@@ -114,17 +129,29 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
             ));
         }
         cli.dir = config.local.effective_path().to_owned();
-        cli.max_size_mb = config.local.effective_max_size();
+        cli.max_size_mb = cli.max_size_mb.or(config.local.max_size);
+        file_mode = config.local.file_mode;
     }
     let durable_import = matches!(cli.command, Command::Import { durable: true, .. });
-    let options = FileStoreOptions::default()
-        .max_size_mb(cli.max_size_mb)
+    // Import pins the store's clock to the moment of each write, so that an entry's remaining
+    // TTL, computed against that moment, lands on exactly the dumped expiry.
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let mut options = FileStoreOptions::default()
         .background_threads(false)
         .durability(if durable_import {
             Durability::EveryWrite
         } else {
             Durability::None
         });
+    if matches!(cli.command, Command::Import { .. }) {
+        options = options.clock(Arc::new(clock.clone()));
+    }
+    if let Some(mb) = cli.max_size_mb {
+        options = options.max_size_mb(mb);
+    }
+    if let Some(mode) = file_mode {
+        options = options.file_mode(mode);
+    }
     let store = FileStore::open(&cli.dir, options).map_err(|e| e.to_string())?;
     let code = match cli.command {
         Command::Get { key } => print_value(store.get(&key).map_err(|e| e.to_string())?)?,
@@ -159,7 +186,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
             ExitCode::SUCCESS
         }
         Command::Import { durable, ttl } => {
-            import(&store, durable, ttl_arg(ttl)?)?;
+            import(&store, &clock, durable, ttl_arg(ttl)?)?;
             ExitCode::SUCCESS
         }
     };
@@ -264,6 +291,8 @@ fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
     for (name, value) in rows {
         println!("  {name:<22}{value:>16}");
     }
+    println!("  {:<22}{:>16}", "max size", store.max_size());
+    println!("  {:<22}{:>16}", "file mode", format!("{:#o}", store.file_mode()));
     Ok(())
 }
 
@@ -300,40 +329,65 @@ fn dump(store: &FileStore) -> Result<(), String> {
     let mut out = io::BufWriter::new(stdout.lock());
     let mut keys = store.keys();
     keys.sort_unstable();
+    writeln!(out, "{DUMP_HEADER}").map_err(|e| format!("writing stdout: {e}"))?;
     for key in keys {
         // A key can expire or be evicted between listing and reading: skip it.
-        if let Some(value) = store.get(&key).map_err(|e| e.to_string())? {
-            writeln!(
-                out,
-                "{}\t{}",
-                escape::escape(key.as_bytes()),
-                escape::escape(&value)
-            )
-            .map_err(|e| format!("writing stdout: {e}"))?;
-        }
+        let Some(entry) = store.get_entry(&key).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let line = escape::dump_line(key.as_bytes(), &entry.value, expires_at_ms(entry.expires_at));
+        writeln!(out, "{line}").map_err(|e| format!("writing stdout: {e}"))?;
     }
     out.flush().map_err(|e| format!("writing stdout: {e}"))
 }
 
-fn import(store: &FileStore, durable: bool, ttl: Option<Duration>) -> Result<(), String> {
+/// The first line of a dump. It has no TAB, so an importer that predates expiries refuses the
+/// dump at line 1 instead of reading `value<TAB>expiry` as a value.
+const DUMP_HEADER: &str = "# uno-cache dump 2";
+
+/// Unix milliseconds of an expiry, `None` for "never".
+fn expires_at_ms(at: Option<std::time::SystemTime>) -> Option<u64> {
+    at.map(|t| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .max(1)
+    })
+}
+
+fn import(
+    store: &FileStore,
+    clock: &ManualClock,
+    durable: bool,
+    ttl: Option<Duration>,
+) -> Result<(), String> {
     let stdin = io::stdin();
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    let mut count = 0u64;
+    let (mut count, mut expired) = (0u64, 0u64);
     for (n, line) in stdin.lock().lines().enumerate() {
         let line_no = n + 1;
         let line = line.map_err(|e| format!("reading stdin line {line_no}: {e}"))?;
-        if line.is_empty() {
+        if line.is_empty() || escape::is_comment(&line) {
             continue;
         }
-        let (key, value) = line
-            .split_once('\t')
-            .ok_or_else(|| format!("line {line_no}: expected key<TAB>value"))?;
-        let key_bytes = escape::unescape(key).map_err(|e| format!("line {line_no}: key: {e}"))?;
-        let key = String::from_utf8(key_bytes).map_err(|_| format!("line {line_no}: key is not UTF-8"))?;
-        let value = escape::unescape(value).map_err(|e| format!("line {line_no}: value: {e}"))?;
+        let parsed = escape::parse_dump_line(&line).map_err(|e| format!("line {line_no}: {e}"))?;
+        let key = String::from_utf8(parsed.key).map_err(|_| format!("line {line_no}: key is not UTF-8"))?;
+        clock.set(SystemClock.now_ms());
+        let now = clock.now_ms();
+        let remaining = match parsed.expires_at_ms {
+            Some(at) if at <= now => {
+                expired += 1;
+                continue;
+            }
+            Some(at) => Some(Duration::from_millis(at - now)),
+            None => None,
+        };
+        let ttl = match (remaining, ttl) {
+            (Some(left), Some(cap)) => Some(left.min(cap)),
+            (left, cap) => left.or(cap),
+        };
         store
-            .set(&key, &value, ttl)
+            .set(&key, &parsed.value, ttl)
             .map_err(|e| format!("line {line_no}: {e}"))?;
         count += 1;
         if durable {
@@ -344,6 +398,6 @@ fn import(store: &FileStore, durable: bool, ttl: Option<Duration>) -> Result<(),
         }
     }
     store.flush().map_err(|e| e.to_string())?;
-    eprintln!("imported {count} entries");
+    eprintln!("imported {count} entries, skipped {expired} already expired");
     Ok(())
 }

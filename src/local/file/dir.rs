@@ -1,29 +1,57 @@
-//! The store directory: the ownership check, the exclusive lock, and the metadata file.
+//! The store directory: the ownership check, the exclusive lock, the metadata file, and the
+//! permission bits of everything in it.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
-use super::format::{self, HeaderError, Meta, LOCK_FILE, META_FILE, META_LEN, TMP_EXT};
+use super::format::{self, HeaderError, Meta, LOCK_FILE, META_EXT_LEN, META_FILE, META_LEN, TMP_EXT};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
+use crate::perms::{self, DEFAULT_FILE_MODE};
 
 /// An open, locked store directory. The lock is released when this is dropped.
 #[derive(Debug)]
 pub(crate) struct LockedDir {
     pub(crate) path: PathBuf,
+    /// Permission bits of the files the store creates: those of `uno-cache.meta`.
+    pub(crate) file_mode: u32,
     /// Where every write of the store goes.
     pub(crate) disk: Disk,
-    /// Held for its flock; never read.
-    _lock: File,
+    /// Held for its flock; unlocked on drop.
+    lock_file: File,
+}
+
+impl Drop for LockedDir {
+    fn drop(&mut self) {
+        // Explicitly, rather than by closing: a child process forked meanwhile (say, to start a
+        // server) holds a copy of the descriptor until it execs, and the lock with it.
+        let _ = self.lock_file.unlock();
+    }
+}
+
+/// What an opener asks of the settings a directory records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wanted {
+    /// Metadata for a new directory.
+    pub(crate) new_meta: Meta,
+    /// A size bound (bytes) to use and record; `None`: the one recorded.
+    pub(crate) max_size: Option<u64>,
+    /// Permission bits for the store's files, applied and recorded; `None`: the ones recorded
+    /// (the bits of `uno-cache.meta`), or [`DEFAULT_FILE_MODE`] for a new directory.
+    pub(crate) file_mode: Option<u32>,
 }
 
 impl LockedDir {
-    /// Creates `path` if needed, refuses a directory that is not ours, and takes the lock.
+    /// Creates `path` if needed (private by default), refuses a directory that is not ours, and
+    /// takes the lock.
     ///
-    /// Returns the directory and its metadata; a new directory gets `new_meta`.
-    pub(crate) fn open(path: &Path, disk: Disk, new_meta: Meta) -> Result<(LockedDir, Meta)> {
-        let created = !path.exists();
-        fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
+    /// Returns the directory and its metadata: a new directory gets `wanted.new_meta`; an
+    /// existing one keeps its own, except for an explicit size bound or file mode in `wanted`,
+    /// which is applied and recorded.
+    pub(crate) fn open(path: &Path, disk: Disk, wanted: Wanted) -> Result<(LockedDir, Meta)> {
+        let new_dir_mode = wanted.file_mode.unwrap_or(DEFAULT_FILE_MODE);
+        let created =
+            perms::create_dir(path, new_dir_mode).map_err(|e| Error::io("create directory", path, e))?;
         let meta_path = path.join(META_FILE);
         let has_meta = meta_path.exists();
         if !has_meta && !is_empty_but_lock(path)? {
@@ -32,10 +60,14 @@ impl LockedDir {
                 meta: META_FILE,
             });
         }
+        let recorded_mode = if has_meta {
+            perms::mode_of(&meta_path)
+        } else {
+            None
+        };
+        let file_mode = wanted.file_mode.or(recorded_mode).unwrap_or(DEFAULT_FILE_MODE);
         let lock_path = path.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
+        let lock = perms::new_file(file_mode)
             .create(true)
             .truncate(false)
             .open(&lock_path)
@@ -52,12 +84,24 @@ impl LockedDir {
         }
         let dir = LockedDir {
             path: path.to_owned(),
+            file_mode,
             disk,
-            _lock: lock,
+            lock_file: lock,
         };
         let meta = if has_meta {
-            dir.read_meta()?
-        } else if let Err(e) = dir.write_meta(&new_meta) {
+            let stored = dir.read_meta()?;
+            if recorded_mode.is_some_and(|m| m != file_mode) {
+                dir.apply_mode()?;
+            }
+            match wanted.max_size {
+                Some(max_size) if max_size != stored.max_size => {
+                    let meta = Meta { max_size, ..stored };
+                    dir.write_meta(&meta)?;
+                    meta
+                }
+                _ => stored,
+            }
+        } else if let Err(e) = dir.write_meta(&wanted.new_meta) {
             // A failed first open (a full disk) leaves nothing behind: not our lock file, and not
             // the directory if this call made it.
             let _ = fs::remove_file(&lock_path);
@@ -66,15 +110,32 @@ impl LockedDir {
             }
             return Err(e);
         } else {
-            new_meta
+            wanted.new_meta
         };
         Ok((dir, meta))
+    }
+
+    /// Gives the directory and every file in it the (changed) mode, so that a store made
+    /// private later is private throughout.
+    fn apply_mode(&self) -> Result<()> {
+        perms::set_mode(&self.path, perms::dir_mode(self.file_mode))
+            .map_err(|e| Error::io("chmod", &self.path, e))?;
+        let entries = fs::read_dir(&self.path).map_err(|e| Error::io("list directory", &self.path, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list directory", &self.path, e))?;
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if is_file {
+                let file = entry.path();
+                perms::set_mode(&file, self.file_mode).map_err(|e| Error::io("chmod", &file, e))?;
+            }
+        }
+        Ok(())
     }
 
     fn read_meta(&self) -> Result<Meta> {
         let path = self.path.join(META_FILE);
         let bytes = fs::read(&path).map_err(|e| Error::io("read metadata", &path, e))?;
-        format::decode_meta(&bytes).map_err(|e| match e {
+        let meta = format::decode_meta(&bytes).map_err(|e| match e {
             HeaderError::Magic => Error::NotOurDirectory {
                 path: self.path.clone(),
                 meta: META_FILE,
@@ -86,9 +147,19 @@ impl LockedDir {
             },
             other => Error::CorruptMetadata {
                 path: path.clone(),
-                reason: format!("{other} ({} bytes, expected {META_LEN})", bytes.len()),
+                reason: format!(
+                    "{other} ({} bytes, expected {META_LEN} or {META_EXT_LEN})",
+                    bytes.len()
+                ),
             },
-        })
+        })?;
+        if meta.max_size == 0 && bytes.len() > META_LEN {
+            tracing::warn!(
+                path = %path.display(),
+                "the size bound recorded in the metadata is damaged; using the default or the bytes on disk, whichever is larger, until a bound is set"
+            );
+        }
+        Ok(meta)
     }
 
     /// Replaces the metadata file atomically: write a temporary file, fsync, rename, fsync the
@@ -96,11 +167,15 @@ impl LockedDir {
     pub(crate) fn write_meta(&self, meta: &Meta) -> Result<()> {
         let path = self.path.join(META_FILE);
         let tmp = self.path.join(format!("{META_FILE}.{TMP_EXT}"));
+        // A leftover temporary file would keep its old permission bits through the truncate.
+        let _ = fs::remove_file(&tmp);
         let written = self
             .disk
-            .create(&tmp)
+            .create_new(&tmp, self.file_mode)
             .map_err(|e| Error::io("create", &tmp, e))
             .and_then(|file| {
+                // Exact, whatever the umask: these bits are the store's recorded file mode.
+                perms::set_mode(&tmp, self.file_mode).map_err(|e| Error::io("chmod", &tmp, e))?;
                 file.write_all_at(&format::encode_meta(meta), 0)
                     .map_err(|e| Error::io("write", &tmp, e))?;
                 file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))

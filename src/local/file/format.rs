@@ -33,14 +33,22 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
 
 // ---- metadata file -------------------------------------------------------------------------
+// A 36-byte base (the original file), then an extension with the recorded size bound and its own
+// CRC. Readers that predate the extension read the base and ignore the rest, so recording a bound
+// never locks an older build out of a directory; a base without a valid extension means "no
+// bound recorded".
 const META_MAGIC_AT: usize = 0;
 const META_VERSION_AT: usize = META_MAGIC_AT + 8;
 const META_RESERVED_AT: usize = META_VERSION_AT + 2;
 const META_SEGMENT_SIZE_AT: usize = META_RESERVED_AT + 6;
 const META_MIN_SEQ_AT: usize = META_SEGMENT_SIZE_AT + 8;
 const META_CRC_AT: usize = META_MIN_SEQ_AT + 8;
-/// Length of the metadata file.
+/// Length of the base of the metadata file (all a file written before the extension has).
 pub const META_LEN: usize = META_CRC_AT + 4;
+const META_MAX_SIZE_AT: usize = META_LEN;
+const META_EXT_CRC_AT: usize = META_MAX_SIZE_AT + 8;
+/// Length of the metadata file with its extension, as this build writes it.
+pub const META_EXT_LEN: usize = META_EXT_CRC_AT + 4;
 
 /// The contents of the metadata file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +57,9 @@ pub struct Meta {
     pub segment_size: u64,
     /// Records with a sequence number below this were cleared and are ignored.
     pub min_seq: u64,
+    /// The recorded size bound in bytes; 0 if none is recorded (a file without the extension,
+    /// or with a damaged one).
+    pub max_size: u64,
 }
 
 /// Why a header or metadata file was refused.
@@ -78,18 +89,23 @@ impl std::fmt::Display for HeaderError {
     }
 }
 
-pub fn encode_meta(meta: &Meta) -> [u8; META_LEN] {
-    let mut buf = [0u8; META_LEN];
+/// Encodes the metadata file, base and extension.
+pub fn encode_meta(meta: &Meta) -> [u8; META_EXT_LEN] {
+    let mut buf = [0u8; META_EXT_LEN];
     put(&mut buf, META_MAGIC_AT, &META_MAGIC);
     put(&mut buf, META_VERSION_AT, &FORMAT_VERSION.to_le_bytes());
     put(&mut buf, META_SEGMENT_SIZE_AT, &meta.segment_size.to_le_bytes());
     put(&mut buf, META_MIN_SEQ_AT, &meta.min_seq.to_le_bytes());
     let crc = crc32fast::hash(buf.get(..META_CRC_AT).unwrap_or_default());
     put(&mut buf, META_CRC_AT, &crc.to_le_bytes());
+    put(&mut buf, META_MAX_SIZE_AT, &meta.max_size.to_le_bytes());
+    let crc = crc32fast::hash(buf.get(..META_EXT_CRC_AT).unwrap_or_default());
+    put(&mut buf, META_EXT_CRC_AT, &crc.to_le_bytes());
     buf
 }
 
-/// Decodes and checks the metadata file.
+/// Decodes and checks the metadata file. The base must be valid; an extension that is missing,
+/// short or fails its CRC only means no bound is recorded.
 pub fn decode_meta(buf: &[u8]) -> Result<Meta, HeaderError> {
     if buf.len() < META_LEN {
         return Err(HeaderError::Short);
@@ -108,9 +124,16 @@ pub fn decode_meta(buf: &[u8]) -> Result<Meta, HeaderError> {
     if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
         return Err(HeaderError::Field("segment_size"));
     }
+    let extension_ok = buf.len() >= META_EXT_LEN
+        && crc32fast::hash(buf.get(..META_EXT_CRC_AT).unwrap_or_default()) == u32_at(buf, META_EXT_CRC_AT);
     Ok(Meta {
         segment_size,
         min_seq: u64_at(buf, META_MIN_SEQ_AT),
+        max_size: if extension_ok {
+            u64_at(buf, META_MAX_SIZE_AT)
+        } else {
+            0
+        },
     })
 }
 
@@ -705,8 +728,19 @@ mod tests {
         let meta = Meta {
             segment_size: 1 << 20,
             min_seq: 5,
+            max_size: 3 << 30,
         };
-        assert_eq!(decode_meta(&encode_meta(&meta)), Ok(meta));
+        let bytes = encode_meta(&meta);
+        assert_eq!(decode_meta(&bytes), Ok(meta));
+        // The base alone, or a damaged extension: no bound recorded, everything else kept.
+        let unrecorded = Meta { max_size: 0, ..meta };
+        assert_eq!(
+            decode_meta(bytes.get(..META_LEN).unwrap_or_default()),
+            Ok(unrecorded)
+        );
+        let mut damaged = bytes;
+        put(&mut damaged, META_MAX_SIZE_AT, &7u64.to_le_bytes());
+        assert_eq!(decode_meta(&damaged), Ok(unrecorded));
         let mut buf = Vec::new();
         encode_hint_header(&mut buf, 3, 1000);
         encode_hint_entry(&mut buf, Kind::Tombstone, "gone", 32, 40, 9, 0);

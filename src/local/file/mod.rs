@@ -39,7 +39,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use self::format::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use self::maintenance::CompactionReport;
-pub use self::options::{Durability, FileStoreOptions};
+pub use self::options::{Durability, FileStoreOptions, DEFAULT_MAX_SIZE_MB};
 pub use self::recovery::RecoveryReport;
 
 use self::dir::LockedDir;
@@ -233,15 +233,7 @@ impl FileStore {
     /// [`Error::Config`] for invalid options, [`Error::Io`] for I/O failures. Damaged records are
     /// not errors: they are skipped and counted in [`FileStore::recovery_report`].
     pub fn open(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<FileStore> {
-        let (max_bytes, new_segment_size) = options.resolve()?;
-        let (dir, meta) = LockedDir::open(
-            dir.as_ref(),
-            options.disk.clone(),
-            Meta {
-                segment_size: new_segment_size,
-                min_seq: 0,
-            },
-        )?;
+        let (dir, meta) = LockedDir::open(dir.as_ref(), options.disk.clone(), options.wanted()?)?;
         let recovered = recovery::recover(&dir, &meta, options.clock.now_ms())?;
         let segments = recovered.segments;
         // No segment is created here: opening needs no free space, so a store on a full device
@@ -251,6 +243,7 @@ impl FileStore {
             .values()
             .map(|s| s.live_bytes.load(Ordering::Relaxed))
             .sum();
+        let max_bytes = options::bound_in_use(&meta, disk_bytes);
         let inner = Arc::new(Inner {
             segment_size: meta.segment_size,
             max_bytes,
@@ -869,7 +862,7 @@ impl Inner {
         w.offset = self.segment_size;
         let id = w.next_segment_id;
         let segment = loop {
-            match Segment::create(&self.dir.disk, &self.dir.path, id, self.segment_size) {
+            match Segment::create(&self.dir, id, self.segment_size) {
                 Ok(segment) => break Arc::new(segment),
                 Err(e) if e.is_no_space() => {
                     if !self.evict_oldest(w, false)? {
@@ -1032,6 +1025,7 @@ impl Inner {
         let meta = Meta {
             segment_size: self.segment_size,
             min_seq: w.next_seq,
+            max_size: self.max_bytes,
         };
         self.dir.write_meta(&meta).map_err(|e| self.fail(e))?;
         self.index.clear();

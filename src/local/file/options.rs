@@ -1,12 +1,19 @@
-//! How a [`FileStore`](super::FileStore) is opened: size bound, segment size, durability.
+//! How a [`FileStore`](super::FileStore) is opened: size bound, segment size, durability, file
+//! permissions; and which of them the directory records.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::format::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+use super::dir::Wanted;
+use super::format::{Meta, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+use super::FileStore;
 use crate::clock::{Clock, SystemClock};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
+use crate::perms;
+
+/// Size bound of a new store opened without [`FileStoreOptions::max_size_mb`]: 1 GiB.
+pub const DEFAULT_MAX_SIZE_MB: u64 = 1024;
 
 /// When written data reaches stable storage.
 ///
@@ -35,6 +42,12 @@ impl Default for Durability {
 
 /// Options for [`FileStore::open`](super::FileStore::open).
 ///
+/// The store records in its directory the options that shape its files: the segment size (fixed
+/// when the directory is created), the size bound, and the permission bits of its files. An
+/// option left unset uses what the directory recorded, so a tool that opens a store with default
+/// options (the `uno-cache` CLI, say) keeps the bound its application chose instead of evicting
+/// down to the default. An option that is set is obeyed and recorded.
+///
 /// ```
 /// use std::time::Duration;
 /// use uno_cache::{Durability, FileStoreOptions};
@@ -45,7 +58,8 @@ impl Default for Durability {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct FileStoreOptions {
-    pub(crate) max_size_mb: u64,
+    pub(crate) max_size_mb: Option<u64>,
+    pub(crate) file_mode: Option<u32>,
     pub(crate) segment_size: Option<u64>,
     pub(crate) durability: Durability,
     pub(crate) compaction_interval: Duration,
@@ -58,7 +72,8 @@ pub struct FileStoreOptions {
 impl Default for FileStoreOptions {
     fn default() -> Self {
         FileStoreOptions {
-            max_size_mb: 1024,
+            max_size_mb: None,
+            file_mode: None,
             segment_size: None,
             durability: Durability::default(),
             compaction_interval: Duration::from_secs(30),
@@ -71,10 +86,27 @@ impl Default for FileStoreOptions {
 }
 
 impl FileStoreOptions {
-    /// Bound on bytes on disk, in MiB (default 1024). When a write would pass it, the oldest
-    /// segment is evicted; its recently-read entries get a second chance.
+    /// Bound on bytes on disk, in MiB. When a write would pass it, the oldest segment is
+    /// evicted; its recently-read entries get a second chance.
+    ///
+    /// Set, it is obeyed and recorded in the directory (a changed bound replaces the recorded
+    /// one). Unset, the store uses the bound its directory recorded; a new directory gets
+    /// [`DEFAULT_MAX_SIZE_MB`], and a directory written before bounds were recorded gets the
+    /// default or the bytes it already holds, whichever is larger (opening never evicts data
+    /// for want of a setting).
     pub fn max_size_mb(mut self, mb: u64) -> Self {
-        self.max_size_mb = mb;
+        self.max_size_mb = Some(mb);
+        self
+    }
+
+    /// Permission bits of the files the store creates (default `0o600`, owner only), recorded
+    /// in the directory; a directory the store creates gets the same bits plus search where read
+    /// is allowed (`0o700` by default). Unset, an existing store keeps the mode it recorded.
+    /// Set to a mode other than the recorded one, it is applied to the directory and every file
+    /// in it. The process umask can still remove bits from new files. The owner must keep read
+    /// and write.
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = Some(mode);
         self
     }
 
@@ -127,15 +159,23 @@ impl FileStoreOptions {
         self
     }
 
-    /// Checks the options and works out the size bound and the segment size for a new directory.
-    pub(crate) fn resolve(&self) -> Result<(u64, u64)> {
-        if self.max_size_mb == 0 {
+    /// Checks the options and works out what to ask of the directory: the metadata of a new one,
+    /// and the explicit settings to apply to an existing one.
+    pub(crate) fn wanted(&self) -> Result<Wanted> {
+        if self.max_size_mb == Some(0) {
             return Err(Error::Config {
                 field: "max_size_mb".into(),
                 reason: "must be at least 1 (MiB)".into(),
             });
         }
-        let max_bytes = self.max_size_mb.saturating_mul(1024 * 1024);
+        if let Some(mode) = self.file_mode {
+            perms::check_file_mode(mode).map_err(|reason| Error::Config {
+                field: "file_mode".into(),
+                reason,
+            })?;
+        }
+        let explicit = self.max_size_mb.map(|mb| mb.saturating_mul(1024 * 1024));
+        let max_bytes = explicit.unwrap_or(DEFAULT_MAX_SIZE_MB * 1024 * 1024);
         let segment_size = match self.segment_size {
             Some(size) if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&size) => {
                 return Err(Error::Config {
@@ -174,6 +214,39 @@ impl FileStoreOptions {
                 reason: "must be above zero".into(),
             });
         }
-        Ok((max_bytes, segment_size))
+        Ok(Wanted {
+            new_meta: Meta {
+                segment_size,
+                min_seq: 0,
+                max_size: max_bytes,
+            },
+            max_size: explicit,
+            file_mode: self.file_mode,
+        })
+    }
+}
+
+/// The size bound a store opens with: the one its metadata records, or for a directory that
+/// never recorded one, the default or the bytes already on disk, whichever is larger.
+pub(crate) fn bound_in_use(meta: &Meta, disk_bytes: u64) -> u64 {
+    if meta.max_size != 0 {
+        meta.max_size
+    } else {
+        disk_bytes.max(DEFAULT_MAX_SIZE_MB * 1024 * 1024)
+    }
+}
+
+impl FileStore {
+    /// The size bound in bytes this store holds to (see [`FileStoreOptions::max_size_mb`]).
+    #[must_use]
+    pub fn max_size(&self) -> u64 {
+        self.inner.max_bytes
+    }
+
+    /// The permission bits of the files this store creates (see
+    /// [`FileStoreOptions::file_mode`]).
+    #[must_use]
+    pub fn file_mode(&self) -> u32 {
+        self.inner.dir.file_mode
     }
 }

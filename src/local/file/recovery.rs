@@ -339,7 +339,7 @@ pub(crate) fn write_hint(dir: &LockedDir, id: u64, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("{HINT_EXT}.{TMP_EXT}"));
     let written = dir
         .disk
-        .write_file(&tmp, bytes)
+        .write_file(&tmp, bytes, dir.file_mode)
         .map_err(|e| Error::io("write hint", &tmp, e))
         .and_then(|()| {
             dir.disk

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::Mmap;
 
+use super::dir::LockedDir;
 use super::format::{self, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN};
 use super::mmap::map_segment;
 use crate::disk::{Disk, DiskFile};
@@ -55,10 +56,10 @@ impl Segment {
     /// the map needs a fresh page, and on a full tmpfs there is none, so the read would raise
     /// SIGBUS. With the space reserved, neither a write nor a read of this segment can run out of
     /// room later. A failure removes the file again, so nothing is left behind.
-    pub(crate) fn create(disk: &Disk, dir: &Path, id: u64, size: u64) -> Result<Segment> {
-        let path = segment_path(dir, id);
+    pub(crate) fn create(dir: &LockedDir, id: u64, size: u64) -> Result<Segment> {
+        let (disk, path) = (&dir.disk, segment_path(&dir.path, id));
         let file = disk
-            .create_new(&path)
+            .create_new(&path, dir.file_mode)
             .map_err(|e| Error::io("create segment", &path, e))?;
         match Self::init(file, &path, id, size) {
             Ok(segment) => Ok(segment),

@@ -1,0 +1,71 @@
+//! Permission bits of the files and directories uno-cache creates.
+//!
+//! Cached values are often personal data, so a store is private to its user by default: files
+//! `0600`, directories `0700`. A configured mode is given as the files' bits; a directory gets the
+//! same bits plus search (`x`) wherever read is allowed. The process umask can still remove bits
+//! from a new file (never add them); a chmod that applies a changed mode is exact.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Default permission bits of the files a store creates: read and write for the owner only.
+pub const DEFAULT_FILE_MODE: u32 = 0o600;
+
+/// The directory bits that go with `file_mode`: search (`x`) wherever read (`r`) is allowed, so
+/// `0o600` gives `0o700` and `0o640` gives `0o750`.
+#[must_use]
+pub(crate) fn dir_mode(file_mode: u32) -> u32 {
+    file_mode | ((file_mode & 0o444) >> 2)
+}
+
+/// Checks a configured file mode: permission bits only, and the owner must be able to read and
+/// write (the store reopens its own files).
+pub(crate) fn check_file_mode(mode: u32) -> std::result::Result<(), String> {
+    if mode & !0o777 != 0 {
+        return Err(format!(
+            "{mode:#o} has bits outside 0o777 (only permission bits are allowed)"
+        ));
+    }
+    if mode & 0o600 != 0o600 {
+        return Err(format!(
+            "{mode:#o} does not let the owner read and write; the store must reopen its own files"
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `path` and any missing parents with the directory mode for `file_mode`. An existing
+/// directory is left as it is. Returns whether the last component was created.
+pub(crate) fn create_dir(path: &Path, file_mode: u32) -> io::Result<bool> {
+    if path.is_dir() {
+        return Ok(false);
+    }
+    let mode = dir_mode(file_mode);
+    DirBuilder::new().recursive(true).mode(mode).create(path)?;
+    // The umask may have removed bits the configuration asked for.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(true)
+}
+
+/// Options that create a new file with `mode` (read and write access; the caller adds `create`
+/// or `create_new`).
+#[must_use]
+pub(crate) fn new_file(mode: u32) -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).mode(mode);
+    options
+}
+
+/// The permission bits of `path`, if it exists.
+pub(crate) fn mode_of(path: &Path) -> Option<u32> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+/// Sets the permission bits of `path` exactly.
+pub(crate) fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}

@@ -1,0 +1,215 @@
+//! The redb L1 keeps the persistent promise as the file store does: entries restored at open and
+//! entries written before a lost backplane subscription are kept, but suspect until checked
+//! (`mark_all_suspect`, `get_checked`, `confirm`), so that `restart_policy = "revalidate"`
+//! works for redb and a pub/sub reconnect no longer empties it. The manager tests run against a
+//! real Redis (`redis-server` from the redis-server package).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::path::Path;
+
+use support::RedisServer;
+use uno_cache::{CacheConfig, CacheManager, Freshness, RedbOptions, RedbStore, Storage, REDB_FILE_NAME};
+
+fn open(dir: &Path) -> RedbStore {
+    RedbStore::open(dir.join(REDB_FILE_NAME), RedbOptions::default()).unwrap()
+}
+
+fn freshness(store: &RedbStore, key: &str) -> Option<(Vec<u8>, Freshness)> {
+    store
+        .get_checked(key)
+        .unwrap()
+        .map(|(entry, freshness)| (entry.value, freshness))
+}
+
+#[test]
+fn a_lost_subscription_makes_redb_entries_suspect_instead_of_clearing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.set("a", b"1", None).unwrap();
+    store.set("b", b"2", None).unwrap();
+    store.confirm("a").unwrap();
+    assert_eq!(freshness(&store, "a"), Some((b"1".to_vec(), Freshness::Trusted)));
+
+    store.mark_all_suspect().unwrap();
+    assert_eq!(store.size().unwrap().items, 2, "nothing was dropped");
+    assert_eq!(freshness(&store, "a"), Some((b"1".to_vec(), Freshness::Suspect)));
+    assert_eq!(freshness(&store, "b"), Some((b"2".to_vec(), Freshness::Suspect)));
+
+    // Confirmed, rewritten and new entries are trusted; the others stay suspect.
+    store.confirm("a").unwrap();
+    store.set("c", b"3", None).unwrap();
+    assert_eq!(freshness(&store, "a"), Some((b"1".to_vec(), Freshness::Trusted)));
+    assert_eq!(freshness(&store, "b"), Some((b"2".to_vec(), Freshness::Suspect)));
+    assert_eq!(freshness(&store, "c"), Some((b"3".to_vec(), Freshness::Trusted)));
+    store.set("b", b"22", None).unwrap();
+    assert_eq!(freshness(&store, "b"), Some((b"22".to_vec(), Freshness::Trusted)));
+
+    // A confirmation from before a later loss no longer counts.
+    store.mark_all_suspect().unwrap();
+    assert_eq!(freshness(&store, "a"), Some((b"1".to_vec(), Freshness::Suspect)));
+    assert_eq!(freshness(&store, "nope"), None);
+}
+
+#[test]
+fn redb_entries_restored_at_open_are_suspect_until_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.set("old", b"v", None).unwrap();
+        assert_eq!(
+            freshness(&store, "old"),
+            Some((b"v".to_vec(), Freshness::Trusted))
+        );
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        freshness(&store, "old"),
+        Some((b"v".to_vec(), Freshness::Suspect))
+    );
+    store.confirm("old").unwrap();
+    assert_eq!(
+        freshness(&store, "old"),
+        Some((b"v".to_vec(), Freshness::Trusted))
+    );
+    store.set("new", b"w", None).unwrap();
+    assert_eq!(
+        freshness(&store, "new"),
+        Some((b"w".to_vec(), Freshness::Trusted))
+    );
+}
+
+fn config(dir: &Path, redis: &str, policy: &str) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "redb"
+        path = "{}"
+        ttl = 600
+        [distributed]
+        enabled = true
+        hosts = ["{redis}"]
+        ttl = 600
+        timeout_ms = 500
+        [consistency]
+        restart_policy = "{policy}"
+        "#,
+        dir.display()
+    ))
+    .unwrap()
+}
+
+/// Instance A (redb L1) caches `k` and `gone` and stops; instance B updates `k` and deletes
+/// `gone` in the shared L2. Returns A's directory.
+fn a_cached_then_b_updated(redis: &RedisServer, policy: &str) -> tempfile::TempDir {
+    let a_dir = tempfile::tempdir().unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    {
+        let a = CacheManager::new(config(a_dir.path(), &redis.addr(), policy)).unwrap();
+        a.set("k", "a-old", None).unwrap();
+        a.set("gone", "a-old", None).unwrap();
+        a.flush().unwrap();
+    }
+    let b = CacheManager::new(config(b_dir.path(), &redis.addr(), policy)).unwrap();
+    b.set("k", "b-new", None).unwrap();
+    b.delete("gone").unwrap();
+    a_dir
+}
+
+#[test]
+fn a_restarted_manager_with_a_redb_l1_revalidates_restored_entries_against_l2() {
+    let redis = RedisServer::start();
+    let a_dir = a_cached_then_b_updated(&redis, "revalidate");
+    let a = CacheManager::new(config(a_dir.path(), &redis.addr(), "revalidate")).unwrap();
+    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("b-new"));
+    assert_eq!(a.get::<String>("gone").unwrap(), None, "deleted meanwhile");
+    let before = a.stats();
+    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("b-new"));
+    let after = a.stats();
+    assert_eq!(after.local.hits, before.local.hits + 1, "then an L1 hit");
+    assert_eq!(after.consistency.revalidated_replaced, 1);
+    assert_eq!(after.consistency.revalidated_dropped, 1);
+}
+
+#[test]
+fn with_trust_a_restarted_redb_manager_serves_its_restored_copy() {
+    let redis = RedisServer::start();
+    let a_dir = a_cached_then_b_updated(&redis, "trust");
+    let a = CacheManager::new(config(a_dir.path(), &redis.addr(), "trust")).unwrap();
+    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("a-old"));
+    let stats = a.stats();
+    assert_eq!(
+        stats.distributed.hits + stats.distributed.misses,
+        0,
+        "L2 not asked"
+    );
+}
+
+#[test]
+fn a_prefix_invalidation_drops_only_the_matching_redb_entries() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &redis.addr(), "revalidate")).unwrap();
+    for key in ["user:1", "user:2", "users", "other"] {
+        cache.set(key, "v", None).unwrap();
+    }
+    assert!(cache.invalidate_prefix("user:").unwrap() >= 2);
+    assert_eq!(cache.stats().size.local.items, 2, "users and other stay in L1");
+    let before = cache.stats().local.hits;
+    assert_eq!(cache.get::<String>("other").unwrap().as_deref(), Some("v"));
+    assert_eq!(cache.stats().local.hits, before + 1, "served from L1");
+}
+
+#[test]
+fn a_lost_backplane_subscription_keeps_the_redb_l1_and_revalidates_it() {
+    let redis = RedisServer::start();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_backplane = |dir: &Path| {
+        let mut config = config(dir, &redis.addr(), "revalidate");
+        config.invalidation.enabled = true;
+        config
+    };
+    let a = CacheManager::new(with_backplane(a_dir.path())).unwrap();
+    a.set("k", "v", None).unwrap();
+    a.set("j", "w", None).unwrap();
+    wait_for("A subscribed", || a.stats().consistency.backplane_connected);
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.raw())
+        .unwrap();
+    assert!(killed >= 1, "no subscription to kill");
+    wait_for("A saw the loss", || {
+        a.stats().consistency.subscription_losses >= 1
+    });
+    // A message from B that A receives comes after A handled the loss and the restore (one
+    // subscriber thread handles them in order).
+    let b = CacheManager::new(with_backplane(b_dir.path())).unwrap();
+    wait_for("A received a message after the restore", || {
+        b.set("marker", "m", None).unwrap();
+        a.stats().consistency.invalidations_received >= 1
+    });
+    assert_eq!(a.stats().size.local.items, 2, "the redb L1 was not emptied");
+    // Suspect now: the first read checks L2 (same value: confirmed), the next is an L1 hit.
+    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("v"));
+    assert_eq!(a.stats().consistency.revalidated_confirmed, 1);
+    let hits = a.stats().local.hits;
+    assert_eq!(a.get::<String>("k").unwrap().as_deref(), Some("v"));
+    assert_eq!(a.stats().local.hits, hits + 1);
+}
+
+/// Polls `done` (an observable event) for up to 10 s.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,182 @@
+//! A store records the settings that shape it, so that whoever opens it next (the CLI, another
+//! tool, the application after an upgrade) keeps them: the size bound, and the permission bits of
+//! its files. A new store is private to its user (directory 0700, files 0600), and so are the
+//! replay queue's files, because cached values are often personal data.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use support::RedisServer;
+use uno_cache::replay::{ReplayOptions, ReplayQueue};
+use uno_cache::{CacheConfig, CacheManager, Error, FileStore, FileStoreOptions};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Every regular file in `dir` with its permission bits.
+fn file_modes(dir: &Path) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), mode(&p)))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_store_reopened_with_default_options_keeps_the_bound_its_application_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4096)).unwrap();
+    store.set("k", b"v", None).unwrap();
+    store.close().unwrap();
+
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.max_size(), 4096 << 20, "not the 1 GiB default");
+    store.close().unwrap();
+}
+
+#[test]
+fn an_explicit_bound_is_obeyed_and_replaces_the_recorded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions::default()
+        .max_size_mb(4096)
+        .segment_size(64 * 1024);
+    FileStore::open(dir.path(), options).unwrap().close().unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(2)).unwrap();
+    assert_eq!(store.max_size(), 2 << 20);
+    // The smaller bound holds at once: ~3 MiB of writes leave about 2 MiB on disk.
+    let value = vec![7u8; 16 * 1024];
+    for i in 0..192 {
+        store.set(&format!("k{i}"), &value, None).unwrap();
+    }
+    let disk = store.stats().disk_bytes;
+    assert!(
+        disk <= (2 << 20) + 64 * 1024,
+        "{disk} bytes on disk over a 2 MiB bound plus one segment"
+    );
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.max_size(), 2 << 20, "the new bound was recorded");
+}
+
+#[test]
+fn a_new_store_is_private_to_its_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("parent").join("store");
+    let store = FileStore::open(&path, FileStoreOptions::default().max_size_mb(1)).unwrap();
+    // Enough to seal a segment (128 KiB each) and write its hint.
+    for i in 0..40 {
+        store.set(&format!("k{i}"), &[1u8; 4096], None).unwrap();
+    }
+    store.close().unwrap();
+    assert_eq!(mode(&path), 0o700);
+    assert_eq!(mode(&dir.path().join("parent")), 0o700, "a created parent too");
+    let files = file_modes(&path);
+    for ext in ["meta", "seg", "hint"] {
+        assert!(
+            files.iter().any(|(name, _)| name.ends_with(ext)),
+            "no .{ext} file in {files:?}"
+        );
+    }
+    assert!(files.iter().all(|(_, m)| *m == 0o600), "{files:?}");
+}
+
+#[test]
+fn a_changed_file_mode_applies_to_the_directory_and_every_file_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = FileStore::open(&path, FileStoreOptions::default()).unwrap();
+    store.set("k", b"v", None).unwrap();
+    store.close().unwrap();
+
+    let store = FileStore::open(&path, FileStoreOptions::default().file_mode(0o640)).unwrap();
+    assert_eq!(mode(&path), 0o750);
+    let files = file_modes(&path);
+    assert!(files.len() >= 3, "{files:?}");
+    assert!(files.iter().all(|(_, m)| *m == 0o640), "{files:?}");
+    store.close().unwrap();
+
+    // Recorded: the next open without a mode keeps 0640 for the files it creates.
+    let store = FileStore::open(&path, FileStoreOptions::default()).unwrap();
+    assert_eq!(store.file_mode(), 0o640);
+    store.set("k2", b"v", None).unwrap();
+    store.close().unwrap();
+    // The umask may remove bits from new files, never add any.
+    assert!(
+        file_modes(&path).iter().all(|(_, m)| m & !0o640 == 0),
+        "{:?}",
+        file_modes(&path)
+    );
+}
+
+#[test]
+fn a_file_mode_that_locks_the_owner_out_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [0o400, 0o200, 0o1600] {
+        match FileStore::open(dir.path(), FileStoreOptions::default().file_mode(bad)) {
+            Err(Error::Config { field, .. }) => assert_eq!(field, "file_mode"),
+            other => panic!("{bad:o}: expected a config error, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+    match CacheConfig::from_toml_str("[local]\nfile_mode = 0o440\n") {
+        Err(Error::Config { field, .. }) => assert_eq!(field, "local.file_mode"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_replay_queue_files_are_private_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replay");
+    let queue = ReplayQueue::open(&path, ReplayOptions::default()).unwrap();
+    queue.push_set("k", b"personal", u64::MAX).unwrap();
+    queue.compact().unwrap();
+    drop(queue);
+    assert_eq!(mode(&path), 0o700);
+    let files = file_modes(&path);
+    assert!(files.iter().any(|(name, _)| name == "replay.log"), "{files:?}");
+    assert!(files.iter().all(|(_, m)| *m == 0o600), "{files:?}");
+}
+
+#[test]
+fn the_managers_file_mode_covers_the_file_store_and_the_replay_queue_in_its_directory() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = CacheConfig::from_toml_str(&format!(
+        "[local]\ntype = \"file\"\npath = {:?}\nfile_mode = 0o640\n[distributed]\nenabled = true\nhosts = [\"{}\"]\n",
+        data.display().to_string(),
+        redis.addr()
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    cache.set("k", "v", None).unwrap();
+    cache.flush().unwrap();
+    assert_eq!(mode(&data), 0o750);
+    let files = file_modes(&data);
+    for name in ["uno-cache.meta", "replay.log", "replay.lock"] {
+        assert!(files.iter().any(|(n, _)| n == name), "no {name} in {files:?}");
+    }
+    assert!(files.iter().all(|(_, m)| m & !0o640 == 0), "{files:?}");
+    assert_eq!(
+        mode(&data.join("uno-cache.meta")),
+        0o640,
+        "the recorded mode, exact"
+    );
+}
