@@ -379,4 +379,61 @@ mod tests {
         let fresh = g.ticket("k");
         assert!(g.backfill_if_current(fresh, || {}));
     }
+
+    #[test]
+    fn an_owner_makes_a_second_order_of_its_stripe_wait_until_it_drops() {
+        let g = std::sync::Arc::new(KeyOrder::default());
+        let first = g.order(["k"], false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let theirs = std::sync::Arc::clone(&g);
+        let second = std::thread::spawn(move || {
+            let _owned = theirs.order(["k"], true);
+            tx.send(()).unwrap();
+        });
+        // Another key's stripe is free meanwhile (the keys differ in their stripe here).
+        let other = (0..).map(|i| format!("o{i}")).find(|k| g.stripe_of(k) != g.stripe_of("k")).unwrap();
+        drop(g.order([other.as_str()], false));
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(), "did not wait");
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        second.join().unwrap();
+    }
+
+    #[test]
+    fn a_ticket_says_whether_its_key_is_being_deleted() {
+        let g = KeyOrder::default();
+        let other = (0..).map(|i| format!("o{i}")).find(|k| g.stripe_of(k) != g.stripe_of("k")).unwrap();
+        let same = (0..).map(|i| format!("s{i}")).find(|k| g.stripe_of(k) == g.stripe_of("k")).unwrap();
+        let deleting = g.order(["k"], true);
+        assert!(g.ticket("k").deleting());
+        assert!(!g.ticket(&other).deleting());
+        assert!(!g.ticket(&same).deleting(), "a key sharing the stripe is not being deleted");
+        drop(deleting);
+        assert!(!g.ticket("k").deleting());
+        let setting = g.order(["k"], false);
+        assert!(!g.ticket("k").deleting());
+        drop(setting);
+        let batch = g.order(["k", same.as_str()], true);
+        assert!(g.ticket("k").deleting() && g.ticket(&same).deleting());
+        drop(batch);
+    }
+
+    #[test]
+    fn an_async_order_waits_without_blocking_and_a_cancelled_one_frees_what_it_took() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let g = KeyOrder::default();
+        let held = g.order(["b"], false);
+        rt.block_on(async {
+            // Takes "a" (whichever stripe order), then waits for "b" on the one thread there is.
+            let waiting = g.order_async(["a", "b"], false);
+            let timed_out = tokio::time::timeout(std::time::Duration::from_millis(20), waiting).await;
+            assert!(timed_out.is_err(), "took a stripe another guard owns");
+        });
+        drop(held);
+        // The cancelled future freed "a": both can be taken at once now.
+        let both = rt.block_on(g.order_async(["a", "b"], true));
+        assert!(g.ticket("a").deleting());
+        drop(both);
+        assert!(!g.ticket("a").deleting());
+    }
 }
