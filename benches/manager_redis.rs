@@ -369,7 +369,13 @@ fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usi
 
 /// Sets of distinct keys (each written once), through the manager vs raw `SET`; throughput (the
 /// write-behind drain included) and p50 per set.
-fn bench_set_distinct(place: &str, p: &Params, server: &support::RedisServer, round: usize, write_mode: &str) {
+fn bench_set_distinct(
+    place: &str,
+    p: &Params,
+    server: &support::RedisServer,
+    round: usize,
+    write_mode: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
     let cache = manager(server, "file", dir.path(), write_mode);
     let label = format!("{place},{write_mode}");
@@ -442,7 +448,10 @@ fn main() {
             bench_multi_get(place, &p, &server, round, "file");
             bench_multi_get(place, &p, &server, round, "memory");
         }
-        for write_mode in ["through", "behind"].into_iter().filter(|_| wanted("set_distinct")) {
+        for write_mode in ["through", "behind"]
+            .into_iter()
+            .filter(|_| wanted("set_distinct"))
+        {
             bench_set_distinct(place, &p, &server, round, write_mode);
         }
         for write_mode in ["through", "behind"].into_iter().filter(|_| wanted("zipf")) {

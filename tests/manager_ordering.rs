@@ -24,11 +24,16 @@ use std::time::Duration;
 
 use manager_support::gated::{GatedStore, Point};
 use support::RedisServer;
-use uno_cache::{CacheConfig, CacheManager, FileStore, FileStoreOptions, RedisOptions, RedisStore, Storage, WriteMode};
+use uno_cache::{
+    CacheConfig, CacheManager, FileStore, FileStoreOptions, RedisOptions, RedisStore, Storage, WriteMode,
+};
 
 /// How long a call that should be able to run whole is given to do so. Only the "does it wait"
 /// assertions depend on it; the end states are checked after every call has returned.
 const RUNS_WHOLE: Duration = Duration::from_millis(300);
+
+/// A key's value in L1, in L2 and through the manager.
+type Seen = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 struct Rig {
     cache: CacheManager,
@@ -43,7 +48,12 @@ fn rig(server: &RedisServer, mode: WriteMode) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let file = Arc::new(FileStore::open(dir.path(), FileStoreOptions::default()).unwrap());
     let redis = Arc::new(
-        RedisStore::connect(RedisOptions::new(server.addr()).prefix("ord:").timeout(Duration::from_secs(5))).unwrap(),
+        RedisStore::connect(
+            RedisOptions::new(server.addr())
+                .prefix("ord:")
+                .timeout(Duration::from_secs(5)),
+        )
+        .unwrap(),
     );
     let l1 = GatedStore::new(file.clone());
     let l2 = GatedStore::new(redis.clone());
@@ -68,7 +78,7 @@ fn rig(server: &RedisServer, mode: WriteMode) -> Rig {
 
 impl Rig {
     /// The key's value in L1, in L2 and through the manager, after flushing the queue.
-    fn state(&self, key: &str) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) {
+    fn state(&self, key: &str) -> Seen {
         self.cache.flush().unwrap();
         let l1 = Storage::get(&*self.file, key).unwrap().map(|e| e.value);
         let l2 = Storage::get(&*self.redis, key).unwrap().map(|e| e.value);
@@ -125,7 +135,11 @@ fn delete_held_after_l1_then_set(mode: WriteMode, name: &str) {
     gate.release();
     deleting.join().unwrap();
     setting.join().unwrap();
-    r.assert_agree("k", Some(b"a"), &format!("{name}: delete held after L1, set ran whole"));
+    r.assert_agree(
+        "k",
+        Some(b"a"),
+        &format!("{name}: delete held after L1, set ran whole"),
+    );
 }
 
 #[test]
@@ -153,7 +167,11 @@ fn set_held_after_l1_then_set(mode: WriteMode, name: &str) {
     gate.release();
     first.join().unwrap();
     second.join().unwrap();
-    r.assert_agree("k", Some(b"b"), &format!("{name}: set a held after L1, set b ran whole"));
+    r.assert_agree(
+        "k",
+        Some(b"b"),
+        &format!("{name}: set a held after L1, set b ran whole"),
+    );
 }
 
 #[test]
@@ -219,7 +237,9 @@ fn batches_keep_per_key_order_across_both_levels() {
     for (mode, name) in modes() {
         let server = RedisServer::start();
         let r = rig(&server, mode);
-        r.cache.multi_set_raw(&[("k", b"old"), ("j", b"old")], None).unwrap();
+        r.cache
+            .multi_set_raw(&[("k", b"old"), ("j", b"old")], None)
+            .unwrap();
         r.cache.flush().unwrap();
         let gate = r.l1.gate("delete_many", "k", Point::After);
         let cache = r.cache.clone();
@@ -234,9 +254,17 @@ fn batches_keep_per_key_order_across_both_levels() {
         gate.release();
         assert_eq!(deleting.join().unwrap(), 2);
         setting.join().unwrap();
-        r.assert_agree("k", Some(b"a"), &format!("{name}: multi_delete held, multi_set ran"));
+        r.assert_agree(
+            "k",
+            Some(b"a"),
+            &format!("{name}: multi_delete held, multi_set ran"),
+        );
         r.assert_agree("j", Some(b"b"), &format!("{name}: multi_delete held, set ran"));
-        r.assert_agree("z", Some(b"z"), &format!("{name}: multi_delete held, multi_set ran"));
+        r.assert_agree(
+            "z",
+            Some(b"z"),
+            &format!("{name}: multi_delete held, multi_set ran"),
+        );
     }
 }
 
@@ -270,6 +298,10 @@ fn async_a_set_during_a_delete_between_its_levels_leaves_both_levels_with_the_se
             deleting.await.unwrap();
             setting.await.unwrap();
         });
-        r.assert_agree("k", Some(b"a"), &format!("async {name}: delete held after L1, set ran whole"));
+        r.assert_agree(
+            "k",
+            Some(b"a"),
+            &format!("async {name}: delete held after L1, set ran whole"),
+        );
     }
 }

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use support::RedisServer;
 use uno_cache::{
-    BoxFuture, CacheConfig, CacheManager, Entry, FileStore, FileStoreOptions, RedisOptions, RedisStore, Result,
-    Storage, StorageSize, WriteMode,
+    BoxFuture, CacheConfig, CacheManager, Entry, FileStore, FileStoreOptions, RedisOptions, RedisStore,
+    Result, Storage, StorageSize, WriteMode,
 };
 
 const KEYS: [&str; 3] = ["s:a", "s:b", "s:c"];
@@ -90,7 +90,12 @@ impl Storage for DropsDeletes {
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         self.inner.get_async(key)
     }
-    fn set_async<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Option<Duration>) -> BoxFuture<'a, Result<()>> {
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
         self.inner.set_async(key, value, ttl)
     }
 }
@@ -136,16 +141,23 @@ fn rig(server: &RedisServer, mode: WriteMode, broken: Broken, prefix: &str) -> R
     let dir = tempfile::tempdir().unwrap();
     let file = Arc::new(FileStore::open(dir.path(), FileStoreOptions::default()).unwrap());
     let redis = Arc::new(
-        RedisStore::connect(RedisOptions::new(server.addr()).prefix(prefix).timeout(Duration::from_secs(10))).unwrap(),
+        RedisStore::connect(
+            RedisOptions::new(server.addr())
+                .prefix(prefix)
+                .timeout(Duration::from_secs(10)),
+        )
+        .unwrap(),
     );
     let (l1, l2): (Arc<dyn Storage>, Arc<dyn Storage>) = match broken {
         Broken::Neither => (file.clone(), redis.clone()),
         Broken::L1 => (drops_deletes(file.clone()), redis.clone()),
         Broken::L2 => (file.clone(), drops_deletes(redis.clone())),
     };
-    let mut config = CacheConfig::default();
-    // Errors must surface: a hidden L2 timeout would read as a miss.
-    config.fallback_on_error = false;
+    let mut config = CacheConfig {
+        // Errors must surface: a hidden L2 timeout would read as a miss.
+        fallback_on_error: false,
+        ..CacheConfig::default()
+    };
     config.distributed.write_mode = mode;
     config.distributed.timeout_ms = 10_000;
     let cache = CacheManager::builder()
@@ -172,7 +184,10 @@ fn run(rig: &Rig, seed: u64, run_for: Duration) -> Vec<Event> {
             let clock = Arc::clone(&clock);
             std::thread::spawn(move || {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(t as u64));
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 let tick = || clock.fetch_add(1, Ordering::SeqCst);
                 let mut events = Vec::new();
                 let mut n = 0u64;
@@ -217,14 +232,26 @@ fn run(rig: &Rig, seed: u64, run_for: Duration) -> Vec<Event> {
                             } else {
                                 let mut second = value.clone();
                                 second.extend_from_slice(b"'");
-                                cache.multi_set_raw(&[(key, &value), (other, &second)], None).unwrap();
-                                ("multi_set", vec![(key, Kind::Write(Some(value))), (other, Kind::Write(Some(second)))])
+                                cache
+                                    .multi_set_raw(&[(key, &value), (other, &second)], None)
+                                    .unwrap();
+                                (
+                                    "multi_set",
+                                    vec![
+                                        (key, Kind::Write(Some(value))),
+                                        (other, Kind::Write(Some(second))),
+                                    ],
+                                )
                             }
                         }
                         _ => {
-                            let keys: Vec<&'static str> = if key == other { vec![key] } else { vec![key, other] };
+                            let keys: Vec<&'static str> =
+                                if key == other { vec![key] } else { vec![key, other] };
                             cache.multi_delete(&keys).unwrap();
-                            ("multi_delete", keys.into_iter().map(|k| (k, Kind::Write(None))).collect())
+                            (
+                                "multi_delete",
+                                keys.into_iter().map(|k| (k, Kind::Write(None))).collect(),
+                            )
                         }
                     };
                     let end = tick();
@@ -360,7 +387,8 @@ fn check(rig: &Rig, events: &[Event]) -> Vec<String> {
         if l1.is_some() && l1 != l2 || answer != l2 {
             problems.push(format!(
                 "{key}: at the end L1={} L2={} manager={}",
-                l1.as_ref().map_or("(none)".to_owned(), |v| show(&Some(v.clone()))),
+                l1.as_ref()
+                    .map_or("(none)".to_owned(), |v| show(&Some(v.clone()))),
                 show(&l2),
                 show(&answer)
             ));

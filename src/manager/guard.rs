@@ -203,7 +203,11 @@ impl KeyOrder {
             .into_iter()
             .map(|k| {
                 let h = self.hash(k);
-                let deleting = if delete { Deleting::Key(h) } else { Deleting::Nothing };
+                let deleting = if delete {
+                    Deleting::Key(h)
+                } else {
+                    Deleting::Nothing
+                };
                 (Self::stripe_of_hash(h), deleting)
             })
             .collect();
@@ -391,9 +395,15 @@ mod tests {
             tx.send(()).unwrap();
         });
         // Another key's stripe is free meanwhile (the keys differ in their stripe here).
-        let other = (0..).map(|i| format!("o{i}")).find(|k| g.stripe_of(k) != g.stripe_of("k")).unwrap();
+        let other = (0..)
+            .map(|i| format!("o{i}"))
+            .find(|k| g.stripe_of(k) != g.stripe_of("k"))
+            .unwrap();
         drop(g.order([other.as_str()], false));
-        assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(), "did not wait");
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(),
+            "did not wait"
+        );
         drop(first);
         rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         second.join().unwrap();
@@ -402,12 +412,21 @@ mod tests {
     #[test]
     fn a_ticket_says_whether_its_key_is_being_deleted() {
         let g = KeyOrder::default();
-        let other = (0..).map(|i| format!("o{i}")).find(|k| g.stripe_of(k) != g.stripe_of("k")).unwrap();
-        let same = (0..).map(|i| format!("s{i}")).find(|k| g.stripe_of(k) == g.stripe_of("k")).unwrap();
+        let other = (0..)
+            .map(|i| format!("o{i}"))
+            .find(|k| g.stripe_of(k) != g.stripe_of("k"))
+            .unwrap();
+        let same = (0..)
+            .map(|i| format!("s{i}"))
+            .find(|k| g.stripe_of(k) == g.stripe_of("k"))
+            .unwrap();
         let deleting = g.order(["k"], true);
         assert!(g.ticket("k").deleting());
         assert!(!g.ticket(&other).deleting());
-        assert!(!g.ticket(&same).deleting(), "a key sharing the stripe is not being deleted");
+        assert!(
+            !g.ticket(&same).deleting(),
+            "a key sharing the stripe is not being deleted"
+        );
         drop(deleting);
         assert!(!g.ticket("k").deleting());
         let setting = g.order(["k"], false);
@@ -420,7 +439,10 @@ mod tests {
 
     #[test]
     fn an_async_order_waits_without_blocking_and_a_cancelled_one_frees_what_it_took() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let g = KeyOrder::default();
         let held = g.order(["b"], false);
         rt.block_on(async {

@@ -187,7 +187,12 @@ impl Storage for GatedStore {
         })
     }
 
-    fn set_async<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Option<Duration>) -> BoxFuture<'a, Result<()>> {
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.enter("set_async", &[key]);
             let out = self.inner.set_async(key, value, ttl).await;
@@ -228,7 +233,10 @@ impl Storage for GatedStore {
         })
     }
 
-    fn set_each_async<'a>(&'a self, items: &'a [(&'a str, &'a [u8], Option<Duration>)]) -> BoxFuture<'a, Result<()>> {
+    fn set_each_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();
             self.enter("set_each_async", &keys);
