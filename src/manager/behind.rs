@@ -13,7 +13,10 @@
 //!   of an older L2 value stale, so it is skipped.
 //! - **Deletes** still wait for L2, after *settling* their keys: their queued writes are dropped
 //!   and an in-flight batch holding one of them is waited for, so a write issued before a delete
-//!   never lands after it.
+//!   never lands after it. A set and a delete of one key never interleave (both own the key's
+//!   stripe in `guard` from their L1 step until their queue or L2 step is done), and a read that
+//!   misses L1 while the delete is on its way to L2 is a miss: L2 may still hold a value older
+//!   than the queued write the delete dropped.
 //! - **Invalidations** of a queued write are published by the writer once L2 has the value, so
 //!   an instance that re-reads on the message finds it.
 //! - **Failures.** A batch L2 refused (timeout, outage, open breaker) is counted and, in offline

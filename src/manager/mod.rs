@@ -3,7 +3,7 @@
 //! | module   | job                                                                  |
 //! |----------|----------------------------------------------------------------------|
 //! | `policy` | the read, write, delete, TTL, backfill and fallback rules            |
-//! | `guard`  | keeps a backfill from landing after a racing write or delete         |
+//! | `guard`  | per-key ordering of writes across both levels; keeps a backfill from landing after a racing write or delete |
 //! | `behind` | write-behind: the queue of L2 writes and the thread that sends them   |
 //! | `fill`   | backfills of batch reads, written by a background thread             |
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |

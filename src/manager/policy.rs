@@ -14,7 +14,11 @@
 //! - set: L1 with `min(ttl, local.ttl)`, L2 with `min(ttl, distributed.ttl)`; no TTL → each
 //!   level's TTL from the configuration. With `write_mode = "behind"` the L2 write is queued
 //!   for a writer thread instead (see `behind`).
-//! - delete: both levels (L2 is tried even when L1 failed).
+//! - delete: both levels (L2 is tried even when L1 failed). A read that misses L1 while this
+//!   manager is deleting the key answers a miss without asking L2 (see `before_l2`).
+//! - ordering: the shells take the keys' stripes (`guard`, `KeyOrder::order`) before the L1
+//!   step of a set, delete or batch and hold them until L2 (or a queue) has it, so one key's
+//!   writes reach both levels in one order; reads take no stripe.
 //! - batches: one L1 call, then one L2 call for the keys L1 did not answer; the L2 hits of a
 //!   batch are backfilled by the backfill thread after the call returns (see `fill`).
 //! - `fallback_on_error = true`: an L2 failure is counted, logged and hidden (a miss on read,
@@ -690,7 +694,7 @@ impl Shared {
     }
 
     /// The part of a write before L2, shared by both APIs, once the caller owns the keys'
-    /// stripes (`ordered`, from [`KeyOrder::order`] or its async form, see `guard`): input
+    /// stripes (`ordered`, from `KeyOrder::order` or its async form, see `guard`): input
     /// checks, L1, and where L2's part goes. The caller holds the returned guard until L2 (or
     /// a queue) has the write, so the writes of a key reach both levels in one order.
     pub(crate) fn begin_write<'a>(
