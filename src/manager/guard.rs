@@ -94,7 +94,9 @@ impl Ticket {
 #[derive(Debug)]
 pub(crate) struct WriteGuard<'a> {
     guard: &'a KeyOrder,
-    stripes: Vec<usize>,
+    /// The stripes, sorted; the first `taken` are held (an async wait may stop half-way).
+    stripes: Vec<(usize, Deleting)>,
+    taken: usize,
     owner: bool,
 }
 
@@ -245,7 +247,8 @@ impl KeyOrder {
         }
         WriteGuard {
             guard: self,
-            stripes: plan.into_iter().map(|(i, _)| i).collect(),
+            taken: plan.len(),
+            stripes: plan,
             owner: false,
         }
     }
@@ -256,23 +259,23 @@ impl KeyOrder {
         let plan = self.plan(keys, delete);
         let mut guard = WriteGuard {
             guard: self,
-            stripes: Vec::with_capacity(plan.len()),
+            stripes: plan,
+            taken: 0,
             owner: true,
         };
-        for (i, deleting) in plan {
-            let Some(slot) = self.slots.get(i) else {
-                continue;
-            };
-            let mut s = slot.state.lock();
-            if s.owned {
-                s.waiting = s.waiting.saturating_add(1);
-                while s.owned {
-                    slot.free.wait(&mut s);
+        while let Some(&(i, deleting)) = guard.stripes.get(guard.taken) {
+            if let Some(slot) = self.slots.get(i) {
+                let mut s = slot.state.lock();
+                if s.owned {
+                    s.waiting = s.waiting.saturating_add(1);
+                    while s.owned {
+                        slot.free.wait(&mut s);
+                    }
+                    s.waiting = s.waiting.saturating_sub(1);
                 }
-                s.waiting = s.waiting.saturating_sub(1);
+                Self::start(&mut s, true, deleting);
             }
-            Self::start(&mut s, true, deleting);
-            guard.stripes.push(i);
+            guard.taken += 1;
         }
         guard
     }
@@ -288,29 +291,29 @@ impl KeyOrder {
         async move {
             let mut guard = WriteGuard {
                 guard: self,
-                stripes: Vec::with_capacity(plan.len()),
+                stripes: plan,
+                taken: 0,
                 owner: true,
             };
-            for (i, deleting) in plan {
-                let Some(slot) = self.slots.get(i) else {
-                    continue;
-                };
-                loop {
-                    let notified = slot.free_async.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    let waiting = {
-                        let mut s = slot.state.lock();
-                        if !s.owned {
-                            Self::start(&mut s, true, deleting);
-                            guard.stripes.push(i);
-                            break;
-                        }
-                        Waiting::new(slot, &mut s)
-                    };
-                    notified.await;
-                    drop(waiting);
+            while let Some(&(i, deleting)) = guard.stripes.get(guard.taken) {
+                if let Some(slot) = self.slots.get(i) {
+                    loop {
+                        let notified = slot.free_async.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
+                        let waiting = {
+                            let mut s = slot.state.lock();
+                            if !s.owned {
+                                Self::start(&mut s, true, deleting);
+                                break;
+                            }
+                            Waiting::new(slot, &mut s)
+                        };
+                        notified.await;
+                        drop(waiting);
+                    }
                 }
+                guard.taken += 1;
             }
             guard
         }
@@ -319,7 +322,7 @@ impl KeyOrder {
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        for &i in &self.stripes {
+        for &(i, _) in self.stripes.iter().take(self.taken) {
             if let Some(slot) = self.guard.slots.get(i) {
                 let mut s = slot.state.lock();
                 s.writers = s.writers.saturating_sub(1);
