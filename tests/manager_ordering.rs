@@ -319,7 +319,7 @@ fn a_write_waits_for_an_earlier_write_of_its_key_and_not_for_writes_of_other_key
         gate.wait_entered();
         let cache = r.cache.clone();
         let (second, second_done) = spawn(move || cache.set_raw("k", b"b", None).unwrap());
-        // Keys share a stripe with "k" with probability 1/4096 each: of eight, at most one may.
+        // Keys share a stripe with "k" with probability 1/1024 each: of eight, at most one may.
         let others: Vec<_> = (0..8)
             .map(|i| {
                 let cache = r.cache.clone();

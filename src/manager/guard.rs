@@ -26,7 +26,10 @@
 //! and replay queues would need the same, and two managers' numbers would still not be ordered.
 //! A stripe costs what the backfill guard already cost (one uncontended mutex on each side of a
 //! write); a write waits only for an earlier write of a key on its stripe, and with
-//! [`STRIPES`] stripes two distinct keys share one with probability 1/4096.
+//! [`STRIPES`] stripes two distinct keys share one with probability 1/1024. More stripes were
+//! measured to cost: with 4096 (400 KB of stripes, a cache miss per write of a new key) a set
+//! through two in-process levels took 25% longer; with 1024 it is within 5% of the guard
+//! before ordering (`set_distinct_memory_l2` in `benches/manager.rs`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -35,7 +38,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 /// Number of stripes (a power of two).
-const STRIPES: usize = 4096;
+const STRIPES: usize = 1024;
 
 /// What the owner of a stripe is deleting.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
