@@ -8,6 +8,10 @@
 //! - `l1_hit_sync_2threads`: two threads reading concurrently, ns per read per thread.
 //! - `memory_tier_*`: the two candidates for the memory tier, raw (quick_cache vs moka get; hit
 //!   ratio on the zipf trace), the measurement behind the choice of quick_cache.
+//! - `set_distinct_memory_l2[threads=N]`: `CacheManager::set_raw` of keys no other set writes
+//!   at the same time, with a memory L1 and an in-process memory L2 (no network, so what the
+//!   manager itself costs a set: per-key ordering, both levels, stats) against moka's `insert`;
+//!   ns per set per thread.
 //! - `memory_hit_ratio_zipf099`: `MemoryStore` (through the `Storage` trait) against moka on a
 //!   zipf(0.99) trace with a capacity of 10 % of the keys; on a miss the key is inserted.
 //!
@@ -369,9 +373,70 @@ fn bench_memory_tier(p: &Params) {
     );
 }
 
+/// Sets of distinct keys through a manager with a memory L1 and an in-process memory L2, from
+/// `threads` threads (each its own keys), vs moka inserts of the same keys.
+fn bench_set_distinct(p: &Params, threads: usize) {
+    let per_thread = p.rounds as usize * 100;
+    let keys: Vec<Vec<String>> = (0..threads)
+        .map(|t| (0..per_thread).map(|i| format!("set:{t}:{i}")).collect())
+        .collect();
+    let capacity = (threads * per_thread * 2) as u64;
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    config.local.max_size = Some(capacity);
+    let cache = CacheManager::builder()
+        .config(config)
+        .local(Arc::new(MemoryStore::new(capacity).unwrap()))
+        .distributed(Arc::new(MemoryStore::new(capacity).unwrap()))
+        .build()
+        .unwrap();
+    let moka: moka::sync::Cache<String, Vec<u8>> = moka::sync::Cache::new(capacity);
+    let value = vec![7u8; 100];
+    let (ours, theirs) = compare(
+        p.trials,
+        per_thread as u64,
+        || {
+            std::thread::scope(|scope| {
+                for mine in &keys {
+                    let (cache, value) = (&cache, &value);
+                    scope.spawn(move || {
+                        for k in mine {
+                            cache.set_raw(k, value, None).unwrap();
+                        }
+                    });
+                }
+            });
+        },
+        || {
+            std::thread::scope(|scope| {
+                for mine in &keys {
+                    let (moka, value) = (&moka, &value);
+                    scope.spawn(move || {
+                        for k in mine {
+                            moka.insert(k.clone(), value.clone());
+                        }
+                    });
+                }
+            });
+        },
+    );
+    print_time(
+        &format!("set_distinct_memory_l2[threads={threads}]"),
+        ours,
+        theirs,
+    );
+}
+
 fn main() {
     let p = params();
     let start = Instant::now();
+    if std::env::var("UNO_BENCH_ONLY").is_ok_and(|only| only == "set_distinct") {
+        bench_set_distinct(&p, 1);
+        bench_set_distinct(&p, 2);
+        return;
+    }
+    bench_set_distinct(&p, 1);
+    bench_set_distinct(&p, 2);
     bench_l1_hit_sync(&p);
     bench_l1_hit_async(&p);
     bench_l1_hit_file(&p);

@@ -9,9 +9,12 @@
 //!   the manager (L2 holds every key; L1 is warmed by an untimed pass of another trace) vs raw
 //!   `GET`/`SET`. Throughput and get,
 //!   set and overall p99. Aim: at least 10× the throughput and a lower p99.
+//! - `manager_set_distinct`: `set_raw` of keys never written before (no two sets share a key),
+//!   write-through and write-behind (the final drain counted), vs raw `SET`: what the per-key
+//!   ordering of writes costs a set that waits for no other (issue 14: within 5% of before).
 //!
 //! `cargo bench --bench manager_redis` (about a minute with `-- --quick` or
-//! `UNO_BENCH_QUICK=1`; `UNO_BENCH_ONLY=multi_get` or `zipf` runs one part). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
+//! `UNO_BENCH_QUICK=1`; `UNO_BENCH_ONLY=multi_get`, `zipf` or `set_distinct` runs one part). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
 //! throughput, peer/ours for latencies). A loopback round trip on a 2-vCPU machine costs ~22 µs
 //! when client and server share a vCPU and ~120 µs when they do not, so every comparison runs
 //! in both placements (`taskset`: client on CPU 0, server on CPU 0 or 1), labelled `same-cpu`
@@ -364,7 +367,58 @@ fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usi
     );
 }
 
-/// `UNO_BENCH_ONLY=multi_get` (or `zipf`) runs only that part, for profiling.
+/// Sets of distinct keys (each written once), through the manager vs raw `SET`; throughput (the
+/// write-behind drain included) and p50 per set.
+fn bench_set_distinct(
+    place: &str,
+    p: &Params,
+    server: &support::RedisServer,
+    round: usize,
+    write_mode: &str,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(server, "file", dir.path(), write_mode);
+    let label = format!("{place},{write_mode}");
+    let mut raw = server.raw();
+    let value = vec![7u8; VALUE_LEN];
+    let ops = p.zipf_ops;
+    let trace: Vec<(usize, bool)> = (0..ops).map(|i| (i, true)).collect();
+    let key = |i: usize| format!("sd{round}{write_mode}:{i}");
+    // Warm the connection and the server (untimed).
+    for i in 0..1000 {
+        cache.set_raw(&format!("warm:{}", key(i)), &value, None).unwrap();
+    }
+    cache.flush().unwrap();
+    let peer = run(
+        &trace,
+        |i, _| {
+            redis::cmd("SET")
+                .arg(format!("p:{}", key(i)))
+                .arg(&value)
+                .exec(&mut raw)
+                .unwrap();
+        },
+        || {},
+    );
+    let ours = run(
+        &trace,
+        |i, _| cache.set_raw(&key(i), &value, None).unwrap(),
+        || cache.flush().unwrap(),
+    );
+    assert_eq!(cache.stats().distributed.errors, 0);
+    print_rate(
+        &format!("manager_set_distinct_throughput[{label}]"),
+        ours.ops_per_s,
+        peer.ops_per_s,
+    );
+    print_time(
+        &format!("manager_set_distinct_p50[{label}]"),
+        percentile(&ours.set_ns, 0.5),
+        percentile(&peer.set_ns, 0.5),
+    );
+}
+
+/// `UNO_BENCH_ONLY=multi_get` (or `zipf`, `set_distinct`) runs only that part, for profiling.
 fn wanted(part: &str) -> bool {
     std::env::var("UNO_BENCH_ONLY").map_or(true, |only| only == part)
 }
@@ -393,6 +447,12 @@ fn main() {
         if wanted("multi_get") {
             bench_multi_get(place, &p, &server, round, "file");
             bench_multi_get(place, &p, &server, round, "memory");
+        }
+        for write_mode in ["through", "behind"]
+            .into_iter()
+            .filter(|_| wanted("set_distinct"))
+        {
+            bench_set_distinct(place, &p, &server, round, write_mode);
         }
         for write_mode in ["through", "behind"].into_iter().filter(|_| wanted("zipf")) {
             for l1_holds_all in [false, true] {

@@ -192,6 +192,7 @@ pub(crate) struct ConsistencyMetrics {
     pub(crate) replayed: Counter,
     pub(crate) replay_failures: Counter,
     pub(crate) pending_misses: Counter,
+    pub(crate) deleting_misses: Counter,
     pub(crate) published: Counter,
     pub(crate) publish_failures: Counter,
     pub(crate) invalidations_received: Counter,
@@ -350,6 +351,9 @@ pub struct ConsistencyStats {
     pub replay_failures: u64,
     /// Reads that missed L1 and did not ask L2 because the key had a queued op.
     pub pending_misses: u64,
+    /// Reads that missed L1 while this manager was deleting the key: answered as misses
+    /// without asking L2, which may still hold the value being deleted.
+    pub deleting_misses: u64,
     /// Whether the manager has an invalidation backplane.
     pub backplane_enabled: bool,
     /// Whether the backplane's subscription works now.
@@ -393,6 +397,7 @@ impl ConsistencyMetrics {
         stats.replayed = self.replayed.get();
         stats.replay_failures = self.replay_failures.get();
         stats.pending_misses = self.pending_misses.get();
+        stats.deleting_misses = self.deleting_misses.get();
         stats.published = self.published.get();
         stats.publish_failures = self.publish_failures.get();
         stats.invalidations_received = self.invalidations_received.get();

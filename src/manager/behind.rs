@@ -13,7 +13,10 @@
 //!   of an older L2 value stale, so it is skipped.
 //! - **Deletes** still wait for L2, after *settling* their keys: their queued writes are dropped
 //!   and an in-flight batch holding one of them is waited for, so a write issued before a delete
-//!   never lands after it.
+//!   never lands after it. A set and a delete of one key never interleave (both own the key's
+//!   stripe in `guard` from their L1 step until their queue or L2 step is done), and a read that
+//!   misses L1 while the delete is on its way to L2 is a miss: L2 may still hold a value older
+//!   than the queued write the delete dropped.
 //! - **Invalidations** of a queued write are published by the writer once L2 has the value, so
 //!   an instance that re-reads on the message finds it.
 //! - **Failures.** A batch L2 refused (timeout, outage, open breaker) is counted and, in offline
@@ -292,7 +295,8 @@ impl Shared {
     }
 
     /// Takes the backfill tickets of the keys a batch read must ask L2 for, then answers from
-    /// the queue those it holds; returns the rest with their tickets.
+    /// the queue those it holds and as misses those this manager is deleting; returns the rest
+    /// with their tickets.
     pub(crate) fn read_many_behind<'k>(
         &self,
         missed: Vec<&'k str>,
@@ -300,21 +304,28 @@ impl Shared {
         suspects: &mut HashMap<&'k str, Entry>,
     ) -> (Vec<&'k str>, Vec<Ticket>) {
         let tickets = self.tickets(&missed);
-        if self.behind.is_none() {
+        if self.behind.is_none() && !tickets.iter().any(Ticket::deleting) {
             return (missed, tickets);
         }
-        missed
-            .into_iter()
-            .zip(tickets)
-            .filter(|(key, _)| match self.read_behind(key) {
-                Some(value) => {
-                    suspects.remove(key);
-                    out.insert((*key).to_owned(), value);
-                    false
-                }
-                None => true,
-            })
-            .unzip()
+        let mut left = Vec::with_capacity(missed.len());
+        let mut left_tickets = Vec::with_capacity(missed.len());
+        for (key, ticket) in missed.into_iter().zip(tickets) {
+            // As `before_l2`: a key this manager is deleting is a miss, L2 is not asked.
+            if ticket.deleting() {
+                self.metrics.consistency.deleting_misses.incr();
+                self.miss(1);
+                suspects.remove(key);
+                continue;
+            }
+            if let Some(value) = self.read_behind(key) {
+                suspects.remove(key);
+                out.insert(key.to_owned(), value);
+                continue;
+            }
+            left.push(key);
+            left_tickets.push(ticket);
+        }
+        (left, left_tickets)
     }
 
     /// Orders a delete (or a write-through) of `keys` after their queued writes.

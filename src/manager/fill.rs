@@ -183,10 +183,10 @@ pub(crate) fn start_filler(shared: Weak<Shared>, queue: Arc<FillQueue>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manager::guard::BackfillGuard;
+    use crate::manager::guard::KeyOrder;
 
     fn batch(n: usize) -> FillBatch {
-        let guard = BackfillGuard::default();
+        let guard = KeyOrder::default();
         let mut batch = FillBatch::default();
         for i in 0..n {
             batch.push(&format!("k{i}"), &[1], Duration::from_secs(1), guard.ticket("k"));
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_batch_gives_back_every_key_and_value_it_was_given() {
-        let guard = BackfillGuard::default();
+        let guard = KeyOrder::default();
         let mut batch = FillBatch::with_capacity(3, 16);
         batch.push("a", b"one", Duration::from_secs(1), guard.ticket("a"));
         batch.push("", b"", Duration::from_secs(2), guard.ticket(""));

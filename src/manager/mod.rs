@@ -3,7 +3,7 @@
 //! | module   | job                                                                  |
 //! |----------|----------------------------------------------------------------------|
 //! | `policy` | the read, write, delete, TTL, backfill and fallback rules            |
-//! | `guard`  | keeps a backfill from landing after a racing write or delete         |
+//! | `guard`  | per-key ordering of writes across both levels; keeps a backfill from landing after a racing write or delete |
 //! | `behind` | write-behind: the queue of L2 writes and the thread that sends them   |
 //! | `fill`   | backfills of batch reads, written by a background thread             |
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |
@@ -48,7 +48,7 @@ use self::consistency::Receiver;
 use self::deferred::Deferred;
 pub use self::events::InvalidationEvent;
 use self::fill::{start_filler, FillQueue};
-use self::guard::BackfillGuard;
+use self::guard::KeyOrder;
 use self::loader::{Flights, Role};
 use self::offline::Replayer;
 use self::policy::{Plan, Route, Shared};
@@ -258,7 +258,7 @@ impl CacheManagerBuilder {
             codec: self.codec.unwrap_or_else(|| config.codec.codec()),
             clock,
             metrics: Metrics::default(),
-            guard: BackfillGuard::default(),
+            guard: KeyOrder::default(),
             flights: Flights::default(),
             replay,
             replayer: OnceLock::new(),
@@ -701,7 +701,7 @@ impl CacheManager {
     /// `fallback_on_error`.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let s = &self.shared;
-        let _writing = s.guard.write([key]);
+        let ordered = s.guard.order([key], true);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
         s.settle_behind(&[key]);
         let l2 = match &s.l2 {
@@ -713,6 +713,7 @@ impl CacheManager {
             None => None,
         };
         let out = s.finish_delete(&[key], l1, l2);
+        drop(ordered);
         s.publish_keys(&[key]);
         Ok(out? > 0)
     }
@@ -750,7 +751,7 @@ impl CacheManager {
         if keys.is_empty() {
             return Ok(0);
         }
-        let _writing = s.guard.write(keys.iter().copied());
+        let ordered = s.guard.order(keys.iter().copied(), true);
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
         s.settle_behind(&keys);
         let l2 = match &s.l2 {
@@ -762,6 +763,7 @@ impl CacheManager {
             None => None,
         };
         let out = s.finish_delete(&keys, l1, l2);
+        drop(ordered);
         s.publish_keys(&keys);
         out
     }
@@ -830,10 +832,10 @@ impl CacheManager {
         let Some(l2) = &s.l2 else {
             return Ok(suspect.map(|e| e.value));
         };
-        let ticket = s.guard.ticket(key);
-        if let Some(value) = s.read_behind(key) {
-            return Ok(Some(value));
-        }
+        let ticket = match s.before_l2(key) {
+            Ok(ticket) => ticket,
+            Err(answer) => return Ok(answer),
+        };
         let started = Instant::now();
         let result = l2.get(key);
         match suspect {
@@ -900,7 +902,7 @@ impl CacheManager {
         single: bool,
     ) -> Result<()> {
         let s = &self.shared;
-        let (_writing, route) = s.begin_write(keys, items, ttl)?;
+        let (ordered, route) = s.begin_write(s.guard.order(keys.iter().copied(), false), keys, items, ttl)?;
         let out = match route {
             Route::Done(out) => out,
             Route::Behind => return Ok(()),
@@ -917,6 +919,7 @@ impl CacheManager {
                 s.finish_write(items, ttl, (started, result))
             }
         };
+        drop(ordered);
         s.publish_keys(keys);
         out
     }
@@ -952,7 +955,7 @@ impl CacheManager {
     /// As [`CacheManager::delete`].
     pub async fn delete_async(&self, key: &str) -> Result<bool> {
         let s = &self.shared;
-        let _writing = s.guard.write([key]);
+        let ordered = s.guard.order_async([key], true).await;
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
         s.settle_behind_async(&[key]).await;
         let l2 = match &s.l2 {
@@ -964,6 +967,7 @@ impl CacheManager {
             None => None,
         };
         let out = s.finish_delete(&[key], l1, l2);
+        drop(ordered);
         s.publish_keys_async(&[key]).await;
         Ok(out? > 0)
     }
@@ -1003,7 +1007,7 @@ impl CacheManager {
         if keys.is_empty() {
             return Ok(0);
         }
-        let _writing = s.guard.write(keys.iter().copied());
+        let ordered = s.guard.order_async(keys.iter().copied(), true).await;
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
         s.settle_behind_async(&keys).await;
         let l2 = match &s.l2 {
@@ -1015,6 +1019,7 @@ impl CacheManager {
             None => None,
         };
         let out = s.finish_delete(&keys, l1, l2);
+        drop(ordered);
         s.publish_keys_async(&keys).await;
         out
     }
@@ -1079,10 +1084,10 @@ impl CacheManager {
         let Some(l2) = &s.l2 else {
             return Ok(suspect.map(|e| e.value));
         };
-        let ticket = s.guard.ticket(key);
-        if let Some(value) = s.read_behind(key) {
-            return Ok(Some(value));
-        }
+        let ticket = match s.before_l2(key) {
+            Ok(ticket) => ticket,
+            Err(answer) => return Ok(answer),
+        };
         let started = Instant::now();
         let result = l2.get_async(key).await;
         match suspect {
@@ -1147,7 +1152,8 @@ impl CacheManager {
         single: bool,
     ) -> Result<()> {
         let s = &self.shared;
-        let (_writing, route) = s.begin_write(keys, items, ttl)?;
+        let ordered = s.guard.order_async(keys.iter().copied(), false).await;
+        let (ordered, route) = s.begin_write(ordered, keys, items, ttl)?;
         let out = match route {
             Route::Done(out) => out,
             Route::Behind => return Ok(()),
@@ -1164,6 +1170,7 @@ impl CacheManager {
                 s.finish_write(items, ttl, (started, result))
             }
         };
+        drop(ordered);
         s.publish_keys_async(keys).await;
         out
     }

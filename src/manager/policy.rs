@@ -14,7 +14,11 @@
 //! - set: L1 with `min(ttl, local.ttl)`, L2 with `min(ttl, distributed.ttl)`; no TTL → each
 //!   level's TTL from the configuration. With `write_mode = "behind"` the L2 write is queued
 //!   for a writer thread instead (see `behind`).
-//! - delete: both levels (L2 is tried even when L1 failed).
+//! - delete: both levels (L2 is tried even when L1 failed). A read that misses L1 while this
+//!   manager is deleting the key answers a miss without asking L2 (see `before_l2`).
+//! - ordering: the shells take the keys' stripes (`guard`, `KeyOrder::order`) before the L1
+//!   step of a set, delete or batch and hold them until L2 (or a queue) has it, so one key's
+//!   writes reach both levels in one order; reads take no stripe.
 //! - batches: one L1 call, then one L2 call for the keys L1 did not answer; the L2 hits of a
 //!   batch are backfilled by the backfill thread after the call returns (see `fill`).
 //! - `fallback_on_error = true`: an L2 failure is counted, logged and hidden (a miss on read,
@@ -29,7 +33,7 @@ use std::time::{Duration, Instant};
 use super::background::Background;
 use super::behind::{Pushed, WriteQueue};
 use super::fill::{FillBatch, FillQueue};
-use super::guard::{BackfillGuard, Ticket, WriteGuard};
+use super::guard::{KeyOrder, Ticket, WriteGuard};
 use super::loader::Flights;
 use super::offline::Replayer;
 use super::tags::TagStore;
@@ -59,7 +63,7 @@ pub(crate) struct Shared {
     pub(crate) codec: Codec,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
-    pub(crate) guard: BackfillGuard,
+    pub(crate) guard: KeyOrder,
     pub(crate) flights: Flights,
     /// The durable queue of L2 writes that failed (offline mode).
     pub(crate) replay: Option<Arc<ReplayQueue>>,
@@ -282,6 +286,23 @@ impl Shared {
                 }
                 Ok(Plan::AskL2(None))
             }
+        }
+    }
+
+    /// The part of a single read between L1 and L2: takes the backfill ticket, then answers
+    /// without L2 if this manager is deleting the key (L2 may still hold a value the delete
+    /// replaced: the read is a miss, as it will be once the delete returns) or if the
+    /// write-behind queue holds a newer value than L2.
+    pub(crate) fn before_l2(&self, key: &str) -> Result<Ticket, Option<Vec<u8>>> {
+        let ticket = self.guard.ticket(key);
+        if ticket.deleting() {
+            self.metrics.consistency.deleting_misses.incr();
+            self.miss(1);
+            return Err(None);
+        }
+        match self.read_behind(key) {
+            Some(value) => Err(Some(value)),
+            None => Ok(ticket),
         }
     }
 
@@ -672,18 +693,20 @@ impl Shared {
         }
     }
 
-    /// The part of a write before L2, shared by both APIs: input checks, the backfill guard
-    /// (held until the returned guard drops, after L2), L1, and where L2's part goes.
+    /// The part of a write before L2, shared by both APIs, once the caller owns the keys'
+    /// stripes (`ordered`, from `KeyOrder::order` or its async form, see `guard`): input
+    /// checks, L1, and where L2's part goes. The caller holds the returned guard until L2 (or
+    /// a queue) has the write, so the writes of a key reach both levels in one order.
     pub(crate) fn begin_write<'a>(
         &'a self,
+        ordered: WriteGuard<'a>,
         keys: &[&str],
         items: &[(&str, &[u8])],
         ttl: Option<Duration>,
     ) -> Result<(WriteGuard<'a>, Route<'a>)> {
         self.check_behind(items)?;
-        let writing = self.guard.write(keys.iter().copied());
         self.write_l1(items, ttl)?;
-        Ok((writing, self.route_write(keys, items, ttl)))
+        Ok((ordered, self.route_write(keys, items, ttl)))
     }
 
     /// Where the L2 part of a write of `items` (whose keys are `keys`) goes: the replay queue
@@ -816,7 +839,7 @@ mod tests {
             codec: Codec::default(),
             clock: Arc::new(clock.clone()),
             metrics: Metrics::default(),
-            guard: BackfillGuard::default(),
+            guard: KeyOrder::default(),
             flights: Flights::default(),
             replay: None,
             replayer: OnceLock::new(),

@@ -2,6 +2,8 @@
 //! can hold a call at a gate until the test releases it, and keeps TTLs on a shared clock.
 #![allow(dead_code)]
 
+pub mod gated;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
