@@ -332,6 +332,37 @@ pub fn decode_record(buf: &[u8], salt: u32) -> Decoded<'_> {
     )
 }
 
+/// The fixed fields of a record header, read without checking the CRC: for the bookkeeping
+/// that needs a record's length, sequence number or expiry (the index keeps none of them). A
+/// caller that uses the value decodes the whole record with [`decode_record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub kind: Kind,
+    /// Whole record length, header included.
+    pub len: u32,
+    pub key_len: u16,
+    pub seq: u64,
+    pub expires_at_ms: u64,
+}
+
+/// Reads the header at the start of `buf`; `None` if it is short or implausible.
+pub fn peek_record_header(buf: &[u8]) -> Option<RecordHeader> {
+    let header = buf.get(..RECORD_HEADER_LEN)?;
+    let kind = Kind::from_byte(*header.get(REC_KIND_AT)?)?;
+    let key_len = usize::from(u16_at(header, REC_KEY_LEN_AT));
+    let value_len = u32_at(header, REC_VALUE_LEN_AT) as usize;
+    if key_len == 0 || key_len > MAX_KEY_LEN || value_len as u64 > MAX_SEGMENT_SIZE {
+        return None;
+    }
+    Some(RecordHeader {
+        kind,
+        len: u32::try_from(record_len(key_len, value_len)).ok()?,
+        key_len: u16::try_from(key_len).ok()?,
+        seq: u64_at(header, REC_SEQ_AT),
+        expires_at_ms: u64_at(header, REC_EXPIRES_AT),
+    })
+}
+
 // ---- segment scan --------------------------------------------------------------------------
 
 /// One record found by a scan, located by its offset in the segment.
@@ -535,6 +566,46 @@ pub fn encode_hint_trailer(out: &mut Vec<u8>, entries: u32) {
 /// Decodes and checks a whole hint file. Any damage rejects the file: the caller scans the
 /// segment instead.
 pub fn decode_hint(buf: &[u8]) -> Result<Hint, HeaderError> {
+    let view = check_hint(buf)?;
+    Ok(Hint {
+        segment_id: view.segment_id,
+        data_end: view.data_end,
+        entries: view
+            .entries()
+            .map(|e| HintEntry {
+                kind: e.kind,
+                key: e.key.into(),
+                offset: e.offset,
+                len: e.len,
+                seq: e.seq,
+                expires_at_ms: e.expires_at_ms,
+            })
+            .collect(),
+    })
+}
+
+/// One hint entry borrowed from the file's bytes (no allocation per key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HintEntryRef<'a> {
+    pub kind: Kind,
+    pub key: &'a str,
+    pub offset: u32,
+    pub len: u32,
+    pub seq: u64,
+    pub expires_at_ms: u64,
+}
+
+/// A hint file whose every byte was checked by [`check_hint`].
+#[derive(Debug, Clone, Copy)]
+pub struct HintView<'a> {
+    pub segment_id: u64,
+    pub data_end: u64,
+    body: &'a [u8],
+}
+
+/// Checks a whole hint file (magic, version, CRC, every entry, the entry count) without
+/// allocating; [`HintView::entries`] then walks the entries.
+pub fn check_hint(buf: &[u8]) -> Result<HintView<'_>, HeaderError> {
     if buf.len() < HINT_HEADER_LEN + HINT_TRAILER_LEN {
         return Err(HeaderError::Short);
     }
@@ -550,41 +621,61 @@ pub fn decode_hint(buf: &[u8]) -> Result<Hint, HeaderError> {
         return Err(HeaderError::Crc);
     }
     let count = u32_at(buf, crc_at - 4) as usize;
-    let body = buf.get(HINT_HEADER_LEN..crc_at - 4).unwrap_or_default();
-    let mut entries = Vec::with_capacity(count.min(body.len() / HINT_ENTRY_LEN));
+    let view = HintView {
+        segment_id: u64_at(buf, HINT_SEGMENT_ID_AT),
+        data_end: u64_at(buf, HINT_DATA_END_AT),
+        body: buf.get(HINT_HEADER_LEN..crc_at - 4).unwrap_or_default(),
+    };
     let mut at = 0;
-    while at < body.len() {
-        let e = body
-            .get(at..at + HINT_ENTRY_LEN)
-            .ok_or(HeaderError::Field("entry"))?;
-        let kind =
-            Kind::from_byte(e.get(HE_KIND_AT).copied().unwrap_or(0)).ok_or(HeaderError::Field("kind"))?;
-        let key_len = usize::from(u16_at(e, HE_KEY_LEN_AT));
-        if key_len == 0 || key_len > MAX_KEY_LEN {
-            return Err(HeaderError::Field("key length"));
-        }
-        let key_bytes = body
-            .get(at + HINT_ENTRY_LEN..at + HINT_ENTRY_LEN + key_len)
-            .ok_or(HeaderError::Field("key"))?;
-        let key = std::str::from_utf8(key_bytes).map_err(|_| HeaderError::Field("key"))?;
-        entries.push(HintEntry {
+    let mut seen = 0usize;
+    while at < view.body.len() {
+        at = hint_entry_at(view.body, at)?.1;
+        seen += 1;
+    }
+    if seen != count {
+        return Err(HeaderError::Field("entry count"));
+    }
+    Ok(view)
+}
+
+impl<'a> HintView<'a> {
+    /// The entries, in file order.
+    pub fn entries(&self) -> impl Iterator<Item = HintEntryRef<'a>> + 'a {
+        let body = self.body;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let (entry, next) = hint_entry_at(body, at).ok()?;
+            at = next;
+            Some(entry)
+        })
+    }
+}
+
+/// The hint entry at `at` of `body`, and the offset after it.
+fn hint_entry_at(body: &[u8], at: usize) -> Result<(HintEntryRef<'_>, usize), HeaderError> {
+    let e = body
+        .get(at..at + HINT_ENTRY_LEN)
+        .ok_or(HeaderError::Field("entry"))?;
+    let kind = Kind::from_byte(e.get(HE_KIND_AT).copied().unwrap_or(0)).ok_or(HeaderError::Field("kind"))?;
+    let key_len = usize::from(u16_at(e, HE_KEY_LEN_AT));
+    if key_len == 0 || key_len > MAX_KEY_LEN {
+        return Err(HeaderError::Field("key length"));
+    }
+    let key_bytes = body
+        .get(at + HINT_ENTRY_LEN..at + HINT_ENTRY_LEN + key_len)
+        .ok_or(HeaderError::Field("key"))?;
+    let key = std::str::from_utf8(key_bytes).map_err(|_| HeaderError::Field("key"))?;
+    Ok((
+        HintEntryRef {
             kind,
-            key: key.into(),
+            key,
             offset: u32_at(e, HE_OFFSET_AT),
             len: u32_at(e, HE_LEN_AT),
             seq: u64_at(e, HE_SEQ_AT),
             expires_at_ms: u64_at(e, HE_EXPIRES_AT),
-        });
-        at += HINT_ENTRY_LEN + key_len;
-    }
-    if entries.len() != count {
-        return Err(HeaderError::Field("entry count"));
-    }
-    Ok(Hint {
-        segment_id: u64_at(buf, HINT_SEGMENT_ID_AT),
-        data_end: u64_at(buf, HINT_DATA_END_AT),
-        entries,
-    })
+        },
+        at + HINT_ENTRY_LEN + key_len,
+    ))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::format::{self, Kind};
+use super::index::Loc;
 use super::segment::Segment;
 use super::worker::Shutdown;
 use super::{Inner, Writer};
@@ -63,30 +64,29 @@ impl Inner {
         let first_active = w.active.id;
         let budget = self.segment_size / 2;
         let mut kept = 0u64;
-        let scan = seg.scan_data();
-        for rec in &scan.records {
-            if rec.record.kind != Kind::Value {
-                continue;
-            }
-            let key = rec.record.key;
-            let (live, expired, hot) = match self.index.get(key) {
-                Some(e) if e.is_at(seg.id, rec.offset) => {
-                    (true, e.is_expired(now), e.referenced.load(Ordering::Relaxed))
+        // A segment without a slot has no index entry pointing at it.
+        if let Some(base) = self.slots.find(seg.id) {
+            let scan = seg.scan_data();
+            for rec in &scan.records {
+                if rec.record.kind != Kind::Value {
+                    continue;
                 }
-                _ => (false, false, false),
-            };
-            if !live {
-                continue;
-            }
-            if expired {
-                self.expire(key, rec.record.seq);
-            } else if hot && kept + u64::from(rec.len) <= budget {
-                kept += u64::from(rec.len);
-                self.move_record(w, &seg, rec, false)?;
-                self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
-            } else if let Some((_, e)) = self.index.remove_if(key, |_, e| e.is_at(seg.id, rec.offset)) {
-                self.unaccount(&e);
-                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
+                let hot = match self.index.get(&hash) {
+                    Some(e) if e.loc == loc => e.referenced(),
+                    _ => continue,
+                };
+                let expires = rec.record.expires_at_ms;
+                if expires != 0 && now >= expires {
+                    self.expire_at(hash, loc);
+                } else if hot && kept + u64::from(rec.len) <= budget {
+                    kept += u64::from(rec.len);
+                    self.move_record(w, &seg, rec, (hash, loc), false)?;
+                    self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
+                } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
+                    self.unaccount_len(&seg, rec.len);
+                    self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         if kept > 0 {
@@ -107,17 +107,17 @@ impl Inner {
         w: &mut Writer,
         seg: &Segment,
         rec: &format::Located<'_>,
+        (hash, loc): (u64, Loc),
         keep_referenced: bool,
     ) -> Result<()> {
         let r = rec.record;
         let (new_seg, offset, len) = self.append(w, Kind::Value, r.seq, r.expires_at_ms, r.key, r.value)?;
-        if let Some(mut e) = self.index.get_mut(r.key) {
-            if e.is_at(seg.id, rec.offset) {
-                e.segment = new_seg.id;
-                e.offset = offset;
-                e.len = len;
+        let new_loc = self.slots.loc(&new_seg, u64::from(offset))?;
+        if let Some(mut e) = self.index.get_mut(&hash) {
+            if e.loc == loc {
+                e.loc = new_loc;
                 if !keep_referenced {
-                    e.referenced.store(false, Ordering::Relaxed);
+                    e.clear_referenced();
                 }
                 drop(e);
                 seg.live_bytes.fetch_sub(u64::from(rec.len), Ordering::Relaxed);
@@ -170,15 +170,17 @@ impl Inner {
     /// Removes every expired entry from the index. Their records become dead bytes.
     fn sweep_expired(&self) -> u64 {
         let now = self.clock.now_ms();
-        let expired: Vec<(Box<str>, u64)> = self
+        // Entries expire by their coarse expiry (whole seconds, rounded up): one that expired
+        // in the last second is swept by the next pass, or dropped by a read.
+        let expired: Vec<(u64, Loc)> = self
             .index
             .iter()
             .filter(|e| e.value().is_expired(now))
-            .map(|e| (e.key().clone(), e.value().seq))
+            .map(|e| (*e.key(), e.value().loc))
             .collect();
         let before = self.counters.expirations.load(Ordering::Relaxed);
-        for (key, seq) in &expired {
-            self.expire(key, *seq);
+        for &(hash, loc) in &expired {
+            self.expire_at(hash, loc);
         }
         self.counters.expirations.load(Ordering::Relaxed) - before
     }
@@ -189,6 +191,8 @@ impl Inner {
         let scan = seg.scan_data();
         let mut moved = 0;
         let first_active = self.writer.lock().active.id;
+        // Without a slot, no index entry points into the segment.
+        let base = self.slots.find(seg.id);
         // Keys no longer in the index, with the highest seq of their records here: each gets one
         // tombstone with that seq, which shadows every older record of the key elsewhere.
         let mut tombstones: HashMap<&str, u64> = HashMap::new();
@@ -206,23 +210,24 @@ impl Inner {
             let now = self.clock.now_ms();
             for rec in batch {
                 let r = rec.record;
-                let state = self
-                    .index
-                    .get(r.key)
-                    .map(|e| (e.is_at(seg.id, rec.offset), e.seq, e.is_expired(now)));
-                match (r.kind, state) {
-                    (Kind::Value, Some((true, _, false))) => {
-                        self.move_record(&mut w, seg, rec, true)?;
+                let hash = self.hasher.hash(r.key);
+                let loc = base.map(|b| b.at(rec.offset));
+                let here = self.index.get(&hash).map(|e| Some(e.loc) == loc);
+                let expired = r.expires_at_ms != 0 && now >= r.expires_at_ms;
+                match (r.kind, here, loc) {
+                    (Kind::Value, Some(true), Some(loc)) if !expired => {
+                        self.move_record(&mut w, seg, rec, (hash, loc), true)?;
                         moved += 1;
                     }
-                    (Kind::Value, Some((true, seq, true))) => {
-                        self.expire(r.key, seq);
+                    (Kind::Value, Some(true), Some(loc)) => {
+                        self.expire_at(hash, loc);
                         note_tombstone(&mut tombstones, r.key, r.seq);
                     }
-                    // The key lives in another record, which is at least as new as this one.
-                    (_, Some(_)) => {}
+                    // The hash lives in another record, the newest of every key with this hash
+                    // (see `index`), so newer than this one.
+                    (_, Some(_), _) => {}
                     // Deleted, expired or damaged key.
-                    (_, None) => note_tombstone(&mut tombstones, r.key, r.seq),
+                    (_, None, _) => note_tombstone(&mut tombstones, r.key, r.seq),
                 }
             }
         }

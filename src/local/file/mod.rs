@@ -1,8 +1,9 @@
 //! The persistent L1: a crash-safe, append-only file store read through mmap.
 //!
 //! A store is a directory of fixed-size segment files. Every write appends a CRC-checked record
-//! to the active segment; a [`DashMap`](dashmap::DashMap) index maps each key to its newest
-//! record; reads go index → mmap slice → CRC check. Deletes append tombstones. Sealed segments
+//! to the active segment; an in-memory index maps the hash of each key to its newest record
+//! (about 52 bytes per entry, whatever the key length); reads go index → mmap slice → CRC and key
+//! check. Deletes append tombstones. Sealed segments
 //! get hint files (index snapshots) so that opening reads small files instead of all data.
 //! `storage-format.md` specifies every byte.
 //!
@@ -12,7 +13,9 @@
 //! | `dir`         | the directory: ownership check, lock, metadata              |
 //! | `segment`     | one segment file and its mmap                               |
 //! | `mmap`        | the only `unsafe`: creating the map                         |
-//! | `index`       | key → location                                              |
+//! | `index`       | key hash → location: the compact in-memory index            |
+//! | `slots`       | the small segment numbers index entries use                 |
+//! | `lookup`      | reads through the index; its bookkeeping; key listing       |
 //! | `recovery`    | open: hints or scans, damage handling, rebuilding the index |
 //! | `maintenance` | size-bound eviction, TTL sweep, segment rewriting           |
 //! | `worker`      | background flusher and compactor threads                    |
@@ -20,12 +23,17 @@
 mod dir;
 pub(crate) mod format;
 mod index;
+mod lookup;
 mod maintenance;
 mod mmap;
 mod options;
 mod recovery;
 mod segment;
+mod slots;
 mod worker;
+
+#[cfg(test)]
+mod collision_tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,8 +50,9 @@ pub use self::recovery::RecoveryReport;
 
 use self::dir::LockedDir;
 use self::format::{Kind, Meta, SEGMENT_HEADER_LEN};
-use self::index::{Index, IndexEntry};
+use self::index::{Index, IndexEntry, KeyHasher};
 use self::segment::Segment;
+use self::slots::Slots;
 use self::worker::{Shutdown, Workers};
 use crate::clock::{self, Clock};
 use crate::error::{key_for_error, Error, Result};
@@ -120,6 +129,9 @@ pub(crate) struct Inner {
     min_live_ratio: f64,
     clock: Arc<dyn Clock>,
     index: Index,
+    hasher: KeyHasher,
+    /// Segment slot → segment, for index entries. Lock order: an index shard before `slots`.
+    slots: Slots,
     /// Every segment by id; the active one is the last. Lock order: `writer` before `segments`.
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
@@ -237,6 +249,8 @@ impl FileStore {
             min_live_ratio: options.min_live_ratio,
             clock: options.clock,
             index: recovered.index,
+            hasher: recovered.hasher,
+            slots: recovered.slots,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
                 offset: SEGMENT_HEADER_LEN as u64,
@@ -280,7 +294,7 @@ impl FileStore {
     /// Reads of a valid key do not fail; a damaged record is reported as a miss and counted in
     /// [`FileStoreStats::corrupt_reads`].
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.inner.read(key).map(|(value, _, _)| value))
+        Ok(self.inner.read(key).map(|hit| hit.taken))
     }
 
     /// Reads a value with its absolute expiry.
@@ -298,17 +312,15 @@ impl FileStore {
     /// # Errors
     /// As [`FileStore::get`].
     pub fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
-        let Some((entry, seq)) = self.get_entry_and_seq(key) else {
+        let Some((entry, hit)) = self.get_entry_and_seq(key) else {
             return Ok(None);
         };
-        let freshness = if seq >= self.inner.suspect_below_seq.load(Ordering::Acquire) {
+        let freshness = if hit.seq >= self.inner.suspect_below_seq.load(Ordering::Acquire) {
             Freshness::Trusted
         } else {
             let epoch = self.inner.epoch.load(Ordering::Acquire);
-            match self.inner.index.get(key) {
-                Some(e) if e.seq == seq && e.confirmed_epoch.load(Ordering::Acquire) == epoch => {
-                    Freshness::Trusted
-                }
+            match self.inner.index.get(&self.inner.hasher.hash(key)) {
+                Some(e) if e.loc == hit.loc && e.confirmed_in(epoch) => Freshness::Trusted,
                 _ => Freshness::Suspect,
             }
         };
@@ -325,20 +337,32 @@ impl FileStore {
 
     /// Confirms the current entry of `key` as fresh until the next loss of certainty.
     pub fn confirm(&self, key: &str) {
-        if let Some(e) = self.inner.index.get(key) {
-            e.confirmed_epoch
-                .store(self.inner.epoch.load(Ordering::Acquire), Ordering::Release);
+        // The entry of the key's hash may hold another key (a collision): confirm it only if its
+        // record is this key's.
+        let Some(hit) = self.inner.locate(key, false, |_| ()) else {
+            return;
+        };
+        if let Some(e) = self.inner.index.get(&self.inner.hasher.hash(key)) {
+            if e.loc == hit.loc {
+                e.confirm(self.inner.epoch.load(Ordering::Acquire));
+            }
         }
     }
 
-    fn get_entry_and_seq(&self, key: &str) -> Option<(Entry, u64)> {
-        self.inner.read(key).map(|(value, expires_at_ms, seq)| {
+    fn get_entry_and_seq(&self, key: &str) -> Option<(Entry, lookup::Hit<()>)> {
+        self.inner.read(key).map(|hit| {
+            let expires_at_ms = hit.expires_at_ms;
             (
                 Entry {
-                    value,
+                    value: hit.taken,
                     expires_at: (expires_at_ms != 0).then(|| clock::ms_to_system_time(expires_at_ms)),
                 },
-                seq,
+                lookup::Hit {
+                    taken: (),
+                    expires_at_ms,
+                    seq: hit.seq,
+                    loc: hit.loc,
+                },
             )
         })
     }
@@ -346,8 +370,7 @@ impl FileStore {
     /// Whether `key` has a live value, without reading it.
     #[must_use]
     pub fn contains(&self, key: &str) -> bool {
-        let now = self.inner.clock.now_ms();
-        self.inner.index.get(key).is_some_and(|e| !e.is_expired(now))
+        self.inner.locate(key, false, |_| ()).is_some()
     }
 
     /// Writes a value; `ttl = None` means it never expires.
@@ -425,13 +448,7 @@ impl FileStore {
     /// The live keys at this moment (a snapshot; expired keys are left out).
     #[must_use]
     pub fn keys(&self) -> Vec<String> {
-        let now = self.inner.clock.now_ms();
-        self.inner
-            .index
-            .iter()
-            .filter(|e| !e.value().is_expired(now))
-            .map(|e| e.key().to_string())
-            .collect()
+        self.inner.keys()
     }
 
     /// Sizes and counters.
@@ -526,90 +543,6 @@ impl Inner {
             .saturating_sub(SEGMENT_HEADER_LEN + format::record_len(key.len(), 0))
     }
 
-    /// Value, expiry (Unix ms, 0 = never) and sequence number of a live entry.
-    fn read(&self, key: &str) -> Option<(Vec<u8>, u64, u64)> {
-        // A lookup can race with eviction moving the entry; retry a few times before calling it
-        // a miss.
-        for _ in 0..3 {
-            let (segment, offset, len, seq, expires) = {
-                let entry = self.index.get(key)?;
-                // The clock only after a hit: a miss (most of a cold batch read) needs no time.
-                if entry.is_expired(self.clock.now_ms()) {
-                    let seq = entry.seq;
-                    drop(entry);
-                    self.expire(key, seq);
-                    return None;
-                }
-                entry.touch();
-                (
-                    entry.segment,
-                    entry.offset,
-                    entry.len,
-                    entry.seq,
-                    entry.expires_at_ms,
-                )
-            };
-            let segments = self.segments.read();
-            let Some(seg) = segments.get(&segment) else {
-                continue;
-            };
-            return match seg.decode_at(u64::from(offset), len) {
-                Some(format::Decoded::Record(r, _))
-                    if r.kind == Kind::Value && r.key == key && r.seq == seq =>
-                {
-                    Some((r.value.to_vec(), expires, seq))
-                }
-                _ => {
-                    drop(segments);
-                    self.forget_corrupt(key, seq, segment, offset);
-                    None
-                }
-            };
-        }
-        None
-    }
-
-    /// Removes an expired entry from the index (if it was not rewritten meanwhile).
-    fn expire(&self, key: &str, seq: u64) {
-        if let Some((_, e)) = self.index.remove_if(key, |_, e| e.seq == seq) {
-            self.unaccount(&e);
-            self.counters.expirations.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A read found a damaged record: drop the key and write a tombstone with the damaged
-    /// record's sequence number, so an older version of the key cannot resurface at restart.
-    fn forget_corrupt(&self, key: &str, seq: u64, segment: u64, offset: u32) {
-        self.counters.corrupt_reads.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(key = %key_for_error(key), segment, offset, "damaged record read; treated as a miss");
-        let mut w = self.writer.lock();
-        let Some((_, e)) = self
-            .index
-            .remove_if(key, |_, e| e.seq == seq && e.is_at(segment, u64::from(offset)))
-        else {
-            return;
-        };
-        self.unaccount(&e);
-        if self.check_writable().is_ok() {
-            if let Err(err) = self.append(&mut w, Kind::Tombstone, seq, 0, key, &[]) {
-                tracing::warn!(error = %err, "could not write a tombstone for a damaged record");
-            }
-        }
-    }
-
-    /// Subtracts an index entry's bytes from the live counts.
-    fn unaccount(&self, e: &IndexEntry) {
-        self.live_bytes.fetch_sub(u64::from(e.len), Ordering::Relaxed);
-        if let Some(seg) = self.segments.read().get(&e.segment) {
-            seg.live_bytes.fetch_sub(u64::from(e.len), Ordering::Relaxed);
-        }
-    }
-
-    fn account(&self, segment: &Segment, len: u32) {
-        self.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-        segment.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-    }
-
     fn set_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<()> {
         for item in items {
             let (key, value) = (item.key(), item.value());
@@ -667,6 +600,8 @@ impl Inner {
     ) -> Result<()> {
         let start = w.offset;
         let first_seq = w.next_seq;
+        // Before the write: a store that cannot name its segment writes nothing.
+        let base = self.slots.loc(&w.active, 0)?;
         w.buf.clear();
         let mut seq = first_seq;
         for item in chunk {
@@ -696,9 +631,9 @@ impl Inner {
             format::encode_hint_entry(&mut w.hint, Kind::Value, key, offset32, len32, seq, expires_at_ms);
             w.hint_entries += 1;
             self.account(&w.active, len32);
-            let entry = IndexEntry::new(w.active.id, offset32, len32, seq, expires_at_ms);
-            if let Some(old) = self.index.insert(Box::from(key), entry) {
-                self.unaccount(&old);
+            let entry = IndexEntry::new(base.at(offset), expires_at_ms);
+            if let Some(old) = self.index.insert(self.hasher.hash(key), entry) {
+                self.unaccount(old.loc);
             }
             offset += len;
             seq = seq.saturating_add(1);
@@ -714,23 +649,18 @@ impl Inner {
     fn delete(&self, key: &str) -> Result<bool> {
         check_key(key)?;
         self.check_writable()?;
-        let now = self.clock.now_ms();
+        let hash = self.hasher.hash(key);
         let mut w = self.writer.lock();
-        let expired = match self.index.get(key) {
-            None => return Ok(false),
-            Some(e) => e.is_expired(now).then_some(e.seq),
-        };
-        if let Some(seq) = expired {
-            // The record on disk is expired, so recovery ignores it: no tombstone needed.
-            self.expire(key, seq);
+        // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`.
+        if !self.needs_tombstone(key, hash) {
             return Ok(false);
         }
         let seq = w.next_seq;
         w.next_seq = w.next_seq.saturating_add(1);
         self.ensure_space(&mut w, format::record_len(key.len(), 0) as u64)?;
         self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
-        if let Some((_, old)) = self.index.remove(key) {
-            self.unaccount(&old);
+        if let Some((_, old)) = self.index.remove(&hash) {
+            self.unaccount(old.loc);
         }
         self.sync_if_every_write(&w)?;
         Ok(true)
@@ -941,6 +871,7 @@ impl Inner {
         if self.segments.write().remove(&seg.id).is_none() {
             return Ok(());
         }
+        self.slots.release(seg.id);
         self.disk_bytes.fetch_sub(seg.data_end(), Ordering::Relaxed);
         std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove segment", &seg.path, e))?;
         let hint = segment::hint_path(&self.dir.path, seg.id);

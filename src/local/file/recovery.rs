@@ -8,17 +8,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
+use std::hash::BuildHasherDefault;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use dashmap::mapref::entry::Entry as MapEntry;
-
 use super::dir::LockedDir;
 use super::format::{self, Kind, Meta, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN, TMP_EXT};
-use super::index::{Index, IndexEntry};
+use super::index::{self, Index, IndexEntry, KeyHasher, Loc, PassThrough};
 use super::segment::{self, Segment};
+use super::slots::Slots;
 use crate::error::{Error, Result};
 
 /// What opening the store found.
@@ -47,41 +47,42 @@ pub struct RecoveryReport {
 pub(crate) struct Recovered {
     pub(crate) segments: BTreeMap<u64, Arc<Segment>>,
     pub(crate) index: Index,
+    pub(crate) slots: Slots,
+    pub(crate) hasher: KeyHasher,
     pub(crate) next_seq: u64,
     pub(crate) next_segment_id: u64,
     pub(crate) report: RecoveryReport,
 }
 
-/// One record as recovery sees it: from a hint entry (whose key it owns, so the index can take it
-/// without another allocation) or a scanned record (whose key borrows the segment map).
+/// One record as recovery sees it, from a hint entry or a scanned record.
 struct Found<'a> {
     kind: Kind,
-    key: FoundKey<'a>,
+    key: &'a str,
     offset: u32,
     len: u32,
     seq: u64,
     expires_at_ms: u64,
 }
 
-enum FoundKey<'a> {
-    Owned(Box<str>),
-    Borrowed(&'a str),
+/// What recovery keeps per key hash while it applies records: the index entry lacks the
+/// sequence number that decides between records, and the length that live bytes are counted
+/// from (both are on disk, but reading them back there would touch every segment).
+#[derive(Clone, Copy)]
+struct Newest {
+    seq: u64,
+    loc: Loc,
+    len: u32,
+    expires_at_ms: u64,
 }
 
-impl FoundKey<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            FoundKey::Owned(key) => key,
-            FoundKey::Borrowed(key) => key,
-        }
-    }
+type ByHash<V> = HashMap<u64, V, BuildHasherDefault<PassThrough>>;
 
-    fn into_box(self) -> Box<str> {
-        match self {
-            FoundKey::Owned(key) => key,
-            FoundKey::Borrowed(key) => Box::from(key),
-        }
-    }
+/// The newest record per key hash, and the highest tombstone per key hash. Records are applied
+/// by hash, as the index holds them (see `index`).
+struct Applied {
+    hasher: KeyHasher,
+    newest: ByHash<Newest>,
+    tombstones: ByHash<u64>,
 }
 
 pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recovered> {
@@ -92,11 +93,15 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
     let mut report = RecoveryReport::default();
     // Sized up front: growing a map of a million keys rehashes every key several times, which was
     // about a quarter of the time to open such a store.
-    let index = Index::with_capacity_and_hasher(
-        hinted_entries(&dir.path, hint_ids.intersection(&segment_ids)),
-        Default::default(),
-    );
-    let mut tombstones: HashMap<Box<str>, u64> = HashMap::new();
+    let mut applied = Applied {
+        hasher: KeyHasher::default(),
+        newest: ByHash::with_capacity_and_hasher(
+            hinted_entries(&dir.path, hint_ids.intersection(&segment_ids)),
+            BuildHasherDefault::default(),
+        ),
+        tombstones: ByHash::default(),
+    };
+    let slots = Slots::default();
     let mut segments = BTreeMap::new();
     let mut max_seq = meta.min_seq;
     let last_id = segment_ids.iter().next_back().copied();
@@ -104,7 +109,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
     for &id in &segment_ids {
         let path = segment::segment_path(&dir.path, id);
         let seg = match Segment::open(path.clone(), id)? {
-            Ok(seg) => seg,
+            Ok(seg) => Arc::new(seg),
             Err(reason) => {
                 tracing::warn!(path = %path.display(), %reason, "removing an unreadable segment");
                 report.damaged_segments += 1;
@@ -114,21 +119,24 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             }
         };
         report.segments += 1;
+        // Every segment that recovery keeps may be pointed at: give it its slot now.
+        let base = slots.loc(&seg, 0)?;
         let mut apply = |f: Found<'_>| {
             report.records += 1;
             if f.seq < meta.min_seq {
                 return;
             }
             max_seq = max_seq.max(f.seq);
-            apply(&index, &mut tombstones, id, f);
+            applied.apply(Loc::new(base.slot(), base.generation(), u64::from(f.offset)), f);
         };
-        let data_end = match load_hint(&dir.path, &seg) {
+        let bytes = fs::read(segment::hint_path(&dir.path, id)).ok();
+        let data_end = match bytes.as_deref().and_then(|b| check_hint(&dir.path, &seg, b)) {
             Some(hint) => {
                 report.from_hints += 1;
-                for e in hint.entries {
+                for e in hint.entries() {
                     apply(Found {
                         kind: e.kind,
-                        key: FoundKey::Owned(e.key),
+                        key: e.key,
                         offset: e.offset,
                         len: e.len,
                         seq: e.seq,
@@ -159,7 +167,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
                     );
                     apply(Found {
                         kind: r.kind,
-                        key: FoundKey::Borrowed(r.key),
+                        key: r.key,
                         offset,
                         len: rec.len,
                         seq: r.seq,
@@ -192,21 +200,21 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             }
         };
         seg.data_end.store(data_end, Ordering::Release);
-        segments.insert(id, Arc::new(seg));
+        segments.insert(id, seg);
     }
 
     // Expired values lost their key; count live bytes per segment for the rest (one pass).
-    index.retain(|_, e| {
-        if e.is_expired(now_ms) {
+    let index = index::with_capacity(applied.newest.len());
+    for (hash, e) in applied.newest.drain() {
+        if e.expires_at_ms != 0 && now_ms >= e.expires_at_ms {
             report.expired += 1;
-            false
-        } else {
-            if let Some(seg) = segments.get(&e.segment) {
-                seg.live_bytes.fetch_add(u64::from(e.len), Ordering::Relaxed);
-            }
-            true
+            continue;
         }
-    });
+        if let Some(seg) = slots.get(e.loc) {
+            seg.live_bytes.fetch_add(u64::from(e.len), Ordering::Relaxed);
+        }
+        index.insert(hash, IndexEntry::new(e.loc, e.expires_at_ms));
+    }
     // Saturating: ids and sequence numbers near u64::MAX only come from crafted files; the store
     // must fail cleanly on them (a segment id that exists cannot be created), not overflow.
     let next_segment_id = segment_ids
@@ -216,6 +224,8 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
     Ok(Recovered {
         segments,
         index,
+        slots,
+        hasher: applied.hasher,
         next_seq: max_seq.saturating_add(1),
         next_segment_id,
         report,
@@ -241,30 +251,35 @@ fn cut_at_first_bad_record(scan: &mut format::Scan<'_>) {
     scan.torn_tail = Some(first_bad..tail_end);
 }
 
-/// Applies one record to the index: highest seq wins; on a tie a tombstone wins, then the
-/// record found later (a newer copy left by an interrupted compaction).
-fn apply(index: &Index, tombstones: &mut HashMap<Box<str>, u64>, segment: u64, f: Found<'_>) {
-    match f.kind {
-        Kind::Value => {
-            if tombstones.get(f.key.as_str()).is_some_and(|&t| t >= f.seq) {
-                return;
-            }
-            let entry = IndexEntry::new(segment, f.offset, f.len, f.seq, f.expires_at_ms);
-            match index.entry(f.key.into_box()) {
-                MapEntry::Occupied(mut old) => {
-                    if old.get().seq <= f.seq {
-                        old.insert(entry);
-                    }
+impl Applied {
+    /// Applies one record: per key hash, the highest seq wins; on a tie a tombstone wins, then the
+    /// record found later (a newer copy left by an interrupted compaction). Ties only happen
+    /// between records of one key: every write takes a new sequence number.
+    fn apply(&mut self, loc: Loc, f: Found<'_>) {
+        let hash = self.hasher.hash(f.key);
+        match f.kind {
+            Kind::Value => {
+                if self.tombstones.get(&hash).is_some_and(|&t| t >= f.seq) {
+                    return;
                 }
-                MapEntry::Vacant(slot) => {
-                    slot.insert(entry);
+                let new = Newest {
+                    seq: f.seq,
+                    loc,
+                    len: f.len,
+                    expires_at_ms: f.expires_at_ms,
+                };
+                let slot = self.newest.entry(hash).or_insert(new);
+                if slot.seq <= f.seq {
+                    *slot = new;
                 }
             }
-        }
-        Kind::Tombstone => {
-            index.remove_if(f.key.as_str(), |_, e| e.seq <= f.seq);
-            let slot = tombstones.entry(f.key.into_box()).or_insert(f.seq);
-            *slot = (*slot).max(f.seq);
+            Kind::Tombstone => {
+                if self.newest.get(&hash).is_some_and(|e| e.seq <= f.seq) {
+                    self.newest.remove(&hash);
+                }
+                let slot = self.tombstones.entry(hash).or_insert(f.seq);
+                *slot = (*slot).max(f.seq);
+            }
         }
     }
 }
@@ -297,12 +312,11 @@ fn hinted_entries<'a>(dir: &Path, ids: impl Iterator<Item = &'a u64>) -> usize {
     total
 }
 
-/// Reads and checks the hint file of `seg`; `None` if it is missing, damaged or does not match
-/// the segment (the caller then scans).
-fn load_hint(dir: &Path, seg: &Segment) -> Option<format::Hint> {
+/// Checks the hint file bytes of `seg`; `None` if they are damaged or do not match the segment
+/// (the caller then scans).
+fn check_hint<'a>(dir: &Path, seg: &Segment, bytes: &'a [u8]) -> Option<format::HintView<'a>> {
     let path = segment::hint_path(dir, seg.id);
-    let bytes = fs::read(&path).ok()?;
-    let hint = match format::decode_hint(&bytes) {
+    let hint = match format::check_hint(bytes) {
         Ok(hint) => hint,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring a damaged hint file; scanning its segment");
@@ -312,7 +326,7 @@ fn load_hint(dir: &Path, seg: &Segment) -> Option<format::Hint> {
     let fits = hint.segment_id == seg.id
         && hint.data_end >= SEGMENT_HEADER_LEN as u64
         && hint.data_end <= seg.mapped_len()
-        && hint.entries.iter().all(|e| {
+        && hint.entries().all(|e| {
             u64::from(e.offset) >= SEGMENT_HEADER_LEN as u64
                 && u64::from(e.offset) + u64::from(e.len) <= hint.data_end
         });
