@@ -132,6 +132,12 @@ impl IndexEntry {
         self.expires_s != 0 && now_ms >= u64::from(self.expires_s) * 1000
     }
 
+    /// Possibly expired at `now_ms`: in the last second before the coarse expiry, when only the
+    /// record's exact expiry can tell.
+    pub(crate) fn may_be_expired(&self, now_ms: u64) -> bool {
+        self.expires_s != 0 && now_ms.saturating_add(1000) >= u64::from(self.expires_s) * 1000
+    }
+
     pub(crate) fn referenced(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & REFERENCED != 0
     }

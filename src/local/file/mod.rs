@@ -195,19 +195,15 @@ struct Writer {
     next_segment_id: u64,
     /// Scratch buffer for one encoded record.
     buf: Vec<u8>,
-    /// Hint entries of the active segment, written out when it is sealed.
-    hint: Vec<u8>,
-    hint_entries: u32,
     /// Sealed segments not yet fsynced, with their hint files, written once they are durable
     /// (a hint never describes data that a power loss could take away).
     unsynced: Vec<Sealed>,
 }
 
-/// A sealed segment waiting for its fsync, and the hint file to write after it.
+/// A sealed segment waiting for its fsync, after which its hint file is written.
 #[derive(Debug)]
 struct Sealed {
     segment: Arc<Segment>,
-    hint: Vec<u8>,
 }
 
 impl FileStore {
@@ -258,8 +254,6 @@ impl FileStore {
                 next_segment_id: active.id.saturating_add(1),
                 active,
                 buf: Vec::new(),
-                hint: Vec::new(),
-                hint_entries: 0,
                 unsynced: Vec::new(),
             }),
             sync_lock: Mutex::new(()),
@@ -624,13 +618,7 @@ impl Inner {
         for item in chunk {
             let (key, expires_at_ms) = (item.key(), expires_at_ms(item));
             let len = format::record_len(key.len(), item.value().len()) as u64;
-            let (offset32, len32) = (
-                u32::try_from(offset).unwrap_or(u32::MAX),
-                u32::try_from(len).unwrap_or(u32::MAX),
-            );
-            format::encode_hint_entry(&mut w.hint, Kind::Value, key, offset32, len32, seq, expires_at_ms);
-            w.hint_entries += 1;
-            self.account(&w.active, len32);
+            self.account(&w.active, u32::try_from(len).unwrap_or(u32::MAX));
             let entry = IndexEntry::new(base.at(offset), expires_at_ms);
             if let Some(old) = self.index.insert(self.hasher.hash(key), entry) {
                 self.unaccount(old.loc);
@@ -692,8 +680,6 @@ impl Inner {
             u32::try_from(offset).unwrap_or(u32::MAX),
             u32::try_from(len).unwrap_or(u32::MAX),
         );
-        format::encode_hint_entry(&mut w.hint, kind, key, offset32, len32, seq, expires_at_ms);
-        w.hint_entries += 1;
         w.offset += len;
         w.active.data_end.store(w.offset, Ordering::Release);
         self.disk_bytes.fetch_add(len, Ordering::Relaxed);
@@ -721,24 +707,17 @@ impl Inner {
         self.segments.write().insert(id, Arc::clone(&segment));
         w.active = segment;
         w.offset = SEGMENT_HEADER_LEN as u64;
-        w.hint.clear();
-        w.hint_entries = 0;
         self.disk_bytes
             .fetch_add(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Seals the active segment: its hint is built now and written once the segment is fsynced,
-    /// which happens off the write path (the flusher, the compactor, `flush`, close), so filling a
-    /// segment does not stall the writer for a 64 MiB fsync.
+    /// Seals the active segment: its hint is written once the segment is fsynced, which happens
+    /// off the write path (the flusher, the compactor, `flush`, close), so filling a segment does
+    /// not stall the writer for a 64 MiB fsync.
     fn seal(&self, w: &mut Writer) -> Result<()> {
-        let mut hint = Vec::with_capacity(format::HINT_HEADER_LEN + w.hint.len() + format::HINT_TRAILER_LEN);
-        format::encode_hint_header(&mut hint, w.active.id, w.offset);
-        hint.extend_from_slice(&w.hint);
-        format::encode_hint_trailer(&mut hint, w.hint_entries);
         let sealed = Sealed {
             segment: Arc::clone(&w.active),
-            hint,
         };
         if self.durability == Durability::EveryWrite {
             // Every record was fsynced as it was written: the segment is durable already.
@@ -764,8 +743,13 @@ impl Inner {
         if !self.segments.read().contains_key(&sealed.segment.id) {
             return;
         }
+        // Built from the segment itself, not kept in memory while the segment fills: that cost
+        // 28 bytes plus the key per record, more than the index entry. The segment was just
+        // written, so its pages are in the page cache.
+        let seg = &sealed.segment;
+        let hint = recovery::hint_of_scan(seg.id, &seg.scan_data());
         // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
-        if let Err(e) = recovery::write_hint(&self.dir.path, sealed.segment.id, &sealed.hint) {
+        if let Err(e) = recovery::write_hint(&self.dir.path, seg.id, &hint) {
             tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
         }
     }
@@ -796,7 +780,7 @@ impl Inner {
         let mut w = self.writer.lock();
         let sealed = std::mem::take(&mut w.unsynced);
         self.sync_sealed(sealed)?;
-        if w.hint_entries == 0 {
+        if w.offset == SEGMENT_HEADER_LEN as u64 {
             // Nothing was written: remove the empty segment instead of keeping it around.
             let removed = self.segments.write().remove(&w.active.id);
             if let Some(seg) = removed {

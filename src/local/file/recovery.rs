@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use super::dir::LockedDir;
 use super::format::{self, Kind, Meta, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN, TMP_EXT};
+use dashmap::mapref::entry::Entry as MapEntry;
+
 use super::index::{self, Index, IndexEntry, KeyHasher, Loc, PassThrough};
 use super::segment::{self, Segment};
 use super::slots::Slots;
@@ -64,25 +66,112 @@ struct Found<'a> {
     expires_at_ms: u64,
 }
 
-/// What recovery keeps per key hash while it applies records: the index entry lacks the
-/// sequence number that decides between records, and the length that live bytes are counted
-/// from (both are on disk, but reading them back there would touch every segment).
-#[derive(Clone, Copy)]
-struct Newest {
-    seq: u64,
-    loc: Loc,
-    len: u32,
-    expires_at_ms: u64,
+/// The index being rebuilt, record by record, in segment and file order. Records are applied
+/// by key hash, as the index holds them (see `index`).
+///
+/// The index keeps no sequence number: when a record meets an entry of its hash (an overwrite,
+/// a tombstone), the entry's sequence number and length are read back from its record header,
+/// in a segment already mapped. A store of distinct keys reads nothing back; every overwrite
+/// still on disk costs one header read, which is cheaper than a second table of a million
+/// sequence numbers that every record would have to go through.
+struct Applied<'s> {
+    hasher: KeyHasher,
+    index: Index,
+    slots: &'s Slots,
+    /// The highest tombstone per key hash.
+    tombstones: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
 }
 
-type ByHash<V> = HashMap<u64, V, BuildHasherDefault<PassThrough>>;
+impl Applied<'_> {
+    /// Applies one record: per key hash, the highest seq wins; on a tie a tombstone wins, then the
+    /// record found later (a newer copy left by an interrupted compaction). Ties only happen
+    /// between records of one key: every write takes a new sequence number.
+    fn apply(&mut self, seg: &Segment, loc: Loc, f: Found<'_>) {
+        let hash = self.hasher.hash(f.key);
+        match f.kind {
+            Kind::Value => {
+                if self.tombstones.get(&hash).is_some_and(|&t| t >= f.seq) {
+                    return;
+                }
+                let entry = IndexEntry::new(loc, f.expires_at_ms);
+                match self.index.entry(hash) {
+                    MapEntry::Occupied(mut old) => {
+                        let (old_seq, _) = self.unaccount_if(old.get().loc, |seq| seq <= f.seq);
+                        if old_seq.is_none_or(|seq| seq <= f.seq) {
+                            old.insert(entry);
+                            seg.live_bytes.fetch_add(u64::from(f.len), Ordering::Relaxed);
+                        }
+                    }
+                    MapEntry::Vacant(slot) => {
+                        slot.insert(entry);
+                        seg.live_bytes.fetch_add(u64::from(f.len), Ordering::Relaxed);
+                    }
+                }
+            }
+            Kind::Tombstone => {
+                let old = self.index.get(&hash).map(|e| e.loc);
+                if let Some(old) = old {
+                    if let (_, true) = self.unaccount_if(old, |seq| seq <= f.seq) {
+                        self.index.remove(&hash);
+                    }
+                }
+                let slot = self.tombstones.entry(hash).or_insert(f.seq);
+                *slot = (*slot).max(f.seq);
+            }
+        }
+    }
 
-/// The newest record per key hash, and the highest tombstone per key hash. Records are applied
-/// by hash, as the index holds them (see `index`).
-struct Applied {
-    hasher: KeyHasher,
-    newest: ByHash<Newest>,
-    tombstones: ByHash<u64>,
+    /// Reads the header of the record at `loc`; if `replace(its seq)` holds, subtracts its
+    /// length from its segment's live bytes. Returns the seq (`None` for an unreadable header,
+    /// which loses to any record) and whether it was replaced.
+    fn unaccount_if(&self, loc: Loc, replace: impl FnOnce(u64) -> bool) -> (Option<u64>, bool) {
+        let Some(seg) = self.slots.get(loc) else {
+            return (None, true);
+        };
+        let header = seg
+            .read(loc.offset(), format::RECORD_HEADER_LEN as u32)
+            .and_then(format::peek_record_header);
+        let Some(header) = header else {
+            return (None, true);
+        };
+        if !replace(header.seq) {
+            return (Some(header.seq), false);
+        }
+        let live = &seg.live_bytes;
+        let _ = live.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(u64::from(header.len)))
+        });
+        (Some(header.seq), true)
+    }
+
+    /// Drops expired values, exactly: the coarse expiry in memory decides, and for an entry in
+    /// its last second the record's own. Returns how many were dropped.
+    fn drop_expired(&mut self, now_ms: u64) -> u64 {
+        let mut expired = Vec::new();
+        for e in self.index.iter() {
+            let (hash, entry) = (*e.key(), e.value());
+            if entry.is_expired(now_ms) {
+                expired.push((hash, entry.loc));
+            } else if entry.may_be_expired(now_ms) {
+                let exact = self
+                    .slots
+                    .get(entry.loc)
+                    .and_then(|seg| {
+                        seg.read(entry.loc.offset(), format::RECORD_HEADER_LEN as u32)
+                            .and_then(format::peek_record_header)
+                    })
+                    .map_or(0, |h| h.expires_at_ms);
+                if exact != 0 && now_ms >= exact {
+                    expired.push((hash, entry.loc));
+                }
+            }
+        }
+        for &(hash, loc) in &expired {
+            self.unaccount_if(loc, |_| true);
+            self.index.remove(&hash);
+        }
+        expired.len() as u64
+    }
 }
 
 pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recovered> {
@@ -91,145 +180,157 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
         remove_quietly(&segment::hint_path(&dir.path, *id));
     }
     let mut report = RecoveryReport::default();
-    // Sized up front: growing a map of a million keys rehashes every key several times, which was
-    // about a quarter of the time to open such a store.
-    let mut applied = Applied {
-        hasher: KeyHasher::default(),
-        newest: ByHash::with_capacity_and_hasher(
-            hinted_entries(&dir.path, hint_ids.intersection(&segment_ids)),
-            BuildHasherDefault::default(),
-        ),
-        tombstones: ByHash::default(),
-    };
-    let slots = Slots::default();
-    let mut segments = BTreeMap::new();
-    let mut max_seq = meta.min_seq;
     let last_id = segment_ids.iter().next_back().copied();
-
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(segment_ids.len());
     for &id in &segment_ids {
         let path = segment::segment_path(&dir.path, id);
-        let seg = match Segment::open(path.clone(), id)? {
-            Ok(seg) => Arc::new(seg),
+        match Segment::open(path.clone(), id)? {
+            Ok(seg) => segments.push(Arc::new(seg)),
             Err(reason) => {
                 tracing::warn!(path = %path.display(), %reason, "removing an unreadable segment");
                 report.damaged_segments += 1;
                 remove_quietly(&path);
                 remove_quietly(&segment::hint_path(&dir.path, id));
-                continue;
             }
-        };
+        }
+    }
+    // Segments without a hint file (the one that was active at a crash) are scanned first, so
+    // the index can be sized for every record up front: growing a map of a million keys
+    // rehashes every key several times, which was about a quarter of the time to open.
+    let mut scans: Vec<Option<format::Scan<'_>>> = segments
+        .iter()
+        .map(|seg| (!hint_ids.contains(&seg.id)).then(|| scan(seg, Some(seg.id) == last_id)))
+        .collect();
+    let capacity = hinted_entries(&dir.path, hint_ids.intersection(&segment_ids))
+        + scans.iter().flatten().map(|s| s.records.len()).sum::<usize>();
+    let slots = Slots::default();
+    let mut applied = Applied {
+        hasher: KeyHasher::default(),
+        index: index::with_capacity(capacity),
+        slots: &slots,
+        tombstones: HashMap::default(),
+    };
+    let mut max_seq = meta.min_seq;
+
+    for (seg, scanned) in segments.iter().zip(scans.iter_mut()) {
+        let id = seg.id;
+        let path = &seg.path;
         report.segments += 1;
         // Every segment that recovery keeps may be pointed at: give it its slot now.
-        let base = slots.loc(&seg, 0)?;
+        let base = slots.loc(seg, 0)?;
         let mut apply = |f: Found<'_>| {
             report.records += 1;
             if f.seq < meta.min_seq {
                 return;
             }
             max_seq = max_seq.max(f.seq);
-            applied.apply(Loc::new(base.slot(), base.generation(), u64::from(f.offset)), f);
+            applied.apply(seg, base.at(u64::from(f.offset)), f);
         };
-        let bytes = fs::read(segment::hint_path(&dir.path, id)).ok();
-        let data_end = match bytes.as_deref().and_then(|b| check_hint(&dir.path, &seg, b)) {
-            Some(hint) => {
-                report.from_hints += 1;
-                for e in hint.entries() {
-                    apply(Found {
-                        kind: e.kind,
-                        key: e.key,
-                        offset: e.offset,
-                        len: e.len,
-                        seq: e.seq,
-                        expires_at_ms: e.expires_at_ms,
-                    });
-                }
-                hint.data_end
+        let bytes = match scanned {
+            Some(_) => None,
+            None => fs::read(segment::hint_path(&dir.path, id)).ok(),
+        };
+        let hint = bytes.as_deref().and_then(|b| check_hint(&dir.path, seg, b));
+        let data_end = if let Some(hint) = hint {
+            report.from_hints += 1;
+            for e in hint.entries() {
+                apply(Found {
+                    kind: e.kind,
+                    key: e.key,
+                    offset: e.offset,
+                    len: e.len,
+                    seq: e.seq,
+                    expires_at_ms: e.expires_at_ms,
+                });
             }
-            None => {
-                report.scanned += 1;
-                let mut scan = seg.scan_file();
+            hint.data_end
+        } else {
+            report.scanned += 1;
+            let scan = match scanned.take() {
+                Some(scan) => scan,
+                None => self::scan(seg, Some(id) == last_id),
+            };
+            for rec in &scan.records {
+                let r = rec.record;
+                apply(Found {
+                    kind: r.kind,
+                    key: r.key,
+                    offset: u32::try_from(rec.offset).unwrap_or(u32::MAX),
+                    len: rec.len,
+                    seq: r.seq,
+                    expires_at_ms: r.expires_at_ms,
+                });
+            }
+            for range in &scan.damaged {
+                report.damaged_ranges += 1;
+                report.damaged_bytes += range.end - range.start;
+                tracing::warn!(path = %path.display(), start = range.start, end = range.end, "skipped damaged records");
+            }
+            if let Some(torn) = &scan.torn_tail {
                 if Some(id) == last_id {
-                    cut_at_first_bad_record(&mut scan);
-                }
-                let mut hint = Vec::new();
-                format::encode_hint_header(&mut hint, id, scan.data_end);
-                for rec in &scan.records {
-                    let r = rec.record;
-                    let offset = u32::try_from(rec.offset).unwrap_or(u32::MAX);
-                    format::encode_hint_entry(
-                        &mut hint,
-                        r.kind,
-                        r.key,
-                        offset,
-                        rec.len,
-                        r.seq,
-                        r.expires_at_ms,
-                    );
-                    apply(Found {
-                        kind: r.kind,
-                        key: r.key,
-                        offset,
-                        len: rec.len,
-                        seq: r.seq,
-                        expires_at_ms: r.expires_at_ms,
-                    });
-                }
-                format::encode_hint_trailer(&mut hint, u32::try_from(scan.records.len()).unwrap_or(u32::MAX));
-                for range in &scan.damaged {
+                    report.torn_tail_bytes += torn.end - torn.start;
+                } else {
+                    // Only the last segment can be torn by a crash; elsewhere it is damage.
                     report.damaged_ranges += 1;
-                    report.damaged_bytes += range.end - range.start;
-                    tracing::warn!(path = %path.display(), start = range.start, end = range.end, "skipped damaged records");
+                    report.damaged_bytes += torn.end - torn.start;
                 }
-                if let Some(torn) = &scan.torn_tail {
-                    if Some(id) == last_id {
-                        report.torn_tail_bytes += torn.end - torn.start;
-                    } else {
-                        // Only the last segment can be torn by a crash; elsewhere it is damage.
-                        report.damaged_ranges += 1;
-                        report.damaged_bytes += torn.end - torn.start;
-                    }
-                    // Cut the tail: zero it, so a later scan ends cleanly at the last good record.
-                    let zeros = vec![0u8; usize::try_from(torn.end - torn.start).unwrap_or(0)];
-                    seg.write_at(torn.start, &zeros)?;
-                    seg.sync()?;
-                }
-                if let Err(e) = write_hint(&dir.path, id, &hint) {
-                    tracing::warn!(error = %e, "could not write a hint file after scanning a segment");
-                }
-                scan.data_end
+                // Cut the tail: zero it, so a later scan ends cleanly at the last good record.
+                let zeros = vec![0u8; usize::try_from(torn.end - torn.start).unwrap_or(0)];
+                seg.write_at(torn.start, &zeros)?;
+                seg.sync()?;
             }
+            if let Err(e) = write_hint(&dir.path, id, &hint_of_scan(id, &scan)) {
+                tracing::warn!(error = %e, "could not write a hint file after scanning a segment");
+            }
+            scan.data_end
         };
         seg.data_end.store(data_end, Ordering::Release);
-        segments.insert(id, seg);
     }
 
-    // Expired values lost their key; count live bytes per segment for the rest (one pass).
-    let index = index::with_capacity(applied.newest.len());
-    for (hash, e) in applied.newest.drain() {
-        if e.expires_at_ms != 0 && now_ms >= e.expires_at_ms {
-            report.expired += 1;
-            continue;
-        }
-        if let Some(seg) = slots.get(e.loc) {
-            seg.live_bytes.fetch_add(u64::from(e.len), Ordering::Relaxed);
-        }
-        index.insert(hash, IndexEntry::new(e.loc, e.expires_at_ms));
-    }
+    // Expired values lost their key.
+    report.expired = applied.drop_expired(now_ms);
     // Saturating: ids and sequence numbers near u64::MAX only come from crafted files; the store
     // must fail cleanly on them (a segment id that exists cannot be created), not overflow.
     let next_segment_id = segment_ids
         .iter()
         .next_back()
         .map_or(1, |id| id.saturating_add(1));
+    let Applied { hasher, index, .. } = applied;
+    drop(scans);
     Ok(Recovered {
-        segments,
+        segments: segments.into_iter().map(|s| (s.id, s)).collect(),
         index,
         slots,
-        hasher: applied.hasher,
+        hasher,
         next_seq: max_seq.saturating_add(1),
         next_segment_id,
         report,
     })
+}
+
+/// Scans a segment without a usable hint; the last one is cut at its first bad record.
+fn scan(seg: &Segment, last: bool) -> format::Scan<'_> {
+    let mut scan = seg.scan_file();
+    if last {
+        cut_at_first_bad_record(&mut scan);
+    }
+    scan
+}
+
+/// The hint file of segment `id` from a scan of its records.
+pub(crate) fn hint_of_scan(id: u64, scan: &format::Scan<'_>) -> Vec<u8> {
+    let keys: usize = scan.records.iter().map(|r| r.record.key.len()).sum();
+    let mut hint = Vec::with_capacity(
+        format::HINT_HEADER_LEN + scan.records.len() * format::HINT_ENTRY_LEN + keys + format::HINT_TRAILER_LEN,
+    );
+    format::encode_hint_header(&mut hint, id, scan.data_end);
+    for rec in &scan.records {
+        let r = rec.record;
+        let offset = u32::try_from(rec.offset).unwrap_or(u32::MAX);
+        format::encode_hint_entry(&mut hint, r.kind, r.key, offset, rec.len, r.seq, r.expires_at_ms);
+    }
+    format::encode_hint_trailer(&mut hint, u32::try_from(scan.records.len()).unwrap_or(u32::MAX));
+    hint
 }
 
 /// The last segment is the only one a crash can tear, and only at its end: cut it at the first bad
@@ -249,39 +350,6 @@ fn cut_at_first_bad_record(scan: &mut format::Scan<'_>) {
     scan.data_end = first_bad;
     scan.damaged.clear();
     scan.torn_tail = Some(first_bad..tail_end);
-}
-
-impl Applied {
-    /// Applies one record: per key hash, the highest seq wins; on a tie a tombstone wins, then the
-    /// record found later (a newer copy left by an interrupted compaction). Ties only happen
-    /// between records of one key: every write takes a new sequence number.
-    fn apply(&mut self, loc: Loc, f: Found<'_>) {
-        let hash = self.hasher.hash(f.key);
-        match f.kind {
-            Kind::Value => {
-                if self.tombstones.get(&hash).is_some_and(|&t| t >= f.seq) {
-                    return;
-                }
-                let new = Newest {
-                    seq: f.seq,
-                    loc,
-                    len: f.len,
-                    expires_at_ms: f.expires_at_ms,
-                };
-                let slot = self.newest.entry(hash).or_insert(new);
-                if slot.seq <= f.seq {
-                    *slot = new;
-                }
-            }
-            Kind::Tombstone => {
-                if self.newest.get(&hash).is_some_and(|e| e.seq <= f.seq) {
-                    self.newest.remove(&hash);
-                }
-                let slot = self.tombstones.entry(hash).or_insert(f.seq);
-                *slot = (*slot).max(f.seq);
-            }
-        }
-    }
 }
 
 /// An upper bound on the keys the hint files of `ids` hold: the entry counts in their trailers,
