@@ -747,9 +747,9 @@ impl Inner {
         // 28 bytes plus the key per record, more than the index entry. The segment was just
         // written, so its pages are in the page cache.
         let seg = &sealed.segment;
-        let hint = recovery::hint_of_scan(seg.id, &seg.scan_data());
         // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
-        if let Err(e) = recovery::write_hint(&self.dir.path, seg.id, &hint) {
+        let written = recovery::hint_of_sealed(seg).and_then(|hint| recovery::write_hint(&self.dir.path, seg.id, &hint));
+        if let Err(e) = written {
             tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
         }
     }

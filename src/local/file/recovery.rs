@@ -308,6 +308,60 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
     })
 }
 
+/// The hint file of a sealed segment, built from its headers and keys read with `pread` in
+/// large chunks (values are skipped, not read): reading through the mmap would make every page
+/// of the segment resident in this process. The records were written by this process into a
+/// sealed segment, so they are not CRC-checked again; if one does not even decode, no hint is
+/// written and the next open scans the segment, with the damage handling of a scan.
+pub(crate) fn hint_of_sealed(seg: &Segment) -> Result<Vec<u8>> {
+    const CHUNK: usize = 1 << 20;
+    let data_end = seg.data_end();
+    let file = fs::File::open(&seg.path).map_err(|e| Error::io("open segment for its hint", &seg.path, e))?;
+    let mut buf = vec![0u8; CHUNK];
+    // `buf[..filled]` holds the file from `buf_at`.
+    let (mut buf_at, mut filled) = (0u64, 0usize);
+    let mut at = SEGMENT_HEADER_LEN as u64;
+    let mut body = Vec::new();
+    let mut entries = 0u32;
+    while at < data_end {
+        let rel = usize::try_from(at.saturating_sub(buf_at)).unwrap_or(usize::MAX);
+        let head = format::RECORD_HEADER_LEN;
+        let in_buf = |n: usize| at >= buf_at && rel.checked_add(n).is_some_and(|end| end <= filled);
+        if !in_buf(head + format::MAX_KEY_LEN) && !in_buf(usize::try_from(data_end - at).unwrap_or(usize::MAX)) {
+            let want = usize::try_from(data_end - at).unwrap_or(usize::MAX).min(CHUNK);
+            let chunk = buf.get_mut(..want).unwrap_or_default();
+            file.read_exact_at(chunk, at)
+                .map_err(|e| Error::io("read segment for its hint", &seg.path, e))?;
+            (buf_at, filled) = (at, want);
+            continue;
+        }
+        let bytes = buf.get(rel..filled).unwrap_or_default();
+        let Some(h) = bytes.get(..head).and_then(format::peek_record_header) else {
+            break;
+        };
+        let key = bytes
+            .get(head..head + usize::from(h.key_len))
+            .and_then(|k| std::str::from_utf8(k).ok());
+        let Some(key) = key else { break };
+        let offset = u32::try_from(at).unwrap_or(u32::MAX);
+        format::encode_hint_entry(&mut body, h.kind, key, offset, h.len, h.seq, h.expires_at_ms);
+        entries += 1;
+        at += u64::from(h.len);
+    }
+    if at != data_end {
+        return Err(Error::io(
+            "build the hint of a segment",
+            &seg.path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("undecodable record at offset {at}")),
+        ));
+    }
+    let mut hint = Vec::with_capacity(format::HINT_HEADER_LEN + body.len() + format::HINT_TRAILER_LEN);
+    format::encode_hint_header(&mut hint, seg.id, data_end);
+    hint.extend_from_slice(&body);
+    format::encode_hint_trailer(&mut hint, entries);
+    Ok(hint)
+}
+
 /// Scans a segment without a usable hint; the last one is cut at its first bad record.
 fn scan(seg: &Segment, last: bool) -> format::Scan<'_> {
     let mut scan = seg.scan_file();
@@ -460,6 +514,30 @@ mod tests {
         }
         format::encode_hint_trailer(&mut hint, claimed);
         write_hint(dir, id, &hint).unwrap();
+    }
+
+    #[test]
+    fn hint_read_back_with_pread_equals_the_hint_of_a_full_scan_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::create(dir.path(), 1, 4 << 20).unwrap();
+        let salt = seg.salt;
+        let mut buf = Vec::new();
+        let mut i = 0u64;
+        // Values from 0 bytes to past the 1 MiB read chunk, keys up to the longest allowed.
+        while buf.len() < 3 << 20 {
+            let key = "k".repeat(1 + (i as usize * 37) % format::MAX_KEY_LEN);
+            let value = vec![i as u8; (i as usize * 7919) % 300_000];
+            let kind = if i % 5 == 0 { Kind::Tombstone } else { Kind::Value };
+            let value = if kind == Kind::Tombstone { Vec::new() } else { value };
+            format::encode_record(&mut buf, salt, kind, i, i * 3, &key, &value);
+            i += 1;
+        }
+        seg.write_at(SEGMENT_HEADER_LEN as u64, &buf).unwrap();
+        seg.data_end
+            .store((SEGMENT_HEADER_LEN + buf.len()) as u64, Ordering::Release);
+        let scanned = hint_of_scan(1, &seg.scan_data());
+        assert_eq!(hint_of_sealed(&seg).unwrap(), scanned);
+        assert_eq!(format::decode_hint(&scanned).unwrap().entries.len() as u64, i);
     }
 
     #[test]
