@@ -66,6 +66,17 @@ struct Found<'a> {
     expires_at_ms: u64,
 }
 
+/// A record found, waiting to be applied: its key is hashed already (the hint bytes and scans
+/// it came from are dropped segment by segment).
+struct Pending {
+    hash: u64,
+    seq: u64,
+    loc: Loc,
+    expires_at_ms: u64,
+    len: u32,
+    kind: Kind,
+}
+
 /// The index being rebuilt, record by record, in segment and file order. Records are applied
 /// by key hash, as the index holds them (see `index`).
 ///
@@ -86,8 +97,8 @@ impl Applied<'_> {
     /// Applies one record: per key hash, the highest seq wins; on a tie a tombstone wins, then the
     /// record found later (a newer copy left by an interrupted compaction). Ties only happen
     /// between records of one key: every write takes a new sequence number.
-    fn apply(&mut self, seg: &Segment, loc: Loc, f: Found<'_>) {
-        let hash = self.hasher.hash(f.key);
+    fn apply(&mut self, seg: &Segment, f: &Pending) {
+        let (hash, loc) = (f.hash, f.loc);
         match f.kind {
             Kind::Value => {
                 if self.tombstones.get(&hash).is_some_and(|&t| t >= f.seq) {
@@ -211,6 +222,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
         tombstones: HashMap::default(),
     };
     let mut max_seq = meta.min_seq;
+    let mut pending: Vec<Pending> = Vec::with_capacity(capacity);
 
     for (seg, scanned) in segments.iter().zip(scans.iter_mut()) {
         let id = seg.id;
@@ -224,7 +236,14 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
                 return;
             }
             max_seq = max_seq.max(f.seq);
-            applied.apply(seg, base.at(u64::from(f.offset)), f);
+            pending.push(Pending {
+                hash: applied.hasher.hash(f.key),
+                seq: f.seq,
+                loc: base.at(u64::from(f.offset)),
+                expires_at_ms: f.expires_at_ms,
+                len: f.len,
+                kind: f.kind,
+            });
         };
         let bytes = match scanned {
             Some(_) => None,
@@ -287,6 +306,17 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
         seg.data_end.store(data_end, Ordering::Release);
     }
 
+    // Applied in the order of the index's memory (see `index::bucket_order`): a stable sort, so
+    // the records of one hash keep their order on disk, which is all that the rule above needs.
+    let order = index::bucket_order(capacity);
+    pending.sort_by_key(|p| order(p.hash));
+    for p in &pending {
+        // Recovery gave the segments slots 0, 1, 2… in this order.
+        if let Some(seg) = segments.get(p.loc.slot() as usize) {
+            applied.apply(seg, p);
+        }
+    }
+    drop(pending);
     // Expired values lost their key.
     report.expired = applied.drop_expired(now_ms);
     // Saturating: ids and sequence numbers near u64::MAX only come from crafted files; the store
