@@ -567,20 +567,22 @@ pub fn encode_hint_trailer(out: &mut Vec<u8>, entries: u32) {
 /// segment instead.
 pub fn decode_hint(buf: &[u8]) -> Result<Hint, HeaderError> {
     let view = check_hint(buf)?;
+    let mut entries = Vec::with_capacity(view.count.min(view.body.len() / HINT_ENTRY_LEN));
+    view.try_for_each(|e| {
+        entries.push(HintEntry {
+            kind: e.kind,
+            key: e.key.into(),
+            offset: e.offset,
+            len: e.len,
+            seq: e.seq,
+            expires_at_ms: e.expires_at_ms,
+        });
+        Ok(())
+    })?;
     Ok(Hint {
         segment_id: view.segment_id,
         data_end: view.data_end,
-        entries: view
-            .entries()
-            .map(|e| HintEntry {
-                kind: e.kind,
-                key: e.key.into(),
-                offset: e.offset,
-                len: e.len,
-                seq: e.seq,
-                expires_at_ms: e.expires_at_ms,
-            })
-            .collect(),
+        entries,
     })
 }
 
@@ -601,10 +603,11 @@ pub struct HintView<'a> {
     pub segment_id: u64,
     pub data_end: u64,
     body: &'a [u8],
+    count: usize,
 }
 
-/// Checks a whole hint file (magic, version, CRC, every entry, the entry count) without
-/// allocating; [`HintView::entries`] then walks the entries.
+/// Checks a hint file's header and CRC without allocating; [`HintView::try_for_each`] then
+/// walks and checks the entries.
 pub fn check_hint(buf: &[u8]) -> Result<HintView<'_>, HeaderError> {
     if buf.len() < HINT_HEADER_LEN + HINT_TRAILER_LEN {
         return Err(HeaderError::Short);
@@ -620,34 +623,33 @@ pub fn check_hint(buf: &[u8]) -> Result<HintView<'_>, HeaderError> {
     if crc32fast::hash(buf.get(..crc_at).unwrap_or_default()) != u32_at(buf, crc_at) {
         return Err(HeaderError::Crc);
     }
-    let count = u32_at(buf, crc_at - 4) as usize;
-    let view = HintView {
+    Ok(HintView {
         segment_id: u64_at(buf, HINT_SEGMENT_ID_AT),
         data_end: u64_at(buf, HINT_DATA_END_AT),
         body: buf.get(HINT_HEADER_LEN..crc_at - 4).unwrap_or_default(),
-    };
-    let mut at = 0;
-    let mut seen = 0usize;
-    while at < view.body.len() {
-        at = hint_entry_at(view.body, at)?.1;
-        seen += 1;
-    }
-    if seen != count {
-        return Err(HeaderError::Field("entry count"));
-    }
-    Ok(view)
+        count: u32_at(buf, crc_at - 4) as usize,
+    })
 }
 
 impl<'a> HintView<'a> {
-    /// The entries, in file order.
-    pub fn entries(&self) -> impl Iterator<Item = HintEntryRef<'a>> + 'a {
-        let body = self.body;
+    /// Passes every entry, in file order, to `f`, checking each and then the entry count; stops
+    /// at the first error (`f`'s or the file's). Entries before it were passed already.
+    pub fn try_for_each(
+        &self,
+        mut f: impl FnMut(HintEntryRef<'a>) -> Result<(), HeaderError>,
+    ) -> Result<(), HeaderError> {
         let mut at = 0;
-        std::iter::from_fn(move || {
-            let (entry, next) = hint_entry_at(body, at).ok()?;
+        let mut seen = 0usize;
+        while at < self.body.len() {
+            let (entry, next) = hint_entry_at(self.body, at)?;
+            f(entry)?;
             at = next;
-            Some(entry)
-        })
+            seen += 1;
+        }
+        if seen != self.count {
+            return Err(HeaderError::Field("entry count"));
+        }
+        Ok(())
     }
 }
 

@@ -231,18 +231,19 @@ pub(crate) fn with_capacity(capacity: usize) -> Index {
     Index::with_capacity_and_hasher_and_shard_amount(capacity, BuildHasherDefault::default(), shard_amount())
 }
 
-/// A sort key that puts hashes in the order of the index's memory (shard, then the bucket where
-/// a probe starts) for an index made by [`with_capacity`]`(capacity)`. Inserting a million
-/// entries in this order walks the table instead of missing the cache and the TLB on every
-/// insert: recovery sorts what it found by this key first (see `recovery`).
-pub(crate) fn bucket_order(capacity: usize) -> impl Fn(u64) -> (usize, u64) {
-    let shards = shard_amount();
+/// Where a hash lands in the memory of an index made by [`with_capacity`]`(capacity)`: shard,
+/// then the bucket where a probe starts, as one position in `0..total`; returns the function and
+/// `total`. Inserting a million entries in this order walks the table instead of missing the
+/// cache and the TLB on every insert (see `recovery`).
+pub(crate) fn bucket_order(capacity: usize) -> (impl Fn(u64) -> u64, u64) {
+    let shards = shard_amount() as u64;
     // As dashmap picks a shard: the bits below hashbrown's 7-bit tag.
     let shift = u64::BITS - shards.trailing_zeros();
-    let per_shard = capacity.div_ceil(shards);
+    let per_shard = capacity.div_ceil(shards as usize);
     // As hashbrown sizes a table: a power of two, at most 7/8 full.
     let buckets = (per_shard.saturating_mul(8) / 7).max(1).next_power_of_two() as u64;
-    move |hash| ((hash << 7 >> shift) as usize, hash & (buckets - 1))
+    let order = move |hash: u64| ((hash << 7) >> shift) * buckets + (hash & (buckets - 1));
+    (order, shards * buckets)
 }
 
 #[cfg(test)]
