@@ -19,13 +19,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use foyer::{BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy};
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy,
+};
 use redb::{Database, ReadableDatabase};
 use uno_cache::{FileStore, FileStoreOptions};
 
 use super::{
-    list, median, ms, ratio, record, redb_insert_batch, redb_make_durable, redb_path, BenchResult, Config, BATCH,
-    TABLE,
+    list, median, ms, ratio, record, redb_insert_batch, redb_make_durable, redb_path, BenchResult, Config,
+    BATCH, TABLE,
 };
 
 /// Environment variable that makes the bench binary run one child task.
@@ -94,14 +96,17 @@ pub fn run_child() -> BenchResult<bool> {
     };
     let dir = std::path::PathBuf::from(std::env::var("UNO_BENCH_CHILD_DIR")?);
     let key_len: usize = std::env::var("UNO_BENCH_CHILD_KEY_LEN")?.parse()?;
-    let keys = |start: usize| (start..(start + BATCH).min(ENTRIES)).map(move |i| (key_of_len(i, key_len), value_of(i)));
+    let keys = |start: usize| {
+        (start..(start + BATCH).min(ENTRIES)).map(move |i| (key_of_len(i, key_len), value_of(i)))
+    };
     match task.as_str() {
         "rss-ours" | "fill-ours" => {
             let store = FileStore::open(&dir, FileStoreOptions::default())?;
             let before = rss();
             for start in (0..ENTRIES).step_by(BATCH) {
                 let chunk: Vec<(String, Vec<u8>)> = keys(start).collect();
-                let refs: Vec<(&str, &[u8])> = chunk.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+                let refs: Vec<(&str, &[u8])> =
+                    chunk.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
                 store.set_many(&refs, None)?;
             }
             store.flush()?;
@@ -131,7 +136,11 @@ pub fn run_child() -> BenchResult<bool> {
         "open-ours" => {
             let start = std::time::Instant::now();
             let store = FileStore::open(&dir, FileStoreOptions::default())?;
-            println!("open {:.1} ms, {:?}", start.elapsed().as_secs_f64() * 1e3, store.recovery_report());
+            println!(
+                "open {:.1} ms, {:?}",
+                start.elapsed().as_secs_f64() * 1e3,
+                store.recovery_report()
+            );
             std::mem::forget(store);
         }
         other => return Err(format!("unknown child task {other}").into()),
@@ -144,7 +153,10 @@ pub fn run_child() -> BenchResult<bool> {
 fn report_child<T>(task: &str, before: u64, _engine: &T) {
     if task.starts_with("rss") {
         let after = rss();
-        println!("rss_per_entry {}", (after.saturating_sub(before)) as f64 / ENTRIES as f64);
+        println!(
+            "rss_per_entry {}",
+            (after.saturating_sub(before)) as f64 / ENTRIES as f64
+        );
     } else {
         println!("ready");
         loop {

@@ -36,7 +36,11 @@ fn a_colliding_write_evicts_the_earlier_key_and_its_reads_are_plain_misses() {
     let store = open(dir.path());
     store.set(A, b"value of a", None).unwrap();
     store.set(B, b"value of b", None).unwrap();
-    assert_eq!(get(&store, A), None, "a read must never return another key's value");
+    assert_eq!(
+        get(&store, A),
+        None,
+        "a read must never return another key's value"
+    );
     assert_eq!(get(&store, B).as_deref(), Some(&b"value of b"[..]));
     assert!(!store.contains(A));
     assert_eq!(store.keys(), vec![B.to_owned()]);

@@ -161,11 +161,9 @@ impl IndexEntry {
     }
 
     pub(crate) fn confirm(&self, epoch: u32) {
-        let _ = self
-            .flags
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
-                Some((f & REFERENCED) | (epoch & EPOCH_MASK))
-            });
+        let _ = self.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+            Some((f & REFERENCED) | (epoch & EPOCH_MASK))
+        });
     }
 }
 

@@ -48,7 +48,9 @@ fn key_at(seg: &Segment, offset: u64) -> Option<(RecordHeader, &str)> {
 /// Subtracts without wrapping: a length read back from a damaged header must not turn a counter
 /// into nonsense.
 fn saturating_sub(counter: &AtomicU64, by: u64) {
-    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(by)));
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(by))
+    });
 }
 
 impl Inner {
@@ -160,7 +162,8 @@ impl Inner {
             let Some((header, key)) = table.get(loc).and_then(|seg| key_at(seg, loc.offset())) else {
                 continue;
             };
-            let live = header.kind == Kind::Value && (header.expires_at_ms == 0 || now < header.expires_at_ms);
+            let live =
+                header.kind == Kind::Value && (header.expires_at_ms == 0 || now < header.expires_at_ms);
             if live && self.hasher.hash(key) == hash {
                 keys.push(key.to_owned());
             }

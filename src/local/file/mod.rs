@@ -748,7 +748,8 @@ impl Inner {
         // written, so its pages are in the page cache.
         let seg = &sealed.segment;
         // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
-        let written = recovery::hint_of_sealed(seg).and_then(|hint| recovery::write_hint(&self.dir.path, seg.id, &hint));
+        let written = recovery::hint_of_sealed(seg)
+            .and_then(|hint| recovery::write_hint(&self.dir.path, seg.id, &hint));
         if let Err(e) = written {
             tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
         }

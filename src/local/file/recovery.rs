@@ -269,8 +269,14 @@ impl Gather<'_> {
 fn in_bucket_order(pending: Vec<Pending>, capacity: usize) -> Vec<Pending> {
     const BUCKETS_PER_RUN: u64 = 512;
     let (order, total) = index::bucket_order(capacity);
-    let runs = usize::try_from(total.div_ceil(BUCKETS_PER_RUN)).unwrap_or(1).clamp(1, 1 << 16);
-    let run_of = |p: &Pending| usize::try_from(order(p.hash) / BUCKETS_PER_RUN).unwrap_or(0).min(runs - 1);
+    let runs = usize::try_from(total.div_ceil(BUCKETS_PER_RUN))
+        .unwrap_or(1)
+        .clamp(1, 1 << 16);
+    let run_of = |p: &Pending| {
+        usize::try_from(order(p.hash) / BUCKETS_PER_RUN)
+            .unwrap_or(0)
+            .min(runs - 1)
+    };
     let mut starts = vec![0usize; runs];
     for p in &pending {
         if let Some(n) = starts.get_mut(run_of(p)) {
@@ -360,14 +366,17 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             };
             for rec in &scan.records {
                 let r = rec.record;
-                gather.push(base, Found {
-                    kind: r.kind,
-                    key: r.key,
-                    offset: u32::try_from(rec.offset).unwrap_or(u32::MAX),
-                    len: rec.len,
-                    seq: r.seq,
-                    expires_at_ms: r.expires_at_ms,
-                });
+                gather.push(
+                    base,
+                    Found {
+                        kind: r.kind,
+                        key: r.key,
+                        offset: u32::try_from(rec.offset).unwrap_or(u32::MAX),
+                        len: rec.len,
+                        seq: r.seq,
+                        expires_at_ms: r.expires_at_ms,
+                    },
+                );
             }
             for range in &scan.damaged {
                 report.damaged_ranges += 1;
@@ -456,7 +465,9 @@ pub(crate) fn hint_of_sealed(seg: &Segment) -> Result<Vec<u8>> {
         let rel = usize::try_from(at.saturating_sub(buf_at)).unwrap_or(usize::MAX);
         let head = format::RECORD_HEADER_LEN;
         let in_buf = |n: usize| at >= buf_at && rel.checked_add(n).is_some_and(|end| end <= filled);
-        if !in_buf(head + format::MAX_KEY_LEN) && !in_buf(usize::try_from(data_end - at).unwrap_or(usize::MAX)) {
+        if !in_buf(head + format::MAX_KEY_LEN)
+            && !in_buf(usize::try_from(data_end - at).unwrap_or(usize::MAX))
+        {
             let want = usize::try_from(data_end - at).unwrap_or(usize::MAX).min(CHUNK);
             let chunk = buf.get_mut(..want).unwrap_or_default();
             file.read_exact_at(chunk, at)
@@ -481,7 +492,10 @@ pub(crate) fn hint_of_sealed(seg: &Segment) -> Result<Vec<u8>> {
         return Err(Error::io(
             "build the hint of a segment",
             &seg.path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("undecodable record at offset {at}")),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("undecodable record at offset {at}"),
+            ),
         ));
     }
     let mut hint = Vec::with_capacity(format::HINT_HEADER_LEN + body.len() + format::HINT_TRAILER_LEN);
@@ -504,7 +518,10 @@ fn scan(seg: &Segment, last: bool) -> format::Scan<'_> {
 pub(crate) fn hint_of_scan(id: u64, scan: &format::Scan<'_>) -> Vec<u8> {
     let keys: usize = scan.records.iter().map(|r| r.record.key.len()).sum();
     let mut hint = Vec::with_capacity(
-        format::HINT_HEADER_LEN + scan.records.len() * format::HINT_ENTRY_LEN + keys + format::HINT_TRAILER_LEN,
+        format::HINT_HEADER_LEN
+            + scan.records.len() * format::HINT_ENTRY_LEN
+            + keys
+            + format::HINT_TRAILER_LEN,
     );
     format::encode_hint_header(&mut hint, id, scan.data_end);
     for rec in &scan.records {
@@ -631,8 +648,16 @@ mod tests {
         while buf.len() < 3 << 20 {
             let key = "k".repeat(1 + (i as usize * 37) % format::MAX_KEY_LEN);
             let value = vec![i as u8; (i as usize * 7919) % 300_000];
-            let kind = if i % 5 == 0 { Kind::Tombstone } else { Kind::Value };
-            let value = if kind == Kind::Tombstone { Vec::new() } else { value };
+            let kind = if i.is_multiple_of(5) {
+                Kind::Tombstone
+            } else {
+                Kind::Value
+            };
+            let value = if kind == Kind::Tombstone {
+                Vec::new()
+            } else {
+                value
+            };
             format::encode_record(&mut buf, salt, kind, i, i * 3, &key, &value);
             i += 1;
         }
@@ -642,6 +667,35 @@ mod tests {
         let scanned = hint_of_scan(1, &seg.scan_data());
         assert_eq!(hint_of_sealed(&seg).unwrap(), scanned);
         assert_eq!(format::decode_hint(&scanned).unwrap().entries.len() as u64, i);
+    }
+
+    #[test]
+    fn bucket_order_partition_is_stable_so_the_records_of_one_hash_keep_their_disk_order() {
+        let capacity = 100_000;
+        let (order, total) = index::bucket_order(capacity);
+        let hasher = KeyHasher::default();
+        // Three records per key, interleaved as on disk; seq tells their disk order.
+        let pending: Vec<Pending> = (0..3 * capacity as u64)
+            .map(|seq| Pending {
+                hash: hasher.hash(&format!("key{}", seq % capacity as u64)),
+                seq,
+                loc: Loc::new(0, 0, 32),
+                expires_at_ms: 0,
+                len: 40,
+                kind: Kind::Value,
+            })
+            .collect();
+        let sorted = in_bucket_order(pending, capacity);
+        assert_eq!(sorted.len(), 3 * capacity);
+        let positions: Vec<u64> = sorted.iter().map(|p| order(p.hash) / 512).collect();
+        assert!(positions.windows(2).all(|w| w[0] <= w[1]), "not in bucket runs");
+        assert!(positions.last().is_some_and(|&p| p < total.div_ceil(512)));
+        let mut last_seq: HashMap<u64, u64> = HashMap::new();
+        for p in &sorted {
+            if let Some(prev) = last_seq.insert(p.hash, p.seq) {
+                assert!(prev < p.seq, "records of one hash were reordered");
+            }
+        }
     }
 
     #[test]
