@@ -207,8 +207,9 @@ fn record(name: &str, ours: f64, ratio: f64) {
     RESULTS.lock().unwrap().push((name.to_owned(), ours, ratio));
 }
 
-/// Prints how the medians compare with the aims of the benchmark issue: set >= 5x redb,
-/// get >= 2x redb, reopen of 1M entries < 1 s.
+/// Prints how the medians compare with the aims of the benchmark issues: set >= 5x redb,
+/// get >= 2x redb, reopen of 1M entries < 1 s; RSS per entry <= 64 B and reopen after SIGKILL
+/// <= 250 ms (issue 10).
 fn print_aims() {
     let results = RESULTS.lock().unwrap();
     let find = |name: &str| results.iter().find(|(n, ..)| n == name);
@@ -225,6 +226,18 @@ fn print_aims() {
             "# aim file_get_hit ratio >= 2: {} ({})",
             ratio(*r),
             verdict(*r >= 2.0)
+        );
+    }
+    for name in ["file_rss_per_entry_16b", "file_rss_per_entry_64b"] {
+        if let Some((_, bytes, _)) = find(name) {
+            println!("# aim {name} <= 64 B: {bytes:.1} B ({})", verdict(*bytes <= 64.0));
+        }
+    }
+    if let Some((_, secs, _)) = find("file_reopen_1m_after_kill") {
+        println!(
+            "# aim file_reopen_1m_after_kill <= 250 ms: {:.1} ms ({})",
+            secs * 1e3,
+            verdict(*secs <= 0.25)
         );
     }
     for name in ["file_reopen_1m_hints", "file_reopen_1m_scan"] {

@@ -44,7 +44,7 @@
 //!   never returns a value that is not its key's newest.
 //!
 //! With 2^64 hashes a collision among a million keys has a probability of about 3·10^-8; its
-//! cost is one eviction. A test hasher forces them (`tests` in this module's parent).
+//! cost is one eviction. A test hasher forces them (`collision_tests`).
 //!
 //! # Segment slots
 //! A [`Loc`] names a segment by a 24-bit slot of [`super::slots::Slots`], not by its 64-bit id

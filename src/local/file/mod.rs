@@ -195,7 +195,7 @@ struct Writer {
     next_segment_id: u64,
     /// Scratch buffer for one encoded record.
     buf: Vec<u8>,
-    /// Sealed segments not yet fsynced, with their hint files, written once they are durable
+    /// Sealed segments not yet fsynced; their hint files are written once they are durable
     /// (a hint never describes data that a power loss could take away).
     unsynced: Vec<Sealed>,
 }

@@ -1,10 +1,16 @@
 //! Opening a store: rebuild the index from hint files, or by scanning segments where a hint is
 //! missing, stale or damaged.
 //!
-//! The algorithm, step by step, is in storage-format.md ("Recovery"). In short: for every key the
-//! record with the highest sequence number wins (ties: a tombstone wins, then the later copy);
-//! a winning tombstone or an expired value means "absent". A torn tail is zeroed; damage elsewhere
-//! is skipped and counted.
+//! The algorithm, step by step, is in storage-format.md ("Recovery"). In short: for every key
+//! hash (the index holds one entry per hash, see `index`) the record with the highest sequence
+//! number wins (ties: a tombstone wins, then the later copy); a winning tombstone or an expired
+//! value means "absent". A torn tail is zeroed; damage elsewhere is skipped and counted.
+//!
+//! Speed (a million entries after SIGKILL, the active segment scanned): keys are hashed straight
+//! from the hint bytes or the mapped segment, never allocated; the index is sized once for every
+//! record; records are applied in the order of the index's memory, so the million inserts walk
+//! the table instead of missing the cache on each; a hint is checked while it is applied. That
+//! took the open from 0.70 s to 0.21 s on the bench machine (`file_reopen_1m_after_kill`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -554,7 +560,8 @@ fn cut_at_first_bad_record(scan: &mut format::Scan<'_>) {
 
 /// An upper bound on the keys the hint files of `ids` hold: the entry counts in their trailers,
 /// each capped by what the file's length allows (a damaged trailer only mis-sizes the index).
-/// Segments without a hint are scanned and grow the index as they go.
+/// Segments without a hint file are counted by scanning them first; a hint found damaged only
+/// later makes the index grow.
 fn hinted_entries<'a>(dir: &Path, ids: impl Iterator<Item = &'a u64>) -> usize {
     let mut total = 0usize;
     for &id in ids {
