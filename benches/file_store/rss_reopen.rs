@@ -71,6 +71,9 @@ async fn foyer_open(dir: &Path) -> BenchResult<HybridCache<String, Vec<u8>>> {
     Ok(HybridCacheBuilder::new()
         .with_policy(HybridCachePolicy::WriteOnInsertion)
         .memory(1 << 20)
+        // Weigh entries by their bytes: the default weight is 1 per entry, which would make the
+        // "1 MiB" memory cache hold a million entries.
+        .with_weighter(|k: &String, v: &Vec<u8>| k.len() + v.len())
         .storage()
         .with_engine_config(BlockEngineConfig::new(device))
         .build()
@@ -79,14 +82,19 @@ async fn foyer_open(dir: &Path) -> BenchResult<HybridCache<String, Vec<u8>>> {
 
 /// Inserts keys `0..n` into foyer and waits until its disk cache has them, in steps so its
 /// submit queue never drops entries.
-async fn foyer_fill(cache: &HybridCache<String, Vec<u8>>, n: usize, key_len: usize) {
+async fn foyer_fill(cache: &HybridCache<String, Vec<u8>>, n: usize, key_len: usize) -> u64 {
+    let mut half = 0;
     for start in (0..n).step_by(10_000) {
+        if start == n / 2 {
+            half = rss();
+        }
         for i in start..(start + 10_000).min(n) {
             cache.insert(key_of_len(i, key_len), value_of(i));
         }
         cache.storage().wait().await;
     }
     cache.storage().wait().await;
+    half
 }
 
 /// Runs the child task named by `CHILD`, if any. Returns false in the parent.
@@ -102,33 +110,39 @@ pub fn run_child() -> BenchResult<bool> {
     match task.as_str() {
         "rss-ours" | "fill-ours" => {
             let store = FileStore::open(&dir, FileStoreOptions::default())?;
-            let before = rss();
+            let (before, mut half) = (rss(), 0);
             for start in (0..ENTRIES).step_by(BATCH) {
+                if start == ENTRIES / 2 {
+                    half = rss();
+                }
                 let chunk: Vec<(String, Vec<u8>)> = keys(start).collect();
                 let refs: Vec<(&str, &[u8])> =
                     chunk.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
                 store.set_many(&refs, None)?;
             }
             store.flush()?;
-            report_child(&task, before, &store);
+            report_child(&task, before, half, &store);
         }
         "rss-redb" | "fill-redb" => {
             let db = Database::create(redb_path(&dir))?;
-            let before = rss();
+            let (before, mut half) = (rss(), 0);
             for start in (0..ENTRIES).step_by(BATCH) {
+                if start == ENTRIES / 2 {
+                    half = rss();
+                }
                 let chunk: Vec<(String, Vec<u8>)> = keys(start).collect();
                 redb_insert_batch(&db, &chunk, redb::Durability::None)?;
             }
             redb_make_durable(&db)?;
-            report_child(&task, before, &db);
+            report_child(&task, before, half, &db);
         }
         "rss-foyer" | "fill-foyer" => {
             let rt = runtime();
             rt.block_on(async {
                 let cache = foyer_open(&dir).await?;
                 let before = rss();
-                foyer_fill(&cache, ENTRIES, key_len).await;
-                report_child(&task, before, &cache);
+                let half = foyer_fill(&cache, ENTRIES, key_len).await;
+                report_child(&task, before, half, &cache);
                 BenchResult::Ok(())
             })?;
         }
@@ -148,14 +162,16 @@ pub fn run_child() -> BenchResult<bool> {
     Ok(true)
 }
 
-/// Prints the RSS figure (rss tasks) or "ready" and waits to be killed (fill tasks), keeping
-/// `_engine` alive.
-fn report_child<T>(task: &str, before: u64, _engine: &T) {
+/// Prints the RSS figures (rss tasks) or "ready" and waits to be killed (fill tasks), keeping
+/// `_engine` alive. `half` is the RSS when half the entries were written: the growth from there
+/// leaves out fixed costs (buffers, caches of a set size).
+fn report_child<T>(task: &str, before: u64, half: u64, _engine: &T) {
     if task.starts_with("rss") {
         let after = rss();
         println!(
-            "rss_per_entry {}",
-            (after.saturating_sub(before)) as f64 / ENTRIES as f64
+            "rss_per_entry {} {}",
+            (after.saturating_sub(before)) as f64 / ENTRIES as f64,
+            (after.saturating_sub(half)) as f64 / (ENTRIES - ENTRIES / 2) as f64
         );
     } else {
         println!("ready");
@@ -192,14 +208,16 @@ fn child(task: &str, dir: &Path, key_len: usize) -> BenchResult<Vec<String>> {
     Ok(lines)
 }
 
-fn rss_child(task: &str, cfg: &Config, key_len: usize) -> BenchResult<f64> {
+/// RSS growth per entry over all the entries, and over the second half of them.
+fn rss_child(task: &str, cfg: &Config, key_len: usize) -> BenchResult<(f64, f64)> {
     let dir = cfg.tempdir()?;
     let lines = child(task, dir.path(), key_len)?;
-    lines
+    let figures = lines
         .iter()
         .find_map(|l| l.strip_prefix("rss_per_entry "))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("child {task} printed no figure: {lines:?}").into())
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(all, second)| Some((all.parse().ok()?, second.parse().ok()?)));
+    figures.ok_or_else(|| format!("child {task} printed no figure: {lines:?}").into())
 }
 
 fn b(v: f64) -> String {
@@ -221,13 +239,21 @@ pub fn bench_rss(cfg: &Config) -> BenchResult {
         }
         // One foyer run per key length: it writes 4 GiB.
         foyer.push(rss_child("rss-foyer", cfg, key_len)?);
+        let all = |v: &[(f64, f64)]| v.iter().map(|f| f.0).collect::<Vec<_>>();
+        let second = |v: &[(f64, f64)]| v.iter().map(|f| f.1).collect::<Vec<_>>();
         println!(
             "# {name}: ours B [{}] redb B [{}] foyer B [{}]",
-            list(&ours, b),
-            list(&redb, b),
-            list(&foyer, b)
+            list(&all(&ours), b),
+            list(&all(&redb), b),
+            list(&all(&foyer), b)
         );
-        let (o, r, f) = (median(&ours), median(&redb), median(&foyer));
+        println!(
+            "# {name} growth per entry over the second 0.5M (fixed costs left out): ours B [{}] redb B [{}] foyer B [{}]",
+            list(&second(&ours), b),
+            list(&second(&redb), b),
+            list(&second(&foyer), b)
+        );
+        let (o, r, f) = (median(&all(&ours)), median(&all(&redb)), median(&all(&foyer)));
         println!(
             "bench: {name} ours={o:.1} B redb={r:.1} B foyer={f:.1} B ratio={} ratio_foyer={}",
             ratio(r / o),
