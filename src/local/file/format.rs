@@ -483,8 +483,24 @@ fn resync(buf: &[u8], salt: u32, from: usize, limit: usize) -> Option<usize> {
     })
 }
 
+/// The offset just past the last non-zero byte. Runs of zeros are skipped 64 bytes at a time
+/// (an OR the compiler vectorises): the active segment found at open is mostly preallocated
+/// zeros, and a byte-by-byte search of them was a tenth of the time to reopen a million entries.
 fn last_nonzero(buf: &[u8]) -> usize {
-    buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    const STEP: usize = 64;
+    let mut end = buf.len();
+    while end >= STEP {
+        let all_zero = buf
+            .get(end - STEP..end)
+            .is_some_and(|chunk| chunk.iter().fold(0u8, |acc, &b| acc | b) == 0);
+        if !all_zero {
+            break;
+        }
+        end -= STEP;
+    }
+    buf.get(..end)
+        .and_then(|head| head.iter().rposition(|&b| b != 0))
+        .map_or(0, |i| i + 1)
 }
 
 // ---- hint file -----------------------------------------------------------------------------
@@ -785,6 +801,19 @@ mod tests {
         let keys: Vec<&str> = scan.records.iter().map(|r| r.record.key).collect();
         assert_eq!(keys, vec!["after"]);
         assert_eq!(scan.damaged.len(), 1);
+    }
+
+    #[test]
+    fn last_nonzero_finds_the_last_set_byte_at_every_position() {
+        assert_eq!(last_nonzero(&[]), 0);
+        assert_eq!(last_nonzero(&[0u8; 300]), 0);
+        for at in [0usize, 1, 63, 64, 65, 127, 128, 200, 299] {
+            let mut buf = vec![0u8; 300];
+            buf[at] = 9;
+            assert_eq!(last_nonzero(&buf), at + 1, "set byte at {at}");
+            buf[0] = 1;
+            assert_eq!(last_nonzero(&buf), at + 1, "set bytes at 0 and {at}");
+        }
     }
 
     #[test]
