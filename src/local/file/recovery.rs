@@ -7,10 +7,12 @@
 //! value means "absent". A torn tail is zeroed; damage elsewhere is skipped and counted.
 //!
 //! Speed (a million entries after SIGKILL, the active segment scanned): keys are hashed straight
-//! from the hint bytes or the mapped segment, never allocated; the index is sized once for every
-//! record; records are applied in the order of the index's memory, so the million inserts walk
-//! the table instead of missing the cache on each; a hint is checked while it is applied. That
-//! took the open from 0.70 s to 0.21 s on the bench machine (`file_reopen_1m_after_kill`).
+//! from the hint bytes or the mapped segment, never allocated; segments without a hint file are
+//! scanned on a second thread while the hints are read; the index is sized once, exactly, for
+//! every record; records are applied in the order of the index's memory, so the million inserts
+//! walk the table instead of missing the cache on each; a hint is checked while it is applied.
+//! That took the open from 0.70–0.73 s to 0.21–0.28 s on the bench machine, 2 cores shared with
+//! other builds (`file_reopen_1m_after_kill`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -220,6 +222,23 @@ impl Gather<'_> {
         });
     }
 
+    fn push_scan(&mut self, base: Loc, scan: &format::Scan<'_>) {
+        for rec in &scan.records {
+            let r = rec.record;
+            self.push(
+                base,
+                Found {
+                    kind: r.kind,
+                    key: r.key,
+                    offset: u32::try_from(rec.offset).unwrap_or(u32::MAX),
+                    len: rec.len,
+                    seq: r.seq,
+                    expires_at_ms: r.expires_at_ms,
+                },
+            );
+        }
+    }
+
     /// Takes the records of `seg` from its hint file `bytes` in one pass; returns its data end,
     /// or `None` (and takes nothing) if the hint is damaged or does not match the segment.
     fn hint(&mut self, seg: &Segment, base: Loc, bytes: &[u8]) -> Option<u64> {
@@ -272,7 +291,7 @@ impl Gather<'_> {
 /// order ([`index::bucket_order`]): applying a run touches a few kilobytes of the table instead of
 /// a random place in all of it (one cache and TLB miss per record). Two sequential passes, where a
 /// comparison sort of a million records cost more than the misses it saved.
-fn in_bucket_order(pending: Vec<Pending>, capacity: usize) -> Vec<Pending> {
+fn in_bucket_order(parts: Vec<Vec<Pending>>, capacity: usize) -> Vec<Pending> {
     const BUCKETS_PER_RUN: u64 = 512;
     let (order, total) = index::bucket_order(capacity);
     let runs = usize::try_from(total.div_ceil(BUCKETS_PER_RUN))
@@ -284,7 +303,7 @@ fn in_bucket_order(pending: Vec<Pending>, capacity: usize) -> Vec<Pending> {
             .min(runs - 1)
     };
     let mut starts = vec![0usize; runs];
-    for p in &pending {
+    for p in parts.iter().flatten() {
         if let Some(n) = starts.get_mut(run_of(p)) {
             *n += 1;
         }
@@ -293,8 +312,8 @@ fn in_bucket_order(pending: Vec<Pending>, capacity: usize) -> Vec<Pending> {
     for n in &mut starts {
         (at, *n) = (at + *n, at);
     }
-    let mut out = pending.clone();
-    for p in &pending {
+    let mut out: Vec<Pending> = parts.iter().flatten().copied().collect();
+    for p in parts.iter().flatten() {
         if let Some(next) = starts.get_mut(run_of(p)) {
             if let Some(slot) = out.get_mut(*next) {
                 *slot = *p;
@@ -325,65 +344,72 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             }
         }
     }
-    // Segments without a hint file (the one that was active at a crash) are scanned first, so
-    // the index can be sized for every record up front: growing a map of a million keys
-    // rehashes every key several times, which was about a quarter of the time to open.
-    let mut scans: Vec<Option<format::Scan<'_>>> = segments
-        .iter()
-        .map(|seg| (!hint_ids.contains(&seg.id)).then(|| scan(seg, Some(seg.id) == last_id)))
-        .collect();
-    let capacity = hinted_entries(&dir.path, hint_ids.intersection(&segment_ids))
-        + scans.iter().flatten().map(|s| s.records.len()).sum::<usize>();
+    // Every segment that recovery keeps may be pointed at: each gets its slot now (0, 1, 2…).
     let slots = Slots::default();
-    let mut applied = Applied {
-        hasher: KeyHasher::default(),
-        index: index::with_capacity(capacity),
-        slots: &slots,
-        tombstones: HashMap::default(),
-    };
-    let mut gather = Gather {
-        hasher: &applied.hasher,
+    let bases = segments
+        .iter()
+        .map(|seg| slots.loc(seg, 0))
+        .collect::<Result<Vec<Loc>>>()?;
+    let hasher = KeyHasher::default();
+    let new_gather = |capacity: usize| Gather {
+        hasher: &hasher,
         min_seq: meta.min_seq,
         max_seq: meta.min_seq,
         records: 0,
         any_expiry: false,
         pending: Vec::with_capacity(capacity),
     };
+    let scanned = |seg, base| scan_into(seg, base, last_id, new_gather(0));
+    // Segments without a hint file (the one that was active at a crash) are scanned on a second
+    // thread while this one reads the hints of the others.
+    let (mut scans, mut hinted) = std::thread::scope(|scope| {
+        let scanner = scope.spawn(|| {
+            segments
+                .iter()
+                .zip(&bases)
+                .map(|(seg, &base)| (!hint_ids.contains(&seg.id)).then(|| scanned(seg, base)))
+                .collect::<Vec<_>>()
+        });
+        let hinted: Vec<Option<(u64, Gather<'_>)>> = segments
+            .iter()
+            .zip(&bases)
+            .map(|(seg, &base)| {
+                if !hint_ids.contains(&seg.id) {
+                    return None;
+                }
+                let bytes = fs::read(segment::hint_path(&dir.path, seg.id)).ok()?;
+                let mut gather = new_gather(bytes.len() / (format::HINT_ENTRY_LEN + 8));
+                let data_end = gather.hint(seg, base, &bytes)?;
+                Some((data_end, gather))
+            })
+            .collect();
+        // A scanner that panicked leaves its segments to the loop below, which scans them.
+        let scans = scanner
+            .join()
+            .unwrap_or_else(|_| segments.iter().map(|_| None).collect());
+        (scans, hinted)
+    });
 
-    for (seg, scanned) in segments.iter().zip(scans.iter_mut()) {
-        let id = seg.id;
-        let path = &seg.path;
+    let mut gathers = Vec::with_capacity(segments.len());
+    for (((seg, &base), scanned_early), from_hint) in segments
+        .iter()
+        .zip(&bases)
+        .zip(scans.iter_mut())
+        .zip(hinted.iter_mut())
+    {
+        let (id, path) = (seg.id, &seg.path);
         report.segments += 1;
-        // Every segment that recovery keeps may be pointed at: give it its slot now.
-        let base = slots.loc(seg, 0)?;
-        let bytes = match scanned {
-            Some(_) => None,
-            None => fs::read(segment::hint_path(&dir.path, id)).ok(),
-        };
-        let from_hint = bytes.as_deref().and_then(|b| gather.hint(seg, base, b));
-        let data_end = if let Some(data_end) = from_hint {
+        let data_end = if let Some((data_end, gather)) = from_hint.take() {
             report.from_hints += 1;
+            gathers.push(gather);
             data_end
         } else {
             report.scanned += 1;
-            let scan = match scanned.take() {
-                Some(scan) => scan,
-                None => self::scan(seg, Some(id) == last_id),
+            let (scan, gather) = match scanned_early.take() {
+                Some(done) => done,
+                None => scanned(seg, base),
             };
-            for rec in &scan.records {
-                let r = rec.record;
-                gather.push(
-                    base,
-                    Found {
-                        kind: r.kind,
-                        key: r.key,
-                        offset: u32::try_from(rec.offset).unwrap_or(u32::MAX),
-                        len: rec.len,
-                        seq: r.seq,
-                        expires_at_ms: r.expires_at_ms,
-                    },
-                );
-            }
+            gathers.push(gather);
             for range in &scan.damaged {
                 report.damaged_ranges += 1;
                 report.damaged_bytes += range.end - range.start;
@@ -409,19 +435,30 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
         };
         seg.data_end.store(data_end, Ordering::Release);
     }
+    drop(scans);
 
-    let Gather {
-        max_seq,
-        records,
-        any_expiry,
-        pending,
-        ..
-    } = gather;
-    report.records = records;
+    let mut max_seq = meta.min_seq;
+    let mut any_expiry = false;
+    let mut parts = Vec::with_capacity(gathers.len());
+    for g in gathers {
+        report.records += g.records;
+        max_seq = max_seq.max(g.max_seq);
+        any_expiry |= g.any_expiry;
+        parts.push(g.pending);
+    }
+    // Sized once for every record: growing a map of a million keys rehashes every key several
+    // times, which was about a quarter of the time to open.
+    let capacity = parts.iter().map(Vec::len).sum();
+    let mut applied = Applied {
+        hasher: hasher.clone(),
+        index: index::with_capacity(capacity),
+        slots: &slots,
+        tombstones: HashMap::default(),
+    };
     // Applied in the order of the index's memory (see `index::bucket_order`), by a stable
     // partition, so the records of one hash keep their order on disk, which is all that the
     // rule above needs.
-    let pending = in_bucket_order(pending, capacity);
+    let pending = in_bucket_order(parts, capacity);
     for p in &pending {
         // Recovery gave the segments slots 0, 1, 2… in this order.
         if let Some(seg) = segments.get(p.loc.slot() as usize) {
@@ -440,7 +477,6 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
         .next_back()
         .map_or(1, |id| id.saturating_add(1));
     let Applied { hasher, index, .. } = applied;
-    drop(scans);
     Ok(Recovered {
         segments: segments.into_iter().map(|s| (s.id, s)).collect(),
         index,
@@ -511,6 +547,19 @@ pub(crate) fn hint_of_sealed(seg: &Segment) -> Result<Vec<u8>> {
     Ok(hint)
 }
 
+/// Scans `seg` (see [`scan`]) and gathers its records.
+fn scan_into<'s, 'h>(
+    seg: &'s Segment,
+    base: Loc,
+    last_id: Option<u64>,
+    mut gather: Gather<'h>,
+) -> (format::Scan<'s>, Gather<'h>) {
+    let scan = scan(seg, Some(seg.id) == last_id);
+    gather.pending.reserve(scan.records.len());
+    gather.push_scan(base, &scan);
+    (scan, gather)
+}
+
 /// Scans a segment without a usable hint; the last one is cut at its first bad record.
 fn scan(seg: &Segment, last: bool) -> format::Scan<'_> {
     let mut scan = seg.scan_file();
@@ -558,35 +607,6 @@ fn cut_at_first_bad_record(scan: &mut format::Scan<'_>) {
     scan.torn_tail = Some(first_bad..tail_end);
 }
 
-/// An upper bound on the keys the hint files of `ids` hold: the entry counts in their trailers,
-/// each capped by what the file's length allows (a damaged trailer only mis-sizes the index).
-/// Segments without a hint file are counted by scanning them first; a hint found damaged only
-/// later makes the index grow.
-fn hinted_entries<'a>(dir: &Path, ids: impl Iterator<Item = &'a u64>) -> usize {
-    let mut total = 0usize;
-    for &id in ids {
-        let Ok(file) = fs::File::open(segment::hint_path(dir, id)) else {
-            continue;
-        };
-        let Ok(len) = file.metadata().map(|m| m.len()) else {
-            continue;
-        };
-        let mut trailer = [0u8; format::HINT_TRAILER_LEN];
-        let Some(at) = len.checked_sub(format::HINT_TRAILER_LEN as u64) else {
-            continue;
-        };
-        if file.read_exact_at(&mut trailer, at).is_err() {
-            continue;
-        }
-        let count = trailer
-            .first_chunk::<4>()
-            .map_or(0, |c| u32::from_le_bytes(*c) as usize);
-        let fits = usize::try_from(len).unwrap_or(usize::MAX) / (format::HINT_ENTRY_LEN + 1);
-        total = total.saturating_add(count.min(fits));
-    }
-    total
-}
-
 /// Writes a hint file via a temporary file and a rename. Not fsynced: a lost or torn hint only
 /// means the next open scans the segment.
 pub(crate) fn write_hint(dir: &Path, id: u64, bytes: &[u8]) -> Result<()> {
@@ -625,24 +645,6 @@ fn remove_quietly(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hint_file(dir: &Path, id: u64, entries: u32, claimed: u32) {
-        let mut hint = Vec::new();
-        format::encode_hint_header(&mut hint, id, 4096);
-        for i in 0..entries {
-            format::encode_hint_entry(
-                &mut hint,
-                Kind::Value,
-                &format!("key{i}"),
-                64,
-                40,
-                u64::from(i),
-                0,
-            );
-        }
-        format::encode_hint_trailer(&mut hint, claimed);
-        write_hint(dir, id, &hint).unwrap();
-    }
 
     #[test]
     fn hint_read_back_with_pread_equals_the_hint_of_a_full_scan_across_chunk_boundaries() {
@@ -692,7 +694,8 @@ mod tests {
                 kind: Kind::Value,
             })
             .collect();
-        let sorted = in_bucket_order(pending, capacity);
+        let (first, second) = pending.split_at(capacity);
+        let sorted = in_bucket_order(vec![first.to_vec(), second.to_vec()], capacity);
         assert_eq!(sorted.len(), 3 * capacity);
         let positions: Vec<u64> = sorted.iter().map(|p| order(p.hash) / 512).collect();
         assert!(positions.windows(2).all(|w| w[0] <= w[1]), "not in bucket runs");
@@ -703,23 +706,5 @@ mod tests {
                 assert!(prev < p.seq, "records of one hash were reordered");
             }
         }
-    }
-
-    #[test]
-    fn index_is_presized_from_hint_trailers_and_a_lying_trailer_is_capped_by_file_length() {
-        let dir = tempfile::tempdir().unwrap();
-        hint_file(dir.path(), 1, 10, 10);
-        hint_file(dir.path(), 2, 5, 5);
-        assert_eq!(hinted_entries(dir.path(), [1u64, 2].iter()), 15);
-        // A missing hint file counts nothing.
-        assert_eq!(hinted_entries(dir.path(), [1u64, 3].iter()), 10);
-        // A damaged count cannot make the index reserve more than the file could hold.
-        hint_file(dir.path(), 4, 5, u32::MAX);
-        let len = fs::metadata(segment::hint_path(dir.path(), 4)).unwrap().len() as usize;
-        let capped = hinted_entries(dir.path(), [4u64].iter());
-        assert!(
-            capped <= len / format::HINT_ENTRY_LEN,
-            "{capped} entries from {len} bytes"
-        );
     }
 }
