@@ -1,56 +1,291 @@
-//! The in-memory index: key → where its newest live record is.
+//! The in-memory index: a key's 64-bit hash → where the newest record with that hash is.
+//!
+//! # Why a hash, not the key
+//! The index used to map the key itself (`Box<str>`) to a 48-byte entry: 192 bytes of RSS per
+//! entry with 16-byte keys and 251 with 64-byte keys (a million entries). Flash caches keep no key
+//! in memory: they map a hash to a location and check the full key against the record on disk
+//! when they read it. So does this index. An entry is the key's 64-bit aHash (the map key) and 16
+//! bytes of value: a packed location ([`Loc`]: in-memory segment slot, its generation, offset), a
+//! coarse expiry (Unix seconds, rounded up) and a word of flags (read bit, confirmed epoch).
+//!
+//! Memory: hashbrown grows by powers of two with a 7/8 maximum load, so a million entries sit in
+//! 2^21 buckets, 2.1 per entry; a bucket is the 24-byte `(hash, entry)` pair plus one control
+//! byte, so about 52 bytes per entry, whatever the key length. Everything else an entry used to
+//! hold is on disk, in the record header, and is read when needed: the length (to account live
+//! bytes when an entry is replaced), the sequence number (the suspect check of `get_checked`),
+//! the exact expiry (a read re-checks it), the key (`keys()` for prefix invalidation).
+//!
+//! The hash is aHash with a random seed per process, so nothing about it is written to disk: the
+//! index is rebuilt at open from hint files and records, which keep full keys. Nothing on disk
+//! changed.
+//!
+//! # Collisions: one slot per hash, correctness by hash
+//! Two keys with the same 64-bit hash share one entry. The index then holds, for every hash, the
+//! newest record (highest sequence number) of *any* key with that hash, if it is a live value. A
+//! read checks the key in the record: a record of another key is a plain miss (not damage), so a
+//! later write of a colliding key evicts the earlier key and never returns its value for it.
+//! Every other path works by hash, and stays correct:
+//! - **Delete** of a key whose hash entry holds another key: the key is already absent (it was
+//!   displaced), so nothing is removed and no tombstone is written. Its older records on disk are
+//!   shadowed by the newer record of the same hash, and recovery applies records by hash too.
+//! - **Tombstones** shadow every older record of their hash at recovery, not only their key's: a
+//!   colliding key's older value never comes back after its hash was deleted.
+//! - **Compaction** asks "is this hash in the index?" for a dead record. If it is, the entry points
+//!   at the newest record of the hash, newer than this one, and shadows it at recovery; if not, the
+//!   record's key gets a tombstone, which shadows the hash's older records. The invariant "every
+//!   older record of a hash lies in the same or an older segment" holds as it did by key: only the
+//!   newest record of a hash is ever copied forward.
+//! - **A damaged record** found by a read is dropped from the index and a tombstone of the read
+//!   key is appended with a fresh sequence number: it shadows every older record of the hash, so
+//!   nothing older of that hash can resurface, whichever colliding key the damaged record held.
+//! - **Recovery** applies records by hash (highest sequence number wins; a tombstone wins a tie,
+//!   which only ever happens between records of the same key, as every write takes a new number).
+//!   So the rebuilt index is the one the running store had: no deleted key comes back and a read
+//!   never returns a value that is not its key's newest.
+//!
+//! With 2^64 hashes a collision among a million keys has a probability of about 3·10^-8; its
+//! cost is one eviction. A test hasher forces them (`collision_tests`).
+//!
+//! # Segment slots
+//! A [`Loc`] names a segment by a 24-bit slot of [`super::slots::Slots`], not by its 64-bit id
+//! (ids grow forever), plus a 10-bit generation of that slot. A slot is released when its segment
+//! is removed, after the entries pointing at it were moved or dropped (eviction and compaction
+//! visit every record of the segment first), and its generation is bumped, so an entry that was
+//! missed (its record was damaged after it was indexed) fails the generation check instead of
+//! following the slot into another segment; should a generation ever wrap onto it, the key check
+//! of the read still makes it a miss. A reader takes the segment from the slot table while it
+//! still holds the index shard's guard, so the entry it read cannot be moved meanwhile.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use dashmap::DashMap;
 
-/// Where a live value record is, and what the read path needs to check without touching disk.
-#[derive(Debug)]
-pub(crate) struct IndexEntry {
-    pub(crate) segment: u64,
-    pub(crate) offset: u32,
-    pub(crate) len: u32,
-    pub(crate) seq: u64,
-    /// Absolute expiry in Unix ms; 0 means never.
-    pub(crate) expires_at_ms: u64,
-    /// Set by reads, cleared when the entry is given a second chance at eviction.
-    pub(crate) referenced: AtomicBool,
-    /// The suspicion epoch in which the entry was last confirmed fresh (0: never); see
-    /// `FileStore::mark_all_suspect`.
-    pub(crate) confirmed_epoch: AtomicU32,
+/// Bits of a [`Loc`]: offset (segments are at most 1 GiB), slot generation, slot.
+const OFFSET_BITS: u32 = 30;
+const GEN_BITS: u32 = 10;
+/// Most segments that can be open at once (16M: 1 TiB of the smallest, 64 KiB segments).
+pub(crate) const MAX_SLOTS: u32 = 1 << 24;
+pub(crate) const GEN_MASK: u16 = (1 << GEN_BITS) - 1;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+
+/// Where a record is: segment slot (24 bits), the slot's generation (10), offset (30).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc(u64);
+
+impl Loc {
+    pub(crate) fn new(slot: u32, generation: u16, offset: u64) -> Loc {
+        debug_assert!(slot < MAX_SLOTS && offset <= OFFSET_MASK);
+        Loc((u64::from(slot) << (OFFSET_BITS + GEN_BITS))
+            | (u64::from(generation & GEN_MASK) << OFFSET_BITS)
+            | (offset & OFFSET_MASK))
+    }
+
+    pub(crate) fn slot(self) -> u32 {
+        (self.0 >> (OFFSET_BITS + GEN_BITS)) as u32
+    }
+
+    pub(crate) fn generation(self) -> u16 {
+        ((self.0 >> OFFSET_BITS) as u16) & GEN_MASK
+    }
+
+    pub(crate) fn offset(self) -> u64 {
+        self.0 & OFFSET_MASK
+    }
+
+    /// The same segment slot, at `offset`.
+    pub(crate) fn at(self, offset: u64) -> Loc {
+        Loc::new(self.slot(), self.generation(), offset)
+    }
 }
 
+/// Read bit in [`IndexEntry::flags`]; the other 31 bits are the confirmed epoch.
+const REFERENCED: u32 = 1 << 31;
+const EPOCH_MASK: u32 = !REFERENCED;
+
+/// One index entry (16 bytes; the 64-bit key hash is the map key).
+#[derive(Debug)]
+pub(crate) struct IndexEntry {
+    pub(crate) loc: Loc,
+    /// Expiry in Unix seconds, rounded up (0: never). Coarse: when it says "expired", the record
+    /// is; in the last second before it the exact expiry is checked from the record.
+    expires_s: u32,
+    /// Bit 31: read since written (cleared when given a second chance at eviction). Bits 0–30:
+    /// the suspicion epoch (mod 2^31) in which the entry was last confirmed fresh (0: never).
+    flags: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<IndexEntry>() == 16);
+
 impl IndexEntry {
-    pub(crate) fn new(segment: u64, offset: u32, len: u32, seq: u64, expires_at_ms: u64) -> Self {
+    pub(crate) fn new(loc: Loc, expires_at_ms: u64) -> Self {
         IndexEntry {
-            segment,
-            offset,
-            len,
-            seq,
-            expires_at_ms,
-            referenced: AtomicBool::new(false),
-            confirmed_epoch: AtomicU32::new(0),
+            loc,
+            expires_s: coarse_expiry(expires_at_ms),
+            flags: AtomicU32::new(0),
         }
     }
 
+    /// Certainly expired at `now_ms` (the record's exact expiry may already have passed when this
+    /// is still false, for at most a second).
     pub(crate) fn is_expired(&self, now_ms: u64) -> bool {
-        self.expires_at_ms != 0 && now_ms >= self.expires_at_ms
+        self.expires_s != 0 && now_ms >= u64::from(self.expires_s) * 1000
     }
 
-    pub(crate) fn is_at(&self, segment: u64, offset: u64) -> bool {
-        self.segment == segment && u64::from(self.offset) == offset
+    /// Possibly expired at `now_ms`: in the last second before the coarse expiry, when only the
+    /// record's exact expiry can tell.
+    pub(crate) fn may_be_expired(&self, now_ms: u64) -> bool {
+        self.expires_s != 0 && now_ms.saturating_add(1000) >= u64::from(self.expires_s) * 1000
+    }
+
+    pub(crate) fn referenced(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & REFERENCED != 0
     }
 
     /// Marks the entry as read. Checks first so hot keys do not bounce a cache line between cores.
     pub(crate) fn touch(&self) {
-        if !self.referenced.load(Ordering::Relaxed) {
-            self.referenced.store(true, Ordering::Relaxed);
+        if !self.referenced() {
+            self.flags.fetch_or(REFERENCED, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn clear_referenced(&self) {
+        self.flags.fetch_and(!REFERENCED, Ordering::Relaxed);
+    }
+
+    /// Whether the entry was confirmed in `epoch` (compared mod 2^31; an epoch that is 0 mod
+    /// 2^31 confirms nothing, as 0 means "never").
+    pub(crate) fn confirmed_in(&self, epoch: u32) -> bool {
+        let epoch = epoch & EPOCH_MASK;
+        epoch != 0 && self.flags.load(Ordering::Acquire) & EPOCH_MASK == epoch
+    }
+
+    pub(crate) fn confirm(&self, epoch: u32) {
+        let _ = self.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+            Some((f & REFERENCED) | (epoch & EPOCH_MASK))
+        });
     }
 }
 
-/// The index hashes with aHash: several times faster than std's SipHash on short keys (SipHash
-/// was a fifth of the time to rebuild a million-key index at open), and, seeded at random per
-/// process, it still keeps hash flooding out. The hash is never written to disk, so it does not
-/// need to be stable across runs.
-pub(crate) type Index = DashMap<Box<str>, IndexEntry, ahash::RandomState>;
+/// Unix seconds, rounded up, saturating (u32 seconds last until 2106; later expiries are kept
+/// exactly in the record and checked on read).
+fn coarse_expiry(expires_at_ms: u64) -> u32 {
+    u32::try_from(expires_at_ms.div_ceil(1000)).unwrap_or(u32::MAX)
+}
+
+/// The map hashes its `u64` keys by passing them through: they are aHash outputs already.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in so the hasher stays total.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Key hash → newest record of that hash.
+pub(crate) type Index = DashMap<u64, IndexEntry, BuildHasherDefault<PassThrough>>;
+
+/// Hashes keys for the index: aHash, several times faster than SipHash on short keys, randomly
+/// seeded per process so hash flooding stays out (and collisions differ between runs). The hash
+/// is never written to disk.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyHasher(ahash::RandomState);
+
+impl KeyHasher {
+    pub(crate) fn hash(&self, key: &str) -> u64 {
+        #[cfg(test)]
+        if let Some(group) = key.strip_prefix("collide/") {
+            // Tests: every "collide/{group}/…" key of a group gets the same hash.
+            return self.0.hash_one(group.split('/').next().unwrap_or_default());
+        }
+        self.0.hash_one(key)
+    }
+}
+
+/// Shards of the index: dashmap's own default (4 per core, a power of two), fixed here so that
+/// recovery can tell which shard and bucket a hash lands in (see [`bucket_order`]).
+pub(crate) fn shard_amount() -> usize {
+    static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SHARDS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        (cores * 4).next_power_of_two().clamp(4, 1024)
+    })
+}
+
+/// An empty index sized for `capacity` entries.
+pub(crate) fn with_capacity(capacity: usize) -> Index {
+    Index::with_capacity_and_hasher_and_shard_amount(capacity, BuildHasherDefault::default(), shard_amount())
+}
+
+/// Where a hash lands in the memory of an index made by [`with_capacity`]`(capacity)`: shard,
+/// then the bucket where a probe starts, as one position in `0..total`; returns the function and
+/// `total`. Inserting a million entries in this order walks the table instead of missing the
+/// cache and the TLB on every insert (see `recovery`).
+pub(crate) fn bucket_order(capacity: usize) -> (impl Fn(u64) -> u64, u64) {
+    let shards = shard_amount() as u64;
+    // As dashmap picks a shard: the bits below hashbrown's 7-bit tag.
+    let shift = u64::BITS - shards.trailing_zeros();
+    let per_shard = capacity.div_ceil(shards as usize);
+    // As hashbrown sizes a table: a power of two, at most 7/8 full.
+    let buckets = (per_shard.saturating_mul(8) / 7).max(1).next_power_of_two() as u64;
+    let order = move |hash: u64| ((hash << 7) >> shift) * buckets + (hash & (buckets - 1));
+    (order, shards * buckets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loc_round_trips_its_fields_at_their_limits() {
+        let loc = Loc::new(MAX_SLOTS - 1, GEN_MASK, OFFSET_MASK);
+        assert_eq!(
+            (loc.slot(), loc.generation(), loc.offset()),
+            (MAX_SLOTS - 1, GEN_MASK, OFFSET_MASK)
+        );
+        let loc = Loc::new(7, 3, 32);
+        assert_eq!((loc.slot(), loc.generation(), loc.offset()), (7, 3, 32));
+    }
+
+    #[test]
+    fn coarse_expiry_never_says_expired_before_the_exact_expiry() {
+        let e = IndexEntry::new(Loc::new(0, 0, 32), 1_500);
+        assert!(!e.is_expired(1_499));
+        assert!(!e.is_expired(1_999));
+        assert!(e.is_expired(2_000));
+        assert!(!IndexEntry::new(Loc::new(0, 0, 32), 0).is_expired(u64::MAX));
+        // Past 2106 the coarse expiry saturates: never "certainly expired" from memory alone.
+        assert!(!IndexEntry::new(Loc::new(0, 0, 32), u64::MAX / 2).is_expired(u64::from(u32::MAX) * 999));
+    }
+
+    #[test]
+    fn referenced_bit_and_confirmed_epoch_do_not_disturb_each_other() {
+        let e = IndexEntry::new(Loc::new(0, 0, 32), 0);
+        assert!(!e.referenced() && !e.confirmed_in(0) && !e.confirmed_in(1));
+        e.confirm(5);
+        e.touch();
+        assert!(e.referenced() && e.confirmed_in(5) && !e.confirmed_in(4));
+        e.clear_referenced();
+        assert!(!e.referenced() && e.confirmed_in(5));
+    }
+
+    #[test]
+    fn test_hasher_makes_a_group_collide_and_other_keys_not() {
+        let h = KeyHasher::default();
+        assert_eq!(h.hash("collide/a/1"), h.hash("collide/a/2"));
+        assert_ne!(h.hash("collide/a/1"), h.hash("collide/b/1"));
+        assert_ne!(h.hash("x"), h.hash("y"));
+    }
+}

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::format::{self, Kind};
+use super::index::Loc;
 use super::segment::Segment;
 use super::worker::Shutdown;
 use super::{Inner, Writer};
@@ -69,63 +70,62 @@ impl Inner {
             return Ok(false);
         };
         let now = self.clock.now_ms();
-        let budget = if second_chance { self.segment_size / 2 } else { 0 };
-        let scan = seg.scan_data();
-        let hot_bytes: u64 = if budget == 0 {
-            0
-        } else {
-            let mut total = 0u64;
-            for rec in &scan.records {
-                let hot = rec.record.kind == Kind::Value
-                    && self.index.get(rec.record.key).is_some_and(|e| {
-                        e.is_at(seg.id, rec.offset)
-                            && !e.is_expired(now)
-                            && e.referenced.load(Ordering::Relaxed)
-                    });
-                if hot && total + u64::from(rec.len) <= budget {
-                    total += u64::from(rec.len);
+        // A segment without a slot has no index entry pointing at it.
+        if let Some(base) = self.slots.find(seg.id) {
+            let scan = seg.scan_data();
+            // (hash, location, read since written) of a record the index points at.
+            let live = |rec: &format::Located<'_>| {
+                if rec.record.kind != Kind::Value {
+                    return None;
                 }
-            }
-            total
-        };
-        if hot_bytes > 0 && (w.active.is_none() || w.offset + hot_bytes > self.segment_size) {
-            self.roll(w)?;
-        }
-        let first_active = w.first_writable_id();
-        // Copies only go where they fit without another roll.
-        let budget = hot_bytes.min(self.segment_size.saturating_sub(w.offset));
-        let mut kept = 0u64;
-        for rec in &scan.records {
-            if rec.record.kind != Kind::Value {
-                continue;
-            }
-            let key = rec.record.key;
-            let (live, expired, hot) = match self.index.get(key) {
-                Some(e) if e.is_at(seg.id, rec.offset) => {
-                    (true, e.is_expired(now), e.referenced.load(Ordering::Relaxed))
+                let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
+                match self.index.get(&hash) {
+                    Some(e) if e.loc == loc => Some((hash, loc, e.referenced())),
+                    _ => None,
                 }
-                _ => (false, false, false),
             };
-            if !live {
-                continue;
+            let expired = |rec: &format::Located<'_>| {
+                let expires = rec.record.expires_at_ms;
+                expires != 0 && now >= expires
+            };
+            let limit = if second_chance { self.segment_size / 2 } else { 0 };
+            let mut hot_bytes = 0u64;
+            if limit > 0 {
+                for rec in &scan.records {
+                    let hot = matches!(live(rec), Some((_, _, true))) && !expired(rec);
+                    if hot && hot_bytes + u64::from(rec.len) <= limit {
+                        hot_bytes += u64::from(rec.len);
+                    }
+                }
             }
-            if expired {
-                self.expire(key, rec.record.seq);
-            } else if hot && kept + u64::from(rec.len) <= budget {
-                kept += u64::from(rec.len);
-                self.move_record(w, &seg, rec, false)?;
-                self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
-            } else if let Some((_, e)) = self.index.remove_if(key, |_, e| e.is_at(seg.id, rec.offset)) {
-                self.unaccount(&e);
-                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+            if hot_bytes > 0 && (w.active.is_none() || w.offset + hot_bytes > self.segment_size) {
+                self.roll(w)?;
             }
-        }
-        if kept > 0 {
-            // The copies must be durable before the originals disappear.
-            self.sync_since(w, first_active)?;
+            let first_active = w.first_writable_id();
+            // Copies only go where they fit without another roll.
+            let budget = hot_bytes.min(self.segment_size.saturating_sub(w.offset));
+            let mut kept = 0u64;
+            for rec in &scan.records {
+                let Some((hash, loc, hot)) = live(rec) else {
+                    continue;
+                };
+                if expired(rec) {
+                    self.expire_at(hash, loc);
+                } else if hot && kept + u64::from(rec.len) <= budget {
+                    kept += u64::from(rec.len);
+                    self.move_record(w, &seg, rec, (hash, loc), false)?;
+                    self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
+                } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
+                    self.unaccount_len(&seg, rec.len);
+                    self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if kept > 0 {
+                // The copies must be durable before the originals disappear.
+                self.sync_since(w, first_active)?;
+            }
         }
         self.remove_segment(w, &seg)?;
-        // The unlink must be durable before anything relies on the segment being gone.
         self.sync_removals()?;
         Ok(true)
     }
@@ -138,17 +138,17 @@ impl Inner {
         w: &mut Writer,
         seg: &Segment,
         rec: &format::Located<'_>,
+        (hash, loc): (u64, Loc),
         keep_referenced: bool,
     ) -> Result<()> {
         let r = rec.record;
         let (new_seg, offset, len) = self.append(w, Kind::Value, r.seq, r.expires_at_ms, r.key, r.value)?;
-        if let Some(mut e) = self.index.get_mut(r.key) {
-            if e.is_at(seg.id, rec.offset) {
-                e.segment = new_seg.id;
-                e.offset = offset;
-                e.len = len;
+        let new_loc = self.slots.loc(&new_seg, u64::from(offset))?;
+        if let Some(mut e) = self.index.get_mut(&hash) {
+            if e.loc == loc {
+                e.loc = new_loc;
                 if !keep_referenced {
-                    e.referenced.store(false, Ordering::Relaxed);
+                    e.clear_referenced();
                 }
                 drop(e);
                 seg.live_bytes.fetch_sub(u64::from(rec.len), Ordering::Relaxed);
@@ -201,15 +201,17 @@ impl Inner {
     /// Removes every expired entry from the index. Their records become dead bytes.
     fn sweep_expired(&self) -> u64 {
         let now = self.clock.now_ms();
-        let expired: Vec<(Box<str>, u64)> = self
+        // Entries expire by their coarse expiry (whole seconds, rounded up): one that expired
+        // in the last second is swept by the next pass, or dropped by a read.
+        let expired: Vec<(u64, Loc)> = self
             .index
             .iter()
             .filter(|e| e.value().is_expired(now))
-            .map(|e| (e.key().clone(), e.value().seq))
+            .map(|e| (*e.key(), e.value().loc))
             .collect();
         let before = self.counters.expirations.load(Ordering::Relaxed);
-        for (key, seq) in &expired {
-            self.expire(key, *seq);
+        for &(hash, loc) in &expired {
+            self.expire_at(hash, loc);
         }
         self.counters.expirations.load(Ordering::Relaxed) - before
     }
@@ -220,6 +222,8 @@ impl Inner {
         let scan = seg.scan_data();
         let mut moved = 0;
         let first_active = self.writer.lock().first_writable_id();
+        // Without a slot, no index entry points into the segment.
+        let base = self.slots.find(seg.id);
         // Keys no longer in the index, with the highest seq of their records here: each gets one
         // tombstone with that seq, which shadows every older record of the key elsewhere.
         let mut tombstones: HashMap<&str, u64> = HashMap::new();
@@ -237,23 +241,24 @@ impl Inner {
             let now = self.clock.now_ms();
             for rec in batch {
                 let r = rec.record;
-                let state = self
-                    .index
-                    .get(r.key)
-                    .map(|e| (e.is_at(seg.id, rec.offset), e.seq, e.is_expired(now)));
-                match (r.kind, state) {
-                    (Kind::Value, Some((true, _, false))) => {
-                        self.move_record(&mut w, seg, rec, true)?;
+                let hash = self.hasher.hash(r.key);
+                let loc = base.map(|b| b.at(rec.offset));
+                let here = self.index.get(&hash).map(|e| Some(e.loc) == loc);
+                let expired = r.expires_at_ms != 0 && now >= r.expires_at_ms;
+                match (r.kind, here, loc) {
+                    (Kind::Value, Some(true), Some(loc)) if !expired => {
+                        self.move_record(&mut w, seg, rec, (hash, loc), true)?;
                         moved += 1;
                     }
-                    (Kind::Value, Some((true, seq, true))) => {
-                        self.expire(r.key, seq);
+                    (Kind::Value, Some(true), Some(loc)) => {
+                        self.expire_at(hash, loc);
                         note_tombstone(&mut tombstones, r.key, r.seq);
                     }
-                    // The key lives in another record, which is at least as new as this one.
-                    (_, Some(_)) => {}
+                    // The hash lives in another record, the newest of every key with this hash
+                    // (see `index`), so newer than this one.
+                    (_, Some(_), _) => {}
                     // Deleted, expired or damaged key.
-                    (_, None) => note_tombstone(&mut tombstones, r.key, r.seq),
+                    (_, None, _) => note_tombstone(&mut tombstones, r.key, r.seq),
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! The persistent L1: a crash-safe, append-only file store read through mmap.
 //!
 //! A store is a directory of fixed-size segment files. Every write appends a CRC-checked record
-//! to the active segment; a [`DashMap`](dashmap::DashMap) index maps each key to its newest
-//! record; reads go index → mmap slice → CRC check. Deletes append tombstones. Sealed segments
+//! to the active segment; an in-memory index maps the hash of each key to its newest record
+//! (about 52 bytes per entry, whatever the key length); reads go index → mmap slice → CRC and key
+//! check. Deletes append tombstones. Sealed segments
 //! get hint files (index snapshots) so that opening reads small files instead of all data.
 //! `storage-format.md` specifies every byte.
 //!
@@ -12,7 +13,9 @@
 //! | `dir`         | the directory: ownership check, lock, metadata              |
 //! | `segment`     | one segment file and its mmap                               |
 //! | `mmap`        | the only `unsafe`: creating the map                         |
-//! | `index`       | key → location                                              |
+//! | `index`       | key hash → location: the compact in-memory index            |
+//! | `slots`       | the small segment numbers index entries use                 |
+//! | `lookup`      | reads through the index; its bookkeeping; key listing       |
 //! | `recovery`    | open: hints or scans, damage handling, rebuilding the index |
 //! | `maintenance` | size-bound eviction, TTL sweep, segment rewriting           |
 //! | `worker`      | background flusher and compactor threads                    |
@@ -20,6 +23,7 @@
 mod dir;
 pub(crate) mod format;
 mod index;
+mod lookup;
 mod maintenance;
 mod mmap;
 mod options;
@@ -27,7 +31,11 @@ mod options;
 mod power_loss_tests;
 mod recovery;
 mod segment;
+mod slots;
 mod worker;
+
+#[cfg(test)]
+mod collision_tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,8 +52,9 @@ pub use self::recovery::RecoveryReport;
 
 use self::dir::LockedDir;
 use self::format::{Kind, Meta, SEGMENT_HEADER_LEN};
-use self::index::{Index, IndexEntry};
+use self::index::{Index, IndexEntry, KeyHasher};
 use self::segment::Segment;
+use self::slots::Slots;
 use self::worker::{Shutdown, Workers};
 use crate::clock::{self, Clock};
 use crate::error::{key_for_error, Error, Result};
@@ -126,6 +135,9 @@ pub(crate) struct Inner {
     min_live_ratio: f64,
     clock: Arc<dyn Clock>,
     index: Index,
+    hasher: KeyHasher,
+    /// Segment slot → segment, for index entries. Lock order: an index shard before `slots`.
+    slots: Slots,
     /// Every segment by id; the active one is the last. Lock order: `writer` before `segments`.
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
@@ -196,14 +208,16 @@ struct Writer {
     next_segment_id: u64,
     /// Scratch buffer for one encoded record.
     buf: Vec<u8>,
-    /// Hint entries of the active segment, written out when it is sealed.
-    hint: Vec<u8>,
-    hint_entries: u32,
-    /// Sealed segments not yet fsynced, with their hint files, written once they are durable
+    /// Sealed segments not yet fsynced; their hint files are written once they are durable
     /// (a hint never describes data that a power loss could take away). A segment removed from
     /// the store is taken out of here at once: it needs no fsync, and holding it would keep its
     /// deleted file open and its disk space in use.
     unsynced: Vec<Sealed>,
+}
+
+/// Bytes a record's entry adds to its segment's hint file.
+fn hint_entry_len(key: &str) -> u64 {
+    (format::HINT_ENTRY_LEN + key.len()) as u64
 }
 
 impl Writer {
@@ -217,11 +231,10 @@ impl Writer {
     }
 }
 
-/// A sealed segment waiting for its fsync, and the hint file to write after it.
+/// A sealed segment waiting for its fsync, after which its hint file is written.
 #[derive(Debug)]
 struct Sealed {
     segment: Arc<Segment>,
-    hint: Vec<u8>,
 }
 
 impl FileStore {
@@ -252,6 +265,8 @@ impl FileStore {
             min_live_ratio: options.min_live_ratio,
             clock: options.clock,
             index: recovered.index,
+            hasher: recovered.hasher,
+            slots: recovered.slots,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
                 offset: meta.segment_size,
@@ -259,8 +274,6 @@ impl FileStore {
                 next_segment_id: recovered.next_segment_id,
                 active: None,
                 buf: Vec::new(),
-                hint: Vec::new(),
-                hint_entries: 0,
                 unsynced: Vec::new(),
             }),
             sync_lock: Mutex::new(()),
@@ -297,7 +310,7 @@ impl FileStore {
     /// Reads of a valid key do not fail; a damaged record is reported as a miss and counted in
     /// [`FileStoreStats::corrupt_reads`].
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.inner.read(key).map(|(value, _, _)| value))
+        Ok(self.inner.read(key).map(|hit| hit.taken))
     }
 
     /// Reads a value with its absolute expiry.
@@ -315,17 +328,15 @@ impl FileStore {
     /// # Errors
     /// As [`FileStore::get`].
     pub fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
-        let Some((entry, seq)) = self.get_entry_and_seq(key) else {
+        let Some((entry, hit)) = self.get_entry_and_seq(key) else {
             return Ok(None);
         };
-        let freshness = if seq >= self.inner.suspect_below_seq.load(Ordering::Acquire) {
+        let freshness = if hit.seq >= self.inner.suspect_below_seq.load(Ordering::Acquire) {
             Freshness::Trusted
         } else {
             let epoch = self.inner.epoch.load(Ordering::Acquire);
-            match self.inner.index.get(key) {
-                Some(e) if e.seq == seq && e.confirmed_epoch.load(Ordering::Acquire) == epoch => {
-                    Freshness::Trusted
-                }
+            match self.inner.index.get(&self.inner.hasher.hash(key)) {
+                Some(e) if e.loc == hit.loc && e.confirmed_in(epoch) => Freshness::Trusted,
                 _ => Freshness::Suspect,
             }
         };
@@ -342,20 +353,32 @@ impl FileStore {
 
     /// Confirms the current entry of `key` as fresh until the next loss of certainty.
     pub fn confirm(&self, key: &str) {
-        if let Some(e) = self.inner.index.get(key) {
-            e.confirmed_epoch
-                .store(self.inner.epoch.load(Ordering::Acquire), Ordering::Release);
+        // The entry of the key's hash may hold another key (a collision): confirm it only if its
+        // record is this key's.
+        let Some(hit) = self.inner.locate(key, false, |_| ()) else {
+            return;
+        };
+        if let Some(e) = self.inner.index.get(&self.inner.hasher.hash(key)) {
+            if e.loc == hit.loc {
+                e.confirm(self.inner.epoch.load(Ordering::Acquire));
+            }
         }
     }
 
-    fn get_entry_and_seq(&self, key: &str) -> Option<(Entry, u64)> {
-        self.inner.read(key).map(|(value, expires_at_ms, seq)| {
+    fn get_entry_and_seq(&self, key: &str) -> Option<(Entry, lookup::Hit<()>)> {
+        self.inner.read(key).map(|hit| {
+            let expires_at_ms = hit.expires_at_ms;
             (
                 Entry {
-                    value,
+                    value: hit.taken,
                     expires_at: (expires_at_ms != 0).then(|| clock::ms_to_system_time(expires_at_ms)),
                 },
-                seq,
+                lookup::Hit {
+                    taken: (),
+                    expires_at_ms,
+                    seq: hit.seq,
+                    loc: hit.loc,
+                },
             )
         })
     }
@@ -363,8 +386,7 @@ impl FileStore {
     /// Whether `key` has a live value, without reading it.
     #[must_use]
     pub fn contains(&self, key: &str) -> bool {
-        let now = self.inner.clock.now_ms();
-        self.inner.index.get(key).is_some_and(|e| !e.is_expired(now))
+        self.inner.locate(key, false, |_| ()).is_some()
     }
 
     /// Writes a value; `ttl = None` means it never expires.
@@ -442,13 +464,7 @@ impl FileStore {
     /// The live keys at this moment (a snapshot; expired keys are left out).
     #[must_use]
     pub fn keys(&self) -> Vec<String> {
-        let now = self.inner.clock.now_ms();
-        self.inner
-            .index
-            .iter()
-            .filter(|e| !e.value().is_expired(now))
-            .map(|e| e.key().to_string())
-            .collect()
+        self.inner.keys()
     }
 
     /// Sizes and counters.
@@ -550,90 +566,6 @@ impl Inner {
             .saturating_sub(SEGMENT_HEADER_LEN + format::record_len(key.len(), 0))
     }
 
-    /// Value, expiry (Unix ms, 0 = never) and sequence number of a live entry.
-    fn read(&self, key: &str) -> Option<(Vec<u8>, u64, u64)> {
-        // A lookup can race with eviction moving the entry; retry a few times before calling it
-        // a miss.
-        for _ in 0..3 {
-            let (segment, offset, len, seq, expires) = {
-                let entry = self.index.get(key)?;
-                // The clock only after a hit: a miss (most of a cold batch read) needs no time.
-                if entry.is_expired(self.clock.now_ms()) {
-                    let seq = entry.seq;
-                    drop(entry);
-                    self.expire(key, seq);
-                    return None;
-                }
-                entry.touch();
-                (
-                    entry.segment,
-                    entry.offset,
-                    entry.len,
-                    entry.seq,
-                    entry.expires_at_ms,
-                )
-            };
-            let segments = self.segments.read();
-            let Some(seg) = segments.get(&segment) else {
-                continue;
-            };
-            return match seg.decode_at(u64::from(offset), len) {
-                Some(format::Decoded::Record(r, _))
-                    if r.kind == Kind::Value && r.key == key && r.seq == seq =>
-                {
-                    Some((r.value.to_vec(), expires, seq))
-                }
-                _ => {
-                    drop(segments);
-                    self.forget_corrupt(key, seq, segment, offset);
-                    None
-                }
-            };
-        }
-        None
-    }
-
-    /// Removes an expired entry from the index (if it was not rewritten meanwhile).
-    fn expire(&self, key: &str, seq: u64) {
-        if let Some((_, e)) = self.index.remove_if(key, |_, e| e.seq == seq) {
-            self.unaccount(&e);
-            self.counters.expirations.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A read found a damaged record: drop the key and write a tombstone with the damaged
-    /// record's sequence number, so an older version of the key cannot resurface at restart.
-    fn forget_corrupt(&self, key: &str, seq: u64, segment: u64, offset: u32) {
-        self.counters.corrupt_reads.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(key = %key_for_error(key), segment, offset, "damaged record read; treated as a miss");
-        let mut w = self.writer.lock();
-        let Some((_, e)) = self
-            .index
-            .remove_if(key, |_, e| e.seq == seq && e.is_at(segment, u64::from(offset)))
-        else {
-            return;
-        };
-        self.unaccount(&e);
-        if self.check_writable().is_ok() {
-            if let Err(err) = self.append(&mut w, Kind::Tombstone, seq, 0, key, &[]) {
-                tracing::warn!(error = %err, "could not write a tombstone for a damaged record");
-            }
-        }
-    }
-
-    /// Subtracts an index entry's bytes from the live counts.
-    fn unaccount(&self, e: &IndexEntry) {
-        self.live_bytes.fetch_sub(u64::from(e.len), Ordering::Relaxed);
-        if let Some(seg) = self.segments.read().get(&e.segment) {
-            seg.live_bytes.fetch_sub(u64::from(e.len), Ordering::Relaxed);
-        }
-    }
-
-    fn account(&self, segment: &Segment, len: u32) {
-        self.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-        segment.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-    }
-
     fn set_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<()> {
         for item in items {
             let (key, value) = (item.key(), item.value());
@@ -695,7 +627,9 @@ impl Inner {
         };
         let start = w.offset;
         let first_seq = w.next_seq;
-        let hint_before = w.hint.len();
+        // Before the write: a store that cannot name its segment writes nothing.
+        let base = self.slots.loc(&active, 0)?;
+        let mut hint_added = 0u64;
         w.buf.clear();
         let mut seq = first_seq;
         for item in chunk {
@@ -721,23 +655,18 @@ impl Inner {
         for item in chunk {
             let (key, expires_at_ms) = (item.key(), expires_at_ms(item));
             let len = format::record_len(key.len(), item.value().len()) as u64;
-            let (offset32, len32) = (
-                u32::try_from(offset).unwrap_or(u32::MAX),
-                u32::try_from(len).unwrap_or(u32::MAX),
-            );
-            format::encode_hint_entry(&mut w.hint, Kind::Value, key, offset32, len32, seq, expires_at_ms);
-            w.hint_entries += 1;
-            self.account(&active, len32);
-            let entry = IndexEntry::new(active.id, offset32, len32, seq, expires_at_ms);
-            if let Some(old) = self.index.insert(Box::from(key), entry) {
-                self.unaccount(&old);
+            hint_added += hint_entry_len(key);
+            self.account(&active, u32::try_from(len).unwrap_or(u32::MAX));
+            let entry = IndexEntry::new(base.at(offset), expires_at_ms);
+            if let Some(old) = self.index.insert(self.hasher.hash(key), entry) {
+                self.unaccount(old.loc);
             }
             offset += len;
             seq = seq.saturating_add(1);
         }
         w.next_seq = seq;
         w.offset = end;
-        self.count_appended(w, &active, end - start, hint_before);
+        self.count_appended(&active, end - start, hint_added);
         self.dirty.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -745,23 +674,18 @@ impl Inner {
     fn delete(&self, key: &str) -> Result<bool> {
         check_key(key)?;
         self.check_writable()?;
-        let now = self.clock.now_ms();
+        let hash = self.hasher.hash(key);
         let mut w = self.writer.lock();
-        let expired = match self.index.get(key) {
-            None => return Ok(false),
-            Some(e) => e.is_expired(now).then_some(e.seq),
-        };
-        if let Some(seq) = expired {
-            // The record on disk is expired, so recovery ignores it: no tombstone needed.
-            self.expire(key, seq);
+        // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`.
+        if !self.needs_tombstone(key, hash) {
             return Ok(false);
         }
         let seq = w.next_seq;
         w.next_seq = w.next_seq.saturating_add(1);
         self.ensure_space(&mut w, format::stored_len(key.len(), 0))?;
         self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
-        if let Some((_, old)) = self.index.remove(key) {
-            self.unaccount(&old);
+        if let Some((_, old)) = self.index.remove(&hash) {
+            self.unaccount(old.loc);
         }
         self.sync_if_every_write(&w)?;
         Ok(true)
@@ -796,12 +720,9 @@ impl Inner {
             u32::try_from(offset).unwrap_or(u32::MAX),
             u32::try_from(len).unwrap_or(u32::MAX),
         );
-        let hint_before = w.hint.len();
-        format::encode_hint_entry(&mut w.hint, kind, key, offset32, len32, seq, expires_at_ms);
-        w.hint_entries += 1;
         w.offset += len;
         active.data_end.store(w.offset, Ordering::Release);
-        self.count_appended(w, &active, len, hint_before);
+        self.count_appended(&active, len, hint_entry_len(key));
         self.dirty.store(true, Ordering::Relaxed);
         Ok((active, offset32, len32))
     }
@@ -817,8 +738,7 @@ impl Inner {
 
     /// Counts appended records against the size bound, with the hint entries they add: the hint
     /// file is written when the segment is sealed, and takes disk space as the records do.
-    fn count_appended(&self, w: &Writer, active: &Segment, records: u64, hint_before: usize) {
-        let hint_added = (w.hint.len() - hint_before) as u64;
+    fn count_appended(&self, active: &Segment, records: u64, hint_added: u64) {
         active.hint_bytes.fetch_add(hint_added, Ordering::Relaxed);
         self.disk_bytes.fetch_add(records + hint_added, Ordering::Relaxed);
     }
@@ -880,31 +800,22 @@ impl Inner {
             .fetch_add(SEGMENT_HEADER_LEN as u64 + hint_frame, Ordering::Relaxed);
         w.active = Some(segment);
         w.offset = SEGMENT_HEADER_LEN as u64;
-        w.hint.clear();
-        w.hint_entries = 0;
         // The new name must be durable before records in it are acknowledged as durable.
         self.dir.sync().map_err(|e| self.fail(e))
     }
 
-    /// Seals the active segment: its hint is built now and written once the segment is fsynced,
-    /// which happens off the write path (the flusher, the compactor, `flush`, close), so filling a
-    /// segment does not stall the writer for a 64 MiB fsync.
+    /// Seals the active segment: its hint is written once the segment is fsynced, which happens
+    /// off the write path (the flusher, the compactor, `flush`, close), so filling a segment does
+    /// not stall the writer for a 64 MiB fsync.
     ///
     /// The space reserved past the last record is given back now (the file is truncated to its
     /// data), so a sealed segment holds on disk only what it stores.
     fn seal(&self, w: &mut Writer, active: Arc<Segment>) -> Result<()> {
-        let mut hint = Vec::with_capacity(format::HINT_HEADER_LEN + w.hint.len() + format::HINT_TRAILER_LEN);
-        format::encode_hint_header(&mut hint, active.id, w.offset);
-        hint.extend_from_slice(&w.hint);
-        format::encode_hint_trailer(&mut hint, w.hint_entries);
         if let Err(e) = active.truncate_to_data() {
             // Only space is at stake: the reservation stays until the segment is removed.
             tracing::warn!(error = %e, "could not release the unused tail of a sealed segment");
         }
-        let sealed = Sealed {
-            segment: active,
-            hint,
-        };
+        let sealed = Sealed { segment: active };
         if self.durability == Durability::EveryWrite {
             // Every write call fsyncs before it returns, but a batch that rolled mid-way has
             // records here that its final fsync (of the new segment) does not cover: the hint
@@ -938,9 +849,15 @@ impl Inner {
         if !self.is_listed(&sealed.segment) {
             return;
         }
+        // Built from the segment itself, not kept in memory while the segment fills: that cost
+        // 28 bytes plus the key per record, more than the index entry. The segment was just
+        // written, so its pages are in the page cache.
+        let seg = &sealed.segment;
         // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
         // Its bytes were counted as the records were appended (`count_appended`).
-        if let Err(e) = recovery::write_hint(&self.dir, sealed.segment.id, &sealed.hint) {
+        let written =
+            recovery::hint_of_sealed(seg).and_then(|hint| recovery::write_hint(&self.dir, seg.id, &hint));
+        if let Err(e) = written {
             tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
         }
     }
@@ -977,7 +894,7 @@ impl Inner {
         let Some(active) = w.active.take() else {
             return Ok(());
         };
-        if w.hint_entries == 0 {
+        if w.offset == SEGMENT_HEADER_LEN as u64 {
             // Nothing was written: remove the empty segment instead of keeping it around.
             self.remove_segment(&mut w, &active)?;
             return self.sync_removals();
@@ -1033,8 +950,6 @@ impl Inner {
         // Every segment goes, the active one too; the next write starts a new one.
         w.active = None;
         w.offset = self.segment_size;
-        w.hint.clear();
-        w.hint_entries = 0;
         let old: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         for seg in old {
             self.remove_segment(&mut w, &seg)?;
@@ -1060,6 +975,7 @@ impl Inner {
         if self.segments.write().remove(&seg.id).is_none() {
             return Ok(());
         }
+        self.slots.release(seg.id);
         self.disk_bytes.fetch_sub(seg.disk_bytes(), Ordering::Relaxed);
         // A segment that stays on disk after the store forgot it would come back at the next
         // open, with records whose tombstones may be gone: latch.

@@ -57,9 +57,14 @@ impl Segment {
     /// SIGBUS. With the space reserved, neither a write nor a read of this segment can run out of
     /// room later. A failure removes the file again, so nothing is left behind.
     pub(crate) fn create(dir: &LockedDir, id: u64, size: u64) -> Result<Segment> {
-        let (disk, path) = (&dir.disk, segment_path(&dir.path, id));
+        Self::create_in(&dir.disk, &dir.path, dir.file_mode, id, size)
+    }
+
+    /// [`Segment::create`] in a directory given by its parts (tests make segments without a store).
+    pub(crate) fn create_in(disk: &Disk, dir: &Path, mode: u32, id: u64, size: u64) -> Result<Segment> {
+        let path = segment_path(dir, id);
         let file = disk
-            .create_new(&path, dir.file_mode)
+            .create_new(&path, mode)
             .map_err(|e| Error::io("create segment", &path, e))?;
         match Self::init(file, &path, id, size) {
             Ok(segment) => Ok(segment),

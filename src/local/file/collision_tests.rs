@@ -1,0 +1,149 @@
+//! Keys whose 64-bit hashes collide share one index entry (see `index`). The test hasher gives
+//! every `collide/{group}/…` key of a group the same hash, so these tests can force what a real
+//! run meets once in ~10^8 stores of a million keys: the later key evicts the earlier, no read
+//! ever returns another key's value, and no deleted key comes back, across compaction and
+//! reopen.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::segment::Segment;
+use super::slots::Slots;
+use super::{FileStore, FileStoreOptions};
+use crate::storage::Freshness;
+
+const A: &str = "collide/g/a";
+const B: &str = "collide/g/b";
+
+fn open(dir: &Path) -> FileStore {
+    FileStore::open(
+        dir,
+        FileStoreOptions::default()
+            .segment_size(64 * 1024)
+            .background_threads(false),
+    )
+    .unwrap()
+}
+
+fn get(store: &FileStore, key: &str) -> Option<Vec<u8>> {
+    store.get(key).unwrap()
+}
+
+#[test]
+fn a_colliding_write_evicts_the_earlier_key_and_its_reads_are_plain_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.set(A, b"value of a", None).unwrap();
+    store.set(B, b"value of b", None).unwrap();
+    assert_eq!(
+        get(&store, A),
+        None,
+        "a read must never return another key's value"
+    );
+    assert_eq!(get(&store, B).as_deref(), Some(&b"value of b"[..]));
+    assert!(!store.contains(A));
+    assert_eq!(store.keys(), vec![B.to_owned()]);
+    // Deleting the evicted key removes nothing and leaves the other key alone.
+    assert!(!store.delete(A).unwrap());
+    assert_eq!(get(&store, B).as_deref(), Some(&b"value of b"[..]));
+    let stats = store.stats();
+    assert_eq!((stats.live_items, stats.corrupt_reads), (1, 0), "{stats:?}");
+    store.close().unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(get(&store, A), None);
+    assert_eq!(get(&store, B).as_deref(), Some(&b"value of b"[..]));
+    // Writing the earlier key again takes the entry back.
+    store.set(A, b"a again", None).unwrap();
+    assert_eq!(get(&store, A).as_deref(), Some(&b"a again"[..]));
+    assert_eq!(get(&store, B), None);
+    assert_eq!(store.stats().corrupt_reads, 0);
+}
+
+#[test]
+fn confirming_an_evicted_key_does_not_vouch_for_the_key_holding_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.set(B, b"b", None).unwrap();
+    store.mark_all_suspect();
+    store.confirm(A);
+    let (_, freshness) = store.get_checked(B).unwrap().unwrap();
+    assert_eq!(freshness, Freshness::Suspect);
+    store.confirm(B);
+    let (_, freshness) = store.get_checked(B).unwrap().unwrap();
+    assert_eq!(freshness, Freshness::Trusted);
+}
+
+/// By key, compacting away the tombstone of `a` (its hash lives on in `b`) would let `a`'s old
+/// value come back at the next open; applying records by hash keeps it out.
+#[test]
+fn a_deleted_key_stays_deleted_after_compaction_drops_its_tombstone_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.set(A, b"old a", None).unwrap();
+    // Live values keep the first segment from being compacted; a reopen seals it.
+    for i in 0..3 {
+        store.set(&format!("filler{i}"), &[7u8; 20_000], None).unwrap();
+    }
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert!(store.delete(A).unwrap());
+    store.set(B, b"b", None).unwrap();
+    store.close().unwrap();
+
+    // The segment with a's tombstone and b is small: compaction rewrites it, moving b forward and
+    // dropping the tombstone (the hash is live in b).
+    let store = open(dir.path());
+    let report = store.compact().unwrap();
+    assert!(report.segments_rewritten >= 1, "{report:?}");
+    assert_eq!(get(&store, A), None);
+    store.close().unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(get(&store, A), None, "a deleted key came back");
+    assert_eq!(get(&store, B).as_deref(), Some(&b"b"[..]));
+    assert!(store.delete(B).unwrap());
+    store.close().unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(get(&store, A), None, "a deleted key came back");
+    assert_eq!(get(&store, B), None, "a deleted key came back");
+    for i in 0..3 {
+        assert!(get(&store, &format!("filler{i}")).is_some());
+    }
+    assert_eq!(store.stats().corrupt_reads, 0);
+}
+
+#[test]
+fn recovery_keeps_the_newest_record_of_a_hash_whichever_key_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.set(B, b"b1", None).unwrap();
+    store.set(A, b"a1", None).unwrap();
+    store.set(B, b"b2", None).unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(get(&store, B).as_deref(), Some(&b"b2"[..]));
+    assert_eq!(get(&store, A), None);
+    assert_eq!(store.stats().live_items, 1);
+}
+
+#[test]
+fn a_released_slot_never_resolves_an_old_location_into_the_segment_that_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = Slots::default();
+    let first =
+        Arc::new(Segment::create_in(&crate::disk::Disk::default(), dir.path(), 0o600, 1, 64 * 1024).unwrap());
+    let old = slots.loc(&first, 100).unwrap();
+    assert_eq!(slots.get(old).map(|s| s.id), Some(1));
+    slots.release(1);
+    assert!(slots.get(old).is_none());
+    let second =
+        Arc::new(Segment::create_in(&crate::disk::Disk::default(), dir.path(), 0o600, 2, 64 * 1024).unwrap());
+    let new = slots.loc(&second, 100).unwrap();
+    assert_eq!(new.slot(), old.slot(), "a freed slot is reused");
+    assert!(slots.get(old).is_none(), "an old location followed a reused slot");
+    assert_eq!(slots.get(new).map(|s| s.id), Some(2));
+    assert_eq!(slots.len(), 1);
+}

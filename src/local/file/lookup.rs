@@ -1,0 +1,236 @@
+//! Reading through the index: hash → location → the record on disk, whose key, kind and exact
+//! expiry decide (see `index` for why the index keeps none of them), and the index bookkeeping
+//! that goes with it (expiry, damaged records, live-byte accounting, key listing).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::format::{self, Decoded, Kind, RecordHeader, RecordRef, RECORD_HEADER_LEN};
+use super::index::Loc;
+use super::segment::Segment;
+use super::Inner;
+use crate::error::key_for_error;
+
+/// A live value found for a key: what the caller took from it, the exact expiry (Unix ms, 0 =
+/// never), the sequence number and where it is.
+pub(crate) struct Hit<T> {
+    pub(crate) taken: T,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) seq: u64,
+    pub(crate) loc: Loc,
+}
+
+/// What the record an index entry points at says about a key.
+enum Found<T> {
+    Hit(Hit<T>),
+    /// A live value of another key with the same hash: a plain miss, the entry stays.
+    OtherKey,
+    Expired,
+    /// Not a live value of this hash (a slot that moved on, a tombstone): the entry is wrong.
+    Stale,
+    Damaged,
+}
+
+/// The record at `offset`, CRC checked; `None` if it lies outside the file.
+fn record_at(seg: &Segment, offset: u64) -> Option<Decoded<'_>> {
+    let header = format::peek_record_header(seg.read(offset, RECORD_HEADER_LEN as u32)?)?;
+    seg.decode_at(offset, header.len)
+}
+
+/// The header and key of the record at `offset`, without checking the CRC (the caller checks the
+/// key's hash instead, so damage is not mistaken for a key).
+fn key_at(seg: &Segment, offset: u64) -> Option<(RecordHeader, &str)> {
+    let header = format::peek_record_header(seg.read(offset, RECORD_HEADER_LEN as u32)?)?;
+    let bytes = seg.read(offset, RECORD_HEADER_LEN as u32 + u32::from(header.key_len))?;
+    let key = std::str::from_utf8(bytes.get(RECORD_HEADER_LEN..)?).ok()?;
+    Some((header, key))
+}
+
+/// Subtracts without wrapping: a length read back from a damaged header must not turn a counter
+/// into nonsense.
+fn saturating_sub(counter: &AtomicU64, by: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(by))
+    });
+}
+
+impl Inner {
+    /// Finds `key`'s live value and passes its record to `take` while the segment is held.
+    /// `touch` marks the entry as read (second chance at eviction). Drops entries found expired,
+    /// stale or damaged (the last takes the writer lock: not for callers that hold it).
+    pub(crate) fn locate<T>(
+        &self,
+        key: &str,
+        touch: bool,
+        take: impl FnOnce(&RecordRef<'_>) -> T,
+    ) -> Option<Hit<T>> {
+        let hash = self.hasher.hash(key);
+        let (found, loc) = self.probe(key, hash, touch, take)?;
+        match found {
+            Found::Hit(hit) => return Some(hit),
+            Found::OtherKey => {}
+            Found::Expired => self.expire_at(hash, loc),
+            Found::Stale => self.drop_stale(hash, loc),
+            Found::Damaged => self.forget_corrupt(key, hash, loc),
+        }
+        None
+    }
+
+    /// What the entry of `hash` points at, for `key`; `None` if there is no entry. No side
+    /// effects but the read bit.
+    fn probe<T>(
+        &self,
+        key: &str,
+        hash: u64,
+        touch: bool,
+        take: impl FnOnce(&RecordRef<'_>) -> T,
+    ) -> Option<(Found<T>, Loc)> {
+        let entry = self.index.get(&hash)?;
+        // The clock only after a hit: a miss (most of a cold batch read) needs no time.
+        let now = self.clock.now_ms();
+        let loc = entry.loc;
+        if entry.is_expired(now) {
+            return Some((Found::Expired, loc));
+        }
+        if touch {
+            entry.touch();
+        }
+        // The segment is taken while the entry's guard is held: nothing can move the entry and
+        // recycle its slot meanwhile (see `slots`).
+        let table = self.slots.read();
+        drop(entry);
+        let found = match table.get(loc).map(|seg| record_at(seg, loc.offset())) {
+            None => Found::Stale,
+            Some(Some(Decoded::Record(r, _))) if r.kind == Kind::Value && r.key == key => {
+                if r.expires_at_ms != 0 && now >= r.expires_at_ms {
+                    Found::Expired
+                } else {
+                    Found::Hit(Hit {
+                        taken: take(&r),
+                        expires_at_ms: r.expires_at_ms,
+                        seq: r.seq,
+                        loc,
+                    })
+                }
+            }
+            Some(Some(Decoded::Record(r, _))) if r.kind == Kind::Value && self.hasher.hash(r.key) == hash => {
+                Found::OtherKey
+            }
+            Some(Some(Decoded::Record(..))) => Found::Stale,
+            Some(_) => Found::Damaged,
+        };
+        Some((found, loc))
+    }
+
+    /// For a delete under the writer lock: whether `key` has a record that needs a tombstone (a
+    /// live value, or a damaged record the entry points at). Drops expired and stale entries.
+    pub(crate) fn needs_tombstone(&self, key: &str, hash: u64) -> bool {
+        let Some((found, loc)) = self.probe(key, hash, false, |_| ()) else {
+            return false;
+        };
+        match found {
+            Found::Hit(_) | Found::Damaged => true,
+            // Another key's newer value shadows this key's older records.
+            Found::OtherKey => false,
+            // An expired record is ignored by recovery: no tombstone needed.
+            Found::Expired => {
+                self.expire_at(hash, loc);
+                false
+            }
+            Found::Stale => {
+                self.drop_stale(hash, loc);
+                false
+            }
+        }
+    }
+
+    /// Value, expiry (Unix ms, 0 = never), sequence number and location of a live entry.
+    pub(crate) fn read(&self, key: &str) -> Option<Hit<Vec<u8>>> {
+        self.locate(key, true, |r| r.value.to_vec())
+    }
+
+    /// The live keys at this moment, read from their records (the index holds hashes only).
+    pub(crate) fn keys(&self) -> Vec<String> {
+        let now = self.clock.now_ms();
+        let mut keys = Vec::with_capacity(self.index.len());
+        for e in self.index.iter() {
+            if e.value().is_expired(now) {
+                continue;
+            }
+            let (hash, loc) = (*e.key(), e.value().loc);
+            // Under the shard guard the iteration holds, as in `locate`.
+            let table = self.slots.read();
+            let Some((header, key)) = table.get(loc).and_then(|seg| key_at(seg, loc.offset())) else {
+                continue;
+            };
+            let live =
+                header.kind == Kind::Value && (header.expires_at_ms == 0 || now < header.expires_at_ms);
+            if live && self.hasher.hash(key) == hash {
+                keys.push(key.to_owned());
+            }
+        }
+        keys
+    }
+
+    /// Removes an expired entry from the index (if it was not rewritten meanwhile).
+    pub(crate) fn expire_at(&self, hash: u64, loc: Loc) {
+        if let Some((_, e)) = self.index.remove_if(&hash, |_, e| e.loc == loc) {
+            self.unaccount(e.loc);
+            self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An entry whose slot moved on or that points at something other than a live value of its
+    /// hash: dropped (it cannot name a value; see `slots`).
+    fn drop_stale(&self, hash: u64, loc: Loc) {
+        if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
+            tracing::warn!(?loc, "dropped an index entry that no longer names a record");
+        }
+    }
+
+    /// A read found a damaged record: drop the entry and append a tombstone of the key with a new
+    /// sequence number. It shadows every older record of the key's hash at the next open, so
+    /// nothing older of that hash can resurface, whichever key the damaged record held.
+    pub(crate) fn forget_corrupt(&self, key: &str, hash: u64, loc: Loc) {
+        self.counters.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = %key_for_error(key), ?loc, "damaged record read; treated as a miss");
+        let mut w = self.writer.lock();
+        let Some((_, e)) = self.index.remove_if(&hash, |_, e| e.loc == loc) else {
+            return;
+        };
+        self.unaccount(e.loc);
+        if self.check_writable().is_ok() {
+            let seq = w.next_seq;
+            w.next_seq = w.next_seq.saturating_add(1);
+            if let Err(err) = self.append(&mut w, Kind::Tombstone, seq, 0, key, &[]) {
+                tracing::warn!(error = %err, "could not write a tombstone for a damaged record");
+            }
+        }
+    }
+
+    /// Subtracts the bytes of the record at `loc` (an entry just replaced or removed) from the
+    /// live counts. The length comes from the record's header; if that is unreadable (damage)
+    /// the counts keep it, which only makes compaction of that segment later.
+    pub(crate) fn unaccount(&self, loc: Loc) {
+        let Some(seg) = self.slots.get(loc) else {
+            return;
+        };
+        let len = seg
+            .read(loc.offset(), RECORD_HEADER_LEN as u32)
+            .and_then(format::peek_record_header)
+            .map(|h| h.len);
+        if let Some(len) = len {
+            self.unaccount_len(&seg, len);
+        }
+    }
+
+    /// As [`unaccount`](Self::unaccount) for a record whose length the caller has.
+    pub(crate) fn unaccount_len(&self, seg: &Segment, len: u32) {
+        saturating_sub(&self.live_bytes, u64::from(len));
+        saturating_sub(&seg.live_bytes, u64::from(len));
+    }
+
+    pub(crate) fn account(&self, segment: &Segment, len: u32) {
+        self.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+        segment.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+    }
+}
