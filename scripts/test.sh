@@ -28,6 +28,6 @@ fi
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --all-features -- -D warnings
 echo "== cargo test"
-cargo test --locked
+cargo test --locked --all-features
