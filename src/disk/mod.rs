@@ -99,14 +99,6 @@ impl Disk {
         Ok(self.wrap(file, path, true))
     }
 
-    /// Creates a file for reading and writing with permission bits `mode` (less the umask),
-    /// emptying it if it exists (temporary files).
-    pub(crate) fn create(&self, path: &Path, mode: u32) -> io::Result<DiskFile> {
-        self.check(Op::Create, path)?;
-        let file = perms::new_file(mode).create(true).truncate(true).open(path)?;
-        Ok(self.wrap(file, path, true))
-    }
-
     /// Opens an existing file for reading and writing.
     pub(crate) fn open(&self, path: &Path) -> io::Result<DiskFile> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
@@ -123,11 +115,6 @@ impl Disk {
             (Arc::clone(sim), inode)
         });
         DiskFile { file, sim }
-    }
-
-    /// Writes a whole file (created with `mode`, or emptied first; no fsync).
-    pub(crate) fn write_file(&self, path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-        self.create(path, mode)?.write_all_at(bytes, 0)
     }
 
     /// Renames `from` over `to`.

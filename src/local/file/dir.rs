@@ -5,7 +5,7 @@ use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use super::format::{self, HeaderError, Meta, LOCK_FILE, META_EXT_LEN, META_FILE, META_LEN, TMP_EXT};
-use crate::disk::Disk;
+use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
 use crate::perms::{self, DEFAULT_FILE_MODE};
 
@@ -167,29 +167,42 @@ impl LockedDir {
     pub(crate) fn write_meta(&self, meta: &Meta) -> Result<()> {
         let path = self.path.join(META_FILE);
         let tmp = self.path.join(format!("{META_FILE}.{TMP_EXT}"));
-        // A leftover temporary file would keep its old permission bits through the truncate.
-        let _ = fs::remove_file(&tmp);
+        self.replace_file(&tmp, &path, |file| {
+            file.write_all_at(&format::encode_meta(meta), 0)
+                .map_err(|e| Error::io("write", &tmp, e))?;
+            file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))
+        })?;
+        self.sync()
+    }
+
+    /// Writes a new file `tmp` with the store's file mode (exactly, whatever the umask) through
+    /// `write`, then renames it over `path`. A failure removes `tmp`, so nothing is left behind
+    /// (a full disk must not leave temporary files that the next open takes for foreign ones).
+    pub(crate) fn replace_file(
+        &self,
+        tmp: &Path,
+        path: &Path,
+        write: impl FnOnce(&DiskFile) -> Result<()>,
+    ) -> Result<()> {
+        // A leftover temporary file would keep its old permission bits.
+        let _ = self.disk.remove_file(tmp);
         let written = self
             .disk
-            .create_new(&tmp, self.file_mode)
-            .map_err(|e| Error::io("create", &tmp, e))
+            .create_new(tmp, self.file_mode)
+            .map_err(|e| Error::io("create", tmp, e))
             .and_then(|file| {
-                // Exact, whatever the umask: these bits are the store's recorded file mode.
-                perms::set_mode(&tmp, self.file_mode).map_err(|e| Error::io("chmod", &tmp, e))?;
-                file.write_all_at(&format::encode_meta(meta), 0)
-                    .map_err(|e| Error::io("write", &tmp, e))?;
-                file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))
+                perms::set_mode(tmp, self.file_mode).map_err(|e| Error::io("chmod", tmp, e))?;
+                write(&file)
             })
             .and_then(|()| {
                 self.disk
-                    .rename(&tmp, &path)
-                    .map_err(|e| Error::io("rename", &path, e))
+                    .rename(tmp, path)
+                    .map_err(|e| Error::io("rename", path, e))
             });
         if written.is_err() {
-            let _ = fs::remove_file(&tmp);
+            let _ = self.disk.remove_file(tmp);
         }
-        written?;
-        self.sync()
+        written
     }
 
     /// fsyncs the directory, making created, renamed and removed names durable.

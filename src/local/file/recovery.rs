@@ -619,19 +619,10 @@ fn cut_at_first_bad_record(scan: &mut format::Scan<'_>) {
 pub(crate) fn write_hint(dir: &LockedDir, id: u64, bytes: &[u8]) -> Result<()> {
     let path = segment::hint_path(&dir.path, id);
     let tmp = path.with_extension(format!("{HINT_EXT}.{TMP_EXT}"));
-    let written = dir
-        .disk
-        .write_file(&tmp, bytes, dir.file_mode)
-        .map_err(|e| Error::io("write hint", &tmp, e))
-        .and_then(|()| {
-            dir.disk
-                .rename(&tmp, &path)
-                .map_err(|e| Error::io("rename hint", &path, e))
-        });
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    dir.replace_file(&tmp, &path, |file| {
+        file.write_all_at(bytes, 0)
+            .map_err(|e| Error::io("write hint", &tmp, e))
+    })
 }
 
 /// Segment and hint ids in the directory; deletes leftover temporary files.
