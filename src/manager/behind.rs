@@ -68,6 +68,8 @@ struct State {
     /// Taken by the sender whose batch is on its way to L2.
     in_flight: HashMap<String, Queued>,
     stop: bool,
+    /// The writer is gathering a batch (a test waits for this state).
+    lingering: bool,
 }
 
 /// What [`WriteQueue::push`] did.
@@ -97,6 +99,8 @@ pub(crate) struct WriteQueue {
     /// How long a settling delete waits for an in-flight batch (the batch's own L2 call is
     /// bounded by the L2 timeout; this only guards against a stuck sender).
     max_wait: Duration,
+    /// How long the writer waits for a batch to gather ([`LINGER`]; longer in a test).
+    linger: Duration,
 }
 
 impl WriteQueue {
@@ -109,6 +113,7 @@ impl WriteQueue {
             sending: Mutex::new(()),
             max_keys: max_keys.max(1),
             max_wait: l2_timeout.saturating_mul(4).max(Duration::from_millis(100)),
+            linger: LINGER,
         }
     }
 
@@ -227,16 +232,25 @@ impl WriteQueue {
     /// with nothing left to send.
     fn wait_for_work(&self) -> bool {
         let mut st = self.state.lock();
-        while st.queued.is_empty() && !st.stop {
-            self.work.wait(&mut st);
-        }
-        let deadline = Instant::now() + LINGER;
-        while !st.stop && st.queued.len() < BATCH {
-            if self.work.wait_until(&mut st, deadline).timed_out() {
-                break;
+        loop {
+            while st.queued.is_empty() && !st.stop {
+                self.work.wait(&mut st);
+            }
+            let deadline = Instant::now() + self.linger;
+            st.lingering = true;
+            while !st.stop && st.queued.len() < BATCH {
+                if self.work.wait_until(&mut st, deadline).timed_out() {
+                    break;
+                }
+            }
+            st.lingering = false;
+            // Empty and not stopped: a `flush` sent the batch while the writer lingered. The
+            // writer must wait again, not stop (it once did, and later writes waited for the
+            // next flush).
+            if st.stop || !st.queued.is_empty() {
+                return !st.queued.is_empty();
             }
         }
-        !st.queued.is_empty()
     }
 
     fn stop(&self) {
@@ -477,5 +491,58 @@ impl Shared {
             .collect();
         let _ = self.push_replay(&pushes);
         drop(st);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spins until the writer is (`true`) or is no longer (`false`) gathering a batch.
+    fn until_lingering(queue: &WriteQueue, lingering: bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queue.state.lock().lingering != lingering {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never reached lingering = {lingering}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_flush_while_the_writer_gathers_a_batch_does_not_stop_the_writer() {
+        let mut queue = WriteQueue::new(100, Duration::from_secs(1));
+        queue.linger = Duration::from_millis(50);
+        let queue = Arc::new(queue);
+        let (woke_tx, woke_rx) = std::sync::mpsc::channel();
+        let writer = {
+            let queue = Arc::clone(&queue);
+            std::thread::spawn(move || loop {
+                let work = queue.wait_for_work();
+                let _ = woke_tx.send(work);
+                if !work {
+                    return;
+                }
+                queue.land(&queue.take());
+            })
+        };
+        assert_eq!(queue.push(&[("a", b"1")], u64::MAX, || false), Pushed::Queued);
+        until_lingering(&queue, true);
+        // What `flush` does: it sends the queued batch itself.
+        let flushed = queue.take();
+        assert_eq!(flushed.len(), 1);
+        queue.land(&flushed);
+        until_lingering(&queue, false);
+        assert_eq!(queue.push(&[("b", b"2")], u64::MAX, || false), Pushed::Queued);
+        let work = woke_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the writer never woke for the next write");
+        assert!(
+            work,
+            "the writer stopped after a flush emptied the queue it was gathering"
+        );
+        queue.stop();
+        writer.join().unwrap();
     }
 }
