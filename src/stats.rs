@@ -193,6 +193,7 @@ pub(crate) struct ConsistencyMetrics {
     pub(crate) replay_failures: Counter,
     pub(crate) pending_misses: Counter,
     pub(crate) deleting_misses: Counter,
+    pub(crate) overtaken_reads: Counter,
     pub(crate) published: Counter,
     pub(crate) publish_failures: Counter,
     pub(crate) invalidations_received: Counter,
@@ -354,6 +355,10 @@ pub struct ConsistencyStats {
     /// Reads that missed L1 while this manager was deleting the key: answered as misses
     /// without asking L2, which may still hold the value being deleted.
     pub deleting_misses: u64,
+    /// Reads (with write-behind) whose L2 answer a write or delete of the key, started after
+    /// the read looked in the queue, may have made stale: answered again from the queue, or as
+    /// misses.
+    pub overtaken_reads: u64,
     /// Whether the manager has an invalidation backplane.
     pub backplane_enabled: bool,
     /// Whether the backplane's subscription works now.
@@ -398,6 +403,7 @@ impl ConsistencyMetrics {
         stats.replay_failures = self.replay_failures.get();
         stats.pending_misses = self.pending_misses.get();
         stats.deleting_misses = self.deleting_misses.get();
+        stats.overtaken_reads = self.overtaken_reads.get();
         stats.published = self.published.get();
         stats.publish_failures = self.publish_failures.get();
         stats.invalidations_received = self.invalidations_received.get();

@@ -45,6 +45,10 @@ struct Rig {
 }
 
 fn rig(server: &RedisServer, mode: WriteMode) -> Rig {
+    rig_with(server, mode, |_| {})
+}
+
+fn rig_with(server: &RedisServer, mode: WriteMode, tune: impl FnOnce(&mut CacheConfig)) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let file = Arc::new(FileStore::open(dir.path(), FileStoreOptions::default()).unwrap());
     let redis = Arc::new(
@@ -60,6 +64,7 @@ fn rig(server: &RedisServer, mode: WriteMode) -> Rig {
     let mut config = CacheConfig::default();
     config.distributed.write_mode = mode;
     config.distributed.timeout_ms = 5000;
+    tune(&mut config);
     let cache = CacheManager::builder()
         .config(config)
         .local(l1.clone())
@@ -346,4 +351,51 @@ fn a_write_waits_for_an_earlier_write_of_its_key_and_not_for_writes_of_other_key
         }
         r.assert_agree("k", Some(b"b"), name);
     }
+}
+
+/// The replay queue: with L2 down, `set(k, a)` is held after its failed L2 call, before it
+/// queues the op; `set(k, b)` waits for it, so the queue replays `a` then `b` and, once L2 is
+/// back, L1 and L2 both hold `b`. (Without per-key order `b` runs whole, is queued first, and
+/// the replay leaves `a` in L2.)
+#[test]
+fn with_l2_down_the_replay_queue_takes_the_writes_of_a_key_in_their_order() {
+    let mut server = RedisServer::start();
+    let replay_dir = tempfile::tempdir().unwrap();
+    let r = rig_with(&server, WriteMode::Through, |config| {
+        config.offline.replay_dir = Some(replay_dir.path().to_path_buf());
+        config.distributed.timeout_ms = 1000;
+        // Replayed only when the test asks, once L2 is back.
+        config.offline.replay_interval_ms = 3_600_000;
+    });
+    server.kill();
+    let gate = r.l2.gate("set", "k", Point::After);
+    let cache = r.cache.clone();
+    let (first, _) = spawn(move || cache.set_raw("k", b"a", None).unwrap());
+    gate.wait_entered();
+    let cache = r.cache.clone();
+    let (second, second_done) = spawn(move || cache.set_raw("k", b"b", None).unwrap());
+    assert!(
+        second_done.recv_timeout(RUNS_WHOLE).is_err(),
+        "a second set of k ran whole while the first was between L2's failure and the queue"
+    );
+    gate.release();
+    first.join().unwrap();
+    second.join().unwrap();
+    assert_eq!(
+        r.cache.stats().consistency.replay_pending,
+        1,
+        "k is queued once, its last op kept"
+    );
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while r.cache.stats().consistency.replay_pending > 0 {
+        if let Err(e) = r.cache.replay_now() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "L2 never took the replay: {e}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.assert_agree("k", Some(b"b"), "replay queue");
 }

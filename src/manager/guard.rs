@@ -166,6 +166,14 @@ impl KeyOrder {
         }
     }
 
+    /// Whether no write of the key's stripe started since `ticket` and none is in progress.
+    pub(crate) fn is_current(&self, ticket: Ticket) -> bool {
+        self.slots.get(ticket.stripe).is_some_and(|slot| {
+            let s = slot.state.lock();
+            s.version == ticket.version && s.writers == 0
+        })
+    }
+
     /// Runs `backfill` (the L1 write) if nothing wrote the key's stripe since `ticket`; returns
     /// whether it ran.
     pub(crate) fn backfill_if_current(&self, ticket: Ticket, backfill: impl FnOnce()) -> bool {

@@ -294,7 +294,11 @@ impl Shared {
     /// replaced: the read is a miss, as it will be once the delete returns) or if the
     /// write-behind queue holds a newer value than L2.
     pub(crate) fn before_l2(&self, key: &str) -> Result<Ticket, Option<Vec<u8>>> {
-        let ticket = self.guard.ticket(key);
+        self.before_l2_with(key, self.guard.ticket(key))
+    }
+
+    /// [`before_l2`](Self::before_l2) once the ticket is taken (a test stops a read here).
+    pub(crate) fn before_l2_with(&self, key: &str, ticket: Ticket) -> Result<Ticket, Option<Vec<u8>>> {
         if ticket.deleting() {
             self.metrics.consistency.deleting_misses.incr();
             self.miss(1);
@@ -327,6 +331,9 @@ impl Shared {
         m.get_latency.record(started.elapsed());
         match result {
             Ok(Some(entry)) => {
+                if let Some(answer) = self.overtaken(key, ticket) {
+                    return Ok(answer);
+                }
                 m.hits.incr();
                 self.backfill(key, ticket, &entry);
                 Ok(Some(entry.value))
@@ -340,6 +347,32 @@ impl Shared {
                 self.failed(Level::Distributed, "get", key, e)?;
                 self.miss(1);
                 Ok(None)
+            }
+        }
+    }
+
+    /// With write-behind, L2 may be older than a completed write: what the read checked in the
+    /// queue before asking L2 ([`before_l2`](Self::before_l2)) only holds while no write or
+    /// delete of the key starts. One that started since the ticket may have taken the newer value
+    /// out of the queue (a delete settling it) before the read looked, so L2's answer can be a
+    /// value that a completed write replaced. Such a read is answered again from the queue, or as
+    /// a miss (which the racing write or delete makes true). `None`: L2's answer stands.
+    fn overtaken(&self, key: &str, ticket: Ticket) -> Option<Option<Vec<u8>>> {
+        let behind = self.behind.as_ref()?;
+        if self.guard.is_current(ticket) {
+            return None;
+        }
+        self.metrics.consistency.overtaken_reads.incr();
+        match behind.lookup(key) {
+            Some(value) => {
+                self.metrics.consistency.behind_reads.incr();
+                self.metrics.distributed.hits.incr();
+                Some(Some(value))
+            }
+            None => {
+                self.metrics.distributed.misses.incr();
+                self.miss(1);
+                Some(None)
             }
         }
     }
@@ -518,7 +551,13 @@ impl Shared {
                 }
             }
             match answer {
-                Some(entry) => hits.push((*key, *ticket, entry)),
+                Some(entry) => match self.overtaken(key, *ticket) {
+                    None => hits.push((*key, *ticket, entry)),
+                    Some(Some(value)) => {
+                        out.insert((*key).to_owned(), value);
+                    }
+                    Some(None) => {}
+                },
                 None => misses += 1,
             }
         }
@@ -628,6 +667,9 @@ impl Shared {
         let c = &self.metrics.consistency;
         match result {
             Ok(Some(entry)) => {
+                if let Some(answer) = self.overtaken(key, ticket) {
+                    return Ok(answer);
+                }
                 m.hits.incr();
                 if entry.value == l1_entry.value {
                     c.confirmed.incr();
@@ -822,68 +864,5 @@ impl Shared {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-    use crate::local::memory::MemoryStore;
-
-    fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
-        Shared {
-            l1: Arc::new(MemoryStore::new(10).unwrap()),
-            l2: None,
-            breaker: None,
-            l2_size: Mutex::new(None),
-            local_ttl: Duration::from_secs(local),
-            distributed_ttl: Duration::from_secs(distributed),
-            fallback_on_error: true,
-            codec: Codec::default(),
-            clock: Arc::new(clock.clone()),
-            metrics: Metrics::default(),
-            guard: KeyOrder::default(),
-            flights: Flights::default(),
-            replay: None,
-            replayer: OnceLock::new(),
-            replay_lock: Mutex::new(()),
-            tags: None,
-            l2_prefix: String::new(),
-            backplane: OnceLock::new(),
-            file_l1: None,
-            restart_policy: RestartPolicy::default(),
-            check_freshness: AtomicBool::new(false),
-            distrust_l1: AtomicBool::new(false),
-            behind: None,
-            behind_writer: OnceLock::new(),
-            fills: None,
-            filler: OnceLock::new(),
-        }
-    }
-
-    #[test]
-    fn set_ttls_are_capped_per_level_and_default_to_the_level_ttl() {
-        let s = shared(60, 600, &ManualClock::new(0));
-        assert_eq!(s.l1_ttl(None), Duration::from_secs(60));
-        assert_eq!(s.l2_ttl(None), Duration::from_secs(600));
-        assert_eq!(s.l1_ttl(Some(Duration::from_secs(300))), Duration::from_secs(60));
-        assert_eq!(s.l2_ttl(Some(Duration::from_secs(300))), Duration::from_secs(300));
-        assert_eq!(s.l1_ttl(Some(Duration::from_secs(5))), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn backfill_ttl_never_outlives_l2_nor_local_ttl() {
-        let clock = ManualClock::new(1_000_000);
-        let s = shared(60, 600, &clock);
-        let at = |ms: u64| Entry {
-            value: vec![],
-            expires_at: Some(clock::ms_to_system_time(ms)),
-        };
-        assert_eq!(s.backfill_ttl(&at(1_010_000)), Some(Duration::from_secs(10)));
-        assert_eq!(s.backfill_ttl(&at(9_000_000)), Some(Duration::from_secs(60)));
-        assert_eq!(s.backfill_ttl(&at(1_000_000)), None);
-        assert_eq!(s.backfill_ttl(&at(5)), None);
-        let forever = Entry {
-            value: vec![],
-            expires_at: None,
-        };
-        assert_eq!(s.backfill_ttl(&forever), Some(Duration::from_secs(60)));
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;
