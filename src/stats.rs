@@ -355,9 +355,9 @@ pub struct ConsistencyStats {
     /// Reads that missed L1 while this manager was deleting the key: answered as misses
     /// without asking L2, which may still hold the value being deleted.
     pub deleting_misses: u64,
-    /// Reads (with write-behind) whose L2 answer a write or delete of the key, started after
-    /// the read looked in the queue, may have made stale: answered again from the queue, or as
-    /// misses.
+    /// Reads (with write-behind) during which a delete of the key (or a set that found the
+    /// queue full) took the key's queued write out of the queue, so that L2's answer may be
+    /// older than that write: answered again from the queue, or as misses.
     pub overtaken_reads: u64,
     /// Whether the manager has an invalidation backplane.
     pub backplane_enabled: bool,

@@ -1,6 +1,7 @@
 //! Randomized stress of per-key ordering (issue 14), bounded in time: threads share one manager
 //! (a real `FileStore` L1, a real `RedisStore` L2 on a `redis-server`) and do get, set, delete,
-//! multi_get, multi_set, multi_delete and async calls on a few keys, in both write modes. Every
+//! multi_get, multi_set, multi_delete, async calls and L1 evictions on a few keys, in both write
+//! modes. Every
 //! call is recorded with the moments it started and returned; the checker then requires that
 //! - every read answered a value some write of the key wrote (or nothing, after a delete or
 //!   before any write) that had started before the read returned and that no write which
@@ -181,6 +182,7 @@ fn run(rig: &Rig, seed: u64, run_for: Duration) -> Vec<Event> {
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let cache = rig.cache.clone();
+            let file = Arc::clone(&rig.file);
             let clock = Arc::clone(&clock);
             std::thread::spawn(move || {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(t as u64));
@@ -199,7 +201,13 @@ fn run(rig: &Rig, seed: u64, run_for: Duration) -> Vec<Event> {
                     let roll = rng.random_range(0..100);
                     let start = tick();
                     let (op, recorded): (&'static str, Vec<(&'static str, Kind)>) = match roll {
-                        0..=24 => ("get", vec![(key, Kind::Read(cache.get_raw(key).unwrap()))]),
+                        0..=21 => ("get", vec![(key, Kind::Read(cache.get_raw(key).unwrap()))]),
+                        // L1 drops the key behind the manager's back, as its eviction does: the
+                        // next read asks the write-behind queue and L2.
+                        22..=24 => {
+                            Storage::delete(&*file, key).unwrap();
+                            ("evict", Vec::new())
+                        }
                         25..=31 => {
                             let got = rt.block_on(cache.get_raw_async(key)).unwrap();
                             ("get_async", vec![(key, Kind::Read(got))])

@@ -70,6 +70,22 @@ struct State {
     stop: bool,
     /// The writer is gathering a batch (a test waits for this state).
     lingering: bool,
+    /// Per slot of keys ([`epoch_slot`]): how many times a settle took a queued write of a key
+    /// of the slot out of the queue. See [`WriteQueue::settle_epoch`].
+    settled: Vec<u64>,
+}
+
+/// Slots of the settle epochs (a power of two): 8 KiB, and two keys share one with
+/// probability 1/1024.
+const EPOCH_SLOTS: usize = 1024;
+
+fn epoch_slot(key: &str) -> usize {
+    // Fixed keys: the slot only spreads keys, nobody chooses them to collide here.
+    let h = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(key);
+    // Truncation is fine: only the low bits pick the slot.
+    #[allow(clippy::cast_possible_truncation)]
+    let h = h as usize;
+    h & (EPOCH_SLOTS - 1)
 }
 
 /// What [`WriteQueue::push`] did.
@@ -106,7 +122,10 @@ pub(crate) struct WriteQueue {
 impl WriteQueue {
     pub(crate) fn new(max_keys: usize, l2_timeout: Duration) -> WriteQueue {
         WriteQueue {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                settled: vec![0; EPOCH_SLOTS],
+                ..State::default()
+            }),
             work: Condvar::new(),
             landed: Condvar::new(),
             landed_async: tokio::sync::Notify::new(),
@@ -164,14 +183,31 @@ impl WriteQueue {
         st.queued.len() + st.in_flight.len()
     }
 
+    /// A read that asks L2 takes this before its ticket and compares it once L2 answered: if a
+    /// settle took a queued write of the key out of the queue in between, L2's answer may be
+    /// older than that write, which may have completed before the read began.
+    pub(crate) fn settle_epoch(&self, key: &str) -> u64 {
+        let st = self.state.lock();
+        st.settled.get(epoch_slot(key)).copied().unwrap_or(0)
+    }
+
+    /// Takes the queued writes of `keys` out of the queue, bumping their settle epochs.
+    fn drop_queued(st: &mut State, keys: &[&str]) {
+        for key in keys {
+            if st.queued.remove(*key).is_some() {
+                if let Some(epoch) = st.settled.get_mut(epoch_slot(key)) {
+                    *epoch = epoch.wrapping_add(1);
+                }
+            }
+        }
+    }
+
     /// Drops the queued writes of `keys` and waits until no in-flight batch holds one of them.
     /// Returns whether it had to give up waiting.
     pub(crate) fn settle(&self, keys: &[&str]) -> bool {
         let deadline = Instant::now() + self.max_wait;
         let mut st = self.state.lock();
-        for key in keys {
-            st.queued.remove(*key);
-        }
+        Self::drop_queued(&mut st, keys);
         while keys.iter().any(|k| st.in_flight.contains_key(*k)) {
             if self.landed.wait_until(&mut st, deadline).timed_out() {
                 return true;
@@ -189,9 +225,7 @@ impl WriteQueue {
             landed.as_mut().enable();
             {
                 let mut st = self.state.lock();
-                for key in keys {
-                    st.queued.remove(*key);
-                }
+                Self::drop_queued(&mut st, keys);
                 if !keys.iter().any(|k| st.in_flight.contains_key(*k)) {
                     return;
                 }

@@ -83,12 +83,25 @@ pub(crate) struct Ticket {
     stripe: usize,
     version: u64,
     deleting: bool,
+    /// The write-behind queue's settle epoch of the key, taken just before (see
+    /// `WriteQueue::settle_epoch`); 0 without a queue.
+    settled: u64,
 }
 
 impl Ticket {
     /// A delete of this key was between its levels when the ticket was taken.
     pub(crate) fn deleting(&self) -> bool {
         self.deleting
+    }
+
+    /// The queue's settle epoch recorded with the ticket.
+    pub(crate) fn settled(&self) -> u64 {
+        self.settled
+    }
+
+    /// Records the queue's settle epoch, read before the ticket was taken.
+    pub(crate) fn with_settled(self, settled: u64) -> Ticket {
+        Ticket { settled, ..self }
     }
 }
 
@@ -163,15 +176,8 @@ impl KeyOrder {
             stripe,
             version,
             deleting,
+            settled: 0,
         }
-    }
-
-    /// Whether no write of the key's stripe started since `ticket` and none is in progress.
-    pub(crate) fn is_current(&self, ticket: Ticket) -> bool {
-        self.slots.get(ticket.stripe).is_some_and(|slot| {
-            let s = slot.state.lock();
-            s.version == ticket.version && s.writers == 0
-        })
     }
 
     /// Runs `backfill` (the L1 write) if nothing wrote the key's stripe since `ticket`; returns

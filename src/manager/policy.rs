@@ -294,7 +294,14 @@ impl Shared {
     /// replaced: the read is a miss, as it will be once the delete returns) or if the
     /// write-behind queue holds a newer value than L2.
     pub(crate) fn before_l2(&self, key: &str) -> Result<Ticket, Option<Vec<u8>>> {
-        self.before_l2_with(key, self.guard.ticket(key))
+        self.before_l2_with(key, self.ticket(key))
+    }
+
+    /// The backfill ticket of a read about to ask L2, with the write-behind queue's settle
+    /// epoch of the key read just before it (see [`overtaken`](Self::overtaken)).
+    pub(crate) fn ticket(&self, key: &str) -> Ticket {
+        let settled = self.behind.as_ref().map_or(0, |q| q.settle_epoch(key));
+        self.guard.ticket(key).with_settled(settled)
     }
 
     /// [`before_l2`](Self::before_l2) once the ticket is taken (a test stops a read here).
@@ -351,30 +358,27 @@ impl Shared {
         }
     }
 
-    /// With write-behind, L2 may be older than a completed write: what the read checked in the
-    /// queue before asking L2 ([`before_l2`](Self::before_l2)) only holds while no write or
-    /// delete of the key starts. One that started since the ticket may have taken the newer value
-    /// out of the queue (a delete settling it) before the read looked, so L2's answer can be a
-    /// value that a completed write replaced. Such a read is answered again from the queue, or as
-    /// a miss (which the racing write or delete makes true). `None`: L2's answer stands.
+    /// With write-behind, L2 may be older than a completed write, so a read looks into the
+    /// queue before it asks L2 ([`before_l2`](Self::before_l2)). What it saw there only holds if
+    /// no settle (a delete, or a set that found the queue full) took the key's queued write out
+    /// between the read's ticket and its look: L2's answer could then be a value that write,
+    /// completed before the read began, replaced. The queue's settle epoch of the key (recorded
+    /// with the ticket) tells; such a read is answered again from the queue (a newer set), or as
+    /// a miss (the settling op overlaps the read). `None`: L2's answer stands.
     fn overtaken(&self, key: &str, ticket: Ticket) -> Option<Option<Vec<u8>>> {
         let behind = self.behind.as_ref()?;
-        if self.guard.is_current(ticket) {
+        if behind.settle_epoch(key) == ticket.settled() {
             return None;
         }
         self.metrics.consistency.overtaken_reads.incr();
-        match behind.lookup(key) {
-            Some(value) => {
-                self.metrics.consistency.behind_reads.incr();
-                self.metrics.distributed.hits.incr();
-                Some(Some(value))
-            }
-            None => {
-                self.metrics.distributed.misses.incr();
-                self.miss(1);
-                Some(None)
-            }
+        if let Some(value) = behind.lookup(key) {
+            self.metrics.consistency.behind_reads.incr();
+            self.metrics.distributed.hits.incr();
+            return Some(Some(value));
         }
+        self.metrics.distributed.misses.incr();
+        self.miss(1);
+        Some(None)
     }
 
     /// Copies an L2 hit into L1, unless a write raced it. Never fails the read.
@@ -705,7 +709,7 @@ impl Shared {
     }
 
     pub(crate) fn tickets(&self, keys: &[&str]) -> Vec<Ticket> {
-        keys.iter().map(|k| self.guard.ticket(k)).collect()
+        keys.iter().map(|k| self.ticket(k)).collect()
     }
 
     // ---- writes ----

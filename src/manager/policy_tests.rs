@@ -183,7 +183,7 @@ fn read_overtaken_by_a_delete() -> OvertakenRead {
     cache.shared.l1.delete("k").unwrap();
     let s = &cache.shared;
     assert!(matches!(s.plan_read("k").unwrap(), Plan::AskL2(None)));
-    let ticket = s.guard.ticket("k");
+    let ticket = s.ticket("k");
     let deleting = l2.hold("delete");
     let racing = cache.clone();
     let delete = std::thread::spawn(move || racing.delete("k"));
