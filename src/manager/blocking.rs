@@ -1,0 +1,269 @@
+//! The blocking API of [`CacheManager`]: typed and raw reads, writes, deletes, batches and
+//! `get_or_set_with`. Each method is a thin shell around the rules of `policy`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::loader::Role;
+use super::policy::{Plan, Route, Shared};
+use super::{as_strs, borrow_items, CacheManager};
+
+use crate::error::{Error, Result};
+
+impl CacheManager {
+    // ---- typed API ----
+
+    /// Reads a value: L1, then L2 (backfilling L1). `Ok(None)` on a miss.
+    ///
+    /// # Errors
+    /// [`Error::CodecMismatch`] or [`Error::Decode`] if the stored bytes are not a `T` written
+    /// by this codec; a level's error unless hidden by `fallback_on_error`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.decode_opt(key, self.get_raw(key)?)
+    }
+
+    /// Writes a value to L1 (TTL capped at `local.ttl`) and L2 (capped at `distributed.ttl`);
+    /// `ttl = None` gives each level its configured TTL.
+    ///
+    /// # Errors
+    /// [`Error::Encode`], [`Error::ZeroTtl`], an L1 error, or an L2 error unless hidden by
+    /// `fallback_on_error` (L1 then holds the new value).
+    pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T, ttl: Option<Duration>) -> Result<()> {
+        let bytes = self.shared.codec.encode(key, value)?;
+        self.set_raw(key, &bytes, ttl)
+    }
+
+    /// Deletes a key from both levels; `true` if either had it.
+    ///
+    /// # Errors
+    /// An L1 error (after L2 was tried too), or an L2 error unless hidden by
+    /// `fallback_on_error`.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let s = &self.shared;
+        let ordered = s.guard.order([key], true);
+        let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
+        s.settle_behind(&[key]);
+        let l2 = match &s.l2 {
+            Some(_) if s.must_queue(&[key]) => {
+                s.queue_deletes(&[key])?;
+                None
+            }
+            Some(l2) => Some(l2.delete(key).map(u64::from)),
+            None => None,
+        };
+        let out = s.finish_delete(&[key], l1, l2);
+        drop(ordered);
+        s.publish_keys(&[key]);
+        Ok(out? > 0)
+    }
+
+    /// Reads several keys: one L1 call, then one L2 call for the keys L1 did not have. The map
+    /// holds the keys found.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get`], for any key.
+    pub fn multi_get<T: DeserializeOwned>(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, T>> {
+        self.decode_map(self.multi_get_raw(keys)?)
+    }
+
+    /// Writes several values with one TTL: one L1 call, one L2 call.
+    ///
+    /// # Errors
+    /// As [`CacheManager::set`]; nothing is written if a value fails to encode.
+    pub fn multi_set<K: AsRef<str>, V: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let encoded = self.encode_items(items)?;
+        self.multi_set_raw(&borrow_items(&encoded), ttl)
+    }
+
+    /// Deletes several keys from both levels: one call to each. Returns the larger of the two
+    /// levels' counts of keys removed.
+    ///
+    /// # Errors
+    /// As [`CacheManager::delete`].
+    pub fn multi_delete(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let ordered = s.guard.order(keys.iter().copied(), true);
+        let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
+        s.settle_behind(&keys);
+        let l2 = match &s.l2 {
+            Some(_) if s.must_queue(&keys) => {
+                s.queue_deletes(&keys)?;
+                None
+            }
+            Some(l2) => Some(l2.delete_many(&keys)),
+            None => None,
+        };
+        let out = s.finish_delete(&keys, l1, l2);
+        drop(ordered);
+        s.publish_keys(&keys);
+        out
+    }
+
+    /// Reads a value, or runs `loader`, stores its value (with `ttl`, as [`CacheManager::set`])
+    /// and returns it. Concurrent callers for one key — threads here and tasks in
+    /// [`CacheManager::get_or_set_with_async`] alike — run one loader at a time: the others wait
+    /// and get its value. If the loader fails, that caller gets its error and a waiter takes
+    /// over with its own loader. Waiting has no deadline: a loader that never returns holds its
+    /// key's callers, so give slow loaders their own timeout. A loader must not call
+    /// `get_or_set_with` for its own key (it would wait for itself).
+    ///
+    /// # Errors
+    /// The loader's error; or, converted with `From`, a cache error of [`CacheManager::get`]
+    /// or [`CacheManager::set`] (the value was loaded but could not be stored; waiters still get
+    /// it).
+    pub fn get_or_set_with<T, E, F>(&self, key: &str, ttl: Option<Duration>, loader: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        Shared::check_ttl(key, ttl)?;
+        loop {
+            if let Some(value) = self.get(key)? {
+                return Ok(value);
+            }
+            match self.shared.flights.join(key) {
+                Role::Waiter(flight) => {
+                    self.shared.metrics.load_waits.incr();
+                    if let Some(bytes) = flight.wait_blocking() {
+                        return Ok(self.shared.codec.decode(key, &bytes)?);
+                    }
+                }
+                Role::Leader(leader) => {
+                    // A flight that just ended may have filled the cache.
+                    if let Some(bytes) = self.get_raw(key)? {
+                        let value = self.shared.codec.decode(key, &bytes)?;
+                        leader.finish(Arc::from(bytes));
+                        return Ok(value);
+                    }
+                    self.shared.metrics.loads.incr();
+                    let value = loader()?;
+                    let bytes = self.shared.codec.encode(key, &value)?;
+                    let stored = self.set_raw(key, &bytes, ttl);
+                    leader.finish(Arc::from(bytes));
+                    stored?;
+                    return Ok(value);
+                }
+            }
+        }
+    }
+
+    // ---- raw bytes ----
+
+    /// [`CacheManager::get`] without the codec.
+    ///
+    /// # Errors
+    /// A level's error unless hidden by `fallback_on_error`.
+    pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let s = &self.shared;
+        let suspect = match s.plan_read(key)? {
+            Plan::Done(value) => return Ok(value),
+            Plan::AskL2(suspect) => suspect,
+        };
+        let Some(l2) = &s.l2 else {
+            return Ok(suspect.map(|e| e.value));
+        };
+        let ticket = match s.before_l2(key) {
+            Ok(ticket) => ticket,
+            Err(answer) => return Ok(answer),
+        };
+        let started = Instant::now();
+        let result = l2.get(key);
+        match suspect {
+            None => s.finish_read(key, ticket, (started, result)),
+            Some(entry) => s.finish_revalidate(key, entry, ticket, (started, result)),
+        }
+    }
+
+    /// [`CacheManager::set`] without the codec.
+    ///
+    /// # Errors
+    /// As [`CacheManager::set`].
+    pub fn set_raw(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.set_items(&[key], &[(key, value)], ttl, true)
+    }
+
+    /// [`CacheManager::multi_get`] without the codec.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_raw`].
+    pub fn multi_get_raw(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, Vec<u8>>> {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        let mut out = HashMap::with_capacity(keys.len());
+        let mut suspects = HashMap::new();
+        let missed = s.read_many_l1(&keys, &mut out, &mut suspects)?;
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        let Some(l2) = &s.l2 else {
+            s.miss(missed.len());
+            return Ok(out);
+        };
+        let (missed, tickets) = s.read_many_behind(missed, &mut out, &mut suspects);
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        let started = Instant::now();
+        let result = l2.get_many(&missed);
+        s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)?;
+        Ok(out)
+    }
+
+    /// [`CacheManager::multi_set`] without the codec.
+    ///
+    /// # Errors
+    /// As [`CacheManager::set`].
+    pub fn multi_set_raw(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+        self.set_items(&keys, items, ttl, false)
+    }
+
+    /// The write rule for one key (`single`: `set` on each level) or a batch (`set_many`);
+    /// `keys` are the items' keys: L1, then L2 as [`Shared::route_write`] says, then the
+    /// invalidation (the writer publishes a queued one).
+    fn set_items(
+        &self,
+        keys: &[&str],
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+        single: bool,
+    ) -> Result<()> {
+        let s = &self.shared;
+        let (ordered, route) = s.begin_write(s.guard.order(keys.iter().copied(), false), keys, items, ttl)?;
+        let out = match route {
+            Route::Done(out) => out,
+            Route::Behind => return Ok(()),
+            Route::Through { l2, settle } => {
+                if settle {
+                    s.settle_behind(keys);
+                }
+                let l2_ttl = Some(s.l2_ttl(ttl));
+                let started = Instant::now();
+                let result = match (keys, items) {
+                    ([_], [(key, value)]) if single => l2.set(key, value, l2_ttl),
+                    _ => l2.set_many(items, l2_ttl),
+                };
+                s.finish_write(items, ttl, (started, result))
+            }
+        };
+        drop(ordered);
+        s.publish_keys(keys);
+        out
+    }
+}

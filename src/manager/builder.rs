@@ -1,0 +1,215 @@
+//! [`CacheManagerBuilder`]: a manager from a configuration, with levels, a breaker, a codec
+//! or a clock of your own; starts the manager's background threads.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use super::behind::{start_writer, WriteQueue};
+use super::consistency::Receiver;
+use super::fill::{start_filler, FillQueue};
+use super::guard::KeyOrder;
+use super::loader::Flights;
+use super::offline::Replayer;
+use super::policy::Shared;
+use super::tags::TagStore;
+use super::wiring::{backplane_options, build_distributed, build_local, tag_redis};
+use super::{CacheManager, LastHandle};
+
+use crate::clock::{Clock, SystemClock};
+use crate::codec::Codec;
+use crate::config::{CacheConfig, RestartPolicy, WriteMode};
+use crate::distributed::CircuitBreaker;
+use crate::error::Result;
+use crate::invalidation::Backplane;
+use crate::replay::{ReplayOptions, ReplayQueue};
+use crate::stats::Metrics;
+use crate::storage::Storage;
+
+/// Builds a [`CacheManager`] from a configuration, with levels or a codec of your own.
+///
+/// ```
+/// use std::sync::Arc;
+/// use uno_cache::{CacheConfig, CacheManager, MemoryStore};
+/// let l2 = Arc::new(MemoryStore::new(1000)?); // any `Storage` can serve as L2
+/// let cache = CacheManager::builder()
+///     .config(CacheConfig::default())
+///     .local(Arc::new(MemoryStore::new(100)?))
+///     .distributed(l2)
+///     .build()?;
+/// cache.set("k", &1u32, None)?;
+/// # Ok::<(), uno_cache::Error>(())
+/// ```
+#[must_use]
+pub struct CacheManagerBuilder {
+    pub(super) config: CacheConfig,
+    pub(super) local: Option<Arc<dyn Storage>>,
+    pub(super) distributed: Option<Arc<dyn Storage>>,
+    pub(super) breaker: Option<Arc<CircuitBreaker>>,
+    pub(super) codec: Option<Codec>,
+    pub(super) clock: Option<Arc<dyn Clock>>,
+}
+
+impl CacheManagerBuilder {
+    /// The configuration (default: [`CacheConfig::default`]). Its TTLs, `fallback_on_error` and
+    /// `use_multi_level` apply to levels given to the builder too.
+    pub fn config(mut self, config: CacheConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses this level as L1 instead of building the one `config.local` describes.
+    pub fn local(mut self, level: Arc<dyn Storage>) -> Self {
+        self.local = Some(level);
+        self
+    }
+
+    /// Uses this level as L2 instead of building the one `config.distributed` describes (it is
+    /// used even if `distributed.enabled` is false, but not if `use_multi_level` is false).
+    pub fn distributed(mut self, level: Arc<dyn Storage>) -> Self {
+        self.distributed = Some(level);
+        self
+    }
+
+    /// The circuit breaker in front of the level given to
+    /// [`distributed`](CacheManagerBuilder::distributed) (wrapped in a
+    /// [`Guarded`](crate::distributed::Guarded)), so that the stats report its state. A level built from
+    /// the configuration gets its breaker from `distributed.breaker_*` without this.
+    pub fn breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The codec of the typed API (default: `config.codec`).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = Some(codec);
+        self
+    }
+
+    /// The clock for TTL arithmetic, also given to the levels the builder creates (default: the
+    /// system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates the configuration and opens the levels.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming the bad field, whatever opening L1 reports (for example
+    /// [`Error::Locked`](crate::Error::Locked)), and, without `fallback_on_error`, the configured L2's connection error
+    /// ([`Error::Backend`](crate::Error::Backend) or [`Error::Timeout`](crate::Error::Timeout) naming the host). With `fallback_on_error` an
+    /// unreachable L2 does not fail start-up: it is connected in the background.
+    pub fn build(self) -> Result<CacheManager> {
+        let config = self.config;
+        config.validate()?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let (l1, file_l1, l1_dir) = match self.local {
+            Some(level) => (level, None, None),
+            None => build_local(&config.local, &clock)?,
+        };
+        let (l2, breaker) = if !config.use_multi_level {
+            (None, None)
+        } else if let Some(level) = self.distributed {
+            (Some(level), self.breaker)
+        } else {
+            match build_distributed(&config.distributed, config.fallback_on_error, &clock)? {
+                Some((level, breaker)) => (Some(level), Some(breaker)),
+                None => (None, None),
+            }
+        };
+        let replay_dir = config.offline.replay_dir.clone().or(l1_dir);
+        let replay = match replay_dir {
+            Some(dir) if l2.is_some() && config.offline.replay && config.fallback_on_error => {
+                // The queue's files hold keys and values too: the same mode as the file store's.
+                let mode = match &file_l1 {
+                    Some(file) => file.file_mode(),
+                    None => config.local.file_mode.unwrap_or(crate::perms::DEFAULT_FILE_MODE),
+                };
+                let options = ReplayOptions::default()
+                    .file_mode(mode)
+                    .max_bytes(config.offline.replay_max_bytes)
+                    .max_entries(config.offline.replay_max_entries)
+                    .clock(Arc::clone(&clock));
+                Some(Arc::new(ReplayQueue::open(&dir, options)?))
+            }
+            _ => None,
+        };
+        let policy = config.consistency.restart_policy;
+        let l2_present = l2.is_some();
+        let tags = match tag_redis(&config) {
+            Some((options, l2_prefix_delete)) => Some(TagStore::new(
+                options,
+                config.distributed.key_prefix.clone(),
+                Duration::from_millis(
+                    config
+                        .distributed
+                        .timeout_ms
+                        .max(config.invalidation.publish_timeout_ms),
+                ),
+                l2_prefix_delete && l2.is_some(),
+            )?),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            check_freshness: AtomicBool::new(l2.is_some() && policy != RestartPolicy::Trust),
+            distrust_l1: AtomicBool::new(false),
+            l1,
+            l2,
+            breaker,
+            l2_size: parking_lot::Mutex::new(None),
+            local_ttl: config.local.ttl,
+            distributed_ttl: config.distributed.ttl,
+            fallback_on_error: config.fallback_on_error,
+            codec: self.codec.unwrap_or_else(|| config.codec.codec()),
+            clock,
+            metrics: Metrics::default(),
+            guard: KeyOrder::default(),
+            flights: Flights::default(),
+            replay,
+            replayer: OnceLock::new(),
+            replay_lock: parking_lot::Mutex::new(()),
+            tags,
+            l2_prefix: config.distributed.key_prefix.clone(),
+            backplane: OnceLock::new(),
+            file_l1,
+            restart_policy: policy,
+            behind: (config.distributed.write_mode == WriteMode::Behind && l2_present).then(|| {
+                Arc::new(WriteQueue::new(
+                    config.distributed.write_behind_max_keys,
+                    Duration::from_millis(config.distributed.timeout_ms),
+                ))
+            }),
+            behind_writer: OnceLock::new(),
+            fills: l2_present.then(|| Arc::new(FillQueue::default())),
+            filler: OnceLock::new(),
+        });
+        if let Some(queue) = &shared.fills {
+            let filler = start_filler(Arc::downgrade(&shared), Arc::clone(queue))?;
+            let _ = shared.filler.set(filler);
+        }
+        if let Some(queue) = &shared.behind {
+            let writer = start_writer(Arc::downgrade(&shared), Arc::clone(queue))?;
+            let _ = shared.behind_writer.set(writer);
+        }
+        if shared.replay.is_some() {
+            let every = Duration::from_millis(config.offline.replay_interval_ms);
+            let replayer = Replayer::start(Arc::downgrade(&shared), every)?;
+            let _ = shared.replayer.set(replayer);
+            shared.nudge_replay();
+        }
+        if config.invalidation.enabled {
+            let options = backplane_options(&config);
+            let receiver = Arc::new(Receiver {
+                shared: Arc::downgrade(&shared),
+            });
+            let backplane = Backplane::connect(options, receiver)?;
+            let _ = shared.backplane.set(backplane);
+        }
+        let last = Arc::new(LastHandle(Arc::downgrade(&shared)));
+        Ok(CacheManager {
+            shared,
+            _last_handle: last,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! [`Monitor`]: the manager's statistics, assembled from the counters and the levels' sizes.
+
+use std::time::Duration;
+
+use super::CacheManager;
+
+use crate::error::Result;
+use crate::stats::{CacheStats, ConsistencyStats, HitRates, Sizes};
+use crate::storage::StorageSize;
+
+/// How long a reading of L2's size is reused by the stats: counting a Redis or Memcached level
+/// walks every key.
+pub const L2_SIZE_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Reads the manager's statistics; see [`CacheManager::monitor`].
+#[derive(Debug, Clone, Copy)]
+pub struct Monitor<'a> {
+    pub(super) manager: &'a CacheManager,
+}
+
+impl Monitor<'_> {
+    /// A snapshot of the counters, with each level's size. Reading L2's size is a blocking call
+    /// to L2; in async code use [`Monitor::get_stats_async`].
+    ///
+    /// L2's size is read at most every [`L2_SIZE_MAX_AGE`] and reused in between, because
+    /// counting a Redis or Memcached level walks every key; L1's is read every time.
+    #[must_use]
+    pub fn get_stats(&self) -> CacheStats {
+        let s = &self.manager.shared;
+        let l1_size = s.l1.size();
+        let l2_size = s.l2.as_ref().map(|l2| match s.fresh_l2_size() {
+            Some(size) => Ok(size),
+            None => s.remember_l2_size(l2.size()),
+        });
+        self.assemble(l1_size, l2_size)
+    }
+
+    /// [`Monitor::get_stats`] reading L2's size without blocking the executor.
+    pub async fn get_stats_async(self) -> CacheStats {
+        let s = &self.manager.shared;
+        let l1_size = s.l1.size();
+        let l2_size = match (&s.l2, s.fresh_l2_size()) {
+            (Some(_), Some(size)) => Some(Ok(size)),
+            (Some(l2), None) => Some(s.remember_l2_size(l2.size_async().await)),
+            (None, _) => None,
+        };
+        self.assemble(l1_size, l2_size)
+    }
+
+    fn assemble(&self, l1_size: Result<StorageSize>, l2_size: Option<Result<StorageSize>>) -> CacheStats {
+        let s = &self.manager.shared;
+        let split = |r: Result<StorageSize>| match r {
+            Ok(size) => (size, None),
+            Err(e) => (StorageSize::default(), Some(e.to_string())),
+        };
+        let (local_size, local_err) = split(l1_size);
+        let local = s
+            .metrics
+            .local
+            .snapshot(s.l1.name(), true, s.l1.counters(), local_err);
+        let (distributed_size, distributed) = match (&s.l2, l2_size) {
+            (Some(l2), Some(size)) => {
+                let (size, err) = split(size);
+                let mut stats = s
+                    .metrics
+                    .distributed
+                    .snapshot(l2.name(), true, l2.counters(), err);
+                stats.breaker = s.breaker.as_ref().map(|b| b.stats());
+                (size, stats)
+            }
+            _ => (
+                StorageSize::default(),
+                s.metrics.distributed.snapshot(
+                    "none",
+                    false,
+                    crate::storage::StorageCounters::default(),
+                    None,
+                ),
+            ),
+        };
+        let overall = s.metrics.overall();
+        #[allow(clippy::cast_precision_loss)]
+        let overall_rate = if overall.reads == 0 {
+            0.0
+        } else {
+            overall.hits as f64 / overall.reads as f64
+        };
+        CacheStats {
+            hit_rate: HitRates {
+                local: local.hit_rate,
+                distributed: distributed.hit_rate,
+                overall: overall_rate,
+            },
+            size: Sizes {
+                local: local_size,
+                distributed: distributed_size,
+            },
+            local,
+            distributed,
+            overall,
+            consistency: self.consistency(),
+        }
+    }
+
+    fn consistency(&self) -> ConsistencyStats {
+        let s = &self.manager.shared;
+        let mut stats = ConsistencyStats::default();
+        s.metrics.consistency.fill(&mut stats);
+        if let Some(q) = &s.replay {
+            stats.replay_enabled = true;
+            stats.replay_pending = q.len() as u64;
+            stats.replay_bytes = q.bytes();
+            stats.replay_overflowed = q.is_overflowed();
+        }
+        if let Some(queue) = &s.behind {
+            stats.write_behind = true;
+            stats.write_behind_pending = queue.len() as u64;
+        }
+        if let Some(bp) = s.backplane.get() {
+            stats.backplane_enabled = true;
+            stats.backplane_connected = bp.stats().connected;
+        }
+        stats
+    }
+}

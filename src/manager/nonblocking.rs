@@ -1,0 +1,267 @@
+//! The async API of [`CacheManager`]: the same shells as `blocking`, awaiting L2 through the
+//! levels' async methods (L1 is local and called inline).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::loader::Role;
+use super::policy::{Plan, Route, Shared};
+use super::{as_strs, borrow_items, CacheManager};
+
+use crate::error::{Error, Result};
+
+impl CacheManager {
+    /// Async [`CacheManager::get`]: L1 inline, L2 through its async methods.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get`].
+    pub async fn get_async<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let raw = self.get_raw_async(key).await?;
+        self.decode_opt(key, raw)
+    }
+
+    /// Async [`CacheManager::set`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::set`].
+    pub async fn set_async<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let bytes = self.shared.codec.encode(key, value)?;
+        self.set_raw_async(key, &bytes, ttl).await
+    }
+
+    /// Async [`CacheManager::delete`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::delete`].
+    pub async fn delete_async(&self, key: &str) -> Result<bool> {
+        let s = &self.shared;
+        let ordered = s.guard.order_async([key], true).await;
+        let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
+        s.settle_behind_async(&[key]).await;
+        let l2 = match &s.l2 {
+            Some(_) if s.must_queue(&[key]) => {
+                s.queue_deletes(&[key])?;
+                None
+            }
+            Some(l2) => Some(l2.delete_async(key).await.map(u64::from)),
+            None => None,
+        };
+        let out = s.finish_delete(&[key], l1, l2);
+        drop(ordered);
+        s.publish_keys_async(&[key]).await;
+        Ok(out? > 0)
+    }
+
+    /// Async [`CacheManager::multi_get`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_get`].
+    pub async fn multi_get_async<T: DeserializeOwned>(
+        &self,
+        keys: &[impl AsRef<str>],
+    ) -> Result<HashMap<String, T>> {
+        let raw = self.multi_get_raw_async(keys).await?;
+        self.decode_map(raw)
+    }
+
+    /// Async [`CacheManager::multi_set`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_set`].
+    pub async fn multi_set_async<K: AsRef<str>, V: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let encoded = self.encode_items(items)?;
+        self.multi_set_raw_async(&borrow_items(&encoded), ttl).await
+    }
+
+    /// Async [`CacheManager::multi_delete`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_delete`].
+    pub async fn multi_delete_async(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let ordered = s.guard.order_async(keys.iter().copied(), true).await;
+        let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
+        s.settle_behind_async(&keys).await;
+        let l2 = match &s.l2 {
+            Some(_) if s.must_queue(&keys) => {
+                s.queue_deletes(&keys)?;
+                None
+            }
+            Some(l2) => Some(l2.delete_many_async(&keys).await),
+            None => None,
+        };
+        let out = s.finish_delete(&keys, l1, l2);
+        drop(ordered);
+        s.publish_keys_async(&keys).await;
+        out
+    }
+
+    /// Async [`CacheManager::get_or_set_with`]: the loader is an async closure. Shares loads
+    /// with sync callers of the same key.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_or_set_with`].
+    pub async fn get_or_set_with_async<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        Shared::check_ttl(key, ttl)?;
+        loop {
+            if let Some(value) = self.get_async(key).await? {
+                return Ok(value);
+            }
+            match self.shared.flights.join(key) {
+                Role::Waiter(flight) => {
+                    self.shared.metrics.load_waits.incr();
+                    if let Some(bytes) = flight.wait_async().await {
+                        return Ok(self.shared.codec.decode(key, &bytes)?);
+                    }
+                }
+                Role::Leader(leader) => {
+                    if let Some(bytes) = self.get_raw_async(key).await? {
+                        let value = self.shared.codec.decode(key, &bytes)?;
+                        leader.finish(Arc::from(bytes));
+                        return Ok(value);
+                    }
+                    self.shared.metrics.loads.incr();
+                    let value = loader().await?;
+                    let bytes = self.shared.codec.encode(key, &value)?;
+                    let stored = self.set_raw_async(key, &bytes, ttl).await;
+                    leader.finish(Arc::from(bytes));
+                    stored?;
+                    return Ok(value);
+                }
+            }
+        }
+    }
+
+    /// Async [`CacheManager::get_raw`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_raw`].
+    pub async fn get_raw_async(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let s = &self.shared;
+        let suspect = match s.plan_read(key)? {
+            Plan::Done(value) => return Ok(value),
+            Plan::AskL2(suspect) => suspect,
+        };
+        let Some(l2) = &s.l2 else {
+            return Ok(suspect.map(|e| e.value));
+        };
+        let ticket = match s.before_l2(key) {
+            Ok(ticket) => ticket,
+            Err(answer) => return Ok(answer),
+        };
+        let started = Instant::now();
+        let result = l2.get_async(key).await;
+        match suspect {
+            None => s.finish_read(key, ticket, (started, result)),
+            Some(entry) => s.finish_revalidate(key, entry, ticket, (started, result)),
+        }
+    }
+
+    /// Async [`CacheManager::set_raw`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::set_raw`].
+    pub async fn set_raw_async(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.set_items_async(&[key], &[(key, value)], ttl, true).await
+    }
+
+    /// Async [`CacheManager::multi_get_raw`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_get_raw`].
+    pub async fn multi_get_raw_async(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, Vec<u8>>> {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        let mut out = HashMap::with_capacity(keys.len());
+        let mut suspects = HashMap::new();
+        let missed = s.read_many_l1(&keys, &mut out, &mut suspects)?;
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        let Some(l2) = &s.l2 else {
+            s.miss(missed.len());
+            return Ok(out);
+        };
+        let (missed, tickets) = s.read_many_behind(missed, &mut out, &mut suspects);
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        let started = Instant::now();
+        let result = l2.get_many_async(&missed).await;
+        s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)?;
+        Ok(out)
+    }
+
+    /// Async [`CacheManager::multi_set_raw`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::multi_set_raw`].
+    pub async fn multi_set_raw_async(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+        self.set_items_async(&keys, items, ttl, false).await
+    }
+
+    /// Async [`CacheManager::set_items`].
+    async fn set_items_async(
+        &self,
+        keys: &[&str],
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+        single: bool,
+    ) -> Result<()> {
+        let s = &self.shared;
+        let ordered = s.guard.order_async(keys.iter().copied(), false).await;
+        let (ordered, route) = s.begin_write(ordered, keys, items, ttl)?;
+        let out = match route {
+            Route::Done(out) => out,
+            Route::Behind => return Ok(()),
+            Route::Through { l2, settle } => {
+                if settle {
+                    s.settle_behind_async(keys).await;
+                }
+                let l2_ttl = Some(s.l2_ttl(ttl));
+                let started = Instant::now();
+                let result = match (keys, items) {
+                    ([_], [(key, value)]) if single => l2.set_async(key, value, l2_ttl).await,
+                    _ => l2.set_many_async(items, l2_ttl).await,
+                };
+                s.finish_write(items, ttl, (started, result))
+            }
+        };
+        drop(ordered);
+        s.publish_keys_async(keys).await;
+        out
+    }
+}
