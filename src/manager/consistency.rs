@@ -183,6 +183,14 @@ impl Shared {
         }
     }
 
+    /// Async [`Shared::publish`].
+    pub(crate) async fn publish_async(&self, invalidation: &Invalidation) {
+        if let Some(bp) = self.backplane.get() {
+            let result = bp.publish_async(invalidation).await;
+            self.count_publish(result.map(drop));
+        }
+    }
+
     fn count_publish(&self, result: Result<()>) {
         let c = &self.metrics.consistency;
         match result {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::offload::offload;
 use super::CacheManager;
 use super::InvalidationEvent;
 
@@ -25,6 +26,14 @@ impl CacheManager {
         Ok(s.count_delete_l1(1, s.l1.delete(key).map(u64::from))? > 0)
     }
 
+    /// Async [`CacheManager::invalidate_local`] (L1 is local: called inline).
+    ///
+    /// # Errors
+    /// As [`CacheManager::invalidate_local`].
+    pub async fn invalidate_local_async(&self, key: &str) -> Result<bool> {
+        self.invalidate_local(key)
+    }
+
     /// Sends the queued L2 writes and deletes (offline mode, see
     /// [`OfflineConfig`](crate::OfflineConfig)) to L2 now, in order, deletes first; returns how
     /// many reached L2. The background thread does the same every `offline.replay_interval_ms`
@@ -34,6 +43,16 @@ impl CacheManager {
     /// The first L2 error (the rest stays queued), or the queue's I/O error.
     pub fn replay_now(&self) -> Result<u64> {
         self.shared.replay_now()
+    }
+
+    /// Async [`CacheManager::replay_now`]: the replay runs on a thread of its own (see
+    /// `offload`); dropping the future does not stop it.
+    ///
+    /// # Errors
+    /// As [`CacheManager::replay_now`].
+    pub async fn replay_now_async(&self) -> Result<u64> {
+        let shared = Arc::clone(&self.shared);
+        offload("replay", move || shared.replay_now()).await
     }
 
     /// The replay queue of L2 writes that failed, if the manager has one.
@@ -52,6 +71,14 @@ impl CacheManager {
             Some(q) => q.clear_overflow(),
             None => Ok(false),
         }
+    }
+
+    /// Async [`CacheManager::clear_replay_overflow`] (the queue is local: called inline).
+    ///
+    /// # Errors
+    /// As [`CacheManager::clear_replay_overflow`].
+    pub async fn clear_replay_overflow_async(&self) -> Result<bool> {
+        self.clear_replay_overflow()
     }
 
     /// The invalidation backplane, if `invalidation.enabled`.
@@ -89,6 +116,37 @@ impl CacheManager {
         Ok(dropped + in_l2)
     }
 
+    /// Async [`CacheManager::invalidate_prefix`]: the write-behind queue is drained on a thread of
+    /// its own, L1 inline, L2's scan and the message awaited.
+    ///
+    /// # Errors
+    /// As [`CacheManager::invalidate_prefix`].
+    pub async fn invalidate_prefix_async(&self, prefix: &str) -> Result<u64> {
+        let s = &self.shared;
+        if s.behind.is_some() {
+            let shared = Arc::clone(s);
+            offload("drain", move || {
+                shared.drain_behind();
+                Ok(())
+            })
+            .await?;
+        }
+        let dropped = s.drop_local_prefix(prefix)?;
+        let in_l2 = match &s.tags {
+            Some(tags) => match tags.delete_prefix_async(&s.l2_prefix, prefix).await {
+                Ok(n) => n,
+                Err(e) if s.fallback_on_error => {
+                    tracing::warn!(error = %e, "deleting a prefix from L2 failed; hidden by fallback_on_error");
+                    0
+                }
+                Err(e) => return Err(e),
+            },
+            None => 0,
+        };
+        s.publish_async(&Invalidation::Prefix(prefix.to_owned())).await;
+        Ok(dropped + in_l2)
+    }
+
     /// [`CacheManager::set_raw`], and records `key` as a member of each tag in a Redis set that
     /// every instance reaches (the backplane's Redis, or else the Redis L2), with a TTL no
     /// shorter than the entry's. Needs Redis 7 or later.
@@ -105,13 +163,27 @@ impl CacheManager {
     ) -> Result<()> {
         let s = &self.shared;
         let Some(store) = &s.tags else {
-            return Err(Error::Config {
-                field: "invalidation.enabled".to_owned(),
-                reason: "tags need a Redis: enable the backplane or use a Redis L2".to_owned(),
-            });
+            return Err(no_tag_redis());
         };
         self.set_raw(key, value, ttl)?;
         store.add(&[key], tags, s.l2_ttl(ttl))
+    }
+
+    /// Async [`CacheManager::set_raw_with_tags`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::set_raw_with_tags`].
+    pub async fn set_raw_with_tags_async(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[&str],
+    ) -> Result<()> {
+        let s = &self.shared;
+        let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
+        self.set_raw_async(key, value, ttl).await?;
+        store.add_async(&[key], tags, s.l2_ttl(ttl)).await
     }
 
     /// [`CacheManager::set`] with tags; see [`CacheManager::set_raw_with_tags`].
@@ -129,6 +201,21 @@ impl CacheManager {
         self.set_raw_with_tags(key, &bytes, ttl, tags)
     }
 
+    /// Async [`CacheManager::set_with_tags`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::set_with_tags`].
+    pub async fn set_with_tags_async<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        tags: &[&str],
+    ) -> Result<()> {
+        let bytes = self.shared.codec.encode(key, value)?;
+        self.set_raw_with_tags_async(key, &bytes, ttl, tags).await
+    }
+
     /// Deletes every key written with `tag` from both levels here and, through the backplane
     /// (as one message of keys), from every other instance's L1. Returns the number of keys
     /// the tag held.
@@ -138,16 +225,27 @@ impl CacheManager {
     /// [`CacheManager::multi_delete`].
     pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
         let Some(store) = &self.shared.tags else {
-            return Err(Error::Config {
-                field: "invalidation.enabled".to_owned(),
-                reason: "tags need a Redis: enable the backplane or use a Redis L2".to_owned(),
-            });
+            return Err(no_tag_redis());
         };
         let members = store.take(tag)?;
         if members.is_empty() {
             return Ok(0);
         }
         self.multi_delete(&members)?;
+        Ok(members.len() as u64)
+    }
+
+    /// Async [`CacheManager::invalidate_tag`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::invalidate_tag`].
+    pub async fn invalidate_tag_async(&self, tag: &str) -> Result<u64> {
+        let store = self.shared.tags.as_ref().ok_or_else(no_tag_redis)?;
+        let members = store.take_async(tag).await?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        self.multi_delete_async(&members).await?;
         Ok(members.len() as u64)
     }
 
@@ -171,6 +269,24 @@ impl CacheManager {
         Ok(dropped)
     }
 
+    /// Async [`CacheManager::invalidate_event`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::invalidate_event`].
+    pub async fn invalidate_event_async(&self, event: &(impl InvalidationEvent + ?Sized)) -> Result<u64> {
+        let keys = event.keys();
+        let mut dropped = if keys.is_empty() {
+            0
+        } else {
+            self.multi_delete_async(&keys).await?;
+            keys.len() as u64
+        };
+        for tag in event.tags() {
+            dropped += self.invalidate_tag_async(&tag).await?;
+        }
+        Ok(dropped)
+    }
+
     /// Finishes the background work and makes both levels' completed writes durable, where
     /// they have such a notion: waits for queued backfills of batch reads, sends queued
     /// write-behind writes, then flushes L1 (fsync for the file store) and L2.
@@ -187,5 +303,23 @@ impl CacheManager {
             Some(l2) => l2.flush(),
             None => Ok(()),
         }
+    }
+
+    /// Async [`CacheManager::flush`]: runs on a thread of its own (see `offload`); dropping the
+    /// future does not stop it.
+    ///
+    /// # Errors
+    /// As [`CacheManager::flush`].
+    pub async fn flush_async(&self) -> Result<()> {
+        let cache = self.clone();
+        offload("flush", move || cache.flush()).await
+    }
+}
+
+/// The error of a tag call on a manager without a Redis for tags.
+fn no_tag_redis() -> Error {
+    Error::Config {
+        field: "invalidation.enabled".to_owned(),
+        reason: "tags need a Redis: enable the backplane or use a Redis L2".to_owned(),
     }
 }

@@ -7,6 +7,7 @@
 //! | `blocking` | the blocking API (typed, raw, batches, `get_or_set_with`)          |
 //! | `nonblocking` | the async API: the same shells, awaiting L2                     |
 //! | `maintenance` | L1-only invalidation, replay, prefixes, tags, events, `flush`   |
+//! | `offload` | blocking maintenance work awaited by the async API on a thread of its own |
 //! | `monitor` | [`Monitor`]: statistics from the counters and the levels' sizes     |
 //! | `policy` | the read, write, delete, TTL, backfill and fallback rules            |
 //! | `guard`  | per-key ordering of writes across both levels; keeps a backfill from landing after a racing write or delete |
@@ -42,6 +43,7 @@ mod maintenance;
 mod monitor;
 mod nonblocking;
 mod offline;
+mod offload;
 mod policy;
 mod tags;
 mod wiring;

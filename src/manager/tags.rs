@@ -9,6 +9,9 @@
 //! Cluster would need a scan of every primary, and Memcached cannot list keys at all; there
 //! the L2 entries live out their TTL (L1 copies are still dropped everywhere).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -31,7 +34,7 @@ pub(crate) struct TagStore {
     prefix: String,
     timeout: Duration,
     rt: IoRuntime,
-    conn: Mutex<Option<Conn>>,
+    conn: Arc<Mutex<Option<Conn>>>,
     /// Whether keys of this prefix may be scanned and deleted in L2 here.
     pub(crate) l2_prefix_delete: bool,
 }
@@ -68,7 +71,7 @@ impl TagStore {
             prefix,
             timeout,
             rt: IoRuntime::start(LEVEL)?,
-            conn: Mutex::new(None),
+            conn: Arc::new(Mutex::new(None)),
             l2_prefix_delete,
         })
     }
@@ -77,69 +80,98 @@ impl TagStore {
         format!("{}uno-cache:tag:{tag}", self.prefix)
     }
 
-    fn connection(&self) -> Result<Conn> {
+    /// The cached connection, or a future that opens one (run on the I/O thread).
+    fn connection(&self) -> Result<std::result::Result<Conn, ConnectFuture>> {
         if let Some(conn) = self.conn.lock().clone() {
-            return Ok(conn);
+            return Ok(Ok(conn));
         }
         let (targets, cluster) = self.options.resolve_targets()?;
-        let conn = if cluster {
+        if cluster {
             let urls: Vec<String> = targets.iter().map(|t| t.url.clone()).collect();
             let client = redis::cluster::ClusterClientBuilder::new(urls)
                 .build()
                 .map_err(|e| backend("connect", &e))?;
-            self.rt.block_on("connect", self.timeout, async move {
+            return Ok(Err(Box::pin(async move {
                 client
                     .get_async_connection()
                     .await
                     .map(Conn::Cluster)
                     .map_err(|e| backend("connect", &e))
-            })?
-        } else {
-            let target = targets.first().ok_or_else(|| Error::Config {
-                field: "invalidation.hosts".to_owned(),
-                reason: "no host".to_owned(),
-            })?;
-            let client = self
-                .options
-                .client_for(target)
-                .map_err(|e| backend("connect", &e))?;
-            self.rt.block_on("connect", self.timeout, async move {
-                client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map(Conn::Single)
-                    .map_err(|e| backend("connect", &e))
-            })?
-        };
-        *self.conn.lock() = Some(conn.clone());
-        Ok(conn)
+            })));
+        }
+        let target = targets.first().ok_or_else(|| Error::Config {
+            field: "invalidation.hosts".to_owned(),
+            reason: "no host".to_owned(),
+        })?;
+        let client = self
+            .options
+            .client_for(target)
+            .map_err(|e| backend("connect", &e))?;
+        Ok(Err(Box::pin(async move {
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map(Conn::Single)
+                .map_err(|e| backend("connect", &e))
+        })))
     }
 
-    fn query<T: redis::FromRedisValue + Send + 'static>(
+    /// One tag operation, described once as a task on a connection: blocking callers wait for
+    /// it on the I/O thread, async callers await it there (never on their own executor). A
+    /// failure drops the cached connection, so the next call reconnects.
+    fn task<T, F, Fut>(
         &self,
         op: &'static str,
-        pipe: redis::Pipeline,
-    ) -> Result<T> {
+        body: F,
+    ) -> Result<impl Future<Output = Result<T>> + Send + 'static>
+    where
+        T: Send + 'static,
+        F: FnOnce(Conn) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
         let conn = self.connection()?;
-        let out = self.rt.block_on(op, self.timeout, async move {
-            let result = match conn {
-                Conn::Single(mut c) => pipe.query_async::<T>(&mut c).await,
-                Conn::Cluster(mut c) => pipe.query_async::<T>(&mut c).await,
+        let cache = Arc::clone(&self.conn);
+        let timeout = self.timeout;
+        Ok(async move {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(connect) => {
+                    let conn = within(op, timeout, connect).await?;
+                    *cache.lock() = Some(conn.clone());
+                    conn
+                }
             };
-            result.map_err(|e| backend(op, &e))
-        });
-        if out.is_err() {
-            // Reconnect next time.
-            *self.conn.lock() = None;
-        }
-        out
+            let out = body(conn).await;
+            if out.is_err() {
+                *cache.lock() = None;
+            }
+            out
+        })
     }
 
-    /// Records `keys` as members of each tag, for at least `ttl`.
-    pub(crate) fn add(&self, keys: &[&str], tags: &[&str], ttl: Duration) -> Result<()> {
-        if keys.is_empty() || tags.is_empty() {
-            return Ok(());
-        }
+    /// Runs a tag operation for a blocking caller. `deadline`: the whole operation's (a prefix
+    /// scan is many round trips, each bounded by the timeout).
+    fn block<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        deadline: Duration,
+        task: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.rt.block_on(op, deadline, task)
+    }
+
+    /// Runs a tag operation for an async caller.
+    async fn run<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        deadline: Duration,
+        task: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.rt.run(op, deadline, task).await
+    }
+
+    /// The pipeline of [`add`](Self::add).
+    fn add_pipe(&self, keys: &[&str], tags: &[&str], ttl: Duration) -> redis::Pipeline {
         let secs = ttl.as_secs().max(1);
         let mut pipe = redis::pipe();
         for tag in tags {
@@ -148,11 +180,11 @@ impl TagStore {
             pipe.cmd("EXPIRE").arg(&set).arg(secs).arg("NX").ignore();
             pipe.cmd("EXPIRE").arg(&set).arg(secs).arg("GT").ignore();
         }
-        self.query::<()>("tag", pipe)
+        pipe
     }
 
-    /// Takes (reads and deletes) a tag's members.
-    pub(crate) fn take(&self, tag: &str) -> Result<Vec<String>> {
+    /// The pipeline of [`take`](Self::take).
+    fn take_pipe(&self, tag: &str) -> redis::Pipeline {
         let set = self.tag_key(tag);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -161,8 +193,93 @@ impl TagStore {
             .cmd("DEL")
             .arg(&set)
             .ignore();
-        let (members,): (Vec<String>,) = self.query("invalidate_tag", pipe)?;
-        Ok(members)
+        pipe
+    }
+
+    fn add_task(
+        &self,
+        keys: &[&str],
+        tags: &[&str],
+        ttl: Duration,
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
+        let pipe = self.add_pipe(keys, tags, ttl);
+        let timeout = self.timeout;
+        self.task("tag", move |conn| query::<()>("tag", timeout, conn, pipe))
+    }
+
+    fn take_task(&self, tag: &str) -> Result<impl Future<Output = Result<Vec<String>>> + Send + 'static> {
+        let pipe = self.take_pipe(tag);
+        let timeout = self.timeout;
+        self.task("invalidate_tag", move |conn| async move {
+            let (members,): (Vec<String>,) = query("invalidate_tag", timeout, conn, pipe).await?;
+            Ok(members)
+        })
+    }
+
+    /// `SCAN MATCH` + `UNLINK` of `{l2_prefix}{prefix}*`, each round trip bounded by the timeout.
+    fn delete_prefix_task(
+        &self,
+        l2_prefix: &str,
+        prefix: &str,
+    ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
+        let pattern = format!("{}*", glob_escape(&format!("{l2_prefix}{prefix}")));
+        let timeout = self.timeout;
+        self.task("invalidate_prefix", move |conn| async move {
+            let mut cursor: u64 = 0;
+            let mut deleted = 0u64;
+            loop {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let ((next, keys),): ((u64, Vec<Vec<u8>>),) =
+                    query("invalidate_prefix", timeout, conn.clone(), pipe).await?;
+                if !keys.is_empty() {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("UNLINK").arg(&keys);
+                    let (n,): (u64,) = query("invalidate_prefix", timeout, conn.clone(), pipe).await?;
+                    deleted += n;
+                }
+                if next == 0 {
+                    return Ok(deleted);
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    /// Records `keys` as members of each tag, for at least `ttl`.
+    pub(crate) fn add(&self, keys: &[&str], tags: &[&str], ttl: Duration) -> Result<()> {
+        if keys.is_empty() || tags.is_empty() {
+            return Ok(());
+        }
+        let task = self.add_task(keys, tags, ttl)?;
+        self.block("tag", self.timeout.saturating_mul(2), task)
+    }
+
+    /// Async [`add`](Self::add).
+    pub(crate) async fn add_async(&self, keys: &[&str], tags: &[&str], ttl: Duration) -> Result<()> {
+        if keys.is_empty() || tags.is_empty() {
+            return Ok(());
+        }
+        let task = self.add_task(keys, tags, ttl)?;
+        self.run("tag", self.timeout.saturating_mul(2), task).await
+    }
+
+    /// Takes (reads and deletes) a tag's members.
+    pub(crate) fn take(&self, tag: &str) -> Result<Vec<String>> {
+        let task = self.take_task(tag)?;
+        self.block("invalidate_tag", self.timeout.saturating_mul(2), task)
+    }
+
+    /// Async [`take`](Self::take).
+    pub(crate) async fn take_async(&self, tag: &str) -> Result<Vec<String>> {
+        let task = self.take_task(tag)?;
+        self.run("invalidate_tag", self.timeout.saturating_mul(2), task)
+            .await
     }
 
     /// Deletes L2 keys `{l2_prefix}{prefix}*` (standalone Redis only); returns how many.
@@ -170,28 +287,50 @@ impl TagStore {
         if !self.l2_prefix_delete {
             return Ok(0);
         }
-        let pattern = format!("{}*", glob_escape(&format!("{l2_prefix}{prefix}")));
-        let mut cursor: u64 = 0;
-        let mut deleted = 0u64;
-        loop {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let ((next, keys),): ((u64, Vec<Vec<u8>>),) = self.query("invalidate_prefix", pipe)?;
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                pipe.cmd("UNLINK").arg(&keys);
-                let (n,): (u64,) = self.query("invalidate_prefix", pipe)?;
-                deleted += n;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
+        let task = self.delete_prefix_task(l2_prefix, prefix)?;
+        self.block("invalidate_prefix", PREFIX_DEADLINE, task)
     }
+
+    /// Async [`delete_prefix`](Self::delete_prefix).
+    pub(crate) async fn delete_prefix_async(&self, l2_prefix: &str, prefix: &str) -> Result<u64> {
+        if !self.l2_prefix_delete {
+            return Ok(0);
+        }
+        let task = self.delete_prefix_task(l2_prefix, prefix)?;
+        self.run("invalidate_prefix", PREFIX_DEADLINE, task).await
+    }
+}
+
+/// A connection being opened.
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<Conn>> + Send>>;
+
+/// How long a whole prefix deletion may take (each of its round trips has the timeout).
+const PREFIX_DEADLINE: Duration = Duration::from_secs(600);
+
+/// `fut`, or a timeout error after `timeout`.
+async fn within<T>(op: &'static str, timeout: Duration, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or(Err(Error::Timeout {
+            level: LEVEL,
+            op,
+            after: timeout,
+        }))
+}
+
+/// Sends `pipe` on `conn` within `timeout`.
+async fn query<T: redis::FromRedisValue>(
+    op: &'static str,
+    timeout: Duration,
+    conn: Conn,
+    pipe: redis::Pipeline,
+) -> Result<T> {
+    within(op, timeout, async move {
+        let result = match conn {
+            Conn::Single(mut c) => pipe.query_async::<T>(&mut c).await,
+            Conn::Cluster(mut c) => pipe.query_async::<T>(&mut c).await,
+        };
+        result.map_err(|e| backend(op, &e))
+    })
+    .await
 }

@@ -1,0 +1,252 @@
+//! The async API of the manager against real servers: standalone Redis, a three-node Redis
+//! Cluster and Memcached, each as L2 in front of a file-store L1, and with the servers killed
+//! mid-test. Every call is the `_async` form, tags, prefixes, events, `flush` and `replay_now`
+//! included; the assertions read the levels directly, so an async call that did nothing fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::{MemcachedServer, RedisCluster, RedisServer};
+use uno_cache::{CacheConfig, CacheManager, InvalidationEvent};
+
+fn config(dir: &Path, kind: &str, hosts: &[String], extra: &str) -> CacheConfig {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "file"
+        path = "{}"
+        [distributed]
+        enabled = true
+        type = "{kind}"
+        hosts = [{}]
+        key_prefix = "async:"
+        timeout_ms = 500
+        breaker_failures = 1000
+        {extra}
+        [offline]
+        replay_interval_ms = 3600000
+        "#,
+        dir.display(),
+        hosts.join(", ")
+    ))
+    .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// What L2 holds for `key` (bytes), read through the level itself.
+fn in_l2(cache: &CacheManager, key: &str) -> Option<Vec<u8>> {
+    cache.distributed().unwrap().get(key).unwrap().map(|e| e.value)
+}
+
+fn in_l1(cache: &CacheManager, key: &str) -> Option<Vec<u8>> {
+    cache.local().get(key).unwrap().map(|e| e.value)
+}
+
+/// Reads, writes, deletes and batches through the async API, checked in both levels.
+async fn round_trip(cache: &CacheManager, label: &str) {
+    cache.set_raw_async("a", b"1", None).await.unwrap();
+    assert_eq!(
+        in_l2(cache, "a").as_deref(),
+        Some(&b"1"[..]),
+        "{label}: set reached L2"
+    );
+    cache
+        .multi_set_raw_async(&[("b", b"2"), ("c", b"3")], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_l2(cache, "c").as_deref(),
+        Some(&b"3"[..]),
+        "{label}: multi_set reached L2"
+    );
+    // An L2 hit is backfilled into L1.
+    cache.local().delete("b").unwrap();
+    assert_eq!(
+        cache.get_raw_async("b").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    let many = cache.multi_get_raw_async(&["a", "b", "c", "zz"]).await.unwrap();
+    assert_eq!(many.len(), 3, "{label}: multi_get");
+    assert!(cache.delete_async("a").await.unwrap(), "{label}: delete found a");
+    assert_eq!(in_l2(cache, "a"), None, "{label}: delete reached L2");
+    assert_eq!(in_l1(cache, "a"), None);
+    assert_eq!(cache.multi_delete_async(&["b", "c"]).await.unwrap(), 2);
+    assert_eq!(in_l2(cache, "c"), None, "{label}: multi_delete reached L2");
+    cache
+        .set_async("typed", &(7u32, "seven".to_owned()), None)
+        .await
+        .unwrap();
+    let typed: Option<(u32, String)> = cache.get_async("typed").await.unwrap();
+    assert_eq!(typed, Some((7, "seven".to_owned())));
+    cache.flush_async().await.unwrap();
+    let stats = cache.monitor().get_stats_async().await;
+    assert!(stats.distributed.hits >= 1, "{label}: {stats:?}");
+}
+
+#[test]
+fn the_async_api_reads_and_writes_both_levels_on_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), "redis", &[redis.addr()], "")).unwrap();
+    rt().block_on(round_trip(&cache, "redis"));
+}
+
+#[test]
+fn the_async_api_reads_and_writes_both_levels_on_memcached() {
+    let memcached = MemcachedServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), "memcached", &[memcached.addr()], "")).unwrap();
+    rt().block_on(round_trip(&cache, "memcached"));
+}
+
+#[test]
+fn the_async_api_reads_and_writes_both_levels_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<String> = cluster.nodes.iter().map(RedisServer::addr).collect();
+    let cache = CacheManager::new(config(dir.path(), "redis", &hosts, "cluster = true")).unwrap();
+    rt().block_on(round_trip(&cache, "cluster"));
+}
+
+/// Kills the server, writes and deletes through the async API (served by L1, queued for
+/// replay), restarts it, and replays with `replay_now_async`: L2 ends with what L1 holds.
+fn outage_then_replay(kind: &str, mut restart: impl FnMut(bool), host: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), kind, &[host], "")).unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        cache.set_raw_async("kept", b"old", None).await.unwrap();
+        cache.set_raw_async("gone", b"x", None).await.unwrap();
+    });
+    restart(false);
+    rt.block_on(async {
+        cache.set_raw_async("kept", b"new", None).await.unwrap();
+        assert!(cache.delete_async("gone").await.unwrap());
+        assert_eq!(
+            cache.get_raw_async("kept").await.unwrap().as_deref(),
+            Some(&b"new"[..])
+        );
+        let stats = cache.monitor().get_stats_async().await;
+        assert_eq!(
+            stats.consistency.replay_pending, 2,
+            "{kind}: both ops queued: {stats:?}"
+        );
+    });
+    restart(true);
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.monitor().get_stats_async().await.consistency.replay_pending > 0 {
+            if let Err(e) = cache.replay_now_async().await {
+                assert!(Instant::now() < deadline, "{kind}: L2 never took the replay: {e}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert_eq!(
+        in_l2(&cache, "kept").as_deref(),
+        Some(&b"new"[..]),
+        "{kind}: replayed set"
+    );
+    assert_eq!(in_l2(&cache, "gone"), None, "{kind}: replayed delete");
+}
+
+#[test]
+fn the_async_api_serves_from_l1_through_a_redis_outage_and_replays_after_it() {
+    let mut redis = RedisServer::start();
+    let host = redis.addr();
+    outage_then_replay(
+        "redis",
+        |up| if up { redis.restart() } else { redis.kill() },
+        host,
+    );
+}
+
+#[test]
+fn the_async_api_serves_from_l1_through_a_memcached_outage_and_replays_after_it() {
+    let mut memcached = MemcachedServer::start();
+    let host = memcached.addr();
+    outage_then_replay(
+        "memcached",
+        |up| if up { memcached.restart() } else { memcached.kill() },
+        host,
+    );
+}
+
+struct Shipped;
+
+impl InvalidationEvent for Shipped {
+    fn keys(&self) -> Vec<String> {
+        vec!["order:1".to_owned()]
+    }
+    fn tags(&self) -> Vec<String> {
+        vec!["orders".to_owned()]
+    }
+}
+
+#[test]
+fn tags_prefixes_and_events_work_through_the_async_api() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[invalidation]\nenabled = true";
+    let cache = CacheManager::new(config(dir.path(), "redis", &[redis.addr()], extra)).unwrap();
+    rt().block_on(async {
+        cache
+            .set_with_tags_async("team:1", "red", None, &["teams"])
+            .await
+            .unwrap();
+        cache
+            .set_raw_with_tags_async("team:2", b"blue", None, &["teams"])
+            .await
+            .unwrap();
+        assert_eq!(cache.invalidate_tag_async("teams").await.unwrap(), 2);
+        for key in ["team:1", "team:2"] {
+            assert_eq!(in_l1(&cache, key), None, "{key} left L1");
+            assert_eq!(in_l2(&cache, key), None, "{key} left L2");
+        }
+        cache.set_raw_async("user:1:a", b"1", None).await.unwrap();
+        cache.set_raw_async("user:1:b", b"2", None).await.unwrap();
+        cache.set_raw_async("user:2:a", b"3", None).await.unwrap();
+        assert_eq!(
+            cache.invalidate_prefix_async("user:1:").await.unwrap(),
+            4,
+            "2 keys in each level"
+        );
+        assert_eq!(in_l2(&cache, "user:1:a"), None);
+        assert_eq!(in_l1(&cache, "user:1:b"), None);
+        assert_eq!(in_l2(&cache, "user:2:a").as_deref(), Some(&b"3"[..]));
+        cache.set_raw_async("order:1", b"o", None).await.unwrap();
+        cache
+            .set_raw_with_tags_async("report", b"r", None, &["orders"])
+            .await
+            .unwrap();
+        assert_eq!(cache.invalidate_event_async(&Shipped).await.unwrap(), 2);
+        assert_eq!(in_l2(&cache, "order:1"), None);
+        assert_eq!(in_l2(&cache, "report"), None);
+        assert!(cache.invalidate_local_async("user:2:a").await.unwrap());
+        assert_eq!(in_l1(&cache, "user:2:a"), None);
+        assert_eq!(
+            in_l2(&cache, "user:2:a").as_deref(),
+            Some(&b"3"[..]),
+            "L1-only invalidation"
+        );
+        assert!(!cache.clear_replay_overflow_async().await.unwrap());
+    });
+}
