@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::background::Background;
 use super::guard::Ticket;
 use super::policy::Shared;
+use super::workers::Workers;
 use crate::error::{key_for_error, Error, Result};
 use crate::replay::Push;
 use crate::storage::Entry;
@@ -263,7 +263,8 @@ impl WriteQueue {
     }
 
     /// Waits for work, then up to [`LINGER`] more for a batch to gather; `false` once stopped
-    /// with nothing left to send.
+    /// (what is still queued then is sent by the owner of the threads, once, on the thread that
+    /// drops the manager).
     fn wait_for_work(&self) -> bool {
         let mut st = self.state.lock();
         loop {
@@ -281,8 +282,11 @@ impl WriteQueue {
             // Empty and not stopped: a `flush` sent the batch while the writer lingered. The
             // writer must wait again, not stop (it once did, and later writes waited for the
             // next flush).
-            if st.stop || !st.queued.is_empty() {
-                return !st.queued.is_empty();
+            if st.stop {
+                return false;
+            }
+            if !st.queued.is_empty() {
+                return true;
             }
         }
     }
@@ -293,10 +297,14 @@ impl WriteQueue {
     }
 }
 
-/// Starts the writer thread (`uno-cache-l2-writer`); dropping the handle stops and joins it.
-pub(crate) fn start_writer(shared: Weak<Shared>, queue: Arc<WriteQueue>) -> Result<Background> {
+/// Starts the writer thread (`uno-cache-l2-writer`), owned by `workers`.
+pub(crate) fn start_writer(
+    workers: &mut Workers,
+    shared: Weak<Shared>,
+    queue: Arc<WriteQueue>,
+) -> Result<()> {
     let theirs = Arc::clone(&queue);
-    Background::spawn(
+    workers.spawn(
         "l2-writer",
         move || {
             while theirs.wait_for_work() {

@@ -14,7 +14,8 @@ use super::offline::Replayer;
 use super::policy::Shared;
 use super::tags::TagStore;
 use super::wiring::{backplane_options, build_distributed, build_local, tag_redis};
-use super::{CacheManager, LastHandle};
+use super::workers::Workers;
+use super::CacheManager;
 
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
@@ -151,6 +152,7 @@ impl CacheManagerBuilder {
             )?),
             None => None,
         };
+        let replayer = replay.is_some().then(Replayer::default);
         let shared = Arc::new(Shared {
             check_freshness: AtomicBool::new(l2.is_some() && policy != RestartPolicy::Trust),
             distrust_l1: AtomicBool::new(false),
@@ -167,7 +169,7 @@ impl CacheManagerBuilder {
             guard: KeyOrder::default(),
             flights: Flights::default(),
             replay,
-            replayer: OnceLock::new(),
+            replayer,
             replay_lock: parking_lot::Mutex::new(()),
             tags,
             l2_prefix: config.distributed.key_prefix.clone(),
@@ -180,22 +182,18 @@ impl CacheManagerBuilder {
                     Duration::from_millis(config.distributed.timeout_ms),
                 ))
             }),
-            behind_writer: OnceLock::new(),
             fills: l2_present.then(|| Arc::new(FillQueue::default())),
-            filler: OnceLock::new(),
         });
+        let mut workers = Workers::new(Arc::clone(&shared));
         if let Some(queue) = &shared.fills {
-            let filler = start_filler(Arc::downgrade(&shared), Arc::clone(queue))?;
-            let _ = shared.filler.set(filler);
+            start_filler(&mut workers, Arc::downgrade(&shared), Arc::clone(queue))?;
         }
         if let Some(queue) = &shared.behind {
-            let writer = start_writer(Arc::downgrade(&shared), Arc::clone(queue))?;
-            let _ = shared.behind_writer.set(writer);
+            start_writer(&mut workers, Arc::downgrade(&shared), Arc::clone(queue))?;
         }
-        if shared.replay.is_some() {
+        if let Some(replayer) = &shared.replayer {
             let every = Duration::from_millis(config.offline.replay_interval_ms);
-            let replayer = Replayer::start(Arc::downgrade(&shared), every)?;
-            let _ = shared.replayer.set(replayer);
+            replayer.start(&mut workers, Arc::downgrade(&shared), every)?;
             shared.nudge_replay();
         }
         if config.invalidation.enabled {
@@ -206,10 +204,9 @@ impl CacheManagerBuilder {
             let backplane = Backplane::connect(options, receiver)?;
             let _ = shared.backplane.set(backplane);
         }
-        let last = Arc::new(LastHandle(Arc::downgrade(&shared)));
         Ok(CacheManager {
             shared,
-            _last_handle: last,
+            _workers: Arc::new(workers),
         })
     }
 }

@@ -92,7 +92,7 @@ impl Shared {
 
     /// Wakes the replay thread if something is queued (after an L2 call succeeded).
     pub(crate) fn nudge_replay(&self) {
-        if let (Some(q), Some(replayer)) = (&self.replay, self.replayer.get()) {
+        if let (Some(q), Some(replayer)) = (&self.replay, &self.replayer) {
             if !q.is_empty() {
                 replayer.nudge();
             }

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::background::Background;
 use super::guard::Ticket;
 use super::policy::Shared;
+use super::workers::Workers;
 use crate::error::Result;
 
 /// Entries waiting at most; beyond it a batch is dropped.
@@ -160,11 +160,11 @@ impl FillQueue {
     }
 }
 
-/// Starts the backfill thread (`uno-cache-backfill`); dropping the handle stops and joins it
-/// (queued backfills are dropped: they are only an optimisation).
-pub(crate) fn start_filler(shared: Weak<Shared>, queue: Arc<FillQueue>) -> Result<Background> {
+/// Starts the backfill thread (`uno-cache-backfill`), owned by `workers` (at shutdown, queued
+/// backfills are dropped: they are only an optimisation).
+pub(crate) fn start_filler(workers: &mut Workers, shared: Weak<Shared>, queue: Arc<FillQueue>) -> Result<()> {
     let theirs = Arc::clone(&queue);
-    Background::spawn(
+    workers.spawn(
         "backfill",
         move || {
             while let Some(batches) = theirs.take() {

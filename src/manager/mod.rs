@@ -18,6 +18,7 @@
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
 //! | `consistency` | replay queue, invalidation backplane, revalidation of suspect L1 entries |
 //! | `offline` | the background thread that replays the queue                          |
+//! | `workers` | owns the background threads; their one shutdown, on the last handle's drop |
 //! | `tags`   | tag sets and L2 prefix deletion on a shared Redis                     |
 //! | `events` | [`InvalidationEvent`]: application events mapped to keys and tags       |
 //!
@@ -28,7 +29,6 @@
 //! call L2 through the levels' `*_async` methods and L1 directly (a local level does not wait
 //! on the network).
 
-mod background;
 mod behind;
 mod blocking;
 mod builder;
@@ -47,6 +47,7 @@ mod offload;
 mod policy;
 mod tags;
 mod wiring;
+mod workers;
 
 pub use self::builder::CacheManagerBuilder;
 pub use self::monitor::{Monitor, L2_SIZE_MAX_AGE};
@@ -85,20 +86,9 @@ use crate::storage::Storage;
 #[derive(Clone)]
 pub struct CacheManager {
     shared: Arc<Shared>,
-    /// Dropped with the last handle: sends queued write-behind writes on the caller's thread
-    /// before the drop returns (background threads hold `Shared` too, so its own drop may
-    /// come later and elsewhere).
-    _last_handle: Arc<LastHandle>,
-}
-
-struct LastHandle(std::sync::Weak<Shared>);
-
-impl Drop for LastHandle {
-    fn drop(&mut self) {
-        if let Some(shared) = self.0.upgrade() {
-            shared.drain_behind();
-        }
-    }
+    /// The background threads, dropped with the last handle (after `shared`, which they also
+    /// hold): stops and joins them, then sends queued write-behind writes, on the caller's thread.
+    _workers: Arc<workers::Workers>,
 }
 
 impl std::fmt::Debug for CacheManager {

@@ -1,7 +1,7 @@
 //! The replay thread (`uno-cache-replay`): replays the manager's queue of L2 writes that failed,
 //! every `offline.replay_interval_ms` and at once when nudged (after an L2 call succeeded while
-//! something was queued). It holds the manager weakly and is stopped and joined when the manager
-//! is dropped. Background work is an optimisation: [`CacheManager::replay_now`] does the same
+//! something was queued). It holds the manager weakly; the manager's `Workers` own, stop and join
+//! it. Background work is an optimisation: [`CacheManager::replay_now`] does the same
 //! step on the caller's thread.
 //!
 //! [`CacheManager::replay_now`]: super::CacheManager::replay_now
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::background::Background;
 use super::policy::Shared;
+use super::workers::Workers;
 use crate::error::Result;
 
 #[derive(Default)]
@@ -27,28 +27,25 @@ struct Signal {
     wake: Condvar,
 }
 
-/// Owns the replay thread; dropping it stops and joins the thread.
+/// Wakes the replay thread; held by the shared state (the thread itself is owned by
+/// [`Workers`]).
+#[derive(Default)]
 pub(crate) struct Replayer {
     signal: Arc<Signal>,
-    _thread: Background,
 }
 
 impl Replayer {
-    pub(crate) fn start(shared: Weak<Shared>, every: Duration) -> Result<Replayer> {
-        let signal = Arc::new(Signal::default());
-        let (theirs, stopper) = (Arc::clone(&signal), Arc::clone(&signal));
-        let thread = Background::spawn(
+    /// Starts the replay thread, owned by `workers`; it tries every `every`, and when nudged.
+    pub(crate) fn start(&self, workers: &mut Workers, shared: Weak<Shared>, every: Duration) -> Result<()> {
+        let (theirs, stopper) = (Arc::clone(&self.signal), Arc::clone(&self.signal));
+        workers.spawn(
             "replay",
             move || run(&shared, &theirs, every),
             move || {
                 stopper.state.lock().stop = true;
                 stopper.wake.notify_all();
             },
-        )?;
-        Ok(Replayer {
-            signal,
-            _thread: thread,
-        })
+        )
     }
 
     /// Makes the thread try now.

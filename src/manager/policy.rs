@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::background::Background;
 use super::behind::{Pushed, WriteQueue};
 use super::fill::{FillBatch, FillQueue};
 use super::guard::{KeyOrder, Ticket, WriteGuard};
@@ -67,8 +66,8 @@ pub(crate) struct Shared {
     pub(crate) flights: Flights,
     /// The durable queue of L2 writes that failed (offline mode).
     pub(crate) replay: Option<Arc<ReplayQueue>>,
-    /// The background thread that replays the queue; stopped on drop.
-    pub(crate) replayer: OnceLock<Replayer>,
+    /// Wakes the background thread that replays the queue (owned by `Workers`).
+    pub(crate) replayer: Option<Replayer>,
     /// The invalidation backplane, set once after the `Shared` exists (its handler holds a
     /// `Weak` to it).
     pub(crate) backplane: OnceLock<Backplane>,
@@ -88,19 +87,8 @@ pub(crate) struct Shared {
     pub(crate) distrust_l1: AtomicBool,
     /// L2 writes waiting for the writer thread (`write_mode = "behind"`).
     pub(crate) behind: Option<Arc<WriteQueue>>,
-    /// The write-behind writer thread; stopped on drop.
-    pub(crate) behind_writer: OnceLock<Background>,
     /// Backfills of batch reads waiting for the backfill thread (with an L2).
     pub(crate) fills: Option<Arc<FillQueue>>,
-    /// The backfill thread; stopped on drop.
-    pub(crate) filler: OnceLock<Background>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // Queued L2 writes are sent before the levels go (each send bounded by the L2 timeout).
-        self.drain_behind();
-    }
 }
 
 /// What L1 said to a read.

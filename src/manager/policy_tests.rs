@@ -19,7 +19,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         guard: KeyOrder::default(),
         flights: Flights::default(),
         replay: None,
-        replayer: OnceLock::new(),
+        replayer: None,
         replay_lock: Mutex::new(()),
         tags: None,
         l2_prefix: String::new(),
@@ -29,9 +29,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         check_freshness: AtomicBool::new(false),
         distrust_l1: AtomicBool::new(false),
         behind: None,
-        behind_writer: OnceLock::new(),
         fills: None,
-        filler: OnceLock::new(),
     }
 }
 

@@ -1,0 +1,73 @@
+//! Shutdown: dropping the last handle of a manager stops and joins every background thread it
+//! started (write-behind writer, backfill, replay), on the dropping thread, after which the
+//! writes still queued for write-behind are in L2. One test in this binary, so no other test's
+//! threads are counted.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+
+use uno_cache::{CacheConfig, CacheManager, MemoryStore, Storage, WriteMode};
+
+/// The names (as the kernel keeps them: 15 bytes) of this process's threads that start with
+/// `uno-cache-`.
+fn cache_threads() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task (Linux)")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .filter(|name| name.starts_with("uno-cache-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn dropping_the_last_handle_joins_every_background_thread_and_sends_queued_writes() {
+    assert_eq!(
+        cache_threads(),
+        Vec::<String>::new(),
+        "no cache thread before the test"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let mut config = CacheConfig::default();
+    config.distributed.write_mode = WriteMode::Behind;
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    let cache = CacheManager::builder()
+        .config(config)
+        .local(Arc::new(MemoryStore::new(1000).unwrap()))
+        .distributed(l2.clone())
+        .build()
+        .unwrap();
+    let threads = cache_threads();
+    for expected in ["uno-cache-backf", "uno-cache-l2-wr", "uno-cache-repla"] {
+        assert!(
+            threads.iter().any(|t| t == expected),
+            "{expected} not in {threads:?}"
+        );
+    }
+    let clone = cache.clone();
+    for i in 0..100 {
+        cache.set_raw(&format!("k{i}"), b"v", None).unwrap();
+    }
+    drop(cache);
+    assert!(!cache_threads().is_empty(), "a clone still holds the manager");
+    drop(clone);
+    assert_eq!(
+        cache_threads(),
+        Vec::<String>::new(),
+        "threads left after the last drop"
+    );
+    for i in 0..100 {
+        assert_eq!(
+            l2.get(&format!("k{i}")).unwrap().map(|e| e.value).as_deref(),
+            Some(&b"v"[..]),
+            "k{i} queued for write-behind never reached L2"
+        );
+    }
+}
