@@ -59,12 +59,6 @@ impl Workers {
         });
         Ok(())
     }
-
-    /// The names of the running threads (for tests).
-    #[cfg(test)]
-    pub(crate) fn names(&self) -> Vec<&'static str> {
-        self.workers.iter().map(|w| w.name).collect()
-    }
 }
 
 impl Drop for Workers {
