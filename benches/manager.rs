@@ -4,7 +4,10 @@
 //!   decode, stats) against `moka::sync::Cache<String, User>::get` (lookup, clone).
 //! - `l1_hit_async`: the same through `get_async` against `moka::future::Cache::get`, awaited in a
 //!   current-thread runtime.
-//! - `l1_hit_sync_file`: the default file L1 (mmap read + CRC) against moka's `get`.
+//! - `l1_hit_sync_file`: the file L1 alone (mmap read + CRC + decode, no memory tier) against
+//!   moka's `get`.
+//! - `memory_tier_hit`: `get::<User>` answered by the memory tier in front of the file store
+//!   (100 000 keys, random order) against a `quick_cache` get of the same typed value.
 //! - `l1_hit_sync_2threads`: two threads reading concurrently, ns per read per thread.
 //! - `memory_tier_*`: the two candidates for the memory tier, raw (quick_cache vs moka get; hit
 //!   ratio on the zipf trace), the measurement behind the choice of quick_cache.
@@ -173,6 +176,8 @@ fn bench_l1_hit_file(p: &Params) {
     config.local.path = Some(dir.path().to_path_buf());
     config.local.max_size = Some(64);
     config.local.ttl = Duration::from_secs(3600);
+    // The file tier itself, without the memory tier in front.
+    config.local.memory_items = 0;
     let cache = CacheManager::new(config).unwrap();
     for (i, k) in keys.iter().enumerate() {
         cache.set(k, &user(i as u64), None).unwrap();
@@ -198,6 +203,55 @@ fn bench_l1_hit_file(p: &Params) {
     );
     assert_eq!(cache.stats().local.misses, 0);
     print_time("l1_hit_sync_file", ours, theirs);
+}
+
+/// `CacheManager::get::<User>` answered by the memory tier in front of the file store, against
+/// a `quick_cache` get of the same typed value (a clone), 100 000 keys read in random order.
+fn bench_memory_tier_hit(p: &Params) {
+    const KEYS: u64 = 100_000;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CacheConfig::default();
+    config.local.path = Some(dir.path().to_path_buf());
+    config.local.max_size = Some(256);
+    config.local.ttl = Duration::from_secs(3600);
+    config.local.memory_items = KEYS * 2;
+    let cache = CacheManager::new(config).unwrap();
+    let raw = quick_cache::sync::Cache::<String, User>::new(KEYS as usize * 2);
+    for (i, k) in keys.iter().enumerate() {
+        cache.set(k, &user(i as u64), None).unwrap();
+        black_box(cache.get::<User>(k).unwrap());
+        raw.insert(k.clone(), user(i as u64));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let order: Vec<usize> = (0..p.rounds * 1000)
+        .map(|_| rng.random_range(0..KEYS as usize))
+        .collect();
+    let before = cache.stats().memory.hits;
+    let (ours, theirs) = compare(
+        p.trials,
+        order.len() as u64,
+        || {
+            for &i in &order {
+                black_box(cache.get::<User>(&keys[i]).unwrap());
+            }
+        },
+        || {
+            for &i in &order {
+                black_box(raw.get(&keys[i]));
+            }
+        },
+    );
+    let stats = cache.stats();
+    assert_eq!(
+        stats.memory.misses, KEYS,
+        "every timed read was a memory-tier hit"
+    );
+    assert!(stats.memory.hits > before);
+    println!(
+        "bench: memory_tier_hit[100k keys, random] ours={ours:.1} ns quick_cache={theirs:.1} ns ratio={:.2} (aim: ours <= 1.2x quick_cache, ratio >= 0.83)",
+        theirs / ours
+    );
 }
 
 fn bench_l1_hit_async(p: &Params) {
@@ -430,6 +484,10 @@ fn bench_set_distinct(p: &Params, threads: usize) {
 fn main() {
     let p = params();
     let start = Instant::now();
+    if std::env::var("UNO_BENCH_ONLY").is_ok_and(|only| only == "memory_tier_hit") {
+        bench_memory_tier_hit(&p);
+        return;
+    }
     if std::env::var("UNO_BENCH_ONLY").is_ok_and(|only| only == "set_distinct") {
         bench_set_distinct(&p, 1);
         bench_set_distinct(&p, 2);
@@ -440,6 +498,7 @@ fn main() {
     bench_l1_hit_sync(&p);
     bench_l1_hit_async(&p);
     bench_l1_hit_file(&p);
+    bench_memory_tier_hit(&p);
     bench_memory_tier(&p);
     println!("bench: total_seconds {:.1}", start.elapsed().as_secs_f64());
 }

@@ -73,3 +73,11 @@ pub(crate) fn expiry_ms(now_ms: u64, ttl: Duration) -> u64 {
 pub(crate) fn ms_to_system_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
+
+/// Converts a `SystemTime` to Unix milliseconds, rounded up so an expiry is never moved earlier
+/// (0 for times before the epoch, which never occur as expiries).
+pub(crate) fn system_time_to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    })
+}

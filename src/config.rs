@@ -290,7 +290,18 @@ pub struct LocalCacheConfig {
     /// for an existing one. A directory they create gets the same bits plus search where read is
     /// allowed (`0o700` by default). See [`FileStoreOptions::file_mode`](crate::FileStoreOptions::file_mode).
     pub file_mode: Option<u32>,
+    /// The memory tier in front of a file or redb L1: how many decoded values it keeps (default
+    /// [`DEFAULT_MEMORY_TIER_ITEMS`]; 0 turns it off; ignored for `type = "memory"`, which is
+    /// already in memory). A typed read it answers costs no read of the file, no decode and no
+    /// copy; see [`HotTier`](crate::local::hot::HotTier).
+    pub memory_items: u64,
 }
+
+/// Default bound of the memory tier in front of a persistent L1: 10 000 decoded values. On by
+/// default because a typed hit there is several times cheaper than a file-store hit (no mmap
+/// read, CRC or decode), and 10 000 small values cost a few MB of RAM, which a desktop or edge
+/// process can spare; set `memory_items = 0` where RAM is tighter than that.
+pub const DEFAULT_MEMORY_TIER_ITEMS: u64 = 10_000;
 
 impl Default for LocalCacheConfig {
     fn default() -> Self {
@@ -302,6 +313,7 @@ impl Default for LocalCacheConfig {
             durability: DurabilityMode::default(),
             durability_interval_ms: 1000,
             file_mode: None,
+            memory_items: DEFAULT_MEMORY_TIER_ITEMS,
         }
     }
 }

@@ -174,6 +174,8 @@ pub(crate) struct LevelMetrics {
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub(crate) local: LevelMetrics,
+    /// The memory tier of decoded values in front of L1 (its hits are L1 hits too).
+    pub(crate) memory: LevelMetrics,
     pub(crate) distributed: LevelMetrics,
     /// Keys read that neither level had.
     pub(crate) misses: Counter,
@@ -294,8 +296,11 @@ pub struct LevelStats {
 /// Hit rates: each level's own, and overall (reads answered by any level / all reads).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct HitRates {
-    /// L1 hits / L1 reads.
+    /// L1 hits / L1 reads (both local tiers: a memory-tier hit is an L1 hit).
     pub local: f64,
+    /// Memory-tier hits / typed reads that asked it.
+    #[serde(default)]
+    pub memory: f64,
     /// L2 hits / L2 reads (reads that missed L1).
     pub distributed: f64,
     /// (L1 hits + L2 hits) / reads.
@@ -307,6 +312,9 @@ pub struct HitRates {
 pub struct Sizes {
     /// L1 items and bytes.
     pub local: StorageSize,
+    /// Values in the memory tier (bytes are not counted: they are decoded values).
+    #[serde(default)]
+    pub memory: StorageSize,
     /// L2 items and bytes (zero without an L2).
     pub distributed: StorageSize,
 }
@@ -427,8 +435,12 @@ pub struct CacheStats {
     pub hit_rate: HitRates,
     /// Items and bytes per level.
     pub size: Sizes,
-    /// The local level (L1).
+    /// The local level (L1), both tiers: a memory-tier hit counts here too.
     pub local: LevelStats,
+    /// The memory tier of decoded values in front of a persistent L1 (`enabled: false` without
+    /// one): typed reads it answered or not, values it took in.
+    #[serde(default)]
+    pub memory: LevelStats,
     /// The distributed level (L2).
     pub distributed: LevelStats,
     /// The manager as a whole.

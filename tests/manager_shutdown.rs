@@ -44,12 +44,19 @@ fn dropping_the_last_handle_joins_every_background_thread_and_sends_queued_write
         .distributed(l2.clone())
         .build()
         .unwrap();
-    let threads = cache_threads();
-    for expected in ["uno-cache-backf", "uno-cache-l2-wr", "uno-cache-repla"] {
+    // A thread names itself once it runs: wait for the three names.
+    let expected = ["uno-cache-backf", "uno-cache-l2-wr", "uno-cache-repla"];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let threads = cache_threads();
+        if expected.iter().all(|e| threads.iter().any(|t| t == e)) {
+            break;
+        }
         assert!(
-            threads.iter().any(|t| t == expected),
-            "{expected} not in {threads:?}"
+            std::time::Instant::now() < deadline,
+            "threads {threads:?}, expected {expected:?}"
         );
+        std::thread::yield_now();
     }
     let clone = cache.clone();
     for i in 0..100 {

@@ -22,8 +22,37 @@ impl CacheManager {
     /// # Errors
     /// [`Error::CodecMismatch`] or [`Error::Decode`] if the stored bytes are not a `T` written
     /// by this codec; a level's error unless hidden by `fallback_on_error`.
-    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        self.decode_opt(key, self.get_raw(key)?)
+    ///
+    /// With the memory tier on (`local.memory_items`), a value read before and still current is
+    /// answered from it as a clone of the decoded value, without reading L1 or decoding.
+    pub fn get<T: DeserializeOwned + Clone + Send + Sync + 'static>(&self, key: &str) -> Result<Option<T>> {
+        let s = &self.shared;
+        if s.hot.is_none() {
+            return self.decode_opt(key, self.get_raw(key)?);
+        }
+        if let Some(value) = s.read_hot_cloned::<T>(key) {
+            return Ok(Some(value));
+        }
+        let miss = s.hot_miss(key);
+        let read = s.decode_and_keep::<T>(key, miss, self.get_raw(key)?)?;
+        Ok(read.map(|value| T::clone(&value)))
+    }
+
+    /// [`CacheManager::get`] that hands out the decoded value as an `Arc`: a memory-tier hit
+    /// then costs no clone of the value (and `T` need not be `Clone`).
+    ///
+    /// # Errors
+    /// As [`CacheManager::get`].
+    pub fn get_arc<T: DeserializeOwned + Send + Sync + 'static>(&self, key: &str) -> Result<Option<Arc<T>>> {
+        let s = &self.shared;
+        if s.hot.is_none() {
+            return Ok(self.decode_opt::<T>(key, self.get_raw(key)?)?.map(Arc::new));
+        }
+        if let Some(value) = s.read_hot::<T>(key) {
+            return Ok(Some(value));
+        }
+        let miss = s.hot_miss(key);
+        s.decode_and_keep::<T>(key, miss, self.get_raw(key)?)
     }
 
     /// Writes a value to L1 (TTL capped at `local.ttl`) and L2 (capped at `distributed.ttl`);
@@ -125,7 +154,7 @@ impl CacheManager {
     /// it).
     pub fn get_or_set_with<T, E, F>(&self, key: &str, ttl: Option<Duration>, loader: F) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {

@@ -23,6 +23,8 @@ use crate::config::{CacheConfig, RestartPolicy, WriteMode};
 use crate::distributed::CircuitBreaker;
 use crate::error::Result;
 use crate::invalidation::Backplane;
+use crate::local::hot::HotTier;
+use crate::local::tiered::Tiered;
 use crate::replay::{ReplayOptions, ReplayQueue};
 use crate::stats::Metrics;
 use crate::storage::Storage;
@@ -109,6 +111,13 @@ impl CacheManagerBuilder {
             Some(level) => (level, None, None),
             None => build_local(&config.local, &clock)?,
         };
+        // The memory tier goes in front of a persistent L1 the manager built.
+        let hot = (l1_dir.is_some() && config.local.memory_items > 0)
+            .then(|| Arc::new(HotTier::new(config.local.memory_items, Arc::clone(&clock))));
+        let l1: Arc<dyn Storage> = match &hot {
+            Some(hot) => Arc::new(Tiered::new(Arc::clone(hot), l1)),
+            None => l1,
+        };
         let (l2, breaker) = if !config.use_multi_level {
             (None, None)
         } else if let Some(level) = self.distributed {
@@ -175,6 +184,7 @@ impl CacheManagerBuilder {
             l2_prefix: config.distributed.key_prefix.clone(),
             backplane: OnceLock::new(),
             file_l1,
+            hot,
             restart_policy: policy,
             behind: (config.distributed.write_mode == WriteMode::Behind && l2_present).then(|| {
                 Arc::new(WriteQueue::new(

@@ -8,6 +8,7 @@
 //! | `nonblocking` | the async API: the same shells, awaiting L2                     |
 //! | `maintenance` | L1-only invalidation, replay, prefixes, tags, events, `flush`   |
 //! | `offload` | blocking maintenance work awaited by the async API on a thread of its own |
+//! | `typed` | typed reads through the memory tier of decoded values                |
 //! | `monitor` | [`Monitor`]: statistics from the counters and the levels' sizes     |
 //! | `policy` | the read, write, delete, TTL, backfill and fallback rules            |
 //! | `guard`  | per-key ordering of writes across both levels; keeps a backfill from landing after a racing write or delete |
@@ -46,6 +47,7 @@ mod offline;
 mod offload;
 mod policy;
 mod tags;
+mod typed;
 mod wiring;
 mod workers;
 

@@ -78,6 +78,23 @@ impl Monitor<'_> {
                 ),
             ),
         };
+        let (memory_size, memory) = match &s.hot {
+            Some(hot) => (
+                StorageSize {
+                    items: hot.len(),
+                    bytes: 0,
+                },
+                s.metrics
+                    .memory
+                    .snapshot("memory", true, crate::storage::StorageCounters::default(), None),
+            ),
+            None => (
+                StorageSize::default(),
+                s.metrics
+                    .memory
+                    .snapshot("none", false, crate::storage::StorageCounters::default(), None),
+            ),
+        };
         let overall = s.metrics.overall();
         #[allow(clippy::cast_precision_loss)]
         let overall_rate = if overall.reads == 0 {
@@ -88,14 +105,17 @@ impl Monitor<'_> {
         CacheStats {
             hit_rate: HitRates {
                 local: local.hit_rate,
+                memory: memory.hit_rate,
                 distributed: distributed.hit_rate,
                 overall: overall_rate,
             },
             size: Sizes {
                 local: local_size,
+                memory: memory_size,
                 distributed: distributed_size,
             },
             local,
+            memory,
             distributed,
             overall,
             consistency: self.consistency(),

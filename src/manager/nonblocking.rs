@@ -20,9 +20,43 @@ impl CacheManager {
     ///
     /// # Errors
     /// As [`CacheManager::get`].
-    pub async fn get_async<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+    pub async fn get_async<T: DeserializeOwned + Clone + Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>> {
+        let s = &self.shared;
+        if s.hot.is_none() {
+            let raw = self.get_raw_async(key).await?;
+            return self.decode_opt(key, raw);
+        }
+        if let Some(value) = s.read_hot_cloned::<T>(key) {
+            return Ok(Some(value));
+        }
+        let miss = s.hot_miss(key);
         let raw = self.get_raw_async(key).await?;
-        self.decode_opt(key, raw)
+        let read = s.decode_and_keep::<T>(key, miss, raw)?;
+        Ok(read.map(|value| T::clone(&value)))
+    }
+
+    /// Async [`CacheManager::get_arc`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::get`].
+    pub async fn get_arc_async<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Result<Option<Arc<T>>> {
+        let s = &self.shared;
+        if s.hot.is_none() {
+            let raw = self.get_raw_async(key).await?;
+            return Ok(self.decode_opt::<T>(key, raw)?.map(Arc::new));
+        }
+        if let Some(value) = s.read_hot::<T>(key) {
+            return Ok(Some(value));
+        }
+        let miss = s.hot_miss(key);
+        let raw = self.get_raw_async(key).await?;
+        s.decode_and_keep::<T>(key, miss, raw)
     }
 
     /// Async [`CacheManager::set`].
@@ -126,7 +160,7 @@ impl CacheManager {
         loader: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: From<Error>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,

@@ -43,6 +43,7 @@ use crate::distributed::CircuitBreaker;
 use crate::error::{key_for_error, Error, Result};
 use crate::invalidation::Backplane;
 use crate::local::file::FileStore;
+use crate::local::hot::HotTier;
 use crate::replay::ReplayQueue;
 use crate::stats::{self, LevelMetrics, Metrics};
 use crate::storage::{Entry, Freshness, Storage, StorageSize};
@@ -79,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) l2_prefix: String,
     /// The L1 as a file store, when the manager built it (for `keys()` in prefix invalidation).
     pub(crate) file_l1: Option<Arc<FileStore>>,
+    /// The memory tier of decoded values, when L1 is [`Tiered`](crate::local::tiered::Tiered).
+    pub(crate) hot: Option<Arc<HotTier>>,
     pub(crate) restart_policy: RestartPolicy,
     /// Ask L1 whether an entry is suspect (off without an L2, and with `restart_policy = "trust"`
     /// until the first subscription loss): one relaxed load on the hit path.

@@ -25,6 +25,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         l2_prefix: String::new(),
         backplane: OnceLock::new(),
         file_l1: None,
+        hot: None,
         restart_policy: RestartPolicy::default(),
         check_freshness: AtomicBool::new(false),
         distrust_l1: AtomicBool::new(false),

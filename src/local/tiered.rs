@@ -1,0 +1,199 @@
+//! [`Tiered`]: the local level of two tiers, a [`HotTier`] of decoded values in front of a
+//! level of bytes (the file store by default).
+//!
+//! As a [`Storage`] it is the level below: every read of bytes goes there, and every change
+//! goes there and drops the key from the hot tier, before and after the change, so the hot
+//! tier never serves a value the level below replaced. Typed reads use the hot tier directly
+//! (through the manager, which fills it under its backfill guard).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::hot::HotTier;
+use crate::error::Result;
+use crate::storage::{BoxFuture, Entry, Freshness, Storage, StorageCounters, StorageSize};
+
+/// The two local tiers; see the module docs.
+pub struct Tiered {
+    hot: Arc<HotTier>,
+    base: Arc<dyn Storage>,
+}
+
+impl std::fmt::Debug for Tiered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tiered")
+            .field("hot", &self.hot)
+            .field("base", &self.base.name())
+            .finish()
+    }
+}
+
+impl Tiered {
+    /// `hot` in front of `base`.
+    pub fn new(hot: Arc<HotTier>, base: Arc<dyn Storage>) -> Tiered {
+        Tiered { hot, base }
+    }
+
+    /// The hot tier.
+    #[must_use]
+    pub fn hot(&self) -> &Arc<HotTier> {
+        &self.hot
+    }
+
+    /// The level below the hot tier.
+    #[must_use]
+    pub fn base(&self) -> &Arc<dyn Storage> {
+        &self.base
+    }
+
+    /// Runs a change of `keys` in the level below with them out of the hot tier around it.
+    fn changing<'k, T>(&self, keys: impl Iterator<Item = &'k str> + Clone, change: impl FnOnce() -> T) -> T {
+        for key in keys.clone() {
+            self.hot.remove(key);
+        }
+        let out = change();
+        for key in keys {
+            self.hot.remove(key);
+        }
+        out
+    }
+
+    async fn changing_async<'k, T>(
+        &self,
+        keys: impl Iterator<Item = &'k str> + Clone,
+        change: impl std::future::Future<Output = T>,
+    ) -> T {
+        for key in keys.clone() {
+            self.hot.remove(key);
+        }
+        let out = change.await;
+        for key in keys {
+            self.hot.remove(key);
+        }
+        out
+    }
+}
+
+impl Storage for Tiered {
+    fn name(&self) -> &str {
+        self.base.name()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.base.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.changing(std::iter::once(key), || self.base.set(key, value, ttl))
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.changing(std::iter::once(key), || self.base.delete(key))
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.base.get_many(keys)
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.changing(items.iter().map(|(k, _)| *k), || self.base.set_many(items, ttl))
+    }
+
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.changing(items.iter().map(|(k, _, _)| *k), || self.base.set_each(items))
+    }
+
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        self.base.check_value(key, value_len)
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.changing(keys.iter().copied(), || self.base.delete_many(keys))
+    }
+
+    fn size(&self) -> Result<StorageSize> {
+        self.base.size()
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.hot.clear();
+        let out = self.base.clear();
+        self.hot.clear();
+        out
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.base.flush()
+    }
+
+    fn counters(&self) -> StorageCounters {
+        self.base.counters()
+    }
+
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        self.base.get_checked(key)
+    }
+
+    /// Suspect entries must be revalidated before they are served: the hot tier forgets all.
+    fn mark_all_suspect(&self) -> Result<()> {
+        self.hot.clear();
+        let out = self.base.mark_all_suspect();
+        self.hot.clear();
+        out
+    }
+
+    fn confirm(&self, key: &str) -> Result<()> {
+        self.base.confirm(key)
+    }
+
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        self.base.keys_with_prefix(prefix)
+    }
+
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+        self.base.get_async(key)
+    }
+
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.changing_async(std::iter::once(key), self.base.set_async(key, value, ttl)))
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.changing_async(std::iter::once(key), self.base.delete_async(key)))
+    }
+
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+        self.base.get_many_async(keys)
+    }
+
+    fn set_many_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.changing_async(
+            items.iter().map(|(k, _)| *k),
+            self.base.set_many_async(items, ttl),
+        ))
+    }
+
+    fn set_each_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.changing_async(items.iter().map(|(k, _, _)| *k), self.base.set_each_async(items)))
+    }
+
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        self.base.size_async()
+    }
+
+    fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.changing_async(keys.iter().copied(), self.base.delete_many_async(keys)))
+    }
+}

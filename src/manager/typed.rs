@@ -1,0 +1,115 @@
+//! Typed reads through the memory tier ([`HotTier`](crate::local::hot::HotTier)): a hit hands
+//! out the decoded value; a miss reads as any read does (L1, then L2) and keeps the decoded
+//! value in the tier, with the expiry of the L1 entry it came from, under the backfill guard.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::guard::Ticket;
+use super::policy::Shared;
+use crate::clock;
+use crate::error::Result;
+use crate::local::hot::HotTier;
+use crate::storage::Freshness;
+
+/// What a typed read takes before it reads behind the memory tier; see
+/// [`Shared::decode_and_keep`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HotMiss {
+    ticket: Ticket,
+    mark: u64,
+}
+
+impl Shared {
+    /// The memory tier, unless L1 is distrusted (the backplane's subscription is down: every L1
+    /// answer is checked against L2, the memory tier's too).
+    fn hot_if_trusted(&self) -> Option<&HotTier> {
+        if self.distrust_l1.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.hot.as_deref()
+    }
+
+    /// The memory tier's answer, counted (a hit there is an L1 hit too).
+    pub(crate) fn read_hot<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
+        let hot = self.hot_if_trusted()?;
+        match hot.get_arc::<T>(key) {
+            Some(value) => {
+                self.metrics.memory.hits.incr();
+                self.metrics.local.hits.incr();
+                Some(value)
+            }
+            None => {
+                self.metrics.memory.misses.incr();
+                None
+            }
+        }
+    }
+
+    /// [`read_hot`](Self::read_hot), cloning the value out.
+    pub(crate) fn read_hot_cloned<T: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<T> {
+        let hot = self.hot_if_trusted()?;
+        match hot.get::<T>(key) {
+            Some(value) => {
+                self.metrics.memory.hits.incr();
+                self.metrics.local.hits.incr();
+                Some(value)
+            }
+            None => {
+                self.metrics.memory.misses.incr();
+                None
+            }
+        }
+    }
+
+    /// Taken by a typed read the memory tier missed, before it reads L1: the backfill ticket of
+    /// the key and the tier's clear mark.
+    pub(crate) fn hot_miss(&self, key: &str) -> HotMiss {
+        HotMiss {
+            ticket: self.guard.ticket(key),
+            mark: self.hot.as_ref().map_or(0, |hot| hot.clear_mark()),
+        }
+    }
+
+    /// Decodes what a read behind the memory tier answered and keeps it in the tier, if L1 holds
+    /// those very bytes, as a trusted entry, and neither a write of the key nor a clear of the
+    /// tier began since `miss` was taken.
+    pub(crate) fn decode_and_keep<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        key: &str,
+        miss: HotMiss,
+        raw: Option<Vec<u8>>,
+    ) -> Result<Option<Arc<T>>> {
+        let Some(bytes) = raw else {
+            return Ok(None);
+        };
+        let value: Arc<T> = Arc::new(self.codec.decode(key, &bytes)?);
+        if let Some(hot) = self.hot_if_trusted() {
+            self.guard.backfill_if_current(miss.ticket, || {
+                // The expiry of the L1 entry, and only if L1 holds what was decoded, as a trusted
+                // entry: an L2 value that was not backfilled, one replaced meanwhile, or a
+                // restored entry served unverified (L2 unreachable) is not kept.
+                let current = if self.check_freshness.load(Ordering::Relaxed) {
+                    self.l1
+                        .get_checked(key)
+                        .ok()
+                        .flatten()
+                        .and_then(|(entry, freshness)| (freshness == Freshness::Trusted).then_some(entry))
+                } else {
+                    self.l1.get(key).ok().flatten()
+                };
+                if let Some(entry) = current {
+                    if entry.value == bytes {
+                        let expires_at_ms = entry.expires_at.map_or(0, clock::system_time_to_ms);
+                        if hot.insert_unless_cleared(key, Arc::clone(&value), expires_at_ms, miss.mark) {
+                            self.metrics.memory.sets.incr();
+                        }
+                    }
+                }
+            });
+        }
+        Ok(Some(value))
+    }
+}

@@ -1,0 +1,249 @@
+//! The memory tier of decoded values in front of the file store (`local.memory_items`): a typed
+//! hit comes from it; its entries expire with the file entry they came from; every write,
+//! delete and invalidation — from this manager, from threads racing it, from another instance
+//! through the backplane — leaves it unable to answer an older value; it is empty after a
+//! restart and refills from the file tier.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::RedisServer;
+use uno_cache::{CacheConfig, CacheManager, ManualClock};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct User {
+    name: String,
+    age: u8,
+}
+
+fn config(dir: &Path, memory_items: u64) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "file"
+        path = "{}"
+        memory_items = {memory_items}
+        "#,
+        dir.display()
+    ))
+    .unwrap()
+}
+
+fn ada(age: u8) -> User {
+    User {
+        name: "Ada".to_owned(),
+        age,
+    }
+}
+
+#[test]
+fn a_second_typed_read_is_a_memory_tier_hit_counted_as_a_local_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+    cache.set("u", &ada(36), None).unwrap();
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(36)));
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(36)));
+    assert_eq!(cache.get_arc::<User>("u").unwrap().as_deref(), Some(&ada(36)));
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.memory.hits, stats.memory.misses, stats.memory.sets),
+        (2, 1, 1),
+        "{:?}",
+        stats.memory
+    );
+    assert_eq!(stats.local.hits, 3, "both tiers' hits are local hits");
+    assert!(stats.memory.enabled);
+    assert_eq!(stats.size.memory.items, 1);
+}
+
+#[test]
+fn without_a_bound_there_is_no_memory_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 0)).unwrap();
+    cache.set("u", &ada(1), None).unwrap();
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(1)));
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(1)));
+    let stats = cache.stats();
+    assert!(!stats.memory.enabled);
+    assert_eq!(stats.memory.hits + stats.memory.misses, 0);
+    assert_eq!(stats.local.hits, 2);
+}
+
+#[test]
+fn a_memory_tier_entry_expires_with_the_file_entry_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let cache = CacheManager::builder()
+        .config(config(dir.path(), 100))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    cache.set("u", &ada(1), Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(1)));
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(1)), "a memory-tier hit");
+    clock.advance(Duration::from_millis(5001));
+    assert_eq!(cache.get::<User>("u").unwrap(), None, "expired in both tiers");
+    assert_eq!(cache.stats().memory.hits, 1);
+}
+
+#[test]
+fn every_write_delete_and_invalidation_reaches_the_memory_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+    let warm = |key: &str, age: u8| {
+        cache.set(key, &ada(age), None).unwrap();
+        assert_eq!(cache.get::<User>(key).unwrap(), Some(ada(age)));
+        assert_eq!(
+            cache.get::<User>(key).unwrap(),
+            Some(ada(age)),
+            "{key} from the memory tier"
+        );
+    };
+    warm("a", 1);
+    cache.set("a", &ada(2), None).unwrap();
+    assert_eq!(cache.get::<User>("a").unwrap(), Some(ada(2)), "set");
+    warm("b", 1);
+    cache
+        .set_raw("b", &cache.codec().encode("b", &ada(3)).unwrap(), None)
+        .unwrap();
+    assert_eq!(cache.get::<User>("b").unwrap(), Some(ada(3)), "set_raw");
+    warm("c", 1);
+    cache.multi_set([("c", ada(4))], None).unwrap();
+    assert_eq!(cache.get::<User>("c").unwrap(), Some(ada(4)), "multi_set");
+    warm("d", 1);
+    assert!(cache.delete("d").unwrap());
+    assert_eq!(cache.get::<User>("d").unwrap(), None, "delete");
+    warm("e", 1);
+    assert_eq!(cache.multi_delete(&["e"]).unwrap(), 1);
+    assert_eq!(cache.get::<User>("e").unwrap(), None, "multi_delete");
+    warm("f", 1);
+    assert!(cache.invalidate_local("f").unwrap());
+    assert_eq!(cache.get::<User>("f").unwrap(), None, "invalidate_local");
+    warm("p:1", 1);
+    assert!(cache.invalidate_prefix("p:").unwrap() >= 1);
+    assert_eq!(cache.get::<User>("p:1").unwrap(), None, "invalidate_prefix");
+    warm("g", 1);
+    cache.local().clear().unwrap();
+    assert_eq!(cache.get::<User>("g").unwrap(), None, "clear");
+}
+
+/// One thread writes ever larger ages to one key (each set completes before the next), others
+/// read it through the memory tier: no reader ever sees an age go down, and at the end every
+/// tier answers the last one.
+#[test]
+fn readers_racing_writes_never_see_a_value_go_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+    cache.set("k", &ada(0), None).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let cache = cache.clone();
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut last = 0u8;
+                let mut reads = 0u64;
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let seen = cache.get::<User>("k").unwrap().expect("never deleted").age;
+                    assert!(seen >= last, "read {seen} after {last}");
+                    last = seen;
+                    reads += 1;
+                    if finished {
+                        // Read after every set completed: the last value, whatever tier answers.
+                        assert_eq!(seen, 250, "a read after the last set");
+                        return reads;
+                    }
+                }
+            })
+        })
+        .collect();
+    for age in 1..=250u8 {
+        cache.set("k", &ada(age), None).unwrap();
+        std::thread::yield_now();
+    }
+    done.store(true, Ordering::SeqCst);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+    assert_eq!(cache.get::<User>("k").unwrap(), Some(ada(250)));
+    assert_eq!(cache.get_arc::<User>("k").unwrap().as_deref(), Some(&ada(250)));
+    assert!(cache.stats().memory.hits > 0, "the readers used the memory tier");
+}
+
+#[test]
+fn after_a_restart_the_memory_tier_is_empty_and_refills_from_the_file_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+        cache.set("u", &ada(9), None).unwrap();
+        assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(9)));
+    }
+    let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+    assert_eq!(cache.stats().size.memory.items, 0);
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(9)));
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(9)));
+    let stats = cache.stats();
+    assert_eq!((stats.memory.misses, stats.memory.hits), (1, 1));
+}
+
+/// Two instances share a Redis L2 and the backplane: a write in one drops the key from the
+/// other's memory tier as well as its file tier.
+#[test]
+fn another_instances_write_drops_the_key_from_this_memory_tier() {
+    let redis = RedisServer::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_redis = |dir: &Path| {
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "file"
+            path = "{}"
+            memory_items = 100
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "tier:"
+            [invalidation]
+            enabled = true
+            "#,
+            dir.display(),
+            redis.addr()
+        ))
+        .unwrap()
+    };
+    let a = CacheManager::new(with_redis(da.path())).unwrap();
+    let b = CacheManager::new(with_redis(db.path())).unwrap();
+    // Each of a's sets reaches b as a message; b reads only once the message of the first one
+    // has come (else it would drop what b is about to read).
+    let messages_at_b = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.stats().consistency.invalidations_received < n {
+            assert!(Instant::now() < deadline, "message {n} never reached b");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    a.set("u", &ada(1), None).unwrap();
+    messages_at_b(1);
+    assert_eq!(b.get::<User>("u").unwrap(), Some(ada(1)));
+    assert_eq!(b.get::<User>("u").unwrap(), Some(ada(1)));
+    assert_eq!(b.stats().memory.hits, 1, "b answers from its memory tier");
+    a.set("u", &ada(2), None).unwrap();
+    messages_at_b(2);
+    assert_eq!(
+        b.get::<User>("u").unwrap(),
+        Some(ada(2)),
+        "not the value a replaced"
+    );
+}
