@@ -1,5 +1,8 @@
-//! L2 overhead: `RedisStore` (envelope, deadline, the hop to its I/O thread) against the `redis`
-//! crate used directly, on the same local `redis-server`, in one process and one run.
+//! L2 overhead: `RedisStore` (envelope, deadline; the blocking API over its caller-thread pool,
+//! the async API polled in the caller's own task) against the `redis` crate used directly, on
+//! the same local `redis-server`, in one process and one run. `redis_get_hit_async_x64` is the
+//! target of issue 13: 64 tasks doing `get_async` on one store against 64 tasks on the crate's
+//! own `MultiplexedConnection` (wanted: ratio >= 0.9).
 //!
 //! `cargo bench --bench redis` (add `-- --quick` or set `UNO_BENCH_QUICK=1` for a short run).
 //! Prints one line per comparison; `ratio` = ours / peer, higher is better. Loopback latency on a
