@@ -151,6 +151,13 @@ pub struct BackplaneOptions {
 }
 
 impl BackplaneOptions {
+    /// Runs publishing and subscribing on this I/O thread (shared with the L2 and tags)
+    /// instead of one of the backplane's own.
+    pub(crate) fn io_runtime(mut self, runtime: Option<IoRuntime>) -> Self {
+        self.redis = self.redis.io_runtime(runtime);
+        self
+    }
+
     /// The backplane on this Redis (standalone, or a Cluster's seed nodes). Of the Redis options,
     /// the hosts, credentials, TLS settings and `connect_timeout` are used; the key prefix is not
     /// (name the channel instead).

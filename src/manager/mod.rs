@@ -59,6 +59,7 @@ use crate::config::{
     CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind, RestartPolicy,
     WriteMode,
 };
+use crate::distributed::runtime::IoRuntime;
 use crate::distributed::{
     CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore,
 };
@@ -198,6 +199,11 @@ impl CacheManagerBuilder {
         let config = self.config;
         config.validate()?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // One I/O thread for the Redis L2, the backplane and tags (if any of them is configured).
+        let io = tag_redis(&config)
+            .is_some()
+            .then(|| IoRuntime::start("redis"))
+            .transpose()?;
         let (l1, file_l1, l1_dir) = match self.local {
             Some(level) => (level, None, None),
             None => build_local(&config.local, &clock)?,
@@ -207,7 +213,7 @@ impl CacheManagerBuilder {
         } else if let Some(level) = self.distributed {
             (Some(level), self.breaker)
         } else {
-            match build_distributed(&config.distributed, config.fallback_on_error, &clock)? {
+            match build_distributed(&config.distributed, config.fallback_on_error, &clock, io.as_ref())? {
                 Some((level, breaker)) => (Some(level), Some(breaker)),
                 None => (None, None),
             }
@@ -233,7 +239,7 @@ impl CacheManagerBuilder {
         let l2_present = l2.is_some();
         let tags = match tag_redis(&config) {
             Some((options, l2_prefix_delete)) => Some(TagStore::new(
-                options,
+                options.io_runtime(io.clone()),
                 config.distributed.key_prefix.clone(),
                 Duration::from_millis(
                     config
@@ -293,7 +299,7 @@ impl CacheManagerBuilder {
             shared.nudge_replay();
         }
         if config.invalidation.enabled {
-            let options = backplane_options(&config);
+            let options = backplane_options(&config).io_runtime(io.clone());
             let receiver = Arc::new(Receiver {
                 shared: Arc::downgrade(&shared),
             });
@@ -469,6 +475,7 @@ fn build_distributed(
     distributed: &DistributedCacheConfig,
     fallback: bool,
     clock: &Arc<dyn Clock>,
+    io: Option<&IoRuntime>,
 ) -> Result<Option<Breakered>> {
     if !distributed.enabled {
         return Ok(None);
@@ -485,7 +492,7 @@ fn build_distributed(
         DistributedKind::Memcached => "memcached",
     };
     let connected = match d.kind {
-        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock))
+        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock).io_runtime(io.cloned()))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
         DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),

@@ -209,9 +209,9 @@ impl RedisOptions {
     }
 
     /// Runs the level (or backplane, or tags) on this I/O thread instead of starting its own,
-    /// so that one thread serves all of them.
-    pub(crate) fn io_runtime(mut self, runtime: IoRuntime) -> Self {
-        self.runtime = Some(runtime);
+    /// so that one thread serves all of them (`None`: its own thread).
+    pub(crate) fn io_runtime(mut self, runtime: Option<IoRuntime>) -> Self {
+        self.runtime = runtime;
         self
     }
 
