@@ -403,7 +403,7 @@ impl Backplane {
             .iter()
             .map(|t| {
                 options.redis.client_for(t).map_err(|err| {
-                    crate::distributed::redis::connection::connect_error_for(LEVEL, &t.display, &err)
+                    crate::distributed::redis::errors::connect_error_for(LEVEL, &t.display, &err)
                 })
             })
             .collect::<Result<Vec<_>>>()?;

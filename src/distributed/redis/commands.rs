@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::{Cmd, Pipeline, RedisError, Value};
 
-use super::connection::{backend, LEVEL};
+use super::errors::{backend, LEVEL};
 use crate::distributed::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
 use crate::error::{key_for_error, Error, Result};
 use crate::storage::Entry;

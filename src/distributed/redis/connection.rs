@@ -1,5 +1,5 @@
 //! The Redis connection layer shared by the level and the backplane (`crate::invalidation`):
-//! clients for a [`Target`], connecting, connect errors that say what to check, and [`Conn`],
+//! clients for a [`Target`], connecting (its errors are in `super::errors`), and [`Conn`],
 //! the level's connection of either kind, which runs any [`Request`] the same way for the
 //! blocking and the async API.
 //!
@@ -8,8 +8,8 @@
 //! - Cluster: its async `ClusterConnection` routes every key command by slot, follows `MOVED` /
 //!   `ASK` and refreshes its slot map, and splits a multi-key `MGET` / `UNLINK` into one command
 //!   per slot (sent concurrently, replies put back in key order / summed). Our own router
-//!   (CRC16, slot map, per-node pipelines) is gone: it bought nothing measurable (see the module
-//!   docs of [`super`]).
+//!   (CRC16, slot map, per-node pipelines) is gone: it did the same work (see the module docs
+//!   of [`super`]).
 //! - A batch of `SET`s cannot be one pipeline on a cluster (the crate refuses pipelines across
 //!   slots), so it goes out as concurrent single commands, which the crate's multiplexed node
 //!   connections pipeline on the wire anyway.
@@ -23,11 +23,8 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use super::commands::Request;
+use super::errors::{connect_error_for, LEVEL};
 pub(crate) use super::target::Target;
-use crate::error::Error;
-
-/// The level's name in errors.
-pub(crate) const LEVEL: &str = "redis";
 
 /// A client for one host (TLS with an optional private CA). It does not connect.
 pub(crate) fn open_client(
@@ -53,58 +50,6 @@ pub(crate) fn open_client(
     }
     #[cfg(not(feature = "tls"))]
     redis::Client::open(target.url.as_str())
-}
-
-/// A failed call as [`Error::Backend`] of the level.
-pub(crate) fn backend(op: &'static str, err: &RedisError) -> Error {
-    Error::Backend {
-        level: LEVEL,
-        op,
-        reason: err.to_string(),
-    }
-}
-
-fn is_auth_error(err: &RedisError) -> bool {
-    err.kind() == ErrorKind::AuthenticationFailed
-        || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
-}
-
-/// A connection failure as [`Error::Backend`] (op `"connect"`) for `level`, naming the hosts and
-/// what to check.
-pub(crate) fn connect_error_for(level: &'static str, hosts: &str, err: &RedisError) -> Error {
-    let advice = if is_auth_error(err) {
-        "authentication failed; check the user name and password (requirepass or the ACL user)"
-    } else if err.kind() == ErrorKind::Io || err.is_connection_refusal() || err.is_timeout() {
-        "cannot reach the server; check the host and port and that redis-server is running and reachable"
-    } else if err.kind() == ErrorKind::InvalidClientConfig {
-        "the connection settings are invalid; check the URL"
-    } else {
-        "the server refused the connection; check the server and the options"
-    };
-    Error::Backend {
-        level,
-        op: "connect",
-        reason: format!("{hosts}: {advice} ({err})"),
-    }
-}
-
-/// A connect deadline that passed, said as what to check.
-pub(crate) fn connect_timeout_error(
-    level: &'static str,
-    err: Error,
-    hosts: &str,
-    timeout: Duration,
-) -> Error {
-    match err {
-        Error::Timeout { .. } => Error::Backend {
-            level,
-            op: "connect",
-            reason: format!(
-                "{hosts}: no answer within {timeout:?}; check the host and port and that redis-server is running and reachable (or raise connect_timeout)"
-            ),
-        },
-        other => other,
-    }
 }
 
 /// Everything connecting needs, owned and checked (see `RedisOptions::settings`).

@@ -3,6 +3,7 @@
 //!
 //! | module       | job                                                                        |
 //! |--------------|----------------------------------------------------------------------------|
+//! | `errors`     | the level's errors (failed call, failed connect), shared with the backplane |
 //! | `target`     | host strings and URLs checked and normalised                               |
 //! | `options`    | [`RedisOptions`] and their checks                                          |
 //! | `connection` | clients, connecting, connect errors, the connection of either kind         |
@@ -11,8 +12,10 @@
 //! | `scan`       | `size` and `clear`: `SCAN` walks over every primary                        |
 //! | `store`      | the [`Storage`](crate::Storage) impl                                        |
 //!
-//! Dependencies run one way: `target` ← `connection` ← `options`, `commands` ← `pool`, `scan` ←
-//! `store`.
+//! Dependencies run one way (no cycles): `errors` and `target` at the bottom; `commands` uses
+//! `errors`; `connection` uses `errors`, `target` and `commands`; `options` uses `target` and
+//! `connection`; `pool` uses `commands` and `errors`; `scan` uses `connection` and `errors`;
+//! `store` uses them all.
 //!
 //! # What the `redis` crate does, and what we do
 //! - Kept from the crate: connection management (`ConnectionManager` for a standalone server,
@@ -20,13 +23,17 @@
 //!   topology refresh) and the splitting of a multi-key `MGET`/`UNLINK` across slots. Our own
 //!   router (CRC16, slot map, per-node pipelines, `MOVED` fallback), about 250 lines, is gone:
 //!   the crate sends the per-slot commands to all nodes at once, as ours did, and each node
-//!   still sees exactly one `MGET` per slot it owns (`tests/redis_cluster_level.rs`).
-//! - Ours: the blocking pool (`pool`), kept because it is measured faster than driving the async
-//!   connection from a blocking caller (figures in `pool`), and the walk of every primary for
+//!   still sees exactly one `MGET` per slot it owns (`tests/redis_cluster_level.rs`). No cluster
+//!   bench exists; the two were not timed against each other. A batch of `SET`s goes out as
+//!   concurrent single commands (ours sent one pipeline per node), because the crate refuses a
+//!   pipeline whose commands span slots.
+//! - Ours: the blocking pool (`pool`), kept because it was measured faster than driving the
+//!   async connection from a blocking caller (figures in `pool`), and the walk of every primary for
 //!   `size`/`clear`, which the crate does not offer (a `SCAN` cursor belongs to one node).
 
 mod commands;
 pub(crate) mod connection;
+pub(crate) mod errors;
 mod options;
 mod pool;
 mod scan;

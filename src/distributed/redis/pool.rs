@@ -1,17 +1,18 @@
 //! The blocking executor on a standalone server without TLS: [`CallerPool`] runs a
 //! [`Request`] on the caller's own thread over pooled blocking connections.
 //!
-//! Kept over the crate's async `ConnectionManager` for the blocking API because it is measured
-//! faster: one round trip and no thread hand-off. Driving the async connection from a blocking
-//! caller wakes the caller, the I/O thread and the connection's driver; on a 2-vCPU machine that
-//! doubled a 100-key `MGET` (README, `cargo bench --bench redis`, `redis_get_many_100`).
+//! Kept over the crate's async `ConnectionManager` for the blocking API because it was measured
+//! faster when it was introduced: one round trip and no thread hand-off. Driving the async
+//! connection from a blocking caller wakes the caller and the connection's driver on the I/O
+//! thread; on a 2-vCPU machine that doubled a 100-key `MGET` (`cargo bench --bench redis`,
+//! `redis_get_many_100`). Not re-measured against the new no-hop async path.
 
 use std::time::{Duration, Instant};
 
 use redis::{RedisError, RedisResult, Value};
 
 use super::commands::Request;
-use super::connection::{backend, LEVEL};
+use super::errors::{backend, LEVEL};
 use crate::error::{Error, Result};
 
 /// Blocking connections for the sync API on a standalone server without TLS.

@@ -11,7 +11,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
 
-use super::connection::{backend, Conn};
+use super::connection::Conn;
+use super::errors::backend;
 use crate::error::Result;
 use crate::storage::StorageSize;
 

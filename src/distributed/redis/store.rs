@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::commands::{check_value, Command, Commands, Reply};
-use super::connection::{backend, connect_timeout_error, Conn, Settings, LEVEL};
+use super::connection::{Conn, Settings};
+use super::errors::{backend, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
 use super::scan;
