@@ -10,8 +10,8 @@
 //! | `envelope` | the 12-byte header in front of every L2 value                            |
 //! | `breaker`  | closed → open → half-open circuit breaker on atomics                      |
 //! | `guarded`  | a [`Storage`](crate::Storage) wrapper that consults a breaker             |
-//! | `runtime`  | the internal I/O thread: deadlines, blocking and async entry points        |
-//! | `redis`    | Redis standalone and Cluster on the `redis` crate                        |
+//! | `runtime`  | the internal I/O thread (shareable): deadlines, blocking and async entry points |
+//! | `redis`    | Redis standalone and Cluster on the `redis` crate (a folder of modules)  |
 //! | `memcached`| Memcached on the `memcache` crate, with our own sharding and key mapping |
 //!
 //! # Deadlines
@@ -22,11 +22,13 @@
 //! credentials) once, within `connect_timeout`, and names the host in its error.
 //!
 //! # Threads
-//! Each store owns one I/O thread (`uno-cache-redis` / `uno-cache-memcached`) running a
-//! current-thread tokio runtime; the Memcached store also owns a few worker threads
-//! (`uno-cache-memcached-N`) for the blocking client. The blocking API waits on a channel (it
-//! works without a runtime and does not panic inside one); the async API awaits a oneshot and
-//! never blocks the executor. Dropping the store stops and joins its threads.
+//! Each store runs on an I/O thread (`uno-cache-redis` / `uno-cache-memcached`) running a
+//! current-thread tokio runtime: its own, or one shared with the backplane and tags (the Redis
+//! options can name one); the Memcached store also owns a few worker threads
+//! (`uno-cache-memcached-N`) for the blocking client. The blocking API waits on a channel or
+//! parks (it works without a runtime and does not panic inside one); the async API never blocks
+//! the executor (Redis polls its calls in the caller's task, Memcached awaits a oneshot).
+//! Dropping the last user of an I/O thread stops and joins it.
 
 mod breaker;
 pub mod envelope;

@@ -1,17 +1,24 @@
-//! The internal I/O thread of a distributed level: a current-thread tokio runtime on a named
-//! thread of its own, so that
+//! The internal I/O thread of the distributed levels: a current-thread tokio runtime on a named
+//! thread of its own, shareable (an [`IoRuntime`] is a cheap handle; the thread stops when the
+//! last handle goes), so that one thread can serve the Redis L2, the backplane and tags:
 //! - the blocking API works from plain threads (no runtime needed) and does not panic when called
-//!   from inside a runtime (it only waits on a channel);
-//! - the async API never blocks the caller's executor (the I/O runs here, the caller awaits a
-//!   oneshot channel, which works under any executor);
-//! - every call has a deadline enforced here, around the client library's own retries and
-//!   reconnects, and again on the waiting side for the blocking API.
+//!   from inside a runtime (it only waits, on a channel or by parking);
+//! - the async API never blocks the caller's executor, and needs no timers from it: a future
+//!   made by [`IoRuntime::bind`] is polled in the caller's task (no hop to another thread) but
+//!   inside this runtime's context, so its deadline timer, and anything the client library
+//!   spawns (reconnects), belong to the I/O thread. It works under a tokio runtime of any
+//!   flavour, one without timers, or an executor that is not tokio at all;
+//! - every call has a deadline, around the client library's own retries and reconnects, and
+//!   again on the waiting side for the blocking API.
 
 use std::future::Future;
 use std::sync::mpsc;
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{JoinHandle, Thread, ThreadId};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -21,14 +28,23 @@ use crate::error::{Error, Result};
 /// before giving up by itself (only matters if the I/O thread is starved).
 const WAIT_GRACE: Duration = Duration::from_millis(20);
 
-/// Owns the I/O thread; dropping it stops the runtime (cancelling in-flight calls) and joins the
-/// thread.
-#[derive(Debug)]
+/// How long dropping a [`Task`] waits for the task to end.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// A handle on an I/O thread. Clones share the thread; [`for_level`](Self::for_level) gives a
+/// handle whose errors name another level. The last handle dropped stops the runtime
+/// (cancelling whatever is in flight) and joins the thread.
+#[derive(Debug, Clone)]
 pub(crate) struct IoRuntime {
     level: &'static str,
+    thread: Arc<IoThread>,
+}
+
+#[derive(Debug)]
+struct IoThread {
     handle: Handle,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
 }
 
@@ -68,11 +84,26 @@ impl IoRuntime {
         };
         Ok(IoRuntime {
             level,
-            handle,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-            thread_id,
+            thread: Arc::new(IoThread {
+                handle,
+                stop: Mutex::new(Some(stop_tx)),
+                thread: Mutex::new(Some(thread)),
+                thread_id,
+            }),
         })
+    }
+
+    /// The same thread, with errors that name `level`.
+    pub(crate) fn for_level(&self, level: &'static str) -> IoRuntime {
+        IoRuntime {
+            level,
+            thread: Arc::clone(&self.thread),
+        }
+    }
+
+    /// Whether the caller is running on this I/O thread.
+    fn on_io_thread(&self) -> bool {
+        std::thread::current().id() == self.thread.thread_id
     }
 
     /// Runs `fut` on the I/O thread and waits for it, at most `timeout` (plus a small grace if the
@@ -85,7 +116,7 @@ impl IoRuntime {
         let level = self.level;
         let deadline = deadline_after(timeout);
         let (tx, rx) = mpsc::sync_channel(1);
-        let task = self.handle.spawn(async move {
+        let task = self.thread.handle.spawn(async move {
             let out = tokio::time::timeout_at(deadline.into(), fut).await;
             let _ = tx.send(out);
         });
@@ -108,13 +139,51 @@ impl IoRuntime {
         }
     }
 
+    /// Runs `fut` (made by [`bind`](Self::bind) or holding its own deadline) on the caller's
+    /// thread, parking it between polls, and gives up `WAIT_GRACE` after `timeout` if nothing
+    /// woke it (a starved or blocked I/O thread). Nothing is spawned, so `fut` may borrow.
+    pub(crate) fn wait<T, F>(&self, op: &'static str, timeout: Duration, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let give_up = deadline_after(timeout.saturating_add(WAIT_GRACE));
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return out;
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                return Err(Error::Timeout {
+                    level: self.level,
+                    op,
+                    after: timeout,
+                });
+            }
+            std::thread::park_timeout(give_up - now);
+        }
+    }
+
     /// Starts `fut` on the I/O thread with no deadline (a long-lived task such as a subscriber
-    /// loop); it is cancelled when the runtime stops.
-    pub(crate) fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<()>
+    /// loop). Dropping the returned [`Task`] cancels it and waits for it to end; so does
+    /// stopping the runtime.
+    pub(crate) fn spawn<F>(&self, fut: F) -> Task
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.handle.spawn(fut)
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let handle = self.thread.handle.spawn(async move {
+            // Dropped when the task ends, however it ends (finished, aborted, runtime stopped).
+            let _done = Finished(done_tx);
+            fut.await;
+        });
+        Task {
+            handle,
+            done,
+            runtime: self.clone(),
+        }
     }
 
     /// Returns a future that runs `fut` on the I/O thread with a deadline of `timeout` from the
@@ -131,7 +200,7 @@ impl IoRuntime {
         F: Future<Output = Result<T>> + Send + 'static,
     {
         let level = self.level;
-        let handle = self.handle.clone();
+        let handle = self.thread.handle.clone();
         let deadline = deadline_after(timeout);
         async move {
             let (tx, rx) = oneshot::channel();
@@ -151,19 +220,97 @@ impl IoRuntime {
             }
         }
     }
+
+    /// Returns a future that runs `fut` in the caller's own task (no hop to the I/O thread),
+    /// with a deadline of `timeout` from this call, every poll made inside this runtime's
+    /// context: the deadline's timer and whatever `fut` spawns or times belong to the I/O
+    /// thread, so the caller's executor needs neither timers nor to be tokio. Dropping the
+    /// future cancels the call.
+    pub(crate) fn bind<'a, T, F>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        fut: F,
+    ) -> impl Future<Output = Result<T>> + Send + 'a
+    where
+        T: 'a,
+        F: Future<Output = Result<T>> + Send + 'a,
+    {
+        let level = self.level;
+        let handle = self.thread.handle.clone();
+        let deadline = deadline_after(timeout);
+        async move {
+            // Made on the first poll, inside the runtime's context: the timer is the I/O thread's.
+            let timed = async move { tokio::time::timeout_at(deadline.into(), fut).await };
+            let mut timed = std::pin::pin!(timed);
+            let out = std::future::poll_fn(|cx| {
+                let _context = handle.enter();
+                timed.as_mut().poll(cx)
+            })
+            .await;
+            out.unwrap_or(Err(Error::Timeout {
+                level,
+                op,
+                after: timeout,
+            }))
+        }
+    }
 }
 
-impl Drop for IoRuntime {
+impl Drop for IoThread {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
+        if let Some(stop) = self.stop.lock().take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.lock().take() {
             // The last owner can be a task on the I/O thread itself; joining would deadlock.
             if std::thread::current().id() != self.thread_id {
                 let _ = thread.join();
             }
         }
+    }
+}
+
+/// A task spawned on an I/O thread; dropping it cancels the task and waits (at most
+/// `STOP_WAIT`) until it has ended, so that what the task held (a subscription, a connection)
+/// is gone once the owner is, even though the thread may live on for other owners.
+#[derive(Debug)]
+#[must_use = "dropping a Task cancels it"]
+pub(crate) struct Task {
+    handle: tokio::task::JoinHandle<()>,
+    done: crossbeam_channel::Receiver<()>,
+    runtime: IoRuntime,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.handle.abort();
+        // On the I/O thread itself the task cannot end while we wait: it ends at the next poll.
+        if !self.runtime.on_io_thread() {
+            let _ = self.done.recv_timeout(STOP_WAIT);
+        }
+    }
+}
+
+/// Signals a [`Task`]'s end when dropped.
+struct Finished(crossbeam_channel::Sender<()>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// Wakes a thread parked in [`IoRuntime::wait`].
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
     }
 }
 
@@ -268,5 +415,130 @@ mod tests {
         let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let out = outer.block_on(fut);
         assert!(matches!(out, Err(Error::Backend { op: "get", .. })), "{out:?}");
+    }
+
+    #[test]
+    fn bind_polls_in_the_callers_task_with_the_io_threads_timer() {
+        // The caller's runtime has no time driver, and the future runs on the caller's thread.
+        let io = IoRuntime::start("test").unwrap();
+        let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let caller = std::thread::current().id();
+        let ran_on = outer
+            .block_on(io.bind("get", Duration::from_secs(5), async {
+                Ok(std::thread::current().id())
+            }))
+            .unwrap();
+        assert_eq!(ran_on, caller);
+        let started = Instant::now();
+        let out: Result<()> =
+            outer.block_on(io.bind("get", Duration::from_millis(30), std::future::pending()));
+        assert!(
+            matches!(
+                out,
+                Err(Error::Timeout {
+                    level: "test",
+                    op: "get",
+                    ..
+                })
+            ),
+            "{out:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn wait_drives_a_bound_future_from_a_plain_thread_and_inside_a_runtime() {
+        let io = IoRuntime::start("test").unwrap();
+        let sleepy = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(5)
+        };
+        assert_eq!(
+            io.wait(
+                "op",
+                Duration::from_secs(5),
+                io.bind("op", Duration::from_secs(5), sleepy)
+            )
+            .unwrap(),
+            5
+        );
+        let outer = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let out = outer.block_on(async {
+            io.wait(
+                "op",
+                Duration::from_secs(5),
+                io.bind("op", Duration::from_secs(5), async { Ok(6) }),
+            )
+        });
+        assert_eq!(out.unwrap(), 6);
+        let out: Result<()> = io.wait("op", Duration::from_millis(20), std::future::pending());
+        assert!(matches!(out, Err(Error::Timeout { .. })), "{out:?}");
+    }
+
+    #[test]
+    fn one_thread_serves_every_handle_and_stops_with_the_last() {
+        let io = IoRuntime::start("test").unwrap();
+        let other = io.for_level("other");
+        let thread_of = |rt: &IoRuntime| {
+            rt.block_on("op", Duration::from_secs(5), async {
+                Ok(std::thread::current().id())
+            })
+            .unwrap()
+        };
+        assert_eq!(thread_of(&io), thread_of(&other));
+        let err = other
+            .block_on::<(), _>("op", Duration::from_millis(10), std::future::pending())
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { level: "other", .. }), "{err}");
+        drop(io);
+        assert_eq!(
+            other
+                .block_on("op", Duration::from_secs(5), async { Ok(1) })
+                .unwrap(),
+            1
+        );
+        let fut = other.run("op", Duration::from_secs(5), async { Ok(()) });
+        drop(other);
+        let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(matches!(outer.block_on(fut), Err(Error::Backend { .. })));
+    }
+
+    #[test]
+    fn dropping_a_task_cancels_it_before_drop_returns() {
+        struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let io = IoRuntime::start("test").unwrap();
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Flag(dropped.clone());
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let task = io.spawn(async move {
+            let _flag = flag;
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+        });
+        started_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+        drop(task);
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the task outlived its Task"
+        );
+        // The thread still serves the runtime's other users.
+        assert_eq!(
+            io.block_on("op", Duration::from_secs(5), async { Ok(2) })
+                .unwrap(),
+            2
+        );
     }
 }

@@ -70,8 +70,8 @@ use parking_lot::Mutex;
 pub use self::message::{InstanceId, Invalidation, InvalidationMessage, MessageError};
 
 use self::publisher::Publisher;
-use crate::distributed::redis::Target;
-use crate::distributed::runtime::IoRuntime;
+use crate::distributed::redis::connection::Target;
+use crate::distributed::runtime::{IoRuntime, Task};
 use crate::distributed::RedisOptions;
 use crate::error::{key_for_error, Error, Result};
 
@@ -151,6 +151,13 @@ pub struct BackplaneOptions {
 }
 
 impl BackplaneOptions {
+    /// Runs publishing and subscribing on this I/O thread (shared with the L2 and tags)
+    /// instead of one of the backplane's own.
+    pub(crate) fn io_runtime(mut self, runtime: Option<IoRuntime>) -> Self {
+        self.redis = self.redis.io_runtime(runtime);
+        self
+    }
+
     /// The backplane on this Redis (standalone, or a Cluster's seed nodes). Of the Redis options,
     /// the hosts, credentials, TLS settings and `connect_timeout` are used; the key prefix is not
     /// (name the channel instead).
@@ -355,9 +362,11 @@ pub struct Backplane {
     shared: Arc<Shared>,
     publisher: Arc<Publisher>,
     publish_timeout: Duration,
-    // Field order is drop order: the subscriber stops, then the publisher's thread.
-    _subscriber: IoRuntime,
-    pub_rt: IoRuntime,
+    // Field order is drop order: the subscriber task stops, then the resend task, then the
+    // handle on the I/O thread (shared by publishing and subscribing, and perhaps with the L2).
+    _subscriber: Task,
+    _resend: Task,
+    rt: IoRuntime,
 }
 
 impl std::fmt::Debug for Backplane {
@@ -393,10 +402,9 @@ impl Backplane {
         let clients = targets
             .iter()
             .map(|t| {
-                options
-                    .redis
-                    .client_for(t)
-                    .map_err(|err| crate::distributed::redis::connect_error_for(LEVEL, &t.display, &err))
+                options.redis.client_for(t).map_err(|err| {
+                    crate::distributed::redis::errors::connect_error_for(LEVEL, &t.display, &err)
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let nodes: Vec<Node> = targets
@@ -408,7 +416,7 @@ impl Backplane {
         let shared = Arc::new(Shared::new(id, options.channel.clone()));
         let connect_timeout = options.redis.connect_deadline();
 
-        let pub_rt = IoRuntime::start("backplane")?;
+        let rt = options.redis.runtime_for(LEVEL)?;
         let publisher = Arc::new(Publisher::new(
             nodes.clone(),
             shared.clone(),
@@ -416,7 +424,7 @@ impl Backplane {
             connect_timeout,
         ));
         let first = publisher.clone();
-        let connected = pub_rt
+        let connected = rt
             .block_on(
                 "connect",
                 connect_timeout,
@@ -431,11 +439,10 @@ impl Backplane {
             }
             Err(err) => return Err(err),
         }
-        pub_rt.spawn(Publisher::resend_loop(publisher.clone()));
+        let resend = rt.spawn(Publisher::resend_loop(publisher.clone()));
 
-        let sub_rt = IoRuntime::start("backplane-sub")?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        sub_rt.spawn(subscriber::run(
+        let subscriber = rt.spawn(subscriber::run(
             subscriber::Context {
                 nodes,
                 shared: shared.clone(),
@@ -448,27 +455,27 @@ impl Backplane {
             ready_tx,
             options.start_offline,
         ));
-        sub_rt
-            .block_on(
-                "connect",
-                connect_timeout.saturating_add(Duration::from_millis(100)),
-                async move {
-                    ready_rx.await.unwrap_or_else(|_| {
-                        Err(Error::Backend {
-                            level: LEVEL,
-                            op: "connect",
-                            reason: "the subscriber task stopped before it subscribed".to_owned(),
-                        })
+        rt.block_on(
+            "connect",
+            connect_timeout.saturating_add(Duration::from_millis(100)),
+            async move {
+                ready_rx.await.unwrap_or_else(|_| {
+                    Err(Error::Backend {
+                        level: LEVEL,
+                        op: "connect",
+                        reason: "the subscriber task stopped before it subscribed".to_owned(),
                     })
-                },
-            )
-            .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout))?;
+                })
+            },
+        )
+        .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout))?;
         Ok(Backplane {
             shared,
             publisher,
             publish_timeout: options.publish_timeout,
-            _subscriber: sub_rt,
-            pub_rt,
+            _subscriber: subscriber,
+            _resend: resend,
+            rt,
         })
     }
 
@@ -500,7 +507,7 @@ impl Backplane {
         let publisher = self.publisher.clone();
         let weight = invalidation.weight();
         let send = bytes.clone();
-        let out = self.pub_rt.block_on("publish", self.publish_timeout, async move {
+        let out = self.rt.block_on("publish", self.publish_timeout, async move {
             publisher.send(send).await
         });
         self.finish(seq, bytes, weight, out)
@@ -516,7 +523,7 @@ impl Backplane {
         let weight = invalidation.weight();
         let send = bytes.clone();
         let out = self
-            .pub_rt
+            .rt
             .run("publish", self.publish_timeout, async move {
                 publisher.send(send).await
             })

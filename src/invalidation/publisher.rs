@@ -12,7 +12,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
 use super::{jitter, BackplaneOptions, Invalidation, InvalidationMessage, Node, Shared, LEVEL};
-use crate::distributed::redis::connect_error_for;
+use crate::distributed::redis::errors::connect_error_for;
 use crate::error::{Error, Result};
 
 /// Failed messages waiting to be re-sent, oldest first.

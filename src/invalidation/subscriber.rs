@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::message::decode;
 use super::{jitter, now, InstanceId, InvalidationHandler, Node, Outage, Shared, LEVEL};
-use crate::distributed::redis::connect_error_for;
+use crate::distributed::redis::errors::connect_error_for;
 use crate::error::{Error, Result};
 
 /// Past this many origins, the per-origin sequence table is cleared (gap counting restarts).

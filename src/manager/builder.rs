@@ -20,6 +20,7 @@ use super::CacheManager;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
 use crate::config::{CacheConfig, RestartPolicy, WriteMode};
+use crate::distributed::runtime::IoRuntime;
 use crate::distributed::CircuitBreaker;
 use crate::error::Result;
 use crate::invalidation::Backplane;
@@ -107,6 +108,11 @@ impl CacheManagerBuilder {
         let config = self.config;
         config.validate()?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // One I/O thread for the Redis L2, the backplane and tags (if any of them is configured).
+        let io = tag_redis(&config)
+            .is_some()
+            .then(|| IoRuntime::start("redis"))
+            .transpose()?;
         let (l1, file_l1, l1_dir) = match self.local {
             Some(level) => (level, None, None),
             None => build_local(&config.local, &clock)?,
@@ -123,7 +129,7 @@ impl CacheManagerBuilder {
         } else if let Some(level) = self.distributed {
             (Some(level), self.breaker)
         } else {
-            match build_distributed(&config.distributed, config.fallback_on_error, &clock)? {
+            match build_distributed(&config.distributed, config.fallback_on_error, &clock, io.as_ref())? {
                 Some((level, breaker)) => (Some(level), Some(breaker)),
                 None => (None, None),
             }
@@ -149,7 +155,7 @@ impl CacheManagerBuilder {
         let l2_present = l2.is_some();
         let tags = match tag_redis(&config) {
             Some((options, l2_prefix_delete)) => Some(TagStore::new(
-                options,
+                options.io_runtime(io.clone()),
                 config.distributed.key_prefix.clone(),
                 Duration::from_millis(
                     config
@@ -207,7 +213,7 @@ impl CacheManagerBuilder {
             shared.nudge_replay();
         }
         if config.invalidation.enabled {
-            let options = backplane_options(&config);
+            let options = backplane_options(&config).io_runtime(io.clone());
             let receiver = Arc::new(Receiver {
                 shared: Arc::downgrade(&shared),
             });

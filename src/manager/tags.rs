@@ -66,11 +66,13 @@ impl TagStore {
         timeout: Duration,
         l2_prefix_delete: bool,
     ) -> Result<Self> {
+        // The I/O thread the options name (shared with the L2 and the backplane), or its own.
+        let rt = options.runtime_for(LEVEL)?;
         Ok(TagStore {
             options,
             prefix,
             timeout,
-            rt: IoRuntime::start(LEVEL)?,
+            rt,
             conn: Arc::new(Mutex::new(None)),
             l2_prefix_delete,
         })

@@ -8,6 +8,7 @@ use super::deferred::Deferred;
 
 use crate::clock::Clock;
 use crate::config::{CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind};
+use crate::distributed::runtime::IoRuntime;
 use crate::distributed::{
     CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore,
 };
@@ -179,6 +180,7 @@ pub(super) fn build_distributed(
     distributed: &DistributedCacheConfig,
     fallback: bool,
     clock: &Arc<dyn Clock>,
+    io: Option<&IoRuntime>,
 ) -> Result<Option<Breakered>> {
     if !distributed.enabled {
         return Ok(None);
@@ -195,7 +197,7 @@ pub(super) fn build_distributed(
         DistributedKind::Memcached => "memcached",
     };
     let connected = match d.kind {
-        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock))
+        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock).io_runtime(io.cloned()))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
         DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),

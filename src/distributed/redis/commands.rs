@@ -1,0 +1,417 @@
+//! Every key call of the level as data: a [`Command`] is what to send (a [`Request`]) and how
+//! to read the reply (a [`Reply`]). [`Commands`] is the one place that builds them, so a change
+//! to `GET` (or any other call) is made here once and every executor runs it: the blocking pool
+//! (`super::pool`), and the async connection (`super::connection::Conn::send`) that serves the
+//! async API and the blocking API on a cluster or over TLS.
+
+use std::time::Duration;
+
+use redis::{Cmd, Pipeline, RedisError, Value};
+
+use super::errors::{backend, LEVEL};
+use crate::distributed::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
+use crate::error::{key_for_error, Error, Result};
+use crate::storage::Entry;
+
+/// Redis refuses string values over 512 MiB.
+const MAX_REDIS_VALUE: usize = 512 * 1024 * 1024;
+/// Longest TTL sent as `PX`; Redis refuses expiries that overflow its millisecond clock.
+const MAX_PX_MS: u64 = 1 << 52;
+
+/// Refuses an empty key or a value over Redis's string limit (less the envelope).
+pub(crate) fn check_value(key: &str, len: usize) -> Result<()> {
+    check_key(key)?;
+    if len > MAX_REDIS_VALUE - envelope::HEADER_LEN {
+        return Err(Error::ValueTooLarge {
+            key: key_for_error(key),
+            len,
+            max: MAX_REDIS_VALUE - envelope::HEADER_LEN,
+            store: "Redis (512 MiB per string value)".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// What goes to the server.
+pub(crate) enum Request {
+    /// Nothing (an empty batch): the reply is `Nil`, with no round trip.
+    Nothing,
+    /// One command. On a cluster a multi-key `MGET` / `UNLINK` is split per slot by the client.
+    Single(Cmd),
+    /// Independent commands whose replies only say "done" (the `SET`s of a batch): one pipeline
+    /// on a standalone server, one command each on a cluster.
+    Batch(Pipeline),
+}
+
+/// How a reply reads as the call's result; `now_ms` judges envelope expiries.
+pub(crate) trait Reply {
+    /// The call's result.
+    type Out;
+    /// Reads the reply of `op`.
+    fn read(self, op: &'static str, reply: Value, now_ms: u64) -> Result<Self::Out>;
+}
+
+/// One call: its name (for errors), what to send, how to read the reply.
+pub(crate) struct Command<R> {
+    pub(crate) op: &'static str,
+    pub(crate) request: Request,
+    pub(crate) reply: R,
+}
+
+/// A `GET` reply: the entry of one key, `None` if missing or expired.
+pub(crate) struct OneEntry<'k>(&'k str);
+
+/// An `MGET` reply: one entry slot per key, in key order.
+pub(crate) struct Entries<'k>(&'k [&'k str]);
+
+/// An `UNLINK` reply of one key: whether it existed.
+pub(crate) struct Removed;
+
+/// An `UNLINK` reply of many keys: how many existed.
+pub(crate) struct RemovedCount;
+
+/// A reply that only says the write was taken.
+pub(crate) struct Written;
+
+impl Reply for OneEntry<'_> {
+    type Out = Option<Entry>;
+    fn read(self, op: &'static str, reply: Value, now_ms: u64) -> Result<Self::Out> {
+        entry(op, self.0, reply, now_ms)
+    }
+}
+
+impl Reply for Entries<'_> {
+    type Out = Vec<Option<Entry>>;
+    fn read(self, op: &'static str, reply: Value, now_ms: u64) -> Result<Self::Out> {
+        let keys = self.0;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = match reply {
+            Value::Array(values) => values,
+            other => redis::from_redis_value::<Vec<Value>>(other)
+                .map_err(|err| backend(op, &RedisError::from(err)))?,
+        };
+        if values.len() != keys.len() {
+            return Err(Error::Backend {
+                level: LEVEL,
+                op,
+                reason: format!("MGET of {} keys returned {} values", keys.len(), values.len()),
+            });
+        }
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| entry(op, key, value, now_ms))
+            .collect()
+    }
+}
+
+impl Reply for Removed {
+    type Out = bool;
+    fn read(self, op: &'static str, reply: Value, _now_ms: u64) -> Result<bool> {
+        Ok(int(op, reply)? > 0)
+    }
+}
+
+impl Reply for RemovedCount {
+    type Out = u64;
+    fn read(self, op: &'static str, reply: Value, _now_ms: u64) -> Result<u64> {
+        if matches!(reply, Value::Nil) {
+            return Ok(0); // nothing was sent
+        }
+        Ok(u64::try_from(int(op, reply)?).unwrap_or(0))
+    }
+}
+
+impl Reply for Written {
+    type Out = ();
+    fn read(self, _op: &'static str, _reply: Value, _now_ms: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A `GET`-style value as the entry of `key`.
+fn entry(op: &'static str, key: &str, value: Value, now_ms: u64) -> Result<Option<Entry>> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::BulkString(bytes) => open_envelope(LEVEL, key, bytes, now_ms),
+        other => match redis::from_redis_value::<Option<Vec<u8>>>(other) {
+            Ok(Some(bytes)) => open_envelope(LEVEL, key, bytes, now_ms),
+            Ok(None) => Ok(None),
+            Err(err) => Err(backend(op, &RedisError::from(err))),
+        },
+    }
+}
+
+fn int(op: &'static str, value: Value) -> Result<i64> {
+    redis::from_redis_value::<i64>(value).map_err(|err| backend(op, &RedisError::from(err)))
+}
+
+/// Builds the level's commands: the key prefix, the default TTL and the envelope.
+#[derive(Debug, Clone)]
+pub(crate) struct Commands {
+    prefix: String,
+    default_ttl: Option<Duration>,
+}
+
+impl Commands {
+    pub(crate) fn new(prefix: String, default_ttl: Option<Duration>) -> Self {
+        Commands { prefix, default_ttl }
+    }
+
+    /// The key prefix.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `GET prefix+key`.
+    pub(crate) fn get<'k>(&self, key: &'k str) -> Result<Command<OneEntry<'k>>> {
+        Ok(Command {
+            op: "get",
+            request: Request::Single(self.keyed("GET", &[key])?),
+            reply: OneEntry(key),
+        })
+    }
+
+    /// `SET prefix+key envelope [PX ms]`.
+    pub(crate) fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        now_ms: u64,
+    ) -> Result<Command<Written>> {
+        Ok(Command {
+            op: "set",
+            request: Request::Single(self.set_cmd(key, value, ttl, now_ms)?),
+            reply: Written,
+        })
+    }
+
+    /// `UNLINK prefix+key`.
+    pub(crate) fn delete(&self, key: &str) -> Result<Command<Removed>> {
+        Ok(Command {
+            op: "delete",
+            request: Request::Single(self.keyed("UNLINK", &[key])?),
+            reply: Removed,
+        })
+    }
+
+    /// One `MGET` of every key (nothing sent for none).
+    pub(crate) fn get_many<'k>(&self, keys: &'k [&'k str]) -> Result<Command<Entries<'k>>> {
+        let cmd = self.keyed("MGET", keys)?;
+        Ok(Command {
+            op: "get_many",
+            request: if keys.is_empty() {
+                Request::Nothing
+            } else {
+                Request::Single(cmd)
+            },
+            reply: Entries(keys),
+        })
+    }
+
+    /// One `UNLINK` of every key (nothing sent for none).
+    pub(crate) fn delete_many(&self, keys: &[&str]) -> Result<Command<RemovedCount>> {
+        let cmd = self.keyed("UNLINK", keys)?;
+        Ok(Command {
+            op: "delete_many",
+            request: if keys.is_empty() {
+                Request::Nothing
+            } else {
+                Request::Single(cmd)
+            },
+            reply: RemovedCount,
+        })
+    }
+
+    /// A `SET` per item, all with `ttl`.
+    pub(crate) fn set_many(
+        &self,
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+        now_ms: u64,
+    ) -> Result<Command<Written>> {
+        self.sets(
+            "set_many",
+            items.len(),
+            items.iter().map(|(key, value)| (*key, *value, ttl)),
+            now_ms,
+        )
+    }
+
+    /// A `SET` per item, each with its own TTL.
+    pub(crate) fn set_each(
+        &self,
+        items: &[(&str, &[u8], Option<Duration>)],
+        now_ms: u64,
+    ) -> Result<Command<Written>> {
+        self.sets(
+            "set_each",
+            items.len(),
+            items.iter().map(|(key, value, ttl)| (*key, *value, *ttl)),
+            now_ms,
+        )
+    }
+
+    fn sets<'i>(
+        &self,
+        op: &'static str,
+        len: usize,
+        items: impl Iterator<Item = (&'i str, &'i [u8], Option<Duration>)>,
+        now_ms: u64,
+    ) -> Result<Command<Written>> {
+        let mut pipe = Pipeline::with_capacity(len);
+        for (key, value, ttl) in items {
+            pipe.add_command(self.set_cmd(key, value, ttl, now_ms)?).ignore();
+        }
+        Ok(Command {
+            op,
+            request: if len == 0 {
+                Request::Nothing
+            } else {
+                Request::Batch(pipe)
+            },
+            reply: Written,
+        })
+    }
+
+    fn set_cmd(&self, key: &str, value: &[u8], ttl: Option<Duration>, now_ms: u64) -> Result<Cmd> {
+        check_value(key, value.len())?;
+        let ttl_ms = effective_ttl(key, ttl, self.default_ttl)?.map(|ttl| ceil_ms(ttl).min(MAX_PX_MS));
+        let bytes = envelope::encode(value, ttl_ms.map(|ms| now_ms.saturating_add(ms)));
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(FullKey {
+            prefix: &self.prefix,
+            key,
+        })
+        .arg(bytes);
+        if let Some(ms) = ttl_ms {
+            cmd.arg("PX").arg(ms);
+        }
+        Ok(cmd)
+    }
+
+    /// `name prefix+key…` with every key checked.
+    fn keyed(&self, name: &str, keys: &[&str]) -> Result<Cmd> {
+        let mut cmd = redis::cmd(name);
+        for key in keys {
+            check_key(key)?;
+            cmd.arg(FullKey {
+                prefix: &self.prefix,
+                key,
+            });
+        }
+        Ok(cmd)
+    }
+}
+
+/// `prefix + key` as one command argument, written straight into the command's buffer (no
+/// `String` per key).
+struct FullKey<'a> {
+    prefix: &'a str,
+    key: &'a str,
+}
+
+impl redis::ToRedisArgs for FullKey<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write as _;
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's in-memory buffer cannot fail.
+        let _ = arg.write_all(self.prefix.as_bytes());
+        let _ = arg.write_all(self.key.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Cmd) -> Vec<Vec<u8>> {
+        cmd.args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                redis::Arg::Cursor => b"<cursor>".to_vec(),
+                _ => b"<other>".to_vec(),
+            })
+            .collect()
+    }
+
+    fn single<R>(command: &Command<R>) -> &Cmd {
+        match &command.request {
+            Request::Single(cmd) => cmd,
+            _ => panic!("not a single command"),
+        }
+    }
+
+    #[test]
+    fn get_is_one_prefixed_get_whose_reply_opens_the_envelope() {
+        let commands = Commands::new("app:".to_owned(), None);
+        let get = commands.get("k").unwrap();
+        assert_eq!(args(single(&get)), [b"GET".to_vec(), b"app:k".to_vec()]);
+        let reply = Value::BulkString(envelope::encode(b"v", Some(2_000)));
+        let entry = get.reply.read("get", reply, 1_000).unwrap().unwrap();
+        assert_eq!(entry.value, b"v");
+        let get = commands.get("k").unwrap();
+        let expired = Value::BulkString(envelope::encode(b"v", Some(2_000)));
+        assert_eq!(get.reply.read("get", expired, 2_000).unwrap(), None);
+        assert_eq!(
+            commands
+                .get("k")
+                .unwrap()
+                .reply
+                .read("get", Value::Nil, 0)
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn set_sends_the_ttl_as_px_and_in_the_envelope() {
+        let commands = Commands::new("p:".to_owned(), Some(Duration::from_secs(5)));
+        let set = commands
+            .set("k", b"v", Some(Duration::from_micros(1_500)), 10)
+            .unwrap();
+        let a = args(single(&set));
+        assert_eq!(a[..2], [b"SET".to_vec(), b"p:k".to_vec()]);
+        assert_eq!(a[3..], [b"PX".to_vec(), b"2".to_vec()]);
+        assert_eq!(envelope::decode_owned(a[2].clone()).unwrap().1, Some(12));
+        let default = commands.set("k", b"v", None, 0).unwrap();
+        assert_eq!(args(single(&default))[4], b"5000".to_vec());
+        assert!(matches!(
+            commands.set("k", b"v", Some(Duration::ZERO), 0),
+            Err(Error::ZeroTtl { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_batches_send_nothing_and_bad_keys_are_refused_before_sending() {
+        let commands = Commands::new(String::new(), None);
+        assert!(matches!(
+            commands.get_many(&[]).unwrap().request,
+            Request::Nothing
+        ));
+        assert!(matches!(
+            commands.delete_many(&[]).unwrap().request,
+            Request::Nothing
+        ));
+        assert!(matches!(
+            commands.set_many(&[], None, 0).unwrap().request,
+            Request::Nothing
+        ));
+        assert!(matches!(
+            commands.get_many(&["a", ""]),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert_eq!(RemovedCount.read("delete_many", Value::Nil, 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_mget_reply_of_the_wrong_length_is_a_backend_error() {
+        let keys = ["a", "b"];
+        let err = Entries(&keys)
+            .read("get_many", Value::Array(vec![Value::Nil]), 0)
+            .unwrap_err();
+        assert!(matches!(err, Error::Backend { op: "get_many", .. }), "{err}");
+    }
+}

@@ -1,0 +1,204 @@
+//! The Redis connection layer shared by the level and the backplane (`crate::invalidation`):
+//! clients for a [`Target`], connecting (its errors are in `super::errors`), and [`Conn`],
+//! the level's connection of either kind, which runs any [`Request`] the same way for the
+//! blocking and the async API.
+//!
+//! What the `redis` crate does here, and what we keep of our own:
+//! - Standalone: its `ConnectionManager` (one multiplexed connection, reconnected on demand).
+//! - Cluster: its async `ClusterConnection` routes every key command by slot, follows `MOVED` /
+//!   `ASK` and refreshes its slot map, and splits a multi-key `MGET` / `UNLINK` into one command
+//!   per slot (sent concurrently, replies put back in key order / summed). Our own router
+//!   (CRC16, slot map, per-node pipelines) is gone: it did the same work (see the module docs
+//!   of [`super`]).
+//! - A batch of `SET`s cannot be one pipeline on a cluster (the crate refuses pipelines across
+//!   slots), so it goes out as concurrent single commands, which the crate's multiplexed node
+//!   connections pipeline on the wire anyway.
+
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+use super::commands::Request;
+use super::errors::{connect_error_for, LEVEL};
+pub(crate) use super::target::Target;
+
+/// A client for one host (TLS with an optional private CA). It does not connect.
+pub(crate) fn open_client(
+    target: &Target,
+    #[cfg(feature = "tls")] tls_root_cert: Option<&[u8]>,
+) -> RedisResult<redis::Client> {
+    #[cfg(feature = "tls")]
+    {
+        if target.is_tls() {
+            // rustls needs a process-wide crypto provider; ours unless the program set one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        match tls_root_cert {
+            Some(pem) => redis::Client::build_with_tls(
+                target.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            ),
+            None => redis::Client::open(target.url.as_str()),
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    redis::Client::open(target.url.as_str())
+}
+
+/// Everything connecting needs, owned and checked (see `RedisOptions::settings`).
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) targets: Vec<Target>,
+    pub(crate) cluster: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) tls_root_cert: Option<Vec<u8>>,
+}
+
+impl Settings {
+    /// The hosts as `host:port, …` for messages (no credentials).
+    pub(crate) fn hosts(&self) -> String {
+        self.targets
+            .iter()
+            .map(|t| t.display.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The client's own reply timeout: a little past our deadline, so that a slow reply is
+    /// reported by our deadline as [`Error::Timeout`]; the client's timeout only cleans up.
+    fn client_response_timeout(&self) -> Duration {
+        self.timeout.saturating_add(Duration::from_millis(50))
+    }
+
+    /// Connects and checks the credentials with a `PING`. Errors name the hosts.
+    pub(crate) async fn connect(self) -> crate::error::Result<Conn> {
+        let hosts = self.hosts();
+        self.try_connect()
+            .await
+            .map_err(|err| connect_error_for(LEVEL, &hosts, &err))
+    }
+
+    async fn try_connect(self) -> RedisResult<Conn> {
+        #[cfg(feature = "tls")]
+        if self.targets.iter().any(Target::is_tls) {
+            // rustls needs a process-wide crypto provider; ours unless the program set one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        if self.cluster {
+            let urls: Vec<String> = self.targets.iter().map(|t| t.url.clone()).collect();
+            let builder = redis::cluster::ClusterClientBuilder::new(urls)
+                .connection_timeout(
+                    self.connect_timeout
+                        .min(self.timeout.max(Duration::from_millis(50))),
+                )
+                .response_timeout(self.client_response_timeout())
+                .retries(1);
+            #[cfg(feature = "tls")]
+            let builder = match &self.tls_root_cert {
+                Some(pem) => builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                }),
+                None => builder,
+            };
+            let client = builder.build()?;
+            let mut conn = client.get_async_connection().await?;
+            let mut cmd = redis::cmd("PING");
+            cmd.arg("uno-cache");
+            conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+                .await?;
+            Ok(Conn::Cluster(conn))
+        } else {
+            let target = self
+                .targets
+                .first()
+                .ok_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "no host")))?;
+            let client = open_client(
+                target,
+                #[cfg(feature = "tls")]
+                self.tls_root_cert.as_deref(),
+            )?;
+            // No retries inside the client: a failed reconnect fails the call at once and the
+            // next call tries again; the caller's deadline and breaker decide the pace.
+            let config = ConnectionManagerConfig::new()
+                .set_number_of_retries(0)
+                .set_connection_timeout(Some(self.connect_timeout))
+                .set_response_timeout(Some(self.client_response_timeout()))
+                .set_max_delay(Duration::from_millis(500));
+            let mut conn = ConnectionManager::new_with_config(client, config).await?;
+            redis::cmd("PING").query_async::<()>(&mut conn).await?;
+            Ok(Conn::Single(conn))
+        }
+    }
+}
+
+/// The level's connection of either kind. Clones share it.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// A standalone server.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Sends `request` and returns its reply (server errors as `Err`). A [`Request::Batch`]
+    /// answers `Okay` once every command in it succeeded.
+    pub(crate) async fn send(&mut self, request: &Request) -> RedisResult<Value> {
+        match request {
+            Request::Nothing => Ok(Value::Nil),
+            Request::Single(cmd) => cmd.query_async::<Value>(self).await,
+            Request::Batch(pipe) => match self {
+                Conn::Single(conn) => {
+                    pipe.query_async::<()>(conn).await?;
+                    Ok(Value::Okay)
+                }
+                Conn::Cluster(conn) => {
+                    let sends = pipe.cmd_iter().map(|cmd| {
+                        let mut conn = conn.clone();
+                        async move { cmd.query_async::<()>(&mut conn).await }
+                    });
+                    try_join_all(sends).await?;
+                    Ok(Value::Okay)
+                }
+            },
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}

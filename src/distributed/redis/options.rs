@@ -1,0 +1,266 @@
+//! [`RedisOptions`]: where and how to reach Redis, with the checks that turn them into
+//! [`Target`]s and connection [`Settings`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::connection::{open_client, Settings};
+use super::target::{config_error, parse_target, Target};
+use crate::clock::{Clock, SystemClock};
+use crate::distributed::runtime::IoRuntime;
+use crate::distributed::{redact, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+use crate::error::Result;
+use redis::RedisResult;
+
+/// Where and how to reach Redis.
+///
+/// ```
+/// use std::time::Duration;
+/// use uno_cache::distributed::RedisOptions;
+///
+/// let standalone = RedisOptions::new("127.0.0.1:6379").prefix("app:").timeout(Duration::from_millis(50));
+/// let cluster = RedisOptions::with_hosts(["10.0.0.1:7000", "10.0.0.2:7000"]).cluster(true);
+/// let with_auth = RedisOptions::new("redis://cache:s3cret@redis.internal:6379/2");
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RedisOptions {
+    hosts: Vec<String>,
+    cluster: bool,
+    username: Option<String>,
+    password: Option<String>,
+    prefix: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    admin_timeout: Duration,
+    default_ttl: Option<Duration>,
+    clock: Arc<dyn Clock>,
+    #[cfg(feature = "tls")]
+    tls_root_cert: Option<Vec<u8>>,
+    /// The I/O thread to run on; `None` starts one of the store's own.
+    runtime: Option<IoRuntime>,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("hosts", &self.hosts.iter().map(|h| redact(h)).collect::<Vec<_>>())
+            .field("cluster", &self.cluster)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("admin_timeout", &self.admin_timeout)
+            .field("default_ttl", &self.default_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisOptions {
+    /// One host: `host:port`, `host` (port 6379), or a URL `redis://[user[:password]@]host[:port][/db]`
+    /// (`rediss://` for TLS, with the `tls` feature; `redis+cluster://` / `rediss+cluster://` turn
+    /// on cluster mode).
+    pub fn new(host: impl Into<String>) -> Self {
+        Self::with_hosts([host.into()])
+    }
+
+    /// Several hosts; more than one needs [`cluster(true)`](Self::cluster) (or a cluster URL).
+    pub fn with_hosts<I, S>(hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisOptions {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            cluster: false,
+            username: None,
+            password: None,
+            prefix: String::new(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            admin_timeout: DEFAULT_ADMIN_TIMEOUT,
+            default_ttl: None,
+            clock: Arc::new(SystemClock),
+            #[cfg(feature = "tls")]
+            tls_root_cert: None,
+            runtime: None,
+        }
+    }
+
+    /// Adds a host.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.hosts.push(host.into());
+        self
+    }
+
+    /// Treats the hosts as seed nodes of a Redis Cluster (default: standalone).
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.cluster = on;
+        self
+    }
+
+    /// ACL user name, for hosts whose URL carries none.
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Password (`requirepass` or the ACL user's), for hosts whose URL carries none.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Namespace: every key is stored as `prefix + key`, and `size`/`clear` touch only keys that
+    /// start with it. End it with a separator (`"app:"`) so that no prefix is the start of
+    /// another. Avoid `{`/`}` in it on a cluster unless every key should hash to one slot.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Deadline of every key call, including the client's retries and reconnects (default
+    /// 100 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Deadline for connecting and checking credentials at construction (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Deadline of `size` and `clear`, which walk every key of the prefix (default 10 s).
+    pub fn admin_timeout(mut self, timeout: Duration) -> Self {
+        self.admin_timeout = timeout;
+        self
+    }
+
+    /// TTL for a `set` without one (default: none, the entry stays until deleted or evicted).
+    pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// The clock that stamps envelope expiries and judges them on read.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// For `rediss://`: trust this CA certificate (PEM) instead of the built-in web PKI roots,
+    /// for servers with certificates from a private CA.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
+        self
+    }
+}
+
+impl RedisOptions {
+    /// The hosts, checked and normalised, and whether they form a Redis Cluster.
+    pub(crate) fn resolve_targets(&self) -> Result<(Vec<Target>, bool)> {
+        if self.hosts.is_empty() {
+            return Err(config_error(
+                "redis.hosts".to_owned(),
+                "no host given; give host:port or a redis:// URL".to_owned(),
+            ));
+        }
+        let targets = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| parse_target(i, raw, self.username.as_deref(), self.password.as_deref()))
+            .collect::<Result<Vec<_>>>()?;
+        let cluster = self.cluster || targets.iter().any(|t| t.cluster_scheme);
+        if !cluster && targets.len() > 1 {
+            return Err(config_error(
+                "redis.hosts".to_owned(),
+                format!(
+                    "{} hosts given for a standalone server; set cluster = true for a Redis Cluster, or give one host",
+                    targets.len()
+                ),
+            ));
+        }
+        if cluster && targets.iter().any(|t| t.db != 0) {
+            return Err(config_error(
+                "redis.hosts".to_owned(),
+                "a Redis Cluster has only database 0; drop the /db from the URLs".to_owned(),
+            ));
+        }
+        Ok((targets, cluster))
+    }
+
+    /// A client for one host, with this configuration's TLS settings. It does not connect.
+    pub(crate) fn client_for(&self, target: &Target) -> RedisResult<redis::Client> {
+        open_client(
+            target,
+            #[cfg(feature = "tls")]
+            self.tls_root_cert.as_deref(),
+        )
+    }
+
+    /// The deadline for connecting.
+    pub(crate) fn connect_deadline(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Runs the level (or backplane, or tags) on this I/O thread instead of starting its own,
+    /// so that one thread serves all of them (`None`: its own thread).
+    pub(crate) fn io_runtime(mut self, runtime: Option<IoRuntime>) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// The shared I/O thread, labelled `level`, or a new one of its own.
+    pub(crate) fn runtime_for(&self, level: &'static str) -> Result<IoRuntime> {
+        match &self.runtime {
+            Some(shared) => Ok(shared.for_level(level)),
+            None => IoRuntime::start(level),
+        }
+    }
+
+    /// Checks the options and resolves the hosts into what connecting needs.
+    pub(crate) fn settings(&self) -> Result<Settings> {
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() || self.admin_timeout.is_zero() {
+            return Err(config_error(
+                "redis.timeout".to_owned(),
+                "timeouts must be above zero".to_owned(),
+            ));
+        }
+        if self.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Err(config_error(
+                "redis.default_ttl".to_owned(),
+                "a default TTL of zero would expire every entry at once; use None for no expiry".to_owned(),
+            ));
+        }
+        let (targets, cluster) = self.resolve_targets()?;
+        Ok(Settings {
+            targets,
+            cluster,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            #[cfg(feature = "tls")]
+            tls_root_cert: self.tls_root_cert.clone(),
+        })
+    }
+
+    pub(crate) fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn admin_deadline(&self) -> Duration {
+        self.admin_timeout
+    }
+
+    pub(crate) fn ttl_default(&self) -> Option<Duration> {
+        self.default_ttl
+    }
+
+    pub(crate) fn clock_source(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+}

@@ -1,0 +1,194 @@
+//! Host strings and URLs: `host:port`, `host`, `redis://[user[:password]@]host[:port][/db]`,
+//! `rediss://`, `redis+cluster://`, `rediss+cluster://` and `unix://`, checked and normalised
+//! into a [`Target`]. Errors name the `redis.hosts[i]` field and never carry the password.
+
+use crate::distributed::redact;
+use crate::error::{Error, Result};
+
+/// A host, checked and normalised.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The URL handed to the client (credentials included).
+    pub(crate) url: String,
+    /// `host:port` (or the socket path) for messages; never a password.
+    pub(crate) display: String,
+    /// The URL scheme asked for cluster mode.
+    pub(crate) cluster_scheme: bool,
+    /// The database number (`/db`); a cluster has only 0.
+    pub(crate) db: i64,
+}
+
+impl Target {
+    /// Whether this host is reached over TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+}
+
+pub(crate) fn config_error(field: String, reason: String) -> Error {
+    Error::Config { field, reason }
+}
+
+/// Parses host number `index` of the options, filling in the user name and password where the
+/// URL carries none.
+pub(crate) fn parse_target(
+    index: usize,
+    raw: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<Target> {
+    let field = format!("redis.hosts[{index}]");
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(config_error(
+            field,
+            "empty host; use host:port or redis://[user:password@]host:port[/db]".to_owned(),
+        ));
+    }
+    let with_scheme = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("redis://{raw}")
+    };
+    let mut url = url::Url::parse(&with_scheme).map_err(|err| {
+        config_error(
+            field.clone(),
+            format!(
+                "{:?} is not a valid host or URL ({err}); use host:port or redis://[user:password@]host:port[/db]",
+                redact(raw)
+            ),
+        )
+    })?;
+    let (base, cluster_scheme) = match url.scheme() {
+        "redis" => ("redis", false),
+        "rediss" => ("rediss", false),
+        "redis+cluster" => ("redis", true),
+        "rediss+cluster" => ("rediss", true),
+        "unix" | "redis+unix" => ("unix", false),
+        other => {
+            return Err(config_error(
+                field,
+                format!("unsupported scheme {other:?}; use redis://, rediss://, redis+cluster://, rediss+cluster:// or unix://"),
+            ))
+        }
+    };
+    if base == "rediss" && !cfg!(feature = "tls") {
+        return Err(config_error(
+            field,
+            format!(
+                "{:?} asks for TLS, but uno-cache was built without its `tls` feature; enable it or use redis://",
+                redact(raw)
+            ),
+        ));
+    }
+    if base == "unix" {
+        return Ok(Target {
+            url: url.to_string(),
+            display: url.path().to_owned(),
+            cluster_scheme: false,
+            db: 0,
+        });
+    }
+    if url.scheme() != base && url.set_scheme(base).is_err() {
+        return Err(config_error(
+            field,
+            format!("cannot use scheme {base:?} for {:?}", redact(raw)),
+        ));
+    }
+    let host = match url.host_str() {
+        Some(host) if !host.is_empty() => host.to_owned(),
+        _ => {
+            return Err(config_error(
+                field,
+                format!("{:?} names no host; use host:port", redact(raw)),
+            ))
+        }
+    };
+    let port = url.port().unwrap_or(6379);
+    let db = match url.path().trim_start_matches('/') {
+        "" => 0,
+        db => db.parse::<i64>().map_err(|_| {
+            config_error(
+                field.clone(),
+                format!(
+                    "database {db:?} in {:?} is not a number; use /0, /1, …",
+                    redact(raw)
+                ),
+            )
+        })?,
+    };
+    if url.username().is_empty() {
+        if let Some(user) = username {
+            if url.set_username(user).is_err() {
+                return Err(config_error(
+                    field,
+                    "cannot put the user name into the URL".to_owned(),
+                ));
+            }
+        }
+    }
+    if url.password().is_none() {
+        if let Some(pass) = password {
+            if url.set_password(Some(pass)).is_err() {
+                return Err(config_error(
+                    field,
+                    "cannot put the password into the URL".to_owned(),
+                ));
+            }
+        }
+    }
+    Ok(Target {
+        url: url.to_string(),
+        display: if base == "rediss" {
+            format!("rediss://{host}:{port}")
+        } else {
+            format!("{host}:{port}")
+        },
+        cluster_scheme,
+        db,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_forms_normalise_and_hide_passwords() {
+        let t = parse_target(0, "127.0.0.1:7000", None, None).unwrap();
+        assert_eq!(
+            (t.url.as_str(), t.display.as_str()),
+            ("redis://127.0.0.1:7000", "127.0.0.1:7000")
+        );
+        let t = parse_target(0, "cache.local", Some("app"), Some("p@ss word")).unwrap();
+        assert_eq!(t.display, "cache.local:6379");
+        assert!(
+            t.url.starts_with("redis://app:p%40ss%20word@cache.local"),
+            "{}",
+            t.url
+        );
+        let t = parse_target(0, "redis+cluster://u:secret@h:1/", None, None).unwrap();
+        assert!(t.cluster_scheme);
+        assert!(t.url.starts_with("redis://u:secret@h:1"));
+        assert_eq!(parse_target(0, "redis://h:1/3", None, None).unwrap().db, 3);
+    }
+
+    #[test]
+    fn bad_hosts_are_config_errors_naming_the_field_without_the_password() {
+        for bad in [
+            "",
+            "http://h:1",
+            "redis://u:topsecret@h:1/notanumber",
+            "redis://:topsecret@:1",
+            "h:notaport",
+        ] {
+            let err = parse_target(2, bad, None, None).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(err, Error::Config { ref field, .. } if field == "redis.hosts[2]"),
+                "{bad}: {text}"
+            );
+            assert!(!text.contains("topsecret"), "{text}");
+        }
+    }
+}
