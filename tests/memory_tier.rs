@@ -54,17 +54,19 @@ fn a_second_typed_read_is_a_memory_tier_hit_counted_as_a_local_hit() {
     cache.set("u", &ada(36), None).unwrap();
     assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(36)));
     assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(36)));
+    // `get_arc` keeps the value as an `Arc<User>`, beside the `User` of `get`.
+    assert_eq!(cache.get_arc::<User>("u").unwrap().as_deref(), Some(&ada(36)));
     assert_eq!(cache.get_arc::<User>("u").unwrap().as_deref(), Some(&ada(36)));
     let stats = cache.stats();
     assert_eq!(
         (stats.memory.hits, stats.memory.misses, stats.memory.sets),
-        (2, 1, 1),
+        (2, 2, 2),
         "{:?}",
         stats.memory
     );
-    assert_eq!(stats.local.hits, 3, "both tiers' hits are local hits");
+    assert_eq!(stats.local.hits, 4, "both tiers' hits are local hits");
     assert!(stats.memory.enabled);
-    assert_eq!(stats.size.memory.items, 1);
+    assert_eq!(stats.size.memory.items, 2);
 }
 
 #[test]

@@ -30,12 +30,11 @@ impl CacheManager {
         if s.hot.is_none() {
             return self.decode_opt(key, self.get_raw(key)?);
         }
-        if let Some(value) = s.read_hot_cloned::<T>(key) {
+        if let Some(value) = s.read_hot::<T>(key) {
             return Ok(Some(value));
         }
         let miss = s.hot_miss(key);
-        let read = s.decode_and_keep::<T>(key, miss, self.get_raw(key)?)?;
-        Ok(read.map(|value| T::clone(&value)))
+        s.decode_and_keep::<T, T>(key, miss, self.get_raw(key)?, |value| value)
     }
 
     /// [`CacheManager::get`] that hands out the decoded value as an `Arc`: a memory-tier hit
@@ -48,11 +47,11 @@ impl CacheManager {
         if s.hot.is_none() {
             return Ok(self.decode_opt::<T>(key, self.get_raw(key)?)?.map(Arc::new));
         }
-        if let Some(value) = s.read_hot::<T>(key) {
+        if let Some(value) = s.read_hot::<Arc<T>>(key) {
             return Ok(Some(value));
         }
         let miss = s.hot_miss(key);
-        s.decode_and_keep::<T>(key, miss, self.get_raw(key)?)
+        s.decode_and_keep::<T, Arc<T>>(key, miss, self.get_raw(key)?, Arc::new)
     }
 
     /// Writes a value to L1 (TTL capped at `local.ttl`) and L2 (capped at `distributed.ttl`);

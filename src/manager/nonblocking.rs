@@ -29,13 +29,12 @@ impl CacheManager {
             let raw = self.get_raw_async(key).await?;
             return self.decode_opt(key, raw);
         }
-        if let Some(value) = s.read_hot_cloned::<T>(key) {
+        if let Some(value) = s.read_hot::<T>(key) {
             return Ok(Some(value));
         }
         let miss = s.hot_miss(key);
         let raw = self.get_raw_async(key).await?;
-        let read = s.decode_and_keep::<T>(key, miss, raw)?;
-        Ok(read.map(|value| T::clone(&value)))
+        s.decode_and_keep::<T, T>(key, miss, raw, |value| value)
     }
 
     /// Async [`CacheManager::get_arc`].
@@ -51,12 +50,12 @@ impl CacheManager {
             let raw = self.get_raw_async(key).await?;
             return Ok(self.decode_opt::<T>(key, raw)?.map(Arc::new));
         }
-        if let Some(value) = s.read_hot::<T>(key) {
+        if let Some(value) = s.read_hot::<Arc<T>>(key) {
             return Ok(Some(value));
         }
         let miss = s.hot_miss(key);
         let raw = self.get_raw_async(key).await?;
-        s.decode_and_keep::<T>(key, miss, raw)
+        s.decode_and_keep::<T, Arc<T>>(key, miss, raw, Arc::new)
     }
 
     /// Async [`CacheManager::set`].

@@ -3,7 +3,6 @@
 //! value in the tier, with the expiry of the L1 entry it came from, under the backfill guard.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
@@ -32,26 +31,11 @@ impl Shared {
         self.hot.as_deref()
     }
 
-    /// The memory tier's answer, counted (a hit there is an L1 hit too).
-    pub(crate) fn read_hot<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
+    /// The memory tier's answer (`V` is the type asked for, or `Arc` of it), counted: a hit
+    /// there is an L1 hit too.
+    pub(crate) fn read_hot<V: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<V> {
         let hot = self.hot_if_trusted()?;
-        match hot.get_arc::<T>(key) {
-            Some(value) => {
-                self.metrics.memory.hits.incr();
-                self.metrics.local.hits.incr();
-                Some(value)
-            }
-            None => {
-                self.metrics.memory.misses.incr();
-                None
-            }
-        }
-    }
-
-    /// [`read_hot`](Self::read_hot), cloning the value out.
-    pub(crate) fn read_hot_cloned<T: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<T> {
-        let hot = self.hot_if_trusted()?;
-        match hot.get::<T>(key) {
+        match hot.get::<V>(key) {
             Some(value) => {
                 self.metrics.memory.hits.incr();
                 self.metrics.local.hits.incr();
@@ -73,19 +57,25 @@ impl Shared {
         }
     }
 
-    /// Decodes what a read behind the memory tier answered and keeps it in the tier, if L1 holds
-    /// those very bytes, as a trusted entry, and neither a write of the key nor a clear of the
-    /// tier began since `miss` was taken.
-    pub(crate) fn decode_and_keep<T: DeserializeOwned + Send + Sync + 'static>(
+    /// Decodes what a read behind the memory tier answered (`wrap` makes the kept form: the
+    /// value itself or an `Arc` of it) and keeps it in the tier, if L1 holds those very bytes,
+    /// as a trusted entry, and neither a write of the key nor a clear of the tier began since
+    /// `miss` was taken.
+    pub(crate) fn decode_and_keep<T, V>(
         &self,
         key: &str,
         miss: HotMiss,
         raw: Option<Vec<u8>>,
-    ) -> Result<Option<Arc<T>>> {
+        wrap: impl FnOnce(T) -> V,
+    ) -> Result<Option<V>>
+    where
+        T: DeserializeOwned,
+        V: Clone + Send + Sync + 'static,
+    {
         let Some(bytes) = raw else {
             return Ok(None);
         };
-        let value: Arc<T> = Arc::new(self.codec.decode(key, &bytes)?);
+        let value = wrap(self.codec.decode::<T>(key, &bytes)?);
         if let Some(hot) = self.hot_if_trusted() {
             self.guard.backfill_if_current(miss.ticket, || {
                 // The expiry of the L1 entry, and only if L1 holds what was decoded, as a trusted
@@ -103,7 +93,7 @@ impl Shared {
                 if let Some(entry) = current {
                     if entry.value == bytes {
                         let expires_at_ms = entry.expires_at.map_or(0, clock::system_time_to_ms);
-                        if hot.insert_unless_cleared(key, Arc::clone(&value), expires_at_ms, miss.mark) {
+                        if hot.insert_unless_cleared(key, value.clone(), expires_at_ms, miss.mark) {
                             self.metrics.memory.sets.incr();
                         }
                     }
