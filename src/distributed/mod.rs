@@ -12,7 +12,7 @@
 //! | `guarded`  | a [`Storage`](crate::Storage) wrapper that consults a breaker             |
 //! | `runtime`  | the internal I/O thread: deadlines, blocking and async entry points        |
 //! | `redis`    | Redis standalone and Cluster on the `redis` crate                        |
-//! | `memcached`| Memcached on the `memcache` crate, with our own sharding and key mapping |
+//! | `memcached`| Memcached over its binary protocol, with our own sharding and key mapping |
 //!
 //! # Deadlines
 //! Every call has an explicit deadline (the `timeout` option, 100 ms by default) that wraps the
@@ -23,10 +23,11 @@
 //!
 //! # Threads
 //! Each store owns one I/O thread (`uno-cache-redis` / `uno-cache-memcached`) running a
-//! current-thread tokio runtime; the Memcached store also owns a few worker threads
-//! (`uno-cache-memcached-N`) for the blocking client. The blocking API waits on a channel (it
-//! works without a runtime and does not panic inside one); the async API awaits a oneshot and
-//! never blocks the executor. Dropping the store stops and joins its threads.
+//! current-thread tokio runtime; the async API awaits a oneshot from it and never blocks the
+//! executor. Redis's blocking API waits on a channel from that thread; Memcached's blocking API
+//! runs on the caller's thread, on connections of its own, with socket timeouts cut to what is
+//! left of the deadline. Both work without a runtime and do not panic inside one. Dropping the
+//! store stops and joins its thread.
 
 mod breaker;
 pub mod envelope;
