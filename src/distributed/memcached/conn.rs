@@ -6,7 +6,8 @@
 //!   need no runtime of their own, nor one with timers) on tokio streams; the deadline wraps the
 //!   whole call there.
 //!
-//! Each host keeps a few idle connections of each kind (`workers`). A connection is taken for
+//! Each host keeps a few idle connections of each kind (`workers`), and runs at most that many
+//! async calls at once (blocking calls are bounded by the callers' threads). A connection is taken for
 //! one call and only returned after a reply was read in full; any failure (I/O error, a reply
 //! out of step, a missed deadline that may leave a late reply in the socket) drops it. A call
 //! whose reused connection turns out to be closed by the server (it restarted) tries once more
@@ -200,6 +201,9 @@ pub(super) struct Host {
     pub(super) spec: HostSpec,
     idle: Mutex<Vec<SyncConn>>,
     idle_async: Mutex<Vec<AsyncConn>>,
+    /// Async calls in flight on this host at once: at most `keep`, so that a burst of tasks
+    /// waits for a connection instead of opening (and closing) one each.
+    async_slots: tokio::sync::Semaphore,
     keep: usize,
 }
 
@@ -217,6 +221,7 @@ impl Host {
             spec,
             idle: Mutex::new(Vec::new()),
             idle_async: Mutex::new(Vec::new()),
+            async_slots: tokio::sync::Semaphore::new(keep.max(1)),
             keep: keep.max(1),
         }
     }
@@ -329,6 +334,12 @@ impl Host {
             op,
             host: &self.spec.display,
         };
+        // Never closed, so acquiring fails only if that changes; say so rather than hang.
+        let _slot = self.async_slots.acquire().await.map_err(|_| Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!("{}: the store is shutting down", self.spec.display),
+        })?;
         let taken = self.idle_async.lock().pop();
         let (mut conn, mut reused) = match taken {
             Some(conn) => (conn, true),

@@ -130,9 +130,9 @@ impl MemcachedOptions {
         self
     }
 
-    /// Idle connections kept open per host, for each of the blocking and the async API (default
-    /// 4, at least 1). Calls beyond that many at once open a connection of their own, closed
-    /// after the call.
+    /// Connections per host (default 4, at least 1): async calls in flight on a host at once
+    /// (more wait for a free connection, within their deadline), and idle blocking connections
+    /// kept for reuse (a blocking call beyond that many opens one of its own).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
