@@ -531,3 +531,27 @@ fn set_each_is_one_pipelined_batch_per_host_not_one_reply_per_key() {
     mc.set_each(&[("after", b"2", None)]).unwrap();
     assert_eq!(mc.get("after").unwrap().unwrap().value, b"2");
 }
+
+#[test]
+fn many_caller_threads_reuse_their_connections_instead_of_opening_one_per_call() {
+    let server = MemcachedServer::start();
+    let mc = Arc::new(store(&server, "threads:"));
+    mc.set("k", b"v", None).unwrap();
+    let before = server.stat("total_connections");
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            let mc = mc.clone();
+            s.spawn(move || {
+                for _ in 0..200 {
+                    assert_eq!(mc.get("k").unwrap().unwrap().value, b"v");
+                }
+            });
+        }
+    });
+    // At most one connection per thread (plus the `stat` client's own), not one per call.
+    let opened = server.stat("total_connections") - before;
+    assert!(
+        opened <= 16 + 2,
+        "{opened} connections opened for 3 200 calls from 16 threads"
+    );
+}

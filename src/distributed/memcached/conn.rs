@@ -6,8 +6,10 @@
 //!   need no runtime of their own, nor one with timers) on tokio streams; the deadline wraps the
 //!   whole call there.
 //!
-//! Each host keeps a few idle connections of each kind (`workers`), and runs at most that many
-//! async calls at once (blocking calls are bounded by the callers' threads). A connection is taken for
+//! Each host runs at most `workers` async calls at once, on as many connections kept open; a
+//! blocking call runs on an idle connection if one is free, else on a new one, and up to
+//! `max(workers, 64)` of them are kept for reuse (blocking calls are bounded by the callers'
+//! threads). A connection is taken for
 //! one call and only returned after a reply was read in full; any failure (I/O error, a reply
 //! out of step, a missed deadline that may leave a late reply in the socket) drops it. A call
 //! whose reused connection turns out to be closed by the server (it restarted) tries once more
@@ -28,6 +30,10 @@ use crate::error::{Error, Result};
 const LEVEL: &str = "memcached";
 /// Read buffer per connection: a typical reply is one read.
 const READ_BUFFER: usize = 16 * 1024;
+/// Idle blocking connections kept per host, at least: as many caller threads as call at once
+/// up to this many reuse their connections instead of opening and closing one per call (which
+/// would fill the machine's ephemeral ports with TIME_WAIT sockets under load).
+const MIN_IDLE_BLOCKING: usize = 64;
 
 /// Why a call on a connection failed; the connection is dropped in every case.
 #[derive(Debug)]
@@ -315,7 +321,7 @@ impl Host {
             }
         }
         let mut idle = self.idle.lock();
-        if idle.len() < self.keep {
+        if idle.len() < self.keep.max(MIN_IDLE_BLOCKING) {
             idle.push(conn);
         }
         drop(idle);

@@ -130,9 +130,10 @@ impl MemcachedOptions {
         self
     }
 
-    /// Connections per host (default 4, at least 1): async calls in flight on a host at once
-    /// (more wait for a free connection, within their deadline), and idle blocking connections
-    /// kept for reuse (a blocking call beyond that many opens one of its own).
+    /// Async calls in flight per host at once, each on a connection kept open (default 4, at
+    /// least 1); more wait for a free connection, within their deadline. Blocking calls run on
+    /// the caller's thread, on a connection of their own kept for reuse (up to `max(workers,
+    /// 64)` per host).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
