@@ -472,3 +472,86 @@ fn hung_server_calls_time_out_at_the_deadline_and_recover_when_it_wakes() {
         }
     }
 }
+
+#[test]
+fn set_each_is_one_pipelined_batch_per_host_not_one_reply_per_key() {
+    let server = MemcachedServer::start();
+    let mc = store(&server, "each:");
+    let values: Vec<(String, Vec<u8>)> = (0..1_000)
+        .map(|i| (format!("k{i}"), format!("v{i}").into_bytes()))
+        .collect();
+    let items: Vec<(&str, &[u8], Option<Duration>)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            let ttl = (i % 2 == 0).then(|| Duration::from_secs(60 + i as u64));
+            (k.as_str(), v.as_slice(), ttl)
+        })
+        .collect();
+    // memcached counts what it writes back to clients: one key at a time, every `set` is
+    // answered; in a batch only the closing `noop` is (24 bytes).
+    let written = || server.stat("bytes_written");
+    let sets = || server.stat("cmd_set");
+    // What reading the stats writes by itself, to take off each figure.
+    let stats_reply = {
+        let before = written();
+        written() - before
+    };
+    let (bytes_before, sets_before) = (written(), sets());
+    mc.set_each(&items).unwrap();
+    let batch_bytes = (written() - bytes_before).saturating_sub(2 * stats_reply);
+    assert_eq!(sets() - sets_before, 1_000, "every item was sent");
+    let bytes_before = written();
+    for (key, value, ttl) in &items {
+        mc.set(key, value, *ttl).unwrap();
+    }
+    let one_by_one_bytes = (written() - bytes_before).saturating_sub(stats_reply);
+    assert!(
+        batch_bytes < 1_000 && one_by_one_bytes >= 1_000 * 24,
+        "set_each wrote {batch_bytes} reply bytes, 1 000 single sets {one_by_one_bytes}"
+    );
+    // Each item kept its own TTL and its value.
+    let got = mc
+        .get_many(&items.iter().map(|(k, _, _)| *k).collect::<Vec<_>>())
+        .unwrap();
+    for ((_, value, ttl), entry) in items.iter().zip(&got) {
+        let entry = entry.as_ref().unwrap();
+        assert_eq!(&entry.value, value);
+        assert_eq!(entry.expires_at.is_some(), ttl.is_some());
+    }
+    // A refused item (over the item limit) is named, and the connection stays usable.
+    let big = vec![0u8; 2 * 1024 * 1024];
+    let err = mc
+        .set_each(&[("ok", b"1", None), ("too-big", &big, None)])
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { ref key, .. } if key == "too-big"),
+        "{err}"
+    );
+    mc.set_each(&[("after", b"2", None)]).unwrap();
+    assert_eq!(mc.get("after").unwrap().unwrap().value, b"2");
+}
+
+#[test]
+fn many_caller_threads_reuse_their_connections_instead_of_opening_one_per_call() {
+    let server = MemcachedServer::start();
+    let mc = Arc::new(store(&server, "threads:"));
+    mc.set("k", b"v", None).unwrap();
+    let before = server.stat("total_connections");
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            let mc = mc.clone();
+            s.spawn(move || {
+                for _ in 0..200 {
+                    assert_eq!(mc.get("k").unwrap().unwrap().value, b"v");
+                }
+            });
+        }
+    });
+    // At most one connection per thread (plus the `stat` client's own), not one per call.
+    let opened = server.stat("total_connections") - before;
+    assert!(
+        opened <= 16 + 2,
+        "{opened} connections opened for 3 200 calls from 16 threads"
+    );
+}

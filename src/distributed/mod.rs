@@ -12,7 +12,7 @@
 //! | `guarded`  | a [`Storage`](crate::Storage) wrapper that consults a breaker             |
 //! | `runtime`  | the internal I/O thread (shareable): deadlines, blocking and async entry points |
 //! | `redis`    | Redis standalone and Cluster on the `redis` crate (a folder of modules)  |
-//! | `memcached`| Memcached on the `memcache` crate, with our own sharding and key mapping |
+//! | `memcached`| Memcached over its binary protocol, with our own sharding and key mapping |
 //!
 //! # Deadlines
 //! Every call has an explicit deadline (the `timeout` option, 100 ms by default) that wraps the
@@ -23,12 +23,14 @@
 //!
 //! # Threads
 //! Each store runs on an I/O thread (`uno-cache-redis` / `uno-cache-memcached`) running a
-//! current-thread tokio runtime: its own, or one shared with the backplane and tags (the Redis
-//! options can name one); the Memcached store also owns a few worker threads
-//! (`uno-cache-memcached-N`) for the blocking client. The blocking API waits on a channel or
-//! parks (it works without a runtime and does not panic inside one); the async API never blocks
-//! the executor (Redis polls its calls in the caller's task, Memcached awaits a oneshot).
-//! Dropping the last user of an I/O thread stops and joins it.
+//! current-thread tokio runtime: its own, or (Redis) one shared with the backplane and tags.
+//! Redis's async calls are polled in the caller's task within that runtime's context;
+//! Memcached's await a oneshot from its thread. Redis's blocking API uses a pool of connections
+//! on the caller's thread (a standalone server) or waits on the I/O thread (Cluster, TLS);
+//! Memcached's blocking API runs on the caller's thread, on connections of its own, with socket
+//! timeouts cut to what is left of the deadline. Both work without a runtime and do not panic
+//! inside one; the async API never blocks the executor. Dropping the last user of an I/O thread
+//! stops and joins it.
 
 mod breaker;
 pub mod envelope;

@@ -173,7 +173,8 @@ impl IoRuntime {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let done = parking_lot::Mutex::new(done);
         let handle = self.thread.handle.spawn(async move {
             // Dropped when the task ends, however it ends (finished, aborted, runtime stopped).
             let _done = Finished(done_tx);
@@ -278,7 +279,8 @@ impl Drop for IoThread {
 #[must_use = "dropping a Task cancels it"]
 pub(crate) struct Task {
     handle: tokio::task::JoinHandle<()>,
-    done: crossbeam_channel::Receiver<()>,
+    /// A `Mutex` only to make the task `Sync` (it is received from once, on drop).
+    done: parking_lot::Mutex<std::sync::mpsc::Receiver<()>>,
     runtime: IoRuntime,
 }
 
@@ -287,13 +289,13 @@ impl Drop for Task {
         self.handle.abort();
         // On the I/O thread itself the task cannot end while we wait: it ends at the next poll.
         if !self.runtime.on_io_thread() {
-            let _ = self.done.recv_timeout(STOP_WAIT);
+            let _ = self.done.lock().recv_timeout(STOP_WAIT);
         }
     }
 }
 
 /// Signals a [`Task`]'s end when dropped.
-struct Finished(crossbeam_channel::Sender<()>);
+struct Finished(std::sync::mpsc::SyncSender<()>);
 
 impl Drop for Finished {
     fn drop(&mut self) {

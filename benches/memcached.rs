@@ -1,0 +1,244 @@
+//! L2 overhead: `MemcachedStore` (envelope, key mapping, sharding, deadline) against the
+//! `memcache` crate used directly (its default binary protocol), on the same local `memcached`,
+//! in one process and one run; plus the write-behind flush of many keys through the manager.
+//!
+//! `cargo bench --bench memcached` (add `-- --quick` or set `UNO_BENCH_QUICK=1` for a short run).
+//! Prints one line per comparison; `ratio` = ours / peer for throughput, higher is better.
+//! Loopback latency on a 2-vCPU machine depends on whether client and server share a vCPU:
+//! compare only within a run.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_precision_loss
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uno_cache::{CacheConfig, CacheManager, MemcachedOptions, MemcachedStore, Storage};
+
+fn rate(ops: u64, took: Duration) -> f64 {
+    ops as f64 / took.as_secs_f64()
+}
+
+fn line(name: &str, ours: f64, peer_name: &str, peer: f64) {
+    println!(
+        "bench: {name} ours={ours:.3e} ops/s {peer_name}={peer:.3e} ops/s ratio={:.2}",
+        ours / peer
+    );
+}
+
+fn threads_of_this_process() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("UNO_BENCH_QUICK").is_some();
+    let ops: u64 = if quick { 2_000 } else { 20_000 };
+    let server = support::MemcachedServer::start();
+    let peer = server.raw();
+    let threads_before = threads_of_this_process();
+    let ours = Arc::new(
+        MemcachedStore::connect(
+            MemcachedOptions::new(server.addr())
+                .prefix("b:")
+                .timeout(Duration::from_secs(1)),
+        )
+        .unwrap(),
+    );
+    println!(
+        "bench: memcached_store_threads {}",
+        threads_of_this_process().saturating_sub(threads_before)
+    );
+    let value = vec![7u8; 100];
+    ours.set("hit", &value, None).unwrap();
+    peer.set("p:hit", value.as_slice(), 0).unwrap();
+    for _ in 0..200 {
+        ours.get("hit").unwrap();
+        let _: Option<Vec<u8>> = peer.get("p:hit").unwrap();
+    }
+
+    // get (hit), sync API.
+    let started = Instant::now();
+    for _ in 0..ops {
+        assert!(ours.get("hit").unwrap().is_some());
+    }
+    let ours_get = rate(ops, started.elapsed());
+    let started = Instant::now();
+    for _ in 0..ops {
+        let v: Option<Vec<u8>> = peer.get("p:hit").unwrap();
+        assert!(v.is_some());
+    }
+    line(
+        "memcached_get_hit",
+        ours_get,
+        "memcache-crate",
+        rate(ops, started.elapsed()),
+    );
+
+    // set, sync API.
+    let started = Instant::now();
+    for i in 0..ops {
+        ours.set(&format!("k{}", i % 1000), &value, Some(Duration::from_secs(60)))
+            .unwrap();
+    }
+    let ours_set = rate(ops, started.elapsed());
+    let started = Instant::now();
+    for i in 0..ops {
+        peer.set(&format!("p:k{}", i % 1000), value.as_slice(), 61)
+            .unwrap();
+    }
+    line(
+        "memcached_set",
+        ours_set,
+        "memcache-crate",
+        rate(ops, started.elapsed()),
+    );
+
+    // get_many of 100 keys (all hits): ours vs the crate's multi-get.
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let peer_keys: Vec<String> = keys.iter().map(|k| format!("p:{k}")).collect();
+    let peer_refs: Vec<&str> = peer_keys.iter().map(String::as_str).collect();
+    let batches = ops / 20;
+    let started = Instant::now();
+    for _ in 0..batches {
+        assert_eq!(ours.get_many(&key_refs).unwrap().len(), 100);
+    }
+    let ours_many = rate(batches * 100, started.elapsed());
+    let started = Instant::now();
+    for _ in 0..batches {
+        let got: std::collections::HashMap<String, Vec<u8>> = peer.gets(&peer_refs).unwrap();
+        assert_eq!(got.len(), 100);
+    }
+    line(
+        "memcached_get_many_100_keys",
+        ours_many,
+        "memcache-crate-gets",
+        rate(batches * 100, started.elapsed()),
+    );
+
+    // set_each of 1 000 keys (the write-behind flush call) vs the crate's one `set` per key
+    // (what the default `set_each` sent before the store batched it).
+    let items: Vec<(String, Vec<u8>)> = (0..1_000).map(|i| (format!("e{i}"), value.clone())).collect();
+    let each: Vec<(&str, &[u8], Option<Duration>)> = items
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice(), Some(Duration::from_secs(60))))
+        .collect();
+    let rounds = (ops / 1_000).max(2);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        ours.set_each(&each).unwrap();
+    }
+    let ours_each = rate(rounds * 1_000, started.elapsed());
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for (k, v) in &items {
+            peer.set(&format!("p:{k}"), v.as_slice(), 61).unwrap();
+        }
+    }
+    line(
+        "memcached_set_each_1000_keys",
+        ours_each,
+        "memcache-crate-set-per-key",
+        rate(rounds * 1_000, started.elapsed()),
+    );
+
+    // 64 tasks doing get_async on one store vs 4 threads on the blocking crate (it has no
+    // stable async client).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let per_task = ops / 64 * 4;
+    let started = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let ours = ours.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        assert!(ours.get_async("hit").await.unwrap().is_some());
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let ours_async = rate(per_task * 64, started.elapsed());
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let client = server.raw();
+                for _ in 0..per_task * 16 {
+                    let v: Option<Vec<u8>> = client.get("p:hit").unwrap();
+                    assert!(v.is_some());
+                }
+            });
+        }
+    });
+    line(
+        "memcached_get_async_64_tasks",
+        ours_async,
+        "memcache-crate-4-threads",
+        rate(per_task * 64, started.elapsed()),
+    );
+    drop(rt);
+
+    write_behind_flush(&server, if quick { 5_000 } else { 20_000 });
+}
+
+/// The manager (memory L1, Memcached L2, write-behind): `n` sets of distinct keys, then `flush`
+/// (the drain to L2 counted), vs the crate setting the same keys one by one.
+fn write_behind_flush(server: &support::MemcachedServer, n: usize) {
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = false
+            [local]
+            type = "memory"
+            ttl = 3600
+            [distributed]
+            enabled = true
+            type = "memcached"
+            hosts = ["{}"]
+            ttl = 3600
+            key_prefix = "wb:"
+            timeout_ms = 2000
+            write_mode = "behind"
+            "#,
+            server.addr()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let value = vec![7u8; 100];
+    let started = Instant::now();
+    for i in 0..n {
+        cache.set_raw(&format!("wb{i}"), &value, None).unwrap();
+    }
+    cache.flush().unwrap();
+    let ours = rate(n as u64, started.elapsed());
+    assert_eq!(cache.stats().distributed.errors, 0);
+    let peer = server.raw();
+    let started = Instant::now();
+    for i in 0..n {
+        peer.set(&format!("p:wb{i}"), value.as_slice(), 3601).unwrap();
+    }
+    line(
+        &format!("manager_memcached_write_behind_{n}_keys"),
+        ours,
+        "memcache-crate-set-per-key",
+        rate(n as u64, started.elapsed()),
+    );
+}

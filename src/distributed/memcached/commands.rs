@@ -1,0 +1,517 @@
+//! Commands as data. Each command is a value that knows the bytes of its request and how to
+//! read its reply, packet by packet; the executors in [`conn`](super::conn) (blocking on the
+//! caller's thread, async on the I/O thread) run the same description and never build a
+//! request or decode a reply themselves.
+//!
+//! Batches are pipelined: one request per key with the *quiet* opcodes (no reply on success for
+//! sets and deletes, none on a miss for gets), then a `noop` whose reply marks the end. A batch
+//! of any size on one host is one round trip.
+
+use super::super::envelope;
+use super::protocol::{self, opcode, status, Packet};
+use crate::error::{key_for_error, Error, Result};
+use crate::storage::StorageSize;
+
+const LEVEL: &str = "memcached";
+/// The `opaque` of the closing `noop` (key indices stay below it).
+const NOOP_OPAQUE: u32 = u32::MAX;
+/// Keys per command: a longer batch is split into several commands, each one round trip, so
+/// that neither side's socket buffers fill while the other is still writing.
+pub(super) const MAX_BATCH: usize = 1024;
+
+/// Whether a reply is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// More packets belong to this reply.
+    More,
+    /// The reply is complete.
+    Done,
+}
+
+/// Where a command runs, for messages.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Site<'a> {
+    pub(super) op: &'static str,
+    /// `host:port`.
+    pub(super) host: &'a str,
+}
+
+impl Site<'_> {
+    fn refused(&self, what: &str, code: u16, text: &str) -> Error {
+        Error::Backend {
+            level: LEVEL,
+            op: self.op,
+            reason: format!(
+                "{}: {what} refused: {} (status {code:#06x}){}",
+                self.host,
+                protocol::status_text(code),
+                if text.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {text}")
+                }
+            ),
+        }
+    }
+}
+
+/// One command on one host: its request, and how to read its reply.
+pub(super) trait Command: Send + Sync + 'static {
+    /// What the reader keeps between packets.
+    type State: Default + Send;
+    /// The command's result.
+    type Output: Send + 'static;
+
+    /// Appends the request bytes; a message if a part cannot be framed (a bug, not bad input).
+    fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String>;
+
+    /// Takes one reply packet. An error means the stream is out of step: the connection must
+    /// be dropped. Refusals by the server are kept in the state and reported by `finish`.
+    fn accept(&self, state: &mut Self::State, packet: Packet) -> std::result::Result<Step, String>;
+
+    /// The result once the reply is complete.
+    fn finish(&self, state: Self::State, site: Site<'_>) -> Result<Self::Output>;
+}
+
+fn index(opaque: u32, len: usize) -> std::result::Result<usize, String> {
+    usize::try_from(opaque)
+        .ok()
+        .filter(|&i| i < len)
+        .ok_or_else(|| format!("reply for request #{opaque}, of {len} sent"))
+}
+
+fn opaque_of(i: usize) -> u32 {
+    // Batches hold at most MAX_BATCH keys.
+    u32::try_from(i).unwrap_or(NOOP_OPAQUE - 1)
+}
+
+fn end(packet: &Packet) -> std::result::Result<Step, String> {
+    if packet.header.opaque == NOOP_OPAQUE {
+        Ok(Step::Done)
+    } else {
+        Err(format!("noop reply #{} out of place", packet.header.opaque))
+    }
+}
+
+fn unexpected(packet: &Packet, what: &str) -> String {
+    format!(
+        "reply with opcode {:#04x} while reading a {what}",
+        packet.header.opcode
+    )
+}
+
+/// The first refusal in a batch: (index, status, message).
+type Refusal = Option<(usize, u16, String)>;
+
+/// `get` of keys on one host (already mapped); one slot per key, `None` for a miss.
+#[derive(Debug)]
+pub(super) struct Get {
+    pub(super) keys: Vec<String>,
+}
+
+/// What a [`Get`] has read so far.
+#[derive(Debug, Default)]
+pub(super) struct GetState {
+    found: Vec<Option<Vec<u8>>>,
+    refused: Refusal,
+}
+
+impl Command for Get {
+    type State = GetState;
+    type Output = Vec<Option<Vec<u8>>>;
+
+    fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        for (i, key) in self.keys.iter().enumerate() {
+            protocol::request(out, opcode::GETKQ, opaque_of(i), &[], key.as_bytes(), &[])?;
+        }
+        protocol::request(out, opcode::NOOP, NOOP_OPAQUE, &[], &[], &[])
+    }
+
+    fn accept(&self, state: &mut GetState, packet: Packet) -> std::result::Result<Step, String> {
+        match packet.header.opcode {
+            opcode::NOOP => end(&packet),
+            opcode::GETKQ => {
+                let i = index(packet.header.opaque, self.keys.len())?;
+                match packet.header.status {
+                    status::OK => {
+                        if self.keys.get(i).map(String::as_bytes) != Some(packet.key()) {
+                            return Err(format!("reply for request #{i} names another key"));
+                        }
+                        if state.found.len() < self.keys.len() {
+                            state.found.resize(self.keys.len(), None);
+                        }
+                        if let Some(slot) = state.found.get_mut(i) {
+                            *slot = Some(packet.into_value());
+                        }
+                    }
+                    status::KEY_NOT_FOUND => {}
+                    code => {
+                        state.refused.get_or_insert((i, code, packet.value_text()));
+                    }
+                }
+                Ok(Step::More)
+            }
+            _ => Err(unexpected(&packet, "get")),
+        }
+    }
+
+    fn finish(&self, mut state: GetState, site: Site<'_>) -> Result<Self::Output> {
+        if let Some((i, code, text)) = state.refused {
+            let key = self.keys.get(i).map_or("", String::as_str);
+            return Err(site.refused(&format!("get of {key:?}"), code, &text));
+        }
+        state.found.resize(self.keys.len(), None);
+        Ok(state.found)
+    }
+}
+
+/// One value to store.
+#[derive(Debug)]
+pub(super) struct SetItem {
+    /// The caller's key, for errors.
+    pub(super) original: String,
+    /// The server key.
+    pub(super) key: String,
+    /// The enveloped value.
+    pub(super) bytes: Vec<u8>,
+    pub(super) exptime: u32,
+}
+
+/// `set` of items on one host, each with its own expiry.
+#[derive(Debug)]
+pub(super) struct Set {
+    pub(super) items: Vec<SetItem>,
+}
+
+impl Command for Set {
+    type State = Refusal;
+    type Output = ();
+
+    fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        for (i, item) in self.items.iter().enumerate() {
+            let mut extras = [0u8; 8]; // flags (0), then the expiry
+            extras[4..].copy_from_slice(&item.exptime.to_be_bytes());
+            protocol::request(
+                out,
+                opcode::SETQ,
+                opaque_of(i),
+                &extras,
+                item.key.as_bytes(),
+                &item.bytes,
+            )?;
+        }
+        protocol::request(out, opcode::NOOP, NOOP_OPAQUE, &[], &[], &[])
+    }
+
+    fn accept(&self, state: &mut Refusal, packet: Packet) -> std::result::Result<Step, String> {
+        match packet.header.opcode {
+            opcode::NOOP => end(&packet),
+            opcode::SETQ => {
+                let i = index(packet.header.opaque, self.items.len())?;
+                if packet.header.status != status::OK {
+                    state.get_or_insert((i, packet.header.status, packet.value_text()));
+                }
+                Ok(Step::More)
+            }
+            _ => Err(unexpected(&packet, "set")),
+        }
+    }
+
+    fn finish(&self, state: Refusal, site: Site<'_>) -> Result<()> {
+        let Some((i, code, text)) = state else {
+            return Ok(());
+        };
+        let Some(item) = self.items.get(i) else {
+            return Err(site.refused("set", code, &text));
+        };
+        if code == status::TOO_LARGE {
+            // Our own check passed, so the server's -I is below `max_item_size`; its limit is
+            // unknown, only that this value is over it.
+            let len = item.bytes.len().saturating_sub(envelope::HEADER_LEN);
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(&item.original),
+                len,
+                max: len.saturating_sub(1),
+                store: format!(
+                    "memcached at {} ({text}); its -I item limit is below max_item_size",
+                    site.host
+                ),
+            });
+        }
+        Err(site.refused(&format!("set of {:?}", item.original), code, &text))
+    }
+}
+
+/// `delete` of keys on one host; the output is how many existed.
+#[derive(Debug)]
+pub(super) struct Delete {
+    pub(super) keys: Vec<String>,
+}
+
+/// What a [`Delete`] has read so far.
+#[derive(Debug, Default)]
+pub(super) struct DeleteState {
+    missing: u64,
+    refused: Refusal,
+}
+
+impl Command for Delete {
+    type State = DeleteState;
+    type Output = u64;
+
+    fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        for (i, key) in self.keys.iter().enumerate() {
+            protocol::request(out, opcode::DELETEQ, opaque_of(i), &[], key.as_bytes(), &[])?;
+        }
+        protocol::request(out, opcode::NOOP, NOOP_OPAQUE, &[], &[], &[])
+    }
+
+    fn accept(&self, state: &mut DeleteState, packet: Packet) -> std::result::Result<Step, String> {
+        match packet.header.opcode {
+            opcode::NOOP => end(&packet),
+            opcode::DELETEQ => {
+                let i = index(packet.header.opaque, self.keys.len())?;
+                match packet.header.status {
+                    status::OK => {}
+                    status::KEY_NOT_FOUND => state.missing += 1,
+                    code => {
+                        state.refused.get_or_insert((i, code, packet.value_text()));
+                    }
+                }
+                Ok(Step::More)
+            }
+            _ => Err(unexpected(&packet, "delete")),
+        }
+    }
+
+    fn finish(&self, state: DeleteState, site: Site<'_>) -> Result<u64> {
+        if let Some((i, code, text)) = state.refused {
+            let key = self.keys.get(i).map_or("", String::as_str);
+            return Err(site.refused(&format!("delete of {key:?}"), code, &text));
+        }
+        let sent = u64::try_from(self.keys.len()).unwrap_or(u64::MAX);
+        Ok(sent.saturating_sub(state.missing))
+    }
+}
+
+/// A command with one request and one reply packet, and no key.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Admin {
+    /// `version`: proves the host answers.
+    Version,
+    /// `flush_all`.
+    Flush,
+}
+
+impl Command for Admin {
+    type State = Option<(u16, String)>;
+    type Output = String;
+
+    fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        let code = match self {
+            Admin::Version => opcode::VERSION,
+            Admin::Flush => opcode::FLUSH,
+        };
+        protocol::request(out, code, 0, &[], &[], &[])
+    }
+
+    fn accept(&self, state: &mut Self::State, packet: Packet) -> std::result::Result<Step, String> {
+        let wanted = match self {
+            Admin::Version => opcode::VERSION,
+            Admin::Flush => opcode::FLUSH,
+        };
+        if packet.header.opcode != wanted {
+            return Err(unexpected(&packet, "version or flush"));
+        }
+        *state = Some((packet.header.status, packet.value_text()));
+        Ok(Step::Done)
+    }
+
+    fn finish(&self, state: Self::State, site: Site<'_>) -> Result<String> {
+        match state {
+            Some((status::OK, text)) => Ok(text),
+            Some((code, text)) => Err(site.refused(site.op, code, &text)),
+            None => Err(site.refused(site.op, 0xffff, "no reply")),
+        }
+    }
+}
+
+/// `stats`: items and bytes held by one host.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stats;
+
+impl Command for Stats {
+    type State = (StorageSize, Option<(u16, String)>);
+    type Output = StorageSize;
+
+    fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        protocol::request(out, opcode::STAT, 0, &[], &[], &[])
+    }
+
+    fn accept(&self, state: &mut Self::State, packet: Packet) -> std::result::Result<Step, String> {
+        if packet.header.opcode != opcode::STAT {
+            return Err(unexpected(&packet, "stats"));
+        }
+        if packet.header.status != status::OK {
+            state.1 = Some((packet.header.status, packet.value_text()));
+            return Ok(Step::Done);
+        }
+        if packet.key().is_empty() {
+            return Ok(Step::Done);
+        }
+        let read = || packet.value_text().trim().parse::<u64>().unwrap_or(0);
+        match packet.key() {
+            b"curr_items" => state.0.items += read(),
+            b"bytes" => state.0.bytes += read(),
+            _ => {}
+        }
+        Ok(Step::More)
+    }
+
+    fn finish(&self, state: Self::State, site: Site<'_>) -> Result<StorageSize> {
+        match state.1 {
+            Some((code, text)) => Err(site.refused("stats", code, &text)),
+            None => Ok(state.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::protocol::{parse_header, HEADER_LEN};
+    use super::*;
+
+    fn reply(opcode: u8, status: u16, opaque: u32, key: &[u8], value: &[u8]) -> Packet {
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes[0] = 0x81;
+        bytes[1] = opcode;
+        bytes[2..4].copy_from_slice(&u16::try_from(key.len()).unwrap().to_be_bytes());
+        bytes[6..8].copy_from_slice(&status.to_be_bytes());
+        let body = u32::try_from(key.len() + value.len()).unwrap();
+        bytes[8..12].copy_from_slice(&body.to_be_bytes());
+        bytes[12..16].copy_from_slice(&opaque.to_be_bytes());
+        Packet {
+            header: parse_header(&bytes).unwrap(),
+            body: [key, value].concat(),
+        }
+    }
+
+    const SITE: Site<'static> = Site {
+        op: "get_many",
+        host: "h:1",
+    };
+
+    #[test]
+    fn a_batch_is_quiet_requests_then_one_noop() {
+        let get = Get {
+            keys: vec!["a".into(), "b".into()],
+        };
+        let mut out = Vec::new();
+        get.encode(&mut out).unwrap();
+        assert_eq!(out.len(), 3 * HEADER_LEN + 2);
+        assert_eq!(out[1], opcode::GETKQ);
+        assert_eq!(out[HEADER_LEN + 1 + 1], opcode::GETKQ);
+        assert_eq!(out[2 * HEADER_LEN + 2 + 1], opcode::NOOP);
+    }
+
+    #[test]
+    fn get_reads_hits_by_index_and_ends_at_the_noop() {
+        let get = Get {
+            keys: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let mut state = GetState::default();
+        let step = get
+            .accept(&mut state, reply(opcode::GETKQ, 0, 2, b"c", b"vc"))
+            .unwrap();
+        assert_eq!(step, Step::More);
+        let step = get
+            .accept(&mut state, reply(opcode::NOOP, 0, NOOP_OPAQUE, b"", b""))
+            .unwrap();
+        assert_eq!(step, Step::Done);
+        assert_eq!(
+            get.finish(state, SITE).unwrap(),
+            vec![None, None, Some(b"vc".to_vec())]
+        );
+        // A reply naming a key we did not ask for at that index means the stream is out of step.
+        let mut state = GetState::default();
+        assert!(get
+            .accept(&mut state, reply(opcode::GETKQ, 0, 1, b"x", b"v"))
+            .is_err());
+        assert!(get
+            .accept(&mut state, reply(opcode::GETKQ, 0, 9, b"a", b"v"))
+            .is_err());
+    }
+
+    #[test]
+    fn set_refusals_name_the_key_and_too_large_is_typed() {
+        let set = Set {
+            items: vec![SetItem {
+                original: "photo".into(),
+                key: "p:photo".into(),
+                bytes: vec![0; envelope::HEADER_LEN + 10],
+                exptime: 0,
+            }],
+        };
+        let mut state = None;
+        set.accept(
+            &mut state,
+            reply(opcode::SETQ, status::TOO_LARGE, 0, b"", b"Too large."),
+        )
+        .unwrap();
+        set.accept(&mut state, reply(opcode::NOOP, 0, NOOP_OPAQUE, b"", b""))
+            .unwrap();
+        let err = set.finish(state, SITE).unwrap_err();
+        assert!(
+            matches!(err, Error::ValueTooLarge { ref key, len: 10, max: 9, .. } if key == "photo"),
+            "{err}"
+        );
+        let mut state = None;
+        set.accept(&mut state, reply(opcode::SETQ, 0x82, 0, b"", b"Out of memory"))
+            .unwrap();
+        let err = set.finish(state, SITE).unwrap_err().to_string();
+        assert!(
+            err.contains("photo") && err.contains("out of memory") && err.contains("h:1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn delete_counts_what_existed() {
+        let delete = Delete {
+            keys: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let mut state = DeleteState::default();
+        delete
+            .accept(
+                &mut state,
+                reply(opcode::DELETEQ, status::KEY_NOT_FOUND, 1, b"", b""),
+            )
+            .unwrap();
+        assert_eq!(delete.finish(state, SITE).unwrap(), 2);
+    }
+
+    #[test]
+    fn stats_sum_items_and_bytes_until_the_empty_key() {
+        let mut state = <Stats as Command>::State::default();
+        for (k, v) in [
+            (&b"pid"[..], &b"1"[..]),
+            (b"curr_items", b"3"),
+            (b"bytes", b"120"),
+        ] {
+            assert_eq!(
+                Stats.accept(&mut state, reply(opcode::STAT, 0, 0, k, v)).unwrap(),
+                Step::More
+            );
+        }
+        assert_eq!(
+            Stats
+                .accept(&mut state, reply(opcode::STAT, 0, 0, b"", b""))
+                .unwrap(),
+            Step::Done
+        );
+        assert_eq!(
+            Stats.finish(state, SITE).unwrap(),
+            StorageSize { items: 3, bytes: 120 }
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! Connections to one host and the two executors that run [commands](super::commands) on them.
+//!
+//! - **Blocking** calls run on the caller's thread, on a plain `TcpStream` whose read and write
+//!   timeouts are set to what is left of the call's deadline before each system call.
+//! - **Async** calls run on the store's I/O thread (a current-thread tokio runtime, so callers
+//!   need no runtime of their own, nor one with timers) on tokio streams; the deadline wraps the
+//!   whole call there.
+//!
+//! Each host runs at most `workers` async calls at once, on as many connections kept open; a
+//! blocking call runs on an idle connection if one is free, else on a new one, and up to
+//! `max(workers, 64)` of them are kept for reuse (blocking calls are bounded by the callers'
+//! threads). A connection is taken for
+//! one call and only returned after a reply was read in full; any failure (I/O error, a reply
+//! out of step, a missed deadline that may leave a late reply in the socket) drops it. A call
+//! whose reused connection turns out to be closed by the server (it restarted) tries once more
+//! on a fresh one: every command we send is idempotent.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::commands::{Command, Site, Step};
+use super::options::HostSpec;
+use super::protocol::{parse_header, Packet, HEADER_LEN};
+use crate::error::{Error, Result};
+
+const LEVEL: &str = "memcached";
+/// Read buffer per connection: a typical reply is one read.
+const READ_BUFFER: usize = 16 * 1024;
+/// Idle blocking connections kept per host, at least: as many caller threads as call at once
+/// up to this many reuse their connections instead of opening and closing one per call (which
+/// would fill the machine's ephemeral ports with TIME_WAIT sockets under load).
+const MIN_IDLE_BLOCKING: usize = 64;
+
+/// Why a call on a connection failed; the connection is dropped in every case.
+#[derive(Debug)]
+enum Fault {
+    /// The deadline passed.
+    Timeout,
+    Io(std::io::Error),
+    /// The reply cannot be read (out of step, damaged); the message says how.
+    Protocol(String),
+}
+
+impl From<std::io::Error> for Fault {
+    fn from(err: std::io::Error) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Fault::Timeout,
+            _ => Fault::Io(err),
+        }
+    }
+}
+
+impl Fault {
+    /// Whether the server closed the connection before we used it (it restarted, or dropped an
+    /// idle client): worth one more try on a fresh connection.
+    fn stale(&self) -> bool {
+        matches!(self, Fault::Io(io) if matches!(
+            io.kind(),
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::UnexpectedEof
+        ))
+    }
+}
+
+/// What is left of `deadline`, or a timeout.
+fn left(deadline: Instant) -> std::result::Result<Duration, Fault> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(Fault::Timeout)
+    } else {
+        Ok(left)
+    }
+}
+
+/// A blocking connection.
+struct SyncConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Bytes of `buf` read but not yet consumed: `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl SyncConn {
+    fn write_all(&mut self, mut bytes: &[u8], deadline: Instant) -> std::result::Result<(), Fault> {
+        while !bytes.is_empty() {
+            self.stream.set_write_timeout(Some(left(deadline)?))?;
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(Fault::Io(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `out` from the buffer, then from the socket, each read bounded by the deadline.
+    fn read_exact(&mut self, out: &mut [u8], deadline: Instant) -> std::result::Result<(), Fault> {
+        let mut filled = 0;
+        while filled < out.len() {
+            if self.start == self.end {
+                self.stream.set_read_timeout(Some(left(deadline)?))?;
+                let want = out.len() - filled;
+                let got = if want >= self.buf.len() {
+                    // A large value: read straight into it.
+                    let dest = out.get_mut(filled..).unwrap_or_default();
+                    let n = read_some(&mut self.stream, dest)?;
+                    filled += n;
+                    continue;
+                } else {
+                    read_some(&mut self.stream, &mut self.buf)?
+                };
+                self.start = 0;
+                self.end = got;
+            }
+            let n = (self.end - self.start).min(out.len() - filled);
+            let (Some(dest), Some(src)) = (
+                out.get_mut(filled..filled + n),
+                self.buf.get(self.start..self.start + n),
+            ) else {
+                return Err(Fault::Protocol("read buffer out of bounds".to_owned()));
+            };
+            dest.copy_from_slice(src);
+            self.start += n;
+            filled += n;
+        }
+        Ok(())
+    }
+
+    fn read_packet(&mut self, deadline: Instant) -> std::result::Result<Packet, Fault> {
+        let mut head = [0u8; HEADER_LEN];
+        self.read_exact(&mut head, deadline)?;
+        let header = parse_header(&head).map_err(Fault::Protocol)?;
+        let mut body = vec![0u8; header.body_len];
+        self.read_exact(&mut body, deadline)?;
+        Ok(Packet { header, body })
+    }
+
+    fn exchange<C: Command>(
+        &mut self,
+        command: &C,
+        request: &[u8],
+        deadline: Instant,
+    ) -> std::result::Result<C::State, Fault> {
+        self.write_all(request, deadline)?;
+        let mut state = C::State::default();
+        loop {
+            let packet = self.read_packet(deadline)?;
+            if command.accept(&mut state, packet).map_err(Fault::Protocol)? == Step::Done {
+                return Ok(state);
+            }
+        }
+    }
+}
+
+fn read_some(stream: &mut TcpStream, out: &mut [u8]) -> std::result::Result<usize, Fault> {
+    loop {
+        match stream.read(out) {
+            Ok(0) => return Err(Fault::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => return Ok(n),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// An async connection; lives on the I/O thread's runtime.
+struct AsyncConn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl AsyncConn {
+    async fn read_packet(&mut self) -> std::result::Result<Packet, Fault> {
+        let mut head = [0u8; HEADER_LEN];
+        self.stream.read_exact(&mut head).await?;
+        let header = parse_header(&head).map_err(Fault::Protocol)?;
+        let mut body = vec![0u8; header.body_len];
+        self.stream.read_exact(&mut body).await?;
+        Ok(Packet { header, body })
+    }
+
+    async fn exchange<C: Command>(
+        &mut self,
+        command: &C,
+        request: &[u8],
+    ) -> std::result::Result<C::State, Fault> {
+        self.stream.get_mut().write_all(request).await?;
+        let mut state = C::State::default();
+        loop {
+            let packet = self.read_packet().await?;
+            if command.accept(&mut state, packet).map_err(Fault::Protocol)? == Step::Done {
+                return Ok(state);
+            }
+        }
+    }
+}
+
+/// One host: its address and its idle connections.
+pub(super) struct Host {
+    pub(super) spec: HostSpec,
+    idle: Mutex<Vec<SyncConn>>,
+    idle_async: Mutex<Vec<AsyncConn>>,
+    /// Async calls in flight on this host at once: at most `keep`, so that a burst of tasks
+    /// waits for a connection instead of opening (and closing) one each.
+    async_slots: tokio::sync::Semaphore,
+    keep: usize,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("host", &self.spec.display)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    pub(super) fn new(spec: HostSpec, keep: usize) -> Self {
+        Host {
+            spec,
+            idle: Mutex::new(Vec::new()),
+            idle_async: Mutex::new(Vec::new()),
+            async_slots: tokio::sync::Semaphore::new(keep.max(1)),
+            keep: keep.max(1),
+        }
+    }
+
+    fn error(&self, op: &'static str, timeout: Duration, fault: Fault) -> Error {
+        let reason = match fault {
+            Fault::Timeout => {
+                return Error::Timeout {
+                    level: LEVEL,
+                    op,
+                    after: timeout,
+                }
+            }
+            Fault::Io(err) => format!("{}: {err}", self.spec.display),
+            Fault::Protocol(what) => format!("{}: unreadable reply ({what})", self.spec.display),
+        };
+        Error::Backend {
+            level: LEVEL,
+            op,
+            reason,
+        }
+    }
+
+    fn connect(&self, deadline: Instant) -> std::result::Result<SyncConn, Fault> {
+        let mut last = None;
+        for addr in (self.spec.host.as_str(), self.spec.port).to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, left(deadline)?) {
+                Ok(stream) => {
+                    stream.set_nodelay(self.spec.nodelay)?;
+                    return Ok(SyncConn {
+                        stream,
+                        buf: vec![0; READ_BUFFER],
+                        start: 0,
+                        end: 0,
+                    });
+                }
+                Err(err) => last = Some(Fault::from(err)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Fault::Protocol("the host name resolves to no address".to_owned())))
+    }
+
+    async fn connect_async(&self) -> std::result::Result<AsyncConn, Fault> {
+        let stream = tokio::net::TcpStream::connect((self.spec.host.as_str(), self.spec.port)).await?;
+        stream.set_nodelay(self.spec.nodelay)?;
+        Ok(AsyncConn {
+            stream: tokio::io::BufReader::with_capacity(READ_BUFFER, stream),
+        })
+    }
+
+    /// Runs `commands` in order on one connection, on the caller's thread, by `deadline`.
+    /// Every command runs even if an earlier one was refused; the first refusal is returned.
+    pub(super) fn run<C: Command>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        deadline: Instant,
+        commands: &[C],
+    ) -> Result<Vec<C::Output>> {
+        let site = Site {
+            op,
+            host: &self.spec.display,
+        };
+        let taken = self.idle.lock().pop();
+        let (mut conn, mut reused) = match taken {
+            Some(conn) => (conn, true),
+            None => (
+                self.connect(deadline).map_err(|f| self.error(op, timeout, f))?,
+                false,
+            ),
+        };
+        let mut request = Vec::new();
+        let mut outputs = Vec::with_capacity(commands.len());
+        let mut queue = commands.iter().peekable();
+        while let Some(&command) = queue.peek() {
+            request.clear();
+            command
+                .encode(&mut request)
+                .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
+            match conn.exchange(command, &request, deadline) {
+                Ok(state) => {
+                    outputs.push(command.finish(state, site));
+                    reused = false;
+                    queue.next();
+                }
+                Err(fault) if reused && fault.stale() && left(deadline).is_ok() => {
+                    reused = false;
+                    conn = self.connect(deadline).map_err(|f| self.error(op, timeout, f))?;
+                }
+                Err(fault) => return Err(self.error(op, timeout, fault)),
+            }
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < self.keep.max(MIN_IDLE_BLOCKING) {
+            idle.push(conn);
+        }
+        drop(idle);
+        outputs.into_iter().collect()
+    }
+
+    /// [`run`](Self::run) for the I/O thread; the caller wraps it in the deadline (a missed
+    /// deadline drops this future and the connection with it).
+    pub(super) async fn run_async<C: Command>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        commands: &[C],
+    ) -> Result<Vec<C::Output>> {
+        let site = Site {
+            op,
+            host: &self.spec.display,
+        };
+        // Never closed, so acquiring fails only if that changes; say so rather than hang.
+        let _slot = self.async_slots.acquire().await.map_err(|_| Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!("{}: the store is shutting down", self.spec.display),
+        })?;
+        let taken = self.idle_async.lock().pop();
+        let (mut conn, mut reused) = match taken {
+            Some(conn) => (conn, true),
+            None => (
+                self.connect_async()
+                    .await
+                    .map_err(|f| self.error(op, timeout, f))?,
+                false,
+            ),
+        };
+        let mut request = Vec::new();
+        let mut outputs = Vec::with_capacity(commands.len());
+        let mut queue = commands.iter().peekable();
+        while let Some(&command) = queue.peek() {
+            request.clear();
+            command
+                .encode(&mut request)
+                .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
+            match conn.exchange(command, &request).await {
+                Ok(state) => {
+                    outputs.push(command.finish(state, site));
+                    reused = false;
+                    queue.next();
+                }
+                Err(fault) if reused && fault.stale() => {
+                    reused = false;
+                    conn = self
+                        .connect_async()
+                        .await
+                        .map_err(|f| self.error(op, timeout, f))?;
+                }
+                Err(fault) => return Err(self.error(op, timeout, fault)),
+            }
+        }
+        let mut idle = self.idle_async.lock();
+        if idle.len() < self.keep {
+            idle.push(conn);
+        }
+        drop(idle);
+        outputs.into_iter().collect()
+    }
+}

@@ -1,0 +1,25 @@
+//! [`MemcachedStore`]: one or more Memcached servers as a cache level, over memcached's binary
+//! protocol on connections of its own.
+//!
+//! | module     | job                                                                        |
+//! |------------|----------------------------------------------------------------------------|
+//! | `options`  | [`MemcachedOptions`], host strings, item-size and expiry rules               |
+//! | `routing`  | a key's server form ([`map_key`]) and its host (fixed hashes)               |
+//! | `protocol` | the binary protocol's 24-byte header, nothing about commands                |
+//! | `commands` | each command as data: its request bytes and how its reply is read           |
+//! | `conn`     | connections per host and the blocking and async executors that run commands |
+//! | `store`    | [`MemcachedStore`], the [`Storage`](crate::Storage) impl                     |
+//!
+//! Dependencies point one way: `store` → `conn` → `commands` → `protocol`, and `store` →
+//! `routing` → `options`.
+
+mod commands;
+mod conn;
+mod options;
+mod protocol;
+mod routing;
+mod store;
+
+pub use self::options::{MemcachedOptions, DEFAULT_MAX_ITEM_SIZE, MAX_MEMCACHED_KEY};
+pub use self::routing::map_key;
+pub use self::store::MemcachedStore;

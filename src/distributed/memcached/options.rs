@@ -1,0 +1,325 @@
+//! What a [`MemcachedStore`](super::MemcachedStore) is told: [`MemcachedOptions`], the host
+//! strings it parses into [`HostSpec`]s, and the item-size and expiry rules of memcached.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::super::{redact, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+
+/// The longest key memcached accepts.
+pub const MAX_MEMCACHED_KEY: usize = 250;
+/// memcached's default item size limit (`-I 1m`).
+pub const DEFAULT_MAX_ITEM_SIZE: usize = 1024 * 1024;
+/// Bytes memcached counts against the item limit besides key and value: the item header (48
+/// bytes on 64-bit), the CAS value (8), the key's terminating NUL (1) and the value's CRLF (2).
+/// Measured on memcached 1.6.18: with `-I 1m` the largest value for a key of `n` bytes is
+/// `1048576 - 59 - n`. A server that counts more still refuses, which we also report as
+/// [`Error::ValueTooLarge`].
+pub(super) const ITEM_OVERHEAD: usize = 59;
+/// memcached reads an expiry above this many seconds as an absolute Unix time.
+pub(super) const RELATIVE_EXPIRY_LIMIT_SECS: u64 = 60 * 60 * 24 * 30;
+/// The largest item limit we accept: a value must fit the binary protocol's 32-bit body length.
+const MAX_ITEM_SIZE_LIMIT: usize = 1 << 30;
+
+/// Where and how to reach Memcached.
+///
+/// ```
+/// use std::time::Duration;
+/// use uno_cache::distributed::MemcachedOptions;
+///
+/// let one = MemcachedOptions::new("127.0.0.1:11211");
+/// let sharded = MemcachedOptions::with_hosts(["10.0.0.1:11211", "10.0.0.2:11211"])
+///     .prefix("app:")
+///     .timeout(Duration::from_millis(50));
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct MemcachedOptions {
+    pub(super) hosts: Vec<String>,
+    pub(super) prefix: String,
+    pub(super) timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) admin_timeout: Duration,
+    pub(super) default_ttl: Option<Duration>,
+    pub(super) workers: usize,
+    pub(super) max_item_size: usize,
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemcachedOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemcachedOptions")
+            .field("hosts", &self.hosts.iter().map(|h| redact(h)).collect::<Vec<_>>())
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("admin_timeout", &self.admin_timeout)
+            .field("default_ttl", &self.default_ttl)
+            .field("workers", &self.workers)
+            .field("max_item_size", &self.max_item_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemcachedOptions {
+    /// One host: `host:port`, `host` (port 11211) or a `memcache://host:port` URL (the query
+    /// options `timeout`, `tcp_nodelay` and `protocol=binary` of the `memcache` crate are
+    /// accepted; `protocol=ascii`, `udp=true` and credentials are refused).
+    pub fn new(host: impl Into<String>) -> Self {
+        Self::with_hosts([host.into()])
+    }
+
+    /// Several hosts; keys are sharded across them.
+    pub fn with_hosts<I, S>(hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        MemcachedOptions {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            prefix: String::new(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            admin_timeout: DEFAULT_ADMIN_TIMEOUT,
+            default_ttl: None,
+            workers: 4,
+            max_item_size: DEFAULT_MAX_ITEM_SIZE,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Adds a host.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.hosts.push(host.into());
+        self
+    }
+
+    /// Namespace: every key is stored as `prefix + key` (then mapped, see
+    /// [`map_key`](super::map_key)). End it with a separator (`"app:"`) so that no prefix is the
+    /// start of another.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Deadline of every key call (default 100 ms), covering the wait for a connection, the
+    /// request and the whole reply.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Deadline for reaching every host at construction (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Deadline of `size` and `clear` (default 10 s).
+    pub fn admin_timeout(mut self, timeout: Duration) -> Self {
+        self.admin_timeout = timeout;
+        self
+    }
+
+    /// TTL for a `set` without one (default: none; memcached may still evict under memory
+    /// pressure).
+    pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// Async calls in flight per host at once, each on a connection kept open (default 4, at
+    /// least 1); more wait for a free connection, within their deadline. Blocking calls run on
+    /// the caller's thread, on a connection of their own kept for reuse (up to `max(workers,
+    /// 64)` per host).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// The servers' item size limit, memcached's `-I` (default 1 MiB).
+    pub fn max_item_size(mut self, bytes: usize) -> Self {
+        self.max_item_size = bytes;
+        self
+    }
+
+    /// The clock that stamps envelope expiries and judges them on read.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Refuses options no store could work with.
+    pub(super) fn check(&self) -> Result<()> {
+        if self.hosts.is_empty() {
+            return Err(Error::Config {
+                field: "memcached.hosts".to_owned(),
+                reason: "no host given; give host:port".to_owned(),
+            });
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() || self.admin_timeout.is_zero() {
+            return Err(Error::Config {
+                field: "memcached.timeout".to_owned(),
+                reason: "timeouts must be above zero".to_owned(),
+            });
+        }
+        if self.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Err(Error::Config {
+                field: "memcached.default_ttl".to_owned(),
+                reason: "a default TTL of zero would expire every entry at once; use None for no expiry"
+                    .to_owned(),
+            });
+        }
+        let floor = ITEM_OVERHEAD + super::super::envelope::HEADER_LEN + MAX_MEMCACHED_KEY;
+        if self.max_item_size <= floor || self.max_item_size > MAX_ITEM_SIZE_LIMIT {
+            return Err(Error::Config {
+                field: "memcached.max_item_size".to_owned(),
+                reason: format!(
+                    "{} bytes is outside {floor}..={MAX_ITEM_SIZE_LIMIT}; use the server's -I value",
+                    self.max_item_size
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The `exptime` memcached gets for a TTL of `ttl_ms` set at `now_ms`: `ceil(ttl) + 1` whole
+/// seconds (never 0, which means "never"), or an absolute Unix time past 30 days.
+pub(crate) fn exptime(now_ms: u64, ttl_ms: Option<u64>) -> u32 {
+    let Some(ttl_ms) = ttl_ms else { return 0 };
+    let relative = ttl_ms.div_ceil(1_000).saturating_add(1);
+    if relative <= RELATIVE_EXPIRY_LIMIT_SECS {
+        return u32::try_from(relative).unwrap_or(u32::MAX);
+    }
+    let absolute = now_ms.saturating_add(ttl_ms).div_ceil(1_000).saturating_add(1);
+    u32::try_from(absolute).unwrap_or(u32::MAX)
+}
+
+/// A host, checked and normalised.
+#[derive(Debug, Clone)]
+pub(super) struct HostSpec {
+    /// The name or address to resolve.
+    pub(super) host: String,
+    pub(super) port: u16,
+    /// `host:port` for messages.
+    pub(super) display: String,
+    /// Whether to turn Nagle's algorithm off (the default; `tcp_nodelay=false` keeps it).
+    pub(super) nodelay: bool,
+}
+
+pub(super) fn parse_host(index: usize, raw: &str) -> Result<HostSpec> {
+    let field = format!("memcached.hosts[{index}]");
+    let raw = raw.trim();
+    let bad = |reason: String| Error::Config {
+        field: field.clone(),
+        reason,
+    };
+    if raw.is_empty() {
+        return Err(bad("empty host; use host:port or memcache://host:port".to_owned()));
+    }
+    let with_scheme = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("memcache://{raw}")
+    };
+    let url = url::Url::parse(&with_scheme).map_err(|err| {
+        bad(format!(
+            "{:?} is not a valid host or URL ({err}); use host:port or memcache://host:port",
+            redact(raw)
+        ))
+    })?;
+    match url.scheme() {
+        "memcache" | "memcache+tcp" => {}
+        other => {
+            return Err(bad(format!(
+                "unsupported scheme {other:?}; use memcache:// (TCP; TLS, UDP and unix sockets are not supported)"
+            )))
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(format!(
+            "{:?} carries credentials; memcached is used without authentication, remove them",
+            redact(raw)
+        )));
+    }
+    let host = match url.host_str() {
+        Some(host) if !host.is_empty() => host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        _ => return Err(bad(format!("{:?} names no host; use host:port", redact(raw)))),
+    };
+    let port = url.port().unwrap_or(11211);
+    let mut nodelay = true;
+    for (key, value) in url.query_pairs() {
+        match (key.as_ref(), value.as_ref()) {
+            ("protocol", "ascii") => {
+                return Err(bad(
+                    "protocol=ascii is not supported; uno-cache speaks memcached's binary protocol, drop the option"
+                        .to_owned(),
+                ))
+            }
+            ("udp", "true") => return Err(bad("udp=true is not supported; use TCP".to_owned())),
+            ("tcp_nodelay", "false") => nodelay = false,
+            // `timeout` (the crate's socket timeout) is covered by the store's own deadlines.
+            _ => {}
+        }
+    }
+    Ok(HostSpec {
+        display: format!("{}:{port}", url.host_str().unwrap_or(&host)),
+        host,
+        port,
+        nodelay,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exptime_follows_memcached_rules() {
+        let now = 1_700_000_000_000;
+        assert_eq!(exptime(now, None), 0, "no TTL: never");
+        assert_eq!(exptime(now, Some(1)), 2, "sub-second rounds up, plus a tick");
+        assert_eq!(exptime(now, Some(1_000)), 2);
+        assert_eq!(exptime(now, Some(1_001)), 3);
+        let limit_ms = (RELATIVE_EXPIRY_LIMIT_SECS - 1) * 1_000;
+        assert_eq!(
+            u64::from(exptime(now, Some(limit_ms))),
+            RELATIVE_EXPIRY_LIMIT_SECS
+        );
+        let long = 31 * 24 * 3600 * 1_000;
+        assert_eq!(
+            u64::from(exptime(now, Some(long))),
+            (now + long) / 1_000 + 1,
+            "absolute time"
+        );
+        assert_eq!(exptime(now, Some(u64::MAX)), u32::MAX);
+    }
+
+    #[test]
+    fn host_forms_normalise() {
+        let spec = parse_host(0, "127.0.0.1").unwrap();
+        assert_eq!(spec.display, "127.0.0.1:11211");
+        assert_eq!((spec.host.as_str(), spec.port), ("127.0.0.1", 11211));
+        assert!(spec.nodelay);
+        let spec = parse_host(0, "memcache://h:1?protocol=binary&timeout=2&tcp_nodelay=false").unwrap();
+        assert_eq!((spec.host.as_str(), spec.port, spec.nodelay), ("h", 1, false));
+        let spec = parse_host(0, "[::1]:11212").unwrap();
+        assert_eq!(
+            (spec.host.as_str(), spec.display.as_str()),
+            ("::1", "[::1]:11212")
+        );
+        for bad in [
+            "",
+            "redis://h:1",
+            "memcache://:1",
+            "h:port",
+            "memcache://h:1?protocol=ascii",
+            "memcache://u:p@h:1",
+        ] {
+            assert!(matches!(parse_host(1, bad), Err(Error::Config { .. })), "{bad}");
+        }
+    }
+}

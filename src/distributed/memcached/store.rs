@@ -1,0 +1,537 @@
+//! [`MemcachedStore`]: the [`Storage`] impl. It builds one [call](Call) per operation from the
+//! [commands](super::commands) and hands it to either executor in [`conn`](super::conn).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::super::runtime::{deadline_after, IoRuntime};
+use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
+use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATCH};
+use super::conn::Host;
+use super::options::{exptime, parse_host, MemcachedOptions, ITEM_OVERHEAD};
+use super::routing::Router;
+use crate::clock::Clock;
+use crate::error::{key_for_error, Error, Result};
+use crate::storage::{BoxFuture, Entry, Storage, StorageSize};
+
+const LEVEL: &str = "memcached";
+/// Extra wait for the whole connect check beyond each host's own `connect_timeout`, so that the
+/// host that did not answer is the one named.
+const CONNECT_GRACE: Duration = Duration::from_millis(100);
+
+/// Memcached (one or more hosts) as a cache level.
+///
+/// - **Sharding** is ours: a key goes to host `jump(fnv1a64(mapped key), n)` (FNV-1a 64 and
+///   Lamping–Veach jump consistent hashing, both fixed and documented), so every process and
+///   every build agrees on where a key lives, and adding a host moves only ~1/n of the keys.
+/// - **Keys** memcached cannot take (spaces, control characters, non-ASCII, over 250 bytes) are
+///   mapped without collisions; see [`map_key`](super::map_key).
+/// - **TTLs** are whole seconds for memcached, which reads `0` as "never" and anything over 30
+///   days as an absolute Unix time. We send `ceil(ttl) + 1` seconds (never 0; the extra second
+///   covers memcached's clock, which ticks in whole seconds and may otherwise drop an item up to
+///   a second early), and an absolute time for TTLs over 30 days. The exact expiry, to the
+///   millisecond, is in the [envelope](super::super::envelope), and `get` honours it.
+/// - **Values** larger than the item limit (`max_item_size`, memcached's `-I`, 1 MiB by default,
+///   less the key, the envelope and memcached's per-item header) are refused with
+///   [`Error::ValueTooLarge`] before anything is sent.
+/// - **Batches** (`get_many`, `set_many`, `set_each`, `delete_many`) are pipelined with the binary
+///   protocol's quiet commands: one round trip per host per 1 024 keys.
+/// - **`size`** sums `curr_items` and `bytes` from `stats` across hosts. Memcached has no way to
+///   count by prefix, so this counts every item on the servers, whatever its prefix, and it
+///   still counts items that expired or were flushed until memcached reclaims them lazily.
+/// - **`clear`** runs `flush_all` on every host only when the store has no prefix (the servers
+///   then belong to it). With a prefix it is refused with [`Error::Config`]: memcached cannot
+///   find keys by prefix, and flushing would wipe other prefixes' entries.
+///
+/// Blocking calls run on the caller's thread; async calls run on the store's one I/O thread
+/// (`uno-cache-memcached`) and never block the caller's executor. Both speak memcached's binary
+/// protocol on connections of their own, kept per host and never shared while a call is on them.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use uno_cache::Storage;
+/// use uno_cache::distributed::{MemcachedOptions, MemcachedStore};
+///
+/// let mc = MemcachedStore::connect(MemcachedOptions::new("127.0.0.1:11211").prefix("app:"))?;
+/// mc.set("a key with spaces", b"fine", Some(Duration::from_secs(30)))?;
+/// assert_eq!(mc.get("a key with spaces")?.map(|e| e.value), Some(b"fine".to_vec()));
+/// # Ok::<(), uno_cache::Error>(())
+/// ```
+pub struct MemcachedStore {
+    // Field order is drop order: connections before the runtime their async streams belong to.
+    hosts: Vec<Arc<Host>>,
+    router: Router,
+    timeout: Duration,
+    admin_timeout: Duration,
+    default_ttl: Option<Duration>,
+    max_item_size: usize,
+    clock: Arc<dyn Clock>,
+    rt: IoRuntime,
+}
+
+impl std::fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemcachedStore")
+            .field("hosts", &self.hosts())
+            .field("prefix", &self.router.prefix())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One operation: the commands for each host it touches, the same for both executors.
+struct Call<C> {
+    op: &'static str,
+    timeout: Duration,
+    parts: Vec<(Arc<Host>, Vec<C>)>,
+}
+
+impl<C: Command> Call<C> {
+    /// Runs on the caller's thread. Every host is tried; the first error is returned.
+    fn run(self) -> Result<Vec<Vec<C::Output>>> {
+        let deadline = deadline_after(self.timeout);
+        let mut out = Vec::with_capacity(self.parts.len());
+        let mut first_error = None;
+        for (host, commands) in &self.parts {
+            match host.run(self.op, self.timeout, deadline, commands) {
+                Ok(outputs) => out.push(outputs),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(out), Err)
+    }
+
+    /// Runs on the I/O thread, hosts in parallel, within the deadline.
+    fn run_async(self, rt: &IoRuntime) -> BoxFuture<'static, Result<Vec<Vec<C::Output>>>> {
+        let Call { op, timeout, parts } = self;
+        Box::pin(rt.run(op, timeout, async move {
+            let results = join_all(
+                parts
+                    .iter()
+                    .map(|(host, commands)| host.run_async(op, timeout, commands)),
+            )
+            .await;
+            results.into_iter().collect()
+        }))
+    }
+}
+
+fn sum_sizes(sizes: Vec<Vec<StorageSize>>) -> StorageSize {
+    sizes
+        .into_iter()
+        .flatten()
+        .fold(StorageSize::default(), |a, s| StorageSize {
+            items: a.items + s.items,
+            bytes: a.bytes + s.bytes,
+        })
+}
+
+/// A `get` call and where each host's answers go in the caller's slice.
+struct GetCall {
+    call: Call<Get>,
+    /// Per part, the caller's indices in the order of the keys sent.
+    members: Vec<Vec<usize>>,
+}
+
+impl MemcachedStore {
+    /// Checks the options and that every host answers (`version`) within `connect_timeout`.
+    /// Works from any thread, inside a tokio runtime or not.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad host or option; [`Error::Backend`] (op `"connect"`) naming
+    /// the host that cannot be reached or refuses the connection.
+    pub fn connect(options: MemcachedOptions) -> Result<Self> {
+        let (store, connect_timeout) = Self::prepare(options)?;
+        let check = store.check_hosts(connect_timeout);
+        store
+            .rt
+            .block_on("connect", connect_timeout.saturating_add(CONNECT_GRACE), check)?;
+        Ok(store)
+    }
+
+    /// [`connect`](Self::connect) without blocking the caller's executor.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_async(options: MemcachedOptions) -> Result<Self> {
+        let (store, connect_timeout) = Self::prepare(options)?;
+        let check = store.check_hosts(connect_timeout);
+        store
+            .rt
+            .run("connect", connect_timeout.saturating_add(CONNECT_GRACE), check)
+            .await?;
+        Ok(store)
+    }
+
+    fn prepare(options: MemcachedOptions) -> Result<(Self, Duration)> {
+        options.check()?;
+        let hosts = options
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| Ok(Arc::new(Host::new(parse_host(i, raw)?, options.workers))))
+            .collect::<Result<Vec<_>>>()?;
+        let rt = IoRuntime::start(LEVEL)?;
+        Ok((
+            MemcachedStore {
+                router: Router::new(options.prefix, hosts.len()),
+                hosts,
+                timeout: options.timeout,
+                admin_timeout: options.admin_timeout,
+                default_ttl: options.default_ttl,
+                max_item_size: options.max_item_size,
+                clock: options.clock,
+                rt,
+            },
+            options.connect_timeout,
+        ))
+    }
+
+    /// `version` on every host at once, each within `connect_timeout`; the first failure names
+    /// its host.
+    fn check_hosts(
+        &self,
+        connect_timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let hosts = self.hosts.clone();
+        async move {
+            let checks = hosts.iter().map(|host| async move {
+                let answer = tokio::time::timeout(
+                    connect_timeout,
+                    host.run_async("connect", connect_timeout, &[Admin::Version]),
+                )
+                .await;
+                let reason = match answer {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(Error::Backend { reason, .. })) => format!("{reason}; cannot connect"),
+                    Ok(Err(err)) => format!("{}: cannot connect ({err})", host.spec.display),
+                    Err(_) => format!(
+                        "{}: no answer within {connect_timeout:?} (raise connect_timeout if it is only slow)",
+                        host.spec.display
+                    ),
+                };
+                Err(Error::Backend {
+                    level: LEVEL,
+                    op: "connect",
+                    reason: format!("{reason}; check the host and port and that memcached runs there"),
+                })
+            });
+            join_all(checks).await.into_iter().collect()
+        }
+    }
+
+    /// The hosts, as `host:port`, comma-separated.
+    #[must_use]
+    pub fn hosts(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|h| h.spec.display.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The key prefix.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        self.router.prefix()
+    }
+
+    /// The per-call deadline.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The key memcached sees for `key` (prefix added, then [mapped](super::map_key)), and its
+    /// host index.
+    #[must_use]
+    pub fn server_key(&self, key: &str) -> (String, usize) {
+        self.router.server_key(key)
+    }
+
+    fn host(&self, index: usize) -> Result<Arc<Host>> {
+        self.hosts.get(index).cloned().ok_or_else(|| Error::Backend {
+            level: LEVEL,
+            op: "route",
+            reason: format!("no host #{index}"),
+        })
+    }
+
+    /// Splits `items` by host (`key_of` gives each item's server key), then into commands of
+    /// at most [`MAX_BATCH`] items each.
+    fn by_host<T, C>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        items: Vec<T>,
+        key_of: impl Fn(&T) -> &str,
+        command: impl Fn(Vec<T>) -> C,
+    ) -> Result<(Call<C>, Vec<Vec<usize>>)> {
+        let mapped: Vec<String> = items.iter().map(|item| key_of(item).to_owned()).collect();
+        let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+        let mut parts = Vec::new();
+        let mut members_of = Vec::new();
+        for (host, members) in self.router.plan(&mapped) {
+            let mut commands = Vec::new();
+            for chunk in members.chunks(MAX_BATCH) {
+                let batch: Vec<T> = chunk
+                    .iter()
+                    .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+                    .collect();
+                commands.push(command(batch));
+            }
+            parts.push((self.host(host)?, commands));
+            members_of.push(members);
+        }
+        Ok((Call { op, timeout, parts }, members_of))
+    }
+
+    fn get_call(&self, op: &'static str, keys: &[&str]) -> Result<GetCall> {
+        let mut mapped = Vec::with_capacity(keys.len());
+        for key in keys {
+            check_key(key)?;
+            mapped.push(self.router.server_key(key).0);
+        }
+        let (call, members) = self.by_host(op, self.timeout, mapped, String::as_str, |keys| Get { keys })?;
+        Ok(GetCall { call, members })
+    }
+
+    /// Opens the envelopes of what a `get` call found, in the caller's order.
+    fn entries(
+        &self,
+        keys: &[&str],
+        members: &[Vec<usize>],
+        found: Vec<Vec<Vec<Option<Vec<u8>>>>>,
+    ) -> Result<Vec<Option<Entry>>> {
+        let now = self.clock.now_ms();
+        let mut out: Vec<Option<Entry>> = vec![None; keys.len()];
+        for (members, chunks) in members.iter().zip(found) {
+            for (&i, raw) in members.iter().zip(chunks.into_iter().flatten()) {
+                let (Some(bytes), Some(slot)) = (raw, out.get_mut(i)) else {
+                    continue;
+                };
+                let key = keys.get(i).copied().unwrap_or_default();
+                *slot = open_envelope(LEVEL, key, bytes, now)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The server key of `key`, if a value of `len` bytes fits the item limit under it.
+    fn checked_key(&self, key: &str, len: usize) -> Result<String> {
+        check_key(key)?;
+        let (mapped, _) = self.router.server_key(key);
+        let max = self
+            .max_item_size
+            .saturating_sub(ITEM_OVERHEAD + envelope::HEADER_LEN + mapped.len());
+        if len > max {
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(key),
+                len,
+                max,
+                store: format!(
+                    "memcached (item limit {} bytes, less key, envelope and item header)",
+                    self.max_item_size
+                ),
+            });
+        }
+        Ok(mapped)
+    }
+
+    /// Every item is checked before anything is sent, so a batch with one bad item sends none.
+    fn set_call<'i>(
+        &self,
+        op: &'static str,
+        items: impl Iterator<Item = (&'i str, &'i [u8], Option<Duration>)>,
+    ) -> Result<Call<Set>> {
+        let now = self.clock.now_ms();
+        let mut encoded = Vec::new();
+        for (key, value, ttl) in items {
+            let mapped = self.checked_key(key, value.len())?;
+            let ttl_ms = effective_ttl(key, ttl, self.default_ttl)?.map(ceil_ms);
+            encoded.push(SetItem {
+                original: key.to_owned(),
+                key: mapped,
+                bytes: envelope::encode(value, ttl_ms.map(|ms| now.saturating_add(ms))),
+                exptime: exptime(now, ttl_ms),
+            });
+        }
+        let (call, _) = self.by_host(
+            op,
+            self.timeout,
+            encoded,
+            |item| item.key.as_str(),
+            |items| Set { items },
+        )?;
+        Ok(call)
+    }
+
+    fn delete_call(&self, op: &'static str, keys: &[&str]) -> Result<Call<Delete>> {
+        let mut mapped = Vec::with_capacity(keys.len());
+        for key in keys {
+            check_key(key)?;
+            mapped.push(self.router.server_key(key).0);
+        }
+        let (call, _) = self.by_host(op, self.timeout, mapped, String::as_str, |keys| Delete { keys })?;
+        Ok(call)
+    }
+
+    /// One command on every host.
+    fn everywhere<C: Command + Clone>(&self, op: &'static str, command: C) -> Call<C> {
+        Call {
+            op,
+            timeout: self.admin_timeout,
+            parts: self
+                .hosts
+                .iter()
+                .map(|host| (host.clone(), vec![command.clone()]))
+                .collect(),
+        }
+    }
+
+    fn clear_call(&self) -> Result<Call<Admin>> {
+        if !self.router.prefix().is_empty() {
+            return Err(Error::Config {
+                field: "memcached.prefix".to_owned(),
+                reason: format!(
+                    "clear() is refused with prefix {:?}: memcached cannot find keys by prefix, and flush_all would wipe every prefix; delete known keys with delete_many, or give these servers to one store without a prefix",
+                    self.router.prefix()
+                ),
+            });
+        }
+        Ok(self.everywhere("clear", Admin::Flush))
+    }
+
+    fn later<C: Command>(&self, call: Result<Call<C>>) -> BoxFuture<'static, Result<Vec<Vec<C::Output>>>> {
+        match call {
+            Ok(call) => call.run_async(&self.rt),
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        }
+    }
+}
+
+fn removed(counts: Vec<Vec<u64>>) -> u64 {
+    counts.into_iter().flatten().sum()
+}
+
+impl Storage for MemcachedStore {
+    fn name(&self) -> &str {
+        LEVEL
+    }
+
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        self.checked_key(key, value_len).map(drop)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let keys = [key];
+        let GetCall { call, members } = self.get_call("get", &keys)?;
+        let found = call.run()?;
+        Ok(self.entries(&keys, &members, found)?.pop().flatten())
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.set_call("set", std::iter::once((key, value, ttl)))?
+            .run()
+            .map(drop)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        Ok(removed(self.delete_call("delete", &[key])?.run()?) > 0)
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let GetCall { call, members } = self.get_call("get_many", keys)?;
+        let found = call.run()?;
+        self.entries(keys, &members, found)
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let items = items.iter().map(|&(k, v)| (k, v, ttl));
+        self.set_call("set_many", items)?.run().map(drop)
+    }
+
+    /// One pipelined batch per host (quiet sets and a closing `noop`), each item with its own
+    /// expiry: a write-behind flush is one round trip per host per 1 024 keys.
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.set_call("set_each", items.iter().copied())?.run().map(drop)
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        Ok(removed(self.delete_call("delete_many", keys)?.run()?))
+    }
+
+    /// Items and bytes on every host (`stats`: `curr_items`, `bytes`), whatever their prefix.
+    fn size(&self) -> Result<StorageSize> {
+        Ok(sum_sizes(self.everywhere("size", Stats).run()?))
+    }
+
+    /// `flush_all` on every host if the store has no prefix; refused with [`Error::Config`]
+    /// otherwise (see the type's docs).
+    fn clear(&self) -> Result<()> {
+        self.clear_call()?.run().map(drop)
+    }
+
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        let fut = self.everywhere("size", Stats).run_async(&self.rt);
+        Box::pin(async move { Ok(sum_sizes(fut.await?)) })
+    }
+
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+        Box::pin(async move {
+            let keys = [key];
+            let GetCall { call, members } = self.get_call("get", &keys)?;
+            let found = call.run_async(&self.rt).await?;
+            Ok(self.entries(&keys, &members, found)?.pop().flatten())
+        })
+    }
+
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        let fut = self.later(self.set_call("set", std::iter::once((key, value, ttl))));
+        Box::pin(async move { fut.await.map(drop) })
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        let fut = self.later(self.delete_call("delete", &[key]));
+        Box::pin(async move { Ok(removed(fut.await?) > 0) })
+    }
+
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+        Box::pin(async move {
+            let GetCall { call, members } = self.get_call("get_many", keys)?;
+            let found = call.run_async(&self.rt).await?;
+            self.entries(keys, &members, found)
+        })
+    }
+
+    fn set_many_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        let fut = self.later(self.set_call("set_many", items.iter().map(|&(k, v)| (k, v, ttl))));
+        Box::pin(async move { fut.await.map(drop) })
+    }
+
+    fn set_each_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
+        let fut = self.later(self.set_call("set_each", items.iter().copied()));
+        Box::pin(async move { fut.await.map(drop) })
+    }
+
+    fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        let fut = self.later(self.delete_call("delete_many", keys));
+        Box::pin(async move { Ok(removed(fut.await?)) })
+    }
+}
