@@ -99,9 +99,22 @@ impl Loc {
     }
 }
 
-/// Read bit in [`IndexEntry::flags`]; the other 31 bits are the confirmed epoch.
+/// Read bit in [`IndexEntry::flags`].
 const REFERENCED: u32 = 1 << 31;
-const EPOCH_MASK: u32 = !REFERENCED;
+/// Protected bit: the entry proved itself (read before it reached eviction, written again soon
+/// after an eviction, or written while the store was filling), so the size bound keeps it
+/// before one-off entries (see `maintenance`). In RAM only: entries are rebuilt without it.
+const PROTECTED: u32 = 1 << 30;
+/// Protected passes left (bits 28–29): how many more times a protected entry is kept when it
+/// reaches eviction unread. A read refills it; an entry that stays unread long enough loses its
+/// protection, so entries that stopped being read drain out of the protected class.
+const CREDIT_SHIFT: u32 = 28;
+const CREDIT: u32 = 0b11 << CREDIT_SHIFT;
+/// Credit given by a read, and by protection at write time.
+const CREDIT_ON_READ: u32 = 3;
+const CREDIT_ON_WRITE: u32 = 1;
+/// The other 28 bits: the confirmed epoch.
+const EPOCH_MASK: u32 = !(REFERENCED | PROTECTED | CREDIT);
 
 /// One index entry (16 bytes; the 64-bit key hash is the map key).
 #[derive(Debug)]
@@ -110,8 +123,9 @@ pub(crate) struct IndexEntry {
     /// Expiry in Unix seconds, rounded up (0: never). Coarse: when it says "expired", the record
     /// is; in the last second before it the exact expiry is checked from the record.
     expires_s: u32,
-    /// Bit 31: read since written (cleared when given a second chance at eviction). Bits 0–30:
-    /// the suspicion epoch (mod 2^31) in which the entry was last confirmed fresh (0: never).
+    /// Bit 31: read since written (cleared when given a second chance at eviction). Bit 30:
+    /// protected (see [`PROTECTED`]); bits 28–29 its credit ([`CREDIT`]). Bits 0–27: the
+    /// suspicion epoch (mod 2^28) in which the entry was last confirmed fresh (0: never).
     flags: AtomicU32,
 }
 
@@ -124,6 +138,42 @@ impl IndexEntry {
             expires_s: coarse_expiry(expires_at_ms),
             flags: AtomicU32::new(0),
         }
+    }
+
+    /// As [`IndexEntry::new`], protected from the start if `protected`.
+    pub(crate) fn with_protection(loc: Loc, expires_at_ms: u64, protected: bool) -> Self {
+        let entry = IndexEntry::new(loc, expires_at_ms);
+        if protected {
+            entry
+                .flags
+                .fetch_or(PROTECTED | (CREDIT_ON_WRITE << CREDIT_SHIFT), Ordering::Relaxed);
+        }
+        entry
+    }
+
+    pub(crate) fn protected(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & PROTECTED != 0
+    }
+
+    /// Passes unread a protected entry has left before it comes after the others (see
+    /// [`CREDIT`]).
+    pub(crate) fn credit(&self) -> u32 {
+        (self.flags.load(Ordering::Relaxed) & CREDIT) >> CREDIT_SHIFT
+    }
+
+    /// After a second chance at eviction: protected; its credit refilled if it was read, else
+    /// one pass spent. The read bit starts over.
+    pub(crate) fn second_chance(&self) {
+        let _ = self
+            .flags
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                let credit = if f & REFERENCED != 0 {
+                    CREDIT_ON_READ
+                } else {
+                    ((f & CREDIT) >> CREDIT_SHIFT).saturating_sub(1)
+                };
+                Some((f & !(REFERENCED | CREDIT)) | PROTECTED | (credit << CREDIT_SHIFT))
+            });
     }
 
     /// Certainly expired at `now_ms` (the record's exact expiry may already have passed when this
@@ -149,12 +199,13 @@ impl IndexEntry {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn clear_referenced(&self) {
         self.flags.fetch_and(!REFERENCED, Ordering::Relaxed);
     }
 
-    /// Whether the entry was confirmed in `epoch` (compared mod 2^31; an epoch that is 0 mod
-    /// 2^31 confirms nothing, as 0 means "never").
+    /// Whether the entry was confirmed in `epoch` (compared mod 2^28; an epoch that is 0 mod
+    /// 2^28 confirms nothing, as 0 means "never").
     pub(crate) fn confirmed_in(&self, epoch: u32) -> bool {
         let epoch = epoch & EPOCH_MASK;
         epoch != 0 && self.flags.load(Ordering::Acquire) & EPOCH_MASK == epoch
@@ -162,7 +213,7 @@ impl IndexEntry {
 
     pub(crate) fn confirm(&self, epoch: u32) {
         let _ = self.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
-            Some((f & REFERENCED) | (epoch & EPOCH_MASK))
+            Some((f & !EPOCH_MASK) | (epoch & EPOCH_MASK))
         });
     }
 }
@@ -279,6 +330,16 @@ mod tests {
         assert!(e.referenced() && e.confirmed_in(5) && !e.confirmed_in(4));
         e.clear_referenced();
         assert!(!e.referenced() && e.confirmed_in(5));
+        e.touch();
+        e.second_chance();
+        assert!(!e.referenced() && e.protected() && e.confirmed_in(5));
+        e.confirm(6);
+        assert!(e.protected() && e.confirmed_in(6) && !e.confirmed_in(5));
+        // The epoch wraps at 2^28 without touching the flags.
+        e.confirm((1 << 28) + 7);
+        assert!(e.protected() && !e.referenced() && e.confirmed_in(7));
+        assert!(!IndexEntry::with_protection(Loc::new(0, 0, 32), 0, false).protected());
+        assert!(IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true).protected());
     }
 
     #[test]

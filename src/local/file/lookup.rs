@@ -64,6 +64,10 @@ impl Inner {
         take: impl FnOnce(&RecordRef<'_>) -> T,
     ) -> Option<Hit<T>> {
         let hash = self.hasher.hash(key);
+        // Checked first so lookups do not write a shared cache line but once per eviction.
+        if touch && !self.looked_up.load(Ordering::Relaxed) {
+            self.looked_up.store(true, Ordering::Relaxed);
+        }
         let (found, loc) = self.probe(key, hash, touch, take)?;
         match found {
             Found::Hit(hit) => return Some(hit),

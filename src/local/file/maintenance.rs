@@ -1,5 +1,31 @@
 //! Keeping the store small and clean: size-bound eviction, the TTL sweep, and segment rewriting.
 //!
+//! # Which entries the size bound keeps
+//! The bound drops the oldest segment. Its live entries that earned it are re-appended first, in
+//! a budget of half a segment (so an eviction always frees at least half a segment, and writes
+//! are at most doubled, as before this policy); the rest are evicted. The order ([`Class`]), in
+//! the spirit of S3-FIFO:
+//! 1. entries read since they were written (or since their last second chance);
+//! 2. *protected* entries not read this time round, while they have credit left (a read gives
+//!    three passes, protection at write time one; each pass unread spends one);
+//! 3. protected entries whose credit is spent, in whatever room the first two leave.
+//!
+//! Unread entries are copied only if the store was looked up since the previous eviction: a store
+//! nobody reads (a bulk load, a write-only stream) copies nothing, as before this policy.
+//!
+//! An entry is protected once it got a second chance, when it is written while the store is still
+//! filling (no eviction since open), and when its key is written again soon after it was evicted
+//! unread ([`super::ghost`]: the key is not a one-off). A new key is otherwise *probationary*:
+//! unread when its segment is evicted, it goes, and becomes a ghost. So a scan or a loop over more
+//! keys than fit only cycles through the probationary part of the log, while the protected
+//! entries that were already there stay (the budget bounds them to about half the log); without
+//! the classes they were flushed on every pass, and a loop hit nothing. The credit makes entries
+//! that stopped being read give way to those still read, so a scan written while the store was
+//! filling does not hold its room for ever. The class lives in RAM only (three bits of the index
+//! entry, and one to two bytes per entry for the ghosts): nothing on disk changed, and after a
+//! restart every entry starts probationary. `examples/hit_ratios.rs` prints the figures;
+//! `tests/hit_ratio.rs` pins them.
+//!
 //! Why tombstones are kept or dropped (the invariant, proved in storage-format.md): every record
 //! older than a record R of the same key lies in R's segment or an older one. So a segment's
 //! records that are not live can be dropped outright only when it is the oldest segment; in any
@@ -11,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::format::{self, Kind};
-use super::index::Loc;
+use super::index::{IndexEntry, Loc};
 use super::segment::Segment;
 use super::worker::Shutdown;
 use super::{Inner, Writer};
@@ -47,6 +73,12 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether a value written now for `hash` starts protected (see the module docs). Called
+    /// under the writer lock, before the new entry replaces the old one.
+    pub(super) fn admit_protected(&self, w: &Writer, hash: u64) -> bool {
+        w.filling || w.ghosts.contains(hash) || self.index.get(&hash).is_some_and(|e| e.protected())
+    }
+
     fn oldest_sealed(&self, w: &Writer) -> Option<Arc<Segment>> {
         let active = w.active_id();
         self.segments
@@ -57,9 +89,9 @@ impl Inner {
             .cloned()
     }
 
-    /// Drops the oldest sealed segment. With `second_chance`, its live entries that were read
-    /// since written are re-appended, up to half a segment, so a hot set survives a stream of
-    /// one-off writes. Returns false if there was nothing to evict.
+    /// Drops the oldest sealed segment. With `second_chance`, its live entries that earned it are
+    /// re-appended first, up to half a segment (see the module docs), so a hot set survives a
+    /// stream of one-off writes. Returns false if there was nothing to evict.
     ///
     /// The copies go into the active segment, rolling to a new one first if they would not fit:
     /// a roll while the old segment is still on disk does not add to the bytes counted (a roll
@@ -69,18 +101,22 @@ impl Inner {
         let Some(seg) = self.oldest_sealed(w) else {
             return Ok(false);
         };
+        if second_chance {
+            w.filling = false;
+        }
         let now = self.clock.now_ms();
         // A segment without a slot has no index entry pointing at it.
         if let Some(base) = self.slots.find(seg.id) {
             let scan = seg.scan_data();
-            // (hash, location, read since written) of a record the index points at.
+            // (hash, location, keep class (see `Class`), protected) of a record the index
+            // points at.
             let live = |rec: &format::Located<'_>| {
                 if rec.record.kind != Kind::Value {
                     return None;
                 }
                 let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
                 match self.index.get(&hash) {
-                    Some(e) if e.loc == loc => Some((hash, loc, e.referenced())),
+                    Some(e) if e.loc == loc => Some((hash, loc, Class::of(&e), e.protected())),
                     _ => None,
                 }
             };
@@ -89,12 +125,33 @@ impl Inner {
                 expires != 0 && now >= expires
             };
             let limit = if second_chance { self.segment_size / 2 } else { 0 };
+            // Which records are kept: class by class, while they fit.
+            let mut keep = vec![false; scan.records.len()];
             let mut hot_bytes = 0u64;
             if limit > 0 {
-                for rec in &scan.records {
-                    let hot = matches!(live(rec), Some((_, _, true))) && !expired(rec);
-                    if hot && hot_bytes + u64::from(rec.len) <= limit {
-                        hot_bytes += u64::from(rec.len);
+                let classes: Vec<Class> = scan
+                    .records
+                    .iter()
+                    .map(|rec| {
+                        live(rec)
+                            .filter(|_| !expired(rec))
+                            .map_or(Class::Evict, |(_, _, c, _)| c)
+                    })
+                    .collect();
+                // Unread entries are only worth copying in a store that is being read: a stream
+                // of writes nobody looks up (a bulk load) copies nothing, as before the classes.
+                let looked_up = self.looked_up.swap(false, Ordering::Relaxed);
+                let wanted_classes: &[Class] = if looked_up {
+                    &[Class::Read, Class::Credited, Class::Protected]
+                } else {
+                    &[Class::Read]
+                };
+                for &wanted in wanted_classes {
+                    for ((rec, class), kept) in scan.records.iter().zip(&classes).zip(keep.iter_mut()) {
+                        if *class == wanted && hot_bytes + u64::from(rec.len) <= limit {
+                            hot_bytes += u64::from(rec.len);
+                            *kept = true;
+                        }
                     }
                 }
             }
@@ -104,20 +161,26 @@ impl Inner {
             let first_active = w.first_writable_id();
             // Copies only go where they fit without another roll.
             let budget = hot_bytes.min(self.segment_size.saturating_sub(w.offset));
+            // A ghost generation of half the entries held, as quick_cache keeps ghosts for half
+            // its capacity (a window of 1/2 to 1 times the entries; 1 to 2 measured the same).
+            let generation = self.index.len() / 2;
             let mut kept = 0u64;
-            for rec in &scan.records {
-                let Some((hash, loc, hot)) = live(rec) else {
+            for (rec, chosen) in scan.records.iter().zip(keep) {
+                let Some((hash, loc, _, protected)) = live(rec) else {
                     continue;
                 };
                 if expired(rec) {
                     self.expire_at(hash, loc);
-                } else if hot && kept + u64::from(rec.len) <= budget {
+                } else if chosen && kept + u64::from(rec.len) <= budget {
                     kept += u64::from(rec.len);
                     self.move_record(w, &seg, rec, (hash, loc), false)?;
                     self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
                 } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
                     self.unaccount_len(&seg, rec.len);
                     self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                    if !protected {
+                        w.ghosts.insert(hash, generation);
+                    }
                 }
             }
             if kept > 0 {
@@ -131,8 +194,8 @@ impl Inner {
     }
 
     /// Re-appends a live value record (same sequence number and expiry) and points the index at
-    /// the copy. `keep_referenced` carries the read bit over (compaction) or clears it (second
-    /// chance).
+    /// the copy. `keep_referenced` carries the read bit over (compaction) or clears it and
+    /// protects the entry (second chance).
     fn move_record(
         &self,
         w: &mut Writer,
@@ -148,7 +211,7 @@ impl Inner {
             if e.loc == loc {
                 e.loc = new_loc;
                 if !keep_referenced {
-                    e.clear_referenced();
+                    e.second_chance();
                 }
                 drop(e);
                 seg.live_bytes.fetch_sub(u64::from(rec.len), Ordering::Relaxed);
@@ -282,6 +345,30 @@ impl Inner {
         self.remove_segment(&mut w, seg)?;
         self.sync_removals()?;
         Ok(moved)
+    }
+}
+
+/// How much a live entry at eviction deserves a second chance, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Read since written or since its last second chance.
+    Read,
+    /// Protected, with credit left.
+    Credited,
+    /// Protected, its credit spent: kept only in room the others leave.
+    Protected,
+    /// Probationary and unread (or expired, or no longer live): evicted.
+    Evict,
+}
+
+impl Class {
+    fn of(e: &IndexEntry) -> Class {
+        match (e.referenced(), e.protected(), e.credit()) {
+            (true, _, _) => Class::Read,
+            (false, true, 1..) => Class::Credited,
+            (false, true, 0) => Class::Protected,
+            (false, false, _) => Class::Evict,
+        }
     }
 }
 

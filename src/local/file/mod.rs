@@ -18,10 +18,12 @@
 //! | `lookup`      | reads through the index; its bookkeeping; key listing       |
 //! | `recovery`    | open: hints or scans, damage handling, rebuilding the index |
 //! | `maintenance` | size-bound eviction, TTL sweep, segment rewriting           |
+//! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
 //! | `worker`      | background flusher and compactor threads                    |
 
 mod dir;
 pub(crate) mod format;
+mod ghost;
 mod index;
 mod lookup;
 mod maintenance;
@@ -52,6 +54,7 @@ pub use self::recovery::RecoveryReport;
 
 use self::dir::LockedDir;
 use self::format::{Kind, Meta, SEGMENT_HEADER_LEN};
+use self::ghost::Ghosts;
 use self::index::{Index, IndexEntry, KeyHasher};
 use self::segment::Segment;
 use self::slots::Slots;
@@ -146,6 +149,9 @@ pub(crate) struct Inner {
     /// Serialises compactions (the background thread and `FileStore::compact`).
     compaction_lock: Mutex<()>,
     dirty: AtomicBool,
+    /// Set by lookups, cleared by each eviction: whether the store is being read, which decides
+    /// if unread protected entries are worth copying (see `maintenance`).
+    looked_up: AtomicBool,
     /// Set by the first failed write or fsync; writes are refused from then on.
     failed: OnceLock<String>,
     disk_bytes: AtomicU64,
@@ -213,6 +219,11 @@ struct Writer {
     /// the store is taken out of here at once: it needs no fsync, and holding it would keep its
     /// deleted file open and its disk space in use.
     unsynced: Vec<Sealed>,
+    /// Keys evicted lately without having been read (see `maintenance`).
+    ghosts: Ghosts,
+    /// No eviction yet since open or clear: every write is protected, as a filling cache
+    /// admits to its main queue (see `maintenance`).
+    filling: bool,
 }
 
 /// Bytes a record's entry adds to its segment's hint file.
@@ -275,10 +286,13 @@ impl FileStore {
                 active: None,
                 buf: Vec::new(),
                 unsynced: Vec::new(),
+                ghosts: Ghosts::default(),
+                filling: true,
             }),
             sync_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),
             dirty: AtomicBool::new(false),
+            looked_up: AtomicBool::new(false),
             failed: OnceLock::new(),
             disk_bytes: AtomicU64::new(disk_bytes),
             live_bytes: AtomicU64::new(live_bytes),
@@ -657,8 +671,10 @@ impl Inner {
             let len = format::record_len(key.len(), item.value().len()) as u64;
             hint_added += hint_entry_len(key);
             self.account(&active, u32::try_from(len).unwrap_or(u32::MAX));
-            let entry = IndexEntry::new(base.at(offset), expires_at_ms);
-            if let Some(old) = self.index.insert(self.hasher.hash(key), entry) {
+            let hash = self.hasher.hash(key);
+            let entry =
+                IndexEntry::with_protection(base.at(offset), expires_at_ms, self.admit_protected(w, hash));
+            if let Some(old) = self.index.insert(hash, entry) {
                 self.unaccount(old.loc);
             }
             offset += len;
@@ -946,6 +962,8 @@ impl Inner {
         };
         self.dir.write_meta(&meta).map_err(|e| self.fail(e))?;
         self.index.clear();
+        w.ghosts.clear();
+        w.filling = true;
         self.live_bytes.store(0, Ordering::Relaxed);
         // Every segment goes, the active one too; the next write starts a new one.
         w.active = None;

@@ -1,0 +1,113 @@
+//! Hit ratios of the file tier and the memory tier against `quick_cache`, moka and LRU at the same
+//! capacity, on a real trace and on synthetic loops, scans and zipf:
+//!
+//! ```text
+//! cargo run --release --example hit_ratios [TRACE...]
+//! ```
+//!
+//! Each `TRACE` is a decompressed cache2k trace (4-byte big-endian keys, e.g.
+//! `xz -dc cache2k_web12.trace.xz > web12.trace`); without one, the web12 slice in `tests/traces/`
+//! is used. cache2k traces: Copyright headissue GmbH, Jens Wilke, CC BY 4.0 (see
+//! `tests/traces/README.md`). Capacities of a trace are 1%, 10% and 25% of its distinct keys.
+//! Every cache is demand-filled (a miss inserts the key); the file tier holds 1 MiB with values
+//! sized for the capacity, and the others get the number of entries it really holds.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+#[path = "../tests/policy_sim/mod.rs"]
+mod policy_sim;
+
+use policy_sim::{
+    compare, distinct, loop_pattern, read_cache2k_trace, scan_pattern, web12_slice, zipf_pattern, Row,
+};
+
+fn print_row(name: &str, share: &str, row: &Row) {
+    println!(
+        "| {name:<22} | {share:>5} | {:>6} | {:>6.2} | {:>6.2} | {:>11.2} | {:>6.2} | {:>6.2} |",
+        row.capacity, row.file, row.memory, row.quick_cache, row.moka, row.lru
+    );
+}
+
+fn main() {
+    let mut traces: Vec<(String, Vec<u32>)> = std::env::args()
+        .skip(1)
+        .map(|path| {
+            let p = std::path::Path::new(&path);
+            let name = p
+                .file_stem()
+                .map_or(path.clone(), |s| s.to_string_lossy().into_owned());
+            (name, read_cache2k_trace(p).expect("readable trace"))
+        })
+        .collect();
+    if traces.is_empty() {
+        traces.push(("web12 (slice 30k)".into(), web12_slice()));
+    }
+    println!("| pattern                | cap % | cap    | file   | memory | quick_cache | moka   | LRU    |");
+    println!("|------------------------|-------|--------|--------|--------|-------------|--------|--------|");
+    let mut sums = [0.0f64; 5];
+    let mut n = 0.0;
+    let mut add = |row: &Row| {
+        for (s, v) in sums
+            .iter_mut()
+            .zip([row.file, row.memory, row.quick_cache, row.moka, row.lru])
+        {
+            *s += v;
+        }
+        n += 1.0;
+    };
+    for (name, trace) in &traces {
+        let keys = distinct(trace);
+        for pct in [1, 10, 25] {
+            let row = compare(trace, (keys * pct / 100).max(8), 1, true);
+            print_row(name, &format!("{pct}%"), &row);
+            add(&row);
+        }
+    }
+    let synthetic: Vec<(&str, Vec<u32>, Vec<usize>)> = vec![
+        ("loop 2000 x10", loop_pattern(2_000, 10), vec![1_000, 1_500]),
+        ("loop 5000 x6", loop_pattern(5_000, 6), vec![1_000]),
+        (
+            "scan 2/3 + hot 500",
+            scan_pattern(500, 2.0 / 3.0, 60_000, 7),
+            vec![1_000],
+        ),
+        (
+            "scan 1/2 + hot 800",
+            scan_pattern(800, 0.5, 60_000, 8),
+            vec![1_000],
+        ),
+        (
+            "zipf 0.99 10k keys",
+            zipf_pattern(10_000, 0.99, 100_000, 9),
+            vec![500, 2_000],
+        ),
+        (
+            "zipf 0.7 10k keys",
+            zipf_pattern(10_000, 0.7, 100_000, 10),
+            vec![1_000],
+        ),
+    ];
+    for (name, trace, capacities) in &synthetic {
+        let keys = distinct(trace);
+        for &cap in capacities {
+            let row = compare(trace, cap, 1, true);
+            print_row(name, &format!("{}%", cap * 100 / keys), &row);
+            add(&row);
+        }
+    }
+    println!(
+        "| {:<22} | {:>5} | {:>6} | {:>6.2} | {:>6.2} | {:>11.2} | {:>6.2} | {:>6.2} |",
+        "average",
+        "",
+        "",
+        sums[0] / n,
+        sums[1] / n,
+        sums[2] / n,
+        sums[3] / n,
+        sums[4] / n
+    );
+}

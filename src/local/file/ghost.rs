@@ -1,0 +1,148 @@
+//! Ghost keys: which keys were evicted recently without having been read, in one to two bytes of
+//! RAM per cached entry (two generations of half the entries each, at 8 bits per key rounded up to
+//! a power of two).
+//!
+//! Part of the scan resistance of the size bound (see `maintenance`): a key written again soon
+//! after it was evicted as a one-off is not a one-off, and enters the protected class at once, as
+//! S3-FIFO's ghost queue admits it to its main queue. The set only needs "probably evicted
+//! lately", so it is two Bloom filters of the index's key hashes, the newer taking insertions and
+//! the older dropped when the newer is full: a key stays a ghost for the last one to two
+//! generations of evictions. A false positive (about 3%) only protects a key that did not earn it.
+//! Nothing here is written to disk: after a restart the ghosts are gone, which costs a few hits.
+
+/// Bits per key in a generation's filter (with three probes: about 3% false positives).
+const BITS_PER_KEY: usize = 8;
+/// Smallest generation, so a small store still remembers a few evictions.
+const MIN_GENERATION: usize = 64;
+
+/// Recently evicted key hashes; see the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Ghosts {
+    newer: Bloom,
+    older: Bloom,
+}
+
+impl Ghosts {
+    /// Whether `hash` was (probably) evicted lately.
+    pub(crate) fn contains(&self, hash: u64) -> bool {
+        self.newer.contains(hash) || self.older.contains(hash)
+    }
+
+    /// Remembers an evicted `hash`. `generation` is how many evictions a generation holds (the
+    /// caller sizes it from the entries the store holds); it applies from the next generation on.
+    pub(crate) fn insert(&mut self, hash: u64, generation: usize) {
+        if self.newer.inserted >= self.newer.capacity {
+            self.older = std::mem::replace(&mut self.newer, Bloom::new(generation.max(MIN_GENERATION)));
+        }
+        self.newer.insert(hash);
+    }
+
+    /// Forgets every ghost (the store was cleared).
+    pub(crate) fn clear(&mut self) {
+        *self = Ghosts::default();
+    }
+
+    /// Bytes of RAM the filters take.
+    #[cfg(test)]
+    pub(crate) fn ram_bytes(&self) -> usize {
+        (self.newer.bits.len() + self.older.bits.len()) * 8
+    }
+}
+
+/// One generation: a Bloom filter over 64-bit hashes (already random: aHash with a per-process
+/// seed), probed at three positions derived from the two halves of the hash.
+#[derive(Debug, Default)]
+struct Bloom {
+    bits: Vec<u64>,
+    inserted: usize,
+    capacity: usize,
+}
+
+impl Bloom {
+    fn new(capacity: usize) -> Bloom {
+        let words = (capacity * BITS_PER_KEY).next_power_of_two().div_ceil(64);
+        Bloom {
+            bits: vec![0; words],
+            inserted: 0,
+            capacity,
+        }
+    }
+
+    /// (word, bit mask) of each of the three probes. The filter is not empty and its bit count
+    /// is a power of two.
+    fn probes(&self, hash: u64) -> [(usize, u64); 3] {
+        let mask = (self.bits.len() * 64) as u64 - 1;
+        let (lo, hi) = (hash, (hash >> 32) | 1);
+        [0u64, 1, 2].map(|i| {
+            let bit = lo.wrapping_add(i.wrapping_mul(hi)) & mask;
+            ((bit / 64) as usize, 1u64 << (bit % 64))
+        })
+    }
+
+    fn insert(&mut self, hash: u64) {
+        if self.bits.is_empty() {
+            return;
+        }
+        for (word, bit) in self.probes(hash) {
+            if let Some(w) = self.bits.get_mut(word) {
+                *w |= bit;
+            }
+        }
+        self.inserted += 1;
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        !self.bits.is_empty()
+            && self
+                .probes(hash)
+                .iter()
+                .all(|&(word, bit)| self.bits.get(word).is_some_and(|w| w & bit != 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(i: u64) -> u64 {
+        ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(i)
+    }
+
+    #[test]
+    fn a_ghost_is_remembered_for_one_to_two_generations_then_forgotten() {
+        let mut g = Ghosts::default();
+        assert!(!g.contains(hash(0)));
+        for i in 0..100 {
+            g.insert(hash(i), 100);
+        }
+        // One full generation: all remembered.
+        assert!((0..100).all(|i| g.contains(hash(i))));
+        for i in 100..200 {
+            g.insert(hash(i), 100);
+        }
+        assert!((0..200).all(|i| g.contains(hash(i))));
+        for i in 200..300 {
+            g.insert(hash(i), 100);
+        }
+        // The first generation was dropped: only false positives remain of it.
+        let remembered = (0..100).filter(|&i| g.contains(hash(i))).count();
+        assert!(
+            remembered < 10,
+            "{remembered} of 100 forgotten ghosts still found"
+        );
+        g.clear();
+        assert!(!g.contains(hash(250)));
+    }
+
+    #[test]
+    fn false_positives_stay_near_three_percent_and_ram_near_a_byte_per_ghost() {
+        let mut g = Ghosts::default();
+        for i in 0..10_000 {
+            g.insert(hash(i), 10_000);
+        }
+        let false_hits = (1_000_000..1_100_000).filter(|&i| g.contains(hash(i))).count();
+        assert!(false_hits < 6_000, "{false_hits} false positives in 100k");
+        // Two generations of 10k ghosts at 8 bits each, rounded up to a power of two.
+        assert!(g.ram_bytes() <= 2 * 16_384, "{}", g.ram_bytes());
+    }
+}

@@ -1,0 +1,351 @@
+//! Hit-ratio simulation shared by `tests/hit_ratio.rs` and `examples/hit_ratios.rs`: access
+//! patterns (a real trace slice, loops, scans, zipf), and the caches compared on them, all
+//! demand-filled (a miss inserts the key).
+//!
+//! The trace slice is cache2k web12 (Copyright headissue GmbH, Jens Wilke; CC BY 4.0): see
+//! `tests/traces/README.md` and `tests/traces/cache2k_LICENSE.txt`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::time::Duration;
+
+use uno_cache::{Durability, FileStore, FileStoreOptions, MemoryStore, Storage};
+
+/// The first 30,000 accesses of cache2k web12, one little-endian `u16` key each.
+pub const WEB12_SLICE: &[u8] = include_bytes!("../traces/cache2k_web12_head30k.u16le");
+
+/// The web12 slice as keys.
+pub fn web12_slice() -> Vec<u32> {
+    WEB12_SLICE
+        .chunks_exact(2)
+        .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+        .collect()
+}
+
+/// A trace file in the cache2k format (4-byte big-endian keys), decompressed.
+pub fn read_cache2k_trace(path: &std::path::Path) -> std::io::Result<Vec<u32>> {
+    let bytes = std::fs::read(path)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Distinct keys of a trace.
+pub fn distinct(trace: &[u32]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    trace.iter().filter(|k| seen.insert(**k)).count()
+}
+
+/// A small deterministic generator (splitmix64), so patterns are the same on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `passes` passes over keys `0..keys` in order: LRU and FIFO get nothing once `keys` exceeds
+/// the capacity; the best possible keeps a fixed part.
+pub fn loop_pattern(keys: u32, passes: u32) -> Vec<u32> {
+    (0..passes).flat_map(|_| 0..keys).collect()
+}
+
+/// A hot set of `hot` keys (read uniformly) mixed with a one-pass scan of keys never seen again:
+/// each access is a scan key with probability `scan_share`. A policy that lets the scan flush
+/// the hot set loses most of its hits.
+pub fn scan_pattern(hot: u32, scan_share: f64, len: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    let mut next_scan = hot;
+    (0..len)
+        .map(|_| {
+            if rng.unit() < scan_share {
+                next_scan += 1;
+                next_scan
+            } else {
+                rng.below(u64::from(hot)) as u32
+            }
+        })
+        .collect()
+}
+
+/// Zipf(`s`) over `keys` keys, hottest first.
+pub fn zipf_pattern(keys: u32, s: f64, len: usize, seed: u64) -> Vec<u32> {
+    let mut cdf = Vec::with_capacity(keys as usize);
+    let mut total = 0.0;
+    for i in 1..=keys {
+        total += 1.0 / f64::from(i).powf(s);
+        cdf.push(total);
+    }
+    let mut rng = Rng::new(seed);
+    (0..len)
+        .map(|_| {
+            let x = rng.unit() * total;
+            cdf.partition_point(|&c| c < x) as u32
+        })
+        .collect()
+}
+
+/// A demand-filled cache: `access` returns whether the key was a hit, and inserts it if not.
+pub trait Policy {
+    fn access(&mut self, key: u32) -> bool;
+}
+
+/// Hit ratio in percent of `policy` on `trace`.
+pub fn hit_ratio(policy: &mut dyn Policy, trace: &[u32]) -> f64 {
+    let hits = trace.iter().filter(|&&k| policy.access(k)).count();
+    100.0 * hits as f64 / trace.len().max(1) as f64
+}
+
+/// Textbook LRU (hash map + doubly linked list in a vector).
+pub struct Lru {
+    capacity: usize,
+    map: HashMap<u32, usize, BuildHasherDefault<std::hash::DefaultHasher>>,
+    nodes: Vec<(u32, usize, usize)>,
+    head: usize,
+}
+
+const NIL: usize = usize::MAX;
+
+impl Lru {
+    pub fn new(capacity: usize) -> Lru {
+        Lru {
+            capacity,
+            map: HashMap::default(),
+            nodes: Vec::new(),
+            head: NIL,
+        }
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (_, prev, next) = self.nodes[i];
+        if next == i {
+            self.head = NIL;
+            return;
+        }
+        self.nodes[prev].2 = next;
+        self.nodes[next].1 = prev;
+        if self.head == i {
+            self.head = next;
+        }
+    }
+
+    /// Links `i` as the most recent (just before the head, which is the least recent).
+    fn push_front(&mut self, i: usize) {
+        if self.head == NIL {
+            self.nodes[i].1 = i;
+            self.nodes[i].2 = i;
+            self.head = i;
+            return;
+        }
+        let head = self.head;
+        let tail = self.nodes[head].1;
+        self.nodes[i].1 = tail;
+        self.nodes[i].2 = head;
+        self.nodes[tail].2 = i;
+        self.nodes[head].1 = i;
+    }
+}
+
+impl Policy for Lru {
+    fn access(&mut self, key: u32) -> bool {
+        if let Some(&i) = self.map.get(&key) {
+            self.unlink(i);
+            self.push_front(i);
+            return true;
+        }
+        let i = if self.map.len() >= self.capacity {
+            let lru = self.head;
+            self.unlink(lru);
+            self.map.remove(&self.nodes[lru].0);
+            self.nodes[lru].0 = key;
+            lru
+        } else {
+            self.nodes.push((key, NIL, NIL));
+            self.nodes.len() - 1
+        };
+        self.map.insert(key, i);
+        self.push_front(i);
+        false
+    }
+}
+
+/// `quick_cache` used directly (plain `insert`), the reference for the memory tier.
+pub struct QuickCache(quick_cache::sync::Cache<u32, ()>);
+
+impl QuickCache {
+    pub fn new(capacity: usize) -> QuickCache {
+        QuickCache(quick_cache::sync::Cache::new(capacity))
+    }
+}
+
+impl Policy for QuickCache {
+    fn access(&mut self, key: u32) -> bool {
+        if self.0.get(&key).is_some() {
+            return true;
+        }
+        self.0.insert(key, ());
+        false
+    }
+}
+
+/// moka (sync), with its pending maintenance run on every miss so it holds its bound.
+pub struct Moka(moka::sync::Cache<u32, ()>);
+
+impl Moka {
+    pub fn new(capacity: usize) -> Moka {
+        Moka(moka::sync::Cache::new(capacity as u64))
+    }
+}
+
+impl Policy for Moka {
+    fn access(&mut self, key: u32) -> bool {
+        if self.0.get(&key).is_some() {
+            return true;
+        }
+        self.0.insert(key, ());
+        self.0.run_pending_tasks();
+        false
+    }
+}
+
+/// The memory tier through the `Storage` trait.
+pub struct MemoryTier(MemoryStore);
+
+impl MemoryTier {
+    pub fn new(capacity: usize) -> MemoryTier {
+        MemoryTier(MemoryStore::new(capacity as u64).unwrap())
+    }
+}
+
+fn key_name(key: u32) -> String {
+    format!("k{key}")
+}
+
+impl Policy for MemoryTier {
+    fn access(&mut self, key: u32) -> bool {
+        let name = key_name(key);
+        if self.0.get(&name).unwrap().is_some() {
+            return true;
+        }
+        self.0.set(&name, b"v", None).unwrap();
+        false
+    }
+}
+
+/// The file tier: a store bounded to `max_size_mb` with values sized so that about `capacity`
+/// entries fit. [`FileTier::capacity`] is how many it really holds: distinct keys written before
+/// the first eviction, the capacity the other caches are given.
+pub struct FileTier {
+    store: FileStore,
+    value: Vec<u8>,
+    capacity: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl FileTier {
+    pub fn new(capacity: usize, max_size_mb: u64) -> FileTier {
+        let bytes = max_size_mb * 1024 * 1024;
+        // Record header, key and hint entry take about 80 bytes.
+        let value_len = (bytes / capacity.max(1) as u64).saturating_sub(80).max(1) as usize;
+        let value = vec![0x5a; value_len];
+        let capacity = Self::measure(max_size_mb, &value);
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), Self::options(max_size_mb)).unwrap();
+        FileTier {
+            store,
+            value,
+            capacity,
+            _dir: dir,
+        }
+    }
+
+    fn options(max_size_mb: u64) -> FileStoreOptions {
+        FileStoreOptions::default()
+            .max_size_mb(max_size_mb)
+            .durability(Durability::None)
+            .background_threads(false)
+            .compaction_interval(Duration::from_secs(3600))
+    }
+
+    /// Distinct keys held when the first eviction happens.
+    fn measure(max_size_mb: u64, value: &[u8]) -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), Self::options(max_size_mb)).unwrap();
+        let mut i = 0u32;
+        loop {
+            let before = store.stats().live_items;
+            store.set(&key_name(u32::MAX - i), value, None).unwrap();
+            if store.stats().evictions > 0 {
+                return before as usize;
+            }
+            i += 1;
+        }
+    }
+
+    /// Entries the store holds (see the type's docs).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+impl Policy for FileTier {
+    fn access(&mut self, key: u32) -> bool {
+        let name = key_name(key);
+        if self.store.get(&name).unwrap().is_some() {
+            return true;
+        }
+        self.store.set(&name, &self.value, None).unwrap();
+        false
+    }
+}
+
+/// Hit ratios of every cache on one pattern at one capacity.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    pub capacity: usize,
+    pub file: f64,
+    pub memory: f64,
+    pub quick_cache: f64,
+    pub moka: f64,
+    pub lru: f64,
+}
+
+/// Runs every cache on `trace` with about `capacity` entries (the file tier's measured capacity
+/// is given to the others). `with_moka`: moka is the slowest to simulate, so the test skips it.
+pub fn compare(trace: &[u32], capacity: usize, max_size_mb: u64, with_moka: bool) -> Row {
+    let mut file = FileTier::new(capacity, max_size_mb);
+    let capacity = file.capacity();
+    Row {
+        capacity,
+        file: hit_ratio(&mut file, trace),
+        memory: hit_ratio(&mut MemoryTier::new(capacity), trace),
+        quick_cache: hit_ratio(&mut QuickCache::new(capacity), trace),
+        moka: if with_moka {
+            hit_ratio(&mut Moka::new(capacity), trace)
+        } else {
+            f64::NAN
+        },
+        lru: hit_ratio(&mut Lru::new(capacity), trace),
+    }
+}
