@@ -50,12 +50,14 @@ impl std::fmt::Display for HeaderError {
 }
 
 /// Writes the magic and the version at the start of `buf`.
+#[inline]
 pub(crate) fn put_magic_version(buf: &mut [u8], magic: &[u8; 8], version: u16) {
     put(buf, MAGIC_AT, magic);
     put(buf, VERSION_AT, &version.to_le_bytes());
 }
 
 /// Writes at `crc_at` the CRC of the bytes before it.
+#[inline]
 pub(crate) fn seal(buf: &mut [u8], crc_at: usize) {
     let crc = crc32fast::hash(buf.get(..crc_at).unwrap_or_default());
     put(buf, crc_at, &crc.to_le_bytes());
@@ -112,6 +114,7 @@ pub(crate) struct Fields {
 
 impl Fields {
     /// Reads the fields at the start of `header`; `None` if it is shorter than a record header.
+    #[inline]
     pub(crate) fn read(header: &[u8]) -> Option<Fields> {
         let header = header.get(..RECORD_HEADER_LEN)?;
         Some(Fields {
@@ -125,12 +128,14 @@ impl Fields {
     }
 
     /// Total length of the record these fields describe.
+    #[inline]
     pub(crate) fn record_len(&self) -> usize {
         record_len(self.key_len, self.value_len)
     }
 }
 
 /// Total encoded length of a record.
+#[inline]
 pub(crate) fn record_len(key_len: usize, value_len: usize) -> usize {
     RECORD_HEADER_LEN + key_len + value_len
 }
@@ -138,6 +143,7 @@ pub(crate) fn record_len(key_len: usize, value_len: usize) -> usize {
 /// A record's CRC: CRC-32 of `seed` (the segment's salt, or the log's id, little-endian)
 /// followed by the record's bytes after the CRC field. The seed keeps a record copied into a
 /// value, or from another file, from checking out where it was not written.
+#[inline]
 pub(crate) fn record_crc(seed: &[u8], after_crc: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(seed);
@@ -157,6 +163,7 @@ pub(crate) struct Record<'a> {
 
 /// Appends one encoded record to `out`, its CRC seeded with `seed`. The caller has validated the
 /// key and value lengths (they must fit u16 and u32).
+#[inline]
 pub(crate) fn encode_record(out: &mut Vec<u8>, seed: &[u8], record: &Record<'_>) {
     let start = out.len();
     let key_len = u16::try_from(record.key.len()).unwrap_or(u16::MAX);

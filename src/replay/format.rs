@@ -103,6 +103,7 @@ impl Kind {
 }
 
 /// Total encoded length of a record.
+#[inline]
 pub fn record_len(key_len: usize, value_len: usize) -> usize {
     frame::record_len(key_len, value_len)
 }
@@ -122,6 +123,7 @@ pub struct RecordRef<'a> {
 
 /// Appends one encoded record to `out`. The caller has validated the key and value lengths (a
 /// key of at most [`MAX_KEY_LEN`] bytes, a value of at most `u32::MAX` bytes).
+#[inline]
 pub fn encode_record(out: &mut Vec<u8>, log_id: u64, record: &RecordRef<'_>) {
     let framed = frame::Record {
         kind: record.kind as u8,
@@ -173,6 +175,7 @@ fn check_fields(f: &Fields) -> Result<Kind, &'static str> {
 }
 
 /// Decodes the record at the start of `buf`, verifying its checksum against `log_id`.
+#[inline]
 pub fn decode_record(buf: &[u8], log_id: u64) -> Decoded<'_> {
     match frame::decode_record(buf, &log_id.to_le_bytes(), check_fields) {
         Framed::Record {

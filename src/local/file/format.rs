@@ -168,6 +168,7 @@ impl Kind {
 }
 
 /// Total encoded length of a record.
+#[inline]
 pub fn record_len(key_len: usize, value_len: usize) -> usize {
     frame::record_len(key_len, value_len)
 }
@@ -184,6 +185,7 @@ pub struct RecordRef<'a> {
 }
 
 /// Appends one encoded record to `out`. The caller has validated the key and value lengths.
+#[inline]
 pub fn encode_record(
     out: &mut Vec<u8>,
     salt: u32,
@@ -217,6 +219,7 @@ pub enum Decoded<'a> {
 }
 
 /// Decodes the record at the start of `buf`, verifying its checksum against the segment's salt.
+#[inline]
 pub fn decode_record(buf: &[u8], salt: u32) -> Decoded<'_> {
     match frame::decode_record(buf, &salt.to_le_bytes(), check_fields) {
         Framed::Record {
@@ -275,6 +278,7 @@ pub struct RecordHeader {
 }
 
 /// Reads the header at the start of `buf`; `None` if it is short or implausible.
+#[inline]
 pub fn peek_record_header(buf: &[u8]) -> Option<RecordHeader> {
     let f = Fields::read(buf)?;
     let kind = Kind::from_byte(f.kind)?;
@@ -443,6 +447,7 @@ const HE_EXPIRES_AT: usize = HE_SEQ_AT + 8;
 pub const HINT_ENTRY_LEN: usize = HE_EXPIRES_AT + 8;
 /// Bytes a record takes on disk with its entry in the segment's hint file: what the size bound
 /// counts for it.
+#[inline]
 pub fn stored_len(key_len: usize, value_len: usize) -> u64 {
     (record_len(key_len, value_len) + HINT_ENTRY_LEN + key_len) as u64
 }
