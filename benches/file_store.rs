@@ -1,7 +1,7 @@
 //! File-store benchmarks: uno-cache's `FileStore` against redb, in the same process and run.
 //!
 //! The scenario is a cache user: one key per operation, no batching unless a line says so. Each
-//! comparison prints one line (the shape DESIGN.md fixes):
+//! comparison prints one line (the shape docs/design.md, "Measuring", fixes):
 //!
 //! `bench: file_get_hit ours=2.1e6 ops/s redb=9.0e5 ops/s ratio=2.33`
 //!

@@ -31,8 +31,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
+use crate::durability::Durability;
 use crate::error::{Error, Result};
-use crate::local::file::Durability;
 use crate::replay::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 
 /// Where the file and redb levels keep their data when `local.path` is not set: `uno-cache-data`

@@ -55,16 +55,29 @@
 //! | `invalidation/`      | [`Backplane`]: cross-process L1 invalidation on pub/sub            |
 //! | `clock`              | wall-clock time, injectable for tests                              |
 //! | `error`              | [`Error`], one enum with context for every failure                 |
+//! | `keys`               | key rules ([`MAX_KEY_LEN`], empty keys, zero TTLs) every level shares |
+//! | `durability`         | [`Durability`]: when writes reach stable storage                   |
+//! | `files`              | the name of every file uno-cache keeps on disk                     |
+//! | `frame`              | header check and record header shared by segments and the replay log |
+//! | `disk/`              | the I/O layer every write goes through; lock file; write latch     |
 //!
-//! The byte layout of every file is specified in `storage-format.md`.
+//! Modules import each other without cycles (`tests/module_graph.rs` checks it): `error`, `keys`,
+//! `durability`, `files`, `frame` and `disk` are at the bottom, the manager at the top.
+//!
+//! The byte layout of every file is specified in `storage-format.md`; the design the code follows
+//! (levels, the read/write/delete rules, ordering, failure handling, threads) in `docs/design.md`.
 
 mod clock;
 mod codec;
 mod config;
 mod disk;
 pub mod distributed;
+mod durability;
 mod error;
+mod files;
+mod frame;
 pub mod invalidation;
+mod keys;
 mod le;
 pub mod local;
 mod manager;
@@ -84,11 +97,13 @@ pub use crate::distributed::{
     BreakerState, BreakerStats, CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions,
     RedisStore,
 };
+pub use crate::durability::Durability;
 pub use crate::error::{Error, KeyProblem, Result};
 pub use crate::invalidation::{Backplane, BackplaneOptions, Invalidation, InvalidationHandler};
+pub use crate::keys::MAX_KEY_LEN;
 pub use crate::local::file::{
-    CompactionReport, Durability, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
-    DEFAULT_MAX_SIZE_MB, FORMAT_VERSION, MAX_KEY_LEN,
+    CompactionReport, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
+    DEFAULT_MAX_SIZE_MB, FORMAT_VERSION,
 };
 pub use crate::local::memory::MemoryStore;
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};

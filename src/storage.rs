@@ -4,8 +4,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use crate::error::{key_for_error, Error, KeyProblem, Result};
-use crate::local::file::MAX_KEY_LEN;
+use crate::error::Result;
+/// The key rules live in `keys` (a bottom module); every level reaches them from here too.
+pub(crate) use crate::keys::{check_key, check_write};
 
 /// A boxed, sendable future: the return type of the trait's async methods (object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -227,34 +228,4 @@ pub trait Storage: Send + Sync + 'static {
     fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(std::future::ready(self.delete_many(keys)))
     }
-}
-
-/// Refuses an empty key or one longer than [`MAX_KEY_LEN`]: the rule every local level and the
-/// replay queue share (network levels map what their server cannot take instead).
-pub(crate) fn check_key(key: &str) -> Result<()> {
-    let problem = if key.is_empty() {
-        KeyProblem::Empty
-    } else if key.len() > MAX_KEY_LEN {
-        KeyProblem::TooLong {
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        }
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidKey {
-        key: key_for_error(key),
-        problem,
-    })
-}
-
-/// [`check_key`], and refuses `Some(Duration::ZERO)` (the trait's contract for `set`).
-pub(crate) fn check_write(key: &str, ttl: Option<Duration>) -> Result<()> {
-    check_key(key)?;
-    if ttl.is_some_and(|t| t.is_zero()) {
-        return Err(Error::ZeroTtl {
-            key: key_for_error(key),
-        });
-    }
-    Ok(())
 }

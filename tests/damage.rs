@@ -753,6 +753,41 @@ fn damaged_metadata_is_a_clear_error() {
 }
 
 #[test]
+fn a_damaged_version_byte_in_the_metadata_is_reported_as_damage_not_as_a_newer_format() {
+    // The version field fails the CRC like any other damaged byte: the error must say the file
+    // is damaged, not send the user looking for a newer uno-cache.
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    small_store(&dir);
+    let meta = dir.join(META_FILE);
+    let mut bytes = fs::read(&meta).unwrap();
+    bytes[8] ^= 0x02; // version 1 -> 3, CRC unchanged
+    fs::write(&meta, &bytes).unwrap();
+    match FileStore::open(&dir, options()) {
+        Err(Error::CorruptMetadata { path, reason }) => {
+            assert_eq!(path, meta);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected CorruptMetadata, got {}", outcome(other)),
+    }
+    assert_eq!(fs::read(&meta).unwrap(), bytes, "a refused file is not rewritten");
+}
+
+#[test]
+fn a_damaged_version_byte_in_a_segment_header_is_damage_not_a_newer_format() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    small_store(&dir);
+    let seg = files_with_ext(&dir, "seg")[0].clone();
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[8] ^= 0x02;
+    fs::write(&seg, &bytes).unwrap();
+    let store = FileStore::open(&dir, options()).unwrap();
+    assert_eq!(store.recovery_report().damaged_segments, 1);
+    store.close().unwrap();
+}
+
+#[test]
 fn verify_reports_records_zeroed_at_the_end_of_a_segment_with_an_intact_hint() {
     // Zeroed trailing records look like a log that ended early, so a scan alone cannot tell; but
     // the hint (and so the index) says the records were there, and verify must say they are gone.

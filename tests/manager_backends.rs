@@ -1,4 +1,4 @@
-//! The multi-level rules of DESIGN.md through `CacheManager` against every real L2 backend —
+//! The multi-level rules of docs/design.md through `CacheManager` against every real L2 backend —
 //! a `redis-server`, a `memcached` and a three-node Redis Cluster — not only against the
 //! scripted stand-in of `manager_rules.rs`: per-level TTL caps on write, backfill with the
 //! remaining L2 TTL (read from the envelope) bounded by `local.ttl`, delete from both levels,

@@ -1,4 +1,4 @@
-//! The multi-level rules of DESIGN.md, one test per rule, against a memory L1 and a scripted L2
+//! The multi-level rules of docs/design.md, one test per rule, against a memory L1 and a scripted L2
 //! that logs every call, fails on demand and can hold a call at a gate:
 //! read-through with backfill (TTL bounded by the L2 entry and by `local.ttl`), per-level TTL
 //! caps on write, delete from both levels, batch calls (one L1 pass, one L2 batch), fallback on

@@ -8,9 +8,18 @@
 //! kept. Reads are not routed: they go to the real files (through `pread` or the segment maps),
 //! which always hold what was written, as the page cache does for a running process. In other
 //! builds the hooks are empty and compile away.
+//!
+//! Beside it live the two rules every file of the cache obeys, written once for the file store
+//! and the replay log: the directory's lock file (`lock`) and the write latch after a failed
+//! write or fsync (`latch`).
 
+mod latch;
+mod lock;
 #[cfg(test)]
 pub(crate) mod sim;
+
+pub(crate) use self::latch::WriteLatch;
+pub(crate) use self::lock::LockFile;
 
 use std::fs::{File, OpenOptions};
 

@@ -159,72 +159,8 @@ pub struct InvalidationMessage {
     pub invalidation: Invalidation,
 }
 
-/// Why bytes on the channel are not a valid message. The bytes are counted and ignored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MessageError {
-    /// Fewer bytes than the smallest message.
-    #[error("{len} bytes is shorter than the smallest message ({min} bytes)")]
-    TooShort {
-        /// Length of the payload.
-        len: usize,
-        /// The smallest valid length.
-        min: usize,
-    },
-    /// The payload does not start with `UNOI`: another program publishes on the channel.
-    #[error(
-        "the payload does not start with the magic bytes \"UNOI\"; another program publishes on this channel"
-    )]
-    BadMagic,
-    /// Written by a newer (or unknown) version of the format.
-    #[error("message format version {found}, but this build reads version {supported}; upgrade every instance on the channel")]
-    UnsupportedVersion {
-        /// The version byte found.
-        found: u8,
-        /// The version this build reads.
-        supported: u8,
-    },
-    /// The CRC-32 trailer does not match the bytes: damaged.
-    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
-    BadChecksum {
-        /// The CRC in the trailer.
-        stored: u32,
-        /// The CRC of the bytes.
-        computed: u32,
-    },
-    /// An unknown kind byte.
-    #[error("unknown message kind {0}")]
-    UnknownKind(u8),
-    /// The reserved field is not zero.
-    #[error("reserved field is {0:#06x}, not zero")]
-    ReservedNotZero(u16),
-    /// The string count does not fit the kind (`Prefix` carries one string, `All` none).
-    #[error("a message of kind {kind} cannot carry {count} strings")]
-    BadCount {
-        /// The kind byte.
-        kind: u8,
-        /// The string count found.
-        count: u32,
-    },
-    /// A string's length runs past the end of the message.
-    #[error("string {index} runs past the end of the message")]
-    Truncated {
-        /// Index of the string (from 0).
-        index: usize,
-    },
-    /// A string is not UTF-8.
-    #[error("string {index} is not valid UTF-8")]
-    NotUtf8 {
-        /// Index of the string (from 0).
-        index: usize,
-    },
-    /// Bytes are left between the last string and the CRC.
-    #[error("{count} unexpected bytes after the last string")]
-    TrailingBytes {
-        /// How many.
-        count: usize,
-    },
-}
+/// Defined in `crate::error`, the bottom of the crate, which wraps it in [`Error::InvalidMessage`].
+pub use crate::error::MessageError;
 
 impl InvalidationMessage {
     /// The encoded length in bytes.

@@ -37,13 +37,13 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::clock::{self, Clock, SystemClock};
+use crate::durability::Durability;
 use crate::error::{key_for_error, Error, Result};
-use crate::local::file::Durability;
 use crate::perms;
 use crate::storage::{check_write, Entry, Freshness, Storage, StorageCounters, StorageSize};
 
 /// Name of the database file inside the configured directory.
-pub const REDB_FILE_NAME: &str = "cache.redb";
+pub use crate::files::REDB_FILE_NAME;
 
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 const ORDER: TableDefinition<u64, &str> = TableDefinition::new("order");

@@ -6,7 +6,7 @@
 //! the sync API, the `*_async` one for the async API. L1 is always called directly on the
 //! caller's thread or task, so an L1 hit never crosses a thread, channel or runtime.
 //!
-//! Rules (DESIGN.md, "Read, write, delete"):
+//! Rules (docs/design.md, "Read, write and delete"):
 //! - get: L1 first. Hit → return. Miss, or an L1 error with `fallback_on_error` → L2. L2 hit →
 //!   return and backfill L1 with `min(remaining L2 TTL, local.ttl)` (`local.ttl` if the L2 entry
 //!   has no expiry; no backfill if it has none left), unless a write or delete of the key raced
@@ -649,7 +649,7 @@ impl Shared {
         self.settle_suspect(key, l1_entry, ticket, result)
     }
 
-    /// Revalidation (DESIGN.md, "Faults and the offline mode"): L2 has the same bytes → confirm
+    /// Revalidation (docs/design.md, "Failure handling"): L2 has the same bytes → confirm
     /// the L1 entry; other bytes → replace it; nothing → drop it; L2 unreachable → serve it.
     fn settle_suspect(
         &self,

@@ -2,32 +2,28 @@
 //!
 //! The "Replay log" section of `storage-format.md` is the specification; this module is
 //! its only implementation. All integers are little-endian. Offsets are named consts chained by
-//! size, so a layout change shows up as a diff here and in the document together.
+//! size, so a layout change shows up as a diff here and in the document together. The record
+//! header and the header check (magic, CRC, version) are the file store's, from `crate::frame`.
 
-use crate::le::{bytes, put, u16_at, u32_at, u64_at};
+use crate::frame::{self, Fields, Framed};
+use crate::le::{put, u64_at};
 use std::ops::Range;
 
-use crate::local::file::MAX_KEY_LEN;
+pub use crate::frame::HeaderError;
+
+use crate::keys::MAX_KEY_LEN;
 
 /// Current version of the replay log format, written into its header.
 pub const REPLAY_FORMAT_VERSION: u16 = 1;
 
-/// The replay log.
-pub const LOG_FILE: &str = "replay.log";
-/// A compacted log being written; renamed over [`LOG_FILE`] when complete, deleted at open.
-pub const LOG_NEW_FILE: &str = "replay.log.new";
-/// Where a log whose header is damaged is moved aside (replacing an older one).
-pub const LOG_DAMAGED_FILE: &str = "replay.log.damaged";
-/// Lock file held (advisory `flock`) while a queue is open.
-pub const LOCK_FILE: &str = "replay.lock";
+/// The queue's file names live with every other on-disk name in `crate::files`.
+pub use crate::files::{LOG_DAMAGED_FILE, LOG_FILE, LOG_NEW_FILE, REPLAY_LOCK_FILE as LOCK_FILE};
 
 /// Magic bytes at the start of the log.
 pub const LOG_MAGIC: [u8; 8] = *b"UNOCRPLY";
 
 // ---- header --------------------------------------------------------------------------------
-const HDR_MAGIC_AT: usize = 0;
-const HDR_VERSION_AT: usize = HDR_MAGIC_AT + 8;
-const HDR_RESERVED_AT: usize = HDR_VERSION_AT + 2;
+const HDR_RESERVED_AT: usize = frame::AFTER_VERSION_AT;
 const HDR_LOG_ID_AT: usize = HDR_RESERVED_AT + 6;
 const HDR_NEXT_SEQ_AT: usize = HDR_LOG_ID_AT + 8;
 const HDR_CRC_AT: usize = HDR_NEXT_SEQ_AT + 8;
@@ -45,61 +41,20 @@ pub struct Header {
     pub next_seq: u64,
 }
 
-/// Why a header was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderError {
-    /// Shorter than the header.
-    Short,
-    /// Wrong magic bytes.
-    Magic,
-    /// Checksum mismatch.
-    Crc,
-    /// The checksum is right but the version is not one this build reads.
-    Version(u16),
-    /// A reserved byte is not zero.
-    Reserved,
-}
-
-impl std::fmt::Display for HeaderError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HeaderError::Short => f.write_str("file is shorter than its header"),
-            HeaderError::Magic => f.write_str("wrong magic bytes"),
-            HeaderError::Crc => f.write_str("header checksum mismatch"),
-            HeaderError::Version(v) => write!(f, "unsupported replay log version {v}"),
-            HeaderError::Reserved => f.write_str("reserved header bytes are not zero"),
-        }
-    }
-}
-
 /// Encodes the header.
 pub fn encode_header(header: &Header) -> [u8; HEADER_LEN] {
     let mut buf = [0u8; HEADER_LEN];
-    put(&mut buf, HDR_MAGIC_AT, &LOG_MAGIC);
-    put(&mut buf, HDR_VERSION_AT, &REPLAY_FORMAT_VERSION.to_le_bytes());
+    frame::put_magic_version(&mut buf, &LOG_MAGIC, REPLAY_FORMAT_VERSION);
     put(&mut buf, HDR_LOG_ID_AT, &header.log_id.to_le_bytes());
     put(&mut buf, HDR_NEXT_SEQ_AT, &header.next_seq.to_le_bytes());
-    let crc = crc32fast::hash(buf.get(..HDR_CRC_AT).unwrap_or_default());
-    put(&mut buf, HDR_CRC_AT, &crc.to_le_bytes());
+    frame::seal(&mut buf, HDR_CRC_AT);
     buf
 }
 
 /// Decodes and checks the header: magic, then checksum, then version (so a damaged version
 /// field is damage, not a newer format).
 pub fn decode_header(buf: &[u8]) -> Result<Header, HeaderError> {
-    if buf.len() < HEADER_LEN {
-        return Err(HeaderError::Short);
-    }
-    if bytes::<8>(buf, HDR_MAGIC_AT) != Some(LOG_MAGIC) {
-        return Err(HeaderError::Magic);
-    }
-    if crc32fast::hash(buf.get(..HDR_CRC_AT).unwrap_or_default()) != u32_at(buf, HDR_CRC_AT) {
-        return Err(HeaderError::Crc);
-    }
-    let version = u16_at(buf, HDR_VERSION_AT);
-    if version != REPLAY_FORMAT_VERSION {
-        return Err(HeaderError::Version(version));
-    }
+    frame::check_header(buf, HEADER_LEN, &LOG_MAGIC, HDR_CRC_AT, REPLAY_FORMAT_VERSION)?;
     if buf
         .get(HDR_RESERVED_AT..HDR_LOG_ID_AT)
         .is_none_or(|r| r.iter().any(|&b| b != 0))
@@ -112,16 +67,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, HeaderError> {
     })
 }
 
-// ---- record --------------------------------------------------------------------------------
-const REC_CRC_AT: usize = 0;
-const REC_KIND_AT: usize = REC_CRC_AT + 4;
-const REC_FLAGS_AT: usize = REC_KIND_AT + 1;
-const REC_KEY_LEN_AT: usize = REC_FLAGS_AT + 1;
-const REC_VALUE_LEN_AT: usize = REC_KEY_LEN_AT + 2;
-const REC_SEQ_AT: usize = REC_VALUE_LEN_AT + 4;
-const REC_EXPIRES_AT: usize = REC_SEQ_AT + 8;
-/// Length of a record header; the key follows it, then the value.
-pub const RECORD_HEADER_LEN: usize = REC_EXPIRES_AT + 8;
+// ---- record (the header layout is `crate::frame`'s) -------------------------------------------
 
 /// What a record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,8 +103,9 @@ impl Kind {
 }
 
 /// Total encoded length of a record.
+#[inline]
 pub fn record_len(key_len: usize, value_len: usize) -> usize {
-    RECORD_HEADER_LEN + key_len + value_len
+    frame::record_len(key_len, value_len)
 }
 
 /// The fields of one record, borrowed from the buffer it was decoded from.
@@ -174,33 +121,18 @@ pub struct RecordRef<'a> {
     pub value: &'a [u8],
 }
 
-/// The CRC of a record: CRC-32 of the 8-byte log id followed by the record from its kind byte on.
-fn record_crc(log_id: u64, body: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&log_id.to_le_bytes());
-    hasher.update(body);
-    hasher.finalize()
-}
-
 /// Appends one encoded record to `out`. The caller has validated the key and value lengths (a
 /// key of at most [`MAX_KEY_LEN`] bytes, a value of at most `u32::MAX` bytes).
+#[inline]
 pub fn encode_record(out: &mut Vec<u8>, log_id: u64, record: &RecordRef<'_>) {
-    let start = out.len();
-    let key_len = u16::try_from(record.key.len()).unwrap_or(u16::MAX);
-    let value_len = u32::try_from(record.value.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&[0u8; 4]);
-    out.push(record.kind as u8);
-    out.push(0);
-    out.extend_from_slice(&key_len.to_le_bytes());
-    out.extend_from_slice(&value_len.to_le_bytes());
-    out.extend_from_slice(&record.seq.to_le_bytes());
-    out.extend_from_slice(&record.expires_at_ms.to_le_bytes());
-    out.extend_from_slice(record.key.as_bytes());
-    out.extend_from_slice(record.value);
-    let crc = record_crc(log_id, out.get(start + REC_KIND_AT..).unwrap_or_default());
-    if let Some(slot) = out.get_mut(start..start + 4) {
-        slot.copy_from_slice(&crc.to_le_bytes());
-    }
+    let framed = frame::Record {
+        kind: record.kind as u8,
+        seq: record.seq,
+        expires_at_ms: record.expires_at_ms,
+        key: record.key,
+        value: record.value,
+    };
+    frame::encode_record(out, &log_id.to_le_bytes(), &framed);
 }
 
 /// The outcome of decoding at one offset.
@@ -216,71 +148,57 @@ pub enum Decoded<'a> {
     Invalid(&'static str),
 }
 
-/// Checks the fixed part of a record header; returns the kind and the total length.
-fn check_header(header: &[u8]) -> Result<(Kind, usize, usize), &'static str> {
-    let kind = Kind::from_byte(header.get(REC_KIND_AT).copied().unwrap_or(0)).ok_or("kind")?;
-    if header.get(REC_FLAGS_AT).copied() != Some(0) {
+/// The record rules of the log, on the fields of a header (the table in `storage-format.md`):
+/// a known kind, zero flags, and only the fields that kind uses.
+fn check_fields(f: &Fields) -> Result<Kind, &'static str> {
+    let kind = Kind::from_byte(f.kind).ok_or("kind")?;
+    if f.flags != 0 {
         return Err("flags");
     }
-    let key_len = usize::from(u16_at(header, REC_KEY_LEN_AT));
-    let value_len = u32_at(header, REC_VALUE_LEN_AT) as usize;
     if kind.has_key() {
-        if key_len == 0 || key_len > MAX_KEY_LEN {
+        if f.key_len == 0 || f.key_len > MAX_KEY_LEN {
             return Err("key length");
         }
-    } else if key_len != 0 {
+    } else if f.key_len != 0 {
         return Err("key length");
     }
-    if kind != Kind::Set && value_len != 0 {
+    if kind != Kind::Set && f.value_len != 0 {
         return Err("value length");
     }
-    if kind != Kind::Set && u64_at(header, REC_EXPIRES_AT) != 0 {
+    if kind != Kind::Set && f.expires_at_ms != 0 {
         return Err("expiry");
     }
-    if !matches!(kind, Kind::Set | Kind::Delete | Kind::Ack) && u64_at(header, REC_SEQ_AT) != 0 {
+    if !matches!(kind, Kind::Set | Kind::Delete | Kind::Ack) && f.seq != 0 {
         return Err("seq");
     }
-    Ok((kind, key_len, record_len(key_len, value_len)))
+    Ok(kind)
 }
 
 /// Decodes the record at the start of `buf`, verifying its checksum against `log_id`.
+#[inline]
 pub fn decode_record(buf: &[u8], log_id: u64) -> Decoded<'_> {
-    let Some(header) = buf.get(..RECORD_HEADER_LEN) else {
-        return if buf.iter().all(|&b| b == 0) {
-            Decoded::End
-        } else {
-            Decoded::Incomplete
-        };
-    };
-    if header.iter().all(|&b| b == 0) {
-        return Decoded::End;
-    }
-    let (kind, key_len, len) = match check_header(header) {
-        Ok(fields) => fields,
-        Err(what) => return Decoded::Invalid(what),
-    };
-    let Some(record) = buf.get(..len) else {
-        return Decoded::Incomplete;
-    };
-    if record_crc(log_id, record.get(REC_KIND_AT..).unwrap_or_default()) != u32_at(record, REC_CRC_AT) {
-        return Decoded::Invalid("checksum");
-    }
-    let key_bytes = record
-        .get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len)
-        .unwrap_or_default();
-    let Ok(key) = std::str::from_utf8(key_bytes) else {
-        return Decoded::Invalid("key is not UTF-8");
-    };
-    Decoded::Record(
-        RecordRef {
+    match frame::decode_record(buf, &log_id.to_le_bytes(), check_fields) {
+        Framed::Record {
             kind,
-            seq: u64_at(record, REC_SEQ_AT),
-            expires_at_ms: u64_at(record, REC_EXPIRES_AT),
+            seq,
+            expires_at_ms,
             key,
-            value: record.get(RECORD_HEADER_LEN + key_len..).unwrap_or_default(),
-        },
-        len,
-    )
+            value,
+            len,
+        } => Decoded::Record(
+            RecordRef {
+                kind,
+                seq,
+                expires_at_ms,
+                key,
+                value,
+            },
+            len,
+        ),
+        Framed::End => Decoded::End,
+        Framed::Incomplete => Decoded::Incomplete,
+        Framed::Invalid(what) => Decoded::Invalid(what),
+    }
 }
 
 // ---- scan ----------------------------------------------------------------------------------
@@ -349,8 +267,7 @@ fn resync(buf: &[u8], from: usize, log_id: u64) -> Option<usize> {
     (from..buf.len()).find(|&at| {
         let rest = buf.get(at..).unwrap_or_default();
         // Cheap filters first: a complete header that passes the field checks.
-        rest.get(..RECORD_HEADER_LEN)
-            .is_some_and(|h| check_header(h).is_ok())
+        Fields::read(rest).is_some_and(|f| check_fields(&f).is_ok())
             && matches!(decode_record(rest, log_id), Decoded::Record(..))
     })
 }
@@ -358,6 +275,7 @@ fn resync(buf: &[u8], from: usize, log_id: u64) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::RECORD_HEADER_LEN;
 
     fn set<'a>(seq: u64, key: &'a str, value: &'a [u8]) -> RecordRef<'a> {
         RecordRef {
@@ -379,7 +297,7 @@ mod tests {
         assert_eq!(buf.len(), 36);
         assert_eq!(decode_header(&buf), Ok(header));
         let mut flipped_version = buf;
-        flipped_version[HDR_VERSION_AT] ^= 0x02;
+        flipped_version[frame::VERSION_AT] ^= 0x02;
         assert_eq!(decode_header(&flipped_version), Err(HeaderError::Crc));
         assert_eq!(decode_header(&buf[..HEADER_LEN - 1]), Err(HeaderError::Short));
         let mut other = buf;

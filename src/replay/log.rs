@@ -1,16 +1,16 @@
-//! The log file: the lock, appends with `fdatasync`, atomic rewrites, and the failure latch.
+//! The log file: appends with `fdatasync`, atomic rewrites, and the failure latch (the lock
+//! file and the latch are the file store's, from `crate::disk`).
 
 use std::collections::hash_map::RandomState;
-use std::fs::{self, File, TryLockError};
+use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::{self, Header, LOCK_FILE, LOG_FILE, LOG_NEW_FILE};
-use crate::disk::{Disk, DiskFile};
+use crate::disk::{Disk, DiskFile, LockFile, WriteLatch};
 use crate::error::{Error, Result};
-use crate::perms;
 
 /// A random log id; it seeds the record checksums of one file.
 pub(crate) fn new_log_id() -> u64 {
@@ -25,21 +25,8 @@ pub(crate) fn new_log_id() -> u64 {
 }
 
 /// Takes the queue's lock file in `dir`, creating it with `mode` if missing.
-pub(crate) fn lock(dir: &Path, mode: u32) -> Result<File> {
-    let lock_path = dir.join(LOCK_FILE);
-    let lock = perms::new_file(mode)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| Error::io("open replay lock file", &lock_path, e))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            path: dir.to_owned(),
-            lock: lock_path,
-        }),
-        Err(TryLockError::Error(e)) => Err(Error::io("lock", &lock_path, e)),
-    }
+pub(crate) fn lock(dir: &Path, mode: u32) -> Result<LockFile> {
+    LockFile::acquire(dir, LOCK_FILE, mode, "open replay lock file")
 }
 
 /// fsyncs a directory, making created, renamed and removed names durable.
@@ -59,22 +46,14 @@ pub(crate) struct Log {
     /// Length of the file: where the next record goes.
     len: u64,
     /// The first write or fsync failure; writes are refused once set.
-    failed: Option<String>,
+    latch: WriteLatch,
     /// Permission bits of the log files this queue writes.
     mode: u32,
     /// Held for its flock; unlocked on drop.
-    lock_file: File,
+    _lock: LockFile,
     /// Test hook: the next append's fsync fails.
     #[cfg(test)]
     pub(crate) fail_next_sync: bool,
-}
-
-impl Drop for Log {
-    fn drop(&mut self) {
-        // Explicitly, rather than by closing: a child process forked meanwhile holds a copy of
-        // the descriptor until it execs, and the lock with it.
-        let _ = self.lock_file.unlock();
-    }
 }
 
 impl Log {
@@ -82,7 +61,7 @@ impl Log {
     pub(crate) fn open_existing(
         dir: &Path,
         disk: Disk,
-        lock: File,
+        lock: LockFile,
         log_id: u64,
         len: u64,
         mode: u32,
@@ -98,9 +77,9 @@ impl Log {
             file,
             log_id,
             len,
-            failed: None,
+            latch: WriteLatch::new("replay log"),
             mode,
-            lock_file: lock,
+            _lock: lock,
             #[cfg(test)]
             fail_next_sync: false,
         })
@@ -111,7 +90,7 @@ impl Log {
     pub(crate) fn create(
         dir: &Path,
         disk: Disk,
-        lock: File,
+        lock: LockFile,
         header: &Header,
         body: &[u8],
         mode: u32,
@@ -124,9 +103,9 @@ impl Log {
             file,
             log_id: header.log_id,
             len,
-            failed: None,
+            latch: WriteLatch::new("replay log"),
             mode,
-            lock_file: lock,
+            _lock: lock,
             #[cfg(test)]
             fail_next_sync: false,
         })
@@ -145,26 +124,16 @@ impl Log {
     }
 
     pub(crate) fn failure(&self) -> Option<&str> {
-        self.failed.as_deref()
+        self.latch.cause()
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
-        match &self.failed {
-            Some(cause) => Err(Error::WritesDisabled {
-                path: self.path.clone(),
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.latch.check(&self.path)
     }
 
     /// Latches the log read-only and passes the error on.
-    fn fail(&mut self, error: Error) -> Error {
-        if self.failed.is_none() {
-            self.failed = Some(error.to_string());
-        }
-        tracing::error!(error = %error, "replay log write failed; further writes are refused until reopen");
-        error
+    fn fail(&self, error: Error) -> Error {
+        self.latch.fail(error)
     }
 
     /// Appends encoded records and makes them durable (`fdatasync`) before returning.

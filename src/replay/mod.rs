@@ -147,7 +147,7 @@ use self::log::Log;
 use self::state::{encoded_len, Pending, Slot};
 use crate::clock::Clock;
 use crate::error::{key_for_error, Error, Result};
-use crate::storage::check_key;
+use crate::keys::check_key;
 
 /// The queue is shared between the write path and the replayer.
 const _: fn() = || {

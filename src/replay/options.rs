@@ -6,7 +6,7 @@ use super::format::record_len;
 use crate::clock::{Clock, SystemClock};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::local::file::MAX_KEY_LEN;
+use crate::keys::MAX_KEY_LEN;
 
 /// Default bound on the bytes of pending ops: 64 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;

@@ -1,12 +1,13 @@
 //! The store directory: the ownership check, the exclusive lock, the metadata file, and the
 //! permission bits of everything in it.
 
-use std::fs::{self, File, TryLockError};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, HeaderError, Meta, LOCK_FILE, META_EXT_LEN, META_FILE, META_LEN, TMP_EXT};
-use crate::disk::{Disk, DiskFile};
+use crate::disk::{Disk, DiskFile, LockFile};
 use crate::error::{Error, Result};
+use crate::files::REPLAY_FILES;
 use crate::perms::{self, DEFAULT_FILE_MODE};
 
 /// An open, locked store directory. The lock is released when this is dropped.
@@ -18,15 +19,7 @@ pub(crate) struct LockedDir {
     /// Where every write of the store goes.
     pub(crate) disk: Disk,
     /// Held for its flock; unlocked on drop.
-    lock_file: File,
-}
-
-impl Drop for LockedDir {
-    fn drop(&mut self) {
-        // Explicitly, rather than by closing: a child process forked meanwhile (say, to start a
-        // server) holds a copy of the descriptor until it execs, and the lock with it.
-        let _ = self.lock_file.unlock();
-    }
+    _lock: LockFile,
 }
 
 /// What an opener asks of the settings a directory records.
@@ -66,27 +59,13 @@ impl LockedDir {
             None
         };
         let file_mode = wanted.file_mode.or(recorded_mode).unwrap_or(DEFAULT_FILE_MODE);
-        let lock_path = path.join(LOCK_FILE);
-        let lock = perms::new_file(file_mode)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: path.to_owned(),
-                    lock: lock_path,
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
-        }
+        let lock = LockFile::acquire(path, LOCK_FILE, file_mode, "open lock file")?;
+        let lock_path = lock.path().to_owned();
         let dir = LockedDir {
             path: path.to_owned(),
             file_mode,
             disk,
-            lock_file: lock,
+            _lock: lock,
         };
         let meta = if has_meta {
             let stored = dir.read_meta()?;
@@ -216,18 +195,11 @@ impl LockedDir {
 /// True if the directory holds nothing but files uno-cache itself keeps there (our lock, and the
 /// replay queue, which may have been opened first).
 fn is_empty_but_lock(path: &Path) -> Result<bool> {
-    use crate::replay::format as replay;
-    let ours = [
-        LOCK_FILE,
-        replay::LOG_FILE,
-        replay::LOG_NEW_FILE,
-        replay::LOG_DAMAGED_FILE,
-        replay::LOCK_FILE,
-    ];
     let entries = fs::read_dir(path).map_err(|e| Error::io("list directory", path, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", path, e))?;
-        if !ours.iter().any(|name| entry.file_name() == *name) {
+        let name = entry.file_name();
+        if name != LOCK_FILE && !REPLAY_FILES.iter().any(|ours| name == *ours) {
             return Ok(false);
         }
     }

@@ -2,31 +2,26 @@
 //!
 //! `storage-format.md` at the repository root is the specification; this module is its only
 //! implementation. All integers are little-endian. Offsets are named consts chained by size, so a
-//! layout change shows up as a diff here and in the document together.
+//! layout change shows up as a diff here and in the document together. The record header and the
+//! header check (magic, CRC, version) are shared with the replay log through `crate::frame`.
 
-use crate::le::{bytes, put, u16_at, u32_at, u64_at};
+use crate::frame::{self, Fields, Framed};
+use crate::le::{put, u16_at, u32_at, u64_at};
 use std::ops::Range;
+
+pub use crate::frame::{HeaderError, RECORD_HEADER_LEN};
 
 /// Current on-disk format version, written into every file header.
 pub const FORMAT_VERSION: u16 = 1;
 
-/// Directory metadata file; its presence makes a directory "ours".
-pub const META_FILE: &str = "uno-cache.meta";
-/// Lock file held (advisory `flock`) for as long as a store is open.
-pub const LOCK_FILE: &str = "LOCK";
-/// Segment file extension: `{id:020}.seg`.
-pub const SEGMENT_EXT: &str = "seg";
-/// Hint file extension: `{id:020}.hint`.
-pub const HINT_EXT: &str = "hint";
-/// Temporary files (`*.tmp`) are deleted at open.
-pub const TMP_EXT: &str = "tmp";
+/// The store's file names live with every other on-disk name in `crate::files`.
+pub use crate::files::{HINT_EXT, LOCK_FILE, META_FILE, SEGMENT_EXT, TMP_EXT};
 
 pub const META_MAGIC: [u8; 8] = *b"UNOCMETA";
 pub const SEGMENT_MAGIC: [u8; 8] = *b"UNOCSEG\0";
 pub const HINT_MAGIC: [u8; 8] = *b"UNOCHINT";
 
-/// Longest accepted key in bytes.
-pub const MAX_KEY_LEN: usize = 4096;
+pub use crate::keys::MAX_KEY_LEN;
 /// Largest segment size; record offsets are 32-bit.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 /// Smallest segment size.
@@ -37,9 +32,7 @@ pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
 // CRC. Readers that predate the extension read the base and ignore the rest, so recording a bound
 // never locks an older build out of a directory; a base without a valid extension means "no
 // bound recorded".
-const META_MAGIC_AT: usize = 0;
-const META_VERSION_AT: usize = META_MAGIC_AT + 8;
-const META_RESERVED_AT: usize = META_VERSION_AT + 2;
+const META_RESERVED_AT: usize = frame::AFTER_VERSION_AT;
 const META_SEGMENT_SIZE_AT: usize = META_RESERVED_AT + 6;
 const META_MIN_SEQ_AT: usize = META_SEGMENT_SIZE_AT + 8;
 const META_CRC_AT: usize = META_MIN_SEQ_AT + 8;
@@ -62,64 +55,23 @@ pub struct Meta {
     pub max_size: u64,
 }
 
-/// Why a header or metadata file was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderError {
-    /// Shorter than the fixed header.
-    Short,
-    /// Wrong magic bytes: not our file.
-    Magic,
-    /// A version this build does not read.
-    Version(u16),
-    /// Checksum mismatch.
-    Crc,
-    /// A field holds an impossible value.
-    Field(&'static str),
-}
-
-impl std::fmt::Display for HeaderError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HeaderError::Short => f.write_str("file is shorter than its header"),
-            HeaderError::Magic => f.write_str("wrong magic bytes"),
-            HeaderError::Version(v) => write!(f, "unsupported format version {v}"),
-            HeaderError::Crc => f.write_str("checksum mismatch"),
-            HeaderError::Field(name) => write!(f, "invalid field {name}"),
-        }
-    }
-}
-
 /// Encodes the metadata file, base and extension.
 pub fn encode_meta(meta: &Meta) -> [u8; META_EXT_LEN] {
     let mut buf = [0u8; META_EXT_LEN];
-    put(&mut buf, META_MAGIC_AT, &META_MAGIC);
-    put(&mut buf, META_VERSION_AT, &FORMAT_VERSION.to_le_bytes());
+    frame::put_magic_version(&mut buf, &META_MAGIC, FORMAT_VERSION);
     put(&mut buf, META_SEGMENT_SIZE_AT, &meta.segment_size.to_le_bytes());
     put(&mut buf, META_MIN_SEQ_AT, &meta.min_seq.to_le_bytes());
-    let crc = crc32fast::hash(buf.get(..META_CRC_AT).unwrap_or_default());
-    put(&mut buf, META_CRC_AT, &crc.to_le_bytes());
+    frame::seal(&mut buf, META_CRC_AT);
     put(&mut buf, META_MAX_SIZE_AT, &meta.max_size.to_le_bytes());
-    let crc = crc32fast::hash(buf.get(..META_EXT_CRC_AT).unwrap_or_default());
-    put(&mut buf, META_EXT_CRC_AT, &crc.to_le_bytes());
+    frame::seal(&mut buf, META_EXT_CRC_AT);
     buf
 }
 
-/// Decodes and checks the metadata file. The base must be valid; an extension that is missing,
-/// short or fails its CRC only means no bound is recorded.
+/// Decodes and checks the metadata file. The base must be valid (magic, CRC, then version: a
+/// damaged version byte is damage, not a newer format); an extension that is missing, short or
+/// fails its CRC only means no bound is recorded.
 pub fn decode_meta(buf: &[u8]) -> Result<Meta, HeaderError> {
-    if buf.len() < META_LEN {
-        return Err(HeaderError::Short);
-    }
-    if bytes::<8>(buf, META_MAGIC_AT) != Some(META_MAGIC) {
-        return Err(HeaderError::Magic);
-    }
-    let version = u16_at(buf, META_VERSION_AT);
-    if version != FORMAT_VERSION {
-        return Err(HeaderError::Version(version));
-    }
-    if crc32fast::hash(buf.get(..META_CRC_AT).unwrap_or_default()) != u32_at(buf, META_CRC_AT) {
-        return Err(HeaderError::Crc);
-    }
+    frame::check_header(buf, META_LEN, &META_MAGIC, META_CRC_AT, FORMAT_VERSION)?;
     let segment_size = u64_at(buf, META_SEGMENT_SIZE_AT);
     if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
         return Err(HeaderError::Field("segment_size"));
@@ -138,9 +90,7 @@ pub fn decode_meta(buf: &[u8]) -> Result<Meta, HeaderError> {
 }
 
 // ---- segment header ------------------------------------------------------------------------
-const SEG_MAGIC_AT: usize = 0;
-const SEG_VERSION_AT: usize = SEG_MAGIC_AT + 8;
-const SEG_FLAGS_AT: usize = SEG_VERSION_AT + 2;
+const SEG_FLAGS_AT: usize = frame::AFTER_VERSION_AT;
 const SEG_SALT_AT: usize = SEG_FLAGS_AT + 2;
 const SEG_ID_AT: usize = SEG_SALT_AT + 4;
 const SEG_RESERVED2_AT: usize = SEG_ID_AT + 8;
@@ -161,30 +111,22 @@ pub struct SegmentHeader {
 /// Encodes a segment header.
 pub fn encode_segment_header(header: SegmentHeader) -> [u8; SEGMENT_HEADER_LEN] {
     let mut buf = [0u8; SEGMENT_HEADER_LEN];
-    put(&mut buf, SEG_MAGIC_AT, &SEGMENT_MAGIC);
-    put(&mut buf, SEG_VERSION_AT, &FORMAT_VERSION.to_le_bytes());
+    frame::put_magic_version(&mut buf, &SEGMENT_MAGIC, FORMAT_VERSION);
     put(&mut buf, SEG_SALT_AT, &header.salt.to_le_bytes());
     put(&mut buf, SEG_ID_AT, &header.id.to_le_bytes());
-    let crc = crc32fast::hash(buf.get(..SEG_CRC_AT).unwrap_or_default());
-    put(&mut buf, SEG_CRC_AT, &crc.to_le_bytes());
+    frame::seal(&mut buf, SEG_CRC_AT);
     buf
 }
 
 /// Checks a segment header and returns what it says.
 pub fn decode_segment_header(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
-    if buf.len() < SEGMENT_HEADER_LEN {
-        return Err(HeaderError::Short);
-    }
-    if bytes::<8>(buf, SEG_MAGIC_AT) != Some(SEGMENT_MAGIC) {
-        return Err(HeaderError::Magic);
-    }
-    if crc32fast::hash(buf.get(..SEG_CRC_AT).unwrap_or_default()) != u32_at(buf, SEG_CRC_AT) {
-        return Err(HeaderError::Crc);
-    }
-    let version = u16_at(buf, SEG_VERSION_AT);
-    if version != FORMAT_VERSION {
-        return Err(HeaderError::Version(version));
-    }
+    frame::check_header(
+        buf,
+        SEGMENT_HEADER_LEN,
+        &SEGMENT_MAGIC,
+        SEG_CRC_AT,
+        FORMAT_VERSION,
+    )?;
     Ok(SegmentHeader {
         id: u64_at(buf, SEG_ID_AT),
         salt: u32_at(buf, SEG_SALT_AT),
@@ -204,25 +146,7 @@ pub fn new_salt(id: u64) -> u32 {
     (hasher.finish() >> 16) as u32
 }
 
-/// A record's CRC: CRC-32 of the segment's salt (4 bytes, little-endian) followed by the record's
-/// bytes after the CRC field.
-pub fn record_crc(salt: u32, after_crc: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&salt.to_le_bytes());
-    hasher.update(after_crc);
-    hasher.finalize()
-}
-
-// ---- record --------------------------------------------------------------------------------
-const REC_CRC_AT: usize = 0;
-const REC_KIND_AT: usize = REC_CRC_AT + 4;
-const REC_FLAGS_AT: usize = REC_KIND_AT + 1;
-const REC_KEY_LEN_AT: usize = REC_FLAGS_AT + 1;
-const REC_VALUE_LEN_AT: usize = REC_KEY_LEN_AT + 2;
-const REC_SEQ_AT: usize = REC_VALUE_LEN_AT + 4;
-const REC_EXPIRES_AT: usize = REC_SEQ_AT + 8;
-/// Length of a record header; the key follows it, then the value.
-pub const RECORD_HEADER_LEN: usize = REC_EXPIRES_AT + 8;
+// ---- record (the header layout is `crate::frame`'s) -------------------------------------------
 
 /// What a record says about its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,8 +168,9 @@ impl Kind {
 }
 
 /// Total encoded length of a record.
+#[inline]
 pub fn record_len(key_len: usize, value_len: usize) -> usize {
-    RECORD_HEADER_LEN + key_len + value_len
+    frame::record_len(key_len, value_len)
 }
 
 /// The fields of one record, borrowed from the buffer it was decoded from.
@@ -260,6 +185,7 @@ pub struct RecordRef<'a> {
 }
 
 /// Appends one encoded record to `out`. The caller has validated the key and value lengths.
+#[inline]
 pub fn encode_record(
     out: &mut Vec<u8>,
     salt: u32,
@@ -269,22 +195,14 @@ pub fn encode_record(
     key: &str,
     value: &[u8],
 ) {
-    let start = out.len();
-    let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
-    let value_len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&[0u8; 4]);
-    out.push(kind as u8);
-    out.push(0);
-    out.extend_from_slice(&key_len.to_le_bytes());
-    out.extend_from_slice(&value_len.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&expires_at_ms.to_le_bytes());
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(value);
-    let crc = record_crc(salt, out.get(start + REC_KIND_AT..).unwrap_or_default());
-    if let Some(slot) = out.get_mut(start..start + 4) {
-        slot.copy_from_slice(&crc.to_le_bytes());
-    }
+    let record = frame::Record {
+        kind: kind as u8,
+        seq,
+        expires_at_ms,
+        key,
+        value,
+    };
+    frame::encode_record(out, &salt.to_le_bytes(), &record);
 }
 
 /// The outcome of decoding at one offset.
@@ -301,58 +219,49 @@ pub enum Decoded<'a> {
 }
 
 /// Decodes the record at the start of `buf`, verifying its checksum against the segment's salt.
+#[inline]
 pub fn decode_record(buf: &[u8], salt: u32) -> Decoded<'_> {
-    let Some(header) = buf.get(..RECORD_HEADER_LEN) else {
-        return if buf.iter().all(|&b| b == 0) {
-            Decoded::End
-        } else {
-            Decoded::Incomplete
-        };
-    };
-    if header.iter().all(|&b| b == 0) {
-        return Decoded::End;
-    }
-    let Some(kind) = Kind::from_byte(header.get(REC_KIND_AT).copied().unwrap_or(0)) else {
-        return Decoded::Invalid("kind");
-    };
-    if header.get(REC_FLAGS_AT).copied() != Some(0) {
-        return Decoded::Invalid("flags");
-    }
-    let key_len = usize::from(u16_at(header, REC_KEY_LEN_AT));
-    let value_len = u32_at(header, REC_VALUE_LEN_AT) as usize;
-    if key_len == 0 || key_len > MAX_KEY_LEN {
-        return Decoded::Invalid("key length");
-    }
-    if kind == Kind::Tombstone && value_len != 0 {
-        return Decoded::Invalid("tombstone value length");
-    }
-    if value_len as u64 > MAX_SEGMENT_SIZE {
-        return Decoded::Invalid("value length");
-    }
-    let len = record_len(key_len, value_len);
-    let Some(record) = buf.get(..len) else {
-        return Decoded::Incomplete;
-    };
-    let stored_crc = u32_at(record, REC_CRC_AT);
-    if record_crc(salt, record.get(REC_KIND_AT..).unwrap_or_default()) != stored_crc {
-        return Decoded::Invalid("checksum");
-    }
-    let key_bytes = record
-        .get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len)
-        .unwrap_or_default();
-    let Ok(key) = std::str::from_utf8(key_bytes) else {
-        return Decoded::Invalid("key is not UTF-8");
-    };
-    Decoded::Record(
-        RecordRef {
+    match frame::decode_record(buf, &salt.to_le_bytes(), check_fields) {
+        Framed::Record {
             kind,
-            seq: u64_at(record, REC_SEQ_AT),
-            expires_at_ms: u64_at(record, REC_EXPIRES_AT),
+            seq,
+            expires_at_ms,
             key,
-            value: record.get(RECORD_HEADER_LEN + key_len..).unwrap_or_default(),
-        },
-        len,
-    )
+            value,
+            len,
+        } => Decoded::Record(
+            RecordRef {
+                kind,
+                seq,
+                expires_at_ms,
+                key,
+                value,
+            },
+            len,
+        ),
+        Framed::End => Decoded::End,
+        Framed::Incomplete => Decoded::Incomplete,
+        Framed::Invalid(what) => Decoded::Invalid(what),
+    }
+}
+
+/// The record rules of a segment, on the fields of a header: a known kind, zero flags, a key of
+/// 1..=[`MAX_KEY_LEN`] bytes, no value in a tombstone, a value that fits a segment.
+fn check_fields(f: &Fields) -> Result<Kind, &'static str> {
+    let kind = Kind::from_byte(f.kind).ok_or("kind")?;
+    if f.flags != 0 {
+        return Err("flags");
+    }
+    if f.key_len == 0 || f.key_len > MAX_KEY_LEN {
+        return Err("key length");
+    }
+    if kind == Kind::Tombstone && f.value_len != 0 {
+        return Err("tombstone value length");
+    }
+    if f.value_len as u64 > MAX_SEGMENT_SIZE {
+        return Err("value length");
+    }
+    Ok(kind)
 }
 
 /// The fixed fields of a record header, read without checking the CRC: for the bookkeeping
@@ -369,20 +278,19 @@ pub struct RecordHeader {
 }
 
 /// Reads the header at the start of `buf`; `None` if it is short or implausible.
+#[inline]
 pub fn peek_record_header(buf: &[u8]) -> Option<RecordHeader> {
-    let header = buf.get(..RECORD_HEADER_LEN)?;
-    let kind = Kind::from_byte(*header.get(REC_KIND_AT)?)?;
-    let key_len = usize::from(u16_at(header, REC_KEY_LEN_AT));
-    let value_len = u32_at(header, REC_VALUE_LEN_AT) as usize;
-    if key_len == 0 || key_len > MAX_KEY_LEN || value_len as u64 > MAX_SEGMENT_SIZE {
+    let f = Fields::read(buf)?;
+    let kind = Kind::from_byte(f.kind)?;
+    if f.key_len == 0 || f.key_len > MAX_KEY_LEN || f.value_len as u64 > MAX_SEGMENT_SIZE {
         return None;
     }
     Some(RecordHeader {
         kind,
-        len: u32::try_from(record_len(key_len, value_len)).ok()?,
-        key_len: u16::try_from(key_len).ok()?,
-        seq: u64_at(header, REC_SEQ_AT),
-        expires_at_ms: u64_at(header, REC_EXPIRES_AT),
+        len: u32::try_from(f.record_len()).ok()?,
+        key_len: u16::try_from(f.key_len).ok()?,
+        seq: f.seq,
+        expires_at_ms: f.expires_at_ms,
     })
 }
 
@@ -471,17 +379,12 @@ pub fn scan_segment(buf: &[u8], salt: u32) -> Scan<'_> {
 /// Searching byte by byte inside a damaged record could "find" a record that is really part of its
 /// value; trusting an intact header avoids that in the common case of damage to the payload.
 fn skip_damaged(buf: &[u8], salt: u32, at: usize, limit: usize) -> Option<usize> {
-    let header = buf.get(at..at + RECORD_HEADER_LEN)?;
-    Kind::from_byte(*header.get(REC_KIND_AT)?)?;
-    if header.get(REC_FLAGS_AT) != Some(&0) {
+    let f = Fields::read(buf.get(at..)?)?;
+    Kind::from_byte(f.kind)?;
+    if f.flags != 0 || f.key_len == 0 || f.key_len > MAX_KEY_LEN || f.value_len as u64 > MAX_SEGMENT_SIZE {
         return None;
     }
-    let key_len = usize::from(u16_at(header, REC_KEY_LEN_AT));
-    let value_len = u32_at(header, REC_VALUE_LEN_AT) as usize;
-    if key_len == 0 || key_len > MAX_KEY_LEN || value_len as u64 > MAX_SEGMENT_SIZE {
-        return None;
-    }
-    let next = at.checked_add(record_len(key_len, value_len))?;
+    let next = at.checked_add(f.record_len())?;
     if next > buf.len() {
         return None;
     }
@@ -500,8 +403,8 @@ fn resync(buf: &[u8], salt: u32, from: usize, limit: usize) -> Option<usize> {
     (from..limit).find(|&at| {
         let rest = buf.get(at..).unwrap_or_default();
         // Cheap filters first: a kind byte and a zero flags byte.
-        matches!(rest.get(REC_KIND_AT), Some(1 | 2))
-            && rest.get(REC_FLAGS_AT) == Some(&0)
+        matches!(rest.get(frame::KIND_AT), Some(1 | 2))
+            && rest.get(frame::FLAGS_AT) == Some(&0)
             && matches!(decode_record(rest, salt), Decoded::Record(..))
     })
 }
@@ -527,9 +430,7 @@ fn last_nonzero(buf: &[u8]) -> usize {
 }
 
 // ---- hint file -----------------------------------------------------------------------------
-const HINT_MAGIC_AT: usize = 0;
-const HINT_VERSION_AT: usize = HINT_MAGIC_AT + 8;
-const HINT_RESERVED_AT: usize = HINT_VERSION_AT + 2;
+const HINT_RESERVED_AT: usize = frame::AFTER_VERSION_AT;
 const HINT_SEGMENT_ID_AT: usize = HINT_RESERVED_AT + 6;
 const HINT_DATA_END_AT: usize = HINT_SEGMENT_ID_AT + 8;
 /// Length of the hint file header; entries follow.
@@ -546,6 +447,7 @@ const HE_EXPIRES_AT: usize = HE_SEQ_AT + 8;
 pub const HINT_ENTRY_LEN: usize = HE_EXPIRES_AT + 8;
 /// Bytes a record takes on disk with its entry in the segment's hint file: what the size bound
 /// counts for it.
+#[inline]
 pub fn stored_len(key_len: usize, value_len: usize) -> u64 {
     (record_len(key_len, value_len) + HINT_ENTRY_LEN + key_len) as u64
 }
@@ -654,20 +556,15 @@ pub struct HintView<'a> {
 /// Checks a hint file's header and CRC without allocating; [`HintView::try_for_each`] then
 /// walks and checks the entries.
 pub fn check_hint(buf: &[u8]) -> Result<HintView<'_>, HeaderError> {
-    if buf.len() < HINT_HEADER_LEN + HINT_TRAILER_LEN {
-        return Err(HeaderError::Short);
-    }
-    if bytes::<8>(buf, HINT_MAGIC_AT) != Some(HINT_MAGIC) {
-        return Err(HeaderError::Magic);
-    }
-    let version = u16_at(buf, HINT_VERSION_AT);
-    if version != FORMAT_VERSION {
-        return Err(HeaderError::Version(version));
-    }
-    let crc_at = buf.len() - 4;
-    if crc32fast::hash(buf.get(..crc_at).unwrap_or_default()) != u32_at(buf, crc_at) {
-        return Err(HeaderError::Crc);
-    }
+    // The CRC is the file's last 4 bytes and covers everything before it.
+    let crc_at = buf.len().saturating_sub(4);
+    frame::check_header(
+        buf,
+        HINT_HEADER_LEN + HINT_TRAILER_LEN,
+        &HINT_MAGIC,
+        crc_at,
+        FORMAT_VERSION,
+    )?;
     Ok(HintView {
         segment_id: u64_at(buf, HINT_SEGMENT_ID_AT),
         data_end: u64_at(buf, HINT_DATA_END_AT),
@@ -843,6 +740,28 @@ mod tests {
             buf[0] = 1;
             assert_eq!(last_nonzero(&buf), at + 1, "set bytes at 0 and {at}");
         }
+    }
+
+    #[test]
+    fn a_damaged_version_byte_is_a_checksum_failure_in_every_header() {
+        let meta = encode_meta(&Meta {
+            segment_size: 1 << 20,
+            min_seq: 0,
+            max_size: 0,
+        });
+        let segment = encode_segment_header(SegmentHeader { id: 1, salt: S });
+        let mut hint = Vec::new();
+        encode_hint_header(&mut hint, 1, 32);
+        encode_hint_trailer(&mut hint, 0);
+        let mut bad = meta;
+        bad[frame::VERSION_AT] ^= 0x02;
+        assert_eq!(decode_meta(&bad), Err(HeaderError::Crc));
+        let mut bad = segment;
+        bad[frame::VERSION_AT] ^= 0x02;
+        assert_eq!(decode_segment_header(&bad), Err(HeaderError::Crc));
+        let mut bad = hint.clone();
+        bad[frame::VERSION_AT] ^= 0x02;
+        assert_eq!(check_hint(&bad).map(|_| ()), Err(HeaderError::Crc));
     }
 
     #[test]

@@ -42,7 +42,7 @@ mod collision_tests;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -60,6 +60,7 @@ use self::segment::Segment;
 use self::slots::Slots;
 use self::worker::{Shutdown, Workers};
 use crate::clock::{self, Clock};
+use crate::disk::WriteLatch;
 use crate::error::{key_for_error, Error, Result};
 use crate::storage::{check_key, check_write, Entry, Freshness, Storage, StorageCounters, StorageSize};
 
@@ -153,7 +154,7 @@ pub(crate) struct Inner {
     /// if unread protected entries are worth copying (see `maintenance`).
     looked_up: AtomicBool,
     /// Set by the first failed write or fsync; writes are refused from then on.
-    failed: OnceLock<String>,
+    latch: WriteLatch,
     disk_bytes: AtomicU64,
     live_bytes: AtomicU64,
     /// Entries with a sequence number below this are suspect unless confirmed in `epoch`.
@@ -293,7 +294,7 @@ impl FileStore {
             compaction_lock: Mutex::new(()),
             dirty: AtomicBool::new(false),
             looked_up: AtomicBool::new(false),
-            failed: OnceLock::new(),
+            latch: WriteLatch::new("file store"),
             disk_bytes: AtomicU64::new(disk_bytes),
             live_bytes: AtomicU64::new(live_bytes),
             // Whatever was restored from disk may have changed elsewhere while we were away.
@@ -558,20 +559,12 @@ impl VerifyReport {
 
 impl Inner {
     fn check_writable(&self) -> Result<()> {
-        match self.failed.get() {
-            Some(cause) => Err(Error::WritesDisabled {
-                path: self.dir.path.clone(),
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.latch.check(&self.dir.path)
     }
 
     /// Latches the store read-only after a failed write or fsync and passes the error on.
     fn fail(&self, error: Error) -> Error {
-        let _ = self.failed.set(error.to_string());
-        tracing::error!(error = %error, "file store write failed; further writes are refused until reopen");
-        error
+        self.latch.fail(error)
     }
 
     fn max_value_len(&self, key: &str) -> usize {
@@ -943,7 +936,7 @@ impl Inner {
     }
 
     pub(crate) fn flush_if_dirty(&self) -> Result<()> {
-        if self.dirty.load(Ordering::Relaxed) && self.failed.get().is_none() {
+        if self.dirty.load(Ordering::Relaxed) && !self.latch.is_latched() {
             self.flush()
         } else {
             Ok(())

@@ -9,36 +9,12 @@ use super::format::{Meta, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use super::FileStore;
 use crate::clock::{Clock, SystemClock};
 use crate::disk::Disk;
+pub use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::perms;
 
 /// Size bound of a new store opened without [`FileStoreOptions::max_size_mb`]: 1 GiB.
 pub const DEFAULT_MAX_SIZE_MB: u64 = 1024;
-
-/// When written data reaches stable storage.
-///
-/// Whatever the policy, a write that returned is in the operating system's page cache, so it
-/// survives the process being killed (even by SIGKILL). The policy decides what survives a power
-/// loss or kernel crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Never fsync the active segment on its own; only [`FileStore::flush`](super::FileStore::flush)
-    /// and close do (full, sealed segments are fsynced by the background compactor's tick). A
-    /// power loss can lose everything since the last of those.
-    None,
-    /// Group commit: a background thread fsyncs at this interval when there were writes.
-    /// A power loss loses at most the last interval of writes (plus the fsync's own time).
-    Periodic(Duration),
-    /// fsync before every write returns. Nothing acknowledged is lost; slowest.
-    EveryWrite,
-}
-
-impl Default for Durability {
-    /// `Periodic(1 s)`.
-    fn default() -> Self {
-        Durability::Periodic(Duration::from_secs(1))
-    }
-}
 
 /// Options for [`FileStore::open`](super::FileStore::open).
 ///

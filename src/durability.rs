@@ -1,0 +1,30 @@
+//! When written data reaches stable storage: the one durability setting of the file store and the
+//! redb level, chosen in configuration. A bottom module, so that the configuration and every level
+//! can name it without importing a level.
+
+use std::time::Duration;
+
+/// When written data reaches stable storage.
+///
+/// Whatever the policy, a write that returned is in the operating system's page cache, so it
+/// survives the process being killed (even by SIGKILL). The policy decides what survives a power
+/// loss or kernel crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Never fsync the active segment on its own; only [`FileStore::flush`](crate::FileStore::flush)
+    /// and close do (full, sealed segments are fsynced by the background compactor's tick). A
+    /// power loss can lose everything since the last of those.
+    None,
+    /// Group commit: a background thread fsyncs at this interval when there were writes.
+    /// A power loss loses at most the last interval of writes (plus the fsync's own time).
+    Periodic(Duration),
+    /// fsync before every write returns. Nothing acknowledged is lost; slowest.
+    EveryWrite,
+}
+
+impl Default for Durability {
+    /// `Periodic(1 s)`.
+    fn default() -> Self {
+        Durability::Periodic(Duration::from_secs(1))
+    }
+}

@@ -1,0 +1,35 @@
+//! The name of every file uno-cache keeps on disk, in one place: the file store, the replay
+//! queue and the redb level may share one directory, so each must know the others' names (a new
+//! file store accepts a directory holding only a replay queue's files). `storage-format.md` lists
+//! them with their layouts.
+
+// ---- the file store ("Directory" in storage-format.md) --------------------------------------
+
+/// Directory metadata file; its presence makes a directory "ours".
+pub const META_FILE: &str = "uno-cache.meta";
+/// Lock file held (advisory `flock`) for as long as a store is open.
+pub const LOCK_FILE: &str = "LOCK";
+/// Segment file extension: `{id:020}.seg`.
+pub const SEGMENT_EXT: &str = "seg";
+/// Hint file extension: `{id:020}.hint`.
+pub const HINT_EXT: &str = "hint";
+/// Temporary files (`*.tmp`) are deleted at open.
+pub const TMP_EXT: &str = "tmp";
+
+// ---- the replay queue ("Replay log" in storage-format.md) ------------------------------------
+
+/// The replay log.
+pub const LOG_FILE: &str = "replay.log";
+/// A compacted log being written; renamed over [`LOG_FILE`] when complete, deleted at open.
+pub const LOG_NEW_FILE: &str = "replay.log.new";
+/// Where a log whose header is damaged is moved aside (replacing an older one).
+pub const LOG_DAMAGED_FILE: &str = "replay.log.damaged";
+/// Lock file held (advisory `flock`) while a queue is open.
+pub const REPLAY_LOCK_FILE: &str = "replay.lock";
+/// Every file a replay queue may leave in a directory.
+pub const REPLAY_FILES: [&str; 4] = [LOG_FILE, LOG_NEW_FILE, LOG_DAMAGED_FILE, REPLAY_LOCK_FILE];
+
+// ---- the redb level ----------------------------------------------------------------------------
+
+/// The redb database file the manager creates in `local.path` for `local.type = "redb"`.
+pub const REDB_FILE_NAME: &str = "cache.redb";
