@@ -10,14 +10,14 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 
-/// Runs `work` on a thread named `uno-cache-{name}` and awaits its result.
+/// Runs `work` on a thread named `uno-cache-call-{name}` and awaits its result.
 pub(crate) async fn offload<T: Send + 'static>(
     name: &'static str,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
-        .name(format!("uno-cache-{name}"))
+        .name(format!("uno-cache-call-{name}"))
         .spawn(move || {
             let _ = tx.send(work());
         })
@@ -47,7 +47,7 @@ mod tests {
                 Ok((me.name().map(str::to_owned), me.id() != caller))
             }))
             .unwrap();
-        assert_eq!(name.as_deref(), Some("uno-cache-test"));
+        assert_eq!(name.as_deref(), Some("uno-cache-call-test"));
         assert!(other_thread);
         let err = rt.block_on(offload::<()>("test", || {
             Err(Error::Timeout {
