@@ -1,0 +1,516 @@
+//! The write path of the file store: appends of values and tombstones, rolling the active
+//! segment (reserving its space, evicting on a full device), sealing and fsyncing segments and
+//! writing their hints, flush, clear, removal of segments, and the store's stats and verify.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::format::{self, Kind, Meta, SEGMENT_HEADER_LEN};
+use super::index::IndexEntry;
+use super::segment::{self, Segment};
+use super::{hint_entry_len, FileStoreStats, Inner, Sealed, ValueItem, VerifyReport, Writer};
+use super::{recovery, Durability};
+use crate::clock;
+use crate::error::{key_for_error, Error, Result};
+use crate::storage::{check_key, check_write};
+
+impl Inner {
+    pub(super) fn check_writable(&self) -> Result<()> {
+        self.latch.check(&self.dir.path)
+    }
+
+    /// Latches the store read-only after a failed write or fsync and passes the error on.
+    pub(super) fn fail(&self, error: Error) -> Error {
+        self.latch.fail(error)
+    }
+
+    pub(super) fn max_value_len(&self, key: &str) -> usize {
+        usize::try_from(self.segment_size)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(SEGMENT_HEADER_LEN + format::record_len(key.len(), 0))
+    }
+
+    pub(super) fn set_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<()> {
+        for item in items {
+            let (key, value) = (item.key(), item.value());
+            check_write(key, item.ttl(ttl))?;
+            let max = self.max_value_len(key);
+            if value.len() > max {
+                return Err(Error::ValueTooLarge {
+                    key: key_for_error(key),
+                    len: value.len(),
+                    max,
+                    store: format!("a {}-byte file-store segment", self.segment_size),
+                });
+            }
+        }
+        self.check_writable()?;
+        let now = self.clock.now_ms();
+        let expires = |item: &I| item.ttl(ttl).map_or(0, |t| clock::expiry_ms(now, t));
+        let record_len = |item: &I| format::record_len(item.key().len(), item.value().len()) as u64;
+        let stored_len = |item: &I| format::stored_len(item.key().len(), item.value().len());
+        let mut w = self.writer.lock();
+        let mut rest = items;
+        while let Some(first) = rest.first() {
+            // Space first: eviction may append second-chance copies, so it runs before this
+            // batch's records are laid out.
+            let wanted = rest.iter().map(stored_len).sum::<u64>().min(self.segment_size);
+            self.ensure_space(&mut w, wanted)?;
+            if w.offset + record_len(first) > self.segment_size {
+                self.roll(&mut w)?;
+            }
+            // The longest run of records that fits in the active segment (at least the first:
+            // every value was checked to fit in an empty segment).
+            let room = self.segment_size - w.offset;
+            let mut total = 0;
+            let fits = rest
+                .iter()
+                .take_while(|item| {
+                    total += record_len(item);
+                    total <= room
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(fits.min(rest.len()));
+            self.append_values(&mut w, chunk, expires)?;
+            rest = tail;
+        }
+        self.sync_if_every_write(&w)
+    }
+
+    /// Appends value records with one `pwrite`, then publishes them in the index. The caller
+    /// made sure they fit in the active segment.
+    pub(super) fn append_values<I: ValueItem>(
+        &self,
+        w: &mut Writer,
+        chunk: &[I],
+        expires_at_ms: impl Fn(&I) -> u64,
+    ) -> Result<()> {
+        let Some(active) = w.active.clone() else {
+            return Err(self.no_active_segment());
+        };
+        let start = w.offset;
+        let first_seq = w.next_seq;
+        // Before the write: a store that cannot name its segment writes nothing.
+        let base = self.slots.loc(&active, 0)?;
+        let mut hint_added = 0u64;
+        w.buf.clear();
+        let mut seq = first_seq;
+        for item in chunk {
+            format::encode_record(
+                &mut w.buf,
+                active.salt,
+                Kind::Value,
+                seq,
+                expires_at_ms(item),
+                item.key(),
+                item.value(),
+            );
+            seq = seq.saturating_add(1);
+        }
+        if let Err(e) = active.write_at(start, &w.buf) {
+            return Err(self.write_failed(e, w.buf.len()));
+        }
+        let end = start + w.buf.len() as u64;
+        // Published before the index points at the records: a read never goes past the data end.
+        active.data_end.store(end, Ordering::Release);
+        let mut offset = start;
+        let mut seq = first_seq;
+        for item in chunk {
+            let (key, expires_at_ms) = (item.key(), expires_at_ms(item));
+            let len = format::record_len(key.len(), item.value().len()) as u64;
+            hint_added += hint_entry_len(key);
+            self.account(&active, u32::try_from(len).unwrap_or(u32::MAX));
+            let hash = self.hasher.hash(key);
+            let entry =
+                IndexEntry::with_protection(base.at(offset), expires_at_ms, self.admit_protected(w, hash));
+            if let Some(old) = self.index.insert(hash, entry) {
+                self.unaccount(old.loc);
+            }
+            offset += len;
+            seq = seq.saturating_add(1);
+        }
+        w.next_seq = seq;
+        w.offset = end;
+        self.count_appended(&active, end - start, hint_added);
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(super) fn delete(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.check_writable()?;
+        let hash = self.hasher.hash(key);
+        let mut w = self.writer.lock();
+        // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`.
+        if !self.needs_tombstone(key, hash) {
+            return Ok(false);
+        }
+        let seq = w.next_seq;
+        w.next_seq = w.next_seq.saturating_add(1);
+        self.ensure_space(&mut w, format::stored_len(key.len(), 0))?;
+        self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
+        if let Some((_, old)) = self.index.remove(&hash) {
+            self.unaccount(old.loc);
+        }
+        self.sync_if_every_write(&w)?;
+        Ok(true)
+    }
+
+    /// Appends one record to the active segment, rolling to a new segment if it does not fit.
+    /// Returns the segment, offset and length written. The caller updates the index.
+    pub(super) fn append(
+        &self,
+        w: &mut Writer,
+        kind: Kind,
+        seq: u64,
+        expires_at_ms: u64,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(Arc<Segment>, u32, u32)> {
+        let len = format::record_len(key.len(), value.len()) as u64;
+        if w.active.is_none() || w.offset + len > self.segment_size {
+            self.roll(w)?;
+        }
+        let Some(active) = w.active.clone() else {
+            return Err(self.no_active_segment());
+        };
+        // Encoded after any roll: the CRC mixes in the salt of the segment it lands in.
+        w.buf.clear();
+        format::encode_record(&mut w.buf, active.salt, kind, seq, expires_at_ms, key, value);
+        let offset = w.offset;
+        if let Err(e) = active.write_at(offset, &w.buf) {
+            return Err(self.write_failed(e, w.buf.len()));
+        }
+        let (offset32, len32) = (
+            u32::try_from(offset).unwrap_or(u32::MAX),
+            u32::try_from(len).unwrap_or(u32::MAX),
+        );
+        w.offset += len;
+        active.data_end.store(w.offset, Ordering::Release);
+        self.count_appended(&active, len, hint_entry_len(key));
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok((active, offset32, len32))
+    }
+
+    pub(super) fn sync_if_every_write(&self, w: &Writer) -> Result<()> {
+        if self.durability == Durability::EveryWrite {
+            if let Some(active) = &w.active {
+                active.sync().map_err(|e| self.fail(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts appended records against the size bound, with the hint entries they add: the hint
+    /// file is written when the segment is sealed, and takes disk space as the records do.
+    pub(super) fn count_appended(&self, active: &Segment, records: u64, hint_added: u64) {
+        active.hint_bytes.fetch_add(hint_added, Ordering::Relaxed);
+        self.disk_bytes.fetch_add(records + hint_added, Ordering::Relaxed);
+    }
+
+    /// A write that could not land: a full device is reported as [`Error::DiskFull`] and latches
+    /// nothing (the records were not published, and the next write goes to the same offset), any
+    /// other failure latches the store read-only.
+    pub(super) fn write_failed(&self, e: Error, needed: usize) -> Error {
+        if e.is_no_space() {
+            self.disk_full("write segment", needed as u64)
+        } else {
+            self.fail(e)
+        }
+    }
+
+    pub(super) fn disk_full(&self, op: &'static str, needed: u64) -> Error {
+        let e = Error::DiskFull {
+            path: self.dir.path.clone(),
+            op,
+            needed,
+        };
+        tracing::warn!(error = %e, "file store write refused");
+        e
+    }
+
+    /// Only reachable if a roll failed and its error was dropped; kept as an error, not a panic.
+    pub(super) fn no_active_segment(&self) -> Error {
+        self.disk_full("append to a segment", self.segment_size)
+    }
+
+    /// Seals the active segment (its fsync and hint come later) and starts a new one.
+    ///
+    /// A device too full for the new segment's reservation makes room by evicting the oldest
+    /// segments (a cache shrinks before it fails); with nothing left to evict the write gets
+    /// [`Error::DiskFull`]. No failure here latches: nothing was written, and the next write tries
+    /// again, so writes resume once space returns.
+    pub(super) fn roll(&self, w: &mut Writer) -> Result<()> {
+        if let Some(active) = w.active.take() {
+            self.seal(w, active)?;
+        }
+        w.offset = self.segment_size;
+        let id = w.next_segment_id;
+        let segment = loop {
+            match Segment::create(&self.dir, id, self.segment_size) {
+                Ok(segment) => break Arc::new(segment),
+                Err(e) if e.is_no_space() => {
+                    if !self.evict_oldest(w, false)? {
+                        return Err(self.disk_full("create segment", self.segment_size));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        w.next_segment_id = w.next_segment_id.saturating_add(1);
+        let hint_frame = (format::HINT_HEADER_LEN + format::HINT_TRAILER_LEN) as u64;
+        segment.hint_bytes.store(hint_frame, Ordering::Relaxed);
+        self.segments.write().insert(id, Arc::clone(&segment));
+        self.disk_bytes
+            .fetch_add(SEGMENT_HEADER_LEN as u64 + hint_frame, Ordering::Relaxed);
+        w.active = Some(segment);
+        w.offset = SEGMENT_HEADER_LEN as u64;
+        // The new name must be durable before records in it are acknowledged as durable.
+        self.dir.sync().map_err(|e| self.fail(e))
+    }
+
+    /// Seals the active segment: its hint is written once the segment is fsynced, which happens
+    /// off the write path (the flusher, the compactor, `flush`, close), so filling a segment does
+    /// not stall the writer for a 64 MiB fsync.
+    ///
+    /// The space reserved past the last record is given back now (the file is truncated to its
+    /// data), so a sealed segment holds on disk only what it stores.
+    pub(super) fn seal(&self, w: &mut Writer, active: Arc<Segment>) -> Result<()> {
+        if let Err(e) = active.truncate_to_data() {
+            // Only space is at stake: the reservation stays until the segment is removed.
+            tracing::warn!(error = %e, "could not release the unused tail of a sealed segment");
+        }
+        let sealed = Sealed { segment: active };
+        if self.durability == Durability::EveryWrite {
+            // Every write call fsyncs before it returns, but a batch that rolled mid-way has
+            // records here that its final fsync (of the new segment) does not cover: the hint
+            // must not describe them before they are durable. The power-loss test found this.
+            sealed.segment.sync().map_err(|e| self.fail(e))?;
+            self.write_hint(&sealed);
+        } else {
+            w.unsynced.push(sealed);
+        }
+        Ok(())
+    }
+
+    /// fsyncs sealed segments, then writes their hints. A segment evicted or compacted meanwhile
+    /// needs neither.
+    pub(super) fn sync_sealed(&self, sealed: Vec<Sealed>) -> Result<()> {
+        for s in sealed {
+            if !self.is_listed(&s.segment) {
+                continue;
+            }
+            s.segment.sync().map_err(|e| self.fail(e))?;
+            self.write_hint(&s);
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_listed(&self, segment: &Segment) -> bool {
+        self.segments.read().contains_key(&segment.id)
+    }
+
+    pub(super) fn write_hint(&self, sealed: &Sealed) {
+        if !self.is_listed(&sealed.segment) {
+            return;
+        }
+        // Built from the segment itself, not kept in memory while the segment fills: that cost
+        // 28 bytes plus the key per record, more than the index entry. The segment was just
+        // written, so its pages are in the page cache.
+        let seg = &sealed.segment;
+        // A hint is an optimisation: if it is lost or torn, the next open scans the segment.
+        // Its bytes were counted as the records were appended (`count_appended`).
+        let written =
+            recovery::hint_of_sealed(seg).and_then(|hint| recovery::write_hint(&self.dir, seg.id, &hint));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
+        }
+    }
+
+    /// fsyncs every segment that can hold records appended since segment `since_id` became
+    /// active (the active one and any sealed since), for callers that are about to delete the
+    /// originals of records they copied. Runs under the writer lock, so no flush can have taken
+    /// those segments out of `unsynced` meanwhile.
+    pub(super) fn sync_since(&self, w: &Writer, since_id: u64) -> Result<()> {
+        for s in w.unsynced.iter().filter(|s| s.segment.id >= since_id) {
+            s.segment.sync().map_err(|e| self.fail(e))?;
+        }
+        match &w.active {
+            Some(active) => active.sync().map_err(|e| self.fail(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// fsyncs the sealed segments waiting for it and writes their hints (the compactor's tick).
+    pub(crate) fn sync_sealed_pending(&self) -> Result<()> {
+        let _sync = self.sync_lock.lock();
+        let sealed = std::mem::take(&mut self.writer.lock().unsynced);
+        self.sync_sealed(sealed)
+    }
+
+    pub(super) fn seal_on_close(&self) -> Result<()> {
+        // After a latch nothing more is written, and the caller must learn that what it wrote
+        // since the failure may not be durable.
+        self.check_writable()?;
+        let _sync = self.sync_lock.lock();
+        let mut w = self.writer.lock();
+        let sealed = std::mem::take(&mut w.unsynced);
+        self.sync_sealed(sealed)?;
+        let Some(active) = w.active.take() else {
+            return Ok(());
+        };
+        if w.offset == SEGMENT_HEADER_LEN as u64 {
+            // Nothing was written: remove the empty segment instead of keeping it around.
+            self.remove_segment(&mut w, &active)?;
+            return self.sync_removals();
+        }
+        active.sync().map_err(|e| self.fail(e))?;
+        self.seal(&mut w, active)?;
+        let sealed = std::mem::take(&mut w.unsynced);
+        self.sync_sealed(sealed)
+    }
+
+    pub(super) fn flush(&self) -> Result<()> {
+        self.check_writable()?;
+        let _sync = self.sync_lock.lock();
+        // Again under the lock: a flush that failed while this one waited has latched the store,
+        // and an fsync retried after a failure can report success for pages the kernel dropped.
+        self.check_writable()?;
+        self.dirty.store(false, Ordering::Relaxed);
+        let (sealed, active) = {
+            let mut w = self.writer.lock();
+            (std::mem::take(&mut w.unsynced), w.active.clone())
+        };
+        // Outside the writer lock: writers go on while we wait for the disk. Concurrent flushes
+        // are serialised by `sync_lock`, so none returns before segments another one took are
+        // durable.
+        self.sync_sealed(sealed)?;
+        match active {
+            Some(active) => active.sync().map_err(|e| self.fail(e)),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn flush_if_dirty(&self) -> Result<()> {
+        if self.dirty.load(Ordering::Relaxed) && !self.latch.is_latched() {
+            self.flush()
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) fn clear(&self) -> Result<()> {
+        self.check_writable()?;
+        let mut w = self.writer.lock();
+        // Raise the minimum sequence number first: once that is durable, every older record is
+        // ignored by recovery, so removing the files is only space reclamation.
+        let meta = Meta {
+            segment_size: self.segment_size,
+            min_seq: w.next_seq,
+            max_size: self.max_bytes,
+        };
+        self.dir.write_meta(&meta).map_err(|e| self.fail(e))?;
+        self.index.clear();
+        w.ghosts.clear();
+        w.filling = true;
+        self.live_bytes.store(0, Ordering::Relaxed);
+        // Every segment goes, the active one too; the next write starts a new one.
+        w.active = None;
+        w.offset = self.segment_size;
+        let old: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        for seg in old {
+            self.remove_segment(&mut w, &seg)?;
+        }
+        self.sync_removals()
+    }
+
+    /// Makes removed segment names durable. Compaction drops tombstones from a segment once it
+    /// is the oldest, so an unlink that a power loss undoes could bring deleted keys back: a
+    /// failure here latches.
+    pub(super) fn sync_removals(&self) -> Result<()> {
+        self.dir.sync().map_err(|e| self.fail(e))
+    }
+
+    /// Forgets a segment and deletes its files. Readers holding it finish first (the segments
+    /// lock); the mapping outlives the unlink. A sealed segment still waiting for its fsync is
+    /// dropped from that queue, so nothing keeps its deleted file open.
+    ///
+    /// Idempotent: a segment already removed (say, evicted while compaction was rewriting it) is
+    /// left alone.
+    pub(super) fn remove_segment(&self, w: &mut Writer, seg: &Segment) -> Result<()> {
+        w.unsynced.retain(|s| s.segment.id != seg.id);
+        if self.segments.write().remove(&seg.id).is_none() {
+            return Ok(());
+        }
+        self.slots.release(seg.id);
+        self.disk_bytes.fetch_sub(seg.disk_bytes(), Ordering::Relaxed);
+        // A segment that stays on disk after the store forgot it would come back at the next
+        // open, with records whose tombstones may be gone: latch.
+        self.dir
+            .disk
+            .remove_file(&seg.path)
+            .map_err(|e| self.fail(Error::io("remove segment", &seg.path, e)))?;
+        let hint = segment::hint_path(&self.dir.path, seg.id);
+        match self.dir.disk.remove_file(&hint) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove hint", &hint, e)),
+        }
+    }
+
+    pub(super) fn stats(&self) -> FileStoreStats {
+        let disk_bytes = self.disk_bytes.load(Ordering::Relaxed);
+        let reserved = {
+            let w = self.writer.lock();
+            w.active
+                .as_ref()
+                .map_or(0, |a| self.segment_size.saturating_sub(a.data_end()))
+        };
+        let live_bytes = self.live_bytes.load(Ordering::Relaxed);
+        let c = &self.counters;
+        FileStoreStats {
+            live_items: self.index.len() as u64,
+            live_bytes,
+            disk_bytes,
+            segments: self.segments.read().len() as u64,
+            allocated_bytes: disk_bytes + reserved,
+            dead_bytes: disk_bytes.saturating_sub(live_bytes),
+            recovery_skipped_records: self.recovery.damaged_ranges,
+            corrupt_reads: c.corrupt_reads.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            second_chances: c.second_chances.load(Ordering::Relaxed),
+            expirations: c.expirations.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn verify(&self, mut progress: impl FnMut(u64, u64)) -> VerifyReport {
+        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        let total: u64 = segments.iter().map(|s| s.data_end()).sum();
+        let mut report = VerifyReport::default();
+        let mut done = 0;
+        for seg in segments {
+            let scan = seg.scan_data();
+            report.segments += 1;
+            report.records += scan.records.len() as u64;
+            // Everything between the last good record and the data end the index relies on is
+            // damage: torn bytes, or zeros, which a scan alone takes for the end of the log.
+            let end = seg.data_end();
+            let lost_tail = (scan.data_end < end).then_some(scan.data_end..end);
+            for range in scan.damaged.iter().chain(lost_tail.iter()) {
+                report.damaged_ranges += 1;
+                report.damaged_bytes += range.end - range.start;
+            }
+            if !scan.damaged.is_empty() || lost_tail.is_some() {
+                report
+                    .problems
+                    .push(format!("{}: damaged records", seg.path.display()));
+            }
+            done += seg.data_end();
+            progress(done, total);
+        }
+        report
+    }
+}
