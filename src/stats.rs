@@ -452,7 +452,7 @@ pub struct CacheStats {
 
 impl Metrics {
     pub(crate) fn overall(&self) -> OverallStats {
-        let hits = self.local.hits.get() + self.distributed.hits.get();
+        let hits = self.local.hits.get() + self.memory.hits.get() + self.distributed.hits.get();
         let misses = self.misses.get();
         OverallStats {
             reads: hits + misses,

@@ -54,10 +54,18 @@ impl Monitor<'_> {
             Err(e) => (StorageSize::default(), Some(e.to_string())),
         };
         let (local_size, local_err) = split(l1_size);
-        let local = s
+        let mut local = s
             .metrics
             .local
             .snapshot(s.l1.name(), true, s.l1.counters(), local_err);
+        // A memory-tier hit is an L1 hit (the two local tiers together), counted once.
+        local.hits += s.metrics.memory.hits.get();
+        #[allow(clippy::cast_precision_loss)]
+        let local_reads = (local.hits + local.misses) as f64;
+        #[allow(clippy::cast_precision_loss)]
+        if local_reads > 0.0 {
+            local.hit_rate = local.hits as f64 / local_reads;
+        }
         let (distributed_size, distributed) = match (&s.l2, l2_size) {
             (Some(l2), Some(size)) => {
                 let (size, err) = split(size);

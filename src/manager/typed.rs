@@ -37,8 +37,8 @@ impl Shared {
         let hot = self.hot_if_trusted()?;
         match hot.get::<V>(key) {
             Some(value) => {
+                // Counted once; the local level's hits include the memory tier's when read.
                 self.metrics.memory.hits.incr();
-                self.metrics.local.hits.incr();
                 Some(value)
             }
             None => {
