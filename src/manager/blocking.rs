@@ -26,15 +26,7 @@ impl CacheManager {
     /// With the memory tier on (`local.memory_items`), a value read before and still current is
     /// answered from it as a clone of the decoded value, without reading L1 or decoding.
     pub fn get<T: DeserializeOwned + Clone + Send + Sync + 'static>(&self, key: &str) -> Result<Option<T>> {
-        let s = &self.shared;
-        if s.hot.is_none() {
-            return self.decode_opt(key, self.get_raw(key)?);
-        }
-        if let Some(value) = s.read_hot::<T>(key) {
-            return Ok(Some(value));
-        }
-        let miss = s.hot_miss(key);
-        s.decode_and_keep::<T, T>(key, miss, self.get_raw(key)?, |value| value)
+        self.get_typed::<T, T>(key, |value| value)
     }
 
     /// [`CacheManager::get`] that hands out the decoded value as an `Arc`: a memory-tier hit
@@ -43,15 +35,22 @@ impl CacheManager {
     /// # Errors
     /// As [`CacheManager::get`].
     pub fn get_arc<T: DeserializeOwned + Send + Sync + 'static>(&self, key: &str) -> Result<Option<Arc<T>>> {
+        self.get_typed::<T, Arc<T>>(key, Arc::new)
+    }
+
+    /// A typed read kept in the memory tier as `V` (`T` or `Arc<T>`): the tier, then
+    /// [`get_raw`](Self::get_raw) and a decode.
+    fn get_typed<T, V>(&self, key: &str, wrap: impl FnOnce(T) -> V) -> Result<Option<V>>
+    where
+        T: DeserializeOwned,
+        V: Clone + Send + Sync + 'static,
+    {
         let s = &self.shared;
-        if s.hot.is_none() {
-            return Ok(self.decode_opt::<T>(key, self.get_raw(key)?)?.map(Arc::new));
-        }
-        if let Some(value) = s.read_hot::<Arc<T>>(key) {
+        if let Some(value) = s.read_hot::<V>(key) {
             return Ok(Some(value));
         }
         let miss = s.hot_miss(key);
-        s.decode_and_keep::<T, Arc<T>>(key, miss, self.get_raw(key)?, Arc::new)
+        s.decode_and_keep::<T, V>(key, miss, self.get_raw(key)?, wrap)
     }
 
     /// Writes a value to L1 (TTL capped at `local.ttl`) and L2 (capped at `distributed.ttl`);

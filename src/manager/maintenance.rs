@@ -102,14 +102,7 @@ impl CacheManager {
         s.drain_behind();
         let dropped = s.drop_local_prefix(prefix)?;
         let in_l2 = match &s.tags {
-            Some(tags) => match tags.delete_prefix(&s.l2_prefix, prefix) {
-                Ok(n) => n,
-                Err(e) if s.fallback_on_error => {
-                    tracing::warn!(error = %e, "deleting a prefix from L2 failed; hidden by fallback_on_error");
-                    0
-                }
-                Err(e) => return Err(e),
-            },
+            Some(tags) => l2_prefix_deleted(s.fallback_on_error, tags.delete_prefix(&s.l2_prefix, prefix))?,
             None => 0,
         };
         s.publish(&Invalidation::Prefix(prefix.to_owned()));
@@ -133,14 +126,10 @@ impl CacheManager {
         }
         let dropped = s.drop_local_prefix(prefix)?;
         let in_l2 = match &s.tags {
-            Some(tags) => match tags.delete_prefix_async(&s.l2_prefix, prefix).await {
-                Ok(n) => n,
-                Err(e) if s.fallback_on_error => {
-                    tracing::warn!(error = %e, "deleting a prefix from L2 failed; hidden by fallback_on_error");
-                    0
-                }
-                Err(e) => return Err(e),
-            },
+            Some(tags) => {
+                let deleted = tags.delete_prefix_async(&s.l2_prefix, prefix).await;
+                l2_prefix_deleted(s.fallback_on_error, deleted)?
+            }
             None => 0,
         };
         s.publish_async(&Invalidation::Prefix(prefix.to_owned())).await;
@@ -162,9 +151,7 @@ impl CacheManager {
         tags: &[&str],
     ) -> Result<()> {
         let s = &self.shared;
-        let Some(store) = &s.tags else {
-            return Err(no_tag_redis());
-        };
+        let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
         self.set_raw(key, value, ttl)?;
         store.add(&[key], tags, s.l2_ttl(ttl))
     }
@@ -224,9 +211,7 @@ impl CacheManager {
     /// [`Error::Config`] if there is no Redis for tags; the tag Redis's error; otherwise as
     /// [`CacheManager::multi_delete`].
     pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
-        let Some(store) = &self.shared.tags else {
-            return Err(no_tag_redis());
-        };
+        let store = self.shared.tags.as_ref().ok_or_else(no_tag_redis)?;
         let members = store.take(tag)?;
         if members.is_empty() {
             return Ok(0);
@@ -321,5 +306,18 @@ fn no_tag_redis() -> Error {
     Error::Config {
         field: "invalidation.enabled".to_owned(),
         reason: "tags need a Redis: enable the backplane or use a Redis L2".to_owned(),
+    }
+}
+
+/// How many keys of a prefix L2 deleted; a failure counts as none when `fallback_on_error` hides
+/// it (L1 copies are dropped anyway, and L2's expire with their TTL).
+fn l2_prefix_deleted(fallback_on_error: bool, deleted: Result<u64>) -> Result<u64> {
+    match deleted {
+        Ok(n) => Ok(n),
+        Err(e) if fallback_on_error => {
+            tracing::warn!(error = %e, "deleting a prefix from L2 failed; hidden by fallback_on_error");
+            Ok(0)
+        }
+        Err(e) => Err(e),
     }
 }

@@ -160,13 +160,6 @@ impl CacheManager {
 }
 
 impl CacheManager {
-    fn decode_opt<T: DeserializeOwned>(&self, key: &str, raw: Option<Vec<u8>>) -> Result<Option<T>> {
-        match raw {
-            Some(bytes) => self.shared.codec.decode(key, &bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
     fn decode_map<T: DeserializeOwned>(&self, raw: HashMap<String, Vec<u8>>) -> Result<HashMap<String, T>> {
         raw.into_iter()
             .map(|(key, bytes)| {

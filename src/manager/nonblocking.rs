@@ -24,17 +24,7 @@ impl CacheManager {
         &self,
         key: &str,
     ) -> Result<Option<T>> {
-        let s = &self.shared;
-        if s.hot.is_none() {
-            let raw = self.get_raw_async(key).await?;
-            return self.decode_opt(key, raw);
-        }
-        if let Some(value) = s.read_hot::<T>(key) {
-            return Ok(Some(value));
-        }
-        let miss = s.hot_miss(key);
-        let raw = self.get_raw_async(key).await?;
-        s.decode_and_keep::<T, T>(key, miss, raw, |value| value)
+        self.get_typed_async::<T, T>(key, |value| value).await
     }
 
     /// Async [`CacheManager::get_arc`].
@@ -45,17 +35,22 @@ impl CacheManager {
         &self,
         key: &str,
     ) -> Result<Option<Arc<T>>> {
+        self.get_typed_async::<T, Arc<T>>(key, Arc::new).await
+    }
+
+    /// Async `get_typed`: the memory tier, then [`get_raw_async`](Self::get_raw_async).
+    async fn get_typed_async<T, V>(&self, key: &str, wrap: impl FnOnce(T) -> V) -> Result<Option<V>>
+    where
+        T: DeserializeOwned,
+        V: Clone + Send + Sync + 'static,
+    {
         let s = &self.shared;
-        if s.hot.is_none() {
-            let raw = self.get_raw_async(key).await?;
-            return Ok(self.decode_opt::<T>(key, raw)?.map(Arc::new));
-        }
-        if let Some(value) = s.read_hot::<Arc<T>>(key) {
+        if let Some(value) = s.read_hot::<V>(key) {
             return Ok(Some(value));
         }
         let miss = s.hot_miss(key);
         let raw = self.get_raw_async(key).await?;
-        s.decode_and_keep::<T, Arc<T>>(key, miss, raw, Arc::new)
+        s.decode_and_keep::<T, V>(key, miss, raw, wrap)
     }
 
     /// Async [`CacheManager::set`].

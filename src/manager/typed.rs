@@ -49,12 +49,13 @@ impl Shared {
     }
 
     /// Taken by a typed read the memory tier missed, before it reads L1: the backfill ticket of
-    /// the key and the tier's clear mark.
-    pub(crate) fn hot_miss(&self, key: &str) -> HotMiss {
-        HotMiss {
+    /// the key and the tier's clear mark (`None` without a memory tier).
+    pub(crate) fn hot_miss(&self, key: &str) -> Option<HotMiss> {
+        let hot = self.hot.as_ref()?;
+        Some(HotMiss {
             ticket: self.guard.ticket(key),
-            mark: self.hot.as_ref().map_or(0, |hot| hot.clear_mark()),
-        }
+            mark: hot.clear_mark(),
+        })
     }
 
     /// Decodes what a read behind the memory tier answered (`wrap` makes the kept form: the
@@ -64,7 +65,7 @@ impl Shared {
     pub(crate) fn decode_and_keep<T, V>(
         &self,
         key: &str,
-        miss: HotMiss,
+        miss: Option<HotMiss>,
         raw: Option<Vec<u8>>,
         wrap: impl FnOnce(T) -> V,
     ) -> Result<Option<V>>
@@ -76,7 +77,7 @@ impl Shared {
             return Ok(None);
         };
         let value = wrap(self.codec.decode::<T>(key, &bytes)?);
-        if let Some(hot) = self.hot_if_trusted() {
+        if let (Some(hot), Some(miss)) = (self.hot_if_trusted(), miss) {
             self.guard.backfill_if_current(miss.ticket, || {
                 // The expiry of the L1 entry, and only if L1 holds what was decoded, as a trusted
                 // entry: an L2 value that was not backfilled, one replaced meanwhile, or a
