@@ -26,6 +26,23 @@ impl Clock for SystemClock {
     }
 }
 
+/// Milliseconds of a monotonic clock (since the first reading in this process), for durations
+/// that must not follow a step of the wall clock: a circuit breaker's cool-down. Not for
+/// expiries, which must mean the same after a restart.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MonotonicClock;
+
+impl Clock for MonotonicClock {
+    fn now_ms(&self) -> u64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let origin = ORIGIN.get_or_init(std::time::Instant::now);
+        // Starts at 1 so that 0 never means "now".
+        u64::try_from(origin.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+}
+
 /// A clock that only moves when told to; for tests.
 ///
 /// ```

@@ -86,7 +86,7 @@ pub mod replay;
 mod stats;
 mod storage;
 
-pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use crate::codec::Codec;
 pub use crate::config::{
     CacheConfig, CodecName, ConsistencyConfig, DistributedCacheConfig, DistributedKind, DurabilityMode,

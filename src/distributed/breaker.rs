@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, MonotonicClock};
 
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,7 +66,7 @@ impl CircuitBreaker {
     /// failures (at least 1) and probes again after `cool_down`.
     #[must_use]
     pub fn new(failure_threshold: u32, cool_down: Duration) -> Self {
-        Self::with_clock(failure_threshold, cool_down, Arc::new(SystemClock))
+        Self::with_clock(failure_threshold, cool_down, Arc::new(MonotonicClock))
     }
 
     /// Like [`new`](Self::new) on a given clock (a [`ManualClock`](crate::ManualClock) in tests).
@@ -95,7 +95,15 @@ impl CircuitBreaker {
             from @ (OPEN | HALF_OPEN) => {
                 let now = self.clock.now_ms();
                 let since = self.since_ms.load(Ordering::Acquire);
-                if now.saturating_sub(since) < self.cool_down_ms {
+                if now < since {
+                    // The clock stepped back (a wall clock given to `with_clock`): cool down from
+                    // now, not until the clock is back where it was.
+                    let _ = self
+                        .since_ms
+                        .compare_exchange(since, now, Ordering::AcqRel, Ordering::Acquire);
+                    return false;
+                }
+                if now - since < self.cool_down_ms {
                     return false;
                 }
                 // Cool-down over (or a probe was lost): exactly one caller wins the probe.
@@ -315,5 +323,27 @@ mod tests {
         b.record_failure();
         let json = serde_json::to_string(&b.stats()).unwrap();
         assert_eq!(json, r#"{"state":"open","trips":1,"consecutive_failures":1}"#);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_keeps_the_breaker_open_one_cool_down_at_most() {
+        let (b, clock) = breaker(1, 1_000);
+        clock.set(10_000_000);
+        b.record_failure();
+        clock.set(10_000_000 - 3_600_000);
+        assert!(!b.allow(), "still cooling down");
+        clock.advance(Duration::from_millis(1_000));
+        assert!(
+            b.allow(),
+            "a probe one cool-down after the step, not an hour later"
+        );
+    }
+
+    #[test]
+    fn the_default_clock_is_monotonic() {
+        let clock = MonotonicClock;
+        let a = clock.now_ms();
+        let b = clock.now_ms();
+        assert!(a >= 1 && b >= a);
     }
 }

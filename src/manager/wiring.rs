@@ -187,11 +187,9 @@ pub(super) fn build_distributed(
     }
     let d = distributed;
     let cool_down = Duration::from_millis(d.breaker_cooldown_ms);
-    let breaker = Arc::new(CircuitBreaker::with_clock(
-        d.breaker_failures,
-        cool_down,
-        Arc::clone(clock),
-    ));
+    // A cool-down is a duration: on the monotonic clock, so a step of the wall clock neither
+    // keeps the breaker open nor cuts its cool-down short.
+    let breaker = Arc::new(CircuitBreaker::new(d.breaker_failures, cool_down));
     let name = match d.kind {
         DistributedKind::Redis => "redis",
         DistributedKind::Memcached => "memcached",
