@@ -48,14 +48,16 @@ impl Tiered {
 
     /// Runs a change of `keys` in the level below with them out of the hot tier around it.
     fn changing<'k, T>(&self, keys: impl Iterator<Item = &'k str> + Clone, change: impl FnOnce() -> T) -> T {
-        for key in keys.clone() {
-            self.hot.remove(key);
-        }
+        self.forget(keys.clone());
         let out = change();
+        self.forget(keys);
+        out
+    }
+
+    fn forget<'k>(&self, keys: impl Iterator<Item = &'k str>) {
         for key in keys {
             self.hot.remove(key);
         }
-        out
     }
 
     async fn changing_async<'k, T>(
@@ -63,13 +65,9 @@ impl Tiered {
         keys: impl Iterator<Item = &'k str> + Clone,
         change: impl std::future::Future<Output = T>,
     ) -> T {
-        for key in keys.clone() {
-            self.hot.remove(key);
-        }
+        self.forget(keys.clone());
         let out = change.await;
-        for key in keys {
-            self.hot.remove(key);
-        }
+        self.forget(keys);
         out
     }
 }
