@@ -255,8 +255,13 @@ fn a_full_ext4_disk_opens_and_reads_then_writes_evict_then_fail_with_disk_full_t
         Some(value(n - 1, 4000))
     );
 
-    // With nothing left to evict, a write gets DiskFull naming the directory, and latches nothing.
+    // Clearing works on a disk with not one block free (the moment a user reaches for it):
+    // it removes segments until its metadata fits.
+    let _last_blocks = fs.fill("ballast1b");
     store.clear().unwrap();
+    assert!(store.get(&format!("k{}", n - 1)).unwrap().is_none());
+
+    // With nothing left to evict, a write gets DiskFull naming the directory, and latches nothing.
     let _more = fs.fill("ballast2");
     let err = store.set("k", &value(2, 4000), None).unwrap_err();
     assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
@@ -264,7 +269,7 @@ fn a_full_ext4_disk_opens_and_reads_then_writes_evict_then_fail_with_disk_full_t
     assert!(store.get("fresh").unwrap().is_none());
 
     // Space returns: writes work again without reopening.
-    std::fs::remove_file(&ballast).unwrap();
+    fs.remove(&ballast);
     store.set("k", &value(2, 4000), None).unwrap();
     assert_eq!(store.get("k").unwrap(), Some(value(2, 4000)));
     store.close().unwrap();

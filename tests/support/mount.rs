@@ -102,23 +102,52 @@ impl Mount {
         s.blocks_free * s.fragment_size
     }
 
-    /// Fills the file system with a ballast file until it is full; returns its path.
+    /// Fills the file system with a ballast file until not one block is free; returns its path.
+    ///
+    /// One pass is not enough on ext4: blocks freed since the last journal commit are not free
+    /// yet, and delayed allocation reserves more than writeback uses. Passes repeat, each after
+    /// a commit, until one adds nothing.
     pub fn fill(&self, name: &str) -> PathBuf {
         use std::io::Write;
         let path = self.point.join(name);
         let mut file = std::fs::File::create(&path).unwrap();
         let chunk = vec![0xAAu8; 4096];
-        loop {
-            match file.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break,
-                Err(e) => panic!("filling {}: {e}", path.display()),
+        for _pass in 0..16 {
+            std::fs::File::open(&self.point).unwrap().sync_all().unwrap();
+            let mut added = 0usize;
+            loop {
+                match file.write(&chunk) {
+                    Ok(0) => break,
+                    Ok(n) => added += n,
+                    Err(e) if e.raw_os_error() == Some(28) => break,
+                    Err(e) => panic!("filling {}: {e}", path.display()),
+                }
+            }
+            // What the page cache accepted must reach the file system to count as used.
+            let _ = file.sync_all();
+            if added == 0 {
+                break;
             }
         }
-        // What the page cache accepted must reach the file system to count as used.
-        let _ = file.sync_all();
+        // A growing file keeps blocks in reserve for its extent tree; a small new file does
+        // not need them. Take those with one-byte files (each takes a block).
+        for i in 0..4096 {
+            let crumb = self.point.join(format!("{name}.{i}"));
+            match std::fs::write(&crumb, b"x").and_then(|()| std::fs::File::open(&crumb)?.sync_all()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling {}: {e}", crumb.display()),
+            }
+        }
         path
+    }
+
+    /// Deletes a file and waits until the file system can give its blocks out again. ext4
+    /// reuses freed blocks only once the journal transaction that freed them commits (up to
+    /// five seconds later by default); an fsync of the directory commits it now.
+    pub fn remove(&self, path: &Path) {
+        std::fs::remove_file(path).unwrap();
+        std::fs::File::open(&self.point).unwrap().sync_all().unwrap();
     }
 }
 

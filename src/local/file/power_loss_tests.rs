@@ -286,6 +286,59 @@ fn a_segment_write_without_space_is_disk_full_latches_nothing_and_loses_nothing(
 }
 
 #[test]
+fn clearing_on_a_device_too_full_for_the_metadata_makes_room_and_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    for i in 0..100 {
+        store.set(&format!("k{i}"), &[7u8; 2000], None).unwrap();
+    }
+    assert!(store.stats().segments > 2, "{:?}", store.stats());
+    // The metadata's temporary file cannot be created twice: segments go until it can.
+    sim.fail_next(Op::Create, ErrorKind::StorageFull);
+    sim.fail_next(Op::Create, ErrorKind::StorageFull);
+    store.clear().unwrap();
+    assert_eq!(sim.pending_faults(), 0);
+    assert_eq!(store.stats().live_items, 0, "{:?}", store.stats());
+    assert!(store.get("k99").unwrap().is_none());
+    // Not latched, and the clear is what a reopen sees.
+    store.set("after", b"v", None).unwrap();
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), small(&clock)).unwrap();
+    assert!(store.get("k99").unwrap().is_none());
+    assert!(store.get("k0").unwrap().is_none());
+    assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(store.verify(|_, _| {}).unwrap().is_clean());
+}
+
+#[test]
+fn clearing_on_a_full_device_with_nothing_left_to_remove_is_disk_full_and_latches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    store.set("k", b"v", None).unwrap();
+    for _ in 0..8 {
+        sim.fail_next(Op::Create, ErrorKind::StorageFull);
+    }
+    let err = store.clear().unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    // Space returns (the armed failures run out): the same store clears and writes again.
+    let mut tries = 0;
+    while let Err(e) = store.clear() {
+        assert!(matches!(e, Error::DiskFull { .. }), "{e:?}");
+        tries += 1;
+        assert!(tries < 8, "clear never recovered: {e}");
+    }
+    assert_eq!(sim.pending_faults(), 0);
+    store.set("k", b"again", None).unwrap();
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"again"[..]));
+}
+
+#[test]
 fn a_segment_that_cannot_be_created_for_lack_of_space_is_retried_after_evicting() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::format::{self, Kind, Meta, SEGMENT_HEADER_LEN};
+use super::format::{self, Kind, Meta, META_EXT_LEN, SEGMENT_HEADER_LEN};
 use super::index::IndexEntry;
 use super::segment::{self, Segment};
 use super::{hint_entry_len, FileStoreStats, Inner, Sealed, ValueItem, VerifyReport, Writer};
@@ -411,7 +411,7 @@ impl Inner {
             min_seq: w.next_seq,
             max_size: self.max_bytes,
         };
-        self.dir.write_meta(&meta).map_err(|e| self.fail(e))?;
+        self.write_meta_making_room(&mut w, &meta)?;
         self.index.clear();
         w.ghosts.clear();
         w.filling = true;
@@ -424,6 +424,32 @@ impl Inner {
             self.remove_segment(&mut w, &seg)?;
         }
         self.sync_removals()
+    }
+
+    /// Writes the metadata file for `clear`. On a device too full for even that small file (the
+    /// moment a user is most likely to clear), room is made the way a write makes it: the active
+    /// segment is sealed (giving back its reservation) and the oldest segments are evicted, each
+    /// a step that is safe on its own. Nothing latches on a full disk: the old metadata is still
+    /// in place, and the caller gets [`Error::DiskFull`] only when nothing is left to remove.
+    fn write_meta_making_room(&self, w: &mut Writer, meta: &Meta) -> Result<()> {
+        loop {
+            match self.dir.write_meta(meta) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_no_space() => {
+                    if self.evict_oldest(w, false)? {
+                        continue;
+                    }
+                    match w.active.take() {
+                        Some(active) => {
+                            w.offset = self.segment_size;
+                            self.seal(w, active)?;
+                        }
+                        None => return Err(self.disk_full("write the metadata", META_EXT_LEN as u64)),
+                    }
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
     }
 
     /// Makes removed segment names durable. Compaction drops tombstones from a segment once it
