@@ -67,6 +67,8 @@ pub struct CacheConfig {
     pub consistency: ConsistencyConfig,
     /// The cross-process invalidation backplane (`[invalidation]`).
     pub invalidation: InvalidationConfig,
+    /// Fail-safe stale values and loader timeouts (`[loader]`).
+    pub loader: LoaderConfig,
 }
 
 impl Default for CacheConfig {
@@ -80,6 +82,54 @@ impl Default for CacheConfig {
             offline: OfflineConfig::default(),
             consistency: ConsistencyConfig::default(),
             invalidation: InvalidationConfig::default(),
+            loader: LoaderConfig::default(),
+        }
+    }
+}
+
+/// `[loader]`: what the manager serves when a fresh value cannot be had — the data source
+/// behind [`get_or_set_with`](crate::CacheManager::get_or_set_with) fails or is slow, or L2 is
+/// unreachable — and how long it waits for a loader.
+///
+/// **Fail-safe.** With `fail_safe_max_duration` above zero, an entry that expires is kept that
+/// much longer in the local level (the file store keeps it on disk, so it survives a restart).
+/// A plain `get` never returns it. It is served, marked stale, when the loader fails or times
+/// out, and by [`get_with_state`](crate::CacheManager::get_with_state) when no level has a fresh
+/// value. After a failed load, the stale value counts as fresh for `fail_safe_throttle`, so a
+/// dead source is asked once per throttle period, not on every read. Deletes, invalidations and
+/// prefix or tag invalidation remove stale copies as they remove values.
+///
+/// **Timeouts** ([`get_or_load`](crate::CacheManager::get_or_load) and its async form; the
+/// loader then runs off the caller's thread or task). They count from the start of the key's
+/// load, which its callers share: with a stale value at hand, a caller gets it after
+/// `soft_timeout_ms` and the load goes on in the background to refresh the entry; after
+/// `hard_timeout_ms` a caller gets the stale value or [`Error::LoaderTimeout`](crate::Error),
+/// and the key's load slot is given up, so the next caller starts a new load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoaderConfig {
+    /// How long an expired entry is kept for fail-safe, in seconds (default 0: off). Needs
+    /// `local.type = "file"` or `"memory"`.
+    #[serde(with = "seconds")]
+    pub fail_safe_max_duration: Duration,
+    /// How long a stale value served after a failed load counts as fresh for the loading
+    /// calls, in seconds (default 30; 0: ask the source on every call).
+    #[serde(with = "seconds")]
+    pub fail_safe_throttle: Duration,
+    /// With a stale value, how long a caller waits for the load, in milliseconds (default 0:
+    /// no soft timeout).
+    pub soft_timeout_ms: u64,
+    /// How long any caller waits for the load, in milliseconds (default 0: no limit).
+    pub hard_timeout_ms: u64,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            fail_safe_max_duration: Duration::ZERO,
+            fail_safe_throttle: Duration::from_secs(30),
+            soft_timeout_ms: 0,
+            hard_timeout_ms: 0,
         }
     }
 }
@@ -516,6 +566,7 @@ impl CacheConfig {
             ));
         }
         self.validate_consistency()?;
+        self.validate_loader()?;
         let dist = &self.distributed;
         if !dist.enabled {
             return Ok(());
@@ -569,6 +620,26 @@ impl CacheConfig {
 }
 
 impl CacheConfig {
+    fn validate_loader(&self) -> Result<()> {
+        let loader = &self.loader;
+        if !loader.fail_safe_max_duration.is_zero() && self.local.kind == LocalKind::Redb {
+            return Err(invalid(
+                "loader.fail_safe_max_duration",
+                "needs local.type = \"file\" or \"memory\" (the redb level keeps no expired entries); set it to 0 or change the local type",
+            ));
+        }
+        if loader.soft_timeout_ms > 0
+            && loader.hard_timeout_ms > 0
+            && loader.soft_timeout_ms >= loader.hard_timeout_ms
+        {
+            return Err(invalid(
+                "loader.soft_timeout_ms",
+                "must be below loader.hard_timeout_ms (the soft timeout serves a stale value before the hard one gives up)",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_consistency(&self) -> Result<()> {
         let offline = &self.offline;
         if offline

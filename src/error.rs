@@ -165,6 +165,17 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// The loader of [`get_or_load`](crate::CacheManager::get_or_load) did not answer within
+    /// `loader.hard_timeout_ms` and no stale value was kept for the key. The load goes on in the
+    /// background and stores its value if it finishes.
+    #[error("loading key {key:?} timed out after {after:?} with no stale value to serve; the data source is slow or down (the limit is `loader.hard_timeout_ms`; `loader.fail_safe_max_duration` keeps stale values to serve instead)")]
+    LoaderTimeout {
+        /// The key being loaded (cut to a readable length).
+        key: String,
+        /// The limit that passed.
+        after: std::time::Duration,
+    },
+
     /// A distributed level's server or client failed (connection refused, wrong password, server
     /// error reply, ...).
     #[error("{level} {op} failed: {reason}")]

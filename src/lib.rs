@@ -90,7 +90,7 @@ pub use crate::clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use crate::codec::Codec;
 pub use crate::config::{
     CacheConfig, CodecName, ConsistencyConfig, DistributedCacheConfig, DistributedKind, DurabilityMode,
-    InvalidationConfig, LocalCacheConfig, LocalKind, OfflineConfig, RestartPolicy, WriteMode,
+    InvalidationConfig, LoaderConfig, LocalCacheConfig, LocalKind, OfflineConfig, RestartPolicy, WriteMode,
     DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
 };
 pub use crate::distributed::{
@@ -107,10 +107,12 @@ pub use crate::local::file::{
 };
 pub use crate::local::memory::MemoryStore;
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
-pub use crate::manager::{CacheManager, CacheManagerBuilder, InvalidationEvent, Monitor, L2_SIZE_MAX_AGE};
+pub use crate::manager::{
+    CacheManager, CacheManagerBuilder, Fetched, InvalidationEvent, Monitor, L2_SIZE_MAX_AGE,
+};
 pub use crate::perms::DEFAULT_FILE_MODE;
 pub use crate::stats::{
-    CacheStats, ConsistencyStats, HitRates, LatencyStats, LevelStats, OverallStats, Sizes,
+    CacheStats, ConsistencyStats, HitRates, LatencyStats, LevelStats, LoaderStats, OverallStats, Sizes,
 };
 pub use crate::storage::{BoxFuture, Entry, Freshness, Storage, StorageCounters, StorageSize};
 

@@ -184,6 +184,50 @@ pub(crate) struct Metrics {
     pub(crate) loads: Counter,
     pub(crate) load_waits: Counter,
     pub(crate) consistency: ConsistencyMetrics,
+    pub(crate) loader: LoaderMetrics,
+}
+
+/// Counters of fail-safe and the loader timeouts.
+#[derive(Debug, Default)]
+pub(crate) struct LoaderMetrics {
+    pub(crate) failures: Counter,
+    pub(crate) stale_served: Counter,
+    pub(crate) throttled: Counter,
+    pub(crate) soft_timeouts: Counter,
+    pub(crate) hard_timeouts: Counter,
+}
+
+impl LoaderMetrics {
+    pub(crate) fn snapshot(&self, fail_safe: bool) -> LoaderStats {
+        LoaderStats {
+            fail_safe,
+            failures: self.failures.get(),
+            stale_served: self.stale_served.get(),
+            throttled: self.throttled.get(),
+            soft_timeouts: self.soft_timeouts.get(),
+            hard_timeouts: self.hard_timeouts.get(),
+        }
+    }
+}
+
+/// Fail-safe and the loader timeouts (`[loader]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoaderStats {
+    /// Whether expired entries are kept to be served stale (`fail_safe_max_duration > 0`).
+    pub fail_safe: bool,
+    /// Loader calls that returned an error.
+    pub failures: u64,
+    /// Values served stale: after a failed or timed-out load, or by `get_with_state` when no
+    /// level had a fresh one. Each counts once more in `throttled` if it was throttled.
+    pub stale_served: u64,
+    /// Of `stale_served`, those served without asking the source, inside the throttle period of
+    /// an earlier failure.
+    pub throttled: u64,
+    /// Callers served a stale value at the soft timeout while the load went on.
+    pub soft_timeouts: u64,
+    /// Callers that gave up at the hard timeout.
+    pub hard_timeouts: u64,
 }
 
 /// Counters of the offline mode and the invalidation backplane, kept by the manager.
@@ -448,6 +492,9 @@ pub struct CacheStats {
     /// The offline mode and cross-process consistency.
     #[serde(default)]
     pub consistency: ConsistencyStats,
+    /// Fail-safe and the loader timeouts.
+    #[serde(default)]
+    pub loader: LoaderStats,
 }
 
 impl Metrics {

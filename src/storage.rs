@@ -157,6 +157,15 @@ pub trait Storage: Send + Sync + 'static {
         Ok(self.get(key)?.map(|entry| (entry, Freshness::Trusted)))
     }
 
+    /// Reads a key as [`get`](Storage::get) does, and also an entry that expired less than the
+    /// level's keep-expired window ago (its `expires_at` is then past): the stale copy that
+    /// fail-safe reads fall back on. `Ok(None)` (the default) for levels that keep nothing
+    /// expired, which is what a distributed level does.
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Every entry written before this call becomes suspect until confirmed or rewritten. The
     /// default forgets everything ([`clear`](Storage::clear)), which is always safe for a cache.
     fn mark_all_suspect(&self) -> Result<()> {

@@ -118,6 +118,8 @@ pub struct MemoryStore {
     tally: Arc<Tally>,
     clock: Arc<dyn Clock>,
     max_items: u64,
+    /// How long expired entries stay for [`Storage::get_stale`], in ms.
+    keep_expired_ms: u64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -163,7 +165,17 @@ impl MemoryStore {
             tally,
             clock,
             max_items,
+            keep_expired_ms: 0,
         })
+    }
+
+    /// Keeps expired entries for `window` after their expiry (default zero), for fail-safe
+    /// reads: `get` never returns them, [`Storage::get_stale`] does until the window ends. They
+    /// hold their slots meanwhile.
+    #[must_use]
+    pub fn keep_expired(mut self, window: Duration) -> Self {
+        self.keep_expired_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     /// The item bound.
@@ -175,7 +187,7 @@ impl MemoryStore {
     /// Removes every expired entry now (they are misses anyway); returns how many.
     #[allow(clippy::must_use_candidate)] // called for its effect
     pub fn purge_expired(&self) -> u64 {
-        let now = self.clock.now_ms();
+        let now = self.clock.now_ms().saturating_sub(self.keep_expired_ms);
         let before = self.tally.expirations.load(Ordering::Relaxed);
         self.cache.retain(|key, slot| {
             let expired = slot.is_expired(now);
@@ -230,12 +242,26 @@ impl Storage for MemoryStore {
         if slot.expires_at_ms != 0 {
             let now = self.clock.now_ms();
             if slot.is_expired(now) {
-                if let Some((k, old)) = self.cache.remove_if(key, |s| s.is_expired(now)) {
+                let dead_before = now.saturating_sub(self.keep_expired_ms);
+                if let Some((k, old)) = self.cache.remove_if(key, |s| s.is_expired(dead_before)) {
                     self.tally.expirations.fetch_add(1, Ordering::Relaxed);
                     self.tally.remove_bytes(weight(&k, &old.value));
                 }
                 return Ok(None);
             }
+        }
+        Ok(Some(Entry {
+            value: slot.value.into_vec(),
+            expires_at: (slot.expires_at_ms != 0).then(|| clock::ms_to_system_time(slot.expires_at_ms)),
+        }))
+    }
+
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        let Some(slot) = self.cache.peek(key) else {
+            return Ok(None);
+        };
+        if slot.is_expired(self.clock.now_ms().saturating_sub(self.keep_expired_ms)) {
+            return Ok(None);
         }
         Ok(Some(Entry {
             value: slot.value.into_vec(),

@@ -132,6 +132,11 @@ impl Storage for Tiered {
         self.base.get_checked(key)
     }
 
+    /// Stale copies live in the base tier only: the hot tier drops a value when it expires.
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        self.base.get_stale(key)
+    }
+
     /// Suspect entries must be revalidated before they are served: the hot tier forgets all.
     fn mark_all_suspect(&self) -> Result<()> {
         self.hot.clear();

@@ -142,12 +142,14 @@ impl CacheManager {
     /// and returns it. Concurrent callers for one key — threads here and tasks in
     /// [`CacheManager::get_or_set_with_async`] alike — run one loader at a time: the others wait
     /// and get its value. If the loader fails, that caller gets its error and a waiter takes
-    /// over with its own loader. Waiting has no deadline: a loader that never returns holds its
-    /// key's callers, so give slow loaders their own timeout. A loader must not call
+    /// over with its own loader — unless fail-safe (`loader.fail_safe_max_duration`) kept a
+    /// stale copy of the key: then the callers get that copy, and it counts as fresh for
+    /// `loader.fail_safe_throttle`. Waiting has no deadline: a loader that never returns holds
+    /// its key's callers; [`CacheManager::get_or_load`] bounds the wait. A loader must not call
     /// `get_or_set_with` for its own key (it would wait for itself).
     ///
     /// # Errors
-    /// The loader's error; or, converted with `From`, a cache error of [`CacheManager::get`]
+    /// The loader's error when no stale copy is kept; or, converted with `From`, a cache error of [`CacheManager::get`]
     /// or [`CacheManager::set`] (the value was loaded but could not be stored; waiters still get
     /// it).
     pub fn get_or_set_with<T, E, F>(&self, key: &str, ttl: Option<Duration>, loader: F) -> Result<T, E>
@@ -159,6 +161,9 @@ impl CacheManager {
         Shared::check_ttl(key, ttl)?;
         loop {
             if let Some(value) = self.get(key)? {
+                return Ok(value);
+            }
+            if let Some(value) = self.shared.throttled_stale(key) {
                 return Ok(value);
             }
             match self.shared.flights.join(key) {
@@ -176,7 +181,11 @@ impl CacheManager {
                         return Ok(value);
                     }
                     self.shared.metrics.loads.incr();
-                    let value = loader()?;
+                    let value = match loader() {
+                        Ok(value) => value,
+                        // Fail-safe: the stale copy, set to be throttled before the flight ends.
+                        Err(e) => return self.shared.stale_after_failure(key).ok_or(e),
+                    };
                     let bytes = self.shared.codec.encode(key, &value)?;
                     let stored = self.set_raw(key, &bytes, ttl);
                     leader.finish(Arc::from(bytes));

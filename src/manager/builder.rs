@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::behind::{start_writer, WriteQueue};
 use super::consistency::Receiver;
+use super::failsafe::FailSafe;
 use super::fill::{start_filler, FillQueue};
 use super::guard::KeyOrder;
 use super::loader::Flights;
@@ -115,7 +116,7 @@ impl CacheManagerBuilder {
             .transpose()?;
         let (l1, file_l1, l1_dir) = match self.local {
             Some(level) => (level, None, None),
-            None => build_local(&config.local, &clock)?,
+            None => build_local(&config.local, config.loader.fail_safe_max_duration, &clock)?,
         };
         // The memory tier goes in front of a persistent L1 the manager built.
         let hot = (l1_dir.is_some() && config.local.memory_items > 0)
@@ -182,7 +183,8 @@ impl CacheManagerBuilder {
             clock,
             metrics: Metrics::default(),
             guard: KeyOrder::default(),
-            flights: Flights::default(),
+            flights: Arc::new(Flights::default()),
+            fail_safe: FailSafe::new(&config.loader),
             replay,
             replayer,
             replay_lock: parking_lot::Mutex::new(()),

@@ -1,5 +1,5 @@
-//! Stampede protection for `get_or_set_with`: one loader per key at a time, across threads and
-//! tasks alike.
+//! Stampede protection for the loading calls (`get_or_set_with`, `get_or_load`): one loader per
+//! key at a time, across threads and tasks alike.
 //!
 //! The first caller that misses becomes the leader of a [`Flight`] for the key; later callers
 //! wait on it, blocking threads on a condition variable and async tasks on a
@@ -8,9 +8,17 @@
 //! leader's loader fails, or the leader panics or its future is dropped, the flight ends as
 //! abandoned and waiters start over: one of them becomes the next leader. Loader errors are
 //! therefore not shared (they need not be `Clone`); each caller sees its own.
+//!
+//! Waits can have a deadline (the loader timeouts of `[loader]`), counted from the flight's
+//! start. Async waiters are woken at those deadlines by a [`ticker`](Flight::start_ticker)
+//! thread that lives no longer than the flight, since a waker needs someone to call it and the
+//! caller's executor may have no timer. A flight past its hard deadline is
+//! [given up](Flights::give_up): the next caller starts a new load instead of waiting on one
+//! that hangs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::Notify;
@@ -22,37 +30,83 @@ enum State {
     Abandoned,
 }
 
+/// How a wait on a flight ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// The leader published the encoded value.
+    Done(Arc<[u8]>),
+    /// The leader gave up (its loader failed, it panicked or was cancelled) or the flight was
+    /// given up at its hard deadline.
+    Abandoned,
+    /// The deadline passed first; the flight goes on.
+    TimedOut,
+}
+
 /// One key's load in progress.
 #[derive(Debug)]
 pub(crate) struct Flight {
     state: Mutex<State>,
     cond: Condvar,
     notify: Notify,
+    started: Instant,
+    /// Whether a ticker thread was started for this flight.
+    ticking: std::sync::atomic::AtomicBool,
 }
 
 impl Flight {
-    fn finished(&self) -> Option<Option<Arc<[u8]>>> {
+    fn finished(&self) -> Option<Waited> {
         match &*self.state.lock() {
             State::Loading => None,
-            State::Done(bytes) => Some(Some(Arc::clone(bytes))),
-            State::Abandoned => Some(None),
+            State::Done(bytes) => Some(Waited::Done(Arc::clone(bytes))),
+            State::Abandoned => Some(Waited::Abandoned),
         }
+    }
+
+    /// When the load began: timeouts count from here.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
     }
 
     /// Blocks until the leader finishes: `Some(bytes)` or `None` if it gave up.
     pub(crate) fn wait_blocking(&self) -> Option<Arc<[u8]>> {
+        match self.wait_blocking_until(None) {
+            Waited::Done(bytes) => Some(bytes),
+            Waited::Abandoned | Waited::TimedOut => None,
+        }
+    }
+
+    /// Blocks until the leader finishes or `deadline` passes.
+    pub(crate) fn wait_blocking_until(&self, deadline: Option<Instant>) -> Waited {
         let mut state = self.state.lock();
         loop {
             match &*state {
-                State::Loading => self.cond.wait(&mut state),
-                State::Done(bytes) => return Some(Arc::clone(bytes)),
-                State::Abandoned => return None,
+                State::Loading => match deadline {
+                    None => self.cond.wait(&mut state),
+                    Some(at) => {
+                        if self.cond.wait_until(&mut state, at).timed_out()
+                            && matches!(*state, State::Loading)
+                        {
+                            return Waited::TimedOut;
+                        }
+                    }
+                },
+                State::Done(bytes) => return Waited::Done(Arc::clone(bytes)),
+                State::Abandoned => return Waited::Abandoned,
             }
         }
     }
 
     /// Waits (without blocking the executor) until the leader finishes.
     pub(crate) async fn wait_async(&self) -> Option<Arc<[u8]>> {
+        match self.wait_async_until(None).await {
+            Waited::Done(bytes) => Some(bytes),
+            Waited::Abandoned | Waited::TimedOut => None,
+        }
+    }
+
+    /// Waits (without blocking the executor) until the leader finishes or `deadline` passes.
+    /// A deadline needs the flight's [ticker](Flight::ensure_ticker) to wake the task.
+    pub(crate) async fn wait_async_until(&self, deadline: Option<Instant>) -> Waited {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -61,12 +115,51 @@ impl Flight {
             if let Some(outcome) = self.finished() {
                 return outcome;
             }
+            if deadline.is_some_and(|at| Instant::now() >= at) {
+                return Waited::TimedOut;
+            }
             notified.await;
         }
     }
 
+    /// Starts, once per flight, a thread that wakes every waiter at each of `deadlines` while
+    /// the flight is loading, and ends with the flight (or after the last deadline).
+    pub(crate) fn ensure_ticker(self: &Arc<Self>, deadlines: Vec<Instant>) {
+        if deadlines.is_empty() || self.ticking.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let flight = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name("uno-cache-load-timer".into())
+            .spawn(move || {
+                for at in deadlines {
+                    let mut state = flight.state.lock();
+                    while matches!(*state, State::Loading) && Instant::now() < at {
+                        let _ = flight.cond.wait_until(&mut state, at);
+                    }
+                    if !matches!(*state, State::Loading) {
+                        return;
+                    }
+                    drop(state);
+                    flight.notify.notify_waiters();
+                }
+            });
+        if let Err(e) = started {
+            // Waiters then notice their deadline only when the flight ends.
+            tracing::warn!(error = %e, "cannot start a loader timer thread; async waiters wait for the load to end");
+        }
+    }
+
     fn publish(&self, state: State) {
-        *self.state.lock() = state;
+        {
+            let mut current = self.state.lock();
+            // A flight given up at its deadline stays given up for its waiters; a value that
+            // arrives later is stored by the leader, not handed to them.
+            if matches!(*current, State::Abandoned) {
+                return;
+            }
+            *current = state;
+        }
         self.cond.notify_all();
         self.notify.notify_waiters();
     }
@@ -78,17 +171,18 @@ pub(crate) struct Flights {
     map: Mutex<HashMap<String, Arc<Flight>>>,
 }
 
-/// What a caller of `get_or_set_with` does after a miss.
-pub(crate) enum Role<'a> {
+/// What a caller of a loading call does after a miss.
+pub(crate) enum Role {
     /// Run the loader, then [`Leader::finish`].
-    Leader(Leader<'a>),
+    Leader(Leader),
     /// Wait for this flight.
     Waiter(Arc<Flight>),
 }
 
-/// The leader's duty to end its flight; ends it as abandoned if dropped unfinished.
-pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
+/// The leader's duty to end its flight; ends it as abandoned if dropped unfinished. Owned, so a
+/// load can go on on a thread or task of its own after its caller stopped waiting.
+pub(crate) struct Leader {
+    flights: Arc<Flights>,
     key: String,
     flight: Arc<Flight>,
     done: bool,
@@ -96,7 +190,7 @@ pub(crate) struct Leader<'a> {
 
 impl Flights {
     /// Joins the key's flight, or starts one and leads it.
-    pub(crate) fn join(&self, key: &str) -> Role<'_> {
+    pub(crate) fn join(self: &Arc<Self>, key: &str) -> Role {
         let mut map = self.map.lock();
         if let Some(flight) = map.get(key) {
             return Role::Waiter(Arc::clone(flight));
@@ -105,14 +199,29 @@ impl Flights {
             state: Mutex::new(State::Loading),
             cond: Condvar::new(),
             notify: Notify::new(),
+            started: Instant::now(),
+            ticking: std::sync::atomic::AtomicBool::new(false),
         });
         map.insert(key.to_owned(), Arc::clone(&flight));
         Role::Leader(Leader {
-            flights: self,
+            flights: Arc::clone(self),
             key: key.to_owned(),
             flight,
             done: false,
         })
+    }
+
+    /// Gives up a flight that passed its hard deadline: the next caller of the key starts a new
+    /// load, and the flight's waiters see it abandoned. Its leader may still finish and store a
+    /// value; that is a normal write.
+    pub(crate) fn give_up(&self, key: &str, flight: &Arc<Flight>) {
+        {
+            let mut map = self.map.lock();
+            if map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+                map.remove(key);
+            }
+        }
+        flight.publish(State::Abandoned);
     }
 
     #[cfg(test)]
@@ -121,10 +230,15 @@ impl Flights {
     }
 }
 
-impl Leader<'_> {
+impl Leader {
     /// Hands the encoded value to every waiter.
     pub(crate) fn finish(mut self, bytes: Arc<[u8]>) {
         self.end(State::Done(bytes));
+    }
+
+    /// The flight this leader ends.
+    pub(crate) fn flight(&self) -> &Arc<Flight> {
+        &self.flight
     }
 
     fn end(&mut self, state: State) {
@@ -144,7 +258,7 @@ impl Leader<'_> {
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
         self.end(State::Abandoned);
     }
@@ -156,7 +270,7 @@ mod tests {
 
     #[test]
     fn waiters_get_the_leaders_bytes_and_the_flight_is_forgotten() {
-        let flights = Flights::default();
+        let flights = Arc::new(Flights::default());
         let Role::Leader(leader) = flights.join("k") else {
             panic!("first caller must lead")
         };
@@ -174,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_dropped_leader_abandons_and_frees_the_key() {
-        let flights = Flights::default();
+        let flights = Arc::new(Flights::default());
         let leader = flights.join("k");
         let Role::Waiter(flight) = flights.join("k") else {
             panic!("second caller must wait")
@@ -186,7 +300,7 @@ mod tests {
 
     #[test]
     fn async_waiters_wake_on_a_sync_finish() {
-        let flights = Flights::default();
+        let flights = Arc::new(Flights::default());
         let Role::Leader(leader) = flights.join("k") else {
             panic!("first caller must lead")
         };

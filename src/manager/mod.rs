@@ -14,7 +14,9 @@
 //! | `guard`  | per-key ordering of writes across both levels; keeps a backfill from landing after a racing write or delete |
 //! | `behind` | write-behind: the queue of L2 writes and the thread that sends them   |
 //! | `fill`   | backfills of batch reads, written by a background thread             |
+//! | `load`   | `get_or_load` and `get_with_state`: loads with timeouts, answers with their freshness |
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |
+//! | `failsafe` | stale values served when a fresh one cannot be had; the throttle      |
 //! | `global` | the process-wide instance                                            |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
 //! | `consistency` | replay queue, invalidation backplane, revalidation of suspect L1 entries |
@@ -36,9 +38,11 @@ mod builder;
 mod consistency;
 mod deferred;
 mod events;
+mod failsafe;
 mod fill;
 mod global;
 mod guard;
+mod load;
 mod loader;
 mod maintenance;
 mod monitor;
@@ -61,6 +65,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::events::InvalidationEvent;
+pub use self::failsafe::Fetched;
 use self::policy::Shared;
 use crate::codec::Codec;
 use crate::config::CacheConfig;

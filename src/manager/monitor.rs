@@ -127,6 +127,7 @@ impl Monitor<'_> {
             distributed,
             overall,
             consistency: self.consistency(),
+            loader: s.metrics.loader.snapshot(s.fail_safe.enabled()),
         }
     }
 

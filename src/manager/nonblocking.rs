@@ -164,6 +164,9 @@ impl CacheManager {
             if let Some(value) = self.get_async(key).await? {
                 return Ok(value);
             }
+            if let Some(value) = self.shared.throttled_stale(key) {
+                return Ok(value);
+            }
             match self.shared.flights.join(key) {
                 Role::Waiter(flight) => {
                     self.shared.metrics.load_waits.incr();
@@ -178,7 +181,10 @@ impl CacheManager {
                         return Ok(value);
                     }
                     self.shared.metrics.loads.incr();
-                    let value = loader().await?;
+                    let value = match loader().await {
+                        Ok(value) => value,
+                        Err(e) => return self.shared.stale_after_failure(key).ok_or(e),
+                    };
                     let bytes = self.shared.codec.encode(key, &value)?;
                     let stored = self.set_raw_async(key, &bytes, ttl).await;
                     leader.finish(Arc::from(bytes));

@@ -31,6 +31,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::behind::{Pushed, WriteQueue};
+use super::failsafe::FailSafe;
 use super::fill::{FillBatch, FillQueue};
 use super::guard::{KeyOrder, Ticket, WriteGuard};
 use super::loader::Flights;
@@ -64,7 +65,9 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     pub(crate) guard: KeyOrder,
-    pub(crate) flights: Flights,
+    pub(crate) flights: Arc<Flights>,
+    /// Fail-safe and loader timeouts (`[loader]`).
+    pub(crate) fail_safe: FailSafe,
     /// The durable queue of L2 writes that failed (offline mode).
     pub(crate) replay: Option<Arc<ReplayQueue>>,
     /// Wakes the background thread that replays the queue (owned by `Workers`).

@@ -81,13 +81,19 @@ type Local = (
 );
 
 /// Opens the L1 that `local` describes.
-pub(super) fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> Result<Local> {
+/// `keep_expired` is the fail-safe window: how long the level keeps expired entries.
+pub(super) fn build_local(
+    local: &LocalCacheConfig,
+    keep_expired: Duration,
+    clock: &Arc<dyn Clock>,
+) -> Result<Local> {
     let max = local.effective_max_size();
     let dir = local.effective_path().to_path_buf();
     Ok(match local.kind {
         LocalKind::File => {
             let mut options = FileStoreOptions::default()
                 .durability(local.effective_durability())
+                .keep_expired(keep_expired)
                 .clock(Arc::clone(clock));
             // Unset settings are the ones the store recorded (its application's bound).
             if let Some(mb) = local.max_size {
@@ -100,7 +106,7 @@ pub(super) fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> R
             (file.clone(), Some(file), Some(dir))
         }
         LocalKind::Memory => (
-            Arc::new(MemoryStore::with_clock(max, Arc::clone(clock))?),
+            Arc::new(MemoryStore::with_clock(max, Arc::clone(clock))?.keep_expired(keep_expired)),
             None,
             None,
         ),

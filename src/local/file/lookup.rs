@@ -24,7 +24,10 @@ enum Found<T> {
     Hit(Hit<T>),
     /// A live value of another key with the same hash: a plain miss, the entry stays.
     OtherKey,
+    /// Expired longer ago than the keep window: the entry goes.
     Expired,
+    /// Expired within the keep window: a miss for `get`, kept for `get_stale`.
+    Lapsed,
     /// Not a live value of this hash (a slot that moved on, a tombstone): the entry is wrong.
     Stale,
     Damaged,
@@ -63,15 +66,27 @@ impl Inner {
         touch: bool,
         take: impl FnOnce(&RecordRef<'_>) -> T,
     ) -> Option<Hit<T>> {
+        self.locate_with(key, touch, false, take)
+    }
+
+    /// As [`locate`](Self::locate); with `lapsed_too`, a value that expired within the keep
+    /// window is found as well (its `expires_at_ms` says so).
+    pub(crate) fn locate_with<T>(
+        &self,
+        key: &str,
+        touch: bool,
+        lapsed_too: bool,
+        take: impl FnOnce(&RecordRef<'_>) -> T,
+    ) -> Option<Hit<T>> {
         let hash = self.hasher.hash(key);
         // Checked first so lookups do not write a shared cache line but once per eviction.
         if touch && !self.looked_up.load(Ordering::Relaxed) {
             self.looked_up.store(true, Ordering::Relaxed);
         }
-        let (found, loc) = self.probe(key, hash, touch, take)?;
+        let (found, loc) = self.probe(key, hash, touch, lapsed_too, take)?;
         match found {
             Found::Hit(hit) => return Some(hit),
-            Found::OtherKey => {}
+            Found::OtherKey | Found::Lapsed => {}
             Found::Expired => self.expire_at(hash, loc),
             Found::Stale => self.drop_stale(hash, loc),
             Found::Damaged => self.forget_corrupt(key, hash, loc),
@@ -86,14 +101,19 @@ impl Inner {
         key: &str,
         hash: u64,
         touch: bool,
+        lapsed_too: bool,
         take: impl FnOnce(&RecordRef<'_>) -> T,
     ) -> Option<(Found<T>, Loc)> {
         let entry = self.index.get(&hash)?;
         // The clock only after a hit: a miss (most of a cold batch read) needs no time.
         let now = self.clock.now_ms();
+        let dead_before = self.dead_before(now);
         let loc = entry.loc;
-        if entry.is_expired(now) {
+        if entry.is_expired(dead_before) {
             return Some((Found::Expired, loc));
+        }
+        if !lapsed_too && self.keep_expired_ms > 0 && entry.is_expired(now) {
+            return Some((Found::Lapsed, loc));
         }
         if touch {
             entry.touch();
@@ -105,8 +125,10 @@ impl Inner {
         let found = match table.get(loc).map(|seg| record_at(seg, loc.offset())) {
             None => Found::Stale,
             Some(Some(Decoded::Record(r, _))) if r.kind == Kind::Value && r.key == key => {
-                if r.expires_at_ms != 0 && now >= r.expires_at_ms {
+                if r.expires_at_ms != 0 && dead_before >= r.expires_at_ms {
                     Found::Expired
+                } else if r.expires_at_ms != 0 && now >= r.expires_at_ms && !lapsed_too {
+                    Found::Lapsed
                 } else {
                     Found::Hit(Hit {
                         taken: take(&r),
@@ -128,11 +150,13 @@ impl Inner {
     /// For a delete under the writer lock: whether `key` has a record that needs a tombstone (a
     /// live value, or a damaged record the entry points at). Drops expired and stale entries.
     pub(crate) fn needs_tombstone(&self, key: &str, hash: u64) -> bool {
-        let Some((found, loc)) = self.probe(key, hash, false, |_| ()) else {
+        let Some((found, loc)) = self.probe(key, hash, false, false, |_| ()) else {
             return false;
         };
         match found {
-            Found::Hit(_) | Found::Damaged => true,
+            // A lapsed value is still recovered at the next open (it is kept for fail-safe
+            // reads): deleting it takes a tombstone like a live one.
+            Found::Hit(_) | Found::Damaged | Found::Lapsed => true,
             // Another key's newer value shadows this key's older records.
             Found::OtherKey => false,
             // An expired record is ignored by recovery: no tombstone needed.
@@ -152,9 +176,17 @@ impl Inner {
         self.locate(key, true, |r| r.value.to_vec())
     }
 
-    /// The live keys at this moment, read from their records (the index holds hashes only).
+    /// Values that expired before this moment are gone; later ones are live or kept for the
+    /// keep window (Unix ms).
+    pub(crate) fn dead_before(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.keep_expired_ms)
+    }
+
+    /// The keys at this moment, read from their records (the index holds hashes only): live
+    /// ones and those kept in the keep window, so that prefix invalidation reaches stale copies
+    /// too.
     pub(crate) fn keys(&self) -> Vec<String> {
-        let now = self.clock.now_ms();
+        let now = self.dead_before(self.clock.now_ms());
         let mut keys = Vec::with_capacity(self.index.len());
         for e in self.index.iter() {
             if e.value().is_expired(now) {

@@ -261,9 +261,10 @@ impl Inner {
         Ok(report)
     }
 
-    /// Removes every expired entry from the index. Their records become dead bytes.
+    /// Removes every entry expired longer ago than the keep window from the index. Their
+    /// records become dead bytes.
     fn sweep_expired(&self) -> u64 {
-        let now = self.clock.now_ms();
+        let now = self.dead_before(self.clock.now_ms());
         // Entries expire by their coarse expiry (whole seconds, rounded up): one that expired
         // in the last second is swept by the next pass, or dropped by a read.
         let expired: Vec<(u64, Loc)> = self
@@ -301,7 +302,8 @@ impl Inner {
                 // Evicted (or cleared) meanwhile: nothing left to rewrite.
                 return Ok(moved);
             }
-            let now = self.clock.now_ms();
+            // Values in the keep window are copied like live ones: compaction keeps stale copies.
+            let now = self.dead_before(self.clock.now_ms());
             for rec in batch {
                 let r = rec.record;
                 let hash = self.hasher.hash(r.key);

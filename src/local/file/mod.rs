@@ -139,6 +139,9 @@ pub(crate) struct Inner {
     compaction_interval: Duration,
     min_live_ratio: f64,
     clock: Arc<dyn Clock>,
+    /// How long expired entries stay readable by `get_stale`, in ms (see
+    /// [`FileStoreOptions::keep_expired`]).
+    keep_expired_ms: u64,
     index: Index,
     hasher: KeyHasher,
     /// Segment slot → segment, for index entries. Lock order: an index shard before `slots`.
@@ -260,7 +263,10 @@ impl FileStore {
     /// not errors: they are skipped and counted in [`FileStore::recovery_report`].
     pub fn open(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<FileStore> {
         let (dir, meta) = LockedDir::open(dir.as_ref(), options.disk.clone(), options.wanted()?)?;
-        let recovered = recovery::recover(&dir, &meta, options.clock.now_ms())?;
+        let keep_expired_ms = u64::try_from(options.keep_expired.as_millis()).unwrap_or(u64::MAX);
+        // Entries that expired within the keep window are recovered: they are stale copies.
+        let dead_before = options.clock.now_ms().saturating_sub(keep_expired_ms);
+        let recovered = recovery::recover(&dir, &meta, dead_before)?;
         let segments = recovered.segments;
         // No segment is created here: opening needs no free space, so a store on a full device
         // still opens and serves reads. The first write creates one.
@@ -277,6 +283,7 @@ impl FileStore {
             compaction_interval: options.compaction_interval,
             min_live_ratio: options.min_live_ratio,
             clock: options.clock,
+            keep_expired_ms,
             index: recovered.index,
             hasher: recovered.hasher,
             slots: recovered.slots,
@@ -335,6 +342,23 @@ impl FileStore {
     /// As [`FileStore::get`].
     pub fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
         Ok(self.get_entry_and_seq(key).map(|(entry, _)| entry))
+    }
+
+    /// Reads a value as [`get_entry`](FileStore::get_entry) does, and also one that expired
+    /// less than [`keep_expired`](FileStoreOptions::keep_expired) ago: a stale copy for
+    /// fail-safe reads, told apart by its `expires_at` being past. Does not count as a read for
+    /// eviction.
+    ///
+    /// # Errors
+    /// As [`FileStore::get`].
+    pub fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        Ok(self
+            .inner
+            .locate_with(key, false, true, |r| r.value.to_vec())
+            .map(|hit| Entry {
+                value: hit.taken,
+                expires_at: (hit.expires_at_ms != 0).then(|| clock::ms_to_system_time(hit.expires_at_ms)),
+            }))
     }
 
     /// Reads a value with its expiry and whether it is suspect: restored from disk at open, or
@@ -585,6 +609,18 @@ impl Storage for FileStore {
 
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         FileStore::get_checked(self, key)
+    }
+
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        FileStore::get_stale(self, key)
+    }
+
+    /// One pass over the index, reading each key from its record: prefix invalidation drops
+    /// just those keys (stale copies in the keep window included) instead of the whole store.
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        let mut keys = self.inner.keys();
+        keys.retain(|k| k.starts_with(prefix));
+        Ok(Some(keys))
     }
 
     fn mark_all_suspect(&self) -> Result<()> {

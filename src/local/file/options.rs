@@ -42,6 +42,7 @@ pub struct FileStoreOptions {
     pub(crate) min_live_ratio: f64,
     pub(crate) background: bool,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) keep_expired: Duration,
     pub(crate) disk: Disk,
 }
 
@@ -56,6 +57,7 @@ impl Default for FileStoreOptions {
             min_live_ratio: 0.5,
             background: true,
             clock: Arc::new(SystemClock),
+            keep_expired: Duration::ZERO,
             disk: Disk::default(),
         }
     }
@@ -125,6 +127,16 @@ impl FileStoreOptions {
     /// The clock used for TTLs (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// How long an expired entry is kept after its expiry (default zero: dropped at once), for
+    /// fail-safe reads: [`FileStore::get`](super::FileStore::get) never returns it, but
+    /// [`FileStore::get_stale`](super::FileStore::get_stale) does, across restarts too, until
+    /// the window ends. Compaction and recovery keep such entries; eviction does not (a size
+    /// bound beats a stale copy). Rounded to milliseconds.
+    pub fn keep_expired(mut self, window: Duration) -> Self {
+        self.keep_expired = window;
         self
     }
 

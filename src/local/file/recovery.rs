@@ -324,6 +324,8 @@ fn in_bucket_order(parts: Vec<Vec<Pending>>, capacity: usize) -> Vec<Pending> {
     out
 }
 
+/// Rebuilds the index from the directory. Values that expired before `now_ms` are dropped (the
+/// caller moves it back by the store's keep-expired window, so stale copies survive a restart).
 pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recovered> {
     let (segment_ids, hint_ids) = list(dir)?;
     for id in hint_ids.difference(&segment_ids) {

@@ -1,0 +1,199 @@
+//! Fail-safe: the stale value served when a fresh one cannot be had, the throttle that keeps a
+//! dead source from being asked on every read, and the loader deadlines (`[loader]`).
+//!
+//! The stale copies themselves live in the local level, which keeps expired entries for
+//! `fail_safe_max_duration` ([`Storage::get_stale`](crate::Storage::get_stale)); the file store
+//! keeps them on disk, so a restarted process that cannot reach its source still has them. Here
+//! is only what the manager decides about them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+
+use super::loader::Flight;
+use super::policy::Shared;
+use crate::config::LoaderConfig;
+use crate::error::key_for_error;
+
+/// A value with what the cache knows of its freshness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched<T> {
+    /// Within its TTL, or just loaded.
+    Fresh(T),
+    /// Past its TTL, kept by fail-safe, and served because no fresh value could be had: the
+    /// loader failed or timed out, or (for [`get_with_state`](crate::CacheManager::get_with_state))
+    /// no level holds a fresh one.
+    Stale(T),
+}
+
+impl<T> Fetched<T> {
+    /// The value, fresh or stale.
+    pub fn into_value(self) -> T {
+        match self {
+            Fetched::Fresh(v) | Fetched::Stale(v) => v,
+        }
+    }
+
+    /// The value, fresh or stale.
+    pub fn value(&self) -> &T {
+        match self {
+            Fetched::Fresh(v) | Fetched::Stale(v) => v,
+        }
+    }
+
+    /// Whether the value is a stale copy.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Fetched::Stale(_))
+    }
+}
+
+/// Bound on the throttle map; beyond it, periods that ended are pruned on insert.
+const THROTTLE_PRUNE_AT: usize = 4096;
+
+/// The `[loader]` settings and the throttle periods in progress.
+#[derive(Debug)]
+pub(crate) struct FailSafe {
+    enabled: bool,
+    throttle: Duration,
+    soft: Option<Duration>,
+    hard: Option<Duration>,
+    /// Key → end of its throttle period (the manager's clock, Unix ms).
+    throttled: Mutex<HashMap<String, u64>>,
+}
+
+impl FailSafe {
+    pub(crate) fn new(config: &LoaderConfig) -> FailSafe {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        FailSafe {
+            enabled: !config.fail_safe_max_duration.is_zero(),
+            throttle: config.fail_safe_throttle,
+            soft: ms(config.soft_timeout_ms),
+            hard: ms(config.hard_timeout_ms),
+            throttled: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether `get_or_load` runs its loader off the caller's thread to bound the wait.
+    pub(crate) fn has_timeouts(&self) -> bool {
+        self.soft.is_some() || self.hard.is_some()
+    }
+
+    pub(crate) fn hard(&self) -> Option<Duration> {
+        self.hard
+    }
+
+    /// When a caller stops waiting for `flight`: at the soft timeout if it has a stale value to
+    /// serve, else at the hard one.
+    pub(crate) fn deadline(&self, flight: &Flight, has_stale: bool) -> Option<Instant> {
+        let limit = if has_stale {
+            self.soft.or(self.hard)
+        } else {
+            self.hard
+        };
+        limit.map(|d| flight.started() + d)
+    }
+
+    /// Every deadline a waiter of `flight` may have, for its ticker.
+    pub(crate) fn deadlines(&self, flight: &Flight) -> Vec<Instant> {
+        [self.soft, self.hard]
+            .into_iter()
+            .flatten()
+            .map(|d| flight.started() + d)
+            .collect()
+    }
+
+    /// Whether `flight` ran past the hard timeout (it is then given up, not waited on).
+    pub(crate) fn overdue(&self, flight: &Flight) -> bool {
+        self.hard.is_some_and(|d| flight.started().elapsed() >= d)
+    }
+}
+
+impl Shared {
+    /// The key's stale copy, decoded; `None` without fail-safe, without a copy, or if the copy
+    /// cannot be read or decoded (logged: a fallback must not fail the call).
+    pub(crate) fn stale_value<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        if !self.fail_safe.enabled() {
+            return None;
+        }
+        let entry = match self.l1.get_stale(key) {
+            Ok(entry) => entry?,
+            Err(e) => {
+                tracing::warn!(key = %key_for_error(key), error = %e, "cannot read the stale copy of a key");
+                return None;
+            }
+        };
+        match self.codec.decode(key, &entry.value) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::warn!(key = %key_for_error(key), error = %e, "the stale copy of a key does not decode; not served");
+                None
+            }
+        }
+    }
+
+    /// The stale copy, if an earlier failure's throttle period still covers the key.
+    pub(crate) fn throttled_stale<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        if !self.fail_safe.enabled() {
+            return None;
+        }
+        let now = self.clock.now_ms();
+        let covered = self
+            .fail_safe
+            .throttled
+            .lock()
+            .get(key)
+            .is_some_and(|&until| now < until);
+        if !covered {
+            return None;
+        }
+        let value = self.stale_value(key)?;
+        self.metrics.loader.throttled.incr();
+        self.metrics.loader.stale_served.incr();
+        Some(value)
+    }
+
+    /// The stale copy, counted as served (no throttle).
+    pub(crate) fn serve_stale<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let value = self.stale_value(key)?;
+        self.metrics.loader.stale_served.incr();
+        Some(value)
+    }
+
+    /// A load failed: the stale copy if there is one, which then counts as fresh for the
+    /// throttle period. Called before the failed flight ends, so its waiters find the throttle.
+    pub(crate) fn stale_after_failure<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.metrics.loader.failures.incr();
+        let value = self.serve_stale(key)?;
+        self.start_throttle(key);
+        Some(value)
+    }
+
+    /// A load that ran apart from its callers failed: counted, and the throttle starts if there
+    /// is a stale copy to serve meanwhile (its callers decode it themselves).
+    pub(crate) fn failed_apart(&self, key: &str) {
+        self.metrics.loader.failures.incr();
+        if self.fail_safe.enabled() && matches!(self.l1.get_stale(key), Ok(Some(_))) {
+            self.start_throttle(key);
+        }
+    }
+
+    fn start_throttle(&self, key: &str) {
+        let throttle = self.fail_safe.throttle;
+        if throttle.is_zero() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let until = now.saturating_add(u64::try_from(throttle.as_millis()).unwrap_or(u64::MAX));
+        let mut map = self.fail_safe.throttled.lock();
+        if map.len() >= THROTTLE_PRUNE_AT {
+            map.retain(|_, &mut end| end > now);
+        }
+        map.insert(key.to_owned(), until);
+    }
+}

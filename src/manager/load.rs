@@ -1,0 +1,477 @@
+//! Loads that answer with their freshness: [`CacheManager::get_or_load`] (a loader with the
+//! soft and hard timeouts of `[loader]`) and [`CacheManager::get_with_state`], sync and async.
+//!
+//! A loader with a deadline cannot run on its caller's thread: the caller must be able to stop
+//! waiting while the load goes on to refresh the entry. So the load runs on a thread of its own
+//! (sync) or a task spawned on the caller's tokio runtime (async), holds the key's flight, and
+//! stores its value through a weak handle of the manager (a load that outlives every handle
+//! stores nothing). Callers, the one that started the load included, wait on the flight with
+//! their deadline. The async load is spawned even without timeouts, so a cancelled caller never
+//! cancels the load that others wait on.
+
+use std::future::Future;
+use std::sync::mpsc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::failsafe::Fetched;
+use super::loader::{Flight, Leader, Role, Waited};
+use super::policy::Shared;
+use super::workers::Workers;
+use super::CacheManager;
+use crate::error::{key_for_error, Error, Result};
+
+/// A handle that does not keep the manager alive, for loads that outlive their caller.
+struct WeakManager {
+    shared: Weak<Shared>,
+    workers: Weak<Workers>,
+}
+
+impl WeakManager {
+    fn upgrade(&self) -> Option<CacheManager> {
+        Some(CacheManager {
+            shared: self.shared.upgrade()?,
+            _workers: self.workers.upgrade()?,
+        })
+    }
+}
+
+/// What a load running apart from its caller reports back, besides its flight.
+type Outcome<T, E> = std::result::Result<T, E>;
+
+/// Where a wait for a flight left the caller.
+enum Next<T, E> {
+    Answer(std::result::Result<Fetched<T>, E>),
+    /// The flight was given up or its leader failed without a word: look again.
+    Retry,
+}
+
+impl CacheManager {
+    fn downgrade(&self) -> WeakManager {
+        WeakManager {
+            shared: Arc::downgrade(&self.shared),
+            workers: Arc::downgrade(&self._workers),
+        }
+    }
+
+    /// Reads a value and says whether it is fresh: a fresh value from any level, or else the
+    /// stale copy fail-safe kept (`loader.fail_safe_max_duration`), or `None`. Use it where an
+    /// old value beats none — a dashboard with the source down, a restarted process offline.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get`].
+    pub fn get_with_state<T>(&self, key: &str) -> Result<Option<Fetched<T>>>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if let Some(value) = self.get(key)? {
+            return Ok(Some(Fetched::Fresh(value)));
+        }
+        Ok(self.shared.stale_value(key).map(|value| {
+            self.shared.metrics.loader.stale_served.incr();
+            Fetched::Stale(value)
+        }))
+    }
+
+    /// Async [`CacheManager::get_with_state`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_with_state`].
+    pub async fn get_with_state_async<T>(&self, key: &str) -> Result<Option<Fetched<T>>>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if let Some(value) = self.get_async(key).await? {
+            return Ok(Some(Fetched::Fresh(value)));
+        }
+        Ok(self.shared.stale_value(key).map(|value| {
+            self.shared.metrics.loader.stale_served.incr();
+            Fetched::Stale(value)
+        }))
+    }
+
+    /// [`CacheManager::get_or_set_with`] with fail-safe and the loader timeouts of `[loader]`,
+    /// answering with the value's freshness. One loader per key runs at a time across threads
+    /// and tasks.
+    ///
+    /// - The loader fails: the stale copy is served if fail-safe kept one (and counts as fresh
+    ///   for `fail_safe_throttle`), else the caller gets the loader's error.
+    /// - With a stale copy, a caller waits at most `soft_timeout_ms` for the load, then gets
+    ///   the copy; the load goes on and refreshes the entry.
+    /// - No caller waits longer than `hard_timeout_ms`: it gets the stale copy or
+    ///   [`Error::LoaderTimeout`], and the key's load slot is given up (the next caller starts a
+    ///   new load; the late one still stores its value if it finishes).
+    ///
+    /// Timeouts count from the start of the key's load. With a timeout configured the loader
+    /// runs on a thread of its own (hence `Send + 'static`); without one, on the caller's.
+    ///
+    /// # Errors
+    /// The loader's error when no stale copy is kept; [`Error::LoaderTimeout`]; a cache error
+    /// of [`CacheManager::get`] converted with `From`.
+    pub fn get_or_load<T, E, F>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> std::result::Result<Fetched<T>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce() -> std::result::Result<T, E> + Send + 'static,
+    {
+        Shared::check_ttl(key, ttl)?;
+        let s = &self.shared;
+        let mut loader = Some(loader);
+        loop {
+            if let Some(value) = self.get(key)? {
+                return Ok(Fetched::Fresh(value));
+            }
+            if let Some(value) = s.throttled_stale(key) {
+                return Ok(Fetched::Stale(value));
+            }
+            let stale: Option<T> = s.stale_value(key);
+            let (flight, mut report) = match s.flights.join(key) {
+                Role::Waiter(flight) => {
+                    if s.fail_safe.overdue(&flight) {
+                        s.flights.give_up(key, &flight);
+                        continue;
+                    }
+                    s.metrics.load_waits.incr();
+                    (flight, None)
+                }
+                Role::Leader(leader) => {
+                    if let Some(bytes) = self.get_raw(key)? {
+                        let value = s.codec.decode(key, &bytes)?;
+                        leader.finish(Arc::from(bytes));
+                        return Ok(Fetched::Fresh(value));
+                    }
+                    let Some(load) = loader.take() else {
+                        // A caller leads at most once: its lead always ends in an answer.
+                        return Err(E::from(spent_loader(key)));
+                    };
+                    s.metrics.loads.incr();
+                    if !s.fail_safe.has_timeouts() {
+                        return self.load_inline(key, ttl, leader, load);
+                    }
+                    let flight = Arc::clone(leader.flight());
+                    let report = self.spawn_load(key, ttl, leader, load)?;
+                    (flight, Some(report))
+                }
+            };
+            let waited = flight.wait_blocking_until(s.fail_safe.deadline(&flight, stale.is_some()));
+            match self.after_wait(key, &flight, waited, stale, report.as_mut()) {
+                Next::Answer(answer) => return answer,
+                Next::Retry => {}
+            }
+        }
+    }
+
+    /// Async [`CacheManager::get_or_load`]. The load is a task spawned on the caller's tokio
+    /// runtime (on a thread of its own outside one), so dropping this future never cancels a
+    /// load that other callers wait on.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_or_load`].
+    pub async fn get_or_load_async<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> std::result::Result<Fetched<T>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        Shared::check_ttl(key, ttl)?;
+        let s = &self.shared;
+        let mut loader = Some(loader);
+        loop {
+            if let Some(value) = self.get_async(key).await? {
+                return Ok(Fetched::Fresh(value));
+            }
+            if let Some(value) = s.throttled_stale(key) {
+                return Ok(Fetched::Stale(value));
+            }
+            let stale: Option<T> = s.stale_value(key);
+            let (flight, mut report) = match s.flights.join(key) {
+                Role::Waiter(flight) => {
+                    if s.fail_safe.overdue(&flight) {
+                        s.flights.give_up(key, &flight);
+                        continue;
+                    }
+                    s.metrics.load_waits.incr();
+                    (flight, None)
+                }
+                Role::Leader(leader) => {
+                    if let Some(bytes) = self.get_raw_async(key).await? {
+                        let value = s.codec.decode(key, &bytes)?;
+                        leader.finish(Arc::from(bytes));
+                        return Ok(Fetched::Fresh(value));
+                    }
+                    let Some(load) = loader.take() else {
+                        // A caller leads at most once: its lead always ends in an answer.
+                        return Err(E::from(spent_loader(key)));
+                    };
+                    s.metrics.loads.incr();
+                    let flight = Arc::clone(leader.flight());
+                    let report = self.spawn_load_async(key, ttl, leader, load())?;
+                    (flight, Some(report))
+                }
+            };
+            let deadline = s.fail_safe.deadline(&flight, stale.is_some());
+            if deadline.is_some() {
+                flight.ensure_ticker(s.fail_safe.deadlines(&flight));
+            }
+            let waited = flight.wait_async_until(deadline).await;
+            match self.after_wait(key, &flight, waited, stale, report.as_mut()) {
+                Next::Answer(answer) => return answer,
+                Next::Retry => {}
+            }
+        }
+    }
+
+    /// The leader's load on its own thread, without timeouts: as `get_or_set_with`, with
+    /// fail-safe.
+    fn load_inline<T, E, F>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        leader: Leader,
+        load: F,
+    ) -> std::result::Result<Fetched<T>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<Error>,
+        F: FnOnce() -> std::result::Result<T, E>,
+    {
+        let s = &self.shared;
+        match load() {
+            Ok(value) => {
+                let bytes = s.codec.encode(key, &value)?;
+                let stored = self.set_raw(key, &bytes, ttl);
+                leader.finish(Arc::from(bytes));
+                stored?;
+                Ok(Fetched::Fresh(value))
+            }
+            Err(e) => {
+                // The throttle is set before the flight ends: its waiters find it.
+                let stale = s.stale_after_failure(key);
+                drop(leader);
+                stale.map(Fetched::Stale).ok_or(e)
+            }
+        }
+    }
+
+    /// Starts the leader's load on a thread of its own; its outcome comes back on the channel
+    /// (sent before the flight ends, so a caller that sees the flight end finds it).
+    fn spawn_load<T, E, F>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        leader: Leader,
+        load: F,
+    ) -> Result<mpsc::Receiver<Outcome<T, E>>>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: Send + 'static,
+        F: FnOnce() -> std::result::Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        let manager = self.downgrade();
+        let owned_key = key.to_owned();
+        std::thread::Builder::new()
+            .name("uno-cache-load".into())
+            .spawn(move || {
+                let outcome = load();
+                finish_load(&manager, &owned_key, ttl, leader, outcome, &tx);
+            })
+            .map_err(|e| Error::Backend {
+                level: "manager",
+                op: "load",
+                reason: format!(
+                    "cannot start a thread for the loader of {:?}: {e}",
+                    key_for_error(key)
+                ),
+            })?;
+        Ok(rx)
+    }
+
+    /// Spawns the leader's async load on the caller's tokio runtime, or on a thread with a
+    /// runtime of its own outside one.
+    fn spawn_load_async<T, E, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        leader: Leader,
+        load: Fut,
+    ) -> Result<mpsc::Receiver<Outcome<T, E>>>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        let manager = self.downgrade();
+        let owned_key = key.to_owned();
+        let task = async move {
+            let outcome = load.await;
+            finish_load(&manager, &owned_key, ttl, leader, outcome, &tx);
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            drop(handle.spawn(task));
+            return Ok(rx);
+        }
+        let no_thread = |e: std::io::Error| Error::Backend {
+            level: "manager",
+            op: "load",
+            reason: format!(
+                "cannot start a thread for the loader of {:?}: {e}",
+                key_for_error(key)
+            ),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(no_thread)?;
+        std::thread::Builder::new()
+            .name("uno-cache-load".into())
+            .spawn(move || runtime.block_on(task))
+            .map_err(no_thread)?;
+        Ok(rx)
+    }
+
+    /// What a caller does once its wait for `flight` ended.
+    fn after_wait<T, E>(
+        &self,
+        key: &str,
+        flight: &Arc<Flight>,
+        waited: Waited,
+        stale: Option<T>,
+        report: Option<&mut mpsc::Receiver<Outcome<T, E>>>,
+    ) -> Next<T, E>
+    where
+        T: DeserializeOwned,
+        E: From<Error>,
+    {
+        let s = &self.shared;
+        match waited {
+            Waited::Done(bytes) => {
+                Next::Answer(s.codec.decode(key, &bytes).map(Fetched::Fresh).map_err(E::from))
+            }
+            Waited::Abandoned => match report.map(|rx| rx.try_recv()) {
+                // This caller's own load failed (counted and throttled by the load): its
+                // error, or the stale copy.
+                Some(Ok(Err(e))) => Next::Answer(
+                    stale
+                        .map(|v| {
+                            s.metrics.loader.stale_served.incr();
+                            Fetched::Stale(v)
+                        })
+                        .ok_or(e),
+                ),
+                // Loaded but not stored (the value did not encode): still the answer.
+                Some(Ok(Ok(value))) => Next::Answer(Ok(Fetched::Fresh(value))),
+                Some(Err(mpsc::TryRecvError::Disconnected)) => Next::Answer(Err(E::from(Error::Backend {
+                    level: "manager",
+                    op: "load",
+                    reason: format!(
+                        "the load of {:?} stopped without an answer (its runtime shut down?)",
+                        key_for_error(key)
+                    ),
+                }))),
+                // This caller's load, given up at the hard timeout by another caller: this
+                // caller is past it too.
+                Some(Err(mpsc::TryRecvError::Empty)) => self.timed_out(key, flight, stale, true),
+                // Given up at the hard timeout, or another caller's load failed: look again
+                // (the failed leader left its throttle, if any).
+                None => Next::Retry,
+            },
+            Waited::TimedOut => self.timed_out(key, flight, stale, s.fail_safe.overdue(flight)),
+        }
+    }
+
+    /// A caller stops waiting: at the hard timeout the flight is given up.
+    fn timed_out<T, E: From<Error>>(
+        &self,
+        key: &str,
+        flight: &Arc<Flight>,
+        stale: Option<T>,
+        hard: bool,
+    ) -> Next<T, E> {
+        let s = &self.shared;
+        if hard {
+            s.metrics.loader.hard_timeouts.incr();
+            s.flights.give_up(key, flight);
+        } else {
+            s.metrics.loader.soft_timeouts.incr();
+        }
+        match stale {
+            Some(value) => {
+                s.metrics.loader.stale_served.incr();
+                Next::Answer(Ok(Fetched::Stale(value)))
+            }
+            None => Next::Answer(Err(E::from(Error::LoaderTimeout {
+                key: key_for_error(key),
+                after: s.fail_safe.hard().unwrap_or_default(),
+            }))),
+        }
+    }
+}
+
+fn spent_loader(key: &str) -> Error {
+    Error::Backend {
+        level: "manager",
+        op: "load",
+        reason: format!(
+            "the loader of {:?} was already used by this call",
+            key_for_error(key)
+        ),
+    }
+}
+
+/// The end of a load that ran apart from its caller: store the value and end the flight with
+/// it, or report the error and abandon the flight. The report goes first.
+fn finish_load<T, E>(
+    manager: &WeakManager,
+    key: &str,
+    ttl: Option<Duration>,
+    leader: Leader,
+    outcome: Outcome<T, E>,
+    report: &mpsc::Sender<Outcome<T, E>>,
+) where
+    T: Serialize,
+{
+    let value = match outcome {
+        Ok(value) => value,
+        Err(e) => {
+            if let Some(m) = manager.upgrade() {
+                // Before the flight ends, so its other waiters find the throttle.
+                m.shared.failed_apart(key);
+            }
+            let _ = report.send(Err(e));
+            drop(leader);
+            return;
+        }
+    };
+    let Some(m) = manager.upgrade() else {
+        let _ = report.send(Ok(value));
+        return;
+    };
+    match m.shared.codec.encode(key, &value) {
+        Ok(bytes) => {
+            if let Err(e) = m.set_raw(key, &bytes, ttl) {
+                tracing::warn!(key = %key_for_error(key), error = %e, "a loaded value could not be stored");
+            }
+            leader.finish(Arc::from(bytes));
+        }
+        Err(e) => {
+            tracing::warn!(key = %key_for_error(key), error = %e, "a loaded value does not encode; not stored");
+            let _ = report.send(Ok(value));
+        }
+    }
+}

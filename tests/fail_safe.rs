@@ -1,0 +1,396 @@
+//! Fail-safe and loader timeouts (`[loader]`): an expired value is kept and served, marked
+//! stale, when its loader fails or is slow; a dead source is asked once per throttle period; a
+//! hung loader never holds its callers past the hard timeout nor its key's load slot for good;
+//! and a plain `get` never returns a stale copy.
+//!
+//! Loaders are held on channels the test releases, so "the caller returned while the load went
+//! on" is shown by the order of events, not by timing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use uno_cache::{CacheConfig, CacheManager, Error, Fetched, LocalKind, ManualClock};
+
+const START_MS: u64 = 1_700_000_000_000;
+const TTL: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+enum AppError {
+    SourceDown,
+    Cache(#[allow(dead_code)] Error),
+}
+
+impl From<Error> for AppError {
+    fn from(e: Error) -> Self {
+        AppError::Cache(e)
+    }
+}
+
+struct Rig {
+    cache: CacheManager,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+fn config(dir: &std::path::Path, fail_safe_s: u64, soft_ms: u64, hard_ms: u64) -> CacheConfig {
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::File;
+    config.local.path = Some(dir.to_owned());
+    config.loader.fail_safe_max_duration = Duration::from_secs(fail_safe_s);
+    config.loader.fail_safe_throttle = Duration::from_secs(5);
+    config.loader.soft_timeout_ms = soft_ms;
+    config.loader.hard_timeout_ms = hard_ms;
+    config
+}
+
+fn rig(fail_safe_s: u64, soft_ms: u64, hard_ms: u64) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let cache = CacheManager::builder()
+        .config(config(dir.path(), fail_safe_s, soft_ms, hard_ms))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    Rig {
+        cache,
+        clock,
+        _dir: dir,
+    }
+}
+
+/// The key holds "v1", which has just expired.
+fn expired_v1(rig: &Rig) {
+    rig.cache.set("k", &"v1".to_string(), Some(TTL)).unwrap();
+    rig.clock.advance(TTL + Duration::from_secs(1));
+}
+
+fn failing() -> Result<String, AppError> {
+    Err(AppError::SourceDown)
+}
+
+#[test]
+fn a_failing_loader_gets_the_stale_copy_instead_of_its_error() {
+    let rig = rig(600, 0, 0);
+    expired_v1(&rig);
+    assert_eq!(rig.cache.get::<String>("k").unwrap(), None, "a plain get never serves it");
+    let got: String = rig.cache.get_or_set_with("k", Some(TTL), failing).unwrap();
+    assert_eq!(got, "v1");
+    let stats = rig.cache.stats().loader;
+    assert!(stats.fail_safe);
+    assert_eq!((stats.failures, stats.stale_served), (1, 1), "{stats:?}");
+    // Still expired for plain reads: the stale copy was not rewritten as fresh.
+    assert_eq!(rig.cache.get::<String>("k").unwrap(), None);
+}
+
+#[test]
+fn without_fail_safe_the_loaders_error_reaches_the_caller() {
+    let rig = rig(0, 0, 0);
+    expired_v1(&rig);
+    let err = rig.cache.get_or_set_with("k", Some(TTL), failing).unwrap_err();
+    assert!(matches!(err, AppError::SourceDown), "{err:?}");
+    assert_eq!(rig.cache.stats().loader.stale_served, 0);
+}
+
+#[test]
+fn past_the_fail_safe_window_the_error_reaches_the_caller() {
+    let rig = rig(60, 0, 0);
+    expired_v1(&rig);
+    rig.clock.advance(Duration::from_secs(61));
+    let err = rig.cache.get_or_set_with("k", Some(TTL), failing).unwrap_err();
+    assert!(matches!(err, AppError::SourceDown), "{err:?}");
+}
+
+#[test]
+fn the_throttle_keeps_a_dead_source_from_being_asked_until_it_ends() {
+    let rig = rig(600, 0, 0);
+    expired_v1(&rig);
+    let calls = AtomicU32::new(0);
+    let counting = || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err::<String, _>(AppError::SourceDown)
+    };
+    assert_eq!(rig.cache.get_or_set_with("k", Some(TTL), counting).unwrap(), "v1");
+    for _ in 0..5 {
+        assert_eq!(rig.cache.get_or_set_with("k", Some(TTL), counting).unwrap(), "v1");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "throttled calls do not ask the source");
+    assert_eq!(rig.cache.stats().loader.throttled, 5);
+    // The throttle period (5 s) ends: the source is asked again, and a live one is used.
+    rig.clock.advance(Duration::from_secs(6));
+    let fresh: String = rig
+        .cache
+        .get_or_set_with("k", Some(TTL), || Ok::<_, AppError>("v2".to_string()))
+        .unwrap();
+    assert_eq!(fresh, "v2");
+    assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
+}
+
+#[test]
+fn get_with_state_tells_a_fresh_value_from_a_stale_copy() {
+    let rig = rig(600, 0, 0);
+    rig.cache.set("k", &"v1".to_string(), Some(TTL)).unwrap();
+    assert_eq!(
+        rig.cache.get_with_state::<String>("k").unwrap(),
+        Some(Fetched::Fresh("v1".to_string()))
+    );
+    rig.clock.advance(TTL + Duration::from_secs(1));
+    let stale = rig.cache.get_with_state::<String>("k").unwrap().unwrap();
+    assert!(stale.is_stale());
+    assert_eq!(stale.into_value(), "v1");
+    assert_eq!(rig.cache.get_with_state::<String>("missing").unwrap(), None);
+}
+
+#[test]
+fn a_deleted_or_invalidated_key_has_no_stale_copy_to_serve() {
+    let rig = rig(600, 0, 0);
+    expired_v1(&rig);
+    rig.cache.delete("k").unwrap();
+    assert!(rig.cache.get_or_set_with("k", Some(TTL), failing).is_err());
+    rig.cache.set("user:1", &"a".to_string(), Some(TTL)).unwrap();
+    rig.clock.advance(TTL + Duration::from_secs(1));
+    rig.cache.invalidate_prefix("user:").unwrap();
+    assert_eq!(rig.cache.get_with_state::<String>("user:1").unwrap(), None);
+}
+
+#[test]
+fn the_stale_copy_survives_a_restart_of_the_process_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let build = || {
+        CacheManager::builder()
+            .config(config(dir.path(), 600, 0, 0))
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap()
+    };
+    {
+        let cache = build();
+        cache.set("k", &"v1".to_string(), Some(TTL)).unwrap();
+        cache.flush().unwrap();
+    }
+    clock.advance(TTL + Duration::from_secs(1));
+    let cache = build();
+    assert_eq!(cache.get::<String>("k").unwrap(), None);
+    assert_eq!(cache.get_or_set_with("k", Some(TTL), failing).unwrap(), "v1");
+}
+
+#[test]
+fn get_or_load_serves_the_stale_copy_at_the_soft_timeout_and_the_load_then_refreshes_the_entry() {
+    let rig = rig(600, 50, 10_000);
+    expired_v1(&rig);
+    let (release, gate) = mpsc::channel::<()>();
+    let started = Instant::now();
+    let got = rig
+        .cache
+        .get_or_load("k", Some(TTL), move || {
+            gate.recv().unwrap();
+            Ok::<_, AppError>("v2".to_string())
+        })
+        .unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    assert!(started.elapsed() >= Duration::from_millis(50), "{:?}", started.elapsed());
+    assert_eq!(rig.cache.stats().loader.soft_timeouts, 1);
+    // The load goes on: released, it stores v2. A waiter without a deadline sees it.
+    release.send(()).unwrap();
+    let fresh: String = rig.cache.get_or_set_with("k", Some(TTL), failing).unwrap();
+    assert_eq!(fresh, "v2");
+    assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
+    assert_eq!(rig.cache.stats().overall.loads, 1);
+}
+
+#[test]
+fn get_or_load_without_a_stale_copy_gives_up_at_the_hard_timeout_and_frees_the_key() {
+    let rig = rig(600, 0, 100);
+    let (release, gate) = mpsc::channel::<()>();
+    let err = rig
+        .cache
+        .get_or_load("k", Some(TTL), move || {
+            let _ = gate.recv();
+            Ok::<_, AppError>("late".to_string())
+        })
+        .unwrap_err();
+    match err {
+        AppError::Cache(Error::LoaderTimeout { key, after }) => {
+            assert_eq!(key, "k");
+            assert_eq!(after, Duration::from_millis(100));
+        }
+        other => panic!("expected LoaderTimeout, got {other:?}"),
+    }
+    assert_eq!(rig.cache.stats().loader.hard_timeouts, 1);
+    // The hung load does not hold the key: the next call loads afresh at once.
+    let got = rig
+        .cache
+        .get_or_load("k", Some(TTL), || Ok::<_, AppError>("now".to_string()))
+        .unwrap();
+    assert_eq!(got, Fetched::Fresh("now".to_string()));
+    drop(release);
+}
+
+#[test]
+fn get_or_load_serves_the_stale_copy_when_its_loader_fails() {
+    let rig = rig(600, 50, 1_000);
+    expired_v1(&rig);
+    let got = rig.cache.get_or_load("k", Some(TTL), failing).unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    let stats = rig.cache.stats().loader;
+    assert_eq!((stats.failures, stats.stale_served), (1, 1), "{stats:?}");
+    // Throttled now: no loader call.
+    let got = rig
+        .cache
+        .get_or_load("k", Some(TTL), || -> Result<String, AppError> { panic!("throttled") })
+        .unwrap();
+    assert!(got.is_stale());
+}
+
+#[test]
+fn callers_with_timeouts_still_share_one_load() {
+    let rig = rig(600, 0, 10_000);
+    let calls = Arc::new(AtomicU32::new(0));
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(parking_lot::Mutex::new(Some(gate)));
+    let callers = 8;
+    let barrier = Barrier::new(callers);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..callers)
+            .map(|_| {
+                let (calls, gate, barrier, cache) = (Arc::clone(&calls), Arc::clone(&gate), &barrier, &rig.cache);
+                s.spawn(move || {
+                    barrier.wait();
+                    cache.get_or_load("k", Some(TTL), move || {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        if let Some(gate) = gate.lock().take() {
+                            gate.recv().unwrap();
+                        }
+                        Ok::<_, AppError>("v".to_string())
+                    })
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rig.cache.stats().overall.load_waits < callers as u64 - 1 {
+            assert!(Instant::now() < deadline, "{:?}", rig.cache.stats().overall);
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap(), Fetched::Fresh("v".to_string()));
+        }
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_async_caller_gets_the_stale_copy_at_the_soft_timeout_and_cancelling_it_keeps_the_load() {
+    let rig = rig(600, 50, 10_000);
+    expired_v1(&rig);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    runtime.block_on(async {
+        let got = rig
+            .cache
+            .get_or_load_async("k", Some(TTL), move || async move {
+                gate.await.unwrap();
+                Ok::<_, AppError>("v2".to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, Fetched::Stale("v1".to_string()));
+        // A second caller joins the load and is cancelled: the load is not.
+        let cache = rig.cache.clone();
+        let waiter = tokio::spawn(async move {
+            cache
+                .get_or_load_async("k", Some(TTL), || async { failing() })
+                .await
+        });
+        waiter.abort();
+        let _ = waiter.await;
+        release.send(()).unwrap();
+        let fresh: String = rig
+            .cache
+            .get_or_set_with_async("k", Some(TTL), || async { failing() })
+            .await
+            .unwrap();
+        assert_eq!(fresh, "v2");
+    });
+    assert_eq!(rig.cache.stats().overall.loads, 1);
+}
+
+#[test]
+fn a_cancelled_async_leader_never_cancels_the_load_its_waiters_share() {
+    let rig = rig(0, 0, 0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let calls = Arc::new(AtomicU32::new(0));
+    runtime.block_on(async {
+        let cache = rig.cache.clone();
+        let calls2 = Arc::clone(&calls);
+        let leader = tokio::spawn(async move {
+            cache
+                .get_or_load_async("k", Some(TTL), move || async move {
+                    calls2.fetch_add(1, Ordering::SeqCst);
+                    gate.await.unwrap();
+                    Ok::<_, AppError>("shared".to_string())
+                })
+                .await
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rig.cache.stats().overall.loads < 1 {
+            assert!(Instant::now() < deadline);
+            tokio::task::yield_now().await;
+        }
+        let cache = rig.cache.clone();
+        let calls3 = Arc::clone(&calls);
+        let waiter = tokio::spawn(async move {
+            cache
+                .get_or_load_async("k", Some(TTL), move || async move {
+                    calls3.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, AppError>("second".to_string())
+                })
+                .await
+        });
+        while rig.cache.stats().overall.load_waits < 1 {
+            assert!(Instant::now() < deadline);
+            tokio::task::yield_now().await;
+        }
+        leader.abort();
+        let _ = leader.await;
+        release.send(()).unwrap();
+        let got = waiter.await.unwrap().unwrap();
+        assert_eq!(got, Fetched::Fresh("shared".to_string()));
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the waiter did not start a second load");
+}
+
+#[test]
+fn config_refuses_fail_safe_on_redb_and_a_soft_timeout_above_the_hard_one() {
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Redb;
+    config.loader.fail_safe_max_duration = Duration::from_secs(60);
+    let err = config.validate().unwrap_err();
+    assert!(err.to_string().contains("loader.fail_safe_max_duration"), "{err}");
+    let mut config = CacheConfig::default();
+    config.loader.soft_timeout_ms = 500;
+    config.loader.hard_timeout_ms = 100;
+    let err = config.validate().unwrap_err();
+    assert!(err.to_string().contains("loader.soft_timeout_ms"), "{err}");
+    let parsed = CacheConfig::from_toml_str(
+        "[loader]\nfail_safe_max_duration = 3600\nfail_safe_throttle = 10\nsoft_timeout_ms = 100\nhard_timeout_ms = 2000\n",
+    )
+    .unwrap();
+    assert_eq!(parsed.loader.fail_safe_max_duration, Duration::from_secs(3600));
+    assert_eq!(parsed.loader.hard_timeout_ms, 2000);
+}

@@ -1,0 +1,150 @@
+//! Stale copies for fail-safe reads: a local level given a keep-expired window never returns an
+//! expired entry from `get`, returns it from `get_stale` until the window ends, keeps it through
+//! compaction and restarts, and forgets it on delete.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use uno_cache::{FileStore, FileStoreOptions, ManualClock, MemoryStore, Storage};
+
+const START_MS: u64 = 1_700_000_000_000;
+const TTL: Duration = Duration::from_secs(10);
+const WINDOW: Duration = Duration::from_secs(60);
+
+fn options(clock: &ManualClock, window: Duration) -> FileStoreOptions {
+    FileStoreOptions::default()
+        .max_size_mb(8)
+        .segment_size(256 * 1024)
+        .background_threads(false)
+        .clock(Arc::new(clock.clone()))
+        .keep_expired(window)
+}
+
+fn now(clock: &ManualClock) -> SystemTime {
+    use uno_cache::Clock;
+    SystemTime::UNIX_EPOCH + Duration::from_millis(clock.now_ms())
+}
+
+#[test]
+fn an_expired_entry_is_a_miss_for_get_and_a_stale_copy_until_the_window_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let store = FileStore::open(dir.path(), options(&clock, WINDOW)).unwrap();
+    store.set("k", b"v1", Some(TTL)).unwrap();
+    // Fresh: both reads agree.
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"v1"[..]));
+    assert_eq!(store.get_stale("k").unwrap().unwrap().value, b"v1");
+
+    clock.advance(TTL + Duration::from_secs(1));
+    assert_eq!(
+        store.get("k").unwrap(),
+        None,
+        "get never returns an expired entry"
+    );
+    let stale = store.get_stale("k").unwrap().expect("kept in the window");
+    assert_eq!(stale.value, b"v1");
+    assert!(
+        stale.expires_at.unwrap() <= now(&clock),
+        "the copy says it expired"
+    );
+    // A get of the expired entry did not drop the stale copy.
+    assert!(store.get_stale("k").unwrap().is_some());
+
+    clock.advance(WINDOW);
+    assert_eq!(store.get_stale("k").unwrap(), None, "past the window it is gone");
+    assert_eq!(store.get("k").unwrap(), None);
+}
+
+#[test]
+fn stale_copies_survive_compaction_and_a_restart_within_the_window_and_not_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    {
+        let store = FileStore::open(dir.path(), options(&clock, WINDOW)).unwrap();
+        for i in 0..200 {
+            store.set(&format!("k{i}"), &[i as u8; 2000], Some(TTL)).unwrap();
+        }
+        store.set("forever", b"f", None).unwrap();
+        clock.advance(TTL + Duration::from_secs(1));
+        let report = store.compact().unwrap();
+        assert_eq!(report.expired, 0, "nothing is past the window: {report:?}");
+        assert_eq!(store.get_stale("k7").unwrap().unwrap().value, vec![7u8; 2000]);
+        store.close().unwrap();
+    }
+    {
+        let store = FileStore::open(dir.path(), options(&clock, WINDOW)).unwrap();
+        assert_eq!(store.get("k7").unwrap(), None);
+        assert_eq!(store.get_stale("k7").unwrap().unwrap().value, vec![7u8; 2000]);
+        assert_eq!(store.get("forever").unwrap().as_deref(), Some(&b"f"[..]));
+        store.close().unwrap();
+    }
+    clock.advance(WINDOW);
+    let store = FileStore::open(dir.path(), options(&clock, WINDOW)).unwrap();
+    assert_eq!(
+        store.get_stale("k7").unwrap(),
+        None,
+        "recovery drops copies past the window"
+    );
+    assert_eq!(store.get("forever").unwrap().as_deref(), Some(&b"f"[..]));
+    let report = store.compact().unwrap();
+    assert!(store.verify(|_, _| {}).unwrap().is_clean(), "{report:?}");
+}
+
+#[test]
+fn deleting_a_stale_copy_removes_it_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    {
+        let store = FileStore::open(dir.path(), options(&clock, WINDOW)).unwrap();
+        store.set("k", b"v", Some(TTL)).unwrap();
+        clock.advance(TTL + Duration::from_secs(1));
+        assert!(store.get_stale("k").unwrap().is_some());
+        store.delete("k").unwrap();
+        assert_eq!(store.get_stale("k").unwrap(), None);
+        store.close().unwrap();
+    }
+    // The delete left a tombstone: the stale record is not recovered either.
+    let store = FileStore::open(dir.path(), options(&clock, WINDOW)).unwrap();
+    assert_eq!(store.get_stale("k").unwrap(), None);
+}
+
+#[test]
+fn prefix_listing_reaches_stale_copies_so_invalidation_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let store = FileStore::open(dir.path(), options(&clock, WINDOW)).unwrap();
+    store.set("user:1", b"a", Some(TTL)).unwrap();
+    store.set("user:2", b"b", None).unwrap();
+    clock.advance(TTL + Duration::from_secs(1));
+    let mut keys = Storage::keys_with_prefix(&store, "user:").unwrap().unwrap();
+    keys.sort();
+    assert_eq!(keys, ["user:1", "user:2"]);
+}
+
+#[test]
+fn without_a_window_an_expired_entry_is_gone_for_stale_reads_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let store = FileStore::open(dir.path(), options(&clock, Duration::ZERO)).unwrap();
+    store.set("k", b"v", Some(TTL)).unwrap();
+    clock.advance(TTL);
+    assert_eq!(store.get_stale("k").unwrap(), None);
+    assert_eq!(store.get("k").unwrap(), None);
+    assert_eq!(store.stats().live_items, 0, "{:?}", store.stats());
+}
+
+#[test]
+fn the_memory_store_keeps_stale_copies_for_its_window() {
+    let clock = ManualClock::new(START_MS);
+    let store = MemoryStore::with_clock(100, Arc::new(clock.clone()))
+        .unwrap()
+        .keep_expired(WINDOW);
+    store.set("k", b"v", Some(TTL)).unwrap();
+    clock.advance(TTL + Duration::from_secs(1));
+    assert_eq!(store.get("k").unwrap(), None);
+    assert_eq!(store.get_stale("k").unwrap().unwrap().value, b"v");
+    assert_eq!(store.purge_expired(), 0, "the window keeps it");
+    clock.advance(WINDOW);
+    assert_eq!(store.get_stale("k").unwrap(), None);
+    assert_eq!(store.purge_expired(), 1);
+}
