@@ -17,6 +17,13 @@
 //! | `flush`              | `ok`                                     |
 //! | `replay`             | `replayed N` (one `replay_now`)          |
 //! | `stats`              | `stats JSON` (`CacheStats`)              |
+//! | `load KEY`           | `fresh V` / `stale V` (`get_or_load` of a `String`, TTL 10 s) |
+//!
+//! `load`'s loader reads the file in [`ENV_SOURCE`]: its text is the value; while a file of the
+//! same name plus `.hang` exists it hangs (a source that stopped answering); a missing file is
+//! a failing source. With [`ENV_NOW_MS`] set, the child's manager runs on a
+//! [`ManualClock`](uno_cache::ManualClock) stopped at that time (Unix ms), so tests move time
+//! across processes without waiting for it.
 //!
 //! Any failed call answers `err MESSAGE` (the parent asserts on it); the child never panics on
 //! a cache error. Closing stdin makes the child drop its manager and exit 0.
@@ -42,6 +49,13 @@ use uno_cache::{CacheConfig, CacheManager, CacheStats};
 
 /// The environment variable carrying the child's TOML config.
 pub const ENV_CONFIG: &str = "UNO_CACHE_PROCESS_CONFIG";
+/// The environment variable naming the source file of `load`.
+pub const ENV_SOURCE: &str = "UNO_CACHE_PROCESS_SOURCE";
+/// The environment variable with the child's clock (Unix ms), if it runs on a manual one.
+pub const ENV_NOW_MS: &str = "UNO_CACHE_PROCESS_NOW_MS";
+/// The TTL of values `load` stores.
+pub const LOAD_TTL: Duration = Duration::from_secs(10);
+
 /// How long the parent waits for one answer before calling the child hung.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -52,7 +66,11 @@ pub fn serve() {
         return;
     };
     let config = CacheConfig::from_toml_str(&toml).unwrap();
-    let cache = CacheManager::new(config).unwrap();
+    let mut builder = CacheManager::builder().config(config);
+    if let Ok(ms) = std::env::var(ENV_NOW_MS) {
+        builder = builder.clock(std::sync::Arc::new(uno_cache::ManualClock::new(ms.parse().unwrap())));
+    }
+    let cache = builder.build().unwrap();
     let mut out = std::io::stdout();
     writeln!(out, "@ready").unwrap();
     out.flush().unwrap();
@@ -80,6 +98,15 @@ fn answer(cache: &CacheManager, line: &str) -> String {
         ["delete", key] => cache.delete(key).map(|d| format!("deleted {d}")),
         ["flush"] => cache.flush().map(|()| "ok".to_owned()),
         ["replay"] => cache.replay_now().map(|n| format!("replayed {n}")),
+        ["load", key] => {
+            let source = std::path::PathBuf::from(std::env::var(ENV_SOURCE).unwrap());
+            cache
+                .get_or_load(key, Some(LOAD_TTL), move || load_source(&source))
+                .map(|fetched| match fetched {
+                    uno_cache::Fetched::Fresh(v) => format!("fresh {v}"),
+                    uno_cache::Fetched::Stale(v) => format!("stale {v}"),
+                })
+        }
         ["stats"] => Ok(format!(
             "stats {}",
             serde_json::to_string(&cache.stats()).unwrap()
@@ -87,6 +114,19 @@ fn answer(cache: &CacheManager, line: &str) -> String {
         _ => panic!("unknown command {line:?}"),
     };
     result.unwrap_or_else(|e| format!("err {e}"))
+}
+
+/// The data source behind `load`: see the module docs.
+fn load_source(path: &std::path::Path) -> uno_cache::Result<String> {
+    let hang = path.with_extension("hang");
+    while hang.exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(path).map_err(|e| uno_cache::Error::Backend {
+        level: "source",
+        op: "load",
+        reason: e.to_string(),
+    })
 }
 
 /// The parent's handle on a child running [`serve`].
@@ -100,9 +140,16 @@ impl CacheProcess {
     /// Runs the test `entry` (which must call [`serve`]) of this test binary as a child with
     /// `config_toml`, and waits for its `ready` line (its manager is open).
     pub fn start(entry: &str, config_toml: &str) -> Self {
+        Self::start_with_env(entry, config_toml, &[])
+    }
+
+    /// As [`start`](Self::start), with more environment variables ([`ENV_SOURCE`],
+    /// [`ENV_NOW_MS`]).
+    pub fn start_with_env(entry: &str, config_toml: &str, env: &[(&str, String)]) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env(ENV_CONFIG, config_toml)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -196,6 +243,11 @@ impl CacheProcess {
             "deleted false" => false,
             other => panic!("unexpected answer to delete: {other:?}"),
         }
+    }
+
+    /// `CacheManager::get_or_load` in the child: `fresh V`, `stale V` or `err …`.
+    pub fn load(&mut self, key: &str) -> String {
+        self.try_request(&format!("load {key}"))
     }
 
     /// `CacheManager::flush` in the child.
