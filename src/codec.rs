@@ -21,6 +21,9 @@ use crate::error::{key_for_error, Error, Result};
 const TAG_BINCODE: u8 = 0xB2;
 /// Tag byte of JSON.
 const TAG_JSON: u8 = 0x4A;
+/// The whole value of a cached "absent" answer (`get_or_load_optional`): one byte that no codec
+/// tag uses, so it reads the same whichever codec wrote it and never decodes as a value.
+pub(crate) const ABSENT: &[u8] = &[0x00];
 
 /// A serde codec with a tag byte: bincode 2 (the default) or JSON.
 ///

@@ -121,6 +121,11 @@ pub struct LoaderConfig {
     pub soft_timeout_ms: u64,
     /// How long any caller waits for the load, in milliseconds (default 0: no limit).
     pub hard_timeout_ms: u64,
+    /// How long the answer "absent" of a loader of
+    /// [`get_or_load_optional`](crate::CacheManager::get_or_load_optional) is cached, in seconds
+    /// (default 30; capped by the call's TTL; 0: not cached).
+    #[serde(with = "seconds")]
+    pub absent_ttl: Duration,
 }
 
 impl Default for LoaderConfig {
@@ -130,6 +135,7 @@ impl Default for LoaderConfig {
             fail_safe_throttle: Duration::from_secs(30),
             soft_timeout_ms: 0,
             hard_timeout_ms: 0,
+            absent_ttl: Duration::from_secs(30),
         }
     }
 }

@@ -195,6 +195,8 @@ pub(crate) struct LoaderMetrics {
     pub(crate) throttled: Counter,
     pub(crate) soft_timeouts: Counter,
     pub(crate) hard_timeouts: Counter,
+    pub(crate) absent_stored: Counter,
+    pub(crate) absent_hits: Counter,
 }
 
 impl LoaderMetrics {
@@ -206,6 +208,8 @@ impl LoaderMetrics {
             throttled: self.throttled.get(),
             soft_timeouts: self.soft_timeouts.get(),
             hard_timeouts: self.hard_timeouts.get(),
+            absent_stored: self.absent_stored.get(),
+            absent_hits: self.absent_hits.get(),
         }
     }
 }
@@ -228,6 +232,10 @@ pub struct LoaderStats {
     pub soft_timeouts: u64,
     /// Callers that gave up at the hard timeout.
     pub hard_timeouts: u64,
+    /// "Absent" answers of loaders cached (`get_or_load_optional`).
+    pub absent_stored: u64,
+    /// Loading calls answered "absent" from the cache, without asking the source.
+    pub absent_hits: u64,
 }
 
 /// Counters of the offline mode and the invalidation backplane, kept by the manager.

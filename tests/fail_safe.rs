@@ -79,7 +79,11 @@ fn failing() -> Result<String, AppError> {
 fn a_failing_loader_gets_the_stale_copy_instead_of_its_error() {
     let rig = rig(600, 0, 0);
     expired_v1(&rig);
-    assert_eq!(rig.cache.get::<String>("k").unwrap(), None, "a plain get never serves it");
+    assert_eq!(
+        rig.cache.get::<String>("k").unwrap(),
+        None,
+        "a plain get never serves it"
+    );
     let got: String = rig.cache.get_or_set_with("k", Some(TTL), failing).unwrap();
     assert_eq!(got, "v1");
     let stats = rig.cache.stats().loader;
@@ -120,7 +124,11 @@ fn the_throttle_keeps_a_dead_source_from_being_asked_until_it_ends() {
     for _ in 0..5 {
         assert_eq!(rig.cache.get_or_set_with("k", Some(TTL), counting).unwrap(), "v1");
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "throttled calls do not ask the source");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "throttled calls do not ask the source"
+    );
     assert_eq!(rig.cache.stats().loader.throttled, 5);
     // The throttle period (5 s) ends: the source is asked again, and a live one is used.
     rig.clock.advance(Duration::from_secs(6));
@@ -195,7 +203,11 @@ fn get_or_load_serves_the_stale_copy_at_the_soft_timeout_and_the_load_then_refre
         })
         .unwrap();
     assert_eq!(got, Fetched::Stale("v1".to_string()));
-    assert!(started.elapsed() >= Duration::from_millis(50), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(rig.cache.stats().loader.soft_timeouts, 1);
     // The load goes on: released, it stores v2. A waiter without a deadline sees it.
     release.send(()).unwrap();
@@ -244,7 +256,9 @@ fn get_or_load_serves_the_stale_copy_when_its_loader_fails() {
     // Throttled now: no loader call.
     let got = rig
         .cache
-        .get_or_load("k", Some(TTL), || -> Result<String, AppError> { panic!("throttled") })
+        .get_or_load("k", Some(TTL), || -> Result<String, AppError> {
+            panic!("throttled")
+        })
         .unwrap();
     assert!(got.is_stale());
 }
@@ -260,7 +274,8 @@ fn callers_with_timeouts_still_share_one_load() {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..callers)
             .map(|_| {
-                let (calls, gate, barrier, cache) = (Arc::clone(&calls), Arc::clone(&gate), &barrier, &rig.cache);
+                let (calls, gate, barrier, cache) =
+                    (Arc::clone(&calls), Arc::clone(&gate), &barrier, &rig.cache);
                 s.spawn(move || {
                     barrier.wait();
                     cache.get_or_load("k", Some(TTL), move || {
@@ -372,7 +387,11 @@ fn a_cancelled_async_leader_never_cancels_the_load_its_waiters_share() {
         let got = waiter.await.unwrap().unwrap();
         assert_eq!(got, Fetched::Fresh("shared".to_string()));
     });
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the waiter did not start a second load");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the waiter did not start a second load"
+    );
 }
 
 #[test]

@@ -318,3 +318,36 @@ fn new_files_take_the_permission_bits_of_the_metadata_file() {
     }
     assert!(seen >= 4, "meta, LOCK, a segment and its hint: {seen} files");
 }
+
+/// "Conventions", value bytes: the tag byte each codec writes, and the one-byte `0x00` that is
+/// a cached "absent" answer, written by hand and read back through the manager.
+#[test]
+fn the_documented_value_tags_and_the_absent_marker_read_as_specified() {
+    use uno_cache::{CacheConfig, CacheManager, Codec, Fetched, LocalKind};
+    let bincode = Codec::bincode().encode("k", &7u32).unwrap();
+    assert_eq!(bincode.first(), Some(&0xB2));
+    let json = Codec::json().encode("k", &7u32).unwrap();
+    assert_eq!(json, b"\x4A7");
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    let cache = CacheManager::new(config).unwrap();
+    cache.set_raw("absent", &[0x00], None).unwrap();
+    cache.set_raw("tagged", &bincode, None).unwrap();
+    assert_eq!(
+        cache.get::<u32>("absent").unwrap(),
+        None,
+        "a typed read sees a miss"
+    );
+    let answer: Option<Fetched<u32>> = cache
+        .get_or_load_optional("absent", None, || -> Result<Option<u32>, Error> {
+            panic!("a cached absent answer must not reach the source")
+        })
+        .unwrap();
+    assert_eq!(answer, None);
+    assert_eq!(cache.get::<u32>("tagged").unwrap(), Some(7));
+    cache.set_raw("unknown", &[0x01, 0x02], None).unwrap();
+    assert!(matches!(
+        cache.get::<u32>("unknown"),
+        Err(Error::CodecMismatch { .. })
+    ));
+}

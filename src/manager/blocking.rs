@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::loader::Role;
 use super::policy::{Plan, Route, Shared};
+use super::typed::Lookup;
 use super::{as_strs, borrow_items, CacheManager};
 
 use crate::error::{Error, Result};
@@ -45,9 +46,18 @@ impl CacheManager {
         T: DeserializeOwned,
         V: Clone + Send + Sync + 'static,
     {
+        self.lookup_typed(key, wrap).map(Lookup::into_option)
+    }
+
+    /// [`get_typed`](Self::get_typed) telling a cached "absent" from a miss.
+    pub(crate) fn lookup_typed<T, V>(&self, key: &str, wrap: impl FnOnce(T) -> V) -> Result<Lookup<V>>
+    where
+        T: DeserializeOwned,
+        V: Clone + Send + Sync + 'static,
+    {
         let s = &self.shared;
         if let Some(value) = s.read_hot::<V>(key) {
-            return Ok(Some(value));
+            return Ok(Lookup::Hit(value));
         }
         let miss = s.hot_miss(key);
         s.decode_and_keep::<T, V>(key, miss, self.get_raw(key)?, wrap)

@@ -59,6 +59,7 @@ pub(crate) struct FailSafe {
     throttle: Duration,
     soft: Option<Duration>,
     hard: Option<Duration>,
+    absent_ttl: Duration,
     /// Key → end of its throttle period (the manager's clock, Unix ms).
     throttled: Mutex<HashMap<String, u64>>,
 }
@@ -71,6 +72,7 @@ impl FailSafe {
             throttle: config.fail_safe_throttle,
             soft: ms(config.soft_timeout_ms),
             hard: ms(config.hard_timeout_ms),
+            absent_ttl: config.absent_ttl,
             throttled: Mutex::new(HashMap::new()),
         }
     }
@@ -86,6 +88,12 @@ impl FailSafe {
 
     pub(crate) fn hard(&self) -> Option<Duration> {
         self.hard
+    }
+
+    /// The TTL of a cached "absent" for a load asked with `ttl`; `None`: not cached.
+    pub(crate) fn absent_ttl(&self, ttl: Option<Duration>) -> Option<Duration> {
+        let absent = self.absent_ttl;
+        (!absent.is_zero()).then(|| ttl.map_or(absent, |t| t.min(absent)))
     }
 
     /// When a caller stops waiting for `flight`: at the soft timeout if it has a stale value to
@@ -128,6 +136,10 @@ impl Shared {
                 return None;
             }
         };
+        // A cached "absent" is no value to fall back on.
+        if entry.value == crate::codec::ABSENT {
+            return None;
+        }
         match self.codec.decode(key, &entry.value) {
             Ok(value) => Some(value),
             Err(e) => {

@@ -20,8 +20,10 @@ use serde::Serialize;
 use super::failsafe::Fetched;
 use super::loader::{Flight, Leader, Role, Waited};
 use super::policy::Shared;
+use super::typed::Lookup;
 use super::workers::Workers;
 use super::CacheManager;
+use crate::codec::ABSENT;
 use crate::error::{key_for_error, Error, Result};
 
 /// A handle that does not keep the manager alive, for loads that outlive their caller.
@@ -39,12 +41,20 @@ impl WeakManager {
     }
 }
 
-/// What a load running apart from its caller reports back, besides its flight.
-type Outcome<T, E> = std::result::Result<T, E>;
+/// What a load running apart from its caller reports back, besides its flight: the loader's
+/// answer (`None`: absent) or error.
+type Outcome<T, E> = std::result::Result<Option<T>, E>;
+
+/// What a leader found in the cache before loading.
+enum Found<T> {
+    Answer(Option<Fetched<T>>),
+    /// Nothing this call takes: load, leading still.
+    Load(Leader),
+}
 
 /// Where a wait for a flight left the caller.
 enum Next<T, E> {
-    Answer(std::result::Result<Fetched<T>, E>),
+    Answer(std::result::Result<Option<Fetched<T>>, E>),
     /// The flight was given up or its leader failed without a word: look again.
     Retry,
 }
@@ -122,51 +132,29 @@ impl CacheManager {
         E: From<Error> + Send + 'static,
         F: FnOnce() -> std::result::Result<T, E> + Send + 'static,
     {
-        Shared::check_ttl(key, ttl)?;
-        let s = &self.shared;
-        let mut loader = Some(loader);
-        loop {
-            if let Some(value) = self.get(key)? {
-                return Ok(Fetched::Fresh(value));
-            }
-            if let Some(value) = s.throttled_stale(key) {
-                return Ok(Fetched::Stale(value));
-            }
-            let stale: Option<T> = s.stale_value(key);
-            let (flight, mut report) = match s.flights.join(key) {
-                Role::Waiter(flight) => {
-                    if s.fail_safe.overdue(&flight) {
-                        s.flights.give_up(key, &flight);
-                        continue;
-                    }
-                    s.metrics.load_waits.incr();
-                    (flight, None)
-                }
-                Role::Leader(leader) => {
-                    if let Some(bytes) = self.get_raw(key)? {
-                        let value = s.codec.decode(key, &bytes)?;
-                        leader.finish(Arc::from(bytes));
-                        return Ok(Fetched::Fresh(value));
-                    }
-                    let Some(load) = loader.take() else {
-                        // A caller leads at most once: its lead always ends in an answer.
-                        return Err(E::from(spent_loader(key)));
-                    };
-                    s.metrics.loads.incr();
-                    if !s.fail_safe.has_timeouts() {
-                        return self.load_inline(key, ttl, leader, load);
-                    }
-                    let flight = Arc::clone(leader.flight());
-                    let report = self.spawn_load(key, ttl, leader, load)?;
-                    (flight, Some(report))
-                }
-            };
-            let waited = flight.wait_blocking_until(s.fail_safe.deadline(&flight, stale.is_some()));
-            match self.after_wait(key, &flight, waited, stale, report.as_mut()) {
-                Next::Answer(answer) => return answer,
-                Next::Retry => {}
-            }
-        }
+        self.load_blocking(key, ttl, move || loader().map(Some), false)
+            .and_then(|fetched| fetched.ok_or_else(|| E::from(no_value(key))))
+    }
+
+    /// [`CacheManager::get_or_load`] for a source that may answer "absent" (`Ok(None)`): that
+    /// answer is cached for `loader.absent_ttl` (capped by `ttl`) in every level, so repeated
+    /// reads of a missing key do not reach the source. A cached "absent" is removed by deletes
+    /// and invalidations as a value is; a plain [`CacheManager::get`] reads it as a miss.
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_or_load`].
+    pub fn get_or_load_optional<T, E, F>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> std::result::Result<Option<Fetched<T>>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce() -> std::result::Result<Option<T>, E> + Send + 'static,
+    {
+        self.load_blocking(key, ttl, loader, true)
     }
 
     /// Async [`CacheManager::get_or_load`]. The load is a task spawned on the caller's tokio
@@ -187,15 +175,54 @@ impl CacheManager {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
     {
+        let load = loader();
+        self.load_async(key, ttl, async move { load.await.map(Some) }, false)
+            .await
+            .and_then(|fetched| fetched.ok_or_else(|| E::from(no_value(key))))
+    }
+
+    /// Async [`CacheManager::get_or_load_optional`].
+    ///
+    /// # Errors
+    /// As [`CacheManager::get_or_load`].
+    pub async fn get_or_load_optional_async<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> std::result::Result<Option<Fetched<T>>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+    {
+        self.load_async(key, ttl, loader(), true).await
+    }
+
+    /// The blocking loading calls. `optional`: a cached "absent" is an answer (`Ok(None)`), not
+    /// a miss.
+    fn load_blocking<T, E, F>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+        optional: bool,
+    ) -> std::result::Result<Option<Fetched<T>>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce() -> std::result::Result<Option<T>, E> + Send + 'static,
+    {
         Shared::check_ttl(key, ttl)?;
         let s = &self.shared;
         let mut loader = Some(loader);
         loop {
-            if let Some(value) = self.get_async(key).await? {
-                return Ok(Fetched::Fresh(value));
+            if let Some(answer) = self.cached_answer(self.lookup_typed::<T, T>(key, |v| v)?, optional) {
+                return Ok(answer);
             }
             if let Some(value) = s.throttled_stale(key) {
-                return Ok(Fetched::Stale(value));
+                return Ok(Some(Fetched::Stale(value)));
             }
             let stale: Option<T> = s.stale_value(key);
             let (flight, mut report) = match s.flights.join(key) {
@@ -207,19 +234,83 @@ impl CacheManager {
                     s.metrics.load_waits.incr();
                     (flight, None)
                 }
-                Role::Leader(leader) => {
-                    if let Some(bytes) = self.get_raw_async(key).await? {
-                        let value = s.codec.decode(key, &bytes)?;
-                        leader.finish(Arc::from(bytes));
-                        return Ok(Fetched::Fresh(value));
+                Role::Leader(mut leader) => {
+                    // A flight that just ended may have filled the cache.
+                    if let Some(bytes) = self.get_raw(key)? {
+                        match self.leader_found(key, leader, bytes, optional)? {
+                            Found::Answer(answer) => return Ok(answer),
+                            Found::Load(kept) => leader = kept,
+                        }
                     }
                     let Some(load) = loader.take() else {
                         // A caller leads at most once: its lead always ends in an answer.
                         return Err(E::from(spent_loader(key)));
                     };
                     s.metrics.loads.incr();
+                    if !s.fail_safe.has_timeouts() {
+                        return self.load_inline(key, ttl, leader, load);
+                    }
                     let flight = Arc::clone(leader.flight());
-                    let report = self.spawn_load_async(key, ttl, leader, load())?;
+                    let report = self.spawn_load(key, ttl, leader, load)?;
+                    (flight, Some(report))
+                }
+            };
+            let waited = flight.wait_blocking_until(s.fail_safe.deadline(&flight, stale.is_some()));
+            match self.after_wait(key, &flight, waited, stale, report.as_mut(), optional) {
+                Next::Answer(answer) => return answer,
+                Next::Retry => {}
+            }
+        }
+    }
+
+    /// The async loading calls; as [`load_blocking`](Self::load_blocking), the load spawned.
+    async fn load_async<T, E, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        load: Fut,
+        optional: bool,
+    ) -> std::result::Result<Option<Fetched<T>>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<Error> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+    {
+        Shared::check_ttl(key, ttl)?;
+        let s = &self.shared;
+        let mut load = Some(load);
+        loop {
+            if let Some(answer) =
+                self.cached_answer(self.lookup_typed_async::<T, T>(key, |v| v).await?, optional)
+            {
+                return Ok(answer);
+            }
+            if let Some(value) = s.throttled_stale(key) {
+                return Ok(Some(Fetched::Stale(value)));
+            }
+            let stale: Option<T> = s.stale_value(key);
+            let (flight, mut report) = match s.flights.join(key) {
+                Role::Waiter(flight) => {
+                    if s.fail_safe.overdue(&flight) {
+                        s.flights.give_up(key, &flight);
+                        continue;
+                    }
+                    s.metrics.load_waits.incr();
+                    (flight, None)
+                }
+                Role::Leader(mut leader) => {
+                    if let Some(bytes) = self.get_raw_async(key).await? {
+                        match self.leader_found(key, leader, bytes, optional)? {
+                            Found::Answer(answer) => return Ok(answer),
+                            Found::Load(kept) => leader = kept,
+                        }
+                    }
+                    let Some(load) = load.take() else {
+                        return Err(E::from(spent_loader(key)));
+                    };
+                    s.metrics.loads.incr();
+                    let flight = Arc::clone(leader.flight());
+                    let report = self.spawn_load_async(key, ttl, leader, load)?;
                     (flight, Some(report))
                 }
             };
@@ -228,11 +319,45 @@ impl CacheManager {
                 flight.ensure_ticker(s.fail_safe.deadlines(&flight));
             }
             let waited = flight.wait_async_until(deadline).await;
-            match self.after_wait(key, &flight, waited, stale, report.as_mut()) {
+            match self.after_wait(key, &flight, waited, stale, report.as_mut(), optional) {
                 Next::Answer(answer) => return answer,
                 Next::Retry => {}
             }
         }
+    }
+
+    /// What a read of the cache answers a loading call, if it answers it.
+    fn cached_answer<T>(&self, found: Lookup<T>, optional: bool) -> Option<Option<Fetched<T>>> {
+        match found {
+            Lookup::Hit(value) => Some(Some(Fetched::Fresh(value))),
+            Lookup::Absent if optional => {
+                self.shared.metrics.loader.absent_hits.incr();
+                Some(None)
+            }
+            Lookup::Absent | Lookup::Miss => None,
+        }
+    }
+
+    /// A leader found the key filled by a flight that just ended: it ends its own flight with
+    /// those bytes and answers, unless they are a cached "absent" its call does not take (then
+    /// it loads, and its value replaces the "absent").
+    fn leader_found<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        leader: Leader,
+        bytes: Vec<u8>,
+        optional: bool,
+    ) -> Result<Found<T>> {
+        if bytes == ABSENT {
+            if !optional {
+                return Ok(Found::Load(leader));
+            }
+            leader.finish(Arc::from(bytes));
+            return Ok(Found::Answer(None));
+        }
+        let value = self.shared.codec.decode(key, &bytes)?;
+        leader.finish(Arc::from(bytes));
+        Ok(Found::Answer(Some(Fetched::Fresh(value))))
     }
 
     /// The leader's load on its own thread, without timeouts: as `get_or_set_with`, with
@@ -243,28 +368,56 @@ impl CacheManager {
         ttl: Option<Duration>,
         leader: Leader,
         load: F,
-    ) -> std::result::Result<Fetched<T>, E>
+    ) -> std::result::Result<Option<Fetched<T>>, E>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: From<Error>,
-        F: FnOnce() -> std::result::Result<T, E>,
+        F: FnOnce() -> std::result::Result<Option<T>, E>,
     {
         let s = &self.shared;
         match load() {
             Ok(value) => {
-                let bytes = s.codec.encode(key, &value)?;
-                let stored = self.set_raw(key, &bytes, ttl);
+                let (bytes, stored) = self.store_loaded(key, ttl, value.as_ref())?;
                 leader.finish(Arc::from(bytes));
                 stored?;
-                Ok(Fetched::Fresh(value))
+                Ok(value.map(Fetched::Fresh))
             }
             Err(e) => {
                 // The throttle is set before the flight ends: its waiters find it.
                 let stale = s.stale_after_failure(key);
                 drop(leader);
-                stale.map(Fetched::Stale).ok_or(e)
+                stale.map(|v| Some(Fetched::Stale(v))).ok_or(e)
             }
         }
+    }
+
+    /// Stores what a loader answered: the value with `ttl`, or "absent" with
+    /// `loader.absent_ttl` (not at all if that is zero). Returns the bytes the flight hands to
+    /// its waiters, and whether the write succeeded (the waiters get the bytes either way).
+    fn store_loaded<T: Serialize>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        value: Option<&T>,
+    ) -> Result<(Vec<u8>, Result<()>)> {
+        let s = &self.shared;
+        Ok(match value {
+            Some(value) => {
+                let bytes = s.codec.encode(key, value)?;
+                let stored = self.set_raw(key, &bytes, ttl);
+                (bytes, stored)
+            }
+            None => {
+                let stored = match s.fail_safe.absent_ttl(ttl) {
+                    Some(absent_ttl) => {
+                        s.metrics.loader.absent_stored.incr();
+                        self.set_raw(key, ABSENT, Some(absent_ttl))
+                    }
+                    None => Ok(()),
+                };
+                (ABSENT.to_vec(), stored)
+            }
+        })
     }
 
     /// Starts the leader's load on a thread of its own; its outcome comes back on the channel
@@ -279,7 +432,7 @@ impl CacheManager {
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: Send + 'static,
-        F: FnOnce() -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce() -> std::result::Result<Option<T>, E> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel();
         let manager = self.downgrade();
@@ -313,7 +466,7 @@ impl CacheManager {
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: Send + 'static,
-        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel();
         let manager = self.downgrade();
@@ -353,6 +506,7 @@ impl CacheManager {
         waited: Waited,
         stale: Option<T>,
         report: Option<&mut mpsc::Receiver<Outcome<T, E>>>,
+        optional: bool,
     ) -> Next<T, E>
     where
         T: DeserializeOwned,
@@ -360,9 +514,20 @@ impl CacheManager {
     {
         let s = &self.shared;
         match waited {
-            Waited::Done(bytes) => {
-                Next::Answer(s.codec.decode(key, &bytes).map(Fetched::Fresh).map_err(E::from))
+            Waited::Done(bytes) if *bytes == *ABSENT => {
+                if optional {
+                    Next::Answer(Ok(None))
+                } else {
+                    // Another call's "absent" is no answer here: look again, and load.
+                    Next::Retry
+                }
             }
+            Waited::Done(bytes) => Next::Answer(
+                s.codec
+                    .decode(key, &bytes)
+                    .map(|v| Some(Fetched::Fresh(v)))
+                    .map_err(E::from),
+            ),
             Waited::Abandoned => match report.map(|rx| rx.try_recv()) {
                 // This caller's own load failed (counted and throttled by the load): its
                 // error, or the stale copy.
@@ -370,12 +535,12 @@ impl CacheManager {
                     stale
                         .map(|v| {
                             s.metrics.loader.stale_served.incr();
-                            Fetched::Stale(v)
+                            Some(Fetched::Stale(v))
                         })
                         .ok_or(e),
                 ),
                 // Loaded but not stored (the value did not encode): still the answer.
-                Some(Ok(Ok(value))) => Next::Answer(Ok(Fetched::Fresh(value))),
+                Some(Ok(Ok(value))) => Next::Answer(Ok(value.map(Fetched::Fresh))),
                 Some(Err(mpsc::TryRecvError::Disconnected)) => Next::Answer(Err(E::from(Error::Backend {
                     level: "manager",
                     op: "load",
@@ -413,7 +578,7 @@ impl CacheManager {
         match stale {
             Some(value) => {
                 s.metrics.loader.stale_served.incr();
-                Next::Answer(Ok(Fetched::Stale(value)))
+                Next::Answer(Ok(Some(Fetched::Stale(value))))
             }
             None => Next::Answer(Err(E::from(Error::LoaderTimeout {
                 key: key_for_error(key),
@@ -462,9 +627,9 @@ fn finish_load<T, E>(
         let _ = report.send(Ok(value));
         return;
     };
-    match m.shared.codec.encode(key, &value) {
-        Ok(bytes) => {
-            if let Err(e) = m.set_raw(key, &bytes, ttl) {
+    match m.store_loaded(key, ttl, value.as_ref()) {
+        Ok((bytes, stored)) => {
+            if let Err(e) = stored {
                 tracing::warn!(key = %key_for_error(key), error = %e, "a loaded value could not be stored");
             }
             leader.finish(Arc::from(bytes));
@@ -473,5 +638,14 @@ fn finish_load<T, E>(
             tracing::warn!(key = %key_for_error(key), error = %e, "a loaded value does not encode; not stored");
             let _ = report.send(Ok(value));
         }
+    }
+}
+
+/// Only reachable if a call that can have no "absent" answer got one: an error, not a panic.
+fn no_value(key: &str) -> Error {
+    Error::Backend {
+        level: "manager",
+        op: "load",
+        reason: format!("the load of {:?} answered no value", key_for_error(key)),
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::loader::Role;
 use super::policy::{Plan, Route, Shared};
+use super::typed::Lookup;
 use super::{as_strs, borrow_items, CacheManager};
 
 use crate::error::{Error, Result};
@@ -44,9 +45,22 @@ impl CacheManager {
         T: DeserializeOwned,
         V: Clone + Send + Sync + 'static,
     {
+        self.lookup_typed_async(key, wrap).await.map(Lookup::into_option)
+    }
+
+    /// Async `lookup_typed`.
+    pub(crate) async fn lookup_typed_async<T, V>(
+        &self,
+        key: &str,
+        wrap: impl FnOnce(T) -> V,
+    ) -> Result<Lookup<V>>
+    where
+        T: DeserializeOwned,
+        V: Clone + Send + Sync + 'static,
+    {
         let s = &self.shared;
         if let Some(value) = s.read_hot::<V>(key) {
-            return Ok(Some(value));
+            return Ok(Lookup::Hit(value));
         }
         let miss = s.hot_miss(key);
         let raw = self.get_raw_async(key).await?;

@@ -13,6 +13,26 @@ use crate::error::Result;
 use crate::local::hot::HotTier;
 use crate::storage::Freshness;
 
+/// What a typed read found.
+#[derive(Debug)]
+pub(crate) enum Lookup<V> {
+    Hit(V),
+    /// The cached answer "absent" ([`ABSENT`](crate::codec::ABSENT)), stored by
+    /// `get_or_load_optional`.
+    Absent,
+    Miss,
+}
+
+impl<V> Lookup<V> {
+    /// The value; `None` for a miss and for a cached "absent" alike.
+    pub(crate) fn into_option(self) -> Option<V> {
+        match self {
+            Lookup::Hit(v) => Some(v),
+            Lookup::Absent | Lookup::Miss => None,
+        }
+    }
+}
+
 /// What a typed read takes before it reads behind the memory tier; see
 /// [`Shared::decode_and_keep`].
 #[derive(Debug, Clone, Copy)]
@@ -68,14 +88,17 @@ impl Shared {
         miss: Option<HotMiss>,
         raw: Option<Vec<u8>>,
         wrap: impl FnOnce(T) -> V,
-    ) -> Result<Option<V>>
+    ) -> Result<Lookup<V>>
     where
         T: DeserializeOwned,
         V: Clone + Send + Sync + 'static,
     {
         let Some(bytes) = raw else {
-            return Ok(None);
+            return Ok(Lookup::Miss);
         };
+        if bytes == crate::codec::ABSENT {
+            return Ok(Lookup::Absent);
+        }
         let value = wrap(self.codec.decode::<T>(key, &bytes)?);
         if let (Some(hot), Some(miss)) = (self.hot_if_trusted(), miss) {
             self.guard.backfill_if_current(miss.ticket, || {
@@ -101,6 +124,6 @@ impl Shared {
                 }
             });
         }
-        Ok(Some(value))
+        Ok(Lookup::Hit(value))
     }
 }

@@ -68,7 +68,9 @@ pub fn serve() {
     let config = CacheConfig::from_toml_str(&toml).unwrap();
     let mut builder = CacheManager::builder().config(config);
     if let Ok(ms) = std::env::var(ENV_NOW_MS) {
-        builder = builder.clock(std::sync::Arc::new(uno_cache::ManualClock::new(ms.parse().unwrap())));
+        builder = builder.clock(std::sync::Arc::new(uno_cache::ManualClock::new(
+            ms.parse().unwrap(),
+        )));
     }
     let cache = builder.build().unwrap();
     let mut out = std::io::stdout();
