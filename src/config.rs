@@ -105,7 +105,13 @@ impl Default for CacheConfig {
 /// `soft_timeout_ms` and the load goes on in the background to refresh the entry; after
 /// `hard_timeout_ms` a caller gets the stale value or [`Error::LoaderTimeout`](crate::Error),
 /// and the key's load slot is given up, so the next caller starts a new load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// **Refresh-ahead.** With `refresh_ahead` set (say 0.8), a `get_or_load` hit on a value this
+/// process loaded, once that share of its L1 TTL has passed, starts one background reload
+/// through the call's loader and returns the current value at once: hot keys never expire
+/// under load. Reloads are single-flight per key and at most `refresh_ahead_max` run at once; a
+/// failed one keeps the current value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoaderConfig {
     /// How long an expired entry is kept for fail-safe, in seconds (default 0: off). Needs
@@ -126,6 +132,11 @@ pub struct LoaderConfig {
     /// (default 30; capped by the call's TTL; 0: not cached).
     #[serde(with = "seconds")]
     pub absent_ttl: Duration,
+    /// The share of a loaded value's L1 TTL after which a hit reloads it in the background
+    /// (default 0: off; otherwise above 0 and below 1).
+    pub refresh_ahead: f64,
+    /// Background reloads running at once, at most (default 16).
+    pub refresh_ahead_max: usize,
 }
 
 impl Default for LoaderConfig {
@@ -136,6 +147,8 @@ impl Default for LoaderConfig {
             soft_timeout_ms: 0,
             hard_timeout_ms: 0,
             absent_ttl: Duration::from_secs(30),
+            refresh_ahead: 0.0,
+            refresh_ahead_max: 16,
         }
     }
 }
@@ -633,6 +646,15 @@ impl CacheConfig {
                 "loader.fail_safe_max_duration",
                 "needs local.type = \"file\" or \"memory\" (the redb level keeps no expired entries); set it to 0 or change the local type",
             ));
+        }
+        if loader.refresh_ahead != 0.0 && !(loader.refresh_ahead > 0.0 && loader.refresh_ahead < 1.0) {
+            return Err(invalid(
+                "loader.refresh_ahead",
+                "must be 0 (off) or a share of the TTL above 0 and below 1, such as 0.8",
+            ));
+        }
+        if loader.refresh_ahead_max == 0 {
+            return Err(invalid("loader.refresh_ahead_max", "must be at least 1"));
         }
         if loader.soft_timeout_ms > 0
             && loader.hard_timeout_ms > 0

@@ -197,6 +197,7 @@ pub(crate) struct LoaderMetrics {
     pub(crate) hard_timeouts: Counter,
     pub(crate) absent_stored: Counter,
     pub(crate) absent_hits: Counter,
+    pub(crate) refreshes: Counter,
 }
 
 impl LoaderMetrics {
@@ -210,6 +211,7 @@ impl LoaderMetrics {
             hard_timeouts: self.hard_timeouts.get(),
             absent_stored: self.absent_stored.get(),
             absent_hits: self.absent_hits.get(),
+            refreshes: self.refreshes.get(),
         }
     }
 }
@@ -236,6 +238,8 @@ pub struct LoaderStats {
     pub absent_stored: u64,
     /// Loading calls answered "absent" from the cache, without asking the source.
     pub absent_hits: u64,
+    /// Background reloads started by refresh-ahead.
+    pub refreshes: u64,
 }
 
 /// Counters of the offline mode and the invalidation backplane, kept by the manager.

@@ -7,8 +7,11 @@
 //! is only what the manager decides about them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
@@ -51,6 +54,19 @@ impl<T> Fetched<T> {
 
 /// Bound on the throttle map; beyond it, periods that ended are pruned on insert.
 const THROTTLE_PRUNE_AT: usize = 4096;
+/// Bound on the refresh-ahead map; beyond it, due times already passed are pruned on insert
+/// (those keys then simply expire), and if that is not enough the key is not tracked.
+const REFRESH_TRACKED_MAX: usize = 65_536;
+
+/// A place among the running background reloads; given back on drop.
+#[derive(Debug)]
+pub(crate) struct RefreshSlot(Arc<AtomicUsize>);
+
+impl Drop for RefreshSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The `[loader]` settings and the throttle periods in progress.
 #[derive(Debug)]
@@ -60,6 +76,13 @@ pub(crate) struct FailSafe {
     soft: Option<Duration>,
     hard: Option<Duration>,
     absent_ttl: Duration,
+    /// Refresh-ahead: the share of the L1 TTL after which a hit reloads (0: off).
+    refresh_share: f64,
+    refresh_max: usize,
+    refreshing: Arc<AtomicUsize>,
+    /// Key → when a hit should reload it (the manager's clock, Unix ms), for values this
+    /// process loaded.
+    refresh_due: DashMap<String, u64>,
     /// Key → end of its throttle period (the manager's clock, Unix ms).
     throttled: Mutex<HashMap<String, u64>>,
 }
@@ -73,6 +96,10 @@ impl FailSafe {
             soft: ms(config.soft_timeout_ms),
             hard: ms(config.hard_timeout_ms),
             absent_ttl: config.absent_ttl,
+            refresh_share: config.refresh_ahead,
+            refresh_max: config.refresh_ahead_max,
+            refreshing: Arc::new(AtomicUsize::new(0)),
+            refresh_due: DashMap::new(),
             throttled: Mutex::new(HashMap::new()),
         }
     }
@@ -114,6 +141,16 @@ impl FailSafe {
             .flatten()
             .map(|d| flight.started() + d)
             .collect()
+    }
+
+    /// A place among the background reloads, if one is free; held until the reload ends.
+    pub(crate) fn refresh_slot(&self) -> Option<RefreshSlot> {
+        let taken = self
+            .refreshing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.refresh_max).then_some(n + 1)
+            });
+        taken.ok().map(|_| RefreshSlot(Arc::clone(&self.refreshing)))
     }
 
     /// Whether `flight` ran past the hard timeout (it is then given up, not waited on).
@@ -207,5 +244,47 @@ impl Shared {
             map.retain(|_, &mut end| end > now);
         }
         map.insert(key.to_owned(), until);
+    }
+
+    /// A value was loaded for `key` with `ttl`: with refresh-ahead, remember when a hit should
+    /// reload it.
+    pub(crate) fn note_loaded(&self, key: &str, ttl: Option<Duration>) {
+        let share = self.fail_safe.refresh_share;
+        if share <= 0.0 {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let after = Duration::from_secs_f64(self.l1_ttl(ttl).as_secs_f64() * share);
+        let due = now.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        let map = &self.fail_safe.refresh_due;
+        if map.len() >= REFRESH_TRACKED_MAX && !map.contains_key(key) {
+            map.retain(|_, &mut at| at > now);
+            if map.len() >= REFRESH_TRACKED_MAX {
+                return;
+            }
+        }
+        map.insert(key.to_owned(), due);
+    }
+
+    /// Makes `key` due for a reload at once (a reload that could not start).
+    pub(crate) fn note_due_now(&self, key: &str) {
+        if self.fail_safe.refresh_share > 0.0 {
+            self.fail_safe
+                .refresh_due
+                .insert(key.to_owned(), self.clock.now_ms());
+        }
+    }
+
+    /// Whether a hit on `key` should start a background reload; if so, the key is no longer
+    /// due (the reload makes it due again when it stores its value), so one hit starts it.
+    pub(crate) fn take_refresh_due(&self, key: &str) -> bool {
+        if self.fail_safe.refresh_share <= 0.0 {
+            return false;
+        }
+        let now = self.clock.now_ms();
+        self.fail_safe
+            .refresh_due
+            .remove_if(key, |_, at| *at <= now)
+            .is_some()
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::failsafe::Fetched;
+use super::failsafe::{Fetched, RefreshSlot};
 use super::loader::{Flight, Leader, Role, Waited};
 use super::policy::Shared;
 use super::typed::Lookup;
@@ -218,7 +218,18 @@ impl CacheManager {
         let s = &self.shared;
         let mut loader = Some(loader);
         loop {
-            if let Some(answer) = self.cached_answer(self.lookup_typed::<T, T>(key, |v| v)?, optional) {
+            let found = self.lookup_typed::<T, T>(key, |v| v)?;
+            if matches!(found, Lookup::Hit(_)) && s.take_refresh_due(key) {
+                if let Some(load) = loader.take() {
+                    self.refresh_ahead(key, |leader, slot| {
+                        self.spawn_load(key, ttl, leader, move || {
+                            let _slot = slot;
+                            load()
+                        })
+                    });
+                }
+            }
+            if let Some(answer) = self.cached_answer(found, optional) {
                 return Ok(answer);
             }
             if let Some(value) = s.throttled_stale(key) {
@@ -280,9 +291,18 @@ impl CacheManager {
         let s = &self.shared;
         let mut load = Some(load);
         loop {
-            if let Some(answer) =
-                self.cached_answer(self.lookup_typed_async::<T, T>(key, |v| v).await?, optional)
-            {
+            let found = self.lookup_typed_async::<T, T>(key, |v| v).await?;
+            if matches!(found, Lookup::Hit(_)) && s.take_refresh_due(key) {
+                if let Some(load) = load.take() {
+                    self.refresh_ahead(key, |leader, slot| {
+                        self.spawn_load_async(key, ttl, leader, async move {
+                            let _slot = slot;
+                            load.await
+                        })
+                    });
+                }
+            }
+            if let Some(answer) = self.cached_answer(found, optional) {
                 return Ok(answer);
             }
             if let Some(value) = s.throttled_stale(key) {
@@ -323,6 +343,25 @@ impl CacheManager {
                 Next::Answer(answer) => return answer,
                 Next::Retry => {}
             }
+        }
+    }
+
+    /// Starts a background reload of a hit that is due for one (refresh-ahead), if a reload
+    /// slot is free and no load of the key runs: `spawn` runs the loader apart, as a timed load
+    /// does. The caller answers with the current value meanwhile; a failed reload keeps it.
+    fn refresh_ahead<R>(&self, key: &str, spawn: impl FnOnce(Leader, RefreshSlot) -> Result<R>) {
+        let s = &self.shared;
+        let Some(slot) = s.fail_safe.refresh_slot() else {
+            // Busy: the key becomes due again so a later hit retries.
+            s.note_due_now(key);
+            return;
+        };
+        let Role::Leader(leader) = s.flights.join(key) else {
+            return;
+        };
+        s.metrics.loader.refreshes.incr();
+        if let Err(e) = spawn(leader, slot) {
+            tracing::warn!(key = %key_for_error(key), error = %e, "cannot start a background reload");
         }
     }
 
@@ -405,6 +444,7 @@ impl CacheManager {
             Some(value) => {
                 let bytes = s.codec.encode(key, value)?;
                 let stored = self.set_raw(key, &bytes, ttl);
+                s.note_loaded(key, ttl);
                 (bytes, stored)
             }
             None => {

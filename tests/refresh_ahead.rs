@@ -1,0 +1,216 @@
+//! Refresh-ahead (`loader.refresh_ahead`): a `get_or_load` hit on a value past that share of its
+//! TTL starts one background reload and answers with the current value at once, so a hot key
+//! never expires under load; reloads are single-flight and bounded, and a failed one keeps the
+//! current value.
+//!
+//! Reloads are held on channels the test releases: "answered at once" means answered while the
+//! reload is provably still running.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use uno_cache::{CacheConfig, CacheManager, Error, Fetched, LocalKind, ManualClock};
+
+const START_MS: u64 = 1_700_000_000_000;
+const TTL: Duration = Duration::from_secs(10);
+
+fn manager(clock: &ManualClock, max: usize) -> CacheManager {
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    config.loader.refresh_ahead = 0.8;
+    config.loader.refresh_ahead_max = max;
+    CacheManager::builder()
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap()
+}
+
+fn value(v: &str) -> impl FnOnce() -> Result<String, Error> + Send + 'static {
+    let v = v.to_owned();
+    move || Ok(v)
+}
+
+/// A loader that counts its call, then waits for the gate before answering `v`.
+fn held(
+    v: &str,
+    calls: &Arc<AtomicU32>,
+) -> (
+    impl FnOnce() -> Result<String, Error> + Send + 'static,
+    mpsc::Sender<()>,
+) {
+    let (release, gate) = mpsc::channel::<()>();
+    let (v, calls) = (v.to_owned(), Arc::clone(calls));
+    let load = move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let _ = gate.recv();
+        Ok(v)
+    };
+    (load, release)
+}
+
+/// Waits (bounded) until `key` reads `want`: the background reload stored it. The public API
+/// has no event for "a background reload ended", so this polls what a user would observe.
+fn reloaded(cache: &CacheManager, key: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = cache.get::<String>(key).unwrap().unwrap_or_default();
+        if now == want || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Waits (bounded) until the stats count `n` loader failures.
+fn failures(cache: &CacheManager, n: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = cache.stats().loader.failures;
+        if seen >= n || Instant::now() > deadline {
+            return seen;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_hit_past_the_share_reloads_in_the_background_and_answers_at_once() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, 16);
+    assert_eq!(
+        cache.get_or_load("k", Some(TTL), value("v1")).unwrap(),
+        Fetched::Fresh("v1".to_string())
+    );
+    // Before the share: no reload.
+    clock.advance(Duration::from_secs(7));
+    let calls = Arc::new(AtomicU32::new(0));
+    let (load, _keep) = held("never", &calls);
+    assert_eq!(
+        cache.get_or_load("k", Some(TTL), load).unwrap(),
+        Fetched::Fresh("v1".to_string())
+    );
+    assert_eq!(cache.stats().loader.refreshes, 0);
+    // Past 80 % of the TTL: the hit answers v1 while the reload is held.
+    clock.advance(Duration::from_secs(2));
+    let (load, release) = held("v2", &calls);
+    assert_eq!(
+        cache.get_or_load("k", Some(TTL), load).unwrap(),
+        Fetched::Fresh("v1".to_string())
+    );
+    assert_eq!(cache.stats().loader.refreshes, 1);
+    release.send(()).unwrap();
+    assert_eq!(reloaded(&cache, "k", "v2"), "v2");
+    // The reloaded value has a TTL of its own: past the first value's expiry, still a hit.
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn one_reload_per_key_however_many_hits() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, 16);
+    cache.get_or_load("k", Some(TTL), value("v1")).unwrap();
+    clock.advance(Duration::from_secs(9));
+    let calls = Arc::new(AtomicU32::new(0));
+    let (first, release) = held("v2", &calls);
+    cache.get_or_load("k", Some(TTL), first).unwrap();
+    for _ in 0..10 {
+        let (load, _r) = held("other", &calls);
+        assert_eq!(
+            cache.get_or_load("k", Some(TTL), load).unwrap(),
+            Fetched::Fresh("v1".to_string())
+        );
+    }
+    release.send(()).unwrap();
+    assert_eq!(reloaded(&cache, "k", "v2"), "v2");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().loader.refreshes, 1);
+}
+
+#[test]
+fn a_failed_reload_keeps_the_current_value() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, 16);
+    cache.get_or_load("k", Some(TTL), value("v1")).unwrap();
+    clock.advance(Duration::from_secs(9));
+    let (release, gate) = mpsc::channel::<()>();
+    let failing = move || -> Result<String, Error> {
+        let _ = gate.recv();
+        Err(Error::Backend {
+            level: "source",
+            op: "load",
+            reason: "down".into(),
+        })
+    };
+    assert_eq!(
+        cache.get_or_load("k", Some(TTL), failing).unwrap(),
+        Fetched::Fresh("v1".to_string())
+    );
+    release.send(()).unwrap();
+    assert_eq!(failures(&cache, 1), 1);
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("v1"));
+}
+
+#[test]
+fn reloads_beyond_refresh_ahead_max_wait_for_a_later_hit() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, 1);
+    cache.get_or_load("a", Some(TTL), value("a1")).unwrap();
+    cache.get_or_load("b", Some(TTL), value("b1")).unwrap();
+    clock.advance(Duration::from_secs(9));
+    let calls = Arc::new(AtomicU32::new(0));
+    let (load_a, release_a) = held("a2", &calls);
+    cache.get_or_load("a", Some(TTL), load_a).unwrap();
+    // The one slot is taken by a's reload: b's hit answers and starts nothing.
+    let (load_b, _r) = held("never", &calls);
+    assert_eq!(
+        cache.get_or_load("b", Some(TTL), load_b).unwrap(),
+        Fetched::Fresh("b1".to_string())
+    );
+    assert_eq!(cache.stats().loader.refreshes, 1);
+    release_a.send(()).unwrap();
+    assert_eq!(reloaded(&cache, "a", "a2"), "a2");
+    // The slot is free again: b is still due, and its next hit reloads it.
+    let (load_b, release_b) = held("b2", &calls);
+    cache.get_or_load("b", Some(TTL), load_b).unwrap();
+    assert_eq!(cache.stats().loader.refreshes, 2);
+    release_b.send(()).unwrap();
+    assert_eq!(reloaded(&cache, "b", "b2"), "b2");
+}
+
+#[test]
+fn the_async_form_reloads_in_the_background_too() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, 16);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        cache
+            .get_or_load_async("k", Some(TTL), || async { Ok::<_, Error>("v1".to_string()) })
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(9));
+        let (release, gate) = tokio::sync::oneshot::channel::<()>();
+        let got = cache
+            .get_or_load_async("k", Some(TTL), move || async move {
+                let _ = gate.await;
+                Ok::<_, Error>("v2".to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, Fetched::Fresh("v1".to_string()));
+        release.send(()).unwrap();
+    });
+    assert_eq!(reloaded(&cache, "k", "v2"), "v2");
+}
