@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use uno_cache::{CacheConfig, CacheManager, Error, Fetched, LocalKind, ManualClock};
+use uno_cache::{CacheConfig, CacheManager, Error, Fetched, LocalKind, ManualClock, MemoryStore};
+
+mod manager_support;
 
 const START_MS: u64 = 1_700_000_000_000;
 const TTL: Duration = Duration::from_secs(10);
@@ -412,4 +414,46 @@ fn config_refuses_fail_safe_on_redb_and_a_soft_timeout_above_the_hard_one() {
     .unwrap();
     assert_eq!(parsed.loader.fail_safe_max_duration, Duration::from_secs(3600));
     assert_eq!(parsed.loader.hard_timeout_ms, 2000);
+}
+
+#[test]
+fn with_l2_failing_and_errors_not_hidden_the_loading_calls_serve_the_stale_copy() {
+    let clock = ManualClock::new(START_MS);
+    let l1 = Arc::new(
+        MemoryStore::with_clock(100, Arc::new(clock.clone()))
+            .unwrap()
+            .keep_expired(Duration::from_secs(600)),
+    );
+    let l2 = manager_support::ScriptedStore::new("scripted", &clock);
+    let mut config = CacheConfig::default();
+    config.fallback_on_error = false;
+    config.loader.fail_safe_max_duration = Duration::from_secs(600);
+    let cache = CacheManager::builder()
+        .config(config)
+        .local(l1)
+        .distributed(l2.clone())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    cache.set("k", &"v1".to_string(), Some(TTL)).unwrap();
+    clock.advance(TTL + Duration::from_secs(1));
+    l2.set_failing(true);
+    assert!(
+        cache.get::<String>("k").is_err(),
+        "a plain read reports the L2 error"
+    );
+    let got: String = cache
+        .get_or_set_with("k", Some(TTL), || -> Result<String, AppError> {
+            panic!("not asked: L2 is down")
+        })
+        .unwrap();
+    assert_eq!(got, "v1");
+    assert_eq!(
+        cache.get_with_state::<String>("k").unwrap(),
+        Some(Fetched::Stale("v1".to_string()))
+    );
+    let got = cache.get_or_load("k", Some(TTL), failing).unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    // Without a stale copy the error comes through.
+    assert!(cache.get_with_state::<String>("other").is_err());
 }

@@ -170,8 +170,11 @@ impl CacheManager {
     {
         Shared::check_ttl(key, ttl)?;
         loop {
-            if let Some(value) = self.get(key)? {
-                return Ok(value);
+            match self.get(key) {
+                Ok(Some(value)) => return Ok(value),
+                Ok(None) => {}
+                // No fresh value can be had: fail-safe serves the stale copy, if any.
+                Err(e) => return Ok(self.shared.stale_or(key, e)?),
             }
             if let Some(value) = self.shared.throttled_stale(key) {
                 return Ok(value);

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::loader::Flight;
 use super::policy::Shared;
 use crate::config::LoaderConfig;
-use crate::error::key_for_error;
+use crate::error::{key_for_error, Error, Result};
 
 /// A value with what the cache knows of its freshness.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +205,12 @@ impl Shared {
         self.metrics.loader.throttled.incr();
         self.metrics.loader.stale_served.incr();
         Some(value)
+    }
+
+    /// A read failed (L2 unreachable with `fallback_on_error = false`, say): the stale copy if
+    /// there is one, else the error.
+    pub(crate) fn stale_or<T: DeserializeOwned>(&self, key: &str, error: Error) -> Result<T> {
+        self.serve_stale(key).ok_or(error)
     }
 
     /// The stale copy, counted as served (no throttle).

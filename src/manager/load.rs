@@ -77,13 +77,11 @@ impl CacheManager {
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if let Some(value) = self.get(key)? {
-            return Ok(Some(Fetched::Fresh(value)));
+        match self.get(key) {
+            Ok(Some(value)) => Ok(Some(Fetched::Fresh(value))),
+            Ok(None) => Ok(self.shared.serve_stale(key).map(Fetched::Stale)),
+            Err(e) => self.shared.stale_or(key, e).map(|v| Some(Fetched::Stale(v))),
         }
-        Ok(self.shared.stale_value(key).map(|value| {
-            self.shared.metrics.loader.stale_served.incr();
-            Fetched::Stale(value)
-        }))
     }
 
     /// Async [`CacheManager::get_with_state`].
@@ -94,13 +92,11 @@ impl CacheManager {
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if let Some(value) = self.get_async(key).await? {
-            return Ok(Some(Fetched::Fresh(value)));
+        match self.get_async(key).await {
+            Ok(Some(value)) => Ok(Some(Fetched::Fresh(value))),
+            Ok(None) => Ok(self.shared.serve_stale(key).map(Fetched::Stale)),
+            Err(e) => self.shared.stale_or(key, e).map(|v| Some(Fetched::Stale(v))),
         }
-        Ok(self.shared.stale_value(key).map(|value| {
-            self.shared.metrics.loader.stale_served.incr();
-            Fetched::Stale(value)
-        }))
     }
 
     /// [`CacheManager::get_or_set_with`] with fail-safe and the loader timeouts of `[loader]`,
@@ -218,7 +214,16 @@ impl CacheManager {
         let s = &self.shared;
         let mut loader = Some(loader);
         loop {
-            let found = self.lookup_typed::<T, T>(key, |v| v)?;
+            let found = match self.lookup_typed::<T, T>(key, |v| v) {
+                Ok(found) => found,
+                // L2 (or L1) failed the read: no fresh value can be had.
+                Err(e) => {
+                    return s
+                        .stale_or(key, e)
+                        .map(|v| Some(Fetched::Stale(v)))
+                        .map_err(E::from)
+                }
+            };
             if matches!(found, Lookup::Hit(_)) && s.take_refresh_due(key) {
                 if let Some(load) = loader.take() {
                     self.refresh_ahead(key, |leader, slot| {
@@ -291,7 +296,15 @@ impl CacheManager {
         let s = &self.shared;
         let mut load = Some(load);
         loop {
-            let found = self.lookup_typed_async::<T, T>(key, |v| v).await?;
+            let found = match self.lookup_typed_async::<T, T>(key, |v| v).await {
+                Ok(found) => found,
+                Err(e) => {
+                    return s
+                        .stale_or(key, e)
+                        .map(|v| Some(Fetched::Stale(v)))
+                        .map_err(E::from)
+                }
+            };
             if matches!(found, Lookup::Hit(_)) && s.take_refresh_due(key) {
                 if let Some(load) = load.take() {
                     self.refresh_ahead(key, |leader, slot| {

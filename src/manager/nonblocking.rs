@@ -175,8 +175,10 @@ impl CacheManager {
     {
         Shared::check_ttl(key, ttl)?;
         loop {
-            if let Some(value) = self.get_async(key).await? {
-                return Ok(value);
+            match self.get_async(key).await {
+                Ok(Some(value)) => return Ok(value),
+                Ok(None) => {}
+                Err(e) => return Ok(self.shared.stale_or(key, e)?),
             }
             if let Some(value) = self.shared.throttled_stale(key) {
                 return Ok(value);
