@@ -425,8 +425,10 @@ fn with_l2_failing_and_errors_not_hidden_the_loading_calls_serve_the_stale_copy(
             .keep_expired(Duration::from_secs(600)),
     );
     let l2 = manager_support::ScriptedStore::new("scripted", &clock);
-    let mut config = CacheConfig::default();
-    config.fallback_on_error = false;
+    let mut config = CacheConfig {
+        fallback_on_error: false,
+        ..CacheConfig::default()
+    };
     config.loader.fail_safe_max_duration = Duration::from_secs(600);
     let cache = CacheManager::builder()
         .config(config)
