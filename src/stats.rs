@@ -183,6 +183,8 @@ pub(crate) struct Metrics {
     pub(crate) backfills_skipped: Counter,
     pub(crate) loads: Counter,
     pub(crate) load_waits: Counter,
+    /// Typed single-key reads through the whole manager, end to end (sampled).
+    pub(crate) get_latency: Histogram,
     pub(crate) consistency: ConsistencyMetrics,
     pub(crate) loader: LoaderMetrics,
 }
@@ -392,6 +394,10 @@ pub struct OverallStats {
     pub loads: u64,
     /// `get_or_set_with` callers that waited for another caller's loader instead of loading.
     pub load_waits: u64,
+    /// Latency of typed single-key reads (`get`, `get_arc` and their async forms) end to end,
+    /// whichever tier answered: memory, file, L2 or none. Sampled as L1 calls are.
+    #[serde(default)]
+    pub get_latency: LatencyStats,
 }
 
 /// The offline mode (replay queue) and cross-process consistency (backplane, revalidation).
@@ -521,6 +527,7 @@ impl Metrics {
             backfills_skipped: self.backfills_skipped.get(),
             loads: self.loads.get(),
             load_waits: self.load_waits.get(),
+            get_latency: self.get_latency.snapshot(),
         }
     }
 }

@@ -175,3 +175,15 @@ fn the_async_form_caches_the_absent_answer_too() {
     });
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_batch_read_leaves_a_cached_absent_out() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, None, 30);
+    let calls = Arc::new(AtomicU32::new(0));
+    let _: Option<Fetched<String>> = cache.get_or_load_optional("gone", Some(TTL), source(&calls, None)).unwrap();
+    cache.set("here", &"v".to_string(), None).unwrap();
+    let found = cache.multi_get::<String>(&["gone", "here"]).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found["here"], "v");
+}

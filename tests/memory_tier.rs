@@ -70,6 +70,46 @@ fn a_second_typed_read_is_a_memory_tier_hit_counted_as_a_local_hit() {
 }
 
 #[test]
+fn latencies_are_reported_per_tier_and_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+    cache.set("u", &ada(36), None).unwrap();
+    // Calls are timed one in 16 per thread: 64 memory-tier hits and 64 file-tier reads (a
+    // different type each time misses the memory tier) give each histogram samples.
+    for _ in 0..64 {
+        assert!(cache.get::<User>("u").unwrap().is_some());
+        assert!(cache.get_raw("u").unwrap().is_some());
+    }
+    let stats = cache.stats();
+    assert!(stats.memory.get_latency.samples > 0, "{:?}", stats.memory);
+    assert!(stats.local.get_latency.samples > 0, "{:?}", stats.local);
+    assert!(stats.overall.get_latency.samples > 0, "{:?}", stats.overall);
+    assert!(stats.overall.get_latency.p99_ns >= stats.overall.get_latency.p50_ns);
+    assert!(stats.memory.get_latency.p50_ns > 0);
+}
+
+#[test]
+fn a_batch_read_is_answered_by_the_memory_tier_first_and_fills_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+    cache.multi_set([("a", ada(1)), ("b", ada(2))], None).unwrap();
+    assert!(cache.get::<User>("a").unwrap().is_some());
+    let before = cache.stats().memory;
+    let found = cache.multi_get::<User>(&["a", "b", "missing"]).unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(found["b"], ada(2));
+    let after = cache.stats().memory;
+    assert_eq!(after.hits - before.hits, 1, "a came from the memory tier");
+    assert_eq!(after.sets - before.sets, 1, "b was decoded once and kept");
+    let again = cache.multi_get::<User>(&["a", "b"]).unwrap();
+    assert_eq!(again.len(), 2);
+    assert_eq!(cache.stats().memory.hits - after.hits, 2, "both from the memory tier now");
+    // A write reaches the tier: the batch sees the new value.
+    cache.set("b", &ada(3), None).unwrap();
+    assert_eq!(cache.multi_get::<User>(&["b"]).unwrap()["b"], ada(3));
+}
+
+#[test]
 fn without_a_bound_there_is_no_memory_tier() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheManager::new(config(dir.path(), 0)).unwrap();

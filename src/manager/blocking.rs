@@ -46,7 +46,10 @@ impl CacheManager {
         T: DeserializeOwned,
         V: Clone + Send + Sync + 'static,
     {
-        self.lookup_typed(key, wrap).map(Lookup::into_option)
+        let start = crate::stats::sample_l1();
+        let found = self.lookup_typed(key, wrap).map(Lookup::into_option);
+        self.shared.metrics.get_latency.record_since(start);
+        found
     }
 
     /// [`get_typed`](Self::get_typed) telling a cached "absent" from a miss.
@@ -98,13 +101,23 @@ impl CacheManager {
         Ok(out? > 0)
     }
 
-    /// Reads several keys: one L1 call, then one L2 call for the keys L1 did not have. The map
-    /// holds the keys found.
+    /// Reads several keys: the memory tier, then one L1 call for the keys it did not have, then
+    /// one L2 call for the keys L1 did not have. The map holds the keys found.
     ///
     /// # Errors
     /// As [`CacheManager::get`], for any key.
-    pub fn multi_get<T: DeserializeOwned>(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, T>> {
-        self.decode_map(self.multi_get_raw(keys)?)
+    pub fn multi_get<T>(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        let (mut found, missed, misses) = s.read_hot_batch::<T>(&keys);
+        if !missed.is_empty() {
+            let raw = self.multi_get_raw(&missed)?;
+            s.decode_batch_and_keep(&mut found, &missed, misses, raw)?;
+        }
+        Ok(found)
     }
 
     /// Writes several values with one TTL: one L1 call, one L2 call.

@@ -58,10 +58,8 @@ mod workers;
 pub use self::builder::CacheManagerBuilder;
 pub use self::monitor::{Monitor, L2_SIZE_MAX_AGE};
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::events::InvalidationEvent;
@@ -165,15 +163,6 @@ impl CacheManager {
 }
 
 impl CacheManager {
-    fn decode_map<T: DeserializeOwned>(&self, raw: HashMap<String, Vec<u8>>) -> Result<HashMap<String, T>> {
-        raw.into_iter()
-            .map(|(key, bytes)| {
-                let value = self.shared.codec.decode(&key, &bytes)?;
-                Ok((key, value))
-            })
-            .collect()
-    }
-
     fn encode_items<K: AsRef<str>, V: Serialize>(
         &self,
         items: impl IntoIterator<Item = (K, V)>,

@@ -45,7 +45,10 @@ impl CacheManager {
         T: DeserializeOwned,
         V: Clone + Send + Sync + 'static,
     {
-        self.lookup_typed_async(key, wrap).await.map(Lookup::into_option)
+        let start = crate::stats::sample_l1();
+        let found = self.lookup_typed_async(key, wrap).await.map(Lookup::into_option);
+        self.shared.metrics.get_latency.record_since(start);
+        found
     }
 
     /// Async `lookup_typed`.
@@ -108,12 +111,18 @@ impl CacheManager {
     ///
     /// # Errors
     /// As [`CacheManager::multi_get`].
-    pub async fn multi_get_async<T: DeserializeOwned>(
-        &self,
-        keys: &[impl AsRef<str>],
-    ) -> Result<HashMap<String, T>> {
-        let raw = self.multi_get_raw_async(keys).await?;
-        self.decode_map(raw)
+    pub async fn multi_get_async<T>(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let keys = as_strs(keys);
+        let s = &self.shared;
+        let (mut found, missed, misses) = s.read_hot_batch::<T>(&keys);
+        if !missed.is_empty() {
+            let raw = self.multi_get_raw_async(&missed).await?;
+            s.decode_batch_and_keep(&mut found, &missed, misses, raw)?;
+        }
+        Ok(found)
     }
 
     /// Async [`CacheManager::multi_set`].

@@ -2,6 +2,7 @@
 //! out the decoded value; a miss reads as any read does (L1, then L2) and keeps the decoded
 //! value in the tier, with the expiry of the L1 entry it came from, under the backfill guard.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use serde::de::DeserializeOwned;
@@ -11,6 +12,7 @@ use super::policy::Shared;
 use crate::clock;
 use crate::error::Result;
 use crate::local::hot::HotTier;
+use crate::stats;
 use crate::storage::Freshness;
 
 /// What a typed read found.
@@ -55,7 +57,10 @@ impl Shared {
     /// there is an L1 hit too.
     pub(crate) fn read_hot<V: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<V> {
         let hot = self.hot_if_trusted()?;
-        match hot.get::<V>(key) {
+        let start = stats::sample_l1();
+        let found = hot.get::<V>(key);
+        self.metrics.memory.get_latency.record_since(start);
+        match found {
             Some(value) => {
                 // Counted once; the local level's hits include the memory tier's when read.
                 self.metrics.memory.hits.incr();
@@ -125,5 +130,48 @@ impl Shared {
             });
         }
         Ok(Lookup::Hit(value))
+    }
+
+    /// The memory tier's part of a batch read: the values it had, and the keys it did not, each
+    /// with its [`HotMiss`] taken before the read behind the tier.
+    pub(crate) fn read_hot_batch<'k, V: Clone + Send + Sync + 'static>(
+        &self,
+        keys: &[&'k str],
+    ) -> (HashMap<String, V>, Vec<&'k str>, Vec<Option<HotMiss>>) {
+        let mut found = HashMap::with_capacity(keys.len());
+        let mut missed = Vec::new();
+        let mut misses = Vec::new();
+        for &key in keys {
+            match self.read_hot::<V>(key) {
+                Some(value) => {
+                    found.insert(key.to_owned(), value);
+                }
+                None => {
+                    missed.push(key);
+                    misses.push(self.hot_miss(key));
+                }
+            }
+        }
+        (found, missed, misses)
+    }
+
+    /// Decodes what the read behind the memory tier found for `missed` into `found`, keeping
+    /// each value in the tier as a single read does. A cached "absent" is left out.
+    pub(crate) fn decode_batch_and_keep<T>(
+        &self,
+        found: &mut HashMap<String, T>,
+        missed: &[&str],
+        misses: Vec<Option<HotMiss>>,
+        mut raw: HashMap<String, Vec<u8>>,
+    ) -> Result<()>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        for (&key, miss) in missed.iter().zip(misses) {
+            if let Lookup::Hit(value) = self.decode_and_keep::<T, T>(key, miss, raw.remove(key), |v| v)? {
+                found.insert(key.to_owned(), value);
+            }
+        }
+        Ok(())
     }
 }
