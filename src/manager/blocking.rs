@@ -47,19 +47,25 @@ impl CacheManager {
         V: Clone + Send + Sync + 'static,
     {
         let start = crate::stats::sample_l1();
-        let found = self.lookup_typed(key, wrap).map(Lookup::into_option);
+        let found = self.lookup_typed(key, start, wrap).map(Lookup::into_option);
         self.shared.metrics.get_latency.record_since(start);
         found
     }
 
-    /// [`get_typed`](Self::get_typed) telling a cached "absent" from a miss.
-    pub(crate) fn lookup_typed<T, V>(&self, key: &str, wrap: impl FnOnce(T) -> V) -> Result<Lookup<V>>
+    /// [`get_typed`](Self::get_typed) telling a cached "absent" from a miss. `timed`: the
+    /// sampled start of the read, if it is timed (the memory tier's latency is measured from it).
+    pub(crate) fn lookup_typed<T, V>(
+        &self,
+        key: &str,
+        timed: Option<std::time::Instant>,
+        wrap: impl FnOnce(T) -> V,
+    ) -> Result<Lookup<V>>
     where
         T: DeserializeOwned,
         V: Clone + Send + Sync + 'static,
     {
         let s = &self.shared;
-        if let Some(value) = s.read_hot::<V>(key) {
+        if let Some(value) = s.read_hot::<V>(key, timed) {
             return Ok(Lookup::Hit(value));
         }
         let miss = s.hot_miss(key);

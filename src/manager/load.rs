@@ -214,7 +214,7 @@ impl CacheManager {
         let s = &self.shared;
         let mut loader = Some(loader);
         loop {
-            let found = match self.lookup_typed::<T, T>(key, |v| v) {
+            let found = match self.lookup_typed::<T, T>(key, None, |v| v) {
                 Ok(found) => found,
                 // L2 (or L1) failed the read: no fresh value can be had.
                 Err(e) => {
@@ -296,7 +296,7 @@ impl CacheManager {
         let s = &self.shared;
         let mut load = Some(load);
         loop {
-            let found = match self.lookup_typed_async::<T, T>(key, |v| v).await {
+            let found = match self.lookup_typed_async::<T, T>(key, None, |v| v).await {
                 Ok(found) => found,
                 Err(e) => {
                     return s

@@ -46,7 +46,7 @@ impl CacheManager {
         V: Clone + Send + Sync + 'static,
     {
         let start = crate::stats::sample_l1();
-        let found = self.lookup_typed_async(key, wrap).await.map(Lookup::into_option);
+        let found = self.lookup_typed_async(key, start, wrap).await.map(Lookup::into_option);
         self.shared.metrics.get_latency.record_since(start);
         found
     }
@@ -55,6 +55,7 @@ impl CacheManager {
     pub(crate) async fn lookup_typed_async<T, V>(
         &self,
         key: &str,
+        timed: Option<std::time::Instant>,
         wrap: impl FnOnce(T) -> V,
     ) -> Result<Lookup<V>>
     where
@@ -62,7 +63,7 @@ impl CacheManager {
         V: Clone + Send + Sync + 'static,
     {
         let s = &self.shared;
-        if let Some(value) = s.read_hot::<V>(key) {
+        if let Some(value) = s.read_hot::<V>(key, timed) {
             return Ok(Lookup::Hit(value));
         }
         let miss = s.hot_miss(key);

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
@@ -12,7 +13,6 @@ use super::policy::Shared;
 use crate::clock;
 use crate::error::Result;
 use crate::local::hot::HotTier;
-use crate::stats;
 use crate::storage::Freshness;
 
 /// What a typed read found.
@@ -55,11 +55,11 @@ impl Shared {
 
     /// The memory tier's answer (`V` is the type asked for, or `Arc` of it), counted: a hit
     /// there is an L1 hit too.
-    pub(crate) fn read_hot<V: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<V> {
+    /// `timed`: the sampled start of the caller's read, if this one is timed.
+    pub(crate) fn read_hot<V: Clone + Send + Sync + 'static>(&self, key: &str, timed: Option<Instant>) -> Option<V> {
         let hot = self.hot_if_trusted()?;
-        let start = stats::sample_l1();
         let found = hot.get::<V>(key);
-        self.metrics.memory.get_latency.record_since(start);
+        self.metrics.memory.get_latency.record_since(timed);
         match found {
             Some(value) => {
                 // Counted once; the local level's hits include the memory tier's when read.
@@ -142,7 +142,7 @@ impl Shared {
         let mut missed = Vec::new();
         let mut misses = Vec::new();
         for &key in keys {
-            match self.read_hot::<V>(key) {
+            match self.read_hot::<V>(key, None) {
                 Some(value) => {
                     found.insert(key.to_owned(), value);
                 }
