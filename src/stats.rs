@@ -32,6 +32,9 @@ pub(crate) struct Counter([Padded; STRIPES]);
 thread_local! {
     static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
     static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
+    /// The typed reads' own countdown: one shared with the L1 calls they make would time the
+    /// same one of the two calls every time.
+    static READ_COUNTDOWN: Cell<u32> = const { Cell::new(0) };
 }
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
@@ -65,7 +68,17 @@ impl Counter {
 
 /// Starts a timer on one L1 call in [`L1_SAMPLE_EVERY`] (per thread); `None` otherwise.
 pub(crate) fn sample_l1() -> Option<Instant> {
-    COUNTDOWN.with(|c| {
+    sample(&COUNTDOWN)
+}
+
+/// Starts a timer on one typed read in [`L1_SAMPLE_EVERY`] (per thread), end to end; its
+/// memory-tier step is timed from the same start.
+pub(crate) fn sample_read() -> Option<Instant> {
+    sample(&READ_COUNTDOWN)
+}
+
+fn sample(countdown: &'static std::thread::LocalKey<Cell<u32>>) -> Option<Instant> {
+    countdown.with(|c| {
         let left = c.get();
         if left == 0 {
             c.set(L1_SAMPLE_EVERY - 1);

@@ -191,7 +191,6 @@ impl CacheManagerBuilder {
             tags,
             l2_prefix: config.distributed.key_prefix.clone(),
             backplane: OnceLock::new(),
-            file_l1,
             hot,
             restart_policy: policy,
             behind: (config.distributed.write_mode == WriteMode::Behind && l2_present).then(|| {

@@ -217,22 +217,14 @@ impl Shared {
         }
     }
 
-    /// Drops every L1 key that starts with `prefix`: by listing a file L1's keys, or the keys of
-    /// a level that lists them (redb), otherwise by clearing L1 (a superset). Returns the number
-    /// of keys dropped (all of L1 when cleared).
+    /// Drops every L1 key that starts with `prefix`: by listing them where the level can (file
+    /// store, redb), otherwise by clearing L1 (a superset). Returns the number of keys dropped
+    /// (all of L1 when cleared).
     pub(crate) fn drop_local_prefix(&self, prefix: &str) -> Result<u64> {
-        let listed = match &self.file_l1 {
-            Some(file) => Some(
-                file.keys()
-                    .into_iter()
-                    .filter(|k| k.starts_with(prefix))
-                    .collect::<Vec<String>>(),
-            ),
-            None => self
-                .l1
-                .keys_with_prefix(prefix)
-                .inspect_err(|_| self.metrics.local.errors.incr())?,
-        };
+        let listed = self
+            .l1
+            .keys_with_prefix(prefix)
+            .inspect_err(|_| self.metrics.local.errors.incr())?;
         match listed {
             Some(keys) => {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();

@@ -43,7 +43,6 @@ use crate::config::RestartPolicy;
 use crate::distributed::CircuitBreaker;
 use crate::error::{key_for_error, Error, Result};
 use crate::invalidation::Backplane;
-use crate::local::file::FileStore;
 use crate::local::hot::HotTier;
 use crate::replay::ReplayQueue;
 use crate::stats::{self, LevelMetrics, Metrics};
@@ -81,8 +80,6 @@ pub(crate) struct Shared {
     pub(crate) tags: Option<TagStore>,
     /// `distributed.key_prefix`.
     pub(crate) l2_prefix: String,
-    /// The L1 as a file store, when the manager built it (for `keys()` in prefix invalidation).
-    pub(crate) file_l1: Option<Arc<FileStore>>,
     /// The memory tier of decoded values, when L1 is [`Tiered`](crate::local::tiered::Tiered).
     pub(crate) hot: Option<Arc<HotTier>>,
     pub(crate) restart_policy: RestartPolicy,

@@ -25,7 +25,6 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         tags: None,
         l2_prefix: String::new(),
         backplane: OnceLock::new(),
-        file_l1: None,
         hot: None,
         restart_policy: RestartPolicy::default(),
         check_freshness: AtomicBool::new(false),
