@@ -15,6 +15,10 @@
 //!   at the same time, with a memory L1 and an in-process memory L2 (no network, so what the
 //!   manager itself costs a set: per-key ordering, both levels, stats) against moka's `insert`;
 //!   ns per set per thread.
+//! - `loader_hit`: a hit through the loading calls (`get_or_set_with`, and `get_or_load` with
+//!   fail-safe, timeouts and refresh-ahead configured) on a file L1 with its memory tier,
+//!   against `moka::sync::Cache::get_with` of the same typed value: what fail-safe and
+//!   refresh-ahead cost a hit.
 //! - `memory_hit_ratio_zipf099`: `MemoryStore` (through the `Storage` trait) against moka on a
 //!   zipf(0.99) trace with a capacity of 10 % of the keys; on a miss the key is inserted.
 //!
@@ -481,11 +485,78 @@ fn bench_set_distinct(p: &Params, threads: usize) {
     );
 }
 
+/// A hit through the loading calls against moka's `get_with` (1000 keys, each read in turn).
+fn bench_loader_hit(p: &Params) {
+    let keys = hot_keys(p);
+    let ops = p.rounds * p.hot_keys;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CacheConfig::default();
+    config.local.path = Some(dir.path().to_path_buf());
+    config.local.ttl = Duration::from_secs(3600);
+    config.loader.fail_safe_max_duration = Duration::from_secs(3600);
+    config.loader.soft_timeout_ms = 100;
+    config.loader.hard_timeout_ms = 1000;
+    config.loader.refresh_ahead = 0.8;
+    let cache = CacheManager::new(config).unwrap();
+    let moka = moka::sync::Cache::<String, User>::new(p.hot_keys * 2);
+    for (i, k) in keys.iter().enumerate() {
+        let u = user(i as u64);
+        let u2 = u.clone();
+        cache
+            .get_or_load(k, None, move || Ok::<_, uno_cache::Error>(u))
+            .unwrap();
+        moka.get_with(k.clone(), || u2);
+    }
+    let rounds = p.rounds;
+    let plain = |cache: &CacheManager| {
+        for _ in 0..rounds {
+            for k in &keys {
+                black_box(
+                    cache
+                        .get_or_set_with(k, None, || -> Result<User, uno_cache::Error> { unreachable!() })
+                        .unwrap(),
+                );
+            }
+        }
+    };
+    let theirs_fn = || {
+        for _ in 0..rounds {
+            for k in &keys {
+                black_box(moka.get_with(k.clone(), || unreachable!()));
+            }
+        }
+    };
+    let (ours, theirs) = compare(p.trials, ops, || plain(&cache), theirs_fn);
+    print_time("loader_hit[get_or_set_with]", ours, theirs);
+    let (ours, theirs) = compare(
+        p.trials,
+        ops,
+        || {
+            for _ in 0..rounds {
+                for k in &keys {
+                    black_box(
+                        cache
+                            .get_or_load(k, None, || -> Result<User, uno_cache::Error> { unreachable!() })
+                            .unwrap(),
+                    );
+                }
+            }
+        },
+        theirs_fn,
+    );
+    print_time("loader_hit[get_or_load, fail-safe + timeouts + refresh-ahead]", ours, theirs);
+    assert_eq!(cache.stats().overall.loads, p.hot_keys, "every timed call was a hit");
+}
+
 fn main() {
     let p = params();
     let start = Instant::now();
     if std::env::var("UNO_BENCH_ONLY").is_ok_and(|only| only == "memory_tier_hit") {
         bench_memory_tier_hit(&p);
+        return;
+    }
+    if std::env::var("UNO_BENCH_ONLY").is_ok_and(|only| only == "loader_hit") {
+        bench_loader_hit(&p);
         return;
     }
     if std::env::var("UNO_BENCH_ONLY").is_ok_and(|only| only == "set_distinct") {
@@ -499,6 +570,7 @@ fn main() {
     bench_l1_hit_async(&p);
     bench_l1_hit_file(&p);
     bench_memory_tier_hit(&p);
+    bench_loader_hit(&p);
     bench_memory_tier(&p);
     println!("bench: total_seconds {:.1}", start.elapsed().as_secs_f64());
 }

@@ -288,9 +288,8 @@ impl Shared {
             return false;
         }
         let now = self.clock.now_ms();
-        self.fail_safe
-            .refresh_due
-            .remove_if(key, |_, at| *at <= now)
-            .is_some()
+        let due = &self.fail_safe.refresh_due;
+        // A shared look first: most hits are not due, and need no write lock.
+        due.get(key).is_some_and(|at| *at <= now) && due.remove_if(key, |_, at| *at <= now).is_some()
     }
 }
