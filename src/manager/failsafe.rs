@@ -82,7 +82,7 @@ pub(crate) struct FailSafe {
     refreshing: Arc<AtomicUsize>,
     /// Key → when a hit should reload it (the manager's clock, Unix ms), for values this
     /// process loaded.
-    refresh_due: DashMap<String, u64>,
+    refresh_due: DashMap<String, u64, ahash::RandomState>,
     /// Key → end of its throttle period (the manager's clock, Unix ms).
     throttled: Mutex<HashMap<String, u64>>,
 }
@@ -99,7 +99,7 @@ impl FailSafe {
             refresh_share: config.refresh_ahead,
             refresh_max: config.refresh_ahead_max,
             refreshing: Arc::new(AtomicUsize::new(0)),
-            refresh_due: DashMap::new(),
+            refresh_due: DashMap::with_hasher(ahash::RandomState::new()),
             throttled: Mutex::new(HashMap::new()),
         }
     }
@@ -287,9 +287,13 @@ impl Shared {
         if self.fail_safe.refresh_share <= 0.0 {
             return false;
         }
-        let now = self.clock.now_ms();
         let due = &self.fail_safe.refresh_due;
-        // A shared look first: most hits are not due, and need no write lock.
-        due.get(key).is_some_and(|at| *at <= now) && due.remove_if(key, |_, at| *at <= now).is_some()
+        // A shared look first, and the clock only for a tracked key: most hits are not due,
+        // and need neither a write lock nor the time.
+        let Some(at) = due.get(key).map(|at| *at) else {
+            return false;
+        };
+        let now = self.clock.now_ms();
+        at <= now && due.remove_if(key, |_, at| *at <= now).is_some()
     }
 }
