@@ -487,8 +487,11 @@ impl CacheConfig {
     /// Checks every value.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the first field at fault.
+    /// [`Error::FeatureDisabled`] if it asks for an L2, the backplane or a redb L1 this build was
+    /// compiled without (naming the Cargo feature); otherwise [`Error::Config`] naming the first
+    /// field at fault.
     pub fn validate(&self) -> Result<()> {
+        self.validate_features()?;
         let local = &self.local;
         if local.ttl.is_zero() {
             return Err(invalid("local.ttl", "must be above zero (seconds)"));
@@ -569,6 +572,47 @@ impl CacheConfig {
 }
 
 impl CacheConfig {
+    /// Refuses what this build was compiled without, naming the Cargo feature: a configuration
+    /// that asks for an L2 or the backplane never runs as a silent L1-only cache.
+    fn validate_features(&self) -> Result<()> {
+        let missing = |field: &str, what: &str, feature: &'static str| Error::FeatureDisabled {
+            field: field.to_owned(),
+            what: what.to_owned(),
+            feature,
+        };
+        if self.local.kind == LocalKind::Redb && !cfg!(feature = "redb") {
+            return Err(missing("local.type", "a redb L1 (type = \"redb\")", "redb"));
+        }
+        let dist = &self.distributed;
+        if dist.enabled {
+            match dist.kind {
+                DistributedKind::Redis if !cfg!(feature = "redis") => {
+                    return Err(missing(
+                        "distributed.type",
+                        "a Redis L2 (type = \"redis\")",
+                        "redis",
+                    ));
+                }
+                DistributedKind::Memcached if !cfg!(feature = "memcached") => {
+                    return Err(missing(
+                        "distributed.type",
+                        "a Memcached L2 (type = \"memcached\")",
+                        "memcached",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.invalidation.enabled && !cfg!(feature = "redis") {
+            return Err(missing(
+                "invalidation.enabled",
+                "the invalidation backplane (Redis pub/sub)",
+                "redis",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_consistency(&self) -> Result<()> {
         let offline = &self.offline;
         if offline

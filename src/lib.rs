@@ -93,19 +93,23 @@ pub use crate::config::{
     InvalidationConfig, LocalCacheConfig, LocalKind, OfflineConfig, RestartPolicy, WriteMode,
     DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
 };
-pub use crate::distributed::{
-    BreakerState, BreakerStats, CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions,
-    RedisStore,
-};
+pub use crate::distributed::{BreakerState, BreakerStats, CircuitBreaker, Guarded};
+#[cfg(feature = "memcached")]
+pub use crate::distributed::{MemcachedOptions, MemcachedStore};
+#[cfg(feature = "redis")]
+pub use crate::distributed::{RedisOptions, RedisStore};
 pub use crate::durability::Durability;
 pub use crate::error::{Error, KeyProblem, Result};
-pub use crate::invalidation::{Backplane, BackplaneOptions, Invalidation, InvalidationHandler};
+#[cfg(feature = "redis")]
+pub use crate::invalidation::{Backplane, BackplaneOptions};
+pub use crate::invalidation::{Invalidation, InvalidationHandler};
 pub use crate::keys::MAX_KEY_LEN;
 pub use crate::local::file::{
     CompactionReport, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
     DEFAULT_MAX_SIZE_MB, FORMAT_VERSION,
 };
 pub use crate::local::memory::MemoryStore;
+#[cfg(feature = "redb")]
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
 pub use crate::manager::{CacheManager, CacheManagerBuilder, InvalidationEvent, Monitor, L2_SIZE_MAX_AGE};
 pub use crate::perms::DEFAULT_FILE_MODE;

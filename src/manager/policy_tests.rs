@@ -23,6 +23,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         replay_lock: Mutex::new(()),
         tags: None,
         l2_prefix: String::new(),
+        #[cfg(feature = "redis")]
         backplane: OnceLock::new(),
         file_l1: None,
         hot: None,
