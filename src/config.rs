@@ -5,6 +5,7 @@
 //! in seconds in TOML (`ttl = 300`, or `ttl = 0.5`).
 //!
 //! ```
+//! # #[cfg(feature = "redis")] { // a Redis L2 needs the `redis` feature
 //! use uno_cache::{CacheConfig, LocalKind};
 //! let config = CacheConfig::from_toml_str(r#"
 //!     use_multi_level = true
@@ -22,6 +23,7 @@
 //!     ttl = 3600
 //! "#)?;
 //! assert_eq!(config.local.kind, LocalKind::Memory);
+//! # }
 //! # Ok::<(), uno_cache::Error>(())
 //! ```
 
