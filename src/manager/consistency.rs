@@ -1,5 +1,6 @@
 //! Cross-process consistency and the offline mode: the manager's side of the replay queue and
-//! the invalidation backplane (docs/design.md, sections 4 and 5).
+//! the invalidation backplane (docs/design.md, sections 4 and 5). Publishing and receiving are in
+//! `backplane.rs` (feature `redis`); the rules are all stated here.
 //!
 //! - **Replay.** An L2 write or delete that failed (hidden by `fallback_on_error`) is pushed to
 //!   the durable [`ReplayQueue`] after L1 was written. While a key has a queued op, a new write
