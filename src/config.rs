@@ -751,6 +751,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "redb", feature = "memcached"))]
     fn seed_names_parse_with_type_keys_and_seconds() {
         let c = CacheConfig::from_toml_str(
             r#"
@@ -804,6 +805,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "redis", feature = "memcached"))]
     fn validation_errors_name_the_field() {
         assert_eq!(field_of("[local]\nttl = 0\n"), "local.ttl");
         assert_eq!(
