@@ -544,8 +544,16 @@ fn bench_loader_hit(p: &Params) {
         },
         theirs_fn,
     );
-    print_time("loader_hit[get_or_load, fail-safe + timeouts + refresh-ahead]", ours, theirs);
-    assert_eq!(cache.stats().overall.loads, p.hot_keys, "every timed call was a hit");
+    print_time(
+        "loader_hit[get_or_load, fail-safe + timeouts + refresh-ahead]",
+        ours,
+        theirs,
+    );
+    assert_eq!(
+        cache.stats().overall.loads,
+        p.hot_keys,
+        "every timed call was a hit"
+    );
 }
 
 fn main() {

@@ -29,5 +29,16 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --all-features -- -D warnings
+# The default build is the embedded cache (no network stack, no CLI): lint it as users build it,
+# check that each optional feature builds on its own, and that a configuration asking for a
+# feature compiled out is refused by name.
+echo "== cargo clippy --no-default-features"
+cargo clippy --locked --no-default-features -- -D warnings
+for feature in redb redis memcached cli tls; do
+    echo "== cargo check --features $feature"
+    cargo check --locked --no-default-features --features "$feature"
+done
+echo "== cargo test --no-default-features (config_features)"
+cargo test --locked --no-default-features --test config_features
 echo "== cargo test"
 cargo test --locked --all-features

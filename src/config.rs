@@ -5,6 +5,7 @@
 //! in seconds in TOML (`ttl = 300`, or `ttl = 0.5`).
 //!
 //! ```
+//! # #[cfg(feature = "redis")] { // a Redis L2 needs the `redis` feature
 //! use uno_cache::{CacheConfig, LocalKind};
 //! let config = CacheConfig::from_toml_str(r#"
 //!     use_multi_level = true
@@ -22,6 +23,7 @@
 //!     ttl = 3600
 //! "#)?;
 //! assert_eq!(config.local.kind, LocalKind::Memory);
+//! # }
 //! # Ok::<(), uno_cache::Error>(())
 //! ```
 
@@ -556,8 +558,11 @@ impl CacheConfig {
     /// Checks every value.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the first field at fault.
+    /// [`Error::FeatureDisabled`] if it asks for an L2, the backplane or a redb L1 this build was
+    /// compiled without (naming the Cargo feature); otherwise [`Error::Config`] naming the first
+    /// field at fault.
     pub fn validate(&self) -> Result<()> {
+        self.validate_features()?;
         let local = &self.local;
         if local.ttl.is_zero() {
             return Err(invalid("local.ttl", "must be above zero (seconds)"));
@@ -663,6 +668,47 @@ impl CacheConfig {
             return Err(invalid(
                 "loader.soft_timeout_ms",
                 "must be below loader.hard_timeout_ms (the soft timeout serves a stale value before the hard one gives up)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses what this build was compiled without, naming the Cargo feature: a configuration
+    /// that asks for an L2 or the backplane never runs as a silent L1-only cache.
+    fn validate_features(&self) -> Result<()> {
+        let missing = |field: &str, what: &str, feature: &'static str| Error::FeatureDisabled {
+            field: field.to_owned(),
+            what: what.to_owned(),
+            feature,
+        };
+        if self.local.kind == LocalKind::Redb && !cfg!(feature = "redb") {
+            return Err(missing("local.type", "a redb L1 (type = \"redb\")", "redb"));
+        }
+        let dist = &self.distributed;
+        if dist.enabled {
+            match dist.kind {
+                DistributedKind::Redis if !cfg!(feature = "redis") => {
+                    return Err(missing(
+                        "distributed.type",
+                        "a Redis L2 (type = \"redis\")",
+                        "redis",
+                    ));
+                }
+                DistributedKind::Memcached if !cfg!(feature = "memcached") => {
+                    return Err(missing(
+                        "distributed.type",
+                        "a Memcached L2 (type = \"memcached\")",
+                        "memcached",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.invalidation.enabled && !cfg!(feature = "redis") {
+            return Err(missing(
+                "invalidation.enabled",
+                "the invalidation backplane (Redis pub/sub)",
+                "redis",
             ));
         }
         Ok(())
@@ -804,6 +850,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "redb", feature = "memcached"))]
     fn seed_names_parse_with_type_keys_and_seconds() {
         let c = CacheConfig::from_toml_str(
             r#"
@@ -857,6 +904,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "redis", feature = "memcached"))]
     fn validation_errors_name_the_field() {
         assert_eq!(field_of("[local]\nttl = 0\n"), "local.ttl");
         assert_eq!(

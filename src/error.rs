@@ -152,6 +152,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// The configuration asks for something this build of uno-cache was compiled without (an
+    /// L2, the backplane, a redb L1): enable the Cargo feature it names. Never a silent
+    /// fallback to less than the configuration says.
+    #[error("{field}: {what} needs the `{feature}` feature, which this build of uno-cache was compiled without; enable it (features = [\"{feature}\"] on the uno-cache dependency) or change {field}")]
+    FeatureDisabled {
+        /// The field at fault (for example `distributed.type`).
+        field: String,
+        /// What the configuration asked for (for example `a Redis L2`).
+        what: String,
+        /// The Cargo feature that provides it (`redis`, `memcached`, `redb`).
+        feature: &'static str,
+    },
+
     /// A call to a distributed level did not finish within its deadline. The deadline covers the
     /// client library's own retries and reconnects; whether the command reached the server is
     /// unknown.

@@ -32,4 +32,5 @@ pub const REPLAY_FILES: [&str; 4] = [LOG_FILE, LOG_NEW_FILE, LOG_DAMAGED_FILE, R
 // ---- the redb level ----------------------------------------------------------------------------
 
 /// The redb database file the manager creates in `local.path` for `local.type = "redb"`.
+#[cfg(feature = "redb")]
 pub const REDB_FILE_NAME: &str = "cache.redb";

@@ -49,10 +49,10 @@
 //! | `stats`              | [`CacheStats`]: counters, hit rates, latency percentiles            |
 //! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)              |
 //! | `local/memory`       | [`MemoryStore`], the in-process L1 (quick_cache, TTL per entry)     |
-//! | `local/redb`         | [`RedbStore`], an L1 in a redb database                             |
-//! | `distributed/`       | L2 levels: [`RedisStore`], [`MemcachedStore`], breaker              |
+//! | `local/redb`         | `RedbStore`, an L1 in a redb database (feature `redb`)              |
+//! | `distributed/`       | L2 levels: `RedisStore` (feature `redis`), `MemcachedStore` (feature `memcached`); breaker |
 //! | `replay/`            | [`replay::ReplayQueue`], durable ops to replay to L2               |
-//! | `invalidation/`      | [`Backplane`]: cross-process L1 invalidation on pub/sub            |
+//! | `invalidation/`      | cross-process L1 invalidation: messages, handler; `Backplane` on Redis pub/sub (feature `redis`) |
 //! | `clock`              | wall-clock time, injectable for tests                              |
 //! | `error`              | [`Error`], one enum with context for every failure                 |
 //! | `keys`               | key rules ([`MAX_KEY_LEN`], empty keys, zero TTLs) every level shares |
@@ -63,6 +63,15 @@
 //!
 //! Modules import each other without cycles (`tests/module_graph.rs` checks it): `error`, `keys`,
 //! `durability`, `files`, `frame` and `disk` are at the bottom, the manager at the top.
+//!
+//! ## Features
+//!
+//! The default build is the embedded cache above: file store, memory L1 and tier, manager (sync
+//! and async), configuration, codecs; no network stack and no CLI parser. `redb`, `redis`,
+//! `memcached`, `tls` (implies `redis`) and `cli` (the binary) add the rest; `full` is all of
+//! them. A configuration that needs a feature the build lacks is refused with
+//! [`Error::FeatureDisabled`] naming it. The README's "Features" table says what each one adds
+//! and what it costs in crates.
 //!
 //! The byte layout of every file is specified in `storage-format.md`; the design the code follows
 //! (levels, the read/write/delete rules, ordering, failure handling, threads) in `docs/design.md`.
@@ -93,19 +102,23 @@ pub use crate::config::{
     InvalidationConfig, LoaderConfig, LocalCacheConfig, LocalKind, OfflineConfig, RestartPolicy, WriteMode,
     DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
 };
-pub use crate::distributed::{
-    BreakerState, BreakerStats, CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions,
-    RedisStore,
-};
+pub use crate::distributed::{BreakerState, BreakerStats, CircuitBreaker, Guarded};
+#[cfg(feature = "memcached")]
+pub use crate::distributed::{MemcachedOptions, MemcachedStore};
+#[cfg(feature = "redis")]
+pub use crate::distributed::{RedisOptions, RedisStore};
 pub use crate::durability::Durability;
 pub use crate::error::{Error, KeyProblem, Result};
-pub use crate::invalidation::{Backplane, BackplaneOptions, Invalidation, InvalidationHandler};
+#[cfg(feature = "redis")]
+pub use crate::invalidation::{Backplane, BackplaneOptions};
+pub use crate::invalidation::{Invalidation, InvalidationHandler};
 pub use crate::keys::MAX_KEY_LEN;
 pub use crate::local::file::{
     CompactionReport, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
     DEFAULT_MAX_SIZE_MB, FORMAT_VERSION,
 };
 pub use crate::local::memory::MemoryStore;
+#[cfg(feature = "redb")]
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
 pub use crate::manager::{
     CacheManager, CacheManagerBuilder, Fetched, InvalidationEvent, Monitor, L2_SIZE_MAX_AGE,

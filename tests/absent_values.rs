@@ -181,7 +181,9 @@ fn a_batch_read_leaves_a_cached_absent_out() {
     let clock = ManualClock::new(START_MS);
     let cache = manager(&clock, None, 30);
     let calls = Arc::new(AtomicU32::new(0));
-    let _: Option<Fetched<String>> = cache.get_or_load_optional("gone", Some(TTL), source(&calls, None)).unwrap();
+    let _: Option<Fetched<String>> = cache
+        .get_or_load_optional("gone", Some(TTL), source(&calls, None))
+        .unwrap();
     cache.set("here", &"v".to_string(), None).unwrap();
     let found = cache.multi_get::<String>(&["gone", "here"]).unwrap();
     assert_eq!(found.len(), 1);

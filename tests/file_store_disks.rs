@@ -14,9 +14,12 @@
 #[path = "support/mount.rs"]
 mod mount;
 
+#[cfg(feature = "cli")]
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
+#[cfg(feature = "cli")]
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use mount::{deleted_but_open, open_files_under, Mount};
@@ -137,6 +140,7 @@ fn the_replay_queue_keeps_no_deleted_file_open_and_stays_within_its_documented_s
     }
 }
 
+#[cfg(feature = "cli")]
 fn cli(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_uno-cache"))
         .arg("--dir")
@@ -157,6 +161,7 @@ fn cli(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+#[cfg(feature = "cli")]
 fn no_signal(what: &str, out: &Output) -> i32 {
     assert_eq!(
         out.status.signal(),
@@ -169,6 +174,7 @@ fn no_signal(what: &str, out: &Output) -> i32 {
 }
 
 #[test]
+#[cfg(feature = "cli")]
 fn a_tmpfs_filled_through_the_cli_never_kills_it_with_a_signal_and_reads_still_work() {
     let _serial = one_at_a_time();
     let fs = Mount::tmpfs(6 * 1024);

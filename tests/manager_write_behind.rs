@@ -216,6 +216,7 @@ fn async_writes_and_deletes_follow_the_same_rules() {
 }
 
 #[test]
+#[cfg(feature = "redis")] // the configuration names a Redis L2
 fn an_empty_write_behind_queue_is_a_config_error_naming_the_field() {
     let mut config = config(0, None);
     config.distributed.enabled = true;

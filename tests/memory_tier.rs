@@ -16,8 +16,11 @@ mod support;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "redis")]
+use std::time::Instant;
 
+#[cfg(feature = "redis")]
 use support::RedisServer;
 use uno_cache::{CacheConfig, CacheManager, ManualClock};
 
@@ -105,7 +108,11 @@ fn a_batch_read_is_answered_by_the_memory_tier_first_and_fills_it() {
     assert_eq!(after.sets - before.sets, 1, "b was decoded once and kept");
     let again = cache.multi_get::<User>(&["a", "b"]).unwrap();
     assert_eq!(again.len(), 2);
-    assert_eq!(cache.stats().memory.hits - after.hits, 2, "both from the memory tier now");
+    assert_eq!(
+        cache.stats().memory.hits - after.hits,
+        2,
+        "both from the memory tier now"
+    );
     // A write reaches the tier: the batch sees the new value.
     cache.set("b", &ada(3), None).unwrap();
     assert_eq!(cache.multi_get::<User>(&["b"]).unwrap()["b"], ada(3));
@@ -245,6 +252,7 @@ fn after_a_restart_the_memory_tier_is_empty_and_refills_from_the_file_tier() {
 /// Two instances share a Redis L2 and the backplane: a write in one drops the key from the
 /// other's memory tier as well as its file tier.
 #[test]
+#[cfg(feature = "redis")]
 fn another_instances_write_drops_the_key_from_this_memory_tier() {
     let redis = RedisServer::start();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

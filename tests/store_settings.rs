@@ -14,9 +14,12 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+#[cfg(feature = "redis")]
 use support::RedisServer;
 use uno_cache::replay::{ReplayOptions, ReplayQueue};
-use uno_cache::{CacheConfig, CacheManager, Error, FileStore, FileStoreOptions};
+#[cfg(feature = "redis")]
+use uno_cache::CacheManager;
+use uno_cache::{CacheConfig, Error, FileStore, FileStoreOptions};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -155,6 +158,7 @@ fn the_replay_queue_files_are_private_by_default() {
 }
 
 #[test]
+#[cfg(feature = "redis")]
 fn the_managers_file_mode_covers_the_file_store_and_the_replay_queue_in_its_directory() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();

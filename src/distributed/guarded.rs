@@ -17,6 +17,7 @@ use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
 /// A level behind a circuit breaker. Share the breaker (`Arc`) to read its state for stats.
 ///
 /// ```no_run
+/// # #[cfg(feature = "redis")] {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use uno_cache::distributed::{CircuitBreaker, Guarded, RedisOptions, RedisStore};
@@ -24,6 +25,7 @@ use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
 /// let redis = RedisStore::connect(RedisOptions::new("127.0.0.1:6379"))?;
 /// let breaker = Arc::new(CircuitBreaker::new(5, Duration::from_secs(2)));
 /// let l2 = Guarded::new("redis", redis, breaker.clone());
+/// # }
 /// # Ok::<(), uno_cache::Error>(())
 /// ```
 #[derive(Debug)]

@@ -35,20 +35,32 @@
 mod breaker;
 pub mod envelope;
 mod guarded;
+#[cfg(feature = "memcached")]
 mod memcached;
+#[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(any(feature = "redis", feature = "memcached"))]
+// Memcached uses the thread and its blocking and async entry points only; tasks and sharing the
+// thread serve Redis.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) mod runtime;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+#[cfg(any(feature = "redis", feature = "memcached"))]
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::breaker::{BreakerState, BreakerStats, CircuitBreaker};
 pub use self::guarded::Guarded;
+#[cfg(feature = "memcached")]
 pub use self::memcached::{
     map_key as map_memcached_key, MemcachedOptions, MemcachedStore, DEFAULT_MAX_ITEM_SIZE, MAX_MEMCACHED_KEY,
 };
+#[cfg(feature = "redis")]
 pub use self::redis::{RedisOptions, RedisStore};
 
+#[cfg(any(feature = "redis", feature = "memcached"))]
 use crate::error::{key_for_error, Error, KeyProblem, Result};
+#[cfg(any(feature = "redis", feature = "memcached"))]
 use crate::storage::Entry;
 
 /// The default per-call deadline.
@@ -60,6 +72,7 @@ pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Refuses the empty key (every other key is accepted; each level maps what its server cannot
 /// take).
+#[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) fn check_key(key: &str) -> Result<()> {
     if key.is_empty() {
         return Err(Error::InvalidKey {
@@ -71,12 +84,14 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
 }
 
 /// A TTL rounded up to whole milliseconds (at least 1).
+#[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) fn ceil_ms(ttl: Duration) -> u64 {
     let ms = ttl.as_nanos().div_ceil(1_000_000).max(1);
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 /// The TTL a `set` uses: `Some(0)` is refused, `None` falls back to the level's default.
+#[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) fn effective_ttl(
     key: &str,
     ttl: Option<Duration>,
@@ -92,6 +107,7 @@ pub(crate) fn effective_ttl(
 }
 
 /// Turns an enveloped value into an entry; `None` if it has expired by `now_ms`.
+#[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) fn open_envelope(
     level: &'static str,
     key: &str,
@@ -118,6 +134,7 @@ pub(crate) fn open_envelope(
 
 /// Hides the password in a URL-ish host string for error messages and logs, even when the
 /// string does not parse as a URL.
+#[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) fn redact(host: &str) -> String {
     if let Ok(mut url) = url::Url::parse(host) {
         if url.password().is_some() {
@@ -141,7 +158,7 @@ pub(crate) fn redact(host: &str) -> String {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "redis", feature = "memcached")))]
 mod tests {
     use super::*;
 

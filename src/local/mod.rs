@@ -2,11 +2,12 @@
 //!
 //! - [`mod@file`]: the default, a crash-safe persistent store.
 //! - [`memory`]: in process, bounded by item count (quick_cache), TTL per entry.
-//! - [`redb`]: persistent, in one redb database file.
+//! - `redb` (feature `redb`): persistent, in one redb database file.
 //! - [`hot`] and [`tiered`]: a tier of decoded values in front of any of them.
 
 pub mod file;
 pub mod hot;
 pub mod memory;
+#[cfg(feature = "redb")]
 pub mod redb;
 pub mod tiered;

@@ -2,29 +2,27 @@
 //! or a clock of your own; starts the manager's background threads.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+#[cfg(feature = "redis")]
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::behind::{start_writer, WriteQueue};
-use super::consistency::Receiver;
 use super::failsafe::FailSafe;
 use super::fill::{start_filler, FillQueue};
 use super::guard::KeyOrder;
 use super::loader::Flights;
 use super::offline::Replayer;
 use super::policy::Shared;
-use super::tags::TagStore;
-use super::wiring::{backplane_options, build_distributed, build_local, tag_redis};
+use super::wiring::{build_distributed, build_local, build_tags, connect_backplane, shared_io};
 use super::workers::Workers;
 use super::CacheManager;
 
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
 use crate::config::{CacheConfig, RestartPolicy, WriteMode};
-use crate::distributed::runtime::IoRuntime;
 use crate::distributed::CircuitBreaker;
 use crate::error::Result;
-use crate::invalidation::Backplane;
 use crate::local::hot::HotTier;
 use crate::local::tiered::Tiered;
 use crate::replay::{ReplayOptions, ReplayQueue};
@@ -110,10 +108,7 @@ impl CacheManagerBuilder {
         config.validate()?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         // One I/O thread for the Redis L2, the backplane and tags (if any of them is configured).
-        let io = tag_redis(&config)
-            .is_some()
-            .then(|| IoRuntime::start("redis"))
-            .transpose()?;
+        let io = shared_io(&config)?;
         let (l1, file_l1, l1_dir) = match self.local {
             Some(level) => (level, None, None),
             None => build_local(&config.local, config.loader.fail_safe_max_duration, &clock)?,
@@ -154,20 +149,7 @@ impl CacheManagerBuilder {
         };
         let policy = config.consistency.restart_policy;
         let l2_present = l2.is_some();
-        let tags = match tag_redis(&config) {
-            Some((options, l2_prefix_delete)) => Some(TagStore::new(
-                options.io_runtime(io.clone()),
-                config.distributed.key_prefix.clone(),
-                Duration::from_millis(
-                    config
-                        .distributed
-                        .timeout_ms
-                        .max(config.invalidation.publish_timeout_ms),
-                ),
-                l2_prefix_delete && l2.is_some(),
-            )?),
-            None => None,
-        };
+        let tags = build_tags(&config, io.as_ref(), l2.is_some())?;
         let replayer = replay.is_some().then(Replayer::default);
         let shared = Arc::new(Shared {
             check_freshness: AtomicBool::new(l2.is_some() && policy != RestartPolicy::Trust),
@@ -190,6 +172,7 @@ impl CacheManagerBuilder {
             replay_lock: parking_lot::Mutex::new(()),
             tags,
             l2_prefix: config.distributed.key_prefix.clone(),
+            #[cfg(feature = "redis")]
             backplane: OnceLock::new(),
             hot,
             restart_policy: policy,
@@ -213,14 +196,7 @@ impl CacheManagerBuilder {
             replayer.start(&mut workers, Arc::downgrade(&shared), every)?;
             shared.nudge_replay();
         }
-        if config.invalidation.enabled {
-            let options = backplane_options(&config).io_runtime(io.clone());
-            let receiver = Arc::new(Receiver {
-                shared: Arc::downgrade(&shared),
-            });
-            let backplane = Backplane::connect(options, receiver)?;
-            let _ = shared.backplane.set(backplane);
-        }
+        connect_backplane(&config, &shared, io.as_ref())?;
         Ok(CacheManager {
             shared,
             _workers: Arc::new(workers),

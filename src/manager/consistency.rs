@@ -1,5 +1,6 @@
 //! Cross-process consistency and the offline mode: the manager's side of the replay queue and
-//! the invalidation backplane (docs/design.md, sections 4 and 5).
+//! the invalidation backplane (docs/design.md, sections 4 and 5). Publishing and receiving are in
+//! `backplane.rs` (feature `redis`); the rules are all stated here.
 //!
 //! - **Replay.** An L2 write or delete that failed (hidden by `fallback_on_error`) is pushed to
 //!   the durable [`ReplayQueue`] after L1 was written. While a key has a queued op, a new write
@@ -17,13 +18,10 @@
 //!   during the outage become suspect too. Suspect entries follow `consistency.restart_policy`
 //!   (revalidate, trust, drop), like entries restored from disk at start-up.
 
-use std::sync::atomic::Ordering;
-use std::sync::Weak;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::policy::Shared;
 use crate::error::{key_for_error, Result};
-use crate::invalidation::{Invalidation, InvalidationHandler, InvalidationMessage, Outage};
 use crate::replay::{Push, PushOutcome, ReplayAction, ReplayOp};
 
 /// Ops replayed per batch (one `ack_many` fsync per batch).
@@ -155,53 +153,6 @@ impl Shared {
         Some(Duration::from_millis(left).min(self.distributed_ttl))
     }
 
-    // ---- publish ----
-
-    /// Publishes that `keys` changed (one message), if there is a backplane.
-    pub(crate) fn publish_keys(&self, keys: &[&str]) {
-        if let Some(bp) = self.backplane.get() {
-            let result = bp.publish(&Invalidation::Keys(
-                keys.iter().map(|k| (*k).to_owned()).collect(),
-            ));
-            self.count_publish(result.map(drop));
-        }
-    }
-
-    /// Async [`Shared::publish_keys`].
-    pub(crate) async fn publish_keys_async(&self, keys: &[&str]) {
-        if let Some(bp) = self.backplane.get() {
-            let message = Invalidation::Keys(keys.iter().map(|k| (*k).to_owned()).collect());
-            let result = bp.publish_async(&message).await;
-            self.count_publish(result.map(drop));
-        }
-    }
-
-    /// Publishes any invalidation, if there is a backplane.
-    pub(crate) fn publish(&self, invalidation: &Invalidation) {
-        if let Some(bp) = self.backplane.get() {
-            self.count_publish(bp.publish(invalidation).map(drop));
-        }
-    }
-
-    /// Async [`Shared::publish`].
-    pub(crate) async fn publish_async(&self, invalidation: &Invalidation) {
-        if let Some(bp) = self.backplane.get() {
-            let result = bp.publish_async(invalidation).await;
-            self.count_publish(result.map(drop));
-        }
-    }
-
-    fn count_publish(&self, result: Result<()>) {
-        let c = &self.metrics.consistency;
-        match result {
-            Ok(()) => c.published.incr(),
-            Err(e) => {
-                c.publish_failures.incr();
-                tracing::debug!(error = %e, "publishing an invalidation failed; the backplane re-sends it");
-            }
-        }
-    }
-
     // ---- receive ----
 
     /// Drops keys from L1 only, guarded against racing backfills.
@@ -239,83 +190,7 @@ impl Shared {
         }
     }
 
-    fn clear_local(&self) -> Result<()> {
+    pub(super) fn clear_local(&self) -> Result<()> {
         self.l1.clear().inspect_err(|_| self.metrics.local.errors.incr())
-    }
-
-    /// Every L1 entry becomes suspect (or, without an L2 to check them against, is dropped).
-    fn distrust_everything(&self) {
-        let result = if self.l2.is_some() {
-            self.check_freshness.store(true, Ordering::Relaxed);
-            self.l1.mark_all_suspect()
-        } else {
-            self.l1.clear()
-        };
-        if let Err(e) = result {
-            self.metrics.local.errors.incr();
-            tracing::warn!(error = %e, "marking L1 suspect failed");
-        }
-    }
-
-    fn on_invalidation(&self, message: &InvalidationMessage) {
-        self.metrics.consistency.invalidations_received.incr();
-        match &message.invalidation {
-            Invalidation::Keys(keys) => {
-                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                self.drop_local(&refs);
-            }
-            Invalidation::Prefix(prefix) => {
-                if let Err(e) = self.drop_local_prefix(prefix) {
-                    tracing::warn!(error = %e, "dropping a prefix from L1 failed");
-                }
-            }
-            // This manager publishes a tag's members as keys; a bare tag (from another
-            // publisher) cannot be resolved without a network call, so L1 is re-checked instead.
-            Invalidation::Tags(_) => self.distrust_everything(),
-            Invalidation::All => {
-                if let Err(e) = self.clear_local() {
-                    tracing::warn!(error = %e, "clearing L1 on an invalidation failed");
-                }
-            }
-        }
-    }
-
-    fn on_subscription_lost(&self) {
-        self.metrics.consistency.subscription_losses.incr();
-        if self.l2.is_some() {
-            self.distrust_l1.store(true, Ordering::Relaxed);
-        }
-        self.distrust_everything();
-    }
-
-    fn on_subscription_restored(&self) {
-        // Entries written during the outage may have missed a message too.
-        self.distrust_everything();
-        self.distrust_l1.store(false, Ordering::Relaxed);
-    }
-}
-
-/// The manager's backplane handler: holds the manager weakly (the manager owns the backplane).
-pub(crate) struct Receiver {
-    pub(crate) shared: Weak<Shared>,
-}
-
-impl InvalidationHandler for Receiver {
-    fn invalidate(&self, message: &InvalidationMessage) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.on_invalidation(message);
-        }
-    }
-
-    fn subscription_lost(&self, _since: SystemTime) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.on_subscription_lost();
-        }
-    }
-
-    fn subscription_restored(&self, _outage: &Outage) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.on_subscription_restored();
-        }
     }
 }

@@ -11,7 +11,9 @@ use super::CacheManager;
 use super::InvalidationEvent;
 
 use crate::error::{Error, Result};
-use crate::invalidation::{Backplane, Invalidation};
+#[cfg(feature = "redis")]
+use crate::invalidation::Backplane;
+use crate::invalidation::Invalidation;
 use crate::replay::ReplayQueue;
 
 impl CacheManager {
@@ -81,7 +83,8 @@ impl CacheManager {
         self.clear_replay_overflow()
     }
 
-    /// The invalidation backplane, if `invalidation.enabled`.
+    /// The invalidation backplane, if `invalidation.enabled` (feature `redis`).
+    #[cfg(feature = "redis")]
     #[must_use]
     pub fn backplane(&self) -> Option<&Backplane> {
         self.shared.backplane.get()
@@ -301,8 +304,15 @@ impl CacheManager {
     }
 }
 
-/// The error of a tag call on a manager without a Redis for tags.
+/// The error of a tag call on a manager without a Redis for tags (or built without one).
 fn no_tag_redis() -> Error {
+    if !cfg!(feature = "redis") {
+        return Error::FeatureDisabled {
+            field: "invalidation.enabled".to_owned(),
+            what: "tags (kept in a Redis)".to_owned(),
+            feature: "redis",
+        };
+    }
     Error::Config {
         field: "invalidation.enabled".to_owned(),
         reason: "tags need a Redis: enable the backplane or use a Redis L2".to_owned(),

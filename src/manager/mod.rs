@@ -19,10 +19,11 @@
 //! | `failsafe` | stale values served when a fresh one cannot be had; the throttle      |
 //! | `global` | the process-wide instance                                            |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
-//! | `consistency` | replay queue, invalidation backplane, revalidation of suspect L1 entries |
+//! | `consistency` | replay queue, revalidation of suspect L1 entries                        |
+//! | `backplane` | publishing and receiving invalidations (feature `redis`; a no-op without it) |
 //! | `offline` | the background thread that replays the queue                          |
 //! | `workers` | owns the background threads; their one shutdown, on the last handle's drop |
-//! | `tags`   | tag sets and L2 prefix deletion on a shared Redis                     |
+//! | `tags`   | tag sets and L2 prefix deletion on a shared Redis (feature `redis`; without it, tag calls report the missing feature) |
 //! | `events` | [`InvalidationEvent`]: application events mapped to keys and tags       |
 //!
 //! The typed API encodes values with the manager's [`Codec`] (bincode 2 by default; the tag byte
@@ -32,6 +33,11 @@
 //! call L2 through the levels' `*_async` methods and L1 directly (a local level does not wait
 //! on the network).
 
+#[cfg(feature = "redis")]
+mod backplane;
+#[cfg(not(feature = "redis"))]
+#[path = "backplane_off.rs"]
+mod backplane;
 mod behind;
 mod blocking;
 mod builder;
@@ -50,6 +56,10 @@ mod nonblocking;
 mod offline;
 mod offload;
 mod policy;
+#[cfg(feature = "redis")]
+mod tags;
+#[cfg(not(feature = "redis"))]
+#[path = "tags_off.rs"]
 mod tags;
 mod typed;
 mod wiring;

@@ -145,6 +145,7 @@ impl Monitor<'_> {
             stats.write_behind = true;
             stats.write_behind_pending = queue.len() as u64;
         }
+        #[cfg(feature = "redis")]
         if let Some(bp) = s.backplane.get() {
             stats.backplane_enabled = true;
             stats.backplane_connected = bp.stats().connected;

@@ -46,7 +46,10 @@ impl CacheManager {
         V: Clone + Send + Sync + 'static,
     {
         let start = crate::stats::sample_read();
-        let found = self.lookup_typed_async(key, start, wrap).await.map(Lookup::into_option);
+        let found = self
+            .lookup_typed_async(key, start, wrap)
+            .await
+            .map(Lookup::into_option);
         self.shared.metrics.get_latency.record_since(start);
         found
     }

@@ -27,7 +27,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+#[cfg(feature = "redis")]
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::behind::{Pushed, WriteQueue};
@@ -42,6 +44,7 @@ use crate::codec::Codec;
 use crate::config::RestartPolicy;
 use crate::distributed::CircuitBreaker;
 use crate::error::{key_for_error, Error, Result};
+#[cfg(feature = "redis")]
 use crate::invalidation::Backplane;
 use crate::local::hot::HotTier;
 use crate::replay::ReplayQueue;
@@ -73,6 +76,7 @@ pub(crate) struct Shared {
     pub(crate) replayer: Option<Replayer>,
     /// The invalidation backplane, set once after the `Shared` exists (its handler holds a
     /// `Weak` to it).
+    #[cfg(feature = "redis")]
     pub(crate) backplane: OnceLock<Backplane>,
     /// One replay at a time.
     pub(crate) replay_lock: Mutex<()>,

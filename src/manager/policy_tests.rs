@@ -24,6 +24,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         replay_lock: Mutex::new(()),
         tags: None,
         l2_prefix: String::new(),
+        #[cfg(feature = "redis")]
         backplane: OnceLock::new(),
         hot: None,
         restart_policy: RestartPolicy::default(),

@@ -56,7 +56,11 @@ impl Shared {
     /// The memory tier's answer (`V` is the type asked for, or `Arc` of it), counted: a hit
     /// there is an L1 hit too.
     /// `timed`: the sampled start of the caller's read, if this one is timed.
-    pub(crate) fn read_hot<V: Clone + Send + Sync + 'static>(&self, key: &str, timed: Option<Instant>) -> Option<V> {
+    pub(crate) fn read_hot<V: Clone + Send + Sync + 'static>(
+        &self,
+        key: &str,
+        timed: Option<Instant>,
+    ) -> Option<V> {
         let hot = self.hot_if_trusted()?;
         let found = hot.get::<V>(key);
         self.metrics.memory.get_latency.record_since(timed);

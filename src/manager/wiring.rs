@@ -1,27 +1,126 @@
 //! The levels and the backplane a configuration describes: how `[local]`, `[distributed]`,
 //! `[invalidation]` and the tag settings become stores, options and connections.
+//!
+//! The Cargo features decide which of them exist here: a level or a backplane compiled out is
+//! refused by [`CacheConfig::validate`] with [`Error::FeatureDisabled`] before wiring starts, and
+//! again here if a caller got past validation.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::deferred::Deferred;
+use super::policy::Shared;
+use super::tags::TagStore;
 
 use crate::clock::Clock;
 use crate::config::{CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind};
+#[cfg(feature = "redis")]
 use crate::distributed::runtime::IoRuntime;
-use crate::distributed::{
-    CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore,
-};
+use crate::distributed::{CircuitBreaker, Guarded};
+#[cfg(feature = "memcached")]
+use crate::distributed::{MemcachedOptions, MemcachedStore};
+#[cfg(feature = "redis")]
+use crate::distributed::{RedisOptions, RedisStore};
 use crate::error::{Error, Result};
-use crate::invalidation::BackplaneOptions;
+#[cfg(feature = "redis")]
+use crate::invalidation::{Backplane, BackplaneOptions};
 use crate::local::file::{FileStore, FileStoreOptions};
 use crate::local::memory::MemoryStore;
+#[cfg(feature = "redb")]
 use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
 use crate::storage::Storage;
 
+/// The I/O thread the Redis L2, the backplane and tags share. Without the `redis` feature there
+/// is nothing to share it: the type has no values.
+#[cfg(feature = "redis")]
+pub(super) type SharedIo = IoRuntime;
+/// The I/O thread the Redis L2, the backplane and tags share. Without the `redis` feature there
+/// is nothing to share it: the type has no values.
+#[cfg(not(feature = "redis"))]
+pub(super) type SharedIo = std::convert::Infallible;
+
+/// Starts the one I/O thread for the Redis L2, the backplane and tags, if any of them is
+/// configured.
+#[cfg(feature = "redis")]
+pub(super) fn shared_io(config: &CacheConfig) -> Result<Option<SharedIo>> {
+    tag_redis(config)
+        .is_some()
+        .then(|| IoRuntime::start("redis"))
+        .transpose()
+}
+
+/// Without the `redis` feature nothing needs a shared I/O thread.
+#[cfg(not(feature = "redis"))]
+pub(super) fn shared_io(_config: &CacheConfig) -> Result<Option<SharedIo>> {
+    Ok(None)
+}
+
+/// The tag store on the Redis of the tag sets, if the configuration has one (see [`tag_redis`]).
+#[cfg(feature = "redis")]
+pub(super) fn build_tags(
+    config: &CacheConfig,
+    io: Option<&SharedIo>,
+    l2_present: bool,
+) -> Result<Option<TagStore>> {
+    let Some((options, l2_prefix_delete)) = tag_redis(config) else {
+        return Ok(None);
+    };
+    let timeout = config
+        .distributed
+        .timeout_ms
+        .max(config.invalidation.publish_timeout_ms);
+    TagStore::new(
+        options.io_runtime(io.cloned()),
+        config.distributed.key_prefix.clone(),
+        Duration::from_millis(timeout),
+        l2_prefix_delete && l2_present,
+    )
+    .map(Some)
+}
+
+/// Without the `redis` feature there is no Redis for tag sets.
+#[cfg(not(feature = "redis"))]
+pub(super) fn build_tags(
+    _config: &CacheConfig,
+    _io: Option<&SharedIo>,
+    _l2_present: bool,
+) -> Result<Option<TagStore>> {
+    Ok(None)
+}
+
+/// Connects the backplane if `invalidation.enabled`, handing what it hears to `shared`.
+#[cfg(feature = "redis")]
+pub(super) fn connect_backplane(
+    config: &CacheConfig,
+    shared: &Arc<Shared>,
+    io: Option<&SharedIo>,
+) -> Result<()> {
+    if !config.invalidation.enabled {
+        return Ok(());
+    }
+    let options = backplane_options(config).io_runtime(io.cloned());
+    let receiver = Arc::new(super::backplane::Receiver {
+        shared: Arc::downgrade(shared),
+    });
+    let backplane = Backplane::connect(options, receiver)?;
+    let _ = shared.backplane.set(backplane);
+    Ok(())
+}
+
+/// Without the `redis` feature there is no backplane (validation refuses `invalidation.enabled`).
+#[cfg(not(feature = "redis"))]
+pub(super) fn connect_backplane(
+    _config: &CacheConfig,
+    _shared: &Arc<Shared>,
+    _io: Option<&SharedIo>,
+) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(feature = "redis")]
 /// The Redis of the tag sets: the backplane's, or else the Redis L2's; and whether it is the
 /// (standalone) L2 itself, where prefixes can be scanned.
-pub(super) fn tag_redis(config: &CacheConfig) -> Option<(RedisOptions, bool)> {
+fn tag_redis(config: &CacheConfig) -> Option<(RedisOptions, bool)> {
     let d = &config.distributed;
     let redis_l2 = config.use_multi_level && d.enabled && d.kind == DistributedKind::Redis;
     let inv = &config.invalidation;
@@ -35,6 +134,7 @@ pub(super) fn tag_redis(config: &CacheConfig) -> Option<(RedisOptions, bool)> {
     }
 }
 
+#[cfg(feature = "redis")]
 /// The backplane's Redis from `[invalidation]` (hosts default to the Redis L2's).
 fn backplane_redis(config: &CacheConfig) -> RedisOptions {
     let inv = &config.invalidation;
@@ -63,8 +163,9 @@ fn backplane_redis(config: &CacheConfig) -> RedisOptions {
     ))
 }
 
+#[cfg(feature = "redis")]
 /// The backplane's options from `[invalidation]`.
-pub(super) fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
+fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
     let inv = &config.invalidation;
     BackplaneOptions::new(backplane_redis(config))
         .channel(inv.channel.clone())
@@ -110,6 +211,7 @@ pub(super) fn build_local(
             None,
             None,
         ),
+        #[cfg(feature = "redb")]
         LocalKind::Redb => (
             Arc::new(RedbStore::open(
                 dir.join(REDB_FILE_NAME),
@@ -122,12 +224,39 @@ pub(super) fn build_local(
             None,
             Some(dir),
         ),
+        #[cfg(not(feature = "redb"))]
+        LocalKind::Redb => return Err(feature_disabled_redb()),
     })
+}
+
+/// A redb L1 in a build without the `redb` feature (validation refuses it first).
+#[cfg(not(feature = "redb"))]
+fn feature_disabled_redb() -> Error {
+    Error::FeatureDisabled {
+        field: "local.type".to_owned(),
+        what: "a redb L1 (type = \"redb\")".to_owned(),
+        feature: "redb",
+    }
+}
+
+/// An L2 kind this build was compiled without (validation refuses it first).
+#[cfg(not(all(feature = "redis", feature = "memcached")))]
+fn feature_disabled_l2(kind: DistributedKind) -> Error {
+    let (what, feature) = match kind {
+        DistributedKind::Redis => ("a Redis L2 (type = \"redis\")", "redis"),
+        DistributedKind::Memcached => ("a Memcached L2 (type = \"memcached\")", "memcached"),
+    };
+    Error::FeatureDisabled {
+        field: "distributed.type".to_owned(),
+        what: what.to_owned(),
+        feature,
+    }
 }
 
 /// A level and the breaker in front of it.
 type Breakered = (Arc<dyn Storage>, Arc<CircuitBreaker>);
 
+#[cfg(feature = "redis")]
 fn redis_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> RedisOptions {
     let mut options = RedisOptions::with_hosts(d.hosts.iter().cloned())
         .cluster(d.cluster)
@@ -144,6 +273,7 @@ fn redis_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> RedisOpt
     options
 }
 
+#[cfg(feature = "memcached")]
 fn memcached_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> MemcachedOptions {
     MemcachedOptions::with_hosts(d.hosts.iter().cloned())
         .prefix(d.key_prefix.clone())
@@ -154,11 +284,17 @@ fn memcached_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> Memc
 
 /// Connects the configured L2 (for the background connector).
 fn connect_distributed(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
+    #[cfg(not(any(feature = "redis", feature = "memcached")))]
+    let _ = clock; // only the levels compiled out would take it
     let level: Result<Arc<dyn Storage>> = match d.kind {
+        #[cfg(feature = "redis")]
         DistributedKind::Redis => RedisStore::connect(redis_options(d, clock)).map(|l| Arc::new(l) as _),
+        #[cfg(feature = "memcached")]
         DistributedKind::Memcached => {
             MemcachedStore::connect(memcached_options(d, clock)).map(|l| Arc::new(l) as _)
         }
+        #[cfg(not(all(feature = "redis", feature = "memcached")))]
+        kind => Err(feature_disabled_l2(kind)),
     };
     level.map_err(in_config_terms)
 }
@@ -186,8 +322,10 @@ pub(super) fn build_distributed(
     distributed: &DistributedCacheConfig,
     fallback: bool,
     clock: &Arc<dyn Clock>,
-    io: Option<&IoRuntime>,
+    io: Option<&SharedIo>,
 ) -> Result<Option<Breakered>> {
+    #[cfg(not(feature = "redis"))]
+    let _ = io; // only a Redis L2 shares the I/O thread
     if !distributed.enabled {
         return Ok(None);
     }
@@ -201,10 +339,14 @@ pub(super) fn build_distributed(
         DistributedKind::Memcached => "memcached",
     };
     let connected = match d.kind {
+        #[cfg(feature = "redis")]
         DistributedKind::Redis => RedisStore::connect(redis_options(d, clock).io_runtime(io.cloned()))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
+        #[cfg(feature = "memcached")]
         DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
+        #[cfg(not(all(feature = "redis", feature = "memcached")))]
+        kind => Err(feature_disabled_l2(kind)),
     };
     let level = match connected.map_err(in_config_terms) {
         Ok(level) => level,

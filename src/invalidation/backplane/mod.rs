@@ -1,0 +1,576 @@
+//! The [`Backplane`] itself (feature `redis`): its options, its statistics, and the publisher
+//! and subscriber tasks on the Redis I/O thread. See the [parent module](super).
+
+mod publisher;
+mod subscriber;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use self::publisher::Publisher;
+use super::message;
+use super::{
+    InstanceId, Invalidation, InvalidationHandler, InvalidationMessage, Outage, DEFAULT_CHANNEL,
+    DEFAULT_PUBLISH_TIMEOUT, DEFAULT_REPUBLISH_LIMIT, DEFAULT_STALENESS_BOUND, MIN_STALENESS_BOUND,
+};
+use crate::distributed::redis::connection::Target;
+use crate::distributed::runtime::{IoRuntime, Task};
+use crate::distributed::RedisOptions;
+use crate::error::{key_for_error, Error, Result};
+
+const LEVEL: &str = "backplane";
+
+/// How to reach the backplane's Redis and how strict to be.
+///
+/// ```
+/// use std::time::Duration;
+/// use uno_cache::RedisOptions;
+/// use uno_cache::invalidation::BackplaneOptions;
+///
+/// let options = BackplaneOptions::new(RedisOptions::with_hosts(["10.0.0.1:7000", "10.0.0.2:7000"]).cluster(true))
+///     .channel("shop:invalidate")
+///     .staleness_bound(Duration::from_millis(500));
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct BackplaneOptions {
+    redis: RedisOptions,
+    channel: String,
+    publish_timeout: Duration,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    staleness_bound: Duration,
+    instance_id: Option<InstanceId>,
+    republish_limit: usize,
+    start_offline: bool,
+}
+
+impl BackplaneOptions {
+    /// Runs publishing and subscribing on this I/O thread (shared with the L2 and tags)
+    /// instead of one of the backplane's own.
+    pub(crate) fn io_runtime(mut self, runtime: Option<IoRuntime>) -> Self {
+        self.redis = self.redis.io_runtime(runtime);
+        self
+    }
+
+    /// The backplane on this Redis (standalone, or a Cluster's seed nodes). Of the Redis options,
+    /// the hosts, credentials, TLS settings and `connect_timeout` are used; the key prefix is not
+    /// (name the channel instead).
+    pub fn new(redis: RedisOptions) -> Self {
+        BackplaneOptions {
+            redis,
+            channel: DEFAULT_CHANNEL.to_owned(),
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
+            staleness_bound: DEFAULT_STALENESS_BOUND,
+            instance_id: None,
+            republish_limit: DEFAULT_REPUBLISH_LIMIT,
+            start_offline: false,
+        }
+    }
+
+    /// The backplane on one Redis host or URL (see [`RedisOptions::new`]).
+    pub fn url(url: impl Into<String>) -> Self {
+        Self::new(RedisOptions::new(url))
+    }
+
+    /// The pub/sub channel (default `uno-cache:invalidate`). Instances that share an L2 share a
+    /// channel; separate caches on one Redis use separate channels.
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// Deadline of one publish, connecting included (default 100 ms).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// Bounds of the reconnect backoff (default 50 ms doubling up to 2 s, with jitter). The
+    /// first attempt after a loss is immediate.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max;
+        self
+    }
+
+    /// The longest time the subscription may be dead before the handler is told (default 1 s,
+    /// at least 30 ms). The subscriber sends a `PING` every third of it and gives each a third
+    /// to be answered, so a silently dead connection is noticed within two thirds of the bound.
+    pub fn staleness_bound(mut self, bound: Duration) -> Self {
+        self.staleness_bound = bound;
+        self
+    }
+
+    /// This instance's id (default: [`InstanceId::random`]). Two instances must never share one.
+    pub fn instance_id(mut self, id: InstanceId) -> Self {
+        self.instance_id = Some(id);
+        self
+    }
+
+    /// How many keys (or tags) of failed publishes are kept for re-sending (default 10 000). Past
+    /// it, they are replaced by one [`Invalidation::All`].
+    pub fn republish_limit(mut self, limit: usize) -> Self {
+        self.republish_limit = limit;
+        self
+    }
+
+    /// What [`Backplane::connect`] does when Redis cannot be reached: fail (`false`, the
+    /// default), or start anyway (`true`) — for an L1 that must keep working offline. Started
+    /// offline, the handler is told [`subscription_lost`](InvalidationHandler::subscription_lost)
+    /// (since the start) at once, the subscriber keeps trying with its backoff, and
+    /// [`subscription_restored`](InvalidationHandler::subscription_restored) follows when Redis
+    /// answers; publishes fail (and are kept for re-sending) until then. Invalid options are an
+    /// error either way.
+    pub fn start_offline(mut self, on: bool) -> Self {
+        self.start_offline = on;
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        let config = |field: &str, reason: &str| {
+            Err(Error::Config {
+                field: format!("backplane.{field}"),
+                reason: reason.to_owned(),
+            })
+        };
+        if self.channel.is_empty() {
+            return config("channel", "the channel name is empty");
+        }
+        if self.publish_timeout.is_zero() {
+            return config("publish_timeout", "must be above zero");
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return config("reconnect_backoff", "need 0 < min <= max");
+        }
+        if self.staleness_bound < MIN_STALENESS_BOUND {
+            return config("staleness_bound", "must be at least 30 ms");
+        }
+        Ok(())
+    }
+
+    fn ping_every(&self) -> Duration {
+        self.staleness_bound / 3
+    }
+}
+
+/// Counters and state of a [`Backplane`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BackplaneStats {
+    /// Whether the subscription works now.
+    pub connected: bool,
+    /// The node the subscriber listens on (`host:port`), while connected.
+    pub subscribed_to: Option<String>,
+    /// Since when the current subscription works.
+    pub subscribed_since: Option<SystemTime>,
+    /// Messages Redis accepted from this instance (re-sent ones included).
+    pub published: u64,
+    /// Publish calls that failed (timeout, connection or server error).
+    pub publish_failures: u64,
+    /// Messages from other instances handed to the handler.
+    pub received: u64,
+    /// Messages from this instance, ignored.
+    pub ignored_own: u64,
+    /// Payloads on the channel that were not valid messages, ignored.
+    pub invalid: u64,
+    /// Sequence numbers skipped by other instances' messages (a missed or late message each).
+    pub sequence_gaps: u64,
+    /// Subscriptions lost (each one told to the handler).
+    pub subscription_losses: u64,
+    /// Subscriptions restored after a loss.
+    pub reconnects: u64,
+    /// The `since` of the last loss.
+    pub last_lost_at: Option<SystemTime>,
+    /// Failed messages waiting to be re-sent.
+    pub republish_pending: u64,
+    /// Times the pending messages overflowed the republish limit and became one `All`.
+    pub republish_overflows: u64,
+    /// Handler calls that panicked.
+    pub handler_panics: u64,
+}
+
+/// State shared by the handle, the publisher and the subscriber.
+#[derive(Debug)]
+struct Shared {
+    id: InstanceId,
+    channel: String,
+    connected: AtomicBool,
+    subscribed: Mutex<(Option<String>, Option<SystemTime>)>,
+    last_lost_at: Mutex<Option<SystemTime>>,
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    received: AtomicU64,
+    ignored_own: AtomicU64,
+    invalid: AtomicU64,
+    sequence_gaps: AtomicU64,
+    losses: AtomicU64,
+    reconnects: AtomicU64,
+    republish_pending: AtomicU64,
+    republish_overflows: AtomicU64,
+    handler_panics: AtomicU64,
+}
+
+impl Shared {
+    fn new(id: InstanceId, channel: String) -> Self {
+        Shared {
+            id,
+            channel,
+            connected: AtomicBool::new(false),
+            subscribed: Mutex::new((None, None)),
+            last_lost_at: Mutex::new(None),
+            published: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            ignored_own: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            sequence_gaps: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            republish_pending: AtomicU64::new(0),
+            republish_overflows: AtomicU64::new(0),
+            handler_panics: AtomicU64::new(0),
+        }
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What Redis said to a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The message's sequence number.
+    pub seq: u64,
+    /// Subscribers that received it, as `PUBLISH` reports it: on a standalone server every
+    /// subscriber of the channel (this instance's own included); on a cluster only those on the
+    /// node that took the publish (the other nodes get it too, but do not report a count).
+    pub receivers: u64,
+}
+
+/// The invalidation backplane: publishes this instance's invalidations and hands every other
+/// instance's to an [`InvalidationHandler`]. See the [module docs](self).
+pub struct Backplane {
+    shared: Arc<Shared>,
+    publisher: Arc<Publisher>,
+    publish_timeout: Duration,
+    // Field order is drop order: the subscriber task stops, then the resend task, then the
+    // handle on the I/O thread (shared by publishing and subscribing, and perhaps with the L2).
+    _subscriber: Task,
+    _resend: Task,
+    rt: IoRuntime,
+}
+
+impl std::fmt::Debug for Backplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backplane")
+            .field("id", &self.shared.id)
+            .field("channel", &self.shared.channel)
+            .field("hosts", &self.publisher.hosts())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+impl Backplane {
+    /// Connects the publisher, subscribes to the channel (within the Redis options'
+    /// `connect_timeout`, trying the hosts in order) and starts the subscriber task.
+    ///
+    /// Works from any thread, inside a tokio runtime or not (inside one it blocks that thread
+    /// while it connects). Entries the L1 held before this call were not covered by any
+    /// subscription: treat them as suspect, as after [`InvalidationHandler::subscription_restored`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid options or hosts; [`Error::Backend`] (level `"backplane"`, op
+    /// `"connect"`) naming the hosts if none can be reached, refuses the credentials or does not answer
+    /// within `connect_timeout` — unless [`start_offline`](BackplaneOptions::start_offline) is
+    /// set, which starts disconnected instead.
+    pub fn connect(options: BackplaneOptions, handler: Arc<dyn InvalidationHandler>) -> Result<Self> {
+        options.check()?;
+        let (targets, _cluster) = options.redis.resolve_targets()?;
+        let clients = targets
+            .iter()
+            .map(|t| {
+                options.redis.client_for(t).map_err(|err| {
+                    crate::distributed::redis::errors::connect_error_for(LEVEL, &t.display, &err)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let nodes: Vec<Node> = targets
+            .into_iter()
+            .zip(clients)
+            .map(|(target, client)| Node::new(&target, client))
+            .collect();
+        let id = options.instance_id.unwrap_or_else(InstanceId::random);
+        let shared = Arc::new(Shared::new(id, options.channel.clone()));
+        let connect_timeout = options.redis.connect_deadline();
+
+        let rt = options.redis.runtime_for(LEVEL)?;
+        let publisher = Arc::new(Publisher::new(
+            nodes.clone(),
+            shared.clone(),
+            &options,
+            connect_timeout,
+        ));
+        let first = publisher.clone();
+        let connected = rt
+            .block_on(
+                "connect",
+                connect_timeout,
+                async move { first.connect_any().await },
+            )
+            .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout));
+        match connected {
+            Ok(()) => {}
+            // Offline start: publishes fail (and are kept) until Redis answers.
+            Err(err) if options.start_offline => {
+                tracing::warn!(%err, "backplane publisher starts offline");
+            }
+            Err(err) => return Err(err),
+        }
+        let resend = rt.spawn(Publisher::resend_loop(publisher.clone()));
+
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let subscriber = rt.spawn(subscriber::run(
+            subscriber::Context {
+                nodes,
+                shared: shared.clone(),
+                handler,
+                ping_every: options.ping_every(),
+                connect_timeout,
+                reconnect_min: options.reconnect_min,
+                reconnect_max: options.reconnect_max,
+            },
+            ready_tx,
+            options.start_offline,
+        ));
+        rt.block_on(
+            "connect",
+            connect_timeout.saturating_add(Duration::from_millis(100)),
+            async move {
+                ready_rx.await.unwrap_or_else(|_| {
+                    Err(Error::Backend {
+                        level: LEVEL,
+                        op: "connect",
+                        reason: "the subscriber task stopped before it subscribed".to_owned(),
+                    })
+                })
+            },
+        )
+        .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout))?;
+        Ok(Backplane {
+            shared,
+            publisher,
+            publish_timeout: options.publish_timeout,
+            _subscriber: subscriber,
+            _resend: resend,
+            rt,
+        })
+    }
+
+    /// This instance's id (carried by every message it publishes).
+    #[must_use]
+    pub fn instance_id(&self) -> InstanceId {
+        self.shared.id
+    }
+
+    /// The channel.
+    #[must_use]
+    pub fn channel(&self) -> &str {
+        &self.shared.channel
+    }
+
+    /// Publishes `invalidation` and waits for Redis to take it, at most the publish timeout.
+    /// Works from any thread, inside a runtime or not.
+    ///
+    /// A failed message is not forgotten: the backplane keeps it (up to the republish limit) and
+    /// re-sends it when Redis answers again, so the error means "late", not "lost". Receivers
+    /// treat invalidations as idempotent, so a late or repeated one only costs a miss.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] or [`Error::Backend`] (level `"backplane"`) if Redis did not take it in
+    /// time; [`Error::ValueTooLarge`] if the message would exceed
+    /// [`MAX_MESSAGE_LEN`](message::MAX_MESSAGE_LEN) (nothing is sent or kept: split it).
+    pub fn publish(&self, invalidation: &Invalidation) -> Result<Published> {
+        let (seq, bytes) = self.prepare(invalidation)?;
+        let publisher = self.publisher.clone();
+        let weight = invalidation.weight();
+        let send = bytes.clone();
+        let out = self.rt.block_on("publish", self.publish_timeout, async move {
+            publisher.send(send).await
+        });
+        self.finish(seq, bytes, weight, out)
+    }
+
+    /// [`publish`](Self::publish) without blocking the caller's executor.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_async(&self, invalidation: &Invalidation) -> Result<Published> {
+        let (seq, bytes) = self.prepare(invalidation)?;
+        let publisher = self.publisher.clone();
+        let weight = invalidation.weight();
+        let send = bytes.clone();
+        let out = self
+            .rt
+            .run("publish", self.publish_timeout, async move {
+                publisher.send(send).await
+            })
+            .await;
+        self.finish(seq, bytes, weight, out)
+    }
+
+    fn prepare(&self, invalidation: &Invalidation) -> Result<(u64, Vec<u8>)> {
+        let msg = InvalidationMessage {
+            origin: self.shared.id,
+            seq: 0,
+            invalidation: invalidation.clone(),
+        };
+        let len = msg.encoded_len();
+        if len > message::MAX_MESSAGE_LEN {
+            let first = match invalidation {
+                Invalidation::Keys(items) | Invalidation::Tags(items) => items.first().cloned(),
+                Invalidation::Prefix(prefix) => Some(prefix.clone()),
+                Invalidation::All => None,
+            };
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(&first.unwrap_or_default()),
+                len,
+                max: message::MAX_MESSAGE_LEN,
+                store: "a backplane message (split the key list)".to_owned(),
+            });
+        }
+        let seq = self.publisher.next_seq();
+        Ok((seq, InvalidationMessage { seq, ..msg }.encode()))
+    }
+
+    fn finish(&self, seq: u64, bytes: Vec<u8>, weight: usize, out: Result<u64>) -> Result<Published> {
+        match out {
+            Ok(receivers) => Ok(Published { seq, receivers }),
+            Err(err) => {
+                Shared::bump(&self.shared.publish_failures);
+                self.publisher.failed(bytes, weight);
+                Err(match err {
+                    Error::Timeout { after, .. } => Error::Timeout {
+                        level: LEVEL,
+                        op: "publish",
+                        after,
+                    },
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// Counters and state.
+    #[must_use]
+    pub fn stats(&self) -> BackplaneStats {
+        let s = &self.shared;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (subscribed_to, subscribed_since) = s.subscribed.lock().clone();
+        BackplaneStats {
+            connected: s.connected.load(Ordering::Acquire),
+            subscribed_to,
+            subscribed_since,
+            published: load(&s.published),
+            publish_failures: load(&s.publish_failures),
+            received: load(&s.received),
+            ignored_own: load(&s.ignored_own),
+            invalid: load(&s.invalid),
+            sequence_gaps: load(&s.sequence_gaps),
+            subscription_losses: load(&s.losses),
+            reconnects: load(&s.reconnects),
+            last_lost_at: *s.last_lost_at.lock(),
+            republish_pending: load(&s.republish_pending),
+            republish_overflows: load(&s.republish_overflows),
+            handler_panics: load(&s.handler_panics),
+        }
+    }
+}
+
+/// A connect deadline that passed, said as what to check (as the L2 levels say it).
+fn no_answer(err: Error, hosts: &str, timeout: Duration) -> Error {
+    match err {
+        Error::Timeout { .. } => Error::Backend {
+            level: LEVEL,
+            op: "connect",
+            reason: format!(
+                "{hosts}: no answer within {timeout:?}; check the host and port and that redis-server is running and reachable (or raise connect_timeout)"
+            ),
+        },
+        other => other,
+    }
+}
+
+/// One Redis host: its client (not connected) and its name for messages.
+#[derive(Clone)]
+struct Node {
+    client: redis::Client,
+    display: String,
+}
+
+impl Node {
+    fn new(target: &Target, client: redis::Client) -> Self {
+        Node {
+            client,
+            display: target.display.clone(),
+        }
+    }
+}
+
+/// A jittered delay in `[d/2, d]`, so instances do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos()),
+    );
+    let frac = hasher.finish() % 1024;
+    let half = d / 2;
+    half + half.mul_f64(frac as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backplane_and_its_parts_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Backplane>();
+        check::<BackplaneOptions>();
+        check::<BackplaneStats>();
+        check::<InvalidationMessage>();
+    }
+
+    #[test]
+    fn the_ping_period_keeps_detection_within_the_bound() {
+        let options = BackplaneOptions::url("h:1").staleness_bound(Duration::from_millis(900));
+        // A PING every third, each with a third to answer: a silent death is noticed within two
+        // thirds of the bound.
+        assert_eq!(options.ping_every(), Duration::from_millis(300));
+        assert!(options.ping_every() * 2 < options.staleness_bound);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_millis(100));
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_millis(100),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Without the `redis` feature there is no backplane: a manager has no other instances to tell,
+//! so publishing an invalidation does nothing (a configuration that enables `[invalidation]` is
+//! refused when it is validated). The `redis` build has `backplane.rs` here.
+
+use super::policy::Shared;
+use crate::invalidation::Invalidation;
+
+impl Shared {
+    /// Nothing to publish to without a backplane.
+    pub(crate) fn publish_keys(&self, _keys: &[&str]) {}
+
+    /// Nothing to publish to without a backplane.
+    pub(crate) async fn publish_keys_async(&self, _keys: &[&str]) {}
+
+    /// Nothing to publish to without a backplane.
+    pub(crate) fn publish(&self, _invalidation: &Invalidation) {}
+
+    /// Nothing to publish to without a backplane.
+    pub(crate) async fn publish_async(&self, _invalidation: &Invalidation) {}
+}

@@ -1,0 +1,43 @@
+//! Tags without the `redis` feature: tag sets live in a Redis, so a build without one never has
+//! a tag store, and every tag call reports the missing feature. [`TagStore`] has no values: the
+//! manager's tag paths compile unchanged and cannot be reached. The `redis` build has `tags.rs`
+//! here.
+
+use std::time::Duration;
+
+use crate::error::Result;
+
+/// No tag store can exist without the `redis` feature.
+pub(crate) enum TagStore {}
+
+impl TagStore {
+    /// Unreachable: there is no tag store.
+    pub(crate) fn add(&self, _keys: &[&str], _tags: &[&str], _ttl: Duration) -> Result<()> {
+        match *self {}
+    }
+
+    /// Unreachable: there is no tag store.
+    pub(crate) async fn add_async(&self, _keys: &[&str], _tags: &[&str], _ttl: Duration) -> Result<()> {
+        match *self {}
+    }
+
+    /// Unreachable: there is no tag store.
+    pub(crate) fn take(&self, _tag: &str) -> Result<Vec<String>> {
+        match *self {}
+    }
+
+    /// Unreachable: there is no tag store.
+    pub(crate) async fn take_async(&self, _tag: &str) -> Result<Vec<String>> {
+        match *self {}
+    }
+
+    /// Unreachable: there is no tag store.
+    pub(crate) fn delete_prefix(&self, _l2_prefix: &str, _prefix: &str) -> Result<u64> {
+        match *self {}
+    }
+
+    /// Unreachable: there is no tag store.
+    pub(crate) async fn delete_prefix_async(&self, _l2_prefix: &str, _prefix: &str) -> Result<u64> {
+        match *self {}
+    }
+}
