@@ -94,11 +94,11 @@ pub use crate::config::{
     DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
 };
 pub use crate::distributed::{
-    BreakerState, BreakerStats, CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions,
-    RedisStore,
+    BreakerState, BreakerStats, CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, NodeBreakers,
+    NodeStats, RedisOptions, RedisStore,
 };
 pub use crate::durability::Durability;
-pub use crate::error::{Error, KeyProblem, Result};
+pub use crate::error::{Error, KeyProblem, PartialBatch, Result, Served};
 pub use crate::invalidation::{Backplane, BackplaneOptions, Invalidation, InvalidationHandler};
 pub use crate::keys::MAX_KEY_LEN;
 pub use crate::local::file::{

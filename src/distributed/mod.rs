@@ -10,6 +10,7 @@
 //! | `envelope` | the 12-byte header in front of every L2 value                            |
 //! | `breaker`  | closed → open → half-open circuit breaker on atomics                      |
 //! | `guarded`  | a [`Storage`](crate::Storage) wrapper that consults a breaker             |
+//! | `nodes`    | a breaker per node of a multi-node level (Memcached host, Cluster primary) |
 //! | `runtime`  | the internal I/O thread (shareable): deadlines, blocking and async entry points |
 //! | `redis`    | Redis standalone and Cluster on the `redis` crate (a folder of modules)  |
 //! | `memcached`| Memcached over its binary protocol, with our own sharding and key mapping |
@@ -36,6 +37,7 @@ mod breaker;
 pub mod envelope;
 mod guarded;
 mod memcached;
+mod nodes;
 pub(crate) mod redis;
 pub(crate) mod runtime;
 
@@ -46,6 +48,7 @@ pub use self::guarded::Guarded;
 pub use self::memcached::{
     map_key as map_memcached_key, MemcachedOptions, MemcachedStore, DEFAULT_MAX_ITEM_SIZE, MAX_MEMCACHED_KEY,
 };
+pub use self::nodes::{Node, NodeBreakers, NodeStats};
 pub use self::redis::{RedisOptions, RedisStore};
 
 use crate::error::{key_for_error, Error, KeyProblem, Result};

@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::config::{CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind};
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::{
-    CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore,
+    CircuitBreaker, Guarded, MemcachedOptions, MemcachedStore, NodeBreakers, RedisOptions, RedisStore,
 };
 use crate::error::{Error, Result};
 use crate::invalidation::BackplaneOptions;
@@ -119,10 +119,27 @@ pub(super) fn build_local(local: &LocalCacheConfig, clock: &Arc<dyn Clock>) -> R
     })
 }
 
-/// A level and the breaker in front of it.
-type Breakered = (Arc<dyn Storage>, Arc<CircuitBreaker>);
+/// A level, the breaker in front of it, and its per-node breakers (a multi-node level).
+type Breakered = (Arc<dyn Storage>, Arc<CircuitBreaker>, Option<Arc<NodeBreakers>>);
 
-fn redis_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> RedisOptions {
+/// Per-node breakers for a level whose keys spread over nodes (Memcached, Redis Cluster): a dead
+/// node then fails fast for its own keys only. A standalone Redis is one node: the level's
+/// breaker is its breaker.
+fn node_breakers(d: &DistributedCacheConfig) -> Option<Arc<NodeBreakers>> {
+    let name = match d.kind {
+        DistributedKind::Memcached => "memcached",
+        DistributedKind::Redis if d.cluster => "redis",
+        DistributedKind::Redis => return None,
+    };
+    let cool_down = Duration::from_millis(d.breaker_cooldown_ms);
+    Some(Arc::new(NodeBreakers::new(name, d.breaker_failures, cool_down)))
+}
+
+fn redis_options(
+    d: &DistributedCacheConfig,
+    clock: &Arc<dyn Clock>,
+    nodes: Option<&Arc<NodeBreakers>>,
+) -> RedisOptions {
     let mut options = RedisOptions::with_hosts(d.hosts.iter().cloned())
         .cluster(d.cluster)
         .prefix(d.key_prefix.clone())
@@ -135,23 +152,40 @@ fn redis_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> RedisOpt
     if let Some(password) = &d.password {
         options = options.password(password.clone());
     }
+    if let Some(nodes) = nodes {
+        options = options.node_breakers(Arc::clone(nodes));
+    }
     options
 }
 
-fn memcached_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> MemcachedOptions {
-    MemcachedOptions::with_hosts(d.hosts.iter().cloned())
+fn memcached_options(
+    d: &DistributedCacheConfig,
+    clock: &Arc<dyn Clock>,
+    nodes: Option<&Arc<NodeBreakers>>,
+) -> MemcachedOptions {
+    let options = MemcachedOptions::with_hosts(d.hosts.iter().cloned())
         .prefix(d.key_prefix.clone())
         .timeout(Duration::from_millis(d.timeout_ms))
         .default_ttl(Some(d.ttl))
-        .clock(Arc::clone(clock))
+        .clock(Arc::clone(clock));
+    match nodes {
+        Some(nodes) => options.node_breakers(Arc::clone(nodes)),
+        None => options,
+    }
 }
 
 /// Connects the configured L2 (for the background connector).
-fn connect_distributed(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
+fn connect_distributed(
+    d: &DistributedCacheConfig,
+    clock: &Arc<dyn Clock>,
+    nodes: Option<&Arc<NodeBreakers>>,
+) -> Result<Arc<dyn Storage>> {
     let level: Result<Arc<dyn Storage>> = match d.kind {
-        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock)).map(|l| Arc::new(l) as _),
+        DistributedKind::Redis => {
+            RedisStore::connect(redis_options(d, clock, nodes)).map(|l| Arc::new(l) as _)
+        }
         DistributedKind::Memcached => {
-            MemcachedStore::connect(memcached_options(d, clock)).map(|l| Arc::new(l) as _)
+            MemcachedStore::connect(memcached_options(d, clock, nodes)).map(|l| Arc::new(l) as _)
         }
     };
     level.map_err(in_config_terms)
@@ -190,27 +224,31 @@ pub(super) fn build_distributed(
     // A cool-down is a duration: on the monotonic clock, so a step of the wall clock neither
     // keeps the breaker open nor cuts its cool-down short.
     let breaker = Arc::new(CircuitBreaker::new(d.breaker_failures, cool_down));
+    // Shared with a level connected later in the background, so stats see one set.
+    let nodes = node_breakers(d);
     let name = match d.kind {
         DistributedKind::Redis => "redis",
         DistributedKind::Memcached => "memcached",
     };
     let connected = match d.kind {
-        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock).io_runtime(io.cloned()))
-            .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
-        DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock))
+        DistributedKind::Redis => {
+            RedisStore::connect(redis_options(d, clock, nodes.as_ref()).io_runtime(io.cloned()))
+                .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>)
+        }
+        DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock, nodes.as_ref()))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
     };
     let level = match connected.map_err(in_config_terms) {
         Ok(level) => level,
         // A configuration mistake is not an outage: retrying in the background cannot fix it.
         Err(e) if fallback && !matches!(e, Error::Config { .. }) => {
-            let (config, level_clock) = (d.clone(), Arc::clone(clock));
+            let (config, level_clock, level_nodes) = (d.clone(), Arc::clone(clock), nodes.clone());
             let connect: super::deferred::Connect =
-                Box::new(move || connect_distributed(&config, &level_clock));
+                Box::new(move || connect_distributed(&config, &level_clock, level_nodes.as_ref()));
             let deferred = Deferred::start(name, cool_down.max(Duration::from_millis(1)), connect, &e)?;
             Arc::new(Guarded::new(name, deferred, Arc::clone(&breaker)))
         }
         Err(e) => return Err(e),
     };
-    Ok(Some((level, breaker)))
+    Ok(Some((level, breaker, nodes)))
 }
