@@ -94,8 +94,10 @@ struct Placement {
 impl Placement {
     fn new(hosts: &[String]) -> Self {
         Placement {
-            store: MemcachedStore::connect(MemcachedOptions::with_hosts(hosts.iter().cloned()).prefix(PREFIX))
-                .unwrap(),
+            store: MemcachedStore::connect(
+                MemcachedOptions::with_hosts(hosts.iter().cloned()).prefix(PREFIX),
+            )
+            .unwrap(),
         }
     }
 
@@ -185,7 +187,8 @@ fn check_one_host_down(cache: &CacheManager, place: &Placement, servers: &[Memca
     cache.multi_set(refs.iter().copied(), None).unwrap();
     for (key, value) in items.iter().take(live_keys.len()) {
         assert_eq!(
-            raw_get(&servers[live], &place.server_key(key)).map(|b| b.len() > 12 && b.ends_with(&encoded(key, *value))),
+            raw_get(&servers[live], &place.server_key(key))
+                .map(|b| b.len() > 12 && b.ends_with(&encoded(key, *value))),
             Some(true),
             "{key} reached its live host"
         );
@@ -203,11 +206,16 @@ fn check_one_host_down(cache: &CacheManager, place: &Placement, servers: &[Memca
     let fresh_dead = &place.keys_on(dead, "del-dead:", 1)[0];
     assert!(cache.multi_delete(&[&live_keys[1], fresh_dead]).unwrap() >= 1);
     assert_eq!(raw_get(&servers[live], &place.server_key(&live_keys[1])), None);
-    assert!(cache.stats().consistency.queued > queued_before, "the dead key's delete is queued");
+    assert!(
+        cache.stats().consistency.queued > queued_before,
+        "the dead key's delete is queued"
+    );
 
     let stats = cache.stats().distributed;
     assert!(
-        stats.breaker.is_none_or(|b| b.state == BreakerState::Closed && b.trips == 0),
+        stats
+            .breaker
+            .is_none_or(|b| b.state == BreakerState::Closed && b.trips == 0),
         "the level's breaker never opened: {:?}",
         stats.breaker
     );
@@ -252,7 +260,12 @@ fn memcached_host_killed_mid_workload_fails_fast_for_its_keys_only_and_rejoins()
     for i in 0..60u64 {
         cache.set(&format!("warm:{i}"), &i, None).unwrap();
     }
-    assert!(cache.stats().distributed.nodes.iter().all(|n| n.state == BreakerState::Closed));
+    assert!(cache
+        .stats()
+        .distributed
+        .nodes
+        .iter()
+        .all(|n| n.state == BreakerState::Closed));
     assert_eq!(cache.stats().distributed.nodes.len(), 3);
 
     servers[1].kill();
@@ -274,14 +287,22 @@ fn multi_host_memcached_starts_with_a_host_down_serves_the_others_and_the_host_r
     // enough and the dead host starts open.
     let err = MemcachedStore::connect(MemcachedOptions::with_hosts(hosts.iter().cloned())).unwrap_err();
     assert!(matches!(err, Error::Backend { op: "connect", .. }), "{err:?}");
-    let breakers = Arc::new(NodeBreakers::new("memcached", 2, Duration::from_millis(COOL_DOWN_MS)));
+    let breakers = Arc::new(NodeBreakers::new(
+        "memcached",
+        2,
+        Duration::from_millis(COOL_DOWN_MS),
+    ));
     let store = MemcachedStore::connect(
         MemcachedOptions::with_hosts(hosts.iter().cloned())
             .prefix(PREFIX)
             .node_breakers(Arc::clone(&breakers)),
     )
     .unwrap();
-    let down = breakers.stats().into_iter().find(|n| n.node == servers[2].addr()).unwrap();
+    let down = breakers
+        .stats()
+        .into_iter()
+        .find(|n| n.node == servers[2].addr())
+        .unwrap();
     assert_eq!(down.state, BreakerState::Open, "{down:?}");
     let dead_key = &place.keys_on(2, "direct-dead:", 1)[0];
     let err = store.get(dead_key).unwrap_err();

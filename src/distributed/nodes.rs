@@ -187,6 +187,67 @@ impl NodeBreakers {
     }
 }
 
+/// What the nodes of a batch call answered, settled: the parts that were served, and the
+/// caller's indices of the keys that were not (with the first node failure).
+pub(crate) struct Settled<T> {
+    pub(crate) served: Vec<(Vec<usize>, T)>,
+    pub(crate) failed: Vec<usize>,
+    pub(crate) cause: Option<Error>,
+}
+
+/// Settles the answers of a batch call's parts, each `(the caller's indices it carried, its
+/// result)`. Any failure that is not a node's ([`Error::NodeUnavailable`]: bad input, say) fails
+/// the whole call, as do node failures when no node answered.
+pub(crate) fn settle<T>(parts: Vec<(Vec<usize>, Result<T>)>) -> Result<Settled<T>> {
+    let mut settled = Settled {
+        served: Vec::with_capacity(parts.len()),
+        failed: Vec::new(),
+        cause: None,
+    };
+    let mut other = None;
+    for (members, result) in parts {
+        match result {
+            Ok(out) => settled.served.push((members, out)),
+            Err(e @ Error::NodeUnavailable { .. }) => {
+                settled.failed.extend(members);
+                settled.cause.get_or_insert(e);
+            }
+            Err(e) => {
+                other.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = other {
+        return Err(e);
+    }
+    match settled.cause {
+        Some(e) if settled.served.is_empty() => Err(e),
+        _ => {
+            settled.failed.sort_unstable();
+            Ok(settled)
+        }
+    }
+}
+
+/// The [`Error::PartialBatch`] of a settled call that left `failed` keys unreached.
+pub(crate) fn partial(
+    level: &'static str,
+    op: &'static str,
+    total: usize,
+    failed: Vec<usize>,
+    cause: Error,
+    served: crate::error::Served,
+) -> Error {
+    Error::PartialBatch(Box::new(crate::error::PartialBatch {
+        level,
+        op,
+        total,
+        failed,
+        cause,
+        served,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
