@@ -324,3 +324,86 @@ fn multi_host_memcached_starts_with_a_host_down_serves_the_others_and_the_host_r
     servers[2].restart();
     check_rejoins(&cache, &place, &servers[2], 2);
 }
+
+/// A key with a hash tag whose slot primary `node` of `cluster` owns (the prefix included).
+fn cluster_key_on(cluster: &RedisCluster, node: usize, stem: &str) -> String {
+    (0..)
+        .map(|i| format!("{{{stem}{i}}}"))
+        .find(|key| cluster.node_of_slot(cluster.keyslot(&format!("{PREFIX}{key}"))) == node)
+        .unwrap()
+}
+
+#[test]
+fn cluster_primary_killed_mid_workload_fails_fast_for_its_keys_only_and_rejoins() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let hosts = cluster.addrs();
+    let cache = manager("redis", true, &hosts, &dir.path().join("l1"));
+    let l2 = cache.distributed().unwrap();
+    let live: Vec<String> = (0..3).map(|i| cluster_key_on(&cluster, 0, &format!("live{i}-"))).collect();
+    let dead: Vec<String> = (0..3).map(|i| cluster_key_on(&cluster, 1, &format!("dead{i}-"))).collect();
+    for (i, key) in live.iter().chain(&dead).enumerate() {
+        l2.set(key, &encoded(key, i as u64), None).unwrap();
+    }
+    let stats = cache.stats().distributed;
+    assert_eq!(stats.nodes.len(), 3, "{:?}", stats.nodes);
+    let dead_name = cluster.nodes[1].addr();
+
+    cluster.nodes[1].kill();
+    wait_for("the dead primary's breaker opened", Duration::from_secs(5), || {
+        assert_eq!(cache.get::<u64>(&dead[0]).unwrap(), None);
+        node(&cache, &dead_name).state == BreakerState::Open
+    });
+    for key in &dead[1..] {
+        let start = Instant::now();
+        assert_eq!(cache.get::<u64>(key).unwrap(), None);
+        assert!(
+            start.elapsed() < Duration::from_millis(TIMEOUT_MS / 2),
+            "a key of the open primary fails fast: {:?}",
+            start.elapsed()
+        );
+    }
+    // The other primaries keep serving: a single read, and a batch across live and dead keys.
+    assert_eq!(cache.get::<u64>(&live[0]).unwrap(), Some(0));
+    let batch: Vec<&str> = live[1..].iter().chain(&dead).map(String::as_str).collect();
+    let got = cache.multi_get::<u64>(&batch).unwrap();
+    assert_eq!(got.get(&live[1]), Some(&1));
+    assert_eq!(got.get(&live[2]), Some(&2));
+    assert!(dead.iter().all(|k| !got.contains_key(k)), "{got:?}");
+    // Writes: the live key reaches its primary, the dead one waits in the replay queue.
+    let queued_before = cache.stats().consistency.queued;
+    cache
+        .multi_set([(live[0].as_str(), 50u64), (dead[0].as_str(), 51u64)], None)
+        .unwrap();
+    assert_eq!(
+        l2.get(&live[0]).unwrap().map(|e| e.value),
+        Some(encoded(&live[0], 50))
+    );
+    assert!(cache.stats().consistency.queued > queued_before);
+    let stats = cache.stats().distributed;
+    assert!(
+        stats.breaker.is_some_and(|b| b.trips == 0),
+        "the level's breaker never opened: {:?}",
+        stats.breaker
+    );
+    for n in &stats.nodes {
+        let open = n.node == dead_name;
+        assert_eq!(n.state == BreakerState::Open, open, "{n:?}");
+    }
+
+    cluster.nodes[1].restart();
+    wait_for("the primary's breaker closed", Duration::from_secs(20), || {
+        let _ = cache.get::<u64>(&dead[1]).unwrap();
+        node(&cache, &dead_name).state == BreakerState::Closed
+    });
+    wait_for("the replay queue drained", Duration::from_secs(20), || {
+        let _ = cache.replay_now();
+        cache.stats().consistency.replay_pending == 0
+    });
+    assert_eq!(
+        l2.get(&dead[0]).unwrap().map(|e| e.value),
+        Some(encoded(&dead[0], 51)),
+        "the queued write reached the restarted primary"
+    );
+}
