@@ -341,8 +341,12 @@ fn cluster_primary_killed_mid_workload_fails_fast_for_its_keys_only_and_rejoins(
     let hosts = cluster.addrs();
     let cache = manager("redis", true, &hosts, &dir.path().join("l1"));
     let l2 = cache.distributed().unwrap();
-    let live: Vec<String> = (0..3).map(|i| cluster_key_on(&cluster, 0, &format!("live{i}-"))).collect();
-    let dead: Vec<String> = (0..3).map(|i| cluster_key_on(&cluster, 1, &format!("dead{i}-"))).collect();
+    let live: Vec<String> = (0..3)
+        .map(|i| cluster_key_on(&cluster, 0, &format!("live{i}-")))
+        .collect();
+    let dead: Vec<String> = (0..3)
+        .map(|i| cluster_key_on(&cluster, 1, &format!("dead{i}-")))
+        .collect();
     for (i, key) in live.iter().chain(&dead).enumerate() {
         l2.set(key, &encoded(key, i as u64), None).unwrap();
     }
@@ -351,10 +355,14 @@ fn cluster_primary_killed_mid_workload_fails_fast_for_its_keys_only_and_rejoins(
     let dead_name = cluster.nodes[1].addr();
 
     cluster.nodes[1].kill();
-    wait_for("the dead primary's breaker opened", Duration::from_secs(5), || {
-        assert_eq!(cache.get::<u64>(&dead[0]).unwrap(), None);
-        node(&cache, &dead_name).state == BreakerState::Open
-    });
+    wait_for(
+        "the dead primary's breaker opened",
+        Duration::from_secs(5),
+        || {
+            assert_eq!(cache.get::<u64>(&dead[0]).unwrap(), None);
+            node(&cache, &dead_name).state == BreakerState::Open
+        },
+    );
     for key in &dead[1..] {
         let start = Instant::now();
         assert_eq!(cache.get::<u64>(key).unwrap(), None);

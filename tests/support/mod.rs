@@ -448,9 +448,7 @@ impl RedisCluster {
         require("redis-cli", "redis-tools");
         let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
         args.extend_from_slice(extra);
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::start_with(&args, None))
-            .collect();
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(&args, None)).collect();
         let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
