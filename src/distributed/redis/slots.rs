@@ -38,7 +38,10 @@ const CRC16_TABLE: [u16; 256] = {
             };
             bit += 1;
         }
-        table[i] = crc;
+        #[allow(clippy::indexing_slicing)] // i < 256, in a constant: checked at compile time
+        {
+            table[i] = crc;
+        }
         i += 1;
     }
     table

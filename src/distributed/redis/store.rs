@@ -75,6 +75,9 @@ const PART_GRACE: Duration = Duration::from_millis(10);
 /// The primaries of a batch: each one's breaker and the caller's indices of its keys.
 type Groups = Vec<(Arc<Node>, Vec<usize>)>;
 
+/// Per primary of a batch: the caller's indices it carried, and its answer.
+type Parts<T> = Vec<(Vec<usize>, Result<T>)>;
+
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
@@ -287,7 +290,7 @@ impl RedisStore {
         op: &'static str,
         groups: Groups,
         run: F,
-    ) -> BoxFuture<'a, Result<Vec<(Vec<usize>, Result<T>)>>>
+    ) -> BoxFuture<'a, Result<Parts<T>>>
     where
         T: Send + 'a,
         F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
@@ -312,12 +315,7 @@ impl RedisStore {
     }
 
     /// [`per_node`](Self::per_node) for the blocking API.
-    fn per_node_blocking<'a, T, F>(
-        &'a self,
-        op: &'static str,
-        groups: Groups,
-        run: F,
-    ) -> Result<Vec<(Vec<usize>, Result<T>)>>
+    fn per_node_blocking<'a, T, F>(&'a self, op: &'static str, groups: Groups, run: F) -> Result<Parts<T>>
     where
         T: Send + 'a,
         F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
@@ -326,11 +324,7 @@ impl RedisStore {
         self.rt.wait(op, self.timeout.saturating_add(PART_GRACE), fut)
     }
 
-    fn get_many_parts(
-        &self,
-        keys: &[&str],
-        parts: Vec<(Vec<usize>, Result<Vec<Option<Entry>>>)>,
-    ) -> Result<Vec<Option<Entry>>> {
+    fn get_many_parts(&self, keys: &[&str], parts: Parts<Vec<Option<Entry>>>) -> Result<Vec<Option<Entry>>> {
         let settled = settle(parts)?;
         let mut out = vec![None; keys.len()];
         for (members, entries) in settled.served {
@@ -396,7 +390,7 @@ impl RedisStore {
     }
 }
 
-fn written_parts(op: &'static str, total: usize, parts: Vec<(Vec<usize>, Result<()>)>) -> Result<()> {
+fn written_parts(op: &'static str, total: usize, parts: Parts<()>) -> Result<()> {
     let settled = settle(parts)?;
     match settled.cause {
         None => Ok(()),
@@ -404,7 +398,7 @@ fn written_parts(op: &'static str, total: usize, parts: Vec<(Vec<usize>, Result<
     }
 }
 
-fn removed_parts(total: usize, parts: Vec<(Vec<usize>, Result<u64>)>) -> Result<u64> {
+fn removed_parts(total: usize, parts: Parts<u64>) -> Result<u64> {
     let settled = settle(parts)?;
     let removed = settled.served.iter().map(|(_, n)| n).sum();
     match settled.cause {
