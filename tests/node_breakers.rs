@@ -229,6 +229,53 @@ fn check_one_host_down(cache: &CacheManager, place: &Placement, servers: &[Memca
     }
 }
 
+/// The async API the same way: a dead host's keys are fast misses and queued writes, the live
+/// hosts' keys hit and are written.
+fn check_async_one_host_down(cache: &CacheManager, place: &Placement, dead: usize) {
+    let live = (dead + 1) % 3;
+    let l2 = cache.distributed().unwrap();
+    let live_keys = place.keys_on(live, "async-live:", 2);
+    let dead_keys = place.keys_on(dead, "async-dead:", 2);
+    for (i, key) in live_keys.iter().enumerate() {
+        l2.set(key, &encoded(key, i as u64), None).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let start = Instant::now();
+        assert_eq!(cache.get_async::<u64>(&dead_keys[0]).await.unwrap(), None);
+        assert!(
+            start.elapsed() < Duration::from_millis(TIMEOUT_MS / 2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(cache.get_async::<u64>(&live_keys[0]).await.unwrap(), Some(0));
+        let batch = [live_keys[1].as_str(), dead_keys[1].as_str()];
+        let got = cache.multi_get_async::<u64>(&batch).await.unwrap();
+        assert_eq!(got.get(&live_keys[1]), Some(&1), "{got:?}");
+        assert!(!got.contains_key(&dead_keys[1]));
+        let queued = cache.stats().consistency.queued;
+        cache
+            .multi_set_async(
+                [(live_keys[0].as_str(), 9u64), (dead_keys[0].as_str(), 9u64)],
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(
+            cache.stats().consistency.queued > queued,
+            "the dead key's write is queued"
+        );
+    });
+    assert_eq!(
+        l2.get(&live_keys[0]).unwrap().map(|e| e.value),
+        Some(encoded(&live_keys[0], 9)),
+        "the live key's write reached its host"
+    );
+}
+
 /// After `restart`, a probe closes the dead host's breaker and the replay queue drains into it.
 fn check_rejoins(cache: &CacheManager, place: &Placement, server: &MemcachedServer, dead: usize) {
     let name = server.addr();
@@ -321,6 +368,7 @@ fn multi_host_memcached_starts_with_a_host_down_serves_the_others_and_the_host_r
     assert_eq!(stats.nodes.len(), 3, "{:?}", stats.nodes);
     assert_eq!(node(&cache, &servers[2].addr()).state, BreakerState::Open);
     check_one_host_down(&cache, &place, &servers, 2);
+    check_async_one_host_down(&cache, &place, 2);
     servers[2].restart();
     check_rejoins(&cache, &place, &servers[2], 2);
 }

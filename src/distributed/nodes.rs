@@ -93,6 +93,15 @@ impl Node {
         }
     }
 
+    /// A call admitted but never sent (the deadline went to other nodes first): reported as this
+    /// node's [`Error::NodeUnavailable`], yet held against it by neither count nor breaker.
+    pub(crate) fn not_sent(&self, probe: bool, cause: Error) -> Error {
+        if probe {
+            self.breaker.release_probe();
+        }
+        self.unavailable(cause)
+    }
+
     /// Opens the breaker at once (a node found down at start-up): its keys fail fast from the
     /// first call, and a probe after the cool-down lets it rejoin.
     pub(crate) fn mark_down(&self, error: &Error) {

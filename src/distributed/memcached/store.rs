@@ -192,11 +192,14 @@ impl<C: Command> Call<C> {
                     None => part.host.run(op, timeout, deadline, &part.commands),
                     Some(node) => match node.admit() {
                         Err(e) => Err(e),
-                        Ok(_) if Instant::now() >= deadline => Err(Error::Timeout {
-                            level: LEVEL,
-                            op,
-                            after: timeout,
-                        }),
+                        Ok(probe) if Instant::now() >= deadline => Err(node.not_sent(
+                            probe,
+                            Error::Timeout {
+                                level: LEVEL,
+                                op,
+                                after: timeout,
+                            },
+                        )),
                         Ok(probe) => node.record(probe, part.host.run(op, timeout, deadline, &part.commands)),
                     },
                 };
