@@ -367,7 +367,7 @@ impl std::fmt::Debug for PartialBatch {
 #[non_exhaustive]
 pub enum Served {
     /// A `get_many`: one slot per key of the batch, `None` for a miss and for every failed key.
-    Entries(Vec<Option<crate::storage::Entry>>),
+    Entries(Vec<Option<crate::entry::Entry>>),
     /// A `delete_many`: how many of the reached keys existed.
     Removed(u64),
     /// A write: the reached items were written.

@@ -55,13 +55,14 @@
 //! | `invalidation/`      | [`Backplane`]: cross-process L1 invalidation on pub/sub            |
 //! | `clock`              | wall-clock time, injectable for tests                              |
 //! | `error`              | [`Error`], one enum with context for every failure                 |
+//! | `entry`              | [`Entry`], a value read from a level with its expiry               |
 //! | `keys`               | key rules ([`MAX_KEY_LEN`], empty keys, zero TTLs) every level shares |
 //! | `durability`         | [`Durability`]: when writes reach stable storage                   |
 //! | `files`              | the name of every file uno-cache keeps on disk                     |
 //! | `frame`              | header check and record header shared by segments and the replay log |
 //! | `disk/`              | the I/O layer every write goes through; lock file; write latch     |
 //!
-//! Modules import each other without cycles (`tests/module_graph.rs` checks it): `error`, `keys`,
+//! Modules import each other without cycles (`tests/module_graph.rs` checks it): `entry`, `error`, `keys`,
 //! `durability`, `files`, `frame` and `disk` are at the bottom, the manager at the top.
 //!
 //! The byte layout of every file is specified in `storage-format.md`; the design the code follows
@@ -73,6 +74,7 @@ mod config;
 mod disk;
 pub mod distributed;
 mod durability;
+mod entry;
 mod error;
 mod files;
 mod frame;
