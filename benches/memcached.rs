@@ -1,6 +1,7 @@
 //! L2 overhead: `MemcachedStore` (envelope, key mapping, sharding, deadline) against the
 //! `memcache` crate used directly (its default binary protocol), on the same local `memcached`,
-//! in one process and one run; plus the write-behind flush of many keys through the manager.
+//! in one process and one run; plus the write-behind flush of many keys through the manager, and
+//! the cost of a circuit breaker per host (with / without).
 //!
 //! `cargo bench --bench memcached` (add `-- --quick` or set `UNO_BENCH_QUICK=1` for a short run).
 //! Prints one line per comparison; `ratio` = ours / peer for throughput, higher is better.
@@ -21,7 +22,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use uno_cache::{CacheConfig, CacheManager, MemcachedOptions, MemcachedStore, Storage};
+use uno_cache::{CacheConfig, CacheManager, MemcachedOptions, MemcachedStore, NodeBreakers, Storage};
 
 fn rate(ops: u64, took: Duration) -> f64 {
     ops as f64 / took.as_secs_f64()
@@ -196,6 +197,67 @@ fn main() {
     drop(rt);
 
     write_behind_flush(&server, if quick { 5_000 } else { 20_000 });
+    node_breakers(&server, ops);
+}
+
+/// What a breaker per host costs a call: the same store with and without
+/// [`MemcachedOptions::node_breakers`] (what the manager gives it), rounds interleaved, best
+/// round of each. `ratio` = with / without; 1.00 means no visible cost.
+fn node_breakers(server: &support::MemcachedServer, ops: u64) {
+    let store = |breakers: bool| {
+        let options = MemcachedOptions::new(server.addr())
+            .prefix("nb:")
+            .timeout(Duration::from_secs(1));
+        let options = if breakers {
+            options.node_breakers(Arc::new(NodeBreakers::new(
+                "memcached",
+                5,
+                Duration::from_secs(1),
+            )))
+        } else {
+            options
+        };
+        MemcachedStore::connect(options).unwrap()
+    };
+    let (with, without) = (store(true), store(false));
+    let value = vec![7u8; 100];
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for key in &key_refs {
+        with.set(key, &value, None).unwrap();
+    }
+    let get = |s: &MemcachedStore| {
+        let started = Instant::now();
+        for _ in 0..ops {
+            assert!(s.get("k1").unwrap().is_some());
+        }
+        rate(ops, started.elapsed())
+    };
+    let many = |s: &MemcachedStore| {
+        let started = Instant::now();
+        for _ in 0..ops / 20 {
+            assert_eq!(s.get_many(&key_refs).unwrap().len(), 100);
+        }
+        rate(ops / 20 * 100, started.elapsed())
+    };
+    let (mut best_with, mut best_without) = ([0f64; 2], [0f64; 2]);
+    for _ in 0..3 {
+        best_without[0] = best_without[0].max(get(&without));
+        best_with[0] = best_with[0].max(get(&with));
+        best_without[1] = best_without[1].max(many(&without));
+        best_with[1] = best_with[1].max(many(&with));
+    }
+    for (i, name) in ["memcached_get_hit", "memcached_get_many_100_keys"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "bench: {name}_node_breakers with={:.3e} ops/s without={:.3e} ops/s ratio={:.2}",
+            best_with[i],
+            best_without[i],
+            best_with[i] / best_without[i]
+        );
+    }
 }
 
 /// The manager (memory L1, Memcached L2, write-behind): `n` sets of distinct keys, then `flush`

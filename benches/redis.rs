@@ -2,7 +2,8 @@
 //! the async API polled in the caller's own task) against the `redis` crate used directly, on
 //! the same local `redis-server`, in one process and one run. `redis_get_hit_async_x64` is the
 //! target of issue 13: 64 tasks doing `get_async` on one store against 64 tasks on the crate's
-//! own `MultiplexedConnection` (wanted: ratio >= 0.9).
+//! own `MultiplexedConnection` (wanted: ratio >= 0.9). `redis_cluster_*_node_breakers` compares
+//! a three-primary cluster with and without a breaker per primary.
 //!
 //! `cargo bench --bench redis` (add `-- --quick` or set `UNO_BENCH_QUICK=1` for a short run).
 //! Prints one line per comparison; `ratio` = ours / peer, higher is better. Loopback latency on a
@@ -19,9 +20,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use uno_cache::{RedisOptions, RedisStore, Storage};
+use uno_cache::{NodeBreakers, RedisOptions, RedisStore, Storage};
 
 fn rate(ops: u64, took: Duration) -> f64 {
     ops as f64 / took.as_secs_f64()
@@ -37,6 +39,10 @@ fn line(name: &str, ours: f64, peer_name: &str, peer: f64) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("UNO_BENCH_QUICK").is_some();
     let ops: u64 = if quick { 2_000 } else { 20_000 };
+    if std::env::var("UNO_BENCH_ONLY").is_ok_and(|only| only == "cluster_node_breakers") {
+        cluster_node_breakers(ops);
+        return;
+    }
     let server = support::RedisServer::start();
 
     let ours = RedisStore::connect(
@@ -173,6 +179,85 @@ fn main() {
         median(&mut peer_rates),
         median(&mut ratios)
     );
+    cluster_node_breakers(ops);
+}
+
+/// What a breaker per Cluster primary costs a call (the key's slot, its owner's breaker, and a
+/// batch split by primary): the same three-primary cluster through a store with and without
+/// [`RedisOptions::node_breakers`], rounds alternating. `ratio` = with / without; 1.00 means no
+/// visible cost. `UNO_BENCH_ONLY=cluster_node_breakers` runs only this part.
+fn cluster_node_breakers(ops: u64) {
+    let cluster = support::RedisCluster::start();
+    let store = |breakers: bool| {
+        let options = RedisOptions::with_hosts(cluster.addrs())
+            .cluster(true)
+            .prefix("nb:")
+            .timeout(Duration::from_secs(1));
+        let options = if breakers {
+            options.node_breakers(Arc::new(NodeBreakers::new("redis", 5, Duration::from_secs(1))))
+        } else {
+            options
+        };
+        RedisStore::connect(options).unwrap()
+    };
+    // The first store connected to a fresh cluster was measured up to 5x slower than the next
+    // ones, whichever kind it is (seen with the order flipped): a store built first and unused
+    // keeps that out of the comparison.
+    let _first = store(false);
+    let (with, without) = (store(true), store(false));
+    let value = vec![7u8; 100];
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for key in &key_refs {
+        with.set(key, &value, None).unwrap();
+    }
+    let get = |s: &RedisStore| {
+        let started = Instant::now();
+        for _ in 0..ops {
+            assert!(s.get("k1").unwrap().is_some());
+        }
+        rate(ops, started.elapsed())
+    };
+    let many = |s: &RedisStore| {
+        let started = Instant::now();
+        for _ in 0..ops / 20 {
+            assert_eq!(s.get_many(&key_refs).unwrap().len(), 100);
+        }
+        rate(ops / 20 * 100, started.elapsed())
+    };
+    // Alternating which goes first; medians, and the median of the per-round ratios (the
+    // machine is shared, so a single round says little).
+    let rounds = 7;
+    let mut rates: [[Vec<f64>; 3]; 2] = Default::default();
+    for round in 0..rounds {
+        for (i, run) in [&get as &dyn Fn(&RedisStore) -> f64, &many]
+            .into_iter()
+            .enumerate()
+        {
+            let (w, wo) = if round % 2 == 0 {
+                let wo = run(&without);
+                (run(&with), wo)
+            } else {
+                let w = run(&with);
+                (w, run(&without))
+            };
+            rates[i][0].push(w);
+            rates[i][1].push(wo);
+            rates[i][2].push(w / wo);
+        }
+    }
+    for (i, name) in ["redis_cluster_get_hit", "redis_cluster_get_many_100_keys"]
+        .iter()
+        .enumerate()
+    {
+        let [with, without, ratio] = &mut rates[i];
+        println!(
+            "bench: {name}_node_breakers with={:.3e} ops/s without={:.3e} ops/s ratio={:.2} (medians of {rounds} alternating rounds; ratio = median of the per-round ratios)",
+            median(with),
+            median(without),
+            median(ratio)
+        );
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {

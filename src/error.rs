@@ -209,6 +209,26 @@ pub enum Error {
         level: &'static str,
     },
 
+    /// One node of a multi-node level (a Redis Cluster primary, a Memcached host) failed, or its
+    /// own circuit breaker is open; keys on the level's other nodes are still served. `cause`
+    /// is the node's failure ([`Error::Timeout`], [`Error::Backend`]) or
+    /// [`Error::CircuitOpen`] when the call was skipped without touching the network.
+    #[error("{level} node {node} is unavailable ({cause}); keys on the other nodes are still served")]
+    NodeUnavailable {
+        /// The level ("redis", "memcached").
+        level: &'static str,
+        /// The node, as `host:port`.
+        node: String,
+        /// Why.
+        cause: Box<Error>,
+    },
+
+    /// A batch call reached some nodes of a multi-node level but not others: the keys at
+    /// `failed` (indices into the batch) were not read, written or deleted; the others were.
+    /// What the call did serve is in [`PartialBatch::served`].
+    #[error("{0}")]
+    PartialBatch(Box<PartialBatch>),
+
     /// A value read from a distributed level does not carry a valid uno-cache envelope (written
     /// by another program, by a newer uno-cache, or damaged). It is never returned as a value.
     #[error("value for key {key:?} in {level} has no valid uno-cache envelope ({reason}); delete the key or check which program writes it")]
@@ -331,6 +351,63 @@ pub(crate) fn key_for_error(key: &str) -> String {
         let mut short: String = key.chars().take(MAX_CHARS).collect();
         short.push('…');
         short
+    }
+}
+
+/// What a batch call did when some of its nodes could not be reached; see
+/// [`Error::PartialBatch`].
+#[derive(thiserror::Error)]
+#[error("{level} {op}: {} of {total} keys were not reached ({cause}); the others were served", failed.len())]
+pub struct PartialBatch {
+    /// The level ("redis", "memcached").
+    pub level: &'static str,
+    /// The batch call ("get_many", "set_each", ...).
+    pub op: &'static str,
+    /// Keys (or items) in the batch.
+    pub total: usize,
+    /// Indices into the batch of the keys that were not reached, ascending.
+    pub failed: Vec<usize>,
+    /// The first node failure (an [`Error::NodeUnavailable`]).
+    pub cause: Error,
+    /// What the reached nodes answered.
+    pub served: Served,
+}
+
+impl std::fmt::Debug for PartialBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartialBatch")
+            .field("level", &self.level)
+            .field("op", &self.op)
+            .field("total", &self.total)
+            .field("failed", &self.failed)
+            .field("cause", &self.cause)
+            .field("served", &self.served)
+            .finish()
+    }
+}
+
+/// The answers of the nodes a [`PartialBatch`] reached. Its `Debug` form shows counts, never
+/// values, so the error stays safe to log.
+#[non_exhaustive]
+pub enum Served {
+    /// A `get_many`: one slot per key of the batch, `None` for a miss and for every failed key.
+    Entries(Vec<Option<crate::entry::Entry>>),
+    /// A `delete_many`: how many of the reached keys existed.
+    Removed(u64),
+    /// A write: the reached items were written.
+    Written,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Served::Entries(entries) => {
+                let found = entries.iter().filter(|e| e.is_some()).count();
+                write!(f, "Entries({found} of {} found)", entries.len())
+            }
+            Served::Removed(n) => write!(f, "Removed({n})"),
+            Served::Written => f.write_str("Written"),
+        }
     }
 }
 

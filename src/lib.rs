@@ -55,13 +55,14 @@
 //! | `invalidation/`      | cross-process L1 invalidation: messages, handler; `Backplane` on Redis pub/sub (feature `redis`) |
 //! | `clock`              | wall-clock time, injectable for tests                              |
 //! | `error`              | [`Error`], one enum with context for every failure                 |
+//! | `entry`              | [`Entry`], a value read from a level with its expiry               |
 //! | `keys`               | key rules ([`MAX_KEY_LEN`], empty keys, zero TTLs) every level shares |
 //! | `durability`         | [`Durability`]: when writes reach stable storage                   |
 //! | `files`              | the name of every file uno-cache keeps on disk                     |
 //! | `frame`              | header check and record header shared by segments and the replay log |
 //! | `disk/`              | the I/O layer every write goes through; lock file; write latch     |
 //!
-//! Modules import each other without cycles (`tests/module_graph.rs` checks it): `error`, `keys`,
+//! Modules import each other without cycles (`tests/module_graph.rs` checks it): `entry`, `error`, `keys`,
 //! `durability`, `files`, `frame` and `disk` are at the bottom, the manager at the top.
 //!
 //! ## Features
@@ -82,6 +83,7 @@ mod config;
 mod disk;
 pub mod distributed;
 mod durability;
+mod entry;
 mod error;
 mod files;
 mod frame;
@@ -102,13 +104,13 @@ pub use crate::config::{
     InvalidationConfig, LoaderConfig, LocalCacheConfig, LocalKind, OfflineConfig, RestartPolicy, WriteMode,
     DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS,
 };
-pub use crate::distributed::{BreakerState, BreakerStats, CircuitBreaker, Guarded};
+pub use crate::distributed::{BreakerState, BreakerStats, CircuitBreaker, Guarded, NodeBreakers, NodeStats};
 #[cfg(feature = "memcached")]
 pub use crate::distributed::{MemcachedOptions, MemcachedStore};
 #[cfg(feature = "redis")]
 pub use crate::distributed::{RedisOptions, RedisStore};
 pub use crate::durability::Durability;
-pub use crate::error::{Error, KeyProblem, Result};
+pub use crate::error::{Error, KeyProblem, PartialBatch, Result, Served};
 #[cfg(feature = "redis")]
 pub use crate::invalidation::{Backplane, BackplaneOptions};
 pub use crate::invalidation::{Invalidation, InvalidationHandler};

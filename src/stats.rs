@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::distributed::BreakerStats;
+use crate::distributed::{BreakerStats, NodeStats};
 use crate::storage::{StorageCounters, StorageSize};
 
 /// Stripes per counter.
@@ -307,6 +307,7 @@ impl LevelMetrics {
             set_latency: self.set_latency.snapshot(),
             size_error,
             breaker: None,
+            nodes: Vec::new(),
         }
     }
 }
@@ -362,6 +363,11 @@ pub struct LevelStats {
     pub size_error: Option<String>,
     /// The circuit breaker in front of the level (L2 only, when the manager knows it).
     pub breaker: Option<BreakerStats>,
+    /// The breaker of each node, for an L2 that spreads keys over nodes (each Memcached host,
+    /// each Redis Cluster primary): a dead node fails fast for its own keys only. Empty
+    /// otherwise.
+    #[serde(default)]
+    pub nodes: Vec<NodeStats>,
 }
 
 /// Hit rates: each level's own, and overall (reads answered by any level / all reads).

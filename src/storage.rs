@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::error::Result;
 /// The key rules live in `keys` (a bottom module); every level reaches them from here too.
@@ -11,24 +11,8 @@ pub(crate) use crate::keys::{check_key, check_write};
 /// A boxed, sendable future: the return type of the trait's async methods (object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A value read from a level, with the moment it stops being valid.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The stored bytes.
-    pub value: Vec<u8>,
-    /// When the entry expires; `None` if it never does.
-    pub expires_at: Option<SystemTime>,
-}
-
-impl Entry {
-    /// Time left before expiry, measured against `now`; `None` if the entry never expires.
-    /// An entry already past its expiry has `Some(Duration::ZERO)` left.
-    #[must_use]
-    pub fn remaining_ttl(&self, now: SystemTime) -> Option<Duration> {
-        self.expires_at
-            .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
-    }
-}
+/// A value read from a level (a bottom module, so that errors can carry entries too).
+pub use crate::entry::Entry;
 
 /// Whether a local entry can be trusted without asking L2.
 ///

@@ -160,6 +160,17 @@ impl CircuitBreaker {
         }
     }
 
+    /// Opens the breaker now, whatever its state (a node found down before any call): calls
+    /// are skipped until a probe after the cool-down.
+    pub fn trip(&self) {
+        self.consecutive_failures
+            .fetch_max(self.failure_threshold, Ordering::AcqRel);
+        self.since_ms.store(self.clock.now_ms(), Ordering::Release);
+        if self.state.swap(OPEN, Ordering::AcqRel) != OPEN {
+            self.trips.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// Reports that the probe let through by [`allow`](Self::allow) ended without telling
     /// anything about the level (a caller error such as an invalid key or an oversized value):
     /// the breaker stays half-open but the probe slot is freed, so the next call probes at once
@@ -337,6 +348,18 @@ mod tests {
             b.allow(),
             "a probe one cool-down after the step, not an hour later"
         );
+    }
+
+    #[test]
+    fn trip_opens_at_once_for_one_cool_down() {
+        let (b, clock) = breaker(5, 100);
+        b.trip();
+        assert_eq!((b.state(), b.trips()), (BreakerState::Open, 1));
+        assert!(!b.allow());
+        clock.advance(Duration::from_millis(100));
+        assert!(b.allow(), "a probe after the cool-down");
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

@@ -77,9 +77,13 @@ impl<L: Storage> Guarded<L> {
 
 /// Feeds a call's outcome to the breaker. A probe that ends in a caller error says nothing about
 /// the level: it frees the probe slot so that the next call probes.
+///
+/// A multi-node level keeps a breaker per node ([`NodeBreakers`](super::NodeBreakers)): the failure
+/// of one node ([`Error::NodeUnavailable`]) says nothing about the others, so it counts as neither
+/// here; a batch that some nodes served ([`Error::PartialBatch`]) shows the level answers.
 fn record<T>(breaker: &CircuitBreaker, probe: bool, result: &Result<T>) {
     match result {
-        Ok(_) | Err(Error::InvalidEnvelope { .. }) => breaker.record_success(),
+        Ok(_) | Err(Error::InvalidEnvelope { .. } | Error::PartialBatch(_)) => breaker.record_success(),
         Err(Error::Timeout { .. } | Error::Backend { .. }) => breaker.record_failure(),
         Err(_) if probe => breaker.release_probe(),
         Err(_) => {}

@@ -10,6 +10,7 @@
 //! | `envelope` | the 12-byte header in front of every L2 value                            |
 //! | `breaker`  | closed → open → half-open circuit breaker on atomics                      |
 //! | `guarded`  | a [`Storage`](crate::Storage) wrapper that consults a breaker             |
+//! | `nodes`    | a breaker per node of a multi-node level (Memcached host, Cluster primary) |
 //! | `runtime`  | the internal I/O thread (shareable): deadlines, blocking and async entry points |
 //! | `redis`    | Redis standalone and Cluster on the `redis` crate (a folder of modules)  |
 //! | `memcached`| Memcached over its binary protocol, with our own sharding and key mapping |
@@ -37,6 +38,10 @@ pub mod envelope;
 mod guarded;
 #[cfg(feature = "memcached")]
 mod memcached;
+// The per-node breakers are shown in stats in every build; they are driven by the network
+// levels, each using its part.
+#[cfg_attr(not(all(feature = "redis", feature = "memcached")), allow(dead_code))]
+mod nodes;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 #[cfg(any(feature = "redis", feature = "memcached"))]
@@ -55,6 +60,7 @@ pub use self::guarded::Guarded;
 pub use self::memcached::{
     map_key as map_memcached_key, MemcachedOptions, MemcachedStore, DEFAULT_MAX_ITEM_SIZE, MAX_MEMCACHED_KEY,
 };
+pub use self::nodes::{Node, NodeBreakers, NodeStats};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisOptions, RedisStore};
 

@@ -441,20 +441,38 @@ impl Shared {
         let dead: Vec<&str> = dead.iter().map(|(key, _)| key.as_str()).collect();
         let m = &self.metrics.distributed;
         let started = Instant::now();
+        // Writes whose node could not be reached while the others took theirs (a partial batch):
+        // only these go to the replay queue.
+        let mut unreached: Vec<(String, Queued)> = Vec::new();
+        let mut unreached_error = None;
+        let mut partial = |result: Result<()>, sent: &[&(String, Queued)]| match result {
+            Err(Error::PartialBatch(p)) => {
+                unreached.extend(p.failed.iter().filter_map(|&i| sent.get(i).map(|q| (*q).clone())));
+                unreached_error.get_or_insert(Error::PartialBatch(p));
+                Ok(())
+            }
+            other => other,
+        };
         let mut result = if items.is_empty() {
             Ok(())
         } else {
-            l2.set_each(&items)
+            partial(l2.set_each(&items), &live)
         };
         if result.is_ok() && !dead.is_empty() {
-            result = l2.delete_many(&dead).map(drop);
+            let dead_batch: Vec<&(String, Queued)> =
+                batch.iter().filter(|(_, q)| q.expires_at_ms <= now).collect();
+            result = partial(l2.delete_many(&dead).map(drop), &dead_batch);
         }
         m.set_latency.record(started.elapsed());
         match result {
             Ok(()) => {
-                m.sets.add(items.len() as u64);
+                m.sets
+                    .add((items.len() + dead.len()).saturating_sub(unreached.len()) as u64);
                 self.metrics.consistency.behind_flushes.incr();
-                self.nudge_replay();
+                match &unreached_error {
+                    Some(e) => self.behind_failed(e, &unreached),
+                    None => self.nudge_replay(),
+                }
             }
             Err(e) if e.is_bad_input() => self.send_one_by_one(&items, &batch),
             Err(e) => self.behind_failed(&e, &batch),
@@ -503,7 +521,7 @@ impl Shared {
     fn behind_failed(&self, error: &Error, batch: &[(String, Queued)]) {
         self.metrics.distributed.errors.incr();
         self.metrics.consistency.behind_failures.add(batch.len() as u64);
-        if matches!(error, Error::CircuitOpen { .. }) {
+        if super::policy::skipped_by_breaker(error) {
             tracing::debug!(
                 keys = batch.len(),
                 "write-behind batch skipped by the open circuit breaker"

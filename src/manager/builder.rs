@@ -120,14 +120,14 @@ impl CacheManagerBuilder {
             Some(hot) => Arc::new(Tiered::new(Arc::clone(hot), l1)),
             None => l1,
         };
-        let (l2, breaker) = if !config.use_multi_level {
-            (None, None)
+        let (l2, breaker, nodes) = if !config.use_multi_level {
+            (None, None, None)
         } else if let Some(level) = self.distributed {
-            (Some(level), self.breaker)
+            (Some(level), self.breaker, None)
         } else {
             match build_distributed(&config.distributed, config.fallback_on_error, &clock, io.as_ref())? {
-                Some((level, breaker)) => (Some(level), Some(breaker)),
-                None => (None, None),
+                Some((level, breaker, nodes)) => (Some(level), Some(breaker), nodes),
+                None => (None, None, None),
             }
         };
         let replay_dir = config.offline.replay_dir.clone().or(l1_dir);
@@ -157,6 +157,7 @@ impl CacheManagerBuilder {
             l1,
             l2,
             breaker,
+            nodes,
             l2_size: parking_lot::Mutex::new(None),
             local_ttl: config.local.ttl,
             distributed_ttl: config.distributed.ttl,

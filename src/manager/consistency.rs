@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use super::policy::Shared;
-use crate::error::{key_for_error, Result};
+use crate::error::{key_for_error, Error, Result};
 use crate::replay::{Push, PushOutcome, ReplayAction, ReplayOp};
 
 /// Ops replayed per batch (one `ack_many` fsync per batch).
@@ -98,7 +98,8 @@ impl Shared {
     }
 
     /// Sends queued ops to L2 in order (deletes first), acking each batch L2 confirmed; stops at
-    /// the first L2 failure. Returns the number of ops replayed.
+    /// the first L2 failure, except that of one node of a multi-node L2, whose keys wait while
+    /// the other keys are replayed. Returns the number of ops replayed.
     pub(crate) fn replay_now(&self) -> Result<u64> {
         let (Some(q), Some(l2)) = (&self.replay, &self.l2) else {
             return Ok(0);
@@ -106,13 +107,23 @@ impl Shared {
         let _one_at_a_time = self.replay_lock.lock();
         let c = &self.metrics.consistency;
         let mut replayed = 0u64;
+        // The first op whose node was unreachable (one node of a multi-node L2): its key waits,
+        // the other keys go on; the queue holds one op per key, so no key's order changes.
+        let mut node_down: Option<(String, Error)> = None;
         loop {
-            let ops = q.pending_up_to(REPLAY_BATCH);
+            // Once a node is down, one pass over everything pending, so the keys of live nodes
+            // are not stuck behind a batch of the dead node's.
+            let ops = q.pending_up_to(if node_down.is_some() {
+                usize::MAX
+            } else {
+                REPLAY_BATCH
+            });
             if ops.is_empty() {
                 return Ok(replayed);
             }
             let mut done: Vec<ReplayOp> = Vec::with_capacity(ops.len());
             let mut failure = None;
+            let this_pass_is_full = node_down.is_some();
             for op in ops {
                 let result = match &op.action {
                     ReplayAction::Delete => l2.delete(&op.key).map(drop),
@@ -123,11 +134,18 @@ impl Shared {
                 };
                 match result {
                     Ok(()) => done.push(op),
+                    Err(e @ Error::NodeUnavailable { .. }) => {
+                        node_down.get_or_insert((op.key, e));
+                    }
                     Err(e) => {
                         failure = Some((op.key, e));
                         break;
                     }
                 }
+            }
+            if failure.is_none() && this_pass_is_full {
+                // Everything reachable is replayed; the unreachable node's keys wait.
+                failure = node_down.take();
             }
             if !done.is_empty() {
                 q.ack_many(&done)?;

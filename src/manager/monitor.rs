@@ -74,6 +74,7 @@ impl Monitor<'_> {
                     .distributed
                     .snapshot(l2.name(), true, l2.counters(), err);
                 stats.breaker = s.breaker.as_ref().map(|b| b.stats());
+                stats.nodes = s.nodes.as_ref().map(|n| n.stats()).unwrap_or_default();
                 (size, stats)
             }
             _ => (

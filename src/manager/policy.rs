@@ -42,8 +42,8 @@ use super::tags::TagStore;
 use crate::clock::{self, Clock};
 use crate::codec::Codec;
 use crate::config::RestartPolicy;
-use crate::distributed::CircuitBreaker;
-use crate::error::{key_for_error, Error, Result};
+use crate::distributed::{CircuitBreaker, NodeBreakers};
+use crate::error::{key_for_error, Error, Result, Served};
 #[cfg(feature = "redis")]
 use crate::invalidation::Backplane;
 use crate::local::hot::HotTier;
@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) l2: Option<Arc<dyn Storage>>,
     /// The breaker in front of L2, when known (for stats).
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
+    /// The breakers of L2's nodes, when L2 spreads keys over nodes (for stats).
+    pub(crate) nodes: Option<Arc<NodeBreakers>>,
     /// The last reading of L2's size and when it was taken.
     pub(crate) l2_size: Mutex<Option<(Instant, StorageSize)>>,
     pub(crate) local_ttl: Duration,
@@ -143,6 +145,29 @@ impl Level {
 /// An L2 call's result with the moment it started (for latency).
 pub(crate) type Timed<T> = (Instant, Result<T>);
 
+/// Whether `error` is a call skipped by an open breaker (the level's, or one node's).
+pub(crate) fn skipped_by_breaker(error: &Error) -> bool {
+    match error {
+        Error::CircuitOpen { .. } => true,
+        Error::NodeUnavailable { cause, .. } => skipped_by_breaker(cause),
+        Error::PartialBatch(partial) => skipped_by_breaker(&partial.cause),
+        _ => false,
+    }
+}
+
+/// A batch some of whose keys did not reach their node: which (`failed`, indices into the
+/// batch) and what the reached nodes answered.
+fn unreached(error: Error) -> std::result::Result<(Vec<usize>, Served, Error), Error> {
+    match error {
+        Error::PartialBatch(mut partial) => {
+            let served = std::mem::replace(&mut partial.served, Served::Written);
+            let failed = std::mem::take(&mut partial.failed);
+            Ok((failed, served, Error::PartialBatch(partial)))
+        }
+        other => Err(other),
+    }
+}
+
 fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
     if ttl.is_some_and(|t| t.is_zero()) {
         return Err(Error::ZeroTtl {
@@ -164,18 +189,27 @@ impl Shared {
     /// (a value too large for L2, say) is never hidden: it is not an outage, and replaying it
     /// later would fail the same way.
     fn failed(&self, level: Level, op: &'static str, key: &str, error: Error) -> Result<()> {
-        self.level(level).errors.incr();
-        if self.fallback_on_error && !error.is_bad_input() {
-            if matches!(error, Error::CircuitOpen { .. }) {
-                // Skipped by an open breaker: expected until the probe, so not a warning each time.
-                tracing::debug!(level = level.name(), op, key = %key_for_error(key), "level skipped by its open circuit breaker");
-            } else {
-                tracing::warn!(level = level.name(), op, key = %key_for_error(key), error = %error, "cache level failed; hidden by fallback_on_error");
-            }
+        if self.hidden(level, op, key, &error) {
             Ok(())
         } else {
             Err(error)
         }
+    }
+
+    /// [`failed`](Self::failed) by reference: counts and logs `error`, and says whether
+    /// `fallback_on_error` hides it.
+    fn hidden(&self, level: Level, op: &'static str, key: &str, error: &Error) -> bool {
+        self.level(level).errors.incr();
+        if !self.fallback_on_error || error.is_bad_input() {
+            return false;
+        }
+        if skipped_by_breaker(error) {
+            // Skipped by an open breaker: expected until the probe, so not a warning each time.
+            tracing::debug!(level = level.name(), op, key = %key_for_error(key), error = %error, "skipped by an open circuit breaker");
+        } else {
+            tracing::warn!(level = level.name(), op, key = %key_for_error(key), error = %error, "cache level failed; hidden by fallback_on_error");
+        }
+        true
     }
 
     /// The TTL a `set` gives L1.
@@ -513,6 +547,25 @@ impl Shared {
     ) -> Result<()> {
         let m = &self.metrics.distributed;
         m.get_latency.record(started.elapsed());
+        // Keys whose node could not be reached (a partial batch): each is a failed read.
+        let mut not_reached = Vec::new();
+        let result = match result.map_err(unreached) {
+            Ok(found) => Ok(found),
+            Err(Ok((failed, Served::Entries(found), error))) => {
+                let first = failed.first().and_then(|&i| missed.get(i)).copied().unwrap_or("");
+                if !self.hidden(Level::Distributed, "get_many", first, &error) {
+                    return Err(error);
+                }
+                not_reached = vec![false; missed.len()];
+                for i in failed {
+                    if let Some(flag) = not_reached.get_mut(i) {
+                        *flag = true;
+                    }
+                }
+                Ok(found)
+            }
+            Err(Ok((_, _, error)) | Err(error)) => Err(error),
+        };
         let found = match result {
             Ok(found) => found,
             Err(e) => {
@@ -539,8 +592,20 @@ impl Shared {
         let mut found = found.into_iter();
         let mut hits = Vec::with_capacity(missed.len());
         let mut misses = 0;
-        for (key, ticket) in missed.iter().zip(tickets) {
+        for (i, (key, ticket)) in missed.iter().zip(tickets).enumerate() {
             let answer = found.next().flatten();
+            if not_reached.get(i).copied().unwrap_or(false) {
+                // Offline for this key: its suspect entry is served as it is.
+                match suspects.remove(key) {
+                    Some(entry) => {
+                        self.metrics.consistency.served_unverified.incr();
+                        self.metrics.local.hits.incr();
+                        out.insert((*key).to_owned(), entry.value);
+                    }
+                    None => self.miss(1),
+                }
+                continue;
+            }
             if !suspects.is_empty() {
                 if let Some(entry) = suspects.remove(key) {
                     if let Some(value) = self.settle_suspect(key, entry, *ticket, Ok(answer))? {
@@ -800,11 +865,24 @@ impl Shared {
                 let first = keys.first().copied().unwrap_or("");
                 self.failed(Level::Distributed, "set", first, e)
             }
-            Err(e) => {
-                let first = items.first().map_or("", |(k, _)| *k);
-                self.failed(Level::Distributed, "set", first, e)?;
-                self.queue_sets(items, ttl)
-            }
+            Err(e) => match unreached(e) {
+                // Some nodes have the write: only the items of the others wait for replay.
+                Ok((failed, _, error)) => {
+                    let unsent: Vec<(&str, &[u8])> =
+                        failed.iter().filter_map(|&i| items.get(i).copied()).collect();
+                    let first = unsent.first().map_or("", |(k, _)| *k);
+                    if !self.hidden(Level::Distributed, "set", first, &error) {
+                        return Err(error);
+                    }
+                    m.sets.add((items.len() - unsent.len()) as u64);
+                    self.queue_sets(&unsent, ttl)
+                }
+                Err(e) => {
+                    let first = items.first().map_or("", |(k, _)| *k);
+                    self.failed(Level::Distributed, "set", first, e)?;
+                    self.queue_sets(items, ttl)
+                }
+            },
         }
     }
 
@@ -846,11 +924,27 @@ impl Shared {
                         }
                         0
                     }
-                    Err(e) => {
-                        self.failed(Level::Distributed, "delete", first_key, e)?;
-                        self.queue_deletes(keys)?;
-                        0
-                    }
+                    Err(e) => match unreached(e) {
+                        // Some nodes deleted theirs: only the others' keys wait for replay.
+                        Ok((failed, served, error)) => {
+                            let unsent: Vec<&str> =
+                                failed.iter().filter_map(|&i| keys.get(i).copied()).collect();
+                            let first = unsent.first().copied().unwrap_or(first_key);
+                            if !self.hidden(Level::Distributed, "delete", first, &error) {
+                                return Err(error);
+                            }
+                            self.queue_deletes(&unsent)?;
+                            match served {
+                                Served::Removed(n) => n,
+                                _ => 0,
+                            }
+                        }
+                        Err(e) => {
+                            self.failed(Level::Distributed, "delete", first_key, e)?;
+                            self.queue_deletes(keys)?;
+                            0
+                        }
+                    },
                 }
             }
         };

@@ -9,6 +9,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         l1: Arc::new(MemoryStore::new(10).unwrap()),
         l2: None,
         breaker: None,
+        nodes: None,
         l2_size: Mutex::new(None),
         local_ttl: Duration::from_secs(local),
         distributed_ttl: Duration::from_secs(distributed),

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::{CacheConfig, DistributedCacheConfig, DistributedKind, LocalCacheConfig, LocalKind};
 #[cfg(feature = "redis")]
 use crate::distributed::runtime::IoRuntime;
-use crate::distributed::{CircuitBreaker, Guarded};
+use crate::distributed::{CircuitBreaker, Guarded, NodeBreakers};
 #[cfg(feature = "memcached")]
 use crate::distributed::{MemcachedOptions, MemcachedStore};
 #[cfg(feature = "redis")]
@@ -253,11 +253,28 @@ fn feature_disabled_l2(kind: DistributedKind) -> Error {
     }
 }
 
-/// A level and the breaker in front of it.
-type Breakered = (Arc<dyn Storage>, Arc<CircuitBreaker>);
+/// A level, the breaker in front of it, and its per-node breakers (a multi-node level).
+type Breakered = (Arc<dyn Storage>, Arc<CircuitBreaker>, Option<Arc<NodeBreakers>>);
+
+/// Per-node breakers for a level whose keys spread over nodes (Memcached, Redis Cluster): a dead
+/// node then fails fast for its own keys only. A standalone Redis is one node: the level's
+/// breaker is its breaker.
+fn node_breakers(d: &DistributedCacheConfig) -> Option<Arc<NodeBreakers>> {
+    let name = match d.kind {
+        DistributedKind::Memcached => "memcached",
+        DistributedKind::Redis if d.cluster => "redis",
+        DistributedKind::Redis => return None,
+    };
+    let cool_down = Duration::from_millis(d.breaker_cooldown_ms);
+    Some(Arc::new(NodeBreakers::new(name, d.breaker_failures, cool_down)))
+}
 
 #[cfg(feature = "redis")]
-fn redis_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> RedisOptions {
+fn redis_options(
+    d: &DistributedCacheConfig,
+    clock: &Arc<dyn Clock>,
+    nodes: Option<&Arc<NodeBreakers>>,
+) -> RedisOptions {
     let mut options = RedisOptions::with_hosts(d.hosts.iter().cloned())
         .cluster(d.cluster)
         .prefix(d.key_prefix.clone())
@@ -270,28 +287,45 @@ fn redis_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> RedisOpt
     if let Some(password) = &d.password {
         options = options.password(password.clone());
     }
+    if let Some(nodes) = nodes {
+        options = options.node_breakers(Arc::clone(nodes));
+    }
     options
 }
 
 #[cfg(feature = "memcached")]
-fn memcached_options(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> MemcachedOptions {
-    MemcachedOptions::with_hosts(d.hosts.iter().cloned())
+fn memcached_options(
+    d: &DistributedCacheConfig,
+    clock: &Arc<dyn Clock>,
+    nodes: Option<&Arc<NodeBreakers>>,
+) -> MemcachedOptions {
+    let options = MemcachedOptions::with_hosts(d.hosts.iter().cloned())
         .prefix(d.key_prefix.clone())
         .timeout(Duration::from_millis(d.timeout_ms))
         .default_ttl(Some(d.ttl))
-        .clock(Arc::clone(clock))
+        .clock(Arc::clone(clock));
+    match nodes {
+        Some(nodes) => options.node_breakers(Arc::clone(nodes)),
+        None => options,
+    }
 }
 
 /// Connects the configured L2 (for the background connector).
-fn connect_distributed(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
+fn connect_distributed(
+    d: &DistributedCacheConfig,
+    clock: &Arc<dyn Clock>,
+    nodes: Option<&Arc<NodeBreakers>>,
+) -> Result<Arc<dyn Storage>> {
     #[cfg(not(any(feature = "redis", feature = "memcached")))]
-    let _ = clock; // only the levels compiled out would take it
+    let _ = (clock, nodes); // only the levels compiled out would take them
     let level: Result<Arc<dyn Storage>> = match d.kind {
         #[cfg(feature = "redis")]
-        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock)).map(|l| Arc::new(l) as _),
+        DistributedKind::Redis => {
+            RedisStore::connect(redis_options(d, clock, nodes)).map(|l| Arc::new(l) as _)
+        }
         #[cfg(feature = "memcached")]
         DistributedKind::Memcached => {
-            MemcachedStore::connect(memcached_options(d, clock)).map(|l| Arc::new(l) as _)
+            MemcachedStore::connect(memcached_options(d, clock, nodes)).map(|l| Arc::new(l) as _)
         }
         #[cfg(not(all(feature = "redis", feature = "memcached")))]
         kind => Err(feature_disabled_l2(kind)),
@@ -334,16 +368,20 @@ pub(super) fn build_distributed(
     // A cool-down is a duration: on the monotonic clock, so a step of the wall clock neither
     // keeps the breaker open nor cuts its cool-down short.
     let breaker = Arc::new(CircuitBreaker::new(d.breaker_failures, cool_down));
+    // Shared with a level connected later in the background, so stats see one set.
+    let nodes = node_breakers(d);
     let name = match d.kind {
         DistributedKind::Redis => "redis",
         DistributedKind::Memcached => "memcached",
     };
     let connected = match d.kind {
         #[cfg(feature = "redis")]
-        DistributedKind::Redis => RedisStore::connect(redis_options(d, clock).io_runtime(io.cloned()))
-            .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
+        DistributedKind::Redis => {
+            RedisStore::connect(redis_options(d, clock, nodes.as_ref()).io_runtime(io.cloned()))
+                .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>)
+        }
         #[cfg(feature = "memcached")]
-        DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock))
+        DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock, nodes.as_ref()))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
         #[cfg(not(all(feature = "redis", feature = "memcached")))]
         kind => Err(feature_disabled_l2(kind)),
@@ -352,13 +390,13 @@ pub(super) fn build_distributed(
         Ok(level) => level,
         // A configuration mistake is not an outage: retrying in the background cannot fix it.
         Err(e) if fallback && !matches!(e, Error::Config { .. }) => {
-            let (config, level_clock) = (d.clone(), Arc::clone(clock));
+            let (config, level_clock, level_nodes) = (d.clone(), Arc::clone(clock), nodes.clone());
             let connect: super::deferred::Connect =
-                Box::new(move || connect_distributed(&config, &level_clock));
+                Box::new(move || connect_distributed(&config, &level_clock, level_nodes.as_ref()));
             let deferred = Deferred::start(name, cool_down.max(Duration::from_millis(1)), connect, &e)?;
             Arc::new(Guarded::new(name, deferred, Arc::clone(&breaker)))
         }
         Err(e) => return Err(e),
     };
-    Ok(Some((level, breaker)))
+    Ok(Some((level, breaker, nodes)))
 }

@@ -437,16 +437,18 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A cluster whose nodes get `extra` arguments too (for example
+    /// `["--cluster-require-full-coverage", "no"]`, so that the live primaries keep serving
+    /// their slots once they mark a killed one as failed).
+    pub fn start_with(extra: &[&str]) -> Self {
         require("redis-server", "redis-server");
         require("redis-cli", "redis-tools");
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                RedisServer::start_with(
-                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
-                    None,
-                )
-            })
-            .collect();
+        let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+        args.extend_from_slice(extra);
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(&args, None)).collect();
         let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::super::nodes::NodeBreakers;
 use super::super::{redact, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -46,6 +47,7 @@ pub struct MemcachedOptions {
     pub(super) workers: usize,
     pub(super) max_item_size: usize,
     pub(super) clock: Arc<dyn Clock>,
+    pub(super) node_breakers: Option<Arc<NodeBreakers>>,
 }
 
 impl std::fmt::Debug for MemcachedOptions {
@@ -87,6 +89,7 @@ impl MemcachedOptions {
             workers: 4,
             max_item_size: DEFAULT_MAX_ITEM_SIZE,
             clock: Arc::new(SystemClock),
+            node_breakers: None,
         }
     }
 
@@ -148,6 +151,19 @@ impl MemcachedOptions {
     /// The clock that stamps envelope expiries and judges them on read.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// A circuit breaker per host, from `breakers` (the same set may be given to a store that
+    /// replaces this one). A host whose breaker is open fails its keys at once with
+    /// [`Error::NodeUnavailable`] while the other hosts serve theirs; a batch that reached only
+    /// some hosts fails with [`Error::PartialBatch`], which says which keys were not reached and
+    /// carries what the others answered. With breakers the store also starts while some (not
+    /// all) hosts are down: their breakers start open, and a probe after the cool-down lets a
+    /// host rejoin. Without (the default) every host must answer at start-up and a failed
+    /// host's error is returned as it is.
+    pub fn node_breakers(mut self, breakers: Arc<NodeBreakers>) -> Self {
+        self.node_breakers = Some(breakers);
         self
     }
 

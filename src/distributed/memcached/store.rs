@@ -2,10 +2,11 @@
 //! [commands](super::commands) and hands it to either executor in [`conn`](super::conn).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
+use super::super::nodes::Node;
 use super::super::runtime::{deadline_after, IoRuntime};
 use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
 use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATCH};
@@ -13,13 +14,16 @@ use super::conn::Host;
 use super::options::{exptime, parse_host, MemcachedOptions, ITEM_OVERHEAD};
 use super::routing::Router;
 use crate::clock::Clock;
-use crate::error::{key_for_error, Error, Result};
+use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
 use crate::storage::{BoxFuture, Entry, Storage, StorageSize};
 
 const LEVEL: &str = "memcached";
 /// Extra wait for the whole connect check beyond each host's own `connect_timeout`, so that the
 /// host that did not answer is the one named.
 const CONNECT_GRACE: Duration = Duration::from_millis(100);
+/// Extra wait for an async call beyond its hosts' own deadline, so that a host that missed it
+/// is reported (and counted) as that host's timeout, not as the whole call's.
+const PART_GRACE: Duration = Duration::from_millis(10);
 
 /// Memcached (one or more hosts) as a cache level.
 ///
@@ -62,6 +66,8 @@ const CONNECT_GRACE: Duration = Duration::from_millis(100);
 pub struct MemcachedStore {
     // Field order is drop order: connections before the runtime their async streams belong to.
     hosts: Vec<Arc<Host>>,
+    /// One breaker per host (same order), with [`MemcachedOptions::node_breakers`].
+    nodes: Option<Vec<Arc<Node>>>,
     router: Router,
     timeout: Duration,
     admin_timeout: Duration,
@@ -81,65 +87,190 @@ impl std::fmt::Debug for MemcachedStore {
     }
 }
 
+/// The commands of one operation for one host, and which of the caller's items they carry.
+struct Part<C> {
+    host: Arc<Host>,
+    /// The host's breaker, when the store keeps one per host.
+    node: Option<Arc<Node>>,
+    commands: Vec<C>,
+    /// The caller's indices, in the order the commands carry them (empty for `everywhere`).
+    members: Vec<usize>,
+}
+
 /// One operation: the commands for each host it touches, the same for both executors.
 struct Call<C> {
     op: &'static str,
     timeout: Duration,
-    parts: Vec<(Arc<Host>, Vec<C>)>,
+    /// Items in the caller's batch.
+    total: usize,
+    parts: Vec<Part<C>>,
 }
 
-impl<C: Command> Call<C> {
-    /// Runs on the caller's thread. Every host is tried; the first error is returned.
-    fn run(self) -> Result<Vec<Vec<C::Output>>> {
-        let deadline = deadline_after(self.timeout);
-        let mut out = Vec::with_capacity(self.parts.len());
-        let mut first_error = None;
-        for (host, commands) in &self.parts {
-            match host.run(self.op, self.timeout, deadline, commands) {
-                Ok(outputs) => out.push(outputs),
-                Err(err) => {
-                    first_error.get_or_insert(err);
+/// What each host of a call answered: (the caller's indices it carried, its outputs).
+struct Answers<O> {
+    op: &'static str,
+    total: usize,
+    parts: Vec<(Vec<usize>, Result<Vec<O>>)>,
+}
+
+/// The answers of the hosts that were reached, and those of the hosts that were not.
+struct Split<O> {
+    served: Vec<(Vec<usize>, Vec<O>)>,
+    failed: Vec<usize>,
+    cause: Option<Error>,
+}
+
+impl<O> Answers<O> {
+    /// Every host answered: their outputs. Any failure that is not a host's
+    /// ([`Error::NodeUnavailable`]: a refusal, bad input) fails the whole call, as do host
+    /// failures when no host answered.
+    fn split(self) -> Result<Split<O>> {
+        let mut split = Split {
+            served: Vec::with_capacity(self.parts.len()),
+            failed: Vec::new(),
+            cause: None,
+        };
+        let mut other = None;
+        for (members, result) in self.parts {
+            match result {
+                Ok(outputs) => split.served.push((members, outputs)),
+                Err(e @ Error::NodeUnavailable { .. }) => {
+                    split.failed.extend(members);
+                    split.cause.get_or_insert(e);
+                }
+                Err(e) => {
+                    other.get_or_insert(e);
                 }
             }
         }
-        first_error.map_or(Ok(out), Err)
+        if let Some(e) = other {
+            return Err(e);
+        }
+        match split.cause {
+            Some(e) if split.served.is_empty() => Err(e),
+            _ => Ok(split),
+        }
     }
 
-    /// Runs on the I/O thread, hosts in parallel, within the deadline.
-    fn run_async(self, rt: &IoRuntime) -> BoxFuture<'static, Result<Vec<Vec<C::Output>>>> {
-        let Call { op, timeout, parts } = self;
-        Box::pin(rt.run(op, timeout, async move {
-            let results = join_all(
-                parts
-                    .iter()
-                    .map(|(host, commands)| host.run_async(op, timeout, commands)),
-            )
+    /// A call whose outputs only count (`set`, `delete`, `size`, `clear`): every host's
+    /// outputs, or the partial failure with `served` made from the outputs that came back.
+    fn all_or_partial(self, served: impl FnOnce(Vec<O>) -> Served) -> Result<Vec<O>> {
+        let (op, total) = (self.op, self.total);
+        let mut split = self.split()?;
+        let outputs: Vec<O> = split.served.drain(..).flat_map(|(_, o)| o).collect();
+        match split.cause {
+            None => Ok(outputs),
+            Some(cause) => Err(partial(op, total, split.failed, cause, served(outputs))),
+        }
+    }
+}
+
+fn partial(op: &'static str, total: usize, mut failed: Vec<usize>, cause: Error, served: Served) -> Error {
+    failed.sort_unstable();
+    Error::PartialBatch(Box::new(PartialBatch {
+        level: LEVEL,
+        op,
+        total,
+        failed,
+        cause,
+        served,
+    }))
+}
+
+impl<C: Command> Call<C> {
+    /// Runs on the caller's thread, host after host within one deadline. A host whose breaker
+    /// is open is skipped; a host reached after the deadline passed is not held against its
+    /// breaker (the time went to an earlier host).
+    fn run(self) -> Answers<C::Output> {
+        let deadline = deadline_after(self.timeout);
+        let (op, timeout) = (self.op, self.timeout);
+        let parts = self
+            .parts
+            .into_iter()
+            .map(|part| {
+                let result = match &part.node {
+                    None => part.host.run(op, timeout, deadline, &part.commands),
+                    Some(node) => match node.admit() {
+                        Err(e) => Err(e),
+                        Ok(probe) if Instant::now() >= deadline => Err(node.not_sent(
+                            probe,
+                            Error::Timeout {
+                                level: LEVEL,
+                                op,
+                                after: timeout,
+                            },
+                        )),
+                        Ok(probe) => node.record(probe, part.host.run(op, timeout, deadline, &part.commands)),
+                    },
+                };
+                (part.members, result)
+            })
+            .collect();
+        Answers {
+            op,
+            total: self.total,
+            parts,
+        }
+    }
+
+    /// Runs on the I/O thread, hosts in parallel, each within the deadline (a hung host times
+    /// out alone; the others' answers stand).
+    fn run_async(self, rt: &IoRuntime) -> BoxFuture<'static, Result<Answers<C::Output>>> {
+        let Call {
+            op,
+            timeout,
+            total,
+            parts,
+        } = self;
+        let deadline = deadline_after(timeout);
+        Box::pin(rt.run(op, timeout.saturating_add(PART_GRACE), async move {
+            let results = join_all(parts.iter().map(|part| async move {
+                let probe = match &part.node {
+                    Some(node) => node.admit()?,
+                    None => false,
+                };
+                let run = tokio::time::timeout_at(
+                    deadline.into(),
+                    part.host.run_async(op, timeout, &part.commands),
+                )
+                .await
+                .unwrap_or(Err(Error::Timeout {
+                    level: LEVEL,
+                    op,
+                    after: timeout,
+                }));
+                match &part.node {
+                    Some(node) => node.record(probe, run),
+                    None => run,
+                }
+            }))
             .await;
-            results.into_iter().collect()
+            let parts = parts
+                .into_iter()
+                .zip(results)
+                .map(|(part, result)| (part.members, result))
+                .collect();
+            Ok(Answers { op, total, parts })
         }))
     }
 }
 
-fn sum_sizes(sizes: Vec<Vec<StorageSize>>) -> StorageSize {
+fn sum_sizes(sizes: Vec<StorageSize>) -> StorageSize {
     sizes
         .into_iter()
-        .flatten()
         .fold(StorageSize::default(), |a, s| StorageSize {
             items: a.items + s.items,
             bytes: a.bytes + s.bytes,
         })
 }
 
-/// A `get` call and where each host's answers go in the caller's slice.
-struct GetCall {
-    call: Call<Get>,
-    /// Per part, the caller's indices in the order of the keys sent.
-    members: Vec<Vec<usize>>,
-}
-
 impl MemcachedStore {
-    /// Checks the options and that every host answers (`version`) within `connect_timeout`.
+    /// Checks the options and that the hosts answer (`version`) within `connect_timeout`.
     /// Works from any thread, inside a tokio runtime or not.
+    ///
+    /// With [`node_breakers`](MemcachedOptions::node_breakers), hosts that do not answer start
+    /// with their breaker open (their keys fail fast until a probe reaches them) as long as one
+    /// host answers; without, every host must answer.
     ///
     /// # Errors
     /// [`Error::Config`] for a bad host or option; [`Error::Backend`] (op `"connect"`) naming
@@ -147,9 +278,10 @@ impl MemcachedStore {
     pub fn connect(options: MemcachedOptions) -> Result<Self> {
         let (store, connect_timeout) = Self::prepare(options)?;
         let check = store.check_hosts(connect_timeout);
-        store
+        let answers = store
             .rt
             .block_on("connect", connect_timeout.saturating_add(CONNECT_GRACE), check)?;
+        store.admit_hosts(answers)?;
         Ok(store)
     }
 
@@ -160,10 +292,11 @@ impl MemcachedStore {
     pub async fn connect_async(options: MemcachedOptions) -> Result<Self> {
         let (store, connect_timeout) = Self::prepare(options)?;
         let check = store.check_hosts(connect_timeout);
-        store
+        let answers = store
             .rt
             .run("connect", connect_timeout.saturating_add(CONNECT_GRACE), check)
             .await?;
+        store.admit_hosts(answers)?;
         Ok(store)
     }
 
@@ -175,11 +308,18 @@ impl MemcachedStore {
             .enumerate()
             .map(|(i, raw)| Ok(Arc::new(Host::new(parse_host(i, raw)?, options.workers))))
             .collect::<Result<Vec<_>>>()?;
+        let nodes = options.node_breakers.as_ref().map(|breakers| {
+            hosts
+                .iter()
+                .map(|host| breakers.node(&host.spec.display))
+                .collect()
+        });
         let rt = IoRuntime::start(LEVEL)?;
         Ok((
             MemcachedStore {
                 router: Router::new(options.prefix, hosts.len()),
                 hosts,
+                nodes,
                 timeout: options.timeout,
                 admin_timeout: options.admin_timeout,
                 default_ttl: options.default_ttl,
@@ -191,12 +331,12 @@ impl MemcachedStore {
         ))
     }
 
-    /// `version` on every host at once, each within `connect_timeout`; the first failure names
-    /// its host.
+    /// `version` on every host at once, each within `connect_timeout`: one answer per host,
+    /// a failure naming its host.
     fn check_hosts(
         &self,
         connect_timeout: Duration,
-    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Vec<Result<()>>>> + Send + 'static {
         let hosts = self.hosts.clone();
         async move {
             let checks = hosts.iter().map(|host| async move {
@@ -220,8 +360,25 @@ impl MemcachedStore {
                     reason: format!("{reason}; check the host and port and that memcached runs there"),
                 })
             });
-            join_all(checks).await.into_iter().collect()
+            Ok(join_all(checks).await)
         }
+    }
+
+    /// Judges the start-up checks: with per-host breakers, one live host is enough (the others'
+    /// breakers open now); without, every host must answer.
+    fn admit_hosts(&self, answers: Vec<Result<()>>) -> Result<()> {
+        let Some(nodes) = &self.nodes else {
+            return answers.into_iter().collect();
+        };
+        if !answers.iter().any(Result::is_ok) {
+            return answers.into_iter().collect();
+        }
+        for (node, answer) in nodes.iter().zip(&answers) {
+            if let Err(e) = answer {
+                node.mark_down(e);
+            }
+        }
+        Ok(())
     }
 
     /// The hosts, as `host:port`, comma-separated.
@@ -253,11 +410,18 @@ impl MemcachedStore {
         self.router.server_key(key)
     }
 
-    fn host(&self, index: usize) -> Result<Arc<Host>> {
-        self.hosts.get(index).cloned().ok_or_else(|| Error::Backend {
+    fn part<C>(&self, index: usize, commands: Vec<C>, members: Vec<usize>) -> Result<Part<C>> {
+        let host = self.hosts.get(index).cloned().ok_or_else(|| Error::Backend {
             level: LEVEL,
             op: "route",
             reason: format!("no host #{index}"),
+        })?;
+        let node = self.nodes.as_ref().and_then(|nodes| nodes.get(index).cloned());
+        Ok(Part {
+            host,
+            node,
+            commands,
+            members,
         })
     }
 
@@ -266,15 +430,14 @@ impl MemcachedStore {
     fn by_host<T, C>(
         &self,
         op: &'static str,
-        timeout: Duration,
         items: Vec<T>,
         key_of: impl Fn(&T) -> &str,
         command: impl Fn(Vec<T>) -> C,
-    ) -> Result<(Call<C>, Vec<Vec<usize>>)> {
+    ) -> Result<Call<C>> {
+        let total = items.len();
         let mapped: Vec<String> = items.iter().map(|item| key_of(item).to_owned()).collect();
         let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
         let mut parts = Vec::new();
-        let mut members_of = Vec::new();
         for (host, members) in self.router.plan(&mapped) {
             let mut commands = Vec::new();
             for chunk in members.chunks(MAX_BATCH) {
@@ -284,32 +447,33 @@ impl MemcachedStore {
                     .collect();
                 commands.push(command(batch));
             }
-            parts.push((self.host(host)?, commands));
-            members_of.push(members);
+            parts.push(self.part(host, commands, members)?);
         }
-        Ok((Call { op, timeout, parts }, members_of))
+        Ok(Call {
+            op,
+            timeout: self.timeout,
+            total,
+            parts,
+        })
     }
 
-    fn get_call(&self, op: &'static str, keys: &[&str]) -> Result<GetCall> {
+    fn get_call(&self, op: &'static str, keys: &[&str]) -> Result<Call<Get>> {
         let mut mapped = Vec::with_capacity(keys.len());
         for key in keys {
             check_key(key)?;
             mapped.push(self.router.server_key(key).0);
         }
-        let (call, members) = self.by_host(op, self.timeout, mapped, String::as_str, |keys| Get { keys })?;
-        Ok(GetCall { call, members })
+        self.by_host(op, mapped, String::as_str, |keys| Get { keys })
     }
 
-    /// Opens the envelopes of what a `get` call found, in the caller's order.
-    fn entries(
-        &self,
-        keys: &[&str],
-        members: &[Vec<usize>],
-        found: Vec<Vec<Vec<Option<Vec<u8>>>>>,
-    ) -> Result<Vec<Option<Entry>>> {
+    /// Opens the envelopes of what a `get` call found, in the caller's order; keys on hosts
+    /// that were not reached make an [`Error::PartialBatch`] that carries the others.
+    fn entries(&self, keys: &[&str], answers: Answers<Vec<Option<Vec<u8>>>>) -> Result<Vec<Option<Entry>>> {
+        let op = answers.op;
+        let split = answers.split()?;
         let now = self.clock.now_ms();
         let mut out: Vec<Option<Entry>> = vec![None; keys.len()];
-        for (members, chunks) in members.iter().zip(found) {
+        for (members, chunks) in split.served {
             for (&i, raw) in members.iter().zip(chunks.into_iter().flatten()) {
                 let (Some(bytes), Some(slot)) = (raw, out.get_mut(i)) else {
                     continue;
@@ -318,7 +482,10 @@ impl MemcachedStore {
                 *slot = open_envelope(LEVEL, key, bytes, now)?;
             }
         }
-        Ok(out)
+        match split.cause {
+            None => Ok(out),
+            Some(cause) => Err(partial(op, keys.len(), split.failed, cause, Served::Entries(out))),
+        }
     }
 
     /// The server key of `key`, if a value of `len` bytes fits the item limit under it.
@@ -360,14 +527,7 @@ impl MemcachedStore {
                 exptime: exptime(now, ttl_ms),
             });
         }
-        let (call, _) = self.by_host(
-            op,
-            self.timeout,
-            encoded,
-            |item| item.key.as_str(),
-            |items| Set { items },
-        )?;
-        Ok(call)
+        self.by_host(op, encoded, |item| item.key.as_str(), |items| Set { items })
     }
 
     fn delete_call(&self, op: &'static str, keys: &[&str]) -> Result<Call<Delete>> {
@@ -376,21 +536,20 @@ impl MemcachedStore {
             check_key(key)?;
             mapped.push(self.router.server_key(key).0);
         }
-        let (call, _) = self.by_host(op, self.timeout, mapped, String::as_str, |keys| Delete { keys })?;
-        Ok(call)
+        self.by_host(op, mapped, String::as_str, |keys| Delete { keys })
     }
 
     /// One command on every host.
-    fn everywhere<C: Command + Clone>(&self, op: &'static str, command: C) -> Call<C> {
-        Call {
+    fn everywhere<C: Command + Clone>(&self, op: &'static str, command: C) -> Result<Call<C>> {
+        let parts = (0..self.hosts.len())
+            .map(|i| self.part(i, vec![command.clone()], Vec::new()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Call {
             op,
             timeout: self.admin_timeout,
-            parts: self
-                .hosts
-                .iter()
-                .map(|host| (host.clone(), vec![command.clone()]))
-                .collect(),
-        }
+            total: 0,
+            parts,
+        })
     }
 
     fn clear_call(&self) -> Result<Call<Admin>> {
@@ -403,10 +562,10 @@ impl MemcachedStore {
                 ),
             });
         }
-        Ok(self.everywhere("clear", Admin::Flush))
+        self.everywhere("clear", Admin::Flush)
     }
 
-    fn later<C: Command>(&self, call: Result<Call<C>>) -> BoxFuture<'static, Result<Vec<Vec<C::Output>>>> {
+    fn later<C: Command>(&self, call: Result<Call<C>>) -> BoxFuture<'static, Result<Answers<C::Output>>> {
         match call {
             Ok(call) => call.run_async(&self.rt),
             Err(err) => Box::pin(std::future::ready(Err(err))),
@@ -414,8 +573,24 @@ impl MemcachedStore {
     }
 }
 
-fn removed(counts: Vec<Vec<u64>>) -> u64 {
-    counts.into_iter().flatten().sum()
+/// A write's answers: `Ok` if every host has it.
+fn written(answers: Answers<()>) -> Result<()> {
+    answers.all_or_partial(|_| Served::Written).map(drop)
+}
+
+/// A delete's answers: how many keys existed, on the hosts reached.
+fn removed(answers: Answers<u64>) -> Result<u64> {
+    answers
+        .all_or_partial(|counts| Served::Removed(counts.iter().sum()))
+        .map(|counts| counts.into_iter().sum())
+}
+
+/// `size` and `clear` need every host: no partial answer.
+fn everywhere_result<O>(answers: Answers<O>) -> Result<Vec<O>> {
+    answers.all_or_partial(|_| Served::Written).map_err(|e| match e {
+        Error::PartialBatch(p) => p.cause,
+        other => other,
+    })
 }
 
 impl Storage for MemcachedStore {
@@ -429,64 +604,63 @@ impl Storage for MemcachedStore {
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {
         let keys = [key];
-        let GetCall { call, members } = self.get_call("get", &keys)?;
-        let found = call.run()?;
-        Ok(self.entries(&keys, &members, found)?.pop().flatten())
+        let answers = self.get_call("get", &keys)?.run();
+        Ok(self.entries(&keys, answers)?.pop().flatten())
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.set_call("set", std::iter::once((key, value, ttl)))?
-            .run()
-            .map(drop)
+        written(self.set_call("set", std::iter::once((key, value, ttl)))?.run())
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        Ok(removed(self.delete_call("delete", &[key])?.run()?) > 0)
+        Ok(removed(self.delete_call("delete", &[key])?.run())? > 0)
     }
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        let GetCall { call, members } = self.get_call("get_many", keys)?;
-        let found = call.run()?;
-        self.entries(keys, &members, found)
+        let answers = self.get_call("get_many", keys)?.run();
+        self.entries(keys, answers)
     }
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         let items = items.iter().map(|&(k, v)| (k, v, ttl));
-        self.set_call("set_many", items)?.run().map(drop)
+        written(self.set_call("set_many", items)?.run())
     }
 
     /// One pipelined batch per host (quiet sets and a closing `noop`), each item with its own
     /// expiry: a write-behind flush is one round trip per host per 1 024 keys.
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
-        self.set_call("set_each", items.iter().copied())?.run().map(drop)
+        written(self.set_call("set_each", items.iter().copied())?.run())
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        Ok(removed(self.delete_call("delete_many", keys)?.run()?))
+        removed(self.delete_call("delete_many", keys)?.run())
     }
 
     /// Items and bytes on every host (`stats`: `curr_items`, `bytes`), whatever their prefix.
     fn size(&self) -> Result<StorageSize> {
-        Ok(sum_sizes(self.everywhere("size", Stats).run()?))
+        let sizes = everywhere_result(self.everywhere("size", Stats)?.run())?;
+        Ok(sum_sizes(sizes))
     }
 
     /// `flush_all` on every host if the store has no prefix; refused with [`Error::Config`]
     /// otherwise (see the type's docs).
     fn clear(&self) -> Result<()> {
-        self.clear_call()?.run().map(drop)
+        everywhere_result(self.clear_call()?.run()).map(drop)
     }
 
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
-        let fut = self.everywhere("size", Stats).run_async(&self.rt);
-        Box::pin(async move { Ok(sum_sizes(fut.await?)) })
+        let fut = self.later(self.everywhere("size", Stats));
+        Box::pin(async move {
+            let sizes = everywhere_result(fut.await?)?;
+            Ok(sum_sizes(sizes))
+        })
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         Box::pin(async move {
             let keys = [key];
-            let GetCall { call, members } = self.get_call("get", &keys)?;
-            let found = call.run_async(&self.rt).await?;
-            Ok(self.entries(&keys, &members, found)?.pop().flatten())
+            let answers = self.get_call("get", &keys)?.run_async(&self.rt).await?;
+            Ok(self.entries(&keys, answers)?.pop().flatten())
         })
     }
 
@@ -497,19 +671,18 @@ impl Storage for MemcachedStore {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         let fut = self.later(self.set_call("set", std::iter::once((key, value, ttl))));
-        Box::pin(async move { fut.await.map(drop) })
+        Box::pin(async move { written(fut.await?) })
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         let fut = self.later(self.delete_call("delete", &[key]));
-        Box::pin(async move { Ok(removed(fut.await?) > 0) })
+        Box::pin(async move { Ok(removed(fut.await?)? > 0) })
     }
 
     fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
         Box::pin(async move {
-            let GetCall { call, members } = self.get_call("get_many", keys)?;
-            let found = call.run_async(&self.rt).await?;
-            self.entries(keys, &members, found)
+            let answers = self.get_call("get_many", keys)?.run_async(&self.rt).await?;
+            self.entries(keys, answers)
         })
     }
 
@@ -519,7 +692,7 @@ impl Storage for MemcachedStore {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         let fut = self.later(self.set_call("set_many", items.iter().map(|&(k, v)| (k, v, ttl))));
-        Box::pin(async move { fut.await.map(drop) })
+        Box::pin(async move { written(fut.await?) })
     }
 
     fn set_each_async<'a>(
@@ -527,11 +700,11 @@ impl Storage for MemcachedStore {
         items: &'a [(&'a str, &'a [u8], Option<Duration>)],
     ) -> BoxFuture<'a, Result<()>> {
         let fut = self.later(self.set_call("set_each", items.iter().copied()));
-        Box::pin(async move { fut.await.map(drop) })
+        Box::pin(async move { written(fut.await?) })
     }
 
     fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
         let fut = self.later(self.delete_call("delete_many", keys));
-        Box::pin(async move { Ok(removed(fut.await?)) })
+        Box::pin(async move { removed(fut.await?) })
     }
 }

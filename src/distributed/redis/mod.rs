@@ -10,6 +10,7 @@
 //! | `commands`   | every key call as data: what to send, how to read the reply                |
 //! | `pool`       | the blocking executor: pooled blocking connections on the caller's thread  |
 //! | `scan`       | `size` and `clear`: `SCAN` walks over every primary                        |
+//! | `slots`      | a key's hash slot and the slot owners, for the per-primary breakers        |
 //! | `store`      | the [`Storage`](crate::Storage) impl                                        |
 //!
 //! Dependencies run one way (no cycles): `errors` and `target` at the bottom; `commands` uses
@@ -37,6 +38,7 @@ pub(crate) mod errors;
 mod options;
 mod pool;
 mod scan;
+mod slots;
 mod store;
 mod target;
 

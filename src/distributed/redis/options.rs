@@ -8,6 +8,7 @@ use super::connection::{open_client, Settings};
 use super::target::{config_error, parse_target, Target};
 use crate::clock::{Clock, SystemClock};
 use crate::distributed::runtime::IoRuntime;
+use crate::distributed::NodeBreakers;
 use crate::distributed::{redact, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 use crate::error::Result;
 use redis::RedisResult;
@@ -39,6 +40,8 @@ pub struct RedisOptions {
     tls_root_cert: Option<Vec<u8>>,
     /// The I/O thread to run on; `None` starts one of the store's own.
     runtime: Option<IoRuntime>,
+    /// A breaker per Cluster primary.
+    node_breakers: Option<Arc<NodeBreakers>>,
 }
 
 impl std::fmt::Debug for RedisOptions {
@@ -85,6 +88,7 @@ impl RedisOptions {
             #[cfg(feature = "tls")]
             tls_root_cert: None,
             runtime: None,
+            node_breakers: None,
         }
     }
 
@@ -148,6 +152,16 @@ impl RedisOptions {
     /// The clock that stamps envelope expiries and judges them on read.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// On a Redis Cluster, a circuit breaker per primary (by the address that owns a key's
+    /// slot). A primary whose breaker is open fails its keys at once with
+    /// [`Error::NodeUnavailable`](crate::Error::NodeUnavailable) while the other primaries serve
+    /// theirs; a batch that reached only some primaries fails with
+    /// [`Error::PartialBatch`](crate::Error::PartialBatch). Ignored on a standalone server.
+    pub fn node_breakers(mut self, breakers: Arc<NodeBreakers>) -> Self {
+        self.node_breakers = Some(breakers);
         self
     }
 
@@ -262,5 +276,9 @@ impl RedisOptions {
 
     pub(crate) fn clock_source(&self) -> Arc<dyn Clock> {
         Arc::clone(&self.clock)
+    }
+
+    pub(crate) fn breakers(&self) -> Option<&Arc<NodeBreakers>> {
+        self.node_breakers.as_ref()
     }
 }

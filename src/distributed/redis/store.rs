@@ -3,15 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
+
 use super::commands::{check_value, Command, Commands, Reply};
 use super::connection::{Conn, Settings};
 use super::errors::{backend, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
 use super::scan;
+use super::slots::SlotMap;
 use crate::clock::Clock;
+use crate::distributed::nodes::{partial, settle, Node};
 use crate::distributed::runtime::IoRuntime;
-use crate::error::Result;
+use crate::error::{Result, Served};
 use crate::storage::{BoxFuture, Entry, Storage, StorageSize};
 
 /// Redis (standalone or Cluster) as a cache level.
@@ -59,8 +63,20 @@ pub struct RedisStore {
     hosts: String,
     /// Blocking connections for the sync API (standalone without TLS): see [`CallerPool`].
     pool: Option<CallerPool>,
+    /// A Cluster's slot owners and their breakers, with [`RedisOptions::node_breakers`].
+    slots: Option<SlotMap>,
     rt: IoRuntime,
 }
+
+/// Extra time for a batch split over primaries beyond each part's own deadline, so that a part
+/// that missed it is reported (and counted) as its primary's timeout.
+const PART_GRACE: Duration = Duration::from_millis(10);
+
+/// The primaries of a batch: each one's breaker and the caller's indices of its keys.
+type Groups = Vec<(Arc<Node>, Vec<usize>)>;
+
+/// Per primary of a batch: the caller's indices it carried, and its answer.
+type Parts<T> = Vec<(Vec<usize>, Result<T>)>;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,7 +105,27 @@ impl RedisStore {
         let conn = rt
             .block_on("connect", timeout, settings.clone().connect())
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
-        Ok(Self::assemble(&options, &settings, conn, rt))
+        let slots = rt
+            .block_on("connect", timeout, Self::slot_map(&options, &conn))
+            .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
+        Ok(Self::assemble(&options, &settings, conn, slots, rt))
+    }
+
+    /// With per-node breakers on a cluster, who owns each slot (see `slots`).
+    fn slot_map(
+        options: &RedisOptions,
+        conn: &Conn,
+    ) -> impl std::future::Future<Output = Result<Option<SlotMap>>> + Send + 'static {
+        let read = match (conn, options.breakers()) {
+            (Conn::Cluster(conn), Some(breakers)) => Some((conn.clone(), Arc::clone(breakers))),
+            _ => None,
+        };
+        async move {
+            match read {
+                Some((mut conn, breakers)) => SlotMap::read(&mut conn, breakers).await.map(Some),
+                None => Ok(None),
+            }
+        }
     }
 
     /// [`connect`](Self::connect) without blocking the caller's executor.
@@ -104,10 +140,20 @@ impl RedisStore {
             .run("connect", timeout, settings.clone().connect())
             .await
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
-        Ok(Self::assemble(&options, &settings, conn, rt))
+        let slots = rt
+            .run("connect", timeout, Self::slot_map(&options, &conn))
+            .await
+            .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
+        Ok(Self::assemble(&options, &settings, conn, slots, rt))
     }
 
-    fn assemble(options: &RedisOptions, settings: &Settings, conn: Conn, rt: IoRuntime) -> Self {
+    fn assemble(
+        options: &RedisOptions,
+        settings: &Settings,
+        conn: Conn,
+        slots: Option<SlotMap>,
+        rt: IoRuntime,
+    ) -> Self {
         let pool = match (&conn, settings.targets.first()) {
             (Conn::Single(_), Some(target)) if !target.is_tls() => {
                 options.client_for(target).ok().and_then(CallerPool::new)
@@ -122,6 +168,7 @@ impl RedisStore {
             admin_timeout: options.admin_deadline(),
             clock: options.clock_source(),
             hosts: settings.hosts(),
+            slots,
             rt,
         }
     }
@@ -184,6 +231,197 @@ impl RedisStore {
     }
 }
 
+/// Per-node breakers on a cluster: which primary a key's call answers to, batches split by
+/// primary. Without a slot map (standalone, or no breakers) every call goes as it is.
+impl RedisStore {
+    /// The breaker of the primary that owns `key`.
+    fn node_of(&self, key: &str) -> Option<&Arc<Node>> {
+        let slots = self.slots.as_ref()?;
+        let prefix = self.commands.prefix();
+        let mut full = Vec::with_capacity(prefix.len() + key.len());
+        full.extend_from_slice(prefix.as_bytes());
+        full.extend_from_slice(key.as_bytes());
+        slots.node_of(&full)
+    }
+
+    /// A one-key call behind its primary's breaker.
+    fn keyed<T>(&self, key: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Some(node) = self.node_of(key) else {
+            return run();
+        };
+        let probe = node.admit()?;
+        node.record(probe, run())
+    }
+
+    /// [`keyed`](Self::keyed) for the async API.
+    fn keyed_async<'a, T: Send + 'a>(
+        &'a self,
+        key: &str,
+        call: BoxFuture<'a, Result<T>>,
+    ) -> BoxFuture<'a, Result<T>> {
+        let Some(node) = self.node_of(key).cloned() else {
+            return call;
+        };
+        Box::pin(async move {
+            let probe = node.admit()?;
+            node.record(probe, call.await)
+        })
+    }
+
+    /// The primaries a batch touches, if it touches more than one (one primary: the batch goes
+    /// whole, behind [`keyed`](Self::keyed) of its first key).
+    fn groups<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Option<Groups> {
+        self.slots.as_ref()?;
+        let mut groups: Groups = Vec::new();
+        for (i, key) in keys.enumerate() {
+            let node = self.node_of(key)?;
+            match groups.iter_mut().find(|(n, _)| Arc::ptr_eq(n, node)) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((Arc::clone(node), vec![i])),
+            }
+        }
+        (groups.len() > 1).then_some(groups)
+    }
+
+    /// Runs one call per primary at once, each behind its breaker; `run` makes the call for the
+    /// caller's indices it is given.
+    fn per_node<'a, T, F>(
+        &'a self,
+        op: &'static str,
+        groups: Groups,
+        run: F,
+    ) -> BoxFuture<'a, Result<Parts<T>>>
+    where
+        T: Send + 'a,
+        F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
+    {
+        let parts = groups.into_iter().map(move |(node, members)| {
+            let call = run(members.clone());
+            async move {
+                let result = match node.admit() {
+                    Ok(probe) => node.record(probe, call.await),
+                    Err(e) => Err(e),
+                };
+                (members, result)
+            }
+        });
+        let all = join_all(parts.collect::<Vec<_>>());
+        Box::pin(
+            self.rt
+                .bind(op, self.timeout.saturating_add(PART_GRACE), async move {
+                    Ok(all.await)
+                }),
+        )
+    }
+
+    /// [`per_node`](Self::per_node) for the blocking API.
+    fn per_node_blocking<'a, T, F>(&'a self, op: &'static str, groups: Groups, run: F) -> Result<Parts<T>>
+    where
+        T: Send + 'a,
+        F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
+    {
+        let fut = self.per_node(op, groups, run);
+        self.rt.wait(op, self.timeout.saturating_add(PART_GRACE), fut)
+    }
+
+    fn get_many_parts(&self, keys: &[&str], parts: Parts<Vec<Option<Entry>>>) -> Result<Vec<Option<Entry>>> {
+        let settled = settle(parts)?;
+        let mut out = vec![None; keys.len()];
+        for (members, entries) in settled.served {
+            for (i, entry) in members.into_iter().zip(entries) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = entry;
+                }
+            }
+        }
+        match settled.cause {
+            None => Ok(out),
+            Some(cause) => Err(partial(
+                LEVEL,
+                "get_many",
+                keys.len(),
+                settled.failed,
+                cause,
+                Served::Entries(out),
+            )),
+        }
+    }
+
+    fn get_many_part<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> impl Fn(Vec<usize>) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> + Send + 'a {
+        move |members: Vec<usize>| -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+            Box::pin(async move {
+                let sub: Vec<&str> = members.iter().filter_map(|&i| keys.get(i).copied()).collect();
+                self.call_async(self.commands.get_many(&sub)).await
+            })
+        }
+    }
+
+    fn set_each_part<'a>(
+        &'a self,
+        op: &'static str,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> impl Fn(Vec<usize>) -> BoxFuture<'a, Result<()>> + Send + 'a {
+        move |members: Vec<usize>| -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                let sub: Vec<(&str, &[u8], Option<Duration>)> =
+                    members.iter().filter_map(|&i| items.get(i).copied()).collect();
+                let mut command = self.commands.set_each(&sub, self.clock.now_ms());
+                if let Ok(command) = &mut command {
+                    command.op = op;
+                }
+                self.call_async(command).await
+            })
+        }
+    }
+
+    fn delete_many_part<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> impl Fn(Vec<usize>) -> BoxFuture<'a, Result<u64>> + Send + 'a {
+        move |members: Vec<usize>| -> BoxFuture<'a, Result<u64>> {
+            Box::pin(async move {
+                let sub: Vec<&str> = members.iter().filter_map(|&i| keys.get(i).copied()).collect();
+                self.call_async(self.commands.delete_many(&sub)).await
+            })
+        }
+    }
+}
+
+fn written_parts(op: &'static str, total: usize, parts: Parts<()>) -> Result<()> {
+    let settled = settle(parts)?;
+    match settled.cause {
+        None => Ok(()),
+        Some(cause) => Err(partial(LEVEL, op, total, settled.failed, cause, Served::Written)),
+    }
+}
+
+fn removed_parts(total: usize, parts: Parts<u64>) -> Result<u64> {
+    let settled = settle(parts)?;
+    let removed = settled.served.iter().map(|(_, n)| n).sum();
+    match settled.cause {
+        None => Ok(removed),
+        Some(cause) => Err(partial(
+            LEVEL,
+            "delete_many",
+            total,
+            settled.failed,
+            cause,
+            Served::Removed(removed),
+        )),
+    }
+}
+
+/// Items with a TTL each, from items with one TTL.
+fn with_ttl<'a>(
+    items: &[(&'a str, &'a [u8])],
+    ttl: Option<Duration>,
+) -> Vec<(&'a str, &'a [u8], Option<Duration>)> {
+    items.iter().map(|&(k, v)| (k, v, ttl)).collect()
+}
+
 impl Storage for RedisStore {
     fn name(&self) -> &str {
         LEVEL
@@ -194,31 +432,58 @@ impl Storage for RedisStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.call(self.commands.get(key))
+        self.keyed(key, || self.call(self.commands.get(key)))
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.call(self.commands.set(key, value, ttl, self.clock.now_ms()))
+        self.keyed(key, || {
+            self.call(self.commands.set(key, value, ttl, self.clock.now_ms()))
+        })
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        self.call(self.commands.delete(key))
+        self.keyed(key, || self.call(self.commands.delete(key)))
     }
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.call(self.commands.get_many(keys))
+        let Some(groups) = self.groups(keys.iter().copied()) else {
+            let first = keys.first().copied().unwrap_or_default();
+            return self.keyed(first, || self.call(self.commands.get_many(keys)));
+        };
+        let parts = self.per_node_blocking("get_many", groups, self.get_many_part(keys))?;
+        self.get_many_parts(keys, parts)
     }
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.call(self.commands.set_many(items, ttl, self.clock.now_ms()))
+        let Some(groups) = self.groups(items.iter().map(|(k, _)| *k)) else {
+            let first = items.first().map(|(k, _)| *k).unwrap_or_default();
+            return self.keyed(first, || {
+                self.call(self.commands.set_many(items, ttl, self.clock.now_ms()))
+            });
+        };
+        let items = with_ttl(items, ttl);
+        let parts = self.per_node_blocking("set_many", groups, self.set_each_part("set_many", &items))?;
+        written_parts("set_many", items.len(), parts)
     }
 
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
-        self.call(self.commands.set_each(items, self.clock.now_ms()))
+        let Some(groups) = self.groups(items.iter().map(|(k, _, _)| *k)) else {
+            let first = items.first().map(|(k, _, _)| *k).unwrap_or_default();
+            return self.keyed(first, || {
+                self.call(self.commands.set_each(items, self.clock.now_ms()))
+            });
+        };
+        let parts = self.per_node_blocking("set_each", groups, self.set_each_part("set_each", items))?;
+        written_parts("set_each", items.len(), parts)
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.call(self.commands.delete_many(keys))
+        let Some(groups) = self.groups(keys.iter().copied()) else {
+            let first = keys.first().copied().unwrap_or_default();
+            return self.keyed(first, || self.call(self.commands.delete_many(keys)));
+        };
+        let parts = self.per_node_blocking("delete_many", groups, self.delete_many_part(keys))?;
+        removed_parts(keys.len(), parts)
     }
 
     /// Keys and bytes (key + enveloped value) under this prefix, counted with `SCAN` on every
@@ -249,7 +514,7 @@ impl Storage for RedisStore {
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
-        self.call_async(self.commands.get(key))
+        self.keyed_async(key, self.call_async(self.commands.get(key)))
     }
 
     fn set_async<'a>(
@@ -258,15 +523,21 @@ impl Storage for RedisStore {
         value: &'a [u8],
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
-        self.call_async(self.commands.set(key, value, ttl, self.clock.now_ms()))
+        let call = self.call_async(self.commands.set(key, value, ttl, self.clock.now_ms()));
+        self.keyed_async(key, call)
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
-        self.call_async(self.commands.delete(key))
+        self.keyed_async(key, self.call_async(self.commands.delete(key)))
     }
 
     fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
-        self.call_async(self.commands.get_many(keys))
+        let Some(groups) = self.groups(keys.iter().copied()) else {
+            let first = keys.first().copied().unwrap_or_default();
+            return self.keyed_async(first, self.call_async(self.commands.get_many(keys)));
+        };
+        let parts = self.per_node("get_many", groups, self.get_many_part(keys));
+        Box::pin(async move { self.get_many_parts(keys, parts.await?) })
     }
 
     fn set_many_async<'a>(
@@ -274,17 +545,39 @@ impl Storage for RedisStore {
         items: &'a [(&'a str, &'a [u8])],
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
-        self.call_async(self.commands.set_many(items, ttl, self.clock.now_ms()))
+        let Some(groups) = self.groups(items.iter().map(|(k, _)| *k)) else {
+            let first = items.first().map(|(k, _)| *k).unwrap_or_default();
+            let call = self.call_async(self.commands.set_many(items, ttl, self.clock.now_ms()));
+            return self.keyed_async(first, call);
+        };
+        Box::pin(async move {
+            let items = with_ttl(items, ttl);
+            let parts = self
+                .per_node("set_many", groups, self.set_each_part("set_many", &items))
+                .await?;
+            written_parts("set_many", items.len(), parts)
+        })
     }
 
     fn set_each_async<'a>(
         &'a self,
         items: &'a [(&'a str, &'a [u8], Option<Duration>)],
     ) -> BoxFuture<'a, Result<()>> {
-        self.call_async(self.commands.set_each(items, self.clock.now_ms()))
+        let Some(groups) = self.groups(items.iter().map(|(k, _, _)| *k)) else {
+            let first = items.first().map(|(k, _, _)| *k).unwrap_or_default();
+            let call = self.call_async(self.commands.set_each(items, self.clock.now_ms()));
+            return self.keyed_async(first, call);
+        };
+        let parts = self.per_node("set_each", groups, self.set_each_part("set_each", items));
+        Box::pin(async move { written_parts("set_each", items.len(), parts.await?) })
     }
 
     fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
-        self.call_async(self.commands.delete_many(keys))
+        let Some(groups) = self.groups(keys.iter().copied()) else {
+            let first = keys.first().copied().unwrap_or_default();
+            return self.keyed_async(first, self.call_async(self.commands.delete_many(keys)));
+        };
+        let parts = self.per_node("delete_many", groups, self.delete_many_part(keys));
+        Box::pin(async move { removed_parts(keys.len(), parts.await?) })
     }
 }

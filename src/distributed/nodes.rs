@@ -1,0 +1,339 @@
+//! [`NodeBreakers`]: one [`CircuitBreaker`] per node of a multi-node level (each Memcached host,
+//! each Redis Cluster primary), so that a dead node fails fast for its own keys while the other
+//! nodes keep serving theirs.
+//!
+//! A level asks [`NodeBreakers::node`] for a node's [`Node`] once (when it learns the node), keeps
+//! the `Arc`, and on the hot path costs one [`CircuitBreaker::allow`] (an atomic load while the
+//! breaker is closed) before, and one record after, each call to that node. Node failures are
+//! reported to the caller as [`Error::NodeUnavailable`], which a level-wide [`Guarded`] breaker
+//! in front neither counts nor holds against the other nodes.
+//!
+//! [`Guarded`]: super::Guarded
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use super::breaker::{BreakerState, CircuitBreaker};
+use crate::clock::{Clock, MonotonicClock};
+use crate::error::{Error, Result};
+
+/// One node: its breaker and the failures it saw.
+#[derive(Debug)]
+pub struct Node {
+    name: String,
+    level: &'static str,
+    breaker: CircuitBreaker,
+    errors: AtomicU64,
+}
+
+/// A snapshot of one node's breaker, for stats.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStats {
+    /// The node, as `host:port`.
+    pub node: String,
+    /// Its breaker's state.
+    pub state: BreakerState,
+    /// How many times its breaker opened.
+    pub trips: u64,
+    /// Calls to it that failed (timeouts, connection and server failures; skips by its open
+    /// breaker are not counted).
+    pub errors: u64,
+}
+
+impl Node {
+    /// The node, as `host:port`.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's breaker.
+    #[must_use]
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Asks the breaker: `Ok(probe)` if the call may go ahead (`probe`: it is the half-open
+    /// probe), else [`Error::NodeUnavailable`] over [`Error::CircuitOpen`].
+    pub(crate) fn admit(&self) -> Result<bool> {
+        if self.breaker.allow() {
+            Ok(self.breaker.state() == BreakerState::HalfOpen)
+        } else {
+            Err(self.unavailable(Error::CircuitOpen { level: self.level }))
+        }
+    }
+
+    /// Feeds a call's outcome to the breaker and wraps a node failure (timeout, backend) in
+    /// [`Error::NodeUnavailable`]; caller errors pass unchanged (and free a probe slot).
+    pub(crate) fn record<T>(&self, probe: bool, result: Result<T>) -> Result<T> {
+        match result {
+            Ok(value) => {
+                self.breaker.record_success();
+                Ok(value)
+            }
+            Err(e @ (Error::Timeout { .. } | Error::Backend { .. })) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.breaker.record_failure();
+                Err(self.unavailable(e))
+            }
+            Err(e @ Error::InvalidEnvelope { .. }) => {
+                // The node answered.
+                self.breaker.record_success();
+                Err(e)
+            }
+            Err(e) => {
+                if probe {
+                    self.breaker.release_probe();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A call admitted but never sent (the deadline went to other nodes first): reported as this
+    /// node's [`Error::NodeUnavailable`], yet held against it by neither count nor breaker.
+    pub(crate) fn not_sent(&self, probe: bool, cause: Error) -> Error {
+        if probe {
+            self.breaker.release_probe();
+        }
+        self.unavailable(cause)
+    }
+
+    /// Opens the breaker at once (a node found down at start-up): its keys fail fast from the
+    /// first call, and a probe after the cool-down lets it rejoin.
+    pub(crate) fn mark_down(&self, error: &Error) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.breaker.trip();
+        tracing::warn!(node = %self.name, error = %error, "L2 node down; its keys fail fast until a probe reaches it");
+    }
+
+    fn unavailable(&self, cause: Error) -> Error {
+        Error::NodeUnavailable {
+            level: self.level,
+            node: self.name.clone(),
+            cause: Box::new(cause),
+        }
+    }
+
+    fn stats(&self) -> NodeStats {
+        NodeStats {
+            node: self.name.clone(),
+            state: self.breaker.state(),
+            trips: self.breaker.trips(),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The breakers of every node of one level, created as the level learns its nodes. Share it
+/// (`Arc`) between the level and whoever reports stats; a level reconnected in the background
+/// keeps the same set.
+#[derive(Debug)]
+pub struct NodeBreakers {
+    level: &'static str,
+    failure_threshold: u32,
+    cool_down: Duration,
+    clock: Arc<dyn Clock>,
+    nodes: RwLock<Vec<Arc<Node>>>,
+}
+
+impl NodeBreakers {
+    /// Breakers on the monotonic clock that open after `failure_threshold` consecutive failures
+    /// of their node and probe it again after `cool_down`.
+    #[must_use]
+    pub fn new(level: &'static str, failure_threshold: u32, cool_down: Duration) -> Self {
+        Self::with_clock(level, failure_threshold, cool_down, Arc::new(MonotonicClock))
+    }
+
+    /// Like [`new`](Self::new) on a given clock (a [`ManualClock`](crate::ManualClock) in tests).
+    #[must_use]
+    pub fn with_clock(
+        level: &'static str,
+        failure_threshold: u32,
+        cool_down: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        NodeBreakers {
+            level,
+            failure_threshold,
+            cool_down,
+            clock,
+            nodes: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The node named `name` (`host:port`), created closed on first use.
+    #[must_use]
+    pub fn node(&self, name: &str) -> Arc<Node> {
+        if let Some(node) = self.nodes.read().iter().find(|n| n.name == name) {
+            return Arc::clone(node);
+        }
+        let mut nodes = self.nodes.write();
+        if let Some(node) = nodes.iter().find(|n| n.name == name) {
+            return Arc::clone(node);
+        }
+        let node = Arc::new(Node {
+            name: name.to_owned(),
+            level: self.level,
+            breaker: CircuitBreaker::with_clock(
+                self.failure_threshold,
+                self.cool_down,
+                Arc::clone(&self.clock),
+            ),
+            errors: AtomicU64::new(0),
+        });
+        nodes.push(Arc::clone(&node));
+        node
+    }
+
+    /// Every node's breaker, in the order the nodes were learnt.
+    #[must_use]
+    pub fn stats(&self) -> Vec<NodeStats> {
+        self.nodes.read().iter().map(|n| n.stats()).collect()
+    }
+}
+
+/// What the nodes of a batch call answered, settled: the parts that were served, and the
+/// caller's indices of the keys that were not (with the first node failure).
+pub(crate) struct Settled<T> {
+    pub(crate) served: Vec<(Vec<usize>, T)>,
+    pub(crate) failed: Vec<usize>,
+    pub(crate) cause: Option<Error>,
+}
+
+/// Settles the answers of a batch call's parts, each `(the caller's indices it carried, its
+/// result)`. Any failure that is not a node's ([`Error::NodeUnavailable`]: bad input, say) fails
+/// the whole call, as do node failures when no node answered.
+pub(crate) fn settle<T>(parts: Vec<(Vec<usize>, Result<T>)>) -> Result<Settled<T>> {
+    let mut settled = Settled {
+        served: Vec::with_capacity(parts.len()),
+        failed: Vec::new(),
+        cause: None,
+    };
+    let mut other = None;
+    for (members, result) in parts {
+        match result {
+            Ok(out) => settled.served.push((members, out)),
+            Err(e @ Error::NodeUnavailable { .. }) => {
+                settled.failed.extend(members);
+                settled.cause.get_or_insert(e);
+            }
+            Err(e) => {
+                other.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = other {
+        return Err(e);
+    }
+    match settled.cause {
+        Some(e) if settled.served.is_empty() => Err(e),
+        _ => {
+            settled.failed.sort_unstable();
+            Ok(settled)
+        }
+    }
+}
+
+/// The [`Error::PartialBatch`] of a settled call that left `failed` keys unreached.
+pub(crate) fn partial(
+    level: &'static str,
+    op: &'static str,
+    total: usize,
+    failed: Vec<usize>,
+    cause: Error,
+    served: crate::error::Served,
+) -> Error {
+    Error::PartialBatch(Box::new(crate::error::PartialBatch {
+        level,
+        op,
+        total,
+        failed,
+        cause,
+        served,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    fn breakers() -> (NodeBreakers, ManualClock) {
+        let clock = ManualClock::new(1_000);
+        let b = NodeBreakers::with_clock(
+            "memcached",
+            2,
+            Duration::from_millis(100),
+            Arc::new(clock.clone()),
+        );
+        (b, clock)
+    }
+
+    fn down() -> Result<()> {
+        Err(Error::Backend {
+            level: "memcached",
+            op: "get",
+            reason: "refused".into(),
+        })
+    }
+
+    #[test]
+    fn one_node_opening_leaves_the_others_closed() {
+        let (b, _clock) = breakers();
+        let (a, other) = (b.node("a:1"), b.node("b:1"));
+        assert!(Arc::ptr_eq(&a, &b.node("a:1")), "one breaker per name");
+        for _ in 0..2 {
+            let probe = a.admit().unwrap();
+            let err = a.record(probe, down()).unwrap_err();
+            assert!(matches!(err, Error::NodeUnavailable { ref node, .. } if node == "a:1"));
+        }
+        let skipped = a.admit().unwrap_err();
+        assert!(
+            matches!(&skipped, Error::NodeUnavailable { cause, .. } if matches!(**cause, Error::CircuitOpen { .. })),
+            "{skipped:?}"
+        );
+        assert!(other.admit().is_ok());
+        let stats = b.stats();
+        assert_eq!(stats.len(), 2);
+        assert_eq!(
+            (stats[0].state, stats[0].errors, stats[0].trips),
+            (BreakerState::Open, 2, 1)
+        );
+        assert_eq!(stats[1].state, BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_node_marked_down_probes_after_the_cool_down_and_rejoins() {
+        let (b, clock) = breakers();
+        let node = b.node("a:1");
+        node.mark_down(&Error::Backend {
+            level: "memcached",
+            op: "connect",
+            reason: "refused".into(),
+        });
+        assert!(node.admit().is_err(), "fails fast from the first call");
+        clock.advance(Duration::from_millis(100));
+        let probe = node.admit().unwrap();
+        assert!(probe);
+        node.record(probe, Ok(())).unwrap();
+        assert_eq!(node.breaker().state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn caller_errors_pass_unchanged_and_free_the_probe() {
+        let (b, clock) = breakers();
+        let node = b.node("a:1");
+        node.breaker().trip();
+        clock.advance(Duration::from_millis(100));
+        let probe = node.admit().unwrap();
+        let err = node
+            .record::<()>(probe, Err(Error::ZeroTtl { key: "k".into() }))
+            .unwrap_err();
+        assert!(matches!(err, Error::ZeroTtl { .. }));
+        assert!(node.admit().unwrap(), "the next call probes at once");
+    }
+}
