@@ -501,7 +501,7 @@ impl Shared {
 
     /// A batch that did not reach L2: counted, and queued for replay where there is a queue.
     fn behind_failed(&self, error: &Error, batch: &[(String, Queued)]) {
-        self.metrics.distributed.errors.incr();
+        self.metrics.distributed.failure("L2", error);
         self.metrics.consistency.behind_failures.add(batch.len() as u64);
         if matches!(error, Error::CircuitOpen { .. }) {
             tracing::debug!(

@@ -160,9 +160,12 @@ impl Shared {
     /// (a value too large for L2, say) is never hidden: it is not an outage, and replaying it
     /// later would fail the same way.
     fn failed(&self, level: Level, op: &'static str, key: &str, error: Error) -> Result<()> {
-        self.level(level).errors.incr();
+        self.level(level).failure(level.name(), &error);
         if self.fallback_on_error && !error.is_bad_input() {
-            if matches!(error, Error::CircuitOpen { .. }) {
+            if error.is_misconfiguration() {
+                // Logged once (at error level) by `failure`; every call repeats it.
+                tracing::debug!(level = level.name(), op, key = %key_for_error(key), error = %error, "cache level refuses the configuration; hidden by fallback_on_error");
+            } else if matches!(error, Error::CircuitOpen { .. }) {
                 // Skipped by an open breaker: expected until the probe, so not a warning each time.
                 tracing::debug!(level = level.name(), op, key = %key_for_error(key), "level skipped by its open circuit breaker");
             } else {
@@ -835,8 +838,8 @@ impl Shared {
                         removed
                     }
                     // Report L1's error first if both failed.
-                    Err(_) if l1.is_err() => {
-                        m.errors.incr();
+                    Err(e) if l1.is_err() => {
+                        m.failure(Level::Distributed.name(), &e);
                         if self.fallback_on_error {
                             let _ = self.queue_deletes(keys);
                         }

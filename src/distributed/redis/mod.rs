@@ -11,6 +11,7 @@
 //! | `pool`       | the blocking executor: pooled blocking connections on the caller's thread  |
 //! | `scan`       | `size` and `clear`: `SCAN` walks over every primary                        |
 //! | `store`      | the [`Storage`](crate::Storage) impl                                        |
+//! | `tls`        | `rediss://` roots, client certificate, the rustls crypto provider (`tls`)  |
 //!
 //! Dependencies run one way (no cycles): `errors` and `target` at the bottom; `commands` uses
 //! `errors`; `connection` uses `errors`, `target` and `commands`; `options` uses `target` and
@@ -39,6 +40,8 @@ mod pool;
 mod scan;
 mod store;
 mod target;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::options::RedisOptions;
 pub use self::store::RedisStore;
