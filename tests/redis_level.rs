@@ -626,10 +626,11 @@ fn rediss_with_a_private_ca_round_trips_and_an_unknown_ca_is_refused() {
     let redis = RedisStore::connect(RedisOptions::new(url.clone()).tls_root_cert(ca)).unwrap();
     redis.set("k", b"over tls", Some(Duration::from_secs(5))).unwrap();
     assert_eq!(redis.get("k").unwrap().unwrap().value, b"over tls");
-    // Without our CA the server's certificate is not trusted: a clear error at construction.
+    // Without our CA the server's certificate is not trusted: a clear error at construction,
+    // a misconfiguration (retrying cannot fix it), not an outage.
     let err =
         RedisStore::connect(RedisOptions::new(url).connect_timeout(Duration::from_secs(1))).unwrap_err();
-    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{err}");
+    assert!(matches!(err, Error::Misconfigured { .. }), "{err}");
     assert!(
         err.to_string()
             .contains(&format!("rediss://127.0.0.1:{}", server.port)),

@@ -58,8 +58,7 @@ fn the_crypto_provider_is_installed_only_when_allowed_and_none_is_there() {
     );
 
     // The application installs its own: uno-cache uses it and leaves it in place.
-    let mine = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    CryptoProvider::install_default(mine.as_ref().clone()).unwrap();
+    CryptoProvider::install_default(rustls::crypto::ring::default_provider()).unwrap();
     let installed = CryptoProvider::get_default().unwrap();
     let cache = CacheManager::new(config(dir.path(), &server, &ca, false)).unwrap();
     cache.set_raw("k", b"v", None).unwrap();
@@ -68,7 +67,7 @@ fn the_crypto_provider_is_installed_only_when_allowed_and_none_is_there() {
         b"v"
     );
     assert!(std::sync::Arc::ptr_eq(
-        &installed,
+        installed,
         CryptoProvider::get_default().unwrap()
     ));
 }
