@@ -184,7 +184,7 @@ pub enum Error {
     /// manager refuses to start with it (see `distributed.start_degraded_on_config_error`); later
     /// (a rotated password) it is logged once, counted in `stats().distributed.config_errors` and
     /// shown as `last_error`.
-    #[error("{level} at {hosts}: the configuration is wrong: {reason}")]
+    #[error("{level} at {hosts} refuses this configuration: {reason}")]
     Misconfigured {
         /// The level ("redis", "memcached", "backplane", ...).
         level: &'static str,

@@ -62,8 +62,8 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
         || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
     {
         return Some(
-            "the server refused the credentials; check the user name and password \
-             (distributed.username / distributed.password or user:password in the URL) against \
+            "authentication failed: the server refused the user name or password; check them \
+             (distributed.username / distributed.password, or user:password in the URL) against \
              the server's requirepass or ACL user",
         );
     }

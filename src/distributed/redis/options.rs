@@ -270,10 +270,13 @@ impl RedisOptions {
         let (targets, cluster) = self.resolve_targets()?;
         #[cfg(feature = "tls")]
         if targets.iter().any(Target::is_tls) {
-            self.tls.ensure_provider().map_err(|err| {
+            self.tls.ensure_provider().map_err(|_| {
                 config_error(
                     "redis.tls_install_crypto_provider".to_owned(),
-                    format!("{}: {}", err, err.detail().unwrap_or_default()),
+                    "it is false and the program has installed no rustls CryptoProvider; install one \
+                     (rustls::crypto::CryptoProvider::install_default) before building the cache, \
+                     or set it to true to let uno-cache install ring"
+                        .to_owned(),
                 )
             })?;
         }
