@@ -824,37 +824,6 @@ mod tests {
     }
 
     #[test]
-    fn tls_keys_are_checked_and_name_the_field() {
-        let redis = "[distributed]\nenabled = true\nhosts = [\"rediss://h:1\"]\n";
-        let memcached = "[distributed]\nenabled = true\ntype = \"memcached\"\nhosts = [\"h:1\"]\n";
-        assert_eq!(
-            field_of(&format!("{memcached}tls_ca_file = \"ca.pem\"\n")),
-            "distributed.tls_ca_file"
-        );
-        if cfg!(feature = "tls") {
-            assert_eq!(
-                field_of(&format!("{redis}tls_cert_file = \"c.pem\"\n")),
-                "distributed.tls_key_file"
-            );
-            assert_eq!(
-                field_of(&format!("{redis}tls_key_file = \"k.pem\"\n")),
-                "distributed.tls_cert_file"
-            );
-            let c = CacheConfig::from_toml_str(&format!(
-                "{redis}tls_ca_file = \"ca.pem\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\ntls_install_crypto_provider = false\n"
-            ))
-            .unwrap();
-            assert!(!c.distributed.tls_install_crypto_provider);
-            assert_eq!(c.distributed.tls_ca_file.as_deref(), Some(Path::new("ca.pem")));
-        } else {
-            assert_eq!(
-                field_of(&format!("{redis}tls_system_roots = true\n")),
-                "distributed.tls_system_roots"
-            );
-        }
-    }
-
-    #[test]
     fn parse_errors_name_the_field() {
         assert_eq!(field_of("[local]\ntype = \"disk\"\n"), "local.type");
         assert_eq!(field_of("[local]\nttl = \"five\"\n"), "local.ttl");

@@ -401,7 +401,11 @@ fn wrong_or_missing_password_fails_at_construction() {
     let server = RedisServer::with_password("right-pass");
     let err = RedisStore::connect(RedisOptions::new(server.addr()).password("wrong-pass")).unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{text}");
+    // A refused password is a misconfiguration, not an outage: no retry can fix it.
+    assert!(
+        matches!(err, Error::Misconfigured { level: "redis", .. }),
+        "{text}"
+    );
     assert!(text.contains("authentication failed"), "{text}");
     assert!(text.contains(&server.addr()), "{text}");
     assert!(!text.contains("wrong-pass"), "never print the password: {text}");
