@@ -478,6 +478,28 @@ pub struct DistributedCacheConfig {
     /// With `write_mode = "behind"`, the most keys waiting for L2 (default 10 000); a set that
     /// finds the queue full writes through instead (backpressure, bounded memory).
     pub write_behind_max_keys: usize,
+    /// Start anyway (L1 only, L2 retried in the background, the error counted in stats) when
+    /// L2 answers at start-up that the configuration is wrong: credentials refused, no such
+    /// database, an untrusted TLS certificate, a host name that does not resolve, a cluster
+    /// setting that does not match (default false: [`CacheManager::new`](crate::CacheManager::new)
+    /// fails with [`Error::Misconfigured`]). An unreachable L2 is an outage, not this: it starts
+    /// degraded whenever `fallback_on_error` is set.
+    pub start_degraded_on_config_error: bool,
+    /// For `rediss://` (the `tls` feature): a PEM file of the CA certificate(s) to trust instead
+    /// of the built-in web PKI roots, for servers with certificates from a private CA.
+    pub tls_ca_file: Option<PathBuf>,
+    /// For `rediss://`: trust the operating system's root store (rustls-native-certs) instead of
+    /// the built-in web PKI roots (default false). Not together with `tls_ca_file`.
+    pub tls_system_roots: bool,
+    /// For `rediss://` with mutual TLS: a PEM file of the client certificate (chain). Give
+    /// `tls_key_file` with it.
+    pub tls_cert_file: Option<PathBuf>,
+    /// For `rediss://` with mutual TLS: a PEM file of the client certificate's private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// For `rediss://`: if the program has not installed a process-wide rustls `CryptoProvider`
+    /// when L2 connects, install the *ring* provider (default true). `false`: never touch the
+    /// process-wide provider; connecting fails with a configuration error if none is installed.
+    pub tls_install_crypto_provider: bool,
 }
 
 impl Default for DistributedCacheConfig {
@@ -496,6 +518,12 @@ impl Default for DistributedCacheConfig {
             breaker_cooldown_ms: 1000,
             write_mode: WriteMode::Through,
             write_behind_max_keys: 10_000,
+            start_degraded_on_config_error: false,
+            tls_ca_file: None,
+            tls_system_roots: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_install_crypto_provider: true,
         }
     }
 }
@@ -516,7 +544,56 @@ impl std::fmt::Debug for DistributedCacheConfig {
             .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
             .field("write_mode", &self.write_mode)
             .field("write_behind_max_keys", &self.write_behind_max_keys)
+            .field(
+                "start_degraded_on_config_error",
+                &self.start_degraded_on_config_error,
+            )
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_system_roots", &self.tls_system_roots)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_install_crypto_provider", &self.tls_install_crypto_provider)
             .finish()
+    }
+}
+
+/// The TLS keys of `[distributed]`: Redis only, with the `tls` feature, one root source, and a
+/// client certificate only with its key.
+fn validate_tls(dist: &DistributedCacheConfig) -> Result<()> {
+    let set = [
+        ("distributed.tls_ca_file", dist.tls_ca_file.is_some()),
+        ("distributed.tls_system_roots", dist.tls_system_roots),
+        ("distributed.tls_cert_file", dist.tls_cert_file.is_some()),
+        ("distributed.tls_key_file", dist.tls_key_file.is_some()),
+    ];
+    let Some((first, _)) = set.iter().find(|(_, on)| *on) else {
+        return Ok(());
+    };
+    if dist.kind == DistributedKind::Memcached {
+        return Err(invalid(first, "memcached is used without TLS; remove it"));
+    }
+    if !cfg!(feature = "tls") {
+        return Err(invalid(
+            first,
+            "uno-cache was built without its `tls` feature; enable it or remove the TLS keys",
+        ));
+    }
+    if dist.tls_ca_file.is_some() && dist.tls_system_roots {
+        return Err(invalid(
+            "distributed.tls_system_roots",
+            "give either tls_ca_file (a private CA) or tls_system_roots = true (the system's roots), not both",
+        ));
+    }
+    match (&dist.tls_cert_file, &dist.tls_key_file) {
+        (Some(_), None) => Err(invalid(
+            "distributed.tls_key_file",
+            "tls_cert_file is set without its private key; set tls_key_file too",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "distributed.tls_cert_file",
+            "tls_key_file is set without its certificate; set tls_cert_file too",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -619,6 +696,7 @@ impl CacheConfig {
                 "must be at least 1 with write_mode = \"behind\"",
             ));
         }
+        validate_tls(dist)?;
         if dist.kind == DistributedKind::Memcached {
             if dist.username.is_some() {
                 return Err(invalid(

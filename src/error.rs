@@ -201,6 +201,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A distributed level answered, and its answer says the configuration is wrong: the
+    /// credentials were refused (`WRONGPASS`, `NOAUTH`, `NOPERM`), the database does not exist,
+    /// the server's TLS certificate is not trusted, the host name does not resolve, or a cluster
+    /// setting does not match the server. Unlike an outage, waiting cannot fix it: at start-up the
+    /// manager refuses to start with it (see `distributed.start_degraded_on_config_error`); later
+    /// (a rotated password) it is logged once, counted in `stats().distributed.config_errors` and
+    /// shown as `last_error`.
+    #[error("{level} at {hosts} refuses this configuration: {reason}")]
+    Misconfigured {
+        /// The level ("redis", "memcached", "backplane", ...).
+        level: &'static str,
+        /// The host or hosts (`host:port`, never a password).
+        hosts: String,
+        /// What the server said and what to fix.
+        reason: String,
+    },
+
     /// A circuit breaker in front of a level is open after repeated failures; the call was not
     /// attempted. It is retried by a probe once the cool-down has passed.
     #[error("{level} is skipped: its circuit breaker is open after repeated failures; a probe retries it after the cool-down")]
@@ -317,6 +334,13 @@ impl Error {
             self,
             Error::InvalidKey { .. } | Error::ZeroTtl { .. } | Error::ValueTooLarge { .. }
         )
+    }
+
+    /// True for [`Error::Misconfigured`] and [`Error::Config`]: the configuration is wrong, and
+    /// retrying the call (or waiting for the server) cannot help.
+    #[must_use]
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, Error::Misconfigured { .. } | Error::Config { .. })
     }
 
     /// True if this is an I/O error that says the device (or the user's quota) is full.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::distributed::{BreakerStats, NodeStats};
+use crate::error::Error;
 use crate::storage::{StorageCounters, StorageSize};
 
 /// Stripes per counter.
@@ -179,8 +180,49 @@ pub(crate) struct LevelMetrics {
     pub(crate) sets: Counter,
     pub(crate) deletes: Counter,
     pub(crate) errors: Counter,
+    /// Errors that said the configuration is wrong ([`Error::Misconfigured`]); also in `errors`.
+    pub(crate) config_errors: Counter,
+    /// The last failure (breaker skips aside) and the last configuration error, as text.
+    pub(crate) last_errors: parking_lot::Mutex<LastErrors>,
     pub(crate) get_latency: Histogram,
     pub(crate) set_latency: Histogram,
+}
+
+/// The last failure of a level, and its last configuration error.
+#[derive(Debug, Default)]
+pub(crate) struct LastErrors {
+    any: Option<String>,
+    config: Option<String>,
+}
+
+impl LevelMetrics {
+    /// Counts a failed call of the level named `level` and keeps it as the last error. A
+    /// configuration error is also counted apart, and logged at error level once per distinct
+    /// message (it repeats on every call until someone fixes the settings); other errors are
+    /// left to the caller to log.
+    pub(crate) fn failure(&self, level: &str, error: &Error) {
+        self.errors.incr();
+        if matches!(error, Error::CircuitOpen { .. }) {
+            // A skip, not a failure of its own: the error that opened the breaker stays shown.
+            return;
+        }
+        let message = error.to_string();
+        let mut last = self.last_errors.lock();
+        if error.is_misconfiguration() {
+            self.config_errors.incr();
+            if last.config.as_deref() != Some(message.as_str()) {
+                tracing::error!(level, error = %message,
+                    "the level refuses this configuration; fix it (retrying cannot help); meanwhile the cache serves without it");
+                last.config = Some(message.clone());
+            }
+        }
+        last.any = Some(message);
+    }
+
+    /// The last configuration error seen, if any.
+    pub(crate) fn last_config_error(&self) -> Option<String> {
+        self.last_errors.lock().config.clone()
+    }
 }
 
 /// Everything the manager counts.
@@ -292,6 +334,10 @@ impl LevelMetrics {
     ) -> LevelStats {
         let hits = self.hits.get();
         let misses = self.misses.get();
+        let (last_error, last_config_error) = {
+            let last = self.last_errors.lock();
+            (last.any.clone(), last.config.clone())
+        };
         LevelStats {
             name: name.to_owned(),
             enabled,
@@ -308,6 +354,9 @@ impl LevelMetrics {
             size_error,
             breaker: None,
             nodes: Vec::new(),
+            config_errors: self.config_errors.get(),
+            last_error,
+            last_config_error,
         }
     }
 }
@@ -368,6 +417,17 @@ pub struct LevelStats {
     /// otherwise.
     #[serde(default)]
     pub nodes: Vec<NodeStats>,
+    /// Failed calls whose answer said the configuration is wrong (a refused password, no such
+    /// database, an untrusted certificate): retrying cannot fix them. Included in `errors`.
+    #[serde(default)]
+    pub config_errors: u64,
+    /// The last failure seen (skips by an open breaker aside): the host, what happened, what to
+    /// do (never a password).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The last configuration error seen (see `config_errors`), kept when outage errors follow.
+    #[serde(default)]
+    pub last_config_error: Option<String>,
 }
 
 /// Hit rates: each level's own, and overall (reads answered by any level / all reads).

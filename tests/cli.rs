@@ -7,6 +7,9 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -411,4 +414,54 @@ fn a_dump_line_with_a_bad_expiry_is_refused_with_its_line_number() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 3") && stderr.contains("expiry"), "{stderr}");
+}
+
+/// A new user's mistake: a wrong Redis password in `hosts`. It used to pass silently (exit 0, L1
+/// only, 0 errors in stats); now every manager command says what to fix on stderr and exits 2.
+#[cfg(feature = "redis")]
+#[test]
+fn a_wrong_redis_password_makes_set_get_and_stats_exit_2_naming_the_host() {
+    let server = support::RedisServer::with_password("right");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "use_multi_level = true\n[local]\ntype = \"file\"\npath = {:?}\nmax_size = 16\n\
+             [distributed]\nenabled = true\nhosts = [\"redis://:wrong@{}\"]\n",
+            dir.path().join("data").display().to_string(),
+            server.addr()
+        ),
+    )
+    .unwrap();
+    for args in [&["set", "k", "v"][..], &["get", "k"], &["stats"]] {
+        let out = bin().arg("--config").arg(&config).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(
+            stderr.contains(&server.addr()) && stderr.contains("password"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("wrong@"), "{args:?}: {stderr}");
+    }
+    // Started degraded on purpose: L1 takes the write, and the refusal still fails the command.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("start_degraded_on_config_error = true\n");
+    std::fs::write(&config, text).unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&config)
+        .args(["set", "k", "v"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&server.addr()) && stderr.contains("password"),
+        "{stderr}"
+    );
+    let stats = bin().arg("--config").arg(&config).arg("stats").output().unwrap();
+    let stdout = String::from_utf8_lossy(&stats.stdout);
+    assert!(stdout.contains("password"), "stats shows the refusal: {stdout}");
 }

@@ -522,7 +522,7 @@ fn a_wrong_password_fails_construction_saying_so_without_printing_it() {
     let err =
         CacheManager::new(config_for("redis", &[server.addr()], r#"password = "wrong-one""#)).unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    assert!(matches!(err, Error::Misconfigured { .. }), "{err:?}");
     assert!(
         text.to_lowercase().contains("auth") || text.contains("WRONGPASS"),
         "{text}"

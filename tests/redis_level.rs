@@ -401,7 +401,11 @@ fn wrong_or_missing_password_fails_at_construction() {
     let server = RedisServer::with_password("right-pass");
     let err = RedisStore::connect(RedisOptions::new(server.addr()).password("wrong-pass")).unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{text}");
+    // A refused password is a misconfiguration, not an outage: no retry can fix it.
+    assert!(
+        matches!(err, Error::Misconfigured { level: "redis", .. }),
+        "{text}"
+    );
     assert!(text.contains("authentication failed"), "{text}");
     assert!(text.contains(&server.addr()), "{text}");
     assert!(!text.contains("wrong-pass"), "never print the password: {text}");
@@ -626,10 +630,11 @@ fn rediss_with_a_private_ca_round_trips_and_an_unknown_ca_is_refused() {
     let redis = RedisStore::connect(RedisOptions::new(url.clone()).tls_root_cert(ca)).unwrap();
     redis.set("k", b"over tls", Some(Duration::from_secs(5))).unwrap();
     assert_eq!(redis.get("k").unwrap().unwrap().value, b"over tls");
-    // Without our CA the server's certificate is not trusted: a clear error at construction.
+    // Without our CA the server's certificate is not trusted: a clear error at construction,
+    // a misconfiguration (retrying cannot fix it), not an outage.
     let err =
         RedisStore::connect(RedisOptions::new(url).connect_timeout(Duration::from_secs(1))).unwrap_err();
-    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{err}");
+    assert!(matches!(err, Error::Misconfigured { .. }), "{err}");
     assert!(
         err.to_string()
             .contains(&format!("rediss://127.0.0.1:{}", server.port)),

@@ -2,7 +2,8 @@
 //!
 //! The levels in this module already keep their own deadline on every call; `Guarded` adds the
 //! breaker: while it is open, calls fail at once with [`Error::CircuitOpen`] without touching
-//! the network. Timeouts and backend failures count as failures; caller errors (bad key, zero
+//! the network. Timeouts, backend failures and misconfigurations the server reports
+//! ([`Error::Misconfigured`]) count as failures; caller errors (bad key, zero
 //! TTL, value too large, configuration refusals) count as neither (a half-open probe that ends in
 //! one frees the probe slot, so the next call probes), and any other answer from the
 //! server (including a value without a valid envelope) counts as a success.
@@ -84,7 +85,11 @@ impl<L: Storage> Guarded<L> {
 fn record<T>(breaker: &CircuitBreaker, probe: bool, result: &Result<T>) {
     match result {
         Ok(_) | Err(Error::InvalidEnvelope { .. } | Error::PartialBatch(_)) => breaker.record_success(),
-        Err(Error::Timeout { .. } | Error::Backend { .. }) => breaker.record_failure(),
+        // A configuration the server refuses (a rotated password) opens the breaker too: the
+        // level is probed once per cool-down instead of failing every call on the network.
+        Err(Error::Timeout { .. } | Error::Backend { .. } | Error::Misconfigured { .. }) => {
+            breaker.record_failure()
+        }
         Err(_) if probe => breaker.release_probe(),
         Err(_) => {}
     }

@@ -519,7 +519,7 @@ impl Shared {
 
     /// A batch that did not reach L2: counted, and queued for replay where there is a queue.
     fn behind_failed(&self, error: &Error, batch: &[(String, Queued)]) {
-        self.metrics.distributed.errors.incr();
+        self.metrics.distributed.failure("L2", error);
         self.metrics.consistency.behind_failures.add(batch.len() as u64);
         if super::policy::skipped_by_breaker(error) {
             tracing::debug!(

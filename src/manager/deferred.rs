@@ -22,6 +22,9 @@ pub(crate) type Connect = Box<dyn Fn() -> Result<Arc<dyn Storage>> + Send + Sync
 
 struct Slot {
     level: RwLock<Option<Arc<dyn Storage>>>,
+    /// The last failed attempt, if the server said the configuration is wrong: calls fail with
+    /// it (so stats show what to fix) instead of "not connected yet".
+    misconfigured: Mutex<Option<(String, String)>>,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -41,10 +44,16 @@ impl Deferred {
         connect: Connect,
         first_error: &Error,
     ) -> Result<Deferred> {
-        tracing::error!(level = name, error = %first_error, retry_ms = retry.as_millis() as u64,
-            "L2 unreachable at start-up; serving from L1 and connecting in the background");
+        if matches!(first_error, Error::Misconfigured { .. }) {
+            tracing::error!(level = name, error = %first_error, retry_ms = retry.as_millis() as u64,
+                "L2 refuses this configuration at start-up; starting without it (start_degraded_on_config_error) and retrying in the background; fix the configuration");
+        } else {
+            tracing::error!(level = name, error = %first_error, retry_ms = retry.as_millis() as u64,
+                "L2 unreachable at start-up; serving from L1 and connecting in the background");
+        }
         let slot = Arc::new(Slot {
             level: RwLock::new(None),
+            misconfigured: Mutex::new(misconfiguration(first_error)),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -65,10 +74,20 @@ impl Deferred {
     }
 
     fn level(&self, op: &'static str) -> Result<Arc<dyn Storage>> {
-        self.slot.level.read().clone().ok_or(Error::Backend {
-            level: self.name,
-            op,
-            reason: "not connected yet; retrying in the background".into(),
+        if let Some(level) = self.slot.level.read().clone() {
+            return Ok(level);
+        }
+        Err(match self.slot.misconfigured.lock().clone() {
+            Some((hosts, reason)) => Error::Misconfigured {
+                level: self.name,
+                hosts,
+                reason: format!("{reason}; retrying in the background"),
+            },
+            None => Error::Backend {
+                level: self.name,
+                op,
+                reason: "not connected yet; retrying in the background".into(),
+            },
         })
     }
 
@@ -98,8 +117,27 @@ fn connect_until_stopped(name: &'static str, retry: Duration, connect: &Connect,
                 *slot.level.write() = Some(level);
                 return;
             }
-            Err(e) => tracing::debug!(level = name, error = %e, "L2 still unreachable"),
+            Err(e) => {
+                let now = misconfiguration(&e);
+                let mut last = slot.misconfigured.lock();
+                if now.is_some() && *last != now {
+                    // Logged once per distinct refusal: it repeats on every attempt.
+                    tracing::error!(level = name, error = %e,
+                        "L2 refuses this configuration; fix it (retrying cannot help); serving from L1 meanwhile");
+                } else {
+                    tracing::debug!(level = name, error = %e, "L2 still unreachable");
+                }
+                *last = now;
+            }
         }
+    }
+}
+
+/// The hosts and reason of an [`Error::Misconfigured`].
+fn misconfiguration(error: &Error) -> Option<(String, String)> {
+    match error {
+        Error::Misconfigured { hosts, reason, .. } => Some((hosts.clone(), reason.clone())),
+        _ => None,
     }
 }
 

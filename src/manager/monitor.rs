@@ -35,6 +35,15 @@ impl Monitor<'_> {
         self.assemble(l1_size, l2_size)
     }
 
+    /// The last error by which L2 said the configuration is wrong (a refused password, no such
+    /// database, an untrusted certificate; see [`Error::Misconfigured`](crate::Error::Misconfigured)),
+    /// if any call saw one; also in `stats().distributed.last_config_error`. It reads only the
+    /// counters, never a level, so it is cheap enough to check after every call.
+    #[must_use]
+    pub fn config_error(&self) -> Option<String> {
+        self.manager.shared.metrics.distributed.last_config_error()
+    }
+
     /// [`Monitor::get_stats`] reading L2's size without blocking the executor.
     pub async fn get_stats_async(self) -> CacheStats {
         let s = &self.manager.shared;

@@ -199,11 +199,14 @@ impl Shared {
     /// [`failed`](Self::failed) by reference: counts and logs `error`, and says whether
     /// `fallback_on_error` hides it.
     fn hidden(&self, level: Level, op: &'static str, key: &str, error: &Error) -> bool {
-        self.level(level).errors.incr();
+        self.level(level).failure(level.name(), error);
         if !self.fallback_on_error || error.is_bad_input() {
             return false;
         }
-        if skipped_by_breaker(error) {
+        if error.is_misconfiguration() {
+            // Logged once (at error level) by `failure`; every call repeats it.
+            tracing::debug!(level = level.name(), op, key = %key_for_error(key), error = %error, "cache level refuses the configuration; hidden by fallback_on_error");
+        } else if skipped_by_breaker(error) {
             // Skipped by an open breaker: expected until the probe, so not a warning each time.
             tracing::debug!(level = level.name(), op, key = %key_for_error(key), error = %error, "skipped by an open circuit breaker");
         } else {
@@ -917,8 +920,8 @@ impl Shared {
                         removed
                     }
                     // Report L1's error first if both failed.
-                    Err(_) if l1.is_err() => {
-                        m.errors.incr();
+                    Err(e) if l1.is_err() => {
+                        m.failure(Level::Distributed.name(), &e);
                         if self.fallback_on_error {
                             let _ = self.queue_deletes(keys);
                         }

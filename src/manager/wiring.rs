@@ -147,7 +147,9 @@ fn backplane_redis(config: &CacheConfig) -> RedisOptions {
         if let Some(password) = &d.password {
             r = r.password(password.clone());
         }
-        r
+        // The L2's hosts with the L2's TLS settings. A file that cannot be read fails the L2's
+        // own start-up, naming its key; here it leaves the defaults.
+        with_tls(r.clone(), d).unwrap_or(r)
     } else {
         let mut r = RedisOptions::with_hosts(inv.hosts.iter().cloned()).cluster(inv.cluster);
         if let Some(user) = &inv.username {
@@ -274,7 +276,7 @@ fn redis_options(
     d: &DistributedCacheConfig,
     clock: &Arc<dyn Clock>,
     nodes: Option<&Arc<NodeBreakers>>,
-) -> RedisOptions {
+) -> Result<RedisOptions> {
     let mut options = RedisOptions::with_hosts(d.hosts.iter().cloned())
         .cluster(d.cluster)
         .prefix(d.key_prefix.clone())
@@ -290,7 +292,38 @@ fn redis_options(
     if let Some(nodes) = nodes {
         options = options.node_breakers(Arc::clone(nodes));
     }
-    options
+    with_tls(options, d)
+}
+
+/// The `tls_*` keys of `[distributed]` on `options`; the files are read here, so a missing one
+/// fails start-up naming its key.
+#[cfg(feature = "tls")]
+fn with_tls(mut options: RedisOptions, d: &DistributedCacheConfig) -> Result<RedisOptions> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Config {
+            field: field.to_owned(),
+            reason: format!("cannot read {}: {e}; give a readable PEM file", path.display()),
+        })
+    };
+    if let Some(path) = &d.tls_ca_file {
+        options = options.tls_root_cert(read("distributed.tls_ca_file", path)?);
+    }
+    if let (Some(cert), Some(key)) = (&d.tls_cert_file, &d.tls_key_file) {
+        options = options.tls_client_cert(
+            read("distributed.tls_cert_file", cert)?,
+            read("distributed.tls_key_file", key)?,
+        );
+    }
+    Ok(options
+        .tls_system_roots(d.tls_system_roots)
+        .tls_install_crypto_provider(d.tls_install_crypto_provider))
+}
+
+/// Without the `tls` feature the keys are refused by `CacheConfig::validate`.
+#[cfg(all(feature = "redis", not(feature = "tls")))]
+#[allow(clippy::unnecessary_wraps)]
+fn with_tls(options: RedisOptions, _d: &DistributedCacheConfig) -> Result<RedisOptions> {
+    Ok(options)
 }
 
 #[cfg(feature = "memcached")]
@@ -320,9 +353,9 @@ fn connect_distributed(
     let _ = (clock, nodes); // only the levels compiled out would take them
     let level: Result<Arc<dyn Storage>> = match d.kind {
         #[cfg(feature = "redis")]
-        DistributedKind::Redis => {
-            RedisStore::connect(redis_options(d, clock, nodes)).map(|l| Arc::new(l) as _)
-        }
+        DistributedKind::Redis => redis_options(d, clock, nodes)
+            .and_then(RedisStore::connect)
+            .map(|l| Arc::new(l) as _),
         #[cfg(feature = "memcached")]
         DistributedKind::Memcached => {
             MemcachedStore::connect(memcached_options(d, clock, nodes)).map(|l| Arc::new(l) as _)
@@ -349,9 +382,11 @@ fn in_config_terms(err: Error) -> Error {
 }
 
 /// Connects the L2 that `distributed` describes, behind a circuit breaker; `None` if it is not
-/// enabled. The level checks its connection (and credentials) once here. If that fails and
-/// `fallback` is set, the manager starts anyway with a [`Deferred`] level that connects in the
-/// background (retrying every `breaker_cooldown_ms`); otherwise the error is returned.
+/// enabled. The level checks its connection (and credentials) once here. If the server cannot
+/// be reached and `fallback` is set, the manager starts anyway with a [`Deferred`] level that
+/// connects in the background (retrying every `breaker_cooldown_ms`); otherwise the error is
+/// returned. A server that answers that the configuration is wrong ([`Error::Misconfigured`])
+/// fails start-up even with `fallback`, unless `start_degraded_on_config_error` is set.
 pub(super) fn build_distributed(
     distributed: &DistributedCacheConfig,
     fallback: bool,
@@ -376,10 +411,9 @@ pub(super) fn build_distributed(
     };
     let connected = match d.kind {
         #[cfg(feature = "redis")]
-        DistributedKind::Redis => {
-            RedisStore::connect(redis_options(d, clock, nodes.as_ref()).io_runtime(io.cloned()))
-                .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>)
-        }
+        DistributedKind::Redis => redis_options(d, clock, nodes.as_ref())
+            .and_then(|options| RedisStore::connect(options.io_runtime(io.cloned())))
+            .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
         #[cfg(feature = "memcached")]
         DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock, nodes.as_ref()))
             .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
@@ -389,7 +423,15 @@ pub(super) fn build_distributed(
     let level = match connected.map_err(in_config_terms) {
         Ok(level) => level,
         // A configuration mistake is not an outage: retrying in the background cannot fix it.
-        Err(e) if fallback && !matches!(e, Error::Config { .. }) => {
+        // One the server reported (a refused password, say) starts degraded only if asked to.
+        Err(e)
+            if fallback
+                && match e {
+                    Error::Config { .. } => false,
+                    Error::Misconfigured { .. } => d.start_degraded_on_config_error,
+                    _ => true,
+                } =>
+        {
             let (config, level_clock, level_nodes) = (d.clone(), Arc::clone(clock), nodes.clone());
             let connect: super::deferred::Connect =
                 Box::new(move || connect_distributed(&config, &level_clock, level_nodes.as_ref()));

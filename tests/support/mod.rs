@@ -145,6 +145,53 @@ pub fn make_tls_certs(dir: &std::path::Path) {
     ]);
 }
 
+/// A client certificate (`client.crt`, `client.key`) signed by the CA that [`make_tls_certs`]
+/// made in `dir`, for servers started with `--tls-auth-clients yes`.
+pub fn make_client_cert(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=uno-cache test client",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "client.cnf",
+    ]);
+}
+
 impl RedisServer {
     /// A server with no persistence on a free port.
     pub fn start() -> Self {
@@ -173,13 +220,20 @@ impl RedisServer {
 
     /// A server that speaks only TLS, with certificates from [`make_tls_certs`] in `certs`.
     pub fn start_tls(certs: &std::path::Path) -> Self {
+        Self::start_tls_with(certs, &[])
+    }
+
+    /// [`start_tls`](Self::start_tls) with extra `redis-server` arguments (they come last, so
+    /// `--tls-auth-clients yes` overrides the default `no`; the readiness check then presents
+    /// the client certificate of [`make_client_cert`]).
+    pub fn start_tls_with(certs: &std::path::Path, extra: &[&str]) -> Self {
         require("redis-server", "redis-server");
         require("redis-cli", "redis-tools");
         let mut server = RedisServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
-            extra: Vec::new(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             password: None,
             tls: Some(certs.to_owned()),
         };
@@ -224,10 +278,16 @@ impl RedisServer {
         let port = self.port;
         if let Some(certs) = &self.tls {
             wait_until(&format!("redis-server (TLS) on {port}"), || {
-                Command::new("redis-cli")
-                    .args(["--tls", "-p", &port.to_string(), "--cacert"])
-                    .arg(certs.join("ca.crt"))
-                    .arg("PING")
+                let mut cli = Command::new("redis-cli");
+                cli.args(["--tls", "-p", &port.to_string(), "--cacert"])
+                    .arg(certs.join("ca.crt"));
+                if certs.join("client.crt").is_file() {
+                    cli.arg("--cert")
+                        .arg(certs.join("client.crt"))
+                        .arg("--key")
+                        .arg(certs.join("client.key"));
+                }
+                cli.arg("PING")
                     .output()
                     .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
             });

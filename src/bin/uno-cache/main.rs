@@ -11,7 +11,9 @@
 //! bound given that way is recorded in turn.
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
-//! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage.
+//! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage. With
+//! `--config`, an L2 that says the configuration is wrong (a refused password, say) is an error
+//! (exit 2, the reason on stderr) even where `fallback_on_error` let L1 serve the call.
 
 mod escape;
 
@@ -258,6 +260,22 @@ fn run_manager(config: CacheConfig, command: Command) -> Result<ExitCode, String
                     );
                 }
                 println!("{:<12}{:>10.3}", "overall", stats.hit_rate.overall);
+                let d = &stats.distributed;
+                if let Some(breaker) = &d.breaker {
+                    println!(
+                        "distributed breaker: {:?} ({} trips)",
+                        breaker.state, breaker.trips
+                    );
+                }
+                if d.config_errors > 0 {
+                    println!("distributed config errors: {}", d.config_errors);
+                }
+                if let Some(error) = &d.last_error {
+                    println!("distributed last error: {error}");
+                }
+                if let Some(error) = &d.size_error {
+                    println!("distributed size unknown: {error}");
+                }
             }
             ExitCode::SUCCESS
         }
@@ -269,6 +287,11 @@ fn run_manager(config: CacheConfig, command: Command) -> Result<ExitCode, String
         }
     };
     cache.flush().map_err(|e| e.to_string())?;
+    // Hidden from the call by fallback_on_error (L1 served it), but the user must know: a
+    // wrong setting does not go away by itself.
+    if let Some(error) = cache.monitor().config_error() {
+        return Err(error);
+    }
     Ok(code)
 }
 

@@ -25,30 +25,22 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Valu
 use super::commands::Request;
 use super::errors::{connect_error_for, LEVEL};
 pub(crate) use super::target::Target;
+#[cfg(feature = "tls")]
+use super::tls::TlsOptions;
 
-/// A client for one host (TLS with an optional private CA). It does not connect.
+/// A client for one host (TLS with the roots and client certificate of `tls`). It does not
+/// connect.
 pub(crate) fn open_client(
     target: &Target,
-    #[cfg(feature = "tls")] tls_root_cert: Option<&[u8]>,
+    #[cfg(feature = "tls")] tls: &TlsOptions,
 ) -> RedisResult<redis::Client> {
     #[cfg(feature = "tls")]
-    {
-        if target.is_tls() {
-            // rustls needs a process-wide crypto provider; ours unless the program set one.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        match tls_root_cert {
-            Some(pem) => redis::Client::build_with_tls(
-                target.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.to_vec()),
-                },
-            ),
-            None => redis::Client::open(target.url.as_str()),
+    if target.is_tls() {
+        tls.ensure_provider()?;
+        if let Some(certs) = tls.certificates()? {
+            return redis::Client::build_with_tls(target.url.as_str(), certs);
         }
     }
-    #[cfg(not(feature = "tls"))]
     redis::Client::open(target.url.as_str())
 }
 
@@ -60,7 +52,7 @@ pub(crate) struct Settings {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     #[cfg(feature = "tls")]
-    pub(crate) tls_root_cert: Option<Vec<u8>>,
+    pub(crate) tls: TlsOptions,
 }
 
 impl Settings {
@@ -90,8 +82,7 @@ impl Settings {
     async fn try_connect(self) -> RedisResult<Conn> {
         #[cfg(feature = "tls")]
         if self.targets.iter().any(Target::is_tls) {
-            // rustls needs a process-wide crypto provider; ours unless the program set one.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            self.tls.ensure_provider()?;
         }
         if self.cluster {
             let urls: Vec<String> = self.targets.iter().map(|t| t.url.clone()).collect();
@@ -103,11 +94,8 @@ impl Settings {
                 .response_timeout(self.client_response_timeout())
                 .retries(1);
             #[cfg(feature = "tls")]
-            let builder = match &self.tls_root_cert {
-                Some(pem) => builder.certs(redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                }),
+            let builder = match self.tls.certificates()? {
+                Some(certs) => builder.certs(certs),
                 None => builder,
             };
             let client = builder.build()?;
@@ -125,7 +113,7 @@ impl Settings {
             let client = open_client(
                 target,
                 #[cfg(feature = "tls")]
-                self.tls_root_cert.as_deref(),
+                &self.tls,
             )?;
             // No retries inside the client: a failed reconnect fails the call at once and the
             // next call tries again; the caller's deadline and breaker decide the pace.
@@ -136,6 +124,20 @@ impl Settings {
                 .set_max_delay(Duration::from_millis(500));
             let mut conn = ConnectionManager::new_with_config(client, config).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
+            // A cluster node answers PING like any server, and then MOVED for most keys: say so
+            // now. A user without the right to INFO is not refused for it.
+            if let Ok(info) = redis::cmd("INFO")
+                .arg("cluster")
+                .query_async::<String>(&mut conn)
+                .await
+            {
+                if info.lines().any(|line| line.trim() == "cluster_enabled:1") {
+                    return Err(RedisError::from((
+                        ErrorKind::Server(redis::ServerErrorKind::Moved),
+                        "the server has cluster_enabled:1",
+                    )));
+                }
+            }
             Ok(Conn::Single(conn))
         }
     }

@@ -1,9 +1,14 @@
 //! The level's errors: a failed call, a failed connect, a connect deadline that passed. Shared
 //! by every module of the level and by the backplane.
+//!
+//! A failure is either an outage (refused, reset, timed out: the breaker and the background
+//! connector retry it) or a misconfiguration ([`Error::Misconfigured`]: the server answered and
+//! the answer says the settings are wrong, which no retry fixes). [`misconfiguration`] tells them
+//! apart.
 
 use std::time::Duration;
 
-use redis::{ErrorKind, RedisError};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use crate::error::Error;
 
@@ -19,17 +24,87 @@ pub(crate) fn backend(op: &'static str, err: &RedisError) -> Error {
     }
 }
 
-fn is_auth_error(err: &RedisError) -> bool {
-    err.kind() == ErrorKind::AuthenticationFailed
-        || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+/// A failed call on `hosts`: [`Error::Misconfigured`] if the server's answer says the settings
+/// are wrong (a password rotated under a running cache), else [`Error::Backend`].
+pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError) -> Error {
+    match misconfiguration(err) {
+        Some(advice) => misconfigured(LEVEL, hosts, advice, err),
+        None => backend(op, err),
+    }
 }
 
-/// A connection failure as [`Error::Backend`] (op `"connect"`) for `level`, naming the hosts and
-/// what to check.
+fn misconfigured(level: &'static str, hosts: &str, advice: &str, err: &RedisError) -> Error {
+    Error::Misconfigured {
+        level,
+        hosts: hosts.to_owned(),
+        reason: format!("{advice} ({err})"),
+    }
+}
+
+/// The error and every error under it, as text (the crate wraps rustls and DNS errors in I/O
+/// errors, whose kinds do not say what happened).
+fn chain_text(err: &RedisError) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        text.push_str(" / ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// What to fix, if `err` says the configuration is wrong; `None` for an outage (refused, reset,
+/// timed out, loading, …) or any other failure.
+pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
+    if err.kind() == ErrorKind::AuthenticationFailed
+        || err.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
+        || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+    {
+        return Some(
+            "authentication failed: the server refused the user name or password; check them \
+             (distributed.username / distributed.password, or user:password in the URL) against \
+             the server's requirepass or ACL user",
+        );
+    }
+    if matches!(
+        err.kind(),
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
+    ) {
+        // The cluster client follows redirects itself: one that reaches us came to a standalone
+        // connection.
+        return Some("the server is a Redis Cluster node; set cluster = true (or use redis+cluster://)");
+    }
+    let text = chain_text(err);
+    let has = |needle: &str| text.contains(needle);
+    if has("DB index is out of range") || has("invalid DB index") {
+        Some("the server has no such database; use a database number below its `databases` setting in the URL (/0, /1, …)")
+    } else if has("cluster support disabled") {
+        Some("the server is not a Redis Cluster node; set cluster = false and use redis://")
+    } else if has("invalid peer certificate") || has("UnknownIssuer") || has("NotValidForName") {
+        Some("the server's TLS certificate is not trusted for this host; set distributed.tls_ca_file to the CA that signed it, or check the host name")
+    } else if has("received corrupt message") || has("InvalidContentType") {
+        Some("the server does not speak TLS on this port; use redis:// or the server's tls-port")
+    } else if has("received fatal alert") || has("CertificateRequired") {
+        Some("the server refused the TLS handshake; if it asks for a client certificate, set distributed.tls_cert_file and distributed.tls_key_file")
+    } else if has("Name or service not known")
+        || has("No address associated with hostname")
+        || has("nodename nor servname provided")
+    {
+        Some("the host name does not resolve; check the host")
+    } else {
+        None
+    }
+}
+
+/// A connection failure for `level`, naming the hosts and what to check:
+/// [`Error::Misconfigured`] if the server's answer says the settings are wrong, else
+/// [`Error::Backend`] (op `"connect"`).
 pub(crate) fn connect_error_for(level: &'static str, hosts: &str, err: &RedisError) -> Error {
-    let advice = if is_auth_error(err) {
-        "authentication failed; check the user name and password (requirepass or the ACL user)"
-    } else if err.kind() == ErrorKind::Io || err.is_connection_refusal() || err.is_timeout() {
+    if let Some(advice) = misconfiguration(err) {
+        return misconfigured(level, hosts, advice, err);
+    }
+    let advice = if err.kind() == ErrorKind::Io || err.is_connection_refusal() || err.is_timeout() {
         "cannot reach the server; check the host and port and that redis-server is running and reachable"
     } else if err.kind() == ErrorKind::InvalidClientConfig {
         "the connection settings are invalid; check the URL"

@@ -12,6 +12,7 @@
 //! | `scan`       | `size` and `clear`: `SCAN` walks over every primary                        |
 //! | `slots`      | a key's hash slot and the slot owners, for the per-primary breakers        |
 //! | `store`      | the [`Storage`](crate::Storage) impl                                        |
+//! | `tls`        | `rediss://` roots, client certificate, the rustls crypto provider (`tls`)  |
 //!
 //! Dependencies run one way (no cycles): `errors` and `target` at the bottom; `commands` uses
 //! `errors`; `connection` uses `errors`, `target` and `commands`; `options` uses `target` and
@@ -41,6 +42,8 @@ mod scan;
 mod slots;
 mod store;
 mod target;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::options::RedisOptions;
 pub use self::store::RedisStore;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::connection::{open_client, Settings};
 use super::target::{config_error, parse_target, Target};
+#[cfg(feature = "tls")]
+use super::tls::TlsOptions;
 use crate::clock::{Clock, SystemClock};
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::NodeBreakers;
@@ -37,7 +39,7 @@ pub struct RedisOptions {
     default_ttl: Option<Duration>,
     clock: Arc<dyn Clock>,
     #[cfg(feature = "tls")]
-    tls_root_cert: Option<Vec<u8>>,
+    tls: TlsOptions,
     /// The I/O thread to run on; `None` starts one of the store's own.
     runtime: Option<IoRuntime>,
     /// A breaker per Cluster primary.
@@ -86,7 +88,7 @@ impl RedisOptions {
             default_ttl: None,
             clock: Arc::new(SystemClock),
             #[cfg(feature = "tls")]
-            tls_root_cert: None,
+            tls: TlsOptions::default(),
             runtime: None,
             node_breakers: None,
         }
@@ -165,11 +167,39 @@ impl RedisOptions {
         self
     }
 
-    /// For `rediss://`: trust this CA certificate (PEM) instead of the built-in web PKI roots,
-    /// for servers with certificates from a private CA.
+    /// For `rediss://`: trust this CA certificate (PEM; several may follow each other) instead
+    /// of the built-in web PKI roots, for servers with certificates from a private CA. Wins over
+    /// [`tls_system_roots`](Self::tls_system_roots).
     #[cfg(feature = "tls")]
     pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.tls_root_cert = Some(pem.into());
+        self.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// For `rediss://`: trust the operating system's root store (read with rustls-native-certs
+    /// when connecting) instead of the built-in web PKI roots (default false).
+    #[cfg(feature = "tls")]
+    pub fn tls_system_roots(mut self, on: bool) -> Self {
+        self.tls.system_roots = on;
+        self
+    }
+
+    /// For `rediss://` with mutual TLS: present this client certificate chain and its private
+    /// key (both PEM) to servers that ask for one (`tls-auth-clients yes`).
+    #[cfg(feature = "tls")]
+    pub fn tls_client_cert(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// For `rediss://`: whether uno-cache may install the *ring* rustls `CryptoProvider` as the
+    /// process-wide default when the program has installed none by the time it connects
+    /// (default true). With `false` it never touches the process-wide provider, and connecting
+    /// fails with [`Error::Config`](crate::Error::Config) (field `redis.tls_install_crypto_provider`)
+    /// if none is installed. A provider the program installs first is always the one used.
+    #[cfg(feature = "tls")]
+    pub fn tls_install_crypto_provider(mut self, on: bool) -> Self {
+        self.tls.install_provider = on;
         self
     }
 }
@@ -213,7 +243,7 @@ impl RedisOptions {
         open_client(
             target,
             #[cfg(feature = "tls")]
-            self.tls_root_cert.as_deref(),
+            &self.tls,
         )
     }
 
@@ -252,13 +282,25 @@ impl RedisOptions {
             ));
         }
         let (targets, cluster) = self.resolve_targets()?;
+        #[cfg(feature = "tls")]
+        if targets.iter().any(Target::is_tls) {
+            self.tls.ensure_provider().map_err(|_| {
+                config_error(
+                    "redis.tls_install_crypto_provider".to_owned(),
+                    "it is false and the program has installed no rustls CryptoProvider; install one \
+                     (rustls::crypto::CryptoProvider::install_default) before building the cache, \
+                     or set it to true to let uno-cache install ring"
+                        .to_owned(),
+                )
+            })?;
+        }
         Ok(Settings {
             targets,
             cluster,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             #[cfg(feature = "tls")]
-            tls_root_cert: self.tls_root_cert.clone(),
+            tls: self.tls.clone(),
         })
     }
 

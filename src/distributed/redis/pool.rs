@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use redis::{RedisError, RedisResult, Value};
 
 use super::commands::Request;
-use super::errors::{backend, LEVEL};
+use super::errors::{call_error as level_error, LEVEL};
 use crate::error::{Error, Result};
 
 /// Blocking connections for the sync API on a standalone server without TLS.
@@ -29,6 +29,8 @@ use crate::error::{Error, Result};
 pub(crate) struct CallerPool {
     client: redis::Client,
     idle: parking_lot::Mutex<Vec<redis::Connection>>,
+    /// `host:port` for errors.
+    hosts: String,
 }
 
 /// Idle connections kept; a burst of threads beyond this closes its extra ones when done.
@@ -36,7 +38,7 @@ const MAX_IDLE: usize = 16;
 
 impl CallerPool {
     /// `None` if the client's settings cannot be reused (the I/O-thread path then serves).
-    pub(crate) fn new(client: redis::Client) -> Option<CallerPool> {
+    pub(crate) fn new(client: redis::Client, hosts: String) -> Option<CallerPool> {
         // No `CLIENT SETINFO` round trips when connecting: on a hung server each one waited out
         // the deadline again, so a call that had to connect took twice its timeout.
         let info = client.get_connection_info().clone();
@@ -45,6 +47,7 @@ impl CallerPool {
         Some(CallerPool {
             client,
             idle: parking_lot::Mutex::new(Vec::new()),
+            hosts,
         })
     }
 
@@ -80,7 +83,7 @@ impl CallerPool {
                 Err(err) if !retried && err.is_connection_dropped() && started.elapsed() < timeout => {
                     retried = true;
                 }
-                Err(err) => return Err(call_error(op, timeout, &err)),
+                Err(err) => return Err(call_error(op, timeout, &self.hosts, &err)),
             }
         }
     }
@@ -110,9 +113,9 @@ impl CallerPool {
         let conn = self
             .client
             .get_connection_with_timeout(left(started))
-            .map_err(|err| call_error(op, timeout, &err))?;
+            .map_err(|err| call_error(op, timeout, &self.hosts, &err))?;
         set_timeouts(&conn, left(started).max(Duration::from_millis(1)))
-            .map_err(|err| call_error(op, timeout, &err))?;
+            .map_err(|err| call_error(op, timeout, &self.hosts, &err))?;
         Ok(conn)
     }
 }
@@ -122,8 +125,9 @@ fn set_timeouts(conn: &redis::Connection, timeout: Duration) -> RedisResult<()> 
     conn.set_write_timeout(Some(timeout))
 }
 
-/// A failed blocking call: a socket timeout is the call's [`Error::Timeout`].
-fn call_error(op: &'static str, timeout: Duration, err: &RedisError) -> Error {
+/// A failed blocking call: a socket timeout is the call's [`Error::Timeout`]; a refusal that says
+/// the settings are wrong is [`Error::Misconfigured`].
+fn call_error(op: &'static str, timeout: Duration, hosts: &str, err: &RedisError) -> Error {
     if err.is_timeout() {
         Error::Timeout {
             level: LEVEL,
@@ -131,6 +135,6 @@ fn call_error(op: &'static str, timeout: Duration, err: &RedisError) -> Error {
             after: timeout,
         }
     } else {
-        backend(op, err)
+        level_error(op, hosts, err)
     }
 }

@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 
 use super::commands::{check_value, Command, Commands, Reply};
 use super::connection::{Conn, Settings};
-use super::errors::{backend, connect_timeout_error, LEVEL};
+use super::errors::{call_error, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
 use super::scan;
@@ -155,9 +155,10 @@ impl RedisStore {
         rt: IoRuntime,
     ) -> Self {
         let pool = match (&conn, settings.targets.first()) {
-            (Conn::Single(_), Some(target)) if !target.is_tls() => {
-                options.client_for(target).ok().and_then(CallerPool::new)
-            }
+            (Conn::Single(_), Some(target)) if !target.is_tls() => options
+                .client_for(target)
+                .ok()
+                .and_then(|client| CallerPool::new(client, settings.hosts())),
             _ => None,
         };
         RedisStore {
@@ -205,7 +206,12 @@ impl RedisStore {
             Some(pool) => pool.send(op, self.timeout, &request)?,
             None => {
                 let mut conn = self.conn.clone();
-                let send = async move { conn.send(&request).await.map_err(|err| backend(op, &err)) };
+                let hosts = self.hosts.as_str();
+                let send = async move {
+                    conn.send(&request)
+                        .await
+                        .map_err(|err| call_error(op, hosts, &err))
+                };
                 self.rt
                     .wait(op, self.timeout, self.rt.bind(op, self.timeout, send))?
             }
@@ -225,7 +231,10 @@ impl RedisStore {
         };
         let mut conn = self.conn.clone();
         Box::pin(self.rt.bind(op, self.timeout, async move {
-            let value = conn.send(&request).await.map_err(|err| backend(op, &err))?;
+            let value = conn
+                .send(&request)
+                .await
+                .map_err(|err| call_error(op, &self.hosts, &err))?;
             reply.read(op, value, self.clock.now_ms())
         }))
     }

@@ -1,0 +1,215 @@
+//! A misconfiguration is told apart from an outage, against real `redis-server` processes: a
+//! refused password, a database that does not exist, a host name that does not resolve, or a
+//! cluster setting that does not match the server fails `CacheManager::new` with
+//! `Error::Misconfigured` naming the host and what to fix (even with `fallback_on_error`), while
+//! an unreachable server still starts degraded. A password changed under a running cache is
+//! counted apart in the stats and shown, and L1 keeps serving.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{free_port, RedisServer};
+use uno_cache::{CacheConfig, CacheManager, Error};
+
+/// A file L1 in `dir` and a Redis L2 at `host`, with `fallback_on_error` (the default) and
+/// `extra` lines in `[distributed]`.
+fn config(dir: &std::path::Path, host: &str, extra: &str) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        use_multi_level = true
+        fallback_on_error = true
+        [local]
+        type = "file"
+        path = {path:?}
+        max_size = 16
+        [distributed]
+        enabled = true
+        hosts = [{host:?}]
+        timeout_ms = 500
+        breaker_cooldown_ms = 50
+        {extra}
+        "#,
+        path = dir.join("l1").display().to_string(),
+    ))
+    .unwrap()
+}
+
+/// `CacheManager::new`'s error for `host`, which must be a misconfiguration naming `shown`.
+fn refused(host: &str, shown: &str, extra: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let err = CacheManager::new(config(dir.path(), host, extra)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::Misconfigured { level: "redis", ref hosts, .. } if hosts == shown),
+        "{text}"
+    );
+    assert!(err.is_misconfiguration(), "{text}");
+    assert!(text.contains(shown), "{text}");
+    text
+}
+
+#[test]
+fn a_wrong_password_fails_cache_manager_new_naming_the_host_and_what_to_fix() {
+    let server = RedisServer::with_password("right-secret");
+    let text = refused(
+        &format!("redis://:wrong-secret@{}", server.addr()),
+        &server.addr(),
+        "",
+    );
+    assert!(text.contains("password"), "{text}");
+    assert!(
+        !text.contains("wrong-secret") && !text.contains("right-secret"),
+        "{text}"
+    );
+    // No password at all (NOAUTH on the first command) is the same mistake.
+    let text = refused(&server.addr(), &server.addr(), "");
+    assert!(text.contains("password"), "{text}");
+}
+
+#[test]
+fn a_database_the_server_does_not_have_fails_start_up() {
+    let server = RedisServer::start();
+    let text = refused(&format!("redis://{}/99", server.addr()), &server.addr(), "");
+    assert!(text.contains("database"), "{text}");
+}
+
+#[test]
+fn a_host_name_that_does_not_resolve_fails_start_up() {
+    let text = refused(
+        "redis://no-such-host.invalid:6379",
+        "no-such-host.invalid:6379",
+        "",
+    );
+    assert!(text.contains("does not resolve"), "{text}");
+}
+
+#[test]
+fn a_cluster_url_on_a_standalone_server_and_the_reverse_fail_start_up() {
+    let standalone = RedisServer::start();
+    let text = refused(
+        &format!("redis+cluster://{}", standalone.addr()),
+        &standalone.addr(),
+        "",
+    );
+    assert!(text.contains("not a Redis Cluster node"), "{text}");
+    // A cluster node (no slots needed: it says cluster_enabled:1) reached as a standalone server.
+    let node = RedisServer::start_with(&["--cluster-enabled", "yes"], None);
+    let text = refused(&node.addr(), &node.addr(), "");
+    assert!(text.contains("cluster = true"), "{text}");
+}
+
+#[test]
+fn an_unreachable_server_is_an_outage_and_still_starts_degraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = format!("127.0.0.1:{}", free_port());
+    let cache = CacheManager::new(config(dir.path(), &host, "")).unwrap();
+    cache.set_raw("k", b"v", None).unwrap();
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
+    let stats = cache.stats();
+    assert_eq!(stats.distributed.config_errors, 0);
+    assert_eq!(cache.monitor().config_error(), None);
+    // Without fallback an outage is an error too, but not a misconfiguration.
+    let strict = CacheConfig {
+        fallback_on_error: false,
+        ..config(dir.path().join("strict").as_path(), &host, "")
+    };
+    let err = CacheManager::new(strict).unwrap_err();
+    assert!(!err.is_misconfiguration(), "{err}");
+}
+
+#[test]
+fn start_degraded_on_config_error_starts_without_l2_and_reports_the_refusal() {
+    let server = RedisServer::with_password("right");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(
+        dir.path(),
+        &format!("redis://:wrong@{}", server.addr()),
+        "start_degraded_on_config_error = true",
+    ))
+    .unwrap();
+    cache.set_raw("k", b"v", None).unwrap();
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
+    let stats = cache.stats();
+    assert!(stats.distributed.config_errors >= 1, "{:?}", stats.distributed);
+    let shown = stats.distributed.last_config_error.unwrap();
+    assert!(
+        shown.contains(&server.addr()) && shown.contains("password"),
+        "{shown}"
+    );
+    assert!(cache.monitor().config_error().is_some());
+}
+
+#[test]
+fn a_password_changed_while_running_is_counted_and_reported_and_l1_keeps_serving() {
+    let server = RedisServer::with_password("old");
+    let dir = tempfile::tempdir().unwrap();
+    let cache =
+        CacheManager::new(config(dir.path(), &format!("redis://:old@{}", server.addr()), "")).unwrap();
+    cache.set_raw("kept", b"in both", None).unwrap();
+    assert_eq!(cache.stats().distributed.config_errors, 0);
+
+    // Rotate the password and drop every authenticated connection, as a restart would.
+    let mut admin = server.raw();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("new")
+        .query::<()>(&mut admin)
+        .unwrap();
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query::<i64>(&mut admin)
+        .unwrap();
+
+    // Writes and misses now reach a server that refuses the password: hidden by fallback (L1
+    // has the write), counted apart, and shown with the host.
+    cache.set_raw("after", b"l1 only", None).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(cache.get_raw_async("absent")).unwrap(), None);
+    let stats = cache.stats();
+    assert!(stats.distributed.config_errors >= 1, "{:?}", stats.distributed);
+    let shown = stats.distributed.last_config_error.clone().unwrap();
+    assert!(shown.contains(&server.addr()), "{shown}");
+    assert!(shown.contains("password"), "{shown}");
+    assert!(!shown.contains("old"), "{shown}");
+    assert_eq!(cache.monitor().config_error().as_deref(), Some(shown.as_str()));
+    // Reads of what L1 holds are still served.
+    assert_eq!(cache.get_raw("kept").unwrap().as_deref(), Some(&b"in both"[..]));
+    assert_eq!(cache.get_raw("after").unwrap().as_deref(), Some(&b"l1 only"[..]));
+
+    // The refusal opens the breaker (probed once per cool-down) instead of failing every call
+    // on the network; restoring the password lets the probe close it again.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("old")
+        .query::<()>(&mut admin)
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        cache.set_raw("back", b"in l2", None).unwrap();
+        if redis::cmd("EXISTS").arg("back").query::<i64>(&mut admin).unwrap() == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "L2 never came back after the password was restored"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

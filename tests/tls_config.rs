@@ -1,0 +1,51 @@
+//! The `tls_*` keys of `[distributed]` are checked when the configuration is read, each error
+//! naming its key: Redis only, refused without the `tls` feature, a client certificate only with
+//! its key.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+
+use uno_cache::{CacheConfig, Error};
+
+fn field_of(text: &str) -> String {
+    match CacheConfig::from_toml_str(text).unwrap_err() {
+        Error::Config { field, .. } => field,
+        other => panic!("not a config error: {other:?}"),
+    }
+}
+
+#[test]
+fn tls_keys_are_checked_and_name_the_field() {
+    let redis = "[distributed]\nenabled = true\nhosts = [\"rediss://h:1\"]\n";
+    let memcached = "[distributed]\nenabled = true\ntype = \"memcached\"\nhosts = [\"h:1\"]\n";
+    assert_eq!(
+        field_of(&format!("{memcached}tls_ca_file = \"ca.pem\"\n")),
+        "distributed.tls_ca_file"
+    );
+    if cfg!(feature = "tls") {
+        assert_eq!(
+            field_of(&format!("{redis}tls_cert_file = \"c.pem\"\n")),
+            "distributed.tls_key_file"
+        );
+        assert_eq!(
+            field_of(&format!("{redis}tls_key_file = \"k.pem\"\n")),
+            "distributed.tls_cert_file"
+        );
+        let c = CacheConfig::from_toml_str(&format!(
+            "{redis}tls_ca_file = \"ca.pem\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\ntls_install_crypto_provider = false\n"
+        ))
+        .unwrap();
+        assert!(!c.distributed.tls_install_crypto_provider);
+        assert_eq!(c.distributed.tls_ca_file.as_deref(), Some(Path::new("ca.pem")));
+    } else {
+        assert_eq!(
+            field_of(&format!("{redis}tls_system_roots = true\n")),
+            "distributed.tls_system_roots"
+        );
+    }
+}
