@@ -1,0 +1,194 @@
+//! `[offline]`, `[consistency]` and `[invalidation]`: writes that could not reach L2, how far
+//! L1 entries that may be stale are trusted, and the backplane between instances.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, CacheConfig, DistributedKind};
+use crate::error::Result;
+use crate::replay::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
+
+/// The offline mode (`[offline]`): writes and deletes that could not reach L2.
+///
+/// With `fallback_on_error = true`, a `set` or `delete` whose L2 call failed (or was skipped by
+/// the open circuit breaker) is queued in a durable [replay queue](crate::replay) and replayed in
+/// order (deletes first, a later delete winning over an earlier set of the same key) when L2
+/// answers again: on a background tick every `replay_interval_ms`, and at once after an L2 call
+/// succeeds. While a key has a queued op, L1 is the truth for it: a read never backfills it from
+/// L2, and a read that misses L1 does not return L2's (stale) value.
+///
+/// **When the queue is full** (`replay_max_bytes` or `replay_max_entries`): a set that does not
+/// fit is queued as a delete of its key (L2 loses the key rather than keeping a stale value); a
+/// delete replaces its key's pending op and always fits; when even a new key's delete does not
+/// fit, the op is lost and the queue is marked **overflowed** (durably, in the stats as
+/// `consistency.replay_overflowed`): L2 may then hold stale values until an operator reconciles
+/// it and calls [`CacheManager::clear_replay_overflow`](crate::CacheManager::clear_replay_overflow).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OfflineConfig {
+    /// Queue and replay L2 writes that failed (default true; needs a directory, see
+    /// `replay_dir`, and `fallback_on_error = true`).
+    pub replay: bool,
+    /// Where the queue's files live (`replay.log`, `replay.lock`). Default: the L1 directory
+    /// (`local.path`) for `type = "file"` and `"redb"`; with `type = "memory"` or an L1 given to
+    /// the builder there is no queue unless this is set.
+    pub replay_dir: Option<PathBuf>,
+    /// Bound on the queued bytes (default [`DEFAULT_MAX_BYTES`](crate::replay::DEFAULT_MAX_BYTES)).
+    pub replay_max_bytes: u64,
+    /// Bound on the queued keys (default [`DEFAULT_MAX_ENTRIES`](crate::replay::DEFAULT_MAX_ENTRIES)).
+    pub replay_max_entries: usize,
+    /// How often a background thread tries to replay a non-empty queue, in milliseconds
+    /// (default 1000). An open breaker skips the attempt until its cool-down has passed.
+    pub replay_interval_ms: u64,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig {
+            replay: true,
+            replay_dir: None,
+            replay_max_bytes: DEFAULT_MAX_BYTES,
+            replay_max_entries: DEFAULT_MAX_ENTRIES,
+            replay_interval_ms: 1000,
+        }
+    }
+}
+
+/// What to do with an L1 entry that may be stale (`consistency.restart_policy`): one restored
+/// from disk at start-up, or one written before the invalidation backplane lost its
+/// subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartPolicy {
+    /// On its first read, compare it with L2 (default): same bytes → trusted and served; other
+    /// bytes → replaced by L2's; missing in L2 → dropped (a miss). While L2 cannot be reached it
+    /// is served as is (offline mode). A key with a queued replay op is served from L1 (L1 is
+    /// the truth for it).
+    #[default]
+    Revalidate,
+    /// Serve entries restored at start-up without asking L2. Entries made suspect by a lost
+    /// backplane subscription are still revalidated (and, from then on, restored ones too).
+    Trust,
+    /// Drop a suspect entry on its first read and read L2 as on a miss; while L2 is down it is a
+    /// miss (nothing possibly stale is served).
+    Drop,
+}
+
+/// `[consistency]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsistencyConfig {
+    /// `"revalidate"` (default), `"trust"` or `"drop"`; see [`RestartPolicy`]. Applies only with
+    /// an L2 (without one there is nothing to compare with, and entries are served).
+    pub restart_policy: RestartPolicy,
+}
+
+/// The invalidation backplane (`[invalidation]`): Redis pub/sub between instances that share an
+/// L2. Every set and delete publishes the key; every other instance drops it from its L1.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InvalidationConfig {
+    /// Whether to connect the backplane (default false).
+    pub enabled: bool,
+    /// The backplane's Redis (`host:port`, or Cluster seed nodes). Default: the L2's hosts when
+    /// the L2 is Redis (with its cluster flag and credentials); required when L2 is Memcached.
+    pub hosts: Vec<String>,
+    /// Redis Cluster mode for `hosts` (default false; ignored when `hosts` is empty).
+    pub cluster: bool,
+    /// User name for `hosts` (ignored when `hosts` is empty).
+    pub username: Option<String>,
+    /// Password for `hosts` (never printed by `Debug`; ignored when `hosts` is empty).
+    pub password: Option<String>,
+    /// The pub/sub channel (default `uno-cache:invalidate`). Instances that share an L2 must
+    /// share it.
+    pub channel: String,
+    /// The longest a dead subscription goes unnoticed, in milliseconds (default 1000, at least
+    /// 30). Until it is restored, every L1 hit is checked against L2.
+    pub staleness_bound_ms: u64,
+    /// Deadline of one publish, in milliseconds (default 100).
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for InvalidationConfig {
+    fn default() -> Self {
+        InvalidationConfig {
+            enabled: false,
+            hosts: Vec::new(),
+            cluster: false,
+            username: None,
+            password: None,
+            channel: crate::invalidation::DEFAULT_CHANNEL.to_owned(),
+            staleness_bound_ms: 1000,
+            publish_timeout_ms: 100,
+        }
+    }
+}
+
+impl std::fmt::Debug for InvalidationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvalidationConfig")
+            .field("enabled", &self.enabled)
+            .field("hosts", &self.hosts)
+            .field("cluster", &self.cluster)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("channel", &self.channel)
+            .field("staleness_bound_ms", &self.staleness_bound_ms)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .finish()
+    }
+}
+
+impl CacheConfig {
+    pub(super) fn validate_consistency(&self) -> Result<()> {
+        let offline = &self.offline;
+        if offline
+            .replay_dir
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid(
+                "offline.replay_dir",
+                "must not be empty; leave it out for the default",
+            ));
+        }
+        if offline.replay_interval_ms == 0 {
+            return Err(invalid("offline.replay_interval_ms", "must be at least 1"));
+        }
+        if offline.replay_max_entries == 0 {
+            return Err(invalid("offline.replay_max_entries", "must be at least 1"));
+        }
+        if !(4124..=u64::from(u32::MAX)).contains(&offline.replay_max_bytes) {
+            return Err(invalid(
+                "offline.replay_max_bytes",
+                "must be between 4124 (one delete of the longest key) and 4294967295",
+            ));
+        }
+        let inv = &self.invalidation;
+        if !inv.enabled {
+            return Ok(());
+        }
+        if inv.hosts.is_empty()
+            && !(self.distributed.enabled && self.distributed.kind == DistributedKind::Redis)
+        {
+            return Err(invalid(
+                "invalidation.hosts",
+                "needed unless the L2 is an enabled Redis (its hosts are the default)",
+            ));
+        }
+        if let Some(i) = inv.hosts.iter().position(|h| h.trim().is_empty()) {
+            return Err(invalid(&format!("invalidation.hosts[{i}]"), "is empty"));
+        }
+        if inv.channel.is_empty() {
+            return Err(invalid("invalidation.channel", "must not be empty"));
+        }
+        if inv.staleness_bound_ms < 30 {
+            return Err(invalid("invalidation.staleness_bound_ms", "must be at least 30"));
+        }
+        if inv.publish_timeout_ms == 0 {
+            return Err(invalid("invalidation.publish_timeout_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+}

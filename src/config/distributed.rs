@@ -1,0 +1,188 @@
+//! `[distributed]`: the L2 level, its deadlines, breaker, write mode and TLS.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::invalid;
+use crate::error::Result;
+
+/// Which implementation serves as L2 (`distributed.type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DistributedKind {
+    /// Redis or Redis Cluster (default).
+    #[default]
+    Redis,
+    /// Memcached, one or more hosts.
+    Memcached,
+}
+
+/// When a write reaches L2 (`distributed.write_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// The caller waits for L2 (default): an L2 error reaches it as `fallback_on_error` says,
+    /// and another instance reads the new value from L2 as soon as the call returns.
+    #[default]
+    Through,
+    /// The caller waits for L1 only; a writer thread sends queued L2 writes in batches, newest
+    /// value per key. L2 lags by about one batch; its errors are counted and (in offline mode)
+    /// replayed, never returned; a crash loses the queued L2 writes (L1 keeps them). Deletes
+    /// still wait for L2. See the `manager::behind` module docs.
+    Behind,
+}
+
+/// The distributed level (`[distributed]`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistributedCacheConfig {
+    /// Whether there is an L2 at all (default false).
+    pub enabled: bool,
+    /// `"redis"` (default) or `"memcached"`. The TOML key is `type`.
+    #[serde(rename = "type")]
+    pub kind: DistributedKind,
+    /// `host:port` of each server (for Redis Cluster: seed nodes). Required when enabled.
+    pub hosts: Vec<String>,
+    /// The longest an entry lives in L2, and the TTL of a `set` without one (default 3600 s). In
+    /// TOML, seconds.
+    #[serde(with = "super::seconds")]
+    pub ttl: Duration,
+    /// Prepended to every key in L2, to share a server between applications (default empty).
+    pub key_prefix: String,
+    /// Deadline of every L2 call in milliseconds (default 100).
+    pub timeout_ms: u64,
+    /// Redis Cluster mode (Redis only; default false).
+    pub cluster: bool,
+    /// User name for authentication.
+    pub username: Option<String>,
+    /// Password for authentication (never printed by `Debug`).
+    pub password: Option<String>,
+    /// Consecutive failures that open the circuit breaker (default 5).
+    pub breaker_failures: u32,
+    /// How long an open breaker skips L2 before a probe, in milliseconds (default 1000).
+    pub breaker_cooldown_ms: u64,
+    /// `"through"` (default) or `"behind"`: whether a set waits for L2 ([`WriteMode`]).
+    pub write_mode: WriteMode,
+    /// With `write_mode = "behind"`, the most keys waiting for L2 (default 10 000); a set that
+    /// finds the queue full writes through instead (backpressure, bounded memory).
+    pub write_behind_max_keys: usize,
+    /// Start anyway (L1 only, L2 retried in the background, the error counted in stats) when
+    /// L2 answers at start-up that the configuration is wrong: credentials refused, no such
+    /// database, an untrusted TLS certificate, a host name that does not resolve, a cluster
+    /// setting that does not match (default false: [`CacheManager::new`](crate::CacheManager::new)
+    /// fails with [`Error::Misconfigured`]). An unreachable L2 is an outage, not this: it starts
+    /// degraded whenever `fallback_on_error` is set.
+    pub start_degraded_on_config_error: bool,
+    /// For `rediss://` (the `tls` feature): a PEM file of the CA certificate(s) to trust instead
+    /// of the built-in web PKI roots, for servers with certificates from a private CA.
+    pub tls_ca_file: Option<PathBuf>,
+    /// For `rediss://`: trust the operating system's root store (rustls-native-certs) instead of
+    /// the built-in web PKI roots (default false). Not together with `tls_ca_file`.
+    pub tls_system_roots: bool,
+    /// For `rediss://` with mutual TLS: a PEM file of the client certificate (chain). Give
+    /// `tls_key_file` with it.
+    pub tls_cert_file: Option<PathBuf>,
+    /// For `rediss://` with mutual TLS: a PEM file of the client certificate's private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// For `rediss://`: if the program has not installed a process-wide rustls `CryptoProvider`
+    /// when L2 connects, install the *ring* provider (default true). `false`: never touch the
+    /// process-wide provider; connecting fails with a configuration error if none is installed.
+    pub tls_install_crypto_provider: bool,
+}
+
+impl Default for DistributedCacheConfig {
+    fn default() -> Self {
+        DistributedCacheConfig {
+            enabled: false,
+            kind: DistributedKind::default(),
+            hosts: Vec::new(),
+            ttl: Duration::from_secs(3600),
+            key_prefix: String::new(),
+            timeout_ms: 100,
+            cluster: false,
+            username: None,
+            password: None,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 1000,
+            write_mode: WriteMode::Through,
+            write_behind_max_keys: 10_000,
+            start_degraded_on_config_error: false,
+            tls_ca_file: None,
+            tls_system_roots: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_install_crypto_provider: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for DistributedCacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedCacheConfig")
+            .field("enabled", &self.enabled)
+            .field("kind", &self.kind)
+            .field("hosts", &self.hosts)
+            .field("ttl", &self.ttl)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("cluster", &self.cluster)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("breaker_failures", &self.breaker_failures)
+            .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
+            .field("write_mode", &self.write_mode)
+            .field("write_behind_max_keys", &self.write_behind_max_keys)
+            .field(
+                "start_degraded_on_config_error",
+                &self.start_degraded_on_config_error,
+            )
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_system_roots", &self.tls_system_roots)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_install_crypto_provider", &self.tls_install_crypto_provider)
+            .finish()
+    }
+}
+
+/// The TLS keys of `[distributed]`: Redis only, with the `tls` feature, one root source, and a
+/// client certificate only with its key.
+pub(super) fn validate_tls(dist: &DistributedCacheConfig) -> Result<()> {
+    let set = [
+        ("distributed.tls_ca_file", dist.tls_ca_file.is_some()),
+        ("distributed.tls_system_roots", dist.tls_system_roots),
+        ("distributed.tls_cert_file", dist.tls_cert_file.is_some()),
+        ("distributed.tls_key_file", dist.tls_key_file.is_some()),
+    ];
+    let Some((first, _)) = set.iter().find(|(_, on)| *on) else {
+        return Ok(());
+    };
+    if dist.kind == DistributedKind::Memcached {
+        return Err(invalid(first, "memcached is used without TLS; remove it"));
+    }
+    if !cfg!(feature = "tls") {
+        return Err(invalid(
+            first,
+            "uno-cache was built without its `tls` feature; enable it or remove the TLS keys",
+        ));
+    }
+    if dist.tls_ca_file.is_some() && dist.tls_system_roots {
+        return Err(invalid(
+            "distributed.tls_system_roots",
+            "give either tls_ca_file (a private CA) or tls_system_roots = true (the system's roots), not both",
+        ));
+    }
+    match (&dist.tls_cert_file, &dist.tls_key_file) {
+        (Some(_), None) => Err(invalid(
+            "distributed.tls_key_file",
+            "tls_cert_file is set without its private key; set tls_key_file too",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "distributed.tls_cert_file",
+            "tls_key_file is set without its certificate; set tls_cert_file too",
+        )),
+        _ => Ok(()),
+    }
+}

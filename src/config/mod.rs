@@ -1,0 +1,479 @@
+//! Configuration of a [`CacheManager`](crate::CacheManager): which levels, their sizes and TTLs.
+//!
+//! Deserializable with serde (TOML through [`CacheConfig::from_toml_str`]); every field has a
+//! default, and [`CacheConfig::validate`] names the field at fault. TTLs and intervals are given
+//! in seconds in TOML (`ttl = 300`, or `ttl = 0.5`).
+//!
+//! ```
+//! # #[cfg(feature = "redis")] { // a Redis L2 needs the `redis` feature
+//! use uno_cache::{CacheConfig, LocalKind};
+//! let config = CacheConfig::from_toml_str(r#"
+//!     use_multi_level = true
+//!     fallback_on_error = true
+//!
+//!     [local]
+//!     type = "memory"
+//!     max_size = 10000   # items for memory, MiB for file and redb
+//!     ttl = 300          # seconds
+//!
+//!     [distributed]
+//!     enabled = true
+//!     type = "redis"
+//!     hosts = ["127.0.0.1:6379"]
+//!     ttl = 3600
+//! "#)?;
+//! assert_eq!(config.local.kind, LocalKind::Memory);
+//! # }
+//! # Ok::<(), uno_cache::Error>(())
+//! ```
+
+mod consistency;
+mod distributed;
+mod loader;
+mod local;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::consistency::{ConsistencyConfig, InvalidationConfig, OfflineConfig, RestartPolicy};
+use self::distributed::validate_tls;
+pub use self::distributed::{DistributedCacheConfig, DistributedKind, WriteMode};
+pub use self::loader::LoaderConfig;
+pub use self::local::{
+    DurabilityMode, LocalCacheConfig, LocalKind, DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH,
+    DEFAULT_MEMORY_MAX_ITEMS,
+};
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+
+/// The whole cache configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Use the distributed level (L2) when it is enabled (default true). `false`: L1 alone.
+    pub use_multi_level: bool,
+    /// Hide L2 failures (default true): counted, logged, and treated as a miss on read and as
+    /// L1-only on write; an L2 unreachable at start-up is connected in the background meanwhile.
+    /// `false`: the error reaches the caller (and an unreachable L2 fails start-up).
+    pub fallback_on_error: bool,
+    /// How typed values become bytes: `"bincode"` (default) or `"json"`.
+    pub codec: CodecName,
+    /// The local level (L1).
+    pub local: LocalCacheConfig,
+    /// The distributed level (L2).
+    pub distributed: DistributedCacheConfig,
+    /// What happens to writes and deletes that cannot reach L2 (`[offline]`).
+    pub offline: OfflineConfig,
+    /// How far L1 entries that may be stale are trusted (`[consistency]`).
+    pub consistency: ConsistencyConfig,
+    /// The cross-process invalidation backplane (`[invalidation]`).
+    pub invalidation: InvalidationConfig,
+    /// Fail-safe stale values and loader timeouts (`[loader]`).
+    pub loader: LoaderConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            use_multi_level: true,
+            fallback_on_error: true,
+            codec: CodecName::default(),
+            local: LocalCacheConfig::default(),
+            distributed: DistributedCacheConfig::default(),
+            offline: OfflineConfig::default(),
+            consistency: ConsistencyConfig::default(),
+            invalidation: InvalidationConfig::default(),
+            loader: LoaderConfig::default(),
+        }
+    }
+}
+
+/// The codec named in configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    /// bincode 2 (compact, fast).
+    #[default]
+    Bincode,
+    /// JSON (readable by other tools).
+    Json,
+}
+
+impl CodecName {
+    /// The codec itself.
+    #[must_use]
+    pub fn codec(self) -> Codec {
+        match self {
+            CodecName::Bincode => Codec::bincode(),
+            CodecName::Json => Codec::json(),
+        }
+    }
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl CacheConfig {
+    /// Parses TOML and validates the result.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field (`local.type`, `distributed.ttl`, …) of a syntax error,
+    /// an unknown field, a value of the wrong type or an invalid value.
+    pub fn from_toml_str(text: &str) -> Result<CacheConfig> {
+        let config: CacheConfig = toml::from_str(text).map_err(|e| {
+            let field = e
+                .span()
+                .and_then(|span| field_at(text, span.start))
+                .unwrap_or_else(|| "config".to_owned());
+            invalid(&field, e.message().trim().to_owned())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; otherwise as [`CacheConfig::from_toml_str`].
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<CacheConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config", path, e))?;
+        CacheConfig::from_toml_str(&text)
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`Error::FeatureDisabled`] if it asks for an L2, the backplane or a redb L1 this build was
+    /// compiled without (naming the Cargo feature); otherwise [`Error::Config`] naming the first
+    /// field at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_features()?;
+        let local = &self.local;
+        if local.ttl.is_zero() {
+            return Err(invalid("local.ttl", "must be above zero (seconds)"));
+        }
+        if local.max_size == Some(0) {
+            let unit = match local.kind {
+                LocalKind::Memory => "items",
+                LocalKind::File | LocalKind::Redb => "MiB",
+            };
+            return Err(invalid("local.max_size", format!("must be at least 1 ({unit})")));
+        }
+        if local.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(invalid(
+                "local.path",
+                "must not be empty; leave it out for the default",
+            ));
+        }
+        if let Some(mode) = local.file_mode {
+            crate::perms::check_file_mode(mode).map_err(|reason| invalid("local.file_mode", reason))?;
+        }
+        if local.durability == DurabilityMode::Periodic && local.durability_interval_ms == 0 {
+            return Err(invalid(
+                "local.durability_interval_ms",
+                "must be at least 1 with durability = \"periodic\"; use \"every_write\" to sync every write",
+            ));
+        }
+        self.validate_consistency()?;
+        self.validate_loader()?;
+        let dist = &self.distributed;
+        if !dist.enabled {
+            return Ok(());
+        }
+        if dist.hosts.is_empty() {
+            return Err(invalid(
+                "distributed.hosts",
+                "at least one host:port is needed when enabled",
+            ));
+        }
+        if let Some(i) = dist.hosts.iter().position(|h| h.trim().is_empty()) {
+            return Err(invalid(&format!("distributed.hosts[{i}]"), "is empty"));
+        }
+        if dist.ttl.is_zero() {
+            return Err(invalid("distributed.ttl", "must be above zero (seconds)"));
+        }
+        if dist.timeout_ms == 0 {
+            return Err(invalid("distributed.timeout_ms", "must be at least 1"));
+        }
+        if dist.breaker_failures == 0 {
+            return Err(invalid("distributed.breaker_failures", "must be at least 1"));
+        }
+        if dist.write_mode == WriteMode::Behind && dist.write_behind_max_keys == 0 {
+            return Err(invalid(
+                "distributed.write_behind_max_keys",
+                "must be at least 1 with write_mode = \"behind\"",
+            ));
+        }
+        validate_tls(dist)?;
+        if dist.kind == DistributedKind::Memcached {
+            if dist.username.is_some() {
+                return Err(invalid(
+                    "distributed.username",
+                    "memcached is used without authentication; remove it",
+                ));
+            }
+            if dist.password.is_some() {
+                return Err(invalid(
+                    "distributed.password",
+                    "memcached is used without authentication; remove it",
+                ));
+            }
+        }
+        if dist.cluster && dist.kind != DistributedKind::Redis {
+            return Err(invalid(
+                "distributed.cluster",
+                "cluster mode exists only with type = \"redis\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CacheConfig {
+    /// Refuses what this build was compiled without, naming the Cargo feature: a configuration
+    /// that asks for an L2 or the backplane never runs as a silent L1-only cache.
+    fn validate_features(&self) -> Result<()> {
+        let missing = |field: &str, what: &str, feature: &'static str| Error::FeatureDisabled {
+            field: field.to_owned(),
+            what: what.to_owned(),
+            feature,
+        };
+        if self.local.kind == LocalKind::Redb && !cfg!(feature = "redb") {
+            return Err(missing("local.type", "a redb L1 (type = \"redb\")", "redb"));
+        }
+        let dist = &self.distributed;
+        if dist.enabled {
+            match dist.kind {
+                DistributedKind::Redis if !cfg!(feature = "redis") => {
+                    return Err(missing(
+                        "distributed.type",
+                        "a Redis L2 (type = \"redis\")",
+                        "redis",
+                    ));
+                }
+                DistributedKind::Memcached if !cfg!(feature = "memcached") => {
+                    return Err(missing(
+                        "distributed.type",
+                        "a Memcached L2 (type = \"memcached\")",
+                        "memcached",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.invalidation.enabled && !cfg!(feature = "redis") {
+            return Err(missing(
+                "invalidation.enabled",
+                "the invalidation backplane (Redis pub/sub)",
+                "redis",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Works out the dotted name of the key at byte `pos` of a TOML text (`[local]` + `ttl = …` →
+/// `local.ttl`), for error messages.
+fn field_at(text: &str, pos: usize) -> Option<String> {
+    let before = text.get(..pos)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text.get(pos..)?.find('\n').map_or(text.len(), |i| pos + i);
+    let line = text.get(line_start..line_end)?.trim();
+    let table = |l: &str| {
+        l.strip_prefix('[')
+            .and_then(|l| l.split(']').next())
+            .map(|t| t.trim().trim_matches('[').trim().to_owned())
+    };
+    if line.starts_with('[') {
+        return table(line);
+    }
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    let section = before
+        .get(..line_start)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .and_then(table);
+    Some(match section {
+        Some(s) if !s.is_empty() => format!("{s}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
+/// Serde for durations as seconds (an integer or a float) in configuration files.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_nanos() == 0 {
+            s.serialize_u64(d.as_secs())
+        } else {
+            s.serialize_f64(d.as_secs_f64())
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Secs {
+        Whole(u64),
+        Fraction(f64),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Secs::deserialize(d)? {
+            Secs::Whole(s) => Ok(Duration::from_secs(s)),
+            Secs::Fraction(f) => Duration::try_from_secs_f64(f)
+                .map_err(|_| serde::de::Error::custom(format!("{f} is not a duration in seconds (>= 0)"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::durability::Durability;
+
+    #[test]
+    fn empty_text_gives_the_documented_defaults() {
+        let c = CacheConfig::from_toml_str("").unwrap();
+        assert_eq!(c, CacheConfig::default());
+        assert!(c.use_multi_level && c.fallback_on_error);
+        assert_eq!(c.local.kind, LocalKind::File);
+        assert_eq!(c.local.ttl, Duration::from_secs(300));
+        assert_eq!(c.local.effective_max_size(), DEFAULT_DISK_MAX_MB);
+        assert_eq!(c.local.effective_path(), Path::new(DEFAULT_LOCAL_PATH));
+        assert_eq!(
+            c.local.effective_durability(),
+            Durability::Periodic(Duration::from_secs(1))
+        );
+        assert!(!c.distributed.enabled);
+        assert_eq!(c.distributed.ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    #[cfg(all(feature = "redb", feature = "memcached"))]
+    fn seed_names_parse_with_type_keys_and_seconds() {
+        let c = CacheConfig::from_toml_str(
+            r#"
+            use_multi_level = false
+            fallback_on_error = false
+            codec = "json"
+            [local]
+            type = "redb"
+            max_size = 64
+            ttl = 1.5
+            path = "/tmp/x"
+            durability = "every_write"
+            [distributed]
+            enabled = true
+            type = "memcached"
+            hosts = ["a:11211", "b:11211"]
+            ttl = 60
+            key_prefix = "app:"
+            timeout_ms = 20
+            "#,
+        )
+        .unwrap();
+        assert!(!c.use_multi_level && !c.fallback_on_error);
+        assert_eq!(c.codec, CodecName::Json);
+        assert_eq!(c.local.kind, LocalKind::Redb);
+        assert_eq!(c.local.ttl, Duration::from_millis(1500));
+        assert_eq!(c.local.effective_durability(), Durability::EveryWrite);
+        assert_eq!(c.distributed.kind, DistributedKind::Memcached);
+        assert_eq!(c.distributed.hosts.len(), 2);
+        assert_eq!(c.distributed.ttl, Duration::from_secs(60));
+        assert_eq!(c.distributed.timeout_ms, 20);
+    }
+
+    fn field_of(text: &str) -> String {
+        match CacheConfig::from_toml_str(text).unwrap_err() {
+            Error::Config { field, .. } => field,
+            other => panic!("not a config error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        assert_eq!(field_of("[local]\ntype = \"disk\"\n"), "local.type");
+        assert_eq!(field_of("[local]\nttl = \"five\"\n"), "local.ttl");
+        assert_eq!(
+            field_of("[distributed]\nenabled = true\ntll = 5\n"),
+            "distributed.tll"
+        );
+        assert_eq!(field_of("use_multi_level = 3\n"), "use_multi_level");
+        assert_eq!(field_of("[local]\nttl = -1.0\n"), "local.ttl");
+    }
+
+    #[test]
+    #[cfg(all(feature = "redis", feature = "memcached"))]
+    fn validation_errors_name_the_field() {
+        assert_eq!(field_of("[local]\nttl = 0\n"), "local.ttl");
+        assert_eq!(
+            field_of("[local]\ntype = \"memory\"\nmax_size = 0\n"),
+            "local.max_size"
+        );
+        assert_eq!(
+            field_of("[local]\ndurability_interval_ms = 0\n"),
+            "local.durability_interval_ms"
+        );
+        assert_eq!(field_of("[distributed]\nenabled = true\n"), "distributed.hosts");
+        assert_eq!(
+            field_of("[distributed]\nenabled = true\nhosts = [\"a:1\", \" \"]\n"),
+            "distributed.hosts[1]"
+        );
+        assert_eq!(
+            field_of("[distributed]\nenabled = true\nhosts = [\"a:1\"]\nttl = 0\n"),
+            "distributed.ttl"
+        );
+        assert_eq!(
+            field_of(
+                "[distributed]\nenabled = true\nhosts = [\"a:1\"]\ntype = \"memcached\"\ncluster = true\n"
+            ),
+            "distributed.cluster"
+        );
+        assert_eq!(
+            field_of(
+                "[distributed]\nenabled = true\nhosts = [\"a:1\"]\ntype = \"memcached\"\npassword = \"x\"\n"
+            ),
+            "distributed.password"
+        );
+        // A disabled L2 is not checked.
+        assert!(CacheConfig::from_toml_str("[distributed]\nttl = 0\n").is_ok());
+    }
+
+    #[test]
+    fn debug_never_prints_the_password() {
+        let c = DistributedCacheConfig {
+            password: Some("hunter2".into()),
+            ..DistributedCacheConfig::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn serializing_and_parsing_round_trips() {
+        let mut c = CacheConfig::default();
+        c.local.ttl = Duration::from_millis(2500);
+        c.distributed.hosts = vec!["h:1".into()];
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(CacheConfig::from_toml_str(&text).unwrap(), c);
+    }
+}
