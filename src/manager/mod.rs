@@ -10,7 +10,8 @@
 //! | `offload` | blocking maintenance work awaited by the async API on a thread of its own |
 //! | `typed` | typed reads through the memory tier of decoded values                |
 //! | `monitor` | [`Monitor`]: statistics from the counters and the levels' sizes     |
-//! | `policy` | the read, write, delete, TTL, backfill and fallback rules            |
+//! | `policy` | the read, TTL, backfill and fallback rules, and the state they share |
+//! | `writes` | the write and delete rules: L1 step, then L2 now, queued, or replayed |
 //! | `guard`  | per-key ordering of writes across both levels; keeps a backfill from landing after a racing write or delete |
 //! | `behind` | write-behind: the queue of L2 writes and the thread that sends them   |
 //! | `fill`   | backfills of batch reads, written by a background thread             |
@@ -64,6 +65,7 @@ mod tags;
 mod typed;
 mod wiring;
 mod workers;
+mod writes;
 
 pub use self::builder::CacheManagerBuilder;
 pub use self::monitor::{Monitor, L2_SIZE_MAX_AGE};

@@ -32,10 +32,10 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::behind::{Pushed, WriteQueue};
+use super::behind::WriteQueue;
 use super::failsafe::FailSafe;
 use super::fill::{FillBatch, FillQueue};
-use super::guard::{KeyOrder, Ticket, WriteGuard};
+use super::guard::{KeyOrder, Ticket};
 use super::loader::Flights;
 use super::offline::Replayer;
 use super::tags::TagStore;
@@ -128,13 +128,13 @@ pub(crate) enum Plan {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Level {
+pub(super) enum Level {
     Local,
     Distributed,
 }
 
 impl Level {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Level::Local => "L1",
             Level::Distributed => "L2",
@@ -157,7 +157,7 @@ pub(crate) fn skipped_by_breaker(error: &Error) -> bool {
 
 /// A batch some of whose keys did not reach their node: which (`failed`, indices into the
 /// batch) and what the reached nodes answered.
-fn unreached(error: Error) -> std::result::Result<(Vec<usize>, Served, Error), Error> {
+pub(super) fn unreached(error: Error) -> std::result::Result<(Vec<usize>, Served, Error), Error> {
     match error {
         Error::PartialBatch(mut partial) => {
             let served = std::mem::replace(&mut partial.served, Served::Written);
@@ -168,7 +168,7 @@ fn unreached(error: Error) -> std::result::Result<(Vec<usize>, Served, Error), E
     }
 }
 
-fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
+pub(super) fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
     if ttl.is_some_and(|t| t.is_zero()) {
         return Err(Error::ZeroTtl {
             key: key_for_error(key),
@@ -178,7 +178,7 @@ fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
 }
 
 impl Shared {
-    fn level(&self, level: Level) -> &LevelMetrics {
+    pub(super) fn level(&self, level: Level) -> &LevelMetrics {
         match level {
             Level::Local => &self.metrics.local,
             Level::Distributed => &self.metrics.distributed,
@@ -188,7 +188,7 @@ impl Shared {
     /// Counts a failed call; hides it (`Ok`) if `fallback_on_error`, else passes it on. Bad input
     /// (a value too large for L2, say) is never hidden: it is not an outage, and replaying it
     /// later would fail the same way.
-    fn failed(&self, level: Level, op: &'static str, key: &str, error: Error) -> Result<()> {
+    pub(super) fn failed(&self, level: Level, op: &'static str, key: &str, error: Error) -> Result<()> {
         if self.hidden(level, op, key, &error) {
             Ok(())
         } else {
@@ -198,7 +198,7 @@ impl Shared {
 
     /// [`failed`](Self::failed) by reference: counts and logs `error`, and says whether
     /// `fallback_on_error` hides it.
-    fn hidden(&self, level: Level, op: &'static str, key: &str, error: &Error) -> bool {
+    pub(super) fn hidden(&self, level: Level, op: &'static str, key: &str, error: &Error) -> bool {
         self.level(level).failure(level.name(), error);
         if !self.fallback_on_error || error.is_bad_input() {
             return false;
@@ -773,185 +773,6 @@ impl Shared {
 
     pub(crate) fn tickets(&self, keys: &[&str]) -> Vec<Ticket> {
         keys.iter().map(|k| self.ticket(k)).collect()
-    }
-
-    // ---- writes ----
-
-    /// The L1 step of a write (checked input, capped TTL). Errors always reach the caller.
-    pub(crate) fn write_l1(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        for (key, _) in items {
-            check_ttl(key, ttl)?;
-        }
-        let m = &self.metrics.local;
-        let ttl = Some(self.l1_ttl(ttl));
-        let start = stats::sample_l1();
-        let result = match items {
-            [(key, value)] => self.l1.set(key, value, ttl),
-            _ => self.l1.set_many(items, ttl),
-        };
-        m.set_latency.record_since(start);
-        match result {
-            Ok(()) => {
-                m.sets.add(items.len() as u64);
-                Ok(())
-            }
-            Err(e) => {
-                m.errors.incr();
-                Err(e)
-            }
-        }
-    }
-
-    /// The part of a write before L2, shared by both APIs, once the caller owns the keys'
-    /// stripes (`ordered`, from `KeyOrder::order` or its async form, see `guard`): input
-    /// checks, L1, and where L2's part goes. The caller holds the returned guard until L2 (or
-    /// a queue) has the write, so the writes of a key reach both levels in one order.
-    pub(crate) fn begin_write<'a>(
-        &'a self,
-        ordered: WriteGuard<'a>,
-        keys: &[&str],
-        items: &[(&str, &[u8])],
-        ttl: Option<Duration>,
-    ) -> Result<(WriteGuard<'a>, Route<'a>)> {
-        self.check_behind(items)?;
-        self.write_l1(items, ttl)?;
-        Ok((ordered, self.route_write(keys, items, ttl)))
-    }
-
-    /// Where the L2 part of a write of `items` (whose keys are `keys`) goes: the replay queue
-    /// while a key has a queued op there, else the write-behind queue when it is on and has
-    /// room, else through.
-    pub(crate) fn route_write(
-        &self,
-        keys: &[&str],
-        items: &[(&str, &[u8])],
-        ttl: Option<Duration>,
-    ) -> Route<'_> {
-        let Some(l2) = &self.l2 else {
-            return Route::Done(Ok(()));
-        };
-        match self.push_behind(keys, items, ttl) {
-            Some(Pushed::Queued) => Route::Behind,
-            Some(Pushed::Replay) => Route::Done(self.queue_sets(items, ttl)),
-            Some(Pushed::Full) => {
-                self.metrics.consistency.behind_overflows.incr();
-                Route::Through { l2, settle: true }
-            }
-            None if self.must_queue(keys) => Route::Done(self.queue_sets(items, ttl)),
-            None => Route::Through { l2, settle: false },
-        }
-    }
-
-    /// What to do with L2's answer to a write: a failure hidden by `fallback_on_error` is
-    /// queued for replay (when there is a queue).
-    pub(crate) fn finish_write(
-        &self,
-        items: &[(&str, &[u8])],
-        ttl: Option<Duration>,
-        (started, result): Timed<()>,
-    ) -> Result<()> {
-        let m = &self.metrics.distributed;
-        m.set_latency.record(started.elapsed());
-        match result {
-            Ok(()) => {
-                m.sets.add(items.len() as u64);
-                self.nudge_replay();
-                Ok(())
-            }
-            Err(e) if e.is_bad_input() => {
-                // L2 refused the value (too large for memcached, say): take it out of L1 too, so
-                // that a failed set leaves every instance reading the same (older) value.
-                let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-                if let Err(undo) = self.l1.delete_many(&keys) {
-                    tracing::warn!(error = %undo, "could not undo an L1 write that L2 refused");
-                }
-                let first = keys.first().copied().unwrap_or("");
-                self.failed(Level::Distributed, "set", first, e)
-            }
-            Err(e) => match unreached(e) {
-                // Some nodes have the write: only the items of the others wait for replay.
-                Ok((failed, _, error)) => {
-                    let unsent: Vec<(&str, &[u8])> =
-                        failed.iter().filter_map(|&i| items.get(i).copied()).collect();
-                    let first = unsent.first().map_or("", |(k, _)| *k);
-                    if !self.hidden(Level::Distributed, "set", first, &error) {
-                        return Err(error);
-                    }
-                    m.sets.add((items.len() - unsent.len()) as u64);
-                    self.queue_sets(&unsent, ttl)
-                }
-                Err(e) => {
-                    let first = items.first().map_or("", |(k, _)| *k);
-                    self.failed(Level::Distributed, "set", first, e)?;
-                    self.queue_sets(items, ttl)
-                }
-            },
-        }
-    }
-
-    // ---- deletes ----
-
-    /// Counts an L1 delete of `n` keys and turns the result into a count.
-    pub(crate) fn count_delete_l1(&self, n: usize, result: Result<u64>) -> Result<u64> {
-        let m = &self.metrics.local;
-        m.deletes.add(n as u64);
-        result.inspect_err(|_| m.errors.incr())
-    }
-
-    /// Combines both levels' answers to a delete of `keys`: an L1 error always reaches the
-    /// caller (after L2 was tried), an L2 error per `fallback_on_error` (a hidden one is queued
-    /// for replay). `l2 = None`: L2 was not asked. The count is the larger of the levels'.
-    /// Deletes are counted but not timed.
-    pub(crate) fn finish_delete(
-        &self,
-        keys: &[&str],
-        l1: Result<u64>,
-        l2: Option<Result<u64>>,
-    ) -> Result<u64> {
-        let first_key = keys.first().copied().unwrap_or("");
-        let removed_l2 = match l2 {
-            None => 0,
-            Some(result) => {
-                let m = &self.metrics.distributed;
-                m.deletes.add(keys.len() as u64);
-                match result {
-                    Ok(removed) => {
-                        self.nudge_replay();
-                        removed
-                    }
-                    // Report L1's error first if both failed.
-                    Err(e) if l1.is_err() => {
-                        m.failure(Level::Distributed.name(), &e);
-                        if self.fallback_on_error {
-                            let _ = self.queue_deletes(keys);
-                        }
-                        0
-                    }
-                    Err(e) => match unreached(e) {
-                        // Some nodes deleted theirs: only the others' keys wait for replay.
-                        Ok((failed, served, error)) => {
-                            let unsent: Vec<&str> =
-                                failed.iter().filter_map(|&i| keys.get(i).copied()).collect();
-                            let first = unsent.first().copied().unwrap_or(first_key);
-                            if !self.hidden(Level::Distributed, "delete", first, &error) {
-                                return Err(error);
-                            }
-                            self.queue_deletes(&unsent)?;
-                            match served {
-                                Served::Removed(n) => n,
-                                _ => 0,
-                            }
-                        }
-                        Err(e) => {
-                            self.failed(Level::Distributed, "delete", first_key, e)?;
-                            self.queue_deletes(keys)?;
-                            0
-                        }
-                    },
-                }
-            }
-        };
-        Ok(l1?.max(removed_l2))
     }
 
     pub(crate) fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
