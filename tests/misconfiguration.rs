@@ -213,3 +213,19 @@ fn a_password_changed_while_running_is_counted_and_reported_and_l1_keeps_serving
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_backplane_with_a_wrong_password_fails_start_up_instead_of_running_offline() {
+    let l2 = RedisServer::start();
+    let bus = RedisServer::with_password("right-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &l2.addr(), "");
+    config.invalidation.enabled = true;
+    config.invalidation.hosts = vec![bus.addr()];
+    config.invalidation.password = Some("wrong-secret".to_owned());
+    let err = CacheManager::new(config).unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_misconfiguration(), "{text}");
+    assert!(text.contains(&bus.addr()), "{text}");
+    assert!(!text.contains("wrong-secret"), "{text}");
+}

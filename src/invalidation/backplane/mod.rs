@@ -293,7 +293,8 @@ impl Backplane {
     /// [`Error::Config`] for invalid options or hosts; [`Error::Backend`] (level `"backplane"`, op
     /// `"connect"`) naming the hosts if none can be reached, refuses the credentials or does not answer
     /// within `connect_timeout` — unless [`start_offline`](BackplaneOptions::start_offline) is
-    /// set, which starts disconnected instead.
+    /// set, which starts disconnected instead; [`Error::Misconfigured`] if a server refuses the
+    /// configuration (a wrong password), with or without `start_offline`: waiting cannot fix it.
     pub fn connect(options: BackplaneOptions, handler: Arc<dyn InvalidationHandler>) -> Result<Self> {
         options.check()?;
         let (targets, _cluster) = options.redis.resolve_targets()?;
@@ -331,8 +332,9 @@ impl Backplane {
             .map_err(|err| no_answer(err, &publisher.hosts(), connect_timeout));
         match connected {
             Ok(()) => {}
-            // Offline start: publishes fail (and are kept) until Redis answers.
-            Err(err) if options.start_offline => {
+            // Offline start: publishes fail (and are kept) until Redis answers. A server that
+            // refuses the configuration (a wrong password) will not answer better later.
+            Err(err) if options.start_offline && !err.is_misconfiguration() => {
                 tracing::warn!(%err, "backplane publisher starts offline");
             }
             Err(err) => return Err(err),
