@@ -309,7 +309,7 @@ impl FileTier {
     /// the policy costs.
     pub fn copies_per_insert(&self) -> f64 {
         let s = self.store.stats();
-        s.second_chances as f64 / (self.inserts.max(1)) as f64
+        s.second_chances as f64 / self.inserts.max(1) as f64
     }
 
     /// Entries the store holds (see the type's docs).
