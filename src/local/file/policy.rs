@@ -23,8 +23,8 @@
 //! A kept entry spends one read only when read entries had to be evicted for want of room: like
 //! the hand of S3-FIFO's main queue, which only turns when the main queue is full, so the counts
 //! tell apart entries read often from entries read once only when room is short. Unread protected
-//! entries are what gives way first, oldest in the log first, so entries that stopped being read
-//! drain out. Unread entries are copied only if the store was looked up since the previous write
+//! entries are what gives way first (the later ones of the segment), so entries that stopped
+//! being read drain out when room is short. Unread entries are copied only if the store was looked up since the previous write
 //! that evicted: a store nobody reads (a bulk load, a write-only stream) copies nothing.
 //!
 //! # Costs
