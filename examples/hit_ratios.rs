@@ -10,7 +10,9 @@
 //! is used. cache2k traces: Copyright headissue GmbH, Jens Wilke, CC BY 4.0 (see
 //! `tests/traces/README.md`). Capacities of a trace are 1%, 10% and 25% of its distinct keys.
 //! Every cache is demand-filled (a miss inserts the key); the file tier holds 1 MiB with values
-//! sized for the capacity, and the others get the number of entries it really holds.
+//! sized for the capacity, and the others get the number of entries it really holds. `copies` is
+//! the file tier's write amplification: records its evictions re-appended per record written on
+//! a miss.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -27,8 +29,8 @@ use policy_sim::{
 
 fn print_row(name: &str, share: &str, row: &Row) {
     println!(
-        "| {name:<22} | {share:>5} | {:>6} | {:>6.2} | {:>6.2} | {:>11.2} | {:>6.2} | {:>6.2} |",
-        row.capacity, row.file, row.memory, row.quick_cache, row.moka, row.lru
+        "| {name:<22} | {share:>5} | {:>6} | {:>6.2} | {:>6.2} | {:>11.2} | {:>6.2} | {:>6.2} | {:>6.2} |",
+        row.capacity, row.file, row.memory, row.quick_cache, row.moka, row.lru, row.file_copies
     );
 }
 
@@ -46,8 +48,12 @@ fn main() {
     if traces.is_empty() {
         traces.push(("web12 (slice 30k)".into(), web12_slice()));
     }
-    println!("| pattern                | cap % | cap    | file   | memory | quick_cache | moka   | LRU    |");
-    println!("|------------------------|-------|--------|--------|--------|-------------|--------|--------|");
+    println!(
+        "| pattern                | cap % | cap    | file   | memory | quick_cache | moka   | LRU    | copies |"
+    );
+    println!(
+        "|------------------------|-------|--------|--------|--------|-------------|--------|--------|--------|"
+    );
     let mut sums = [0.0f64; 5];
     let mut n = 0.0;
     let mut add = |row: &Row| {
@@ -100,7 +106,7 @@ fn main() {
         }
     }
     println!(
-        "| {:<22} | {:>5} | {:>6} | {:>6.2} | {:>6.2} | {:>11.2} | {:>6.2} | {:>6.2} |",
+        "| {:<22} | {:>5} | {:>6} | {:>6.2} | {:>6.2} | {:>11.2} | {:>6.2} | {:>6.2} |        |",
         "average",
         "",
         "",

@@ -260,6 +260,7 @@ pub struct FileTier {
     store: FileStore,
     value: Vec<u8>,
     capacity: usize,
+    inserts: u64,
     _dir: tempfile::TempDir,
 }
 
@@ -276,6 +277,7 @@ impl FileTier {
             store,
             value,
             capacity,
+            inserts: 0,
             _dir: dir,
         }
     }
@@ -303,6 +305,13 @@ impl FileTier {
         }
     }
 
+    /// Records re-appended by evictions per record written on a miss: the write amplification
+    /// the policy costs.
+    pub fn copies_per_insert(&self) -> f64 {
+        let s = self.store.stats();
+        s.second_chances as f64 / self.inserts.max(1) as f64
+    }
+
     /// Entries the store holds (see the type's docs).
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -316,6 +325,7 @@ impl Policy for FileTier {
             return true;
         }
         self.store.set(&name, &self.value, None).unwrap();
+        self.inserts += 1;
         false
     }
 }
@@ -325,6 +335,8 @@ impl Policy for FileTier {
 pub struct Row {
     pub capacity: usize,
     pub file: f64,
+    /// The file tier's [`FileTier::copies_per_insert`].
+    pub file_copies: f64,
     pub memory: f64,
     pub quick_cache: f64,
     pub moka: f64,
@@ -336,9 +348,11 @@ pub struct Row {
 pub fn compare(trace: &[u32], capacity: usize, max_size_mb: u64, with_moka: bool) -> Row {
     let mut file = FileTier::new(capacity, max_size_mb);
     let capacity = file.capacity();
+    let file_ratio = hit_ratio(&mut file, trace);
     Row {
         capacity,
-        file: hit_ratio(&mut file, trace),
+        file: file_ratio,
+        file_copies: file.copies_per_insert(),
         memory: hit_ratio(&mut MemoryTier::new(capacity), trace),
         quick_cache: hit_ratio(&mut QuickCache::new(capacity), trace),
         moka: if with_moka {

@@ -1,8 +1,8 @@
-//! Ghost keys: which keys were evicted recently without having been read, in one to two bytes of
-//! RAM per cached entry (two generations of half the entries each, at 8 bits per key rounded up to
-//! a power of two).
+//! Ghost keys: which keys were evicted recently without having been read, in two to four bytes of
+//! RAM per cached entry (two generations of as many evictions as there are entries, at 8 bits per
+//! key rounded up to a power of two).
 //!
-//! Part of the scan resistance of the size bound (see `maintenance`): a key written again soon
+//! Part of the scan resistance of the size bound (see `policy`): a key written again soon
 //! after it was evicted as a one-off is not a one-off, and enters the protected class at once, as
 //! S3-FIFO's ghost queue admits it to its main queue. The set only needs "probably evicted
 //! lately", so it is two Bloom filters of the index's key hashes, the newer taking insertions and

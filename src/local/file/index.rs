@@ -6,7 +6,8 @@
 //! in memory: they map a hash to a location and check the full key against the record on disk
 //! when they read it. So does this index. An entry is the key's 64-bit aHash (the map key) and 16
 //! bytes of value: a packed location ([`Loc`]: in-memory segment slot, its generation, offset), a
-//! coarse expiry (Unix seconds, rounded up) and a word of flags (read bit, confirmed epoch).
+//! coarse expiry (Unix seconds, rounded up) and a word of flags (read frequency, protected bit,
+//! confirmed epoch).
 //!
 //! Memory: hashbrown grows by powers of two with a 7/8 maximum load, so a million entries sit in
 //! 2^21 buckets, 2.1 per entry; a bucket is the 24-byte `(hash, entry)` pair plus one control
@@ -99,22 +100,19 @@ impl Loc {
     }
 }
 
-/// Read bit in [`IndexEntry::flags`].
-const REFERENCED: u32 = 1 << 31;
-/// Protected bit: the entry proved itself (read before it reached eviction, written again soon
-/// after an eviction, or written while the store was filling), so the size bound keeps it
-/// before one-off entries (see `maintenance`). In RAM only: entries are rebuilt without it.
+/// Protected bit in [`IndexEntry::flags`]: the entry proved itself (kept at eviction, or written
+/// again soon after it was evicted), so the size bound keeps it before one-off entries (see
+/// `policy`). In RAM only: entries are rebuilt without it.
 const PROTECTED: u32 = 1 << 30;
-/// Protected passes left (bits 28–29): how many more times a protected entry is kept when it
-/// reaches eviction unread. A read refills it; an entry that stays unread long enough loses its
-/// protection, so entries that stopped being read drain out of the protected class.
-const CREDIT_SHIFT: u32 = 28;
-const CREDIT: u32 = 0b11 << CREDIT_SHIFT;
-/// Credit given by a read, and by protection at write time.
-const CREDIT_ON_READ: u32 = 3;
-const CREDIT_ON_WRITE: u32 = 1;
-/// The other 28 bits: the confirmed epoch.
-const EPOCH_MASK: u32 = !(REFERENCED | PROTECTED | CREDIT);
+/// Read frequency (bits 28–29): a counter that saturates at [`FREQ_MAX`], one up per read, one
+/// down when the entry is kept at an eviction that had to drop read entries. It orders what the
+/// size bound keeps (see `policy`).
+const FREQ_SHIFT: u32 = 28;
+const FREQ: u32 = 0b11 << FREQ_SHIFT;
+/// Highest read frequency counted.
+pub(crate) const FREQ_MAX: u32 = 3;
+/// The other 28 bits: the confirmed epoch (bit 31 is free).
+const EPOCH_MASK: u32 = !((1 << 31) | PROTECTED | FREQ);
 
 /// One index entry (16 bytes; the 64-bit key hash is the map key).
 #[derive(Debug)]
@@ -123,9 +121,9 @@ pub(crate) struct IndexEntry {
     /// Expiry in Unix seconds, rounded up (0: never). Coarse: when it says "expired", the record
     /// is; in the last second before it the exact expiry is checked from the record.
     expires_s: u32,
-    /// Bit 31: read since written (cleared when given a second chance at eviction). Bit 30:
-    /// protected (see [`PROTECTED`]); bits 28–29 its credit ([`CREDIT`]). Bits 0–27: the
-    /// suspicion epoch (mod 2^28) in which the entry was last confirmed fresh (0: never).
+    /// Bit 30: protected (see [`PROTECTED`]); bits 28–29: read frequency ([`FREQ`]). Bits 0–27:
+    /// the suspicion epoch (mod 2^28) in which the entry was last confirmed fresh (0: never).
+    /// Bit 31 is free.
     flags: AtomicU32,
 }
 
@@ -140,13 +138,11 @@ impl IndexEntry {
         }
     }
 
-    /// As [`IndexEntry::new`], protected from the start if `protected`.
+    /// As [`IndexEntry::new`], protected from the start if `protected` (no reads counted).
     pub(crate) fn with_protection(loc: Loc, expires_at_ms: u64, protected: bool) -> Self {
         let entry = IndexEntry::new(loc, expires_at_ms);
         if protected {
-            entry
-                .flags
-                .fetch_or(PROTECTED | (CREDIT_ON_WRITE << CREDIT_SHIFT), Ordering::Relaxed);
+            entry.flags.store(PROTECTED, Ordering::Relaxed);
         }
         entry
     }
@@ -155,24 +151,18 @@ impl IndexEntry {
         self.flags.load(Ordering::Relaxed) & PROTECTED != 0
     }
 
-    /// Passes unread a protected entry has left before it comes after the others (see
-    /// [`CREDIT`]).
-    pub(crate) fn credit(&self) -> u32 {
-        (self.flags.load(Ordering::Relaxed) & CREDIT) >> CREDIT_SHIFT
+    /// Reads counted since written, less one per pass kept at eviction (see [`FREQ`]).
+    pub(crate) fn freq(&self) -> u32 {
+        (self.flags.load(Ordering::Relaxed) & FREQ) >> FREQ_SHIFT
     }
 
-    /// After a second chance at eviction: protected; its credit refilled if it was read, else
-    /// one pass spent. The read bit starts over.
-    pub(crate) fn second_chance(&self) {
+    /// Kept at eviction (re-appended): protected from now on, and one read spent if `spend`.
+    pub(crate) fn kept_at_eviction(&self, spend: bool) {
         let _ = self
             .flags
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                let credit = if f & REFERENCED != 0 {
-                    CREDIT_ON_READ
-                } else {
-                    ((f & CREDIT) >> CREDIT_SHIFT).saturating_sub(1)
-                };
-                Some((f & !(REFERENCED | CREDIT)) | PROTECTED | (credit << CREDIT_SHIFT))
+                let freq = ((f & FREQ) >> FREQ_SHIFT).saturating_sub(u32::from(spend));
+                Some((f & !FREQ) | PROTECTED | (freq << FREQ_SHIFT))
             });
     }
 
@@ -188,20 +178,17 @@ impl IndexEntry {
         self.expires_s != 0 && now_ms.saturating_add(1000) >= u64::from(self.expires_s) * 1000
     }
 
-    pub(crate) fn referenced(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & REFERENCED != 0
-    }
-
-    /// Marks the entry as read. Checks first so hot keys do not bounce a cache line between cores.
+    /// Counts a read. Checks first so a hot key, its counter saturated, does not bounce a cache
+    /// line between cores.
     pub(crate) fn touch(&self) {
-        if !self.referenced() {
-            self.flags.fetch_or(REFERENCED, Ordering::Relaxed);
+        if self.freq() < FREQ_MAX {
+            let _ = self
+                .flags
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                    let freq = (((f & FREQ) >> FREQ_SHIFT) + 1).min(FREQ_MAX);
+                    Some((f & !FREQ) | (freq << FREQ_SHIFT))
+                });
         }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn clear_referenced(&self) {
-        self.flags.fetch_and(!REFERENCED, Ordering::Relaxed);
     }
 
     /// Whether the entry was confirmed in `epoch` (compared mod 2^28; an epoch that is 0 mod
@@ -322,24 +309,33 @@ mod tests {
     }
 
     #[test]
-    fn referenced_bit_and_confirmed_epoch_do_not_disturb_each_other() {
+    fn read_frequency_protection_and_confirmed_epoch_do_not_disturb_each_other() {
         let e = IndexEntry::new(Loc::new(0, 0, 32), 0);
-        assert!(!e.referenced() && !e.confirmed_in(0) && !e.confirmed_in(1));
+        assert!(e.freq() == 0 && !e.protected() && !e.confirmed_in(0) && !e.confirmed_in(1));
         e.confirm(5);
         e.touch();
-        assert!(e.referenced() && e.confirmed_in(5) && !e.confirmed_in(4));
-        e.clear_referenced();
-        assert!(!e.referenced() && e.confirmed_in(5));
-        e.touch();
-        e.second_chance();
-        assert!(!e.referenced() && e.protected() && e.confirmed_in(5));
+        assert!(e.freq() == 1 && e.confirmed_in(5) && !e.confirmed_in(4));
+        // The count saturates: more reads than it holds change nothing around it.
+        for _ in 0..10 {
+            e.touch();
+        }
+        assert!(e.freq() == FREQ_MAX && !e.protected() && e.confirmed_in(5));
+        e.kept_at_eviction(false);
+        assert!(e.freq() == FREQ_MAX && e.protected() && e.confirmed_in(5));
+        e.kept_at_eviction(true);
+        assert!(e.freq() == FREQ_MAX - 1 && e.protected());
+        for _ in 0..5 {
+            e.kept_at_eviction(true);
+        }
+        assert!(e.freq() == 0 && e.protected() && e.confirmed_in(5));
         e.confirm(6);
         assert!(e.protected() && e.confirmed_in(6) && !e.confirmed_in(5));
         // The epoch wraps at 2^28 without touching the flags.
         e.confirm((1 << 28) + 7);
-        assert!(e.protected() && !e.referenced() && e.confirmed_in(7));
+        assert!(e.protected() && e.freq() == 0 && e.confirmed_in(7));
         assert!(!IndexEntry::with_protection(Loc::new(0, 0, 32), 0, false).protected());
-        assert!(IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true).protected());
+        let protected = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true);
+        assert!(protected.protected() && protected.freq() == 0);
     }
 
     #[test]

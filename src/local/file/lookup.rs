@@ -58,7 +58,7 @@ fn saturating_sub(counter: &AtomicU64, by: u64) {
 
 impl Inner {
     /// Finds `key`'s live value and passes its record to `take` while the segment is held.
-    /// `touch` marks the entry as read (second chance at eviction). Drops entries found expired,
+    /// `touch` counts a read of the entry (see `policy`). Drops entries found expired,
     /// stale or damaged (the last takes the writer lock: not for callers that hold it).
     pub(crate) fn locate<T>(
         &self,
@@ -95,7 +95,7 @@ impl Inner {
     }
 
     /// What the entry of `hash` points at, for `key`; `None` if there is no entry. No side
-    /// effects but the read bit.
+    /// effects but the read count.
     fn probe<T>(
         &self,
         key: &str,

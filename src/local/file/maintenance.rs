@@ -1,30 +1,7 @@
 //! Keeping the store small and clean: size-bound eviction, the TTL sweep, and segment rewriting.
 //!
-//! # Which entries the size bound keeps
-//! The bound drops the oldest segment. Its live entries that earned it are re-appended first, in
-//! a budget of half a segment (so an eviction always frees at least half a segment, and writes
-//! are at most doubled, as before this policy); the rest are evicted. The order ([`Class`]), in
-//! the spirit of S3-FIFO:
-//! 1. entries read since they were written (or since their last second chance);
-//! 2. *protected* entries not read this time round, while they have credit left (a read gives
-//!    three passes, protection at write time one; each pass unread spends one);
-//! 3. protected entries whose credit is spent, in whatever room the first two leave.
-//!
-//! Unread entries are copied only if the store was looked up since the previous eviction: a store
-//! nobody reads (a bulk load, a write-only stream) copies nothing, as before this policy.
-//!
-//! An entry is protected once it got a second chance, when it is written while the store is still
-//! filling (no eviction since open), and when its key is written again soon after it was evicted
-//! unread ([`super::ghost`]: the key is not a one-off). A new key is otherwise *probationary*:
-//! unread when its segment is evicted, it goes, and becomes a ghost. So a scan or a loop over more
-//! keys than fit only cycles through the probationary part of the log, while the protected
-//! entries that were already there stay (the budget bounds them to about half the log); without
-//! the classes they were flushed on every pass, and a loop hit nothing. The credit makes entries
-//! that stopped being read give way to those still read, so a scan written while the store was
-//! filling does not hold its room for ever. The class lives in RAM only (three bits of the index
-//! entry, and one to two bytes per entry for the ghosts): nothing on disk changed, and after a
-//! restart every entry starts probationary. `examples/hit_ratios.rs` prints the figures;
-//! `tests/hit_ratio.rs` pins them.
+//! The size bound drops the oldest segment; which of its live entries are re-appended first is
+//! the eviction policy, in [`super::policy`].
 //!
 //! Why tombstones are kept or dropped (the invariant, proved in storage-format.md): every record
 //! older than a record R of the same key lies in R's segment or an older one. So a segment's
@@ -37,7 +14,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::format::{self, Kind};
-use super::index::{IndexEntry, Loc};
+use super::index::Loc;
+use super::policy::{self, Standing};
 use super::segment::Segment;
 use super::worker::Shutdown;
 use super::{Inner, Writer};
@@ -65,18 +43,25 @@ impl Inner {
     /// The bound is on records and hints; the active segment also has the rest of its reserved
     /// space on disk, so the files never take more than the bound plus one segment.
     pub(super) fn ensure_space(&self, w: &mut Writer, needed: u64) -> Result<()> {
+        let mut evicted = false;
         while self.disk_bytes.load(Ordering::Relaxed) + needed > self.max_bytes {
             if !self.evict_oldest(w, true)? {
                 break;
             }
+            evicted = true;
+        }
+        if evicted {
+            // Reset once per write, not per eviction: a write that needs several evictions
+            // judges them all by the same lookups (see `evict_oldest`).
+            self.looked_up.store(false, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// Whether a value written now for `hash` starts protected (see the module docs). Called
+    /// Whether a value written now for `hash` starts protected (see `policy`). Called
     /// under the writer lock, before the new entry replaces the old one.
     pub(super) fn admit_protected(&self, w: &Writer, hash: u64) -> bool {
-        w.filling || w.ghosts.contains(hash) || self.index.get(&hash).is_some_and(|e| e.protected())
+        w.ghosts.contains(hash) || self.index.get(&hash).is_some_and(|e| e.protected())
     }
 
     fn oldest_sealed(&self, w: &Writer) -> Option<Arc<Segment>> {
@@ -90,7 +75,7 @@ impl Inner {
     }
 
     /// Drops the oldest sealed segment. With `second_chance`, its live entries that earned it are
-    /// re-appended first, up to half a segment (see the module docs), so a hot set survives a
+    /// re-appended first, up to [`policy::copy_limit`] (see `policy`), so a hot set survives a
     /// stream of one-off writes. Returns false if there was nothing to evict.
     ///
     /// The copies go into the active segment, rolling to a new one first if they would not fit:
@@ -101,22 +86,18 @@ impl Inner {
         let Some(seg) = self.oldest_sealed(w) else {
             return Ok(false);
         };
-        if second_chance {
-            w.filling = false;
-        }
         let now = self.clock.now_ms();
         // A segment without a slot has no index entry pointing at it.
         if let Some(base) = self.slots.find(seg.id) {
             let scan = seg.scan_data();
-            // (hash, location, keep class (see `Class`), protected) of a record the index
-            // points at.
+            // (hash, location, standing) of a record the index points at.
             let live = |rec: &format::Located<'_>| {
                 if rec.record.kind != Kind::Value {
                     return None;
                 }
                 let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
                 match self.index.get(&hash) {
-                    Some(e) if e.loc == loc => Some((hash, loc, Class::of(&e), e.protected())),
+                    Some(e) if e.loc == loc => Some((hash, loc, Standing::of(&e))),
                     _ => None,
                 }
             };
@@ -124,61 +105,60 @@ impl Inner {
                 let expires = rec.record.expires_at_ms;
                 expires != 0 && now >= expires
             };
-            let limit = if second_chance { self.segment_size / 2 } else { 0 };
-            // Which records are kept: class by class, while they fit.
-            let mut keep = vec![false; scan.records.len()];
-            let mut hot_bytes = 0u64;
-            if limit > 0 {
-                let classes: Vec<Class> = scan
+            let limit = if second_chance {
+                policy::copy_limit(self.segment_size)
+            } else {
+                0
+            };
+            // Which records are kept (see `policy`).
+            let policy::Choice {
+                keep,
+                bytes: hot_bytes,
+                spend,
+            } = if limit > 0 {
+                // Unread entries are only worth copying in a store that is being read: a stream
+                // of writes nobody looks up (a bulk load) copies nothing.
+                let looked_up = self.looked_up.load(Ordering::Relaxed);
+                let ranks: Vec<u8> = scan
                     .records
                     .iter()
                     .map(|rec| {
                         live(rec)
                             .filter(|_| !expired(rec))
-                            .map_or(Class::Evict, |(_, _, c, _)| c)
+                            .map_or(0, |(_, _, s)| s.rank(looked_up))
                     })
                     .collect();
-                // Unread entries are only worth copying in a store that is being read: a stream
-                // of writes nobody looks up (a bulk load) copies nothing, as before the classes.
-                let looked_up = self.looked_up.swap(false, Ordering::Relaxed);
-                let wanted_classes: &[Class] = if looked_up {
-                    &[Class::Read, Class::Credited, Class::Protected]
-                } else {
-                    &[Class::Read]
-                };
-                for &wanted in wanted_classes {
-                    for ((rec, class), kept) in scan.records.iter().zip(&classes).zip(keep.iter_mut()) {
-                        if *class == wanted && hot_bytes + u64::from(rec.len) <= limit {
-                            hot_bytes += u64::from(rec.len);
-                            *kept = true;
-                        }
-                    }
+                let lens: Vec<u64> = scan.records.iter().map(|rec| u64::from(rec.len)).collect();
+                policy::choose(&ranks, &lens, limit)
+            } else {
+                policy::Choice {
+                    keep: vec![false; scan.records.len()],
+                    bytes: 0,
+                    spend: true,
                 }
-            }
+            };
             if hot_bytes > 0 && (w.active.is_none() || w.offset + hot_bytes > self.segment_size) {
                 self.roll(w)?;
             }
             let first_active = w.first_writable_id();
             // Copies only go where they fit without another roll.
             let budget = hot_bytes.min(self.segment_size.saturating_sub(w.offset));
-            // A ghost generation of half the entries held, as quick_cache keeps ghosts for half
-            // its capacity (a window of 1/2 to 1 times the entries; 1 to 2 measured the same).
-            let generation = self.index.len() / 2;
+            let generation = policy::ghost_generation(self.index.len());
             let mut kept = 0u64;
             for (rec, chosen) in scan.records.iter().zip(keep) {
-                let Some((hash, loc, _, protected)) = live(rec) else {
+                let Some((hash, loc, standing)) = live(rec) else {
                     continue;
                 };
                 if expired(rec) {
                     self.expire_at(hash, loc);
                 } else if chosen && kept + u64::from(rec.len) <= budget {
                     kept += u64::from(rec.len);
-                    self.move_record(w, &seg, rec, (hash, loc), false)?;
+                    self.move_record(w, &seg, rec, (hash, loc), Some(spend))?;
                     self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
                 } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
                     self.unaccount_len(&seg, rec.len);
                     self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-                    if !protected {
+                    if !standing.protected {
                         w.ghosts.insert(hash, generation);
                     }
                 }
@@ -194,15 +174,15 @@ impl Inner {
     }
 
     /// Re-appends a live value record (same sequence number and expiry) and points the index at
-    /// the copy. `keep_referenced` carries the read bit over (compaction) or clears it and
-    /// protects the entry (second chance).
+    /// the copy. `kept`: `None` carries the entry's policy bits over (compaction); `Some(spend)`
+    /// protects it and, if `spend`, takes one read off its count (kept at eviction).
     fn move_record(
         &self,
         w: &mut Writer,
         seg: &Segment,
         rec: &format::Located<'_>,
         (hash, loc): (u64, Loc),
-        keep_referenced: bool,
+        kept: Option<bool>,
     ) -> Result<()> {
         let r = rec.record;
         let (new_seg, offset, len) = self.append(w, Kind::Value, r.seq, r.expires_at_ms, r.key, r.value)?;
@@ -210,8 +190,8 @@ impl Inner {
         if let Some(mut e) = self.index.get_mut(&hash) {
             if e.loc == loc {
                 e.loc = new_loc;
-                if !keep_referenced {
-                    e.second_chance();
+                if let Some(spend) = kept {
+                    e.kept_at_eviction(spend);
                 }
                 drop(e);
                 seg.live_bytes.fetch_sub(u64::from(rec.len), Ordering::Relaxed);
@@ -312,7 +292,7 @@ impl Inner {
                 let expired = r.expires_at_ms != 0 && now >= r.expires_at_ms;
                 match (r.kind, here, loc) {
                     (Kind::Value, Some(true), Some(loc)) if !expired => {
-                        self.move_record(&mut w, seg, rec, (hash, loc), true)?;
+                        self.move_record(&mut w, seg, rec, (hash, loc), None)?;
                         moved += 1;
                     }
                     (Kind::Value, Some(true), Some(loc)) => {
@@ -347,30 +327,6 @@ impl Inner {
         self.remove_segment(&mut w, seg)?;
         self.sync_removals()?;
         Ok(moved)
-    }
-}
-
-/// How much a live entry at eviction deserves a second chance, best first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    /// Read since written or since its last second chance.
-    Read,
-    /// Protected, with credit left.
-    Credited,
-    /// Protected, its credit spent: kept only in room the others leave.
-    Protected,
-    /// Probationary and unread (or expired, or no longer live): evicted.
-    Evict,
-}
-
-impl Class {
-    fn of(e: &IndexEntry) -> Class {
-        match (e.referenced(), e.protected(), e.credit()) {
-            (true, _, _) => Class::Read,
-            (false, true, 1..) => Class::Credited,
-            (false, true, 0) => Class::Protected,
-            (false, false, _) => Class::Evict,
-        }
     }
 }
 

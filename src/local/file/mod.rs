@@ -18,6 +18,7 @@
 //! | `lookup`      | reads through the index; its bookkeeping; key listing       |
 //! | `recovery`    | open: hints or scans, damage handling, rebuilding the index |
 //! | `maintenance` | size-bound eviction, TTL sweep, segment rewriting           |
+//! | `policy`      | which entries the size bound keeps (scan resistance)        |
 //! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
 //! | `worker`      | background flusher and compactor threads                    |
@@ -30,6 +31,7 @@ mod lookup;
 mod maintenance;
 mod mmap;
 mod options;
+mod policy;
 #[cfg(test)]
 mod power_loss_tests;
 mod recovery;
@@ -226,9 +228,6 @@ struct Writer {
     unsynced: Vec<Sealed>,
     /// Keys evicted lately without having been read (see `maintenance`).
     ghosts: Ghosts,
-    /// No eviction yet since open or clear: every write is protected, as a filling cache
-    /// admits to its main queue (see `maintenance`).
-    filling: bool,
 }
 
 /// Bytes a record's entry adds to its segment's hint file.
@@ -296,7 +295,6 @@ impl FileStore {
                 buf: Vec::new(),
                 unsynced: Vec::new(),
                 ghosts: Ghosts::default(),
-                filling: true,
             }),
             sync_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),

@@ -414,7 +414,6 @@ impl Inner {
         self.write_meta_making_room(&mut w, &meta)?;
         self.index.clear();
         w.ghosts.clear();
-        w.filling = true;
         self.live_bytes.store(0, Ordering::Relaxed);
         // Every segment goes, the active one too; the next write starts a new one.
         w.active = None;
