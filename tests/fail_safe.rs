@@ -462,3 +462,16 @@ fn with_l2_failing_and_errors_not_hidden_the_loading_calls_serve_the_stale_copy(
     // Without a stale copy the error comes through.
     assert!(cache.get_with_state::<String>("other").is_err());
 }
+
+#[test]
+fn an_async_load_that_fails_without_timeouts_serves_the_stale_copy() {
+    let rig = rig(600, 0, 0);
+    expired_v1(&rig);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let got = runtime
+        .block_on(rig.cache.get_or_load_async("k", Some(TTL), || async { failing() }))
+        .unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    let stats = rig.cache.stats().loader;
+    assert_eq!((stats.failures, stats.stale_served), (1, 1), "{stats:?}");
+}

@@ -240,7 +240,13 @@ impl CacheManager {
             if let Some(value) = s.throttled_stale(key) {
                 return Ok(Some(Fetched::Stale(value)));
             }
-            let stale: Option<T> = s.stale_value(key);
+            // Read before waiting only where a deadline depends on it; a failed load reads it
+            // when it needs it (misses pay no extra read without timeouts).
+            let stale: Option<T> = if s.fail_safe.has_timeouts() {
+                s.stale_value(key)
+            } else {
+                None
+            };
             let (flight, mut report) = match s.flights.join(key) {
                 Role::Waiter(flight) => {
                     if s.fail_safe.overdue(&flight) {
@@ -321,7 +327,13 @@ impl CacheManager {
             if let Some(value) = s.throttled_stale(key) {
                 return Ok(Some(Fetched::Stale(value)));
             }
-            let stale: Option<T> = s.stale_value(key);
+            // Read before waiting only where a deadline depends on it; a failed load reads it
+            // when it needs it (misses pay no extra read without timeouts).
+            let stale: Option<T> = if s.fail_safe.has_timeouts() {
+                s.stale_value(key)
+            } else {
+                None
+            };
             let (flight, mut report) = match s.flights.join(key) {
                 Role::Waiter(flight) => {
                     if s.fail_safe.overdue(&flight) {
@@ -586,6 +598,7 @@ impl CacheManager {
                 // error, or the stale copy.
                 Some(Ok(Err(e))) => Next::Answer(
                     stale
+                        .or_else(|| s.stale_value(key))
                         .map(|v| {
                             s.metrics.loader.stale_served.incr();
                             Some(Fetched::Stale(v))
