@@ -469,7 +469,10 @@ fn an_async_load_that_fails_without_timeouts_serves_the_stale_copy() {
     expired_v1(&rig);
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let got = runtime
-        .block_on(rig.cache.get_or_load_async("k", Some(TTL), || async { failing() }))
+        .block_on(
+            rig.cache
+                .get_or_load_async("k", Some(TTL), || async { failing() }),
+        )
         .unwrap();
     assert_eq!(got, Fetched::Stale("v1".to_string()));
     let stats = rig.cache.stats().loader;
