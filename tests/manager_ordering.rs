@@ -189,6 +189,56 @@ fn write_behind_two_sets_of_a_key_reach_both_levels_in_the_same_order() {
     set_held_after_l1_then_set(WriteMode::Behind, "write-behind");
 }
 
+/// Tags and prefixes: `invalidate_prefix` drops L1's keys, then deletes L2's with a scan. A set
+/// of a key under the prefix that runs whole between the two steps loses its L2 copy to the
+/// scan; its L1 copy must go too (write-through: both gone). With write-behind the set's queued
+/// L2 write may land before the scan or after it, so either answer is right, as long as the
+/// levels agree.
+fn set_during_a_prefix_invalidation_between_its_levels(mode: WriteMode, name: &str) {
+    let server = RedisServer::start();
+    let r = rig_with(&server, mode, |config| {
+        // Prefix deletion in L2 runs on the tag Redis, which is the L2's here.
+        config.distributed.enabled = true;
+        config.distributed.hosts = vec![server.addr()];
+        config.distributed.key_prefix = "ord:".to_owned();
+    });
+    r.cache.set_raw("p:k", b"old", None).unwrap();
+    r.cache.flush().unwrap();
+    let gate = r.l1.gate("delete_many", "p:k", Point::After);
+    let cache = r.cache.clone();
+    let (invalidating, _) = spawn(move || cache.invalidate_prefix("p:").unwrap());
+    gate.wait_entered();
+    let cache = r.cache.clone();
+    let (setting, set_done) = spawn(move || cache.set_raw("p:k", b"a", None).unwrap());
+    assert!(
+        set_done.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "{name}: a set waited for an L1-only drop of its key"
+    );
+    gate.release();
+    invalidating.join().unwrap();
+    setting.join().unwrap();
+    let (l1, l2, answer) = r.state("p:k");
+    let msg = format!(
+        "{name}: prefix invalidation held after L1, set ran whole: L1={l1:?} L2={l2:?} manager={answer:?}"
+    );
+    assert!(l1.is_none() || l1 == l2, "{msg}");
+    assert_eq!(answer, l2, "{msg}");
+    match mode {
+        WriteMode::Through => assert_eq!(l2, None, "{msg}"),
+        WriteMode::Behind => assert!(l2.is_none() || l2.as_deref() == Some(&b"a"[..]), "{msg}"),
+    }
+}
+
+#[test]
+fn write_through_a_set_during_a_prefix_invalidation_never_stays_in_l1_alone() {
+    set_during_a_prefix_invalidation_between_its_levels(WriteMode::Through, "write-through");
+}
+
+#[test]
+fn write_behind_a_set_during_a_prefix_invalidation_never_stays_in_l1_alone() {
+    set_during_a_prefix_invalidation_between_its_levels(WriteMode::Behind, "write-behind");
+}
+
 /// Row 5: L2 holds `old`; `set(k, new)` returns; a `delete(k)` is in flight (its L2 call held);
 /// `get(k)` must not answer `old`. In write-behind, `new` is kept in the queue (not in flight)
 /// by holding the writer on another key's batch first.

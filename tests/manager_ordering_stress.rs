@@ -12,6 +12,10 @@
 //! A deliberately broken level (it acknowledges some deletes without doing them) is the
 //! control: the checker must catch it. The seed is in every failure message; `UNO_STRESS_SEED` replays
 //! the same operation sequences, `UNO_STRESS_MS` sets how long each run lasts (default 1200).
+//!
+//! The same runs with the two local tiers (a memory tier of decoded values in front of the file
+//! store) use typed calls, which the memory tier answers; it holds fewer values than there are
+//! keys, so it evicts and refills from the file tier all through the run.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -30,8 +34,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use support::RedisServer;
 use uno_cache::{
-    BoxFuture, CacheConfig, CacheManager, Entry, FileStore, FileStoreOptions, RedisOptions, RedisStore,
-    Result, Storage, StorageSize, WriteMode,
+    BoxFuture, CacheConfig, CacheManager, Codec, Entry, FileStore, FileStoreOptions, RedisOptions,
+    RedisStore, Result, Storage, StorageSize, WriteMode,
 };
 
 const KEYS: [&str; 3] = ["s:a", "s:b", "s:c"];
@@ -118,10 +122,25 @@ struct Event {
 
 struct Rig {
     cache: CacheManager,
-    file: Arc<FileStore>,
+    /// The real local level, without the control's breakage: the file store, or both local
+    /// tiers (whose reads of bytes go to the file tier, and whose deletes reach both).
+    l1: Arc<dyn Storage>,
     redis: Arc<RedisStore>,
+    /// Typed calls (through the memory tier) rather than raw ones.
+    typed: bool,
     _dir: tempfile::TempDir,
 }
+
+/// The local level of a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Local {
+    File,
+    /// A memory tier of [`MEMORY_ITEMS`] decoded values in front of the file store.
+    Tiers,
+}
+
+/// Fewer than [`KEYS`]: the memory tier evicts all through a run.
+const MEMORY_ITEMS: u64 = 2;
 
 /// Which level of the rig is the broken one, if any.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -138,9 +157,8 @@ fn drops_deletes(inner: Arc<dyn Storage>) -> Arc<dyn Storage> {
     })
 }
 
-fn rig(server: &RedisServer, mode: WriteMode, broken: Broken, prefix: &str) -> Rig {
+fn rig(server: &RedisServer, mode: WriteMode, broken: Broken, local: Local, prefix: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let file = Arc::new(FileStore::open(dir.path(), FileStoreOptions::default()).unwrap());
     let redis = Arc::new(
         RedisStore::connect(
             RedisOptions::new(server.addr())
@@ -149,11 +167,6 @@ fn rig(server: &RedisServer, mode: WriteMode, broken: Broken, prefix: &str) -> R
         )
         .unwrap(),
     );
-    let (l1, l2): (Arc<dyn Storage>, Arc<dyn Storage>) = match broken {
-        Broken::Neither => (file.clone(), redis.clone()),
-        Broken::L1 => (drops_deletes(file.clone()), redis.clone()),
-        Broken::L2 => (file.clone(), drops_deletes(redis.clone())),
-    };
     let mut config = CacheConfig {
         // Errors must surface: a hidden L2 timeout would read as a miss.
         fallback_on_error: false,
@@ -161,16 +174,37 @@ fn rig(server: &RedisServer, mode: WriteMode, broken: Broken, prefix: &str) -> R
     };
     config.distributed.write_mode = mode;
     config.distributed.timeout_ms = 10_000;
-    let cache = CacheManager::builder()
-        .config(config)
-        .local(l1)
-        .distributed(l2)
-        .build()
-        .unwrap();
+    let builder = CacheManager::builder().config(config.clone());
+    let (cache, file) = match local {
+        Local::File => {
+            let file: Arc<dyn Storage> =
+                Arc::new(FileStore::open(dir.path(), FileStoreOptions::default()).unwrap());
+            let (l1, l2): (Arc<dyn Storage>, Arc<dyn Storage>) = match broken {
+                Broken::Neither => (file.clone(), redis.clone()),
+                Broken::L1 => (drops_deletes(file.clone()), redis.clone()),
+                Broken::L2 => (file.clone(), drops_deletes(redis.clone())),
+            };
+            (builder.local(l1).distributed(l2).build().unwrap(), file)
+        }
+        Local::Tiers => {
+            assert!(broken == Broken::Neither, "the control runs on the file level");
+            // The manager builds the tiers from `[local]`.
+            config.local.path = Some(dir.path().to_path_buf());
+            config.local.memory_items = MEMORY_ITEMS;
+            let cache = CacheManager::builder()
+                .config(config)
+                .distributed(redis.clone())
+                .build()
+                .unwrap();
+            let tiers = cache.local().clone();
+            (cache, tiers)
+        }
+    };
     Rig {
+        l1: file,
         cache,
-        file,
         redis,
+        typed: local == Local::Tiers,
         _dir: dir,
     }
 }
@@ -182,7 +216,9 @@ fn run(rig: &Rig, seed: u64, run_for: Duration) -> Vec<Event> {
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let cache = rig.cache.clone();
-            let file = Arc::clone(&rig.file);
+            let l1 = Arc::clone(&rig.l1);
+            let typed = rig.typed;
+            let codec = rig.cache.codec();
             let clock = Arc::clone(&clock);
             std::thread::spawn(move || {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(t as u64));
@@ -197,27 +233,42 @@ fn run(rig: &Rig, seed: u64, run_for: Duration) -> Vec<Event> {
                     let key = KEYS[rng.random_range(0..KEYS.len())];
                     let other = KEYS[rng.random_range(0..KEYS.len())];
                     n += 1;
-                    let value = format!("t{t}-{n}").into_bytes();
+                    let text = format!("t{t}-{n}");
+                    let value = rig_value(&codec, typed, key, &text);
                     let roll = rng.random_range(0..100);
                     let start = tick();
                     let (op, recorded): (&'static str, Vec<(&'static str, Kind)>) = match roll {
-                        0..=21 => ("get", vec![(key, Kind::Read(cache.get_raw(key).unwrap()))]),
+                        0..=21 => ("get", vec![(key, Kind::Read(read(&cache, typed, key)))]),
                         // L1 drops the key behind the manager's back, as its eviction does: the
                         // next read asks the write-behind queue and L2.
                         22..=24 => {
-                            Storage::delete(&*file, key).unwrap();
+                            Storage::delete(&*l1, key).unwrap();
                             ("evict", Vec::new())
                         }
                         25..=31 => {
-                            let got = rt.block_on(cache.get_raw_async(key)).unwrap();
+                            let got = if typed {
+                                rt.block_on(cache.get_async::<String>(key))
+                                    .unwrap()
+                                    .map(|v| rig_value(&codec, true, key, &v))
+                            } else {
+                                rt.block_on(cache.get_raw_async(key)).unwrap()
+                            };
                             ("get_async", vec![(key, Kind::Read(got))])
                         }
                         32..=51 => {
-                            cache.set_raw(key, &value, None).unwrap();
+                            if typed {
+                                cache.set(key, &text, None).unwrap();
+                            } else {
+                                cache.set_raw(key, &value, None).unwrap();
+                            }
                             ("set", vec![(key, Kind::Write(Some(value)))])
                         }
                         52..=57 => {
-                            rt.block_on(cache.set_raw_async(key, &value, None)).unwrap();
+                            if typed {
+                                rt.block_on(cache.set_async(key, &text, None)).unwrap();
+                            } else {
+                                rt.block_on(cache.set_raw_async(key, &value, None)).unwrap();
+                            }
                             ("set_async", vec![(key, Kind::Write(Some(value)))])
                         }
                         58..=69 => {
@@ -229,28 +280,38 @@ fn run(rig: &Rig, seed: u64, run_for: Duration) -> Vec<Event> {
                             ("delete_async", vec![(key, Kind::Write(None))])
                         }
                         74..=85 => {
-                            let mut found = cache.multi_get_raw(&KEYS).unwrap();
+                            let mut found: HashMap<String, Vec<u8>> = if typed {
+                                cache
+                                    .multi_get::<String>(&KEYS)
+                                    .unwrap()
+                                    .into_iter()
+                                    .map(|(k, v)| {
+                                        let bytes = rig_value(&codec, true, &k, &v);
+                                        (k, bytes)
+                                    })
+                                    .collect()
+                            } else {
+                                cache.multi_get_raw(&KEYS).unwrap()
+                            };
                             let reads = KEYS.iter().map(|k| (*k, Kind::Read(found.remove(*k)))).collect();
                             ("multi_get", reads)
                         }
                         86..=93 => {
-                            if key == other {
-                                cache.multi_set_raw(&[(key, &value)], None).unwrap();
-                                ("multi_set", vec![(key, Kind::Write(Some(value)))])
+                            let second_text = format!("{text}'");
+                            let second = rig_value(&codec, typed, other, &second_text);
+                            let n = if key == other { 1 } else { 2 };
+                            let texts = [(key, text.as_str()), (other, second_text.as_str())];
+                            let items = [(key, value.as_slice()), (other, second.as_slice())];
+                            if typed {
+                                cache.multi_set(texts[..n].iter().copied(), None).unwrap();
                             } else {
-                                let mut second = value.clone();
-                                second.extend_from_slice(b"'");
-                                cache
-                                    .multi_set_raw(&[(key, &value), (other, &second)], None)
-                                    .unwrap();
-                                (
-                                    "multi_set",
-                                    vec![
-                                        (key, Kind::Write(Some(value))),
-                                        (other, Kind::Write(Some(second))),
-                                    ],
-                                )
+                                cache.multi_set_raw(&items[..n], None).unwrap();
                             }
+                            let mut writes = vec![(key, Kind::Write(Some(value.clone())))];
+                            if key != other {
+                                writes.push((other, Kind::Write(Some(second.clone()))));
+                            }
+                            ("multi_set", writes)
                         }
                         _ => {
                             let keys: Vec<&'static str> =
@@ -278,6 +339,29 @@ fn run(rig: &Rig, seed: u64, run_for: Duration) -> Vec<Event> {
         })
         .collect();
     threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+}
+
+/// The bytes a write of `text` leaves in the levels: the codec's encoding for typed calls.
+fn rig_value(codec: &Codec, typed: bool, key: &str, text: &str) -> Vec<u8> {
+    if typed {
+        codec.encode(key, text).unwrap()
+    } else {
+        text.as_bytes().to_vec()
+    }
+}
+
+/// The manager's answer for `key`, as the bytes of the value: typed reads go through the memory
+/// tier.
+fn read(cache: &CacheManager, typed: bool, key: &str) -> Option<Vec<u8>> {
+    if typed {
+        let codec = cache.codec();
+        cache
+            .get::<String>(key)
+            .unwrap()
+            .map(|v| rig_value(&codec, true, key, &v))
+    } else {
+        cache.get_raw(key).unwrap()
+    }
 }
 
 fn show(v: &Option<Vec<u8>>) -> String {
@@ -389,9 +473,9 @@ fn check(rig: &Rig, events: &[Event]) -> Vec<String> {
                 }
             }
         }
-        let l1 = Storage::get(&*rig.file, key).unwrap().map(|e| e.value);
+        let l1 = Storage::get(&*rig.l1, key).unwrap().map(|e| e.value);
         let l2 = Storage::get(&*rig.redis, key).unwrap().map(|e| e.value);
-        let answer = rig.cache.get_raw(key).unwrap();
+        let answer = read(&rig.cache, rig.typed, key);
         if l1.is_some() && l1 != l2 || answer != l2 {
             problems.push(format!(
                 "{key}: at the end L1={} L2={} manager={}",
@@ -433,22 +517,30 @@ fn run_for() -> Duration {
     )
 }
 
-fn stress(mode: WriteMode, name: &str, broken: Broken) -> (u64, usize, Vec<String>) {
+/// Runs one stress: (seed, calls recorded, violations, memory-tier hits).
+fn stress(mode: WriteMode, name: &str, broken: Broken, local: Local) -> (u64, usize, Vec<String>, u64) {
     let server = RedisServer::start();
     let seed = seed();
     let prefix: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
-    let rig = rig(&server, mode, broken, &format!("{prefix}:"));
+    let rig = rig(&server, mode, broken, local, &format!("{prefix}:"));
     let events = run(&rig, seed, run_for());
     let problems = check(&rig, &events);
     if std::env::var_os("UNO_STRESS_DEBUG").is_some() {
         eprintln!("{name}: {:#?}", rig.cache.stats());
     }
-    (seed, events.len(), problems)
+    let memory_hits = rig.cache.stats().memory.hits;
+    (seed, events.len(), problems, memory_hits)
 }
 
-fn assert_clean(mode: WriteMode, name: &str) {
-    let (seed, n, problems) = stress(mode, name, Broken::Neither);
+fn assert_clean(mode: WriteMode, name: &str, local: Local) {
+    let (seed, n, problems, memory_hits) = stress(mode, name, Broken::Neither, local);
     assert!(n > 200, "only {n} calls ran (seed {seed})");
+    if local == Local::Tiers {
+        assert!(
+            memory_hits > 0,
+            "{name}: the memory tier answered nothing (seed {seed})"
+        );
+    }
     assert!(
         problems.is_empty(),
         "{name}: {} violations in {n} recorded calls (seed {seed}; rerun with UNO_STRESS_SEED={seed}):\n{}",
@@ -459,12 +551,22 @@ fn assert_clean(mode: WriteMode, name: &str) {
 
 #[test]
 fn write_through_random_concurrent_calls_never_read_backwards_and_end_with_the_levels_agreeing() {
-    assert_clean(WriteMode::Through, "through");
+    assert_clean(WriteMode::Through, "through", Local::File);
 }
 
 #[test]
 fn write_behind_random_concurrent_calls_never_read_backwards_and_end_with_the_levels_agreeing() {
-    assert_clean(WriteMode::Behind, "behind");
+    assert_clean(WriteMode::Behind, "behind", Local::File);
+}
+
+#[test]
+fn write_through_with_both_local_tiers_random_typed_calls_never_read_backwards_and_end_agreeing() {
+    assert_clean(WriteMode::Through, "through, tiers", Local::Tiers);
+}
+
+#[test]
+fn write_behind_with_both_local_tiers_random_typed_calls_never_read_backwards_and_end_agreeing() {
+    assert_clean(WriteMode::Behind, "behind, tiers", Local::Tiers);
 }
 
 /// The control. With write-behind, deletes settle the queue so often that L2 rarely holds a
@@ -476,7 +578,7 @@ fn the_checker_catches_a_level_that_acknowledges_deletes_it_did_not_do() {
         (WriteMode::Through, Broken::L1, "through, broken L1"),
         (WriteMode::Behind, Broken::L1, "behind, broken L1"),
     ] {
-        let (seed, n, problems) = stress(mode, name, broken);
+        let (seed, n, problems, _) = stress(mode, name, broken, Local::File);
         assert!(
             !problems.is_empty(),
             "{name}: the checker found nothing in {n} calls against a level that drops every {DROP_EVERY}rd delete (seed {seed})"

@@ -97,6 +97,10 @@ impl CacheManager {
     /// if any, is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL
     /// (Memcached cannot list keys). Returns the number of keys dropped from L1 and L2.
     ///
+    /// L1 is dropped before L2's scan and again after it: a set of a key under the prefix that
+    /// this manager runs meanwhile ends either in both levels (it reached L2 after the scan) or
+    /// in neither, never in L1 alone.
+    ///
     /// # Errors
     /// The L1 error, or the L2 scan's error unless hidden by `fallback_on_error`.
     pub fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
@@ -105,7 +109,14 @@ impl CacheManager {
         s.drain_behind();
         let dropped = s.drop_local_prefix(prefix)?;
         let in_l2 = match &s.tags {
-            Some(tags) => l2_prefix_deleted(s.fallback_on_error, tags.delete_prefix(&s.l2_prefix, prefix))?,
+            Some(tags) => {
+                let deleted =
+                    l2_prefix_deleted(s.fallback_on_error, tags.delete_prefix(&s.l2_prefix, prefix))?;
+                // A set of this manager that ran whole between the L1 drop and L2's scan is
+                // gone from L2 now: drop its L1 copy too, so the levels agree.
+                s.drop_local_prefix(prefix)?;
+                deleted
+            }
             None => 0,
         };
         s.publish(&Invalidation::Prefix(prefix.to_owned()));
@@ -131,7 +142,10 @@ impl CacheManager {
         let in_l2 = match &s.tags {
             Some(tags) => {
                 let deleted = tags.delete_prefix_async(&s.l2_prefix, prefix).await;
-                l2_prefix_deleted(s.fallback_on_error, deleted)?
+                let deleted = l2_prefix_deleted(s.fallback_on_error, deleted)?;
+                // As in `invalidate_prefix`: a set that ran whole meanwhile leaves no L1 copy.
+                s.drop_local_prefix(prefix)?;
+                deleted
             }
             None => 0,
         };

@@ -175,6 +175,14 @@ impl Storage for GatedStore {
         self.inner.confirm(key)
     }
 
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get_stale(key)
+    }
+
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        self.inner.keys_with_prefix(prefix)
+    }
+
     // Async calls are held the same way (blocking the worker thread: run them on a
     // multi-threaded runtime).
 
