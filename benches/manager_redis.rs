@@ -9,12 +9,17 @@
 //!   the manager (L2 holds every key; L1 is warmed by an untimed pass of another trace) vs raw
 //!   `GET`/`SET`. Throughput and get,
 //!   set and overall p99. Aim: at least 10× the throughput and a lower p99.
+//! - `manager_zipf099_90_10_vs_hand_made`: the same zipf trace through typed calls, so the
+//!   memory tier (its default 10 000 values) answers first and the file tier next, write-through,
+//!   against what a user would write by hand instead: a `quick_cache` of the same 10 000 values
+//!   in front of redis-rs (a miss is a `GET` then an insert; a set is a `SET` then an insert).
+//!   Both are warmed by the same untimed pass. Aim: at least 0.8× the hand-made throughput.
 //! - `manager_set_distinct`: `set_raw` of keys never written before (no two sets share a key),
 //!   write-through and write-behind (the final drain counted), vs raw `SET`: what the per-key
 //!   ordering of writes costs a set that waits for no other (issue 14: within 5% of before).
 //!
 //! `cargo bench --bench manager_redis` (about a minute with `-- --quick` or
-//! `UNO_BENCH_QUICK=1`; `UNO_BENCH_ONLY=multi_get`, `zipf` or `set_distinct` runs one part). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
+//! `UNO_BENCH_QUICK=1`; `UNO_BENCH_ONLY=multi_get`, `zipf`, `hand_made` or `set_distinct` runs one part). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
 //! throughput, peer/ours for latencies). A loopback round trip on a 2-vCPU machine costs ~22 µs
 //! when client and server share a vCPU and ~120 µs when they do not, so every comparison runs
 //! in both placements (`taskset`: client on CPU 0, server on CPU 0 or 1), labelled `same-cpu`
@@ -367,6 +372,76 @@ fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usi
     );
 }
 
+/// The zipf trace through typed calls (memory tier, then file tier, then Redis; write-through)
+/// against a quick_cache of the same capacity in front of redis-rs.
+fn bench_zipf_hand_made(place: &str, p: &Params, server: &support::RedisServer, round: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(server, "file", dir.path(), "through");
+    let capacity = uno_cache::DEFAULT_MEMORY_TIER_ITEMS as usize;
+    let hand: quick_cache::sync::Cache<String, Vec<u8>> = quick_cache::sync::Cache::new(capacity);
+    let mut raw = server.raw();
+    let value = vec![7u8; VALUE_LEN];
+    let key = |i: usize| format!("h{round}:{i}");
+    // L2 holds every key on both sides; the local caches start cold.
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            cache.set(&key(i), &value, None).unwrap();
+            pipe.cmd("SET").arg(format!("p:{}", key(i))).arg(&value).ignore();
+        }
+        pipe.exec(&mut raw).unwrap();
+    }
+    cache.local().clear().unwrap();
+    let mut hand_op = |i: usize, is_set: bool| {
+        let k = format!("p:{}", key(i));
+        if is_set {
+            redis::cmd("SET").arg(&k).arg(&value).exec(&mut raw).unwrap();
+            hand.insert(k, value.clone());
+        } else if hand.get(&k).is_none() {
+            let v: Option<Vec<u8>> = redis::cmd("GET").arg(&k).query(&mut raw).unwrap();
+            hand.insert(k, v.unwrap());
+        }
+    };
+    let ours_op = |i: usize, is_set: bool| {
+        let k = key(i);
+        if is_set {
+            cache.set(&k, &value, None).unwrap();
+        } else {
+            assert!(cache.get::<Vec<u8>>(&k).unwrap().is_some());
+        }
+    };
+    for &(i, is_set) in &trace(p.zipf_ops, 1) {
+        hand_op(i, is_set);
+        ours_op(i, is_set);
+    }
+    let trace = trace(p.zipf_ops, 2);
+    let (before_memory, before_local) = {
+        let s = cache.stats();
+        (s.memory.hits, s.local.hits)
+    };
+    let peer = run(&trace, &mut hand_op, || {});
+    let ours = run(&trace, ours_op, || {});
+    let stats = cache.stats();
+    assert_eq!(stats.distributed.errors, 0);
+    println!(
+        "bench: manager_zipf099_90_10_vs_hand_made_throughput[{place},through,memory+file] ours={:.3e} ops/s quick_cache+redis-rs={:.3e} ops/s ratio={:.2} (aim >= 0.8)",
+        ours.ops_per_s,
+        peer.ops_per_s,
+        ours.ops_per_s / peer.ops_per_s
+    );
+    print_time(
+        &format!("manager_zipf099_90_10_vs_hand_made_p99_all[{place},through,memory+file]"),
+        percentile(&ours.all_ns, 0.99),
+        percentile(&peer.all_ns, 0.99),
+    );
+    println!(
+        "bench: manager_zipf099_90_10_vs_hand_made_hits[{place}] memory tier {:.1}%, both local tiers {:.1}% of {} timed gets",
+        (stats.memory.hits - before_memory) as f64 * 100.0 / ours.get_ns.len() as f64,
+        (stats.local.hits - before_local) as f64 * 100.0 / ours.get_ns.len() as f64,
+        ours.get_ns.len()
+    );
+}
+
 /// Sets of distinct keys (each written once), through the manager vs raw `SET`; throughput (the
 /// write-behind drain included) and p50 per set.
 fn bench_set_distinct(
@@ -453,6 +528,9 @@ fn main() {
             .filter(|_| wanted("set_distinct"))
         {
             bench_set_distinct(place, &p, &server, round, write_mode);
+        }
+        if wanted("hand_made") {
+            bench_zipf_hand_made(place, &p, &server, round);
         }
         for write_mode in ["through", "behind"].into_iter().filter(|_| wanted("zipf")) {
             for l1_holds_all in [false, true] {

@@ -42,7 +42,7 @@ pub use self::distributed::{DistributedCacheConfig, DistributedKind, WriteMode};
 pub use self::loader::LoaderConfig;
 pub use self::local::{
     DurabilityMode, LocalCacheConfig, LocalKind, DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH,
-    DEFAULT_MEMORY_MAX_ITEMS,
+    DEFAULT_MEMORY_MAX_ITEMS, DEFAULT_MEMORY_TIER_ITEMS,
 };
 use crate::codec::Codec;
 use crate::error::{Error, Result};
