@@ -446,6 +446,12 @@ fn concurrent_readers_and_writers_see_only_values_that_were_written() {
     let keys = 200;
     // Each value encodes its key and version, so a reader can check what it got.
     let encode = |k: usize, v: usize| format!("{k}:{v}:{}", "p".repeat((k * 13 + v) % 500)).into_bytes();
+    // Every key has a value before the threads start, so readers hit from their first read
+    // (they could otherwise all run before any write landed and check nothing).
+    for k in 0..keys {
+        store.set(&format!("k{k}"), &encode(k, 0), None).unwrap();
+    }
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let writers: Vec<_> = (0..2)
         .map(|t| {
             let store = Arc::clone(&store);
@@ -464,9 +470,13 @@ fn concurrent_readers_and_writers_see_only_values_that_were_written() {
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let store = Arc::clone(&store);
+            let writing = Arc::clone(&writing);
             std::thread::spawn(move || {
                 let mut hits = 0;
-                for n in 0..20_000 {
+                // At least 20 000 reads, and on until the writers are done.
+                let mut n = 0;
+                while n < 20_000 || writing.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
                     let k = n % keys;
                     if let Some(v) = store.get(&format!("k{k}")).unwrap() {
                         let text = String::from_utf8(v).unwrap();
@@ -484,6 +494,7 @@ fn concurrent_readers_and_writers_see_only_values_that_were_written() {
     for w in writers {
         w.join().unwrap();
     }
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
     let hits: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(hits > 0);
     assert_eq!(store.stats().corrupt_reads, 0);
