@@ -52,6 +52,16 @@ enum Found<T> {
     Load(Leader),
 }
 
+/// What a loading call does once it has read the cache.
+enum Step<T> {
+    Answer(Option<Fetched<T>>),
+    /// Join the key's flight; `stale` is the copy to fall back on when a deadline passes (read
+    /// only where a deadline depends on it).
+    Load {
+        stale: Option<T>,
+    },
+}
+
 /// Where a wait for a flight left the caller.
 enum Next<T, E> {
     Answer(std::result::Result<Option<Fetched<T>>, E>),
@@ -214,17 +224,8 @@ impl CacheManager {
         let s = &self.shared;
         let mut loader = Some(loader);
         loop {
-            let found = match self.lookup_typed::<T, T>(key, None, |v| v) {
-                Ok(found) => found,
-                // L2 (or L1) failed the read: no fresh value can be had.
-                Err(e) => {
-                    return s
-                        .stale_or(key, e)
-                        .map(|v| Some(Fetched::Stale(v)))
-                        .map_err(E::from)
-                }
-            };
-            if matches!(found, Lookup::Hit(_)) && s.take_refresh_due(key) {
+            let found = self.lookup_typed::<T, T>(key, None, |v| v);
+            let refresh = || {
                 if let Some(load) = loader.take() {
                     self.refresh_ahead(key, |leader, slot| {
                         self.spawn_load(key, ttl, leader, move || {
@@ -233,29 +234,16 @@ impl CacheManager {
                         })
                     });
                 }
-            }
-            if let Some(answer) = self.cached_answer(found, optional) {
-                return Ok(answer);
-            }
-            if let Some(value) = s.throttled_stale(key) {
-                return Ok(Some(Fetched::Stale(value)));
-            }
-            // Read before waiting only where a deadline depends on it; a failed load reads it
-            // when it needs it (misses pay no extra read without timeouts).
-            let stale: Option<T> = if s.fail_safe.has_timeouts() {
-                s.stale_value(key)
-            } else {
-                None
             };
-            let (flight, mut report) = match s.flights.join(key) {
-                Role::Waiter(flight) => {
-                    if s.fail_safe.overdue(&flight) {
-                        s.flights.give_up(key, &flight);
-                        continue;
-                    }
-                    s.metrics.load_waits.incr();
-                    (flight, None)
-                }
+            let stale = match self.after_read(key, found, optional, refresh)? {
+                Step::Answer(answer) => return Ok(answer),
+                Step::Load { stale } => stale,
+            };
+            let Some(role) = self.join_flight(key) else {
+                continue;
+            };
+            let (flight, mut report) = match role {
+                Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
                     // A flight that just ended may have filled the cache.
                     if let Some(bytes) = self.get_raw(key)? {
@@ -302,16 +290,8 @@ impl CacheManager {
         let s = &self.shared;
         let mut load = Some(load);
         loop {
-            let found = match self.lookup_typed_async::<T, T>(key, None, |v| v).await {
-                Ok(found) => found,
-                Err(e) => {
-                    return s
-                        .stale_or(key, e)
-                        .map(|v| Some(Fetched::Stale(v)))
-                        .map_err(E::from)
-                }
-            };
-            if matches!(found, Lookup::Hit(_)) && s.take_refresh_due(key) {
+            let found = self.lookup_typed_async::<T, T>(key, None, |v| v).await;
+            let refresh = || {
                 if let Some(load) = load.take() {
                     self.refresh_ahead(key, |leader, slot| {
                         self.spawn_load_async(key, ttl, leader, async move {
@@ -320,29 +300,16 @@ impl CacheManager {
                         })
                     });
                 }
-            }
-            if let Some(answer) = self.cached_answer(found, optional) {
-                return Ok(answer);
-            }
-            if let Some(value) = s.throttled_stale(key) {
-                return Ok(Some(Fetched::Stale(value)));
-            }
-            // Read before waiting only where a deadline depends on it; a failed load reads it
-            // when it needs it (misses pay no extra read without timeouts).
-            let stale: Option<T> = if s.fail_safe.has_timeouts() {
-                s.stale_value(key)
-            } else {
-                None
             };
-            let (flight, mut report) = match s.flights.join(key) {
-                Role::Waiter(flight) => {
-                    if s.fail_safe.overdue(&flight) {
-                        s.flights.give_up(key, &flight);
-                        continue;
-                    }
-                    s.metrics.load_waits.incr();
-                    (flight, None)
-                }
+            let stale = match self.after_read(key, found, optional, refresh)? {
+                Step::Answer(answer) => return Ok(answer),
+                Step::Load { stale } => stale,
+            };
+            let Some(role) = self.join_flight(key) else {
+                continue;
+            };
+            let (flight, mut report) = match role {
+                Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
                     if let Some(bytes) = self.get_raw_async(key).await? {
                         match self.leader_found(key, leader, bytes, optional)? {
@@ -368,6 +335,67 @@ impl CacheManager {
                 Next::Answer(answer) => return answer,
                 Next::Retry => {}
             }
+        }
+    }
+
+    /// The step both loading calls take between their cache read and a flight: a read error
+    /// answers with the stale copy (or fails), a hit due for refresh-ahead starts one
+    /// (`refresh`), a cached answer or a throttled stale copy answers; otherwise the call loads.
+    fn after_read<T, E>(
+        &self,
+        key: &str,
+        found: Result<Lookup<T>>,
+        optional: bool,
+        refresh: impl FnOnce(),
+    ) -> std::result::Result<Step<T>, E>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<Error>,
+    {
+        let s = &self.shared;
+        let found = match found {
+            Ok(found) => found,
+            // L2 (or L1) failed the read: no fresh value can be had.
+            Err(e) => {
+                return s
+                    .stale_or(key, e)
+                    .map(|v| Step::Answer(Some(Fetched::Stale(v))))
+                    .map_err(E::from)
+            }
+        };
+        if matches!(found, Lookup::Hit(_)) && s.take_refresh_due(key) {
+            refresh();
+        }
+        if let Some(answer) = self.cached_answer(found, optional) {
+            return Ok(Step::Answer(answer));
+        }
+        if let Some(value) = s.throttled_stale(key) {
+            return Ok(Step::Answer(Some(Fetched::Stale(value))));
+        }
+        // Read before waiting only where a deadline depends on it; a failed load reads it when
+        // it needs it (misses pay no extra read without timeouts).
+        let stale = if s.fail_safe.has_timeouts() {
+            s.stale_value(key)
+        } else {
+            None
+        };
+        Ok(Step::Load { stale })
+    }
+
+    /// Joins the key's flight, as its leader or a waiter (counted). `None`: the flight there was
+    /// past its hard timeout and was given up; read the cache again.
+    fn join_flight(&self, key: &str) -> Option<Role> {
+        let s = &self.shared;
+        match s.flights.join(key) {
+            Role::Waiter(flight) if s.fail_safe.overdue(&flight) => {
+                s.flights.give_up(key, &flight);
+                None
+            }
+            Role::Waiter(flight) => {
+                s.metrics.load_waits.incr();
+                Some(Role::Waiter(flight))
+            }
+            leader => Some(leader),
         }
     }
 
