@@ -368,3 +368,33 @@ fn cluster_node_killed_mid_workload_opens_only_its_own_breaker_and_recovers() {
         .expect("the killed primary's breaker");
     assert!(node.trips > 0, "{node:?}");
 }
+
+/// Stats polled while L2 is down: the failed reading of L2's size is reused as a good one is
+/// (for `L2_SIZE_MAX_AGE`), so polling neither walks the level on every call nor counts one
+/// breaker failure per poll (two polls used to open the breaker on their own).
+#[test]
+fn stats_polled_during_an_outage_read_l2_once_and_do_not_open_its_breaker() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = RedisServer::start();
+    let cache = manager("redis", false, &[server.addr()], dir.path());
+    cache.set("k", &1u32, None).unwrap();
+    assert!(cache.stats().distributed.size_error.is_none());
+    server.kill();
+    // The good reading above is still fresh: the first polls reuse it.
+    let started = Instant::now();
+    let mut failed_polls = 0;
+    while started.elapsed() < uno_cache::L2_SIZE_MAX_AGE + Duration::from_secs(1) {
+        let stats = cache.stats().distributed;
+        if stats.size_error.is_some() {
+            failed_polls += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let breaker = breaker(&cache);
+    assert!(failed_polls > 1, "L2's size error is reported while it lasts");
+    assert!(
+        breaker.consecutive_failures <= 1 && breaker.trips == 0,
+        "{failed_polls} polls after the kill fed the breaker: {breaker:?}"
+    );
+}

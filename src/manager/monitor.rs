@@ -23,13 +23,14 @@ impl Monitor<'_> {
     /// to L2; in async code use [`Monitor::get_stats_async`].
     ///
     /// L2's size is read at most every [`L2_SIZE_MAX_AGE`] and reused in between, because
-    /// counting a Redis or Memcached level walks every key; L1's is read every time.
+    /// counting a Redis or Memcached level walks every key; a failed reading is reused the
+    /// same way (its error in `distributed.size_error`). L1's is read every time.
     #[must_use]
     pub fn get_stats(&self) -> CacheStats {
         let s = &self.manager.shared;
         let l1_size = s.l1.size();
         let l2_size = s.l2.as_ref().map(|l2| match s.fresh_l2_size() {
-            Some(size) => Ok(size),
+            Some(size) => size,
             None => s.remember_l2_size(l2.size()),
         });
         self.assemble(l1_size, l2_size)
@@ -49,20 +50,24 @@ impl Monitor<'_> {
         let s = &self.manager.shared;
         let l1_size = s.l1.size();
         let l2_size = match (&s.l2, s.fresh_l2_size()) {
-            (Some(_), Some(size)) => Some(Ok(size)),
+            (Some(_), Some(size)) => Some(size),
             (Some(l2), None) => Some(s.remember_l2_size(l2.size_async().await)),
             (None, _) => None,
         };
         self.assemble(l1_size, l2_size)
     }
 
-    fn assemble(&self, l1_size: Result<StorageSize>, l2_size: Option<Result<StorageSize>>) -> CacheStats {
+    fn assemble(
+        &self,
+        l1_size: Result<StorageSize>,
+        l2_size: Option<std::result::Result<StorageSize, String>>,
+    ) -> CacheStats {
         let s = &self.manager.shared;
-        let split = |r: Result<StorageSize>| match r {
+        let split = |r: std::result::Result<StorageSize, String>| match r {
             Ok(size) => (size, None),
-            Err(e) => (StorageSize::default(), Some(e.to_string())),
+            Err(e) => (StorageSize::default(), Some(e)),
         };
-        let (local_size, local_err) = split(l1_size);
+        let (local_size, local_err) = split(l1_size.map_err(|e| e.to_string()));
         let mut local = s
             .metrics
             .local

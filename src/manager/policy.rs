@@ -60,8 +60,10 @@ pub(crate) struct Shared {
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
     /// The breakers of L2's nodes, when L2 spreads keys over nodes (for stats).
     pub(crate) nodes: Option<Arc<NodeBreakers>>,
-    /// The last reading of L2's size and when it was taken.
-    pub(crate) l2_size: Mutex<Option<(Instant, StorageSize)>>,
+    /// The last attempt to read L2's size: when, and what it gave (the error's text if it
+    /// failed). A failed reading is reused as long as a good one is, so stats polled through an
+    /// outage neither walk the level's keys on every call nor feed its breaker each time.
+    pub(crate) l2_size: Mutex<Option<(Instant, std::result::Result<StorageSize, String>)>>,
     pub(crate) local_ttl: Duration,
     pub(crate) distributed_ttl: Duration,
     pub(crate) fallback_on_error: bool,
@@ -239,19 +241,23 @@ impl Shared {
         }
     }
 
-    /// L2's size if it was read less than [`L2_SIZE_MAX_AGE`](super::L2_SIZE_MAX_AGE) ago.
-    pub(crate) fn fresh_l2_size(&self) -> Option<StorageSize> {
+    /// The last reading of L2's size (or the error it gave), if it was taken less than
+    /// [`L2_SIZE_MAX_AGE`](super::L2_SIZE_MAX_AGE) ago.
+    pub(crate) fn fresh_l2_size(&self) -> Option<std::result::Result<StorageSize, String>> {
         self.l2_size
             .lock()
+            .as_ref()
             .filter(|(at, _)| at.elapsed() < super::L2_SIZE_MAX_AGE)
-            .map(|(_, size)| size)
+            .map(|(_, size)| size.clone())
     }
 
-    /// Keeps a successful reading of L2's size for the next stats calls.
-    pub(crate) fn remember_l2_size(&self, size: Result<StorageSize>) -> Result<StorageSize> {
-        if let Ok(size) = &size {
-            *self.l2_size.lock() = Some((Instant::now(), *size));
-        }
+    /// Keeps a reading of L2's size, good or failed, for the next stats calls.
+    pub(crate) fn remember_l2_size(
+        &self,
+        size: Result<StorageSize>,
+    ) -> std::result::Result<StorageSize, String> {
+        let size = size.map_err(|e| e.to_string());
+        *self.l2_size.lock() = Some((Instant::now(), size.clone()));
         size
     }
 
