@@ -15,13 +15,13 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
+use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// Opens the level; called until it succeeds.
-pub(crate) type Connect = Box<dyn Fn() -> Result<Arc<dyn Storage>> + Send + Sync>;
+pub(crate) type Connect = Box<dyn Fn() -> Result<Arc<dyn DistributedStorage>> + Send + Sync>;
 
 struct Slot {
-    level: RwLock<Option<Arc<dyn Storage>>>,
+    level: RwLock<Option<Arc<dyn DistributedStorage>>>,
     /// The last failed attempt, if the server said the configuration is wrong: calls fail with
     /// it (so stats show what to fix) instead of "not connected yet".
     misconfigured: Mutex<Option<(String, String)>>,
@@ -73,7 +73,7 @@ impl Deferred {
         })
     }
 
-    fn level(&self, op: &'static str) -> Result<Arc<dyn Storage>> {
+    fn level(&self, op: &'static str) -> Result<Arc<dyn DistributedStorage>> {
         if let Some(level) = self.slot.level.read().clone() {
             return Ok(level);
         }
@@ -216,7 +216,10 @@ impl Storage for Deferred {
             .as_ref()
             .map_or_else(StorageCounters::default, |l| l.counters())
     }
+}
 
+/// Each async call goes to the connected level's own async call.
+impl DistributedStorage for Deferred {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move { self.level("size")?.size_async().await })
     }
@@ -269,6 +272,7 @@ mod tests {
 
     use super::*;
     use crate::local::memory::MemoryStore;
+    use crate::storage::InProcess;
 
     fn down() -> Error {
         Error::Backend {
@@ -287,7 +291,7 @@ mod tests {
             if counted.fetch_add(1, Ordering::SeqCst) < 2 {
                 Err(down())
             } else {
-                Ok(Arc::new(MemoryStore::new(10)?) as Arc<dyn Storage>)
+                Ok(Arc::new(InProcess::new(MemoryStore::new(10)?)) as Arc<dyn DistributedStorage>)
             }
         });
         let level = Deferred::start("test", Duration::from_millis(5), connect, &down()).unwrap();
