@@ -774,4 +774,38 @@ mod tests {
         s.set("z", b"3", None).unwrap();
         assert_eq!(s.size().unwrap().items, 1);
     }
+
+    #[test]
+    fn set_each_writes_the_whole_batch_or_nothing_each_item_with_its_own_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(5_000);
+        let s = open(dir.path(), 1, &clock);
+        let huge = vec![0u8; 2 * 1024 * 1024];
+        assert!(matches!(
+            s.set_each(&[("first", b"1", None), ("huge", &huge, None)]),
+            Err(Error::ValueTooLarge { ref key, .. }) if key == "huge"
+        ));
+        assert_eq!(
+            s.get("first").unwrap(),
+            None,
+            "one transaction: nothing of a refused batch"
+        );
+        s.set_each(&[
+            ("short", b"1", Some(Duration::from_secs(1))),
+            ("long", b"2", Some(Duration::from_secs(60))),
+            ("never", b"3", None),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.get("short").unwrap().unwrap().expires_at,
+            Some(clock::ms_to_system_time(6_000))
+        );
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(s.get("short").unwrap(), None);
+        assert_eq!(
+            s.get("long").unwrap().unwrap().expires_at,
+            Some(clock::ms_to_system_time(65_000))
+        );
+        assert_eq!(s.get("never").unwrap().unwrap().expires_at, None);
+    }
 }
