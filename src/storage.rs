@@ -77,8 +77,13 @@ pub struct StorageCounters {
     pub expirations: u64,
 }
 
-/// A cache level: bytes in, bytes out, keyed by string. The core every level implements (see
-/// the [module docs](self) for what is left to [`LocalStorage`] and [`DistributedStorage`]).
+/// A cache level: bytes in, bytes out, keyed by string: the core every level implements.
+///
+/// What only an L1 can answer (suspect entries, stale copies, key listing) is in
+/// [`LocalStorage`]; the async forms an L2 must provide are in [`DistributedStorage`]. No method
+/// of the three traits has a default, so no level can inherit an answer that is wrong for it (a
+/// batch sent one key at a time, a blocking call inside an executor, "mark suspect" meaning
+/// "forget everything"). An in-process level becomes an L2 through [`InProcess`].
 ///
 /// The trait is object safe, so the level can be picked from configuration at run time.
 /// Implementations know nothing of other levels; multi-level policy lives only in the manager.
@@ -89,8 +94,7 @@ pub struct StorageCounters {
 ///   otherwise); `None` means the level's default (which may be "never").
 /// - A failed call changes nothing that a later successful `get` could observe as garbage.
 ///
-/// Every method is required: a level that cannot batch writes its batch loop itself, where it
-/// can be seen.
+/// A level that cannot batch writes its batch loop itself, where it can be seen.
 pub trait Storage: Send + Sync + 'static {
     /// A short name for logs and stats ("file", "memory", "redis", ...).
     fn name(&self) -> &str;

@@ -120,7 +120,7 @@ pub struct MemoryStore {
     tally: Arc<Tally>,
     clock: Arc<dyn Clock>,
     max_items: u64,
-    /// How long expired entries stay for [`Storage::get_stale`], in ms.
+    /// How long expired entries stay for [`LocalStorage::get_stale`], in ms.
     keep_expired_ms: u64,
 }
 
@@ -172,7 +172,7 @@ impl MemoryStore {
     }
 
     /// Keeps expired entries for `window` after their expiry (default zero), for fail-safe
-    /// reads: `get` never returns them, [`Storage::get_stale`] does until the window ends. They
+    /// reads: `get` never returns them, [`LocalStorage::get_stale`] does until the window ends. They
     /// hold their slots meanwhile.
     #[must_use]
     pub fn keep_expired(mut self, window: Duration) -> Self {

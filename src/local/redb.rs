@@ -19,9 +19,9 @@
 //! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`].
 //! - **Suspect entries**: like the file store, it keeps its entries through a loss of certainty
 //!   instead of forgetting them. Every entry restored at open, and every entry written before
-//!   [`mark_all_suspect`](Storage::mark_all_suspect) (a lost backplane subscription), is
-//!   [`Freshness::Suspect`] in [`get_checked`](Storage::get_checked) until it is rewritten or
-//!   [confirmed](Storage::confirm): entries carry increasing sequence numbers, and those below
+//!   [`mark_all_suspect`](LocalStorage::mark_all_suspect) (a lost backplane subscription), is
+//!   [`Freshness::Suspect`] in [`get_checked`](LocalStorage::get_checked) until it is rewritten or
+//!   [confirmed](LocalStorage::confirm): entries carry increasing sequence numbers, and those below
 //!   the number current at the last loss are suspect unless confirmed since. Confirmations are
 //!   kept in memory (one per confirmed key) and forgotten at the next loss or restart.
 //! - **Permissions**: a database file the store creates gets [`RedbOptions::file_mode`] (`0o600`
