@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use uno_cache::{CacheConfig, CacheManager, LocalKind, MemoryStore, Storage};
+use uno_cache::{CacheConfig, CacheManager, InProcess, LocalKind, MemoryStore, Storage};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
@@ -445,7 +445,7 @@ fn bench_set_distinct(p: &Params, threads: usize) {
     let cache = CacheManager::builder()
         .config(config)
         .local(Arc::new(MemoryStore::new(capacity).unwrap()))
-        .distributed(Arc::new(MemoryStore::new(capacity).unwrap()))
+        .distributed(Arc::new(InProcess::new(MemoryStore::new(capacity).unwrap())))
         .build()
         .unwrap();
     let moka: moka::sync::Cache<String, Vec<u8>> = moka::sync::Cache::new(capacity);

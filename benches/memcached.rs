@@ -22,7 +22,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use uno_cache::{CacheConfig, CacheManager, MemcachedOptions, MemcachedStore, NodeBreakers, Storage};
+use uno_cache::{
+    CacheConfig, CacheManager, DistributedStorage, MemcachedOptions, MemcachedStore, NodeBreakers, Storage,
+};
 
 fn rate(ops: u64, took: Duration) -> f64 {
     ops as f64 / took.as_secs_f64()

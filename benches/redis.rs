@@ -23,7 +23,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use uno_cache::{NodeBreakers, RedisOptions, RedisStore, Storage};
+use uno_cache::{DistributedStorage, NodeBreakers, RedisOptions, RedisStore, Storage};
 
 fn rate(ops: u64, took: Duration) -> f64 {
     ops as f64 / took.as_secs_f64()

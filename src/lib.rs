@@ -42,7 +42,7 @@
 //!
 //! | path                 | what                                                               |
 //! |----------------------|--------------------------------------------------------------------|
-//! | `storage`            | [`Storage`], the one trait every level implements                   |
+//! | `storage`            | [`Storage`], the core every level implements; [`LocalStorage`] (L1) and [`DistributedStorage`] (L2, async); [`InProcess`] |
 //! | `manager/`           | [`CacheManager`]: multi-level rules, stampede guard, write-behind, background backfill, global instance |
 //! | `config`             | [`CacheConfig`], serde/TOML configuration with validation           |
 //! | `codec`              | [`Codec`]: bincode 2 or JSON, with a tag byte per value             |
@@ -129,7 +129,10 @@ pub use crate::perms::DEFAULT_FILE_MODE;
 pub use crate::stats::{
     CacheStats, ConsistencyStats, HitRates, LatencyStats, LevelStats, LoaderStats, OverallStats, Sizes,
 };
-pub use crate::storage::{BoxFuture, Entry, Freshness, Storage, StorageCounters, StorageSize};
+pub use crate::storage::{
+    BoxFuture, DistributedStorage, Entry, Freshness, InProcess, LocalStorage, Storage, StorageCounters,
+    StorageSize,
+};
 
 #[doc(hidden)]
 /// Decoders exposed for the fuzz targets and format tests; not a stable API.

@@ -13,12 +13,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use uno_cache::{CacheConfig, CacheManager, Error, Fetched, LocalKind, ManualClock, MemoryStore, Storage};
+use uno_cache::{
+    CacheConfig, CacheManager, DistributedStorage, Error, Fetched, InProcess, LocalKind, ManualClock,
+    MemoryStore,
+};
 
 const START_MS: u64 = 1_700_000_000_000;
 const TTL: Duration = Duration::from_secs(300);
 
-fn manager(clock: &ManualClock, l2: Option<Arc<dyn Storage>>, absent_ttl_s: u64) -> CacheManager {
+fn manager(clock: &ManualClock, l2: Option<Arc<dyn DistributedStorage>>, absent_ttl_s: u64) -> CacheManager {
     let mut config = CacheConfig::default();
     config.local.kind = LocalKind::Memory;
     config.loader.absent_ttl = Duration::from_secs(absent_ttl_s);
@@ -134,7 +137,9 @@ fn with_absent_ttl_zero_the_answer_is_not_cached() {
 #[test]
 fn another_instance_sharing_the_l2_believes_the_absent_answer() {
     let clock = ManualClock::new(START_MS);
-    let l2: Arc<dyn Storage> = Arc::new(MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap());
+    let l2: Arc<dyn DistributedStorage> = Arc::new(InProcess::new(
+        MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap(),
+    ));
     let a = manager(&clock, Some(Arc::clone(&l2)), 30);
     let b = manager(&clock, Some(Arc::clone(&l2)), 30);
     let calls = Arc::new(AtomicU32::new(0));

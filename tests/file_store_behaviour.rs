@@ -357,6 +357,16 @@ fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
         matches!(&err, Error::ValueTooLarge { key, len, .. } if key == "k" && *len == huge.len()),
         "{err}"
     );
+    // Asked ahead (as the manager asks a level before a write that will not wait for it), the
+    // store refuses the same value with the same error, and accepts the largest that fits.
+    let asked = uno_cache::Storage::check_value(&store, "k", huge.len()).unwrap_err();
+    assert_eq!(asked.to_string(), err.to_string());
+    let max = match asked {
+        Error::ValueTooLarge { max, .. } => max,
+        other => panic!("{other}"),
+    };
+    uno_cache::Storage::check_value(&store, "k", max).unwrap();
+    uno_cache::Storage::check_value(&store, "k", max + 1).unwrap_err();
     // One bad item in a batch writes nothing.
     let err = store.set_many(&[("fine", b"1"), ("", b"2")], None).unwrap_err();
     assert!(matches!(err, Error::InvalidKey { .. }));

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use uno_cache::{FileStore, FileStoreOptions, ManualClock, MemoryStore, Storage};
+use uno_cache::{FileStore, FileStoreOptions, LocalStorage, ManualClock, MemoryStore, Storage};
 
 const START_MS: u64 = 1_700_000_000_000;
 const TTL: Duration = Duration::from_secs(10);
@@ -116,7 +116,7 @@ fn prefix_listing_reaches_stale_copies_so_invalidation_removes_them() {
     store.set("user:1", b"a", Some(TTL)).unwrap();
     store.set("user:2", b"b", None).unwrap();
     clock.advance(TTL + Duration::from_secs(1));
-    let mut keys = Storage::keys_with_prefix(&store, "user:").unwrap().unwrap();
+    let mut keys = LocalStorage::keys_with_prefix(&store, "user:").unwrap().unwrap();
     keys.sort();
     assert_eq!(keys, ["user:1", "user:2"]);
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::{free_port, MemcachedServer, RedisCluster, RedisServer};
-use uno_cache::{CacheConfig, CacheManager, Codec, Entry, Error, ManualClock, Storage};
+use uno_cache::{CacheConfig, CacheManager, Codec, DistributedStorage, Entry, Error, ManualClock};
 
 const LOCAL_TTL_S: u64 = 60;
 const DISTRIBUTED_TTL_S: u64 = 600;
@@ -162,7 +162,7 @@ fn l1_expiry(cache: &CacheManager, key: &str) -> Option<u64> {
     expiry_ms(&cache.local().get(key).unwrap().expect("in L1"))
 }
 
-fn l2(cache: &CacheManager) -> &Arc<dyn Storage> {
+fn l2(cache: &CacheManager) -> &Arc<dyn DistributedStorage> {
     cache.distributed().expect("an L2")
 }
 

@@ -37,8 +37,8 @@ type Seen = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 struct Rig {
     cache: CacheManager,
-    l1: Arc<GatedStore>,
-    l2: Arc<GatedStore>,
+    l1: Arc<GatedStore<FileStore>>,
+    l2: Arc<GatedStore<RedisStore>>,
     file: Arc<FileStore>,
     redis: Arc<RedisStore>,
     _dir: tempfile::TempDir,

@@ -34,28 +34,29 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use support::RedisServer;
 use uno_cache::{
-    BoxFuture, CacheConfig, CacheManager, Codec, Entry, FileStore, FileStoreOptions, RedisOptions,
-    RedisStore, Result, Storage, StorageSize, WriteMode,
+    BoxFuture, CacheConfig, CacheManager, Codec, DistributedStorage, Entry, FileStore, FileStoreOptions,
+    Freshness, LocalStorage, RedisOptions, RedisStore, Result, Storage, StorageCounters, StorageSize,
+    WriteMode,
 };
 
 const KEYS: [&str; 3] = ["s:a", "s:b", "s:c"];
 const THREADS: usize = 4;
 
 /// A level that acknowledges every `DROP_EVERY`-th delete call without deleting: the control.
-struct DropsDeletes {
-    inner: Arc<dyn Storage>,
+struct DropsDeletes<L> {
+    inner: Arc<L>,
     calls: AtomicUsize,
 }
 
 const DROP_EVERY: usize = 3;
 
-impl DropsDeletes {
+impl<L> DropsDeletes<L> {
     fn drop_this_one(&self) -> bool {
         self.calls.fetch_add(1, Ordering::SeqCst) % DROP_EVERY == DROP_EVERY - 1
     }
 }
 
-impl Storage for DropsDeletes {
+impl<L: Storage> Storage for DropsDeletes<L> {
     fn name(&self) -> &str {
         "drops-deletes"
     }
@@ -92,6 +93,36 @@ impl Storage for DropsDeletes {
     fn clear(&self) -> Result<()> {
         self.inner.clear()
     }
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        self.inner.check_value(key, value_len)
+    }
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+    fn counters(&self) -> StorageCounters {
+        self.inner.counters()
+    }
+}
+
+impl<L: LocalStorage> LocalStorage for DropsDeletes<L> {
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        self.inner.get_checked(key)
+    }
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get_stale(key)
+    }
+    fn mark_all_suspect(&self) -> Result<()> {
+        self.inner.mark_all_suspect()
+    }
+    fn confirm(&self, key: &str) -> Result<()> {
+        self.inner.confirm(key)
+    }
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        self.inner.keys_with_prefix(prefix)
+    }
+}
+
+impl<L: DistributedStorage> DistributedStorage for DropsDeletes<L> {
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         self.inner.get_async(key)
     }
@@ -102,6 +133,37 @@ impl Storage for DropsDeletes {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         self.inner.set_async(key, value, ttl)
+    }
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        if self.drop_this_one() {
+            return Box::pin(std::future::ready(Ok(true)));
+        }
+        self.inner.delete_async(key)
+    }
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+        self.inner.get_many_async(keys)
+    }
+    fn set_many_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.inner.set_many_async(items, ttl)
+    }
+    fn set_each_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
+        self.inner.set_each_async(items)
+    }
+    fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        if self.drop_this_one() {
+            return Box::pin(std::future::ready(Ok(keys.len() as u64)));
+        }
+        self.inner.delete_many_async(keys)
+    }
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        self.inner.size_async()
     }
 }
 
@@ -124,7 +186,7 @@ struct Rig {
     cache: CacheManager,
     /// The real local level, without the control's breakage: the file store, or both local
     /// tiers (whose reads of bytes go to the file tier, and whose deletes reach both).
-    l1: Arc<dyn Storage>,
+    l1: Arc<dyn LocalStorage>,
     redis: Arc<RedisStore>,
     /// Typed calls (through the memory tier) rather than raw ones.
     typed: bool,
@@ -150,7 +212,7 @@ enum Broken {
     L2,
 }
 
-fn drops_deletes(inner: Arc<dyn Storage>) -> Arc<dyn Storage> {
+fn drops_deletes<L>(inner: Arc<L>) -> Arc<DropsDeletes<L>> {
     Arc::new(DropsDeletes {
         inner,
         calls: AtomicUsize::new(0),
@@ -177,13 +239,13 @@ fn rig(server: &RedisServer, mode: WriteMode, broken: Broken, local: Local, pref
     let builder = CacheManager::builder().config(config.clone());
     let (cache, file) = match local {
         Local::File => {
-            let file: Arc<dyn Storage> =
-                Arc::new(FileStore::open(dir.path(), FileStoreOptions::default()).unwrap());
-            let (l1, l2): (Arc<dyn Storage>, Arc<dyn Storage>) = match broken {
+            let file = Arc::new(FileStore::open(dir.path(), FileStoreOptions::default()).unwrap());
+            let (l1, l2): (Arc<dyn LocalStorage>, Arc<dyn DistributedStorage>) = match broken {
                 Broken::Neither => (file.clone(), redis.clone()),
                 Broken::L1 => (drops_deletes(file.clone()), redis.clone()),
                 Broken::L2 => (file.clone(), drops_deletes(redis.clone())),
             };
+            let file: Arc<dyn LocalStorage> = file;
             (builder.local(l1).distributed(l2).build().unwrap(), file)
         }
         Local::Tiers => {

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use uno_cache::{CacheConfig, CacheManager, MemoryStore, Storage, WriteMode};
+use uno_cache::{CacheConfig, CacheManager, InProcess, MemoryStore, Storage, WriteMode};
 
 /// The names (as the kernel keeps them: 15 bytes) of this process's threads that start with
 /// `uno-cache-`.
@@ -41,7 +41,7 @@ fn dropping_the_last_handle_joins_every_background_thread_and_sends_queued_write
     let cache = CacheManager::builder()
         .config(config)
         .local(Arc::new(MemoryStore::new(1000).unwrap()))
-        .distributed(l2.clone())
+        .distributed(Arc::new(InProcess::shared(l2.clone())))
         .build()
         .unwrap();
     // A thread names itself once it runs: wait for the three names.

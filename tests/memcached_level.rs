@@ -21,7 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::MemcachedServer;
 use uno_cache::distributed::{envelope, map_memcached_key};
-use uno_cache::{Error, ManualClock, MemcachedOptions, MemcachedStore, Storage};
+use uno_cache::{
+    CircuitBreaker, DistributedStorage, Error, Guarded, ManualClock, MemcachedOptions, MemcachedStore,
+    Storage,
+};
 
 fn store(server: &MemcachedServer, prefix: &str) -> MemcachedStore {
     MemcachedStore::connect(MemcachedOptions::new(server.addr()).prefix(prefix)).unwrap()
@@ -530,6 +533,66 @@ fn set_each_is_one_pipelined_batch_per_host_not_one_reply_per_key() {
     );
     mc.set_each(&[("after", b"2", None)]).unwrap();
     assert_eq!(mc.get("after").unwrap().unwrap().value, b"2");
+}
+
+/// A write-behind flush goes through the breaker's `Guarded` to `set_each_async`: one pipelined
+/// batch (a single reply, the closing `noop`), and each item expires at its own TTL on the server.
+#[test]
+fn set_each_async_through_the_breaker_is_one_batch_and_each_item_expires_at_its_own_ttl() {
+    let server = MemcachedServer::start();
+    let breaker = Arc::new(CircuitBreaker::new(5, Duration::from_secs(1)));
+    let mc = Guarded::new("memcached", store(&server, "own-ttl:"), breaker);
+    let values: Vec<(String, Option<Duration>)> = (0..300)
+        .map(|i| {
+            let ttl = match i % 3 {
+                0 => Some(Duration::from_secs(1)),
+                1 => Some(Duration::from_secs(120)),
+                _ => None,
+            };
+            (format!("k{i}"), ttl)
+        })
+        .collect();
+    let items: Vec<(&str, &[u8], Option<Duration>)> = values
+        .iter()
+        .map(|(k, ttl)| (k.as_str(), k.as_bytes(), *ttl))
+        .collect();
+    let written = || server.stat("bytes_written");
+    let stats_reply = {
+        let before = written();
+        written() - before
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let before = written();
+    rt.block_on(mc.set_each_async(&items)).unwrap();
+    let batch_bytes = (written() - before).saturating_sub(stats_reply);
+    assert!(
+        batch_bytes < 300 * 24,
+        "set_each_async wrote {batch_bytes} reply bytes: one reply per key, not one batch"
+    );
+    // Every item is there, with an expiry only where it was given one.
+    for (key, _, ttl) in &items {
+        let entry = mc.get(key).unwrap().unwrap_or_else(|| panic!("{key} missing"));
+        assert_eq!(entry.value, key.as_bytes());
+        assert_eq!(entry.expires_at.is_some(), ttl.is_some(), "{key}");
+    }
+    // The server drops the 1 s items by itself, and only them.
+    let short: Vec<&str> = items
+        .iter()
+        .filter(|i| i.2 == Some(Duration::from_secs(1)))
+        .map(|i| i.0)
+        .collect();
+    let started = Instant::now();
+    while short.iter().any(|k| raw_get(&server, mc.inner(), k).is_some()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "memcached kept 1 s items for 5 s: sent with another item's TTL?"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (key, _, ttl) in &items {
+        let held = raw_get(&server, mc.inner(), key).is_some();
+        assert_eq!(held, *ttl != Some(Duration::from_secs(1)), "{key} ({ttl:?})");
+    }
 }
 
 #[test]

@@ -15,7 +15,9 @@ mod support;
 use std::path::Path;
 
 use support::RedisServer;
-use uno_cache::{CacheConfig, CacheManager, Freshness, RedbOptions, RedbStore, Storage, REDB_FILE_NAME};
+use uno_cache::{
+    CacheConfig, CacheManager, Freshness, LocalStorage, RedbOptions, RedbStore, Storage, REDB_FILE_NAME,
+};
 
 fn open(dir: &Path) -> RedbStore {
     RedbStore::open(dir.join(REDB_FILE_NAME), RedbOptions::default()).unwrap()

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::RedisServer;
 use uno_cache::distributed::envelope;
-use uno_cache::{Error, ManualClock, RedisOptions, RedisStore, Storage};
+use uno_cache::{DistributedStorage, Error, ManualClock, RedisOptions, RedisStore, Storage};
 
 fn store(server: &RedisServer, prefix: &str) -> RedisStore {
     RedisStore::connect(RedisOptions::new(server.addr()).prefix(prefix)).unwrap()

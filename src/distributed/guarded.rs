@@ -1,4 +1,5 @@
-//! [`Guarded`]: any [`Storage`] behind a [`CircuitBreaker`].
+//! [`Guarded`]: any [`Storage`] behind a [`CircuitBreaker`]; a [`DistributedStorage`] stays
+//! one, each async call forwarded to the level's own async call.
 //!
 //! The levels in this module already keep their own deadline on every call; `Guarded` adds the
 //! breaker: while it is open, calls fail at once with [`Error::CircuitOpen`] without touching
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use crate::distributed::breaker::{BreakerState, BreakerStats, CircuitBreaker};
 use crate::error::{Error, Result};
-use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
+use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// A level behind a circuit breaker. Share the breaker (`Arc`) to read its state for stats.
 ///
@@ -158,7 +159,9 @@ impl<L: Storage> Storage for Guarded<L> {
     fn counters(&self) -> StorageCounters {
         self.inner.counters()
     }
+}
 
+impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move {
             let probe = self.admit()?;
@@ -239,11 +242,56 @@ mod tests {
     struct Flaky {
         down: AtomicBool,
         calls: AtomicU32,
+        blocking_calls: AtomicU32,
+        async_calls: AtomicU32,
     }
 
     impl Storage for Flaky {
         fn get(&self, key: &str) -> Result<Option<Entry>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            self.read(key)
+        }
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn set(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> {
+            self.blocking()
+        }
+        fn delete(&self, _: &str) -> Result<bool> {
+            self.blocking().map(|()| false)
+        }
+        fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+            self.blocking().map(|()| vec![None; keys.len()])
+        }
+        fn set_many(&self, _: &[(&str, &[u8])], _: Option<Duration>) -> Result<()> {
+            self.blocking()
+        }
+        fn set_each(&self, _: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+            self.blocking()
+        }
+        fn delete_many(&self, _: &[&str]) -> Result<u64> {
+            self.blocking().map(|()| 0)
+        }
+        fn check_value(&self, _: &str, _: usize) -> Result<()> {
+            Ok(())
+        }
+        fn size(&self) -> Result<StorageSize> {
+            self.blocking().map(|()| StorageSize::default())
+        }
+        fn clear(&self) -> Result<()> {
+            self.blocking()
+        }
+        fn flush(&self) -> Result<()> {
+            self.blocking()
+        }
+        fn counters(&self) -> StorageCounters {
+            StorageCounters::default()
+        }
+    }
+
+    impl Flaky {
+        /// `get`'s answer: a caller error for the empty key, a backend error while down.
+        fn read(&self, key: &str) -> Result<Option<Entry>> {
             if key.is_empty() {
                 return Err(Error::InvalidKey {
                     key: String::new(),
@@ -260,18 +308,81 @@ mod tests {
                 Ok(None)
             }
         }
-        fn set(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> {
+
+        /// A blocking call other than `get` (the breaker tests use `get` only).
+        fn blocking(&self) -> Result<()> {
+            self.blocking_calls.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
-        fn delete(&self, _: &str) -> Result<bool> {
-            Ok(false)
+
+        fn answer<'a, T: Send + 'a>(&'a self, value: T) -> BoxFuture<'a, Result<T>> {
+            self.async_calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::ready(Ok(value)))
         }
-        fn size(&self) -> Result<StorageSize> {
-            Ok(StorageSize::default())
+    }
+
+    /// The async calls answer without touching the blocking ones, so a test can tell which ran.
+    impl DistributedStorage for Flaky {
+        fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+            self.async_calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::ready(self.read(key)))
         }
-        fn clear(&self) -> Result<()> {
-            Ok(())
+        fn set_async<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a [u8],
+            _: Option<Duration>,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.answer(())
         }
+        fn delete_async<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool>> {
+            self.answer(false)
+        }
+        fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+            self.answer(vec![None; keys.len()])
+        }
+        fn set_many_async<'a>(
+            &'a self,
+            _: &'a [(&'a str, &'a [u8])],
+            _: Option<Duration>,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.answer(())
+        }
+        fn set_each_async<'a>(
+            &'a self,
+            _: &'a [(&'a str, &'a [u8], Option<Duration>)],
+        ) -> BoxFuture<'a, Result<()>> {
+            self.answer(())
+        }
+        fn delete_many_async<'a>(&'a self, _: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+            self.answer(0)
+        }
+        fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+            self.answer(StorageSize::default())
+        }
+    }
+
+    #[test]
+    fn every_async_call_goes_to_the_levels_async_call_never_its_blocking_one() {
+        let breaker = Arc::new(CircuitBreaker::new(5, Duration::from_secs(1)));
+        let guarded = Guarded::new("flaky", Flaky::default(), breaker);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            guarded.get_async("k").await.unwrap();
+            guarded.set_async("k", b"v", None).await.unwrap();
+            guarded.delete_async("k").await.unwrap();
+            guarded.get_many_async(&["a", "b"]).await.unwrap();
+            guarded.set_many_async(&[("a", &b"1"[..])], None).await.unwrap();
+            guarded
+                .set_each_async(&[("a", &b"1"[..], Some(Duration::from_secs(1)))])
+                .await
+                .unwrap();
+            guarded.delete_many_async(&["a"]).await.unwrap();
+            guarded.size_async().await.unwrap();
+        });
+        assert_eq!(guarded.inner().async_calls.load(Ordering::SeqCst), 8);
+        assert_eq!(guarded.inner().blocking_calls.load(Ordering::SeqCst), 0);
+        assert_eq!(guarded.inner().calls.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! |------------|--------------------------------------------------------------------------|
 //! | `envelope` | the 12-byte header in front of every L2 value                            |
 //! | `breaker`  | closed → open → half-open circuit breaker on atomics                      |
-//! | `guarded`  | a [`Storage`](crate::Storage) wrapper that consults a breaker             |
+//! | `guarded`  | a level wrapper that consults a breaker; async calls go to the level's async calls |
 //! | `nodes`    | a breaker per node of a multi-node level (Memcached host, Cluster primary) |
 //! | `runtime`  | the internal I/O thread (shareable): deadlines, blocking and async entry points |
 //! | `redis`    | Redis standalone and Cluster on the `redis` crate (a folder of modules)  |

@@ -35,7 +35,9 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::storage::{check_write, Entry, Storage, StorageCounters, StorageSize};
+use crate::storage::{
+    check_write, delete_each, get_each, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize,
+};
 
 /// One cached value and its absolute expiry (Unix ms; 0 = never).
 #[derive(Clone)]
@@ -118,7 +120,7 @@ pub struct MemoryStore {
     tally: Arc<Tally>,
     clock: Arc<dyn Clock>,
     max_items: u64,
-    /// How long expired entries stay for [`Storage::get_stale`], in ms.
+    /// How long expired entries stay for [`LocalStorage::get_stale`], in ms.
     keep_expired_ms: u64,
 }
 
@@ -170,7 +172,7 @@ impl MemoryStore {
     }
 
     /// Keeps expired entries for `window` after their expiry (default zero), for fail-safe
-    /// reads: `get` never returns them, [`Storage::get_stale`] does until the window ends. They
+    /// reads: `get` never returns them, [`LocalStorage::get_stale`] does until the window ends. They
     /// hold their slots meanwhile.
     #[must_use]
     pub fn keep_expired(mut self, window: Duration) -> Self {
@@ -256,17 +258,8 @@ impl Storage for MemoryStore {
         }))
     }
 
-    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
-        let Some(slot) = self.cache.peek(key) else {
-            return Ok(None);
-        };
-        if slot.is_expired(self.clock.now_ms().saturating_sub(self.keep_expired_ms)) {
-            return Ok(None);
-        }
-        Ok(Some(Entry {
-            value: slot.value.into_vec(),
-            expires_at: (slot.expires_at_ms != 0).then(|| clock::ms_to_system_time(slot.expires_at_ms)),
-        }))
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        get_each(self, keys)
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
@@ -314,6 +307,15 @@ impl Storage for MemoryStore {
         })
     }
 
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        delete_each(self, keys)
+    }
+
+    /// Any value fits: the bound is a count of items.
+    fn check_value(&self, _key: &str, _value_len: usize) -> Result<()> {
+        Ok(())
+    }
+
     fn size(&self) -> Result<StorageSize> {
         Ok(StorageSize {
             items: self.cache.len() as u64,
@@ -328,11 +330,52 @@ impl Storage for MemoryStore {
         Ok(())
     }
 
+    /// Nothing to make durable: the store lives and dies with the process.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn counters(&self) -> StorageCounters {
         StorageCounters {
             evictions: self.tally.evictions.load(Ordering::Relaxed),
             expirations: self.tally.expirations.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The store keeps no entry across a restart and has no suspect mark: an entry is trusted
+/// while it is here, and a loss of certainty forgets everything.
+impl LocalStorage for MemoryStore {
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        Ok(self.get(key)?.map(|entry| (entry, Freshness::Trusted)))
+    }
+
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        let Some(slot) = self.cache.peek(key) else {
+            return Ok(None);
+        };
+        if slot.is_expired(self.clock.now_ms().saturating_sub(self.keep_expired_ms)) {
+            return Ok(None);
+        }
+        Ok(Some(Entry {
+            value: slot.value.into_vec(),
+            expires_at: (slot.expires_at_ms != 0).then(|| clock::ms_to_system_time(slot.expires_at_ms)),
+        }))
+    }
+
+    /// No suspect mark to set: forgetting every entry is the safe equivalent.
+    fn mark_all_suspect(&self) -> Result<()> {
+        self.clear()
+    }
+
+    /// Entries are never suspect: nothing to confirm.
+    fn confirm(&self, _key: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Not listed: the cache has no ordered index, and a prefix invalidation clears it instead.
+    fn keys_with_prefix(&self, _prefix: &str) -> Result<Option<Vec<String>>> {
+        Ok(None)
     }
 }
 

@@ -19,9 +19,9 @@
 //! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`].
 //! - **Suspect entries**: like the file store, it keeps its entries through a loss of certainty
 //!   instead of forgetting them. Every entry restored at open, and every entry written before
-//!   [`mark_all_suspect`](Storage::mark_all_suspect) (a lost backplane subscription), is
-//!   [`Freshness::Suspect`] in [`get_checked`](Storage::get_checked) until it is rewritten or
-//!   [confirmed](Storage::confirm): entries carry increasing sequence numbers, and those below
+//!   [`mark_all_suspect`](LocalStorage::mark_all_suspect) (a lost backplane subscription), is
+//!   [`Freshness::Suspect`] in [`get_checked`](LocalStorage::get_checked) until it is rewritten or
+//!   [confirmed](LocalStorage::confirm): entries carry increasing sequence numbers, and those below
 //!   the number current at the last loss are suspect unless confirmed since. Confirmations are
 //!   kept in memory (one per confirmed key) and forgotten at the next loss or restart.
 //! - **Permissions**: a database file the store creates gets [`RedbOptions::file_mode`] (`0o600`
@@ -40,7 +40,7 @@ use crate::clock::{self, Clock, SystemClock};
 use crate::durability::Durability;
 use crate::error::{key_for_error, Error, Result};
 use crate::perms;
-use crate::storage::{check_write, Entry, Freshness, Storage, StorageCounters, StorageSize};
+use crate::storage::{check_write, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
 
 /// Name of the database file inside the configured directory.
 pub use crate::files::REDB_FILE_NAME;
@@ -376,30 +376,30 @@ impl RedbStore {
         Ok(out)
     }
 
-    fn write_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        for (key, value) in items {
+    /// Writes `items` in one transaction; `parts` gives each item's key, value and TTL.
+    fn write_many<T>(
+        &self,
+        items: &[T],
+        parts: impl Fn(&T) -> (&str, &[u8], Option<Duration>),
+    ) -> Result<()> {
+        for item in items {
+            let (key, value, ttl) = parts(item);
             check_write(key, ttl)?;
-            if weight(key, value.len()) > self.max_bytes {
-                return Err(Error::ValueTooLarge {
-                    key: key_for_error(key),
-                    len: value.len(),
-                    max: usize::try_from(self.max_bytes).unwrap_or(usize::MAX),
-                    store: format!("the redb store's size bound ({} bytes)", self.max_bytes),
-                });
-            }
+            Storage::check_value(self, key, value.len())?;
         }
         let now = self.clock.now_ms();
-        let expires = ttl.map_or(0, |t| clock::expiry_ms(now, t));
         self.write(false, |txn| {
             let mut t = Tables::open(self, txn)?;
-            for (key, value) in items {
+            for item in items {
+                let (key, value, ttl) = parts(item);
+                let expires = ttl.map_or(0, |t| clock::expiry_ms(now, t));
                 t.remove(self, key, now)?;
                 let seq = t.next_seq;
                 t.next_seq += 1;
                 t.entries
-                    .insert(*key, Record::encode(expires, seq, value).as_slice())
+                    .insert(key, Record::encode(expires, seq, value).as_slice())
                     .map_err(|e| self.err("insert", e))?;
-                t.order.insert(seq, *key).map_err(|e| self.err("insert", e))?;
+                t.order.insert(seq, key).map_err(|e| self.err("insert", e))?;
                 t.bytes += weight(key, value.len());
             }
             t.evict(self, now)?;
@@ -524,11 +524,16 @@ impl Storage for RedbStore {
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.write_many(&[(key, value)], ttl)
+        self.write_many(&[(key, value, ttl)], |&item| item)
     }
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.write_many(items, ttl)
+        self.write_many(items, |&(key, value)| (key, value, ttl))
+    }
+
+    /// One transaction for the batch, each item with its own expiry.
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.write_many(items, |&item| item)
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
@@ -551,6 +556,19 @@ impl Storage for RedbStore {
             t.save(self)?;
             Ok(removed)
         })
+    }
+
+    /// A value must fit in the size bound with its key.
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        if weight(key, value_len) > self.max_bytes {
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(key),
+                len: value_len,
+                max: usize::try_from(self.max_bytes).unwrap_or(usize::MAX),
+                store: format!("the redb store's size bound ({} bytes)", self.max_bytes),
+            });
+        }
+        Ok(())
     }
 
     fn size(&self) -> Result<StorageSize> {
@@ -592,6 +610,13 @@ impl Storage for RedbStore {
             expirations: self.expirations.load(Ordering::Relaxed),
         }
     }
+}
+
+impl LocalStorage for RedbStore {
+    /// Expired entries are not kept: fail-safe has no stale copy to serve from this level.
+    fn get_stale(&self, _key: &str) -> Result<Option<Entry>> {
+        Ok(None)
+    }
 
     /// A range scan of the key-ordered `entries` table (expired entries included: dropping them
     /// is harmless).
@@ -624,7 +649,7 @@ impl Storage for RedbStore {
         Ok(Some((entry, freshness)))
     }
 
-    /// Makes every entry written so far suspect, keeping them (the default would clear them).
+    /// Makes every entry written so far suspect, keeping them.
     fn mark_all_suspect(&self) -> Result<()> {
         // Holding a write transaction keeps every writer out, so the number read is exactly the
         // first one written after this call.
@@ -748,5 +773,39 @@ mod tests {
         assert_eq!(s.get("x").unwrap(), None);
         s.set("z", b"3", None).unwrap();
         assert_eq!(s.size().unwrap().items, 1);
+    }
+
+    #[test]
+    fn set_each_writes_the_whole_batch_or_nothing_each_item_with_its_own_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(5_000);
+        let s = open(dir.path(), 1, &clock);
+        let huge = vec![0u8; 2 * 1024 * 1024];
+        assert!(matches!(
+            s.set_each(&[("first", b"1", None), ("huge", &huge, None)]),
+            Err(Error::ValueTooLarge { ref key, .. }) if key == "huge"
+        ));
+        assert_eq!(
+            s.get("first").unwrap(),
+            None,
+            "one transaction: nothing of a refused batch"
+        );
+        s.set_each(&[
+            ("short", b"1", Some(Duration::from_secs(1))),
+            ("long", b"2", Some(Duration::from_secs(60))),
+            ("never", b"3", None),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.get("short").unwrap().unwrap().expires_at,
+            Some(clock::ms_to_system_time(6_000))
+        );
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(s.get("short").unwrap(), None);
+        assert_eq!(
+            s.get("long").unwrap().unwrap().expires_at,
+            Some(clock::ms_to_system_time(65_000))
+        );
+        assert_eq!(s.get("never").unwrap().unwrap().expires_at, None);
     }
 }

@@ -1,7 +1,7 @@
 //! [`Tiered`]: the local level of two tiers, a [`HotTier`] of decoded values in front of a
 //! level of bytes (the file store by default).
 //!
-//! As a [`Storage`] it is the level below: every read of bytes goes there, and every change
+//! As a [`LocalStorage`] it is the level below: every read of bytes goes there, and every change
 //! goes there and drops the key from the hot tier, before and after the change, so the hot
 //! tier never serves a value the level below replaced. Typed reads use the hot tier directly
 //! (through the manager, which fills it under its backfill guard).
@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use super::hot::HotTier;
 use crate::error::Result;
-use crate::storage::{BoxFuture, Entry, Freshness, Storage, StorageCounters, StorageSize};
+use crate::storage::{Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
 
 /// The two local tiers; see the module docs.
 pub struct Tiered {
     hot: Arc<HotTier>,
-    base: Arc<dyn Storage>,
+    base: Arc<dyn LocalStorage>,
 }
 
 impl std::fmt::Debug for Tiered {
@@ -30,7 +30,7 @@ impl std::fmt::Debug for Tiered {
 
 impl Tiered {
     /// `hot` in front of `base`.
-    pub fn new(hot: Arc<HotTier>, base: Arc<dyn Storage>) -> Tiered {
+    pub fn new(hot: Arc<HotTier>, base: Arc<dyn LocalStorage>) -> Tiered {
         Tiered { hot, base }
     }
 
@@ -42,7 +42,7 @@ impl Tiered {
 
     /// The level below the hot tier.
     #[must_use]
-    pub fn base(&self) -> &Arc<dyn Storage> {
+    pub fn base(&self) -> &Arc<dyn LocalStorage> {
         &self.base
     }
 
@@ -58,17 +58,6 @@ impl Tiered {
         for key in keys {
             self.hot.remove(key);
         }
-    }
-
-    async fn changing_async<'k, T>(
-        &self,
-        keys: impl Iterator<Item = &'k str> + Clone,
-        change: impl std::future::Future<Output = T>,
-    ) -> T {
-        self.forget(keys.clone());
-        let out = change.await;
-        self.forget(keys);
-        out
     }
 }
 
@@ -127,7 +116,9 @@ impl Storage for Tiered {
     fn counters(&self) -> StorageCounters {
         self.base.counters()
     }
+}
 
+impl LocalStorage for Tiered {
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         self.base.get_checked(key)
     }
@@ -151,52 +142,5 @@ impl Storage for Tiered {
 
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         self.base.keys_with_prefix(prefix)
-    }
-
-    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
-        self.base.get_async(key)
-    }
-
-    fn set_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.changing_async(std::iter::once(key), self.base.set_async(key, value, ttl)))
-    }
-
-    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.changing_async(std::iter::once(key), self.base.delete_async(key)))
-    }
-
-    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
-        self.base.get_many_async(keys)
-    }
-
-    fn set_many_async<'a>(
-        &'a self,
-        items: &'a [(&'a str, &'a [u8])],
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.changing_async(
-            items.iter().map(|(k, _)| *k),
-            self.base.set_many_async(items, ttl),
-        ))
-    }
-
-    fn set_each_async<'a>(
-        &'a self,
-        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.changing_async(items.iter().map(|(k, _, _)| *k), self.base.set_each_async(items)))
-    }
-
-    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
-        self.base.size_async()
-    }
-
-    fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(self.changing_async(keys.iter().copied(), self.base.delete_many_async(keys)))
     }
 }

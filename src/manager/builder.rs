@@ -27,14 +27,15 @@ use crate::local::hot::HotTier;
 use crate::local::tiered::Tiered;
 use crate::replay::{ReplayOptions, ReplayQueue};
 use crate::stats::Metrics;
-use crate::storage::Storage;
+use crate::storage::{DistributedStorage, LocalStorage};
 
 /// Builds a [`CacheManager`] from a configuration, with levels or a codec of your own.
 ///
 /// ```
 /// use std::sync::Arc;
-/// use uno_cache::{CacheConfig, CacheManager, MemoryStore};
-/// let l2 = Arc::new(MemoryStore::new(1000)?); // any `Storage` can serve as L2
+/// use uno_cache::{CacheConfig, CacheManager, InProcess, MemoryStore};
+/// // Any `DistributedStorage` can serve as L2; `InProcess` makes one of an in-process level.
+/// let l2 = Arc::new(InProcess::new(MemoryStore::new(1000)?));
 /// let cache = CacheManager::builder()
 ///     .config(CacheConfig::default())
 ///     .local(Arc::new(MemoryStore::new(100)?))
@@ -46,8 +47,8 @@ use crate::storage::Storage;
 #[must_use]
 pub struct CacheManagerBuilder {
     pub(super) config: CacheConfig,
-    pub(super) local: Option<Arc<dyn Storage>>,
-    pub(super) distributed: Option<Arc<dyn Storage>>,
+    pub(super) local: Option<Arc<dyn LocalStorage>>,
+    pub(super) distributed: Option<Arc<dyn DistributedStorage>>,
     pub(super) breaker: Option<Arc<CircuitBreaker>>,
     pub(super) codec: Option<Codec>,
     pub(super) clock: Option<Arc<dyn Clock>>,
@@ -62,14 +63,14 @@ impl CacheManagerBuilder {
     }
 
     /// Uses this level as L1 instead of building the one `config.local` describes.
-    pub fn local(mut self, level: Arc<dyn Storage>) -> Self {
+    pub fn local(mut self, level: Arc<dyn LocalStorage>) -> Self {
         self.local = Some(level);
         self
     }
 
     /// Uses this level as L2 instead of building the one `config.distributed` describes (it is
     /// used even if `distributed.enabled` is false, but not if `use_multi_level` is false).
-    pub fn distributed(mut self, level: Arc<dyn Storage>) -> Self {
+    pub fn distributed(mut self, level: Arc<dyn DistributedStorage>) -> Self {
         self.distributed = Some(level);
         self
     }
@@ -116,7 +117,7 @@ impl CacheManagerBuilder {
         // The memory tier goes in front of a persistent L1 the manager built.
         let hot = (l1_dir.is_some() && config.local.memory_items > 0)
             .then(|| Arc::new(HotTier::new(config.local.memory_items, Arc::clone(&clock))));
-        let l1: Arc<dyn Storage> = match &hot {
+        let l1: Arc<dyn LocalStorage> = match &hot {
             Some(hot) => Arc::new(Tiered::new(Arc::clone(hot), l1)),
             None => l1,
         };

@@ -15,13 +15,13 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::storage::{BoxFuture, Entry, Storage, StorageCounters, StorageSize};
+use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// Opens the level; called until it succeeds.
-pub(crate) type Connect = Box<dyn Fn() -> Result<Arc<dyn Storage>> + Send + Sync>;
+pub(crate) type Connect = Box<dyn Fn() -> Result<Arc<dyn DistributedStorage>> + Send + Sync>;
 
 struct Slot {
-    level: RwLock<Option<Arc<dyn Storage>>>,
+    level: RwLock<Option<Arc<dyn DistributedStorage>>>,
     /// The last failed attempt, if the server said the configuration is wrong: calls fail with
     /// it (so stats show what to fix) instead of "not connected yet".
     misconfigured: Mutex<Option<(String, String)>>,
@@ -73,7 +73,7 @@ impl Deferred {
         })
     }
 
-    fn level(&self, op: &'static str) -> Result<Arc<dyn Storage>> {
+    fn level(&self, op: &'static str) -> Result<Arc<dyn DistributedStorage>> {
         if let Some(level) = self.slot.level.read().clone() {
             return Ok(level);
         }
@@ -216,7 +216,10 @@ impl Storage for Deferred {
             .as_ref()
             .map_or_else(StorageCounters::default, |l| l.counters())
     }
+}
 
+/// Each async call goes to the connected level's own async call.
+impl DistributedStorage for Deferred {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move { self.level("size")?.size_async().await })
     }
@@ -269,6 +272,7 @@ mod tests {
 
     use super::*;
     use crate::local::memory::MemoryStore;
+    use crate::storage::InProcess;
 
     fn down() -> Error {
         Error::Backend {
@@ -287,7 +291,7 @@ mod tests {
             if counted.fetch_add(1, Ordering::SeqCst) < 2 {
                 Err(down())
             } else {
-                Ok(Arc::new(MemoryStore::new(10)?) as Arc<dyn Storage>)
+                Ok(Arc::new(InProcess::new(MemoryStore::new(10)?)) as Arc<dyn DistributedStorage>)
             }
         });
         let level = Deferred::start("test", Duration::from_millis(5), connect, &down()).unwrap();
@@ -309,5 +313,145 @@ mod tests {
         let start = Instant::now();
         drop(level);
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A connected level whose blocking calls are counted (and fail) and whose async calls run
+    /// on an in-process store: it shows which of the two a caller reached.
+    struct AsyncOnly {
+        store: InProcess<MemoryStore>,
+        blocking: AtomicU32,
+    }
+
+    impl AsyncOnly {
+        fn refuse<T>(&self) -> Result<T> {
+            self.blocking.fetch_add(1, Ordering::SeqCst);
+            Err(down())
+        }
+    }
+
+    impl Storage for AsyncOnly {
+        fn name(&self) -> &str {
+            "async-only"
+        }
+        fn get(&self, _: &str) -> Result<Option<Entry>> {
+            self.refuse()
+        }
+        fn set(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> {
+            self.refuse()
+        }
+        fn delete(&self, _: &str) -> Result<bool> {
+            self.refuse()
+        }
+        fn get_many(&self, _: &[&str]) -> Result<Vec<Option<Entry>>> {
+            self.refuse()
+        }
+        fn set_many(&self, _: &[(&str, &[u8])], _: Option<Duration>) -> Result<()> {
+            self.refuse()
+        }
+        fn set_each(&self, _: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+            self.refuse()
+        }
+        fn delete_many(&self, _: &[&str]) -> Result<u64> {
+            self.refuse()
+        }
+        fn check_value(&self, _: &str, _: usize) -> Result<()> {
+            Ok(())
+        }
+        fn size(&self) -> Result<StorageSize> {
+            self.refuse()
+        }
+        fn clear(&self) -> Result<()> {
+            self.refuse()
+        }
+        fn flush(&self) -> Result<()> {
+            self.refuse()
+        }
+        fn counters(&self) -> StorageCounters {
+            StorageCounters::default()
+        }
+    }
+
+    impl DistributedStorage for AsyncOnly {
+        fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+            self.store.get_async(key)
+        }
+        fn set_async<'a>(
+            &'a self,
+            key: &'a str,
+            value: &'a [u8],
+            ttl: Option<Duration>,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.store.set_async(key, value, ttl)
+        }
+        fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+            self.store.delete_async(key)
+        }
+        fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+            self.store.get_many_async(keys)
+        }
+        fn set_many_async<'a>(
+            &'a self,
+            items: &'a [(&'a str, &'a [u8])],
+            ttl: Option<Duration>,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.store.set_many_async(items, ttl)
+        }
+        fn set_each_async<'a>(
+            &'a self,
+            items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+        ) -> BoxFuture<'a, Result<()>> {
+            self.store.set_each_async(items)
+        }
+        fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+            self.store.delete_many_async(keys)
+        }
+        fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+            self.store.size_async()
+        }
+    }
+
+    #[test]
+    fn every_async_call_goes_to_the_connected_levels_async_call_never_its_blocking_one() {
+        let level = Arc::new(AsyncOnly {
+            store: InProcess::new(MemoryStore::new(100).unwrap()),
+            blocking: AtomicU32::new(0),
+        });
+        let connected = Arc::clone(&level);
+        let connect: Connect = Box::new(move || Ok(Arc::clone(&connected) as Arc<dyn DistributedStorage>));
+        let deferred = Deferred::start("test", Duration::from_millis(1), connect, &down()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !deferred.is_connected() {
+            assert!(Instant::now() < deadline, "never connected");
+            std::thread::yield_now();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let ttl = Some(Duration::from_secs(60));
+            deferred
+                .set_each_async(&[("a", b"1", ttl), ("b", b"2", None)])
+                .await
+                .unwrap();
+            deferred.set_many_async(&[("c", &b"3"[..])], None).await.unwrap();
+            deferred.set_async("d", b"4", None).await.unwrap();
+            assert_eq!(deferred.get_async("a").await.unwrap().unwrap().value, b"1");
+            assert_eq!(
+                deferred
+                    .get_many_async(&["b", "c", "x"])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .flatten()
+                    .count(),
+                2
+            );
+            assert!(deferred.delete_async("d").await.unwrap());
+            assert_eq!(deferred.delete_many_async(&["b", "c"]).await.unwrap(), 2);
+            assert_eq!(deferred.size_async().await.unwrap().items, 1);
+        });
+        assert_eq!(
+            level.blocking.load(Ordering::SeqCst),
+            0,
+            "a blocking call was made"
+        );
     }
 }

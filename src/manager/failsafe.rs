@@ -2,7 +2,7 @@
 //! dead source from being asked on every read, and the loader deadlines (`[loader]`).
 //!
 //! The stale copies themselves live in the local level, which keeps expired entries for
-//! `fail_safe_max_duration` ([`Storage::get_stale`](crate::Storage::get_stale)); the file store
+//! `fail_safe_max_duration` ([`LocalStorage::get_stale`](crate::LocalStorage::get_stale)); the file store
 //! keeps them on disk, so a restarted process that cannot reach its source still has them. Here
 //! is only what the manager decides about them.
 

@@ -81,7 +81,7 @@ use crate::codec::Codec;
 use crate::config::CacheConfig;
 use crate::error::Result;
 use crate::stats::CacheStats;
-use crate::storage::Storage;
+use crate::storage::{DistributedStorage, LocalStorage};
 
 /// A multi-level cache: L1 (file, memory, redb or your own level) in front of an optional L2.
 ///
@@ -157,13 +157,13 @@ impl CacheManager {
 
     /// The L1 level.
     #[must_use]
-    pub fn local(&self) -> &Arc<dyn Storage> {
+    pub fn local(&self) -> &Arc<dyn LocalStorage> {
         &self.shared.l1
     }
 
     /// The L2 level, if the manager uses one.
     #[must_use]
-    pub fn distributed(&self) -> Option<&Arc<dyn Storage>> {
+    pub fn distributed(&self) -> Option<&Arc<dyn DistributedStorage>> {
         self.shared.l2.as_ref()
     }
 

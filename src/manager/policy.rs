@@ -49,13 +49,13 @@ use crate::invalidation::Backplane;
 use crate::local::hot::HotTier;
 use crate::replay::ReplayQueue;
 use crate::stats::{self, LevelMetrics, Metrics};
-use crate::storage::{Entry, Freshness, Storage, StorageSize};
+use crate::storage::{DistributedStorage, Entry, Freshness, LocalStorage, StorageSize};
 use parking_lot::Mutex;
 
 /// Everything a manager handle shares.
 pub(crate) struct Shared {
-    pub(crate) l1: Arc<dyn Storage>,
-    pub(crate) l2: Option<Arc<dyn Storage>>,
+    pub(crate) l1: Arc<dyn LocalStorage>,
+    pub(crate) l2: Option<Arc<dyn DistributedStorage>>,
     /// The breaker in front of L2, when known (for stats).
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
     /// The breakers of L2's nodes, when L2 spreads keys over nodes (for stats).
@@ -118,7 +118,10 @@ pub(crate) enum Route<'a> {
     Behind,
     /// Write through now; settle the keys' queued writes first if the write-behind queue was
     /// full.
-    Through { l2: &'a Arc<dyn Storage>, settle: bool },
+    Through {
+        l2: &'a Arc<dyn DistributedStorage>,
+        settle: bool,
+    },
 }
 
 /// What a single read does after L1.

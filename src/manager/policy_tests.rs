@@ -3,6 +3,7 @@
 use super::*;
 use crate::clock::ManualClock;
 use crate::local::memory::MemoryStore;
+use crate::storage::Storage;
 
 fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
     Shared {
@@ -143,11 +144,35 @@ impl Storage for HeldL2 {
         self.enter("delete");
         self.inner.delete(key)
     }
+    fn name(&self) -> &str {
+        "custom"
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        crate::storage::get_each(self, keys)
+    }
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in items {
+            self.set(key, value, ttl)?;
+        }
+        Ok(())
+    }
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        crate::storage::delete_each(self, keys)
+    }
+    fn check_value(&self, _: &str, _: usize) -> Result<()> {
+        Ok(())
+    }
     fn size(&self) -> Result<StorageSize> {
         self.inner.size()
     }
     fn clear(&self) -> Result<()> {
         self.inner.clear()
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    fn counters(&self) -> crate::StorageCounters {
+        crate::StorageCounters::default()
     }
 }
 
@@ -173,7 +198,7 @@ fn read_overtaken_by_a_delete() -> OvertakenRead {
     let cache = crate::CacheManager::builder()
         .config(config)
         .local(Arc::new(MemoryStore::new(100).unwrap()))
-        .distributed(l2.clone())
+        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
         .build()
         .unwrap();
     // Keeps `new` in the queue: the writer is busy sending another key.

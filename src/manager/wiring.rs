@@ -28,7 +28,7 @@ use crate::local::file::{FileStore, FileStoreOptions};
 use crate::local::memory::MemoryStore;
 #[cfg(feature = "redb")]
 use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
-use crate::storage::Storage;
+use crate::storage::{DistributedStorage, LocalStorage};
 
 /// The I/O thread the Redis L2, the backplane and tags share. Without the `redis` feature there
 /// is nothing to share it: the type has no values.
@@ -178,7 +178,7 @@ fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
 
 /// An L1, the same as a file store when it is one, and its directory when it has one.
 type Local = (
-    Arc<dyn Storage>,
+    Arc<dyn LocalStorage>,
     Option<Arc<FileStore>>,
     Option<std::path::PathBuf>,
 );
@@ -256,7 +256,11 @@ fn feature_disabled_l2(kind: DistributedKind) -> Error {
 }
 
 /// A level, the breaker in front of it, and its per-node breakers (a multi-node level).
-type Breakered = (Arc<dyn Storage>, Arc<CircuitBreaker>, Option<Arc<NodeBreakers>>);
+type Breakered = (
+    Arc<dyn DistributedStorage>,
+    Arc<CircuitBreaker>,
+    Option<Arc<NodeBreakers>>,
+);
 
 /// Per-node breakers for a level whose keys spread over nodes (Memcached, Redis Cluster): a dead
 /// node then fails fast for its own keys only. A standalone Redis is one node: the level's
@@ -348,10 +352,10 @@ fn connect_distributed(
     d: &DistributedCacheConfig,
     clock: &Arc<dyn Clock>,
     nodes: Option<&Arc<NodeBreakers>>,
-) -> Result<Arc<dyn Storage>> {
+) -> Result<Arc<dyn DistributedStorage>> {
     #[cfg(not(any(feature = "redis", feature = "memcached")))]
     let _ = (clock, nodes); // only the levels compiled out would take them
-    let level: Result<Arc<dyn Storage>> = match d.kind {
+    let level: Result<Arc<dyn DistributedStorage>> = match d.kind {
         #[cfg(feature = "redis")]
         DistributedKind::Redis => redis_options(d, clock, nodes)
             .and_then(RedisStore::connect)
@@ -413,10 +417,14 @@ pub(super) fn build_distributed(
         #[cfg(feature = "redis")]
         DistributedKind::Redis => redis_options(d, clock, nodes.as_ref())
             .and_then(|options| RedisStore::connect(options.io_runtime(io.cloned())))
-            .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
+            .map(|store| {
+                Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn DistributedStorage>
+            }),
         #[cfg(feature = "memcached")]
         DistributedKind::Memcached => MemcachedStore::connect(memcached_options(d, clock, nodes.as_ref()))
-            .map(|store| Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn Storage>),
+            .map(|store| {
+                Arc::new(Guarded::new(name, store, Arc::clone(&breaker))) as Arc<dyn DistributedStorage>
+            }),
         #[cfg(not(all(feature = "redis", feature = "memcached")))]
         kind => Err(feature_disabled_l2(kind)),
     };

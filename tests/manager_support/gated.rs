@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::GateHandle;
-use uno_cache::{BoxFuture, Entry, Freshness, Result, Storage, StorageCounters, StorageSize};
+use uno_cache::{
+    BoxFuture, DistributedStorage, Entry, Freshness, LocalStorage, Result, Storage, StorageCounters,
+    StorageSize,
+};
 
 /// Where a gated call is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,15 +32,15 @@ struct Gate {
     release: Receiver<()>,
 }
 
-pub struct GatedStore {
-    inner: Arc<dyn Storage>,
+pub struct GatedStore<L: ?Sized> {
+    inner: Arc<L>,
     gates: Mutex<Vec<Gate>>,
     /// Every call as (op, keys), in arrival order.
     calls: Mutex<Vec<(String, Vec<String>)>>,
 }
 
-impl GatedStore {
-    pub fn new(inner: Arc<dyn Storage>) -> Arc<GatedStore> {
+impl<L: Storage + ?Sized> GatedStore<L> {
+    pub fn new(inner: Arc<L>) -> Arc<GatedStore<L>> {
         Arc::new(GatedStore {
             inner,
             gates: Mutex::new(Vec::new()),
@@ -109,7 +112,7 @@ fn keys_of<'a, V>(items: &'a [(&'a str, V)]) -> Vec<&'a str> {
     items.iter().map(|(k, _)| *k).collect()
 }
 
-impl Storage for GatedStore {
+impl<L: Storage + ?Sized> Storage for GatedStore<L> {
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -162,7 +165,9 @@ impl Storage for GatedStore {
     fn counters(&self) -> StorageCounters {
         self.inner.counters()
     }
+}
 
+impl<L: LocalStorage + ?Sized> LocalStorage for GatedStore<L> {
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         self.around("get", &[key], || self.inner.get_checked(key))
     }
@@ -182,7 +187,9 @@ impl Storage for GatedStore {
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         self.inner.keys_with_prefix(prefix)
     }
+}
 
+impl<L: DistributedStorage + ?Sized> DistributedStorage for GatedStore<L> {
     // Async calls are held the same way (blocking the worker thread: run them on a
     // multi-threaded runtime).
 

@@ -10,7 +10,10 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use uno_cache::{BoxFuture, Clock, Entry, Error, ManualClock, Result, Storage, StorageSize};
+use uno_cache::{
+    BoxFuture, Clock, DistributedStorage, Entry, Error, Freshness, LocalStorage, ManualClock, Result,
+    Storage, StorageCounters, StorageSize,
+};
 
 /// One call a level received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +260,49 @@ impl Storage for ScriptedStore {
         Ok(self.count())
     }
 
+    fn clear(&self) -> Result<()> {
+        self.map.lock().unwrap().clear();
+        Ok(())
+    }
+
+    fn check_value(&self, _key: &str, _value_len: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn counters(&self) -> StorageCounters {
+        StorageCounters::default()
+    }
+}
+
+/// As an L1 (a broken one, in the rules tests): a level with no suspect marks, no stale
+/// copies and no key listing.
+impl LocalStorage for ScriptedStore {
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        Ok(self.get(key)?.map(|entry| (entry, Freshness::Trusted)))
+    }
+
+    fn get_stale(&self, _key: &str) -> Result<Option<Entry>> {
+        Ok(None)
+    }
+
+    fn mark_all_suspect(&self) -> Result<()> {
+        self.clear()
+    }
+
+    fn confirm(&self, _key: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn keys_with_prefix(&self, _prefix: &str) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+}
+
+impl DistributedStorage for ScriptedStore {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move {
             tokio::task::yield_now().await;
@@ -265,9 +311,13 @@ impl Storage for ScriptedStore {
         })
     }
 
-    fn clear(&self) -> Result<()> {
-        self.map.lock().unwrap().clear();
-        Ok(())
+    /// The blocking call, logged as `set_each`: write-behind's batches read the same through
+    /// either API.
+    fn set_each_async<'a>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::ready(self.set_each(items)))
     }
 
     // Async methods: logged under their own names and genuinely asynchronous (they yield once

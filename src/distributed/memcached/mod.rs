@@ -8,7 +8,7 @@
 //! | `protocol` | the binary protocol's 24-byte header, nothing about commands                |
 //! | `commands` | each command as data: its request bytes and how its reply is read           |
 //! | `conn`     | connections per host and the blocking and async executors that run commands |
-//! | `store`    | [`MemcachedStore`], the [`Storage`](crate::Storage) impl                     |
+//! | `store`    | [`MemcachedStore`]: the [`Storage`](crate::Storage) and [`DistributedStorage`](crate::DistributedStorage) impls |
 //!
 //! Dependencies point one way: `store` → `conn` → `commands` → `protocol`, and `store` →
 //! `routing` → `options`.

@@ -15,7 +15,7 @@ use super::options::{exptime, parse_host, MemcachedOptions, ITEM_OVERHEAD};
 use super::routing::Router;
 use crate::clock::Clock;
 use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
-use crate::storage::{BoxFuture, Entry, Storage, StorageSize};
+use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 const LEVEL: &str = "memcached";
 /// Extra wait for the whole connect check beyond each host's own `connect_timeout`, so that the
@@ -648,6 +648,18 @@ impl Storage for MemcachedStore {
         everywhere_result(self.clear_call()?.run()).map(drop)
     }
 
+    /// Nothing to make durable from here: the server's persistence is its own configuration.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The server counts evictions and expirations for every client together: none per store.
+    fn counters(&self) -> StorageCounters {
+        StorageCounters::default()
+    }
+}
+
+impl DistributedStorage for MemcachedStore {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         let fut = self.later(self.everywhere("size", Stats));
         Box::pin(async move {

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::distributed::nodes::{partial, settle, Node};
 use crate::distributed::runtime::IoRuntime;
 use crate::error::{Result, Served};
-use crate::storage::{BoxFuture, Entry, Storage, StorageSize};
+use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// Redis (standalone or Cluster) as a cache level.
 ///
@@ -517,6 +517,18 @@ impl Storage for RedisStore {
         )
     }
 
+    /// Nothing to make durable from here: the server's persistence is its own configuration.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The server counts evictions and expirations for every client together: none per store.
+    fn counters(&self) -> StorageCounters {
+        StorageCounters::default()
+    }
+}
+
+impl DistributedStorage for RedisStore {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         let walk = scan::size(self.conn.clone(), self.commands.prefix());
         Box::pin(self.rt.bind("size", self.admin_timeout, walk))

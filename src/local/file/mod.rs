@@ -65,7 +65,9 @@ use self::worker::{Shutdown, Workers};
 use crate::clock::{self, Clock};
 use crate::disk::WriteLatch;
 use crate::error::Result;
-use crate::storage::{Entry, Freshness, Storage, StorageCounters, StorageSize};
+use crate::storage::{
+    delete_each, get_each, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize,
+};
 
 /// A crash-safe, size-bounded, persistent key-value cache in a directory.
 ///
@@ -605,30 +607,18 @@ impl Storage for FileStore {
         FileStore::set_each(self, items)
     }
 
-    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
-        FileStore::get_checked(self, key)
+    /// Each key is a lookup in the mmap'd index: no batch to gain.
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        get_each(self, keys)
     }
 
-    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
-        FileStore::get_stale(self, key)
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        delete_each(self, keys)
     }
 
-    /// One pass over the index, reading each key from its record: prefix invalidation drops
-    /// just those keys (stale copies in the keep window included) instead of the whole store.
-    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
-        let mut keys = self.inner.keys();
-        keys.retain(|k| k.starts_with(prefix));
-        Ok(Some(keys))
-    }
-
-    fn mark_all_suspect(&self) -> Result<()> {
-        FileStore::mark_all_suspect(self);
-        Ok(())
-    }
-
-    fn confirm(&self, key: &str) -> Result<()> {
-        FileStore::confirm(self, key);
-        Ok(())
+    /// A value must fit in one segment with its record header.
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        self.inner.check_value_len(key, value_len)
     }
 
     fn size(&self) -> Result<StorageSize> {
@@ -653,5 +643,33 @@ impl Storage for FileStore {
             evictions: c.evictions.load(Ordering::Relaxed),
             expirations: c.expirations.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl LocalStorage for FileStore {
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        FileStore::get_checked(self, key)
+    }
+
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        FileStore::get_stale(self, key)
+    }
+
+    /// One pass over the index, reading each key from its record: prefix invalidation drops
+    /// just those keys (stale copies in the keep window included) instead of the whole store.
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        let mut keys = self.inner.keys();
+        keys.retain(|k| k.starts_with(prefix));
+        Ok(Some(keys))
+    }
+
+    fn mark_all_suspect(&self) -> Result<()> {
+        FileStore::mark_all_suspect(self);
+        Ok(())
+    }
+
+    fn confirm(&self, key: &str) -> Result<()> {
+        FileStore::confirm(self, key);
+        Ok(())
     }
 }

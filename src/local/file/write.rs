@@ -31,19 +31,25 @@ impl Inner {
             .saturating_sub(SEGMENT_HEADER_LEN + format::record_len(key.len(), 0))
     }
 
+    /// Refuses a value that cannot fit in one segment with its record header.
+    pub(super) fn check_value_len(&self, key: &str, len: usize) -> Result<()> {
+        let max = self.max_value_len(key);
+        if len > max {
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(key),
+                len,
+                max,
+                store: format!("a {}-byte file-store segment", self.segment_size),
+            });
+        }
+        Ok(())
+    }
+
     pub(super) fn set_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<()> {
         for item in items {
             let (key, value) = (item.key(), item.value());
             check_write(key, item.ttl(ttl))?;
-            let max = self.max_value_len(key);
-            if value.len() > max {
-                return Err(Error::ValueTooLarge {
-                    key: key_for_error(key),
-                    len: value.len(),
-                    max,
-                    store: format!("a {}-byte file-store segment", self.segment_size),
-                });
-            }
+            self.check_value_len(key, value.len())?;
         }
         self.check_writable()?;
         let now = self.clock.now_ms();
