@@ -75,6 +75,16 @@ impl<L: Storage> Guarded<L> {
         record(&self.breaker, probe, &result);
         result
     }
+
+    /// For a call made only to report on the level (its size): allowed while the breaker is
+    /// closed, without taking a probe slot or feeding the breaker.
+    fn admit_diagnostic(&self) -> Result<()> {
+        if self.breaker.state() == BreakerState::Closed {
+            Ok(())
+        } else {
+            Err(Error::CircuitOpen { level: self.level })
+        }
+    }
 }
 
 /// Feeds a call's outcome to the breaker. A probe that ends in a caller error says nothing about
@@ -141,9 +151,13 @@ impl<L: Storage> Storage for Guarded<L> {
         self.record(probe, self.inner.delete_many(keys))
     }
 
+    /// Stats read it: skipped unless the breaker is closed (a walk of every key of a level
+    /// that is failing is not worth it), and its outcome is not counted: stats polled while a
+    /// node of a cluster is down would otherwise open the breaker of the whole level, whose
+    /// other nodes answer the traffic. The traffic alone decides.
     fn size(&self) -> Result<StorageSize> {
-        let probe = self.admit()?;
-        self.record(probe, self.inner.size())
+        self.admit_diagnostic()?;
+        self.inner.size()
     }
 
     fn clear(&self) -> Result<()> {
@@ -162,10 +176,11 @@ impl<L: Storage> Storage for Guarded<L> {
 }
 
 impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
+    /// As [`Storage::size`] on [`Guarded`]: not counted by the breaker.
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move {
-            let probe = self.admit()?;
-            self.record(probe, self.inner.size_async().await)
+            self.admit_diagnostic()?;
+            self.inner.size_async().await
         })
     }
 
@@ -276,7 +291,15 @@ mod tests {
             Ok(())
         }
         fn size(&self) -> Result<StorageSize> {
-            self.blocking().map(|()| StorageSize::default())
+            self.blocking()?;
+            if self.down.load(Ordering::SeqCst) {
+                return Err(Error::Backend {
+                    level: "flaky",
+                    op: "size",
+                    reason: "down".into(),
+                });
+            }
+            Ok(StorageSize::default())
         }
         fn clear(&self) -> Result<()> {
             self.blocking()
@@ -480,5 +503,25 @@ mod tests {
             rt.block_on(guarded.get_async("a")),
             Err(Error::CircuitOpen { .. })
         ));
+    }
+
+    #[test]
+    fn a_failed_size_read_is_not_counted_and_is_skipped_while_the_breaker_is_open() {
+        let breaker = Arc::new(CircuitBreaker::new(1, Duration::from_secs(60)));
+        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
+        guarded.inner().down.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            assert!(matches!(guarded.size(), Err(Error::Backend { .. })));
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed, "stats reads never open it");
+        assert!(matches!(guarded.get("a"), Err(Error::Backend { .. })));
+        assert_eq!(breaker.state(), BreakerState::Open, "the traffic does");
+        let reached = guarded.inner().blocking_calls.load(Ordering::SeqCst);
+        assert!(matches!(guarded.size(), Err(Error::CircuitOpen { .. })));
+        assert_eq!(
+            guarded.inner().blocking_calls.load(Ordering::SeqCst),
+            reached,
+            "no walk of a level whose breaker is open"
+        );
     }
 }

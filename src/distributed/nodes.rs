@@ -204,6 +204,14 @@ pub(crate) struct Settled<T> {
     pub(crate) cause: Option<Error>,
 }
 
+/// How long a batch split over nodes may run past its parts' own deadline before the whole
+/// call gives up: long enough that a part which missed its deadline on a loaded machine is still
+/// reported (and counted) as its node's timeout, not as a failure of the whole level (which
+/// would feed the level's breaker although its other nodes answer).
+pub(crate) fn part_grace(timeout: Duration) -> Duration {
+    (timeout / 2).max(Duration::from_millis(10))
+}
+
 /// Settles the answers of a batch call's parts, each `(the caller's indices it carried, its
 /// result)`. Any failure that is not a node's ([`Error::NodeUnavailable`]: bad input, say) fails
 /// the whole call, as do node failures when no node answered.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use super::super::nodes::Node;
+use super::super::nodes::{part_grace, Node};
 use super::super::runtime::{deadline_after, IoRuntime};
 use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
 use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATCH};
@@ -21,9 +21,6 @@ const LEVEL: &str = "memcached";
 /// Extra wait for the whole connect check beyond each host's own `connect_timeout`, so that the
 /// host that did not answer is the one named.
 const CONNECT_GRACE: Duration = Duration::from_millis(100);
-/// Extra wait for an async call beyond its hosts' own deadline, so that a host that missed it
-/// is reported (and counted) as that host's timeout, not as the whole call's.
-const PART_GRACE: Duration = Duration::from_millis(10);
 
 /// Memcached (one or more hosts) as a cache level.
 ///
@@ -223,35 +220,37 @@ impl<C: Command> Call<C> {
             parts,
         } = self;
         let deadline = deadline_after(timeout);
-        Box::pin(rt.run(op, timeout.saturating_add(PART_GRACE), async move {
-            let results = join_all(parts.iter().map(|part| async move {
-                let probe = match &part.node {
-                    Some(node) => node.admit()?,
-                    None => false,
-                };
-                let run = tokio::time::timeout_at(
-                    deadline.into(),
-                    part.host.run_async(op, timeout, &part.commands),
-                )
-                .await
-                .unwrap_or(Err(Error::Timeout {
-                    level: LEVEL,
-                    op,
-                    after: timeout,
-                }));
-                match &part.node {
-                    Some(node) => node.record(probe, run),
-                    None => run,
-                }
-            }))
-            .await;
-            let parts = parts
-                .into_iter()
-                .zip(results)
-                .map(|(part, result)| (part.members, result))
-                .collect();
-            Ok(Answers { op, total, parts })
-        }))
+        Box::pin(
+            rt.run(op, timeout.saturating_add(part_grace(timeout)), async move {
+                let results = join_all(parts.iter().map(|part| async move {
+                    let probe = match &part.node {
+                        Some(node) => node.admit()?,
+                        None => false,
+                    };
+                    let run = tokio::time::timeout_at(
+                        deadline.into(),
+                        part.host.run_async(op, timeout, &part.commands),
+                    )
+                    .await
+                    .unwrap_or(Err(Error::Timeout {
+                        level: LEVEL,
+                        op,
+                        after: timeout,
+                    }));
+                    match &part.node {
+                        Some(node) => node.record(probe, run),
+                        None => run,
+                    }
+                }))
+                .await;
+                let parts = parts
+                    .into_iter()
+                    .zip(results)
+                    .map(|(part, result)| (part.members, result))
+                    .collect();
+                Ok(Answers { op, total, parts })
+            }),
+        )
     }
 }
 

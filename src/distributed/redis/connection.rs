@@ -153,6 +153,13 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
+    /// Whether this is a cluster client (which follows redirects itself).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+}
+
+impl Conn {
     /// Sends `request` and returns its reply (server errors as `Err`). A [`Request::Batch`]
     /// answers `Okay` once every command in it succeeded.
     pub(crate) async fn send(&mut self, request: &Request) -> RedisResult<Value> {

@@ -25,12 +25,24 @@ pub(crate) fn backend(op: &'static str, err: &RedisError) -> Error {
 }
 
 /// A failed call on `hosts`: [`Error::Misconfigured`] if the server's answer says the settings
-/// are wrong (a password rotated under a running cache), else [`Error::Backend`].
-pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError) -> Error {
+/// are wrong (a password rotated under a running cache), else [`Error::Backend`]. On a cluster
+/// client (`cluster`) a redirect that reaches us is one the client gave up following while
+/// slots moved (a primary failing over or restarting): a node's outage, not a wrong setting.
+pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluster: bool) -> Error {
+    if cluster && is_redirect(err) {
+        return backend(op, err);
+    }
     match misconfiguration(err) {
         Some(advice) => misconfigured(LEVEL, hosts, advice, err),
         None => backend(op, err),
     }
+}
+
+fn is_redirect(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
+    )
 }
 
 fn misconfigured(level: &'static str, hosts: &str, advice: &str, err: &RedisError) -> Error {
@@ -67,12 +79,10 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
              the server's requirepass or ACL user",
         );
     }
-    if matches!(
-        err.kind(),
-        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
-    ) {
-        // The cluster client follows redirects itself: one that reaches us came to a standalone
-        // connection.
+    if is_redirect(err) {
+        // The cluster client follows redirects itself: one that reaches a standalone
+        // connection means the server is a cluster node (`call_error` tells a cluster client's
+        // apart).
         return Some("the server is a Redis Cluster node; set cluster = true (or use redis+cluster://)");
     }
     let text = chain_text(err);
@@ -134,5 +144,36 @@ pub(crate) fn connect_timeout_error(
             ),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moved() -> RedisError {
+        RedisError::from((
+            ErrorKind::Server(ServerErrorKind::Moved),
+            "Moved",
+            "8627 127.0.0.1:7001".to_owned(),
+        ))
+    }
+
+    #[test]
+    fn a_redirect_is_a_wrong_setting_on_a_standalone_client_and_an_outage_on_a_cluster_client() {
+        assert!(
+            matches!(
+                call_error("get", "h:1", &moved(), false),
+                Error::Misconfigured { .. }
+            ),
+            "a standalone connection to a cluster node: set cluster = true"
+        );
+        assert!(
+            matches!(
+                call_error("get", "h:1", &moved(), true),
+                Error::Backend { op: "get", .. }
+            ),
+            "slots moving under a cluster client while a primary fails over"
+        );
     }
 }

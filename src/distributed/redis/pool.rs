@@ -135,6 +135,6 @@ fn call_error(op: &'static str, timeout: Duration, hosts: &str, err: &RedisError
             after: timeout,
         }
     } else {
-        level_error(op, hosts, err)
+        level_error(op, hosts, err, false)
     }
 }

@@ -13,7 +13,7 @@ use super::pool::CallerPool;
 use super::scan;
 use super::slots::SlotMap;
 use crate::clock::Clock;
-use crate::distributed::nodes::{partial, settle, Node};
+use crate::distributed::nodes::{part_grace, partial, settle, Node};
 use crate::distributed::runtime::IoRuntime;
 use crate::error::{Result, Served};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
@@ -67,10 +67,6 @@ pub struct RedisStore {
     slots: Option<SlotMap>,
     rt: IoRuntime,
 }
-
-/// Extra time for a batch split over primaries beyond each part's own deadline, so that a part
-/// that missed it is reported (and counted) as its primary's timeout.
-const PART_GRACE: Duration = Duration::from_millis(10);
 
 /// The primaries of a batch: each one's breaker and the caller's indices of its keys.
 type Groups = Vec<(Arc<Node>, Vec<usize>)>;
@@ -207,10 +203,11 @@ impl RedisStore {
             None => {
                 let mut conn = self.conn.clone();
                 let hosts = self.hosts.as_str();
+                let cluster = conn.is_cluster();
                 let send = async move {
                     conn.send(&request)
                         .await
-                        .map_err(|err| call_error(op, hosts, &err))
+                        .map_err(|err| call_error(op, hosts, &err, cluster))
                 };
                 self.rt
                     .wait(op, self.timeout, self.rt.bind(op, self.timeout, send))?
@@ -230,11 +227,12 @@ impl RedisStore {
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
         let mut conn = self.conn.clone();
+        let cluster = conn.is_cluster();
         Box::pin(self.rt.bind(op, self.timeout, async move {
             let value = conn
                 .send(&request)
                 .await
-                .map_err(|err| call_error(op, &self.hosts, &err))?;
+                .map_err(|err| call_error(op, &self.hosts, &err, cluster))?;
             reply.read(op, value, self.clock.now_ms())
         }))
     }
@@ -315,12 +313,11 @@ impl RedisStore {
             }
         });
         let all = join_all(parts.collect::<Vec<_>>());
-        Box::pin(
-            self.rt
-                .bind(op, self.timeout.saturating_add(PART_GRACE), async move {
-                    Ok(all.await)
-                }),
-        )
+        Box::pin(self.rt.bind(
+            op,
+            self.timeout.saturating_add(part_grace(self.timeout)),
+            async move { Ok(all.await) },
+        ))
     }
 
     /// [`per_node`](Self::per_node) for the blocking API.
@@ -330,7 +327,8 @@ impl RedisStore {
         F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
     {
         let fut = self.per_node(op, groups, run);
-        self.rt.wait(op, self.timeout.saturating_add(PART_GRACE), fut)
+        self.rt
+            .wait(op, self.timeout.saturating_add(part_grace(self.timeout)), fut)
     }
 
     fn get_many_parts(&self, keys: &[&str], parts: Parts<Vec<Option<Entry>>>) -> Result<Vec<Option<Entry>>> {
