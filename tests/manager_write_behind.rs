@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use manager_support::{Scripted, START_MS};
-use uno_cache::{CacheConfig, Codec, Error, Storage, WriteMode};
+use uno_cache::{CacheConfig, Codec, Storage, WriteMode};
 
 const DISTRIBUTED_TTL: Duration = Duration::from_secs(600);
 
@@ -223,7 +223,7 @@ fn an_empty_write_behind_queue_is_a_config_error_naming_the_field() {
     config.distributed.hosts = vec!["127.0.0.1:6379".into()];
     let err = config.validate().unwrap_err();
     assert!(
-        matches!(&err, Error::Config { field, .. } if field == "distributed.write_behind_max_keys"),
+        matches!(&err, uno_cache::Error::Config { field, .. } if field == "distributed.write_behind_max_keys"),
         "{err}"
     );
 }
