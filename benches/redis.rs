@@ -5,7 +5,9 @@
 //! own `MultiplexedConnection` (wanted: ratio >= 0.9). `redis_cluster_*_node_breakers` compares
 //! a three-primary cluster with and without a breaker per primary.
 //!
-//! `cargo bench --bench redis` (add `-- --quick` or set `UNO_BENCH_QUICK=1` for a short run).
+//! `cargo bench --bench redis --features redis` (add `-- --quick` or set `UNO_BENCH_QUICK=1` for
+//! a short run; `UNO_BENCH_ONLY=redis_get_hit_async_x64` or `UNO_BENCH_ONLY=cluster_node_breakers`
+//! runs only that part).
 //! Prints one line per comparison; `ratio` = ours / peer, higher is better. Loopback latency on a
 //! 2-vCPU machine depends on whether client and server share a vCPU: compare only within a run,
 //! or pin both (`taskset -c 0 cargo bench --bench redis`).
@@ -43,6 +45,7 @@ fn main() {
         cluster_node_breakers(ops);
         return;
     }
+    let only_async = std::env::var("UNO_BENCH_ONLY").is_ok_and(|only| only == "redis_get_hit_async_x64");
     let server = support::RedisServer::start();
 
     let ours = RedisStore::connect(
@@ -64,6 +67,11 @@ fn main() {
     for _ in 0..200 {
         ours.get("hit").unwrap();
         let _: Option<Vec<u8>> = redis::cmd("GET").arg("p:hit").query(&mut peer).unwrap();
+    }
+
+    if only_async {
+        get_hit_async_x64(&server, &ours, quick, ops);
+        return;
     }
 
     // get (hit), sync API.
@@ -123,7 +131,14 @@ fn main() {
         peer_many,
     );
 
-    // Async API from a multi-thread runtime: 64 concurrent gets in flight.
+    get_hit_async_x64(&server, &ours, quick, ops);
+    cluster_node_breakers(ops);
+}
+
+/// The async API from a multi-thread runtime: 64 concurrent gets in flight, against 64 on the
+/// crate's own multiplexed connection. `UNO_BENCH_ONLY=redis_get_hit_async_x64` runs only this
+/// part.
+fn get_hit_async_x64(server: &support::RedisServer, ours: &RedisStore, quick: bool, ops: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -179,7 +194,6 @@ fn main() {
         median(&mut peer_rates),
         median(&mut ratios)
     );
-    cluster_node_breakers(ops);
 }
 
 /// What a breaker per Cluster primary costs a call (the key's slot, its owner's breaker, and a

@@ -619,6 +619,64 @@ fn hung_server_calls_time_out_at_the_deadline_and_recover_when_it_wakes() {
     }
 }
 
+/// The client's own response timeout is off (one timer entry per call is ours): our deadline
+/// alone must end every call of a burst on a hung server, from a runtime that has timers of its
+/// own, as `Error::Timeout`, and leave the connection usable once the server wakes.
+#[test]
+fn hung_server_async_burst_times_out_at_our_deadline_under_a_runtime_with_timers() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(100);
+    let redis = RedisStore::connect(RedisOptions::new(server.addr()).timeout(timeout)).unwrap();
+    redis.set("k", b"v", None).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    server.pause();
+    let (results, took) = rt.block_on(async {
+        let started = Instant::now();
+        let calls = (0..64).map(|_| async {
+            let started = Instant::now();
+            (redis.get_async("k").await, started.elapsed())
+        });
+        let results = futures_util::future::join_all(calls).await;
+        (results, started.elapsed())
+    });
+    server.resume();
+    for (result, took) in &results {
+        assert!(
+            matches!(
+                result,
+                Err(Error::Timeout {
+                    level: "redis",
+                    op: "get",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert!(
+            *took >= timeout - Duration::from_millis(5),
+            "gave up early: {took:?}"
+        );
+    }
+    assert!(took <= timeout + Duration::from_millis(100), "took {took:?}");
+    let started = Instant::now();
+    loop {
+        match rt.block_on(redis.get_async("k")) {
+            Ok(entry) => {
+                assert_eq!(entry.unwrap().value, b"v");
+                break;
+            }
+            Err(err) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no recovery after the server woke: {err}"
+            ),
+        }
+    }
+}
+
 #[cfg(feature = "tls")]
 #[test]
 fn rediss_with_a_private_ca_round_trips_and_an_unknown_ca_is_refused() {

@@ -12,6 +12,7 @@
 //! | `guarded`  | a level wrapper that consults a breaker; async calls go to the level's async calls |
 //! | `nodes`    | a breaker per node of a multi-node level (Memcached host, Cluster primary) |
 //! | `runtime`  | the internal I/O thread (shareable): deadlines, blocking and async entry points |
+//! | `deadline` | the deadlines of calls polled in the caller's task, swept on the I/O thread |
 //! | `redis`    | Redis standalone and Cluster on the `redis` crate (a folder of modules)  |
 //! | `memcached`| Memcached over its binary protocol, with our own sharding and key mapping |
 //!
@@ -40,6 +41,9 @@ mod guarded;
 mod memcached;
 // The per-node breakers are shown in stats in every build; they are driven by the network
 // levels, each using its part.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+mod deadline;
 #[cfg_attr(not(all(feature = "redis", feature = "memcached")), allow(dead_code))]
 mod nodes;
 #[cfg(feature = "redis")]

@@ -5,9 +5,10 @@
 //!   from inside a runtime (it only waits, on a channel or by parking);
 //! - the async API never blocks the caller's executor, and needs no timers from it: a future
 //!   made by [`IoRuntime::bind`] is polled in the caller's task (no hop to another thread) but
-//!   inside this runtime's context, so its deadline timer, and anything the client library
-//!   spawns (reconnects), belong to the I/O thread. It works under a tokio runtime of any
-//!   flavour, one without timers, or an executor that is not tokio at all;
+//!   inside this runtime's context, so anything the client library spawns (reconnects) belongs
+//!   to the I/O thread; its deadline is kept by the I/O thread's sweeper (`super::deadline`:
+//!   cheaper than a timer entry per call in this runtime's wheel). It works under a tokio
+//!   runtime of any flavour, one without timers, or an executor that is not tokio at all;
 //! - every call has a deadline, around the client library's own retries and reconnects, and
 //!   again on the waiting side for the blocking API.
 
@@ -15,6 +16,8 @@ use std::future::Future;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
+
+use super::deadline::{Deadlines, Registration};
 use std::thread::{JoinHandle, Thread, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,8 @@ pub(crate) struct IoRuntime {
 #[derive(Debug)]
 struct IoThread {
     handle: Handle,
+    /// The deadlines of calls made by [`IoRuntime::bind`], swept by a task on this thread.
+    deadlines: Arc<Deadlines>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
@@ -82,10 +87,14 @@ impl IoRuntime {
                 })
             }
         };
+        let deadlines = Arc::new(Deadlines::default());
+        // Ends with the runtime.
+        drop(handle.spawn(Arc::clone(&deadlines).sweep()));
         Ok(IoRuntime {
             level,
             thread: Arc::new(IoThread {
                 handle,
+                deadlines,
                 stop: Mutex::new(Some(stop_tx)),
                 thread: Mutex::new(Some(thread)),
                 thread_id,
@@ -224,9 +233,9 @@ impl IoRuntime {
 
     /// Returns a future that runs `fut` in the caller's own task (no hop to the I/O thread),
     /// with a deadline of `timeout` from this call, every poll made inside this runtime's
-    /// context: the deadline's timer and whatever `fut` spawns or times belong to the I/O
-    /// thread, so the caller's executor needs neither timers nor to be tokio. Dropping the
-    /// future cancels the call.
+    /// context: whatever `fut` spawns or times belongs to the I/O thread, and the deadline is
+    /// kept by the I/O thread's sweeper, so the caller's executor needs neither timers nor to
+    /// be tokio. Dropping the future cancels the call.
     pub(crate) fn bind<'a, T, F>(
         &self,
         op: &'static str,
@@ -239,21 +248,25 @@ impl IoRuntime {
     {
         let level = self.level;
         let handle = self.thread.handle.clone();
-        let deadline = deadline_after(timeout);
+        let mut deadline = Registration::new(Arc::clone(&self.thread.deadlines), deadline_after(timeout));
         async move {
-            // Made on the first poll, inside the runtime's context: the timer is the I/O thread's.
-            let timed = async move { tokio::time::timeout_at(deadline.into(), fut).await };
-            let mut timed = std::pin::pin!(timed);
-            let out = std::future::poll_fn(|cx| {
+            let mut fut = std::pin::pin!(fut);
+            std::future::poll_fn(move |cx| {
                 let _context = handle.enter();
-                timed.as_mut().poll(cx)
+                if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                    return Poll::Ready(out);
+                }
+                if deadline.expired() {
+                    return Poll::Ready(Err(Error::Timeout {
+                        level,
+                        op,
+                        after: timeout,
+                    }));
+                }
+                deadline.arm(cx.waker());
+                Poll::Pending
             })
-            .await;
-            out.unwrap_or(Err(Error::Timeout {
-                level,
-                op,
-                after: timeout,
-            }))
+            .await
         }
     }
 }
@@ -450,6 +463,77 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// The bound deadline fires the same whatever drives the call: a runtime with timers of
+    /// its own, one without, or a plain thread parked in `wait` (no tokio at all); never early,
+    /// and no later than the I/O thread's timer allows.
+    #[test]
+    fn a_bound_deadline_fires_with_timers_without_timers_and_without_tokio() {
+        let io = IoRuntime::start("test").unwrap();
+        let after = Duration::from_millis(40);
+        let check = |out: Result<()>, took: Duration| {
+            assert!(
+                matches!(
+                    out,
+                    Err(Error::Timeout {
+                        level: "test",
+                        op: "get",
+                        ..
+                    })
+                ),
+                "{out:?}"
+            );
+            assert!(took >= after, "fired early: {took:?}");
+            assert!(took < after + Duration::from_millis(500), "fired late: {took:?}");
+        };
+        let timed = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let untimed = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for rt in [&timed, &untimed] {
+            let started = Instant::now();
+            let out = rt.block_on(io.bind("get", after, std::future::pending()));
+            check(out, started.elapsed());
+        }
+        let started = Instant::now();
+        let out = io.wait(
+            "get",
+            Duration::from_secs(10),
+            io.bind("get", after, std::future::pending()),
+        );
+        check(out, started.elapsed());
+    }
+
+    /// A call whose deadline comes before every other waiting call's still fires on time (the
+    /// sweeper is told to look sooner), and the later one is not ended by it.
+    #[test]
+    fn an_earlier_deadline_behind_a_later_one_fires_on_time() {
+        let io = IoRuntime::start("test").unwrap();
+        let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let long = io.bind::<(), _>("long", Duration::from_secs(30), std::future::pending());
+        let short = io.bind::<(), _>("short", Duration::from_millis(40), std::future::pending());
+        let started = Instant::now();
+        let (long_done, short_out) = outer.block_on(async {
+            let mut long = std::pin::pin!(long);
+            // Armed first, so the sweeper plans its look 30 s out.
+            let first = std::future::poll_fn(|cx| Poll::Ready(long.as_mut().poll(cx).is_ready())).await;
+            let short_out = short.await;
+            let second = std::future::poll_fn(|cx| Poll::Ready(long.as_mut().poll(cx).is_ready())).await;
+            (first || second, short_out)
+        });
+        let took = started.elapsed();
+        assert!(
+            matches!(short_out, Err(Error::Timeout { op: "short", .. })),
+            "{short_out:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(40) && took < Duration::from_millis(540),
+            "{took:?}"
+        );
+        assert!(!long_done, "the 30 s call ended with the 40 ms one");
     }
 
     #[test]

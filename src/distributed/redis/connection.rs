@@ -65,7 +65,7 @@ impl Settings {
             .join(", ")
     }
 
-    /// The client's own reply timeout: a little past our deadline, so that a slow reply is
+    /// A cluster client's own reply timeout: a little past our deadline, so that a slow reply is
     /// reported by our deadline as [`Error::Timeout`]; the client's timeout only cleans up.
     fn client_response_timeout(&self) -> Duration {
         self.timeout.saturating_add(Duration::from_millis(50))
@@ -117,10 +117,14 @@ impl Settings {
             )?;
             // No retries inside the client: a failed reconnect fails the call at once and the
             // next call tries again; the caller's deadline and breaker decide the pace.
+            // No response timeout inside the client either: every call already runs under our
+            // deadline (`IoRuntime::bind`), which fires first; the client's would be a second
+            // timer entry per call (measured: about 15% of `get_async` throughput) that never
+            // fires.
             let config = ConnectionManagerConfig::new()
                 .set_number_of_retries(0)
                 .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.client_response_timeout()))
+                .set_response_timeout(None)
                 .set_max_delay(Duration::from_millis(500));
             let mut conn = ConnectionManager::new_with_config(client, config).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;

@@ -39,7 +39,8 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 /// cluster or over TLS, use the `redis` crate's `ConnectionManager` (one multiplexed connection,
 /// reconnected on demand) or its async `ClusterConnection`, whose driver tasks live on the I/O
 /// thread; a call is polled in the caller's own task (or, blocking, on the caller's parked
-/// thread), with a deadline around the client's retries.
+/// thread), with a deadline around the client's retries and reconnects, kept by the I/O
+/// thread's sweeper (no timer is needed from the caller's executor).
 ///
 /// ```no_run
 /// use std::time::Duration;
