@@ -105,10 +105,13 @@ impl Inner {
                 let expires = rec.record.expires_at_ms;
                 expires != 0 && now >= expires
             };
-            let limit = if second_chance {
-                policy::copy_limit(self.segment_size)
+            let (limit, filler_limit) = if second_chance {
+                (
+                    policy::copy_limit(self.segment_size),
+                    policy::filler_limit(self.segment_size),
+                )
             } else {
-                0
+                (0, 0)
             };
             // Which records are kept (see `policy`).
             let policy::Choice {
@@ -129,7 +132,7 @@ impl Inner {
                     })
                     .collect();
                 let lens: Vec<u64> = scan.records.iter().map(|rec| u64::from(rec.len)).collect();
-                policy::choose(&ranks, &lens, limit)
+                policy::choose(&ranks, &lens, limit, filler_limit)
             } else {
                 policy::Choice {
                     keep: vec![false; scan.records.len()],
@@ -144,6 +147,7 @@ impl Inner {
             // Copies only go where they fit without another roll.
             let budget = hot_bytes.min(self.segment_size.saturating_sub(w.offset));
             let generation = policy::ghost_generation(self.index.len());
+            let looked_up = self.looked_up.load(Ordering::Relaxed);
             let mut kept = 0u64;
             for (rec, chosen) in scan.records.iter().zip(keep) {
                 let Some((hash, loc, standing)) = live(rec) else {
@@ -153,7 +157,9 @@ impl Inner {
                     self.expire_at(hash, loc);
                 } else if chosen && kept + u64::from(rec.len) <= budget {
                     kept += u64::from(rec.len);
-                    self.move_record(w, &seg, rec, (hash, loc), Some(spend))?;
+                    // A filler stays probationary: only a read or a ghost hit protects a key.
+                    let filler = standing.rank(looked_up) == policy::FILLER;
+                    self.move_record(w, &seg, rec, (hash, loc), (!filler).then_some(spend))?;
                     self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
                 } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
                     self.unaccount_len(&seg, rec.len);
@@ -174,7 +180,8 @@ impl Inner {
     }
 
     /// Re-appends a live value record (same sequence number and expiry) and points the index at
-    /// the copy. `kept`: `None` carries the entry's policy bits over (compaction); `Some(spend)`
+    /// the copy. `kept`: `None` carries the entry's policy bits over (compaction, a filler kept
+    /// at eviction); `Some(spend)`
     /// protects it and, if `spend`, takes one read off its count (kept at eviction).
     fn move_record(
         &self,
