@@ -113,15 +113,16 @@ impl Inner {
             } else {
                 (0, 0)
             };
+            // Unread entries are only worth copying in a store that is being read: a stream of
+            // writes nobody looks up (a bulk load) copies nothing. Read once, so the ranking and
+            // the copies agree on it.
+            let looked_up = self.looked_up.load(Ordering::Relaxed);
             // Which records are kept (see `policy`).
             let policy::Choice {
                 keep,
                 bytes: hot_bytes,
                 spend,
             } = if limit > 0 {
-                // Unread entries are only worth copying in a store that is being read: a stream
-                // of writes nobody looks up (a bulk load) copies nothing.
-                let looked_up = self.looked_up.load(Ordering::Relaxed);
                 let ranks: Vec<u8> = scan
                     .records
                     .iter()
@@ -147,7 +148,6 @@ impl Inner {
             // Copies only go where they fit without another roll.
             let budget = hot_bytes.min(self.segment_size.saturating_sub(w.offset));
             let generation = policy::ghost_generation(self.index.len());
-            let looked_up = self.looked_up.load(Ordering::Relaxed);
             let mut kept = 0u64;
             for (rec, chosen) in scan.records.iter().zip(keep) {
                 let Some((hash, loc, standing)) = live(rec) else {
@@ -180,9 +180,9 @@ impl Inner {
     }
 
     /// Re-appends a live value record (same sequence number and expiry) and points the index at
-    /// the copy. `kept`: `None` carries the entry's policy bits over (compaction, a filler kept
-    /// at eviction); `Some(spend)`
-    /// protects it and, if `spend`, takes one read off its count (kept at eviction).
+    /// the copy. `kept`: `None` carries the entry's policy bits over (compaction, and a filler
+    /// kept at eviction); `Some(spend)` protects it and, if `spend`, takes one read off its count
+    /// (any other entry kept at eviction).
     fn move_record(
         &self,
         w: &mut Writer,
