@@ -102,6 +102,8 @@ fn main() {
             loop_mix_pattern(3_000, 300, 0.3, 100_000, 11),
             vec![1_000],
         ),
+        // Nothing to hit: what the policy costs in copies when nothing pays them back.
+        ("one-off keys only", (0..60_000).collect(), vec![1_000]),
         (
             "shifting zipf 2000 x4",
             shifting_pattern(2_000, 0.8, 25_000, 4, 12),

@@ -106,9 +106,12 @@ impl Inner {
                 expires != 0 && now >= expires
             };
             let (limit, filler_limit) = if second_chance {
+                // Shares of the records this segment holds, not of its size: a segment sealed
+                // early by a roll is short, and a share of the full size let an eviction copy
+                // all of it and free nothing but the file.
                 (
-                    policy::copy_limit(self.segment_size),
-                    policy::filler_limit(self.segment_size),
+                    policy::copy_limit(seg.data_bytes()),
+                    policy::filler_limit(seg.data_bytes()),
                 )
             } else {
                 (0, 0)

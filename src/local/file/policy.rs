@@ -34,7 +34,8 @@
 //! fixed part, and it grows into the whole copy room. Before fillers, a
 //! loop longer than the ghosts remember (1-2x the entries) kept nothing but ghost false
 //! positives: 5% on a loop over five times the capacity, against 16% for `quick_cache`; with
-//! them, 12%. A loop over twice the capacity went from 31 to 34 (quick_cache: 44).
+//! them, 12%. A loop over twice the capacity went from 31 to 33 (quick_cache: 44), and a loop
+//! mixed with a hot set from 35 to 40 (quick_cache: 46).
 //!
 //! Fillers stay probationary: they rank below every protected entry, so a hot set is never
 //! pushed out by them, and a filler that is never read is dropped as soon as anything better
@@ -47,7 +48,8 @@
 //! quarters of a segment. So at most three quarters of the capacity can stay across passes of
 //! the log, and on a loop the file tier gets at most about 3/4 of what a cache keeping its whole
 //! capacity fixed gets: the loop over twice the capacity is bound to about 34%, where quick_cache
-//! reaches 44%. Raising the copy limit to seven eighths reached 40%, for twice the copies
+//! reaches 44%. The same bound costs 1 to 3 points on zipf and on shifting working sets when the
+//! capacity holds half the working set or more (the last quarter of the log is a FIFO). Raising the copy limit to seven eighths reached 40%, for twice the copies
 //! (7 records re-appended per record inserted) and 56 MiB copied per eviction under the writer
 //! lock with 64 MiB segments: not worth it.
 //!
@@ -59,16 +61,24 @@
 //! way first (the later ones of the segment), so entries that stopped being read drain out when
 //! room is short. Unread entries are copied only if the store was looked up since the previous
 //! write that evicted: a store nobody reads (a bulk load, a write-only stream) copies nothing.
+//! (A store that is read but never hits, a read-through of one-off keys, still copies: ghost
+//! false positives are protected and stay while nothing read needs their room. Demoting unread
+//! protected entries at their next copy brought that to the fillers' 9/7 copies per insert and
+//! gained a point on shifting working sets, but lost 4 to 11 points on every loop.)
 //!
 //! # Costs
 //! - RAM: three bits of the existing flags word of an index entry, and the ghost filters (2 to 4
 //!   bytes per entry, see [`super::ghost`]). Nothing on disk changed; after a restart every entry
 //!   starts probationary with no reads counted.
-//! - Writes: an eviction re-appends at most three quarters of a segment, so it always frees a
-//!   quarter, and evictions write at most three times the bytes users write. A store under
+//! - Writes: an eviction re-appends at most three quarters of the records of the segment it
+//!   drops (a share of what the segment holds, not of its size: a segment sealed early by a roll
+//!   is short), so it always frees a quarter of them, and evictions write at most three times the
+//!   bytes users write. Basing the share on the segment's size let a short segment be copied
+//!   whole: up to 3.3 copies per insert on the example's traces instead of 2.9, and 1.2 points
+//!   lower on a shifting working set. A store under
 //!   pressure from misses gets near that bound (fillers bring a store that is read but whose
 //!   entries are not, like a long loop, to it too): `examples/hit_ratios.rs` prints it (the
-//!   `copies` column, up to 3.3 records re-appended per record inserted on its traces) next to the
+//!   `copies` column, up to 2.9 records re-appended per record inserted on its traces) next to the
 //!   hit ratios of the file tier, `quick_cache` and LRU; `tests/hit_ratio.rs` pins them. Nothing
 //!   in an eviction is slower than before: the bound on what one eviction copies (three quarters
 //!   of a segment, under the writer lock) is unchanged.
