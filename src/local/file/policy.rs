@@ -66,6 +66,11 @@
 //! protected entries at their next copy brought that to the fillers' 9/7 copies per insert and
 //! gained a point on shifting working sets, but lost 4 to 11 points on every loop.)
 //!
+//! Also measured and dropped, for changing nothing or less than their cost: ranking entries kept
+//! before above newly ghost-admitted ones (the fillers already keep the older ones), fillers
+//! made protected once kept (a scan's fillers then stayed and cost about 2 points on scans), and
+//! a ghost window of half or twice the entries (loops no longer depend on the ghosts).
+//!
 //! # Costs
 //! - RAM: three bits of the existing flags word of an index entry, and the ghost filters (2 to 4
 //!   bytes per entry, see [`super::ghost`]). Nothing on disk changed; after a restart every entry
