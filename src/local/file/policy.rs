@@ -4,89 +4,88 @@
 //! # The classes
 //! Every entry carries, in RAM only, a *protected* bit and a 2-bit read frequency (see
 //! [`super::index`]). A new key is *probationary*. It becomes protected when it is written again
-//! soon after it was evicted unread ([`super::ghost`]: the key is not a one-off, as S3-FIFO's
-//! ghost queue sends it straight to its main queue), when a protected entry's key is written
-//! again, and when it is kept at eviction.
+//! soon after it was evicted unread ([`super::ghost`]: the key is not a one-off, as S3-FIFO's ghost
+//! queue sends it straight to its main queue), when a protected entry's key is written again, and
+//! when it is kept at eviction.
 //!
 //! # Eviction
 //! The bound drops the oldest segment. Its live entries are ranked ([`Standing::rank`]):
 //! 1. entries read since written or since they were last kept, more reads first (protected before
 //!    probationary at the same count);
 //! 2. protected entries not read, kept only in the room the read ones leave;
-//! 3. probationary entries not read ("fillers"), kept only in the room left under
-//!    [`filler_limit`] (9/16 of a segment), and still probationary after the copy;
+//! 3. probationary entries not read ("fillers"), kept only in the room left under [`filler_limit`]
+//!    (9/16 of a segment), and still probationary after the copy;
 //! 4. the rest: evicted, and remembered as ghosts if probationary.
 //!
 //! Entries are re-appended in that order while they fit in [`copy_limit`], three quarters of a
 //! segment; the rest are evicted. So a probationary entry gets at least one pass of the log to be
-//! read (the small queue of S3-FIFO is the part of the log the copies leave free), and a scan or
-//! a loop over more keys than fit only cycles through that part while the protected entries stay.
+//! read (the small queue of S3-FIFO is the part of the log the copies leave free), and a scan or a
+//! loop over more keys than fit only cycles through that part while the protected entries stay.
 //!
 //! # Why fillers: loops
-//! In a loop over more keys than fit, a cache that keeps a fixed part resident hits
-//! capacity / loop length of the accesses; FIFO and LRU hit nothing, since every key is evicted
-//! just before it comes back. `quick_cache` gets there by refusing entries that are no better
-//! than what they would replace. A log cannot refuse a write, but eviction can decide what
-//! survives it: when nothing read or protected fills the copy room, the oldest unread entries of
-//! the segment take it. Copied, they stay in the log for more than one pass, so some are still
-//! there when the loop comes back to them and are read; read, they rank above every unread entry
-//! and are kept, now protected, from then on, as long as they are read once per loop. That is the
-//! fixed part, and it grows into the whole copy room. Before fillers, a
-//! loop longer than the ghosts remember (1-2x the entries) kept nothing but ghost false
-//! positives: 5% on a loop over five times the capacity, against 16% for `quick_cache`; with
-//! them, 12%. A loop over twice the capacity went from 31 to 33 (quick_cache: 44), and a loop
-//! mixed with a hot set from 35 to 40 (quick_cache: 46).
+//! In a loop over more keys than fit, a cache that keeps a fixed part resident hits capacity / loop
+//! length of the accesses; FIFO and LRU hit nothing, since every key is evicted just before it
+//! comes back. `quick_cache` gets there by refusing entries that are no better than what they would
+//! replace. A log cannot refuse a write, but eviction can decide what survives it: when nothing
+//! read or protected fills the copy room, the oldest unread entries of the segment take it. Copied,
+//! they stay in the log for more than one pass, so some are still there when the loop comes back to
+//! them and are read; read, they rank above every unread entry and are kept, now protected, from
+//! then on, as long as they are read once per loop. That is the fixed part, and it grows into the
+//! whole copy room. Before fillers, a loop longer than the ghosts remember (1-2x the entries) kept
+//! nothing but ghost false positives: 5% on a loop over five times the capacity, against 16% for
+//! `quick_cache`; with them, 12%. A loop over twice the capacity went from 31 to 33 (quick_cache:
+//! 44), and a loop mixed with a hot set from 35 to 40 (quick_cache: 46).
 //!
-//! Fillers stay probationary: they rank below every protected entry, so a hot set is never
-//! pushed out by them, and a filler that is never read is dropped as soon as anything better
-//! needs its room. Their room is capped below the copy limit because every filler copy shortens
-//! the window in which new entries can be read before they reach the end of the log: with the
-//! whole copy limit, a scan into a hot set larger than the copies hold lost 1.3 points.
+//! Fillers stay probationary: they rank below every protected entry, so a hot set is never pushed
+//! out by them, and a filler that is never read is dropped as soon as anything better needs its
+//! room. Their room is capped below the copy limit because every filler copy shortens the window in
+//! which new entries can be read before they reach the end of the log: with the whole copy limit, a
+//! scan into a hot set larger than the copies hold lost 1.3 points.
 //!
 //! # What it cannot do
 //! An entry survives an eviction only by being copied, and an eviction copies at most three
-//! quarters of a segment. So at most three quarters of the capacity can stay across passes of
-//! the log, and on a loop the file tier gets at most about 3/4 of what a cache keeping its whole
+//! quarters of a segment. So at most three quarters of the capacity can stay across passes of the
+//! log, and on a loop the file tier gets at most about 3/4 of what a cache keeping its whole
 //! capacity fixed gets: the loop over twice the capacity is bound to about 34%, where quick_cache
 //! reaches 44%. The same bound costs 1 to 3 points on zipf and on shifting working sets when the
-//! capacity holds half the working set or more (the last quarter of the log is a FIFO). Raising the copy limit to seven eighths reached 40%, for twice the copies
-//! (7 records re-appended per record inserted) and 56 MiB copied per eviction under the writer
-//! lock with 64 MiB segments: not worth it.
+//! capacity holds half the working set or more (the last quarter of the log is a FIFO). Raising the
+//! copy limit to seven eighths reached 40%, for twice the copies (7 records re-appended per record
+//! inserted) and 56 MiB copied per eviction under the writer lock with 64 MiB segments: not worth
+//! it.
 //!
-//! A kept entry spends one read only when read entries had to be evicted for want of room: like
-//! the hand of S3-FIFO's main queue, which only turns when the main queue is full, so the counts
-//! tell apart entries read often from entries read once only when room is short. (Spending a read
-//! at every copy, or at every copy of an entry not read since its last one, lost 1 to 10 points
-//! on zipf, the real trace and shifting working sets.) Unread protected entries are what gives
-//! way first (the later ones of the segment), so entries that stopped being read drain out when
-//! room is short. Unread entries are copied only if the store was looked up since the previous
-//! write that evicted: a store nobody reads (a bulk load, a write-only stream) copies nothing.
-//! (A store that is read but never hits, a read-through of one-off keys, still copies: ghost
-//! false positives are protected and stay while nothing read needs their room. Demoting unread
-//! protected entries at their next copy brought that to the fillers' 9/7 copies per insert and
-//! gained a point on shifting working sets, but lost 4 to 11 points on every loop.)
+//! A kept entry spends one read only when read entries had to be evicted for want of room: like the
+//! hand of S3-FIFO's main queue, which only turns when the main queue is full, so the counts tell
+//! apart entries read often from entries read once only when room is short. (Spending a read at
+//! every copy, or at every copy of an entry not read since its last one, lost 1 to 10 points on
+//! zipf, the real trace and shifting working sets.) Unread protected entries are what gives way
+//! first (the later ones of the segment), so entries that stopped being read drain out when room is
+//! short. Unread entries are copied only if the store was looked up since the previous write that
+//! evicted: a store nobody reads (a bulk load, a write-only stream) copies nothing. (A store that
+//! is read but never hits, a read-through of one-off keys, still copies: ghost false positives are
+//! protected and stay while nothing read needs their room. Demoting unread protected entries at
+//! their next copy brought that to the fillers' 9/7 copies per insert and gained a point on
+//! shifting working sets, but lost 4 to 11 points on every loop.)
 //!
 //! Also measured and dropped, for changing nothing or less than their cost: ranking entries kept
-//! before above newly ghost-admitted ones (the fillers already keep the older ones), fillers
-//! made protected once kept (a scan's fillers then stayed and cost about 2 points on scans), and
-//! a ghost window of half or twice the entries (loops no longer depend on the ghosts).
+//! before above newly ghost-admitted ones (the fillers already keep the older ones), fillers made
+//! protected once kept (a scan's fillers then stayed and cost about 2 points on scans), and a ghost
+//! window of half or twice the entries (loops no longer depend on the ghosts).
 //!
 //! # Costs
 //! - RAM: three bits of the existing flags word of an index entry, and the ghost filters (2 to 4
 //!   bytes per entry, see [`super::ghost`]). Nothing on disk changed; after a restart every entry
 //!   starts probationary with no reads counted.
-//! - Writes: an eviction re-appends at most three quarters of the records of the segment it
-//!   drops (a share of what the segment holds, not of its size: a segment sealed early by a roll
-//!   is short), so it always frees a quarter of them, and evictions write at most three times the
-//!   bytes users write. Basing the share on the segment's size let a short segment be copied
-//!   whole: up to 3.3 copies per insert on the example's traces instead of 2.9, and 1.2 points
-//!   lower on a shifting working set. A store under
-//!   pressure from misses gets near that bound (fillers bring a store that is read but whose
-//!   entries are not, like a long loop, to it too): `examples/hit_ratios.rs` prints it (the
-//!   `copies` column, up to 2.9 records re-appended per record inserted on its traces) next to the
-//!   hit ratios of the file tier, `quick_cache` and LRU; `tests/hit_ratio.rs` pins them. Nothing
-//!   in an eviction is slower than before: the bound on what one eviction copies (three quarters
-//!   of a segment, under the writer lock) is unchanged.
+//! - Writes: an eviction re-appends at most three quarters of the records of the segment it drops
+//!   (a share of what the segment holds, not of its size: a segment sealed early by a roll is
+//!   short), so it always frees a quarter of them, and evictions write at most three times the
+//!   bytes users write. Basing the share on the segment's size let a short segment be copied whole:
+//!   up to 3.3 copies per insert on the example's traces instead of 2.9, and 1.2 points lower on a
+//!   shifting working set. A store under pressure from misses gets near that bound (fillers bring a
+//!   store that is read but whose entries are not, like a long loop, to it too):
+//!   `examples/hit_ratios.rs` prints it (the `copies` column, up to 2.9 records re-appended per
+//!   record inserted on its traces) next to the hit ratios of the file tier, `quick_cache` and LRU;
+//!   `tests/hit_ratio.rs` pins them. Nothing in an eviction is slower than before: the bound on
+//!   what one eviction copies (three quarters of a segment, under the writer lock) is unchanged.
 
 use super::index::IndexEntry;
 
@@ -96,9 +95,10 @@ use super::index::IndexEntry;
 /// on the real trace at 1%, and doubled the copies (6 to 8 per insert).
 const COPY_EIGHTHS: u64 = 6;
 
-/// Bytes of a segment's records that may be re-appended when it is evicted.
-pub(super) fn copy_limit(segment_size: u64) -> u64 {
-    segment_size / 8 * COPY_EIGHTHS
+/// Bytes of a segment's records (`data_bytes` of them) that may be re-appended when it is
+/// evicted.
+pub(super) fn copy_limit(data_bytes: u64) -> u64 {
+    data_bytes / 8 * COPY_EIGHTHS
 }
 
 /// Share of a segment, in sixteenths, up to which unread probationary entries ([`FILLER`]) are
@@ -108,10 +108,10 @@ pub(super) fn copy_limit(segment_size: u64) -> u64 {
 /// gave back 1.5 to 2.3 of the points the fillers gain.
 const FILLER_SIXTEENTHS: u64 = 9;
 
-/// Bytes of a segment's records that may be re-appended when unread probationary entries are
-/// counted in.
-pub(super) fn filler_limit(segment_size: u64) -> u64 {
-    segment_size / 16 * FILLER_SIXTEENTHS
+/// Bytes of a segment's records (`data_bytes` of them) that may be re-appended when unread
+/// probationary entries are counted in.
+pub(super) fn filler_limit(data_bytes: u64) -> u64 {
+    data_bytes / 16 * FILLER_SIXTEENTHS
 }
 
 /// Evictions per ghost generation, for a store holding `entries`: a key is remembered for the
