@@ -24,7 +24,8 @@
 mod policy_sim;
 
 use policy_sim::{
-    compare, distinct, loop_pattern, read_cache2k_trace, scan_pattern, web12_slice, zipf_pattern, Row,
+    compare, distinct, loop_mix_pattern, loop_pattern, read_cache2k_trace, scan_pattern, shifting_pattern,
+    web12_slice, zipf_pattern, Row,
 };
 
 fn print_row(name: &str, share: &str, row: &Row) {
@@ -95,6 +96,18 @@ fn main() {
             "zipf 0.7 10k keys",
             zipf_pattern(10_000, 0.7, 100_000, 10),
             vec![1_000],
+        ),
+        (
+            "loop 3000 + hot 300",
+            loop_mix_pattern(3_000, 300, 0.3, 100_000, 11),
+            vec![1_000],
+        ),
+        // Nothing to hit: what the policy costs in copies when nothing pays them back.
+        ("one-off keys only", (0..60_000).collect(), vec![1_000]),
+        (
+            "shifting zipf 2000 x4",
+            shifting_pattern(2_000, 0.8, 25_000, 4, 12),
+            vec![500, 1_000],
         ),
     ];
     for (name, trace, capacities) in &synthetic {

@@ -106,6 +106,37 @@ pub fn zipf_pattern(keys: u32, s: f64, len: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
+/// A working set that moves: `phases` phases of `phase_len` accesses, each zipf(`s`) over its
+/// own `keys` keys (no key shared between phases). A policy that holds on to the old set after a
+/// shift loses the start of every phase.
+pub fn shifting_pattern(keys: u32, s: f64, phase_len: usize, phases: u32, seed: u64) -> Vec<u32> {
+    (0..phases)
+        .flat_map(|phase| {
+            zipf_pattern(keys, s, phase_len, seed + u64::from(phase))
+                .into_iter()
+                .map(move |k| k + phase * keys)
+        })
+        .collect()
+}
+
+/// A loop over `loop_keys` keys interleaved with reads of a hot set of `hot` keys (uniform): each
+/// access is a hot one with probability `hot_share`. The hot set should stay, and a fixed part of
+/// the loop with it.
+pub fn loop_mix_pattern(loop_keys: u32, hot: u32, hot_share: f64, len: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    let mut next = 0;
+    (0..len)
+        .map(|_| {
+            if rng.unit() < hot_share {
+                loop_keys + rng.below(u64::from(hot)) as u32
+            } else {
+                next = (next + 1) % loop_keys;
+                next
+            }
+        })
+        .collect()
+}
+
 /// A demand-filled cache: `access` returns whether the key was a hit, and inserts it if not.
 pub trait Policy {
     fn access(&mut self, key: u32) -> bool;

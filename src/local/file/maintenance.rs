@@ -105,20 +105,27 @@ impl Inner {
                 let expires = rec.record.expires_at_ms;
                 expires != 0 && now >= expires
             };
-            let limit = if second_chance {
-                policy::copy_limit(self.segment_size)
+            let (limit, filler_limit) = if second_chance {
+                // Shares of the records this segment holds, not of its size: a segment sealed
+                // early by a roll is short, and a share of the full size let an eviction copy
+                // all of it and free nothing but the file.
+                (
+                    policy::copy_limit(seg.data_bytes()),
+                    policy::filler_limit(seg.data_bytes()),
+                )
             } else {
-                0
+                (0, 0)
             };
+            // Unread entries are only worth copying in a store that is being read: a stream of
+            // writes nobody looks up (a bulk load) copies nothing. Read once, so the ranking and
+            // the copies agree on it.
+            let looked_up = self.looked_up.load(Ordering::Relaxed);
             // Which records are kept (see `policy`).
             let policy::Choice {
                 keep,
                 bytes: hot_bytes,
                 spend,
             } = if limit > 0 {
-                // Unread entries are only worth copying in a store that is being read: a stream
-                // of writes nobody looks up (a bulk load) copies nothing.
-                let looked_up = self.looked_up.load(Ordering::Relaxed);
                 let ranks: Vec<u8> = scan
                     .records
                     .iter()
@@ -129,7 +136,7 @@ impl Inner {
                     })
                     .collect();
                 let lens: Vec<u64> = scan.records.iter().map(|rec| u64::from(rec.len)).collect();
-                policy::choose(&ranks, &lens, limit)
+                policy::choose(&ranks, &lens, limit, filler_limit)
             } else {
                 policy::Choice {
                     keep: vec![false; scan.records.len()],
@@ -153,7 +160,9 @@ impl Inner {
                     self.expire_at(hash, loc);
                 } else if chosen && kept + u64::from(rec.len) <= budget {
                     kept += u64::from(rec.len);
-                    self.move_record(w, &seg, rec, (hash, loc), Some(spend))?;
+                    // A filler stays probationary: only a read or a ghost hit protects a key.
+                    let filler = standing.rank(looked_up) == policy::FILLER;
+                    self.move_record(w, &seg, rec, (hash, loc), (!filler).then_some(spend))?;
                     self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
                 } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
                     self.unaccount_len(&seg, rec.len);
@@ -174,8 +183,9 @@ impl Inner {
     }
 
     /// Re-appends a live value record (same sequence number and expiry) and points the index at
-    /// the copy. `kept`: `None` carries the entry's policy bits over (compaction); `Some(spend)`
-    /// protects it and, if `spend`, takes one read off its count (kept at eviction).
+    /// the copy. `kept`: `None` carries the entry's policy bits over (compaction, and a filler
+    /// kept at eviction); `Some(spend)` protects it and, if `spend`, takes one read off its count
+    /// (any other entry kept at eviction).
     fn move_record(
         &self,
         w: &mut Writer,
