@@ -121,14 +121,14 @@ impl CacheManagerBuilder {
             Some(hot) => Arc::new(Tiered::new(Arc::clone(hot), l1)),
             None => l1,
         };
-        let (l2, breaker, nodes) = if !config.use_multi_level {
-            (None, None, None)
+        let (l2, breaker, nodes, connector) = if !config.use_multi_level {
+            (None, None, None, None)
         } else if let Some(level) = self.distributed {
-            (Some(level), self.breaker, None)
+            (Some(level), self.breaker, None, None)
         } else {
             match build_distributed(&config.distributed, config.fallback_on_error, &clock, io.as_ref())? {
-                Some((level, breaker, nodes)) => (Some(level), Some(breaker), nodes),
-                None => (None, None, None),
+                Some((level, breaker, nodes, connector)) => (Some(level), Some(breaker), nodes, connector),
+                None => (None, None, None, None),
             }
         };
         let replay_dir = config.offline.replay_dir.clone().or(l1_dir);
@@ -187,6 +187,10 @@ impl CacheManagerBuilder {
             fills: l2_present.then(|| Arc::new(FillQueue::default())),
         });
         let mut workers = Workers::new(Arc::clone(&shared));
+        if let Some(connector) = connector {
+            let stop = connector.stopper();
+            workers.spawn("l2-connect", move || connector.run(), stop)?;
+        }
         if let Some(queue) = &shared.fills {
             start_filler(&mut workers, Arc::downgrade(&shared), Arc::clone(queue))?;
         }

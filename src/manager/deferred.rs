@@ -5,11 +5,11 @@
 //! call fails at once with [`Error::Backend`] ("not connected yet"), which the breaker in front
 //! of it counts and the manager hides; a named thread (`uno-cache-l2-connect`) retries the
 //! connection every `retry` until it succeeds or the manager is dropped, then every call goes to
-//! the connected level. Dropping the manager stops and joins the thread (waiting at most for one
-//! connection attempt, bounded by the level's connect timeout).
+//! the connected level. The thread belongs to the manager's `Workers`, which stop and join it
+//! with the others at shutdown (waiting at most for one connection attempt, bounded by the
+//! level's connect timeout).
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -33,17 +33,44 @@ struct Slot {
 pub(crate) struct Deferred {
     name: &'static str,
     slot: Arc<Slot>,
-    thread: Option<JoinHandle<()>>,
+}
+
+/// The background half of a [`Deferred`]: its connect loop, which the manager's
+/// [`Workers`](super::workers::Workers) run on a thread of their own (`uno-cache-l2-connect`)
+/// and stop with the rest at shutdown, through [`stopper`](Connector::stopper).
+pub(crate) struct Connector {
+    name: &'static str,
+    retry: Duration,
+    connect: Connect,
+    slot: Arc<Slot>,
+}
+
+impl Connector {
+    /// Tries to connect every `retry` until it succeeds or is stopped.
+    pub(crate) fn run(self) {
+        connect_until_stopped(self.name, self.retry, &self.connect, &self.slot);
+    }
+
+    /// Makes [`run`](Connector::run) return (at once if it is waiting; after the attempt in
+    /// progress, bounded by the level's connect timeout, otherwise).
+    pub(crate) fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        let slot = Arc::clone(&self.slot);
+        move || {
+            *slot.stop.lock() = true;
+            slot.wake.notify_all();
+        }
+    }
 }
 
 impl Deferred {
-    /// Starts the connector thread; `first_error` is the failure that made the level deferred.
-    pub(crate) fn start(
+    /// The level, not connected yet, and the connect loop to run; `first_error` is the failure
+    /// that made the level deferred.
+    pub(crate) fn new(
         name: &'static str,
         retry: Duration,
         connect: Connect,
         first_error: &Error,
-    ) -> Result<Deferred> {
+    ) -> (Deferred, Connector) {
         if matches!(first_error, Error::Misconfigured { .. }) {
             tracing::error!(level = name, error = %first_error, retry_ms = retry.as_millis() as u64,
                 "L2 refuses this configuration at start-up; starting without it (start_degraded_on_config_error) and retrying in the background; fix the configuration");
@@ -57,20 +84,13 @@ impl Deferred {
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
-        let shared = Arc::clone(&slot);
-        let thread = std::thread::Builder::new()
-            .name("uno-cache-l2-connect".into())
-            .spawn(move || connect_until_stopped(name, retry, &connect, &shared))
-            .map_err(|e| Error::Backend {
-                level: name,
-                op: "connect",
-                reason: format!("cannot start the connector thread: {e}"),
-            })?;
-        Ok(Deferred {
+        let connector = Connector {
             name,
-            slot,
-            thread: Some(thread),
-        })
+            retry,
+            connect,
+            slot: Arc::clone(&slot),
+        };
+        (Deferred { name, slot }, connector)
     }
 
     fn level(&self, op: &'static str) -> Result<Arc<dyn DistributedStorage>> {
@@ -138,18 +158,6 @@ fn misconfiguration(error: &Error) -> Option<(String, String)> {
     match error {
         Error::Misconfigured { hosts, reason, .. } => Some((hosts.clone(), reason.clone())),
         _ => None,
-    }
-}
-
-impl Drop for Deferred {
-    fn drop(&mut self) {
-        *self.slot.stop.lock() = true;
-        self.slot.wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!(level = self.name, "the L2 connector thread panicked");
-            }
-        }
     }
 }
 
@@ -282,6 +290,14 @@ mod tests {
         }
     }
 
+    /// A deferred level with its connector running on a thread of its own (the manager's
+    /// `Workers` run it in a real manager); the thread ends once connected.
+    fn started(name: &'static str, retry: Duration, connect: Connect) -> Deferred {
+        let (level, connector) = Deferred::new(name, retry, connect, &down());
+        std::thread::spawn(move || connector.run());
+        level
+    }
+
     #[test]
     fn calls_fail_fast_until_the_background_connect_succeeds() {
         let attempts = Arc::new(AtomicU32::new(0));
@@ -294,7 +310,7 @@ mod tests {
                 Ok(Arc::new(InProcess::new(MemoryStore::new(10)?)) as Arc<dyn DistributedStorage>)
             }
         });
-        let level = Deferred::start("test", Duration::from_millis(5), connect, &down()).unwrap();
+        let level = started("test", Duration::from_millis(5), connect);
         assert!(matches!(level.get("k"), Err(Error::Backend { op: "get", .. })) || level.is_connected());
         let deadline = Instant::now() + Duration::from_secs(10);
         while !level.is_connected() {
@@ -307,11 +323,14 @@ mod tests {
     }
 
     #[test]
-    fn drop_stops_the_connector_promptly() {
+    fn the_stopper_ends_a_waiting_connector_promptly() {
         let connect: Connect = Box::new(|| Err(down()));
-        let level = Deferred::start("test", Duration::from_secs(3600), connect, &down()).unwrap();
+        let (_level, connector) = Deferred::new("test", Duration::from_secs(3600), connect, &down());
+        let stop = connector.stopper();
+        let thread = std::thread::spawn(move || connector.run());
         let start = Instant::now();
-        drop(level);
+        stop();
+        thread.join().unwrap();
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 
@@ -418,7 +437,7 @@ mod tests {
         });
         let connected = Arc::clone(&level);
         let connect: Connect = Box::new(move || Ok(Arc::clone(&connected) as Arc<dyn DistributedStorage>));
-        let deferred = Deferred::start("test", Duration::from_millis(1), connect, &down()).unwrap();
+        let deferred = started("test", Duration::from_millis(1), connect);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !deferred.is_connected() {
             assert!(Instant::now() < deadline, "never connected");

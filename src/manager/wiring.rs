@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::deferred::Deferred;
+use super::deferred::{Connector, Deferred};
 use super::policy::Shared;
 use super::tags::TagStore;
 
@@ -260,6 +260,8 @@ type Breakered = (
     Arc<dyn DistributedStorage>,
     Arc<CircuitBreaker>,
     Option<Arc<NodeBreakers>>,
+    // The connect loop of a level that could not be reached at start-up, for `Workers`.
+    Option<Connector>,
 );
 
 /// Per-node breakers for a level whose keys spread over nodes (Memcached, Redis Cluster): a dead
@@ -443,10 +445,13 @@ pub(super) fn build_distributed(
             let (config, level_clock, level_nodes) = (d.clone(), Arc::clone(clock), nodes.clone());
             let connect: super::deferred::Connect =
                 Box::new(move || connect_distributed(&config, &level_clock, level_nodes.as_ref()));
-            let deferred = Deferred::start(name, cool_down.max(Duration::from_millis(1)), connect, &e)?;
-            Arc::new(Guarded::new(name, deferred, Arc::clone(&breaker)))
+            let (deferred, connector) =
+                Deferred::new(name, cool_down.max(Duration::from_millis(1)), connect, &e);
+            let level: Arc<dyn DistributedStorage> =
+                Arc::new(Guarded::new(name, deferred, Arc::clone(&breaker)));
+            return Ok(Some((level, breaker, nodes, Some(connector))));
         }
         Err(e) => return Err(e),
     };
-    Ok(Some((level, breaker, nodes)))
+    Ok(Some((level, breaker, nodes, None)))
 }

@@ -1,5 +1,6 @@
-//! The owner of a manager's background threads — the write-behind writer, the backfill thread
-//! and the replay thread — and the one place they stop.
+//! The owner of a manager's background threads — the write-behind writer, the backfill thread,
+//! the replay thread and the connector of an L2 that was down at start-up — and the one place
+//! they stop.
 //!
 //! [`CacheManager`](super::CacheManager) holds the [`Workers`] next to, not inside, the shared
 //! state the threads work on (they reach it through a `Weak`). So the owner is dropped only with
