@@ -192,6 +192,7 @@ impl IoRuntime {
         Task {
             handle,
             done,
+            stopped: std::sync::atomic::AtomicBool::new(false),
             runtime: self.clone(),
         }
     }
@@ -292,18 +293,30 @@ impl Drop for IoThread {
 #[must_use = "dropping a Task cancels it"]
 pub(crate) struct Task {
     handle: tokio::task::JoinHandle<()>,
-    /// A `Mutex` only to make the task `Sync` (it is received from once, on drop).
+    /// A `Mutex` only to make the task `Sync` (it is received from once, when stopped).
     done: parking_lot::Mutex<std::sync::mpsc::Receiver<()>>,
+    stopped: std::sync::atomic::AtomicBool,
     runtime: IoRuntime,
 }
 
-impl Drop for Task {
-    fn drop(&mut self) {
+impl Task {
+    /// Cancels the task and waits (at most `STOP_WAIT`) until it has ended; what it held is gone
+    /// then. Once is enough: a second call (or the drop after it) returns at once.
+    pub(crate) fn stop(&self) {
         self.handle.abort();
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         // On the I/O thread itself the task cannot end while we wait: it ends at the next poll.
         if !self.runtime.on_io_thread() {
             let _ = self.done.lock().recv_timeout(STOP_WAIT);
         }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

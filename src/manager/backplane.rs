@@ -13,6 +13,13 @@ use crate::error::Result;
 use crate::invalidation::{Invalidation, InvalidationHandler, InvalidationMessage, Outage};
 
 impl Shared {
+    /// Stops the backplane's receiving and re-sending tasks (at shutdown, by `Workers`).
+    pub(crate) fn stop_backplane(&self) {
+        if let Some(bp) = self.backplane.get() {
+            bp.stop_tasks();
+        }
+    }
+
     /// Publishes that `keys` changed (one message), if there is a backplane.
     pub(crate) fn publish_keys(&self, keys: &[&str]) {
         if let Some(bp) = self.backplane.get() {

@@ -6,6 +6,9 @@ use super::policy::Shared;
 use crate::invalidation::Invalidation;
 
 impl Shared {
+    /// No backplane tasks to stop.
+    pub(crate) fn stop_backplane(&self) {}
+
     /// Nothing to publish to without a backplane.
     pub(crate) fn publish_keys(&self, _keys: &[&str]) {}
 

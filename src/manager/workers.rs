@@ -8,7 +8,9 @@
 //! drop is the whole shutdown, in one order:
 //! 1. every thread is told to stop (each registered how it is woken);
 //! 2. every thread is joined (a send or replay in progress finishes, bounded by the L2 timeout);
-//! 3. the writes still queued for write-behind are sent, once, on the caller's thread.
+//! 3. the writes still queued for write-behind are sent, once, on the caller's thread;
+//! 4. the backplane's receiving and re-sending tasks on the I/O thread are stopped and waited
+//!    for, so the shared state is released on the caller's thread, never on the I/O thread.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -74,5 +76,9 @@ impl Drop for Workers {
         }
         // Queued L2 writes are sent before the levels go (each send bounded by the L2 timeout).
         self.shared.drain_behind();
+        // Last, the backplane's tasks on the I/O thread (their messages were still applied
+        // while the queue drained): once they have ended, nothing on that thread holds the
+        // shared state, so it is released here, on the caller's thread.
+        self.shared.stop_backplane();
     }
 }

@@ -262,8 +262,8 @@ pub struct Backplane {
     publish_timeout: Duration,
     // Field order is drop order: the subscriber task stops, then the resend task, then the
     // handle on the I/O thread (shared by publishing and subscribing, and perhaps with the L2).
-    _subscriber: Task,
-    _resend: Task,
+    subscriber: Task,
+    resend: Task,
     rt: IoRuntime,
 }
 
@@ -282,6 +282,14 @@ fn now() -> SystemTime {
 }
 
 impl Backplane {
+    /// Stops receiving and re-sending, and waits until both tasks have ended (what they held,
+    /// a manager's state through the handler, is released then); publishing still works. A
+    /// manager's shutdown calls it so that its state is never released last on the I/O thread.
+    pub(crate) fn stop_tasks(&self) {
+        self.subscriber.stop();
+        self.resend.stop();
+    }
+
     /// Connects the publisher, subscribes to the channel (within the Redis options'
     /// `connect_timeout`, trying the hosts in order) and starts the subscriber task.
     ///
@@ -373,8 +381,8 @@ impl Backplane {
             shared,
             publisher,
             publish_timeout: options.publish_timeout,
-            _subscriber: subscriber,
-            _resend: resend,
+            subscriber,
+            resend,
             rt,
         })
     }
