@@ -22,7 +22,7 @@
 //! - `memory_hit_ratio_zipf099`: `MemoryStore` (through the `Storage` trait) against moka on a
 //!   zipf(0.99) trace with a capacity of 10 % of the keys; on a miss the key is inserted.
 //!
-//! Times are the best of several trials, in ns per operation; `ratio` is moka/ours for times and
+//! Times are the median of several alternating trials, in ns per operation; `ratio` is moka/ours for times and
 //! ours/moka for hit ratios, so above 1 means we are better. `UNO_BENCH_QUICK=1` shortens every
 //! loop (about a minute in all on 2 vCPUs).
 #![allow(
@@ -89,8 +89,8 @@ fn params() -> Params {
 }
 
 /// Runs `ours` and `theirs` alternately, `trials` times each (after a warm-up), each run doing
-/// `ops` operations; returns the best ns per operation of each. Alternating makes both see the
-/// same background load on a shared machine; the best run is the least disturbed one.
+/// `ops` operations; returns the median ns per operation of each. Alternating makes both see the
+/// same background load on a shared machine; the median keeps one disturbed run from deciding.
 fn compare(trials: u32, ops: u64, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64, f64) {
     ours();
     theirs();
@@ -99,12 +99,17 @@ fn compare(trials: u32, ops: u64, mut ours: impl FnMut(), mut theirs: impl FnMut
         f();
         start.elapsed().as_nanos() as f64 / ops as f64
     };
-    let (mut best_ours, mut best_theirs) = (f64::INFINITY, f64::INFINITY);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..trials {
-        best_ours = best_ours.min(time(&mut ours));
-        best_theirs = best_theirs.min(time(&mut theirs));
+        a.push(time(&mut ours));
+        b.push(time(&mut theirs));
     }
-    (best_ours, best_theirs)
+    (median(&mut a), median(&mut b))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn print_time(name: &str, ours: f64, moka: f64) {
