@@ -9,22 +9,13 @@
     clippy::indexing_slicing
 )]
 
+#[path = "manager_support/threads.rs"]
+mod threads;
+
 use std::sync::Arc;
 
+use threads::cache_threads;
 use uno_cache::{CacheConfig, CacheManager, InProcess, MemoryStore, Storage, WriteMode};
-
-/// The names (as the kernel keeps them: 15 bytes) of this process's threads that start with
-/// `uno-cache-`.
-fn cache_threads() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .expect("read /proc/self/task (Linux)")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim_end().to_owned())
-        .filter(|name| name.starts_with("uno-cache-"))
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn dropping_the_last_handle_joins_every_background_thread_and_sends_queued_writes() {

@@ -9,22 +9,13 @@
     clippy::indexing_slicing
 )]
 
+#[path = "manager_support/threads.rs"]
+mod threads;
+
 use std::time::{Duration, Instant};
 
+use threads::cache_threads;
 use uno_cache::{CacheConfig, CacheManager};
-
-/// The names (as the kernel keeps them: 15 bytes) of this process's threads that start with
-/// `uno-cache-`.
-fn cache_threads() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .expect("read /proc/self/task (Linux)")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim_end().to_owned())
-        .filter(|name| name.starts_with("uno-cache-"))
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn dropping_a_manager_whose_l2_is_still_down_joins_its_connector_thread_promptly() {
