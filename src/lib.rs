@@ -61,9 +61,10 @@
 //! | `files`              | the name of every file uno-cache keeps on disk                     |
 //! | `frame`              | header check and record header shared by segments and the replay log |
 //! | `disk/`              | the I/O layer every write goes through; lock file; write latch     |
+//! | `shutdown`           | the one stop signal background threads and tasks listen to          |
 //!
 //! Modules import each other without cycles (`tests/module_graph.rs` checks it): `entry`, `error`, `keys`,
-//! `durability`, `files`, `frame` and `disk` are at the bottom, the manager at the top.
+//! `durability`, `files`, `frame`, `disk` and `shutdown` are at the bottom, the manager at the top.
 //!
 //! ## Features
 //!
@@ -94,6 +95,7 @@ pub mod local;
 mod manager;
 mod perms;
 pub mod replay;
+mod shutdown;
 mod stats;
 mod storage;
 

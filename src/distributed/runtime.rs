@@ -16,8 +16,6 @@ use std::future::Future;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-
-use super::deadline::{Deadlines, Registration};
 use std::thread::{JoinHandle, Thread, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -25,7 +23,9 @@ use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use super::deadline::{Deadlines, Registration};
 use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
 
 /// How long a blocking caller waits past the deadline for the I/O thread's own timeout to report
 /// before giving up by itself (only matters if the I/O thread is starved).
@@ -48,7 +48,8 @@ struct IoThread {
     handle: Handle,
     /// The deadlines of calls made by [`IoRuntime::bind`], swept by a task on this thread.
     deadlines: Arc<Deadlines>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// Ends the runtime's `block_on`, so the thread drops the runtime and exits.
+    shutdown: Shutdown,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
 }
@@ -57,7 +58,8 @@ impl IoRuntime {
     /// Starts the I/O thread `uno-cache-<level>`.
     pub(crate) fn start(level: &'static str) -> Result<Self> {
         let (handle_tx, handle_rx) = mpsc::sync_channel::<std::io::Result<Handle>>(1);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let shutdown = Shutdown::default();
+        let theirs = shutdown.clone();
         let thread = std::thread::Builder::new()
             .name(format!("uno-cache-{level}"))
             .spawn(move || {
@@ -69,9 +71,7 @@ impl IoRuntime {
                     }
                 };
                 let _ = handle_tx.send(Ok(runtime.handle().clone()));
-                runtime.block_on(async {
-                    let _ = stop_rx.await;
-                });
+                runtime.block_on(theirs.fired());
                 // Dropping the runtime here, on its own thread, cancels whatever is in flight.
             })
             .map_err(|err| start_error(level, &err))?;
@@ -95,7 +95,7 @@ impl IoRuntime {
             thread: Arc::new(IoThread {
                 handle,
                 deadlines,
-                stop: Mutex::new(Some(stop_tx)),
+                shutdown,
                 thread: Mutex::new(Some(thread)),
                 thread_id,
             }),
@@ -274,11 +274,12 @@ impl IoRuntime {
 
 impl Drop for IoThread {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.lock().take() {
-            let _ = stop.send(());
-        }
+        self.shutdown.fire();
         if let Some(thread) = self.thread.lock().take() {
-            // The last owner can be a task on the I/O thread itself; joining would deadlock.
+            // The last owner can be a task on the I/O thread itself: a blocking call that timed
+            // out leaves its future running there, and that future may hold the level. A manager
+            // never gets here (its shutdown waits for its tasks), but a level used on its own can,
+            // and joining its own thread would deadlock.
             if std::thread::current().id() != self.thread_id {
                 let _ = thread.join();
             }

@@ -43,6 +43,7 @@ use super::policy::Shared;
 use super::workers::Workers;
 use crate::error::{key_for_error, Error, Result};
 use crate::replay::Push;
+use crate::shutdown::Shutdown;
 use crate::storage::Entry;
 
 /// Keys per L2 call of the writer.
@@ -67,7 +68,6 @@ struct State {
     queued: HashMap<String, Queued>,
     /// Taken by the sender whose batch is on its way to L2.
     in_flight: HashMap<String, Queued>,
-    stop: bool,
     /// The writer is gathering a batch (a test waits for this state).
     lingering: bool,
     /// Per slot of keys ([`epoch_slot`]): how many times a settle took a queued write of a key
@@ -117,10 +117,13 @@ pub(crate) struct WriteQueue {
     max_wait: Duration,
     /// How long the writer waits for a batch to gather ([`LINGER`]; longer in a test).
     linger: Duration,
+    /// The manager's stop signal: once fired, the writer stops waiting for work.
+    shutdown: Shutdown,
 }
 
 impl WriteQueue {
-    pub(crate) fn new(max_keys: usize, l2_timeout: Duration) -> WriteQueue {
+    /// An empty queue whose writer stops when `shutdown` is fired.
+    pub(crate) fn new(max_keys: usize, l2_timeout: Duration, shutdown: Shutdown) -> WriteQueue {
         WriteQueue {
             state: Mutex::new(State {
                 settled: vec![0; EPOCH_SLOTS],
@@ -133,7 +136,19 @@ impl WriteQueue {
             max_keys: max_keys.max(1),
             max_wait: l2_timeout.saturating_mul(4).max(Duration::from_millis(100)),
             linger: LINGER,
+            shutdown,
         }
+    }
+
+    /// Makes the queue's shutdown signal wake the writer (under the lock it checks it under).
+    fn wake_writer_on_shutdown(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.shutdown.on_fire(move || {
+            if let Some(queue) = weak.upgrade() {
+                let _st = queue.state.lock();
+                queue.work.notify_all();
+            }
+        });
     }
 
     /// Queues `items` (absolute L2 expiry `expires_at_ms`) unless `to_replay()` says a key
@@ -268,12 +283,12 @@ impl WriteQueue {
     fn wait_for_work(&self) -> bool {
         let mut st = self.state.lock();
         loop {
-            while st.queued.is_empty() && !st.stop {
+            while st.queued.is_empty() && !self.shutdown.is_fired() {
                 self.work.wait(&mut st);
             }
             let deadline = Instant::now() + self.linger;
             st.lingering = true;
-            while !st.stop && st.queued.len() < BATCH {
+            while !self.shutdown.is_fired() && st.queued.len() < BATCH {
                 if self.work.wait_until(&mut st, deadline).timed_out() {
                     break;
                 }
@@ -282,18 +297,13 @@ impl WriteQueue {
             // Empty and not stopped: a `flush` sent the batch while the writer lingered. The
             // writer must wait again, not stop (it once did, and later writes waited for the
             // next flush).
-            if st.stop {
+            if self.shutdown.is_fired() {
                 return false;
             }
             if !st.queued.is_empty() {
                 return true;
             }
         }
-    }
-
-    fn stop(&self) {
-        self.state.lock().stop = true;
-        self.work.notify_all();
     }
 }
 
@@ -303,19 +313,15 @@ pub(crate) fn start_writer(
     shared: Weak<Shared>,
     queue: Arc<WriteQueue>,
 ) -> Result<()> {
-    let theirs = Arc::clone(&queue);
-    workers.spawn(
-        "l2-writer",
-        move || {
-            while theirs.wait_for_work() {
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                shared.send_behind();
-            }
-        },
-        move || queue.stop(),
-    )
+    queue.wake_writer_on_shutdown();
+    workers.spawn("l2-writer", move || {
+        while queue.wait_for_work() {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            shared.send_behind();
+        }
+    })
 }
 
 impl Shared {
@@ -572,9 +578,11 @@ mod tests {
 
     #[test]
     fn a_flush_while_the_writer_gathers_a_batch_does_not_stop_the_writer() {
-        let mut queue = WriteQueue::new(100, Duration::from_secs(1));
+        let shutdown = Shutdown::default();
+        let mut queue = WriteQueue::new(100, Duration::from_secs(1), shutdown.clone());
         queue.linger = Duration::from_millis(50);
         let queue = Arc::new(queue);
+        queue.wake_writer_on_shutdown();
         let (woke_tx, woke_rx) = std::sync::mpsc::channel();
         let writer = {
             let queue = Arc::clone(&queue);
@@ -602,7 +610,7 @@ mod tests {
             work,
             "the writer stopped after a flush emptied the queue it was gathering"
         );
-        queue.stop();
+        shutdown.fire();
         writer.join().unwrap();
     }
 }

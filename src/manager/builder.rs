@@ -26,6 +26,7 @@ use crate::error::Result;
 use crate::local::hot::HotTier;
 use crate::local::tiered::Tiered;
 use crate::replay::{ReplayOptions, ReplayQueue};
+use crate::shutdown::Shutdown;
 use crate::stats::Metrics;
 use crate::storage::{DistributedStorage, LocalStorage};
 
@@ -152,6 +153,8 @@ impl CacheManagerBuilder {
         let l2_present = l2.is_some();
         let tags = build_tags(&config, io.as_ref(), l2.is_some())?;
         let replayer = replay.is_some().then(Replayer::default);
+        // The one stop signal of this manager's threads; the queues they sleep on listen to it.
+        let shutdown = Shutdown::default();
         let shared = Arc::new(Shared {
             check_freshness: AtomicBool::new(l2.is_some() && policy != RestartPolicy::Trust),
             distrust_l1: AtomicBool::new(false),
@@ -182,14 +185,14 @@ impl CacheManagerBuilder {
                 Arc::new(WriteQueue::new(
                     config.distributed.write_behind_max_keys,
                     Duration::from_millis(config.distributed.timeout_ms),
+                    shutdown.clone(),
                 ))
             }),
-            fills: l2_present.then(|| Arc::new(FillQueue::default())),
+            fills: l2_present.then(|| Arc::new(FillQueue::new(shutdown.clone()))),
         });
-        let mut workers = Workers::new(Arc::clone(&shared));
+        let mut workers = Workers::new(Arc::clone(&shared), shutdown.clone());
         if let Some(connector) = connector {
-            let stop = connector.stopper();
-            workers.spawn("l2-connect", move || connector.run(), stop)?;
+            workers.spawn("l2-connect", move || connector.run(&shutdown))?;
         }
         if let Some(queue) = &shared.fills {
             start_filler(&mut workers, Arc::downgrade(&shared), Arc::clone(queue))?;

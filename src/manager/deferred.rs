@@ -12,9 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// Opens the level; called until it succeeds.
@@ -25,8 +26,6 @@ struct Slot {
     /// The last failed attempt, if the server said the configuration is wrong: calls fail with
     /// it (so stats show what to fix) instead of "not connected yet".
     misconfigured: Mutex<Option<(String, String)>>,
-    stop: Mutex<bool>,
-    wake: Condvar,
 }
 
 /// A level that connects in the background; see the module docs.
@@ -37,7 +36,7 @@ pub(crate) struct Deferred {
 
 /// The background half of a [`Deferred`]: its connect loop, which the manager's
 /// [`Workers`](super::workers::Workers) run on a thread of their own (`uno-cache-l2-connect`)
-/// and stop with the rest at shutdown, through [`stopper`](Connector::stopper).
+/// and stop with the rest when their shutdown signal is fired.
 pub(crate) struct Connector {
     name: &'static str,
     retry: Duration,
@@ -46,19 +45,11 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
-    /// Tries to connect every `retry` until it succeeds or is stopped.
-    pub(crate) fn run(self) {
-        connect_until_stopped(self.name, self.retry, &self.connect, &self.slot);
-    }
-
-    /// Makes [`run`](Connector::run) return (at once if it is waiting; after the attempt in
-    /// progress, bounded by the level's connect timeout, otherwise).
-    pub(crate) fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
-        let slot = Arc::clone(&self.slot);
-        move || {
-            *slot.stop.lock() = true;
-            slot.wake.notify_all();
-        }
+    /// Tries to connect every `retry` until it succeeds or `shutdown` is fired (it returns at
+    /// once if it is waiting; after the attempt in progress, bounded by the level's connect
+    /// timeout, otherwise).
+    pub(crate) fn run(self, shutdown: &Shutdown) {
+        connect_until_stopped(self.name, self.retry, &self.connect, &self.slot, shutdown);
     }
 }
 
@@ -81,8 +72,6 @@ impl Deferred {
         let slot = Arc::new(Slot {
             level: RwLock::new(None),
             misconfigured: Mutex::new(misconfiguration(first_error)),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
         });
         let connector = Connector {
             name,
@@ -118,18 +107,17 @@ impl Deferred {
     }
 }
 
-fn connect_until_stopped(name: &'static str, retry: Duration, connect: &Connect, slot: &Slot) {
+fn connect_until_stopped(
+    name: &'static str,
+    retry: Duration,
+    connect: &Connect,
+    slot: &Slot,
+    shutdown: &Shutdown,
+) {
     loop {
-        {
-            let mut stop = slot.stop.lock();
-            if *stop {
-                return;
-            }
-            // Sleep until the next attempt or until told to stop.
-            let _ = slot.wake.wait_for(&mut stop, retry);
-            if *stop {
-                return;
-            }
+        // Sleep until the next attempt or until the manager shuts down.
+        if shutdown.sleep(retry) {
+            return;
         }
         match connect() {
             Ok(level) => {
@@ -294,7 +282,7 @@ mod tests {
     /// `Workers` run it in a real manager); the thread ends once connected.
     fn started(name: &'static str, retry: Duration, connect: Connect) -> Deferred {
         let (level, connector) = Deferred::new(name, retry, connect, &down());
-        std::thread::spawn(move || connector.run());
+        std::thread::spawn(move || connector.run(&Shutdown::default()));
         level
     }
 
@@ -323,13 +311,14 @@ mod tests {
     }
 
     #[test]
-    fn the_stopper_ends_a_waiting_connector_promptly() {
+    fn the_shutdown_signal_ends_a_waiting_connector_promptly() {
         let connect: Connect = Box::new(|| Err(down()));
         let (_level, connector) = Deferred::new("test", Duration::from_secs(3600), connect, &down());
-        let stop = connector.stopper();
-        let thread = std::thread::spawn(move || connector.run());
+        let shutdown = Shutdown::default();
+        let theirs = shutdown.clone();
+        let thread = std::thread::spawn(move || connector.run(&theirs));
         let start = Instant::now();
-        stop();
+        shutdown.fire();
         thread.join().unwrap();
         assert!(start.elapsed() < Duration::from_secs(5));
     }

@@ -22,6 +22,7 @@ use super::guard::Ticket;
 use super::policy::Shared;
 use super::workers::Workers;
 use crate::error::Result;
+use crate::shutdown::Shutdown;
 
 /// Entries waiting at most; beyond it a batch is dropped.
 pub(crate) const MAX_QUEUED: usize = 100_000;
@@ -87,22 +88,33 @@ struct State {
     entries: usize,
     /// The thread is writing batches it took.
     busy: bool,
-    stop: bool,
 }
 
 /// The batches waiting for the backfill thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FillQueue {
     state: Mutex<State>,
     work: Condvar,
     idle: Condvar,
+    /// The manager's stop signal: once fired, nothing is queued or taken any more.
+    shutdown: Shutdown,
 }
 
 impl FillQueue {
-    /// Queues a batch; `false` (and the batch is dropped) if the queue is full.
+    /// An empty queue whose thread ends when `shutdown` is fired.
+    pub(crate) fn new(shutdown: Shutdown) -> FillQueue {
+        FillQueue {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            idle: Condvar::new(),
+            shutdown,
+        }
+    }
+
+    /// Queues a batch; `false` (and the batch is dropped) if the queue is full or shut down.
     pub(crate) fn push(&self, batch: FillBatch) -> bool {
         let mut st = self.state.lock();
-        if st.stop || st.entries + batch.len() > MAX_QUEUED {
+        if self.shutdown.is_fired() || st.entries + batch.len() > MAX_QUEUED {
             return false;
         }
         let was_empty = st.batches.is_empty();
@@ -129,14 +141,14 @@ impl FillQueue {
     /// Waits for work (then [`LINGER`] more) and takes every queued batch; `None` once stopped.
     fn take(&self) -> Option<Vec<FillBatch>> {
         let mut st = self.state.lock();
-        while st.batches.is_empty() && !st.stop {
+        while st.batches.is_empty() && !self.shutdown.is_fired() {
             self.work.wait(&mut st);
         }
-        if st.stop {
+        if self.shutdown.is_fired() {
             return None;
         }
         let deadline = Instant::now() + LINGER;
-        while !st.stop && !self.work.wait_until(&mut st, deadline).timed_out() {}
+        while !self.shutdown.is_fired() && !self.work.wait_until(&mut st, deadline).timed_out() {}
         st.busy = true;
         st.entries = 0;
         Some(st.batches.drain(..).collect())
@@ -150,9 +162,10 @@ impl FillQueue {
         }
     }
 
-    fn stop(&self) {
+    /// Run when the shutdown signal is fired (under the lock the thread checks it under): drops
+    /// what is queued and wakes the thread and any `drain`.
+    fn shut(&self) {
         let mut st = self.state.lock();
-        st.stop = true;
         st.busy = false;
         st.batches.clear();
         self.work.notify_all();
@@ -163,21 +176,22 @@ impl FillQueue {
 /// Starts the backfill thread (`uno-cache-backfill`), owned by `workers` (at shutdown, queued
 /// backfills are dropped: they are only an optimisation).
 pub(crate) fn start_filler(workers: &mut Workers, shared: Weak<Shared>, queue: Arc<FillQueue>) -> Result<()> {
-    let theirs = Arc::clone(&queue);
-    workers.spawn(
-        "backfill",
-        move || {
-            while let Some(batches) = theirs.take() {
-                if let Some(shared) = shared.upgrade() {
-                    for batch in &batches {
-                        shared.apply_fills(batch);
-                    }
+    let weak = Arc::downgrade(&queue);
+    workers.shutdown().on_fire(move || {
+        if let Some(queue) = weak.upgrade() {
+            queue.shut();
+        }
+    });
+    workers.spawn("backfill", move || {
+        while let Some(batches) = queue.take() {
+            if let Some(shared) = shared.upgrade() {
+                for batch in &batches {
+                    shared.apply_fills(batch);
                 }
-                theirs.done();
             }
-        },
-        move || queue.stop(),
-    )
+            queue.done();
+        }
+    })
 }
 
 #[cfg(test)]
@@ -215,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_batch_instead_of_blocking_the_reader() {
-        let queue = FillQueue::default();
+        let queue = FillQueue::new(Shutdown::default());
         assert!(queue.push(batch(MAX_QUEUED - 10)));
         assert!(!queue.push(batch(11)), "over the bound");
         assert!(queue.push(batch(10)), "up to the bound");
@@ -224,7 +238,7 @@ mod tests {
 
     #[test]
     fn drain_returns_once_the_thread_has_written_everything() {
-        let queue = Arc::new(FillQueue::default());
+        let queue = Arc::new(FillQueue::new(Shutdown::default()));
         queue.drain(); // nothing queued: at once
         assert!(queue.push(batch(3)));
         let theirs = Arc::clone(&queue);

@@ -14,10 +14,10 @@ use parking_lot::{Condvar, Mutex};
 use super::policy::Shared;
 use super::workers::Workers;
 use crate::error::Result;
+use crate::shutdown::Shutdown;
 
 #[derive(Default)]
 struct State {
-    stop: bool,
     nudged: bool,
 }
 
@@ -37,15 +37,15 @@ pub(crate) struct Replayer {
 impl Replayer {
     /// Starts the replay thread, owned by `workers`; it tries every `every`, and when nudged.
     pub(crate) fn start(&self, workers: &mut Workers, shared: Weak<Shared>, every: Duration) -> Result<()> {
-        let (theirs, stopper) = (Arc::clone(&self.signal), Arc::clone(&self.signal));
-        workers.spawn(
-            "replay",
-            move || run(&shared, &theirs, every),
-            move || {
-                stopper.state.lock().stop = true;
-                stopper.wake.notify_all();
-            },
-        )
+        let weak = Arc::downgrade(&self.signal);
+        workers.shutdown().on_fire(move || {
+            if let Some(signal) = weak.upgrade() {
+                let _state = signal.state.lock();
+                signal.wake.notify_all();
+            }
+        });
+        let (signal, shutdown) = (Arc::clone(&self.signal), workers.shutdown().clone());
+        workers.spawn("replay", move || run(&shared, &signal, every, &shutdown))
     }
 
     /// Makes the thread try now.
@@ -58,14 +58,14 @@ impl Replayer {
     }
 }
 
-fn run(shared: &Weak<Shared>, signal: &Signal, every: Duration) {
+fn run(shared: &Weak<Shared>, signal: &Signal, every: Duration, shutdown: &Shutdown) {
     loop {
         {
             let mut state = signal.state.lock();
-            if !state.stop && !state.nudged {
+            if !shutdown.is_fired() && !state.nudged {
                 let _ = signal.wake.wait_for(&mut state, every);
             }
-            if state.stop {
+            if shutdown.is_fired() {
                 return;
             }
             state.nudged = false;

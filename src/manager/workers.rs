@@ -6,7 +6,8 @@
 //! state the threads work on (they reach it through a `Weak`). So the owner is dropped only with
 //! the last manager handle, on the caller's thread, never by one of its own threads, and its
 //! drop is the whole shutdown, in one order:
-//! 1. every thread is told to stop (each registered how it is woken);
+//! 1. the one [`Shutdown`] signal every thread listens to is fired (a thread that sleeps on its
+//!    queue registered how it is woken, see `crate::shutdown`);
 //! 2. every thread is joined (a send or replay in progress finishes, bounded by the L2 timeout);
 //! 3. the writes still queued for write-behind are sent, once, on the caller's thread;
 //! 4. the backplane's receiving and re-sending tasks on the I/O thread are stopped and waited
@@ -17,36 +18,34 @@ use std::thread::JoinHandle;
 
 use super::policy::Shared;
 use crate::error::{Error, Result};
-
-/// A thread of the manager and what makes its loop end.
-struct Worker {
-    name: &'static str,
-    stop: Box<dyn Fn() + Send + Sync>,
-    thread: JoinHandle<()>,
-}
+use crate::shutdown::Shutdown;
 
 /// Owns the manager's background threads; see the module docs.
 pub(crate) struct Workers {
     shared: Arc<Shared>,
-    workers: Vec<Worker>,
+    shutdown: Shutdown,
+    threads: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl Workers {
-    pub(crate) fn new(shared: Arc<Shared>) -> Workers {
+    /// The owner of the threads working on `shared`; `shutdown` is the signal their queues were
+    /// made with, fired when this is dropped.
+    pub(crate) fn new(shared: Arc<Shared>, shutdown: Shutdown) -> Workers {
         Workers {
             shared,
-            workers: Vec::new(),
+            shutdown,
+            threads: Vec::new(),
         }
     }
 
-    /// Starts `body` on a thread named `uno-cache-{name}`; `stop` must make its loop end (it is
-    /// called once, at shutdown, before the thread is joined).
-    pub(crate) fn spawn(
-        &mut self,
-        name: &'static str,
-        body: impl FnOnce() + Send + 'static,
-        stop: impl Fn() + Send + Sync + 'static,
-    ) -> Result<()> {
+    /// The signal every thread listens to.
+    pub(crate) fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Starts `body` on a thread named `uno-cache-{name}`; its loop must end once
+    /// [`shutdown`](Workers::shutdown) is fired.
+    pub(crate) fn spawn(&mut self, name: &'static str, body: impl FnOnce() + Send + 'static) -> Result<()> {
         let thread = std::thread::Builder::new()
             .name(format!("uno-cache-{name}"))
             .spawn(body)
@@ -55,23 +54,17 @@ impl Workers {
                 op: "start",
                 reason: format!("cannot start the {name} thread: {e}"),
             })?;
-        self.workers.push(Worker {
-            name,
-            stop: Box::new(stop),
-            thread,
-        });
+        self.threads.push((name, thread));
         Ok(())
     }
 }
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        for worker in &self.workers {
-            (worker.stop)();
-        }
-        for worker in self.workers.drain(..) {
-            if worker.thread.join().is_err() {
-                tracing::error!(thread = worker.name, "a cache background thread panicked");
+        self.shutdown.fire();
+        for (name, thread) in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!(thread = name, "a cache background thread panicked");
             }
         }
         // Queued L2 writes are sent before the levels go (each send bounded by the L2 timeout).

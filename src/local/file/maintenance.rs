@@ -17,9 +17,9 @@ use super::format::{self, Kind};
 use super::index::Loc;
 use super::policy::{self, Standing};
 use super::segment::Segment;
-use super::worker::Shutdown;
 use super::{Inner, Writer};
 use crate::error::Result;
+use crate::shutdown::Shutdown;
 
 /// What one compaction step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -240,7 +240,7 @@ impl Inner {
             .cloned()
             .collect();
         for seg in candidates {
-            if stop.is_stopped() {
+            if stop.is_fired() {
                 break;
             }
             report.records_moved += self.rewrite(&seg, stop)?;
@@ -282,7 +282,7 @@ impl Inner {
         // tombstone with that seq, which shadows every older record of the key elsewhere.
         let mut tombstones: HashMap<&str, u64> = HashMap::new();
         for batch in scan.records.chunks(BATCH) {
-            if stop.is_stopped() {
+            if stop.is_fired() {
                 // Nothing is lost by stopping here: moved records are duplicates of the
                 // originals (same sequence number), and the segment stays until a later pass.
                 return Ok(moved);

@@ -61,10 +61,11 @@ use self::ghost::Ghosts;
 use self::index::{Index, KeyHasher};
 use self::segment::Segment;
 use self::slots::Slots;
-use self::worker::{Shutdown, Workers};
+use self::worker::Workers;
 use crate::clock::{self, Clock};
 use crate::disk::WriteLatch;
 use crate::error::Result;
+use crate::shutdown::Shutdown;
 use crate::storage::{
     delete_each, get_each, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize,
 };

@@ -2,42 +2,14 @@
 //!
 //! Both are optimisations, never correctness dependencies: an expired entry is never returned
 //! without the compactor, and `flush` works without the flusher. Each sleeps until its next
-//! deadline or until it is told to stop; dropping [`Workers`] stops and joins them.
+//! deadline or until the store's [`Shutdown`] is fired; dropping [`Workers`] fires it and joins
+//! them.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
-
-use parking_lot::{Condvar, Mutex};
 
 use super::Inner;
-
-/// A stop signal that sleeping threads wait on.
-#[derive(Debug, Default)]
-pub(crate) struct Shutdown {
-    stopped: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Shutdown {
-    pub(crate) fn stop(&self) {
-        *self.stopped.lock() = true;
-        self.cv.notify_all();
-    }
-
-    pub(crate) fn is_stopped(&self) -> bool {
-        *self.stopped.lock()
-    }
-
-    /// Sleeps for `timeout` or until stopped; returns `true` if stopped.
-    fn sleep(&self, timeout: Duration) -> bool {
-        let mut stopped = self.stopped.lock();
-        if !*stopped {
-            let _ = self.cv.wait_for(&mut stopped, timeout);
-        }
-        *stopped
-    }
-}
+use crate::shutdown::Shutdown;
 
 /// Latches the store if the flusher thread ends before the store is closed (a panic, or any
 /// other way out of its loop): `Periodic` durability is then a promise nobody keeps, so writes
@@ -46,7 +18,7 @@ struct FlusherWatch<'a>(&'a Inner);
 
 impl Drop for FlusherWatch<'_> {
     fn drop(&mut self) {
-        if !self.0.shutdown.is_stopped() {
+        if !self.0.shutdown.is_fired() {
             let _ = self.0.fail(crate::Error::io(
                 "run the periodic fsync thread of",
                 &self.0.dir.path,
@@ -121,7 +93,7 @@ impl Workers {
 
     /// Signals the threads and waits for them to finish their current step.
     pub(crate) fn stop(&mut self, shutdown: &Shutdown) {
-        shutdown.stop();
+        shutdown.fire();
         for handle in self.handles.drain(..) {
             if handle.join().is_err() {
                 tracing::error!("a background thread of the file store panicked");
