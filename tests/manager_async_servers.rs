@@ -1,7 +1,8 @@
 //! The async API of the manager against real servers: standalone Redis, a three-node Redis
 //! Cluster and Memcached, each as L2 in front of a file-store L1, and with the servers killed
-//! mid-test. Every call is the `_async` form, tags, prefixes, events, `flush` and `replay_now`
-//! included; the assertions read the levels directly, so an async call that did nothing fails.
+//! mid-test (on the cluster, the primary owning the keys). Every call is the `_async` form,
+//! tags, prefixes, events, `flush` and `replay_now` included; the assertions read the levels
+//! directly, so an async call that did nothing fails.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -126,22 +127,29 @@ fn the_async_api_reads_and_writes_both_levels_on_a_redis_cluster() {
     rt().block_on(round_trip(&cache, "cluster"));
 }
 
-/// Kills the server, writes and deletes through the async API (served by L1, queued for
-/// replay), restarts it, and replays with `replay_now_async`: L2 ends with what L1 holds.
-fn outage_then_replay(kind: &str, mut restart: impl FnMut(bool), host: String) {
+/// Kills the server (or, on a cluster, the primary that owns the keys), writes and deletes
+/// through the async API (served by L1, queued for replay), restarts it, and replays with
+/// `replay_now_async`: L2 ends with what L1 holds.
+fn outage_then_replay(
+    kind: &str,
+    extra: &str,
+    hosts: &[String],
+    (kept, gone): (&str, &str),
+    mut restart: impl FnMut(bool),
+) {
     let dir = tempfile::tempdir().unwrap();
-    let cache = CacheManager::new(config(dir.path(), kind, &[host], "")).unwrap();
+    let cache = CacheManager::new(config(dir.path(), kind, hosts, extra)).unwrap();
     let rt = rt();
     rt.block_on(async {
-        cache.set_raw_async("kept", b"old", None).await.unwrap();
-        cache.set_raw_async("gone", b"x", None).await.unwrap();
+        cache.set_raw_async(kept, b"old", None).await.unwrap();
+        cache.set_raw_async(gone, b"x", None).await.unwrap();
     });
     restart(false);
     rt.block_on(async {
-        cache.set_raw_async("kept", b"new", None).await.unwrap();
-        assert!(cache.delete_async("gone").await.unwrap());
+        cache.set_raw_async(kept, b"new", None).await.unwrap();
+        assert!(cache.delete_async(gone).await.unwrap());
         assert_eq!(
-            cache.get_raw_async("kept").await.unwrap().as_deref(),
+            cache.get_raw_async(kept).await.unwrap().as_deref(),
             Some(&b"new"[..])
         );
         let stats = cache.monitor().get_stats_async().await;
@@ -152,7 +160,7 @@ fn outage_then_replay(kind: &str, mut restart: impl FnMut(bool), host: String) {
     });
     restart(true);
     rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while cache.monitor().get_stats_async().await.consistency.replay_pending > 0 {
             if let Err(e) = cache.replay_now_async().await {
                 assert!(Instant::now() < deadline, "{kind}: L2 never took the replay: {e}");
@@ -161,33 +169,56 @@ fn outage_then_replay(kind: &str, mut restart: impl FnMut(bool), host: String) {
         }
     });
     assert_eq!(
-        in_l2(&cache, "kept").as_deref(),
+        in_l2(&cache, kept).as_deref(),
         Some(&b"new"[..]),
         "{kind}: replayed set"
     );
-    assert_eq!(in_l2(&cache, "gone"), None, "{kind}: replayed delete");
+    assert_eq!(in_l2(&cache, gone), None, "{kind}: replayed delete");
 }
 
 #[test]
 fn the_async_api_serves_from_l1_through_a_redis_outage_and_replays_after_it() {
     let mut redis = RedisServer::start();
-    let host = redis.addr();
-    outage_then_replay(
-        "redis",
-        |up| if up { redis.restart() } else { redis.kill() },
-        host,
-    );
+    let hosts = [redis.addr()];
+    outage_then_replay("redis", "", &hosts, ("kept", "gone"), |up| {
+        if up {
+            redis.restart()
+        } else {
+            redis.kill()
+        }
+    });
 }
 
 #[test]
 fn the_async_api_serves_from_l1_through_a_memcached_outage_and_replays_after_it() {
     let mut memcached = MemcachedServer::start();
-    let host = memcached.addr();
-    outage_then_replay(
-        "memcached",
-        |up| if up { memcached.restart() } else { memcached.kill() },
-        host,
-    );
+    let hosts = [memcached.addr()];
+    outage_then_replay("memcached", "", &hosts, ("kept", "gone"), |up| {
+        if up {
+            memcached.restart()
+        } else {
+            memcached.kill()
+        }
+    });
+}
+
+#[test]
+fn the_async_api_serves_from_l1_through_a_cluster_primary_outage_and_replays_after_it() {
+    let mut cluster = RedisCluster::start();
+    let hosts = cluster.addrs();
+    // A hash tag whose slot the killed primary (node 1) owns, so both keys live there.
+    let tag = (0..)
+        .map(|i| format!("{{t{i}}}"))
+        .find(|tag| cluster.node_of_slot(cluster.keyslot(&format!("async:kept{tag}"))) == 1)
+        .unwrap();
+    let (kept, gone) = (format!("kept{tag}"), format!("gone{tag}"));
+    outage_then_replay("redis", "cluster = true", &hosts, (&kept, &gone), |up| {
+        if up {
+            cluster.nodes[1].restart()
+        } else {
+            cluster.nodes[1].kill()
+        }
+    });
 }
 
 struct Shipped;
