@@ -58,6 +58,10 @@ use rand::{Rng, SeedableRng};
 use redb::{Database, ReadableDatabase, TableDefinition};
 use uno_cache::{Durability, FileStore, FileStoreOptions, RecoveryReport};
 
+#[path = "shared/stats.rs"]
+mod stats;
+use stats::median;
+
 #[path = "file_store/rss_reopen.rs"]
 mod rss_reopen;
 
@@ -166,16 +170,6 @@ impl Config {
             None => tempfile::Builder::new().prefix("uno-bench").tempdir()?,
         };
         Ok(dir)
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 

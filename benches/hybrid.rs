@@ -44,6 +44,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use uno_cache::{CacheConfig, CacheManager, Codec};
 
+#[path = "shared/stats.rs"]
+mod stats;
+use stats::median;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
     id: u64,
@@ -96,11 +100,6 @@ fn params() -> Params {
 
 fn only(part: &str) -> bool {
     std::env::var("UNO_BENCH_ONLY").map_or(true, |only| only == part)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -212,7 +211,7 @@ fn bench_memory_hit(p: &Params, rt: &tokio::runtime::Runtime) {
         before,
         "every timed read was a memory-tier hit"
     );
-    let (o, f) = (median(&mut a), median(&mut b));
+    let (o, f) = (median(&a), median(&b));
     println!(
         "bench: hybrid_memory_hit[{} keys, random] ours={o:.1} ns foyer={f:.1} ns ratio={:.2} (medians of {} alternating rounds)",
         p.memory_keys,
@@ -298,14 +297,14 @@ fn bench_insert(p: &Params, rt: &tokio::runtime::Runtime) {
         rt.block_on(theirs.close()).unwrap();
         bytes_foyer.push(allocated_bytes(foyer_dir.path()) as f64 / p.inserts as f64);
     }
-    let (o, f) = (median(&mut a), median(&mut b));
+    let (o, f) = (median(&a), median(&b));
     println!(
         "bench: hybrid_insert_acked[{} inserts] ours={o:.3e} ops/s foyer={f:.3e} ops/s ratio={:.2} (medians of {} alternating rounds)",
         p.inserts,
         o / f,
         a.len()
     );
-    let (o, f) = (median(&mut bytes_ours), median(&mut bytes_foyer));
+    let (o, f) = (median(&bytes_ours), median(&bytes_foyer));
     println!(
         "bench: hybrid_disk_bytes_per_entry[{} entries] ours={o:.1} B foyer={f:.1} B ratio={:.2}",
         p.inserts,

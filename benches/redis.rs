@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 
 use uno_cache::{DistributedStorage, NodeBreakers, RedisOptions, RedisStore, Storage};
 
+#[path = "shared/stats.rs"]
+mod stats;
+use stats::median;
+
 fn rate(ops: u64, took: Duration) -> f64 {
     ops as f64 / took.as_secs_f64()
 }
@@ -190,9 +194,9 @@ fn get_hit_async_x64(server: &support::RedisServer, ours: &RedisStore, quick: bo
     }
     println!(
         "bench: redis_get_hit_async_x64 ours={:.3e} ops/s redis-rs-multiplexed={:.3e} ops/s ratio={:.2} (medians of {rounds} alternating rounds; ratio = median of the per-round ratios)",
-        median(&mut ours_rates),
-        median(&mut peer_rates),
-        median(&mut ratios)
+        median(&ours_rates),
+        median(&peer_rates),
+        median(&ratios)
     );
 }
 
@@ -272,9 +276,4 @@ fn cluster_node_breakers(ops: u64) {
             median(ratio)
         );
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
