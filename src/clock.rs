@@ -32,8 +32,9 @@ impl Clock for SystemClock {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// An instant more than [`COARSE_SLACK_MS`] after the kernel's coarse clock has not come;
-    /// only nearer ones are checked against the exact clock. See [`coarse_ms`].
+    /// An instant more than a second after the kernel's coarse clock (`CLOCK_REALTIME_COARSE`,
+    /// on Linux) has not come; only nearer ones are checked against the exact clock, so the
+    /// answer is the exact clock's while a hit mostly skips reading the time-stamp counter.
     fn reached(&self, at_ms: u64) -> bool {
         if coarse_ms().is_some_and(|coarse| at_ms > coarse.saturating_add(COARSE_SLACK_MS)) {
             return false;
