@@ -12,6 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// Whether the instant `at_ms` (Unix ms) has come: `at_ms <= self.now_ms()`. The expiry
+    /// check of every hit asks this; a clock may answer it more cheaply than by reading the
+    /// time exactly ([`SystemClock`] does), but must give the same answer.
+    fn reached(&self, at_ms: u64) -> bool {
+        at_ms <= self.now_ms()
+    }
 }
 
 /// The system clock.
@@ -24,6 +31,52 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
+
+    /// An instant more than a second after the kernel's coarse clock (`CLOCK_REALTIME_COARSE`,
+    /// on Linux) has not come; only nearer ones are checked against the exact clock, so the
+    /// answer is the exact clock's while a hit mostly skips reading the time-stamp counter.
+    fn reached(&self, at_ms: u64) -> bool {
+        if coarse_ms().is_some_and(|coarse| at_ms > coarse.saturating_add(COARSE_SLACK_MS)) {
+            return false;
+        }
+        at_ms <= self.now_ms()
+    }
+}
+
+/// How far behind the exact clock the coarse one may be for [`SystemClock::reached`] to trust it.
+/// The coarse clock is the exact one as of the kernel's last timer tick (1 to 10 ms ago: its
+/// resolution); a lag of a second would mean the kernel's timekeeping had stalled.
+pub(crate) const COARSE_SLACK_MS: u64 = 1000;
+
+/// `CLOCK_REALTIME_COARSE` in Unix ms, where the kernel has it with a resolution finer than a
+/// tenth of [`COARSE_SLACK_MS`]; `None` elsewhere.
+///
+/// Why: the exact clock reads the CPU's time-stamp counter, which costs a memory-tier hit about
+/// 40 % on a VM (`memory_tier_hit` in `benches/manager.rs`: it stalls the loads of the next
+/// lookups, not just its own 40 ns), while the coarse clock is a read of memory the kernel
+/// updates at every tick. The coarse clock never runs ahead of the exact one, and a step of the
+/// wall clock moves both.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn coarse_ms() -> Option<u64> {
+    use rustix::time::{clock_getres, clock_gettime, ClockId, Timespec};
+    fn ms(t: Timespec) -> Option<u64> {
+        let secs = u64::try_from(t.tv_sec).ok()?;
+        let ms = u64::try_from(t.tv_nsec).ok()? / 1_000_000;
+        secs.checked_mul(1000)?.checked_add(ms)
+    }
+    static FINE_ENOUGH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let fine = *FINE_ENOUGH.get_or_init(|| {
+        ms(clock_getres(ClockId::RealtimeCoarse)).is_some_and(|res| res <= COARSE_SLACK_MS / 10)
+    });
+    if !fine {
+        return None;
+    }
+    ms(clock_gettime(ClockId::RealtimeCoarse))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn coarse_ms() -> Option<u64> {
+    None
 }
 
 /// Milliseconds of a monotonic clock (since the first reading in this process), for durations
@@ -97,4 +150,39 @@ pub(crate) fn system_time_to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| {
         u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_clock_says_an_instant_came_exactly_when_its_time_says_so() {
+        let clock = SystemClock;
+        let now = clock.now_ms();
+        for at in [0, now.saturating_sub(5000), now.saturating_sub(1), now] {
+            assert!(clock.reached(at), "{at} is past at {now}");
+        }
+        for at in [now + 5, now + 999, now + 1001, now + 60_000, u64::MAX] {
+            // Well inside the test's own run time: each of these is still ahead.
+            assert!(
+                !clock.reached(at) || clock.now_ms() >= at,
+                "{at} is ahead at {now}"
+            );
+        }
+        assert!(!clock.reached(now + 60_000));
+        assert!(!clock.reached(u64::MAX));
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn the_coarse_clock_is_behind_the_exact_one_by_less_than_the_slack() {
+        let coarse = coarse_ms().unwrap_or(0);
+        let exact = SystemClock.now_ms();
+        assert!(coarse <= exact, "coarse {coarse} is ahead of exact {exact}");
+        assert!(
+            exact - coarse < COARSE_SLACK_MS,
+            "coarse {coarse} lags exact {exact}"
+        );
+    }
 }

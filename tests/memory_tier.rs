@@ -77,8 +77,9 @@ fn latencies_are_reported_per_tier_and_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
     cache.set("u", &ada(36), None).unwrap();
-    // Calls are timed one in 16 per thread: 64 memory-tier hits, then 64 file-tier reads (raw
-    // reads skip the memory tier), give each histogram samples.
+    // Typed reads are timed one in 64 per thread and L1 calls one in 16, the first of each
+    // thread included: 64 memory-tier hits, then 64 file-tier reads (raw reads skip the memory
+    // tier), give each histogram samples.
     for _ in 0..64 {
         assert!(cache.get::<User>("u").unwrap().is_some());
     }

@@ -18,27 +18,86 @@
 //! and a plain quick_cache hit of the same value (`memory_tier_hit` in `benches/manager.rs`).
 
 use std::any::{Any, TypeId};
+use std::cell::Cell;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use quick_cache::sync::Cache;
+use quick_cache::Equivalent;
 
 use crate::clock::Clock;
 
 /// How many value types the tier keeps caches for.
 pub const MAX_TYPES: usize = 8;
 
-/// A decoded value and its absolute expiry (Unix ms; 0 = never). `None`: the key was written
-/// or deleted below since; the slot keeps the key's place (and how hot it is) in the cache, so
-/// that the value read back after a write goes where the old one was rather than in among
-/// keys never seen before, which a hot key that is written now and then would otherwise pay
-/// for with a miss each time it fell out (`manager_zipf099_90_10_vs_hand_made` in
-/// `benches/manager_redis.rs`).
-#[derive(Clone)]
-struct Slot<V> {
-    value: Option<V>,
+/// A key of the tier and the absolute expiry (Unix ms; 0 = never) of the value kept under it.
+/// The expiry rides in the key rather than beside the value so that an entry is the size of a
+/// plain quick_cache entry of `V` (`Option<V>` of a struct with a `String`, `Vec`, `Box` or `Arc`
+/// is the size of `V`): 8 more bytes per entry cost a hit about 15 % on 100 000 random keys
+/// (`memory_tier_hit` in `benches/manager.rs`). Equality and hash are the key's alone; a
+/// [`Probe`] reads the expiry of the entry it matched. quick_cache replaces the stored key with
+/// the value on an insert over an existing key, so a value kept again takes its new expiry.
+struct HotKey {
+    key: Box<str>,
     expires_at_ms: u64,
 }
+
+impl PartialEq for HotKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for HotKey {}
+
+impl Hash for HotKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As a `Probe` hashes: the same `str`.
+        self.key.hash(state);
+    }
+}
+
+/// A lookup of `key` that keeps the expiry of the entry it matched (0 if none): quick_cache
+/// compares it with the stored key under the shard's lock, so the expiry is that of the value
+/// the same lookup hands out.
+struct Probe<'a> {
+    key: &'a str,
+    expires_at_ms: Cell<u64>,
+}
+
+impl<'a> Probe<'a> {
+    fn new(key: &'a str) -> Self {
+        Probe {
+            key,
+            expires_at_ms: Cell::new(0),
+        }
+    }
+}
+
+impl Hash for Probe<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl Equivalent<HotKey> for Probe<'_> {
+    fn equivalent(&self, stored: &HotKey) -> bool {
+        if *stored.key == *self.key {
+            self.expires_at_ms.set(stored.expires_at_ms);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A kept value; `None`: the key was written or deleted below since. The empty entry keeps the
+/// key's place (and how hot it is) in the cache, so that the value read back after a write goes
+/// where the old one was rather than in among keys never seen before, which a hot key that is
+/// written now and then would otherwise pay for with a miss each time it fell out
+/// (`manager_zipf099_90_10_vs_hand_made` in `benches/manager_redis.rs`).
+type Slot<V> = Option<V>;
 
 /// What the tier needs of a cache without knowing its value type.
 trait Erased: Send + Sync {
@@ -49,18 +108,18 @@ trait Erased: Send + Sync {
     fn as_any(&self) -> &dyn Any;
 }
 
-struct Typed<V>(Cache<String, Slot<V>>);
+struct Typed<V>(Cache<HotKey, Slot<V>>);
 
 impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
     fn forget(&self, key: &str) {
-        if self.0.contains_key(key) {
-            let gone = Slot {
-                value: None,
+        if self.0.contains_key(&Probe::new(key)) {
+            let gone = HotKey {
+                key: key.into(),
                 expires_at_ms: 0,
             };
             // `soft`: the write does not make the key hotter; a miss of a key no longer
             // present is right as it is.
-            let _ = self.0.replace(key.to_owned(), gone, true);
+            let _ = self.0.replace(gone, None, true);
         }
     }
     fn clear(&self) {
@@ -106,7 +165,7 @@ impl HotTier {
     }
 
     /// The cache of values of type `V`, if the tier has one.
-    fn typed<V: Clone + Send + Sync + 'static>(&self) -> Option<&Cache<String, Slot<V>>> {
+    fn typed<V: Clone + Send + Sync + 'static>(&self) -> Option<&Cache<HotKey, Slot<V>>> {
         let id = TypeId::of::<V>();
         for slot in &self.types {
             let (slot_id, cache) = slot.get()?;
@@ -118,7 +177,7 @@ impl HotTier {
     }
 
     /// The cache of values of type `V`, made if there is a free slot.
-    fn typed_or_new<V: Clone + Send + Sync + 'static>(&self) -> Option<&Cache<String, Slot<V>>> {
+    fn typed_or_new<V: Clone + Send + Sync + 'static>(&self) -> Option<&Cache<HotKey, Slot<V>>> {
         let id = TypeId::of::<V>();
         for slot in &self.types {
             let (slot_id, cache) = slot.get_or_init(|| {
@@ -135,12 +194,14 @@ impl HotTier {
     /// The value of `key` if the tier holds one of type `V` that has not expired.
     pub fn get<V: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<V> {
         let cache = self.typed::<V>()?;
-        let slot = cache.get(key)?;
-        if slot.expires_at_ms != 0 && slot.expires_at_ms <= self.clock.now_ms() {
-            cache.remove(key);
+        let probe = Probe::new(key);
+        let slot = cache.get(&probe)?;
+        let expires_at_ms = probe.expires_at_ms.get();
+        if expires_at_ms != 0 && self.clock.reached(expires_at_ms) {
+            cache.remove(&probe);
             return None;
         }
-        slot.value
+        slot
     }
 
     /// Keeps `value` for `key` until `expires_at_ms` (Unix ms; 0 = never). Call only under the
@@ -148,11 +209,11 @@ impl HotTier {
     pub fn insert<V: Clone + Send + Sync + 'static>(&self, key: &str, value: V, expires_at_ms: u64) {
         if let Some(cache) = self.typed_or_new::<V>() {
             cache.insert(
-                key.to_owned(),
-                Slot {
-                    value: Some(value),
+                HotKey {
+                    key: key.into(),
                     expires_at_ms,
                 },
+                Some(value),
             );
         }
     }
@@ -265,6 +326,29 @@ mod tests {
         clock.advance(std::time::Duration::from_millis(500));
         assert_eq!(tier.get::<u32>("k"), None);
         assert!(tier.is_empty());
+    }
+
+    #[test]
+    fn a_value_kept_again_takes_its_new_expiry() {
+        let clock = ManualClock::new(1000);
+        let tier = HotTier::new(10, Arc::new(clock.clone()));
+        tier.insert("k", 1u32, 1500);
+        tier.insert("k", 2u32, 0);
+        clock.advance(std::time::Duration::from_millis(1000));
+        assert_eq!(tier.get::<u32>("k"), Some(2), "the second value never expires");
+        tier.insert("k", 3u32, 2500);
+        assert_eq!(tier.get::<u32>("k"), Some(3));
+        clock.advance(std::time::Duration::from_millis(500));
+        assert_eq!(tier.get::<u32>("k"), None, "the third value's expiry is its own");
+        tier.insert("k", 4u32, 4000);
+        tier.remove("k");
+        tier.insert("k", 5u32, 0);
+        clock.advance(std::time::Duration::from_millis(5000));
+        assert_eq!(
+            tier.get::<u32>("k"),
+            Some(5),
+            "a forgotten key's expiry is not kept either"
+        );
     }
 
     #[test]
