@@ -177,7 +177,11 @@ mod tests {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     #[test]
     fn the_coarse_clock_is_behind_the_exact_one_by_less_than_the_slack() {
-        let coarse = coarse_ms().unwrap_or(0);
+        // `None` only on a kernel whose coarse clock ticks slower than a tenth of the slack:
+        // `reached` then always reads the exact clock, which the test above covers.
+        let Some(coarse) = coarse_ms() else {
+            return;
+        };
         let exact = SystemClock.now_ms();
         assert!(coarse <= exact, "coarse {coarse} is ahead of exact {exact}");
         assert!(
