@@ -43,6 +43,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use uno_cache::{CacheConfig, CacheManager, InProcess, LocalKind, MemoryStore, Storage};
 
+#[path = "shared/stats.rs"]
+mod stats;
+use stats::median;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
     id: u64,
@@ -104,12 +108,7 @@ fn compare(trials: u32, ops: u64, mut ours: impl FnMut(), mut theirs: impl FnMut
         a.push(time(&mut ours));
         b.push(time(&mut theirs));
     }
-    (median(&mut a), median(&mut b))
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    (median(&a), median(&b))
 }
 
 fn print_time(name: &str, ours: f64, moka: f64) {
