@@ -526,7 +526,9 @@ pub struct OverallStats {
     pub misses: u64,
     /// L2 hits copied into L1.
     pub backfills: u64,
-    /// L2 hits not copied into L1 because a write or delete of the key raced the read.
+    /// L2 hits not copied into L1: a write or delete of the key raced the read, the backfill
+    /// queue was full, or L1's admission policy refused the fill (the file tier, when it is
+    /// full and the key is read no more often than what it would push out).
     pub backfills_skipped: u64,
     /// Loader calls made by `get_or_set_with`.
     pub loads: u64,

@@ -167,6 +167,13 @@ pub trait LocalStorage: Storage {
     /// invalidation then drops just those); `None` means the level cannot, and the caller
     /// clears it instead.
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>>;
+
+    /// Writes values copied in after a miss (backfills from L2), each with its own TTL, except
+    /// those the level's admission policy refuses; returns how many it wrote. A fill is an
+    /// optimisation, so leaving one out is always correct: the next read of the key misses and
+    /// asks L2 again. A user's write never goes through here. A level without an admission
+    /// policy writes them all, as [`set_each`](Storage::set_each) does.
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize>;
 }
 
 /// The async forms of the core, for a level on the network: the manager's L2 (Redis,

@@ -3,7 +3,8 @@
 //! `tests/traces/README.md`), loops over twice and five times more keys than fit and a loop mixed
 //! with a hot set, a one-pass scan mixed into a hot set, and zipf with its one-hit wonders, each
 //! against `quick_cache` and LRU at the same capacity. Every cache is demand-filled (a miss
-//! inserts the key). The full table, with moka and more patterns:
+//! inserts the key; in the file tier the insert is a fill, which its admission check may
+//! refuse). The full table, with moka and more patterns:
 //! `cargo run --release --example hit_ratios`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -48,7 +49,7 @@ fn web12_slice_file_and_memory_tiers_hold_their_hit_ratios() {
     for (pct, file_pinned) in [(10, FILE_WEB12_10), (25, FILE_WEB12_25)] {
         let name = format!("web12 slice at {pct}%");
         let row = run(&name, &trace, keys * pct / 100);
-        assert_near(&name, "file tier", row.file, file_pinned, 1.5);
+        assert_near(&name, "file tier", row.file, file_pinned, 2.0);
         assert!(
             row.file >= row.quick_cache - 2.0 && row.file >= row.lru - 2.0,
             "{name}: file tier {:.2}% more than 2 points below quick_cache {:.2}% or LRU {:.2}%",
@@ -66,9 +67,26 @@ fn a_loop_over_twice_the_capacity_keeps_a_fixed_part_in_both_tiers() {
     let row = run("loop 2000", &trace, 1_000);
     // LRU hits nothing: every key is evicted just before it comes back.
     assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
-    assert_near("loop 2000", "file tier", row.file, FILE_LOOP, 2.0);
+    // From below only: with admission the figure depends on the hash seed (see the pins).
     assert!(row.file >= FILE_LOOP_FLOOR, "file tier {:.2}%", row.file);
     assert_memory_tier_matches_quick_cache("loop 2000", &row);
+}
+
+#[test]
+fn fills_refused_by_admission_keep_most_of_a_loop_over_four_thirds_of_the_capacity() {
+    // Every key of the loop comes back after 2000 accesses, when 1500 fit: each fill that would
+    // evict an entry read as often as itself is refused, so the log stops turning and the
+    // entries it holds are read on every pass. Writing every fill got 50%.
+    let trace = loop_pattern(2_000, 8);
+    let row = run("loop 2000 in 1500", &trace, 1_500);
+    assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
+    assert!(row.file >= FILE_LOOP_4_3_FLOOR, "file tier {:.2}%", row.file);
+    assert!(
+        row.file >= row.quick_cache + 3.0,
+        "file tier {:.2}% vs quick_cache {:.2}%",
+        row.file,
+        row.quick_cache
+    );
 }
 
 #[test]
@@ -134,19 +152,26 @@ fn zipf_with_one_hit_wonders_keeps_the_file_tier_near_quick_cache() {
 // policy of `src/local/file/policy.rs` (half a segment of copies, one read bit): web12 57.92 and
 // 66.21, loop 22.65, scan 26.25. Before the fillers (unread probationary entries kept in spare
 // copy room): loop 29.41; loop over 5x about 5 and the loop with a hot set about 35 (the
-// `hit_ratios` example's longer versions of these two traces).
-/// quick_cache: 58.2 and 66.6; LRU: 56.3 and 65.8.
-const FILE_WEB12_10: f64 = 59.25;
-const FILE_WEB12_25: f64 = 67.09;
+// `hit_ratios` example's longer versions of these two traces). Before fills were checked for
+// admission (`src/local/file/admission.rs`): web12 59.25 and 67.09, loop 31.89, loop over 4/3
+// of the capacity 50.1, loop with a hot set 37.6. With it some figures depend a little on the
+// per-process hash seed (its sketch's collisions): over runs, the loop over twice the capacity
+// 40.7 to 41.3, over 4/3 of it 62.2 to 62.9, with a hot set 39.1 to 40.0, web12 at 10% 57.75 to
+// 57.99; the loops are checked from below.
+/// quick_cache: 58.3 and 66.6; LRU: 56.3 and 65.8.
+const FILE_WEB12_10: f64 = 57.85;
+const FILE_WEB12_25: f64 = 66.50;
 /// quick_cache: 42.7; LRU: 0. The file tier keeps at most three quarters of its capacity across
-/// an eviction, so a loop over twice the capacity is bound to about 3/4 of quick_cache's share.
-const FILE_LOOP: f64 = 31.89;
-const FILE_LOOP_FLOOR: f64 = 30.0;
+/// an eviction, so a loop over twice the capacity is bound to about 3/4 of quick_cache's share
+/// if every miss is written; refused fills get it further.
+const FILE_LOOP_FLOOR: f64 = 38.5;
+/// quick_cache: about 54; LRU: 0.
+const FILE_LOOP_4_3_FLOOR: f64 = 60.0;
 /// quick_cache: 15.6; LRU: 0.
 const FILE_LOOP_5X: f64 = 11.16;
 const FILE_LOOP_5X_FLOOR: f64 = 9.0;
 /// quick_cache: 42.9; LRU: 20.7.
-const FILE_LOOP_MIX: f64 = 37.60;
+const FILE_LOOP_MIX: f64 = 39.60;
 /// quick_cache: 29.0; LRU: 17.1.
 const FILE_SCAN: f64 = 30.45;
 /// quick_cache: 64.0; LRU: 56.6.

@@ -120,6 +120,9 @@ impl<L: LocalStorage> LocalStorage for DropsDeletes<L> {
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         self.inner.keys_with_prefix(prefix)
     }
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        self.inner.fill_each(items)
+    }
 }
 
 impl<L: DistributedStorage> DistributedStorage for DropsDeletes<L> {

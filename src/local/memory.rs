@@ -377,6 +377,13 @@ impl LocalStorage for MemoryStore {
     fn keys_with_prefix(&self, _prefix: &str) -> Result<Option<Vec<String>>> {
         Ok(None)
     }
+
+    /// Every fill is written: quick_cache's own policy decides at insert what stays, so
+    /// there is nothing to refuse up front.
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        self.set_each(items)?;
+        Ok(items.len())
+    }
 }
 
 #[cfg(test)]

@@ -613,6 +613,13 @@ impl Storage for RedbStore {
 }
 
 impl LocalStorage for RedbStore {
+    /// Every fill is written: the store has no admission policy (its size bound evicts the
+    /// way `set` does).
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        self.set_each(items)?;
+        Ok(items.len())
+    }
+
     /// Expired entries are not kept: fail-safe has no stale copy to serve from this level.
     fn get_stale(&self, _key: &str) -> Result<Option<Entry>> {
         Ok(None)

@@ -143,4 +143,10 @@ impl LocalStorage for Tiered {
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         self.base.keys_with_prefix(prefix)
     }
+
+    /// A change like any write: the keys leave the hot tier around it, whether the level below
+    /// admits them or not.
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        self.changing(items.iter().map(|(k, _, _)| *k), || self.base.fill_each(items))
+    }
 }

@@ -422,21 +422,23 @@ impl Shared {
         Some(None)
     }
 
-    /// Copies an L2 hit into L1, unless a write raced it. Never fails the read.
+    /// Copies an L2 hit into L1, unless a write raced it or L1's admission policy refuses it
+    /// (a fill, see [`LocalStorage::fill_each`]). Never fails the read.
     fn backfill(&self, key: &str, ticket: Ticket, entry: &Entry) {
         let Some(ttl) = self.backfill_ttl(entry) else {
             return;
         };
-        let mut result = Ok(());
+        let mut result = Ok(0);
         let ran = self.guard.backfill_if_current(ticket, || {
-            result = self.l1.set(key, &entry.value, Some(ttl));
+            result = self.l1.fill_each(&[(key, &entry.value, Some(ttl))]);
         });
         if !ran {
             self.metrics.backfills_skipped.incr();
             return;
         }
         match result {
-            Ok(()) => {
+            Ok(0) => self.metrics.backfills_skipped.incr(),
+            Ok(_) => {
                 self.metrics.local.sets.incr();
                 self.metrics.backfills.incr();
             }
@@ -689,18 +691,18 @@ impl Shared {
                 .filter(|(_, current)| **current)
                 .map(|((key, value, ttl, _), _)| (key, value, Some(ttl)))
                 .collect();
-            written = items.len() as u64;
             if items.is_empty() {
                 return;
             }
-            result = self.l1.set_each(&items);
+            // Fills: L1 may leave out those its admission policy refuses.
+            result = self.l1.fill_each(&items).map(|n| written = n as u64);
             if matches!(&result, Err(e) if e.is_bad_input()) {
                 // One entry L1 cannot take (a value larger than a segment, say) must not keep
                 // the others out: write them one by one.
                 written = 0;
-                for (key, value, ttl) in &items {
-                    match self.l1.set(key, value, *ttl) {
-                        Ok(()) => written += 1,
+                for item in &items {
+                    match self.l1.fill_each(std::slice::from_ref(item)) {
+                        Ok(n) => written += n as u64,
                         Err(e) => result = Err(e),
                     }
                 }

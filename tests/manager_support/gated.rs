@@ -187,6 +187,11 @@ impl<L: LocalStorage + ?Sized> LocalStorage for GatedStore<L> {
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         self.inner.keys_with_prefix(prefix)
     }
+
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();
+        self.around("fill_each", &keys, || self.inner.fill_each(items))
+    }
 }
 
 impl<L: DistributedStorage + ?Sized> DistributedStorage for GatedStore<L> {

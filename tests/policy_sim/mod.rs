@@ -1,6 +1,7 @@
 //! Hit-ratio simulation shared by `tests/hit_ratio.rs` and `examples/hit_ratios.rs`: access
 //! patterns (a real trace slice, loops, scans, zipf), and the caches compared on them, all
-//! demand-filled (a miss inserts the key).
+//! demand-filled (a miss inserts the key; the file tier's miss is a fill, which its admission
+//! policy may refuse).
 //!
 //! The trace slice is cache2k web12 (Copyright headissue GmbH, Jens Wilke; CC BY 4.0): see
 //! `tests/traces/README.md` and `tests/traces/cache2k_LICENSE.txt`.
@@ -355,8 +356,10 @@ impl Policy for FileTier {
         if self.store.get(&name).unwrap().is_some() {
             return true;
         }
-        self.store.set(&name, &self.value, None).unwrap();
-        self.inserts += 1;
+        // A read-through cache's miss is a fill: the store may refuse it (see `admission`).
+        if self.store.fill(&name, &self.value, None).unwrap() {
+            self.inserts += 1;
+        }
         false
     }
 }

@@ -83,6 +83,9 @@ impl Inner {
         if touch && !self.looked_up.load(Ordering::Relaxed) {
             self.looked_up.store(true, Ordering::Relaxed);
         }
+        if touch {
+            self.sketch.increment(hash);
+        }
         let (found, loc) = self.probe(key, hash, touch, lapsed_too, take)?;
         match found {
             Found::Hit(hit) => return Some(hit),

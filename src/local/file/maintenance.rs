@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::admission::{self, Victim};
 use super::format::{self, Kind};
 use super::index::Loc;
 use super::policy::{self, Standing};
@@ -62,6 +63,103 @@ impl Inner {
     /// under the writer lock, before the new entry replaces the old one.
     pub(super) fn admit_protected(&self, w: &Writer, hash: u64) -> bool {
         w.ghosts.contains(hash) || self.index.get(&hash).is_some_and(|e| e.protected())
+    }
+
+    /// Whether a fill of `hash`, which would make the store evict, is admitted (see
+    /// `admission`): yes if the next victim is an unread probationary entry, else only if the
+    /// key was read more often lately than the victim's, by more than [`admission::MARGIN`].
+    /// Under the writer lock.
+    pub(super) fn admits(&self, w: &mut Writer, hash: u64) -> bool {
+        if !self.sketch.started() || self.index.len() > self.sketch.entries() {
+            // The first time the store is full, or it now holds more entries than the sketch
+            // was sized for (smaller values): counts start over, at the size the store holds.
+            self.sketch.start(self.index.len());
+        }
+        let mut rebuilt = false;
+        loop {
+            let Some(seg) = self.oldest_sealed(w) else {
+                return true;
+            };
+            let stale = w.victims.segment != Some(seg.id) || w.victims.next >= w.victims.list.len();
+            if stale {
+                if rebuilt {
+                    // Nothing live would be dropped: the eviction frees dead bytes only.
+                    return true;
+                }
+                self.build_victims(w, &seg);
+                rebuilt = true;
+            }
+            while let Some(&victim) = w.victims.list.get(w.victims.next) {
+                // Still there, and not read since the list was built (then it is kept).
+                let standing = self
+                    .index
+                    .get(&victim.hash)
+                    .filter(|e| e.loc == victim.loc && e.freq() <= victim.freq)
+                    .map(|e| Standing::of(&e));
+                let Some(standing) = standing else {
+                    w.victims.next += 1;
+                    continue;
+                };
+                let admit = (standing.freq == 0 && !standing.protected)
+                    || self.sketch.frequency(hash) > self.sketch.frequency(victim.hash) + admission::MARGIN;
+                if admit {
+                    // The fill takes this victim's place; the next fill faces the next one.
+                    w.victims.next += 1;
+                }
+                return admit;
+            }
+        }
+    }
+
+    /// Lists, in log order, the live entries of `seg` that an eviction would drop now: those
+    /// `policy` does not keep.
+    fn build_victims(&self, w: &mut Writer, seg: &Segment) {
+        w.victims.segment = Some(seg.id);
+        w.victims.list.clear();
+        w.victims.next = 0;
+        let Some(base) = self.slots.find(seg.id) else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        let scan = seg.scan_data();
+        let live: Vec<Option<(u64, Loc, Standing)>> = scan
+            .records
+            .iter()
+            .map(|rec| {
+                let expires = rec.record.expires_at_ms;
+                if rec.record.kind != Kind::Value || (expires != 0 && now >= expires) {
+                    return None;
+                }
+                let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
+                match self.index.get(&hash) {
+                    Some(e) if e.loc == loc => Some((hash, loc, Standing::of(&e))),
+                    _ => None,
+                }
+            })
+            .collect();
+        // As the eviction ranks them, the store being read (a fill follows a read).
+        let ranks: Vec<u8> = live
+            .iter()
+            .map(|l| l.map_or(0, |(_, _, s)| s.rank(true)))
+            .collect();
+        let lens: Vec<u64> = scan.records.iter().map(|rec| u64::from(rec.len)).collect();
+        let choice = policy::choose(
+            &ranks,
+            &lens,
+            policy::copy_limit(seg.data_bytes()),
+            policy::filler_limit(seg.data_bytes()),
+        );
+        w.victims.list = live
+            .iter()
+            .zip(&choice.keep)
+            .filter(|(_, &kept)| !kept)
+            .filter_map(|(l, _)| *l)
+            .map(|(hash, loc, s)| Victim {
+                hash,
+                loc,
+                freq: s.freq,
+            })
+            .collect();
     }
 
     fn oldest_sealed(&self, w: &Writer) -> Option<Arc<Segment>> {

@@ -20,9 +20,11 @@
 //! | `maintenance` | size-bound eviction, TTL sweep, segment rewriting           |
 //! | `policy`      | which entries the size bound keeps (scan resistance)        |
 //! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
+//! | `admission`   | whether a fill is worth its room in a full store            |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
 //! | `worker`      | background flusher and compactor threads                    |
 
+mod admission;
 mod dir;
 pub(crate) mod format;
 mod ghost;
@@ -162,6 +164,8 @@ pub(crate) struct Inner {
     /// Set by lookups, cleared by each eviction: whether the store is being read, which decides
     /// if unread protected entries are worth copying (see `maintenance`).
     looked_up: AtomicBool,
+    /// Reads per key hash lately, for the admission of fills (see `admission`).
+    sketch: admission::Sketch,
     /// Set by the first failed write or fsync; writes are refused from then on.
     latch: WriteLatch,
     disk_bytes: AtomicU64,
@@ -184,6 +188,18 @@ trait ValueItem {
     fn key(&self) -> &str;
     fn value(&self) -> &[u8];
     fn ttl(&self, batch: Option<Duration>) -> Option<Duration>;
+}
+
+impl<T: ValueItem> ValueItem for &T {
+    fn key(&self) -> &str {
+        (**self).key()
+    }
+    fn value(&self) -> &[u8] {
+        (**self).value()
+    }
+    fn ttl(&self, batch: Option<Duration>) -> Option<Duration> {
+        (**self).ttl(batch)
+    }
 }
 
 impl ValueItem for (&str, &[u8]) {
@@ -231,6 +247,8 @@ struct Writer {
     unsynced: Vec<Sealed>,
     /// Keys evicted lately without having been read (see `maintenance`).
     ghosts: Ghosts,
+    /// What the next eviction would drop, for the admission of fills (see `admission`).
+    victims: admission::Victims,
 }
 
 /// Bytes a record's entry adds to its segment's hint file.
@@ -298,11 +316,13 @@ impl FileStore {
                 buf: Vec::new(),
                 unsynced: Vec::new(),
                 ghosts: Ghosts::default(),
+                victims: admission::Victims::default(),
             }),
             sync_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),
             dirty: AtomicBool::new(false),
             looked_up: AtomicBool::new(false),
+            sketch: admission::Sketch::default(),
             latch: WriteLatch::new("file store"),
             disk_bytes: AtomicU64::new(disk_bytes),
             live_bytes: AtomicU64::new(live_bytes),
@@ -438,6 +458,27 @@ impl FileStore {
     /// [`Error::Io`] if this write fails (later writes are then refused).
     pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.inner.set_many(&[(key, value)], ttl)
+    }
+
+    /// Writes a value copied in after a miss (a fill: a read-through cache's backfill), unless
+    /// the write would make the store evict and the key was read no more often lately than
+    /// what the eviction would drop (see the file tier's admission policy in the README).
+    /// Returns whether it was written. For values the caller must find again, use
+    /// [`set`](FileStore::set): a set is always written.
+    ///
+    /// # Errors
+    /// As [`FileStore::set`].
+    pub fn fill(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        Ok(self.inner.fill_many(&[(key, value)], ttl)? == 1)
+    }
+
+    /// [`fill`](FileStore::fill) for several values, each with its own TTL, under one lock
+    /// acquisition. Returns how many were written.
+    ///
+    /// # Errors
+    /// As [`FileStore::set`]; one bad item writes nothing.
+    pub fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        self.inner.fill_many(items, None)
     }
 
     /// Writes several values under one lock acquisition (and one fsync with
@@ -672,5 +713,10 @@ impl LocalStorage for FileStore {
     fn confirm(&self, key: &str) -> Result<()> {
         FileStore::confirm(self, key);
         Ok(())
+    }
+
+    /// Through the admission check of [`FileStore::fill_each`].
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        FileStore::fill_each(self, items)
     }
 }

@@ -52,19 +52,54 @@ impl Inner {
             self.check_value_len(key, value.len())?;
         }
         self.check_writable()?;
+        let mut w = self.writer.lock();
+        self.write_locked(&mut w, items, ttl)
+    }
+
+    /// [`set_many`](Self::set_many) for fills: the items the admission check refuses (see
+    /// `admission`) are left out, the others written as `set_many` writes them. Returns how
+    /// many were written.
+    pub(super) fn fill_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<usize> {
+        for item in items {
+            let (key, value) = (item.key(), item.value());
+            check_write(key, item.ttl(ttl))?;
+            self.check_value_len(key, value.len())?;
+        }
+        self.check_writable()?;
+        let mut w = self.writer.lock();
+        // Only a fill that makes the store evict is checked: one that fits in free room costs
+        // nothing. (In a batch, the bytes of the fills admitted before it count as written.)
+        let mut pending = self.disk_bytes.load(Ordering::Relaxed);
+        let admitted: Vec<&I> = items
+            .iter()
+            .filter(|item| {
+                let len = format::stored_len(item.key().len(), item.value().len());
+                let admit =
+                    pending + len <= self.max_bytes || self.admits(&mut w, self.hasher.hash(item.key()));
+                if admit {
+                    pending += len;
+                }
+                admit
+            })
+            .collect();
+        self.write_locked(&mut w, &admitted, ttl)?;
+        Ok(admitted.len())
+    }
+
+    /// Appends `items` under the writer lock, evicting and rolling as needed.
+    fn write_locked<I: ValueItem>(&self, w: &mut Writer, items: &[I], ttl: Option<Duration>) -> Result<()> {
         let now = self.clock.now_ms();
         let expires = |item: &I| item.ttl(ttl).map_or(0, |t| clock::expiry_ms(now, t));
         let record_len = |item: &I| format::record_len(item.key().len(), item.value().len()) as u64;
         let stored_len = |item: &I| format::stored_len(item.key().len(), item.value().len());
-        let mut w = self.writer.lock();
         let mut rest = items;
         while let Some(first) = rest.first() {
             // Space first: eviction may append second-chance copies, so it runs before this
             // batch's records are laid out.
             let wanted = rest.iter().map(stored_len).sum::<u64>().min(self.segment_size);
-            self.ensure_space(&mut w, wanted)?;
+            self.ensure_space(w, wanted)?;
             if w.offset + record_len(first) > self.segment_size {
-                self.roll(&mut w)?;
+                self.roll(w)?;
             }
             // The longest run of records that fits in the active segment (at least the first:
             // every value was checked to fit in an empty segment).
@@ -79,10 +114,10 @@ impl Inner {
                 .count()
                 .max(1);
             let (chunk, tail) = rest.split_at(fits.min(rest.len()));
-            self.append_values(&mut w, chunk, expires)?;
+            self.append_values(w, chunk, expires)?;
             rest = tail;
         }
-        self.sync_if_every_write(&w)
+        self.sync_if_every_write(w)
     }
 
     /// Appends value records with one `pwrite`, then publishes them in the index. The caller
@@ -420,6 +455,8 @@ impl Inner {
         self.write_meta_making_room(&mut w, &meta)?;
         self.index.clear();
         w.ghosts.clear();
+        w.victims.clear();
+        self.sketch.clear();
         self.live_bytes.store(0, Ordering::Relaxed);
         // Every segment goes, the active one too; the next write starts a new one.
         w.active = None;
