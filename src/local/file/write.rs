@@ -45,13 +45,19 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn set_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<()> {
+    /// Refuses the batch, before anything is written, if a key, TTL or value is invalid or the
+    /// store takes no writes.
+    fn check_batch<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<()> {
         for item in items {
             let (key, value) = (item.key(), item.value());
             check_write(key, item.ttl(ttl))?;
             self.check_value_len(key, value.len())?;
         }
-        self.check_writable()?;
+        self.check_writable()
+    }
+
+    pub(super) fn set_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<()> {
+        self.check_batch(items, ttl)?;
         let mut w = self.writer.lock();
         self.write_locked(&mut w, items, ttl)
     }
@@ -60,12 +66,7 @@ impl Inner {
     /// `admission`) are left out, the others written as `set_many` writes them. Returns how
     /// many were written.
     pub(super) fn fill_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<usize> {
-        for item in items {
-            let (key, value) = (item.key(), item.value());
-            check_write(key, item.ttl(ttl))?;
-            self.check_value_len(key, value.len())?;
-        }
-        self.check_writable()?;
+        self.check_batch(items, ttl)?;
         let mut w = self.writer.lock();
         // Only a fill that makes the store evict is checked: one that fits in free room costs
         // nothing. (In a batch, the bytes of the fills admitted before it count as written.)
