@@ -105,7 +105,12 @@ fn a_loop_over_five_times_the_capacity_keeps_a_fixed_part_of_it_in_the_file_tier
 fn a_loop_mixed_with_a_hot_set_keeps_the_hot_set_and_part_of_the_loop() {
     let trace = loop_mix_pattern(3_000, 300, 0.3, 30_000, 11);
     let row = run("loop 3000 + hot 300", &trace, 1_000);
-    assert_near("loop 3000 + hot 300", "file tier", row.file, FILE_LOOP_MIX, 2.0);
+    // From below only: with admission the figure depends on the hash seed (see the pins).
+    assert!(
+        row.file >= FILE_LOOP_MIX_FLOOR,
+        "loop 3000 + hot 300: file tier {:.2}% below {FILE_LOOP_MIX_FLOOR}%",
+        row.file
+    );
     // The hot set alone is 30% of the accesses: the file tier gets it and a part of the loop.
     assert!(
         row.file >= row.lru + 10.0,
@@ -156,8 +161,8 @@ fn zipf_with_one_hit_wonders_keeps_the_file_tier_near_quick_cache() {
 // admission (`src/local/file/admission.rs`): web12 59.25 and 67.09, loop 31.89, loop over 4/3
 // of the capacity 50.1, loop with a hot set 37.6. With it some figures depend a little on the
 // per-process hash seed (its sketch's collisions): over runs, the loop over twice the capacity
-// 40.7 to 41.3, over 4/3 of it 62.2 to 62.9, with a hot set 39.1 to 40.0, web12 at 10% 57.75 to
-// 57.99; the loops are checked from below.
+// 40.4 to 41.5, over 4/3 of it 62.2 to 62.9, with a hot set 37.6 to 41.2 (21 processes, one of
+// them a CI run), web12 at 10% 57.6 to 58.0; the loops are checked from below.
 /// quick_cache: 58.3 and 66.6; LRU: 56.3 and 65.8.
 const FILE_WEB12_10: f64 = 57.85;
 const FILE_WEB12_25: f64 = 66.50;
@@ -170,8 +175,8 @@ const FILE_LOOP_4_3_FLOOR: f64 = 60.0;
 /// quick_cache: 15.6; LRU: 0.
 const FILE_LOOP_5X: f64 = 11.16;
 const FILE_LOOP_5X_FLOOR: f64 = 9.0;
-/// quick_cache: 42.9; LRU: 20.7.
-const FILE_LOOP_MIX: f64 = 39.60;
+/// quick_cache: 42.9; LRU: 20.7. Without admission 37.6; with it 37.6 to 41.2 by the seed.
+const FILE_LOOP_MIX_FLOOR: f64 = 37.0;
 /// quick_cache: 29.0; LRU: 17.1.
 const FILE_SCAN: f64 = 30.45;
 /// quick_cache: 64.0; LRU: 56.6.
