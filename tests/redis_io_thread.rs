@@ -12,24 +12,14 @@
 )]
 
 mod support;
+#[path = "manager_support/threads.rs"]
+mod threads;
 
 use std::time::{Duration, Instant};
 
 use support::RedisServer;
+use threads::cache_threads as uno_threads;
 use uno_cache::{CacheConfig, CacheManager};
-
-/// The names (as the kernel keeps them, 15 bytes at most) of this process's threads that start
-/// with `uno-cache-`.
-fn uno_threads() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim_end().to_owned())
-        .filter(|name| name.starts_with("uno-cache-"))
-        .collect();
-    names.sort();
-    names
-}
 
 fn redis_io_threads() -> usize {
     uno_threads()

@@ -1,4 +1,4 @@
-//! The cache's own threads in this process, for the shutdown tests.
+//! The cache's own threads in this process, for the tests that count them.
 
 /// The names (as the kernel keeps them: 15 bytes) of this process's threads that start with
 /// `uno-cache-`.
