@@ -17,6 +17,7 @@
 //! | `file_get_hit`                       | random reads of those keys; redb opens a read transaction per read     |
 //! | `file_get_hit_vs_redb_one_read_txn`  | the same reads; redb's best case, one read transaction for the run     |
 //! | `file_get_hit_2threads`              | the random reads split over two threads (wall time)                   |
+//! | `file_get_hit_full`                  | random reads of a store held at its bound (80 MiB) after fills were checked, so each read is also counted for fill admission; against redb and against our unbounded store |
 //! | `file_mixed_90_10`                   | 90% reads, 10% overwrites (one write transaction each), same keys      |
 //! | `file_reopen_1m_hints`               | open + first read of 1M entries (16-byte keys, 32-byte values), closed cleanly |
 //! | `file_reopen_1m_scan`                | the same with every hint file deleted, so every segment is scanned     |
@@ -484,6 +485,10 @@ fn bench_get_and_mixed(cfg: &Config) -> BenchResult {
         report_rate("file_get_hit_2threads", &ours, &theirs);
     }
 
+    if cfg.selected("file_get_hit_full") {
+        bench_get_full(cfg, &data, &store, &db)?;
+    }
+
     if cfg.selected("file_mixed_90_10") {
         let new_value = value(7, 1024);
         let writes: Vec<bool> = (0..cfg.ops).map(|_| rng.random_bool(0.1)).collect();
@@ -512,6 +517,74 @@ fn bench_get_and_mixed(cfg: &Config) -> BenchResult {
         report_rate("file_mixed_90_10", &ours, &theirs);
     }
     store.close()?;
+    Ok(())
+}
+
+/// Reads of a store at its bound, whose fill admission counts every read once it is full (one
+/// compare-and-swap in a sketch), against the same reads of `unbounded` (which never counts)
+/// and of redb: what admission costs a hit.
+fn bench_get_full(
+    cfg: &Config,
+    data: &[(String, Vec<u8>)],
+    unbounded: &FileStore,
+    db: &Database,
+) -> BenchResult {
+    const MAX_MB: u64 = 80;
+    let dir = cfg.tempdir()?;
+    let full = FileStore::open(dir.path(), our_options().max_size_mb(MAX_MB))?;
+    for chunk in data.chunks(BATCH) {
+        let refs: Vec<(&str, &[u8])> = chunk.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        full.set_many(&refs, None)?;
+    }
+    assert!(full.stats().evictions > 0, "the data is larger than {MAX_MB} MiB");
+    // Fills into the full store until one makes it evict: a fill evicts only after admission
+    // weighed it against a victim, which starts the read counts (see `admission.rs`).
+    let fresh = value(1, 1024);
+    let evictions = full.stats().evictions;
+    let mut fills = 0;
+    while full.stats().evictions == evictions {
+        assert!(fills < 100_000, "a fill into a store at its bound evicts");
+        full.fill(&format!("fill{fills}"), &fresh, None)?;
+        fills += 1;
+    }
+    full.flush()?;
+    let mut resident = full.keys();
+    resident.retain(|k| !k.starts_with("fill"));
+    resident.sort();
+    let mut rng = StdRng::seed_from_u64(0xf111);
+    let owned: Vec<String> = (0..cfg.ops)
+        .map(|_| resident[rng.random_range(0..resident.len())].clone())
+        .collect();
+    let keys: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let (mut ours, mut ours_unbounded, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..cfg.reps {
+        let start = cfg.stopwatch();
+        for k in &keys {
+            assert!(black_box(full.get(k)?).is_some());
+        }
+        ours.push(keys.len() as f64 / start.secs());
+
+        let start = cfg.stopwatch();
+        for k in &keys {
+            assert!(black_box(unbounded.get(k)?).is_some());
+        }
+        ours_unbounded.push(keys.len() as f64 / start.secs());
+
+        let start = cfg.stopwatch();
+        for k in &keys {
+            assert!(black_box(redb_get(db, k)?).is_some());
+        }
+        theirs.push(keys.len() as f64 / start.secs());
+    }
+    report_rate("file_get_hit_full", &ours, &theirs);
+    let (o, u) = (median(&ours), median(&ours_unbounded));
+    println!(
+        "# file_get_hit_full: {} resident of {} keys; full store {o:.2e} ops/s, unbounded store {u:.2e} ops/s: counting costs a hit {:.1}%",
+        resident.len(),
+        data.len(),
+        (u / o - 1.0) * 100.0
+    );
+    full.close()?;
     Ok(())
 }
 
@@ -656,7 +729,12 @@ fn main() -> BenchResult {
     if cfg.any_selected(&["file_set_seq_1k", "file_set_seq_1k_batch1000"]) {
         bench_set(&cfg)?;
     }
-    if cfg.any_selected(&["file_get_hit", "file_get_hit_2threads", "file_mixed_90_10"]) {
+    if cfg.any_selected(&[
+        "file_get_hit",
+        "file_get_hit_2threads",
+        "file_get_hit_full",
+        "file_mixed_90_10",
+    ]) {
         bench_get_and_mixed(&cfg)?;
     }
     if cfg.any_selected(&["file_reopen_1m_hints", "file_reopen_1m_scan"]) {
