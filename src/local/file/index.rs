@@ -172,6 +172,12 @@ impl IndexEntry {
         self.expires_s != 0 && now_ms >= u64::from(self.expires_s) * 1000
     }
 
+    /// The instant (Unix ms) from which the entry is certainly expired; `None` if it never
+    /// expires. As [`is_expired`](Self::is_expired): `is_expired(now)` is `now >= at`.
+    pub(crate) fn expired_from_ms(&self) -> Option<u64> {
+        (self.expires_s != 0).then(|| u64::from(self.expires_s) * 1000)
+    }
+
     /// Possibly expired at `now_ms`: in the last second before the coarse expiry, when only the
     /// record's exact expiry can tell.
     pub(crate) fn may_be_expired(&self, now_ms: u64) -> bool {

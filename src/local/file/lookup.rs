@@ -108,14 +108,16 @@ impl Inner {
         take: impl FnOnce(&RecordRef<'_>) -> T,
     ) -> Option<(Found<T>, Loc)> {
         let entry = self.index.get(&hash)?;
-        // The clock only after a hit: a miss (most of a cold batch read) needs no time.
-        let now = self.clock.now_ms();
-        let dead_before = self.dead_before(now);
+        // The expiry checks ask the clock whether an instant has come (`Clock::reached`) rather
+        // than read the time: most hits are far from their expiry, and the clock can tell so
+        // without reading the time exactly. `dead_before(now) >= at` is `now >= at + keep`.
+        let keep = self.keep_expired_ms;
         let loc = entry.loc;
-        if entry.is_expired(dead_before) {
+        let entry_expiry = entry.expired_from_ms();
+        if entry_expiry.is_some_and(|at| self.clock.reached(at.saturating_add(keep))) {
             return Some((Found::Expired, loc));
         }
-        if !lapsed_too && self.keep_expired_ms > 0 && entry.is_expired(now) {
+        if !lapsed_too && keep > 0 && entry_expiry.is_some_and(|at| self.clock.reached(at)) {
             return Some((Found::Lapsed, loc));
         }
         if touch {
@@ -128,9 +130,9 @@ impl Inner {
         let found = match table.get(loc).map(|seg| record_at(seg, loc.offset())) {
             None => Found::Stale,
             Some(Some(Decoded::Record(r, _))) if r.kind == Kind::Value && r.key == key => {
-                if r.expires_at_ms != 0 && dead_before >= r.expires_at_ms {
+                if r.expires_at_ms != 0 && self.clock.reached(r.expires_at_ms.saturating_add(keep)) {
                     Found::Expired
-                } else if r.expires_at_ms != 0 && now >= r.expires_at_ms && !lapsed_too {
+                } else if r.expires_at_ms != 0 && !lapsed_too && self.clock.reached(r.expires_at_ms) {
                     Found::Lapsed
                 } else {
                     Found::Hit(Hit {
