@@ -15,82 +15,22 @@
 //! type gets its cache the first time a value of it is kept; a lookup finds it by `TypeId` in a
 //! short array of write-once slots, without a lock. Keeping values inline (rather than behind a
 //! type-erased `Arc`) spares a hit one pointer chase, the difference between a memory-tier hit
-//! and a plain quick_cache hit of the same value (`memory_tier_hit` in `benches/manager.rs`).
+//! and a plain quick_cache hit of the same value (`memory_tier_hit` in `benches/manager.rs`);
+//! likewise a short key is kept inside the entry, with the value's expiry ([`key`]).
+
+mod key;
 
 use std::any::{Any, TypeId};
-use std::cell::Cell;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use quick_cache::sync::Cache;
-use quick_cache::Equivalent;
 
+use self::key::{HotKey, Probe};
 use crate::clock::Clock;
 
 /// How many value types the tier keeps caches for.
 pub const MAX_TYPES: usize = 8;
-
-/// A key of the tier and the absolute expiry (Unix ms; 0 = never) of the value kept under it.
-/// The expiry rides in the key rather than beside the value so that an entry is the size of a
-/// plain quick_cache entry of `V` (`Option<V>` of a struct with a `String`, `Vec`, `Box` or `Arc`
-/// is the size of `V`): 8 more bytes per entry cost a hit about 15 % on 100 000 random keys
-/// (`memory_tier_hit` in `benches/manager.rs`). Equality and hash are the key's alone; a
-/// [`Probe`] reads the expiry of the entry it matched. quick_cache replaces the stored key with
-/// the value on an insert over an existing key, so a value kept again takes its new expiry.
-struct HotKey {
-    key: Box<str>,
-    expires_at_ms: u64,
-}
-
-impl PartialEq for HotKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-
-impl Eq for HotKey {}
-
-impl Hash for HotKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // As a `Probe` hashes: the same `str`.
-        self.key.hash(state);
-    }
-}
-
-/// A lookup of `key` that keeps the expiry of the entry it matched (0 if none): quick_cache
-/// compares it with the stored key under the shard's lock, so the expiry is that of the value
-/// the same lookup hands out.
-struct Probe<'a> {
-    key: &'a str,
-    expires_at_ms: Cell<u64>,
-}
-
-impl<'a> Probe<'a> {
-    fn new(key: &'a str) -> Self {
-        Probe {
-            key,
-            expires_at_ms: Cell::new(0),
-        }
-    }
-}
-
-impl Hash for Probe<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-    }
-}
-
-impl Equivalent<HotKey> for Probe<'_> {
-    fn equivalent(&self, stored: &HotKey) -> bool {
-        if *stored.key == *self.key {
-            self.expires_at_ms.set(stored.expires_at_ms);
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// A kept value; `None`: the key was written or deleted below since. The empty entry keeps the
 /// key's place (and how hot it is) in the cache, so that the value read back after a write goes
@@ -113,10 +53,7 @@ struct Typed<V>(Cache<HotKey, Slot<V>>);
 impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
     fn forget(&self, key: &str) {
         if self.0.contains_key(&Probe::new(key)) {
-            let gone = HotKey {
-                key: key.into(),
-                expires_at_ms: 0,
-            };
+            let gone = HotKey::new(key, 0);
             // `soft`: the write does not make the key hotter; a miss of a key no longer
             // present is right as it is.
             let _ = self.0.replace(gone, None, true);
@@ -196,7 +133,7 @@ impl HotTier {
         let cache = self.typed::<V>()?;
         let probe = Probe::new(key);
         let slot = cache.get(&probe)?;
-        let expires_at_ms = probe.expires_at_ms.get();
+        let expires_at_ms = probe.expires_at_ms();
         if expires_at_ms != 0 && self.clock.reached(expires_at_ms) {
             cache.remove(&probe);
             return None;
@@ -208,13 +145,7 @@ impl HotTier {
     /// backfill guard (see the module docs).
     pub fn insert<V: Clone + Send + Sync + 'static>(&self, key: &str, value: V, expires_at_ms: u64) {
         if let Some(cache) = self.typed_or_new::<V>() {
-            cache.insert(
-                HotKey {
-                    key: key.into(),
-                    expires_at_ms,
-                },
-                Some(value),
-            );
+            cache.insert(HotKey::new(key, expires_at_ms), Some(value));
         }
     }
 
