@@ -97,7 +97,7 @@ fn a_loop_over_five_times_the_capacity_keeps_a_fixed_part_of_it_in_the_file_tier
     let trace = loop_pattern(5_000, 5);
     let row = run("loop 5000", &trace, 1_000);
     assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
-    assert_near("loop 5000", "file tier", row.file, FILE_LOOP_5X, 1.5);
+    // From below only: how soon the log stops turning depends on the hash seed (see the pins).
     assert!(row.file >= FILE_LOOP_5X_FLOOR, "file tier {:.2}%", row.file);
 }
 
@@ -172,9 +172,9 @@ const FILE_WEB12_25: f64 = 66.50;
 const FILE_LOOP_FLOOR: f64 = 38.5;
 /// quick_cache: about 54; LRU: 0.
 const FILE_LOOP_4_3_FLOOR: f64 = 60.0;
-/// quick_cache: 15.6; LRU: 0.
-const FILE_LOOP_5X: f64 = 11.16;
-const FILE_LOOP_5X_FLOOR: f64 = 9.0;
+/// quick_cache: 15.6; LRU: 0. 11.2 before a refused fill needed a second witness
+/// (`admission::RecentFills`); with it 11.1 to 14.4 by the seed (12 processes).
+const FILE_LOOP_5X_FLOOR: f64 = 10.0;
 /// quick_cache: 42.9; LRU: 20.7. Without admission 37.6; with it 37.6 to 41.2 by the seed.
 const FILE_LOOP_MIX_FLOOR: f64 = 37.0;
 /// quick_cache: 29.0; LRU: 17.1.

@@ -67,8 +67,9 @@ impl Inner {
 
     /// Whether a fill of `hash`, which would make the store evict, is admitted (see
     /// `admission`): yes if the next victim is an unread probationary entry, else only if the
-    /// key was read more often lately than the victim's, by more than [`admission::MARGIN`].
-    /// Under the writer lock.
+    /// key was read more often lately than the victim's, by more than [`admission::MARGIN`],
+    /// and a fill of it was asked for lately ([`admission::RecentFills`]). Under the writer
+    /// lock.
     pub(super) fn admits(&self, w: &mut Writer, hash: u64) -> bool {
         if !self.sketch.started() || self.index.len() > self.sketch.entries() {
             // The first time the store is full, or it now holds more entries than the sketch
@@ -101,7 +102,8 @@ impl Inner {
                     continue;
                 };
                 let admit = (standing.freq == 0 && !standing.protected)
-                    || self.sketch.frequency(hash) > self.sketch.frequency(victim.hash) + admission::MARGIN;
+                    || (self.sketch.frequency(hash) > self.sketch.frequency(victim.hash) + admission::MARGIN
+                        && w.recent_fills.contains(hash));
                 if admit {
                     // The fill takes this victim's place; the next fill faces the next one.
                     w.victims.next += 1;
