@@ -1,6 +1,6 @@
 //! Hit ratios of the file tier and the memory tier, pinned so that a policy regression fails CI:
 //! a slice of a real trace (cache2k web12, Copyright headissue GmbH, Jens Wilke, CC BY 4.0; see
-//! `tests/traces/README.md`), loops over twice and five times more keys than fit and a loop mixed
+//! `tests/traces/README.md`), loops over 4/3, twice and five times more keys than fit and a loop mixed
 //! with a hot set, a one-pass scan mixed into a hot set, and zipf with its one-hit wonders, each
 //! against `quick_cache` and LRU at the same capacity. Every cache is demand-filled (a miss
 //! inserts the key; in the file tier the insert is a fill, which its admission check may
@@ -90,15 +90,22 @@ fn fills_refused_by_admission_keep_most_of_a_loop_over_four_thirds_of_the_capaci
 }
 
 #[test]
-fn a_loop_over_five_times_the_capacity_keeps_a_fixed_part_of_it_in_the_file_tier() {
-    // Longer than the ghosts remember: no key of the loop comes back as a ghost, so only the
-    // unread entries kept in spare room (the fillers of `policy`) hold a fixed part. Without
-    // them the file tier got 5%, from ghost false positives alone.
+fn a_loop_over_five_times_the_capacity_keeps_the_file_tier_within_two_points_of_quick_cache() {
+    // Longer than the ghosts remember. Admission stops the log once it holds entries the loop
+    // reads: a fill whose key was asked for a pass ago is refused against an unread victim, and
+    // one the sketch overcounts by a collision needs a second witness against a read one. Before,
+    // the log kept turning and only the three quarters of it an eviction copies stayed (11).
     let trace = loop_pattern(5_000, 5);
     let row = run("loop 5000", &trace, 1_000);
     assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
-    assert_near("loop 5000", "file tier", row.file, FILE_LOOP_5X, 1.5);
+    // From below only: how soon the log stops depends on the hash seed (see the pins).
     assert!(row.file >= FILE_LOOP_5X_FLOOR, "file tier {:.2}%", row.file);
+    assert!(
+        row.file >= row.quick_cache - 2.0,
+        "file tier {:.2}% more than 2 points below quick_cache {:.2}%",
+        row.file,
+        row.quick_cache
+    );
 }
 
 #[test]
@@ -162,7 +169,9 @@ fn zipf_with_one_hit_wonders_keeps_the_file_tier_near_quick_cache() {
 // of the capacity 50.1, loop with a hot set 37.6. With it some figures depend a little on the
 // per-process hash seed (its sketch's collisions): over runs, the loop over twice the capacity
 // 40.4 to 41.5, over 4/3 of it 62.2 to 62.9, with a hot set 37.6 to 41.2 (21 processes, one of
-// them a CI run), web12 at 10% 57.6 to 58.0; the loops are checked from below.
+// them a CI run), web12 at 10% 57.6 to 58.0; the loops are checked from below. With recent
+// fills (10 processes): web12 57.3 to 58.0 and 66.5 to 66.6, loop 41.4 to 43.4, over 4/3
+// 64.2 to 66.1, scan 30.3 to 30.4, zipf 62.6 to 63.1.
 /// quick_cache: 58.3 and 66.6; LRU: 56.3 and 65.8.
 const FILE_WEB12_10: f64 = 57.85;
 const FILE_WEB12_25: f64 = 66.50;
@@ -172,11 +181,12 @@ const FILE_WEB12_25: f64 = 66.50;
 const FILE_LOOP_FLOOR: f64 = 38.5;
 /// quick_cache: about 54; LRU: 0.
 const FILE_LOOP_4_3_FLOOR: f64 = 60.0;
-/// quick_cache: 15.6; LRU: 0.
-const FILE_LOOP_5X: f64 = 11.16;
-const FILE_LOOP_5X_FLOOR: f64 = 9.0;
-/// quick_cache: 42.9; LRU: 20.7. Without admission 37.6; with it 37.6 to 41.2 by the seed.
-const FILE_LOOP_MIX_FLOOR: f64 = 37.0;
+/// quick_cache: 15.6; LRU: 0. 11.2 before fills were weighed against recent fills
+/// (`admission::RecentFills`); with them 15.4 to 16.1 by the seed (10 processes).
+const FILE_LOOP_5X_FLOOR: f64 = 14.5;
+/// quick_cache: 42.9; LRU: 20.7. Without admission 37.6; with it 37.6 to 41.2 by the seed;
+/// with recent fills 40.2 to 41.0 (10 processes).
+const FILE_LOOP_MIX_FLOOR: f64 = 39.0;
 /// quick_cache: 29.0; LRU: 17.1.
 const FILE_SCAN: f64 = 30.45;
 /// quick_cache: 64.0; LRU: 56.6.

@@ -13,7 +13,7 @@
 /// Bits per key in a generation's filter (with three probes: about 3% false positives).
 const BITS_PER_KEY: usize = 8;
 /// Smallest generation, so a small store still remembers a few evictions.
-const MIN_GENERATION: usize = 64;
+pub(super) const MIN_GENERATION: usize = 64;
 
 /// Recently evicted key hashes; see the module docs.
 #[derive(Debug, Default)]
@@ -52,14 +52,25 @@ impl Ghosts {
 /// One generation: a Bloom filter over 64-bit hashes (already random: aHash with a per-process
 /// seed), probed at three positions derived from the two halves of the hash.
 #[derive(Debug, Default)]
-struct Bloom {
+pub(super) struct Bloom {
     bits: Vec<u64>,
     inserted: usize,
     capacity: usize,
 }
 
 impl Bloom {
-    fn new(capacity: usize) -> Bloom {
+    /// Whether it holds as many keys as it was sized for.
+    pub(super) fn full(&self) -> bool {
+        self.inserted >= self.capacity
+    }
+
+    /// Bytes of RAM its bits take.
+    #[cfg(test)]
+    pub(super) fn ram_bytes(&self) -> usize {
+        self.bits.len() * 8
+    }
+
+    pub(super) fn new(capacity: usize) -> Bloom {
         let words = (capacity * BITS_PER_KEY).next_power_of_two().div_ceil(64);
         Bloom {
             bits: vec![0; words],
@@ -79,7 +90,7 @@ impl Bloom {
         })
     }
 
-    fn insert(&mut self, hash: u64) {
+    pub(super) fn insert(&mut self, hash: u64) {
         if self.bits.is_empty() {
             return;
         }
@@ -91,7 +102,7 @@ impl Bloom {
         self.inserted += 1;
     }
 
-    fn contains(&self, hash: u64) -> bool {
+    pub(super) fn contains(&self, hash: u64) -> bool {
         !self.bits.is_empty()
             && self
                 .probes(hash)

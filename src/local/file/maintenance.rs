@@ -66,9 +66,10 @@ impl Inner {
     }
 
     /// Whether a fill of `hash`, which would make the store evict, is admitted (see
-    /// `admission`): yes if the next victim is an unread probationary entry, else only if the
-    /// key was read more often lately than the victim's, by more than [`admission::MARGIN`].
-    /// Under the writer lock.
+    /// `admission`): if the key was read more often lately than the next victim's, by more
+    /// than [`admission::MARGIN`], and a fill of it was asked for lately
+    /// ([`admission::RecentFills`]); or if the victim is an unread probationary entry and no fill
+    /// of the key was asked for in the longer window. Under the writer lock.
     pub(super) fn admits(&self, w: &mut Writer, hash: u64) -> bool {
         if !self.sketch.started() || self.index.len() > self.sketch.entries() {
             // The first time the store is full, or it now holds more entries than the sketch
@@ -100,8 +101,16 @@ impl Inner {
                     w.victims.next += 1;
                     continue;
                 };
-                let admit = (standing.freq == 0 && !standing.protected)
-                    || self.sketch.frequency(hash) > self.sketch.frequency(victim.hash) + admission::MARGIN;
+                let read_more = || {
+                    self.sketch.frequency(hash) > self.sketch.frequency(victim.hash) + admission::MARGIN
+                        && w.recent_fills.contains(hash)
+                };
+                let admit = if standing.freq == 0 && !standing.protected {
+                    // A key never asked for lately: recency decides, as without admission.
+                    !w.recent_fills.seen(hash) || read_more()
+                } else {
+                    read_more()
+                };
                 if admit {
                     // The fill takes this victim's place; the next fill faces the next one.
                     w.victims.next += 1;

@@ -249,6 +249,8 @@ struct Writer {
     ghosts: Ghosts,
     /// What the next eviction would drop, for the admission of fills (see `admission`).
     victims: admission::Victims,
+    /// Keys fills were asked for lately, for the admission of fills (see `admission`).
+    recent_fills: admission::RecentFills,
 }
 
 /// Bytes a record's entry adds to its segment's hint file.
@@ -317,6 +319,7 @@ impl FileStore {
                 unsynced: Vec::new(),
                 ghosts: Ghosts::default(),
                 victims: admission::Victims::default(),
+                recent_fills: admission::RecentFills::default(),
             }),
             sync_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),

@@ -75,8 +75,10 @@ impl Inner {
             .iter()
             .filter(|item| {
                 let len = format::stored_len(item.key().len(), item.value().len());
-                let admit =
-                    pending + len <= self.max_bytes || self.admits(&mut w, self.hasher.hash(item.key()));
+                let hash = self.hasher.hash(item.key());
+                let admit = pending + len <= self.max_bytes || self.admits(&mut w, hash);
+                // After the check: a fill is evidence for the key's next one, not its own.
+                w.recent_fills.record(hash, self.index.len());
                 if admit {
                     pending += len;
                 }
@@ -457,6 +459,7 @@ impl Inner {
         self.index.clear();
         w.ghosts.clear();
         w.victims.clear();
+        w.recent_fills.clear();
         self.sketch.clear();
         self.live_bytes.store(0, Ordering::Relaxed);
         // Every segment goes, the active one too; the next write starts a new one.
