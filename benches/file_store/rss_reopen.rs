@@ -13,6 +13,12 @@
 //!   Measured on 2026-11-30, 2 shared cores: ours 56.1 B (16-byte keys) and 57.2 B (64-byte),
 //!   redb 60.9 / 115.9 B, foyer 134.8 / 133.3 B (growth 91 / 88 B); before the hash index ours
 //!   was 191.0 / 250.2 B.
+//! - A `#` line under `file_rss_per_entry_16b`: anonymous RSS per entry held of a store at its
+//!   bound (48 MiB), after 200k reads and fills, so fill admission's sketch and filters count.
+//!   Measured on 2026-12-01: 117–119 B against foyer's 132 B. Of it, about 42 B per entry before
+//!   the fills (337k entries held); the jump comes as the fills take the store past about 390k
+//!   entries: the sketch (4 MiB at that size), the first recent-fills filter (1 MiB) and the
+//!   index's tables growing (about 9 MiB), which the next 2^k entries then fill.
 //! - `file_reopen_1m_after_kill`: a child writes 1M entries (16-byte keys, 32-byte values), makes
 //!   them durable as each engine allows without closing (ours: `flush`, which writes the hints of
 //!   full segments; the active segment never has one after a crash, so it is scanned), says
@@ -41,6 +47,9 @@ use super::{
 pub const CHILD: &str = "UNO_BENCH_CHILD";
 const ENTRIES: usize = 1_000_000;
 const VALUE_LEN: usize = 32;
+/// The bound of the store measured at its bound (`rss-ours-full`): room for about 400k of the
+/// entries.
+const FULL_STORE_MB: u64 = 48;
 /// foyer's device: every entry takes at least one 4 KiB page.
 const FOYER_DEVICE: usize = 4608 << 20;
 
@@ -56,13 +65,22 @@ fn value_of(i: usize) -> Vec<u8> {
 
 /// Resident set size of this process, bytes.
 fn rss() -> u64 {
+    status_kb("VmRSS:") * 1024
+}
+
+/// Anonymous resident memory of this process, bytes: RSS without the file pages a read through
+/// a segment's mapping brings in (page cache the kernel can drop, not the store's own memory).
+fn rss_anon() -> u64 {
+    status_kb("RssAnon:") * 1024
+}
+
+fn status_kb(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS in /proc/self/status")
-        * 1024
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -129,6 +147,36 @@ pub fn run_child() -> BenchResult<bool> {
             }
             store.flush()?;
             report_child(&task, before, half, &store);
+        }
+        "rss-ours-full" => {
+            // A store at its bound: entries written until it evicts, then 200k keys read (a
+            // miss) and filled, as a cache's backfills do, so fill admission's sketch and
+            // filters are allocated and counted in.
+            let store = FileStore::open(&dir, FileStoreOptions::default().max_size_mb(FULL_STORE_MB))?;
+            let before = rss_anon();
+            for start in (0..ENTRIES).step_by(BATCH) {
+                if store.stats().evictions > 0 {
+                    break;
+                }
+                let chunk: Vec<(String, Vec<u8>)> = keys(start).collect();
+                let refs: Vec<(&str, &[u8])> =
+                    chunk.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+                store.set_many(&refs, None)?;
+            }
+            for i in ENTRIES..ENTRIES + ENTRIES / 5 {
+                let key = key_of_len(i, key_len);
+                if store.get(&key)?.is_none() {
+                    store.fill(&key, &value_of(i), None)?;
+                }
+            }
+            store.flush()?;
+            let after = rss_anon();
+            let live = store.stats().live_items.max(1);
+            println!(
+                "rss_per_entry {} {}",
+                after.saturating_sub(before) as f64 / live as f64,
+                live
+            );
         }
         "rss-redb" | "fill-redb" => {
             let db = Database::create(redb_path(&dir))?;
@@ -267,6 +315,19 @@ pub fn bench_rss(cfg: &Config) -> BenchResult {
             ratio(f / o)
         );
         record(&name, o, r / o);
+        if key_len == 16 {
+            // Once full, a store also holds fill admission's sketch and filters (see
+            // `admission.rs`): anonymous RSS per entry it holds then (its reads map segment
+            // pages, which count in RSS but are page cache).
+            let full: Vec<(f64, f64)> = (0..cfg.reps.min(3))
+                .map(|_| rss_child("rss-ours-full", cfg, key_len))
+                .collect::<BenchResult<_>>()?;
+            println!(
+                "# {name} with the store at its bound ({FULL_STORE_MB} MiB, {:.0} entries held, after 200k reads and fills), anonymous RSS: ours B [{}] (foyer, always bounded: {f:.1} B)",
+                full.first().map_or(0.0, |f| f.1),
+                list(&full.iter().map(|f| f.0).collect::<Vec<_>>(), b)
+            );
+        }
     }
     Ok(())
 }
