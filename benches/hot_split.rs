@@ -16,29 +16,15 @@
 )]
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use uno_cache::local::hot::HotTier;
-use uno_cache::{CacheConfig, CacheManager, SystemClock};
+use uno_cache::SystemClock;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    score: f64,
-}
-
-fn user(i: u64) -> User {
-    User {
-        id: i,
-        name: format!("user number {i}"),
-        email: format!("user{i}@example.com"),
-        score: i as f64 * 0.5,
-    }
-}
+#[path = "shared/user.rs"]
+mod shared_user;
+use shared_user::{memory_tier_manager, user, User};
 
 fn main() {
     const KEYS: u64 = 100_000;
@@ -89,12 +75,7 @@ fn main() {
         }
         "tier-mgrfill" | "tier-besidemgr" => {
             let dir = tempfile::tempdir().unwrap();
-            let mut config = CacheConfig::default();
-            config.local.path = Some(dir.path().to_path_buf());
-            config.local.max_size = Some(256);
-            config.local.ttl = Duration::from_secs(3600);
-            config.local.memory_items = KEYS * 2;
-            let cache = CacheManager::new(config).unwrap();
+            let cache = memory_tier_manager(dir.path(), KEYS);
             let tier = HotTier::new(KEYS * 2, Arc::new(SystemClock));
             for (i, k) in keys.iter().enumerate() {
                 cache.set(k, &user(i as u64), None).unwrap();
@@ -116,12 +97,7 @@ fn main() {
         }
         _ => {
             let dir = tempfile::tempdir().unwrap();
-            let mut config = CacheConfig::default();
-            config.local.path = Some(dir.path().to_path_buf());
-            config.local.max_size = Some(256);
-            config.local.ttl = Duration::from_secs(3600);
-            config.local.memory_items = KEYS * 2;
-            let cache = CacheManager::new(config).unwrap();
+            let cache = memory_tier_manager(dir.path(), KEYS);
             for (i, k) in keys.iter().enumerate() {
                 cache.set(k, &user(i as u64), None).unwrap();
                 black_box(cache.get::<User>(k).unwrap());

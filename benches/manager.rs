@@ -40,29 +40,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use uno_cache::{CacheConfig, CacheManager, InProcess, LocalKind, MemoryStore, Storage};
 
 #[path = "shared/stats.rs"]
 mod stats;
 use stats::median;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    score: f64,
-}
-
-fn user(i: u64) -> User {
-    User {
-        id: i,
-        name: format!("user number {i}"),
-        email: format!("user{i}@example.com"),
-        score: i as f64 * 0.5,
-    }
-}
+#[path = "shared/user.rs"]
+mod shared_user;
+use shared_user::{memory_tier_manager, user, User};
 
 struct Params {
     hot_keys: u64,
@@ -219,12 +205,7 @@ fn bench_memory_tier_hit(p: &Params) {
     const KEYS: u64 = 100_000;
     let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = CacheConfig::default();
-    config.local.path = Some(dir.path().to_path_buf());
-    config.local.max_size = Some(256);
-    config.local.ttl = Duration::from_secs(3600);
-    config.local.memory_items = KEYS * 2;
-    let cache = CacheManager::new(config).unwrap();
+    let cache = memory_tier_manager(dir.path(), KEYS);
     // Each cache filled in a loop of its own: filled in one loop, where the allocator put the
     // reference's keys and strings depended on what our fill allocated between them, and the
     // reference's hit time moved by a quarter with changes to our entries alone.
