@@ -37,12 +37,11 @@
 //!
 //! Nothing here is on disk: after a restart the counts start from zero, and every fill is new.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
-use super::ghost::{Bloom, MIN_GENERATION};
+use super::ghost::BloomRing;
 
 /// Words of the sketch per entry it is sized for, in halves: one word (sixteen 4-bit counters,
 /// 8 bytes) per entry. Half of it lost the loops' gain (33 instead of 36-41 on a loop over twice
@@ -228,50 +227,35 @@ const GENERATIONS: usize = 5;
 /// of two: 10 to 20 bytes of RAM per entry, none on disk, and nothing on the read path (fills
 /// are recorded under the writer lock).
 #[derive(Debug, Default)]
-pub(crate) struct RecentFills {
-    /// Oldest first; the last takes insertions.
-    generations: VecDeque<Bloom>,
-}
+pub(crate) struct RecentFills(BloomRing<GENERATIONS>);
 
 impl RecentFills {
     /// Whether a fill of `hash` was (probably) asked for lately: in the last
     /// [`RECENT_GENERATIONS`].
     pub(crate) fn contains(&self, hash: u64) -> bool {
-        self.generations
-            .iter()
-            .rev()
-            .take(RECENT_GENERATIONS)
-            .any(|g| g.contains(hash))
+        self.0.contains_in_newest(hash, RECENT_GENERATIONS)
     }
 
     /// Whether a fill of `hash` was (probably) asked for at all in the generations kept.
     pub(crate) fn seen(&self, hash: u64) -> bool {
-        self.generations.iter().any(|g| g.contains(hash))
+        self.0.contains(hash)
     }
 
     /// Remembers a fill of `hash`, in a store holding `entries`.
     pub(crate) fn record(&mut self, hash: u64, entries: usize) {
-        if self.generations.back().is_none_or(Bloom::full) {
-            let size = entries.saturating_mul(RECENT_FILLS_PER_ENTRY).max(MIN_GENERATION);
-            self.generations.push_back(Bloom::new(size));
-            while self.generations.len() > GENERATIONS {
-                self.generations.pop_front();
-            }
-        }
-        if let Some(newest) = self.generations.back_mut() {
-            newest.insert(hash);
-        }
+        self.0
+            .insert(hash, entries.saturating_mul(RECENT_FILLS_PER_ENTRY));
     }
 
     /// Forgets every fill (the store was cleared).
     pub(crate) fn clear(&mut self) {
-        self.generations.clear();
+        self.0.clear();
     }
 
     /// Bytes of RAM the filters take.
     #[cfg(test)]
     fn ram_bytes(&self) -> usize {
-        self.generations.iter().map(Bloom::ram_bytes).sum()
+        self.0.ram_bytes()
     }
 }
 
@@ -348,14 +332,20 @@ mod tests {
         assert!(sketch.frequency(hash(7)) <= 7, "{}", sketch.frequency(hash(7)));
     }
 
-    /// A full store whose every entry was read three times since the sketch started: the next
-    /// victims are read entries.
-    fn full_store_of_entries_read_thrice(dir: &std::path::Path) -> (FileStore, Vec<u8>) {
+    /// An empty store of 1 MiB with no background threads: every eviction comes from a write
+    /// of the test.
+    fn small_store(dir: &std::path::Path) -> FileStore {
         let options = FileStoreOptions::default()
             .max_size_mb(1)
             .durability(Durability::None)
             .background_threads(false);
-        let store = FileStore::open(dir, options).unwrap();
+        FileStore::open(dir, options).unwrap()
+    }
+
+    /// A full store whose every entry was read three times since the sketch started: the next
+    /// victims are read entries.
+    fn full_store_of_entries_read_thrice(dir: &std::path::Path) -> (FileStore, Vec<u8>) {
+        let store = small_store(dir);
         let value = vec![7u8; 4_000];
         // Room to spare: a fill is written without a check.
         assert!(store.fill("early", &value, None).unwrap());
@@ -452,11 +442,7 @@ mod tests {
     #[test]
     fn against_an_unread_victim_a_new_key_is_admitted_and_a_key_asked_for_before_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let options = FileStoreOptions::default()
-            .max_size_mb(1)
-            .durability(Durability::None)
-            .background_threads(false);
-        let store = FileStore::open(dir.path(), options).unwrap();
+        let store = small_store(dir.path());
         let value = vec![7u8; 4_000];
         // Asked for once, while there is room (not looked up: see below).
         assert!(store.fill("again", &value, None).unwrap());

@@ -10,49 +10,80 @@
 //! generations of evictions. A false positive (about 3%) only protects a key that did not earn it.
 //! Nothing here is written to disk: after a restart the ghosts are gone, which costs a few hits.
 
+use std::collections::VecDeque;
+
 /// Bits per key in a generation's filter (with three probes: about 3% false positives).
 const BITS_PER_KEY: usize = 8;
 /// Smallest generation, so a small store still remembers a few evictions.
-pub(super) const MIN_GENERATION: usize = 64;
+const MIN_GENERATION: usize = 64;
 
-/// Recently evicted key hashes; see the module docs.
-#[derive(Debug, Default)]
-pub(crate) struct Ghosts {
-    newer: Bloom,
-    older: Bloom,
+/// Recently evicted key hashes (two generations); see the module docs.
+pub(crate) type Ghosts = BloomRing<2>;
+
+/// Key hashes remembered by generations: up to `N` Bloom filters, the newest taking insertions,
+/// a new one started when it is full and the oldest then dropped, so a key is remembered for the
+/// last `N - 1` to `N` generations. The ghosts here, and the keys fills were asked for lately
+/// (`admission::RecentFills`).
+#[derive(Debug)]
+pub(crate) struct BloomRing<const N: usize> {
+    /// Oldest first; the last takes insertions.
+    generations: VecDeque<Bloom>,
 }
 
-impl Ghosts {
-    /// Whether `hash` was (probably) evicted lately.
-    pub(crate) fn contains(&self, hash: u64) -> bool {
-        self.newer.contains(hash) || self.older.contains(hash)
-    }
-
-    /// Remembers an evicted `hash`. `generation` is how many evictions a generation holds (the
-    /// caller sizes it from the entries the store holds); it applies from the next generation on.
-    pub(crate) fn insert(&mut self, hash: u64, generation: usize) {
-        if self.newer.inserted >= self.newer.capacity {
-            self.older = std::mem::replace(&mut self.newer, Bloom::new(generation.max(MIN_GENERATION)));
+impl<const N: usize> Default for BloomRing<N> {
+    fn default() -> Self {
+        BloomRing {
+            generations: VecDeque::with_capacity(N + 1),
         }
-        self.newer.insert(hash);
+    }
+}
+
+impl<const N: usize> BloomRing<N> {
+    /// Whether `hash` was (probably) inserted in the generations kept.
+    pub(crate) fn contains(&self, hash: u64) -> bool {
+        self.generations.iter().any(|g| g.contains(hash))
     }
 
-    /// Forgets every ghost (the store was cleared).
+    /// Whether `hash` was (probably) inserted in the newest `generations`.
+    pub(crate) fn contains_in_newest(&self, hash: u64, generations: usize) -> bool {
+        self.generations
+            .iter()
+            .rev()
+            .take(generations)
+            .any(|g| g.contains(hash))
+    }
+
+    /// Remembers `hash`. `generation` is how many keys a generation holds (the caller sizes it
+    /// from the entries the store holds); it applies from the next generation on.
+    pub(crate) fn insert(&mut self, hash: u64, generation: usize) {
+        if self.generations.back().is_none_or(Bloom::full) {
+            self.generations
+                .push_back(Bloom::new(generation.max(MIN_GENERATION)));
+            while self.generations.len() > N {
+                self.generations.pop_front();
+            }
+        }
+        if let Some(newest) = self.generations.back_mut() {
+            newest.insert(hash);
+        }
+    }
+
+    /// Forgets every key (the store was cleared).
     pub(crate) fn clear(&mut self) {
-        *self = Ghosts::default();
+        self.generations.clear();
     }
 
     /// Bytes of RAM the filters take.
     #[cfg(test)]
     pub(crate) fn ram_bytes(&self) -> usize {
-        (self.newer.bits.len() + self.older.bits.len()) * 8
+        self.generations.iter().map(|g| g.bits.len() * 8).sum()
     }
 }
 
 /// One generation: a Bloom filter over 64-bit hashes (already random: aHash with a per-process
 /// seed), probed at three positions derived from the two halves of the hash.
 #[derive(Debug, Default)]
-pub(super) struct Bloom {
+struct Bloom {
     bits: Vec<u64>,
     inserted: usize,
     capacity: usize,
@@ -60,17 +91,11 @@ pub(super) struct Bloom {
 
 impl Bloom {
     /// Whether it holds as many keys as it was sized for.
-    pub(super) fn full(&self) -> bool {
+    fn full(&self) -> bool {
         self.inserted >= self.capacity
     }
 
-    /// Bytes of RAM its bits take.
-    #[cfg(test)]
-    pub(super) fn ram_bytes(&self) -> usize {
-        self.bits.len() * 8
-    }
-
-    pub(super) fn new(capacity: usize) -> Bloom {
+    fn new(capacity: usize) -> Bloom {
         let words = (capacity * BITS_PER_KEY).next_power_of_two().div_ceil(64);
         Bloom {
             bits: vec![0; words],
@@ -90,7 +115,7 @@ impl Bloom {
         })
     }
 
-    pub(super) fn insert(&mut self, hash: u64) {
+    fn insert(&mut self, hash: u64) {
         if self.bits.is_empty() {
             return;
         }
@@ -102,7 +127,7 @@ impl Bloom {
         self.inserted += 1;
     }
 
-    pub(super) fn contains(&self, hash: u64) -> bool {
+    fn contains(&self, hash: u64) -> bool {
         !self.bits.is_empty()
             && self
                 .probes(hash)
