@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every uno-cache check on a fresh machine: installs the test servers if missing
-# (Debian/Ubuntu: redis-server, redis-tools, memcached, e2fsprogs), then formatting, lints and all tests.
+# (Debian/Ubuntu: redis-server, redis-tools, memcached, e2fsprogs, valgrind), then formatting, lints and all tests.
 # Tests that need a server start their own on free loopback ports; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 # The disk tests mount a tmpfs and a loop-mounted ext4 image (CI runs as root).
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+# One test runs the CLI under valgrind, as users run their programs.
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
         sudo=""

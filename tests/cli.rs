@@ -1,5 +1,5 @@
 //! The `uno-cache` binary as a user runs it: exit codes, dump/import round trips, bad arguments, and
-//! `import --durable` acknowledging only what survives a SIGKILL.
+//! `import --durable` acknowledging only what survives a SIGKILL, and a run under valgrind.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -464,4 +464,33 @@ fn a_wrong_redis_password_makes_set_get_and_stats_exit_2_naming_the_host() {
     let stats = bin().arg("--config").arg(&config).arg("stats").output().unwrap();
     let stdout = String::from_utf8_lossy(&stats.stdout);
     assert!(stdout.contains("password"), "stats shows the refusal: {stdout}");
+}
+
+/// Users run their programs under valgrind; the store must not die there. rustix's own vDSO
+/// parser, which reading the coarse clock went through, faults under valgrind (rustix issue
+/// 1559), so rustix is built on libc, whose clock valgrind knows.
+#[test]
+fn the_cli_reads_an_expiring_entry_under_valgrind_without_a_signal() {
+    support::require("valgrind", "valgrind");
+    let dir = tempfile::tempdir().unwrap();
+    let under_valgrind = |args: &[&str]| {
+        Command::new("valgrind")
+            .args(["--tool=none", "-q", "--error-exitcode=99"])
+            .arg(env!("CARGO_BIN_EXE_uno-cache"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let set = under_valgrind(&["set", "k", "hello", "--ttl", "3600"]);
+    assert!(set.status.success(), "{set:?}");
+    // A hit on an entry with an expiry reads the clock.
+    let hit = under_valgrind(&["get", "k"]);
+    assert_eq!(
+        (hit.status.code(), hit.stdout.as_slice()),
+        (Some(0), &b"hello"[..]),
+        "{}",
+        String::from_utf8_lossy(&hit.stderr)
+    );
 }

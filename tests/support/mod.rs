@@ -21,14 +21,15 @@ use std::time::{Duration, Instant};
 
 const START_DEADLINE: Duration = Duration::from_secs(15);
 
-/// Fails with the package to install when `binary` is not on PATH.
-fn require(binary: &str, package: &str) {
+/// Fails with the package to install when `binary` (a server, or a tool such as valgrind) is
+/// not on PATH.
+pub fn require(binary: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
         .unwrap_or(false);
     assert!(
         found,
-        "`{binary}` is not installed: these tests need a real server. Install it with \
+        "`{binary}` is not installed: these tests need the real program. Install it with \
          `apt-get install -y {package}` (Debian/Ubuntu) and run the tests again."
     );
 }
