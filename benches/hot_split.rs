@@ -5,7 +5,8 @@
 //! beside a manager with the values the manager decoded (its heap laid out as the manager's
 //! tier), `SPLIT=tier-besidemgr` on a tier filled after the manager (the manager's memory, the
 //! tier's values laid out in a row); `KEYLEN=long` for 20-byte keys (kept outside the entry) instead
-//! of `user:N`. 100 000 keys, random order, median of 9 passes, ns per get. Compare runs of the
+//! of `user:N`. 100 000 keys, random order, median of 9 passes (`PASSES=n` for n; under
+//! `valgrind --tool=cachegrind`, the difference of two pass counts is the gets' own cost), ns per get. Compare runs of the
 //! variants made back to back: on a shared machine the figures of one run move by 30 %.
 #![allow(
     clippy::unwrap_used,
@@ -42,9 +43,13 @@ fn main() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let order: Vec<usize> = (0..200_000).map(|_| rng.random_range(0..KEYS as usize)).collect();
     let mut times = Vec::new();
+    let passes: usize = std::env::var("PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
     let mut time = |f: &mut dyn FnMut()| {
         f();
-        for _ in 0..9 {
+        for _ in 0..passes {
             let s = Instant::now();
             f();
             times.push(s.elapsed().as_nanos() as f64 / order.len() as f64);
@@ -113,6 +118,6 @@ fn main() {
     println!(
         "bench: hot_split[{mode}, keys={}] {:.1} ns (no peer in this process: compare with SPLIT=raw run beside it)",
         if long { "long" } else { "short" },
-        times[times.len() / 2]
+        times.get(times.len() / 2).copied().unwrap_or(0.0)
     );
 }

@@ -103,6 +103,7 @@ impl Counter {
     /// about 15 % (`memory_tier_hit` in `benches/manager.rs`); the owner of a stripe, its only
     /// writer, adds with a plain load and store. A thread past its stripe's end (a thread-local
     /// destructor counting) adds to a shared stripe.
+    #[inline]
     pub(crate) fn add(&self, n: u64) {
         let (index, owned) = STRIPE.try_with(|s| (s.index, s.owned)).unwrap_or((OWNED, false));
         if let Some(cell) = self.0.get(index) {
@@ -115,6 +116,7 @@ impl Counter {
         }
     }
 
+    #[inline]
     pub(crate) fn incr(&self) {
         self.add(1);
     }
@@ -131,10 +133,12 @@ pub(crate) fn sample_l1() -> Option<Instant> {
 
 /// Starts a timer on one typed read in [`READ_SAMPLE_EVERY`] (per thread), end to end; its
 /// memory-tier step is timed from the same start.
+#[inline]
 pub(crate) fn sample_read() -> Option<Instant> {
     sample(&READ_COUNTDOWN, READ_SAMPLE_EVERY)
 }
 
+#[inline]
 fn sample(countdown: &'static std::thread::LocalKey<Cell<u32>>, every: u32) -> Option<Instant> {
     countdown.with(|c| {
         let left = c.get();
@@ -197,6 +201,7 @@ impl Histogram {
         }
     }
 
+    #[inline]
     pub(crate) fn record_since(&self, start: Option<Instant>) {
         if let Some(start) = start {
             self.record(start.elapsed());

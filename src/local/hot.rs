@@ -40,12 +40,11 @@ pub const MAX_TYPES: usize = 8;
 type Slot<V> = Option<V>;
 
 /// What the tier needs of a cache without knowing its value type.
-trait Erased: Send + Sync {
+trait Erased: Any + Send + Sync {
     /// Makes `key` a miss, keeping its place (see [`Slot`]).
     fn forget(&self, key: &str);
     fn clear(&self);
     fn len(&self) -> usize;
-    fn as_any(&self) -> &dyn Any;
 }
 
 struct Typed<V>(Cache<HotKey, Slot<V>>);
@@ -64,9 +63,6 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
     }
     fn len(&self) -> usize {
         self.0.len()
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -102,12 +98,14 @@ impl HotTier {
     }
 
     /// The cache of values of type `V`, if the tier has one.
+    #[inline]
     fn typed<V: Clone + Send + Sync + 'static>(&self) -> Option<&Cache<HotKey, Slot<V>>> {
         let id = TypeId::of::<V>();
         for slot in &self.types {
             let (slot_id, cache) = slot.get()?;
             if *slot_id == id {
-                return cache.as_any().downcast_ref::<Typed<V>>().map(|t| &t.0);
+                let cache: &dyn Any = cache.as_ref();
+                return cache.downcast_ref::<Typed<V>>().map(|t| &t.0);
             }
         }
         None
@@ -122,13 +120,15 @@ impl HotTier {
                 (id, Box::new(Typed::<V>(Cache::new(items))))
             });
             if *slot_id == id {
-                return cache.as_any().downcast_ref::<Typed<V>>().map(|t| &t.0);
+                let cache: &dyn Any = cache.as_ref();
+                return cache.downcast_ref::<Typed<V>>().map(|t| &t.0);
             }
         }
         None
     }
 
     /// The value of `key` if the tier holds one of type `V` that has not expired.
+    #[inline]
     pub fn get<V: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<V> {
         let cache = self.typed::<V>()?;
         let probe = Probe::new(key);

@@ -153,5 +153,11 @@ mod tests {
             !Probe::new("abc").equivalent(&HotKey::new("abcd", 0)),
             "a prefix is another key"
         );
+        assert!(!Probe::new("abd").equivalent(&HotKey::new("abc", 0)));
+        assert!(
+            !Probe::new("ab").equivalent(&HotKey::new("ab\0", 0)),
+            "the padding is not part of the key"
+        );
+        assert!(!Probe::new("k").equivalent(&HotKey::new(&"k".repeat(40), 0)));
     }
 }
