@@ -250,6 +250,21 @@ fn after_a_restart_the_memory_tier_is_empty_and_refills_from_the_file_tier() {
     assert_eq!((stats.memory.misses, stats.memory.hits), (1, 1));
 }
 
+#[test]
+fn an_async_read_counts_one_memory_tier_miss_then_one_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+    cache.set("u", &ada(3), None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        assert_eq!(cache.get_async::<User>("u").await.unwrap(), Some(ada(3)));
+        assert_eq!(cache.get_async::<User>("u").await.unwrap(), Some(ada(3)));
+        assert_eq!(cache.get_async::<User>("none").await.unwrap(), None);
+    });
+    let stats = cache.stats();
+    assert_eq!((stats.memory.misses, stats.memory.hits), (2, 1));
+}
+
 /// Two instances share a Redis L2 and the backplane: a write in one drops the key from the
 /// other's memory tier as well as its file tier.
 #[test]

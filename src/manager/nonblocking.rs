@@ -46,10 +46,14 @@ impl CacheManager {
         V: Clone + Send + Sync + 'static,
     {
         let start = crate::stats::sample_read();
-        let found = self
-            .lookup_typed_async(key, start, wrap)
-            .await
-            .map(Lookup::into_option);
+        // As the blocking read: a memory-tier hit is answered without the `Lookup` wrapper.
+        let found = match self.shared.read_hot::<V>(key, start) {
+            Some(value) => Ok(Some(value)),
+            None => self
+                .lookup_behind_hot_async(key, wrap)
+                .await
+                .map(Lookup::into_option),
+        };
         self.shared.metrics.get_latency.record_since(start);
         found
     }
@@ -65,10 +69,19 @@ impl CacheManager {
         T: DeserializeOwned,
         V: Clone + Send + Sync + 'static,
     {
-        let s = &self.shared;
-        if let Some(value) = s.read_hot::<V>(key, timed) {
+        if let Some(value) = self.shared.read_hot::<V>(key, timed) {
             return Ok(Lookup::Hit(value));
         }
+        self.lookup_behind_hot_async(key, wrap).await
+    }
+
+    /// Async `lookup_behind_hot`: a typed read the memory tier missed.
+    async fn lookup_behind_hot_async<T, V>(&self, key: &str, wrap: impl FnOnce(T) -> V) -> Result<Lookup<V>>
+    where
+        T: DeserializeOwned,
+        V: Clone + Send + Sync + 'static,
+    {
+        let s = &self.shared;
         let miss = s.hot_miss(key);
         let raw = self.get_raw_async(key).await?;
         s.decode_and_keep::<T, V>(key, miss, raw, wrap)
