@@ -5,8 +5,10 @@
 //! weighed against the next *victim*, an entry the next eviction would drop (see `policy`), by
 //! how often each key was read lately. A [`Sketch`] counts reads, hits and misses alike, per
 //! key hash. If the victim is an unread probationary entry (an entry that has not had its pass
-//! of the log yet, or a one-off), a fill of a new key is admitted: recency decides there, as
-//! before admission. Otherwise the fill is admitted only if its key was read clearly more often than
+//! of the log yet, or a one-off), or a protected one already kept unread at its last eviction (an
+//! entry that stopped being read, which its next eviction would make probationary: see `policy`,
+//! working sets that move), a fill of a new key is admitted: recency decides there, as before
+//! admission. Otherwise the fill is admitted only if its key was read clearly more often than
 //! the victim's (by more than [`MARGIN`]): a loop over more keys than fit no longer pushes out,
 //! one fill at a time, the entries it will read again, and the log stops turning while nothing
 //! better comes.
@@ -437,6 +439,46 @@ mod tests {
         assert!(recent.contains(hash(last)));
         recent.clear();
         assert!(!recent.seen(hash(last)));
+    }
+
+    /// Whether a fill of a new key is admitted in a full store whose every entry is protected,
+    /// unread, and was kept unread at its last eviction if `kept_unread`.
+    fn new_key_admitted_against_unread_protected_victims(kept_unread: bool) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let value = vec![7u8; 4_000];
+        let mut i = 0;
+        while store.stats().evictions == 0 {
+            store.set(&format!("k{i}"), &value, None).unwrap();
+            i += 1;
+        }
+        // Kept at an eviction (protected), and unread at the next one too if `kept_unread`.
+        for entry in store.inner.index.iter() {
+            entry.value().kept_at_eviction(false);
+            if kept_unread {
+                entry.value().kept_at_eviction(false);
+            }
+            assert!(entry.value().protected() && entry.value().kept_unread() == kept_unread);
+        }
+        // Fill the room the eviction left: the next fill is checked.
+        let len = crate::local::file::format::stored_len("new0".len(), value.len());
+        let mut j = 0;
+        while store.inner.disk_bytes.load(std::sync::atomic::Ordering::Relaxed) + len <= store.inner.max_bytes
+        {
+            assert!(store.fill(&format!("room{j}"), &value, None).unwrap());
+            j += 1;
+        }
+        assert!(store.get("new").unwrap().is_none());
+        store.fill("new", &value, None).unwrap()
+    }
+
+    #[test]
+    fn a_new_key_takes_the_place_of_a_protected_victim_only_once_it_was_kept_unread_before() {
+        // Protected and unread, not marked: the sketch decides, and a key read once is no
+        // better than the victim by the margin.
+        assert!(!new_key_admitted_against_unread_protected_victims(false));
+        // Kept unread once already: its next keep would make it probationary; recency decides.
+        assert!(new_key_admitted_against_unread_protected_victims(true));
     }
 
     #[test]

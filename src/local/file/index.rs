@@ -111,8 +111,12 @@ const FREQ_SHIFT: u32 = 28;
 const FREQ: u32 = 0b11 << FREQ_SHIFT;
 /// Highest read frequency counted.
 pub(crate) const FREQ_MAX: u32 = 3;
-/// The other 28 bits: the confirmed epoch (bit 31 is free).
-const EPOCH_MASK: u32 = !((1 << 31) | PROTECTED | FREQ);
+/// Kept-unread bit (bit 31): the entry was last kept at eviction without a read counted, and
+/// is protected. Kept unread once more, it loses its protection (see `policy`); a read counted
+/// by the next eviction that keeps it clears the bit. In RAM only, as the other policy bits.
+const KEPT_UNREAD: u32 = 1 << 31;
+/// The other 28 bits: the confirmed epoch.
+const EPOCH_MASK: u32 = !(KEPT_UNREAD | PROTECTED | FREQ);
 
 /// One index entry (16 bytes; the 64-bit key hash is the map key).
 #[derive(Debug)]
@@ -121,9 +125,9 @@ pub(crate) struct IndexEntry {
     /// Expiry in Unix seconds, rounded up (0: never). Coarse: when it says "expired", the record
     /// is; in the last second before it the exact expiry is checked from the record.
     expires_s: u32,
-    /// Bit 30: protected (see [`PROTECTED`]); bits 28–29: read frequency ([`FREQ`]). Bits 0–27:
-    /// the suspicion epoch (mod 2^28) in which the entry was last confirmed fresh (0: never).
-    /// Bit 31 is free.
+    /// Bit 31: kept unread ([`KEPT_UNREAD`]); bit 30: protected (see [`PROTECTED`]); bits
+    /// 28–29: read frequency ([`FREQ`]). Bits 0–27: the suspicion epoch (mod 2^28) in which the
+    /// entry was last confirmed fresh (0: never).
     flags: AtomicU32,
 }
 
@@ -156,13 +160,29 @@ impl IndexEntry {
         (self.flags.load(Ordering::Relaxed) & FREQ) >> FREQ_SHIFT
     }
 
-    /// Kept at eviction (re-appended): protected from now on, and one read spent if `spend`.
+    /// Whether the entry was last kept at eviction unread, and still is (see [`KEPT_UNREAD`]).
+    pub(crate) fn kept_unread(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & KEPT_UNREAD != 0
+    }
+
+    /// Kept at eviction (re-appended). With reads counted: protected from now on, and one read
+    /// spent if `spend`. Without: a protected entry kept unread for the first time in a row stays
+    /// protected (marked [`KEPT_UNREAD`]), the second time it loses its protection; an unread
+    /// probationary one is made protected (kept in the room that better ranks left).
     pub(crate) fn kept_at_eviction(&self, spend: bool) {
         let _ = self
             .flags
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                let freq = ((f & FREQ) >> FREQ_SHIFT).saturating_sub(u32::from(spend));
-                Some((f & !FREQ) | PROTECTED | (freq << FREQ_SHIFT))
+                let freq = (f & FREQ) >> FREQ_SHIFT;
+                if freq == 0 && f & PROTECTED != 0 {
+                    return Some(if f & KEPT_UNREAD != 0 {
+                        f & !(KEPT_UNREAD | PROTECTED)
+                    } else {
+                        f | KEPT_UNREAD
+                    });
+                }
+                let freq = freq.saturating_sub(u32::from(spend));
+                Some((f & !(FREQ | KEPT_UNREAD)) | PROTECTED | (freq << FREQ_SHIFT))
             });
     }
 
@@ -330,10 +350,10 @@ mod tests {
         assert!(e.freq() == FREQ_MAX && e.protected() && e.confirmed_in(5));
         e.kept_at_eviction(true);
         assert!(e.freq() == FREQ_MAX - 1 && e.protected());
-        for _ in 0..5 {
+        for _ in 0..2 {
             e.kept_at_eviction(true);
         }
-        assert!(e.freq() == 0 && e.protected() && e.confirmed_in(5));
+        assert!(e.freq() == 0 && e.protected() && !e.kept_unread() && e.confirmed_in(5));
         e.confirm(6);
         assert!(e.protected() && e.confirmed_in(6) && !e.confirmed_in(5));
         // The epoch wraps at 2^28 without touching the flags.
@@ -342,6 +362,29 @@ mod tests {
         assert!(!IndexEntry::with_protection(Loc::new(0, 0, 32), 0, false).protected());
         let protected = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true);
         assert!(protected.protected() && protected.freq() == 0);
+    }
+
+    #[test]
+    fn a_protected_entry_kept_unread_twice_in_a_row_loses_its_protection_and_a_read_between_resets_it() {
+        let e = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true);
+        e.confirm(9);
+        e.kept_at_eviction(true);
+        assert!(
+            e.protected() && e.kept_unread(),
+            "kept unread once: still protected"
+        );
+        // Read before the next eviction: the next keep counts the read, and starts over.
+        e.touch();
+        e.kept_at_eviction(true);
+        assert!(e.protected() && !e.kept_unread() && e.freq() == 0);
+        e.kept_at_eviction(false);
+        assert!(e.protected() && e.kept_unread());
+        e.kept_at_eviction(false);
+        assert!(
+            !e.protected() && !e.kept_unread(),
+            "kept unread twice in a row: probationary"
+        );
+        assert!(e.freq() == 0 && e.confirmed_in(9));
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Inner {
                     self.sketch.frequency(hash) > self.sketch.frequency(victim.hash) + admission::MARGIN
                         && w.recent_fills.contains(hash)
                 };
-                let admit = if standing.freq == 0 && !standing.protected {
+                let admit = if standing.gives_way_to_new_keys() {
                     // A key never asked for lately: recency decides, as without admission.
                     !w.recent_fills.seen(hash) || read_more()
                 } else {
