@@ -24,8 +24,8 @@
 mod policy_sim;
 
 use policy_sim::{
-    compare, distinct, loop_mix_pattern, loop_pattern, read_cache2k_trace, scan_pattern, shifting_pattern,
-    web12_slice, zipf_pattern, Row,
+    compare, distinct, drifting_pattern, loop_mix_pattern, loop_pattern, read_cache2k_trace, scan_pattern,
+    shifting_pattern, two_loops_pattern, web12_slice, zipf_pattern, Row,
 };
 
 fn print_row(name: &str, share: &str, row: &Row) {
@@ -108,6 +108,22 @@ fn main() {
             "shifting zipf 2000 x4",
             shifting_pattern(2_000, 0.8, 25_000, 4, 12),
             vec![500, 1_000],
+        ),
+        (
+            "drifting zipf 10k",
+            drifting_pattern(10_000, 0.9, 200_000, 20, 13),
+            vec![500, 1_000],
+        ),
+        (
+            "2 loops + zipf 5k",
+            two_loops_pattern(1_500, 4_000, 5_000, 150_000, 14),
+            vec![1_000, 3_000],
+        ),
+        // A hot set a little larger than the capacity, under a scan.
+        (
+            "scan 1/3 + hot 1200",
+            scan_pattern(1_200, 1.0 / 3.0, 60_000, 15),
+            vec![1_000],
         ),
     ];
     for (name, trace, capacities) in &synthetic {

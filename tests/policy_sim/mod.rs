@@ -138,6 +138,40 @@ pub fn loop_mix_pattern(loop_keys: u32, hot: u32, hot_share: f64, len: usize, se
         .collect()
 }
 
+/// Zipf(`s`) over `keys` ranks whose keys drift: the key of rank `r` at access `i` is
+/// `(r + i / drift_every) % (2 * keys)`, so the hot keys change a little all the time, as the
+/// popular items of a news site or a shop do. Recency is worth more than frequency here (LRU
+/// beats quick_cache).
+pub fn drifting_pattern(keys: u32, s: f64, len: usize, drift_every: u32, seed: u64) -> Vec<u32> {
+    zipf_pattern(keys, s, len, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (k + i as u32 / drift_every) % (2 * keys))
+        .collect()
+}
+
+/// Two loops (over `short` and `long` keys, each 30% of the accesses) interleaved with zipf(0.9)
+/// reads of `hot` other keys: a cache should keep the hot keys and the short loop.
+pub fn two_loops_pattern(short: u32, long: u32, hot: u32, len: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    let (mut a, mut b) = (0, 0);
+    zipf_pattern(hot, 0.9, len, seed + 1)
+        .into_iter()
+        .map(|k| {
+            let u = rng.unit();
+            if u < 0.3 {
+                a = (a + 1) % short;
+                hot + a
+            } else if u < 0.6 {
+                b = (b + 1) % long;
+                hot + short + b
+            } else {
+                k
+            }
+        })
+        .collect()
+}
+
 /// A demand-filled cache: `access` returns whether the key was a hit, and inserts it if not.
 pub trait Policy {
     fn access(&mut self, key: u32) -> bool;
