@@ -61,7 +61,9 @@
 //!   -0.6/-1.0 and -4.7/-4.9, drifting -1.7/-1.9 and -2.4/-2.5, average 48.9 (two processes);
 //!   web12 0.4 to 1.3 lower at every capacity, and the working set that moves at 1,000
 //!   entries 73.2 to 74.2: more than 2 points below `quick_cache` in 4 runs of 10. Reopening
-//!   the gate when the estimate fell by 5 points in a window did not help it (73.6-73.7), nor
+//!   the gate when the estimate fell by 5 points in a window did not help it (73.0-73.7, and
+//!   a loop with a hot set -2.1/-2.5 in two runs of four), by 2 points neither (73.5-74.0, the
+//!   scan back to -4.6/-4.9), nor
 //!   did windows of two (the scan -4.3) or eight reads per entry with steps of an eighth
 //!   starting from all admitted (nothing moved on these traces), nor steps of a half; starting
 //!   from all admitted kept web12 but left the scan at -3.3/-3.7 and two loops at -2.2; the
