@@ -37,6 +37,43 @@
 //! than 0.3 but up: the loops over twice and 4/3 the capacity and the loop with a hot set gained
 //! 0.5 to 2 points.
 //!
+//! ## Tried: a doorkeeper on new keys, fixed or climbed on the hit ratio
+//! Only the fill that would make the store evict is checked; the room an eviction frees (at
+//! least a quarter of a segment's records) is filled unchecked by whatever misses next. Counted
+//! (one process): on a scan into a hot set 1.2 times the capacity, 615 fills checked while
+//! 20,400 entries were evicted, 15,290 of them unread probationary ones (the scan's keys, kept
+//! a pass of the log: about a fifth of it); on drifting popular keys at 500 entries, 5,300
+//! checked of 128,000 misses. So the three rows still more than 2 points below `quick_cache`
+//! (`examples/hit_ratios.rs`: drifting popular keys, two loops mixed with zipf, that scan) are
+//! decided by what takes the free room, not by the check.
+//!
+//! Tried: once the store is full, a fill of a key no fill was asked for in the longer window
+//! of [`RecentFills`] admitted only as a share of such fills, in free room and against unread
+//! victims alike (file tier - `quick_cache`, before: scan -7.5, two loops -4.2 and -3.7 at
+//! 1,000 and 3,000 entries, drifting -2.6 and -2.9, average 48.5):
+//! - no new key (a pure doorkeeper): the scan -1.9, two loops -0.9 and -4.3, drifting -1.6 and
+//!   -2.3, average 49.1 (`quick_cache` 49.3); but web12 at 1% of its keys -2.9 (was -0.8), at
+//!   10% and 25% 1.3 and 1.6 lower, a working set that moves at 1,000 entries -2.4 (was -1.1);
+//! - half of them: the scan -5.6, two loops -3.5, web12 at 1% -1.9; average 48.7;
+//! - the share climbed per store as Caffeine climbs its window (start at half, a quarter per
+//!   window of four reads per entry, on while the hit ratio estimated as one less the fills per
+//!   read counted by the sketch rises, back when it falls): the scan -2.5/-2.6, two loops
+//!   -0.6/-1.0 and -4.7/-4.9, drifting -1.7/-1.9 and -2.4/-2.5, average 48.9 (two processes);
+//!   web12 0.4 to 1.3 lower at every capacity, and the working set that moves at 1,000
+//!   entries 73.2 to 74.2: more than 2 points below `quick_cache` in 4 runs of 10. Reopening
+//!   the gate when the estimate fell by 5 points in a window did not help it (73.0-73.7, and
+//!   a loop with a hot set -2.1/-2.5 in two runs of four), by 2 points neither (73.5-74.0, the
+//!   scan back to -4.6/-4.9), nor
+//!   did windows of two (the scan -4.3) or eight reads per entry with steps of an eighth
+//!   starting from all admitted (nothing moved on these traces), nor steps of a half; starting
+//!   from all admitted kept web12 but left the scan at -3.3/-3.7 and two loops at -2.2; the
+//!   gate on free room only got drifting -1.4/-1.8 but two loops -3.4. The sketch's count of
+//!   reads must be exact for such windows: estimated from its halvings it was too coarse and
+//!   the climb wandered.
+//!
+//! A key that misses twice always came in (it was seen), so what a closed gate costs a working
+//! set that moves is one more miss per new key; no measure tried told those keys from a scan's.
+//!
 //! Nothing here is on disk: after a restart the counts start from zero, and every fill is new.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -496,12 +533,25 @@ mod tests {
             i += 1;
         }
         assert!(!store.contains("again"));
-        // New keys take unread victims' places: recency decides.
+        // New keys take unread victims' places: recency decides. A key the filters of recent
+        // fills report by a false positive (about one in a thousand, by the per-process seed)
+        // is not new to the store and may be refused: it is left out of the check.
+        let mut false_positives = 0;
         for j in 0..100 {
             let key = format!("new{j}");
             assert!(store.get(&key).unwrap().is_none());
+            let hash = store.inner.hasher.hash(&key);
+            if store.inner.writer.lock().recent_fills.seen(hash) {
+                false_positives += 1;
+                store.fill(&key, &value, None).unwrap();
+                continue;
+            }
             assert!(store.fill(&key, &value, None).unwrap(), "{key} refused");
         }
+        assert!(
+            false_positives < 10,
+            "{false_positives} of 100 new keys seen before"
+        );
         // The room the last eviction left is filled unchecked: the next fill is checked.
         let len = crate::local::file::format::stored_len("again".len(), value.len());
         let mut j = 100;
