@@ -478,6 +478,25 @@ mod tests {
         assert!(!recent.seen(hash(last)));
     }
 
+    /// Fills keys `{prefix}{first}`, `{prefix}{first + 1}`, ... while a record of `next_key`
+    /// would still fit in the room the last eviction left (a fill there is never checked), so
+    /// that a fill of `next_key` would make the store evict and is weighed for admission.
+    fn fill_room_left_by_eviction(
+        store: &FileStore,
+        value: &[u8],
+        next_key: &str,
+        prefix: &str,
+        first: usize,
+    ) {
+        let len = crate::local::file::format::stored_len(next_key.len(), value.len());
+        let mut j = first;
+        while store.inner.disk_bytes.load(std::sync::atomic::Ordering::Relaxed) + len <= store.inner.max_bytes
+        {
+            assert!(store.fill(&format!("{prefix}{j}"), value, None).unwrap());
+            j += 1;
+        }
+    }
+
     /// Whether a fill of a new key is admitted in a full store whose every entry is protected,
     /// unread, and was kept unread at its last eviction if `kept_unread`.
     fn new_key_admitted_against_unread_protected_victims(kept_unread: bool) -> bool {
@@ -498,13 +517,7 @@ mod tests {
             assert!(entry.value().protected() && entry.value().kept_unread() == kept_unread);
         }
         // Fill the room the eviction left: the next fill is checked.
-        let len = crate::local::file::format::stored_len("new0".len(), value.len());
-        let mut j = 0;
-        while store.inner.disk_bytes.load(std::sync::atomic::Ordering::Relaxed) + len <= store.inner.max_bytes
-        {
-            assert!(store.fill(&format!("room{j}"), &value, None).unwrap());
-            j += 1;
-        }
+        fill_room_left_by_eviction(&store, &value, "new0", "room", 0);
         assert!(store.get("new").unwrap().is_none());
         store.fill("new", &value, None).unwrap()
     }
@@ -553,13 +566,7 @@ mod tests {
             "{false_positives} of 100 new keys seen before"
         );
         // The room the last eviction left is filled unchecked: the next fill is checked.
-        let len = crate::local::file::format::stored_len("again".len(), value.len());
-        let mut j = 100;
-        while store.inner.disk_bytes.load(std::sync::atomic::Ordering::Relaxed) + len <= store.inner.max_bytes
-        {
-            assert!(store.fill(&format!("new{j}"), &value, None).unwrap());
-            j += 1;
-        }
+        fill_room_left_by_eviction(&store, &value, "again", "new", 100);
         // A key asked for before, and read no more often than the victims since: refused.
         assert!(store.get("again").unwrap().is_none());
         assert!(!store.fill("again", &value, None).unwrap());
