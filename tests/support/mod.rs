@@ -356,6 +356,34 @@ fn signal(child: Option<&Child>, sig: &str) {
     let pid = child.expect("server not running").id().to_string();
     let status = Command::new("kill").args([sig, &pid]).status().expect("run kill");
     assert!(status.success(), "kill {sig} {pid} failed");
+    if sig == "-STOP" {
+        wait_until_stopped(&pid);
+    }
+}
+
+/// Returns once every thread of `pid` is stopped. `kill -STOP` returns when the signal is
+/// queued, not when the process has stopped: on a loaded machine a server thread may still
+/// answer a request after it (CI once saw a `set` succeed on a "paused" memcached).
+fn wait_until_stopped(pid: &str) {
+    let started = Instant::now();
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("read /proc/<pid>/task of a server we started");
+        let all_stopped = tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                // The state is the first field after the parenthesised command name.
+                .map(|stat| stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('T')))
+                .unwrap_or(false)
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            started.elapsed() < START_DEADLINE,
+            "process {pid} did not stop within {START_DEADLINE:?} of SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 impl Drop for RedisServer {
