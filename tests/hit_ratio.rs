@@ -24,6 +24,17 @@ fn run(name: &str, trace: &[u32], capacity: usize) -> Row {
     row
 }
 
+/// [`run`] on three stores, each with its own hash seeds, keeping the row whose file tier is
+/// the median. On some patterns a seed in about a hundred costs the file tier a few points (a
+/// working set that moves to new keys got 57.2% once in 80 runs, where the others got 61.6 to
+/// 62.3, at 500 entries; and before the gate on new keys 72.4 once in 60, where the others got
+/// 74.2 to 74.7, at 1,000): the median pins the policy, not the seed.
+fn run_median(name: &str, trace: &[u32], capacity: usize) -> Row {
+    let mut rows: Vec<Row> = (0..3).map(|_| run(name, trace, capacity)).collect();
+    rows.sort_by(|a, b| a.file.total_cmp(&b.file));
+    rows[1]
+}
+
 /// The memory tier is `quick_cache` inserted as the crate intends: the same hit ratio, give or
 /// take the noise of its randomly seeded shard hashing.
 fn assert_memory_tier_matches_quick_cache(name: &str, row: &Row) {
@@ -146,6 +157,28 @@ fn a_scan_mixed_into_a_hot_set_does_not_flush_it_from_either_tier() {
 }
 
 #[test]
+fn a_scan_into_a_hot_set_larger_than_the_capacity_is_kept_out_by_the_gate_on_new_keys() {
+    // The hot set does not fit: its misses keep the log turning, and the room each eviction
+    // frees went to the scan's one-off keys (46.5% before the gate on new keys, see
+    // `src/local/file/newkeys.rs`).
+    let trace = scan_pattern(1_200, 1.0 / 3.0, 60_000, 15);
+    let row = run_median("scan 1/3 + hot 1200", &trace, 1_000);
+    assert!(row.lru < 35.0, "LRU {:.2}%", row.lru);
+    assert!(
+        row.file >= FILE_SCAN_LARGE_HOT_FLOOR,
+        "file tier {:.2}%",
+        row.file
+    );
+    assert!(
+        row.file >= row.quick_cache - 3.0,
+        "file tier {:.2}% vs quick_cache {:.2}%",
+        row.file,
+        row.quick_cache
+    );
+    assert_memory_tier_matches_quick_cache("scan 1/3 + hot 1200", &row);
+}
+
+#[test]
 fn zipf_with_one_hit_wonders_keeps_the_file_tier_near_quick_cache() {
     let trace = zipf_pattern(10_000, 0.99, 30_000, 9);
     let row = run("zipf 0.99", &trace, 500);
@@ -169,7 +202,7 @@ fn a_working_set_that_moves_to_new_keys_keeps_the_file_tier_within_two_points_of
     let trace = shifting_pattern(2_000, 0.8, 25_000, 4, 12);
     for capacity in [500, 1_000] {
         let name = format!("shifting zipf at {capacity}");
-        let row = run(&name, &trace, capacity);
+        let row = run_median(&name, &trace, capacity);
         assert!(
             row.file >= row.quick_cache - 2.0,
             "{name}: file tier {:.2}% more than 2 points below quick_cache {:.2}%",
@@ -214,6 +247,9 @@ const FILE_LOOP_5X_FLOOR: f64 = 14.5;
 const FILE_LOOP_MIX_FLOOR: f64 = 39.0;
 /// quick_cache: 29.0; LRU: 17.1.
 const FILE_SCAN: f64 = 30.45;
+/// quick_cache: 53.6 to 53.9; LRU: 33.2. 46.3 to 46.6 before the gate on new keys; with it
+/// 51.6 to 51.7 (3 processes of the example).
+const FILE_SCAN_LARGE_HOT_FLOOR: f64 = 50.5;
 /// quick_cache: 64.0; LRU: 56.6.
 const FILE_ZIPF: f64 = 63.12;
 /// quick_cache: 63.1 and 75.6; LRU: 58.8 and 76.2. Before entries kept unread lost their

@@ -72,7 +72,10 @@
 //!   the climb wandered.
 //!
 //! A key that misses twice always came in (it was seen), so what a closed gate costs a working
-//! set that moves is one more miss per new key; no measure tried told those keys from a scan's.
+//! set that moves is one more miss per new key; no measure of the hit ratio told those keys from
+//! a scan's. What does is whether new keys are read before their first eviction, counted on a
+//! sample of them: that gate is [`super::newkeys`], which keeps every new key of a working set
+//! that moves and of web12, and closes on scans and loops.
 //!
 //! Nothing here is on disk: after a restart the counts start from zero, and every fill is new.
 

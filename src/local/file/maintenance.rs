@@ -263,6 +263,7 @@ impl Inner {
                 let Some((hash, loc, standing)) = live(rec) else {
                     continue;
                 };
+                w.new_keys.evicting(hash, standing.freq > 0);
                 if expired(rec) {
                     self.expire_at(hash, loc);
                 } else if chosen && kept + u64::from(rec.len) <= budget {

@@ -32,6 +32,7 @@ mod index;
 mod lookup;
 mod maintenance;
 mod mmap;
+mod newkeys;
 mod options;
 mod policy;
 #[cfg(test)]
@@ -251,6 +252,8 @@ struct Writer {
     victims: admission::Victims,
     /// Keys fills were asked for lately, for the admission of fills (see `admission`).
     recent_fills: admission::RecentFills,
+    /// The gate on fills of new keys (see `newkeys`).
+    new_keys: newkeys::NewKeyGate,
 }
 
 /// Bytes a record's entry adds to its segment's hint file.
@@ -320,6 +323,7 @@ impl FileStore {
                 ghosts: Ghosts::default(),
                 victims: admission::Victims::default(),
                 recent_fills: admission::RecentFills::default(),
+                new_keys: newkeys::NewKeyGate::default(),
             }),
             sync_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),
@@ -465,7 +469,8 @@ impl FileStore {
 
     /// Writes a value copied in after a miss (a fill: a read-through cache's backfill), unless
     /// the write would make the store evict and the key was read no more often lately than
-    /// what the eviction would drop (see the file tier's admission policy in the README).
+    /// what the eviction would drop, or, once the store has been full, the key is new and new
+    /// keys' fills have lately gone unread (see the file tier's admission policy in the README).
     /// Returns whether it was written. For values the caller must find again, use
     /// [`set`](FileStore::set): a set is always written.
     ///

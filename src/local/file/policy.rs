@@ -55,6 +55,10 @@
 //! will be read again stay instead of being pushed out one fill at a time, and the limit of the
 //! copies below no longer binds.
 //!
+//! Once the store is full, a fill of a key no fill was asked for lately also passes the gate
+//! on new keys ([`super::newkeys`]), in free room too: closed while sampled new keys go unread
+//! before their first eviction, so a scan no longer takes the room evictions free.
+//!
 //! Measured (`examples/hit_ratios.rs`, before → after, quick_cache in brackets): loops over 4/3
 //! and twice the capacity 50 → 65 (54) and 33 → 42-43 (44), a loop mixed with a hot set 40 → 44
 //! (46), with fewer copies (0.6-1.2 per insert instead of 2.3-2.6). Unchanged: a loop over five

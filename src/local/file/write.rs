@@ -76,7 +76,14 @@ impl Inner {
             .filter(|item| {
                 let len = format::stored_len(item.key().len(), item.value().len());
                 let hash = self.hasher.hash(item.key());
-                let admit = pending + len <= self.max_bytes || self.admits(&mut w, hash);
+                // Once the store was full, a key no fill was asked for lately passes the gate
+                // on new keys first (see `newkeys`), wherever it would go.
+                let new_key = self.sketch.started() && !w.recent_fills.seen(hash);
+                let admit = (!new_key || w.new_keys.admits(hash))
+                    && (pending + len <= self.max_bytes || self.admits(&mut w, hash));
+                if admit && new_key {
+                    w.new_keys.admitted(hash, self.index.len());
+                }
                 // After the check: a fill is evidence for the key's next one, not its own.
                 w.recent_fills.record(hash, self.index.len());
                 if admit {
@@ -460,6 +467,7 @@ impl Inner {
         w.ghosts.clear();
         w.victims.clear();
         w.recent_fills.clear();
+        w.new_keys.clear();
         self.sketch.clear();
         self.live_bytes.store(0, Ordering::Relaxed);
         // Every segment goes, the active one too; the next write starts a new one.

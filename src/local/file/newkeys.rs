@@ -1,0 +1,227 @@
+//! The gate on fills of new keys: once the store is full, a fill of a key no fill was asked for
+//! lately is written only while such fills are read before their first eviction often enough.
+//!
+//! # Why
+//! Admission weighs a fill only when it would make the store evict (see `admission`); an
+//! eviction frees at least a quarter of a segment's records, and whatever misses next took that
+//! room unchecked. Under a scan, the scan's one-off keys took most of it, each kept for a pass of
+//! the log, and the log kept turning: a scan of one third of the reads into a hot set 1.2 times
+//! the capacity hit 46.5% where `quick_cache` hits 53.9%. A doorkeeper refusing every new key's
+//! first fill closes that gap, but costs a working set that moves to new keys, and a trace such
+//! as cache2k web12, one more miss per new key (up to 2.9 points, see `admission`).
+//!
+//! So the gate measures what admitting new keys is worth, on the store's own traffic: one key
+//! hash in [`SAMPLE`] is a *probe*, whose fills are always admitted, and the first eviction that
+//! meets a probe's entry counts whether it was read since it was written. While at least
+//! [`OPEN_PERCENT`] of the probes were read, every new key is admitted (recency decides, as
+//! without the gate); below, only probes are, and a refused key gets in at its next fill, as it
+//! is then no longer new ([`super::admission::RecentFills`] remembered it).
+//!
+//! Measured, the share of probes read (`examples/hit_ratios.rs`, one process): scans and loops
+//! 0 to 3%, zipf 3 to 10%, drifting popular keys 3 to 4%, two loops mixed with zipf 1 to 7%;
+//! web12 22 to 26% and a working set that moves to new keys at 1,000 entries 33%, where the gate
+//! stays open.
+//!
+//! # Costs
+//! Nothing on the read path, nothing on disk: the probes admitted and not yet evicted (one in
+//! [`SAMPLE`] of new keys' fills, a hash set bounded at [`MAX_PROBES_PER_ENTRY`]) and two
+//! counters, under the writer lock. After a restart, or a clear, the gate starts open.
+
+use std::collections::HashSet;
+
+/// One key hash in `SAMPLE` (a power of two) is a probe. One in 32 gives a store of 1,000
+/// entries under a scan about 30 probes per pass of the log: enough to close the gate within a
+/// pass or two.
+const SAMPLE: u64 = 32;
+/// Probes counted before the counts are halved: the share read is taken over the last 32 to 64
+/// probes, so the gate follows a change of pattern within one to two thousand new keys. (256
+/// measured the same on the example's traces, within the spread of the seeds.)
+const WINDOW: u64 = 64;
+/// Share of probes read, in percent, at or above which the gate is open. Between 8 and 20 the
+/// example's rows moved within the spread of the seeds; the patterns it must tell apart are at 0
+/// to 10 (scans, loops, zipf's one-hit wonders) and above 20 (web12, moving working sets).
+const OPEN_PERCENT: u64 = 12;
+/// Bound on probes remembered, per entry the store holds (and at least [`MIN_PROBES`]): a probe
+/// deleted or overwritten before an eviction met it is never met, so the set is cleared when it
+/// passes the bound rather than left to grow.
+const MAX_PROBES_PER_ENTRY: usize = 8;
+const MIN_PROBES: usize = 64;
+
+/// Sampled usefulness of new keys' fills (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct NewKeyGate {
+    /// Probes admitted and not yet met by an eviction.
+    probes: HashSet<u64>,
+    /// Probes read before their first eviction, and not, over the window.
+    read: u64,
+    unread: u64,
+}
+
+/// Whether `hash` is a probe: picked by bits of the hash that neither the index shard, the
+/// sketch nor the Bloom filters use alone.
+fn is_probe(hash: u64) -> bool {
+    hash.rotate_left(23).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - SAMPLE.trailing_zeros()) == 0
+}
+
+impl NewKeyGate {
+    /// Whether a fill of new key `hash` is written: always for a probe, else while the gate is
+    /// open.
+    pub(crate) fn admits(&self, hash: u64) -> bool {
+        is_probe(hash) || self.is_open()
+    }
+
+    /// Whether the probes say new keys are worth their room (no probe counted yet: open).
+    pub(crate) fn is_open(&self) -> bool {
+        self.read * 100 >= (self.read + self.unread) * OPEN_PERCENT
+    }
+
+    /// A fill of new key `hash` was written, in a store holding `entries`.
+    pub(crate) fn admitted(&mut self, hash: u64, entries: usize) {
+        if is_probe(hash) {
+            if self.probes.len() >= (entries / MAX_PROBES_PER_ENTRY).max(MIN_PROBES) {
+                self.probes.clear();
+            }
+            self.probes.insert(hash);
+        }
+    }
+
+    /// An eviction meets the entry of `hash`, which was `read` since it was written.
+    pub(crate) fn evicting(&mut self, hash: u64, read: bool) {
+        if !is_probe(hash) || !self.probes.remove(&hash) {
+            return;
+        }
+        if read {
+            self.read += 1;
+        } else {
+            self.unread += 1;
+        }
+        if self.read + self.unread >= WINDOW {
+            self.read /= 2;
+            self.unread /= 2;
+        }
+    }
+
+    /// Forgets everything (the store was cleared).
+    pub(crate) fn clear(&mut self) {
+        *self = NewKeyGate::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::file::{Durability, FileStore, FileStoreOptions};
+
+    fn probes() -> impl Iterator<Item = u64> {
+        (0u64..)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .filter(|&h| is_probe(h))
+    }
+
+    fn non_probe() -> u64 {
+        (0u64..)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .find(|&h| !is_probe(h))
+            .unwrap_or(1)
+    }
+
+    #[test]
+    fn about_one_hash_in_the_sample_is_a_probe() {
+        let n = 64_000u64;
+        let probes = (0..n)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i)
+            .filter(|&h| is_probe(h))
+            .count() as u64;
+        let expected = n / SAMPLE;
+        assert!(
+            probes > expected * 8 / 10 && probes < expected * 12 / 10,
+            "{probes} of {n}"
+        );
+    }
+
+    #[test]
+    fn the_gate_closes_when_probes_go_unread_and_reopens_when_they_are_read() {
+        let mut gate = NewKeyGate::default();
+        let other = non_probe();
+        assert!(gate.admits(other), "no probe counted yet: open");
+        for probe in probes().take(40) {
+            gate.admitted(probe, 1_000);
+            gate.evicting(probe, false);
+        }
+        assert!(!gate.is_open());
+        assert!(!gate.admits(other), "a new key is refused while probes go unread");
+        let probe = probes().next().unwrap_or(0);
+        assert!(gate.admits(probe), "a probe is always admitted");
+        // New keys are read again: the window forgets the unread probes.
+        for probe in probes().skip(40).take(40) {
+            gate.admitted(probe, 1_000);
+            gate.evicting(probe, true);
+        }
+        assert!(gate.is_open());
+        assert!(gate.admits(other));
+    }
+
+    #[test]
+    fn only_probes_admitted_as_new_keys_are_counted_and_each_once() {
+        let mut gate = NewKeyGate::default();
+        let probe = probes().next().unwrap_or(0);
+        // Never admitted as a new key (a key asked for before, or a set): not counted.
+        gate.evicting(probe, false);
+        assert_eq!((gate.read, gate.unread), (0, 0));
+        gate.admitted(probe, 1_000);
+        gate.evicting(probe, true);
+        // Kept at that eviction and met again: counted once.
+        gate.evicting(probe, false);
+        assert_eq!((gate.read, gate.unread), (1, 0));
+        // A non-probe is never remembered.
+        gate.admitted(non_probe(), 1_000);
+        assert!(gate.probes.is_empty());
+    }
+
+    #[test]
+    fn probes_never_met_by_an_eviction_do_not_grow_the_set_past_its_bound() {
+        let mut gate = NewKeyGate::default();
+        for probe in probes().take(1_000) {
+            gate.admitted(probe, 1_000);
+        }
+        assert!(gate.probes.len() <= (1_000 / MAX_PROBES_PER_ENTRY).max(MIN_PROBES));
+    }
+
+    #[test]
+    fn a_full_store_whose_new_keys_go_unread_refuses_a_new_key_until_it_is_asked_for_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileStoreOptions::default()
+            .max_size_mb(1)
+            .durability(Durability::None)
+            .background_threads(false);
+        let store = FileStore::open(dir.path(), options).unwrap();
+        let value = vec![7u8; 4_000];
+        // A scan: every key missed once, filled, never read again.
+        let mut i = 0;
+        while store.stats().evictions == 0 || store.inner.writer.lock().new_keys.is_open() {
+            let key = format!("scan{i}");
+            assert!(store.get(&key).unwrap().is_none());
+            store.fill(&key, &value, None).unwrap();
+            i += 1;
+            assert!(i < 10_000, "the gate never closed");
+        }
+        // A new key (not a probe, asked for by no fill before) is refused, and nothing is written.
+        let key = (0..)
+            .map(|j| format!("fresh{j}"))
+            .find(|key| {
+                let hash = store.inner.hasher.hash(key);
+                !is_probe(hash) && !store.inner.writer.lock().recent_fills.seen(hash)
+            })
+            .unwrap_or_default();
+        assert!(store.get(&key).unwrap().is_none());
+        assert!(!store.fill(&key, &value, None).unwrap(), "{key} admitted");
+        assert!(!store.contains(&key));
+        // Asked for again, it is no longer new: written, and read back.
+        assert!(store.get(&key).unwrap().is_none());
+        assert!(store.fill(&key, &value, None).unwrap(), "{key} refused twice");
+        assert_eq!(store.get(&key).unwrap(), Some(value.clone()));
+        // A user's write is never gated.
+        store.set("written", &value, None).unwrap();
+        assert!(store.contains("written"));
+    }
+}
