@@ -53,6 +53,16 @@ fn assert_near(name: &str, what: &str, got: f64, pinned: f64, tolerance: f64) {
     );
 }
 
+/// The file tier is at most `points` below `quick_cache` at the same capacity.
+fn assert_file_tier_within(name: &str, row: &Row, points: f64) {
+    assert!(
+        row.file >= row.quick_cache - points,
+        "{name}: file tier {:.2}% more than {points} points below quick_cache {:.2}%",
+        row.file,
+        row.quick_cache
+    );
+}
+
 #[test]
 fn web12_slice_file_and_memory_tiers_hold_their_hit_ratios() {
     let trace = web12_slice();
@@ -112,12 +122,7 @@ fn a_loop_over_five_times_the_capacity_keeps_the_file_tier_within_two_points_of_
     assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
     // From below only: how soon the log stops depends on the hash seed (see the pins).
     assert!(row.file >= FILE_LOOP_5X_FLOOR, "file tier {:.2}%", row.file);
-    assert!(
-        row.file >= row.quick_cache - 2.0,
-        "file tier {:.2}% more than 2 points below quick_cache {:.2}%",
-        row.file,
-        row.quick_cache
-    );
+    assert_file_tier_within("loop 5000", &row, 2.0);
 }
 
 #[test]
@@ -147,12 +152,7 @@ fn a_scan_mixed_into_a_hot_set_does_not_flush_it_from_either_tier() {
     // The hot third of the accesses is what a policy can hit; LRU lets the scan flush it.
     assert!(row.lru < 20.0, "LRU {:.2}%", row.lru);
     assert_near("scan", "file tier", row.file, FILE_SCAN, 2.0);
-    assert!(
-        row.file >= row.quick_cache - 2.0,
-        "file tier {:.2}% vs quick_cache {:.2}%",
-        row.file,
-        row.quick_cache
-    );
+    assert_file_tier_within("scan", &row, 2.0);
     assert_memory_tier_matches_quick_cache("scan", &row);
 }
 
@@ -169,12 +169,7 @@ fn a_scan_into_a_hot_set_larger_than_the_capacity_is_kept_out_by_the_gate_on_new
         "file tier {:.2}%",
         row.file
     );
-    assert!(
-        row.file >= row.quick_cache - 3.0,
-        "file tier {:.2}% vs quick_cache {:.2}%",
-        row.file,
-        row.quick_cache
-    );
+    assert_file_tier_within("scan 1/3 + hot 1200", &row, 3.0);
     assert_memory_tier_matches_quick_cache("scan 1/3 + hot 1200", &row);
 }
 
@@ -203,12 +198,7 @@ fn a_working_set_that_moves_to_new_keys_keeps_the_file_tier_within_two_points_of
     for capacity in [500, 1_000] {
         let name = format!("shifting zipf at {capacity}");
         let row = run_median(&name, &trace, capacity);
-        assert!(
-            row.file >= row.quick_cache - 2.0,
-            "{name}: file tier {:.2}% more than 2 points below quick_cache {:.2}%",
-            row.file,
-            row.quick_cache
-        );
+        assert_file_tier_within(&name, &row, 2.0);
         assert!(
             row.file >= FILE_SHIFTING_FLOOR[usize::from(capacity > 500)],
             "{name}: file tier {:.2}%",

@@ -112,26 +112,23 @@ mod tests {
     use super::*;
     use crate::local::file::{Durability, FileStore, FileStoreOptions};
 
+    /// Well-spread hashes, the same on every run.
+    fn hashes() -> impl Iterator<Item = u64> {
+        (0u64..).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i)
+    }
+
     fn probes() -> impl Iterator<Item = u64> {
-        (0u64..)
-            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-            .filter(|&h| is_probe(h))
+        hashes().filter(|&h| is_probe(h))
     }
 
     fn non_probe() -> u64 {
-        (0u64..)
-            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-            .find(|&h| !is_probe(h))
-            .unwrap_or(1)
+        hashes().find(|&h| !is_probe(h)).unwrap_or(1)
     }
 
     #[test]
     fn about_one_hash_in_the_sample_is_a_probe() {
         let n = 64_000u64;
-        let probes = (0..n)
-            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i)
-            .filter(|&h| is_probe(h))
-            .count() as u64;
+        let probes = hashes().take(n as usize).filter(|&h| is_probe(h)).count() as u64;
         let expected = n / SAMPLE;
         assert!(
             probes > expected * 8 / 10 && probes < expected * 12 / 10,
