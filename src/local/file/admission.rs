@@ -331,7 +331,7 @@ impl Victims {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::local::file::{Durability, FileStore, FileStoreOptions};
 
@@ -375,8 +375,8 @@ mod tests {
     }
 
     /// An empty store of 1 MiB with no background threads: every eviction comes from a write
-    /// of the test.
-    fn small_store(dir: &std::path::Path) -> FileStore {
+    /// of the test. (The policy tests of sibling modules use it too.)
+    pub(in crate::local::file) fn small_store(dir: &std::path::Path) -> FileStore {
         let options = FileStoreOptions::default()
             .max_size_mb(1)
             .durability(Durability::None)

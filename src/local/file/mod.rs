@@ -21,6 +21,7 @@
 //! | `policy`      | which entries the size bound keeps (scan resistance)        |
 //! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
 //! | `admission`   | whether a fill is worth its room in a full store            |
+//! | `newkeys`     | whether fills of keys never asked for lately are worth it   |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
 //! | `worker`      | background flusher and compactor threads                    |
 

@@ -110,7 +110,7 @@ impl NewKeyGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::file::{Durability, FileStore, FileStoreOptions};
+    use crate::local::file::admission::tests::small_store;
 
     /// Well-spread hashes, the same on every run.
     fn hashes() -> impl Iterator<Item = u64> {
@@ -187,11 +187,7 @@ mod tests {
     #[test]
     fn a_full_store_whose_new_keys_go_unread_refuses_a_new_key_until_it_is_asked_for_again() {
         let dir = tempfile::tempdir().unwrap();
-        let options = FileStoreOptions::default()
-            .max_size_mb(1)
-            .durability(Durability::None)
-            .background_threads(false);
-        let store = FileStore::open(dir.path(), options).unwrap();
+        let store = small_store(dir.path());
         let value = vec![7u8; 4_000];
         // A scan: every key missed once, filled, never read again.
         let mut i = 0;
