@@ -522,9 +522,13 @@ pub(super) mod tests {
         }
         // Kept at an eviction (protected), and unread at the next one too if `kept_unread`.
         for entry in store.inner.index.iter() {
-            entry.value().kept_at_eviction(false);
+            entry
+                .value()
+                .kept_at_eviction(crate::local::file::index::Spend::Nothing);
             if kept_unread {
-                entry.value().kept_at_eviction(false);
+                entry
+                    .value()
+                    .kept_at_eviction(crate::local::file::index::Spend::Nothing);
             }
             assert!(entry.value().protected() && entry.value().kept_unread() == kept_unread);
         }

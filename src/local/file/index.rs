@@ -105,7 +105,8 @@ impl Loc {
 /// `policy`). In RAM only: entries are rebuilt without it.
 const PROTECTED: u32 = 1 << 30;
 /// Read frequency (bits 28–29): a counter that saturates at [`FREQ_MAX`], one up per read, one
-/// down when the entry is kept at an eviction that had to drop read entries. It orders what the
+/// down when the entry is kept at an eviction that had to drop read entries, and down to zero
+/// when it is kept unread lately while such entries are seldom read again (see [`Spend`]). It orders what the
 /// size bound keeps (see `policy`).
 const FREQ_SHIFT: u32 = 28;
 const FREQ: u32 = 0b11 << FREQ_SHIFT;
@@ -117,6 +118,28 @@ pub(crate) const FREQ_MAX: u32 = 3;
 const KEPT_UNREAD: u32 = 1 << 31;
 /// The other 28 bits: the confirmed epoch.
 const EPOCH_MASK: u32 = !(KEPT_UNREAD | PROTECTED | FREQ);
+
+/// Reads an entry kept at eviction spends (see `policy` and `decay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spend {
+    /// Room was not short: the count stays.
+    Nothing,
+    /// Read entries were evicted for want of room: one read.
+    One,
+    /// The entry stopped being read, and such entries are seldom read again lately: every read.
+    All,
+}
+
+impl Spend {
+    /// The count of reads `freq` after the spending.
+    pub(crate) fn after(self, freq: u32) -> u32 {
+        match self {
+            Spend::Nothing => freq,
+            Spend::One => freq.saturating_sub(1),
+            Spend::All => 0,
+        }
+    }
+}
 
 /// One index entry (16 bytes; the 64-bit key hash is the map key).
 #[derive(Debug)]
@@ -165,11 +188,11 @@ impl IndexEntry {
         self.flags.load(Ordering::Relaxed) & KEPT_UNREAD != 0
     }
 
-    /// Kept at eviction (re-appended). With reads counted: protected from now on, and one read
-    /// spent if `spend`. Without: a protected entry kept unread for the first time in a row stays
+    /// Kept at eviction (re-appended). With reads counted: protected from now on, less the reads
+    /// `spend` takes. Without: a protected entry kept unread for the first time in a row stays
     /// protected (marked [`KEPT_UNREAD`]), the second time it loses its protection; an unread
     /// probationary one is made protected (kept in the room that better ranks left).
-    pub(crate) fn kept_at_eviction(&self, spend: bool) {
+    pub(crate) fn kept_at_eviction(&self, spend: Spend) {
         let _ = self
             .flags
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
@@ -181,7 +204,7 @@ impl IndexEntry {
                         f | KEPT_UNREAD
                     });
                 }
-                let freq = freq.saturating_sub(u32::from(spend));
+                let freq = spend.after(freq);
                 Some((f & !(FREQ | KEPT_UNREAD)) | PROTECTED | (freq << FREQ_SHIFT))
             });
     }
@@ -346,12 +369,12 @@ mod tests {
             e.touch();
         }
         assert!(e.freq() == FREQ_MAX && !e.protected() && e.confirmed_in(5));
-        e.kept_at_eviction(false);
+        e.kept_at_eviction(Spend::Nothing);
         assert!(e.freq() == FREQ_MAX && e.protected() && e.confirmed_in(5));
-        e.kept_at_eviction(true);
+        e.kept_at_eviction(Spend::One);
         assert!(e.freq() == FREQ_MAX - 1 && e.protected());
         for _ in 0..2 {
-            e.kept_at_eviction(true);
+            e.kept_at_eviction(Spend::One);
         }
         assert!(e.freq() == 0 && e.protected() && !e.kept_unread() && e.confirmed_in(5));
         e.confirm(6);
@@ -365,21 +388,42 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_kept_spending_all_its_reads_is_kept_unread_once_more_before_it_loses_its_protection() {
+        let e = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, false);
+        for _ in 0..FREQ_MAX {
+            e.touch();
+        }
+        e.kept_at_eviction(Spend::All);
+        assert!(e.freq() == 0 && e.protected() && !e.kept_unread());
+        e.kept_at_eviction(Spend::All);
+        assert!(e.protected() && e.kept_unread());
+        e.kept_at_eviction(Spend::All);
+        assert!(
+            !e.protected(),
+            "kept unread twice after its reads were spent: probationary"
+        );
+        assert_eq!(
+            [Spend::Nothing, Spend::One, Spend::All].map(|s| s.after(2)),
+            [2, 1, 0]
+        );
+    }
+
+    #[test]
     fn a_protected_entry_kept_unread_twice_in_a_row_loses_its_protection_and_a_read_between_resets_it() {
         let e = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true);
         e.confirm(9);
-        e.kept_at_eviction(true);
+        e.kept_at_eviction(Spend::One);
         assert!(
             e.protected() && e.kept_unread(),
             "kept unread once: still protected"
         );
         // Read before the next eviction: the next keep counts the read, and starts over.
         e.touch();
-        e.kept_at_eviction(true);
+        e.kept_at_eviction(Spend::One);
         assert!(e.protected() && !e.kept_unread() && e.freq() == 0);
-        e.kept_at_eviction(false);
+        e.kept_at_eviction(Spend::Nothing);
         assert!(e.protected() && e.kept_unread());
-        e.kept_at_eviction(false);
+        e.kept_at_eviction(Spend::Nothing);
         assert!(
             !e.protected() && !e.kept_unread(),
             "kept unread twice in a row: probationary"

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use super::admission::{self, Victim};
 use super::format::{self, Kind};
-use super::index::Loc;
+use super::index::{Loc, Spend};
 use super::policy::{self, Standing};
 use super::segment::Segment;
-use super::{Inner, Writer};
+use super::{decay, Inner, Writer};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 
@@ -264,13 +264,44 @@ impl Inner {
                     continue;
                 };
                 w.new_keys.evicting(hash, standing.freq > 0);
+                let keeps = !expired(rec) && chosen && kept + u64::from(rec.len) <= budget;
+                // Only a read entry kept can spend or be watched: only it needs the sketch.
+                let recent = if (keeps && standing.freq > 0) || decay::is_watched(hash) {
+                    self.sketch.frequency(hash)
+                } else {
+                    0
+                };
+                // A read entry spends a read when room was short; one that stopped being read
+                // spends them all while the watched ones say such reads are worth little.
+                let spends = if recent == 0 && w.decay.spends(hash) {
+                    Spend::All
+                } else if spend {
+                    Spend::One
+                } else {
+                    Spend::Nothing
+                };
+                // A filler stays probationary: only a read or a ghost hit protects a key.
+                let filler = standing.rank(looked_up) == policy::FILLER;
+                let met = decay::Met {
+                    hash,
+                    freq: if keeps && !filler {
+                        spends.after(standing.freq)
+                    } else {
+                        standing.freq
+                    },
+                    recent,
+                    kept: keeps,
+                };
+                w.decay.meet(
+                    met,
+                    self.counters.evictions.load(Ordering::Relaxed),
+                    self.index.len(),
+                );
                 if expired(rec) {
                     self.expire_at(hash, loc);
-                } else if chosen && kept + u64::from(rec.len) <= budget {
+                } else if keeps {
                     kept += u64::from(rec.len);
-                    // A filler stays probationary: only a read or a ghost hit protects a key.
-                    let filler = standing.rank(looked_up) == policy::FILLER;
-                    self.move_record(w, &seg, rec, (hash, loc), (!filler).then_some(spend))?;
+                    self.move_record(w, &seg, rec, (hash, loc), (!filler).then_some(spends))?;
                     self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
                 } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
                     self.unaccount_len(&seg, rec.len);
@@ -292,15 +323,15 @@ impl Inner {
 
     /// Re-appends a live value record (same sequence number and expiry) and points the index at
     /// the copy. `kept`: `None` carries the entry's policy bits over (compaction, and a filler
-    /// kept at eviction); `Some(spend)` protects it and, if `spend`, takes one read off its count
-    /// (any other entry kept at eviction).
+    /// kept at eviction); `Some(spend)` protects it and takes the reads `spend` says off its
+    /// count (any other entry kept at eviction).
     fn move_record(
         &self,
         w: &mut Writer,
         seg: &Segment,
         rec: &format::Located<'_>,
         (hash, loc): (u64, Loc),
-        kept: Option<bool>,
+        kept: Option<Spend>,
     ) -> Result<()> {
         let r = rec.record;
         let (new_seg, offset, len) = self.append(w, Kind::Value, r.seq, r.expires_at_ms, r.key, r.value)?;

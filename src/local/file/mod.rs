@@ -22,10 +22,12 @@
 //! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
 //! | `admission`   | whether a fill is worth its room in a full store            |
 //! | `newkeys`     | whether fills of keys never asked for lately are worth it   |
+//! | `decay`       | whether kept entries that stopped being read lose their reads |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
 //! | `worker`      | background flusher and compactor threads                    |
 
 mod admission;
+mod decay;
 mod dir;
 pub(crate) mod format;
 mod ghost;
@@ -255,6 +257,8 @@ struct Writer {
     recent_fills: admission::RecentFills,
     /// The gate on fills of new keys (see `newkeys`).
     new_keys: newkeys::NewKeyGate,
+    /// Whether kept entries that stopped being read spend a read at every keep (see `decay`).
+    decay: decay::Decay,
 }
 
 /// Bytes a record's entry adds to its segment's hint file.
@@ -325,6 +329,7 @@ impl FileStore {
                 victims: admission::Victims::default(),
                 recent_fills: admission::RecentFills::default(),
                 new_keys: newkeys::NewKeyGate::default(),
+                decay: decay::Decay::default(),
             }),
             sync_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),

@@ -155,7 +155,10 @@
 //! inserted) and 56 MiB copied per eviction under the writer lock with 64 MiB segments: not worth
 //! it.
 //!
-//! A kept entry spends one read only when read entries had to be evicted for want of room: like the
+//! A kept entry spends one read only when read entries had to be evicted for want of room, or all
+//! of them when it stopped being read and the kept entries watched by [`super::decay`] say such
+//! entries are seldom read again (popular keys that drift: a key read most, then never again, kept
+//! its place for pass after pass of the log). Spending one read only for room is like the
 //! hand of S3-FIFO's main queue, which only turns when the main queue is full, so the counts tell
 //! apart entries read often from entries read once only when room is short. (Spending a read at
 //! every copy, or at every copy of an entry not read since its last one, lost 1 to 10 points on

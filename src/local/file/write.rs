@@ -468,6 +468,7 @@ impl Inner {
         w.victims.clear();
         w.recent_fills.clear();
         w.new_keys.clear();
+        w.decay.clear();
         self.sketch.clear();
         self.live_bytes.store(0, Ordering::Relaxed);
         // Every segment goes, the active one too; the next write starts a new one.
