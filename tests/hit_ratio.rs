@@ -161,7 +161,8 @@ fn a_scan_mixed_into_a_hot_set_does_not_flush_it_from_either_tier() {
 fn a_scan_into_a_hot_set_larger_than_the_capacity_is_kept_out_by_the_gate_on_new_keys() {
     // The hot set does not fit: its misses keep the log turning, and the room each eviction
     // frees went to the scan's one-off keys (46.5% before the gate on new keys, see
-    // `src/local/file/newkeys.rs`).
+    // `src/local/file/newkeys.rs`; 51.3-51.6 while the filters of recent fills took 8.6% of the
+    // scan's keys as seen, see `RecentFills`).
     let trace = scan_pattern(1_200, 1.0 / 3.0, 60_000, 15);
     let row = run_median("scan 1/3 + hot 1200", &trace, 1_000);
     assert!(row.lru < 35.0, "LRU {:.2}%", row.lru);
@@ -170,7 +171,7 @@ fn a_scan_into_a_hot_set_larger_than_the_capacity_is_kept_out_by_the_gate_on_new
         "file tier {:.2}%",
         row.file
     );
-    assert_file_tier_within("scan 1/3 + hot 1200", &row, 3.0);
+    assert_file_tier_within("scan 1/3 + hot 1200", &row, 2.0);
     assert_memory_tier_matches_quick_cache("scan 1/3 + hot 1200", &row);
 }
 
@@ -255,9 +256,10 @@ const FILE_LOOP_5X_FLOOR: f64 = 14.5;
 const FILE_LOOP_MIX_FLOOR: f64 = 39.0;
 /// quick_cache: 29.0; LRU: 17.1.
 const FILE_SCAN: f64 = 30.45;
-/// quick_cache: 53.6 to 53.9; LRU: 33.2. 46.3 to 46.6 before the gate on new keys; with it
-/// 51.6 to 51.7 (3 processes of the example).
-const FILE_SCAN_LARGE_HOT_FLOOR: f64 = 50.5;
+/// quick_cache: 53.3 to 53.9; LRU: 33.2. 46.3 to 46.6 before the gate on new keys; with it
+/// 51.6 to 51.7 (3 processes of the example); with two bytes per key in the filters of recent
+/// fills 52.5 to 52.7 (the median of three stores here 52.4 to 52.7).
+const FILE_SCAN_LARGE_HOT_FLOOR: f64 = 51.8;
 /// quick_cache: 64.0; LRU: 56.6.
 const FILE_ZIPF: f64 = 63.12;
 /// quick_cache: 63.1 and 75.6; LRU: 58.8 and 76.2. Before entries kept unread lost their

@@ -20,17 +20,18 @@ const MIN_GENERATION: usize = 64;
 /// Recently evicted key hashes (two generations); see the module docs.
 pub(crate) type Ghosts = BloomRing<2>;
 
-/// Key hashes remembered by generations: up to `N` Bloom filters, the newest taking insertions,
-/// a new one started when it is full and the oldest then dropped, so a key is remembered for the
+/// Key hashes remembered by generations: up to `N` Bloom filters of `BITS` bits per key, the
+/// newest taking insertions, a new one started when it is full and the oldest then dropped, so a
+/// key is remembered for the
 /// last `N - 1` to `N` generations. The ghosts here, and the keys fills were asked for lately
 /// (`admission::RecentFills`).
 #[derive(Debug)]
-pub(crate) struct BloomRing<const N: usize> {
+pub(crate) struct BloomRing<const N: usize, const BITS: usize = BITS_PER_KEY> {
     /// Oldest first; the last takes insertions.
     generations: VecDeque<Bloom>,
 }
 
-impl<const N: usize> Default for BloomRing<N> {
+impl<const N: usize, const BITS: usize> Default for BloomRing<N, BITS> {
     fn default() -> Self {
         BloomRing {
             generations: VecDeque::with_capacity(N + 1),
@@ -38,7 +39,7 @@ impl<const N: usize> Default for BloomRing<N> {
     }
 }
 
-impl<const N: usize> BloomRing<N> {
+impl<const N: usize, const BITS: usize> BloomRing<N, BITS> {
     /// Whether `hash` was (probably) inserted in the generations kept.
     pub(crate) fn contains(&self, hash: u64) -> bool {
         self.generations.iter().any(|g| g.contains(hash))
@@ -58,7 +59,7 @@ impl<const N: usize> BloomRing<N> {
     pub(crate) fn insert(&mut self, hash: u64, generation: usize) {
         if self.generations.back().is_none_or(Bloom::full) {
             self.generations
-                .push_back(Bloom::new(generation.max(MIN_GENERATION)));
+                .push_back(Bloom::new(generation.max(MIN_GENERATION), BITS));
             while self.generations.len() > N {
                 self.generations.pop_front();
             }
@@ -95,8 +96,8 @@ impl Bloom {
         self.inserted >= self.capacity
     }
 
-    fn new(capacity: usize) -> Bloom {
-        let words = (capacity * BITS_PER_KEY).next_power_of_two().div_ceil(64);
+    fn new(capacity: usize, bits_per_key: usize) -> Bloom {
+        let words = (capacity * bits_per_key).next_power_of_two().div_ceil(64);
         Bloom {
             bits: vec![0; words],
             inserted: 0,

@@ -87,7 +87,7 @@
 //! per pass at two (a collision in its word). Each such fill made an eviction, which dropped a
 //! quarter of a segment of entries the loop reads and let the next quarter of fills in
 //! unchecked. Both are closed by remembering the keys fills were asked for
-//! ([`super::admission::RecentFills`], 10-20 bytes per entry): against an unread victim, a key
+//! ([`super::admission::RecentFills`], 20-40 bytes per entry): against an unread victim, a key
 //! asked for in the last eight to ten times the entries of fills is refused (a new key is
 //! admitted: recency), and the sketch's verdict counts only for a key asked for in the last two
 //! to four times the entries. The log then stops once it holds entries the loop reads: 1,014 of
@@ -180,7 +180,7 @@
 //!
 //! # Costs
 //! - Admission (see above): 8 bytes per entry of sketch, allocated and counted into only once the
-//!   store is full (then one compare-and-swap per read); 10 to 20 bytes per entry of filters of
+//!   store is full (then one compare-and-swap per read); 20 to 40 bytes per entry of filters of
 //!   the keys fills were asked for, written under the writer lock by fills only (nothing on the
 //!   read path); and, once per eviction, a scan of the oldest segment under the writer lock to
 //!   list its victims (the same scan the eviction does).
