@@ -74,7 +74,7 @@
 //! A key that misses twice always came in (it was seen), so what a closed gate costs a working
 //! set that moves is one more miss per new key; no measure of the hit ratio told those keys from
 //! a scan's. What does is whether new keys are read before their first eviction, counted on a
-//! sample of them: that gate is [`super::newkeys`], which keeps every new key of a working set
+//! sample of them: that gate is [`super::fillgate`], which keeps every new key of a working set
 //! that moves and of web12, and closes on scans and loops.
 //!
 //! Nothing here is on disk: after a restart the counts start from zero, and every fill is new.
@@ -394,7 +394,9 @@ pub(super) mod tests {
 
     /// A full store whose every entry was read three times since the sketch started: the next
     /// victims are read entries.
-    fn full_store_of_entries_read_thrice(dir: &std::path::Path) -> (FileStore, Vec<u8>) {
+    pub(in crate::local::file) fn full_store_of_entries_read_thrice(
+        dir: &std::path::Path,
+    ) -> (FileStore, Vec<u8>) {
         let store = small_store(dir);
         let value = vec![7u8; 4_000];
         // Room to spare: a fill is written without a check.

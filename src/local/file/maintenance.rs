@@ -264,6 +264,7 @@ impl Inner {
                     continue;
                 };
                 w.new_keys.evicting(hash, standing.freq > 0);
+                w.seen_keys.evicting(hash, standing.freq > 0);
                 let keeps = !expired(rec) && chosen && kept + u64::from(rec.len) <= budget;
                 // Only a read entry kept can spend or be watched: only it needs the sketch.
                 let recent = if (keeps && standing.freq > 0) || decay::is_watched(hash) {

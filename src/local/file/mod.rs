@@ -21,7 +21,7 @@
 //! | `policy`      | which entries the size bound keeps (scan resistance)        |
 //! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
 //! | `admission`   | whether a fill is worth its room in a full store            |
-//! | `newkeys`     | whether fills of keys never asked for lately are worth it   |
+//! | `fillgate`    | whether fills that take room unchecked are worth it         |
 //! | `decay`       | whether kept entries that stopped being read lose their reads |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
 //! | `worker`      | background flusher and compactor threads                    |
@@ -29,13 +29,13 @@
 mod admission;
 mod decay;
 mod dir;
+mod fillgate;
 pub(crate) mod format;
 mod ghost;
 mod index;
 mod lookup;
 mod maintenance;
 mod mmap;
-mod newkeys;
 mod options;
 mod policy;
 #[cfg(test)]
@@ -255,8 +255,10 @@ struct Writer {
     victims: admission::Victims,
     /// Keys fills were asked for lately, for the admission of fills (see `admission`).
     recent_fills: admission::RecentFills,
-    /// The gate on fills of new keys (see `newkeys`).
-    new_keys: newkeys::NewKeyGate,
+    /// The gate on fills of new keys (see `fillgate`).
+    new_keys: fillgate::FillGate,
+    /// The gate on fills of seen keys into free room (see `fillgate`).
+    seen_keys: fillgate::FillGate,
     /// Whether kept entries that stopped being read spend a read at every keep (see `decay`).
     decay: decay::Decay,
 }
@@ -328,7 +330,8 @@ impl FileStore {
                 ghosts: Ghosts::default(),
                 victims: admission::Victims::default(),
                 recent_fills: admission::RecentFills::default(),
-                new_keys: newkeys::NewKeyGate::default(),
+                new_keys: fillgate::FillGate::default(),
+                seen_keys: fillgate::FillGate::default(),
                 decay: decay::Decay::default(),
             }),
             sync_lock: Mutex::new(()),

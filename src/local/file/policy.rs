@@ -56,8 +56,11 @@
 //! copies below no longer binds.
 //!
 //! Once the store is full, a fill of a key no fill was asked for lately also passes the gate
-//! on new keys ([`super::newkeys`]), in free room too: closed while sampled new keys go unread
-//! before their first eviction, so a scan no longer takes the room evictions free.
+//! on new keys ([`super::fillgate`]), in free room too: closed while sampled new keys go unread
+//! before their first eviction, so a scan no longer takes the room evictions free. A fill of a
+//! key asked for before goes into free room unchecked only while its own gate is open (such
+//! fills are read before their first eviction often enough); past it, closed, it is weighed
+//! against the next victim, so loops longer than the capacity no longer turn the log.
 //!
 //! Measured (`examples/hit_ratios.rs`, before → after, quick_cache in brackets): loops over 4/3
 //! and twice the capacity 50 → 65 (54) and 33 → 42-43 (44), a loop mixed with a hot set 40 → 44

@@ -68,21 +68,33 @@ impl Inner {
     pub(super) fn fill_many<I: ValueItem>(&self, items: &[I], ttl: Option<Duration>) -> Result<usize> {
         self.check_batch(items, ttl)?;
         let mut w = self.writer.lock();
-        // Only a fill that makes the store evict is checked: one that fits in free room costs
-        // nothing. (In a batch, the bytes of the fills admitted before it count as written.)
+        // A fill that makes the store evict is checked against the next victim (see
+        // `admission`); one that fits in free room only passes the gates below. (In a batch, the
+        // bytes of the fills admitted before it count as written.)
         let mut pending = self.disk_bytes.load(Ordering::Relaxed);
         let admitted: Vec<&I> = items
             .iter()
             .filter(|item| {
                 let len = format::stored_len(item.key().len(), item.value().len());
                 let hash = self.hasher.hash(item.key());
-                // Once the store was full, a key no fill was asked for lately passes the gate
-                // on new keys first (see `newkeys`), wherever it would go.
-                let new_key = self.sketch.started() && !w.recent_fills.seen(hash);
-                let admit = (!new_key || w.new_keys.admits(hash))
-                    && (pending + len <= self.max_bytes || self.admits(&mut w, hash));
+                // Once the store was full, a fill that would take room unchecked passes a gate
+                // first (see `fillgate`): a new key's (no fill asked for lately) wherever it
+                // would go, a seen key's into free room. Past a closed gate, a new key is refused
+                // and a seen one is weighed against the next victim as if the store were full.
+                let started = self.sketch.started();
+                let new_key = started && !w.recent_fills.seen(hash);
+                let free = pending + len <= self.max_bytes;
+                let admit = if new_key {
+                    w.new_keys.admits(hash) && (free || self.admits(&mut w, hash))
+                } else if started && free {
+                    w.seen_keys.admits(hash) || self.admits(&mut w, hash)
+                } else {
+                    free || self.admits(&mut w, hash)
+                };
                 if admit && new_key {
                     w.new_keys.admitted(hash, self.index.len());
+                } else if admit && started && free {
+                    w.seen_keys.admitted(hash, self.index.len());
                 }
                 // After the check: a fill is evidence for the key's next one, not its own.
                 w.recent_fills.record(hash, self.index.len());
@@ -468,6 +480,7 @@ impl Inner {
         w.victims.clear();
         w.recent_fills.clear();
         w.new_keys.clear();
+        w.seen_keys.clear();
         w.decay.clear();
         self.sketch.clear();
         self.live_bytes.store(0, Ordering::Relaxed);
