@@ -281,6 +281,7 @@ const FILE_SHIFTING_FLOOR: [f64; 2] = [61.5, 73.8];
 /// quick_cache: 38.3-38.4; LRU: 42.2. Median of three stores 41.3-41.5 (one process); before
 /// `decay`, 36.9-37.1.
 const FILE_DRIFTING_FLOOR: f64 = 40.0;
-/// quick_cache: 31.6 to 31.8; LRU: 18.2. Median of three stores 31.2 to 31.7 (three processes);
-/// without the gate on seen keys' fills 29.6 to 30.4.
-const FILE_TWO_LOOPS_FLOOR: f64 = 30.6;
+/// quick_cache: 31.6 to 31.8; LRU: 18.2. One store 30.1 to 32.1, the median of three 31.0 to 31.8
+/// (11 processes); without the gate on seen keys' fills the median 29.6 to 30.4 (3). The floor
+/// sits below the single stores seen, so that the median falls under it only on a regression.
+const FILE_TWO_LOOPS_FLOOR: f64 = 30.0;
