@@ -276,8 +276,10 @@ const FILE_SCAN_LARGE_HOT_FLOOR: f64 = 51.8;
 /// quick_cache: 64.0; LRU: 56.6.
 const FILE_ZIPF: f64 = 63.12;
 /// quick_cache: 63.1 and 75.6; LRU: 58.8 and 76.2. Before entries kept unread lost their
-/// protection: 61.2-61.5 and 73.4-73.7; with it 61.9-62.2 and 74.3-74.6 (11 processes).
-const FILE_SHIFTING_FLOOR: [f64; 2] = [61.5, 73.8];
+/// protection: 61.2-61.5 and 73.4-73.7; with it 61.9-62.2 and 74.3-74.6 (11 processes). With
+/// the decay of reads of entries that stopped being read (see `decay`), one store 61.0-62.1 and
+/// 74.4-76.5, the median of three 61.65-61.94 and 75.25-76.08 (6 processes).
+const FILE_SHIFTING_FLOOR: [f64; 2] = [61.2, 73.8];
 /// quick_cache: 38.3-38.4; LRU: 42.2. Median of three stores 41.3-41.5 (one process); before
 /// `decay`, 36.9-37.1.
 const FILE_DRIFTING_FLOOR: f64 = 40.0;
