@@ -46,6 +46,8 @@
 
 use std::collections::HashMap;
 
+use super::share::ReadShare;
+
 /// One key hash in `SAMPLE` (a power of two) is watched.
 const SAMPLE: u64 = 32;
 /// Watched entries counted before the counts are halved: the share is taken over the last 128 to
@@ -76,11 +78,11 @@ struct Watch {
 
 /// Sampled worth of the reads counted by kept entries that stopped being read (see the module
 /// docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Decay {
     watched: HashMap<u64, Watch>,
-    read: u64,
-    unread: u64,
+    /// Watched entries read again, over the last [`WINDOW`] counted.
+    share: ReadShare,
 }
 
 /// What an eviction knows of an entry it meets.
@@ -101,6 +103,15 @@ pub(crate) fn is_watched(hash: u64) -> bool {
     hash.rotate_left(41).wrapping_mul(0xA076_1D64_78BD_642F) >> (64 - SAMPLE.trailing_zeros()) == 0
 }
 
+impl Default for Decay {
+    fn default() -> Decay {
+        Decay {
+            watched: HashMap::new(),
+            share: ReadShare::new(WINDOW),
+        }
+    }
+}
+
 impl Decay {
     /// Whether an entry of `hash` kept at eviction spends a read even with room to spare.
     pub(crate) fn spends(&self, hash: u64) -> bool {
@@ -109,8 +120,7 @@ impl Decay {
 
     /// Whether the watched entries say reads counted long ago are worth little.
     pub(crate) fn is_on(&self) -> bool {
-        let counted = self.read + self.unread;
-        counted >= MIN_COUNTED && self.read * 100 < counted * SPEND_BELOW_PERCENT
+        self.share.counted() >= MIN_COUNTED && !self.share.at_least(SPEND_BELOW_PERCENT)
     }
 
     /// An eviction meets `met`; the store has evicted `evicted` entries so far and holds
@@ -122,9 +132,9 @@ impl Decay {
         if let Some(watch) = self.watched.get(&met.hash).copied() {
             let horizon = HORIZON_PER_ENTRY.saturating_mul(entries as u64);
             if met.freq > watch.freq || met.recent > 0 {
-                self.count(true);
+                self.share.count(true);
             } else if !met.kept || evicted.saturating_sub(watch.evicted) > horizon {
-                self.count(false);
+                self.share.count(false);
             } else {
                 return;
             }
@@ -140,18 +150,6 @@ impl Decay {
                     evicted,
                 },
             );
-        }
-    }
-
-    fn count(&mut self, read: bool) {
-        if read {
-            self.read += 1;
-        } else {
-            self.unread += 1;
-        }
-        if self.read + self.unread >= WINDOW {
-            self.read /= 2;
-            self.unread /= 2;
         }
     }
 
@@ -229,7 +227,7 @@ mod tests {
         // Read again: loops come back to their keys.
         watch_and_settle(&mut decay, w.by_ref().take(WINDOW as usize), true);
         assert!(!decay.is_on());
-        assert!(decay.read + decay.unread < WINDOW, "the counts are halved");
+        assert!(decay.share.counted() < WINDOW, "the counts are halved");
     }
 
     #[test]
@@ -262,10 +260,16 @@ mod tests {
         // Kept again unread within the horizon: still watched, nothing counted.
         decay.meet(kept_stale(h, 2), 0, entries);
         decay.meet(kept_stale(h, 2), horizon, entries);
-        assert_eq!((decay.read, decay.unread, decay.watched.len()), (0, 0, 1));
+        assert_eq!(
+            (decay.share.read, decay.share.unread, decay.watched.len()),
+            (0, 0, 1)
+        );
         // Past it: unread.
         decay.meet(kept_stale(h, 2), horizon + 1, entries);
-        assert_eq!((decay.read, decay.unread, decay.watched.len()), (0, 1, 0));
+        assert_eq!(
+            (decay.share.read, decay.share.unread, decay.watched.len()),
+            (0, 1, 0)
+        );
         // Evicted unread: unread.
         decay.meet(kept_stale(h, 2), 0, entries);
         decay.meet(
@@ -276,7 +280,7 @@ mod tests {
             5,
             entries,
         );
-        assert_eq!((decay.read, decay.unread), (0, 2));
+        assert_eq!((decay.share.read, decay.share.unread), (0, 2));
         // Its count rose, or (saturated) the sketch counts a read: read, evicted or not.
         decay.meet(kept_stale(h, 2), 0, entries);
         decay.meet(
@@ -296,7 +300,7 @@ mod tests {
             5,
             entries,
         );
-        assert_eq!((decay.read, decay.unread), (2, 2));
+        assert_eq!((decay.share.read, decay.share.unread), (2, 2));
         // Entries never met again do not pile up.
         for hash in w.take(2 * MIN_WATCHED) {
             decay.meet(kept_stale(hash, 1), 0, entries);

@@ -50,6 +50,8 @@
 
 use std::collections::HashSet;
 
+use super::share::ReadShare;
+
 /// One key hash in `SAMPLE` (a power of two) is a probe. One in 32 gives a store of 1,000
 /// entries under a scan about 30 probes per pass of the log: enough to close the gate within a
 /// pass or two.
@@ -70,19 +72,27 @@ const MIN_PROBES: usize = 64;
 
 /// Sampled usefulness of one class of fills that take room unchecked: new keys' fills, or seen
 /// keys' fills into free room (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FillGate {
     /// Probes admitted and not yet met by an eviction.
     probes: HashSet<u64>,
-    /// Probes read before their first eviction, and not, over the window.
-    read: u64,
-    unread: u64,
+    /// Probes read before their first eviction, over the last [`WINDOW`] counted.
+    share: ReadShare,
 }
 
 /// Whether `hash` is a probe: picked by bits of the hash that neither the index shard, the
 /// sketch nor the Bloom filters use alone.
 fn is_probe(hash: u64) -> bool {
     hash.rotate_left(23).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - SAMPLE.trailing_zeros()) == 0
+}
+
+impl Default for FillGate {
+    fn default() -> FillGate {
+        FillGate {
+            probes: HashSet::new(),
+            share: ReadShare::new(WINDOW),
+        }
+    }
 }
 
 impl FillGate {
@@ -95,7 +105,7 @@ impl FillGate {
     /// Whether the probes say the class's fills are worth their room (no probe counted yet:
     /// open).
     pub(crate) fn is_open(&self) -> bool {
-        self.read * 100 >= (self.read + self.unread) * OPEN_PERCENT
+        self.share.at_least(OPEN_PERCENT)
     }
 
     /// A fill of `hash` in the gate's class was written, in a store holding `entries`.
@@ -113,15 +123,7 @@ impl FillGate {
         if !is_probe(hash) || !self.probes.remove(&hash) {
             return;
         }
-        if read {
-            self.read += 1;
-        } else {
-            self.unread += 1;
-        }
-        if self.read + self.unread >= WINDOW {
-            self.read /= 2;
-            self.unread /= 2;
-        }
+        self.share.count(read);
     }
 
     /// Forgets everything (the store was cleared).
@@ -189,12 +191,12 @@ mod tests {
         let probe = probes().next().unwrap_or(0);
         // Never admitted as a new key (a key asked for before, or a set): not counted.
         gate.evicting(probe, false);
-        assert_eq!((gate.read, gate.unread), (0, 0));
+        assert_eq!((gate.share.read, gate.share.unread), (0, 0));
         gate.admitted(probe, 1_000);
         gate.evicting(probe, true);
         // Kept at that eviction and met again: counted once.
         gate.evicting(probe, false);
-        assert_eq!((gate.read, gate.unread), (1, 0));
+        assert_eq!((gate.share.read, gate.share.unread), (1, 0));
         // A non-probe is never remembered.
         gate.admitted(non_probe(), 1_000);
         assert!(gate.probes.is_empty());

@@ -23,6 +23,7 @@
 //! | `admission`   | whether a fill is worth its room in a full store            |
 //! | `fillgate`    | whether fills that take room unchecked are worth it         |
 //! | `decay`       | whether kept entries that stopped being read lose their reads |
+//! | `share`       | the share of sampled entries read, over a sliding window    |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
 //! | `worker`      | background flusher and compactor threads                    |
 
@@ -42,6 +43,7 @@ mod policy;
 mod power_loss_tests;
 mod recovery;
 mod segment;
+mod share;
 mod slots;
 mod worker;
 mod write;
