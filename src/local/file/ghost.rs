@@ -22,9 +22,8 @@ pub(crate) type Ghosts = BloomRing<2>;
 
 /// Key hashes remembered by generations: up to `N` Bloom filters of `BITS` bits per key, the
 /// newest taking insertions, a new one started when it is full and the oldest then dropped, so a
-/// key is remembered for the
-/// last `N - 1` to `N` generations. The ghosts here, and the keys fills were asked for lately
-/// (`admission::RecentFills`).
+/// key is remembered for the last `N - 1` to `N` generations. The ghosts here, and the keys fills
+/// were asked for lately (`admission::RecentFills`).
 #[derive(Debug)]
 pub(crate) struct BloomRing<const N: usize, const BITS: usize = BITS_PER_KEY> {
     /// Oldest first; the last takes insertions.

@@ -22,7 +22,7 @@
 //! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
 //! | `admission`   | whether a fill is worth its room in a full store            |
 //! | `fillgate`    | whether fills that take room unchecked are worth it         |
-//! | `decay`       | whether kept entries that stopped being read lose their reads |
+//! | `decay`       | whether entries no longer read lose their counted reads     |
 //! | `share`       | the share of sampled entries read, over a sliding window    |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
 //! | `worker`      | background flusher and compactor threads                    |
@@ -261,7 +261,7 @@ struct Writer {
     new_keys: fillgate::FillGate,
     /// The gate on fills of seen keys into free room (see `fillgate`).
     seen_keys: fillgate::FillGate,
-    /// Whether kept entries that stopped being read spend a read at every keep (see `decay`).
+    /// Whether kept entries that stopped being read lose their counted reads (see `decay`).
     decay: decay::Decay,
 }
 
