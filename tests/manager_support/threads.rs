@@ -12,3 +12,17 @@ pub fn cache_threads() -> Vec<String> {
     names.sort();
     names
 }
+
+/// [`cache_threads`] once it is empty, or at `deadline`, whichever comes first. A thread can
+/// still be listed for a moment after it was joined: the kernel wakes the joiner when the thread
+/// lets go of its memory, before it takes the thread out of `/proc`.
+#[allow(dead_code)] // `redis_io_thread` includes this module and waits in its own loop
+pub fn cache_threads_once_gone(deadline: std::time::Instant) -> Vec<String> {
+    loop {
+        let threads = cache_threads();
+        if threads.is_empty() || std::time::Instant::now() >= deadline {
+            return threads;
+        }
+        std::thread::yield_now();
+    }
+}
