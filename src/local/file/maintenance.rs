@@ -257,7 +257,9 @@ impl Inner {
             let first_active = w.first_writable_id();
             // Copies only go where they fit without another roll.
             let budget = hot_bytes.min(self.segment_size.saturating_sub(w.offset));
-            let generation = policy::ghost_generation(self.index.len());
+            // Once per eviction: a `DashMap`'s length locks every shard.
+            let entries = self.index.len();
+            let generation = policy::ghost_generation(entries);
             let mut kept = 0u64;
             for (rec, chosen) in scan.records.iter().zip(keep) {
                 let Some((hash, loc, standing)) = live(rec) else {
@@ -293,11 +295,8 @@ impl Inner {
                     recent,
                     kept: keeps,
                 };
-                w.decay.meet(
-                    met,
-                    self.counters.evictions.load(Ordering::Relaxed),
-                    self.index.len(),
-                );
+                w.decay
+                    .meet(met, self.counters.evictions.load(Ordering::Relaxed), entries);
                 if expired(rec) {
                     self.expire_at(hash, loc);
                 } else if keeps {

@@ -72,6 +72,9 @@ impl Inner {
         // `admission`); one that fits in free room only passes the gates below. (In a batch, the
         // bytes of the fills admitted before it count as written.)
         let mut pending = self.disk_bytes.load(Ordering::Relaxed);
+        // Once per batch: a `DashMap`'s length locks every shard, and nothing is written before
+        // the filter ends.
+        let entries = self.index.len();
         let admitted: Vec<&I> = items
             .iter()
             .filter(|item| {
@@ -92,12 +95,12 @@ impl Inner {
                     free || self.admits(&mut w, hash)
                 };
                 if admit && new_key {
-                    w.new_keys.admitted(hash, self.index.len());
+                    w.new_keys.admitted(hash, entries);
                 } else if admit && started && free {
-                    w.seen_keys.admitted(hash, self.index.len());
+                    w.seen_keys.admitted(hash, entries);
                 }
                 // After the check: a fill is evidence for the key's next one, not its own.
-                w.recent_fills.record(hash, self.index.len());
+                w.recent_fills.record(hash, entries);
                 if admit {
                     pending += len;
                 }
