@@ -90,7 +90,7 @@
 //! per pass at two (a collision in its word). Each such fill made an eviction, which dropped a
 //! quarter of a segment of entries the loop reads and let the next quarter of fills in
 //! unchecked. Both are closed by remembering the keys fills were asked for
-//! ([`super::admission::RecentFills`], 20-40 bytes per entry): against an unread victim, a key
+//! ([`super::admission::RecentFills`], 20 bytes per entry): against an unread victim, a key
 //! asked for in the last eight to ten times the entries of fills is refused (a new key is
 //! admitted: recency), and the sketch's verdict counts only for a key asked for in the last two
 //! to four times the entries. The log then stops once it holds entries the loop reads: 1,014 of
@@ -183,11 +183,11 @@
 //!
 //! # Costs
 //! - Admission (see above): 8 bytes per entry of sketch, allocated and counted into only once the
-//!   store is full (then one compare-and-swap per read); 20 to 40 bytes per entry of filters of
+//!   store is full (then one compare-and-swap per read); 20 bytes per entry of filters of
 //!   the keys fills were asked for, written under the writer lock by fills only (nothing on the
 //!   read path); and, once per eviction, a scan of the oldest segment under the writer lock to
 //!   list its victims (the same scan the eviction does).
-//! - RAM: three bits of the existing flags word of an index entry, and the ghost filters (2 to 4
+//! - RAM: three bits of the existing flags word of an index entry, and the ghost filters (2
 //!   bytes per entry, see [`super::ghost`]). Nothing on disk changed; after a restart every entry
 //!   starts probationary with no reads counted.
 //! - Writes: an eviction re-appends at most three quarters of the records of the segment it drops
