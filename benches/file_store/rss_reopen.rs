@@ -15,11 +15,11 @@
 //!   was 191.0 / 250.2 B.
 //! - A `#` line under `file_rss_per_entry_16b`: anonymous RSS per entry held of a store at its
 //!   bound (48 MiB), after 200k reads and fills, so fill admission's sketch and filters count.
-//!   Measured on 2026-12-01: 117–119 B against foyer's 132 B. Of it, about 42 B per entry before
-//!   the fills (337k entries held); the jump comes as the fills take the store past about 390k
-//!   entries (13.5 MB at once): the sketch (4 MiB at that size), the first recent-fills filter
-//!   (1 MiB) and, by elimination rather than measured, the index's tables growing (the other
-//!   8–9 MB), room the next entries then fill.
+//!   Measured on 2026-12-01: 89.6–89.7 B against foyer's 98–132 B (140.6–142.8 B before
+//!   evictions read the oldest segment's records one at a time instead of decoding all of them
+//!   at once; see docs/benchmarks.md). Of it, about 42 B per entry before the fills (337k
+//!   entries held); then the sketch (4 MiB at that size), the recent-fills filters, and the
+//!   index's tables, which a churning table doubles once it is more than half full.
 //! - `file_reopen_1m_after_kill`: a child writes 1M entries (16-byte keys, 32-byte values), makes
 //!   them durable as each engine allows without closing (ours: `flush`, which writes the hints of
 //!   full segments; the active segment never has one after a crash, so it is scanned), says

@@ -322,55 +322,90 @@ pub struct Scan<'a> {
 /// record decodes; the bytes in between are reported as damaged. Bad bytes with no valid record
 /// after them are reported as a torn tail.
 pub fn scan_segment(buf: &[u8], salt: u32) -> Scan<'_> {
-    let mut scan = Scan {
+    let mut records = records(buf, salt);
+    let found = records.by_ref().collect();
+    Scan {
+        records: found,
+        data_end: records.data_end,
+        damaged: records.damaged,
+        torn_tail: records.torn_tail,
+    }
+}
+
+/// The records of a whole segment (header included), one at a time, skipping damage as
+/// [`scan_segment`] does: for a caller that needs each record once, and not all of them
+/// decoded at once (about 70 bytes each in RAM).
+pub fn records(buf: &[u8], salt: u32) -> Records<'_> {
+    Records {
+        buf,
+        salt,
+        at: SEGMENT_HEADER_LEN,
+        // Everything past the last non-zero byte is unwritten preallocated space.
+        limit: last_nonzero(buf),
         data_end: SEGMENT_HEADER_LEN as u64,
-        ..Scan::default()
-    };
-    // Everything past the last non-zero byte is unwritten preallocated space.
-    let limit = last_nonzero(buf);
-    let mut at = SEGMENT_HEADER_LEN;
-    while at < limit {
-        let rest = buf.get(at..).unwrap_or_default();
-        match decode_record(rest, salt) {
-            Decoded::Record(record, len) => {
-                scan.records.push(Located {
-                    offset: at as u64,
-                    len: u32::try_from(len).unwrap_or(u32::MAX),
-                    record,
-                });
-                at += len;
-                scan.data_end = at as u64;
-            }
-            Decoded::End => {
-                // Zeros here normally mean "end of data"; non-zero bytes further on mean damage
-                // (for example a zeroed block in the middle).
-                let skip = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
-                match resync(buf, salt, at + skip, limit) {
-                    Some(next) => {
-                        scan.damaged.push(at as u64..next as u64);
-                        at = next;
-                    }
-                    None => {
-                        scan.torn_tail = Some(at as u64..limit as u64);
-                        return scan;
-                    }
+        damaged: Vec::new(),
+        torn_tail: None,
+    }
+}
+
+/// Iterator over a segment's records; see [`records`]. Once it has ended, its fields say what
+/// the bytes held besides the records, as [`Scan`]'s do.
+#[derive(Debug)]
+pub struct Records<'a> {
+    buf: &'a [u8],
+    salt: u32,
+    /// Where the next record is looked for.
+    at: usize,
+    limit: usize,
+    /// Offset just past the last good record.
+    pub data_end: u64,
+    /// Bad byte ranges followed by at least one good record: real damage, skipped.
+    pub damaged: Vec<Range<u64>>,
+    /// A bad range after the last good record: a torn tail (or damage at the very end).
+    pub torn_tail: Option<Range<u64>>,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Located<'a>;
+
+    fn next(&mut self) -> Option<Located<'a>> {
+        let (buf, salt, limit) = (self.buf, self.salt, self.limit);
+        while self.at < limit {
+            let at = self.at;
+            let rest = buf.get(at..).unwrap_or_default();
+            let next = match decode_record(rest, salt) {
+                Decoded::Record(record, len) => {
+                    self.at = at + len;
+                    self.data_end = self.at as u64;
+                    return Some(Located {
+                        offset: at as u64,
+                        len: u32::try_from(len).unwrap_or(u32::MAX),
+                        record,
+                    });
                 }
-            }
-            Decoded::Incomplete | Decoded::Invalid(_) => {
-                match skip_damaged(buf, salt, at, limit).or_else(|| resync(buf, salt, at + 1, limit)) {
-                    Some(next) => {
-                        scan.damaged.push(at as u64..next as u64);
-                        at = next;
-                    }
-                    None => {
-                        scan.torn_tail = Some(at as u64..limit.max(at + 1) as u64);
-                        return scan;
-                    }
+                Decoded::End => {
+                    // Zeros here normally mean "end of data"; non-zero bytes further on mean
+                    // damage (for example a zeroed block in the middle).
+                    let skip = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+                    resync(buf, salt, at + skip, limit).ok_or(limit)
+                }
+                Decoded::Incomplete | Decoded::Invalid(_) => skip_damaged(buf, salt, at, limit)
+                    .or_else(|| resync(buf, salt, at + 1, limit))
+                    .ok_or(limit.max(at + 1)),
+            };
+            match next {
+                Ok(next) => {
+                    self.damaged.push(at as u64..next as u64);
+                    self.at = next;
+                }
+                Err(end) => {
+                    self.torn_tail = Some(at as u64..end as u64);
+                    self.at = limit;
                 }
             }
         }
+        None
     }
-    scan
 }
 
 /// If the record at `at` has a plausible header (valid kind, zero flags, lengths within the

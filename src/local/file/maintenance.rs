@@ -38,6 +38,37 @@ pub struct CompactionReport {
 /// How many records are moved per acquisition of the writer lock, so writers are not starved.
 const BATCH: usize = 256;
 
+/// A live value record of the segment an eviction drops: what ranking it needs, without its
+/// bytes.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    hash: u64,
+    loc: Loc,
+    /// Bytes of the record.
+    len: u32,
+    standing: Standing,
+    expired: bool,
+}
+
+/// Which of `seg`'s `candidates` an eviction keeps (see `policy`): ranked, expired ones last,
+/// within the shares of the segment's records that may be copied.
+fn rank_and_choose(seg: &Segment, candidates: &[Candidate], looked_up: bool) -> policy::Choice {
+    let ranks: Vec<u8> = candidates
+        .iter()
+        .map(|c| if c.expired { 0 } else { c.standing.rank(looked_up) })
+        .collect();
+    let lens: Vec<u64> = candidates.iter().map(|c| u64::from(c.len)).collect();
+    // Shares of the records this segment holds, not of its size: a segment sealed early by a
+    // roll is short, and a share of the full size let an eviction copy all of it and free
+    // nothing but the file.
+    policy::choose(
+        &ranks,
+        &lens,
+        policy::copy_limit(seg.data_bytes()),
+        policy::filler_limit(seg.data_bytes()),
+    )
+}
+
 impl Inner {
     /// Evicts oldest segments until `needed` more bytes fit under the size bound.
     ///
@@ -129,46 +160,51 @@ impl Inner {
         let Some(base) = self.slots.find(seg.id) else {
             return;
         };
-        let now = self.clock.now_ms();
-        let scan = seg.scan_data();
-        let live: Vec<Option<(u64, Loc, Standing)>> = scan
-            .records
-            .iter()
-            .map(|rec| {
-                let expires = rec.record.expires_at_ms;
-                if rec.record.kind != Kind::Value || (expires != 0 && now >= expires) {
-                    return None;
-                }
-                let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
-                match self.index.get(&hash) {
-                    Some(e) if e.loc == loc => Some((hash, loc, Standing::of(&e))),
-                    _ => None,
-                }
-            })
-            .collect();
+        let candidates = self.candidates(seg, base, self.clock.now_ms());
         // As the eviction ranks them, the store being read (a fill follows a read).
-        let ranks: Vec<u8> = live
-            .iter()
-            .map(|l| l.map_or(0, |(_, _, s)| s.rank(true)))
-            .collect();
-        let lens: Vec<u64> = scan.records.iter().map(|rec| u64::from(rec.len)).collect();
-        let choice = policy::choose(
-            &ranks,
-            &lens,
-            policy::copy_limit(seg.data_bytes()),
-            policy::filler_limit(seg.data_bytes()),
+        let choice = rank_and_choose(seg, &candidates, true);
+        // Into the list's own allocation: it is rebuilt for every segment.
+        w.victims.list.extend(
+            candidates
+                .iter()
+                .zip(&choice.keep)
+                .filter(|(c, &kept)| !kept && !c.expired)
+                .map(|(c, _)| Victim {
+                    hash: c.hash,
+                    loc: c.loc,
+                    freq: c.standing.freq,
+                }),
         );
-        w.victims.list = live
-            .iter()
-            .zip(&choice.keep)
-            .filter(|(_, &kept)| !kept)
-            .filter_map(|(l, _)| *l)
-            .map(|(hash, loc, s)| Victim {
-                hash,
-                loc,
-                freq: s.freq,
+    }
+
+    /// The live value records of `seg` (the index points at them), in log order, as an eviction
+    /// weighs them. `base`: the segment's location. Reads the records one at a time: decoded all
+    /// at once, a segment's records took about 70 bytes each on top of the 32 here, and every
+    /// eviction of a store at its bound allocated (and the allocator kept) about 1.5 times the
+    /// segment's size for them.
+    fn candidates(&self, seg: &Segment, base: Loc, now: u64) -> Vec<Candidate> {
+        seg.records()
+            .filter(|rec| rec.record.kind == Kind::Value)
+            .filter_map(|rec| {
+                let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
+                let expires = rec.record.expires_at_ms;
+                Some(Candidate {
+                    hash,
+                    loc,
+                    len: rec.len,
+                    standing: self.standing_at(hash, loc)?,
+                    expired: expires != 0 && now >= expires,
+                })
             })
-            .collect();
+            .collect()
+    }
+
+    /// The standing of the index entry of `hash`, if it points at `loc`.
+    fn standing_at(&self, hash: u64, loc: Loc) -> Option<Standing> {
+        self.index
+            .get(&hash)
+            .filter(|e| e.loc == loc)
+            .map(|e| Standing::of(&e))
     }
 
     fn oldest_sealed(&self, w: &Writer) -> Option<Arc<Segment>> {
@@ -196,33 +232,7 @@ impl Inner {
         let now = self.clock.now_ms();
         // A segment without a slot has no index entry pointing at it.
         if let Some(base) = self.slots.find(seg.id) {
-            let scan = seg.scan_data();
-            // (hash, location, standing) of a record the index points at.
-            let live = |rec: &format::Located<'_>| {
-                if rec.record.kind != Kind::Value {
-                    return None;
-                }
-                let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
-                match self.index.get(&hash) {
-                    Some(e) if e.loc == loc => Some((hash, loc, Standing::of(&e))),
-                    _ => None,
-                }
-            };
-            let expired = |rec: &format::Located<'_>| {
-                let expires = rec.record.expires_at_ms;
-                expires != 0 && now >= expires
-            };
-            let (limit, filler_limit) = if second_chance {
-                // Shares of the records this segment holds, not of its size: a segment sealed
-                // early by a roll is short, and a share of the full size let an eviction copy
-                // all of it and free nothing but the file.
-                (
-                    policy::copy_limit(seg.data_bytes()),
-                    policy::filler_limit(seg.data_bytes()),
-                )
-            } else {
-                (0, 0)
-            };
+            let candidates = self.candidates(&seg, base, now);
             // Unread entries are only worth copying in a store that is being read: a stream of
             // writes nobody looks up (a bulk load) copies nothing. Read once, so the ranking and
             // the copies agree on it.
@@ -232,21 +242,11 @@ impl Inner {
                 keep,
                 bytes: hot_bytes,
                 spend,
-            } = if limit > 0 {
-                let ranks: Vec<u8> = scan
-                    .records
-                    .iter()
-                    .map(|rec| {
-                        live(rec)
-                            .filter(|_| !expired(rec))
-                            .map_or(0, |(_, _, s)| s.rank(looked_up))
-                    })
-                    .collect();
-                let lens: Vec<u64> = scan.records.iter().map(|rec| u64::from(rec.len)).collect();
-                policy::choose(&ranks, &lens, limit, filler_limit)
+            } = if second_chance {
+                rank_and_choose(&seg, &candidates, looked_up)
             } else {
                 policy::Choice {
-                    keep: vec![false; scan.records.len()],
+                    keep: vec![false; candidates.len()],
                     bytes: 0,
                     spend: true,
                 }
@@ -261,13 +261,19 @@ impl Inner {
             let entries = self.index.len();
             let generation = policy::ghost_generation(entries);
             let mut kept = 0u64;
-            for (rec, chosen) in scan.records.iter().zip(keep) {
-                let Some((hash, loc, standing)) = live(rec) else {
+            for (c, chosen) in candidates.iter().zip(keep) {
+                // Again: a read may have been counted, or the key written or deleted, since.
+                let (hash, loc) = (c.hash, c.loc);
+                let Some(standing) = self.standing_at(hash, loc) else {
                     continue;
                 };
                 w.new_keys.evicting(hash, standing.freq > 0);
                 w.seen_keys.evicting(hash, standing.freq > 0);
-                let keeps = !expired(rec) && chosen && kept + u64::from(rec.len) <= budget;
+                // Only a record kept is decoded again, to be copied.
+                let copy = (!c.expired && chosen && kept + u64::from(c.len) <= budget)
+                    .then(|| seg.located(loc.offset(), c.len))
+                    .flatten();
+                let keeps = copy.is_some();
                 // Only a read entry kept can spend or be watched: only it needs the sketch.
                 let recent = if (keeps && standing.freq > 0) || decay::is_watched(hash) {
                     self.sketch.frequency(hash)
@@ -297,14 +303,14 @@ impl Inner {
                 };
                 w.decay
                     .meet(met, self.counters.evictions.load(Ordering::Relaxed), entries);
-                if expired(rec) {
+                if c.expired {
                     self.expire_at(hash, loc);
-                } else if keeps {
+                } else if let Some(rec) = copy {
                     kept += u64::from(rec.len);
-                    self.move_record(w, &seg, rec, (hash, loc), (!filler).then_some(spends))?;
+                    self.move_record(w, &seg, &rec, (hash, loc), (!filler).then_some(spends))?;
                     self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
                 } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
-                    self.unaccount_len(&seg, rec.len);
+                    self.unaccount_len(&seg, c.len);
                     self.counters.evictions.fetch_add(1, Ordering::Relaxed);
                     if !standing.protected {
                         w.ghosts.insert(hash, generation);

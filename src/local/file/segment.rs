@@ -154,6 +154,12 @@ impl Segment {
         format::scan_segment(self.map.get(..end).unwrap_or(&self.map), self.salt)
     }
 
+    /// The records up to the data end, one at a time (see [`format::records`]).
+    pub(crate) fn records(&self) -> format::Records<'_> {
+        let end = usize::try_from(self.data_end()).unwrap_or(usize::MAX);
+        format::records(self.map.get(..end).unwrap_or(&self.map), self.salt)
+    }
+
     /// Scans the whole file, past any known data end (recovery without a hint).
     pub(crate) fn scan_file(&self) -> format::Scan<'_> {
         format::scan_segment(&self.map, self.salt)
@@ -163,6 +169,16 @@ impl Segment {
     pub(crate) fn decode_at(&self, offset: u64, len: u32) -> Option<format::Decoded<'_>> {
         self.read(offset, len)
             .map(|bytes| format::decode_record(bytes, self.salt))
+    }
+
+    /// The record of `len` bytes at `offset`, if it decodes there.
+    pub(crate) fn located(&self, offset: u64, len: u32) -> Option<format::Located<'_>> {
+        match self.decode_at(offset, len)? {
+            format::Decoded::Record(record, decoded) if decoded == len as usize => {
+                Some(format::Located { offset, len, record })
+            }
+            _ => None,
+        }
     }
 
     /// The bytes `offset..offset + len`, or `None` if they are not all written data: past the
