@@ -100,12 +100,13 @@ impl Inner {
     /// `admission`): if the key was read more often lately than the next victim's, by more
     /// than [`admission::MARGIN`], and a fill of it was asked for lately
     /// ([`admission::RecentFills`]); or if the victim is an unread probationary entry and no fill
-    /// of the key was asked for in the longer window. Under the writer lock.
-    pub(super) fn admits(&self, w: &mut Writer, hash: u64) -> bool {
-        if !self.sketch.started() || self.index.len() > self.sketch.entries() {
+    /// of the key was asked for in the longer window. Under the writer lock; `entries` is what
+    /// the store holds, read once per batch of fills (`DashMap::len` locks every shard).
+    pub(super) fn admits(&self, w: &mut Writer, hash: u64, entries: usize) -> bool {
+        if !self.sketch.started() || entries > self.sketch.entries() {
             // The first time the store is full, or it now holds more entries than the sketch
             // was sized for (smaller values): counts start over, at the size the store holds.
-            self.sketch.start(self.index.len());
+            self.sketch.start(entries);
         }
         let mut rebuilt = false;
         loop {

@@ -88,11 +88,11 @@ impl Inner {
                 let new_key = started && !w.recent_fills.seen(hash);
                 let free = pending + len <= self.max_bytes;
                 let admit = if new_key {
-                    w.new_keys.admits(hash) && (free || self.admits(&mut w, hash))
+                    w.new_keys.admits(hash) && (free || self.admits(&mut w, hash, entries))
                 } else if started && free {
-                    w.seen_keys.admits(hash) || self.admits(&mut w, hash)
+                    w.seen_keys.admits(hash) || self.admits(&mut w, hash, entries)
                 } else {
-                    free || self.admits(&mut w, hash)
+                    free || self.admits(&mut w, hash, entries)
                 };
                 if admit && new_key {
                     w.new_keys.admitted(hash, entries);
