@@ -262,6 +262,45 @@ fn compaction_reclaims_space_of_overwritten_values() {
     }
 }
 
+/// Compaction rewrites a segment a batch of records at a time (256): every live record of a
+/// sparse segment holding several batches is moved, and every deleted key stays deleted.
+#[test]
+fn compaction_moves_every_live_record_of_a_segment_holding_several_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store = FileStore::open(dir.path(), manual_options(&clock)).unwrap();
+    // About 100 bytes per record: the first 256 KiB segment holds some 2,000 records.
+    for i in 0..2_000 {
+        store.set(&format!("k{i}"), &value_for(i, 64), None).unwrap();
+    }
+    // Three in five overwritten, one in five deleted: a fifth stays live where written.
+    for i in (0..2_000).filter(|i| i % 5 < 3) {
+        store.set(&format!("k{i}"), &value_for(i + 1, 64), None).unwrap();
+    }
+    for i in (0..2_000).filter(|i| i % 5 == 3) {
+        store.delete(&format!("k{i}")).unwrap();
+    }
+    let report = store.compact().unwrap();
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    assert!(report.records_moved > 256, "{report:?}");
+    for i in 0..2_000 {
+        let expected = match i % 5 {
+            0..=2 => Some(value_for(i + 1, 64)),
+            3 => None,
+            _ => Some(value_for(i, 64)),
+        };
+        assert_eq!(store.get(&format!("k{i}")).unwrap(), expected, "k{i}");
+    }
+    drop(store);
+    let store = FileStore::open(dir.path(), manual_options(&clock)).unwrap();
+    assert_eq!(
+        store.get("k3").unwrap(),
+        None,
+        "a deleted key came back after reopen"
+    );
+    assert_eq!(store.get("k4").unwrap(), Some(value_for(4, 64)));
+}
+
 #[test]
 fn size_bound_holds_under_sustained_writes_and_second_chance_keeps_the_hot_set() {
     let dir = tempfile::tempdir().unwrap();
