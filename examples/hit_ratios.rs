@@ -24,8 +24,8 @@
 mod policy_sim;
 
 use policy_sim::{
-    compare, distinct, drifting_pattern, loop_mix_pattern, loop_pattern, read_cache2k_trace, scan_pattern,
-    shifting_pattern, two_loops_pattern, web12_slice, zipf_pattern, Row,
+    burst_pattern, compare, distinct, drifting_pattern, loop_mix_pattern, loop_pattern, read_cache2k_trace,
+    scan_pattern, shifting_pattern, two_loops_pattern, web12_slice, zipf_pattern, Row,
 };
 
 fn print_row(name: &str, share: &str, row: &Row) {
@@ -124,6 +124,13 @@ fn main() {
             "scan 1/3 + hot 1200",
             scan_pattern(1_200, 1.0 / 3.0, 60_000, 15),
             vec![1_000],
+        ),
+        // Keys read three times within about 20 accesses, then never again (60% of the accesses),
+        // among zipf reads: correlated references.
+        (
+            "bursts 3/20 + zipf 10k",
+            burst_pattern(10_000, 0.8, 0.6, 3, 20, 150_000, 21),
+            vec![1_000, 2_000],
         ),
     ];
     for (name, trace, capacities) in &synthetic {

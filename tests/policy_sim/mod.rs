@@ -172,6 +172,46 @@ pub fn two_loops_pattern(short: u32, long: u32, hot: u32, len: usize, seed: u64)
         .collect()
 }
 
+/// Zipf(`s`) reads of `hot` keys mixed with bursts: a new key read `burst` times within about
+/// `spread` accesses, then never again (correlated references: a page that loads an object a
+/// few times, a transaction that reads a row again). About `burst_share` of the accesses belong
+/// to bursts. A cache should serve the bursts from a short probation and keep the zipf keys; one
+/// that counts a burst's reads as lasting popularity keeps keys that are done.
+pub fn burst_pattern(
+    hot: u32,
+    s: f64,
+    burst_share: f64,
+    burst: u32,
+    spread: u64,
+    len: usize,
+    seed: u64,
+) -> Vec<u32> {
+    const FREE: u32 = u32::MAX;
+    let mut rng = Rng::new(seed);
+    let mut zipf = zipf_pattern(hot, s, len, seed + 1).into_iter();
+    let mut out = vec![FREE; len];
+    let mut next_key = hot;
+    for i in 0..len {
+        if out[i] != FREE {
+            continue;
+        }
+        if rng.unit() < burst_share / f64::from(burst.max(1)) {
+            out[i] = next_key;
+            for _ in 1..burst {
+                // The first free slot at or after a random point of the spread.
+                let from = i + 1 + rng.below(spread.max(1)) as usize;
+                if let Some(slot) = out.iter_mut().skip(from).find(|k| **k == FREE) {
+                    *slot = next_key;
+                }
+            }
+            next_key += 1;
+        } else {
+            out[i] = zipf.next().unwrap_or(0);
+        }
+    }
+    out
+}
+
 /// A demand-filled cache: `access` returns whether the key was a hit, and inserts it if not.
 pub trait Policy {
     fn access(&mut self, key: u32) -> bool;

@@ -158,6 +158,29 @@
 //! inserted) and 56 MiB copied per eviction under the writer lock with 64 MiB segments: not worth
 //! it.
 //!
+//! The same bound is what two loops mixed with zipf reads meet at 3,000 to 4,000 entries
+//! (`examples/hit_ratios.rs`: 2.5 to 4.4 points below quick_cache): the short loop and the zipf
+//! keys fill the three quarters that stay, and the long loop's entries, read less than once per
+//! pass of the log while it turns, are unread when an eviction meets them every other pass and
+//! give way (per 75,000 reads, 2,500 to 5,800 unread protected entries evicted against 350
+//! kept). quick_cache keeps about 550 of the long loop's keys, the file tier 250. Tried and
+//! dropped: a copy limit of seven eighths while the gate on seen keys is closed (+0.1 to +0.7,
+//! within the spread), a gate on seen keys per ghost status (no change), and closing that gate
+//! while the last eviction had to drop read entries (+0.9 here, but a scan into a hot set lost 4
+//! to 5 points and web12 at 10% one).
+//!
+//! Whatever the log writes holds its room for a whole pass of it, where S3-FIFO's small queue
+//! holds a new entry for a tenth of the capacity's worth of insertions. Keys read a few times in
+//! a burst and never again (correlated references) pay for that: on zipf reads mixed with bursts
+//! of three reads within about 20 accesses (60% of the accesses), about 700 of the 1,000 entries
+//! held are keys whose bursts are over, and the file tier gets 46.0-46.5 where quick_cache gets
+//! 49.5 (LRU 50.8); at 2,000 entries 53.1-53.7 against 55.0. A burst's reads also count when the
+//! first eviction meets its key, so it is kept one pass more. Tried: counting a probationary
+//! entry's reads as one when ranking (within the spread), and taking the reads off a
+//! probationary entry whose sketch count has fallen to 0 (within the spread; off every entry so,
+//! 35.6: zipf keys read about once per pass lost their place). In the hybrid, the memory tier in
+//! front serves such bursts.
+//!
 //! A kept entry spends one read only when read entries had to be evicted for want of room, or all
 //! of them when it stopped being read and the kept entries watched by [`super::decay`] say such
 //! entries are seldom read again (popular keys that drift: a key read most, then never again, kept
