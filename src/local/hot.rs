@@ -16,7 +16,7 @@
 //! short array of write-once slots, without a lock. Keeping values inline (rather than behind a
 //! type-erased `Arc`) spares a hit one pointer chase, the difference between a memory-tier hit
 //! and a plain quick_cache hit of the same value (`memory_tier_hit` in `benches/manager.rs`);
-//! likewise a short key is kept inside the entry, with the value's expiry ([`key`]).
+//! likewise a short key is kept inside the entry, with the value's expiry (the `key` module).
 
 mod key;
 
@@ -183,7 +183,7 @@ impl HotTier {
     }
 
     /// Drops the value of `key`, whatever its type: a read of it misses from now on. The key
-    /// keeps its place in the cache until evicted (see [`Slot`]).
+    /// keeps its place in the cache until evicted (its slot holds no value).
     pub fn remove(&self, key: &str) {
         self.each(|cache| cache.forget(key));
     }

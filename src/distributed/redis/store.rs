@@ -20,7 +20,7 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 
 /// Redis (standalone or Cluster) as a cache level.
 ///
-/// - Keys are `prefix + key`; values are [enveloped](super::envelope); a TTL is sent as `SET …
+/// - Keys are `prefix + key`; values are enveloped (`storage-format.md`); a TTL is sent as `SET …
 ///   PX <ms>` and also kept in the envelope, so `get` returns the expiry without a second round
 ///   trip.
 /// - `get_many` is one `MGET` (standalone). On a cluster, the `redis` crate splits it into one

@@ -255,7 +255,7 @@ pub struct Published {
 }
 
 /// The invalidation backplane: publishes this instance's invalidations and hands every other
-/// instance's to an [`InvalidationHandler`]. See the [module docs](self).
+/// instance's to an [`InvalidationHandler`]. See the docs of `src/invalidation/backplane/mod.rs`.
 pub struct Backplane {
     shared: Arc<Shared>,
     publisher: Arc<Publisher>,
