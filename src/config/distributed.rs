@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::invalid;
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::Result;
 
 /// Which implementation serves as L2 (`distributed.type`).
@@ -72,7 +74,7 @@ pub struct DistributedCacheConfig {
     /// L2 answers at start-up that the configuration is wrong: credentials refused, no such
     /// database, an untrusted TLS certificate, a host name that does not resolve, a cluster
     /// setting that does not match (default false: [`CacheManager::new`](crate::CacheManager::new)
-    /// fails with [`Error::Misconfigured`](crate::Error::Misconfigured)). An unreachable L2 is an outage, not this: it starts
+    /// fails with [`Error::Misconfigured`]). An unreachable L2 is an outage, not this: it starts
     /// degraded whenever `fallback_on_error` is set.
     pub start_degraded_on_config_error: bool,
     /// For `rediss://` (the `tls` feature): a PEM file of the CA certificate(s) to trust instead

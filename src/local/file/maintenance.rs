@@ -50,8 +50,8 @@ struct Candidate {
     expired: bool,
 }
 
-/// Which of `seg`'s `candidates` an eviction keeps (see `policy`): ranked, expired ones last,
-/// within the shares of the segment's records that may be copied.
+/// Which of `seg`'s `candidates` an eviction keeps (see `policy`): ranked (expired ones are
+/// never kept), within the shares of the segment's records that may be copied.
 fn rank_and_choose(seg: &Segment, candidates: &[Candidate], looked_up: bool) -> policy::Choice {
     let ranks: Vec<u8> = candidates
         .iter()

@@ -72,6 +72,8 @@ use self::slots::Slots;
 use self::worker::Workers;
 use crate::clock::{self, Clock};
 use crate::disk::WriteLatch;
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 use crate::storage::{
@@ -291,9 +293,9 @@ impl FileStore {
     /// Opens (or creates) the store in `dir`, recovering whatever a previous run left there.
     ///
     /// # Errors
-    /// [`Error::Locked`](crate::Error::Locked) if another store has the directory open, [`Error::NotOurDirectory`](crate::Error::NotOurDirectory) if
-    /// it holds foreign files, [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion) if a newer uno-cache wrote it,
-    /// [`Error::Config`](crate::Error::Config) for invalid options, [`Error::Io`](crate::Error::Io) for I/O failures. Damaged records are
+    /// [`Error::Locked`] if another store has the directory open, [`Error::NotOurDirectory`] if
+    /// it holds foreign files, [`Error::UnsupportedVersion`] if a newer uno-cache wrote it,
+    /// [`Error::Config`] for invalid options, [`Error::Io`] for I/O failures. Damaged records are
     /// not errors: they are skipped and counted in [`FileStore::recovery_report`].
     pub fn open(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<FileStore> {
         let (dir, meta) = LockedDir::open(dir.as_ref(), options.disk.clone(), options.wanted()?)?;
@@ -471,9 +473,9 @@ impl FileStore {
     /// Writes a value; `ttl = None` means it never expires.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey), [`Error::ZeroTtl`](crate::Error::ZeroTtl) or [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) for bad input (nothing
-    /// is written); [`Error::WritesDisabled`](crate::Error::WritesDisabled) after an earlier write or fsync failure;
-    /// [`Error::Io`](crate::Error::Io) if this write fails (later writes are then refused).
+    /// [`Error::InvalidKey`], [`Error::ZeroTtl`] or [`Error::ValueTooLarge`] for bad input (nothing
+    /// is written); [`Error::WritesDisabled`] after an earlier write or fsync failure;
+    /// [`Error::Io`] if this write fails (later writes are then refused).
     pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.inner.set_many(&[(key, value)], ttl)
     }
@@ -522,7 +524,7 @@ impl FileStore {
     /// live value was removed.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey), [`Error::WritesDisabled`](crate::Error::WritesDisabled), [`Error::Io`](crate::Error::Io).
+    /// [`Error::InvalidKey`], [`Error::WritesDisabled`], [`Error::Io`].
     pub fn delete(&self, key: &str) -> Result<bool> {
         self.inner.delete(key)
     }
@@ -530,8 +532,8 @@ impl FileStore {
     /// Makes every write that returned before this call durable (fsync).
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) if the fsync fails (writes are refused from then on), or
-    /// [`Error::WritesDisabled`](crate::Error::WritesDisabled) if an earlier one did.
+    /// [`Error::Io`] if the fsync fails (writes are refused from then on), or
+    /// [`Error::WritesDisabled`] if an earlier one did.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush()
     }
@@ -540,7 +542,7 @@ impl FileStore {
     /// The background compactor does the same on its own; this is for tools and tests.
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) or [`Error::WritesDisabled`](crate::Error::WritesDisabled).
+    /// [`Error::Io`] or [`Error::WritesDisabled`].
     pub fn compact(&self) -> Result<CompactionReport> {
         self.inner.compact(&Shutdown::default())
     }
@@ -548,7 +550,7 @@ impl FileStore {
     /// Removes every entry, durably.
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) or [`Error::WritesDisabled`](crate::Error::WritesDisabled).
+    /// [`Error::Io`] or [`Error::WritesDisabled`].
     pub fn clear(&self) -> Result<()> {
         self.inner.clear()
     }
@@ -557,7 +559,7 @@ impl FileStore {
     /// `(bytes checked, total bytes)` after each segment.
     ///
     /// # Errors
-    /// None today; I/O errors would be reported as [`Error::Io`](crate::Error::Io).
+    /// None today; I/O errors would be reported as [`Error::Io`].
     pub fn verify(&self, progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
         Ok(self.inner.verify(progress))
     }
@@ -590,7 +592,7 @@ impl FileStore {
     /// the next open is fast. Dropping the store does the same but can only log errors.
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) if the final fsync or hint write fails.
+    /// [`Error::Io`] if the final fsync or hint write fails.
     pub fn close(mut self) -> Result<()> {
         self.shutdown()
     }
