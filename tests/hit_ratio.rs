@@ -149,7 +149,8 @@ fn a_loop_mixed_with_a_hot_set_keeps_the_hot_set_and_part_of_the_loop() {
 #[test]
 fn a_scan_mixed_into_a_hot_set_does_not_flush_it_from_either_tier() {
     let trace = scan_pattern(500, 2.0 / 3.0, 30_000, 7);
-    let row = run("scan", &trace, 1_000);
+    // The median of three stores: one store in ten or so gets 28.4-28.7 (per-process hash seeds).
+    let row = run_median("scan", &trace, 1_000);
     // The hot third of the accesses is what a policy can hit; LRU lets the scan flush it.
     assert!(row.lru < 20.0, "LRU {:.2}%", row.lru);
     assert_near("scan", "file tier", row.file, FILE_SCAN, 2.0);
@@ -282,7 +283,8 @@ const FILE_LOOP_5X_FLOOR: f64 = 14.5;
 /// quick_cache: 42.9; LRU: 20.7. Without admission 37.6; with it 37.6 to 41.2 by the seed;
 /// with recent fills 40.2 to 41.0 (10 processes).
 const FILE_LOOP_MIX_FLOOR: f64 = 39.0;
-/// quick_cache: 29.0; LRU: 17.1.
+/// quick_cache: 29.0; LRU: 17.1. One store 30.4 to 30.6 mostly, 28.4 to 28.7 in about one
+/// process in ten (32 processes and a CI run, 2026-12-01), so the test takes the median of three.
 const FILE_SCAN: f64 = 30.45;
 /// quick_cache: 53.3 to 53.9; LRU: 33.2. 46.3 to 46.6 before the gate on new keys; with it
 /// 51.6 to 51.7 (3 processes of the example); with two bytes per key in the filters of recent
@@ -298,9 +300,11 @@ const FILE_SHIFTING_FLOOR: [f64; 2] = [61.2, 73.8];
 /// quick_cache: 38.3-38.4; LRU: 42.2. Median of three stores 41.3-41.5 (one process); before
 /// `decay`, 36.9-37.1.
 const FILE_DRIFTING_FLOOR: f64 = 40.0;
-/// quick_cache: 31.6 to 31.8; LRU: 18.2. One store 30.1 to 32.1, the median of three 31.0 to 31.8
-/// (11 processes); without the gate on seen keys' fills the median 29.6 to 30.4 (3). The floor
-/// sits below the single stores seen, so that the median falls under it only on a regression.
-const FILE_TWO_LOOPS_FLOOR: f64 = 30.0;
+/// quick_cache: 31.6 to 31.8; LRU: 18.2. One store 29.5 to 32.1, the median of three 30.6 to 32.0
+/// (35 processes), and 30.00 once in CI (2026-12-01: 29.67, 30.00 and 31.59, failing a floor of
+/// 30.0); without the gate on seen keys' fills the median 29.6 to 30.4 (3). The floor sits below
+/// the single stores seen, so that the median falls under it only on a regression; the check
+/// within 2 points of quick_cache binds first.
+const FILE_TWO_LOOPS_FLOOR: f64 = 29.5;
 /// quick_cache: 49.3-49.4; LRU: 50.8. One store 46.7 to 47.7 (10 processes).
 const FILE_BURSTS_FLOOR: f64 = 46.3;
