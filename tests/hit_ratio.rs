@@ -71,7 +71,9 @@ fn web12_slice_file_and_memory_tiers_hold_their_hit_ratios() {
     assert_eq!((trace.len(), keys), (30_000, 7_508));
     for (pct, file_pinned) in [(10, FILE_WEB12_10), (25, FILE_WEB12_25)] {
         let name = format!("web12 slice at {pct}%");
-        let row = run(&name, &trace, keys * pct / 100);
+        // The median of three stores: at 10%, one store in sixteen got 56.4, 1.8 points below
+        // quick_cache (per-process hash seeds).
+        let row = run_median(&name, &trace, keys * pct / 100);
         assert_near(&name, "file tier", row.file, file_pinned, 2.0);
         assert!(
             row.file >= row.quick_cache - 2.0 && row.file >= row.lru - 2.0,
@@ -129,7 +131,8 @@ fn a_loop_over_five_times_the_capacity_keeps_the_file_tier_within_two_points_of_
 #[test]
 fn a_loop_mixed_with_a_hot_set_keeps_the_hot_set_and_part_of_the_loop() {
     let trace = loop_mix_pattern(3_000, 300, 0.3, 30_000, 11);
-    let row = run("loop 3000 + hot 300", &trace, 1_000);
+    // The median of three stores: one store got 39.5 in sixteen processes, near the floor.
+    let row = run_median("loop 3000 + hot 300", &trace, 1_000);
     // From below only: with admission the figure depends on the hash seed (see the pins).
     assert!(
         row.file >= FILE_LOOP_MIX_FLOOR,
@@ -281,7 +284,7 @@ const FILE_LOOP_4_3_FLOOR: f64 = 60.0;
 /// (`admission::RecentFills`); with them 15.4 to 16.1 by the seed (10 processes).
 const FILE_LOOP_5X_FLOOR: f64 = 14.5;
 /// quick_cache: 42.9; LRU: 20.7. Without admission 37.6; with it 37.6 to 41.2 by the seed;
-/// with recent fills 40.2 to 41.0 (10 processes).
+/// with recent fills 40.2 to 41.0 (10 processes); on `8a30da1` one store 39.5 to 42.0 (16).
 const FILE_LOOP_MIX_FLOOR: f64 = 39.0;
 /// quick_cache: 29.0; LRU: 17.1. One store 30.4 to 30.6 mostly, 28.4 to 28.7 in about one
 /// process in ten (32 processes and a CI run, 2026-12-01), so the test takes the median of three.
