@@ -31,12 +31,12 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --all-features -- -D warnings
-# The default build is the embedded cache (no network stack, no CLI): lint it as users build it,
-# check that each optional feature builds on its own, and that a configuration asking for a
-# feature compiled out is refused by name.
 # The API docs as docs.rs builds them (every feature): no link to a missing or private item.
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --all-features
+# The default build is the embedded cache (no network stack, no CLI): lint it as users build it,
+# check that each optional feature builds on its own, and that a configuration asking for a
+# feature compiled out is refused by name.
 echo "== cargo clippy --no-default-features"
 cargo clippy --locked --no-default-features -- -D warnings
 for feature in redb redis memcached cli tls; do
