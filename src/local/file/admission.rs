@@ -385,6 +385,12 @@ pub(super) mod tests {
 
     /// An empty store of 1 MiB with no background threads: every eviction comes from a write
     /// of the test. (The policy tests of sibling modules use it too.)
+    /// Well-spread hashes, the same on every run: for the samplers that pick keys by hash bits
+    /// (`fillgate`'s probes, `decay`'s watched entries).
+    pub(in crate::local::file) fn spread_hashes() -> impl Iterator<Item = u64> {
+        (0u64..).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i)
+    }
+
     pub(in crate::local::file) fn small_store(dir: &std::path::Path) -> FileStore {
         let options = FileStoreOptions::default()
             .max_size_mb(1)

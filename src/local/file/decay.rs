@@ -162,14 +162,10 @@ impl Decay {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Well-spread hashes, the same on every run.
-    fn hashes() -> impl Iterator<Item = u64> {
-        (0u64..).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i)
-    }
+    use crate::local::file::admission::tests::spread_hashes;
 
     fn watched() -> impl Iterator<Item = u64> {
-        hashes().filter(|&h| is_watched(h))
+        spread_hashes().filter(|&h| is_watched(h))
     }
 
     /// A kept entry with reads counted, none lately: what starts a watch.
@@ -198,7 +194,10 @@ mod tests {
     #[test]
     fn about_one_hash_in_the_sample_is_watched_and_watched_entries_never_spend_for_it() {
         let n = 64_000u64;
-        let count = hashes().take(n as usize).filter(|&h| is_watched(h)).count() as u64;
+        let count = spread_hashes()
+            .take(n as usize)
+            .filter(|&h| is_watched(h))
+            .count() as u64;
         let expected = n / SAMPLE;
         assert!(
             count > expected * 8 / 10 && count < expected * 12 / 10,
@@ -208,7 +207,7 @@ mod tests {
         watch_and_settle(&mut decay, watched().take(64), false);
         assert!(decay.is_on());
         assert!(watched().take(10).all(|h| !decay.spends(h)));
-        assert!(hashes()
+        assert!(spread_hashes()
             .filter(|&h| !is_watched(h))
             .take(10)
             .all(|h| decay.spends(h)));

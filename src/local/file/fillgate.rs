@@ -135,27 +135,24 @@ impl FillGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::file::admission::tests::{full_store_of_entries_read_thrice, small_store};
+    use crate::local::file::admission::tests::{
+        full_store_of_entries_read_thrice, small_store, spread_hashes,
+    };
     use crate::local::file::format;
     use std::sync::atomic::Ordering;
 
-    /// Well-spread hashes, the same on every run.
-    fn hashes() -> impl Iterator<Item = u64> {
-        (0u64..).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i)
-    }
-
     fn probes() -> impl Iterator<Item = u64> {
-        hashes().filter(|&h| is_probe(h))
+        spread_hashes().filter(|&h| is_probe(h))
     }
 
     fn non_probe() -> u64 {
-        hashes().find(|&h| !is_probe(h)).unwrap_or(1)
+        spread_hashes().find(|&h| !is_probe(h)).unwrap_or(1)
     }
 
     #[test]
     fn about_one_hash_in_the_sample_is_a_probe() {
         let n = 64_000u64;
-        let probes = hashes().take(n as usize).filter(|&h| is_probe(h)).count() as u64;
+        let probes = spread_hashes().take(n as usize).filter(|&h| is_probe(h)).count() as u64;
         let expected = n / SAMPLE;
         assert!(
             probes > expected * 8 / 10 && probes < expected * 12 / 10,
