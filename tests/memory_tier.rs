@@ -149,6 +149,101 @@ fn a_memory_tier_entry_expires_with_the_file_entry_it_came_from() {
     assert_eq!(cache.stats().memory.hits, 1);
 }
 
+/// A write goes to both tiers: a key the memory tier holds is answered from there right after a
+/// write, with the new value, until the write's TTL ends in both tiers.
+#[test]
+fn a_write_of_a_key_the_memory_tier_holds_is_answered_from_it_until_the_writes_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let cache = CacheManager::builder()
+        .config(config(dir.path(), 100))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    cache.set("u", &ada(1), None).unwrap();
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(1)), "kept as a `User`");
+    cache.set("u", &ada(2), Some(Duration::from_secs(5))).unwrap();
+    let before = cache.stats();
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(2)));
+    let after = cache.stats();
+    assert_eq!(
+        after.memory.hits,
+        before.memory.hits + 1,
+        "answered by the memory tier: {:?}",
+        after.memory
+    );
+    // A type the key was not read as is not filled by the write.
+    assert_eq!(cache.get_arc::<User>("u").unwrap().as_deref(), Some(&ada(2)));
+    assert_eq!(cache.stats().memory.misses, after.memory.misses + 1);
+    clock.advance(Duration::from_millis(5001));
+    assert_eq!(cache.get::<User>("u").unwrap(), None, "expired in both tiers");
+    // A value of another type under the key: the tier drops the key rather than keep garbage.
+    cache.set("n", &ada(1), None).unwrap();
+    assert_eq!(cache.get::<User>("n").unwrap(), Some(ada(1)));
+    cache.set("n", &7u64, None).unwrap();
+    assert!(
+        cache.get::<User>("n").is_err(),
+        "decoding 7u64 as a User fails, as without the tier"
+    );
+    assert_eq!(cache.get::<u64>("n").unwrap(), Some(7));
+}
+
+/// Writes and deletes of one key from several threads straight to the local level (no per-key
+/// order between them, unlike the manager's calls), with the key held in the memory tier
+/// before each round: once they are done, the memory tier answers what the file tier holds.
+#[test]
+fn racing_writes_and_deletes_leave_the_memory_tier_agreeing_with_the_file_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+    let encode = |age: u8| cache.codec().encode("k", &ada(age)).unwrap();
+    let ttl = Some(Duration::from_secs(60));
+    let (mut refreshed, mut dropped) = (0u32, 0u32);
+    for round in 0..1000u32 {
+        cache.local().set("k", &encode(0), ttl).unwrap();
+        assert_eq!(
+            cache.get::<User>("k").unwrap(),
+            Some(ada(0)),
+            "round {round}: held"
+        );
+        let start = Arc::new(std::sync::Barrier::new(3));
+        let threads: Vec<_> = [1u8, 2, 0]
+            .into_iter()
+            .map(|age| {
+                let (cache, start) = (cache.clone(), Arc::clone(&start));
+                let bytes = encode(age);
+                std::thread::spawn(move || {
+                    start.wait();
+                    if age == 0 {
+                        cache.local().delete("k").unwrap();
+                    } else {
+                        cache.local().set("k", &bytes, ttl).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let file = cache
+            .local()
+            .get("k")
+            .unwrap()
+            .map(|e| cache.codec().decode::<User>("k", &e.value).unwrap());
+        let hits = cache.stats().memory.hits;
+        assert_eq!(cache.get::<User>("k").unwrap(), file, "round {round}");
+        if cache.stats().memory.hits > hits {
+            refreshed += 1;
+        } else {
+            dropped += 1;
+        }
+    }
+    // Both outcomes happen: the refresh is not simply off, nor always on.
+    assert!(
+        refreshed > 0 && dropped > 0,
+        "refreshed {refreshed}, dropped {dropped}"
+    );
+}
+
 #[test]
 fn every_write_delete_and_invalidation_reaches_the_memory_tier() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,14 +2,18 @@
 //! level of bytes (the file store by default).
 //!
 //! As a [`LocalStorage`] it is the level below: every read of bytes goes there, and every change
-//! goes there and drops the key from the hot tier, before and after the change, so the hot
-//! tier never serves a value the level below replaced. Typed reads use the hot tier directly
-//! (through the manager, which fills it under its backfill guard).
+//! goes there between [`HotTier::begin_change`] and [`HotTier::end_change`], which drop the key
+//! from the hot tier before and after the change, or, after a write of a key the hot tier held,
+//! put the written value there in place of the old one (unless another change of the key
+//! overlapped it); so the hot tier never serves a value the level below replaced. Typed reads
+//! use the hot tier directly (through the manager, which fills it under its backfill guard).
+//! Fills (values copied in from L2, which the level below may refuse) only drop the key: the
+//! read that asked for them keeps the value it decoded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hot::HotTier;
+use super::hot::{Change, HotTier, Written};
 use crate::error::Result;
 use crate::storage::{Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
 
@@ -48,16 +52,32 @@ impl Tiered {
 
     /// Runs a change of `keys` in the level below with them out of the hot tier around it.
     fn changing<'k, T>(&self, keys: impl Iterator<Item = &'k str> + Clone, change: impl FnOnce() -> T) -> T {
-        self.forget(keys.clone());
+        let changes: Vec<Change<'_>> = keys.clone().map(|key| self.hot.begin_change(key)).collect();
         let out = change();
-        self.forget(keys);
+        for (key, change) in keys.zip(changes) {
+            self.hot.end_change(key, change, None);
+        }
         out
     }
 
-    fn forget<'k>(&self, keys: impl Iterator<Item = &'k str>) {
-        for key in keys {
-            self.hot.remove(key);
+    /// Runs a write of `items` (key, value, TTL) in the level below: the keys leave the hot
+    /// tier around it, and those it held come back with their new values if the write
+    /// succeeded.
+    fn writing<'k>(
+        &self,
+        items: impl Iterator<Item = (&'k str, &'k [u8], Option<Duration>)> + Clone,
+        write: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let changes: Vec<Change<'_>> = items
+            .clone()
+            .map(|(key, _, _)| self.hot.begin_change(key))
+            .collect();
+        let out = write();
+        for ((key, bytes, ttl), change) in items.zip(changes) {
+            let written = ttl.filter(|_| out.is_ok()).map(|ttl| Written { bytes, ttl });
+            self.hot.end_change(key, change, written);
         }
+        out
     }
 }
 
@@ -71,7 +91,14 @@ impl Storage for Tiered {
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.changing(std::iter::once(key), || self.base.set(key, value, ttl))
+        // One key: no list of changes to allocate.
+        let change = self.hot.begin_change(key);
+        let out = self.base.set(key, value, ttl);
+        let written = ttl
+            .filter(|_| out.is_ok())
+            .map(|ttl| Written { bytes: value, ttl });
+        self.hot.end_change(key, change, written);
+        out
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
@@ -83,11 +110,13 @@ impl Storage for Tiered {
     }
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.changing(items.iter().map(|(k, _)| *k), || self.base.set_many(items, ttl))
+        self.writing(items.iter().map(|&(k, v)| (k, v, ttl)), || {
+            self.base.set_many(items, ttl)
+        })
     }
 
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
-        self.changing(items.iter().map(|(k, _, _)| *k), || self.base.set_each(items))
+        self.writing(items.iter().copied(), || self.base.set_each(items))
     }
 
     fn check_value(&self, key: &str, value_len: usize) -> Result<()> {

@@ -44,9 +44,9 @@ impl CacheManager {
     /// A typed read kept in the memory tier as `V` (`T` or `Arc<T>`): the tier, then
     /// [`get_raw`](Self::get_raw) and a decode.
     #[inline]
-    fn get_typed<T, V>(&self, key: &str, wrap: impl FnOnce(T) -> V) -> Result<Option<V>>
+    fn get_typed<T, V>(&self, key: &str, wrap: fn(T) -> V) -> Result<Option<V>>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
         let start = crate::stats::sample_read();
@@ -67,10 +67,10 @@ impl CacheManager {
         &self,
         key: &str,
         timed: Option<std::time::Instant>,
-        wrap: impl FnOnce(T) -> V,
+        wrap: fn(T) -> V,
     ) -> Result<Lookup<V>>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
         if let Some(value) = self.shared.read_hot::<V>(key, timed) {
@@ -82,9 +82,9 @@ impl CacheManager {
     /// A typed read the memory tier missed: L1, then L2, decoded and kept in the tier. Never
     /// inlined, so that a memory-tier hit runs in a small frame of its own.
     #[inline(never)]
-    fn lookup_behind_hot<T, V>(&self, key: &str, wrap: impl FnOnce(T) -> V) -> Result<Lookup<V>>
+    fn lookup_behind_hot<T, V>(&self, key: &str, wrap: fn(T) -> V) -> Result<Lookup<V>>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
         let s = &self.shared;

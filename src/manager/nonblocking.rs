@@ -40,9 +40,9 @@ impl CacheManager {
     }
 
     /// Async `get_typed`: the memory tier, then [`get_raw_async`](Self::get_raw_async).
-    async fn get_typed_async<T, V>(&self, key: &str, wrap: impl FnOnce(T) -> V) -> Result<Option<V>>
+    async fn get_typed_async<T, V>(&self, key: &str, wrap: fn(T) -> V) -> Result<Option<V>>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
         let start = crate::stats::sample_read();
@@ -63,10 +63,10 @@ impl CacheManager {
         &self,
         key: &str,
         timed: Option<std::time::Instant>,
-        wrap: impl FnOnce(T) -> V,
+        wrap: fn(T) -> V,
     ) -> Result<Lookup<V>>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
         if let Some(value) = self.shared.read_hot::<V>(key, timed) {
@@ -76,9 +76,9 @@ impl CacheManager {
     }
 
     /// Async `lookup_behind_hot`: a typed read the memory tier missed.
-    async fn lookup_behind_hot_async<T, V>(&self, key: &str, wrap: impl FnOnce(T) -> V) -> Result<Lookup<V>>
+    async fn lookup_behind_hot_async<T, V>(&self, key: &str, wrap: fn(T) -> V) -> Result<Lookup<V>>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
         let s = &self.shared;

@@ -12,7 +12,7 @@ use super::guard::Ticket;
 use super::policy::Shared;
 use crate::clock;
 use crate::error::Result;
-use crate::local::hot::HotTier;
+use crate::local::hot::{Decoder, HotTier};
 use crate::storage::Freshness;
 
 /// What a typed read found.
@@ -88,7 +88,8 @@ impl Shared {
     }
 
     /// Decodes what a read behind the memory tier answered (`wrap` makes the kept form: the
-    /// value itself or an `Arc` of it) and keeps it in the tier, if L1 holds those very bytes,
+    /// value itself or an `Arc` of it; later writes of the key decode the same way) and keeps
+    /// it in the tier, if L1 holds those very bytes,
     /// as a trusted entry, and neither a write of the key nor a clear of the tier began since
     /// `miss` was taken.
     pub(crate) fn decode_and_keep<T, V>(
@@ -96,10 +97,10 @@ impl Shared {
         key: &str,
         miss: Option<HotMiss>,
         raw: Option<Vec<u8>>,
-        wrap: impl FnOnce(T) -> V,
+        wrap: fn(T) -> V,
     ) -> Result<Lookup<V>>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
         let Some(bytes) = raw else {
@@ -126,7 +127,16 @@ impl Shared {
                 if let Some(entry) = current {
                     if entry.value == bytes {
                         let expires_at_ms = entry.expires_at.map_or(0, clock::system_time_to_ms);
-                        if hot.insert_unless_cleared(key, value.clone(), expires_at_ms, miss.mark) {
+                        let codec = self.codec;
+                        let decoder = move || -> Decoder<V> {
+                            Box::new(move |key: &str, bytes: &[u8]| {
+                                if bytes == crate::codec::ABSENT {
+                                    return None;
+                                }
+                                codec.decode::<T>(key, bytes).ok().map(wrap)
+                            })
+                        };
+                        if hot.insert_unless_cleared(key, value.clone(), expires_at_ms, miss.mark, decoder) {
                             self.metrics.memory.sets.incr();
                         }
                     }
