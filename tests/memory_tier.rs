@@ -162,8 +162,10 @@ fn a_write_of_a_key_the_memory_tier_holds_is_answered_from_it_until_the_writes_t
         .unwrap();
     cache.set("u", &ada(1), None).unwrap();
     assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(1)), "kept as a `User`");
+    let sets = cache.stats().memory.sets;
     cache.set("u", &ada(2), Some(Duration::from_secs(5))).unwrap();
     let before = cache.stats();
+    assert_eq!(before.memory.sets, sets + 1, "the write's value is a set of the memory tier");
     assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(2)));
     let after = cache.stats();
     assert_eq!(
@@ -186,6 +188,30 @@ fn a_write_of_a_key_the_memory_tier_holds_is_answered_from_it_until_the_writes_t
         "decoding 7u64 as a User fails, as without the tier"
     );
     assert_eq!(cache.get::<u64>("n").unwrap(), Some(7));
+}
+
+/// A read that found nothing is noted by the memory tier: the value a loader then stores, or
+/// the caller's own `set`, is answered from the memory tier at the next read.
+#[test]
+fn a_value_loaded_or_set_after_a_miss_is_answered_by_the_memory_tier_at_the_next_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
+    let loaded = cache
+        .get_or_load("u", None, || Ok::<_, uno_cache::Error>(ada(5)))
+        .unwrap();
+    assert_eq!(loaded, uno_cache::Fetched::Fresh(ada(5)));
+    assert_eq!(cache.get::<User>("v").unwrap(), None);
+    cache.set("v", &ada(6), None).unwrap();
+    let before = cache.stats().memory.hits;
+    assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(5)));
+    assert_eq!(cache.get::<User>("v").unwrap(), Some(ada(6)));
+    assert_eq!(cache.stats().memory.hits, before + 2, "both from the memory tier");
+    // A key read but never written takes no room in the tier.
+    let items = cache.stats().size.memory.items;
+    for i in 0..50 {
+        assert_eq!(cache.get::<User>(&format!("w{i}")).unwrap(), None);
+    }
+    assert_eq!(cache.stats().size.memory.items, items);
 }
 
 /// Writes and deletes of one key from several threads straight to the local level (no per-key

@@ -2,7 +2,8 @@
 //! costs no read of the level, no decode and no copy of bytes: the typed value itself is kept,
 //! inline in a cache of its own type, and a hit hands out a clone of it.
 //!
-//! The tier holds what a typed read decoded, and what a write of a key it holds decoded; it never
+//! The tier holds what a typed read decoded, and what a write decoded of a key it holds or of
+//! a key a typed read lately found nowhere (see [`note_miss`](HotTier::note_miss)); it never
 //! holds a value the level below does not hold too. Every change to the level below goes
 //! through [`Tiered`](super::tiered::Tiered) between [`begin_change`](HotTier::begin_change),
 //! which drops the key from this tier, and [`end_change`](HotTier::end_change), which drops it
@@ -65,9 +66,12 @@ pub type Decoder<V> = Box<dyn Fn(&str, &[u8]) -> Option<V> + Send + Sync>;
 trait Erased: Any + Send + Sync {
     /// Makes `key` a miss, keeping its place (see [`Slot`]); whether it had a place.
     fn forget(&self, key: &str) -> bool;
-    /// Puts the value `bytes` decode to where `key` is, if the key still has a place; forgets
-    /// it if they do not decode.
-    fn refresh(&self, key: &str, bytes: &[u8], expires_at_ms: u64);
+    /// Puts the value `bytes` decode to where `key` is, if the key still has a place (or, with
+    /// `insert`, as a new entry); forgets it if they do not decode. Whether a value was put.
+    fn refresh(&self, key: &str, bytes: &[u8], expires_at_ms: u64, insert: bool) -> bool;
+    /// Whether a typed read of this type lately found no value for the key of `hash` (see
+    /// [`HotTier::note_miss`]); forgets that it did.
+    fn take_miss(&self, hash: u64) -> bool;
     fn clear(&self);
     fn len(&self) -> usize;
 }
@@ -77,6 +81,19 @@ struct Typed<V> {
     /// Set by the first read that keeps a value with a way to decode one (see
     /// [`HotTier::insert_unless_cleared`]).
     decode: OnceLock<Decoder<V>>,
+    /// Keys lately read as this type and found nowhere, by hash (see [`HotTier::note_miss`]):
+    /// slot `hash % MISSES` holds `hash | 1`, or 0. Lossy: a miss overwrites an older one.
+    misses: Box<[AtomicU64]>,
+}
+
+/// Slots of recent misses per value type: 32 KiB. A miss is remembered until a write of the
+/// key takes it or another miss lands in its slot; with thousands of misses between a miss
+/// and its write, the write just does not fill the tier (the next read does).
+const MISSES: usize = 4096;
+
+/// The slot of recent misses of the key of `hash`.
+fn miss_slot(misses: &[AtomicU64], hash: u64) -> Option<&AtomicU64> {
+    misses.get(usize::try_from(hash % MISSES as u64).ok()?)
 }
 
 impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
@@ -90,18 +107,30 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
         let _ = self.cache.replace(gone, None, true);
         true
     }
-    fn refresh(&self, key: &str, bytes: &[u8], expires_at_ms: u64) {
+    fn refresh(&self, key: &str, bytes: &[u8], expires_at_ms: u64, insert: bool) -> bool {
         match self.decode.get().and_then(|decode| decode(key, bytes)) {
-            // `soft`, as a forget: a write is not a read. Evicted meanwhile, the key stays out.
-            Some(value) => {
-                let _ = self
-                    .cache
-                    .replace(HotKey::new(key, expires_at_ms), Some(value), true);
+            // A new key enters as an insert after a miss would.
+            Some(value) if insert => {
+                self.cache.insert(HotKey::new(key, expires_at_ms), Some(value));
+                true
             }
+            // `soft`, as a forget: a write is not a read. Evicted meanwhile, the key stays out.
+            Some(value) => self
+                .cache
+                .replace(HotKey::new(key, expires_at_ms), Some(value), true)
+                .is_ok(),
             None => {
                 self.forget(key);
+                false
             }
         }
+    }
+    fn take_miss(&self, hash: u64) -> bool {
+        let Some(slot) = miss_slot(&self.misses, hash) else {
+            return false;
+        };
+        slot.compare_exchange(hash | 1, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
     fn clear(&self) {
         self.cache.clear();
@@ -120,6 +149,9 @@ pub struct Change<'a> {
     mark: u64,
     /// Bit `i`: the cache in type slot `i` held the key when the change began.
     held: u8,
+    /// Bit `i`: the cache in type slot `i` did not, but a read of its type lately found no
+    /// value for the key.
+    missed: u8,
     /// The time when it began (Unix ms), if the key was held: a value written with a TTL is
     /// kept until this time plus the TTL, no later than the level below keeps it.
     began_ms: u64,
@@ -144,6 +176,8 @@ pub struct HotTier {
     /// [`insert_unless_cleared`](HotTier::insert_unless_cleared).
     clears: AtomicU64,
     changes: Changes,
+    /// See [`written`](HotTier::written).
+    written: AtomicU64,
 }
 
 impl std::fmt::Debug for HotTier {
@@ -165,6 +199,7 @@ impl HotTier {
             max_items: max_items.max(1),
             clears: AtomicU64::new(0),
             changes: Changes::new(),
+            written: AtomicU64::new(0),
         }
     }
 
@@ -191,6 +226,7 @@ impl HotTier {
                 let typed = Typed::<V> {
                     cache: Cache::new(items),
                     decode: OnceLock::new(),
+                    misses: (0..MISSES).map(|_| AtomicU64::new(0)).collect(),
                 };
                 (id, Box::new(typed))
             });
@@ -254,6 +290,26 @@ impl HotTier {
         true
     }
 
+    /// Notes that a typed read of `key` as `V` found no value in any level (the cache of `V`
+    /// is made if need be, with `decoder` as for
+    /// [`insert_unless_cleared`](Self::insert_unless_cleared)), so that the write that usually
+    /// follows such a miss (a loader's, or the caller's own `set`) leaves its value here, as a
+    /// cache filled on misses would have it (see [`end_change`](Self::end_change)). Kept apart
+    /// from the cache: keys read and never written (existence checks) take no room there.
+    pub fn note_miss<V: Clone + Send + Sync + 'static>(
+        &self,
+        key: &str,
+        decoder: impl FnOnce() -> Decoder<V>,
+    ) {
+        if let Some(typed) = self.typed_or_new::<V>() {
+            typed.decode.get_or_init(decoder);
+            let hash = self.changes.hash(key);
+            if let Some(slot) = miss_slot(&typed.misses, hash) {
+                slot.store(hash | 1, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn each(&self, mut f: impl FnMut(usize, &dyn Erased)) {
         for (i, slot) in self.types.iter().enumerate() {
             match slot.get() {
@@ -275,19 +331,27 @@ impl HotTier {
     /// [`remove`](Self::remove)) and notes which types held it. The change ends with
     /// [`end_change`](Self::end_change).
     pub fn begin_change(&self, key: &str) -> Change<'_> {
-        let stripe = self.changes.begin(key);
+        let hash = self.changes.hash(key);
+        let stripe = self.changes.begin(hash);
         let mark = self.clear_mark();
-        let mut held = 0u8;
+        let (mut held, mut missed) = (0u8, 0u8);
         self.each(|i, cache| {
             if cache.forget(key) {
                 held |= 1 << i;
+            } else if cache.take_miss(hash) {
+                missed |= 1 << i;
             }
         });
-        let began_ms = if held == 0 { 0 } else { self.clock.now_ms() };
+        let began_ms = if held | missed == 0 {
+            0
+        } else {
+            self.clock.now_ms()
+        };
         Change {
             stripe,
             mark,
             held,
+            missed,
             began_ms,
         }
     }
@@ -295,24 +359,39 @@ impl HotTier {
     /// To call once the change `change` of `key` in the level below is done. After a delete,
     /// a failed write, or a write of a key the tier did not hold (`written: None` or nothing
     /// held), drops the key again, in case a read kept the older value meanwhile. After a write
-    /// of a key the tier held, puts the written value, decoded, in the types that held it,
-    /// unless another change of the key or a clear overlapped this one.
+    /// of a key the tier held (or that a read of a type lately missed, see
+    /// [`note_miss`](Self::note_miss)), puts the written value, decoded, in the types that held
+    /// it (or missed it), unless another change of the key or a clear overlapped this one.
     pub fn end_change(&self, key: &str, change: Change<'_>, written: Option<Written<'_>>) {
-        let written = written.filter(|_| change.held != 0);
+        let written = written.filter(|_| change.held | change.missed != 0);
+        let mut put = 0u64;
         self.each(|i, cache| match written {
-            Some(w) if change.held & (1 << i) != 0 => {
-                cache.refresh(key, w.bytes, clock::expiry_ms(change.began_ms, w.ttl));
+            Some(w) if (change.held | change.missed) & (1 << i) != 0 => {
+                let expires_at_ms = clock::expiry_ms(change.began_ms, w.ttl);
+                put += u64::from(cache.refresh(key, w.bytes, expires_at_ms, change.missed & (1 << i) != 0));
             }
             _ => {
                 cache.forget(key);
             }
         });
+        if put == 0 {
+            return;
+        }
         // Asked with the values in place: a change or a clear that begins later drops them.
         let alone = change.stripe.as_ref().is_some_and(|s| !s.overlapped())
             && self.clears.load(Ordering::SeqCst) == change.mark;
-        if written.is_some() && !alone {
+        if alone {
+            self.written.fetch_add(put, Ordering::Relaxed);
+        } else {
             self.remove(key);
         }
+    }
+
+    /// Values that writes put in the tier (see [`end_change`](Self::end_change)), since it was
+    /// made; reads' inserts are counted by their callers.
+    #[must_use]
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     /// Drops every key.
@@ -521,6 +600,31 @@ mod tests {
         tier.end_change("k", second, written(b"3"));
         tier.end_change("k", first, written(b"2"));
         assert_eq!(tier.get::<u32>("k"), None);
+    }
+
+    #[test]
+    fn a_write_after_a_noted_miss_puts_the_value_in_once() {
+        let clock = ManualClock::new(0);
+        let tier = holding_k(&clock);
+        let decoder =
+            || -> Decoder<u32> { Box::new(|_, bytes| std::str::from_utf8(bytes).ok()?.parse().ok()) };
+        tier.note_miss::<u32>("new", decoder);
+        let change = tier.begin_change("new");
+        tier.end_change("new", change, written(b"4"));
+        assert_eq!(tier.get::<u32>("new"), Some(4));
+        assert_eq!(tier.get::<String>("new"), None, "only in the type that missed");
+        // The miss was taken by that write: a key written again after it left the tier, with
+        // no read in between, is not put back.
+        tier.remove("new");
+        tier.clear();
+        let change = tier.begin_change("new");
+        tier.end_change("new", change, written(b"5"));
+        assert_eq!(tier.get::<u32>("new"), None);
+        assert!(tier.is_empty());
+        // Nor is a key no read missed.
+        let change = tier.begin_change("never-read");
+        tier.end_change("never-read", change, written(b"6"));
+        assert!(tier.is_empty());
     }
 
     #[test]

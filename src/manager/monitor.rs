@@ -102,15 +102,21 @@ impl Monitor<'_> {
             ),
         };
         let (memory_size, memory) = match &s.hot {
-            Some(hot) => (
-                StorageSize {
+            Some(hot) => {
+                let mut stats = s.metrics.memory.snapshot(
+                    "memory",
+                    true,
+                    crate::storage::StorageCounters::default(),
+                    None,
+                );
+                // The values writes left in the tier are sets of it too.
+                stats.sets += hot.written();
+                let size = StorageSize {
                     items: hot.len(),
                     bytes: 0,
-                },
-                s.metrics
-                    .memory
-                    .snapshot("memory", true, crate::storage::StorageCounters::default(), None),
-            ),
+                };
+                (size, stats)
+            }
             None => (
                 StorageSize::default(),
                 s.metrics

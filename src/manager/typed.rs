@@ -1,6 +1,9 @@
 //! Typed reads through the memory tier ([`HotTier`](crate::local::hot::HotTier)): a hit hands
 //! out the decoded value; a miss reads as any read does (L1, then L2) and keeps the decoded
 //! value in the tier, with the expiry of the L1 entry it came from, under the backfill guard.
+//! A read that finds no value anywhere is noted by the tier, so that the write that usually
+//! follows (a loader's, or the caller's own) leaves its value there, as a cache filled on
+//! misses would have it after the miss.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -11,6 +14,7 @@ use serde::de::DeserializeOwned;
 use super::guard::Ticket;
 use super::policy::Shared;
 use crate::clock;
+use crate::codec::Codec;
 use crate::error::Result;
 use crate::local::hot::{Decoder, HotTier};
 use crate::storage::Freshness;
@@ -41,6 +45,23 @@ impl<V> Lookup<V> {
 pub(crate) struct HotMiss {
     ticket: Ticket,
     mark: u64,
+}
+
+/// How the memory tier's cache of `V` decodes what a write of one of its keys wrote: as the
+/// reads that keep values there do (`wrap` of the decoded `T`); a cached "absent" is no value.
+fn decoder<T, V>(codec: Codec, wrap: fn(T) -> V) -> impl FnOnce() -> Decoder<V>
+where
+    T: DeserializeOwned + 'static,
+    V: 'static,
+{
+    move || -> Decoder<V> {
+        Box::new(move |key: &str, bytes: &[u8]| {
+            if bytes == crate::codec::ABSENT {
+                return None;
+            }
+            codec.decode::<T>(key, bytes).ok().map(wrap)
+        })
+    }
 }
 
 impl Shared {
@@ -104,6 +125,9 @@ impl Shared {
         V: Clone + Send + Sync + 'static,
     {
         let Some(bytes) = raw else {
+            if let (Some(hot), Some(_)) = (self.hot_if_trusted(), miss) {
+                hot.note_miss(key, decoder::<T, V>(self.codec, wrap));
+            }
             return Ok(Lookup::Miss);
         };
         if bytes == crate::codec::ABSENT {
@@ -127,15 +151,7 @@ impl Shared {
                 if let Some(entry) = current {
                     if entry.value == bytes {
                         let expires_at_ms = entry.expires_at.map_or(0, clock::system_time_to_ms);
-                        let codec = self.codec;
-                        let decoder = move || -> Decoder<V> {
-                            Box::new(move |key: &str, bytes: &[u8]| {
-                                if bytes == crate::codec::ABSENT {
-                                    return None;
-                                }
-                                codec.decode::<T>(key, bytes).ok().map(wrap)
-                            })
-                        };
+                        let decoder = decoder::<T, V>(self.codec, wrap);
                         if hot.insert_unless_cleared(key, value.clone(), expires_at_ms, miss.mark, decoder) {
                             self.metrics.memory.sets.incr();
                         }

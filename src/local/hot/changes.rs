@@ -41,11 +41,16 @@ impl Changes {
         }
     }
 
-    /// Marks a change of `key` as running until the returned [`Change`] is dropped. (`None`
-    /// cannot happen: the stripe index is in range.)
-    pub(super) fn begin(&self, key: &str) -> Option<Change<'_>> {
+    /// The hash of `key` that picks its stripe (also the tier's key of recent misses).
+    pub(super) fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Marks a change of the key of `hash` as running until the returned [`Change`] is
+    /// dropped. (`None` cannot happen: the stripe index is in range.)
+    pub(super) fn begin(&self, hash: u64) -> Option<Change<'_>> {
         // `STRIPES` divides 2^64, so the remainder is uniform, and below `STRIPES`.
-        let i = usize::try_from(self.hasher.hash_one(key) % STRIPES as u64).ok()?;
+        let i = usize::try_from(hash % STRIPES as u64).ok()?;
         let stripe = self.stripes.get(i)?;
         let running_before = stripe.running.fetch_add(1, Ordering::SeqCst);
         let begun = stripe.begun.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
@@ -89,18 +94,18 @@ mod tests {
     #[test]
     fn a_change_alone_in_its_stripe_did_not_overlap() {
         let changes = Changes::new();
-        let c = changes.begin("k").unwrap();
+        let c = changes.begin(changes.hash("k")).unwrap();
         assert!(!c.overlapped());
         drop(c);
-        let again = changes.begin("k").unwrap();
+        let again = changes.begin(changes.hash("k")).unwrap();
         assert!(!again.overlapped(), "a change that ended before does not count");
     }
 
     #[test]
     fn a_change_begun_during_another_overlaps_it_and_it_overlaps_the_later_one() {
         let changes = Changes::new();
-        let first = changes.begin("k").unwrap();
-        let second = changes.begin("k").unwrap();
+        let first = changes.begin(changes.hash("k")).unwrap();
+        let second = changes.begin(changes.hash("k")).unwrap();
         assert!(first.overlapped(), "a change begun since");
         assert!(second.overlapped(), "a change running when it began");
         drop(first);
@@ -114,10 +119,15 @@ mod tests {
     fn keys_spread_over_the_stripes() {
         let changes = Changes::new();
         let held: Vec<Change<'_>> = (0..64)
-            .map(|i| changes.begin(&format!("held{i}")).unwrap())
+            .map(|i| changes.begin(changes.hash(&format!("held{i}"))).unwrap())
             .collect();
         let alone = (0..1000)
-            .filter(|i| !changes.begin(&format!("other{i}")).unwrap().overlapped())
+            .filter(|i| {
+                !changes
+                    .begin(changes.hash(&format!("other{i}")))
+                    .unwrap()
+                    .overlapped()
+            })
             .count();
         // 64 of 1024 stripes are busy: about 94% of other keys find theirs idle.
         assert!(alone > 880, "{alone} of 1000 keys found their stripe idle");
