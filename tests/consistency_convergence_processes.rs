@@ -5,6 +5,9 @@
 //! returned from their last call (and flushed their write-behind queues), each process answers
 //! what L2 holds within the staleness bound, because every set or delete publishes its keys
 //! after its L2 step and the message drops the other process's L1 copy. Both write modes.
+//! Half the keys are written and read as typed `String`s, so that the memory tier of decoded
+//! values in front of each file L1 answers their reads and takes their writes' values: it must
+//! converge too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,10 +25,13 @@ use std::time::{Duration, Instant};
 use cache_process::CacheProcess;
 use rand::{Rng, SeedableRng};
 use support::RedisServer;
-use uno_cache::{RedisOptions, RedisStore, Storage};
+use uno_cache::{Codec, RedisOptions, RedisStore, Storage};
 
 const CHILD: &str = "convergence_child_process_entry_point";
+/// Keys written and read as bytes (`set_raw`, `get_raw`).
 const KEYS: [&str; 2] = ["c:a", "c:b"];
+/// Keys written and read as typed `String`s (`set`, `get`: through the memory tier).
+const TYPED_KEYS: [&str; 2] = ["t:a", "t:b"];
 const STALENESS_BOUND_MS: u64 = 1000;
 const CALLS_PER_PROCESS: usize = 400;
 
@@ -61,14 +67,21 @@ fn convergence_child_process_entry_point() {
 fn drive(mut process: CacheProcess, name: &'static str, seed: u64) -> CacheProcess {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for n in 0..CALLS_PER_PROCESS {
-        let key = KEYS[rng.random_range(0..KEYS.len())];
-        match rng.random_range(0..10) {
-            0..=3 => process.set_raw(key, &format!("{name}-{n}")),
-            4..=5 => {
+        let typed = rng.random_bool(0.5);
+        let keys = if typed { TYPED_KEYS } else { KEYS };
+        let key = keys[rng.random_range(0..keys.len())];
+        let value = format!("{name}-{n}");
+        match (rng.random_range(0..10), typed) {
+            (0..=3, false) => process.set_raw(key, &value),
+            (0..=3, true) => process.set(key, &value),
+            (4..=5, _) => {
                 process.delete(key);
             }
-            _ => {
+            (_, false) => {
                 process.get_raw(key);
+            }
+            (_, true) => {
+                process.get(key);
             }
         }
     }
@@ -92,12 +105,20 @@ fn converge(write_mode: &str) {
     let deadline = returned + Duration::from_millis(STALENESS_BOUND_MS);
     loop {
         let mut disagreements = Vec::new();
-        for key in KEYS {
-            let truth = Storage::get(&l2, key)
-                .unwrap()
-                .map(|e| String::from_utf8(e.value).unwrap());
+        for (key, typed) in KEYS
+            .iter()
+            .map(|k| (k, false))
+            .chain(TYPED_KEYS.iter().map(|k| (k, true)))
+        {
+            let truth = Storage::get(&l2, key).unwrap().map(|e| {
+                if typed {
+                    Codec::default().decode::<String>(key, &e.value).unwrap()
+                } else {
+                    String::from_utf8(e.value).unwrap()
+                }
+            });
             for (p, name) in processes.iter_mut().zip(["a", "b"]) {
-                let answer = p.get_raw(key);
+                let answer = if typed { p.get(key) } else { p.get_raw(key) };
                 if answer != truth {
                     disagreements.push(format!(
                         "{key}: process {name} answers {answer:?}, L2 holds {truth:?}"

@@ -165,7 +165,11 @@ fn a_write_of_a_key_the_memory_tier_holds_is_answered_from_it_until_the_writes_t
     let sets = cache.stats().memory.sets;
     cache.set("u", &ada(2), Some(Duration::from_secs(5))).unwrap();
     let before = cache.stats();
-    assert_eq!(before.memory.sets, sets + 1, "the write's value is a set of the memory tier");
+    assert_eq!(
+        before.memory.sets,
+        sets + 1,
+        "the write's value is a set of the memory tier"
+    );
     assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(2)));
     let after = cache.stats();
     assert_eq!(
