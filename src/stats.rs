@@ -502,6 +502,10 @@ pub struct HitRates {
     /// Memory-tier hits / typed reads that asked it.
     #[serde(default)]
     pub memory: f64,
+    /// Hits / reads of the tier behind the memory tier (the file store, or redb): the reads the
+    /// memory tier did not answer. Without a memory tier, the same as `local`.
+    #[serde(default)]
+    pub file: f64,
     /// L2 hits / L2 reads (reads that missed L1).
     pub distributed: f64,
     /// (L1 hits + L2 hits) / reads.
@@ -516,6 +520,10 @@ pub struct Sizes {
     /// Values in the memory tier (bytes are not counted: they are decoded values).
     #[serde(default)]
     pub memory: StorageSize,
+    /// Items and bytes of the tier behind the memory tier: the same as `local`, as the memory
+    /// tier holds copies of its entries.
+    #[serde(default)]
+    pub file: StorageSize,
     /// L2 items and bytes (zero without an L2).
     pub distributed: StorageSize,
 }
@@ -648,6 +656,10 @@ pub struct CacheStats {
     /// one): typed reads it answered or not, values it took in.
     #[serde(default)]
     pub memory: LevelStats,
+    /// The tier behind the memory tier (the file store, or redb; the whole L1 without a memory
+    /// tier): the reads that reached it and its own hits, writes, evictions and latencies.
+    #[serde(default)]
+    pub file: LevelStats,
     /// The distributed level (L2).
     pub distributed: LevelStats,
     /// The manager as a whole.

@@ -68,6 +68,14 @@ fn a_second_typed_read_is_a_memory_tier_hit_counted_as_a_local_hit() {
         stats.memory
     );
     assert_eq!(stats.local.hits, 4, "both tiers' hits are local hits");
+    assert_eq!(
+        (stats.file.hits, stats.file.misses),
+        (2, 0),
+        "the file tier alone: the two reads the memory tier missed"
+    );
+    assert_eq!(stats.hit_rate.file, 1.0);
+    assert_eq!(stats.size.file, stats.size.local);
+    assert_eq!(stats.size.file.items, 1);
     assert!(stats.memory.enabled);
     assert_eq!(stats.size.memory.items, 2);
 }

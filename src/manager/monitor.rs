@@ -72,6 +72,9 @@ impl Monitor<'_> {
             .metrics
             .local
             .snapshot(s.l1.name(), true, s.l1.counters(), local_err);
+        // What reached the tier behind the memory tier: the L1 calls, before the memory tier's
+        // hits are added.
+        let file = local.clone();
         // A memory-tier hit is an L1 hit (the two local tiers together), counted once.
         local.hits += s.metrics.memory.hits.get();
         #[allow(clippy::cast_precision_loss)]
@@ -135,16 +138,19 @@ impl Monitor<'_> {
             hit_rate: HitRates {
                 local: local.hit_rate,
                 memory: memory.hit_rate,
+                file: file.hit_rate,
                 distributed: distributed.hit_rate,
                 overall: overall_rate,
             },
             size: Sizes {
                 local: local_size,
                 memory: memory_size,
+                file: local_size,
                 distributed: distributed_size,
             },
             local,
             memory,
+            file,
             distributed,
             overall,
             consistency: self.consistency(),
