@@ -234,30 +234,48 @@ struct Run {
 
 /// Runs the trace; the throughput counts `finish` too (sending what write-behind still holds).
 fn run(trace: &[(usize, bool)], mut op: impl FnMut(usize, bool), finish: impl FnOnce()) -> Run {
-    let mut r = Run {
-        ops_per_s: 0.0,
-        get_ns: Vec::with_capacity(trace.len()),
-        set_ns: Vec::with_capacity(trace.len() / 8),
-        all_ns: Vec::with_capacity(trace.len()),
-    };
+    let mut r = Run::for_trace(trace);
     let started = Instant::now();
-    for &(key, is_set) in trace {
-        let t = Instant::now();
-        op(key, is_set);
-        let ns = t.elapsed().as_nanos() as u64;
-        r.all_ns.push(ns);
-        if is_set {
-            r.set_ns.push(ns);
-        } else {
-            r.get_ns.push(ns);
+    r.time_ops(trace, &mut op);
+    finish();
+    r.finish(trace.len() as f64 / started.elapsed().as_secs_f64());
+    r
+}
+
+impl Run {
+    fn for_trace(trace: &[(usize, bool)]) -> Run {
+        Run {
+            ops_per_s: 0.0,
+            get_ns: Vec::with_capacity(trace.len()),
+            set_ns: Vec::with_capacity(trace.len() / 8),
+            all_ns: Vec::with_capacity(trace.len()),
         }
     }
-    finish();
-    r.ops_per_s = trace.len() as f64 / started.elapsed().as_secs_f64();
-    r.get_ns.sort_unstable();
-    r.set_ns.sort_unstable();
-    r.all_ns.sort_unstable();
-    r
+
+    /// Runs `ops`, timing each; returns the seconds they took together.
+    fn time_ops(&mut self, ops: &[(usize, bool)], op: &mut dyn FnMut(usize, bool)) -> f64 {
+        let started = Instant::now();
+        for &(key, is_set) in ops {
+            let t = Instant::now();
+            op(key, is_set);
+            let ns = t.elapsed().as_nanos() as u64;
+            self.all_ns.push(ns);
+            if is_set {
+                self.set_ns.push(ns);
+            } else {
+                self.get_ns.push(ns);
+            }
+        }
+        started.elapsed().as_secs_f64()
+    }
+
+    /// Sets the throughput and sorts the times for percentiles.
+    fn finish(&mut self, ops_per_s: f64) {
+        self.ops_per_s = ops_per_s;
+        self.get_ns.sort_unstable();
+        self.set_ns.sort_unstable();
+        self.all_ns.sort_unstable();
+    }
 }
 
 /// Runs the trace through two implementations in alternating chunks of [`CHUNK`] operations,
@@ -269,44 +287,19 @@ fn run_interleaved(
     mut a: impl FnMut(usize, bool),
     mut b: impl FnMut(usize, bool),
 ) -> (Run, Run) {
-    let new_run = || Run {
-        ops_per_s: 0.0,
-        get_ns: Vec::with_capacity(trace.len()),
-        set_ns: Vec::with_capacity(trace.len() / 8),
-        all_ns: Vec::with_capacity(trace.len()),
-    };
-    let (mut ra, mut rb) = (new_run(), new_run());
+    let (mut ra, mut rb) = (Run::for_trace(trace), Run::for_trace(trace));
     let (mut ta, mut tb) = (0.0f64, 0.0f64);
-    let chunk_of = |chunk: &[(usize, bool)], op: &mut dyn FnMut(usize, bool), r: &mut Run| {
-        let started = Instant::now();
-        for &(key, is_set) in chunk {
-            let t = Instant::now();
-            op(key, is_set);
-            let ns = t.elapsed().as_nanos() as u64;
-            r.all_ns.push(ns);
-            if is_set {
-                r.set_ns.push(ns);
-            } else {
-                r.get_ns.push(ns);
-            }
-        }
-        started.elapsed().as_secs_f64()
-    };
     for (i, chunk) in trace.chunks(CHUNK).enumerate() {
         if i % 2 == 0 {
-            ta += chunk_of(chunk, &mut a, &mut ra);
-            tb += chunk_of(chunk, &mut b, &mut rb);
+            ta += ra.time_ops(chunk, &mut a);
+            tb += rb.time_ops(chunk, &mut b);
         } else {
-            tb += chunk_of(chunk, &mut b, &mut rb);
-            ta += chunk_of(chunk, &mut a, &mut ra);
+            tb += rb.time_ops(chunk, &mut b);
+            ta += ra.time_ops(chunk, &mut a);
         }
     }
-    for (r, t) in [(&mut ra, ta), (&mut rb, tb)] {
-        r.ops_per_s = trace.len() as f64 / t;
-        r.get_ns.sort_unstable();
-        r.set_ns.sort_unstable();
-        r.all_ns.sort_unstable();
-    }
+    ra.finish(trace.len() as f64 / ta);
+    rb.finish(trace.len() as f64 / tb);
     (ra, rb)
 }
 

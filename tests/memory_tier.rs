@@ -43,6 +43,17 @@ fn config(dir: &Path, memory_items: u64) -> CacheConfig {
     .unwrap()
 }
 
+/// A manager of 100 memory-tier values on a manual clock.
+fn on_manual_clock(dir: &Path) -> (CacheManager, ManualClock) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let cache = CacheManager::builder()
+        .config(config(dir, 100))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    (cache, clock)
+}
+
 fn ada(age: u8) -> User {
     User {
         name: "Ada".to_owned(),
@@ -143,12 +154,7 @@ fn without_a_bound_there_is_no_memory_tier() {
 #[test]
 fn a_memory_tier_entry_expires_with_the_file_entry_it_came_from() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_700_000_000_000);
-    let cache = CacheManager::builder()
-        .config(config(dir.path(), 100))
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
+    let (cache, clock) = on_manual_clock(dir.path());
     cache.set("u", &ada(1), Some(Duration::from_secs(5))).unwrap();
     assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(1)));
     assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(1)), "a memory-tier hit");
@@ -162,12 +168,7 @@ fn a_memory_tier_entry_expires_with_the_file_entry_it_came_from() {
 #[test]
 fn a_write_of_a_key_the_memory_tier_holds_is_answered_from_it_until_the_writes_ttl() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_700_000_000_000);
-    let cache = CacheManager::builder()
-        .config(config(dir.path(), 100))
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
+    let (cache, clock) = on_manual_clock(dir.path());
     cache.set("u", &ada(1), None).unwrap();
     assert_eq!(cache.get::<User>("u").unwrap(), Some(ada(1)), "kept as a `User`");
     let sets = cache.stats().memory.sets;
