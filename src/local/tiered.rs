@@ -3,9 +3,10 @@
 //!
 //! As a [`LocalStorage`] it is the level below: every read of bytes goes there, and every change
 //! goes there between [`HotTier::begin_change`] and [`HotTier::end_change`], which drop the key
-//! from the hot tier before and after the change, or, after a write of a key the hot tier held,
-//! put the written value there in place of the old one (unless another change of the key
-//! overlapped it); so the hot tier never serves a value the level below replaced. Typed reads
+//! from the hot tier before and after the change, or, after a write of a key the hot tier held
+//! (or that a typed read lately found nowhere), put the written value there (unless another
+//! change of the key overlapped it); so the hot tier never serves a value the level below
+//! replaced. Typed reads
 //! use the hot tier directly (through the manager, which fills it under its backfill guard).
 //! Fills (values copied in from L2, which the level below may refuse) only drop the key: the
 //! read that asked for them keeps the value it decoded.
@@ -61,8 +62,8 @@ impl Tiered {
     }
 
     /// Runs a write of `items` (key, value, TTL) in the level below: the keys leave the hot
-    /// tier around it, and those it held come back with their new values if the write
-    /// succeeded.
+    /// tier around it, and those it held (or lately missed) come back with their new values if
+    /// the write succeeded.
     fn writing<'k>(
         &self,
         items: impl Iterator<Item = (&'k str, &'k [u8], Option<Duration>)> + Clone,
