@@ -103,7 +103,10 @@ impl Storage for Tiered {
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        self.changing(std::iter::once(key), || self.base.delete(key))
+        let change = self.hot.begin_change(key);
+        let out = self.base.delete(key);
+        self.hot.end_change(key, change, None);
+        out
     }
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
