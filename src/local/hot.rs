@@ -21,8 +21,9 @@
 //! keeps). Under zipf(0.99) reads with 10% writes the tier hit 66% of reads where a
 //! quick_cache of the same capacity, updated on writes, hit 73%
 //! (`manager_zipf099_90_10_vs_hand_made` in `benches/manager_redis.rs`). Only a key the tier
-//! already holds is refreshed, and only in the types it is held as: a write carries bytes, and
-//! the type a reader will ask for is known from its earlier reads alone.
+//! already holds, or that a typed read lately missed, is filled, and only in the types it was
+//! read as: a write carries bytes, and the type a reader will ask for is known from its earlier
+//! reads alone.
 //!
 //! One cache per value type (up to [`MAX_TYPES`] types; reads of further types just miss), each
 //! bounded by `max_items`, with quick_cache's eviction (S3-FIFO) and a plain `insert`. A value
@@ -152,8 +153,8 @@ pub struct Change<'a> {
     /// Bit `i`: the cache in type slot `i` did not, but a read of its type lately found no
     /// value for the key.
     missed: u8,
-    /// The time when it began (Unix ms), if the key was held: a value written with a TTL is
-    /// kept until this time plus the TTL, no later than the level below keeps it.
+    /// The time when it began (Unix ms), if the key was held or missed: a value written with
+    /// a TTL is kept until this time plus the TTL, no later than the level below keeps it.
     began_ms: u64,
 }
 
