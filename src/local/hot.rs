@@ -511,12 +511,15 @@ mod tests {
         assert_eq!(tier.get::<u8>("k"), Some(2));
     }
 
+    /// A `u32` from its decimal text.
+    fn decimal() -> Decoder<u32> {
+        Box::new(|_, bytes| std::str::from_utf8(bytes).ok()?.parse().ok())
+    }
+
     /// A tier holding `k` as a `u32` decoded from its decimal text, read at `now`.
     fn holding_k(clock: &ManualClock) -> HotTier {
         let tier = HotTier::new(10, Arc::new(clock.clone()));
-        let decoder =
-            || -> Decoder<u32> { Box::new(|_, bytes| std::str::from_utf8(bytes).ok()?.parse().ok()) };
-        assert!(tier.insert_unless_cleared("k", 1u32, 0, tier.clear_mark(), decoder));
+        assert!(tier.insert_unless_cleared("k", 1u32, 0, tier.clear_mark(), decimal));
         tier
     }
 
@@ -607,9 +610,7 @@ mod tests {
     fn a_write_after_a_noted_miss_puts_the_value_in_once() {
         let clock = ManualClock::new(0);
         let tier = holding_k(&clock);
-        let decoder =
-            || -> Decoder<u32> { Box::new(|_, bytes| std::str::from_utf8(bytes).ok()?.parse().ok()) };
-        tier.note_miss::<u32>("new", decoder);
+        tier.note_miss::<u32>("new", decimal);
         let change = tier.begin_change("new");
         tier.end_change("new", change, written(b"4"));
         assert_eq!(tier.get::<u32>("new"), Some(4));

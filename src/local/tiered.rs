@@ -75,11 +75,16 @@ impl Tiered {
             .collect();
         let out = write();
         for ((key, bytes, ttl), change) in items.zip(changes) {
-            let written = ttl.filter(|_| out.is_ok()).map(|ttl| Written { bytes, ttl });
-            self.hot.end_change(key, change, written);
+            self.hot.end_change(key, change, written(&out, bytes, ttl));
         }
         out
     }
+}
+
+/// What a write that answered `out` gave the level below, for [`HotTier::end_change`]: nothing
+/// if it failed, or if it had no TTL of its own (the level's default is unknown here).
+fn written<'a, T>(out: &Result<T>, bytes: &'a [u8], ttl: Option<Duration>) -> Option<Written<'a>> {
+    ttl.filter(|_| out.is_ok()).map(|ttl| Written { bytes, ttl })
 }
 
 impl Storage for Tiered {
@@ -95,10 +100,7 @@ impl Storage for Tiered {
         // One key: no list of changes to allocate.
         let change = self.hot.begin_change(key);
         let out = self.base.set(key, value, ttl);
-        let written = ttl
-            .filter(|_| out.is_ok())
-            .map(|ttl| Written { bytes: value, ttl });
-        self.hot.end_change(key, change, written);
+        self.hot.end_change(key, change, written(&out, value, ttl));
         out
     }
 
