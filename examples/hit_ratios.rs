@@ -12,7 +12,7 @@
 //! Every cache is demand-filled (a miss inserts the key); the file tier holds 1 MiB with values
 //! sized for the capacity, and the others get the number of entries it really holds. `copies` is
 //! the file tier's write amplification: records its evictions re-appended per record written on
-//! a miss.
+//! a miss. `UNO_HIT_RATIO_ONLY=<text>` runs only the rows whose pattern name contains it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -66,6 +66,8 @@ fn main() {
         }
         n += 1.0;
     };
+    let only = std::env::var("UNO_HIT_RATIO_ONLY").unwrap_or_default();
+    traces.retain(|(name, _)| name.contains(&only));
     for (name, trace) in &traces {
         let keys = distinct(trace);
         for pct in [1, 10, 25] {
@@ -133,7 +135,7 @@ fn main() {
             vec![1_000, 2_000],
         ),
     ];
-    for (name, trace, capacities) in &synthetic {
+    for (name, trace, capacities) in synthetic.iter().filter(|(name, ..)| name.contains(&only)) {
         let keys = distinct(trace);
         for &cap in capacities {
             let row = compare(trace, cap, 1, true);

@@ -355,6 +355,65 @@ fn size_bound_holds_under_sustained_writes_and_second_chance_keeps_the_hot_set()
 }
 
 #[test]
+fn a_key_read_only_right_after_its_write_gives_way_at_eviction_to_a_key_read_later() {
+    // Reads of a new entry while it is still in the newest part of the log are taken as
+    // correlated with its write (a burst): they do not earn it a place when its segment is
+    // evicted. A read once the log has moved on does.
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(
+        dir.path(),
+        FileStoreOptions::default()
+            .max_size_mb(1)
+            .segment_size(128 * 1024)
+            .durability(Durability::None)
+            .background_threads(false),
+    )
+    .unwrap();
+    let value = value_for(0, 1000);
+    let mut n = 0usize;
+    // Writes fillers (never read) until the store starts a new segment; returns how many.
+    let mut fill_segment = |store: &FileStore| {
+        let (segments, from) = (store.stats().segments, n);
+        while store.stats().segments == segments {
+            store.set(&format!("filler-{n}"), &value, None).unwrap();
+            n += 1;
+        }
+        n - from
+    };
+    // The first call only starts the first segment.
+    fill_segment(&store);
+    let per_segment = fill_segment(&store);
+    store.set("burst", &value, None).unwrap();
+    store.set("later", &value, None).unwrap();
+    for _ in 0..2 {
+        assert!(store.get("burst").unwrap().is_some());
+    }
+    fill_segment(&store);
+    // Their segment is no longer the newest: this read counts.
+    assert!(store.get("later").unwrap().is_some());
+    // Fill until the oldest segment (fillers) is evicted, then two segments more, so that the one
+    // holding both keys is evicted too, with no read in between.
+    while store.stats().evictions == 0 {
+        fill_segment(&store);
+    }
+    for _ in 0..2 * per_segment {
+        store.set(&format!("filler-{n}"), &value, None).unwrap();
+        n += 1;
+    }
+    assert!(
+        store.stats().evictions > per_segment as u64,
+        "{:?}",
+        store.stats()
+    );
+    assert_eq!(
+        store.get("burst").unwrap(),
+        None,
+        "read only in its burst: evicted"
+    );
+    assert_eq!(store.get("later").unwrap(), Some(value));
+}
+
+#[test]
 fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();

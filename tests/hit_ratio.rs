@@ -246,17 +246,22 @@ fn two_loops_mixed_with_zipf_reads_keep_the_file_tier_within_two_points_of_quick
 }
 
 #[test]
-fn bursts_of_reads_to_keys_never_read_again_hold_the_file_tier_near_quick_cache() {
-    // Keys read three times within about 20 accesses, then never again, among zipf reads. Every
-    // entry a log writes holds its room for a whole pass of the log, where quick_cache's
-    // probation is a tenth of its capacity: the file tier trails it by 1.6 to 2.7 points on this
-    // slice, 3.0 to 3.5 on the example's longer trace (see `src/local/file/policy.rs`, what it
-    // cannot do). This pins that gap so that it cannot widen.
+fn bursts_of_reads_to_keys_never_read_again_do_not_keep_them_in_the_file_tier() {
+    // Keys read three times within about 20 accesses, then never again, among zipf reads. Reads
+    // of a new entry still in the young part of the log do not count (`src/local/file/policy.rs`,
+    // correlated reads), so such keys give way at the first eviction that meets them, and the
+    // file tier gets more than quick_cache, whose small queue keeps them a little longer. When
+    // those reads counted, the file tier trailed quick_cache by 1.6 to 2.7 points here.
     let trace = burst_pattern(10_000, 0.8, 0.6, 3, 20, 60_000, 21);
     let row = run_median("bursts + zipf at 1000", &trace, 1_000);
     assert_memory_tier_matches_quick_cache("bursts + zipf at 1000", &row);
     assert!(row.file >= FILE_BURSTS_FLOOR, "file tier {:.2}%", row.file);
-    assert_file_tier_within("bursts + zipf at 1000", &row, 3.5);
+    assert!(
+        row.file >= row.quick_cache,
+        "file tier {:.2}% below quick_cache {:.2}%",
+        row.file,
+        row.quick_cache
+    );
 }
 
 // Pinned file-tier figures (the same in debug and release: the policy does not depend on timing,
@@ -271,10 +276,11 @@ fn bursts_of_reads_to_keys_never_read_again_hold_the_file_tier_near_quick_cache(
 // 40.4 to 41.5, over 4/3 of it 62.2 to 62.9, with a hot set 37.6 to 41.2 (21 processes, one of
 // them a CI run), web12 at 10% 57.6 to 58.0; the loops are checked from below. With recent
 // fills (10 processes): web12 57.3 to 58.0 and 66.5 to 66.6, loop 41.4 to 43.4, over 4/3
-// 64.2 to 66.1, scan 30.3 to 30.4, zipf 62.6 to 63.1.
+// 64.2 to 66.1, scan 30.3 to 30.4, zipf 62.6 to 63.1. With correlated reads not counted (9
+// stores): web12 58.0 to 58.9 and 66.2 to 67.4, zipf 62.5 to 63.8.
 /// quick_cache: 58.3 and 66.6; LRU: 56.3 and 65.8.
-const FILE_WEB12_10: f64 = 57.85;
-const FILE_WEB12_25: f64 = 66.50;
+const FILE_WEB12_10: f64 = 58.4;
+const FILE_WEB12_25: f64 = 66.9;
 /// quick_cache: 42.7; LRU: 0. The file tier keeps at most three quarters of its capacity across
 /// an eviction, so a loop over twice the capacity is bound to about 3/4 of quick_cache's share
 /// if every miss is written; refused fills get it further.
@@ -295,7 +301,7 @@ const FILE_SCAN: f64 = 30.45;
 /// fills 52.5 to 52.7 (the median of three stores here 52.4 to 52.7).
 const FILE_SCAN_LARGE_HOT_FLOOR: f64 = 51.8;
 /// quick_cache: 64.0; LRU: 56.6.
-const FILE_ZIPF: f64 = 63.12;
+const FILE_ZIPF: f64 = 63.2;
 /// quick_cache: 63.1 and 75.6; LRU: 58.8 and 76.2. Before entries kept unread lost their
 /// protection: 61.2-61.5 and 73.4-73.7; with it 61.9-62.2 and 74.3-74.6 (11 processes). With
 /// the decay of reads of entries that stopped being read (see `decay`), one store 61.0-62.1 and
@@ -310,8 +316,9 @@ const FILE_DRIFTING_FLOOR: f64 = 40.0;
 /// the single stores seen, so that the median falls under it only on a regression; the check
 /// within 2 points of quick_cache binds first.
 const FILE_TWO_LOOPS_FLOOR: f64 = 29.5;
-/// quick_cache: 49.3-49.4; LRU: 50.8. One store 46.7 to 47.7 (10 processes).
-const FILE_BURSTS_FLOOR: f64 = 46.3;
+/// quick_cache: 49.3-49.5; LRU: 50.8. One store 46.7 to 47.7 (10 processes) while reads in the
+/// young part of the log counted; since, 51.9 to 52.7 (9 stores).
+const FILE_BURSTS_FLOOR: f64 = 50.5;
 
 /// Hit ratios of the memory tier in front of the file tier, driven through the manager's typed
 /// calls, and of what a user would write by hand instead, a `quick_cache` of the same capacity

@@ -6,8 +6,8 @@
 //! in memory: they map a hash to a location and check the full key against the record on disk
 //! when they read it. So does this index. An entry is the key's 64-bit aHash (the map key) and 16
 //! bytes of value: a packed location ([`Loc`]: in-memory segment slot, its generation, offset), a
-//! coarse expiry (Unix seconds, rounded up) and a word of flags (read frequency, protected bit,
-//! confirmed epoch).
+//! coarse expiry (Unix seconds, rounded up) and a word of flags (read frequency, read bit,
+//! protected bit, confirmed epoch).
 //!
 //! Memory: hashbrown grows by powers of two with a 7/8 maximum load, so a million entries sit in
 //! 2^21 buckets, 2.1 per entry; a bucket is the 24-byte `(hash, entry)` pair plus one control
@@ -116,8 +116,13 @@ pub(crate) const FREQ_MAX: u32 = 3;
 /// is protected. Kept unread once more, it loses its protection (see `policy`); a read counted
 /// by the next eviction that keeps it clears the bit. In RAM only, as the other policy bits.
 const KEPT_UNREAD: u32 = 1 << 31;
-/// The other 28 bits: the confirmed epoch.
-const EPOCH_MASK: u32 = !(KEPT_UNREAD | PROTECTED | FREQ);
+/// Read bit (bit 27): read since written, whether the read counted in [`FREQ`] or not (a read
+/// of a probationary entry in the young part of the log does not: see `policy`, correlated
+/// reads). The
+/// gates on fills ask it (see `fillgate`): a new key read only in its burst was still read.
+const READ: u32 = 1 << 27;
+/// The other 27 bits: the confirmed epoch.
+const EPOCH_MASK: u32 = !(KEPT_UNREAD | PROTECTED | FREQ | READ);
 
 /// Reads an entry kept at eviction spends (see `policy` and `decay`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,8 +154,8 @@ pub(crate) struct IndexEntry {
     /// is; in the last second before it the exact expiry is checked from the record.
     expires_s: u32,
     /// Bit 31: kept unread ([`KEPT_UNREAD`]); bit 30: protected (see [`PROTECTED`]); bits
-    /// 28–29: read frequency ([`FREQ`]). Bits 0–27: the suspicion epoch (mod 2^28) in which the
-    /// entry was last confirmed fresh (0: never).
+    /// 28–29: read frequency ([`FREQ`]); bit 27: read ([`READ`]). Bits 0–26: the suspicion
+    /// epoch (mod 2^27) in which the entry was last confirmed fresh (0: never).
     flags: AtomicU32,
 }
 
@@ -227,21 +232,28 @@ impl IndexEntry {
         self.expires_s != 0 && now_ms.saturating_add(1000) >= u64::from(self.expires_s) * 1000
     }
 
-    /// Counts a read. Checks first so a hot key, its counter saturated, does not bounce a cache
-    /// line between cores.
-    pub(crate) fn touch(&self) {
-        if self.freq() < FREQ_MAX {
+    /// Marks the entry read and, if `counts`, counts the read. Checks first so a hot key, its
+    /// counter saturated, does not bounce a cache line between cores.
+    pub(crate) fn touch(&self, counts: bool) {
+        let f = self.flags.load(Ordering::Relaxed);
+        if f & READ == 0 || (counts && (f & FREQ) >> FREQ_SHIFT < FREQ_MAX) {
             let _ = self
                 .flags
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                    let freq = (((f & FREQ) >> FREQ_SHIFT) + 1).min(FREQ_MAX);
-                    Some((f & !FREQ) | (freq << FREQ_SHIFT))
+                    let freq = (f & FREQ) >> FREQ_SHIFT;
+                    let freq = if counts { (freq + 1).min(FREQ_MAX) } else { freq };
+                    Some((f & !FREQ) | READ | (freq << FREQ_SHIFT))
                 });
         }
     }
 
-    /// Whether the entry was confirmed in `epoch` (compared mod 2^28; an epoch that is 0 mod
-    /// 2^28 confirms nothing, as 0 means "never").
+    /// Whether the entry was read since it was written (counted or not).
+    pub(crate) fn was_read(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & READ != 0
+    }
+
+    /// Whether the entry was confirmed in `epoch` (compared mod 2^27; an epoch that is 0 mod
+    /// 2^27 confirms nothing, as 0 means "never").
     pub(crate) fn confirmed_in(&self, epoch: u32) -> bool {
         let epoch = epoch & EPOCH_MASK;
         epoch != 0 && self.flags.load(Ordering::Acquire) & EPOCH_MASK == epoch
@@ -362,11 +374,11 @@ mod tests {
         let e = IndexEntry::new(Loc::new(0, 0, 32), 0);
         assert!(e.freq() == 0 && !e.protected() && !e.confirmed_in(0) && !e.confirmed_in(1));
         e.confirm(5);
-        e.touch();
+        e.touch(true);
         assert!(e.freq() == 1 && e.confirmed_in(5) && !e.confirmed_in(4));
         // The count saturates: more reads than it holds change nothing around it.
         for _ in 0..10 {
-            e.touch();
+            e.touch(true);
         }
         assert!(e.freq() == FREQ_MAX && !e.protected() && e.confirmed_in(5));
         e.kept_at_eviction(Spend::Nothing);
@@ -379,19 +391,34 @@ mod tests {
         assert!(e.freq() == 0 && e.protected() && !e.kept_unread() && e.confirmed_in(5));
         e.confirm(6);
         assert!(e.protected() && e.confirmed_in(6) && !e.confirmed_in(5));
-        // The epoch wraps at 2^28 without touching the flags.
-        e.confirm((1 << 28) + 7);
-        assert!(e.protected() && e.freq() == 0 && e.confirmed_in(7));
+        // The epoch wraps at 2^27 without touching the flags.
+        e.confirm((1 << 27) + 7);
+        assert!(e.protected() && e.freq() == 0 && e.was_read() && e.confirmed_in(7));
         assert!(!IndexEntry::with_protection(Loc::new(0, 0, 32), 0, false).protected());
         let protected = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true);
         assert!(protected.protected() && protected.freq() == 0);
     }
 
     #[test]
+    fn a_read_that_does_not_count_marks_the_entry_read_and_leaves_its_count() {
+        let e = IndexEntry::new(Loc::new(0, 0, 32), 0);
+        e.confirm(3);
+        assert!(!e.was_read());
+        e.touch(false);
+        assert!(e.was_read() && e.freq() == 0 && e.confirmed_in(3));
+        e.touch(true);
+        e.touch(false);
+        assert!(e.was_read() && e.freq() == 1 && !e.protected());
+        // A copy at eviction keeps the mark: it says "read since written".
+        e.kept_at_eviction(Spend::One);
+        assert!(e.was_read() && e.freq() == 0 && e.protected() && e.confirmed_in(3));
+    }
+
+    #[test]
     fn an_entry_kept_spending_all_its_reads_is_kept_unread_once_more_before_it_loses_its_protection() {
         let e = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, false);
         for _ in 0..FREQ_MAX {
-            e.touch();
+            e.touch(true);
         }
         e.kept_at_eviction(Spend::All);
         assert!(e.freq() == 0 && e.protected() && !e.kept_unread());
@@ -418,7 +445,7 @@ mod tests {
             "kept unread once: still protected"
         );
         // Read before the next eviction: the next keep counts the read, and starts over.
-        e.touch();
+        e.touch(true);
         e.kept_at_eviction(Spend::One);
         assert!(e.protected() && !e.kept_unread() && e.freq() == 0);
         e.kept_at_eviction(Spend::Nothing);

@@ -120,14 +120,18 @@ impl Inner {
         if !lapsed_too && keep > 0 && entry_expiry.is_some_and(|at| self.clock.reached(at)) {
             return Some((Found::Lapsed, loc));
         }
-        if touch {
-            entry.touch();
-        }
         // The segment is taken while the entry's guard is held: nothing can move the entry and
         // recycle its slot meanwhile (see `slots`).
         let table = self.slots.read();
+        let seg = table.get(loc);
+        if touch {
+            // A read of a probationary entry still in the young part of the log is correlated
+            // with its write: it marks the entry read, but does not count (see `policy`).
+            let young_from = self.young_from.load(Ordering::Relaxed);
+            entry.touch(entry.protected() || seg.is_some_and(|s| s.id < young_from));
+        }
         drop(entry);
-        let found = match table.get(loc).map(|seg| record_at(seg, loc.offset())) {
+        let found = match seg.map(|seg| record_at(seg, loc.offset())) {
             None => Found::Stale,
             Some(Some(Decoded::Record(r, _))) if r.kind == Kind::Value && r.key == key => {
                 if r.expires_at_ms != 0 && self.clock.reached(r.expires_at_ms.saturating_add(keep)) {

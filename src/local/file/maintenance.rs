@@ -268,8 +268,8 @@ impl Inner {
                 let Some(standing) = self.standing_at(hash, loc) else {
                     continue;
                 };
-                w.new_keys.evicting(hash, standing.freq > 0);
-                w.seen_keys.evicting(hash, standing.freq > 0);
+                w.new_keys.evicting(hash, standing.read);
+                w.seen_keys.evicting(hash, standing.read);
                 // Only a record kept is decoded again, to be copied.
                 let copy = (!c.expired && chosen && kept + u64::from(c.len) <= budget)
                     .then(|| seg.located(loc.offset(), c.len))

@@ -172,6 +172,9 @@ pub(crate) struct Inner {
     /// Set by lookups, cleared by each eviction: whether the store is being read, which decides
     /// if unread protected entries are worth copying (see `maintenance`).
     looked_up: AtomicBool,
+    /// Segments with this id or higher are the young part of the log, whose reads count as
+    /// correlated (see `policy`). Updated with `segments`.
+    young_from: AtomicU64,
     /// Reads per key hash lately, for the admission of fills (see `admission`).
     sketch: admission::Sketch,
     /// Set by the first failed write or fsync; writes are refused from then on.
@@ -312,6 +315,7 @@ impl FileStore {
             .map(|s| s.live_bytes.load(Ordering::Relaxed))
             .sum();
         let max_bytes = options::bound_in_use(&meta, disk_bytes);
+        let young_from = policy::young_from(segments.keys());
         let inner = Arc::new(Inner {
             segment_size: meta.segment_size,
             max_bytes,
@@ -342,6 +346,7 @@ impl FileStore {
             compaction_lock: Mutex::new(()),
             dirty: AtomicBool::new(false),
             looked_up: AtomicBool::new(false),
+            young_from: AtomicU64::new(young_from),
             sketch: admission::Sketch::default(),
             latch: WriteLatch::new("file store"),
             disk_bytes: AtomicU64::new(disk_bytes),

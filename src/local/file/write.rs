@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::format::{self, Kind, Meta, META_EXT_LEN, SEGMENT_HEADER_LEN};
 use super::index::IndexEntry;
+use super::policy;
 use super::segment::{self, Segment};
 use super::{hint_entry_len, FileStoreStats, Inner, Sealed, ValueItem, VerifyReport, Writer};
 use super::{recovery, Durability};
@@ -328,7 +329,12 @@ impl Inner {
         w.next_segment_id = w.next_segment_id.saturating_add(1);
         let hint_frame = (format::HINT_HEADER_LEN + format::HINT_TRAILER_LEN) as u64;
         segment.hint_bytes.store(hint_frame, Ordering::Relaxed);
-        self.segments.write().insert(id, Arc::clone(&segment));
+        {
+            let mut segments = self.segments.write();
+            segments.insert(id, Arc::clone(&segment));
+            self.young_from
+                .store(policy::young_from(segments.keys()), Ordering::Relaxed);
+        }
         self.disk_bytes
             .fetch_add(SEGMENT_HEADER_LEN as u64 + hint_frame, Ordering::Relaxed);
         w.active = Some(segment);
@@ -538,8 +544,13 @@ impl Inner {
     /// left alone.
     pub(super) fn remove_segment(&self, w: &mut Writer, seg: &Segment) -> Result<()> {
         w.unsynced.retain(|s| s.segment.id != seg.id);
-        if self.segments.write().remove(&seg.id).is_none() {
-            return Ok(());
+        {
+            let mut segments = self.segments.write();
+            if segments.remove(&seg.id).is_none() {
+                return Ok(());
+            }
+            self.young_from
+                .store(policy::young_from(segments.keys()), Ordering::Relaxed);
         }
         self.slots.release(seg.id);
         self.disk_bytes.fetch_sub(seg.disk_bytes(), Ordering::Relaxed);
