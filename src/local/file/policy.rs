@@ -39,9 +39,10 @@
 //!
 //! Measured (`examples/hit_ratios.rs`, before → after, `quick_cache` in brackets): zipf reads
 //! mixed with bursts of three reads within about 20 accesses, at 1,000 and 2,000 entries, 46.7
-//! → 53.0 (49.5; LRU 50.8) and 53.3 → 60.3 (55.1; LRU 57.1); cache2k web12 at 1% of its keys
-//! 36.9 → 38.5 (38.1), at 10% 70.6 → 71.4 (71.3); two loops mixed with zipf at 3,000 entries
-//! 57.0 → 57.6 (60.4); the rest within the spread of the seeds; the average 49.8 → 50.5 (49.6).
+//! → 52.7-53.7 (49.5; LRU 50.8) and 53.3 → 59.9-60.5 (55.0; LRU 57.1); cache2k web12 at 1% of
+//! its keys 36.9 → 38.2-38.5 (38.0), at 10% 70.6 → 71.4-71.5 (71.3); two loops mixed with zipf
+//! at 3,000 entries 57.0 → 57.2-57.6 (60.4); the rest within the spread of the seeds; the
+//! average 49.8 → 50.4-50.5 (49.6). Four processes.
 //! On the test slices (nine stores each): web12 at 10% 57.3-58.0 → 58.0-58.9 (58.1-58.2),
 //! bursts 46.7-47.7 → 51.9-52.7 (49.3-49.5). Tried: young reads not counted for protected entries
 //! either (bursts 53.5, but zipf 0.99 at 500 entries 61.1-63.6 where it got 62.6-63.1, and a
