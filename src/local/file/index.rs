@@ -118,8 +118,8 @@ pub(crate) const FREQ_MAX: u32 = 3;
 const KEPT_UNREAD: u32 = 1 << 31;
 /// Read bit (bit 27): read since written, whether the read counted in [`FREQ`] or not (a read
 /// of a probationary entry in the young part of the log does not: see `policy`, correlated
-/// reads). The
-/// gates on fills ask it (see `fillgate`): a new key read only in its burst was still read.
+/// reads). The gates on fills ask it (see `fillgate`): a new key read only in its burst was
+/// still read.
 const READ: u32 = 1 << 27;
 /// The other 27 bits: the confirmed epoch.
 const EPOCH_MASK: u32 = !(KEPT_UNREAD | PROTECTED | FREQ | READ);
@@ -232,16 +232,18 @@ impl IndexEntry {
         self.expires_s != 0 && now_ms.saturating_add(1000) >= u64::from(self.expires_s) * 1000
     }
 
-    /// Marks the entry read and, if `counts`, counts the read. Checks first so a hot key, its
-    /// counter saturated, does not bounce a cache line between cores.
-    pub(crate) fn touch(&self, counts: bool) {
+    /// Marks the entry read, and counts the read unless the entry is probationary and `young`
+    /// (its record is in the young part of the log: see `policy`, correlated reads). Checks
+    /// first so a hot key, its counter saturated, does not bounce a cache line between cores.
+    pub(crate) fn touch(&self, young: bool) {
+        let counts = |f: u32| !young || f & PROTECTED != 0;
         let f = self.flags.load(Ordering::Relaxed);
-        if f & READ == 0 || (counts && (f & FREQ) >> FREQ_SHIFT < FREQ_MAX) {
+        if f & READ == 0 || (counts(f) && (f & FREQ) >> FREQ_SHIFT < FREQ_MAX) {
             let _ = self
                 .flags
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
                     let freq = (f & FREQ) >> FREQ_SHIFT;
-                    let freq = if counts { (freq + 1).min(FREQ_MAX) } else { freq };
+                    let freq = if counts(f) { (freq + 1).min(FREQ_MAX) } else { freq };
                     Some((f & !FREQ) | READ | (freq << FREQ_SHIFT))
                 });
         }
@@ -374,11 +376,11 @@ mod tests {
         let e = IndexEntry::new(Loc::new(0, 0, 32), 0);
         assert!(e.freq() == 0 && !e.protected() && !e.confirmed_in(0) && !e.confirmed_in(1));
         e.confirm(5);
-        e.touch(true);
+        e.touch(false);
         assert!(e.freq() == 1 && e.confirmed_in(5) && !e.confirmed_in(4));
         // The count saturates: more reads than it holds change nothing around it.
         for _ in 0..10 {
-            e.touch(true);
+            e.touch(false);
         }
         assert!(e.freq() == FREQ_MAX && !e.protected() && e.confirmed_in(5));
         e.kept_at_eviction(Spend::Nothing);
@@ -400,25 +402,31 @@ mod tests {
     }
 
     #[test]
-    fn a_read_that_does_not_count_marks_the_entry_read_and_leaves_its_count() {
+    fn a_young_probationary_entry_is_marked_read_without_counting_and_a_protected_one_counts() {
         let e = IndexEntry::new(Loc::new(0, 0, 32), 0);
         e.confirm(3);
         assert!(!e.was_read());
-        e.touch(false);
-        assert!(e.was_read() && e.freq() == 0 && e.confirmed_in(3));
         e.touch(true);
+        assert!(e.was_read() && e.freq() == 0 && e.confirmed_in(3));
         e.touch(false);
+        e.touch(true);
         assert!(e.was_read() && e.freq() == 1 && !e.protected());
         // A copy at eviction keeps the mark: it says "read since written".
         e.kept_at_eviction(Spend::One);
         assert!(e.was_read() && e.freq() == 0 && e.protected() && e.confirmed_in(3));
+        // Protected, its reads count even in the young part.
+        e.touch(true);
+        assert!(e.freq() == 1);
+        let p = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true);
+        p.touch(true);
+        assert!(p.was_read() && p.freq() == 1);
     }
 
     #[test]
     fn an_entry_kept_spending_all_its_reads_is_kept_unread_once_more_before_it_loses_its_protection() {
         let e = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, false);
         for _ in 0..FREQ_MAX {
-            e.touch(true);
+            e.touch(false);
         }
         e.kept_at_eviction(Spend::All);
         assert!(e.freq() == 0 && e.protected() && !e.kept_unread());
@@ -445,7 +453,7 @@ mod tests {
             "kept unread once: still protected"
         );
         // Read before the next eviction: the next keep counts the read, and starts over.
-        e.touch(true);
+        e.touch(false);
         e.kept_at_eviction(Spend::One);
         assert!(e.protected() && !e.kept_unread() && e.freq() == 0);
         e.kept_at_eviction(Spend::Nothing);

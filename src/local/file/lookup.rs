@@ -128,7 +128,7 @@ impl Inner {
             // A read of a probationary entry still in the young part of the log is correlated
             // with its write: it marks the entry read, but does not count (see `policy`).
             let young_from = self.young_from.load(Ordering::Relaxed);
-            entry.touch(entry.protected() || seg.is_some_and(|s| s.id < young_from));
+            entry.touch(seg.is_none_or(|s| s.id >= young_from));
         }
         drop(entry);
         let found = match seg.map(|seg| record_at(seg, loc.offset())) {

@@ -172,8 +172,9 @@ pub(crate) struct Inner {
     /// Set by lookups, cleared by each eviction: whether the store is being read, which decides
     /// if unread protected entries are worth copying (see `maintenance`).
     looked_up: AtomicBool,
-    /// Segments with this id or higher are the young part of the log, whose reads count as
-    /// correlated (see `policy`). Updated with `segments`.
+    /// Segments with this id or higher are the young part of the log, where reads of
+    /// probationary entries do not count (see `policy`, correlated reads). Updated with
+    /// `segments`.
     young_from: AtomicU64,
     /// Reads per key hash lately, for the admission of fills (see `admission`).
     sketch: admission::Sketch,
