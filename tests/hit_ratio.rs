@@ -276,8 +276,8 @@ fn bursts_of_reads_to_keys_never_read_again_do_not_keep_them_in_the_file_tier() 
 // 40.4 to 41.5, over 4/3 of it 62.2 to 62.9, with a hot set 37.6 to 41.2 (21 processes, one of
 // them a CI run), web12 at 10% 57.6 to 58.0; the loops are checked from below. With recent
 // fills (10 processes): web12 57.3 to 58.0 and 66.5 to 66.6, loop 41.4 to 43.4, over 4/3
-// 64.2 to 66.1, scan 30.3 to 30.4, zipf 62.6 to 63.1. With correlated reads not counted (9
-// stores): web12 58.0 to 58.9 and 66.2 to 67.4, zipf 62.5 to 63.8.
+// 64.2 to 66.1, scan 30.3 to 30.4, zipf 62.6 to 63.1. With correlated reads not counted (7
+// processes, 21 stores): web12 57.3 to 59.0 and 66.2 to 67.4, zipf 62.0 to 63.8.
 /// quick_cache: 58.3 and 66.6; LRU: 56.3 and 65.8.
 const FILE_WEB12_10: f64 = 58.4;
 const FILE_WEB12_25: f64 = 66.9;
@@ -317,7 +317,7 @@ const FILE_DRIFTING_FLOOR: f64 = 40.0;
 /// within 2 points of quick_cache binds first.
 const FILE_TWO_LOOPS_FLOOR: f64 = 29.5;
 /// quick_cache: 49.3-49.5; LRU: 50.8. One store 46.7 to 47.7 (10 processes) while reads in the
-/// young part of the log counted; since, 51.9 to 52.7 (9 stores).
+/// young part of the log counted; since, 51.2 to 52.7 (7 processes, 21 stores).
 const FILE_BURSTS_FLOOR: f64 = 50.5;
 
 /// Hit ratios of the memory tier in front of the file tier, driven through the manager's typed
