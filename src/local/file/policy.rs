@@ -189,7 +189,7 @@
 //! it.
 //!
 //! The same bound is what two loops mixed with zipf reads meet at 3,000 to 4,000 entries
-//! (`examples/hit_ratios.rs`: 2.5 to 4.4 points below quick_cache): the short loop and the zipf
+//! (`examples/hit_ratios.rs`: 2.9 to 4.8 points below quick_cache): the short loop and the zipf
 //! keys fill the three quarters that stay, and the long loop's entries, read less than once per
 //! pass of the log while it turns, are unread when an eviction meets them every other pass and
 //! give way (per 75,000 reads, 2,500 to 5,800 unread protected entries evicted against 350
