@@ -174,6 +174,13 @@ pub trait LocalStorage: Storage {
     /// asks L2 again. A user's write never goes through here. A level without an admission
     /// policy writes them all, as [`set_each`](Storage::set_each) does.
     fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize>;
+
+    /// Tells the level that `key` was read from a tier in front of it (the memory tier), so a
+    /// level with an eviction policy counts the read: otherwise the keys read most, all served
+    /// from memory, look unread to it and are the first it evicts, and a restart, which empties
+    /// the memory tier, finds them gone. The manager calls it for a sample of such reads. A
+    /// level without a policy ignores it (the default).
+    fn note_read(&self, _key: &str) {}
 }
 
 /// The async forms of the core, for a level on the network: the manager's L2 (Redis,

@@ -385,6 +385,53 @@ fn after_a_restart_the_memory_tier_is_empty_and_refills_from_the_file_tier() {
 }
 
 #[test]
+fn keys_served_by_the_memory_tier_stay_in_the_file_tier_while_it_churns_and_after_a_restart() {
+    // The file tier sees no read of a key the memory tier serves; without being told of them,
+    // its eviction took the keys read most for unread ones, and a restart found them gone.
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "file"
+            path = "{}"
+            max_size = 1
+            durability = "none"
+            memory_items = 100
+            "#,
+            dir.path().display()
+        ))
+        .unwrap()
+    };
+    let hot: Vec<String> = (0..10).map(|i| format!("hot-{i}")).collect();
+    let cold = vec![3u8; 1000];
+    {
+        let cache = CacheManager::new(config()).unwrap();
+        for key in &hot {
+            cache.set(key, &ada(1), None).unwrap();
+        }
+        // About ten passes of the 1 MiB log, the hot keys read all along.
+        for i in 0..10_000 {
+            cache.set(&format!("cold-{i}"), &cold, None).unwrap();
+            let key = &hot[i % hot.len()];
+            assert_eq!(cache.get::<User>(key).unwrap(), Some(ada(1)));
+        }
+        let stats = cache.stats();
+        assert!(stats.file.hits <= hot.len() as u64, "{:?}", stats.file);
+        assert!(stats.memory.hits >= 9_990, "{:?}", stats.memory);
+    }
+    // No L2: after the restart only the file tier can answer.
+    let cache = CacheManager::new(config()).unwrap();
+    for key in &hot {
+        assert_eq!(
+            cache.get::<User>(key).unwrap(),
+            Some(ada(1)),
+            "{key} left the file tier"
+        );
+    }
+}
+
+#[test]
 fn an_async_read_counts_one_memory_tier_miss_then_one_hit() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheManager::new(config(dir.path(), 100)).unwrap();

@@ -154,6 +154,10 @@ impl Storage for Tiered {
 }
 
 impl LocalStorage for Tiered {
+    fn note_read(&self, key: &str) {
+        self.base.note_read(key);
+    }
+
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         self.base.get_checked(key)
     }

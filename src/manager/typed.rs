@@ -4,6 +4,11 @@
 //! A read that finds no value anywhere is noted by the tier, so that the write that usually
 //! follows (a loader's, or the caller's own) leaves its value there, as a cache filled on
 //! misses would have it after the miss.
+//!
+//! One memory-tier hit in [`NOTE_READ_EVERY`] (per thread) is told to the level below
+//! (`LocalStorage::note_read`): its eviction policy sees no read of a key the tier serves, and
+//! would otherwise evict the keys read most first, so that a restart, which empties the tier,
+//! found them gone from the file tier too.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -18,6 +23,25 @@ use crate::codec::Codec;
 use crate::error::Result;
 use crate::local::hot::{Decoder, HotTier};
 use crate::storage::Freshness;
+
+/// One memory-tier hit in this many (per thread) is counted as a read by the level below. A
+/// key worth the memory tier is read far more often than once per pass of the file tier's log,
+/// so a sample keeps it read there, and costs the hit path a thread-local countdown.
+const NOTE_READ_EVERY: u32 = 8;
+
+thread_local! {
+    static NOTE_READ_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this memory-tier hit is one of the sample told to the level below.
+#[inline]
+fn note_this_read() -> bool {
+    NOTE_READ_COUNTDOWN.with(|c| {
+        let left = c.get();
+        c.set(left.checked_sub(1).unwrap_or(NOTE_READ_EVERY - 1));
+        left == 0
+    })
+}
 
 /// What a typed read found.
 #[derive(Debug)]
@@ -90,6 +114,9 @@ impl Shared {
         // Counted once; the local level's hits include the memory tier's when read. The value
         // is left where it is (not matched out and back in), which spares a hit a copy of it.
         let counter = if found.is_some() {
+            if note_this_read() {
+                self.l1.note_read(key);
+            }
             &self.metrics.memory.hits
         } else {
             &self.metrics.memory.misses

@@ -3,6 +3,7 @@
 //! that goes with it (expiry, damaged records, live-byte accounting, key listing).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::format::{self, Decoded, Kind, RecordHeader, RecordRef, RECORD_HEADER_LEN};
 use super::index::Loc;
@@ -79,12 +80,8 @@ impl Inner {
         take: impl FnOnce(&RecordRef<'_>) -> T,
     ) -> Option<Hit<T>> {
         let hash = self.hasher.hash(key);
-        // Checked first so lookups do not write a shared cache line but once per eviction.
-        if touch && !self.looked_up.load(Ordering::Relaxed) {
-            self.looked_up.store(true, Ordering::Relaxed);
-        }
         if touch {
-            self.sketch.increment(hash);
+            self.count_lookup(hash);
         }
         let (found, loc) = self.probe(key, hash, touch, lapsed_too, take)?;
         match found {
@@ -95,6 +92,33 @@ impl Inner {
             Found::Damaged => self.forget_corrupt(key, hash, loc),
         }
         None
+    }
+
+    /// A lookup of `hash`, for the policy: the store is being read, and the sketch counts it.
+    fn count_lookup(&self, hash: u64) {
+        // Checked first so lookups do not write a shared cache line but once per eviction.
+        if !self.looked_up.load(Ordering::Relaxed) {
+            self.looked_up.store(true, Ordering::Relaxed);
+        }
+        self.sketch.increment(hash);
+    }
+
+    /// Whether a read of the entry at `loc` falls in the young part of the log (see `policy`,
+    /// correlated reads); so does one whose segment is gone.
+    fn is_young(&self, seg: Option<&Arc<Segment>>) -> bool {
+        let young_from = self.young_from.load(Ordering::Relaxed);
+        seg.is_none_or(|s| s.id >= young_from)
+    }
+
+    /// Counts a read of `key` served by the memory tier in front of the store (see
+    /// `LocalStorage::note_read`), as a read here would count: nothing is read from disk.
+    pub(crate) fn note_read(&self, key: &str) {
+        let hash = self.hasher.hash(key);
+        self.count_lookup(hash);
+        if let Some(entry) = self.index.get(&hash) {
+            let table = self.slots.read();
+            entry.touch(self.is_young(table.get(entry.loc)));
+        }
     }
 
     /// What the entry of `hash` points at, for `key`; `None` if there is no entry. No side
@@ -127,8 +151,7 @@ impl Inner {
         if touch {
             // A read of a probationary entry still in the young part of the log is correlated
             // with its write: it marks the entry read, but does not count (see `policy`).
-            let young_from = self.young_from.load(Ordering::Relaxed);
-            entry.touch(seg.is_none_or(|s| s.id >= young_from));
+            entry.touch(self.is_young(seg));
         }
         drop(entry);
         let found = match seg.map(|seg| record_at(seg, loc.offset())) {

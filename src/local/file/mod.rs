@@ -716,6 +716,10 @@ impl Storage for FileStore {
 }
 
 impl LocalStorage for FileStore {
+    fn note_read(&self, key: &str) {
+        self.inner.note_read(key);
+    }
+
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         FileStore::get_checked(self, key)
     }
