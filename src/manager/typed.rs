@@ -7,8 +7,8 @@
 //!
 //! One memory-tier hit in [`NOTE_READ_EVERY`] (per thread) is told to the level below
 //! (`LocalStorage::note_read`): its eviction policy sees no read of a key the tier serves, and
-//! would otherwise evict the keys read most first, so that a restart, which empties the tier,
-//! found them gone from the file tier too.
+//! would otherwise evict the keys read most first, and a restart, which empties the tier, would
+//! find them gone from the file tier too.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -22,6 +22,7 @@ use crate::clock;
 use crate::codec::Codec;
 use crate::error::Result;
 use crate::local::hot::{Decoder, HotTier};
+use crate::stats;
 use crate::storage::Freshness;
 
 /// One memory-tier hit in this many (per thread) is counted as a read by the level below. A
@@ -31,16 +32,6 @@ const NOTE_READ_EVERY: u32 = 8;
 
 thread_local! {
     static NOTE_READ_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// Whether this memory-tier hit is one of the sample told to the level below.
-#[inline]
-fn note_this_read() -> bool {
-    NOTE_READ_COUNTDOWN.with(|c| {
-        let left = c.get();
-        c.set(left.checked_sub(1).unwrap_or(NOTE_READ_EVERY - 1));
-        left == 0
-    })
 }
 
 /// What a typed read found.
@@ -114,7 +105,7 @@ impl Shared {
         // Counted once; the local level's hits include the memory tier's when read. The value
         // is left where it is (not matched out and back in), which spares a hit a copy of it.
         let counter = if found.is_some() {
-            if note_this_read() {
+            if stats::one_in(&NOTE_READ_COUNTDOWN, NOTE_READ_EVERY) {
                 self.l1.note_read(key);
             }
             &self.metrics.memory.hits

@@ -103,8 +103,8 @@ impl Inner {
         self.sketch.increment(hash);
     }
 
-    /// Whether a read of the entry at `loc` falls in the young part of the log (see `policy`,
-    /// correlated reads); so does one whose segment is gone.
+    /// Whether a read of an entry whose record is in `seg` falls in the young part of the log
+    /// (see `policy`, correlated reads); so does one whose segment is gone.
     fn is_young(&self, seg: Option<&Arc<Segment>>) -> bool {
         let young_from = self.young_from.load(Ordering::Relaxed);
         seg.is_none_or(|s| s.id >= young_from)
