@@ -2,6 +2,7 @@
 //! segment (reserving its space, evicting on a full device), sealing and fsyncing segments and
 //! writing their hints, flush, clear, removal of segments, and the store's stats and verify.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -332,8 +333,7 @@ impl Inner {
         {
             let mut segments = self.segments.write();
             segments.insert(id, Arc::clone(&segment));
-            self.young_from
-                .store(policy::young_from(segments.keys()), Ordering::Relaxed);
+            self.follow_segments(&segments);
         }
         self.disk_bytes
             .fetch_add(SEGMENT_HEADER_LEN as u64 + hint_frame, Ordering::Relaxed);
@@ -536,6 +536,13 @@ impl Inner {
         self.dir.sync().map_err(|e| self.fail(e))
     }
 
+    /// Moves the young part of the log (see `policy`, correlated reads) to follow `segments`,
+    /// the store's segments just after one was added or removed (their lock still held).
+    fn follow_segments(&self, segments: &BTreeMap<u64, Arc<Segment>>) {
+        self.young_from
+            .store(policy::young_from(segments.keys()), Ordering::Relaxed);
+    }
+
     /// Forgets a segment and deletes its files. Readers holding it finish first (the segments
     /// lock); the mapping outlives the unlink. A sealed segment still waiting for its fsync is
     /// dropped from that queue, so nothing keeps its deleted file open.
@@ -549,8 +556,7 @@ impl Inner {
             if segments.remove(&seg.id).is_none() {
                 return Ok(());
             }
-            self.young_from
-                .store(policy::young_from(segments.keys()), Ordering::Relaxed);
+            self.follow_segments(&segments);
         }
         self.slots.release(seg.id);
         self.disk_bytes.fetch_sub(seg.disk_bytes(), Ordering::Relaxed);
