@@ -133,7 +133,7 @@ pub use crate::stats::{
 };
 pub use crate::storage::{
     BoxFuture, DistributedStorage, Entry, Freshness, InProcess, LocalStorage, Storage, StorageCounters,
-    StorageSize,
+    StorageSize, TierAbove,
 };
 
 #[doc(hidden)]

@@ -146,7 +146,7 @@ fn sample(countdown: &'static std::thread::LocalKey<Cell<u32>>, every: u32) -> O
 /// Whether this call is the one in `every` (per thread, counted down in `countdown`) that is
 /// picked: the first, then every `every`-th.
 #[inline]
-pub(crate) fn one_in(countdown: &'static std::thread::LocalKey<Cell<u32>>, every: u32) -> bool {
+fn one_in(countdown: &'static std::thread::LocalKey<Cell<u32>>, every: u32) -> bool {
     countdown.with(|c| {
         let left = c.get();
         c.set(left.checked_sub(1).unwrap_or(every.saturating_sub(1)));

@@ -175,12 +175,21 @@ pub trait LocalStorage: Storage {
     /// policy writes them all, as [`set_each`](Storage::set_each) does.
     fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize>;
 
-    /// Tells the level that `key` was read from a tier in front of it (the memory tier), so a
-    /// level with an eviction policy counts the read: otherwise the keys read most, all served
-    /// from memory, look unread to it and are the first it evicts, and a restart, which empties
-    /// the memory tier, finds them gone. The manager calls it for a sample of such reads. A
-    /// level without a policy ignores it (the default).
-    fn note_read(&self, _key: &str) {}
+    /// Gives the level the tier in front of it (the memory tier), so that its eviction can ask
+    /// whether a key it is about to drop is held there. The reads that tier serves never reach
+    /// this level: without asking, the keys read most look unread to its policy and are the
+    /// first it evicts, and a restart, which empties the memory tier, finds them gone. A level
+    /// without an eviction policy ignores it (the default).
+    fn watch_tier_above(&self, _above: Arc<dyn TierAbove>) {}
+}
+
+/// A tier in front of a local level, serving some of its keys without the level seeing the
+/// reads: the memory tier in front of the file store (see
+/// [`LocalStorage::watch_tier_above`]).
+pub trait TierAbove: Send + Sync + std::fmt::Debug {
+    /// Whether the tier holds `key` now. Called by the level's eviction, under its writer lock:
+    /// it must be cheap and must not call back into the level.
+    fn holds(&self, key: &str) -> bool;
 }
 
 /// The async forms of the core, for a level on the network: the manager's L2 (Redis,

@@ -46,6 +46,7 @@ use quick_cache::sync::Cache;
 use self::changes::{Change as StripeChange, Changes};
 use self::key::{HotKey, Probe};
 use crate::clock::{self, Clock};
+use crate::storage::TierAbove;
 
 /// How many value types the tier keeps caches for.
 pub const MAX_TYPES: usize = 8;
@@ -73,6 +74,9 @@ trait Erased: Any + Send + Sync {
     /// Whether a typed read of this type lately found no value for the key of `hash` (see
     /// [`HotTier::note_miss`]); forgets that it did.
     fn take_miss(&self, hash: u64) -> bool;
+    /// Whether `key` has a place in the cache (with or without a value), without making it
+    /// hotter.
+    fn holds(&self, key: &str) -> bool;
     fn clear(&self);
     fn len(&self) -> usize;
 }
@@ -132,6 +136,9 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
         };
         slot.compare_exchange(hash | 1, 0, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+    }
+    fn holds(&self, key: &str) -> bool {
+        self.cache.contains_key(&Probe::new(key))
     }
     fn clear(&self) {
         self.cache.clear();
@@ -426,6 +433,16 @@ impl HotTier {
     #[must_use]
     pub fn max_items(&self) -> u64 {
         self.max_items
+    }
+}
+
+/// The level below asks, before it drops a key, whether the key is held here: a key is here
+/// because it was read lately, and the reads served here never reach the level below.
+impl TierAbove for HotTier {
+    fn holds(&self, key: &str) -> bool {
+        let mut held = false;
+        self.each(|_, cache| held = held || cache.holds(key));
+        held
     }
 }
 

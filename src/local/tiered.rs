@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::hot::{Change, HotTier, Written};
 use crate::error::Result;
-use crate::storage::{Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
+use crate::storage::{Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, TierAbove};
 
 /// The two local tiers; see the module docs.
 pub struct Tiered {
@@ -34,8 +34,11 @@ impl std::fmt::Debug for Tiered {
 }
 
 impl Tiered {
-    /// `hot` in front of `base`.
+    /// `hot` in front of `base`, which is told so
+    /// ([`watch_tier_above`](LocalStorage::watch_tier_above)): its eviction then keeps the keys
+    /// `hot` serves.
     pub fn new(hot: Arc<HotTier>, base: Arc<dyn LocalStorage>) -> Tiered {
+        base.watch_tier_above(Arc::clone(&hot) as Arc<dyn TierAbove>);
         Tiered { hot, base }
     }
 
@@ -154,10 +157,6 @@ impl Storage for Tiered {
 }
 
 impl LocalStorage for Tiered {
-    fn note_read(&self, key: &str) {
-        self.base.note_read(key);
-    }
-
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         self.base.get_checked(key)
     }

@@ -5,10 +5,8 @@
 //! follows (a loader's, or the caller's own) leaves its value there, as a cache filled on
 //! misses would have it after the miss.
 //!
-//! One memory-tier hit in [`NOTE_READ_EVERY`] (per thread) is told to the level below
-//! (`LocalStorage::note_read`): its eviction policy sees no read of a key the tier serves, and
-//! would otherwise evict the keys read most first, and a restart, which empties the tier, would
-//! find them gone from the file tier too.
+//! A hit here is not seen by the level below; its eviction asks the tier which keys it holds
+//! instead (`LocalStorage::watch_tier_above`), so the hit path stays a lookup and a clone.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -22,17 +20,7 @@ use crate::clock;
 use crate::codec::Codec;
 use crate::error::Result;
 use crate::local::hot::{Decoder, HotTier};
-use crate::stats;
 use crate::storage::Freshness;
-
-/// One memory-tier hit in this many (per thread) is counted as a read by the level below. A
-/// key worth the memory tier is read far more often than once per pass of the file tier's log,
-/// so a sample keeps it read there, and costs the hit path a thread-local countdown.
-const NOTE_READ_EVERY: u32 = 8;
-
-thread_local! {
-    static NOTE_READ_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
 
 /// What a typed read found.
 #[derive(Debug)]
@@ -105,9 +93,6 @@ impl Shared {
         // Counted once; the local level's hits include the memory tier's when read. The value
         // is left where it is (not matched out and back in), which spares a hit a copy of it.
         let counter = if found.is_some() {
-            if stats::one_in(&NOTE_READ_COUNTDOWN, NOTE_READ_EVERY) {
-                self.l1.note_read(key);
-            }
             &self.metrics.memory.hits
         } else {
             &self.metrics.memory.misses

@@ -110,17 +110,6 @@ impl Inner {
         seg.is_none_or(|s| s.id >= young_from)
     }
 
-    /// Counts a read of `key` served by the memory tier in front of the store (see
-    /// `LocalStorage::note_read`), as a read here would count: nothing is read from disk.
-    pub(crate) fn note_read(&self, key: &str) {
-        let hash = self.hasher.hash(key);
-        self.count_lookup(hash);
-        if let Some(entry) = self.index.get(&hash) {
-            let table = self.slots.read();
-            entry.touch(self.is_young(table.get(entry.loc)));
-        }
-    }
-
     /// What the entry of `hash` points at, for `key`; `None` if there is no entry. No side
     /// effects but the read count.
     fn probe<T>(

@@ -47,6 +47,8 @@ struct Candidate {
     /// Bytes of the record.
     len: u32,
     standing: Standing,
+    /// The tier in front of the store holds the key (see `policy`, reads served in front).
+    held_above: bool,
     expired: bool,
 }
 
@@ -184,16 +186,20 @@ impl Inner {
     /// eviction of a store at its bound allocated (and the allocator kept) about 1.5 times the
     /// segment's size for them.
     fn candidates(&self, seg: &Segment, base: Loc, now: u64) -> Vec<Candidate> {
+        let above = self.above.read().clone();
         seg.records()
             .filter(|rec| rec.record.kind == Kind::Value)
             .filter_map(|rec| {
                 let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
                 let expires = rec.record.expires_at_ms;
+                let standing = self.standing_at(hash, loc)?;
+                let held_above = above.as_ref().is_some_and(|above| above.holds(rec.record.key));
                 Some(Candidate {
                     hash,
                     loc,
                     len: rec.len,
-                    standing: self.standing_at(hash, loc)?,
+                    standing: standing.with_reads_above(held_above),
+                    held_above,
                     expired: expires != 0 && now >= expires,
                 })
             })
@@ -268,6 +274,7 @@ impl Inner {
                 let Some(standing) = self.standing_at(hash, loc) else {
                     continue;
                 };
+                let standing = standing.with_reads_above(c.held_above);
                 w.new_keys.evicting(hash, standing.read);
                 w.seen_keys.evicting(hash, standing.read);
                 // Only a record kept is decoded again, to be copied.

@@ -77,7 +77,7 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 use crate::storage::{
-    delete_each, get_each, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize,
+    delete_each, get_each, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, TierAbove,
 };
 
 /// A crash-safe, size-bounded, persistent key-value cache in a directory.
@@ -178,6 +178,9 @@ pub(crate) struct Inner {
     young_from: AtomicU64,
     /// Reads per key hash lately, for the admission of fills (see `admission`).
     sketch: admission::Sketch,
+    /// The tier in front of the store (the memory tier), whose keys eviction counts as read
+    /// (see `maintenance`).
+    above: RwLock<Option<Arc<dyn TierAbove>>>,
     /// Set by the first failed write or fsync; writes are refused from then on.
     latch: WriteLatch,
     disk_bytes: AtomicU64,
@@ -349,6 +352,7 @@ impl FileStore {
             looked_up: AtomicBool::new(false),
             young_from: AtomicU64::new(young_from),
             sketch: admission::Sketch::default(),
+            above: RwLock::new(None),
             latch: WriteLatch::new("file store"),
             disk_bytes: AtomicU64::new(disk_bytes),
             live_bytes: AtomicU64::new(live_bytes),
@@ -716,8 +720,8 @@ impl Storage for FileStore {
 }
 
 impl LocalStorage for FileStore {
-    fn note_read(&self, key: &str) {
-        self.inner.note_read(key);
+    fn watch_tier_above(&self, above: Arc<dyn TierAbove>) {
+        *self.inner.above.write() = Some(above);
     }
 
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
