@@ -68,9 +68,9 @@ fn main() {
             });
         }
         "tier" => {
-            let tier = HotTier::new(KEYS * 2, Arc::new(SystemClock));
+            let tier = HotTier::new(KEYS * 2, 64 << 20, Arc::new(SystemClock));
             for (i, k) in keys.iter().enumerate() {
-                tier.insert(k, user(i as u64), u64::MAX / 2);
+                tier.insert(k, user(i as u64), u64::MAX / 2, 32);
             }
             time(&mut || {
                 for &i in &order {
@@ -81,17 +81,17 @@ fn main() {
         "tier-mgrfill" | "tier-besidemgr" => {
             let dir = tempfile::tempdir().unwrap();
             let cache = memory_tier_manager(dir.path(), KEYS);
-            let tier = HotTier::new(KEYS * 2, Arc::new(SystemClock));
+            let tier = HotTier::new(KEYS * 2, 64 << 20, Arc::new(SystemClock));
             for (i, k) in keys.iter().enumerate() {
                 cache.set(k, &user(i as u64), None).unwrap();
                 let v = cache.get::<User>(k).unwrap().unwrap();
                 if mode == "tier-mgrfill" {
-                    tier.insert(k, v, u64::MAX / 2);
+                    tier.insert(k, v, u64::MAX / 2, 32);
                 }
             }
             if mode == "tier-besidemgr" {
                 for (i, k) in keys.iter().enumerate() {
-                    tier.insert(k, user(i as u64), u64::MAX / 2);
+                    tier.insert(k, user(i as u64), u64::MAX / 2, 32);
                 }
             }
             time(&mut || {

@@ -105,6 +105,7 @@ pub use crate::config::{
     CacheConfig, CodecName, ConsistencyConfig, DistributedCacheConfig, DistributedKind, DurabilityMode,
     InvalidationConfig, LoaderConfig, LocalCacheConfig, LocalKind, OfflineConfig, RestartPolicy, WriteMode,
     DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH, DEFAULT_MEMORY_MAX_ITEMS, DEFAULT_MEMORY_TIER_ITEMS,
+    DEFAULT_MEMORY_TIER_MB,
 };
 pub use crate::distributed::{BreakerState, BreakerStats, CircuitBreaker, Guarded, NodeBreakers, NodeStats};
 #[cfg(feature = "memcached")]

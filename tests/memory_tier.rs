@@ -484,6 +484,47 @@ fn the_keys_read_most_survive_a_restart_even_in_a_file_tier_a_few_times_the_memo
 }
 
 #[test]
+fn large_values_fill_the_memory_tier_up_to_its_bound_in_bytes_not_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "file"
+            path = "{}"
+            memory_items = 1000
+            memory_max_mb = 1
+            "#,
+            dir.path().display()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    // 100 values of 100 KiB, each read twice: 1,000 places, but room for about ten in 1 MiB.
+    let value = vec![7u8; 100 << 10];
+    for i in 0..100 {
+        cache.set(&format!("blob-{i}"), &value, None).unwrap();
+    }
+    for _ in 0..2 {
+        for i in 0..100 {
+            let key = format!("blob-{i}");
+            assert_eq!(
+                cache.get::<Vec<u8>>(&key).unwrap().as_deref(),
+                Some(&value[..]),
+                "{key}"
+            );
+        }
+    }
+    let stats = cache.stats();
+    assert!(stats.memory.sets >= 100, "{:?}", stats.memory);
+    assert!(
+        (1..=10).contains(&stats.size.memory.items),
+        "{} values in the memory tier",
+        stats.size.memory.items
+    );
+}
+
+#[test]
 fn an_async_read_counts_one_memory_tier_miss_then_one_hit() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheManager::new(config(dir.path(), 100)).unwrap();

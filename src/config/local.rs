@@ -75,6 +75,11 @@ pub struct LocalCacheConfig {
     /// already in memory). A typed read it answers costs no read of the file, no decode and no
     /// copy; see [`HotTier`](crate::local::hot::HotTier).
     pub memory_items: u64,
+    /// The memory tier's bound in MiB, per value type (default [`DEFAULT_MEMORY_TIER_MB`]): a
+    /// value weighs the bytes it was decoded from, so values larger than `memory_max_mb /
+    /// memory_items` are bounded by their bytes rather than their count. Without it, large
+    /// values (images, documents) would each take a place of the 10 000 and their RAM with it.
+    pub memory_max_mb: u64,
 }
 
 /// Default bound of the memory tier in front of a persistent L1: 10 000 decoded values. On by
@@ -82,6 +87,11 @@ pub struct LocalCacheConfig {
 /// read, CRC or decode), and 10 000 small values cost a few MB of RAM, which a desktop or edge
 /// process can spare; set `memory_items = 0` where RAM is tighter than that.
 pub const DEFAULT_MEMORY_TIER_ITEMS: u64 = 10_000;
+
+/// Default bound of the memory tier in bytes, per value type: 64 MiB, so the default tier takes
+/// no more than that whatever the size of the values (its 10 000 values may be up to about
+/// 6.5 KiB each before this bound, rather than the count, binds).
+pub const DEFAULT_MEMORY_TIER_MB: u64 = 64;
 
 impl Default for LocalCacheConfig {
     fn default() -> Self {
@@ -94,6 +104,7 @@ impl Default for LocalCacheConfig {
             durability_interval_ms: 1000,
             file_mode: None,
             memory_items: DEFAULT_MEMORY_TIER_ITEMS,
+            memory_max_mb: DEFAULT_MEMORY_TIER_MB,
         }
     }
 }

@@ -42,7 +42,7 @@ pub use self::distributed::{DistributedCacheConfig, DistributedKind, WriteMode};
 pub use self::loader::LoaderConfig;
 pub use self::local::{
     DurabilityMode, LocalCacheConfig, LocalKind, DEFAULT_DISK_MAX_MB, DEFAULT_LOCAL_PATH,
-    DEFAULT_MEMORY_MAX_ITEMS, DEFAULT_MEMORY_TIER_ITEMS,
+    DEFAULT_MEMORY_MAX_ITEMS, DEFAULT_MEMORY_TIER_ITEMS, DEFAULT_MEMORY_TIER_MB,
 };
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -164,6 +164,12 @@ impl CacheConfig {
                 LocalKind::File | LocalKind::Redb => "MiB",
             };
             return Err(invalid("local.max_size", format!("must be at least 1 ({unit})")));
+        }
+        if local.memory_items > 0 && local.memory_max_mb == 0 {
+            return Err(invalid(
+                "local.memory_max_mb",
+                "must be at least 1 (MiB) while the memory tier is on; memory_items = 0 turns it off",
+            ));
         }
         if local.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(invalid(
@@ -430,6 +436,9 @@ mod tests {
             field_of("[local]\ndurability_interval_ms = 0\n"),
             "local.durability_interval_ms"
         );
+        assert_eq!(field_of("[local]\nmemory_max_mb = 0\n"), "local.memory_max_mb");
+        // With the tier off its bound is not used.
+        assert!(CacheConfig::from_toml_str("[local]\nmemory_items = 0\nmemory_max_mb = 0\n").is_ok());
         assert_eq!(field_of("[distributed]\nenabled = true\n"), "distributed.hosts");
         assert_eq!(
             field_of("[distributed]\nenabled = true\nhosts = [\"a:1\", \" \"]\n"),

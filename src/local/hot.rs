@@ -26,12 +26,15 @@
 //! reads alone.
 //!
 //! One cache per value type (up to [`MAX_TYPES`] types; reads of further types just miss), each
-//! bounded by `max_items`, with quick_cache's eviction (S3-FIFO) and a plain `insert`. A value
+//! bounded by `max_items` and by `max_bytes` (a value weighs the bytes it was decoded from, at
+//! least `max_bytes / max_items`; see [`HotTier::new`]), with quick_cache's eviction (S3-FIFO)
+//! and a plain `insert`. A value
 //! type gets its cache the first time a value of it is kept; a lookup finds it by `TypeId` in a
 //! short array of write-once slots, without a lock. Keeping values inline (rather than behind a
 //! type-erased `Arc`) spares a hit one pointer chase, the difference between a memory-tier hit
 //! and a plain quick_cache hit of the same value (`memory_tier_hit` in `benches/manager.rs`);
-//! likewise a short key is kept inside the entry, with the value's expiry (the `key` module).
+//! likewise a short key is kept inside the entry, with the value's expiry and weight (the `key`
+//! module).
 
 mod changes;
 mod key;
@@ -42,9 +45,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use quick_cache::sync::Cache;
+use quick_cache::Weighter;
 
 use self::changes::{Change as StripeChange, Changes};
-use self::key::{HotKey, Probe};
+use self::key::{HotKey, Probe, Weight};
 use crate::clock::{self, Clock};
 use crate::storage::TierAbove;
 
@@ -82,13 +86,36 @@ trait Erased: Any + Send + Sync {
 }
 
 struct Typed<V> {
-    cache: Cache<HotKey, Slot<V>>,
+    cache: Cache<HotKey, Slot<V>, ByWeight>,
+    /// What an entry weighs at least (see [`HotTier::new`]).
+    unit: u64,
     /// Set by the first read that keeps a value with a way to decode one (see
     /// [`HotTier::insert_unless_cleared`]).
     decode: OnceLock<Decoder<V>>,
     /// Keys lately read as this type and found nowhere, by hash (see [`HotTier::note_miss`]):
     /// slot `hash % MISSES` holds `hash | 1`, or 0. Lossy: a miss overwrites an older one.
     misses: Box<[AtomicU64]>,
+}
+
+/// What an entry counts against the tier's bound in bytes, kept in its key (see `key`).
+#[derive(Debug, Clone, Copy)]
+struct ByWeight;
+
+impl<V> Weighter<HotKey, Slot<V>> for ByWeight {
+    fn weight(&self, key: &HotKey, _: &Slot<V>) -> u64 {
+        key.weight()
+    }
+}
+
+/// Bytes an entry takes beside its value's, about: the cache's entry (key, slot, links) and
+/// its share of the cache's table.
+const ENTRY_OVERHEAD: u64 = 64;
+
+/// The weight of an entry for `key` whose value was decoded from `size` bytes, at least `unit`.
+/// The decoded value's own size is unknown here; the bytes it came from are its measure.
+fn weight(key: &str, size: usize, unit: u64) -> u64 {
+    let bytes = u64::try_from(size.saturating_add(key.len())).unwrap_or(u64::MAX);
+    bytes.saturating_add(ENTRY_OVERHEAD).max(unit)
 }
 
 /// Slots of recent misses per value type: 32 KiB. A miss is remembered until a write of the
@@ -106,7 +133,7 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
         if !self.cache.contains_key(&Probe::new(key)) {
             return false;
         }
-        let gone = HotKey::new(key, 0);
+        let gone = HotKey::new(key, 0, self.unit);
         // `soft`: the write does not make the key hotter; a miss of a key no longer present is
         // right as it is.
         let _ = self.cache.replace(gone, None, true);
@@ -116,13 +143,19 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
         match self.decode.get().and_then(|decode| decode(key, bytes)) {
             // A new key enters as an insert after a miss would.
             Some(value) if insert => {
-                self.cache.insert(HotKey::new(key, expires_at_ms), Some(value));
+                let weight = weight(key, bytes.len(), self.unit);
+                self.cache
+                    .insert(HotKey::new(key, expires_at_ms, weight), Some(value));
                 true
             }
             // `soft`, as a forget: a write is not a read. Evicted meanwhile, the key stays out.
             Some(value) => self
                 .cache
-                .replace(HotKey::new(key, expires_at_ms), Some(value), true)
+                .replace(
+                    HotKey::new(key, expires_at_ms, weight(key, bytes.len(), self.unit)),
+                    Some(value),
+                    true,
+                )
                 .is_ok(),
             None => {
                 self.forget(key);
@@ -180,6 +213,11 @@ pub struct HotTier {
     types: [OnceLock<(TypeId, Box<dyn Erased>)>; MAX_TYPES],
     clock: Arc<dyn Clock>,
     max_items: u64,
+    max_bytes: u64,
+    /// What an entry weighs at least: the bound in bytes shared out over `max_items` entries,
+    /// rounded down to a weight a key can hold (see `key`), so that small values are bounded by
+    /// their count alone.
+    unit: u64,
     /// Bumped before and after every [`clear`](HotTier::clear); see
     /// [`insert_unless_cleared`](HotTier::insert_unless_cleared).
     clears: AtomicU64,
@@ -192,19 +230,38 @@ impl std::fmt::Debug for HotTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HotTier")
             .field("max_items", &self.max_items)
+            .field("max_bytes", &self.max_bytes)
             .field("items", &self.len())
             .finish_non_exhaustive()
     }
 }
 
 impl HotTier {
-    /// A tier of at most `max_items` values (at least 1) per value type, expiring by `clock`.
+    /// A tier of at most `max_items` values (at least 1) per value type, and at most about
+    /// `max_bytes` of them per type, expiring by `clock`.
+    ///
+    /// A value weighs the bytes it was decoded from (or written as), its key and
+    /// about 64 bytes of entry, and at least `max_bytes / max_items`: values smaller than that are
+    /// bounded by their count, larger ones by their bytes. The bytes stand for the decoded
+    /// value, whose own size is not known here: a value much larger decoded than encoded
+    /// takes more RAM than the bound says.
     #[must_use]
-    pub fn new(max_items: u64, clock: Arc<dyn Clock>) -> HotTier {
+    pub fn new(max_items: u64, max_bytes: u64, clock: Arc<dyn Clock>) -> HotTier {
+        let max_items = max_items.max(1);
+        let share = (max_bytes / max_items).max(1);
+        // Rounded down to a weight a key can hold, so that `max_items` small values fit.
+        let class = Weight::class(share);
+        let unit = if Weight::of(class) > share {
+            Weight::of(class.saturating_sub(1))
+        } else {
+            Weight::of(class)
+        };
         HotTier {
             types: std::array::from_fn(|_| OnceLock::new()),
             clock,
-            max_items: max_items.max(1),
+            max_items,
+            max_bytes,
+            unit,
             clears: AtomicU64::new(0),
             changes: Changes::new(),
             written: AtomicU64::new(0),
@@ -213,7 +270,7 @@ impl HotTier {
 
     /// The cache of values of type `V`, if the tier has one.
     #[inline]
-    fn typed<V: Clone + Send + Sync + 'static>(&self) -> Option<&Cache<HotKey, Slot<V>>> {
+    fn typed<V: Clone + Send + Sync + 'static>(&self) -> Option<&Cache<HotKey, Slot<V>, ByWeight>> {
         let id = TypeId::of::<V>();
         for slot in &self.types {
             let (slot_id, cache) = slot.get()?;
@@ -232,7 +289,8 @@ impl HotTier {
             let (slot_id, cache) = slot.get_or_init(|| {
                 let items = usize::try_from(self.max_items).unwrap_or(usize::MAX);
                 let typed = Typed::<V> {
-                    cache: Cache::new(items),
+                    cache: Cache::with_weighter(items, self.max_items.saturating_mul(self.unit), ByWeight),
+                    unit: self.unit,
                     decode: OnceLock::new(),
                     misses: (0..MISSES).map(|_| AtomicU64::new(0)).collect(),
                 };
@@ -260,11 +318,21 @@ impl HotTier {
         slot
     }
 
-    /// Keeps `value` for `key` until `expires_at_ms` (Unix ms; 0 = never). Call only under the
-    /// backfill guard (see the module docs).
-    pub fn insert<V: Clone + Send + Sync + 'static>(&self, key: &str, value: V, expires_at_ms: u64) {
+    /// Keeps `value` for `key` until `expires_at_ms` (Unix ms; 0 = never). `size`: the bytes it
+    /// was decoded from, its weight against the bound in bytes (see [`new`](Self::new)). Call
+    /// only under the backfill guard (see the module docs).
+    pub fn insert<V: Clone + Send + Sync + 'static>(
+        &self,
+        key: &str,
+        value: V,
+        expires_at_ms: u64,
+        size: usize,
+    ) {
         if let Some(typed) = self.typed_or_new::<V>() {
-            typed.cache.insert(HotKey::new(key, expires_at_ms), Some(value));
+            let weight = weight(key, size, typed.unit);
+            typed
+                .cache
+                .insert(HotKey::new(key, expires_at_ms, weight), Some(value));
         }
     }
 
@@ -284,13 +352,14 @@ impl HotTier {
         key: &str,
         value: V,
         expires_at_ms: u64,
+        size: usize,
         mark: u64,
         decoder: impl FnOnce() -> Decoder<V>,
     ) -> bool {
         if let Some(typed) = self.typed_or_new::<V>() {
             typed.decode.get_or_init(decoder);
         }
-        self.insert(key, value, expires_at_ms);
+        self.insert(key, value, expires_at_ms, size);
         if self.clears.load(Ordering::SeqCst) != mark {
             self.remove(key);
             return false;
@@ -429,10 +498,16 @@ impl HotTier {
         self.len() == 0
     }
 
-    /// The bound, per value type.
+    /// The bound in values, per value type.
     #[must_use]
     pub fn max_items(&self) -> u64 {
         self.max_items
+    }
+
+    /// The bound in bytes, per value type (see [`new`](Self::new)).
+    #[must_use]
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 }
 
@@ -458,11 +533,11 @@ mod tests {
 
     #[test]
     fn a_value_comes_back_as_its_own_type_and_not_as_another() {
-        let tier = HotTier::new(10, Arc::new(ManualClock::new(1000)));
-        tier.insert("u", User { name: "Ada".into() }, 0);
+        let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(1000)));
+        tier.insert("u", User { name: "Ada".into() }, 0, 8);
         assert_eq!(tier.get::<User>("u"), Some(User { name: "Ada".into() }));
         assert_eq!(tier.get::<String>("u"), None, "another type is a miss");
-        tier.insert("u", Arc::new(User { name: "Bob".into() }), 0);
+        tier.insert("u", Arc::new(User { name: "Bob".into() }), 0, 8);
         assert_eq!(
             tier.get::<Arc<User>>("u").map(|u| u.name.clone()),
             Some("Bob".into())
@@ -475,8 +550,8 @@ mod tests {
     #[test]
     fn an_expired_value_is_a_miss_and_leaves_the_tier() {
         let clock = ManualClock::new(1000);
-        let tier = HotTier::new(10, Arc::new(clock.clone()));
-        tier.insert("k", 7u32, 1500);
+        let tier = HotTier::new(10, 64 << 20, Arc::new(clock.clone()));
+        tier.insert("k", 7u32, 1500, 8);
         assert_eq!(tier.get::<u32>("k"), Some(7));
         clock.advance(std::time::Duration::from_millis(500));
         assert_eq!(tier.get::<u32>("k"), None);
@@ -486,18 +561,18 @@ mod tests {
     #[test]
     fn a_value_kept_again_takes_its_new_expiry() {
         let clock = ManualClock::new(1000);
-        let tier = HotTier::new(10, Arc::new(clock.clone()));
-        tier.insert("k", 1u32, 1500);
-        tier.insert("k", 2u32, 0);
+        let tier = HotTier::new(10, 64 << 20, Arc::new(clock.clone()));
+        tier.insert("k", 1u32, 1500, 8);
+        tier.insert("k", 2u32, 0, 8);
         clock.advance(std::time::Duration::from_millis(1000));
         assert_eq!(tier.get::<u32>("k"), Some(2), "the second value never expires");
-        tier.insert("k", 3u32, 2500);
+        tier.insert("k", 3u32, 2500, 8);
         assert_eq!(tier.get::<u32>("k"), Some(3));
         clock.advance(std::time::Duration::from_millis(500));
         assert_eq!(tier.get::<u32>("k"), None, "the third value's expiry is its own");
-        tier.insert("k", 4u32, 4000);
+        tier.insert("k", 4u32, 4000, 8);
         tier.remove("k");
-        tier.insert("k", 5u32, 0);
+        tier.insert("k", 5u32, 0, 8);
         clock.advance(std::time::Duration::from_millis(5000));
         assert_eq!(
             tier.get::<u32>("k"),
@@ -508,23 +583,43 @@ mod tests {
 
     #[test]
     fn the_tier_holds_at_most_its_bound_per_type() {
-        let tier = HotTier::new(100, Arc::new(ManualClock::new(0)));
+        let tier = HotTier::new(100, 64 << 20, Arc::new(ManualClock::new(0)));
         for i in 0..1000u32 {
-            tier.insert(&format!("k{i}"), i, 0);
+            tier.insert(&format!("k{i}"), i, 0, 8);
         }
         assert!(tier.len() <= 100, "{}", tier.len());
     }
 
     #[test]
+    fn large_values_are_bounded_by_their_bytes_and_small_ones_by_their_count() {
+        // 100 values, 1 MiB: a value of up to about 10 KiB takes one of the 100 places.
+        let tier = HotTier::new(100, 1 << 20, Arc::new(ManualClock::new(0)));
+        for i in 0..1000u32 {
+            tier.insert(&format!("small-{i}"), i, 0, 100);
+        }
+        assert!((80..=100).contains(&tier.len()), "{}", tier.len());
+        tier.clear();
+        // 100 KiB each: about ten fit in 1 MiB, whatever the count allows.
+        for i in 0..1000u32 {
+            tier.insert(&format!("large-{i}"), i, 0, 100 << 10);
+        }
+        assert!((1..=10).contains(&tier.len()), "{}", tier.len());
+        // A value too large for the bound is not kept, and takes nothing from the others.
+        tier.insert("huge", 7u32, 0, 2 << 20);
+        assert_eq!(tier.get::<u32>("huge"), None);
+        assert!(!tier.is_empty(), "the large values kept before it stay");
+    }
+
+    #[test]
     fn a_clear_undoes_an_insert_that_read_before_it() {
-        let tier = HotTier::new(10, Arc::new(ManualClock::new(0)));
+        let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(0)));
         let mark = tier.clear_mark();
         tier.clear();
         let none = || -> Decoder<u8> { Box::new(|_, _| None) };
-        assert!(!tier.insert_unless_cleared("k", 1u8, 0, mark, none));
+        assert!(!tier.insert_unless_cleared("k", 1u8, 0, 8, mark, none));
         assert_eq!(tier.get::<u8>("k"), None);
         let mark = tier.clear_mark();
-        assert!(tier.insert_unless_cleared("k", 2u8, 0, mark, none));
+        assert!(tier.insert_unless_cleared("k", 2u8, 0, 8, mark, none));
         assert_eq!(tier.get::<u8>("k"), Some(2));
     }
 
@@ -535,8 +630,8 @@ mod tests {
 
     /// A tier holding `k` as a `u32` decoded from its decimal text, read at `now`.
     fn holding_k(clock: &ManualClock) -> HotTier {
-        let tier = HotTier::new(10, Arc::new(clock.clone()));
-        assert!(tier.insert_unless_cleared("k", 1u32, 0, tier.clear_mark(), decimal));
+        let tier = HotTier::new(10, 64 << 20, Arc::new(clock.clone()));
+        assert!(tier.insert_unless_cleared("k", 1u32, 0, 8, tier.clear_mark(), decimal));
         tier
     }
 
@@ -653,23 +748,23 @@ mod tests {
         let change = tier.begin_change("k");
         tier.clear();
         // Back in the tier (a read's insert), so the refresh finds its place.
-        tier.insert("k", 1u32, 0);
+        tier.insert("k", 1u32, 0, 8);
         tier.end_change("k", change, written(b"2"));
         assert_eq!(tier.get::<u32>("k"), None);
     }
 
     #[test]
     fn types_past_the_last_slot_just_miss() {
-        let tier = HotTier::new(10, Arc::new(ManualClock::new(0)));
-        tier.insert("a", 1u8, 0);
-        tier.insert("a", 1u16, 0);
-        tier.insert("a", 1u32, 0);
-        tier.insert("a", 1u64, 0);
-        tier.insert("a", 1i8, 0);
-        tier.insert("a", 1i16, 0);
-        tier.insert("a", 1i32, 0);
-        tier.insert("a", 1i64, 0);
-        tier.insert("a", 1u128, 0);
+        let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(0)));
+        tier.insert("a", 1u8, 0, 8);
+        tier.insert("a", 1u16, 0, 8);
+        tier.insert("a", 1u32, 0, 8);
+        tier.insert("a", 1u64, 0, 8);
+        tier.insert("a", 1i8, 0, 8);
+        tier.insert("a", 1i16, 0, 8);
+        tier.insert("a", 1i32, 0, 8);
+        tier.insert("a", 1i64, 0, 8);
+        tier.insert("a", 1u128, 0, 8);
         assert_eq!(tier.get::<u128>("a"), None, "a ninth type is not kept");
         assert_eq!(tier.get::<i64>("a"), Some(1));
     }
@@ -711,7 +806,7 @@ mod hit_ratio_tests {
     fn a_written_key_keeps_its_place_and_the_tier_beats_remove_on_write() {
         let (keys, capacity) = (20_000, 1_000);
         let ops = trace(keys, 200_000);
-        let tier = HotTier::new(capacity as u64, Arc::new(ManualClock::new(0)));
+        let tier = HotTier::new(capacity as u64, 64 << 20, Arc::new(ManualClock::new(0)));
         let removing = Cache::<String, u32>::new(capacity);
         let (mut ours, mut theirs, mut reads) = (0u32, 0u32, 0u32);
         for &(rank, write) in &ops {
@@ -724,7 +819,7 @@ mod hit_ratio_tests {
             reads += 1;
             match tier.get::<u32>(&key) {
                 Some(_) => ours += 1,
-                None => tier.insert(&key, 1u32, 0),
+                None => tier.insert(&key, 1u32, 0, 8),
             }
             match removing.get(&key) {
                 Some(_) => theirs += 1,

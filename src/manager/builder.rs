@@ -116,8 +116,14 @@ impl CacheManagerBuilder {
             None => build_local(&config.local, config.loader.fail_safe_max_duration, &clock)?,
         };
         // The memory tier goes in front of a persistent L1 the manager built.
-        let hot = (l1_dir.is_some() && config.local.memory_items > 0)
-            .then(|| Arc::new(HotTier::new(config.local.memory_items, Arc::clone(&clock))));
+        let hot = (l1_dir.is_some() && config.local.memory_items > 0).then(|| {
+            let max_bytes = config.local.memory_max_mb.saturating_mul(1 << 20);
+            Arc::new(HotTier::new(
+                config.local.memory_items,
+                max_bytes,
+                Arc::clone(&clock),
+            ))
+        });
         let l1: Arc<dyn LocalStorage> = match &hot {
             Some(hot) => Arc::new(Tiered::new(Arc::clone(hot), l1)),
             None => l1,

@@ -155,7 +155,15 @@ impl Shared {
                     if entry.value == bytes {
                         let expires_at_ms = entry.expires_at.map_or(0, clock::system_time_to_ms);
                         let decoder = decoder::<T, V>(self.codec, wrap);
-                        if hot.insert_unless_cleared(key, value.clone(), expires_at_ms, miss.mark, decoder) {
+                        let size = bytes.len();
+                        if hot.insert_unless_cleared(
+                            key,
+                            value.clone(),
+                            expires_at_ms,
+                            size,
+                            miss.mark,
+                            decoder,
+                        ) {
                             self.metrics.memory.sets.incr();
                         }
                     }
