@@ -97,3 +97,37 @@ fn invalid_values_are_refused_with_the_field_named() {
     );
     assert!(err.to_string().contains("local.type"));
 }
+
+#[test]
+fn a_memory_l1_holds_large_values_up_to_memory_max_mb() {
+    let manager = || {
+        CacheManager::new(
+            CacheConfig::from_toml_str(
+                r#"
+                [local]
+                type = "memory"
+                max_size = 1000
+                memory_max_mb = 1
+                "#,
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    // 1,000 places, but 1 MiB: about ten values of 100 KiB.
+    let cache = manager();
+    let value = vec![9u8; 100 << 10];
+    for i in 0..100 {
+        cache.set(&format!("blob-{i}"), &value, None).unwrap();
+    }
+    let size = cache.stats().size.local;
+    assert!((1..=10).contains(&size.items), "{size:?}");
+    assert!(size.bytes <= 1 << 20, "{size:?}");
+    // Small values are bounded by their count, as without a bound in bytes.
+    let cache = manager();
+    for i in 0..2000 {
+        cache.set(&format!("small-{i}"), b"v", None).unwrap();
+    }
+    let size = cache.stats().size.local;
+    assert!((800..=1000).contains(&size.items), "{size:?}");
+}

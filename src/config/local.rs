@@ -75,10 +75,12 @@ pub struct LocalCacheConfig {
     /// already in memory). A typed read it answers costs no read of the file, no decode and no
     /// copy; see [`HotTier`](crate::local::hot::HotTier).
     pub memory_items: u64,
-    /// The memory tier's bound in MiB, per value type (default [`DEFAULT_MEMORY_TIER_MB`]): a
-    /// value weighs the bytes it was decoded from, so values larger than `memory_max_mb /
-    /// memory_items` are bounded by their bytes rather than their count. Without it, large
-    /// values (images, documents) would each take a place of the 10 000 and their RAM with it.
+    /// The bound in MiB of the values kept in memory (default [`DEFAULT_MEMORY_TIER_MB`]): of
+    /// the memory tier, per value type, or of the whole L1 with `type = "memory"`. A value
+    /// weighs its bytes (the memory tier's, the bytes it was decoded from), so values larger
+    /// than this bound shared out over the bound in items are bounded by their bytes rather
+    /// than their count. Without it, large values (images, documents) would each take one of
+    /// the 10 000 places and their RAM with it.
     pub memory_max_mb: u64,
 }
 
@@ -88,9 +90,9 @@ pub struct LocalCacheConfig {
 /// process can spare; set `memory_items = 0` where RAM is tighter than that.
 pub const DEFAULT_MEMORY_TIER_ITEMS: u64 = 10_000;
 
-/// Default bound of the memory tier in bytes, per value type: 64 MiB, so the default tier takes
-/// no more than that whatever the size of the values (its 10 000 values may be up to about
-/// 6.5 KiB each before this bound, rather than the count, binds).
+/// Default `local.memory_max_mb`: 64 MiB (per value type in the memory tier), so the default
+/// tier, or memory L1, takes no more than that whatever the size of the values (its 10 000
+/// values may be up to about 6.5 KiB each before this bound, rather than the count, binds).
 pub const DEFAULT_MEMORY_TIER_MB: u64 = 64;
 
 impl Default for LocalCacheConfig {

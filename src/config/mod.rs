@@ -165,10 +165,17 @@ impl CacheConfig {
             };
             return Err(invalid("local.max_size", format!("must be at least 1 ({unit})")));
         }
-        if local.memory_items > 0 && local.memory_max_mb == 0 {
+        let memory_used = local.kind == LocalKind::Memory || local.memory_items > 0;
+        if local.memory_max_mb > 1 << 30 {
             return Err(invalid(
                 "local.memory_max_mb",
-                "must be at least 1 (MiB) while the memory tier is on; memory_items = 0 turns it off",
+                "must be at most 1073741824 (MiB, 1 PiB)",
+            ));
+        }
+        if memory_used && local.memory_max_mb == 0 {
+            return Err(invalid(
+                "local.memory_max_mb",
+                "must be at least 1 (MiB) for a memory L1 or while the memory tier is on (memory_items = 0 turns the tier off)",
             ));
         }
         if local.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
@@ -437,6 +444,14 @@ mod tests {
             "local.durability_interval_ms"
         );
         assert_eq!(field_of("[local]\nmemory_max_mb = 0\n"), "local.memory_max_mb");
+        assert_eq!(
+            field_of("[local]\ntype = \"memory\"\nmemory_items = 0\nmemory_max_mb = 0\n"),
+            "local.memory_max_mb"
+        );
+        assert_eq!(
+            field_of("[local]\nmemory_max_mb = 2000000000\n"),
+            "local.memory_max_mb"
+        );
         // With the tier off its bound is not used.
         assert!(CacheConfig::from_toml_str("[local]\nmemory_items = 0\nmemory_max_mb = 0\n").is_ok());
         assert_eq!(field_of("[distributed]\nenabled = true\n"), "distributed.hosts");

@@ -1,4 +1,5 @@
-//! [`MemoryStore`]: an in-process level bounded by item count, with a TTL per entry.
+//! [`MemoryStore`]: an in-process level bounded by item count (and, if asked, by bytes), with a
+//! TTL per entry.
 //!
 //! Built on `quick_cache` (S3-FIFO eviction, sharded read/write locks). Both candidates were
 //! measured first on this project's 2-vCPU machine with `cargo bench --bench manager` (the
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quick_cache::sync::Cache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -76,6 +77,31 @@ fn weight(key: &str, value: &[u8]) -> usize {
     key.len() + value.len()
 }
 
+/// What an entry counts against the cache's bound: with a bound in bytes, its bytes (key, value
+/// and about 64 bytes of entry), and at least `unit`, that bound shared out over the bound in
+/// items, so that small entries are bounded by their count alone; without, one.
+#[derive(Clone)]
+struct ByBytes {
+    /// `None`: bounded by count alone.
+    unit: Option<u64>,
+}
+
+/// The largest bound in bytes taken (1 PiB): more is taken as this.
+const MAX_BYTES: u64 = 1 << 50;
+
+/// Bytes an entry takes beside its key's and value's, about.
+const ENTRY_OVERHEAD: u64 = 64;
+
+impl Weighter<String, Slot> for ByBytes {
+    fn weight(&self, key: &String, val: &Slot) -> u64 {
+        let Some(unit) = self.unit else {
+            return 1;
+        };
+        let bytes = u64::try_from(weight(key, &val.value)).unwrap_or(u64::MAX);
+        bytes.saturating_add(ENTRY_OVERHEAD).max(unit)
+    }
+}
+
 /// Collects what an insert pushes out of the cache, so the caller can tell the key's own previous
 /// value (an overwrite: its bytes go, it is no eviction) from entries evicted to make room.
 #[derive(Clone)]
@@ -105,7 +131,8 @@ impl Lifecycle<String, Slot> for Hooks {
     }
 }
 
-/// An in-process cache level bounded by item count, with a TTL per entry.
+/// An in-process cache level bounded by item count (and, with
+/// [`with_max_bytes`](Self::with_max_bytes), by bytes), with a TTL per entry.
 ///
 /// ```
 /// use std::time::Duration;
@@ -116,10 +143,12 @@ impl Lifecycle<String, Slot> for Hooks {
 /// # Ok::<(), uno_cache::Error>(())
 /// ```
 pub struct MemoryStore {
-    cache: Cache<String, Slot, UnitWeighter, DefaultHashBuilder, Hooks>,
+    cache: Cache<String, Slot, ByBytes, DefaultHashBuilder, Hooks>,
     tally: Arc<Tally>,
     clock: Arc<dyn Clock>,
     max_items: u64,
+    /// `None`: bounded by count alone.
+    max_bytes: Option<u64>,
     /// How long expired entries stay for [`LocalStorage::get_stale`], in ms.
     keep_expired_ms: u64,
 }
@@ -154,21 +183,27 @@ impl MemoryStore {
                 reason: "a memory store needs room for at least 1 item".into(),
             });
         }
-        let tally = Arc::new(Tally::default());
-        let cache = Cache::with(
-            usize::try_from(max_items).unwrap_or(usize::MAX),
-            max_items,
-            UnitWeighter,
-            DefaultHashBuilder::default(),
-            Hooks,
-        );
         Ok(MemoryStore {
-            cache,
-            tally,
+            cache: bounded(max_items, None),
+            tally: Arc::new(Tally::default()),
             clock,
             max_items,
+            max_bytes: None,
             keep_expired_ms: 0,
         })
+    }
+
+    /// Bounds the store by bytes too: an entry weighs its key and value (and about 64 bytes),
+    /// and at least `max_bytes / max_items`, so entries smaller than that are bounded by their
+    /// count and larger ones by their bytes. An entry larger than the store's bound (shared out
+    /// over its shards) is not kept: the write succeeds, the next read misses. Call before use:
+    /// it empties the store.
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.cache = bounded(self.max_items, Some(max_bytes));
+        self.tally = Arc::new(Tally::default());
+        self.max_bytes = Some(max_bytes);
+        self
     }
 
     /// Keeps expired entries for `window` after their expiry (default zero), for fail-safe
@@ -184,6 +219,12 @@ impl MemoryStore {
     #[must_use]
     pub fn max_items(&self) -> u64 {
         self.max_items
+    }
+
+    /// The bound in bytes, if there is one.
+    #[must_use]
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.max_bytes
     }
 
     /// Removes every expired entry now (they are misses anyway); returns how many.
@@ -223,13 +264,30 @@ impl MemoryStore {
             .fetch_add(weight(key, value) as u64, Ordering::Relaxed);
         for (old_key, old_weight) in pushed.first.into_iter().chain(pushed.more) {
             self.tally.remove_bytes(old_weight);
-            // The key's previous value, replaced: not an eviction. (A value too large for the
-            // cache is pushed out by its own insert; with one unit per item that cannot happen.)
+            // The key's previous value, replaced, or a value too large for the bound in bytes,
+            // pushed out by its own insert: not an eviction.
             if old_key != key {
                 self.tally.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// The cache of a store of `max_items` entries (at least 1) and, if given, about `max_bytes`.
+fn bounded(
+    max_items: u64,
+    max_bytes: Option<u64>,
+) -> Cache<String, Slot, ByBytes, DefaultHashBuilder, Hooks> {
+    let max_items = max_items.max(1);
+    // quick_cache adds weights in `u64` without a check: a bound near `u64::MAX` would wrap.
+    let unit = max_bytes.map(|bytes| (bytes.min(MAX_BYTES) / max_items).max(1));
+    Cache::with(
+        usize::try_from(max_items).unwrap_or(usize::MAX),
+        unit.unwrap_or(1).saturating_mul(max_items),
+        ByBytes { unit },
+        DefaultHashBuilder::default(),
+        Hooks,
+    )
 }
 
 impl Storage for MemoryStore {
@@ -310,7 +368,7 @@ impl Storage for MemoryStore {
         delete_each(self, keys)
     }
 
-    /// Any value fits: the bound is a count of items.
+    /// Any value is taken: one too large for the bound in bytes is just not kept.
     fn check_value(&self, _key: &str, _value_len: usize) -> Result<()> {
         Ok(())
     }
@@ -445,6 +503,43 @@ mod tests {
             size.bytes,
             (0..500).map(|i| format!("key{i}").len() as u64 + 1).sum::<u64>() - evicted_bytes(&s)
         );
+    }
+
+    #[test]
+    fn a_bound_in_bytes_holds_large_values_by_their_bytes_and_small_ones_by_their_count() {
+        // 100 items, 1 MiB: up to about 10 KiB an entry takes one of the 100 places.
+        let s = MemoryStore::new(100).unwrap().with_max_bytes(1 << 20);
+        assert_eq!(s.max_bytes(), Some(1 << 20));
+        for i in 0..1000 {
+            s.set(&format!("small-{i}"), &[1u8; 100], None).unwrap();
+        }
+        assert!((80..=100).contains(&s.size().unwrap().items), "{:?}", s.size());
+        s.clear().unwrap();
+        let large = vec![2u8; 100 << 10];
+        for i in 0..1000 {
+            s.set(&format!("large-{i}"), &large, None).unwrap();
+        }
+        let size = s.size().unwrap();
+        assert!((1..=10).contains(&size.items), "{size:?}");
+        assert!(size.bytes <= 1 << 20, "{size:?}");
+        // The bytes counted are the entries held: what was pushed out was subtracted.
+        let held: u64 = (0..1000)
+            .map(|i| format!("large-{i}"))
+            .filter(|k| s.get(k).unwrap().is_some())
+            .map(|k| (k.len() + large.len()) as u64)
+            .sum();
+        assert_eq!(size.bytes, held);
+        // Too large for the bound: the write is taken, the value is not kept, and nothing
+        // counts it.
+        s.set("huge", &vec![3u8; 2 << 20], None).unwrap();
+        assert_eq!(s.get("huge").unwrap(), None);
+        assert!(s.size().unwrap().bytes <= 1 << 20);
+        // A bound in bytes past any RAM leaves the count as the bound (and does not overflow).
+        let s = MemoryStore::new(50).unwrap().with_max_bytes(u64::MAX);
+        for i in 0..500 {
+            s.set(&format!("key{i}"), b"x", None).unwrap();
+        }
+        assert!((40..=50).contains(&s.size().unwrap().items), "{:?}", s.size());
     }
 
     fn evicted_bytes(s: &MemoryStore) -> u64 {

@@ -209,7 +209,11 @@ pub(super) fn build_local(
             (file.clone(), Some(file), Some(dir))
         }
         LocalKind::Memory => (
-            Arc::new(MemoryStore::with_clock(max, Arc::clone(clock))?.keep_expired(keep_expired)),
+            Arc::new(
+                MemoryStore::with_clock(max, Arc::clone(clock))?
+                    .with_max_bytes(local.memory_max_mb.saturating_mul(1 << 20))
+                    .keep_expired(keep_expired),
+            ),
             None,
             None,
         ),
