@@ -44,6 +44,23 @@ fn config(dir: &Path, memory_items: u64) -> CacheConfig {
     .unwrap()
 }
 
+/// A memory tier of `memory_items` values in front of a file tier of 1 MiB, small enough for a
+/// test to make it evict many times, without fsyncs.
+fn churning_file_tier(dir: &Path, memory_items: u64) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "file"
+        path = "{}"
+        max_size = 1
+        durability = "none"
+        memory_items = {memory_items}
+        "#,
+        dir.display()
+    ))
+    .unwrap()
+}
+
 /// A manager of 100 memory-tier values on a manual clock.
 fn on_manual_clock(dir: &Path) -> (CacheManager, ManualClock) {
     let clock = ManualClock::new(1_700_000_000_000);
@@ -390,20 +407,7 @@ fn keys_served_by_the_memory_tier_stay_in_the_file_tier_while_it_churns_and_afte
     // The file tier sees no read of a key the memory tier serves; without asking that tier, its
     // eviction took the keys read most for unread ones, and a restart found them gone.
     let dir = tempfile::tempdir().unwrap();
-    let config = || {
-        CacheConfig::from_toml_str(&format!(
-            r#"
-            [local]
-            type = "file"
-            path = "{}"
-            max_size = 1
-            durability = "none"
-            memory_items = 100
-            "#,
-            dir.path().display()
-        ))
-        .unwrap()
-    };
+    let config = || churning_file_tier(dir.path(), 100);
     let hot: Vec<String> = (0..10).map(|i| format!("hot-{i}")).collect();
     let cold = vec![3u8; 1000];
     {
@@ -439,20 +443,7 @@ fn the_keys_read_most_survive_a_restart_even_in_a_file_tier_a_few_times_the_memo
     // the memory tier's hits told to the file tier left 11 to 17 of the 50 keys read most
     // there: keys read a few times per pass of its log were sampled too seldom.
     let dir = tempfile::tempdir().unwrap();
-    let config = || {
-        CacheConfig::from_toml_str(&format!(
-            r#"
-            [local]
-            type = "file"
-            path = "{}"
-            max_size = 1
-            durability = "none"
-            memory_items = 300
-            "#,
-            dir.path().display()
-        ))
-        .unwrap()
-    };
+    let config = || churning_file_tier(dir.path(), 300);
     let trace = policy_sim::zipf_pattern(10_000, 0.99, 60_000, 9);
     let value = vec![5u8; 900];
     {
