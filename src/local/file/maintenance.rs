@@ -288,6 +288,9 @@ impl Inner {
                 } else {
                     0
                 };
+                // Read lately, in the tier in front, where the sketch does not see it: neither
+                // stale nor a sample of stale entries for `decay`.
+                let recent = if c.held_above { recent.max(1) } else { recent };
                 // A read entry spends a read when room was short; one that stopped being read
                 // spends them all while the watched ones say such reads are worth little.
                 let spends = if recent == 0 && w.decay.spends(hash) {
