@@ -238,18 +238,17 @@
 //! the store's room goes that way.
 //!
 //! Telling the store of one memory-tier hit in eight, counted as a read, came first: it kept the
-//! keys read most in a file tier fourteen times the memory tier, but in one three times its
-//! size (300 values in memory, 1 MiB of 900-byte values, zipf 0.99) only 17 of the 50 keys read most were
-//! left after 200,000 reads, as a key read a few times per pass of the log was sampled too
-//! seldom to stay read. Asking at eviction keeps 49 of them (and 237 of the next 250, against
-//! 80), costs the hit path nothing (`memory_tier_hit` in `benches/manager.rs`, quick_cache's
-//! time over ours: 0.93-1.04 now, 0.89-0.97 with the sample), and costs eviction one lookup per
-//! memory-tier value type per record it weighs. Such an entry also counts as read lately for
-//! [`super::decay`] (the sketch sees none of its reads): it is not taken for one that stopped
-//! being read, nor watched as one. The tiers together then hit 71.0% of those reads where they
-//! hit 72.2%: the store spends room on keys the memory tier already answers. That is the price
-//! of finding them after a restart; in a store fourteen times the memory tier it is nothing
-//! (87.1% either way).
+//! keys read most in a file tier fourteen times the memory tier, but in one three times its size
+//! (300 values in memory, 1 MiB of 900-byte values, zipf 0.99) only 17 of the 50 keys read most
+//! were left after 200,000 reads, as a key read a few times per pass of the log was sampled too
+//! seldom to stay read. Asking at eviction keeps 49 of them (and 237 of the next 250, against 80),
+//! costs the hit path nothing (`memory_tier_hit` in `benches/manager.rs`, quick_cache's time over
+//! ours: 0.93-1.04 now, 0.89-0.97 with the sample), and costs eviction one lookup per memory-tier
+//! value type per record it weighs. Such an entry also counts as read lately for [`super::decay`]
+//! (the sketch sees none of its reads): it is not taken for one that stopped being read, nor
+//! watched as one. The tiers together then hit 71.0% of those reads where they hit 72.2%: the store
+//! spends room on keys the memory tier already answers. That is the price of finding them after a
+//! restart; in a store fourteen times the memory tier it is nothing (87.1% either way).
 //!
 //! # Costs
 //! - Admission (see above): 8 bytes per entry of sketch, allocated and counted into only once the
