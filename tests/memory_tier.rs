@@ -346,6 +346,60 @@ fn every_write_delete_and_invalidation_reaches_the_memory_tier() {
 /// read it through the memory tier: no reader ever sees an age go down, and at the end every
 /// tier answers the last one.
 #[test]
+fn readers_writers_and_deleters_on_a_churning_file_tier_leave_both_tiers_agreeing() {
+    // Every few writes evict, and every eviction asks the memory tier which keys it holds while
+    // other threads read, write and delete those keys through it: no deadlock, and no value the
+    // file tier no longer holds is left readable.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(churning_file_tier(dir.path(), 50)).unwrap();
+    let hot: Arc<Vec<String>> = Arc::new((0..20).map(|i| format!("hot-{i}")).collect());
+    for key in hot.iter() {
+        cache.set(key, &ada(0), None).unwrap();
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for worker in 0..4u32 {
+        let (cache, hot, done) = (cache.clone(), Arc::clone(&hot), done_tx.clone());
+        threads.push(std::thread::spawn(move || {
+            let cold = vec![1u8; 1000];
+            for i in 0..5_000u32 {
+                let key = &hot[(i as usize * 7 + worker as usize) % hot.len()];
+                match worker {
+                    0 | 1 => {
+                        cache.get::<User>(key).unwrap();
+                    }
+                    2 if i % 5 == 0 => {
+                        cache.delete(key).unwrap();
+                    }
+                    2 => cache.set(key, &ada((i % 200) as u8), None).unwrap(),
+                    _ => cache.set(&format!("cold-{i}"), &cold, None).unwrap(),
+                }
+            }
+            done.send(()).unwrap();
+        }));
+    }
+    for _ in 0..threads.len() {
+        done_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a worker is stuck: eviction and the memory tier deadlocked?");
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = cache.stats();
+    assert!(stats.file.evictions > 0, "{:?}", stats.file);
+    assert!(stats.memory.hits > 0, "{:?}", stats.memory);
+    for key in hot.iter() {
+        let file = cache
+            .local()
+            .get(key)
+            .unwrap()
+            .map(|e| cache.codec().decode::<User>(key, &e.value).unwrap());
+        assert_eq!(cache.get::<User>(key).unwrap(), file, "{key}");
+    }
+}
+
+#[test]
 fn readers_racing_writes_never_see_a_value_go_back() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheManager::new(config(dir.path(), 100)).unwrap();
