@@ -519,7 +519,9 @@ pub struct HitRates {
 pub struct Sizes {
     /// L1 items and bytes.
     pub local: StorageSize,
-    /// Values in the memory tier (bytes are not counted: they are decoded values).
+    /// Values in the memory tier, and what they count against `local.memory_max_mb` (the bytes
+    /// each was decoded from, its key and about 64 bytes, and at least `memory_max_mb /
+    /// memory_items`: an estimate, as they are decoded values).
     #[serde(default)]
     pub memory: StorageSize,
     /// Items and bytes of the tier behind the memory tier: the same as `local`, as the memory

@@ -562,11 +562,11 @@ fn large_values_fill_the_memory_tier_up_to_its_bound_in_bytes_not_its_count() {
     }
     let stats = cache.stats();
     assert!(stats.memory.sets >= 100, "{:?}", stats.memory);
-    assert!(
-        (1..=10).contains(&stats.size.memory.items),
-        "{} values in the memory tier",
-        stats.size.memory.items
-    );
+    let memory = stats.size.memory;
+    assert!((1..=10).contains(&memory.items), "{memory:?}");
+    // What they count against the bound: their bytes, within the bound.
+    assert!(memory.bytes >= memory.items * (100 << 10), "{memory:?}");
+    assert!(memory.bytes <= 1 << 20, "{memory:?}");
 }
 
 #[test]

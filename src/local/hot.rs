@@ -83,6 +83,8 @@ trait Erased: Any + Send + Sync {
     fn holds(&self, key: &str) -> bool;
     fn clear(&self);
     fn len(&self) -> usize;
+    /// The weight the cache's entries count against its bound in bytes.
+    fn weight(&self) -> u64;
 }
 
 struct Typed<V> {
@@ -178,6 +180,9 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
     }
     fn len(&self) -> usize {
         self.cache.len()
+    }
+    fn weight(&self) -> u64 {
+        self.cache.weight()
     }
 }
 
@@ -479,6 +484,17 @@ impl HotTier {
         self.clears.fetch_add(1, Ordering::SeqCst);
         self.each(|_, cache| cache.clear());
         self.clears.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// What the tier's entries count against its bounds in bytes, all types (see
+    /// [`new`](Self::new)): the bytes each value was decoded from, its key and about 64 bytes,
+    /// and at least the bound in bytes shared out over the bound in values. An estimate of its
+    /// RAM, and how close each type is to `max_bytes`.
+    #[must_use]
+    pub fn weight(&self) -> u64 {
+        let mut total = 0u64;
+        self.each(|_, cache| total = total.saturating_add(cache.weight()));
+        total
     }
 
     /// How many keys the tier holds a place for, all types: values (expired ones not yet read

@@ -116,7 +116,7 @@ impl Monitor<'_> {
                 stats.sets += hot.written();
                 let size = StorageSize {
                     items: hot.len(),
-                    bytes: 0,
+                    bytes: hot.weight(),
                 };
                 (size, stats)
             }
