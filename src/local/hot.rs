@@ -49,6 +49,7 @@ use quick_cache::Weighter;
 
 use self::changes::{Change as StripeChange, Changes};
 use self::key::{HotKey, Probe, Weight};
+use super::weigh;
 use crate::clock::{self, Clock};
 use crate::storage::TierAbove;
 
@@ -109,17 +110,6 @@ impl<V> Weighter<HotKey, Slot<V>> for ByWeight {
     }
 }
 
-/// Bytes an entry takes beside its value's, about: the cache's entry (key, slot, links) and
-/// its share of the cache's table.
-const ENTRY_OVERHEAD: u64 = 64;
-
-/// The weight of an entry for `key` whose value was decoded from `size` bytes, at least `unit`.
-/// The decoded value's own size is unknown here; the bytes it came from are its measure.
-fn weight(key: &str, size: usize, unit: u64) -> u64 {
-    let bytes = u64::try_from(size.saturating_add(key.len())).unwrap_or(u64::MAX);
-    bytes.saturating_add(ENTRY_OVERHEAD).max(unit)
-}
-
 /// Slots of recent misses per value type: 32 KiB. A miss is remembered until a write of the
 /// key takes it or another miss lands in its slot; with thousands of misses between a miss
 /// and its write, the write just does not fill the tier (the next read does).
@@ -145,7 +135,7 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
         match self.decode.get().and_then(|decode| decode(key, bytes)) {
             // A new key enters as an insert after a miss would.
             Some(value) if insert => {
-                let weight = weight(key, bytes.len(), self.unit);
+                let weight = weigh::weight(key, bytes.len(), self.unit);
                 self.cache
                     .insert(HotKey::new(key, expires_at_ms, weight), Some(value));
                 true
@@ -154,7 +144,7 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
             Some(value) => self
                 .cache
                 .replace(
-                    HotKey::new(key, expires_at_ms, weight(key, bytes.len(), self.unit)),
+                    HotKey::new(key, expires_at_ms, weigh::weight(key, bytes.len(), self.unit)),
                     Some(value),
                     true,
                 )
@@ -253,10 +243,7 @@ impl HotTier {
     #[must_use]
     pub fn new(max_items: u64, max_bytes: u64, clock: Arc<dyn Clock>) -> HotTier {
         let max_items = max_items.max(1);
-        // quick_cache adds weights in `u64` without a check: a bound near `u64::MAX` would
-        // wrap. 1 PiB is past any machine's RAM.
-        let max_bytes = max_bytes.min(1 << 50);
-        let share = (max_bytes / max_items).max(1);
+        let share = weigh::unit(max_bytes, max_items);
         // Rounded down to a weight a key can hold, so that `max_items` small values fit.
         let class = Weight::class(share);
         let unit = if Weight::of(class) > share {
@@ -337,7 +324,7 @@ impl HotTier {
         size: usize,
     ) {
         if let Some(typed) = self.typed_or_new::<V>() {
-            let weight = weight(key, size, typed.unit);
+            let weight = weigh::weight(key, size, typed.unit);
             typed
                 .cache
                 .insert(HotKey::new(key, expires_at_ms, weight), Some(value));

@@ -34,6 +34,7 @@ use std::time::Duration;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
+use super::weigh;
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::storage::{
@@ -77,28 +78,20 @@ fn weight(key: &str, value: &[u8]) -> usize {
     key.len() + value.len()
 }
 
-/// What an entry counts against the cache's bound: with a bound in bytes, its bytes (key, value
-/// and about 64 bytes of entry), and at least `unit`, that bound shared out over the bound in
-/// items, so that small entries are bounded by their count alone; without, one.
+/// What an entry counts against the cache's bound: with a bound in bytes, as `weigh` has it
+/// (its bytes, and at least that bound shared out over the bound in items); without, one.
 #[derive(Clone)]
 struct ByBytes {
     /// `None`: bounded by count alone.
     unit: Option<u64>,
 }
 
-/// The largest bound in bytes taken (1 PiB): more is taken as this.
-const MAX_BYTES: u64 = 1 << 50;
-
-/// Bytes an entry takes beside its key's and value's, about.
-const ENTRY_OVERHEAD: u64 = 64;
-
 impl Weighter<String, Slot> for ByBytes {
     fn weight(&self, key: &String, val: &Slot) -> u64 {
         let Some(unit) = self.unit else {
             return 1;
         };
-        let bytes = u64::try_from(weight(key, &val.value)).unwrap_or(u64::MAX);
-        bytes.saturating_add(ENTRY_OVERHEAD).max(unit)
+        weigh::weight(key, val.value.len(), unit)
     }
 }
 
@@ -279,8 +272,7 @@ fn bounded(
     max_bytes: Option<u64>,
 ) -> Cache<String, Slot, ByBytes, DefaultHashBuilder, Hooks> {
     let max_items = max_items.max(1);
-    // quick_cache adds weights in `u64` without a check: a bound near `u64::MAX` would wrap.
-    let unit = max_bytes.map(|bytes| (bytes.min(MAX_BYTES) / max_items).max(1));
+    let unit = max_bytes.map(|bytes| weigh::unit(bytes, max_items));
     Cache::with(
         usize::try_from(max_items).unwrap_or(usize::MAX),
         unit.unwrap_or(1).saturating_mul(max_items),
