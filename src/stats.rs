@@ -140,17 +140,15 @@ pub(crate) fn sample_read() -> Option<Instant> {
 
 #[inline]
 fn sample(countdown: &'static std::thread::LocalKey<Cell<u32>>, every: u32) -> Option<Instant> {
-    one_in(countdown, every).then(Instant::now)
-}
-
-/// Whether this call is the one in `every` (per thread, counted down in `countdown`) that is
-/// picked: the first, then every `every`-th.
-#[inline]
-fn one_in(countdown: &'static std::thread::LocalKey<Cell<u32>>, every: u32) -> bool {
     countdown.with(|c| {
         let left = c.get();
-        c.set(left.checked_sub(1).unwrap_or(every.saturating_sub(1)));
-        left == 0
+        if left == 0 {
+            c.set(every - 1);
+            Some(Instant::now())
+        } else {
+            c.set(left - 1);
+            None
+        }
     })
 }
 
