@@ -25,7 +25,7 @@ mod policy_sim;
 
 use policy_sim::{
     burst_pattern, compare, distinct, drifting_pattern, loop_mix_pattern, loop_pattern, read_cache2k_trace,
-    scan_pattern, shifting_pattern, two_loops_pattern, web12_slice, zipf_pattern, Row,
+    scan_pattern, shifting_pattern, sliding_loop_pattern, two_loops_pattern, web12_slice, zipf_pattern, Row,
 };
 
 fn print_row(name: &str, share: &str, row: &Row) {
@@ -133,6 +133,14 @@ fn main() {
             "bursts 3/20 + zipf 10k",
             burst_pattern(10_000, 0.8, 0.6, 3, 20, 150_000, 21),
             vec![1_000, 2_000],
+        ),
+        // Three passes from an empty store: what is kept while it fills up.
+        ("loop 1500 x3 (cold)", loop_pattern(1_500, 3), vec![1_000]),
+        // A working set that slides: every pass 100 of its 900 keys are new.
+        (
+            "sliding 900 by 100",
+            sliding_loop_pattern(900, 100, 60, 3),
+            vec![1_000],
         ),
     ];
     for (name, trace, capacities) in synthetic.iter().filter(|(name, ..)| name.contains(&only)) {

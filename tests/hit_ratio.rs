@@ -1,8 +1,8 @@
 //! Hit ratios of the file tier and the memory tier, pinned so that a policy regression fails CI:
 //! a slice of a real trace (cache2k web12, Copyright headissue GmbH, Jens Wilke, CC BY 4.0; see
 //! `tests/traces/README.md`), loops over 4/3, twice and five times more keys than fit and a loop mixed
-//! with a hot set, a one-pass scan mixed into a hot set, zipf with its one-hit wonders, working
-//! sets that move and popular keys that drift, each
+//! with a hot set, a loop met from an empty store, a one-pass scan mixed into a hot set, zipf
+//! with its one-hit wonders, working sets that move or slide and popular keys that drift, each
 //! against `quick_cache` and LRU at the same capacity. Every cache is demand-filled (a miss
 //! inserts the key; in the file tier the insert is a fill, which its admission check may
 //! refuse). Also the memory tier in front of the file tier, through the manager, with writes.
@@ -14,7 +14,7 @@ mod policy_sim;
 
 use policy_sim::{
     burst_pattern, compare, distinct, drifting_pattern, loop_mix_pattern, loop_pattern, scan_pattern,
-    shifting_pattern, two_loops_pattern, web12_slice, zipf_pattern, Row,
+    shifting_pattern, sliding_loop_pattern, two_loops_pattern, web12_slice, zipf_pattern, Row,
 };
 
 fn run(name: &str, trace: &[u32], capacity: usize) -> Row {
@@ -102,13 +102,16 @@ fn a_loop_over_twice_the_capacity_keeps_a_fixed_part_in_both_tiers() {
 fn fills_refused_by_admission_keep_most_of_a_loop_over_four_thirds_of_the_capacity() {
     // Every key of the loop comes back after 2000 accesses, when 1500 fit: each fill that would
     // evict an entry read as often as itself is refused, so the log stops turning and the
-    // entries it holds are read on every pass. Writing every fill got 50%.
+    // entries it holds are read on every pass. Writing every fill got 50%. A refused key comes
+    // back after 4/3 of the entries of reads, within the window in which a refused fill read
+    // again is let in (`src/local/file/refused.rs`), so some of them turn the log: 66 to 68
+    // before that rule, 58 to 64 since (one store each).
     let trace = loop_pattern(2_000, 8);
-    let row = run("loop 2000 in 1500", &trace, 1_500);
+    let row = run_median("loop 2000 in 1500", &trace, 1_500);
     assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
     assert!(row.file >= FILE_LOOP_4_3_FLOOR, "file tier {:.2}%", row.file);
     assert!(
-        row.file >= row.quick_cache + 3.0,
+        row.file >= row.quick_cache + 1.0,
         "file tier {:.2}% vs quick_cache {:.2}%",
         row.file,
         row.quick_cache
@@ -122,7 +125,7 @@ fn a_loop_over_five_times_the_capacity_keeps_the_file_tier_within_two_points_of_
     // one the sketch overcounts by a collision needs a second witness against a read one. Before,
     // the log kept turning and only the three quarters of it an eviction copies stayed (11).
     let trace = loop_pattern(5_000, 5);
-    let row = run("loop 5000", &trace, 1_000);
+    let row = run_median("loop 5000", &trace, 1_000);
     assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
     // From below only: how soon the log stops depends on the hash seed (see the pins).
     assert!(row.file >= FILE_LOOP_5X_FLOOR, "file tier {:.2}%", row.file);
@@ -264,6 +267,32 @@ fn bursts_of_reads_to_keys_never_read_again_do_not_keep_them_in_the_file_tier() 
     );
 }
 
+#[test]
+fn a_loop_met_from_an_empty_store_keeps_its_first_keys() {
+    // Three passes of a loop over 1.5 times the capacity, from an empty store. What is written
+    // while the store fills up starts protected (`src/local/file/policy.rs`, filling up), so
+    // the first keys stay and the next passes hit them, as quick_cache's do. When they started
+    // probationary, the log turned through the first passes: 38.0 where quick_cache gets 43.7.
+    let trace = loop_pattern(1_500, 3);
+    let row = run_median("loop 1500 x3 from empty", &trace, 1_000);
+    assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
+    assert!(row.file >= FILE_COLD_LOOP_FLOOR, "file tier {:.2}%", row.file);
+    assert_file_tier_within("loop 1500 x3 from empty", &row, 2.0);
+}
+
+#[test]
+fn a_working_set_that_slides_gets_in_though_the_entries_it_replaces_were_read() {
+    // A window of 900 keys (the capacity holds 1,000) read pass after pass, moving on by 100
+    // keys a pass. The entries leaving it were read every pass, so a new key's fill loses to
+    // them by the sketch; it is let in when it is read again within about what the store holds
+    // (`src/local/file/refused.rs`). Before, one store 54.6 to 57.9 (quick_cache 72.2 to 72.4).
+    // Still 7 to 13 points below quick_cache: pinned from below, not yet within 2 points.
+    let trace = sliding_loop_pattern(900, 100, 60, 3);
+    let row = run_median("sliding window 900/100", &trace, 1_000);
+    assert!(row.lru > 85.0, "LRU {:.2}%", row.lru);
+    assert!(row.file >= FILE_SLIDING_FLOOR, "file tier {:.2}%", row.file);
+}
+
 // Pinned file-tier figures (the same in debug and release: the policy does not depend on timing,
 // only on the ghost filter's per-process hash seed, a few hundredths of a point). Before the
 // policy of `src/local/file/policy.rs` (half a segment of copies, one read bit): web12 57.92 and
@@ -285,11 +314,15 @@ const FILE_WEB12_25: f64 = 66.9;
 /// an eviction, so a loop over twice the capacity is bound to about 3/4 of quick_cache's share
 /// if every miss is written; refused fills get it further.
 const FILE_LOOP_FLOOR: f64 = 38.5;
-/// quick_cache: about 54; LRU: 0.
-const FILE_LOOP_4_3_FLOOR: f64 = 60.0;
+/// quick_cache: about 54; LRU: 0. One store 62.2 to 66.1 before refused fills that come back
+/// were let in (`src/local/file/refused.rs`), 56.7 to 64.2 since (16 stores), so the test takes
+/// the median of three and asks for a point above quick_cache where it asked for three.
+const FILE_LOOP_4_3_FLOOR: f64 = 55.0;
 /// quick_cache: 15.6; LRU: 0. 11.2 before fills were weighed against recent fills
-/// (`admission::RecentFills`); with them 15.4 to 16.1 by the seed (10 processes).
-const FILE_LOOP_5X_FLOOR: f64 = 14.5;
+/// (`admission::RecentFills`); with them 15.4 to 16.1 by the seed (10 processes); since what
+/// is written while the store fills up starts protected and refused fills that come back are
+/// let in, one store 13.4 to 15.5 (12 stores), so the test takes the median of three.
+const FILE_LOOP_5X_FLOOR: f64 = 13.8;
 /// quick_cache: 42.9; LRU: 20.7. Without admission 37.6; with it 37.6 to 41.2 by the seed;
 /// with recent fills 40.2 to 41.0 (10 processes); on `8a30da1` one store 39.5 to 42.0 (16).
 const FILE_LOOP_MIX_FLOOR: f64 = 39.0;
@@ -319,6 +352,11 @@ const FILE_TWO_LOOPS_FLOOR: f64 = 29.5;
 /// quick_cache: 49.3-49.5; LRU: 50.8. One store 46.7 to 47.7 (10 processes) while reads in the
 /// young part of the log counted; since, 51.2 to 52.7 (7 processes, 21 stores).
 const FILE_BURSTS_FLOOR: f64 = 50.5;
+/// quick_cache: 43.7; LRU: 0. 45.1 (one process).
+const FILE_COLD_LOOP_FLOOR: f64 = 43.0;
+/// quick_cache: about 72; LRU: 87.4. One store 65.6 to 69.5 (12 stores); 54.6 to 57.9 before
+/// refused fills that come back were let in (6 stores).
+const FILE_SLIDING_FLOOR: f64 = 62.0;
 
 /// Hit ratios of the memory tier in front of the file tier, driven through the manager's typed
 /// calls, and of what a user would write by hand instead, a `quick_cache` of the same capacity

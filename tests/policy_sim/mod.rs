@@ -72,6 +72,26 @@ pub fn loop_pattern(keys: u32, passes: u32) -> Vec<u32> {
     (0..passes).flat_map(|_| 0..keys).collect()
 }
 
+/// `passes` passes over a window of `width` keys that moves on by `step` keys every pass (the
+/// oldest `step` leave it, `step` new ones come), each pass in a lightly shuffled order: a
+/// working set that slides, every key read again within about `width` accesses while it is in
+/// the window. LRU with room for the window hits all but the new keys.
+pub fn sliding_loop_pattern(width: u32, step: u32, passes: u32, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity((width * passes) as usize);
+    for pass in 0..passes {
+        let start = out.len();
+        out.extend(pass * step..pass * step + width);
+        for i in (start + 1..out.len()).rev() {
+            if rng.unit() < 0.3 {
+                let j = start + rng.below((i - start + 1) as u64) as usize;
+                out.swap(i, j);
+            }
+        }
+    }
+    out
+}
+
 /// A hot set of `hot` keys (read uniformly) mixed with a one-pass scan of keys never seen again:
 /// each access is a scan key with probability `scan_share`. A policy that lets the scan flush
 /// the hot set loses most of its hits.

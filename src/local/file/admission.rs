@@ -77,6 +77,10 @@
 //! sample of them: that gate is [`super::fillgate`], which keeps every new key of a working set
 //! that moves and of web12, and closes on scans and loops.
 //!
+//! ## Fills that come back
+//! A fill of a key refused lately, read again within about what the store holds, is admitted
+//! past every check above: see [`super::refused`].
+//!
 //! Nothing here is on disk: after a restart the counts start from zero, and every fill is new.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -115,6 +119,8 @@ const LOW3: u64 = 0x7777_7777_7777_7777;
 pub(crate) struct Sketch {
     started: AtomicBool,
     shards: Box<[RwLock<Shard>]>,
+    /// Reads counted before the last halving (see [`Sketch::reads`]).
+    counted: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +137,7 @@ impl Default for Sketch {
         Sketch {
             started: AtomicBool::new(false),
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            counted: AtomicU64::new(0),
         }
     }
 }
@@ -158,13 +165,29 @@ impl Sketch {
         let entries = entries.max(64).next_power_of_two();
         let words = (entries * HALF_WORDS_PER_ENTRY / 2 / SHARDS).max(1);
         for shard in self.shards.iter() {
-            *shard.write() = Shard {
+            let mut shard = shard.write();
+            // The clock goes on across a restart of the counts.
+            self.counted
+                .fetch_add(shard.additions.load(Ordering::Relaxed), Ordering::Relaxed);
+            *shard = Shard {
                 table: (0..words).map(|_| AtomicU64::new(0)).collect(),
                 additions: AtomicU64::new(0),
                 period: (PERIOD_PER_ENTRY * entries as u64 / SHARDS as u64).max(1),
             };
         }
         self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Reads counted since the sketch was created: the clock of [`Refused`]. Reads of a
+    /// counter already at fifteen are not counted (nor are those before [`Sketch::start`]), so
+    /// it runs a little slow on a hot key; the windows it measures are then a little longer.
+    pub(crate) fn reads(&self) -> u64 {
+        let pending: u64 = self
+            .shards
+            .iter()
+            .map(|s| s.read().additions.load(Ordering::Relaxed))
+            .sum();
+        self.counted.load(Ordering::Relaxed) + pending
     }
 
     /// Forgets every count (the store was cleared).
@@ -236,7 +259,8 @@ impl Sketch {
     fn halve(&self) {
         for shard in self.shards.iter() {
             let shard = shard.read();
-            shard.additions.store(0, Ordering::Relaxed);
+            self.counted
+                .fetch_add(shard.additions.swap(0, Ordering::Relaxed), Ordering::Relaxed);
             for cell in &shard.table {
                 let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| Some((w >> 1) & LOW3));
             }
@@ -381,6 +405,29 @@ pub(super) mod tests {
             sketch.increment(hash(1_000_000 + i));
         }
         assert!(sketch.frequency(hash(7)) <= 7, "{}", sketch.frequency(hash(7)));
+    }
+
+    #[test]
+    fn the_read_clock_counts_every_read_across_halvings_and_restarts_of_the_counts() {
+        let sketch = Sketch::default();
+        sketch.increment(hash(1));
+        assert_eq!(sketch.reads(), 0, "not started");
+        sketch.start(1_000);
+        // Five periods of 1,024 reads, each ending in a halving.
+        for i in 0..5_000 {
+            sketch.increment(hash(i));
+        }
+        // A read of a counter at fifteen is not counted: a few collisions at most.
+        assert!((4_950..=5_000).contains(&sketch.reads()), "{}", sketch.reads());
+        let before = sketch.reads();
+        sketch.start(4_000);
+        assert_eq!(
+            sketch.reads(),
+            before,
+            "the clock goes on when the counts start over"
+        );
+        sketch.increment(hash(1));
+        assert_eq!(sketch.reads(), before + 1);
     }
 
     /// An empty store of 1 MiB with no background threads: every eviction comes from a write
@@ -545,11 +592,14 @@ pub(super) mod tests {
             store.set(&format!("k{i}"), &value, None).unwrap();
             i += 1;
         }
-        // Kept at an eviction (protected), and unread at the next one too if `kept_unread`.
+        // Protected: written while the store filled up, or else kept at an eviction; and kept
+        // unread at an eviction since if `kept_unread`.
         for entry in store.inner.index.iter() {
-            entry
-                .value()
-                .kept_at_eviction(crate::local::file::index::Spend::Nothing);
+            if !entry.value().protected() {
+                entry
+                    .value()
+                    .kept_at_eviction(crate::local::file::index::Spend::Nothing);
+            }
             if kept_unread {
                 entry
                     .value()
@@ -587,6 +637,12 @@ pub(super) mod tests {
             i += 1;
         }
         assert!(!store.contains("again"));
+        // What was written while the store filled up started protected (see `policy`, filling
+        // up): written on until all of it has gone, unread.
+        while store.inner.index.iter().any(|e| e.value().protected()) {
+            store.set(&format!("k{i}"), &value, None).unwrap();
+            i += 1;
+        }
         // New keys take unread victims' places: recency decides. A key the filters of recent
         // fills report by a false positive (about one in a thousand, by the per-process seed)
         // is not new to the store and may be refused: it is left out of the check.

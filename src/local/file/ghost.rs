@@ -56,14 +56,20 @@ impl<const N: usize, const BITS: usize> BloomRing<N, BITS> {
     /// from the entries the store holds); it applies from the next generation on.
     pub(crate) fn insert(&mut self, hash: u64, generation: usize) {
         if self.generations.back().is_none_or(Bloom::full) {
-            self.generations
-                .push_back(Bloom::new(generation.max(MIN_GENERATION), BITS));
-            while self.generations.len() > N {
-                self.generations.pop_front();
-            }
+            self.roll(generation);
         }
         if let Some(newest) = self.generations.back_mut() {
             newest.insert(hash);
+        }
+    }
+
+    /// Starts a new generation of `generation` keys, dropping the oldest if `N` are kept: a
+    /// ring whose generations are spans of time rather than of insertions rolls by itself.
+    pub(crate) fn roll(&mut self, generation: usize) {
+        self.generations
+            .push_back(Bloom::new(generation.max(MIN_GENERATION), BITS));
+        while self.generations.len() > N {
+            self.generations.pop_front();
         }
     }
 

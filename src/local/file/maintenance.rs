@@ -92,10 +92,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Whether a value written now for `hash` starts protected (see `policy`). Called
-    /// under the writer lock, before the new entry replaces the old one.
+    /// Whether a value written now for `hash` starts protected (see `policy`): while the store
+    /// fills up, as a ghost, or over a protected entry. Called under the writer lock, before the
+    /// new entry replaces the old one.
     pub(super) fn admit_protected(&self, w: &Writer, hash: u64) -> bool {
-        w.ghosts.contains(hash) || self.index.get(&hash).is_some_and(|e| e.protected())
+        !w.evicted || w.ghosts.contains(hash) || self.index.get(&hash).is_some_and(|e| e.protected())
     }
 
     /// Whether a fill of `hash`, which would make the store evict, is admitted (see
@@ -335,6 +336,7 @@ impl Inner {
         }
         self.remove_segment(w, &seg)?;
         self.sync_removals()?;
+        w.evicted = true;
         Ok(true)
     }
 

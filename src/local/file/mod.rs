@@ -22,6 +22,7 @@
 //! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
 //! | `admission`   | whether a fill is worth its room in a full store            |
 //! | `fillgate`    | whether fills that take room unchecked are worth it         |
+//! | `refused`     | fills refused lately that come back: let in past the checks |
 //! | `decay`       | whether entries no longer read lose their counted reads     |
 //! | `share`       | the share of sampled entries read, over a sliding window    |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
@@ -42,6 +43,7 @@ mod policy;
 #[cfg(test)]
 mod power_loss_tests;
 mod recovery;
+mod refused;
 mod segment;
 mod share;
 mod slots;
@@ -266,6 +268,11 @@ struct Writer {
     victims: admission::Victims,
     /// Keys fills were asked for lately, for the admission of fills (see `admission`).
     recent_fills: admission::RecentFills,
+    /// Keys whose fill was refused lately, by reads (see `admission`, fills that come back).
+    refused: refused::Refused,
+    /// Whether the size bound evicted since the store was opened or cleared: until it does,
+    /// every value written starts protected (see `policy`, filling up).
+    evicted: bool,
     /// The gate on fills of new keys (see `fillgate`).
     new_keys: fillgate::FillGate,
     /// The gate on fills of seen keys into free room (see `fillgate`).
@@ -345,6 +352,8 @@ impl FileStore {
                 new_keys: fillgate::FillGate::default(),
                 seen_keys: fillgate::FillGate::default(),
                 decay: decay::Decay::default(),
+                refused: refused::Refused::default(),
+                evicted: false,
             }),
             sync_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),

@@ -89,7 +89,13 @@ impl Inner {
                 let started = self.sketch.started();
                 let new_key = started && !w.recent_fills.seen(hash);
                 let free = pending + len <= self.max_bytes;
-                let admit = if new_key {
+                // A key refused lately and read again within about the store's entries of
+                // reads is let in past every check (see `refused`).
+                let reads = if started { self.sketch.reads() } else { 0 };
+                let came_back = started && w.refused.came_back(hash, reads, entries);
+                let admit = if came_back {
+                    true
+                } else if new_key {
                     w.new_keys.admits(hash) && (free || self.admits(&mut w, hash, entries))
                 } else if started && free {
                     w.seen_keys.admits(hash) || self.admits(&mut w, hash, entries)
@@ -103,6 +109,9 @@ impl Inner {
                 }
                 // After the check: a fill is evidence for the key's next one, not its own.
                 w.recent_fills.record(hash, entries);
+                if started && !admit {
+                    w.refused.record(hash, reads, entries);
+                }
                 if admit {
                     pending += len;
                 }
@@ -488,6 +497,8 @@ impl Inner {
         w.ghosts.clear();
         w.victims.clear();
         w.recent_fills.clear();
+        w.refused.clear();
+        w.evicted = false;
         w.new_keys.clear();
         w.seen_keys.clear();
         w.decay.clear();
