@@ -164,23 +164,29 @@ impl Sketch {
     pub(crate) fn start(&self, entries: usize) {
         let entries = entries.max(64).next_power_of_two();
         let words = (entries * HALF_WORDS_PER_ENTRY / 2 / SHARDS).max(1);
-        for shard in self.shards.iter() {
-            let mut shard = shard.write();
-            // The clock goes on across a restart of the counts.
-            self.counted
-                .fetch_add(shard.additions.load(Ordering::Relaxed), Ordering::Relaxed);
-            *shard = Shard {
-                table: (0..words).map(|_| AtomicU64::new(0)).collect(),
-                additions: AtomicU64::new(0),
-                period: (PERIOD_PER_ENTRY * entries as u64 / SHARDS as u64).max(1),
-            };
-        }
+        self.reset_shards(|| Shard {
+            table: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            additions: AtomicU64::new(0),
+            period: (PERIOD_PER_ENTRY * entries as u64 / SHARDS as u64).max(1),
+        });
         self.started.store(true, Ordering::Relaxed);
     }
 
-    /// Reads counted since the sketch was created: the clock of [`Refused`]. Reads of a
-    /// counter already at fifteen are not counted (nor are those before [`Sketch::start`]), so
-    /// it runs a little slow on a hot key; the windows it measures are then a little longer.
+    /// Puts `shard()` in place of every shard. The reads they counted stay on the clock
+    /// ([`Sketch::reads`]), which never goes back.
+    fn reset_shards(&self, shard: impl Fn() -> Shard) {
+        for slot in self.shards.iter() {
+            let mut slot = slot.write();
+            self.counted
+                .fetch_add(slot.additions.load(Ordering::Relaxed), Ordering::Relaxed);
+            *slot = shard();
+        }
+    }
+
+    /// Reads counted since the sketch was created: the clock of [`super::refused::Refused`].
+    /// Reads of a counter already at fifteen are not counted (nor are those before
+    /// [`Sketch::start`]), so it runs a little slow on a hot key; the windows it measures are
+    /// then a little longer.
     pub(crate) fn reads(&self) -> u64 {
         let pending: u64 = self
             .shards
@@ -193,9 +199,7 @@ impl Sketch {
     /// Forgets every count (the store was cleared).
     pub(crate) fn clear(&self) {
         self.started.store(false, Ordering::Relaxed);
-        for shard in self.shards.iter() {
-            *shard.write() = Shard::default();
-        }
+        self.reset_shards(Shard::default);
     }
 
     /// (shard, word, shift of each row's nibble) of `hash`.
@@ -428,6 +432,8 @@ pub(super) mod tests {
         );
         sketch.increment(hash(1));
         assert_eq!(sketch.reads(), before + 1);
+        sketch.clear();
+        assert_eq!(sketch.reads(), before + 1, "nor when the store is cleared");
     }
 
     /// An empty store of 1 MiB with no background threads: every eviction comes from a write
