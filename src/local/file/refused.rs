@@ -53,8 +53,8 @@ const REFUSED_BITS_PER_KEY: usize = 16;
 /// to 3/2 of the store's entries of reads is admitted whatever the other checks say (see the
 /// module docs, fills that come back). A ring of Bloom filters ([`super::ghost`]'s) rolled
 /// every [`REFUSED_EIGHTHS`] / 32 of the entries of reads, counted by the sketch
-/// ([`super::admission::Sketch::reads`]): three bytes of RAM per entry, none on disk, nothing on the read path
-/// (fills are checked and recorded under the writer lock).
+/// ([`super::admission::Sketch::reads`]): three bytes of RAM per entry, none on disk, nothing
+/// on the read path (fills are checked and recorded under the writer lock).
 #[derive(Debug, Default)]
 pub(crate) struct Refused {
     ring: BloomRing<REFUSED_GENERATIONS, REFUSED_BITS_PER_KEY>,

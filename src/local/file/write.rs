@@ -77,6 +77,9 @@ impl Inner {
         // Once per batch: a `DashMap`'s length locks every shard, and nothing is written before
         // the filter ends.
         let entries = self.index.len();
+        // Once per batch too: the read clock of `refused` sums every shard of the sketch, and
+        // a batch of fills reads nothing.
+        let reads = self.sketch.reads();
         let admitted: Vec<&I> = items
             .iter()
             .filter(|item| {
@@ -91,7 +94,6 @@ impl Inner {
                 let free = pending + len <= self.max_bytes;
                 // A key refused lately and read again within about the store's entries of
                 // reads is let in past every check (see `refused`).
-                let reads = if started { self.sketch.reads() } else { 0 };
                 let came_back = started && w.refused.came_back(hash, reads, entries);
                 let admit = if came_back {
                     true
