@@ -220,7 +220,7 @@
 //! A working set that nearly fills the store meets it too. 900 keys read every pass in a lightly
 //! shuffled order, 100 of them replaced by new keys each pass, in a store of 1,000 entries
 //! (`tests/hit_ratio.rs`): LRU misses only the new keys (87.4%), `quick_cache` gets 72.0-72.5,
-//! the file tier 66.1-66.2. Over the last 50 of 60 passes, by the number of times a key was read
+//! the file tier 64.1-69.2. Over the last 50 of 60 passes, by the number of times a key was read
 //! in them: at its second read the file tier misses 51% of the keys and `quick_cache` 88% (its
 //! small queue drops them first); from the third on, 6,028 reads miss in the file tier and 2,167
 //! in `quick_cache`: keys still in the window that an eviction dropped for want of copy room, at
