@@ -354,7 +354,7 @@ const FILE_TWO_LOOPS_FLOOR: f64 = 29.5;
 const FILE_BURSTS_FLOOR: f64 = 50.5;
 /// quick_cache: 43.7; LRU: 0. 45.1 (one process).
 const FILE_COLD_LOOP_FLOOR: f64 = 43.0;
-/// quick_cache: about 72; LRU: 87.4. One store 62.1 to 69.5 (25 stores; 64.1 or more but for
+/// quick_cache: about 72; LRU: 87.4. One store 62.1 to 69.5 (28 stores; 64.1 or more but for
 /// one); 54.6 to 57.9 before refused fills that come back were let in (6 stores). The floor
 /// sits below the lowest store, for the median of three.
 const FILE_SLIDING_FLOOR: f64 = 60.0;

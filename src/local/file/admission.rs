@@ -102,8 +102,9 @@ const PERIOD_PER_ENTRY: u64 = 1;
 /// key read once every few capacities' worth of reads, which `quick_cache` keeps, had lost its
 /// count before it came back. On sprite (a trace of the LIRS set, not in the repository) at 1%
 /// of its keys, 69 entries, the file tier was 2.0 to 3.0 points behind `quick_cache` (8
-/// processes) and is 1.4 to 1.6 behind; cpp at 1% (11 entries) went from -3.6 to +0.6 to +0.1
-/// to +3.1; glimpse at 10% (251 entries) from -0.7 to -2.3 to -0.4 to -1.8. Stores of 1,024
+/// processes) and is 1.4 to 1.6 behind; cpp at 1% (11 entries) was between -3.6 and +0.6 and
+/// is between +0.1 and +3.1; glimpse at 10% (251 entries) was between -0.7 and -2.3 and is
+/// between -0.4 and -1.8. Stores of 1,024
 /// entries and more, which halve at this period or later anyway, are not changed; those of 136
 /// to 500 entries in `examples/hit_ratios.rs` moved within the spread of the seeds. Twice this
 /// floor cost cpp at 5% (60 entries) 1.3 to 1.9 points; twice the period for every store cost

@@ -28,14 +28,15 @@
 //! within 2 points of `quick_cache` or ahead but for cpp at 10% and multi2 at 25%: over 22
 //! processes each (the seeds move these small traces by up to 3 points), -2.5 (-1.5 to -3.8)
 //! and -3.4 (-0.9 to -3.7; -1.0 to -4.0 before). (Sprite at 1%, -2.0 to -3.0 here, is 1.4 to
-//! 1.6 behind since a small store's sketch keeps its counts longer; see `admission`.) Most of
-//! what they lose, against `quick_cache`, are reads of keys whose last fill
-//! was refused; on cpp and multi2 most of those refusals weighed a seen key against a read or
-//! protected victim (the sketch's check). Tried: letting such fills in, or in at an equal
-//! count, while more than a tenth to three fifths of the refused keys come back; the gate on
-//! seen keys open at 0 or 6% of its probes read instead of 12%; one probe in eight for the
-//! gates instead of one in 32. Each moved these cells within the spread of the seeds. A floor
-//! of 512 or 1,024 reads on the window here cost cpp at 1% and 5% 5 to 9 points.
+//! 1.6 behind since a small store's sketch keeps its counts longer; see `admission`.)
+//!
+//! Most of the reads those two cells lose against `quick_cache` are of keys whose last fill was
+//! refused, and most of those refusals weighed a seen key against a read or protected victim
+//! (the sketch's check). Tried: letting such fills in, or in at an equal count, while more than
+//! a tenth to three fifths of the refused keys come back; the gate on seen keys open at 0 or 6%
+//! of its probes read instead of 12%; one probe in eight for the gates instead of one in 32.
+//! Each moved these cells within the spread of the seeds. A floor of 512 or 1,024 reads on the
+//! window here cost cpp at 1% and 5% 5 to 9 points.
 //!
 //! # Costs
 //! Three bytes of RAM per entry (the filters), nothing on disk, nothing on the read path: the
