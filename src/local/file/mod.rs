@@ -268,7 +268,7 @@ struct Writer {
     victims: admission::Victims,
     /// Keys fills were asked for lately, for the admission of fills (see `admission`).
     recent_fills: admission::RecentFills,
-    /// Keys whose fill was refused lately, by reads (see `admission`, fills that come back).
+    /// Keys whose fill was refused lately, by reads: fills that come back (see `refused`).
     refused: refused::Refused,
     /// Whether the size bound evicted since the store was opened or cleared: until it does,
     /// every value written starts protected (see `policy`, filling up).
