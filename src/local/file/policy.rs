@@ -249,7 +249,7 @@
 //! averages 19.2 (`quick_cache` 18.2, LRU 14.4). It is 4 to 18 points ahead on P3 at 5% and
 //! more, and within 2 points on the other cells but three (CloudPhysics at 25% was 2.4 behind in
 //! one process of three): P12 at 5, 10 and 25%, 12.3-12.6, 23.2-23.7 and 43.6-43.9 against
-//! 15.5, 26.0 and 45.9 (three processes each). (The ARC traces
+//! 15.5, 26.0 and 45.9 (three processes each; `examples/trace_cells.rs` runs such cells). (The ARC traces
 //! are released on condition that their paper is cited: N. Megiddo and D. S. Modha, "ARC: A
 //! Self-Tuning, Low Overhead Replacement Cache", FAST 2003.) On P12 in a store of 13,268
 //! entries (4%), an instrumented copy counted 43,200 reads that `quick_cache` hit and the file
