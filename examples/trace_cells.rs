@@ -117,7 +117,8 @@ fn read_trace(path: &Path, limit: usize) -> Result<Vec<u32>> {
 fn child(path: &Path, pct: usize, limit: usize) -> Result<()> {
     let trace = read_trace(path, limit)?;
     let capacity = (distinct(&trace) * pct / 100).max(8);
-    // About 300 bytes per entry, as `examples/hit_ratios.rs` sizes the file tier.
+    // 1 MiB, as `examples/hit_ratios.rs` gives the file tier, up to 6,990 entries; past that
+    // about 300 bytes per entry, so that the values of a large store stay a few dozen bytes.
     let max_size_mb = ((capacity as u64 * 300) >> 20).max(1);
     let row = compare(&trace, capacity, max_size_mb, false);
     println!(
