@@ -232,6 +232,44 @@ pub fn burst_pattern(
     out
 }
 
+/// A block device read as a file system reads it: requests for runs of consecutive blocks, each
+/// block a key. With probability `scan_share` a request is a sequential scan of `scan_len` blocks
+/// never read before (a backup, a copy of a large file); otherwise it reads a whole extent,
+/// picked by zipf(`s`) over `extents` extents of 1 to `max_extent` blocks. Stops at `len`
+/// accesses. The pattern of the ARC set's block traces: the blocks of an extent come and go
+/// together, and scans of new blocks come between the reads of a working set.
+pub fn block_pattern(
+    extents: u32,
+    max_extent: u32,
+    s: f64,
+    scan_share: f64,
+    scan_len: u32,
+    len: usize,
+    seed: u64,
+) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    let mut starts = Vec::with_capacity(extents as usize + 1);
+    let mut next_block = 0u32;
+    for _ in 0..extents {
+        starts.push(next_block);
+        next_block += 1 + rng.below(u64::from(max_extent)) as u32;
+    }
+    starts.push(next_block);
+    let mut picks = zipf_pattern(extents, s, len, seed + 1).into_iter();
+    let mut out = Vec::with_capacity(len + scan_len.max(max_extent) as usize);
+    while out.len() < len {
+        if rng.unit() < scan_share {
+            out.extend(next_block..next_block + scan_len);
+            next_block += scan_len;
+        } else {
+            let e = picks.next().unwrap_or(0) as usize;
+            out.extend(starts[e]..starts[e + 1]);
+        }
+    }
+    out.truncate(len);
+    out
+}
+
 /// A demand-filled cache: `access` returns whether the key was a hit, and inserts it if not.
 pub trait Policy {
     fn access(&mut self, key: u32) -> bool;
