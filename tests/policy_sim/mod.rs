@@ -419,7 +419,8 @@ impl Policy for MemoryTier {
 
 /// The file tier: a store bounded to `max_size_mb` with values sized so that about `capacity`
 /// entries fit. [`FileTier::capacity`] is how many it really holds: distinct keys written before
-/// the first eviction, the capacity the other caches are given.
+/// the first eviction and the refused fills it may hold in RAM, the capacity the other caches
+/// are given.
 pub struct FileTier {
     store: FileStore,
     value: Vec<u8>,
@@ -435,6 +436,10 @@ impl FileTier {
         let value_len = (bytes / capacity.max(1) as u64).saturating_sub(80).max(1) as usize;
         let value = vec![0x5a; value_len];
         let capacity = Self::measure(max_size_mb, &value);
+        // The values of fills refused lately that the store holds in RAM for a second read, one
+        // per 64 entries at most (`FileStoreStats::held_fills`), are entries it holds too: the
+        // other caches get them.
+        let capacity = capacity + capacity / 64;
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::open(dir.path(), Self::options(max_size_mb)).unwrap();
         FileTier {

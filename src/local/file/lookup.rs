@@ -197,6 +197,12 @@ impl Inner {
         self.locate(key, true, |r| r.value.to_vec())
     }
 
+    /// The value of a fill of `key` refused lately and held in RAM (see `stash`), for a read
+    /// that missed the index.
+    pub(crate) fn held(&self, key: &str) -> Option<super::stash::Found> {
+        self.stash.get(self.hasher.hash(key), key, self.clock.now_ms())
+    }
+
     /// Values that expired before this moment are gone; later ones are live or kept for the
     /// keep window (Unix ms).
     pub(crate) fn dead_before(&self, now_ms: u64) -> u64 {

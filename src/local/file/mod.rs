@@ -23,6 +23,7 @@
 //! | `admission`   | whether a fill is worth its room in a full store            |
 //! | `fillgate`    | whether fills that take room unchecked are worth it         |
 //! | `refused`     | fills refused lately that come back: let in past the checks |
+//! | `stash`       | fills refused lately, held in RAM for a second read         |
 //! | `decay`       | whether entries no longer read lose their counted reads     |
 //! | `share`       | the share of sampled entries read, over a sliding window    |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
@@ -47,6 +48,7 @@ mod refused;
 mod segment;
 mod share;
 mod slots;
+mod stash;
 mod worker;
 mod write;
 
@@ -121,6 +123,11 @@ pub struct FileStoreStats {
     pub allocated_bytes: u64,
     /// Segment files, the active one included.
     pub segments: u64,
+    /// Values of fills refused lately, held in RAM for a second read (not in `live_items`):
+    /// at most one per 64 entries of the store, a 64th of its size, and 8 MiB.
+    pub held_fills: u64,
+    /// RAM those values take, keys and bookkeeping included.
+    pub held_fill_bytes: u64,
     /// `disk_bytes - live_bytes`: overwritten, deleted and expired records, tombstones, headers.
     pub dead_bytes: u64,
     /// Records skipped as damaged when the store was opened.
@@ -180,6 +187,8 @@ pub(crate) struct Inner {
     young_from: AtomicU64,
     /// Reads per key hash lately, for the admission of fills (see `admission`).
     sketch: admission::Sketch,
+    /// Values of fills refused lately, served to a read that misses the index (see `stash`).
+    stash: stash::Stash,
     /// The tier in front of the store (the memory tier), whose keys eviction counts as read
     /// (see `maintenance`).
     above: RwLock<Option<Arc<dyn TierAbove>>>,
@@ -282,6 +291,14 @@ struct Writer {
 }
 
 /// Bytes a record's entry adds to its segment's hint file.
+/// An entry of `value` expiring at `expires_at_ms` (Unix ms, 0 = never).
+fn entry(value: Vec<u8>, expires_at_ms: u64) -> Entry {
+    Entry {
+        value,
+        expires_at: (expires_at_ms != 0).then(|| clock::ms_to_system_time(expires_at_ms)),
+    }
+}
+
 fn hint_entry_len(key: &str) -> u64 {
     (format::HINT_ENTRY_LEN + key.len()) as u64
 }
@@ -361,6 +378,7 @@ impl FileStore {
             looked_up: AtomicBool::new(false),
             young_from: AtomicU64::new(young_from),
             sketch: admission::Sketch::default(),
+            stash: stash::Stash::default(),
             above: RwLock::new(None),
             latch: WriteLatch::new("file store"),
             disk_bytes: AtomicU64::new(disk_bytes),
@@ -393,7 +411,10 @@ impl FileStore {
     /// Reads of a valid key do not fail; a damaged record is reported as a miss and counted in
     /// [`FileStoreStats::corrupt_reads`].
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.inner.read(key).map(|hit| hit.taken))
+        Ok(match self.inner.read(key) {
+            Some(hit) => Some(hit.taken),
+            None => self.inner.held(key).map(|held| held.value),
+        })
     }
 
     /// Reads a value with its absolute expiry.
@@ -415,9 +436,11 @@ impl FileStore {
         Ok(self
             .inner
             .locate_with(key, false, true, |r| r.value.to_vec())
-            .map(|hit| Entry {
-                value: hit.taken,
-                expires_at: (hit.expires_at_ms != 0).then(|| clock::ms_to_system_time(hit.expires_at_ms)),
+            .map(|hit| entry(hit.taken, hit.expires_at_ms))
+            .or_else(|| {
+                self.inner
+                    .held(key)
+                    .map(|held| entry(held.value, held.expires_at_ms))
             }))
     }
 
@@ -430,6 +453,11 @@ impl FileStore {
     pub fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         let Some((entry, hit)) = self.get_entry_and_seq(key) else {
             return Ok(None);
+        };
+        // A value held in RAM (see `stash`) was filled after the last loss of certainty, which
+        // forgets them all.
+        let Some(hit) = hit else {
+            return Ok(Some((entry, Freshness::Trusted)));
         };
         let freshness = if hit.seq >= self.inner.suspect_below_seq.load(Ordering::Acquire) {
             Freshness::Trusted
@@ -447,6 +475,8 @@ impl FileStore {
     /// for example when the invalidation stream was lost. Costs O(1).
     pub fn mark_all_suspect(&self) {
         let w = self.inner.writer.lock();
+        // Held values cannot be marked: they go (see `stash`).
+        self.inner.stash.clear();
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         self.inner.suspect_below_seq.store(w.next_seq, Ordering::Release);
     }
@@ -465,28 +495,28 @@ impl FileStore {
         }
     }
 
-    fn get_entry_and_seq(&self, key: &str) -> Option<(Entry, lookup::Hit<()>)> {
-        self.inner.read(key).map(|hit| {
-            let expires_at_ms = hit.expires_at_ms;
-            (
-                Entry {
-                    value: hit.taken,
-                    expires_at: (expires_at_ms != 0).then(|| clock::ms_to_system_time(expires_at_ms)),
-                },
-                lookup::Hit {
-                    taken: (),
-                    expires_at_ms,
-                    seq: hit.seq,
-                    loc: hit.loc,
-                },
-            )
-        })
+    /// The entry for `key`, and where its record is; `None` for the record if the value is one
+    /// held in RAM (see `stash`).
+    fn get_entry_and_seq(&self, key: &str) -> Option<(Entry, Option<lookup::Hit<()>>)> {
+        let Some(hit) = self.inner.read(key) else {
+            return self
+                .inner
+                .held(key)
+                .map(|held| (entry(held.value, held.expires_at_ms), None));
+        };
+        let found = lookup::Hit {
+            taken: (),
+            expires_at_ms: hit.expires_at_ms,
+            seq: hit.seq,
+            loc: hit.loc,
+        };
+        Some((entry(hit.taken, hit.expires_at_ms), Some(found)))
     }
 
     /// Whether `key` has a live value, without reading it.
     #[must_use]
     pub fn contains(&self, key: &str) -> bool {
-        self.inner.locate(key, false, |_| ()).is_some()
+        self.inner.locate(key, false, |_| ()).is_some() || self.inner.held(key).is_some()
     }
 
     /// Writes a value; `ttl = None` means it never expires.
@@ -586,7 +616,16 @@ impl FileStore {
     /// The live keys at this moment (a snapshot; expired keys are left out).
     #[must_use]
     pub fn keys(&self) -> Vec<String> {
-        self.inner.keys()
+        let mut keys = self.inner.keys();
+        // Held values (see `stash`) are values a read can get: prefix invalidation must reach
+        // them.
+        let held = self.inner.stash.keys(self.inner.clock.now_ms());
+        if !held.is_empty() {
+            keys.extend(held);
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        keys
     }
 
     /// Sizes and counters.
@@ -744,7 +783,7 @@ impl LocalStorage for FileStore {
     /// One pass over the index, reading each key from its record: prefix invalidation drops
     /// just those keys (stale copies in the keep window included) instead of the whole store.
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
-        let mut keys = self.inner.keys();
+        let mut keys = FileStore::keys(self);
         keys.retain(|k| k.starts_with(prefix));
         Ok(Some(keys))
     }

@@ -80,6 +80,7 @@ impl Inner {
         // Once per batch too: the read clock of `refused` sums every shard of the sketch, and
         // a batch of fills reads nothing.
         let reads = self.sketch.reads();
+        let now = self.clock.now_ms();
         let admitted: Vec<&I> = items
             .iter()
             .filter(|item| {
@@ -113,6 +114,23 @@ impl Inner {
                 w.recent_fills.record(hash, entries);
                 if started && !admit {
                     w.refused.record(hash, reads, entries);
+                }
+                // A refused fill waits in RAM for a second read (see `stash`), unless the index
+                // holds the key: the index answers first, and the copy would outlive its entry.
+                if !admit && !self.index.contains_key(&hash) {
+                    let expires = item.ttl(ttl).map_or(0, |t| clock::expiry_ms(now, t));
+                    // One read while held and pushed out since: its key came back, as a refused
+                    // fill read again does (see `refused`), so its next fill is let in.
+                    let refused = &mut w.refused;
+                    self.stash.hold(
+                        hash,
+                        item.key(),
+                        item.value(),
+                        expires,
+                        entries,
+                        self.max_bytes,
+                        |read| refused.record(read, reads, entries),
+                    );
                 }
                 if admit {
                     pending += len;
@@ -202,6 +220,8 @@ impl Inner {
             hint_added += hint_entry_len(key);
             self.account(&active, u32::try_from(len).unwrap_or(u32::MAX));
             let hash = self.hasher.hash(key);
+            // A value held for the key is older than this one (see `stash`).
+            self.stash.forget(hash);
             let entry =
                 IndexEntry::with_protection(base.at(offset), expires_at_ms, self.admit_protected(w, hash));
             if let Some(old) = self.index.insert(hash, entry) {
@@ -222,9 +242,11 @@ impl Inner {
         self.check_writable()?;
         let hash = self.hasher.hash(key);
         let mut w = self.writer.lock();
+        // A value held in RAM goes with the key (see `stash`); it has no record to tombstone.
+        let held = self.stash.forget(hash);
         // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`.
         if !self.needs_tombstone(key, hash) {
-            return Ok(false);
+            return Ok(held);
         }
         let seq = w.next_seq;
         w.next_seq = w.next_seq.saturating_add(1);
@@ -496,6 +518,7 @@ impl Inner {
         };
         self.write_meta_making_room(&mut w, &meta)?;
         self.index.clear();
+        self.stash.clear();
         w.ghosts.clear();
         w.victims.clear();
         w.recent_fills.clear();
@@ -597,7 +620,10 @@ impl Inner {
         };
         let live_bytes = self.live_bytes.load(Ordering::Relaxed);
         let c = &self.counters;
+        let (held_fills, held_fill_bytes) = self.stash.size();
         FileStoreStats {
+            held_fills,
+            held_fill_bytes,
             live_items: self.index.len() as u64,
             live_bytes,
             disk_bytes,
