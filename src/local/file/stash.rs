@@ -298,7 +298,12 @@ mod tests {
         let (entry, freshness) = store.get_checked(&key).unwrap().unwrap();
         assert_eq!((entry.value, entry.expires_at), (value.clone(), None));
         assert_eq!(freshness, crate::storage::Freshness::Trusted);
-        assert!(store.keys().contains(&key), "prefix invalidation must find it");
+        assert!(store.keys().contains(&key));
+        let by_prefix = crate::storage::LocalStorage::keys_with_prefix(&store, "new").unwrap();
+        assert!(
+            by_prefix.unwrap_or_default().contains(&key),
+            "prefix invalidation must find it"
+        );
         let stats = store.stats();
         assert_eq!(stats.held_fills, 1);
         assert!(stats.held_fill_bytes >= value.len() as u64);
