@@ -200,6 +200,10 @@ impl Inner {
     /// The value of a fill of `key` refused lately and held in RAM (see `stash`), for a read
     /// that missed the index.
     pub(crate) fn held(&self, key: &str) -> Option<super::stash::Found> {
+        // Most stores hold nothing: a miss then costs no second hash of the key.
+        if self.stash.is_empty() {
+            return None;
+        }
         self.stash.get(self.hasher.hash(key), key, self.clock.now_ms())
     }
 

@@ -181,6 +181,11 @@ impl Stash {
         self.len.store(fifo.map.len(), Ordering::Relaxed);
     }
 
+    /// Whether nothing is held (a relaxed load).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Relaxed) == 0
+    }
+
     /// The value held for `key` (hash `hash`), unless it expired by `now_ms` (then it is
     /// dropped).
     pub(crate) fn get(&self, hash: u64, key: &str, now_ms: u64) -> Option<Found> {
