@@ -504,7 +504,12 @@ pub(super) mod tests {
     pub(in crate::local::file) fn full_store_of_entries_read_thrice(
         dir: &std::path::Path,
     ) -> (FileStore, Vec<u8>) {
-        let store = small_store(dir);
+        filled_and_read_thrice(small_store(dir))
+    }
+
+    /// [`full_store_of_entries_read_thrice`] from an empty `store` of 1 MiB opened by the caller
+    /// (with a clock of its own, say).
+    pub(in crate::local::file) fn filled_and_read_thrice(store: FileStore) -> (FileStore, Vec<u8>) {
         let value = vec![7u8; 4_000];
         // Room to spare: a fill is written without a check.
         assert!(store.fill("early", &value, None).unwrap());

@@ -250,34 +250,21 @@ impl Stash {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::local::file::admission::tests::in_log;
+    use crate::local::file::admission::tests::{filled_and_read_thrice, in_log};
     use crate::local::file::{Durability, FileStore, FileStoreOptions};
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use std::time::Duration;
 
     /// A full store of 1 MiB (about 250 entries of 4,000 bytes, so 3 held at most) whose every
-    /// entry was read three times: fills of new keys are refused against them.
+    /// entry was read three times, on `clock`: fills of new keys are refused against them.
     fn full_store(dir: &std::path::Path, clock: &ManualClock) -> (FileStore, Vec<u8>) {
         let options = FileStoreOptions::default()
             .max_size_mb(1)
             .durability(Durability::None)
             .background_threads(false)
             .clock(Arc::new(clock.clone()));
-        let store = FileStore::open(dir, options).unwrap();
-        let value = vec![7u8; 4_000];
-        let mut i = 0;
-        while store.stats().evictions == 0 {
-            store.set(&format!("k{i}"), &value, None).unwrap();
-            i += 1;
-        }
-        store.inner.sketch.start(store.inner.index.len());
-        for key in store.keys() {
-            for _ in 0..3 {
-                assert!(store.get(&key).unwrap().is_some());
-            }
-        }
-        (store, value)
+        filled_and_read_thrice(FileStore::open(dir, options).unwrap())
     }
 
     /// A key read once (a miss) whose fill of `value` was refused and is held; `tag` names it.
