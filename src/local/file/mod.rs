@@ -290,7 +290,6 @@ struct Writer {
     decay: decay::Decay,
 }
 
-/// Bytes a record's entry adds to its segment's hint file.
 /// An entry of `value` expiring at `expires_at_ms` (Unix ms, 0 = never).
 fn entry(value: Vec<u8>, expires_at_ms: u64) -> Entry {
     Entry {
@@ -299,6 +298,7 @@ fn entry(value: Vec<u8>, expires_at_ms: u64) -> Entry {
     }
 }
 
+/// Bytes a record's entry adds to its segment's hint file.
 fn hint_entry_len(key: &str) -> u64 {
     (format::HINT_ENTRY_LEN + key.len()) as u64
 }
