@@ -1,7 +1,8 @@
 //! Fill admission seen through the manager: once a file L1 is full, an L2 hit whose key was
 //! read less often than the entries its backfill would evict is answered from L2 but not copied
 //! into L1. The refusal is counted in `backfills_skipped`, keeps the entries read more often, and
-//! never holds back a user's write of the same key.
+//! never holds back a user's write of the same key. (The last few refused values wait in RAM for
+//! a second read; see `src/local/file/stash.rs`.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -98,10 +99,13 @@ fn a_full_file_l1_refuses_the_backfill_of_a_key_read_less_than_what_it_holds_and
         refused >= 30,
         "{refused} of 60 fills refused against entries read three times"
     );
-    assert_eq!(
-        l1_keys(&cache, "fresh").len() as u64,
-        copied,
-        "a refused fill writes nothing to L1"
+    // A refused fill writes nothing to L1's log; L1 lists, besides the fills copied, only the
+    // last few refused ones, held in RAM for a second read (one per 64 entries it holds).
+    let listed = l1_keys(&cache, "fresh").len() as u64;
+    let held_at_most = (held.len() as u64 + copied) / 64 + 1;
+    assert!(
+        listed >= copied && listed - copied <= held_at_most,
+        "L1 lists {listed} fresh keys: {copied} copied, at most {held_at_most} held"
     );
     let kept = l1_keys(&cache, "held");
     assert_eq!(kept, held, "no entry read three times was evicted for a fill");
