@@ -613,7 +613,8 @@ impl FileStore {
         Ok(self.inner.verify(progress))
     }
 
-    /// The live keys at this moment (a snapshot; expired keys are left out).
+    /// The live keys at this moment (a snapshot; expired keys are left out), those of refused
+    /// fills held in RAM for a second read included ([`FileStoreStats::held_fills`]).
     #[must_use]
     pub fn keys(&self) -> Vec<String> {
         let mut keys = self.inner.keys();
