@@ -214,6 +214,11 @@ trait ValueItem {
     fn key(&self) -> &str;
     fn value(&self) -> &[u8];
     fn ttl(&self, batch: Option<Duration>) -> Option<Duration>;
+
+    /// The absolute expiry (Unix ms, 0 = never) of the value written at `now_ms`.
+    fn expires_at_ms(&self, batch: Option<Duration>, now_ms: u64) -> u64 {
+        self.ttl(batch).map_or(0, |t| clock::expiry_ms(now_ms, t))
+    }
 }
 
 impl<T: ValueItem> ValueItem for &T {

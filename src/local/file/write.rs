@@ -13,7 +13,6 @@ use super::policy;
 use super::segment::{self, Segment};
 use super::{hint_entry_len, FileStoreStats, Inner, Sealed, ValueItem, VerifyReport, Writer};
 use super::{recovery, Durability};
-use crate::clock;
 use crate::error::{key_for_error, Error, Result};
 use crate::storage::{check_key, check_write};
 
@@ -118,7 +117,7 @@ impl Inner {
                 // A refused fill waits in RAM for a second read (see `stash`), unless the index
                 // holds the key: the index answers first, and the copy would outlive its entry.
                 if !admit && !self.index.contains_key(&hash) {
-                    let expires = item.ttl(ttl).map_or(0, |t| clock::expiry_ms(now, t));
+                    let expires = item.expires_at_ms(ttl, now);
                     // One read while held and pushed out since: its key came back, as a refused
                     // fill read again does (see `refused`), so its next fill is let in.
                     let refused = &mut w.refused;
@@ -145,7 +144,7 @@ impl Inner {
     /// Appends `items` under the writer lock, evicting and rolling as needed.
     fn write_locked<I: ValueItem>(&self, w: &mut Writer, items: &[I], ttl: Option<Duration>) -> Result<()> {
         let now = self.clock.now_ms();
-        let expires = |item: &I| item.ttl(ttl).map_or(0, |t| clock::expiry_ms(now, t));
+        let expires = |item: &I| item.expires_at_ms(ttl, now);
         let record_len = |item: &I| format::record_len(item.key().len(), item.value().len()) as u64;
         let stored_len = |item: &I| format::stored_len(item.key().len(), item.value().len());
         let mut rest = items;
