@@ -7,6 +7,10 @@
 //! and writes reach L2 again;
 //! nothing panics. The waits are for events (the breaker's state, a value landing in L2), with
 //! deadlines; no test sleeps to synchronise.
+//!
+//! L1 and the replay queue live on a tmpfs ([`scratch`]): a set whose L2 write fails waits for
+//! the replay log's fsync, and on the CI machine's disk one fsync took up to 180 ms, twice
+//! the deadline under test. The bound is about the L2 deadline; what a disk adds is its own.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,6 +20,9 @@
 
 #[path = "support/mod.rs"]
 mod support;
+
+#[path = "support/mount.rs"]
+mod mount;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -36,6 +43,11 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// not about several workloads and a cluster being created on two vCPUs at once.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A tmpfs for L1 and the replay queue (see the module docs).
+fn scratch() -> mount::Mount {
+    mount::Mount::tmpfs(512 * 1024)
 }
 
 fn manager(kind: &str, cluster: bool, hosts: &[String], dir: &std::path::Path) -> CacheManager {
@@ -262,7 +274,7 @@ fn outage_mid_workload(
 #[test]
 fn redis_killed_mid_workload_l1_serves_calls_stay_bounded_and_the_breaker_recovers() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let server = Mutex::new(RedisServer::start());
     let cache = manager("redis", false, &[server.lock().unwrap().addr()], dir.path());
     outage_mid_workload(
@@ -280,7 +292,7 @@ fn redis_killed_mid_workload_l1_serves_calls_stay_bounded_and_the_breaker_recove
 #[test]
 fn redis_killed_mid_workload_with_write_behind_keeps_sets_local_and_replays_them() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let server = Mutex::new(RedisServer::start());
     let cache = manager_with(
         "redis",
@@ -322,7 +334,7 @@ fn redis_killed_mid_workload_with_write_behind_keeps_sets_local_and_replays_them
 #[test]
 fn memcached_killed_mid_workload_l1_serves_calls_stay_bounded_and_the_breaker_recovers() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let server = Mutex::new(MemcachedServer::start());
     let cache = manager("memcached", false, &[server.lock().unwrap().addr()], dir.path());
     outage_mid_workload(
@@ -339,7 +351,7 @@ fn memcached_killed_mid_workload_l1_serves_calls_stay_bounded_and_the_breaker_re
 #[test]
 fn cluster_node_killed_mid_workload_opens_only_its_own_breaker_and_recovers() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let cluster = Mutex::new(RedisCluster::start());
     let hosts = cluster.lock().unwrap().addrs();
     let cache = manager("redis", true, &hosts, dir.path());
@@ -375,7 +387,7 @@ fn cluster_node_killed_mid_workload_opens_only_its_own_breaker_and_recovers() {
 #[test]
 fn stats_polled_during_an_outage_read_l2_once_and_do_not_open_its_breaker() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let mut server = RedisServer::start();
     let cache = manager("redis", false, &[server.addr()], dir.path());
     cache.set("k", &1u32, None).unwrap();
