@@ -4,10 +4,10 @@
 //! Keys hash onto [`STRIPES`] stripes, each a small mutex over its state and a place to wait:
 //! - a `set`, `delete` or batch of them takes an [`order`](KeyOrder::order) of its keys before
 //!   it touches any level and holds it until both levels (or the write-behind queue, or the
-//!   replay queue) have its result: **one owner per key** (the stripe lists the 64-bit hashes
-//!   of the keys its writes own), so the writes of one key reach L1 and L2 in the same order. A
-//!   batch takes its keys in one global order (stripe, then hash), so two batches never
-//!   deadlock. The async API waits without blocking the executor (a [`Notify`] per stripe); the
+//!   replay queue) have its result: **one owner per key** (a stripe lists, per guard, the
+//!   64-bit hashes of the keys it owns there), so the writes of one key reach L1 and L2 in the
+//!   same order. A batch takes its keys stripe by stripe, in index order, all of a stripe's at
+//!   once, so two batches never deadlock and a large batch costs one claim per stripe. The async API waits without blocking the executor (a [`Notify`] per stripe); the
 //!   blocking API parks its thread (a [`Condvar`] per stripe); dropping the guard (also when a
 //!   future is cancelled) frees the keys;
 //! - a local-only invalidation (another instance's message, dropping a suspect entry) only
@@ -52,20 +52,55 @@ struct Owned {
     delete: bool,
 }
 
+/// The keys of one stripe that one guard owns, sorted by hash. A single key (a `set` or
+/// `delete`) is held inline, so ordering one key allocates nothing.
+#[derive(Debug)]
+enum Claim {
+    One(Owned),
+    Many(Box<[Owned]>),
+}
+
+impl Claim {
+    fn new(keys: &[Owned]) -> Claim {
+        match keys {
+            [one] => Claim::One(*one),
+            many => Claim::Many(many.into()),
+        }
+    }
+
+    fn keys(&self) -> &[Owned] {
+        match self {
+            Claim::One(key) => std::slice::from_ref(key),
+            Claim::Many(keys) => keys,
+        }
+    }
+
+    fn find(&self, hash: u64) -> Option<&Owned> {
+        let keys = self.keys();
+        let at = keys.binary_search_by_key(&hash, |k| k.hash).ok()?;
+        keys.get(at)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Stripe {
     version: u64,
     writers: u32,
-    /// The keys of this stripe that writes own now. Usually none or one; the vector keeps its
-    /// allocation, so taking a key allocates only the first time a stripe has an owner.
-    owned: Vec<Owned>,
+    /// What the guards that own keys of this stripe own: one claim per guard, and no key in two
+    /// claims. Usually none or one.
+    claims: Vec<Claim>,
     /// Callers waiting for a key of the stripe (so a release wakes nobody when nobody waits).
     waiting: u32,
 }
 
 impl Stripe {
-    fn owns(&self, hash: u64) -> bool {
-        self.owned.iter().any(|o| o.hash == hash)
+    fn owned(&self, hash: u64) -> Option<&Owned> {
+        self.claims.iter().find_map(|c| c.find(hash))
+    }
+
+    /// Whether another guard owns one of `keys`.
+    fn blocks(&self, keys: &[Owned]) -> bool {
+        !self.claims.is_empty() && keys.iter().any(|k| self.owned(k.hash).is_some())
     }
 }
 
@@ -117,9 +152,9 @@ impl Ticket {
 #[derive(Debug)]
 pub(crate) struct WriteGuard<'a> {
     guard: &'a KeyOrder,
-    /// The keys with their stripes, in the order of [`plan`](KeyOrder::plan); the first `taken`
-    /// are held (an async wait may stop half-way).
-    keys: Vec<(usize, Owned)>,
+    /// The keys, in the order of [`plan`](KeyOrder::plan); the first `taken` are held (an async
+    /// wait may stop half-way, between two stripes).
+    keys: Vec<Owned>,
     taken: usize,
     owner: bool,
 }
@@ -173,7 +208,7 @@ impl KeyOrder {
         let stripe = Self::stripe_of_hash(h);
         let (version, deleting) = self.slots.get(stripe).map_or((0, false), |slot| {
             let s = slot.state.lock();
-            let deleting = s.owned.iter().any(|o| o.hash == h && o.delete);
+            let deleting = s.owned(h).is_some_and(|o| o.delete);
             (s.version, deleting)
         });
         Ticket {
@@ -223,26 +258,38 @@ impl KeyOrder {
     /// The distinct keys of `keys` as hashes, sorted by stripe and then by hash (the one order
     /// every guard takes keys in, so two batches never deadlock); `delete`: they are being
     /// deleted.
-    fn plan<'k>(&self, keys: impl IntoIterator<Item = &'k str>, delete: bool) -> Vec<(usize, Owned)> {
-        let mut plan: Vec<(usize, Owned)> = keys
+    fn plan<'k>(&self, keys: impl IntoIterator<Item = &'k str>, delete: bool) -> Vec<Owned> {
+        let mut plan: Vec<Owned> = keys
             .into_iter()
-            .map(|k| {
-                let hash = self.hash(k);
-                (Self::stripe_of_hash(hash), Owned { hash, delete })
+            .map(|k| Owned {
+                hash: self.hash(k),
+                delete,
             })
             .collect();
-        plan.sort_unstable_by_key(|(i, o)| (*i, o.hash));
-        plan.dedup_by_key(|(_, o)| o.hash);
+        plan.sort_unstable_by_key(|o| (Self::stripe_of_hash(o.hash), o.hash));
+        plan.dedup_by_key(|o| o.hash);
         plan
     }
 
-    /// Marks a writer on a stripe, owning `key` in it if the caller ordered it (not for
+    /// The keys of `plan` from `from` on that share the stripe of the first: the stripe, and the
+    /// end of the run.
+    fn run(plan: &[Owned], from: usize) -> Option<(usize, usize)> {
+        let stripe = Self::stripe_of_hash(plan.get(from)?.hash);
+        let len = plan.get(from..).map_or(0, |rest| {
+            rest.iter()
+                .take_while(|o| Self::stripe_of_hash(o.hash) == stripe)
+                .count()
+        });
+        Some((stripe, from + len))
+    }
+
+    /// Marks a writer on a stripe, owning `keys` in it if the caller ordered them (not for
     /// [`write`](Self::write), which only shares the stripe).
-    fn start(s: &mut Stripe, owner: bool, key: Owned) {
+    fn start(s: &mut Stripe, owner: bool, keys: &[Owned]) {
         s.version = s.version.wrapping_add(1);
         s.writers = s.writers.saturating_add(1);
         if owner {
-            s.owned.push(key);
+            s.claims.push(Claim::new(keys));
         }
     }
 
@@ -250,10 +297,12 @@ impl KeyOrder {
     /// for L1-only deletes (invalidations), which must not wait for another write's L2 step.
     pub(crate) fn write<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> WriteGuard<'_> {
         let plan = self.plan(keys, false);
-        for &(i, key) in &plan {
-            if let Some(slot) = self.slots.get(i) {
-                Self::start(&mut slot.state.lock(), false, key);
+        let mut from = 0;
+        while let Some((i, end)) = Self::run(&plan, from) {
+            if let (Some(slot), Some(run)) = (self.slots.get(i), plan.get(from..end)) {
+                Self::start(&mut slot.state.lock(), false, run);
             }
+            from = end;
         }
         WriteGuard {
             guard: self,
@@ -263,8 +312,8 @@ impl KeyOrder {
         }
     }
 
-    /// Owns the stripes of `keys` (waiting, on this thread, for earlier writes of them to
-    /// finish) until the guard is dropped; `delete`: they are being deleted. See the module docs.
+    /// Owns `keys` (waiting, on this thread, for earlier writes of them to finish) until the
+    /// guard is dropped; `delete`: they are being deleted. See the module docs.
     pub(crate) fn order<'k>(&self, keys: impl IntoIterator<Item = &'k str>, delete: bool) -> WriteGuard<'_> {
         let plan = self.plan(keys, delete);
         let mut guard = WriteGuard {
@@ -273,25 +322,25 @@ impl KeyOrder {
             taken: 0,
             owner: true,
         };
-        while let Some(&(i, key)) = guard.keys.get(guard.taken) {
-            if let Some(slot) = self.slots.get(i) {
+        while let Some((i, end)) = Self::run(&guard.keys, guard.taken) {
+            if let (Some(slot), Some(run)) = (self.slots.get(i), guard.keys.get(guard.taken..end)) {
                 let mut s = slot.state.lock();
-                if s.owns(key.hash) {
+                if s.blocks(run) {
                     s.waiting = s.waiting.saturating_add(1);
-                    while s.owns(key.hash) {
+                    while s.blocks(run) {
                         slot.free.wait(&mut s);
                     }
                     s.waiting = s.waiting.saturating_sub(1);
                 }
-                Self::start(&mut s, true, key);
+                Self::start(&mut s, true, run);
             }
-            guard.taken += 1;
+            guard.taken = end;
         }
         guard
     }
 
     /// [`order`](Self::order) for the async API: waits without blocking the executor. Dropping
-    /// the future releases the stripes it took.
+    /// the future releases the keys it took.
     pub(crate) fn order_async<'k>(
         &self,
         keys: impl IntoIterator<Item = &'k str>,
@@ -305,16 +354,16 @@ impl KeyOrder {
                 taken: 0,
                 owner: true,
             };
-            while let Some(&(i, key)) = guard.keys.get(guard.taken) {
-                if let Some(slot) = self.slots.get(i) {
+            while let Some((i, end)) = Self::run(&guard.keys, guard.taken) {
+                if let (Some(slot), Some(run)) = (self.slots.get(i), guard.keys.get(guard.taken..end)) {
                     loop {
                         let notified = slot.free_async.notified();
                         tokio::pin!(notified);
                         notified.as_mut().enable();
                         let waiting = {
                             let mut s = slot.state.lock();
-                            if !s.owns(key.hash) {
-                                Self::start(&mut s, true, key);
+                            if !s.blocks(run) {
+                                Self::start(&mut s, true, run);
                                 break;
                             }
                             Waiting::new(slot, &mut s)
@@ -323,7 +372,7 @@ impl KeyOrder {
                         drop(waiting);
                     }
                 }
-                guard.taken += 1;
+                guard.taken = end;
             }
             guard
         }
@@ -332,14 +381,23 @@ impl KeyOrder {
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        for &(i, key) in self.keys.iter().take(self.taken) {
+        let held = self.keys.get(..self.taken).unwrap_or_default();
+        let mut from = 0;
+        while let Some((i, end)) = KeyOrder::run(held, from) {
+            let first = held.get(from).map(|k| k.hash);
+            from = end;
             if let Some(slot) = self.guard.slots.get(i) {
                 let mut s = slot.state.lock();
                 s.writers = s.writers.saturating_sub(1);
                 s.version = s.version.wrapping_add(1);
                 if self.owner {
-                    if let Some(at) = s.owned.iter().position(|o| o.hash == key.hash) {
-                        s.owned.swap_remove(at);
+                    // No key is in two claims of a stripe, so the first key names this guard's.
+                    let ours = s
+                        .claims
+                        .iter()
+                        .position(|c| c.keys().first().map(|k| k.hash) == first);
+                    if let Some(at) = ours {
+                        s.claims.swap_remove(at);
                     }
                     if s.waiting > 0 {
                         drop(s);
@@ -421,6 +479,31 @@ mod tests {
         drop(first);
         rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         second.join().unwrap();
+    }
+
+    /// A batch of many keys (several on each stripe) holds each of them until it drops, and
+    /// leaves no claim behind.
+    #[test]
+    fn a_batch_holds_each_of_its_keys_until_it_drops() {
+        let g = std::sync::Arc::new(KeyOrder::default());
+        let keys: Vec<String> = (0..3000).map(|i| format!("k{i}")).collect();
+        let batch = g.order(keys.iter().map(String::as_str), true);
+        assert!(keys.iter().all(|k| g.ticket(k).deleting()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let theirs = std::sync::Arc::clone(&g);
+        let second = std::thread::spawn(move || {
+            drop(theirs.order(["k1234", "not in the batch"], false));
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(),
+            "did not wait"
+        );
+        drop(batch);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        second.join().unwrap();
+        assert!(g.slots.iter().all(|s| s.state.lock().claims.is_empty()));
+        assert!(!keys.iter().any(|k| g.ticket(k).deleting()));
     }
 
     /// Two keys on one stripe: the second is taken while the first is owned (a set of one key
