@@ -399,12 +399,17 @@ fn a_batch_backfill_skips_only_the_key_deleted_during_the_l2_read() {
         assert_eq!(reader.join().unwrap().len(), 2);
     });
     s.cache.flush().unwrap();
-    assert_eq!(s.l1.get("a").unwrap().unwrap().value, encoded(&1u32));
     assert_eq!(s.l1.get("b").unwrap(), None, "a deleted key was backfilled");
-    // "a" and "b" may share a guard stripe, which skips "a" too; never the other way round.
+    // "a" and "b" share a guard stripe with probability 1/1024 (the hasher is seeded per
+    // manager), and then the delete skips the backfill of "a" too; never the other way round.
     let st = s.cache.stats().overall;
     assert_eq!(st.backfills + st.backfills_skipped, 2);
-    assert!(st.backfills_skipped >= 1);
+    let a = s.l1.get("a").unwrap().map(|e| e.value);
+    if st.backfills == 1 {
+        assert_eq!(a, Some(encoded(&1u32)));
+    } else {
+        assert_eq!((st.backfills_skipped, a), (2, None));
+    }
 }
 
 #[test]
