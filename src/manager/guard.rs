@@ -87,20 +87,45 @@ struct Stripe {
     version: u64,
     writers: u32,
     /// What the guards that own keys of this stripe own: one claim per guard, and no key in two
-    /// claims. Usually none or one.
-    claims: Vec<Claim>,
+    /// claims. Usually none or one, so the first is kept in the stripe: a write of a key whose
+    /// stripe nobody else writes touches no other cache line (a vector of claims cost one more
+    /// miss per set of a new key, 10% of `set_distinct_memory_l2`).
+    first: Option<Claim>,
+    more: Vec<Claim>,
     /// Callers waiting for a key of the stripe (so a release wakes nobody when nobody waits).
     waiting: u32,
 }
 
 impl Stripe {
+    fn claims(&self) -> impl Iterator<Item = &Claim> {
+        self.first.iter().chain(&self.more)
+    }
+
     fn owned(&self, hash: u64) -> Option<&Owned> {
-        self.claims.iter().find_map(|c| c.find(hash))
+        self.claims().find_map(|c| c.find(hash))
     }
 
     /// Whether another guard owns one of `keys`.
     fn blocks(&self, keys: &[Owned]) -> bool {
-        !self.claims.is_empty() && keys.iter().any(|k| self.owned(k.hash).is_some())
+        self.first.is_some() && keys.iter().any(|k| self.owned(k.hash).is_some())
+    }
+
+    fn claim(&mut self, claim: Claim) {
+        if self.first.is_none() {
+            self.first = Some(claim);
+        } else {
+            self.more.push(claim);
+        }
+    }
+
+    /// Drops the claim whose first key is `first` (no key is in two claims, so it names one).
+    fn release(&mut self, first: u64) {
+        let named = |c: &Claim| c.keys().first().map(|k| k.hash) == Some(first);
+        if self.first.as_ref().is_some_and(named) {
+            self.first = self.more.pop();
+        } else if let Some(at) = self.more.iter().position(named) {
+            self.more.swap_remove(at);
+        }
     }
 }
 
@@ -289,7 +314,7 @@ impl KeyOrder {
         s.version = s.version.wrapping_add(1);
         s.writers = s.writers.saturating_add(1);
         if owner {
-            s.claims.push(Claim::new(keys));
+            s.claim(Claim::new(keys));
         }
     }
 
@@ -391,13 +416,8 @@ impl Drop for WriteGuard<'_> {
                 s.writers = s.writers.saturating_sub(1);
                 s.version = s.version.wrapping_add(1);
                 if self.owner {
-                    // No key is in two claims of a stripe, so the first key names this guard's.
-                    let ours = s
-                        .claims
-                        .iter()
-                        .position(|c| c.keys().first().map(|k| k.hash) == first);
-                    if let Some(at) = ours {
-                        s.claims.swap_remove(at);
+                    if let Some(first) = first {
+                        s.release(first);
                     }
                     if s.waiting > 0 {
                         drop(s);
@@ -502,7 +522,7 @@ mod tests {
         drop(batch);
         rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         second.join().unwrap();
-        assert!(g.slots.iter().all(|s| s.state.lock().claims.is_empty()));
+        assert!(g.slots.iter().all(|s| s.state.lock().claims().next().is_none()));
         assert!(!keys.iter().any(|k| g.ticket(k).deleting()));
     }
 
