@@ -7,9 +7,10 @@
 //!   replay queue) have its result: **one owner per key** (a stripe lists, per guard, the
 //!   64-bit hashes of the keys it owns there), so the writes of one key reach L1 and L2 in the
 //!   same order. A batch takes its keys stripe by stripe, in index order, all of a stripe's at
-//!   once, so two batches never deadlock and a large batch costs one claim per stripe. The async API waits without blocking the executor (a [`Notify`] per stripe); the
-//!   blocking API parks its thread (a [`Condvar`] per stripe); dropping the guard (also when a
-//!   future is cancelled) frees the keys;
+//!   once, so two batches never deadlock and a large batch costs one claim per stripe. The
+//!   async API waits without blocking the executor (a [`Notify`] per stripe); the blocking API
+//!   parks its thread (a [`Condvar`] per stripe); dropping the guard (also when a future is
+//!   cancelled) frees the keys;
 //! - a local-only invalidation (another instance's message, dropping a suspect entry) only
 //!   [`marks`](KeyOrder::write) a writer: it touches L1 alone, so it need not wait for an L2
 //!   round trip of this manager;
@@ -280,9 +281,9 @@ impl KeyOrder {
         backfill(&current);
     }
 
-    /// The distinct keys of `keys` as hashes, sorted by stripe and then by hash (the one order
-    /// every guard takes keys in, so two batches never deadlock); `delete`: they are being
-    /// deleted.
+    /// The distinct keys of `keys` as hashes, sorted by stripe (the order guards take stripes
+    /// in, so two batches never deadlock) and then by hash (a claim's order); `delete`: they are
+    /// being deleted.
     fn plan<'k>(&self, keys: impl IntoIterator<Item = &'k str>, delete: bool) -> Vec<Owned> {
         let mut plan: Vec<Owned> = keys
             .into_iter()
