@@ -11,27 +11,27 @@
 //! another 9,300 at the third and later reads at the same distance). `quick_cache` admits every
 //! new key to a small queue, so a key read again soon after its miss is a hit there.
 //!
-//! A fill written to the log turns it, and that is what the gates avoid. So a refused fill's
-//! value is held here, apart from the log, in a FIFO of at most one entry per [`SHARE`] the
-//! store holds (and one byte per `SHARE` of its size, and never more than [`MAX_BYTES`]). A read that misses the
-//! index looks here; a hit is served and counts as a hit, and nothing is written. A value read
-//! while held is recorded as refused again when it leaves the FIFO, so its key's next fill comes
-//! in past the checks ([`super::refused`]), as it would have after a second miss: without that,
-//! a key read twice in a row and then again later waited for a third fill (cpp at 10%, 0.4
-//! points). Writing held values to the log as soon as they leave, if read (as S3-FIFO moves what
-//! its small queue saw read into its main queue), turned the log for them: in a simulation, it
-//! lost 4 points on glimpse at 25% and 1 on P12 at 25%.
+//! A fill written to the log turns it, and that is what the gates avoid. So a refused fill's value
+//! is held here, apart from the log, in a FIFO of at most one entry per [`SHARE`] the store holds
+//! (and one byte per `SHARE` of its size, and never more than [`MAX_BYTES`]). A read that misses
+//! the index looks here; a hit is served and counts as a hit, and nothing is written. A value read
+//! while held is recorded as refused again when it leaves the FIFO, so its key's next fill comes in
+//! past the checks ([`super::refused`]), as it would have after a second miss: without that, a key
+//! read twice in a row and then again later waited for a third fill (cpp at 10%, 0.4 points).
+//! Writing held values to the log as soon as they leave, if read (as S3-FIFO moves what its small
+//! queue saw read into its main queue), turned the log for them: in a simulation, it lost 4 points
+//! on glimpse at 25% and 1 on P12 at 25%.
 //!
-//! Measured (`examples/trace_cells.rs`, file tier less `quick_cache`, before → after; the
-//! harness gives the other caches the FIFO's entries on top of the store's, so it must earn
-//! them): P12 at 1, 5, 10 and 25% of its keys +0.2 → +1.1, -2.8 → -1.3, -2.5 → -1.6 and -1.9 →
-//! -1.4 (three to five processes); P2 at 10% -1.8 → +0.8; ARC's OLTP at 1% -1.3 → -0.6; web12
-//! at 1% and 5% +1.9 → +2.6 and +0.6 → +1.1; multi2 at 25% -3.0 → -2.3 and cpp at 10% -2.2 →
-//! -2.4 (21 processes, within the spread of the seeds); the other cells of the LIRS, cache2k
-//! and block traces moved by less than a point, or gained (P2 at 5% +0.3 → +2.5). On `examples/hit_ratios.rs` (one process) the average lead
-//! over `quick_cache` went from 0.3 to 0.6 points; the two rows where every entry of capacity
-//! counts and nothing is read again soon lost what the other caches gained: a scan into a hot
-//! set 1.2 times the capacity -0.8 → -1.2, two loops mixed with zipf at 3,000 entries -2.2 →
+//! Measured (`examples/trace_cells.rs`, file tier less `quick_cache`, before → after; the harness
+//! gives the other caches the FIFO's entries on top of the store's, so it must earn them): P12 at
+//! 1, 5, 10 and 25% of its keys +0.2 → +1.1, -2.8 → -1.3, -2.5 → -1.6 and -1.9 → -1.4 (three to
+//! five processes); P2 at 10% -1.8 → +0.8; ARC's OLTP at 1% -1.3 → -0.6; web12 at 1% and 5% +1.9 →
+//! +2.6 and +0.6 → +1.1; multi2 at 25% -3.0 → -2.3 and cpp at 10% -2.2 → -2.4 (21 processes, within
+//! the spread of the seeds); the other cells of the LIRS, cache2k and block traces moved by less
+//! than a point, or gained (P2 at 5% +0.3 → +2.5). On `examples/hit_ratios.rs` (one process) the
+//! average lead over `quick_cache` went from 0.3 to 0.6 points; the two rows where every entry of
+//! capacity counts and nothing is read again soon lost what the other caches gained: a scan into a
+//! hot set 1.2 times the capacity -0.8 → -1.2, two loops mixed with zipf at 3,000 entries -2.2 →
 //! -3.6.
 //!
 //! # What it must never do: serve a value that was replaced
