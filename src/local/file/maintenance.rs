@@ -382,21 +382,27 @@ impl Inner {
             expired: self.sweep_expired(),
             ..CompactionReport::default()
         };
-        let active_id = self.writer.lock().active_id();
-        let candidates: Vec<Arc<Segment>> = self
-            .segments
-            .read()
-            .values()
-            .filter(|s| Some(s.id) != active_id)
-            .filter(|s| {
-                let data = s.data_bytes() as f64;
-                let sparse = (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio;
-                // Segments sealed early by a restart are merged so their files do not pile up.
-                let small = s.data_bytes() < self.segment_size / 8;
-                data > 0.0 && (sparse || small)
-            })
-            .cloned()
-            .collect();
+        // Listed under the writer lock, so that no segment writes go to is a candidate. With the
+        // active id read first and the list taken after the lock was let go, a roll in between
+        // made the new active segment a candidate (it is small), and rewriting it removed the
+        // file the writes since were going to: a store that closed right after lost them.
+        let candidates: Vec<Arc<Segment>> = {
+            let w = self.writer.lock();
+            let first_writable = w.first_writable_id();
+            self.segments
+                .read()
+                .values()
+                .filter(|s| s.id < first_writable)
+                .filter(|s| {
+                    let data = s.data_bytes() as f64;
+                    let sparse = (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio;
+                    // Segments sealed early by a restart are merged so their files do not pile up.
+                    let small = s.data_bytes() < self.segment_size / 8;
+                    data > 0.0 && (sparse || small)
+                })
+                .cloned()
+                .collect()
+        };
         for seg in candidates {
             if stop.is_fired() {
                 break;
@@ -431,12 +437,16 @@ impl Inner {
     /// Copies a segment's live records forward, keeps what must stay as tombstones, deletes the
     /// segment. Returns the number of records moved.
     fn rewrite(&self, seg: &Arc<Segment>, stop: &Shutdown) -> Result<u64> {
+        let first_active = self.writer.lock().first_writable_id();
+        if seg.id >= first_active {
+            // Writes go there: only sealed segments are rewritten (see `compact`).
+            return Ok(0);
+        }
         // A batch at a time, decoded before the writer lock is taken: the whole segment decoded
         // at once took about 70 bytes per record (see `candidates`).
         let mut records = seg.records();
         let mut batch = Vec::with_capacity(BATCH);
         let mut moved = 0;
-        let first_active = self.writer.lock().first_writable_id();
         // Without a slot, no index entry points into the segment.
         let base = self.slots.find(seg.id);
         // Keys no longer in the index, with the highest seq of their records here: each gets one
@@ -509,4 +519,43 @@ impl Inner {
 fn note_tombstone<'k>(tombstones: &mut HashMap<&'k str, u64>, key: &'k str, seq: u64) {
     let slot = tombstones.entry(key).or_insert(seq);
     *slot = (*slot).max(seq);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::shutdown::Shutdown;
+    use crate::{FileStore, FileStoreOptions};
+
+    /// The segment writes go to is never rewritten: removing it would take the records written
+    /// to it since with it. (A roll between two reads of `compact` once made it a candidate.)
+    #[test]
+    fn compaction_never_rewrites_the_segment_writes_go_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = || {
+            FileStoreOptions::default()
+                .segment_size(1024 * 1024)
+                .min_live_ratio(1.0)
+                .background_threads(false)
+        };
+        let store = FileStore::open(dir.path(), options()).unwrap();
+        for i in 0..100 {
+            store.set(&format!("k{i}"), &[7; 100], None).unwrap();
+        }
+        let active = store.inner.writer.lock().active.clone().unwrap();
+        assert_eq!(store.inner.rewrite(&active, &Shutdown::default()).unwrap(), 0);
+        assert!(store.inner.segments.read().contains_key(&active.id));
+        store.set("after", b"v", None).unwrap();
+        // Nor does a compaction pass pick it, small as it is.
+        assert_eq!(store.compact().unwrap().segments_rewritten, 0);
+        store.close().unwrap();
+        let reopened = FileStore::open(dir.path(), options()).unwrap();
+        for i in 0..100 {
+            assert_eq!(
+                reopened.get(&format!("k{i}")).unwrap(),
+                Some(vec![7; 100]),
+                "k{i}"
+            );
+        }
+        assert_eq!(reopened.get("after").unwrap(), Some(b"v".to_vec()));
+    }
 }
