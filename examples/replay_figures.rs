@@ -38,6 +38,10 @@ fn main() {
         rate(n, t.elapsed().as_secs_f64())
     );
 
+    for threads in [1usize, 4, 16] {
+        concurrent_pushes(&dir.join(format!("threads-{threads}")), threads, &value);
+    }
+
     let keys: Vec<String> = (0..200_000).map(|i| format!("batch:{i}")).collect();
     let t = Instant::now();
     for chunk in keys.chunks(100) {
@@ -86,5 +90,41 @@ fn main() {
         rate(acked, t.elapsed().as_secs_f64()),
         stats.compactions,
         stats.log_bytes
+    );
+}
+
+/// `threads` threads each pushing sets one at a time for a second, as request threads do while
+/// L2 is down: throughput, and the median and 99th percentile of a push's latency.
+fn concurrent_pushes(dir: &std::path::Path, threads: usize, value: &[u8]) {
+    let q = ReplayQueue::open(dir, ReplayOptions::default()).unwrap();
+    let run_for = std::time::Duration::from_secs(1);
+    let start = Instant::now();
+    let mut latencies: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let q = &q;
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    let mut i = 0u64;
+                    while start.elapsed() < run_for {
+                        let at = Instant::now();
+                        q.push_set(&format!("t{t}:{i}"), value, 0).unwrap();
+                        mine.push(at.elapsed().as_micros() as u64);
+                        i += 1;
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "replay: push_set from {threads} threads at once: {:.0} ops/s, latency p50 {} µs, p99 {} µs",
+        latencies.len() as f64 / secs,
+        at(0.5),
+        at(0.99)
     );
 }

@@ -1,6 +1,9 @@
-//! Fault injection that needs the crate's internals: a failed fsync latches the queue.
+//! Fault injection that needs the crate's internals: a failed fsync latches the queue, and
+//! pushes made at once share an fsync (and its failure).
 
 use super::*;
+use crate::disk::sim::{Hold, Sim};
+use crate::disk::{Disk, Op};
 
 #[test]
 fn a_failed_fsync_latches_pushes_and_acks_until_reopen_while_reads_go_on() {
@@ -39,4 +42,125 @@ fn a_failed_fsync_latches_pushes_and_acks_until_reopen_while_reads_go_on() {
     assert!(queue.is_pending("kept"));
     queue.push_delete("other").unwrap();
     assert!(queue.is_pending("other"));
+}
+
+/// A queue on a simulated disk whose first `fdatasync` is held, with one push waiting in it.
+struct HeldPush {
+    _root: tempfile::TempDir,
+    live: std::path::PathBuf,
+    sim: Arc<Sim>,
+    queue: Arc<ReplayQueue>,
+    first_sync: Arc<Hold>,
+    first: std::thread::JoinHandle<Result<PushOutcome>>,
+}
+
+fn held_push() -> HeldPush {
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    fs::create_dir(&live).unwrap();
+    let sim = Sim::new(&live);
+    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
+    let queue = Arc::new(ReplayQueue::open(&live, options).unwrap());
+    let first_sync = sim.hold_next(Op::Sync);
+    let first = {
+        let queue = Arc::clone(&queue);
+        std::thread::spawn(move || queue.push_set("a", b"1", 0))
+    };
+    first_sync.wait_held();
+    HeldPush {
+        _root: root,
+        live,
+        sim,
+        queue,
+        first_sync,
+        first,
+    }
+}
+
+/// Pushes `keys`, one thread each, and returns once all of them wait for a turn.
+fn pushes_waiting(
+    queue: &Arc<ReplayQueue>,
+    keys: &[&'static str],
+) -> Vec<std::thread::JoinHandle<Result<PushOutcome>>> {
+    let mut handles = Vec::new();
+    for (i, &key) in keys.iter().enumerate() {
+        let q = Arc::clone(queue);
+        handles.push(std::thread::spawn(move || q.push_set(key, b"2", 0)));
+        while queue.pushes.waiting() < i + 1 {
+            std::thread::yield_now();
+        }
+    }
+    handles
+}
+
+#[test]
+fn pushes_made_while_another_is_at_the_disk_share_the_next_fdatasync() {
+    let held = held_push();
+    let waiting = pushes_waiting(&held.queue, &["b", "c", "d"]);
+    let second_sync = held.sim.hold_next(Op::Sync);
+    held.first_sync.release(None);
+    assert!(matches!(
+        held.first.join().unwrap(),
+        Ok(PushOutcome::Queued { .. })
+    ));
+    second_sync.wait_held();
+    // One turn at a time, and the one at the disk now took every push that waited.
+    assert_eq!(
+        held.queue.pushes.waiting(),
+        0,
+        "the three waiting pushes need more than one fdatasync"
+    );
+    second_sync.release(None);
+    for handle in waiting {
+        assert!(matches!(handle.join().unwrap(), Ok(PushOutcome::Queued { .. })));
+    }
+    for key in ["a", "b", "c", "d"] {
+        assert!(held.queue.is_pending(key), "{key}");
+    }
+
+    // Each push returned after the fdatasync that covered it: a power loss keeps them all.
+    drop(held.queue);
+    let after = held._root.path().join("after");
+    for seed in 0..20 {
+        let _ = fs::remove_dir_all(&after);
+        let kept = held.sim.crash(seed, &after);
+        let queue = ReplayQueue::open(&after, ReplayOptions::default()).unwrap();
+        let keys: Vec<String> = queue.pending().into_iter().map(|op| op.key).collect();
+        assert_eq!(
+            keys,
+            ["a", "b", "c", "d"],
+            "seed {seed}; {kept}; {}",
+            held.live.display()
+        );
+    }
+}
+
+#[test]
+fn a_failed_group_fdatasync_fails_every_push_of_the_group_and_applies_none() {
+    let held = held_push();
+    let waiting = pushes_waiting(&held.queue, &["b", "c"]);
+    let second_sync = held.sim.hold_next(Op::Sync);
+    held.first_sync.release(None);
+    assert!(held.first.join().unwrap().is_ok());
+    second_sync.wait_held();
+    second_sync.release(Some(std::io::ErrorKind::Other));
+    for handle in waiting {
+        let err = handle.join().unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Io {
+                    op: "fsync replay log",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    assert!(held.queue.is_pending("a"));
+    assert!(!held.queue.is_pending("b") && !held.queue.is_pending("c"));
+    assert!(matches!(
+        held.queue.push_delete("e"),
+        Err(Error::WritesDisabled { .. })
+    ));
 }

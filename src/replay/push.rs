@@ -1,0 +1,191 @@
+//! Writing pushes: the ops of every push waiting for the log are planned in order against the
+//! pending state, appended with one write, made durable with one `fdatasync`, and only then
+//! applied in memory (see [`super::group`] for how pushes wait for their turn).
+//!
+//! A push is answered after the `fdatasync` that covers it, so "durable when it returns" holds
+//! for each push as before; what the group changes is that pushes made at the same time share
+//! that `fdatasync` instead of each waiting for all the earlier ones in turn.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use super::format;
+use super::state::{encoded_len, Slot};
+use super::{overflow_record, record_of, Inner, Push, PushOutcome, ReplayAction};
+use crate::error::{key_for_error, Error, Result};
+use format::Kind;
+
+/// One op of a push, owned, since it waits in the group's queue for whichever caller writes it.
+#[derive(Debug)]
+pub(super) enum Op {
+    Set {
+        key: String,
+        value: Vec<u8>,
+        expires_at_ms: u64,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+impl Op {
+    pub(super) fn from_push(push: &Push<'_>) -> Op {
+        match *push {
+            Push::Set {
+                key,
+                value,
+                expires_at_ms,
+            } => Op::Set {
+                key: key.to_owned(),
+                value: value.to_vec(),
+                expires_at_ms,
+            },
+            Push::Delete { key } => Op::Delete { key: key.to_owned() },
+        }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            Op::Set { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
+/// The queue's bounds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    pub(super) max_bytes: u64,
+    pub(super) max_entries: usize,
+}
+
+/// Writes the ops of `pushes`, in order, as one append; returns one answer per push. Every push
+/// gets the error if the append or its `fdatasync` failed (the log is then latched, and nothing
+/// of the group is applied in memory).
+pub(super) fn write(
+    inner: &mut Inner,
+    pushes: Vec<Vec<Op>>,
+    now_ms: u64,
+    bounds: Bounds,
+) -> Vec<Result<Vec<PushOutcome>>> {
+    let count = pushes.len();
+    if let Err(e) = inner.log.check_writable() {
+        return answer_all_with(&e, inner.log.path(), count);
+    }
+    let log_id = inner.log.log_id();
+
+    // Plan against the current state plus the ops planned so far, then write, then apply.
+    let mut staged: HashMap<String, u64> = HashMap::new();
+    let mut entries = inner.pending.len();
+    let mut bytes = inner.pending.bytes();
+    let mut next_seq = inner.next_seq;
+    let mut buf = Vec::new();
+    let mut planned: Vec<(String, Slot)> = Vec::new();
+    let mut outcomes: Vec<Vec<PushOutcome>> = Vec::with_capacity(count);
+    let mut lost = 0u64;
+    let mut downgraded = 0u64;
+    for push in pushes {
+        let mut these = Vec::with_capacity(push.len());
+        for op in push {
+            let current = staged
+                .get(op.key())
+                .copied()
+                .or_else(|| inner.pending.get(op.key()).map(|s| s.disk_len));
+            let base_entries = entries - usize::from(current.is_some());
+            let base_bytes = bytes - current.unwrap_or(0);
+            let fits = |len: u64| base_entries < bounds.max_entries && base_bytes + len <= bounds.max_bytes;
+            let (key, action, was_set) = match op {
+                Op::Set {
+                    key,
+                    value,
+                    expires_at_ms,
+                } => {
+                    let expired = expires_at_ms != 0 && expires_at_ms <= now_ms;
+                    if !expired && fits(format::record_len(key.len(), value.len()) as u64) {
+                        (key, ReplayAction::Set { value, expires_at_ms }, true)
+                    } else {
+                        (key, ReplayAction::Delete, true)
+                    }
+                }
+                Op::Delete { key } => (key, ReplayAction::Delete, false),
+            };
+            let len = encoded_len(&key, &action);
+            // A delete of a key that is already pending replaces its op and never grows the queue.
+            let replaces = current.is_some() && action == ReplayAction::Delete;
+            if !replaces && !fits(len) {
+                tracing::warn!(key = %key_for_error(&key), "replay queue full; op lost, queue marked overflowed");
+                lost += 1;
+                these.push(PushOutcome::Overflowed);
+                continue;
+            }
+            let seq = next_seq;
+            next_seq += 1;
+            let downgrade = was_set && action == ReplayAction::Delete;
+            if downgrade {
+                downgraded += 1;
+            }
+            these.push(if downgrade {
+                PushOutcome::Downgraded { seq }
+            } else {
+                PushOutcome::Queued { seq }
+            });
+            format::encode_record(&mut buf, log_id, &record_of(&key, seq, &action));
+            staged.insert(key.clone(), len);
+            entries = base_entries + 1;
+            bytes = base_bytes + len;
+            planned.push((
+                key,
+                Slot {
+                    seq,
+                    action,
+                    disk_len: len,
+                },
+            ));
+        }
+        outcomes.push(these);
+    }
+    let newly_overflowed = lost > 0 && !inner.overflowed;
+    if newly_overflowed {
+        format::encode_record(&mut buf, log_id, &overflow_record(Kind::Overflow));
+    }
+    if !buf.is_empty() {
+        if let Err(e) = inner.log.append(&buf) {
+            return answer_all_with(&e, inner.log.path(), count);
+        }
+    }
+    inner.next_seq = next_seq;
+    inner.overflowed |= lost > 0;
+    inner.stats.pushed += planned.len() as u64;
+    inner.stats.downgraded += downgraded;
+    inner.stats.lost += lost;
+    for (key, slot) in planned {
+        inner.pending.insert(&key, slot);
+    }
+    outcomes.into_iter().map(Ok).collect()
+}
+
+/// `count` answers of `error`, each naming the same file, operation and cause (errors are not
+/// `Clone`).
+fn answer_all_with(error: &Error, path: &Path, count: usize) -> Vec<Result<Vec<PushOutcome>>> {
+    (0..count).map(|_| Err(copy_of(error, path))).collect()
+}
+
+/// A copy of one of the errors the log's writes return (in `path`).
+pub(super) fn copy_of(error: &Error, path: &Path) -> Error {
+    match error {
+        Error::Io { op, path, source } => Error::io(
+            op,
+            path.clone(),
+            io::Error::new(source.kind(), source.to_string()),
+        ),
+        Error::WritesDisabled { path, cause } => Error::WritesDisabled {
+            path: path.clone(),
+            cause: cause.clone(),
+        },
+        // The log's writes fail only with the two above; anything else still says what failed.
+        other => Error::WritesDisabled {
+            path: path.to_owned(),
+            cause: other.to_string(),
+        },
+    }
+}
