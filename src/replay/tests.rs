@@ -5,13 +5,7 @@ use super::*;
 use crate::disk::sim::{Hold, Sim};
 use crate::disk::{Disk, Op};
 
-#[test]
-fn a_failed_fsync_latches_pushes_and_acks_until_reopen_while_reads_go_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
-    queue.push_delete("kept").unwrap();
-    queue.fail_next_sync();
-    let err = queue.push_set("lost", b"v", 0).unwrap_err();
+fn assert_fsync_failure(err: &Error) {
     assert!(
         matches!(
             err,
@@ -22,6 +16,16 @@ fn a_failed_fsync_latches_pushes_and_acks_until_reopen_while_reads_go_on() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn a_failed_fsync_latches_pushes_and_acks_until_reopen_while_reads_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    queue.push_delete("kept").unwrap();
+    queue.fail_next_sync();
+    let err = queue.push_set("lost", b"v", 0).unwrap_err();
+    assert_fsync_failure(&err);
     // Not applied in memory: the caller was told it failed.
     assert!(!queue.is_pending("lost"));
     // Latched: no retry of the fsync, a distinct error for every later write.
@@ -146,16 +150,7 @@ fn a_failed_group_fdatasync_fails_every_push_of_the_group_and_applies_none() {
     second_sync.release(Some(std::io::ErrorKind::Other));
     for handle in waiting {
         let err = handle.join().unwrap().unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Io {
-                    op: "fsync replay log",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert_fsync_failure(&err);
     }
     assert!(held.queue.is_pending("a"));
     assert!(!held.queue.is_pending("b") && !held.queue.is_pending("c"));
