@@ -30,8 +30,9 @@
 //! `fdatasync` per push or ack batch), never network I/O. Pushes from several threads at once
 //! share an `fdatasync`: those that arrive while one is being written are written together by
 //! the next (group commit, see `group`), so in an L2 outage the queue's throughput grows with
-//! the number of writers instead of each waiting for every fsync ahead of it. Async code can call it directly (an
-//! `fdatasync` is the same kind of short blocking call as an L1 write) or from `spawn_blocking`.
+//! the number of writers instead of each waiting for every fsync ahead of it. Async code can
+//! call it directly (an `fdatasync` is the same kind of short blocking call as an L1 write) or
+//! from `spawn_blocking`.
 //! The queue is `Send + Sync`; share it in an `Arc`.
 //!
 //! # Semantics
