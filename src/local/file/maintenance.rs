@@ -8,6 +8,12 @@
 //! records that are not live can be dropped outright only when it is the oldest segment; in any
 //! other segment a dead record of a key that is no longer in the index is kept as a tombstone
 //! (same sequence number), so an older value of the key cannot resurface at restart.
+//!
+//! The same goes for copies: every record on disk that the index does not point at must be
+//! shadowed by a newer record or a tombstone. A copy is written only after the roll it needs
+//! (which may evict, on a full device, the very segment being copied from), and only if the
+//! index still points at the original; and a segment's originals are removed only while the
+//! store is writable, since a failed fsync may have lost the copies.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -319,8 +325,10 @@ impl Inner {
                     self.expire_at(hash, loc);
                 } else if let Some(rec) = copy {
                     kept += u64::from(rec.len);
-                    self.move_record(w, &seg, &rec, (hash, loc), (!filler).then_some(spends))?;
-                    self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
+                    // The copy fits the active segment (see `budget`): no roll can drop it.
+                    if self.move_record(w, &seg, &rec, (hash, loc), (!filler).then_some(spends))? {
+                        self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
+                    }
                 } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
                     self.unaccount_len(&seg, c.len);
                     self.counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -344,6 +352,10 @@ impl Inner {
     /// the copy. `kept`: `None` carries the entry's policy bits over (compaction, and a filler
     /// kept at eviction); `Some(spend)` protects it and takes the reads `spend` says off its
     /// count (any other entry kept at eviction).
+    ///
+    /// Returns false, copying nothing, if the roll a copy needs evicted the entry: a copy the
+    /// index does not point at would bring the key back at the next open, and a delete in
+    /// between would write no tombstone for it.
     fn move_record(
         &self,
         w: &mut Writer,
@@ -351,8 +363,17 @@ impl Inner {
         rec: &format::Located<'_>,
         (hash, loc): (u64, Loc),
         kept: Option<Spend>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let r = rec.record;
+        if w.active.is_none() || w.offset + u64::from(rec.len) > self.segment_size {
+            // Roll before copying, as `append` would: on a full device the roll evicts the
+            // oldest segment, which may be the one this record is in (compaction rewrites the
+            // oldest first).
+            self.roll(w)?;
+            if self.standing_at(hash, loc).is_none() {
+                return Ok(false);
+            }
+        }
         let (new_seg, offset, len) = self.append(w, Kind::Value, r.seq, r.expires_at_ms, r.key, r.value)?;
         let new_loc = self.slots.loc(&new_seg, u64::from(offset))?;
         if let Some(mut e) = self.index.get_mut(&hash) {
@@ -368,7 +389,7 @@ impl Inner {
                 self.live_bytes.fetch_sub(u64::from(rec.len), Ordering::Relaxed);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// One compaction step: sweep expired entries, then rewrite sealed segments whose live
@@ -468,6 +489,8 @@ impl Inner {
                 // Evicted (or cleared) meanwhile: nothing left to rewrite.
                 return Ok(moved);
             }
+            // Latched meanwhile: nothing more is written.
+            self.check_writable()?;
             // Values in the keep window are copied like live ones: compaction keeps stale copies.
             let now = self.dead_before(self.clock.now_ms());
             for rec in &batch {
@@ -478,8 +501,9 @@ impl Inner {
                 let expired = r.expires_at_ms != 0 && now >= r.expires_at_ms;
                 match (r.kind, here, loc) {
                     (Kind::Value, Some(true), Some(loc)) if !expired => {
-                        self.move_record(&mut w, seg, rec, (hash, loc), None)?;
-                        moved += 1;
+                        if self.move_record(&mut w, seg, rec, (hash, loc), None)? {
+                            moved += 1;
+                        }
                     }
                     (Kind::Value, Some(true), Some(loc)) => {
                         self.expire_at(hash, loc);
@@ -500,6 +524,9 @@ impl Inner {
         if !self.segments.read().contains_key(&seg.id) {
             return Ok(moved);
         }
+        // A flush that failed meanwhile latched the store, and its failed fsync may have been
+        // of our copies: the originals stay.
+        self.check_writable()?;
         // In the oldest segment nothing older can exist, so dead keys need no tombstone.
         let is_oldest = self.segments.read().keys().next() == Some(&seg.id);
         if !is_oldest {

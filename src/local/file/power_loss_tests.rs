@@ -485,3 +485,128 @@ fn the_simulator_drops_what_was_not_fsynced() {
     }
     assert!(lost_some, "the simulator never dropped an unsynced write");
 }
+
+/// Writes 2,000-byte values to `prefix0..` until the active segment has no room left for one
+/// more record of that size (so the next copy of one rolls).
+fn fill_active(store: &FileStore, prefix: &str) {
+    let len = super::format::record_len(4, 2000) as u64;
+    for i in 0.. {
+        let w = store.inner.writer.lock();
+        if w.active.is_some() && w.offset + len > store.inner.segment_size {
+            return;
+        }
+        drop(w);
+        store.set(&format!("{prefix}{i}"), &[3u8; 2000], None).unwrap();
+    }
+}
+
+#[test]
+fn a_compaction_copy_whose_roll_evicts_its_own_segment_never_brings_the_key_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let options = || small(&clock).min_live_ratio(0.5);
+    let (store, sim) = sim_store(dir.path(), options());
+    store.set("keep", &[1u8; 2000], None).unwrap();
+    // Fill the first segment, then write every key but `keep` again: the first segment (the
+    // oldest) is a compaction candidate holding one live record.
+    for round in 0..2u8 {
+        for i in 0..40 {
+            store.set(&format!("f{i}"), &[round; 2000], None).unwrap();
+        }
+    }
+    fill_active(&store, "g");
+    // The copy of `keep` needs a new segment, and the device is full: the roll evicts the
+    // oldest segment, the one being rewritten.
+    sim.fail_next(Op::Allocate, ErrorKind::StorageFull);
+    store.compact().unwrap();
+    assert_eq!(sim.pending_faults(), 0, "the compaction never rolled");
+    // Evicted for room, as a full cache may; the point is that it stays gone.
+    assert_eq!(store.get("keep").unwrap(), None);
+    assert!(!store.delete("keep").unwrap());
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), options()).unwrap();
+    assert_eq!(
+        store.get("keep").unwrap(),
+        None,
+        "an evicted, deleted key came back"
+    );
+    for i in 0..40 {
+        assert_eq!(
+            store.get(&format!("f{i}")).unwrap(),
+            Some(vec![1u8; 2000]),
+            "f{i}"
+        );
+    }
+    assert!(store.verify(|_, _| {}).unwrap().is_clean());
+}
+
+#[test]
+fn a_hint_written_while_its_segment_is_evicted_does_not_stay_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    let store = Arc::new(store);
+    store.set("k", &[5u8; 2000], None).unwrap();
+    let first = *store.inner.segments.read().keys().next().unwrap();
+    let mut i = 0;
+    while store.inner.segments.read().len() < 2 {
+        store.set(&format!("k{i}"), &[5u8; 2000], None).unwrap();
+        i += 1;
+    }
+    // The flush fsyncs the sealed first segment, then is held renaming its hint into place.
+    let hold = sim.hold_next(Op::Rename);
+    let flush = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || store.flush())
+    };
+    hold.wait_held();
+    while store.inner.segments.read().contains_key(&first) {
+        store.set(&format!("k{i}"), &[5u8; 2000], None).unwrap();
+        i += 1;
+    }
+    hold.release(None);
+    flush.join().unwrap().unwrap();
+    let hint = super::segment::hint_path(dir.path(), first);
+    assert!(!hint.exists(), "{} outlived its segment", hint.display());
+}
+
+#[test]
+fn a_compaction_whose_copies_a_failed_flush_may_have_lost_keeps_the_originals() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock).min_live_ratio(0.9));
+    let store = Arc::new(store);
+    for round in 0..2u8 {
+        for i in 0..40 {
+            store.set(&format!("k{i}"), &[round; 2000], None).unwrap();
+        }
+    }
+    let candidate = *store.inner.segments.read().keys().next().unwrap();
+    // A flush holds the sync lock, held in an fsync that will fail.
+    let hold = sim.hold_next(Op::Sync);
+    let flush = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || store.flush())
+    };
+    hold.wait_held();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let compact = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            let link = std::fs::read_link("/proc/thread-self").unwrap();
+            let tid: i32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            tid_tx.send(tid).unwrap();
+            store.compact()
+        })
+    };
+    // The compaction copies its records, then waits for the sync lock before removing them.
+    wait_until_asleep(tid_rx.recv().unwrap());
+    hold.release(Some(ErrorKind::Other));
+    assert!(flush.join().unwrap().is_err());
+    let compacted = compact.join().unwrap();
+    assert!(
+        matches!(compacted, Err(Error::WritesDisabled { .. })),
+        "{compacted:?}"
+    );
+    assert!(store.inner.segments.read().contains_key(&candidate));
+}

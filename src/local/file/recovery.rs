@@ -684,7 +684,7 @@ mod tests {
         seg.write_at(SEGMENT_HEADER_LEN as u64, &buf).unwrap();
         seg.data_end
             .store((SEGMENT_HEADER_LEN + buf.len()) as u64, Ordering::Release);
-        let scanned = hint_of_scan(1, &seg.scan_data());
+        let scanned = hint_of_scan(1, &seg.scan_data_to(seg.data_end()));
         assert_eq!(hint_of_sealed(&seg).unwrap(), scanned);
         assert_eq!(format::decode_hint(&scanned).unwrap().entries.len() as u64, i);
     }

@@ -148,9 +148,9 @@ impl Segment {
         }))
     }
 
-    /// Scans the records up to the data end (what a sealed or active segment holds).
-    pub(crate) fn scan_data(&self) -> format::Scan<'_> {
-        let end = usize::try_from(self.data_end()).unwrap_or(usize::MAX);
+    /// Scans the records up to `end`, a data end read earlier (an active segment's grows).
+    pub(crate) fn scan_data_to(&self, end: u64) -> format::Scan<'_> {
+        let end = usize::try_from(end).unwrap_or(usize::MAX);
         format::scan_segment(self.map.get(..end).unwrap_or(&self.map), self.salt)
     }
 

@@ -431,6 +431,19 @@ impl Inner {
         if let Err(e) = written {
             tracing::warn!(error = %e, "could not write a hint file; the next open will scan that segment");
         }
+        // Evicted while the hint was written (a flush writes hints outside the writer lock):
+        // the eviction found no hint to remove, so nothing else will, and its bytes would
+        // stay on disk uncounted until the next open.
+        if !self.is_listed(seg) {
+            let hint = segment::hint_path(&self.dir.path, seg.id);
+            match self.dir.disk.remove_file(&hint) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %hint.display(), "could not remove the hint of an evicted segment; the next open removes it")
+                }
+            }
+        }
     }
 
     /// fsyncs every segment that can hold records appended since segment `since_id` became
@@ -644,12 +657,14 @@ impl Inner {
         let mut report = VerifyReport::default();
         let mut done = 0;
         for seg in segments {
-            let scan = seg.scan_data();
+            // Read once: the active segment grows while it is scanned, and records appended
+            // after the scan are not a lost tail.
+            let end = seg.data_end();
+            let scan = seg.scan_data_to(end);
             report.segments += 1;
             report.records += scan.records.len() as u64;
             // Everything between the last good record and the data end the index relies on is
             // damage: torn bytes, or zeros, which a scan alone takes for the end of the log.
-            let end = seg.data_end();
             let lost_tail = (scan.data_end < end).then_some(scan.data_end..end);
             for range in scan.damaged.iter().chain(lost_tail.iter()) {
                 report.damaged_ranges += 1;
@@ -660,7 +675,7 @@ impl Inner {
                     .problems
                     .push(format!("{}: damaged records", seg.path.display()));
             }
-            done += seg.data_end();
+            done += end;
             progress(done, total);
         }
         report
