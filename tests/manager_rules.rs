@@ -429,6 +429,35 @@ fn backfill_does_not_overwrite_a_newer_set() {
 }
 
 #[test]
+fn an_l2_value_read_before_a_prefix_invalidation_is_not_backfilled_after_it() {
+    // The key is not in L1 when the prefix is dropped, so no write of it is listed; the read
+    // that began before must still not put the value it read into L1 after.
+    let s = setup(true);
+    s.l2.put_raw("p:k", &encoded(&"old"), 0);
+    let gate = s.l2.gate("get");
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| s.cache.get::<String>("p:k").unwrap());
+        gate.wait_entered();
+        // Another instance writes the key, and its invalidation of the prefix arrives.
+        s.l2.put_raw("p:k", &encoded(&"new"), 0);
+        s.cache.invalidate_prefix("p:").unwrap();
+        gate.release();
+        assert_eq!(
+            reader.join().unwrap().as_deref(),
+            Some("old"),
+            "read before the write"
+        );
+    });
+    s.cache.flush().unwrap();
+    assert_eq!(
+        s.l1.get("p:k").unwrap(),
+        None,
+        "the value read before the invalidation came back"
+    );
+    assert_eq!(s.cache.get::<String>("p:k").unwrap().as_deref(), Some("new"));
+}
+
+#[test]
 fn invalidate_local_drops_only_the_l1_copy() {
     let s = setup(true);
     s.cache.set("k", &1u8, None).unwrap();

@@ -634,3 +634,32 @@ fn another_instances_write_drops_the_key_from_this_memory_tier() {
         "not the value a replaced"
     );
 }
+
+#[test]
+fn a_prefix_invalidation_drops_values_the_memory_tier_kept_after_the_file_tier_evicted_them() {
+    // The memory tier keeps what it decoded until its own eviction, so it can hold a value the
+    // churning file tier has evicted: listing the prefix in the file tier alone left those
+    // readable after `invalidate_prefix` returned.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(churning_file_tier(dir.path(), 5_000)).unwrap();
+    let user = |i: usize| User {
+        name: format!("{i:0>900}"),
+        age: 1,
+    };
+    for i in 0..3_000 {
+        let key = format!("p:{i}");
+        cache.set(&key, &user(i), None).unwrap();
+        assert_eq!(cache.get::<User>(&key).unwrap(), Some(user(i)));
+    }
+    let in_memory_only = (0..3_000)
+        .filter(|i| cache.local().get(&format!("p:{i}")).unwrap().is_none())
+        .count();
+    assert!(
+        in_memory_only > 0,
+        "the file tier evicted nothing: the test proves nothing"
+    );
+    cache.invalidate_prefix("p:").unwrap();
+    for i in 0..3_000 {
+        assert_eq!(cache.get::<User>(&format!("p:{i}")).unwrap(), None, "p:{i}");
+    }
+}

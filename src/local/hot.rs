@@ -3,8 +3,11 @@
 //! inline in a cache of its own type, and a hit hands out a clone of it.
 //!
 //! The tier holds what a typed read decoded, and what a write decoded of a key it holds or of
-//! a key a typed read lately found nowhere (see [`note_miss`](HotTier::note_miss)); it never
-//! holds a value the level below does not hold too. Every change to the level below goes
+//! a key a typed read lately found nowhere (see [`note_miss`](HotTier::note_miss)). It may
+//! keep a value the level below has since evicted (the file store keeps what the tier holds
+//! first, but only in the room an eviction may copy), never one the level below has since
+//! replaced or deleted, and a prefix invalidation lists its keys too
+//! ([`keys_with_prefix`](HotTier::keys_with_prefix)). Every change to the level below goes
 //! through [`Tiered`](super::tiered::Tiered) between [`begin_change`](HotTier::begin_change),
 //! which drops the key from this tier, and [`end_change`](HotTier::end_change), which drops it
 //! again or, after a write, puts the written value, decoded, where the old one was, unless
@@ -82,6 +85,8 @@ trait Erased: Any + Send + Sync {
     /// Whether `key` has a place in the cache (with or without a value), without making it
     /// hotter.
     fn holds(&self, key: &str) -> bool;
+    /// Adds to `out` the keys that start with `prefix` and hold a value.
+    fn keys_with_prefix(&self, prefix: &str, out: &mut Vec<String>);
     fn clear(&self);
     fn len(&self) -> usize;
     /// The weight the cache's entries count against its bound in bytes.
@@ -164,6 +169,20 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
     }
     fn holds(&self, key: &str) -> bool {
         self.cache.contains_key(&Probe::new(key))
+    }
+    fn keys_with_prefix(&self, prefix: &str, out: &mut Vec<String>) {
+        // `retain` visits every entry without cloning values (`iter` clones each one); it
+        // keeps them all.
+        let found = std::cell::RefCell::new(Vec::new());
+        self.cache.retain(|key, slot| {
+            if let (Some(_), Some(key)) = (slot, key.as_str()) {
+                if key.starts_with(prefix) {
+                    found.borrow_mut().push(key.to_owned());
+                }
+            }
+            true
+        });
+        out.append(&mut found.into_inner());
     }
     fn clear(&self) {
         self.cache.clear();
@@ -464,6 +483,16 @@ impl HotTier {
     #[must_use]
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// The keys starting with `prefix` that hold a value here, in any type (a key may be
+    /// listed once per type). The level below may have dropped some of them since: the tier
+    /// keeps what it decoded until its own eviction, so a prefix invalidation must ask it too.
+    #[must_use]
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        self.each(|_, cache| cache.keys_with_prefix(prefix, &mut keys));
+        keys
     }
 
     /// Drops every key.

@@ -178,8 +178,16 @@ impl LocalStorage for Tiered {
         self.base.confirm(key)
     }
 
+    /// The level below's keys and the hot tier's: the hot tier may still hold a value the
+    /// level below has evicted.
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
-        self.base.keys_with_prefix(prefix)
+        let Some(mut keys) = self.base.keys_with_prefix(prefix)? else {
+            return Ok(None);
+        };
+        keys.extend(self.hot.keys_with_prefix(prefix));
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(Some(keys))
     }
 
     /// A change like any write: the keys leave the hot tier around it, whether the level below

@@ -67,6 +67,8 @@ impl Shared {
 
     /// Every L1 entry becomes suspect (or, without an L2 to check them against, is dropped).
     fn distrust_everything(&self) {
+        // An L2 read begun before must not backfill a value that a write we missed replaced.
+        let _all = self.guard.write_all();
         let result = if self.l2.is_some() {
             self.check_freshness.store(true, Ordering::Relaxed);
             self.l1.mark_all_suspect()

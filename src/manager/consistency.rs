@@ -190,6 +190,9 @@ impl Shared {
     /// store, redb), otherwise by clearing L1 (a superset). Returns the number of keys dropped
     /// (all of L1 when cleared).
     pub(crate) fn drop_local_prefix(&self, prefix: &str) -> Result<u64> {
+        // Keys not in L1 now are not listed, and an L2 read of one begun before the prefix was
+        // invalidated must not backfill it after.
+        let _all = self.guard.write_all();
         let listed = self
             .l1
             .keys_with_prefix(prefix)
@@ -209,6 +212,7 @@ impl Shared {
     }
 
     pub(super) fn clear_local(&self) -> Result<()> {
+        let _all = self.guard.write_all();
         self.l1.clear().inspect_err(|_| self.metrics.local.errors.incr())
     }
 }

@@ -13,7 +13,8 @@
 //!   cancelled) frees the keys;
 //! - a local-only invalidation (another instance's message, dropping a suspect entry) only
 //!   [`marks`](KeyOrder::write) a writer: it touches L1 alone, so it need not wait for an L2
-//!   round trip of this manager;
+//!   round trip of this manager; one of keys nobody listed (all of L1, a prefix, every entry
+//!   made suspect) marks a writer on [every stripe](KeyOrder::write_all);
 //! - every writer bumps `version` when it starts and ends; a read takes a [`Ticket`] (the
 //!   version) before it reads L2, and backfills L1 only under the stripe's mutex, only if the
 //!   version is unchanged and no writer is in progress;
@@ -338,6 +339,18 @@ impl KeyOrder {
         }
     }
 
+    /// Marks a write of every key in progress until the guard is dropped: for an invalidation
+    /// of keys nobody listed (all of L1, a prefix, every entry made suspect). An L2 read whose
+    /// ticket was taken before the guard is dropped then backfills nothing, as after a write
+    /// of its key; without it, a value read from L2 before the invalidation came back into L1
+    /// after it. Takes each stripe's mutex twice: for rare, whole-cache events only.
+    pub(crate) fn write_all(&self) -> AllGuard<'_> {
+        for slot in &*self.slots {
+            Self::start(&mut slot.state.lock(), false, &[]);
+        }
+        AllGuard { guard: self }
+    }
+
     /// Owns `keys` (waiting, on this thread, for earlier writes of them to finish) until the
     /// guard is dropped; `delete`: they are being deleted. See the module docs.
     pub(crate) fn order<'k>(&self, keys: impl IntoIterator<Item = &'k str>, delete: bool) -> WriteGuard<'_> {
@@ -405,6 +418,22 @@ impl KeyOrder {
     }
 }
 
+/// A write of every key in progress ([`KeyOrder::write_all`]).
+#[derive(Debug)]
+pub(crate) struct AllGuard<'a> {
+    guard: &'a KeyOrder,
+}
+
+impl Drop for AllGuard<'_> {
+    fn drop(&mut self) {
+        for slot in &*self.guard.slots {
+            let mut s = slot.state.lock();
+            s.writers = s.writers.saturating_sub(1);
+            s.version = s.version.wrapping_add(1);
+        }
+    }
+}
+
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         let held = self.keys.get(..self.taken).unwrap_or_default();
@@ -440,6 +469,19 @@ mod tests {
         let g = KeyOrder::default();
         let t = g.ticket("k");
         assert!(g.backfill_if_current(t, || {}));
+    }
+
+    #[test]
+    fn a_whole_cache_invalidation_blocks_backfills_of_every_key_read_before_it_ended() {
+        let g = KeyOrder::default();
+        let before = g.ticket("k");
+        let all = g.write_all();
+        let during = g.ticket("other");
+        assert!(!g.backfill_if_current(g.ticket("k"), || panic!("must not run during it")));
+        drop(all);
+        assert!(!g.backfill_if_current(before, || panic!("read before it")));
+        assert!(!g.backfill_if_current(during, || panic!("read during it")));
+        assert!(g.backfill_if_current(g.ticket("k"), || {}), "read after it");
     }
 
     #[test]

@@ -155,7 +155,12 @@ impl CacheManager {
         self.monitor().get_stats()
     }
 
-    /// The L1 level.
+    /// The L1 level, to inspect it (sizes, counters, a key's entry) or run its maintenance.
+    ///
+    /// Writes, deletes and clears made through it bypass the manager: they reach neither L2 nor
+    /// other instances, and the manager's per-key ordering and backfill guard do not see them,
+    /// so a read through the manager that raced one may put back the value it replaced (in the
+    /// memory tier too). Change keys through the manager (`set`, `delete`, `invalidate_local`).
     #[must_use]
     pub fn local(&self) -> &Arc<dyn LocalStorage> {
         &self.shared.l1

@@ -95,6 +95,11 @@ impl HotKey {
         HotKey::Heap(heap.into_boxed_slice())
     }
 
+    /// The key, if it is UTF-8 (it was made from a `&str`, so always).
+    pub(super) fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.key()).ok()
+    }
+
     fn key(&self) -> &[u8] {
         match self {
             HotKey::Inline { len, bytes, .. } => bytes.get(..usize::from(*len)).unwrap_or_default(),
