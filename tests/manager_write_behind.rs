@@ -14,11 +14,12 @@
 mod manager_support;
 
 use std::path::Path;
-
+use std::sync::Arc;
 use std::time::Duration;
 
-use manager_support::{Scripted, START_MS};
-use uno_cache::{CacheConfig, Codec, Storage, WriteMode};
+use manager_support::gated::{GatedStore, Point};
+use manager_support::{Scripted, ScriptedStore, START_MS};
+use uno_cache::{CacheConfig, Codec, ManualClock, Storage, WriteMode};
 
 const DISTRIBUTED_TTL: Duration = Duration::from_secs(600);
 
@@ -226,4 +227,96 @@ fn an_empty_write_behind_queue_is_a_config_error_naming_the_field() {
         matches!(&err, uno_cache::Error::Config { field, .. } if field == "distributed.write_behind_max_keys"),
         "{err}"
     );
+}
+
+/// A manager like [`setup_with`]'s whose scripted L2 sits behind a [`GatedStore`], which holds
+/// one chosen call of one key.
+struct GatedBehind {
+    cache: uno_cache::CacheManager,
+    l2: Arc<ScriptedStore>,
+    gated: Arc<GatedStore<ScriptedStore>>,
+}
+
+fn gated_behind(config: CacheConfig) -> GatedBehind {
+    let clock = ManualClock::new(START_MS);
+    let l1 = Arc::new(uno_cache::MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap());
+    let l2 = ScriptedStore::new("scripted", &clock);
+    let gated = GatedStore::new(Arc::clone(&l2));
+    let cache = uno_cache::CacheManager::builder()
+        .config(config)
+        .local(l1)
+        .distributed(gated.clone())
+        .clock(Arc::new(clock))
+        .build()
+        .unwrap();
+    GatedBehind { cache, l2, gated }
+}
+
+#[test]
+fn a_write_through_after_a_failed_batch_of_its_key_is_replayed_after_that_batch() {
+    // The queue is full, so the set writes through once the in-flight batch holding an older
+    // value of its key has landed; that batch failed and queued the older value for replay,
+    // and the set must follow it there rather than reach L2 first and be overwritten.
+    let dir = tempfile::tempdir().unwrap();
+    let s = gated_behind(config(1, Some(dir.path())));
+    let batch = s.gated.gate("set_each", "k", Point::Before);
+    s.cache.set("k", &1u32, None).unwrap();
+    batch.wait_entered();
+    s.cache.set("x", &9u32, None).unwrap(); // the queue is full now
+    s.l2.set_failing(true);
+    // If the set went to L2 (as it did), hold it there until the batch's failure is queued.
+    let direct = s.gated.gate("set", "k", Point::Before);
+    std::thread::scope(|scope| {
+        let setter = scope.spawn(|| s.cache.set("k", &2u32, None));
+        batch.release();
+        loop {
+            if setter.is_finished() {
+                // Not sent to L2: let the replay's write of the key through the gate.
+                direct.release();
+                break;
+            }
+            if direct.entered() {
+                s.l2.set_failing(false);
+                direct.release();
+                break;
+            }
+            std::thread::yield_now();
+        }
+        setter.join().unwrap().unwrap();
+    });
+    s.cache.flush().unwrap();
+    s.l2.set_failing(false);
+    s.cache.replay_now().unwrap();
+    assert_eq!(
+        s.l2.peek("k").map(|(v, _)| v),
+        Some(encoded(2)),
+        "an older value was replayed over the newer one"
+    );
+}
+
+#[test]
+fn a_delete_that_gave_up_waiting_for_a_batch_is_not_undone_by_that_batchs_replay() {
+    // The delete waits for the in-flight batch holding the key at most four L2 timeouts, then
+    // goes on; if the batch then fails, its older write must not be queued for replay.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(10_000, Some(dir.path()));
+    config.distributed.timeout_ms = 25;
+    let s = gated_behind(config);
+    let batch = s.gated.gate("set_each", "k", Point::Before);
+    s.cache.set("k", &1u32, None).unwrap();
+    batch.wait_entered();
+    s.cache.delete("k").unwrap();
+    assert_eq!(s.l2.peek("k"), None);
+    s.l2.set_failing(true);
+    batch.release();
+    s.cache.flush().unwrap();
+    assert_eq!(
+        s.cache.stats().consistency.write_behind_failures,
+        1,
+        "the batch did not fail"
+    );
+    s.l2.set_failing(false);
+    s.cache.replay_now().unwrap();
+    assert_eq!(s.l2.peek("k"), None, "the deleted value came back");
+    assert_eq!(s.cache.get::<u32>("k").unwrap(), None);
 }

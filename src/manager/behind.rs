@@ -225,6 +225,11 @@ impl WriteQueue {
         Self::drop_queued(&mut st, keys);
         while keys.iter().any(|k| st.in_flight.contains_key(*k)) {
             if self.landed.wait_until(&mut st, deadline).timed_out() {
+                // The caller's write or delete goes on and supersedes the batch's writes of
+                // these keys: if the batch fails, they must not be queued for replay after it.
+                for key in keys {
+                    st.in_flight.remove(*key);
+                }
                 return true;
             }
         }
@@ -546,9 +551,11 @@ impl Shared {
         // Under the queue lock: a set of one of these keys either is queued already (newer, so
         // this older value is not replayed) or will see the key pending in the replay queue.
         let st = queue.state.lock();
+        // Nor one a settle took over when it gave up waiting (it is no longer in flight): the
+        // caller's delete or write went on, and replaying this older value would undo it.
         let pushes: Vec<Push<'_>> = batch
             .iter()
-            .filter(|(key, _)| !st.queued.contains_key(key))
+            .filter(|(key, _)| !st.queued.contains_key(key) && st.in_flight.contains_key(key))
             .map(|(key, q)| Push::Set {
                 key,
                 value: &q.value,

@@ -327,13 +327,19 @@ impl CacheManager {
                 if settle {
                     s.settle_behind_async(keys).await;
                 }
-                let l2_ttl = Some(s.l2_ttl(ttl));
-                let started = Instant::now();
-                let result = match (keys, items) {
-                    ([_], [(key, value)]) if single => l2.set_async(key, value, l2_ttl).await,
-                    _ => l2.set_many_async(items, l2_ttl).await,
-                };
-                s.finish_write(items, ttl, (started, result))
+                if settle && s.must_queue(keys) {
+                    // The batch the settle waited for failed and queued older writes of these
+                    // keys for replay: this newer one goes after them, not to L2 before them.
+                    s.queue_sets(items, ttl)
+                } else {
+                    let l2_ttl = Some(s.l2_ttl(ttl));
+                    let started = Instant::now();
+                    let result = match (keys, items) {
+                        ([_], [(key, value)]) if single => l2.set_async(key, value, l2_ttl).await,
+                        _ => l2.set_many_async(items, l2_ttl).await,
+                    };
+                    s.finish_write(items, ttl, (started, result))
+                }
             }
         };
         drop(ordered);

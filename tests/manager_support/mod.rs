@@ -46,6 +46,11 @@ impl GateHandle {
             .expect("the gated call never started");
     }
 
+    /// Whether the held call has started, without waiting.
+    pub fn entered(&self) -> bool {
+        self.entered.try_recv().is_ok()
+    }
+
     /// Lets the held call go on.
     pub fn release(&self) {
         self.release.send(()).expect("the gated call is gone");
