@@ -99,7 +99,10 @@
 //!   compacted: rewritten to `replay.log.new`, fsynced, renamed over the log, directory fsynced.
 //!   So the file stays under about `2 × max_bytes + 64 KiB`.
 //! - A failed write or fsync latches the queue: later pushes, acks and compactions fail with
-//!   [`Error::WritesDisabled`] until it is reopened (reads of the pending ops still work).
+//!   [`Error::WritesDisabled`] until it is reopened (reads of the pending ops still work). The
+//!   ops whose write failed stay pending in memory (their records may be on disk and come back
+//!   at the reopen, and a direct L2 write of their keys in between would be overwritten then),
+//!   and the queue reports itself overflowed until the reopen (an op may be lost).
 //!
 //! # Protocol for the manager
 //!

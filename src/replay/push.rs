@@ -59,9 +59,15 @@ pub(super) struct Bounds {
     pub(super) max_entries: usize,
 }
 
-/// Writes the ops of `pushes`, in order, as one append; returns one answer per push. Every push
-/// gets the error if the append or its `fdatasync` failed (the log is then latched, and nothing
-/// of the group is applied in memory).
+/// Writes the ops of `pushes`, in order, as one append; returns one answer per push.
+///
+/// If the append or its `fdatasync` fails, every push gets the error and the log is latched,
+/// but the ops are applied in memory all the same, and the queue is marked overflowed (in
+/// memory: the log takes no more writes). Their records may be on disk anyway (a failed fsync
+/// says nothing of what reached the disk), and a reopen would replay them: kept pending, their
+/// keys are not written to L2 directly meanwhile (the manager pushes them, and is refused), so
+/// no newer value of theirs can be overwritten by that replay. And the ops may be lost too, so
+/// L2 may be stale. Pushes refused by a latched log are lost: they mark the queue the same way.
 pub(super) fn write(
     inner: &mut Inner,
     pushes: Vec<Vec<Op>>,
@@ -70,6 +76,7 @@ pub(super) fn write(
 ) -> Vec<Result<Vec<PushOutcome>>> {
     let count = pushes.len();
     if let Err(e) = inner.log.check_writable() {
+        inner.overflowed |= pushes.iter().any(|ops| !ops.is_empty());
         return answer_all_with(&e, inner.log.path(), count);
     }
     let log_id = inner.log.log_id();
@@ -148,20 +155,23 @@ pub(super) fn write(
     if newly_overflowed {
         format::encode_record(&mut buf, log_id, &overflow_record(Kind::Overflow));
     }
-    if !buf.is_empty() {
-        if let Err(e) = inner.log.append(&buf) {
-            return answer_all_with(&e, inner.log.path(), count);
-        }
-    }
+    let appended = if buf.is_empty() {
+        Ok(())
+    } else {
+        inner.log.append(&buf)
+    };
     inner.next_seq = next_seq;
-    inner.overflowed |= lost > 0;
+    inner.overflowed |= lost > 0 || appended.is_err();
     inner.stats.pushed += planned.len() as u64;
     inner.stats.downgraded += downgraded;
     inner.stats.lost += lost;
     for (key, slot) in planned {
         inner.pending.insert(&key, slot);
     }
-    outcomes.into_iter().map(Ok).collect()
+    match appended {
+        Ok(()) => outcomes.into_iter().map(Ok).collect(),
+        Err(e) => answer_all_with(&e, inner.log.path(), count),
+    }
 }
 
 /// `count` answers of `error`, each naming the same file, operation and cause (errors are not

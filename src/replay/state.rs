@@ -79,11 +79,16 @@ impl Pending {
 
     /// Makes `slot` the op of `key`, replacing any older one.
     pub(crate) fn insert(&mut self, key: &str, slot: Slot) {
-        self.remove(key);
         let key: Arc<str> = Arc::from(key);
+        // Into `keys` before the old op leaves: a lock-free `is_pending` of a key whose op is
+        // being replaced must never read false in between.
+        self.keys.insert(Arc::clone(&key));
+        if let Some(old) = self.slots.remove(&key) {
+            self.unindex(&old);
+            self.bytes -= old.disk_len;
+        }
         self.index(&key, &slot);
         self.bytes += slot.disk_len;
-        self.keys.insert(Arc::clone(&key));
         self.slots.insert(key, slot);
     }
 
@@ -225,6 +230,32 @@ mod tests {
         assert!(p.remove_if_seq("b", 3));
         assert_eq!((p.len(), p.bytes()), (0, 0));
         assert!(p.deletes.is_empty() && p.sets.is_empty() && p.expiring.is_empty());
+    }
+
+    #[test]
+    fn a_key_whose_op_is_replaced_never_reads_as_not_pending() {
+        let mut p = Pending::default();
+        p.insert("k", Slot::new("k", 1, ReplayAction::Delete));
+        let keys = p.key_set();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut misses = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    misses += u64::from(!keys.contains("k"));
+                }
+                misses
+            });
+            for seq in 2..200_000 {
+                p.insert("k", Slot::new("k", seq, ReplayAction::Delete));
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(
+                reader.join().unwrap(),
+                0,
+                "is_pending read false while the op was replaced"
+            );
+        });
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Fault injection that needs the crate's internals: a failed fsync latches the queue, and
-//! pushes made at once share an fsync (and its failure).
+//! Fault injection that needs the crate's internals: a failed fsync latches the queue (its ops
+//! stay pending, the queue overflowed), and pushes made at once share an fsync (and its failure).
 
 use super::*;
 use crate::disk::sim::{Hold, Sim};
@@ -26,22 +26,27 @@ fn a_failed_fsync_latches_pushes_and_acks_until_reopen_while_reads_go_on() {
     queue.fail_next_sync();
     let err = queue.push_set("lost", b"v", 0).unwrap_err();
     assert_fsync_failure(&err);
-    // Not applied in memory: the caller was told it failed.
-    assert!(!queue.is_pending("lost"));
+    // Pending all the same: its record may be on disk and come back at a reopen, so a write of
+    // the key must not go to L2 directly meanwhile (it would be overwritten by that replay).
+    // And it may be lost: L2 may be stale.
+    assert!(queue.is_pending("lost"));
+    assert!(queue.is_overflowed());
     // Latched: no retry of the fsync, a distinct error for every later write.
     assert!(matches!(
         queue.push_delete("other"),
         Err(Error::WritesDisabled { .. })
     ));
+    assert!(!queue.is_pending("other"));
     let ops = queue.pending();
-    assert_eq!(ops.len(), 1);
+    assert_eq!(ops.len(), 2);
     assert!(matches!(queue.ack(&ops[0]), Err(Error::WritesDisabled { .. })));
     assert!(matches!(queue.compact(), Err(Error::WritesDisabled { .. })));
     assert!(queue.stats().write_failure.is_some());
     drop(queue);
 
     // Reopen: writable again. The failed push reached the page cache before its fsync failed, so
-    // it may be replayed; replaying an op whose L1 write happened is harmless.
+    // it may be replayed (hence pending until now); replaying an op whose L1 write happened is
+    // harmless.
     let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
     assert!(queue.is_pending("kept"));
     queue.push_delete("other").unwrap();
@@ -140,7 +145,7 @@ fn pushes_made_while_another_is_at_the_disk_share_the_next_fdatasync() {
 }
 
 #[test]
-fn a_failed_group_fdatasync_fails_every_push_of_the_group_and_applies_none() {
+fn a_failed_group_fdatasync_fails_every_push_of_the_group_and_keeps_them_pending() {
     let held = held_push();
     let waiting = pushes_waiting(&held.queue, &["b", "c"]);
     let second_sync = held.sim.hold_next(Op::Sync);
@@ -153,7 +158,9 @@ fn a_failed_group_fdatasync_fails_every_push_of_the_group_and_applies_none() {
         assert_fsync_failure(&err);
     }
     assert!(held.queue.is_pending("a"));
-    assert!(!held.queue.is_pending("b") && !held.queue.is_pending("c"));
+    // See `a_failed_fsync_latches_pushes_and_acks_until_reopen_while_reads_go_on`.
+    assert!(held.queue.is_pending("b") && held.queue.is_pending("c"));
+    assert!(held.queue.is_overflowed());
     assert!(matches!(
         held.queue.push_delete("e"),
         Err(Error::WritesDisabled { .. })
