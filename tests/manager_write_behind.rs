@@ -320,3 +320,28 @@ fn a_delete_that_gave_up_waiting_for_a_batch_is_not_undone_by_that_batchs_replay
     assert_eq!(s.l2.peek("k"), None, "the deleted value came back");
     assert_eq!(s.cache.get::<u32>("k").unwrap(), None);
 }
+
+#[test]
+fn a_batch_with_a_refused_value_still_deletes_the_writes_that_expired_while_queued() {
+    // L2 refuses one value of the batch (too large): the others are sent one by one, and a
+    // write that expired while queued must still replace the older value L2 holds.
+    let s = setup();
+    s.l2.set_max_value(1000);
+    s.l2.put_raw("gone", &encoded(0), 0);
+    let first = s.l2.gate("set_each");
+    s.cache.set("first", &1u32, None).unwrap();
+    first.wait_entered();
+    s.cache.set("gone", &1u32, Some(Duration::from_secs(1))).unwrap();
+    s.cache.set("big", &vec![7u8; 5000], None).unwrap();
+    s.cache.set("ok", &2u32, None).unwrap();
+    s.clock.advance(Duration::from_secs(2));
+    first.release();
+    s.cache.flush().unwrap();
+    assert_eq!(l2_value(&s, "ok"), Some(encoded(2)));
+    assert_eq!(l2_value(&s, "big"), None);
+    assert_eq!(
+        l2_value(&s, "gone"),
+        None,
+        "the older value outlived a write that replaced it"
+    );
+}

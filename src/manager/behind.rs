@@ -485,7 +485,21 @@ impl Shared {
                     None => self.nudge_replay(),
                 }
             }
-            Err(e) if e.is_bad_input() => self.send_one_by_one(&items, &batch),
+            Err(e) if e.is_bad_input() => {
+                self.send_one_by_one(&items, &batch);
+                // The deletes of writes that expired while queued were not sent yet.
+                if !dead.is_empty() {
+                    let dead_batch: Vec<(String, Queued)> = batch
+                        .iter()
+                        .filter(|(_, q)| q.expires_at_ms <= now)
+                        .cloned()
+                        .collect();
+                    match l2.delete_many(&dead) {
+                        Ok(_) => m.sets.add(dead.len() as u64),
+                        Err(e) => self.behind_failed(&e, &dead_batch),
+                    }
+                }
+            }
             Err(e) => self.behind_failed(&e, &batch),
         }
         let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();

@@ -63,6 +63,8 @@ pub struct ScriptedStore {
     map: Mutex<HashMap<String, (Vec<u8>, u64)>>,
     calls: Mutex<Vec<Call>>,
     failing: AtomicBool,
+    /// Values longer than this are refused as too large (bad input).
+    max_value: std::sync::atomic::AtomicUsize,
     gates: Mutex<Vec<Gate>>,
 }
 
@@ -76,8 +78,14 @@ impl ScriptedStore {
             map: Mutex::new(HashMap::new()),
             calls: Mutex::new(Vec::new()),
             failing: AtomicBool::new(false),
+            max_value: std::sync::atomic::AtomicUsize::new(usize::MAX),
             gates: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Refuses values longer than `max` bytes, as a store with a value limit does (Memcached).
+    pub fn set_max_value(&self, max: usize) {
+        self.max_value.store(max, Ordering::SeqCst);
     }
 
     /// Every call fails with an I/O error while `on`.
@@ -176,6 +184,15 @@ impl ScriptedStore {
     fn write(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         if ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::ZeroTtl { key: key.into() });
+        }
+        let max = self.max_value.load(Ordering::SeqCst);
+        if value.len() > max {
+            return Err(Error::ValueTooLarge {
+                key: key.into(),
+                len: value.len(),
+                max,
+                store: self.name.into(),
+            });
         }
         let at = ttl.map_or(0, |t| self.clock.now_ms() + t.as_millis() as u64);
         self.put_raw(key, value, at);
