@@ -281,3 +281,49 @@ fn tags_prefixes_and_events_work_through_the_async_api() {
         assert!(!cache.clear_replay_overflow_async().await.unwrap());
     });
 }
+
+#[test]
+fn an_async_load_finishing_during_an_async_set_of_its_key_does_not_hang_a_current_thread_runtime() {
+    // The set owns the key while it awaits Redis; the load's store waits for that set. On a
+    // current-thread runtime the store once waited on the runtime's only thread, so the set
+    // could never resume.
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), "redis", &[redis.addr()], "")).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = {
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+                let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+                let loading = {
+                    let cache = cache.clone();
+                    tokio::spawn(async move {
+                        cache
+                            .get_or_load_async::<u32, uno_cache::Error, _, _>("k", None, move || async move {
+                                let _ = started_tx.send(());
+                                let _ = finish_rx.await;
+                                Ok(1)
+                            })
+                            .await
+                    })
+                };
+                started_rx.await.unwrap();
+                // The loader can finish as soon as it is polled: while the set awaits Redis.
+                finish_tx.send(()).unwrap();
+                cache.set_async("k", &2u32, None).await.unwrap();
+                loading.await.unwrap().unwrap();
+            });
+            done_tx.send(()).unwrap();
+        })
+    };
+    done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the runtime hung: the load's store waited on the runtime's own thread");
+    worker.join().unwrap();
+}

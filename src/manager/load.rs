@@ -566,7 +566,12 @@ impl CacheManager {
         let owned_key = key.to_owned();
         let task = async move {
             let outcome = load.await;
-            finish_load(&manager, &owned_key, ttl, leader, outcome, &tx);
+            // The store is a blocking write, which waits for a write of the key in progress:
+            // on the runtime's thread it could wait for an async write that only that thread
+            // can finish (a current-thread runtime hung for good). Off the runtime's threads.
+            let store = move || finish_load(&manager, &owned_key, ttl, leader, outcome, &tx);
+            // A store that did not run dropped its leader: the flight ends abandoned.
+            let _ = tokio::task::spawn_blocking(store).await;
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             drop(handle.spawn(task));
