@@ -303,3 +303,77 @@ fn the_loaded_value_is_written_to_both_levels_with_the_ttl() {
         Err(Error::ZeroTtl { .. })
     ));
 }
+
+/// Runs `load_with` on a thread with a loader that returns 1 once released, makes `meanwhile`
+/// happen while it is loading, releases it, and returns what the key reads as after.
+fn read_after_a_change_during_a_load(
+    cache: &CacheManager,
+    load_with: impl FnOnce(&CacheManager, Box<dyn FnOnce() -> Result<u32, Error> + Send>) + Send,
+    meanwhile: impl FnOnce(&CacheManager),
+) -> Option<u32> {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let loading = scope.spawn(|| {
+            load_with(
+                cache,
+                Box::new(move || {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(1)
+                }),
+            );
+        });
+        started_rx.recv().unwrap();
+        meanwhile(cache);
+        release_tx.send(()).unwrap();
+        loading.join().unwrap();
+    });
+    cache.get::<u32>("k").unwrap()
+}
+
+#[test]
+fn a_write_or_delete_made_while_a_load_runs_is_not_undone_by_its_store() {
+    // The load read its source before the write: its value is older, and storing it would
+    // replace the newer one (or bring back the deleted key) for a whole TTL.
+    let get_or_set = |c: &CacheManager, load: Box<dyn FnOnce() -> Result<u32, Error> + Send>| {
+        assert_eq!(c.get_or_set_with("k", None, load).unwrap(), 1);
+    };
+    let get_or_load = |c: &CacheManager, load: Box<dyn FnOnce() -> Result<u32, Error> + Send>| {
+        assert_eq!(c.get_or_load("k", None, load).unwrap().into_value(), 1);
+    };
+    let cache = memory_cache();
+    let set = |c: &CacheManager| c.set("k", &2u32, None).unwrap();
+    let delete = |c: &CacheManager| {
+        c.delete("k").unwrap();
+    };
+    assert_eq!(
+        read_after_a_change_during_a_load(&cache, get_or_set, set),
+        Some(2),
+        "get_or_set_with, set"
+    );
+    cache.delete("k").unwrap();
+    assert_eq!(
+        read_after_a_change_during_a_load(&cache, get_or_set, delete),
+        None,
+        "get_or_set_with, delete"
+    );
+    assert_eq!(
+        read_after_a_change_during_a_load(&cache, get_or_load, set),
+        Some(2),
+        "get_or_load, set"
+    );
+    cache.delete("k").unwrap();
+    assert_eq!(
+        read_after_a_change_during_a_load(&cache, get_or_load, delete),
+        None,
+        "get_or_load, delete"
+    );
+    // With no write meanwhile, the load's value is stored.
+    cache.delete("k").unwrap();
+    assert_eq!(
+        read_after_a_change_during_a_load(&cache, get_or_load, |_| {}),
+        Some(1),
+        "nothing meanwhile"
+    );
+}

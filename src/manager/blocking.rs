@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
 use super::policy::{Plan, Route, Shared};
 use super::typed::Lookup;
 use super::{as_strs, borrow_items, CacheManager};
 
-use crate::error::{Error, Result};
+use crate::error::{key_for_error, Error, Result};
 
 impl CacheManager {
     // ---- typed API ----
@@ -193,7 +194,9 @@ impl CacheManager {
     /// and get its value. If the loader fails, that caller gets its error and a waiter takes
     /// over with its own loader — unless fail-safe (`loader.fail_safe_max_duration`) kept a
     /// stale copy of the key: then the callers get that copy, and it counts as fresh for
-    /// `loader.fail_safe_throttle`. Waiting has no deadline: a loader that never returns holds
+    /// `loader.fail_safe_throttle`. The value is not stored if the key was written, deleted or
+    /// invalidated while the loader ran: it may be older than that change (the callers still
+    /// get it). Waiting has no deadline: a loader that never returns holds
     /// its key's callers; [`CacheManager::get_or_load`] bounds the wait. A loader must not call
     /// `get_or_set_with` for its own key (it would wait for itself).
     ///
@@ -226,20 +229,43 @@ impl CacheManager {
                     }
                 }
                 Role::Leader(leader) => {
+                    let s = &self.shared;
+                    // Before the second read: a write of the key from now on wins over the load.
+                    let watch = s.guard.watch(key);
                     // A flight that just ended may have filled the cache.
-                    if let Some(bytes) = self.get_raw(key)? {
-                        let value = self.shared.codec.decode(key, &bytes)?;
-                        leader.finish(Arc::from(bytes));
-                        return Ok(value);
+                    let found = self
+                        .get_raw(key)
+                        .and_then(|found| found.map(|b| s.codec.decode(key, &b).map(|v| (b, v))).transpose());
+                    match found {
+                        Ok(None) => {}
+                        Ok(Some((bytes, value))) => {
+                            s.guard.unwatch(watch);
+                            leader.finish(Arc::from(bytes));
+                            return Ok(value);
+                        }
+                        Err(e) => {
+                            s.guard.unwatch(watch);
+                            return Err(E::from(e));
+                        }
                     }
-                    self.shared.metrics.loads.incr();
+                    s.metrics.loads.incr();
                     let value = match loader() {
                         Ok(value) => value,
-                        // Fail-safe: the stale copy, set to be throttled before the flight ends.
-                        Err(e) => return self.shared.stale_after_failure(key).ok_or(e),
+                        Err(e) => {
+                            s.guard.unwatch(watch);
+                            // Fail-safe: the stale copy, set to be throttled before the flight
+                            // ends.
+                            return s.stale_after_failure(key).ok_or(e);
+                        }
                     };
-                    let bytes = self.shared.codec.encode(key, &value)?;
-                    let stored = self.set_raw(key, &bytes, ttl);
+                    let bytes = match s.codec.encode(key, &value) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            s.guard.unwatch(watch);
+                            return Err(E::from(e));
+                        }
+                    };
+                    let stored = self.set_loaded(key, &bytes, ttl, watch);
                     leader.finish(Arc::from(bytes));
                     stored?;
                     return Ok(value);
@@ -281,6 +307,26 @@ impl CacheManager {
     /// As [`CacheManager::set`].
     pub fn set_raw(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.set_items(&[key], &[(key, value)], ttl, true)
+    }
+
+    /// Stores what a load of `key` read, as `set_raw` does, unless a write, delete or
+    /// invalidation of the key started since `watch` (see [`KeyOrder::order_watched`]):
+    /// whether it was stored.
+    ///
+    /// [`KeyOrder::order_watched`]: super::guard::KeyOrder::order_watched
+    pub(crate) fn set_loaded(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        watch: Watch,
+    ) -> Result<bool> {
+        let Some(ordered) = self.shared.guard.order_watched(key, watch) else {
+            tracing::debug!(key = %key_for_error(key), "a loaded value was not stored: the key was written meanwhile");
+            return Ok(false);
+        };
+        self.write_items(ordered, &[key], &[(key, value)], ttl, true)?;
+        Ok(true)
     }
 
     /// [`CacheManager::multi_get`] without the codec.
@@ -332,8 +378,21 @@ impl CacheManager {
         ttl: Option<Duration>,
         single: bool,
     ) -> Result<()> {
+        let ordered = self.shared.guard.order(keys.iter().copied(), false);
+        self.write_items(ordered, keys, items, ttl, single)
+    }
+
+    /// [`set_items`](Self::set_items) with its keys already ordered.
+    fn write_items(
+        &self,
+        ordered: WriteGuard<'_>,
+        keys: &[&str],
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+        single: bool,
+    ) -> Result<()> {
         let s = &self.shared;
-        let (ordered, route) = s.begin_write(s.guard.order(keys.iter().copied(), false), keys, items, ttl)?;
+        let (ordered, route) = s.begin_write(ordered, keys, items, ttl)?;
         let out = match route {
             Route::Done(out) => out,
             Route::Behind => return Ok(()),

@@ -18,6 +18,12 @@
 //! - every writer bumps `version` when it starts and ends; a read takes a [`Ticket`] (the
 //!   version) before it reads L2, and backfills L1 only under the stripe's mutex, only if the
 //!   version is unchanged and no writer is in progress;
+//! - a load [`watches`](KeyOrder::watch) its key from before its loader reads the source;
+//!   every writer, invalidation and store of another load of the key marks the watch, and the
+//!   load stores what it read only if its watch is unmarked when it owns the key
+//!   ([`order_watched`](KeyOrder::order_watched)), so a value read before a change never
+//!   replaces it. Writers look at the watches only while a load is in progress (one atomic
+//!   load otherwise);
 //! - the owner of a delete records that it deletes its key, so that a read which missed L1
 //!   while that delete is between its levels answers a miss instead of asking L2, which may
 //!   still hold a value the delete (or a write that the delete dropped from the write-behind
@@ -37,8 +43,9 @@
 //! through two in-process levels took 25% longer; with 1024 it is within 5% of the guard
 //! before ordering (`set_distinct_memory_l2` in `benches/manager.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -144,6 +151,27 @@ pub(crate) struct KeyOrder {
     slots: Box<[Slot]>,
     /// aHash: a ticket per key of every batch read, so SipHash's cost showed.
     hasher: ahash::RandomState,
+    /// Loads in progress, by key hash (see [`watch`](KeyOrder::watch)); read by every writer
+    /// only while `watching` is not zero.
+    watches: Mutex<HashMap<u64, Vec<Watched>>>,
+    watching: AtomicUsize,
+    next_watch: AtomicU64,
+}
+
+/// A load's watch of its key: whether a write, delete or invalidation of the key started since.
+#[derive(Debug)]
+struct Watched {
+    id: u64,
+    overtaken: bool,
+}
+
+/// A load in progress on a key ([`KeyOrder::watch`]); given back to
+/// [`order_watched`](KeyOrder::order_watched) to store what it loaded, or to
+/// [`unwatch`](KeyOrder::unwatch).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Watch {
+    hash: u64,
+    id: u64,
 }
 
 /// The state of a key's stripe when its L2 read began.
@@ -191,6 +219,9 @@ impl Default for KeyOrder {
         KeyOrder {
             slots: (0..STRIPES).map(|_| Slot::default()).collect(),
             hasher: ahash::RandomState::new(),
+            watches: Mutex::new(HashMap::new()),
+            watching: AtomicUsize::new(0),
+            next_watch: AtomicU64::new(0),
         }
     }
 }
@@ -310,6 +341,63 @@ impl KeyOrder {
         Some((stripe, from + len))
     }
 
+    /// Marks the loads watching `keys` overtaken (every load, for `None`): a write, delete or
+    /// invalidation of their key started, so what they loaded may be older. Called under the
+    /// stripe's mutex (or after every stripe was marked, for `None`), so a load's store, which
+    /// checks its watch under that mutex, either sees the mark or goes first.
+    fn overtake(&self, keys: Option<&[Owned]>) {
+        if self.watching.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut watches = self.watches.lock();
+        match keys {
+            Some(keys) => {
+                for key in keys {
+                    for w in watches.get_mut(&key.hash).into_iter().flatten() {
+                        w.overtaken = true;
+                    }
+                }
+            }
+            None => {
+                for w in watches.values_mut().flatten() {
+                    w.overtaken = true;
+                }
+            }
+        }
+    }
+
+    /// Watches `key` for the length of a load: taken before the loader reads its source, so a
+    /// write of the key from then on makes [`order_watched`](Self::order_watched) refuse to
+    /// store the loaded value over it.
+    pub(crate) fn watch(&self, key: &str) -> Watch {
+        let hash = self.hash(key);
+        let id = self.next_watch.fetch_add(1, Ordering::Relaxed);
+        let mut watches = self.watches.lock();
+        watches
+            .entry(hash)
+            .or_default()
+            .push(Watched { id, overtaken: false });
+        self.watching.fetch_add(1, Ordering::SeqCst);
+        Watch { hash, id }
+    }
+
+    /// Ends a watch; whether the key was overtaken meanwhile.
+    pub(crate) fn unwatch(&self, watch: Watch) -> bool {
+        let mut watches = self.watches.lock();
+        let Some(list) = watches.get_mut(&watch.hash) else {
+            return true;
+        };
+        let Some(at) = list.iter().position(|w| w.id == watch.id) else {
+            return true;
+        };
+        let overtaken = list.swap_remove(at).overtaken;
+        if list.is_empty() {
+            watches.remove(&watch.hash);
+        }
+        self.watching.fetch_sub(1, Ordering::SeqCst);
+        overtaken
+    }
+
     /// Marks a writer on a stripe, owning `keys` in it if the caller ordered them (not for
     /// [`write`](Self::write), which only shares the stripe).
     fn start(s: &mut Stripe, owner: bool, keys: &[Owned]) {
@@ -327,7 +415,9 @@ impl KeyOrder {
         let mut from = 0;
         while let Some((i, end)) = Self::run(&plan, from) {
             if let (Some(slot), Some(run)) = (self.slots.get(i), plan.get(from..end)) {
-                Self::start(&mut slot.state.lock(), false, run);
+                let mut s = slot.state.lock();
+                self.overtake(Some(run));
+                Self::start(&mut s, false, run);
             }
             from = end;
         }
@@ -345,6 +435,10 @@ impl KeyOrder {
     /// of its key; without it, a value read from L2 before the invalidation came back into L1
     /// after it. Takes each stripe's mutex twice: for rare, whole-cache events only.
     pub(crate) fn write_all(&self) -> AllGuard<'_> {
+        // Loads first: a load whose store checks its watch from now on does not store. One that
+        // checked before stores as a write begun before this (its L1 write may land after
+        // what the caller then clears: a window of one write, not of the whole load).
+        self.overtake(None);
         for slot in &*self.slots {
             Self::start(&mut slot.state.lock(), false, &[]);
         }
@@ -371,11 +465,74 @@ impl KeyOrder {
                     }
                     s.waiting = s.waiting.saturating_sub(1);
                 }
+                self.overtake(Some(run));
                 Self::start(&mut s, true, run);
             }
             guard.taken = end;
         }
         guard
+    }
+
+    /// [`order`](Self::order) of `key` for storing what a load read: `None` (nothing taken,
+    /// the watch ended) if a write, delete or invalidation of the key started since `watch`,
+    /// whose value the load's would replace. Waits, as `order` does, for a write of the key in
+    /// progress, which then counts as one.
+    pub(crate) fn order_watched(&self, key: &str, watch: Watch) -> Option<WriteGuard<'_>> {
+        let plan = self.plan([key], false);
+        let (i, end) = Self::run(&plan, 0)?;
+        let (slot, run) = (self.slots.get(i)?, plan.get(..end)?);
+        let mut s = slot.state.lock();
+        if s.blocks(run) {
+            s.waiting = s.waiting.saturating_add(1);
+            while s.blocks(run) {
+                slot.free.wait(&mut s);
+            }
+            s.waiting = s.waiting.saturating_sub(1);
+        }
+        if self.unwatch(watch) {
+            return None;
+        }
+        self.overtake(Some(run));
+        Self::start(&mut s, true, run);
+        Some(WriteGuard {
+            guard: self,
+            taken: plan.len(),
+            keys: plan,
+            owner: true,
+        })
+    }
+
+    /// [`order_watched`](Self::order_watched) for the async API.
+    pub(crate) async fn order_watched_async(&self, key: &str, watch: Watch) -> Option<WriteGuard<'_>> {
+        let plan = self.plan([key], false);
+        let (i, end) = Self::run(&plan, 0)?;
+        let slot = self.slots.get(i)?;
+        loop {
+            let notified = slot.free_async.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let waiting = {
+                let mut s = slot.state.lock();
+                let run = plan.get(..end)?;
+                if !s.blocks(run) {
+                    if self.unwatch(watch) {
+                        return None;
+                    }
+                    self.overtake(Some(run));
+                    Self::start(&mut s, true, run);
+                    break;
+                }
+                Waiting::new(slot, &mut s)
+            };
+            notified.await;
+            drop(waiting);
+        }
+        Some(WriteGuard {
+            guard: self,
+            taken: plan.len(),
+            keys: plan,
+            owner: true,
+        })
     }
 
     /// [`order`](Self::order) for the async API: waits without blocking the executor. Dropping
@@ -402,6 +559,7 @@ impl KeyOrder {
                         let waiting = {
                             let mut s = slot.state.lock();
                             if !s.blocks(run) {
+                                self.overtake(Some(run));
                                 Self::start(&mut s, true, run);
                                 break;
                             }
@@ -469,6 +627,32 @@ mod tests {
         let g = KeyOrder::default();
         let t = g.ticket("k");
         assert!(g.backfill_if_current(t, || {}));
+    }
+
+    #[test]
+    fn a_load_stores_unless_a_write_delete_invalidation_or_newer_load_of_its_key_started() {
+        let g = KeyOrder::default();
+        let untouched = g.watch("k");
+        drop(g.write(["other"]));
+        assert!(g.order_watched("k", untouched).is_some(), "another key's write");
+        for change in [
+            |g: &KeyOrder| drop(g.order(["k"], false)),
+            |g: &KeyOrder| drop(g.order(["k"], true)),
+            |g: &KeyOrder| drop(g.write(["k"])),
+            |g: &KeyOrder| drop(g.write_all()),
+        ] {
+            let watch = g.watch("k");
+            change(&g);
+            assert!(g.order_watched("k", watch).is_none());
+        }
+        // A load given up at its hard timeout, then a newer load that stored first.
+        let (older, newer) = (g.watch("k"), g.watch("k"));
+        drop(g.order_watched("k", newer));
+        assert!(
+            g.order_watched("k", older).is_none(),
+            "the older load stored over the newer"
+        );
+        assert_eq!(g.watching.load(Ordering::SeqCst), 0, "every watch ended");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::failsafe::{Fetched, RefreshSlot};
+use super::guard::Watch;
 use super::loader::{Flight, Leader, Role, Waited};
 use super::policy::Shared;
 use super::typed::Lookup;
@@ -119,7 +120,8 @@ impl CacheManager {
     ///   the copy; the load goes on and refreshes the entry.
     /// - No caller waits longer than `hard_timeout_ms`: it gets the stale copy or
     ///   [`Error::LoaderTimeout`], and the key's load slot is given up (the next caller starts a
-    ///   new load; the late one still stores its value if it finishes).
+    ///   new load; the late one stores its value when it finishes only if no write, delete,
+    ///   invalidation or newer load of the key stored since it began).
     ///
     /// Timeouts count from the start of the key's load. With a timeout configured the loader
     /// runs on a thread of its own (hence `Send + 'static`); without one, on the caller's.
@@ -227,8 +229,8 @@ impl CacheManager {
             let found = self.lookup_typed::<T, T>(key, None, |v| v);
             let refresh = || {
                 if let Some(load) = loader.take() {
-                    self.refresh_ahead(key, |leader, slot| {
-                        self.spawn_load(key, ttl, leader, move || {
+                    self.refresh_ahead(key, |leader, slot, watch| {
+                        self.spawn_load(key, ttl, (leader, watch), move || {
                             let _slot = slot;
                             load()
                         })
@@ -245,23 +247,34 @@ impl CacheManager {
             let (flight, mut report) = match role {
                 Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
+                    // Before the second read: a write of the key from now on wins over the load.
+                    let watch = s.guard.watch(key);
                     // A flight that just ended may have filled the cache.
-                    if let Some(bytes) = self.get_raw(key)? {
-                        match self.leader_found(key, leader, bytes, optional)? {
-                            Found::Answer(answer) => return Ok(answer),
-                            Found::Load(kept) => leader = kept,
+                    match self.get_raw(key).and_then(|found| match found {
+                        Some(bytes) => self.leader_found(key, leader, bytes, optional),
+                        None => Ok(Found::Load(leader)),
+                    }) {
+                        Ok(Found::Load(kept)) => leader = kept,
+                        Ok(Found::Answer(answer)) => {
+                            s.guard.unwatch(watch);
+                            return Ok(answer);
+                        }
+                        Err(e) => {
+                            s.guard.unwatch(watch);
+                            return Err(E::from(e));
                         }
                     }
                     let Some(load) = loader.take() else {
+                        s.guard.unwatch(watch);
                         // A caller leads at most once: its lead always ends in an answer.
                         return Err(E::from(spent_loader(key)));
                     };
                     s.metrics.loads.incr();
                     if !s.fail_safe.has_timeouts() {
-                        return self.load_inline(key, ttl, leader, load);
+                        return self.load_inline(key, ttl, (leader, watch), load);
                     }
                     let flight = Arc::clone(leader.flight());
-                    let report = self.spawn_load(key, ttl, leader, load)?;
+                    let report = self.spawn_load(key, ttl, (leader, watch), load)?;
                     (flight, Some(report))
                 }
             };
@@ -293,8 +306,8 @@ impl CacheManager {
             let found = self.lookup_typed_async::<T, T>(key, None, |v| v).await;
             let refresh = || {
                 if let Some(load) = load.take() {
-                    self.refresh_ahead(key, |leader, slot| {
-                        self.spawn_load_async(key, ttl, leader, async move {
+                    self.refresh_ahead(key, |leader, slot, watch| {
+                        self.spawn_load_async(key, ttl, (leader, watch), async move {
                             let _slot = slot;
                             load.await
                         })
@@ -311,18 +324,30 @@ impl CacheManager {
             let (flight, mut report) = match role {
                 Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
-                    if let Some(bytes) = self.get_raw_async(key).await? {
-                        match self.leader_found(key, leader, bytes, optional)? {
-                            Found::Answer(answer) => return Ok(answer),
-                            Found::Load(kept) => leader = kept,
+                    let watch = s.guard.watch(key);
+                    let found = match self.get_raw_async(key).await {
+                        Ok(Some(bytes)) => self.leader_found(key, leader, bytes, optional),
+                        Ok(None) => Ok(Found::Load(leader)),
+                        Err(e) => Err(e),
+                    };
+                    match found {
+                        Ok(Found::Load(kept)) => leader = kept,
+                        Ok(Found::Answer(answer)) => {
+                            s.guard.unwatch(watch);
+                            return Ok(answer);
+                        }
+                        Err(e) => {
+                            s.guard.unwatch(watch);
+                            return Err(E::from(e));
                         }
                     }
                     let Some(load) = load.take() else {
+                        s.guard.unwatch(watch);
                         return Err(E::from(spent_loader(key)));
                     };
                     s.metrics.loads.incr();
                     let flight = Arc::clone(leader.flight());
-                    let report = self.spawn_load_async(key, ttl, leader, load)?;
+                    let report = self.spawn_load_async(key, ttl, (leader, watch), load)?;
                     (flight, Some(report))
                 }
             };
@@ -402,7 +427,7 @@ impl CacheManager {
     /// Starts a background reload of a hit that is due for one (refresh-ahead), if a reload
     /// slot is free and no load of the key runs: `spawn` runs the loader apart, as a timed load
     /// does. The caller answers with the current value meanwhile; a failed reload keeps it.
-    fn refresh_ahead<R>(&self, key: &str, spawn: impl FnOnce(Leader, RefreshSlot) -> Result<R>) {
+    fn refresh_ahead<R>(&self, key: &str, spawn: impl FnOnce(Leader, RefreshSlot, Watch) -> Result<R>) {
         let s = &self.shared;
         let Some(slot) = s.fail_safe.refresh_slot() else {
             // Busy: the key becomes due again so a later hit retries.
@@ -413,7 +438,7 @@ impl CacheManager {
             return;
         };
         s.metrics.loader.refreshes.incr();
-        if let Err(e) = spawn(leader, slot) {
+        if let Err(e) = spawn(leader, slot, s.guard.watch(key)) {
             tracing::warn!(key = %key_for_error(key), error = %e, "cannot start a background reload");
         }
     }
@@ -458,7 +483,7 @@ impl CacheManager {
         &self,
         key: &str,
         ttl: Option<Duration>,
-        leader: Leader,
+        (leader, watch): (Leader, Watch),
         load: F,
     ) -> std::result::Result<Option<Fetched<T>>, E>
     where
@@ -469,12 +494,13 @@ impl CacheManager {
         let s = &self.shared;
         match load() {
             Ok(value) => {
-                let (bytes, stored) = self.store_loaded(key, ttl, value.as_ref())?;
+                let (bytes, stored) = self.store_loaded(key, ttl, value.as_ref(), watch)?;
                 leader.finish(Arc::from(bytes));
                 stored?;
                 Ok(value.map(Fetched::Fresh))
             }
             Err(e) => {
+                s.guard.unwatch(watch);
                 // The throttle is set before the flight ends: its waiters find it.
                 let stale = s.stale_after_failure(key);
                 drop(leader);
@@ -486,17 +512,28 @@ impl CacheManager {
     /// Stores what a loader answered: the value with `ttl`, or "absent" with
     /// `loader.absent_ttl` (not at all if that is zero). Returns the bytes the flight hands to
     /// its waiters, and whether the write succeeded (the waiters get the bytes either way).
+    ///
+    /// Not stored if a write, delete or invalidation of the key started since `watch` (taken
+    /// before the loader read its source): the load's value may be older than what that
+    /// wrote or dropped, and would replace it for a whole TTL.
     fn store_loaded<T: Serialize>(
         &self,
         key: &str,
         ttl: Option<Duration>,
         value: Option<&T>,
+        watch: Watch,
     ) -> Result<(Vec<u8>, Result<()>)> {
         let s = &self.shared;
         Ok(match value {
             Some(value) => {
-                let bytes = s.codec.encode(key, value)?;
-                let stored = self.set_raw(key, &bytes, ttl);
+                let bytes = match s.codec.encode(key, value) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        s.guard.unwatch(watch);
+                        return Err(e);
+                    }
+                };
+                let stored = self.set_loaded(key, &bytes, ttl, watch).map(drop);
                 s.note_loaded(key, ttl);
                 (bytes, stored)
             }
@@ -504,9 +541,12 @@ impl CacheManager {
                 let stored = match s.fail_safe.absent_ttl(ttl) {
                     Some(absent_ttl) => {
                         s.metrics.loader.absent_stored.incr();
-                        self.set_raw(key, ABSENT, Some(absent_ttl))
+                        self.set_loaded(key, ABSENT, Some(absent_ttl), watch).map(drop)
                     }
-                    None => Ok(()),
+                    None => {
+                        s.guard.unwatch(watch);
+                        Ok(())
+                    }
                 };
                 (ABSENT.to_vec(), stored)
             }
@@ -519,7 +559,7 @@ impl CacheManager {
         &self,
         key: &str,
         ttl: Option<Duration>,
-        leader: Leader,
+        (leader, watch): (Leader, Watch),
         load: F,
     ) -> Result<mpsc::Receiver<Outcome<T, E>>>
     where
@@ -534,15 +574,18 @@ impl CacheManager {
             .name("uno-cache-load".into())
             .spawn(move || {
                 let outcome = load();
-                finish_load(&manager, &owned_key, ttl, leader, outcome, &tx);
+                finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, &tx);
             })
-            .map_err(|e| Error::Backend {
-                level: "manager",
-                op: "load",
-                reason: format!(
-                    "cannot start a thread for the loader of {:?}: {e}",
-                    key_for_error(key)
-                ),
+            .map_err(|e| {
+                self.shared.guard.unwatch(watch);
+                Error::Backend {
+                    level: "manager",
+                    op: "load",
+                    reason: format!(
+                        "cannot start a thread for the loader of {:?}: {e}",
+                        key_for_error(key)
+                    ),
+                }
             })?;
         Ok(rx)
     }
@@ -553,7 +596,7 @@ impl CacheManager {
         &self,
         key: &str,
         ttl: Option<Duration>,
-        leader: Leader,
+        (leader, watch): (Leader, Watch),
         load: Fut,
     ) -> Result<mpsc::Receiver<Outcome<T, E>>>
     where
@@ -569,7 +612,7 @@ impl CacheManager {
             // The store is a blocking write, which waits for a write of the key in progress:
             // on the runtime's thread it could wait for an async write that only that thread
             // can finish (a current-thread runtime hung for good). Off the runtime's threads.
-            let store = move || finish_load(&manager, &owned_key, ttl, leader, outcome, &tx);
+            let store = move || finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, &tx);
             // A store that did not run dropped its leader: the flight ends abandoned.
             let _ = tokio::task::spawn_blocking(store).await;
         };
@@ -577,13 +620,16 @@ impl CacheManager {
             drop(handle.spawn(task));
             return Ok(rx);
         }
-        let no_thread = |e: std::io::Error| Error::Backend {
-            level: "manager",
-            op: "load",
-            reason: format!(
-                "cannot start a thread for the loader of {:?}: {e}",
-                key_for_error(key)
-            ),
+        let no_thread = |e: std::io::Error| {
+            self.shared.guard.unwatch(watch);
+            Error::Backend {
+                level: "manager",
+                op: "load",
+                reason: format!(
+                    "cannot start a thread for the loader of {:?}: {e}",
+                    key_for_error(key)
+                ),
+            }
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -704,7 +750,7 @@ fn finish_load<T, E>(
     manager: &WeakManager,
     key: &str,
     ttl: Option<Duration>,
-    leader: Leader,
+    (leader, watch): (Leader, Watch),
     outcome: Outcome<T, E>,
     report: &mpsc::Sender<Outcome<T, E>>,
 ) where
@@ -714,6 +760,7 @@ fn finish_load<T, E>(
         Ok(value) => value,
         Err(e) => {
             if let Some(m) = manager.upgrade() {
+                m.shared.guard.unwatch(watch);
                 // Before the flight ends, so its other waiters find the throttle.
                 m.shared.failed_apart(key);
             }
@@ -726,7 +773,7 @@ fn finish_load<T, E>(
         let _ = report.send(Ok(value));
         return;
     };
-    match m.store_loaded(key, ttl, value.as_ref()) {
+    match m.store_loaded(key, ttl, value.as_ref(), watch) {
         Ok((bytes, stored)) => {
             if let Err(e) = stored {
                 tracing::warn!(key = %key_for_error(key), error = %e, "a loaded value could not be stored");

@@ -213,7 +213,7 @@ impl Flights {
 
     /// Gives up a flight that passed its hard deadline: the next caller of the key starts a new
     /// load, and the flight's waiters see it abandoned. Its leader may still finish and store a
-    /// value; that is a normal write.
+    /// value, unless the key was written since it began (the newer load's store is a write).
     pub(crate) fn give_up(&self, key: &str, flight: &Arc<Flight>) {
         {
             let mut map = self.map.lock();

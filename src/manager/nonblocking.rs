@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
 use super::policy::{Plan, Route, Shared};
 use super::typed::Lookup;
 use super::{as_strs, borrow_items, CacheManager};
 
-use crate::error::{Error, Result};
+use crate::error::{key_for_error, Error, Result};
 
 impl CacheManager {
     /// Async [`CacheManager::get`]: L1 inline, L2 through its async methods.
@@ -217,18 +218,40 @@ impl CacheManager {
                     }
                 }
                 Role::Leader(leader) => {
-                    if let Some(bytes) = self.get_raw_async(key).await? {
-                        let value = self.shared.codec.decode(key, &bytes)?;
-                        leader.finish(Arc::from(bytes));
-                        return Ok(value);
+                    let s = &self.shared;
+                    let watch = s.guard.watch(key);
+                    let found = self
+                        .get_raw_async(key)
+                        .await
+                        .and_then(|found| found.map(|b| s.codec.decode(key, &b).map(|v| (b, v))).transpose());
+                    match found {
+                        Ok(None) => {}
+                        Ok(Some((bytes, value))) => {
+                            s.guard.unwatch(watch);
+                            leader.finish(Arc::from(bytes));
+                            return Ok(value);
+                        }
+                        Err(e) => {
+                            s.guard.unwatch(watch);
+                            return Err(E::from(e));
+                        }
                     }
-                    self.shared.metrics.loads.incr();
+                    s.metrics.loads.incr();
                     let value = match loader().await {
                         Ok(value) => value,
-                        Err(e) => return self.shared.stale_after_failure(key).ok_or(e),
+                        Err(e) => {
+                            s.guard.unwatch(watch);
+                            return s.stale_after_failure(key).ok_or(e);
+                        }
                     };
-                    let bytes = self.shared.codec.encode(key, &value)?;
-                    let stored = self.set_raw_async(key, &bytes, ttl).await;
+                    let bytes = match s.codec.encode(key, &value) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            s.guard.unwatch(watch);
+                            return Err(E::from(e));
+                        }
+                    };
+                    let stored = self.set_loaded_async(key, &bytes, ttl, watch).await;
                     leader.finish(Arc::from(bytes));
                     stored?;
                     return Ok(value);
@@ -268,6 +291,23 @@ impl CacheManager {
     /// As [`CacheManager::set_raw`].
     pub async fn set_raw_async(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.set_items_async(&[key], &[(key, value)], ttl, true).await
+    }
+
+    /// Async `set_loaded`: stores what a load read unless its key was written since `watch`.
+    pub(crate) async fn set_loaded_async(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        watch: Watch,
+    ) -> Result<bool> {
+        let Some(ordered) = self.shared.guard.order_watched_async(key, watch).await else {
+            tracing::debug!(key = %key_for_error(key), "a loaded value was not stored: the key was written meanwhile");
+            return Ok(false);
+        };
+        self.write_items_async(ordered, &[key], &[(key, value)], ttl, true)
+            .await?;
+        Ok(true)
     }
 
     /// Async [`CacheManager::multi_get_raw`].
@@ -317,8 +357,20 @@ impl CacheManager {
         ttl: Option<Duration>,
         single: bool,
     ) -> Result<()> {
+        let ordered = self.shared.guard.order_async(keys.iter().copied(), false).await;
+        self.write_items_async(ordered, keys, items, ttl, single).await
+    }
+
+    /// [`set_items_async`](Self::set_items_async) with its keys already ordered.
+    async fn write_items_async(
+        &self,
+        ordered: WriteGuard<'_>,
+        keys: &[&str],
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+        single: bool,
+    ) -> Result<()> {
         let s = &self.shared;
-        let ordered = s.guard.order_async(keys.iter().copied(), false).await;
         let (ordered, route) = s.begin_write(ordered, keys, items, ttl)?;
         let out = match route {
             Route::Done(out) => out,
