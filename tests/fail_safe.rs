@@ -478,3 +478,37 @@ fn an_async_load_that_fails_without_timeouts_serves_the_stale_copy() {
     let stats = rig.cache.stats().loader;
     assert_eq!((stats.failures, stats.stale_served), (1, 1), "{stats:?}");
 }
+
+#[test]
+fn a_loader_that_panics_on_its_thread_gets_its_callers_the_stale_copy() {
+    let rig = rig(600, 0, 10_000);
+    expired_v1(&rig);
+    let got = rig
+        .cache
+        .get_or_load("k", Some(TTL), || -> Result<String, AppError> {
+            panic!("the loader's own bug")
+        })
+        .unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    assert_eq!(rig.cache.stats().loader.failures, 1);
+}
+
+#[test]
+fn an_async_loader_that_panics_gets_its_callers_the_stale_copy() {
+    let rig = rig(600, 0, 0);
+    expired_v1(&rig);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = runtime
+        .block_on(rig.cache.get_or_load_async("k", Some(TTL), || async {
+            if TTL > Duration::ZERO {
+                panic!("the loader's own bug");
+            }
+            failing()
+        }))
+        .unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    assert_eq!(rig.cache.stats().loader.failures, 1);
+}

@@ -572,10 +572,12 @@ impl CacheManager {
         let owned_key = key.to_owned();
         std::thread::Builder::new()
             .name("uno-cache-load".into())
-            .spawn(move || {
-                let outcome = load();
-                finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, &tx);
-            })
+            .spawn(
+                move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
+                    Ok(outcome) => finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, &tx),
+                    Err(_) => load_panicked(&manager, &owned_key, (leader, watch), tx),
+                },
+            )
             .map_err(|e| {
                 self.shared.guard.unwatch(watch);
                 Error::Backend {
@@ -608,7 +610,11 @@ impl CacheManager {
         let manager = self.downgrade();
         let owned_key = key.to_owned();
         let task = async move {
-            let outcome = load.await;
+            // A task of its own, so that a panicking loader is seen (its `JoinError`).
+            let outcome = match tokio::spawn(load).await {
+                Ok(outcome) => outcome,
+                Err(_) => return load_panicked(&manager, &owned_key, (leader, watch), tx),
+            };
             // The store is a blocking write, which waits for a write of the key in progress:
             // on the runtime's thread it could wait for an async write that only that thread
             // can finish (a current-thread runtime hung for good). Off the runtime's threads.
@@ -686,14 +692,23 @@ impl CacheManager {
                 ),
                 // Loaded but not stored (the value did not encode): still the answer.
                 Some(Ok(Ok(value))) => Next::Answer(Ok(value.map(Fetched::Fresh))),
-                Some(Err(mpsc::TryRecvError::Disconnected)) => Next::Answer(Err(E::from(Error::Backend {
-                    level: "manager",
-                    op: "load",
-                    reason: format!(
-                        "the load of {:?} stopped without an answer (its runtime shut down?)",
-                        key_for_error(key)
-                    ),
-                }))),
+                // The load stopped without an answer (the loader panicked, or its runtime shut
+                // down): a failure like any other, so fail-safe's stale copy if there is one.
+                Some(Err(mpsc::TryRecvError::Disconnected)) => {
+                    // Counted, the throttle started and the copy served as for a loader error.
+                    let served = s.stale_after_failure(key);
+                    match served.or(stale) {
+                        Some(value) => Next::Answer(Ok(Some(Fetched::Stale(value)))),
+                        None => Next::Answer(Err(E::from(Error::Backend {
+                            level: "manager",
+                            op: "load",
+                            reason: format!(
+                                "the load of {:?} stopped without an answer (the loader panicked, or its runtime shut down)",
+                                key_for_error(key)
+                            ),
+                        }))),
+                    }
+                }
                 // This caller's load, given up at the hard timeout by another caller: this
                 // caller is past it too.
                 Some(Err(mpsc::TryRecvError::Empty)) => self.timed_out(key, flight, stale, true),
@@ -785,6 +800,23 @@ fn finish_load<T, E>(
             let _ = report.send(Ok(value));
         }
     }
+}
+
+/// A loader that ran apart from its caller panicked: the report channel closes first, so its
+/// caller takes it for a failed load (fail-safe's stale copy, or an error) when the flight then
+/// ends abandoned, rather than for a flight given up at the hard timeout.
+fn load_panicked<T, E>(
+    manager: &WeakManager,
+    key: &str,
+    (leader, watch): (Leader, Watch),
+    report: mpsc::Sender<Outcome<T, E>>,
+) {
+    tracing::error!(key = %key_for_error(key), "a loader panicked; its callers get the stale copy or an error");
+    if let Some(m) = manager.upgrade() {
+        m.shared.guard.unwatch(watch);
+    }
+    drop(report);
+    drop(leader);
 }
 
 /// Only reachable if a call that can have no "absent" answer got one: an error, not a panic.
