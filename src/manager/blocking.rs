@@ -233,38 +233,17 @@ impl CacheManager {
                     // Before the second read: a write of the key from now on wins over the load.
                     let watch = s.guard.watch(key);
                     // A flight that just ended may have filled the cache.
-                    let found = self
-                        .get_raw(key)
-                        .and_then(|found| found.map(|b| s.codec.decode(key, &b).map(|v| (b, v))).transpose());
-                    match found {
-                        Ok(None) => {}
-                        Ok(Some((bytes, value))) => {
-                            s.guard.unwatch(watch);
-                            leader.finish(Arc::from(bytes));
-                            return Ok(value);
-                        }
-                        Err(e) => {
-                            s.guard.unwatch(watch);
-                            return Err(E::from(e));
-                        }
+                    if let Some((bytes, value)) = self.found_by_leader(key, watch, self.get_raw(key))? {
+                        leader.finish(Arc::from(bytes));
+                        return Ok(value);
                     }
                     s.metrics.loads.incr();
                     let value = match loader() {
                         Ok(value) => value,
-                        Err(e) => {
-                            s.guard.unwatch(watch);
-                            // Fail-safe: the stale copy, set to be throttled before the flight
-                            // ends.
-                            return s.stale_after_failure(key).ok_or(e);
-                        }
+                        // Fail-safe: the stale copy.
+                        Err(e) => return self.leader_failed(key, watch).ok_or(e),
                     };
-                    let bytes = match s.codec.encode(key, &value) {
-                        Ok(bytes) => bytes,
-                        Err(e) => {
-                            s.guard.unwatch(watch);
-                            return Err(E::from(e));
-                        }
-                    };
+                    let bytes = self.encode_loaded(key, watch, &value)?;
                     let stored = self.set_loaded(key, &bytes, ttl, watch);
                     leader.finish(Arc::from(bytes));
                     stored?;

@@ -457,20 +457,54 @@ impl KeyOrder {
         };
         while let Some((i, end)) = Self::run(&guard.keys, guard.taken) {
             if let (Some(slot), Some(run)) = (self.slots.get(i), guard.keys.get(guard.taken..end)) {
-                let mut s = slot.state.lock();
-                if s.blocks(run) {
-                    s.waiting = s.waiting.saturating_add(1);
-                    while s.blocks(run) {
-                        slot.free.wait(&mut s);
-                    }
-                    s.waiting = s.waiting.saturating_sub(1);
-                }
-                self.overtake(Some(run));
-                Self::start(&mut s, true, run);
+                self.take(slot, run, None);
             }
             guard.taken = end;
         }
         guard
+    }
+
+    /// Waits (parking the thread) until no other guard owns a key of `run`, then owns them,
+    /// unless `watch` was overtaken meanwhile (then nothing is taken): whether it took them.
+    fn take(&self, slot: &Slot, run: &[Owned], watch: Option<Watch>) -> bool {
+        let mut s = slot.state.lock();
+        if s.blocks(run) {
+            s.waiting = s.waiting.saturating_add(1);
+            while s.blocks(run) {
+                slot.free.wait(&mut s);
+            }
+            s.waiting = s.waiting.saturating_sub(1);
+        }
+        self.take_free(&mut s, run, watch)
+    }
+
+    /// [`take`](Self::take) for the async API: waits without blocking the executor.
+    async fn take_async(&self, slot: &Slot, run: &[Owned], watch: Option<Watch>) -> bool {
+        loop {
+            let notified = slot.free_async.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let waiting = {
+                let mut s = slot.state.lock();
+                if !s.blocks(run) {
+                    return self.take_free(&mut s, run, watch);
+                }
+                Waiting::new(slot, &mut s)
+            };
+            notified.await;
+            drop(waiting);
+        }
+    }
+
+    /// Owns `run` in a stripe where nobody else owns a key of it, unless `watch` was
+    /// overtaken (see [`order_watched`](Self::order_watched)).
+    fn take_free(&self, s: &mut Stripe, run: &[Owned], watch: Option<Watch>) -> bool {
+        if watch.is_some_and(|watch| self.unwatch(watch)) {
+            return false;
+        }
+        self.overtake(Some(run));
+        Self::start(s, true, run);
+        true
     }
 
     /// [`order`](Self::order) of `key` for storing what a load read: `None` (nothing taken,
@@ -480,59 +514,28 @@ impl KeyOrder {
     pub(crate) fn order_watched(&self, key: &str, watch: Watch) -> Option<WriteGuard<'_>> {
         let plan = self.plan([key], false);
         let (i, end) = Self::run(&plan, 0)?;
-        let (slot, run) = (self.slots.get(i)?, plan.get(..end)?);
-        let mut s = slot.state.lock();
-        if s.blocks(run) {
-            s.waiting = s.waiting.saturating_add(1);
-            while s.blocks(run) {
-                slot.free.wait(&mut s);
-            }
-            s.waiting = s.waiting.saturating_sub(1);
-        }
-        if self.unwatch(watch) {
-            return None;
-        }
-        self.overtake(Some(run));
-        Self::start(&mut s, true, run);
-        Some(WriteGuard {
+        let taken = self.take(self.slots.get(i)?, plan.get(..end)?, Some(watch));
+        taken.then(|| self.taken(plan))
+    }
+
+    /// The guard of a plan of one stripe, taken.
+    fn taken(&self, plan: Vec<Owned>) -> WriteGuard<'_> {
+        WriteGuard {
             guard: self,
             taken: plan.len(),
             keys: plan,
             owner: true,
-        })
+        }
     }
 
     /// [`order_watched`](Self::order_watched) for the async API.
     pub(crate) async fn order_watched_async(&self, key: &str, watch: Watch) -> Option<WriteGuard<'_>> {
         let plan = self.plan([key], false);
         let (i, end) = Self::run(&plan, 0)?;
-        let slot = self.slots.get(i)?;
-        loop {
-            let notified = slot.free_async.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let waiting = {
-                let mut s = slot.state.lock();
-                let run = plan.get(..end)?;
-                if !s.blocks(run) {
-                    if self.unwatch(watch) {
-                        return None;
-                    }
-                    self.overtake(Some(run));
-                    Self::start(&mut s, true, run);
-                    break;
-                }
-                Waiting::new(slot, &mut s)
-            };
-            notified.await;
-            drop(waiting);
-        }
-        Some(WriteGuard {
-            guard: self,
-            taken: plan.len(),
-            keys: plan,
-            owner: true,
-        })
+        let taken = self
+            .take_async(self.slots.get(i)?, plan.get(..end)?, Some(watch))
+            .await;
+        taken.then(|| self.taken(plan))
     }
 
     /// [`order`](Self::order) for the async API: waits without blocking the executor. Dropping
@@ -552,22 +555,7 @@ impl KeyOrder {
             };
             while let Some((i, end)) = Self::run(&guard.keys, guard.taken) {
                 if let (Some(slot), Some(run)) = (self.slots.get(i), guard.keys.get(guard.taken..end)) {
-                    loop {
-                        let notified = slot.free_async.notified();
-                        tokio::pin!(notified);
-                        notified.as_mut().enable();
-                        let waiting = {
-                            let mut s = slot.state.lock();
-                            if !s.blocks(run) {
-                                self.overtake(Some(run));
-                                Self::start(&mut s, true, run);
-                                break;
-                            }
-                            Waiting::new(slot, &mut s)
-                        };
-                        notified.await;
-                        drop(waiting);
-                    }
+                    self.take_async(slot, run, None).await;
                 }
                 guard.taken = end;
             }

@@ -250,19 +250,9 @@ impl CacheManager {
                     // Before the second read: a write of the key from now on wins over the load.
                     let watch = s.guard.watch(key);
                     // A flight that just ended may have filled the cache.
-                    match self.get_raw(key).and_then(|found| match found {
-                        Some(bytes) => self.leader_found(key, leader, bytes, optional),
-                        None => Ok(Found::Load(leader)),
-                    }) {
-                        Ok(Found::Load(kept)) => leader = kept,
-                        Ok(Found::Answer(answer)) => {
-                            s.guard.unwatch(watch);
-                            return Ok(answer);
-                        }
-                        Err(e) => {
-                            s.guard.unwatch(watch);
-                            return Err(E::from(e));
-                        }
+                    match self.leader_found(key, (leader, watch), self.get_raw(key), optional)? {
+                        Found::Answer(answer) => return Ok(answer),
+                        Found::Load(kept) => leader = kept,
                     }
                     let Some(load) = loader.take() else {
                         s.guard.unwatch(watch);
@@ -325,21 +315,10 @@ impl CacheManager {
                 Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
                     let watch = s.guard.watch(key);
-                    let found = match self.get_raw_async(key).await {
-                        Ok(Some(bytes)) => self.leader_found(key, leader, bytes, optional),
-                        Ok(None) => Ok(Found::Load(leader)),
-                        Err(e) => Err(e),
-                    };
-                    match found {
-                        Ok(Found::Load(kept)) => leader = kept,
-                        Ok(Found::Answer(answer)) => {
-                            s.guard.unwatch(watch);
-                            return Ok(answer);
-                        }
-                        Err(e) => {
-                            s.guard.unwatch(watch);
-                            return Err(E::from(e));
-                        }
+                    let read = self.get_raw_async(key).await;
+                    match self.leader_found(key, (leader, watch), read, optional)? {
+                        Found::Answer(answer) => return Ok(answer),
+                        Found::Load(kept) => leader = kept,
                     }
                     let Some(load) = load.take() else {
                         s.guard.unwatch(watch);
@@ -458,7 +437,27 @@ impl CacheManager {
     /// A leader found the key filled by a flight that just ended: it ends its own flight with
     /// those bytes and answers, unless they are a cached "absent" its call does not take (then
     /// it loads, and its value replaces the "absent").
+    ///
+    /// `read` is the leader's second read of the key, taken after `watch`: the watch ends here
+    /// unless the leader goes on to load.
     fn leader_found<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        (leader, watch): (Leader, Watch),
+        read: Result<Option<Vec<u8>>>,
+        optional: bool,
+    ) -> Result<Found<T>> {
+        let found = read.and_then(|read| match read {
+            Some(bytes) => self.found_bytes(key, leader, bytes, optional),
+            None => Ok(Found::Load(leader)),
+        });
+        if !matches!(found, Ok(Found::Load(_))) {
+            self.shared.guard.unwatch(watch);
+        }
+        found
+    }
+
+    fn found_bytes<T: DeserializeOwned>(
         &self,
         key: &str,
         leader: Leader,
@@ -509,6 +508,39 @@ impl CacheManager {
         }
     }
 
+    /// `get_or_set_with`'s leader's second read of the key (`read`, taken after `watch`): the
+    /// bytes and value a flight that just ended stored, if any. The watch ends here unless the
+    /// leader goes on to load.
+    pub(super) fn found_by_leader<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        watch: Watch,
+        read: Result<Option<Vec<u8>>>,
+    ) -> Result<Option<(Vec<u8>, T)>> {
+        let codec = &self.shared.codec;
+        let found = read.and_then(|read| read.map(|b| codec.decode(key, &b).map(|v| (b, v))).transpose());
+        if !matches!(found, Ok(None)) {
+            self.shared.guard.unwatch(watch);
+        }
+        found
+    }
+
+    /// `get_or_set_with`'s loader failed: the watch ends, and fail-safe's stale copy, if any.
+    pub(super) fn leader_failed<T: DeserializeOwned>(&self, key: &str, watch: Watch) -> Option<T> {
+        self.shared.guard.unwatch(watch);
+        // Set to be throttled before the flight ends.
+        self.shared.stale_after_failure(key)
+    }
+
+    /// The bytes of a loaded value; the watch ends if it does not encode.
+    pub(super) fn encode_loaded<T: Serialize>(&self, key: &str, watch: Watch, value: &T) -> Result<Vec<u8>> {
+        let encoded = self.shared.codec.encode(key, value);
+        if encoded.is_err() {
+            self.shared.guard.unwatch(watch);
+        }
+        encoded
+    }
+
     /// Stores what a loader answered: the value with `ttl`, or "absent" with
     /// `loader.absent_ttl` (not at all if that is zero). Returns the bytes the flight hands to
     /// its waiters, and whether the write succeeded (the waiters get the bytes either way).
@@ -526,13 +558,7 @@ impl CacheManager {
         let s = &self.shared;
         Ok(match value {
             Some(value) => {
-                let bytes = match s.codec.encode(key, value) {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        s.guard.unwatch(watch);
-                        return Err(e);
-                    }
-                };
+                let bytes = self.encode_loaded(key, watch, value)?;
                 let stored = self.set_loaded(key, &bytes, ttl, watch).map(drop);
                 s.note_loaded(key, ttl);
                 (bytes, stored)
@@ -578,18 +604,21 @@ impl CacheManager {
                     Err(_) => load_panicked(&manager, &owned_key, (leader, watch), tx),
                 },
             )
-            .map_err(|e| {
-                self.shared.guard.unwatch(watch);
-                Error::Backend {
-                    level: "manager",
-                    op: "load",
-                    reason: format!(
-                        "cannot start a thread for the loader of {:?}: {e}",
-                        key_for_error(key)
-                    ),
-                }
-            })?;
+            .map_err(|e| self.no_load_thread(key, watch, &e))?;
         Ok(rx)
+    }
+
+    /// A load that could not start (no thread for it): its watch ends, and the caller's error.
+    fn no_load_thread(&self, key: &str, watch: Watch, e: &std::io::Error) -> Error {
+        self.shared.guard.unwatch(watch);
+        Error::Backend {
+            level: "manager",
+            op: "load",
+            reason: format!(
+                "cannot start a thread for the loader of {:?}: {e}",
+                key_for_error(key)
+            ),
+        }
     }
 
     /// Spawns the leader's async load on the caller's tokio runtime, or on a thread with a
@@ -626,17 +655,7 @@ impl CacheManager {
             drop(handle.spawn(task));
             return Ok(rx);
         }
-        let no_thread = |e: std::io::Error| {
-            self.shared.guard.unwatch(watch);
-            Error::Backend {
-                level: "manager",
-                op: "load",
-                reason: format!(
-                    "cannot start a thread for the loader of {:?}: {e}",
-                    key_for_error(key)
-                ),
-            }
-        };
+        let no_thread = |e: std::io::Error| self.no_load_thread(key, watch, &e);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

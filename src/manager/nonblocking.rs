@@ -219,38 +219,22 @@ impl CacheManager {
                 }
                 Role::Leader(leader) => {
                     let s = &self.shared;
+                    // Before the second read: a write of the key from now on wins over the load.
                     let watch = s.guard.watch(key);
-                    let found = self
-                        .get_raw_async(key)
-                        .await
-                        .and_then(|found| found.map(|b| s.codec.decode(key, &b).map(|v| (b, v))).transpose());
-                    match found {
-                        Ok(None) => {}
-                        Ok(Some((bytes, value))) => {
-                            s.guard.unwatch(watch);
-                            leader.finish(Arc::from(bytes));
-                            return Ok(value);
-                        }
-                        Err(e) => {
-                            s.guard.unwatch(watch);
-                            return Err(E::from(e));
-                        }
+                    // A flight that just ended may have filled the cache.
+                    if let Some((bytes, value)) =
+                        self.found_by_leader(key, watch, self.get_raw_async(key).await)?
+                    {
+                        leader.finish(Arc::from(bytes));
+                        return Ok(value);
                     }
                     s.metrics.loads.incr();
                     let value = match loader().await {
                         Ok(value) => value,
-                        Err(e) => {
-                            s.guard.unwatch(watch);
-                            return s.stale_after_failure(key).ok_or(e);
-                        }
+                        // Fail-safe: the stale copy.
+                        Err(e) => return self.leader_failed(key, watch).ok_or(e),
                     };
-                    let bytes = match s.codec.encode(key, &value) {
-                        Ok(bytes) => bytes,
-                        Err(e) => {
-                            s.guard.unwatch(watch);
-                            return Err(E::from(e));
-                        }
-                    };
+                    let bytes = self.encode_loaded(key, watch, &value)?;
                     let stored = self.set_loaded_async(key, &bytes, ttl, watch).await;
                     leader.finish(Arc::from(bytes));
                     stored?;
