@@ -196,6 +196,34 @@ fn values_without_an_envelope_are_a_typed_error_never_garbage() {
 }
 
 #[test]
+fn a_key_of_another_redis_type_is_a_bad_value_not_a_failed_server() {
+    // WRONGTYPE: the server answered. As a failure (Backend) it counted against the breaker,
+    // and a few reads of one such key opened it for every key.
+    let server = RedisServer::start();
+    redis::cmd("HSET")
+        .arg("t:hash")
+        .arg("field")
+        .arg("value")
+        .exec(&mut server.raw())
+        .unwrap();
+    let redis = store(&server, "t:");
+    let err = redis.get("hash").unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidEnvelope { level: "redis", ref key, .. } if key == "hash"),
+        "{err}"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = runtime.block_on(redis.get_async("hash")).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidEnvelope { level: "redis", ref key, .. } if key == "hash"),
+        "{err}"
+    );
+}
+
+#[test]
 fn batch_calls_keep_order_and_count_deletes() {
     let server = RedisServer::start();
     let redis = store(&server, "b:");

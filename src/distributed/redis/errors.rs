@@ -32,6 +32,16 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
     if cluster && is_redirect(err) {
         return backend(op, err);
     }
+    if err.code() == Some("WRONGTYPE") {
+        // The server answered: the key holds a hash, a list, … (another program's), as a
+        // value without our envelope is. Not a failure of the server, so no breaker counts it
+        // ([`Error::Backend`] would). The key is filled in by the caller that knows it.
+        return Error::InvalidEnvelope {
+            level: LEVEL,
+            key: String::new(),
+            reason: format!("the key holds a Redis value of another type, not a string ({err})"),
+        };
+    }
     match misconfiguration(err) {
         Some(advice) => misconfigured(LEVEL, hosts, advice, err),
         None => backend(op, err),

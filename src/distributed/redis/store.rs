@@ -15,7 +15,7 @@ use super::slots::SlotMap;
 use crate::clock::Clock;
 use crate::distributed::nodes::{part_grace, partial, settle, Node};
 use crate::distributed::runtime::IoRuntime;
-use crate::error::{Result, Served};
+use crate::error::{key_for_error, Error, Result, Served};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// Redis (standalone or Cluster) as a cache level.
@@ -440,7 +440,9 @@ impl Storage for RedisStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.keyed(key, || self.call(self.commands.get(key)))
+        self.keyed(key, || {
+            self.call(self.commands.get(key)).map_err(|e| naming(e, key))
+        })
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
@@ -534,7 +536,11 @@ impl DistributedStorage for RedisStore {
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
-        self.keyed_async(key, self.call_async(self.commands.get(key)))
+        let call = self.call_async(self.commands.get(key));
+        self.keyed_async(
+            key,
+            Box::pin(async move { call.await.map_err(|e| naming(e, key)) }),
+        )
     }
 
     fn set_async<'a>(
@@ -599,5 +605,22 @@ impl DistributedStorage for RedisStore {
         };
         let parts = self.per_node("delete_many", groups, self.delete_many_part(keys));
         Box::pin(async move { removed_parts(keys.len(), parts.await?) })
+    }
+}
+
+/// An error of a call on `key`, naming the key where the level could not (a key of another
+/// type, see `errors::call_error`).
+fn naming(error: Error, key: &str) -> Error {
+    match error {
+        Error::InvalidEnvelope {
+            level,
+            key: unnamed,
+            reason,
+        } if unnamed.is_empty() => Error::InvalidEnvelope {
+            level,
+            key: key_for_error(key),
+            reason,
+        },
+        other => other,
     }
 }
