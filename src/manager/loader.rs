@@ -153,9 +153,10 @@ impl Flight {
     fn publish(&self, state: State) {
         {
             let mut current = self.state.lock();
-            // A flight given up at its deadline stays given up for its waiters; a value that
-            // arrives later is stored by the leader, not handed to them.
-            if matches!(*current, State::Abandoned) {
+            // A flight ends once. Given up at its deadline, it stays given up for its waiters (a
+            // value that arrives later is stored by the leader, not handed to them); finished,
+            // it stays finished (a deadline passing just after does not send them to load again).
+            if !matches!(*current, State::Loading) {
                 return;
             }
             *current = state;
@@ -284,6 +285,18 @@ mod tests {
         });
         assert_eq!(flights.in_flight(), 0);
         assert!(matches!(flights.join("k"), Role::Leader(_)));
+    }
+
+    #[test]
+    fn a_flight_given_up_just_after_it_finished_stays_finished() {
+        let flights = Arc::new(Flights::default());
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!("first caller must lead")
+        };
+        let flight = Arc::clone(leader.flight());
+        leader.finish(Arc::from(&b"v"[..]));
+        flights.give_up("k", &flight);
+        assert_eq!(flight.wait_blocking().as_deref(), Some(&b"v"[..]));
     }
 
     #[test]
