@@ -440,7 +440,7 @@ impl Shared {
             return 0;
         }
         let now = self.clock.now_ms();
-        let (live, dead): (Vec<_>, Vec<_>) = batch.iter().partition(|(_, q)| q.expires_at_ms > now);
+        let (live, expired): (Vec<_>, Vec<_>) = batch.iter().partition(|(_, q)| q.expires_at_ms > now);
         let items: Vec<(&str, &[u8], Option<Duration>)> = live
             .iter()
             .map(|(key, q)| {
@@ -449,7 +449,7 @@ impl Shared {
             })
             .collect();
         // A write that expired while queued must still replace the older value in L2.
-        let dead: Vec<&str> = dead.iter().map(|(key, _)| key.as_str()).collect();
+        let dead: Vec<&str> = expired.iter().map(|(key, _)| key.as_str()).collect();
         let m = &self.metrics.distributed;
         let started = Instant::now();
         // Writes whose node could not be reached while the others took theirs (a partial batch):
@@ -470,9 +470,7 @@ impl Shared {
             partial(l2.set_each(&items), &live)
         };
         if result.is_ok() && !dead.is_empty() {
-            let dead_batch: Vec<&(String, Queued)> =
-                batch.iter().filter(|(_, q)| q.expires_at_ms <= now).collect();
-            result = partial(l2.delete_many(&dead).map(drop), &dead_batch);
+            result = partial(l2.delete_many(&dead).map(drop), &expired);
         }
         m.set_latency.record(started.elapsed());
         match result {
@@ -489,14 +487,13 @@ impl Shared {
                 self.send_one_by_one(&items, &batch);
                 // The deletes of writes that expired while queued were not sent yet.
                 if !dead.is_empty() {
-                    let dead_batch: Vec<(String, Queued)> = batch
-                        .iter()
-                        .filter(|(_, q)| q.expires_at_ms <= now)
-                        .cloned()
-                        .collect();
                     match l2.delete_many(&dead) {
                         Ok(_) => m.sets.add(dead.len() as u64),
-                        Err(e) => self.behind_failed(&e, &dead_batch),
+                        Err(e) => {
+                            let expired: Vec<(String, Queued)> =
+                                expired.iter().map(|q| (*q).clone()).collect();
+                            self.behind_failed(&e, &expired);
+                        }
                     }
                 }
             }
