@@ -380,25 +380,33 @@ fn a_flush_waiting_behind_a_failing_one_fails_too() {
         std::thread::spawn(move || store.flush())
     };
     hold.wait_held();
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let second = {
+    let (second, tid) = {
         let store = Arc::clone(&store);
-        std::thread::spawn(move || {
-            // `/proc/thread-self` links to `PID/task/TID`.
-            let link = std::fs::read_link("/proc/thread-self").unwrap();
-            let tid: i32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
-            tid_tx.send(tid).unwrap();
-            store.flush()
-        })
+        spawn_telling_tid(move || store.flush())
     };
     // The second flush's only blocking point is the lock the first one holds: wait until its
     // thread is asleep there.
-    let tid = tid_rx.recv().unwrap();
     wait_until_asleep(tid);
     hold.release(Some(ErrorKind::Other));
     assert!(first.join().unwrap().is_err());
     let second = second.join().unwrap();
     assert!(matches!(second, Err(Error::WritesDisabled { .. })), "{second:?}");
+}
+
+/// Runs `f` on a new thread and returns its handle and its kernel thread id (for
+/// [`wait_until_asleep`]).
+fn spawn_telling_tid<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> (std::thread::JoinHandle<T>, i32) {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        // `/proc/thread-self` links to `PID/task/TID`.
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        let tid: i32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        tid_tx.send(tid).unwrap();
+        f()
+    });
+    (handle, tid_rx.recv().unwrap())
 }
 
 fn wait_until_asleep(tid: i32) {
@@ -589,18 +597,12 @@ fn a_compaction_whose_copies_a_failed_flush_may_have_lost_keeps_the_originals() 
         std::thread::spawn(move || store.flush())
     };
     hold.wait_held();
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let compact = {
+    let (compact, tid) = {
         let store = Arc::clone(&store);
-        std::thread::spawn(move || {
-            let link = std::fs::read_link("/proc/thread-self").unwrap();
-            let tid: i32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
-            tid_tx.send(tid).unwrap();
-            store.compact()
-        })
+        spawn_telling_tid(move || store.compact())
     };
     // The compaction copies its records, then waits for the sync lock before removing them.
-    wait_until_asleep(tid_rx.recv().unwrap());
+    wait_until_asleep(tid);
     hold.release(Some(ErrorKind::Other));
     assert!(flush.join().unwrap().is_err());
     let compacted = compact.join().unwrap();
