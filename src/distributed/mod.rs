@@ -19,7 +19,11 @@
 //! # Deadlines
 //! Every call has an explicit deadline (the `timeout` option, 100 ms by default) that wraps the
 //! client library's own retries and reconnects; a call that misses it returns
-//! [`Error::Timeout`]. Server and connection failures are
+//! [`Error::Timeout`]. One exception: a blocking call to a standalone Redis without TLS runs on
+//! a pooled connection of the caller's thread, whose socket timeout bounds each read and write,
+//! not their sum; a reply that stalls mid-way more than once can take a multiple of `timeout`
+//! (the `redis` crate's blocking connection gives no hook between its reads). Server and
+//! connection failures are
 //! [`Error::Backend`]. Construction checks the connection (and the
 //! credentials) once, within `connect_timeout`, and names the host in its error.
 //!
