@@ -120,16 +120,18 @@ impl Codec {
             return Err(self.mismatch(key, stored));
         }
         let decoded = match self.0 {
-            Kind::Bincode => {
-                match bincode::serde::decode_from_slice::<T, _>(payload, bincode::config::standard()) {
-                    Ok((value, used)) if used == payload.len() => Ok(value),
-                    Ok((_, used)) => Err(format!(
-                        "{} trailing bytes after the value",
-                        payload.len().saturating_sub(used)
-                    )),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            Kind::Bincode => match decode_bincode::<T>(payload) {
+                Ok((value, used)) if used == payload.len() => Ok(value),
+                Ok((_, used)) => Err(format!(
+                    "{} trailing bytes after the value",
+                    payload.len().saturating_sub(used)
+                )),
+                Err(bincode::error::DecodeError::LimitExceeded) => Err(format!(
+                    "a length in the value is longer than its {} bytes allow",
+                    payload.len()
+                )),
+                Err(e) => Err(e.to_string()),
+            },
             Kind::Json => serde_json::from_slice::<T>(payload).map_err(|e| e.to_string()),
         };
         decoded.map_err(|reason| Error::Decode {
@@ -146,6 +148,39 @@ impl Codec {
             expected: self.name(),
         }
     }
+}
+
+/// The most bytes bincode claims (for its limit) per byte it reads: a one-byte varint read as a
+/// `u128`.
+const CLAIMS_PER_BYTE: usize = 16;
+
+/// bincode's `decode_from_slice` with a byte limit sized to the payload. Without a limit, bincode
+/// allocates a `String` or byte buffer as long as the length read from the bytes says before it
+/// reads them: a damaged value, or one written as another type (a `u64` read as a `String`),
+/// would ask for up to 2^64 bytes, an abort rather than an error. Every claim a well-formed
+/// value makes is at most [`CLAIMS_PER_BYTE`] times the bytes it reads, so a limit of that much
+/// refuses no value the codec wrote; the limit is a const generic, hence the steps (each at most
+/// 16 times the need, so a lying length costs at most that much untouched address space).
+fn decode_bincode<T: DeserializeOwned>(
+    payload: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    let need = payload.len().saturating_mul(CLAIMS_PER_BYTE);
+    macro_rules! limited {
+        ($($bits:literal),*) => {
+            $(
+                if need <= 1usize << $bits {
+                    return decode_from_slice(payload, standard().with_limit::<{ 1usize << $bits }>());
+                }
+            )*
+        };
+    }
+    limited!(12, 16, 20, 24, 28);
+    #[cfg(target_pointer_width = "64")]
+    limited!(32, 36);
+    // Beyond any value a level stores (4 GiB, the file store's bound).
+    decode_from_slice(payload, standard().with_limit::<{ usize::MAX }>())
 }
 
 #[cfg(test)]
@@ -201,5 +236,41 @@ mod tests {
         let bytes = Codec::json().encode("k", "text").unwrap();
         let err = Codec::json().decode::<u64>("k", &bytes).unwrap_err();
         assert!(matches!(&err, Error::Decode { codec: "json", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_value_written_as_another_type_with_a_huge_length_is_a_decode_error_not_an_abort() {
+        // A u64 of 2^62 read back as a String: bincode takes the integer for the string's
+        // length and, unlimited, allocates 4 EiB before reading (an abort, not an error).
+        let bytes = Codec::bincode().encode("k", &(1u64 << 62)).unwrap();
+        let err = Codec::bincode().decode::<String>("k", &bytes).unwrap_err();
+        assert!(
+            matches!(&err, Error::Decode { key, codec: "bincode", .. } if key == "k"),
+            "{err:?}"
+        );
+        // A length just past the end, and one beyond isize::MAX.
+        for len in [3u64, 1 << 40, u64::MAX] {
+            let mut bytes = Codec::bincode().encode("k", &len).unwrap();
+            bytes.extend_from_slice(b"ab");
+            let err = Codec::bincode().decode::<String>("k", &bytes).unwrap_err();
+            assert!(matches!(&err, Error::Decode { .. }), "{len}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn large_and_integer_heavy_values_still_decode_under_the_length_limit() {
+        let big = "x".repeat(5 << 20);
+        let bytes = Codec::bincode().encode("k", &big).unwrap();
+        assert_eq!(Codec::bincode().decode::<String>("k", &bytes).unwrap(), big);
+        // Each varint byte of a small u128 is claimed as 16 bytes by bincode's limit.
+        let ints: Vec<u128> = (0..100_000).map(|i| i % 200).collect();
+        let bytes = Codec::bincode().encode("k", &ints).unwrap();
+        assert_eq!(Codec::bincode().decode::<Vec<u128>>("k", &bytes).unwrap(), ints);
+        let small: (u128, String) = (1, String::new());
+        let bytes = Codec::bincode().encode("k", &small).unwrap();
+        assert_eq!(
+            Codec::bincode().decode::<(u128, String)>("k", &bytes).unwrap(),
+            small
+        );
     }
 }
