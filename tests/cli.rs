@@ -494,3 +494,39 @@ fn the_cli_reads_an_expiring_entry_under_valgrind_without_a_signal() {
         String::from_utf8_lossy(&hit.stderr)
     );
 }
+
+/// Runs the binary with its stdout on `/dev/full`: every write to it fails (ENOSPC), as it does
+/// on a full disk or, with EPIPE, a closed pipe (`uno-cache stats | head -1`).
+fn run_to_full_stdout(dir: &Path, args: &[&str]) -> Output {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    bin()
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_stdout_that_cannot_be_written_is_an_error_exit_2_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["set", "a", "1"]).status.success());
+    for args in [
+        &["stats"][..],
+        &["stats", "--json"],
+        &["verify"],
+        &["compact"],
+        &["get", "a"],
+        &["dump"],
+    ] {
+        let out = run_to_full_stdout(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.contains("writing stdout"), "{args:?}: {stderr}");
+    }
+    // Nothing was lost on the way.
+    assert_eq!(run(dir.path(), &["get", "a"]).stdout, b"1");
+}

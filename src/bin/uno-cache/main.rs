@@ -17,6 +17,22 @@
 
 mod escape;
 
+/// `println!` that returns the error (`writing stdout: …`) instead of panicking: stdout may be a
+/// closed pipe (`uno-cache dump | head`) or a file on a full disk.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(io::stdout(), $($arg)*).map_err(|e| format!("writing stdout: {e}"))
+    };
+}
+
+/// `eprint!` that never panics: with stderr gone there is nowhere left to report to, and the
+/// exit code still tells.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        let _ = write!(io::stderr(), $($arg)*);
+    }};
+}
+
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,7 +113,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("uno-cache: {message}");
+            err!("uno-cache: {message}\n");
             ExitCode::from(2)
         }
     }
@@ -177,10 +193,13 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         Command::Verify => verify(&store)?,
         Command::Compact => {
             let report = store.compact().map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "expired {} entries, rewrote {} segments ({} records moved), reclaimed {} bytes",
-                report.expired, report.segments_rewritten, report.records_moved, report.bytes_reclaimed
-            );
+                report.expired,
+                report.segments_rewritten,
+                report.records_moved,
+                report.bytes_reclaimed
+            )?;
             ExitCode::SUCCESS
         }
         Command::Dump => {
@@ -201,8 +220,12 @@ fn print_value(value: Option<Vec<u8>>) -> Result<ExitCode, String> {
     let Some(value) = value else {
         return Ok(ExitCode::from(1));
     };
-    io::stdout()
+    // Flushed here: a value without a newline would otherwise wait in stdout's buffer for the
+    // flush at exit, whose error nobody sees (exit 0 with the value lost).
+    let mut stdout = io::stdout().lock();
+    stdout
         .write_all(&value)
+        .and_then(|()| stdout.flush())
         .map_err(|e| format!("writing stdout: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -241,40 +264,48 @@ fn run_manager(config: CacheConfig, command: Command) -> Result<ExitCode, String
         Command::Stats { json } => {
             let stats = cache.stats();
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "{:<12}{:>10}{:>14}{:>12}{:>10}",
-                    "level", "hit rate", "items", "bytes", "errors"
-                );
+                    "level",
+                    "hit rate",
+                    "items",
+                    "bytes",
+                    "errors"
+                )?;
                 for (name, level, size) in [
                     ("local", &stats.local, stats.size.local),
                     ("distributed", &stats.distributed, stats.size.distributed),
                 ] {
-                    println!(
+                    outln!(
                         "{name:<12}{:>10.3}{:>14}{:>12}{:>10}",
-                        level.hit_rate, size.items, size.bytes, level.errors
-                    );
+                        level.hit_rate,
+                        size.items,
+                        size.bytes,
+                        level.errors
+                    )?;
                 }
-                println!("{:<12}{:>10.3}", "overall", stats.hit_rate.overall);
+                outln!("{:<12}{:>10.3}", "overall", stats.hit_rate.overall)?;
                 let d = &stats.distributed;
                 if let Some(breaker) = &d.breaker {
-                    println!(
+                    outln!(
                         "distributed breaker: {:?} ({} trips)",
-                        breaker.state, breaker.trips
-                    );
+                        breaker.state,
+                        breaker.trips
+                    )?;
                 }
                 if d.config_errors > 0 {
-                    println!("distributed config errors: {}", d.config_errors);
+                    outln!("distributed config errors: {}", d.config_errors)?;
                 }
                 if let Some(error) = &d.last_error {
-                    println!("distributed last error: {error}");
+                    outln!("distributed last error: {error}")?;
                 }
                 if let Some(error) = &d.size_error {
-                    println!("distributed size unknown: {error}");
+                    outln!("distributed size unknown: {error}")?;
                 }
             }
             ExitCode::SUCCESS
@@ -299,7 +330,7 @@ fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
     let stats = store.stats();
     if json {
         let text = serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?;
-        println!("{text}");
+        outln!("{text}")?;
         return Ok(());
     }
     let rows = [
@@ -310,12 +341,12 @@ fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
         ("segments", stats.segments),
         ("skipped at recovery", stats.recovery_skipped_records),
     ];
-    println!("store {}", store.path().display());
+    outln!("store {}", store.path().display())?;
     for (name, value) in rows {
-        println!("  {name:<22}{value:>16}");
+        outln!("  {name:<22}{value:>16}")?;
     }
-    println!("  {:<22}{:>16}", "max size", store.max_size());
-    println!("  {:<22}{:>16}", "file mode", format!("{:#o}", store.file_mode()));
+    outln!("  {:<22}{:>16}", "max size", store.max_size())?;
+    outln!("  {:<22}{:>16}", "file mode", format!("{:#o}", store.file_mode()))?;
     Ok(())
 }
 
@@ -326,19 +357,22 @@ fn verify(store: &FileStore) -> Result<ExitCode, String> {
             if show && total > 0 {
                 let pct = done.saturating_mul(100) / total;
                 let bar = "#".repeat(usize::try_from(pct / 4).unwrap_or(0));
-                eprint!("\rverifying [{bar:<25}] {pct:>3}%");
+                err!("\rverifying [{bar:<25}] {pct:>3}%");
             }
         })
         .map_err(|e| e.to_string())?;
     if show {
-        eprintln!();
+        err!("\n");
     }
-    println!(
+    outln!(
         "{} segments, {} records checked, {} damaged ranges ({} bytes)",
-        report.segments, report.records, report.damaged_ranges, report.damaged_bytes
-    );
+        report.segments,
+        report.records,
+        report.damaged_ranges,
+        report.damaged_bytes
+    )?;
     for problem in &report.problems {
-        println!("damaged: {problem}");
+        outln!("damaged: {problem}")?;
     }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
@@ -421,6 +455,6 @@ fn import(
         }
     }
     store.flush().map_err(|e| e.to_string())?;
-    eprintln!("imported {count} entries, skipped {expired} already expired");
+    err!("imported {count} entries, skipped {expired} already expired\n");
     Ok(())
 }
