@@ -592,7 +592,7 @@ pub struct ConsistencyStats {
     pub published: u64,
     /// Publishes that failed (the backplane keeps and re-sends them).
     pub publish_failures: u64,
-    /// Invalidations received from other instances.
+    /// Invalidations received from other instances, counted once applied to L1.
     pub invalidations_received: u64,
     /// Keys dropped from L1 by those invalidations.
     pub keys_invalidated: u64,

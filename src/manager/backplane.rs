@@ -65,32 +65,25 @@ impl Shared {
         }
     }
 
-    /// Every L1 entry becomes suspect (or, without an L2 to check them against, is dropped).
-    fn distrust_everything(&self) {
-        // An L2 read begun before must not backfill a value that a write we missed replaced.
-        let _all = self.guard.write_all();
-        let result = if self.l2.is_some() {
-            self.check_freshness.store(true, Ordering::Relaxed);
-            self.l1.mark_all_suspect()
-        } else {
-            self.l1.clear()
-        };
-        if let Err(e) = result {
-            self.metrics.local.errors.incr();
-            tracing::warn!(error = %e, "marking L1 suspect failed");
-        }
+    fn on_invalidation(&self, message: &InvalidationMessage) {
+        self.apply(message);
+        // Counted once applied: a caller that sees the count has seen L1 change.
+        self.metrics.consistency.invalidations_received.incr();
     }
 
-    fn on_invalidation(&self, message: &InvalidationMessage) {
-        self.metrics.consistency.invalidations_received.incr();
+    fn apply(&self, message: &InvalidationMessage) {
         match &message.invalidation {
             Invalidation::Keys(keys) => {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
                 self.drop_local(&refs);
             }
+            // If L1 cannot drop what the message names (a full disk, a store latched
+            // read-only), it must stop vouching for what it holds rather than serve it.
             Invalidation::Prefix(prefix) => {
                 if let Err(e) = self.drop_local_prefix(prefix) {
-                    tracing::warn!(error = %e, "dropping a prefix from L1 failed");
+                    self.metrics.local.errors.incr();
+                    tracing::warn!(error = %e, "dropping a prefix from L1 failed; every L1 entry becomes suspect");
+                    self.distrust_everything();
                 }
             }
             // This manager publishes a tag's members as keys; a bare tag (from another
@@ -98,7 +91,9 @@ impl Shared {
             Invalidation::Tags(_) => self.distrust_everything(),
             Invalidation::All => {
                 if let Err(e) = self.clear_local() {
-                    tracing::warn!(error = %e, "clearing L1 on an invalidation failed");
+                    self.metrics.local.errors.incr();
+                    tracing::warn!(error = %e, "clearing L1 on an invalidation failed; every L1 entry becomes suspect");
+                    self.distrust_everything();
                 }
             }
         }
@@ -107,7 +102,9 @@ impl Shared {
     fn on_subscription_lost(&self) {
         self.metrics.consistency.subscription_losses.incr();
         if self.l2.is_some() {
-            self.distrust_l1.store(true, Ordering::Relaxed);
+            // Checks on first: a reader sees `distrust_l1` only while they are on.
+            self.check_freshness.store(true, Ordering::Release);
+            self.distrust_l1.store(true, Ordering::Release);
         }
         self.distrust_everything();
     }
@@ -115,7 +112,8 @@ impl Shared {
     fn on_subscription_restored(&self) {
         // Entries written during the outage may have missed a message too.
         self.distrust_everything();
-        self.distrust_l1.store(false, Ordering::Relaxed);
+        // Release: a reader that sees it cleared also sees the entries made suspect above.
+        self.distrust_l1.store(false, Ordering::Release);
     }
 }
 

@@ -151,6 +151,10 @@ impl Shared {
                 q.ack_many(&done)?;
                 replayed += done.len() as u64;
                 c.replayed.add(done.len() as u64);
+                // L2 has them only now: the message published when they were queued came too
+                // early (another instance may have read L2's older value back into its L1).
+                let keys: Vec<&str> = done.iter().map(|op| op.key.as_str()).collect();
+                self.publish_keys(&keys);
             }
             if let Some((key, e)) = failure {
                 c.replay_failures.incr();
@@ -182,7 +186,27 @@ impl Shared {
         self.metrics.consistency.keys_invalidated.add(keys.len() as u64);
         if let Err(e) = self.l1.delete_many(keys) {
             self.metrics.local.errors.incr();
-            tracing::warn!(error = %e, "dropping invalidated keys from L1 failed");
+            tracing::warn!(error = %e, "dropping invalidated keys from L1 failed; every L1 entry becomes suspect");
+            // The keys may still be in L1 (a full disk, a store latched read-only): stop
+            // trusting it rather than serve what the message replaced.
+            self.distrust_everything();
+        }
+    }
+
+    /// Every L1 entry becomes suspect (or, without an L2 to check them against, is dropped).
+    pub(crate) fn distrust_everything(&self) {
+        // An L2 read begun before must not backfill a value that a write we missed replaced.
+        let _all = self.guard.write_all();
+        let result = if self.l2.is_some() {
+            self.check_freshness
+                .store(true, std::sync::atomic::Ordering::Release);
+            self.l1.mark_all_suspect()
+        } else {
+            self.l1.clear()
+        };
+        if let Err(e) = result {
+            self.metrics.local.errors.incr();
+            tracing::warn!(error = %e, "marking L1 suspect failed");
         }
     }
 

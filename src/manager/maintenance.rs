@@ -226,14 +226,22 @@ impl CacheManager {
     ///
     /// # Errors
     /// [`Error::Config`] if there is no Redis for tags; the tag Redis's error; otherwise as
-    /// [`CacheManager::multi_delete`].
+    /// [`CacheManager::multi_delete`], and the tag is given its members back so that the call
+    /// can be retried.
     pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
         let store = self.shared.tags.as_ref().ok_or_else(no_tag_redis)?;
         let members = store.take(tag)?;
         if members.is_empty() {
             return Ok(0);
         }
-        self.multi_delete(&members)?;
+        if let Err(e) = self.multi_delete(&members) {
+            // The set is gone: put the members back, or a retry would find nothing to delete.
+            let keys: Vec<&str> = members.iter().map(String::as_str).collect();
+            if let Err(restore) = store.add(&keys, &[tag], self.shared.distributed_ttl) {
+                tracing::warn!(tag, error = %restore, "a failed tag invalidation could not give the tag its members back");
+            }
+            return Err(e);
+        }
         Ok(members.len() as u64)
     }
 
@@ -247,7 +255,14 @@ impl CacheManager {
         if members.is_empty() {
             return Ok(0);
         }
-        self.multi_delete_async(&members).await?;
+        if let Err(e) = self.multi_delete_async(&members).await {
+            // As in `invalidate_tag`: a retry must find the members.
+            let keys: Vec<&str> = members.iter().map(String::as_str).collect();
+            if let Err(restore) = store.add_async(&keys, &[tag], self.shared.distributed_ttl).await {
+                tracing::warn!(tag, error = %restore, "a failed tag invalidation could not give the tag its members back");
+            }
+            return Err(e);
+        }
         Ok(members.len() as u64)
     }
 

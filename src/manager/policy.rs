@@ -270,7 +270,7 @@ impl Shared {
     pub(crate) fn read_l1(&self, key: &str) -> Result<L1Read> {
         let m = &self.metrics.local;
         let start = stats::sample_l1();
-        let checked = self.check_freshness.load(Ordering::Relaxed);
+        let checked = self.check_freshness.load(Ordering::Acquire);
         let result = if checked {
             self.l1.get_checked(key)
         } else {
@@ -279,7 +279,7 @@ impl Shared {
         m.get_latency.record_since(start);
         match result {
             Ok(Some((entry, freshness))) => {
-                if checked && (freshness == Freshness::Suspect || self.distrust_l1.load(Ordering::Relaxed)) {
+                if checked && (freshness == Freshness::Suspect || self.distrust_l1.load(Ordering::Acquire)) {
                     return Ok(L1Read::Suspect(entry));
                 }
                 m.hits.incr();
@@ -457,7 +457,7 @@ impl Shared {
         out: &mut HashMap<String, Vec<u8>>,
         suspects: &mut HashMap<&'k str, Entry>,
     ) -> Result<Vec<&'k str>> {
-        if self.check_freshness.load(Ordering::Relaxed) {
+        if self.check_freshness.load(Ordering::Acquire) {
             return self.read_many_l1_checked(keys, out, suspects);
         }
         let m = &self.metrics.local;
@@ -498,7 +498,7 @@ impl Shared {
         suspects: &mut HashMap<&'k str, Entry>,
     ) -> Result<Vec<&'k str>> {
         let m = &self.metrics.local;
-        let distrust = self.distrust_l1.load(Ordering::Relaxed);
+        let distrust = self.distrust_l1.load(Ordering::Acquire);
         let start = stats::sample_l1();
         let (mut hits, mut misses) = (0u64, 0u64);
         let mut missed = Vec::new();
@@ -750,8 +750,17 @@ impl Shared {
                 }
                 m.hits.incr();
                 if entry.value == l1_entry.value {
-                    c.confirmed.incr();
-                    if let Err(e) = self.l1.confirm(key) {
+                    // Only if nothing wrote the key or made L1 suspect again since the ticket:
+                    // a confirm vouches for the entry in the current epoch, and L2's answer may
+                    // be older than it (the entry then stays suspect and is asked about again).
+                    let mut confirmed = Ok(());
+                    if self
+                        .guard
+                        .backfill_if_current(ticket, || confirmed = self.l1.confirm(key))
+                    {
+                        c.confirmed.incr();
+                    }
+                    if let Err(e) = confirmed {
                         self.metrics.local.errors.incr();
                         tracing::warn!(key = %key_for_error(key), error = %e, "confirming an L1 entry failed");
                     }

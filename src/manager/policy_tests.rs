@@ -269,3 +269,175 @@ fn a_batch_read_overtaken_by_a_delete_never_answers_the_value_a_completed_set_re
     assert_eq!(out.get("k"), None, "answered {:?}", out.get("k"));
     race.finish();
 }
+
+/// A revalidation vouches for an entry only under its read's ticket: if every L1 entry was made
+/// suspect again between L2's answer and the confirm (here the backplane subscription is
+/// restored, after another instance changed the key while it was down), a confirm would vouch
+/// for the entry in the new epoch, and serve the old value as fresh from then on.
+#[cfg(feature = "redis")]
+#[test]
+fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm_the_entry() {
+    use crate::invalidation::{InvalidationHandler, Outage};
+    let dir = tempfile::tempdir().unwrap();
+    let file = Arc::new(crate::FileStore::open(dir.path(), crate::FileStoreOptions::default()).unwrap());
+    let l2 = HeldL2::new();
+    let cache = crate::CacheManager::builder()
+        .config(crate::CacheConfig::default())
+        .local(file)
+        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+        .build()
+        .unwrap();
+    let s = &cache.shared;
+    let receiver = super::super::backplane::Receiver {
+        shared: Arc::downgrade(&cache.shared),
+    };
+    cache.set_raw("k", b"v1", None).unwrap();
+    // The subscription is lost: every L1 entry is suspect, every hit checked against L2.
+    receiver.subscription_lost(std::time::SystemTime::now());
+    // A read of k: L1 holds v1, suspect; it asks L2, which still says v1 ...
+    let Plan::AskL2(Some(entry)) = s.plan_read("k").unwrap() else {
+        panic!("k was not suspect");
+    };
+    let ticket = s.before_l2("k").unwrap();
+    let answer = l2.get("k");
+    // ... then another instance writes v2 (its message is lost: we are not subscribed) and the
+    // subscription comes back, which makes every L1 entry suspect again ...
+    l2.inner.set("k", b"v2", None).unwrap();
+    let now = std::time::SystemTime::now();
+    receiver.subscription_restored(&Outage {
+        since: now,
+        detected_at: now,
+        restored_at: now,
+    });
+    // ... and only then does the read settle its suspect entry.
+    let _ = s
+        .finish_revalidate("k", entry, ticket, (Instant::now(), answer))
+        .unwrap();
+    assert_eq!(
+        cache.get_raw("k").unwrap().as_deref(),
+        Some(&b"v2"[..]),
+        "L1's v1, confirmed by an L2 answer older than the last loss of certainty, was served as fresh"
+    );
+}
+
+/// An L1 whose deletes (and clears) fail, as a file store's do once its disk is full
+/// (`DiskFull`) or after a failed fsync latched it read-only (`WritesDisabled`); reads work.
+#[cfg(feature = "redis")]
+struct DeletesFail {
+    inner: MemoryStore,
+}
+
+#[cfg(feature = "redis")]
+impl Storage for DeletesFail {
+    fn name(&self) -> &str {
+        "deletes-fail"
+    }
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set(key, value, ttl)
+    }
+    fn delete(&self, _key: &str) -> Result<bool> {
+        Err(Error::WritesDisabled {
+            path: std::path::PathBuf::from("test"),
+            cause: "disk full (test)".to_owned(),
+        })
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.inner.get_many(keys)
+    }
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set_many(items, ttl)
+    }
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.inner.set_each(items)
+    }
+    fn delete_many(&self, _keys: &[&str]) -> Result<u64> {
+        Err(Error::WritesDisabled {
+            path: std::path::PathBuf::from("test"),
+            cause: "disk full (test)".to_owned(),
+        })
+    }
+    fn check_value(&self, key: &str, len: usize) -> Result<()> {
+        self.inner.check_value(key, len)
+    }
+    fn size(&self) -> Result<StorageSize> {
+        self.inner.size()
+    }
+    fn clear(&self) -> Result<()> {
+        Err(Error::WritesDisabled {
+            path: std::path::PathBuf::from("test"),
+            cause: "disk full (test)".to_owned(),
+        })
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    fn counters(&self) -> crate::StorageCounters {
+        self.inner.counters()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl crate::storage::LocalStorage for DeletesFail {
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        self.inner.get_checked(key)
+    }
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get_stale(key)
+    }
+    /// In memory only (as the file store's): works with a full disk.
+    fn mark_all_suspect(&self) -> Result<()> {
+        self.inner.mark_all_suspect()
+    }
+    fn confirm(&self, key: &str) -> Result<()> {
+        self.inner.confirm(key)
+    }
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        self.inner.keys_with_prefix(prefix)
+    }
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        self.inner.fill_each(items)
+    }
+}
+
+/// Another instance's invalidation of `k` arrives while L1 cannot delete (disk full, or latched
+/// read-only): L1 must stop vouching for its copy rather than serve it as a trusted hit until
+/// its TTL, while L2 has the new one.
+#[cfg(feature = "redis")]
+#[test]
+fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
+    use crate::invalidation::{InstanceId, Invalidation, InvalidationHandler, InvalidationMessage};
+    for invalidation in [
+        Invalidation::Keys(vec!["k".to_owned()]),
+        Invalidation::Prefix("k".to_owned()),
+        Invalidation::All,
+    ] {
+        let l2 = HeldL2::new();
+        let cache = crate::CacheManager::builder()
+            .config(crate::CacheConfig::default())
+            .local(Arc::new(DeletesFail {
+                inner: MemoryStore::new(100).unwrap(),
+            }))
+            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+            .build()
+            .unwrap();
+        let receiver = super::super::backplane::Receiver {
+            shared: Arc::downgrade(&cache.shared),
+        };
+        cache.set_raw("k", b"v1", None).unwrap();
+        // Another instance writes v2 and publishes its invalidation.
+        l2.inner.set("k", b"v2", None).unwrap();
+        receiver.invalidate(&InvalidationMessage {
+            origin: InstanceId::random(),
+            seq: 1,
+            invalidation: invalidation.clone(),
+        });
+        assert_eq!(
+            cache.get_raw("k").unwrap().as_deref(),
+            Some(&b"v2"[..]),
+            "{invalidation:?} was lost: L1 serves v1"
+        );
+    }
+}

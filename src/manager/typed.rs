@@ -72,7 +72,7 @@ impl Shared {
     /// answer is checked against L2, the memory tier's too).
     #[inline]
     fn hot_if_trusted(&self) -> Option<&HotTier> {
-        if self.distrust_l1.load(Ordering::Relaxed) {
+        if self.distrust_l1.load(Ordering::Acquire) {
             return None;
         }
         self.hot.as_deref()
@@ -142,7 +142,7 @@ impl Shared {
                 // The expiry of the L1 entry, and only if L1 holds what was decoded, as a trusted
                 // entry: an L2 value that was not backfilled, one replaced meanwhile, or a
                 // restored entry served unverified (L2 unreachable) is not kept.
-                let current = if self.check_freshness.load(Ordering::Relaxed) {
+                let current = if self.check_freshness.load(Ordering::Acquire) {
                     self.l1
                         .get_checked(key)
                         .ok()

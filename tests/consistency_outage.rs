@@ -1,0 +1,242 @@
+//! Invalidations that must survive an L2 outage: a write or delete that reaches L2 only through
+//! the replay queue still reaches the other instances' L1, and a tag invalidation that failed
+//! can be retried. Two managers in one process share an in-process L2 that can be made to
+//! fail, and a backplane on a real `redis-server`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::RedisServer;
+use uno_cache::{
+    CacheConfig, CacheManager, Entry, Error, InProcess, MemoryStore, Result, Storage, StorageCounters,
+    StorageSize,
+};
+
+/// A shared in-process L2 whose calls fail (as an outage) while `down` is set.
+struct Flaky {
+    inner: Arc<MemoryStore>,
+    down: AtomicBool,
+}
+
+impl Flaky {
+    fn check(&self, op: &'static str) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::Backend {
+                level: "L2",
+                op,
+                reason: "down (test)".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Storage for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.check("get")?;
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.check("set")?;
+        self.inner.set(key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.check("delete")?;
+        self.inner.delete(key)
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.check("get_many")?;
+        self.inner.get_many(keys)
+    }
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.check("set_many")?;
+        self.inner.set_many(items, ttl)
+    }
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.check("set_each")?;
+        self.inner.set_each(items)
+    }
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.check("delete_many")?;
+        self.inner.delete_many(keys)
+    }
+    fn check_value(&self, _: &str, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn size(&self) -> Result<StorageSize> {
+        self.inner.size()
+    }
+    fn clear(&self) -> Result<()> {
+        self.inner.clear()
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    fn counters(&self) -> StorageCounters {
+        StorageCounters::default()
+    }
+}
+
+fn instance(
+    redis: &RedisServer,
+    l2: &Arc<MemoryStore>,
+    tune: impl FnOnce(&mut CacheConfig),
+) -> (CacheManager, Arc<Flaky>) {
+    let flaky = Arc::new(Flaky {
+        inner: Arc::clone(l2),
+        down: AtomicBool::new(false),
+    });
+    let mut config = CacheConfig::default();
+    config.invalidation.enabled = true;
+    config.invalidation.hosts = vec![redis.addr()];
+    tune(&mut config);
+    let cache = CacheManager::builder()
+        .config(config)
+        .local(Arc::new(MemoryStore::new(1000).unwrap()))
+        .distributed(Arc::new(InProcess::shared(Arc::clone(&flaky))))
+        .build()
+        .unwrap();
+    (cache, flaky)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A set whose L2 write failed is queued for replay, and its invalidation is published at once,
+/// before L2 has the value. Another instance drops its copy, reads L2 again (still the old value)
+/// and backfills it. The replay then writes the new value to L2 and publishes nothing, so the
+/// other instance serves the old value from L1 until its TTL.
+#[test]
+fn a_replayed_write_reaches_the_other_instances_l1() {
+    let redis = RedisServer::start();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let replay_dir = tempfile::tempdir().unwrap();
+    let (a, a_l2) = instance(&redis, &l2, |c| {
+        c.offline.replay_dir = Some(replay_dir.path().to_path_buf());
+        c.offline.replay_interval_ms = 3_600_000;
+    });
+    let (b, _) = instance(&redis, &l2, |_| {});
+    a.set_raw("k", b"v0", None).unwrap();
+    // A's message for v0 arrives first, so that it cannot be mistaken for the next one.
+    wait_until("B to hear of A's first set", || {
+        b.stats().consistency.invalidations_received >= 1
+    });
+    assert_eq!(
+        b.get_raw("k").unwrap().as_deref(),
+        Some(&b"v0"[..]),
+        "B holds v0 in L1"
+    );
+
+    a_l2.down.store(true, Ordering::SeqCst);
+    let before = b.stats().consistency.invalidations_received;
+    a.set_raw("k", b"v1", None).unwrap();
+    assert_eq!(a.stats().consistency.replay_pending, 1, "v1 queued for replay");
+    wait_until("B to hear of A's set", || {
+        b.stats().consistency.invalidations_received > before
+    });
+    // B reads while A's write is still queued: L2's v0 goes back into B's L1.
+    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v0"[..]));
+    let after_set = b.stats().consistency.invalidations_received;
+
+    a_l2.down.store(false, Ordering::SeqCst);
+    assert_eq!(a.replay_now().unwrap(), 1);
+    assert_eq!(l2.get("k").unwrap().map(|e| e.value).as_deref(), Some(&b"v1"[..]));
+    wait_until("B to hear of the replayed write", || {
+        b.stats().consistency.invalidations_received > after_set
+    });
+    assert_eq!(
+        b.get_raw("k").unwrap().as_deref(),
+        Some(&b"v1"[..]),
+        "B serves v0 from L1 after A's v1 reached L2"
+    );
+}
+
+/// The same for a delete: the replayed delete leaves the other instance's L1 with the deleted
+/// value.
+#[test]
+fn a_replayed_delete_reaches_the_other_instances_l1() {
+    let redis = RedisServer::start();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let replay_dir = tempfile::tempdir().unwrap();
+    let (a, a_l2) = instance(&redis, &l2, |c| {
+        c.offline.replay_dir = Some(replay_dir.path().to_path_buf());
+        c.offline.replay_interval_ms = 3_600_000;
+    });
+    let (b, _) = instance(&redis, &l2, |_| {});
+    a.set_raw("k", b"v0", None).unwrap();
+    // A's message for v0 arrives first, so that it cannot be mistaken for the next one.
+    wait_until("B to hear of A's first set", || {
+        b.stats().consistency.invalidations_received >= 1
+    });
+    assert_eq!(
+        b.get_raw("k").unwrap().as_deref(),
+        Some(&b"v0"[..]),
+        "B holds v0 in L1"
+    );
+
+    a_l2.down.store(true, Ordering::SeqCst);
+    let before = b.stats().consistency.invalidations_received;
+    a.delete("k").unwrap();
+    wait_until("B to hear of A's delete", || {
+        b.stats().consistency.invalidations_received > before
+    });
+    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v0"[..]));
+    let after_delete = b.stats().consistency.invalidations_received;
+
+    a_l2.down.store(false, Ordering::SeqCst);
+    assert_eq!(a.replay_now().unwrap(), 1);
+    assert_eq!(l2.get("k").unwrap(), None);
+    wait_until("B to hear of the replayed delete", || {
+        b.stats().consistency.invalidations_received > after_delete
+    });
+    assert_eq!(
+        b.get_raw("k").unwrap(),
+        None,
+        "B serves the deleted v0 from L1 after A's delete reached L2"
+    );
+}
+
+/// `invalidate_tag` takes (reads and deletes) the tag's set before it deletes the members. When
+/// that delete fails (here L2 is down and `fallback_on_error = false`, so the caller gets the
+/// error), the members are gone from the set: a retry finds nothing to do and returns Ok(0),
+/// and the tagged value stays in L2 (and in every L1 that reads it again).
+#[test]
+fn a_tag_invalidation_that_failed_can_be_retried() {
+    let redis = RedisServer::start();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let (a, a_l2) = instance(&redis, &l2, |c| c.fallback_on_error = false);
+    a.set_raw_with_tags("k", b"v", None, &["t"]).unwrap();
+
+    a_l2.down.store(true, Ordering::SeqCst);
+    assert!(
+        a.invalidate_tag("t").is_err(),
+        "L2 is down: the invalidation fails"
+    );
+    a_l2.down.store(false, Ordering::SeqCst);
+
+    let retried = a.invalidate_tag("t").unwrap();
+    assert_eq!(
+        (retried, a.get_raw("k").unwrap()),
+        (1, None),
+        "the retried tag invalidation did nothing: k is still readable (L2 holds {:?})",
+        l2.get("k").unwrap().map(|e| e.value)
+    );
+}
