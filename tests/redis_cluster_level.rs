@@ -218,3 +218,35 @@ fn a_slot_moved_after_the_map_was_cached_is_still_served() {
     assert_eq!(cluster.nodes[to].command_calls("mget") - before, 1);
     assert_eq!(redis.delete_many(&refs).unwrap(), 20);
 }
+
+#[test]
+fn a_key_repeated_in_a_batch_is_written_once_with_its_last_value() {
+    let cluster = RedisCluster::start();
+    let redis = store(&cluster, "dup:");
+    let node = cluster.node_of_slot(cluster.keyslot("dup:k"));
+    let sets = || cluster.nodes[node].command_calls("set");
+
+    // On a cluster each SET of a batch is its own command, and a MOVED or ASK retry sends one
+    // again after the others: two SETs of one key could land in either order. Only the last is
+    // sent, so the batch's last value is the one left.
+    let before = sets();
+    redis.set_many(&[("k", &b"v1"[..]), ("k", b"v2")], None).unwrap();
+    assert_eq!(sets() - before, 1, "one SET for the repeated key");
+    assert_eq!(redis.get("k").unwrap().unwrap().value, b"v2");
+
+    let before = sets();
+    redis
+        .set_each(&[
+            ("k", &b"v3"[..], None),
+            ("other", b"o", None),
+            ("k", b"v4", Some(Duration::from_secs(60))),
+        ])
+        .unwrap();
+    let other = cluster.node_of_slot(cluster.keyslot("dup:other"));
+    let expected = if other == node { 2 } else { 1 };
+    assert_eq!(sets() - before, expected);
+    let entry = redis.get("k").unwrap().unwrap();
+    assert_eq!(entry.value, b"v4");
+    assert!(entry.expires_at.is_some());
+    assert_eq!(redis.get("other").unwrap().unwrap().value, b"o");
+}

@@ -4,6 +4,7 @@
 //! (`super::pool`), and the async connection (`super::connection::Conn::send`) that serves the
 //! async API and the blocking API on a cluster or over TLS.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::{Cmd, Pipeline, RedisError, Value};
@@ -254,6 +255,10 @@ impl Commands {
         )
     }
 
+    /// A `SET` per key: where a key repeats in the batch only its last item is sent (every item
+    /// is still checked). The last item of a key wins, as on every other level; sending each
+    /// would leave that to the order the server runs them in, which on a cluster (one command per
+    /// `SET`, a `MOVED` or `ASK` retry sends one again later) need not be the batch's order.
     fn sets<'i>(
         &self,
         op: &'static str,
@@ -261,9 +266,21 @@ impl Commands {
         items: impl Iterator<Item = (&'i str, &'i [u8], Option<Duration>)>,
         now_ms: u64,
     ) -> Result<Command<Written>> {
-        let mut pipe = Pipeline::with_capacity(len);
-        for (key, value, ttl) in items {
-            pipe.add_command(self.set_cmd(key, value, ttl, now_ms)?).ignore();
+        let items: Vec<(&str, &[u8], Option<Duration>)> = items.collect();
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+        for (i, (key, _, _)) in items.iter().enumerate() {
+            last.insert(*key, i);
+        }
+        let mut pipe = Pipeline::with_capacity(last.len());
+        for (i, &(key, value, ttl)) in items.iter().enumerate() {
+            if last.get(key) == Some(&i) {
+                pipe.add_command(self.set_cmd(key, value, ttl, now_ms)?).ignore();
+            } else {
+                // Replaced later in the batch: checked as if sent, so a batch is refused the same
+                // whether or not a key repeats.
+                check_value(key, value.len())?;
+                effective_ttl(key, ttl, self.default_ttl)?;
+            }
         }
         Ok(Command {
             op,
@@ -404,6 +421,32 @@ mod tests {
             Err(Error::InvalidKey { .. })
         ));
         assert_eq!(RemovedCount.read("delete_many", Value::Nil, 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_key_repeated_in_a_batch_is_sent_once_with_its_last_item() {
+        let commands = Commands::new("p:".to_owned(), None);
+        let ttl = Some(Duration::from_secs(9));
+        let set = commands
+            .set_each(
+                &[("k", &b"old"[..], None), ("j", b"x", None), ("k", b"new", ttl)],
+                0,
+            )
+            .unwrap();
+        let Request::Batch(pipe) = &set.request else {
+            panic!("not a batch")
+        };
+        let sent: Vec<Vec<Vec<u8>>> = pipe.cmd_iter().map(args).collect();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0][1], b"p:j".to_vec());
+        assert_eq!(sent[1][1], b"p:k".to_vec());
+        assert_eq!(envelope::decode_owned(sent[1][2].clone()).unwrap().0, b"new");
+        assert_eq!(sent[1][4], b"9000".to_vec());
+        // A replaced item is still checked.
+        assert!(matches!(
+            commands.set_each(&[("k", &b"v"[..], Some(Duration::ZERO)), ("k", b"v", None)], 0),
+            Err(Error::ZeroTtl { .. })
+        ));
     }
 
     #[test]
