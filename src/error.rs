@@ -240,9 +240,11 @@ pub enum Error {
         cause: Box<Error>,
     },
 
-    /// A batch call reached some nodes of a multi-node level but not others: the keys at
-    /// `failed` (indices into the batch) were not read, written or deleted; the others were.
-    /// What the call did serve is in [`PartialBatch::served`].
+    /// A batch call served some of its keys but not others: the keys at `failed` (indices into
+    /// the batch) were not read, written or deleted, because their node of a multi-node level
+    /// could not be reached or, in a `get_many`, because their value could not be read
+    /// ([`Error::InvalidEnvelope`]); the others were. What the call did serve is in
+    /// [`PartialBatch::served`].
     #[error("{0}")]
     PartialBatch(Box<PartialBatch>),
 
@@ -381,7 +383,7 @@ pub(crate) fn key_for_error(key: &str) -> String {
 /// What a batch call did when some of its nodes could not be reached; see
 /// [`Error::PartialBatch`].
 #[derive(thiserror::Error)]
-#[error("{level} {op}: {} of {total} keys were not reached ({cause}); the others were served", failed.len())]
+#[error("{level} {op}: {} of {total} keys were not served ({cause}); the others were", failed.len())]
 pub struct PartialBatch {
     /// The level ("redis", "memcached").
     pub level: &'static str,
@@ -389,9 +391,10 @@ pub struct PartialBatch {
     pub op: &'static str,
     /// Keys (or items) in the batch.
     pub total: usize,
-    /// Indices into the batch of the keys that were not reached, ascending.
+    /// Indices into the batch of the keys that were not served, ascending.
     pub failed: Vec<usize>,
-    /// The first node failure (an [`Error::NodeUnavailable`]).
+    /// The first failure: a node's ([`Error::NodeUnavailable`]) if a node was not reached, else
+    /// the first key's ([`Error::InvalidEnvelope`] for a value that could not be read).
     pub cause: Error,
     /// What the reached nodes answered.
     pub served: Served,

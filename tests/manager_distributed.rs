@@ -199,3 +199,26 @@ fn async_stats_read_the_redis_and_memcached_size_without_blocking() {
         memcached.resume()
     });
 }
+
+#[test]
+fn one_unreadable_l2_value_is_a_miss_and_the_other_keys_of_a_multi_get_are_served() {
+    // As for `get`: with fallback_on_error the bad key is a counted miss. The whole batch
+    // failed with it, so every key of the multi_get was a miss.
+    let server = RedisServer::start();
+    let writer = CacheManager::new(config("redis", &server.addr())).unwrap();
+    let reader = CacheManager::new(config("redis", &server.addr())).unwrap();
+    writer.set_raw("a", b"1", None).unwrap();
+    writer.set_raw("c", b"3", None).unwrap();
+    redis::cmd("SET")
+        .arg("app:foreign")
+        .arg("written by another program")
+        .exec(&mut server.raw())
+        .unwrap();
+    let got = reader.multi_get_raw(&["a", "foreign", "c"]).unwrap();
+    assert_eq!(got.len(), 2, "{:?}", got.keys());
+    assert_eq!(got["a"], b"1");
+    assert_eq!(got["c"], b"3");
+    assert_eq!(reader.stats().distributed.errors, 1);
+    assert!(reader.get_raw("foreign").unwrap().is_none());
+    assert_eq!(reader.stats().distributed.errors, 2);
+}

@@ -23,7 +23,7 @@ use support::MemcachedServer;
 use uno_cache::distributed::{envelope, map_memcached_key};
 use uno_cache::{
     CircuitBreaker, DistributedStorage, Error, Guarded, ManualClock, MemcachedOptions, MemcachedStore,
-    Storage,
+    Served, Storage,
 };
 
 fn store(server: &MemcachedServer, prefix: &str) -> MemcachedStore {
@@ -283,6 +283,44 @@ fn values_without_an_envelope_are_a_typed_error() {
         matches!(err, Error::InvalidEnvelope { level: "memcached", ref key, .. } if key == "foreign"),
         "{err}"
     );
+}
+
+#[test]
+fn one_unreadable_value_fails_only_its_key_of_a_get_many() {
+    // It failed the whole batch: the keys read with it were lost to the caller.
+    let server = MemcachedServer::start();
+    server.raw().set("t:foreign", "plain text", 0).unwrap();
+    let mc = store(&server, "t:");
+    mc.set("a", b"1", None).unwrap();
+    mc.set("c", b"3", None).unwrap();
+    let keys = ["a", "foreign", "c", "missing"];
+    let check = |result: uno_cache::Result<Vec<Option<uno_cache::Entry>>>| {
+        let Err(Error::PartialBatch(partial)) = result else {
+            panic!("expected a partial batch, got {result:?}");
+        };
+        assert_eq!((partial.total, &partial.failed[..]), (4, &[1][..]));
+        assert!(
+            matches!(partial.cause, Error::InvalidEnvelope { level: "memcached", ref key, .. } if key == "foreign"),
+            "{:?}",
+            partial.cause
+        );
+        let Served::Entries(entries) = &partial.served else {
+            panic!("{:?}", partial.served)
+        };
+        let values: Vec<Option<&[u8]>> = entries.iter().map(|e| e.as_ref().map(|e| &e.value[..])).collect();
+        assert_eq!(values, [Some(&b"1"[..]), None, Some(&b"3"[..]), None]);
+    };
+    check(mc.get_many(&keys));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    check(runtime.block_on(mc.get_many_async(&keys)));
+    // One key: its own error, as `get`.
+    assert!(matches!(
+        mc.get_many(&["foreign"]),
+        Err(Error::InvalidEnvelope { .. })
+    ));
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::RedisServer;
 use uno_cache::distributed::envelope;
-use uno_cache::{DistributedStorage, Error, ManualClock, RedisOptions, RedisStore, Storage};
+use uno_cache::{DistributedStorage, Error, ManualClock, RedisOptions, RedisStore, Served, Storage};
 
 fn store(server: &RedisServer, prefix: &str) -> RedisStore {
     RedisStore::connect(RedisOptions::new(server.addr()).prefix(prefix)).unwrap()
@@ -193,6 +193,49 @@ fn values_without_an_envelope_are_a_typed_error_never_garbage() {
         redis.get_many(&["foreign"]),
         Err(Error::InvalidEnvelope { .. })
     ));
+}
+
+/// A `get_many` of `["a", "foreign", "c", "missing"]` where `foreign` holds bytes without our
+/// envelope: only that key fails; the others are in the error.
+fn only_the_unreadable_key_fails(level: &str, result: uno_cache::Result<Vec<Option<uno_cache::Entry>>>) {
+    let Err(Error::PartialBatch(partial)) = result else {
+        panic!("expected a partial batch, got {result:?}");
+    };
+    assert_eq!(
+        (partial.op, partial.total, &partial.failed[..]),
+        ("get_many", 4, &[1][..])
+    );
+    assert!(
+        matches!(partial.cause, Error::InvalidEnvelope { level: l, ref key, .. } if l == level && key == "foreign"),
+        "{:?}",
+        partial.cause
+    );
+    let Served::Entries(entries) = &partial.served else {
+        panic!("{:?}", partial.served)
+    };
+    let values: Vec<Option<&[u8]>> = entries.iter().map(|e| e.as_ref().map(|e| &e.value[..])).collect();
+    assert_eq!(values, [Some(&b"1"[..]), None, Some(&b"3"[..]), None]);
+}
+
+#[test]
+fn one_unreadable_value_fails_only_its_key_of_a_get_many() {
+    // It failed the whole MGET: the keys read with it were lost to the caller.
+    let server = RedisServer::start();
+    redis::cmd("SET")
+        .arg("t:foreign")
+        .arg("written by another program")
+        .exec(&mut server.raw())
+        .unwrap();
+    let redis = store(&server, "t:");
+    redis.set("a", b"1", None).unwrap();
+    redis.set("c", b"3", None).unwrap();
+    let keys = ["a", "foreign", "c", "missing"];
+    only_the_unreadable_key_fails("redis", redis.get_many(&keys));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    only_the_unreadable_key_fails("redis", runtime.block_on(redis.get_many_async(&keys)));
 }
 
 #[test]

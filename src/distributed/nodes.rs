@@ -246,6 +246,35 @@ pub(crate) fn settle<T>(parts: Vec<(Vec<usize>, Result<T>)>) -> Result<Settled<T
     }
 }
 
+/// The answer of a `get_many` whose keys at `failed` were not served (their node was not
+/// reached, or their value could not be read), `cause` the first such failure: every entry if
+/// none failed, `cause` itself if every key failed, else an [`Error::PartialBatch`] carrying
+/// the entries that were read.
+pub(crate) fn entries_or_partial(
+    level: &'static str,
+    op: &'static str,
+    entries: Vec<Option<crate::storage::Entry>>,
+    mut failed: Vec<usize>,
+    cause: Option<Error>,
+) -> Result<Vec<Option<crate::storage::Entry>>> {
+    let Some(cause) = cause else {
+        return Ok(entries);
+    };
+    failed.sort_unstable();
+    failed.dedup();
+    if failed.len() >= entries.len() {
+        return Err(cause);
+    }
+    Err(partial(
+        level,
+        op,
+        entries.len(),
+        failed,
+        cause,
+        crate::error::Served::Entries(entries),
+    ))
+}
+
 /// The [`Error::PartialBatch`] of a settled call that left `failed` keys unreached.
 pub(crate) fn partial(
     level: &'static str,

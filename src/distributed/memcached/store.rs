@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use super::super::nodes::{part_grace, Node};
+use super::super::nodes::{entries_or_partial, part_grace, Node};
 use super::super::runtime::{deadline_after, IoRuntime};
 use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
 use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATCH};
@@ -465,26 +465,32 @@ impl MemcachedStore {
         self.by_host(op, mapped, String::as_str, |keys| Get { keys })
     }
 
-    /// Opens the envelopes of what a `get` call found, in the caller's order; keys on hosts
-    /// that were not reached make an [`Error::PartialBatch`] that carries the others.
+    /// Opens the envelopes of what a `get` call found, in the caller's order. Keys on hosts
+    /// that were not reached, and keys whose value has no valid envelope, make an
+    /// [`Error::PartialBatch`] that carries the others (or, if no key was read, the first
+    /// failure itself).
     fn entries(&self, keys: &[&str], answers: Answers<Vec<Option<Vec<u8>>>>) -> Result<Vec<Option<Entry>>> {
         let op = answers.op;
         let split = answers.split()?;
         let now = self.clock.now_ms();
         let mut out: Vec<Option<Entry>> = vec![None; keys.len()];
+        let (mut failed, mut cause) = (split.failed, split.cause);
         for (members, chunks) in split.served {
             for (&i, raw) in members.iter().zip(chunks.into_iter().flatten()) {
                 let (Some(bytes), Some(slot)) = (raw, out.get_mut(i)) else {
                     continue;
                 };
                 let key = keys.get(i).copied().unwrap_or_default();
-                *slot = open_envelope(LEVEL, key, bytes, now)?;
+                match open_envelope(LEVEL, key, bytes, now) {
+                    Ok(entry) => *slot = entry,
+                    Err(e) => {
+                        failed.push(i);
+                        cause.get_or_insert(e);
+                    }
+                }
             }
         }
-        match split.cause {
-            None => Ok(out),
-            Some(cause) => Err(partial(op, keys.len(), split.failed, cause, Served::Entries(out))),
-        }
+        entries_or_partial(LEVEL, op, out, failed, cause)
     }
 
     /// The server key of `key`, if a value of `len` bytes fits the item limit under it.

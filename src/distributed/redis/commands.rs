@@ -62,8 +62,12 @@ pub(crate) struct Command<R> {
 /// A `GET` reply: the entry of one key, `None` if missing or expired.
 pub(crate) struct OneEntry<'k>(&'k str);
 
-/// An `MGET` reply: one entry slot per key, in key order.
+/// An `MGET` reply: one entry slot per key, in key order. A value without a valid envelope is
+/// that key's [`Error::InvalidEnvelope`], not the call's: the other keys' values stand.
 pub(crate) struct Entries<'k>(&'k [&'k str]);
+
+/// One key's slot of an `MGET`: its entry (`None` if missing or expired), or why it cannot be read.
+pub(crate) type Read = Result<Option<Entry>>;
 
 /// An `UNLINK` reply of one key: whether it existed.
 pub(crate) struct Removed;
@@ -82,7 +86,7 @@ impl Reply for OneEntry<'_> {
 }
 
 impl Reply for Entries<'_> {
-    type Out = Vec<Option<Entry>>;
+    type Out = Vec<Read>;
     fn read(self, op: &'static str, reply: Value, now_ms: u64) -> Result<Self::Out> {
         let keys = self.0;
         if keys.is_empty() {
@@ -100,10 +104,14 @@ impl Reply for Entries<'_> {
                 reason: format!("MGET of {} keys returned {} values", keys.len(), values.len()),
             });
         }
-        keys.iter()
-            .zip(values)
-            .map(|(key, value)| entry(op, key, value, now_ms))
-            .collect()
+        let mut reads = Vec::with_capacity(keys.len());
+        for (key, value) in keys.iter().zip(values) {
+            match entry(op, key, value, now_ms) {
+                Err(e @ Error::InvalidEnvelope { .. }) => reads.push(Err(e)),
+                other => reads.push(Ok(other?)),
+            }
+        }
+        Ok(reads)
     }
 }
 

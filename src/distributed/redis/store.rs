@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::commands::{check_value, Command, Commands, Reply};
+use super::commands::{check_value, Command, Commands, Read, Reply};
 use super::connection::{Conn, Settings};
 use super::errors::{call_error, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
@@ -13,7 +13,7 @@ use super::pool::CallerPool;
 use super::scan;
 use super::slots::SlotMap;
 use crate::clock::Clock;
-use crate::distributed::nodes::{part_grace, partial, settle, Node};
+use crate::distributed::nodes::{entries_or_partial, part_grace, partial, settle, Node};
 use crate::distributed::runtime::IoRuntime;
 use crate::error::{key_for_error, Error, Result, Served};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
@@ -334,34 +334,41 @@ impl RedisStore {
             .wait(op, self.timeout.saturating_add(part_grace(self.timeout)), fut)
     }
 
-    fn get_many_parts(&self, keys: &[&str], parts: Parts<Vec<Option<Entry>>>) -> Result<Vec<Option<Entry>>> {
+    /// The entries of a `get_many`, in key order. Keys whose node was not reached, and keys
+    /// whose value could not be read (no valid envelope), make an [`Error::PartialBatch`] that
+    /// carries the others.
+    fn get_many_parts(&self, keys: &[&str], parts: Parts<Vec<Read>>) -> Result<Vec<Option<Entry>>> {
         let settled = settle(parts)?;
         let mut out = vec![None; keys.len()];
-        for (members, entries) in settled.served {
-            for (i, entry) in members.into_iter().zip(entries) {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = entry;
+        let (mut failed, mut cause) = (settled.failed, settled.cause);
+        for (members, reads) in settled.served {
+            for (i, read) in members.into_iter().zip(reads) {
+                match read {
+                    Ok(entry) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = entry;
+                        }
+                    }
+                    Err(e) => {
+                        failed.push(i);
+                        cause.get_or_insert(e);
+                    }
                 }
             }
         }
-        match settled.cause {
-            None => Ok(out),
-            Some(cause) => Err(partial(
-                LEVEL,
-                "get_many",
-                keys.len(),
-                settled.failed,
-                cause,
-                Served::Entries(out),
-            )),
-        }
+        entries_or_partial(LEVEL, "get_many", out, failed, cause)
+    }
+
+    /// [`get_many_parts`](Self::get_many_parts) of one call that carried every key.
+    fn get_many_whole(&self, keys: &[&str], reads: Vec<Read>) -> Result<Vec<Option<Entry>>> {
+        self.get_many_parts(keys, vec![((0..keys.len()).collect(), Ok(reads))])
     }
 
     fn get_many_part<'a>(
         &'a self,
         keys: &'a [&'a str],
-    ) -> impl Fn(Vec<usize>) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> + Send + 'a {
-        move |members: Vec<usize>| -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+    ) -> impl Fn(Vec<usize>) -> BoxFuture<'a, Result<Vec<Read>>> + Send + 'a {
+        move |members: Vec<usize>| -> BoxFuture<'a, Result<Vec<Read>>> {
             Box::pin(async move {
                 let sub: Vec<&str> = members.iter().filter_map(|&i| keys.get(i).copied()).collect();
                 self.call_async(self.commands.get_many(&sub)).await
@@ -460,7 +467,8 @@ impl Storage for RedisStore {
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
         let Some(groups) = self.groups(keys.iter().copied()) else {
             let first = keys.first().copied().unwrap_or_default();
-            return self.keyed(first, || self.call(self.commands.get_many(keys)));
+            let reads = self.keyed(first, || self.call(self.commands.get_many(keys)))?;
+            return self.get_many_whole(keys, reads);
         };
         let parts = self.per_node_blocking("get_many", groups, self.get_many_part(keys))?;
         self.get_many_parts(keys, parts)
@@ -562,7 +570,8 @@ impl DistributedStorage for RedisStore {
     fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
         let Some(groups) = self.groups(keys.iter().copied()) else {
             let first = keys.first().copied().unwrap_or_default();
-            return self.keyed_async(first, self.call_async(self.commands.get_many(keys)));
+            let call = self.keyed_async(first, self.call_async(self.commands.get_many(keys)));
+            return Box::pin(async move { self.get_many_whole(keys, call.await?) });
         };
         let parts = self.per_node("get_many", groups, self.get_many_part(keys));
         Box::pin(async move { self.get_many_parts(keys, parts.await?) })
