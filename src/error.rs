@@ -329,13 +329,15 @@ pub enum Error {
 impl Error {
     /// True for errors about the caller's input (a bad key, a zero TTL, a value too large for a
     /// level): retrying cannot help, and `fallback_on_error` does not hide them, since they are not
-    /// an outage.
+    /// an outage. Also true for an [`Error::PartialBatch`] whose cause is one (a Memcached server
+    /// refused some items of a batch as too large, and stored the others).
     #[must_use]
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            Error::InvalidKey { .. } | Error::ZeroTtl { .. } | Error::ValueTooLarge { .. }
-        )
+        match self {
+            Error::InvalidKey { .. } | Error::ZeroTtl { .. } | Error::ValueTooLarge { .. } => true,
+            Error::PartialBatch(partial) => partial.cause.is_bad_input(),
+            _ => false,
+        }
     }
 
     /// True for [`Error::Misconfigured`] and [`Error::Config`]: the configuration is wrong, and

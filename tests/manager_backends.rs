@@ -667,3 +667,44 @@ fn write_behind_lands_in_every_backend_and_deletes_win() {
     assert_eq!(cache.local().get("too-big").unwrap(), None);
     assert_eq!(cache.stats().consistency.write_behind_pending, 0);
 }
+
+/// A multi_set with one item a Memcached server refuses as too large (its `-I` below the store's
+/// `max_item_size`): the other items are in L2 and stay in L1, and the error names the refused
+/// one, which neither level keeps. The whole call failed, and every item left L1.
+#[test]
+fn a_multi_set_with_one_item_memcached_refuses_keeps_the_others() {
+    let server = MemcachedServer::start_with(&["-I", "1m"]);
+    let store = uno_cache::MemcachedStore::connect(
+        uno_cache::MemcachedOptions::new(server.addr())
+            .prefix("ms:")
+            .max_item_size(4 << 20),
+    )
+    .unwrap();
+    let mut config = CacheConfig::default();
+    config.local.kind = uno_cache::LocalKind::Memory;
+    let cache = CacheManager::builder()
+        .config(config)
+        .distributed(Arc::new(store))
+        .build()
+        .unwrap();
+    let big = vec![7u8; 1_500_000];
+    let err = cache
+        .multi_set_raw(&[("a", &b"1"[..]), ("big", &big), ("c", b"3")], None)
+        .unwrap_err();
+    let Error::PartialBatch(partial) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(partial.failed, [1]);
+    assert!(
+        matches!(partial.cause, Error::ValueTooLarge { ref key, .. } if key == "big"),
+        "{err}"
+    );
+    let l1 = cache.local();
+    assert!(l1.get("a").unwrap().is_some());
+    assert!(l1.get("c").unwrap().is_some());
+    assert!(l1.get("big").unwrap().is_none());
+    let l2 = cache.distributed().unwrap();
+    assert!(l2.get("a").unwrap().is_some());
+    assert!(l2.get("big").unwrap().is_none());
+    assert_eq!(cache.stats().distributed.sets, 2);
+}

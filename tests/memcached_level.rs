@@ -580,6 +580,60 @@ fn set_each_is_one_pipelined_batch_per_host_not_one_reply_per_key() {
     assert_eq!(mc.get("after").unwrap().unwrap().value, b"2");
 }
 
+/// An item the server refuses as too large (its `-I` below the store's `max_item_size`, so our
+/// own check passes) fails alone: the other items of the batch were stored, and the error says
+/// which item was not. It failed the whole call, and the caller took the stored items for lost.
+#[test]
+fn an_item_the_server_refuses_as_too_large_fails_alone_in_a_batch() {
+    let server = MemcachedServer::start_with(&["-I", "1m"]);
+    let mc = MemcachedStore::connect(
+        MemcachedOptions::new(server.addr())
+            .prefix("big:")
+            .max_item_size(4 << 20),
+    )
+    .unwrap();
+    let big = vec![7u8; 1_500_000];
+    let check = |result: uno_cache::Result<()>, op: &str| {
+        let Err(Error::PartialBatch(partial)) = &result else {
+            panic!("{op}: expected a partial batch, got {result:?}");
+        };
+        assert_eq!(
+            (partial.op, partial.total, &partial.failed[..]),
+            (op, 3, &[1][..])
+        );
+        assert!(
+            matches!(partial.cause, Error::ValueTooLarge { ref key, .. } if key == "big"),
+            "{:?}",
+            partial.cause
+        );
+        assert!(result.as_ref().unwrap_err().is_bad_input());
+    };
+    check(
+        mc.set_many(&[("a", &b"1"[..]), ("big", &big), ("c", b"3")], None),
+        "set_many",
+    );
+    let got = mc.get_many(&["a", "big", "c"]).unwrap();
+    let values: Vec<Option<&[u8]>> = got.iter().map(|e| e.as_ref().map(|e| &e.value[..])).collect();
+    assert_eq!(values, [Some(&b"1"[..]), None, Some(&b"3"[..])]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let items = [
+        ("a", &b"4"[..], None),
+        ("big", &big[..], None),
+        ("c", &b"6"[..], None),
+    ];
+    check(runtime.block_on(mc.set_each_async(&items)), "set_each");
+    assert_eq!(mc.get("c").unwrap().unwrap().value, b"6");
+    // Alone, the item is refused as before.
+    let err = mc.set("big", &big, None).unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { ref key, .. } if key == "big"),
+        "{err}"
+    );
+}
+
 /// A write-behind flush goes through the breaker's `Guarded` to `set_each_async`: one pipelined
 /// batch (a single reply, the closing `noop`), and each item expires at its own TTL on the server.
 #[test]

@@ -456,8 +456,10 @@ impl Shared {
         // only these go to the replay queue.
         let mut unreached: Vec<(String, Queued)> = Vec::new();
         let mut unreached_error = None;
+        // A batch with items L2 refused (a partial batch of bad input) is sent again one by one
+        // below, as one refused whole.
         let mut partial = |result: Result<()>, sent: &[&(String, Queued)]| match result {
-            Err(Error::PartialBatch(p)) => {
+            Err(Error::PartialBatch(p)) if !p.cause.is_bad_input() => {
                 unreached.extend(p.failed.iter().filter_map(|&i| sent.get(i).map(|q| (*q).clone())));
                 unreached_error.get_or_insert(Error::PartialBatch(p));
                 Ok(())

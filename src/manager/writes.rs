@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::behind::Pushed;
 use super::guard::WriteGuard;
 use super::policy::{check_ttl, unreached, Level, Route, Shared, Timed};
-use crate::error::{Result, Served};
+use crate::error::{Error, Result, Served};
 use crate::stats;
 
 impl Shared {
@@ -95,8 +95,17 @@ impl Shared {
             }
             Err(e) if e.is_bad_input() => {
                 // L2 refused the value (too large for memcached, say): take it out of L1 too, so
-                // that a failed set leaves every instance reading the same (older) value.
-                let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+                // that a failed set leaves every instance reading the same (older) value. A
+                // partial batch names the items refused; L2 stored the others, which stay.
+                let keys: Vec<&str> = match &e {
+                    Error::PartialBatch(p) => p
+                        .failed
+                        .iter()
+                        .filter_map(|&i| items.get(i).map(|(k, _)| *k))
+                        .collect(),
+                    _ => items.iter().map(|(k, _)| *k).collect(),
+                };
+                m.sets.add((items.len() - keys.len()) as u64);
                 if let Err(undo) = self.l1.delete_many(&keys) {
                     tracing::warn!(error = %undo, "could not undo an L1 write that L2 refused");
                 }

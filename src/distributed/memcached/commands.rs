@@ -177,15 +177,45 @@ pub(super) struct SetItem {
     pub(super) exptime: u32,
 }
 
-/// `set` of items on one host, each with its own expiry.
+/// `set` of items on one host, each with its own expiry. Its output lists the items the host
+/// refused as too large (index in the command, [`Error::ValueTooLarge`]): the others were
+/// stored. Any other refusal fails the command.
 #[derive(Debug)]
 pub(super) struct Set {
     pub(super) items: Vec<SetItem>,
 }
 
+/// What a [`Set`] has read so far.
+#[derive(Debug, Default)]
+pub(super) struct SetState {
+    /// Items the server refused as too large: (index, message).
+    too_large: Vec<(usize, String)>,
+    /// The first other refusal.
+    refused: Refusal,
+}
+
+impl Set {
+    /// The error of item `i`, refused by the server as too large.
+    fn too_large(&self, i: usize, text: &str, site: Site<'_>) -> Option<Error> {
+        let item = self.items.get(i)?;
+        // Our own check passed, so the server's -I is below `max_item_size`; its limit is
+        // unknown, only that this value is over it.
+        let len = item.bytes.len().saturating_sub(envelope::HEADER_LEN);
+        Some(Error::ValueTooLarge {
+            key: key_for_error(&item.original),
+            len,
+            max: len.saturating_sub(1),
+            store: format!(
+                "memcached at {} ({text}); its -I item limit is below max_item_size",
+                site.host
+            ),
+        })
+    }
+}
+
 impl Command for Set {
-    type State = Refusal;
-    type Output = ();
+    type State = SetState;
+    type Output = Vec<(usize, Error)>;
 
     fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
         for (i, item) in self.items.iter().enumerate() {
@@ -203,13 +233,17 @@ impl Command for Set {
         protocol::request(out, opcode::NOOP, NOOP_OPAQUE, &[], &[], &[])
     }
 
-    fn accept(&self, state: &mut Refusal, packet: Packet) -> std::result::Result<Step, String> {
+    fn accept(&self, state: &mut SetState, packet: Packet) -> std::result::Result<Step, String> {
         match packet.header.opcode {
             opcode::NOOP => end(&packet),
             opcode::SETQ => {
                 let i = index(packet.header.opaque, self.items.len())?;
-                if packet.header.status != status::OK {
-                    state.get_or_insert((i, packet.header.status, packet.value_text()));
+                match packet.header.status {
+                    status::OK => {}
+                    status::TOO_LARGE => state.too_large.push((i, packet.value_text())),
+                    code => {
+                        state.refused.get_or_insert((i, code, packet.value_text()));
+                    }
                 }
                 Ok(Step::More)
             }
@@ -217,28 +251,18 @@ impl Command for Set {
         }
     }
 
-    fn finish(&self, state: Refusal, site: Site<'_>) -> Result<()> {
-        let Some((i, code, text)) = state else {
-            return Ok(());
-        };
-        let Some(item) = self.items.get(i) else {
-            return Err(site.refused("set", code, &text));
-        };
-        if code == status::TOO_LARGE {
-            // Our own check passed, so the server's -I is below `max_item_size`; its limit is
-            // unknown, only that this value is over it.
-            let len = item.bytes.len().saturating_sub(envelope::HEADER_LEN);
-            return Err(Error::ValueTooLarge {
-                key: key_for_error(&item.original),
-                len,
-                max: len.saturating_sub(1),
-                store: format!(
-                    "memcached at {} ({text}); its -I item limit is below max_item_size",
-                    site.host
-                ),
+    fn finish(&self, state: SetState, site: Site<'_>) -> Result<Self::Output> {
+        if let Some((i, code, text)) = state.refused {
+            return Err(match self.items.get(i) {
+                Some(item) => site.refused(&format!("set of {:?}", item.original), code, &text),
+                None => site.refused("set", code, &text),
             });
         }
-        Err(site.refused(&format!("set of {:?}", item.original), code, &text))
+        Ok(state
+            .too_large
+            .into_iter()
+            .filter_map(|(i, text)| Some((i, self.too_large(i, &text, site)?)))
+            .collect())
     }
 }
 
@@ -452,7 +476,7 @@ mod tests {
                 exptime: 0,
             }],
         };
-        let mut state = None;
+        let mut state = SetState::default();
         set.accept(
             &mut state,
             reply(opcode::SETQ, status::TOO_LARGE, 0, b"", b"Too large."),
@@ -460,12 +484,13 @@ mod tests {
         .unwrap();
         set.accept(&mut state, reply(opcode::NOOP, 0, NOOP_OPAQUE, b"", b""))
             .unwrap();
-        let err = set.finish(state, SITE).unwrap_err();
+        let mut refused = set.finish(state, SITE).unwrap();
+        let (i, err) = refused.pop().unwrap();
         assert!(
-            matches!(err, Error::ValueTooLarge { ref key, len: 10, max: 9, .. } if key == "photo"),
+            i == 0 && matches!(err, Error::ValueTooLarge { ref key, len: 10, max: 9, .. } if key == "photo"),
             "{err}"
         );
-        let mut state = None;
+        let mut state = SetState::default();
         set.accept(&mut state, reply(opcode::SETQ, 0x82, 0, b"", b"Out of memory"))
             .unwrap();
         let err = set.finish(state, SITE).unwrap_err().to_string();

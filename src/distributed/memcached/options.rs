@@ -142,7 +142,11 @@ impl MemcachedOptions {
         self
     }
 
-    /// The servers' item size limit, memcached's `-I` (default 1 MiB).
+    /// The servers' item size limit, memcached's `-I` (default 1 MiB). A value over it is
+    /// refused with [`Error::ValueTooLarge`] before anything is sent. Set above a server's `-I`,
+    /// that server refuses the larger values itself: the same error for a single `set`, and in a
+    /// batch an [`Error::PartialBatch`] whose `failed` are the refused items (the others were
+    /// stored) and whose cause is that error.
     pub fn max_item_size(mut self, bytes: usize) -> Self {
         self.max_item_size = bytes;
         self

@@ -36,7 +36,9 @@ const CONNECT_GRACE: Duration = Duration::from_millis(100);
 ///   millisecond, is in the [envelope](super::super::envelope), and `get` honours it.
 /// - **Values** larger than the item limit (`max_item_size`, memcached's `-I`, 1 MiB by default,
 ///   less the key, the envelope and memcached's per-item header) are refused with
-///   [`Error::ValueTooLarge`] before anything is sent.
+///   [`Error::ValueTooLarge`] before anything is sent. An item a server refuses itself (its `-I`
+///   is below `max_item_size`) fails alone: a batch's other items are stored, and the call fails
+///   with [`Error::PartialBatch`] naming the refused ones.
 /// - **Batches** (`get_many`, `set_many`, `set_each`, `delete_many`) are pipelined with the binary
 ///   protocol's quiet commands: one round trip per host per 1 024 keys.
 /// - **`size`** sums `curr_items` and `bytes` from `stats` across hosts. Memcached has no way to
@@ -578,9 +580,28 @@ impl MemcachedStore {
     }
 }
 
-/// A write's answers: `Ok` if every host has it.
-fn written(answers: Answers<()>) -> Result<()> {
-    answers.all_or_partial(|_| Served::Written).map(drop)
+/// A write's answers: `Ok` if every item was stored. Items a host refused as too large (its
+/// `-I` is below `max_item_size`) fail alone, like the items of a host that was not reached:
+/// the others were stored, so the call is an [`Error::PartialBatch`] listing them (its cause
+/// the first node failure, else the first [`Error::ValueTooLarge`]), or that error itself if no
+/// item was stored.
+fn written(answers: Answers<Vec<(usize, Error)>>) -> Result<()> {
+    let (op, total) = (answers.op, answers.total);
+    let split = answers.split()?;
+    let (mut failed, mut cause) = (split.failed, split.cause);
+    for (members, commands) in split.served {
+        for (c, refused) in commands.into_iter().enumerate() {
+            for (i, e) in refused {
+                failed.extend(members.get(c * MAX_BATCH + i));
+                cause.get_or_insert(e);
+            }
+        }
+    }
+    match cause {
+        None => Ok(()),
+        Some(cause) if failed.len() >= total => Err(cause),
+        Some(cause) => Err(partial(op, total, failed, cause, Served::Written)),
+    }
 }
 
 /// A delete's answers: how many keys existed, on the hosts reached.
