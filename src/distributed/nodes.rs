@@ -284,6 +284,11 @@ pub(crate) fn partial(
     cause: Error,
     served: crate::error::Served,
 ) -> Error {
+    // Ascending and once each, as `PartialBatch::failed` promises, whatever order the parts
+    // were gathered in.
+    let mut failed = failed;
+    failed.sort_unstable();
+    failed.dedup();
     Error::PartialBatch(Box::new(crate::error::PartialBatch {
         level,
         op,
