@@ -67,7 +67,21 @@ pub enum Invalidation {
     All,
 }
 
+/// The most bytes of keys one `Keys` message built by [`Invalidation::keys_in_messages`] holds.
+/// Far below [`MAX_MESSAGE_LEN`]: Redis buffers each subscriber's messages and disconnects one
+/// whose buffer passes `client-output-buffer-limit pubsub` (32 MiB hard, 8 MiB for a minute by
+/// default), so a near-limit message, or a few queued ones, would cost every receiver its
+/// subscription.
+pub const KEYS_MESSAGE_BUDGET: usize = 1024 * 1024;
+
 impl Invalidation {
+    /// `keys` as `Keys` messages, in order, each holding at most [`KEYS_MESSAGE_BUDGET`] bytes
+    /// of keys (and at least one key): one message unless the list is longer than that.
+    #[must_use]
+    pub fn keys_in_messages(keys: &[&str]) -> Vec<Invalidation> {
+        split_keys(keys, KEYS_MESSAGE_BUDGET)
+    }
+
     /// How many strings (keys or tags) the message carries: what the republish bound counts.
     #[must_use]
     pub fn weight(&self) -> usize {
@@ -93,6 +107,26 @@ impl Invalidation {
             Invalidation::All => &[],
         }
     }
+}
+
+/// [`Invalidation::keys_in_messages`] with any `budget` of bytes per message.
+fn split_keys(keys: &[&str], budget: usize) -> Vec<Invalidation> {
+    let mut messages = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut bytes = 0usize;
+    for key in keys {
+        let cost = size_of::<u32>().saturating_add(key.len());
+        if !current.is_empty() && bytes.saturating_add(cost) > budget {
+            messages.push(Invalidation::Keys(std::mem::take(&mut current)));
+            bytes = 0;
+        }
+        current.push((*key).to_owned());
+        bytes = bytes.saturating_add(cost);
+    }
+    if !current.is_empty() || messages.is_empty() {
+        messages.push(Invalidation::Keys(current));
+    }
+    messages
 }
 
 /// The id of one cache instance (one process, or one manager in it): 128 random bits, so that
@@ -323,6 +357,36 @@ mod tests {
             seq: 42,
             invalidation,
         }
+    }
+
+    #[test]
+    fn a_long_key_list_is_split_in_order_into_messages_within_the_budget() {
+        let keys: Vec<String> = (0..1_000)
+            .map(|i| format!("key:{i:0>width$}", width = i % 40))
+            .collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let budget = 2_000;
+        let messages = split_keys(&refs, budget);
+        assert!(messages.len() > 10, "{} messages", messages.len());
+        let mut joined = Vec::new();
+        for m in &messages {
+            let Invalidation::Keys(part) = m else {
+                panic!("{m:?}")
+            };
+            let bytes: usize = part.iter().map(|k| 4 + k.len()).sum();
+            assert!(
+                bytes <= budget && !part.is_empty(),
+                "{bytes} bytes, {} keys",
+                part.len()
+            );
+            joined.extend(part.iter().cloned());
+        }
+        assert_eq!(joined, keys);
+        // A key longer than the budget still goes, alone; an empty list is one empty message.
+        let long = "x".repeat(3_000);
+        assert_eq!(split_keys(&[&long, "a"], budget).len(), 2);
+        assert_eq!(split_keys(&[], budget), vec![Invalidation::Keys(Vec::new())]);
+        assert_eq!(Invalidation::keys_in_messages(&refs).len(), 1);
     }
 
     #[test]

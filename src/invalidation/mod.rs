@@ -68,7 +68,7 @@ use std::time::{Duration, SystemTime};
 
 #[cfg(feature = "redis")]
 pub use self::backplane::{Backplane, BackplaneOptions, BackplaneStats, Published};
-pub use self::message::{InstanceId, Invalidation, InvalidationMessage, MessageError};
+pub use self::message::{InstanceId, Invalidation, InvalidationMessage, MessageError, KEYS_MESSAGE_BUDGET};
 
 /// The default channel.
 pub const DEFAULT_CHANNEL: &str = "uno-cache:invalidate";

@@ -20,22 +20,23 @@ impl Shared {
         }
     }
 
-    /// Publishes that `keys` changed (one message), if there is a backplane.
+    /// Publishes that `keys` changed, if there is a backplane: one message, or several for a
+    /// list longer than one should carry ([`Invalidation::keys_in_messages`]).
     pub(crate) fn publish_keys(&self, keys: &[&str]) {
         if let Some(bp) = self.backplane.get() {
-            let result = bp.publish(&Invalidation::Keys(
-                keys.iter().map(|k| (*k).to_owned()).collect(),
-            ));
-            self.count_publish(result.map(drop));
+            for message in Invalidation::keys_in_messages(keys) {
+                self.count_publish(bp.publish(&message).map(drop));
+            }
         }
     }
 
     /// Async [`Shared::publish_keys`].
     pub(crate) async fn publish_keys_async(&self, keys: &[&str]) {
         if let Some(bp) = self.backplane.get() {
-            let message = Invalidation::Keys(keys.iter().map(|k| (*k).to_owned()).collect());
-            let result = bp.publish_async(&message).await;
-            self.count_publish(result.map(drop));
+            for message in Invalidation::keys_in_messages(keys) {
+                let result = bp.publish_async(&message).await;
+                self.count_publish(result.map(drop));
+            }
         }
     }
 

@@ -1,7 +1,7 @@
-//! Invalidations that must survive an L2 outage: a write or delete that reaches L2 only through
-//! the replay queue still reaches the other instances' L1, and a tag invalidation that failed
-//! can be retried. Two managers in one process share an in-process L2 that can be made to
-//! fail, and a backplane on a real `redis-server`.
+//! Invalidations that must reach the other instances' L1: a write or delete that reaches L2 only
+//! through the replay queue, a tag invalidation retried after it failed, and a key list longer
+//! than one message carries. Two managers in one process share an in-process L2 that can be made
+//! to fail, and a backplane on a real `redis-server`.
 
 #![allow(
     clippy::unwrap_used,
@@ -105,7 +105,7 @@ fn instance(
     tune(&mut config);
     let cache = CacheManager::builder()
         .config(config)
-        .local(Arc::new(MemoryStore::new(1000).unwrap()))
+        .local(Arc::new(MemoryStore::new(20_000).unwrap()))
         .distributed(Arc::new(InProcess::shared(Arc::clone(&flaky))))
         .build()
         .unwrap();
@@ -239,4 +239,31 @@ fn a_tag_invalidation_that_failed_can_be_retried() {
         "the retried tag invalidation did nothing: k is still readable (L2 holds {:?})",
         l2.get("k").unwrap().map(|e| e.value)
     );
+}
+
+/// A batch delete of more keys than one message carries (9,000 keys of 4,000 bytes: 36 MB, past
+/// the backplane's 32 MiB limit) still drops every one of them from the other instance's L1.
+#[test]
+fn a_delete_of_more_keys_than_one_message_carries_reaches_the_other_instances_l1() {
+    let redis = RedisServer::start();
+    let l2 = Arc::new(MemoryStore::new(20_000).unwrap());
+    let (a, _) = instance(&redis, &l2, |_| {});
+    let (b, _) = instance(&redis, &l2, |_| {});
+    let keys: Vec<String> = (0..9_000).map(|i| format!("{i:0>4000}")).collect();
+    for key in &keys {
+        l2.set(key, b"v", None).unwrap();
+        assert_eq!(
+            b.get_raw(key).unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "B holds every key in L1"
+        );
+    }
+    let before = b.stats().consistency.keys_invalidated;
+    a.multi_delete(&keys).unwrap();
+    assert_eq!(a.stats().consistency.publish_failures, 0);
+    wait_until("B to drop the 9,000 keys", || {
+        b.stats().consistency.keys_invalidated >= before + 9_000
+    });
+    let held = keys.iter().filter(|k| b.get_raw(k).unwrap().is_some()).count();
+    assert_eq!(held, 0, "B still serves {held} deleted keys");
 }
