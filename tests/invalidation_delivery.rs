@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use support::RedisServer;
 use uno_cache::{
-    CacheConfig, CacheManager, Entry, Error, InProcess, MemoryStore, Result, Storage, StorageCounters,
-    StorageSize,
+    CacheConfig, CacheManager, Entry, Error, InProcess, MemoryStore, RedisOptions, RedisStore, Result,
+    Storage, StorageCounters, StorageSize,
 };
 
 /// A shared in-process L2 whose calls fail (as an outage) while `down` is set.
@@ -266,4 +266,70 @@ fn a_delete_of_more_keys_than_one_message_carries_reaches_the_other_instances_l1
     });
     let held = keys.iter().filter(|k| b.get_raw(k).unwrap().is_some()).count();
     assert_eq!(held, 0, "B still serves {held} deleted keys");
+}
+
+/// A memory L1 in front of a real Redis L2 (`l2`), with the backplane on another Redis (`bus`),
+/// so that the L2 can be frozen while the backplane stays up.
+fn instance_on(l2: &RedisServer, bus: &RedisServer) -> CacheManager {
+    CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "memory"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "app:"
+            timeout_ms = 10000
+            [invalidation]
+            enabled = true
+            hosts = ["{}"]
+            "#,
+            l2.addr(),
+            bus.addr()
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// An async write dropped while it waits for L2 (a caller's timeout) has changed this L1, and
+/// the command it sent still runs on L2: the other instances must hear of it anyway.
+#[test]
+fn an_async_write_dropped_at_its_l2_call_still_reaches_the_other_instances_l1() {
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let (a, b) = (instance_on(&l2, &bus), instance_on(&l2, &bus));
+    a.set_raw("k", b"v0", None).unwrap();
+    wait_until("B to hear of A's first set", || {
+        b.stats().consistency.invalidations_received >= 1
+    });
+    assert_eq!(
+        b.get_raw("k").unwrap().as_deref(),
+        Some(&b"v0"[..]),
+        "B holds v0 in L1"
+    );
+    let before = b.stats().consistency.invalidations_received;
+
+    l2.pause();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancelled = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(300), a.set_raw_async("k", b"v1", None))
+            .await
+            .is_err()
+    });
+    assert!(cancelled, "the set finished while L2 was frozen");
+    l2.resume();
+
+    let view = RedisStore::connect(RedisOptions::new(l2.addr()).prefix("app:")).unwrap();
+    wait_until("L2 to run the SET the cancelled write sent", || {
+        view.get("k").unwrap().map(|e| e.value).as_deref() == Some(&b"v1"[..])
+    });
+    wait_until("B to hear of the cancelled set", || {
+        b.stats().consistency.invalidations_received > before
+    });
+    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v1"[..]));
 }

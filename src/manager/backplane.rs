@@ -40,6 +40,16 @@ impl Shared {
         }
     }
 
+    /// An async write's promise to publish `keys`, kept even if its future is dropped: see
+    /// [`Announcement`].
+    pub(crate) fn announce<'a>(&'a self, keys: &'a [&'a str]) -> Announcement<'a> {
+        Announcement {
+            shared: self,
+            keys,
+            done: false,
+        }
+    }
+
     /// Publishes any invalidation, if there is a backplane.
     pub(crate) fn publish(&self, invalidation: &Invalidation) {
         if let Some(bp) = self.backplane.get() {
@@ -115,6 +125,46 @@ impl Shared {
         self.distrust_everything();
         // Release: a reader that sees it cleared also sees the entries made suspect above.
         self.distrust_l1.store(false, Ordering::Release);
+    }
+}
+
+/// The invalidation an async write owes once it has changed L1: published by
+/// [`publish`](Announcement::publish), or, if the write's future is dropped first (a caller's
+/// timeout, a cancelled request), handed to the backplane's re-send task from `Drop`. Without
+/// it, a write cancelled at its L2 call or at its publish changed this L1 (and often L2: a
+/// command already sent is run) while no other instance heard of it.
+pub(crate) struct Announcement<'a> {
+    shared: &'a Shared,
+    keys: &'a [&'a str],
+    done: bool,
+}
+
+impl Announcement<'_> {
+    /// Owes nothing: the write's invalidation is published by another (the write-behind
+    /// writer, once L2 has the values).
+    pub(crate) fn dismiss(mut self) {
+        self.done = true;
+    }
+
+    /// Publishes the keys and waits for it, as [`Shared::publish_keys_async`].
+    pub(crate) async fn publish(mut self) {
+        self.shared.publish_keys_async(self.keys).await;
+        self.done = true;
+    }
+}
+
+impl Drop for Announcement<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(bp) = self.shared.backplane.get() {
+            for message in Invalidation::keys_in_messages(self.keys) {
+                if let Err(e) = bp.publish_later(&message) {
+                    tracing::warn!(error = %e, "the invalidation of a cancelled write could not be kept for sending");
+                }
+            }
+        }
     }
 }
 

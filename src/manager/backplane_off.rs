@@ -12,12 +12,25 @@ impl Shared {
     /// Nothing to publish to without a backplane.
     pub(crate) fn publish_keys(&self, _keys: &[&str]) {}
 
-    /// Nothing to publish to without a backplane.
-    pub(crate) async fn publish_keys_async(&self, _keys: &[&str]) {}
+    /// Nothing to announce without a backplane.
+    pub(crate) fn announce<'a>(&'a self, _keys: &'a [&'a str]) -> Announcement {
+        Announcement
+    }
 
     /// Nothing to publish to without a backplane.
     pub(crate) fn publish(&self, _invalidation: &Invalidation) {}
 
     /// Nothing to publish to without a backplane.
     pub(crate) async fn publish_async(&self, _invalidation: &Invalidation) {}
+}
+
+/// Stands in for the `redis` build's announcement: nothing to publish.
+pub(crate) struct Announcement;
+
+impl Announcement {
+    /// Nothing to publish to without a backplane.
+    pub(crate) fn dismiss(self) {}
+
+    /// Nothing to publish to without a backplane.
+    pub(crate) async fn publish(self) {}
 }

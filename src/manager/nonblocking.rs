@@ -109,6 +109,8 @@ impl CacheManager {
     pub async fn delete_async(&self, key: &str) -> Result<bool> {
         let s = &self.shared;
         let ordered = s.guard.order_async([key], true).await;
+        let keys = [key];
+        let announcement = s.announce(&keys);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
         s.settle_behind_async(&[key]).await;
         let l2 = match &s.l2 {
@@ -121,7 +123,7 @@ impl CacheManager {
         };
         let out = s.finish_delete(&[key], l1, l2);
         drop(ordered);
-        s.publish_keys_async(&[key]).await;
+        announcement.publish().await;
         Ok(out? > 0)
     }
 
@@ -167,6 +169,7 @@ impl CacheManager {
             return Ok(0);
         }
         let ordered = s.guard.order_async(keys.iter().copied(), true).await;
+        let announcement = s.announce(&keys);
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
         s.settle_behind_async(&keys).await;
         let l2 = match &s.l2 {
@@ -179,7 +182,7 @@ impl CacheManager {
         };
         let out = s.finish_delete(&keys, l1, l2);
         drop(ordered);
-        s.publish_keys_async(&keys).await;
+        announcement.publish().await;
         out
     }
 
@@ -356,9 +359,15 @@ impl CacheManager {
     ) -> Result<()> {
         let s = &self.shared;
         let (ordered, route) = s.begin_write(ordered, keys, items, ttl)?;
+        // L1 has changed: the other instances hear of it even if this future is dropped.
+        let announcement = s.announce(keys);
         let out = match route {
             Route::Done(out) => out,
-            Route::Behind => return Ok(()),
+            Route::Behind => {
+                // The write-behind writer publishes, once L2 has the values.
+                announcement.dismiss();
+                return Ok(());
+            }
             Route::Through { l2, settle } => {
                 if settle {
                     s.settle_behind_async(keys).await;
@@ -379,7 +388,7 @@ impl CacheManager {
             }
         };
         drop(ordered);
-        s.publish_keys_async(keys).await;
+        announcement.publish().await;
         out
     }
 }

@@ -439,6 +439,18 @@ impl Backplane {
         self.finish(seq, bytes, weight, out)
     }
 
+    /// Hands `invalidation` to the re-send task instead of sending it now: for a caller that
+    /// cannot wait (a write whose future was dropped before it published, from `Drop`). It is
+    /// sent within moments, or kept and re-sent as a failed publish is.
+    ///
+    /// # Errors
+    /// [`Error::ValueTooLarge`] as for [`publish`](Self::publish); nothing is kept then.
+    pub fn publish_later(&self, invalidation: &Invalidation) -> Result<()> {
+        let (_, bytes) = self.prepare(invalidation)?;
+        self.publisher.keep(bytes, invalidation.weight());
+        Ok(())
+    }
+
     fn prepare(&self, invalidation: &Invalidation) -> Result<(u64, Vec<u8>)> {
         let msg = InvalidationMessage {
             origin: self.shared.id,

@@ -214,6 +214,12 @@ impl Publisher {
     /// the one that hangs, and keep the message for re-sending.
     pub(super) fn failed(&self, bytes: Vec<u8>, weight: usize) {
         self.drop_connection();
+        self.keep(bytes, weight);
+    }
+
+    /// Keeps a message for the re-send task, which sends it (after a short jittered wait) with
+    /// any others kept.
+    pub(super) fn keep(&self, bytes: Vec<u8>, weight: usize) {
         let mut pending = self.pending.lock();
         pending.messages.push_back((bytes, weight));
         pending.weight = pending.weight.saturating_add(weight);
