@@ -99,7 +99,9 @@ impl Shared {
             }
             // This manager publishes a tag's members as keys; a bare tag (from another
             // publisher) cannot be resolved without a network call, so L1 is re-checked instead.
-            Invalidation::Tags(_) => self.distrust_everything(),
+            Invalidation::Tags(_) => {
+                self.distrust_everything();
+            }
             Invalidation::All => {
                 if let Err(e) = self.clear_local() {
                     self.metrics.local.errors.incr();
@@ -121,10 +123,12 @@ impl Shared {
     }
 
     fn on_subscription_restored(&self) {
-        // Entries written during the outage may have missed a message too.
-        self.distrust_everything();
-        // Release: a reader that sees it cleared also sees the entries made suspect above.
-        self.distrust_l1.store(false, Ordering::Release);
+        // Entries written during the outage may have missed a message too. If L1 could not
+        // mark them, every hit stays checked.
+        if self.distrust_everything() {
+            // Release: a reader that sees it cleared also sees the entries made suspect above.
+            self.distrust_l1.store(false, Ordering::Release);
+        }
     }
 }
 

@@ -194,20 +194,29 @@ impl Shared {
     }
 
     /// Every L1 entry becomes suspect (or, without an L2 to check them against, is dropped).
-    pub(crate) fn distrust_everything(&self) {
+    /// Whether L1 did so: if it failed with an L2 at hand, every L1 hit is checked against L2
+    /// instead (`distrust_l1`) until a later call succeeds after a restored subscription.
+    pub(crate) fn distrust_everything(&self) -> bool {
+        use std::sync::atomic::Ordering;
         // An L2 read begun before must not backfill a value that a write we missed replaced.
         let _all = self.guard.write_all();
         let result = if self.l2.is_some() {
-            self.check_freshness
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.check_freshness.store(true, Ordering::Release);
             self.l1.mark_all_suspect()
         } else {
             self.l1.clear()
         };
-        if let Err(e) = result {
-            self.metrics.local.errors.incr();
-            tracing::warn!(error = %e, "marking L1 suspect failed");
+        let Err(e) = result else {
+            return true;
+        };
+        self.metrics.local.errors.incr();
+        if self.l2.is_some() {
+            tracing::warn!(error = %e, "marking L1 suspect failed; every L1 hit is checked against L2 instead");
+            self.distrust_l1.store(true, Ordering::Release);
+        } else {
+            tracing::warn!(error = %e, "clearing L1 to distrust it failed");
         }
+        false
     }
 
     /// Drops every L1 key that starts with `prefix`: by listing them where the level can (file

@@ -325,6 +325,8 @@ fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm
 #[cfg(feature = "redis")]
 struct DeletesFail {
     inner: MemoryStore,
+    /// Marking every entry suspect fails too (a redb L1 that cannot begin a write).
+    marks_fail: bool,
 }
 
 #[cfg(feature = "redis")]
@@ -389,6 +391,12 @@ impl crate::storage::LocalStorage for DeletesFail {
     }
     /// In memory only (as the file store's): works with a full disk.
     fn mark_all_suspect(&self) -> Result<()> {
+        if self.marks_fail {
+            return Err(Error::WritesDisabled {
+                path: std::path::PathBuf::from("test"),
+                cause: "cannot begin a write (test)".to_owned(),
+            });
+        }
         self.inner.mark_all_suspect()
     }
     fn confirm(&self, key: &str) -> Result<()> {
@@ -409,16 +417,20 @@ impl crate::storage::LocalStorage for DeletesFail {
 #[test]
 fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
     use crate::invalidation::{InstanceId, Invalidation, InvalidationHandler, InvalidationMessage};
-    for invalidation in [
+    for (invalidation, marks_fail) in [
         Invalidation::Keys(vec!["k".to_owned()]),
         Invalidation::Prefix("k".to_owned()),
         Invalidation::All,
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|i| [(i.clone(), false), (i, true)])
+    {
         let l2 = HeldL2::new();
         let cache = crate::CacheManager::builder()
             .config(crate::CacheConfig::default())
             .local(Arc::new(DeletesFail {
                 inner: MemoryStore::new(100).unwrap(),
+                marks_fail,
             }))
             .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
             .build()
@@ -437,7 +449,7 @@ fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted(
         assert_eq!(
             cache.get_raw("k").unwrap().as_deref(),
             Some(&b"v2"[..]),
-            "{invalidation:?} was lost: L1 serves v1"
+            "{invalidation:?} was lost (marking fails: {marks_fail}): L1 serves v1"
         );
     }
 }
