@@ -37,10 +37,18 @@ pub(crate) fn check_file_mode(mode: u32) -> std::result::Result<(), String> {
 }
 
 /// Creates `path` and any missing parents with the directory mode for `file_mode`. An existing
-/// directory is left as it is. Returns whether the last component was created.
+/// directory is left as it is; an existing file is an error that says so. Returns whether the
+/// last component was created.
 pub(crate) fn create_dir(path: &Path, file_mode: u32) -> io::Result<bool> {
     if path.is_dir() {
         return Ok(false);
+    }
+    if path.exists() {
+        // The OS would only say "File exists", which reads as if the store were the problem.
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "it is a file, not a directory: give a directory's path (a new one is created), or move the file away",
+        ));
     }
     let mode = dir_mode(file_mode);
     DirBuilder::new().recursive(true).mode(mode).create(path)?;

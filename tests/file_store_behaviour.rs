@@ -840,3 +840,21 @@ fn set_many_batches_span_segments_and_evictions_and_the_last_duplicate_wins() {
     assert!(present > 100, "only {present} keys survived");
     assert!(store.verify(|_, _| {}).unwrap().is_clean());
 }
+
+#[test]
+fn a_store_or_replay_path_that_is_a_file_is_refused_naming_it_and_the_file_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cache");
+    std::fs::write(&file, b"not a store").unwrap();
+    let err = FileStore::open(&file, FileStoreOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path == &file)
+            && text.contains("is a file, not a directory"),
+        "{text}"
+    );
+    let err =
+        uno_cache::replay::ReplayQueue::open(&file, uno_cache::replay::ReplayOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("is a file, not a directory"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
+}

@@ -131,3 +131,17 @@ fn a_memory_l1_holds_large_values_up_to_memory_max_mb() {
     let size = cache.stats().size.local;
     assert!((800..=1000).contains(&size.items), "{size:?}");
 }
+
+#[test]
+fn an_invalid_field_in_a_config_file_names_the_field_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.toml");
+    std::fs::write(&path, "[local]\ntype = \"memory\"\nttl = 0\n").unwrap();
+    let err = CacheConfig::from_toml_file(&path).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, Error::Config { field, .. } if field == "local.ttl")
+            && text.contains(&path.display().to_string()),
+        "{text}"
+    );
+}

@@ -139,11 +139,19 @@ impl CacheConfig {
     /// Reads and parses a TOML file.
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be read; otherwise as [`CacheConfig::from_toml_str`].
+    /// [`Error::Io`] if the file cannot be read; otherwise as [`CacheConfig::from_toml_str`], an
+    /// [`Error::Config`] also naming the file.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<CacheConfig> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config", path, e))?;
-        CacheConfig::from_toml_str(&text)
+        // A service may read several files: say which one holds the field at fault.
+        CacheConfig::from_toml_str(&text).map_err(|e| match e {
+            Error::Config { field, reason } => Error::Config {
+                field,
+                reason: format!("{reason} (in {})", path.display()),
+            },
+            other => other,
+        })
     }
 
     /// Checks every value.
