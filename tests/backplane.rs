@@ -384,6 +384,30 @@ fn a_publish_that_failed_while_peers_stayed_subscribed_is_resent_to_them() {
     }
 }
 
+/// A message kept for re-sending when the instance shuts down is sent then, not lost with it
+/// (here the re-send task would wait a minute first).
+#[test]
+fn shutdown_sends_the_messages_kept_for_re_sending() {
+    let server = RedisServer::start();
+    let (a, _) = instance(
+        options(&server)
+            .publish_timeout(Duration::from_millis(50))
+            .reconnect_backoff(Duration::from_secs(60), Duration::from_secs(120)),
+    );
+    let (_b, b_seen) = instance(options(&server));
+    pause_writes(&server);
+    assert!(
+        a.publish(&keys(&["last"])).is_err(),
+        "the publish went through a paused server"
+    );
+    assert_eq!(a.stats().republish_pending, 1);
+    unpause(&server);
+    a.shutdown();
+    assert_eq!(a.stats().republish_pending, 0, "{:?}", a.stats());
+    b_seen.wait_for("the message sent at shutdown", WAIT, |e| count_messages(e) >= 1);
+    assert_eq!(b_seen.messages()[0].invalidation, keys(&["last"]));
+}
+
 #[test]
 fn a_frozen_server_is_noticed_by_ping_within_the_staleness_bound() {
     let server = RedisServer::start();

@@ -13,10 +13,11 @@ use crate::error::Result;
 use crate::invalidation::{Invalidation, InvalidationHandler, InvalidationMessage, Outage};
 
 impl Shared {
-    /// Stops the backplane's receiving and re-sending tasks (at shutdown, by `Workers`).
+    /// Stops the backplane's receiving and re-sending tasks, after a last attempt to send what
+    /// it keeps (at shutdown, by `Workers`).
     pub(crate) fn stop_backplane(&self) {
         if let Some(bp) = self.backplane.get() {
-            bp.stop_tasks();
+            bp.shutdown();
         }
     }
 

@@ -283,11 +283,28 @@ fn now() -> SystemTime {
 
 impl Backplane {
     /// Stops receiving and re-sending, and waits until both tasks have ended (what they held,
-    /// a manager's state through the handler, is released then); publishing still works. A
+    /// a manager's state through the handler, is released then); publishing still works.
+    /// Messages kept for re-sending get one last attempt in between, within the publish
+    /// timeout: an instance that stops must not take the news of its last writes with it. A
     /// manager's shutdown calls it so that its state is never released last on the I/O thread.
-    pub(crate) fn stop_tasks(&self) {
-        self.subscriber.stop();
+    ///
+    /// Not from a task of this backplane's own I/O runtime (it would wait on itself until the
+    /// publish timeout).
+    pub fn shutdown(&self) {
         self.resend.stop();
+        if self.stats().republish_pending > 0 {
+            let publisher = self.publisher.clone();
+            let sent = self.rt.block_on("publish", self.publish_timeout, async move {
+                Ok(publisher.send_kept().await)
+            });
+            if !matches!(sent, Ok(true)) {
+                tracing::warn!(
+                    pending = self.stats().republish_pending,
+                    "invalidations kept for re-sending could not be sent before shutdown; other instances learn of them only through their TTLs or a lost subscription"
+                );
+            }
+        }
+        self.subscriber.stop();
     }
 
     /// Connects the publisher, subscribes to the channel (within the Redis options'

@@ -242,6 +242,37 @@ impl Publisher {
         self.wake.notify_one();
     }
 
+    /// Forgets the kept message `front`, just sent, unless an overflow replaced the queue.
+    fn sent(&self, front: &[u8]) {
+        let mut pending = self.pending.lock();
+        if pending
+            .messages
+            .front()
+            .is_some_and(|(bytes, _)| bytes.as_slice() == front)
+        {
+            if let Some((_, weight)) = pending.messages.pop_front() {
+                pending.weight = pending.weight.saturating_sub(weight);
+            }
+        }
+        self.shared
+            .republish_pending
+            .store(pending.messages.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Sends the kept messages, oldest first, until one fails: the last attempt at shutdown,
+    /// with no backoff (the caller's deadline bounds it). Whether none is left.
+    pub(super) async fn send_kept(&self) -> bool {
+        loop {
+            let Some((front, _)) = self.pending.lock().messages.front().cloned() else {
+                return true;
+            };
+            if self.send(front.clone()).await.is_err() {
+                return false;
+            }
+            self.sent(&front);
+        }
+    }
+
     /// Re-sends failed messages, oldest first, with a jittered backoff between failed attempts.
     pub(super) async fn resend_loop(self: Arc<Self>) {
         loop {
@@ -268,16 +299,7 @@ impl Publisher {
                 match tokio::time::timeout(self.publish_timeout, self.send(front.clone())).await {
                     Ok(Ok(_)) => {
                         delay = self.reconnect_min;
-                        let mut pending = self.pending.lock();
-                        // An overflow may have replaced the queue meanwhile.
-                        if pending.messages.front().is_some_and(|(bytes, _)| *bytes == front) {
-                            if let Some((_, weight)) = pending.messages.pop_front() {
-                                pending.weight = pending.weight.saturating_sub(weight);
-                            }
-                        }
-                        self.shared
-                            .republish_pending
-                            .store(pending.messages.len() as u64, Ordering::Relaxed);
+                        self.sent(&front);
                     }
                     Ok(Err(_)) | Err(_) => {
                         self.drop_connection();
