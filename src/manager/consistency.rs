@@ -99,7 +99,8 @@ impl Shared {
 
     /// Sends queued ops to L2 in order (deletes first), acking each batch L2 confirmed; stops at
     /// the first L2 failure, except that of one node of a multi-node L2, whose keys wait while
-    /// the other keys are replayed. Returns the number of ops replayed.
+    /// the other keys are replayed, and a value L2 refuses as bad input, whose key is dropped
+    /// from both levels instead. Returns the number of ops replayed.
     pub(crate) fn replay_now(&self) -> Result<u64> {
         let (Some(q), Some(l2)) = (&self.replay, &self.l2) else {
             return Ok(0);
@@ -136,6 +137,25 @@ impl Shared {
                     Ok(()) => done.push(op),
                     Err(e @ Error::NodeUnavailable { .. }) => {
                         node_down.get_or_insert((op.key, e));
+                    }
+                    // L2 will never take this value (a Memcached server whose `-I` is below
+                    // `max_item_size`): retried, it would stop the queue for good. As for a
+                    // write refused at once, no level keeps the key, so no instance reads a
+                    // value the others cannot; the op is done.
+                    Err(e) if e.is_bad_input() => {
+                        c.replay_failures.incr();
+                        tracing::warn!(key = %key_for_error(&op.key), error = %e, "L2 refuses a replayed value; the key is dropped from both levels");
+                        let _writing = self.guard.write([op.key.as_str()]);
+                        if let Err(undo) = self.l1.delete(&op.key) {
+                            tracing::warn!(key = %key_for_error(&op.key), error = %undo, "could not drop from L1 a value L2 refuses");
+                        }
+                        match l2.delete(&op.key) {
+                            Ok(_) => done.push(op),
+                            Err(e) => {
+                                failure = Some((op.key, e));
+                                break;
+                            }
+                        }
                     }
                     Err(e) => {
                         failure = Some((op.key, e));
