@@ -122,9 +122,14 @@ fn main() -> ExitCode {
 fn ttl_arg(ttl: Option<f64>) -> Result<Option<Duration>, String> {
     match ttl {
         None => Ok(None),
-        Some(secs) if secs.is_finite() && secs > 0.0 => Duration::try_from_secs_f64(secs)
-            .map(Some)
-            .map_err(|e| format!("--ttl {secs}: {e}")),
+        Some(secs) if secs.is_finite() && secs > 0.0 => {
+            Duration::try_from_secs_f64(secs).map(Some).map_err(|_| {
+                format!(
+                    "--ttl {secs:e}: too long; give at most {:e} seconds",
+                    Duration::MAX.as_secs_f64()
+                )
+            })
+        }
         Some(secs) => Err(format!("--ttl {secs}: must be a positive number of seconds")),
     }
 }
