@@ -82,7 +82,10 @@ fn del_and_ttl_behave_and_bad_arguments_exit_2() {
     let huge = run(dir.path(), &["set", "k", "v", "--ttl", "1e300"]);
     let told = String::from_utf8_lossy(&huge.stderr).into_owned();
     assert_eq!(huge.status.code(), Some(2), "{told}");
-    assert!(told.contains("too long; give at most") && told.len() < 200, "{told}");
+    assert!(
+        told.contains("too long; give at most") && told.len() < 200,
+        "{told}"
+    );
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! (`super::pool`), and the async connection (`super::connection::Conn::send`) that serves the
 //! async API and the blocking API on a cluster or over TLS.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::{Cmd, Pipeline, RedisError, Value};
@@ -275,7 +274,8 @@ impl Commands {
         now_ms: u64,
     ) -> Result<Command<Written>> {
         let items: Vec<(&str, &[u8], Option<Duration>)> = items.collect();
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+        // aHash: this runs for every batch write, most of which repeat no key.
+        let mut last: ahash::AHashMap<&str, usize> = ahash::AHashMap::with_capacity(items.len());
         for (i, (key, _, _)) in items.iter().enumerate() {
             last.insert(*key, i);
         }
