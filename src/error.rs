@@ -396,7 +396,10 @@ pub struct PartialBatch {
     /// Indices into the batch of the keys that were not served, ascending.
     pub failed: Vec<usize>,
     /// The first failure: a node's ([`Error::NodeUnavailable`]) if a node was not reached, else
-    /// the first key's ([`Error::InvalidEnvelope`] for a value that could not be read).
+    /// the first key's ([`Error::InvalidEnvelope`] for a value that could not be read). In a
+    /// write, an item a Memcached server refused as too large ([`Error::ValueTooLarge`]) comes
+    /// first whatever else failed, so that the batch reads as bad input and no refused item is
+    /// taken for unreached.
     pub cause: Error,
     /// What the reached nodes answered.
     pub served: Served,

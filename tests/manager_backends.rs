@@ -757,3 +757,71 @@ fn a_replayed_value_memcached_refuses_as_too_large_does_not_stop_the_replay_queu
     );
     assert_eq!(cache.get_raw("big").unwrap(), None);
 }
+
+/// A multi_set of two Memcached hosts where one host is down and the other refuses an item as
+/// too large (its `-I` below the store's `max_item_size`): the refused item must not be queued
+/// for replay, where it can only fail again. It was (the partial batch's cause is the node
+/// failure, so the manager took every failed item for unreached), and the replay then failed on
+/// it at every attempt, never reaching the ops queued behind it.
+#[test]
+fn a_refused_item_in_a_batch_with_an_unreached_host_is_not_queued_for_replay() {
+    let live = MemcachedServer::start_with(&["-I", "1m"]);
+    let mut down = MemcachedServer::start();
+    let options = || {
+        uno_cache::MemcachedOptions::new(live.addr())
+            .host(down.addr())
+            .prefix("mix:")
+            .max_item_size(4 << 20)
+            .node_breakers(Arc::new(uno_cache::NodeBreakers::new(
+                "memcached",
+                5,
+                Duration::from_secs(1),
+            )))
+    };
+    // A key of each host.
+    let probe = uno_cache::MemcachedStore::connect(options()).unwrap();
+    let on = |server: &MemcachedServer| {
+        (0..200)
+            .map(|i| format!("k{i}"))
+            .find(|k| {
+                uno_cache::Storage::set(&probe, k, b"x", None).unwrap();
+                server
+                    .raw()
+                    .get::<Vec<u8>>(&format!("mix:{k}"))
+                    .unwrap()
+                    .is_some()
+            })
+            .unwrap()
+    };
+    let (big_key, other_key) = (on(&live), on(&down));
+    let store = uno_cache::MemcachedStore::connect(options()).unwrap();
+    let replay_dir = tempfile::tempdir().unwrap();
+    let mut config = CacheConfig::default();
+    config.local.kind = uno_cache::LocalKind::Memory;
+    config.fallback_on_error = true;
+    config.offline.replay_dir = Some(replay_dir.path().to_path_buf());
+    config.offline.replay_interval_ms = 3_600_000;
+    let cache = CacheManager::builder()
+        .config(config)
+        .distributed(Arc::new(store))
+        .build()
+        .unwrap();
+    down.kill();
+    let big = vec![7u8; 1_500_000];
+    let set = cache.multi_set_raw(&[(big_key.as_str(), &big[..]), (other_key.as_str(), b"v")], None);
+    assert!(
+        set.as_ref().is_err_and(Error::is_bad_input),
+        "a refused item is bad input, which fallback_on_error does not hide: {set:?}"
+    );
+    down.restart();
+    let replayed = cache.replay_now();
+    assert!(
+        replayed.is_ok(),
+        "the replay fails on the refused item: {replayed:?}"
+    );
+    assert_eq!(cache.replay_queue().unwrap().len(), 0);
+    assert!(
+        cache.local().get(&big_key).unwrap().is_none(),
+        "the refused value stayed in L1"
+    );
+}

@@ -582,22 +582,24 @@ impl MemcachedStore {
 
 /// A write's answers: `Ok` if every item was stored. Items a host refused as too large (its
 /// `-I` is below `max_item_size`) fail alone, like the items of a host that was not reached:
-/// the others were stored, so the call is an [`Error::PartialBatch`] listing them (its cause
-/// the first node failure, else the first [`Error::ValueTooLarge`]), or that error itself if no
-/// item was stored.
+/// the others were stored, so the call is an [`Error::PartialBatch`] listing them, or that error
+/// itself if no item was stored. Its cause is the first [`Error::ValueTooLarge`] if any item was
+/// refused, else the first node failure: a refused item must read as bad input, or a caller
+/// would take it for unreached and queue it for a replay that can only fail again.
 fn written(answers: Answers<Vec<(usize, Error)>>) -> Result<()> {
     let (op, total) = (answers.op, answers.total);
     let split = answers.split()?;
-    let (mut failed, mut cause) = (split.failed, split.cause);
+    let (mut failed, unreached) = (split.failed, split.cause);
+    let mut too_large = None;
     for (members, commands) in split.served {
         for (c, refused) in commands.into_iter().enumerate() {
             for (i, e) in refused {
                 failed.extend(members.get(c * MAX_BATCH + i));
-                cause.get_or_insert(e);
+                too_large.get_or_insert(e);
             }
         }
     }
-    match cause {
+    match too_large.or(unreached) {
         None => Ok(()),
         Some(cause) if failed.len() >= total => Err(cause),
         Some(cause) => Err(partial(op, total, failed, cause, Served::Written)),
