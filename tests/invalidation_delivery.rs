@@ -333,3 +333,57 @@ fn an_async_write_dropped_at_its_l2_call_still_reaches_the_other_instances_l1() 
     });
     assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v1"[..]));
 }
+
+/// An async prefix invalidation dropped during L2's scan (a caller's timeout) has dropped the
+/// prefix from this L1: the other instances must hear of it anyway. The `Prefix` message was
+/// published only at the end, so nobody did.
+#[test]
+fn an_async_prefix_invalidation_dropped_during_the_l2_scan_still_reaches_the_other_instances() {
+    let redis = RedisServer::start();
+    // L2 and the backplane on one Redis: the prefix is also deleted from L2 (SCAN + UNLINK).
+    let instance = || {
+        CacheManager::new(
+            CacheConfig::from_toml_str(&format!(
+                r#"
+                [local]
+                type = "memory"
+                [distributed]
+                enabled = true
+                hosts = ["{}"]
+                key_prefix = "app:"
+                timeout_ms = 10000
+                [invalidation]
+                enabled = true
+                "#,
+                redis.addr()
+            ))
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (instance(), instance());
+    a.set_raw("p:k", b"v0", None).unwrap();
+    wait_until("B to hear of A's set", || {
+        b.stats().consistency.invalidations_received >= 1
+    });
+    assert_eq!(b.get_raw("p:k").unwrap().as_deref(), Some(&b"v0"[..]));
+    let before = b.stats().consistency.invalidations_received;
+
+    redis.pause();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancelled = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(300), a.invalidate_prefix_async("p:")).await
+    });
+    assert!(
+        cancelled.is_err(),
+        "the invalidation finished while Redis was frozen: {cancelled:?}"
+    );
+    redis.resume();
+    wait_until("B to hear of the cancelled prefix invalidation", || {
+        b.stats().consistency.invalidations_received > before
+    });
+}

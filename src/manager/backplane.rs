@@ -46,7 +46,16 @@ impl Shared {
     pub(crate) fn announce<'a>(&'a self, keys: &'a [&'a str]) -> Announcement<'a> {
         Announcement {
             shared: self,
-            keys,
+            owed: Owed::Keys(keys),
+            done: false,
+        }
+    }
+
+    /// [`announce`](Self::announce) of any one invalidation (an async prefix invalidation's).
+    pub(crate) fn announce_one<'a>(&'a self, invalidation: &'a Invalidation) -> Announcement<'a> {
+        Announcement {
+            shared: self,
+            owed: Owed::One(invalidation),
             done: false,
         }
     }
@@ -140,8 +149,16 @@ impl Shared {
 /// command already sent is run) while no other instance heard of it.
 pub(crate) struct Announcement<'a> {
     shared: &'a Shared,
-    keys: &'a [&'a str],
+    owed: Owed<'a>,
     done: bool,
+}
+
+/// What an [`Announcement`] publishes.
+enum Owed<'a> {
+    /// Keys, in as many messages as [`Invalidation::keys_in_messages`] makes.
+    Keys(&'a [&'a str]),
+    /// One message.
+    One(&'a Invalidation),
 }
 
 impl Announcement<'_> {
@@ -153,7 +170,10 @@ impl Announcement<'_> {
 
     /// Publishes the keys and waits for it, as [`Shared::publish_keys_async`].
     pub(crate) async fn publish(mut self) {
-        self.shared.publish_keys_async(self.keys).await;
+        match self.owed {
+            Owed::Keys(keys) => self.shared.publish_keys_async(keys).await,
+            Owed::One(invalidation) => self.shared.publish_async(invalidation).await,
+        }
         self.done = true;
     }
 }
@@ -164,9 +184,13 @@ impl Drop for Announcement<'_> {
             return;
         }
         if let Some(bp) = self.shared.backplane.get() {
-            for message in Invalidation::keys_in_messages(self.keys) {
+            let messages = match self.owed {
+                Owed::Keys(keys) => Invalidation::keys_in_messages(keys),
+                Owed::One(invalidation) => vec![invalidation.clone()],
+            };
+            for message in messages {
                 if let Err(e) = bp.publish_later(&message) {
-                    tracing::warn!(error = %e, "the invalidation of a cancelled write could not be kept for sending");
+                    tracing::warn!(error = %e, "the invalidation of a cancelled call could not be kept for sending");
                 }
             }
         }

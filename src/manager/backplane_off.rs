@@ -17,11 +17,13 @@ impl Shared {
         Announcement
     }
 
-    /// Nothing to publish to without a backplane.
-    pub(crate) fn publish(&self, _invalidation: &Invalidation) {}
+    /// Nothing to announce without a backplane.
+    pub(crate) fn announce_one(&self, _invalidation: &Invalidation) -> Announcement {
+        Announcement
+    }
 
     /// Nothing to publish to without a backplane.
-    pub(crate) async fn publish_async(&self, _invalidation: &Invalidation) {}
+    pub(crate) fn publish(&self, _invalidation: &Invalidation) {}
 }
 
 /// Stands in for the `redis` build's announcement: nothing to publish.

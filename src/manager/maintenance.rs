@@ -138,7 +138,11 @@ impl CacheManager {
             })
             .await?;
         }
+        let message = Invalidation::Prefix(prefix.to_owned());
         let dropped = s.drop_local_prefix(prefix)?;
+        // L1 has changed: the other instances hear of it even if this future is dropped (a
+        // caller's timeout during L2's scan) or an L2 step fails.
+        let announcement = s.announce_one(&message);
         let in_l2 = match &s.tags {
             Some(tags) => {
                 let deleted = tags.delete_prefix_async(&s.l2_prefix, prefix).await;
@@ -149,7 +153,7 @@ impl CacheManager {
             }
             None => 0,
         };
-        s.publish_async(&Invalidation::Prefix(prefix.to_owned())).await;
+        announcement.publish().await;
         Ok(dropped + in_l2)
     }
 
