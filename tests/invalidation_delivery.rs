@@ -387,3 +387,54 @@ fn an_async_prefix_invalidation_dropped_during_the_l2_scan_still_reaches_the_oth
         b.stats().consistency.invalidations_received > before
     });
 }
+
+/// A prefix invalidation whose L2 step fails (Redis is frozen, and `fallback_on_error` is off,
+/// so the caller gets the error) has already dropped the prefix from this L1: the other
+/// instances must drop it too, once the message (kept by the backplane) can be sent.
+#[test]
+fn a_prefix_invalidation_whose_l2_step_failed_still_reaches_the_other_instances_l1() {
+    let redis = RedisServer::start();
+    // L2 and the backplane on one Redis: the prefix is also deleted from L2 (SCAN + UNLINK). A
+    // staleness bound longer than the freeze: the subscribers do not count it as a loss.
+    let instance = |top: &str| {
+        CacheManager::new(
+            CacheConfig::from_toml_str(&format!(
+                r#"
+                {top}
+                [local]
+                type = "memory"
+                [distributed]
+                enabled = true
+                hosts = ["{}"]
+                key_prefix = "app:"
+                timeout_ms = 200
+                [invalidation]
+                enabled = true
+                staleness_bound_ms = 10000
+                "#,
+                redis.addr()
+            ))
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (instance("fallback_on_error = false"), instance(""));
+    a.set_raw("user:1", b"v", None).unwrap();
+    wait_until("B to hear of A's set", || {
+        b.stats().consistency.invalidations_received >= 1
+    });
+    assert_eq!(
+        b.get_raw("user:1").unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "B holds user:1 in L1"
+    );
+    let before = b.stats().consistency.invalidations_received;
+    redis.pause();
+    let result = a.invalidate_prefix("user:");
+    redis.resume();
+    assert!(result.is_err(), "Redis was frozen: the caller is told");
+    wait_until("B to hear of the prefix", || {
+        b.stats().consistency.invalidations_received > before
+    });
+    assert!(b.local().get("user:1").unwrap().is_none(), "B still holds user:1");
+}

@@ -109,18 +109,18 @@ impl CacheManager {
         s.drain_behind();
         let dropped = s.drop_local_prefix(prefix)?;
         let in_l2 = match &s.tags {
-            Some(tags) => {
-                let deleted =
-                    l2_prefix_deleted(s.fallback_on_error, tags.delete_prefix(&s.l2_prefix, prefix))?;
-                // A set of this manager that ran whole between the L1 drop and L2's scan is
-                // gone from L2 now: drop its L1 copy too, so the levels agree.
-                s.drop_local_prefix(prefix)?;
-                deleted
-            }
-            None => 0,
+            Some(tags) => l2_prefix_deleted(s.fallback_on_error, tags.delete_prefix(&s.l2_prefix, prefix))
+                .and_then(|deleted| {
+                    // A set of this manager that ran whole between the L1 drop and L2's scan is
+                    // gone from L2 now: drop its L1 copy too, so the levels agree.
+                    s.drop_local_prefix(prefix)?;
+                    Ok(deleted)
+                }),
+            None => Ok(0),
         };
+        // L1 has changed (and L2 may be half-deleted): the others hear of it even if L2 failed.
         s.publish(&Invalidation::Prefix(prefix.to_owned()));
-        Ok(dropped + in_l2)
+        Ok(dropped + in_l2?)
     }
 
     /// Async [`CacheManager::invalidate_prefix`]: the write-behind queue is drained on a thread of
