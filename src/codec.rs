@@ -159,8 +159,8 @@ const CLAIMS_PER_BYTE: usize = 16;
 /// reads them: a damaged value, or one written as another type (a `u64` read as a `String`),
 /// would ask for up to 2^64 bytes, an abort rather than an error. Every claim a well-formed
 /// value makes is at most [`CLAIMS_PER_BYTE`] times the bytes it reads, so a limit of that much
-/// refuses no value the codec wrote; the limit is a const generic, hence the steps (each at most
-/// 16 times the need, so a lying length costs at most that much untouched address space).
+/// refuses no value the codec wrote; the limit is a const generic, hence the steps (powers of
+/// two, so a lying length can claim at most twice the need: 32 times the payload).
 fn decode_bincode<T: DeserializeOwned>(
     payload: &[u8],
 ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
@@ -176,9 +176,9 @@ fn decode_bincode<T: DeserializeOwned>(
             )*
         };
     }
-    limited!(12, 16, 20, 24, 28);
+    limited!(12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
     #[cfg(target_pointer_width = "64")]
-    limited!(32, 36);
+    limited!(32, 33, 34, 35, 36);
     // Beyond any value a level stores (4 GiB, the file store's bound).
     decode_from_slice(payload, standard().with_limit::<{ usize::MAX }>())
 }

@@ -389,9 +389,10 @@ fn a_publish_that_failed_while_peers_stayed_subscribed_is_resent_to_them() {
 #[test]
 fn shutdown_sends_the_messages_kept_for_re_sending() {
     let server = RedisServer::start();
+    // Long enough for the last attempt to reconnect and publish on a loaded machine.
     let (a, _) = instance(
         options(&server)
-            .publish_timeout(Duration::from_millis(50))
+            .publish_timeout(Duration::from_millis(500))
             .reconnect_backoff(Duration::from_secs(60), Duration::from_secs(120)),
     );
     let (_b, b_seen) = instance(options(&server));
