@@ -230,21 +230,19 @@ impl CacheManager {
     ///
     /// # Errors
     /// [`Error::Config`] if there is no Redis for tags; the tag Redis's error; otherwise as
-    /// [`CacheManager::multi_delete`], and the tag is given its members back so that the call
-    /// can be retried.
+    /// [`CacheManager::multi_delete`]. The tag keeps its members until they are deleted, so a
+    /// call that failed, or whose future was dropped, can be retried.
     pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
         let store = self.shared.tags.as_ref().ok_or_else(no_tag_redis)?;
-        let members = store.take(tag)?;
+        let members = store.members(tag)?;
         if members.is_empty() {
             return Ok(0);
         }
-        if let Err(e) = self.multi_delete(&members) {
-            // The set is gone: put the members back, or a retry would find nothing to delete.
-            let keys: Vec<&str> = members.iter().map(String::as_str).collect();
-            if let Err(restore) = store.add(&keys, &[tag], self.shared.distributed_ttl) {
-                tracing::warn!(tag, error = %restore, "a failed tag invalidation could not give the tag its members back");
-            }
-            return Err(e);
+        self.multi_delete(&members)?;
+        let keys: Vec<&str> = members.iter().map(String::as_str).collect();
+        if let Err(e) = store.forget(tag, &keys) {
+            // Harmless: the next invalidation of the tag deletes them again.
+            tracing::warn!(tag, error = %e, "deleted members stay in their tag's set");
         }
         Ok(members.len() as u64)
     }
@@ -255,17 +253,14 @@ impl CacheManager {
     /// As [`CacheManager::invalidate_tag`].
     pub async fn invalidate_tag_async(&self, tag: &str) -> Result<u64> {
         let store = self.shared.tags.as_ref().ok_or_else(no_tag_redis)?;
-        let members = store.take_async(tag).await?;
+        let members = store.members_async(tag).await?;
         if members.is_empty() {
             return Ok(0);
         }
-        if let Err(e) = self.multi_delete_async(&members).await {
-            // As in `invalidate_tag`: a retry must find the members.
-            let keys: Vec<&str> = members.iter().map(String::as_str).collect();
-            if let Err(restore) = store.add_async(&keys, &[tag], self.shared.distributed_ttl).await {
-                tracing::warn!(tag, error = %restore, "a failed tag invalidation could not give the tag its members back");
-            }
-            return Err(e);
+        self.multi_delete_async(&members).await?;
+        let keys: Vec<&str> = members.iter().map(String::as_str).collect();
+        if let Err(e) = store.forget_async(tag, &keys).await {
+            tracing::warn!(tag, error = %e, "deleted members stay in their tag's set");
         }
         Ok(members.len() as u64)
     }

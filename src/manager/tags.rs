@@ -185,16 +185,17 @@ impl TagStore {
         pipe
     }
 
-    /// The pipeline of [`take`](Self::take).
-    fn take_pipe(&self, tag: &str) -> redis::Pipeline {
-        let set = self.tag_key(tag);
+    /// The command of [`members`](Self::members).
+    fn members_cmd(&self, tag: &str) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SMEMBERS")
-            .arg(&set)
-            .cmd("DEL")
-            .arg(&set)
-            .ignore();
+        pipe.cmd("SMEMBERS").arg(self.tag_key(tag));
+        pipe
+    }
+
+    /// The command of [`forget`](Self::forget).
+    fn forget_cmd(&self, tag: &str, keys: &[&str]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SREM").arg(self.tag_key(tag)).arg(keys).ignore();
         pipe
     }
 
@@ -209,12 +210,24 @@ impl TagStore {
         self.task("tag", move |conn| query::<()>("tag", timeout, conn, pipe))
     }
 
-    fn take_task(&self, tag: &str) -> Result<impl Future<Output = Result<Vec<String>>> + Send + 'static> {
-        let pipe = self.take_pipe(tag);
+    fn members_task(&self, tag: &str) -> Result<impl Future<Output = Result<Vec<String>>> + Send + 'static> {
+        let pipe = self.members_cmd(tag);
         let timeout = self.timeout;
         self.task("invalidate_tag", move |conn| async move {
             let (members,): (Vec<String>,) = query("invalidate_tag", timeout, conn, pipe).await?;
             Ok(members)
+        })
+    }
+
+    fn forget_task(
+        &self,
+        tag: &str,
+        keys: &[&str],
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
+        let pipe = self.forget_cmd(tag, keys);
+        let timeout = self.timeout;
+        self.task("invalidate_tag", move |conn| {
+            query::<()>("invalidate_tag", timeout, conn, pipe)
         })
     }
 
@@ -271,15 +284,35 @@ impl TagStore {
         self.run("tag", self.timeout.saturating_mul(2), task).await
     }
 
-    /// Takes (reads and deletes) a tag's members.
-    pub(crate) fn take(&self, tag: &str) -> Result<Vec<String>> {
-        let task = self.take_task(tag)?;
+    /// A tag's members. They stay in the tag's set until [`forget`](Self::forget): an
+    /// invalidation that fails or is dropped half-way leaves them there for its retry.
+    pub(crate) fn members(&self, tag: &str) -> Result<Vec<String>> {
+        let task = self.members_task(tag)?;
         self.block("invalidate_tag", self.timeout.saturating_mul(2), task)
     }
 
-    /// Async [`take`](Self::take).
-    pub(crate) async fn take_async(&self, tag: &str) -> Result<Vec<String>> {
-        let task = self.take_task(tag)?;
+    /// Async [`members`](Self::members).
+    pub(crate) async fn members_async(&self, tag: &str) -> Result<Vec<String>> {
+        let task = self.members_task(tag)?;
+        self.run("invalidate_tag", self.timeout.saturating_mul(2), task)
+            .await
+    }
+
+    /// Removes `keys` (deleted by an invalidation) from a tag's set; members added since stay.
+    pub(crate) fn forget(&self, tag: &str, keys: &[&str]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let task = self.forget_task(tag, keys)?;
+        self.block("invalidate_tag", self.timeout.saturating_mul(2), task)
+    }
+
+    /// Async [`forget`](Self::forget).
+    pub(crate) async fn forget_async(&self, tag: &str, keys: &[&str]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let task = self.forget_task(tag, keys)?;
         self.run("invalidate_tag", self.timeout.saturating_mul(2), task)
             .await
     }

@@ -22,12 +22,22 @@ impl TagStore {
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) fn take(&self, _tag: &str) -> Result<Vec<String>> {
+    pub(crate) fn members(&self, _tag: &str) -> Result<Vec<String>> {
         match *self {}
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) async fn take_async(&self, _tag: &str) -> Result<Vec<String>> {
+    pub(crate) async fn members_async(&self, _tag: &str) -> Result<Vec<String>> {
+        match *self {}
+    }
+
+    /// Unreachable: there is no tag store.
+    pub(crate) fn forget(&self, _tag: &str, _keys: &[&str]) -> Result<()> {
+        match *self {}
+    }
+
+    /// Unreachable: there is no tag store.
+    pub(crate) async fn forget_async(&self, _tag: &str, _keys: &[&str]) -> Result<()> {
         match *self {}
     }
 
