@@ -120,12 +120,11 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A set whose L2 write failed is queued for replay, and its invalidation is published at once,
-/// before L2 has the value. Another instance drops its copy, reads L2 again (still the old value)
-/// and backfills it. The replay then writes the new value to L2 and publishes nothing, so the
-/// other instance serves the old value from L1 until its TTL.
-#[test]
-fn a_replayed_write_reaches_the_other_instances_l1() {
+/// A write or delete whose L2 call failed is queued for replay, and its message goes out at
+/// once, before L2 has the change: another instance drops its copy and reads L2's old value back
+/// into its L1. `change` makes that change in A; once the replay has delivered it, B must read
+/// `after`, so the replay must publish again.
+fn a_replayed_change_reaches_the_other_instance(change: impl Fn(&CacheManager), after: Option<&[u8]>) {
     let redis = RedisServer::start();
     let l2 = Arc::new(MemoryStore::new(1000).unwrap());
     let replay_dir = tempfile::tempdir().unwrap();
@@ -147,70 +146,44 @@ fn a_replayed_write_reaches_the_other_instances_l1() {
 
     a_l2.down.store(true, Ordering::SeqCst);
     let before = b.stats().consistency.invalidations_received;
-    a.set_raw("k", b"v1", None).unwrap();
-    assert_eq!(a.stats().consistency.replay_pending, 1, "v1 queued for replay");
-    wait_until("B to hear of A's set", || {
+    change(&a);
+    assert_eq!(
+        a.stats().consistency.replay_pending,
+        1,
+        "the change is queued for replay"
+    );
+    wait_until("B to hear of A's change", || {
         b.stats().consistency.invalidations_received > before
     });
-    // B reads while A's write is still queued: L2's v0 goes back into B's L1.
+    // B reads while A's change is still queued: L2's v0 goes back into B's L1.
     assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v0"[..]));
-    let after_set = b.stats().consistency.invalidations_received;
+    let queued = b.stats().consistency.invalidations_received;
 
     a_l2.down.store(false, Ordering::SeqCst);
     assert_eq!(a.replay_now().unwrap(), 1);
-    assert_eq!(l2.get("k").unwrap().map(|e| e.value).as_deref(), Some(&b"v1"[..]));
-    wait_until("B to hear of the replayed write", || {
-        b.stats().consistency.invalidations_received > after_set
+    assert_eq!(l2.get("k").unwrap().map(|e| e.value).as_deref(), after);
+    wait_until("B to hear of the replayed change", || {
+        b.stats().consistency.invalidations_received > queued
     });
     assert_eq!(
         b.get_raw("k").unwrap().as_deref(),
-        Some(&b"v1"[..]),
-        "B serves v0 from L1 after A's v1 reached L2"
+        after,
+        "B serves v0 after L2 changed"
     );
 }
 
-/// The same for a delete: the replayed delete leaves the other instance's L1 with the deleted
-/// value.
+#[test]
+fn a_replayed_write_reaches_the_other_instances_l1() {
+    a_replayed_change_reaches_the_other_instance(|a| a.set_raw("k", b"v1", None).unwrap(), Some(b"v1"));
+}
+
 #[test]
 fn a_replayed_delete_reaches_the_other_instances_l1() {
-    let redis = RedisServer::start();
-    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
-    let replay_dir = tempfile::tempdir().unwrap();
-    let (a, a_l2) = instance(&redis, &l2, |c| {
-        c.offline.replay_dir = Some(replay_dir.path().to_path_buf());
-        c.offline.replay_interval_ms = 3_600_000;
-    });
-    let (b, _) = instance(&redis, &l2, |_| {});
-    a.set_raw("k", b"v0", None).unwrap();
-    // A's message for v0 arrives first, so that it cannot be mistaken for the next one.
-    wait_until("B to hear of A's first set", || {
-        b.stats().consistency.invalidations_received >= 1
-    });
-    assert_eq!(
-        b.get_raw("k").unwrap().as_deref(),
-        Some(&b"v0"[..]),
-        "B holds v0 in L1"
-    );
-
-    a_l2.down.store(true, Ordering::SeqCst);
-    let before = b.stats().consistency.invalidations_received;
-    a.delete("k").unwrap();
-    wait_until("B to hear of A's delete", || {
-        b.stats().consistency.invalidations_received > before
-    });
-    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v0"[..]));
-    let after_delete = b.stats().consistency.invalidations_received;
-
-    a_l2.down.store(false, Ordering::SeqCst);
-    assert_eq!(a.replay_now().unwrap(), 1);
-    assert_eq!(l2.get("k").unwrap(), None);
-    wait_until("B to hear of the replayed delete", || {
-        b.stats().consistency.invalidations_received > after_delete
-    });
-    assert_eq!(
-        b.get_raw("k").unwrap(),
+    a_replayed_change_reaches_the_other_instance(
+        |a| {
+            a.delete("k").unwrap();
+        },
         None,
-        "B serves the deleted v0 from L1 after A's delete reached L2"
     );
 }
 
