@@ -241,29 +241,36 @@ fn a_delete_of_more_keys_than_one_message_carries_reaches_the_other_instances_l1
     assert_eq!(held, 0, "B still serves {held} deleted keys");
 }
 
-/// A memory L1 in front of a real Redis L2 (`l2`), with the backplane on another Redis (`bus`),
-/// so that the L2 can be frozen while the backplane stays up.
-fn instance_on(l2: &RedisServer, bus: &RedisServer) -> CacheManager {
+/// A memory L1 in front of a real Redis L2, with a per-call deadline of `timeout_ms`; `top`
+/// goes before the tables and `invalidation` into `[invalidation]` (the backplane is on the L2's
+/// Redis unless it names other `hosts`).
+fn redis_instance(l2: &RedisServer, timeout_ms: u64, top: &str, invalidation: &str) -> CacheManager {
     CacheManager::new(
         CacheConfig::from_toml_str(&format!(
             r#"
+            {top}
             [local]
             type = "memory"
             [distributed]
             enabled = true
             hosts = ["{}"]
             key_prefix = "app:"
-            timeout_ms = 10000
+            timeout_ms = {timeout_ms}
             [invalidation]
             enabled = true
-            hosts = ["{}"]
+            {invalidation}
             "#,
             l2.addr(),
-            bus.addr()
         ))
         .unwrap(),
     )
     .unwrap()
+}
+
+/// [`redis_instance`] with the backplane on another Redis (`bus`), so that the L2 can be frozen
+/// while the backplane stays up.
+fn instance_on(l2: &RedisServer, bus: &RedisServer) -> CacheManager {
+    redis_instance(l2, 10_000, "", &format!("hosts = [\"{}\"]", bus.addr()))
 }
 
 /// An async write dropped while it waits for L2 (a caller's timeout) has changed this L1, and
@@ -314,26 +321,7 @@ fn an_async_write_dropped_at_its_l2_call_still_reaches_the_other_instances_l1() 
 fn an_async_prefix_invalidation_dropped_during_the_l2_scan_still_reaches_the_other_instances() {
     let redis = RedisServer::start();
     // L2 and the backplane on one Redis: the prefix is also deleted from L2 (SCAN + UNLINK).
-    let instance = || {
-        CacheManager::new(
-            CacheConfig::from_toml_str(&format!(
-                r#"
-                [local]
-                type = "memory"
-                [distributed]
-                enabled = true
-                hosts = ["{}"]
-                key_prefix = "app:"
-                timeout_ms = 10000
-                [invalidation]
-                enabled = true
-                "#,
-                redis.addr()
-            ))
-            .unwrap(),
-        )
-        .unwrap()
-    };
+    let instance = || redis_instance(&redis, 10_000, "", "");
     let (a, b) = (instance(), instance());
     a.set_raw("p:k", b"v0", None).unwrap();
     wait_until("B to hear of A's set", || {
@@ -369,28 +357,7 @@ fn a_prefix_invalidation_whose_l2_step_failed_still_reaches_the_other_instances_
     let redis = RedisServer::start();
     // L2 and the backplane on one Redis: the prefix is also deleted from L2 (SCAN + UNLINK). A
     // staleness bound longer than the freeze: the subscribers do not count it as a loss.
-    let instance = |top: &str| {
-        CacheManager::new(
-            CacheConfig::from_toml_str(&format!(
-                r#"
-                {top}
-                [local]
-                type = "memory"
-                [distributed]
-                enabled = true
-                hosts = ["{}"]
-                key_prefix = "app:"
-                timeout_ms = 200
-                [invalidation]
-                enabled = true
-                staleness_bound_ms = 10000
-                "#,
-                redis.addr()
-            ))
-            .unwrap(),
-        )
-        .unwrap()
-    };
+    let instance = |top: &str| redis_instance(&redis, 200, top, "staleness_bound_ms = 10000");
     let (a, b) = (instance("fallback_on_error = false"), instance(""));
     a.set_raw("user:1", b"v", None).unwrap();
     wait_until("B to hear of A's set", || {

@@ -709,6 +709,20 @@ fn a_multi_set_with_one_item_memcached_refuses_keeps_the_others() {
     assert_eq!(cache.stats().distributed.sets, 2);
 }
 
+/// A memory L1 in front of `store`, with `fallback_on_error` (the default) and a replay queue in
+/// `dir` that only `replay_now` replays.
+fn memory_l1_replaying_into(dir: &tempfile::TempDir, store: uno_cache::MemcachedStore) -> CacheManager {
+    let mut config = CacheConfig::default();
+    config.local.kind = uno_cache::LocalKind::Memory;
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    config.offline.replay_interval_ms = 3_600_000;
+    CacheManager::builder()
+        .config(config)
+        .distributed(Arc::new(store))
+        .build()
+        .unwrap()
+}
+
 /// A value queued for replay during an outage that the Memcached server then refuses as too
 /// large (its `-I` is below `max_item_size`) must not stop the replay queue for good: its key is
 /// dropped from both levels and the ops behind it are replayed.
@@ -722,15 +736,7 @@ fn a_replayed_value_memcached_refuses_as_too_large_does_not_stop_the_replay_queu
     )
     .unwrap();
     let replay = tempfile::tempdir().unwrap();
-    let mut config = CacheConfig::default();
-    config.local.kind = uno_cache::LocalKind::Memory;
-    config.offline.replay_dir = Some(replay.path().to_path_buf());
-    config.offline.replay_interval_ms = 3_600_000;
-    let cache = CacheManager::builder()
-        .config(config)
-        .distributed(Arc::new(store))
-        .build()
-        .unwrap();
+    let cache = memory_l1_replaying_into(&replay, store);
     server.kill();
     let big = vec![7u8; 1_500_000];
     cache.set_raw("big", &big, None).unwrap();
@@ -795,17 +801,8 @@ fn a_refused_item_in_a_batch_with_an_unreached_host_is_not_queued_for_replay() {
     };
     let (big_key, other_key) = (on(&live), on(&down));
     let store = uno_cache::MemcachedStore::connect(options()).unwrap();
-    let replay_dir = tempfile::tempdir().unwrap();
-    let mut config = CacheConfig::default();
-    config.local.kind = uno_cache::LocalKind::Memory;
-    config.fallback_on_error = true;
-    config.offline.replay_dir = Some(replay_dir.path().to_path_buf());
-    config.offline.replay_interval_ms = 3_600_000;
-    let cache = CacheManager::builder()
-        .config(config)
-        .distributed(Arc::new(store))
-        .build()
-        .unwrap();
+    let replay = tempfile::tempdir().unwrap();
+    let cache = memory_l1_replaying_into(&replay, store);
     down.kill();
     let big = vec![7u8; 1_500_000];
     let set = cache.multi_set_raw(&[(big_key.as_str(), &big[..]), (other_key.as_str(), b"v")], None);
