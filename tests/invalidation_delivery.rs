@@ -112,6 +112,20 @@ fn instance(
     (cache, flaky)
 }
 
+/// A sets `key` to `value` and B reads it into its L1, once A's message for the set has arrived
+/// (so that it cannot be mistaken for a later one).
+fn b_holds_what_a_set(a: &CacheManager, b: &CacheManager, key: &str, value: &[u8]) {
+    a.set_raw(key, value, None).unwrap();
+    wait_until("B to hear of A's first set", || {
+        b.stats().consistency.invalidations_received >= 1
+    });
+    assert_eq!(
+        b.get_raw(key).unwrap().as_deref(),
+        Some(value),
+        "B holds {key} in L1"
+    );
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
@@ -133,16 +147,7 @@ fn a_replayed_change_reaches_the_other_instance(change: impl Fn(&CacheManager), 
         c.offline.replay_interval_ms = 3_600_000;
     });
     let (b, _) = instance(&redis, &l2, |_| {});
-    a.set_raw("k", b"v0", None).unwrap();
-    // A's message for v0 arrives first, so that it cannot be mistaken for the next one.
-    wait_until("B to hear of A's first set", || {
-        b.stats().consistency.invalidations_received >= 1
-    });
-    assert_eq!(
-        b.get_raw("k").unwrap().as_deref(),
-        Some(&b"v0"[..]),
-        "B holds v0 in L1"
-    );
+    b_holds_what_a_set(&a, &b, "k", b"v0");
 
     a_l2.down.store(true, Ordering::SeqCst);
     let before = b.stats().consistency.invalidations_received;
@@ -279,15 +284,7 @@ fn instance_on(l2: &RedisServer, bus: &RedisServer) -> CacheManager {
 fn an_async_write_dropped_at_its_l2_call_still_reaches_the_other_instances_l1() {
     let (l2, bus) = (RedisServer::start(), RedisServer::start());
     let (a, b) = (instance_on(&l2, &bus), instance_on(&l2, &bus));
-    a.set_raw("k", b"v0", None).unwrap();
-    wait_until("B to hear of A's first set", || {
-        b.stats().consistency.invalidations_received >= 1
-    });
-    assert_eq!(
-        b.get_raw("k").unwrap().as_deref(),
-        Some(&b"v0"[..]),
-        "B holds v0 in L1"
-    );
+    b_holds_what_a_set(&a, &b, "k", b"v0");
     let before = b.stats().consistency.invalidations_received;
 
     l2.pause();
@@ -323,11 +320,7 @@ fn an_async_prefix_invalidation_dropped_during_the_l2_scan_still_reaches_the_oth
     // L2 and the backplane on one Redis: the prefix is also deleted from L2 (SCAN + UNLINK).
     let instance = || redis_instance(&redis, 10_000, "", "");
     let (a, b) = (instance(), instance());
-    a.set_raw("p:k", b"v0", None).unwrap();
-    wait_until("B to hear of A's set", || {
-        b.stats().consistency.invalidations_received >= 1
-    });
-    assert_eq!(b.get_raw("p:k").unwrap().as_deref(), Some(&b"v0"[..]));
+    b_holds_what_a_set(&a, &b, "p:k", b"v0");
     let before = b.stats().consistency.invalidations_received;
 
     redis.pause();
@@ -359,15 +352,7 @@ fn a_prefix_invalidation_whose_l2_step_failed_still_reaches_the_other_instances_
     // staleness bound longer than the freeze: the subscribers do not count it as a loss.
     let instance = |top: &str| redis_instance(&redis, 200, top, "staleness_bound_ms = 10000");
     let (a, b) = (instance("fallback_on_error = false"), instance(""));
-    a.set_raw("user:1", b"v", None).unwrap();
-    wait_until("B to hear of A's set", || {
-        b.stats().consistency.invalidations_received >= 1
-    });
-    assert_eq!(
-        b.get_raw("user:1").unwrap().as_deref(),
-        Some(&b"v"[..]),
-        "B holds user:1 in L1"
-    );
+    b_holds_what_a_set(&a, &b, "user:1", b"v");
     let before = b.stats().consistency.invalidations_received;
     redis.pause();
     let result = a.invalidate_prefix("user:");
