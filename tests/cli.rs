@@ -1,5 +1,6 @@
 //! The `uno-cache` binary as a user runs it: exit codes, dump/import round trips, bad arguments, and
-//! `import --durable` acknowledging only what survives a SIGKILL, and a run under valgrind.
+//! `import --durable` acknowledging only what survives a SIGKILL, a run under valgrind, and a
+//! hostile memcached reply under a small address-space limit.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -536,4 +537,59 @@ fn a_stdout_that_cannot_be_written_is_an_error_exit_2_not_a_panic() {
     }
     // Nothing was lost on the way.
     assert_eq!(run(dir.path(), &["get", "a"]).stdout, b"1");
+}
+
+/// A reply header that claims a body of a gibibyte (a stream out of step, or a port that is not
+/// memcached) must cost memory only as the body's bytes arrive: the client used to allocate the
+/// whole body first, which under a 400 MiB address-space limit (a small machine, a container)
+/// aborted the process instead of failing the call.
+#[cfg(feature = "memcached")]
+#[test]
+fn a_reply_claiming_a_gibibyte_body_is_an_error_not_an_abort_on_a_small_machine() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&answered);
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut request);
+            let mut reply = [0u8; 24];
+            reply[0] = 0x81; // response magic
+            reply[8..12].copy_from_slice(&(1u32 << 30).to_be_bytes());
+            let _ = conn.write_all(&reply);
+            let _ = conn.write_all(&[0u8; 64]);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "use_multi_level = true\n[local]\ntype = \"file\"\npath = {:?}\nmax_size = 16\n\
+             [distributed]\nenabled = true\ntype = \"memcached\"\nhosts = [\"{addr}\"]\n\
+             start_degraded_on_config_error = true\n",
+            dir.path().join("data").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 409600 && exec \"$0\" --config \"$1\" get k")
+        .arg(env!("CARGO_BIN_EXE_uno-cache"))
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(1 | 2)),
+        "a miss or an error, not {:?}: {stderr}",
+        out.status
+    );
+    assert!(
+        answered.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the call reached the server"
+    );
 }

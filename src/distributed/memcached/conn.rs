@@ -30,6 +30,10 @@ use crate::error::{Error, Result};
 const LEVEL: &str = "memcached";
 /// Read buffer per connection: a typical reply is one read.
 const READ_BUFFER: usize = 16 * 1024;
+/// A reply body is allocated at most this much ahead of the bytes read, so a header that claims
+/// a large body (a stream out of step, a server that is not memcached) costs memory only as its
+/// bytes arrive, never up to a gibibyte at once on a small machine.
+const BODY_STEP: usize = 1 << 20;
 /// Idle blocking connections kept per host, at least: as many caller threads as call at once
 /// up to this many reuse their connections instead of opening and closing one per call (which
 /// would fill the machine's ephemeral ports with TIME_WAIT sockets under load).
@@ -138,8 +142,12 @@ impl SyncConn {
         let mut head = [0u8; HEADER_LEN];
         self.read_exact(&mut head, deadline)?;
         let header = parse_header(&head).map_err(Fault::Protocol)?;
-        let mut body = vec![0u8; header.body_len];
-        self.read_exact(&mut body, deadline)?;
+        let mut body = Vec::with_capacity(header.body_len.min(BODY_STEP));
+        while body.len() < header.body_len {
+            let from = body.len();
+            body.resize(header.body_len.min(from + BODY_STEP), 0);
+            self.read_exact(body.get_mut(from..).unwrap_or_default(), deadline)?;
+        }
         Ok(Packet { header, body })
     }
 
@@ -181,8 +189,13 @@ impl AsyncConn {
         let mut head = [0u8; HEADER_LEN];
         self.stream.read_exact(&mut head).await?;
         let header = parse_header(&head).map_err(Fault::Protocol)?;
-        let mut body = vec![0u8; header.body_len];
-        self.stream.read_exact(&mut body).await?;
+        let mut body = Vec::with_capacity(header.body_len.min(BODY_STEP));
+        while body.len() < header.body_len {
+            let from = body.len();
+            body.resize(header.body_len.min(from + BODY_STEP), 0);
+            let step = body.get_mut(from..).unwrap_or_default();
+            self.stream.read_exact(step).await?;
+        }
         Ok(Packet { header, body })
     }
 
