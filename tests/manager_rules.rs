@@ -592,6 +592,28 @@ fn stats_are_exact_on_a_scripted_sequence() {
     assert!(st.local.get_latency.p99_ns >= st.local.get_latency.p50_ns);
 }
 
+/// L1 reads and L1 writes are sampled one in 16 each: a thread that alternates them (a miss,
+/// then the set that fills it) times both kinds, where one countdown for both would land on
+/// the same kind every time.
+#[test]
+fn alternating_l1_reads_and_writes_are_both_timed() {
+    let s = setup(true);
+    // A thread of its own: the countdowns are per thread and start with its first call.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..64 {
+                let key = format!("k{i}");
+                assert_eq!(s.cache.get::<u32>(&key).unwrap(), None);
+                s.cache.set(&key, &1u32, None).unwrap();
+            }
+        });
+    });
+    let st = s.cache.stats();
+    assert_eq!((st.local.misses, st.local.sets), (64, 64));
+    assert!(st.local.get_latency.samples >= 4, "{:?}", st.local.get_latency);
+    assert!(st.local.set_latency.samples >= 4, "{:?}", st.local.set_latency);
+}
+
 #[test]
 fn stats_reuse_a_recent_reading_of_the_l2_size() {
     let s = setup(true);

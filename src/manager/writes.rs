@@ -19,7 +19,7 @@ impl Shared {
         }
         let m = &self.metrics.local;
         let ttl = Some(self.l1_ttl(ttl));
-        let start = stats::sample_l1();
+        let start = stats::sample_l1_write();
         let result = match items {
             [(key, value)] => self.l1.set(key, value, ttl),
             _ => self.l1.set_many(items, ttl),
