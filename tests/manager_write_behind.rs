@@ -114,6 +114,23 @@ fn only_the_newest_value_of_a_key_is_sent() {
     assert_eq!(l2_value(&s, "k"), Some(encoded(5)));
 }
 
+/// `write_behind_pending` counts keys: one written again while its older write is on its way
+/// is still one key waiting for L2.
+#[test]
+fn a_key_written_again_while_its_write_is_in_flight_is_one_pending_key() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache.set("k", &1u32, None).unwrap();
+    gate.wait_entered();
+    s.cache.set("k", &2u32, None).unwrap();
+    s.cache.set("other", &3u32, None).unwrap();
+    assert_eq!(s.cache.stats().consistency.write_behind_pending, 2);
+    gate.release();
+    s.cache.flush().unwrap();
+    assert_eq!(s.cache.stats().consistency.write_behind_pending, 0);
+    assert_eq!(l2_value(&s, "k"), Some(encoded(2)));
+}
+
 #[test]
 fn a_delete_is_ordered_after_the_in_flight_write_of_its_key() {
     let s = setup();

@@ -195,7 +195,13 @@ impl WriteQueue {
     /// Keys queued or in flight.
     pub(crate) fn len(&self) -> usize {
         let st = self.state.lock();
-        st.queued.len() + st.in_flight.len()
+        // A key written again while its older write is in flight is in both maps.
+        let only_in_flight = st
+            .in_flight
+            .keys()
+            .filter(|k| !st.queued.contains_key(*k))
+            .count();
+        st.queued.len() + only_in_flight
     }
 
     /// A read that asks L2 takes this before its ticket and compares it once L2 answered: if a
