@@ -528,9 +528,11 @@ pub struct HitRates {
 pub struct Sizes {
     /// L1 items and bytes.
     pub local: StorageSize,
-    /// Values in the memory tier, and what they count against `local.memory_max_mb` (the bytes
-    /// each was decoded from, its key and about 64 bytes, and at least `memory_max_mb /
-    /// memory_items`: an estimate, as they are decoded values).
+    /// Entries of the memory tier, and what they count against `local.memory_max_mb`: its
+    /// values (expired ones not read since included) and the keys written or deleted since their
+    /// value was kept, which keep their place, empty, until evicted. A value counts the bytes it
+    /// was decoded from, its key and about 64 bytes, and at least `memory_max_mb /
+    /// memory_items` (an estimate, as they are decoded values); an empty place counts that least.
     #[serde(default)]
     pub memory: StorageSize,
     /// Items and bytes of the tier behind the memory tier: the same as `local`, as the memory
