@@ -493,6 +493,25 @@ fn a_loader_that_panics_on_its_thread_gets_its_callers_the_stale_copy() {
     assert_eq!(rig.cache.stats().loader.failures, 1);
 }
 
+/// The copy a caller read before waiting is served even if the store no longer has it when the
+/// loader panics (its fail-safe window ended meanwhile), and counts as served stale like any.
+#[test]
+fn a_stale_copy_served_after_a_panic_past_the_window_counts_as_served_stale() {
+    let rig = rig(60, 0, 10_000);
+    expired_v1(&rig);
+    let clock = rig.clock.clone();
+    let got = rig
+        .cache
+        .get_or_load("k", Some(TTL), move || -> Result<String, AppError> {
+            clock.advance(Duration::from_secs(120));
+            panic!("the loader's own bug")
+        })
+        .unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    let stats = rig.cache.stats().loader;
+    assert_eq!((stats.failures, stats.stale_served), (1, 1), "{stats:?}");
+}
+
 #[test]
 fn an_async_loader_that_panics_gets_its_callers_the_stale_copy() {
     let rig = rig(600, 0, 0);

@@ -716,7 +716,9 @@ impl CacheManager {
                 Some(Err(mpsc::TryRecvError::Disconnected)) => {
                     // Counted, the throttle started and the copy served as for a loader error.
                     let served = s.stale_after_failure(key);
-                    match served.or(stale) {
+                    // The store may have dropped its copy during the wait: the one read before is served.
+                    let served = served.or_else(|| stale.inspect(|_| s.metrics.loader.stale_served.incr()));
+                    match served {
                         Some(value) => Next::Answer(Ok(Some(Fetched::Stale(value)))),
                         None => Next::Answer(Err(E::from(Error::Backend {
                             level: "manager",
