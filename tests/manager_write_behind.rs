@@ -3,7 +3,8 @@
 //! returns before L2 is written; a read that misses L1 is answered by a value still on its way;
 //! only the newest value of a key is sent; a delete is ordered after the key's in-flight write; a
 //! failed batch goes to the replay queue and later writes of its keys follow it there; a full
-//! queue writes through; dropping the manager sends what is queued.
+//! queue writes through; dropping the manager sends what is queued. A batch that a real
+//! `memcached` refuses in part (a value over its `-I`) runs behind a gate on that server.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,6 +13,9 @@
 )]
 
 mod manager_support;
+#[cfg(feature = "memcached")]
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -361,4 +365,59 @@ fn a_batch_with_a_refused_value_still_deletes_the_writes_that_expired_while_queu
         None,
         "the older value outlived a write that replaced it"
     );
+}
+
+#[test]
+#[cfg(feature = "memcached")] // a real server that refuses a value the store's limit allows
+fn a_write_made_after_a_settle_gave_up_on_a_slow_batch_is_not_undone_by_that_batch() {
+    // A batch with a value L2 refuses is sent again one key at a time, one L2 round trip each,
+    // so it can outlast a settle's wait (four L2 timeouts). The set that gave up waiting wrote
+    // through; the batch's later calls must not then undo it with the older write of its key
+    // (here: the delete of that write, which expired while queued).
+    let server = support::MemcachedServer::start_with(&["-I", "1m"]);
+    let store = uno_cache::MemcachedStore::connect(
+        uno_cache::MemcachedOptions::new(server.addr())
+            .prefix("wb:")
+            .max_item_size(4 << 20),
+    )
+    .unwrap();
+    let gated = GatedStore::new(Arc::new(store));
+    let mut config = config(3, None);
+    config.distributed.timeout_ms = 25;
+    let clock = ManualClock::new(START_MS);
+    let cache = uno_cache::CacheManager::builder()
+        .config(config)
+        .local(Arc::new(
+            uno_cache::MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap(),
+        ))
+        .distributed(gated.clone())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let first = gated.gate("set_each", "first", Point::Before);
+    cache.set("first", &1u32, None).unwrap();
+    first.wait_entered();
+    cache.set("gone", &1u32, Some(Duration::from_secs(1))).unwrap();
+    cache.set_raw("big", &vec![7u8; 1_500_000], None).unwrap();
+    cache.set("x", &1u32, None).unwrap();
+    clock.advance(Duration::from_secs(2));
+    // The batch of "gone", "big" and "x" is sent one by one once the server refused "big".
+    let one_by_one = gated.gate("set", "big", Point::Before);
+    first.release();
+    one_by_one.wait_entered();
+    for key in ["y1", "y2", "y3"] {
+        cache.set(key, &1u32, None).unwrap();
+    }
+    // The queue is full: this set settles "gone", gives up waiting and writes through.
+    cache.set("gone", &2u32, None).unwrap();
+    assert_eq!(cache.stats().consistency.write_behind_overflows, 1);
+    one_by_one.release();
+    cache.flush().unwrap();
+    let l2 = cache.distributed().unwrap();
+    assert_eq!(
+        l2.get("gone").unwrap().map(|e| e.value),
+        Some(encoded(2)),
+        "the batch undid a later write of its key"
+    );
+    assert_eq!(cache.get::<u32>("gone").unwrap(), Some(2));
 }

@@ -113,7 +113,8 @@ pub(crate) struct WriteQueue {
     sending: Mutex<()>,
     max_keys: usize,
     /// How long a settling delete waits for an in-flight batch (the batch's own L2 call is
-    /// bounded by the L2 timeout; this only guards against a stuck sender).
+    /// bounded by the L2 timeout; this guards against a stuck sender, and against a batch sent
+    /// again one key at a time, which skips the keys a settle gave up on).
     max_wait: Duration,
     /// How long the writer waits for a batch to gather ([`LINGER`]; longer in a test).
     linger: Duration,
@@ -258,6 +259,12 @@ impl WriteQueue {
             }
             landed.await;
         }
+    }
+
+    /// Whether `key` is still in flight: a settle that gave up waiting took it out, and the
+    /// caller's write or delete that went on supersedes the batch's write of it.
+    fn in_flight(&self, key: &str) -> bool {
+        self.state.lock().in_flight.contains_key(key)
     }
 
     /// Moves up to [`BATCH`] queued writes in flight and returns them.
@@ -493,7 +500,9 @@ impl Shared {
             }
             Err(e) if e.is_bad_input() => {
                 self.send_one_by_one(&items, &batch);
-                // The deletes of writes that expired while queued were not sent yet.
+                // The deletes of writes that expired while queued were not sent yet; the sends
+                // one by one may have outlasted a settle of one of their keys (see there).
+                let dead: Vec<&str> = dead.into_iter().filter(|key| queue.in_flight(key)).collect();
                 if !dead.is_empty() {
                     match l2.delete_many(&dead) {
                         Ok(_) => m.sets.add(dead.len() as u64),
@@ -516,12 +525,17 @@ impl Shared {
     /// A batch L2 refused as bad input: the others must still land; a refused value leaves L1
     /// too, so every instance reads the same (older) value.
     fn send_one_by_one(&self, items: &[(&str, &[u8], Option<Duration>)], batch: &[(String, Queued)]) {
-        let Some(l2) = &self.l2 else {
+        let (Some(l2), Some(queue)) = (&self.l2, &self.behind) else {
             return;
         };
         let m = &self.metrics.distributed;
         let mut failed = Vec::new();
         for (key, value, ttl) in items {
+            // One L2 round trip per key can outlast a settle's wait, which is sized for one
+            // call: a key it gave up on has a newer write or delete that this would undo.
+            if !queue.in_flight(key) {
+                continue;
+            }
             match l2.set(key, value, *ttl) {
                 Ok(()) => m.sets.incr(),
                 Err(e) if e.is_bad_input() => {
