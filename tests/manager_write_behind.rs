@@ -3,8 +3,9 @@
 //! returns before L2 is written; a read that misses L1 is answered by a value still on its way;
 //! only the newest value of a key is sent; a delete is ordered after the key's in-flight write; a
 //! failed batch goes to the replay queue and later writes of its keys follow it there; a full
-//! queue writes through; dropping the manager sends what is queued. A batch that a real
-//! `memcached` refuses in part (a value over its `-I`) runs behind a gate on that server.
+//! queue writes through; dropping the manager sends what is queued. Two tests run against a real
+//! `memcached` behind a gate: one refuses a value over its `-I`, one is killed between a batch's
+//! two calls.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -420,4 +421,53 @@ fn a_write_made_after_a_settle_gave_up_on_a_slow_batch_is_not_undone_by_that_bat
         "the batch undid a later write of its key"
     );
     assert_eq!(cache.get::<u32>("gone").unwrap(), Some(2));
+}
+
+#[test]
+#[cfg(feature = "memcached")] // a real server, killed between the batch's two calls
+fn a_batch_whose_expired_writes_could_not_be_deleted_counts_and_replays_only_those() {
+    // L2 took the batch's live writes, then went down before the deletes of the writes that
+    // expired while queued: only those deletes are unsent.
+    let mut server = support::MemcachedServer::start();
+    let store =
+        uno_cache::MemcachedStore::connect(uno_cache::MemcachedOptions::new(server.addr()).prefix("wb:"))
+            .unwrap();
+    let gated = GatedStore::new(Arc::new(store));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(10_000, Some(dir.path()));
+    config.offline.replay_interval_ms = 3_600_000;
+    let clock = ManualClock::new(START_MS);
+    let cache = uno_cache::CacheManager::builder()
+        .config(config)
+        .local(Arc::new(
+            uno_cache::MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap(),
+        ))
+        .distributed(gated.clone())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let first = gated.gate("set_each", "first", Point::Before);
+    cache.set("first", &1u32, None).unwrap();
+    first.wait_entered();
+    cache.set("gone", &1u32, Some(Duration::from_secs(1))).unwrap();
+    cache.set("live", &1u32, None).unwrap();
+    clock.advance(Duration::from_secs(2));
+    let deletes = gated.gate("delete_many", "gone", Point::Before);
+    first.release();
+    deletes.wait_entered();
+    server.kill();
+    deletes.release();
+    cache.flush().unwrap();
+    let stats = cache.stats();
+    assert_eq!(
+        stats.consistency.write_behind_failures, 1,
+        "L2 took the live write"
+    );
+    assert_eq!(stats.consistency.replay_pending, 1);
+    let replay = cache.replay_queue().unwrap();
+    assert!(replay.is_pending("gone"));
+    assert!(
+        !replay.is_pending("live"),
+        "a write L2 took waits for replay, and so do the key's later writes"
+    );
 }

@@ -465,16 +465,22 @@ impl Shared {
         let dead: Vec<&str> = expired.iter().map(|(key, _)| key.as_str()).collect();
         let m = &self.metrics.distributed;
         let started = Instant::now();
-        // Writes whose node could not be reached while the others took theirs (a partial batch):
-        // only these go to the replay queue.
+        // Writes that did not reach L2 while others of the batch did (a partial batch, or the
+        // deletes after L2 took the sets): only these go to the replay queue.
         let mut unreached: Vec<(String, Queued)> = Vec::new();
         let mut unreached_error = None;
         // A batch with items L2 refused (a partial batch of bad input) is sent again one by one
-        // below, as one refused whole.
-        let mut partial = |result: Result<()>, sent: &[&(String, Queued)]| match result {
+        // below, as one refused whole. `after_sent`: L2 took the batch's earlier call, so a
+        // failure of this one leaves only its own items unsent.
+        let mut partial = |result: Result<()>, sent: &[&(String, Queued)], after_sent: bool| match result {
             Err(Error::PartialBatch(p)) if !p.cause.is_bad_input() => {
                 unreached.extend(p.failed.iter().filter_map(|&i| sent.get(i).map(|q| (*q).clone())));
                 unreached_error.get_or_insert(Error::PartialBatch(p));
+                Ok(())
+            }
+            Err(e) if after_sent && !e.is_bad_input() => {
+                unreached.extend(sent.iter().map(|q| (*q).clone()));
+                unreached_error.get_or_insert(e);
                 Ok(())
             }
             other => other,
@@ -482,10 +488,10 @@ impl Shared {
         let mut result = if items.is_empty() {
             Ok(())
         } else {
-            partial(l2.set_each(&items), &live)
+            partial(l2.set_each(&items), &live, false)
         };
         if result.is_ok() && !dead.is_empty() {
-            result = partial(l2.delete_many(&dead).map(drop), &expired);
+            result = partial(l2.delete_many(&dead).map(drop), &expired, !items.is_empty());
         }
         m.set_latency.record(started.elapsed());
         match result {
