@@ -102,6 +102,12 @@ impl Shared {
     /// the other keys are replayed, and a value L2 refuses as bad input, whose key is dropped
     /// from both levels instead. Returns the number of ops replayed.
     pub(crate) fn replay_now(&self) -> Result<u64> {
+        self.replay_until(&|| false)
+    }
+
+    /// [`replay_now`](Self::replay_now) that also stops before the next op once `stop()` holds
+    /// (the manager is shutting down: the rest waits in the durable queue for the next start).
+    pub(crate) fn replay_until(&self, stop: &dyn Fn() -> bool) -> Result<u64> {
         let (Some(q), Some(l2)) = (&self.replay, &self.l2) else {
             return Ok(0);
         };
@@ -125,7 +131,14 @@ impl Shared {
             let mut done: Vec<ReplayOp> = Vec::with_capacity(ops.len());
             let mut failure = None;
             let this_pass_is_full = node_down.is_some();
+            let mut stopped = false;
             for op in ops {
+                // Up to a million ops at one round trip each: the drop joining this thread (and
+                // the write-behind drain after it) must not wait for all of them.
+                if stop() {
+                    stopped = true;
+                    break;
+                }
                 let result = match &op.action {
                     ReplayAction::Delete => l2.delete(&op.key).map(drop),
                     ReplayAction::Set { value, expires_at_ms } => match self.remaining_ms(*expires_at_ms) {
@@ -163,7 +176,7 @@ impl Shared {
                     }
                 }
             }
-            if failure.is_none() && this_pass_is_full {
+            if failure.is_none() && this_pass_is_full && !stopped {
                 // Everything reachable is replayed; the unreachable node's keys wait.
                 failure = node_down.take();
             }
@@ -180,6 +193,9 @@ impl Shared {
                 c.replay_failures.incr();
                 tracing::debug!(key = %key_for_error(&key), error = %e, replayed, "replay stopped by an L2 failure; retried later");
                 return Err(e);
+            }
+            if stopped {
+                return Ok(replayed);
             }
         }
     }

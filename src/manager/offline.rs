@@ -1,8 +1,9 @@
 //! The replay thread (`uno-cache-replay`): replays the manager's queue of L2 writes that failed,
 //! every `offline.replay_interval_ms` and at once when nudged (after an L2 call succeeded while
 //! something was queued). It holds the manager weakly; the manager's `Workers` own, stop and join
-//! it. Background work is an optimisation: [`CacheManager::replay_now`] does the same
-//! step on the caller's thread.
+//! it (a replay under way stops before its next op; the rest waits in the durable queue).
+//! Background work is an optimisation: [`CacheManager::replay_now`] does the same step on the
+//! caller's thread.
 //!
 //! [`CacheManager::replay_now`]: super::CacheManager::replay_now
 
@@ -75,7 +76,7 @@ fn run(shared: &Weak<Shared>, signal: &Signal, every: Duration, shutdown: &Shutd
         };
         if shared.replay.as_ref().is_some_and(|q| !q.is_empty()) {
             // A failure is counted and logged inside; the next tick tries again.
-            let _ = shared.replay_now();
+            let _ = shared.replay_until(&|| shutdown.is_fired());
         }
     }
 }

@@ -8,7 +8,8 @@
 //! drop is the whole shutdown, in one order:
 //! 1. the one [`Shutdown`] signal every thread listens to is fired (a thread that sleeps on its
 //!    queue registered how it is woken, see `crate::shutdown`);
-//! 2. every thread is joined (a send or replay in progress finishes, bounded by the L2 timeout);
+//! 2. every thread is joined (a send in progress finishes, and a replay its op in progress, each
+//!    bounded by the L2 timeout; the ops not replayed wait in the durable queue);
 //! 3. the writes still queued for write-behind are sent, once, on the caller's thread;
 //! 4. the backplane's receiving and re-sending tasks on the I/O thread are stopped and waited
 //!    for, so the shared state is released on the caller's thread, never on the I/O thread.
