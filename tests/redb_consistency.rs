@@ -13,10 +13,13 @@
 mod support;
 
 use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use support::RedisServer;
 use uno_cache::{
-    CacheConfig, CacheManager, Freshness, LocalStorage, RedbOptions, RedbStore, Storage, REDB_FILE_NAME,
+    CacheConfig, CacheManager, Durability, Freshness, LocalStorage, ManualClock, RedbOptions, RedbStore,
+    Storage, REDB_FILE_NAME,
 };
 
 fn open(dir: &Path) -> RedbStore {
@@ -85,6 +88,45 @@ fn redb_entries_restored_at_open_are_suspect_until_confirmed() {
         freshness(&store, "new"),
         Some((b"w".to_vec(), Freshness::Trusted))
     );
+}
+
+/// `purge_expired` lists the expired keys in one transaction and removes them in another; a
+/// key rewritten in between keeps its new value. Many expired entries make the listing long
+/// enough for the write to land during it.
+#[test]
+fn a_purge_never_removes_a_value_written_after_it_found_the_key_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let store = RedbStore::open(
+        dir.path().join(REDB_FILE_NAME),
+        RedbOptions::default()
+            .durability(Durability::None)
+            .clock(Arc::new(clock.clone())),
+    )
+    .unwrap();
+    let keys: Vec<String> = (0..5_000).map(|i| format!("filler-{i}")).collect();
+    let short = Some(Duration::from_secs(1));
+    for round in 0..20 {
+        let filler: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"x"[..])).collect();
+        store.set_many(&filler, short).unwrap();
+        store.set("k", b"old", short).unwrap();
+        clock.advance(Duration::from_secs(2));
+        let start = Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                start.wait();
+                store.purge_expired().unwrap();
+            });
+            start.wait();
+            store.set("k", b"new", None).unwrap();
+        });
+        assert_eq!(
+            store.get("k").unwrap().map(|e| e.value),
+            Some(b"new".to_vec()),
+            "round {round}"
+        );
+        assert!(store.delete("k").unwrap());
+    }
 }
 
 fn config(dir: &Path, redis: &str, policy: &str) -> CacheConfig {

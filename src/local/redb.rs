@@ -312,7 +312,13 @@ impl RedbStore {
             let mut t = Tables::open(self, txn)?;
             let mut removed = 0;
             for key in &expired {
-                if t.remove(self, key, now)?.is_some() {
+                // Listed in an earlier transaction: a key rewritten since keeps its new value.
+                let still_expired = t
+                    .entries
+                    .get(key.as_str())
+                    .map_err(|e| self.err("get", e))?
+                    .is_some_and(|old| Record::decode(old.value()).is_none_or(|r| r.is_expired(now)));
+                if still_expired && t.remove(self, key, now)?.is_some() {
                     removed += 1;
                 }
             }
