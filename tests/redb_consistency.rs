@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use support::RedisServer;
 use uno_cache::{
-    CacheConfig, CacheManager, Durability, Freshness, LocalStorage, ManualClock, RedbOptions, RedbStore,
-    Storage, REDB_FILE_NAME,
+    CacheConfig, CacheManager, Durability, Error, Freshness, LocalStorage, ManualClock, RedbOptions,
+    RedbStore, Storage, REDB_FILE_NAME,
 };
 
 fn open(dir: &Path) -> RedbStore {
@@ -126,6 +126,29 @@ fn a_purge_never_removes_a_value_written_after_it_found_the_key_expired() {
             "round {round}"
         );
         assert!(store.delete("k").unwrap());
+    }
+}
+
+/// A file whose table pages are damaged (redb panics on such a page) is refused at open with an
+/// error naming it.
+#[test]
+fn a_redb_file_with_damaged_pages_is_refused_at_open_with_an_error_naming_it() {
+    for damaged in [4096..8192, 8192..16384] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(REDB_FILE_NAME);
+        {
+            let store = open(dir.path());
+            for i in 0..500 {
+                store.set(&format!("key-{i}"), &[7u8; 300], None).unwrap();
+            }
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[damaged.clone()].fill(0xA5);
+        std::fs::write(&path, &bytes).unwrap();
+        match RedbStore::open(&path, RedbOptions::default()) {
+            Err(Error::Redb { path: named, .. }) => assert_eq!(named, path, "{damaged:?}"),
+            other => panic!("{damaged:?}: {other:?}"),
+        }
     }
 }
 

@@ -217,7 +217,12 @@ impl RedbStore {
                 .open(&path)
                 .map_err(|e| Error::io("create database file", &path, e))?;
         }
-        let db = Database::create(&path).map_err(|e| match e {
+        // redb panics on a page it cannot parse rather than returning an error (here too: a
+        // debug build visits every page at open): a damaged file must be refused, not bring the
+        // application down.
+        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(&path)))
+            .map_err(|panic| damaged(&path, &*panic))?;
+        let db = created.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
                 path: path.clone(),
                 lock: path.clone(),
@@ -237,15 +242,19 @@ impl RedbStore {
             suspicion: Mutex::new(Suspicion::default()),
             path,
         };
-        // Create the tables so readers never meet a missing one.
-        store.write(true, |txn| {
-            txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
-            txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
-            txn.open_table(META).map_err(|e| store.err("open table", e))?;
-            Ok(())
-        })?;
+        // In a release build a damaged table page panics at its first use, here.
+        let first_reads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Create the tables so readers never meet a missing one.
+            store.write(true, |txn| {
+                txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
+                txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
+                txn.open_table(META).map_err(|e| store.err("open table", e))?;
+                Ok(())
+            })?;
+            store.read_next_seq()
+        }));
         // Whatever was restored from disk may have changed elsewhere while we were away.
-        let next_seq = store.read_next_seq()?;
+        let next_seq = first_reads.map_err(|panic| damaged(&store.path, &*panic))??;
         store.suspect_below_seq.store(next_seq, Ordering::Release);
         Ok(store)
     }
@@ -506,6 +515,16 @@ impl<'t> Tables<'t> {
             .map_err(|e| store.err("write meta", e))?;
         Ok(())
     }
+}
+
+/// The error of a file redb panicked on, with the panic's message.
+fn damaged(path: &Path, panic: &(dyn std::any::Any + Send)) -> Error {
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    redb_error("open", path, format!("damaged database file: {why}"))
 }
 
 fn redb_error(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
