@@ -251,10 +251,13 @@ impl MemoryStore {
             value: value.into(),
             expires_at_ms,
         };
-        let pushed = self.cache.insert_with_lifecycle(key.to_owned(), slot);
+        // Counted before the insert: once in the cache, the entry may be pushed out (by a
+        // clear, another insert) and subtracted at once, and a subtraction that came first
+        // would be lost to the saturation, leaving the count too high for good.
         self.tally
             .bytes
             .fetch_add(weight(key, value) as u64, Ordering::Relaxed);
+        let pushed = self.cache.insert_with_lifecycle(key.to_owned(), slot);
         for (old_key, old_weight) in pushed.first.into_iter().chain(pushed.more) {
             self.tally.remove_bytes(old_weight);
             // The key's previous value, replaced, or a value too large for the bound in bytes,
@@ -478,6 +481,31 @@ mod tests {
         assert!(s.delete("ab").unwrap());
         assert!(!s.delete("ab").unwrap());
         assert_eq!(s.size().unwrap(), StorageSize { items: 2, bytes: 5 });
+        s.clear().unwrap();
+        assert_eq!(s.size().unwrap(), StorageSize::default());
+    }
+
+    /// A clear (or an eviction) may push out an entry between its insert and the count of its
+    /// bytes; the count must not lose that subtraction.
+    #[test]
+    fn bytes_stay_exact_while_writes_race_clears() {
+        let (s, _) = store(4);
+        let start = std::sync::Barrier::new(5);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (s, start) = (&s, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    for i in 0..400_000 {
+                        s.set(&format!("t{t}-{}", i % 8), b"value", None).unwrap();
+                    }
+                });
+            }
+            start.wait();
+            for _ in 0..80_000 {
+                s.clear().unwrap();
+            }
+        });
         s.clear().unwrap();
         assert_eq!(s.size().unwrap(), StorageSize::default());
     }
