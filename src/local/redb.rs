@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -162,8 +162,9 @@ pub struct RedbStore {
     durability: Durability,
     clock: Arc<dyn Clock>,
     last_durable: Mutex<Instant>,
-    /// A commit since the last durable one was not durable.
-    dirty: AtomicBool,
+    /// A commit since the last durable one was not durable; locked by every write transaction
+    /// from its start to its mark.
+    dirty: Mutex<bool>,
     evictions: AtomicU64,
     expirations: AtomicU64,
     /// Entries with a lower sequence number are suspect unless confirmed (see the module docs).
@@ -235,7 +236,7 @@ impl RedbStore {
             durability: options.durability,
             clock: options.clock,
             last_durable: Mutex::new(Instant::now()),
-            dirty: AtomicBool::new(false),
+            dirty: Mutex::new(false),
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
             suspect_below_seq: AtomicU64::new(0),
@@ -347,6 +348,11 @@ impl RedbStore {
         force_durable: bool,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T>,
     ) -> Result<T> {
+        // Held to the end: redb lets one write transaction run at a time anyway, and holding this
+        // across commit and mark keeps the marks in commit order. Marked after `commit` without
+        // it, a synced commit's "clean" could land after a later unsynced commit's "dirty", and
+        // `flush` would skip that commit.
+        let mut dirty = self.dirty.lock();
         let mut txn = self.db.begin_write().map_err(|e| self.err("begin write", e))?;
         let durable = force_durable
             || match self.durability {
@@ -365,10 +371,8 @@ impl RedbStore {
         txn.commit().map_err(|e| self.err("commit", e))?;
         if durable {
             *self.last_durable.lock() = Instant::now();
-            self.dirty.store(false, Ordering::Relaxed);
-        } else {
-            self.dirty.store(true, Ordering::Relaxed);
         }
+        *dirty = !durable;
         Ok(out)
     }
 
@@ -524,7 +528,13 @@ fn damaged(path: &Path, panic: &(dyn std::any::Any + Send)) -> Error {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    redb_error("open", path, format!("damaged database file: {why}"))
+    redb_error(
+        "open",
+        path,
+        format!(
+            "damaged database file ({why}); it holds only a cache: move it away or delete it to start empty"
+        ),
+    )
 }
 
 fn redb_error(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
@@ -623,7 +633,9 @@ impl Storage for RedbStore {
     }
 
     fn flush(&self) -> Result<()> {
-        if self.dirty.load(Ordering::Relaxed) {
+        // Waits for a write under way: a commit that returned before this call is marked.
+        let dirty = *self.dirty.lock();
+        if dirty {
             self.write(true, |_| Ok(()))?;
         }
         Ok(())
