@@ -2,8 +2,8 @@
 //! fired the stop signal, and what it has not replayed stays in the durable queue for the next
 //! start. It replayed the whole queue first (up to a million ops, one L2 round trip each), and
 //! the drop, with the write-behind drain that comes after the join, waited for all of it. One
-//! test in this binary, so no other test's threads are counted.
-#![cfg(feature = "memcached")] // a real server, down while the queue fills
+//! test in this binary, so no other test's threads are counted. A real memcached, down while the
+//! queue fills.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
