@@ -377,3 +377,51 @@ fn a_write_or_delete_made_while_a_load_runs_is_not_undone_by_its_store() {
         "nothing meanwhile"
     );
 }
+
+/// A loading call is one read in the stats, however it is answered: a miss that leads a load
+/// counts one miss at each level it asked, a hit one hit. The leader's second look at the key
+/// (for what a load that just ended stored) was a full read, counted again: read-through
+/// workloads saw hit rates of 0.2 where they were a third.
+#[test]
+fn each_loading_call_counts_as_one_read() {
+    let clock = ManualClock::new(START_MS);
+    let l2 = ScriptedStore::new("scripted", &clock);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CacheConfig::default();
+    config.local.path = Some(dir.path().to_path_buf());
+    let cache = CacheManager::builder()
+        .config(config)
+        .distributed(l2)
+        .clock(Arc::new(clock))
+        .build()
+        .unwrap();
+    let load = || Ok::<_, Error>("v".to_owned());
+    let _: String = cache.get_or_set_with("a", None, load).unwrap();
+    let _: String = cache.get_or_set_with("a", None, load).unwrap();
+    let _ = cache.get_or_load("b", None, load).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let _: String = cache
+            .get_or_set_with_async("c", None, || async { Ok::<_, Error>("v".to_owned()) })
+            .await
+            .unwrap();
+        let _ = cache
+            .get_or_load_async("d", None, || async { Ok::<_, Error>("v".to_owned()) })
+            .await
+            .unwrap();
+    });
+    let stats = cache.stats();
+    let overall = &stats.overall;
+    assert_eq!(
+        (overall.reads, overall.hits, overall.misses, overall.loads),
+        (5, 1, 4, 4),
+        "overall"
+    );
+    assert_eq!((stats.local.hits, stats.local.misses), (1, 4), "local");
+    assert_eq!(stats.distributed.misses, 4, "distributed");
+    assert!(
+        (stats.hit_rate.overall - 0.2).abs() < 1e-9,
+        "{}",
+        stats.hit_rate.overall
+    );
+}

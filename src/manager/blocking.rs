@@ -233,7 +233,8 @@ impl CacheManager {
                     // Before the second read: a write of the key from now on wins over the load.
                     let watch = s.guard.watch(key);
                     // A flight that just ended may have filled the cache.
-                    if let Some((bytes, value)) = self.found_by_leader(key, watch, self.get_raw(key))? {
+                    let read = s.leader_reread(key).unwrap_or_else(|| self.get_raw(key));
+                    if let Some((bytes, value)) = self.found_by_leader(key, watch, read)? {
                         leader.finish(Arc::from(bytes));
                         return Ok(value);
                     }

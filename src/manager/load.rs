@@ -250,7 +250,8 @@ impl CacheManager {
                     // Before the second read: a write of the key from now on wins over the load.
                     let watch = s.guard.watch(key);
                     // A flight that just ended may have filled the cache.
-                    match self.leader_found(key, (leader, watch), self.get_raw(key), optional)? {
+                    let read = s.leader_reread(key).unwrap_or_else(|| self.get_raw(key));
+                    match self.leader_found(key, (leader, watch), read, optional)? {
                         Found::Answer(answer) => return Ok(answer),
                         Found::Load(kept) => leader = kept,
                     }
@@ -315,7 +316,10 @@ impl CacheManager {
                 Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
                     let watch = s.guard.watch(key);
-                    let read = self.get_raw_async(key).await;
+                    let read = match s.leader_reread(key) {
+                        Some(read) => read,
+                        None => self.get_raw_async(key).await,
+                    };
                     match self.leader_found(key, (leader, watch), read, optional)? {
                         Found::Answer(answer) => return Ok(answer),
                         Found::Load(kept) => leader = kept,

@@ -293,6 +293,28 @@ impl Shared {
         }
     }
 
+    /// A loading call's leader looks at the key again once it leads, for what a load that just
+    /// ended or a write stored since its first read (both reach L1 first). That look is L1's
+    /// alone and not counted: the caller's read was counted once, as the miss that made it lead.
+    /// `None` where L1 cannot answer it alone (a suspect entry, L1 distrusted, L1 failed): the
+    /// full read then, counted.
+    pub(crate) fn leader_reread(&self, key: &str) -> Option<Result<Option<Vec<u8>>>> {
+        if !self.check_freshness.load(Ordering::Acquire) {
+            return self
+                .l1
+                .get(key)
+                .ok()
+                .map(|found| Ok(found.map(|entry| entry.value)));
+        }
+        match self.l1.get_checked(key).ok()? {
+            None => Some(Ok(None)),
+            Some((entry, Freshness::Trusted)) if !self.distrust_l1.load(Ordering::Acquire) => {
+                Some(Ok(Some(entry.value)))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// The part of a single read before L2: L1, then the suspect-entry and pending-replay rules.
     pub(crate) fn plan_read(&self, key: &str) -> Result<Plan> {
         let c = &self.metrics.consistency;
