@@ -5,6 +5,10 @@
 //!   is new keys, so each is one `MGET`; the backfill thread writes L1 after the call returns and
 //!   is waited for, untimed, before the next raw `MGET`) vs one raw `MGET`. Aim: within 10%.
 //!   Also with a memory L1, to tell the cost of the backfill into the file store.
+//! - `manager_multi_set_100`: `multi_set_raw` of 100 new keys, write-through (both levels written
+//!   before the call returns: the file L1 and one pipeline to Redis, with the last item per key
+//!   kept), vs one raw pipeline of 100 `SET ... EX`s. What L1, the per-key ordering and the batch's
+//!   bookkeeping add to the round trip. Also with a memory L1, to tell the file store's part.
 //! - `manager_zipf099_90_10`: a zipf(0.99) trace over 100 000 keys, 90% gets / 10% sets, through
 //!   the manager (L2 holds every key; L1 is warmed by an untimed pass of another trace) vs raw
 //!   `GET`/`SET`. Throughput and get,
@@ -20,7 +24,7 @@
 //!   ordering of writes costs a set that waits for no other (issue 14: within 5% of before).
 //!
 //! `cargo bench --bench manager_redis` (about a minute with `-- --quick` or
-//! `UNO_BENCH_QUICK=1`; `UNO_BENCH_ONLY=multi_get`, `zipf`, `hand_made` or `set_distinct` runs one part). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
+//! `UNO_BENCH_QUICK=1`; `UNO_BENCH_ONLY=multi_get`, `multi_set`, `zipf`, `hand_made` or `set_distinct` runs one part). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
 //! throughput, peer/ours for latencies). A loopback round trip on a 2-vCPU machine costs ~22 µs
 //! when client and server share a vCPU and ~120 µs when they do not, so every comparison runs
 //! in both placements (`taskset`: client on CPU 0, server on CPU 0 or 1), labelled `same-cpu`
@@ -184,6 +188,65 @@ fn bench_multi_get(place: &str, p: &Params, server: &support::RedisServer, round
         stats.overall.backfills,
         100 * (p.batches as u64 - 1),
         "every miss was backfilled"
+    );
+}
+
+/// `multi_set_raw` of 100 new keys, write-through, vs a raw pipeline of 100 `SET ... EX`s; median and
+/// p99 per batch, the two sides interleaved batch by batch. With `local = "memory"` too, to tell
+/// the file store's part from the rest.
+fn bench_multi_set(place: &str, p: &Params, server: &support::RedisServer, round: usize, local: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(server, local, dir.path(), "through");
+    let mut raw = server.raw();
+    let value = vec![7u8; VALUE_LEN];
+    let batches: Vec<Vec<String>> = (0..p.batches)
+        .map(|b| (0..100).map(|i| format!("ms{round}{local}:{b}:{i}")).collect())
+        .collect();
+    let mut ours = Vec::with_capacity(p.batches);
+    let mut peer = Vec::with_capacity(p.batches);
+    for (b, keys) in batches.iter().enumerate() {
+        // With the TTL ours writes (the levels' `ttl = 3600`), as a user's own code would.
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("SET")
+                .arg(format!("p:{k}"))
+                .arg(&value)
+                .arg("EX")
+                .arg(3600)
+                .ignore();
+        }
+        let started = Instant::now();
+        pipe.exec(&mut raw).unwrap();
+        let peer_ns = started.elapsed().as_nanos() as u64;
+        let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+        let started = Instant::now();
+        cache.multi_set_raw(&items, None).unwrap();
+        let ours_ns = started.elapsed().as_nanos() as u64;
+        // The first batches warm the connections and the store's first segment.
+        if b >= 50 {
+            peer.push(peer_ns);
+            ours.push(ours_ns);
+        }
+    }
+    ours.sort_unstable();
+    peer.sort_unstable();
+    print_time(
+        &format!("manager_multi_set_100_p50[{place},{local}-l1,through]"),
+        percentile(&ours, 0.5),
+        percentile(&peer, 0.5),
+    );
+    print_time(
+        &format!("manager_multi_set_100_p99[{place},{local}-l1,through]"),
+        percentile(&ours, 0.99),
+        percentile(&peer, 0.99),
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.distributed.errors, 0);
+    let last = batches.last().unwrap();
+    let l2 = cache.distributed().unwrap();
+    assert!(
+        last.iter().all(|k| l2.get(k).unwrap().is_some()),
+        "write-through: L2 holds the last batch when the call returns"
     );
 }
 
@@ -544,7 +607,7 @@ fn bench_set_distinct(
     );
 }
 
-/// `UNO_BENCH_ONLY=multi_get` (or `zipf`, `set_distinct`) runs only that part, for profiling.
+/// `UNO_BENCH_ONLY=multi_get` (or `multi_set`, `zipf`, `set_distinct`) runs only that part, for profiling.
 fn wanted(part: &str) -> bool {
     std::env::var("UNO_BENCH_ONLY").map_or(true, |only| only == part)
 }
@@ -573,6 +636,10 @@ fn main() {
         if wanted("multi_get") {
             bench_multi_get(place, &p, &server, round, "file");
             bench_multi_get(place, &p, &server, round, "memory");
+        }
+        if wanted("multi_set") {
+            bench_multi_set(place, &p, &server, round, "file");
+            bench_multi_set(place, &p, &server, round, "memory");
         }
         for write_mode in ["through", "behind"]
             .into_iter()
