@@ -425,3 +425,51 @@ fn each_loading_call_counts_as_one_read() {
         stats.hit_rate.overall
     );
 }
+
+/// The leader's second look at the key still asks L2 when L1 misses: a load that ended between
+/// a caller's first read and its lead may have left its value in L2 alone (L1 did not keep it:
+/// too large for its bound here, or evicted), and the caller answers with it instead of loading
+/// again. Its uncounted look covers every level the first read asked.
+#[test]
+fn a_leader_answers_with_what_a_load_that_just_ended_left_in_l2_alone() {
+    let clock = ManualClock::new(START_MS);
+    let l2 = manager_support::gated::GatedStore::new(ScriptedStore::new("scripted", &clock));
+    let cache = CacheManager::builder()
+        .config(CacheConfig::default())
+        .local(Arc::new(
+            uno_cache::MemoryStore::new(100).unwrap().with_max_bytes(1024),
+        ))
+        .distributed(l2.clone())
+        .clock(Arc::new(clock))
+        .build()
+        .unwrap();
+    let loads = Arc::new(AtomicU32::new(0));
+    let loader = |loads: Arc<AtomicU32>| {
+        move || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(vec![7u8; 4096])
+        }
+    };
+    // The first caller's L2 read has answered "miss" and is held there.
+    let first_read = l2.gate("get", "k", manager_support::gated::Point::After);
+    let first = {
+        let cache = cache.clone();
+        let load = loader(Arc::clone(&loads));
+        std::thread::spawn(move || cache.get_or_set_with::<Vec<u8>, _, _>("k", None, load))
+    };
+    first_read.wait_entered();
+    // Another caller loads and stores the value, which L1 does not keep and L2 does.
+    let second: Vec<u8> = cache
+        .get_or_set_with("k", None, loader(Arc::clone(&loads)))
+        .unwrap();
+    assert_eq!(second.len(), 4096);
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    first_read.release();
+    let first = first.join().unwrap().unwrap();
+    assert_eq!(first.len(), 4096);
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "the first caller led after the load ended and loaded again instead of reading L2"
+    );
+}

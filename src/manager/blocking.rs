@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
-use super::policy::{Plan, Route, Shared};
+use super::policy::{Plan, Reread, Route, Shared};
 use super::typed::Lookup;
 use super::{as_strs, borrow_items, CacheManager};
 
@@ -233,8 +233,7 @@ impl CacheManager {
                     // Before the second read: a write of the key from now on wins over the load.
                     let watch = s.guard.watch(key);
                     // A flight that just ended may have filled the cache.
-                    let read = s.leader_reread(key).unwrap_or_else(|| self.get_raw(key));
-                    if let Some((bytes, value)) = self.found_by_leader(key, watch, read)? {
+                    if let Some((bytes, value)) = self.found_by_leader(key, watch, self.leader_reread(key))? {
                         leader.finish(Arc::from(bytes));
                         return Ok(value);
                     }
@@ -278,6 +277,21 @@ impl CacheManager {
         match suspect {
             None => s.finish_read(key, ticket, (started, result)),
             Some(entry) => s.finish_revalidate(key, entry, ticket, (started, result)),
+        }
+    }
+
+    /// A loading call's leader's second look at the key, uncounted (see
+    /// [`Shared::leader_reread`](super::policy::Shared::leader_reread)).
+    pub(crate) fn leader_reread(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let s = &self.shared;
+        match s.leader_reread(key) {
+            Reread::Done(found) => Ok(found),
+            Reread::Full => self.get_raw(key),
+            Reread::AskL2(l2, ticket) => {
+                let started = Instant::now();
+                let result = l2.get(key);
+                s.finish_reread(key, ticket, (started, result))
+            }
         }
     }
 

@@ -250,8 +250,7 @@ impl CacheManager {
                     // Before the second read: a write of the key from now on wins over the load.
                     let watch = s.guard.watch(key);
                     // A flight that just ended may have filled the cache.
-                    let read = s.leader_reread(key).unwrap_or_else(|| self.get_raw(key));
-                    match self.leader_found(key, (leader, watch), read, optional)? {
+                    match self.leader_found(key, (leader, watch), self.leader_reread(key), optional)? {
                         Found::Answer(answer) => return Ok(answer),
                         Found::Load(kept) => leader = kept,
                     }
@@ -316,10 +315,7 @@ impl CacheManager {
                 Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
                     let watch = s.guard.watch(key);
-                    let read = match s.leader_reread(key) {
-                        Some(read) => read,
-                        None => self.get_raw_async(key).await,
-                    };
+                    let read = self.leader_reread_async(key).await;
                     match self.leader_found(key, (leader, watch), read, optional)? {
                         Found::Answer(answer) => return Ok(answer),
                         Found::Load(kept) => leader = kept,

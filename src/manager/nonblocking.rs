@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
-use super::policy::{Plan, Route, Shared};
+use super::policy::{Plan, Reread, Route, Shared};
 use super::typed::Lookup;
 use super::{as_strs, borrow_items, CacheManager};
 
@@ -225,10 +225,7 @@ impl CacheManager {
                     // Before the second read: a write of the key from now on wins over the load.
                     let watch = s.guard.watch(key);
                     // A flight that just ended may have filled the cache.
-                    let read = match s.leader_reread(key) {
-                        Some(read) => read,
-                        None => self.get_raw_async(key).await,
-                    };
+                    let read = self.leader_reread_async(key).await;
                     if let Some((bytes, value)) = self.found_by_leader(key, watch, read)? {
                         leader.finish(Arc::from(bytes));
                         return Ok(value);
@@ -271,6 +268,20 @@ impl CacheManager {
         match suspect {
             None => s.finish_read(key, ticket, (started, result)),
             Some(entry) => s.finish_revalidate(key, entry, ticket, (started, result)),
+        }
+    }
+
+    /// Async `leader_reread`.
+    pub(crate) async fn leader_reread_async(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let s = &self.shared;
+        match s.leader_reread(key) {
+            Reread::Done(found) => Ok(found),
+            Reread::Full => self.get_raw_async(key).await,
+            Reread::AskL2(l2, ticket) => {
+                let started = Instant::now();
+                let result = l2.get_async(key).await;
+                s.finish_reread(key, ticket, (started, result))
+            }
         }
     }
 

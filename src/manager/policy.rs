@@ -124,6 +124,18 @@ pub(crate) enum Route<'a> {
     },
 }
 
+/// What a loading call's leader does for its second look at the key (see
+/// [`Shared::leader_reread`]).
+pub(crate) enum Reread<'a> {
+    /// Answered without L2.
+    Done(Option<Vec<u8>>),
+    /// L1 missed: ask this L2 with this ticket, then [`Shared::finish_reread`].
+    AskL2(&'a dyn DistributedStorage, Ticket),
+    /// L1 cannot answer alone (a suspect entry, L1 distrusted or failing): the full read,
+    /// counted.
+    Full,
+}
+
 /// What a single read does after L1.
 pub(crate) enum Plan {
     /// Answered without L2.
@@ -294,24 +306,65 @@ impl Shared {
     }
 
     /// A loading call's leader looks at the key again once it leads, for what a load that just
-    /// ended or a write stored since its first read (both reach L1 first). That look is L1's
-    /// alone and not counted: the caller's read was counted once, as the miss that made it lead.
-    /// `None` where L1 cannot answer it alone (a suspect entry, L1 distrusted, L1 failed): the
-    /// full read then, counted.
-    pub(crate) fn leader_reread(&self, key: &str) -> Option<Result<Option<Vec<u8>>>> {
-        if !self.check_freshness.load(Ordering::Acquire) {
-            return self
-                .l1
-                .get(key)
-                .ok()
-                .map(|found| Ok(found.map(|entry| entry.value)));
-        }
-        match self.l1.get_checked(key).ok()? {
-            None => Some(Ok(None)),
-            Some((entry, Freshness::Trusted)) if !self.distrust_l1.load(Ordering::Acquire) => {
-                Some(Ok(Some(entry.value)))
+    /// ended or a write stored since its first read; the look follows the read's rules (L1,
+    /// replay and delete in progress, the write-behind queue, L2 with a backfill) but is not
+    /// counted: the caller's read was counted once, as the miss that made it lead. Errors are
+    /// counted, as every level call's.
+    pub(crate) fn leader_reread(&self, key: &str) -> Reread<'_> {
+        let found = if self.check_freshness.load(Ordering::Acquire) {
+            match self.l1.get_checked(key) {
+                Ok(None) => None,
+                Ok(Some((entry, Freshness::Trusted))) if !self.distrust_l1.load(Ordering::Acquire) => {
+                    Some(entry)
+                }
+                _ => return Reread::Full,
             }
-            Some(_) => None,
+        } else {
+            match self.l1.get(key) {
+                Ok(found) => found,
+                Err(_) => return Reread::Full,
+            }
+        };
+        if let Some(entry) = found {
+            return Reread::Done(Some(entry.value));
+        }
+        let Some(l2) = &self.l2 else {
+            return Reread::Done(None);
+        };
+        // As `plan_read` and `before_l2`: L1 is the truth for a key with a queued op, a key this
+        // manager is deleting is a miss, and the write-behind queue is newer than L2.
+        if self.is_pending(key) {
+            return Reread::Done(None);
+        }
+        let ticket = self.ticket(key);
+        if ticket.deleting() {
+            return Reread::Done(None);
+        }
+        if let Some(value) = self.behind.as_ref().and_then(|q| q.lookup(key)) {
+            return Reread::Done(Some(value));
+        }
+        Reread::AskL2(l2.as_ref(), ticket)
+    }
+
+    /// L2's answer to a leader's second look ([`leader_reread`](Self::leader_reread)): as
+    /// [`finish_read`](Self::finish_read), the hit or miss not counted.
+    pub(crate) fn finish_reread(
+        &self,
+        key: &str,
+        ticket: Ticket,
+        (started, result): Timed<Option<Entry>>,
+    ) -> Result<Option<Vec<u8>>> {
+        self.metrics.distributed.get_latency.record(started.elapsed());
+        match result {
+            Ok(Some(entry)) => {
+                if let Some(answer) = self.overtaken_answer(key, ticket) {
+                    return Ok(answer);
+                }
+                self.backfill(key, ticket, &entry);
+                Ok(Some(entry.value))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => self.failed(Level::Distributed, "get", key, e).map(|()| None),
         }
     }
 
@@ -429,19 +482,25 @@ impl Shared {
     /// with the ticket) tells; such a read is answered again from the queue (a newer set), or as
     /// a miss (the settling op overlaps the read). `None`: L2's answer stands.
     fn overtaken(&self, key: &str, ticket: Ticket) -> Option<Option<Vec<u8>>> {
+        let answer = self.overtaken_answer(key, ticket)?;
+        self.metrics.consistency.overtaken_reads.incr();
+        if answer.is_some() {
+            self.metrics.consistency.behind_reads.incr();
+            self.metrics.distributed.hits.incr();
+        } else {
+            self.metrics.distributed.misses.incr();
+            self.miss(1);
+        }
+        Some(answer)
+    }
+
+    /// [`overtaken`](Self::overtaken)'s answer, not counted.
+    fn overtaken_answer(&self, key: &str, ticket: Ticket) -> Option<Option<Vec<u8>>> {
         let behind = self.behind.as_ref()?;
         if behind.settle_epoch(key) == ticket.settled() {
             return None;
         }
-        self.metrics.consistency.overtaken_reads.incr();
-        if let Some(value) = behind.lookup(key) {
-            self.metrics.consistency.behind_reads.incr();
-            self.metrics.distributed.hits.incr();
-            return Some(Some(value));
-        }
-        self.metrics.distributed.misses.incr();
-        self.miss(1);
-        Some(None)
+        Some(behind.lookup(key))
     }
 
     /// Copies an L2 hit into L1, unless a write raced it or L1's admission policy refuses it
