@@ -181,6 +181,37 @@ fn a_memory_tier_entry_expires_with_the_file_entry_it_came_from() {
     assert_eq!(cache.stats().memory.hits, 1);
 }
 
+/// The memory tier reports the values it evicted for room and those a read found expired, as
+/// the other levels do (it reported 0 for both): every value it took is either still there or
+/// counted as evicted.
+#[test]
+fn the_memory_tier_counts_the_values_it_evicts_and_finds_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = on_manual_clock(dir.path());
+    for i in 0..300 {
+        cache.set(&format!("k{i}"), &ada(1), None).unwrap();
+    }
+    for i in 0..300 {
+        assert_eq!(cache.get::<User>(&format!("k{i}")).unwrap(), Some(ada(1)));
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.memory.sets, 300, "each read kept its value");
+    assert!(stats.size.memory.items <= 100, "{:?}", stats.size.memory);
+    assert_eq!(
+        stats.memory.evictions + stats.size.memory.items,
+        300,
+        "{:?}",
+        stats.memory
+    );
+    assert_eq!(stats.memory.expirations, 0);
+    cache.set("t", &ada(2), Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(cache.get::<User>("t").unwrap(), Some(ada(2)));
+    assert_eq!(cache.get::<User>("t").unwrap(), Some(ada(2)), "a memory-tier hit");
+    clock.advance(Duration::from_millis(5001));
+    assert_eq!(cache.get::<User>("t").unwrap(), None);
+    assert_eq!(cache.stats().memory.expirations, 1);
+}
+
 /// A write goes to both tiers: a key the memory tier holds is answered from there right after a
 /// write, with the new value, until the write's TTL ends in both tiers.
 #[test]

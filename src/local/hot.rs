@@ -48,13 +48,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use quick_cache::sync::Cache;
-use quick_cache::Weighter;
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
 use self::changes::{Change as StripeChange, Changes};
 use self::key::{HotKey, Probe, Weight};
 use super::weigh;
 use crate::clock::{self, Clock};
-use crate::storage::TierAbove;
+use crate::storage::{StorageCounters, TierAbove};
 
 /// How many value types the tier keeps caches for.
 pub const MAX_TYPES: usize = 8;
@@ -93,8 +93,11 @@ trait Erased: Any + Send + Sync {
     fn weight(&self) -> u64;
 }
 
+/// The cache of one value type.
+type TypedCache<V> = Cache<HotKey, Slot<V>, ByWeight, DefaultHashBuilder, Evictions>;
+
 struct Typed<V> {
-    cache: Cache<HotKey, Slot<V>, ByWeight>,
+    cache: TypedCache<V>,
     /// What an entry weighs at least (see [`HotTier::new`]).
     unit: u64,
     /// Set by the first read that keeps a value with a way to decode one (see
@@ -112,6 +115,23 @@ struct ByWeight;
 impl<V> Weighter<HotKey, Slot<V>> for ByWeight {
     fn weight(&self, key: &HotKey, _: &Slot<V>) -> u64 {
         key.weight()
+    }
+}
+
+/// Counts the values the caches evict for room, for the tier's stats. An empty place evicted
+/// is no value lost, and is not counted.
+#[derive(Clone)]
+struct Evictions(Arc<AtomicU64>);
+
+impl<V> Lifecycle<HotKey, Slot<V>> for Evictions {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, (): &mut Self::RequestState, _: HotKey, value: Slot<V>) {
+        if value.is_some() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -238,6 +258,10 @@ pub struct HotTier {
     changes: Changes,
     /// See [`written`](HotTier::written).
     written: AtomicU64,
+    /// Values evicted for room, by every type's cache (see [`counters`](HotTier::counters)).
+    evictions: Arc<AtomicU64>,
+    /// Values found expired by a read, and dropped.
+    expirations: AtomicU64,
 }
 
 impl std::fmt::Debug for HotTier {
@@ -279,12 +303,14 @@ impl HotTier {
             clears: AtomicU64::new(0),
             changes: Changes::new(),
             written: AtomicU64::new(0),
+            evictions: Arc::new(AtomicU64::new(0)),
+            expirations: AtomicU64::new(0),
         }
     }
 
     /// The cache of values of type `V`, if the tier has one.
     #[inline]
-    fn typed<V: Clone + Send + Sync + 'static>(&self) -> Option<&Cache<HotKey, Slot<V>, ByWeight>> {
+    fn typed<V: Clone + Send + Sync + 'static>(&self) -> Option<&TypedCache<V>> {
         let id = TypeId::of::<V>();
         for slot in &self.types {
             let (slot_id, cache) = slot.get()?;
@@ -303,7 +329,13 @@ impl HotTier {
             let (slot_id, cache) = slot.get_or_init(|| {
                 let items = usize::try_from(self.max_items).unwrap_or(usize::MAX);
                 let typed = Typed::<V> {
-                    cache: Cache::with_weighter(items, self.max_items.saturating_mul(self.unit), ByWeight),
+                    cache: Cache::with(
+                        items,
+                        self.max_items.saturating_mul(self.unit),
+                        ByWeight,
+                        DefaultHashBuilder::default(),
+                        Evictions(Arc::clone(&self.evictions)),
+                    ),
                     unit: self.unit,
                     decode: OnceLock::new(),
                     misses: (0..MISSES).map(|_| AtomicU64::new(0)).collect(),
@@ -326,7 +358,9 @@ impl HotTier {
         let slot = cache.get(&probe)?;
         let expires_at_ms = probe.expires_at_ms();
         if expires_at_ms != 0 && self.clock.reached(expires_at_ms) {
-            cache.remove(&probe);
+            if cache.remove(&probe).is_some_and(|(_, value)| value.is_some()) {
+                self.expirations.fetch_add(1, Ordering::Relaxed);
+            }
             return None;
         }
         slot
@@ -475,6 +509,16 @@ impl HotTier {
             self.written.fetch_add(put, Ordering::Relaxed);
         } else {
             self.remove(key);
+        }
+    }
+
+    /// Values evicted for room and values a read found expired (and dropped), all types,
+    /// since the tier was made. Places without a value are not counted.
+    #[must_use]
+    pub fn counters(&self) -> StorageCounters {
+        StorageCounters {
+            evictions: self.evictions.load(Ordering::Relaxed),
+            expirations: self.expirations.load(Ordering::Relaxed),
         }
     }
 

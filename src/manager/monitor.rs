@@ -106,12 +106,7 @@ impl Monitor<'_> {
         };
         let (memory_size, memory) = match &s.hot {
             Some(hot) => {
-                let mut stats = s.metrics.memory.snapshot(
-                    "memory",
-                    true,
-                    crate::storage::StorageCounters::default(),
-                    None,
-                );
+                let mut stats = s.metrics.memory.snapshot("memory", true, hot.counters(), None);
                 // The values writes left in the tier are sets of it too.
                 stats.sets += hot.written();
                 let size = StorageSize {
