@@ -243,7 +243,8 @@ impl RedbStore {
             suspicion: Mutex::new(Suspicion::default()),
             path,
         };
-        // In a release build a damaged table page panics at its first use, here.
+        // In a release build a damaged table page panics at its first use, here. (Only the pages
+        // open touches are checked: redb panics on a damaged data page at its first use later.)
         let first_reads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Create the tables so readers never meet a missing one.
             store.write(true, |txn| {
@@ -255,7 +256,15 @@ impl RedbStore {
             store.read_next_seq()
         }));
         // Whatever was restored from disk may have changed elsewhere while we were away.
-        let next_seq = first_reads.map_err(|panic| damaged(&store.path, &*panic))??;
+        let next_seq = match first_reads {
+            Ok(read) => read?,
+            Err(panic) => {
+                let error = damaged(&store.path, &*panic);
+                // Closing the database writes to it, and may meet the damage again.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(store)));
+                return Err(error);
+            }
+        };
         store.suspect_below_seq.store(next_seq, Ordering::Release);
         Ok(store)
     }

@@ -30,9 +30,9 @@ use crate::error::{Error, Result};
 const LEVEL: &str = "memcached";
 /// Read buffer per connection: a typical reply is one read.
 const READ_BUFFER: usize = 16 * 1024;
-/// A reply body is allocated at most this much ahead of the bytes read, so a header that claims
-/// a large body (a stream out of step, a server that is not memcached) costs memory only as its
-/// bytes arrive, never up to a gibibyte at once on a small machine.
+/// A reply body grows by at most this much ahead of the bytes read (its capacity by doubling),
+/// so a header that claims a large body (a stream out of step, a server that is not memcached)
+/// costs memory only as its bytes arrive, never up to a gibibyte at once on a small machine.
 const BODY_STEP: usize = 1 << 20;
 /// Idle blocking connections kept per host, at least: as many caller threads as call at once
 /// up to this many reuse their connections instead of opening and closing one per call (which
