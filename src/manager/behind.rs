@@ -243,8 +243,10 @@ impl WriteQueue {
         false
     }
 
-    /// [`settle`](Self::settle) without blocking an executor (no deadline: the in-flight
-    /// batch's L2 call has one).
+    /// [`settle`](Self::settle) without blocking an executor, and without a deadline of its own
+    /// (the default build has no timer): it waits as long as the in-flight batch's L2 calls
+    /// take, each bounded by the L2 timeout: one call, or one per key when L2 refused a value
+    /// of the batch as bad input and the rest are sent again key by key.
     pub(crate) async fn settle_async(&self, keys: &[&str]) {
         loop {
             let landed = self.landed_async.notified();
