@@ -222,7 +222,7 @@ impl RedbStore {
         // debug build visits every page at open): a damaged file must be refused, not bring the
         // application down.
         let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(&path)))
-            .map_err(|panic| damaged(&path, &*panic))?;
+            .map_err(|panic| damaged("open", &path, &*panic))?;
         let db = created.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
                 path: path.clone(),
@@ -259,7 +259,7 @@ impl RedbStore {
         let next_seq = match first_reads {
             Ok(read) => read?,
             Err(panic) => {
-                let error = damaged(&store.path, &*panic);
+                let error = damaged("open", &store.path, &*panic);
                 // Closing the database writes to it, and may meet the damage again.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(store)));
                 return Err(error);
@@ -271,33 +271,37 @@ impl RedbStore {
 
     /// The next sequence number, as last committed.
     fn read_next_seq(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
-        let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
-        Ok(meta
-            .get(META_NEXT_SEQ)
-            .map_err(|e| self.err("read meta", e))?
-            .map_or(0, |g| g.value()))
+        self.guarded("read meta", || {
+            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
+            Ok(meta
+                .get(META_NEXT_SEQ)
+                .map_err(|e| self.err("read meta", e))?
+                .map_or(0, |g| g.value()))
+        })
     }
 
     /// Reads one live entry with its sequence number.
     fn read_with_seq(&self, key: &str) -> Result<Option<(Entry, u64)>> {
-        let now = self.clock.now_ms();
-        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
-        let found = entries.get(key).map_err(|e| self.err("get", e))?;
-        Ok(found.and_then(|guard| {
-            let record = Record::decode(guard.value())?;
-            (!record.is_expired(now)).then(|| {
-                (
-                    Entry {
-                        value: record.value.to_vec(),
-                        expires_at: (record.expires_at_ms != 0)
-                            .then(|| clock::ms_to_system_time(record.expires_at_ms)),
-                    },
-                    record.seq,
-                )
-            })
-        }))
+        self.guarded("get", || {
+            let now = self.clock.now_ms();
+            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let found = entries.get(key).map_err(|e| self.err("get", e))?;
+            Ok(found.and_then(|guard| {
+                let record = Record::decode(guard.value())?;
+                (!record.is_expired(now)).then(|| {
+                    (
+                        Entry {
+                            value: record.value.to_vec(),
+                            expires_at: (record.expires_at_ms != 0)
+                                .then(|| clock::ms_to_system_time(record.expires_at_ms)),
+                        },
+                        record.seq,
+                    )
+                })
+            }))
+        })
     }
 
     /// The database file.
@@ -311,43 +315,54 @@ impl RedbStore {
     /// # Errors
     /// [`Error::Redb`] if the transaction fails.
     pub fn purge_expired(&self) -> Result<u64> {
-        let now = self.clock.now_ms();
-        let expired: Vec<String> = {
-            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
-            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
-            let mut keys = Vec::new();
-            for item in entries.iter().map_err(|e| self.err("scan", e))? {
-                let (k, v) = item.map_err(|e| self.err("scan", e))?;
-                if Record::decode(v.value()).is_none_or(|r| r.is_expired(now)) {
-                    keys.push(k.value().to_owned());
+        self.guarded("purge expired", || {
+            let now = self.clock.now_ms();
+            let expired: Vec<String> = {
+                let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+                let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+                let mut keys = Vec::new();
+                for item in entries.iter().map_err(|e| self.err("scan", e))? {
+                    let (k, v) = item.map_err(|e| self.err("scan", e))?;
+                    if Record::decode(v.value()).is_none_or(|r| r.is_expired(now)) {
+                        keys.push(k.value().to_owned());
+                    }
                 }
+                keys
+            };
+            if expired.is_empty() {
+                return Ok(0);
             }
-            keys
-        };
-        if expired.is_empty() {
-            return Ok(0);
-        }
-        self.write(false, |txn| {
-            let mut t = Tables::open(self, txn)?;
-            let mut removed = 0;
-            for key in &expired {
-                // Listed in an earlier transaction: a key rewritten since keeps its new value.
-                let still_expired = t
-                    .entries
-                    .get(key.as_str())
-                    .map_err(|e| self.err("get", e))?
-                    .is_some_and(|old| Record::decode(old.value()).is_none_or(|r| r.is_expired(now)));
-                if still_expired && t.remove(self, key, now)?.is_some() {
-                    removed += 1;
+            self.write(false, |txn| {
+                let mut t = Tables::open(self, txn)?;
+                let mut removed = 0;
+                for key in &expired {
+                    // Listed in an earlier transaction: a key rewritten since keeps its new value.
+                    let still_expired = t
+                        .entries
+                        .get(key.as_str())
+                        .map_err(|e| self.err("get", e))?
+                        .is_some_and(|old| Record::decode(old.value()).is_none_or(|r| r.is_expired(now)));
+                    if still_expired && t.remove(self, key, now)?.is_some() {
+                        removed += 1;
+                    }
                 }
-            }
-            t.save(self)?;
-            Ok(removed)
+                t.save(self)?;
+                Ok(removed)
+            })
         })
     }
 
     fn err(&self, op: &'static str, e: impl std::fmt::Display) -> Error {
         redb_error(op, &self.path, e)
+    }
+
+    /// Runs `f`, a panic of redb's made [`Error::Redb`] naming the file: redb panics on a page
+    /// it cannot parse rather than return an error, and a damaged cache file must fail the call
+    /// (the manager falls back on L2, the user is told to delete the file), not unwind through
+    /// the application. (With `panic = "abort"` nothing can be caught: the process ends.)
+    fn guarded<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|panic| Err(damaged(op, &self.path, &*panic)))
     }
 
     /// Runs `f` in a write transaction and commits it with the durability the policy asks for
@@ -357,51 +372,55 @@ impl RedbStore {
         force_durable: bool,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T>,
     ) -> Result<T> {
-        // Held to the end: redb lets one write transaction run at a time anyway, and holding this
-        // across commit and mark keeps the marks in commit order. Marked after `commit` without
-        // it, a synced commit's "clean" could land after a later unsynced commit's "dirty", and
-        // `flush` would skip that commit.
-        let mut dirty = self.dirty.lock();
-        let mut txn = self.db.begin_write().map_err(|e| self.err("begin write", e))?;
-        let durable = force_durable
-            || match self.durability {
-                Durability::EveryWrite => true,
-                Durability::None => false,
-                Durability::Periodic(every) => self.last_durable.lock().elapsed() >= every,
+        self.guarded("write", || {
+            // Held to the end: redb lets one write transaction run at a time anyway, and holding this
+            // across commit and mark keeps the marks in commit order. Marked after `commit` without
+            // it, a synced commit's "clean" could land after a later unsynced commit's "dirty", and
+            // `flush` would skip that commit.
+            let mut dirty = self.dirty.lock();
+            let mut txn = self.db.begin_write().map_err(|e| self.err("begin write", e))?;
+            let durable = force_durable
+                || match self.durability {
+                    Durability::EveryWrite => true,
+                    Durability::None => false,
+                    Durability::Periodic(every) => self.last_durable.lock().elapsed() >= every,
+                };
+            let level = if durable {
+                redb::Durability::Immediate
+            } else {
+                redb::Durability::None
             };
-        let level = if durable {
-            redb::Durability::Immediate
-        } else {
-            redb::Durability::None
-        };
-        txn.set_durability(level)
-            .map_err(|e| self.err("set durability", e))?;
-        let out = f(&txn)?;
-        txn.commit().map_err(|e| self.err("commit", e))?;
-        if durable {
-            *self.last_durable.lock() = Instant::now();
-        }
-        *dirty = !durable;
-        Ok(out)
+            txn.set_durability(level)
+                .map_err(|e| self.err("set durability", e))?;
+            let out = f(&txn)?;
+            txn.commit().map_err(|e| self.err("commit", e))?;
+            if durable {
+                *self.last_durable.lock() = Instant::now();
+            }
+            *dirty = !durable;
+            Ok(out)
+        })
     }
 
     fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        let now = self.clock.now_ms();
-        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let found = entries.get(*key).map_err(|e| self.err("get", e))?;
-            out.push(found.and_then(|guard| {
-                let record = Record::decode(guard.value())?;
-                (!record.is_expired(now)).then(|| Entry {
-                    value: record.value.to_vec(),
-                    expires_at: (record.expires_at_ms != 0)
-                        .then(|| clock::ms_to_system_time(record.expires_at_ms)),
-                })
-            }));
-        }
-        Ok(out)
+        self.guarded("get", || {
+            let now = self.clock.now_ms();
+            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let found = entries.get(*key).map_err(|e| self.err("get", e))?;
+                out.push(found.and_then(|guard| {
+                    let record = Record::decode(guard.value())?;
+                    (!record.is_expired(now)).then(|| Entry {
+                        value: record.value.to_vec(),
+                        expires_at: (record.expires_at_ms != 0)
+                            .then(|| clock::ms_to_system_time(record.expires_at_ms)),
+                    })
+                }));
+            }
+            Ok(out)
+        })
     }
 
     /// Writes `items` in one transaction; `parts` gives each item's key, value and TTL.
@@ -531,14 +550,14 @@ impl<'t> Tables<'t> {
 }
 
 /// The error of a file redb panicked on, with the panic's message.
-fn damaged(path: &Path, panic: &(dyn std::any::Any + Send)) -> Error {
+fn damaged(op: &'static str, path: &Path, panic: &(dyn std::any::Any + Send)) -> Error {
     let why = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     redb_error(
-        "open",
+        op,
         path,
         format!(
             "damaged database file ({why}); it holds only a cache: move it away or delete it to start empty"
@@ -616,15 +635,17 @@ impl Storage for RedbStore {
     }
 
     fn size(&self) -> Result<StorageSize> {
-        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
-        let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
-        Ok(StorageSize {
-            items: entries.len().map_err(|e| self.err("count", e))?,
-            bytes: meta
-                .get(META_BYTES)
-                .map_err(|e| self.err("read meta", e))?
-                .map_or(0, |g| g.value()),
+        self.guarded("size", || {
+            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
+            Ok(StorageSize {
+                items: entries.len().map_err(|e| self.err("count", e))?,
+                bytes: meta
+                    .get(META_BYTES)
+                    .map_err(|e| self.err("read meta", e))?
+                    .map_or(0, |g| g.value()),
+            })
         })
     }
 
@@ -674,18 +695,20 @@ impl LocalStorage for RedbStore {
     /// A range scan of the key-ordered `entries` table (expired entries included: dropping them
     /// is harmless).
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
-        let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
-        let mut keys = Vec::new();
-        for item in entries.range(prefix..).map_err(|e| self.err("scan", e))? {
-            let (key, _) = item.map_err(|e| self.err("scan", e))?;
-            let key = key.value();
-            if !key.starts_with(prefix) {
-                break;
+        self.guarded("scan", || {
+            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let mut keys = Vec::new();
+            for item in entries.range(prefix..).map_err(|e| self.err("scan", e))? {
+                let (key, _) = item.map_err(|e| self.err("scan", e))?;
+                let key = key.value();
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                keys.push(key.to_owned());
             }
-            keys.push(key.to_owned());
-        }
-        Ok(Some(keys))
+            Ok(Some(keys))
+        })
     }
 
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
@@ -704,20 +727,22 @@ impl LocalStorage for RedbStore {
 
     /// Makes every entry written so far suspect, keeping them.
     fn mark_all_suspect(&self) -> Result<()> {
-        // Holding a write transaction keeps every writer out, so the number read is exactly the
-        // first one written after this call.
-        let txn = self.db.begin_write().map_err(|e| self.err("begin write", e))?;
-        let next_seq = {
-            let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
-            let next = meta.get(META_NEXT_SEQ).map_err(|e| self.err("read meta", e))?;
-            next.map_or(0, |g| g.value())
-        };
-        {
-            let mut suspicion = self.suspicion.lock();
-            suspicion.confirmed = HashMap::new();
-            self.suspect_below_seq.store(next_seq, Ordering::Release);
-        }
-        txn.abort().map_err(|e| self.err("abort", e))
+        self.guarded("mark suspect", || {
+            // Holding a write transaction keeps every writer out, so the number read is exactly the
+            // first one written after this call.
+            let txn = self.db.begin_write().map_err(|e| self.err("begin write", e))?;
+            let next_seq = {
+                let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
+                let next = meta.get(META_NEXT_SEQ).map_err(|e| self.err("read meta", e))?;
+                next.map_or(0, |g| g.value())
+            };
+            {
+                let mut suspicion = self.suspicion.lock();
+                suspicion.confirmed = HashMap::new();
+                self.suspect_below_seq.store(next_seq, Ordering::Release);
+            }
+            txn.abort().map_err(|e| self.err("abort", e))
+        })
     }
 
     fn confirm(&self, key: &str) -> Result<()> {
