@@ -404,9 +404,11 @@ impl HotTier {
         mark: u64,
         decoder: impl FnOnce() -> Decoder<V>,
     ) -> bool {
-        if let Some(typed) = self.typed_or_new::<V>() {
-            typed.decode.get_or_init(decoder);
-        }
+        // A type past the last slot is not kept (and not counted as kept).
+        let Some(typed) = self.typed_or_new::<V>() else {
+            return false;
+        };
+        typed.decode.get_or_init(decoder);
         self.insert(key, value, expires_at_ms, size);
         if self.clears.load(Ordering::SeqCst) != mark {
             self.remove(key);
@@ -849,6 +851,11 @@ mod tests {
         tier.insert("a", 1u128, 0, 8);
         assert_eq!(tier.get::<u128>("a"), None, "a ninth type is not kept");
         assert_eq!(tier.get::<i64>("a"), Some(1));
+        let mark = tier.clear_mark();
+        let kept = tier.insert_unless_cleared("b", 2u128, 0, 8, mark, || Box::new(|_, _| None));
+        assert!(!kept, "nor counted as kept");
+        let kept = tier.insert_unless_cleared("b", 2u8, 0, 8, mark, || Box::new(|_, _| None));
+        assert!(kept);
     }
 }
 
