@@ -18,6 +18,7 @@ mod manager_support;
 #[path = "support/mod.rs"]
 mod support;
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,6 +151,53 @@ fn a_delete_is_ordered_after_the_in_flight_write_of_its_key() {
     assert_eq!(l2_value(&s, "k"), None, "the write landed after the delete");
     assert_eq!(s.l2.ops(), ["set_each", "delete"]);
     assert_eq!(s.cache.get::<u32>("k").unwrap(), None);
+}
+
+/// An async delete dropped while its settle waits for the key's in-flight batch (a caller's
+/// timeout) has already dropped the key's newer queued write, acknowledged to its caller: the
+/// delete is handed back to the queue, so L2 never keeps the in-flight older value for readers.
+/// It kept it, and a read after L1 lost the key returned a value older than the last write.
+#[test]
+fn an_async_delete_dropped_while_it_settles_is_still_sent_to_l2() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache.set("k", &1u32, None).unwrap();
+    gate.wait_entered();
+    // "k" = 1 is in flight; "k" = 2 waits in the queue, acknowledged.
+    s.cache.set("k", &2u32, None).unwrap();
+    let mut delete = Box::pin(s.cache.delete_async("k"));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        delete.as_mut().poll(&mut cx).is_pending(),
+        "the delete waits for the batch in flight"
+    );
+    drop(delete);
+    assert_eq!(s.cache.get::<u32>("k").unwrap(), None, "read while the batch is in flight");
+    gate.release();
+    s.cache.flush().unwrap();
+    assert_eq!(l2_value(&s, "k"), None, "L2 kept the in-flight value");
+    assert_eq!(s.cache.get::<u32>("k").unwrap(), None);
+}
+
+/// A write-through that found the queue full, dropped while its settle waits, hands its value
+/// back to the queue: the settle dropped the key's queued write, and L2 would otherwise keep
+/// the older value in flight.
+#[test]
+fn an_async_write_through_dropped_while_it_settles_is_still_sent_to_l2() {
+    let s = setup_with(config(1, None));
+    let gate = s.l2.gate("set_each");
+    s.cache.set("k", &1u32, None).unwrap();
+    gate.wait_entered();
+    s.cache.set("other", &2u32, None).unwrap();
+    // The queue is full ("other"): this set writes through, after the batch holding "k".
+    let mut write = Box::pin(s.cache.set_async("k", &3u32, None));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(write.as_mut().poll(&mut cx).is_pending());
+    drop(write);
+    gate.release();
+    s.cache.flush().unwrap();
+    assert_eq!(l2_value(&s, "k"), Some(encoded(3)), "L2 kept the in-flight value");
+    assert_eq!(l2_value(&s, "other"), Some(encoded(2)));
 }
 
 #[test]

@@ -16,7 +16,11 @@
 //!   never lands after it. A set and a delete of one key never interleave (both own the key's
 //!   stripe in `guard` from their L1 step until their queue or L2 step is done), and a read that
 //!   misses L1 while the delete is on its way to L2 is a miss: L2 may still hold a value older
-//!   than the queued write the delete dropped.
+//!   than the queued write the delete dropped. An async delete (or write-through) dropped
+//!   between its settle and L2's answer (a caller's timeout) hands its part back to the queue
+//!   ([`Requeue`]): the writes its settle dropped were acknowledged to their callers, and L2
+//!   would otherwise keep a value older than them. A delete is queued as a write that has
+//!   already expired, which the writer sends as a delete and a read takes as a miss.
 //! - **Invalidations** of a queued write are published by the writer once L2 has the value, so
 //!   an instance that re-reads on the message finds it.
 //! - **Failures.** A batch L2 refused (timeout, outage, open breaker) is counted and, in offline
@@ -160,12 +164,24 @@ impl WriteQueue {
         expires_at_ms: u64,
         to_replay: impl FnOnce() -> bool,
     ) -> Pushed {
+        self.push_with(items, expires_at_ms, to_replay, true)
+    }
+
+    /// [`push`](Self::push), past the bound unless `bounded`: for what a dropped future owes
+    /// ([`Requeue`]), which has no caller left to write through.
+    fn push_with(
+        &self,
+        items: &[(&str, &[u8])],
+        expires_at_ms: u64,
+        to_replay: impl FnOnce() -> bool,
+        bounded: bool,
+    ) -> Pushed {
         let mut st = self.state.lock();
         if to_replay() {
             return Pushed::Replay;
         }
         let new_keys = items.iter().filter(|(k, _)| !st.queued.contains_key(*k)).count();
-        if st.queued.len() + new_keys > self.max_keys {
+        if bounded && st.queued.len() + new_keys > self.max_keys {
             return Pushed::Full;
         }
         let was_empty = st.queued.is_empty();
@@ -184,13 +200,15 @@ impl WriteQueue {
         Pushed::Queued
     }
 
-    /// The newest value of `key` not yet confirmed by L2.
-    pub(crate) fn lookup(&self, key: &str) -> Option<Vec<u8>> {
+    /// The newest write of `key` not yet confirmed by L2, if there is one: its value, or
+    /// `None` if it expired by `now_ms` (a delete handed back to the queue is such a write, see
+    /// [`Requeue`]): a miss, as L2 may still hold an older value that write replaced.
+    pub(crate) fn lookup(&self, key: &str, now_ms: u64) -> Option<Option<Vec<u8>>> {
         let st = self.state.lock();
         st.queued
             .get(key)
             .or_else(|| st.in_flight.get(key))
-            .map(|q| q.value.to_vec())
+            .map(|q| (q.expires_at_ms > now_ms).then(|| q.value.to_vec()))
     }
 
     /// Keys queued or in flight.
@@ -344,7 +362,74 @@ pub(crate) fn start_writer(
     })
 }
 
+/// The values of a write-through and their TTL, as a write passes them.
+pub(crate) type Sets<'a> = (&'a [(&'a str, &'a [u8])], Option<Duration>);
+
+/// What an async delete or write-through owes L2 once its settle took the keys' queued writes
+/// out of the write-behind queue; handed back to the queue from `Drop` if the future is dropped
+/// before L2 answered (see the module docs). Made by [`Shared::owe`]; [`paid`](Requeue::paid)
+/// once L2 (or the replay queue) has the op.
+pub(crate) struct Requeue<'a> {
+    shared: &'a Shared,
+    keys: &'a [&'a str],
+    /// The values of a write-through; `None` for a delete.
+    sets: Option<Sets<'a>>,
+    paid: bool,
+}
+
+impl Requeue<'_> {
+    /// L2 (or the replay queue) has the op: nothing is owed.
+    pub(crate) fn paid(mut self) {
+        self.paid = true;
+    }
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if self.paid {
+            return;
+        }
+        let s = self.shared;
+        let Some(queue) = &s.behind else {
+            return;
+        };
+        // A delete is a write that has already expired: sent as a delete, read as a miss.
+        let tombstones: Vec<(&str, &[u8])>;
+        let (items, expires_at_ms) = match self.sets {
+            Some((items, ttl)) => (items, s.replay_expiry_ms(ttl)),
+            None => {
+                tombstones = self.keys.iter().map(|key| (*key, &[][..])).collect();
+                (&tombstones[..], 1)
+            }
+        };
+        let pushed = queue.push_with(items, expires_at_ms, || s.must_queue(self.keys), false);
+        let queued = match (pushed, self.sets) {
+            (Pushed::Replay, Some((items, ttl))) => s.queue_sets(items, ttl),
+            (Pushed::Replay, None) => s.queue_deletes(self.keys),
+            _ => Ok(()),
+        };
+        if let Err(e) = queued {
+            tracing::warn!(error = %e, "a cancelled write's L2 part could not be queued for replay");
+        }
+        tracing::debug!(
+            keys = self.keys.len(),
+            "a cancelled write's L2 part was handed back to the write-behind queue"
+        );
+    }
+}
+
 impl Shared {
+    /// A [`Requeue`] for a delete of `keys` (`sets`: `None`) or a write-through of `sets`, to
+    /// take before its settle.
+    pub(crate) fn owe<'a>(&'a self, keys: &'a [&'a str], sets: Option<Sets<'a>>) -> Requeue<'a> {
+        Requeue {
+            shared: self,
+            keys,
+            sets,
+            paid: self.behind.is_none(),
+        }
+    }
+
     /// Queues a write for the writer thread, if write-behind is on.
     pub(crate) fn push_behind(
         &self,
@@ -368,12 +453,18 @@ impl Shared {
         Ok(())
     }
 
-    /// A value waiting for L2 answers a read that missed L1 (call after taking the ticket).
-    pub(crate) fn read_behind(&self, key: &str) -> Option<Vec<u8>> {
-        let value = self.behind.as_ref()?.lookup(key)?;
+    /// A write waiting for L2 answers a read that missed L1 (call after taking the ticket):
+    /// with its value, or as a miss if it expired or is a delete.
+    pub(crate) fn read_behind(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        let found = self.behind.as_ref()?.lookup(key, self.clock.now_ms())?;
         self.metrics.consistency.behind_reads.incr();
-        self.metrics.distributed.hits.incr();
-        Some(value)
+        if found.is_some() {
+            self.metrics.distributed.hits.incr();
+        } else {
+            self.metrics.distributed.misses.incr();
+            self.miss(1);
+        }
+        Some(found)
     }
 
     /// Takes the backfill tickets of the keys a batch read must ask L2 for, then answers from
@@ -399,9 +490,11 @@ impl Shared {
                 suspects.remove(key);
                 continue;
             }
-            if let Some(value) = self.read_behind(key) {
+            if let Some(found) = self.read_behind(key) {
                 suspects.remove(key);
-                out.insert(key.to_owned(), value);
+                if let Some(value) = found {
+                    out.insert(key.to_owned(), value);
+                }
                 continue;
             }
             left.push(key);

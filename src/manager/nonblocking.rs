@@ -112,16 +112,20 @@ impl CacheManager {
         let keys = [key];
         let announcement = s.announce(&keys);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
-        s.settle_behind_async(&[key]).await;
+        // The settle drops the key's queued write: dropped before L2 answers, this future hands
+        // the delete back to the write-behind queue.
+        let owed = s.owe(&keys, None);
+        s.settle_behind_async(&keys).await;
         let l2 = match &s.l2 {
-            Some(_) if s.must_queue(&[key]) => {
-                s.queue_deletes(&[key])?;
+            Some(_) if s.must_queue(&keys) => {
+                s.queue_deletes(&keys)?;
                 None
             }
             Some(l2) => Some(l2.delete_async(key).await.map(u64::from)),
             None => None,
         };
-        let out = s.finish_delete(&[key], l1, l2);
+        owed.paid();
+        let out = s.finish_delete(&keys, l1, l2);
         drop(ordered);
         announcement.publish().await;
         Ok(out? > 0)
@@ -171,6 +175,7 @@ impl CacheManager {
         let ordered = s.guard.order_async(keys.iter().copied(), true).await;
         let announcement = s.announce(&keys);
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
+        let owed = s.owe(&keys, None);
         s.settle_behind_async(&keys).await;
         let l2 = match &s.l2 {
             Some(_) if s.must_queue(&keys) => {
@@ -180,6 +185,7 @@ impl CacheManager {
             Some(l2) => Some(l2.delete_many_async(&keys).await),
             None => None,
         };
+        owed.paid();
         let out = s.finish_delete(&keys, l1, l2);
         drop(ordered);
         announcement.publish().await;
@@ -382,10 +388,13 @@ impl CacheManager {
                 return Ok(());
             }
             Route::Through { l2, settle } => {
+                // A settle drops the keys' queued writes: dropped before L2 answers, this future
+                // hands its values back to the write-behind queue.
+                let owed = settle.then(|| s.owe(keys, Some((items, ttl))));
                 if settle {
                     s.settle_behind_async(keys).await;
                 }
-                if settle && s.must_queue(keys) {
+                let out = if settle && s.must_queue(keys) {
                     // The batch the settle waited for failed and queued older writes of these
                     // keys for replay: this newer one goes after them, not to L2 before them.
                     s.queue_sets(items, ttl)
@@ -397,7 +406,11 @@ impl CacheManager {
                         _ => l2.set_many_async(items, l2_ttl).await,
                     };
                     s.finish_write(items, ttl, (started, result))
+                };
+                if let Some(owed) = owed {
+                    owed.paid();
                 }
+                out
             }
         };
         drop(ordered);

@@ -340,8 +340,12 @@ impl Shared {
         if ticket.deleting() {
             return Reread::Done(None);
         }
-        if let Some(value) = self.behind.as_ref().and_then(|q| q.lookup(key)) {
-            return Reread::Done(Some(value));
+        if let Some(found) = self
+            .behind
+            .as_ref()
+            .and_then(|q| q.lookup(key, self.clock.now_ms()))
+        {
+            return Reread::Done(found);
         }
         Reread::AskL2(l2.as_ref(), ticket)
     }
@@ -428,7 +432,7 @@ impl Shared {
             return Err(None);
         }
         match self.read_behind(key) {
-            Some(value) => Err(Some(value)),
+            Some(found) => Err(found),
             None => Ok(ticket),
         }
     }
@@ -500,7 +504,7 @@ impl Shared {
         if behind.settle_epoch(key) == ticket.settled() {
             return None;
         }
-        Some(behind.lookup(key))
+        Some(behind.lookup(key, self.clock.now_ms()).flatten())
     }
 
     /// Copies an L2 hit into L1, unless a write raced it or L1's admission policy refuses it
