@@ -172,7 +172,11 @@ fn an_async_delete_dropped_while_it_settles_is_still_sent_to_l2() {
         "the delete waits for the batch in flight"
     );
     drop(delete);
-    assert_eq!(s.cache.get::<u32>("k").unwrap(), None, "read while the batch is in flight");
+    assert_eq!(
+        s.cache.get::<u32>("k").unwrap(),
+        None,
+        "read while the batch is in flight"
+    );
     gate.release();
     s.cache.flush().unwrap();
     assert_eq!(l2_value(&s, "k"), None, "L2 kept the in-flight value");

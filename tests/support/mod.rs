@@ -1,6 +1,11 @@
 //! Test harness: real `redis-server` / `memcached` processes on free loopback ports, each in its
 //! own temp dir, killed (and reaped) on drop; and a three-node Redis Cluster.
 //!
+//! A server dies with the test that started it even when the test process is killed (SIGKILL, a
+//! CI timeout), where no drop runs: it is started under `setpriv --pdeathsig KILL` (util-linux),
+//! so the kernel kills it when the thread that started it ends. An orphaned server once skewed
+//! every bench that ran after it.
+//!
 //! A missing binary fails the test with the Debian package to install; nothing is skipped.
 //! Waiting for a server is an event wait: we poll the server's own answer (`PING`, `version`,
 //! `CLUSTER INFO`) with a bounded deadline.
@@ -34,6 +39,15 @@ pub fn require(binary: &str, package: &str) {
     );
 }
 
+/// A command that runs `program` so that it is killed when the calling thread ends, also when
+/// the process is killed (see the module docs). Start a server from the thread that owns it.
+pub fn dies_with_us(program: &str) -> Command {
+    require("setpriv", "util-linux");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--pdeathsig", "KILL", "--", program]);
+    cmd
+}
+
 /// A loopback port that is free now, and whose `+10000` cluster-bus port is free too.
 pub fn free_port() -> u16 {
     // Test binaries run at once: start each process at its own place in 20000..29000.
@@ -61,7 +75,7 @@ fn probe(port: u16, command: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let started = Instant::now();
     while !ready() {
         assert!(
@@ -243,7 +257,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = dies_with_us("redis-server");
         match &self.tls {
             Some(certs) => {
                 cmd.args([
@@ -417,6 +431,11 @@ pub struct MemcachedServer {
 }
 
 impl MemcachedServer {
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// A 64 MiB server on a free port.
     pub fn start() -> Self {
         Self::start_with(&[])
@@ -437,7 +456,7 @@ impl MemcachedServer {
     fn spawn(&mut self) {
         // `-u root` only matters when run as root (memcached refuses root without it).
         self.child = Some(
-            Command::new("memcached")
+            dies_with_us("memcached")
                 .args([
                     "-l",
                     "127.0.0.1",

@@ -1,0 +1,72 @@
+//! The test harness's own promise: a server a test starts dies with the test process even when
+//! that process is killed with SIGKILL, where no drop runs. A test process starts a Redis and a
+//! memcached server and is killed; both servers must be gone soon after.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+/// Set in the child: start the servers, print their pids, and wait to be killed.
+const ENV_OWNER: &str = "UNO_SERVER_OWNER";
+
+/// Run only as the child of the test below.
+#[test]
+#[ignore = "the child process of servers_die_with_the_process_that_started_them"]
+fn server_owner() {
+    if std::env::var_os(ENV_OWNER).is_none() {
+        return;
+    }
+    let redis = support::RedisServer::start();
+    let memcached = support::MemcachedServer::start();
+    println!("@{} {}", redis.pid().unwrap(), memcached.pid().unwrap());
+    // Until the parent kills this process (its stdin stays open until then).
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+fn alive(pid: u32) -> bool {
+    // A killed child of a killed parent is reaped by init: its /proc entry goes (a zombie
+    // waiting for that counts as dead).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')))
+}
+
+#[test]
+fn servers_die_with_the_process_that_started_them() {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "server_owner",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV_OWNER, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let line = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.split_once('@').map(|(_, pids)| pids.to_owned()))
+        .expect("the child printed its servers' pids");
+    let pids: Vec<u32> = line.split(' ').map(|p| p.parse().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "{line}");
+    assert!(pids.iter().all(|&pid| alive(pid)), "the servers run: {pids:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Not our children: nothing to wait on but their /proc entries, polled.
+    support::wait_until("the servers' end after the test process was killed", || {
+        !pids.iter().any(|&pid| alive(pid))
+    });
+}
