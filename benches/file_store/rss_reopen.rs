@@ -31,7 +31,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy,
@@ -231,9 +230,8 @@ fn report_child<T>(task: &str, before: u64, half: u64, _engine: &T) {
         );
     } else {
         println!("ready");
-        loop {
-            std::thread::sleep(Duration::from_secs(60));
-        }
+        // Until the parent kills it; a parent gone first closes the pipe, and this ends too.
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
     }
 }
 
@@ -244,8 +242,11 @@ fn child(task: &str, dir: &Path, key_len: usize) -> BenchResult<Vec<String>> {
         .env(CHILD, task)
         .env("UNO_BENCH_CHILD_DIR", dir)
         .env("UNO_BENCH_CHILD_KEY_LEN", key_len.to_string())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
+    // Held open while the child runs: it waits on it, and ends when this process does.
+    let _stdin = proc.stdin.take();
     let stdout = proc.stdout.take().ok_or("child stdout")?;
     let mut lines = Vec::new();
     for line in BufReader::new(stdout).lines() {
