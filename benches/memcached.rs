@@ -4,7 +4,8 @@
 //! the cost of a circuit breaker per host (with / without).
 //!
 //! `cargo bench --bench memcached` (add `-- --quick` or set `UNO_BENCH_QUICK=1` for a short run).
-//! Prints one line per comparison; `ratio` = ours / peer for throughput, higher is better.
+//! Prints one line per comparison (get, set and get_many: the median of alternating rounds);
+//! `ratio` = ours / peer for throughput, higher is better.
 //! Loopback latency on a 2-vCPU machine depends on whether client and server share a vCPU:
 //! compare only within a run.
 
@@ -16,15 +17,22 @@
     clippy::cast_precision_loss
 )]
 
+#[path = "shared/stats.rs"]
+mod stats;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stats::alternating;
+
 use uno_cache::{
     CacheConfig, CacheManager, DistributedStorage, MemcachedOptions, MemcachedStore, NodeBreakers, Storage,
 };
+
+/// Alternating rounds per comparison; each line is the median of them.
+const ROUNDS: usize = 5;
 
 fn rate(ops: u64, took: Duration) -> f64 {
     ops as f64 / took.as_secs_f64()
@@ -67,64 +75,81 @@ fn main() {
         let _: Option<Vec<u8>> = peer.get("p:hit").unwrap();
     }
 
+    // Each comparison below: the median of ROUNDS alternating rounds of a fifth of the ops.
+    let per_round = (ops / ROUNDS as u64).max(1);
+
     // get (hit), sync API.
-    let started = Instant::now();
-    for _ in 0..ops {
-        assert!(ours.get("hit").unwrap().is_some());
-    }
-    let ours_get = rate(ops, started.elapsed());
-    let started = Instant::now();
-    for _ in 0..ops {
-        let v: Option<Vec<u8>> = peer.get("p:hit").unwrap();
-        assert!(v.is_some());
-    }
-    line(
-        "memcached_get_hit",
-        ours_get,
-        "memcache-crate",
-        rate(ops, started.elapsed()),
+    let (ours_get, peer_get) = alternating(
+        ROUNDS,
+        || {
+            let started = Instant::now();
+            for _ in 0..per_round {
+                assert!(ours.get("hit").unwrap().is_some());
+            }
+            rate(per_round, started.elapsed())
+        },
+        || {
+            let started = Instant::now();
+            for _ in 0..per_round {
+                let v: Option<Vec<u8>> = peer.get("p:hit").unwrap();
+                assert!(v.is_some());
+            }
+            rate(per_round, started.elapsed())
+        },
     );
+    line("memcached_get_hit", ours_get, "memcache-crate", peer_get);
 
     // set, sync API.
-    let started = Instant::now();
-    for i in 0..ops {
-        ours.set(&format!("k{}", i % 1000), &value, Some(Duration::from_secs(60)))
-            .unwrap();
-    }
-    let ours_set = rate(ops, started.elapsed());
-    let started = Instant::now();
-    for i in 0..ops {
-        peer.set(&format!("p:k{}", i % 1000), value.as_slice(), 61)
-            .unwrap();
-    }
-    line(
-        "memcached_set",
-        ours_set,
-        "memcache-crate",
-        rate(ops, started.elapsed()),
+    let (ours_set, peer_set) = alternating(
+        ROUNDS,
+        || {
+            let started = Instant::now();
+            for i in 0..per_round {
+                ours.set(&format!("k{}", i % 1000), &value, Some(Duration::from_secs(60)))
+                    .unwrap();
+            }
+            rate(per_round, started.elapsed())
+        },
+        || {
+            let started = Instant::now();
+            for i in 0..per_round {
+                peer.set(&format!("p:k{}", i % 1000), value.as_slice(), 61)
+                    .unwrap();
+            }
+            rate(per_round, started.elapsed())
+        },
     );
+    line("memcached_set", ours_set, "memcache-crate", peer_set);
 
     // get_many of 100 keys (all hits): ours vs the crate's multi-get.
     let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let peer_keys: Vec<String> = keys.iter().map(|k| format!("p:{k}")).collect();
     let peer_refs: Vec<&str> = peer_keys.iter().map(String::as_str).collect();
-    let batches = ops / 20;
-    let started = Instant::now();
-    for _ in 0..batches {
-        assert_eq!(ours.get_many(&key_refs).unwrap().len(), 100);
-    }
-    let ours_many = rate(batches * 100, started.elapsed());
-    let started = Instant::now();
-    for _ in 0..batches {
-        let got: std::collections::HashMap<String, Vec<u8>> = peer.gets(&peer_refs).unwrap();
-        assert_eq!(got.len(), 100);
-    }
+    let batches = (ops / 20 / ROUNDS as u64).max(1);
+    let (ours_many, peer_many) = alternating(
+        ROUNDS,
+        || {
+            let started = Instant::now();
+            for _ in 0..batches {
+                assert!(ours.get_many(&key_refs).unwrap().iter().all(Option::is_some));
+            }
+            rate(batches * 100, started.elapsed())
+        },
+        || {
+            let started = Instant::now();
+            for _ in 0..batches {
+                let got: std::collections::HashMap<String, Vec<u8>> = peer.gets(&peer_refs).unwrap();
+                assert_eq!(got.len(), 100);
+            }
+            rate(batches * 100, started.elapsed())
+        },
+    );
     line(
         "memcached_get_many_100_keys",
         ours_many,
         "memcache-crate-gets",
-        rate(batches * 100, started.elapsed()),
+        peer_many,
     );
 
     // set_each of 1 000 keys (the write-behind flush call) vs the crate's one `set` per key

@@ -8,7 +8,8 @@
 //! `cargo bench --bench redis --features redis` (add `-- --quick` or set `UNO_BENCH_QUICK=1` for
 //! a short run; `UNO_BENCH_ONLY=redis_get_hit_async_x64` or `UNO_BENCH_ONLY=cluster_node_breakers`
 //! runs only that part).
-//! Prints one line per comparison; `ratio` = ours / peer, higher is better. Loopback latency on a
+//! Prints one line per comparison, the median of alternating rounds; `ratio` = ours / peer,
+//! higher is better. Loopback latency on a
 //! 2-vCPU machine depends on whether client and server share a vCPU: compare only within a run,
 //! or pin both (`taskset -c 0 cargo bench --bench redis`).
 
@@ -29,7 +30,10 @@ use uno_cache::{DistributedStorage, NodeBreakers, RedisOptions, RedisStore, Stor
 
 #[path = "shared/stats.rs"]
 mod stats;
-use stats::median;
+use stats::{alternating, median};
+
+/// Alternating rounds per comparison; each line is the median of them.
+const ROUNDS: usize = 5;
 
 fn rate(ops: u64, took: Duration) -> f64 {
     ops as f64 / took.as_secs_f64()
@@ -78,56 +82,80 @@ fn main() {
         return;
     }
 
+    // Each comparison: the median of ROUNDS alternating rounds of a fifth of the ops each.
+    let per_round = (ops / ROUNDS as u64).max(1);
+
     // get (hit), sync API.
-    let started = Instant::now();
-    for _ in 0..ops {
-        assert!(ours.get("hit").unwrap().is_some());
-    }
-    let ours_get = rate(ops, started.elapsed());
-    let started = Instant::now();
-    for _ in 0..ops {
-        let v: Option<Vec<u8>> = redis::cmd("GET").arg("p:hit").query(&mut peer).unwrap();
-        assert!(v.is_some());
-    }
-    let peer_get = rate(ops, started.elapsed());
+    let (ours_get, peer_get) = alternating(
+        ROUNDS,
+        || {
+            let started = Instant::now();
+            for _ in 0..per_round {
+                assert!(ours.get("hit").unwrap().is_some());
+            }
+            rate(per_round, started.elapsed())
+        },
+        || {
+            let started = Instant::now();
+            for _ in 0..per_round {
+                let v: Option<Vec<u8>> = redis::cmd("GET").arg("p:hit").query(&mut peer).unwrap();
+                assert!(v.is_some());
+            }
+            rate(per_round, started.elapsed())
+        },
+    );
     line("redis_get_hit", ours_get, "redis-rs-sync", peer_get);
 
     // set, sync API.
-    let started = Instant::now();
-    for i in 0..ops {
-        ours.set(&format!("k{}", i % 1000), &value, Some(Duration::from_secs(60)))
-            .unwrap();
-    }
-    let ours_set = rate(ops, started.elapsed());
-    let started = Instant::now();
-    for i in 0..ops {
-        redis::cmd("SET")
-            .arg(format!("p:k{}", i % 1000))
-            .arg(&value)
-            .arg("PX")
-            .arg(60_000)
-            .exec(&mut peer)
-            .unwrap();
-    }
-    let peer_set = rate(ops, started.elapsed());
+    let (ours_set, peer_set) = alternating(
+        ROUNDS,
+        || {
+            let started = Instant::now();
+            for i in 0..per_round {
+                ours.set(&format!("k{}", i % 1000), &value, Some(Duration::from_secs(60)))
+                    .unwrap();
+            }
+            rate(per_round, started.elapsed())
+        },
+        || {
+            let started = Instant::now();
+            for i in 0..per_round {
+                redis::cmd("SET")
+                    .arg(format!("p:k{}", i % 1000))
+                    .arg(&value)
+                    .arg("PX")
+                    .arg(60_000)
+                    .exec(&mut peer)
+                    .unwrap();
+            }
+            rate(per_round, started.elapsed())
+        },
+    );
     line("redis_set", ours_set, "redis-rs-sync", peer_set);
 
-    // get_many of 100 keys (one MGET each side).
+    // get_many of 100 keys (one MGET each side), every key a hit.
     let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let peer_keys: Vec<String> = keys.iter().map(|k| format!("p:{k}")).collect();
-    let batches = ops / 20;
-    let started = Instant::now();
-    for _ in 0..batches {
-        assert_eq!(ours.get_many(&refs).unwrap().len(), 100);
-    }
-    let ours_many = rate(batches * 100, started.elapsed());
-    let started = Instant::now();
-    for _ in 0..batches {
-        let v: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&peer_keys).query(&mut peer).unwrap();
-        assert_eq!(v.len(), 100);
-    }
-    let peer_many = rate(batches * 100, started.elapsed());
+    let batches = (ops / 20 / ROUNDS as u64).max(1);
+    let (ours_many, peer_many) = alternating(
+        ROUNDS,
+        || {
+            let started = Instant::now();
+            for _ in 0..batches {
+                assert!(ours.get_many(&refs).unwrap().iter().all(Option::is_some));
+            }
+            rate(batches * 100, started.elapsed())
+        },
+        || {
+            let started = Instant::now();
+            for _ in 0..batches {
+                let v: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&peer_keys).query(&mut peer).unwrap();
+                assert!(v.iter().all(Option::is_some));
+            }
+            rate(batches * 100, started.elapsed())
+        },
+    );
     line(
         "redis_get_many_100 (keys/s)",
         ours_many,

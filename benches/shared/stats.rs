@@ -12,3 +12,25 @@ pub fn median(values: &[f64]) -> f64 {
         _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
+
+/// Runs `ours` and `peer` `rounds` times each, alternating which goes first, and returns the
+/// median of what each returned (a rate): so that a drift of the machine during the run (a
+/// server warming up, another process) weighs on both sides alike.
+#[allow(dead_code)] // Each bench binary compiles this module; not every one alternates.
+pub fn alternating(
+    rounds: usize,
+    mut ours: impl FnMut() -> f64,
+    mut peer: impl FnMut() -> f64,
+) -> (f64, f64) {
+    let (mut o, mut p) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            o.push(ours());
+            p.push(peer());
+        } else {
+            p.push(peer());
+            o.push(ours());
+        }
+    }
+    (median(&o), median(&p))
+}
