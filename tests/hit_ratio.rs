@@ -91,11 +91,12 @@ fn web12_slice_file_and_memory_tiers_hold_their_hit_ratios() {
 #[test]
 fn a_loop_over_twice_the_capacity_keeps_a_fixed_part_in_both_tiers() {
     let trace = loop_pattern(2_000, 8);
-    let row = run("loop 2000", &trace, 1_000);
+    let row = run_median("loop 2000", &trace, 1_000);
     // LRU hits nothing: every key is evicted just before it comes back.
     assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
-    // From below only: with admission the figure depends on the hash seed (see the pins).
+    // With admission the figure depends on the hash seed (see the pins): the median of three.
     assert!(row.file >= FILE_LOOP_FLOOR, "file tier {:.2}%", row.file);
+    assert_file_tier_within("loop 2000", &row, 2.0);
     assert_memory_tier_matches_quick_cache("loop 2000", &row);
 }
 
@@ -106,7 +107,7 @@ fn fills_refused_by_admission_keep_most_of_a_loop_over_four_thirds_of_the_capaci
     // entries it holds are read on every pass. Writing every fill got 50%. A refused key comes
     // back after 4/3 of the entries of reads, within the window in which a refused fill read
     // again is let in (`src/local/file/refused.rs`), so some of them turn the log: 66 to 68
-    // before that rule, 58 to 64 since (one store each).
+    // before that rule, 56.7 to 64.2 since (one store each).
     let trace = loop_pattern(2_000, 8);
     let row = run_median("loop 2000 in 1500", &trace, 1_500);
     assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
@@ -334,14 +335,16 @@ fn a_block_device_keeps_its_read_extents_through_scans_of_new_blocks() {
 /// quick_cache: 58.3 and 66.6; LRU: 56.3 and 65.8.
 const FILE_WEB12_10: f64 = 58.4;
 const FILE_WEB12_25: f64 = 66.9;
-/// quick_cache: 42.7; LRU: 0. The file tier keeps at most three quarters of its capacity across
-/// an eviction, so a loop over twice the capacity is bound to about 3/4 of quick_cache's share
-/// if every miss is written; refused fills get it further.
-const FILE_LOOP_FLOOR: f64 = 38.5;
+/// quick_cache: 42.7 to 43.9; LRU: 0. The file tier keeps at most three quarters of its
+/// capacity across an eviction, so a loop over twice the capacity is bound to about 3/4 of
+/// quick_cache's share if every miss is written; refused fills get it further: the median of
+/// three stores 42.8 to 44.2 (15 runs), one store 40.4 to 43.4.
+const FILE_LOOP_FLOOR: f64 = 41.5;
 /// quick_cache: about 54; LRU: 0. One store 62.2 to 66.1 before refused fills that come back
 /// were let in (`src/local/file/refused.rs`), 56.7 to 64.2 since (16 stores), so the test takes
-/// the median of three and asks for a point above quick_cache where it asked for three.
-const FILE_LOOP_4_3_FLOOR: f64 = 55.0;
+/// the median of three and asks for a point above quick_cache where it asked for three. The
+/// median of three 57.7 to 62.1 (15 runs).
+const FILE_LOOP_4_3_FLOOR: f64 = 56.5;
 /// quick_cache: 15.6; LRU: 0. 11.2 before fills were weighed against recent fills
 /// (`admission::RecentFills`); with them 15.4 to 16.1 by the seed (10 processes); since what
 /// is written while the store fills up starts protected and refused fills that come back are
@@ -379,9 +382,9 @@ const FILE_BURSTS_FLOOR: f64 = 50.5;
 /// quick_cache: 43.7; LRU: 0. 45.1 (one process).
 const FILE_COLD_LOOP_FLOOR: f64 = 43.0;
 /// quick_cache: about 72; LRU: 87.4. One store 62.1 to 69.5 (28 stores; 64.1 or more but for
-/// one); 54.6 to 57.9 before refused fills that come back were let in (6 stores). The floor
-/// sits below the lowest store, for the median of three.
-const FILE_SLIDING_FLOOR: f64 = 60.0;
+/// one); 54.6 to 57.9 before refused fills that come back were let in (6 stores). The median of
+/// three 63.0 to 68.5 (15 runs); the floor sits below the lowest.
+const FILE_SLIDING_FLOOR: f64 = 61.5;
 
 /// Hit ratios of the memory tier in front of the file tier, driven through the manager's typed
 /// calls, and of what a user would write by hand instead, a `quick_cache` of the same capacity
