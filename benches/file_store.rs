@@ -26,9 +26,9 @@
 //!
 //! Values are copied out on both sides (`Vec<u8>`). Durability is comparable, and weak on both
 //! sides: writes use `Durability::None` for the `FileStore` and `redb::Durability::None` on every
-//! write transaction. The `FileStore` still fsyncs a segment when it seals it (every 64 MiB with
-//! the default options, so once per `file_set_*` repetition); that fsync is in our figures, and
-//! on this machine it was about a fifth of the `file_set_seq_1k` wall time. Before reads, both are made
+//! write transaction. The `FileStore` fsyncs a sealed segment later, from its compactor or at
+//! `close`, outside the timed writes (as redb's `None` commits leave their data unsynced): neither
+//! side's `file_set_*` figure holds an fsync. Before reads, both are made
 //! durable (`flush`, an `Immediate` commit). Everything runs against a warm page cache in a
 //! temporary directory on the current disk (`UNO_BENCH_DIR` picks another parent directory).
 //!
