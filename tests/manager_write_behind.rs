@@ -420,23 +420,19 @@ fn a_batch_with_a_refused_value_still_deletes_the_writes_that_expired_while_queu
     );
 }
 
-#[test]
-#[cfg(feature = "memcached")] // a real server that refuses a value the store's limit allows
-fn a_write_made_after_a_settle_gave_up_on_a_slow_batch_is_not_undone_by_that_batch() {
-    // A batch with a value L2 refuses is sent again one key at a time, one L2 round trip each,
-    // so it can outlast a settle's wait (four L2 timeouts). The set that gave up waiting wrote
-    // through; the batch's later calls must not then undo it with the older write of its key
-    // (here: the delete of that write, which expired while queued).
-    let server = support::MemcachedServer::start_with(&["-I", "1m"]);
-    let store = uno_cache::MemcachedStore::connect(
-        uno_cache::MemcachedOptions::new(server.addr())
-            .prefix("wb:")
-            .max_item_size(4 << 20),
-    )
-    .unwrap();
+/// A write-behind manager in front of a real memcached (`options`), behind a gate, with a
+/// memory L1; both on the returned manual clock.
+#[cfg(feature = "memcached")]
+fn behind_memcached(
+    options: uno_cache::MemcachedOptions,
+    config: CacheConfig,
+) -> (
+    Arc<GatedStore<uno_cache::MemcachedStore>>,
+    uno_cache::CacheManager,
+    ManualClock,
+) {
+    let store = uno_cache::MemcachedStore::connect(options).unwrap();
     let gated = GatedStore::new(Arc::new(store));
-    let mut config = config(3, None);
-    config.distributed.timeout_ms = 25;
     let clock = ManualClock::new(START_MS);
     let cache = uno_cache::CacheManager::builder()
         .config(config)
@@ -447,6 +443,25 @@ fn a_write_made_after_a_settle_gave_up_on_a_slow_batch_is_not_undone_by_that_bat
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
+    (gated, cache, clock)
+}
+
+#[test]
+#[cfg(feature = "memcached")] // a real server that refuses a value the store's limit allows
+fn a_write_made_after_a_settle_gave_up_on_a_slow_batch_is_not_undone_by_that_batch() {
+    // A batch with a value L2 refuses is sent again one key at a time, one L2 round trip each,
+    // so it can outlast a settle's wait (four L2 timeouts). The set that gave up waiting wrote
+    // through; the batch's later calls must not then undo it with the older write of its key
+    // (here: the delete of that write, which expired while queued).
+    let server = support::MemcachedServer::start_with(&["-I", "1m"]);
+    let mut config = config(3, None);
+    config.distributed.timeout_ms = 25;
+    let (gated, cache, clock) = behind_memcached(
+        uno_cache::MemcachedOptions::new(server.addr())
+            .prefix("wb:")
+            .max_item_size(4 << 20),
+        config,
+    );
     let first = gated.gate("set_each", "first", Point::Before);
     cache.set("first", &1u32, None).unwrap();
     first.wait_entered();
@@ -481,23 +496,13 @@ fn a_batch_whose_expired_writes_could_not_be_deleted_counts_and_replays_only_tho
     // L2 took the batch's live writes, then went down before the deletes of the writes that
     // expired while queued: only those deletes are unsent.
     let mut server = support::MemcachedServer::start();
-    let store =
-        uno_cache::MemcachedStore::connect(uno_cache::MemcachedOptions::new(server.addr()).prefix("wb:"))
-            .unwrap();
-    let gated = GatedStore::new(Arc::new(store));
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(10_000, Some(dir.path()));
     config.offline.replay_interval_ms = 3_600_000;
-    let clock = ManualClock::new(START_MS);
-    let cache = uno_cache::CacheManager::builder()
-        .config(config)
-        .local(Arc::new(
-            uno_cache::MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap(),
-        ))
-        .distributed(gated.clone())
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
+    let (gated, cache, clock) = behind_memcached(
+        uno_cache::MemcachedOptions::new(server.addr()).prefix("wb:"),
+        config,
+    );
     let first = gated.gate("set_each", "first", Point::Before);
     cache.set("first", &1u32, None).unwrap();
     first.wait_entered();
