@@ -282,27 +282,41 @@ impl Shared {
     pub(crate) fn read_l1(&self, key: &str) -> Result<L1Read> {
         let m = &self.metrics.local;
         let start = stats::sample_l1();
-        let checked = self.check_freshness.load(Ordering::Acquire);
-        let result = if checked {
-            self.l1.get_checked(key)
-        } else {
-            self.l1.get(key).map(|e| e.map(|e| (e, Freshness::Trusted)))
-        };
+        let result = self.look_l1(key);
         m.get_latency.record_since(start);
         match result {
-            Ok(Some((entry, freshness))) => {
-                if checked && (freshness == Freshness::Suspect || self.distrust_l1.load(Ordering::Acquire)) {
-                    return Ok(L1Read::Suspect(entry));
-                }
+            Ok(L1Read::Hit(value)) => {
                 m.hits.incr();
-                Ok(L1Read::Hit(entry.value))
+                Ok(L1Read::Hit(value))
             }
-            Ok(None) => {
+            Ok(L1Read::Miss) => {
                 m.misses.incr();
                 Ok(L1Read::Miss)
             }
+            Ok(suspect @ L1Read::Suspect(_)) => Ok(suspect),
             Err(e) => self.failed(Level::Local, "get", key, e).map(|()| L1Read::Miss),
         }
+    }
+
+    /// What L1 holds for `key`, and whether it may vouch for it (see `check_freshness` and
+    /// `distrust_l1`); neither counted nor timed.
+    fn look_l1(&self, key: &str) -> Result<L1Read> {
+        let checked = self.check_freshness.load(Ordering::Acquire);
+        let found = if checked {
+            self.l1.get_checked(key)?
+        } else {
+            self.l1.get(key)?.map(|e| (e, Freshness::Trusted))
+        };
+        Ok(match found {
+            Some((entry, freshness))
+                if checked
+                    && (freshness == Freshness::Suspect || self.distrust_l1.load(Ordering::Acquire)) =>
+            {
+                L1Read::Suspect(entry)
+            }
+            Some((entry, _)) => L1Read::Hit(entry.value),
+            None => L1Read::Miss,
+        })
     }
 
     /// A loading call's leader looks at the key again once it leads, for what a load that just
@@ -311,22 +325,10 @@ impl Shared {
     /// counted: the caller's read was counted once, as the miss that made it lead. Errors are
     /// counted, as every level call's.
     pub(crate) fn leader_reread(&self, key: &str) -> Reread<'_> {
-        let found = if self.check_freshness.load(Ordering::Acquire) {
-            match self.l1.get_checked(key) {
-                Ok(None) => None,
-                Ok(Some((entry, Freshness::Trusted))) if !self.distrust_l1.load(Ordering::Acquire) => {
-                    Some(entry)
-                }
-                _ => return Reread::Full,
-            }
-        } else {
-            match self.l1.get(key) {
-                Ok(found) => found,
-                Err(_) => return Reread::Full,
-            }
-        };
-        if let Some(entry) = found {
-            return Reread::Done(Some(entry.value));
+        match self.look_l1(key) {
+            Ok(L1Read::Hit(value)) => return Reread::Done(Some(value)),
+            Ok(L1Read::Miss) => {}
+            Ok(L1Read::Suspect(_)) | Err(_) => return Reread::Full,
         }
         let Some(l2) = &self.l2 else {
             return Reread::Done(None);
