@@ -406,15 +406,17 @@ impl Drop for Requeue<'_> {
         let queued = match (pushed, self.sets) {
             (Pushed::Replay, Some((items, ttl))) => s.queue_sets(items, ttl),
             (Pushed::Replay, None) => s.queue_deletes(self.keys),
-            _ => Ok(()),
+            _ => {
+                tracing::debug!(
+                    keys = self.keys.len(),
+                    "a cancelled write's L2 part was handed back to the write-behind queue"
+                );
+                Ok(())
+            }
         };
         if let Err(e) = queued {
             tracing::warn!(error = %e, "a cancelled write's L2 part could not be queued for replay");
         }
-        tracing::debug!(
-            keys = self.keys.len(),
-            "a cancelled write's L2 part was handed back to the write-behind queue"
-        );
     }
 }
 
