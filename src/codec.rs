@@ -9,13 +9,17 @@
 //! | `0x4A` | JSON through `serde_json`                              |
 //!
 //! Decoding checks the tag first, so a value is never decoded by the wrong codec: a mismatch is
-//! [`Error::CodecMismatch`] naming the key and both codecs. The raw-bytes API
+//! [`Error::CodecMismatch`] naming the key and both codecs. A damaged or hostile payload is an
+//! [`Error::Decode`], never an abort: lengths are bounded by the payload's size, and nesting by
+//! 128 levels (bincode has no bound of its own, see `depth`). The raw-bytes API
 //! (`CacheManager::get_raw`, …) stores bytes untouched, with no tag.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{key_for_error, Error, Result};
+
+mod depth;
 
 /// Tag byte of bincode 2 (standard configuration).
 const TAG_BINCODE: u8 = 0xB2;
@@ -130,6 +134,8 @@ impl Codec {
                     "a length in the value is longer than its {} bytes allow",
                     payload.len()
                 )),
+                // serde's own messages (and the depth bound's), without bincode's Debug dress.
+                Err(bincode::error::DecodeError::OtherString(reason)) => Err(reason),
                 Err(e) => Err(e.to_string()),
             },
             Kind::Json => serde_json::from_slice::<T>(payload).map_err(|e| e.to_string()),
@@ -154,6 +160,11 @@ impl Codec {
 /// `u128`.
 const CLAIMS_PER_BYTE: usize = 16;
 
+/// The deepest a bincode value may nest (each sequence, map, struct, enum, `Option` and newtype
+/// is a level), as `serde_json`'s own bound for JSON is 128: deep enough for any value a program
+/// builds, and shallow enough that decoding stays within the 2 MiB stack of a spawned thread.
+const MAX_DEPTH: usize = 128;
+
 /// bincode's `decode_from_slice` with a byte limit sized to the payload. Without a limit, bincode
 /// allocates a `String` or byte buffer as long as the length read from the bytes says before it
 /// reads them: a damaged value, or one written as another type (a `u64` read as a `String`),
@@ -165,13 +176,12 @@ fn decode_bincode<T: DeserializeOwned>(
     payload: &[u8],
 ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
     use bincode::config::standard;
-    use bincode::serde::decode_from_slice;
     let need = payload.len().saturating_mul(CLAIMS_PER_BYTE);
     macro_rules! limited {
         ($($bits:literal),*) => {
             $(
                 if need <= 1usize << $bits {
-                    return decode_from_slice(payload, standard().with_limit::<{ 1usize << $bits }>());
+                    return decode_bounded(payload, standard().with_limit::<{ 1usize << $bits }>());
                 }
             )*
         };
@@ -180,7 +190,47 @@ fn decode_bincode<T: DeserializeOwned>(
     #[cfg(target_pointer_width = "64")]
     limited!(32, 33, 34, 35, 36);
     // Beyond any value a level stores (4 GiB, the file store's bound).
-    decode_from_slice(payload, standard().with_limit::<{ usize::MAX }>())
+    decode_bounded(payload, standard().with_limit::<{ usize::MAX }>())
+}
+
+/// Decodes a `T` from the front of `payload` through [`depth::Limited`], returning it with the
+/// number of bytes it took (what bincode's `decode_from_slice` does, plus the depth bound).
+fn decode_bounded<T: DeserializeOwned>(
+    payload: &[u8],
+    config: impl bincode::config::Config,
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    let mut reader = Rest(payload);
+    let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(&mut reader, config);
+    let value = T::deserialize(depth::Limited::new(decoder.as_deserializer(), MAX_DEPTH))?;
+    Ok((value, payload.len() - reader.0.len()))
+}
+
+/// bincode's slice reader, with the unread rest of the slice in sight (bincode's own keeps it
+/// private), so that trailing bytes can be told apart.
+struct Rest<'a>(&'a [u8]);
+
+impl bincode::de::read::Reader for Rest<'_> {
+    #[inline]
+    fn read(&mut self, bytes: &mut [u8]) -> std::result::Result<(), bincode::error::DecodeError> {
+        let Some((read, rest)) = self.0.split_at_checked(bytes.len()) else {
+            return Err(bincode::error::DecodeError::UnexpectedEnd {
+                additional: bytes.len() - self.0.len(),
+            });
+        };
+        bytes.copy_from_slice(read);
+        self.0 = rest;
+        Ok(())
+    }
+
+    #[inline]
+    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
+        self.0.get(..n)
+    }
+
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.0 = self.0.get(n..).unwrap_or_default();
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +305,128 @@ mod tests {
             let err = Codec::bincode().decode::<String>("k", &bytes).unwrap_err();
             assert!(matches!(&err, Error::Decode { .. }), "{len}: {err:?}");
         }
+    }
+
+    /// A recursive type, as a user's tree or linked list would be.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+
+    fn nested(depth: usize) -> Tree {
+        (0..depth).fold(Tree::Leaf, |t, _| Tree::Node(Box::new(t)))
+    }
+
+    /// Variant 1 (`Node`) a million times, then variant 0 (`Leaf`): a value of 1 MB that nests a
+    /// million deep. Unlimited, bincode recurses once per level and overflows the stack, which
+    /// aborts the process (a signal, not an error).
+    #[test]
+    fn a_value_nested_deeper_than_the_limit_is_a_decode_error_not_a_stack_overflow() {
+        for codec in [Codec::bincode(), Codec::json()] {
+            let mut bytes = vec![codec.tag()];
+            match codec.0 {
+                Kind::Bincode => {
+                    bytes.extend(std::iter::repeat_n(1u8, 1_000_000));
+                    bytes.push(0);
+                }
+                Kind::Json => {
+                    bytes.extend(std::iter::repeat_n(&b"{\"Node\":"[..], 1_000_000).flatten());
+                    bytes.extend_from_slice(b"\"Leaf\"");
+                    bytes.extend(std::iter::repeat_n(b'}', 1_000_000));
+                }
+            }
+            let err = codec.decode::<Tree>("tree:1", &bytes).unwrap_err();
+            assert!(
+                // serde_json's own bound says "recursion limit exceeded".
+                matches!(&err, Error::Decode { key, reason, .. }
+                    if key == "tree:1" && (reason.contains("nests deeper than 128") || reason.contains("recursion limit"))),
+                "{}: {err:?}",
+                codec.name()
+            );
+        }
+    }
+
+    /// The limit refuses no value a program would build: a value just under it decodes, on a
+    /// thread with the 2 MiB stack Rust gives spawned threads, in a debug build.
+    #[test]
+    fn a_value_nested_just_under_the_limit_decodes_on_a_default_thread() {
+        let ok = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                for codec in [Codec::bincode(), Codec::json()] {
+                    let tree = nested(MAX_DEPTH - 1);
+                    let bytes = codec.encode("k", &tree).unwrap();
+                    let back = codec.decode::<Tree>("k", &bytes).unwrap();
+                    // Dropped one level at a time: a million-deep drop would overflow too, but
+                    // this one is short.
+                    assert!(back == tree, "{}", codec.name());
+                }
+                let bytes = Codec::bincode().encode("k", &nested(MAX_DEPTH)).unwrap();
+                let err = Codec::bincode().decode::<Tree>("k", &bytes).unwrap_err();
+                assert!(
+                    matches!(&err, Error::Decode { reason, .. } if reason.contains("nests deeper")),
+                    "{err:?}"
+                );
+            })
+            .unwrap()
+            .join();
+        assert!(ok.is_ok());
+    }
+
+    /// Every shape serde has passes through the depth bound unchanged, including a type that
+    /// encodes differently for a binary format (`IpAddr` asks `is_human_readable`).
+    #[test]
+    fn every_serde_shape_round_trips_through_the_depth_bound() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Unit;
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Wrapper(u32);
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Pair(i8, char);
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        enum Shape {
+            Empty,
+            One(String),
+            Two(u16, bool),
+            Named { x: f64, tags: Vec<String> },
+        }
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct All {
+            unit: Unit,
+            wrapper: Wrapper,
+            pair: Pair,
+            shapes: Vec<Shape>,
+            map: std::collections::BTreeMap<String, Option<Vec<u8>>>,
+            ip: std::net::IpAddr,
+            big: (i128, u128),
+            float: f32,
+            nothing: (),
+        }
+        let value = All {
+            unit: Unit,
+            wrapper: Wrapper(7),
+            pair: Pair(-3, 'é'),
+            shapes: vec![
+                Shape::Empty,
+                Shape::One("one".into()),
+                Shape::Two(2, true),
+                Shape::Named {
+                    x: 1.5,
+                    tags: vec!["a".into()],
+                },
+            ],
+            map: [("k".to_owned(), Some(vec![1, 2])), ("n".to_owned(), None)].into(),
+            ip: "::1".parse().unwrap(),
+            big: (i128::MIN, u128::MAX),
+            float: 0.25,
+            nothing: (),
+        };
+        let bytes = Codec::bincode().encode("k", &value).unwrap();
+        assert_eq!(Codec::bincode().decode::<All>("k", &bytes).unwrap(), value);
+        // An IPv6 address is 16 bytes in a binary format, its text form in a readable one.
+        let ip: std::net::IpAddr = "::1".parse().unwrap();
+        assert_eq!(Codec::bincode().encode("k", &ip).unwrap().len(), 1 + 1 + 16);
     }
 
     #[test]
