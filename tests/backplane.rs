@@ -384,6 +384,60 @@ fn a_publish_that_failed_while_peers_stayed_subscribed_is_resent_to_them() {
     }
 }
 
+/// A message handed to `publish_later` goes at once and, with `repeat_later_after`, once more
+/// when that delay has passed (what a cancelled write needs: its L2 command may run after the
+/// first). The repeat takes its sequence number when it is sent, so the messages published in
+/// between leave no gap for the subscribers to count.
+#[test]
+fn a_message_published_later_is_sent_again_after_the_repeat_delay_without_a_sequence_gap() {
+    let server = RedisServer::start();
+    let repeat = Duration::from_millis(400);
+    let (a, _) = instance(options(&server).repeat_later_after(repeat));
+    let (b, b_seen) = instance(options(&server));
+    let handed = Instant::now();
+    a.publish_later(&keys(&["cancelled"])).unwrap();
+    b_seen.wait_for("the first message", WAIT, |e| count_messages(e) >= 1);
+    assert!(
+        handed.elapsed() < repeat,
+        "the first message waited for the repeat"
+    );
+    a.publish(&keys(&["other"])).unwrap();
+    b_seen.wait_for("the repeat", WAIT, |e| count_messages(e) >= 3);
+    assert!(handed.elapsed() >= repeat, "the repeat came early");
+    let got: Vec<(Invalidation, u64)> = b_seen
+        .messages()
+        .into_iter()
+        .map(|m| (m.invalidation, m.seq))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (keys(&["cancelled"]), 1),
+            (keys(&["other"]), 2),
+            (keys(&["cancelled"]), 3)
+        ]
+    );
+    assert_eq!(b.stats().sequence_gaps, 0);
+}
+
+/// Without `repeat_later_after`, `publish_later` sends once, and shutdown sends a repeat that is
+/// not yet due rather than losing it.
+#[test]
+fn a_repeat_not_yet_due_at_shutdown_is_sent_then() {
+    let server = RedisServer::start();
+    let (once, _) = instance(options(&server));
+    let (a, _) = instance(options(&server).repeat_later_after(Duration::from_secs(3600)));
+    let (_b, b_seen) = instance(options(&server));
+    once.publish_later(&keys(&["once"])).unwrap();
+    a.publish_later(&keys(&["twice"])).unwrap();
+    b_seen.wait_for("both first messages", WAIT, |e| count_messages(e) >= 2);
+    a.shutdown();
+    b_seen.wait_for("the repeat sent at shutdown", WAIT, |e| count_messages(e) >= 3);
+    let mut got: Vec<Invalidation> = b_seen.messages().into_iter().map(|m| m.invalidation).collect();
+    got.sort_by_key(|inv| format!("{inv:?}"));
+    assert_eq!(got, [keys(&["once"]), keys(&["twice"]), keys(&["twice"])]);
+}
+
 /// A message kept for re-sending when the instance shuts down is sent then, not lost with it
 /// (here the re-send task would wait a minute first).
 #[test]

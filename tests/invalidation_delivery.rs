@@ -311,6 +311,57 @@ fn an_async_write_dropped_at_its_l2_call_still_reaches_the_other_instances_l1() 
     assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v1"[..]));
 }
 
+/// An async write dropped while its SET waits on L2 sends its invalidation at once, so another
+/// instance can hear of it before L2 has run the SET: if that instance reads the key from L2
+/// then, it caches the old value again. A second message, once the L2 timeout has passed (the
+/// SET has run or failed by then), drops it; before, the old value stayed until its TTL.
+#[test]
+fn an_async_write_dropped_at_its_l2_call_is_announced_again_after_the_l2_timeout() {
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let on_bus = format!("hosts = [\"{}\"]", bus.addr());
+    // An L2 timeout well past the pause below, and an L1 TTL far past the test.
+    let (a, b) = (
+        redis_instance(&l2, 1_500, "", &on_bus),
+        redis_instance(&l2, 1_500, "", &on_bus),
+    );
+    b_holds_what_a_set(&a, &b, "k", b"v0");
+    let before = b.stats().consistency.invalidations_received;
+
+    // Writes wait, reads go on: A's SET stays queued on L2 while B reads the old value.
+    let pause_ms = 700;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause_ms)
+        .arg("WRITE")
+        .query(&mut l2.raw())
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancelled = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(50), a.set_raw_async("k", b"v1", None))
+            .await
+            .is_err()
+    });
+    assert!(cancelled, "the set finished while L2 held writes");
+    wait_until("B to hear of the cancelled set", || {
+        b.stats().consistency.invalidations_received > before
+    });
+    // The race this test is about: L2 still has v0, and B caches it again.
+    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v0"[..]));
+
+    let view = RedisStore::connect(RedisOptions::new(l2.addr()).prefix("app:")).unwrap();
+    wait_until("L2 to run the SET the cancelled write sent", || {
+        view.get("k").unwrap().map(|e| e.value).as_deref() == Some(&b"v1"[..])
+    });
+    wait_until("B to hear of the cancelled set a second time", || {
+        b.stats().consistency.invalidations_received > before + 1
+    });
+    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v1"[..]));
+}
+
 /// An async prefix invalidation dropped during L2's scan (a caller's timeout) has dropped the
 /// prefix from this L1: the other instances must hear of it anyway. The `Prefix` message was
 /// published only at the end, so nobody did.

@@ -147,6 +147,11 @@ impl Shared {
 /// timeout, a cancelled request), handed to the backplane's re-send task from `Drop`. Without
 /// it, a write cancelled at its L2 call or at its publish changed this L1 (and often L2: a
 /// command already sent is run) while no other instance heard of it.
+///
+/// Handed over from `Drop`, the message goes twice: at once, and again after the L2 timeout
+/// (`repeat_later_after`, set in `wiring.rs`). The L2 command a cancelled write sent may still
+/// be on its way; an instance that reads the key from L2 after the first message and before
+/// the command runs caches the old value, which only the second message drops.
 pub(crate) struct Announcement<'a> {
     shared: &'a Shared,
     owed: Owed<'a>,

@@ -174,6 +174,13 @@ fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
         .staleness_bound(Duration::from_millis(inv.staleness_bound_ms))
         .publish_timeout(Duration::from_millis(inv.publish_timeout_ms))
         .start_offline(config.fallback_on_error)
+        // A cancelled write's L2 command may run after its first message (see
+        // `Announcement`): the second one comes once it has run or timed out.
+        .repeat_later_after(if config.distributed.enabled {
+            Duration::from_millis(config.distributed.timeout_ms)
+        } else {
+            Duration::ZERO
+        })
 }
 
 /// An L1, the same as a file store when it is one, and its directory when it has one.

@@ -6,7 +6,7 @@ mod subscriber;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -46,6 +46,7 @@ pub struct BackplaneOptions {
     instance_id: Option<InstanceId>,
     republish_limit: usize,
     start_offline: bool,
+    repeat_after: Duration,
 }
 
 impl BackplaneOptions {
@@ -70,6 +71,7 @@ impl BackplaneOptions {
             instance_id: None,
             republish_limit: DEFAULT_REPUBLISH_LIMIT,
             start_offline: false,
+            repeat_after: Duration::ZERO,
         }
     }
 
@@ -117,6 +119,17 @@ impl BackplaneOptions {
     /// it, they are replaced by one [`Invalidation::All`].
     pub fn republish_limit(mut self, limit: usize) -> Self {
         self.republish_limit = limit;
+        self
+    }
+
+    /// Sends each message handed to [`Backplane::publish_later`] a second time, this long after
+    /// (default zero: once). Set it to the L2's timeout when the messages come from writes
+    /// cancelled while their L2 command was in flight: that command may still run after the
+    /// first message, and an instance that read the key from L2 in between keeps the old value;
+    /// the second message, sent once the command has run or timed out, drops it. A cache
+    /// manager sets it so.
+    pub fn repeat_later_after(mut self, delay: Duration) -> Self {
+        self.repeat_after = delay;
         self
     }
 
@@ -260,6 +273,7 @@ pub struct Backplane {
     shared: Arc<Shared>,
     publisher: Arc<Publisher>,
     publish_timeout: Duration,
+    repeat_after: Duration,
     // Field order is drop order: the subscriber task stops, then the resend task, then the
     // handle on the I/O thread (shared by publishing and subscribing, and perhaps with the L2).
     subscriber: Task,
@@ -292,6 +306,8 @@ impl Backplane {
     /// publish timeout).
     pub fn shutdown(&self) {
         self.resend.stop();
+        // Repeats not yet due go now: later, nobody would send them.
+        self.publisher.release_repeats(None);
         if self.stats().republish_pending > 0 {
             let publisher = self.publisher.clone();
             let sent = self.rt.block_on("publish", self.publish_timeout, async move {
@@ -398,6 +414,7 @@ impl Backplane {
             shared,
             publisher,
             publish_timeout: options.publish_timeout,
+            repeat_after: options.repeat_after,
             subscriber,
             resend,
             rt,
@@ -458,13 +475,18 @@ impl Backplane {
 
     /// Hands `invalidation` to the re-send task instead of sending it now: for a caller that
     /// cannot wait (a write whose future was dropped before it published, from `Drop`). It is
-    /// sent within moments, or kept and re-sent as a failed publish is.
+    /// sent within moments, or kept and re-sent as a failed publish is; and once more after
+    /// [`repeat_later_after`](BackplaneOptions::repeat_later_after), if set.
     ///
     /// # Errors
     /// [`Error::ValueTooLarge`] as for [`publish`](Self::publish); nothing is kept then.
     pub fn publish_later(&self, invalidation: &Invalidation) -> Result<()> {
         let (_, bytes) = self.prepare(invalidation)?;
         self.publisher.keep(bytes, invalidation.weight());
+        if !self.repeat_after.is_zero() {
+            self.publisher
+                .repeat(invalidation.clone(), Instant::now() + self.repeat_after);
+        }
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
@@ -24,6 +24,16 @@ struct Pending {
     weight: usize,
 }
 
+/// Messages to send a second time once they are due (see
+/// [`BackplaneOptions::repeat_later_after`](super::BackplaneOptions::repeat_later_after)), in the
+/// order they were handed over, so the earliest due comes first.
+#[derive(Default)]
+struct Repeats {
+    due: VecDeque<(Instant, Invalidation)>,
+    /// Sum of their weights, bounded as the kept messages are.
+    weight: usize,
+}
+
 pub(super) struct Publisher {
     nodes: Vec<Node>,
     shared: Arc<Shared>,
@@ -33,6 +43,7 @@ pub(super) struct Publisher {
     current: AtomicUsize,
     seq: AtomicU64,
     pending: Mutex<Pending>,
+    repeats: Mutex<Repeats>,
     wake: tokio::sync::Notify,
     limit: usize,
     publish_timeout: Duration,
@@ -56,6 +67,7 @@ impl Publisher {
             current: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
+            repeats: Mutex::new(Repeats::default()),
             wake: tokio::sync::Notify::new(),
             limit: options.republish_limit,
             publish_timeout: options.publish_timeout,
@@ -242,6 +254,58 @@ impl Publisher {
         self.wake.notify_one();
     }
 
+    /// Sends `invalidation` again at `at`, through the kept messages. Its sequence number is
+    /// taken then: one taken now would arrive after the numbers sent in between, and the
+    /// subscribers would count the gap as lost messages.
+    pub(super) fn repeat(&self, invalidation: Invalidation, at: Instant) {
+        let mut repeats = self.repeats.lock();
+        repeats.weight = repeats.weight.saturating_add(invalidation.weight());
+        repeats.due.push_back((at, invalidation));
+        if repeats.weight > self.limit {
+            // As for the kept messages: one `All`, at the latest time any of them was due.
+            let last = repeats.due.back().map_or(at, |(t, _)| *t);
+            repeats.due.clear();
+            repeats.due.push_back((last, Invalidation::All));
+            repeats.weight = 1;
+            Shared::bump(&self.shared.republish_overflows);
+        }
+        drop(repeats);
+        self.wake.notify_one();
+    }
+
+    /// Moves the repeats due by `now` (all of them for `None`) to the kept messages.
+    pub(super) fn release_repeats(&self, now: Option<Instant>) {
+        loop {
+            let due = {
+                let mut repeats = self.repeats.lock();
+                match repeats.due.front() {
+                    Some((at, _)) if now.is_none_or(|now| *at <= now) => {
+                        let due = repeats.due.pop_front();
+                        if let Some((_, invalidation)) = &due {
+                            repeats.weight = repeats.weight.saturating_sub(invalidation.weight());
+                        }
+                        due
+                    }
+                    _ => None,
+                }
+            };
+            let Some((_, invalidation)) = due else {
+                return;
+            };
+            let msg = InvalidationMessage {
+                origin: self.shared.id,
+                seq: self.next_seq(),
+                invalidation,
+            };
+            self.keep(msg.encode(), msg.invalidation.weight());
+        }
+    }
+
+    /// When the next repeat is due.
+    fn next_repeat(&self) -> Option<Instant> {
+        self.repeats.lock().due.front().map(|(at, _)| *at)
+    }
+
     /// Forgets the kept message `front`, just sent, unless an overflow replaced the queue.
     fn sent(&self, front: &[u8]) {
         let mut pending = self.pending.lock();
@@ -277,8 +341,14 @@ impl Publisher {
     pub(super) async fn resend_loop(self: Arc<Self>) {
         loop {
             let waiting = self.wake.notified();
+            self.release_repeats(Some(Instant::now()));
             if self.pending.lock().messages.is_empty() {
-                waiting.await;
+                match self.next_repeat() {
+                    Some(at) => {
+                        let _ = tokio::time::timeout_at(at.into(), waiting).await;
+                    }
+                    None => waiting.await,
+                }
                 continue;
             }
             let mut delay = self.reconnect_min;
@@ -293,6 +363,7 @@ impl Publisher {
                     tokio::time::sleep(self.reconnect_min).await;
                     waited = waited.saturating_add(self.reconnect_min);
                 }
+                self.release_repeats(Some(Instant::now()));
                 let Some((front, _)) = self.pending.lock().messages.front().cloned() else {
                     break;
                 };
