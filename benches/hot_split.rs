@@ -66,6 +66,10 @@ fn main() {
                     black_box(raw.get(&keys[i]));
                 }
             });
+            assert!(
+                order.iter().all(|&i| raw.get(&keys[i]).is_some()),
+                "every timed read hits"
+            );
         }
         "tier" => {
             let tier = HotTier::new(KEYS * 2, 64 << 20, Arc::new(SystemClock));
@@ -77,6 +81,10 @@ fn main() {
                     black_box(tier.get::<User>(&keys[i]));
                 }
             });
+            assert!(
+                order.iter().all(|&i| tier.get::<User>(&keys[i]).is_some()),
+                "every timed read hits"
+            );
         }
         "tier-mgrfill" | "tier-besidemgr" => {
             let dir = tempfile::tempdir().unwrap();
@@ -99,6 +107,10 @@ fn main() {
                     black_box(tier.get::<User>(&keys[i]));
                 }
             });
+            assert!(
+                order.iter().all(|&i| tier.get::<User>(&keys[i]).is_some()),
+                "every timed read hits"
+            );
         }
         _ => {
             let dir = tempfile::tempdir().unwrap();
@@ -107,11 +119,17 @@ fn main() {
                 cache.set(k, &user(i as u64), None).unwrap();
                 black_box(cache.get::<User>(k).unwrap());
             }
+            let before = cache.stats().memory.misses;
             time(&mut || {
                 for &i in &order {
                     black_box(cache.get::<User>(&keys[i]).unwrap());
                 }
             });
+            assert_eq!(
+                cache.stats().memory.misses,
+                before,
+                "every timed read was a memory-tier hit"
+            );
         }
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
