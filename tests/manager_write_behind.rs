@@ -258,6 +258,17 @@ fn a_full_queue_makes_the_caller_write_through() {
 }
 
 #[test]
+fn a_multi_set_listing_a_key_twice_fits_a_queue_with_room_for_one_key() {
+    let s = setup_with(config(1, None));
+    s.cache.multi_set([("k", 1u32), ("k", 2u32)], None).unwrap();
+    s.cache.flush().unwrap();
+    // The writer's batch, not a write-through by the caller (`set_many`).
+    assert_eq!(s.l2.ops(), ["set_each"], "the multi_set was written through");
+    assert_eq!(s.cache.stats().consistency.write_behind_overflows, 0);
+    assert_eq!(l2_value(&s, "k"), Some(encoded(2)));
+}
+
+#[test]
 fn dropping_the_manager_sends_what_is_queued() {
     let s = setup();
     let items: Vec<(String, u32)> = (0..50).map(|i| (format!("k{i}"), i)).collect();

@@ -36,7 +36,7 @@
 //! The price, written in the README: L2 (and so other instances) lags this instance by about one
 //! batch; L2 errors never reach the caller; a crash loses the queued L2 writes (L1 has them).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -180,8 +180,12 @@ impl WriteQueue {
         if to_replay() {
             return Pushed::Replay;
         }
-        let new_keys = items.iter().filter(|(k, _)| !st.queued.contains_key(*k)).count();
-        if bounded && st.queued.len() + new_keys > self.max_keys {
+        // Counting the distinct new keys costs a set, so only when the batch's length alone
+        // would not fit.
+        if bounded
+            && st.queued.len() + items.len() > self.max_keys
+            && st.queued.len() + Self::new_keys(&st.queued, items) > self.max_keys
+        {
             return Pushed::Full;
         }
         let was_empty = st.queued.is_empty();
@@ -198,6 +202,15 @@ impl WriteQueue {
             self.work.notify_one();
         }
         Pushed::Queued
+    }
+
+    /// How many keys of `items` are not in `queued`, each counted once: a batch may list a key
+    /// twice (its last value is the one kept), and counting every listing would refuse a batch
+    /// that fits.
+    fn new_keys(queued: &HashMap<String, Queued>, items: &[(&str, &[u8])]) -> usize {
+        let mut new: HashSet<&str> = HashSet::with_capacity(items.len());
+        new.extend(items.iter().map(|(k, _)| *k).filter(|k| !queued.contains_key(*k)));
+        new.len()
     }
 
     /// The newest write of `key` not yet confirmed by L2, if there is one: its value, or
@@ -717,6 +730,26 @@ mod tests {
             );
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn a_batch_listing_a_key_twice_counts_it_once_against_the_bound() {
+        let queue = WriteQueue::new(2, Duration::from_secs(1), Shutdown::default());
+        let twice: [(&str, &[u8]); 3] = [("a", b"1"), ("b", b"1"), ("a", b"2")];
+        assert_eq!(queue.push(&twice, u64::MAX, || false), Pushed::Queued);
+        assert_eq!(
+            queue.lookup("a", 0),
+            Some(Some(b"2".to_vec())),
+            "the last value is kept"
+        );
+        assert_eq!(queue.len(), 2);
+        // Keys already queued are not new either; the bound still holds for those that are.
+        let queued_again: [(&str, &[u8]); 4] = [("b", b"3"), ("a", b"3"), ("b", b"4"), ("a", b"4")];
+        assert_eq!(queue.push(&queued_again, u64::MAX, || false), Pushed::Queued);
+        let one_more: [(&str, &[u8]); 3] = [("c", b"1"), ("a", b"5"), ("c", b"2")];
+        assert_eq!(queue.push(&one_more, u64::MAX, || false), Pushed::Full);
+        assert_eq!(queue.lookup("c", 0), None);
+        assert_eq!(queue.lookup("a", 0), Some(Some(b"4".to_vec())));
     }
 
     #[test]
