@@ -558,7 +558,8 @@ pub struct OverallStats {
     /// queue was full, or L1's admission policy refused the fill (the file tier, when it is
     /// full and the key is read no more often than what it would push out).
     pub backfills_skipped: u64,
-    /// Loader calls made by `get_or_set_with`.
+    /// Loader calls made by the loading calls (`get_or_set_with`, `get_or_load` and their
+    /// variants); a load whose thread could not be started is not counted.
     pub loads: u64,
     /// `get_or_set_with` callers that waited for another caller's loader instead of loading.
     pub load_waits: u64,

@@ -259,12 +259,14 @@ impl CacheManager {
                         // A caller leads at most once: its lead always ends in an answer.
                         return Err(E::from(spent_loader(key)));
                     };
-                    s.metrics.loads.incr();
                     if !s.fail_safe.has_timeouts() {
+                        s.metrics.loads.incr();
                         return self.load_inline(key, ttl, (leader, watch), load);
                     }
                     let flight = Arc::clone(leader.flight());
                     let report = self.spawn_load(key, ttl, (leader, watch), load)?;
+                    // Once its thread started: a load that could not start did not run.
+                    s.metrics.loads.incr();
                     (flight, Some(report))
                 }
             };
@@ -324,9 +326,10 @@ impl CacheManager {
                         s.guard.unwatch(watch);
                         return Err(E::from(spent_loader(key)));
                     };
-                    s.metrics.loads.incr();
                     let flight = Arc::clone(leader.flight());
                     let report = self.spawn_load_async(key, ttl, (leader, watch), load)?;
+                    // Once its task or thread started: a load that could not start did not run.
+                    s.metrics.loads.incr();
                     (flight, Some(report))
                 }
             };
@@ -416,9 +419,11 @@ impl CacheManager {
         let Role::Leader(leader) = s.flights.join(key) else {
             return;
         };
-        s.metrics.loader.refreshes.incr();
-        if let Err(e) = spawn(leader, slot, s.guard.watch(key)) {
-            tracing::warn!(key = %key_for_error(key), error = %e, "cannot start a background reload");
+        match spawn(leader, slot, s.guard.watch(key)) {
+            Ok(_) => s.metrics.loader.refreshes.incr(),
+            Err(e) => {
+                tracing::warn!(key = %key_for_error(key), error = %e, "cannot start a background reload");
+            }
         }
     }
 
@@ -596,15 +601,13 @@ impl CacheManager {
         let (tx, rx) = mpsc::channel();
         let manager = self.downgrade();
         let owned_key = key.to_owned();
-        std::thread::Builder::new()
-            .name("uno-cache-load".into())
-            .spawn(
-                move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
-                    Ok(outcome) => finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, &tx),
-                    Err(_) => load_panicked(&manager, &owned_key, (leader, watch), tx),
-                },
-            )
-            .map_err(|e| self.no_load_thread(key, watch, &e))?;
+        start_load_thread(
+            move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
+                Ok(outcome) => finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, &tx),
+                Err(_) => load_panicked(&manager, &owned_key, (leader, watch), tx),
+            },
+        )
+        .map_err(|e| self.no_load_thread(key, watch, &e))?;
         Ok(rx)
     }
 
@@ -660,10 +663,7 @@ impl CacheManager {
             .enable_all()
             .build()
             .map_err(no_thread)?;
-        std::thread::Builder::new()
-            .name("uno-cache-load".into())
-            .spawn(move || runtime.block_on(task))
-            .map_err(no_thread)?;
+        start_load_thread(move || runtime.block_on(task)).map_err(no_thread)?;
         Ok(rx)
     }
 
@@ -769,6 +769,19 @@ impl CacheManager {
     }
 }
 
+/// Starts a load's thread (`uno-cache-load`). A test can make it fail on its own thread
+/// (`without_load_threads` in the tests), as when the system has no thread to give.
+fn start_load_thread(body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    #[cfg(test)]
+    if tests::NO_LOAD_THREADS.with(std::cell::Cell::get) {
+        return Err(std::io::Error::other("no load threads in this test"));
+    }
+    std::thread::Builder::new()
+        .name("uno-cache-load".into())
+        .spawn(body)
+        .map(drop)
+}
+
 fn spent_loader(key: &str) -> Error {
     Error::Backend {
         level: "manager",
@@ -848,3 +861,7 @@ fn no_value(key: &str) -> Error {
         reason: format!("the load of {:?} answered no value", key_for_error(key)),
     }
 }
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

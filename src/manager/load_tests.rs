@@ -1,0 +1,137 @@
+//! Tests of `load.rs`: what is counted when a load's thread cannot be started.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::config::{CacheConfig, LocalKind};
+
+thread_local! {
+    /// Set by [`without_load_threads`]: [`start_load_thread`] fails on this thread.
+    pub(super) static NO_LOAD_THREADS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every load thread started from this thread failing to start.
+fn without_load_threads<R>(f: impl FnOnce() -> R) -> R {
+    NO_LOAD_THREADS.with(|no| no.set(true));
+    let out = f();
+    NO_LOAD_THREADS.with(|no| no.set(false));
+    out
+}
+
+const START_MS: u64 = 1_700_000_000_000;
+const TTL: Duration = Duration::from_secs(10);
+
+fn manager(clock: &ManualClock, config: impl FnOnce(&mut CacheConfig)) -> CacheManager {
+    let mut c = CacheConfig::default();
+    c.local.kind = LocalKind::Memory;
+    config(&mut c);
+    CacheManager::builder()
+        .config(c)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap()
+}
+
+/// A timeout, so that `get_or_load` runs its loader on a thread of its own.
+fn timed(c: &mut CacheConfig) {
+    c.loader.hard_timeout_ms = 60_000;
+}
+
+fn value(v: &str) -> impl FnOnce() -> std::result::Result<String, Error> + Send + 'static {
+    let v = v.to_owned();
+    move || Ok(v)
+}
+
+fn is_no_load_thread(e: &Error) -> bool {
+    matches!(e, Error::Backend { op: "load", reason, .. } if reason.contains("cannot start a thread"))
+}
+
+/// Polls `fut` on this thread, outside any tokio runtime (so an async load takes a thread of its
+/// own, the path that can fail to start).
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_load_whose_thread_cannot_start_is_not_counted() {
+    let cache = manager(&ManualClock::new(START_MS), timed);
+    let err = without_load_threads(|| cache.get_or_load::<String, Error, _>("k", Some(TTL), value("v")))
+        .unwrap_err();
+    assert!(is_no_load_thread(&err), "{err:?}");
+    assert_eq!(
+        cache.stats().overall.loads,
+        0,
+        "a load that never ran was counted"
+    );
+    // The flight was given up: the next call loads, and that load is counted.
+    assert_eq!(
+        cache.get_or_load("k", Some(TTL), value("v")).unwrap(),
+        Fetched::Fresh("v".to_string())
+    );
+    assert_eq!(cache.stats().overall.loads, 1);
+}
+
+#[test]
+fn an_async_load_whose_thread_cannot_start_is_not_counted() {
+    let cache = manager(&ManualClock::new(START_MS), |_| {});
+    let load = || async { Ok::<_, Error>("v".to_string()) };
+    let err = without_load_threads(|| block_on(cache.get_or_load_async("k", Some(TTL), load))).unwrap_err();
+    assert!(is_no_load_thread(&err), "{err:?}");
+    assert_eq!(
+        cache.stats().overall.loads,
+        0,
+        "a load that never ran was counted"
+    );
+    assert_eq!(
+        block_on(cache.get_or_load_async("k", Some(TTL), load)).unwrap(),
+        Fetched::Fresh("v".to_string())
+    );
+    assert_eq!(cache.stats().overall.loads, 1);
+}
+
+#[test]
+fn a_background_reload_whose_thread_cannot_start_is_not_counted() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, |c| c.loader.refresh_ahead = 0.5);
+    for key in ["a", "b"] {
+        cache
+            .get_or_load::<String, Error, _>(key, Some(TTL), value("v1"))
+            .unwrap();
+    }
+    // Past half the TTL: a hit on either key is due for a reload.
+    clock.advance(Duration::from_secs(6));
+    let hit = without_load_threads(|| cache.get_or_load::<String, Error, _>("a", Some(TTL), value("v2")));
+    assert_eq!(
+        hit.unwrap(),
+        Fetched::Fresh("v1".to_string()),
+        "the hit still answers"
+    );
+    assert_eq!(
+        cache.stats().loader.refreshes,
+        0,
+        "a reload that never started was counted"
+    );
+    // The same hit with threads to spare starts (and counts) its reload.
+    cache
+        .get_or_load::<String, Error, _>("b", Some(TTL), value("v2"))
+        .unwrap();
+    assert_eq!(cache.stats().loader.refreshes, 1);
+}
