@@ -164,6 +164,9 @@ impl FillQueue {
 
     /// Run when the shutdown signal is fired (under the lock the thread checks it under): drops
     /// what is queued and wakes the thread and any `drain`.
+    ///
+    /// What it drops is not counted in `backfills_skipped`: the signal fires only when the last
+    /// manager handle is dropped, so no one is left to read the count.
     fn shut(&self) {
         let mut st = self.state.lock();
         st.busy = false;
