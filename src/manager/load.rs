@@ -423,6 +423,8 @@ impl CacheManager {
             Ok(_) => s.metrics.loader.refreshes.incr(),
             Err(e) => {
                 tracing::warn!(key = %key_for_error(key), error = %e, "cannot start a background reload");
+                // As when every slot is busy: a later hit retries.
+                s.note_due_now(key);
             }
         }
     }

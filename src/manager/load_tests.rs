@@ -108,7 +108,7 @@ fn an_async_load_whose_thread_cannot_start_is_not_counted() {
 }
 
 #[test]
-fn a_background_reload_whose_thread_cannot_start_is_not_counted() {
+fn a_background_reload_whose_thread_cannot_start_is_not_counted_and_is_retried_by_the_next_hit() {
     let clock = ManualClock::new(START_MS);
     let cache = manager(&clock, |c| c.loader.refresh_ahead = 0.5);
     for key in ["a", "b"] {
@@ -134,4 +134,13 @@ fn a_background_reload_whose_thread_cannot_start_is_not_counted() {
         .get_or_load::<String, Error, _>("b", Some(TTL), value("v2"))
         .unwrap();
     assert_eq!(cache.stats().loader.refreshes, 1);
+    // The key whose reload could not start is due again: its next hit starts one.
+    cache
+        .get_or_load::<String, Error, _>("a", Some(TTL), value("v2"))
+        .unwrap();
+    assert_eq!(
+        cache.stats().loader.refreshes,
+        2,
+        "the key whose reload could not start was not retried"
+    );
 }
