@@ -11,7 +11,8 @@
 //! Decoding checks the tag first, so a value is never decoded by the wrong codec: a mismatch is
 //! [`Error::CodecMismatch`] naming the key and both codecs. A damaged or hostile payload is an
 //! [`Error::Decode`], never an abort: lengths are bounded by the payload's size, and nesting by
-//! 128 levels (bincode has no bound of its own, see `depth`). The raw-bytes API
+//! the stack the decoding thread has left (bincode has no bound of its own, see `depth`). The
+//! raw-bytes API
 //! (`CacheManager::get_raw`, …) stores bytes untouched, with no tag.
 
 use serde::de::DeserializeOwned;
@@ -138,7 +139,7 @@ impl Codec {
                 Err(bincode::error::DecodeError::OtherString(reason)) => Err(reason),
                 Err(e) => Err(e.to_string()),
             },
-            Kind::Json => serde_json::from_slice::<T>(payload).map_err(|e| e.to_string()),
+            Kind::Json => decode_json::<T>(payload).map_err(|e| e.to_string()),
         };
         decoded.map_err(|reason| Error::Decode {
             key: key_for_error(key),
@@ -159,11 +160,6 @@ impl Codec {
 /// The most bytes bincode claims (for its limit) per byte it reads: a one-byte varint read as a
 /// `u128`.
 const CLAIMS_PER_BYTE: usize = 16;
-
-/// The deepest a bincode value may nest (each sequence, map, struct, enum, `Option` and newtype
-/// is a level), as `serde_json`'s own bound for JSON is 128: deep enough for any value a program
-/// builds, and shallow enough that decoding stays within the 2 MiB stack of a spawned thread.
-const MAX_DEPTH: usize = 128;
 
 /// bincode's `decode_from_slice` with a byte limit sized to the payload. Without a limit, bincode
 /// allocates a `String` or byte buffer as long as the length read from the bytes says before it
@@ -193,43 +189,32 @@ fn decode_bincode<T: DeserializeOwned>(
     decode_bounded(payload, standard().with_limit::<{ usize::MAX }>())
 }
 
-/// Decodes a `T` from the front of `payload` through [`depth::Limited`], returning it with the
-/// number of bytes it took (what bincode's `decode_from_slice` does, plus the depth bound).
+/// bincode's `decode_from_slice` (its borrowing decoder, which hands strings and bytes to
+/// visitors without a copy), with every level of the value passed through [`depth::Limited`].
 fn decode_bounded<T: DeserializeOwned>(
     payload: &[u8],
     config: impl bincode::config::Config,
 ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
-    let mut reader = Rest(payload);
-    let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(&mut reader, config);
-    let value = T::deserialize(depth::Limited::new(decoder.as_deserializer(), MAX_DEPTH))?;
-    Ok((value, payload.len() - reader.0.len()))
+    bincode::serde::seed_decode_from_slice(Bounded(std::marker::PhantomData::<T>), payload, config)
 }
 
-/// bincode's slice reader, with the unread rest of the slice in sight (bincode's own keeps it
-/// private), so that trailing bytes can be told apart.
-struct Rest<'a>(&'a [u8]);
+/// `serde_json::from_slice` with every level of the value passed through [`depth::Limited`]:
+/// `serde_json`'s own bound (128 arrays or objects) counts levels, not the stack they take.
+fn decode_json<T: DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
+    let mut deserializer = serde_json::Deserializer::from_slice(payload);
+    let value = T::deserialize(depth::Limited::new(&mut deserializer))?;
+    deserializer.end()?;
+    Ok(value)
+}
 
-impl bincode::de::read::Reader for Rest<'_> {
-    #[inline]
-    fn read(&mut self, bytes: &mut [u8]) -> std::result::Result<(), bincode::error::DecodeError> {
-        let Some((read, rest)) = self.0.split_at_checked(bytes.len()) else {
-            return Err(bincode::error::DecodeError::UnexpectedEnd {
-                additional: bytes.len() - self.0.len(),
-            });
-        };
-        bytes.copy_from_slice(read);
-        self.0 = rest;
-        Ok(())
-    }
+/// Deserializes a `T` through [`depth::Limited`].
+struct Bounded<T>(std::marker::PhantomData<T>);
 
-    #[inline]
-    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
-        self.0.get(..n)
-    }
+impl<'de, T: serde::Deserialize<'de>> serde::de::DeserializeSeed<'de> for Bounded<T> {
+    type Value = T;
 
-    #[inline]
-    fn consume(&mut self, n: usize) {
-        self.0 = self.0.get(n..).unwrap_or_default();
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<T, D::Error> {
+        T::deserialize(depth::Limited::new(deserializer))
     }
 }
 
@@ -319,10 +304,10 @@ mod tests {
     }
 
     /// Variant 1 (`Node`) a million times, then variant 0 (`Leaf`): a value of 1 MB that nests a
-    /// million deep. Unlimited, bincode recurses once per level and overflows the stack, which
+    /// million deep. Unbounded, bincode recurses once per level and overflows the stack, which
     /// aborts the process (a signal, not an error).
     #[test]
-    fn a_value_nested_deeper_than_the_limit_is_a_decode_error_not_a_stack_overflow() {
+    fn a_value_nested_deeper_than_the_stack_allows_is_a_decode_error_not_an_abort() {
         for codec in [Codec::bincode(), Codec::json()] {
             let mut bytes = vec![codec.tag()];
             match codec.0 {
@@ -340,38 +325,82 @@ mod tests {
             assert!(
                 // serde_json's own bound says "recursion limit exceeded".
                 matches!(&err, Error::Decode { key, reason, .. }
-                    if key == "tree:1" && (reason.contains("nests deeper than 128") || reason.contains("recursion limit"))),
+                    if key == "tree:1" && (reason.contains("nests too deep") || reason.contains("recursion limit"))),
                 "{}: {err:?}",
                 codec.name()
             );
         }
     }
 
-    /// The limit refuses no value a program would build: a value just under it decodes, on a
-    /// thread with the 2 MiB stack Rust gives spawned threads, in a debug build.
+    /// A level of this type takes tens of KiB of stack in a debug build (the array is copied
+    /// through several frames): a bound on levels low enough for it would refuse ordinary lists,
+    /// so the bound is the stack left.
+    #[derive(Debug, serde::Deserialize)]
+    struct Heavy {
+        _block: [[u64; 32]; 32],
+        _kids: Vec<Heavy>,
+    }
+
+    /// 300 levels of [`Heavy`] in 300 KB, built by hand (encoding them would recurse as deep):
+    /// each level is 1,024 zeros (one byte each) and a list of one child, the last an empty list.
     #[test]
-    fn a_value_nested_just_under_the_limit_decodes_on_a_default_thread() {
-        let ok = std::thread::Builder::new()
+    fn a_type_whose_levels_take_much_stack_is_refused_before_the_stack_runs_out() {
+        let mut bytes = vec![Codec::bincode().tag()];
+        for level in 0..300 {
+            bytes.extend(std::iter::repeat_n(0u8, 1024));
+            bytes.push(u8::from(level < 299));
+        }
+        let outcome = std::thread::Builder::new()
             .stack_size(2 << 20)
+            .spawn(move || Codec::bincode().decode::<Heavy>("heavy", &bytes).map(drop))
+            .unwrap()
+            .join()
+            .unwrap();
+        let err = outcome.unwrap_err();
+        assert!(
+            matches!(&err, Error::Decode { reason, .. } if reason.contains("nests too deep")),
+            "{err:?}"
+        );
+    }
+
+    /// A list a thousand nodes long decoded before the bound existed, and still does on a thread
+    /// with the stack for it: the bound refuses only what would overflow.
+    #[test]
+    fn a_deep_value_that_fits_the_stack_still_decodes() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Node {
+            value: u32,
+            next: Option<Box<Node>>,
+        }
+        let outcome = std::thread::Builder::new()
+            .stack_size(16 << 20)
             .spawn(|| {
                 for codec in [Codec::bincode(), Codec::json()] {
-                    let tree = nested(MAX_DEPTH - 1);
-                    let bytes = codec.encode("k", &tree).unwrap();
-                    let back = codec.decode::<Tree>("k", &bytes).unwrap();
-                    // Dropped one level at a time: a million-deep drop would overflow too, but
-                    // this one is short.
-                    assert!(back == tree, "{}", codec.name());
+                    let list = (0..1_000).fold(None, |next, value| Some(Box::new(Node { value, next })));
+                    let list = list.unwrap();
+                    let bytes = codec.encode("k", &list).unwrap();
+                    let back = codec.decode::<Node>("k", &bytes);
+                    // JSON stops at 128 objects, its own bound, whatever the stack.
+                    match codec.0 {
+                        Kind::Bincode => assert!(back.unwrap() == *list),
+                        Kind::Json => assert!(back.is_err()),
+                    }
                 }
-                let bytes = Codec::bincode().encode("k", &nested(MAX_DEPTH)).unwrap();
-                let err = Codec::bincode().decode::<Tree>("k", &bytes).unwrap_err();
-                assert!(
-                    matches!(&err, Error::Decode { reason, .. } if reason.contains("nests deeper")),
-                    "{err:?}"
-                );
             })
             .unwrap()
             .join();
-        assert!(ok.is_ok());
+        assert!(outcome.is_ok());
+        // A hundred levels fit the 2 MiB a spawned thread gets, with the margin to spare.
+        let outcome = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let tree = nested(100);
+                let bytes = Codec::bincode().encode("k", &tree).unwrap();
+                assert!(Codec::bincode().decode::<Tree>("k", &bytes).unwrap() == tree);
+            })
+            .unwrap()
+            .join();
+        assert!(outcome.is_ok());
     }
 
     /// Every shape serde has passes through the depth bound unchanged, including a type that
@@ -427,6 +456,34 @@ mod tests {
         // An IPv6 address is 16 bytes in a binary format, its text form in a readable one.
         let ip: std::net::IpAddr = "::1".parse().unwrap();
         assert_eq!(Codec::bincode().encode("k", &ip).unwrap().len(), 1 + 1 + 16);
+    }
+
+    /// bincode's borrowing decoder hands a string to `visit_borrowed_str`; a type whose visitor
+    /// takes only that (it copies what it keeps) decoded before the bound, and still does.
+    #[test]
+    fn strings_reach_the_visitor_borrowed_as_bincode_hands_them() {
+        #[derive(Debug, PartialEq)]
+        struct Name(String);
+        impl<'de> serde::Deserialize<'de> for Name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Name, D::Error> {
+                struct Only;
+                impl<'de> serde::de::Visitor<'de> for Only {
+                    type Value = Name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a borrowed string")
+                    }
+                    fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Name, E> {
+                        Ok(Name(v.to_owned()))
+                    }
+                }
+                d.deserialize_str(Only)
+            }
+        }
+        let bytes = Codec::bincode().encode("k", "hello").unwrap();
+        assert_eq!(
+            Codec::bincode().decode::<Name>("k", &bytes).unwrap(),
+            Name("hello".to_owned())
+        );
     }
 
     #[test]

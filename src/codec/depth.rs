@@ -1,5 +1,5 @@
-//! A serde adapter that refuses values nested deeper than a bound, so that decoding a damaged or
-//! hostile value returns an error instead of overflowing the stack.
+//! A serde adapter that stops decoding a value before its nesting overflows the stack, so that a
+//! damaged or hostile value is an error instead of an abort.
 //!
 //! bincode recurses once per level of the value it decodes and has no bound of its own: the bytes
 //! of a recursive type (a tree, a linked list) a million levels deep fit in one megabyte, and
@@ -7,62 +7,88 @@
 //! `serde_json` stops at 128 nested arrays or objects.
 //!
 //! [`Limited`] wraps a [`Deserializer`] and every visitor, access and seed it hands out, and
-//! counts one level each time the value steps into a sequence, a map, an enum, an `Option` or a
-//! newtype. At the bound it fails with an error that says why. Everything else is passed through unchanged,
-//! `is_human_readable` included (bincode says false, and types such as `IpAddr` encode
-//! differently for it).
+//! counts a level each time the value steps into a sequence, a map, an enum, an `Option` or a
+//! newtype. From [`CHECKED_FROM`] levels on, each step asks how much stack the thread has left
+//! and refuses to go on below [`STACK_MARGIN`]. A bound on levels alone would not do: what a level
+//! takes depends on the type (a struct holding a large array takes tens of KiB per level in a
+//! debug build), and a bound low enough for every type would refuse lists that decode fine. So
+//! any value that fits in the stack still decodes, as it did before the bound. Where the stack's
+//! extent is unknown, [`FALLBACK_MAX_DEPTH`] levels are allowed. Everything else is passed
+//! through unchanged, `is_human_readable` included (bincode says false, and types such as
+//! `IpAddr` encode differently for it).
 
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 
-/// The error text for a value nested deeper than the bound.
-fn too_deep(limit: usize) -> String {
-    format!(
-        "the value nests deeper than {limit} levels and is refused before it overflows the \
-         stack (a damaged value, or one another program wrote)"
-    )
+/// Stack that must remain for decoding to step one level deeper: far more than one level of any
+/// reasonable type takes, so that the step after a check cannot overflow.
+pub(super) const STACK_MARGIN: usize = 128 << 10;
+
+/// Levels decoded without asking how much stack is left: values this shallow decoded before the
+/// bound existed, and the check costs a call per level.
+const CHECKED_FROM: usize = 16;
+
+/// The deepest a value may nest where the thread's stack extent is unknown, as `serde_json`'s
+/// own bound for JSON is 128.
+pub(super) const FALLBACK_MAX_DEPTH: usize = 128;
+
+/// Why a value was refused, for the error.
+#[cold]
+#[inline(never)]
+fn refused<E: serde::de::Error>(depth: usize, remaining: Option<usize>) -> E {
+    E::custom(match remaining {
+        Some(left) => format!(
+            "the value nests too deep for the stack this thread has left ({depth} levels in, \
+             {} KiB left, {} KiB needed to go on): decode it on a thread with a larger stack; \
+             a value this deep may also be damaged, or written by another program",
+            left >> 10,
+            STACK_MARGIN >> 10
+        ),
+        None => format!(
+            "the value nests deeper than {FALLBACK_MAX_DEPTH} levels, the bound where the \
+             thread's stack size is unknown; it may be damaged, or written by another program"
+        ),
+    })
 }
 
-/// A [`Deserializer`] that may step into at most `left` more levels.
+/// A [`Deserializer`] that stops before the value it decodes nests too deep for the stack.
 pub(super) struct Limited<D> {
     inner: D,
     budget: Budget,
 }
 
 impl<D> Limited<D> {
-    /// Wraps `inner`, allowing `limit` levels of nesting.
-    pub(super) fn new(inner: D, limit: usize) -> Limited<D> {
+    /// Wraps `inner`, at the value's top level.
+    pub(super) fn new(inner: D) -> Limited<D> {
         Limited {
             inner,
-            budget: Budget { left: limit, limit },
+            budget: Budget { depth: 0 },
         }
     }
 }
 
-/// The state passed down to each wrapper: levels left and the bound, for the error.
+/// The state passed down to each wrapper: how many levels the value has stepped into.
 #[derive(Clone, Copy)]
 struct Budget {
-    left: usize,
-    limit: usize,
+    depth: usize,
 }
 
 impl Budget {
-    /// One level down, or the error when none is left.
+    /// One level down, or the error when the stack left (or, where it is unknown, the level
+    /// count) says no.
     #[inline]
     fn step<E: serde::de::Error>(self) -> Result<Budget, E> {
-        match self.left.checked_sub(1) {
-            Some(left) => Ok(Budget { left, ..self }),
-            None => Err(refused(self.limit)),
+        let depth = self.depth.saturating_add(1);
+        if depth >= CHECKED_FROM {
+            match stacker::remaining_stack() {
+                Some(left) if left < STACK_MARGIN => return Err(refused(depth, Some(left))),
+                None if depth > FALLBACK_MAX_DEPTH => return Err(refused(depth, None)),
+                _ => {}
+            }
         }
+        Ok(Budget { depth })
     }
-}
-
-/// Out of line, so that the checks on the decoding path stay small enough to inline.
-#[cold]
-#[inline(never)]
-fn refused<E: serde::de::Error>(limit: usize) -> E {
-    E::custom(too_deep(limit))
 }
 
 /// A visitor, passed through except where it steps into a nested value.
