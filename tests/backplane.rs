@@ -391,7 +391,9 @@ fn a_publish_that_failed_while_peers_stayed_subscribed_is_resent_to_them() {
 #[test]
 fn a_message_published_later_is_sent_again_after_the_repeat_delay_without_a_sequence_gap() {
     let server = RedisServer::start();
-    let repeat = Duration::from_millis(400);
+    // Long beside the moments a message takes, so that "other" goes between the two on a
+    // loaded machine too.
+    let repeat = Duration::from_secs(3);
     let (a, _) = instance(options(&server).repeat_later_after(repeat));
     let (b, b_seen) = instance(options(&server));
     let handed = Instant::now();
@@ -421,12 +423,12 @@ fn a_message_published_later_is_sent_again_after_the_repeat_delay_without_a_sequ
 }
 
 /// Without `repeat_later_after`, `publish_later` sends once, and shutdown sends a repeat that is
-/// not yet due rather than losing it.
+/// not yet due rather than losing it, even one whose delay no clock can reach.
 #[test]
 fn a_repeat_not_yet_due_at_shutdown_is_sent_then() {
     let server = RedisServer::start();
     let (once, _) = instance(options(&server));
-    let (a, _) = instance(options(&server).repeat_later_after(Duration::from_secs(3600)));
+    let (a, _) = instance(options(&server).repeat_later_after(Duration::MAX));
     let (_b, b_seen) = instance(options(&server));
     once.publish_later(&keys(&["once"])).unwrap();
     a.publish_later(&keys(&["twice"])).unwrap();

@@ -319,27 +319,29 @@ fn an_async_write_dropped_at_its_l2_call_still_reaches_the_other_instances_l1() 
 fn an_async_write_dropped_at_its_l2_call_is_announced_again_after_the_l2_timeout() {
     let (l2, bus) = (RedisServer::start(), RedisServer::start());
     let on_bus = format!("hosts = [\"{}\"]", bus.addr());
-    // An L2 timeout well past the pause below, and an L1 TTL far past the test.
-    let (a, b) = (
-        redis_instance(&l2, 1_500, "", &on_bus),
-        redis_instance(&l2, 1_500, "", &on_bus),
-    );
+    // The L2 timeout leaves the steps between the cancel and the repeat seconds to spare; the
+    // L1 TTL (300 s) outlasts the test.
+    let timeout = Duration::from_secs(5);
+    let instance = || redis_instance(&l2, timeout.as_millis() as u64, "", &on_bus);
+    let (a, b) = (instance(), instance());
     b_holds_what_a_set(&a, &b, "k", b"v0");
     let before = b.stats().consistency.invalidations_received;
 
-    // Writes wait, reads go on: A's SET stays queued on L2 while B reads the old value.
-    let pause_ms = 700;
+    // Writes wait, reads go on: A's SET stays queued on L2 while B reads the old value. The
+    // pause is lifted by hand below, once B has.
+    let mut admin = l2.raw();
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(pause_ms)
+        .arg(60_000)
         .arg("WRITE")
-        .query(&mut l2.raw())
+        .query(&mut admin)
         .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
+    let cancelled_at = Instant::now();
     let cancelled = rt.block_on(async {
         tokio::time::timeout(Duration::from_millis(50), a.set_raw_async("k", b"v1", None))
             .await
@@ -351,14 +353,28 @@ fn an_async_write_dropped_at_its_l2_call_is_announced_again_after_the_l2_timeout
     });
     // The race this test is about: L2 still has v0, and B caches it again.
     assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v0"[..]));
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut admin).unwrap();
 
     let view = RedisStore::connect(RedisOptions::new(l2.addr()).prefix("app:")).unwrap();
     wait_until("L2 to run the SET the cancelled write sent", || {
         view.get("k").unwrap().map(|e| e.value).as_deref() == Some(&b"v1"[..])
     });
+    assert!(
+        cancelled_at.elapsed() < timeout,
+        "too slow to tell the repeat from the first message"
+    );
+    assert_eq!(
+        b.local().get("k").unwrap().map(|e| e.value).as_deref(),
+        Some(&b"v0"[..]),
+        "L2 has v1, and B keeps v0 until the repeat"
+    );
     wait_until("B to hear of the cancelled set a second time", || {
         b.stats().consistency.invalidations_received > before + 1
     });
+    assert!(
+        cancelled_at.elapsed() >= timeout,
+        "the repeat came before the L2 timeout"
+    );
     assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v1"[..]));
 }
 

@@ -151,7 +151,8 @@ impl Shared {
 /// Handed over from `Drop`, the message goes twice: at once, and again after the L2 timeout
 /// (`repeat_later_after`, set in `wiring.rs`). The L2 command a cancelled write sent may still
 /// be on its way; an instance that reads the key from L2 after the first message and before
-/// the command runs caches the old value, which only the second message drops.
+/// the command runs caches the old value, which only the second message drops (if the command
+/// ran by then, as it usually has).
 pub(crate) struct Announcement<'a> {
     shared: &'a Shared,
     owed: Owed<'a>,

@@ -175,9 +175,10 @@ fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
         .publish_timeout(Duration::from_millis(inv.publish_timeout_ms))
         .start_offline(config.fallback_on_error)
         // A cancelled write's L2 command may run after its first message (see
-        // `Announcement`): the second one comes once it has run or timed out.
+        // `Announcement`): the second one comes once it has usually run or failed. A prefix
+        // invalidation's L2 step runs under the tag store's deadline, the larger of the two.
         .repeat_later_after(if config.distributed.enabled {
-            Duration::from_millis(config.distributed.timeout_ms)
+            Duration::from_millis(config.distributed.timeout_ms.max(inv.publish_timeout_ms))
         } else {
             Duration::ZERO
         })

@@ -126,8 +126,9 @@ impl BackplaneOptions {
     /// (default zero: once). Set it to the L2's timeout when the messages come from writes
     /// cancelled while their L2 command was in flight: that command may still run after the
     /// first message, and an instance that read the key from L2 in between keeps the old value;
-    /// the second message, sent once the command has run or timed out, drops it. A cache
-    /// manager sets it so.
+    /// the second message, sent once the command has usually run or failed, drops it. A command
+    /// that Redis runs later still (a stall longer than the timeout: a fork, a slow script)
+    /// leaves the old value to its TTL, as before. A cache manager sets it so.
     pub fn repeat_later_after(mut self, delay: Duration) -> Self {
         self.repeat_after = delay;
         self
@@ -202,7 +203,9 @@ pub struct BackplaneStats {
     pub last_lost_at: Option<SystemTime>,
     /// Failed messages waiting to be re-sent.
     pub republish_pending: u64,
-    /// Times the pending messages overflowed the republish limit and became one `All`.
+    /// Times the pending messages (or the repeats waiting to be due, see
+    /// [`BackplaneOptions::repeat_later_after`]) overflowed the republish limit and became one
+    /// `All`.
     pub republish_overflows: u64,
     /// Handler calls that panicked.
     pub handler_panics: u64,
@@ -483,9 +486,10 @@ impl Backplane {
     pub fn publish_later(&self, invalidation: &Invalidation) -> Result<()> {
         let (_, bytes) = self.prepare(invalidation)?;
         self.publisher.keep(bytes, invalidation.weight());
+        // A delay past what an `Instant` holds would never come: such a repeat goes at shutdown.
         if !self.repeat_after.is_zero() {
-            self.publisher
-                .repeat(invalidation.clone(), Instant::now() + self.repeat_after);
+            let at = Instant::now().checked_add(self.repeat_after);
+            self.publisher.repeat(invalidation.clone(), at);
         }
         Ok(())
     }

@@ -24,6 +24,10 @@ struct Pending {
     weight: usize,
 }
 
+/// How far off a repeat whose delay an `Instant` cannot hold is put (about 30 years: an
+/// `Instant` is the time since boot, so this much more fits); shutdown sends it.
+const NEVER_SECS: u64 = 1 << 30;
+
 /// Messages to send a second time once they are due (see
 /// [`BackplaneOptions::repeat_later_after`](super::BackplaneOptions::repeat_later_after)), in the
 /// order they were handed over, so the earliest due comes first.
@@ -254,10 +258,15 @@ impl Publisher {
         self.wake.notify_one();
     }
 
-    /// Sends `invalidation` again at `at`, through the kept messages. Its sequence number is
-    /// taken then: one taken now would arrive after the numbers sent in between, and the
-    /// subscribers would count the gap as lost messages.
-    pub(super) fn repeat(&self, invalidation: Invalidation, at: Instant) {
+    /// Sends `invalidation` again at `at` (`None`: at shutdown), through the kept messages. Its
+    /// sequence number is taken when it becomes due: one taken now would come after every number
+    /// sent in between, and the subscribers would count each as a lost message. (A publish in
+    /// the moments between due and sent still goes first, as for any kept message; a gap only
+    /// feeds the stats.)
+    pub(super) fn repeat(&self, invalidation: Invalidation, at: Option<Instant>) {
+        let at = at
+            .or_else(|| Instant::now().checked_add(Duration::from_secs(NEVER_SECS)))
+            .unwrap_or_else(Instant::now);
         let mut repeats = self.repeats.lock();
         repeats.weight = repeats.weight.saturating_add(invalidation.weight());
         repeats.due.push_back((at, invalidation));
