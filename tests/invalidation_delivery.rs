@@ -348,6 +348,7 @@ fn an_async_write_dropped_at_its_l2_call_is_announced_again_after_the_l2_timeout
             .is_err()
     });
     assert!(cancelled, "the set finished while L2 held writes");
+    assert_eq!(a.backplane().unwrap().stats().repeats_pending, 1);
     wait_until("B to hear of the cancelled set", || {
         b.stats().consistency.invalidations_received > before
     });
@@ -375,6 +376,47 @@ fn an_async_write_dropped_at_its_l2_call_is_announced_again_after_the_l2_timeout
         cancelled_at.elapsed() >= timeout,
         "the repeat came before the L2 timeout"
     );
+    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v1"[..]));
+}
+
+/// An async write dropped at its publish (a caller's timeout while the backplane is slow) has
+/// had L2's answer: nothing of it can run later, so its message goes once, with no repeat.
+#[test]
+fn an_async_write_dropped_at_its_publish_is_announced_once() {
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let invalidation = format!("hosts = [\"{}\"]\npublish_timeout_ms = 5000", bus.addr());
+    let (a, b) = (
+        redis_instance(&l2, 10_000, "", &invalidation),
+        redis_instance(&l2, 10_000, "", &invalidation),
+    );
+    b_holds_what_a_set(&a, &b, "k", b"v0");
+    let before = b.stats().consistency.invalidations_received;
+
+    bus.pause();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancelled = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(300), a.set_raw_async("k", b"v1", None))
+            .await
+            .is_err()
+    });
+    assert!(cancelled, "the set finished while the backplane was frozen");
+    let view = RedisStore::connect(RedisOptions::new(l2.addr()).prefix("app:")).unwrap();
+    assert_eq!(
+        view.get("k").unwrap().map(|e| e.value).as_deref(),
+        Some(&b"v1"[..]),
+        "L2 answered before the publish began"
+    );
+    let stats = a.backplane().unwrap().stats();
+    assert_eq!(stats.republish_pending, 1, "the message was handed over");
+    assert_eq!(stats.repeats_pending, 0, "and needs no repeat");
+    bus.resume();
+    wait_until("B to hear of the cancelled set", || {
+        b.stats().consistency.invalidations_received > before
+    });
     assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v1"[..]));
 }
 

@@ -48,6 +48,7 @@ impl Shared {
             shared: self,
             owed: Owed::Keys(keys),
             done: false,
+            publishing: false,
         }
     }
 
@@ -57,6 +58,7 @@ impl Shared {
             shared: self,
             owed: Owed::One(invalidation),
             done: false,
+            publishing: false,
         }
     }
 
@@ -148,7 +150,8 @@ impl Shared {
 /// it, a write cancelled at its L2 call or at its publish changed this L1 (and often L2: a
 /// command already sent is run) while no other instance heard of it.
 ///
-/// Handed over from `Drop`, the message goes twice: at once, and again after the L2 timeout
+/// Handed over from `Drop` before the publish began, the message goes twice: at once, and again
+/// after the L2 timeout
 /// (`repeat_later_after`, set in `wiring.rs`). The L2 command a cancelled write sent may still
 /// be on its way; an instance that reads the key from L2 after the first message and before
 /// the command runs caches the old value, which only the second message drops (if the command
@@ -157,6 +160,9 @@ pub(crate) struct Announcement<'a> {
     shared: &'a Shared,
     owed: Owed<'a>,
     done: bool,
+    /// [`publish`](Announcement::publish) has begun: the write's L2 step is over (publishing is
+    /// the only wait after it), so a message handed over from `Drop` needs no repeat.
+    publishing: bool,
 }
 
 /// What an [`Announcement`] publishes.
@@ -176,6 +182,7 @@ impl Announcement<'_> {
 
     /// Publishes the keys and waits for it, as [`Shared::publish_keys_async`].
     pub(crate) async fn publish(mut self) {
+        self.publishing = true;
         match self.owed {
             Owed::Keys(keys) => self.shared.publish_keys_async(keys).await,
             Owed::One(invalidation) => self.shared.publish_async(invalidation).await,
@@ -195,7 +202,7 @@ impl Drop for Announcement<'_> {
                 Owed::One(invalidation) => vec![invalidation.clone()],
             };
             for message in messages {
-                if let Err(e) = bp.publish_later(&message) {
+                if let Err(e) = bp.publish_later_repeated(&message, !self.publishing) {
                     tracing::warn!(error = %e, "the invalidation of a cancelled call could not be kept for sending");
                 }
             }

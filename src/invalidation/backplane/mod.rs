@@ -203,6 +203,9 @@ pub struct BackplaneStats {
     pub last_lost_at: Option<SystemTime>,
     /// Failed messages waiting to be re-sent.
     pub republish_pending: u64,
+    /// Messages waiting to be sent a second time (see
+    /// [`BackplaneOptions::repeat_later_after`]).
+    pub repeats_pending: u64,
     /// Times the pending messages (or the repeats waiting to be due, see
     /// [`BackplaneOptions::repeat_later_after`]) overflowed the republish limit and became one
     /// `All`.
@@ -484,10 +487,16 @@ impl Backplane {
     /// # Errors
     /// [`Error::ValueTooLarge`] as for [`publish`](Self::publish); nothing is kept then.
     pub fn publish_later(&self, invalidation: &Invalidation) -> Result<()> {
+        self.publish_later_repeated(invalidation, true)
+    }
+
+    /// [`publish_later`](Self::publish_later), with the repeat only if `repeat`: a caller whose
+    /// L2 command has answered has nothing left in flight that could run after the message.
+    pub(crate) fn publish_later_repeated(&self, invalidation: &Invalidation, repeat: bool) -> Result<()> {
         let (_, bytes) = self.prepare(invalidation)?;
         self.publisher.keep(bytes, invalidation.weight());
         // A delay past what an `Instant` holds would never come: such a repeat goes at shutdown.
-        if !self.repeat_after.is_zero() {
+        if repeat && !self.repeat_after.is_zero() {
             let at = Instant::now().checked_add(self.repeat_after);
             self.publisher.repeat(invalidation.clone(), at);
         }
@@ -556,6 +565,7 @@ impl Backplane {
             reconnects: load(&s.reconnects),
             last_lost_at: *s.last_lost_at.lock(),
             republish_pending: load(&s.republish_pending),
+            repeats_pending: self.publisher.repeats_pending(),
             republish_overflows: load(&s.republish_overflows),
             handler_panics: load(&s.handler_panics),
         }

@@ -310,6 +310,11 @@ impl Publisher {
         }
     }
 
+    /// How many repeats wait to be due.
+    pub(super) fn repeats_pending(&self) -> u64 {
+        self.repeats.lock().due.len() as u64
+    }
+
     /// When the next repeat is due.
     fn next_repeat(&self) -> Option<Instant> {
         self.repeats.lock().due.front().map(|(at, _)| *at)
