@@ -219,10 +219,11 @@ fn bench_memory_hit(p: &Params, rt: &tokio::runtime::Runtime) {
         before,
         "every timed read was a memory-tier hit"
     );
+    // foyer puts a disk hit back in memory, so this only says nothing was evicted meanwhile.
     assert_eq!(
         in_memory(&theirs),
         keys.len(),
-        "every timed foyer read was a memory-cache hit"
+        "foyer's memory cache still holds every key"
     );
     let (o, f) = (median(&a), median(&b));
     println!(

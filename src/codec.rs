@@ -10,9 +10,9 @@
 //!
 //! Decoding checks the tag first, so a value is never decoded by the wrong codec: a mismatch is
 //! [`Error::CodecMismatch`] naming the key and both codecs. A damaged or hostile payload is an
-//! [`Error::Decode`], never an abort: lengths are bounded by the payload's size, and nesting by
-//! the stack the decoding thread has left (bincode has no bound of its own, see `depth`). The
-//! raw-bytes API
+//! [`Error::Decode`] rather than an abort: lengths are bounded by the payload's size, and nesting
+//! by the stack the decoding thread has left, with a 128 KiB margin (bincode has no bound of its
+//! own; `depth` says what the bound does not cover). The raw-bytes API
 //! (`CacheManager::get_raw`, …) stores bytes untouched, with no tag.
 
 use serde::de::DeserializeOwned;

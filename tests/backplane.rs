@@ -442,7 +442,8 @@ fn a_repeat_not_yet_due_at_shutdown_is_sent_then() {
         .messages()
         .iter()
         .find(|m| m.invalidation == keys(&["twice"]))
-        .map(|m| m.seq);
+        .map(|m| m.seq)
+        .expect("the first 'twice' was received");
     a.shutdown();
     b_seen.wait_for("the repeat sent at shutdown", WAIT, |e| count_messages(e) >= 3);
     let got = b_seen.messages();
@@ -453,7 +454,8 @@ fn a_repeat_not_yet_due_at_shutdown_is_sent_then() {
         .iter()
         .rev()
         .find(|m| m.invalidation == keys(&["twice"]))
-        .map(|m| m.seq);
+        .map(|m| m.seq)
+        .expect("a 'twice' was received");
     assert!(
         repeat > first,
         "the repeat carries a sequence number of its own: {got:?}"

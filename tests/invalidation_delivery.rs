@@ -342,8 +342,9 @@ fn an_async_write_dropped_at_its_l2_call_is_announced_again_after_the_l2_timeout
         .build()
         .unwrap();
     let cancelled_at = Instant::now();
+    // Long enough for the SET to reach L2 (where the pause holds it) on a loaded machine.
     let cancelled = rt.block_on(async {
-        tokio::time::timeout(Duration::from_millis(50), a.set_raw_async("k", b"v1", None))
+        tokio::time::timeout(Duration::from_millis(500), a.set_raw_async("k", b"v1", None))
             .await
             .is_err()
     });

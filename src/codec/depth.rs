@@ -3,8 +3,9 @@
 //!
 //! bincode recurses once per level of the value it decodes and has no bound of its own: the bytes
 //! of a recursive type (a tree, a linked list) a million levels deep fit in one megabyte, and
-//! decoding them overflows the thread's stack, which aborts the process. JSON needs no adapter:
-//! `serde_json` stops at 128 nested arrays or objects.
+//! decoding them overflows the thread's stack, which aborts the process. JSON goes through the
+//! adapter too: `serde_json` stops at 128 nested arrays or objects, a count of levels that says
+//! nothing of the stack a heavy type's levels take.
 //!
 //! [`Limited`] wraps a [`Deserializer`] and every visitor, access and seed it hands out, and
 //! counts a level each time the value steps into a sequence, a map, an enum, an `Option` or a
@@ -16,6 +17,12 @@
 //! extent is unknown, [`FALLBACK_MAX_DEPTH`] levels are allowed. Everything else is passed
 //! through unchanged, `is_human_readable` included (bincode says false, and types such as
 //! `IpAddr` encode differently for it).
+//!
+//! What it does not cover: one level that alone takes more than [`STACK_MARGIN`] (a type with
+//! a huge array inline), a thread already within that margin of its end before the first
+//! [`CHECKED_FROM`] levels, and the second pass serde makes over a value it buffered (an
+//! untagged enum or a `flatten` field, in JSON; bincode refuses those), which does not go
+//! through the adapter.
 
 use std::fmt;
 

@@ -16,10 +16,16 @@ thread_local! {
 
 /// Runs `f` with every load thread started from this thread failing to start.
 fn without_load_threads<R>(f: impl FnOnce() -> R) -> R {
+    /// Clears the flag however `f` ends, a panic included.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_LOAD_THREADS.with(|no| no.set(false));
+        }
+    }
     NO_LOAD_THREADS.with(|no| no.set(true));
-    let out = f();
-    NO_LOAD_THREADS.with(|no| no.set(false));
-    out
+    let _restore = Restore;
+    f()
 }
 
 const START_MS: u64 = 1_700_000_000_000;

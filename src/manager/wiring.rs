@@ -55,6 +55,18 @@ pub(super) fn shared_io(_config: &CacheConfig) -> Result<Option<SharedIo>> {
     Ok(None)
 }
 
+/// The deadline of a call through the tag store (tag sets, and the L2 prefix deletion of an
+/// invalidation): the larger of the L2's and the backplane's, as it talks to both kinds of key.
+#[cfg(feature = "redis")]
+fn tag_deadline(config: &CacheConfig) -> Duration {
+    Duration::from_millis(
+        config
+            .distributed
+            .timeout_ms
+            .max(config.invalidation.publish_timeout_ms),
+    )
+}
+
 /// The tag store on the Redis of the tag sets, if the configuration has one (see [`tag_redis`]).
 #[cfg(feature = "redis")]
 pub(super) fn build_tags(
@@ -65,14 +77,10 @@ pub(super) fn build_tags(
     let Some((options, l2_prefix_delete)) = tag_redis(config) else {
         return Ok(None);
     };
-    let timeout = config
-        .distributed
-        .timeout_ms
-        .max(config.invalidation.publish_timeout_ms);
     TagStore::new(
         options.io_runtime(io.cloned()),
         config.distributed.key_prefix.clone(),
-        Duration::from_millis(timeout),
+        tag_deadline(config),
         l2_prefix_delete && l2_present,
     )
     .map(Some)
@@ -175,10 +183,10 @@ fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
         .publish_timeout(Duration::from_millis(inv.publish_timeout_ms))
         .start_offline(config.fallback_on_error)
         // A cancelled write's L2 command may run after its first message (see
-        // `Announcement`): the second one comes once it has usually run or failed. A prefix
-        // invalidation's L2 step runs under the tag store's deadline, the larger of the two.
+        // `Announcement`): the second one comes once it has usually run or failed, by the
+        // deadline of the slowest L2 step (a prefix invalidation's, through the tag store).
         .repeat_later_after(if config.distributed.enabled {
-            Duration::from_millis(config.distributed.timeout_ms.max(inv.publish_timeout_ms))
+            tag_deadline(config)
         } else {
             Duration::ZERO
         })
