@@ -272,6 +272,21 @@ fn redis_instance(l2: &RedisServer, timeout_ms: u64, top: &str, invalidation: &s
     .unwrap()
 }
 
+/// Starts an async `set` of `key` on `cache` and drops it after `after` (a caller's timeout);
+/// whether it was still running then.
+fn set_cancelled_after(cache: &CacheManager, key: &str, value: &[u8], after: Duration) -> bool {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(after, cache.set_raw_async(key, value, None))
+            .await
+            .is_err()
+    })
+}
+
 /// [`redis_instance`] with the backplane on another Redis (`bus`), so that the L2 can be frozen
 /// while the backplane stays up.
 fn instance_on(l2: &RedisServer, bus: &RedisServer) -> CacheManager {
@@ -288,16 +303,7 @@ fn an_async_write_dropped_at_its_l2_call_still_reaches_the_other_instances_l1() 
     let before = b.stats().consistency.invalidations_received;
 
     l2.pause();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let cancelled = rt.block_on(async {
-        tokio::time::timeout(Duration::from_millis(300), a.set_raw_async("k", b"v1", None))
-            .await
-            .is_err()
-    });
+    let cancelled = set_cancelled_after(&a, "k", b"v1", Duration::from_millis(300));
     assert!(cancelled, "the set finished while L2 was frozen");
     l2.resume();
 
@@ -336,18 +342,9 @@ fn an_async_write_dropped_at_its_l2_call_is_announced_again_after_the_l2_timeout
         .arg("WRITE")
         .query(&mut admin)
         .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let cancelled_at = Instant::now();
     // Long enough for the SET to reach L2 (where the pause holds it) on a loaded machine.
-    let cancelled = rt.block_on(async {
-        tokio::time::timeout(Duration::from_millis(500), a.set_raw_async("k", b"v1", None))
-            .await
-            .is_err()
-    });
+    let cancelled = set_cancelled_after(&a, "k", b"v1", Duration::from_millis(500));
     assert!(cancelled, "the set finished while L2 held writes");
     assert_eq!(a.backplane().unwrap().stats().repeats_pending, 1);
     wait_until("B to hear of the cancelled set", || {
@@ -394,16 +391,7 @@ fn an_async_write_dropped_at_its_publish_is_announced_once() {
     let before = b.stats().consistency.invalidations_received;
 
     bus.pause();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let cancelled = rt.block_on(async {
-        tokio::time::timeout(Duration::from_millis(300), a.set_raw_async("k", b"v1", None))
-            .await
-            .is_err()
-    });
+    let cancelled = set_cancelled_after(&a, "k", b"v1", Duration::from_millis(300));
     assert!(cancelled, "the set finished while the backplane was frozen");
     let view = RedisStore::connect(RedisOptions::new(l2.addr()).prefix("app:")).unwrap();
     assert_eq!(
