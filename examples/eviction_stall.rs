@@ -50,9 +50,10 @@ fn main() {
     let top20 = latencies_us.iter().rev().take(20).sum::<u64>() / 20;
     let over_2ms = latencies_us.iter().filter(|&&l| l > 2_000).count();
     println!(
-        "bench: eviction_stall[{max_mb} MiB, {value_len} B values, {writes} writes, {} entries evicted] \
+        "bench: eviction_stall[{max_mb} MiB, {value_len} B values, {writes} writes, {} entries evicted, {} segment evictions planned ahead] \
          p50={}µs p99={}µs p999={}µs p9999={}µs max={}µs top20_mean={top20}µs over_2ms={over_2ms}",
         stats.evictions,
+        stats.planned_evictions,
         at(0.5),
         at(0.99),
         at(0.999),

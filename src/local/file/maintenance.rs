@@ -22,11 +22,13 @@ use std::sync::Arc;
 use super::admission::{self, Victim};
 use super::format::{self, Kind};
 use super::index::{Loc, Spend};
+use super::plan::{self, Listed};
 use super::policy::{self, Standing};
 use super::segment::Segment;
 use super::{decay, Inner, Writer};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
+use crate::storage::TierAbove;
 
 /// What one compaction step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,6 +58,20 @@ struct Candidate {
     /// The tier in front of the store holds the key (see `policy`, reads served in front).
     held_above: bool,
     expired: bool,
+}
+
+impl Candidate {
+    /// `listed` as an eviction at `now` weighs it, with its `standing` now.
+    fn new(listed: Listed, standing: Standing, now: u64) -> Candidate {
+        Candidate {
+            hash: listed.hash,
+            loc: listed.loc,
+            len: listed.len,
+            standing: standing.with_reads_above(listed.held_above),
+            held_above: listed.held_above,
+            expired: listed.expires_at_ms != 0 && now >= listed.expires_at_ms,
+        }
+    }
 }
 
 /// Which of `seg`'s `candidates` an eviction keeps (see `policy`): ranked (expired ones are
@@ -170,7 +186,7 @@ impl Inner {
         let Some(base) = self.slots.find(seg.id) else {
             return;
         };
-        let candidates = self.candidates(seg, base, self.clock.now_ms());
+        let (candidates, _) = self.candidates(seg, base, self.clock.now_ms());
         // As the eviction ranks them, the store being read (a fill follows a read).
         let choice = rank_and_choose(seg, &candidates, true);
         // Into the list's own allocation: it is rebuilt for every segment.
@@ -188,29 +204,101 @@ impl Inner {
     }
 
     /// The live value records of `seg` (the index points at them), in log order, as an eviction
-    /// weighs them. `base`: the segment's location. Reads the records one at a time: decoded all
-    /// at once, a segment's records took about 70 bytes each on top of the 32 here, and every
-    /// eviction of a store at its bound allocated (and the allocator kept) about 1.5 times the
-    /// segment's size for them.
-    fn candidates(&self, seg: &Segment, base: Loc, now: u64) -> Vec<Candidate> {
+    /// weighs them now. `base`: the segment's location. From the segment's plan if the planner
+    /// listed it (see `plan`); `planned` says so.
+    ///
+    /// Without one, reads the records one at a time: decoded all at once, a segment's records
+    /// took about 70 bytes each on top of the 32 here, and every eviction of a store at its
+    /// bound allocated (and the allocator kept) about 1.5 times the segment's size for them.
+    fn candidates(&self, seg: &Segment, base: Loc, now: u64) -> (Vec<Candidate>, bool) {
+        if let Some(plan) = self.planner.ready_for(seg.id) {
+            // Listed entries only die (see `plan`): those still live are the candidates.
+            let candidates = plan
+                .entries
+                .iter()
+                .filter_map(|&listed| {
+                    Some(Candidate::new(
+                        listed,
+                        self.standing_at(listed.hash, listed.loc)?,
+                        now,
+                    ))
+                })
+                .collect();
+            return (candidates, true);
+        }
         let above = self.above.read().clone();
+        let candidates = self
+            .live_records(seg, base, above.as_deref())
+            .map(|(listed, standing)| Candidate::new(listed, standing, now))
+            .collect();
+        (candidates, false)
+    }
+
+    /// The live value records of `seg`, in log order, with each one's standing now: a read of
+    /// the whole segment. `above`: the tier in front, asked whether it holds each key.
+    fn live_records<'a>(
+        &'a self,
+        seg: &'a Segment,
+        base: Loc,
+        above: Option<&'a dyn TierAbove>,
+    ) -> impl Iterator<Item = (Listed, Standing)> + 'a {
         seg.records()
             .filter(|rec| rec.record.kind == Kind::Value)
-            .filter_map(|rec| {
+            .filter_map(move |rec| {
                 let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
-                let expires = rec.record.expires_at_ms;
                 let standing = self.standing_at(hash, loc)?;
-                let held_above = above.as_ref().is_some_and(|above| above.holds(rec.record.key));
-                Some(Candidate {
+                let listed = Listed {
                     hash,
                     loc,
                     len: rec.len,
-                    standing: standing.with_reads_above(held_above),
-                    held_above,
-                    expired: expires != 0 && now >= expires,
-                })
+                    expires_at_ms: rec.record.expires_at_ms,
+                    held_above: above.is_some_and(|above| above.holds(rec.record.key)),
+                };
+                Some((listed, standing))
             })
-            .collect()
+    }
+
+    /// Lists the live entries of segment `id` for the eviction that will drop it (the planner
+    /// thread, off the writer lock; see `plan`). Stops early, keeping nothing, once another
+    /// segment is wanted or the store is closing.
+    pub(super) fn list_for_plan(&self, id: u64) {
+        let seg = self.segments.read().get(&id).cloned();
+        // No slot: no index entry points into the segment, and an eviction finds nothing either.
+        let Some((seg, base)) = seg.and_then(|seg| Some((Arc::clone(&seg), self.slots.find(seg.id)?))) else {
+            self.planner.finish(id, None);
+            return;
+        };
+        let above = self.above.read().clone();
+        let mut entries = Vec::new();
+        for (i, (listed, _)) in self.live_records(&seg, base, above.as_deref()).enumerate() {
+            if i % plan::CHECK_EVERY == 0 && (self.shutdown.is_fired() || !self.planner.still_wanted(id)) {
+                return;
+            }
+            entries.push(listed);
+        }
+        // Held until the eviction: give back what doubling the vector left over.
+        entries.shrink_to_fit();
+        self.planner.finish(id, Some(plan::Plan { segment: id, entries }));
+    }
+
+    /// Asks the planner to list the next segment to evict once an eviction is coming: the store
+    /// is within two segments of its bound. Called where the oldest sealed segment can change,
+    /// after a roll and after a removal.
+    pub(super) fn plan_next(&self, w: &Writer) {
+        #[cfg(test)]
+        if self.test_no_plans.load(Ordering::Relaxed) {
+            return;
+        }
+        let coming = self
+            .disk_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(2 * self.segment_size);
+        if coming < self.max_bytes {
+            return;
+        }
+        if let Some(seg) = self.oldest_sealed(w) {
+            self.planner.request(seg.id);
+        }
     }
 
     /// The standing of the index entry of `hash`, if it points at `loc`.
@@ -246,7 +334,10 @@ impl Inner {
         let now = self.clock.now_ms();
         // A segment without a slot has no index entry pointing at it.
         if let Some(base) = self.slots.find(seg.id) {
-            let candidates = self.candidates(&seg, base, now);
+            let (candidates, planned) = self.candidates(&seg, base, now);
+            if planned {
+                self.counters.planned_evictions.fetch_add(1, Ordering::Relaxed);
+            }
             // Unread entries are only worth copying in a store that is being read: a stream of
             // writes nobody looks up (a bulk load) copies nothing. Read once, so the ranking and
             // the copies agree on it.

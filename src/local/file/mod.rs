@@ -18,6 +18,7 @@
 //! | `lookup`      | reads through the index; its bookkeeping; key listing       |
 //! | `recovery`    | open: hints or scans, damage handling, rebuilding the index |
 //! | `maintenance` | size-bound eviction, TTL sweep, segment rewriting           |
+//! | `plan`        | the next eviction's entries, listed ahead off the lock      |
 //! | `policy`      | which entries the size bound keeps (scan resistance)        |
 //! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
 //! | `admission`   | whether a fill is worth its room in a full store            |
@@ -27,7 +28,7 @@
 //! | `decay`       | whether entries no longer read lose their counted reads     |
 //! | `share`       | the share of sampled entries read, over a sliding window    |
 //! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
-//! | `worker`      | background flusher and compactor threads                    |
+//! | `worker`      | background flusher, compactor and planner threads           |
 
 mod admission;
 mod decay;
@@ -40,6 +41,7 @@ mod lookup;
 mod maintenance;
 mod mmap;
 mod options;
+mod plan;
 mod policy;
 #[cfg(test)]
 mod power_loss_tests;
@@ -142,6 +144,9 @@ pub struct FileStoreStats {
     pub expirations: u64,
     /// Segments rewritten by compaction.
     pub compactions: u64,
+    /// Evictions whose segment's entries the planner thread had listed ahead, off the writer
+    /// lock (the others read the segment while the evicting write waited).
+    pub planned_evictions: u64,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +156,7 @@ struct Counters {
     second_chances: AtomicU64,
     expirations: AtomicU64,
     compactions: AtomicU64,
+    planned_evictions: AtomicU64,
 }
 
 /// State shared by the store handle and its background threads.
@@ -192,6 +198,8 @@ pub(crate) struct Inner {
     /// The tier in front of the store (the memory tier), whose keys eviction counts as read
     /// (see `maintenance`).
     above: RwLock<Option<Arc<dyn TierAbove>>>,
+    /// Lists the next eviction's entries ahead of it (see `plan`).
+    planner: Arc<plan::Planner>,
     /// Set by the first failed write or fsync; writes are refused from then on.
     latch: WriteLatch,
     disk_bytes: AtomicU64,
@@ -206,6 +214,9 @@ pub(crate) struct Inner {
     /// Test hook: makes the flusher thread leave its loop as if it had died.
     #[cfg(test)]
     test_stop_flusher: AtomicBool,
+    /// Test hook: no plans are asked for, so every eviction reads its segment.
+    #[cfg(test)]
+    test_no_plans: AtomicBool,
 }
 
 /// One value a write appends: `(key, value)` takes the batch's TTL, `(key, value, ttl)` has its
@@ -385,6 +396,7 @@ impl FileStore {
             sketch: admission::Sketch::default(),
             stash: stash::Stash::default(),
             above: RwLock::new(None),
+            planner: Arc::default(),
             latch: WriteLatch::new("file store"),
             disk_bytes: AtomicU64::new(disk_bytes),
             live_bytes: AtomicU64::new(live_bytes),
@@ -396,6 +408,8 @@ impl FileStore {
             shutdown: Shutdown::default(),
             #[cfg(test)]
             test_stop_flusher: AtomicBool::new(false),
+            #[cfg(test)]
+            test_no_plans: AtomicBool::new(false),
             dir,
         });
         let workers = if options.background {

@@ -1,9 +1,11 @@
-//! Background threads: the periodic flusher and the compactor, and how they are stopped.
+//! Background threads: the periodic flusher, the compactor and the eviction planner, and how
+//! they are stopped.
 //!
-//! Both are optimisations, never correctness dependencies: an expired entry is never returned
-//! without the compactor, and `flush` works without the flusher. Each sleeps until its next
-//! deadline or until the store's [`Shutdown`] is fired; dropping [`Workers`] fires it and joins
-//! them.
+//! All three are optimisations, never correctness dependencies: an expired entry is never
+//! returned without the compactor, `flush` works without the flusher, and an eviction without a
+//! plan reads its segment itself. The first two sleep until their next deadline, the planner
+//! until it is asked for a plan; each wakes when the store's [`Shutdown`] is fired, and dropping
+//! [`Workers`] fires it and joins them.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -75,6 +77,19 @@ impl Workers {
                     if let Err(e) = inner2.compact(&inner2.shutdown) {
                         tracing::warn!(error = %e, "background compaction failed");
                     }
+                }
+            },
+            inner,
+        )?;
+        // Woken by a request, or by the shutdown through the planner's lock (see `Shutdown`).
+        let planner = Arc::clone(&inner.planner);
+        inner.shutdown.on_fire(move || planner.wake());
+        let inner2 = Arc::clone(inner);
+        workers.spawn(
+            "uno-cache-plan",
+            move || {
+                while let Some(segment) = inner2.planner.next(&inner2.shutdown) {
+                    inner2.list_for_plan(segment);
                 }
             },
             inner,

@@ -371,6 +371,7 @@ impl Inner {
             .fetch_add(SEGMENT_HEADER_LEN as u64 + hint_frame, Ordering::Relaxed);
         w.active = Some(segment);
         w.offset = SEGMENT_HEADER_LEN as u64;
+        self.plan_next(w);
         // The new name must be durable before records in it are acknowledged as durable.
         self.dir.sync().map_err(|e| self.fail(e))
     }
@@ -606,6 +607,7 @@ impl Inner {
             }
             self.follow_segments(&segments);
         }
+        self.plan_next(w);
         self.slots.release(seg.id);
         self.disk_bytes.fetch_sub(seg.disk_bytes(), Ordering::Relaxed);
         // A segment that stays on disk after the store forgot it would come back at the next
@@ -648,6 +650,7 @@ impl Inner {
             second_chances: c.second_chances.load(Ordering::Relaxed),
             expirations: c.expirations.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
+            planned_evictions: c.planned_evictions.load(Ordering::Relaxed),
         }
     }
 
