@@ -413,7 +413,10 @@ impl FileStore {
             dir,
         });
         let workers = if options.background {
-            Workers::start(&inner)?
+            let workers = Workers::start(&inner)?;
+            // A store reopened near its bound evicts before its next roll asks for a plan.
+            inner.plan_next(&inner.writer.lock());
+            workers
         } else {
             Workers::default()
         };

@@ -286,6 +286,132 @@ mod tests {
         );
     }
 
+    /// Writes `k{key}` with a value that names its key and version, so a reader can check it.
+    fn versioned(key: usize, version: usize) -> Vec<u8> {
+        let mut v = format!("k{key}:{version}:").into_bytes();
+        v.resize(200 + (key * 31 + version) % 600, b'v');
+        v
+    }
+
+    #[test]
+    fn evictions_on_plans_under_racing_writers_and_readers_lose_nothing_and_bring_nothing_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let store = Arc::new(open(dir.path(), &clock, true));
+        // Half the keys' values take more than the bound: evictions drop live entries.
+        const OWN: usize = 1_500;
+        // Fill until the first segment is evicted, then wait for the plan of the next one to
+        // go, so that at least the first eviction under the racing threads runs on one.
+        store.set("k0", &versioned(0, 0), None).unwrap();
+        let first = oldest(&store);
+        let mut version = 0;
+        while oldest(&store) == first {
+            version += 1;
+            store
+                .set(
+                    &format!("k{}", version % (2 * OWN)),
+                    &versioned(version % (2 * OWN), version),
+                    None,
+                )
+                .unwrap();
+        }
+        assert!(
+            store
+                .inner
+                .planner
+                .wait_ready(oldest(&store), Duration::from_secs(30)),
+            "no plan was made"
+        );
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Each writer owns half the keys, so its own record of their latest state is exact.
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let mut latest = vec![None; 2 * OWN];
+                    for n in 0..8_000 {
+                        let key = 2 * ((n * 7919) % OWN) + t;
+                        if n % 13 == 0 {
+                            store.delete(&format!("k{key}")).unwrap();
+                            latest[key] = None;
+                        } else {
+                            let value = versioned(key, 1_000_000 + n);
+                            store.set(&format!("k{key}"), &value, None).unwrap();
+                            latest[key] = Some(value);
+                        }
+                    }
+                    latest
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, done) = (Arc::clone(&store), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    let mut hits = 0;
+                    let mut n = 0;
+                    while !done.load(Ordering::SeqCst) {
+                        n += 1;
+                        let key = n % (2 * OWN);
+                        if let Some(v) = store.get(&format!("k{key}")).unwrap() {
+                            let text = String::from_utf8(v.to_vec()).unwrap();
+                            let version: usize = text.split(':').nth(1).unwrap().parse().unwrap();
+                            assert_eq!(v.to_vec(), versioned(key, version), "k{key}");
+                            hits += 1;
+                        }
+                    }
+                    hits
+                })
+            })
+            .collect();
+        let latest: Vec<Vec<Option<Vec<u8>>>> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        done.store(true, Ordering::SeqCst);
+        let hits: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert!(hits > 0, "the readers checked nothing");
+        let stats = store.stats();
+        assert!(stats.planned_evictions > 0 && stats.evictions > 0, "{stats:?}");
+        assert!(stats.disk_bytes <= 1 << 20, "{stats:?}");
+        let check = |store: &FileStore| {
+            for key in 0..2 * OWN {
+                let want = &latest[key % 2][key];
+                match (want, store.get(&format!("k{key}")).unwrap()) {
+                    (None, Some(_)) => panic!("deleted k{key} came back"),
+                    (Some(want), Some(got)) => assert_eq!(&got.to_vec(), want, "k{key} has an older value"),
+                    _ => {} // evicted, or deleted
+                }
+            }
+        };
+        check(&store);
+        Arc::into_inner(store).unwrap().close().unwrap();
+        let reopened = open(dir.path(), &clock, true);
+        check(&reopened);
+        assert!(reopened.verify(|_, _| {}).unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_store_reopened_near_its_bound_plans_its_first_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let store = open(dir.path(), &clock, false);
+        let mut next = 0;
+        while store.stats().disk_bytes + 64 * 1024 < 1 << 20 {
+            store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
+            next += 1;
+        }
+        store.close().unwrap();
+        let store = open(dir.path(), &clock, true);
+        let first = oldest(&store);
+        assert!(
+            store.inner.planner.wait_ready(first, Duration::from_secs(30)),
+            "no plan of segment {first} before the first write"
+        );
+        while store.stats().evictions == 0 {
+            store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
+            next += 1;
+        }
+        assert_eq!(store.stats().planned_evictions, 1);
+    }
+
     #[test]
     fn a_listing_overtaken_by_a_newer_request_keeps_nothing() {
         let planner = Planner::default();
