@@ -28,7 +28,6 @@ use super::segment::Segment;
 use super::{decay, Inner, Writer};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
-use crate::storage::TierAbove;
 
 /// What one compaction step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -61,14 +60,15 @@ struct Candidate {
 }
 
 impl Candidate {
-    /// `listed` as an eviction at `now` weighs it, with its `standing` now.
-    fn new(listed: Listed, standing: Standing, now: u64) -> Candidate {
+    /// `listed` as an eviction at `now` weighs it, with its `standing` now and whether the
+    /// tier in front holds its key now.
+    fn new(listed: Listed, standing: Standing, held_above: bool, now: u64) -> Candidate {
         Candidate {
             hash: listed.hash,
             loc: listed.loc,
             len: listed.len,
-            standing: standing.with_reads_above(listed.held_above),
-            held_above: listed.held_above,
+            standing: standing.with_reads_above(held_above),
+            held_above,
             expired: listed.expires_at_ms != 0 && now >= listed.expires_at_ms,
         }
     }
@@ -211,50 +211,54 @@ impl Inner {
     /// took about 70 bytes each on top of the 32 here, and every eviction of a store at its
     /// bound allocated (and the allocator kept) about 1.5 times the segment's size for them.
     fn candidates(&self, seg: &Segment, base: Loc, now: u64) -> (Vec<Candidate>, bool) {
+        let above = self.above.read().clone();
+        // Asked now, as the tier's keys change between a listing and its eviction.
+        let held_above = |key: Option<&str>| {
+            above
+                .as_deref()
+                .is_some_and(|above| key.is_some_and(|key| above.holds(key)))
+        };
         if let Some(plan) = self.planner.ready_for(seg.id) {
-            // Listed entries only die (see `plan`): those still live are the candidates.
+            // Listed entries only die (see `plan`): those still live are the candidates. The key
+            // is read from the map only for the tier in front (the listing checked the record).
             let candidates = plan
                 .entries
                 .iter()
                 .filter_map(|&listed| {
-                    Some(Candidate::new(
-                        listed,
-                        self.standing_at(listed.hash, listed.loc)?,
-                        now,
-                    ))
+                    let standing = self.standing_at(listed.hash, listed.loc)?;
+                    let key = || seg.key_at(listed.loc.offset(), listed.len);
+                    let held = above.is_some() && held_above(key());
+                    Some(Candidate::new(listed, standing, held, now))
                 })
                 .collect();
             return (candidates, true);
         }
-        let above = self.above.read().clone();
         let candidates = self
-            .live_records(seg, base, above.as_deref())
-            .map(|(listed, standing)| Candidate::new(listed, standing, now))
+            .value_records(seg, base)
+            .filter_map(|(listed, key)| {
+                let standing = self.standing_at(listed.hash, listed.loc)?;
+                Some(Candidate::new(listed, standing, held_above(Some(key)), now))
+            })
             .collect();
         (candidates, false)
     }
 
-    /// The live value records of `seg`, in log order, with each one's standing now: a read of
-    /// the whole segment. `above`: the tier in front, asked whether it holds each key.
-    fn live_records<'a>(
+    /// Every value record of `seg` in log order, live or not (the index decides), with its key.
+    fn value_records<'a>(
         &'a self,
         seg: &'a Segment,
         base: Loc,
-        above: Option<&'a dyn TierAbove>,
-    ) -> impl Iterator<Item = (Listed, Standing)> + 'a {
+    ) -> impl Iterator<Item = (Listed, &'a str)> + 'a {
         seg.records()
             .filter(|rec| rec.record.kind == Kind::Value)
-            .filter_map(move |rec| {
-                let (hash, loc) = (self.hasher.hash(rec.record.key), base.at(rec.offset));
-                let standing = self.standing_at(hash, loc)?;
+            .map(move |rec| {
                 let listed = Listed {
-                    hash,
-                    loc,
+                    hash: self.hasher.hash(rec.record.key),
+                    loc: base.at(rec.offset),
                     len: rec.len,
                     expires_at_ms: rec.record.expires_at_ms,
-                    held_above: above.is_some_and(|above| above.holds(rec.record.key)),
                 };
-                Some((listed, standing))
+                (listed, rec.record.key)
             })
     }
 
@@ -268,13 +272,15 @@ impl Inner {
             self.planner.finish(id, None);
             return;
         };
-        let above = self.above.read().clone();
         let mut entries = Vec::new();
-        for (i, (listed, _)) in self.live_records(&seg, base, above.as_deref()).enumerate() {
+        // Counted over every record read, live or not, so a listing made useless stops soon.
+        for (i, (listed, _)) in self.value_records(&seg, base).enumerate() {
             if i % plan::CHECK_EVERY == 0 && (self.shutdown.is_fired() || !self.planner.still_wanted(id)) {
                 return;
             }
-            entries.push(listed);
+            if self.standing_at(listed.hash, listed.loc).is_some() {
+                entries.push(listed);
+            }
         }
         // Held until the eviction: give back what doubling the vector left over.
         entries.shrink_to_fit();

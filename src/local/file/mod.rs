@@ -146,6 +146,7 @@ pub struct FileStoreStats {
     pub compactions: u64,
     /// Evictions whose segment's entries the planner thread had listed ahead, off the writer
     /// lock (the others read the segment while the evicting write waited).
+    #[serde(default)]
     pub planned_evictions: u64,
 }
 

@@ -349,8 +349,9 @@
 //! - Admission (see above): 8 bytes per entry of sketch, allocated and counted into only once the
 //!   store is full (then one compare-and-swap per read); 20 bytes per entry of filters of
 //!   the keys fills were asked for, written under the writer lock by fills only (nothing on the
-//!   read path); and, once per eviction, a scan of the oldest segment under the writer lock to
-//!   list its victims (the same scan the eviction does).
+//!   read path); and, once per eviction, its victims listed from the oldest segment's entries,
+//!   which the planner thread lists ahead off the writer lock (see [`super::plan`]; without a
+//!   plan, a scan of the segment under the lock, the same the eviction does).
 //! - RAM: four bits of the existing flags word of an index entry, and the ghost filters (2
 //!   bytes per entry, see [`super::ghost`]). Nothing on disk changed; after a restart every entry
 //!   starts probationary with no reads counted.

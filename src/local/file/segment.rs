@@ -171,6 +171,16 @@ impl Segment {
             .map(|bytes| format::decode_record(bytes, self.salt))
     }
 
+    /// The key of the record of `len` bytes at `offset`, read without checking the record's
+    /// CRC: for bookkeeping about a record that was checked when it was listed (see `plan`),
+    /// never to serve a read.
+    pub(crate) fn key_at(&self, offset: u64, len: u32) -> Option<&str> {
+        let bytes = self.read(offset, len)?;
+        let header = format::peek_record_header(bytes)?;
+        let key_end = format::RECORD_HEADER_LEN.checked_add(usize::from(header.key_len))?;
+        std::str::from_utf8(bytes.get(format::RECORD_HEADER_LEN..key_end)?).ok()
+    }
+
     /// The record of `len` bytes at `offset`, if it decodes there.
     pub(crate) fn located(&self, offset: u64, len: u32) -> Option<format::Located<'_>> {
         match self.decode_at(offset, len)? {

@@ -41,6 +41,17 @@ pub(crate) struct Workers {
 impl Workers {
     pub(crate) fn start(inner: &Arc<Inner>) -> crate::Result<Workers> {
         let mut workers = Workers::default();
+        // Threads already started must not outlive a store that failed to open: they hold its
+        // state and its directory lock.
+        if let Err(e) = workers.spawn_all(inner) {
+            workers.stop(&inner.shutdown);
+            return Err(e);
+        }
+        Ok(workers)
+    }
+
+    fn spawn_all(&mut self, inner: &Arc<Inner>) -> crate::Result<()> {
+        let workers = self;
         if let super::Durability::Periodic(interval) = inner.durability {
             let inner2 = Arc::clone(inner);
             workers.spawn(
@@ -94,7 +105,7 @@ impl Workers {
             },
             inner,
         )?;
-        Ok(workers)
+        Ok(())
     }
 
     fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static, inner: &Inner) -> crate::Result<()> {

@@ -607,9 +607,11 @@ impl Inner {
             }
             self.follow_segments(&segments);
         }
-        self.plan_next(w);
         self.slots.release(seg.id);
         self.disk_bytes.fetch_sub(seg.disk_bytes(), Ordering::Relaxed);
+        // Its plan, or a listing of it, is of no use now; the next segment's may be.
+        self.planner.forget(seg.id);
+        self.plan_next(w);
         // A segment that stays on disk after the store forgot it would come back at the next
         // open, with records whose tombstones may be gone: latch.
         self.dir
