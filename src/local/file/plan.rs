@@ -214,6 +214,32 @@ mod tests {
         *store.inner.segments.read().keys().next().unwrap()
     }
 
+    /// Writes keys from `k0` on (the first `expiring` of them with a TTL of a second) until the
+    /// first roll within two segments of the bound, which asks for the plan of the oldest
+    /// segment; waits for that plan if the store makes plans. Returns the segment and the next
+    /// key to write.
+    fn fill_until_planned(store: &FileStore, expiring: usize) -> (u64, usize) {
+        let mut next = 0;
+        while store.stats().disk_bytes + 2 * 64 * 1024 < 1 << 20 {
+            let ttl = (next < expiring).then_some(Duration::from_secs(1));
+            store.set(&format!("k{next}"), &value(next, 0), ttl).unwrap();
+            next += 1;
+        }
+        let segments = store.stats().segments;
+        while store.stats().segments == segments {
+            store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
+            next += 1;
+        }
+        let first = oldest(store);
+        if !store.inner.test_no_plans.load(Ordering::Relaxed) {
+            assert!(
+                store.inner.planner.wait_ready(first, Duration::from_secs(30)),
+                "no plan of segment {first} was made"
+            );
+        }
+        (first, next)
+    }
+
     /// Everything a reader could see of the keys the test wrote.
     fn contents(store: &FileStore) -> Vec<Option<Vec<u8>>> {
         (0..KEYS)
@@ -228,26 +254,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let clock = ManualClock::new(1_000_000);
             let store = open(dir.path(), &clock, plans);
-            // Keys 0..2 expire after a second. The first roll within two segments of the bound
-            // asks for the plan of the oldest segment.
-            let mut next = 0;
-            while store.stats().disk_bytes + 2 * 64 * 1024 < 1 << 20 {
-                let ttl = (next < 2).then_some(Duration::from_secs(1));
-                store.set(&format!("k{next}"), &value(next, 0), ttl).unwrap();
-                next += 1;
-            }
-            let segments = store.stats().segments;
-            while store.stats().segments == segments {
-                store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
-                next += 1;
-            }
-            let first = oldest(&store);
-            if plans {
-                assert!(
-                    store.inner.planner.wait_ready(first, Duration::from_secs(30)),
-                    "no plan of segment {first} was made"
-                );
-            }
+            // Keys 0..2 expire after a second.
+            let (first, mut next) = fill_until_planned(&store, 2);
             // About 60 keys, all protected (written while the store filled up): an eviction
             // copies three quarters of them, the oldest first within a rank.
             let keys: Vec<usize> = store.inner.segments.read()[&first]
@@ -463,21 +471,7 @@ mod tests {
         let store = open(dir.path(), &clock, true);
         let tier = Arc::new(Tier::default());
         store.watch_tier_above(Arc::clone(&tier) as Arc<dyn crate::storage::TierAbove>);
-        let mut next = 0;
-        while store.stats().disk_bytes + 2 * 64 * 1024 < 1 << 20 {
-            store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
-            next += 1;
-        }
-        let segments = store.stats().segments;
-        while store.stats().segments == segments {
-            store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
-            next += 1;
-        }
-        let first = oldest(&store);
-        assert!(
-            store.inner.planner.wait_ready(first, Duration::from_secs(30)),
-            "no plan was made"
-        );
+        let (first, mut next) = fill_until_planned(&store, 0);
         // The last ten keys of the segment, never read here: only the tier's word keeps them
         // ahead of the three quarters listed before them.
         let keys: Vec<String> = store.inner.segments.read()[&first]
