@@ -213,11 +213,7 @@ impl Inner {
     fn candidates(&self, seg: &Segment, base: Loc, now: u64) -> (Vec<Candidate>, bool) {
         let above = self.above.read().clone();
         // Asked now, as the tier's keys change between a listing and its eviction.
-        let held_above = |key: Option<&str>| {
-            above
-                .as_deref()
-                .is_some_and(|above| key.is_some_and(|key| above.holds(key)))
-        };
+        let held_above = |key: &str| above.as_deref().is_some_and(|above| above.holds(key));
         if let Some(plan) = self.planner.ready_for(seg.id) {
             // Listed entries only die (see `plan`): those still live are the candidates. The key
             // is read from the map only for the tier in front (the listing checked the record).
@@ -226,8 +222,10 @@ impl Inner {
                 .iter()
                 .filter_map(|&listed| {
                     let standing = self.standing_at(listed.hash, listed.loc)?;
-                    let key = || seg.key_at(listed.loc.offset(), listed.len);
-                    let held = above.is_some() && held_above(key());
+                    let held = above.is_some()
+                        && seg
+                            .key_at(listed.loc.offset(), listed.len)
+                            .is_some_and(held_above);
                     Some(Candidate::new(listed, standing, held, now))
                 })
                 .collect();
@@ -237,7 +235,7 @@ impl Inner {
             .value_records(seg, base)
             .filter_map(|(listed, key)| {
                 let standing = self.standing_at(listed.hash, listed.loc)?;
-                Some(Candidate::new(listed, standing, held_above(Some(key)), now))
+                Some(Candidate::new(listed, standing, held_above(key), now))
             })
             .collect();
         (candidates, false)
@@ -268,7 +266,10 @@ impl Inner {
     pub(super) fn list_for_plan(&self, id: u64) {
         let seg = self.segments.read().get(&id).cloned();
         // No slot: no index entry points into the segment, and an eviction finds nothing either.
-        let Some((seg, base)) = seg.and_then(|seg| Some((Arc::clone(&seg), self.slots.find(seg.id)?))) else {
+        let Some((seg, base)) = seg.and_then(|seg| {
+            let base = self.slots.find(seg.id)?;
+            Some((seg, base))
+        }) else {
             self.planner.finish(id, None);
             return;
         };
