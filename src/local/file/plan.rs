@@ -48,7 +48,7 @@ use crate::shutdown::Shutdown;
 /// lets go of the segment's map.
 pub(super) const CHECK_EVERY: usize = 4096;
 
-/// One live value record of the segment, as the listing found it.
+/// One value record of a segment, as a read of the segment finds it (a plan keeps the live ones).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Listed {
     pub(super) hash: u64,
