@@ -19,6 +19,12 @@ pub enum KeyProblem {
         /// The largest accepted length in bytes.
         max: usize,
     },
+    /// The key starts with a namespace the level keeps for its own keys (the Redis level's
+    /// tag sets).
+    Reserved {
+        /// The namespace the key starts with.
+        namespace: &'static str,
+    },
 }
 
 impl std::fmt::Display for KeyProblem {
@@ -31,6 +37,11 @@ impl std::fmt::Display for KeyProblem {
                     "the key is {len} bytes, over the limit of {max} bytes; hash or shorten it"
                 )
             }
+            KeyProblem::Reserved { namespace } => write!(
+                f,
+                "the key starts with `{namespace}`, which the Redis level keeps for tag sets; \
+                 use a key that does not"
+            ),
         }
     }
 }

@@ -111,3 +111,56 @@ fn a_tag_a_prefix_and_an_event_invalidate_both_levels_and_the_other_instances_l1
     assert_eq!(b.get::<String>("report:daily").unwrap(), None);
     assert!(b.stats().consistency.invalidations_received > 0);
 }
+
+#[test]
+fn tag_sets_share_the_prefix_with_values_but_no_value_write_prefix_delete_or_size_touches_them() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    let members = |tag: &str| -> Vec<String> {
+        redis::cmd("SMEMBERS")
+            .arg(format!("app:uno-cache:tag:{tag}"))
+            .query(&mut redis.raw())
+            .unwrap()
+    };
+    a.set_with_tags("order:1", "o", None, &["orders"]).unwrap();
+    a.set("unopened", "u", None).unwrap();
+    assert_eq!(members("orders"), ["order:1"]);
+
+    // The tag set is no value of the L2: two keys, one set.
+    let size = a.stats().size.distributed;
+    assert_eq!(size.items, 2, "{size:?}");
+
+    // A value cannot replace the tag's set, and a read of its name is refused, not a WRONGTYPE.
+    let key = "uno-cache:tag:orders";
+    for (call, result) in [
+        ("set", a.set(key, "x", None).map(drop)),
+        ("get", a.get::<String>(key).map(drop)),
+    ] {
+        match result {
+            Err(uno_cache::Error::InvalidKey { key: named, .. }) => assert_eq!(named, key, "{call}"),
+            other => panic!("{call} of a tag set's name: {other:?}"),
+        }
+    }
+    assert_eq!(
+        a.local().get(key).unwrap(),
+        None,
+        "the refused set left no L1 copy"
+    );
+    assert_eq!(members("orders"), ["order:1"]);
+
+    // A prefix that the tag set's name starts with deletes the values under it, not the set.
+    assert!(a.invalidate_prefix("uno").unwrap() >= 1);
+    assert_eq!(a.get::<String>("unopened").unwrap(), None);
+    assert_eq!(
+        members("orders"),
+        ["order:1"],
+        "the prefix delete kept the tag set"
+    );
+    assert_eq!(a.invalidate_tag("orders").unwrap(), 1);
+    assert_eq!(
+        a.get::<String>("order:1").unwrap(),
+        None,
+        "the tag still reached its member"
+    );
+}

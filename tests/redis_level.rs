@@ -428,6 +428,61 @@ fn empty_keys_are_refused() {
 }
 
 #[test]
+fn keys_in_the_tag_sets_namespace_are_refused_by_every_call_naming_the_key() {
+    let server = RedisServer::start();
+    let redis = store(&server, "app:");
+    let reserved = "uno-cache:tag:orders";
+    let refused = |result: uno_cache::Result<()>, call: &str| match result {
+        Err(e @ Error::InvalidKey { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(reserved) && text.contains("tag sets"),
+                "{call}: {text}"
+            );
+            assert!(e.is_bad_input(), "{call}: {e:?}");
+        }
+        other => panic!("{call} of a reserved key: {other:?}"),
+    };
+    refused(redis.set(reserved, b"v", None), "set");
+    refused(redis.get(reserved).map(drop), "get");
+    refused(redis.delete(reserved).map(drop), "delete");
+    refused(
+        redis.set_many(&[("ok", &b"v"[..]), (reserved, b"v")], None),
+        "set_many",
+    );
+    refused(redis.get_many(&["ok", reserved]).map(drop), "get_many");
+    refused(redis.delete_many(&["ok", reserved]).map(drop), "delete_many");
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut server.raw()).unwrap();
+    assert_eq!(dbsize, 0, "nothing of a refused batch was written");
+    // Only the namespace itself is kept: keys that merely start alike are values.
+    for key in ["uno-cache:tags", "uno-cache:tag", "uno-cache:taG:x"] {
+        redis.set(key, b"v", None).unwrap();
+        assert_eq!(redis.get(key).unwrap().unwrap().value, b"v", "{key}");
+    }
+}
+
+#[test]
+fn size_counts_the_values_and_not_keys_of_other_types_under_the_prefix() {
+    let server = RedisServer::start();
+    let redis = store(&server, "app:");
+    redis.set("a", b"12345", None).unwrap();
+    // A tag's set, as the manager writes it, and another program's list, under the prefix.
+    redis::cmd("SADD")
+        .arg("app:uno-cache:tag:t")
+        .arg("a")
+        .exec(&mut server.raw())
+        .unwrap();
+    redis::cmd("RPUSH")
+        .arg("app:list")
+        .arg("x")
+        .exec(&mut server.raw())
+        .unwrap();
+    let size = redis.size().unwrap();
+    assert_eq!(size.items, 1, "{size:?}");
+    assert_eq!(size.bytes, ("app:a".len() + envelope::HEADER_LEN + 5) as u64);
+}
+
+#[test]
 fn unreachable_host_fails_at_construction_within_the_connect_timeout() {
     // A port nobody listens on: refused at once.
     let port = support::free_port();

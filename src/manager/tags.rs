@@ -1,6 +1,8 @@
 //! Tag membership and prefix deletion on a Redis that every instance reaches (the backplane's,
 //! or else the Redis L2): one Redis set per tag, `{key_prefix}uno-cache:tag:{tag}`, holding the
-//! keys written with that tag. `SADD` adds a key, then `EXPIRE NX` + `EXPIRE GT` give the set a
+//! keys written with that tag. The Redis level refuses cache keys in that namespace, and a
+//! prefix deletion leaves the sets, so a value can neither replace a tag's set nor take its
+//! members with it. `SADD` adds a key, then `EXPIRE NX` + `EXPIRE GT` give the set a
 //! TTL no shorter than any member's L2 TTL (Redis 7 or later). Invalidating a tag reads and
 //! deletes the set; the manager then deletes the members from L1 and L2 and publishes them as
 //! keys, so every instance drops them from its L1.
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::distributed::redis::TAG_NAMESPACE;
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::RedisOptions;
 use crate::error::{Error, Result};
@@ -79,7 +82,7 @@ impl TagStore {
     }
 
     fn tag_key(&self, tag: &str) -> String {
-        format!("{}uno-cache:tag:{tag}", self.prefix)
+        format!("{}{TAG_NAMESPACE}{tag}", self.prefix)
     }
 
     /// The cached connection, or a future that opens one (run on the I/O thread).
@@ -232,12 +235,15 @@ impl TagStore {
     }
 
     /// `SCAN MATCH` + `UNLINK` of `{l2_prefix}{prefix}*`, each round trip bounded by the timeout.
+    /// Tag sets that match are left: they hold the members of tags outside the prefix too, and
+    /// deleting one would let an invalidation of its tag miss them.
     fn delete_prefix_task(
         &self,
         l2_prefix: &str,
         prefix: &str,
     ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
         let pattern = format!("{}*", glob_escape(&format!("{l2_prefix}{prefix}")));
+        let tag_sets = format!("{}{TAG_NAMESPACE}", self.prefix).into_bytes();
         let timeout = self.timeout;
         self.task("invalidate_prefix", move |conn| async move {
             let mut cursor: u64 = 0;
@@ -250,8 +256,9 @@ impl TagStore {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(1000);
-                let ((next, keys),): ((u64, Vec<Vec<u8>>),) =
+                let ((next, mut keys),): ((u64, Vec<Vec<u8>>),) =
                     query("invalidate_prefix", timeout, conn.clone(), pipe).await?;
+                keys.retain(|key| !key.starts_with(&tag_sets));
                 if !keys.is_empty() {
                     let mut pipe = redis::pipe();
                     pipe.cmd("UNLINK").arg(&keys);

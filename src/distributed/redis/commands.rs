@@ -10,7 +10,7 @@ use redis::{Cmd, Pipeline, RedisError, Value};
 
 use super::errors::{backend, LEVEL};
 use crate::distributed::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
-use crate::error::{key_for_error, Error, Result};
+use crate::error::{key_for_error, Error, KeyProblem, Result};
 use crate::storage::Entry;
 
 /// Redis refuses string values over 512 MiB.
@@ -18,9 +18,30 @@ const MAX_REDIS_VALUE: usize = 512 * 1024 * 1024;
 /// Longest TTL sent as `PX`; Redis refuses expiries that overflow its millisecond clock.
 const MAX_PX_MS: u64 = 1 << 52;
 
-/// Refuses an empty key or a value over Redis's string limit (less the envelope).
-pub(crate) fn check_value(key: &str, len: usize) -> Result<()> {
+/// Where the manager's tag sets live, after the key prefix (`{prefix}uno-cache:tag:{tag}`, see
+/// `storage-format.md`). Cache keys there are refused: a `SET` of one would replace a tag's set
+/// (and an invalidation of the tag would then miss its members), and a tag's `SADD` would fail
+/// on the value.
+pub(crate) const TAG_NAMESPACE: &str = "uno-cache:tag:";
+
+/// Refuses the empty key and the keys of the tag sets' namespace ([`TAG_NAMESPACE`]).
+fn check_redis_key(key: &str) -> Result<()> {
     check_key(key)?;
+    if key.starts_with(TAG_NAMESPACE) {
+        return Err(Error::InvalidKey {
+            key: key_for_error(key),
+            problem: KeyProblem::Reserved {
+                namespace: TAG_NAMESPACE,
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a key [`check_redis_key`] refuses, or a value over Redis's string limit (less the
+/// envelope).
+pub(crate) fn check_value(key: &str, len: usize) -> Result<()> {
+    check_redis_key(key)?;
     if len > MAX_REDIS_VALUE - envelope::HEADER_LEN {
         return Err(Error::ValueTooLarge {
             key: key_for_error(key),
@@ -321,7 +342,7 @@ impl Commands {
     fn keyed(&self, name: &str, keys: &[&str]) -> Result<Cmd> {
         let mut cmd = redis::cmd(name);
         for key in keys {
-            check_key(key)?;
+            check_redis_key(key)?;
             cmd.arg(FullKey {
                 prefix: &self.prefix,
                 key,

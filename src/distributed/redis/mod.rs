@@ -59,5 +59,6 @@ mod target;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub(crate) use self::commands::TAG_NAMESPACE;
 pub use self::options::RedisOptions;
 pub use self::store::RedisStore;

@@ -148,16 +148,16 @@ fn strlen_pipe(keys: &[Vec<u8>]) -> Pipeline {
     pipe
 }
 
+/// Adds the keys that hold strings, with their values' lengths. A key of another type answers
+/// `STRLEN` with `WRONGTYPE` and is not counted: it holds no value of this level (a tag's set,
+/// see `TAG_NAMESPACE`, or another program's key).
 fn add_sizes(size: &mut StorageSize, keys: &[Vec<u8>], lens: Vec<Value>) {
-    size.items += keys.len() as u64;
-    let key_bytes: usize = keys.iter().map(Vec::len).sum();
-    size.bytes += key_bytes as u64;
-    // A key of another type (not written by uno-cache) answers WRONGTYPE: it counts 0 bytes.
-    size.bytes += lens
-        .into_iter()
-        .filter_map(as_int)
-        .map(|n| u64::try_from(n).unwrap_or(0))
-        .sum::<u64>();
+    for (key, len) in keys.iter().zip(lens) {
+        if let Some(len) = as_int(len) {
+            size.items += 1;
+            size.bytes += (key.len() as u64).saturating_add(u64::try_from(len).unwrap_or(0));
+        }
+    }
 }
 
 fn as_int(value: Value) -> Option<i64> {

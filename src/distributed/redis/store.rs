@@ -22,15 +22,17 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 ///
 /// - Keys are `prefix + key`; values are enveloped (`storage-format.md`); a TTL is sent as `SET …
 ///   PX <ms>` and also kept in the envelope, so `get` returns the expiry without a second round
-///   trip.
+///   trip. Keys starting with `uno-cache:tag:` are refused ([`Error::InvalidKey`], bad input):
+///   the manager keeps its tag sets there, under the same prefix.
 /// - `get_many` is one `MGET` (standalone). On a cluster, the `redis` crate splits it into one
 ///   `MGET` per hash slot (`MGET` across slots is refused by Redis), sent to every node at once,
 ///   and puts the values back in key order; `delete_many` (`UNLINK`) likewise. `set_many` is one
 ///   pipeline (standalone) or concurrent `SET`s routed by slot (cluster). A key repeated in a
 ///   batch is sent once, with its last item: the last write of a key wins, as on the other
 ///   levels (the cluster's concurrent `SET`s could otherwise land in either order).
-/// - `size` counts this prefix's keys with `SCAN MATCH prefix*` (plus a pipelined `STRLEN` per
-///   batch for the bytes) on every primary: `DBSIZE` would be O(1) but counts every key in the
+/// - `size` counts this prefix's string keys with `SCAN MATCH prefix*` (plus a pipelined `STRLEN`
+///   per batch for the bytes, which also leaves out keys of other types, such as tag sets) on
+///   every primary: `DBSIZE` would be O(1) but counts every key in the
 ///   database, other programs' and other prefixes' included. It is O(keys) and runs under the
 ///   `admin_timeout` deadline.
 /// - `clear` deletes only this prefix's keys (`SCAN MATCH prefix*` + `UNLINK`), never `FLUSHDB`.
