@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::distributed::redis::TAG_NAMESPACE;
+use crate::distributed::redis::{prefix_pattern, TAG_NAMESPACE};
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::RedisOptions;
 use crate::error::{Error, Result};
@@ -48,18 +48,6 @@ fn backend(op: &'static str, e: &redis::RedisError) -> Error {
         op,
         reason: e.to_string(),
     }
-}
-
-/// Escapes the glob characters of `MATCH`.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 1);
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 impl TagStore {
@@ -242,7 +230,7 @@ impl TagStore {
         l2_prefix: &str,
         prefix: &str,
     ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
-        let pattern = format!("{}*", glob_escape(&format!("{l2_prefix}{prefix}")));
+        let pattern = prefix_pattern(&format!("{l2_prefix}{prefix}"));
         let tag_sets = format!("{}{TAG_NAMESPACE}", self.prefix).into_bytes();
         let timeout = self.timeout;
         self.task("invalidate_prefix", move |conn| async move {

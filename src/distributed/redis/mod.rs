@@ -61,4 +61,5 @@ mod tls;
 
 pub(crate) use self::commands::TAG_NAMESPACE;
 pub use self::options::RedisOptions;
+pub(crate) use self::scan::prefix_pattern;
 pub use self::store::RedisStore;

@@ -19,8 +19,9 @@ use crate::storage::StorageSize;
 /// Keys per `SCAN` step.
 const SCAN_BATCH: usize = 1_000;
 
-/// Escapes Redis glob characters so the prefix matches only itself in `SCAN MATCH`.
-pub(crate) fn glob_escape(prefix: &str) -> String {
+/// The `SCAN MATCH` pattern of the keys that start with `prefix`: its glob characters escaped
+/// (so it matches only itself), then `*`.
+pub(crate) fn prefix_pattern(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 1);
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -35,7 +36,7 @@ pub(crate) fn glob_escape(prefix: &str) -> String {
 /// Keys and bytes (key + enveloped value) under `prefix`.
 pub(crate) async fn size(conn: Conn, prefix: &str) -> Result<StorageSize> {
     let mut total = StorageSize::default();
-    walk(conn, &glob_escape(prefix), &mut Each::Count(&mut total))
+    walk(conn, &prefix_pattern(prefix), &mut Each::Count(&mut total))
         .await
         .map_err(|err| backend("size", &err))?;
     Ok(total)
@@ -43,7 +44,7 @@ pub(crate) async fn size(conn: Conn, prefix: &str) -> Result<StorageSize> {
 
 /// Deletes every key under `prefix`.
 pub(crate) async fn clear(conn: Conn, prefix: &str) -> Result<()> {
-    walk(conn, &glob_escape(prefix), &mut Each::Unlink)
+    walk(conn, &prefix_pattern(prefix), &mut Each::Unlink)
         .await
         .map_err(|err| backend("clear", &err))
 }
@@ -212,9 +213,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn glob_escape_matches_the_prefix_literally() {
-        assert_eq!(glob_escape("app:"), "app:*");
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
+    fn prefix_pattern_matches_the_prefix_literally() {
+        assert_eq!(prefix_pattern("app:"), "app:*");
+        assert_eq!(prefix_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
     }
 
     #[test]
