@@ -539,3 +539,33 @@ fn a_batch_whose_expired_writes_could_not_be_deleted_counts_and_replays_only_tho
         "a write L2 took waits for replay, and so do the key's later writes"
     );
 }
+
+#[test]
+fn a_batch_sent_to_replay_for_one_key_is_not_overtaken_by_an_older_write_behind_write_of_another() {
+    // "a" waits in the replay queue, and "b" has an older write in flight that will fail. A
+    // multi_set of both must go to the replay queue (for "a") after "b"'s older write: queued
+    // before it, the failed batch then replayed that older value over the newer one.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(10_000, Some(dir.path()));
+    config.distributed.timeout_ms = 25;
+    let s = gated_behind(config);
+    s.l2.set_failing(true);
+    s.cache.set("a", &1u32, None).unwrap();
+    s.cache.flush().unwrap();
+    assert_eq!(s.cache.stats().consistency.replay_pending, 1);
+    let batch = s.gated.gate("set_each", "b", Point::Before);
+    s.cache.set("b", &1u32, None).unwrap();
+    batch.wait_entered();
+    s.cache.multi_set([("a", 2u32), ("b", 2u32)], None).unwrap();
+    batch.release();
+    s.cache.flush().unwrap();
+    s.l2.set_failing(false);
+    s.cache.replay_now().unwrap();
+    assert_eq!(s.l2.peek("a").map(|(v, _)| v), Some(encoded(2)));
+    assert_eq!(
+        s.l2.peek("b").map(|(v, _)| v),
+        Some(encoded(2)),
+        "an older write-behind value was replayed over the newer one"
+    );
+    assert_eq!(s.cache.get::<u32>("b").unwrap(), Some(2));
+}

@@ -26,7 +26,9 @@
 //! - **Failures.** A batch L2 refused (timeout, outage, open breaker) is counted and, in offline
 //!   mode, pushed to the durable replay queue, under the queue lock, skipping keys that have a
 //!   newer queued value (a set checks "must this key go to the replay queue?" under the same
-//!   lock, so replay keeps per-key order). A value L2 can never take (too large for memcached)
+//!   lock, so replay keeps per-key order; a batch that goes there for one pending key first
+//!   settles its other keys, whose older writes here would otherwise follow it into the replay
+//!   queue when their batch fails). A value L2 can never take (too large for memcached)
 //!   is removed from L1 so every instance reads the same older value, and logged.
 //! - **Bounded.** At most `write_behind_max_keys` keys wait; a set that finds the queue full
 //!   settles its keys and writes through itself (backpressure).

@@ -116,8 +116,9 @@ pub(crate) enum Route<'a> {
     Done(Result<()>),
     /// Queued for the write-behind writer, which publishes once L2 has it.
     Behind,
-    /// Write through now; settle the keys' queued writes first if the write-behind queue was
-    /// full.
+    /// Write through now; with `settle`, settle the keys' write-behind writes first (the queue
+    /// was full, or a key waits in the replay queue), and go to the replay queue instead if a
+    /// key is pending there then.
     Through {
         l2: &'a Arc<dyn DistributedStorage>,
         settle: bool,

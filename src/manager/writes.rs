@@ -54,8 +54,8 @@ impl Shared {
     }
 
     /// Where the L2 part of a write of `items` (whose keys are `keys`) goes: the replay queue
-    /// while a key has a queued op there, else the write-behind queue when it is on and has
-    /// room, else through.
+    /// while a key has a queued op there (with write-behind on, once the keys' older writes
+    /// there are settled), else the write-behind queue when it is on and has room, else through.
     pub(crate) fn route_write(
         &self,
         keys: &[&str],
@@ -67,7 +67,11 @@ impl Shared {
         };
         match self.push_behind(keys, items, ttl) {
             Some(Pushed::Queued) => Route::Behind,
-            Some(Pushed::Replay) => Route::Done(self.queue_sets(items, ttl)),
+            // A key waits in the replay queue, so the write goes there, after it; but another
+            // key of the batch may have an older write queued or in flight here, which a failure
+            // would replay after this one. Settled first (as a full queue does), the shell then
+            // finds the key still pending and queues the batch behind whatever that write left.
+            Some(Pushed::Replay) => Route::Through { l2, settle: true },
             Some(Pushed::Full) => {
                 self.metrics.consistency.behind_overflows.incr();
                 Route::Through { l2, settle: true }
