@@ -1,6 +1,8 @@
 //! Tags, prefixes and events across two instances (own file L1s, one Redis as L2 and
 //! backplane). The bug this guards against: a tag or prefix invalidation that clears only the
-//! instance that issued it, or only L2, leaving the other instance's L1 copies to be served.
+//! instance that issued it, or only L2, leaving the other instance's L1 copies to be served; a
+//! prefix invalidated during an L2 outage brought back by the replay of writes made before it;
+//! tag sets touched by the values, prefix deletions or size counts that share their prefix.
 
 #![allow(
     clippy::unwrap_used,
@@ -163,4 +165,69 @@ fn tag_sets_share_the_prefix_with_values_but_no_value_write_prefix_delete_or_siz
         None,
         "the tag still reached its member"
     );
+}
+
+#[test]
+fn a_prefix_invalidated_during_an_outage_is_not_brought_back_by_the_replay_of_earlier_writes() {
+    prefix_invalidated_during_an_outage(false);
+}
+
+#[test]
+fn async_a_prefix_invalidated_during_an_outage_is_not_brought_back_by_the_replay_of_earlier_writes() {
+    prefix_invalidated_during_an_outage(true);
+}
+
+fn prefix_invalidated_during_an_outage(async_api: bool) {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "file"
+        path = "{}"
+        [distributed]
+        enabled = true
+        hosts = ["{}"]
+        key_prefix = "app:"
+        timeout_ms = 100
+        breaker_failures = 1000
+        [invalidation]
+        enabled = true
+        [offline]
+        replay_interval_ms = 3600000
+        "#,
+        dir.path().display(),
+        redis.addr()
+    ))
+    .unwrap();
+    let a = CacheManager::new(config).unwrap();
+    let l2 =
+        uno_cache::RedisStore::connect(uno_cache::RedisOptions::new(redis.addr()).prefix("app:")).unwrap();
+
+    redis.pause();
+    a.set("sess:1", "written during the outage", None).unwrap();
+    a.set("other", "kept", None).unwrap();
+    let queue = a.replay_queue().unwrap();
+    assert_eq!(queue.len(), 2, "both writes wait for L2");
+    if async_api {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(a.invalidate_prefix_async("sess:")).unwrap();
+    } else {
+        a.invalidate_prefix("sess:").unwrap();
+    }
+    assert!(queue.is_pending("sess:1"), "{:?}", queue.pending());
+    assert_eq!(a.get::<String>("sess:1").unwrap(), None);
+    redis.resume();
+
+    assert_eq!(a.replay_now().unwrap(), 2);
+    assert!(queue.is_empty());
+    assert_eq!(
+        uno_cache::Storage::get(&l2, "sess:1").unwrap(),
+        None,
+        "the replay brought the invalidated key back to L2"
+    );
+    assert_eq!(a.get::<String>("sess:1").unwrap(), None);
+    assert_eq!(a.get::<String>("other").unwrap().as_deref(), Some("kept"));
+    assert!(uno_cache::Storage::get(&l2, "other").unwrap().is_some());
 }

@@ -593,3 +593,24 @@ fn is_pending_and_len_agree_with_pending_through_pushes_acks_and_reopen() {
     assert!(q.is_pending("c") && !q.is_pending("a"));
     assert_eq!(q.len(), 1);
 }
+
+#[test]
+fn the_pending_keys_under_a_prefix_are_listed_and_acked_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path());
+    queue.push_set("sess:1", b"v", u64::MAX).unwrap();
+    queue.push_delete("sess:2").unwrap();
+    queue.push_set("session", b"v", u64::MAX).unwrap();
+    queue.push_set("other", b"v", u64::MAX).unwrap();
+    let mut listed = queue.pending_with_prefix("sess:");
+    listed.sort();
+    assert_eq!(listed, ["sess:1", "sess:2"]);
+    let acked: Vec<_> = queue
+        .pending()
+        .into_iter()
+        .filter(|op| op.key == "sess:1")
+        .collect();
+    assert_eq!(queue.ack_many(&acked).unwrap(), 1);
+    assert_eq!(queue.pending_with_prefix("sess:"), ["sess:2"]);
+    assert_eq!(queue.pending_with_prefix("").len(), 3);
+}

@@ -65,6 +65,23 @@ impl Shared {
         self.push_replay(&pushes)
     }
 
+    /// Turns the replay queue's pending ops of keys under `prefix` into deletes; returns whether
+    /// there were any. An invalidation of the prefix comes after them: replayed as they were,
+    /// their sets would bring the keys back to L2, and to every instance that reads it, after
+    /// the invalidation had cleared them (the queue keeps one op per key, the newest).
+    pub(crate) fn queue_prefix_deletes(&self, prefix: &str) -> Result<bool> {
+        let Some(q) = &self.replay else {
+            return Ok(false);
+        };
+        let keys = q.pending_with_prefix(prefix);
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.queue_deletes(&keys)?;
+        Ok(true)
+    }
+
     pub(crate) fn push_replay(&self, pushes: &[Push<'_>]) -> Result<()> {
         let Some(q) = &self.replay else {
             return Ok(());

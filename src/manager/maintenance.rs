@@ -95,7 +95,9 @@ impl CacheManager {
     /// where the level can (the file store, redb); another L1 is cleared instead (a superset).
     /// L2 keys are deleted with `SCAN` + `UNLINK` on a standalone Redis L2 (when the backplane,
     /// if any, is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL
-    /// (Memcached cannot list keys). Returns the number of keys dropped from L1 and L2.
+    /// (Memcached cannot list keys). Writes under the prefix that wait in the replay queue (made
+    /// during an L2 outage) become deletes there, so their replay does not bring the keys back.
+    /// Returns the number of keys dropped from L1 and L2.
     ///
     /// L1 is dropped before L2's scan and again after it: a set of a key under the prefix that
     /// this manager runs meanwhile ends either in both levels (it reached L2 after the scan) or
@@ -108,18 +110,21 @@ impl CacheManager {
         // Queued writes under the prefix must land before L2 is scanned, not after.
         s.drain_behind();
         let dropped = s.drop_local_prefix(prefix)?;
+        // Writes under the prefix still waiting in the replay queue came before this call.
+        let queued = s.queue_prefix_deletes(prefix);
         let in_l2 = match &s.tags {
-            Some(tags) => l2_prefix_deleted(s.fallback_on_error, tags.delete_prefix(&s.l2_prefix, prefix))
-                .and_then(|deleted| {
-                    // A set of this manager that ran whole between the L1 drop and L2's scan is
-                    // gone from L2 now: drop its L1 copy too, so the levels agree.
-                    s.drop_local_prefix(prefix)?;
-                    Ok(deleted)
-                }),
+            Some(tags) => l2_prefix_deleted(s.fallback_on_error, tags.delete_prefix(&s.l2_prefix, prefix)),
             None => Ok(0),
         };
+        if in_l2.is_ok() && (s.tags.is_some() || matches!(queued, Ok(true))) {
+            // A set of this manager that ran whole between the L1 drop and L2's scan (or the
+            // queue's listing) is gone from L2 now, or will be: drop its L1 copy too, so the
+            // levels agree.
+            s.drop_local_prefix(prefix)?;
+        }
         // L1 has changed (and L2 may be half-deleted): the others hear of it even if L2 failed.
         s.publish(&Invalidation::Prefix(prefix.to_owned()));
+        queued?;
         Ok(dropped + in_l2?)
     }
 
@@ -143,16 +148,19 @@ impl CacheManager {
         // L1 has changed: the other instances hear of it even if this future is dropped (a
         // caller's timeout during L2's scan) or an L2 step fails.
         let announcement = s.announce_one(&message);
+        // As in `invalidate_prefix`: the replay queue's writes under the prefix came before.
+        let queued = s.queue_prefix_deletes(prefix)?;
         let in_l2 = match &s.tags {
             Some(tags) => {
                 let deleted = tags.delete_prefix_async(&s.l2_prefix, prefix).await;
-                let deleted = l2_prefix_deleted(s.fallback_on_error, deleted)?;
-                // As in `invalidate_prefix`: a set that ran whole meanwhile leaves no L1 copy.
-                s.drop_local_prefix(prefix)?;
-                deleted
+                l2_prefix_deleted(s.fallback_on_error, deleted)?
             }
             None => 0,
         };
+        if s.tags.is_some() || queued {
+            // As in `invalidate_prefix`: a set that ran whole meanwhile leaves no L1 copy.
+            s.drop_local_prefix(prefix)?;
+        }
         announcement.publish().await;
         Ok(dropped + in_l2)
     }

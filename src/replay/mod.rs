@@ -568,6 +568,19 @@ impl ReplayQueue {
         self.pending_keys.contains(key)
     }
 
+    /// The keys starting with `prefix` that have a pending op (read as [`is_pending`]
+    /// does, without waiting for a push's fsync).
+    ///
+    /// [`is_pending`]: Self::is_pending
+    #[must_use]
+    pub fn pending_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.pending_keys
+            .iter()
+            .filter(|key| key.starts_with(prefix))
+            .map(|key| key.to_string())
+            .collect()
+    }
+
     /// Number of pending ops (one per key).
     #[must_use]
     pub fn len(&self) -> usize {
