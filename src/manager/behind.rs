@@ -661,10 +661,7 @@ impl Shared {
                     self.metrics.consistency.behind_failures.incr();
                     tracing::error!(key = %key_for_error(key), error = %e,
                         "L2 refused a write-behind value; removed from L1 too so every instance reads the same value");
-                    let _writing = self.guard.write([*key]);
-                    if self.l1.delete(key).is_err() {
-                        self.metrics.local.errors.incr();
-                    }
+                    self.undo_local(&[*key]);
                 }
                 Err(e) => failed.push((*key, e)),
             }

@@ -175,10 +175,7 @@ impl Shared {
                     Err(e) if e.is_bad_input() => {
                         c.replay_failures.incr();
                         tracing::warn!(key = %key_for_error(&op.key), error = %e, "L2 refuses a replayed value; the key is dropped from both levels");
-                        let _writing = self.guard.write([op.key.as_str()]);
-                        if let Err(undo) = self.l1.delete(&op.key) {
-                            tracing::warn!(key = %key_for_error(&op.key), error = %undo, "could not drop from L1 a value L2 refuses");
-                        }
+                        self.undo_local(&[op.key.as_str()]);
                         match l2.delete(&op.key) {
                             Ok(_) => done.push(op),
                             Err(e) => {
@@ -235,13 +232,27 @@ impl Shared {
         if keys.is_empty() {
             return;
         }
-        let _writing = self.guard.write(keys.iter().copied());
         self.metrics.consistency.keys_invalidated.add(keys.len() as u64);
+        self.take_out_of_l1(keys, "dropping invalidated keys from L1 failed");
+    }
+
+    /// Takes keys out of L1 that L2 does not hold (L2 refused their values), so every instance
+    /// reads the same (older) value.
+    pub(crate) fn undo_local(&self, keys: &[&str]) {
+        self.take_out_of_l1(keys, "could not take values L2 refused out of L1");
+    }
+
+    /// Deletes `keys` from L1, guarded against racing backfills. If L1 cannot (a full disk, a
+    /// store latched read-only), the keys may still be there: every L1 entry becomes suspect
+    /// rather than serve what the other levels and instances no longer have.
+    fn take_out_of_l1(&self, keys: &[&str], what: &'static str) {
+        if keys.is_empty() {
+            return;
+        }
+        let _writing = self.guard.write(keys.iter().copied());
         if let Err(e) = self.l1.delete_many(keys) {
             self.metrics.local.errors.incr();
-            tracing::warn!(error = %e, "dropping invalidated keys from L1 failed; every L1 entry becomes suspect");
-            // The keys may still be in L1 (a full disk, a store latched read-only): stop
-            // trusting it rather than serve what the message replaced.
+            tracing::warn!(error = %e, "{what}; every L1 entry becomes suspect");
             self.distrust_everything();
         }
     }

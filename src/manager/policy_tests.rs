@@ -70,6 +70,8 @@ fn backfill_ttl_never_outlives_l2_nor_local_ttl() {
 struct HeldL2 {
     inner: MemoryStore,
     gates: std::sync::Mutex<Vec<(&'static str, Held)>>,
+    /// Longer values are refused as bad input, as a Memcached below its `-I` refuses them.
+    max_value: std::sync::atomic::AtomicUsize,
 }
 
 struct Held {
@@ -95,6 +97,7 @@ impl HeldL2 {
         Arc::new(HeldL2 {
             inner: MemoryStore::new(1000).unwrap(),
             gates: std::sync::Mutex::new(Vec::new()),
+            max_value: std::sync::atomic::AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -134,6 +137,15 @@ impl Storage for HeldL2 {
     }
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.enter("set");
+        let max = self.max_value.load(std::sync::atomic::Ordering::Relaxed);
+        if value.len() > max {
+            return Err(Error::ValueTooLarge {
+                key: key.to_owned(),
+                len: value.len(),
+                max,
+                store: "held".to_owned(),
+            });
+        }
         self.inner.set(key, value, ttl)
     }
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
@@ -450,6 +462,62 @@ fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted(
             cache.get_raw("k").unwrap().as_deref(),
             Some(&b"v2"[..]),
             "{invalidation:?} was lost (marking fails: {marks_fail}): L1 serves v1"
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_delete_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
+    for (batch, marks_fail) in [(false, false), (false, true), (true, false), (true, true)] {
+        let l2 = HeldL2::new();
+        let cache = crate::CacheManager::builder()
+            .config(crate::CacheConfig::default())
+            .local(Arc::new(DeletesFail {
+                inner: MemoryStore::new(100).unwrap(),
+                marks_fail,
+            }))
+            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+            .build()
+            .unwrap();
+        cache.set_raw("k", b"v1", None).unwrap();
+        let deleted = if batch {
+            cache.multi_delete(&["k"]).map(drop)
+        } else {
+            cache.delete("k").map(drop)
+        };
+        assert!(deleted.is_err(), "L1's error reaches the caller");
+        assert_eq!(l2.inner.get("k").unwrap(), None, "L2 took the delete");
+        assert_eq!(
+            cache.get_raw("k").unwrap(),
+            None,
+            "L1 served the value its delete removed from L2 (batch: {batch}, marking fails: {marks_fail})"
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_value_l2_refused_that_l1_could_not_take_back_is_not_served_as_fresh() {
+    for marks_fail in [false, true] {
+        let l2 = HeldL2::new();
+        l2.max_value.store(4, std::sync::atomic::Ordering::Relaxed);
+        let cache = crate::CacheManager::builder()
+            .config(crate::CacheConfig::default())
+            .local(Arc::new(DeletesFail {
+                inner: MemoryStore::new(100).unwrap(),
+                marks_fail,
+            }))
+            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+            .build()
+            .unwrap();
+        cache.set_raw("k", b"v1", None).unwrap();
+        let refused = cache.set_raw("k", b"too long for L2", None);
+        assert!(matches!(refused, Err(Error::ValueTooLarge { .. })), "{refused:?}");
+        assert_eq!(
+            cache.get_raw("k").unwrap().as_deref(),
+            Some(&b"v1"[..]),
+            "L1 served a value L2 refused (marking fails: {marks_fail})"
         );
     }
 }

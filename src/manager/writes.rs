@@ -110,9 +110,7 @@ impl Shared {
                     _ => items.iter().map(|(k, _)| *k).collect(),
                 };
                 m.sets.add((items.len() - keys.len()) as u64);
-                if let Err(undo) = self.l1.delete_many(&keys) {
-                    tracing::warn!(error = %undo, "could not undo an L1 write that L2 refused");
-                }
+                self.undo_local(&keys);
                 let first = keys.first().copied().unwrap_or("");
                 self.failed(Level::Distributed, "set", first, e)
             }
@@ -157,6 +155,11 @@ impl Shared {
         l2: Option<Result<u64>>,
     ) -> Result<u64> {
         let first_key = keys.first().copied().unwrap_or("");
+        if l1.is_err() && self.l2.is_some() {
+            // L1 may still hold what the delete takes out of L2 and, through the message, out of
+            // every other instance: it must not serve that as fresh (see `drop_local`).
+            self.distrust_everything();
+        }
         let removed_l2 = match l2 {
             None => 0,
             Some(result) => {
