@@ -339,6 +339,9 @@ struct DeletesFail {
     inner: MemoryStore,
     /// Marking every entry suspect fails too (a redb L1 that cannot begin a write).
     marks_fail: bool,
+    /// A set fails after the value was stored, as a file store's does when the fsync of
+    /// `Durability::EveryWrite` fails after the records were indexed.
+    sets_fail: bool,
 }
 
 #[cfg(feature = "redis")]
@@ -350,7 +353,14 @@ impl Storage for DeletesFail {
         self.inner.get(key)
     }
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set(key, value, ttl)
+        self.inner.set(key, value, ttl)?;
+        if self.sets_fail {
+            return Err(Error::WritesDisabled {
+                path: std::path::PathBuf::from("test"),
+                cause: "fsync failed (test)".to_owned(),
+            });
+        }
+        Ok(())
     }
     fn delete(&self, _key: &str) -> Result<bool> {
         Err(Error::WritesDisabled {
@@ -443,6 +453,7 @@ fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted(
             .local(Arc::new(DeletesFail {
                 inner: MemoryStore::new(100).unwrap(),
                 marks_fail,
+                sets_fail: false,
             }))
             .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
             .build()
@@ -476,6 +487,7 @@ fn a_delete_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
             .local(Arc::new(DeletesFail {
                 inner: MemoryStore::new(100).unwrap(),
                 marks_fail,
+                sets_fail: false,
             }))
             .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
             .build()
@@ -507,6 +519,7 @@ fn a_value_l2_refused_that_l1_could_not_take_back_is_not_served_as_fresh() {
             .local(Arc::new(DeletesFail {
                 inner: MemoryStore::new(100).unwrap(),
                 marks_fail,
+                sets_fail: false,
             }))
             .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
             .build()
@@ -518,6 +531,32 @@ fn a_value_l2_refused_that_l1_could_not_take_back_is_not_served_as_fresh() {
             cache.get_raw("k").unwrap().as_deref(),
             Some(&b"v1"[..]),
             "L1 served a value L2 refused (marking fails: {marks_fail})"
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_write_that_failed_after_l1_stored_it_is_not_served_from_l1_alone() {
+    for marks_fail in [false, true] {
+        let l2 = HeldL2::new();
+        let cache = crate::CacheManager::builder()
+            .config(crate::CacheConfig::default())
+            .local(Arc::new(DeletesFail {
+                inner: MemoryStore::new(100).unwrap(),
+                marks_fail,
+                sets_fail: true,
+            }))
+            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+            .build()
+            .unwrap();
+        l2.inner.set("k", b"v1", None).unwrap();
+        let failed = cache.set_raw("k", b"v2", None);
+        assert!(matches!(failed, Err(Error::WritesDisabled { .. })), "{failed:?}");
+        assert_eq!(
+            cache.get_raw("k").unwrap().as_deref(),
+            Some(&b"v1"[..]),
+            "a write the caller was told failed is served from L1 (marking fails: {marks_fail})"
         );
     }
 }

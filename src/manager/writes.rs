@@ -32,6 +32,12 @@ impl Shared {
             }
             Err(e) => {
                 m.errors.incr();
+                if !e.is_bad_input() && self.l2.is_some() {
+                    // L1 may have stored some of it before failing (an fsync that failed after
+                    // the records were indexed): the caller is told the write failed and L2
+                    // never gets it, so L1 must not serve it as fresh (see `drop_local`).
+                    self.distrust_everything();
+                }
                 Err(e)
             }
         }
