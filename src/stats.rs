@@ -581,7 +581,8 @@ pub struct ConsistencyStats {
     pub replay_bytes: u64,
     /// Whether an op was lost because the queue was full or damaged (L2 may be stale).
     pub replay_overflowed: bool,
-    /// Keys whose L2 write or delete failed and was queued.
+    /// Keys whose L2 write or delete failed and was queued (not those a full queue lost: see
+    /// `replay_overflowed`).
     pub queued: u64,
     /// Failed L2 writes that could not be queued either (the caller got the error).
     pub queue_failures: u64,

@@ -625,3 +625,19 @@ fn stats_reuse_a_recent_reading_of_the_l2_size() {
     assert_eq!(s.l2.ops().iter().filter(|op| *op == "size").count(), 1);
     assert_eq!(s.cache.stats().size.local.items, 2, "L1 is read every time");
 }
+
+#[test]
+fn an_l2_write_lost_to_a_full_replay_queue_is_not_counted_as_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(true);
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    config.offline.replay_max_entries = 1;
+    let s = manager_support::scripted(config);
+    s.l2.set_failing(true);
+    s.cache.set("a", &1u32, None).unwrap();
+    s.cache.set("b", &2u32, None).unwrap();
+    let c = s.cache.stats().consistency;
+    assert!(c.replay_overflowed, "{c:?}");
+    assert_eq!(c.replay_pending, 1, "{c:?}");
+    assert_eq!(c.queued, 1, "{c:?}");
+}

@@ -89,8 +89,12 @@ impl Shared {
         let c = &self.metrics.consistency;
         match q.push_many(pushes) {
             Ok(outcomes) => {
-                c.queued.add(pushes.len() as u64);
-                if outcomes.iter().any(|o| matches!(o, PushOutcome::Overflowed)) {
+                let lost = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, PushOutcome::Overflowed))
+                    .count();
+                c.queued.add((pushes.len() - lost) as u64);
+                if lost > 0 {
                     tracing::error!(
                         "replay queue full: an L2 write was lost and L2 may hold stale values until reconciled (see CacheManager::clear_replay_overflow)"
                     );
