@@ -459,17 +459,6 @@ impl Shared {
         Some(queue.push(items, expires_at_ms, || self.must_queue(keys)))
     }
 
-    /// With write-behind on, refuses before L1 is written a value L2 could never take: the
-    /// caller will not see L2's answer, so bad input must be caught here.
-    pub(crate) fn check_behind(&self, items: &[(&str, &[u8])]) -> Result<()> {
-        if let (Some(_), Some(l2)) = (&self.behind, &self.l2) {
-            for (key, value) in items {
-                l2.check_value(key, value.len())?;
-            }
-        }
-        Ok(())
-    }
-
     /// A write waiting for L2 answers a read that missed L1 (call after taking the ticket):
     /// with its value, or as a miss if it expired or is a delete.
     pub(crate) fn read_behind(&self, key: &str) -> Option<Option<Vec<u8>>> {

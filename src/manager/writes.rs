@@ -43,6 +43,19 @@ impl Shared {
         }
     }
 
+    /// Refuses, before L1 is written, a value L2 could never take (its own checks, local
+    /// arithmetic: too large for Memcached, a key Redis keeps for tag sets). Written first and
+    /// refused by L2 after, it had to be taken out of L1 again, and a write whose L2 part goes to
+    /// the write-behind or the replay queue would not hear L2's answer before returning.
+    pub(crate) fn check_l2_input(&self, items: &[(&str, &[u8])]) -> Result<()> {
+        if let Some(l2) = &self.l2 {
+            for (key, value) in items {
+                l2.check_value(key, value.len())?;
+            }
+        }
+        Ok(())
+    }
+
     /// The part of a write before L2, shared by both APIs, once the caller owns the keys'
     /// stripes (`ordered`, from `KeyOrder::order` or its async form, see `guard`): input
     /// checks, L1, and where L2's part goes. The caller holds the returned guard until L2 (or
@@ -54,7 +67,7 @@ impl Shared {
         items: &[(&str, &[u8])],
         ttl: Option<Duration>,
     ) -> Result<(WriteGuard<'a>, Route<'a>)> {
-        self.check_behind(items)?;
+        self.check_l2_input(items)?;
         self.write_l1(items, ttl)?;
         Ok((ordered, self.route_write(keys, items, ttl)))
     }
