@@ -157,8 +157,8 @@ impl Command for Get {
 
     fn finish(&self, mut state: GetState, site: Site<'_>) -> Result<Self::Output> {
         if let Some((i, code, text)) = state.refused {
-            let key = self.keys.get(i).map_or("", String::as_str);
-            return Err(site.refused(&format!("get of {key:?}"), code, &text));
+            let key = key_for_error(self.keys.get(i).map_or("", String::as_str));
+            return Err(site.refused(&format!("get of server key {key:?}"), code, &text));
         }
         state.found.resize(self.keys.len(), None);
         Ok(state.found)
@@ -254,7 +254,11 @@ impl Command for Set {
     fn finish(&self, state: SetState, site: Site<'_>) -> Result<Self::Output> {
         if let Some((i, code, text)) = state.refused {
             return Err(match self.items.get(i) {
-                Some(item) => site.refused(&format!("set of {:?}", item.original), code, &text),
+                Some(item) => site.refused(
+                    &format!("set of {:?}", key_for_error(&item.original)),
+                    code,
+                    &text,
+                ),
                 None => site.refused("set", code, &text),
             });
         }
@@ -310,8 +314,8 @@ impl Command for Delete {
 
     fn finish(&self, state: DeleteState, site: Site<'_>) -> Result<u64> {
         if let Some((i, code, text)) = state.refused {
-            let key = self.keys.get(i).map_or("", String::as_str);
-            return Err(site.refused(&format!("delete of {key:?}"), code, &text));
+            let key = key_for_error(self.keys.get(i).map_or("", String::as_str));
+            return Err(site.refused(&format!("delete of server key {key:?}"), code, &text));
         }
         let sent = u64::try_from(self.keys.len()).unwrap_or(u64::MAX);
         Ok(sent.saturating_sub(state.missing))
@@ -385,8 +389,9 @@ impl Command for Stats {
         }
         let read = || packet.value_text().trim().parse::<u64>().unwrap_or(0);
         match packet.key() {
-            b"curr_items" => state.0.items += read(),
-            b"bytes" => state.0.bytes += read(),
+            // A server's figures are summed saturating: a reply that lies cannot overflow them.
+            b"curr_items" => state.0.items = state.0.items.saturating_add(read()),
+            b"bytes" => state.0.bytes = state.0.bytes.saturating_add(read()),
             _ => {}
         }
         Ok(Step::More)
@@ -498,6 +503,21 @@ mod tests {
             err.contains("photo") && err.contains("out of memory") && err.contains("h:1"),
             "{err}"
         );
+        // A long key is shortened in the message, as everywhere else.
+        let long = "x".repeat(1000);
+        let set = Set {
+            items: vec![SetItem {
+                original: long.clone(),
+                key: "p:hashed".into(),
+                bytes: vec![0; envelope::HEADER_LEN + 10],
+                exptime: 0,
+            }],
+        };
+        let mut state = SetState::default();
+        set.accept(&mut state, reply(opcode::SETQ, 0x82, 0, b"", b"Out of memory"))
+            .unwrap();
+        let err = set.finish(state, SITE).unwrap_err().to_string();
+        assert!(err.contains(&long[..60]) && !err.contains(&long[..100]), "{err}");
     }
 
     #[test]
@@ -537,6 +557,35 @@ mod tests {
         assert_eq!(
             Stats.finish(state, SITE).unwrap(),
             StorageSize { items: 3, bytes: 120 }
+        );
+    }
+
+    #[test]
+    fn stats_that_overflow_saturate_instead_of_panicking() {
+        let mut state = <Stats as Command>::State::default();
+        let max = u64::MAX.to_string();
+        for _ in 0..2 {
+            Stats
+                .accept(&mut state, reply(opcode::STAT, 0, 0, b"bytes", max.as_bytes()))
+                .unwrap();
+        }
+        Stats
+            .accept(&mut state, reply(opcode::STAT, 0, 0, b"", b""))
+            .unwrap();
+        assert_eq!(Stats.finish(state, SITE).unwrap().bytes, u64::MAX);
+        let sizes = vec![
+            StorageSize {
+                items: u64::MAX,
+                bytes: 1,
+            },
+            StorageSize { items: 1, bytes: 2 },
+        ];
+        assert_eq!(
+            super::super::store::sum_sizes(sizes),
+            StorageSize {
+                items: u64::MAX,
+                bytes: 3
+            }
         );
     }
 }

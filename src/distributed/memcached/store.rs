@@ -256,12 +256,13 @@ impl<C: Command> Call<C> {
     }
 }
 
-fn sum_sizes(sizes: Vec<StorageSize>) -> StorageSize {
+/// The hosts' sizes added up, saturating: a server's figures cannot overflow them.
+pub(super) fn sum_sizes(sizes: Vec<StorageSize>) -> StorageSize {
     sizes
         .into_iter()
         .fold(StorageSize::default(), |a, s| StorageSize {
-            items: a.items + s.items,
-            bytes: a.bytes + s.bytes,
+            items: a.items.saturating_add(s.items),
+            bytes: a.bytes.saturating_add(s.bytes),
         })
 }
 
