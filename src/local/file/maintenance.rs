@@ -373,6 +373,13 @@ impl Inner {
             let entries = self.index.len();
             let generation = policy::ghost_generation(entries);
             let mut kept = 0u64;
+            // The entries to drop, taken out of the index only once every copy is made: a copy
+            // that fails (a full device, which does not latch the store) then leaves the segment
+            // on disk with every entry still pointing at it. Dropped as they came, an entry was
+            // gone from the index while its record stayed on disk, so a delete of its key wrote
+            // no tombstone and the record came back at the next open.
+            let mut drops: Vec<(&Candidate, bool)> = Vec::new();
+            let mut evicted = self.counters.evictions.load(Ordering::Relaxed);
             for (c, chosen) in candidates.iter().zip(keep) {
                 // Again: a read may have been counted, or the key written or deleted, since.
                 let (hash, loc) = (c.hash, c.loc);
@@ -417,21 +424,28 @@ impl Inner {
                     recent,
                     kept: keeps,
                 };
-                w.decay
-                    .meet(met, self.counters.evictions.load(Ordering::Relaxed), entries);
-                if c.expired {
-                    self.expire_at(hash, loc);
-                } else if let Some(rec) = copy {
+                // The count of evictions is the decay's clock: the drops ahead of this entry
+                // count as they did when each was made in turn.
+                w.decay.meet(met, evicted, entries);
+                if let Some(rec) = copy {
                     kept += u64::from(rec.len);
                     // The copy fits the active segment (see `budget`): no roll can drop it.
                     if self.move_record(w, &seg, &rec, (hash, loc), (!filler).then_some(spends))? {
                         self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
                     }
-                } else if self.index.remove_if(&hash, |_, e| e.loc == loc).is_some() {
+                } else {
+                    evicted += u64::from(!c.expired);
+                    drops.push((c, standing.protected));
+                }
+            }
+            for (c, protected) in drops {
+                if c.expired {
+                    self.expire_at(c.hash, c.loc);
+                } else if self.index.remove_if(&c.hash, |_, e| e.loc == c.loc).is_some() {
                     self.unaccount_len(&seg, c.len);
                     self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-                    if !standing.protected {
-                        w.ghosts.insert(hash, generation);
+                    if !protected {
+                        w.ghosts.insert(c.hash, generation);
                     }
                 }
             }

@@ -612,3 +612,52 @@ fn a_compaction_whose_copies_a_failed_flush_may_have_lost_keeps_the_originals() 
     );
     assert!(store.inner.segments.read().contains_key(&candidate));
 }
+
+#[test]
+fn an_eviction_cut_short_by_a_full_device_drops_nothing_so_a_delete_still_sticks() {
+    // The oldest segment holds a value too large ever to be copied, then a small one that is
+    // kept. The eviction's copy of the small one fails (a full device, which latches nothing):
+    // the segment stays on disk, so the large one must stay in the index too, or a delete of
+    // its key would write no tombstone and the value would come back at the next open.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    let max_bytes: u64 = 1024 * 1024;
+    store.set("big", &[1u8; 50 * 1024], None).unwrap();
+    store.set("small", b"kept", None).unwrap();
+    // Fill up to the bound, stopping just after a roll: the active segment then has room for
+    // the eviction's copy, so the eviction's first write is that copy, not a roll.
+    let mut i = 0;
+    loop {
+        let segments = store.stats().segments;
+        store.set(&format!("f{i}"), &[2u8; 2000], None).unwrap();
+        i += 1;
+        let st = store.stats();
+        assert!(i < 1000, "never reached the bound just after a roll: {st:?}");
+        if st.segments > segments && st.disk_bytes + 60 * 1024 > max_bytes {
+            break;
+        }
+    }
+    let st = store.stats();
+    assert_eq!(st.evictions, 0, "{st:?}");
+    // Read twice, now that it is old: a read entry is kept.
+    assert!(store.get("small").unwrap().is_some());
+    assert!(store.get("small").unwrap().is_some());
+    // A write that needs more than the bound leaves: the oldest segment is evicted first.
+    let len = usize::try_from(max_bytes - st.disk_bytes).unwrap() + 100;
+    sim.fail_next(Op::Write, ErrorKind::StorageFull);
+    let err = store.set("x", &vec![3u8; len], None).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert_eq!(sim.pending_faults(), 0);
+    assert_eq!(
+        store.get("big").unwrap().map(|v| v.len()),
+        Some(50 * 1024),
+        "the failed eviction dropped an entry whose record is still on disk"
+    );
+    assert!(store.delete("big").unwrap());
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), small(&clock)).unwrap();
+    assert_eq!(store.get("big").unwrap(), None, "the deleted value came back");
+    assert_eq!(store.get("small").unwrap().as_deref(), Some(&b"kept"[..]));
+    assert!(store.verify(|_, _| {}).unwrap().is_clean());
+}
