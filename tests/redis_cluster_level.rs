@@ -3,7 +3,8 @@
 //! `MGET`s for one node go out together, so each node sees exactly the `MGET`s for its own slots
 //! (counted with `INFO commandstats`); batches, `size` and `clear` cover every node and only the
 //! prefix; and a slot moved to another node after the store cached the slot map is still read
-//! and written correctly (the `MOVED` fallback and map refresh).
+//! and written correctly (the `MOVED` fallback and map refresh); a batch split per primary (per-node
+//! breakers) with one bad item changes nothing on any node.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use support::RedisCluster;
-use uno_cache::{Error, RedisOptions, RedisStore, Storage};
+use uno_cache::{DistributedStorage, Error, RedisOptions, RedisStore, Storage};
 
 fn store(cluster: &RedisCluster, prefix: &str) -> RedisStore {
     RedisStore::connect(
@@ -249,4 +250,58 @@ fn a_key_repeated_in_a_batch_is_written_once_with_its_last_value() {
     assert_eq!(entry.value, b"v4");
     assert!(entry.expires_at.is_some());
     assert_eq!(redis.get("other").unwrap().unwrap().value, b"o");
+}
+
+#[test]
+fn a_batch_split_per_primary_with_one_bad_item_writes_and_deletes_nothing() {
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect(
+        RedisOptions::with_hosts(cluster.addrs())
+            .cluster(true)
+            .prefix("bad:")
+            .timeout(Duration::from_millis(500))
+            .node_breakers(std::sync::Arc::new(uno_cache::NodeBreakers::new(
+                "redis",
+                5,
+                Duration::from_secs(1),
+            ))),
+    )
+    .unwrap();
+    // Two keys on different primaries, so the batch is split in two parts.
+    let a = "a".to_owned();
+    let b = (0..)
+        .map(|i| format!("b{i}"))
+        .find(|b| {
+            cluster.node_of_slot(cluster.keyslot(&format!("bad:{b}")))
+                != cluster.node_of_slot(cluster.keyslot(&format!("bad:{a}")))
+        })
+        .unwrap();
+    let raw_get = |key: &str| -> Option<Vec<u8>> {
+        let node = cluster.node_of_slot(cluster.keyslot(&format!("bad:{key}")));
+        redis::cmd("GET")
+            .arg(format!("bad:{key}"))
+            .query(&mut cluster.nodes[node].raw())
+            .unwrap()
+    };
+    let zero = store.set_each(&[(&a, &b"v"[..], None), (&b, b"v", Some(Duration::ZERO))]);
+    assert!(matches!(zero, Err(Error::ZeroTtl { .. })), "{zero:?}");
+    let reserved = store.set_many(&[(&a, &b"v"[..]), ("uno-cache:tag:t", b"v")], None);
+    assert!(matches!(reserved, Err(Error::InvalidKey { .. })), "{reserved:?}");
+    assert_eq!(raw_get(&a), None, "a part of a refused batch was written");
+
+    store.set(&a, b"kept", None).unwrap();
+    let deleted = store.delete_many(&[&a, ""]);
+    assert!(matches!(deleted, Err(Error::InvalidKey { .. })), "{deleted:?}");
+    assert!(raw_get(&a).is_some(), "a part of a refused delete was sent");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let zero = rt.block_on(store.set_each_async(&[(&b, &b"v"[..], None), (&a, b"v", Some(Duration::ZERO))]));
+    assert!(matches!(zero, Err(Error::ZeroTtl { .. })), "{zero:?}");
+    assert_eq!(raw_get(&b), None, "a part of a refused async batch was written");
+    let deleted = rt.block_on(store.delete_many_async(&[&a, ""]));
+    assert!(matches!(deleted, Err(Error::InvalidKey { .. })), "{deleted:?}");
+    assert!(raw_get(&a).is_some(), "a part of a refused async delete was sent");
 }

@@ -283,6 +283,23 @@ impl Commands {
         )
     }
 
+    /// Checks every item as [`set_each`](Self::set_each) does, without building anything: a
+    /// batch split per primary is checked whole before any part is sent, as a part refused for
+    /// bad input after another part was written would leave the batch half applied.
+    pub(crate) fn check_sets(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        for &(key, value, ttl) in items {
+            check_value(key, value.len())?;
+            effective_ttl(key, ttl, self.default_ttl)?;
+        }
+        Ok(())
+    }
+
+    /// Checks every key as [`delete_many`](Self::delete_many) does (see
+    /// [`check_sets`](Self::check_sets)).
+    pub(crate) fn check_keys(keys: &[&str]) -> Result<()> {
+        keys.iter().try_for_each(|key| check_redis_key(key))
+    }
+
     /// A `SET` per key: where a key repeats in the batch only its last item is sent (every item
     /// is still checked). The last item of a key wins, as on every other level; sending each
     /// would leave that to the order the server runs them in, which on a cluster (one command per

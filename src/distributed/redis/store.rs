@@ -484,6 +484,7 @@ impl Storage for RedisStore {
             });
         };
         let items = with_ttl(items, ttl);
+        self.commands.check_sets(&items)?;
         let parts = self.per_node_blocking("set_many", groups, self.set_each_part("set_many", &items))?;
         written_parts("set_many", items.len(), parts)
     }
@@ -495,6 +496,7 @@ impl Storage for RedisStore {
                 self.call(self.commands.set_each(items, self.clock.now_ms()))
             });
         };
+        self.commands.check_sets(items)?;
         let parts = self.per_node_blocking("set_each", groups, self.set_each_part("set_each", items))?;
         written_parts("set_each", items.len(), parts)
     }
@@ -504,6 +506,7 @@ impl Storage for RedisStore {
             let first = keys.first().copied().unwrap_or_default();
             return self.keyed(first, || self.call(self.commands.delete_many(keys)));
         };
+        Commands::check_keys(keys)?;
         let parts = self.per_node_blocking("delete_many", groups, self.delete_many_part(keys))?;
         removed_parts(keys.len(), parts)
     }
@@ -591,6 +594,7 @@ impl DistributedStorage for RedisStore {
         };
         Box::pin(async move {
             let items = with_ttl(items, ttl);
+            self.commands.check_sets(&items)?;
             let parts = self
                 .per_node("set_many", groups, self.set_each_part("set_many", &items))
                 .await?;
@@ -607,6 +611,9 @@ impl DistributedStorage for RedisStore {
             let call = self.call_async(self.commands.set_each(items, self.clock.now_ms()));
             return self.keyed_async(first, call);
         };
+        if let Err(e) = self.commands.check_sets(items) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         let parts = self.per_node("set_each", groups, self.set_each_part("set_each", items));
         Box::pin(async move { written_parts("set_each", items.len(), parts.await?) })
     }
@@ -616,6 +623,9 @@ impl DistributedStorage for RedisStore {
             let first = keys.first().copied().unwrap_or_default();
             return self.keyed_async(first, self.call_async(self.commands.delete_many(keys)));
         };
+        if let Err(e) = Commands::check_keys(keys) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         let parts = self.per_node("delete_many", groups, self.delete_many_part(keys));
         Box::pin(async move { removed_parts(keys.len(), parts.await?) })
     }
