@@ -136,10 +136,10 @@ impl Codec {
                     payload.len()
                 )),
                 // serde's own messages (and the depth bound's), without bincode's Debug dress.
-                Err(bincode::error::DecodeError::OtherString(reason)) => Err(reason),
+                Err(bincode::error::DecodeError::OtherString(reason)) => Err(without_the_value(&reason)),
                 Err(e) => Err(e.to_string()),
             },
-            Kind::Json => decode_json::<T>(payload).map_err(|e| e.to_string()),
+            Kind::Json => decode_json::<T>(payload).map_err(|e| json_reason(&e)),
         };
         decoded.map_err(|reason| Error::Decode {
             key: key_for_error(key),
@@ -198,6 +198,38 @@ fn decode_bounded<T: DeserializeOwned>(
     bincode::serde::seed_decode_from_slice(Bounded(std::marker::PhantomData::<T>), payload, config)
 }
 
+/// A serde error's message without what the value held. serde's data errors quote it
+/// (`invalid type: string "…", expected u64`, `unknown variant `…``), and a cached value must not
+/// reach the logs an error goes to. What was expected stays (it comes from the type read), and
+/// so do the messages that quote nothing of the value (syntax, a missing field, the depth bound).
+fn without_the_value(message: &str) -> String {
+    const QUOTING: [&str; 5] = [
+        "invalid type:",
+        "invalid value:",
+        "invalid length",
+        "unknown variant",
+        "unknown field",
+    ];
+    if !QUOTING.iter().any(|start| message.starts_with(start)) {
+        return message.to_owned();
+    }
+    match message.split_once(", expected ") {
+        Some((_, expected)) => format!("the value does not match the type read: expected {expected}"),
+        None => "the value does not match the type read".to_owned(),
+    }
+}
+
+/// A `serde_json` error as [`without_the_value`] tells it, with where in the value it was.
+fn json_reason(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    // `serde_json` appends the position; it goes back on after the message is cleaned.
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match message.strip_suffix(&suffix) {
+        Some(bare) => format!("{}{suffix}", without_the_value(bare)),
+        None => without_the_value(&message),
+    }
+}
+
 /// `serde_json::from_slice` with every level of the value passed through [`depth::Limited`]:
 /// `serde_json`'s own bound (128 arrays or objects) counts levels, not the stack they take.
 fn decode_json<T: DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
@@ -221,6 +253,60 @@ impl<'de, T: serde::Deserialize<'de>> serde::de::DeserializeSeed<'de> for Bounde
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A colour read from a string, refused with serde's `invalid_value`, which quotes the string.
+    #[derive(Debug)]
+    struct Colour;
+
+    impl<'de> serde::Deserialize<'de> for Colour {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            let s = String::deserialize(d)?;
+            Err(serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&s),
+                &"a known colour",
+            ))
+        }
+    }
+
+    #[test]
+    fn a_decode_error_says_what_was_expected_and_never_quotes_the_value() {
+        for codec in [Codec::bincode(), Codec::json()] {
+            let secret = codec.encode("k", "s3cret-token").unwrap();
+            let wrong_type = codec.decode::<u64>("k", &secret).map(drop);
+            let refused = codec.decode::<Colour>("k", &secret).map(drop);
+            for (what, result) in [("wrong type", wrong_type), ("refused value", refused)] {
+                let Err(err @ Error::Decode { .. }) = result else {
+                    // bincode reads the string's length as the u64: no error to check.
+                    assert!(
+                        codec.name() == "bincode" && what == "wrong type",
+                        "{}: {what}: {result:?}",
+                        codec.name()
+                    );
+                    continue;
+                };
+                let text = err.to_string();
+                assert!(!text.contains("s3cret"), "{}: {what}: {text}", codec.name());
+            }
+        }
+        let refused = Codec::json()
+            .decode::<Colour>("k", &Codec::json().encode("k", "s3cret-token").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("expected a known colour"), "{refused}");
+        let wrong_type = Codec::json()
+            .decode::<u64>("k", &Codec::json().encode("k", "s3cret-token").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(wrong_type.contains("expected u64 at line 1"), "{wrong_type}");
+        let missing = Codec::json().decode::<User>(
+            "k",
+            &Codec::json().encode("k", &serde_json::json!({"id": 1})).unwrap(),
+        );
+        assert!(
+            matches!(&missing, Err(Error::Decode { reason, .. }) if reason.contains("missing field `name`")),
+            "{missing:?}"
+        );
+    }
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct User {
