@@ -569,3 +569,35 @@ fn a_batch_sent_to_replay_for_one_key_is_not_overtaken_by_an_older_write_behind_
     );
     assert_eq!(s.cache.get::<u32>("b").unwrap(), Some(2));
 }
+
+#[test]
+fn an_async_batch_for_the_replay_queue_dropped_while_it_settles_still_follows_the_older_write() {
+    // As `a_batch_sent_to_replay_for_one_key_…`, with the async multi_set dropped while it
+    // waits for "b"'s batch: its values go to the replay queue from the drop, and "b"'s older
+    // write, whose batch then fails, must not be replayed after them.
+    let dir = tempfile::tempdir().unwrap();
+    let s = gated_behind(config(10_000, Some(dir.path())));
+    s.l2.set_failing(true);
+    s.cache.set("a", &1u32, None).unwrap();
+    s.cache.flush().unwrap();
+    let batch = s.gated.gate("set_each", "b", Point::Before);
+    s.cache.set("b", &1u32, None).unwrap();
+    batch.wait_entered();
+    let mut write = Box::pin(s.cache.multi_set_async([("a", 2u32), ("b", 2u32)], None));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        write.as_mut().poll(&mut cx).is_pending(),
+        "the batch waits for the write of \"b\" in flight"
+    );
+    drop(write);
+    batch.release();
+    s.cache.flush().unwrap();
+    s.l2.set_failing(false);
+    s.cache.replay_now().unwrap();
+    assert_eq!(s.l2.peek("a").map(|(v, _)| v), Some(encoded(2)));
+    assert_eq!(
+        s.l2.peek("b").map(|(v, _)| v),
+        Some(encoded(2)),
+        "the failed batch's older value was replayed over the dropped write's"
+    );
+}

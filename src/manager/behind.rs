@@ -180,6 +180,16 @@ impl WriteQueue {
     ) -> Pushed {
         let mut st = self.state.lock();
         if to_replay() {
+            if !bounded {
+                // No caller is left to settle the keys (see `Requeue`): their older writes here
+                // give way now, as to a settle that gave up waiting, so that a batch of them that
+                // fails is not queued for replay after this newer write.
+                let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
+                Self::drop_queued(&mut st, &keys);
+                for key in &keys {
+                    st.in_flight.remove(*key);
+                }
+            }
             return Pushed::Replay;
         }
         // Counting the distinct new keys costs a set, so only when the batch's length alone
