@@ -192,6 +192,44 @@ fn a_replayed_delete_reaches_the_other_instances_l1() {
     );
 }
 
+/// A change still queued for replay when its instance stopped is replayed when it starts again;
+/// the message of that replay must reach the other instances too, even though the replay
+/// thread starts while the new instance is still connecting its backplane.
+#[test]
+fn a_change_replayed_at_start_up_reaches_the_other_instances_l1() {
+    let redis = RedisServer::start();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let replay_dir = tempfile::tempdir().unwrap();
+    let with_queue = |c: &mut CacheConfig| {
+        c.offline.replay_dir = Some(replay_dir.path().to_path_buf());
+        c.offline.replay_interval_ms = 3_600_000;
+    };
+    let (a, a_l2) = instance(&redis, &l2, with_queue);
+    let (b, _) = instance(&redis, &l2, |_| {});
+    b_holds_what_a_set(&a, &b, "k", b"v0");
+    a_l2.down.store(true, Ordering::SeqCst);
+    let before = b.stats().consistency.invalidations_received;
+    a.set_raw("k", b"v1", None).unwrap();
+    wait_until("B to hear of A's change", || {
+        b.stats().consistency.invalidations_received > before
+    });
+    // B reads while the change is still queued: L2's v0 goes back into B's L1.
+    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v0"[..]));
+    drop(a);
+    let queued = b.stats().consistency.invalidations_received;
+
+    // A starts again with L2 up: its replay thread delivers the change at once.
+    let (a, _) = instance(&redis, &l2, with_queue);
+    wait_until("A's replay at start-up", || {
+        l2.get("k").unwrap().map(|e| e.value).as_deref() == Some(&b"v1"[..])
+    });
+    assert_eq!(a.stats().consistency.replay_pending, 0);
+    wait_until("B to hear of the change replayed at start-up", || {
+        b.stats().consistency.invalidations_received > queued
+    });
+    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v1"[..]));
+}
+
 /// `invalidate_tag` takes (reads and deletes) the tag's set before it deletes the members. When
 /// that delete fails (here L2 is down and `fallback_on_error = false`, so the caller gets the
 /// error), the members are gone from the set: a retry finds nothing to do and returns Ok(0),

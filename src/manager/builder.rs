@@ -206,12 +206,15 @@ impl CacheManagerBuilder {
         if let Some(queue) = &shared.behind {
             start_writer(&mut workers, Arc::downgrade(&shared), Arc::clone(queue))?;
         }
+        // The backplane first: a replay publishes what it delivers, and the ops it acks are gone,
+        // so a message sent before the backplane exists would be lost for good (an instance
+        // restarted with queued changes replays them at once).
+        connect_backplane(&config, &shared, io.as_ref())?;
         if let Some(replayer) = &shared.replayer {
             let every = Duration::from_millis(config.offline.replay_interval_ms);
             replayer.start(&mut workers, Arc::downgrade(&shared), every)?;
             shared.nudge_replay();
         }
-        connect_backplane(&config, &shared, io.as_ref())?;
         Ok(CacheManager {
             shared,
             _workers: Arc::new(workers),
