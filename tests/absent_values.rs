@@ -1,7 +1,7 @@
 //! Cached "absent" answers (`get_or_load_optional`): a loader that says a key does not exist is
 //! believed for `loader.absent_ttl`, in every level, so repeated reads of a missing key do not
 //! reach the source; the answer obeys deletes and expiry as values do, and never reads as a
-//! value.
+//! value, not even to a `get_or_set_with` that meets it (it loads its own).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -118,6 +118,65 @@ fn a_call_that_wants_a_value_loads_over_a_cached_absent() {
         Some(Fetched::Fresh("value".to_string())),
         "the value replaced the absent answer"
     );
+}
+
+#[test]
+fn get_or_set_with_loads_over_a_cached_absent_in_both_apis() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, None, 30);
+    let calls = Arc::new(AtomicU32::new(0));
+    for key in ["sync", "async"] {
+        let _: Option<Fetched<String>> = cache
+            .get_or_load_optional(key, Some(TTL), source(&calls, None))
+            .unwrap();
+    }
+    let got: Result<String, Error> = cache.get_or_set_with("sync", Some(TTL), || Ok("value".to_string()));
+    assert_eq!(got.unwrap(), "value");
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let got: Result<String, Error> =
+        rt.block_on(cache.get_or_set_with_async("async", Some(TTL), || async { Ok("value".to_string()) }));
+    assert_eq!(got.unwrap(), "value");
+    for key in ["sync", "async"] {
+        assert_eq!(
+            cache.get::<String>(key).unwrap().as_deref(),
+            Some("value"),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn a_get_or_set_with_waiting_on_an_absent_answer_loads_its_own_value() {
+    let clock = ManualClock::new(START_MS);
+    let cache = Arc::new(manager(&clock, None, 0));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let optional = {
+        let cache = Arc::clone(&cache);
+        std::thread::spawn(move || {
+            cache.get_or_load_optional::<String, Error, _>("w", Some(TTL), move || {
+                released.recv().unwrap();
+                Ok(None)
+            })
+        })
+    };
+    // The optional call leads the flight; this one waits on it.
+    let waiter = {
+        let cache = Arc::clone(&cache);
+        std::thread::spawn(move || {
+            cache.get_or_set_with::<String, Error, _>("w", Some(TTL), || Ok("value".to_string()))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.stats().overall.load_waits == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second call never waited"
+        );
+        std::thread::yield_now();
+    }
+    release.send(()).unwrap();
+    assert_eq!(optional.join().unwrap().unwrap(), None);
+    assert_eq!(waiter.join().unwrap().unwrap(), "value");
 }
 
 #[test]

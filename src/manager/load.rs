@@ -525,6 +525,8 @@ impl CacheManager {
         read: Result<Option<Vec<u8>>>,
     ) -> Result<Option<(Vec<u8>, T)>> {
         let codec = &self.shared.codec;
+        // A cached "absent" is no value for a call that wants one: the leader loads.
+        let read = read.map(|read| read.filter(|b| b.as_slice() != ABSENT));
         let found = read.and_then(|read| read.map(|b| codec.decode(key, &b).map(|v| (b, v))).transpose());
         if !matches!(found, Ok(None)) {
             self.shared.guard.unwatch(watch);

@@ -222,7 +222,8 @@ impl CacheManager {
             match self.shared.flights.join(key) {
                 Role::Waiter(flight) => {
                     self.shared.metrics.load_waits.incr();
-                    if let Some(bytes) = flight.wait_async().await {
+                    // Another call's "absent" is no value: look again, and load.
+                    if let Some(bytes) = flight.wait_async().await.filter(|b| **b != *crate::codec::ABSENT) {
                         return Ok(self.shared.codec.decode(key, &bytes)?);
                     }
                 }
