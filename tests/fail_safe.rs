@@ -169,6 +169,35 @@ fn a_deleted_or_invalidated_key_has_no_stale_copy_to_serve() {
     assert_eq!(rig.cache.get_with_state::<String>("user:1").unwrap(), None);
 }
 
+/// The timed form reads the stale copy before it waits; a delete (or a write, or an
+/// invalidation) of the key while the loader runs makes that copy one no caller may get.
+#[test]
+fn a_key_deleted_while_its_timed_load_runs_has_no_stale_copy_to_serve() {
+    // A loader that fails at once, and one slower than the soft timeout (the sleep is the
+    // scenario, not a synchronisation: the caller's soft timeout passes while it runs).
+    for (soft_ms, slow) in [(0, Duration::ZERO), (20, Duration::from_millis(300))] {
+        let rig = rig(600, soft_ms, 10_000);
+        expired_v1(&rig);
+        let cache = rig.cache.clone();
+        let got = rig
+            .cache
+            .get_or_load("k", Some(TTL), move || -> Result<String, AppError> {
+                cache.delete("k").unwrap();
+                std::thread::sleep(slow);
+                failing()
+            });
+        // The loader's error, or the timeout once the caller stopped waiting: never the copy.
+        assert!(
+            matches!(
+                got,
+                Err(AppError::SourceDown | AppError::Cache(Error::LoaderTimeout { .. }))
+            ),
+            "soft timeout {soft_ms} ms: {got:?}"
+        );
+        assert_eq!(rig.cache.get::<String>("k").unwrap(), None);
+    }
+}
+
 #[test]
 fn the_stale_copy_survives_a_restart_of_the_process_state() {
     let dir = tempfile::tempdir().unwrap();

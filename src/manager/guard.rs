@@ -277,6 +277,15 @@ impl KeyOrder {
         }
     }
 
+    /// Whether no writer of the ticket's stripe began since it was taken, and none is in
+    /// progress: what the key held then, it holds now.
+    pub(crate) fn unchanged(&self, ticket: &Ticket) -> bool {
+        self.slots.get(ticket.stripe).is_some_and(|slot| {
+            let s = slot.state.lock();
+            s.version == ticket.version && s.writers == 0
+        })
+    }
+
     /// Runs `backfill` (the L1 write) if nothing wrote the key's stripe since `ticket`; returns
     /// whether it ran.
     pub(crate) fn backfill_if_current(&self, ticket: Ticket, backfill: impl FnOnce()) -> bool {

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::failsafe::{Fetched, RefreshSlot};
-use super::guard::Watch;
+use super::guard::{Ticket, Watch};
 use super::loader::{Flight, Leader, Role, Waited};
 use super::policy::Shared;
 use super::typed::Lookup;
@@ -59,8 +59,17 @@ enum Step<T> {
     /// Join the key's flight; `stale` is the copy to fall back on when a deadline passes (read
     /// only where a deadline depends on it).
     Load {
-        stale: Option<T>,
+        stale: Option<ReadBefore<T>>,
     },
+}
+
+/// The stale copy a loading call read before it waited, with the key's ticket taken just before
+/// the read: once the wait is over it is served only if no write, delete or invalidation of the
+/// key (or of another key of its stripe) came in between; otherwise the store is asked again. A
+/// delete while the loader ran left a copy that no caller may get.
+pub(super) struct ReadBefore<T> {
+    value: T,
+    ticket: Ticket,
 }
 
 /// Where a wait for a flight left the caller.
@@ -382,7 +391,8 @@ impl CacheManager {
         // Read before waiting only where a deadline depends on it; a failed load reads it when
         // it needs it (misses pay no extra read without timeouts).
         let stale = if s.fail_safe.has_timeouts() {
-            s.stale_value(key)
+            let ticket = s.guard.ticket(key);
+            s.stale_value(key).map(|value| ReadBefore { value, ticket })
         } else {
             None
         };
@@ -677,7 +687,7 @@ impl CacheManager {
         key: &str,
         flight: &Arc<Flight>,
         waited: Waited,
-        stale: Option<T>,
+        stale: Option<ReadBefore<T>>,
         report: Option<&mut mpsc::Receiver<Outcome<T, E>>>,
         optional: bool,
     ) -> Next<T, E>
@@ -686,6 +696,12 @@ impl CacheManager {
         E: From<Error>,
     {
         let s = &self.shared;
+        // The copy read before the wait, if nothing changed the key since; else the store's now.
+        let current = |stale: Option<ReadBefore<T>>| match stale {
+            Some(read) if s.guard.unchanged(&read.ticket) => Some(read.value),
+            Some(_) => s.stale_value(key),
+            None => None,
+        };
         match waited {
             Waited::Done(bytes) if *bytes == *ABSENT => {
                 if optional {
@@ -705,7 +721,7 @@ impl CacheManager {
                 // This caller's own load failed (counted and throttled by the load): its
                 // error, or the stale copy.
                 Some(Ok(Err(e))) => Next::Answer(
-                    stale
+                    current(stale)
                         .or_else(|| s.stale_value(key))
                         .map(|v| {
                             s.metrics.loader.stale_served.incr();
@@ -721,7 +737,8 @@ impl CacheManager {
                     // Counted, the throttle started and the copy served as for a loader error.
                     let served = s.stale_after_failure(key);
                     // The store may have dropped its copy during the wait: the one read before is served.
-                    let served = served.or_else(|| stale.inspect(|_| s.metrics.loader.stale_served.incr()));
+                    let served =
+                        served.or_else(|| current(stale).inspect(|_| s.metrics.loader.stale_served.incr()));
                     match served {
                         Some(value) => Next::Answer(Ok(Some(Fetched::Stale(value)))),
                         None => Next::Answer(Err(E::from(Error::Backend {
@@ -736,12 +753,14 @@ impl CacheManager {
                 }
                 // This caller's load, given up at the hard timeout by another caller: this
                 // caller is past it too.
-                Some(Err(mpsc::TryRecvError::Empty)) => self.timed_out(key, flight, stale, true),
+                Some(Err(mpsc::TryRecvError::Empty)) => self.timed_out(key, flight, current(stale), true),
                 // Given up at the hard timeout, or another caller's load failed: look again
                 // (the failed leader left its throttle, if any).
                 None => Next::Retry,
             },
-            Waited::TimedOut => self.timed_out(key, flight, stale, s.fail_safe.overdue(flight)),
+            // A copy gone since the wait began (the key was deleted or written meanwhile) is not
+            // served: the caller gets the timeout.
+            Waited::TimedOut => self.timed_out(key, flight, current(stale), s.fail_safe.overdue(flight)),
         }
     }
 
