@@ -841,11 +841,21 @@ impl Shared {
                     // Only if nothing wrote the key or made L1 suspect again since the ticket:
                     // a confirm vouches for the entry in the current epoch, and L2's answer may
                     // be older than it (the entry then stays suspect and is asked about again).
-                    let mut confirmed = Ok(());
-                    if self
-                        .guard
-                        .backfill_if_current(ticket, || confirmed = self.l1.confirm(key))
-                    {
+                    // And only if L1 still holds the bytes compared: a confirm vouches for
+                    // whatever entry L1 holds, and a write that landed between the L1 read and
+                    // the ticket left one that L2 does not hold. Under the stripe's lock with no
+                    // writer in progress, L1 cannot change between this look and the confirm.
+                    let mut confirmed = Ok(false);
+                    self.guard.backfill_if_current(ticket, || {
+                        confirmed = match self.l1.get_checked(key) {
+                            Ok(Some((now, _))) if now.value == l1_entry.value => {
+                                self.l1.confirm(key).map(|()| true)
+                            }
+                            Ok(_) => Ok(false),
+                            Err(e) => Err(e),
+                        };
+                    });
+                    if matches!(confirmed, Ok(true)) {
                         c.confirmed.incr();
                     }
                     if let Err(e) = confirmed {

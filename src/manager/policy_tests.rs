@@ -332,6 +332,55 @@ fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm
     );
 }
 
+/// A revalidation compares L2's answer with the L1 bytes it read, and a confirm vouches for
+/// whatever entry L1 holds when it runs. If L1 took another value between that read and the
+/// read's ticket (a local write, then a restored subscription), a matching L2 answer must not
+/// confirm the newer entry, which L2 does not hold.
+#[cfg(feature = "redis")]
+#[test]
+fn a_revalidation_confirms_only_the_bytes_it_compared() {
+    use crate::invalidation::{InvalidationHandler, Outage};
+    let dir = tempfile::tempdir().unwrap();
+    let file = Arc::new(crate::FileStore::open(dir.path(), crate::FileStoreOptions::default()).unwrap());
+    let l2 = HeldL2::new();
+    let cache = crate::CacheManager::builder()
+        .config(crate::CacheConfig::default())
+        .local(file)
+        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+        .build()
+        .unwrap();
+    let s = &cache.shared;
+    let receiver = super::super::backplane::Receiver {
+        shared: Arc::downgrade(&cache.shared),
+    };
+    cache.set_raw("k", b"v1", None).unwrap();
+    receiver.subscription_lost(std::time::SystemTime::now());
+    // A read finds v1 in L1, suspect ...
+    let Plan::AskL2(Some(entry)) = s.plan_read("k").unwrap() else {
+        panic!("k was not suspect");
+    };
+    // ... then this instance writes v2, another instance writes v1 over it in L2 (its message
+    // lost), and the subscription comes back; only then does the read take its ticket.
+    cache.set_raw("k", b"v2", None).unwrap();
+    l2.inner.set("k", b"v1", None).unwrap();
+    let now = std::time::SystemTime::now();
+    receiver.subscription_restored(&Outage {
+        since: now,
+        detected_at: now,
+        restored_at: now,
+    });
+    let ticket = s.before_l2("k").unwrap();
+    let answer = l2.get("k");
+    let _ = s
+        .finish_revalidate("k", entry, ticket, (Instant::now(), answer))
+        .unwrap();
+    assert_eq!(
+        cache.get_raw("k").unwrap().as_deref(),
+        Some(&b"v1"[..]),
+        "L1's v2 was confirmed by an L2 answer that matched the v1 read before it"
+    );
+}
+
 /// An L1 whose deletes (and clears) fail, as a file store's do once its disk is full
 /// (`DiskFull`) or after a failed fsync latched it read-only (`WritesDisabled`); reads work.
 #[cfg(feature = "redis")]
