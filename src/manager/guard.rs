@@ -174,6 +174,37 @@ pub(crate) struct Watch {
     id: u64,
 }
 
+/// A [`Watch`] that ends when dropped, unless [handed on](Watching::hand_on) to the load that
+/// ends it: a cancelled future or a panicking loader otherwise left it in place, and every write
+/// from then on took the watches' lock (and their map kept its entry). Ending a watch twice is
+/// harmless, so the usual paths end it as before and the drop then does nothing.
+pub(crate) struct Watching<'a> {
+    order: &'a KeyOrder,
+    watch: Watch,
+    armed: bool,
+}
+
+impl Watching<'_> {
+    /// The watch, for the calls that end it.
+    pub(crate) fn get(&self) -> Watch {
+        self.watch
+    }
+
+    /// The watch, for a load that runs apart and ends it itself.
+    pub(crate) fn hand_on(mut self) -> Watch {
+        self.armed = false;
+        self.watch
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.order.unwatch(self.watch);
+        }
+    }
+}
+
 /// The state of a key's stripe when its L2 read began.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket {
@@ -390,7 +421,22 @@ impl KeyOrder {
         Watch { hash, id }
     }
 
-    /// Ends a watch; whether the key was overtaken meanwhile.
+    /// Watches in progress.
+    #[cfg(test)]
+    pub(crate) fn watches(&self) -> usize {
+        self.watching.load(Ordering::SeqCst)
+    }
+
+    /// [`watch`](Self::watch), ended when the returned guard is dropped unless handed on.
+    pub(crate) fn watching(&self, key: &str) -> Watching<'_> {
+        Watching {
+            order: self,
+            watch: self.watch(key),
+            armed: true,
+        }
+    }
+
+    /// Ends a watch; whether the key was overtaken meanwhile. Ending it again does nothing.
     pub(crate) fn unwatch(&self, watch: Watch) -> bool {
         let mut watches = self.watches.lock();
         let Some(list) = watches.get_mut(&watch.hash) else {

@@ -257,7 +257,8 @@ impl CacheManager {
                 Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
                     // Before the second read: a write of the key from now on wins over the load.
-                    let watch = s.guard.watch(key);
+                    let watching = s.guard.watching(key);
+                    let watch = watching.get();
                     // A flight that just ended may have filled the cache.
                     match self.leader_found(key, (leader, watch), self.leader_reread(key), optional)? {
                         Found::Answer(answer) => return Ok(answer),
@@ -273,7 +274,7 @@ impl CacheManager {
                         return self.load_inline(key, ttl, (leader, watch), load);
                     }
                     let flight = Arc::clone(leader.flight());
-                    let report = self.spawn_load(key, ttl, (leader, watch), load)?;
+                    let report = self.spawn_load(key, ttl, (leader, watching.hand_on()), load)?;
                     // Once its thread started: a load that could not start did not run.
                     s.metrics.loads.incr();
                     (flight, Some(report))
@@ -325,7 +326,9 @@ impl CacheManager {
             let (flight, mut report) = match role {
                 Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
-                    let watch = s.guard.watch(key);
+                    // Ended by the drop if this future is dropped before the load takes it.
+                    let watching = s.guard.watching(key);
+                    let watch = watching.get();
                     let read = self.leader_reread_async(key).await;
                     match self.leader_found(key, (leader, watch), read, optional)? {
                         Found::Answer(answer) => return Ok(answer),
@@ -336,7 +339,7 @@ impl CacheManager {
                         return Err(E::from(spent_loader(key)));
                     };
                     let flight = Arc::clone(leader.flight());
-                    let report = self.spawn_load_async(key, ttl, (leader, watch), load)?;
+                    let report = self.spawn_load_async(key, ttl, (leader, watching.hand_on()), load)?;
                     // Once its task or thread started: a load that could not start did not run.
                     s.metrics.loads.incr();
                     (flight, Some(report))

@@ -230,7 +230,9 @@ impl CacheManager {
                 Role::Leader(leader) => {
                     let s = &self.shared;
                     // Before the second read: a write of the key from now on wins over the load.
-                    let watch = s.guard.watch(key);
+                    // Ended by the drop if this future is dropped before it ends it.
+                    let watching = s.guard.watching(key);
+                    let watch = watching.get();
                     // A flight that just ended may have filled the cache.
                     let read = self.leader_reread_async(key).await;
                     if let Some((bytes, value)) = self.found_by_leader(key, watch, read)? {

@@ -609,3 +609,27 @@ fn a_write_that_failed_after_l1_stored_it_is_not_served_from_l1_alone() {
         );
     }
 }
+
+#[test]
+fn a_cancelled_or_panicking_load_ends_its_watch() {
+    use std::future::Future as _;
+    let cache = crate::CacheManager::builder()
+        .config(crate::CacheConfig::default())
+        .local(Arc::new(MemoryStore::new(100).unwrap()))
+        .build()
+        .unwrap();
+    let guard = &cache.shared.guard;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut load = Box::pin(cache.get_or_set_with_async("k", None, || {
+        std::future::pending::<std::result::Result<String, Error>>()
+    }));
+    assert!(load.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(guard.watches(), 1, "the load watches its key");
+    drop(load);
+    assert_eq!(guard.watches(), 0, "the cancelled load left its watch");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.get_or_set_with::<String, Error, _>("p", None, || panic!("the loader's own bug"))
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(guard.watches(), 0, "the panicking load left its watch");
+}
