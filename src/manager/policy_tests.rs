@@ -282,14 +282,9 @@ fn a_batch_read_overtaken_by_a_delete_never_answers_the_value_a_completed_set_re
     race.finish();
 }
 
-/// A revalidation vouches for an entry only under its read's ticket: if every L1 entry was made
-/// suspect again between L2's answer and the confirm (here the backplane subscription is
-/// restored, after another instance changed the key while it was down), a confirm would vouch
-/// for the entry in the new epoch, and serve the old value as fresh from then on.
+/// A manager on a file store L1 and a [`HeldL2`] (the directory lives as long as the first).
 #[cfg(feature = "redis")]
-#[test]
-fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm_the_entry() {
-    use crate::invalidation::{InvalidationHandler, Outage};
+fn file_l1_with_held_l2() -> (tempfile::TempDir, crate::CacheManager, Arc<HeldL2>) {
     let dir = tempfile::tempdir().unwrap();
     let file = Arc::new(crate::FileStore::open(dir.path(), crate::FileStoreOptions::default()).unwrap());
     let l2 = HeldL2::new();
@@ -299,6 +294,18 @@ fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm
         .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
         .build()
         .unwrap();
+    (dir, cache, l2)
+}
+
+/// A revalidation vouches for an entry only under its read's ticket: if every L1 entry was made
+/// suspect again between L2's answer and the confirm (here the backplane subscription is
+/// restored, after another instance changed the key while it was down), a confirm would vouch
+/// for the entry in the new epoch, and serve the old value as fresh from then on.
+#[cfg(feature = "redis")]
+#[test]
+fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm_the_entry() {
+    use crate::invalidation::{InvalidationHandler, Outage};
+    let (_dir, cache, l2) = file_l1_with_held_l2();
     let s = &cache.shared;
     let receiver = super::super::backplane::Receiver {
         shared: Arc::downgrade(&cache.shared),
@@ -340,15 +347,7 @@ fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm
 #[test]
 fn a_revalidation_confirms_only_the_bytes_it_compared() {
     use crate::invalidation::{InvalidationHandler, Outage};
-    let dir = tempfile::tempdir().unwrap();
-    let file = Arc::new(crate::FileStore::open(dir.path(), crate::FileStoreOptions::default()).unwrap());
-    let l2 = HeldL2::new();
-    let cache = crate::CacheManager::builder()
-        .config(crate::CacheConfig::default())
-        .local(file)
-        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
-        .build()
-        .unwrap();
+    let (_dir, cache, l2) = file_l1_with_held_l2();
     let s = &cache.shared;
     let receiver = super::super::backplane::Receiver {
         shared: Arc::downgrade(&cache.shared),
@@ -484,6 +483,23 @@ impl crate::storage::LocalStorage for DeletesFail {
 /// Another instance's invalidation of `k` arrives while L1 cannot delete (disk full, or latched
 /// read-only): L1 must stop vouching for its copy rather than serve it as a trusted hit until
 /// its TTL, while L2 has the new one.
+/// A manager on a [`DeletesFail`] L1 and a [`HeldL2`].
+#[cfg(feature = "redis")]
+fn failing_l1_with_held_l2(marks_fail: bool, sets_fail: bool) -> (crate::CacheManager, Arc<HeldL2>) {
+    let l2 = HeldL2::new();
+    let cache = crate::CacheManager::builder()
+        .config(crate::CacheConfig::default())
+        .local(Arc::new(DeletesFail {
+            inner: MemoryStore::new(100).unwrap(),
+            marks_fail,
+            sets_fail,
+        }))
+        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+        .build()
+        .unwrap();
+    (cache, l2)
+}
+
 #[cfg(feature = "redis")]
 #[test]
 fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
@@ -496,17 +512,7 @@ fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted(
     .into_iter()
     .flat_map(|i| [(i.clone(), false), (i, true)])
     {
-        let l2 = HeldL2::new();
-        let cache = crate::CacheManager::builder()
-            .config(crate::CacheConfig::default())
-            .local(Arc::new(DeletesFail {
-                inner: MemoryStore::new(100).unwrap(),
-                marks_fail,
-                sets_fail: false,
-            }))
-            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
-            .build()
-            .unwrap();
+        let (cache, l2) = failing_l1_with_held_l2(marks_fail, false);
         let receiver = super::super::backplane::Receiver {
             shared: Arc::downgrade(&cache.shared),
         };
@@ -530,17 +536,7 @@ fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted(
 #[test]
 fn a_delete_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
     for (batch, marks_fail) in [(false, false), (false, true), (true, false), (true, true)] {
-        let l2 = HeldL2::new();
-        let cache = crate::CacheManager::builder()
-            .config(crate::CacheConfig::default())
-            .local(Arc::new(DeletesFail {
-                inner: MemoryStore::new(100).unwrap(),
-                marks_fail,
-                sets_fail: false,
-            }))
-            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
-            .build()
-            .unwrap();
+        let (cache, l2) = failing_l1_with_held_l2(marks_fail, false);
         cache.set_raw("k", b"v1", None).unwrap();
         let deleted = if batch {
             cache.multi_delete(&["k"]).map(drop)
@@ -561,18 +557,8 @@ fn a_delete_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
 #[test]
 fn a_value_l2_refused_that_l1_could_not_take_back_is_not_served_as_fresh() {
     for marks_fail in [false, true] {
-        let l2 = HeldL2::new();
+        let (cache, l2) = failing_l1_with_held_l2(marks_fail, false);
         l2.max_value.store(4, std::sync::atomic::Ordering::Relaxed);
-        let cache = crate::CacheManager::builder()
-            .config(crate::CacheConfig::default())
-            .local(Arc::new(DeletesFail {
-                inner: MemoryStore::new(100).unwrap(),
-                marks_fail,
-                sets_fail: false,
-            }))
-            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
-            .build()
-            .unwrap();
         cache.set_raw("k", b"v1", None).unwrap();
         let refused = cache.set_raw("k", b"too long for L2", None);
         assert!(matches!(refused, Err(Error::ValueTooLarge { .. })), "{refused:?}");
@@ -588,17 +574,7 @@ fn a_value_l2_refused_that_l1_could_not_take_back_is_not_served_as_fresh() {
 #[test]
 fn a_write_that_failed_after_l1_stored_it_is_not_served_from_l1_alone() {
     for marks_fail in [false, true] {
-        let l2 = HeldL2::new();
-        let cache = crate::CacheManager::builder()
-            .config(crate::CacheConfig::default())
-            .local(Arc::new(DeletesFail {
-                inner: MemoryStore::new(100).unwrap(),
-                marks_fail,
-                sets_fail: true,
-            }))
-            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
-            .build()
-            .unwrap();
+        let (cache, l2) = failing_l1_with_held_l2(marks_fail, true);
         l2.inner.set("k", b"v1", None).unwrap();
         let failed = cache.set_raw("k", b"v2", None);
         assert!(matches!(failed, Err(Error::WritesDisabled { .. })), "{failed:?}");
