@@ -19,8 +19,9 @@
 //!   version) before it reads L2, and backfills L1 only under the stripe's mutex, only if the
 //!   version is unchanged and no writer is in progress;
 //! - a load [`watches`](KeyOrder::watch) its key from before its loader reads the source;
-//!   every writer, invalidation and store of another load of the key marks the watch, and the
-//!   load stores what it read only if its watch is unmarked when it owns the key
+//!   every writer and invalidation of the key, and the store of a load of it that began later
+//!   (and so read its source later), marks the watch, and the load stores what it read only if
+//!   its watch is unmarked when it owns the key
 //!   ([`order_watched`](KeyOrder::order_watched)), so a value read before a change never
 //!   replaces it. Writers look at the watches only while a load is in progress (one atomic
 //!   load otherwise);
@@ -385,7 +386,10 @@ impl KeyOrder {
     /// invalidation of their key started, so what they loaded may be older. Called under the
     /// stripe's mutex (or after every stripe was marked, for `None`), so a load's store, which
     /// checks its watch under that mutex, either sees the mark or goes first.
-    fn overtake(&self, keys: Option<&[Owned]>) {
+    ///
+    /// A load's store (`by`, its watch) overtakes only the loads watching since before it: a
+    /// load that began later read its source later, and its value goes over this one.
+    fn overtake(&self, keys: Option<&[Owned]>, by: Option<Watch>) {
         if self.watching.load(Ordering::SeqCst) == 0 {
             return;
         }
@@ -394,7 +398,9 @@ impl KeyOrder {
             Some(keys) => {
                 for key in keys {
                     for w in watches.get_mut(&key.hash).into_iter().flatten() {
-                        w.overtaken = true;
+                        if by.is_none_or(|by| w.id < by.id) {
+                            w.overtaken = true;
+                        }
                     }
                 }
             }
@@ -471,7 +477,7 @@ impl KeyOrder {
         while let Some((i, end)) = Self::run(&plan, from) {
             if let (Some(slot), Some(run)) = (self.slots.get(i), plan.get(from..end)) {
                 let mut s = slot.state.lock();
-                self.overtake(Some(run));
+                self.overtake(Some(run), None);
                 Self::start(&mut s, false, run);
             }
             from = end;
@@ -493,7 +499,7 @@ impl KeyOrder {
         // Loads first: a load whose store checks its watch from now on does not store. One that
         // checked before stores as a write begun before this (its L1 write may land after
         // what the caller then clears: a window of one write, not of the whole load).
-        self.overtake(None);
+        self.overtake(None, None);
         for slot in &*self.slots {
             Self::start(&mut slot.state.lock(), false, &[]);
         }
@@ -557,7 +563,7 @@ impl KeyOrder {
         if watch.is_some_and(|watch| self.unwatch(watch)) {
             return false;
         }
-        self.overtake(Some(run));
+        self.overtake(Some(run), watch);
         Self::start(s, true, run);
         true
     }
@@ -694,6 +700,13 @@ mod tests {
         assert!(
             g.order_watched("k", older).is_none(),
             "the older load stored over the newer"
+        );
+        // The same two loads, the older one storing first: the newer one still stores after it.
+        let (older, newer) = (g.watch("k"), g.watch("k"));
+        drop(g.order_watched("k", older));
+        assert!(
+            g.order_watched("k", newer).is_some(),
+            "the older load's store kept the newer one out"
         );
         assert_eq!(g.watching.load(Ordering::SeqCst), 0, "every watch ended");
     }
