@@ -724,13 +724,17 @@ impl CacheManager {
                 // This caller's own load failed (counted and throttled by the load): its
                 // error, or the stale copy.
                 Some(Ok(Err(e))) => Next::Answer(
-                    current(stale)
-                        .or_else(|| s.stale_value(key))
-                        .map(|v| {
-                            s.metrics.loader.stale_served.incr();
-                            Some(Fetched::Stale(v))
-                        })
-                        .ok_or(e),
+                    // Without a copy read before, the store is asked (once) now.
+                    (if stale.is_some() {
+                        current(stale)
+                    } else {
+                        s.stale_value(key)
+                    })
+                    .map(|v| {
+                        s.metrics.loader.stale_served.incr();
+                        Some(Fetched::Stale(v))
+                    })
+                    .ok_or(e),
                 ),
                 // Loaded but not stored (the value did not encode): still the answer.
                 Some(Ok(Ok(value))) => Next::Answer(Ok(value.map(Fetched::Fresh))),
