@@ -540,15 +540,9 @@ fn a_batch_whose_expired_writes_could_not_be_deleted_counts_and_replays_only_tho
     );
 }
 
-#[test]
-fn a_batch_sent_to_replay_for_one_key_is_not_overtaken_by_an_older_write_behind_write_of_another() {
-    // "a" waits in the replay queue, and "b" has an older write in flight that will fail. A
-    // multi_set of both must go to the replay queue (for "a") after "b"'s older write: queued
-    // before it, the failed batch then replayed that older value over the newer one.
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(10_000, Some(dir.path()));
-    config.distributed.timeout_ms = 25;
-    let s = gated_behind(config);
+/// L2 fails; "a" = 1 waits in the replay queue and "b" = 1 is in flight, held before its
+/// batch's L2 call (released, it fails): the start of the two tests below.
+fn a_pending_and_b_in_flight(s: &GatedBehind) -> manager_support::GateHandle {
     s.l2.set_failing(true);
     s.cache.set("a", &1u32, None).unwrap();
     s.cache.flush().unwrap();
@@ -556,7 +550,11 @@ fn a_batch_sent_to_replay_for_one_key_is_not_overtaken_by_an_older_write_behind_
     let batch = s.gated.gate("set_each", "b", Point::Before);
     s.cache.set("b", &1u32, None).unwrap();
     batch.wait_entered();
-    s.cache.multi_set([("a", 2u32), ("b", 2u32)], None).unwrap();
+    batch
+}
+
+/// Lets the held batch fail, brings L2 back and replays: both keys must end at 2.
+fn replayed_newer_values(s: &GatedBehind, batch: manager_support::GateHandle) {
     batch.release();
     s.cache.flush().unwrap();
     s.l2.set_failing(false);
@@ -571,18 +569,27 @@ fn a_batch_sent_to_replay_for_one_key_is_not_overtaken_by_an_older_write_behind_
 }
 
 #[test]
+fn a_batch_sent_to_replay_for_one_key_is_not_overtaken_by_an_older_write_behind_write_of_another() {
+    // "a" waits in the replay queue, and "b" has an older write in flight that will fail. A
+    // multi_set of both must go to the replay queue (for "a") after "b"'s older write: queued
+    // before it, the failed batch then replayed that older value over the newer one.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(10_000, Some(dir.path()));
+    config.distributed.timeout_ms = 25;
+    let s = gated_behind(config);
+    let batch = a_pending_and_b_in_flight(&s);
+    s.cache.multi_set([("a", 2u32), ("b", 2u32)], None).unwrap();
+    replayed_newer_values(&s, batch);
+}
+
+#[test]
 fn an_async_batch_for_the_replay_queue_dropped_while_it_settles_still_follows_the_older_write() {
     // As `a_batch_sent_to_replay_for_one_key_…`, with the async multi_set dropped while it
     // waits for "b"'s batch: its values go to the replay queue from the drop, and "b"'s older
     // write, whose batch then fails, must not be replayed after them.
     let dir = tempfile::tempdir().unwrap();
     let s = gated_behind(config(10_000, Some(dir.path())));
-    s.l2.set_failing(true);
-    s.cache.set("a", &1u32, None).unwrap();
-    s.cache.flush().unwrap();
-    let batch = s.gated.gate("set_each", "b", Point::Before);
-    s.cache.set("b", &1u32, None).unwrap();
-    batch.wait_entered();
+    let batch = a_pending_and_b_in_flight(&s);
     let mut write = Box::pin(s.cache.multi_set_async([("a", 2u32), ("b", 2u32)], None));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     assert!(
@@ -590,14 +597,5 @@ fn an_async_batch_for_the_replay_queue_dropped_while_it_settles_still_follows_th
         "the batch waits for the write of \"b\" in flight"
     );
     drop(write);
-    batch.release();
-    s.cache.flush().unwrap();
-    s.l2.set_failing(false);
-    s.cache.replay_now().unwrap();
-    assert_eq!(s.l2.peek("a").map(|(v, _)| v), Some(encoded(2)));
-    assert_eq!(
-        s.l2.peek("b").map(|(v, _)| v),
-        Some(encoded(2)),
-        "the failed batch's older value was replayed over the dropped write's"
-    );
+    replayed_newer_values(&s, batch);
 }

@@ -297,6 +297,18 @@ fn file_l1_with_held_l2() -> (tempfile::TempDir, crate::CacheManager, Arc<HeldL2
     (dir, cache, l2)
 }
 
+/// The backplane subscription comes back: every L1 entry is made suspect again.
+#[cfg(feature = "redis")]
+fn restore_subscription(receiver: &super::super::backplane::Receiver) {
+    use crate::invalidation::{InvalidationHandler, Outage};
+    let now = std::time::SystemTime::now();
+    receiver.subscription_restored(&Outage {
+        since: now,
+        detected_at: now,
+        restored_at: now,
+    });
+}
+
 /// A revalidation vouches for an entry only under its read's ticket: if every L1 entry was made
 /// suspect again between L2's answer and the confirm (here the backplane subscription is
 /// restored, after another instance changed the key while it was down), a confirm would vouch
@@ -304,7 +316,7 @@ fn file_l1_with_held_l2() -> (tempfile::TempDir, crate::CacheManager, Arc<HeldL2
 #[cfg(feature = "redis")]
 #[test]
 fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm_the_entry() {
-    use crate::invalidation::{InvalidationHandler, Outage};
+    use crate::invalidation::InvalidationHandler;
     let (_dir, cache, l2) = file_l1_with_held_l2();
     let s = &cache.shared;
     let receiver = super::super::backplane::Receiver {
@@ -322,12 +334,7 @@ fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm
     // ... then another instance writes v2 (its message is lost: we are not subscribed) and the
     // subscription comes back, which makes every L1 entry suspect again ...
     l2.inner.set("k", b"v2", None).unwrap();
-    let now = std::time::SystemTime::now();
-    receiver.subscription_restored(&Outage {
-        since: now,
-        detected_at: now,
-        restored_at: now,
-    });
+    restore_subscription(&receiver);
     // ... and only then does the read settle its suspect entry.
     let _ = s
         .finish_revalidate("k", entry, ticket, (Instant::now(), answer))
@@ -346,7 +353,7 @@ fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm
 #[cfg(feature = "redis")]
 #[test]
 fn a_revalidation_confirms_only_the_bytes_it_compared() {
-    use crate::invalidation::{InvalidationHandler, Outage};
+    use crate::invalidation::InvalidationHandler;
     let (_dir, cache, l2) = file_l1_with_held_l2();
     let s = &cache.shared;
     let receiver = super::super::backplane::Receiver {
@@ -362,12 +369,7 @@ fn a_revalidation_confirms_only_the_bytes_it_compared() {
     // lost), and the subscription comes back; only then does the read take its ticket.
     cache.set_raw("k", b"v2", None).unwrap();
     l2.inner.set("k", b"v1", None).unwrap();
-    let now = std::time::SystemTime::now();
-    receiver.subscription_restored(&Outage {
-        since: now,
-        detected_at: now,
-        restored_at: now,
-    });
+    restore_subscription(&receiver);
     let ticket = s.before_l2("k").unwrap();
     let answer = l2.get("k");
     let _ = s
