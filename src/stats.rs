@@ -573,9 +573,10 @@ pub struct OverallStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConsistencyStats {
-    /// Whether the manager has a replay queue.
+    /// Whether the manager queues the L2 writes that fail, for replay.
     pub replay_enabled: bool,
-    /// Ops waiting in the replay queue (one per key): its length.
+    /// Ops waiting in the replay queue (one per key): its length. A manager that queues nothing
+    /// still drains, and counts here, what an earlier run on its directory left queued.
     pub replay_pending: u64,
     /// Bytes of the queued ops.
     pub replay_bytes: u64,

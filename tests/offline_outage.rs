@@ -234,3 +234,107 @@ fn the_background_thread_replays_a_delete_once_l2_is_back() {
     assert_eq!(l2_value(&l2, "k"), None);
     assert_eq!(cache.stats().consistency.replayed, 1);
 }
+
+/// A run started with the queue turned off (`offline.replay = false`, or `fallback_on_error =
+/// false`) still drains the ops an earlier run queued: they were acknowledged, and left on disk
+/// they would be replayed by a later run, over what this one wrote to L2 since.
+fn a_queue_left_by_an_earlier_run_is_drained_by_a_run_that_queues_nothing(replay_off: fn(&mut CacheConfig)) {
+    let mut redis = persistent_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = l2_view(&redis);
+    {
+        let cache = CacheManager::new(config(dir.path(), &redis.addr(), 60_000)).unwrap();
+        cache.set_raw("k", b"v0", None).unwrap();
+        assert_eq!(l2_value(&l2, "k").as_deref(), Some(&b"v0"[..]));
+        redis.kill();
+        cache.set_raw("k", b"v1", None).unwrap();
+        assert_eq!(cache.stats().consistency.replay_pending, 1);
+    }
+    redis.restart();
+    let l2 = l2_view(&redis);
+    {
+        let mut quiet = config(dir.path(), &redis.addr(), 60_000);
+        replay_off(&mut quiet);
+        let cache = CacheManager::new(quiet).unwrap();
+        let stats = cache.stats().consistency;
+        assert!(!stats.replay_enabled, "this run queues no failure: {stats:?}");
+        // If the earlier op is still pending (the replay thread may have drained it already),
+        // the key's write waits behind it, as in a run that queues.
+        cache.set_raw("k", b"v2", None).unwrap();
+        drain(&cache);
+        assert_eq!(l2_value(&l2, "k").as_deref(), Some(&b"v2"[..]));
+    }
+    // A later run that queues again finds nothing old to replay over v2.
+    let cache = CacheManager::new(config(dir.path(), &redis.addr(), 60_000)).unwrap();
+    drain(&cache);
+    assert_eq!(l2_value(&l2, "k").as_deref(), Some(&b"v2"[..]));
+    assert_eq!(get(&cache, "k").as_deref(), Some(&b"v2"[..]));
+}
+
+/// Replays until the queue is empty (L2 is connected in the background after a start).
+fn drain(cache: &CacheManager) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.stats().consistency.replay_pending > 0 {
+        if let Err(e) = cache.replay_now() {
+            assert!(Instant::now() < deadline, "L2 never took the replay: {e}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_queue_left_by_an_earlier_run_is_drained_by_a_run_with_replay_off() {
+    a_queue_left_by_an_earlier_run_is_drained_by_a_run_that_queues_nothing(|c| c.offline.replay = false);
+}
+
+#[test]
+fn a_queue_left_by_an_earlier_run_is_drained_by_a_run_without_fallback_on_error() {
+    a_queue_left_by_an_earlier_run_is_drained_by_a_run_that_queues_nothing(|c| c.fallback_on_error = false);
+}
+
+/// A run with replay off queues none of its own failures, even while it drains an earlier run's
+/// queue.
+#[test]
+fn a_run_with_replay_off_queues_none_of_its_own_failures() {
+    let mut redis = persistent_redis();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = CacheManager::new(config(dir.path(), &redis.addr(), 60_000)).unwrap();
+        cache.set_raw("a", b"v0", None).unwrap();
+        redis.kill();
+        cache.set_raw("a", b"v1", None).unwrap();
+    }
+    let mut quiet = config(dir.path(), &redis.addr(), 60_000);
+    quiet.offline.replay = false;
+    let cache = CacheManager::new(quiet).unwrap();
+    cache.set_raw("b", b"v1", None).unwrap();
+    cache.delete("c").unwrap();
+    let stats = cache.stats().consistency;
+    assert!(!stats.replay_enabled, "{stats:?}");
+    assert_eq!(stats.replay_pending, 1, "only the earlier run's op: {stats:?}");
+    // A key the earlier run queued still waits behind its op.
+    cache.set_raw("a", b"v2", None).unwrap();
+    assert_eq!(cache.stats().consistency.replay_pending, 1);
+    redis.restart();
+    drain(&cache);
+    assert_eq!(l2_value(&l2_view(&redis), "a").as_deref(), Some(&b"v2"[..]));
+    assert_eq!(
+        l2_value(&l2_view(&redis), "b"),
+        None,
+        "b's failed write was not queued"
+    );
+}
+
+/// A run with replay off on a directory no queue was left in makes no queue file.
+#[test]
+fn a_run_with_replay_off_makes_no_queue_file() {
+    let mut redis = persistent_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let mut quiet = config(dir.path(), &redis.addr(), 60_000);
+    quiet.offline.replay = false;
+    let cache = CacheManager::new(quiet).unwrap();
+    redis.kill();
+    cache.set_raw("k", b"v1", None).unwrap();
+    assert_eq!(cache.stats().consistency.replay_pending, 0);
+    assert!(!dir.path().join("replay.log").exists());
+}

@@ -28,7 +28,9 @@ use crate::replay::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 #[serde(default, deny_unknown_fields)]
 pub struct OfflineConfig {
     /// Queue and replay L2 writes that failed (default true; needs a directory, see
-    /// `replay_dir`, and `fallback_on_error = true`).
+    /// `replay_dir`, and `fallback_on_error = true`). Off, a run still drains what an earlier
+    /// run left queued in the directory (a write of such a key waits behind its op), so that a
+    /// later run does not replay those ops over newer values.
     pub replay: bool,
     /// Where the queue's files live (`replay.log`, `replay.lock`). Default: the L1 directory
     /// (`local.path`) for `type = "file"` and `"redb"`; with `type = "memory"` or an L1 given to

@@ -139,8 +139,12 @@ impl CacheManagerBuilder {
             }
         };
         let replay_dir = config.offline.replay_dir.clone().or(l1_dir);
+        // A run that queues none of its failures still drains a queue an earlier run left: its
+        // ops were acknowledged, and a later run that queues again would replay them over what
+        // this one wrote to L2 since.
+        let replays_failures = config.offline.replay && config.fallback_on_error;
         let replay = match replay_dir {
-            Some(dir) if l2.is_some() && config.offline.replay && config.fallback_on_error => {
+            Some(dir) if l2.is_some() && (replays_failures || ReplayQueue::exists_in(&dir)) => {
                 // The queue's files hold keys and values too: the same mode as the file store's.
                 let mode = match &file_l1 {
                     Some(file) => file.file_mode(),
@@ -151,7 +155,9 @@ impl CacheManagerBuilder {
                     .max_bytes(config.offline.replay_max_bytes)
                     .max_entries(config.offline.replay_max_entries)
                     .clock(Arc::clone(&clock));
-                Some(Arc::new(ReplayQueue::open(&dir, options)?))
+                let queue = ReplayQueue::open(&dir, options)?;
+                let keep = replays_failures || !queue.is_empty() || queue.is_overflowed();
+                keep.then(|| Arc::new(queue))
             }
             _ => None,
         };
@@ -172,6 +178,7 @@ impl CacheManagerBuilder {
             local_ttl: config.local.ttl,
             distributed_ttl: config.distributed.ttl,
             fallback_on_error: config.fallback_on_error,
+            replays_failures,
             codec: self.codec.unwrap_or_else(|| config.codec.codec()),
             clock,
             metrics: Metrics::default(),

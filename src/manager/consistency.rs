@@ -34,8 +34,8 @@ impl Shared {
     /// them has a queued op.
     pub(crate) fn must_queue(&self, keys: &[&str]) -> bool {
         match &self.replay {
-            Some(q) if self.fallback_on_error => !q.is_empty() && keys.iter().any(|k| q.is_pending(k)),
-            _ => false,
+            Some(q) => !q.is_empty() && keys.iter().any(|k| q.is_pending(k)),
+            None => false,
         }
     }
 
@@ -57,6 +57,22 @@ impl Shared {
             })
             .collect();
         self.push_replay(&pushes)
+    }
+
+    /// Queues writes that failed to reach L2, if this run replays its failures.
+    pub(crate) fn queue_failed_sets(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if !self.replays_failures {
+            return Ok(());
+        }
+        self.queue_sets(items, ttl)
+    }
+
+    /// Queues deletes that failed to reach L2, if this run replays its failures.
+    pub(crate) fn queue_failed_deletes(&self, keys: &[&str]) -> Result<()> {
+        if !self.replays_failures {
+            return Ok(());
+        }
+        self.queue_deletes(keys)
     }
 
     /// Queues deletes that did not reach L2.

@@ -157,8 +157,8 @@ impl Monitor<'_> {
         let s = &self.manager.shared;
         let mut stats = ConsistencyStats::default();
         s.metrics.consistency.fill(&mut stats);
+        stats.replay_enabled = s.replays_failures && s.replay.is_some();
         if let Some(q) = &s.replay {
-            stats.replay_enabled = true;
             stats.replay_pending = q.len() as u64;
             stats.replay_bytes = q.bytes();
             stats.replay_overflowed = q.is_overflowed();

@@ -74,8 +74,13 @@ pub(crate) struct Shared {
     pub(crate) flights: Arc<Flights>,
     /// Fail-safe and loader timeouts (`[loader]`).
     pub(crate) fail_safe: FailSafe,
-    /// The durable queue of L2 writes that failed (offline mode).
+    /// The durable queue of L2 writes that failed (offline mode), or one an earlier run left
+    /// that this run only drains.
     pub(crate) replay: Option<Arc<ReplayQueue>>,
+    /// Whether L2 writes that fail go to `replay` (`offline.replay` and `fallback_on_error`).
+    /// Without it the queue, if any, takes only the writes of keys it still has ops for, to keep
+    /// them after those ops.
+    pub(crate) replays_failures: bool,
     /// Wakes the background thread that replays the queue (owned by `Workers`).
     pub(crate) replayer: Option<Replayer>,
     /// The invalidation backplane, set once after the `Shared` exists (its handler holds a

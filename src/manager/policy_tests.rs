@@ -15,6 +15,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         local_ttl: Duration::from_secs(local),
         distributed_ttl: Duration::from_secs(distributed),
         fallback_on_error: true,
+        replays_failures: true,
         codec: Codec::default(),
         clock: Arc::new(clock.clone()),
         metrics: Metrics::default(),

@@ -143,12 +143,12 @@ impl Shared {
                         return Err(error);
                     }
                     m.sets.add((items.len() - unsent.len()) as u64);
-                    self.queue_sets(&unsent, ttl)
+                    self.queue_failed_sets(&unsent, ttl)
                 }
                 Err(e) => {
                     let first = items.first().map_or("", |(k, _)| *k);
                     self.failed(Level::Distributed, "set", first, e)?;
-                    self.queue_sets(items, ttl)
+                    self.queue_failed_sets(items, ttl)
                 }
             },
         }
@@ -193,7 +193,7 @@ impl Shared {
                     Err(e) if l1.is_err() => {
                         m.failure(Level::Distributed.name(), &e);
                         if self.fallback_on_error {
-                            let _ = self.queue_deletes(keys);
+                            let _ = self.queue_failed_deletes(keys);
                         }
                         0
                     }
@@ -206,7 +206,7 @@ impl Shared {
                             if !self.hidden(Level::Distributed, "delete", first, &error) {
                                 return Err(error);
                             }
-                            self.queue_deletes(&unsent)?;
+                            self.queue_failed_deletes(&unsent)?;
                             match served {
                                 Served::Removed(n) => n,
                                 _ => 0,
@@ -214,7 +214,7 @@ impl Shared {
                         }
                         Err(e) => {
                             self.failed(Level::Distributed, "delete", first_key, e)?;
-                            self.queue_deletes(keys)?;
+                            self.queue_failed_deletes(keys)?;
                             0
                         }
                     },

@@ -433,6 +433,12 @@ impl ReplayQueue {
         Ok(queue)
     }
 
+    /// Whether `dir` holds a queue's log (which may still have ops to replay).
+    #[must_use]
+    pub fn exists_in(dir: &Path) -> bool {
+        dir.join(LOG_FILE).exists()
+    }
+
     /// The directory the queue lives in.
     #[must_use]
     pub fn dir(&self) -> &Path {
