@@ -33,7 +33,8 @@ fn run_with_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
+    // The child may exit without reading (refused arguments): its exit code tells.
+    let _ = child.stdin.take().unwrap().write_all(input);
     child.wait_with_output().unwrap()
 }
 
@@ -594,4 +595,91 @@ fn a_reply_claiming_a_gibibyte_body_is_an_error_not_an_abort_on_a_small_machine(
         answered.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "the call reached the server"
     );
+}
+
+#[test]
+fn a_bad_ttl_is_refused_before_the_store_is_opened_or_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    assert!(run(&store, &["--max-size-mb", "64", "set", "k", "v"])
+        .status
+        .success());
+    let meta_before = std::fs::read(store.join("uno-cache.meta")).unwrap();
+    for ttl in ["0", "-1", "1e-10", "nan"] {
+        let ttl = format!("--ttl={ttl}");
+        for args in [
+            &["--max-size-mb", "1", "set", "k", "v", &ttl][..],
+            &["--max-size-mb", "1", "import", &ttl],
+        ] {
+            let out = run_with_stdin(&store, args, b"a\tb\n");
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("--ttl"),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(max_size(&store), 64 << 20, "a refused call recorded its bound");
+    assert_eq!(std::fs::read(store.join("uno-cache.meta")).unwrap(), meta_before);
+    // A mistyped directory is not created by a call refused for its arguments.
+    let typo = dir.path().join("typo");
+    assert_eq!(
+        run(&typo, &["set", "k", "v", "--ttl", "0"]).status.code(),
+        Some(2)
+    );
+    assert!(!typo.exists());
+}
+
+fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
+    let config = dir.join("cache.toml");
+    std::fs::write(&config, body).unwrap();
+    config
+}
+
+#[test]
+fn max_size_mb_with_a_config_is_used_and_recorded_by_the_manager_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[local]\ntype = \"file\"\npath = {:?}\n",
+            data.display().to_string()
+        ),
+    );
+    let out = bin()
+        .arg("--config")
+        .arg(&config)
+        .args(["--max-size-mb", "3", "set", "k", "v"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(max_size(&data), 3 << 20);
+}
+
+/// The size bound `stats` reports for a store directory.
+fn max_size(store: &Path) -> u64 {
+    let out = String::from_utf8(run(store, &["stats"]).stdout).unwrap();
+    out.lines()
+        .find_map(|line| line.trim().strip_prefix("max size"))
+        .unwrap_or_else(|| panic!("no max size in {out}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_config_whose_only_level_is_in_memory_is_refused_for_get_set_and_del() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[local]\ntype = \"memory\"\n");
+    for args in [&["set", "k", "v"][..], &["get", "k"], &["del", "k"]] {
+        let out = bin().arg("--config").arg(&config).args(args).output().unwrap();
+        let told = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {told}");
+        assert!(
+            told.contains("memory") && told.contains("nothing"),
+            "{args:?}: {told}"
+        );
+    }
 }

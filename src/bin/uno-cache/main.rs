@@ -7,8 +7,9 @@
 //! lock, so run it while the application that owns the directory is stopped.
 //!
 //! The store's size bound and file mode are the ones its directory recorded (its application's
-//! settings), unless `--max-size-mb` (or, with `--config`, `local.max_size`) says otherwise; a
-//! bound given that way is recorded in turn.
+//! settings), unless `--max-size-mb` (or, with `--config`, `local.max_size`, which the flag
+//! overrides) says otherwise; a bound given that way is recorded in turn. Arguments are checked
+//! before anything is opened: a refused call leaves the directory as it was.
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage. With
@@ -119,10 +120,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--ttl`, checked before anything is opened: a refused call changes nothing.
 fn ttl_arg(ttl: Option<f64>) -> Result<Option<Duration>, String> {
     match ttl {
         None => Ok(None),
-        Some(secs) if secs.is_finite() && secs > 0.0 => {
+        // Expiries are kept in milliseconds: less would be a TTL of zero, which stores refuse.
+        Some(secs) if secs.is_finite() && secs >= 0.001 => {
             Duration::try_from_secs_f64(secs).map(Some).map_err(|_| {
                 format!(
                     "--ttl {secs:e}: too long; give at most {:e} seconds",
@@ -130,19 +133,45 @@ fn ttl_arg(ttl: Option<f64>) -> Result<Option<Duration>, String> {
                 )
             })
         }
-        Some(secs) => Err(format!("--ttl {secs}: must be a positive number of seconds")),
+        Some(secs) => Err(format!(
+            "--ttl {secs}: must be a number of seconds, at least 0.001"
+        )),
     }
 }
 
 fn run(mut cli: Cli) -> Result<ExitCode, String> {
+    let ttl = match &cli.command {
+        Command::Set { ttl, .. } | Command::Import { ttl, .. } => ttl_arg(*ttl)?,
+        _ => None,
+    };
     let mut file_mode = None;
     if let Some(path) = cli.config.take() {
-        let config = CacheConfig::from_toml_file(&path).map_err(|e| e.to_string())?;
+        let mut config = CacheConfig::from_toml_file(&path).map_err(|e| e.to_string())?;
         if matches!(
             cli.command,
             Command::Get { .. } | Command::Set { .. } | Command::Del { .. } | Command::Stats { .. }
         ) {
-            return run_manager(config, cli.command);
+            if let Some(mb) = cli.max_size_mb {
+                if config.local.kind == LocalKind::Memory {
+                    return Err(format!(
+                        "--max-size-mb: {} has a memory L1 (local.type = \"memory\"), bounded in items by local.max_size",
+                        path.display()
+                    ));
+                }
+                config.local.max_size = Some(mb);
+            }
+            let has_l2 = config.use_multi_level && config.distributed.enabled;
+            if config.local.kind == LocalKind::Memory
+                && !has_l2
+                && !matches!(cli.command, Command::Stats { .. })
+            {
+                return Err(format!(
+                    "`{}`: the only level of {} is in memory (local.type = \"memory\", no L2), which holds nothing before or after this command; use a file or redb L1, or an L2",
+                    command_name(&cli.command),
+                    path.display()
+                ));
+            }
+            return run_manager(config, cli.command, ttl);
         }
         if config.local.kind != LocalKind::File {
             return Err(format!(
@@ -178,9 +207,9 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     let store = FileStore::open(&cli.dir, options).map_err(|e| e.to_string())?;
     let code = match cli.command {
         Command::Get { key } => print_value(store.get(&key).map_err(|e| e.to_string())?)?,
-        Command::Set { key, value, ttl } => {
+        Command::Set { key, value, .. } => {
             store
-                .set(&key, value.as_bytes(), ttl_arg(ttl)?)
+                .set(&key, value.as_bytes(), ttl)
                 .map_err(|e| e.to_string())?;
             ExitCode::SUCCESS
         }
@@ -211,8 +240,8 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
             dump(&store)?;
             ExitCode::SUCCESS
         }
-        Command::Import { durable, ttl } => {
-            import(&store, &clock, durable, ttl_arg(ttl)?)?;
+        Command::Import { durable, .. } => {
+            import(&store, &clock, durable, ttl)?;
             ExitCode::SUCCESS
         }
     };
@@ -249,13 +278,13 @@ fn command_name(command: &Command) -> &'static str {
 }
 
 /// `get`, `set`, `del` and `stats` through the multi-level manager a configuration describes.
-fn run_manager(config: CacheConfig, command: Command) -> Result<ExitCode, String> {
+fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> Result<ExitCode, String> {
     let cache = CacheManager::new(config).map_err(|e| e.to_string())?;
     let code = match command {
         Command::Get { key } => print_value(cache.get_raw(&key).map_err(|e| e.to_string())?)?,
-        Command::Set { key, value, ttl } => {
+        Command::Set { key, value, .. } => {
             cache
-                .set_raw(&key, value.as_bytes(), ttl_arg(ttl)?)
+                .set_raw(&key, value.as_bytes(), ttl)
                 .map_err(|e| e.to_string())?;
             ExitCode::SUCCESS
         }
