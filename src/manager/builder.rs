@@ -188,6 +188,7 @@ impl CacheManagerBuilder {
             replay,
             replayer,
             replay_lock: parking_lot::Mutex::new(()),
+            stop: shutdown.clone(),
             tags,
             l2_prefix: config.distributed.key_prefix.clone(),
             #[cfg(feature = "redis")]

@@ -137,9 +137,12 @@ impl Shared {
     /// Sends queued ops to L2 in order (deletes first), acking each batch L2 confirmed; stops at
     /// the first L2 failure, except that of one node of a multi-node L2, whose keys wait while
     /// the other keys are replayed, and a value L2 refuses as bad input, whose key is dropped
-    /// from both levels instead. Returns the number of ops replayed.
+    /// from both levels instead. Returns the number of ops replayed. Stops before the next op
+    /// once the manager shuts down: a replay run for an async caller that gave up on it (a
+    /// shutdown hook's timeout) would otherwise go on through the whole queue after the drop,
+    /// on its own thread, and keep the queue and the levels open until it ends.
     pub(crate) fn replay_now(&self) -> Result<u64> {
-        self.replay_until(&|| false)
+        self.replay_until(&|| self.stop.is_fired())
     }
 
     /// [`replay_now`](Self::replay_now) that also stops before the next op once `stop()` holds

@@ -48,7 +48,8 @@ impl CacheManager {
     }
 
     /// Async [`CacheManager::replay_now`]: the replay runs on a thread of its own (see
-    /// `offload`); dropping the future does not stop it.
+    /// `offload`); dropping the future does not stop it, dropping the manager's last handle does
+    /// (before the next op; the rest stays queued for the next start).
     ///
     /// # Errors
     /// As [`CacheManager::replay_now`].

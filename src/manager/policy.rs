@@ -48,6 +48,7 @@ use crate::error::{key_for_error, Error, Result, Served};
 use crate::invalidation::Backplane;
 use crate::local::hot::HotTier;
 use crate::replay::ReplayQueue;
+use crate::shutdown::Shutdown;
 use crate::stats::{self, LevelMetrics, Metrics};
 use crate::storage::{DistributedStorage, Entry, Freshness, LocalStorage, StorageSize};
 use parking_lot::Mutex;
@@ -89,6 +90,9 @@ pub(crate) struct Shared {
     pub(crate) backplane: OnceLock<Backplane>,
     /// One replay at a time.
     pub(crate) replay_lock: Mutex<()>,
+    /// The stop signal the last handle's drop fires (owned by `Workers`): work run for a caller
+    /// on a thread of its own (see `offload`) listens to it too.
+    pub(crate) stop: Shutdown,
     /// Tag sets (and L2 prefix deletion) on a Redis every instance reaches.
     pub(crate) tags: Option<TagStore>,
     /// `distributed.key_prefix`.
