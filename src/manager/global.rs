@@ -11,9 +11,12 @@ static GLOBAL: OnceLock<CacheManager> = OnceLock::new();
 impl CacheManager {
     /// Builds the process-wide manager from `config` and returns it.
     ///
-    /// The instance lives until the process exits and is never dropped, so call
-    /// [`CacheManager::flush`] before exiting if the last writes must survive a power loss
-    /// (they survive the process exiting anyway: they are in the page cache).
+    /// The instance lives until the process exits and is never dropped, so nothing a drop does
+    /// happens by itself: call [`CacheManager::flush`] before exiting. It sends the writes still
+    /// queued for L2 with `write_mode = "behind"` (without it they are lost at exit, and L2 and
+    /// the other instances keep the older values until they expire), and makes L1's writes
+    /// survive a power loss (see [`Durability`](crate::Durability) for what survives the exit
+    /// alone).
     ///
     /// # Errors
     /// [`Error::GlobalAlreadyInitialized`] on a second call (nothing is opened then); otherwise
