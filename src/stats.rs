@@ -477,11 +477,11 @@ pub struct LevelStats {
     pub expirations: u64,
     /// Latency of read calls (`get`, `get_many`), from the calls timed: one local read in 16
     /// per thread, one memory-tier read in 64 (the first of each thread among them), every
-    /// distributed call.
+    /// distributed call but those its open breaker skipped.
     pub get_latency: LatencyStats,
     /// Latency of write calls (`set`, `set_many`, backfills excluded; deletes are not timed),
     /// from the calls timed: one local write in 16 per thread (counted apart from the reads),
-    /// every distributed call.
+    /// every distributed call but those its open breaker skipped.
     pub set_latency: LatencyStats,
     /// Why the level's size could not be read, if it could not.
     pub size_error: Option<String>,

@@ -604,7 +604,7 @@ impl Shared {
         if result.is_ok() && !dead.is_empty() {
             result = partial(l2.delete_many(&dead).map(drop), &expired, !items.is_empty());
         }
-        m.set_latency.record(started.elapsed());
+        super::policy::time_l2(&m.set_latency, started, &result);
         match result {
             Ok(()) => {
                 m.sets

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::behind::Pushed;
 use super::guard::WriteGuard;
-use super::policy::{check_ttl, unreached, Level, Route, Shared, Timed};
+use super::policy::{check_ttl, time_l2, unreached, Level, Route, Shared, Timed};
 use crate::error::{Error, Result, Served};
 use crate::stats;
 
@@ -109,7 +109,7 @@ impl Shared {
         (started, result): Timed<()>,
     ) -> Result<()> {
         let m = &self.metrics.distributed;
-        m.set_latency.record(started.elapsed());
+        time_l2(&m.set_latency, started, &result);
         match result {
             Ok(()) => {
                 m.sets.add(items.len() as u64);
