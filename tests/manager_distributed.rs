@@ -222,3 +222,40 @@ fn one_unreadable_l2_value_is_a_miss_and_the_other_keys_of_a_multi_get_are_serve
     assert!(reader.get_raw("foreign").unwrap().is_none());
     assert_eq!(reader.stats().distributed.errors, 2);
 }
+
+/// Counting a Redis level walks every key. Stats read by several threads at once (a scrape and a
+/// health check) each walked it when the last reading was stale; now one walks and the others
+/// take its reading.
+#[test]
+fn stats_read_by_several_threads_at_once_walk_l2_once() {
+    let server = RedisServer::start();
+    let cache = CacheManager::new(config("redis", &server.addr())).unwrap();
+    let items: Vec<(String, Vec<u8>)> = (0..20_000).map(|i| (format!("k{i}"), vec![b'v'; 8])).collect();
+    let refs: Vec<(&str, &[u8])> = items.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    for chunk in refs.chunks(1000) {
+        cache.multi_set_raw(chunk, None).unwrap();
+    }
+    // What one walk costs, counted on a level of its own.
+    let scans = server.command_calls("scan");
+    let alone =
+        uno_cache::RedisStore::connect(uno_cache::RedisOptions::new(server.addr()).prefix("app:")).unwrap();
+    assert_eq!(uno_cache::Storage::size(&alone).unwrap().items, 20_000);
+    let one_walk = server.command_calls("scan") - scans;
+    assert!(one_walk > 1);
+    let threads = 4;
+    let barrier = std::sync::Barrier::new(threads);
+    let scans = server.command_calls("scan");
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                barrier.wait();
+                assert_eq!(cache.stats().size.distributed.items, 20_000);
+            });
+        }
+    });
+    assert_eq!(
+        server.command_calls("scan") - scans,
+        one_walk,
+        "L2 walked more than once"
+    );
+}

@@ -11,6 +11,7 @@ use super::behind::{start_writer, WriteQueue};
 use super::failsafe::FailSafe;
 use super::fill::{start_filler, FillQueue};
 use super::guard::KeyOrder;
+use super::l2_size::L2Size;
 use super::loader::Flights;
 use super::offline::Replayer;
 use super::policy::Shared;
@@ -174,7 +175,7 @@ impl CacheManagerBuilder {
             l2,
             breaker,
             nodes,
-            l2_size: parking_lot::Mutex::new(None),
+            l2_size: L2Size::default(),
             local_ttl: config.local.ttl,
             distributed_ttl: config.distributed.ttl,
             fallback_on_error: config.fallback_on_error,

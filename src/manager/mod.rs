@@ -49,6 +49,7 @@ mod failsafe;
 mod fill;
 mod global;
 mod guard;
+mod l2_size;
 mod load;
 mod loader;
 mod maintenance;

@@ -24,15 +24,13 @@ impl Monitor<'_> {
     ///
     /// L2's size is read at most every [`L2_SIZE_MAX_AGE`] and reused in between, because
     /// counting a Redis or Memcached level walks every key; a failed reading is reused the
-    /// same way (its error in `distributed.size_error`). L1's is read every time.
+    /// same way (its error in `distributed.size_error`), and calls at the same time wait for one
+    /// walk. L1's is read every time.
     #[must_use]
     pub fn get_stats(&self) -> CacheStats {
         let s = &self.manager.shared;
         let l1_size = s.l1.size();
-        let l2_size = s.l2.as_ref().map(|l2| match s.fresh_l2_size() {
-            Some(size) => size,
-            None => s.remember_l2_size(l2.size()),
-        });
+        let l2_size = s.l2.as_ref().map(|l2| s.l2_size.read(|| l2.size()));
         self.assemble(l1_size, l2_size)
     }
 
@@ -49,10 +47,9 @@ impl Monitor<'_> {
     pub async fn get_stats_async(self) -> CacheStats {
         let s = &self.manager.shared;
         let l1_size = s.l1.size();
-        let l2_size = match (&s.l2, s.fresh_l2_size()) {
-            (Some(_), Some(size)) => Some(size),
-            (Some(l2), None) => Some(s.remember_l2_size(l2.size_async().await)),
-            (None, _) => None,
+        let l2_size = match &s.l2 {
+            Some(l2) => Some(s.l2_size.read_async(|| l2.size_async()).await),
+            None => None,
         };
         self.assemble(l1_size, l2_size)
     }

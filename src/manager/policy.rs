@@ -36,6 +36,7 @@ use super::behind::WriteQueue;
 use super::failsafe::FailSafe;
 use super::fill::{FillBatch, FillQueue};
 use super::guard::{KeyOrder, Ticket};
+use super::l2_size::L2Size;
 use super::loader::Flights;
 use super::offline::Replayer;
 use super::tags::TagStore;
@@ -50,7 +51,7 @@ use crate::local::hot::HotTier;
 use crate::replay::ReplayQueue;
 use crate::shutdown::Shutdown;
 use crate::stats::{self, Histogram, LevelMetrics, Metrics};
-use crate::storage::{DistributedStorage, Entry, Freshness, LocalStorage, StorageSize};
+use crate::storage::{DistributedStorage, Entry, Freshness, LocalStorage};
 use parking_lot::Mutex;
 
 /// Everything a manager handle shares.
@@ -61,10 +62,8 @@ pub(crate) struct Shared {
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
     /// The breakers of L2's nodes, when L2 spreads keys over nodes (for stats).
     pub(crate) nodes: Option<Arc<NodeBreakers>>,
-    /// The last attempt to read L2's size: when, and what it gave (the error's text if it
-    /// failed). A failed reading is reused as long as a good one is, so stats polled through an
-    /// outage neither walk the level's keys on every call nor feed its breaker each time.
-    pub(crate) l2_size: Mutex<Option<(Instant, std::result::Result<StorageSize, String>)>>,
+    /// The last reading of L2's size, reused for a while (see [`L2Size`]).
+    pub(crate) l2_size: L2Size,
     pub(crate) local_ttl: Duration,
     pub(crate) distributed_ttl: Duration,
     pub(crate) fallback_on_error: bool,
@@ -280,26 +279,6 @@ impl Shared {
             Some(left) if left.is_zero() => None,
             Some(left) => Some(left.min(self.local_ttl)),
         }
-    }
-
-    /// The last reading of L2's size (or the error it gave), if it was taken less than
-    /// [`L2_SIZE_MAX_AGE`](super::L2_SIZE_MAX_AGE) ago.
-    pub(crate) fn fresh_l2_size(&self) -> Option<std::result::Result<StorageSize, String>> {
-        self.l2_size
-            .lock()
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < super::L2_SIZE_MAX_AGE)
-            .map(|(_, size)| size.clone())
-    }
-
-    /// Keeps a reading of L2's size, good or failed, for the next stats calls.
-    pub(crate) fn remember_l2_size(
-        &self,
-        size: Result<StorageSize>,
-    ) -> std::result::Result<StorageSize, String> {
-        let size = size.map_err(|e| e.to_string());
-        *self.l2_size.lock() = Some((Instant::now(), size.clone()));
-        size
     }
 
     // ---- reads ----

@@ -3,7 +3,7 @@
 use super::*;
 use crate::clock::ManualClock;
 use crate::local::memory::MemoryStore;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageSize};
 
 fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
     Shared {
@@ -11,7 +11,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         l2: None,
         breaker: None,
         nodes: None,
-        l2_size: Mutex::new(None),
+        l2_size: crate::manager::l2_size::L2Size::default(),
         local_ttl: Duration::from_secs(local),
         distributed_ttl: Duration::from_secs(distributed),
         fallback_on_error: true,

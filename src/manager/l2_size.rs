@@ -1,0 +1,163 @@
+//! [`L2Size`]: the last reading of L2's size, reused for a while and taken by one caller at a time.
+//!
+//! Counting a Redis or Memcached level walks every key, so the stats reuse a reading for
+//! [`L2_SIZE_MAX_AGE`](super::L2_SIZE_MAX_AGE), a failed one too (stats polled through an outage
+//! neither walk the level on every call nor feed its breaker each time). And one caller walks at
+//! a time: stats read by several threads at once (a scrape and a health check) each walked the
+//! level when the reading was stale. A caller that finds a walk under way waits for its reading,
+//! blocking or, in async code, awaiting; a walker whose future is dropped lets the next one walk.
+
+use std::future::Future;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::L2_SIZE_MAX_AGE;
+use crate::error::Result;
+use crate::storage::StorageSize;
+
+/// A reading of L2's size, or the text of the error that stopped it.
+pub(crate) type Reading = std::result::Result<StorageSize, String>;
+
+#[derive(Debug, Default)]
+struct State {
+    last: Option<(Instant, Reading)>,
+    walking: bool,
+}
+
+impl State {
+    fn fresh(&self) -> Option<Reading> {
+        self.last
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < L2_SIZE_MAX_AGE)
+            .map(|(_, reading)| reading.clone())
+    }
+}
+
+/// See the [module docs](self).
+#[derive(Debug, Default)]
+pub(crate) struct L2Size {
+    state: Mutex<State>,
+    /// Blocking callers waiting for a walk.
+    walked: Condvar,
+    /// Async callers waiting for a walk.
+    walked_async: tokio::sync::Notify,
+}
+
+/// The right to walk, held by one caller; given back on drop, also when an async walker's
+/// future is dropped mid-walk.
+struct Walk<'a>(&'a L2Size);
+
+impl Drop for Walk<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().walking = false;
+        self.0.walked.notify_all();
+        self.0.walked_async.notify_waiters();
+    }
+}
+
+impl L2Size {
+    /// A fresh reading, or the one `walk` takes (once for all the callers waiting meanwhile).
+    pub(crate) fn read(&self, walk: impl FnOnce() -> Result<StorageSize>) -> Reading {
+        let _walk = {
+            let mut state = self.state.lock();
+            loop {
+                if let Some(reading) = state.fresh() {
+                    return reading;
+                }
+                if !state.walking {
+                    state.walking = true;
+                    break Walk(self);
+                }
+                self.walked.wait(&mut state);
+            }
+        };
+        self.remember(walk())
+    }
+
+    /// [`read`](Self::read) for async code: waits for another walk without blocking.
+    pub(crate) async fn read_async<F>(&self, walk: impl FnOnce() -> F) -> Reading
+    where
+        F: Future<Output = Result<StorageSize>>,
+    {
+        let _walk = loop {
+            let walked = self.walked_async.notified();
+            let mut walked = std::pin::pin!(walked);
+            {
+                let mut state = self.state.lock();
+                if let Some(reading) = state.fresh() {
+                    return reading;
+                }
+                if !state.walking {
+                    state.walking = true;
+                    break Walk(self);
+                }
+                // Registered under the lock: the walker's drop, which takes it, cannot notify
+                // before this waiter is listed.
+                walked.as_mut().enable();
+            }
+            walked.await;
+        };
+        self.remember(walk().await)
+    }
+
+    fn remember(&self, size: Result<StorageSize>) -> Reading {
+        let reading = size.map_err(|e| e.to_string());
+        self.state.lock().last = Some((Instant::now(), reading.clone()));
+        reading
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    fn size(items: u64) -> Result<StorageSize> {
+        Ok(StorageSize { items, bytes: 0 })
+    }
+
+    #[test]
+    fn a_fresh_reading_is_reused_and_a_failed_one_too() {
+        let l2 = L2Size::default();
+        assert_eq!(l2.read(|| size(3)), Ok(StorageSize { items: 3, bytes: 0 }));
+        assert_eq!(l2.read(|| size(4)), Ok(StorageSize { items: 3, bytes: 0 }));
+        let failed = L2Size::default();
+        let down = || {
+            Err(Error::Backend {
+                level: "redis",
+                op: "size",
+                reason: "down".into(),
+            })
+        };
+        let first = failed.read(down);
+        assert!(first.is_err());
+        assert_eq!(failed.read(|| size(1)), first);
+    }
+
+    #[test]
+    fn an_async_walker_dropped_mid_walk_lets_the_next_caller_walk() {
+        let l2 = L2Size::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        runtime.block_on(async {
+            {
+                let never = l2.read_async(std::future::pending);
+                let mut never = std::pin::pin!(never);
+                let waker = std::task::Waker::noop();
+                let polled = never.as_mut().poll(&mut std::task::Context::from_waker(waker));
+                assert!(polled.is_pending());
+            }
+            let next = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                l2.read_async(|| async { size(5) }),
+            );
+            let next = next
+                .await
+                .unwrap_or_else(|_| panic!("still waiting for the dropped walk"));
+            assert_eq!(next, Ok(StorageSize { items: 5, bytes: 0 }));
+        });
+    }
+}
