@@ -585,7 +585,8 @@ pub struct ConsistencyStats {
     /// Keys whose L2 write or delete failed and was queued (not those a full queue lost: see
     /// `replay_overflowed`).
     pub queued: u64,
-    /// Failed L2 writes that could not be queued either (the caller got the error).
+    /// Failed L2 writes that could not be queued either: the caller got the error, or, for a
+    /// write-behind batch (no caller left), the log did, and L2 keeps the older values.
     pub queue_failures: u64,
     /// Queued ops that reached L2.
     pub replayed: u64,

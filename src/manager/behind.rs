@@ -709,7 +709,11 @@ impl Shared {
                 expires_at_ms: q.expires_at_ms,
             })
             .collect();
-        let _ = self.push_replay(&pushes);
+        if self.push_replay(&pushes).is_err() {
+            // No caller is left to tell: the log is the one place that can.
+            tracing::error!(keys = pushes.len(),
+                "a write-behind batch that did not reach L2 could not be queued for replay either: L2 keeps older values for these keys until they expire or are written again");
+        }
         drop(st);
     }
 }

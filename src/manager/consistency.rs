@@ -119,7 +119,7 @@ impl Shared {
             }
             Err(e) => {
                 c.queue_failures.add(pushes.len() as u64);
-                tracing::error!(error = %e, "queueing a failed L2 write for replay failed; the caller gets the error");
+                tracing::error!(error = %e, keys = pushes.len(), "queueing failed L2 writes for replay failed");
                 Err(e)
             }
         }
