@@ -49,3 +49,24 @@ fn tls_keys_are_checked_and_name_the_field() {
         );
     }
 }
+
+/// The backplane on the L2's hosts takes the L2's TLS settings; without an L2 to fail on a file
+/// that cannot be read, the backplane's start-up names it instead of connecting without it.
+#[test]
+fn a_backplane_on_the_l2_hosts_refuses_a_tls_file_it_cannot_read_even_without_an_l2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-ca.pem");
+    let config = CacheConfig::from_toml_str(&format!(
+        "use_multi_level = false\n[local]\ntype = \"memory\"\n[distributed]\nenabled = true\nhosts = [\"rediss://127.0.0.1:1\"]\ntls_ca_file = {:?}\n[invalidation]\nenabled = true\n",
+        missing.display().to_string()
+    ))
+    .unwrap();
+    match uno_cache::CacheManager::new(config) {
+        Err(Error::Config { field, reason }) => {
+            assert_eq!(field, "distributed.tls_ca_file");
+            assert!(reason.contains("missing-ca.pem"), "{reason}");
+        }
+        Err(other) => panic!("not the file's error: {other}"),
+        Ok(_) => panic!("started without the CA file"),
+    }
+}

@@ -43,7 +43,7 @@ pub(super) type SharedIo = std::convert::Infallible;
 /// configured.
 #[cfg(feature = "redis")]
 pub(super) fn shared_io(config: &CacheConfig) -> Result<Option<SharedIo>> {
-    tag_redis(config)
+    tag_redis(config)?
         .is_some()
         .then(|| IoRuntime::start("redis"))
         .transpose()
@@ -74,7 +74,7 @@ pub(super) fn build_tags(
     io: Option<&SharedIo>,
     l2_present: bool,
 ) -> Result<Option<TagStore>> {
-    let Some((options, l2_prefix_delete)) = tag_redis(config) else {
+    let Some((options, l2_prefix_delete)) = tag_redis(config)? else {
         return Ok(None);
     };
     TagStore::new(
@@ -106,7 +106,7 @@ pub(super) fn connect_backplane(
     if !config.invalidation.enabled {
         return Ok(());
     }
-    let options = backplane_options(config).io_runtime(io.cloned());
+    let options = backplane_options(config)?.io_runtime(io.cloned());
     let receiver = Arc::new(super::backplane::Receiver {
         shared: Arc::downgrade(shared),
     });
@@ -128,23 +128,26 @@ pub(super) fn connect_backplane(
 #[cfg(feature = "redis")]
 /// The Redis of the tag sets: the backplane's, or else the Redis L2's; and whether it is the
 /// (standalone) L2 itself, where prefixes can be scanned.
-fn tag_redis(config: &CacheConfig) -> Option<(RedisOptions, bool)> {
+fn tag_redis(config: &CacheConfig) -> Result<Option<(RedisOptions, bool)>> {
     let d = &config.distributed;
     let redis_l2 = config.use_multi_level && d.enabled && d.kind == DistributedKind::Redis;
     let inv = &config.invalidation;
     if inv.enabled {
         let same_as_l2 = inv.hosts.is_empty();
-        Some((backplane_redis(config), same_as_l2 && redis_l2 && !d.cluster))
+        Ok(Some((
+            backplane_redis(config)?,
+            same_as_l2 && redis_l2 && !d.cluster,
+        )))
     } else if redis_l2 {
-        Some((backplane_redis(config), !d.cluster))
+        Ok(Some((backplane_redis(config)?, !d.cluster)))
     } else {
-        None
+        Ok(None)
     }
 }
 
 #[cfg(feature = "redis")]
 /// The backplane's Redis from `[invalidation]` (hosts default to the Redis L2's).
-fn backplane_redis(config: &CacheConfig) -> RedisOptions {
+fn backplane_redis(config: &CacheConfig) -> Result<RedisOptions> {
     let inv = &config.invalidation;
     let d = &config.distributed;
     let redis = if inv.hosts.is_empty() || !inv.enabled {
@@ -155,9 +158,10 @@ fn backplane_redis(config: &CacheConfig) -> RedisOptions {
         if let Some(password) = &d.password {
             r = r.password(password.clone());
         }
-        // The L2's hosts with the L2's TLS settings. A file that cannot be read fails the L2's
-        // own start-up, naming its key; here it leaves the defaults.
-        with_tls(r.clone(), d).unwrap_or(r)
+        // The L2's hosts with the L2's TLS settings, a file that cannot be read refused here
+        // too: without an L2 (`use_multi_level = false`) nothing else would name it, and the
+        // connection would go on without the CA, client certificate or choice of provider.
+        with_tls(r, d)?
     } else {
         let mut r = RedisOptions::with_hosts(inv.hosts.iter().cloned()).cluster(inv.cluster);
         if let Some(user) = &inv.username {
@@ -168,16 +172,16 @@ fn backplane_redis(config: &CacheConfig) -> RedisOptions {
         }
         r
     };
-    redis.connect_timeout(Duration::from_millis(
+    Ok(redis.connect_timeout(Duration::from_millis(
         d.timeout_ms.max(inv.publish_timeout_ms).max(500),
-    ))
+    )))
 }
 
 #[cfg(feature = "redis")]
 /// The backplane's options from `[invalidation]`.
-fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
+fn backplane_options(config: &CacheConfig) -> Result<BackplaneOptions> {
     let inv = &config.invalidation;
-    BackplaneOptions::new(backplane_redis(config))
+    Ok(BackplaneOptions::new(backplane_redis(config)?)
         .channel(inv.channel.clone())
         .staleness_bound(Duration::from_millis(inv.staleness_bound_ms))
         .publish_timeout(Duration::from_millis(inv.publish_timeout_ms))
@@ -189,7 +193,7 @@ fn backplane_options(config: &CacheConfig) -> BackplaneOptions {
             tag_deadline(config)
         } else {
             Duration::ZERO
-        })
+        }))
 }
 
 /// An L1, the same as a file store when it is one, and its directory when it has one.
