@@ -166,7 +166,7 @@ pub enum Error {
     /// The configuration asks for something this build of uno-cache was compiled without (an
     /// L2, the backplane, a redb L1): enable the Cargo feature it names. Never a silent
     /// fallback to less than the configuration says.
-    #[error("{field}: {what} needs the `{feature}` feature, which this build of uno-cache was compiled without; enable it (features = [\"{feature}\"] on the uno-cache dependency) or change {field}")]
+    #[error("{field}: {what} needs the `{feature}` feature, which this build of uno-cache was compiled without; enable it (features = [\"{feature}\"] on the uno-cache dependency; for the uno-cache command-line tool, build it with --features cli,{feature}) or change {field}")]
     FeatureDisabled {
         /// The field at fault (for example `distributed.type`).
         field: String,

@@ -144,3 +144,26 @@ fn tags_without_a_redis_name_what_is_missing() {
     // The value itself is not written when it cannot be tagged.
     assert_eq!(cache.get::<u8>("k").unwrap(), None);
 }
+
+/// Read from a file, the refusal also names the file: a service may read several.
+#[test]
+fn a_feature_refused_in_a_config_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app-cache.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}[distributed]\nenabled = true\ntype = \"redis\"\nhosts = [\"127.0.0.1:1\"]\n",
+            local(dir.path())
+        ),
+    )
+    .unwrap();
+    let read = CacheConfig::from_toml_file(&path);
+    if cfg!(feature = "redis") {
+        assert!(read.is_ok(), "{read:?}");
+    } else {
+        let text = read.unwrap_err().to_string();
+        assert!(text.contains("app-cache.toml"), "{text}");
+        assert!(text.contains("--features cli,redis"), "{text}");
+    }
+}

@@ -126,11 +126,15 @@ impl CacheConfig {
     /// an unknown field, a value of the wrong type or an invalid value.
     pub fn from_toml_str(text: &str) -> Result<CacheConfig> {
         let config: CacheConfig = toml::from_str(text).map_err(|e| {
-            let field = e
-                .span()
-                .and_then(|span| field_at(text, span.start))
+            let at = e.span().map(|span| span.start);
+            let field = at
+                .and_then(|pos| field_at(text, pos))
                 .unwrap_or_else(|| "config".to_owned());
-            invalid(&field, e.message().trim().to_owned())
+            let message = e.message().trim();
+            match at.and_then(|pos| line_and_column(text, pos)) {
+                Some((line, column)) => invalid(&field, format!("{message} (line {line}, column {column})")),
+                None => invalid(&field, message.to_owned()),
+            }
         })?;
         config.validate()?;
         Ok(config)
@@ -149,6 +153,11 @@ impl CacheConfig {
             Error::Config { field, reason } => Error::Config {
                 field,
                 reason: format!("{reason} (in {})", path.display()),
+            },
+            Error::FeatureDisabled { field, what, feature } => Error::FeatureDisabled {
+                field,
+                what: format!("{what} (asked for in {})", path.display()),
+                feature,
             },
             other => other,
         })
@@ -225,6 +234,12 @@ impl CacheConfig {
         if dist.breaker_failures == 0 {
             return Err(invalid("distributed.breaker_failures", "must be at least 1"));
         }
+        if dist.breaker_cooldown_ms == 0 {
+            return Err(invalid(
+                "distributed.breaker_cooldown_ms",
+                "must be at least 1 (milliseconds before an open breaker lets a call through)",
+            ));
+        }
         if dist.write_mode == WriteMode::Behind && dist.write_behind_max_keys == 0 {
             return Err(invalid(
                 "distributed.write_behind_max_keys",
@@ -299,6 +314,14 @@ impl CacheConfig {
     }
 }
 
+/// The 1-based line and column (in characters) of byte `pos` of `text`.
+fn line_and_column(text: &str, pos: usize) -> Option<(usize, usize)> {
+    let before = text.get(..pos)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..)?.chars().count() + 1;
+    Some((before.matches('\n').count() + 1, column))
+}
+
 /// Works out the dotted name of the key at byte `pos` of a TOML text (`[local]` + `ttl = …` →
 /// `local.ttl`), for error messages.
 fn field_at(text: &str, pos: usize) -> Option<String> {
@@ -314,6 +337,18 @@ fn field_at(text: &str, pos: usize) -> Option<String> {
     if line.starts_with('[') {
         return table(line);
     }
+    // An element of an array written over several lines has no `=` on its line: the key is
+    // the nearest line above that has one.
+    let line = if line.contains('=') {
+        line
+    } else {
+        before
+            .get(..line_start)?
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.contains('=') && !l.starts_with('['))?
+    };
     let key = line.split('=').next()?.trim().trim_matches('"');
     if key.is_empty() {
         return None;
@@ -437,6 +472,29 @@ mod tests {
         );
         assert_eq!(field_of("use_multi_level = 3\n"), "use_multi_level");
         assert_eq!(field_of("[local]\nttl = -1.0\n"), "local.ttl");
+    }
+
+    #[test]
+    fn an_element_of_a_multi_line_array_is_named_by_its_array() {
+        assert_eq!(
+            field_of("[distributed]\nenabled = true\nhosts = [\n  \"a:1\",\n  6379,\n]\n"),
+            "distributed.hosts"
+        );
+    }
+
+    #[test]
+    fn parse_errors_give_the_line_and_column() {
+        let err = CacheConfig::from_toml_str("[local]\n\nttl = \"five\"\n").unwrap_err();
+        assert!(err.to_string().contains("line 3, column 7"), "{err}");
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn a_breaker_cool_down_of_zero_is_refused() {
+        assert_eq!(
+            field_of("[distributed]\nenabled = true\nhosts = [\"h:1\"]\nbreaker_cooldown_ms = 0\n"),
+            "distributed.breaker_cooldown_ms"
+        );
     }
 
     #[test]
