@@ -459,7 +459,9 @@ pub struct LevelStats {
     pub name: String,
     /// Whether the manager uses this level.
     pub enabled: bool,
-    /// Reads this level answered.
+    /// Reads this level answered, a cached "absent" (a loader's answer kept for
+    /// `loader.absent_ttl`, also counted in `loader.absent_hits`) included: the level answered
+    /// without asking the source, though the caller gets `None`.
     pub hits: u64,
     /// Reads this level did not have.
     pub misses: u64,
