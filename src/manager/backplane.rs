@@ -21,6 +21,11 @@ impl Shared {
         }
     }
 
+    /// Whether the backplane's subscription, if there is one, is up.
+    pub(crate) fn subscription_up(&self) -> bool {
+        self.backplane.get().is_none_or(|bp| bp.stats().connected)
+    }
+
     /// Publishes that `keys` changed, if there is a backplane: one message, or several for a
     /// list longer than one should carry ([`Invalidation::keys_in_messages`]).
     pub(crate) fn publish_keys(&self, keys: &[&str]) {
@@ -125,6 +130,7 @@ impl Shared {
     }
 
     fn on_subscription_lost(&self) {
+        let _one = self.trust_lock.lock();
         self.metrics.consistency.subscription_losses.incr();
         if self.l2.is_some() {
             // Checks on first: a reader sees `distrust_l1` only while they are on.
@@ -135,6 +141,7 @@ impl Shared {
     }
 
     fn on_subscription_restored(&self) {
+        let _one = self.trust_lock.lock();
         // Entries written during the outage may have missed a message too. If L1 could not
         // mark them, every hit stays checked.
         if self.distrust_everything() {

@@ -12,6 +12,12 @@ impl Shared {
     /// Nothing to publish to without a backplane.
     pub(crate) fn publish_keys(&self, _keys: &[&str]) {}
 
+    /// No subscription to lose without a backplane.
+    #[allow(clippy::unused_self)]
+    pub(crate) fn subscription_up(&self) -> bool {
+        true
+    }
+
     /// Nothing to announce without a backplane.
     pub(crate) fn announce<'a>(&'a self, _keys: &'a [&'a str]) -> Announcement {
         Announcement

@@ -171,6 +171,8 @@ impl CacheManagerBuilder {
         let shared = Arc::new(Shared {
             check_freshness: AtomicBool::new(l2.is_some() && policy != RestartPolicy::Trust),
             distrust_l1: AtomicBool::new(false),
+            trust_retry_at_ms: std::sync::atomic::AtomicU64::new(0),
+            trust_lock: parking_lot::Mutex::new(()),
             l1,
             l2,
             breaker,

@@ -24,6 +24,10 @@ use super::policy::Shared;
 use crate::error::{key_for_error, Error, Result};
 use crate::replay::{Push, PushOutcome, ReplayAction, ReplayOp};
 
+/// How often a read may try again to mark L1's entries suspect after it failed (see
+/// [`Shared::retry_trust`]).
+pub(crate) const TRUST_RETRY_MS: u64 = 1000;
+
 /// Ops replayed per batch (one `ack_many` fsync per batch).
 const REPLAY_BATCH: usize = 256;
 
@@ -304,6 +308,40 @@ impl Shared {
             tracing::warn!(error = %e, "clearing L1 to distrust it failed");
         }
         false
+    }
+
+    /// Tries again, at most once every [`TRUST_RETRY_MS`], to mark every L1 entry suspect
+    /// after marking them failed (a full disk, a latched store) and left `distrust_l1` on with
+    /// the backplane's subscription up: without it every L1 hit went on being checked against L2
+    /// long after the disk had room again. The subscription's own loss and return take the same
+    /// lock, so one of them cannot be undone by a retry that read its state before it.
+    pub(crate) fn retry_trust(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.distrust_l1.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let due = self.trust_retry_at_ms.load(Ordering::Relaxed);
+        if now < due
+            || self
+                .trust_retry_at_ms
+                .compare_exchange(
+                    due,
+                    now.saturating_add(TRUST_RETRY_MS),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        let Some(_one) = self.trust_lock.try_lock() else {
+            return;
+        };
+        if self.subscription_up() && self.distrust_everything() && self.subscription_up() {
+            // Release: a reader that sees it cleared also sees the entries made suspect.
+            self.distrust_l1.store(false, Ordering::Release);
+        }
     }
 
     /// Drops every L1 key that starts with `prefix`: by listing them where the level can (file

@@ -26,7 +26,7 @@
 //!   caller (L1 might still serve the old value otherwise); L2 is then not written.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 #[cfg(feature = "redis")]
 use std::sync::OnceLock;
@@ -102,8 +102,14 @@ pub(crate) struct Shared {
     /// Ask L1 whether an entry is suspect (off without an L2, and with `restart_policy = "trust"`
     /// until the first subscription loss): one relaxed load on the hit path.
     pub(crate) check_freshness: AtomicBool,
-    /// The backplane subscription is down: every L1 hit is checked against L2.
+    /// The backplane subscription is down, or L1 could not mark its entries suspect: every L1
+    /// hit is checked against L2.
     pub(crate) distrust_l1: AtomicBool,
+    /// When a read may next try to mark L1's entries suspect again (Unix ms; see
+    /// [`Shared::retry_trust`]).
+    pub(crate) trust_retry_at_ms: AtomicU64,
+    /// Held by the subscription's loss and return and by a retry of the marking.
+    pub(crate) trust_lock: Mutex<()>,
     /// L2 writes waiting for the writer thread (`write_mode = "behind"`).
     pub(crate) behind: Option<Arc<WriteQueue>>,
     /// Backfills of batch reads waiting for the backfill thread (with an L2).
@@ -381,6 +387,7 @@ impl Shared {
 
     /// The part of a single read before L2: L1, then the suspect-entry and pending-replay rules.
     pub(crate) fn plan_read(&self, key: &str) -> Result<Plan> {
+        self.retry_trust();
         let c = &self.metrics.consistency;
         match self.read_l1(key)? {
             L1Read::Hit(value) => Ok(Plan::Done(Some(value))),
@@ -550,6 +557,7 @@ impl Shared {
         suspects: &mut HashMap<&'k str, Entry>,
     ) -> Result<Vec<&'k str>> {
         if self.check_freshness.load(Ordering::Acquire) {
+            self.retry_trust();
             return self.read_many_l1_checked(keys, out, suspects);
         }
         let m = &self.metrics.local;

@@ -34,6 +34,8 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         restart_policy: RestartPolicy::default(),
         check_freshness: AtomicBool::new(false),
         distrust_l1: AtomicBool::new(false),
+        trust_retry_at_ms: std::sync::atomic::AtomicU64::new(0),
+        trust_lock: parking_lot::Mutex::new(()),
         behind: None,
         fills: None,
     }
@@ -390,7 +392,7 @@ fn a_revalidation_confirms_only_the_bytes_it_compared() {
 struct DeletesFail {
     inner: MemoryStore,
     /// Marking every entry suspect fails too (a redb L1 that cannot begin a write).
-    marks_fail: bool,
+    marks_fail: std::sync::atomic::AtomicBool,
     /// A set fails after the value was stored, as a file store's does when the fsync of
     /// `Durability::EveryWrite` fails after the records were indexed.
     sets_fail: bool,
@@ -465,7 +467,7 @@ impl crate::storage::LocalStorage for DeletesFail {
     }
     /// In memory only (as the file store's): works with a full disk.
     fn mark_all_suspect(&self) -> Result<()> {
-        if self.marks_fail {
+        if self.marks_fail.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::WritesDisabled {
                 path: std::path::PathBuf::from("test"),
                 cause: "cannot begin a write (test)".to_owned(),
@@ -495,7 +497,7 @@ fn failing_l1_with_held_l2(marks_fail: bool, sets_fail: bool) -> (crate::CacheMa
         .config(crate::CacheConfig::default())
         .local(Arc::new(DeletesFail {
             inner: MemoryStore::new(100).unwrap(),
-            marks_fail,
+            marks_fail: marks_fail.into(),
             sets_fail,
         }))
         .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
@@ -555,6 +557,51 @@ fn a_delete_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
             "L1 served the value its delete removed from L2 (batch: {batch}, marking fails: {marks_fail})"
         );
     }
+}
+
+/// A failed delete whose marking of L1 failed too (a full disk) checks every L1 hit against
+/// L2; once marking works again, a read's retry makes L1 trusted again, instead of every hit
+/// going to L2 for the rest of the process.
+#[cfg(feature = "redis")]
+#[test]
+fn l1_is_trusted_again_once_marking_its_entries_works_again() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let clock = ManualClock::new(1_000_000);
+    let l1 = Arc::new(DeletesFail {
+        inner: MemoryStore::new(100).unwrap(),
+        marks_fail: true.into(),
+        sets_fail: false,
+    });
+    let cache = crate::CacheManager::builder()
+        .config(crate::CacheConfig::default())
+        .clock(Arc::new(clock.clone()))
+        .local(l1.clone())
+        .distributed(Arc::new(crate::InProcess::shared(HeldL2::new())))
+        .build()
+        .unwrap();
+    cache.set_raw("a", b"1", None).unwrap();
+    assert!(cache.delete("gone").is_err(), "L1's delete fails");
+    let l2_reads = |cache: &crate::CacheManager| {
+        let d = cache.stats().distributed;
+        d.hits + d.misses
+    };
+    let before = l2_reads(&cache);
+    for _ in 0..3 {
+        assert_eq!(cache.get_raw("a").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+    assert_eq!(l2_reads(&cache) - before, 3, "distrusted, every hit asks L2");
+    // The disk has room again; the next read after the retry interval marks L1 suspect.
+    l1.marks_fail.store(false, Relaxed);
+    clock.advance(Duration::from_millis(crate::manager::consistency::TRUST_RETRY_MS));
+    let before = l2_reads(&cache);
+    for _ in 0..3 {
+        assert_eq!(cache.get_raw("a").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+    assert_eq!(
+        l2_reads(&cache) - before,
+        1,
+        "one revalidation of the suspect entry, then trusted L1 hits"
+    );
 }
 
 #[cfg(feature = "redis")]
