@@ -123,8 +123,9 @@ fn modes() -> [(WriteMode, &'static str); 2] {
     [(WriteMode::Through, "through"), (WriteMode::Behind, "behind")]
 }
 
-/// Rows 1 and 3: `delete(k)` does its L1 step; `set(k, a)` runs whole; then the delete's L2 step
-/// (write-through) or its settling of the queue (write-behind).
+/// Rows 1 and 3: `delete(k)` does its L1 step; `set(k, a)` is called, and waits for it (were it
+/// to run whole, the delete's L2 step would then take `a` out of L2 alone); then the delete's
+/// L2 step (write-through) or its settling of the queue (write-behind).
 fn delete_held_after_l1_then_set(mode: WriteMode, name: &str) {
     let server = RedisServer::start();
     let r = rig(&server, mode);
@@ -136,7 +137,10 @@ fn delete_held_after_l1_then_set(mode: WriteMode, name: &str) {
     gate.wait_entered();
     let cache = r.cache.clone();
     let (setting, set_done) = spawn(move || cache.set_raw("k", b"a", None).unwrap());
-    let _ = set_done.recv_timeout(RUNS_WHOLE);
+    assert!(
+        set_done.recv_timeout(RUNS_WHOLE).is_err(),
+        "{name}: the set of k ran whole while the delete was between its levels"
+    );
     gate.release();
     deleting.join().unwrap();
     setting.join().unwrap();
@@ -157,8 +161,8 @@ fn write_behind_a_set_during_a_delete_between_its_levels_leaves_both_levels_with
     delete_held_after_l1_then_set(WriteMode::Behind, "write-behind");
 }
 
-/// Rows 2 and 4: `set(k, a)` does its L1 step; `set(k, b)` runs whole; then a's L2 step (or a
-/// is queued).
+/// Rows 2 and 4: `set(k, a)` does its L1 step; `set(k, b)` is called, and waits for it; then
+/// a's L2 step (or a is queued), then b.
 fn set_held_after_l1_then_set(mode: WriteMode, name: &str) {
     let server = RedisServer::start();
     let r = rig(&server, mode);
@@ -168,14 +172,17 @@ fn set_held_after_l1_then_set(mode: WriteMode, name: &str) {
     gate.wait_entered();
     let cache = r.cache.clone();
     let (second, second_done) = spawn(move || cache.set_raw("k", b"b", None).unwrap());
-    let _ = second_done.recv_timeout(RUNS_WHOLE);
+    assert!(
+        second_done.recv_timeout(RUNS_WHOLE).is_err(),
+        "{name}: set b ran whole while set a was between its levels"
+    );
     gate.release();
     first.join().unwrap();
     second.join().unwrap();
     r.assert_agree(
         "k",
         Some(b"b"),
-        &format!("{name}: set a held after L1, set b ran whole"),
+        &format!("{name}: set a held after L1, then set b"),
     );
 }
 
@@ -285,8 +292,8 @@ fn write_through_a_read_during_a_delete_never_answers_the_value_a_completed_set_
     read_during_a_delete_in_flight(WriteMode::Through, "write-through");
 }
 
-/// Batches: `multi_delete([k, j])` does its L1 step; `multi_set` of k and `set` of j run whole;
-/// then the batch's L2 step.
+/// Batches: `multi_delete([k, j])` does its L1 step; `multi_set` of k and `set` of j are called,
+/// and wait for it; then the batch's L2 step.
 #[test]
 fn batches_keep_per_key_order_across_both_levels() {
     for (mode, name) in modes() {
@@ -305,7 +312,10 @@ fn batches_keep_per_key_order_across_both_levels() {
             cache.multi_set_raw(&[("k", b"a"), ("z", b"z")], None).unwrap();
             cache.set_raw("j", b"b", None).unwrap();
         });
-        let _ = set_done.recv_timeout(RUNS_WHOLE);
+        assert!(
+            set_done.recv_timeout(RUNS_WHOLE).is_err(),
+            "{name}: the multi_set of k ran whole while the multi_delete was between its levels"
+        );
         gate.release();
         assert_eq!(deleting.join().unwrap(), 2);
         setting.join().unwrap();
@@ -323,8 +333,8 @@ fn batches_keep_per_key_order_across_both_levels() {
     }
 }
 
-/// The async API: `delete_async(k)` does its L1 step; `set_async(k, a)` runs whole; then the
-/// delete's L2 step.
+/// The async API: `delete_async(k)` does its L1 step; `set_async(k, a)` is called, and waits
+/// for it; then the delete's L2 step.
 #[test]
 fn async_a_set_during_a_delete_between_its_levels_leaves_both_levels_with_the_set() {
     for (mode, name) in modes() {
@@ -347,7 +357,10 @@ fn async_a_set_during_a_delete_between_its_levels_leaves_both_levels_with_the_se
             cache.set_raw_async("k", b"a", None).await.unwrap();
             let _ = done_tx.send(());
         });
-        let _ = done_rx.recv_timeout(RUNS_WHOLE);
+        assert!(
+            done_rx.recv_timeout(RUNS_WHOLE).is_err(),
+            "async {name}: the set of k ran whole while the delete was between its levels"
+        );
         gate.release();
         rt.block_on(async {
             deleting.await.unwrap();
