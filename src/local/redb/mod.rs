@@ -34,9 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use crate::clock::{self, Clock, SystemClock};
+use crate::clock::{self, Clock};
 use crate::durability::Durability;
 use crate::error::{key_for_error, Error, Result};
 use crate::perms;
@@ -45,98 +45,13 @@ use crate::storage::{check_write, Entry, Freshness, LocalStorage, Storage, Stora
 /// Name of the database file inside the configured directory.
 pub use crate::files::REDB_FILE_NAME;
 
-const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
-const ORDER: TableDefinition<u64, &str> = TableDefinition::new("order");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const META_BYTES: &str = "bytes";
-const META_NEXT_SEQ: &str = "next_seq";
+mod options;
+mod tables;
+#[cfg(test)]
+mod tests;
 
-/// Bytes of the header in front of each stored value: expiry (u64 LE) then sequence (u64 LE).
-const HEADER_LEN: usize = 16;
-
-/// A decoded `entries` record.
-struct Record<'a> {
-    expires_at_ms: u64,
-    seq: u64,
-    value: &'a [u8],
-}
-
-impl Record<'_> {
-    fn decode(bytes: &[u8]) -> Option<Record<'_>> {
-        let (expires, rest) = bytes.split_first_chunk::<8>()?;
-        let (seq, value) = rest.split_first_chunk::<8>()?;
-        Some(Record {
-            expires_at_ms: u64::from_le_bytes(*expires),
-            seq: u64::from_le_bytes(*seq),
-            value,
-        })
-    }
-
-    fn encode(expires_at_ms: u64, seq: u64, value: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + value.len());
-        out.extend_from_slice(&expires_at_ms.to_le_bytes());
-        out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(value);
-        out
-    }
-
-    fn is_expired(&self, now_ms: u64) -> bool {
-        self.expires_at_ms != 0 && self.expires_at_ms <= now_ms
-    }
-}
-
-fn weight(key: &str, value_len: usize) -> u64 {
-    (key.len() + HEADER_LEN + value_len) as u64
-}
-
-/// Options for [`RedbStore::open`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct RedbOptions {
-    max_size_mb: u64,
-    durability: Durability,
-    clock: Arc<dyn Clock>,
-    file_mode: u32,
-}
-
-impl Default for RedbOptions {
-    fn default() -> Self {
-        RedbOptions {
-            max_size_mb: 1024,
-            durability: Durability::default(),
-            clock: Arc::new(SystemClock),
-            file_mode: perms::DEFAULT_FILE_MODE,
-        }
-    }
-}
-
-impl RedbOptions {
-    /// Bound on the bytes of the entries, in MiB (default 1024).
-    pub fn max_size_mb(mut self, mb: u64) -> Self {
-        self.max_size_mb = mb;
-        self
-    }
-
-    /// When commits are fsynced (default `Periodic(1 s)`; see the module docs).
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
-        self
-    }
-
-    /// The clock used for TTLs (default: the system clock).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Permission bits of a database file the store creates (default `0o600`, owner only); a
-    /// directory it creates gets the same bits plus search where read is allowed. An existing
-    /// file keeps its bits. The owner must keep read and write.
-    pub fn file_mode(mut self, mode: u32) -> Self {
-        self.file_mode = mode;
-        self
-    }
-}
+pub use options::RedbOptions;
+use tables::{weight, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 
 /// The confirmations that make a suspect entry trusted again.
 #[derive(Debug, Default)]
@@ -455,100 +370,6 @@ impl RedbStore {
     }
 }
 
-/// The three tables of one write transaction, with the meta counts in hand.
-struct Tables<'t> {
-    entries: redb::Table<'t, &'static str, &'static [u8]>,
-    order: redb::Table<'t, u64, &'static str>,
-    meta: redb::Table<'t, &'static str, u64>,
-    bytes: u64,
-    next_seq: u64,
-}
-
-impl<'t> Tables<'t> {
-    fn open(store: &RedbStore, txn: &'t redb::WriteTransaction) -> Result<Tables<'t>> {
-        let entries = txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
-        let order = txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
-        let meta = txn.open_table(META).map_err(|e| store.err("open table", e))?;
-        let read = |name: &str| -> Result<u64> {
-            Ok(meta
-                .get(name)
-                .map_err(|e| store.err("read meta", e))?
-                .map_or(0, |g| g.value()))
-        };
-        let bytes = read(META_BYTES)?;
-        let next_seq = read(META_NEXT_SEQ)?;
-        Ok(Tables {
-            entries,
-            order,
-            meta,
-            bytes,
-            next_seq,
-        })
-    }
-
-    /// Removes a key; `Some(was_live)` if it was present.
-    fn remove(&mut self, store: &RedbStore, key: &str, now: u64) -> Result<Option<bool>> {
-        let Some(old) = self.entries.remove(key).map_err(|e| store.err("remove", e))? else {
-            return Ok(None);
-        };
-        let bytes = old.value();
-        let live = match Record::decode(bytes) {
-            Some(record) => {
-                self.order
-                    .remove(record.seq)
-                    .map_err(|e| store.err("remove", e))?;
-                let live = !record.is_expired(now);
-                if !live {
-                    store.expirations.fetch_add(1, Ordering::Relaxed);
-                }
-                live
-            }
-            None => false,
-        };
-        self.bytes = self
-            .bytes
-            .saturating_sub(weight(key, bytes.len().saturating_sub(HEADER_LEN)));
-        Ok(Some(live))
-    }
-
-    /// Drops the oldest entries until the size bound holds.
-    fn evict(&mut self, store: &RedbStore, now: u64) -> Result<()> {
-        while self.bytes > store.max_bytes {
-            let Some((_, key)) = self.order.pop_first().map_err(|e| store.err("evict", e))? else {
-                break;
-            };
-            let key = key.value().to_owned();
-            let Some(old) = self
-                .entries
-                .remove(key.as_str())
-                .map_err(|e| store.err("evict", e))?
-            else {
-                continue;
-            };
-            let bytes = old.value();
-            if Record::decode(bytes).is_some_and(|r| r.is_expired(now)) {
-                store.expirations.fetch_add(1, Ordering::Relaxed);
-            } else {
-                store.evictions.fetch_add(1, Ordering::Relaxed);
-            }
-            self.bytes = self
-                .bytes
-                .saturating_sub(weight(&key, bytes.len().saturating_sub(HEADER_LEN)));
-        }
-        Ok(())
-    }
-
-    fn save(mut self, store: &RedbStore) -> Result<()> {
-        self.meta
-            .insert(META_BYTES, self.bytes)
-            .map_err(|e| store.err("write meta", e))?;
-        self.meta
-            .insert(META_NEXT_SEQ, self.next_seq)
-            .map_err(|e| store.err("write meta", e))?;
-        Ok(())
-    }
-}
-
 /// The error of a file redb panicked on, with the panic's message.
 fn damaged(op: &'static str, path: &Path, panic: &(dyn std::any::Any + Send)) -> Error {
     let why = panic
@@ -760,130 +581,5 @@ impl Drop for RedbStore {
         if let Err(e) = Storage::flush(self) {
             tracing::error!(error = %e, path = %self.path.display(), "closing the redb store failed");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-
-    fn open(dir: &Path, mb: u64, clock: &ManualClock) -> RedbStore {
-        RedbStore::open(
-            dir.join(REDB_FILE_NAME),
-            RedbOptions::default()
-                .max_size_mb(mb)
-                .durability(Durability::None)
-                .clock(Arc::new(clock.clone())),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn values_ttls_and_counts_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(5_000);
-        {
-            let s = open(dir.path(), 1, &clock);
-            s.set("a", b"1", None).unwrap();
-            s.set("b", b"22", Some(Duration::from_secs(10))).unwrap();
-            s.set("a", b"333", None).unwrap();
-        }
-        let s = open(dir.path(), 1, &clock);
-        assert_eq!(s.get("a").unwrap().unwrap().value, b"333");
-        let b = s.get("b").unwrap().unwrap();
-        assert_eq!(b.expires_at, Some(clock::ms_to_system_time(15_000)));
-        assert_eq!(
-            s.size().unwrap(),
-            StorageSize {
-                items: 2,
-                bytes: (1 + 16 + 3) + (1 + 16 + 2)
-            }
-        );
-        clock.advance(Duration::from_secs(10));
-        assert_eq!(s.get("b").unwrap(), None);
-        assert_eq!(s.purge_expired().unwrap(), 1);
-        assert_eq!(s.counters().expirations, 1);
-        assert!(s.delete("a").unwrap());
-        assert!(!s.delete("a").unwrap());
-        assert_eq!(s.size().unwrap(), StorageSize::default());
-    }
-
-    #[test]
-    fn size_bound_evicts_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(5_000);
-        let s = open(dir.path(), 1, &clock);
-        let value = vec![7u8; 100 * 1024];
-        for i in 0..20 {
-            s.set(&format!("k{i:02}"), &value, None).unwrap();
-        }
-        let size = s.size().unwrap();
-        assert!(size.bytes <= 1024 * 1024, "{size:?}");
-        assert_eq!(size.items, 10);
-        assert_eq!(s.counters().evictions, 10);
-        assert_eq!(s.get("k09").unwrap(), None);
-        assert!(s.get("k10").unwrap().is_some());
-        assert!(matches!(
-            s.set("huge", &vec![0u8; 2 * 1024 * 1024], None),
-            Err(Error::ValueTooLarge { .. })
-        ));
-    }
-
-    #[test]
-    fn second_open_is_locked_and_clear_empties() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(5_000);
-        let s = open(dir.path(), 1, &clock);
-        let again = RedbStore::open(dir.path().join(REDB_FILE_NAME), RedbOptions::default());
-        assert!(matches!(again, Err(Error::Locked { .. })), "{again:?}");
-        s.set_many(&[("x", b"1"), ("y", b"2")], None).unwrap();
-        assert_eq!(
-            s.get_many(&["x", "nope", "y"])
-                .unwrap()
-                .iter()
-                .filter(|e| e.is_some())
-                .count(),
-            2
-        );
-        s.clear().unwrap();
-        assert_eq!(s.size().unwrap(), StorageSize::default());
-        assert_eq!(s.get("x").unwrap(), None);
-        s.set("z", b"3", None).unwrap();
-        assert_eq!(s.size().unwrap().items, 1);
-    }
-
-    #[test]
-    fn set_each_writes_the_whole_batch_or_nothing_each_item_with_its_own_ttl() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(5_000);
-        let s = open(dir.path(), 1, &clock);
-        let huge = vec![0u8; 2 * 1024 * 1024];
-        assert!(matches!(
-            s.set_each(&[("first", b"1", None), ("huge", &huge, None)]),
-            Err(Error::ValueTooLarge { ref key, .. }) if key == "huge"
-        ));
-        assert_eq!(
-            s.get("first").unwrap(),
-            None,
-            "one transaction: nothing of a refused batch"
-        );
-        s.set_each(&[
-            ("short", b"1", Some(Duration::from_secs(1))),
-            ("long", b"2", Some(Duration::from_secs(60))),
-            ("never", b"3", None),
-        ])
-        .unwrap();
-        assert_eq!(
-            s.get("short").unwrap().unwrap().expires_at,
-            Some(clock::ms_to_system_time(6_000))
-        );
-        clock.advance(Duration::from_secs(1));
-        assert_eq!(s.get("short").unwrap(), None);
-        assert_eq!(
-            s.get("long").unwrap().unwrap().expires_at,
-            Some(clock::ms_to_system_time(65_000))
-        );
-        assert_eq!(s.get("never").unwrap().unwrap().expires_at, None);
     }
 }
