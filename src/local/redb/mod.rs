@@ -51,7 +51,7 @@ mod tables;
 mod tests;
 
 pub use options::RedbOptions;
-use tables::{weight, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
+use tables::{weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 
 /// The confirmations that make a suspect entry trusted again.
 #[derive(Debug, Default)]
@@ -162,7 +162,7 @@ impl RedbStore {
         // open touches are checked: redb panics on a damaged data page at its first use later.)
         let first_reads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Create the tables so readers never meet a missing one.
-            store.write(true, |txn| {
+            store.write(true, |txn, _| {
                 txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
                 txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
                 txn.open_table(META).map_err(|e| store.err("open table", e))?;
@@ -247,7 +247,7 @@ impl RedbStore {
             if expired.is_empty() {
                 return Ok(0);
             }
-            self.write(false, |txn| {
+            self.write(false, |txn, counts| {
                 let mut t = Tables::open(self, txn)?;
                 let mut removed = 0;
                 for key in &expired {
@@ -261,7 +261,7 @@ impl RedbStore {
                         removed += 1;
                     }
                 }
-                t.save(self)?;
+                t.save(self, counts)?;
                 Ok(removed)
             })
         })
@@ -285,7 +285,7 @@ impl RedbStore {
     fn write<T>(
         &self,
         force_durable: bool,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<T>,
+        f: impl FnOnce(&redb::WriteTransaction, &mut Counts) -> Result<T>,
     ) -> Result<T> {
         self.guarded("write", || {
             // Held to the end: redb lets one write transaction run at a time anyway, and holding this
@@ -307,8 +307,11 @@ impl RedbStore {
             };
             txn.set_durability(level)
                 .map_err(|e| self.err("set durability", e))?;
-            let out = f(&txn)?;
+            let mut counts = Counts::default();
+            let out = f(&txn, &mut counts)?;
             txn.commit().map_err(|e| self.err("commit", e))?;
+            self.evictions.fetch_add(counts.evictions, Ordering::Relaxed);
+            self.expirations.fetch_add(counts.expirations, Ordering::Relaxed);
             if durable {
                 *self.last_durable.lock() = Instant::now();
             }
@@ -350,7 +353,7 @@ impl RedbStore {
             Storage::check_value(self, key, value.len())?;
         }
         let now = self.clock.now_ms();
-        self.write(false, |txn| {
+        self.write(false, |txn, counts| {
             let mut t = Tables::open(self, txn)?;
             for item in items {
                 let (key, value, ttl) = parts(item);
@@ -365,7 +368,7 @@ impl RedbStore {
                 t.bytes += weight(key, value.len());
             }
             t.evict(self, now)?;
-            t.save(self)
+            t.save(self, counts)
         })
     }
 }
@@ -429,7 +432,7 @@ impl Storage for RedbStore {
             check_write(key, None)?;
         }
         let now = self.clock.now_ms();
-        self.write(false, |txn| {
+        self.write(false, |txn, counts| {
             let mut t = Tables::open(self, txn)?;
             let mut removed = 0;
             for key in keys {
@@ -437,7 +440,7 @@ impl Storage for RedbStore {
                     removed += 1;
                 }
             }
-            t.save(self)?;
+            t.save(self, counts)?;
             Ok(removed)
         })
     }
@@ -471,7 +474,7 @@ impl Storage for RedbStore {
     }
 
     fn clear(&self) -> Result<()> {
-        self.write(true, |txn| {
+        self.write(true, |txn, _| {
             txn.delete_table(ENTRIES).map_err(|e| self.err("clear", e))?;
             txn.delete_table(ORDER).map_err(|e| self.err("clear", e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.err("clear", e))?;
@@ -487,7 +490,7 @@ impl Storage for RedbStore {
         // Waits for a write under way: a commit that returned before this call is marked.
         let dirty = *self.dirty.lock();
         if dirty {
-            self.write(true, |_| Ok(()))?;
+            self.write(true, |_, _| Ok(()))?;
         }
         Ok(())
     }

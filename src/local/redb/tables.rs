@@ -1,8 +1,6 @@
 //! The three tables of the database, the layout of an `entries` record, and the bookkeeping of
 //! one write transaction.
 
-use std::sync::atomic::Ordering;
-
 use redb::{ReadableTable, TableDefinition};
 
 use super::RedbStore;
@@ -59,6 +57,16 @@ pub(super) struct Tables<'t> {
     meta: redb::Table<'t, &'static str, u64>,
     pub(super) bytes: u64,
     pub(super) next_seq: u64,
+    /// Evictions and expirations of this transaction: added to the store's counters only once
+    /// it commits, since a transaction that fails undoes them.
+    counts: Counts,
+}
+
+/// What one write transaction evicted and found expired.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Counts {
+    pub(super) evictions: u64,
+    pub(super) expirations: u64,
 }
 
 impl<'t> Tables<'t> {
@@ -80,6 +88,7 @@ impl<'t> Tables<'t> {
             meta,
             bytes,
             next_seq,
+            counts: Counts::default(),
         })
     }
 
@@ -96,7 +105,7 @@ impl<'t> Tables<'t> {
                     .map_err(|e| store.err("remove", e))?;
                 let live = !record.is_expired(now);
                 if !live {
-                    store.expirations.fetch_add(1, Ordering::Relaxed);
+                    self.counts.expirations += 1;
                 }
                 live
             }
@@ -124,9 +133,9 @@ impl<'t> Tables<'t> {
             };
             let bytes = old.value();
             if Record::decode(bytes).is_some_and(|r| r.is_expired(now)) {
-                store.expirations.fetch_add(1, Ordering::Relaxed);
+                self.counts.expirations += 1;
             } else {
-                store.evictions.fetch_add(1, Ordering::Relaxed);
+                self.counts.evictions += 1;
             }
             self.bytes = self
                 .bytes
@@ -135,13 +144,17 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    pub(super) fn save(mut self, store: &RedbStore) -> Result<()> {
+    /// Writes the meta counts, and hands this transaction's counts to `counts`, which the store
+    /// adds to its counters once the transaction commits.
+    pub(super) fn save(mut self, store: &RedbStore, counts: &mut Counts) -> Result<()> {
         self.meta
             .insert(META_BYTES, self.bytes)
             .map_err(|e| store.err("write meta", e))?;
         self.meta
             .insert(META_NEXT_SEQ, self.next_seq)
             .map_err(|e| store.err("write meta", e))?;
+        counts.evictions += self.counts.evictions;
+        counts.expirations += self.counts.expirations;
         Ok(())
     }
 }
