@@ -17,6 +17,11 @@
 //!   makes a write's commit durable when the last durable commit is older than `d`, so the loss
 //!   window is `d` while writes continue, and until the next flush or close after they stop.
 //! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`].
+//! - **Full disk**: a write that finds no room is [`Error::DiskFull`] (at once: the file does not
+//!   shrink when entries go, so evicting frees nothing on the device). redb then refuses every
+//!   transaction until its database is reopened; the store does that itself at the next call, so
+//!   writes resume once space is back. The reopen keeps only what was durable, and makes every
+//!   entry it kept suspect, as an open does.
 //! - **Suspect entries**: like the file store, it keeps its entries through a loss of certainty
 //!   instead of forgetting them. Every entry restored at open, and every entry written before
 //!   [`mark_all_suspect`](LocalStorage::mark_all_suspect) (a lost backplane subscription), is
@@ -29,11 +34,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::clock::{self, Clock};
@@ -45,11 +50,13 @@ use crate::storage::{check_write, Entry, Freshness, LocalStorage, Storage, Stora
 /// Name of the database file inside the configured directory.
 pub use crate::files::REDB_FILE_NAME;
 
+mod handle;
 mod options;
 mod tables;
 #[cfg(test)]
 mod tests;
 
+use handle::{damaged, next_seq_of, open_database};
 pub use options::RedbOptions;
 use tables::{weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 
@@ -71,7 +78,11 @@ struct Suspicion {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedbStore {
-    db: Database,
+    /// `None` only between the close and the reopen of a latched database, after a reopen that
+    /// failed (see `handle.rs`). A reopen takes it for writing.
+    db: RwLock<Option<Database>>,
+    /// An I/O error latched the database: the next call reopens it.
+    latched: AtomicBool,
     path: PathBuf,
     max_bytes: u64,
     durability: Durability,
@@ -133,20 +144,10 @@ impl RedbStore {
                 .open(&path)
                 .map_err(|e| Error::io("create database file", &path, e))?;
         }
-        // redb panics on a page it cannot parse rather than returning an error (here too: a
-        // debug build visits every page at open): a damaged file must be refused, not bring the
-        // application down.
-        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(&path)))
-            .map_err(|panic| damaged("open", &path, &*panic))?;
-        let db = created.map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
-                path: path.clone(),
-                lock: path.clone(),
-            },
-            other => redb_error("open", &path, other),
-        })?;
+        let db = open_database(&path)?;
         let store = RedbStore {
-            db,
+            db: RwLock::new(Some(db)),
+            latched: AtomicBool::new(false),
             max_bytes: options.max_size_mb.saturating_mul(1024 * 1024),
             durability: options.durability,
             clock: options.clock,
@@ -186,21 +187,15 @@ impl RedbStore {
 
     /// The next sequence number, as last committed.
     fn read_next_seq(&self) -> Result<u64> {
-        self.guarded("read meta", || {
-            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
-            let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
-            Ok(meta
-                .get(META_NEXT_SEQ)
-                .map_err(|e| self.err("read meta", e))?
-                .map_or(0, |g| g.value()))
-        })
+        self.guarded("read meta", || next_seq_of(self, &*self.db()?))
     }
 
     /// Reads one live entry with its sequence number.
     fn read_with_seq(&self, key: &str) -> Result<Option<(Entry, u64)>> {
         self.guarded("get", || {
             let now = self.clock.now_ms();
-            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
             let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
             let found = entries.get(key).map_err(|e| self.err("get", e))?;
             Ok(found.and_then(|guard| {
@@ -233,7 +228,8 @@ impl RedbStore {
         self.guarded("purge expired", || {
             let now = self.clock.now_ms();
             let expired: Vec<String> = {
-                let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+                let db = self.db()?;
+                let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
                 let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
                 let mut keys = Vec::new();
                 for item in entries.iter().map_err(|e| self.err("scan", e))? {
@@ -267,19 +263,6 @@ impl RedbStore {
         })
     }
 
-    fn err(&self, op: &'static str, e: impl std::fmt::Display) -> Error {
-        redb_error(op, &self.path, e)
-    }
-
-    /// Runs `f`, a panic of redb's made [`Error::Redb`] naming the file: redb panics on a page
-    /// it cannot parse rather than return an error, and a damaged cache file must fail the call
-    /// (the manager falls back on L2, the user is told to delete the file), not unwind through
-    /// the application. (With `panic = "abort"` nothing can be caught: the process ends.)
-    fn guarded<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .unwrap_or_else(|panic| Err(damaged(op, &self.path, &*panic)))
-    }
-
     /// Runs `f` in a write transaction and commits it with the durability the policy asks for
     /// (`force_durable` for flush and close).
     fn write<T>(
@@ -293,7 +276,8 @@ impl RedbStore {
             // it, a synced commit's "clean" could land after a later unsynced commit's "dirty", and
             // `flush` would skip that commit.
             let mut dirty = self.dirty.lock();
-            let mut txn = self.db.begin_write().map_err(|e| self.err("begin write", e))?;
+            let db = self.db()?;
+            let mut txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
             let durable = force_durable
                 || match self.durability {
                     Durability::EveryWrite => true,
@@ -323,7 +307,8 @@ impl RedbStore {
     fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
         self.guarded("get", || {
             let now = self.clock.now_ms();
-            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
             let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
@@ -353,7 +338,7 @@ impl RedbStore {
             Storage::check_value(self, key, value.len())?;
         }
         let now = self.clock.now_ms();
-        self.write(false, |txn, counts| {
+        let written = self.write(false, |txn, counts| {
             let mut t = Tables::open(self, txn)?;
             for item in items {
                 let (key, value, ttl) = parts(item);
@@ -369,31 +354,21 @@ impl RedbStore {
             }
             t.evict(self, now)?;
             t.save(self, counts)
+        });
+        written.map_err(|e| match e {
+            Error::DiskFull { path, op, needed: 0 } => Error::DiskFull {
+                path,
+                op,
+                needed: items
+                    .iter()
+                    .map(|item| {
+                        let (key, value, _) = parts(item);
+                        weight(key, value.len())
+                    })
+                    .sum(),
+            },
+            other => other,
         })
-    }
-}
-
-/// The error of a file redb panicked on, with the panic's message.
-fn damaged(op: &'static str, path: &Path, panic: &(dyn std::any::Any + Send)) -> Error {
-    let why = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    redb_error(
-        op,
-        path,
-        format!(
-            "damaged database file ({why}); it holds only a cache: move it away or delete it to start empty"
-        ),
-    )
-}
-
-fn redb_error(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Redb {
-        op,
-        path: path.to_path_buf(),
-        reason: e.to_string(),
     }
 }
 
@@ -460,7 +435,8 @@ impl Storage for RedbStore {
 
     fn size(&self) -> Result<StorageSize> {
         self.guarded("size", || {
-            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
             let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
             let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
             Ok(StorageSize {
@@ -520,7 +496,8 @@ impl LocalStorage for RedbStore {
     /// is harmless).
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         self.guarded("scan", || {
-            let txn = self.db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
             let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
             let mut keys = Vec::new();
             for item in entries.range(prefix..).map_err(|e| self.err("scan", e))? {
@@ -554,7 +531,8 @@ impl LocalStorage for RedbStore {
         self.guarded("mark suspect", || {
             // Holding a write transaction keeps every writer out, so the number read is exactly the
             // first one written after this call.
-            let txn = self.db.begin_write().map_err(|e| self.err("begin write", e))?;
+            let db = self.db()?;
+            let txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
             let next_seq = {
                 let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
                 let next = meta.get(META_NEXT_SEQ).map_err(|e| self.err("read meta", e))?;
