@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use parking_lot::{MappedRwLockReadGuard, RwLockReadGuard};
 use redb::{Database, ReadableDatabase};
 
+use super::inner::Inner;
 use super::tables::{META, META_NEXT_SEQ};
-use super::RedbStore;
 use crate::error::{is_no_space, Error, Result};
 
 /// Opens (or creates) the database, a panic of redb's on a damaged file made an error.
@@ -35,7 +35,7 @@ pub(super) fn open_database(path: &Path) -> Result<Database> {
 }
 
 /// The next sequence number, as last committed in `db`.
-pub(super) fn next_seq_of(store: &RedbStore, db: &Database) -> Result<u64> {
+pub(super) fn next_seq_of(store: &Inner, db: &Database) -> Result<u64> {
     let txn = db.begin_read().map_err(|e| store.err("begin read", e))?;
     let meta = txn.open_table(META).map_err(|e| store.err("open table", e))?;
     Ok(meta
@@ -44,7 +44,7 @@ pub(super) fn next_seq_of(store: &RedbStore, db: &Database) -> Result<u64> {
         .map_or(0, |g| g.value()))
 }
 
-impl RedbStore {
+impl Inner {
     /// The open database, reopened first if an I/O error latched it (see the module docs). Keep
     /// the guard until the transaction begun on it ends: a reopen must not close the database
     /// under a transaction, and the error it returns must latch before a reopen can look.

@@ -3,7 +3,7 @@
 
 use redb::{ReadableTable, TableDefinition};
 
-use super::RedbStore;
+use super::inner::Inner;
 use crate::error::Result;
 
 pub(super) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
@@ -70,7 +70,7 @@ pub(super) struct Counts {
 }
 
 impl<'t> Tables<'t> {
-    pub(super) fn open(store: &RedbStore, txn: &'t redb::WriteTransaction) -> Result<Tables<'t>> {
+    pub(super) fn open(store: &Inner, txn: &'t redb::WriteTransaction) -> Result<Tables<'t>> {
         let entries = txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
         let order = txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
         let meta = txn.open_table(META).map_err(|e| store.err("open table", e))?;
@@ -93,7 +93,7 @@ impl<'t> Tables<'t> {
     }
 
     /// Removes a key; `Some(was_live)` if it was present.
-    pub(super) fn remove(&mut self, store: &RedbStore, key: &str, now: u64) -> Result<Option<bool>> {
+    pub(super) fn remove(&mut self, store: &Inner, key: &str, now: u64) -> Result<Option<bool>> {
         let Some(old) = self.entries.remove(key).map_err(|e| store.err("remove", e))? else {
             return Ok(None);
         };
@@ -118,7 +118,7 @@ impl<'t> Tables<'t> {
     }
 
     /// Drops the oldest entries until the size bound holds.
-    pub(super) fn evict(&mut self, store: &RedbStore, now: u64) -> Result<()> {
+    pub(super) fn evict(&mut self, store: &Inner, now: u64) -> Result<()> {
         while self.bytes > store.max_bytes {
             let Some((_, key)) = self.order.pop_first().map_err(|e| store.err("evict", e))? else {
                 break;
@@ -146,7 +146,7 @@ impl<'t> Tables<'t> {
 
     /// Writes the meta counts, and hands this transaction's counts to `counts`, which the store
     /// adds to its counters once the transaction commits.
-    pub(super) fn save(mut self, store: &RedbStore, counts: &mut Counts) -> Result<()> {
+    pub(super) fn save(mut self, store: &Inner, counts: &mut Counts) -> Result<()> {
         self.meta
             .insert(META_BYTES, self.bytes)
             .map_err(|e| store.err("write meta", e))?;

@@ -1,7 +1,13 @@
 //! Unit tests of the redb store: values, TTLs, counts, eviction, locking and batches.
 
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::{self, ManualClock};
+use crate::durability::Durability;
+use crate::error::Error;
 
 fn open(dir: &Path, mb: u64, clock: &ManualClock) -> RedbStore {
     RedbStore::open(
