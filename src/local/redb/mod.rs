@@ -36,12 +36,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::durability::Durability;
 use crate::error::Result;
 use crate::storage::{Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
 
 /// Name of the database file inside the configured directory.
 pub use crate::files::REDB_FILE_NAME;
 
+mod flusher;
 mod handle;
 mod inner;
 mod options;
@@ -49,6 +51,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
+use flusher::Flusher;
 use inner::Inner;
 pub use options::RedbOptions;
 
@@ -64,6 +67,8 @@ pub use options::RedbOptions;
 /// ```
 pub struct RedbStore {
     inner: Arc<Inner>,
+    /// Runs with `Periodic` durability; stopped before the close's flush.
+    flusher: Option<Flusher>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -86,7 +91,11 @@ impl RedbStore {
     /// [`Error::Io`](crate::Error::Io) or [`Error::Redb`](crate::Error::Redb) otherwise.
     pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<RedbStore> {
         let inner = Arc::new(Inner::open(path, options)?);
-        Ok(RedbStore { inner })
+        let flusher = match inner.durability {
+            Durability::Periodic(every) => Some(Flusher::start(&inner, every)?),
+            Durability::None | Durability::EveryWrite => None,
+        };
+        Ok(RedbStore { inner, flusher })
     }
 
     /// The database file.
@@ -101,6 +110,15 @@ impl RedbStore {
     /// [`Error::Redb`](crate::Error::Redb) if the transaction fails.
     pub fn purge_expired(&self) -> Result<u64> {
         self.inner.purge_expired()
+    }
+
+    /// Whether a commit since the last durable one is still held only in this process's memory:
+    /// a kill of the process would lose it (see the module docs). It stays so until the next
+    /// durable commit: a flush, a close, an `EveryWrite` write, or the flusher thread's next
+    /// turn with `Periodic`.
+    #[must_use]
+    pub fn has_non_durable_commits(&self) -> bool {
+        *self.inner.dirty.lock()
     }
 }
 
@@ -194,6 +212,9 @@ impl LocalStorage for RedbStore {
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
+        // Joined first: a turn under way holds the state, and must not be the one to close the
+        // database after this returns (a reopen by the caller would find the file locked).
+        drop(self.flusher.take());
         if let Err(e) = Storage::flush(&*self.inner) {
             tracing::error!(error = %e, path = %self.inner.path.display(), "closing the redb store failed");
         }
