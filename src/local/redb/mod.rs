@@ -11,11 +11,16 @@
 //! - **TTL**: the absolute expiry (Unix ms) is stored with the value; an expired entry is a miss.
 //!   Reads do not write, so expired entries stay until evicted, overwritten, deleted or removed by
 //!   [`RedbStore::purge_expired`].
-//! - **Durability**: `EveryWrite` commits with `redb::Durability::Immediate` (fsync); `None`
-//!   commits without fsync (redb then rolls back to the last durable commit after a crash, so
-//!   everything since the last [`flush`](Storage::flush) or close can be lost); `Periodic(d)`
-//!   makes a write's commit durable when the last durable commit is older than `d`, so the loss
-//!   window is `d` while writes continue, and until the next flush or close after they stop.
+//! - **Durability**: `EveryWrite` commits with `redb::Durability::Immediate` (fsync). `None` and
+//!   `Periodic` commit without fsync, and redb keeps such a commit in process memory only, until
+//!   a later durable commit: unlike the file store's writes, which are in the page cache once they
+//!   return, these are lost by a killed process as by a power loss (redb rolls back to the last
+//!   durable commit). With `None` that is everything since the last [`flush`](Storage::flush) or
+//!   close. With `Periodic(d)` a background thread (`uno-cache-redb`, stopped and joined when the
+//!   store is dropped) commits durably every `d` when there were writes, and a write finding the
+//!   last durable commit older than `d` is made durable itself, so the loss window is `d` (plus
+//!   the commit's time), also after writes stop. [`RedbStore::has_non_durable_commits`] tells
+//!   whether anything is at risk now. Entries restored at open are suspect (below).
 //! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`].
 //! - **Full disk**: a write that finds no room is [`Error::DiskFull`] (at once: the file does not
 //!   shrink when entries go, so evicting frees nothing on the device). redb then refuses every
