@@ -142,15 +142,18 @@ pub enum Error {
         cause: String,
     },
 
-    /// The device has no room for a write, even after the store evicted every entry it could.
-    /// Nothing was written and nothing is latched: writes work again once space returns.
-    #[error("no space left in {path} to {op} ({needed} bytes), even after evicting the oldest entries; free space on that device or lower max_size")]
+    /// The device has no room for a write. The file store evicts every entry it can before it
+    /// says so; the redb store says so at once (its file does not shrink when entries go, so
+    /// evicting frees nothing on the device). Nothing was written, and writes work again once
+    /// space returns (the redb store reopens its database by itself for that).
+    #[error("no space left in {path} to {op}{}; free space on that device or lower max_size", needed_text(*.needed))]
     DiskFull {
         /// The store directory.
         path: PathBuf,
-        /// What needed the space ("create segment", "write segment", ...).
+        /// What needed the space ("create segment", "write segment", "commit", ...).
         op: &'static str,
-        /// Bytes the operation needed.
+        /// Bytes the operation needed; 0 where the store cannot tell (a redb commit that
+        /// only deletes).
         needed: u64,
     },
 
@@ -370,6 +373,15 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// ` (N bytes)` for [`Error::DiskFull`], nothing when the need is unknown.
+fn needed_text(needed: u64) -> String {
+    if needed == 0 {
+        String::new()
+    } else {
+        format!(" ({needed} bytes)")
     }
 }
 

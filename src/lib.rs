@@ -49,7 +49,7 @@
 //! | `stats`              | [`CacheStats`]: counters, hit rates, latency percentiles            |
 //! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)              |
 //! | `local/memory`       | [`MemoryStore`], the in-process L1 (quick_cache, TTL per entry)     |
-//! | `local/redb`         | `RedbStore`, an L1 in a redb database (feature `redb`)              |
+//! | `local/redb/`        | `RedbStore`, an L1 in a redb database (feature `redb`)              |
 //! | `distributed/`       | L2 levels: `RedisStore` (feature `redis`), `MemcachedStore` (feature `memcached`); breaker |
 //! | `replay/`            | [`replay::ReplayQueue`], durable ops to replay to L2               |
 //! | `invalidation/`      | cross-process L1 invalidation: messages, handler; `Backplane` on Redis pub/sub (feature `redis`) |

@@ -34,9 +34,11 @@ pub enum LocalKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DurabilityMode {
-    /// Only on flush and close.
+    /// Only on flush and close. With redb a killed process loses everything since then (the
+    /// file store's writes survive a kill in the page cache); see [`Durability`].
     None,
-    /// Group commit every `local.durability_interval_ms` (default).
+    /// Group commit every `local.durability_interval_ms` (default). With redb a killed process
+    /// loses up to that interval of writes; see [`Durability`].
     #[default]
     Periodic,
     /// Before every write returns.
@@ -127,7 +129,7 @@ impl LocalCacheConfig {
         self.path.as_deref().unwrap_or(Path::new(DEFAULT_LOCAL_PATH))
     }
 
-    /// The file store's durability policy.
+    /// The durability policy of the file or redb level.
     #[must_use]
     pub fn effective_durability(&self) -> Durability {
         match self.durability {

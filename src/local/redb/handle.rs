@@ -1,0 +1,164 @@
+//! The store's hold on its redb [`Database`]: opening it, turning redb's errors into ours, and
+//! reopening it after an I/O error.
+//!
+//! redb latches the first I/O error of a write (a full device, say): from then on every
+//! transaction fails with "Previous I/O error occurred", until the database is closed and opened
+//! again. A cache must not stay broken after the user freed space, so the store notes every
+//! such error and the next call closes and reopens the database. The commits since the last
+//! durable one are lost with the latched instance, and what another process changed meanwhile
+//! cannot be told apart, so every entry restored by the reopen is suspect, as at open.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use parking_lot::{MappedRwLockReadGuard, RwLockReadGuard};
+use redb::{Database, ReadableDatabase};
+
+use super::inner::Inner;
+use super::tables::{META, META_NEXT_SEQ};
+use crate::error::{is_no_space, Error, Result};
+
+/// Opens (or creates) the database, a panic of redb's on a damaged file made an error.
+pub(super) fn open_database(path: &Path) -> Result<Database> {
+    // redb panics on a page it cannot parse rather than returning an error (here too: a debug
+    // build visits every page at open): a damaged file must be refused, not bring the
+    // application down.
+    let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)))
+        .map_err(|panic| damaged("open", path, &*panic))?;
+    created.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
+            path: path.to_path_buf(),
+            lock: path.to_path_buf(),
+        },
+        other => convert("open", path, other.into()).0,
+    })
+}
+
+/// The next sequence number, as last committed in `db`.
+pub(super) fn next_seq_of(store: &Inner, db: &Database) -> Result<u64> {
+    let txn = db.begin_read().map_err(|e| store.err("begin read", e))?;
+    let meta = txn.open_table(META).map_err(|e| store.err("open table", e))?;
+    Ok(meta
+        .get(META_NEXT_SEQ)
+        .map_err(|e| store.err("read meta", e))?
+        .map_or(0, |g| g.value()))
+}
+
+impl Inner {
+    /// The open database, reopened first if an I/O error latched it (see the module docs). Keep
+    /// the guard until the transaction begun on it ends: a reopen must not close the database
+    /// under a transaction, and the error it returns must latch before a reopen can look.
+    pub(super) fn db(&self) -> Result<MappedRwLockReadGuard<'_, Database>> {
+        if self.latched.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        RwLockReadGuard::try_map(self.db.read(), Option::as_ref).map_err(|_| {
+            // Only after a reopen that failed, which left `latched` set: the next call retries.
+            redb_error(
+                "open",
+                &self.path,
+                "the database is closed after an I/O error and could not be reopened yet; the next call tries again",
+            )
+        })
+    }
+
+    /// Closes the latched database and opens it again; entries restored are suspect.
+    fn reopen(&self) -> Result<()> {
+        let mut slot = self.db.write();
+        // Another caller may have reopened it while this one waited for the lock.
+        if !self.latched.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(old) = slot.take() {
+            // Its close reports the latched error again; what matters is that it lets go of the
+            // file's lock, which it does whatever it returns.
+            let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| old.close()));
+            if let Ok(Err(e)) = closed {
+                tracing::debug!(error = %e, path = %self.path.display(), "closing the latched redb database");
+            }
+        }
+        let db = open_database(&self.path)?;
+        let next_seq = next_seq_of(self, &db)?;
+        {
+            let mut suspicion = self.suspicion.lock();
+            suspicion.confirmed.clear();
+            self.suspect_below_seq.store(next_seq, Ordering::Release);
+        }
+        *slot = Some(db);
+        self.latched.store(false, Ordering::Release);
+        tracing::warn!(
+            path = %self.path.display(),
+            "reopened the redb store after an I/O error: commits since the last durable one are lost, and the entries kept are suspect until revalidated"
+        );
+        Ok(())
+    }
+
+    /// redb's error as ours, naming the file; one that latched the database has the next call
+    /// reopen it.
+    pub(super) fn err(&self, op: &'static str, e: impl Into<redb::Error>) -> Error {
+        let (error, latched) = convert(op, &self.path, e.into());
+        if latched {
+            self.latched.store(true, Ordering::Release);
+        }
+        error
+    }
+
+    /// Runs `f`, a panic of redb's made [`Error::Redb`] naming the file: redb panics on a page
+    /// it cannot parse rather than return an error, and a damaged cache file must fail the call
+    /// (the manager falls back on L2, the user is told to delete the file), not unwind through
+    /// the application. (With `panic = "abort"` nothing can be caught: the process ends.)
+    pub(super) fn guarded<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|panic| Err(damaged(op, &self.path, &*panic)))
+    }
+}
+
+/// `e` as our error, and whether redb latched it (every later transaction fails until reopen).
+/// Every I/O error counts as latched: redb latches those of its writes, and a reopen after one
+/// it did not latch costs only the marks of suspicion.
+fn convert(op: &'static str, path: &Path, e: redb::Error) -> (Error, bool) {
+    match e {
+        redb::Error::Io(io) if is_no_space(&io) => (
+            Error::DiskFull {
+                path: path.parent().unwrap_or(path).to_path_buf(),
+                op,
+                needed: 0,
+            },
+            true,
+        ),
+        redb::Error::Io(io) => (redb_error(op, path, format!("I/O error: {io}")), true),
+        redb::Error::PreviousIo => (
+            redb_error(
+                op,
+                path,
+                "an earlier I/O error stopped the database; the next call reopens it",
+            ),
+            true,
+        ),
+        other => (redb_error(op, path, other), false),
+    }
+}
+
+/// The error of a file redb panicked on, with the panic's message.
+pub(super) fn damaged(op: &'static str, path: &Path, panic: &(dyn std::any::Any + Send)) -> Error {
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    redb_error(
+        op,
+        path,
+        format!(
+            "damaged database file ({why}); it holds only a cache: move it away or delete it to start empty"
+        ),
+    )
+}
+
+pub(super) fn redb_error(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Redb {
+        op,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}

@@ -1,0 +1,498 @@
+//! [`Inner`], the state of one redb store, and every operation on it: the store's handle and its
+//! flusher thread share it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::handle::{damaged, next_seq_of, open_database};
+use super::tables::{weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
+use super::RedbOptions;
+use crate::clock::{self, Clock};
+use crate::durability::Durability;
+use crate::error::{key_for_error, Error, Result};
+use crate::perms;
+use crate::storage::{check_write, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
+
+/// The confirmations that make a suspect entry trusted again.
+#[derive(Debug, Default)]
+pub(super) struct Suspicion {
+    /// Key → the seq of the entry that was confirmed since the last loss of certainty.
+    pub(super) confirmed: HashMap<String, u64>,
+}
+
+/// The store's state, shared by its handle and its flusher thread.
+pub(super) struct Inner {
+    /// `None` only between the close and the reopen of a latched database, after a reopen that
+    /// failed (see `handle.rs`). A reopen takes it for writing.
+    pub(super) db: RwLock<Option<Database>>,
+    /// An I/O error latched the database: the next call reopens it.
+    pub(super) latched: AtomicBool,
+    pub(super) path: PathBuf,
+    pub(super) max_bytes: u64,
+    pub(super) durability: Durability,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) last_durable: Mutex<Instant>,
+    /// A commit since the last durable one was not durable; locked by every write transaction
+    /// from its start to its mark.
+    pub(super) dirty: Mutex<bool>,
+    pub(super) evictions: AtomicU64,
+    pub(super) expirations: AtomicU64,
+    /// Entries with a lower sequence number are suspect unless confirmed (see the module docs).
+    pub(super) suspect_below_seq: AtomicU64,
+    pub(super) suspicion: Mutex<Suspicion>,
+}
+
+impl Inner {
+    /// Opens (or creates) the database file at `path`, creating missing parent directories.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero size bound or zero periodic interval, [`Error::Locked`] if the
+    /// file is open elsewhere, [`Error::Io`] or [`Error::Redb`] otherwise.
+    pub(super) fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<Inner> {
+        let path = path.as_ref().to_path_buf();
+        if options.max_size_mb == 0 {
+            return Err(Error::Config {
+                field: "local.max_size".into(),
+                reason: "must be at least 1 (MiB)".into(),
+            });
+        }
+        if matches!(options.durability, Durability::Periodic(d) if d.is_zero()) {
+            return Err(Error::Config {
+                field: "local.durability_interval_ms".into(),
+                reason: "a periodic interval must be above zero".into(),
+            });
+        }
+        perms::check_file_mode(options.file_mode).map_err(|reason| Error::Config {
+            field: "local.file_mode".into(),
+            reason,
+        })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            perms::create_dir(parent, options.file_mode)
+                .map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        if !path.exists() {
+            // redb creates the file with the umask's bits; create it first with ours (an empty
+            // file is a new database to redb).
+            perms::new_file(options.file_mode)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::io("create database file", &path, e))?;
+        }
+        let db = open_database(&path)?;
+        let store = Inner {
+            db: RwLock::new(Some(db)),
+            latched: AtomicBool::new(false),
+            max_bytes: options.max_size_mb.saturating_mul(1024 * 1024),
+            durability: options.durability,
+            clock: options.clock,
+            last_durable: Mutex::new(Instant::now()),
+            dirty: Mutex::new(false),
+            evictions: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+            suspect_below_seq: AtomicU64::new(0),
+            suspicion: Mutex::new(Suspicion::default()),
+            path,
+        };
+        // In a release build a damaged table page panics at its first use, here. (Only the pages
+        // open touches are checked: redb panics on a damaged data page at its first use later.)
+        let first_reads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Create the tables so readers never meet a missing one.
+            store.write(true, |txn, _| {
+                txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
+                txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
+                txn.open_table(META).map_err(|e| store.err("open table", e))?;
+                Ok(())
+            })?;
+            store.read_next_seq()
+        }));
+        // Whatever was restored from disk may have changed elsewhere while we were away.
+        let next_seq = match first_reads {
+            Ok(read) => read?,
+            Err(panic) => {
+                let error = damaged("open", &store.path, &*panic);
+                // Closing the database writes to it, and may meet the damage again.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(store)));
+                return Err(error);
+            }
+        };
+        store.suspect_below_seq.store(next_seq, Ordering::Release);
+        Ok(store)
+    }
+
+    /// The next sequence number, as last committed.
+    fn read_next_seq(&self) -> Result<u64> {
+        self.guarded("read meta", || next_seq_of(self, &*self.db()?))
+    }
+
+    /// Reads one live entry with its sequence number.
+    fn read_with_seq(&self, key: &str) -> Result<Option<(Entry, u64)>> {
+        self.guarded("get", || {
+            let now = self.clock.now_ms();
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let found = entries.get(key).map_err(|e| self.err("get", e))?;
+            Ok(found.and_then(|guard| {
+                let record = Record::decode(guard.value())?;
+                (!record.is_expired(now)).then(|| {
+                    (
+                        Entry {
+                            value: record.value.to_vec(),
+                            expires_at: (record.expires_at_ms != 0)
+                                .then(|| clock::ms_to_system_time(record.expires_at_ms)),
+                        },
+                        record.seq,
+                    )
+                })
+            }))
+        })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes every expired entry now; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Redb`] if the transaction fails.
+    pub(super) fn purge_expired(&self) -> Result<u64> {
+        self.guarded("purge expired", || {
+            let now = self.clock.now_ms();
+            let expired: Vec<String> = {
+                let db = self.db()?;
+                let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+                let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+                let mut keys = Vec::new();
+                for item in entries.iter().map_err(|e| self.err("scan", e))? {
+                    let (k, v) = item.map_err(|e| self.err("scan", e))?;
+                    if Record::decode(v.value()).is_none_or(|r| r.is_expired(now)) {
+                        keys.push(k.value().to_owned());
+                    }
+                }
+                keys
+            };
+            if expired.is_empty() {
+                return Ok(0);
+            }
+            self.write(false, |txn, counts| {
+                let mut t = Tables::open(self, txn)?;
+                let mut removed = 0;
+                for key in &expired {
+                    // Listed in an earlier transaction: a key rewritten since keeps its new value.
+                    let still_expired = t
+                        .entries
+                        .get(key.as_str())
+                        .map_err(|e| self.err("get", e))?
+                        .is_some_and(|old| Record::decode(old.value()).is_none_or(|r| r.is_expired(now)));
+                    if still_expired && t.remove(self, key, now)?.is_some() {
+                        removed += 1;
+                    }
+                }
+                t.save(self, counts)?;
+                Ok(removed)
+            })
+        })
+    }
+
+    /// Runs `f` in a write transaction and commits it with the durability the policy asks for
+    /// (`force_durable` for flush and close).
+    fn write<T>(
+        &self,
+        force_durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction, &mut Counts) -> Result<T>,
+    ) -> Result<T> {
+        self.guarded("write", || {
+            // Held to the end: redb lets one write transaction run at a time anyway, and holding this
+            // across commit and mark keeps the marks in commit order. Marked after `commit` without
+            // it, a synced commit's "clean" could land after a later unsynced commit's "dirty", and
+            // `flush` would skip that commit.
+            let mut dirty = self.dirty.lock();
+            let db = self.db()?;
+            let mut txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
+            let durable = force_durable
+                || match self.durability {
+                    Durability::EveryWrite => true,
+                    Durability::None => false,
+                    Durability::Periodic(every) => self.last_durable.lock().elapsed() >= every,
+                };
+            let level = if durable {
+                redb::Durability::Immediate
+            } else {
+                redb::Durability::None
+            };
+            txn.set_durability(level)
+                .map_err(|e| self.err("set durability", e))?;
+            let mut counts = Counts::default();
+            let out = f(&txn, &mut counts)?;
+            txn.commit().map_err(|e| self.err("commit", e))?;
+            self.evictions.fetch_add(counts.evictions, Ordering::Relaxed);
+            self.expirations.fetch_add(counts.expirations, Ordering::Relaxed);
+            if durable {
+                *self.last_durable.lock() = Instant::now();
+            }
+            *dirty = !durable;
+            Ok(out)
+        })
+    }
+
+    fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.guarded("get", || {
+            let now = self.clock.now_ms();
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let found = entries.get(*key).map_err(|e| self.err("get", e))?;
+                out.push(found.and_then(|guard| {
+                    let record = Record::decode(guard.value())?;
+                    (!record.is_expired(now)).then(|| Entry {
+                        value: record.value.to_vec(),
+                        expires_at: (record.expires_at_ms != 0)
+                            .then(|| clock::ms_to_system_time(record.expires_at_ms)),
+                    })
+                }));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Writes `items` in one transaction; `parts` gives each item's key, value and TTL.
+    fn write_many<T>(
+        &self,
+        items: &[T],
+        parts: impl Fn(&T) -> (&str, &[u8], Option<Duration>),
+    ) -> Result<()> {
+        for item in items {
+            let (key, value, ttl) = parts(item);
+            check_write(key, ttl)?;
+            Storage::check_value(self, key, value.len())?;
+        }
+        let now = self.clock.now_ms();
+        let written = self.write(false, |txn, counts| {
+            let mut t = Tables::open(self, txn)?;
+            for item in items {
+                let (key, value, ttl) = parts(item);
+                let expires = ttl.map_or(0, |t| clock::expiry_ms(now, t));
+                t.remove(self, key, now)?;
+                let seq = t.next_seq;
+                t.next_seq += 1;
+                t.entries
+                    .insert(key, Record::encode(expires, seq, value).as_slice())
+                    .map_err(|e| self.err("insert", e))?;
+                t.order.insert(seq, key).map_err(|e| self.err("insert", e))?;
+                t.bytes += weight(key, value.len());
+            }
+            t.evict(self, now)?;
+            t.save(self, counts)
+        });
+        written.map_err(|e| match e {
+            Error::DiskFull { path, op, needed: 0 } => Error::DiskFull {
+                path,
+                op,
+                needed: items
+                    .iter()
+                    .map(|item| {
+                        let (key, value, _) = parts(item);
+                        weight(key, value.len())
+                    })
+                    .sum(),
+            },
+            other => other,
+        })
+    }
+}
+
+impl Storage for Inner {
+    fn name(&self) -> &str {
+        "redb"
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        Ok(self.read_many(&[key])?.into_iter().next().flatten())
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.read_many(keys)
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.write_many(&[(key, value, ttl)], |&item| item)
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.write_many(items, |&(key, value)| (key, value, ttl))
+    }
+
+    /// One transaction for the batch, each item with its own expiry.
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.write_many(items, |&item| item)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.delete_many(&[key])? == 1)
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        for key in keys {
+            check_write(key, None)?;
+        }
+        let now = self.clock.now_ms();
+        self.write(false, |txn, counts| {
+            let mut t = Tables::open(self, txn)?;
+            let mut removed = 0;
+            for key in keys {
+                if t.remove(self, key, now)? == Some(true) {
+                    removed += 1;
+                }
+            }
+            t.save(self, counts)?;
+            Ok(removed)
+        })
+    }
+
+    /// A value must fit in the size bound with its key.
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        if weight(key, value_len) > self.max_bytes {
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(key),
+                len: value_len,
+                max: usize::try_from(self.max_bytes).unwrap_or(usize::MAX),
+                store: format!("the redb store's size bound ({} bytes)", self.max_bytes),
+            });
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> Result<StorageSize> {
+        self.guarded("size", || {
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
+            Ok(StorageSize {
+                items: entries.len().map_err(|e| self.err("count", e))?,
+                bytes: meta
+                    .get(META_BYTES)
+                    .map_err(|e| self.err("read meta", e))?
+                    .map_or(0, |g| g.value()),
+            })
+        })
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.write(true, |txn, _| {
+            txn.delete_table(ENTRIES).map_err(|e| self.err("clear", e))?;
+            txn.delete_table(ORDER).map_err(|e| self.err("clear", e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err("clear", e))?;
+            meta.insert(META_BYTES, 0).map_err(|e| self.err("clear", e))?;
+            drop(meta);
+            txn.open_table(ENTRIES).map_err(|e| self.err("clear", e))?;
+            txn.open_table(ORDER).map_err(|e| self.err("clear", e))?;
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        // Waits for a write under way: a commit that returned before this call is marked.
+        let dirty = *self.dirty.lock();
+        if dirty {
+            self.write(true, |_, _| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> StorageCounters {
+        StorageCounters {
+            evictions: self.evictions.load(Ordering::Relaxed),
+            expirations: self.expirations.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl LocalStorage for Inner {
+    /// Every fill is written: the store has no admission policy (its size bound evicts the
+    /// way `set` does).
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        self.set_each(items)?;
+        Ok(items.len())
+    }
+
+    /// Expired entries are not kept: fail-safe has no stale copy to serve from this level.
+    fn get_stale(&self, _key: &str) -> Result<Option<Entry>> {
+        Ok(None)
+    }
+
+    /// A range scan of the key-ordered `entries` table (expired entries included: dropping them
+    /// is harmless).
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        self.guarded("scan", || {
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let mut keys = Vec::new();
+            for item in entries.range(prefix..).map_err(|e| self.err("scan", e))? {
+                let (key, _) = item.map_err(|e| self.err("scan", e))?;
+                let key = key.value();
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                keys.push(key.to_owned());
+            }
+            Ok(Some(keys))
+        })
+    }
+
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        let Some((entry, seq)) = self.read_with_seq(key)? else {
+            return Ok(None);
+        };
+        let freshness = if seq >= self.suspect_below_seq.load(Ordering::Acquire)
+            || self.suspicion.lock().confirmed.get(key) == Some(&seq)
+        {
+            Freshness::Trusted
+        } else {
+            Freshness::Suspect
+        };
+        Ok(Some((entry, freshness)))
+    }
+
+    /// Makes every entry written so far suspect, keeping them.
+    fn mark_all_suspect(&self) -> Result<()> {
+        self.guarded("mark suspect", || {
+            // Holding a write transaction keeps every writer out, so the number read is exactly the
+            // first one written after this call.
+            let db = self.db()?;
+            let txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
+            let next_seq = {
+                let meta = txn.open_table(META).map_err(|e| self.err("open table", e))?;
+                let next = meta.get(META_NEXT_SEQ).map_err(|e| self.err("read meta", e))?;
+                next.map_or(0, |g| g.value())
+            };
+            {
+                let mut suspicion = self.suspicion.lock();
+                suspicion.confirmed = HashMap::new();
+                self.suspect_below_seq.store(next_seq, Ordering::Release);
+            }
+            txn.abort().map_err(|e| self.err("abort", e))
+        })
+    }
+
+    fn confirm(&self, key: &str) -> Result<()> {
+        if let Some((_, seq)) = self.read_with_seq(key)? {
+            if seq < self.suspect_below_seq.load(Ordering::Acquire) {
+                self.suspicion.lock().confirmed.insert(key.to_owned(), seq);
+            }
+        }
+        Ok(())
+    }
+}

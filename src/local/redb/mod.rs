@@ -1,0 +1,227 @@
+//! [`RedbStore`]: a persistent level in a [redb](https://docs.rs/redb) database file, selected
+//! with `local.type = "redb"`.
+//!
+//! Three tables: `entries` (key → expiry, sequence number, value), `order` (sequence number →
+//! key, the insertion order used for eviction) and `meta` (the byte count and the next sequence
+//! number), all updated in the same transaction, so the counts survive restarts exactly.
+//!
+//! - **Size bound** (`max_size_mb`): bounds the bytes of the entries (key + value + 16 bytes of
+//!   header each), not the database file, which redb grows and reuses but does not shrink. When a
+//!   write passes the bound, the oldest-written entries are evicted (FIFO).
+//! - **TTL**: the absolute expiry (Unix ms) is stored with the value; an expired entry is a miss.
+//!   Reads do not write, so expired entries stay until evicted, overwritten, deleted or removed by
+//!   [`RedbStore::purge_expired`].
+//! - **Durability**: `EveryWrite` commits with `redb::Durability::Immediate` (fsync). `None` and
+//!   `Periodic` commit without fsync, and redb keeps such a commit in process memory only, until
+//!   a later durable commit: unlike the file store's writes, which are in the page cache once they
+//!   return, these are lost by a killed process as by a power loss (redb rolls back to the last
+//!   durable commit). With `None` that is everything since the last [`flush`](Storage::flush) or
+//!   close. With `Periodic(d)` a background thread (`uno-cache-redb`, stopped and joined when the
+//!   store is dropped) commits durably every `d` when there were writes, and a write finding the
+//!   last durable commit older than `d` is made durable itself, so the loss window is `d` (plus
+//!   the commit's time), also after writes stop. [`RedbStore::has_non_durable_commits`] tells
+//!   whether anything is at risk now. Entries restored at open are suspect (below).
+//! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`].
+//! - **Full disk**: a write that finds no room is [`Error::DiskFull`] (at once: the file does not
+//!   shrink when entries go, so evicting frees nothing on the device). redb then refuses every
+//!   transaction until its database is reopened; the store does that itself at the next call, so
+//!   writes resume once space is back. The reopen keeps only what was durable, and makes every
+//!   entry it kept suspect, as an open does.
+//! - **Suspect entries**: like the file store, it keeps its entries through a loss of certainty
+//!   instead of forgetting them. Every entry restored at open, and every entry written before
+//!   [`mark_all_suspect`](LocalStorage::mark_all_suspect) (a lost backplane subscription), is
+//!   [`Freshness::Suspect`] in [`get_checked`](LocalStorage::get_checked) until it is rewritten or
+//!   [confirmed](LocalStorage::confirm): entries carry increasing sequence numbers, and those below
+//!   the number current at the last loss are suspect unless confirmed since. Confirmations are
+//!   kept in memory (one per confirmed key) and forgotten at the next loss or restart.
+//! - **Permissions**: a database file the store creates gets [`RedbOptions::file_mode`] (`0o600`
+//!   by default), a directory it creates the same bits plus search (`0o700`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::durability::Durability;
+use crate::error::Result;
+use crate::storage::{Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
+
+/// Name of the database file inside the configured directory.
+pub use crate::files::REDB_FILE_NAME;
+
+mod flusher;
+mod handle;
+mod inner;
+mod options;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+use flusher::Flusher;
+use inner::Inner;
+pub use options::RedbOptions;
+
+/// A persistent cache level in one redb database file.
+///
+/// ```
+/// use uno_cache::{RedbOptions, RedbStore, Storage};
+/// let dir = tempfile::tempdir()?;
+/// let store = RedbStore::open(dir.path().join("cache.redb"), RedbOptions::default())?;
+/// store.set("k", b"v", None)?;
+/// assert_eq!(store.get("k")?.map(|e| e.value), Some(b"v".to_vec()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RedbStore {
+    inner: Arc<Inner>,
+    /// Runs with `Periodic` durability; stopped before the close's flush.
+    flusher: Option<Flusher>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.inner.path)
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file at `path`, creating missing parent directories.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) for a zero size bound or zero periodic interval,
+    /// [`Error::Locked`](crate::Error::Locked) if the file is open elsewhere,
+    /// [`Error::DiskFull`](crate::Error::DiskFull) if the device has no room,
+    /// [`Error::Io`](crate::Error::Io) or [`Error::Redb`](crate::Error::Redb) otherwise.
+    pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<RedbStore> {
+        let inner = Arc::new(Inner::open(path, options)?);
+        let flusher = match inner.durability {
+            Durability::Periodic(every) => Some(Flusher::start(&inner, every)?),
+            Durability::None | Durability::EveryWrite => None,
+        };
+        Ok(RedbStore { inner, flusher })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.inner.path()
+    }
+
+    /// Removes every expired entry now; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Redb`](crate::Error::Redb) if the transaction fails.
+    pub fn purge_expired(&self) -> Result<u64> {
+        self.inner.purge_expired()
+    }
+
+    /// Whether a commit since the last durable one is still held only in this process's memory:
+    /// a kill of the process would lose it (see the module docs). It stays so until the next
+    /// durable commit: a flush, a close, an `EveryWrite` write, or the flusher thread's next
+    /// turn with `Periodic`.
+    #[must_use]
+    pub fn has_non_durable_commits(&self) -> bool {
+        *self.inner.dirty.lock()
+    }
+}
+
+impl Storage for RedbStore {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get(key)
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.inner.get_many(keys)
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set(key, value, ttl)
+    }
+
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set_many(items, ttl)
+    }
+
+    /// One transaction for the batch, each item with its own expiry.
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.inner.set_each(items)
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.delete(key)
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.inner.delete_many(keys)
+    }
+
+    /// A value must fit in the size bound with its key.
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        self.inner.check_value(key, value_len)
+    }
+
+    fn size(&self) -> Result<StorageSize> {
+        self.inner.size()
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.inner.clear()
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    fn counters(&self) -> StorageCounters {
+        self.inner.counters()
+    }
+}
+
+impl LocalStorage for RedbStore {
+    /// Every fill is written: the store has no admission policy (its size bound evicts the
+    /// way `set` does).
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        self.inner.fill_each(items)
+    }
+
+    /// Expired entries are not kept: fail-safe has no stale copy to serve from this level.
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get_stale(key)
+    }
+
+    /// A range scan of the key-ordered `entries` table (expired entries included: dropping them
+    /// is harmless).
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        self.inner.keys_with_prefix(prefix)
+    }
+
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        self.inner.get_checked(key)
+    }
+
+    /// Makes every entry written so far suspect, keeping them.
+    fn mark_all_suspect(&self) -> Result<()> {
+        self.inner.mark_all_suspect()
+    }
+
+    fn confirm(&self, key: &str) -> Result<()> {
+        self.inner.confirm(key)
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        // Joined first: a turn under way holds the state, and must not be the one to close the
+        // database after this returns (a reopen by the caller would find the file locked).
+        drop(self.flusher.take());
+        if let Err(e) = Storage::flush(&*self.inner) {
+            tracing::error!(error = %e, path = %self.inner.path.display(), "closing the redb store failed");
+        }
+    }
+}

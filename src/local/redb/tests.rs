@@ -1,0 +1,129 @@
+//! Unit tests of the redb store: values, TTLs, counts, eviction, locking and batches.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::{self, ManualClock};
+use crate::durability::Durability;
+use crate::error::Error;
+
+fn open(dir: &Path, mb: u64, clock: &ManualClock) -> RedbStore {
+    RedbStore::open(
+        dir.join(REDB_FILE_NAME),
+        RedbOptions::default()
+            .max_size_mb(mb)
+            .durability(Durability::None)
+            .clock(Arc::new(clock.clone())),
+    )
+    .unwrap()
+}
+
+#[test]
+fn values_ttls_and_counts_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    {
+        let s = open(dir.path(), 1, &clock);
+        s.set("a", b"1", None).unwrap();
+        s.set("b", b"22", Some(Duration::from_secs(10))).unwrap();
+        s.set("a", b"333", None).unwrap();
+    }
+    let s = open(dir.path(), 1, &clock);
+    assert_eq!(s.get("a").unwrap().unwrap().value, b"333");
+    let b = s.get("b").unwrap().unwrap();
+    assert_eq!(b.expires_at, Some(clock::ms_to_system_time(15_000)));
+    assert_eq!(
+        s.size().unwrap(),
+        StorageSize {
+            items: 2,
+            bytes: (1 + 16 + 3) + (1 + 16 + 2)
+        }
+    );
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(s.get("b").unwrap(), None);
+    assert_eq!(s.purge_expired().unwrap(), 1);
+    assert_eq!(s.counters().expirations, 1);
+    assert!(s.delete("a").unwrap());
+    assert!(!s.delete("a").unwrap());
+    assert_eq!(s.size().unwrap(), StorageSize::default());
+}
+
+#[test]
+fn size_bound_evicts_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 1, &clock);
+    let value = vec![7u8; 100 * 1024];
+    for i in 0..20 {
+        s.set(&format!("k{i:02}"), &value, None).unwrap();
+    }
+    let size = s.size().unwrap();
+    assert!(size.bytes <= 1024 * 1024, "{size:?}");
+    assert_eq!(size.items, 10);
+    assert_eq!(s.counters().evictions, 10);
+    assert_eq!(s.get("k09").unwrap(), None);
+    assert!(s.get("k10").unwrap().is_some());
+    assert!(matches!(
+        s.set("huge", &vec![0u8; 2 * 1024 * 1024], None),
+        Err(Error::ValueTooLarge { .. })
+    ));
+}
+
+#[test]
+fn second_open_is_locked_and_clear_empties() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 1, &clock);
+    let again = RedbStore::open(dir.path().join(REDB_FILE_NAME), RedbOptions::default());
+    assert!(matches!(again, Err(Error::Locked { .. })), "{again:?}");
+    s.set_many(&[("x", b"1"), ("y", b"2")], None).unwrap();
+    assert_eq!(
+        s.get_many(&["x", "nope", "y"])
+            .unwrap()
+            .iter()
+            .filter(|e| e.is_some())
+            .count(),
+        2
+    );
+    s.clear().unwrap();
+    assert_eq!(s.size().unwrap(), StorageSize::default());
+    assert_eq!(s.get("x").unwrap(), None);
+    s.set("z", b"3", None).unwrap();
+    assert_eq!(s.size().unwrap().items, 1);
+}
+
+#[test]
+fn set_each_writes_the_whole_batch_or_nothing_each_item_with_its_own_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 1, &clock);
+    let huge = vec![0u8; 2 * 1024 * 1024];
+    assert!(matches!(
+        s.set_each(&[("first", b"1", None), ("huge", &huge, None)]),
+        Err(Error::ValueTooLarge { ref key, .. }) if key == "huge"
+    ));
+    assert_eq!(
+        s.get("first").unwrap(),
+        None,
+        "one transaction: nothing of a refused batch"
+    );
+    s.set_each(&[
+        ("short", b"1", Some(Duration::from_secs(1))),
+        ("long", b"2", Some(Duration::from_secs(60))),
+        ("never", b"3", None),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.get("short").unwrap().unwrap().expires_at,
+        Some(clock::ms_to_system_time(6_000))
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(s.get("short").unwrap(), None);
+    assert_eq!(
+        s.get("long").unwrap().unwrap().expires_at,
+        Some(clock::ms_to_system_time(65_000))
+    );
+    assert_eq!(s.get("never").unwrap().unwrap().expires_at, None);
+}

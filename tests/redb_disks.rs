@@ -1,0 +1,119 @@
+//! The redb store on a real small file system (a tmpfs, mounted as root) that fills up: a commit
+//! that fails for lack of space changes no counter, is reported as `DiskFull`, and once space is
+//! back the store reopens its database by itself and writes again, having lost nothing it had
+//! acknowledged as durable.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mount.rs"]
+mod mount;
+
+use mount::Mount;
+use std::path::Path;
+
+use uno_cache::{
+    Durability, Error, Freshness, LocalStorage, RedbOptions, RedbStore, Storage, REDB_FILE_NAME,
+};
+
+const KIB: usize = 1024;
+
+fn open_every_write(path: &Path) -> RedbStore {
+    RedbStore::open(
+        path,
+        RedbOptions::default()
+            .max_size_mb(64)
+            .durability(Durability::EveryWrite),
+    )
+    .unwrap()
+}
+
+fn value(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i.wrapping_mul(31) + j) as u8).collect()
+}
+
+#[test]
+fn a_commit_that_fails_on_a_full_disk_counts_no_eviction() {
+    let fs = Mount::tmpfs(4 * 1024);
+    let path = fs.path().join("cache").join(REDB_FILE_NAME);
+    let store = RedbStore::open(
+        &path,
+        RedbOptions::default()
+            .max_size_mb(1)
+            .durability(Durability::EveryWrite),
+    )
+    .unwrap();
+    for i in 0..10 {
+        store.set(&format!("k{i}"), &value(i, 100 * KIB), None).unwrap();
+    }
+    assert_eq!(store.counters().evictions, 0);
+    let _ballast = fs.fill("ballast");
+    // Evicts all ten in its transaction; its pages cannot reuse theirs before the commit, so the
+    // commit needs new space, and fails.
+    let err = store.set("big", &value(99, 1000 * KIB), None).unwrap_err();
+    assert_eq!(
+        store.counters().evictions,
+        0,
+        "the failed commit evicted nothing ({err})"
+    );
+    assert!(store.get("k0").unwrap().is_some(), "rolled back: {err}");
+}
+
+#[test]
+fn a_full_disk_is_disk_full_and_writes_resume_once_space_is_back_without_losing_durable_values() {
+    let fs = Mount::tmpfs(4 * 1024);
+    let dir = fs.path().join("cache");
+    let path = dir.join(REDB_FILE_NAME);
+    // Ours to delete when the device is full: the space a user would free.
+    let ballast = fs.path().join("ballast");
+    std::fs::write(&ballast, vec![0xAA; 1024 * KIB]).unwrap();
+    let store = open_every_write(&path);
+
+    let mut acknowledged = Vec::new();
+    let err = (0..1000)
+        .find_map(|i| {
+            let key = format!("k{i}");
+            match store.set(&key, &value(i, 16 * KIB), None) {
+                Ok(()) => {
+                    acknowledged.push((key, value(i, 16 * KIB)));
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        })
+        .expect("a 4 MiB device never filled up");
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&dir.display().to_string()),
+        "names the directory: {err}"
+    );
+    assert!(!acknowledged.is_empty());
+
+    // Still full: the next write is refused for the same reason, not for redb's latch.
+    let again = store.set("again", &value(7, 16 * KIB), None).unwrap_err();
+    assert!(matches!(again, Error::DiskFull { .. }), "{again:?}");
+
+    fs.remove(&ballast);
+    store.set("after", b"space is back", None).unwrap();
+    assert_eq!(store.get("after").unwrap().unwrap().value, b"space is back");
+    // The reopen restored the entries from the file, as an open does: suspect until checked.
+    let (_, kept) = store.get_checked(&acknowledged[0].0).unwrap().unwrap();
+    assert_eq!(kept, Freshness::Suspect);
+    let (_, written) = store.get_checked("after").unwrap().unwrap();
+    assert_eq!(written, Freshness::Trusted);
+    store.flush().unwrap();
+    drop(store);
+
+    let store = open_every_write(&path);
+    for (key, value) in &acknowledged {
+        assert_eq!(
+            store.get(key).unwrap().map(|e| e.value).as_ref(),
+            Some(value),
+            "{key}, acknowledged with EveryWrite before the disk filled"
+        );
+    }
+    assert_eq!(store.get("after").unwrap().unwrap().value, b"space is back");
+}

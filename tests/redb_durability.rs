@@ -1,0 +1,137 @@
+//! What survives a killed process with the redb store. redb keeps a commit made without fsync in
+//! process memory only, so with `Periodic(d)` a write is safe from SIGKILL only once a durable
+//! commit follows it; the store's flusher thread makes one every `d`, also after writes stop.
+//! The crash is real: a child process (this test binary, run again with one ignored test
+//! selected) writes, waits until the store says nothing is pending, and is killed with SIGKILL.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "manager_support/threads.rs"]
+mod threads;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use uno_cache::{Durability, Freshness, LocalStorage, RedbOptions, RedbStore, Storage, REDB_FILE_NAME};
+
+/// Puts the test binary in child mode; its value is the database file.
+const CHILD_ENV: &str = "UNO_REDB_DURABILITY_CHILD";
+const CHILD_TEST: &str = "child_writes_until_a_commit_is_pending_then_waits_for_the_flusher";
+const INTERVAL: Duration = Duration::from_millis(50);
+
+/// The tests count this process's cache threads: one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn open(path: &Path, durability: Durability) -> RedbStore {
+    RedbStore::open(path, RedbOptions::default().durability(durability)).unwrap()
+}
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "the child side of a_periodic_write_survives_sigkill_once_the_flusher_made_it_durable"]
+fn child_writes_until_a_commit_is_pending_then_waits_for_the_flusher() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let store = open(Path::new(&path), Durability::Periodic(INTERVAL));
+    // A write is durable by itself when the last durable commit is older than the interval;
+    // the one that matters is one that was not.
+    let pending = (0..100_000)
+        .find_map(|i| {
+            let value = format!("v{i}");
+            store.set("k", value.as_bytes(), None).unwrap();
+            store.has_non_durable_commits().then_some(value)
+        })
+        .expect("no write stayed in memory only");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.has_non_durable_commits() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let state = if store.has_non_durable_commits() {
+        "still-pending"
+    } else {
+        "durable"
+    };
+    let mut out = std::io::stdout();
+    writeln!(out, "@{state} {pending}").unwrap();
+    out.flush().unwrap();
+    // Never closed: a close would commit durably itself. The parent kills us here.
+    loop {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_periodic_write_survives_sigkill_once_the_flusher_made_it_durable() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", CHILD_TEST, "--ignored", "--nocapture"])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| line.starts_with('@'))
+        .expect("the child ended without reporting");
+    let (state, value) = line[1..].split_once(' ').unwrap();
+    assert_eq!(
+        state, "durable",
+        "the write of {value} was still held only in memory 10 s after writes stopped"
+    );
+    child.0.kill().unwrap();
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+
+    let store = open(&path, Durability::None);
+    let (entry, freshness) = store.get_checked("k").unwrap().expect("the write was lost");
+    assert_eq!(entry.value, value.as_bytes());
+    assert_eq!(freshness, Freshness::Suspect, "restored at open");
+}
+
+#[test]
+fn a_dropped_store_stops_its_flusher_thread_at_once() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(threads::cache_threads(), Vec::<String>::new());
+    // An interval far longer than the test: a thread that only noticed the drop at its next
+    // turn would still be there.
+    let store = open(
+        &dir.path().join(REDB_FILE_NAME),
+        Durability::Periodic(Duration::from_secs(3600)),
+    );
+    store.set("k", b"v", None).unwrap();
+    // The thread names itself once it runs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while threads::cache_threads().is_empty() && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(threads::cache_threads(), vec!["uno-cache-redb".to_owned()]);
+    drop(store);
+    let left = threads::cache_threads_once_gone(Instant::now() + Duration::from_secs(5));
+    assert_eq!(left, Vec::<String>::new());
+}
