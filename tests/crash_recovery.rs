@@ -30,12 +30,14 @@
 )]
 
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::{copy_dir, env_knob, value_bytes, Rng};
@@ -349,7 +351,9 @@ impl Transcript {
 }
 
 fn spawn_child(dir: &Path, mode: &str, stderr_to: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+    // Killed with this process, also when it is killed: the "hold-lock" child would otherwise
+    // sleep on for ten minutes holding the store's lock.
+    support::dies_with_us(std::env::current_exe().unwrap().to_str().unwrap())
         .args([
             CHILD_TEST,
             "--exact",

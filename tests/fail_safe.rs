@@ -359,6 +359,15 @@ fn an_async_caller_gets_the_stale_copy_at_the_soft_timeout_and_cancelling_it_kee
                 .get_or_load_async("k", Some(TTL), || async { failing() })
                 .await
         });
+        // Cancelled once it has joined the load, not before.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rig.cache.stats().overall.load_waits < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the second caller never joined the load"
+            );
+            tokio::task::yield_now().await;
+        }
         waiter.abort();
         let _ = waiter.await;
         release.send(()).unwrap();

@@ -523,7 +523,7 @@ fn a_second_opener_in_the_same_process_gets_locked() {
 }
 
 #[test]
-fn clear_removes_everything_durably() {
+fn clear_removes_everything_and_a_reopen_finds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let options = || FileStoreOptions::default().max_size_mb(4).segment_size(64 * 1024);
     {
@@ -645,7 +645,7 @@ fn close_stops_a_busy_compactor_promptly_and_loses_nothing() {
 }
 
 #[test]
-fn flush_and_every_write_durability_work_and_reads_see_unflushed_writes() {
+fn every_durability_mode_serves_writes_at_once_and_after_a_reopen() {
     for durability in [
         Durability::None,
         Durability::EveryWrite,

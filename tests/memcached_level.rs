@@ -402,10 +402,16 @@ fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
     let stop = Arc::new(AtomicBool::new(false));
     let slowest_ms = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..3)
         .map(|n| {
-            let (mc, stop, slowest_ms, errors) =
-                (mc.clone(), stop.clone(), slowest_ms.clone(), errors.clone());
+            let (mc, stop, slowest_ms, errors, answered) = (
+                mc.clone(),
+                stop.clone(),
+                slowest_ms.clone(),
+                errors.clone(),
+                answered.clone(),
+            );
             std::thread::spawn(move || {
                 let mut i = 0u64;
                 while !stop.load(Ordering::SeqCst) {
@@ -418,6 +424,9 @@ fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
                     };
                     let took = u64::try_from(started.elapsed().as_millis()).unwrap();
                     slowest_ms.fetch_max(took, Ordering::SeqCst);
+                    if result.is_ok() {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
                     if let Err(err) = result {
                         assert!(
                             matches!(err, Error::Timeout { .. } | Error::Backend { .. }),
@@ -431,7 +440,15 @@ fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
         })
         .collect();
 
-    std::thread::sleep(Duration::from_millis(100)); // let the workload run against a live server
+    // The workload runs against a live server before the kill.
+    let started = Instant::now();
+    while answered.load(Ordering::SeqCst) < 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the workload never got answers"
+        );
+        std::thread::yield_now();
+    }
     server.kill();
     let started = Instant::now();
     while errors.load(Ordering::SeqCst) < 30 {

@@ -368,7 +368,10 @@ impl RedisServer {
 
 fn signal(child: Option<&Child>, sig: &str) {
     let pid = child.expect("server not running").id().to_string();
-    let status = Command::new("kill").args([sig, &pid]).status().expect("run kill");
+    let status = Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap_or_else(|e| panic!("could not run `kill`: {e}. Install it with `apt-get install -y procps`"));
     assert!(status.success(), "kill {sig} {pid} failed");
     if sig == "-STOP" {
         wait_until_stopped(&pid);

@@ -38,7 +38,8 @@ fn system_binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-const ROOT_HINT: &str = "These tests mount real file systems and must run as root (CI does)";
+const ROOT_HINT: &str = "These tests mount real file systems: they need `mount` (install it with \
+     `apt-get install -y mount`, from util-linux) and must run as root (CI does)";
 
 impl Mount {
     /// A tmpfs of `kib` KiB.
@@ -162,7 +163,15 @@ fn statvfs(path: &Path) -> Vfs {
         .args(["-f", "-c", "%b %f %S"])
         .arg(path)
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!("could not run `stat`: {e}. Install it with `apt-get install -y coreutils`")
+        });
+    assert!(
+        out.status.success(),
+        "stat -f {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let n: Vec<u64> = text.split_whitespace().map(|s| s.parse().unwrap()).collect();
     Vfs {
