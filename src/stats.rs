@@ -590,7 +590,8 @@ pub struct ConsistencyStats {
     /// Failed L2 writes that could not be queued either: the caller got the error, or, for a
     /// write-behind batch (no caller left), the log did, and L2 keeps the older values.
     pub queue_failures: u64,
-    /// Queued ops that reached L2.
+    /// Queued ops that reached L2; a set whose value L2 refuses (too large for it) reaches it
+    /// as a delete of its key (logged), and counts here.
     pub replayed: u64,
     /// Replay attempts stopped by an L2 failure (retried later).
     pub replay_failures: u64,

@@ -199,8 +199,9 @@ impl Shared {
                     // `max_item_size`): retried, it would stop the queue for good. As for a
                     // write refused at once, no level keeps the key, so no instance reads a
                     // value the others cannot; the op is done.
+                    // Counted as replayed (its delete reached L2), not as a failure: the replay
+                    // goes on.
                     Err(e) if e.is_bad_input() => {
-                        c.replay_failures.incr();
                         tracing::warn!(key = %key_for_error(&op.key), error = %e, "L2 refuses a replayed value; the key is dropped from both levels");
                         self.undo_local(&[op.key.as_str()]);
                         match l2.delete(&op.key) {
