@@ -67,9 +67,10 @@ pub struct LocalCacheConfig {
     pub durability: DurabilityMode,
     /// The group-commit interval of `durability = "periodic"`, in milliseconds (default 1000).
     pub durability_interval_ms: u64,
-    /// Permission bits of the files the file store and the replay queue create, e.g.
-    /// `file_mode = 0o640` in TOML. `None` (default): `0o600` for a new store, the recorded mode
-    /// for an existing one. A directory they create gets the same bits plus search where read is
+    /// Permission bits of the files of the file store, the redb level and the replay queue, e.g.
+    /// `file_mode = 0o640` in TOML; given, existing files are set to it at open. `None`
+    /// (default): `0o600` for a new store, the recorded mode (the file store) or the file's own
+    /// bits (redb) for an existing one. A directory they create gets the same bits plus search where read is
     /// allowed (`0o700` by default). See [`FileStoreOptions::file_mode`](crate::FileStoreOptions::file_mode).
     pub file_mode: Option<u32>,
     /// The memory tier in front of a file or redb L1: how many decoded values it keeps (default

@@ -239,14 +239,16 @@ pub(super) fn build_local(
         ),
         #[cfg(feature = "redb")]
         LocalKind::Redb => (
-            Arc::new(RedbStore::open(
-                dir.join(REDB_FILE_NAME),
-                RedbOptions::default()
+            Arc::new(RedbStore::open(dir.join(REDB_FILE_NAME), {
+                let options = RedbOptions::default()
                     .max_size_mb(max)
-                    .file_mode(local.file_mode.unwrap_or(crate::perms::DEFAULT_FILE_MODE))
                     .durability(local.effective_durability())
-                    .clock(Arc::clone(clock)),
-            )?),
+                    .clock(Arc::clone(clock));
+                match local.file_mode {
+                    Some(mode) => options.file_mode(mode),
+                    None => options,
+                }
+            })?),
             None,
             Some(dir),
         ),

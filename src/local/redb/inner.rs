@@ -83,6 +83,10 @@ impl Inner {
                 .create_new(true)
                 .open(&path)
                 .map_err(|e| Error::io("create database file", &path, e))?;
+        } else if options.file_mode_given && perms::mode_of(&path).is_some_and(|m| m != options.file_mode) {
+            // A mode changed in the configuration applies to the cached data already there.
+            perms::set_mode(&path, options.file_mode)
+                .map_err(|e| Error::io("set the mode of database file", &path, e))?;
         }
         let db = open_database(&path)?;
         let store = Inner {

@@ -21,8 +21,8 @@
 //!   last durable commit older than `d` is made durable itself, so the loss window is `d` (plus
 //!   the commit's time), also after writes stop. [`RedbStore::has_non_durable_commits`] tells
 //!   whether anything is at risk now. Entries restored at open are suspect (below).
-//! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`].
-//! - **Full disk**: a write that finds no room is [`Error::DiskFull`] (at once: the file does not
+//! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`](crate::Error::Locked).
+//! - **Full disk**: a write that finds no room is [`Error::DiskFull`](crate::Error::DiskFull) (at once: the file does not
 //!   shrink when entries go, so evicting frees nothing on the device). redb then refuses every
 //!   transaction until its database is reopened; the store does that itself at the next call, so
 //!   writes resume once space is back. The reopen keeps only what was durable, and makes every

@@ -14,6 +14,8 @@ pub struct RedbOptions {
     pub(super) durability: Durability,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) file_mode: u32,
+    /// `file_mode` was given: an existing file is set to it too.
+    pub(super) file_mode_given: bool,
 }
 
 impl Default for RedbOptions {
@@ -23,6 +25,7 @@ impl Default for RedbOptions {
             durability: Durability::default(),
             clock: Arc::new(SystemClock),
             file_mode: perms::DEFAULT_FILE_MODE,
+            file_mode_given: false,
         }
     }
 }
@@ -46,11 +49,14 @@ impl RedbOptions {
         self
     }
 
-    /// Permission bits of a database file the store creates (default `0o600`, owner only); a
-    /// directory it creates gets the same bits plus search where read is allowed. An existing
-    /// file keeps its bits. The owner must keep read and write.
+    /// Permission bits of the database file (default `0o600`, owner only, for a file the store
+    /// creates; an existing file keeps its bits unless this is called): given, an existing
+    /// file with other bits is set to them at open, as the file store does with its files. A
+    /// directory the store creates gets the same bits plus search where read is allowed. The
+    /// owner must keep read and write.
     pub fn file_mode(mut self, mode: u32) -> Self {
         self.file_mode = mode;
+        self.file_mode_given = true;
         self
     }
 }

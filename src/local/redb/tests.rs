@@ -127,3 +127,18 @@ fn set_each_writes_the_whole_batch_or_nothing_each_item_with_its_own_ttl() {
     );
     assert_eq!(s.get("never").unwrap().unwrap().expires_at, None);
 }
+
+#[test]
+fn a_file_mode_given_is_applied_to_an_existing_database_file_and_kept_otherwise() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    drop(RedbStore::open(&path, RedbOptions::default()).unwrap());
+    assert_eq!(mode(&path), 0o600, "created owner-only");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(RedbStore::open(&path, RedbOptions::default()).unwrap());
+    assert_eq!(mode(&path), 0o644, "kept when no mode is given");
+    drop(RedbStore::open(&path, RedbOptions::default().file_mode(0o600)).unwrap());
+    assert_eq!(mode(&path), 0o600, "set to the mode given");
+}
