@@ -191,6 +191,7 @@ impl CacheManagerBuilder {
             replay,
             replayer,
             replay_lock: parking_lot::Mutex::new(()),
+            apart: Default::default(),
             stop: shutdown.clone(),
             tags,
             l2_prefix: config.distributed.key_prefix.clone(),
@@ -228,7 +229,7 @@ impl CacheManagerBuilder {
         }
         Ok(CacheManager {
             shared,
-            _workers: Arc::new(workers),
+            _workers: Some(Arc::new(workers)),
         })
     }
 }

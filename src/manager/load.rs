@@ -17,12 +17,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::apart::Pass;
 use super::failsafe::{Fetched, RefreshSlot};
 use super::guard::{Ticket, Watch};
 use super::loader::{Flight, Leader, Role, Waited};
 use super::policy::Shared;
 use super::typed::Lookup;
-use super::workers::Workers;
 use super::CacheManager;
 use crate::codec::ABSENT;
 use crate::error::{key_for_error, Error, Result};
@@ -30,15 +30,13 @@ use crate::error::{key_for_error, Error, Result};
 /// A handle that does not keep the manager alive, for loads that outlive their caller.
 struct WeakManager {
     shared: Weak<Shared>,
-    workers: Weak<Workers>,
 }
 
 impl WeakManager {
-    fn upgrade(&self) -> Option<CacheManager> {
-        Some(CacheManager {
-            shared: self.shared.upgrade()?,
-            _workers: self.workers.upgrade()?,
-        })
+    /// The manager to store a load's value with, counted as work apart from its caller (see
+    /// `apart`), or `None` once the last handle was dropped or is being dropped.
+    fn upgrade(&self) -> Option<Pass> {
+        Pass::enter(self.shared.upgrade()?)
     }
 }
 
@@ -83,7 +81,6 @@ impl CacheManager {
     fn downgrade(&self) -> WeakManager {
         WeakManager {
             shared: Arc::downgrade(&self.shared),
-            workers: Arc::downgrade(&self._workers),
         }
     }
 
@@ -839,9 +836,9 @@ fn finish_load<T, E>(
         Ok(value) => value,
         Err(e) => {
             if let Some(m) = manager.upgrade() {
-                m.shared.guard.unwatch(watch);
+                m.shared().guard.unwatch(watch);
                 // Before the flight ends, so its other waiters find the throttle.
-                m.shared.failed_apart(key);
+                m.shared().failed_apart(key);
             }
             let _ = report.send(Err(e));
             drop(leader);
@@ -852,7 +849,7 @@ fn finish_load<T, E>(
         let _ = report.send(Ok(value));
         return;
     };
-    match m.store_loaded(key, ttl, value.as_ref(), watch) {
+    match m.manager().store_loaded(key, ttl, value.as_ref(), watch) {
         Ok((bytes, stored)) => {
             if let Err(e) = stored {
                 tracing::warn!(key = %key_for_error(key), error = %e, "a loaded value could not be stored");
@@ -877,7 +874,7 @@ fn load_panicked<T, E>(
 ) {
     tracing::error!(key = %key_for_error(key), "a loader panicked; its callers get the stale copy or an error");
     if let Some(m) = manager.upgrade() {
-        m.shared.guard.unwatch(watch);
+        m.shared().guard.unwatch(watch);
     }
     drop(report);
     drop(leader);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::apart::Pass;
 use super::offload::offload;
 use super::CacheManager;
 use super::InvalidationEvent;
@@ -54,8 +55,8 @@ impl CacheManager {
     /// # Errors
     /// As [`CacheManager::replay_now`].
     pub async fn replay_now_async(&self) -> Result<u64> {
-        let shared = Arc::clone(&self.shared);
-        offload("replay", move || shared.replay_now()).await
+        let pass = self.pass()?;
+        offload("replay", move || pass.shared().replay_now()).await
     }
 
     /// The replay queue of L2 writes that failed, if the manager has one.
@@ -137,9 +138,9 @@ impl CacheManager {
     pub async fn invalidate_prefix_async(&self, prefix: &str) -> Result<u64> {
         let s = &self.shared;
         if s.behind.is_some() {
-            let shared = Arc::clone(s);
+            let pass = self.pass()?;
             offload("drain", move || {
-                shared.drain_behind();
+                pass.shared().drain_behind();
                 Ok(())
             })
             .await?;
@@ -331,13 +332,24 @@ impl CacheManager {
     }
 
     /// Async [`CacheManager::flush`]: runs on a thread of its own (see `offload`); dropping the
-    /// future does not stop it.
+    /// future does not stop it, and dropping the manager's last handle waits for it.
     ///
     /// # Errors
     /// As [`CacheManager::flush`].
     pub async fn flush_async(&self) -> Result<()> {
-        let cache = self.clone();
-        offload("flush", move || cache.flush()).await
+        let pass = self.pass()?;
+        offload("flush", move || pass.manager().flush()).await
+    }
+
+    /// A pass for work run apart from this call (see `apart`): the last handle's drop waits
+    /// for it rather than leave its shutdown to that work's thread.
+    fn pass(&self) -> Result<Pass> {
+        // While this handle lives the gate is open: only the last handle's drop closes it.
+        Pass::enter(Arc::clone(&self.shared)).ok_or_else(|| Error::Backend {
+            level: "manager",
+            op: "offload",
+            reason: "the manager is shutting down".into(),
+        })
     }
 }
 

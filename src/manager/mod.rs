@@ -34,6 +34,7 @@
 //! call L2 through the levels' `*_async` methods and L1 directly (a local level does not wait
 //! on the network).
 
+mod apart;
 #[cfg(feature = "redis")]
 mod backplane;
 #[cfg(not(feature = "redis"))]
@@ -106,7 +107,9 @@ pub struct CacheManager {
     shared: Arc<Shared>,
     /// The background threads, dropped with the last handle (after `shared`, which they also
     /// hold): stops and joins them, then sends queued write-behind writes, on the caller's thread.
-    _workers: Arc<workers::Workers>,
+    /// `None` only in the manager of work apart from its caller (see `apart`), which must not be
+    /// the one to run that shutdown.
+    _workers: Option<Arc<workers::Workers>>,
 }
 
 impl std::fmt::Debug for CacheManager {

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::apart::Apart;
 use super::behind::WriteQueue;
 use super::failsafe::FailSafe;
 use super::fill::{FillBatch, FillQueue};
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) backplane: OnceLock<Backplane>,
     /// One replay at a time.
     pub(crate) replay_lock: Mutex<()>,
+    /// Work run apart from its caller, waited for at shutdown (see `apart`).
+    pub(crate) apart: Apart,
     /// The stop signal the last handle's drop fires (owned by `Workers`): work run for a caller
     /// on a thread of its own (see `offload`) listens to it too.
     pub(crate) stop: Shutdown,

@@ -25,6 +25,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         replay: None,
         replayer: None,
         replay_lock: Mutex::new(()),
+        apart: Default::default(),
         stop: crate::shutdown::Shutdown::default(),
         tags: None,
         l2_prefix: String::new(),

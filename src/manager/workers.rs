@@ -6,8 +6,10 @@
 //! state the threads work on (they reach it through a `Weak`). So the owner is dropped only with
 //! the last manager handle, on the caller's thread, never by one of its own threads, and its
 //! drop is the whole shutdown, in one order:
-//! 1. the one [`Shutdown`] signal every thread listens to is fired (a thread that sleeps on its
-//!    queue registered how it is woken, see `crate::shutdown`);
+//! 1. work run apart from its caller (`super::apart`: a load that outlived its caller, an
+//!    async flush or replay) begins no more, the one [`Shutdown`] signal every thread listens to
+//!    is fired (a thread that sleeps on its queue registered how it is woken, see
+//!    `crate::shutdown`), and the work apart in progress is waited for;
 //! 2. every thread is joined (a send in progress finishes, and a replay its op in progress, each
 //!    bounded by the L2 timeout; the ops not replayed wait in the durable queue);
 //! 3. the writes still queued for write-behind are sent, once, on the caller's thread;
@@ -62,7 +64,12 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
+        // Work apart from a caller (see `apart`) begins no more; the stop signal reaches it
+        // too (a replay stops at its next op); what is in progress ends before the threads are
+        // joined and the queue is sent, so its writes are among those sent.
+        self.shared.apart.close();
         self.shutdown.fire();
+        self.shared.apart.wait();
         for (name, thread) in self.threads.drain(..) {
             if thread.join().is_err() {
                 tracing::error!(thread = name, "a cache background thread panicked");
