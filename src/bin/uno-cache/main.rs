@@ -75,7 +75,8 @@ enum Command {
     Set {
         key: String,
         value: String,
-        /// Time to live in seconds (fractions allowed).
+        /// Time to live in seconds (fractions allowed, at least 0.001). With --config, each
+        /// level keeps it at most its own ttl (local.ttl, distributed.ttl).
         #[arg(long)]
         ttl: Option<f64>,
     },
