@@ -423,6 +423,10 @@ fn a_dump_line_with_a_bad_expiry_is_refused_with_its_line_number() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 3") && stderr.contains("expiry"), "{stderr}");
+    assert!(
+        stderr.contains("after importing 1 entries"),
+        "how much was stored: {stderr}"
+    );
 }
 
 /// A new user's mistake: a wrong Redis password in `hosts`. It used to pass silently (exit 0, L1

@@ -456,14 +456,19 @@ fn import(
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let (mut count, mut expired) = (0u64, 0u64);
+    // Streamed (a dump may not fit in RAM, and `--durable` acknowledges line by line): a bad
+    // line stops the import, and the error says how much of the dump was stored before it.
+    let stopped = |count: u64, why: String| format!("{why}; stopped there, after importing {count} entries");
     for (n, line) in stdin.lock().lines().enumerate() {
         let line_no = n + 1;
-        let line = line.map_err(|e| format!("reading stdin line {line_no}: {e}"))?;
+        let line = line.map_err(|e| stopped(count, format!("reading stdin line {line_no}: {e}")))?;
         if line.is_empty() || escape::is_comment(&line) {
             continue;
         }
-        let parsed = escape::parse_dump_line(&line).map_err(|e| format!("line {line_no}: {e}"))?;
-        let key = String::from_utf8(parsed.key).map_err(|_| format!("line {line_no}: key is not UTF-8"))?;
+        let parsed =
+            escape::parse_dump_line(&line).map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
+        let key = String::from_utf8(parsed.key)
+            .map_err(|_| stopped(count, format!("line {line_no}: key is not UTF-8")))?;
         clock.set(SystemClock.now_ms());
         let now = clock.now_ms();
         let remaining = match parsed.expires_at_ms {
@@ -480,7 +485,7 @@ fn import(
         };
         store
             .set(&key, &parsed.value, ttl)
-            .map_err(|e| format!("line {line_no}: {e}"))?;
+            .map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
         count += 1;
         if durable {
             // The store was opened with EveryWrite: `set` returned after fdatasync.
