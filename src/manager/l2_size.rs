@@ -6,6 +6,9 @@
 //! a time: stats read by several threads at once (a scrape and a health check) each walked the
 //! level when the reading was stale. A caller that finds a walk under way waits for its reading,
 //! blocking or, in async code, awaiting; a walker whose future is dropped lets the next one walk.
+//! A blocking caller does not wait for an async walk, which makes progress only when its task is
+//! polled: on a current-thread runtime the blocked caller would be the thread that must poll it.
+//! It takes the last reading, however old, or walks itself if there is none.
 
 use std::future::Future;
 use std::time::Instant;
@@ -22,7 +25,14 @@ pub(crate) type Reading = std::result::Result<StorageSize, String>;
 #[derive(Debug, Default)]
 struct State {
     last: Option<(Instant, Reading)>,
-    walking: bool,
+    walking: Option<Walker>,
+}
+
+/// Who is walking: a blocking caller (it runs to the end on its thread) or an async one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walker {
+    Blocking,
+    Async,
 }
 
 impl State {
@@ -50,7 +60,7 @@ struct Walk<'a>(&'a L2Size);
 
 impl Drop for Walk<'_> {
     fn drop(&mut self) {
-        self.0.state.lock().walking = false;
+        self.0.state.lock().walking = None;
         self.0.walked.notify_all();
         self.0.walked_async.notify_waiters();
     }
@@ -65,11 +75,18 @@ impl L2Size {
                 if let Some(reading) = state.fresh() {
                     return reading;
                 }
-                if !state.walking {
-                    state.walking = true;
-                    break Walk(self);
+                match state.walking {
+                    None => {
+                        state.walking = Some(Walker::Blocking);
+                        break Some(Walk(self));
+                    }
+                    Some(Walker::Blocking) => self.walked.wait(&mut state),
+                    // Not waited for (see the module docs).
+                    Some(Walker::Async) => match &state.last {
+                        Some((_, reading)) => return reading.clone(),
+                        None => break None,
+                    },
                 }
-                self.walked.wait(&mut state);
             }
         };
         self.remember(walk())
@@ -88,8 +105,8 @@ impl L2Size {
                 if let Some(reading) = state.fresh() {
                     return reading;
                 }
-                if !state.walking {
-                    state.walking = true;
+                if state.walking.is_none() {
+                    state.walking = Some(Walker::Async);
                     break Walk(self);
                 }
                 // Registered under the lock: the walker's drop, which takes it, cannot notify
@@ -133,6 +150,25 @@ mod tests {
         let first = failed.read(down);
         assert!(first.is_err());
         assert_eq!(failed.read(|| size(1)), first);
+    }
+
+    #[test]
+    fn a_blocking_caller_does_not_wait_for_an_async_walk() {
+        let l2 = L2Size::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        runtime.block_on(async {
+            let walking = l2.read_async(std::future::pending);
+            let mut walking = std::pin::pin!(walking);
+            let waker = std::task::Waker::noop();
+            assert!(walking
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker))
+                .is_pending());
+            // On this thread, which alone could poll the walk: no reading yet, so it walks.
+            assert_eq!(l2.read(|| size(6)), Ok(StorageSize { items: 6, bytes: 0 }));
+        });
     }
 
     #[test]

@@ -4,12 +4,16 @@
 //! redb latches the first I/O error of a write (a full device, say): from then on every
 //! transaction fails with "Previous I/O error occurred", until the database is closed and opened
 //! again. A cache must not stay broken after the user freed space, so the store notes every
-//! such error and the next call closes and reopens the database. The commits since the last
+//! such error and a later call closes and reopens the database: at most one reopen every
+//! [`REOPEN_EVERY`], as the latched instance cannot write its clean-close mark and each open
+//! after it repairs, scanning the whole file; with the disk still full, every write would
+//! otherwise pay for a repair. The calls in between fail with the error that latched it. The commits since the last
 //! durable one are lost with the latched instance, and what another process changed meanwhile
 //! cannot be told apart, so every entry restored by the reopen is suspect, as at open.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use parking_lot::{MappedRwLockReadGuard, RwLockReadGuard};
 use redb::{Database, ReadableDatabase};
@@ -17,6 +21,9 @@ use redb::{Database, ReadableDatabase};
 use super::inner::Inner;
 use super::tables::{META, META_NEXT_SEQ};
 use crate::error::{is_no_space, Error, Result};
+
+/// The least time between two reopens of a latched database (see the module docs).
+pub(super) const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 /// Opens (or creates) the database, a panic of redb's on a damaged file made an error.
 pub(super) fn open_database(path: &Path) -> Result<Database> {
@@ -50,6 +57,17 @@ impl Inner {
     /// under a transaction, and the error it returns must latch before a reopen can look.
     pub(super) fn db(&self) -> Result<MappedRwLockReadGuard<'_, Database>> {
         if self.latched.load(Ordering::Acquire) {
+            let due = {
+                let mut last = self.last_reopen.lock();
+                let due = last.is_none_or(|at| at.elapsed() >= REOPEN_EVERY);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            };
+            if !due {
+                return Err(self.latched_error());
+            }
             self.reopen()?;
         }
         RwLockReadGuard::try_map(self.db.read(), Option::as_ref).map_err(|_| {
@@ -93,14 +111,32 @@ impl Inner {
         Ok(())
     }
 
-    /// redb's error as ours, naming the file; one that latched the database has the next call
+    /// redb's error as ours, naming the file; one that latched the database has a later call
     /// reopen it.
     pub(super) fn err(&self, op: &'static str, e: impl Into<redb::Error>) -> Error {
         let (error, latched) = convert(op, &self.path, e.into());
         if latched {
+            self.latched_by_no_space
+                .store(matches!(error, Error::DiskFull { .. }), Ordering::Release);
             self.latched.store(true, Ordering::Release);
         }
         error
+    }
+
+    /// The error of a call that meets the latch before the next reopen is due.
+    fn latched_error(&self) -> Error {
+        if self.latched_by_no_space.load(Ordering::Acquire) {
+            return Error::DiskFull {
+                path: self.path.parent().unwrap_or(&self.path).to_path_buf(),
+                op: "write",
+                needed: 0,
+            };
+        }
+        redb_error(
+            "write",
+            &self.path,
+            "an earlier I/O error stopped the database; it is reopened at most once a second",
+        )
     }
 
     /// Runs `f`, a panic of redb's made [`Error::Redb`] naming the file: redb panics on a page

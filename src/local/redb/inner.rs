@@ -33,6 +33,10 @@ pub(super) struct Inner {
     pub(super) db: RwLock<Option<Database>>,
     /// An I/O error latched the database: the next call reopens it.
     pub(super) latched: AtomicBool,
+    /// What latched it (`true`: no space), for the calls that meet the latch between reopens.
+    pub(super) latched_by_no_space: AtomicBool,
+    /// When the last reopen was tried: at most one per [`REOPEN_EVERY`](super::handle::REOPEN_EVERY).
+    pub(super) last_reopen: Mutex<Option<Instant>>,
     pub(super) path: PathBuf,
     pub(super) max_bytes: u64,
     pub(super) durability: Durability,
@@ -92,6 +96,8 @@ impl Inner {
         let store = Inner {
             db: RwLock::new(Some(db)),
             latched: AtomicBool::new(false),
+            latched_by_no_space: AtomicBool::new(false),
+            last_reopen: Mutex::new(None),
             max_bytes: options.max_size_mb.saturating_mul(1024 * 1024),
             durability: options.durability,
             clock: options.clock,
