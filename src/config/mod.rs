@@ -338,7 +338,8 @@ fn field_at(text: &str, pos: usize) -> Option<String> {
         return table(line);
     }
     // An element of an array written over several lines has no `=` on its line: the key is
-    // the nearest line above that has one.
+    // the nearest line above that has one, within the section (a line without `=` that opens
+    // no array stays itself).
     let line = if line.contains('=') {
         line
     } else {
@@ -347,7 +348,9 @@ fn field_at(text: &str, pos: usize) -> Option<String> {
             .lines()
             .rev()
             .map(str::trim)
-            .find(|l| l.contains('=') && !l.starts_with('['))?
+            .take_while(|l| !l.starts_with('['))
+            .find(|l| l.contains('='))
+            .unwrap_or(line)
     };
     let key = line.split('=').next()?.trim().trim_matches('"');
     if key.is_empty() {
@@ -479,6 +482,10 @@ mod tests {
         assert_eq!(
             field_of("[distributed]\nenabled = true\nhosts = [\n  \"a:1\",\n  6379,\n]\n"),
             "distributed.hosts"
+        );
+        assert_eq!(
+            field_of("use_multi_level = true\n[local]\nttl 5\n"),
+            "local.ttl 5"
         );
     }
 

@@ -135,7 +135,7 @@ impl Shared {
         if self.l2.is_some() {
             // Checks on first: a reader sees `distrust_l1` only while they are on.
             self.check_freshness.store(true, Ordering::Release);
-            self.distrust_l1.store(true, Ordering::Release);
+            self.distrust_l1.turn_on();
         }
         self.distrust_everything();
     }
@@ -144,9 +144,10 @@ impl Shared {
         let _one = self.trust_lock.lock();
         // Entries written during the outage may have missed a message too. If L1 could not
         // mark them, every hit stays checked.
+        let seen = self.distrust_l1.seen();
         if self.distrust_everything() {
-            // Release: a reader that sees it cleared also sees the entries made suspect above.
-            self.distrust_l1.store(false, Ordering::Release);
+            // Unless a failure turned it on again meanwhile (see `distrust`).
+            self.distrust_l1.turn_off_if(seen);
         }
     }
 }

@@ -690,9 +690,9 @@ impl Shared {
         let Some(queue) = &self.behind else {
             return;
         };
-        if !self.replays_failures {
+        if !self.replays_failures || self.replay.is_none() {
             tracing::warn!(keys = batch.len(),
-                "failed L2 writes are not queued (offline.replay = false or fallback_on_error = false): L2 keeps older values for these keys until they expire");
+                "failed L2 writes are not queued (no replay queue: offline.replay = false, fallback_on_error = false, or no directory for it): L2 keeps older values for these keys until they expire");
             return;
         }
         // Under the queue lock: a set of one of these keys either is queued already (newer, so

@@ -170,8 +170,9 @@ impl CacheManagerBuilder {
         let shutdown = Shutdown::default();
         let shared = Arc::new(Shared {
             check_freshness: AtomicBool::new(l2.is_some() && policy != RestartPolicy::Trust),
-            distrust_l1: AtomicBool::new(false),
+            distrust_l1: Default::default(),
             trust_retry_at_ms: std::sync::atomic::AtomicU64::new(0),
+            trust_retry_wait_ms: std::sync::atomic::AtomicU64::new(super::consistency::TRUST_RETRY_MS),
             trust_lock: parking_lot::Mutex::new(()),
             l1,
             l2,

@@ -28,6 +28,9 @@ use crate::replay::{Push, PushOutcome, ReplayAction, ReplayOp};
 /// [`Shared::retry_trust`]).
 pub(crate) const TRUST_RETRY_MS: u64 = 1000;
 
+/// The longest wait between two such tries while they keep failing.
+pub(crate) const TRUST_RETRY_MAX_MS: u64 = 60_000;
+
 /// Ops replayed per batch (one `ack_many` fsync per batch).
 const REPLAY_BATCH: usize = 256;
 
@@ -304,31 +307,34 @@ impl Shared {
         self.metrics.local.errors.incr();
         if self.l2.is_some() {
             tracing::warn!(error = %e, "marking L1 suspect failed; every L1 hit is checked against L2 instead");
-            self.distrust_l1.store(true, Ordering::Release);
+            self.distrust_l1.turn_on();
         } else {
             tracing::warn!(error = %e, "clearing L1 to distrust it failed");
         }
         false
     }
 
-    /// Tries again, at most once every [`TRUST_RETRY_MS`], to mark every L1 entry suspect
-    /// after marking them failed (a full disk, a latched store) and left `distrust_l1` on with
-    /// the backplane's subscription up: without it every L1 hit went on being checked against L2
-    /// long after the disk had room again. The subscription's own loss and return take the same
-    /// lock, so one of them cannot be undone by a retry that read its state before it.
+    /// Tries again to mark every L1 entry suspect after marking them failed (a full disk, a
+    /// latched store) and left `distrust_l1` on with the backplane's subscription up: without it
+    /// every L1 hit went on being checked against L2 long after the disk had room again. At most
+    /// once every [`TRUST_RETRY_MS`], twice as long after each failed try up to
+    /// [`TRUST_RETRY_MAX_MS`]: a try stops the stores of the loads in flight and is logged. The
+    /// subscription's own loss and return take the same lock, and a failure that turned the
+    /// distrust on again since the try began is not undone (see `distrust`).
     pub(crate) fn retry_trust(&self) {
         use std::sync::atomic::Ordering;
-        if !self.distrust_l1.load(Ordering::Relaxed) {
+        if !self.distrust_l1.is_on() {
             return;
         }
         let now = self.clock.now_ms();
         let due = self.trust_retry_at_ms.load(Ordering::Relaxed);
+        let wait = self.trust_retry_wait_ms.load(Ordering::Relaxed);
         if now < due
             || self
                 .trust_retry_at_ms
                 .compare_exchange(
                     due,
-                    now.saturating_add(TRUST_RETRY_MS),
+                    now.saturating_add(wait),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -339,9 +345,16 @@ impl Shared {
         let Some(_one) = self.trust_lock.try_lock() else {
             return;
         };
-        if self.subscription_up() && self.distrust_everything() && self.subscription_up() {
-            // Release: a reader that sees it cleared also sees the entries made suspect.
-            self.distrust_l1.store(false, Ordering::Release);
+        if !self.subscription_up() {
+            return;
+        }
+        let seen = self.distrust_l1.seen();
+        if self.distrust_everything() && self.subscription_up() {
+            self.distrust_l1.turn_off_if(seen);
+            self.trust_retry_wait_ms.store(TRUST_RETRY_MS, Ordering::Relaxed);
+        } else {
+            let longer = wait.saturating_mul(2).min(TRUST_RETRY_MAX_MS);
+            self.trust_retry_wait_ms.store(longer, Ordering::Relaxed);
         }
     }
 

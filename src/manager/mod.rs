@@ -45,6 +45,7 @@ mod blocking;
 mod builder;
 mod consistency;
 mod deferred;
+mod distrust;
 mod events;
 mod failsafe;
 mod fill;

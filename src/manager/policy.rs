@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use super::apart::Apart;
 use super::behind::WriteQueue;
+use super::distrust::Distrust;
 use super::failsafe::FailSafe;
 use super::fill::{FillBatch, FillQueue};
 use super::guard::{KeyOrder, Ticket};
@@ -107,10 +108,12 @@ pub(crate) struct Shared {
     pub(crate) check_freshness: AtomicBool,
     /// The backplane subscription is down, or L1 could not mark its entries suspect: every L1
     /// hit is checked against L2.
-    pub(crate) distrust_l1: AtomicBool,
+    pub(crate) distrust_l1: Distrust,
     /// When a read may next try to mark L1's entries suspect again (Unix ms; see
     /// [`Shared::retry_trust`]).
     pub(crate) trust_retry_at_ms: AtomicU64,
+    /// How long after a try the next one may come (doubled by each failed try).
+    pub(crate) trust_retry_wait_ms: AtomicU64,
     /// Held by the subscription's loss and return and by a retry of the marking.
     pub(crate) trust_lock: Mutex<()>,
     /// L2 writes waiting for the writer thread (`write_mode = "behind"`).
@@ -323,8 +326,7 @@ impl Shared {
         };
         Ok(match found {
             Some((entry, freshness))
-                if checked
-                    && (freshness == Freshness::Suspect || self.distrust_l1.load(Ordering::Acquire)) =>
+                if checked && (freshness == Freshness::Suspect || self.distrust_l1.is_on()) =>
             {
                 L1Read::Suspect(entry)
             }
@@ -601,7 +603,7 @@ impl Shared {
         suspects: &mut HashMap<&'k str, Entry>,
     ) -> Result<Vec<&'k str>> {
         let m = &self.metrics.local;
-        let distrust = self.distrust_l1.load(Ordering::Acquire);
+        let distrust = self.distrust_l1.is_on();
         let start = stats::sample_l1();
         let (mut hits, mut misses) = (0u64, 0u64);
         let mut missed = Vec::new();

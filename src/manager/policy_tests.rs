@@ -34,8 +34,9 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         hot: None,
         restart_policy: RestartPolicy::default(),
         check_freshness: AtomicBool::new(false),
-        distrust_l1: AtomicBool::new(false),
+        distrust_l1: Default::default(),
         trust_retry_at_ms: std::sync::atomic::AtomicU64::new(0),
+        trust_retry_wait_ms: std::sync::atomic::AtomicU64::new(crate::manager::consistency::TRUST_RETRY_MS),
         trust_lock: parking_lot::Mutex::new(()),
         behind: None,
         fills: None,
@@ -591,9 +592,21 @@ fn l1_is_trusted_again_once_marking_its_entries_works_again() {
         assert_eq!(cache.get_raw("a").unwrap().as_deref(), Some(&b"1"[..]));
     }
     assert_eq!(l2_reads(&cache) - before, 3, "distrusted, every hit asks L2");
-    // The disk has room again; the next read after the retry interval marks L1 suspect.
+    // While marking still fails, the tries (each an L1 error) come less and less often.
+    let tries = |cache: &crate::CacheManager| cache.stats().local.errors;
+    let retry = crate::manager::consistency::TRUST_RETRY_MS;
+    let mut tried = Vec::new();
+    for _ in 0..4 {
+        clock.advance(Duration::from_millis(retry));
+        let before = tries(&cache);
+        cache.get_raw("a").unwrap();
+        tried.push(tries(&cache) - before);
+    }
+    // Due after 1 s (fails: next after 2 s), then at 3 s (fails: next after 4 s), not at 2 or 4.
+    assert_eq!(tried, [1, 0, 1, 0], "tries while marking fails");
+    // The disk has room again; the next read once a try is due marks L1 suspect.
     l1.marks_fail.store(false, Relaxed);
-    clock.advance(Duration::from_millis(crate::manager::consistency::TRUST_RETRY_MS));
+    clock.advance(Duration::from_millis(4 * retry));
     let before = l2_reads(&cache);
     for _ in 0..3 {
         assert_eq!(cache.get_raw("a").unwrap().as_deref(), Some(&b"1"[..]));

@@ -72,7 +72,7 @@ impl Shared {
     /// answer is checked against L2, the memory tier's too).
     #[inline]
     fn hot_if_trusted(&self) -> Option<&HotTier> {
-        if self.distrust_l1.load(Ordering::Acquire) {
+        if self.distrust_l1.is_on() {
             return None;
         }
         self.hot.as_deref()
