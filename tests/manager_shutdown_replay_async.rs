@@ -12,59 +12,29 @@
 )]
 
 mod manager_support;
+#[path = "manager_support/queued_replay.rs"]
+mod queued_replay;
 #[path = "support/mod.rs"]
 mod support;
 #[path = "manager_support/threads.rs"]
 mod threads;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use manager_support::gated::{GatedStore, Point};
-use support::MemcachedServer;
+use manager_support::gated::Point;
+use queued_replay::{ten_writes_queued, until, Queued};
 use threads::cache_threads;
 use uno_cache::replay::{ReplayOptions, ReplayQueue};
-use uno_cache::{CacheConfig, CacheManager, Error, MemoryStore, Storage};
-
-/// Waits until `ready()` holds, failing with `what` after 10 s.
-fn until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::yield_now();
-    }
-}
+use uno_cache::Error;
 
 #[test]
 fn dropping_the_manager_stops_a_replay_that_an_abandoned_replay_now_async_began() {
-    let mut server = MemcachedServer::start();
-    let store =
-        uno_cache::MemcachedStore::connect(uno_cache::MemcachedOptions::new(server.addr()).prefix("sra:"))
-            .unwrap();
-    let gated = GatedStore::new(Arc::new(store));
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = CacheConfig::default();
-    config.offline.replay_dir = Some(dir.path().to_path_buf());
-    // No tick of the replay thread: only the call below replays.
-    config.offline.replay_interval_ms = 3_600_000;
-    let cache = CacheManager::builder()
-        .config(config)
-        .local(Arc::new(MemoryStore::new(1000).unwrap()))
-        .distributed(gated.clone())
-        .build()
-        .unwrap();
-    until("the backfill thread never started", || {
-        cache_threads().iter().any(|t| t == "uno-cache-backf")
-    });
-    server.kill();
-    for i in 0..10u32 {
-        cache.set(&format!("k{i}"), &i, None).unwrap();
-    }
-    assert_eq!(cache.stats().consistency.replay_pending, 10);
-    server.restart();
-    until("memcached never answered again", || {
-        gated.set("probe", b"x", None).is_ok()
-    });
+    let Queued {
+        server: _server,
+        l2: gated,
+        dir,
+        cache,
+    } = ten_writes_queued("sra:");
     // The replay goes in queue order: "k0" first.
     let first = gated.gate("set", "k0", Point::Before);
     let runtime = tokio::runtime::Builder::new_current_thread()
