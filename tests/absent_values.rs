@@ -150,16 +150,19 @@ fn a_get_or_set_with_waiting_on_an_absent_answer_loads_its_own_value() {
     let clock = ManualClock::new(START_MS);
     let cache = Arc::new(manager(&clock, None, 0));
     let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, loading) = std::sync::mpsc::channel::<()>();
     let optional = {
         let cache = Arc::clone(&cache);
         std::thread::spawn(move || {
             cache.get_or_load_optional::<String, Error, _>("w", Some(TTL), move || {
+                started.send(()).unwrap();
                 released.recv().unwrap();
                 Ok(None)
             })
         })
     };
-    // The optional call leads the flight; this one waits on it.
+    // The optional call leads the flight (its loader runs); this one waits on it.
+    loading.recv().unwrap();
     let waiter = {
         let cache = Arc::clone(&cache);
         std::thread::spawn(move || {
