@@ -14,7 +14,7 @@ mod threads;
 
 use std::time::{Duration, Instant};
 
-use threads::{cache_threads, cache_threads_once_gone};
+use threads::{cache_threads, cache_threads_once_gone, until_thread};
 use uno_cache::{CacheConfig, CacheManager};
 
 #[test]
@@ -48,11 +48,7 @@ fn dropping_a_manager_whose_l2_is_still_down_joins_its_connector_thread_promptly
     ))
     .unwrap();
     let cache = CacheManager::new(config).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cache_threads().iter().any(|t| t == "uno-cache-l2-co") {
-        assert!(Instant::now() < deadline, "threads {:?}", cache_threads());
-        std::thread::yield_now();
-    }
+    until_thread("uno-cache-l2-co", true);
     cache.set("k", &1u32, None).unwrap();
     assert_eq!(
         cache.get::<u32>("k").unwrap(),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manager_support::gated::{GatedStore, Point};
-use threads::{cache_threads, cache_threads_once_gone};
+use threads::{cache_threads, cache_threads_once_gone, until_thread};
 use uno_cache::{CacheConfig, CacheManager, Error, InProcess, MemoryStore, Storage};
 
 #[test]
@@ -44,11 +44,7 @@ fn dropping_the_last_handle_waits_for_a_load_storing_apart_from_its_caller_and_s
         .distributed(l2.clone())
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cache_threads().iter().any(|t| t == "uno-cache-backf") {
-        assert!(Instant::now() < deadline, "the backfill thread never started");
-        std::thread::yield_now();
-    }
+    until_thread("uno-cache-backf", true);
     let (release_loader, loader_waits) = channel::<()>();
     let got = cache.get_or_load::<String, Error, _>("k", None, move || {
         let _ = loader_waits.recv();

@@ -20,8 +20,8 @@ mod support;
 mod threads;
 
 use manager_support::gated::Point;
-use queued_replay::{ten_writes_queued, until, Queued};
-use threads::cache_threads;
+use queued_replay::{ten_writes_queued, Queued};
+use threads::until_thread;
 use uno_cache::replay::{ReplayOptions, ReplayQueue};
 
 #[test]
@@ -38,9 +38,7 @@ fn dropping_the_manager_during_a_replay_leaves_the_rest_queued_instead_of_replay
     first.wait_entered();
     let dropper = std::thread::spawn(move || drop(cache));
     // The backfill thread ends once the drop fired the stop signal.
-    until("the drop never fired the stop signal", || {
-        !cache_threads().iter().any(|t| t == "uno-cache-backf")
-    });
+    until_thread("uno-cache-backf", false);
     first.release();
     dropper.join().unwrap();
     let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();

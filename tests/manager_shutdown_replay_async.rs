@@ -22,8 +22,8 @@ mod threads;
 use std::time::{Duration, Instant};
 
 use manager_support::gated::Point;
-use queued_replay::{ten_writes_queued, until, Queued};
-use threads::cache_threads;
+use queued_replay::{ten_writes_queued, Queued};
+use threads::until_thread;
 use uno_cache::replay::{ReplayOptions, ReplayQueue};
 use uno_cache::Error;
 
@@ -47,9 +47,8 @@ fn dropping_the_manager_stops_a_replay_that_an_abandoned_replay_now_async_began(
     });
     first.wait_entered();
     let dropper = std::thread::spawn(move || drop(cache));
-    until("the drop never fired the stop signal", || {
-        !cache_threads().iter().any(|t| t == "uno-cache-backf")
-    });
+    // The backfill thread ends once the drop fired the stop signal.
+    until_thread("uno-cache-backf", false);
     first.release();
     dropper.join().unwrap();
     // The abandoned replay's thread holds the queue until it ends.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::manager_support::gated::GatedStore;
 use super::support::MemcachedServer;
-use super::threads::cache_threads;
+use super::threads::until_thread;
 use uno_cache::{CacheConfig, CacheManager, MemcachedOptions, MemcachedStore, MemoryStore, Storage};
 
 /// Waits until `ready()` holds, failing with `what` after 10 s.
@@ -44,9 +44,7 @@ pub fn ten_writes_queued(prefix: &str) -> Queued {
         .distributed(l2.clone())
         .build()
         .unwrap();
-    until("the backfill thread never started", || {
-        cache_threads().iter().any(|t| t == "uno-cache-backf")
-    });
+    until_thread("uno-cache-backf", true);
     server.kill();
     for i in 0..10u32 {
         cache.set(&format!("k{i}"), &i, None).unwrap();

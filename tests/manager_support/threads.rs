@@ -26,3 +26,19 @@ pub fn cache_threads_once_gone(deadline: std::time::Instant) -> Vec<String> {
         std::thread::yield_now();
     }
 }
+
+/// Waits until a thread named `name` (its first 15 bytes, as the kernel keeps them) is listed
+/// (`listed = true`) or no longer is, failing after 10 s with the threads there are.
+#[allow(dead_code)] // not every test that includes this module waits for one thread
+pub fn until_thread(name: &str, listed: bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cache_threads().iter().any(|t| t == name) != listed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} is {} listed: {:?}",
+            if listed { "still not" } else { "still" },
+            cache_threads()
+        );
+        std::thread::yield_now();
+    }
+}
