@@ -187,13 +187,7 @@ pub(crate) type Timed<T> = (Instant, Result<T>);
 /// nothing of L2's latency, and timed it pulled the percentiles to well under a microsecond
 /// during the outage they are read for. A batch some of whose nodes answered is timed.
 pub(crate) fn time_l2<T>(histogram: &Histogram, started: Instant, result: &Result<T>) {
-    fn skipped_whole(error: &Error) -> bool {
-        match error {
-            Error::CircuitOpen { .. } => true,
-            Error::NodeUnavailable { cause, .. } => skipped_whole(cause),
-            _ => false,
-        }
-    }
+    let skipped_whole = |e: &Error| !matches!(e, Error::PartialBatch(_)) && skipped_by_breaker(e);
     if !result.as_ref().is_err_and(skipped_whole) {
         histogram.record(started.elapsed());
     }
