@@ -315,6 +315,39 @@ fn restore_subscription(receiver: &super::super::backplane::Receiver) {
     });
 }
 
+/// A read of `k` in the middle of a revalidation: `k` = v1 was written to both levels, the
+/// backplane's subscription was lost (every L1 entry suspect), and the read found v1 in L1 and
+/// is about to ask L2.
+#[cfg(feature = "redis")]
+struct SuspectRead {
+    _dir: tempfile::TempDir,
+    cache: crate::CacheManager,
+    l2: Arc<HeldL2>,
+    receiver: super::super::backplane::Receiver,
+    entry: Entry,
+}
+
+#[cfg(feature = "redis")]
+fn suspect_read_of_v1() -> SuspectRead {
+    use crate::invalidation::InvalidationHandler;
+    let (_dir, cache, l2) = file_l1_with_held_l2();
+    let receiver = super::super::backplane::Receiver {
+        shared: Arc::downgrade(&cache.shared),
+    };
+    cache.set_raw("k", b"v1", None).unwrap();
+    receiver.subscription_lost(std::time::SystemTime::now());
+    let Plan::AskL2(Some(entry)) = cache.shared.plan_read("k").unwrap() else {
+        panic!("k was not suspect");
+    };
+    SuspectRead {
+        _dir,
+        cache,
+        l2,
+        receiver,
+        entry,
+    }
+}
+
 /// A revalidation vouches for an entry only under its read's ticket: if every L1 entry was made
 /// suspect again between L2's answer and the confirm (here the backplane subscription is
 /// restored, after another instance changed the key while it was down), a confirm would vouch
@@ -322,19 +355,15 @@ fn restore_subscription(receiver: &super::super::backplane::Receiver) {
 #[cfg(feature = "redis")]
 #[test]
 fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm_the_entry() {
-    use crate::invalidation::InvalidationHandler;
-    let (_dir, cache, l2) = file_l1_with_held_l2();
+    let SuspectRead {
+        _dir,
+        cache,
+        l2,
+        receiver,
+        entry,
+    } = suspect_read_of_v1();
     let s = &cache.shared;
-    let receiver = super::super::backplane::Receiver {
-        shared: Arc::downgrade(&cache.shared),
-    };
-    cache.set_raw("k", b"v1", None).unwrap();
-    // The subscription is lost: every L1 entry is suspect, every hit checked against L2.
-    receiver.subscription_lost(std::time::SystemTime::now());
     // A read of k: L1 holds v1, suspect; it asks L2, which still says v1 ...
-    let Plan::AskL2(Some(entry)) = s.plan_read("k").unwrap() else {
-        panic!("k was not suspect");
-    };
     let ticket = s.before_l2("k").unwrap();
     let answer = l2.get("k");
     // ... then another instance writes v2 (its message is lost: we are not subscribed) and the
@@ -359,18 +388,15 @@ fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm
 #[cfg(feature = "redis")]
 #[test]
 fn a_revalidation_confirms_only_the_bytes_it_compared() {
-    use crate::invalidation::InvalidationHandler;
-    let (_dir, cache, l2) = file_l1_with_held_l2();
+    let SuspectRead {
+        _dir,
+        cache,
+        l2,
+        receiver,
+        entry,
+    } = suspect_read_of_v1();
     let s = &cache.shared;
-    let receiver = super::super::backplane::Receiver {
-        shared: Arc::downgrade(&cache.shared),
-    };
-    cache.set_raw("k", b"v1", None).unwrap();
-    receiver.subscription_lost(std::time::SystemTime::now());
     // A read finds v1 in L1, suspect ...
-    let Plan::AskL2(Some(entry)) = s.plan_read("k").unwrap() else {
-        panic!("k was not suspect");
-    };
     // ... then this instance writes v2, another instance writes v1 over it in L2 (its message
     // lost), and the subscription comes back; only then does the read take its ticket.
     cache.set_raw("k", b"v2", None).unwrap();
