@@ -338,3 +338,29 @@ fn a_run_with_replay_off_makes_no_queue_file() {
     assert_eq!(cache.stats().consistency.replay_pending, 0);
     assert!(!dir.path().join("replay.log").exists());
 }
+
+/// A delete queued while the breaker was open, of a key Redis refuses (the tag sets'
+/// namespace: the open breaker answers before the key is checked), is done once L2 is back:
+/// L2 can hold no value for such a key. Retried, it stopped every replay pass at its op, and
+/// the ops behind it (deletes first, then sets) never reached L2, in this run or any later one.
+#[test]
+fn a_queued_delete_of_a_key_l2_refuses_does_not_stop_the_replay() {
+    let mut redis = persistent_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &redis.addr(), 60_000)).unwrap();
+    redis.kill();
+    // Fails on L2, which opens the breaker (one failure is enough here).
+    cache.set_raw("k", b"v", None).unwrap();
+    cache
+        .delete("uno-cache:tag:x")
+        .expect("the open breaker answers before the key is checked");
+    assert_eq!(cache.stats().consistency.replay_pending, 2);
+    redis.restart();
+    let l2 = l2_view(&redis);
+    drain(&cache);
+    assert_eq!(
+        l2_value(&l2, "k").as_deref(),
+        Some(&b"v"[..]),
+        "the set behind it was replayed"
+    );
+}

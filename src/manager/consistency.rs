@@ -199,16 +199,18 @@ impl Shared {
                         node_down.get_or_insert((op.key, e));
                     }
                     // L2 will never take this value (a Memcached server whose `-I` is below
-                    // `max_item_size`): retried, it would stop the queue for good. As for a
-                    // write refused at once, no level keeps the key, so no instance reads a
-                    // value the others cannot; the op is done.
-                    // Counted as replayed (its delete reached L2), not as a failure: the replay
-                    // goes on.
+                    // `max_item_size`) or this key (one the open breaker let through unchecked,
+                    // in the namespace Redis keeps for tag sets): retried, it would stop the
+                    // queue for good. As for a write refused at once, no level keeps the key,
+                    // so no instance reads a value the others cannot; the op is done.
+                    // Counted as replayed (its delete reached L2, or L2 can hold nothing under
+                    // that key), not as a failure: the replay goes on.
                     Err(e) if e.is_bad_input() => {
-                        tracing::warn!(key = %key_for_error(&op.key), error = %e, "L2 refuses a replayed value; the key is dropped from both levels");
+                        tracing::warn!(key = %key_for_error(&op.key), error = %e, "L2 refuses a replayed op; the key is dropped from both levels");
                         self.undo_local(&[op.key.as_str()]);
                         match l2.delete(&op.key) {
                             Ok(_) => done.push(op),
+                            Err(e) if e.is_bad_input() => done.push(op),
                             Err(e) => {
                                 failure = Some((op.key, e));
                                 break;
