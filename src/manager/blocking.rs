@@ -116,6 +116,7 @@ impl CacheManager {
     /// the value the delete took out of L2 is not served from L1.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let s = &self.shared;
+        Shared::check_delete(&[key])?;
         let ordered = s.guard.order([key], true);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
         s.settle_behind(&[key]);
@@ -176,6 +177,7 @@ impl CacheManager {
         if keys.is_empty() {
             return Ok(0);
         }
+        Shared::check_delete(&keys)?;
         let ordered = s.guard.order(keys.iter().copied(), true);
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
         s.settle_behind(&keys);

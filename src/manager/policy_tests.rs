@@ -700,3 +700,46 @@ fn a_cancelled_or_panicking_load_ends_its_watch() {
     assert!(panicked.is_err());
     assert_eq!(guard.watches(), 0, "the panicking load left its watch");
 }
+
+/// A delete of a key no level can hold (empty, longer than any level takes) is refused before
+/// any level is touched. It reached L1, whose refusal was taken for a failure to apply the
+/// delete: every L1 entry was distrusted (a memory L1 was emptied), and a batch with one such
+/// key deleted the others from L1 while L2 refused the whole batch.
+#[cfg(feature = "redis")]
+#[test]
+fn a_delete_of_a_key_no_level_can_hold_is_refused_before_any_level_is_touched() {
+    let long = "x".repeat(crate::keys::MAX_KEY_LEN + 1);
+    for bad in ["", long.as_str()] {
+        for batch in [false, true] {
+            let l2 = HeldL2::new();
+            let cache = crate::CacheManager::builder()
+                .config(crate::CacheConfig::default())
+                .local(Arc::new(MemoryStore::new(100).unwrap()))
+                .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+                .build()
+                .unwrap();
+            cache.set_raw("a", b"1", None).unwrap();
+            let refused = if batch {
+                cache.multi_delete(&["a", bad]).map(drop)
+            } else {
+                cache.delete(bad).map(drop)
+            };
+            assert!(
+                matches!(refused, Err(Error::InvalidKey { .. })),
+                "{refused:?} (batch: {batch})"
+            );
+            let l2_reads = cache.stats().distributed.misses + cache.stats().distributed.hits;
+            assert_eq!(cache.get_raw("a").unwrap().as_deref(), Some(&b"1"[..]));
+            assert_eq!(
+                cache.stats().distributed.misses + cache.stats().distributed.hits,
+                l2_reads,
+                "L1 still serves `a` as trusted (batch: {batch}, key of {} bytes)",
+                bad.len()
+            );
+            assert_eq!(
+                l2.inner.get("a").unwrap().map(|e| e.value).as_deref(),
+                Some(&b"1"[..])
+            );
+        }
+    }
+}

@@ -156,6 +156,14 @@ impl Shared {
 
     // ---- deletes ----
 
+    /// Refuses, before any level is touched, a delete of a key no level can hold (empty, or
+    /// longer than [`MAX_KEY_LEN`](crate::keys::MAX_KEY_LEN)). Sent on, L1's refusal looked like
+    /// a delete L1 could not apply, and distrusted every L1 entry; and in a batch, L1 deleted the
+    /// keys before the bad one while L2 refused the whole batch.
+    pub(crate) fn check_delete(keys: &[&str]) -> Result<()> {
+        keys.iter().try_for_each(|key| crate::keys::check_key(key))
+    }
+
     /// Counts an L1 delete of `n` keys and turns the result into a count.
     pub(crate) fn count_delete_l1(&self, n: usize, result: Result<u64>) -> Result<u64> {
         let m = &self.metrics.local;
@@ -174,9 +182,10 @@ impl Shared {
         l2: Option<Result<u64>>,
     ) -> Result<u64> {
         let first_key = keys.first().copied().unwrap_or("");
-        if l1.is_err() && self.l2.is_some() {
+        if matches!(&l1, Err(e) if !e.is_bad_input()) && self.l2.is_some() {
             // L1 may still hold what the delete takes out of L2 and, through the message, out of
-            // every other instance: it must not serve that as fresh (see `drop_local`).
+            // every other instance: it must not serve that as fresh (see `drop_local`). Input L1
+            // refused left nothing behind.
             self.distrust_everything();
         }
         let removed_l2 = match l2 {
