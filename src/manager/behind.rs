@@ -16,7 +16,12 @@
 //!   never lands after it. A set and a delete of one key never interleave (both own the key's
 //!   stripe in `guard` from their L1 step until their queue or L2 step is done), and a read that
 //!   misses L1 while the delete is on its way to L2 is a miss: L2 may still hold a value older
-//!   than the queued write the delete dropped. An async delete (or write-through) dropped
+//!   than the queued write the delete dropped. A settle waits four L2 timeouts at most (a
+//!   batch resent one key at a time, or a stuck sender, can take longer): one that gives up
+//!   hands its delete or write to this queue, behind the batch, since sent to L2 at once it
+//!   could land first and the batch's older write after it. And the replay holds the next
+//!   batch back while it sends ([`WriteQueue::fence`]), so an op queued there while an older
+//!   write of its key was in flight reaches L2 after that write. An async delete (or write-through) dropped
 //!   between its settle and L2's answer (a caller's timeout) hands its part back to the queue
 //!   ([`Requeue`]): the writes its settle dropped were acknowledged to their callers, and L2
 //!   would otherwise keep a value older than them. A delete is queued as a write that has
@@ -306,6 +311,14 @@ impl WriteQueue {
         }
     }
 
+    /// Waits until the batch in flight (if any) has landed, and keeps the next one from being
+    /// taken until the guard is dropped. The replay holds it while it sends ops: an op a settle
+    /// that gave up (or a dropped future, see [`Requeue`]) put in the replay queue while an
+    /// older write of its key was in flight must reach L2 after that write, not before it.
+    pub(crate) fn fence(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.sending.lock()
+    }
+
     /// Whether `key` is still in flight: a settle that gave up waiting took it out, and the
     /// caller's write or delete that went on supersedes the batch's write of it.
     fn in_flight(&self, key: &str) -> bool {
@@ -409,14 +422,14 @@ impl Requeue<'_> {
     }
 }
 
-impl Drop for Requeue<'_> {
-    fn drop(&mut self) {
-        if self.paid {
-            return;
-        }
+impl Requeue<'_> {
+    /// Hands the op to the write-behind queue, behind the batch in flight, or to the replay
+    /// queue if a key is pending there; the error of a replay queue that could not take it.
+    fn hand_back(&mut self) -> Result<()> {
+        self.paid = true;
         let s = self.shared;
         let Some(queue) = &s.behind else {
-            return;
+            return Ok(());
         };
         // A delete is a write that has already expired: sent as a delete, read as a miss.
         let tombstones: Vec<(&str, &[u8])>;
@@ -428,18 +441,26 @@ impl Drop for Requeue<'_> {
             }
         };
         let pushed = queue.push_with(items, expires_at_ms, || s.must_queue(self.keys), false);
-        let queued = match (pushed, self.sets) {
+        match (pushed, self.sets) {
             (Pushed::Replay, Some((items, ttl))) => s.queue_sets(items, ttl),
             (Pushed::Replay, None) => s.queue_deletes(self.keys),
             _ => {
                 tracing::debug!(
                     keys = self.keys.len(),
-                    "a cancelled write's L2 part was handed back to the write-behind queue"
+                    "a write's L2 part was handed back to the write-behind queue"
                 );
                 Ok(())
             }
-        };
-        if let Err(e) = queued {
+        }
+    }
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if self.paid {
+            return;
+        }
+        if let Err(e) = self.hand_back() {
             tracing::warn!(error = %e, "a cancelled write's L2 part could not be queued for replay");
         }
     }
@@ -519,14 +540,23 @@ impl Shared {
         (left, left_tickets)
     }
 
-    /// Orders a delete (or a write-through) of `keys` after their queued writes.
-    pub(crate) fn settle_behind(&self, keys: &[&str]) {
-        if let Some(queue) = &self.behind {
-            if queue.settle(keys) {
-                tracing::warn!(key = %key_for_error(keys.first().copied().unwrap_or("")),
-                    "an in-flight write-behind batch did not land in time; the delete goes on");
-            }
+    /// Orders a delete (`sets`: `None`) or a write-through of `keys` after their queued
+    /// writes. `Ok(true)`: the caller sends its op to L2 now. `Ok(false)`: a batch in flight
+    /// with one of the keys did not land within the settle's wait (a slow or stuck L2 call),
+    /// and the op was handed to the write-behind queue behind it (or to the replay queue, if a
+    /// key is pending there): sent now, it could reach L2 first and the batch's older write
+    /// land over it. The error: the replay queue could not take the op.
+    pub(crate) fn settle_behind(&self, keys: &[&str], sets: Option<Sets<'_>>) -> Result<bool> {
+        let Some(queue) = &self.behind else {
+            return Ok(true);
+        };
+        if !queue.settle(keys) {
+            return Ok(true);
         }
+        tracing::warn!(key = %key_for_error(keys.first().copied().unwrap_or("")),
+            "an in-flight write-behind batch did not land in time; this op is queued behind it");
+        self.owe(keys, sets).hand_back()?;
+        Ok(false)
     }
 
     /// Async [`settle_behind`](Self::settle_behind).

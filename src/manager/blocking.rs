@@ -119,8 +119,8 @@ impl CacheManager {
         Shared::check_delete(&[key])?;
         let ordered = s.guard.order([key], true);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
-        s.settle_behind(&[key]);
         let l2 = match &s.l2 {
+            Some(_) if !s.settle_behind(&[key], None)? => None,
             Some(_) if s.must_queue(&[key]) => {
                 s.queue_deletes(&[key])?;
                 None
@@ -180,8 +180,8 @@ impl CacheManager {
         Shared::check_delete(&keys)?;
         let ordered = s.guard.order(keys.iter().copied(), true);
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
-        s.settle_behind(&keys);
         let l2 = match &s.l2 {
+            Some(_) if !s.settle_behind(&keys, None)? => None,
             Some(_) if s.must_queue(&keys) => {
                 s.queue_deletes(&keys)?;
                 None
@@ -400,10 +400,16 @@ impl CacheManager {
             Route::Done(out) => out,
             Route::Behind => return Ok(()),
             Route::Through { l2, settle } => {
-                if settle {
-                    s.settle_behind(keys);
-                }
-                if settle && s.must_queue(keys) {
+                let now = if settle {
+                    s.settle_behind(keys, Some((items, ttl)))
+                } else {
+                    Ok(true)
+                };
+                if !matches!(now, Ok(true)) {
+                    // Handed to a queue behind the batch in flight, or refused by the replay
+                    // queue.
+                    now.map(drop)
+                } else if settle && s.must_queue(keys) {
                     // The batch the settle waited for failed and queued older writes of these
                     // keys for replay: this newer one goes after them, not to L2 before them.
                     s.queue_sets(items, ttl)

@@ -165,6 +165,8 @@ impl Shared {
         // the other keys go on; the queue holds one op per key, so no key's order changes.
         let mut node_down: Option<(String, Error)> = None;
         loop {
+            // Per pass, so that the write-behind writer is held up for one pass at most.
+            let _after_the_batch_in_flight = self.behind.as_ref().map(|b| b.fence());
             // Once a node is down, one pass over everything pending, so the keys of live nodes
             // are not stuck behind a batch of the dead node's.
             let ops = q.pending_up_to(if node_down.is_some() {
