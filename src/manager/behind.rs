@@ -534,6 +534,14 @@ impl Shared {
                 }
                 continue;
             }
+            // As `before_l2`: a failed batch of the key went to the replay queue since L1 was
+            // read; L2 holds an older value.
+            if self.behind.is_some() && self.is_pending(key) {
+                self.metrics.consistency.pending_misses.incr();
+                self.miss(1);
+                suspects.remove(key);
+                continue;
+            }
             left.push(key);
             left_tickets.push(ticket);
         }

@@ -446,6 +446,13 @@ impl Shared {
         }
         match self.read_behind(key) {
             Some(found) => Err(found),
+            // A batch of the key that failed after `plan_read` looked is in the replay queue
+            // now (queued before it left the write-behind queue): L2 holds an older value.
+            None if self.behind.is_some() && self.is_pending(key) => {
+                self.metrics.consistency.pending_misses.incr();
+                self.miss(1);
+                Err(None)
+            }
             None => Ok(ticket),
         }
     }

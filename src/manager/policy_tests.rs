@@ -78,6 +78,8 @@ struct HeldL2 {
     gates: std::sync::Mutex<Vec<(&'static str, Held)>>,
     /// Longer values are refused as bad input, as a Memcached below its `-I` refuses them.
     max_value: std::sync::atomic::AtomicUsize,
+    /// `set_each` fails as an unreachable server's does.
+    batches_fail: std::sync::atomic::AtomicBool,
 }
 
 struct Held {
@@ -104,6 +106,7 @@ impl HeldL2 {
             inner: MemoryStore::new(1000).unwrap(),
             gates: std::sync::Mutex::new(Vec::new()),
             max_value: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            batches_fail: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -156,6 +159,13 @@ impl Storage for HeldL2 {
     }
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
         self.enter("set_each");
+        if self.batches_fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Backend {
+                level: "held",
+                op: "set_each",
+                reason: "unreachable (test)".into(),
+            });
+        }
         self.inner.set_each(items)
     }
     fn delete(&self, key: &str) -> Result<bool> {
@@ -286,6 +296,65 @@ fn a_batch_read_overtaken_by_a_delete_never_answers_the_value_a_completed_set_re
         .unwrap();
     assert_eq!(out.get("k"), None, "answered {:?}", out.get("k"));
     race.finish();
+}
+
+/// A read that missed L1 before a failed write-behind batch of its key was queued for replay,
+/// and looks into the queue after the batch landed: the key is pending now, and L2 holds the
+/// value the failed write replaced. The read found the queue empty and nothing pending in
+/// between, asked L2, and answered (and backfilled) that older value.
+#[test]
+fn a_read_that_missed_l1_before_a_failed_batch_of_its_key_landed_does_not_answer_l2s_older_value() {
+    for batch in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let l2 = HeldL2::new();
+        l2.inner.set("k", b"old", None).unwrap();
+        let mut config = crate::CacheConfig::default();
+        config.distributed.write_mode = crate::WriteMode::Behind;
+        config.offline.replay_dir = Some(dir.path().to_path_buf());
+        let cache = crate::CacheManager::builder()
+            .config(config)
+            .local(Arc::new(MemoryStore::new(100).unwrap()))
+            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+            .build()
+            .unwrap();
+        l2.batches_fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sending = l2.hold("set_each");
+        cache.set_raw("k", b"new", None).unwrap();
+        sending.wait_entered();
+        cache.shared.l1.delete("k").unwrap();
+        let s = &cache.shared;
+        assert!(matches!(s.plan_read("k").unwrap(), Plan::AskL2(None)));
+        let _ = sending.release.send(());
+        // The batch failed, was queued for replay and landed.
+        cache.flush().unwrap();
+        assert!(s.is_pending("k"));
+        let l2 = s.l2.as_ref().unwrap();
+        let answer = if batch {
+            let mut out = HashMap::new();
+            let mut suspects = HashMap::new();
+            let (left, tickets) = s.read_many_behind(vec!["k"], &mut out, &mut suspects);
+            if !left.is_empty() {
+                let result = (Instant::now(), l2.get_many(&left));
+                s.finish_read_many(&left, &tickets, result, &mut out, &mut suspects)
+                    .unwrap();
+            }
+            out.remove("k")
+        } else {
+            match s.before_l2("k") {
+                Ok(ticket) => s.finish_read("k", ticket, (Instant::now(), l2.get("k"))).unwrap(),
+                Err(answer) => answer,
+            }
+        };
+        assert_eq!(
+            answer, None,
+            "answered L2's value older than the pending write (batch: {batch})"
+        );
+        assert_eq!(
+            cache.get_raw("k").unwrap(),
+            None,
+            "L1 was backfilled with L2's older value (batch: {batch})"
+        );
+    }
 }
 
 /// A manager on a file store L1 and a [`HeldL2`] (the directory lives as long as the first).
