@@ -159,6 +159,11 @@ impl Shared {
             return Ok(0);
         };
         let _one_at_a_time = self.replay_lock.lock();
+        // A failed write latched the queue: its acks fail, so without this the same ops would
+        // be sent on every pass until a restart.
+        if let Err(e) = q.recover_if_due() {
+            tracing::debug!(error = %e, "the replay queue is still latched by a write failure");
+        }
         let c = &self.metrics.consistency;
         let mut replayed = 0u64;
         // The first op whose node was unreachable (one node of a multi-node L2): its key waits,

@@ -812,3 +812,31 @@ fn a_delete_of_a_key_no_level_can_hold_is_refused_before_any_level_is_touched() 
         }
     }
 }
+
+/// A replay queue latched by a failed write (a full disk, a failed fsync) is written anew by
+/// the next replay, which then acks what it sent: the acks failed, and every pass sent the same
+/// ops again until a restart.
+#[test]
+fn a_replay_after_the_queue_latched_rewrites_it_and_acks_what_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = HeldL2::new();
+    let mut config = crate::CacheConfig::default();
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    let cache = crate::CacheManager::builder()
+        .config(config)
+        .local(Arc::new(MemoryStore::new(100).unwrap()))
+        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+        .build()
+        .unwrap();
+    let queue = cache.shared.replay.as_ref().unwrap();
+    queue.push_set("a", b"1", 0).unwrap();
+    queue.fail_next_sync();
+    assert!(queue.push_set("b", b"2", 0).is_err());
+    assert_eq!(cache.replay_now().unwrap(), 2);
+    assert_eq!(cache.stats().consistency.replay_pending, 0);
+    assert_eq!(l2.inner.get("b").unwrap().map(|e| e.value), Some(b"2".to_vec()));
+    assert!(
+        cache.stats().consistency.replay_overflowed,
+        "a push may have been lost meanwhile"
+    );
+}

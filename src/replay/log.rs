@@ -174,6 +174,19 @@ impl Log {
     /// not survive a crash.
     pub(crate) fn replace(&mut self, header: &Header, body: &[u8]) -> Result<()> {
         self.check_writable()?;
+        self.replace_unchecked(header, body)
+    }
+
+    /// [`replace`](Self::replace) of a log a failed write latched, which takes writes again
+    /// once the new log is durable under its name: nothing of the failed file is read or
+    /// appended to after that (a failed fsync says nothing of what its pages hold).
+    pub(crate) fn replace_latched(&mut self, header: &Header, body: &[u8]) -> Result<()> {
+        self.replace_unchecked(header, body)?;
+        self.latch = WriteLatch::new("replay log");
+        Ok(())
+    }
+
+    fn replace_unchecked(&mut self, header: &Header, body: &[u8]) -> Result<()> {
         let tmp = self.dir.join(LOG_NEW_FILE);
         let file = match write_tmp(&self.disk, &tmp, header, body, self.mode) {
             Ok(file) => file,

@@ -102,7 +102,9 @@
 //!   [`Error::WritesDisabled`] until it is reopened (reads of the pending ops still work). The
 //!   ops whose write failed stay pending in memory (their records may be on disk and come back
 //!   at the reopen, and a direct L2 write of their keys in between would be overwritten then),
-//!   and the queue reports itself overflowed until the reopen (an op may be lost).
+//!   and the queue reports itself overflowed until the reopen (an op may be lost), or until
+//!   [`recover`](ReplayQueue::recover) writes the log anew from memory (the manager's replay
+//!   does so at most once a second), which makes the flag durable and takes writes again.
 //!
 //! # Protocol for the manager
 //!
@@ -312,7 +314,12 @@ struct Inner {
     next_seq: u64,
     overflowed: bool,
     stats: ReplayStats,
+    /// When [`ReplayQueue::recover_if_due`] last tried.
+    last_recovery: Option<std::time::Instant>,
 }
+
+/// How often [`ReplayQueue::recover_if_due`] tries at most: each try rewrites every pending op.
+const RECOVERY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A durable, bounded, coalescing queue of ops to replay to L2. See the [module docs](self).
 #[derive(Debug)]
@@ -427,6 +434,7 @@ impl ReplayQueue {
                 next_seq,
                 overflowed,
                 stats: ReplayStats::default(),
+                last_recovery: None,
             }),
         };
         queue.maybe_compact(&mut queue.inner.lock());
@@ -631,6 +639,51 @@ impl ReplayQueue {
         inner.log.append(&buf)?;
         inner.overflowed = false;
         Ok(true)
+    }
+
+    /// Makes a queue that a failed write latched (a full disk, a failed fsync) writable again:
+    /// writes a new log from what is pending in memory, which holds every op the queue took,
+    /// those whose write failed included, and the overflow flag, set by that failure (a push
+    /// refused meanwhile is lost, so L2 may be stale). Without it the queue stays latched until
+    /// it is reopened: acks fail, so a replay sends the same ops again and again, and every
+    /// failed L2 write after the failure is lost. Returns whether the queue was latched.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the new log cannot be written (the disk is still full): the queue
+    /// stays latched.
+    pub fn recover(&self) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        if inner.log.failure().is_none() {
+            return Ok(false);
+        }
+        inner.last_recovery = Some(std::time::Instant::now());
+        let header = Header {
+            log_id: log::new_log_id(),
+            next_seq: inner.next_seq,
+        };
+        let body = encode_body(header.log_id, &inner.pending, inner.overflowed);
+        inner.log.replace_latched(&header, &body)?;
+        inner.pending.recompute_disk_lens();
+        inner.stats.compactions += 1;
+        tracing::warn!(path = %inner.log.path().display(), pending = inner.pending.len(),
+            "replay log rewritten after a write failure; it takes writes again (marked overflowed: ops may have been lost)");
+        Ok(true)
+    }
+
+    /// [`recover`](Self::recover), at most once per [`RECOVERY_EVERY`]: for a replay that runs
+    /// on every tick and nudge.
+    pub(crate) fn recover_if_due(&self) -> Result<bool> {
+        {
+            let inner = self.inner.lock();
+            if inner.log.failure().is_none()
+                || inner
+                    .last_recovery
+                    .is_some_and(|at| at.elapsed() < RECOVERY_EVERY)
+            {
+                return Ok(false);
+            }
+        }
+        self.recover()
     }
 
     /// Rewrites the log with only the pending ops (and the overflow flag). Runs by itself when

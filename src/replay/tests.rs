@@ -166,3 +166,37 @@ fn a_failed_group_fdatasync_fails_every_push_of_the_group_and_keeps_them_pending
         Err(Error::WritesDisabled { .. })
     ));
 }
+
+/// A latched queue is written anew from memory and takes writes again, without a reopen: the
+/// op whose fsync failed is still pending (and durable now), the flag that an op may have been
+/// lost survives a reopen, and acks work.
+#[test]
+fn a_latched_queue_recovers_without_a_reopen_and_keeps_every_op_it_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    assert!(!queue.recover().unwrap(), "nothing to recover");
+    queue.push_delete("kept").unwrap();
+    queue.fail_next_sync();
+    assert_fsync_failure(&queue.push_set("failed", b"v", 0).unwrap_err());
+    assert!(matches!(
+        queue.push_delete("lost"),
+        Err(Error::WritesDisabled { .. })
+    ));
+    assert!(queue.recover().unwrap());
+    assert!(queue.stats().write_failure.is_none());
+    queue.push_delete("after").unwrap();
+    let ops = queue.pending();
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    let kept = ops.iter().find(|op| op.key == "kept").unwrap();
+    assert!(queue.ack(kept).unwrap());
+    drop(queue);
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    let mut keys: Vec<String> = queue.pending().into_iter().map(|op| op.key).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["after", "failed"],
+        "the ack and both ops were kept, the refused push was not"
+    );
+    assert!(queue.is_overflowed(), "the lost push's flag was kept");
+}
