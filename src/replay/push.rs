@@ -125,8 +125,17 @@ pub(super) fn write(
                 these.push(PushOutcome::Overflowed);
                 continue;
             }
+            // Only a log that says it used the last sequence number gets here (a crafted one: a
+            // damaged record fails its CRC). Lost as a full queue's op, never a wrap to a seq
+            // that would lose to older records at the next open.
+            let Some(after) = next_seq.checked_add(1) else {
+                tracing::error!(key = %key_for_error(&key), "replay log out of sequence numbers; op lost, queue marked overflowed (clear the queue's directory once L2 is reconciled)");
+                lost += 1;
+                these.push(PushOutcome::Overflowed);
+                continue;
+            };
             let seq = next_seq;
-            next_seq += 1;
+            next_seq = after;
             let downgrade = was_set && action == ReplayAction::Delete;
             if downgrade {
                 downgraded += 1;

@@ -200,3 +200,15 @@ fn a_latched_queue_recovers_without_a_reopen_and_keeps_every_op_it_took() {
     );
     assert!(queue.is_overflowed(), "the lost push's flag was kept");
 }
+
+/// A log that used the last sequence number (only a crafted one can) loses the next op as a
+/// full queue would, rather than overflow the counter.
+#[test]
+fn a_queue_out_of_sequence_numbers_loses_the_op_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    queue.inner.lock().next_seq = u64::MAX;
+    assert!(matches!(queue.push_delete("k").unwrap(), PushOutcome::Overflowed));
+    assert!(!queue.is_pending("k"));
+    assert!(queue.is_overflowed());
+}
