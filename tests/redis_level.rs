@@ -21,7 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::RedisServer;
 use uno_cache::distributed::envelope;
-use uno_cache::{DistributedStorage, Error, ManualClock, RedisOptions, RedisStore, Served, Storage};
+use uno_cache::{
+    BreakerState, CircuitBreaker, DistributedStorage, Error, Guarded, ManualClock, RedisOptions, RedisStore,
+    Served, Storage,
+};
 
 fn store(server: &RedisServer, prefix: &str) -> RedisStore {
     RedisStore::connect(RedisOptions::new(server.addr()).prefix(prefix)).unwrap()
@@ -717,6 +720,50 @@ fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
         slowest <= u64::try_from((timeout + Duration::from_millis(50)).as_millis()).unwrap(),
         "a call took {slowest} ms, over the {timeout:?} deadline + 50 ms"
     );
+}
+
+/// Redis has nothing for `flush` to make durable, so it makes no call: the CLI ends every
+/// command with one, and it must neither fail while the breaker cools down nor pass for the
+/// breaker's probe (closing it with no word from the server) nor reset its failure count.
+#[test]
+fn a_flush_through_the_breaker_neither_probes_nor_resets_it_nor_fails_while_it_is_open() {
+    let mut server = RedisServer::start();
+    let clock = ManualClock::new(0);
+    let breaker = Arc::new(CircuitBreaker::with_clock(
+        2,
+        Duration::from_secs(1),
+        Arc::new(clock.clone()),
+    ));
+    let store =
+        RedisStore::connect(RedisOptions::new(server.addr()).timeout(Duration::from_millis(200))).unwrap();
+    let redis = Guarded::new("redis", store, breaker.clone());
+    redis.set("k", b"v", None).unwrap();
+    server.kill();
+
+    assert!(redis.get("k").is_err());
+    redis.flush().unwrap();
+    assert!(redis.get("k").is_err());
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Open,
+        "the flush between the two failures did not reset their count"
+    );
+    redis.flush().unwrap();
+
+    clock.advance(Duration::from_secs(1));
+    redis.flush().unwrap();
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Open,
+        "a flush is no probe: it asked the dead server nothing"
+    );
+    let probe = redis.get("k");
+    assert!(
+        matches!(probe, Err(Error::Timeout { .. } | Error::Backend { .. })),
+        "the next read is the probe, and reaches the dead server: {probe:?}"
+    );
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(breaker.stats().trips, 2);
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! ([`Error::Misconfigured`]) count as failures; caller errors (bad key, zero
 //! TTL, value too large, configuration refusals) count as neither (a half-open probe that ends in
 //! one frees the probe slot, so the next call probes), and any other answer from the
-//! server (including a value without a valid envelope) counts as a success.
+//! server (including a value without a valid envelope) counts as a success. `check_value` and
+//! `flush` make no call to the server (a flush has nothing to make durable on an L2): the breaker
+//! neither gates nor counts them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,9 +167,13 @@ impl<L: Storage> Storage for Guarded<L> {
         self.record(probe, self.inner.clear())
     }
 
+    /// Neither gated nor counted by the breaker, as `check_value`: the distributed levels have
+    /// nothing to make durable from here, and their flush returns at once without a call. As a
+    /// call it would fail with [`Error::CircuitOpen`] during every cool-down (the CLI ends each
+    /// command with a flush), and its `Ok` would close an open breaker, or reset the failure
+    /// count, with no word from the server.
     fn flush(&self) -> Result<()> {
-        let probe = self.admit()?;
-        self.record(probe, self.inner.flush())
+        self.inner.flush()
     }
 
     fn counters(&self) -> StorageCounters {
