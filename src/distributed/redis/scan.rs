@@ -151,12 +151,14 @@ fn strlen_pipe(keys: &[Vec<u8>]) -> Pipeline {
 
 /// Adds the keys that hold strings, with their values' lengths. A key of another type answers
 /// `STRLEN` with `WRONGTYPE` and is not counted: it holds no value of this level (a tag's set,
-/// see `TAG_NAMESPACE`, or another program's key).
+/// see `TAG_NAMESPACE`, or another program's key). The lengths are the server's word: the sums
+/// saturate, as Memcached's do.
 fn add_sizes(size: &mut StorageSize, keys: &[Vec<u8>], lens: Vec<Value>) {
     for (key, len) in keys.iter().zip(lens) {
         if let Some(len) = as_int(len) {
-            size.items += 1;
-            size.bytes += (key.len() as u64).saturating_add(u64::try_from(len).unwrap_or(0));
+            size.items = size.items.saturating_add(1);
+            let bytes = (key.len() as u64).saturating_add(u64::try_from(len).unwrap_or(0));
+            size.bytes = size.bytes.saturating_add(bytes);
         }
     }
 }
@@ -242,5 +244,34 @@ mod tests {
             [("a".to_owned(), 1), ("b".to_owned(), 2), ("c".to_owned(), 3)]
         );
         assert_eq!(parse_primaries(Value::Nil), None);
+    }
+
+    /// The lengths are the server's word: a broken or hostile server must not overflow the
+    /// sum (a panic in a debug build, a wrapped count in a release one).
+    #[test]
+    fn sizes_past_u64_saturate_instead_of_overflowing() {
+        let keys = [b"a".to_vec(), b"b".to_vec()];
+        let mut size = StorageSize::default();
+        add_sizes(&mut size, &keys, vec![Value::Int(i64::MAX), Value::Int(i64::MAX)]);
+        assert_eq!(
+            size,
+            StorageSize {
+                items: 2,
+                bytes: u64::MAX
+            }
+        );
+
+        let mut size = StorageSize {
+            items: u64::MAX,
+            bytes: u64::MAX,
+        };
+        add_sizes(&mut size, &keys, vec![Value::Int(1), Value::Int(1)]);
+        assert_eq!(
+            size,
+            StorageSize {
+                items: u64::MAX,
+                bytes: u64::MAX
+            }
+        );
     }
 }
