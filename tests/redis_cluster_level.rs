@@ -4,7 +4,8 @@
 //! (counted with `INFO commandstats`); batches, `size` and `clear` cover every node and only the
 //! prefix; and a slot moved to another node after the store cached the slot map is still read
 //! and written correctly (the `MOVED` fallback and map refresh); a batch split per primary (per-node
-//! breakers) with one bad item changes nothing on any node.
+//! breakers) with one bad item changes nothing on any node. Tags on a cluster L2: a key tagged
+//! twice, the two tag sets in different slots.
 
 #![allow(
     clippy::unwrap_used,
@@ -19,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use support::RedisCluster;
-use uno_cache::{DistributedStorage, Error, RedisOptions, RedisStore, Storage};
+use uno_cache::{CacheConfig, CacheManager, DistributedStorage, Error, RedisOptions, RedisStore, Storage};
 
 fn store(cluster: &RedisCluster, prefix: &str) -> RedisStore {
     RedisStore::connect(
@@ -304,4 +305,52 @@ fn a_batch_split_per_primary_with_one_bad_item_writes_and_deletes_nothing() {
     let deleted = rt.block_on(store.delete_many_async(&[&a, ""]));
     assert!(matches!(deleted, Err(Error::InvalidKey { .. })), "{deleted:?}");
     assert!(raw_get(&a).is_some(), "a part of a refused async delete was sent");
+}
+
+/// Without a backplane of their own, tag sets live on the cluster L2. Each set is one key, and
+/// two tags' sets rarely share a slot: a write that tags a key twice must not send them as one
+/// pipeline (the cluster client refuses one across slots, CROSSSLOT).
+#[test]
+fn a_key_with_two_tags_in_different_slots_is_tagged_and_each_tag_invalidates_it() {
+    let cluster = RedisCluster::start();
+    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "memory"
+        [distributed]
+        enabled = true
+        cluster = true
+        hosts = [{}]
+        key_prefix = "c:"
+        timeout_ms = 500
+        "#,
+        hosts.join(", ")
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    assert_ne!(
+        cluster.keyslot("c:uno-cache:tag:red"),
+        cluster.keyslot("c:uno-cache:tag:blue"),
+        "the two tags' sets must be in different slots for this test to mean anything"
+    );
+
+    cache.set_with_tags("k", "v", None, &["red", "blue"]).unwrap();
+    assert_eq!(cache.invalidate_tag("red").unwrap(), 1);
+    assert_eq!(cache.get::<String>("k").unwrap(), None);
+    assert_eq!(cache.invalidate_tag("blue").unwrap(), 1);
+    assert_eq!(
+        cache.invalidate_tag("red").unwrap(),
+        0,
+        "the members were forgotten"
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cache.set_with_tags_async("k", "w", None, &["red", "blue"]))
+        .unwrap();
+    assert_eq!(rt.block_on(cache.invalidate_tag_async("blue")).unwrap(), 1);
+    assert_eq!(cache.get::<String>("k").unwrap(), None);
 }

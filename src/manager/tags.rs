@@ -3,7 +3,8 @@
 //! keys written with that tag. The Redis level refuses cache keys in that namespace, and a
 //! prefix deletion leaves the sets, so a value can neither replace a tag's set nor take its
 //! members with it. `SADD` adds a key, then `EXPIRE NX` + `EXPIRE GT` give the set a
-//! TTL no shorter than any member's L2 TTL (Redis 7 or later). Invalidating a tag reads and
+//! TTL no shorter than any member's L2 TTL (Redis 7 or later); each tag's commands are a
+//! pipeline of their own, as a cluster keeps them in different slots. Invalidating a tag reads and
 //! deletes the set; the manager then deletes the members from L1 and L2 and publishes them as
 //! keys, so every instance drops them from its L1.
 //!
@@ -16,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use parking_lot::Mutex;
 
 use crate::distributed::redis::{prefix_pattern, TAG_NAMESPACE};
@@ -163,17 +165,21 @@ impl TagStore {
         self.rt.run(op, deadline, task).await
     }
 
-    /// The pipeline of [`add`](Self::add).
-    fn add_pipe(&self, keys: &[&str], tags: &[&str], ttl: Duration) -> redis::Pipeline {
+    /// The pipelines of [`add`](Self::add): one per tag, each on that tag's set alone. Two
+    /// tags' sets are in different slots of a cluster as a rule, and its client refuses a
+    /// pipeline across slots (CROSSSLOT).
+    fn add_pipes(&self, keys: &[&str], tags: &[&str], ttl: Duration) -> Vec<redis::Pipeline> {
         let secs = ttl.as_secs().max(1);
-        let mut pipe = redis::pipe();
-        for tag in tags {
-            let set = self.tag_key(tag);
-            pipe.cmd("SADD").arg(&set).arg(keys).ignore();
-            pipe.cmd("EXPIRE").arg(&set).arg(secs).arg("NX").ignore();
-            pipe.cmd("EXPIRE").arg(&set).arg(secs).arg("GT").ignore();
-        }
-        pipe
+        tags.iter()
+            .map(|tag| {
+                let set = self.tag_key(tag);
+                let mut pipe = redis::pipe();
+                pipe.cmd("SADD").arg(&set).arg(keys).ignore();
+                pipe.cmd("EXPIRE").arg(&set).arg(secs).arg("NX").ignore();
+                pipe.cmd("EXPIRE").arg(&set).arg(secs).arg("GT").ignore();
+                pipe
+            })
+            .collect()
     }
 
     /// The command of [`members`](Self::members).
@@ -196,9 +202,15 @@ impl TagStore {
         tags: &[&str],
         ttl: Duration,
     ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-        let pipe = self.add_pipe(keys, tags, ttl);
+        let pipes = self.add_pipes(keys, tags, ttl);
         let timeout = self.timeout;
-        self.task("tag", move |conn| query::<()>("tag", timeout, conn, pipe))
+        self.task("tag", move |conn| async move {
+            // Sent together: on one connection they still go out back to back.
+            let sent = pipes
+                .into_iter()
+                .map(|pipe| query::<()>("tag", timeout, conn.clone(), pipe));
+            join_all(sent).await.into_iter().collect()
+        })
     }
 
     fn members_task(&self, tag: &str) -> Result<impl Future<Output = Result<Vec<String>>> + Send + 'static> {
