@@ -2,7 +2,8 @@
 //! backplane). The bug this guards against: a tag or prefix invalidation that clears only the
 //! instance that issued it, or only L2, leaving the other instance's L1 copies to be served; a
 //! prefix invalidated during an L2 outage brought back by the replay of writes made before it;
-//! tag sets touched by the values, prefix deletions or size counts that share their prefix.
+//! tag sets touched by the values, prefix deletions or size counts that share their prefix; a
+//! tag set that expires before one of its members, in L2 or in L1.
 
 #![allow(
     clippy::unwrap_used,
@@ -112,6 +113,73 @@ fn a_tag_a_prefix_and_an_event_invalidate_both_levels_and_the_other_instances_l1
     wait_dropped(&b, "report:daily");
     assert_eq!(b.get::<String>("report:daily").unwrap(), None);
     assert!(b.stats().consistency.invalidations_received > 0);
+}
+
+/// A tag set that expired before a member leaves that member out of the tag's invalidation:
+/// the set must outlive every copy of its members, to the millisecond (a TTL of 2.9 s once
+/// gave the set 2 s) and in L1 too, whose TTL may be longer than L2's.
+#[test]
+fn a_tag_set_outlives_its_members_in_both_levels() {
+    let redis = RedisServer::start();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "memory"
+        ttl = 600
+        [distributed]
+        enabled = true
+        hosts = ["{}"]
+        key_prefix = "app:"
+        ttl = 60
+        timeout_ms = 500
+        "#,
+        redis.addr()
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    // The set first, then the member: the set's time left, read earlier, must still be larger.
+    let pttls = |tag: &str, key: &str| -> (i64, i64) {
+        let mut raw = redis.raw();
+        let set: i64 = redis::cmd("PTTL")
+            .arg(format!("app:uno-cache:tag:{tag}"))
+            .query(&mut raw)
+            .unwrap();
+        let member: i64 = redis::cmd("PTTL")
+            .arg(format!("app:{key}"))
+            .query(&mut raw)
+            .unwrap();
+        (set, member)
+    };
+    let l1_left_ms = |key: &str| -> i64 {
+        let entry = cache.local().get(key).unwrap().unwrap();
+        let left = entry.remaining_ttl(std::time::SystemTime::now()).unwrap();
+        i64::try_from(left.as_millis()).unwrap()
+    };
+
+    cache
+        .set_with_tags("short", "s", Some(Duration::from_millis(2_900)), &["t"])
+        .unwrap();
+    let (set, member) = pttls("t", "short");
+    assert!(member > 2_000, "the member's PX is 2.9 s: {member}");
+    assert!(set >= member, "tag set {set} ms < member {member} ms");
+
+    // No TTL given: 60 s in L2, 600 s in L1.
+    cache.set_with_tags("long", "l", None, &["u"]).unwrap();
+    let (set, member) = pttls("u", "long");
+    let l1 = l1_left_ms("long");
+    assert!(set >= member, "tag set {set} ms < member {member} ms in L2");
+    assert!(set >= l1, "tag set {set} ms < member {l1} ms in L1");
+
+    // A shorter member later never shortens the set.
+    cache
+        .set_with_tags("brief", "b", Some(Duration::from_secs(3)), &["u"])
+        .unwrap();
+    let (set, _) = pttls("u", "brief");
+    assert!(
+        set >= l1_left_ms("long"),
+        "the later, shorter member cut the set to {set} ms"
+    );
+    assert_eq!(cache.invalidate_tag("u").unwrap(), 2);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::apart::Pass;
 use super::offload::offload;
+use super::policy::Shared;
 use super::CacheManager;
 use super::InvalidationEvent;
 
@@ -184,7 +185,7 @@ impl CacheManager {
         let s = &self.shared;
         let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
         self.set_raw(key, value, ttl)?;
-        store.add(&[key], tags, s.l2_ttl(ttl))
+        store.add(&[key], tags, members_ttl(s, ttl))
     }
 
     /// Async [`CacheManager::set_raw_with_tags`].
@@ -201,7 +202,7 @@ impl CacheManager {
         let s = &self.shared;
         let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
         self.set_raw_async(key, value, ttl).await?;
-        store.add_async(&[key], tags, s.l2_ttl(ttl)).await
+        store.add_async(&[key], tags, members_ttl(s, ttl)).await
     }
 
     /// [`CacheManager::set`] with tags; see [`CacheManager::set_raw_with_tags`].
@@ -351,6 +352,13 @@ impl CacheManager {
             reason: "the manager is shutting down".into(),
         })
     }
+}
+
+/// The least TTL of a tag's set when a `set` with `ttl` adds a member: the member's in either
+/// level. L1's may be the longer (`local.ttl` over `distributed.ttl`), and a set that expired
+/// before an L1 copy would leave that copy out of the tag's invalidation.
+fn members_ttl(s: &Shared, ttl: Option<Duration>) -> Duration {
+    s.l1_ttl(ttl).max(s.l2_ttl(ttl))
 }
 
 /// The error of a tag call on a manager without a Redis for tags (or built without one).

@@ -2,11 +2,12 @@
 //! or else the Redis L2): one Redis set per tag, `{key_prefix}uno-cache:tag:{tag}`, holding the
 //! keys written with that tag. The Redis level refuses cache keys in that namespace, and a
 //! prefix deletion leaves the sets, so a value can neither replace a tag's set nor take its
-//! members with it. `SADD` adds a key, then `EXPIRE NX` + `EXPIRE GT` give the set a
-//! TTL no shorter than any member's L2 TTL (Redis 7 or later); each tag's commands are a
-//! pipeline of their own, as a cluster keeps them in different slots. Invalidating a tag reads and
-//! deletes the set; the manager then deletes the members from L1 and L2 and publishes them as
-//! keys, so every instance drops them from its L1.
+//! members with it. `SADD` adds a key, then `PEXPIRE NX` + `PEXPIRE GT` (milliseconds, rounded
+//! up) give the set a TTL no shorter than any member's in either level, the longer of its L1 and
+//! L2 TTLs (Redis 7 or later); each tag's commands are a pipeline of their own, as a cluster
+//! keeps them in different slots. Invalidating a tag reads the set's members; the manager then
+//! deletes them from L1 and L2, publishes them as keys, so every instance drops them from its
+//! L1, and removes them from the set.
 //!
 //! Prefix deletion in L2 (`SCAN MATCH` + `UNLINK`) is done on a standalone Redis only: a Redis
 //! Cluster would need a scan of every primary, and Memcached cannot list keys at all; there
@@ -20,7 +21,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use parking_lot::Mutex;
 
-use crate::distributed::redis::{prefix_pattern, TAG_NAMESPACE};
+use crate::distributed::ceil_ms;
+use crate::distributed::redis::{prefix_pattern, MAX_PX_MS, TAG_NAMESPACE};
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::RedisOptions;
 use crate::error::{Error, Result};
@@ -169,14 +171,16 @@ impl TagStore {
     /// tags' sets are in different slots of a cluster as a rule, and its client refuses a
     /// pipeline across slots (CROSSSLOT).
     fn add_pipes(&self, keys: &[&str], tags: &[&str], ttl: Duration) -> Vec<redis::Pipeline> {
-        let secs = ttl.as_secs().max(1);
+        // Milliseconds, rounded up: whole seconds rounded down let a set expire before a member.
+        let ms = ceil_ms(ttl).min(MAX_PX_MS);
         tags.iter()
             .map(|tag| {
                 let set = self.tag_key(tag);
                 let mut pipe = redis::pipe();
                 pipe.cmd("SADD").arg(&set).arg(keys).ignore();
-                pipe.cmd("EXPIRE").arg(&set).arg(secs).arg("NX").ignore();
-                pipe.cmd("EXPIRE").arg(&set).arg(secs).arg("GT").ignore();
+                // A first TTL (NX) or a longer one (GT): a shorter member never cuts it.
+                pipe.cmd("PEXPIRE").arg(&set).arg(ms).arg("NX").ignore();
+                pipe.cmd("PEXPIRE").arg(&set).arg(ms).arg("GT").ignore();
                 pipe
             })
             .collect()
@@ -273,7 +277,8 @@ impl TagStore {
         })
     }
 
-    /// Records `keys` as members of each tag, for at least `ttl`.
+    /// Records `keys` as members of each tag, for at least `ttl` (the set's TTL is never
+    /// shortened).
     pub(crate) fn add(&self, keys: &[&str], tags: &[&str], ttl: Duration) -> Result<()> {
         if keys.is_empty() || tags.is_empty() {
             return Ok(());

@@ -16,7 +16,7 @@ use crate::storage::Entry;
 /// Redis refuses string values over 512 MiB.
 const MAX_REDIS_VALUE: usize = 512 * 1024 * 1024;
 /// Longest TTL sent as `PX`; Redis refuses expiries that overflow its millisecond clock.
-const MAX_PX_MS: u64 = 1 << 52;
+pub(crate) const MAX_PX_MS: u64 = 1 << 52;
 
 /// Where the manager's tag sets live, after the key prefix (`{prefix}uno-cache:tag:{tag}`, see
 /// `storage-format.md`). Cache keys there are refused: a `SET` of one would replace a tag's set
