@@ -1,11 +1,16 @@
 //! storage-format.md is a contract: these tests write files byte by byte from the document alone
 //! (no encoder from the crate) and check that the store reads them, and read what the store writes.
+//! With the `memcached` feature, the Memcached key mapping and host choice are computed from the
+//! document alone and checked against where a real store puts its items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
 )]
+
+#[cfg(feature = "memcached")]
+mod support;
 
 use std::path::Path;
 
@@ -350,4 +355,108 @@ fn the_documented_value_tags_and_the_absent_marker_read_as_specified() {
         cache.get::<u32>("unknown"),
         Err(Error::CodecMismatch { .. })
     ));
+}
+
+/// "Memcached keys" in storage-format.md, implemented from the document alone.
+#[cfg(feature = "memcached")]
+mod memcached_keys {
+    use sha2::{Digest, Sha256};
+    use uno_cache::{MemcachedOptions, MemcachedStore, Storage};
+
+    use super::support::MemcachedServer;
+
+    fn plain(b: u8) -> bool {
+        (0x21..=0x7E).contains(&b) && b != b'%'
+    }
+
+    /// Rules 1 to 3, the first that applies.
+    fn documented_key(full: &str) -> String {
+        if full.len() <= 250 && full.bytes().all(plain) {
+            return full.to_owned();
+        }
+        let escaped: String = full
+            .bytes()
+            .map(|b| {
+                if plain(b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        if escaped.len() <= 250 {
+            return escaped;
+        }
+        let digest: String = Sha256::digest(full.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        format!("%#{digest}")
+    }
+
+    fn fnv1a64(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+            (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+
+    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+    fn jump(mut k: u64, n: i64) -> usize {
+        let (mut b, mut j) = (-1i64, 0i64);
+        while j < n {
+            b = j;
+            k = k.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+            j = ((b + 1) as f64 * (2f64.powi(31) / ((k >> 33) + 1) as f64)).floor() as i64;
+        }
+        usize::try_from(b).unwrap()
+    }
+
+    #[test]
+    fn the_documented_examples_follow_the_documented_rules() {
+        assert_eq!(documented_key("app:café"), "app:caf%C3%A9");
+        assert_eq!(documented_key("a key"), "a%20key");
+        assert_eq!(documented_key("100%"), "100%25");
+        assert_eq!(documented_key("user:42"), "user:42");
+    }
+
+    /// Non-ASCII, over 250 bytes, escaped past 250 bytes, plain; under a plain prefix and under
+    /// one that is escaped itself: each item is under the documented key on the documented host
+    /// and on no other.
+    #[test]
+    fn a_store_puts_each_item_under_the_documented_key_on_the_documented_host() {
+        let servers: Vec<MemcachedServer> = (0..3).map(|_| MemcachedServer::start()).collect();
+        let hosts: Vec<String> = servers.iter().map(MemcachedServer::addr).collect();
+        let long = "k".repeat(300);
+        let spaces = " ".repeat(100);
+        let mut placed = [0usize; 3];
+        for prefix in ["app:", "my app/\u{e9}:"] {
+            let store =
+                MemcachedStore::connect(MemcachedOptions::with_hosts(hosts.clone()).prefix(prefix)).unwrap();
+            let numbered: Vec<String> = (0..20).map(|i| format!("plain:{i}")).collect();
+            let keys = ["café", long.as_str(), spaces.as_str()]
+                .into_iter()
+                .chain(numbered.iter().map(String::as_str));
+            for key in keys {
+                store.set(key, b"v", None).unwrap();
+                let full = format!("{prefix}{key}");
+                let mapped = documented_key(&full);
+                let host = jump(fnv1a64(mapped.as_bytes()), 3);
+                placed[host] += 1;
+                for (i, server) in servers.iter().enumerate() {
+                    let held = server.raw().get::<Vec<u8>>(&mapped).unwrap().is_some();
+                    assert_eq!(
+                        held,
+                        i == host,
+                        "{full:?} as {mapped:?}: on host {i}, documented {host}"
+                    );
+                }
+            }
+        }
+        assert_eq!(documented_key(&format!("app:{long}")).len(), 66);
+        assert!(documented_key(&format!("app:{spaces}")).starts_with("%#"));
+        assert!(
+            placed.iter().all(|&n| n > 0),
+            "every host took some keys: {placed:?}"
+        );
+    }
 }
