@@ -108,6 +108,8 @@ struct Typed<V> {
     /// Keys lately read as this type and found nowhere, by hash (see [`HotTier::note_miss`]):
     /// slot `hash % MISSES` holds `hash | 1`, or 0. Lossy: a miss overwrites an older one.
     misses: Box<[AtomicU64]>,
+    /// The tier's count of values evicted for room (see [`HotTier::counters`]).
+    evictions: Arc<AtomicU64>,
 }
 
 /// What an entry counts against the tier's bound in bytes, kept in its key (see `key`).
@@ -120,19 +122,35 @@ impl<V> Weighter<HotKey, Slot<V>> for ByWeight {
     }
 }
 
-/// Counts the values the caches evict for room, for the tier's stats. An empty place evicted
-/// is no value lost, and is not counted.
+/// Collects the keys of the values a request pushes out of a cache, so that the caller can tell
+/// the written key's own value (replaced, or too heavy to be admitted: quick_cache reports both
+/// as evicted) from values evicted for room, the only ones the tier's stats count (see
+/// [`Typed::count_evictions`]). An empty place pushed out is no value lost, and is not listed.
 #[derive(Clone)]
-struct Evictions(Arc<AtomicU64>);
+struct Evictions;
+
+/// The keys of the values one request pushed out, the first without an allocation.
+#[derive(Default)]
+struct Pushed {
+    first: Option<HotKey>,
+    more: Vec<HotKey>,
+}
 
 impl<V> Lifecycle<HotKey, Slot<V>> for Evictions {
-    type RequestState = ();
+    type RequestState = Pushed;
 
-    fn begin_request(&self) -> Self::RequestState {}
+    fn begin_request(&self) -> Self::RequestState {
+        Pushed::default()
+    }
 
-    fn on_evict(&self, (): &mut Self::RequestState, _: HotKey, value: Slot<V>) {
-        if value.is_some() {
-            self.0.fetch_add(1, Ordering::Relaxed);
+    fn on_evict(&self, pushed: &mut Self::RequestState, key: HotKey, value: Slot<V>) {
+        if value.is_none() {
+            return;
+        }
+        if pushed.first.is_none() {
+            pushed.first = Some(key);
+        } else {
+            pushed.more.push(key);
         }
     }
 }
@@ -147,6 +165,40 @@ fn miss_slot(misses: &[AtomicU64], hash: u64) -> Option<&AtomicU64> {
     misses.get(usize::try_from(hash % MISSES as u64).ok()?)
 }
 
+impl<V: Clone + Send + Sync + 'static> Typed<V> {
+    /// Keeps `value` for `key` until `expires_at_ms`, weighing the `size` bytes it was decoded
+    /// from; whether it was admitted.
+    fn put(&self, key: &str, value: V, expires_at_ms: u64, size: usize) -> bool {
+        let weight = weigh::weight(key, size, self.unit);
+        let pushed = self
+            .cache
+            .insert_with_lifecycle(HotKey::new(key, expires_at_ms, weight), Some(value));
+        self.admitted(key, pushed)
+    }
+
+    /// Counts the values `pushed` holds of keys other than `key` as evictions; whether a value
+    /// of `key` was pushed out too.
+    fn count_evictions(&self, key: &str, pushed: Pushed) -> bool {
+        let mut own = false;
+        for pushed in pushed.first.into_iter().chain(pushed.more) {
+            if pushed.as_str() == Some(key) {
+                own = true;
+            } else {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        own
+    }
+
+    /// Counts the evictions of a request that wrote `key`, and tells whether the value written
+    /// was admitted. A value heavier than the cache's share for its key is pushed out by its own
+    /// insert, as the key's previous value is when replaced: only a lookup tells them apart, and
+    /// only writes that pushed out a value of their own key pay for it.
+    fn admitted(&self, key: &str, pushed: Pushed) -> bool {
+        !self.count_evictions(key, pushed) || self.holds(key)
+    }
+}
+
 impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
     fn forget(&self, key: &str) -> bool {
         if !self.cache.contains_key(&Probe::new(key)) {
@@ -154,28 +206,26 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
         }
         let gone = HotKey::new(key, 0, self.unit);
         // `soft`: the write does not make the key hotter; a miss of a key no longer present is
-        // right as it is.
-        let _ = self.cache.replace(gone, None, true);
+        // right as it is. Not replaced (the key left meanwhile), nothing was pushed out.
+        if let Ok(pushed) = self.cache.replace_with_lifecycle(gone, None, true) {
+            self.count_evictions(key, pushed);
+        }
         true
     }
     fn refresh(&self, key: &str, bytes: &[u8], expires_at_ms: u64, insert: bool) -> bool {
         match self.decode.get().and_then(|decode| decode(key, bytes)) {
             // A new key enters as an insert after a miss would.
-            Some(value) if insert => {
-                let weight = weigh::weight(key, bytes.len(), self.unit);
-                self.cache
-                    .insert(HotKey::new(key, expires_at_ms, weight), Some(value));
-                true
-            }
-            // `soft`, as a forget: a write is not a read. Evicted meanwhile, the key stays out.
+            Some(value) if insert => self.put(key, value, expires_at_ms, bytes.len()),
+            // `soft`, as a forget: a write is not a read. Evicted meanwhile, the key stays out;
+            // too heavy, its old value is dropped and nothing else pushed out.
             Some(value) => self
                 .cache
-                .replace(
+                .replace_with_lifecycle(
                     HotKey::new(key, expires_at_ms, weigh::weight(key, bytes.len(), self.unit)),
                     Some(value),
                     true,
                 )
-                .is_ok(),
+                .is_ok_and(|pushed| self.admitted(key, pushed)),
             None => {
                 self.forget(key);
                 false
@@ -336,11 +386,12 @@ impl HotTier {
                         self.max_items.saturating_mul(self.unit),
                         ByWeight,
                         DefaultHashBuilder::default(),
-                        Evictions(Arc::clone(&self.evictions)),
+                        Evictions,
                     ),
                     unit: self.unit,
                     decode: OnceLock::new(),
                     misses: (0..MISSES).map(|_| AtomicU64::new(0)).collect(),
+                    evictions: Arc::clone(&self.evictions),
                 };
                 (id, Box::new(typed))
             });
@@ -379,10 +430,7 @@ impl HotTier {
         size: usize,
     ) {
         if let Some(typed) = self.typed_or_new::<V>() {
-            let weight = weigh::weight(key, size, typed.unit);
-            typed
-                .cache
-                .insert(HotKey::new(key, expires_at_ms, weight), Some(value));
+            typed.put(key, value, expires_at_ms, size);
         }
     }
 
@@ -396,7 +444,8 @@ impl HotTier {
     /// [`insert`](Self::insert), undone if a [`clear`](Self::clear) began since `mark` was
     /// taken: a value read before a clear (entries marked suspect, say) must not outlive it.
     /// `decoder` is called once per value type, for the first value kept: it is how later
-    /// writes of the type's keys refresh them (see [`end_change`](Self::end_change)).
+    /// writes of the type's keys refresh them (see [`end_change`](Self::end_change)). Whether
+    /// the value was kept: not if a clear began, nor if it is too heavy for the tier.
     pub fn insert_unless_cleared<V: Clone + Send + Sync + 'static>(
         &self,
         key: &str,
@@ -411,12 +460,12 @@ impl HotTier {
             return false;
         };
         typed.decode.get_or_init(decoder);
-        self.insert(key, value, expires_at_ms, size);
+        let kept = typed.put(key, value, expires_at_ms, size);
         if self.clears.load(Ordering::SeqCst) != mark {
             self.remove(key);
             return false;
         }
-        true
+        kept
     }
 
     /// Notes that a typed read of `key` as `V` found no value in any level (the cache of `V`

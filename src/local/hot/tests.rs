@@ -92,6 +92,53 @@ mod rules {
     }
 
     #[test]
+    fn a_value_replaced_or_deleted_is_no_eviction() {
+        let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(0)));
+        tier.insert("k", 1u32, 0, 8);
+        tier.insert("k", 2u32, 0, 8);
+        let change = tier.begin_change("k");
+        tier.end_change("k", change, None);
+        assert_eq!(tier.get::<u32>("k"), None);
+        assert_eq!(tier.counters().evictions, 0);
+        // A write's refresh replaces the held value too.
+        let tier = holding_k(&ManualClock::new(0));
+        let change = tier.begin_change("k");
+        tier.end_change("k", change, written(b"2"));
+        assert_eq!(tier.get::<u32>("k"), Some(2));
+        assert_eq!(tier.counters().evictions, 0);
+    }
+
+    #[test]
+    fn a_value_too_heavy_to_keep_is_no_eviction_and_not_counted_as_kept() {
+        let tier = HotTier::new(10, 1000, Arc::new(ManualClock::new(0)));
+        let none = || -> Decoder<u32> { Box::new(|_, _| None) };
+        let kept = tier.insert_unless_cleared("k", 1u32, 0, 5000, tier.clear_mark(), none);
+        assert!(!kept);
+        assert_eq!(tier.get::<u32>("k"), None);
+        assert_eq!(tier.counters().evictions, 0);
+        // Nor is the lighter value it replaces an eviction.
+        assert!(tier.insert_unless_cleared("k", 2u32, 0, 8, tier.clear_mark(), none));
+        assert!(!tier.insert_unless_cleared("k", 3u32, 0, 5000, tier.clear_mark(), none));
+        assert_eq!(tier.get::<u32>("k"), None);
+        assert_eq!(tier.counters().evictions, 0);
+    }
+
+    #[test]
+    fn values_pushed_out_for_room_are_evictions() {
+        let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(0)));
+        for i in 0..100u32 {
+            tier.insert(&format!("k{i}"), i, 0, 8);
+        }
+        let evictions = tier.counters().evictions;
+        assert_eq!(
+            evictions,
+            100 - tier.len(),
+            "{evictions} evictions, {} kept",
+            tier.len()
+        );
+    }
+
+    #[test]
     fn a_clear_undoes_an_insert_that_read_before_it() {
         let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(0)));
         let mark = tier.clear_mark();
