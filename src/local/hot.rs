@@ -411,7 +411,13 @@ impl HotTier {
         let slot = cache.get(&probe)?;
         let expires_at_ms = probe.expires_at_ms();
         if expires_at_ms != 0 && self.clock.reached(expires_at_ms) {
-            if cache.remove(&probe).is_some_and(|(_, value)| value.is_some()) {
+            // Only the value found expired: one written since carries its own expiry (a value
+            // with the same expiry has expired as well).
+            let again = Probe::new(key);
+            let dropped = cache.remove_if(&again, |slot| {
+                slot.is_some() && again.expires_at_ms() == expires_at_ms
+            });
+            if dropped.is_some() {
                 self.expirations.fetch_add(1, Ordering::Relaxed);
             }
             return None;

@@ -36,6 +36,52 @@ mod rules {
         assert!(tier.is_empty());
     }
 
+    /// A clock standing at 1000 whose next expiry check, once armed, first keeps a fresh value
+    /// of `k` in the tier: a write landing between a hit's lookup and its expiry check.
+    #[derive(Debug)]
+    struct WriteDuringCheck {
+        tier: OnceLock<std::sync::Weak<HotTier>>,
+        armed: std::sync::atomic::AtomicBool,
+    }
+
+    impl Clock for WriteDuringCheck {
+        fn now_ms(&self) -> u64 {
+            1000
+        }
+        fn reached(&self, at_ms: u64) -> bool {
+            if self.armed.swap(false, Ordering::SeqCst) {
+                if let Some(tier) = self.tier.get().and_then(std::sync::Weak::upgrade) {
+                    tier.insert("k", 2u32, 5000, 8);
+                }
+            }
+            at_ms <= self.now_ms()
+        }
+    }
+
+    #[test]
+    fn a_read_that_finds_a_value_expired_leaves_the_value_written_meanwhile() {
+        let clock = Arc::new(WriteDuringCheck {
+            tier: OnceLock::new(),
+            armed: false.into(),
+        });
+        let tier = Arc::new(HotTier::new(10, 64 << 20, clock.clone()));
+        clock.tier.get_or_init(|| Arc::downgrade(&tier));
+        tier.insert("k", 1u32, 1000, 8);
+        clock.armed.store(true, Ordering::SeqCst);
+        assert_eq!(tier.get::<u32>("k"), None, "the value looked up had expired");
+        assert_eq!(tier.get::<u32>("k"), Some(2), "the value written meanwhile stays");
+        assert_eq!(
+            tier.counters().expirations,
+            0,
+            "the expired value was replaced, not dropped by the read"
+        );
+        // Without a write in between, the read drops the expired value and counts it.
+        tier.insert("k", 3u32, 900, 8);
+        assert_eq!(tier.get::<u32>("k"), None);
+        assert!(tier.is_empty());
+        assert_eq!(tier.counters().expirations, 1);
+    }
+
     #[test]
     fn a_value_kept_again_takes_its_new_expiry() {
         let clock = ManualClock::new(1000);
