@@ -33,12 +33,14 @@ const LINGER: Duration = Duration::from_millis(1);
 const MAX_DRAIN: Duration = Duration::from_secs(10);
 
 /// The L2 hits of one batch read to copy into L1: keys and values in one buffer, so queueing a
-/// batch costs two allocations rather than two per entry.
+/// batch costs two allocations rather than two per entry. Each entry carries the instant its L1
+/// copy expires rather than a TTL: the thread writes it later, and a TTL counted from then
+/// would keep the L1 copy longer than L2 keeps its own.
 #[derive(Debug, Default)]
 pub(crate) struct FillBatch {
     bytes: Vec<u8>,
-    /// Per entry: where its key and value end in `bytes`, its TTL, its ticket.
-    entries: Vec<(usize, usize, Duration, Ticket)>,
+    /// Per entry: where its key and value end in `bytes`, its expiry (Unix ms), its ticket.
+    entries: Vec<(usize, usize, u64, Ticket)>,
 }
 
 impl FillBatch {
@@ -49,11 +51,13 @@ impl FillBatch {
         }
     }
 
-    pub(crate) fn push(&mut self, key: &str, value: &[u8], ttl: Duration, ticket: Ticket) {
+    /// Adds `key` = `value`, to expire in L1 at `expires_at_ms` (Unix ms).
+    pub(crate) fn push(&mut self, key: &str, value: &[u8], expires_at_ms: u64, ticket: Ticket) {
         self.bytes.extend_from_slice(key.as_bytes());
         let key_end = self.bytes.len();
         self.bytes.extend_from_slice(value);
-        self.entries.push((key_end, self.bytes.len(), ttl, ticket));
+        self.entries
+            .push((key_end, self.bytes.len(), expires_at_ms, ticket));
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -64,12 +68,12 @@ impl FillBatch {
         self.entries.is_empty()
     }
 
-    /// Each entry as (key, value, TTL, ticket).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8], Duration, Ticket)> + '_ {
+    /// Each entry as (key, value, expiry in Unix ms, ticket).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8], u64, Ticket)> + '_ {
         let mut start = 0;
         self.entries
             .iter()
-            .map(move |&(key_end, value_end, ttl, ticket)| {
+            .map(move |&(key_end, value_end, expires_at_ms, ticket)| {
                 let key = self
                     .bytes
                     .get(start..key_end)
@@ -77,7 +81,7 @@ impl FillBatch {
                     .unwrap_or("");
                 let value = self.bytes.get(key_end..value_end).unwrap_or(&[]);
                 start = value_end;
-                (key, value, ttl, ticket)
+                (key, value, expires_at_ms, ticket)
             })
     }
 }
@@ -139,7 +143,7 @@ impl FillQueue {
     }
 
     /// Waits for work (then [`LINGER`] more) and takes every queued batch; `None` once stopped.
-    fn take(&self) -> Option<Vec<FillBatch>> {
+    pub(super) fn take(&self) -> Option<Vec<FillBatch>> {
         let mut st = self.state.lock();
         while st.batches.is_empty() && !self.shutdown.is_fired() {
             self.work.wait(&mut st);
@@ -154,7 +158,8 @@ impl FillQueue {
         Some(st.batches.drain(..).collect())
     }
 
-    fn done(&self) {
+    /// Ends the writing of the batches [`take`](Self::take) gave.
+    pub(super) fn done(&self) {
         let mut st = self.state.lock();
         st.busy = false;
         if st.batches.is_empty() {
@@ -206,7 +211,7 @@ mod tests {
         let guard = KeyOrder::default();
         let mut batch = FillBatch::default();
         for i in 0..n {
-            batch.push(&format!("k{i}"), &[1], Duration::from_secs(1), guard.ticket("k"));
+            batch.push(&format!("k{i}"), &[1], 1_000, guard.ticket("k"));
         }
         batch
     }
@@ -215,16 +220,16 @@ mod tests {
     fn a_batch_gives_back_every_key_and_value_it_was_given() {
         let guard = KeyOrder::default();
         let mut batch = FillBatch::with_capacity(3, 16);
-        batch.push("a", b"one", Duration::from_secs(1), guard.ticket("a"));
-        batch.push("", b"", Duration::from_secs(2), guard.ticket(""));
-        batch.push("ccc", b"three", Duration::from_secs(3), guard.ticket("ccc"));
-        let got: Vec<(&str, &[u8], Duration)> = batch.iter().map(|(k, v, t, _)| (k, v, t)).collect();
+        batch.push("a", b"one", 1_000, guard.ticket("a"));
+        batch.push("", b"", 2_000, guard.ticket(""));
+        batch.push("ccc", b"three", 3_000, guard.ticket("ccc"));
+        let got: Vec<(&str, &[u8], u64)> = batch.iter().map(|(k, v, at, _)| (k, v, at)).collect();
         assert_eq!(
             got,
             [
-                ("a", &b"one"[..], Duration::from_secs(1)),
-                ("", &b""[..], Duration::from_secs(2)),
-                ("ccc", &b"three"[..], Duration::from_secs(3)),
+                ("a", &b"one"[..], 1_000),
+                ("", &b""[..], 2_000),
+                ("ccc", &b"three"[..], 3_000),
             ]
         );
         assert_eq!(batch.len(), 3);

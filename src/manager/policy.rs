@@ -762,12 +762,13 @@ impl Shared {
             self.backfill(key, *ticket, entry);
             return;
         }
-        let now = clock::ms_to_system_time(self.clock.now_ms());
+        let now_ms = self.clock.now_ms();
+        let now = clock::ms_to_system_time(now_ms);
         let bytes = hits.iter().map(|(k, _, e)| k.len() + e.value.len()).sum();
         let mut fills = FillBatch::with_capacity(hits.len(), bytes);
         for (key, ticket, entry) in hits {
             if let Some(ttl) = self.backfill_ttl_at(entry, now) {
-                fills.push(key, &entry.value, ttl, *ticket);
+                fills.push(key, &entry.value, clock::expiry_ms(now_ms, ttl), *ticket);
             }
         }
         if fills.is_empty() {
@@ -785,17 +786,23 @@ impl Shared {
     }
 
     /// Writes a batch of backfills into L1 with one guarded call (one `pwrite` for the file
-    /// store), each entry with its own TTL, skipping those a write overtook.
+    /// store), each entry with the time left until its expiry, skipping those a write overtook.
+    /// An entry with no time left (its L2 copy expired while it was queued) is not written, and
+    /// not counted as skipped, as a hit found with none left when it was queued was not queued.
     pub(crate) fn apply_fills(&self, fills: &FillBatch) {
+        let now_ms = self.clock.now_ms();
         let tickets: Vec<Ticket> = fills.iter().map(|(_, _, _, ticket)| ticket).collect();
+        let live = fills.iter().filter(|&(_, _, at, _)| at > now_ms).count() as u64;
         let mut written = 0;
         let mut result = Ok(());
         self.guard.backfill_many_if_current(&tickets, |current| {
             let items: Vec<(&str, &[u8], Option<Duration>)> = fills
                 .iter()
                 .zip(current)
-                .filter(|(_, current)| **current)
-                .map(|((key, value, ttl, _), _)| (key, value, Some(ttl)))
+                .filter(|&((_, _, at, _), current)| *current && at > now_ms)
+                .map(|((key, value, at, _), _)| {
+                    (key, value, Some(Duration::from_millis(at.saturating_sub(now_ms))))
+                })
                 .collect();
             if items.is_empty() {
                 return;
@@ -814,7 +821,7 @@ impl Shared {
                 }
             }
         });
-        self.metrics.backfills_skipped.add(fills.len() as u64 - written);
+        self.metrics.backfills_skipped.add(live.saturating_sub(written));
         if let Err(e) = result {
             self.metrics.local.errors.incr();
             tracing::warn!(error = %e, "backfilling L1 failed; the read went on");

@@ -72,6 +72,46 @@ fn backfill_ttl_never_outlives_l2_nor_local_ttl() {
     assert_eq!(s.backfill_ttl(&forever), Some(Duration::from_secs(60)));
 }
 
+/// A batch's backfills queued at one time and written by the backfill thread later: each L1
+/// entry still expires when L2's copy does, and one whose copy expired meanwhile is not written.
+#[test]
+fn a_queued_backfill_expires_when_l2_copy_does_however_late_it_is_written() {
+    let clock = ManualClock::new(1_000_000);
+    let mut s = shared(60, 600, &clock);
+    s.l1 = Arc::new(MemoryStore::with_clock(10, Arc::new(clock.clone())).unwrap());
+    let queue = Arc::new(FillQueue::new(Shutdown::default()));
+    s.fills = Some(Arc::clone(&queue));
+    let at = |ms: u64| Entry {
+        value: b"v".to_vec(),
+        expires_at: Some(clock::ms_to_system_time(ms)),
+    };
+    let hits = [
+        ("a", s.guard.ticket("a"), at(1_010_000)),
+        ("b", s.guard.ticket("b"), at(1_003_000)),
+    ];
+    s.backfill_many(&hits);
+    clock.advance(Duration::from_secs(5));
+    for batch in queue.take().unwrap_or_default() {
+        s.apply_fills(&batch);
+    }
+    queue.done();
+    assert_eq!(
+        s.l1.get("b").unwrap(),
+        None,
+        "L2's copy expired while the fill was queued"
+    );
+    clock.set(1_009_999);
+    assert!(s.l1.get("a").unwrap().is_some());
+    clock.set(1_010_000);
+    assert_eq!(s.l1.get("a").unwrap(), None, "expired with L2's copy");
+    assert_eq!(s.metrics.backfills.get(), 1);
+    assert_eq!(
+        s.metrics.backfills_skipped.get(),
+        0,
+        "an entry with no time left is no backfill to do"
+    );
+}
+
 /// An in-process L2 whose next call of a chosen kind is held until the test releases it.
 struct HeldL2 {
     inner: MemoryStore,
