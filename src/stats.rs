@@ -614,7 +614,10 @@ pub struct ConsistencyStats {
     pub publish_failures: u64,
     /// Invalidations received from other instances, counted once applied to L1.
     pub invalidations_received: u64,
-    /// Keys dropped from L1 by those invalidations.
+    /// Keys dropped from L1 by invalidations of keys or prefixes received from other instances:
+    /// only keys L1 held (all of L1 when a prefix clears it, as an L1 that cannot list a
+    /// prefix's keys does). This instance's own invalidations are not counted, nor are
+    /// invalidations of tags or of the whole cache.
     pub keys_invalidated: u64,
     /// Times the subscription was lost (every L1 entry became suspect).
     pub subscription_losses: u64,

@@ -284,6 +284,28 @@ fn a_delete_of_more_keys_than_one_message_carries_reaches_the_other_instances_l1
     assert_eq!(held, 0, "B still serves {held} deleted keys");
 }
 
+/// `keys_invalidated` counts the keys that invalidations from other instances dropped from this
+/// L1, not every key they named: B holds one of the two keys A deletes.
+#[test]
+fn only_keys_an_invalidation_dropped_from_l1_count_as_invalidated() {
+    let redis = RedisServer::start();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let (a, _) = instance(&redis, &l2, |_| {});
+    let (b, _) = instance(&redis, &l2, |_| {});
+    b_holds_what_a_set(&a, &b, "held", b"v");
+    let before = b.stats().consistency;
+    assert_eq!(
+        before.keys_invalidated, 0,
+        "A's set reached B before B held the key"
+    );
+    a.multi_delete(&["held", "absent"]).unwrap();
+    wait_until("B to hear of A's delete", || {
+        b.stats().consistency.invalidations_received > before.invalidations_received
+    });
+    assert_eq!(b.stats().consistency.keys_invalidated, 1);
+    assert_eq!(b.get_raw("held").unwrap(), None);
+}
+
 /// A memory L1 in front of a real Redis L2, with a per-call deadline of `timeout_ms`; `top`
 /// goes before the tables and `invalidation` into `[invalidation]` (the backplane is on the L2's
 /// Redis unless it names other `hosts`).

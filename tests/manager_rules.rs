@@ -469,6 +469,24 @@ fn invalidate_local_drops_only_the_l1_copy() {
 
 // ---- codec ----
 
+/// `keys_invalidated` counts keys dropped by invalidations received from other instances: a
+/// prefix invalidated here (a file L1, which lists the prefix's keys) is not one of them.
+#[test]
+fn a_prefix_invalidated_here_is_not_counted_as_keys_invalidated_by_other_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::from_toml_str(&format!(
+        "[local]\ntype = \"file\"\npath = \"{}\"\ndurability = \"none\"\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    cache.set("p:1", &1u8, None).unwrap();
+    cache.set("p:2", &2u8, None).unwrap();
+    assert_eq!(cache.invalidate_prefix("p:").unwrap(), 2);
+    assert_eq!(cache.get::<u8>("p:1").unwrap(), None);
+    assert_eq!(cache.stats().consistency.keys_invalidated, 0);
+}
+
 #[test]
 fn a_value_written_by_another_codec_is_an_error_naming_the_key_and_both_codecs() {
     let clock = ManualClock::new(START_MS);

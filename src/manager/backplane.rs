@@ -100,20 +100,23 @@ impl Shared {
     }
 
     fn apply(&self, message: &InvalidationMessage) {
+        let invalidated = &self.metrics.consistency.keys_invalidated;
         match &message.invalidation {
+            // Keys this L1 did not hold lose nothing here: only those it dropped are counted.
             Invalidation::Keys(keys) => {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                self.drop_local(&refs);
+                invalidated.add(self.drop_local(&refs));
             }
             // If L1 cannot drop what the message names (a full disk, a store latched
             // read-only), it must stop vouching for what it holds rather than serve it.
-            Invalidation::Prefix(prefix) => {
-                if let Err(e) = self.drop_local_prefix(prefix) {
+            Invalidation::Prefix(prefix) => match self.drop_local_prefix(prefix) {
+                Ok(dropped) => invalidated.add(dropped),
+                Err(e) => {
                     self.metrics.local.errors.incr();
                     tracing::warn!(error = %e, "dropping a prefix from L1 failed; every L1 entry becomes suspect");
                     self.distrust_everything();
                 }
-            }
+            },
             // This manager publishes a tag's members as keys; a bare tag (from another
             // publisher) cannot be resolved without a network call, so L1 is re-checked instead.
             Invalidation::Tags(_) => {

@@ -267,13 +267,10 @@ impl Shared {
 
     // ---- receive ----
 
-    /// Drops keys from L1 only, guarded against racing backfills.
-    pub(crate) fn drop_local(&self, keys: &[&str]) {
-        if keys.is_empty() {
-            return;
-        }
-        self.metrics.consistency.keys_invalidated.add(keys.len() as u64);
-        self.take_out_of_l1(keys, "dropping invalidated keys from L1 failed");
+    /// Drops keys from L1 only, guarded against racing backfills; how many live entries L1
+    /// held of them (0 if it failed).
+    pub(crate) fn drop_local(&self, keys: &[&str]) -> u64 {
+        self.take_out_of_l1(keys, "dropping invalidated keys from L1 failed")
     }
 
     /// Takes keys out of L1 that L2 does not hold (L2 refused their values), so every instance
@@ -282,18 +279,23 @@ impl Shared {
         self.take_out_of_l1(keys, "could not take values L2 refused out of L1");
     }
 
-    /// Deletes `keys` from L1, guarded against racing backfills. If L1 cannot (a full disk, a
-    /// store latched read-only), the keys may still be there: every L1 entry becomes suspect
-    /// rather than serve what the other levels and instances no longer have.
-    fn take_out_of_l1(&self, keys: &[&str], what: &'static str) {
+    /// Deletes `keys` from L1, guarded against racing backfills; how many live entries it held
+    /// of them. If L1 cannot (a full disk, a store latched read-only), the keys may still be
+    /// there: every L1 entry becomes suspect rather than serve what the other levels and
+    /// instances no longer have.
+    fn take_out_of_l1(&self, keys: &[&str], what: &'static str) -> u64 {
         if keys.is_empty() {
-            return;
+            return 0;
         }
         let _writing = self.guard.write(keys.iter().copied());
-        if let Err(e) = self.l1.delete_many(keys) {
-            self.metrics.local.errors.incr();
-            tracing::warn!(error = %e, "{what}; every L1 entry becomes suspect");
-            self.distrust_everything();
+        match self.l1.delete_many(keys) {
+            Ok(dropped) => dropped,
+            Err(e) => {
+                self.metrics.local.errors.incr();
+                tracing::warn!(error = %e, "{what}; every L1 entry becomes suspect");
+                self.distrust_everything();
+                0
+            }
         }
     }
 
@@ -381,6 +383,8 @@ impl Shared {
         match listed {
             Some(keys) => {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                // The keys listed, not those the level below reports: the memory tier may
+                // hold a key the level below has since evicted.
                 self.drop_local(&refs);
                 Ok(refs.len() as u64)
             }
