@@ -661,3 +661,40 @@ fn an_eviction_cut_short_by_a_full_device_drops_nothing_so_a_delete_still_sticks
     assert_eq!(store.get("small").unwrap().as_deref(), Some(&b"kept"[..]));
     assert!(store.verify(|_, _| {}).unwrap().is_clean());
 }
+
+#[test]
+fn a_close_after_a_kill_makes_the_killed_runs_delete_durable() {
+    // A killed run leaves its last writes in the page cache only. The next run scans that
+    // segment and writes its hint; its close (or flush) promises that everything written before
+    // it is durable, so a power cut afterwards must not lose the tombstone and bring k back.
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let clock = ManualClock::new(START_MS);
+    let options = || small(&clock).durability(Durability::None);
+    let (store, sim) = sim_store(&live, options());
+    store.set("k", b"v1", None).unwrap();
+    store.flush().unwrap();
+    assert!(store.delete("k").unwrap());
+    store.abandon();
+    let store = FileStore::open(&live, options().disk(Disk::simulated(Arc::clone(&sim)))).unwrap();
+    assert_eq!(
+        store.recovery_report().scanned,
+        1,
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(store.get("k").unwrap(), None);
+    store.close().unwrap();
+    for seed in 0..64 {
+        let after = root.path().join(format!("after-{seed}"));
+        let kept = sim.crash(seed, &after);
+        let store = FileStore::open(&after, options()).unwrap();
+        assert_eq!(
+            store.get("k").unwrap(),
+            None,
+            "seed {seed} ({kept}): the delete was lost after a close had made it durable"
+        );
+        store.close().unwrap();
+    }
+}

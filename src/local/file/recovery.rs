@@ -432,9 +432,11 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
             // Truncating needs no free space, so this works on a full disk.
             seg.data_end.store(scan.data_end, Ordering::Release);
             seg.truncate_to_data()?;
-            if scan.torn_tail.is_some() {
-                seg.sync()?;
-            }
+            // Synced whether or not it was cut: a segment without a hint was left by a killed
+            // run, whose last writes may still be in the page cache only. The hint written next
+            // must not describe records a power loss could take away, and no later flush or
+            // close would sync this segment (only the ones this run writes).
+            seg.sync()?;
             let hint = hint_of_scan(id, &scan);
             match write_hint(dir, id, &hint) {
                 Ok(()) => seg.hint_bytes.store(hint.len() as u64, Ordering::Relaxed),
