@@ -909,3 +909,50 @@ fn a_torn_write_does_not_surface_a_record_hidden_in_its_value() {
     );
     store.close().unwrap();
 }
+
+#[test]
+fn compaction_keeps_a_segment_whose_damaged_tombstone_its_hint_still_knows() {
+    // The hint of the second segment describes the tombstone of `victim`, whose record is
+    // damaged. Compaction cannot read the tombstone to copy it: removing that segment would let
+    // the value in the first segment come back at the next open.
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let store = FileStore::open(&dir, options()).unwrap();
+    store.set("victim", b"old value", None).unwrap();
+    let mut i = 0u64;
+    while files_with_ext(&dir, "seg").len() < 2 {
+        store
+            .set(&format!("filler-{i}"), &value_bytes(i, 1000), None)
+            .unwrap();
+        i += 1;
+    }
+    assert!(store.delete("victim").unwrap());
+    store.close().unwrap();
+    let segments = files_with_ext(&dir, "seg");
+    assert_eq!(segments.len(), 2, "{segments:?}");
+    let mut bytes = fs::read(&segments[1]).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"victim").unwrap();
+    bytes[at] ^= 0x02;
+    fs::write(&segments[1], bytes).unwrap();
+
+    let store = FileStore::open(&dir, options()).unwrap();
+    assert_eq!(store.recovery_report().from_hints, 2);
+    assert_eq!(store.get("victim").unwrap(), None);
+    store.compact().unwrap();
+    assert_eq!(store.get("victim").unwrap(), None);
+    store.close().unwrap();
+    let store = FileStore::open(&dir, options()).unwrap();
+    assert_eq!(
+        store.get("victim").unwrap(),
+        None,
+        "the deleted value came back once compaction dropped its damaged tombstone"
+    );
+    for j in 0..i {
+        assert_eq!(
+            store.get(&format!("filler-{j}")).unwrap(),
+            Some(value_bytes(j, 1000)),
+            "filler-{j}"
+        );
+    }
+    store.close().unwrap();
+}

@@ -9,6 +9,10 @@
 //! other segment a dead record of a key that is no longer in the index is kept as a tombstone
 //! (same sequence number), so an older value of the key cannot resurface at restart.
 //!
+//! A segment in which compaction finds damaged records is not removed unless it is the oldest:
+//! a damaged record is skipped unread, and it may have been a tombstone that the segment's hint
+//! still applies at every open.
+//!
 //! The same goes for copies: every record on disk that the index does not point at must be
 //! shadowed by a newer record or a tombstone. A copy is written only after the roll it needs
 //! (which may evict, on a full device, the very segment being copied from), and only if the
@@ -522,10 +526,13 @@ impl Inner {
         let candidates: Vec<Arc<Segment>> = {
             let w = self.writer.lock();
             let first_writable = w.first_writable_id();
-            self.segments
-                .read()
+            let segments = self.segments.read();
+            let oldest = segments.keys().next().copied();
+            segments
                 .values()
                 .filter(|s| s.id < first_writable)
+                // Left alone until it is the oldest (see `rewrite`).
+                .filter(|s| !s.damaged.load(Ordering::Relaxed) || Some(s.id) == oldest)
                 .filter(|s| {
                     let data = s.data_bytes() as f64;
                     let sparse = (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio;
@@ -641,6 +648,16 @@ impl Inner {
         self.check_writable()?;
         // In the oldest segment nothing older can exist, so dead keys need no tombstone.
         let is_oldest = self.segments.read().keys().next() == Some(&seg.id);
+        if !is_oldest && (!records.damaged.is_empty() || records.torn_tail.is_some()) {
+            // A damaged record was skipped, not read: it may have been a tombstone (or a newer
+            // value) that the segment's hint still applies at every open, shadowing an older
+            // value elsewhere. Without it, removing the segment brings that value back. The
+            // segment stays until it is the oldest, when nothing older is left to shadow; the
+            // copies made meanwhile are duplicates with the originals' seq.
+            seg.damaged.store(true, Ordering::Relaxed);
+            tracing::warn!(path = %seg.path.display(), "compaction found damaged records; the segment stays until it is the oldest");
+            return Ok(moved);
+        }
         if !is_oldest {
             for (key, seq) in tombstones {
                 // A key set again meanwhile has a higher seq, so this tombstone cannot hide it.

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::Mmap;
 
@@ -47,6 +47,9 @@ pub(crate) struct Segment {
     pub(crate) data_end: AtomicU64,
     /// Length of the segment's hint file once it is written (0 before).
     pub(crate) hint_bytes: AtomicU64,
+    /// Compaction found damaged records here: it leaves the segment alone until it is the
+    /// oldest (see `maintenance`, `rewrite`). In memory only.
+    pub(crate) damaged: AtomicBool,
 }
 
 impl Segment {
@@ -97,6 +100,7 @@ impl Segment {
             live_bytes: AtomicU64::new(0),
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             hint_bytes: AtomicU64::new(0),
+            damaged: AtomicBool::new(false),
         })
     }
 
@@ -145,6 +149,7 @@ impl Segment {
             live_bytes: AtomicU64::new(0),
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             hint_bytes: AtomicU64::new(0),
+            damaged: AtomicBool::new(false),
         }))
     }
 
