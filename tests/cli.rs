@@ -320,10 +320,11 @@ fn max_size_mb_overrides_the_recorded_bound_and_is_recorded() {
         .unwrap()
         .close()
         .unwrap();
-    let out = run(dir.path(), &["--max-size-mb", "64", "set", "k", "v"]);
+    // At least four of the store's 64 MiB segments (the bound of 4096 MiB chose them).
+    let out = run(dir.path(), &["--max-size-mb", "512", "set", "k", "v"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
-    assert_eq!(store.max_size(), 64 << 20);
+    assert_eq!(store.max_size(), 512 << 20);
 }
 
 #[test]

@@ -69,6 +69,9 @@ impl LockedDir {
         };
         let meta = if has_meta {
             let stored = dir.read_meta()?;
+            if let Some(max_size) = wanted.max_size {
+                check_bound_fits_segments(max_size, stored.segment_size)?;
+            }
             if recorded_mode.is_some_and(|m| m != file_mode) {
                 dir.apply_mode()?;
             }
@@ -190,6 +193,27 @@ impl LockedDir {
             .sync_dir(&self.path)
             .map_err(|e| Error::io("fsync directory", &self.path, e))
     }
+}
+
+/// Refuses an explicit size bound below four of an existing directory's segments, the rule a new
+/// directory's options are held to (the segment size of an existing one is the recorded one, not
+/// the option's). Refused rather than raised: a bound is a promise about the device, and exceeding
+/// it silently (the active segment alone could be many times a small bound) breaks it. Checked
+/// before anything is recorded, so the directory keeps its old bound.
+fn check_bound_fits_segments(max_size: u64, segment_size: u64) -> Result<()> {
+    let least = segment_size.saturating_mul(4);
+    if max_size >= least {
+        return Ok(());
+    }
+    let mib = 1024 * 1024;
+    Err(Error::Config {
+        field: "max_size_mb".into(),
+        reason: format!(
+            "{} MiB is less than four of this directory's {segment_size}-byte segments (the size bound needs at least four); set max_size_mb to at least {}, or remove the directory (a cache: it is rebuilt) to recreate it with smaller segments",
+            max_size / mib,
+            least.div_ceil(mib)
+        ),
+    })
 }
 
 /// True if the directory holds nothing but files uno-cache itself keeps there (our lock, and the

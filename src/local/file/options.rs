@@ -68,7 +68,9 @@ impl FileStoreOptions {
     /// evicted; its recently-read entries get a second chance.
     ///
     /// Set, it is obeyed and recorded in the directory (a changed bound replaces the recorded
-    /// one). Unset, the store uses the bound its directory recorded; a new directory gets
+    /// one). It must allow at least four segments: for an existing directory, four of the
+    /// segments it was created with ([`Error::Config`] naming `max_size_mb` otherwise, and
+    /// nothing is recorded). Unset, the store uses the bound its directory recorded; a new directory gets
     /// [`DEFAULT_MAX_SIZE_MB`], and a directory written before bounds were recorded gets the
     /// default or the bytes it already holds, whichever is larger (opening never evicts data
     /// for want of a setting).
@@ -236,5 +238,47 @@ impl FileStore {
     #[must_use]
     pub fn file_mode(&self) -> u32 {
         self.inner.dir.file_mode
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, FileStore, FileStoreOptions};
+
+    fn options() -> FileStoreOptions {
+        FileStoreOptions::default().background_threads(false)
+    }
+
+    #[test]
+    fn a_bound_below_four_of_the_directorys_segments_is_refused_and_not_recorded() {
+        // The segment size of an existing directory is the one it recorded, not the option's:
+        // a bound set later must be checked against that size, or the active segment alone could
+        // be many times the bound.
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), options().segment_size(1024 * 1024).max_size_mb(64)).unwrap();
+        store.set("k", b"v", None).unwrap();
+        store.close().unwrap();
+        for asked in [
+            options().max_size_mb(3),
+            options().max_size_mb(3).segment_size(64 * 1024),
+        ] {
+            match FileStore::open(dir.path(), asked) {
+                Err(Error::Config { field, reason }) => {
+                    assert_eq!(field, "max_size_mb");
+                    assert!(reason.contains("1048576-byte segments"), "{reason}");
+                    assert!(reason.contains("at least 4"), "{reason}");
+                }
+                Err(e) => panic!("expected a Config error naming max_size_mb, got {e}"),
+                Ok(store) => panic!("opened with a bound of {} bytes", store.max_size()),
+            }
+        }
+        // Nothing was recorded: the directory keeps its bound, and four segments are enough.
+        let store = FileStore::open(dir.path(), options()).unwrap();
+        assert_eq!(store.max_size(), 64 * 1024 * 1024);
+        assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+        store.close().unwrap();
+        let store = FileStore::open(dir.path(), options().max_size_mb(4)).unwrap();
+        assert_eq!(store.max_size(), 4 * 1024 * 1024);
+        store.close().unwrap();
     }
 }
