@@ -9,6 +9,14 @@
 //! other segment a dead record of a key that is no longer in the index is kept as a tombstone
 //! (same sequence number), so an older value of the key cannot resurface at restart.
 //!
+//! The size bound holds after every write: a write makes room for all it adds to the bytes
+//! counted (its records, their hint entries, and a roll's segment header and hint frame) before
+//! it appends (`Inner::ensure_space_for`). Between writes the count may pass the bound for a
+//! moment, by at most one segment's copies and a roll: compaction appends its copies and
+//! tombstones before it removes the segment they come from (which then frees at least as much),
+//! and the tombstone a read appends for a damaged record makes no room first (the next write
+//! does).
+//!
 //! A segment in which compaction finds damaged records is not removed unless it is the oldest:
 //! a damaged record is skipped unread, and it may have been a tombstone that the segment's hint
 //! still applies at every open.
@@ -681,6 +689,57 @@ fn note_tombstone<'k>(tombstones: &mut HashMap<&'k str, u64>, key: &'k str, seq:
 mod tests {
     use crate::shutdown::Shutdown;
     use crate::{FileStore, FileStoreOptions};
+
+    /// `disk_bytes` is what the bound promises to keep within `max_size`: it must hold after
+    /// every write, also for the roll a write makes (a segment header and a hint frame) and for
+    /// a batch whose hint entries outweigh its records (long keys, empty values).
+    #[test]
+    fn disk_bytes_stay_within_the_bound_after_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(
+            dir.path(),
+            FileStoreOptions::default()
+                .segment_size(64 * 1024)
+                .max_size_mb(1)
+                .background_threads(false),
+        )
+        .unwrap();
+        let max = store.max_size();
+        let check = |what: &str| {
+            let st = store.stats();
+            assert!(
+                st.disk_bytes <= max,
+                "after {what}: {} bytes counted, bound {max}: {st:?}",
+                st.disk_bytes
+            );
+        };
+        // Past the bound, with record sizes that land a roll on every offset modulo 8 bytes.
+        for i in 0..1200usize {
+            store
+                .set(&format!("fill-{i}"), &vec![1u8; 1500 + i % 97], None)
+                .unwrap();
+            check(&format!("set fill-{i}"));
+            if i % 7 == 0 {
+                store.delete(&format!("fill-{}", i / 2)).unwrap();
+                check(&format!("delete fill-{}", i / 2));
+            }
+        }
+        assert!(store.stats().evictions > 0);
+        // Values of varied sizes in between, so the batches meet every slack an eviction leaves.
+        for round in 0..100usize {
+            let keys: Vec<String> = (0..15)
+                .map(|i| format!("{round}-{i}-").repeat(1024)[..4096].to_owned())
+                .collect();
+            let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b""[..])).collect();
+            store.set_many(&items, None).unwrap();
+            check(&format!("set_many round {round}"));
+            let len = (round * 7919) % 60_000;
+            store
+                .set(&format!("between-{round}"), &vec![2u8; len], None)
+                .unwrap();
+            check(&format!("set between-{round}"));
+        }
+    }
 
     /// The segment writes go to is never rewritten: removing it would take the records written
     /// to it since with it. (A roll between two reads of `compact` once made it a candidate.)

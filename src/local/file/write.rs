@@ -16,6 +16,11 @@ use super::{recovery, Durability};
 use crate::error::{key_for_error, Error, Result};
 use crate::storage::{check_key, check_write};
 
+/// Bytes a roll adds to what the size bound counts: the new segment's header and the frame of
+/// its hint file.
+pub(super) const ROLL_BYTES: u64 =
+    (SEGMENT_HEADER_LEN + format::HINT_HEADER_LEN + format::HINT_TRAILER_LEN) as u64;
+
 impl Inner {
     pub(super) fn check_writable(&self) -> Result<()> {
         self.latch.check(&self.dir.path)
@@ -149,25 +154,36 @@ impl Inner {
         let stored_len = |item: &I| format::stored_len(item.key().len(), item.value().len());
         let mut rest = items;
         while let Some(first) = rest.first() {
-            // Space first: eviction may append second-chance copies, so it runs before this
-            // batch's records are laid out.
-            let wanted = rest.iter().map(stored_len).sum::<u64>().min(self.segment_size);
-            self.ensure_space(w, wanted)?;
-            if w.offset + record_len(first) > self.segment_size {
+            // The longest run of records that fits in the active segment, or in a new one if
+            // the first does not (at least the first: every value was checked to fit in an
+            // empty segment), and what it adds to the bytes the bound counts: its records and
+            // hint entries, and the roll's header and hint frame. Space first: eviction may
+            // append second-chance copies, so it runs before this run of records is laid out,
+            // and the run is planned again if it moved the active segment's end.
+            let fits = self.ensure_space_for(w, |w| {
+                let rolls = self.rolls_for(w, record_len(first));
+                let room = self.segment_size
+                    - if rolls {
+                        SEGMENT_HEADER_LEN as u64
+                    } else {
+                        w.offset
+                    };
+                let mut total = 0;
+                let fits = rest
+                    .iter()
+                    .take_while(|item| {
+                        total += record_len(item);
+                        total <= room
+                    })
+                    .count()
+                    .max(1);
+                let chunk = rest.get(..fits).unwrap_or(rest);
+                let needed = chunk.iter().map(stored_len).sum::<u64>() + if rolls { ROLL_BYTES } else { 0 };
+                (needed, fits)
+            })?;
+            if self.rolls_for(w, record_len(first)) {
                 self.roll(w)?;
             }
-            // The longest run of records that fits in the active segment (at least the first:
-            // every value was checked to fit in an empty segment).
-            let room = self.segment_size - w.offset;
-            let mut total = 0;
-            let fits = rest
-                .iter()
-                .take_while(|item| {
-                    total += record_len(item);
-                    total <= room
-                })
-                .count()
-                .max(1);
             let (chunk, tail) = rest.split_at(fits.min(rest.len()));
             self.append_values(w, chunk, expires)?;
             rest = tail;
@@ -249,13 +265,45 @@ impl Inner {
         }
         let seq = w.next_seq;
         w.next_seq = w.next_seq.saturating_add(1);
-        self.ensure_space(&mut w, format::stored_len(key.len(), 0))?;
+        let len = format::record_len(key.len(), 0) as u64;
+        self.ensure_space_for(&mut w, |w| {
+            let roll = if self.rolls_for(w, len) { ROLL_BYTES } else { 0 };
+            (format::stored_len(key.len(), 0) + roll, ())
+        })?;
         self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
         if let Some((_, old)) = self.index.remove(&hash) {
             self.unaccount(old.loc);
         }
         self.sync_if_every_write(&w)?;
         Ok(true)
+    }
+
+    /// Whether a record of `len` bytes needs a new segment: there is no active one, or it does
+    /// not fit in it.
+    pub(super) fn rolls_for(&self, w: &Writer, len: u64) -> bool {
+        w.active.is_none() || w.offset + len > self.segment_size
+    }
+
+    /// Evicts until what `plan` says the next write adds fits under the size bound, and returns
+    /// the plan's answer. An eviction may append second-chance copies (and roll for them), which
+    /// changes what the write takes, so the write is planned again after one until the plan
+    /// stands; a few rounds are enough, as every round but the last evicted a segment.
+    pub(super) fn ensure_space_for<T>(
+        &self,
+        w: &mut Writer,
+        plan: impl Fn(&Writer) -> (u64, T),
+    ) -> Result<T> {
+        const ROUNDS: usize = 8;
+        let mut planned = plan(w);
+        for _ in 0..ROUNDS {
+            let before = (w.active_id(), w.offset);
+            self.ensure_space(w, planned.0)?;
+            if (w.active_id(), w.offset) == before {
+                break;
+            }
+            planned = plan(w);
+        }
+        Ok(planned.1)
     }
 
     /// Appends one record to the active segment, rolling to a new segment if it does not fit.
@@ -360,15 +408,14 @@ impl Inner {
             }
         };
         w.next_segment_id = w.next_segment_id.saturating_add(1);
-        let hint_frame = (format::HINT_HEADER_LEN + format::HINT_TRAILER_LEN) as u64;
+        let hint_frame = ROLL_BYTES - SEGMENT_HEADER_LEN as u64;
         segment.hint_bytes.store(hint_frame, Ordering::Relaxed);
         {
             let mut segments = self.segments.write();
             segments.insert(id, Arc::clone(&segment));
             self.follow_segments(&segments);
         }
-        self.disk_bytes
-            .fetch_add(SEGMENT_HEADER_LEN as u64 + hint_frame, Ordering::Relaxed);
+        self.disk_bytes.fetch_add(ROLL_BYTES, Ordering::Relaxed);
         w.active = Some(segment);
         w.offset = SEGMENT_HEADER_LEN as u64;
         self.plan_next(w);
