@@ -320,7 +320,9 @@ pub struct Scan<'a> {
 ///
 /// After a bad record the scan searches forward, byte by byte, for the next offset where a valid
 /// record decodes; the bytes in between are reported as damaged. Bad bytes with no valid record
-/// after them are reported as a torn tail.
+/// after them are reported as a torn tail. The searches of one segment check checksums over at
+/// most four times its length plus 1 MiB (see [`search_for_record`]), so a scan takes linear
+/// time whatever the bytes.
 pub fn scan_segment(buf: &[u8], salt: u32) -> Scan<'_> {
     let mut records = records(buf, salt);
     let found = records.by_ref().collect();
@@ -345,8 +347,19 @@ pub fn records(buf: &[u8], salt: u32) -> Records<'_> {
         data_end: SEGMENT_HEADER_LEN as u64,
         damaged: Vec::new(),
         torn_tail: None,
+        crc_budget: (buf.len() as u64)
+            .saturating_mul(SEARCH_CRC_PER_BYTE)
+            .saturating_add(SEARCH_CRC_BASE),
     }
 }
+
+/// Checksum work the searches past damage in one segment may do: this many bytes per byte of
+/// the segment, plus [`SEARCH_CRC_BASE`]. A valid record found by a search costs its own length,
+/// so ordinary damage needs about one segment's worth; only bytes full of lookalike record
+/// headers (see [`search_for_record`]) run out.
+const SEARCH_CRC_PER_BYTE: u64 = 4;
+/// See [`SEARCH_CRC_PER_BYTE`].
+const SEARCH_CRC_BASE: u64 = 1 << 20;
 
 /// Iterator over a segment's records; see [`records`]. Once it has ended, its fields say what
 /// the bytes held besides the records, as [`Scan`]'s do.
@@ -363,6 +376,8 @@ pub struct Records<'a> {
     pub damaged: Vec<Range<u64>>,
     /// A bad range after the last good record: a torn tail (or damage at the very end).
     pub torn_tail: Option<Range<u64>>,
+    /// Checksum bytes the searches past damage may still spend (see [`SEARCH_CRC_PER_BYTE`]).
+    crc_budget: u64,
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -387,11 +402,14 @@ impl<'a> Iterator for Records<'a> {
                     // Zeros here normally mean "end of data"; non-zero bytes further on mean
                     // damage (for example a zeroed block in the middle).
                     let skip = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
-                    resync(buf, salt, at + skip, limit).ok_or(limit)
+                    search_for_record(buf, salt, at + skip, limit, &mut self.crc_budget).ok_or(limit)
                 }
-                Decoded::Incomplete | Decoded::Invalid(_) => skip_damaged(buf, salt, at, limit)
-                    .or_else(|| resync(buf, salt, at + 1, limit))
-                    .ok_or(limit.max(at + 1)),
+                Decoded::Incomplete | Decoded::Invalid(_) => {
+                    let budget = &mut self.crc_budget;
+                    skip_damaged(buf, salt, at, limit, budget)
+                        .or_else(|| search_for_record(buf, salt, at + 1, limit, budget))
+                        .ok_or(limit.max(at + 1))
+                }
             };
             match next {
                 Ok(next) => {
@@ -413,7 +431,7 @@ impl<'a> Iterator for Records<'a> {
 ///
 /// Searching byte by byte inside a damaged record could "find" a record that is really part of its
 /// value; trusting an intact header avoids that in the common case of damage to the payload.
-fn skip_damaged(buf: &[u8], salt: u32, at: usize, limit: usize) -> Option<usize> {
+fn skip_damaged(buf: &[u8], salt: u32, at: usize, limit: usize, budget: &mut u64) -> Option<usize> {
     let f = Fields::read(buf.get(at..)?)?;
     Kind::from_byte(f.kind)?;
     if f.flags != 0 || f.key_len == 0 || f.key_len > MAX_KEY_LEN || f.value_len as u64 > MAX_SEGMENT_SIZE {
@@ -426,22 +444,42 @@ fn skip_damaged(buf: &[u8], salt: u32, at: usize, limit: usize) -> Option<usize>
     if next >= limit {
         return Some(next);
     }
-    matches!(
-        decode_record(buf.get(next..)?, salt),
-        Decoded::Record(..) | Decoded::End
-    )
-    .then_some(next)
+    let rest = buf.get(next..)?;
+    let end = rest.iter().take(RECORD_HEADER_LEN).all(|&b| b == 0);
+    (end || is_record_within(rest, salt, budget)).then_some(next)
 }
 
-/// The first offset in `from..limit` where a valid record decodes.
-fn resync(buf: &[u8], salt: u32, from: usize, limit: usize) -> Option<usize> {
+/// The first offset in `from..limit` where a valid record decodes, within the checksum budget.
+///
+/// Every offset is a candidate, and only a record's CRC, over its whole length, refutes one
+/// whose header fields look right. Bytes that repeat such a header (a value of small
+/// little-endian integers can) made this quadratic: every 8 bytes a candidate claiming a
+/// megabyte. The CRCs are paid from `budget` (see [`SEARCH_CRC_PER_BYTE`]); a candidate it can
+/// no longer pay for is passed over, so such bytes end as damage or a torn tail, which is what
+/// they are.
+fn search_for_record(buf: &[u8], salt: u32, from: usize, limit: usize, budget: &mut u64) -> Option<usize> {
     (from..limit).find(|&at| {
         let rest = buf.get(at..).unwrap_or_default();
         // Cheap filters first: a kind byte and a zero flags byte.
         matches!(rest.get(frame::KIND_AT), Some(1 | 2))
             && rest.get(frame::FLAGS_AT) == Some(&0)
-            && matches!(decode_record(rest, salt), Decoded::Record(..))
+            && is_record_within(rest, salt, budget)
     })
+}
+
+/// Whether a valid record starts `rest`, its CRC paid from `budget`: a record whose header
+/// fields fail, or that the buffer cannot hold, costs nothing; one the budget cannot pay for is
+/// not checked and not taken.
+fn is_record_within(rest: &[u8], salt: u32, budget: &mut u64) -> bool {
+    let Some(fields) = Fields::read(rest) else {
+        return false;
+    };
+    let len = fields.record_len() as u64;
+    if check_fields(&fields).is_err() || len > rest.len() as u64 || len > *budget {
+        return false;
+    }
+    *budget -= len;
+    matches!(decode_record(rest, salt), Decoded::Record(..))
 }
 
 /// The offset just past the last non-zero byte. Runs of zeros are skipped 64 bytes at a time
@@ -762,6 +800,62 @@ mod tests {
         let keys: Vec<&str> = scan.records.iter().map(|r| r.record.key).collect();
         assert_eq!(keys, vec!["after"]);
         assert_eq!(scan.damaged.len(), 1);
+    }
+
+    #[test]
+    fn a_search_past_damage_through_values_full_of_header_lookalikes_takes_linear_time() {
+        // Every 8 bytes the pattern reads as a record header (kind 1, flags 0, key_len 1,
+        // value_len 1 MiB) whose key is valid UTF-8: only its CRC, over 1 MiB, refutes it. Checked
+        // at every candidate, 2 MiB of it cost 128 GiB of CRC.
+        let pattern = [0x01u8, 0x00, 0x01, 0x00, 0x00, 0x00, 0x10, 0x00];
+        let mut seg = encode_segment_header(SegmentHeader { id: 1, salt: S }).to_vec();
+        seg.push(0xff);
+        while seg.len() < SEGMENT_HEADER_LEN + 1 + (2 << 20) {
+            seg.extend_from_slice(&pattern);
+        }
+        let candidate = SEGMENT_HEADER_LEN + 1 + 4;
+        let header = Fields::read(seg.get(candidate..).unwrap_or_default());
+        assert_eq!(
+            header.map(|f| (f.kind, f.flags, f.key_len, f.value_len)),
+            Some((1, 0, 1, 1 << 20)),
+            "the pattern no longer looks like a record header"
+        );
+        let started = std::time::Instant::now();
+        let scan = scan_segment(&seg, S);
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(2), "the scan took {took:?}");
+        assert!(scan.records.is_empty());
+        assert_eq!(scan.data_end, SEGMENT_HEADER_LEN as u64);
+        assert!(scan.torn_tail.is_some() || !scan.damaged.is_empty());
+    }
+
+    #[test]
+    fn a_valid_record_after_damage_is_found_past_header_lookalikes() {
+        // The bound on the search's checksum work must not cost the records after ordinary
+        // damage, the largest ones included.
+        let mut seg = encode_segment_header(SegmentHeader { id: 1, salt: S }).to_vec();
+        encode_record(
+            &mut seg,
+            S,
+            Kind::Value,
+            1,
+            0,
+            "first",
+            &[0x01, 0x00, 0x01, 0x00].repeat(4096),
+        );
+        let damaged = seg.len();
+        encode_record(&mut seg, S, Kind::Value, 2, 0, "second", b"x");
+        encode_record(&mut seg, S, Kind::Value, 3, 0, "big", &vec![7u8; 1 << 20]);
+        seg.extend_from_slice(&[0u8; 64]);
+        // The second record's header is hit, so the scan must search.
+        if let Some(b) = seg.get_mut(damaged + 4) {
+            *b = 0x09;
+        }
+        let scan = scan_segment(&seg, S);
+        let keys: Vec<&str> = scan.records.iter().map(|r| r.record.key).collect();
+        assert_eq!(keys, vec!["first", "big"]);
+        assert_eq!(scan.damaged.len(), 1);
+        assert!(scan.torn_tail.is_none());
     }
 
     #[test]
