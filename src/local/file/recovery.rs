@@ -571,11 +571,12 @@ fn scan_into<'s, 'h>(
     (scan, gather)
 }
 
-/// Scans a segment without a usable hint; the last one is cut at its first bad record.
+/// Scans a segment without a usable hint; in the last one, bad bytes after the last good
+/// record are its torn tail.
 fn scan(seg: &Segment, last: bool) -> format::Scan<'_> {
     let mut scan = seg.scan_file();
     if last {
-        cut_at_first_bad_record(&mut scan);
+        torn_tail_after_last_record(&mut scan);
     }
     scan
 }
@@ -599,23 +600,29 @@ pub(crate) fn hint_of_scan(id: u64, scan: &format::Scan<'_>) -> Vec<u8> {
     hint
 }
 
-/// The last segment is the only one a crash can tear, and only at its end: cut it at the first bad
-/// record instead of resynchronising past it. Past a torn record come the zeros of space never
-/// written, or the rest of the torn value, whose bytes can hold anything, even what looks like a
-/// valid record of another key.
-fn cut_at_first_bad_record(scan: &mut format::Scan<'_>) {
-    let Some(first_bad) = scan.damaged.first().map(|r| r.start) else {
+/// The last segment is the only one a crash can tear, and only after its last good record: bad
+/// bytes there (a record skipped by its length included) are its torn tail, not damage.
+///
+/// Bad bytes followed by a good record are damage here as in any other segment, and the records
+/// after them stay. This segment was once cut at its first bad record, so that a record hidden
+/// in the rest of a torn value could not surface; the salt in every record's CRC has since made
+/// such a record fail here. The cut lost records that may have been fsynced (a crash cannot
+/// tear what came before an fsynced record, but the medium can damage it), and a tombstone among
+/// them brought its key's older value back.
+fn torn_tail_after_last_record(scan: &mut format::Scan<'_>) {
+    let last_good = scan.data_end;
+    let Some(first) = scan.damaged.iter().position(|r| r.start >= last_good) else {
         return;
     };
     let tail_end = scan
-        .torn_tail
-        .as_ref()
-        .map_or(scan.data_end, |t| t.end)
-        .max(scan.data_end);
-    scan.records.retain(|r| r.offset < first_bad);
-    scan.data_end = first_bad;
-    scan.damaged.clear();
-    scan.torn_tail = Some(first_bad..tail_end);
+        .damaged
+        .iter()
+        .map(|r| r.end)
+        .chain(scan.torn_tail.as_ref().map(|t| t.end))
+        .fold(last_good, u64::max);
+    let start = scan.damaged.get(first).map_or(last_good, |r| r.start);
+    scan.damaged.truncate(first);
+    scan.torn_tail = Some(start..tail_end);
 }
 
 /// Writes a hint file via a temporary file and a rename. Not fsynced: a lost or torn hint only
