@@ -321,7 +321,7 @@ pub struct Scan<'a> {
 /// After a bad record the scan searches forward, byte by byte, for the next offset where a valid
 /// record decodes; the bytes in between are reported as damaged. Bad bytes with no valid record
 /// after them are reported as a torn tail. The searches of one segment check checksums over at
-/// most four times its length plus 1 MiB (see [`search_for_record`]), so a scan takes linear
+/// most four times its length plus 1 MiB (see `search_for_record`), so a scan takes linear
 /// time whatever the bytes.
 pub fn scan_segment(buf: &[u8], salt: u32) -> Scan<'_> {
     let mut records = records(buf, salt);
