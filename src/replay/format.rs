@@ -227,12 +227,16 @@ pub struct Scan<'a> {
 ///
 /// After a bad record the scan searches forward, byte by byte, for the next offset where a valid
 /// record decodes; the bytes in between are damage. Bad bytes with no valid record after them are
-/// a torn tail.
+/// a torn tail. The searches check checksums over at most four times the log's length plus
+/// 1 MiB (see [`SEARCH_CRC_PER_BYTE`]), so a scan takes linear time whatever the bytes.
 pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
     let mut scan = Scan {
         data_end: HEADER_LEN as u64,
         ..Scan::default()
     };
+    let mut budget = (buf.len() as u64)
+        .saturating_mul(SEARCH_CRC_PER_BYTE)
+        .saturating_add(SEARCH_CRC_BASE);
     let limit = buf.len();
     let mut at = HEADER_LEN;
     while at < limit {
@@ -248,7 +252,7 @@ pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
             Decoded::End => at + rest.iter().position(|&b| b != 0).unwrap_or(rest.len()),
             Decoded::Incomplete | Decoded::Invalid(_) => at + 1,
         };
-        match resync(buf, from, log_id) {
+        match resync(buf, from, log_id, &mut budget) {
             Some(next) => {
                 scan.items.push(Item::Damage(at as u64..next as u64));
                 at = next;
@@ -262,13 +266,33 @@ pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
     scan
 }
 
-/// The first offset at or after `from` where a valid record decodes.
-fn resync(buf: &[u8], from: usize, log_id: u64) -> Option<usize> {
+/// Checksum work the searches past damage in one log may do: this many bytes per byte of the
+/// log, plus [`SEARCH_CRC_BASE`]. A record found by a search costs its own length, so ordinary
+/// damage needs about one log's worth.
+const SEARCH_CRC_PER_BYTE: u64 = 4;
+/// See [`SEARCH_CRC_PER_BYTE`].
+const SEARCH_CRC_BASE: u64 = 1 << 20;
+
+/// The first offset at or after `from` where a valid record decodes, within the checksum
+/// budget. Every offset is a candidate, and only a record's CRC, over its whole length, refutes
+/// one whose header fields look right: bytes that repeat such a header (a value of small
+/// little-endian integers can) made the search quadratic, each candidate claiming a megabyte.
+/// A candidate the budget can no longer pay for is passed over, so such bytes end as damage or
+/// a torn tail, which is what they are.
+fn resync(buf: &[u8], from: usize, log_id: u64, budget: &mut u64) -> Option<usize> {
     (from..buf.len()).find(|&at| {
         let rest = buf.get(at..).unwrap_or_default();
-        // Cheap filters first: a complete header that passes the field checks.
-        Fields::read(rest).is_some_and(|f| check_fields(&f).is_ok())
-            && matches!(decode_record(rest, log_id), Decoded::Record(..))
+        // Cheap filters first: a complete header that passes the field checks, of a record
+        // the buffer holds and the budget pays for.
+        let Some(fields) = Fields::read(rest) else {
+            return false;
+        };
+        let len = fields.record_len() as u64;
+        if check_fields(&fields).is_err() || len > rest.len() as u64 || len > *budget {
+            return false;
+        }
+        *budget -= len;
+        matches!(decode_record(rest, log_id), Decoded::Record(..))
     })
 }
 
@@ -285,6 +309,39 @@ mod tests {
             key,
             value,
         }
+    }
+
+    #[test]
+    fn a_search_past_damage_through_values_full_of_header_lookalikes_takes_linear_time() {
+        // Every 8 bytes the pattern reads as a set's header (kind 1, flags 0, key_len 1,
+        // value_len 1 MiB) with a valid key: only its CRC, over 1 MiB, refutes it. Checked at
+        // every candidate, 2 MiB of it cost 128 GiB of CRC.
+        let pattern = [0x01u8, 0x00, 0x01, 0x00, 0x00, 0x00, 0x10, 0x00];
+        let header = Header {
+            log_id: 7,
+            next_seq: 1,
+        };
+        let mut log = encode_header(&header).to_vec();
+        log.push(0xff);
+        while log.len() < HEADER_LEN + 1 + (2 << 20) {
+            log.extend_from_slice(&pattern);
+        }
+        let candidate = HEADER_LEN + 1 + 4;
+        let fields = Fields::read(&log[candidate..]).unwrap();
+        assert!(
+            check_fields(&fields).is_ok(),
+            "the pattern must pass the field checks"
+        );
+        assert_eq!(fields.value_len, 1 << 20);
+        let started = std::time::Instant::now();
+        let scan = scan_log(&log, header.log_id);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(scan.items.is_empty());
+        assert_eq!(scan.torn_tail, Some(HEADER_LEN as u64..log.len() as u64));
     }
 
     #[test]
