@@ -1,0 +1,115 @@
+//! A TCP proxy on a free loopback port that copies each connection both ways to a real server,
+//! and can go silent on the connections it has: [`TcpProxy::freeze`] stops copying on them but
+//! keeps them open (no FIN, no RST), as a NAT or load balancer that dropped an idle flow, a host
+//! powered off, or a failover to another address leave a client; connections made after it
+//! are copied as before.
+//!
+//! Std threads only: one accepting, two per connection. They hold no server process; they end
+//! with the test process at the latest, which is all a test needs of them.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often a copying thread that waits for bytes looks whether it was frozen.
+const POLL: Duration = Duration::from_millis(10);
+
+pub struct TcpProxy {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    upstream: String,
+    /// `freeze` calls so far; a connection accepted at a lower count is frozen.
+    freezes: AtomicU64,
+    /// Connections accepted so far.
+    accepted: AtomicU64,
+    /// The sockets of frozen connections, kept open until the proxy's threads are gone.
+    held: Mutex<Vec<TcpStream>>,
+}
+
+impl TcpProxy {
+    /// Listens on 127.0.0.1 (a free port) and forwards every connection to `upstream`
+    /// (`host:port`).
+    pub fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            upstream: upstream.to_owned(),
+            freezes: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            held: Mutex::new(Vec::new()),
+        });
+        let accepting = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                accepting.accepted.fetch_add(1, Ordering::SeqCst);
+                let epoch = accepting.freezes.load(Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(&accepting.upstream) else {
+                    continue;
+                };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (from, to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    let shared = Arc::clone(&accepting);
+                    std::thread::spawn(move || copy(&shared, epoch, from, to));
+                }
+            }
+        });
+        TcpProxy { port, shared }
+    }
+
+    /// `127.0.0.1:port` of the proxy.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Every connection accepted so far goes silent (bytes in either direction are dropped, the
+    /// sockets stay open); later ones are copied.
+    pub fn freeze(&self) {
+        self.shared.freezes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either end closes or the connection is frozen.
+fn copy(shared: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream) {
+    let frozen = || shared.freezes.load(Ordering::SeqCst) > epoch;
+    from.set_read_timeout(Some(POLL)).unwrap();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => {
+                if !frozen() {
+                    let _ = to.shutdown(Shutdown::Write);
+                }
+                return;
+            }
+            Ok(n) => {
+                if frozen() {
+                    break;
+                }
+                if to.write_all(buf.get(..n).unwrap()).is_err() {
+                    return;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if frozen() {
+                    break;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+    // Silent, not closed: the peers see neither an end of stream nor a reset.
+    shared.held.lock().unwrap().extend([from, to]);
+}
