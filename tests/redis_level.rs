@@ -4,7 +4,8 @@
 //! URL), the sync API inside a runtime and the async API, and an outage: the server is killed
 //! mid-workload (every call must come back within the deadline with an error, nothing panics)
 //! and restarted on the same port (calls succeed again). Peer crates stall 9–38 s per call while
-//! Redis is down; this file pins that we do not.
+//! Redis is down; this file pins that we do not. And a connection that goes silent without a
+//! reset (through `support/proxy.rs`): the async API moves to a new one.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,6 +14,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/proxy.rs"]
+mod proxy;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -918,4 +921,58 @@ fn blocking_calls_reconnect_transparently_after_a_server_restart() {
         );
     }
     assert_eq!(redis.get_many(&["k", "missing"]).unwrap().len(), 2);
+}
+
+/// A connection that goes silent without a reset (a NAT or load balancer that dropped the flow as
+/// idle, a host powered off, a failover to another address) gives the client no error, only
+/// timeouts, until the kernel gives up on its retransmits (about 15 minutes). The async API
+/// must leave it for a new connection once a call on it times out, and open one new connection
+/// for a burst of such timeouts, not one each.
+#[test]
+fn async_calls_move_to_a_new_connection_when_theirs_goes_silent() {
+    let server = RedisServer::start();
+    let proxy = proxy::TcpProxy::start(&server.addr());
+    let timeout = Duration::from_millis(200);
+    let redis = RedisStore::connect(RedisOptions::new(proxy.addr()).timeout(timeout)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(redis.set_async("k", b"v", None)).unwrap();
+    let connections = proxy.accepted();
+
+    proxy.freeze();
+    let burst = rt.block_on(futures_util::future::join_all(
+        (0..16).map(|_| redis.get_async("k")),
+    ));
+    for result in &burst {
+        assert!(
+            matches!(
+                result,
+                Err(Error::Timeout {
+                    level: "redis",
+                    op: "get",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+
+    let started = Instant::now();
+    loop {
+        match rt.block_on(redis.get_async("k")) {
+            Ok(entry) => {
+                assert_eq!(entry.unwrap().value, b"v");
+                break;
+            }
+            Err(err) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still on the silent connection after {:?}: {err}",
+                started.elapsed()
+            ),
+        }
+    }
+    assert_eq!(
+        proxy.accepted(),
+        connections + 1,
+        "one new connection for the whole burst of timeouts"
+    );
 }

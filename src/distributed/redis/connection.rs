@@ -4,7 +4,13 @@
 //! blocking and the async API.
 //!
 //! What the `redis` crate does here, and what we keep of our own:
-//! - Standalone: its `ConnectionManager` (one multiplexed connection, reconnected on demand).
+//! - Standalone: its `ConnectionManager` (one multiplexed connection, reconnected on demand),
+//!   held in a [`Standalone`] that replaces it with a new one after a call on it times out at our
+//!   deadline. The crate reconnects only on an error that says the connection is gone (a reset,
+//!   an end of stream); a flow that went silent without one (a NAT or load balancer that dropped
+//!   it as idle, a host powered off, a failover to another address) gives no such error until
+//!   the kernel gives up on its retransmits, about 15 minutes, and until then every call would
+//!   wait out our deadline on it.
 //! - Cluster: its async `ClusterConnection` routes every key command by slot, follows `MOVED` /
 //!   `ASK` and refreshes its slot map, and splits a multi-key `MGET` / `UNLINK` into one command
 //!   per slot (sent concurrently, replies put back in key order / summed). Our own router
@@ -14,6 +20,8 @@
 //!   slots), so it goes out as concurrent single commands, which the crate's multiplexed node
 //!   connections pipeline on the wire anyway.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -72,14 +80,14 @@ impl Settings {
     }
 
     /// Connects and checks the credentials with a `PING`. Errors name the hosts.
-    pub(crate) async fn connect(self) -> crate::error::Result<Conn> {
+    pub(crate) async fn connect(self) -> crate::error::Result<Link> {
         let hosts = self.hosts();
         self.try_connect()
             .await
             .map_err(|err| connect_error_for(LEVEL, &hosts, &err))
     }
 
-    async fn try_connect(self) -> RedisResult<Conn> {
+    async fn try_connect(self) -> RedisResult<Link> {
         #[cfg(feature = "tls")]
         if self.targets.iter().any(Target::is_tls) {
             self.tls.ensure_provider()?;
@@ -104,7 +112,7 @@ impl Settings {
             cmd.arg("uno-cache");
             conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
                 .await?;
-            Ok(Conn::Cluster(conn))
+            Ok(Link::Cluster(conn))
         } else {
             let target = self
                 .targets
@@ -126,7 +134,7 @@ impl Settings {
                 .set_connection_timeout(Some(self.connect_timeout))
                 .set_response_timeout(None)
                 .set_max_delay(Duration::from_millis(500));
-            let mut conn = ConnectionManager::new_with_config(client, config).await?;
+            let mut conn = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
             // A cluster node answers PING like any server, and then MOVED for most keys: say so
             // now. A user without the right to INFO is not refused for it.
@@ -142,8 +150,117 @@ impl Settings {
                     )));
                 }
             }
-            Ok(Conn::Single(conn))
+            // Connecting runs on the I/O thread (`IoRuntime::block_on` / `run`), whose runtime
+            // the replacements need.
+            let runtime = tokio::runtime::Handle::try_current()
+                .map_err(|_| RedisError::from((ErrorKind::Client, "connecting outside the I/O runtime")))?;
+            Ok(Link::Single(Arc::new(Standalone {
+                current: parking_lot::RwLock::new((conn, 0)),
+                replacing: AtomicBool::new(false),
+                client,
+                config,
+                runtime,
+            })))
         }
+    }
+}
+
+/// The level's connection as the store keeps it; [`current`](Self::current) gives the one a call
+/// uses.
+pub(crate) enum Link {
+    /// A standalone server's connection, replaced when a call on it timed out.
+    Single(Arc<Standalone>),
+    /// A Redis Cluster: the crate's own connection, kept for the store's life.
+    Cluster(ClusterConnection),
+}
+
+/// Which standalone connection a call ran on, so that its timeout replaces that one only: a
+/// call that began before the latest replacement says nothing about the new connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket(u64);
+
+impl Link {
+    /// The connection for one call, and its [`Ticket`] for [`timed_out`](Self::timed_out).
+    pub(crate) fn current(&self) -> (Conn, Ticket) {
+        match self {
+            Link::Single(single) => {
+                // The hot path of every async call: one uncontended shared lock, and the clone
+                // of the manager (an `Arc`) that the call needed anyway.
+                let current = single.current.read();
+                (Conn::Single(current.0.clone()), Ticket(current.1))
+            }
+            Link::Cluster(conn) => (Conn::Cluster(conn.clone()), Ticket(0)),
+        }
+    }
+
+    /// Whether this is a cluster client (which follows redirects itself).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Link::Cluster(_))
+    }
+
+    /// A call on the connection of `ticket` ran out of our deadline: a standalone connection is
+    /// replaced (see [`Standalone`]). The cluster client is left as it is.
+    pub(crate) fn timed_out(&self, ticket: Ticket) {
+        if let Link::Single(single) = self {
+            Standalone::replace(single, ticket);
+        }
+    }
+}
+
+/// A standalone server's `ConnectionManager`, replaced by a new one after a call on it timed out
+/// at our deadline.
+///
+/// A timeout is the only sign a silent connection gives, and a server that is merely slow gives
+/// it too; replacing costs that server one connect, and the calls still in flight on the old
+/// connection end on it (it closes when the last of them drops it). One replacement connects at
+/// a time, on the I/O thread, within `connect_timeout`; until it has connected, calls keep
+/// using the old connection (a timeout in the meantime starts nothing), and if it fails, the
+/// next timeout tries again. The swap is a write under the lock that every call reads.
+pub(crate) struct Standalone {
+    /// The connection, and how many times it has been replaced (a [`Ticket`]).
+    current: parking_lot::RwLock<(ConnectionManager, u64)>,
+    /// Set while a replacement connects.
+    replacing: AtomicBool,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The I/O thread's runtime, where the crate spawns the connection's tasks.
+    runtime: tokio::runtime::Handle,
+}
+
+impl Standalone {
+    fn replace(this: &Arc<Self>, ticket: Ticket) {
+        if this.current.read().1 != ticket.0 || this.replacing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Re-read now that this caller owns the replacement: one that ended between the read
+        // above and the flag already replaced the connection of `ticket`.
+        if this.current.read().1 != ticket.0 {
+            this.replacing.store(false, Ordering::Release);
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(this);
+        let (client, config) = (this.client.clone(), this.config.clone());
+        // Detached: the store may be dropped meanwhile (the task then drops what it connected),
+        // and the runtime's end cancels it.
+        drop(this.runtime.spawn(async move {
+            let fresh = ConnectionManager::new_with_config(client, config).await;
+            let Some(this) = weak.upgrade() else {
+                return;
+            };
+            match fresh {
+                Ok(conn) => {
+                    let mut current = this.current.write();
+                    let replaced = std::mem::replace(&mut *current, (conn, ticket.0.wrapping_add(1)));
+                    drop(current);
+                    // Dropped outside the lock: the last handle on the old connection ends its
+                    // tasks.
+                    drop(replaced);
+                    tracing::info!("replaced a Redis connection after a call on it timed out");
+                }
+                Err(err) => tracing::debug!(%err, "could not replace a Redis connection that timed out"),
+            }
+            this.replacing.store(false, Ordering::Release);
+        }));
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::commands::{check_value, Command, Commands, Read, Reply};
-use super::connection::{Conn, Settings};
+use super::connection::{Link, Settings};
 use super::errors::{call_error, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
@@ -44,7 +44,9 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 /// reconnected on demand) or its async `ClusterConnection`, whose driver tasks live on the I/O
 /// thread; a call is polled in the caller's own task (or, blocking, on the caller's parked
 /// thread), with a deadline around the client's retries and reconnects, kept by the I/O
-/// thread's sweeper (no timer is needed from the caller's executor).
+/// thread's sweeper (no timer is needed from the caller's executor). A standalone connection on
+/// which a call ran out of that deadline is replaced by a new one (a silent connection gives no
+/// other sign), as the blocking pool drops one.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -60,7 +62,7 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 /// ```
 pub struct RedisStore {
     // Field order is drop order: the connection goes before the I/O thread's handle.
-    conn: Conn,
+    conn: Link,
     commands: Commands,
     timeout: Duration,
     admin_timeout: Duration,
@@ -115,10 +117,10 @@ impl RedisStore {
     /// With per-node breakers on a cluster, who owns each slot (see `slots`).
     fn slot_map(
         options: &RedisOptions,
-        conn: &Conn,
+        conn: &Link,
     ) -> impl std::future::Future<Output = Result<Option<SlotMap>>> + Send + 'static {
         let read = match (conn, options.breakers()) {
-            (Conn::Cluster(conn), Some(breakers)) => Some((conn.clone(), Arc::clone(breakers))),
+            (Link::Cluster(conn), Some(breakers)) => Some((conn.clone(), Arc::clone(breakers))),
             _ => None,
         };
         async move {
@@ -151,12 +153,12 @@ impl RedisStore {
     fn assemble(
         options: &RedisOptions,
         settings: &Settings,
-        conn: Conn,
+        conn: Link,
         slots: Option<SlotMap>,
         rt: IoRuntime,
     ) -> Self {
         let pool = match (&conn, settings.targets.first()) {
-            (Conn::Single(_), Some(target)) if !target.is_tls() => options
+            (Link::Single(_), Some(target)) if !target.is_tls() => options
                 .client_for(target)
                 .ok()
                 .and_then(|client| CallerPool::new(client, settings.hosts())),
@@ -184,7 +186,7 @@ impl RedisStore {
     /// Whether this is a Redis Cluster connection.
     #[must_use]
     pub fn is_cluster(&self) -> bool {
-        matches!(self.conn, Conn::Cluster(_))
+        self.conn.is_cluster()
     }
 
     /// The key prefix.
@@ -206,7 +208,7 @@ impl RedisStore {
         let value = match &self.pool {
             Some(pool) => pool.send(op, self.timeout, &request)?,
             None => {
-                let mut conn = self.conn.clone();
+                let (mut conn, ticket) = self.conn.current();
                 let hosts = self.hosts.as_str();
                 let cluster = conn.is_cluster();
                 let send = async move {
@@ -214,8 +216,13 @@ impl RedisStore {
                         .await
                         .map_err(|err| call_error(op, hosts, &err, cluster))
                 };
-                self.rt
-                    .wait(op, self.timeout, self.rt.bind(op, self.timeout, send))?
+                let sent = self
+                    .rt
+                    .wait(op, self.timeout, self.rt.bind(op, self.timeout, send));
+                if let Err(Error::Timeout { .. }) = sent {
+                    self.conn.timed_out(ticket);
+                }
+                sent?
             }
         };
         reply.read(op, value, self.clock.now_ms())
@@ -231,15 +238,22 @@ impl RedisStore {
             Ok(command) => command,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        let mut conn = self.conn.clone();
+        let (mut conn, ticket) = self.conn.current();
         let cluster = conn.is_cluster();
-        Box::pin(self.rt.bind(op, self.timeout, async move {
+        let call = self.rt.bind(op, self.timeout, async move {
             let value = conn
                 .send(&request)
                 .await
                 .map_err(|err| call_error(op, &self.hosts, &err, cluster))?;
             reply.read(op, value, self.clock.now_ms())
-        }))
+        });
+        Box::pin(async move {
+            let out = call.await;
+            if let Err(Error::Timeout { .. }) = out {
+                self.conn.timed_out(ticket);
+            }
+            out
+        })
     }
 }
 
@@ -514,7 +528,7 @@ impl Storage for RedisStore {
     /// Keys and bytes (key + enveloped value) under this prefix, counted with `SCAN` on every
     /// primary; O(keys), under `admin_timeout`.
     fn size(&self) -> Result<StorageSize> {
-        let walk = scan::size(self.conn.clone(), self.commands.prefix());
+        let walk = scan::size(self.conn.current().0, self.commands.prefix());
         self.rt.wait(
             "size",
             self.admin_timeout,
@@ -525,7 +539,7 @@ impl Storage for RedisStore {
     /// Deletes every key under this prefix (`SCAN` + `UNLINK`); keys of other prefixes and
     /// programs stay. Under `admin_timeout`.
     fn clear(&self) -> Result<()> {
-        let walk = scan::clear(self.conn.clone(), self.commands.prefix());
+        let walk = scan::clear(self.conn.current().0, self.commands.prefix());
         self.rt.wait(
             "clear",
             self.admin_timeout,
@@ -546,7 +560,7 @@ impl Storage for RedisStore {
 
 impl DistributedStorage for RedisStore {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
-        let walk = scan::size(self.conn.clone(), self.commands.prefix());
+        let walk = scan::size(self.conn.current().0, self.commands.prefix());
         Box::pin(self.rt.bind("size", self.admin_timeout, walk))
     }
 
