@@ -5,7 +5,8 @@
 //! mid-workload (every call must come back within the deadline with an error, nothing panics)
 //! and restarted on the same port (calls succeed again). Peer crates stall 9–38 s per call while
 //! Redis is down; this file pins that we do not. And a connection that goes silent without a
-//! reset (through `support/proxy.rs`): the async API moves to a new one.
+//! reset (through `support/proxy.rs`): the async API, and the blocking API over TLS, move to a
+//! new one.
 
 #![allow(
     clippy::unwrap_used,
@@ -975,4 +976,45 @@ fn async_calls_move_to_a_new_connection_when_theirs_goes_silent() {
         connections + 1,
         "one new connection for the whole burst of timeouts"
     );
+}
+
+/// Over TLS the blocking API runs on the async connection (the blocking pool is plain TCP only),
+/// so a connection that goes silent there must be left for a new one too.
+#[cfg(feature = "tls")]
+#[test]
+fn blocking_calls_over_tls_move_to_a_new_connection_when_theirs_goes_silent() {
+    let certs = tempfile::tempdir().unwrap();
+    support::make_tls_certs(certs.path());
+    let server = RedisServer::start_tls(certs.path());
+    let proxy = proxy::TcpProxy::start(&server.addr());
+    let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
+    let timeout = Duration::from_millis(200);
+    let redis = RedisStore::connect(
+        RedisOptions::new(format!("rediss://{}", proxy.addr()))
+            .tls_root_cert(ca)
+            .timeout(timeout),
+    )
+    .unwrap();
+    redis.set("k", b"v", None).unwrap();
+
+    proxy.freeze();
+    let result = redis.get("k");
+    assert!(
+        matches!(result, Err(Error::Timeout { level: "redis", .. })),
+        "{result:?}"
+    );
+    let started = Instant::now();
+    loop {
+        match redis.get("k") {
+            Ok(entry) => {
+                assert_eq!(entry.unwrap().value, b"v");
+                break;
+            }
+            Err(err) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still on the silent connection after {:?}: {err}",
+                started.elapsed()
+            ),
+        }
+    }
 }
