@@ -224,7 +224,9 @@ fn a_change_replayed_at_start_up_reaches_the_other_instances_l1() {
         l2.get("k").unwrap().map(|e| e.value).as_deref() == Some(&b"v1"[..])
     });
     // L2 has the value before the replay's ack is written.
-    wait_until("A's replay to be acked", || a.stats().consistency.replay_pending == 0);
+    wait_until("A's replay to be acked", || {
+        a.stats().consistency.replay_pending == 0
+    });
     wait_until("B to hear of the change replayed at start-up", || {
         b.stats().consistency.invalidations_received > queued
     });
