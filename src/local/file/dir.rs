@@ -40,7 +40,8 @@ impl LockedDir {
     ///
     /// Returns the directory and its metadata: a new directory gets `wanted.new_meta`; an
     /// existing one keeps its own, except for an explicit size bound or file mode in `wanted`,
-    /// which is applied and recorded.
+    /// which is applied and recorded (a bound the disk has no room to record holds for this
+    /// open only).
     pub(crate) fn open(path: &Path, disk: Disk, wanted: Wanted) -> Result<(LockedDir, Meta)> {
         let new_dir_mode = wanted.file_mode.unwrap_or(DEFAULT_FILE_MODE);
         let created =
@@ -78,7 +79,16 @@ impl LockedDir {
             match wanted.max_size {
                 Some(max_size) if max_size != stored.max_size => {
                     let meta = Meta { max_size, ..stored };
-                    dir.write_meta(&meta)?;
+                    match dir.write_meta(&meta) {
+                        Ok(()) => {}
+                        // Opening needs no free space: the new bound holds for this run, and the
+                        // next open that finds room records it (the old file is left whole).
+                        Err(e) if e.is_no_space() => {
+                            tracing::warn!(path = %path.display(), error = %e,
+                                "no space to record the new max_size; it applies to this run only");
+                        }
+                        Err(e) => return Err(e),
+                    }
                     meta
                 }
                 _ => stored,

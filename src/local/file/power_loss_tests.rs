@@ -263,6 +263,35 @@ fn small(clock: &ManualClock) -> FileStoreOptions {
         .clock(Arc::new(clock.clone()))
 }
 
+/// Opening needs no free space, a new bound included: one the full disk keeps from being
+/// recorded holds for the run, and the recorded one stays. The open failed, and the store could
+/// not even serve what it held.
+#[test]
+fn an_open_with_a_new_bound_on_a_full_disk_opens_and_keeps_the_recorded_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    store.set("a", b"1", None).unwrap();
+    store.close().unwrap();
+    sim.fail_next(Op::Write, ErrorKind::StorageFull);
+    let store = FileStore::open(
+        dir.path(),
+        small(&clock)
+            .max_size_mb(2)
+            .disk(Disk::simulated(Arc::clone(&sim))),
+    )
+    .expect("an open on a full disk");
+    assert_eq!(store.get("a").unwrap(), Some(b"1".to_vec()));
+    store.close().unwrap();
+    let meta = std::fs::read(dir.path().join(super::format::META_FILE)).unwrap();
+    let meta = super::format::decode_meta(&meta).unwrap();
+    assert_eq!(
+        meta.max_size,
+        1 << 20,
+        "the recorded bound is the one that was recorded"
+    );
+}
+
 #[test]
 fn a_segment_write_without_space_is_disk_full_latches_nothing_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
