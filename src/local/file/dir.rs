@@ -70,7 +70,9 @@ impl LockedDir {
         };
         let meta = if has_meta {
             let stored = dir.read_meta()?;
-            if let Some(max_size) = wanted.max_size {
+            // Only a new bound: one an earlier build recorded keeps opening (an unchanged
+            // configuration must not stop the store after an upgrade).
+            if let Some(max_size) = wanted.max_size.filter(|&m| m != stored.max_size) {
                 check_bound_fits_segments(max_size, stored.segment_size)?;
             }
             if recorded_mode.is_some_and(|m| m != file_mode) {
@@ -209,7 +211,8 @@ impl LockedDir {
 /// directory's options are held to (the segment size of an existing one is the recorded one, not
 /// the option's). Refused rather than raised: a bound is a promise about the device, and exceeding
 /// it silently (the active segment alone could be many times a small bound) breaks it. Checked
-/// before anything is recorded, so the directory keeps its old bound.
+/// before anything is recorded, so the directory keeps its old bound. Not checked against the
+/// bound already recorded (earlier builds recorded such bounds).
 fn check_bound_fits_segments(max_size: u64, segment_size: u64) -> Result<()> {
     let least = segment_size.saturating_mul(4);
     if max_size >= least {

@@ -281,4 +281,28 @@ mod tests {
         assert_eq!(store.max_size(), 4 * 1024 * 1024);
         store.close().unwrap();
     }
+
+    #[test]
+    fn a_bound_below_four_segments_that_an_earlier_build_recorded_still_opens() {
+        // Earlier builds recorded such bounds; the application's unchanged configuration must
+        // not stop opening its store after an upgrade.
+        use crate::local::file::format::{self, META_FILE};
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), options().segment_size(1024 * 1024).max_size_mb(64)).unwrap();
+        store.set("k", b"v", None).unwrap();
+        store.close().unwrap();
+        let meta_path = dir.path().join(META_FILE);
+        let meta = format::decode_meta(&std::fs::read(&meta_path).unwrap()).unwrap();
+        let small = format::Meta {
+            max_size: 3 * 1024 * 1024,
+            ..meta
+        };
+        std::fs::write(&meta_path, format::encode_meta(&small)).unwrap();
+        for asked in [options().max_size_mb(3), options()] {
+            let store = FileStore::open(dir.path(), asked).unwrap();
+            assert_eq!(store.max_size(), 3 * 1024 * 1024);
+            assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+            store.close().unwrap();
+        }
+    }
 }
