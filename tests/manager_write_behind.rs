@@ -612,6 +612,9 @@ fn a_delete_that_gave_up_waiting_for_a_slow_batch_is_not_overtaken_by_that_batch
     batch.wait_entered();
     s.cache.delete("k").unwrap();
     assert_eq!(s.cache.get::<u32>("k").unwrap(), None);
+    // A second delete takes the first one's op out of the queue: it too must follow the batch,
+    // which still holds the older write.
+    s.cache.delete("k").unwrap();
     batch.release();
     s.cache.flush().unwrap();
     assert_eq!(
@@ -645,14 +648,24 @@ fn a_replayed_op_waits_for_the_write_behind_batch_in_flight() {
         "the delete waits for the batch in flight"
     );
     drop(delete);
+    let replayed = s.gated.gate("delete", "k", Point::Before);
     std::thread::scope(|scope| {
         let replay = scope.spawn(|| s.cache.replay_now());
-        // Either the replay waits for the batch (it must), or it has sent the delete already.
+        // The replay either waits for the batch (it must) or sends the delete now: it gets
+        // 200 ms to show which (the gate says if it did).
         let deadline = std::time::Instant::now() + Duration::from_millis(200);
-        while !replay.is_finished() && std::time::Instant::now() < deadline {
+        let mut sent_early = false;
+        while !sent_early && std::time::Instant::now() < deadline {
+            sent_early = replayed.entered();
             std::thread::yield_now();
         }
+        assert!(
+            !sent_early,
+            "the replay sent its delete while the batch with the older write was in flight"
+        );
         batch.release();
+        replayed.wait_entered();
+        replayed.release();
         replay.join().unwrap().unwrap();
     });
     s.cache.flush().unwrap();

@@ -11,17 +11,19 @@
 //!   queued or in-flight value is newer than anything L2 holds, so it is the answer (nothing is
 //!   backfilled). Taking the ticket first means a set that lands in between makes the backfill
 //!   of an older L2 value stale, so it is skipped.
-//! - **Deletes** still wait for L2, after *settling* their keys: their queued writes are dropped
-//!   and an in-flight batch holding one of them is waited for, so a write issued before a delete
+//! - **Deletes** still wait for L2 (unless their settle gives up, below), after *settling*
+//!   their keys: their queued writes are dropped and an in-flight batch holding one of them is
+//!   waited for, so a write issued before a delete
 //!   never lands after it. A set and a delete of one key never interleave (both own the key's
 //!   stripe in `guard` from their L1 step until their queue or L2 step is done), and a read that
 //!   misses L1 while the delete is on its way to L2 is a miss: L2 may still hold a value older
 //!   than the queued write the delete dropped. A settle waits four L2 timeouts at most (a
 //!   batch resent one key at a time, or a stuck sender, can take longer): one that gives up
 //!   hands its delete or write to this queue, behind the batch, since sent to L2 at once it
-//!   could land first and the batch's older write after it. And the replay holds the next
-//!   batch back while it sends ([`WriteQueue::fence`]), so an op queued there while an older
-//!   write of its key was in flight reaches L2 after that write. An async delete (or write-through) dropped
+//!   could land first and the batch's older write after it; a later op of the key waits for
+//!   that batch too. And the replay waits for the batch in flight before it reads its ops
+//!   ([`WriteQueue::fence`]), so an op queued there while an older write of its key was in
+//!   flight reaches L2 after that write. An async delete (or write-through) dropped
 //!   between its settle and L2's answer (a caller's timeout) hands its part back to the queue
 //!   ([`Requeue`]): the writes its settle dropped were acknowledged to their callers, and L2
 //!   would otherwise keep a value older than them. A delete is queued as a write that has
@@ -79,6 +81,11 @@ struct State {
     queued: HashMap<String, Queued>,
     /// Taken by the sender whose batch is on its way to L2.
     in_flight: HashMap<String, Queued>,
+    /// Keys of the batch on its way whose write there a newer op superseded (a settle that gave
+    /// up, see [`WriteQueue::settle`]): out of `in_flight`, so that the batch neither replays
+    /// nor resends them, but a later settle of one of them still waits for the batch to land,
+    /// as its older write may land after anything sent before.
+    superseded: HashSet<String>,
     /// The writer is gathering a batch (a test waits for this state).
     lingering: bool,
     /// Per slot of keys ([`epoch_slot`]): how many times a settle took a queued write of a key
@@ -191,9 +198,7 @@ impl WriteQueue {
                 // fails is not queued for replay after this newer write.
                 let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
                 Self::drop_queued(&mut st, &keys);
-                for key in &keys {
-                    st.in_flight.remove(*key);
-                }
+                Self::supersede(&mut st, &keys);
             }
             return Pushed::Replay;
         }
@@ -278,17 +283,30 @@ impl WriteQueue {
         let deadline = Instant::now() + self.max_wait;
         let mut st = self.state.lock();
         Self::drop_queued(&mut st, keys);
-        while keys.iter().any(|k| st.in_flight.contains_key(*k)) {
+        while Self::on_the_way(&st, keys) {
             if self.landed.wait_until(&mut st, deadline).timed_out() {
                 // The caller's write or delete goes on and supersedes the batch's writes of
                 // these keys: if the batch fails, they must not be queued for replay after it.
-                for key in keys {
-                    st.in_flight.remove(*key);
-                }
+                Self::supersede(&mut st, keys);
                 return true;
             }
         }
         false
+    }
+
+    /// Whether the batch on its way holds a write of one of `keys`, superseded or not.
+    fn on_the_way(st: &State, keys: &[&str]) -> bool {
+        keys.iter()
+            .any(|k| st.in_flight.contains_key(*k) || st.superseded.contains(*k))
+    }
+
+    /// Takes `keys` out of the batch on its way (see [`State::superseded`]).
+    fn supersede(st: &mut State, keys: &[&str]) {
+        for key in keys {
+            if st.in_flight.remove(*key).is_some() {
+                st.superseded.insert((*key).to_owned());
+            }
+        }
     }
 
     /// [`settle`](Self::settle) without blocking an executor, and without a deadline of its own
@@ -303,7 +321,7 @@ impl WriteQueue {
             {
                 let mut st = self.state.lock();
                 Self::drop_queued(&mut st, keys);
-                if !keys.iter().any(|k| st.in_flight.contains_key(*k)) {
+                if !Self::on_the_way(&st, keys) {
                     return;
                 }
             }
@@ -312,9 +330,9 @@ impl WriteQueue {
     }
 
     /// Waits until the batch in flight (if any) has landed, and keeps the next one from being
-    /// taken until the guard is dropped. The replay holds it while it sends ops: an op a settle
-    /// that gave up (or a dropped future, see [`Requeue`]) put in the replay queue while an
-    /// older write of its key was in flight must reach L2 after that write, not before it.
+    /// taken until the guard is dropped. The replay holds it while it reads the ops to send: an
+    /// op a settle that gave up (or a dropped future, see [`Requeue`]) put in the replay queue
+    /// while an older write of its key was in flight must reach L2 after that write.
     pub(crate) fn fence(&self) -> parking_lot::MutexGuard<'_, ()> {
         self.sending.lock()
     }
@@ -347,6 +365,7 @@ impl WriteQueue {
         let mut st = self.state.lock();
         for (key, _) in batch {
             st.in_flight.remove(key);
+            st.superseded.remove(key);
         }
         drop(st);
         self.landed.notify_all();

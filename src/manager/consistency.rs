@@ -170,15 +170,20 @@ impl Shared {
         // the other keys go on; the queue holds one op per key, so no key's order changes.
         let mut node_down: Option<(String, Error)> = None;
         loop {
-            // Per pass, so that the write-behind writer is held up for one pass at most.
-            let _after_the_batch_in_flight = self.behind.as_ref().map(|b| b.fence());
             // Once a node is down, one pass over everything pending, so the keys of live nodes
             // are not stuck behind a batch of the dead node's.
-            let ops = q.pending_up_to(if node_down.is_some() {
-                usize::MAX
-            } else {
-                REPLAY_BATCH
-            });
+            let ops = {
+                // An op queued while an older write of its key was in a write-behind batch on
+                // its way goes after that batch: waited for here. A batch taken later holds no
+                // older write of these keys (the ops were queued after their keys' queued writes
+                // were dropped), so the writer is held up only while the ops are read.
+                let _after_the_batch_in_flight = self.behind.as_ref().map(|b| b.fence());
+                q.pending_up_to(if node_down.is_some() {
+                    usize::MAX
+                } else {
+                    REPLAY_BATCH
+                })
+            };
             if ops.is_empty() {
                 return Ok(replayed);
             }
