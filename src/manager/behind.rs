@@ -13,8 +13,8 @@
 //!   of an older L2 value stale, so it is skipped.
 //! - **Deletes** still wait for L2 (unless their settle gives up, below), after *settling*
 //!   their keys: their queued writes are dropped and an in-flight batch holding one of them is
-//!   waited for, so a write issued before a delete
-//!   never lands after it. A set and a delete of one key never interleave (both own the key's
+//!   waited for, so a write issued before a delete never lands after it. A set and a delete
+//!   of one key never interleave (both own the key's
 //!   stripe in `guard` from their L1 step until their queue or L2 step is done), and a read that
 //!   misses L1 while the delete is on its way to L2 is a miss: L2 may still hold a value older
 //!   than the queued write the delete dropped. A settle waits four L2 timeouts at most (a
