@@ -74,6 +74,11 @@ fn run(shared: &Weak<Shared>, signal: &Signal, every: Duration, shutdown: &Shutd
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        // A queue a write failure latched, empty or not: until it is written anew, every push
+        // of a failed L2 write is refused, and the write lost.
+        if let Some(Err(e)) = shared.replay.as_ref().map(|q| q.recover_if_due()) {
+            tracing::debug!(error = %e, "the replay queue is still latched by a write failure");
+        }
         if shared.replay.as_ref().is_some_and(|q| !q.is_empty()) {
             // A failure is counted and logged inside; the next tick tries again.
             let _ = shared.replay_until(&|| shutdown.is_fired());

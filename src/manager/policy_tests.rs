@@ -880,3 +880,33 @@ fn a_replay_after_the_queue_latched_rewrites_it_and_acks_what_it_sent() {
         "a push may have been lost meanwhile"
     );
 }
+
+/// A replay queue latched by a write failure while it held nothing (a compaction's directory
+/// fsync after the last ack, say) is written anew by the replay thread's next tick: the replay
+/// ran only for a queue with ops in it, so every later failed L2 write was refused and lost.
+#[test]
+fn an_empty_replay_queue_latched_by_a_write_failure_takes_writes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::CacheConfig::default();
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    config.offline.replay_interval_ms = 10;
+    let cache = crate::CacheManager::builder()
+        .config(config)
+        .local(Arc::new(MemoryStore::new(100).unwrap()))
+        .distributed(Arc::new(crate::InProcess::shared(HeldL2::new())))
+        .build()
+        .unwrap();
+    let queue = cache.shared.replay.as_ref().unwrap();
+    queue.latch_for_test();
+    assert!(queue.is_empty());
+    assert!(matches!(
+        queue.push_delete("k"),
+        Err(Error::WritesDisabled { .. })
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.push_delete("k").is_err() {
+        assert!(Instant::now() < deadline, "the queue stayed latched");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(queue.is_overflowed(), "the refused push may have been a lost op");
+}

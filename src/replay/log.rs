@@ -131,6 +131,16 @@ impl Log {
         self.latch.check(&self.path)
     }
 
+    /// Test hook: latches the log as a failed write does.
+    #[cfg(test)]
+    pub(crate) fn latch_for_test(&self) {
+        let _ = self.fail(Error::io(
+            "append to replay log",
+            &self.path,
+            io::Error::other("injected write failure"),
+        ));
+    }
+
     /// Latches the log read-only and passes the error on.
     fn fail(&self, error: Error) -> Error {
         self.latch.fail(error)

@@ -104,7 +104,8 @@
 //!   at the reopen, and a direct L2 write of their keys in between would be overwritten then),
 //!   and the queue reports itself overflowed until the reopen (an op may be lost), or until
 //!   [`recover`](ReplayQueue::recover) writes the log anew from memory (the manager's replay
-//!   does so at most once a second), which makes the flag durable and takes writes again.
+//!   thread tries on each tick and each replay run, at most once a second, whether ops are
+//!   pending or not), which makes the flag durable and takes writes again.
 //!
 //! # Protocol for the manager
 //!
@@ -734,6 +735,12 @@ impl ReplayQueue {
     #[cfg(test)]
     pub(crate) fn fail_next_sync(&self) {
         self.inner.lock().log.fail_next_sync = true;
+    }
+
+    /// Test hook: the log is latched as by a failed write, with nothing pending.
+    #[cfg(test)]
+    pub(crate) fn latch_for_test(&self) {
+        self.inner.lock().log.latch_for_test();
     }
 }
 
