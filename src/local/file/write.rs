@@ -299,10 +299,13 @@ impl Inner {
             let before = (w.active_id(), w.offset);
             self.ensure_space(w, planned.0)?;
             if (w.active_id(), w.offset) == before {
-                break;
+                return Ok(planned.1);
             }
             planned = plan(w);
         }
+        // Every round moved the writer: the last plan still gets its room (what that round's
+        // copies add is all it may pass the bound by).
+        self.ensure_space(w, planned.0)?;
         Ok(planned.1)
     }
 
