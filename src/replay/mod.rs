@@ -658,14 +658,7 @@ impl ReplayQueue {
             return Ok(false);
         }
         inner.last_recovery = Some(std::time::Instant::now());
-        let header = Header {
-            log_id: log::new_log_id(),
-            next_seq: inner.next_seq,
-        };
-        let body = encode_body(header.log_id, &inner.pending, inner.overflowed);
-        inner.log.replace_latched(&header, &body)?;
-        inner.pending.recompute_disk_lens();
-        inner.stats.compactions += 1;
+        rewrite_locked(&mut inner, Log::replace_latched)?;
         tracing::warn!(path = %inner.log.path().display(), pending = inner.pending.len(),
             "replay log rewritten after a write failure; it takes writes again (marked overflowed: ops may have been lost)");
         Ok(true)
@@ -814,12 +807,18 @@ fn apply(pending: &mut Pending, overflowed: &mut bool, record: &RecordRef<'_>) {
 }
 
 fn compact_locked(inner: &mut Inner) -> Result<()> {
+    rewrite_locked(inner, Log::replace)
+}
+
+/// Writes the log anew with only the pending ops and the overflow flag, through `replace` (which
+/// refuses a latched log, or takes it back).
+fn rewrite_locked(inner: &mut Inner, replace: fn(&mut Log, &Header, &[u8]) -> Result<()>) -> Result<()> {
     let header = Header {
         log_id: log::new_log_id(),
         next_seq: inner.next_seq,
     };
     let body = encode_body(header.log_id, &inner.pending, inner.overflowed);
-    inner.log.replace(&header, &body)?;
+    replace(&mut inner.log, &header, &body)?;
     inner.pending.recompute_disk_lens();
     inner.stats.compactions += 1;
     Ok(())
