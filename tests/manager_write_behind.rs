@@ -633,22 +633,17 @@ fn a_delete_that_gave_up_waiting_for_a_slow_batch_is_not_overtaken_by_that_batch
 fn a_replayed_op_waits_for_the_write_behind_batch_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let s = gated_behind(config(10_000, Some(dir.path())));
-    s.l2.set_failing(true);
-    s.cache.set("a", &1u32, None).unwrap();
-    s.cache.flush().unwrap();
-    assert_eq!(s.cache.stats().consistency.replay_pending, 1);
+    let batch = a_pending_and_b_in_flight(&s);
+    // The held batch will land this time.
     s.l2.set_failing(false);
-    let batch = s.gated.gate("set_each", "k", Point::Before);
-    s.cache.set("k", &1u32, None).unwrap();
-    batch.wait_entered();
-    let mut delete = Box::pin(s.cache.multi_delete_async(&["a", "k"]));
+    let mut delete = Box::pin(s.cache.multi_delete_async(&["a", "b"]));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     assert!(
         delete.as_mut().poll(&mut cx).is_pending(),
         "the delete waits for the batch in flight"
     );
     drop(delete);
-    let replayed = s.gated.gate("delete", "k", Point::Before);
+    let replayed = s.gated.gate("delete", "b", Point::Before);
     std::thread::scope(|scope| {
         let replay = scope.spawn(|| s.cache.replay_now());
         // The replay either waits for the batch (it must) or sends the delete now: it gets
@@ -672,7 +667,7 @@ fn a_replayed_op_waits_for_the_write_behind_batch_in_flight() {
     s.cache.replay_now().unwrap();
     assert_eq!(s.l2.peek("a"), None);
     assert_eq!(
-        s.l2.peek("k"),
+        s.l2.peek("b"),
         None,
         "the batch's older write landed after the replayed delete"
     );
