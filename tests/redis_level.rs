@@ -856,16 +856,25 @@ fn hung_server_async_burst_times_out_at_our_deadline_under_a_runtime_with_timers
         );
     }
     assert!(took <= timeout + Duration::from_millis(100), "took {took:?}");
+    until_k_answers_v("no recovery after the server woke", || {
+        rt.block_on(redis.get_async("k"))
+    });
+}
+
+/// Calls `get` until it answers with the value `v`; fails, saying `what`, with the last error
+/// if it has not after 5 s.
+fn until_k_answers_v(what: &str, mut get: impl FnMut() -> uno_cache::Result<Option<uno_cache::Entry>>) {
     let started = Instant::now();
     loop {
-        match rt.block_on(redis.get_async("k")) {
+        match get() {
             Ok(entry) => {
-                assert_eq!(entry.unwrap().value, b"v");
-                break;
+                assert_eq!(entry.map(|e| e.value).as_deref(), Some(&b"v"[..]));
+                return;
             }
             Err(err) => assert!(
                 started.elapsed() < Duration::from_secs(5),
-                "no recovery after the server woke: {err}"
+                "{what} after {:?}: {err}",
+                started.elapsed()
             ),
         }
     }
@@ -957,20 +966,9 @@ fn async_calls_move_to_a_new_connection_when_theirs_goes_silent() {
         );
     }
 
-    let started = Instant::now();
-    loop {
-        match rt.block_on(redis.get_async("k")) {
-            Ok(entry) => {
-                assert_eq!(entry.unwrap().value, b"v");
-                break;
-            }
-            Err(err) => assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "still on the silent connection after {:?}: {err}",
-                started.elapsed()
-            ),
-        }
-    }
+    until_k_answers_v("still on the silent connection", || {
+        rt.block_on(redis.get_async("k"))
+    });
     assert_eq!(
         proxy.accepted(),
         connections + 1,
@@ -1003,18 +1001,5 @@ fn blocking_calls_over_tls_move_to_a_new_connection_when_theirs_goes_silent() {
         matches!(result, Err(Error::Timeout { level: "redis", .. })),
         "{result:?}"
     );
-    let started = Instant::now();
-    loop {
-        match redis.get("k") {
-            Ok(entry) => {
-                assert_eq!(entry.unwrap().value, b"v");
-                break;
-            }
-            Err(err) => assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "still on the silent connection after {:?}: {err}",
-                started.elapsed()
-            ),
-        }
-    }
+    until_k_answers_v("still on the silent connection", || redis.get("k"));
 }
