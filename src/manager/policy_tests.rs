@@ -244,6 +244,16 @@ impl Storage for HeldL2 {
     }
 }
 
+/// A manager on a memory L1 of 100 entries and `l2`, configured by `config`.
+fn memory_l1_with(l2: Arc<HeldL2>, config: crate::CacheConfig) -> crate::CacheManager {
+    crate::CacheManager::builder()
+        .config(config)
+        .local(Arc::new(MemoryStore::new(100).unwrap()))
+        .distributed(Arc::new(crate::InProcess::shared(l2)))
+        .build()
+        .unwrap()
+}
+
 /// Write-behind, L2 holding `old`, `set(k, new)` returned but `new` still queued and no longer
 /// in L1 (evicted). A read misses L1 and takes its ticket; a `delete(k)` starts, takes `new` out
 /// of the queue and waits on L2; the read then finds the queue empty and asks L2, which still
@@ -263,12 +273,7 @@ fn read_overtaken_by_a_delete() -> OvertakenRead {
     l2.inner.set("k", b"old", None).unwrap();
     let mut config = crate::CacheConfig::default();
     config.distributed.write_mode = crate::WriteMode::Behind;
-    let cache = crate::CacheManager::builder()
-        .config(config)
-        .local(Arc::new(MemoryStore::new(100).unwrap()))
-        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
-        .build()
-        .unwrap();
+    let cache = memory_l1_with(l2.clone(), config);
     // Keeps `new` in the queue: the writer is busy sending another key.
     let sending = l2.hold("set_each");
     cache.set_raw("other", b"x", None).unwrap();
@@ -351,12 +356,7 @@ fn a_read_that_missed_l1_before_a_failed_batch_of_its_key_landed_does_not_answer
         let mut config = crate::CacheConfig::default();
         config.distributed.write_mode = crate::WriteMode::Behind;
         config.offline.replay_dir = Some(dir.path().to_path_buf());
-        let cache = crate::CacheManager::builder()
-            .config(config)
-            .local(Arc::new(MemoryStore::new(100).unwrap()))
-            .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
-            .build()
-            .unwrap();
+        let cache = memory_l1_with(l2.clone(), config);
         l2.batches_fail.store(true, std::sync::atomic::Ordering::Relaxed);
         let sending = l2.hold("set_each");
         cache.set_raw("k", b"new", None).unwrap();
@@ -821,12 +821,7 @@ fn a_delete_of_a_key_no_level_can_hold_is_refused_before_any_level_is_touched() 
     for bad in ["", long.as_str()] {
         for batch in [false, true] {
             let l2 = HeldL2::new();
-            let cache = crate::CacheManager::builder()
-                .config(crate::CacheConfig::default())
-                .local(Arc::new(MemoryStore::new(100).unwrap()))
-                .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
-                .build()
-                .unwrap();
+            let cache = memory_l1_with(l2.clone(), crate::CacheConfig::default());
             cache.set_raw("a", b"1", None).unwrap();
             let refused = if batch {
                 cache.multi_delete(&["a", bad]).map(drop)
@@ -862,12 +857,7 @@ fn a_replay_after_the_queue_latched_rewrites_it_and_acks_what_it_sent() {
     let l2 = HeldL2::new();
     let mut config = crate::CacheConfig::default();
     config.offline.replay_dir = Some(dir.path().to_path_buf());
-    let cache = crate::CacheManager::builder()
-        .config(config)
-        .local(Arc::new(MemoryStore::new(100).unwrap()))
-        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
-        .build()
-        .unwrap();
+    let cache = memory_l1_with(l2.clone(), config);
     let queue = cache.shared.replay.as_ref().unwrap();
     queue.push_set("a", b"1", 0).unwrap();
     queue.fail_next_sync();
@@ -890,12 +880,7 @@ fn an_empty_replay_queue_latched_by_a_write_failure_takes_writes_again() {
     let mut config = crate::CacheConfig::default();
     config.offline.replay_dir = Some(dir.path().to_path_buf());
     config.offline.replay_interval_ms = 10;
-    let cache = crate::CacheManager::builder()
-        .config(config)
-        .local(Arc::new(MemoryStore::new(100).unwrap()))
-        .distributed(Arc::new(crate::InProcess::shared(HeldL2::new())))
-        .build()
-        .unwrap();
+    let cache = memory_l1_with(HeldL2::new(), config);
     let queue = cache.shared.replay.as_ref().unwrap();
     queue.latch_for_test();
     assert!(queue.is_empty());
