@@ -134,6 +134,28 @@ impl Fields {
     }
 }
 
+/// Whether a search past damage may check the record whose header starts `rest` (its CRC, over
+/// its whole length): its fields pass `check`, the buffer holds it, and `budget` pays its
+/// length, which is then taken from it. A search checks every offset, and only the CRC refutes
+/// a candidate whose fields look right, so bytes that repeat such a header claiming a large
+/// length made searches quadratic; with a budget (a few times the file's length) they end as
+/// damage or a torn tail in linear time. A candidate refused here costs nothing.
+pub(crate) fn pay_for_candidate<K>(
+    rest: &[u8],
+    budget: &mut u64,
+    check: impl Fn(&Fields) -> Result<K, &'static str>,
+) -> bool {
+    let Some(fields) = Fields::read(rest) else {
+        return false;
+    };
+    let len = fields.record_len() as u64;
+    if check(&fields).is_err() || len > rest.len() as u64 || len > *budget {
+        return false;
+    }
+    *budget -= len;
+    true
+}
+
 /// Total encoded length of a record.
 #[inline]
 pub(crate) fn record_len(key_len: usize, value_len: usize) -> usize {

@@ -284,15 +284,8 @@ fn resync(buf: &[u8], from: usize, log_id: u64, budget: &mut u64) -> Option<usiz
         let rest = buf.get(at..).unwrap_or_default();
         // Cheap filters first: a complete header that passes the field checks, of a record
         // the buffer holds and the budget pays for.
-        let Some(fields) = Fields::read(rest) else {
-            return false;
-        };
-        let len = fields.record_len() as u64;
-        if check_fields(&fields).is_err() || len > rest.len() as u64 || len > *budget {
-            return false;
-        }
-        *budget -= len;
-        matches!(decode_record(rest, log_id), Decoded::Record(..))
+        frame::pay_for_candidate(rest, budget, check_fields)
+            && matches!(decode_record(rest, log_id), Decoded::Record(..))
     })
 }
 

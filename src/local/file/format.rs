@@ -471,15 +471,8 @@ fn search_for_record(buf: &[u8], salt: u32, from: usize, limit: usize, budget: &
 /// fields fail, or that the buffer cannot hold, costs nothing; one the budget cannot pay for is
 /// not checked and not taken.
 fn is_record_within(rest: &[u8], salt: u32, budget: &mut u64) -> bool {
-    let Some(fields) = Fields::read(rest) else {
-        return false;
-    };
-    let len = fields.record_len() as u64;
-    if check_fields(&fields).is_err() || len > rest.len() as u64 || len > *budget {
-        return false;
-    }
-    *budget -= len;
-    matches!(decode_record(rest, salt), Decoded::Record(..))
+    frame::pay_for_candidate(rest, budget, check_fields)
+        && matches!(decode_record(rest, salt), Decoded::Record(..))
 }
 
 /// The offset just past the last non-zero byte. Runs of zeros are skipped 64 bytes at a time
