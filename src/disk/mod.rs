@@ -157,6 +157,28 @@ impl Disk {
         }
         File::open(dir).and_then(|d| d.sync_all())
     }
+
+    /// Creates `path` and its missing parents (see [`perms::create_dir`]) and fsyncs the parent
+    /// of each, so the new names are durable. Returns whether `path` was created.
+    ///
+    /// A directory's name lives in its parent: fsyncing the files in a new directory, or the
+    /// directory itself, does not make the directory survive a power cut, and with it would go
+    /// every write the store had acknowledged as durable.
+    pub(crate) fn create_dir(&self, path: &Path, file_mode: u32) -> io::Result<bool> {
+        let missing = path
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+            .count();
+        let created = perms::create_dir(path, file_mode)?;
+        for new in path.ancestors().take(missing) {
+            let parent = new
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            self.sync_dir(parent)?;
+        }
+        Ok(created)
+    }
 }
 
 impl DiskFile {

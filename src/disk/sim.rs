@@ -10,7 +10,9 @@
 //! - each file keeps its durable content plus an arbitrary subset of its pending operations, in
 //!   order; a kept write may be torn, keeping only some of its 512-byte sectors;
 //! - the directory keeps its durable names plus a prefix of its pending name changes (file
-//!   systems journal metadata in order, so a later rename never survives an earlier one's loss).
+//!   systems journal metadata in order, so a later rename never survives an earlier one's loss);
+//! - a directory that did not exist when the simulator started is lost with everything in it,
+//!   on some seeds, until its parent is fsynced.
 //!
 //! It can also fail the next call of a kind with a chosen error, for the paths a real file system
 //! cannot fail on demand.
@@ -97,6 +99,9 @@ struct State {
     faults: Vec<(Op, io::ErrorKind)>,
     holds: Vec<(Op, std::sync::Arc<Hold>)>,
     crashed: bool,
+    /// The watched directory did not exist when the simulator started and its parent was not
+    /// fsynced since: its own name, and so every file in it, may be lost.
+    dir_name_pending: bool,
 }
 
 /// Records what reaches the disk in one directory; see the module docs.
@@ -127,7 +132,10 @@ fn apply(content: &mut Vec<u8>, op: &FileOp) {
 impl Sim {
     /// Starts watching `dir`; what it holds now counts as durable.
     pub(crate) fn new(dir: &Path) -> std::sync::Arc<Sim> {
-        let mut state = State::default();
+        let mut state = State {
+            dir_name_pending: !dir.exists(),
+            ..State::default()
+        };
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {
                 if entry.path().is_file() {
@@ -241,6 +249,9 @@ impl Sim {
     }
 
     pub(super) fn dir_synced(&self, dir: &Path) {
+        if Some(dir) == self.dir.parent() {
+            self.state.lock().dir_name_pending = false;
+        }
         if dir != self.dir {
             return;
         }
@@ -292,13 +303,16 @@ impl Sim {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut state = self.state.lock();
         state.crashed = true;
+        std::fs::create_dir_all(into).ok();
+        if state.dir_name_pending && rng.random_bool(0.5) {
+            return "the directory itself was lost: it was never fsynced into its parent".into();
+        }
         let mut names = state.durable_names.clone();
         let kept_dir_ops = rng.random_range(0..=state.pending_dir.len());
         for op in state.pending_dir.iter().take(kept_dir_ops) {
             apply_dir(&mut names, op);
         }
         let (mut kept, mut dropped, mut torn) = (0, 0, 0);
-        std::fs::create_dir_all(into).ok();
         for (name, &id) in &names {
             let Some(file) = state.inodes.get(id) else {
                 continue;

@@ -346,7 +346,9 @@ impl ReplayQueue {
     /// [`Error::UnsupportedVersion`] for a log of another format version; [`Error::Io`].
     pub fn open(dir: &Path, options: ReplayOptions) -> Result<ReplayQueue> {
         options.check()?;
-        crate::perms::create_dir(dir, options.file_mode)
+        options
+            .disk
+            .create_dir(dir, options.file_mode)
             .map_err(|e| Error::io("create directory", dir, e))?;
         let lock = log::lock(dir, options.file_mode)?;
         log::remove_leftover(&options.disk, dir)?;

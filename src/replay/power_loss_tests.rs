@@ -165,3 +165,25 @@ fn pushes_from_many_threads_between_acks_survive_a_simulated_power_loss_exactly(
         run_concurrent_case(seed);
     }
 }
+
+#[test]
+fn a_queue_whose_open_created_its_directory_keeps_a_push_after_a_power_cut() {
+    // The directory's name lives in its parent, which must be fsynced for the push to last.
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    let sim = Sim::new(&live);
+    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
+    let queue = ReplayQueue::open(&live, options).unwrap();
+    queue.push_delete("k").unwrap();
+    for seed in 0..64 {
+        let after = root.path().join(format!("after-{seed}"));
+        let kept = sim.crash(seed, &after);
+        let reopened = ReplayQueue::open(&after, ReplayOptions::default()).unwrap();
+        let pending: Vec<_> = reopened.pending_up_to(8).into_iter().map(|op| op.key).collect();
+        assert_eq!(
+            pending,
+            ["k"],
+            "seed {seed} ({kept}): an acknowledged push was lost"
+        );
+    }
+}

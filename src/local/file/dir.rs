@@ -44,8 +44,9 @@ impl LockedDir {
     /// open only).
     pub(crate) fn open(path: &Path, disk: Disk, wanted: Wanted) -> Result<(LockedDir, Meta)> {
         let new_dir_mode = wanted.file_mode.unwrap_or(DEFAULT_FILE_MODE);
-        let created =
-            perms::create_dir(path, new_dir_mode).map_err(|e| Error::io("create directory", path, e))?;
+        let created = disk
+            .create_dir(path, new_dir_mode)
+            .map_err(|e| Error::io("create directory", path, e))?;
         let meta_path = path.join(META_FILE);
         let has_meta = meta_path.exists();
         if !has_meta && !is_empty_but_lock(path)? {

@@ -727,3 +727,26 @@ fn a_close_after_a_kill_makes_the_killed_runs_delete_durable() {
         store.close().unwrap();
     }
 }
+
+#[test]
+fn a_store_whose_open_created_its_directory_keeps_an_acknowledged_write_after_a_power_cut() {
+    // The directory's name lives in its parent: unless the parent is fsynced, a power cut can
+    // take the new directory, and every write it acknowledged as durable, away.
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    let clock = ManualClock::new(START_MS);
+    let options = || small(&clock).durability(Durability::EveryWrite);
+    let (store, sim) = sim_store(&live, options());
+    store.set("k", b"v", None).unwrap();
+    for seed in 0..64 {
+        let after = root.path().join(format!("after-{seed}"));
+        let kept = sim.crash(seed, &after);
+        let store = FileStore::open(&after, options()).unwrap();
+        assert_eq!(
+            store.get("k").unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "seed {seed} ({kept}): a write acknowledged as durable was lost"
+        );
+        store.close().unwrap();
+    }
+}

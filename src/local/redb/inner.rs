@@ -14,6 +14,7 @@ use super::handle::{damaged, next_seq_of, open_database};
 use super::tables::{weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 use super::RedbOptions;
 use crate::clock::{self, Clock};
+use crate::disk::Disk;
 use crate::durability::Durability;
 use crate::error::{key_for_error, Error, Result};
 use crate::perms;
@@ -76,10 +77,13 @@ impl Inner {
             field: "local.file_mode".into(),
             reason,
         })?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            perms::create_dir(parent, options.file_mode)
-                .map_err(|e| Error::io("create directory", parent, e))?;
-        }
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let disk = Disk::default();
+        disk.create_dir(parent, options.file_mode)
+            .map_err(|e| Error::io("create directory", parent, e))?;
         if !path.exists() {
             // redb creates the file with the umask's bits; create it first with ours (an empty
             // file is a new database to redb).
@@ -87,6 +91,10 @@ impl Inner {
                 .create_new(true)
                 .open(&path)
                 .map_err(|e| Error::io("create database file", &path, e))?;
+            // redb fsyncs the file at each durable commit, never its directory: without this the
+            // file's name, and every commit in it, could be lost in a power cut.
+            disk.sync_dir(parent)
+                .map_err(|e| Error::io("fsync directory", parent, e))?;
         } else if options.file_mode_given && perms::mode_of(&path).is_some_and(|m| m != options.file_mode) {
             // A mode changed in the configuration applies to the cached data already there.
             perms::set_mode(&path, options.file_mode)
