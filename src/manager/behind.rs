@@ -523,9 +523,9 @@ impl Shared {
         Some(found)
     }
 
-    /// Takes the backfill tickets of the keys a batch read must ask L2 for, then answers from
-    /// the queue those it holds and as misses those this manager is deleting; returns the rest
-    /// with their tickets.
+    /// Takes the backfill tickets of the keys a batch read must ask L2 for, then answers each
+    /// as [`before_l2_with`](Self::before_l2_with) does a single read's (from the write-behind
+    /// queue, or as a miss); returns the rest with their tickets.
     pub(crate) fn read_many_behind<'k>(
         &self,
         missed: Vec<&'k str>,
@@ -539,30 +539,19 @@ impl Shared {
         let mut left = Vec::with_capacity(missed.len());
         let mut left_tickets = Vec::with_capacity(missed.len());
         for (key, ticket) in missed.into_iter().zip(tickets) {
-            // As `before_l2`: a key this manager is deleting is a miss, L2 is not asked.
-            if ticket.deleting() {
-                self.metrics.consistency.deleting_misses.incr();
-                self.miss(1);
-                suspects.remove(key);
-                continue;
-            }
-            if let Some(found) = self.read_behind(key) {
-                suspects.remove(key);
-                if let Some(value) = found {
-                    out.insert(key.to_owned(), value);
+            // Each key as a single read's: L2 is asked only if nothing between L1 and L2 answers.
+            match self.before_l2_with(key, ticket) {
+                Ok(ticket) => {
+                    left.push(key);
+                    left_tickets.push(ticket);
                 }
-                continue;
+                Err(found) => {
+                    suspects.remove(key);
+                    if let Some(value) = found {
+                        out.insert(key.to_owned(), value);
+                    }
+                }
             }
-            // As `before_l2`: a failed batch of the key went to the replay queue since L1 was
-            // read; L2 holds an older value.
-            if self.behind.is_some() && self.is_pending(key) {
-                self.metrics.consistency.pending_misses.incr();
-                self.miss(1);
-                suspects.remove(key);
-                continue;
-            }
-            left.push(key);
-            left_tickets.push(ticket);
         }
         (left, left_tickets)
     }
