@@ -460,3 +460,30 @@ mod memcached_keys {
         );
     }
 }
+
+#[test]
+fn bytes_past_the_segment_size_are_not_read_as_records() {
+    // The store never writes a segment longer than the segment size in the metadata, so what a
+    // file holds past it (a copy gone wrong, another program's bytes) is not taken for records.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("uno-cache.meta"), meta(1, SEGMENT_SIZE, 0)).unwrap();
+    let mut seg = segment_header(1, 1);
+    seg.extend_from_slice(&record(1, 1, 0, "k", b"written by the store"));
+    // Not zeros, which end a scan: bytes a scan searches through for the next record.
+    seg.resize(SEGMENT_SIZE as usize, 0xA5);
+    let past = record(1, 2, 0, "k", b"past the segment size");
+    seg.extend_from_slice(&past);
+    std::fs::write(dir.path().join(format!("{:020}.seg", 1)), seg).unwrap();
+
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    assert_eq!(
+        store.get("k").unwrap().as_deref(),
+        Some(&b"written by the store"[..])
+    );
+    let report = store.recovery_report();
+    assert!(
+        report.damaged_bytes >= past.len() as u64,
+        "the bytes past the segment size count as damage: {report:?}"
+    );
+    store.close().unwrap();
+}

@@ -336,8 +336,15 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(segment_ids.len());
     for &id in &segment_ids {
         let path = segment::segment_path(&dir.path, id);
-        match Segment::open(&dir.disk, path.clone(), id)? {
-            Ok(seg) => segments.push(Arc::new(seg)),
+        match Segment::open(&dir.disk, path.clone(), id, meta.segment_size)? {
+            Ok((seg, past)) => {
+                if past > 0 {
+                    tracing::warn!(path = %path.display(), bytes = past, "ignoring bytes past the segment size: the store never writes them");
+                    report.damaged_ranges += 1;
+                    report.damaged_bytes += past;
+                }
+                segments.push(Arc::new(seg));
+            }
             Err(reason) => {
                 tracing::warn!(path = %path.display(), %reason, "removing an unreadable segment");
                 report.damaged_segments += 1;

@@ -104,11 +104,19 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment read-only and checks its header.
+    /// Opens an existing segment read-only and checks its header. Only its first `max_len`
+    /// bytes (the store's segment size) are mapped: no segment the store writes is longer, so
+    /// what a file holds past that is not its records. Returns the segment and how many bytes
+    /// past `max_len` the file held.
     ///
     /// Returns `Ok(Err(reason))` if the header is damaged or names another id, and
     /// [`Error::UnsupportedVersion`] if a newer format version wrote it.
-    pub(crate) fn open(disk: &Disk, path: PathBuf, id: u64) -> Result<std::result::Result<Segment, String>> {
+    pub(crate) fn open(
+        disk: &Disk,
+        path: PathBuf,
+        id: u64,
+        max_len: u64,
+    ) -> Result<std::result::Result<(Segment, u64), String>> {
         // Writable so recovery can cut a torn tail; the directory lock keeps other writers out.
         let file = disk
             .open(&path)
@@ -124,6 +132,8 @@ impl Segment {
         // Records are written front to back, so written data ends at the first hole. A store
         // written before segments were reserved has a sparse tail; mapping only up to the hole
         // keeps a scan from faulting a page in (SIGBUS on a full tmpfs).
+        let past = len.saturating_sub(max_len);
+        let len = len.min(max_len.max(SEGMENT_HEADER_LEN as u64));
         let len = first_hole(file.file()).map_or(len, |hole| hole.clamp(SEGMENT_HEADER_LEN as u64, len));
         let map = map_segment(file.file(), usize::try_from(len).unwrap_or(usize::MAX))
             .map_err(|e| Error::io("mmap segment", &path, e))?;
@@ -140,7 +150,7 @@ impl Segment {
             }
             Err(e) => return Ok(Err(format!("bad header: {e}"))),
         };
-        Ok(Ok(Segment {
+        let segment = Segment {
             id,
             salt,
             path,
@@ -150,7 +160,8 @@ impl Segment {
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             hint_bytes: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
-        }))
+        };
+        Ok(Ok((segment, past)))
     }
 
     /// Scans the records up to `end`, a data end read earlier (an active segment's grows).
