@@ -143,3 +143,25 @@ fn the_system_root_store_can_be_chosen_instead_of_the_webpki_roots() {
         "{err}"
     );
 }
+
+/// A backplane on hosts of its own takes the TLS settings of `[distributed]`: it trusts the
+/// private CA too, where it had fallen back to the web PKI roots and been refused.
+#[test]
+fn a_backplane_on_its_own_tls_hosts_trusts_the_configured_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    support::make_tls_certs(certs.path());
+    let server = RedisServer::start_tls(certs.path());
+    let extra = format!(
+        "tls_ca_file = {}\n[invalidation]\nenabled = true\nhosts = [\"rediss://127.0.0.1:{}\"]\n",
+        toml_path(&certs.path().join("ca.crt")),
+        server.port
+    );
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = CacheManager::new(config(a_dir.path(), &server, &extra)).unwrap();
+    let b = CacheManager::new(config(b_dir.path(), &server, &extra)).unwrap();
+    a.set_raw("k", b"v", None).unwrap();
+    support::wait_until("B to hear of A's set over the TLS backplane", || {
+        b.stats().consistency.invalidations_received >= 1
+    });
+    assert_eq!(a.stats().consistency.publish_failures, 0);
+}

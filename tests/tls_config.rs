@@ -70,3 +70,33 @@ fn a_backplane_on_the_l2_hosts_refuses_a_tls_file_it_cannot_read_even_without_an
         Ok(_) => panic!("started without the CA file"),
     }
 }
+
+/// TLS keys with no `rediss://` host would be ignored, and the connection, password included,
+/// would go in plain text: refused, naming the first key set.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_keys_without_a_tls_host_are_refused() {
+    let plain = "[distributed]\nenabled = true\nhosts = [\"h:1\", \"redis://g:2\"]\n";
+    for (key, value) in [
+        ("tls_ca_file", "\"ca.pem\""),
+        ("tls_system_roots", "true"),
+        ("tls_cert_file", "\"c.pem\"\ntls_key_file = \"k.pem\""),
+    ] {
+        let text = format!("{plain}{key} = {value}\n");
+        match CacheConfig::from_toml_str(&text).unwrap_err() {
+            Error::Config { field, reason } => {
+                assert_eq!(field, format!("distributed.{key}"));
+                assert!(reason.contains("rediss://"), "{reason}");
+            }
+            other => panic!("not a config error: {other:?}"),
+        }
+    }
+    // A TLS host among them, in any case, or a backplane on TLS, is what the keys are for.
+    let mixed =
+        "[distributed]\nenabled = true\nhosts = [\"h:1\", \"RedisS://g:2\"]\ntls_system_roots = true\n";
+    CacheConfig::from_toml_str(mixed).unwrap();
+    let tls_bus = format!(
+        "{plain}tls_system_roots = true\n[invalidation]\nenabled = true\nhosts = [\"rediss://bus:6380\"]\n"
+    );
+    CacheConfig::from_toml_str(&tls_bus).unwrap();
+}

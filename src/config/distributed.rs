@@ -150,9 +150,10 @@ impl std::fmt::Debug for DistributedCacheConfig {
     }
 }
 
-/// The TLS keys of `[distributed]`: Redis only, with the `tls` feature, one root source, and a
-/// client certificate only with its key.
-pub(super) fn validate_tls(dist: &DistributedCacheConfig) -> Result<()> {
+/// The TLS keys of `[distributed]`: Redis only, with the `tls` feature, for a `rediss://` host
+/// of the L2 or of the backplane (`backplane_hosts`), one root source, and a client certificate
+/// only with its key.
+pub(super) fn validate_tls(dist: &DistributedCacheConfig, backplane_hosts: &[String]) -> Result<()> {
     let set = [
         ("distributed.tls_ca_file", dist.tls_ca_file.is_some()),
         ("distributed.tls_system_roots", dist.tls_system_roots),
@@ -169,6 +170,14 @@ pub(super) fn validate_tls(dist: &DistributedCacheConfig) -> Result<()> {
         return Err(invalid(
             first,
             "uno-cache was built without its `tls` feature; enable it or remove the TLS keys",
+        ));
+    }
+    // Scheme names are case-insensitive (`rediss+cluster://` too).
+    let tls_host = |h: &String| h.trim().to_ascii_lowercase().starts_with("rediss");
+    if !dist.hosts.iter().chain(backplane_hosts).any(tls_host) {
+        return Err(invalid(
+            first,
+            "no host uses TLS, so the key would be ignored and the connection (its password too) go in plain text; write the hosts as rediss://host:port, or remove the TLS keys",
         ));
     }
     if dist.tls_ca_file.is_some() && dist.tls_system_roots {

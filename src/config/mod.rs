@@ -246,7 +246,12 @@ impl CacheConfig {
                 "must be at least 1 with write_mode = \"behind\"",
             ));
         }
-        validate_tls(dist)?;
+        let backplane_hosts: &[String] = if self.invalidation.enabled {
+            &self.invalidation.hosts
+        } else {
+            &[]
+        };
+        validate_tls(dist, backplane_hosts)?;
         if dist.kind == DistributedKind::Memcached {
             if dist.username.is_some() {
                 return Err(invalid(

@@ -170,7 +170,10 @@ fn backplane_redis(config: &CacheConfig) -> Result<RedisOptions> {
         if let Some(password) = &inv.password {
             r = r.password(password.clone());
         }
-        r
+        // Hosts of its own, but the TLS settings of `[distributed]`: there are no others, and
+        // without them a private CA could not be trusted, and the choice not to install a
+        // crypto provider would be overridden.
+        with_tls(r, d)?
     };
     Ok(redis.connect_timeout(Duration::from_millis(
         d.timeout_ms.max(inv.publish_timeout_ms).max(500),
