@@ -24,8 +24,15 @@ pub(crate) fn dir_mode(file_mode: u32) -> u32 {
 /// write (the store reopens its own files).
 pub(crate) fn check_file_mode(mode: u32) -> std::result::Result<(), String> {
     if mode & !0o777 != 0 {
+        // TOML reads `640` as a decimal number: say how to write what was most likely meant.
+        let decimal = mode.to_string();
+        let hint = if decimal.len() <= 4 && decimal.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            format!("; TOML reads {decimal} as decimal: write file_mode = 0o{decimal}")
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "{mode:#o} has bits outside 0o777 (only permission bits are allowed)"
+            "{mode:#o} has bits outside 0o777 (only permission bits are allowed){hint}"
         ));
     }
     if mode & 0o600 != 0o600 {

@@ -252,6 +252,19 @@ impl CacheConfig {
             &[]
         };
         validate_tls(dist, backplane_hosts)?;
+        // The client authenticates only when it has a password: a user name alone would be
+        // dropped, and the connection made as the default user.
+        let password_in_urls = dist.hosts.iter().any(|h| h.contains('@'));
+        if dist.kind == DistributedKind::Redis
+            && dist.username.is_some()
+            && dist.password.is_none()
+            && !password_in_urls
+        {
+            return Err(invalid(
+                "distributed.username",
+                "a user name without a password is not used to log in (the connection would be the default user's); set distributed.password too, or remove it",
+            ));
+        }
         if dist.kind == DistributedKind::Memcached {
             if dist.username.is_some() {
                 return Err(invalid(
@@ -389,7 +402,7 @@ mod seconds {
     }
 
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(untagged, expecting = "a number of seconds, such as 300 or 0.5")]
     enum Secs {
         Whole(u64),
         Fraction(f64),
@@ -398,8 +411,15 @@ mod seconds {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match Secs::deserialize(d)? {
             Secs::Whole(s) => Ok(Duration::from_secs(s)),
-            Secs::Fraction(f) => Duration::try_from_secs_f64(f)
-                .map_err(|_| serde::de::Error::custom(format!("{f} is not a duration in seconds (>= 0)"))),
+            Secs::Fraction(f) if f.is_sign_negative() || f.is_nan() => Err(serde::de::Error::custom(
+                format!("{f} is negative or not a number; give a number of seconds, 0 or more"),
+            )),
+            Secs::Fraction(f) => Duration::try_from_secs_f64(f).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{f} seconds is too long; give at most {} (u64::MAX)",
+                    u64::MAX
+                ))
+            }),
         }
     }
 }
@@ -555,6 +575,45 @@ mod tests {
         );
         // A disabled L2 is not checked.
         assert!(CacheConfig::from_toml_str("[distributed]\nttl = 0\n").is_ok());
+    }
+
+    fn reason_of(text: &str) -> (String, String) {
+        match CacheConfig::from_toml_str(text).unwrap_err() {
+            Error::Config { field, reason } => (field, reason),
+            other => panic!("not a config error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_duration_written_as_text_or_too_large_says_what_to_write() {
+        let (field, reason) = reason_of("[local]\nttl = \"300s\"\n");
+        assert_eq!(field, "local.ttl");
+        assert!(
+            reason.contains("number of seconds") && !reason.contains("Secs"),
+            "{reason}"
+        );
+        let (field, reason) = reason_of("[local]\nttl = 1e20\n");
+        assert_eq!(field, "local.ttl");
+        assert!(reason.contains("at most"), "{reason}");
+        let (_, reason) = reason_of("[local]\nttl = -1.5\n");
+        assert!(reason.contains("negative"), "{reason}");
+    }
+
+    #[test]
+    fn a_file_mode_written_in_decimal_says_to_write_it_in_octal() {
+        let (field, reason) = reason_of("[local]\nfile_mode = 640\n");
+        assert_eq!(field, "local.file_mode");
+        assert!(reason.contains("0o640"), "{reason}");
+    }
+
+    #[test]
+    fn a_redis_user_name_without_a_password_is_refused() {
+        // The client authenticates only with a password: the name alone would be dropped and
+        // the connection made as the default user.
+        let (field, reason) =
+            reason_of("[distributed]\nenabled = true\nhosts = [\"a:1\"]\nusername = \"app\"\n");
+        assert_eq!(field, "distributed.username");
+        assert!(reason.contains("password"), "{reason}");
     }
 
     #[test]
