@@ -57,7 +57,8 @@ pub struct DistributedCacheConfig {
     pub timeout_ms: u64,
     /// Redis Cluster mode (Redis only; default false).
     pub cluster: bool,
-    /// User name for authentication.
+    /// ACL user name for authentication (Redis 6+); needs `password` (or credentials in the host
+    /// URLs): without one the client logs in as no one and is the default user.
     pub username: Option<String>,
     /// Password for authentication (never printed by `Debug`).
     pub password: Option<String>,
