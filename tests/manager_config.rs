@@ -145,3 +145,40 @@ fn an_invalid_field_in_a_config_file_names_the_field_and_the_file() {
         "{text}"
     );
 }
+
+/// A bound an application's store cannot take is reported in the configuration's terms: the
+/// file says `local.max_size`, not the option's name `max_size_mb`.
+#[test]
+fn a_file_store_bound_below_its_segments_names_local_max_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // Created with the default segments (64 MiB: a bound of at least 256 MiB).
+    uno_cache::FileStore::open(dir.path(), uno_cache::FileStoreOptions::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    let text = format!(
+        "use_multi_level = false\n[local]\ntype = \"file\"\npath = {:?}\nmax_size = 100\n",
+        dir.path().display().to_string()
+    );
+    match CacheManager::new(CacheConfig::from_toml_str(&text).unwrap()).unwrap_err() {
+        Error::Config { field, reason } => {
+            assert_eq!(field, "local.max_size");
+            assert!(!reason.contains("max_size_mb"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The backplane's hosts are checked in the terms of `[invalidation]` when it has its own.
+#[cfg(feature = "redis")]
+#[test]
+fn backplane_host_errors_name_the_invalidation_keys() {
+    let text = "use_multi_level = false\n[local]\ntype = \"memory\"\n[invalidation]\nenabled = true\nhosts = [\"a:1\", \"b:2\"]\n";
+    match CacheManager::new(CacheConfig::from_toml_str(text).unwrap()).unwrap_err() {
+        Error::Config { field, reason } => {
+            assert!(field.starts_with("invalidation."), "{field}: {reason}");
+            assert!(!reason.contains("redis."), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

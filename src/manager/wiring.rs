@@ -84,6 +84,7 @@ pub(super) fn build_tags(
         l2_prefix_delete && l2_present,
     )
     .map(Some)
+    .map_err(|e| in_backplane_terms(config, e))
 }
 
 /// Without the `redis` feature there is no Redis for tag sets.
@@ -110,7 +111,7 @@ pub(super) fn connect_backplane(
     let receiver = Arc::new(super::backplane::Receiver {
         shared: Arc::downgrade(shared),
     });
-    let backplane = Backplane::connect(options, receiver)?;
+    let backplane = Backplane::connect(options, receiver).map_err(|e| in_backplane_terms(config, e))?;
     let _ = shared.backplane.set(backplane);
     Ok(())
 }
@@ -180,6 +181,13 @@ fn backplane_redis(config: &CacheConfig) -> Result<RedisOptions> {
     )))
 }
 
+/// A backplane error in the terms of the section its hosts came from.
+#[cfg(feature = "redis")]
+fn in_backplane_terms(config: &CacheConfig, err: Error) -> Error {
+    let own_hosts = config.invalidation.enabled && !config.invalidation.hosts.is_empty();
+    in_section(err, if own_hosts { "invalidation" } else { "distributed" })
+}
+
 #[cfg(feature = "redis")]
 /// The backplane's options from `[invalidation]`.
 fn backplane_options(config: &CacheConfig) -> Result<BackplaneOptions> {
@@ -228,7 +236,7 @@ pub(super) fn build_local(
             if let Some(mode) = local.file_mode {
                 options = options.file_mode(mode);
             }
-            let file = Arc::new(FileStore::open(&dir, options)?);
+            let file = Arc::new(FileStore::open(&dir, options).map_err(in_local_terms)?);
             (file.clone(), Some(file), Some(dir))
         }
         LocalKind::Memory => (
@@ -404,12 +412,34 @@ fn connect_distributed(
 /// A level names its own option (`redis.hosts[0]`); a manager built from configuration names
 /// the configuration field the user wrote (`distributed.hosts[0]`).
 fn in_config_terms(err: Error) -> Error {
+    in_section(err, "distributed")
+}
+
+/// A Redis or Memcached options' error in the terms of `section`, the part of the configuration
+/// its settings came from: `redis.hosts` is not what the user wrote.
+fn in_section(err: Error, section: &str) -> Error {
     match err {
         Error::Config { field, reason } => {
             let field = match field.split_once('.') {
-                Some(("redis" | "memcached", rest)) => format!("distributed.{rest}"),
+                Some(("redis" | "memcached", rest)) => format!("{section}.{rest}"),
                 _ => field,
             };
+            Error::Config { field, reason }
+        }
+        other => other,
+    }
+}
+
+/// A file store options' error in the terms of `[local]`.
+fn in_local_terms(err: Error) -> Error {
+    match err {
+        Error::Config { field, reason } => {
+            let field = match field.as_str() {
+                "max_size_mb" => "local.max_size".to_owned(),
+                "file_mode" | "durability" => format!("local.{field}"),
+                _ => field,
+            };
+            let reason = reason.replace("max_size_mb", "local.max_size");
             Error::Config { field, reason }
         }
         other => other,
