@@ -96,11 +96,11 @@ pub struct InvalidationConfig {
     /// The backplane's Redis (`host:port`, or Cluster seed nodes). Default: the L2's hosts when
     /// the L2 is Redis (with its cluster flag and credentials); required when L2 is Memcached.
     pub hosts: Vec<String>,
-    /// Redis Cluster mode for `hosts` (default false; ignored when `hosts` is empty).
+    /// Redis Cluster mode for `hosts` (default false; refused when `hosts` is empty).
     pub cluster: bool,
-    /// User name for `hosts` (ignored when `hosts` is empty).
+    /// User name for `hosts` (refused when `hosts` is empty).
     pub username: Option<String>,
-    /// Password for `hosts` (never printed by `Debug`; ignored when `hosts` is empty).
+    /// Password for `hosts` (never printed by `Debug`; refused when `hosts` is empty).
     pub password: Option<String>,
     /// The pub/sub channel (default `uno-cache:invalidate`). Instances that share an L2 must
     /// share it.
@@ -178,6 +178,21 @@ impl CacheConfig {
                 "invalidation.hosts",
                 "needed unless the L2 is an enabled Redis (its hosts are the default)",
             ));
+        }
+        if inv.hosts.is_empty() {
+            // These describe hosts of the backplane's own; on the L2's hosts the L2's settings
+            // apply, and a password set here would be silently unused.
+            let own = [
+                ("invalidation.username", inv.username.is_some()),
+                ("invalidation.password", inv.password.is_some()),
+                ("invalidation.cluster", inv.cluster),
+            ];
+            if let Some((field, _)) = own.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    field,
+                    "applies only to invalidation.hosts, which is not set (the backplane uses the L2's hosts and settings); set invalidation.hosts, or remove it",
+                ));
+            }
         }
         if let Some(i) = inv.hosts.iter().position(|h| h.trim().is_empty()) {
             return Err(invalid(&format!("invalidation.hosts[{i}]"), "is empty"));

@@ -617,6 +617,18 @@ mod tests {
     }
 
     #[test]
+    fn backplane_credentials_without_backplane_hosts_are_refused() {
+        let base = "[distributed]\nenabled = true\nhosts = [\"a:1\"]\n[invalidation]\nenabled = true\n";
+        for (key, value) in [("username", "\"u\""), ("password", "\"p\""), ("cluster", "true")] {
+            let (field, reason) = reason_of(&format!("{base}{key} = {value}\n"));
+            assert_eq!(field, format!("invalidation.{key}"));
+            assert!(reason.contains("invalidation.hosts"), "{reason}");
+        }
+        let own = format!("{base}hosts = [\"b:2\"]\npassword = \"p\"\n");
+        assert!(CacheConfig::from_toml_str(&own).is_ok());
+    }
+
+    #[test]
     fn debug_never_prints_the_password() {
         let c = DistributedCacheConfig {
             password: Some("hunter2".into()),
