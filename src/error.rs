@@ -256,8 +256,9 @@ pub enum Error {
 
     /// A batch call served some of its keys but not others: the keys at `failed` (indices into
     /// the batch) were not read, written or deleted, because their node of a multi-node level
-    /// could not be reached or, in a `get_many`, because their value could not be read
-    /// ([`Error::InvalidEnvelope`]); the others were. What the call did serve is in
+    /// could not be reached, because a server refused the item as too large (listed in
+    /// [`PartialBatch::refused`] as well) or, in a `get_many`, because their value could not be
+    /// read ([`Error::InvalidEnvelope`]); the others were. What the call did serve is in
     /// [`PartialBatch::served`].
     #[error("{0}")]
     PartialBatch(Box<PartialBatch>),
@@ -344,7 +345,8 @@ impl Error {
     /// True for errors about the caller's input (a bad key, a zero TTL, a value too large for a
     /// level): retrying cannot help, and `fallback_on_error` does not hide them, since they are not
     /// an outage. Also true for an [`Error::PartialBatch`] whose cause is one (a Memcached server
-    /// refused some items of a batch as too large, and stored the others).
+    /// refused some items of a batch as too large, and stored the others); other items of that
+    /// batch may have failed for an outage, which [`PartialBatch::unreached`] lists.
     #[must_use]
     pub fn is_bad_input(&self) -> bool {
         match self {
@@ -405,10 +407,14 @@ pub(crate) fn key_for_error(key: &str) -> String {
     }
 }
 
-/// What a batch call did when some of its nodes could not be reached; see
-/// [`Error::PartialBatch`].
+/// What a batch call did when some of its keys were not served; see [`Error::PartialBatch`].
+///
+/// A failed key was either refused (`refused`: a server answered that it will never take the
+/// item, so sending it again cannot help) or not reached (the rest of `failed`, see
+/// [`unreached`](PartialBatch::unreached): its node was down, so it may be sent again once the
+/// node is back). One batch can hold both.
 #[derive(thiserror::Error)]
-#[error("{level} {op}: {} of {total} keys were not served ({cause}); the others were", failed.len())]
+#[error("{level} {op}: {} of {total} keys were not served ({}{cause}); the others were", failed.len(), refused_text(refused.len(), failed.len()))]
 pub struct PartialBatch {
     /// The level ("redis", "memcached").
     pub level: &'static str,
@@ -416,16 +422,52 @@ pub struct PartialBatch {
     pub op: &'static str,
     /// Keys (or items) in the batch.
     pub total: usize,
-    /// Indices into the batch of the keys that were not served, ascending.
+    /// Indices into the batch of the keys that were not served, ascending: the refused ones
+    /// and the unreached ones together.
     pub failed: Vec<usize>,
+    /// Indices into the batch, ascending, of the items in `failed` that a server refused as bad
+    /// input (a value over a Memcached server's item size limit, its `-I`): no level keeps them,
+    /// and sending them again would be refused again. Only writes refuse items; the other
+    /// indices of `failed` are [`unreached`](PartialBatch::unreached).
+    pub refused: Vec<usize>,
     /// The first failure: a node's ([`Error::NodeUnavailable`]) if a node was not reached, else
     /// the first key's ([`Error::InvalidEnvelope`] for a value that could not be read). In a
     /// write, an item a Memcached server refused as too large ([`Error::ValueTooLarge`]) comes
-    /// first whatever else failed, so that the batch reads as bad input and no refused item is
-    /// taken for unreached.
+    /// first whatever else failed, so that the batch reads as bad input
+    /// ([`Error::is_bad_input`]) and is never hidden as an outage; `refused` then says which
+    /// items that covers.
     pub cause: Error,
     /// What the reached nodes answered.
     pub served: Served,
+}
+
+impl PartialBatch {
+    /// Indices into the batch, ascending, of the failed keys that were not refused: their node
+    /// was not reached (or, in a `get_many`, their value could not be read). A write or delete
+    /// of these may succeed when sent again once the node is back; the manager queues them for
+    /// replay.
+    #[must_use]
+    pub fn unreached(&self) -> Vec<usize> {
+        self.failed
+            .iter()
+            .copied()
+            .filter(|i| self.refused.binary_search(i).is_err())
+            .collect()
+    }
+}
+
+/// `R refused as bad input, U not reached; ` for a [`PartialBatch`] that refused items, so the
+/// message does not read as all refused; nothing for one that did not (every failed key was
+/// then unreached or unreadable, as the cause says).
+fn refused_text(refused: usize, failed: usize) -> String {
+    if refused == 0 {
+        String::new()
+    } else {
+        format!(
+            "{refused} refused as bad input, {} not reached; ",
+            failed.saturating_sub(refused)
+        )
+    }
 }
 
 impl std::fmt::Debug for PartialBatch {
@@ -435,6 +477,7 @@ impl std::fmt::Debug for PartialBatch {
             .field("op", &self.op)
             .field("total", &self.total)
             .field("failed", &self.failed)
+            .field("refused", &self.refused)
             .field("cause", &self.cause)
             .field("served", &self.served)
             .finish()

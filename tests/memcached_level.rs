@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::MemcachedServer;
-use uno_cache::distributed::{envelope, map_memcached_key};
+use uno_cache::distributed::{envelope, map_memcached_key, NodeBreakers};
 use uno_cache::{
     CircuitBreaker, DistributedStorage, Error, Guarded, ManualClock, MemcachedOptions, MemcachedStore,
     Served, Storage,
@@ -648,6 +648,94 @@ fn an_item_the_server_refuses_as_too_large_fails_alone_in_a_batch() {
     assert!(
         matches!(err, Error::ValueTooLarge { ref key, .. } if key == "big"),
         "{err}"
+    );
+}
+
+/// A batch with an item a server refuses as too large and an item whose host is down tells the
+/// two apart: `refused` names the refused item, `unreached()` the other, which may be sent again
+/// once its host is back. Both read as refused (the cause is bad input), so a caller dropped the
+/// unreached write; and a batch that stored nothing was the refusal alone.
+#[test]
+fn a_batch_with_a_refused_item_and_an_unreached_host_names_each_kind() {
+    let live = MemcachedServer::start_with(&["-I", "1m"]);
+    // A port with no server behind it: its host is never reached.
+    let hosts = [live.addr(), format!("127.0.0.1:{}", support::free_port())];
+    let mc = MemcachedStore::connect(
+        MemcachedOptions::with_hosts(hosts.iter().cloned())
+            .prefix("mixed:")
+            .max_item_size(4 << 20)
+            .node_breakers(Arc::new(NodeBreakers::new(
+                "memcached",
+                2,
+                Duration::from_secs(60),
+            ))),
+    )
+    .unwrap();
+    let on = |host: usize, stem: &str| {
+        (0..)
+            .map(|i| format!("{stem}{i}"))
+            .find(|k| mc.server_key(k).1 == host)
+            .unwrap()
+    };
+    let (ok, big, gone) = (on(0, "ok"), on(0, "big"), on(1, "gone"));
+    let value = vec![7u8; 1_500_000];
+    let check = |result: uno_cache::Result<()>, op: &str, refused: &[usize], unreached: &[usize]| {
+        let err = result.unwrap_err();
+        assert!(err.is_bad_input(), "a refused item is bad input: {err}");
+        let Error::PartialBatch(partial) = &err else {
+            panic!("{op}: expected a partial batch, got {err:?}");
+        };
+        let mut failed = [refused, unreached].concat();
+        failed.sort_unstable();
+        assert_eq!((partial.op, &partial.failed), (op, &failed));
+        assert_eq!(partial.refused, refused, "{op}: the refused items");
+        assert_eq!(partial.unreached(), unreached, "{op}: the unreached items");
+        assert!(
+            matches!(partial.cause, Error::ValueTooLarge { ref key, .. } if *key == big),
+            "{:?}",
+            partial.cause
+        );
+        assert!(matches!(partial.served, Served::Written), "{:?}", partial.served);
+        assert!(
+            err.to_string().contains("1 refused as bad input, 1 not reached"),
+            "{err}"
+        );
+    };
+    check(
+        mc.set_many(&[(&ok, &b"1"[..]), (&big, &value), (&gone, b"3")], None),
+        "set_many",
+        &[1],
+        &[2],
+    );
+    assert_eq!(mc.get(&ok).unwrap().unwrap().value, b"1");
+    // Nothing stored: still both kinds, not the refusal alone.
+    check(
+        mc.set_many(&[(&gone, &b"3"[..]), (&big, &value)], None),
+        "set_many",
+        &[1],
+        &[0],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let items = [
+        (gone.as_str(), &b"4"[..], None),
+        (ok.as_str(), &b"5"[..], None),
+        (big.as_str(), &value[..], None),
+    ];
+    check(
+        runtime.block_on(mc.set_each_async(&items)),
+        "set_each",
+        &[2],
+        &[0],
+    );
+    assert_eq!(mc.get(&ok).unwrap().unwrap().value, b"5");
+    // Every item refused: the refusal itself, as for a single `set`.
+    let err = mc.set_many(&[(&big, &value[..])], None).unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { ref key, .. } if *key == big),
+        "{err:?}"
     );
 }
 

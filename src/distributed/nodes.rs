@@ -294,6 +294,8 @@ pub(crate) fn partial(
         op,
         total,
         failed,
+        // Nothing here is refused: a node was not reached, or a value could not be read.
+        refused: Vec::new(),
         cause,
         served,
     }))

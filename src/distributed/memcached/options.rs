@@ -145,8 +145,9 @@ impl MemcachedOptions {
     /// The servers' item size limit, memcached's `-I` (default 1 MiB). A value over it is
     /// refused with [`Error::ValueTooLarge`] before anything is sent. Set above a server's `-I`,
     /// that server refuses the larger values itself: the same error for a single `set`, and in a
-    /// batch an [`Error::PartialBatch`] whose `failed` are the refused items (the others were
-    /// stored) and whose cause is that error.
+    /// batch an [`Error::PartialBatch`] whose `refused` (and `failed`) are the refused items
+    /// and whose cause is that error; items of the batch whose host was not reached are in
+    /// `failed` too, but not in `refused`. The others were stored.
     pub fn max_item_size(mut self, bytes: usize) -> Self {
         self.max_item_size = bytes;
         self

@@ -38,7 +38,8 @@ const CONNECT_GRACE: Duration = Duration::from_millis(100);
 ///   less the key, the envelope and memcached's per-item header) are refused with
 ///   [`Error::ValueTooLarge`] before anything is sent. An item a server refuses itself (its `-I`
 ///   is below `max_item_size`) fails alone: a batch's other items are stored, and the call fails
-///   with [`Error::PartialBatch`] naming the refused ones.
+///   with [`Error::PartialBatch`] naming the refused ones (in `refused`, apart from the items
+///   of a host that was not reached).
 /// - **Batches** (`get_many`, `set_many`, `set_each`, `delete_many`) are pipelined with the binary
 ///   protocol's quiet commands: one round trip per host per 1 024 keys.
 /// - **`size`** sums `curr_items` and `bytes` from `stats` across hosts. Memcached has no way to
@@ -159,18 +160,36 @@ impl<O> Answers<O> {
         let outputs: Vec<O> = split.served.drain(..).flat_map(|(_, o)| o).collect();
         match split.cause {
             None => Ok(outputs),
-            Some(cause) => Err(partial(op, total, split.failed, cause, served(outputs))),
+            Some(cause) => Err(partial(
+                op,
+                total,
+                split.failed,
+                Vec::new(),
+                cause,
+                served(outputs),
+            )),
         }
     }
 }
 
-fn partial(op: &'static str, total: usize, mut failed: Vec<usize>, cause: Error, served: Served) -> Error {
+/// The [`Error::PartialBatch`] of a call that did not serve `failed`, of which `refused` were
+/// refused by a server (the others were not reached).
+fn partial(
+    op: &'static str,
+    total: usize,
+    mut failed: Vec<usize>,
+    mut refused: Vec<usize>,
+    cause: Error,
+    served: Served,
+) -> Error {
     failed.sort_unstable();
+    refused.sort_unstable();
     Error::PartialBatch(Box::new(PartialBatch {
         level: LEVEL,
         op,
         total,
         failed,
+        refused,
         cause,
         served,
     }))
@@ -583,27 +602,36 @@ impl MemcachedStore {
 
 /// A write's answers: `Ok` if every item was stored. Items a host refused as too large (its
 /// `-I` is below `max_item_size`) fail alone, like the items of a host that was not reached:
-/// the others were stored, so the call is an [`Error::PartialBatch`] listing them, or that error
-/// itself if no item was stored. Its cause is the first [`Error::ValueTooLarge`] if any item was
+/// the others were stored, so the call is an [`Error::PartialBatch`] listing the failed items
+/// and, apart, the refused ones. Its cause is the first [`Error::ValueTooLarge`] if any item was
 /// refused, else the first node failure: a refused item must read as bad input, or a caller
-/// would take it for unreached and queue it for a replay that can only fail again.
+/// would take it for unreached and queue it for a replay that can only fail again. An unreached
+/// item must not read as refused either, or a caller would drop a write that only waits for its
+/// host: so a batch that stored nothing is that one error only when every item failed the same
+/// way.
 fn written(answers: Answers<Vec<(usize, Error)>>) -> Result<()> {
     let (op, total) = (answers.op, answers.total);
     let split = answers.split()?;
     let (mut failed, unreached) = (split.failed, split.cause);
+    let mut refused = Vec::new();
     let mut too_large = None;
     for (members, commands) in split.served {
-        for (c, refused) in commands.into_iter().enumerate() {
-            for (i, e) in refused {
-                failed.extend(members.get(c * MAX_BATCH + i));
+        for (c, refusals) in commands.into_iter().enumerate() {
+            for (i, e) in refusals {
+                refused.extend(members.get(c * MAX_BATCH + i));
                 too_large.get_or_insert(e);
             }
         }
     }
-    match too_large.or(unreached) {
-        None => Ok(()),
-        Some(cause) if failed.len() >= total => Err(cause),
-        Some(cause) => Err(partial(op, total, failed, cause, Served::Written)),
+    let all_refused = refused.len() >= total;
+    failed.extend_from_slice(&refused);
+    match (too_large, unreached) {
+        (None, None) => Ok(()),
+        (Some(cause), _) if all_refused => Err(cause),
+        (None, Some(cause)) if failed.len() >= total => Err(cause),
+        (Some(cause), _) | (None, Some(cause)) => {
+            Err(partial(op, total, failed, refused, cause, Served::Written))
+        }
     }
 }
 
