@@ -119,18 +119,30 @@ impl Shared {
             Err(e) if e.is_bad_input() => {
                 // L2 refused the value (too large for memcached, say): take it out of L1 too, so
                 // that a failed set leaves every instance reading the same (older) value. A
-                // partial batch names the items refused; L2 stored the others, which stay.
-                let keys: Vec<&str> = match &e {
-                    Error::PartialBatch(p) => p
-                        .failed
-                        .iter()
-                        .filter_map(|&i| items.get(i).map(|(k, _)| *k))
-                        .collect(),
-                    _ => items.iter().map(|(k, _)| *k).collect(),
+                // partial batch names the items refused; L2 stored the others, which stay, but
+                // for those whose node was not reached: they stay in L1 and wait for replay as
+                // any unreached write does, since dropped they would leave L2 the older value.
+                let (refused, unsent): (Vec<&str>, Vec<(&str, &[u8])>) = match &e {
+                    Error::PartialBatch(p) => (
+                        p.refused
+                            .iter()
+                            .filter_map(|&i| items.get(i).map(|(k, _)| *k))
+                            .collect(),
+                        p.unreached()
+                            .iter()
+                            .filter_map(|&i| items.get(i).copied())
+                            .collect(),
+                    ),
+                    _ => (items.iter().map(|(k, _)| *k).collect(), Vec::new()),
                 };
-                m.sets.add((items.len() - keys.len()) as u64);
-                self.undo_local(&keys);
-                let first = keys.first().copied().unwrap_or("");
+                m.sets.add((items.len() - refused.len() - unsent.len()) as u64);
+                self.undo_local(&refused);
+                if !unsent.is_empty() {
+                    // A queue failure is counted and logged there; the refusal is what the
+                    // caller is told, and its `unreached` still names these items.
+                    let _ = self.queue_failed_sets(&unsent, ttl);
+                }
+                let first = refused.first().copied().unwrap_or("");
                 self.failed(Level::Distributed, "set", first, e)
             }
             Err(e) => match unreached(e) {
