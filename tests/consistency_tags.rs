@@ -3,7 +3,8 @@
 //! instance that issued it, or only L2, leaving the other instance's L1 copies to be served; a
 //! prefix invalidated during an L2 outage brought back by the replay of writes made before it;
 //! tag sets touched by the values, prefix deletions or size counts that share their prefix; a
-//! tag set that expires before one of its members, in L2 or in L1.
+//! tag set that expires before one of its members, in L2 or in L1, or before a copy fail-safe
+//! keeps to serve stale.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::RedisServer;
-use uno_cache::{CacheConfig, CacheManager, InvalidationEvent};
+use uno_cache::{CacheConfig, CacheManager, Fetched, InvalidationEvent};
 
 fn config(dir: &Path, redis: &str) -> CacheConfig {
     CacheConfig::from_toml_str(&format!(
@@ -180,6 +181,56 @@ fn a_tag_set_outlives_its_members_in_both_levels() {
         "the later, shorter member cut the set to {set} ms"
     );
     assert_eq!(cache.invalidate_tag("u").unwrap(), 2);
+}
+
+/// An entry kept past its TTL for fail-safe is still a member of its tag while it may be served
+/// stale, so invalidating the tag then removes it. The tag set lived only as long as the longer
+/// of the entry's L1 and L2 TTLs: invalidated after that, the tag had no members, and the
+/// invalidated value was still served stale.
+#[test]
+fn a_tag_invalidated_after_its_members_expired_still_removes_their_fail_safe_copies() {
+    const WINDOW_S: u64 = 3600;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &redis.addr());
+    config.loader.fail_safe_max_duration = Duration::from_secs(WINDOW_S);
+    let cache = CacheManager::new(config).unwrap();
+    cache
+        .set_with_tags("price:1", &10u64, Some(Duration::from_millis(300)), &["prices"])
+        .unwrap();
+    let set_pttl: i64 = redis::cmd("PTTL")
+        .arg("app:uno-cache:tag:prices")
+        .query(&mut redis.raw())
+        .unwrap();
+    assert!(
+        set_pttl > i64::try_from(WINDOW_S * 1000).unwrap(),
+        "the tag set lives {set_pttl} ms, less than the fail-safe window"
+    );
+
+    // Both levels' TTLs pass: Redis drops the value (L1's copy, written first, expired before).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg("app:price:1")
+            .query(&mut redis.raw())
+            .unwrap();
+        if exists == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the value never expired in Redis");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        cache.get_with_state::<u64>("price:1").unwrap(),
+        Some(Fetched::Stale(10)),
+        "fail-safe keeps the expired copy to serve stale"
+    );
+    assert_eq!(cache.invalidate_tag("prices").unwrap(), 1);
+    assert_eq!(
+        cache.get_with_state::<u64>("price:1").unwrap(),
+        None,
+        "an invalidated value is not served stale"
+    );
 }
 
 #[test]

@@ -72,6 +72,8 @@ impl Drop for RefreshSlot {
 #[derive(Debug)]
 pub(crate) struct FailSafe {
     enabled: bool,
+    /// How long L1 keeps an entry past its TTL to serve it stale (`fail_safe_max_duration`).
+    window: Duration,
     throttle: Duration,
     soft: Option<Duration>,
     hard: Option<Duration>,
@@ -92,6 +94,7 @@ impl FailSafe {
         let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         FailSafe {
             enabled: !config.fail_safe_max_duration.is_zero(),
+            window: config.fail_safe_max_duration,
             throttle: config.fail_safe_throttle,
             soft: ms(config.soft_timeout_ms),
             hard: ms(config.hard_timeout_ms),
@@ -106,6 +109,11 @@ impl FailSafe {
 
     pub(crate) fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// How long past its TTL a copy of an entry may still be served stale (zero when off).
+    pub(crate) fn window(&self) -> Duration {
+        self.window
     }
 
     /// Whether `get_or_load` runs its loader off the caller's thread to bound the wait.

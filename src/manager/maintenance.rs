@@ -170,7 +170,8 @@ impl CacheManager {
 
     /// [`CacheManager::set_raw`], and records `key` as a member of each tag in a Redis set that
     /// every instance reaches (the backplane's Redis, or else the Redis L2), with a TTL no
-    /// shorter than the entry's. Needs Redis 7 or later.
+    /// shorter than the entry's plus `loader.fail_safe_max_duration` (how long a copy may be
+    /// served stale). Needs Redis 7 or later.
     ///
     /// # Errors
     /// As [`CacheManager::set_raw`]; [`Error::Config`] if there is no Redis for tags; the tag
@@ -355,10 +356,16 @@ impl CacheManager {
 }
 
 /// The least TTL of a tag's set when a `set` with `ttl` adds a member: the member's in either
-/// level. L1's may be the longer (`local.ttl` over `distributed.ttl`), and a set that expired
-/// before an L1 copy would leave that copy out of the tag's invalidation.
+/// level, and the fail-safe window past it. L1's may be the longer (`local.ttl` over
+/// `distributed.ttl`), and a set that expired before an L1 copy, fresh or kept to be served
+/// stale, would leave that copy out of the tag's invalidation.
 fn members_ttl(s: &Shared, ttl: Option<Duration>) -> Duration {
-    s.l1_ttl(ttl).max(s.l2_ttl(ttl))
+    // A copy of the entry, in this L1 or backfilled into another instance's (with no more than
+    // L2's time left), may be served stale for the fail-safe window past its TTL: an
+    // invalidation of the tag until then must still find the key, or that copy outlives it.
+    s.l1_ttl(ttl)
+        .max(s.l2_ttl(ttl))
+        .saturating_add(s.fail_safe.window())
 }
 
 /// The error of a tag call on a manager without a Redis for tags (or built without one).

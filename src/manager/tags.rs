@@ -4,7 +4,8 @@
 //! prefix deletion leaves the sets, so a value can neither replace a tag's set nor take its
 //! members with it. `SADD` adds a key, then `PEXPIRE NX` + `PEXPIRE GT` (milliseconds, rounded
 //! up) give the set a TTL no shorter than any member's in either level, the longer of its L1 and
-//! L2 TTLs (Redis 7 or later); each tag's commands are a pipeline of their own, as a cluster
+//! L2 TTLs, plus the fail-safe window in which an expired copy may still be served stale
+//! (Redis 7 or later); each tag's commands are a pipeline of their own, as a cluster
 //! keeps them in different slots. Invalidating a tag reads the set's members; the manager then
 //! deletes them from L1 and L2, publishes them as keys, so every instance drops them from its
 //! L1, and removes them from the set.
