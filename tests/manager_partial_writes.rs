@@ -172,7 +172,8 @@ fn a_multi_set_with_a_refused_item_and_a_down_host_replays_the_unreached_item() 
 }
 
 /// With `write_mode = "behind"` the same batch reaches L2 from the writer thread: the refused
-/// item leaves L1, the unreached one is queued for replay and lands once its host is back.
+/// item leaves L1, the unreached one is queued for replay and lands once its host is back. The
+/// batch was sent again one item at a time, each unreached item to its down host once more.
 #[test]
 fn a_write_behind_batch_with_a_refused_item_and_a_down_host_replays_the_unreached_item() {
     let mut servers = two_hosts();
@@ -183,10 +184,17 @@ fn a_write_behind_batch_with_a_refused_item_and_a_down_host_replays_the_unreache
     });
     servers[1].kill();
     let value = vec![7u8; BIG];
+    let sets_before = servers[0].stat("cmd_set");
     cache
         .multi_set_raw(&[(&ok, &b"1"[..]), (&big, &value), (&gone, b"new")], None)
         .unwrap();
     cache.flush().unwrap();
+    // memcached counts the stored set only, not the one it refused as too large.
+    assert_eq!(
+        servers[0].stat("cmd_set") - sets_before,
+        1,
+        "the stored item was sent once, not again one by one"
+    );
     assert!(
         cache.local().get(&big).unwrap().is_none(),
         "the refused value left L1"

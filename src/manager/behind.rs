@@ -626,13 +626,23 @@ impl Shared {
         // deletes after L2 took the sets): only these go to the replay queue.
         let mut unreached: Vec<(String, Queued)> = Vec::new();
         let mut unreached_error = None;
-        // A batch with items L2 refused (a partial batch of bad input) is sent again one by one
-        // below, as one refused whole. `after_sent`: L2 took the batch's earlier call, so a
-        // failure of this one leaves only its own items unsent.
+        // Writes L2 refused as bad input while it took or did not reach the others (a partial
+        // batch naming them): they leave L1 below, and only the unreached ones are replayed. A
+        // batch refused whole is sent again one by one below. `after_sent`: L2 took the batch's
+        // earlier call, so a failure of this one leaves only its own items unsent.
+        let mut refused: Vec<String> = Vec::new();
+        let mut refused_error = None;
         let mut partial = |result: Result<()>, sent: &[&(String, Queued)], after_sent: bool| match result {
             Err(Error::PartialBatch(p)) if !p.cause.is_bad_input() => {
                 unreached.extend(p.failed.iter().filter_map(|&i| sent.get(i).map(|q| (*q).clone())));
                 unreached_error.get_or_insert(Error::PartialBatch(p));
+                Ok(())
+            }
+            Err(Error::PartialBatch(p)) if !p.refused.is_empty() => {
+                refused.extend(p.refused.iter().filter_map(|&i| sent.get(i).map(|q| q.0.clone())));
+                let unsent = p.unreached();
+                unreached.extend(unsent.iter().filter_map(|&i| sent.get(i).map(|q| (*q).clone())));
+                refused_error.get_or_insert(Error::PartialBatch(p));
                 Ok(())
             }
             Err(e) if after_sent && !e.is_bad_input() => {
@@ -653,12 +663,17 @@ impl Shared {
         super::policy::time_l2(&m.set_latency, started, &result);
         match result {
             Ok(()) => {
+                let not_written = unreached.len() + refused.len();
                 m.sets
-                    .add((items.len() + dead.len()).saturating_sub(unreached.len()) as u64);
+                    .add((items.len() + dead.len()).saturating_sub(not_written) as u64);
                 self.metrics.consistency.behind_flushes.incr();
-                match &unreached_error {
-                    Some(e) => self.behind_failed(e, &unreached),
-                    None => self.nudge_replay(),
+                if let Some(e) = &refused_error {
+                    let keys: Vec<&str> = refused.iter().map(String::as_str).collect();
+                    self.refused_behind(&keys, e);
+                }
+                match unreached_error.as_ref().or(refused_error.as_ref()) {
+                    Some(e) if !unreached.is_empty() => self.behind_failed(e, &unreached),
+                    _ => self.nudge_replay(),
                 }
             }
             Err(e) if e.is_bad_input() => {
@@ -701,13 +716,7 @@ impl Shared {
             }
             match l2.set(key, value, *ttl) {
                 Ok(()) => m.sets.incr(),
-                Err(e) if e.is_bad_input() => {
-                    m.errors.incr();
-                    self.metrics.consistency.behind_failures.incr();
-                    tracing::error!(key = %key_for_error(key), error = %e,
-                        "L2 refused a write-behind value; removed from L1 too so every instance reads the same value");
-                    self.undo_local(&[*key]);
-                }
+                Err(e) if e.is_bad_input() => self.refused_behind(&[*key], &e),
                 Err(e) => failed.push((*key, e)),
             }
         }
@@ -719,6 +728,22 @@ impl Shared {
                 .collect();
             self.behind_failed(e, &failed);
         }
+    }
+
+    /// Write-behind values L2 refused as bad input: counted, and taken out of L1 too so every
+    /// instance reads the same (older) value; not a key a settle took over meanwhile (no longer
+    /// in flight), whose newer op went on.
+    fn refused_behind(&self, keys: &[&str], error: &Error) {
+        let n = keys.len() as u64;
+        self.metrics.distributed.errors.add(n);
+        self.metrics.consistency.behind_failures.add(n);
+        tracing::error!(key = %key_for_error(keys.first().copied().unwrap_or("")), keys = n, error = %error,
+            "L2 refused write-behind values; removed from L1 too so every instance reads the same value");
+        let Some(queue) = &self.behind else {
+            return;
+        };
+        let current: Vec<&str> = keys.iter().copied().filter(|key| queue.in_flight(key)).collect();
+        self.undo_local(&current);
     }
 
     /// A batch that did not reach L2: counted, and queued for replay where there is a queue.
