@@ -135,7 +135,9 @@ impl Shared {
                     ),
                     _ => (items.iter().map(|(k, _)| *k).collect(), Vec::new()),
                 };
-                m.sets.add((items.len() - refused.len() - unsent.len()) as u64);
+                // Saturating: a level of the caller's own may list more failed items than sent.
+                m.sets
+                    .add(items.len().saturating_sub(refused.len() + unsent.len()) as u64);
                 self.undo_local(&refused);
                 if !unsent.is_empty() {
                     // A queue failure is counted and logged there; the refusal is what the
