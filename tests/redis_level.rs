@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::RedisServer;
+use support::{each_timed_out_at_the_redis_deadline, until_k_answers_v, RedisServer};
 use uno_cache::distributed::envelope;
 use uno_cache::{
     BreakerState, CircuitBreaker, DistributedStorage, Error, Guarded, ManualClock, RedisOptions, RedisStore,
@@ -861,25 +861,6 @@ fn hung_server_async_burst_times_out_at_our_deadline_under_a_runtime_with_timers
     });
 }
 
-/// Calls `get` until it answers with the value `v`; fails, saying `what`, with the last error
-/// if it has not after 5 s.
-fn until_k_answers_v(what: &str, mut get: impl FnMut() -> uno_cache::Result<Option<uno_cache::Entry>>) {
-    let started = Instant::now();
-    loop {
-        match get() {
-            Ok(entry) => {
-                assert_eq!(entry.map(|e| e.value).as_deref(), Some(&b"v"[..]));
-                return;
-            }
-            Err(err) => assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "{what} after {:?}: {err}",
-                started.elapsed()
-            ),
-        }
-    }
-}
-
 #[cfg(feature = "tls")]
 #[test]
 fn rediss_with_a_private_ca_round_trips_and_an_unknown_ca_is_refused() {
@@ -952,19 +933,7 @@ fn async_calls_move_to_a_new_connection_when_theirs_goes_silent() {
     let burst = rt.block_on(futures_util::future::join_all(
         (0..16).map(|_| redis.get_async("k")),
     ));
-    for result in &burst {
-        assert!(
-            matches!(
-                result,
-                Err(Error::Timeout {
-                    level: "redis",
-                    op: "get",
-                    ..
-                })
-            ),
-            "{result:?}"
-        );
-    }
+    each_timed_out_at_the_redis_deadline("get", &burst);
 
     until_k_answers_v("still on the silent connection", || {
         rt.block_on(redis.get_async("k"))

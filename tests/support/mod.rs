@@ -86,6 +86,35 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Calls `get` until it answers with the value `v`; fails, saying `what`, with the last error
+/// if it has not after 5 s.
+pub fn until_k_answers_v(what: &str, mut get: impl FnMut() -> uno_cache::Result<Option<uno_cache::Entry>>) {
+    let started = Instant::now();
+    loop {
+        match get() {
+            Ok(entry) => {
+                assert_eq!(entry.map(|e| e.value).as_deref(), Some(&b"v"[..]));
+                return;
+            }
+            Err(err) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{what} after {:?}: {err}",
+                started.elapsed()
+            ),
+        }
+    }
+}
+
+/// Asserts that every one of `results` is the Redis level's timeout of `op`.
+pub fn each_timed_out_at_the_redis_deadline<T: std::fmt::Debug>(op: &str, results: &[uno_cache::Result<T>]) {
+    for result in results {
+        assert!(
+            matches!(result, Err(uno_cache::Error::Timeout { level: "redis", op: o, .. }) if *o == op),
+            "{result:?}"
+        );
+    }
+}
+
 /// A `redis-server` on 127.0.0.1.
 pub struct RedisServer {
     child: Option<Child>,
@@ -220,10 +249,15 @@ impl RedisServer {
 
     /// A server with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str], password: Option<&str>) -> Self {
+        Self::start_on(free_port(), extra, password)
+    }
+
+    /// [`start_with`](Self::start_with) on `port` (from [`free_port`]).
+    pub fn start_on(port: u16, extra: &[&str], password: Option<&str>) -> Self {
         require("redis-server", "redis-server");
         let mut server = RedisServer {
             child: None,
-            port: free_port(),
+            port,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             password: password.map(str::to_owned),
@@ -555,11 +589,23 @@ impl RedisCluster {
     /// `["--cluster-require-full-coverage", "no"]`, so that the live primaries keep serving
     /// their slots once they mark a killed one as failed).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_each(|_| extra.iter().map(|arg| (*arg).to_owned()).collect())
+    }
+
+    /// A cluster whose node on port `p` gets the extra arguments `extra_for(p)` (for example a
+    /// `--cluster-announce-port` of its own, so that clients reach it through a proxy).
+    pub fn start_each(mut extra_for: impl FnMut(u16) -> Vec<String>) -> Self {
         require("redis-server", "redis-server");
         require("redis-cli", "redis-tools");
-        let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
-        args.extend_from_slice(extra);
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(&args, None)).collect();
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = free_port();
+                let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+                let extra = extra_for(port);
+                args.extend(extra.iter().map(String::as_str));
+                RedisServer::start_on(port, &args, None)
+            })
+            .collect();
         let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
@@ -606,6 +652,13 @@ impl RedisCluster {
 
     /// The node serving `slot` (index into `nodes`).
     pub fn node_of_slot(&self, slot: u16) -> usize {
+        let port = self.port_of_slot(slot);
+        self.nodes.iter().position(|n| n.port == port).unwrap()
+    }
+
+    /// The port that `CLUSTER SLOTS` gives clients for the owner of `slot`: the node's own, or
+    /// the one it announces (`--cluster-announce-port`).
+    pub fn port_of_slot(&self, slot: u16) -> u16 {
         let mut conn = self.nodes[0].raw();
         let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).unwrap();
         for entry in slots {
@@ -619,7 +672,7 @@ impl RedisCluster {
             };
             let port: i64 = redis::from_redis_value(primary[1].clone()).unwrap();
             if (start..=end).contains(&i64::from(slot)) {
-                return self.nodes.iter().position(|n| i64::from(n.port) == port).unwrap();
+                return u16::try_from(port).unwrap();
             }
         }
         panic!("slot {slot} has no owner");
