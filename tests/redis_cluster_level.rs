@@ -5,7 +5,9 @@
 //! prefix; and a slot moved to another node after the store cached the slot map is still read
 //! and written correctly (the `MOVED` fallback and map refresh); a batch split per primary (per-node
 //! breakers) with one bad item changes nothing on any node. Tags on a cluster L2: a key tagged
-//! twice, the two tag sets in different slots.
+//! twice, the two tag sets in different slots. And a node whose connection goes silent without
+//! a reset (each node announces a `support/proxy.rs` proxy as its address): calls move to a new
+//! cluster connection.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,12 +16,15 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/proxy.rs"]
+mod proxy;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use support::RedisCluster;
+use proxy::TcpProxy;
+use support::{each_timed_out_at_the_redis_deadline, until_k_answers_v, RedisCluster};
 use uno_cache::{CacheConfig, CacheManager, DistributedStorage, Error, RedisOptions, RedisStore, Storage};
 
 fn store(cluster: &RedisCluster, prefix: &str) -> RedisStore {
@@ -353,4 +358,81 @@ fn a_key_with_two_tags_in_different_slots_is_tagged_and_each_tag_invalidates_it(
         .unwrap();
     assert_eq!(rt.block_on(cache.invalidate_tag_async("blue")).unwrap(), 1);
     assert_eq!(cache.get::<String>("k").unwrap(), None);
+}
+
+/// A cluster whose every node announces a proxy of its own as its address
+/// (`--cluster-announce-port`), so that a client's every connection to a node goes through that
+/// node's proxy; the cluster bus stays direct, so the nodes never see each other fail.
+fn cluster_behind_proxies() -> (RedisCluster, Vec<TcpProxy>) {
+    let mut proxies = Vec::new();
+    let cluster = RedisCluster::start_each(|port| {
+        let proxy = TcpProxy::start(&format!("127.0.0.1:{port}"));
+        let args = [
+            "--cluster-announce-ip".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--cluster-announce-port".to_owned(),
+            proxy.port().to_string(),
+            "--cluster-announce-bus-port".to_owned(),
+            (port + 10_000).to_string(),
+        ];
+        proxies.push(proxy);
+        args.into()
+    });
+    (cluster, proxies)
+}
+
+/// The proxy in front of the node that owns `key`.
+fn proxy_of<'p>(cluster: &RedisCluster, proxies: &'p [TcpProxy], key: &str) -> &'p TcpProxy {
+    let port = cluster.port_of_slot(cluster.keyslot(key));
+    proxies.iter().find(|p| p.port() == port).unwrap()
+}
+
+#[test]
+fn async_calls_move_to_a_new_cluster_connection_when_a_node_goes_silent() {
+    let (cluster, proxies) = cluster_behind_proxies();
+    let seeds: Vec<String> = proxies.iter().map(TcpProxy::addr).collect();
+    let silent = proxy_of(&cluster, &proxies, "k");
+    let before_connect = silent.accepted();
+    let timeout = Duration::from_millis(200);
+    let redis = RedisStore::connect(RedisOptions::with_hosts(seeds).cluster(true).timeout(timeout)).unwrap();
+    let one_connect = silent.accepted() - before_connect;
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(redis.set_async("k", b"v", None)).unwrap();
+    let connections = silent.accepted();
+
+    silent.freeze();
+    let burst = rt.block_on(futures_util::future::join_all(
+        (0..16).map(|_| redis.get_async("k")),
+    ));
+    each_timed_out_at_the_redis_deadline("get", &burst);
+
+    until_k_answers_v("still on the silent node connection", || {
+        rt.block_on(redis.get_async("k"))
+    });
+    assert_eq!(
+        silent.accepted(),
+        connections + one_connect,
+        "one new cluster connection for the whole burst of timeouts"
+    );
+}
+
+#[test]
+fn blocking_calls_move_to_a_new_cluster_connection_when_a_node_goes_silent() {
+    let (cluster, proxies) = cluster_behind_proxies();
+    let seeds: Vec<String> = proxies.iter().map(TcpProxy::addr).collect();
+    let redis = RedisStore::connect(
+        RedisOptions::with_hosts(seeds)
+            .cluster(true)
+            .timeout(Duration::from_millis(200)),
+    )
+    .unwrap();
+    redis.set("k", b"v", None).unwrap();
+
+    proxy_of(&cluster, &proxies, "k").freeze();
+    let result = redis.get("k");
+    assert!(
+        matches!(result, Err(Error::Timeout { level: "redis", .. })),
+        "{result:?}"
+    );
+    until_k_answers_v("still on the silent node connection", || redis.get("k"));
 }

@@ -4,18 +4,19 @@
 //! blocking and the async API.
 //!
 //! What the `redis` crate does here, and what we keep of our own:
-//! - Standalone: its `ConnectionManager` (one multiplexed connection, reconnected on demand),
-//!   held in a [`Standalone`] that replaces it with a new one after a call on it times out at our
-//!   deadline. The crate reconnects only on an error that says the connection is gone (a reset,
-//!   an end of stream); a flow that went silent without one (a NAT or load balancer that dropped
-//!   it as idle, a host powered off, a failover to another address) gives no such error until
-//!   the kernel gives up on its retransmits, about 15 minutes, and until then every call would
-//!   wait out our deadline on it.
+//! - Standalone: its `ConnectionManager` (one multiplexed connection, reconnected on demand).
 //! - Cluster: its async `ClusterConnection` routes every key command by slot, follows `MOVED` /
 //!   `ASK` and refreshes its slot map, and splits a multi-key `MGET` / `UNLINK` into one command
 //!   per slot (sent concurrently, replies put back in key order / summed). Our own router
 //!   (CRC16, slot map, per-node pipelines) is gone: it did the same work (see the module docs
 //!   of [`super`]).
+//! - Either kind is held in a [`Link`] that replaces it with a new one after a call on it times
+//!   out at our deadline. The crate reconnects only on an error that says a connection is gone
+//!   (a reset, an end of stream); a flow that went silent without one (a NAT or load balancer
+//!   that dropped it as idle, a host powered off, a failover to another address) gives no such
+//!   error until the kernel gives up on its retransmits, about 15 minutes, and until then every
+//!   call would wait out our deadline on it. The cluster client retries a call that timed out on
+//!   the same node connection (a timeout is `RetryImmediately` to it), so it needs this as much.
 //! - A batch of `SET`s cannot be one pipeline on a cluster (the crate refuses pipelines across
 //!   slots), so it goes out as concurrent single commands, which the crate's multiplexed node
 //!   connections pipeline on the wire anyway.
@@ -112,7 +113,7 @@ impl Settings {
             cmd.arg("uno-cache");
             conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
                 .await?;
-            Ok(Link::Cluster(conn))
+            Link::new(Conn::Cluster(conn), Source::Cluster(client), self.connect_timeout)
         } else {
             let target = self
                 .targets
@@ -150,85 +151,97 @@ impl Settings {
                     )));
                 }
             }
-            // Connecting runs on the I/O thread (`IoRuntime::block_on` / `run`), whose runtime
-            // the replacements need.
-            let runtime = tokio::runtime::Handle::try_current()
-                .map_err(|_| RedisError::from((ErrorKind::Client, "connecting outside the I/O runtime")))?;
-            Ok(Link::Single(Arc::new(Standalone {
-                current: parking_lot::RwLock::new((conn, 0)),
-                replacing: AtomicBool::new(false),
-                client,
-                config,
-                runtime,
-            })))
+            Link::new(
+                Conn::Single(conn),
+                Source::Single { client, config },
+                self.connect_timeout,
+            )
         }
     }
 }
 
 /// The level's connection as the store keeps it; [`current`](Self::current) gives the one a call
 /// uses.
-pub(crate) enum Link {
-    /// A standalone server's connection, replaced when a call on it timed out.
-    Single(Arc<Standalone>),
-    /// A Redis Cluster: the crate's own connection, kept for the store's life.
-    Cluster(ClusterConnection),
-}
-
-/// Which standalone connection a call ran on, so that its timeout replaces that one only: a
-/// call that began before the latest replacement says nothing about the new connection.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Ticket(u64);
-
-impl Link {
-    /// The connection for one call, and its [`Ticket`] for [`timed_out`](Self::timed_out).
-    pub(crate) fn current(&self) -> (Conn, Ticket) {
-        match self {
-            Link::Single(single) => {
-                // The hot path of every async call: one uncontended shared lock, and the clone
-                // of the manager (an `Arc`) that the call needed anyway.
-                let current = single.current.read();
-                (Conn::Single(current.0.clone()), Ticket(current.1))
-            }
-            Link::Cluster(conn) => (Conn::Cluster(conn.clone()), Ticket(0)),
-        }
-    }
-
-    /// Whether this is a cluster client (which follows redirects itself).
-    pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self, Link::Cluster(_))
-    }
-
-    /// A call on the connection of `ticket` ran out of our deadline: a standalone connection is
-    /// replaced (see [`Standalone`]). The cluster client is left as it is.
-    pub(crate) fn timed_out(&self, ticket: Ticket) {
-        if let Link::Single(single) = self {
-            Standalone::replace(single, ticket);
-        }
-    }
-}
-
-/// A standalone server's `ConnectionManager`, replaced by a new one after a call on it timed out
-/// at our deadline.
 ///
 /// A timeout is the only sign a silent connection gives, and a server that is merely slow gives
-/// it too; replacing costs that server one connect, and the calls still in flight on the old
-/// connection end on it (it closes when the last of them drops it). One replacement connects at
-/// a time, on the I/O thread, within `connect_timeout`; until it has connected, calls keep
-/// using the old connection (a timeout in the meantime starts nothing), and if it fails, the
-/// next timeout tries again. The swap is a write under the lock that every call reads.
-pub(crate) struct Standalone {
+/// it too; replacing costs that server one connect (a cluster: the crate's whole connect, every
+/// node and the slot map, since the crate offers no way to drop one node's connection), and the
+/// calls still in flight on the old connection end on it (it closes when the last of them drops
+/// it). One replacement connects at a time, on the I/O thread, within `connect_timeout`; until
+/// it has connected, calls keep using the old connection (a timeout in the meantime starts
+/// nothing), and if it fails, the next timeout tries again. The swap is a write under the lock
+/// that every call reads.
+pub(crate) struct Link(Arc<Replaceable>);
+
+struct Replaceable {
     /// The connection, and how many times it has been replaced (a [`Ticket`]).
-    current: parking_lot::RwLock<(ConnectionManager, u64)>,
+    current: parking_lot::RwLock<(Conn, u64)>,
     /// Set while a replacement connects.
     replacing: AtomicBool,
-    client: redis::Client,
-    config: ConnectionManagerConfig,
+    source: Source,
+    connect_timeout: Duration,
     /// The I/O thread's runtime, where the crate spawns the connection's tasks.
     runtime: tokio::runtime::Handle,
 }
 
-impl Standalone {
-    fn replace(this: &Arc<Self>, ticket: Ticket) {
+/// What a replacement connects with: the client of the first connection.
+#[derive(Clone)]
+enum Source {
+    Single {
+        client: redis::Client,
+        config: ConnectionManagerConfig,
+    },
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl Source {
+    async fn connect(self) -> RedisResult<Conn> {
+        match self {
+            Source::Single { client, config } => ConnectionManager::new_with_config(client, config)
+                .await
+                .map(Conn::Single),
+            Source::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
+}
+
+/// Which connection a call ran on, so that its timeout replaces that one only: a call that began
+/// before the latest replacement says nothing about the new connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket(u64);
+
+impl Link {
+    /// Must run on the I/O thread (`IoRuntime::block_on` / `run`), whose runtime the replacements
+    /// need.
+    fn new(conn: Conn, source: Source, connect_timeout: Duration) -> RedisResult<Link> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| RedisError::from((ErrorKind::Client, "connecting outside the I/O runtime")))?;
+        Ok(Link(Arc::new(Replaceable {
+            current: parking_lot::RwLock::new((conn, 0)),
+            replacing: AtomicBool::new(false),
+            source,
+            connect_timeout,
+            runtime,
+        })))
+    }
+
+    /// The connection for one call, and its [`Ticket`] for [`timed_out`](Self::timed_out).
+    pub(crate) fn current(&self) -> (Conn, Ticket) {
+        // The hot path of every async call: one uncontended shared lock, and the clone of the
+        // connection (an `Arc`) that the call needed anyway.
+        let current = self.0.current.read();
+        (current.0.clone(), Ticket(current.1))
+    }
+
+    /// Whether this is a cluster client (which follows redirects itself).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.0.source, Source::Cluster(_))
+    }
+
+    /// A call on the connection of `ticket` ran out of our deadline: the connection is replaced
+    /// (see [`Link`]).
+    pub(crate) fn timed_out(&self, ticket: Ticket) {
+        let this = &self.0;
         if this.current.read().1 != ticket.0 || this.replacing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -238,17 +251,19 @@ impl Standalone {
             this.replacing.store(false, Ordering::Release);
             return;
         }
-        let weak: Weak<Self> = Arc::downgrade(this);
-        let (client, config) = (this.client.clone(), this.config.clone());
+        let weak: Weak<Replaceable> = Arc::downgrade(this);
+        let (source, within) = (this.source.clone(), this.connect_timeout);
         // Detached: the store may be dropped meanwhile (the task then drops what it connected),
         // and the runtime's end cancels it.
         drop(this.runtime.spawn(async move {
-            let fresh = ConnectionManager::new_with_config(client, config).await;
+            // Bounded, so that a connect that hangs cannot hold the flag and stop every later
+            // replacement.
+            let fresh = tokio::time::timeout(within, source.connect()).await;
             let Some(this) = weak.upgrade() else {
                 return;
             };
             match fresh {
-                Ok(conn) => {
+                Ok(Ok(conn)) => {
                     let mut current = this.current.write();
                     let replaced = std::mem::replace(&mut *current, (conn, ticket.0.wrapping_add(1)));
                     drop(current);
@@ -257,7 +272,8 @@ impl Standalone {
                     drop(replaced);
                     tracing::info!("replaced a Redis connection after a call on it timed out");
                 }
-                Err(err) => tracing::debug!(%err, "could not replace a Redis connection that timed out"),
+                Ok(Err(err)) => tracing::debug!(%err, "could not replace a Redis connection that timed out"),
+                Err(_) => tracing::debug!(?within, "could not replace a Redis connection that timed out: no connection within the connect timeout"),
             }
             this.replacing.store(false, Ordering::Release);
         }));

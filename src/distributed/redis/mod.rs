@@ -46,14 +46,18 @@
 //! - Kept although it costs a little: `ConnectionManager` rather than a bare
 //!   `MultiplexedConnection` (a shared-future clone per call; within the noise of the runs
 //!   above), for its reconnects.
-//! - Ours: a standalone connection on which a call ran out of our deadline is replaced by a new
-//!   one (`connection::Standalone`; one replacement connecting at a time). The crate reconnects
-//!   only on an error that says the connection is gone, and a flow that went silent without a
-//!   reset (an idle timeout in a NAT or load balancer, a host powered off, a failover to another
-//!   address) gives none for about 15 minutes (`tests/redis_level.rs`,
-//!   `async_calls_move_to_a_new_connection_when_theirs_goes_silent`). It costs each call one
-//!   uncontended read lock. The cluster client is not covered: a timeout there is retried on the
-//!   same node connection, which the crate replaces only on such errors too.
+//! - Ours: a connection on which a call ran out of our deadline is replaced by a new one
+//!   (`connection::Link`; one replacement connecting at a time), a standalone
+//!   `ConnectionManager` and a `ClusterConnection` alike. The crate reconnects only on an error
+//!   that says the connection is gone, and a flow that went silent without a reset (an idle
+//!   timeout in a NAT or load balancer, a host powered off, a failover to another address)
+//!   gives none for about 15 minutes; the cluster client even retries a timed-out call on the
+//!   same node connection (`tests/redis_level.rs`,
+//!   `async_calls_move_to_a_new_connection_when_theirs_goes_silent`;
+//!   `tests/redis_cluster_level.rs`,
+//!   `async_calls_move_to_a_new_cluster_connection_when_a_node_goes_silent`). It costs each call
+//!   one uncontended read lock. A cluster's replacement is the crate's whole connect (every node,
+//!   the slot map): the crate has no way to drop one node's connection from outside.
 
 mod commands;
 pub(crate) mod connection;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::commands::{check_value, Command, Commands, Read, Reply};
-use super::connection::{Link, Settings};
+use super::connection::{Conn, Link, Settings};
 use super::errors::{call_error, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
@@ -44,9 +44,9 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 /// reconnected on demand) or its async `ClusterConnection`, whose driver tasks live on the I/O
 /// thread; a call is polled in the caller's own task (or, blocking, on the caller's parked
 /// thread), with a deadline around the client's retries and reconnects, kept by the I/O
-/// thread's sweeper (no timer is needed from the caller's executor). A standalone connection on
-/// which a call ran out of that deadline is replaced by a new one (a silent connection gives no
-/// other sign), as the blocking pool drops one.
+/// thread's sweeper (no timer is needed from the caller's executor). A connection (standalone or
+/// cluster) on which a call ran out of that deadline is replaced by a new one (a silent
+/// connection gives no other sign), as the blocking pool drops one.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -119,8 +119,8 @@ impl RedisStore {
         options: &RedisOptions,
         conn: &Link,
     ) -> impl std::future::Future<Output = Result<Option<SlotMap>>> + Send + 'static {
-        let read = match (conn, options.breakers()) {
-            (Link::Cluster(conn), Some(breakers)) => Some((conn.clone(), Arc::clone(breakers))),
+        let read = match (conn.current().0, options.breakers()) {
+            (Conn::Cluster(conn), Some(breakers)) => Some((conn, Arc::clone(breakers))),
             _ => None,
         };
         async move {
@@ -157,8 +157,8 @@ impl RedisStore {
         slots: Option<SlotMap>,
         rt: IoRuntime,
     ) -> Self {
-        let pool = match (&conn, settings.targets.first()) {
-            (Link::Single(_), Some(target)) if !target.is_tls() => options
+        let pool = match settings.targets.first() {
+            Some(target) if !conn.is_cluster() && !target.is_tls() => options
                 .client_for(target)
                 .ok()
                 .and_then(|client| CallerPool::new(client, settings.hosts())),
