@@ -7,7 +7,7 @@
 //! breakers) with one bad item changes nothing on any node. Tags on a cluster L2: a key tagged
 //! twice, the two tag sets in different slots. And a node whose connection goes silent without
 //! a reset (each node announces a `support/proxy.rs` proxy as its address): calls move to a new
-//! cluster connection.
+//! cluster connection, also when their caller gives up before our deadline.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use proxy::TcpProxy;
-use support::{each_timed_out_at_the_redis_deadline, until_k_answers_v, RedisCluster};
+use support::{
+    each_timed_out_at_the_redis_deadline, impatient_gets_until_k_answers_v, until_k_answers_v, RedisCluster,
+};
 use uno_cache::{CacheConfig, CacheManager, DistributedStorage, Error, RedisOptions, RedisStore, Storage};
 
 fn store(cluster: &RedisCluster, prefix: &str) -> RedisStore {
@@ -435,4 +437,20 @@ fn blocking_calls_move_to_a_new_cluster_connection_when_a_node_goes_silent() {
         "{result:?}"
     );
     until_k_answers_v("still on the silent node connection", || redis.get("k"));
+}
+
+/// A caller that gives up before our deadline: the check of the connection after its dropped
+/// call asks every primary, so the silent node is found whichever node the call was for.
+#[test]
+fn async_calls_whose_callers_give_up_first_move_to_a_new_cluster_connection() {
+    let (cluster, proxies) = cluster_behind_proxies();
+    let seeds: Vec<String> = proxies.iter().map(TcpProxy::addr).collect();
+    let options = RedisOptions::with_hosts(seeds)
+        .cluster(true)
+        .timeout(Duration::from_millis(300));
+    let redis = RedisStore::connect(options).unwrap();
+    redis.set("k", b"v", None).unwrap();
+
+    proxy_of(&cluster, &proxies, "k").freeze();
+    impatient_gets_until_k_answers_v("still on the silent connection", || redis.get_async("k"));
 }

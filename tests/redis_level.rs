@@ -5,8 +5,8 @@
 //! mid-workload (every call must come back within the deadline with an error, nothing panics)
 //! and restarted on the same port (calls succeed again). Peer crates stall 9–38 s per call while
 //! Redis is down; this file pins that we do not. And a connection that goes silent without a
-//! reset (through `support/proxy.rs`): the async API, and the blocking API over TLS, move to a
-//! new one.
+//! reset (through `support/proxy.rs`): the async API (also when its caller gives up before our
+//! deadline), `size` / `clear`, and the blocking API over TLS, move to a new one.
 
 #![allow(
     clippy::unwrap_used,
@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{each_timed_out_at_the_redis_deadline, until_k_answers_v, RedisServer};
+use support::{
+    each_timed_out_at_the_redis_deadline, impatient_gets_until_k_answers_v, until_k_answers_v, until_ok,
+    RedisServer,
+};
 use uno_cache::distributed::envelope;
 use uno_cache::{
     BreakerState, CircuitBreaker, DistributedStorage, Error, Guarded, ManualClock, RedisOptions, RedisStore,
@@ -943,6 +946,41 @@ fn async_calls_move_to_a_new_connection_when_theirs_goes_silent() {
         connections + 1,
         "one new connection for the whole burst of timeouts"
     );
+}
+
+/// A caller with a timeout of its own shorter than ours drops every call before our deadline, so
+/// no call of its ever times out at it; the connection must be judged all the same.
+#[test]
+fn async_calls_whose_callers_give_up_first_still_move_to_a_new_connection() {
+    let server = RedisServer::start();
+    let proxy = proxy::TcpProxy::start(&server.addr());
+    let options = RedisOptions::new(proxy.addr()).timeout(Duration::from_millis(300));
+    let redis = RedisStore::connect(options).unwrap();
+    redis.set("k", b"v", None).unwrap();
+
+    proxy.freeze();
+    impatient_gets_until_k_answers_v("still on the silent connection", || redis.get_async("k"));
+}
+
+/// `size` and `clear` run on the level's connection too: one that times out on a silent
+/// connection moves the level to a new one, as a key call does.
+#[test]
+fn size_and_clear_that_time_out_move_the_level_to_a_new_connection() {
+    let server = RedisServer::start();
+    let proxy = proxy::TcpProxy::start(&server.addr());
+    let options = RedisOptions::new(proxy.addr()).admin_timeout(Duration::from_millis(300));
+    let redis = RedisStore::connect(options).unwrap();
+    redis.set("k", b"v", None).unwrap();
+
+    proxy.freeze();
+    each_timed_out_at_the_redis_deadline("size", &[redis.size()]);
+    let size = until_ok("size still on the silent connection", || redis.size());
+    assert_eq!(size.items, 1);
+
+    proxy.freeze();
+    each_timed_out_at_the_redis_deadline("clear", &[redis.clear()]);
+    until_ok("clear still on the silent connection", || redis.clear());
+    assert_eq!(redis.size().unwrap().items, 0);
 }
 
 /// Over TLS the blocking API runs on the async connection (the blocking pool is plain TCP only),

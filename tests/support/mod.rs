@@ -86,16 +86,13 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// Calls `get` until it answers with the value `v`; fails, saying `what`, with the last error
-/// if it has not after 5 s.
-pub fn until_k_answers_v(what: &str, mut get: impl FnMut() -> uno_cache::Result<Option<uno_cache::Entry>>) {
+/// Calls `attempt` until it succeeds and returns what it gave; fails, saying `what`, with the
+/// last error if it has not after 5 s.
+pub fn until_ok<T, E: std::fmt::Display>(what: &str, mut attempt: impl FnMut() -> Result<T, E>) -> T {
     let started = Instant::now();
     loop {
-        match get() {
-            Ok(entry) => {
-                assert_eq!(entry.map(|e| e.value).as_deref(), Some(&b"v"[..]));
-                return;
-            }
+        match attempt() {
+            Ok(out) => return out,
             Err(err) => assert!(
                 started.elapsed() < Duration::from_secs(5),
                 "{what} after {:?}: {err}",
@@ -103,6 +100,33 @@ pub fn until_k_answers_v(what: &str, mut get: impl FnMut() -> uno_cache::Result<
             ),
         }
     }
+}
+
+/// Calls `get` until it answers with the value `v` (see [`until_ok`]).
+pub fn until_k_answers_v(what: &str, get: impl FnMut() -> uno_cache::Result<Option<uno_cache::Entry>>) {
+    let entry = until_ok(what, get);
+    assert_eq!(entry.map(|e| e.value).as_deref(), Some(&b"v"[..]));
+}
+
+/// Gets through a caller whose own timeout (50 ms) is shorter than the level's, so that on a
+/// silent connection it drops every call unanswered: the first attempt gives up; then `get` is
+/// tried until it answers with the value `v` (see [`until_ok`]).
+pub fn impatient_gets_until_k_answers_v<F>(what: &str, mut get: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = uno_cache::Result<Option<uno_cache::Entry>>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut impatient = || {
+        let call = async { tokio::time::timeout(Duration::from_millis(50), get()).await };
+        rt.block_on(call)
+            .map_err(|_| "the caller's own timeout".to_owned())
+    };
+    assert!(impatient().is_err(), "the caller gives up first");
+    let entry = until_ok(what, || impatient()?.map_err(|err| err.to_string()));
+    assert_eq!(entry.map(|e| e.value).as_deref(), Some(&b"v"[..]));
 }
 
 /// Asserts that every one of `results` is the Redis level's timeout of `op`.

@@ -21,14 +21,15 @@
 //!   slots), so it goes out as concurrent single commands, which the crate's multiplexed node
 //!   connections pipeline on the wire anyway.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use super::commands::Request;
@@ -36,6 +37,8 @@ use super::errors::{connect_error_for, LEVEL};
 pub(crate) use super::target::Target;
 #[cfg(feature = "tls")]
 use super::tls::TlsOptions;
+use crate::distributed::runtime::deadline_after;
+use crate::error::{Error, Result};
 
 /// A client for one host (TLS with the roots and client certificate of `tls`). It does not
 /// connect.
@@ -171,6 +174,11 @@ impl Settings {
 /// it has connected, calls keep using the old connection (a timeout in the meantime starts
 /// nothing), and if it fails, the next timeout tries again. The swap is a write under the lock
 /// that every call reads.
+///
+/// A call whose caller stops waiting before our deadline (its own shorter timeout, a `select!`)
+/// never reaches that deadline, so it is watched ([`InFlight`]): once dropped unanswered, the
+/// connection is asked a `PING` (every primary of a cluster) that must be answered by the call's
+/// own deadline, or the connection is replaced as if the call had timed out.
 pub(crate) struct Link(Arc<Replaceable>);
 
 struct Replaceable {
@@ -178,6 +186,8 @@ struct Replaceable {
     current: parking_lot::RwLock<(Conn, u64)>,
     /// Set while a replacement connects.
     replacing: AtomicBool,
+    /// Set while a `PING` checks the connection after an abandoned call.
+    probing: AtomicBool,
     source: Source,
     connect_timeout: Duration,
     /// The I/O thread's runtime, where the crate spawns the connection's tasks.
@@ -219,13 +229,14 @@ impl Link {
         Ok(Link(Arc::new(Replaceable {
             current: parking_lot::RwLock::new((conn, 0)),
             replacing: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
             source,
             connect_timeout,
             runtime,
         })))
     }
 
-    /// The connection for one call, and its [`Ticket`] for [`timed_out`](Self::timed_out).
+    /// The connection for one call, and its [`Ticket`] for [`judge`](Self::judge).
     pub(crate) fn current(&self) -> (Conn, Ticket) {
         // The hot path of every async call: one uncontended shared lock, and the clone of the
         // connection (an `Arc`) that the call needed anyway.
@@ -238,10 +249,56 @@ impl Link {
         matches!(self.0.source, Source::Cluster(_))
     }
 
-    /// A call on the connection of `ticket` ran out of our deadline: the connection is replaced
-    /// (see [`Link`]).
-    pub(crate) fn timed_out(&self, ticket: Ticket) {
-        let this = &self.0;
+    /// Runs `call`, made on the connection of `ticket` under our deadline `timeout`
+    /// (`IoRuntime::bind`), and judges the connection by it: a call that ran out of the deadline
+    /// replaces it, and one dropped unanswered has it checked ([`InFlight`]).
+    pub(crate) async fn judge<T>(
+        &self,
+        ticket: Ticket,
+        timeout: Duration,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let in_flight = InFlight {
+            link: self,
+            ticket,
+            deadline: deadline_after(timeout),
+            answered: false,
+        };
+        let out = call.await;
+        in_flight.answered();
+        if let Err(Error::Timeout { .. }) = out {
+            Replaceable::replace(&self.0, ticket);
+        }
+        out
+    }
+}
+
+/// A call in flight on a [`Link`]. Dropped before [`answered`](Self::answered), the connection
+/// is checked with a `PING` that must be answered by the call's deadline (see [`Link`]).
+struct InFlight<'a> {
+    link: &'a Link,
+    ticket: Ticket,
+    deadline: Instant,
+    answered: bool,
+}
+
+impl InFlight<'_> {
+    /// The call ended (answered, failed or timed out at our deadline): nothing to check.
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            Replaceable::check(&self.link.0, self.ticket, self.deadline);
+        }
+    }
+}
+
+impl Replaceable {
+    fn replace(this: &Arc<Self>, ticket: Ticket) {
         if this.current.read().1 != ticket.0 || this.replacing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -278,6 +335,39 @@ impl Link {
             this.replacing.store(false, Ordering::Release);
         }));
     }
+
+    /// A call on the connection of `ticket` was dropped unanswered before its `deadline`: a
+    /// `PING` sent now must be answered by then, or the connection is replaced. Replies come in
+    /// the order of the requests on a connection, so a `PING` that is answered in time means the
+    /// dropped call was too. One check runs at a time; a drop meanwhile starts none.
+    fn check(this: &Arc<Self>, ticket: Ticket, deadline: Instant) {
+        let conn = {
+            let current = this.current.read();
+            if current.1 != ticket.0 || this.probing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            current.0.clone()
+        };
+        let weak: Weak<Self> = Arc::downgrade(this);
+        // Detached, as a replacement is.
+        drop(this.runtime.spawn(async move {
+            let answer = tokio::time::timeout_at(deadline.into(), conn.ping()).await;
+            let Some(this) = weak.upgrade() else {
+                return;
+            };
+            this.probing.store(false, Ordering::Release);
+            // An error that is not a timeout says the connection is gone or refused, which the
+            // crate's own reconnects handle.
+            let silent = match answer {
+                Err(_elapsed) => true,
+                Ok(Err(err)) => err.is_timeout(),
+                Ok(Ok(())) => false,
+            };
+            if silent {
+                Self::replace(&this, ticket);
+            }
+        }));
+    }
 }
 
 /// The level's connection of either kind. Clones share it.
@@ -293,6 +383,23 @@ impl Conn {
     /// Whether this is a cluster client (which follows redirects itself).
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Conn::Cluster(_))
+    }
+
+    /// A `PING` on the connection (on a cluster, on every primary's).
+    async fn ping(mut self) -> RedisResult<()> {
+        match &mut self {
+            Conn::Single(conn) => redis::cmd("PING").query_async::<()>(conn).await,
+            Conn::Cluster(conn) => {
+                let every_primary = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                conn.route_command(redis::cmd("PING"), every_primary)
+                    .await?
+                    .extract_error()
+                    .map(drop)
+            }
+        }
     }
 }
 

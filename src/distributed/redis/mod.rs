@@ -57,7 +57,13 @@
 //!   `tests/redis_cluster_level.rs`,
 //!   `async_calls_move_to_a_new_cluster_connection_when_a_node_goes_silent`). It costs each call
 //!   one uncontended read lock. A cluster's replacement is the crate's whole connect (every node,
-//!   the slot map): the crate has no way to drop one node's connection from outside.
+//!   the slot map): the crate has no way to drop one node's connection from outside. `size` and
+//!   `clear` that run out of `admin_timeout` replace it too. An async call whose caller drops it
+//!   before our deadline (a shorter timeout of its own) never times out at ours, so a dropped,
+//!   unanswered call has the connection asked a `PING` (every primary's, on a cluster) that must
+//!   be answered by the call's deadline, or the connection is replaced (one check at a time;
+//!   `tests/redis_level.rs`, `async_calls_whose_callers_give_up_first_still_move_to_a_new_connection`).
+//!   That watch costs each async call one clock read; not benchmarked.
 
 mod commands;
 pub(crate) mod connection;

@@ -216,13 +216,9 @@ impl RedisStore {
                         .await
                         .map_err(|err| call_error(op, hosts, &err, cluster))
                 };
-                let sent = self
-                    .rt
-                    .wait(op, self.timeout, self.rt.bind(op, self.timeout, send));
-                if let Err(Error::Timeout { .. }) = sent {
-                    self.conn.timed_out(ticket);
-                }
-                sent?
+                let bound = self.rt.bind(op, self.timeout, send);
+                self.rt
+                    .wait(op, self.timeout, self.conn.judge(ticket, self.timeout, bound))?
             }
         };
         reply.read(op, value, self.clock.now_ms())
@@ -247,13 +243,22 @@ impl RedisStore {
                 .map_err(|err| call_error(op, &self.hosts, &err, cluster))?;
             reply.read(op, value, self.clock.now_ms())
         });
-        Box::pin(async move {
-            let out = call.await;
-            if let Err(Error::Timeout { .. }) = out {
-                self.conn.timed_out(ticket);
-            }
-            out
-        })
+        Box::pin(self.conn.judge(ticket, self.timeout, call))
+    }
+
+    /// A walk of `size` or `clear` on the connection, under `admin_timeout`; one that runs out
+    /// of it replaces the connection, as a key call's timeout does.
+    fn admin<'a, T: Send + 'a, F>(
+        &'a self,
+        op: &'static str,
+        walk: impl FnOnce(Conn) -> F,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'a
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'a,
+    {
+        let (conn, ticket) = self.conn.current();
+        let walk = self.rt.bind(op, self.admin_timeout, walk(conn));
+        self.conn.judge(ticket, self.admin_timeout, walk)
     }
 }
 
@@ -528,23 +533,17 @@ impl Storage for RedisStore {
     /// Keys and bytes (key + enveloped value) under this prefix, counted with `SCAN` on every
     /// primary; O(keys), under `admin_timeout`.
     fn size(&self) -> Result<StorageSize> {
-        let walk = scan::size(self.conn.current().0, self.commands.prefix());
-        self.rt.wait(
-            "size",
-            self.admin_timeout,
-            self.rt.bind("size", self.admin_timeout, walk),
-        )
+        let prefix = self.commands.prefix();
+        let walk = self.admin("size", |conn| scan::size(conn, prefix));
+        self.rt.wait("size", self.admin_timeout, walk)
     }
 
     /// Deletes every key under this prefix (`SCAN` + `UNLINK`); keys of other prefixes and
     /// programs stay. Under `admin_timeout`.
     fn clear(&self) -> Result<()> {
-        let walk = scan::clear(self.conn.current().0, self.commands.prefix());
-        self.rt.wait(
-            "clear",
-            self.admin_timeout,
-            self.rt.bind("clear", self.admin_timeout, walk),
-        )
+        let prefix = self.commands.prefix();
+        let walk = self.admin("clear", |conn| scan::clear(conn, prefix));
+        self.rt.wait("clear", self.admin_timeout, walk)
     }
 
     /// Nothing to make durable from here: the server's persistence is its own configuration.
@@ -560,8 +559,8 @@ impl Storage for RedisStore {
 
 impl DistributedStorage for RedisStore {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
-        let walk = scan::size(self.conn.current().0, self.commands.prefix());
-        Box::pin(self.rt.bind("size", self.admin_timeout, walk))
+        let prefix = self.commands.prefix();
+        Box::pin(self.admin("size", |conn| scan::size(conn, prefix)))
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
