@@ -6,7 +6,7 @@
 //! | `errors`     | the level's errors (failed call, failed connect), shared with the backplane |
 //! | `target`     | host strings and URLs checked and normalised                               |
 //! | `options`    | [`RedisOptions`] and their checks                                          |
-//! | `connection` | clients, connecting, connect errors, the connection of either kind         |
+//! | `connection` | clients, connecting, the connection of either kind, replaced when silent   |
 //! | `commands`   | every key call as data: what to send, how to read the reply                |
 //! | `pool`       | the blocking executor: pooled blocking connections on the caller's thread  |
 //! | `scan`       | `size` and `clear`: `SCAN` walks over every primary                        |
