@@ -126,7 +126,7 @@ pub use crate::local::memory::MemoryStore;
 #[cfg(feature = "redb")]
 pub use crate::local::redb::{RedbOptions, RedbStore, REDB_FILE_NAME};
 pub use crate::manager::{
-    CacheManager, CacheManagerBuilder, Fetched, InvalidationEvent, Monitor, L2_SIZE_MAX_AGE,
+    CacheManager, CacheManagerBuilder, Fetched, InvalidationEvent, L2Failures, Monitor, L2_SIZE_MAX_AGE,
 };
 pub use crate::perms::DEFAULT_FILE_MODE;
 pub use crate::stats::{

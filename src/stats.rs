@@ -290,6 +290,11 @@ impl LevelMetrics {
         last.any = Some(message);
     }
 
+    /// The last failure seen (skips by an open breaker aside), if any.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_errors.lock().any.clone()
+    }
+
     /// The last configuration error seen, if any.
     pub(crate) fn last_config_error(&self) -> Option<String> {
         self.last_errors.lock().config.clone()

@@ -688,3 +688,63 @@ fn a_config_whose_only_level_is_in_memory_is_refused_for_get_set_and_del() {
         );
     }
 }
+
+/// An L2 nobody listens on, behind a memory L1 and no replay queue: `fallback_on_error` hides
+/// the failure from the call, but nothing durable took the write (the memory L1 dies with the
+/// process), a delete left the key in L2, and a miss was never asked of L2. Each exits 2 naming
+/// the host; none may pass as a success or a plain miss.
+#[cfg(feature = "redis")]
+#[test]
+fn an_unreachable_l2_without_a_replay_queue_fails_set_del_and_get_naming_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "use_multi_level = true\n[local]\ntype = \"memory\"\n\
+             [distributed]\nenabled = true\nhosts = [\"127.0.0.1:{port}\"]\n"
+        ),
+    );
+    for args in [&["set", "k", "v"][..], &["del", "k"], &["get", "k"]] {
+        let out = bin().arg("--config").arg(&config).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("127.0.0.1:{port}")),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// The same unreachable L2 behind a file L1: the write is durable in L1 and queued for replay,
+/// so `set` succeeds, but says on stderr that L2 did not take it yet.
+#[cfg(feature = "redis")]
+#[test]
+fn an_unreachable_l2_behind_a_file_l1_queues_the_set_for_replay_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = support::free_port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "use_multi_level = true\n[local]\ntype = \"file\"\npath = {:?}\nmax_size = 16\n\
+             [distributed]\nenabled = true\nhosts = [\"127.0.0.1:{port}\"]\n",
+            data.display().to_string()
+        ),
+    );
+    let out = bin()
+        .arg("--config")
+        .arg(&config)
+        .args(["set", "k", "v"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("queued for replay"),
+        "{stderr}"
+    );
+    assert!(data.join("replay.log").exists(), "the queue is on disk");
+    assert_eq!(run(&data, &["get", "k"]).stdout, b"v", "L1 has the value");
+}

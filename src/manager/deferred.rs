@@ -26,6 +26,9 @@ struct Slot {
     /// The last failed attempt, if the server said the configuration is wrong: calls fail with
     /// it (so stats show what to fix) instead of "not connected yet".
     misconfigured: Mutex<Option<(String, String)>>,
+    /// The last failed attempt, as text: calls that fail because it failed say why, and so
+    /// name the host (the counters' `last_error` is all a caller such as the CLI sees).
+    last_failure: Mutex<String>,
 }
 
 /// A level that connects in the background; see the module docs.
@@ -72,6 +75,7 @@ impl Deferred {
         let slot = Arc::new(Slot {
             level: RwLock::new(None),
             misconfigured: Mutex::new(misconfiguration(first_error)),
+            last_failure: Mutex::new(first_error.to_string()),
         });
         let connector = Connector {
             name,
@@ -95,7 +99,10 @@ impl Deferred {
             None => Error::Backend {
                 level: self.name,
                 op,
-                reason: "not connected yet; retrying in the background".into(),
+                reason: format!(
+                    "not connected yet ({}); retrying in the background",
+                    self.slot.last_failure.lock()
+                ),
             },
         })
     }
@@ -126,6 +133,7 @@ fn connect_until_stopped(
                 return;
             }
             Err(e) => {
+                *slot.last_failure.lock() = e.to_string();
                 let now = misconfiguration(&e);
                 let mut last = slot.misconfigured.lock();
                 if now.is_some() && *last != now {

@@ -71,7 +71,7 @@ mod workers;
 mod writes;
 
 pub use self::builder::CacheManagerBuilder;
-pub use self::monitor::{Monitor, L2_SIZE_MAX_AGE};
+pub use self::monitor::{L2Failures, Monitor, L2_SIZE_MAX_AGE};
 
 use std::sync::Arc;
 

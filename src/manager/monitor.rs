@@ -12,6 +12,21 @@ use crate::storage::StorageSize;
 /// walks every key.
 pub const L2_SIZE_MAX_AGE: Duration = Duration::from_secs(5);
 
+/// What [`Monitor::l2_failures`] reads: cumulative counters, compared between two readings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct L2Failures {
+    /// Failed L2 calls, hidden by `fallback_on_error` or not, skips by an open breaker included
+    /// (`stats().distributed.errors`).
+    pub errors: u64,
+    /// The last failure (the host, what happened, what to do; never a password), skips by an
+    /// open breaker aside (`stats().distributed.last_error`).
+    pub last_error: Option<String>,
+    /// L2 writes and deletes that failed, or waited behind an earlier failed one, and were
+    /// queued for replay (`stats().consistency.queued`).
+    pub queued: u64,
+}
+
 /// Reads the manager's statistics; see [`CacheManager::monitor`].
 #[derive(Debug, Clone, Copy)]
 pub struct Monitor<'a> {
@@ -41,6 +56,19 @@ impl Monitor<'_> {
     #[must_use]
     pub fn config_error(&self) -> Option<String> {
         self.manager.shared.metrics.distributed.last_config_error()
+    }
+
+    /// The L2 failures and the queued writes counted so far, read from the counters alone
+    /// (never a level, unlike [`Monitor::get_stats`]). Compare two readings to learn whether L2
+    /// failed during the calls between them, even where `fallback_on_error` hid it from them.
+    #[must_use]
+    pub fn l2_failures(&self) -> L2Failures {
+        let metrics = &self.manager.shared.metrics;
+        L2Failures {
+            errors: metrics.distributed.errors.get(),
+            last_error: metrics.distributed.last_error(),
+            queued: metrics.consistency.queued.get(),
+        }
     }
 
     /// [`Monitor::get_stats`] reading L2's size without blocking the executor.

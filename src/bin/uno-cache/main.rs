@@ -14,7 +14,10 @@
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage. With
 //! `--config`, an L2 that says the configuration is wrong (a refused password, say) is an error
-//! (exit 2, the reason on stderr) even where `fallback_on_error` let L1 serve the call.
+//! (exit 2, the reason on stderr) even where `fallback_on_error` let L1 serve the call; so is an
+//! L2 that failed during `set` or `del` (unreachable, say) unless the replay queue took the
+//! write (then the usual exit code, and a note on stderr naming the host), and a `get` miss that
+//! L2 failed to confirm.
 
 mod escape;
 
@@ -280,7 +283,15 @@ fn command_name(command: &Command) -> &'static str {
 
 /// `get`, `set`, `del` and `stats` through the multi-level manager a configuration describes.
 fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> Result<ExitCode, String> {
+    // Where a failed L2 write is queued (the manager's default: the L1 directory).
+    let queue_dir = config.offline.replay_dir.clone().or_else(|| {
+        (config.local.kind != LocalKind::Memory).then(|| config.local.effective_path().to_owned())
+    });
     let cache = CacheManager::new(config).map_err(|e| e.to_string())?;
+    let name = command_name(&command);
+    // The manager hides an L2 failure from the call when `fallback_on_error` is on (and logs it
+    // where this binary installs no logger): the counters before and after tell.
+    let before = cache.monitor().l2_failures();
     let code = match command {
         Command::Get { key } => print_value(cache.get_raw(&key).map_err(|e| e.to_string())?)?,
         Command::Set { key, value, .. } => {
@@ -358,7 +369,39 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
     if let Some(error) = cache.monitor().config_error() {
         return Err(error);
     }
-    Ok(code)
+    let after = cache.monitor().l2_failures();
+    if after.errors == before.errors || name == "stats" {
+        // `stats` reports L2's errors itself, in its table.
+        return Ok(code);
+    }
+    let why = after
+        .last_error
+        .unwrap_or_else(|| "skipped by its open circuit breaker".to_owned());
+    if name == "get" {
+        if code == ExitCode::SUCCESS {
+            // L1 answered; L2 failed on the side (a backfill, say). The value is good.
+            err!("uno-cache: note: L2 failed during `get` ({why})\n");
+            return Ok(code);
+        }
+        return Err(format!(
+            "`get`: L1 has no such key and L2 could not be asked ({why}), so this is no confirmed miss; start L2 or fix distributed.hosts, then retry"
+        ));
+    }
+    if after.queued > before.queued {
+        let queue = queue_dir.map_or_else(String::new, |dir| format!(" in {}", dir.display()));
+        err!("uno-cache: note: L2 failed during `{name}` ({why}); the {what} is queued for replay{queue} and is sent to L2 by the next run with this configuration that reaches it\n",
+            what = if name == "set" { "write" } else { "delete" });
+        return Ok(code);
+    }
+    Err(format!(
+        "`{name}`: L2 failed ({why}) and no replay queue took the {what}, so {fate}; start L2 or fix distributed.hosts and retry, or use a file or redb L1 (local.type), whose directory keeps a replay queue (offline.replay)",
+        what = if name == "set" { "write" } else { "delete" },
+        fate = if name == "set" {
+            "L2 does not have the value (and an L1 in memory dies with this process)"
+        } else {
+            "L2 may still hold the key, and a later read can bring it back"
+        }
+    ))
 }
 
 fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
