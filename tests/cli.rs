@@ -748,3 +748,48 @@ fn an_unreachable_l2_behind_a_file_l1_queues_the_set_for_replay_and_says_so() {
     assert!(data.join("replay.log").exists(), "the queue is on disk");
     assert_eq!(run(&data, &["get", "k"]).stdout, b"v", "L1 has the value");
 }
+
+/// A segment whose header no longer checks is removed by the open that `verify` itself does:
+/// its records are gone, and `verify` must say so and exit 3, not report a clean store.
+#[test]
+fn verify_exits_3_and_names_a_segment_its_own_open_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["set", "first", "1"]).status.success());
+    let seg = dir.path().join(format!("{:020}.seg", 1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[16] ^= 0xff; // the segment id in the header: its CRC no longer matches
+    std::fs::write(&seg, bytes).unwrap();
+    let out = run(dir.path(), &["verify"]);
+    let told = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{told}");
+    assert!(
+        told.contains("1 segment file") && told.contains("removed"),
+        "{told}"
+    );
+    // `stats` on the same open shows it too (the file is gone, so the next open is clean).
+    let stats = String::from_utf8(run(dir.path(), &["stats"]).stdout).unwrap();
+    assert!(stats.contains("segments removed"), "{stats}");
+}
+
+/// Damage to the metadata file is damage like any other: `verify` exits 3 and names the file.
+#[test]
+fn verify_exits_3_on_a_damaged_metadata_file() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["set", "k", "v"]).status.success());
+    let meta = dir.path().join("uno-cache.meta");
+    let mut bytes = std::fs::read(&meta).unwrap();
+    bytes[32] ^= 0xff; // a byte of the base's CRC
+    std::fs::write(&meta, bytes).unwrap();
+    let out = run(dir.path(), &["verify"]);
+    let told = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{told}");
+    assert!(told.contains("uno-cache.meta"), "{told}");
+}

@@ -12,7 +12,8 @@
 //! before anything is opened: a refused call leaves the directory as it was.
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
-//! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage. With
+//! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage, in the
+//! records, in the metadata file, or removed or skipped by the open it does first. With
 //! `--config`, an L2 that says the configuration is wrong (a refused password, say) is an error
 //! (exit 2, the reason on stderr) even where `fallback_on_error` let L1 serve the call; so is an
 //! L2 that failed during `set` or `del` (unreachable, say) unless the replay queue took the
@@ -208,7 +209,15 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     if let Some(mode) = file_mode {
         options = options.file_mode(mode);
     }
-    let store = FileStore::open(&cli.dir, options).map_err(|e| e.to_string())?;
+    let store = match FileStore::open(&cli.dir, options) {
+        Ok(store) => store,
+        // Damage `verify` is asked to find, though it stops the open: exit 3, like any other.
+        Err(e @ uno_cache::Error::CorruptMetadata { .. }) if matches!(cli.command, Command::Verify) => {
+            outln!("damaged: {e}")?;
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let code = match cli.command {
         Command::Get { key } => print_value(store.get(&key).map_err(|e| e.to_string())?)?,
         Command::Set { key, value, .. } => {
@@ -407,7 +416,14 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
 fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
     let stats = store.stats();
     if json {
-        let text = serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?;
+        // The store's counters, and what its open found (`recovery`): damage the open skipped or
+        // removed is gone from the counters' view otherwise.
+        let mut value = serde_json::to_value(&stats).map_err(|e| e.to_string())?;
+        if let Some(object) = value.as_object_mut() {
+            let recovery = serde_json::to_value(store.recovery_report()).map_err(|e| e.to_string())?;
+            object.insert("recovery".to_owned(), recovery);
+        }
+        let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
         outln!("{text}")?;
         return Ok(());
     }
@@ -418,13 +434,17 @@ fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
         ("dead bytes", stats.dead_bytes),
         ("segments", stats.segments),
         ("skipped at recovery", stats.recovery_skipped_records),
+        (
+            "segments removed at recovery",
+            store.recovery_report().damaged_segments,
+        ),
     ];
     outln!("store {}", store.path().display())?;
     for (name, value) in rows {
-        outln!("  {name:<22}{value:>16}")?;
+        outln!("  {name:<30}{value:>16}")?;
     }
-    outln!("  {:<22}{:>16}", "max size", store.max_size())?;
-    outln!("  {:<22}{:>16}", "file mode", format!("{:#o}", store.file_mode()))?;
+    outln!("  {:<30}{:>16}", "max size", store.max_size())?;
+    outln!("  {:<30}{:>16}", "file mode", format!("{:#o}", store.file_mode()))?;
     Ok(())
 }
 
@@ -452,7 +472,32 @@ fn verify(store: &FileStore) -> Result<ExitCode, String> {
     for problem in &report.problems {
         outln!("damaged: {problem}")?;
     }
-    Ok(if report.is_clean() {
+    // The open before the check already dealt with some damage, which the check cannot see
+    // any more: a segment whose header was unreadable is removed, and a damaged range it
+    // skipped may have been cut with a torn tail.
+    let opened = store.recovery_report();
+    if opened.damaged_segments > 0 {
+        outln!(
+            "damaged: opening the store removed {} segment file(s) whose header was unreadable; the records in them are lost",
+            opened.damaged_segments
+        )?;
+    }
+    if opened.damaged_ranges > 0 {
+        outln!(
+            "damaged: opening the store skipped {} damaged range(s) ({} bytes); the records in them are lost",
+            opened.damaged_ranges,
+            opened.damaged_bytes
+        )?;
+    }
+    if opened.torn_tail_bytes > 0 {
+        // What a crash mid-write leaves: not damage, the write it cut was never completed.
+        outln!(
+            "note: opening the store cut {} bytes of a write that a crash interrupted at the end of the last segment",
+            opened.torn_tail_bytes
+        )?;
+    }
+    let damaged_at_open = opened.damaged_segments > 0 || opened.damaged_ranges > 0;
+    Ok(if report.is_clean() && !damaged_at_open {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
