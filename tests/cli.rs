@@ -582,6 +582,11 @@ fn a_reply_claiming_a_gibibyte_body_is_an_error_not_an_abort_on_a_small_machine(
         ),
     )
     .unwrap();
+    // The store must exist: `get` refuses a path with no store before it asks any level.
+    let data = dir.path().join("data");
+    assert!(run(&data, &["--max-size-mb", "16", "set", "other", "v"])
+        .status
+        .success());
     let out = Command::new("sh")
         .arg("-c")
         .arg("ulimit -v 614400 && exec \"$0\" --config \"$1\" get k")
@@ -792,4 +797,44 @@ fn verify_exits_3_on_a_damaged_metadata_file() {
     );
     assert_eq!(out.status.code(), Some(3), "{told}");
     assert!(told.contains("uno-cache.meta"), "{told}");
+}
+
+/// A missing or mistyped `--dir` (or `local.path`) must not become a new, empty store that
+/// `get` misses in and `verify` passes: the commands that only read (or delete) refuse it and
+/// create nothing. Only `set` and `import` make a store.
+#[test]
+fn commands_that_read_refuse_a_path_with_no_store_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[local]\ntype = \"file\"\npath = {:?}\n",
+            typo.display().to_string()
+        ),
+    );
+    for args in [
+        &["get", "k"][..],
+        &["del", "k"],
+        &["stats"],
+        &["verify"],
+        &["compact"],
+        &["dump"],
+    ] {
+        let by_dir = run(&typo, args);
+        let by_config = bin().arg("--config").arg(&config).args(args).output().unwrap();
+        for (how, out) in [("--dir", by_dir), ("--config", by_config)] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{how} {args:?}: {stderr}");
+            assert!(
+                stderr.contains("no store at") && stderr.contains(&typo.display().to_string()),
+                "{how} {args:?}: {stderr}"
+            );
+            assert!(!typo.exists(), "{how} {args:?} created {}", typo.display());
+        }
+    }
+    // An empty directory is no store either.
+    std::fs::create_dir(&typo).unwrap();
+    assert_eq!(run(&typo, &["verify"]).status.code(), Some(2));
+    assert_eq!(std::fs::read_dir(&typo).unwrap().count(), 0, "left empty");
 }

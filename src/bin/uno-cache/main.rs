@@ -9,7 +9,8 @@
 //! The store's size bound and file mode are the ones its directory recorded (its application's
 //! settings), unless `--max-size-mb` (or, with `--config`, `local.max_size`, which the flag
 //! overrides) says otherwise; a bound given that way is recorded in turn. Arguments are checked
-//! before anything is opened: a refused call leaves the directory as it was.
+//! before anything is opened: a refused call leaves the directory as it was. Only `set` and
+//! `import` create a store; the other commands refuse a path that holds none (exit 2).
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage, in the
@@ -39,7 +40,7 @@ macro_rules! err {
 }
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -57,7 +58,8 @@ use uno_cache::{
     about = "Inspect and edit an uno-cache directory"
 )]
 struct Cli {
-    /// The store directory (created if missing).
+    /// The store directory (`set` and `import` create it if missing; the other commands refuse
+    /// a path with no store).
     #[arg(long, short = 'd', env = "UNO_CACHE_DIR", default_value = "./uno-cache-data")]
     dir: PathBuf,
     /// A TOML configuration file (the `CacheConfig` format); overrides `--dir`.
@@ -176,6 +178,9 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
                     path.display()
                 ));
             }
+            if !matches!(cli.command, Command::Set { .. }) {
+                require_store_of(&config)?;
+            }
             return run_manager(config, cli.command, ttl);
         }
         if config.local.kind != LocalKind::File {
@@ -188,6 +193,9 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         cli.dir = config.local.effective_path().to_owned();
         cli.max_size_mb = cli.max_size_mb.or(config.local.max_size);
         file_mode = config.local.file_mode;
+    }
+    if !matches!(cli.command, Command::Set { .. } | Command::Import { .. }) {
+        require_store(&cli.dir, STORE_META_FILE)?;
     }
     let durable_import = matches!(cli.command, Command::Import { durable: true, .. });
     // Import pins the store's clock to the moment of each write, so that an entry's remaining
@@ -260,6 +268,38 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     };
     store.close().map_err(|e| e.to_string())?;
     Ok(code)
+}
+
+/// The file every file-store directory has (storage-format.md).
+const STORE_META_FILE: &str = "uno-cache.meta";
+
+/// Refuses a path that holds no store, for every command but `set` and `import`: opening it
+/// would create an empty store there (a mistyped `--dir`, a relative `local.path` run from
+/// another directory), in which `get` misses and `verify` passes. A directory with other files
+/// in it is left to the open, which says it is not a store and creates nothing.
+fn require_store(path: &Path, marker: &str) -> Result<(), String> {
+    if path.join(marker).exists() {
+        return Ok(());
+    }
+    let has_files = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
+    if has_files {
+        return Ok(());
+    }
+    Err(format!(
+        "no store at {}; check --dir / local.path (a relative local.path is resolved against the current directory); only `set` and `import` create a store",
+        path.display()
+    ))
+}
+
+/// [`require_store`] for the L1 a configuration describes, if it lives on disk.
+fn require_store_of(config: &CacheConfig) -> Result<(), String> {
+    let dir = config.local.effective_path();
+    match config.local.kind {
+        LocalKind::File => require_store(dir, STORE_META_FILE),
+        #[cfg(feature = "redb")]
+        LocalKind::Redb => require_store(dir, uno_cache::REDB_FILE_NAME),
+        _ => Ok(()),
+    }
 }
 
 /// `get`'s output: the raw value and exit 0 on a hit, nothing and exit 1 on a miss.
