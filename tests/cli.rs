@@ -838,3 +838,29 @@ fn commands_that_read_refuse_a_path_with_no_store_and_create_nothing() {
     assert_eq!(run(&typo, &["verify"]).status.code(), Some(2));
     assert_eq!(std::fs::read_dir(&typo).unwrap().count(), 0, "left empty");
 }
+
+/// `import` reads a line at a time, and a line longer than any dump line the store could hold
+/// (its segment size, escaped) stops it with an error instead of growing a buffer until the
+/// process runs out of memory (`uno-cache import < /dev/zero`).
+#[test]
+fn import_refuses_a_line_longer_than_the_store_could_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    uno_cache::FileStore::open(
+        &store,
+        uno_cache::FileStoreOptions::default().segment_size(64 * 1024),
+    )
+    .unwrap()
+    .close()
+    .unwrap();
+    let mut input = b"before\tok\n".to_vec();
+    input.extend(std::iter::repeat_n(b'a', 2 << 20)); // 2 MiB, no newline
+    let out = run_with_stdin(&store, &["import"], &input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("longer than") && stderr.contains("after importing 1"),
+        "{stderr}"
+    );
+    assert_eq!(run(&store, &["get", "before"]).stdout, b"ok");
+}

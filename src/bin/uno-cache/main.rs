@@ -561,6 +561,15 @@ fn dump(store: &FileStore) -> Result<(), String> {
     out.flush().map_err(|e| format!("writing stdout: {e}"))
 }
 
+/// The longest line a dump of `store` can have: every byte of the key and of the value (no
+/// larger than a segment) escaped as `\xHH`, two TABs, an expiry of up to 20 digits, a CR.
+fn max_dump_line(store: &FileStore) -> u64 {
+    let key = u64::try_from(uno_cache::MAX_KEY_LEN).unwrap_or(u64::MAX);
+    key.saturating_add(store.segment_size())
+        .saturating_mul(4)
+        .saturating_add(2 + 20 + 1)
+}
+
 /// The first line of a dump. It has no TAB, so an importer that predates expiries refuses the
 /// dump at line 1 instead of reading `value<TAB>expiry` as a value.
 const DUMP_HEADER: &str = "# uno-cache dump 2";
@@ -587,14 +596,45 @@ fn import(
     // Streamed (a dump may not fit in RAM, and `--durable` acknowledges line by line): a bad
     // line stops the import, and the error says how much of the dump was stored before it.
     let stopped = |count: u64, why: String| format!("{why}; stopped there, after importing {count} entries");
-    for (n, line) in stdin.lock().lines().enumerate() {
-        let line_no = n + 1;
-        let line = line.map_err(|e| stopped(count, format!("reading stdin line {line_no}: {e}")))?;
-        if line.is_empty() || escape::is_comment(&line) {
+    let limit = max_dump_line(store);
+    let mut input = stdin.lock();
+    let mut bytes = Vec::new();
+    for line_no in 1u64.. {
+        bytes.clear();
+        // At most one byte past the limit: a longer line (`import < /dev/zero`) stops here
+        // instead of growing the buffer until the process runs out of memory.
+        let read = io::Read::take(&mut input, limit.saturating_add(1))
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| stopped(count, format!("reading stdin line {line_no}: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
+            return Err(stopped(
+                count,
+                format!(
+                    "stdin line {line_no} is longer than {limit} bytes, more than any dump line of a store with {}-byte segments can be; is this a dump?",
+                    store.segment_size()
+                ),
+            ));
+        }
+        let line = std::str::from_utf8(&bytes).map_err(|_| {
+            stopped(
+                count,
+                format!("stdin line {line_no}: not UTF-8 (a dump is ASCII)"),
+            )
+        })?;
+        if line.is_empty() || escape::is_comment(line) {
             continue;
         }
         let parsed =
-            escape::parse_dump_line(&line).map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
+            escape::parse_dump_line(line).map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
         let key = String::from_utf8(parsed.key)
             .map_err(|_| stopped(count, format!("line {line_no}: key is not UTF-8")))?;
         clock.set(SystemClock.now_ms());

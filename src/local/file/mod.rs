@@ -664,6 +664,13 @@ impl FileStore {
         &self.inner.recovery
     }
 
+    /// The size of its segment files, fixed when the directory was created (recorded in its
+    /// metadata). No record, and so no value, is larger.
+    #[must_use]
+    pub fn segment_size(&self) -> u64 {
+        self.inner.segment_size
+    }
+
     /// The store's directory.
     #[must_use]
     pub fn path(&self) -> &Path {
