@@ -780,6 +780,25 @@ fn verify_exits_3_and_names_a_segment_its_own_open_removed() {
     assert!(stats.contains("segments removed"), "{stats}");
 }
 
+/// Any command's open removes a segment whose header no longer checks, and the next `verify`
+/// cannot see it any more: the command that opened the store says so on stderr, or the loss
+/// goes unnoticed (a `dump` missing entries, exit 0).
+#[test]
+fn a_command_whose_open_removed_a_damaged_segment_says_so_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["set", "first", "1"]).status.success());
+    let seg = dir.path().join(format!("{:020}.seg", 1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[16] ^= 0xff; // the segment id in the header: its CRC no longer matches
+    std::fs::write(&seg, bytes).unwrap();
+    let out = run(dir.path(), &["dump"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("removed 1 segment file") && stderr.contains("lost"),
+        "{stderr}"
+    );
+}
+
 /// Damage to the metadata file is damage like any other: `verify` exits 3 and names the file.
 #[test]
 fn verify_exits_3_on_a_damaged_metadata_file() {

@@ -226,6 +226,13 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         }
         Err(e) => return Err(e.to_string()),
     };
+    if !matches!(cli.command, Command::Verify) {
+        // This open removed the damaged segment: a later `verify` cannot see it any more, so
+        // the command that found it says so (`verify` reports it in its own output).
+        for damage in damage_at_open(store.recovery_report()) {
+            err!("uno-cache: note: {damage}\n");
+        }
+    }
     let code = match cli.command {
         Command::Get { key } => print_value(store.get(&key).map_err(|e| e.to_string())?)?,
         Command::Set { key, value, .. } => {
@@ -516,18 +523,8 @@ fn verify(store: &FileStore) -> Result<ExitCode, String> {
     // any more: a segment whose header was unreadable is removed, and a damaged range it
     // skipped may have been cut with a torn tail.
     let opened = store.recovery_report();
-    if opened.damaged_segments > 0 {
-        outln!(
-            "damaged: opening the store removed {} segment file(s) whose header was unreadable; the records in them are lost",
-            opened.damaged_segments
-        )?;
-    }
-    if opened.damaged_ranges > 0 {
-        outln!(
-            "damaged: opening the store skipped {} damaged range(s) ({} bytes); the records in them are lost",
-            opened.damaged_ranges,
-            opened.damaged_bytes
-        )?;
+    for damage in damage_at_open(opened) {
+        outln!("damaged: {damage}")?;
     }
     if opened.torn_tail_bytes > 0 {
         // What a crash mid-write leaves: not damage, the write it cut was never completed.
@@ -542,6 +539,24 @@ fn verify(store: &FileStore) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(3)
     })
+}
+
+/// The damage the open of the store removed or skipped, one sentence each.
+fn damage_at_open(opened: &uno_cache::RecoveryReport) -> Vec<String> {
+    let mut found = Vec::new();
+    if opened.damaged_segments > 0 {
+        found.push(format!(
+            "opening the store removed {} segment file(s) whose header was unreadable; the records in them are lost",
+            opened.damaged_segments
+        ));
+    }
+    if opened.damaged_ranges > 0 {
+        found.push(format!(
+            "opening the store skipped {} damaged range(s) ({} bytes); the records in them are lost",
+            opened.damaged_ranges, opened.damaged_bytes
+        ));
+    }
+    found
 }
 
 fn dump(store: &FileStore) -> Result<(), String> {
