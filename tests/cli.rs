@@ -752,6 +752,17 @@ fn an_unreachable_l2_behind_a_file_l1_queues_the_set_for_replay_and_says_so() {
     );
     assert!(data.join("replay.log").exists(), "the queue is on disk");
     assert_eq!(run(&data, &["get", "k"]).stdout, b"v", "L1 has the value");
+    // A delete of that key waits behind the queued write without asking L2: queued too, and
+    // said as well.
+    let out = bin()
+        .arg("--config")
+        .arg(&config)
+        .args(["del", "k"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("queued for replay"), "{stderr}");
 }
 
 /// A segment whose header no longer checks is removed by the open that `verify` itself does:

@@ -426,8 +426,18 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
         return Err(error);
     }
     let after = cache.monitor().l2_failures();
-    if after.errors == before.errors || name == "stats" {
-        // `stats` reports L2's errors itself, in its table.
+    // `stats` reports L2's errors itself, in its table.
+    if name == "stats" {
+        return Ok(code);
+    }
+    let what = if name == "set" { "write" } else { "delete" };
+    let queue = queue_dir.map_or_else(String::new, |dir| format!(" in {}", dir.display()));
+    if after.errors == before.errors {
+        if after.queued > before.queued {
+            // A key with an op still queued from an earlier failure is not sent to L2 (it would
+            // overtake that op): the new op is queued behind it.
+            err!("uno-cache: note: the {what} is queued for replay{queue} behind an earlier op of the key that L2 has not taken yet; L2 was not asked, and gets both from the next run with this configuration that reaches it\n");
+        }
         return Ok(code);
     }
     let why = after
@@ -444,14 +454,11 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
         ));
     }
     if after.queued > before.queued {
-        let queue = queue_dir.map_or_else(String::new, |dir| format!(" in {}", dir.display()));
-        err!("uno-cache: note: L2 failed during `{name}` ({why}); the {what} is queued for replay{queue} and is sent to L2 by the next run with this configuration that reaches it\n",
-            what = if name == "set" { "write" } else { "delete" });
+        err!("uno-cache: note: L2 failed during `{name}` ({why}); the {what} is queued for replay{queue} and is sent to L2 by the next run with this configuration that reaches it\n");
         return Ok(code);
     }
     Err(format!(
         "`{name}`: L2 failed ({why}) and no replay queue took the {what}, so {fate}; start L2 or fix distributed.hosts and retry, or use a file or redb L1 (local.type), whose directory keeps a replay queue (offline.replay)",
-        what = if name == "set" { "write" } else { "delete" },
         fate = if name == "set" {
             "L2 does not have the value (and an L1 in memory dies with this process)"
         } else {
