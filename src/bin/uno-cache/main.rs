@@ -178,7 +178,9 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
                     path.display()
                 ));
             }
-            if !matches!(cli.command, Command::Set { .. }) {
+            // With an L2 the local store is only a cache of it, and an empty or missing one is
+            // what a new host has: the command still reaches L2 (a `del` must).
+            if !has_l2 && !matches!(cli.command, Command::Set { .. }) {
                 require_store_of(&config)?;
             }
             return run_manager(config, cli.command, ttl);

@@ -1,0 +1,74 @@
+//! The `uno-cache` binary through `--config` with a real Redis as L2: the local store is a cache
+//! of L2 there, so a host that has none yet still reads and deletes through L2.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::RedisServer;
+
+fn with_config(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uno-cache"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A file L1 at `data` in front of `redis`.
+fn config(dir: &Path, name: &str, data: &Path, redis: &RedisServer) -> PathBuf {
+    let path = dir.join(name);
+    let body = format!(
+        "use_multi_level = true\n[local]\ntype = \"file\"\npath = {:?}\nmax_size = 16\n\
+         [distributed]\nenabled = true\nhosts = [{:?}]\ntimeout_ms = 2000\n",
+        data.display().to_string(),
+        redis.addr()
+    );
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn a_host_without_a_local_store_yet_reads_and_deletes_through_l2() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = config(dir.path(), "writer.toml", &dir.path().join("writer"), &redis);
+    let out = with_config(&writer, &["set", "k", "v"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let fresh = dir.path().join("new-host");
+    let reader = config(dir.path(), "reader.toml", &fresh, &redis);
+    let out = with_config(&reader, &["get", "k"]);
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"v"[..]),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = dir.path().join("another-new-host");
+    let deleter = config(dir.path(), "deleter.toml", &fresh, &redis);
+    let out = with_config(&deleter, &["del", "k"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checker = config(dir.path(), "checker.toml", &dir.path().join("third"), &redis);
+    let out = with_config(&checker, &["get", "k"]);
+    assert_eq!(out.status.code(), Some(1), "the delete did not reach L2");
+}
