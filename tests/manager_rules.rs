@@ -659,3 +659,95 @@ fn an_l2_write_lost_to_a_full_replay_queue_is_not_counted_as_queued() {
     assert_eq!(c.replay_pending, 1, "{c:?}");
     assert_eq!(c.queued, 1, "{c:?}");
 }
+
+/// A level of an application's own written before `PartialBatch::refused` existed: it names
+/// the items it refused in `failed` alone, with the refusal as the cause.
+struct RefusesBWithoutNamingIt(MemoryStore);
+
+impl Storage for RefusesBWithoutNamingIt {
+    fn name(&self) -> &str {
+        "refuses-b"
+    }
+    fn get(&self, key: &str) -> uno_cache::Result<Option<uno_cache::Entry>> {
+        self.0.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> uno_cache::Result<()> {
+        self.0.set(key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> uno_cache::Result<bool> {
+        self.0.delete(key)
+    }
+    fn get_many(&self, keys: &[&str]) -> uno_cache::Result<Vec<Option<uno_cache::Entry>>> {
+        self.0.get_many(keys)
+    }
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> uno_cache::Result<()> {
+        let mut failed = Vec::new();
+        for (i, (key, value)) in items.iter().enumerate() {
+            if *key == "b" {
+                failed.push(i);
+            } else {
+                self.0.set(key, value, ttl)?;
+            }
+        }
+        let cause = Error::ValueTooLarge {
+            key: "b".into(),
+            len: 1,
+            max: 0,
+            store: "refuses-b".into(),
+        };
+        Err(Error::PartialBatch(Box::new(uno_cache::PartialBatch {
+            level: "refuses-b",
+            op: "set_many",
+            total: items.len(),
+            failed,
+            refused: Vec::new(),
+            cause,
+            served: uno_cache::Served::Written,
+        })))
+    }
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> uno_cache::Result<()> {
+        self.0.set_each(items)
+    }
+    fn delete_many(&self, keys: &[&str]) -> uno_cache::Result<u64> {
+        self.0.delete_many(keys)
+    }
+    fn check_value(&self, key: &str, len: usize) -> uno_cache::Result<()> {
+        self.0.check_value(key, len)
+    }
+    fn size(&self) -> uno_cache::Result<StorageSize> {
+        self.0.size()
+    }
+    fn clear(&self) -> uno_cache::Result<()> {
+        self.0.clear()
+    }
+    fn flush(&self) -> uno_cache::Result<()> {
+        Ok(())
+    }
+    fn counters(&self) -> uno_cache::StorageCounters {
+        self.0.counters()
+    }
+}
+
+/// Such a level's refused items are taken out of L1, as before `refused` existed: not kept as
+/// if their node had not been reached.
+#[test]
+fn a_partial_refusal_named_in_failed_alone_takes_the_refused_items_out_of_l1() {
+    let l2 = Arc::new(RefusesBWithoutNamingIt(MemoryStore::new(100).unwrap()));
+    let cache = CacheManager::builder()
+        .config(config(true))
+        .local(Arc::new(MemoryStore::new(100).unwrap()))
+        .distributed(Arc::new(uno_cache::InProcess::shared(l2)))
+        .build()
+        .unwrap();
+    let err = cache
+        .multi_set_raw(&[("a", b"1"), ("b", b"2")], None)
+        .unwrap_err();
+    assert!(err.is_bad_input(), "{err}");
+    assert_eq!(cache.get_raw("a").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        cache.get_raw("b").unwrap(),
+        None,
+        "the refused value stayed in L1"
+    );
+    assert_eq!(cache.stats().consistency.queued, 0);
+}

@@ -123,6 +123,15 @@ impl Shared {
                 // for those whose node was not reached: they stay in L1 and wait for replay as
                 // any unreached write does, since dropped they would leave L2 the older value.
                 let (refused, unsent): (Vec<&str>, Vec<(&str, &[u8])>) = match &e {
+                    // A level of the caller's own written before `refused` existed names its
+                    // refusals in `failed` alone, with a refusal as the cause.
+                    Error::PartialBatch(p) if p.refused.is_empty() => (
+                        p.failed
+                            .iter()
+                            .filter_map(|&i| items.get(i).map(|(k, _)| *k))
+                            .collect(),
+                        Vec::new(),
+                    ),
                     Error::PartialBatch(p) => (
                         p.refused
                             .iter()
