@@ -91,6 +91,14 @@ fn tls_keys_without_a_tls_host_are_refused() {
             other => panic!("not a config error: {other:?}"),
         }
     }
+    // A bare host whose name begins with "rediss" is plain Redis all the same.
+    let named =
+        "[distributed]\nenabled = true\nhosts = [\"rediss-01.internal:6379\"]\ntls_system_roots = true\n";
+    assert_eq!(field_of(named), "distributed.tls_system_roots");
+    // A Memcached L2 with a backplane on TLS: the keys are for the backplane.
+    let memcached_bus = "[distributed]\nenabled = true\ntype = \"memcached\"\nhosts = [\"m:11211\"]\ntls_system_roots = true\n\
+                         [invalidation]\nenabled = true\nhosts = [\"rediss://bus:6380\"]\n";
+    CacheConfig::from_toml_str(memcached_bus).unwrap();
     // A TLS host among them, in any case, or a backplane on TLS, is what the keys are for.
     let mixed =
         "[distributed]\nenabled = true\nhosts = [\"h:1\", \"RedisS://g:2\"]\ntls_system_roots = true\n";

@@ -179,20 +179,35 @@ impl CacheConfig {
                 "needed unless the L2 is an enabled Redis (its hosts are the default)",
             ));
         }
+        let d = &self.distributed;
         if inv.hosts.is_empty() {
             // These describe hosts of the backplane's own; on the L2's hosts the L2's settings
-            // apply, and a password set here would be silently unused.
+            // apply, so a value other than the L2's would be silently unused.
             let own = [
-                ("invalidation.username", inv.username.is_some()),
-                ("invalidation.password", inv.password.is_some()),
-                ("invalidation.cluster", inv.cluster),
+                (
+                    "invalidation.username",
+                    inv.username.is_some() && inv.username != d.username,
+                ),
+                (
+                    "invalidation.password",
+                    inv.password.is_some() && inv.password != d.password,
+                ),
+                ("invalidation.cluster", inv.cluster && !d.cluster),
             ];
-            if let Some((field, _)) = own.iter().find(|(_, set)| *set) {
+            if let Some((field, _)) = own.iter().find(|(_, unused)| *unused) {
                 return Err(invalid(
                     field,
-                    "applies only to invalidation.hosts, which is not set (the backplane uses the L2's hosts and settings); set invalidation.hosts, or remove it",
+                    "differs from the L2's, and applies only to invalidation.hosts, which is not set (the backplane uses the L2's hosts and settings); set invalidation.hosts, or remove it",
                 ));
             }
+        } else if inv.username.is_some()
+            && inv.password.is_none()
+            && !inv.hosts.iter().any(|h| h.contains('@'))
+        {
+            return Err(invalid(
+                "invalidation.username",
+                "a user name without a password is not used to log in (the connection would be the default user's); set invalidation.password too, or remove it",
+            ));
         }
         if let Some(i) = inv.hosts.iter().position(|h| h.trim().is_empty()) {
             return Err(invalid(&format!("invalidation.hosts[{i}]"), "is empty"));

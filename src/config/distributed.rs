@@ -151,6 +151,14 @@ impl std::fmt::Debug for DistributedCacheConfig {
     }
 }
 
+/// Whether `host` names a TLS scheme (`rediss://`, `rediss+cluster://`; scheme names are
+/// case-insensitive). A bare `host:port` is plain Redis, whatever the host is called.
+fn is_tls_host(host: &str) -> bool {
+    host.trim().split_once("://").is_some_and(|(scheme, _)| {
+        matches!(scheme.to_ascii_lowercase().as_str(), "rediss" | "rediss+cluster")
+    })
+}
+
 /// The TLS keys of `[distributed]`: Redis only, with the `tls` feature, for a `rediss://` host
 /// of the L2 or of the backplane (`backplane_hosts`), one root source, and a client certificate
 /// only with its key.
@@ -164,8 +172,12 @@ pub(super) fn validate_tls(dist: &DistributedCacheConfig, backplane_hosts: &[Str
     let Some((first, _)) = set.iter().find(|(_, on)| *on) else {
         return Ok(());
     };
-    if dist.kind == DistributedKind::Memcached {
-        return Err(invalid(first, "memcached is used without TLS; remove it"));
+    let backplane_tls = backplane_hosts.iter().any(|h| is_tls_host(h));
+    if dist.kind == DistributedKind::Memcached && !backplane_tls {
+        return Err(invalid(
+            first,
+            "memcached is used without TLS, and no invalidation.hosts is rediss://; remove it",
+        ));
     }
     if !cfg!(feature = "tls") {
         return Err(invalid(
@@ -173,9 +185,7 @@ pub(super) fn validate_tls(dist: &DistributedCacheConfig, backplane_hosts: &[Str
             "uno-cache was built without its `tls` feature; enable it or remove the TLS keys",
         ));
     }
-    // Scheme names are case-insensitive (`rediss+cluster://` too).
-    let tls_host = |h: &String| h.trim().to_ascii_lowercase().starts_with("rediss");
-    if !dist.hosts.iter().chain(backplane_hosts).any(tls_host) {
+    if !backplane_tls && !dist.hosts.iter().any(|h| is_tls_host(h)) {
         return Err(invalid(
             first,
             "no host uses TLS, so the key would be ignored and the connection (its password too) go in plain text; write the hosts as rediss://host:port, or remove the TLS keys",

@@ -626,6 +626,13 @@ mod tests {
         }
         let own = format!("{base}hosts = [\"b:2\"]\npassword = \"p\"\n");
         assert!(CacheConfig::from_toml_str(&own).is_ok());
+        // The L2's own values, said again, are what the backplane uses: not refused.
+        let same = "[distributed]\nenabled = true\nhosts = [\"a:1\"]\ncluster = true\nusername = \"u\"\npassword = \"p\"\n\
+                    [invalidation]\nenabled = true\ncluster = true\nusername = \"u\"\npassword = \"p\"\n";
+        assert!(CacheConfig::from_toml_str(same).is_ok());
+        // A user name alone on the backplane's own hosts would log in as the default user.
+        let (field, _) = reason_of(&format!("{base}hosts = [\"b:2\"]\nusername = \"u\"\n"));
+        assert_eq!(field, "invalidation.username");
     }
 
     #[test]
