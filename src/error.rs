@@ -182,7 +182,7 @@ pub enum Error {
     /// A call to a distributed level did not finish within its deadline. The deadline covers the
     /// client library's own retries and reconnects; whether the command reached the server is
     /// unknown.
-    #[error("{level} {op} timed out after {after:?}; the server is slow or unreachable (the deadline is the level's `timeout` option)")]
+    #[error("{level} {op} timed out after {after:?}; the server is slow or unreachable (the deadline is the level's `timeout` option, or its `admin_timeout` for size and clear)")]
     Timeout {
         /// The level ("redis", "memcached", ...).
         level: &'static str,
