@@ -10,7 +10,8 @@
 //! settings), unless `--max-size-mb` (or, with `--config`, `local.max_size`, which the flag
 //! overrides) says otherwise; a bound given that way is recorded in turn. Arguments are checked
 //! before anything is opened: a refused call leaves the directory as it was. Only `set` and
-//! `import` create a store; the other commands refuse a path that holds none (exit 2).
+//! `import` create a store; the other commands refuse a path that holds none (exit 2), unless a
+//! `--config` has an L2, of which the local store is only a cache.
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage, in the
