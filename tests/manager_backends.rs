@@ -10,7 +10,8 @@
 //!
 //! Also bad input through `CacheManager::new` from configuration: unreachable hosts, a wrong
 //! password, a bad URL, and an oversized value through the manager's `set` — each a clear error
-//! naming what is wrong.
+//! naming what is wrong; and a `unix://` socket host, which takes the password and database
+//! another way than a TCP URL.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -529,6 +530,50 @@ fn a_wrong_password_fails_construction_saying_so_without_printing_it() {
     );
     assert!(text.contains(&server.port.to_string()), "{text}");
     assert!(!text.contains("wrong-one"), "the password leaked: {text}");
+}
+
+#[test]
+fn a_unix_socket_host_logs_in_with_the_configured_password_and_selects_its_database() {
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("redis.sock");
+    let socket_arg = socket.to_str().unwrap();
+    let server = RedisServer::start_with(&["--unixsocket", socket_arg], Some("sock-pass"));
+    let over_socket = CacheManager::new(config_for(
+        "redis",
+        &[format!("unix://{socket_arg}?db=3")],
+        r#"password = "sock-pass""#,
+    ))
+    .unwrap();
+    over_socket.set_raw("by-socket", b"v", None).unwrap();
+    // The same server over TCP: the value is in database 3, written with the password.
+    let db = |n: u8| {
+        CacheManager::new(config_for(
+            "redis",
+            &[format!("redis://127.0.0.1:{}/{n}", server.port)],
+            r#"password = "sock-pass""#,
+        ))
+        .unwrap()
+    };
+    assert_eq!(db(3).get_raw("by-socket").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(db(0).get_raw("by-socket").unwrap(), None);
+}
+
+#[test]
+fn a_missing_password_is_a_misconfiguration_also_when_a_database_is_selected_first() {
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("redis.sock");
+    let socket_arg = socket.to_str().unwrap();
+    let server = RedisServer::start_with(&["--unixsocket", socket_arg], Some("sock-pass"));
+    // Without the password, over either transport and with a database to select first (the
+    // client's SELECT hid the server's NOAUTH), the server's refusal is a misconfiguration.
+    for host in [
+        format!("unix://{socket_arg}?db=3"),
+        format!("redis://127.0.0.1:{}/3", server.port),
+    ] {
+        let err = CacheManager::new(config_for("redis", std::slice::from_ref(&host), "")).unwrap_err();
+        assert!(matches!(err, Error::Misconfigured { .. }), "{host}: {err:?}");
+        assert!(err.to_string().contains("password"), "{host}: {err}");
+    }
 }
 
 #[test]

@@ -154,6 +154,15 @@ pub(crate) fn redact(host: &str) -> String {
         if url.password().is_some() {
             let _ = url.set_password(Some("***"));
         }
+        // A unix socket URL carries its password in the query (`?pass=`).
+        if url.query_pairs().any(|(k, _)| k == "pass") {
+            let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            url.query_pairs_mut().clear().extend_pairs(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), if k == "pass" { "***" } else { v.as_str() })),
+            );
+        }
         return url.to_string();
     }
     // Not a URL: hide whatever follows the first ':' of the user info.
@@ -205,5 +214,9 @@ mod tests {
         assert_eq!(redact("h:6379"), "h:6379");
         assert_eq!(redact("redis://:s3cret@:1"), "redis://:***@:1");
         assert_eq!(redact("redis://u:s3c@ret@/x"), "redis://u:***@/x");
+        assert_eq!(
+            redact("unix:///run/r.sock?db=2&pass=s3cret"),
+            "unix:///run/r.sock?db=2&pass=***"
+        );
     }
 }

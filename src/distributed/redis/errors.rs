@@ -76,6 +76,10 @@ fn chain_text(err: &RedisError) -> String {
     text
 }
 
+/// What to fix when the server refuses the credentials.
+const AUTH_ADVICE: &str = "authentication failed: the server refused the user name or \
+    password; check them (distributed.username / distributed.password, or the URL's \
+    user:password@, ?user=&pass= for unix://) against the server's requirepass or ACL user";
 /// What to fix, if `err` says the configuration is wrong; `None` for an outage (refused, reset,
 /// timed out, loading, …) or any other failure.
 pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
@@ -83,11 +87,14 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
         || err.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
         || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
     {
-        return Some(
-            "authentication failed: the server refused the user name or password; check them \
-             (distributed.username / distributed.password, or user:password in the URL) against \
-             the server's requirepass or ACL user",
-        );
+        return Some(AUTH_ADVICE);
+    }
+    let text = chain_text(err);
+    let has = |needle: &str| text.contains(needle);
+    // The client's SELECT of a URL's database, sent before anything else, wraps the server's
+    // NOAUTH in an error of its own whose code is gone; its text is what is left.
+    if has("NOAUTH") || has("Authentication required") {
+        return Some(AUTH_ADVICE);
     }
     if is_redirect(err) {
         // The cluster client follows redirects itself: one that reaches a standalone
@@ -95,8 +102,6 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
         // apart).
         return Some("the server is a Redis Cluster node; set cluster = true (or use redis+cluster://)");
     }
-    let text = chain_text(err);
-    let has = |needle: &str| text.contains(needle);
     if has("DB index is out of range") || has("invalid DB index") {
         Some("the server has no such database; use a database number below its `databases` setting in the URL (/0, /1, …)")
     } else if has("cluster support disabled") {

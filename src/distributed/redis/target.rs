@@ -1,6 +1,6 @@
 //! Host strings and URLs: `host:port`, `host`, `redis://[user[:password]@]host[:port][/db]`,
-//! `rediss://`, `redis+cluster://`, `rediss+cluster://` and `unix://`, checked and normalised
-//! into a [`Target`]. Errors name the `redis.hosts[i]` field and never carry the password.
+//! `rediss://`, `redis+cluster://`, `rediss+cluster://` and `unix:///path[?db=N]`, checked and
+//! normalised into a [`Target`]. Errors name the `redis.hosts[i]` field and never carry the password.
 
 use crate::distributed::redact;
 use crate::error::{Error, Result};
@@ -82,12 +82,7 @@ pub(crate) fn parse_target(
         ));
     }
     if base == "unix" {
-        return Ok(Target {
-            url: url.to_string(),
-            display: url.path().to_owned(),
-            cluster_scheme: false,
-            db: 0,
-        });
+        return unix_target(field, raw, url, username, password);
     }
     if url.scheme() != base && url.set_scheme(base).is_err() {
         return Err(config_error(
@@ -149,6 +144,66 @@ pub(crate) fn parse_target(
     })
 }
 
+/// A `unix://` socket path: the client reads the database, user name and password of such a
+/// URL from its query (`?db=1&user=app&pass=…`), not from the user info, so the configured
+/// `username` and `password` go there. Before, they were dropped and the server answered
+/// every command with NOAUTH; user info in the URL, which the client ignores, is refused.
+fn unix_target(
+    field: String,
+    raw: &str,
+    mut url: url::Url,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<Target> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(config_error(
+            field,
+            format!(
+                "{:?}: a unix socket URL takes no user info; set `username` and `password`, or use unix:///path?user=…&pass=…",
+                redact(raw)
+            ),
+        ));
+    }
+    if url.path().is_empty() || url.path() == "/" {
+        return Err(config_error(
+            field,
+            format!(
+                "{:?} names no socket path; use unix:///path/to/redis.sock",
+                redact(raw)
+            ),
+        ));
+    }
+    let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let given = |name: &str| query.iter().any(|(k, _)| k == name);
+    let db = match query.iter().find(|(k, _)| k == "db") {
+        None => 0,
+        Some((_, db)) => db.parse::<i64>().map_err(|_| {
+            config_error(
+                field.clone(),
+                format!("database {db:?} is not a number; use ?db=0, ?db=1, …"),
+            )
+        })?,
+    };
+    {
+        let mut pairs = url.query_pairs_mut();
+        if let Some(user) = username.filter(|_| !given("user")) {
+            pairs.append_pair("user", user);
+        }
+        if let Some(pass) = password.filter(|_| !given("pass")) {
+            pairs.append_pair("pass", pass);
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    Ok(Target {
+        display: url.path().to_owned(),
+        url: url.to_string(),
+        cluster_scheme: false,
+        db,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +229,21 @@ mod tests {
     }
 
     #[test]
+    fn unix_sockets_take_the_configured_credentials_in_the_query() {
+        let t = parse_target(0, "unix:///run/redis.sock?db=2", Some("app"), Some("p&ss")).unwrap();
+        assert_eq!(t.display, "/run/redis.sock");
+        assert_eq!(t.db, 2);
+        assert_eq!(t.url, "unix:///run/redis.sock?db=2&user=app&pass=p%26ss");
+        // What the URL names wins over the fields, as for redis:// URLs.
+        let t = parse_target(0, "unix:///r.sock?pass=own", None, Some("field")).unwrap();
+        assert_eq!(t.url, "unix:///r.sock?pass=own");
+        assert_eq!(
+            parse_target(0, "unix:///r.sock", None, None).unwrap().url,
+            "unix:///r.sock"
+        );
+    }
+
+    #[test]
     fn bad_hosts_are_config_errors_naming_the_field_without_the_password() {
         for bad in [
             "",
@@ -181,6 +251,9 @@ mod tests {
             "redis://u:topsecret@h:1/notanumber",
             "redis://:topsecret@:1",
             "h:notaport",
+            "unix://u:topsecret@/run/r.sock",
+            "unix:///run/r.sock?db=x&pass=topsecret",
+            "unix://",
         ] {
             let err = parse_target(2, bad, None, None).unwrap_err();
             let text = err.to_string();
