@@ -379,6 +379,8 @@ pub struct LoaderStats {
 #[derive(Debug, Default)]
 pub(crate) struct ConsistencyMetrics {
     pub(crate) queued: Counter,
+    /// Of `queued`, sets queued as deletes of their keys (see `PushOutcome::Downgraded`).
+    pub(crate) queued_as_deletes: Counter,
     pub(crate) queue_failures: Counter,
     pub(crate) replayed: Counter,
     pub(crate) replay_failures: Counter,

@@ -1,5 +1,6 @@
 //! The `uno-cache` binary through `--config` with a real Redis as L2: the local store is a cache
-//! of L2 there, so a host that has none yet still reads and deletes through L2.
+//! of L2 there, so a host that has none yet still reads and deletes through L2; and what the
+//! CLI says of a write L2 did not take.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -71,4 +72,38 @@ fn a_host_without_a_local_store_yet_reads_and_deletes_through_l2() {
     let checker = config(dir.path(), "checker.toml", &dir.path().join("third"), &redis);
     let out = with_config(&checker, &["get", "k"]);
     assert_eq!(out.status.code(), Some(1), "the delete did not reach L2");
+}
+
+/// A set the replay queue cannot hold (over `offline.replay_max_bytes`) is queued as a delete of
+/// its key: the CLI must not say the write waits for L2, since L2 will only lose the key.
+#[test]
+fn a_set_the_full_replay_queue_takes_as_a_delete_is_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = support::free_port();
+    let path = dir.path().join("small-queue.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "use_multi_level = true\n[local]\ntype = \"file\"\npath = {:?}\nmax_size = 16\n\
+             [distributed]\nenabled = true\nhosts = [\"127.0.0.1:{port}\"]\n\
+             [offline]\nreplay_max_bytes = 4124\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let small = with_config(&path, &["set", "small", "v"]);
+    let stderr = String::from_utf8_lossy(&small.stderr);
+    assert_eq!(small.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("queued for replay"), "{stderr}");
+
+    let big = "x".repeat(8_000);
+    let out = with_config(&path, &["set", "big", &big]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "L1 holds the value: {stderr}");
+    assert!(
+        stderr.contains("took a delete of the key instead of the value")
+            && !stderr.contains("queued for replay"),
+        "{stderr}"
+    );
 }

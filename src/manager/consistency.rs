@@ -116,7 +116,12 @@ impl Shared {
                     .iter()
                     .filter(|o| matches!(o, PushOutcome::Overflowed))
                     .count();
+                let downgraded = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, PushOutcome::Downgraded { .. }))
+                    .count();
                 c.queued.add((pushes.len() - lost) as u64);
+                c.queued_as_deletes.add(downgraded as u64);
                 if lost > 0 {
                     tracing::error!(
                         "replay queue full: an L2 write was lost and L2 may hold stale values until reconciled (see CacheManager::clear_replay_overflow)"

@@ -25,6 +25,10 @@ pub struct L2Failures {
     /// L2 writes and deletes that failed, or waited behind an earlier failed one, and were
     /// queued for replay (`stats().consistency.queued`).
     pub queued: u64,
+    /// Of `queued`, writes queued as deletes of their keys: the queue was full
+    /// (`offline.replay_max_bytes` or `replay_max_entries`) or the value had expired, so replay
+    /// takes the key out of L2 rather than leave its older value there.
+    pub queued_as_deletes: u64,
 }
 
 /// Reads the manager's statistics; see [`CacheManager::monitor`].
@@ -68,6 +72,7 @@ impl Monitor<'_> {
             errors: metrics.distributed.errors.get(),
             last_error: metrics.distributed.last_error(),
             queued: metrics.consistency.queued.get(),
+            queued_as_deletes: metrics.consistency.queued_as_deletes.get(),
         }
     }
 

@@ -436,7 +436,9 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
     let what = if name == "set" { "write" } else { "delete" };
     let queue = queue_dir.map_or_else(String::new, |dir| format!(" in {}", dir.display()));
     if after.errors == before.errors {
-        if after.queued > before.queued {
+        if after.queued_as_deletes > before.queued_as_deletes {
+            err!("uno-cache: note: an earlier op of the key waits for L2 in the replay queue{queue}, so L2 was not asked; {QUEUED_AS_DELETE}\n");
+        } else if after.queued > before.queued {
             // A key with an op still queued from an earlier failure is not sent to L2 (it would
             // overtake that op): the new op is queued behind it.
             err!("uno-cache: note: the {what} is queued for replay{queue} behind an earlier op of the key that L2 has not taken yet; L2 was not asked, and gets both from the next run with this configuration that reaches it\n");
@@ -456,6 +458,10 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
             "`get`: L1 has no such key and L2 could not be asked ({why}), so this is no confirmed miss; start L2 or fix distributed.hosts, then retry"
         ));
     }
+    if after.queued_as_deletes > before.queued_as_deletes {
+        err!("uno-cache: note: L2 failed during `{name}` ({why}); {QUEUED_AS_DELETE}\n");
+        return Ok(code);
+    }
     if after.queued > before.queued {
         err!("uno-cache: note: L2 failed during `{name}` ({why}); the {what} is queued for replay{queue} and is sent to L2 by the next run with this configuration that reaches it\n");
         return Ok(code);
@@ -469,6 +475,10 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
         }
     ))
 }
+
+/// A set the full replay queue took as a delete of its key (the queue's rule: L2 may lose a
+/// key, never keep a stale value), which the "queued" note would have called queued.
+const QUEUED_AS_DELETE: &str = "the replay queue is full (offline.replay_max_bytes / replay_max_entries), so it took a delete of the key instead of the value: the next run with this configuration that reaches L2 takes the key out of L2, so no instance reads its older value, but L2 never gets the new one; let a run reach L2 to drain the queue, or raise its bounds";
 
 fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
     let stats = store.stats();
