@@ -283,16 +283,21 @@ fn a_loop_met_from_an_empty_store_keeps_its_first_keys() {
 }
 
 #[test]
-fn a_working_set_that_slides_gets_in_though_the_entries_it_replaces_were_read() {
+fn a_working_set_that_slides_gets_in_and_keeps_the_file_tier_near_quick_cache() {
     // A window of 900 keys (the capacity holds 1,000) read pass after pass, moving on by 100
     // keys a pass. The entries leaving it were read every pass, so a new key's fill loses to
     // them by the sketch; it is let in when it is read again within about what the store holds
     // (`src/local/file/refused.rs`). Before, one store 54.6 to 57.9 (quick_cache 72.2 to 72.4).
-    // Still 7 to 13 points below quick_cache: pinned from below, not yet within 2 points.
+    // The log turns faster than the window is read again, so an entry read every pass was met
+    // unread at every other eviction and dropped; the sketch's reads now keep it (see
+    // `src/local/file/policy.rs`, working sets read less often than the log turns). Before
+    // that, 64 to 70; now 68 to 72.5, and the median of three within 2 points of quick_cache
+    // (asserted with half a point of room).
     let trace = sliding_loop_pattern(900, 100, 60, 3);
     let row = run_median("sliding window 900/100", &trace, 1_000);
     assert!(row.lru > 85.0, "LRU {:.2}%", row.lru);
     assert!(row.file >= FILE_SLIDING_FLOOR, "file tier {:.2}%", row.file);
+    assert_file_tier_within("sliding window 900/100", &row, 2.5);
 }
 
 #[test]
@@ -381,10 +386,12 @@ const FILE_TWO_LOOPS_FLOOR: f64 = 29.5;
 const FILE_BURSTS_FLOOR: f64 = 50.5;
 /// quick_cache: 43.7; LRU: 0. 45.1 (one process).
 const FILE_COLD_LOOP_FLOOR: f64 = 43.0;
-/// quick_cache: about 72; LRU: 87.4. One store 62.1 to 69.5 (28 stores; 64.1 or more but for
-/// one); 54.6 to 57.9 before refused fills that come back were let in (6 stores). The median of
-/// three 63.0 to 68.5 (15 runs); the floor sits below the lowest.
-const FILE_SLIDING_FLOOR: f64 = 61.5;
+/// quick_cache: about 72; LRU: 87.4. One store 69.5 to 72.5 (15 stores), the median of three
+/// 70.5 to 71.5 (5 runs). Before unread protected entries were weighed by the sketch's reads,
+/// one store 62.1 to 69.5 (28 stores) and the median 63.0 to 68.5 (15 runs); 54.6 to 57.9
+/// before refused fills that come back were let in (6 stores). The floor sits below the lowest
+/// median, at the highest one before.
+const FILE_SLIDING_FLOOR: f64 = 68.5;
 
 /// Hit ratios of the memory tier in front of the file tier, driven through the manager's typed
 /// calls, and of what a user would write by hand instead, a `quick_cache` of the same capacity

@@ -656,12 +656,12 @@ pub(super) mod tests {
             if !entry.value().protected() {
                 entry
                     .value()
-                    .kept_at_eviction(crate::local::file::index::Spend::Nothing);
+                    .kept_at_eviction(crate::local::file::index::Spend::Nothing, false);
             }
             if kept_unread {
                 entry
                     .value()
-                    .kept_at_eviction(crate::local::file::index::Spend::Nothing);
+                    .kept_at_eviction(crate::local::file::index::Spend::Nothing, false);
             }
             assert!(entry.value().protected() && entry.value().kept_unread() == kept_unread);
         }

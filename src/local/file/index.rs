@@ -195,15 +195,17 @@ impl IndexEntry {
 
     /// Kept at eviction (re-appended). With reads counted: protected from now on, less the reads
     /// `spend` takes. Without: a protected entry kept unread for the first time in a row stays
-    /// protected (marked [`KEPT_UNREAD`]), the second time it loses its protection; an unread
-    /// probationary one is made protected (kept in the room that better ranks left).
-    pub(crate) fn kept_at_eviction(&self, spend: Spend) {
+    /// protected (marked [`KEPT_UNREAD`]), the second time it loses its protection, unless its
+    /// key was `read_lately` (by the admission sketch: it then stays protected, marked, as at a
+    /// first unread keep); an unread probationary one is made protected (kept in the room that
+    /// better ranks left).
+    pub(crate) fn kept_at_eviction(&self, spend: Spend, read_lately: bool) {
         let _ = self
             .flags
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
                 let freq = (f & FREQ) >> FREQ_SHIFT;
                 if freq == 0 && f & PROTECTED != 0 {
-                    return Some(if f & KEPT_UNREAD != 0 {
+                    return Some(if f & KEPT_UNREAD != 0 && !read_lately {
                         f & !(KEPT_UNREAD | PROTECTED)
                     } else {
                         f | KEPT_UNREAD
@@ -383,12 +385,12 @@ mod tests {
             e.touch(false);
         }
         assert!(e.freq() == FREQ_MAX && !e.protected() && e.confirmed_in(5));
-        e.kept_at_eviction(Spend::Nothing);
+        e.kept_at_eviction(Spend::Nothing, false);
         assert!(e.freq() == FREQ_MAX && e.protected() && e.confirmed_in(5));
-        e.kept_at_eviction(Spend::One);
+        e.kept_at_eviction(Spend::One, false);
         assert!(e.freq() == FREQ_MAX - 1 && e.protected());
         for _ in 0..2 {
-            e.kept_at_eviction(Spend::One);
+            e.kept_at_eviction(Spend::One, false);
         }
         assert!(e.freq() == 0 && e.protected() && !e.kept_unread() && e.confirmed_in(5));
         e.confirm(6);
@@ -412,7 +414,7 @@ mod tests {
         e.touch(true);
         assert!(e.was_read() && e.freq() == 1 && !e.protected());
         // A copy at eviction keeps the mark: it says "read since written".
-        e.kept_at_eviction(Spend::One);
+        e.kept_at_eviction(Spend::One, false);
         assert!(e.was_read() && e.freq() == 0 && e.protected() && e.confirmed_in(3));
         // Protected, its reads count even in the young part.
         e.touch(true);
@@ -428,11 +430,11 @@ mod tests {
         for _ in 0..FREQ_MAX {
             e.touch(false);
         }
-        e.kept_at_eviction(Spend::All);
+        e.kept_at_eviction(Spend::All, false);
         assert!(e.freq() == 0 && e.protected() && !e.kept_unread());
-        e.kept_at_eviction(Spend::All);
+        e.kept_at_eviction(Spend::All, false);
         assert!(e.protected() && e.kept_unread());
-        e.kept_at_eviction(Spend::All);
+        e.kept_at_eviction(Spend::All, false);
         assert!(
             !e.protected(),
             "kept unread twice after its reads were spent: probationary"
@@ -447,23 +449,41 @@ mod tests {
     fn a_protected_entry_kept_unread_twice_in_a_row_loses_its_protection_and_a_read_between_resets_it() {
         let e = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true);
         e.confirm(9);
-        e.kept_at_eviction(Spend::One);
+        e.kept_at_eviction(Spend::One, false);
         assert!(
             e.protected() && e.kept_unread(),
             "kept unread once: still protected"
         );
         // Read before the next eviction: the next keep counts the read, and starts over.
         e.touch(false);
-        e.kept_at_eviction(Spend::One);
+        e.kept_at_eviction(Spend::One, false);
         assert!(e.protected() && !e.kept_unread() && e.freq() == 0);
-        e.kept_at_eviction(Spend::Nothing);
+        e.kept_at_eviction(Spend::Nothing, false);
         assert!(e.protected() && e.kept_unread());
-        e.kept_at_eviction(Spend::Nothing);
+        e.kept_at_eviction(Spend::Nothing, false);
         assert!(
             !e.protected() && !e.kept_unread(),
             "kept unread twice in a row: probationary"
         );
         assert!(e.freq() == 0 && e.confirmed_in(9));
+    }
+
+    #[test]
+    fn a_protected_entry_kept_unread_but_read_lately_keeps_its_protection() {
+        let e = IndexEntry::with_protection(Loc::new(0, 0, 32), 0, true);
+        e.kept_at_eviction(Spend::One, false);
+        assert!(e.protected() && e.kept_unread());
+        // Kept unread again, but the sketch saw it read: as at a first unread keep.
+        e.kept_at_eviction(Spend::One, true);
+        assert!(e.protected() && e.kept_unread() && e.freq() == 0);
+        e.kept_at_eviction(Spend::One, true);
+        assert!(e.protected() && e.kept_unread());
+        // Not read lately at the next keep: its protection goes, as before.
+        e.kept_at_eviction(Spend::Nothing, false);
+        assert!(!e.protected() && !e.kept_unread());
+        // A probationary entry kept is made protected whatever the sketch says.
+        e.kept_at_eviction(Spend::Nothing, true);
+        assert!(e.protected() && !e.kept_unread());
     }
 
     #[test]

@@ -86,6 +86,16 @@ impl Candidate {
     }
 }
 
+/// How an entry an eviction keeps is marked (see `IndexEntry::kept_at_eviction`).
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    /// The reads it spends.
+    spend: Spend,
+    /// Protected and unread since its last keep, but read lately by the sketch: it stays
+    /// protected.
+    read_lately: bool,
+}
+
 /// Which of `seg`'s `candidates` an eviction keeps (see `policy`): ranked (expired ones are
 /// never kept), within the shares of the segment's records that may be copied.
 fn rank_and_choose(seg: &Segment, candidates: &[Candidate], looked_up: bool) -> policy::Choice {
@@ -166,6 +176,9 @@ impl Inner {
                     .get(&victim.hash)
                     .filter(|e| e.loc == victim.loc && e.freq() <= victim.freq)
                     .map(|e| Standing::of(&e));
+                // As the ranking that listed it weighs it.
+                let standing = standing
+                    .map(|s| s.with_reads_lately(s.unread_protected() && self.read_lately(victim.hash)));
                 let Some(standing) = standing else {
                     w.victims.next += 1;
                     continue;
@@ -233,7 +246,7 @@ impl Inner {
                 .entries
                 .iter()
                 .filter_map(|&listed| {
-                    let standing = self.standing_at(listed.hash, listed.loc)?;
+                    let standing = self.ranked_standing_at(listed.hash, listed.loc)?;
                     let held = above.is_some()
                         && seg
                             .key_at(listed.loc.offset(), listed.len)
@@ -246,7 +259,7 @@ impl Inner {
         let candidates = self
             .value_records(seg, base)
             .filter_map(|(listed, key)| {
-                let standing = self.standing_at(listed.hash, listed.loc)?;
+                let standing = self.ranked_standing_at(listed.hash, listed.loc)?;
                 Some(Candidate::new(listed, standing, held_above(key), now))
             })
             .collect();
@@ -326,6 +339,19 @@ impl Inner {
             .get(&hash)
             .filter(|e| e.loc == loc)
             .map(|e| Standing::of(&e))
+    }
+
+    /// [`standing_at`](Self::standing_at), with what the sketch knows of the key's reads (see
+    /// `policy`, working sets read less often than the log turns): as ranking weighs it.
+    fn ranked_standing_at(&self, hash: u64, loc: Loc) -> Option<Standing> {
+        let standing = self.standing_at(hash, loc)?;
+        Some(standing.with_reads_lately(standing.unread_protected() && self.read_lately(hash)))
+    }
+
+    /// Whether the admission sketch saw `hash` read lately (it counts only once the store is
+    /// full; before, nothing is evicted).
+    fn read_lately(&self, hash: u64) -> bool {
+        self.sketch.started() && self.sketch.frequency(hash) > 0
     }
 
     fn oldest_sealed(&self, w: &Writer) -> Option<Arc<Segment>> {
@@ -442,7 +468,11 @@ impl Inner {
                 if let Some(rec) = copy {
                     kept += u64::from(rec.len);
                     // The copy fits the active segment (see `budget`): no roll can drop it.
-                    if self.move_record(w, &seg, &rec, (hash, loc), (!filler).then_some(spends))? {
+                    let kept_as = Kept {
+                        spend: spends,
+                        read_lately: standing.unread_protected() && self.read_lately(hash),
+                    };
+                    if self.move_record(w, &seg, &rec, (hash, loc), (!filler).then_some(kept_as))? {
                         self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
                     }
                 } else {
@@ -486,7 +516,7 @@ impl Inner {
         seg: &Segment,
         rec: &format::Located<'_>,
         (hash, loc): (u64, Loc),
-        kept: Option<Spend>,
+        kept: Option<Kept>,
     ) -> Result<bool> {
         let r = rec.record;
         if w.active.is_none() || w.offset + u64::from(rec.len) > self.segment_size {
@@ -503,8 +533,8 @@ impl Inner {
         if let Some(mut e) = self.index.get_mut(&hash) {
             if e.loc == loc {
                 e.loc = new_loc;
-                if let Some(spend) = kept {
-                    e.kept_at_eviction(spend);
+                if let Some(Kept { spend, read_lately }) = kept {
+                    e.kept_at_eviction(spend, read_lately);
                 }
                 drop(e);
                 seg.live_bytes.fetch_sub(u64::from(rec.len), Ordering::Relaxed);
