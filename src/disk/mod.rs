@@ -159,7 +159,8 @@ impl Disk {
     }
 
     /// Creates `path` and its missing parents (see [`perms::create_dir`]) and fsyncs the parent
-    /// of each, so the new names are durable. Returns whether `path` was created.
+    /// of each, so the new names are durable; if `path` was there, fsyncs its parent all the
+    /// same. Returns whether `path` was created.
     ///
     /// A directory's name lives in its parent: fsyncing the files in a new directory, or the
     /// directory itself, does not make the directory survive a power cut, and with it would go
@@ -170,12 +171,23 @@ impl Disk {
             .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
             .count();
         let created = perms::create_dir(path, file_mode)?;
-        for new in path.ancestors().take(missing) {
-            let parent = new
-                .parent()
+        fn parent_of(dir: &Path) -> &Path {
+            dir.parent()
                 .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            self.sync_dir(parent)?;
+                .unwrap_or(Path::new("."))
+        }
+        if missing == 0 {
+            // There already, but perhaps made by an earlier open whose fsync of the parent
+            // failed after the mkdir: its name may still be in no durable state. Only a parent
+            // this process may not read (which no fsync can then reach) is let pass, as a
+            // directory made by someone else is the usual reason.
+            return match self.sync_dir(parent_of(path)) {
+                Err(e) if e.kind() != io::ErrorKind::PermissionDenied => Err(e),
+                _ => Ok(created),
+            };
+        }
+        for new in path.ancestors().take(missing) {
+            self.sync_dir(parent_of(new))?;
         }
         Ok(created)
     }

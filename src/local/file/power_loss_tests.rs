@@ -750,3 +750,35 @@ fn a_store_whose_open_created_its_directory_keeps_an_acknowledged_write_after_a_
         store.close().unwrap();
     }
 }
+
+#[test]
+fn an_open_retried_after_its_parent_fsync_failed_still_makes_the_directory_durable() {
+    // The first open made the directory but could not fsync its parent, and failed. The retry
+    // finds the directory there: it must still fsync the parent, or a power cut can take the
+    // directory and what the store acknowledged as durable in it.
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    let clock = ManualClock::new(START_MS);
+    let options = || small(&clock).durability(Durability::EveryWrite);
+    let sim = Sim::new(&live);
+    sim.fail_next(Op::SyncDir, ErrorKind::Other);
+    let first = FileStore::open(&live, options().disk(Disk::simulated(Arc::clone(&sim))));
+    assert!(
+        first.is_err() && live.is_dir(),
+        "the parent's fsync failed after the mkdir"
+    );
+    assert_eq!(sim.pending_faults(), 0);
+    let store = FileStore::open(&live, options().disk(Disk::simulated(Arc::clone(&sim)))).unwrap();
+    store.set("k", b"v", None).unwrap();
+    for seed in 0..64 {
+        let after = root.path().join(format!("after-{seed}"));
+        let kept = sim.crash(seed, &after);
+        let store = FileStore::open(&after, options()).unwrap();
+        assert_eq!(
+            store.get("k").unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "seed {seed} ({kept}): a write acknowledged as durable was lost"
+        );
+        store.close().unwrap();
+    }
+}
