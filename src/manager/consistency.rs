@@ -3,7 +3,7 @@
 //! `backplane.rs` (feature `redis`); the rules are all stated here.
 //!
 //! - **Replay.** An L2 write or delete that failed (hidden by `fallback_on_error`) is pushed to
-//!   the durable [`ReplayQueue`] after L1 was written. While a key has a queued op, a new write
+//!   the durable [`ReplayQueue`](crate::replay::ReplayQueue) after L1 was written. While a key has a queued op, a new write
 //!   of it is queued too (never sent to L2 directly, or the older op's replay could overwrite
 //!   it), a read never backfills it from L2 and a read that misses L1 does not ask L2. The
 //!   queue is replayed (deletes first, acked after L2 confirmed each op) by the `offline`

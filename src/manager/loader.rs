@@ -10,7 +10,7 @@
 //! therefore not shared (they need not be `Clone`); each caller sees its own.
 //!
 //! Waits can have a deadline (the loader timeouts of `[loader]`), counted from the flight's
-//! start. Async waiters are woken at those deadlines by a [`ticker`](Flight::start_ticker)
+//! start. Async waiters are woken at those deadlines by a [`ticker`](Flight::ensure_ticker)
 //! thread that lives no longer than the flight, since a waker needs someone to call it and the
 //! caller's executor may have no timer. A flight past its hard deadline is
 //! [given up](Flights::give_up): the next caller starts a new load instead of waiting on one
