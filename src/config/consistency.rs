@@ -131,7 +131,7 @@ impl std::fmt::Debug for InvalidationConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InvalidationConfig")
             .field("enabled", &self.enabled)
-            .field("hosts", &self.hosts)
+            .field("hosts", &super::redacted_hosts(&self.hosts))
             .field("cluster", &self.cluster)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
@@ -202,7 +202,7 @@ impl CacheConfig {
             }
         } else if inv.username.is_some()
             && inv.password.is_none()
-            && !inv.hosts.iter().any(|h| h.contains('@'))
+            && !inv.hosts.iter().any(|h| super::carries_password(h))
         {
             return Err(invalid(
                 "invalidation.username",

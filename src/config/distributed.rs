@@ -127,7 +127,7 @@ impl std::fmt::Debug for DistributedCacheConfig {
         f.debug_struct("DistributedCacheConfig")
             .field("enabled", &self.enabled)
             .field("kind", &self.kind)
-            .field("hosts", &self.hosts)
+            .field("hosts", &super::redacted_hosts(&self.hosts))
             .field("ttl", &self.ttl)
             .field("key_prefix", &self.key_prefix)
             .field("timeout_ms", &self.timeout_ms)

@@ -111,6 +111,55 @@ impl CodecName {
     }
 }
 
+/// Whether a host string carries a password of its own: `user:password@` in a URL, or a unix
+/// socket URL's `?pass=`.
+pub(crate) fn carries_password(host: &str) -> bool {
+    host.contains('@')
+        || host
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("pass=")))
+}
+
+/// Hides the passwords in a host string, by its text alone (no URL parsing): every `pass=` of
+/// its query, and whatever follows the first ':' of its user info. For `Debug` and for host
+/// strings that do not parse as URLs.
+pub(crate) fn redact_host(host: &str) -> String {
+    let host = match host.split_once('?') {
+        Some((before, query)) => {
+            let pairs: Vec<&str> = query
+                .split('&')
+                .map(|pair| {
+                    if pair.starts_with("pass=") {
+                        "pass=***"
+                    } else {
+                        pair
+                    }
+                })
+                .collect();
+            format!("{before}?{}", pairs.join("&"))
+        }
+        None => host.to_owned(),
+    };
+    let Some(scheme_end) = host.find("://").map(|i| i + 3) else {
+        return host;
+    };
+    let (head, rest) = host.split_at(scheme_end);
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest.get(..authority_end).and_then(|a| a.rfind('@')) else {
+        return host;
+    };
+    let (userinfo, tail) = rest.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{head}{user}:***{tail}"),
+        None => host,
+    }
+}
+
+/// `hosts` as [`redact_host`] shows them, for `Debug`.
+pub(crate) fn redacted_hosts(hosts: &[String]) -> Vec<String> {
+    hosts.iter().map(|h| redact_host(h)).collect()
+}
+
 fn invalid(field: &str, reason: impl Into<String>) -> Error {
     Error::Config {
         field: field.to_owned(),
@@ -254,7 +303,7 @@ impl CacheConfig {
         validate_tls(dist, backplane_hosts)?;
         // The client authenticates only when it has a password: a user name alone would be
         // dropped, and the connection made as the default user.
-        let password_in_urls = dist.hosts.iter().any(|h| h.contains('@'));
+        let password_in_urls = dist.hosts.iter().any(|h| carries_password(h));
         if dist.kind == DistributedKind::Redis
             && dist.username.is_some()
             && dist.password.is_none()
@@ -614,6 +663,11 @@ mod tests {
             reason_of("[distributed]\nenabled = true\nhosts = [\"a:1\"]\nusername = \"app\"\n");
         assert_eq!(field, "distributed.username");
         assert!(reason.contains("password"), "{reason}");
+        // A password in the host itself does: `user:password@`, or a unix socket's `?pass=`.
+        for host in ["redis://:p@a:1", "unix:///run/r.sock?db=1&pass=p"] {
+            let text = format!("[distributed]\nenabled = true\nhosts = [\"{host}\"]\nusername = \"app\"\n");
+            assert!(CacheConfig::from_toml_str(&text).is_ok(), "{host}");
+        }
     }
 
     #[test]
@@ -637,13 +691,28 @@ mod tests {
 
     #[test]
     fn debug_never_prints_the_password() {
+        let hosts = vec![
+            "redis://app:hunter2@h:1/0".to_owned(),
+            "unix:///run/r.sock?db=1&pass=hunter2".to_owned(),
+        ];
         let c = DistributedCacheConfig {
             password: Some("hunter2".into()),
+            hosts: hosts.clone(),
             ..DistributedCacheConfig::default()
         };
         let shown = format!("{c:?}");
         assert!(
             !shown.contains("hunter2") && shown.contains("redacted"),
+            "{shown}"
+        );
+        assert!(shown.contains("unix:///run/r.sock?db=1&pass=***"), "{shown}");
+        let backplane = InvalidationConfig {
+            hosts,
+            ..InvalidationConfig::default()
+        };
+        let shown = format!("{backplane:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("app:***@h:1"),
             "{shown}"
         );
     }

@@ -165,20 +165,8 @@ pub(crate) fn redact(host: &str) -> String {
         }
         return url.to_string();
     }
-    // Not a URL: hide whatever follows the first ':' of the user info.
-    let Some(scheme_end) = host.find("://").map(|i| i + 3) else {
-        return host.to_owned();
-    };
-    let (head, rest) = host.split_at(scheme_end);
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest.get(..authority_end).and_then(|a| a.rfind('@')) else {
-        return host.to_owned();
-    };
-    let (userinfo, tail) = rest.split_at(at);
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{head}{user}:***{tail}"),
-        None => host.to_owned(),
-    }
+    // Not a URL.
+    crate::config::redact_host(host)
 }
 
 #[cfg(all(test, any(feature = "redis", feature = "memcached")))]
@@ -217,6 +205,11 @@ mod tests {
         assert_eq!(
             redact("unix:///run/r.sock?db=2&pass=s3cret"),
             "unix:///run/r.sock?db=2&pass=***"
+        );
+        // Not a URL (a bad port): the query's password is hidden all the same.
+        assert_eq!(
+            redact("unix://h:x/r.sock?db=1&pass=s3cret"),
+            "unix://h:x/r.sock?db=1&pass=***"
         );
     }
 }

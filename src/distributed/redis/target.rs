@@ -164,6 +164,15 @@ fn unix_target(
             ),
         ));
     }
+    if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+        return Err(config_error(
+            field,
+            format!(
+                "{:?} names a host, not a socket path; a unix socket URL has three slashes: unix:///path/to/redis.sock",
+                redact(raw)
+            ),
+        ));
+    }
     if url.path().is_empty() || url.path() == "/" {
         return Err(config_error(
             field,
@@ -175,6 +184,16 @@ fn unix_target(
     }
     let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     let given = |name: &str| query.iter().any(|(k, _)| k == name);
+    // The client keeps the last of a repeated key, the checks here would see the first.
+    if let Some(twice) = ["db", "user", "pass"]
+        .into_iter()
+        .find(|name| query.iter().filter(|(k, _)| k == name).count() > 1)
+    {
+        return Err(config_error(
+            field,
+            format!("{:?} gives `{twice}` more than once; give it once", redact(raw)),
+        ));
+    }
     let db = match query.iter().find(|(k, _)| k == "db") {
         None => 0,
         Some((_, db)) => db.parse::<i64>().map_err(|_| {
@@ -195,6 +214,16 @@ fn unix_target(
     }
     if url.query() == Some("") {
         url.set_query(None);
+    }
+    let has = |name: &str| url.query_pairs().any(|(k, _)| k == name);
+    if has("user") && !has("pass") {
+        return Err(config_error(
+            field,
+            format!(
+                "{:?} names a user without a password, which the client does not log in with (the connection would be the default user's); add ?pass=… or set `password`",
+                redact(raw)
+            ),
+        ));
     }
     Ok(Target {
         display: url.path().to_owned(),
@@ -241,6 +270,8 @@ mod tests {
             parse_target(0, "unix:///r.sock", None, None).unwrap().url,
             "unix:///r.sock"
         );
+        let t = parse_target(0, "unix://localhost/r.sock", None, None).unwrap();
+        assert_eq!(t.display, "/r.sock");
     }
 
     #[test]
@@ -254,6 +285,10 @@ mod tests {
             "unix://u:topsecret@/run/r.sock",
             "unix:///run/r.sock?db=x&pass=topsecret",
             "unix://",
+            "unix://run/redis.sock",
+            "unix://h:x/r.sock?pass=topsecret",
+            "unix:///r.sock?db=1&db=2&pass=topsecret",
+            "unix:///r.sock?user=app",
         ] {
             let err = parse_target(2, bad, None, None).unwrap_err();
             let text = err.to_string();
