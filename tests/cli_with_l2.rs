@@ -103,6 +103,7 @@ fn a_set_the_full_replay_queue_takes_as_a_delete_is_reported_as_such() {
     assert_eq!(out.status.code(), Some(0), "L1 holds the value: {stderr}");
     assert!(
         stderr.contains("took a delete of the key instead of the value")
+            && stderr.contains(&data.display().to_string())
             && !stderr.contains("queued for replay"),
         "{stderr}"
     );

@@ -437,7 +437,10 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
     let queue = queue_dir.map_or_else(String::new, |dir| format!(" in {}", dir.display()));
     if after.errors == before.errors {
         if after.queued_as_deletes > before.queued_as_deletes {
-            err!("uno-cache: note: an earlier op of the key waits for L2 in the replay queue{queue}, so L2 was not asked; {QUEUED_AS_DELETE}\n");
+            err!(
+                "uno-cache: note: an earlier op of the key waits for L2, so L2 was not asked; {}\n",
+                queued_as_delete(&queue)
+            );
         } else if after.queued > before.queued {
             // A key with an op still queued from an earlier failure is not sent to L2 (it would
             // overtake that op): the new op is queued behind it.
@@ -459,7 +462,10 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
         ));
     }
     if after.queued_as_deletes > before.queued_as_deletes {
-        err!("uno-cache: note: L2 failed during `{name}` ({why}); {QUEUED_AS_DELETE}\n");
+        err!(
+            "uno-cache: note: L2 failed during `{name}` ({why}); {}\n",
+            queued_as_delete(&queue)
+        );
         return Ok(code);
     }
     if after.queued > before.queued {
@@ -476,9 +482,12 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
     ))
 }
 
-/// A set the full replay queue took as a delete of its key (the queue's rule: L2 may lose a
-/// key, never keep a stale value), which the "queued" note would have called queued.
-const QUEUED_AS_DELETE: &str = "the replay queue is full (offline.replay_max_bytes / replay_max_entries), so it took a delete of the key instead of the value: the next run with this configuration that reaches L2 takes the key out of L2, so no instance reads its older value, but L2 never gets the new one; let a run reach L2 to drain the queue, or raise its bounds";
+/// What a set the replay queue (in `queue`) took as a delete of its key came to: the queue's
+/// rule when a set does not fit or had expired (L2 may lose a key, never keep a stale value).
+/// The "queued" note would have called it queued.
+fn queued_as_delete(queue: &str) -> String {
+    format!("the replay queue{queue} took a delete of the key instead of the value (it is full, see offline.replay_max_bytes / replay_max_entries, or the value's TTL had run out): the next run with this configuration that reaches L2 takes the key out of L2, so no instance reads its older value, but L2 never gets the new one")
+}
 
 fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
     let stats = store.stats();
