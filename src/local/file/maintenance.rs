@@ -65,21 +65,27 @@ struct Candidate {
     loc: Loc,
     /// Bytes of the record.
     len: u32,
+    /// As ranking weighs it: with the reads the sketch and the tier in front saw.
     standing: Standing,
+    /// The reads counted in its index entry, as they were when it was listed.
+    counted: u32,
     /// The tier in front of the store holds the key (see `policy`, reads served in front).
     held_above: bool,
     expired: bool,
 }
 
 impl Candidate {
-    /// `listed` as an eviction at `now` weighs it, with its `standing` now and whether the
-    /// tier in front holds its key now.
-    fn new(listed: Listed, standing: Standing, held_above: bool, now: u64) -> Candidate {
+    /// `listed` as an eviction at `now` weighs it, with its `standing` now, whether the sketch
+    /// saw its key read lately and whether the tier in front holds its key now.
+    fn new(listed: Listed, standing: Standing, read_lately: bool, held_above: bool, now: u64) -> Candidate {
         Candidate {
             hash: listed.hash,
             loc: listed.loc,
             len: listed.len,
-            standing: standing.with_reads_above(held_above),
+            standing: standing
+                .with_reads_lately(read_lately)
+                .with_reads_above(held_above),
+            counted: standing.freq,
             held_above,
             expired: listed.expires_at_ms != 0 && now >= listed.expires_at_ms,
         }
@@ -177,8 +183,7 @@ impl Inner {
                     .filter(|e| e.loc == victim.loc && e.freq() <= victim.freq)
                     .map(|e| Standing::of(&e));
                 // As the ranking that listed it weighs it.
-                let standing = standing
-                    .map(|s| s.with_reads_lately(s.unread_protected() && self.read_lately(victim.hash)));
+                let standing = standing.map(|s| s.with_reads_lately(self.read_lately(victim.hash, s)));
                 let Some(standing) = standing else {
                     w.victims.next += 1;
                     continue;
@@ -223,7 +228,7 @@ impl Inner {
                 .map(|(c, _)| Victim {
                     hash: c.hash,
                     loc: c.loc,
-                    freq: c.standing.freq,
+                    freq: c.counted,
                 }),
         );
     }
@@ -246,12 +251,13 @@ impl Inner {
                 .entries
                 .iter()
                 .filter_map(|&listed| {
-                    let standing = self.ranked_standing_at(listed.hash, listed.loc)?;
+                    let standing = self.standing_at(listed.hash, listed.loc)?;
+                    let lately = self.read_lately(listed.hash, standing);
                     let held = above.is_some()
                         && seg
                             .key_at(listed.loc.offset(), listed.len)
                             .is_some_and(held_above);
-                    Some(Candidate::new(listed, standing, held, now))
+                    Some(Candidate::new(listed, standing, lately, held, now))
                 })
                 .collect();
             return (candidates, true);
@@ -259,8 +265,9 @@ impl Inner {
         let candidates = self
             .value_records(seg, base)
             .filter_map(|(listed, key)| {
-                let standing = self.ranked_standing_at(listed.hash, listed.loc)?;
-                Some(Candidate::new(listed, standing, held_above(key), now))
+                let standing = self.standing_at(listed.hash, listed.loc)?;
+                let lately = self.read_lately(listed.hash, standing);
+                Some(Candidate::new(listed, standing, lately, held_above(key), now))
             })
             .collect();
         (candidates, false)
@@ -341,17 +348,12 @@ impl Inner {
             .map(|e| Standing::of(&e))
     }
 
-    /// [`standing_at`](Self::standing_at), with what the sketch knows of the key's reads (see
-    /// `policy`, working sets read less often than the log turns): as ranking weighs it.
-    fn ranked_standing_at(&self, hash: u64, loc: Loc) -> Option<Standing> {
-        let standing = self.standing_at(hash, loc)?;
-        Some(standing.with_reads_lately(standing.unread_protected() && self.read_lately(hash)))
-    }
-
-    /// Whether the admission sketch saw `hash` read lately (it counts only once the store is
-    /// full; before, nothing is evicted).
-    fn read_lately(&self, hash: u64) -> bool {
-        self.sketch.started() && self.sketch.frequency(hash) > 0
+    /// Whether the entry of `hash`, of `standing`, is protected and unread since its last keep
+    /// but the admission sketch saw its key looked up lately (see `policy`, working sets read
+    /// less often than the log turns). The sketch counts only once the store is full; before,
+    /// nothing is evicted.
+    fn read_lately(&self, hash: u64, standing: Standing) -> bool {
+        standing.unread_protected() && self.sketch.started() && self.sketch.frequency(hash) > 0
     }
 
     fn oldest_sealed(&self, w: &Writer) -> Option<Arc<Segment>> {
@@ -470,7 +472,7 @@ impl Inner {
                     // The copy fits the active segment (see `budget`): no roll can drop it.
                     let kept_as = Kept {
                         spend: spends,
-                        read_lately: standing.unread_protected() && self.read_lately(hash),
+                        read_lately: self.read_lately(hash, standing),
                     };
                     if self.move_record(w, &seg, &rec, (hash, loc), (!filler).then_some(kept_as))? {
                         self.counters.second_chances.fetch_add(1, Ordering::Relaxed);

@@ -185,8 +185,8 @@
 //! working set that nearly fills the store and slides on by a few keys per pass (below) turns
 //! the log about 1.2 times per pass of the set, and lost 3 to 8 points to `quick_cache` so.
 //!
-//! The admission sketch looks back further: it counts every read, and halves its counts once per
-//! read per entry. So an unread protected entry whose key the sketch still counts ranks as an
+//! The admission sketch looks back further: it counts every lookup of a key (a miss too), and
+//! halves its counts once per lookup per entry. So an unread protected entry whose key the sketch still counts ranks as an
 //! entry read once (for the eviction, and for the fills weighed against it as a victim), and a
 //! keep of it does not take its protection: it is marked kept unread, as at a first unread keep
 //! ([`Standing::with_reads_lately`], `IndexEntry::kept_at_eviction`). A key that stopped being
