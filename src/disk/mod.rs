@@ -178,13 +178,18 @@ impl Disk {
         }
         if missing == 0 {
             // There already, but perhaps made by an earlier open whose fsync of the parent
-            // failed after the mkdir: its name may still be in no durable state. Only a parent
-            // this process may not read (which no fsync can then reach) is let pass, as a
-            // directory made by someone else is the usual reason.
-            return match self.sync_dir(parent_of(path)) {
-                Err(e) if e.kind() != io::ErrorKind::PermissionDenied => Err(e),
-                _ => Ok(created),
-            };
+            // failed after the mkdir: its name may still be in no durable state. Best effort:
+            // the directory is usually someone else's (made by hand, or by an earlier run that
+            // synced it), and a parent this process may not read, or a file system that does
+            // not fsync directories, must not stop an open that never needed it before. The
+            // real parent: `.`, `..` and symbolic links name another one.
+            let synced = path
+                .canonicalize()
+                .and_then(|real| self.sync_dir(parent_of(&real)));
+            if let Err(e) = synced {
+                tracing::debug!(path = %path.display(), error = %e, "could not fsync the parent of an existing directory");
+            }
+            return Ok(created);
         }
         for new in path.ancestors().take(missing) {
             self.sync_dir(parent_of(new))?;
