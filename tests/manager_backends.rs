@@ -532,12 +532,19 @@ fn a_wrong_password_fails_construction_saying_so_without_printing_it() {
     assert!(!text.contains("wrong-one"), "the password leaked: {text}");
 }
 
-#[test]
-fn a_unix_socket_host_logs_in_with_the_configured_password_and_selects_its_database() {
+/// A `redis-server` that requires `password`, on a free port and on `redis.sock` in the returned
+/// directory.
+fn redis_on_a_socket(password: &str) -> (RedisServer, tempfile::TempDir) {
     let sockets = tempfile::tempdir().unwrap();
     let socket = sockets.path().join("redis.sock");
-    let socket_arg = socket.to_str().unwrap();
-    let server = RedisServer::start_with(&["--unixsocket", socket_arg], Some("sock-pass"));
+    let server = RedisServer::start_with(&["--unixsocket", socket.to_str().unwrap()], Some(password));
+    (server, sockets)
+}
+
+#[test]
+fn a_unix_socket_host_logs_in_with_the_configured_password_and_selects_its_database() {
+    let (server, sockets) = redis_on_a_socket("sock-pass");
+    let socket_arg = sockets.path().join("redis.sock").display().to_string();
     let over_socket = CacheManager::new(config_for(
         "redis",
         &[format!("unix://{socket_arg}?db=3")],
@@ -560,10 +567,8 @@ fn a_unix_socket_host_logs_in_with_the_configured_password_and_selects_its_datab
 
 #[test]
 fn a_missing_password_is_a_misconfiguration_also_when_a_database_is_selected_first() {
-    let sockets = tempfile::tempdir().unwrap();
-    let socket = sockets.path().join("redis.sock");
-    let socket_arg = socket.to_str().unwrap();
-    let server = RedisServer::start_with(&["--unixsocket", socket_arg], Some("sock-pass"));
+    let (server, sockets) = redis_on_a_socket("sock-pass");
+    let socket_arg = sockets.path().join("redis.sock").display().to_string();
     // Without the password, over either transport and with a database to select first (the
     // client's SELECT hid the server's NOAUTH), the server's refusal is a misconfiguration.
     for host in [

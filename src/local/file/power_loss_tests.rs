@@ -728,6 +728,22 @@ fn a_close_after_a_kill_makes_the_killed_runs_delete_durable() {
     }
 }
 
+/// `k` = `v`, written with `Durability::EveryWrite` under `sim`, is read back after a power
+/// cut on each of 64 seeds (each state kept under `root`).
+fn assert_k_survives_every_power_cut(sim: &Sim, root: &Path, options: impl Fn() -> FileStoreOptions) {
+    for seed in 0..64 {
+        let after = root.join(format!("after-{seed}"));
+        let kept = sim.crash(seed, &after);
+        let store = FileStore::open(&after, options()).unwrap();
+        assert_eq!(
+            store.get("k").unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "seed {seed} ({kept}): a write acknowledged as durable was lost"
+        );
+        store.close().unwrap();
+    }
+}
+
 #[test]
 fn a_store_whose_open_created_its_directory_keeps_an_acknowledged_write_after_a_power_cut() {
     // The directory's name lives in its parent: unless the parent is fsynced, a power cut can
@@ -738,17 +754,7 @@ fn a_store_whose_open_created_its_directory_keeps_an_acknowledged_write_after_a_
     let options = || small(&clock).durability(Durability::EveryWrite);
     let (store, sim) = sim_store(&live, options());
     store.set("k", b"v", None).unwrap();
-    for seed in 0..64 {
-        let after = root.path().join(format!("after-{seed}"));
-        let kept = sim.crash(seed, &after);
-        let store = FileStore::open(&after, options()).unwrap();
-        assert_eq!(
-            store.get("k").unwrap().as_deref(),
-            Some(&b"v"[..]),
-            "seed {seed} ({kept}): a write acknowledged as durable was lost"
-        );
-        store.close().unwrap();
-    }
+    assert_k_survives_every_power_cut(&sim, root.path(), options);
 }
 
 #[test]
@@ -770,15 +776,5 @@ fn an_open_retried_after_its_parent_fsync_failed_still_makes_the_directory_durab
     assert_eq!(sim.pending_faults(), 0);
     let store = FileStore::open(&live, options().disk(Disk::simulated(Arc::clone(&sim)))).unwrap();
     store.set("k", b"v", None).unwrap();
-    for seed in 0..64 {
-        let after = root.path().join(format!("after-{seed}"));
-        let kept = sim.crash(seed, &after);
-        let store = FileStore::open(&after, options()).unwrap();
-        assert_eq!(
-            store.get("k").unwrap().as_deref(),
-            Some(&b"v"[..]),
-            "seed {seed} ({kept}): a write acknowledged as durable was lost"
-        );
-        store.close().unwrap();
-    }
+    assert_k_survives_every_power_cut(&sim, root.path(), options);
 }
