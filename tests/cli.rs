@@ -23,6 +23,10 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     bin().arg("--dir").arg(dir).args(args).output().unwrap()
 }
 
+fn run_config(config: &Path, args: &[&str]) -> Output {
+    bin().arg("--config").arg(config).args(args).output().unwrap()
+}
+
 fn run_with_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
     let mut child = bin()
         .arg("--dir")
@@ -210,7 +214,7 @@ fn a_config_file_drives_get_set_del_and_stats_through_the_manager_and_the_rest_o
         ),
     )
     .unwrap();
-    let with_config = |args: &[&str]| bin().arg("--config").arg(&config).args(args).output().unwrap();
+    let with_config = |args: &[&str]| run_config(&config, args);
     assert!(with_config(&["set", "k", "via manager"]).status.success());
     let got = with_config(&["get", "k"]);
     assert_eq!(
@@ -449,7 +453,7 @@ fn a_wrong_redis_password_makes_set_get_and_stats_exit_2_naming_the_host() {
     )
     .unwrap();
     for args in [&["set", "k", "v"][..], &["get", "k"], &["stats"]] {
-        let out = bin().arg("--config").arg(&config).args(args).output().unwrap();
+        let out = run_config(&config, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
@@ -463,19 +467,14 @@ fn a_wrong_redis_password_makes_set_get_and_stats_exit_2_naming_the_host() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("start_degraded_on_config_error = true\n");
     std::fs::write(&config, text).unwrap();
-    let out = bin()
-        .arg("--config")
-        .arg(&config)
-        .args(["set", "k", "v"])
-        .output()
-        .unwrap();
+    let out = run_config(&config, &["set", "k", "v"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(&server.addr()) && stderr.contains("password"),
         "{stderr}"
     );
-    let stats = bin().arg("--config").arg(&config).arg("stats").output().unwrap();
+    let stats = run_config(&config, &["stats"]);
     let stdout = String::from_utf8_lossy(&stats.stdout);
     assert!(stdout.contains("password"), "stats shows the refusal: {stdout}");
 }
@@ -658,12 +657,7 @@ fn max_size_mb_with_a_config_is_used_and_recorded_by_the_manager_commands() {
             data.display().to_string()
         ),
     );
-    let out = bin()
-        .arg("--config")
-        .arg(&config)
-        .args(["--max-size-mb", "3", "set", "k", "v"])
-        .output()
-        .unwrap();
+    let out = run_config(&config, &["--max-size-mb", "3", "set", "k", "v"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(max_size(&data), 3 << 20);
 }
@@ -684,7 +678,7 @@ fn a_config_whose_only_level_is_in_memory_is_refused_for_get_set_and_del() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "[local]\ntype = \"memory\"\n");
     for args in [&["set", "k", "v"][..], &["get", "k"], &["del", "k"]] {
-        let out = bin().arg("--config").arg(&config).args(args).output().unwrap();
+        let out = run_config(&config, args);
         let told = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {told}");
         assert!(
@@ -711,7 +705,7 @@ fn an_unreachable_l2_without_a_replay_queue_fails_set_del_and_get_naming_the_hos
         ),
     );
     for args in [&["set", "k", "v"][..], &["del", "k"], &["get", "k"]] {
-        let out = bin().arg("--config").arg(&config).args(args).output().unwrap();
+        let out = run_config(&config, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(
@@ -738,12 +732,7 @@ fn an_unreachable_l2_behind_a_file_l1_queues_the_set_for_replay_and_says_so() {
             data.display().to_string()
         ),
     );
-    let out = bin()
-        .arg("--config")
-        .arg(&config)
-        .args(["set", "k", "v"])
-        .output()
-        .unwrap();
+    let out = run_config(&config, &["set", "k", "v"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -754,27 +743,28 @@ fn an_unreachable_l2_behind_a_file_l1_queues_the_set_for_replay_and_says_so() {
     assert_eq!(run(&data, &["get", "k"]).stdout, b"v", "L1 has the value");
     // A delete of that key waits behind the queued write without asking L2: queued too, and
     // said as well.
-    let out = bin()
-        .arg("--config")
-        .arg(&config)
-        .args(["del", "k"])
-        .output()
-        .unwrap();
+    let out = run_config(&config, &["del", "k"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("queued for replay"), "{stderr}");
 }
 
-/// A segment whose header no longer checks is removed by the open that `verify` itself does:
-/// its records are gone, and `verify` must say so and exit 3, not report a clean store.
-#[test]
-fn verify_exits_3_and_names_a_segment_its_own_open_removed() {
+/// A store of one entry, whose segment's header no longer checks (its id was flipped).
+fn store_whose_only_segment_header_is_damaged() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     assert!(run(dir.path(), &["set", "first", "1"]).status.success());
     let seg = dir.path().join(format!("{:020}.seg", 1));
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[16] ^= 0xff; // the segment id in the header: its CRC no longer matches
     std::fs::write(&seg, bytes).unwrap();
+    dir
+}
+
+/// A segment whose header no longer checks is removed by the open that `verify` itself does:
+/// its records are gone, and `verify` must say so and exit 3, not report a clean store.
+#[test]
+fn verify_exits_3_and_names_a_segment_its_own_open_removed() {
+    let dir = store_whose_only_segment_header_is_damaged();
     let out = run(dir.path(), &["verify"]);
     let told = format!(
         "{}{}",
@@ -796,12 +786,7 @@ fn verify_exits_3_and_names_a_segment_its_own_open_removed() {
 /// goes unnoticed (a `dump` missing entries, exit 0).
 #[test]
 fn a_command_whose_open_removed_a_damaged_segment_says_so_on_stderr() {
-    let dir = tempfile::tempdir().unwrap();
-    assert!(run(dir.path(), &["set", "first", "1"]).status.success());
-    let seg = dir.path().join(format!("{:020}.seg", 1));
-    let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[16] ^= 0xff; // the segment id in the header: its CRC no longer matches
-    std::fs::write(&seg, bytes).unwrap();
+    let dir = store_whose_only_segment_header_is_damaged();
     let out = run(dir.path(), &["dump"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -852,7 +837,7 @@ fn commands_that_read_refuse_a_path_with_no_store_and_create_nothing() {
         &["dump"],
     ] {
         let by_dir = run(&typo, args);
-        let by_config = bin().arg("--config").arg(&config).args(args).output().unwrap();
+        let by_config = run_config(&config, args);
         for (how, out) in [("--dir", by_dir), ("--config", by_config)] {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{how} {args:?}: {stderr}");
