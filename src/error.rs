@@ -576,3 +576,38 @@ pub enum MessageError {
         count: usize,
     },
 }
+
+/// Hides the passwords in a host string, by its text alone (no URL parsing): every `pass=` of
+/// its query, and whatever follows the first ':' of its user info. For `Debug` and for host
+/// strings that do not parse as URLs.
+pub(crate) fn redact_host(host: &str) -> String {
+    let host = match host.split_once('?') {
+        Some((before, query)) => {
+            let pairs: Vec<&str> = query
+                .split('&')
+                .map(|pair| {
+                    if pair.starts_with("pass=") {
+                        "pass=***"
+                    } else {
+                        pair
+                    }
+                })
+                .collect();
+            format!("{before}?{}", pairs.join("&"))
+        }
+        None => host.to_owned(),
+    };
+    let Some(scheme_end) = host.find("://").map(|i| i + 3) else {
+        return host;
+    };
+    let (head, rest) = host.split_at(scheme_end);
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest.get(..authority_end).and_then(|a| a.rfind('@')) else {
+        return host;
+    };
+    let (userinfo, tail) = rest.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{head}{user}:***{tail}"),
+        None => host,
+    }
+}

@@ -120,44 +120,9 @@ pub(crate) fn carries_password(host: &str) -> bool {
             .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("pass=")))
 }
 
-/// Hides the passwords in a host string, by its text alone (no URL parsing): every `pass=` of
-/// its query, and whatever follows the first ':' of its user info. For `Debug` and for host
-/// strings that do not parse as URLs.
-pub(crate) fn redact_host(host: &str) -> String {
-    let host = match host.split_once('?') {
-        Some((before, query)) => {
-            let pairs: Vec<&str> = query
-                .split('&')
-                .map(|pair| {
-                    if pair.starts_with("pass=") {
-                        "pass=***"
-                    } else {
-                        pair
-                    }
-                })
-                .collect();
-            format!("{before}?{}", pairs.join("&"))
-        }
-        None => host.to_owned(),
-    };
-    let Some(scheme_end) = host.find("://").map(|i| i + 3) else {
-        return host;
-    };
-    let (head, rest) = host.split_at(scheme_end);
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest.get(..authority_end).and_then(|a| a.rfind('@')) else {
-        return host;
-    };
-    let (userinfo, tail) = rest.split_at(at);
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{head}{user}:***{tail}"),
-        None => host,
-    }
-}
-
-/// `hosts` as [`redact_host`] shows them, for `Debug`.
+/// `hosts` as [`redact_host`](crate::error::redact_host) shows them, for `Debug`.
 pub(crate) fn redacted_hosts(hosts: &[String]) -> Vec<String> {
-    hosts.iter().map(|h| redact_host(h)).collect()
+    hosts.iter().map(|h| crate::error::redact_host(h)).collect()
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> Error {

@@ -166,7 +166,7 @@ pub(crate) fn redact(host: &str) -> String {
         return url.to_string();
     }
     // Not a URL.
-    crate::config::redact_host(host)
+    crate::error::redact_host(host)
 }
 
 #[cfg(all(test, any(feature = "redis", feature = "memcached")))]
