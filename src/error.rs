@@ -413,8 +413,12 @@ pub(crate) fn key_for_error(key: &str) -> String {
 /// item, so sending it again cannot help) or not reached (the rest of `failed`, see
 /// [`unreached`](PartialBatch::unreached): its node was down, so it may be sent again once the
 /// node is back). One batch can hold both.
+///
+/// A level of the caller's own builds one with [`PartialBatch::new`]: the struct is
+/// `#[non_exhaustive]`, so that a field added later (as `refused` was) breaks no level.
 #[derive(thiserror::Error)]
 #[error("{level} {op}: {} of {total} keys were not served ({}{cause}); the others were", failed.len(), refused_text(refused.len(), failed.len()))]
+#[non_exhaustive]
 pub struct PartialBatch {
     /// The level ("redis", "memcached").
     pub level: &'static str,
@@ -442,10 +446,41 @@ pub struct PartialBatch {
 }
 
 impl PartialBatch {
+    /// A batch call `op` of `level` over `total` keys or items, of which those at the indices
+    /// `failed` were not served, those at `refused` (a subset of `failed`) refused as bad input;
+    /// `cause` is the first failure and `served` what the reached nodes answered (see the
+    /// fields). The indices may come in any order, and more than once: they are sorted and
+    /// deduplicated, as the fields promise.
+    #[must_use]
+    pub fn new(
+        level: &'static str,
+        op: &'static str,
+        total: usize,
+        mut failed: Vec<usize>,
+        mut refused: Vec<usize>,
+        cause: Error,
+        served: Served,
+    ) -> PartialBatch {
+        for indices in [&mut failed, &mut refused] {
+            indices.sort_unstable();
+            indices.dedup();
+        }
+        PartialBatch {
+            level,
+            op,
+            total,
+            failed,
+            refused,
+            cause,
+            served,
+        }
+    }
+
     /// Indices into the batch, ascending, of the failed keys that were not refused: their node
     /// was not reached (or, in a `get_many`, their value could not be read). A write or delete
     /// of these may succeed when sent again once the node is back; the manager queues them for
-    /// replay.
+    /// replay when it has a replay queue and the queue takes them (one that fails is logged and
+    /// counted in `stats().consistency.queue_failures`).
     #[must_use]
     pub fn unreached(&self) -> Vec<usize> {
         self.failed
@@ -609,5 +644,39 @@ pub(crate) fn redact_host(host: &str) -> String {
     match userinfo.split_once(':') {
         Some((user, _password)) => format!("{head}{user}:***{tail}"),
         None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_batch_built_from_indices_in_any_order_keeps_them_ascending_and_once_each() {
+        let cause = Error::ValueTooLarge {
+            key: "k0".into(),
+            len: 10,
+            max: 1,
+            store: "mine".into(),
+        };
+        let p = PartialBatch::new(
+            "mine",
+            "set_many",
+            6,
+            vec![4, 1, 4, 0],
+            vec![4, 0, 4],
+            cause,
+            Served::Written,
+        );
+        assert_eq!(
+            (p.failed.as_slice(), p.refused.as_slice()),
+            (&[0, 1, 4][..], &[0, 4][..])
+        );
+        assert_eq!(p.unreached(), vec![1]);
+        let text = p.to_string();
+        assert!(
+            text.contains("3 of 6 keys") && text.contains("2 refused as bad input, 1 not reached"),
+            "{text}"
+        );
     }
 }

@@ -695,15 +695,15 @@ impl Storage for RefusesBWithoutNamingIt {
             max: 0,
             store: "refuses-b".into(),
         };
-        Err(Error::PartialBatch(Box::new(uno_cache::PartialBatch {
-            level: "refuses-b",
-            op: "set_many",
-            total: items.len(),
+        Err(Error::PartialBatch(Box::new(uno_cache::PartialBatch::new(
+            "refuses-b",
+            "set_many",
+            items.len(),
             failed,
-            refused: Vec::new(),
+            Vec::new(),
             cause,
-            served: uno_cache::Served::Written,
-        })))
+            uno_cache::Served::Written,
+        ))))
     }
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> uno_cache::Result<()> {
         self.0.set_each(items)

@@ -284,21 +284,16 @@ pub(crate) fn partial(
     cause: Error,
     served: crate::error::Served,
 ) -> Error {
-    // Ascending and once each, as `PartialBatch::failed` promises, whatever order the parts
-    // were gathered in.
-    let mut failed = failed;
-    failed.sort_unstable();
-    failed.dedup();
-    Error::PartialBatch(Box::new(crate::error::PartialBatch {
+    // Nothing here is refused: a node was not reached, or a value could not be read.
+    Error::PartialBatch(Box::new(crate::error::PartialBatch::new(
         level,
         op,
         total,
         failed,
-        // Nothing here is refused: a node was not reached, or a value could not be read.
-        refused: Vec::new(),
+        Vec::new(),
         cause,
         served,
-    }))
+    )))
 }
 
 #[cfg(test)]

@@ -177,22 +177,14 @@ impl<O> Answers<O> {
 fn partial(
     op: &'static str,
     total: usize,
-    mut failed: Vec<usize>,
-    mut refused: Vec<usize>,
+    failed: Vec<usize>,
+    refused: Vec<usize>,
     cause: Error,
     served: Served,
 ) -> Error {
-    failed.sort_unstable();
-    refused.sort_unstable();
-    Error::PartialBatch(Box::new(PartialBatch {
-        level: LEVEL,
-        op,
-        total,
-        failed,
-        refused,
-        cause,
-        served,
-    }))
+    Error::PartialBatch(Box::new(PartialBatch::new(
+        LEVEL, op, total, failed, refused, cause, served,
+    )))
 }
 
 impl<C: Command> Call<C> {
