@@ -760,6 +760,31 @@ fn store_whose_only_segment_header_is_damaged() -> tempfile::TempDir {
     dir
 }
 
+/// Through `--config` the manager opens the store: its open's removal is said on stderr too.
+#[test]
+fn a_config_command_whose_open_removed_a_damaged_segment_says_so_on_stderr() {
+    let dir = store_whose_only_segment_header_is_damaged();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = write_config(
+        elsewhere.path(),
+        &format!(
+            "[local]\ntype = \"file\"\npath = {:?}\n",
+            dir.path().display().to_string()
+        ),
+    );
+    let out = run_config(&config, &["get", "first"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the entry went with the segment: {stderr}"
+    );
+    assert!(
+        stderr.contains("removed 1 segment file") && stderr.contains("lost"),
+        "{stderr}"
+    );
+}
+
 /// A segment whose header no longer checks is removed by the open that `verify` itself does:
 /// its records are gone, and `verify` must say so and exit 3, not report a clean store.
 #[test]

@@ -1,8 +1,8 @@
 //! A manager built from TOML configuration: each `local.type` (file, memory, redb) serves
 //! reads and writes, the persistent ones keep values across a restart, a second manager on the
 //! same directory is refused, `use_multi_level = false` does not even connect to a configured
-//! L2, and invalid values are refused with the field named. (Real L2 levels built from
-//! configuration: `manager_distributed.rs`.)
+//! L2, invalid values are refused with the field named, and what the open of a file L1 removed
+//! is reported. (Real L2 levels built from configuration: `manager_distributed.rs`.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -180,5 +180,40 @@ fn backplane_host_errors_name_the_invalidation_keys() {
             assert!(!reason.contains("redis."), "{reason}");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_file_l1_opened_from_configuration_reports_the_segment_its_open_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::from_toml_str(&toml_for("file", dir.path())).unwrap();
+    {
+        let cache = CacheManager::new(config.clone()).unwrap();
+        cache.set("k", &1u8, None).unwrap();
+        cache.flush().unwrap();
+        let clean = cache.monitor().local_recovery().map(|r| r.damaged_segments);
+        assert_eq!(clean, Some(0));
+    }
+    let seg = dir.path().join(format!("{:020}.seg", 1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[16] ^= 0xff; // the segment id in the header: its CRC no longer matches
+    std::fs::write(&seg, bytes).unwrap();
+    let cache = CacheManager::new(config.clone()).unwrap();
+    let opened = cache.monitor().local_recovery().cloned().unwrap();
+    assert_eq!(opened.damaged_segments, 1, "{opened:?}");
+    assert_eq!(cache.get::<u8>("k").unwrap(), None, "its entry went with it");
+    drop(cache);
+    // The next open finds nothing: the report of the one that removed it is the only account.
+    let cache = CacheManager::new(config).unwrap();
+    assert_eq!(
+        cache.monitor().local_recovery().map(|r| r.damaged_segments),
+        Some(0)
+    );
+    // No file store, no report.
+    let other = tempfile::tempdir().unwrap();
+    for kind in ["memory", "redb"] {
+        let cache =
+            CacheManager::new(CacheConfig::from_toml_str(&toml_for(kind, other.path())).unwrap()).unwrap();
+        assert!(cache.monitor().local_recovery().is_none(), "{kind}");
     }
 }

@@ -37,7 +37,7 @@ pub struct Monitor<'a> {
     pub(super) manager: &'a CacheManager,
 }
 
-impl Monitor<'_> {
+impl<'a> Monitor<'a> {
     /// A snapshot of the counters, with each level's size. Reading L2's size is a blocking call
     /// to L2; in async code use [`Monitor::get_stats_async`].
     ///
@@ -60,6 +60,16 @@ impl Monitor<'_> {
     #[must_use]
     pub fn config_error(&self) -> Option<String> {
         self.manager.shared.metrics.distributed.last_config_error()
+    }
+
+    /// What opening the file-store L1 found: damage it skipped or removed (segments, records,
+    /// a torn tail) and what it scanned. `None` when L1 is no file store the manager opened
+    /// from its configuration (memory, redb, or a level given to the builder). A damaged
+    /// segment is removed by the open that finds it, so the next open cannot see it any more:
+    /// this report, or the log of this open, is the only account of what was lost.
+    #[must_use]
+    pub fn local_recovery(&self) -> Option<&'a crate::RecoveryReport> {
+        self.manager.shared.local_recovery.as_ref()
     }
 
     /// The L2 failures and the queued writes counted so far, read from the counters alone

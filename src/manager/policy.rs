@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
     /// The breakers of L2's nodes, when L2 spreads keys over nodes (for stats).
     pub(crate) nodes: Option<Arc<NodeBreakers>>,
+    /// What opening the file-store L1 found, when the manager opened it (see
+    /// [`Monitor::local_recovery`](crate::Monitor::local_recovery)).
+    pub(crate) local_recovery: Option<crate::RecoveryReport>,
     /// The last reading of L2's size, reused for a while (see [`L2Size`]).
     pub(crate) l2_size: L2Size,
     pub(crate) local_ttl: Duration,

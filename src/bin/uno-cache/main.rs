@@ -347,6 +347,15 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
         (config.local.kind != LocalKind::Memory).then(|| config.local.effective_path().to_owned())
     });
     let cache = CacheManager::new(config).map_err(|e| e.to_string())?;
+    // As with --dir: what this open removed, no later open can see.
+    for damage in cache
+        .monitor()
+        .local_recovery()
+        .map(damage_at_open)
+        .unwrap_or_default()
+    {
+        err!("uno-cache: note: {damage}\n");
+    }
     let name = command_name(&command);
     // The manager hides an L2 failure from the call when `fallback_on_error` is on (and logs it
     // where this binary installs no logger): the counters before and after tell.
