@@ -646,17 +646,22 @@ fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
     config
 }
 
+/// A configuration of a file L1 in `store`, written in `dir`.
+fn write_file_config(dir: &Path, store: &Path) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[local]\ntype = \"file\"\npath = {:?}\n",
+            store.display().to_string()
+        ),
+    )
+}
+
 #[test]
 fn max_size_mb_with_a_config_is_used_and_recorded_by_the_manager_commands() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "[local]\ntype = \"file\"\npath = {:?}\n",
-            data.display().to_string()
-        ),
-    );
+    let config = write_file_config(dir.path(), &data);
     let out = run_config(&config, &["--max-size-mb", "3", "set", "k", "v"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(max_size(&data), 3 << 20);
@@ -765,13 +770,7 @@ fn store_whose_only_segment_header_is_damaged() -> tempfile::TempDir {
 fn a_config_command_whose_open_removed_a_damaged_segment_says_so_on_stderr() {
     let dir = store_whose_only_segment_header_is_damaged();
     let elsewhere = tempfile::tempdir().unwrap();
-    let config = write_config(
-        elsewhere.path(),
-        &format!(
-            "[local]\ntype = \"file\"\npath = {:?}\n",
-            dir.path().display().to_string()
-        ),
-    );
+    let config = write_file_config(elsewhere.path(), dir.path());
     let out = run_config(&config, &["get", "first"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -785,18 +784,24 @@ fn a_config_command_whose_open_removed_a_damaged_segment_says_so_on_stderr() {
     );
 }
 
-/// A segment whose header no longer checks is removed by the open that `verify` itself does:
-/// its records are gone, and `verify` must say so and exit 3, not report a clean store.
-#[test]
-fn verify_exits_3_and_names_a_segment_its_own_open_removed() {
-    let dir = store_whose_only_segment_header_is_damaged();
-    let out = run(dir.path(), &["verify"]);
+/// `verify`'s exit code, and all it printed (stdout, then stderr).
+fn verify(dir: &Path) -> (Option<i32>, String) {
+    let out = run(dir, &["verify"]);
     let told = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(3), "{told}");
+    (out.status.code(), told)
+}
+
+/// A segment whose header no longer checks is removed by the open that `verify` itself does:
+/// its records are gone, and `verify` must say so and exit 3, not report a clean store.
+#[test]
+fn verify_exits_3_and_names_a_segment_its_own_open_removed() {
+    let dir = store_whose_only_segment_header_is_damaged();
+    let (code, told) = verify(dir.path());
+    assert_eq!(code, Some(3), "{told}");
     assert!(
         told.contains("1 segment file") && told.contains("removed"),
         "{told}"
@@ -829,13 +834,8 @@ fn verify_exits_3_on_a_damaged_metadata_file() {
     let mut bytes = std::fs::read(&meta).unwrap();
     bytes[32] ^= 0xff; // a byte of the base's CRC
     std::fs::write(&meta, bytes).unwrap();
-    let out = run(dir.path(), &["verify"]);
-    let told = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(3), "{told}");
+    let (code, told) = verify(dir.path());
+    assert_eq!(code, Some(3), "{told}");
     assert!(told.contains("uno-cache.meta"), "{told}");
 }
 
@@ -846,13 +846,7 @@ fn verify_exits_3_on_a_damaged_metadata_file() {
 fn commands_that_read_refuse_a_path_with_no_store_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let typo = dir.path().join("typo");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "[local]\ntype = \"file\"\npath = {:?}\n",
-            typo.display().to_string()
-        ),
-    );
+    let config = write_file_config(dir.path(), &typo);
     for args in [
         &["get", "k"][..],
         &["del", "k"],
