@@ -71,7 +71,7 @@ fn main() {
     for (name, trace) in &traces {
         let keys = distinct(trace);
         for pct in [1, 10, 25] {
-            let row = compare(trace, (keys * pct / 100).max(8), 1, true);
+            let row = compare(trace, (keys * pct / 100).max(8), 1, true, None);
             print_row(name, &format!("{pct}%"), &row);
             add(&row);
         }
@@ -146,7 +146,7 @@ fn main() {
     for (name, trace, capacities) in synthetic.iter().filter(|(name, ..)| name.contains(&only)) {
         let keys = distinct(trace);
         for &cap in capacities {
-            let row = compare(trace, cap, 1, true);
+            let row = compare(trace, cap, 1, true, None);
             print_row(name, &format!("{}%", cap * 100 / keys), &row);
             add(&row);
         }

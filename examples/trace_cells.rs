@@ -120,7 +120,7 @@ fn child(path: &Path, pct: usize, limit: usize) -> Result<()> {
     // 1 MiB, as `examples/hit_ratios.rs` gives the file tier, up to 6,990 entries; past that
     // about 300 bytes per entry, so that the values of a large store stay a few dozen bytes.
     let max_size_mb = ((capacity as u64 * 300) >> 20).max(1);
-    let row = compare(&trace, capacity, max_size_mb, false);
+    let row = compare(&trace, capacity, max_size_mb, false, None);
     println!(
         "{} {} {} {} {}",
         row.capacity, row.file, row.quick_cache, row.lru, row.file_copies

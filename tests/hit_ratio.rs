@@ -18,24 +18,60 @@ use policy_sim::{
     shifting_pattern, sliding_loop_pattern, two_loops_pattern, web12_slice, zipf_pattern, Row,
 };
 
-fn run(name: &str, trace: &[u32], capacity: usize) -> Row {
-    let row = compare(trace, capacity, 1, false);
+fn run(name: &str, trace: &[u32], capacity: usize, seed: u64) -> Row {
+    let row = compare(trace, capacity, 1, false, Some(seed));
     eprintln!(
-        "{name}: capacity {} file {:.2} memory {:.2} quick_cache {:.2} lru {:.2}",
+        "{name}: seed {seed} capacity {} file {:.2} memory {:.2} quick_cache {:.2} lru {:.2}",
         row.capacity, row.file, row.memory, row.quick_cache, row.lru
     );
     row
 }
 
-/// [`run`] on three stores, each with its own hash seeds, keeping the row whose file tier is
-/// the median. On some patterns a seed in about a hundred costs the file tier a few points (a
+/// The hash seeds of the three stores [`run_median`] runs, and of their `quick_cache`s. The
+/// same seeds give the same ratios in every run (the file store's
+/// [`hash_seed`](uno_cache::FileStoreOptions::hash_seed)), so a failure is the policy's, never
+/// the draw's: with random seeds, one CI run in about twenty failed a bound that the median of
+/// twenty runs had kept (the sliding window: 68.67 against quick_cache's 72.75).
+const SEEDS: [u64; 3] = [1, 2, 3];
+
+/// [`run`] on three stores, one per seed of [`SEEDS`], keeping the row whose file tier is the
+/// median. On some patterns a seed in about a hundred costs the file tier a few points (a
 /// working set that moves to new keys got 57.2% once in 80 runs, where the others got 61.6 to
 /// 62.3, at 500 entries; and before the gate on new keys 72.4 once in 60, where the others got
-/// 74.2 to 74.7, at 1,000): the median pins the policy, not the seed.
+/// 74.2 to 74.7, at 1,000): the median pins the policy, not one seed. The spread over random
+/// seeds is what `examples/hit_ratios.rs` shows, one draw a process.
 fn run_median(name: &str, trace: &[u32], capacity: usize) -> Row {
-    let mut rows: Vec<Row> = (0..3).map(|_| run(name, trace, capacity)).collect();
+    let mut rows: Vec<Row> = SEEDS
+        .iter()
+        .map(|&seed| run(name, trace, capacity, seed))
+        .collect();
     rows.sort_by(|a, b| a.file.total_cmp(&b.file));
     rows[1]
+}
+
+#[test]
+fn a_fixed_hash_seed_gives_the_same_ratios_in_every_run() {
+    // The loop over 4/3 of the capacity is the pattern the seed moves most: 56.9, 60.1 and 59.0
+    // for the three seeds of `SEEDS`.
+    let trace = loop_pattern(2_000, 8);
+    let first = run("loop 2000 in 1500", &trace, 1_500, 2);
+    let again = run("loop 2000 in 1500", &trace, 1_500, 2);
+    let other = run("loop 2000 in 1500", &trace, 1_500, 1);
+    assert_eq!(
+        (first.file.to_bits(), first.quick_cache.to_bits()),
+        (again.file.to_bits(), again.quick_cache.to_bits()),
+        "one seed, two ratios: file {} and {}, quick_cache {} and {}",
+        first.file,
+        again.file,
+        first.quick_cache,
+        again.quick_cache
+    );
+    assert_ne!(
+        first.file.to_bits(),
+        other.file.to_bits(),
+        "two seeds gave the file tier the same {}: is the seed used?",
+        first.file
+    );
 }
 
 /// The memory tier is `quick_cache` inserted as the crate intends: the same hit ratio, give or
@@ -291,13 +327,13 @@ fn a_working_set_that_slides_gets_in_and_keeps_the_file_tier_near_quick_cache() 
     // The log turns faster than the window is read again, so an entry read every pass was met
     // unread at every other eviction and dropped; the sketch's reads now keep it (see
     // `src/local/file/policy.rs`, working sets read less often than the log turns). Before
-    // that, the median of three stores 4.1 to 8.2 points below quick_cache (20 runs); now 0 to
-    // 3.1, 1.7 on average.
+    // that, the median of three randomly seeded stores 4.1 to 8.2 points below quick_cache (20
+    // runs); now 0 to 3.1, 1.7 on average, and 4.1 once in CI. With the fixed seeds, 0.4.
     let trace = sliding_loop_pattern(900, 100, 60, 3);
     let row = run_median("sliding window 900/100", &trace, 1_000);
     assert!(row.lru > 85.0, "LRU {:.2}%", row.lru);
     assert!(row.file >= FILE_SLIDING_FLOOR, "file tier {:.2}%", row.file);
-    assert_file_tier_within("sliding window 900/100", &row, 4.0);
+    assert_file_tier_within("sliding window 900/100", &row, 2.0);
 }
 
 #[test]
@@ -323,8 +359,11 @@ fn a_block_device_keeps_its_read_extents_through_scans_of_new_blocks() {
     }
 }
 
-// Pinned file-tier figures (the same in debug and release: the policy does not depend on timing,
-// only on the ghost filter's per-process hash seed, a few hundredths of a point). Before the
+// Pinned file-tier figures (the same in debug and release, and on any number of cores: the
+// policy does not depend on timing, only on the store's hash seed). Since 2026-12-03 the test
+// runs the fixed seeds of `SEEDS` and gets the same figures every run (`cargo test --release
+// --test hit_ratio -- --nocapture` prints them); the spreads below were measured with random
+// seeds, one draw a store, and say how far a seed alone moves a figure. Before the
 // policy of `src/local/file/policy.rs` (half a segment of copies, one read bit): web12 57.92 and
 // 66.21, loop 22.65, scan 26.25. Before the fillers (unread probationary entries kept in spare
 // copy room): loop 29.41; loop over 5x about 5 and the loop with a hot set about 35 (the
@@ -389,9 +428,9 @@ const FILE_COLD_LOOP_FLOOR: f64 = 43.0;
 /// quick_cache: about 72.3; LRU: 87.4. One store 67.6 to 72.6 (60 stores, 70.6 on average),
 /// the median of three 69.4 to 72.4 (20 runs). Before unread protected entries were weighed by
 /// the sketch's reads, one store 62.2 to 70.7 (60 stores) and the median 64.3 to 68.3 (20
-/// runs); 54.6 to 57.9 before refused fills that come back were let in (6 stores). The floor
-/// sits between the highest median before and the lowest now.
-const FILE_SLIDING_FLOOR: f64 = 68.5;
+/// runs); 54.6 to 57.9 before refused fills that come back were let in (6 stores). With the
+/// seeds of [`SEEDS`]: 72.25, 71.88 and 70.46 (quick_cache 72.44, 72.32 and 72.33).
+const FILE_SLIDING_FLOOR: f64 = 70.5;
 
 /// Hit ratios of the memory tier in front of the file tier, driven through the manager's typed
 /// calls, and of what a user would write by hand instead, a `quick_cache` of the same capacity

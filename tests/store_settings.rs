@@ -1,7 +1,8 @@
 //! A store records the settings that shape it, so that whoever opens it next (the CLI, another
 //! tool, the application after an upgrade) keeps them: the size bound, and the permission bits of
 //! its files. A new store is private to its user (directory 0700, files 0600), and so are the
-//! replay queue's files, because cached values are often personal data.
+//! replay queue's files, because cached values are often personal data. The hash seed is a
+//! setting it does not record: no hash is on disk, so a store reopens under any seed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -19,7 +20,7 @@ use support::RedisServer;
 use uno_cache::replay::{ReplayOptions, ReplayQueue};
 #[cfg(feature = "redis")]
 use uno_cache::CacheManager;
-use uno_cache::{CacheConfig, Error, FileStore, FileStoreOptions};
+use uno_cache::{CacheConfig, Durability, Error, FileStore, FileStoreOptions};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -183,4 +184,39 @@ fn the_managers_file_mode_covers_the_file_store_and_the_replay_queue_in_its_dire
         0o640,
         "the recorded mode, exact"
     );
+}
+
+/// Options for a 1 MiB store whose evictions depend only on its operations and `seed`.
+fn seeded(seed: u64) -> FileStoreOptions {
+    FileStoreOptions::default()
+        .max_size_mb(1)
+        .durability(Durability::None)
+        .background_threads(false)
+        .hash_seed(seed)
+}
+
+#[test]
+fn a_store_reopens_under_any_hash_seed_with_every_key_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), seeded(7)).unwrap();
+    // Three times what the store holds, so that evictions run and segments are sealed with
+    // their hint files.
+    for i in 0..3_000u32 {
+        store.set(&format!("k{i}"), &[i as u8; 600], None).unwrap();
+    }
+    assert!(store.stats().evictions > 0, "the store evicted nothing");
+    let mut kept = store.keys();
+    kept.sort();
+    store.close().unwrap();
+    for options in [seeded(8), FileStoreOptions::default().background_threads(false)] {
+        let store = FileStore::open(dir.path(), options).unwrap();
+        let mut reopened = store.keys();
+        reopened.sort();
+        assert_eq!(reopened, kept, "a reopen under another seed lost keys");
+        for key in &kept {
+            let i: u32 = key[1..].parse().unwrap();
+            assert_eq!(store.get(key).unwrap(), Some(vec![i as u8; 600]), "{key}");
+        }
+        store.close().unwrap();
+    }
 }

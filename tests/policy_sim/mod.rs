@@ -355,11 +355,30 @@ impl Policy for Lru {
 }
 
 /// `quick_cache` used directly (plain `insert`), the reference for the memory tier.
-pub struct QuickCache(quick_cache::sync::Cache<u32, ()>);
+pub struct QuickCache(quick_cache::sync::Cache<u32, (), quick_cache::UnitWeighter, ahash::RandomState>);
 
 impl QuickCache {
-    pub fn new(capacity: usize) -> QuickCache {
-        QuickCache(quick_cache::sync::Cache::new(capacity))
+    /// `seed`: its hash seeds, fixed for a run that repeats (see [`compare`]), or random. It
+    /// gets 8 shards, what `quick_cache` picks on two cores: each shard evicts on its own, so
+    /// the count moves the ratio (0.6 points on the sliding window), and fixed it does not
+    /// depend on the machine's cores.
+    pub fn new(capacity: usize, seed: Option<u64>) -> QuickCache {
+        let hasher = match seed {
+            Some(seed) => ahash::RandomState::with_seeds(seed, 1, 2, 3),
+            None => ahash::RandomState::new(),
+        };
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(capacity)
+            .weight_capacity(capacity as u64)
+            .shards(8)
+            .build()
+            .unwrap();
+        QuickCache(quick_cache::sync::Cache::with_options(
+            options,
+            quick_cache::UnitWeighter,
+            hasher,
+            quick_cache::sync::DefaultLifecycle::default(),
+        ))
     }
 }
 
@@ -430,7 +449,8 @@ pub struct FileTier {
 }
 
 impl FileTier {
-    pub fn new(capacity: usize, max_size_mb: u64) -> FileTier {
+    /// `seed`: the store's [`FileStoreOptions::hash_seed`], or a random one.
+    pub fn new(capacity: usize, max_size_mb: u64, seed: Option<u64>) -> FileTier {
         let bytes = max_size_mb * 1024 * 1024;
         // Record header, key and hint entry take about 80 bytes.
         let value_len = (bytes / capacity.max(1) as u64).saturating_sub(80).max(1) as usize;
@@ -441,7 +461,11 @@ impl FileTier {
         // other caches get them.
         let capacity = capacity + capacity / 64;
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path(), Self::options(max_size_mb)).unwrap();
+        let mut options = Self::options(max_size_mb);
+        if let Some(seed) = seed {
+            options = options.hash_seed(seed);
+        }
+        let store = FileStore::open(dir.path(), options).unwrap();
         FileTier {
             store,
             value,
@@ -516,8 +540,11 @@ pub struct Row {
 
 /// Runs every cache on `trace` with about `capacity` entries (the file tier's measured capacity
 /// is given to the others). `with_moka`: moka is the slowest to simulate, so the test skips it.
-pub fn compare(trace: &[u32], capacity: usize, max_size_mb: u64, with_moka: bool) -> Row {
-    let mut file = FileTier::new(capacity, max_size_mb);
+/// `seed` fixes the hash seeds of the file tier and of `quick_cache`, so that the run gives the
+/// same ratios every time; `None` draws them at random, to see their spread. The memory tier and
+/// moka are always seeded at random.
+pub fn compare(trace: &[u32], capacity: usize, max_size_mb: u64, with_moka: bool, seed: Option<u64>) -> Row {
+    let mut file = FileTier::new(capacity, max_size_mb, seed);
     let capacity = file.capacity();
     let file_ratio = hit_ratio(&mut file, trace);
     Row {
@@ -525,7 +552,7 @@ pub fn compare(trace: &[u32], capacity: usize, max_size_mb: u64, with_moka: bool
         file: file_ratio,
         file_copies: file.copies_per_insert(),
         memory: hit_ratio(&mut MemoryTier::new(capacity), trace),
-        quick_cache: hit_ratio(&mut QuickCache::new(capacity), trace),
+        quick_cache: hit_ratio(&mut QuickCache::new(capacity, seed), trace),
         moka: if with_moka {
             hit_ratio(&mut Moka::new(capacity), trace)
         } else {

@@ -16,7 +16,9 @@
 //! bytes when an entry is replaced), the sequence number (the suspect check of `get_checked`),
 //! the exact expiry (a read re-checks it), the key (`keys()` for prefix invalidation).
 //!
-//! The hash is aHash with a random seed per process, so nothing about it is written to disk: the
+//! The hash is aHash with a random seed per open (or the fixed one of
+//! [`FileStoreOptions::hash_seed`](super::FileStoreOptions::hash_seed)), so nothing about it is
+//! written to disk: the
 //! index is rebuilt at open from hint files and records, which keep full keys. Nothing on disk
 //! changed.
 //!
@@ -301,12 +303,29 @@ impl Hasher for PassThrough {
 pub(crate) type Index = DashMap<u64, IndexEntry, BuildHasherDefault<PassThrough>>;
 
 /// Hashes keys for the index: aHash, several times faster than SipHash on short keys, randomly
-/// seeded per process so hash flooding stays out (and collisions differ between runs). The hash
-/// is never written to disk.
+/// seeded per open so hash flooding stays out (and collisions differ between runs) unless a
+/// seed is fixed. The hash is never written to disk.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeyHasher(ahash::RandomState);
 
 impl KeyHasher {
+    /// A hasher that hashes every key the same in every process
+    /// ([`FileStoreOptions::hash_seed`](super::FileStoreOptions::hash_seed)), or a randomly
+    /// seeded one.
+    pub(crate) fn new(seed: Option<u64>) -> KeyHasher {
+        match seed {
+            // aHash takes four seeds; the other three are the digits of pi, so no seed gives
+            // the all-zero state.
+            Some(seed) => KeyHasher(ahash::RandomState::with_seeds(
+                seed,
+                0x243f_6a88_85a3_08d3,
+                0x1319_8a2e_0370_7344,
+                0xa409_3822_299f_31d0,
+            )),
+            None => KeyHasher::default(),
+        }
+    }
+
     pub(crate) fn hash(&self, key: &str) -> u64 {
         #[cfg(test)]
         if let Some(group) = key.strip_prefix("collide/") {

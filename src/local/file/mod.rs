@@ -350,7 +350,7 @@ impl FileStore {
         let keep_expired_ms = u64::try_from(options.keep_expired.as_millis()).unwrap_or(u64::MAX);
         // Entries that expired within the keep window are recovered: they are stale copies.
         let dead_before = options.clock.now_ms().saturating_sub(keep_expired_ms);
-        let recovered = recovery::recover(&dir, &meta, dead_before)?;
+        let recovered = recovery::recover(&dir, &meta, dead_before, KeyHasher::new(options.hash_seed))?;
         let segments = recovered.segments;
         // No segment is created here: opening needs no free space, so a store on a full device
         // still opens and serves reads. The first write creates one.

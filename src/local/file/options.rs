@@ -44,6 +44,7 @@ pub struct FileStoreOptions {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) keep_expired: Duration,
     pub(crate) disk: Disk,
+    pub(crate) hash_seed: Option<u64>,
 }
 
 impl Default for FileStoreOptions {
@@ -59,6 +60,7 @@ impl Default for FileStoreOptions {
             clock: Arc::new(SystemClock),
             keep_expired: Duration::ZERO,
             disk: Disk::default(),
+            hash_seed: None,
         }
     }
 }
@@ -139,6 +141,17 @@ impl FileStoreOptions {
     /// bound beats a stale copy). Rounded to milliseconds.
     pub fn keep_expired(mut self, window: Duration) -> Self {
         self.keep_expired = window;
+        self
+    }
+
+    /// Fixes the seed of the key hash, so that the same operations make the same eviction and
+    /// admission choices in every run: for simulations, hit-ratio tests and reproducing a
+    /// report. Unset (the default), each open draws a random seed, which keeps hash flooding
+    /// out: whoever knows the seed and chooses the keys can make them collide in the index and
+    /// in the admission sketch. The hash is never written to disk, so the seed may differ
+    /// between opens of one directory.
+    pub fn hash_seed(mut self, seed: u64) -> Self {
+        self.hash_seed = Some(seed);
         self
     }
 

@@ -326,7 +326,8 @@ fn in_bucket_order(parts: Vec<Vec<Pending>>, capacity: usize) -> Vec<Pending> {
 
 /// Rebuilds the index from the directory. Values that expired before `now_ms` are dropped (the
 /// caller moves it back by the store's keep-expired window, so stale copies survive a restart).
-pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recovered> {
+/// The index is built with `hasher`, which the store keeps.
+pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHasher) -> Result<Recovered> {
     let (segment_ids, hint_ids) = list(dir)?;
     for id in hint_ids.difference(&segment_ids) {
         remove_quietly(dir, &segment::hint_path(&dir.path, *id));
@@ -359,7 +360,6 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64) -> Result<Recov
         .iter()
         .map(|seg| slots.loc(seg, 0))
         .collect::<Result<Vec<Loc>>>()?;
-    let hasher = KeyHasher::default();
     let new_gather = |capacity: usize| Gather {
         hasher: &hasher,
         min_seq: meta.min_seq,
