@@ -500,6 +500,19 @@ fn invalid_options_name_the_field() {
 }
 
 #[test]
+fn a_directory_left_with_only_a_half_written_metadata_file_opens_as_a_new_store() {
+    // A first open killed between writing `uno-cache.meta.tmp` and renaming it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("uno-cache.meta.tmp"), b"UNOCMETA\x01").unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    store.set("k", b"v", None).unwrap();
+    store.close().unwrap();
+    assert!(!dir.path().join("uno-cache.meta.tmp").exists());
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[test]
 fn a_foreign_directory_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();

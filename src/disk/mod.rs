@@ -49,6 +49,9 @@ impl Sim {
     fn opened(&self, _: &Path) -> usize {
         match *self {}
     }
+    fn short_write(&self) -> Option<(usize, io::ErrorKind)> {
+        match *self {}
+    }
     fn renamed(&self, _: &Path, _: &Path) {}
     fn removed(&self, _: &Path) {}
     fn dir_synced(&self, _: &Path) {}
@@ -214,6 +217,15 @@ impl DiskFile {
     /// `pwrite` of all of `bytes` at `offset`.
     pub(crate) fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
         self.check(Op::Write)?;
+        if let Some((sim, inode)) = &self.sim {
+            if let Some((landed, kind)) = sim.short_write() {
+                // Some bytes land, then the error: a device that fills up mid-write.
+                let landed = bytes.get(..landed).unwrap_or(bytes);
+                self.file.write_all_at(landed, offset)?;
+                sim.wrote(*inode, offset, landed);
+                return Err(io::Error::new(kind, "injected short write"));
+            }
+        }
         let result = self.file.write_all_at(bytes, offset);
         if let Some((sim, inode)) = &self.sim {
             // Even a failed write may have landed in part.

@@ -96,7 +96,9 @@ struct State {
     names: BTreeMap<OsString, usize>,
     durable_names: BTreeMap<OsString, usize>,
     pending_dir: Vec<DirOp>,
-    faults: Vec<(Op, io::ErrorKind)>,
+    /// Armed failures: the kind of call, how many such calls still pass, the error.
+    faults: Vec<(Op, usize, io::ErrorKind)>,
+    short_writes: Vec<(usize, io::ErrorKind)>,
     holds: Vec<(Op, std::sync::Arc<Hold>)>,
     crashed: bool,
     /// The watched directory did not exist when the simulator started and its parent was not
@@ -158,7 +160,24 @@ impl Sim {
 
     /// Makes the next call of kind `op` fail with `kind`, doing nothing.
     pub(crate) fn fail_next(&self, op: Op, kind: io::ErrorKind) {
-        self.state.lock().faults.push((op, kind));
+        self.fail_after(op, 0, kind);
+    }
+
+    /// Lets `skip` calls of kind `op` through, then fails the next one with `kind`, doing nothing.
+    pub(crate) fn fail_after(&self, op: Op, skip: usize, kind: io::ErrorKind) {
+        self.state.lock().faults.push((op, skip, kind));
+    }
+
+    /// Makes the next write land its first `landed` bytes, then fail with `kind` (checked after
+    /// the failures of [`Sim::fail_next`]).
+    pub(crate) fn short_next_write(&self, landed: usize, kind: io::ErrorKind) {
+        self.state.lock().short_writes.push((landed, kind));
+    }
+
+    /// The short write armed for the next write, taken.
+    pub(super) fn short_write(&self) -> Option<(usize, io::ErrorKind)> {
+        let mut state = self.state.lock();
+        (!state.short_writes.is_empty()).then(|| state.short_writes.remove(0))
     }
 
     fn name(&self, path: &Path) -> Option<OsString> {
@@ -167,9 +186,10 @@ impl Sim {
             .flatten()
     }
 
-    /// Failures armed with [`Sim::fail_next`] and not hit yet.
+    /// Failures armed with [`Sim::fail_next`] or [`Sim::short_next_write`] and not hit yet.
     pub(crate) fn pending_faults(&self) -> usize {
-        self.state.lock().faults.len()
+        let state = self.state.lock();
+        state.faults.len() + state.short_writes.len()
     }
 
     /// Holds the next call of kind `op` until the returned hold is released.
@@ -197,8 +217,12 @@ impl Sim {
         if state.crashed {
             return Err(io::Error::other("the simulated machine lost power"));
         }
-        if let Some(at) = state.faults.iter().position(|(o, _)| *o == op) {
-            let (_, kind) = state.faults.remove(at);
+        if let Some(at) = state.faults.iter().position(|(o, _, _)| *o == op) {
+            if let Some((_, skip @ 1.., _)) = state.faults.get_mut(at) {
+                *skip -= 1;
+                return Ok(());
+            }
+            let (_, _, kind) = state.faults.remove(at);
             return Err(io::Error::new(kind, format!("injected {op:?} failure")));
         }
         Ok(())

@@ -231,13 +231,16 @@ fn check_bound_fits_segments(max_size: u64, segment_size: u64) -> Result<()> {
 }
 
 /// True if the directory holds nothing but files uno-cache itself keeps there (our lock, and the
-/// replay queue, which may have been opened first).
+/// replay queue, which may have been opened first), or the temporary metadata file of a first
+/// open that a kill or a power cut stopped before its rename: that directory was never a store,
+/// and refusing it as foreign left it refused at every open until someone deleted it by hand.
 fn is_empty_but_lock(path: &Path) -> Result<bool> {
+    let meta_tmp = format!("{META_FILE}.{TMP_EXT}");
     let entries = fs::read_dir(path).map_err(|e| Error::io("list directory", path, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", path, e))?;
         let name = entry.file_name();
-        if name != LOCK_FILE && !REPLAY_FILES.iter().any(|ours| name == *ours) {
+        if name != LOCK_FILE && name != *meta_tmp && !REPLAY_FILES.iter().any(|ours| name == *ours) {
             return Ok(false);
         }
     }

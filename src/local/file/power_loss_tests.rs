@@ -305,7 +305,18 @@ fn a_segment_write_without_space_is_disk_full_latches_nothing_and_loses_nothing(
         err.to_string().contains(&dir.path().display().to_string()),
         "{err}"
     );
-    // Not latched: the next write lands, at the offset the failed one would have used.
+    // Ended where the failed write began (see `a_batch_that_landed_in_part_...`), the segment
+    // gives way to a new one for each retry; one that a failed write left empty is removed, so
+    // retries on a full device do not pile up segment files.
+    let segments = store.stats().segments;
+    for _ in 0..10 {
+        // The new segment's header lands; its first record does not.
+        sim.fail_after(Op::Write, 1, ErrorKind::StorageFull);
+        let err = store.set("b", b"2", None).unwrap_err();
+        assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    }
+    assert_eq!(store.stats().segments, segments, "{:?}", store.stats());
+    // Not latched: the next write lands.
     store.set("b", b"3", None).unwrap();
     store.close().unwrap();
     let store = FileStore::open(dir.path(), small(&clock)).unwrap();
@@ -777,4 +788,88 @@ fn an_open_retried_after_its_parent_fsync_failed_still_makes_the_directory_durab
     let store = FileStore::open(&live, options().disk(Disk::simulated(Arc::clone(&sim)))).unwrap();
     store.set("k", b"v", None).unwrap();
     assert_k_survives_every_power_cut(&sim, root.path(), options);
+}
+
+#[test]
+fn a_batch_that_landed_in_part_before_the_disk_filled_never_shadows_a_later_write() {
+    // The device fills up in the middle of a batch's one write: its first two records land
+    // whole, then the write fails. They were valid records with the sequence numbers the next
+    // writes took again, at the offset the next write reused: a power cut (or a kill) then
+    // brought the failed batch's "k" back over the acknowledged one behind it.
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    let clock = ManualClock::new(START_MS);
+    let options = || small(&clock).durability(Durability::EveryWrite);
+    let (store, sim) = sim_store(&live, options());
+    store.set("a", b"1", None).unwrap();
+    let landed = super::format::record_len(1, 100) + super::format::record_len(1, 1);
+    sim.short_next_write(landed, ErrorKind::StorageFull);
+    let err = store
+        .set_many(&[("x", &[1u8; 100]), ("k", b"X"), ("c", &[2u8; 3000])], None)
+        .unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert_eq!(sim.pending_faults(), 0);
+    store.set("k", b"v", None).unwrap();
+    assert_eq!(store.get("x").unwrap(), None, "a refused write published a value");
+    assert_k_survives_every_power_cut(&sim, root.path(), options);
+    for seed in 0..8 {
+        let after = root.path().join(format!("x-{seed}"));
+        sim.crash(seed, &after);
+        let store = FileStore::open(&after, options()).unwrap();
+        assert_eq!(
+            store.get("x").unwrap(),
+            None,
+            "seed {seed}: the failed batch came back"
+        );
+        assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"1"[..]), "seed {seed}");
+    }
+}
+
+#[test]
+fn an_evicted_segment_whose_hint_could_not_be_removed_stays_gone_after_a_power_cut() {
+    // The eviction unlinks the segment, then its hint; the hint's unlink fails. The directory
+    // must still be fsynced, or a power cut brings the segment, and a key deleted since, back.
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    let clock = ManualClock::new(START_MS);
+    let options = || small(&clock).durability(Durability::EveryWrite);
+    // How many writes the first eviction takes, counted on a store of its own: the write that
+    // evicts removes the oldest segment, then its hint, before anything else.
+    let probe = tempfile::tempdir().unwrap();
+    let (store, _) = sim_store(probe.path(), options());
+    let fill = |store: &FileStore, i: usize| store.set(&format!("k{i}"), &[7u8; 2000], None);
+    let writes = (0..10_000)
+        .position(|i| {
+            fill(&store, i).unwrap();
+            store.stats().evictions > 0
+        })
+        .expect("no eviction");
+    store.close().unwrap();
+    let (store, sim) = sim_store(&live, options());
+    for i in 0..writes {
+        fill(&store, i).unwrap();
+    }
+    assert_eq!(store.stats().evictions, 0);
+    sim.fail_after(Op::Remove, 1, ErrorKind::Other);
+    // The segment went: the write is not refused for a hint left behind.
+    fill(&store, writes).unwrap();
+    assert!(store.stats().evictions > 0);
+    assert_eq!(sim.pending_faults(), 0, "the hint's unlink was not tried");
+    assert_eq!(
+        store.get("k0").unwrap(),
+        None,
+        "the oldest key outlived its segment"
+    );
+    assert!(!store.delete("k0").unwrap());
+    for seed in 0..64 {
+        let after = root.path().join(format!("after-{seed}"));
+        let kept = sim.crash(seed, &after);
+        let reopened = FileStore::open(&after, options()).unwrap();
+        assert_eq!(
+            reopened.get("k0").unwrap(),
+            None,
+            "seed {seed} ({kept}): an evicted segment came back"
+        );
+        reopened.close().unwrap();
+    }
 }

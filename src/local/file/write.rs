@@ -222,7 +222,8 @@ impl Inner {
             seq = seq.saturating_add(1);
         }
         if let Err(e) = active.write_at(start, &w.buf) {
-            return Err(self.write_failed(e, w.buf.len()));
+            let needed = w.buf.len();
+            return Err(self.write_failed(w, e, needed, seq));
         }
         let end = start + w.buf.len() as u64;
         // Published before the index points at the records: a read never goes past the data end.
@@ -332,7 +333,8 @@ impl Inner {
         format::encode_record(&mut w.buf, active.salt, kind, seq, expires_at_ms, key, value);
         let offset = w.offset;
         if let Err(e) = active.write_at(offset, &w.buf) {
-            return Err(self.write_failed(e, w.buf.len()));
+            let needed = w.buf.len();
+            return Err(self.write_failed(w, e, needed, seq.saturating_add(1)));
         }
         let (offset32, len32) = (
             u32::try_from(offset).unwrap_or(u32::MAX),
@@ -361,15 +363,38 @@ impl Inner {
         self.disk_bytes.fetch_add(records + hint_added, Ordering::Relaxed);
     }
 
-    /// A write that could not land: a full device is reported as [`Error::DiskFull`] and latches
-    /// nothing (the records were not published, and the next write goes to the same offset), any
-    /// other failure latches the store read-only.
-    pub(super) fn write_failed(&self, e: Error, needed: usize) -> Error {
-        if e.is_no_space() {
-            self.disk_full("write segment", needed as u64)
-        } else {
-            self.fail(e)
+    /// A write that did not land whole: a full device is reported as [`Error::DiskFull`] and
+    /// latches nothing, any other failure latches the store read-only. The records were not
+    /// published, but some may have landed whole before the error (a short write), and they are
+    /// valid records. So the sequence numbers they took, up to `seq_after`, are never used again,
+    /// and on a full device, where writes go on, the active segment ends at its data end
+    /// ([`Inner::end_after_failed_write`]).
+    pub(super) fn write_failed(&self, w: &mut Writer, e: Error, needed: usize, seq_after: u64) -> Error {
+        w.next_seq = w.next_seq.max(seq_after);
+        if !e.is_no_space() {
+            return self.fail(e);
         }
+        if let Err(ended) = self.end_after_failed_write(w) {
+            return ended;
+        }
+        self.disk_full("write segment", needed as u64)
+    }
+
+    /// Ends the active segment after a write past its data end failed: sealed, which truncates
+    /// the file at the data end (that needs no free space) and so cuts off whatever the write
+    /// left, or removed if it holds no record. The next write starts a new segment. Left there,
+    /// those bytes had the next write's sequence numbers, and its record overwrote only their
+    /// start: a crash before the segment was sealed let the failed write's records shadow it.
+    fn end_after_failed_write(&self, w: &mut Writer) -> Result<()> {
+        let Some(active) = w.active.take() else {
+            return Ok(());
+        };
+        w.offset = self.segment_size;
+        if active.data_end() <= SEGMENT_HEADER_LEN as u64 {
+            self.remove_segment(w, &active)?;
+            return self.sync_removals();
+        }
+        self.seal(w, active)
     }
 
     pub(super) fn disk_full(&self, op: &'static str, needed: u64) -> Error {
@@ -668,12 +693,17 @@ impl Inner {
             .disk
             .remove_file(&seg.path)
             .map_err(|e| self.fail(Error::io("remove segment", &seg.path, e)))?;
+        // A hint left behind is harmless: the next open removes a hint without its segment. An
+        // error here used to return before the caller's fsync of the directory, which a power
+        // cut then could undo the segment's unlink without: its records came back.
         let hint = segment::hint_path(&self.dir.path, seg.id);
         match self.dir.disk.remove_file(&hint) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove hint", &hint, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %hint.display(), error = %e, "could not remove the hint of a removed segment; the next open removes it");
+            }
+            _ => {}
         }
+        Ok(())
     }
 
     pub(super) fn stats(&self) -> FileStoreStats {
