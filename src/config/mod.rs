@@ -620,6 +620,8 @@ mod tests {
         assert!(reason.contains("0o640"), "{reason}");
     }
 
+    // The checks run after the level's feature is found enabled.
+    #[cfg(feature = "redis")]
     #[test]
     fn a_redis_user_name_without_a_password_is_refused() {
         // The client authenticates only with a password: the name alone would be dropped and
@@ -635,6 +637,8 @@ mod tests {
         }
     }
 
+    // The checks run after the level's feature is found enabled.
+    #[cfg(feature = "redis")]
     #[test]
     fn backplane_credentials_without_backplane_hosts_are_refused() {
         let base = "[distributed]\nenabled = true\nhosts = [\"a:1\"]\n[invalidation]\nenabled = true\n";
