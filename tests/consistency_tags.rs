@@ -287,6 +287,29 @@ fn tag_sets_share_the_prefix_with_values_but_no_value_write_prefix_delete_or_siz
 }
 
 #[test]
+fn a_member_that_is_no_key_does_not_stop_its_tag_from_invalidating_the_others() {
+    // An empty member and one past the key limit, added to the set by hand: refused as keys,
+    // they failed every invalidation of the tag, and the valid member stayed readable.
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    a.set_with_tags("order:1", "o", None, &["orders"]).unwrap();
+    let too_long = "k".repeat(uno_cache::MAX_KEY_LEN + 1);
+    let set = "app:uno-cache:tag:orders";
+    let () = redis::cmd("SADD")
+        .arg(set)
+        .arg("")
+        .arg(&too_long)
+        .query(&mut redis.raw())
+        .unwrap();
+    assert_eq!(a.invalidate_tag("orders").unwrap(), 1, "only the key is counted");
+    assert_eq!(a.get::<String>("order:1").unwrap(), None);
+    assert_eq!(a.local().get("order:1").unwrap(), None);
+    let left: Vec<String> = redis::cmd("SMEMBERS").arg(set).query(&mut redis.raw()).unwrap();
+    assert!(left.is_empty(), "the set kept {} members", left.len());
+}
+
+#[test]
 fn a_prefix_invalidated_during_an_outage_is_not_brought_back_by_the_replay_of_earlier_writes() {
     prefix_invalidated_during_an_outage(false);
 }

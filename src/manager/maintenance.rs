@@ -238,7 +238,8 @@ impl CacheManager {
 
     /// Deletes every key written with `tag` from both levels here and, through the backplane
     /// (as one message of keys), from every other instance's L1. Returns the number of keys
-    /// the tag held.
+    /// the tag held. A member that is no key (empty, or longer than [`crate::MAX_KEY_LEN`], put
+    /// in the tag's set by hand) is logged, not counted, and removed from the set.
     ///
     /// # Errors
     /// [`Error::Config`] if there is no Redis for tags; the tag Redis's error; otherwise as
@@ -250,13 +251,16 @@ impl CacheManager {
         if members.is_empty() {
             return Ok(0);
         }
-        self.multi_delete(&members)?;
+        let deleted = deletable(tag, &members);
+        if !deleted.is_empty() {
+            self.multi_delete(&deleted)?;
+        }
         let keys: Vec<&str> = members.iter().map(String::as_str).collect();
         if let Err(e) = store.forget(tag, &keys) {
             // Harmless: the next invalidation of the tag deletes them again.
             tracing::warn!(tag, error = %e, "deleted members stay in their tag's set");
         }
-        Ok(members.len() as u64)
+        Ok(deleted.len() as u64)
     }
 
     /// Async [`CacheManager::invalidate_tag`].
@@ -269,12 +273,15 @@ impl CacheManager {
         if members.is_empty() {
             return Ok(0);
         }
-        self.multi_delete_async(&members).await?;
+        let deleted = deletable(tag, &members);
+        if !deleted.is_empty() {
+            self.multi_delete_async(&deleted).await?;
+        }
         let keys: Vec<&str> = members.iter().map(String::as_str).collect();
         if let Err(e) = store.forget_async(tag, &keys).await {
             tracing::warn!(tag, error = %e, "deleted members stay in their tag's set");
         }
-        Ok(members.len() as u64)
+        Ok(deleted.len() as u64)
     }
 
     /// Invalidates what an application event names: deletes its keys from both levels and
@@ -369,6 +376,25 @@ fn members_ttl(s: &Shared, ttl: Option<Duration>) -> Duration {
 }
 
 /// The error of a tag call on a manager without a Redis for tags (or built without one).
+/// The members of `tag` that are keys: a member no level takes (empty, or longer than
+/// [`crate::MAX_KEY_LEN`]: added to the set by hand, or by a build with other limits) holds no
+/// value to delete. It is logged and left out, and goes from the set with the others: refused,
+/// it failed the whole delete, and every later invalidation of the tag again, while the values
+/// of the valid members stayed readable.
+fn deletable<'m>(tag: &str, members: &'m [String]) -> Vec<&'m str> {
+    members
+        .iter()
+        .map(String::as_str)
+        .filter(|key| match crate::keys::check_key(key) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(tag, error = %e, "a member of the tag is not a key; removed from the tag's set");
+                false
+            }
+        })
+        .collect()
+}
+
 fn no_tag_redis() -> Error {
     if !cfg!(feature = "redis") {
         return Error::FeatureDisabled {
