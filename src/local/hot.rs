@@ -467,7 +467,7 @@ impl HotTier {
         };
         typed.decode.get_or_init(decoder);
         let kept = typed.put(key, value, expires_at_ms, size);
-        if self.clears.load(Ordering::SeqCst) != mark {
+        if !self.no_clear_since(mark) {
             self.remove(key);
             return false;
         }
@@ -562,8 +562,8 @@ impl HotTier {
             return;
         }
         // Asked with the values in place: a change or a clear that begins later drops them.
-        let alone = change.stripe.as_ref().is_some_and(|s| !s.overlapped())
-            && self.clears.load(Ordering::SeqCst) == change.mark;
+        let alone =
+            change.stripe.as_ref().is_some_and(|s| !s.overlapped()) && self.no_clear_since(change.mark);
         if alone {
             self.written.fetch_add(put, Ordering::Relaxed);
         } else {
@@ -596,6 +596,13 @@ impl HotTier {
         let mut keys = Vec::new();
         self.each(|_, cache| cache.keys_with_prefix(prefix, &mut keys));
         keys
+    }
+
+    /// Whether no [`clear`](Self::clear) ran since `mark` was taken, nor was running then: a
+    /// clear counts up once as it begins and once as it ends, so an odd mark was taken in the
+    /// middle of one, and a value put after its caches were emptied would outlive it.
+    fn no_clear_since(&self, mark: u64) -> bool {
+        mark.is_multiple_of(2) && self.clears.load(Ordering::SeqCst) == mark
     }
 
     /// Drops every key.

@@ -197,6 +197,17 @@ mod rules {
         assert_eq!(tier.get::<u8>("k"), Some(2));
     }
 
+    #[test]
+    fn an_insert_whose_mark_was_taken_during_a_clear_is_undone() {
+        let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(0)));
+        // Where a clear has begun and not ended: its caches may be emptied already.
+        tier.clears.fetch_add(1, Ordering::SeqCst);
+        let mark = tier.clear_mark();
+        let none = || -> Decoder<u8> { Box::new(|_, _| None) };
+        assert!(!tier.insert_unless_cleared("k", 1u8, 0, 8, mark, none));
+        assert_eq!(tier.get::<u8>("k"), None);
+    }
+
     /// A `u32` from its decimal text.
     fn decimal() -> Decoder<u32> {
         Box::new(|_, bytes| std::str::from_utf8(bytes).ok()?.parse().ok())
