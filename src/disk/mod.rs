@@ -53,6 +53,7 @@ impl Sim {
         match *self {}
     }
     fn renamed(&self, _: &Path, _: &Path) {}
+    fn linked(&self, _: &Path, _: &Path) {}
     fn removed(&self, _: &Path) {}
     fn dir_synced(&self, _: &Path) {}
     fn wrote(&self, _: usize, _: u64, _: &[u8]) {}
@@ -135,6 +136,16 @@ impl Disk {
         std::fs::rename(from, to)?;
         if let Some(sim) = &self.sim {
             sim.renamed(from, to);
+        }
+        Ok(())
+    }
+
+    /// Gives the file at `from` a second name, `to` (which must not exist).
+    pub(crate) fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(Op::Rename, to)?;
+        std::fs::hard_link(from, to)?;
+        if let Some(sim) = &self.sim {
+            sim.linked(from, to);
         }
         Ok(())
     }

@@ -263,6 +263,17 @@ impl Sim {
         }
     }
 
+    pub(super) fn linked(&self, from: &Path, to: &Path) {
+        let mut state = self.state.lock();
+        let (Some(from), Some(to)) = (self.name(from), self.name(to)) else {
+            return;
+        };
+        if let Some(&id) = state.names.get(&from) {
+            state.names.insert(to.clone(), id);
+            state.pending_dir.push(DirOp::Link(to, id));
+        }
+    }
+
     pub(super) fn removed(&self, path: &Path) {
         let mut state = self.state.lock();
         if let Some(name) = self.name(path) {

@@ -395,10 +395,21 @@ impl ReplayQueue {
                         moved_to = %aside.display(),
                         "replay log header damaged; starting an empty, overflowed queue"
                     );
+                    // Linked, not renamed: the damaged log keeps its name until the new,
+                    // overflowed one replaces it in one rename. Renamed away first, a kill or
+                    // a full disk before the new log was in place left no log, and the next
+                    // open started an empty queue without the overflow flag: the lost ops,
+                    // deletes among them, were never reported.
+                    match options.disk.remove_file(&aside) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(Error::io("remove an older damaged replay log", &aside, e))
+                        }
+                        _ => {}
+                    }
                     options
                         .disk
-                        .rename(&path, &aside)
-                        .map_err(|e| Error::io("move damaged replay log", &aside, e))?;
+                        .hard_link(&path, &aside)
+                        .map_err(|e| Error::io("keep a copy of the damaged replay log", &aside, e))?;
                     recovery.header_damage = Some(problem.to_string());
                     overflowed = true;
                     None

@@ -212,3 +212,28 @@ fn a_queue_out_of_sequence_numbers_loses_the_op_and_says_so() {
     assert!(!queue.is_pending("k"));
     assert!(queue.is_overflowed());
 }
+
+#[test]
+fn a_damaged_log_whose_replacement_could_not_be_written_is_still_reported_at_the_next_open() {
+    // The open that finds the header damaged keeps a copy aside and writes a new, overflowed
+    // log over it; here the new log cannot be created (a full disk). When the damaged log was
+    // renamed away first, the next open found no log at all and started an empty queue that
+    // said nothing was lost, though the damaged log may have held deletes.
+    let dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    queue.push_delete("k").unwrap();
+    drop(queue);
+    let path = dir.path().join(LOG_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[20] ^= 0x01; // inside the log id, under the header's CRC
+    fs::write(&path, &bytes).unwrap();
+    let sim = Sim::new(dir.path());
+    sim.fail_next(Op::Create, std::io::ErrorKind::StorageFull);
+    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
+    assert!(ReplayQueue::open(dir.path(), options).is_err());
+    assert_eq!(sim.pending_faults(), 0, "the new log was not tried");
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    assert!(queue.is_overflowed(), "the lost ops went unreported");
+    assert!(queue.recovery_report().header_damage.is_some());
+    assert_eq!(fs::read(dir.path().join("replay.log.damaged")).unwrap(), bytes);
+}
