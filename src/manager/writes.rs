@@ -165,7 +165,8 @@ impl Shared {
                     if !self.hidden(Level::Distributed, "set", first, &error) {
                         return Err(error);
                     }
-                    m.sets.add((items.len() - unsent.len()) as u64);
+                    // Saturating: a level of a user's own may name an index twice.
+                    m.sets.add(items.len().saturating_sub(unsent.len()) as u64);
                     self.queue_failed_sets(&unsent, ttl)
                 }
                 Err(e) => {
