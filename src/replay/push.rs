@@ -52,6 +52,21 @@ impl Op {
     }
 }
 
+/// Ops a latched log refused: lost, so the queue is marked overflowed. A set still pending for
+/// one of their keys is older than the refused op (a newer value, or a delete that took the
+/// key out of L1): replayed after [`recover`](super::ReplayQueue::recover), it would put that
+/// older value back in L2. So it becomes a delete of the key, in memory, where `recover`
+/// writes the new log from. (A reopen before `recover` reads the old log, which still holds the
+/// set: the refusal was never written anywhere.)
+fn refused(inner: &mut Inner, pushes: &[Vec<Op>]) {
+    for op in pushes.iter().flatten() {
+        inner.overflowed = true;
+        if inner.pending.downgrade_key(op.key()) {
+            tracing::warn!(key = %key_for_error(op.key()), "replay queue latched: the pending set of a key whose newer op it refused replays as a delete");
+        }
+    }
+}
+
 /// The queue's bounds.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Bounds {
@@ -67,7 +82,8 @@ pub(super) struct Bounds {
 /// says nothing of what reached the disk), and a reopen would replay them: kept pending, their
 /// keys are not written to L2 directly meanwhile (the manager pushes them, and is refused), so
 /// no newer value of theirs can be overwritten by that replay. And the ops may be lost too, so
-/// L2 may be stale. Pushes refused by a latched log are lost: they mark the queue the same way.
+/// L2 may be stale. Pushes refused by a latched log are lost: they mark the queue the same way,
+/// and a key of theirs with a set pending gets it made a delete, in memory (see [`refused`]).
 pub(super) fn write(
     inner: &mut Inner,
     pushes: Vec<Vec<Op>>,
@@ -76,7 +92,7 @@ pub(super) fn write(
 ) -> Vec<Result<Vec<PushOutcome>>> {
     let count = pushes.len();
     if let Err(e) = inner.log.check_writable() {
-        inner.overflowed |= pushes.iter().any(|ops| !ops.is_empty());
+        refused(inner, &pushes);
         return answer_all_with(&e, inner.log.path(), count);
     }
     let log_id = inner.log.log_id();

@@ -237,3 +237,38 @@ fn a_damaged_log_whose_replacement_could_not_be_written_is_still_reported_at_the
     assert!(queue.recovery_report().header_damage.is_some());
     assert_eq!(fs::read(dir.path().join("replay.log.damaged")).unwrap(), bytes);
 }
+
+/// A push refused by a latched queue leaves no older value of its key to replay: the delete
+/// that took the key out of L1 was refused, and the set queued before it would have put the
+/// old value back in L2 once the queue recovered.
+#[test]
+fn a_latched_queue_refusing_an_op_of_a_key_with_a_pending_set_replays_a_delete_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    queue.push_set("k", b"old", 0).unwrap();
+    queue.push_set("other", b"v", 0).unwrap();
+    queue.fail_next_sync();
+    assert_fsync_failure(&queue.push_delete("unrelated").unwrap_err());
+    assert!(matches!(
+        queue.push_delete("k"),
+        Err(Error::WritesDisabled { .. })
+    ));
+    assert!(queue.recover().unwrap());
+    let action = |key: &str| {
+        queue
+            .pending()
+            .into_iter()
+            .find(|op| op.key == key)
+            .map(|op| op.action)
+    };
+    assert_eq!(
+        action("k"),
+        Some(ReplayAction::Delete),
+        "the old value would replay"
+    );
+    assert!(
+        matches!(action("other"), Some(ReplayAction::Set { .. })),
+        "a key with no refused op keeps its set"
+    );
+    assert!(queue.is_overflowed());
+}
