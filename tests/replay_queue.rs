@@ -189,6 +189,47 @@ fn a_set_that_does_not_fit_max_bytes_is_queued_as_a_delete() {
 }
 
 #[test]
+fn a_delete_short_of_bytes_makes_room_by_turning_the_oldest_pending_sets_into_deletes() {
+    // A set of 3,000 bytes, then deletes of new keys until the bytes run out: the next delete
+    // was lost, and the queue overflowed (L2 may then keep a value it should not). The oldest
+    // set's value now makes room: it replays as a delete of its key, so L2 only loses keys.
+    let dir = tempfile::tempdir().unwrap();
+    let options = ReplayOptions::default().max_bytes(4_124);
+    let q = ReplayQueue::open(dir.path(), options.clone()).unwrap();
+    q.push_set("old", &[7u8; 3_000], 0).unwrap();
+    q.push_set("small", b"v", 0).unwrap();
+    let mut n = 0;
+    while q.bytes() + 64 <= 4_124 {
+        assert!(matches!(
+            q.push_delete(&format!("d{n}")).unwrap(),
+            PushOutcome::Queued { .. }
+        ));
+        n += 1;
+    }
+    for extra in 0..3 {
+        let outcome = q.push_delete(&format!("more{extra}")).unwrap();
+        assert!(matches!(outcome, PushOutcome::Queued { .. }), "{outcome:?}");
+    }
+    assert!(!q.is_overflowed(), "a delete was lost");
+    assert!(q.bytes() <= 4_124, "{}", q.bytes());
+    assert_eq!(q.stats().downgraded, 1);
+    assert_eq!(q.stats().pushed, 2 + n + 3, "the room made is no push");
+    let pending = q.pending();
+    let expected = summary(&pending);
+    let action = |key: &str| expected.iter().find(|(k, _)| *k == key).map(|(_, a)| a.clone());
+    assert_eq!(action("old"), Some(ReplayAction::Delete));
+    assert_eq!(action("small"), Some(set(b"v", 0)), "only as many sets as needed");
+    drop(q);
+    let q = ReplayQueue::open(dir.path(), options).unwrap();
+    assert_eq!(
+        summary(&q.pending()),
+        expected,
+        "the downgrade was written to the log"
+    );
+    assert!(!q.is_overflowed());
+}
+
+#[test]
 fn when_not_even_a_delete_fits_the_overflow_flag_is_set_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let options = ReplayOptions::default().max_entries(2);

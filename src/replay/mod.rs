@@ -62,7 +62,11 @@
 //!    is pushed is downgraded the same way.
 //! 2. A **delete** (or downgraded set) of a key that already has a pending op always fits: it
 //!    replaces that op and never makes the queue bigger.
-//! 3. When even the delete does not fit, the op is lost and the queue becomes **overflowed**
+//! 3. A delete short only of bytes turns the oldest pending sets of other keys into deletes of
+//!    their keys until it fits: their values make the room, and L2 loses those keys instead of
+//!    keeping a stale value.
+//! 4. When even that leaves the delete without room (no sets left, or `max_entries` reached),
+//!    the op is lost and the queue becomes **overflowed**
 //!    ([`PushOutcome::Overflowed`]): a flag, written to the log, that survives restarts until
 //!    [`clear_overflow`] is called. It means "L2 may hold stale values"; the manager reports it and
 //!    should not trust L2 (for example, flush it or skip L2 reads) until an operator clears it.
@@ -294,7 +298,8 @@ pub struct ReplayStats {
     pub overflowed: bool,
     /// Ops queued since open (downgraded ones included).
     pub pushed: u64,
-    /// Sets queued as deletes since open (too big, or already expired).
+    /// Sets queued as deletes since open (too big, or already expired), and pending sets made
+    /// deletes to make room for a delete.
     pub downgraded: u64,
     /// Ops lost since open because not even a delete fit.
     pub lost: u64,

@@ -107,6 +107,8 @@ pub(super) fn write(
     let mut outcomes: Vec<Vec<PushOutcome>> = Vec::with_capacity(count);
     let mut lost = 0u64;
     let mut downgraded = 0u64;
+    // Pending sets made deletes for room: in `planned`, but no push of their own.
+    let mut room_made = 0usize;
     for push in pushes {
         let mut these = Vec::with_capacity(push.len());
         for op in push {
@@ -115,7 +117,7 @@ pub(super) fn write(
                 .copied()
                 .or_else(|| inner.pending.get(op.key()).map(|s| s.disk_len));
             let base_entries = entries - usize::from(current.is_some());
-            let base_bytes = bytes - current.unwrap_or(0);
+            let mut base_bytes = bytes - current.unwrap_or(0);
             let fits = |len: u64| base_entries < bounds.max_entries && base_bytes + len <= bounds.max_bytes;
             let (key, action, was_set) = match op {
                 Op::Set {
@@ -135,6 +137,45 @@ pub(super) fn write(
             let len = encoded_len(&key, &action);
             // A delete of a key that is already pending replaces its op and never grows the queue.
             let replaces = current.is_some() && action == ReplayAction::Delete;
+            if !replaces && !fits(len) && action == ReplayAction::Delete && base_entries < bounds.max_entries
+            {
+                // Only bytes are short: the oldest pending sets of other keys become deletes of
+                // their keys, which frees their values' bytes, before the delete is lost.
+                let room = bounds.max_bytes.saturating_sub(len);
+                let mut made = Vec::new();
+                for (other, slot) in inner.pending.sets_oldest_first() {
+                    if base_bytes <= room {
+                        break;
+                    }
+                    if **other == *key || staged.contains_key(&**other) {
+                        continue;
+                    }
+                    let Some(after) = next_seq.checked_add(1) else {
+                        break;
+                    };
+                    let delete_len = encoded_len(other, &ReplayAction::Delete);
+                    made.push((other.to_string(), next_seq, delete_len));
+                    next_seq = after;
+                    bytes = bytes.saturating_sub(slot.disk_len) + delete_len;
+                    base_bytes = bytes - current.unwrap_or(0);
+                }
+                for (other, seq, delete_len) in made {
+                    tracing::warn!(key = %key_for_error(&other), "replay queue full; a pending set of the key replays as a delete, to make room for a delete");
+                    format::encode_record(&mut buf, log_id, &record_of(&other, seq, &ReplayAction::Delete));
+                    staged.insert(other.clone(), delete_len);
+                    downgraded += 1;
+                    room_made += 1;
+                    planned.push((
+                        other,
+                        Slot {
+                            seq,
+                            action: ReplayAction::Delete,
+                            disk_len: delete_len,
+                        },
+                    ));
+                }
+            }
+            let fits = |len: u64| base_entries < bounds.max_entries && base_bytes + len <= bounds.max_bytes;
             if !replaces && !fits(len) {
                 tracing::warn!(key = %key_for_error(&key), "replay queue full; op lost, queue marked overflowed");
                 lost += 1;
@@ -187,7 +228,7 @@ pub(super) fn write(
     };
     inner.next_seq = next_seq;
     inner.overflowed |= lost > 0 || appended.is_err();
-    inner.stats.pushed += planned.len() as u64;
+    inner.stats.pushed += planned.len().saturating_sub(room_made) as u64;
     inner.stats.downgraded += downgraded;
     inner.stats.lost += lost;
     for (key, slot) in planned {

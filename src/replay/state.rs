@@ -175,6 +175,13 @@ impl Pending {
         self.downgrade(seq)
     }
 
+    /// The pending sets, oldest first, with their keys.
+    pub(crate) fn sets_oldest_first(&self) -> impl Iterator<Item = (&Arc<str>, &Slot)> {
+        self.sets
+            .values()
+            .filter_map(|key| self.slots.get(key).map(|slot| (key, slot)))
+    }
+
     pub(crate) fn downgrade_all_sets(&mut self) -> usize {
         let all: Vec<u64> = self.sets.keys().copied().collect();
         all.into_iter().filter(|&seq| self.downgrade(seq)).count()
