@@ -227,6 +227,16 @@ fn a_delete_short_of_bytes_makes_room_by_turning_the_oldest_pending_sets_into_de
         "the downgrade was written to the log"
     );
     assert!(!q.is_overflowed());
+    // A delete that all the sets left could not make room for is lost, and costs no set.
+    let mut n = 0;
+    while !q.is_overflowed() {
+        q.push_delete(&format!("e{n}")).unwrap();
+        n += 1;
+    }
+    assert!(q
+        .pending()
+        .iter()
+        .any(|op| op.key == "small" && op.action == set(b"v", 0)));
 }
 
 #[test]

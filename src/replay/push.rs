@@ -142,6 +142,7 @@ pub(super) fn write(
                 // Only bytes are short: the oldest pending sets of other keys become deletes of
                 // their keys, which frees their values' bytes, before the delete is lost.
                 let room = bounds.max_bytes.saturating_sub(len);
+                let (bytes_before, seq_before) = (bytes, next_seq);
                 let mut made = Vec::new();
                 for (other, slot) in inner.pending.sets_oldest_first() {
                     if base_bytes <= room {
@@ -158,6 +159,12 @@ pub(super) fn write(
                     next_seq = after;
                     bytes = bytes.saturating_sub(slot.disk_len) + delete_len;
                     base_bytes = bytes - current.unwrap_or(0);
+                }
+                if base_bytes > room {
+                    // Not enough even so: the delete is lost, and no set is given up for it.
+                    (bytes, next_seq) = (bytes_before, seq_before);
+                    base_bytes = bytes - current.unwrap_or(0);
+                    made.clear();
                 }
                 for (other, seq, delete_len) in made {
                     tracing::warn!(key = %key_for_error(&other), "replay queue full; a pending set of the key replays as a delete, to make room for a delete");
