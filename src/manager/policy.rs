@@ -929,3 +929,7 @@ impl Shared {
 #[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "replay_tests.rs"]
+mod replay_tests;

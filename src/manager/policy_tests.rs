@@ -114,8 +114,8 @@ fn a_queued_backfill_expires_when_l2_copy_does_however_late_it_is_written() {
 }
 
 /// An in-process L2 whose next call of a chosen kind is held until the test releases it.
-struct HeldL2 {
-    inner: MemoryStore,
+pub(super) struct HeldL2 {
+    pub(super) inner: MemoryStore,
     gates: std::sync::Mutex<Vec<(&'static str, Held)>>,
     /// Longer values are refused as bad input, as a Memcached below its `-I` refuses them.
     max_value: std::sync::atomic::AtomicUsize,
@@ -142,7 +142,7 @@ impl Gate {
 }
 
 impl HeldL2 {
-    fn new() -> Arc<HeldL2> {
+    pub(super) fn new() -> Arc<HeldL2> {
         Arc::new(HeldL2 {
             inner: MemoryStore::new(1000).unwrap(),
             gates: std::sync::Mutex::new(Vec::new()),
@@ -246,7 +246,7 @@ impl Storage for HeldL2 {
 }
 
 /// A manager on a memory L1 of 100 entries and `l2`, configured by `config`.
-fn memory_l1_with(l2: Arc<HeldL2>, config: crate::CacheConfig) -> crate::CacheManager {
+pub(super) fn memory_l1_with(l2: Arc<HeldL2>, config: crate::CacheConfig) -> crate::CacheManager {
     crate::CacheManager::builder()
         .config(config)
         .local(Arc::new(MemoryStore::new(100).unwrap()))
@@ -847,52 +847,4 @@ fn a_delete_of_a_key_no_level_can_hold_is_refused_before_any_level_is_touched() 
             );
         }
     }
-}
-
-/// A replay queue latched by a failed write (a full disk, a failed fsync) is written anew by
-/// the next replay, which then acks what it sent: the acks failed, and every pass sent the same
-/// ops again until a restart.
-#[test]
-fn a_replay_after_the_queue_latched_rewrites_it_and_acks_what_it_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let l2 = HeldL2::new();
-    let mut config = crate::CacheConfig::default();
-    config.offline.replay_dir = Some(dir.path().to_path_buf());
-    let cache = memory_l1_with(l2.clone(), config);
-    let queue = cache.shared.replay.as_ref().unwrap();
-    queue.push_set("a", b"1", 0).unwrap();
-    queue.fail_next_sync();
-    assert!(queue.push_set("b", b"2", 0).is_err());
-    assert_eq!(cache.replay_now().unwrap(), 2);
-    assert_eq!(cache.stats().consistency.replay_pending, 0);
-    assert_eq!(l2.inner.get("b").unwrap().map(|e| e.value), Some(b"2".to_vec()));
-    assert!(
-        cache.stats().consistency.replay_overflowed,
-        "a push may have been lost meanwhile"
-    );
-}
-
-/// A replay queue latched by a write failure while it held nothing (a compaction's directory
-/// fsync after the last ack, say) is written anew by the replay thread's next tick: the replay
-/// ran only for a queue with ops in it, so every later failed L2 write was refused and lost.
-#[test]
-fn an_empty_replay_queue_latched_by_a_write_failure_takes_writes_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::CacheConfig::default();
-    config.offline.replay_dir = Some(dir.path().to_path_buf());
-    config.offline.replay_interval_ms = 10;
-    let cache = memory_l1_with(HeldL2::new(), config);
-    let queue = cache.shared.replay.as_ref().unwrap();
-    queue.latch_for_test();
-    assert!(queue.is_empty());
-    assert!(matches!(
-        queue.push_delete("k"),
-        Err(Error::WritesDisabled { .. })
-    ));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while queue.push_delete("k").is_err() {
-        assert!(Instant::now() < deadline, "the queue stayed latched");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(queue.is_overflowed(), "the refused push may have been a lost op");
 }

@@ -77,6 +77,14 @@ impl Drop for Workers {
         }
         // Queued L2 writes are sent before the levels go (each send bounded by the L2 timeout).
         self.shared.drain_behind();
+        // A replay queue a failed write latched holds its overflow flag, and the sets it made
+        // deletes for the ops it refused, in memory only: one last try to write them, so that
+        // the next run reads them rather than the log from before the failure.
+        if let Some(queue) = &self.shared.replay {
+            if let Err(e) = queue.recover() {
+                tracing::warn!(error = %e, "the latched replay queue could not be written anew at shutdown; the next run reads the log from before its write failure");
+            }
+        }
         // Last, the backplane's tasks on the I/O thread (their messages were still applied
         // while the queue drained): once they have ended, nothing on that thread holds the
         // shared state, so it is released here, on the caller's thread.

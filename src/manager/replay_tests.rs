@@ -1,0 +1,86 @@
+//! Tests of the manager with its replay queue latched by a failed write (a full disk, a failed
+//! fsync): the queue is written anew and takes writes again, and what it holds only in memory
+//! is not lost when the manager goes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::tests::{memory_l1_with, HeldL2};
+use crate::error::Error;
+use crate::replay::{ReplayAction, ReplayOptions, ReplayQueue};
+use crate::storage::Storage;
+
+/// A replay queue latched by a failed write (a full disk, a failed fsync) is written anew by
+/// the next replay, which then acks what it sent: the acks failed, and every pass sent the same
+/// ops again until a restart.
+#[test]
+fn a_replay_after_the_queue_latched_rewrites_it_and_acks_what_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = HeldL2::new();
+    let mut config = crate::CacheConfig::default();
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    let cache = memory_l1_with(l2.clone(), config);
+    let queue = cache.shared.replay.as_ref().unwrap();
+    queue.push_set("a", b"1", 0).unwrap();
+    queue.fail_next_sync();
+    assert!(queue.push_set("b", b"2", 0).is_err());
+    assert_eq!(cache.replay_now().unwrap(), 2);
+    assert_eq!(cache.stats().consistency.replay_pending, 0);
+    assert_eq!(l2.inner.get("b").unwrap().map(|e| e.value), Some(b"2".to_vec()));
+    assert!(
+        cache.stats().consistency.replay_overflowed,
+        "a push may have been lost meanwhile"
+    );
+}
+
+/// A replay queue latched by a write failure while it held nothing (a compaction's directory
+/// fsync after the last ack, say) is written anew by the replay thread's next tick: the replay
+/// ran only for a queue with ops in it, so every later failed L2 write was refused and lost.
+#[test]
+fn an_empty_replay_queue_latched_by_a_write_failure_takes_writes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::CacheConfig::default();
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    config.offline.replay_interval_ms = 10;
+    let cache = memory_l1_with(HeldL2::new(), config);
+    let queue = cache.shared.replay.as_ref().unwrap();
+    queue.latch_for_test();
+    assert!(queue.is_empty());
+    assert!(matches!(
+        queue.push_delete("k"),
+        Err(Error::WritesDisabled { .. })
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.push_delete("k").is_err() {
+        assert!(Instant::now() < deadline, "the queue stayed latched");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(queue.is_overflowed(), "the refused push may have been a lost op");
+}
+
+/// A latched queue holds in memory only what its log lacks: the overflow flag, and a delete
+/// where the log still holds an older set of the key (the delete's push was refused). Dropping
+/// the manager writes it, so the next run replays the delete rather than the old value.
+#[test]
+fn a_manager_dropped_with_its_replay_queue_latched_writes_the_queue_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::CacheConfig::default();
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    // No replay tick meanwhile: only the drop may write the queue anew.
+    config.offline.replay_interval_ms = 3_600_000;
+    let cache = memory_l1_with(HeldL2::new(), config);
+    let queue = Arc::clone(cache.shared.replay.as_ref().unwrap());
+    queue.push_set("k", b"old", 0).unwrap();
+    queue.latch_for_test();
+    assert!(queue.push_delete("k").is_err());
+    drop(queue);
+    drop(cache);
+    let reopened = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    assert!(reopened.is_overflowed(), "the refused push's flag was lost");
+    let action = reopened
+        .pending()
+        .into_iter()
+        .find(|op| op.key == "k")
+        .map(|op| op.action);
+    assert_eq!(action, Some(ReplayAction::Delete), "the old value would replay");
+}
