@@ -67,6 +67,11 @@ fn refused(inner: &mut Inner, pushes: &[Vec<Op>]) {
     }
 }
 
+/// Pending sets a delete short of bytes weighs at most to make room (see [`write`]): the push
+/// holds the queue's lock, and a queue full of small sets that cannot make the room would
+/// otherwise be walked whole by every delete it loses.
+const ROOM_SETS_WEIGHED: usize = 4096;
+
 /// The queue's bounds.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Bounds {
@@ -144,7 +149,7 @@ pub(super) fn write(
                 let room = bounds.max_bytes.saturating_sub(len);
                 let (bytes_before, seq_before) = (bytes, next_seq);
                 let mut made = Vec::new();
-                for (other, slot) in inner.pending.sets_oldest_first() {
+                for (other, slot) in inner.pending.sets_oldest_first().take(ROOM_SETS_WEIGHED) {
                     if base_bytes <= room {
                         break;
                     }
