@@ -29,9 +29,11 @@ fn run(name: &str, trace: &[u32], capacity: usize, seed: u64) -> Row {
 
 /// The hash seeds of the three stores [`run_median`] runs, and of their `quick_cache`s. The
 /// same seeds give the same ratios in every run (the file store's
-/// [`hash_seed`](uno_cache::FileStoreOptions::hash_seed)), so a failure is the policy's, never
-/// the draw's: with random seeds, one CI run in about twenty failed a bound that the median of
-/// twenty runs had kept (the sliding window: 68.67 against quick_cache's 72.75).
+/// [`hash_seed`](uno_cache::FileStoreOptions::hash_seed)), so a failure is the policy's, not the
+/// draw's: with random seeds, one CI run in about twenty failed a bound that the median of
+/// twenty runs had kept (the sliding window: 68.67 against quick_cache's 72.75). The figures
+/// pinned below are those of builds without AES target features (the default on x86-64 and
+/// aarch64): with them, aHash hashes otherwise, and the seeds are three other draws.
 const SEEDS: [u64; 3] = [1, 2, 3];
 
 /// [`run`] on three stores, one per seed of [`SEEDS`], keeping the row whose file tier is the
@@ -78,10 +80,10 @@ fn a_fixed_hash_seed_gives_the_same_ratios_in_every_run() {
 /// take the noise of its randomly seeded shard hashing.
 fn assert_memory_tier_matches_quick_cache(name: &str, row: &Row) {
     assert!(
-        row.memory >= row.quick_cache - 1.0,
+        row.memory >= row.quick_cache_like_memory - 1.0,
         "{name}: memory tier {:.2}% fell behind quick_cache {:.2}%",
         row.memory,
-        row.quick_cache
+        row.quick_cache_like_memory
     );
 }
 

@@ -375,7 +375,6 @@ fn members_ttl(s: &Shared, ttl: Option<Duration>) -> Duration {
         .saturating_add(s.fail_safe.window())
 }
 
-/// The error of a tag call on a manager without a Redis for tags (or built without one).
 /// The members of `tag` that are keys: a member no level takes (empty, or longer than
 /// [`crate::MAX_KEY_LEN`]: added to the set by hand, or by a build with other limits) holds no
 /// value to delete. It is logged and left out, and goes from the set with the others: refused,
@@ -395,6 +394,7 @@ fn deletable<'m>(tag: &str, members: &'m [String]) -> Vec<&'m str> {
         .collect()
 }
 
+/// The error of a tag call on a manager without a Redis for tags (or built without one).
 fn no_tag_redis() -> Error {
     if !cfg!(feature = "redis") {
         return Error::FeatureDisabled {

@@ -19,6 +19,8 @@ fn a_replay_after_the_queue_latched_rewrites_it_and_acks_what_it_sent() {
     let l2 = HeldL2::new();
     let mut config = crate::CacheConfig::default();
     config.offline.replay_dir = Some(dir.path().to_path_buf());
+    // Only `replay_now` replays: no tick meanwhile, and no nudge (the queue was empty at build).
+    config.offline.replay_interval_ms = 3_600_000;
     let cache = memory_l1_with(l2.clone(), config);
     let queue = cache.shared.replay.as_ref().unwrap();
     queue.push_set("a", b"1", 0).unwrap();
@@ -66,7 +68,8 @@ fn a_manager_dropped_with_its_replay_queue_latched_writes_the_queue_anew() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = crate::CacheConfig::default();
     config.offline.replay_dir = Some(dir.path().to_path_buf());
-    // No replay tick meanwhile: only the drop may write the queue anew.
+    // No replay tick meanwhile, and no nudge (the queue was empty at build): only the drop may
+    // write the queue anew.
     config.offline.replay_interval_ms = 3_600_000;
     let cache = memory_l1_with(HeldL2::new(), config);
     let queue = Arc::clone(cache.shared.replay.as_ref().unwrap());

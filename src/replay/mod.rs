@@ -405,16 +405,15 @@ impl ReplayQueue {
                     // a full disk before the new log was in place left no log, and the next
                     // open started an empty queue without the overflow flag: the lost ops,
                     // deletes among them, were never reported.
-                    match options.disk.remove_file(&aside) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(Error::io("remove an older damaged replay log", &aside, e))
-                        }
-                        _ => {}
+                    // The copy is for diagnosis only: a file system without hard links (vfat,
+                    // some network mounts) keeps none, and the open goes on.
+                    let kept = match options.disk.remove_file(&aside) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => options.disk.hard_link(&path, &aside),
+                    };
+                    if let Err(e) = kept {
+                        tracing::warn!(path = %aside.display(), error = %e, "could not keep a copy of the damaged replay log; the new log replaces it");
                     }
-                    options
-                        .disk
-                        .hard_link(&path, &aside)
-                        .map_err(|e| Error::io("keep a copy of the damaged replay log", &aside, e))?;
                     recovery.header_damage = Some(problem.to_string());
                     overflowed = true;
                     None

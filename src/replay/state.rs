@@ -166,7 +166,6 @@ impl Pending {
         due.into_iter().filter(|&seq| self.downgrade(seq)).count()
     }
 
-    /// Turns every pending set into a delete. Returns how many.
     /// Makes `key`'s pending op, if it is a set, a delete of the key (same seq). Whether it was.
     pub(crate) fn downgrade_key(&mut self, key: &str) -> bool {
         let Some(seq) = self.slots.get(key).map(|slot| slot.seq) else {
@@ -182,6 +181,7 @@ impl Pending {
             .filter_map(|key| self.slots.get(key).map(|slot| (key, slot)))
     }
 
+    /// Turns every pending set into a delete. Returns how many.
     pub(crate) fn downgrade_all_sets(&mut self) -> usize {
         let all: Vec<u64> = self.sets.keys().copied().collect();
         all.into_iter().filter(|&seq| self.downgrade(seq)).count()

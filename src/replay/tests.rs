@@ -272,3 +272,24 @@ fn a_latched_queue_refusing_an_op_of_a_key_with_a_pending_set_replays_a_delete_o
     );
     assert!(queue.is_overflowed());
 }
+
+#[test]
+fn a_damaged_log_on_a_file_system_without_hard_links_still_opens_overflowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    queue.push_delete("k").unwrap();
+    drop(queue);
+    let path = dir.path().join(LOG_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[20] ^= 0x01;
+    fs::write(&path, &bytes).unwrap();
+    let sim = Sim::new(dir.path());
+    // The hard link is the first name change of the open (vfat says "operation not permitted").
+    sim.fail_next(Op::Rename, std::io::ErrorKind::PermissionDenied);
+    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
+    let queue = ReplayQueue::open(dir.path(), options).unwrap();
+    assert_eq!(sim.pending_faults(), 0);
+    assert!(queue.is_overflowed());
+    assert!(queue.recovery_report().header_damage.is_some());
+    assert!(!dir.path().join("replay.log.damaged").exists());
+}

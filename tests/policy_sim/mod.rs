@@ -358,23 +358,24 @@ impl Policy for Lru {
 pub struct QuickCache(quick_cache::sync::Cache<u32, (), quick_cache::UnitWeighter, ahash::RandomState>);
 
 impl QuickCache {
-    /// `seed`: its hash seeds, fixed for a run that repeats (see [`compare`]), or random. It
-    /// gets 8 shards, what `quick_cache` picks on two cores: each shard evicts on its own, so
-    /// the count moves the ratio (0.6 points on the sliding window), and fixed it does not
-    /// depend on the machine's cores.
-    pub fn new(capacity: usize, seed: Option<u64>) -> QuickCache {
+    /// `seed`: its hash seeds, fixed for a run that repeats (see [`compare`]), or random.
+    /// `shards`: fixed, so that the figures do not depend on the machine's cores (each shard
+    /// evicts on its own, and the count moved the sliding window's ratio by 0.6 points), or
+    /// `quick_cache`'s default, four per core, as the memory tier has it.
+    pub fn new(capacity: usize, seed: Option<u64>, shards: Option<usize>) -> QuickCache {
         let hasher = match seed {
             Some(seed) => ahash::RandomState::with_seeds(seed, 1, 2, 3),
             None => ahash::RandomState::new(),
         };
-        let options = quick_cache::OptionsBuilder::new()
+        let mut options = quick_cache::OptionsBuilder::new();
+        options
             .estimated_items_capacity(capacity)
-            .weight_capacity(capacity as u64)
-            .shards(8)
-            .build()
-            .unwrap();
+            .weight_capacity(capacity as u64);
+        if let Some(shards) = shards {
+            options.shards(shards);
+        }
         QuickCache(quick_cache::sync::Cache::with_options(
-            options,
+            options.build().unwrap(),
             quick_cache::UnitWeighter,
             hasher,
             quick_cache::sync::DefaultLifecycle::default(),
@@ -533,7 +534,11 @@ pub struct Row {
     /// The file tier's [`FileTier::copies_per_insert`].
     pub file_copies: f64,
     pub memory: f64,
+    /// `quick_cache` with 8 shards, what it picks on two cores, and the seed of the file tier.
     pub quick_cache: f64,
+    /// `quick_cache` as the memory tier builds it (random seeds, its default shards): what the
+    /// memory tier is held to.
+    pub quick_cache_like_memory: f64,
     pub moka: f64,
     pub lru: f64,
 }
@@ -541,8 +546,9 @@ pub struct Row {
 /// Runs every cache on `trace` with about `capacity` entries (the file tier's measured capacity
 /// is given to the others). `with_moka`: moka is the slowest to simulate, so the test skips it.
 /// `seed` fixes the hash seeds of the file tier and of `quick_cache`, so that the run gives the
-/// same ratios every time; `None` draws them at random, to see their spread. The memory tier and
-/// moka are always seeded at random.
+/// same ratios every time (on one build target: aHash takes another algorithm where AES
+/// instructions are enabled at compile time, `-C target-cpu=native` say); `None` draws them at
+/// random, to see their spread. The memory tier and moka are always seeded at random.
 pub fn compare(trace: &[u32], capacity: usize, max_size_mb: u64, with_moka: bool, seed: Option<u64>) -> Row {
     let mut file = FileTier::new(capacity, max_size_mb, seed);
     let capacity = file.capacity();
@@ -552,7 +558,8 @@ pub fn compare(trace: &[u32], capacity: usize, max_size_mb: u64, with_moka: bool
         file: file_ratio,
         file_copies: file.copies_per_insert(),
         memory: hit_ratio(&mut MemoryTier::new(capacity), trace),
-        quick_cache: hit_ratio(&mut QuickCache::new(capacity, seed), trace),
+        quick_cache: hit_ratio(&mut QuickCache::new(capacity, seed, Some(8)), trace),
+        quick_cache_like_memory: hit_ratio(&mut QuickCache::new(capacity, None, None), trace),
         moka: if with_moka {
             hit_ratio(&mut Moka::new(capacity), trace)
         } else {

@@ -145,8 +145,9 @@ impl FileStoreOptions {
     }
 
     /// Fixes the seed of the key hash, so that the same operations make the same eviction and
-    /// admission choices in every run: for simulations, hit-ratio tests and reproducing a
-    /// report. Unset (the default), each open draws a random seed, which keeps hash flooding
+    /// admission choices in every run of one build: for simulations, hit-ratio tests and
+    /// reproducing a report. (The hash, aHash, takes another algorithm where AES instructions
+    /// are enabled at compile time, so another build target may choose otherwise.) Unset (the default), each open draws a random seed, which keeps hash flooding
     /// out: whoever knows the seed and chooses the keys can make them collide in the index and
     /// in the admission sketch. The hash is never written to disk, so the seed may differ
     /// between opens of one directory.
