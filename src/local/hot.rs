@@ -56,6 +56,10 @@ use self::changes::{Change as StripeChange, Changes};
 use self::key::{HotKey, Probe, Weight};
 use super::weigh;
 use crate::clock::{self, Clock};
+
+/// The clear mark taken while a clear runs: no count of clears ever reaches it, so nothing put
+/// under it stays (see [`HotTier::clear_mark`]).
+const RUNNING_CLEAR: u64 = u64::MAX;
 use crate::storage::{StorageCounters, TierAbove};
 
 /// How many value types the tier keeps caches for.
@@ -304,9 +308,10 @@ pub struct HotTier {
     /// rounded down to a weight a key can hold (see `key`), so that small values are bounded by
     /// their count alone.
     unit: u64,
-    /// Bumped before and after every [`clear`](HotTier::clear); see
-    /// [`insert_unless_cleared`](HotTier::insert_unless_cleared).
+    /// Clears begun and clears ended (see [`clear`](HotTier::clear) and
+    /// [`insert_unless_cleared`](HotTier::insert_unless_cleared)): equal, no clear is running.
     clears: AtomicU64,
+    cleared: AtomicU64,
     changes: Changes,
     /// See [`written`](HotTier::written).
     written: AtomicU64,
@@ -353,6 +358,7 @@ impl HotTier {
             max_bytes,
             unit,
             clears: AtomicU64::new(0),
+            cleared: AtomicU64::new(0),
             changes: Changes::new(),
             written: AtomicU64::new(0),
             evictions: Arc::new(AtomicU64::new(0)),
@@ -444,7 +450,13 @@ impl HotTier {
     /// [`insert_unless_cleared`](Self::insert_unless_cleared).
     #[must_use]
     pub fn clear_mark(&self) -> u64 {
-        self.clears.load(Ordering::SeqCst)
+        let begun = self.clears.load(Ordering::SeqCst);
+        if self.cleared.load(Ordering::SeqCst) != begun {
+            // Taken while a clear runs: its caches may be emptied already, so nothing put
+            // under this mark may stay.
+            return RUNNING_CLEAR;
+        }
+        begun
     }
 
     /// [`insert`](Self::insert), undone if a [`clear`](Self::clear) began since `mark` was
@@ -598,18 +610,18 @@ impl HotTier {
         keys
     }
 
-    /// Whether no [`clear`](Self::clear) ran since `mark` was taken, nor was running then: a
-    /// clear counts up once as it begins and once as it ends, so an odd mark was taken in the
-    /// middle of one, and a value put after its caches were emptied would outlive it.
+    /// Whether no [`clear`](Self::clear) began since `mark` was taken, nor was running then
+    /// (see [`clear_mark`](Self::clear_mark)): a value put after a clear emptied the caches
+    /// would outlive it.
     fn no_clear_since(&self, mark: u64) -> bool {
-        mark.is_multiple_of(2) && self.clears.load(Ordering::SeqCst) == mark
+        mark != RUNNING_CLEAR && self.clears.load(Ordering::SeqCst) == mark
     }
 
     /// Drops every key.
     pub fn clear(&self) {
         self.clears.fetch_add(1, Ordering::SeqCst);
         self.each(|_, cache| cache.clear());
-        self.clears.fetch_add(1, Ordering::SeqCst);
+        self.cleared.fetch_add(1, Ordering::SeqCst);
     }
 
     /// What the tier's entries count against its bounds in bytes, all types (see
