@@ -165,8 +165,9 @@ pub(super) fn write(
                     bytes = bytes.saturating_sub(slot.disk_len) + delete_len;
                     base_bytes = bytes - current.unwrap_or(0);
                 }
-                if base_bytes > room {
-                    // Not enough even so: the delete is lost, and no set is given up for it.
+                if base_bytes > room || next_seq.checked_add(1).is_none() {
+                    // Not enough even so (or no sequence number left for the delete itself): the
+                    // delete is lost, and no set is given up for it.
                     (bytes, next_seq) = (bytes_before, seq_before);
                     base_bytes = bytes - current.unwrap_or(0);
                     made.clear();

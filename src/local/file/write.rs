@@ -364,7 +364,8 @@ impl Inner {
     }
 
     /// A write that did not land whole: a full device is reported as [`Error::DiskFull`] and
-    /// latches nothing, any other failure latches the store read-only. The records were not
+    /// latches nothing (unless ending the segment then fails, whose error it returns), any
+    /// other failure latches the store read-only. The records were not
     /// published, but some may have landed whole before the error (a short write), and they are
     /// valid records. So the sequence numbers they took, up to `seq_after`, are never used again,
     /// and on a full device, where writes go on, the active segment ends at its data end
