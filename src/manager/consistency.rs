@@ -224,7 +224,16 @@ impl Shared {
                     // that key), not as a failure: the replay goes on.
                     Err(e) if e.is_bad_input() => {
                         tracing::warn!(key = %key_for_error(&op.key), error = %e, "L2 refuses a replayed op; the key is dropped from both levels");
-                        self.undo_local(&[op.key.as_str()]);
+                        {
+                            // Unless a newer op of the key was queued since: its value, in L1,
+                            // is newer than the refused one, and its own replay decides. A
+                            // write of the key queues its op while it owns the key, so owning
+                            // it here, the check and the delete see every such write whole.
+                            let _key = self.guard.order([op.key.as_str()], true);
+                            if q.pending_seq(&op.key) == Some(op.seq) {
+                                self.undo_local(&[op.key.as_str()]);
+                            }
+                        }
                         match l2.delete(&op.key) {
                             Ok(_) => done.push(op),
                             Err(e) if e.is_bad_input() => done.push(op),

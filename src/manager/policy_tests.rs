@@ -118,7 +118,7 @@ pub(super) struct HeldL2 {
     pub(super) inner: MemoryStore,
     gates: std::sync::Mutex<Vec<(&'static str, Held)>>,
     /// Longer values are refused as bad input, as a Memcached below its `-I` refuses them.
-    max_value: std::sync::atomic::AtomicUsize,
+    pub(super) max_value: std::sync::atomic::AtomicUsize,
     /// `set_each` fails as an unreachable server's does.
     batches_fail: std::sync::atomic::AtomicBool,
 }
@@ -128,13 +128,13 @@ struct Held {
     release: std::sync::mpsc::Receiver<()>,
 }
 
-struct Gate {
+pub(super) struct Gate {
     entered: std::sync::mpsc::Receiver<()>,
-    release: std::sync::mpsc::Sender<()>,
+    pub(super) release: std::sync::mpsc::Sender<()>,
 }
 
 impl Gate {
-    fn wait_entered(&self) {
+    pub(super) fn wait_entered(&self) {
         self.entered
             .recv_timeout(Duration::from_secs(20))
             .expect("the held call never came");
@@ -151,7 +151,7 @@ impl HeldL2 {
         })
     }
 
-    fn hold(&self, op: &'static str) -> Gate {
+    pub(super) fn hold(&self, op: &'static str) -> Gate {
         let (entered_tx, entered_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel();
         let held = Held {

@@ -87,3 +87,34 @@ fn a_manager_dropped_with_its_replay_queue_latched_writes_the_queue_anew() {
         .map(|op| op.action);
     assert_eq!(action, Some(ReplayAction::Delete), "the old value would replay");
 }
+
+/// L2 refuses a replayed set as bad input while a newer write of the key waits in the queue:
+/// the key leaves L1 only if its pending op is still the refused one. Before, the newer value,
+/// written and acknowledged meanwhile, was taken out of L1 (a miss until its own replay).
+#[test]
+fn a_replayed_set_l2_refuses_does_not_take_a_newer_write_out_of_l1() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = HeldL2::new();
+    l2.max_value.store(4, std::sync::atomic::Ordering::Relaxed);
+    let mut config = crate::CacheConfig::default();
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    // Only `replay_now` replays: no tick meanwhile, and no nudge (the queue was empty at build).
+    config.offline.replay_interval_ms = 3_600_000;
+    let cache = memory_l1_with(l2.clone(), config);
+    // What an outage left: a set L2 will refuse as too large.
+    let queue = cache.shared.replay.as_ref().unwrap();
+    queue.push_set("k", b"too long for L2", 0).unwrap();
+    let gate = l2.hold("set");
+    std::thread::scope(|s| {
+        let replay = s.spawn(|| cache.replay_now());
+        gate.wait_entered();
+        // The key is pending: the write is queued behind the replay's op, not sent past it.
+        cache.set_raw("k", b"new", None).unwrap();
+        gate.release.send(()).unwrap();
+        replay.join().unwrap().unwrap();
+    });
+    let in_l1 = cache.shared.l1.get("k").unwrap().map(|e| e.value);
+    assert_eq!(in_l1.as_deref(), Some(&b"new"[..]), "the newer write left L1");
+    let in_l2 = l2.inner.get("k").unwrap().map(|e| e.value);
+    assert_eq!(in_l2.as_deref(), Some(&b"new"[..]), "its own replay reached L2");
+}

@@ -600,6 +600,11 @@ impl ReplayQueue {
         self.pending_keys.contains(key)
     }
 
+    /// The sequence number of `key`'s pending op, if it has one (waits for a push's fsync).
+    pub(crate) fn pending_seq(&self, key: &str) -> Option<u64> {
+        self.inner.lock().pending.get(key).map(|slot| slot.seq)
+    }
+
     /// The keys starting with `prefix` that have a pending op (read as [`is_pending`]
     /// does, without waiting for a push's fsync).
     ///
