@@ -213,20 +213,27 @@ fn a_queue_out_of_sequence_numbers_loses_the_op_and_says_so() {
     assert!(queue.is_overflowed());
 }
 
-#[test]
-fn a_damaged_log_whose_replacement_could_not_be_written_is_still_reported_at_the_next_open() {
-    // The open that finds the header damaged keeps a copy aside and writes a new, overflowed
-    // log over it; here the new log cannot be created (a full disk). When the damaged log was
-    // renamed away first, the next open found no log at all and started an empty queue that
-    // said nothing was lost, though the damaged log may have held deletes.
+/// A queue directory whose log held a delete and then had a bit of its header flipped, inside
+/// the log id (under the header's CRC); and the damaged log's bytes.
+fn a_log_with_a_damaged_header() -> (tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
     queue.push_delete("k").unwrap();
     drop(queue);
     let path = dir.path().join(LOG_FILE);
     let mut bytes = fs::read(&path).unwrap();
-    bytes[20] ^= 0x01; // inside the log id, under the header's CRC
+    bytes[20] ^= 0x01;
     fs::write(&path, &bytes).unwrap();
+    (dir, bytes)
+}
+
+#[test]
+fn a_damaged_log_whose_replacement_could_not_be_written_is_still_reported_at_the_next_open() {
+    // The open that finds the header damaged keeps a copy aside and writes a new, overflowed
+    // log over it; here the new log cannot be created (a full disk). When the damaged log was
+    // renamed away first, the next open found no log at all and started an empty queue that
+    // said nothing was lost, though the damaged log may have held deletes.
+    let (dir, bytes) = a_log_with_a_damaged_header();
     let sim = Sim::new(dir.path());
     sim.fail_next(Op::Create, std::io::ErrorKind::StorageFull);
     let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
@@ -275,14 +282,7 @@ fn a_latched_queue_refusing_an_op_of_a_key_with_a_pending_set_replays_a_delete_o
 
 #[test]
 fn a_damaged_log_on_a_file_system_without_hard_links_still_opens_overflowed() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
-    queue.push_delete("k").unwrap();
-    drop(queue);
-    let path = dir.path().join(LOG_FILE);
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[20] ^= 0x01;
-    fs::write(&path, &bytes).unwrap();
+    let (dir, _) = a_log_with_a_damaged_header();
     let sim = Sim::new(dir.path());
     // The hard link is the first name change of the open (vfat says "operation not permitted").
     sim.fail_next(Op::Rename, std::io::ErrorKind::PermissionDenied);
