@@ -10,6 +10,15 @@ use crate::error::Error;
 use crate::replay::{ReplayAction, ReplayOptions, ReplayQueue};
 use crate::storage::Storage;
 
+/// A manager's configuration with its replay queue in `dir`, replayed only by `replay_now` (or
+/// the manager's drop): no tick for an hour, and no nudge, as the queue is empty at build.
+fn replaying_on_demand(dir: &std::path::Path) -> crate::CacheConfig {
+    let mut config = crate::CacheConfig::default();
+    config.offline.replay_dir = Some(dir.to_path_buf());
+    config.offline.replay_interval_ms = 3_600_000;
+    config
+}
+
 /// A replay queue latched by a failed write (a full disk, a failed fsync) is written anew by
 /// the next replay, which then acks what it sent: the acks failed, and every pass sent the same
 /// ops again until a restart.
@@ -17,10 +26,7 @@ use crate::storage::Storage;
 fn a_replay_after_the_queue_latched_rewrites_it_and_acks_what_it_sent() {
     let dir = tempfile::tempdir().unwrap();
     let l2 = HeldL2::new();
-    let mut config = crate::CacheConfig::default();
-    config.offline.replay_dir = Some(dir.path().to_path_buf());
-    // Only `replay_now` replays: no tick meanwhile, and no nudge (the queue was empty at build).
-    config.offline.replay_interval_ms = 3_600_000;
+    let config = replaying_on_demand(dir.path());
     let cache = memory_l1_with(l2.clone(), config);
     let queue = cache.shared.replay.as_ref().unwrap();
     queue.push_set("a", b"1", 0).unwrap();
@@ -66,11 +72,7 @@ fn an_empty_replay_queue_latched_by_a_write_failure_takes_writes_again() {
 #[test]
 fn a_manager_dropped_with_its_replay_queue_latched_writes_the_queue_anew() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::CacheConfig::default();
-    config.offline.replay_dir = Some(dir.path().to_path_buf());
-    // No replay tick meanwhile, and no nudge (the queue was empty at build): only the drop may
-    // write the queue anew.
-    config.offline.replay_interval_ms = 3_600_000;
+    let config = replaying_on_demand(dir.path());
     let cache = memory_l1_with(HeldL2::new(), config);
     let queue = Arc::clone(cache.shared.replay.as_ref().unwrap());
     queue.push_set("k", b"old", 0).unwrap();
@@ -96,10 +98,7 @@ fn a_replayed_set_l2_refuses_does_not_take_a_newer_write_out_of_l1() {
     let dir = tempfile::tempdir().unwrap();
     let l2 = HeldL2::new();
     l2.max_value.store(4, std::sync::atomic::Ordering::Relaxed);
-    let mut config = crate::CacheConfig::default();
-    config.offline.replay_dir = Some(dir.path().to_path_buf());
-    // Only `replay_now` replays: no tick meanwhile, and no nudge (the queue was empty at build).
-    config.offline.replay_interval_ms = 3_600_000;
+    let config = replaying_on_demand(dir.path());
     let cache = memory_l1_with(l2.clone(), config);
     // What an outage left: a set L2 will refuse as too large.
     let queue = cache.shared.replay.as_ref().unwrap();
