@@ -11,6 +11,7 @@
 //! | `typed` | typed reads through the memory tier of decoded values                |
 //! | `monitor` | [`Monitor`]: statistics from the counters and the levels' sizes     |
 //! | `policy` | the read, TTL, backfill and fallback rules, and the state they share |
+//! | `batch_read` | batch reads: one L1 call, one L2 call for the rest, backfills queued |
 //! | `writes` | the write and delete rules: L1 step, then L2 now, queued, or replayed |
 //! | `guard`  | per-key ordering of writes across both levels; keeps a backfill from landing after a racing write or delete |
 //! | `behind` | write-behind: the queue of L2 writes and the thread that sends them   |
@@ -40,6 +41,7 @@ mod backplane;
 #[cfg(not(feature = "redis"))]
 #[path = "backplane_off.rs"]
 mod backplane;
+mod batch_read;
 mod behind;
 mod blocking;
 mod builder;

@@ -20,12 +20,12 @@
 //!   step of a set, delete or batch and hold them until L2 (or a queue) has it, so one key's
 //!   writes reach both levels in one order; reads take no stripe.
 //! - batches: one L1 call, then one L2 call for the keys L1 did not answer; the L2 hits of a
-//!   batch are backfilled by the backfill thread after the call returns (see `fill`).
+//!   batch are backfilled by the backfill thread after the call returns (see `batch_read` and
+//!   `fill`).
 //! - `fallback_on_error = true`: an L2 failure is counted, logged and hidden (a miss on read,
 //!   L1-only on write); `false`: it reaches the caller. A failed L1 *write* always reaches the
 //!   caller (L1 might still serve the old value otherwise); L2 is then not written.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 #[cfg(feature = "redis")]
@@ -36,7 +36,7 @@ use super::apart::Apart;
 use super::behind::WriteQueue;
 use super::distrust::Distrust;
 use super::failsafe::FailSafe;
-use super::fill::{FillBatch, FillQueue};
+use super::fill::FillQueue;
 use super::guard::{KeyOrder, Ticket};
 use super::l2_size::L2Size;
 use super::loader::Flights;
@@ -282,7 +282,7 @@ impl Shared {
     }
 
     /// [`backfill_ttl`](Self::backfill_ttl) at `now` (one clock reading for a batch).
-    fn backfill_ttl_at(&self, entry: &Entry, now: std::time::SystemTime) -> Option<Duration> {
+    pub(super) fn backfill_ttl_at(&self, entry: &Entry, now: std::time::SystemTime) -> Option<Duration> {
         match entry.remaining_ttl(now) {
             None => Some(self.local_ttl),
             Some(left) if left.is_zero() => None,
@@ -508,7 +508,7 @@ impl Shared {
     /// completed before the read began, replaced. The queue's settle epoch of the key (recorded
     /// with the ticket) tells; such a read is answered again from the queue (a newer set), or as
     /// a miss (the settling op overlaps the read). `None`: L2's answer stands.
-    fn overtaken(&self, key: &str, ticket: Ticket) -> Option<Option<Vec<u8>>> {
+    pub(super) fn overtaken(&self, key: &str, ticket: Ticket) -> Option<Option<Vec<u8>>> {
         let answer = self.overtaken_answer(key, ticket)?;
         self.metrics.consistency.overtaken_reads.incr();
         if answer.is_some() {
@@ -532,7 +532,7 @@ impl Shared {
 
     /// Copies an L2 hit into L1, unless a write raced it or L1's admission policy refuses it
     /// (a fill, see [`LocalStorage::fill_each`]). Never fails the read.
-    fn backfill(&self, key: &str, ticket: Ticket, entry: &Entry) {
+    pub(super) fn backfill(&self, key: &str, ticket: Ticket, entry: &Entry) {
         let Some(ttl) = self.backfill_ttl(entry) else {
             return;
         };
@@ -557,285 +557,6 @@ impl Shared {
         }
     }
 
-    /// The L1 pass of a batch read: fills `out` with hits, returns the keys to ask L2 (with
-    /// the suspect L1 entries to revalidate in `suspects`).
-    pub(crate) fn read_many_l1<'k>(
-        &self,
-        keys: &[&'k str],
-        out: &mut HashMap<String, Vec<u8>>,
-        suspects: &mut HashMap<&'k str, Entry>,
-    ) -> Result<Vec<&'k str>> {
-        if self.check_freshness.load(Ordering::Acquire) {
-            self.retry_trust();
-            return self.read_many_l1_checked(keys, out, suspects);
-        }
-        let m = &self.metrics.local;
-        let start = stats::sample_l1();
-        let result = self.l1.get_many(keys);
-        m.get_latency.record_since(start);
-        let found = match result {
-            Ok(found) => found,
-            Err(e) => {
-                self.failed(Level::Local, "get_many", keys.first().copied().unwrap_or(""), e)?;
-                return Ok(self.drop_pending(keys.to_vec()));
-            }
-        };
-        let mut found = found.into_iter();
-        let mut missed = Vec::new();
-        for key in keys {
-            match found.next().flatten() {
-                Some(entry) => {
-                    m.hits.incr();
-                    out.insert((*key).to_owned(), entry.value);
-                }
-                None => {
-                    m.misses.incr();
-                    missed.push(*key);
-                }
-            }
-        }
-        Ok(self.drop_pending(missed))
-    }
-
-    /// [`read_many_l1`](Self::read_many_l1) while L1 entries may be suspect: freshness is per
-    /// key, so one checked read each (L1 is local). Trusted hits and plain misses are counted
-    /// once for the batch; a suspect entry or an error takes the single-read path.
-    fn read_many_l1_checked<'k>(
-        &self,
-        keys: &[&'k str],
-        out: &mut HashMap<String, Vec<u8>>,
-        suspects: &mut HashMap<&'k str, Entry>,
-    ) -> Result<Vec<&'k str>> {
-        let m = &self.metrics.local;
-        let distrust = self.distrust_l1.is_on();
-        let start = stats::sample_l1();
-        let (mut hits, mut misses) = (0u64, 0u64);
-        let mut missed = Vec::new();
-        let mut other = Vec::new();
-        for key in keys {
-            match self.l1.get_checked(key) {
-                Ok(Some((entry, Freshness::Trusted))) if !distrust => {
-                    hits += 1;
-                    out.insert((*key).to_owned(), entry.value);
-                }
-                Ok(None) => {
-                    misses += 1;
-                    missed.push(*key);
-                }
-                _ => other.push(*key),
-            }
-        }
-        m.get_latency.record_since(start);
-        m.hits.add(hits);
-        m.misses.add(misses);
-        let mut ask = self.drop_pending(missed);
-        for key in other {
-            match self.plan_read(key)? {
-                Plan::Done(Some(value)) => {
-                    out.insert(key.to_owned(), value);
-                }
-                Plan::Done(None) => {}
-                Plan::AskL2(suspect) => {
-                    if let Some(entry) = suspect {
-                        suspects.insert(key, entry);
-                    }
-                    ask.push(key);
-                }
-            }
-        }
-        Ok(ask)
-    }
-
-    /// Removes the keys with a queued replay op (counted as misses): L2 must not answer them.
-    fn drop_pending<'k>(&self, mut keys: Vec<&'k str>) -> Vec<&'k str> {
-        if self.l2.is_none() || self.replay.as_ref().is_none_or(|q| q.is_empty()) {
-            return keys;
-        }
-        let before = keys.len();
-        keys.retain(|k| !self.is_pending(k));
-        let dropped = before - keys.len();
-        self.metrics.consistency.pending_misses.add(dropped as u64);
-        self.miss(dropped);
-        keys
-    }
-
-    /// What to do with L2's answer to the keys of a batch L1 did not answer (or held suspect).
-    pub(crate) fn finish_read_many<'k>(
-        &self,
-        missed: &[&'k str],
-        tickets: &[Ticket],
-        (started, result): Timed<Vec<Option<Entry>>>,
-        out: &mut HashMap<String, Vec<u8>>,
-        suspects: &mut HashMap<&'k str, Entry>,
-    ) -> Result<()> {
-        let m = &self.metrics.distributed;
-        time_l2(&m.get_latency, started, &result);
-        // Keys whose node could not be reached (a partial batch): each is a failed read.
-        let mut not_reached = Vec::new();
-        let result = match result.map_err(unreached) {
-            Ok(found) => Ok(found),
-            Err(Ok((failed, Served::Entries(found), error))) => {
-                let first = failed.first().and_then(|&i| missed.get(i)).copied().unwrap_or("");
-                if !self.hidden(Level::Distributed, "get_many", first, &error) {
-                    return Err(error);
-                }
-                not_reached = vec![false; missed.len()];
-                for i in failed {
-                    if let Some(flag) = not_reached.get_mut(i) {
-                        *flag = true;
-                    }
-                }
-                Ok(found)
-            }
-            Err(Ok((_, _, error)) | Err(error)) => Err(error),
-        };
-        let found = match result {
-            Ok(found) => found,
-            Err(e) => {
-                self.failed(
-                    Level::Distributed,
-                    "get_many",
-                    missed.first().copied().unwrap_or(""),
-                    e,
-                )?;
-                // Offline: suspect entries are served as they are.
-                for key in missed {
-                    match suspects.remove(key) {
-                        Some(entry) => {
-                            self.metrics.consistency.served_unverified.incr();
-                            self.metrics.local.hits.incr();
-                            out.insert((*key).to_owned(), entry.value);
-                        }
-                        None => self.miss(1),
-                    }
-                }
-                return Ok(());
-            }
-        };
-        let mut found = found.into_iter();
-        let mut hits = Vec::with_capacity(missed.len());
-        let mut misses = 0;
-        for (i, (key, ticket)) in missed.iter().zip(tickets).enumerate() {
-            let answer = found.next().flatten();
-            if not_reached.get(i).copied().unwrap_or(false) {
-                // Offline for this key: its suspect entry is served as it is.
-                match suspects.remove(key) {
-                    Some(entry) => {
-                        self.metrics.consistency.served_unverified.incr();
-                        self.metrics.local.hits.incr();
-                        out.insert((*key).to_owned(), entry.value);
-                    }
-                    None => self.miss(1),
-                }
-                continue;
-            }
-            if !suspects.is_empty() {
-                if let Some(entry) = suspects.remove(key) {
-                    if let Some(value) = self.settle_suspect(key, entry, *ticket, Ok(answer))? {
-                        out.insert((*key).to_owned(), value);
-                    }
-                    continue;
-                }
-            }
-            match answer {
-                Some(entry) => match self.overtaken(key, *ticket) {
-                    None => hits.push((*key, *ticket, entry)),
-                    Some(Some(value)) => {
-                        out.insert((*key).to_owned(), value);
-                    }
-                    Some(None) => {}
-                },
-                None => misses += 1,
-            }
-        }
-        m.hits.add(hits.len() as u64);
-        m.misses.add(misses as u64);
-        self.miss(misses);
-        self.backfill_many(&hits);
-        for (key, _, entry) in hits {
-            out.insert(key.to_owned(), entry.value);
-        }
-        Ok(())
-    }
-
-    /// [`backfill`](Self::backfill) for the L2 hits of a batch: queued for the backfill thread
-    /// (see `fill`), or written here when there is no thread. One hit is written inline.
-    fn backfill_many(&self, hits: &[(&str, Ticket, Entry)]) {
-        if let [(key, ticket, entry)] = hits {
-            self.backfill(key, *ticket, entry);
-            return;
-        }
-        let now_ms = self.clock.now_ms();
-        let now = clock::ms_to_system_time(now_ms);
-        let bytes = hits.iter().map(|(k, _, e)| k.len() + e.value.len()).sum();
-        let mut fills = FillBatch::with_capacity(hits.len(), bytes);
-        for (key, ticket, entry) in hits {
-            if let Some(ttl) = self.backfill_ttl_at(entry, now) {
-                fills.push(key, &entry.value, clock::expiry_ms(now_ms, ttl), *ticket);
-            }
-        }
-        if fills.is_empty() {
-            return;
-        }
-        match &self.fills {
-            Some(queue) => {
-                let n = fills.len() as u64;
-                if !queue.push(fills) {
-                    self.metrics.backfills_skipped.add(n);
-                }
-            }
-            None => self.apply_fills(&fills),
-        }
-    }
-
-    /// Writes a batch of backfills into L1 with one guarded call (one `pwrite` for the file
-    /// store), each entry with the time left until its expiry, skipping those a write overtook.
-    /// An entry with no time left (its L2 copy expired while it was queued) is not written, and
-    /// not counted as skipped, as a hit found with none left when it was queued was not queued.
-    pub(crate) fn apply_fills(&self, fills: &FillBatch) {
-        let now_ms = self.clock.now_ms();
-        let tickets: Vec<Ticket> = fills.iter().map(|(_, _, _, ticket)| ticket).collect();
-        let live = fills.iter().filter(|&(_, _, at, _)| at > now_ms).count() as u64;
-        let mut written = 0;
-        let mut result = Ok(());
-        self.guard.backfill_many_if_current(&tickets, |current| {
-            let items: Vec<(&str, &[u8], Option<Duration>)> = fills
-                .iter()
-                .zip(current)
-                .filter(|&((_, _, at, _), current)| *current && at > now_ms)
-                .map(|((key, value, at, _), _)| {
-                    (key, value, Some(Duration::from_millis(at.saturating_sub(now_ms))))
-                })
-                .collect();
-            if items.is_empty() {
-                return;
-            }
-            // Fills: L1 may leave out those its admission policy refuses.
-            result = self.l1.fill_each(&items).map(|n| written = n as u64);
-            if matches!(&result, Err(e) if e.is_bad_input()) {
-                // One entry L1 cannot take (a value larger than a segment, say) must not keep
-                // the others out: write them one by one.
-                written = 0;
-                for item in &items {
-                    match self.l1.fill_each(std::slice::from_ref(item)) {
-                        Ok(n) => written += n as u64,
-                        Err(e) => result = Err(e),
-                    }
-                }
-            }
-        });
-        self.metrics.backfills_skipped.add(live.saturating_sub(written));
-        if let Err(e) = result {
-            self.metrics.local.errors.incr();
-            tracing::warn!(error = %e, "backfilling L1 failed; the read went on");
-            if !e.is_bad_input() {
-                return;
-            }
-        }
-        self.metrics.local.sets.add(written);
-        self.metrics.backfills.add(written);
-    }
-
     /// What to do with L2's answer to the revalidation of a suspect L1 entry.
     pub(crate) fn finish_revalidate(
         &self,
@@ -850,7 +571,7 @@ impl Shared {
 
     /// Revalidation (docs/design.md, "Failure handling"): L2 has the same bytes → confirm
     /// the L1 entry; other bytes → replace it; nothing → drop it; L2 unreachable → serve it.
-    fn settle_suspect(
+    pub(super) fn settle_suspect(
         &self,
         key: &str,
         l1_entry: Entry,
@@ -915,10 +636,6 @@ impl Shared {
                 Ok(Some(l1_entry.value))
             }
         }
-    }
-
-    pub(crate) fn tickets(&self, keys: &[&str]) -> Vec<Ticket> {
-        keys.iter().map(|k| self.ticket(k)).collect()
     }
 
     pub(crate) fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {

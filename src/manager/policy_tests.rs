@@ -4,6 +4,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::local::memory::MemoryStore;
 use crate::storage::{Storage, StorageSize};
+use std::collections::HashMap;
 
 fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
     Shared {
