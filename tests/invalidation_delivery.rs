@@ -12,14 +12,14 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::RedisServer;
 use uno_cache::{
-    CacheConfig, CacheManager, Entry, Error, InProcess, MemoryStore, RedisOptions, RedisStore, Result,
-    Storage, StorageCounters, StorageSize,
+    CacheConfig, CacheManager, Entry, Error, Freshness, InProcess, LocalStorage, MemoryStore, RedisOptions,
+    RedisStore, Result, Storage, StorageCounters, StorageSize,
 };
 
 /// A shared in-process L2 whose calls fail (as an outage) while `down` is set.
@@ -519,6 +519,127 @@ fn a_prefix_invalidation_whose_l2_step_failed_still_reaches_the_other_instances_
     let result = a.invalidate_prefix("user:");
     redis.resume();
     assert!(result.is_err(), "Redis was frozen: the caller is told");
+    wait_until("B to hear of the prefix", || {
+        b.stats().consistency.invalidations_received > before
+    });
+    assert!(b.local().get("user:1").unwrap().is_none(), "B still holds user:1");
+}
+
+/// A memory L1 whose key listing fails from its `fail_from`-th call on (1-based), as a file
+/// store whose read of a segment fails does.
+struct ListingFails {
+    inner: MemoryStore,
+    listings: AtomicUsize,
+    fail_from: usize,
+}
+
+impl Storage for ListingFails {
+    fn name(&self) -> &str {
+        "listing-fails"
+    }
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set(key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.delete(key)
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.inner.get_many(keys)
+    }
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set_many(items, ttl)
+    }
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.inner.set_each(items)
+    }
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.inner.delete_many(keys)
+    }
+    fn check_value(&self, key: &str, len: usize) -> Result<()> {
+        self.inner.check_value(key, len)
+    }
+    fn size(&self) -> Result<StorageSize> {
+        self.inner.size()
+    }
+    fn clear(&self) -> Result<()> {
+        Storage::clear(&self.inner)
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    fn counters(&self) -> StorageCounters {
+        self.inner.counters()
+    }
+}
+
+impl LocalStorage for ListingFails {
+    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
+        self.inner.get_checked(key)
+    }
+    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get_stale(key)
+    }
+    fn mark_all_suspect(&self) -> Result<()> {
+        self.inner.mark_all_suspect()
+    }
+    fn confirm(&self, key: &str) -> Result<()> {
+        self.inner.confirm(key)
+    }
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        if self.listings.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_from {
+            return Err(Error::Backend {
+                level: "L1",
+                op: "keys_with_prefix",
+                reason: "listing failed (test)".to_owned(),
+            });
+        }
+        self.inner.keys_with_prefix(prefix)
+    }
+    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+        self.inner.fill_each(items)
+    }
+}
+
+/// A prefix invalidation drops the prefix from this L1, deletes it from L2, and drops it from
+/// this L1 once more (for a set that ran meanwhile). When that second drop fails, L2 has
+/// already lost the keys: the other instances must still hear of it, or they serve the prefix
+/// from their L1 until its TTL. The error went back to the caller before the publish.
+#[test]
+fn a_prefix_invalidation_whose_second_l1_drop_failed_still_reaches_the_other_instances() {
+    let redis = RedisServer::start();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        [distributed]
+        enabled = true
+        hosts = ["{}"]
+        key_prefix = "app:"
+        [invalidation]
+        enabled = true
+        "#,
+        redis.addr(),
+    ))
+    .unwrap();
+    let local = ListingFails {
+        inner: MemoryStore::new(1000).unwrap(),
+        listings: AtomicUsize::new(0),
+        fail_from: 2,
+    };
+    let a = CacheManager::builder()
+        .config(config)
+        .local(Arc::new(local))
+        .build()
+        .unwrap();
+    let b = redis_instance(&redis, 10_000, "", "");
+    b_holds_what_a_set(&a, &b, "user:1", b"v");
+    let before = b.stats().consistency.invalidations_received;
+
+    let result = a.invalidate_prefix("user:");
+    assert!(result.is_err(), "the second L1 drop failed: the caller is told");
+    let view = RedisStore::connect(RedisOptions::new(redis.addr()).prefix("app:")).unwrap();
+    assert!(view.get("user:1").unwrap().is_none(), "L2 lost the prefix");
     wait_until("B to hear of the prefix", || {
         b.stats().consistency.invalidations_received > before
     });

@@ -119,14 +119,18 @@ impl CacheManager {
             Some(tags) => l2_prefix_deleted(s.fallback_on_error, tags.delete_prefix(&s.l2_prefix, prefix)),
             None => Ok(0),
         };
-        if in_l2.is_ok() && (s.tags.is_some() || matches!(queued, Ok(true))) {
+        let again = if in_l2.is_ok() && (s.tags.is_some() || matches!(queued, Ok(true))) {
             // A set of this manager that ran whole between the L1 drop and L2's scan (or the
             // queue's listing) is gone from L2 now, or will be: drop its L1 copy too, so the
             // levels agree.
-            s.drop_local_prefix(prefix)?;
-        }
-        // L1 has changed (and L2 may be half-deleted): the others hear of it even if L2 failed.
+            s.drop_local_prefix(prefix).map(drop)
+        } else {
+            Ok(())
+        };
+        // L1 has changed (and L2 may be half-deleted): the others hear of it even if L2 or the
+        // second L1 drop failed.
         s.publish(&Invalidation::Prefix(prefix.to_owned()));
+        again?;
         queued?;
         Ok(dropped + in_l2?)
     }
