@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::RedisServer;
+use uno_cache::invalidation::Invalidation;
 use uno_cache::{
     CacheConfig, CacheManager, Entry, Error, Freshness, InProcess, LocalStorage, MemoryStore, RedisOptions,
     RedisStore, Result, Storage, StorageCounters, StorageSize,
@@ -644,4 +645,36 @@ fn a_prefix_invalidation_whose_second_l1_drop_failed_still_reaches_the_other_ins
         b.stats().consistency.invalidations_received > before
     });
     assert!(b.local().get("user:1").unwrap().is_none(), "B still holds user:1");
+}
+
+/// A received `Keys` message that names a key no L1 can hold (empty here; a publisher with other
+/// key rules can send one) drops the other keys it names, and leaves the rest of L1 trusted.
+/// Passed to L1 whole, that key failed the delete: the keys after it stayed readable, and every
+/// L1 entry was made suspect, at every such message.
+#[test]
+fn a_received_key_no_l1_can_hold_is_skipped_and_the_other_keys_are_dropped() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        redis_instance(&redis, 10_000, "", ""),
+        redis_instance(&redis, 10_000, "", ""),
+    );
+    b_holds_what_a_set(&a, &b, "user:1", b"v");
+    b.set_raw("other", b"o", None).unwrap();
+    let before = b.stats().consistency.invalidations_received;
+    let errors = b.stats().local.errors;
+
+    let message = Invalidation::Keys(vec![String::new(), "user:1".to_owned()]);
+    a.backplane().unwrap().publish(&message).unwrap();
+    wait_until("B to hear of the keys", || {
+        b.stats().consistency.invalidations_received > before
+    });
+    assert!(b.local().get("user:1").unwrap().is_none(), "B still holds user:1");
+    assert_eq!(b.stats().local.errors, errors, "the empty key failed L1's delete");
+    assert!(
+        matches!(
+            b.local().get_checked("other").unwrap(),
+            Some((_, Freshness::Trusted))
+        ),
+        "B's other entries were made suspect"
+    );
 }

@@ -104,7 +104,7 @@ impl Shared {
         match &message.invalidation {
             // Keys this L1 did not hold lose nothing here: only those it dropped are counted.
             Invalidation::Keys(keys) => {
-                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let refs = holdable(keys);
                 invalidated.add(self.drop_local(&refs));
             }
             // If L1 cannot drop what the message names (a full disk, a store latched
@@ -244,4 +244,21 @@ impl InvalidationHandler for Receiver {
             shared.on_subscription_restored();
         }
     }
+}
+
+/// The keys of a received message that an L1 can hold. One that no L1 takes (empty, or longer
+/// than [`crate::MAX_KEY_LEN`]: sent by a publisher with other rules) is in no L1, so there is
+/// nothing of it to drop. Passed on, it failed the whole delete: the keys after it stayed, and
+/// every L1 entry was made suspect, at every such message.
+fn holdable(keys: &[String]) -> Vec<&str> {
+    keys.iter()
+        .map(String::as_str)
+        .filter(|key| match crate::keys::check_key(key) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "an invalidation names a key no L1 can hold; skipped");
+                false
+            }
+        })
+        .collect()
 }
