@@ -108,3 +108,28 @@ fn tls_keys_without_a_tls_host_are_refused() {
     );
     CacheConfig::from_toml_str(&tls_bus).unwrap();
 }
+
+/// With the L2 off, the TLS keys apply to a backplane on hosts of its own, and are checked as
+/// for an L2. They were not checked at all: on plain hosts they were ignored (the password going
+/// in clear), and two root sources were taken together.
+#[test]
+fn tls_keys_are_checked_for_a_backplane_of_its_own_when_the_l2_is_off() {
+    let bus = |hosts: &str, keys: &str| {
+        format!("[distributed]\nenabled = false\n{keys}\n[invalidation]\nenabled = true\nhosts = [{hosts}]\n")
+    };
+    let plain = bus("\"bus:6379\"", "tls_ca_file = \"ca.pem\"");
+    assert_eq!(field_of(&plain), "distributed.tls_ca_file");
+    let both_roots = bus(
+        "\"rediss://bus:6380\"",
+        "tls_ca_file = \"ca.pem\"\ntls_system_roots = true",
+    );
+    assert_eq!(field_of(&both_roots), "distributed.tls_system_roots");
+    // No backplane either: nothing would use them.
+    let unused = "[distributed]\nenabled = false\ntls_system_roots = true\n";
+    assert_eq!(field_of(unused), "distributed.tls_system_roots");
+    // The L2's hosts do not count while it is off.
+    let l2_off = "[distributed]\nenabled = false\nhosts = [\"rediss://h:1\"]\ntls_system_roots = true\n\
+                  [invalidation]\nenabled = true\nhosts = [\"bus:6379\"]\n";
+    assert_eq!(field_of(l2_off), "distributed.tls_system_roots");
+    CacheConfig::from_toml_str(&bus("\"rediss://bus:6380\"", "tls_system_roots = true")).unwrap();
+}

@@ -162,7 +162,11 @@ fn is_tls_host(host: &str) -> bool {
 /// The TLS keys of `[distributed]`: Redis only, with the `tls` feature, for a `rediss://` host
 /// of the L2 or of the backplane (`backplane_hosts`), one root source, and a client certificate
 /// only with its key.
-pub(super) fn validate_tls(dist: &DistributedCacheConfig, backplane_hosts: &[String]) -> Result<()> {
+pub(super) fn validate_tls(
+    dist: &DistributedCacheConfig,
+    l2: bool,
+    backplane_hosts: &[String],
+) -> Result<()> {
     let set = [
         ("distributed.tls_ca_file", dist.tls_ca_file.is_some()),
         ("distributed.tls_system_roots", dist.tls_system_roots),
@@ -173,7 +177,8 @@ pub(super) fn validate_tls(dist: &DistributedCacheConfig, backplane_hosts: &[Str
         return Ok(());
     };
     let backplane_tls = backplane_hosts.iter().any(|h| is_tls_host(h));
-    if dist.kind == DistributedKind::Memcached && !backplane_tls {
+    let l2_hosts: &[String] = if l2 { &dist.hosts } else { &[] };
+    if l2 && dist.kind == DistributedKind::Memcached && !backplane_tls {
         return Err(invalid(
             first,
             "memcached is used without TLS, and no invalidation.hosts is rediss://; remove it",
@@ -185,7 +190,7 @@ pub(super) fn validate_tls(dist: &DistributedCacheConfig, backplane_hosts: &[Str
             "uno-cache was built without its `tls` feature; enable it or remove the TLS keys",
         ));
     }
-    if !backplane_tls && !dist.hosts.iter().any(|h| is_tls_host(h)) {
+    if !backplane_tls && !l2_hosts.iter().any(|h| is_tls_host(h)) {
         return Err(invalid(
             first,
             "no host uses TLS, so the key would be ignored and the connection (its password too) go in plain text; write the hosts as rediss://host:port, or remove the TLS keys",

@@ -227,8 +227,16 @@ impl CacheConfig {
         self.validate_consistency()?;
         self.validate_loader()?;
         let dist = &self.distributed;
+        let backplane_hosts: &[String] = if self.invalidation.enabled {
+            &self.invalidation.hosts
+        } else {
+            &[]
+        };
         if !dist.enabled {
-            return Ok(());
+            // The TLS keys still apply to a backplane on hosts of its own, and are checked as
+            // for an L2: left unchecked, they were ignored on plain hosts (the password going in
+            // clear) and contradicted each other unnoticed.
+            return validate_tls(dist, false, backplane_hosts);
         }
         if dist.hosts.is_empty() {
             return Err(invalid(
@@ -260,12 +268,7 @@ impl CacheConfig {
                 "must be at least 1 with write_mode = \"behind\"",
             ));
         }
-        let backplane_hosts: &[String] = if self.invalidation.enabled {
-            &self.invalidation.hosts
-        } else {
-            &[]
-        };
-        validate_tls(dist, backplane_hosts)?;
+        validate_tls(dist, true, backplane_hosts)?;
         // The client authenticates only when it has a password: a user name alone would be
         // dropped, and the connection made as the default user.
         let password_in_urls = dist.hosts.iter().any(|h| carries_password(h));
