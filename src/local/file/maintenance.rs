@@ -704,8 +704,12 @@ impl Inner {
                 self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
             }
         }
-        // The copies must be durable before the originals disappear.
-        self.sync_since(&w, first_active)?;
+        // The copies must be durable before the originals disappear, and so must every newer
+        // record a dropped one gave way to (`(_, Some(_), _)` above): a segment sealed before
+        // this rewrite began may still wait for its fsync, and if a power cut took its record
+        // of a key, the original here (a tombstone, a newer value) would be all that shadowed
+        // an older one.
+        self.sync_pending(&w)?;
         self.remove_segment(&mut w, seg)?;
         self.sync_removals()?;
         Ok(moved)

@@ -56,6 +56,8 @@ mod write;
 
 #[cfg(test)]
 mod collision_tests;
+#[cfg(test)]
+mod full_device_tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;

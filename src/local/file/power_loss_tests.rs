@@ -24,7 +24,7 @@ use crate::disk::{Disk, Op};
 use crate::{Durability, Error, FileStore, FileStoreOptions, ManualClock};
 
 const KEYS: usize = 24;
-const START_MS: u64 = 1_700_000_000_000;
+pub(super) const START_MS: u64 = 1_700_000_000_000;
 
 /// A key's state after one operation: its value and absolute expiry (0 = never), or absent.
 type State = Option<(Vec<u8>, u64)>;
@@ -249,162 +249,18 @@ fn every_reopen_after_a_simulated_power_loss_keeps_what_was_durable_and_nothing_
     }
 }
 
-fn sim_store(dir: &Path, options: FileStoreOptions) -> (FileStore, Arc<Sim>) {
+pub(super) fn sim_store(dir: &Path, options: FileStoreOptions) -> (FileStore, Arc<Sim>) {
     let sim = Sim::new(dir);
     let store = FileStore::open(dir, options.disk(Disk::simulated(Arc::clone(&sim)))).unwrap();
     (store, sim)
 }
 
-fn small(clock: &ManualClock) -> FileStoreOptions {
+pub(super) fn small(clock: &ManualClock) -> FileStoreOptions {
     FileStoreOptions::default()
         .max_size_mb(1)
         .segment_size(64 * 1024)
         .background_threads(false)
         .clock(Arc::new(clock.clone()))
-}
-
-/// Opening needs no free space, a new bound included: one the full disk keeps from being
-/// recorded holds for the run, and the recorded one stays. The open failed, and the store could
-/// not even serve what it held.
-#[test]
-fn an_open_with_a_new_bound_on_a_full_disk_opens_and_keeps_the_recorded_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START_MS);
-    let (store, sim) = sim_store(dir.path(), small(&clock));
-    store.set("a", b"1", None).unwrap();
-    store.close().unwrap();
-    sim.fail_next(Op::Write, ErrorKind::StorageFull);
-    let store = FileStore::open(
-        dir.path(),
-        small(&clock)
-            .max_size_mb(2)
-            .disk(Disk::simulated(Arc::clone(&sim))),
-    )
-    .expect("an open on a full disk");
-    assert_eq!(store.get("a").unwrap(), Some(b"1".to_vec()));
-    store.close().unwrap();
-    let meta = std::fs::read(dir.path().join(super::format::META_FILE)).unwrap();
-    let meta = super::format::decode_meta(&meta).unwrap();
-    assert_eq!(
-        meta.max_size,
-        1 << 20,
-        "the recorded bound is the one that was recorded"
-    );
-}
-
-#[test]
-fn a_segment_write_without_space_is_disk_full_latches_nothing_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START_MS);
-    let (store, sim) = sim_store(dir.path(), small(&clock));
-    store.set("a", b"1", None).unwrap();
-    sim.fail_next(Op::Write, ErrorKind::StorageFull);
-    let err = store.set("b", b"2", None).unwrap_err();
-    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&dir.path().display().to_string()),
-        "{err}"
-    );
-    // Ended where the failed write began (see `a_batch_that_landed_in_part_...`), the segment
-    // gives way to a new one for each retry; one that a failed write left empty is removed, so
-    // retries on a full device do not pile up segment files.
-    let segments = store.stats().segments;
-    for _ in 0..10 {
-        // The new segment's header lands; its first record does not.
-        sim.fail_after(Op::Write, 1, ErrorKind::StorageFull);
-        let err = store.set("b", b"2", None).unwrap_err();
-        assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
-    }
-    assert_eq!(store.stats().segments, segments, "{:?}", store.stats());
-    // Not latched: the next write lands.
-    store.set("b", b"3", None).unwrap();
-    store.close().unwrap();
-    let store = FileStore::open(dir.path(), small(&clock)).unwrap();
-    assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"1"[..]));
-    assert_eq!(store.get("b").unwrap().as_deref(), Some(&b"3"[..]));
-    assert!(store.verify(|_, _| {}).unwrap().is_clean());
-}
-
-#[test]
-fn clearing_on_a_device_too_full_for_the_metadata_makes_room_and_clears() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START_MS);
-    let (store, sim) = sim_store(dir.path(), small(&clock));
-    for i in 0..100 {
-        store.set(&format!("k{i}"), &[7u8; 2000], None).unwrap();
-    }
-    assert!(store.stats().segments > 2, "{:?}", store.stats());
-    // The metadata's temporary file cannot be created twice: segments go until it can.
-    sim.fail_next(Op::Create, ErrorKind::StorageFull);
-    sim.fail_next(Op::Create, ErrorKind::StorageFull);
-    store.clear().unwrap();
-    assert_eq!(sim.pending_faults(), 0);
-    assert_eq!(store.stats().live_items, 0, "{:?}", store.stats());
-    assert!(store.get("k99").unwrap().is_none());
-    // Not latched, and the clear is what a reopen sees.
-    store.set("after", b"v", None).unwrap();
-    store.close().unwrap();
-    let store = FileStore::open(dir.path(), small(&clock)).unwrap();
-    assert!(store.get("k99").unwrap().is_none());
-    assert!(store.get("k0").unwrap().is_none());
-    assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"v"[..]));
-    assert!(store.verify(|_, _| {}).unwrap().is_clean());
-}
-
-#[test]
-fn clearing_on_a_full_device_with_nothing_left_to_remove_is_disk_full_and_latches_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START_MS);
-    let (store, sim) = sim_store(dir.path(), small(&clock));
-    store.set("k", b"v", None).unwrap();
-    for _ in 0..8 {
-        sim.fail_next(Op::Create, ErrorKind::StorageFull);
-    }
-    let err = store.clear().unwrap_err();
-    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&dir.path().display().to_string()),
-        "{err}"
-    );
-    // Space returns (the armed failures run out): the same store clears and writes again.
-    let mut tries = 0;
-    while let Err(e) = store.clear() {
-        assert!(matches!(e, Error::DiskFull { .. }), "{e:?}");
-        tries += 1;
-        assert!(tries < 8, "clear never recovered: {e}");
-    }
-    assert_eq!(sim.pending_faults(), 0);
-    store.set("k", b"again", None).unwrap();
-    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"again"[..]));
-}
-
-#[test]
-fn a_segment_that_cannot_be_created_for_lack_of_space_is_retried_after_evicting() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START_MS);
-    let (store, sim) = sim_store(dir.path(), small(&clock));
-    for i in 0..100 {
-        store.set(&format!("k{i}"), &[7u8; 2000], None).unwrap();
-    }
-    let evictions = store.stats().evictions;
-    // The next roll finds the device full once: the oldest segment goes, then it succeeds.
-    sim.fail_next(Op::Allocate, ErrorKind::StorageFull);
-    let mut i = 100;
-    while sim_has_fault(&sim, &store) {
-        store.set(&format!("k{i}"), &[7u8; 2000], None).unwrap();
-        i += 1;
-    }
-    assert!(store.stats().evictions > evictions, "{:?}", store.stats());
-    assert_eq!(
-        store.get(&format!("k{}", i - 1)).unwrap().as_deref(),
-        Some(&[7u8; 2000][..])
-    );
-}
-
-/// True while the armed allocation failure has not been hit (probes with a bounded number of
-/// writes, each less than a segment).
-fn sim_has_fault(sim: &Sim, store: &FileStore) -> bool {
-    store.stats().segments < 200 && sim.pending_faults() > 0
 }
 
 #[test]
@@ -871,5 +727,58 @@ fn an_evicted_segment_whose_hint_could_not_be_removed_stays_gone_after_a_power_c
             "seed {seed} ({kept}): an evicted segment came back"
         );
         reopened.close().unwrap();
+    }
+}
+
+/// A compaction drops a record whose key the index holds elsewhere, newer: here a durable
+/// delete's tombstone, while the newer value sits in a segment a roll sealed and no flush has
+/// fsynced yet. The tombstone's segment must not go before that value is durable: a power cut
+/// then takes the value, and the deleted value before the tombstone comes back. Only the
+/// segments sealed since the compaction began were fsynced.
+#[test]
+fn a_compaction_removes_a_durable_tombstone_only_once_the_newer_value_is_durable() {
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let clock = ManualClock::new(START_MS);
+    let sim = Sim::new(&live);
+    let options = || {
+        small(&clock)
+            .durability(Durability::None)
+            .disk(Disk::simulated(Arc::clone(&sim)))
+    };
+    // Segment 1: the value to delete, among live values enough to be no candidate.
+    let store = FileStore::open(&live, options()).unwrap();
+    store.set("k", b"v0", None).unwrap();
+    for i in 0..20 {
+        store.set(&format!("a{i}"), &[1u8; 2000], None).unwrap();
+    }
+    store.close().unwrap();
+    // Segment 2: the delete alone, durable, sealed small by the close (a candidate).
+    let store = FileStore::open(&live, options()).unwrap();
+    assert!(store.delete("k").unwrap());
+    store.close().unwrap();
+    // Segment 3: k set again, sealed by a roll, not fsynced (no flush, no background thread).
+    let store = FileStore::open(&live, options()).unwrap();
+    store.set("k", b"v3", None).unwrap();
+    fill_active(&store, "b");
+    store.set("c", &[2u8; 2000], None).unwrap();
+    assert_eq!(
+        store.inner.writer.lock().unsynced.len(),
+        1,
+        "no sealed segment waits for a sync"
+    );
+    let report = store.compact().unwrap();
+    assert!(report.segments_rewritten >= 1, "{report:?}");
+    store.abandon();
+    for seed in 0..40 {
+        let after = root.path().join(format!("after-{seed}"));
+        let kept = sim.crash(seed, &after);
+        let store = FileStore::open(&after, small(&clock)).unwrap();
+        let got = store.get("k").unwrap();
+        assert!(
+            got.is_none() || got.as_deref() == Some(&b"v3"[..]),
+            "seed {seed} ({kept}): the deleted value came back: {got:?}"
+        );
     }
 }

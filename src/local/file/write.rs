@@ -523,10 +523,18 @@ impl Inner {
         }
     }
 
-    /// fsyncs every segment that can hold records appended since segment `since_id` became
-    /// active (the active one and any sealed since), for callers that are about to delete the
-    /// originals of records they copied. Runs under the writer lock, so no flush can have taken
-    /// those segments out of `unsynced` meanwhile.
+    /// fsyncs every segment that waits for it (the active one and the sealed ones a flush has
+    /// not taken yet), for callers about to delete records that newer ones shadow or that
+    /// they copied. Runs under the writer lock, so no flush can have taken segments out of
+    /// `unsynced` without its fsync being over (callers hold `sync_lock` or the flush that
+    /// took them has returned). The sealed ones stay listed: the flush writes their hints.
+    pub(super) fn sync_pending(&self, w: &Writer) -> Result<()> {
+        self.sync_since(w, 0)
+    }
+
+    /// [`sync_pending`](Self::sync_pending) of the segments that can hold records appended
+    /// since segment `since_id` became active (the active one and any sealed since): enough for
+    /// an eviction, which removes the oldest segment, behind which nothing older can come back.
     pub(super) fn sync_since(&self, w: &Writer, since_id: u64) -> Result<()> {
         for s in w.unsynced.iter().filter(|s| s.segment.id >= since_id) {
             s.segment.sync().map_err(|e| self.fail(e))?;

@@ -1,0 +1,155 @@
+//! A full device, through the simulated disk (`crate::disk::sim`): a write, a clear or a new
+//! segment that finds no room is `DiskFull` (or makes room by evicting first), latches nothing,
+//! and loses nothing; an open needs no free space.
+
+use std::io::ErrorKind;
+use std::sync::Arc;
+
+use super::power_loss_tests::{sim_store, small, START_MS};
+use crate::disk::sim::Sim;
+use crate::disk::{Disk, Op};
+use crate::{Error, FileStore, ManualClock};
+
+/// Opening needs no free space, a new bound included: one the full disk keeps from being
+/// recorded holds for the run, and the recorded one stays. The open failed, and the store could
+/// not even serve what it held.
+#[test]
+fn an_open_with_a_new_bound_on_a_full_disk_opens_and_keeps_the_recorded_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    store.set("a", b"1", None).unwrap();
+    store.close().unwrap();
+    sim.fail_next(Op::Write, ErrorKind::StorageFull);
+    let store = FileStore::open(
+        dir.path(),
+        small(&clock)
+            .max_size_mb(2)
+            .disk(Disk::simulated(Arc::clone(&sim))),
+    )
+    .expect("an open on a full disk");
+    assert_eq!(store.get("a").unwrap(), Some(b"1".to_vec()));
+    store.close().unwrap();
+    let meta = std::fs::read(dir.path().join(super::format::META_FILE)).unwrap();
+    let meta = super::format::decode_meta(&meta).unwrap();
+    assert_eq!(
+        meta.max_size,
+        1 << 20,
+        "the recorded bound is the one that was recorded"
+    );
+}
+
+#[test]
+fn a_segment_write_without_space_is_disk_full_latches_nothing_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    store.set("a", b"1", None).unwrap();
+    sim.fail_next(Op::Write, ErrorKind::StorageFull);
+    let err = store.set("b", b"2", None).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    // Ended where the failed write began (see `a_batch_that_landed_in_part_...`), the segment
+    // gives way to a new one for each retry; one that a failed write left empty is removed, so
+    // retries on a full device do not pile up segment files.
+    let segments = store.stats().segments;
+    for _ in 0..10 {
+        // The new segment's header lands; its first record does not.
+        sim.fail_after(Op::Write, 1, ErrorKind::StorageFull);
+        let err = store.set("b", b"2", None).unwrap_err();
+        assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    }
+    assert_eq!(store.stats().segments, segments, "{:?}", store.stats());
+    // Not latched: the next write lands.
+    store.set("b", b"3", None).unwrap();
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), small(&clock)).unwrap();
+    assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(store.get("b").unwrap().as_deref(), Some(&b"3"[..]));
+    assert!(store.verify(|_, _| {}).unwrap().is_clean());
+}
+
+#[test]
+fn clearing_on_a_device_too_full_for_the_metadata_makes_room_and_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    for i in 0..100 {
+        store.set(&format!("k{i}"), &[7u8; 2000], None).unwrap();
+    }
+    assert!(store.stats().segments > 2, "{:?}", store.stats());
+    // The metadata's temporary file cannot be created twice: segments go until it can.
+    sim.fail_next(Op::Create, ErrorKind::StorageFull);
+    sim.fail_next(Op::Create, ErrorKind::StorageFull);
+    store.clear().unwrap();
+    assert_eq!(sim.pending_faults(), 0);
+    assert_eq!(store.stats().live_items, 0, "{:?}", store.stats());
+    assert!(store.get("k99").unwrap().is_none());
+    // Not latched, and the clear is what a reopen sees.
+    store.set("after", b"v", None).unwrap();
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), small(&clock)).unwrap();
+    assert!(store.get("k99").unwrap().is_none());
+    assert!(store.get("k0").unwrap().is_none());
+    assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(store.verify(|_, _| {}).unwrap().is_clean());
+}
+
+#[test]
+fn clearing_on_a_full_device_with_nothing_left_to_remove_is_disk_full_and_latches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    store.set("k", b"v", None).unwrap();
+    for _ in 0..8 {
+        sim.fail_next(Op::Create, ErrorKind::StorageFull);
+    }
+    let err = store.clear().unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    // Space returns (the armed failures run out): the same store clears and writes again.
+    let mut tries = 0;
+    while let Err(e) = store.clear() {
+        assert!(matches!(e, Error::DiskFull { .. }), "{e:?}");
+        tries += 1;
+        assert!(tries < 8, "clear never recovered: {e}");
+    }
+    assert_eq!(sim.pending_faults(), 0);
+    store.set("k", b"again", None).unwrap();
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"again"[..]));
+}
+
+#[test]
+fn a_segment_that_cannot_be_created_for_lack_of_space_is_retried_after_evicting() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    for i in 0..100 {
+        store.set(&format!("k{i}"), &[7u8; 2000], None).unwrap();
+    }
+    let evictions = store.stats().evictions;
+    // The next roll finds the device full once: the oldest segment goes, then it succeeds.
+    sim.fail_next(Op::Allocate, ErrorKind::StorageFull);
+    let mut i = 100;
+    while sim_has_fault(&sim, &store) {
+        store.set(&format!("k{i}"), &[7u8; 2000], None).unwrap();
+        i += 1;
+    }
+    assert!(store.stats().evictions > evictions, "{:?}", store.stats());
+    assert_eq!(
+        store.get(&format!("k{}", i - 1)).unwrap().as_deref(),
+        Some(&[7u8; 2000][..])
+    );
+}
+
+/// True while the armed allocation failure has not been hit (probes with a bounded number of
+/// writes, each less than a segment).
+fn sim_has_fault(sim: &Sim, store: &FileStore) -> bool {
+    store.stats().segments < 200 && sim.pending_faults() > 0
+}
