@@ -2,7 +2,8 @@
 //! and can go silent on the connections it has: [`TcpProxy::freeze`] stops copying on them but
 //! keeps them open (no FIN, no RST), as a NAT or load balancer that dropped an idle flow, a host
 //! powered off, or a failover to another address leave a client; connections made after it
-//! are copied as before.
+//! are copied as before. [`TcpProxy::redirect`] sends the connections made after it to another
+//! server, as a Service or DNS name that moved to a new primary does.
 //!
 //! Std threads only: one accepting, two per connection. They hold no server process; they end
 //! with the test process at the latest, which is all a test needs of them.
@@ -24,7 +25,7 @@ pub struct TcpProxy {
 }
 
 struct Shared {
-    upstream: String,
+    upstream: Mutex<String>,
     /// `freeze` calls so far; a connection accepted at a lower count is frozen.
     freezes: AtomicU64,
     /// Connections accepted so far.
@@ -40,7 +41,7 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
-            upstream: upstream.to_owned(),
+            upstream: Mutex::new(upstream.to_owned()),
             freezes: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             held: Mutex::new(Vec::new()),
@@ -51,7 +52,8 @@ impl TcpProxy {
                 let Ok(client) = client else { continue };
                 accepting.accepted.fetch_add(1, Ordering::SeqCst);
                 let epoch = accepting.freezes.load(Ordering::SeqCst);
-                let Ok(server) = TcpStream::connect(&accepting.upstream) else {
+                let upstream = accepting.upstream.lock().unwrap().clone();
+                let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
                 for (from, to) in [(&client, &server), (&server, &client)] {
@@ -77,6 +79,11 @@ impl TcpProxy {
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted from now on go to `upstream`; those made before stay where they are.
+    pub fn redirect(&self, upstream: &str) {
+        *self.shared.upstream.lock().unwrap() = upstream.to_owned();
     }
 
     /// Every connection accepted so far goes silent (bytes in either direction are dropped, the

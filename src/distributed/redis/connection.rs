@@ -17,6 +17,9 @@
 //!   error until the kernel gives up on its retransmits, about 15 minutes, and until then every
 //!   call would wait out our deadline on it. The cluster client retries a call that timed out on
 //!   the same node connection (a timeout is `RetryImmediately` to it), so it needs this as much.
+//!   A standalone connection is also replaced when the server answers `READONLY`: a failover
+//!   demoted it and it stayed up as a replica, which the crate does not count as a lost
+//!   connection, so every write would fail on it until the process restarted.
 //! - A batch of `SET`s cannot be one pipeline on a cluster (the crate refuses pipelines across
 //!   slots), so it goes out as concurrent single commands, which the crate's multiplexed node
 //!   connections pipeline on the wire anyway.
@@ -30,7 +33,7 @@ use futures_util::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
 use super::commands::Request;
 use super::errors::{connect_error_for, LEVEL};
@@ -273,6 +276,25 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Replaces the connection of `ticket` when the server's answer says it is no longer the
+    /// primary (`READONLY`: a failover demoted it, and it stayed up as a replica). A standalone
+    /// connection would otherwise stay on it for good: the client reconnects only when the
+    /// connection breaks, and a name that now resolves to the new primary is looked up again
+    /// only by a new connection. A cluster client follows the slots itself.
+    pub(crate) fn after_error(&self, ticket: Ticket, err: &RedisError) {
+        if !self.is_cluster() && is_demoted(err) {
+            tracing::warn!(error = %err, "the Redis server is no longer the primary; reconnecting");
+            Replaceable::replace(&self.0, ticket);
+        }
+    }
+}
+
+/// Whether the server says it cannot take writes as the primary it was.
+fn is_demoted(err: &RedisError) -> bool {
+    matches!(err.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly))
+}
+
 /// A call in flight on a [`Link`]. Dropped before [`answered`](Self::answered), the connection
 /// is checked with a `PING` that must be answered by the call's deadline (see [`Link`]).
 struct InFlight<'a> {
@@ -327,7 +349,7 @@ impl Replaceable {
                     // Dropped outside the lock: the last handle on the old connection ends its
                     // tasks.
                     drop(replaced);
-                    tracing::info!("replaced a Redis connection after a call on it timed out");
+                    tracing::info!("replaced a Redis connection (a call on it timed out, or the server was no longer the primary)");
                 }
                 Ok(Err(err)) => tracing::debug!(%err, "could not replace a Redis connection that timed out"),
                 Err(_) => tracing::debug!(?within, "could not replace a Redis connection that timed out: no connection within the connect timeout"),

@@ -211,10 +211,12 @@ impl RedisStore {
                 let (mut conn, ticket) = self.conn.current();
                 let hosts = self.hosts.as_str();
                 let cluster = conn.is_cluster();
+                let link = &self.conn;
                 let send = async move {
-                    conn.send(&request)
-                        .await
-                        .map_err(|err| call_error(op, hosts, &err, cluster))
+                    conn.send(&request).await.map_err(|err| {
+                        link.after_error(ticket, &err);
+                        call_error(op, hosts, &err, cluster)
+                    })
                 };
                 let bound = self.rt.bind(op, self.timeout, send);
                 self.rt
@@ -237,10 +239,10 @@ impl RedisStore {
         let (mut conn, ticket) = self.conn.current();
         let cluster = conn.is_cluster();
         let call = self.rt.bind(op, self.timeout, async move {
-            let value = conn
-                .send(&request)
-                .await
-                .map_err(|err| call_error(op, &self.hosts, &err, cluster))?;
+            let value = conn.send(&request).await.map_err(|err| {
+                self.conn.after_error(ticket, &err);
+                call_error(op, &self.hosts, &err, cluster)
+            })?;
             reply.read(op, value, self.clock.now_ms())
         });
         Box::pin(self.conn.judge(ticket, self.timeout, call))
