@@ -319,8 +319,10 @@ impl Shared {
     }
 
     /// Every L1 entry becomes suspect (or, without an L2 to check them against, is dropped).
-    /// Whether L1 did so: if it failed with an L2 at hand, every L1 hit is checked against L2
-    /// instead (`distrust_l1`) until a later call succeeds after a restored subscription.
+    /// Whether L1 did so: if it failed, `distrust_l1` is turned on until a later call succeeds
+    /// (see [`retry_trust`](Self::retry_trust)): with an L2 at hand, every L1 hit is checked
+    /// against L2 instead; without one, every L1 read misses, since nothing else can tell an
+    /// entry the failed drop should have taken from one it should not.
     pub(crate) fn distrust_everything(&self) -> bool {
         use std::sync::atomic::Ordering;
         // An L2 read begun before must not backfill a value that a write we missed replaced.
@@ -337,10 +339,12 @@ impl Shared {
         self.metrics.local.errors.incr();
         if self.l2.is_some() {
             tracing::warn!(error = %e, "marking L1 suspect failed; every L1 hit is checked against L2 instead");
-            self.distrust_l1.turn_on();
         } else {
-            tracing::warn!(error = %e, "clearing L1 to distrust it failed");
+            tracing::warn!(error = %e, "clearing L1 to distrust it failed; every L1 read misses until a clear succeeds");
+            // Checks on first: a reader sees `distrust_l1` only while they are on.
+            self.check_freshness.store(true, Ordering::Release);
         }
+        self.distrust_l1.turn_on();
         false
     }
 

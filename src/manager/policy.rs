@@ -394,6 +394,13 @@ impl Shared {
         match self.read_l1(key)? {
             L1Read::Hit(value) => Ok(Plan::Done(Some(value))),
             L1Read::Suspect(entry) => {
+                if self.l2.is_none() && self.distrust_l1.is_on() {
+                    // Without an L2 to check it against, a distrusted L1 (an invalidation it
+                    // could not apply) answers nothing until a clear succeeds.
+                    self.metrics.local.misses.incr();
+                    self.miss(1);
+                    return Ok(Plan::Done(None));
+                }
                 if self.l2.is_none() || self.is_pending(key) {
                     // L1 is the truth for a key with a queued op (and without an L2).
                     let _ = self.l1.confirm(key);

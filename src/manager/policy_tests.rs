@@ -535,6 +535,8 @@ struct DeletesFail {
     /// A set fails after the value was stored, as a file store's does when the fsync of
     /// `Durability::EveryWrite` fails after the records were indexed.
     sets_fail: bool,
+    /// Clears fail (until the disk has room again).
+    clears_fail: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(feature = "redis")]
@@ -583,6 +585,9 @@ impl Storage for DeletesFail {
         self.inner.size()
     }
     fn clear(&self) -> Result<()> {
+        if !self.clears_fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Storage::clear(&self.inner);
+        }
         Err(Error::WritesDisabled {
             path: std::path::PathBuf::from("test"),
             cause: "disk full (test)".to_owned(),
@@ -638,6 +643,7 @@ fn failing_l1_with_held_l2(marks_fail: bool, sets_fail: bool) -> (crate::CacheMa
             inner: MemoryStore::new(100).unwrap(),
             marks_fail: marks_fail.into(),
             sets_fail,
+            clears_fail: true.into(),
         }))
         .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
         .build()
@@ -710,6 +716,7 @@ fn l1_is_trusted_again_once_marking_its_entries_works_again() {
         inner: MemoryStore::new(100).unwrap(),
         marks_fail: true.into(),
         sets_fail: false,
+        clears_fail: true.into(),
     });
     let cache = crate::CacheManager::builder()
         .config(crate::CacheConfig::default())
@@ -848,4 +855,48 @@ fn a_delete_of_a_key_no_level_can_hold_is_refused_before_any_level_is_touched() 
             );
         }
     }
+}
+
+/// Without an L2, an invalidation that L1 cannot apply (its deletes and its clear fail: a full
+/// disk, a store latched read-only) must not leave the old value readable: nothing can check an
+/// entry, so L1 answers nothing (to the batch API too) until a clear works.
+/// It went on serving every entry, the invalidated one too, for the rest of the outage.
+#[cfg(feature = "redis")]
+#[test]
+fn without_an_l2_an_invalidation_l1_cannot_apply_leaves_nothing_readable_until_a_clear_works() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let clock = ManualClock::new(1_000_000);
+    let l1 = Arc::new(DeletesFail {
+        inner: MemoryStore::new(100).unwrap(),
+        marks_fail: true.into(),
+        sets_fail: false,
+        clears_fail: true.into(),
+    });
+    let cache = crate::CacheManager::builder()
+        .config(crate::CacheConfig::default())
+        .clock(Arc::new(clock.clone()))
+        .local(l1.clone())
+        .build()
+        .unwrap();
+    cache.set_raw("k", b"old", None).unwrap();
+    cache.set_raw("other", b"o", None).unwrap();
+    // As a received `Keys` message does.
+    cache.shared.drop_local(&["k"]);
+    assert_eq!(
+        cache.get_raw("k").unwrap(),
+        None,
+        "the invalidated value was served"
+    );
+    assert_eq!(cache.get_raw("other").unwrap(), None, "L1 vouched for an entry");
+    assert!(cache.multi_get_raw(&["k", "other"]).unwrap().is_empty());
+
+    l1.clears_fail.store(false, Relaxed);
+    clock.advance(Duration::from_millis(crate::manager::consistency::TRUST_RETRY_MS));
+    assert_eq!(cache.get_raw("other").unwrap(), None, "the clear took it");
+    cache.set_raw("k", b"new", None).unwrap();
+    assert_eq!(
+        cache.get_raw("k").unwrap().as_deref(),
+        Some(&b"new"[..]),
+        "L1 is trusted again once a clear worked"
+    );
 }
