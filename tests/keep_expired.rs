@@ -148,3 +148,29 @@ fn the_memory_store_keeps_stale_copies_for_its_window() {
     assert_eq!(store.get_stale("k").unwrap(), None);
     assert_eq!(store.purge_expired(), 1);
 }
+
+/// A delete of a value that has already expired (and left the keep window) removes nothing for
+/// the caller, but must still hold at the next open: reopened with a longer window (fail-safe
+/// raised), the record would be a stale copy a fail-safe read serves, and behind a clock set
+/// back, a live value. It wrote no tombstone, so the deleted value came back.
+#[test]
+fn a_delete_of_an_expired_value_holds_under_a_longer_window_and_a_clock_set_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let store = FileStore::open(dir.path(), options(&clock, Duration::ZERO)).unwrap();
+    store.set("k", b"v", Some(TTL)).unwrap();
+    clock.advance(TTL + Duration::from_secs(1));
+    assert!(!store.delete("k").unwrap(), "nothing live was removed");
+    store.close().unwrap();
+
+    let store = FileStore::open(dir.path(), options(&clock, WINDOW)).unwrap();
+    assert_eq!(
+        store.get_stale("k").unwrap(),
+        None,
+        "a longer window brought it back"
+    );
+    store.close().unwrap();
+    let behind = ManualClock::new(START_MS);
+    let store = FileStore::open(dir.path(), options(&behind, Duration::ZERO)).unwrap();
+    assert_eq!(store.get("k").unwrap(), None, "a clock set back brought it back");
+}

@@ -168,26 +168,30 @@ impl Inner {
         Some((found, loc))
     }
 
-    /// For a delete under the writer lock: whether `key` has a record that needs a tombstone (a
-    /// live value, or a damaged record the entry points at). Drops expired and stale entries.
-    pub(crate) fn needs_tombstone(&self, key: &str, hash: u64) -> bool {
-        let Some((found, loc)) = self.probe(key, hash, false, false, |_| ()) else {
-            return false;
-        };
+    /// For a delete under the writer lock: whether `key` has a record that needs a tombstone,
+    /// and if so whether the delete removes a value (`Some(true)`: a live or lapsed one, or a
+    /// damaged record the entry points at; `Some(false)`: an expired one). Drops expired and
+    /// stale entries.
+    pub(crate) fn needs_tombstone(&self, key: &str, hash: u64) -> Option<bool> {
+        let (found, loc) = self.probe(key, hash, false, false, |_| ())?;
         match found {
             // A lapsed value is still recovered at the next open (it is kept for fail-safe
             // reads): deleting it takes a tombstone like a live one.
-            Found::Hit(_) | Found::Damaged | Found::Lapsed => true,
+            Found::Hit(_) | Found::Damaged | Found::Lapsed => Some(true),
             // Another key's newer value shadows this key's older records.
-            Found::OtherKey => false,
-            // An expired record is ignored by recovery: no tombstone needed.
+            Found::OtherKey => None,
+            // Recovery ignores an expired record only under the same keep window and a clock
+            // that has not gone back: reopened with a longer window (fail-safe raised) it is a
+            // stale copy a fail-safe read serves, and behind a clock set back (a device whose
+            // clock waits for the network) a live value. Either way an explicit delete would not
+            // hold, so it takes a tombstone too; nothing was removed for the caller.
             Found::Expired => {
                 self.expire_at(hash, loc);
-                false
+                Some(false)
             }
             Found::Stale => {
                 self.drop_stale(hash, loc);
-                false
+                None
             }
         }
     }

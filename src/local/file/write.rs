@@ -261,9 +261,9 @@ impl Inner {
         // A value held in RAM goes with the key (see `stash`); it has no record to tombstone.
         let held = self.stash.forget(hash);
         // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`.
-        if !self.needs_tombstone(key, hash) {
+        let Some(removes) = self.needs_tombstone(key, hash) else {
             return Ok(held);
-        }
+        };
         let seq = w.next_seq;
         w.next_seq = w.next_seq.saturating_add(1);
         let len = format::record_len(key.len(), 0) as u64;
@@ -276,7 +276,7 @@ impl Inner {
             self.unaccount(old.loc);
         }
         self.sync_if_every_write(&w)?;
-        Ok(true)
+        Ok(removes || held)
     }
 
     /// Whether a record of `len` bytes needs a new segment: there is no active one, or it does
