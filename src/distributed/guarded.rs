@@ -128,12 +128,21 @@ impl<L: Storage> Storage for Guarded<L> {
         self.record(probe, self.inner.delete(key))
     }
 
+    /// An empty batch (here and in the other batch calls) asks no server, so the breaker
+    /// neither gates nor counts it: its `Ok` would close a half-open breaker, or break a failure
+    /// streak, with no word from the level.
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let probe = self.admit()?;
         self.record(probe, self.inner.get_many(keys))
     }
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
         let probe = self.admit()?;
         self.record(probe, self.inner.set_many(items, ttl))
     }
@@ -144,11 +153,17 @@ impl<L: Storage> Storage for Guarded<L> {
     }
 
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
         let probe = self.admit()?;
         self.record(probe, self.inner.set_each(items))
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
         let probe = self.admit()?;
         self.record(probe, self.inner.delete_many(keys))
     }
@@ -217,6 +232,9 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
     }
 
     fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+        if keys.is_empty() {
+            return Box::pin(std::future::ready(Ok(Vec::new())));
+        }
         Box::pin(async move {
             let probe = self.admit()?;
             self.record(probe, self.inner.get_many_async(keys).await)
@@ -228,6 +246,9 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         items: &'a [(&'a str, &'a [u8])],
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
+        if items.is_empty() {
+            return Box::pin(std::future::ready(Ok(())));
+        }
         Box::pin(async move {
             let probe = self.admit()?;
             self.record(probe, self.inner.set_many_async(items, ttl).await)
@@ -238,6 +259,9 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         &'a self,
         items: &'a [(&'a str, &'a [u8], Option<Duration>)],
     ) -> BoxFuture<'a, Result<()>> {
+        if items.is_empty() {
+            return Box::pin(std::future::ready(Ok(())));
+        }
         Box::pin(async move {
             let probe = self.admit()?;
             self.record(probe, self.inner.set_each_async(items).await)
@@ -245,6 +269,9 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
     }
 
     fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        if keys.is_empty() {
+            return Box::pin(std::future::ready(Ok(0)));
+        }
         Box::pin(async move {
             let probe = self.admit()?;
             self.record(probe, self.inner.delete_many_async(keys).await)
@@ -442,6 +469,50 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         assert_eq!(guarded.get("a").unwrap(), None, "the probe goes through");
         assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    /// An empty batch asks no server: its `Ok` closed a half-open breaker, and reset a
+    /// failure streak, with no word from the level.
+    #[test]
+    fn an_empty_batch_neither_closes_a_half_open_breaker_nor_breaks_a_failure_streak() {
+        let clock = ManualClock::new(0);
+        let breaker = Arc::new(CircuitBreaker::with_clock(
+            3,
+            Duration::from_secs(1),
+            Arc::new(clock.clone()),
+        ));
+        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let empty_batches = || {
+            assert!(guarded.get_many(&[]).unwrap().is_empty());
+            guarded.set_many(&[], None).unwrap();
+            guarded.set_each(&[]).unwrap();
+            assert_eq!(guarded.delete_many(&[]).unwrap(), 0);
+            rt.block_on(async {
+                assert!(guarded.get_many_async(&[]).await.unwrap().is_empty());
+                guarded.set_many_async(&[], None).await.unwrap();
+                guarded.set_each_async(&[]).await.unwrap();
+                assert_eq!(guarded.delete_many_async(&[]).await.unwrap(), 0);
+            });
+        };
+        guarded.inner().down.store(true, Ordering::SeqCst);
+        assert!(guarded.get("a").is_err());
+        assert!(guarded.get("a").is_err());
+        empty_batches();
+        assert!(guarded.get("a").is_err());
+        assert_eq!(breaker.state(), BreakerState::Open, "the streak was broken");
+        clock.advance(Duration::from_secs(1));
+        empty_batches();
+        assert_ne!(
+            breaker.state(),
+            BreakerState::Closed,
+            "closed with no word from the level"
+        );
+        assert_eq!(
+            guarded.inner().calls.load(Ordering::SeqCst),
+            3,
+            "an empty batch made a call"
+        );
     }
 
     #[test]
