@@ -163,7 +163,7 @@ fn a_loop_over_five_times_the_capacity_keeps_the_file_tier_within_two_points_of_
     // Longer than the ghosts remember. Admission stops the log once it holds entries the loop
     // reads: a fill whose key was asked for a pass ago is refused against an unread victim, and
     // one the sketch overcounts by a collision needs a second witness against a read one. Before,
-    // the log kept turning and only the three quarters of it an eviction copies stayed (11).
+    // the log kept turning and only the share of it an eviction copies stayed (11).
     let trace = loop_pattern(5_000, 5);
     let row = run_median("loop 5000", &trace, 1_000);
     assert!(row.lru < 1.0, "LRU {:.2}%", row.lru);
@@ -177,12 +177,13 @@ fn a_loop_mixed_with_a_hot_set_keeps_the_hot_set_and_part_of_the_loop() {
     let trace = loop_mix_pattern(3_000, 300, 0.3, 30_000, 11);
     // The median of three stores: one store got 39.5 in sixteen processes, near the floor.
     let row = run_median("loop 3000 + hot 300", &trace, 1_000);
-    // From below only: with admission the figure depends on the hash seed (see the pins).
     assert!(
         row.file >= FILE_LOOP_MIX_FLOOR,
         "loop 3000 + hot 300: file tier {:.2}% below {FILE_LOOP_MIX_FLOOR}%",
         row.file
     );
+    // 2.25 points behind at the median while an eviction copied three quarters of a segment.
+    assert_file_tier_within("loop 3000 + hot 300", &row, 2.0);
     // The hot set alone is 30% of the accesses: the file tier gets it and a part of the loop.
     assert!(
         row.file >= row.lru + 10.0,
@@ -330,7 +331,8 @@ fn a_working_set_that_slides_gets_in_and_keeps_the_file_tier_near_quick_cache() 
     // unread at every other eviction and dropped; the sketch's reads now keep it (see
     // `src/local/file/policy.rs`, working sets read less often than the log turns). Before
     // that, the median of three randomly seeded stores 4.1 to 8.2 points below quick_cache (20
-    // runs); now 0 to 3.1, 1.7 on average, and 4.1 once in CI. With the fixed seeds, 0.4.
+    // runs); now 0 to 3.1, 1.7 on average, and 4.1 once in CI. With the fixed seeds, 0.4, and
+    // 0.5 ahead since an eviction copies thirteen sixteenths of a segment.
     let trace = sliding_loop_pattern(900, 100, 60, 3);
     let row = run_median("sliding window 900/100", &trace, 1_000);
     assert!(row.lru > 85.0, "LRU {:.2}%", row.lru);
@@ -381,9 +383,9 @@ fn a_block_device_keeps_its_read_extents_through_scans_of_new_blocks() {
 /// quick_cache: 58.3 and 66.6; LRU: 56.3 and 65.8.
 const FILE_WEB12_10: f64 = 58.4;
 const FILE_WEB12_25: f64 = 66.9;
-/// quick_cache: 42.7 to 43.9; LRU: 0. The file tier keeps at most three quarters of its
-/// capacity across an eviction, so a loop over twice the capacity is bound to about 3/4 of
-/// quick_cache's share if every miss is written; refused fills get it further: the median of
+/// quick_cache: 42.7 to 43.9; LRU: 0. The file tier keeps at most thirteen sixteenths of its
+/// capacity across an eviction (three quarters when these figures were taken), so a loop over
+/// twice the capacity is bound to about that share of quick_cache's if every miss is written; refused fills get it further: the median of
 /// three stores 42.8 to 44.2 (15 runs), one store 40.4 to 43.4.
 const FILE_LOOP_FLOOR: f64 = 41.5;
 /// quick_cache: about 54; LRU: 0. One store 62.2 to 66.1 before refused fills that come back
@@ -398,7 +400,10 @@ const FILE_LOOP_4_3_FLOOR: f64 = 56.5;
 const FILE_LOOP_5X_FLOOR: f64 = 13.8;
 /// quick_cache: 42.9; LRU: 20.7. Without admission 37.6; with it 37.6 to 41.2 by the seed;
 /// with recent fills 40.2 to 41.0 (10 processes); on `8a30da1` one store 39.5 to 42.0 (16).
-const FILE_LOOP_MIX_FLOOR: f64 = 39.0;
+/// With the seeds of [`SEEDS`], 40.09, 40.80 and 41.46 while an eviction copied three quarters
+/// of a segment; 41.15, 42.08 and 41.65 since it copies thirteen sixteenths (quick_cache 43.10,
+/// 43.01 and 43.05).
+const FILE_LOOP_MIX_FLOOR: f64 = 41.0;
 /// quick_cache: 29.0; LRU: 17.1. One store 30.4 to 30.6 mostly, 28.4 to 28.7 in about one
 /// process in ten (32 processes and a CI run, 2026-12-01), so the test takes the median of three.
 const FILE_SCAN: f64 = 30.45;
@@ -431,8 +436,10 @@ const FILE_COLD_LOOP_FLOOR: f64 = 43.0;
 /// the median of three 69.4 to 72.4 (20 runs). Before unread protected entries were weighed by
 /// the sketch's reads, one store 62.2 to 70.7 (60 stores) and the median 64.3 to 68.3 (20
 /// runs); 54.6 to 57.9 before refused fills that come back were let in (6 stores). With the
-/// seeds of [`SEEDS`]: 72.25, 71.88 and 70.46 (quick_cache 72.44, 72.32 and 72.33).
-const FILE_SLIDING_FLOOR: f64 = 70.5;
+/// seeds of [`SEEDS`]: 72.25, 71.88 and 70.46 (quick_cache 72.44, 72.32 and 72.33); since an
+/// eviction copies thirteen sixteenths of a segment rather than three quarters, 72.65, 73.04
+/// and 72.87.
+const FILE_SLIDING_FLOOR: f64 = 72.0;
 
 /// Hit ratios of the memory tier in front of the file tier, driven through the manager's typed
 /// calls, and of what a user would write by hand instead, a `quick_cache` of the same capacity

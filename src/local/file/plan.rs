@@ -257,7 +257,7 @@ mod tests {
             // Keys 0..2 expire after a second.
             let (first, mut next) = fill_until_planned(&store, 2);
             // About 60 keys, all protected (written while the store filled up): an eviction
-            // copies three quarters of them, the oldest first within a rank.
+            // copies thirteen sixteenths of them, the oldest first within a rank.
             let keys: Vec<usize> = store.inner.segments.read()[&first]
                 .records()
                 .filter_map(|r| r.record.key.strip_prefix('k')?.parse().ok())
@@ -473,7 +473,7 @@ mod tests {
         store.watch_tier_above(Arc::clone(&tier) as Arc<dyn crate::storage::TierAbove>);
         let (first, mut next) = fill_until_planned(&store, 0);
         // The last ten keys of the segment, never read here: only the tier's word keeps them
-        // ahead of the three quarters listed before them.
+        // ahead of the thirteen sixteenths listed before them.
         let keys: Vec<String> = store.inner.segments.read()[&first]
             .records()
             .map(|r| r.record.key.to_owned())
