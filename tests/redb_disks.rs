@@ -124,3 +124,49 @@ fn a_full_disk_is_disk_full_and_writes_resume_once_space_is_back_without_losing_
     }
     assert_eq!(store.get("after").unwrap().unwrap().value, b"space is back");
 }
+
+/// Commits that were not durable yet (`Periodic`) are lost when a full disk latches redb and the
+/// store reopens its database: that much is the durability's promise, as after a kill. But a
+/// flush after it must not say every completed write is durable: it made an empty commit durable
+/// and returned `Ok`, and `has_non_durable_commits` said nothing was at risk.
+#[test]
+fn a_flush_after_a_reopen_that_lost_commits_reports_the_loss_once() {
+    let fs = Mount::tmpfs(4 * 1024);
+    let path = fs.path().join("cache").join(REDB_FILE_NAME);
+    let store = RedbStore::open(
+        &path,
+        RedbOptions::default()
+            .max_size_mb(64)
+            .durability(Durability::Periodic(std::time::Duration::from_secs(3600))),
+    )
+    .unwrap();
+    store.set("a", b"1", None).unwrap();
+    store.flush().unwrap();
+    // Held in process memory by redb until a durable commit, which the full disk refuses.
+    for i in 0..8 {
+        store.set(&format!("k{i}"), &value(i, 64 * KIB), None).unwrap();
+    }
+    store.set("a", b"2", None).unwrap();
+    assert!(store.has_non_durable_commits());
+    let ballast = fs.fill("ballast");
+    let full = store.flush().unwrap_err();
+    assert!(matches!(full, Error::DiskFull { .. }), "{full:?}");
+
+    fs.remove(&ballast);
+    // A latched database is reopened at most once a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(e) = store.set("after", b"space is back", None) {
+        assert!(std::time::Instant::now() < deadline, "writes never resumed: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        store.get("a").unwrap().unwrap().value,
+        b"1",
+        "the reopen kept the durable value"
+    );
+    assert!(store.has_non_durable_commits(), "the lost commits were at risk");
+    let lost = store.flush().unwrap_err();
+    assert!(lost.to_string().contains("lost"), "{lost}");
+    store.flush().unwrap();
+    assert!(!store.has_non_durable_commits());
+}

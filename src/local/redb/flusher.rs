@@ -17,7 +17,6 @@ use std::time::Duration;
 use super::inner::Inner;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
-use crate::storage::Storage;
 
 /// The running flusher thread of one store.
 #[derive(Debug)]
@@ -38,7 +37,7 @@ impl Flusher {
                     let Some(inner) = state.upgrade() else {
                         return;
                     };
-                    if let Err(e) = Storage::flush(&*inner) {
+                    if let Err(e) = inner.make_durable() {
                         // The next turn tries again (after a full disk, with a reopened database).
                         tracing::warn!(error = %e, path = %inner.path.display(), "periodic durable commit of the redb store failed");
                     }

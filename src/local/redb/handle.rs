@@ -96,6 +96,9 @@ impl Inner {
             }
         }
         let db = open_database(&self.path)?;
+        if self.commits_since_durable.swap(0, Ordering::AcqRel) > 0 {
+            self.lost_commits.store(true, Ordering::Release);
+        }
         let next_seq = next_seq_of(self, &db)?;
         {
             let mut suspicion = self.suspicion.lock();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::handle::{damaged, next_seq_of, open_database};
+use super::handle::{damaged, next_seq_of, open_database, redb_error};
 use super::tables::{weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 use super::RedbOptions;
 use crate::clock::{self, Clock};
@@ -46,6 +46,13 @@ pub(super) struct Inner {
     /// A commit since the last durable one was not durable; locked by every write transaction
     /// from its start to its mark.
     pub(super) dirty: Mutex<bool>,
+    /// Commits since the last durable one, counted while the transaction still holds the
+    /// database (so a reopen, which takes it whole, sees every one or none): a reopen that finds
+    /// any has lost them.
+    pub(super) commits_since_durable: AtomicU64,
+    /// A reopen lost acknowledged commits: the next [`flush`](Storage::flush) (or close) says so
+    /// once, since it cannot make them durable.
+    pub(super) lost_commits: AtomicBool,
     pub(super) evictions: AtomicU64,
     pub(super) expirations: AtomicU64,
     /// Entries with a lower sequence number are suspect unless confirmed (see the module docs).
@@ -111,6 +118,8 @@ impl Inner {
             clock: options.clock,
             last_durable: Mutex::new(Instant::now()),
             dirty: Mutex::new(false),
+            commits_since_durable: AtomicU64::new(0),
+            lost_commits: AtomicBool::new(false),
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
             suspect_below_seq: AtomicU64::new(0),
@@ -221,6 +230,18 @@ impl Inner {
         })
     }
 
+    /// A durable commit if a commit since the last one was not: what the flusher thread does
+    /// every turn. It leaves a loss at a reopen for the next [`flush`](Storage::flush) to
+    /// report, so that the caller's flush, not the thread's, hears of it.
+    pub(super) fn make_durable(&self) -> Result<()> {
+        // Waits for a write under way: a commit that returned before this call is marked.
+        let dirty = *self.dirty.lock();
+        if dirty {
+            self.write(true, |_, _| Ok(()))?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` in a write transaction and commits it with the durability the policy asks for
     /// (`force_durable` for flush and close).
     fn write<T>(
@@ -256,8 +277,12 @@ impl Inner {
             self.expirations.fetch_add(counts.expirations, Ordering::Relaxed);
             if durable {
                 *self.last_durable.lock() = Instant::now();
+                self.commits_since_durable.store(0, Ordering::Release);
+            } else {
+                self.commits_since_durable.fetch_add(1, Ordering::AcqRel);
             }
             *dirty = !durable;
+            drop(db);
             Ok(out)
         })
     }
@@ -420,11 +445,16 @@ impl Storage for Inner {
         })
     }
 
+    /// Every completed write durable, or the error that says some were lost (see
+    /// [`make_durable`](Self::make_durable)).
     fn flush(&self) -> Result<()> {
-        // Waits for a write under way: a commit that returned before this call is marked.
-        let dirty = *self.dirty.lock();
-        if dirty {
-            self.write(true, |_, _| Ok(()))?;
+        self.make_durable()?;
+        if self.lost_commits.swap(false, Ordering::AcqRel) {
+            return Err(redb_error(
+                "flush",
+                &self.path,
+                "writes acknowledged since the last durable commit were lost when the database was reopened after an I/O error (a full disk?); the entries they changed read as they were before them, suspect until revalidated",
+            ));
         }
         Ok(())
     }

@@ -26,7 +26,10 @@
 //!   shrink when entries go, so evicting frees nothing on the device). redb then refuses every
 //!   transaction until its database is reopened; the store does that itself at the next call, so
 //!   writes resume once space is back. The reopen keeps only what was durable, and makes every
-//!   entry it kept suspect, as an open does.
+//!   entry it kept suspect, as an open does; if it lost commits that were not durable yet, the
+//!   next [`flush`](Storage::flush) (or close) returns an error that says so, once, and
+//!   [`RedbStore::has_non_durable_commits`] is true until then (the flusher thread leaves that
+//!   report to the caller's flush).
 //! - **Suspect entries**: like the file store, it keeps its entries through a loss of certainty
 //!   instead of forgetting them. Every entry restored at open, and every entry written before
 //!   [`mark_all_suspect`](LocalStorage::mark_all_suspect) (a lost backplane subscription), is
@@ -120,10 +123,11 @@ impl RedbStore {
     /// Whether a commit since the last durable one is still held only in this process's memory:
     /// a kill of the process would lose it (see the module docs). It stays so until the next
     /// durable commit: a flush, a close, an `EveryWrite` write, or the flusher thread's next
-    /// turn with `Periodic`.
+    /// turn with `Periodic`. Also true once a reopen after an I/O error lost such commits, until
+    /// a [`flush`](Storage::flush) has reported it.
     #[must_use]
     pub fn has_non_durable_commits(&self) -> bool {
-        *self.inner.dirty.lock()
+        *self.inner.dirty.lock() || self.inner.lost_commits.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
