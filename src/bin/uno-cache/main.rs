@@ -70,6 +70,12 @@ struct Cli {
     /// with it, this bound is used and recorded in the store.
     #[arg(long)]
     max_size_mb: Option<u64>,
+    /// Keeps expired entries younger than this many seconds as stale copies, as the
+    /// application's fail-safe window (`loader.fail_safe_max_duration`) does: `compact` leaves
+    /// them for its fail-safe reads. Without it, and without `--config` (whose window is used),
+    /// the store keeps none, and `compact` removes them. The store does not record the window.
+    #[arg(long, value_name = "SECS")]
+    keep_expired_secs: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -196,6 +202,11 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         cli.dir = config.local.effective_path().to_owned();
         cli.max_size_mb = cli.max_size_mb.or(config.local.max_size);
         file_mode = config.local.file_mode;
+        // The application's fail-safe window: a compaction without it removed the stale copies
+        // its next failed load would have served.
+        cli.keep_expired_secs = cli
+            .keep_expired_secs
+            .or(Some(config.loader.fail_safe_max_duration.as_secs()));
     }
     if !matches!(cli.command, Command::Set { .. } | Command::Import { .. }) {
         require_store(&cli.dir, STORE_META_FILE)?;
@@ -219,6 +230,9 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     }
     if let Some(mode) = file_mode {
         options = options.file_mode(mode);
+    }
+    if let Some(secs) = cli.keep_expired_secs {
+        options = options.keep_expired(Duration::from_secs(secs));
     }
     let store = match FileStore::open(&cli.dir, options) {
         Ok(store) => store,
