@@ -250,48 +250,56 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
             err!("uno-cache: note: {damage}\n");
         }
     }
-    let code = match cli.command {
-        Command::Get { key } => print_value(store.get(&key).map_err(|e| e.to_string())?)?,
-        Command::Set { key, value, .. } => {
-            store
-                .set(&key, value.as_bytes(), ttl)
-                .map_err(|e| e.to_string())?;
-            ExitCode::SUCCESS
-        }
-        Command::Del { key } => {
-            if store.delete(&key).map_err(|e| e.to_string())? {
+    // Closed on every path: an error of the command must not hide one of the close (the
+    // fsync that makes what the command wrote durable), which a drop would only log.
+    let outcome = (|| -> Result<ExitCode, String> {
+        Ok(match cli.command {
+            Command::Get { key } => print_value(store.get(&key).map_err(|e| e.to_string())?)?,
+            Command::Set { key, value, .. } => {
+                store
+                    .set(&key, value.as_bytes(), ttl)
+                    .map_err(|e| e.to_string())?;
                 ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
             }
-        }
-        Command::Stats { json } => {
-            print_stats(&store, json)?;
-            ExitCode::SUCCESS
-        }
-        Command::Verify => verify(&store)?,
-        Command::Compact => {
-            let report = store.compact().map_err(|e| e.to_string())?;
-            outln!(
-                "expired {} entries, rewrote {} segments ({} records moved), reclaimed {} bytes",
-                report.expired,
-                report.segments_rewritten,
-                report.records_moved,
-                report.bytes_reclaimed
-            )?;
-            ExitCode::SUCCESS
-        }
-        Command::Dump => {
-            dump(&store)?;
-            ExitCode::SUCCESS
-        }
-        Command::Import { durable, .. } => {
-            import(&store, &clock, durable, ttl)?;
-            ExitCode::SUCCESS
-        }
-    };
-    store.close().map_err(|e| e.to_string())?;
-    Ok(code)
+            Command::Del { key } => {
+                if store.delete(&key).map_err(|e| e.to_string())? {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Command::Stats { json } => {
+                print_stats(&store, json)?;
+                ExitCode::SUCCESS
+            }
+            Command::Verify => verify(&store)?,
+            Command::Compact => {
+                let report = store.compact().map_err(|e| e.to_string())?;
+                outln!(
+                    "expired {} entries, rewrote {} segments ({} records moved), reclaimed {} bytes",
+                    report.expired,
+                    report.segments_rewritten,
+                    report.records_moved,
+                    report.bytes_reclaimed
+                )?;
+                ExitCode::SUCCESS
+            }
+            Command::Dump => {
+                dump(&store)?;
+                ExitCode::SUCCESS
+            }
+            Command::Import { durable, .. } => {
+                import(&store, &clock, durable, ttl)?;
+                ExitCode::SUCCESS
+            }
+        })
+    })();
+    match (outcome, store.close()) {
+        (Ok(code), Ok(())) => Ok(code),
+        (Ok(_), Err(closed)) => Err(closed.to_string()),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(closed)) => Err(format!("{e}; closing the store failed too: {closed}")),
+    }
 }
 
 /// The file every file-store directory has (storage-format.md).
