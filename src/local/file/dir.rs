@@ -62,6 +62,14 @@ impl LockedDir {
         };
         let file_mode = wanted.file_mode.or(recorded_mode).unwrap_or(DEFAULT_FILE_MODE);
         let lock = LockFile::acquire(path, LOCK_FILE, file_mode, "open lock file")?;
+        if !has_meta && meta_path.exists() {
+            // Another process made the store between the look above and the lock (two first
+            // opens at once, the other one quick to close): this open would write its own
+            // metadata over the other's, and read the other's segments with its own segment
+            // size. Opened again, it is an existing store.
+            drop(lock);
+            return Self::open(path, disk, wanted);
+        }
         let lock_path = lock.path().to_owned();
         let dir = LockedDir {
             path: path.to_owned(),
