@@ -732,3 +732,63 @@ fn wait_connected(backplane: &Backplane) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A handler that waits in `invalidate` until the test lets it go, as one doing disk work does.
+struct Held {
+    entered: std::sync::mpsc::SyncSender<()>,
+    release: parking_lot::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+/// Lets the held handler go when dropped: before the backplane, whatever the test's outcome.
+struct Release(std::sync::mpsc::Sender<()>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+impl InvalidationHandler for Held {
+    fn invalidate(&self, _message: &InvalidationMessage) {
+        let _ = self.entered.try_send(());
+        let _ = self.release.lock().recv();
+    }
+
+    fn subscription_lost(&self, _since: SystemTime) {}
+}
+
+/// The handler runs on a thread of its own: while it is busy (a manager's handler fsyncs L1
+/// deletes), the instance's I/O thread still publishes, and answers the subscription's health
+/// checks. Called on that thread, it held both: publishes timed out, and a healthy subscription
+/// was declared lost.
+#[test]
+fn a_busy_handler_holds_neither_publishing_nor_the_subscriptions_health_checks() {
+    let server = RedisServer::start();
+    let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let handler = Arc::new(Held {
+        entered: entered_tx,
+        release: parking_lot::Mutex::new(release_rx),
+    });
+    let b = Backplane::connect(
+        options(&server)
+            .publish_timeout(Duration::from_millis(500))
+            .staleness_bound(Duration::from_millis(300)),
+        handler,
+    )
+    .unwrap();
+    let release = Release(release_tx);
+    let (a, _) = instance(options(&server));
+    a.publish(&keys(&["k"])).unwrap();
+    entered.recv_timeout(WAIT).expect("the handler was never called");
+
+    // Held for more than the staleness bound: three health checks are due meanwhile.
+    let held_until = Instant::now() + Duration::from_millis(900);
+    while Instant::now() < held_until {
+        b.publish(&keys(&["mine"])).unwrap();
+        assert_eq!(b.stats().subscription_losses, 0, "{:?}", b.stats());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(release);
+    assert!(b.stats().connected);
+}

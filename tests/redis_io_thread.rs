@@ -32,6 +32,13 @@ fn redis_io_threads() -> usize {
         .count()
 }
 
+fn handler_threads() -> usize {
+    uno_threads()
+        .iter()
+        .filter(|name| name.starts_with("uno-cache-inval"))
+        .count()
+}
+
 #[test]
 fn l2_backplane_and_tags_share_one_io_thread_that_stops_with_the_manager() {
     let redis = RedisServer::start();
@@ -67,10 +74,12 @@ fn l2_backplane_and_tags_share_one_io_thread_that_stops_with_the_manager() {
         uno_threads()
     );
     assert_eq!(redis_io_threads(), 1, "{:?}", uno_threads());
+    // The invalidation handler runs on a thread of its own, off the I/O thread.
+    assert_eq!(handler_threads(), 1, "{:?}", uno_threads());
 
     drop(cache);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while redis_io_threads() > 0 {
+    while redis_io_threads() + handler_threads() > 0 {
         assert!(Instant::now() < deadline, "still running: {:?}", uno_threads());
         std::thread::yield_now();
     }

@@ -34,9 +34,13 @@
 //! the host list: when its node fails it moves to the next one.
 //!
 //! # Threads
-//! Two named I/O threads, each with a current-thread tokio runtime: `uno-cache-backplane`
-//! (publishing and re-sending) and `uno-cache-backplane-sub` (the subscriber, which also calls
-//! the handler). Dropping the [`Backplane`] stops both.
+//! Publishing, re-sending and the subscriber run as tasks on one I/O thread with a
+//! current-thread tokio runtime (`uno-cache-backplane`, or, inside a manager, the thread its
+//! Redis L2 and tags share). The handler is called on a thread of its own,
+//! `uno-cache-invalidate`, in the order messages and losses arrived: a handler that does
+//! disk work (a manager's L1 deletes) then holds neither L2 calls, publishes nor the
+//! subscriber's health checks. Dropping the [`Backplane`] stops the tasks and waits for the
+//! handler to have handled what it was handed.
 //!
 //! # Wire format
 //! A 36-byte header (magic `UNOI`, version, kind, origin, sequence, string count), the strings

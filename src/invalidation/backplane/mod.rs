@@ -1,6 +1,7 @@
 //! The [`Backplane`] itself (feature `redis`): its options, its statistics, and the publisher
 //! and subscriber tasks on the Redis I/O thread. See the [parent module](super).
 
+mod delivery;
 mod publisher;
 mod subscriber;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use self::delivery::Delivery;
 use self::publisher::Publisher;
 use super::message;
 use super::{
@@ -280,9 +282,11 @@ pub struct Backplane {
     publisher: Arc<Publisher>,
     publish_timeout: Duration,
     repeat_after: Duration,
-    // Field order is drop order: the subscriber task stops, then the resend task, then the
-    // handle on the I/O thread (shared by publishing and subscribing, and perhaps with the L2).
+    // Field order is drop order: the subscriber task stops, then the handler's thread handles
+    // what the subscriber handed it, then the resend task stops, then the handle on the I/O
+    // thread (shared by publishing and subscribing, and perhaps with the L2) goes.
     subscriber: Task,
+    _delivery: Delivery,
     resend: Task,
     rt: IoRuntime,
 }
@@ -388,6 +392,7 @@ impl Backplane {
         }
         let resend = rt.spawn(Publisher::resend_loop(publisher.clone()));
 
+        let (delivery, handler) = Delivery::start(handler, shared.clone())?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let subscriber = rt.spawn(subscriber::run(
             subscriber::Context {
@@ -422,6 +427,7 @@ impl Backplane {
             publish_timeout: options.publish_timeout,
             repeat_after: options.repeat_after,
             subscriber,
+            _delivery: delivery,
             resend,
             rt,
         })
