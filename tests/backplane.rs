@@ -792,3 +792,53 @@ fn a_busy_handler_holds_neither_publishing_nor_the_subscriptions_health_checks()
     drop(release);
     assert!(b.stats().connected);
 }
+
+/// Publishes a message of `origin` numbered `seq` by hand, as another instance would.
+fn publish_as(redis: &mut redis::Connection, channel: &str, origin: InstanceId, seq: u64) {
+    let message = InvalidationMessage {
+        origin,
+        seq,
+        invalidation: keys(&[&format!("k{seq}")]),
+    };
+    let _: () = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(message.encode())
+        .query(redis)
+        .unwrap();
+}
+
+/// A message lost while the subscription stays up (a cluster bus link that failed, a node that
+/// died right after taking the `PUBLISH`) shows only as a skip in its sender's sequence. Left
+/// unfilled for the staleness bound, it is told to the handler as a loss and a restore; it was
+/// only counted. A skip that a late message fills (a re-send) is no loss.
+#[test]
+fn a_skip_in_a_senders_sequence_left_unfilled_is_told_as_a_loss_and_one_filled_late_is_not() {
+    let server = RedisServer::start();
+    let bound = Duration::from_millis(300);
+    let (b, seen) = instance(options(&server).staleness_bound(bound));
+    let mut raw = server.raw();
+
+    let late = InstanceId::random();
+    for seq in [1, 3, 2] {
+        publish_as(&mut raw, b.channel(), late, seq);
+    }
+    seen.wait_for("the three messages", WAIT, |e| count_messages(e) >= 3);
+    // Three staleness bounds, for a loss that should not come.
+    std::thread::sleep(bound * 3);
+    assert!(
+        !has_lost(&seen.events.lock()),
+        "a filled skip was taken for a loss"
+    );
+    assert_eq!(b.stats().sequence_gaps, 1);
+
+    let lossy = InstanceId::random();
+    for seq in [1, 3] {
+        publish_as(&mut raw, b.channel(), lossy, seq);
+    }
+    let events = seen.wait_for("the loss of message 2", WAIT, has_restored);
+    assert!(has_lost(&events));
+    let stats = b.stats();
+    assert_eq!(stats.gap_losses, 1, "{stats:?}");
+    assert_eq!(stats.subscription_losses, 0, "the subscription itself stayed up");
+    assert!(stats.connected);
+}

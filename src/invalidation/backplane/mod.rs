@@ -2,6 +2,7 @@
 //! and subscriber tasks on the Redis I/O thread. See the [parent module](super).
 
 mod delivery;
+mod gaps;
 mod publisher;
 mod subscriber;
 
@@ -197,6 +198,10 @@ pub struct BackplaneStats {
     pub invalid: u64,
     /// Sequence numbers skipped by other instances' messages (a missed or late message each).
     pub sequence_gaps: u64,
+    /// Skips in another instance's sequence that no late message filled within the staleness
+    /// bound, while the subscription stayed up: a lost message each time, told to the handler
+    /// as a loss and a restore (not counted in `subscription_losses`).
+    pub gap_losses: u64,
     /// Subscriptions lost (each one told to the handler).
     pub subscription_losses: u64,
     /// Subscriptions restored after a loss.
@@ -230,6 +235,7 @@ struct Shared {
     ignored_own: AtomicU64,
     invalid: AtomicU64,
     sequence_gaps: AtomicU64,
+    gap_losses: AtomicU64,
     losses: AtomicU64,
     reconnects: AtomicU64,
     republish_pending: AtomicU64,
@@ -251,6 +257,7 @@ impl Shared {
             ignored_own: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             sequence_gaps: AtomicU64::new(0),
+            gap_losses: AtomicU64::new(0),
             losses: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             republish_pending: AtomicU64::new(0),
@@ -567,6 +574,7 @@ impl Backplane {
             ignored_own: load(&s.ignored_own),
             invalid: load(&s.invalid),
             sequence_gaps: load(&s.sequence_gaps),
+            gap_losses: load(&s.gap_losses),
             subscription_losses: load(&s.losses),
             reconnects: load(&s.reconnects),
             last_lost_at: *s.last_lost_at.lock(),

@@ -1,7 +1,9 @@
 //! The subscribing side: one pub/sub connection to one node, a `PING` on it every third of the
 //! staleness bound with a third of it to answer, and on any failure: tell the handler, reconnect
 //! with our own backoff (first attempt at once, then doubling with jitter, moving through the
-//! nodes), subscribe again, tell the handler.
+//! nodes), subscribe again, tell the handler. A skip in another instance's sequence that stays
+//! unfilled for the staleness bound is told to the handler as a loss and a restore too (see
+//! [`super::gaps`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,12 +11,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::oneshot;
 
+use super::gaps::Gaps;
 use super::message::decode;
 use super::{jitter, now, InstanceId, InvalidationHandler, Node, Outage, Shared, LEVEL};
 use crate::distributed::redis::errors::connect_error_for;
@@ -79,7 +82,7 @@ impl Context {
         }
     }
 
-    fn on_payload(&self, payload: &[u8], last_seq: &mut HashMap<InstanceId, u64>) {
+    fn on_payload(&self, payload: &[u8], last_seq: &mut HashMap<InstanceId, u64>, gaps: &mut Gaps) {
         let msg = match decode(payload) {
             Ok(msg) => msg,
             Err(reason) => {
@@ -94,8 +97,10 @@ impl Context {
         }
         if last_seq.len() >= MAX_TRACKED_ORIGINS && !last_seq.contains_key(&msg.origin) {
             last_seq.clear();
+            gaps.clear();
         }
         let last = last_seq.entry(msg.origin).or_insert(0);
+        gaps.note(msg.origin, *last, msg.seq, Instant::now());
         // The first message seen from an origin sets its base; after that, a skip is a gap.
         if *last != 0 && msg.seq > last.saturating_add(1) {
             self.shared
@@ -111,6 +116,7 @@ impl Context {
     async fn serve(&self, sink: PubSubSink, mut stream: PubSubStream, since: SystemTime) -> SystemTime {
         let mut alive = since;
         let mut last_seq = HashMap::new();
+        let mut gaps = Gaps::default();
         let mut ticker = tokio::time::interval(self.ping_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate; we just subscribed
@@ -118,10 +124,13 @@ impl Context {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut last_seq),
+                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut last_seq, &mut gaps),
                     None => return alive, // the connection ended
                 },
                 _ = ticker.tick(), if ping.is_none() => {
+                    if gaps.overdue(Instant::now(), self.ping_every.saturating_mul(3)) {
+                        self.lost_a_message(alive);
+                    }
                     let mut sink = sink.clone();
                     let deadline = self.ping_every;
                     ping = Some((now(), Box::pin(async move {
@@ -141,6 +150,24 @@ impl Context {
                 }
             }
         }
+    }
+}
+
+impl Context {
+    /// A skip in a sender's sequence stayed open for the staleness bound: a message was lost
+    /// while the subscription stayed up. The handler hears of it as of a loss and a restore at
+    /// once, so that it distrusts what it holds as after any loss.
+    fn lost_a_message(&self, alive: SystemTime) {
+        Shared::bump(&self.shared.gap_losses);
+        tracing::warn!(channel = %self.shared.channel, "a message of another instance never arrived; L1 entries are suspect until revalidated");
+        self.call("subscription_lost", |h| h.subscription_lost(alive));
+        let at = now();
+        let outage = Outage {
+            since: alive,
+            detected_at: at,
+            restored_at: at,
+        };
+        self.call("subscription_restored", |h| h.subscription_restored(&outage));
     }
 }
 

@@ -1,0 +1,108 @@
+//! Skips in another instance's sequence that stay unfilled: a message lost while the subscription
+//! itself stayed healthy. In a Redis Cluster the publisher's node forwards a `PUBLISH` to the
+//! subscriber's over the cluster bus, and a bus link that fails, or a node that dies right after
+//! taking the `PUBLISH`, loses it; the subscriber's `PING`s to its own node go on being answered,
+//! so only the next message of that sender, one number further on, shows it.
+//!
+//! A skip may still be filled: a message re-sent after a failed publish arrives later, with its
+//! own number. So a skip counts as a loss only once it has stayed open for the staleness bound,
+//! the time the subscriber has to notice a loss at all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use super::InstanceId;
+
+/// Open skips remembered at most, over every sender; past that, the next check is a loss (a
+/// sender that skipped that many is not worth tracking number by number).
+const MAX_OPEN: usize = 4_096;
+
+/// The open skips of every sender, with when each was seen.
+#[derive(Debug, Default)]
+pub(super) struct Gaps {
+    open: HashMap<InstanceId, BTreeMap<u64, Instant>>,
+    count: usize,
+    /// When more skips were seen than [`MAX_OPEN`] holds.
+    overflowed_at: Option<Instant>,
+}
+
+impl Gaps {
+    /// Notes message `seq` of `origin`, whose highest number seen before was `last` (0: none).
+    pub(super) fn note(&mut self, origin: InstanceId, last: u64, seq: u64, at: Instant) {
+        if last != 0 && seq > last.saturating_add(1) {
+            let skipped = seq - last - 1;
+            if self
+                .count
+                .saturating_add(usize::try_from(skipped).unwrap_or(usize::MAX))
+                > MAX_OPEN
+            {
+                self.overflowed_at.get_or_insert(at);
+                return;
+            }
+            let open = self.open.entry(origin).or_default();
+            for missing in last + 1..seq {
+                if open.insert(missing, at).is_none() {
+                    self.count += 1;
+                }
+            }
+        } else if seq <= last {
+            // A late message (a re-send) fills its skip.
+            if let Some(open) = self.open.get_mut(&origin) {
+                if open.remove(&seq).is_some() {
+                    self.count -= 1;
+                }
+                if open.is_empty() {
+                    self.open.remove(&origin);
+                }
+            }
+        }
+    }
+
+    /// Whether a skip has stayed open for `bound` by `now`; if so every open skip is forgotten,
+    /// since the loss it is reported as covers them all.
+    pub(super) fn overdue(&mut self, now: Instant, bound: Duration) -> bool {
+        let late = |seen: Instant| now.saturating_duration_since(seen) >= bound;
+        let overdue = self.overflowed_at.is_some_and(late)
+            || self
+                .open
+                .values()
+                .flat_map(BTreeMap::values)
+                .any(|&seen| late(seen));
+        if overdue {
+            *self = Gaps::default();
+        }
+        overdue
+    }
+
+    /// Forgets every open skip (a new subscription: its loss was reported already).
+    pub(super) fn clear(&mut self) {
+        *self = Gaps::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_is_overdue_only_if_no_late_message_fills_it_within_the_bound() {
+        let (a, b) = (InstanceId::random(), InstanceId::random());
+        let start = Instant::now();
+        let bound = Duration::from_secs(1);
+        let mut gaps = Gaps::default();
+        gaps.note(a, 0, 7, start); // the first message of a sender sets its base
+        gaps.note(a, 7, 8, start);
+        assert!(!gaps.overdue(start + bound * 2, bound), "no skip");
+        gaps.note(a, 8, 10, start); // 9 skipped
+        gaps.note(b, 3, 5, start); // 4 skipped
+        gaps.note(a, 10, 9, start + bound / 2); // 9 arrives late
+        assert!(!gaps.overdue(start + bound / 2, bound));
+        assert!(gaps.overdue(start + bound, bound), "b's 4 never came");
+        assert!(!gaps.overdue(start + bound * 3, bound), "reported once");
+        gaps.note(a, 10, 5_000, start);
+        assert!(
+            gaps.overdue(start + bound, bound),
+            "too many to track is a loss too"
+        );
+    }
+}
