@@ -4,7 +4,8 @@
 //! `ValueTooLarge`; the largest accepted value really fits), sharding across two hosts, prefix
 //! isolation and the `clear` refusal, construction errors, the async API, and an outage: the
 //! server is killed mid-workload (every call returns within the deadline with an error, nothing
-//! panics) and restarted on the same port (calls succeed again).
+//! panics) and restarted on the same port (calls succeed again); a host whose connection went
+//! silent does not cost the healthy host its pooled connections.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,6 +14,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/proxy.rs"]
+mod proxy;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -820,5 +823,40 @@ fn many_caller_threads_reuse_their_connections_instead_of_opening_one_per_call()
     assert!(
         opened <= 16 + 2,
         "{opened} connections opened for 3 200 calls from 16 threads"
+    );
+}
+
+/// With several hosts and no node breakers (a direct user's default), a blocking call runs host
+/// after host within one deadline. A host reached once it has passed (an earlier one hung) is not
+/// asked: a pooled connection taken for it failed its first write at once and was closed, so the
+/// healthy host lost a connection at every such call, and the next call connected anew.
+#[test]
+fn a_host_reached_after_the_deadline_keeps_its_pooled_connection() {
+    let (hung, healthy) = (MemcachedServer::start(), MemcachedServer::start());
+    let proxy = proxy::TcpProxy::start(&hung.addr());
+    let store = MemcachedStore::connect(
+        MemcachedOptions::with_hosts([proxy.addr(), healthy.addr()]).timeout(Duration::from_millis(100)),
+    )
+    .unwrap();
+    let on = |host: usize| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| store.server_key(k).1 == host)
+            .unwrap()
+    };
+    let (a, b) = (on(0), on(1));
+    store.set(&a, b"v", None).unwrap();
+    store.set(&b, b"v", None).unwrap();
+    let before = healthy.stat("total_connections");
+
+    // The hung host's connection goes silent (a new one would be served).
+    proxy.freeze();
+    assert!(store.get_many(&[a.as_str(), b.as_str()]).is_err());
+    assert_eq!(store.get_many(&[a.as_str(), b.as_str()]).unwrap().len(), 2);
+    assert_eq!(store.get(&b).unwrap().unwrap().value, b"v");
+    assert_eq!(
+        healthy.stat("total_connections"),
+        before + 1,
+        "the healthy host was connected to anew (one is `stat`'s own)"
     );
 }

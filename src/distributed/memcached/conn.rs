@@ -304,6 +304,10 @@ impl Host {
             op,
             host: &self.spec.display,
         };
+        // The time went to an earlier host of the call: a pooled connection taken now would
+        // fail its first write at once and be closed, so a healthy host lost one connection per
+        // such call, and the calls after it connected anew.
+        left(deadline).map_err(|f| self.error(op, timeout, f))?;
         let taken = self.idle.lock().pop();
         let (mut conn, mut reused) = match taken {
             Some(conn) => (conn, true),
