@@ -158,14 +158,7 @@ impl Shared {
                 )?;
                 // Offline: suspect entries are served as they are.
                 for key in missed {
-                    match suspects.remove(key) {
-                        Some(entry) => {
-                            self.metrics.consistency.served_unverified.incr();
-                            self.metrics.local.hits.incr();
-                            out.insert((*key).to_owned(), entry.value);
-                        }
-                        None => self.miss(1),
-                    }
+                    self.offline_answer(key, out, suspects);
                 }
                 return Ok(());
             }
@@ -176,15 +169,8 @@ impl Shared {
         for (i, (key, ticket)) in missed.iter().zip(tickets).enumerate() {
             let answer = found.next().flatten();
             if not_reached.get(i).copied().unwrap_or(false) {
-                // Offline for this key: its suspect entry is served as it is.
-                match suspects.remove(key) {
-                    Some(entry) => {
-                        self.metrics.consistency.served_unverified.incr();
-                        self.metrics.local.hits.incr();
-                        out.insert((*key).to_owned(), entry.value);
-                    }
-                    None => self.miss(1),
-                }
+                // Offline for this key.
+                self.offline_answer(key, out, suspects);
                 continue;
             }
             if !suspects.is_empty() {
@@ -214,6 +200,24 @@ impl Shared {
             out.insert(key.to_owned(), entry.value);
         }
         Ok(())
+    }
+
+    /// The answer for a key of a batch whose L2 could not be reached: its suspect L1 entry, if
+    /// it has one, served as it is (counted as unverified), else a miss.
+    fn offline_answer<'k>(
+        &self,
+        key: &'k str,
+        out: &mut HashMap<String, Vec<u8>>,
+        suspects: &mut HashMap<&'k str, Entry>,
+    ) {
+        match suspects.remove(key) {
+            Some(entry) => {
+                self.metrics.consistency.served_unverified.incr();
+                self.metrics.local.hits.incr();
+                out.insert(key.to_owned(), entry.value);
+            }
+            None => self.miss(1),
+        }
     }
 
     /// [`backfill`](Self::backfill) for the L2 hits of a batch: queued for the backfill thread
