@@ -737,6 +737,8 @@ fn wait_connected(backplane: &Backplane) {
 struct Held {
     entered: std::sync::mpsc::SyncSender<()>,
     release: parking_lot::Mutex<std::sync::mpsc::Receiver<()>>,
+    /// Calls of `invalidate` that returned.
+    handled: std::sync::atomic::AtomicU64,
 }
 
 /// Lets the held handler go when dropped: before the backplane, whatever the test's outcome.
@@ -752,6 +754,7 @@ impl InvalidationHandler for Held {
     fn invalidate(&self, _message: &InvalidationMessage) {
         let _ = self.entered.try_send(());
         let _ = self.release.lock().recv();
+        self.handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn subscription_lost(&self, _since: SystemTime) {}
@@ -760,7 +763,8 @@ impl InvalidationHandler for Held {
 /// The handler runs on a thread of its own: while it is busy (a manager's handler fsyncs L1
 /// deletes), the instance's I/O thread still publishes, and answers the subscription's health
 /// checks. Called on that thread, it held both: publishes timed out, and a healthy subscription
-/// was declared lost.
+/// was declared lost. A shutdown still waits for the event under way: what the handler holds (a
+/// manager's state) is released before it returns.
 #[test]
 fn a_busy_handler_holds_neither_publishing_nor_the_subscriptions_health_checks() {
     let server = RedisServer::start();
@@ -769,12 +773,14 @@ fn a_busy_handler_holds_neither_publishing_nor_the_subscriptions_health_checks()
     let handler = Arc::new(Held {
         entered: entered_tx,
         release: parking_lot::Mutex::new(release_rx),
+        handled: std::sync::atomic::AtomicU64::new(0),
     });
+    let bound = Duration::from_millis(1500);
     let b = Backplane::connect(
         options(&server)
             .publish_timeout(Duration::from_millis(500))
-            .staleness_bound(Duration::from_millis(300)),
-        handler,
+            .staleness_bound(bound),
+        handler.clone(),
     )
     .unwrap();
     let release = Release(release_tx);
@@ -782,15 +788,29 @@ fn a_busy_handler_holds_neither_publishing_nor_the_subscriptions_health_checks()
     a.publish(&keys(&["k"])).unwrap();
     entered.recv_timeout(WAIT).expect("the handler was never called");
 
-    // Held for more than the staleness bound: three health checks are due meanwhile.
-    let held_until = Instant::now() + Duration::from_millis(900);
+    // Held for twice the staleness bound: six health checks are due meanwhile.
+    let held_until = Instant::now() + bound * 2;
     while Instant::now() < held_until {
         b.publish(&keys(&["mine"])).unwrap();
         assert_eq!(b.stats().subscription_losses, 0, "{:?}", b.stats());
         std::thread::sleep(Duration::from_millis(100));
     }
-    drop(release);
     assert!(b.stats().connected);
+    let handled = std::thread::scope(|s| {
+        let stopping = s.spawn(|| {
+            b.shutdown();
+            handler.handled.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        // Time for a shutdown that does not wait to return.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !stopping.is_finished(),
+            "the shutdown did not wait for the handler"
+        );
+        drop(release);
+        stopping.join().unwrap()
+    });
+    assert_eq!(handled, 1, "the shutdown returned before the handler did");
 }
 
 /// Publishes a message of `origin` numbered `seq` by hand, as another instance would.

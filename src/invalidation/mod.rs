@@ -39,7 +39,9 @@
 //! Redis L2 and tags share). The handler is called on a thread of its own,
 //! `uno-cache-invalidate`, in the order messages and losses arrived: a handler that does
 //! disk work (a manager's L1 deletes) then holds neither L2 calls, publishes nor the
-//! subscriber's health checks. Dropping the [`Backplane`] stops the tasks and waits for the
+//! subscriber's health checks. A handler that falls behind by the staleness bound is told of a
+//! loss and a restore instead of what arrived meanwhile (`BackplaneStats::handler_lags`).
+//! Dropping the [`Backplane`], or [`Backplane::shutdown`], stops the tasks and waits for the
 //! handler to have handled what it was handed.
 //!
 //! # Wire format

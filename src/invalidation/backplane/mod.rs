@@ -202,6 +202,10 @@ pub struct BackplaneStats {
     /// bound, while the subscription stayed up: a lost message each time, told to the handler
     /// as a loss and a restore (not counted in `subscription_losses`).
     pub gap_losses: u64,
+    /// Times the handler fell behind (events waited and none was handled for the staleness
+    /// bound, or too many waited): what arrived meanwhile was dropped, and the handler was told
+    /// of a loss and a restore before its next event (not counted in `subscription_losses`).
+    pub handler_lags: u64,
     /// Subscriptions lost (each one told to the handler).
     pub subscription_losses: u64,
     /// Subscriptions restored after a loss.
@@ -236,6 +240,7 @@ struct Shared {
     invalid: AtomicU64,
     sequence_gaps: AtomicU64,
     gap_losses: AtomicU64,
+    handler_lags: AtomicU64,
     losses: AtomicU64,
     reconnects: AtomicU64,
     republish_pending: AtomicU64,
@@ -258,6 +263,7 @@ impl Shared {
             invalid: AtomicU64::new(0),
             sequence_gaps: AtomicU64::new(0),
             gap_losses: AtomicU64::new(0),
+            handler_lags: AtomicU64::new(0),
             losses: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             republish_pending: AtomicU64::new(0),
@@ -293,7 +299,7 @@ pub struct Backplane {
     // what the subscriber handed it, then the resend task stops, then the handle on the I/O
     // thread (shared by publishing and subscribing, and perhaps with the L2) goes.
     subscriber: Task,
-    _delivery: Delivery,
+    delivery: Delivery,
     resend: Task,
     rt: IoRuntime,
 }
@@ -313,8 +319,9 @@ fn now() -> SystemTime {
 }
 
 impl Backplane {
-    /// Stops receiving and re-sending, and waits until both tasks have ended (what they held,
-    /// a manager's state through the handler, is released then); publishing still works.
+    /// Stops receiving and re-sending, and waits until both tasks have ended and the handler has
+    /// handled what it was handed (what they held, a manager's state through the handler, is
+    /// released then); publishing still works.
     /// Messages kept for re-sending get one last attempt in between, within the publish
     /// timeout: an instance that stops must not take the news of its last writes with it. A
     /// manager's shutdown calls it so that its state is never released last on the I/O thread.
@@ -338,6 +345,7 @@ impl Backplane {
             }
         }
         self.subscriber.stop();
+        self.delivery.finish();
     }
 
     /// Connects the publisher, subscribes to the channel (within the Redis options'
@@ -399,7 +407,7 @@ impl Backplane {
         }
         let resend = rt.spawn(Publisher::resend_loop(publisher.clone()));
 
-        let (delivery, handler) = Delivery::start(handler, shared.clone())?;
+        let (delivery, handler) = Delivery::start(handler, shared.clone(), options.staleness_bound)?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let subscriber = rt.spawn(subscriber::run(
             subscriber::Context {
@@ -434,7 +442,7 @@ impl Backplane {
             publish_timeout: options.publish_timeout,
             repeat_after: options.repeat_after,
             subscriber,
-            _delivery: delivery,
+            delivery,
             resend,
             rt,
         })
@@ -575,6 +583,7 @@ impl Backplane {
             invalid: load(&s.invalid),
             sequence_gaps: load(&s.sequence_gaps),
             gap_losses: load(&s.gap_losses),
+            handler_lags: load(&s.handler_lags),
             subscription_losses: load(&s.losses),
             reconnects: load(&s.reconnects),
             last_lost_at: *s.last_lost_at.lock(),
