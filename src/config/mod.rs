@@ -235,7 +235,11 @@ impl CacheConfig {
         if !dist.enabled {
             // The TLS keys still apply to a backplane on hosts of its own, and are checked as
             // for an L2: left unchecked, they were ignored on plain hosts (the password going in
-            // clear) and contradicted each other unnoticed.
+            // clear) and contradicted each other unnoticed. With nothing to connect to, they
+            // are left as they are: an L2 switched off keeps its settings for when it is back.
+            if backplane_hosts.is_empty() {
+                return Ok(());
+            }
             return validate_tls(dist, false, backplane_hosts);
         }
         if dist.hosts.is_empty() {

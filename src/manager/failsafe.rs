@@ -174,6 +174,11 @@ impl Shared {
         if !self.fail_safe.enabled() {
             return None;
         }
+        if self.l2.is_none() && self.distrust_l1.is_on() {
+            // An invalidation L1 could not apply, with no L2 to check against: the copy may be
+            // the very value it named (see `distrust_everything`).
+            return None;
+        }
         let entry = match self.l1.get_stale(key) {
             Ok(entry) => entry?,
             Err(e) => {

@@ -872,13 +872,15 @@ fn without_an_l2_an_invalidation_l1_cannot_apply_leaves_nothing_readable_until_a
         sets_fail: false,
         clears_fail: true.into(),
     });
+    let mut config = crate::CacheConfig::default();
+    config.loader.fail_safe_max_duration = Duration::from_secs(3600);
     let cache = crate::CacheManager::builder()
-        .config(crate::CacheConfig::default())
+        .config(config)
         .clock(Arc::new(clock.clone()))
         .local(l1.clone())
         .build()
         .unwrap();
-    cache.set_raw("k", b"old", None).unwrap();
+    cache.set("k", &"old".to_owned(), None).unwrap();
     cache.set_raw("other", b"o", None).unwrap();
     // As a received `Keys` message does.
     cache.shared.drop_local(&["k"]);
@@ -886,6 +888,10 @@ fn without_an_l2_an_invalidation_l1_cannot_apply_leaves_nothing_readable_until_a
         cache.get_raw("k").unwrap(),
         None,
         "the invalidated value was served"
+    );
+    assert!(
+        cache.get_with_state::<String>("k").unwrap().is_none(),
+        "the invalidated value was served as a fail-safe stale copy"
     );
     assert_eq!(cache.get_raw("other").unwrap(), None, "L1 vouched for an entry");
     assert!(cache.multi_get_raw(&["k", "other"]).unwrap().is_empty());

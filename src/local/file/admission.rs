@@ -20,14 +20,14 @@
 //!   if it passes the check below; a key asked for again after longer than the store holds is
 //!   not worth a place the log's newest entries have not had their pass in yet. Without it, the
 //!   log kept turning on such victims for the first passes of a loop, and an eviction copies at
-//!   most three quarters of a segment: only that much of a loop stayed until the fresh entries
-//!   were all gone.
+//!   most thirteen sixteenths of a segment (three quarters when this was measured): only that
+//!   much of a loop stayed until the fresh entries were all gone.
 //! - against a read or protected victim (and as the way past the first rule), the sketch needs
 //!   a second witness: a fill of the key was asked for in the last two to four times the
 //!   entries of fills. A key read once per pass was counted at two now and then (a collision
 //!   in its sketch word), a few fills in a thousand; each one admitted made an eviction, which
-//!   drops a quarter of a segment of the entries the loop reads and lets the next quarter of
-//!   fills in unchecked.
+//!   drops a share of a segment of the entries the loop reads (a quarter then, three sixteenths
+//!   now) and lets as many fills in unchecked.
 //!
 //! With both, the log stops once it holds entries the loop reads, and the whole capacity stays
 //! (a loop over five times the capacity: 11.8% → 16.1-16.7%, `quick_cache` 16.3%).
@@ -39,7 +39,8 @@
 //!
 //! ## Tried: a doorkeeper on new keys, fixed or climbed on the hit ratio
 //! Only the fill that would make the store evict is checked; the room an eviction frees (at
-//! least a quarter of a segment's records) is filled unchecked by whatever misses next. Counted
+//! least a quarter of a segment's records when this was measured, three sixteenths now) is
+//! filled unchecked by whatever misses next. Counted
 //! (one process): on a scan into a hot set 1.2 times the capacity, 615 fills checked while
 //! 20,400 entries were evicted, 15,290 of them unread probationary ones (the scan's keys, kept
 //! a pass of the log: about a fifth of it); on drifting popular keys at 500 entries, 5,300
