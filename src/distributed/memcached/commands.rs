@@ -106,7 +106,11 @@ type Refusal = Option<(usize, u16, String)>;
 /// `get` of keys on one host (already mapped); one slot per key, `None` for a miss.
 #[derive(Debug)]
 pub(super) struct Get {
+    /// The server keys.
     pub(super) keys: Vec<String>,
+    /// The caller's keys, for errors (the server key of a long or odd key is a hash or an
+    /// escape the caller cannot match to it).
+    pub(super) originals: Vec<String>,
 }
 
 /// What a [`Get`] has read so far.
@@ -157,8 +161,8 @@ impl Command for Get {
 
     fn finish(&self, mut state: GetState, site: Site<'_>) -> Result<Self::Output> {
         if let Some((i, code, text)) = state.refused {
-            let key = key_for_error(self.keys.get(i).map_or("", String::as_str));
-            return Err(site.refused(&format!("get of server key {key:?}"), code, &text));
+            let key = key_for_error(self.originals.get(i).map_or("", String::as_str));
+            return Err(site.refused(&format!("get of {key:?}"), code, &text));
         }
         state.found.resize(self.keys.len(), None);
         Ok(state.found)
@@ -273,7 +277,10 @@ impl Command for Set {
 /// `delete` of keys on one host; the output is how many existed.
 #[derive(Debug)]
 pub(super) struct Delete {
+    /// The server keys.
     pub(super) keys: Vec<String>,
+    /// The caller's keys, for errors.
+    pub(super) originals: Vec<String>,
 }
 
 /// What a [`Delete`] has read so far.
@@ -314,8 +321,8 @@ impl Command for Delete {
 
     fn finish(&self, state: DeleteState, site: Site<'_>) -> Result<u64> {
         if let Some((i, code, text)) = state.refused {
-            let key = key_for_error(self.keys.get(i).map_or("", String::as_str));
-            return Err(site.refused(&format!("delete of server key {key:?}"), code, &text));
+            let key = key_for_error(self.originals.get(i).map_or("", String::as_str));
+            return Err(site.refused(&format!("delete of {key:?}"), code, &text));
         }
         let sent = u64::try_from(self.keys.len()).unwrap_or(u64::MAX);
         Ok(sent.saturating_sub(state.missing))
@@ -434,6 +441,7 @@ mod tests {
     fn a_batch_is_quiet_requests_then_one_noop() {
         let get = Get {
             keys: vec!["a".into(), "b".into()],
+            originals: vec!["a".into(), "b".into()],
         };
         let mut out = Vec::new();
         get.encode(&mut out).unwrap();
@@ -447,6 +455,7 @@ mod tests {
     fn get_reads_hits_by_index_and_ends_at_the_noop() {
         let get = Get {
             keys: vec!["a".into(), "b".into(), "c".into()],
+            originals: vec!["a".into(), "b".into(), "c".into()],
         };
         let mut state = GetState::default();
         let step = get
@@ -520,10 +529,37 @@ mod tests {
         assert!(err.contains(&long[..60]) && !err.contains(&long[..100]), "{err}");
     }
 
+    /// A refusal names the caller's key: the server key of a long or odd key is a hash or an
+    /// escape the caller cannot match to it.
+    #[test]
+    fn a_refused_get_or_delete_names_the_callers_key_not_the_server_key() {
+        let get = Get {
+            keys: vec!["%#0a1b2c".into()],
+            originals: vec!["café:menu".into()],
+        };
+        let mut state = GetState::default();
+        get.accept(&mut state, reply(opcode::GETKQ, 0x84, 0, b"", b"Too large"))
+            .unwrap();
+        let err = get.finish(state, SITE).unwrap_err().to_string();
+        assert!(err.contains("café:menu") && !err.contains("%#0a1b2c"), "{err}");
+
+        let delete = Delete {
+            keys: vec!["%#0a1b2c".into()],
+            originals: vec!["café:menu".into()],
+        };
+        let mut state = DeleteState::default();
+        delete
+            .accept(&mut state, reply(opcode::DELETEQ, 0x84, 0, b"", b"Too large"))
+            .unwrap();
+        let err = delete.finish(state, SITE).unwrap_err().to_string();
+        assert!(err.contains("café:menu") && !err.contains("%#0a1b2c"), "{err}");
+    }
+
     #[test]
     fn delete_counts_what_existed() {
         let delete = Delete {
             keys: vec!["a".into(), "b".into(), "c".into()],
+            originals: vec!["a".into(), "b".into(), "c".into()],
         };
         let mut state = DeleteState::default();
         delete

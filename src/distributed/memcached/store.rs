@@ -471,12 +471,16 @@ impl MemcachedStore {
     }
 
     fn get_call(&self, op: &'static str, keys: &[&str]) -> Result<Call<Get>> {
-        let mut mapped = Vec::with_capacity(keys.len());
-        for key in keys {
-            check_key(key)?;
-            mapped.push(self.router.server_key(key).0);
-        }
-        self.by_host(op, mapped, String::as_str, |keys| Get { keys })
+        let mapped = self.mapped(keys)?;
+        self.by_host(
+            op,
+            mapped,
+            |(key, _)| key.as_str(),
+            |keys| {
+                let (keys, originals) = keys.into_iter().unzip();
+                Get { keys, originals }
+            },
+        )
     }
 
     /// Opens the envelopes of what a `get` call found, in the caller's order. Keys on hosts
@@ -550,12 +554,26 @@ impl MemcachedStore {
     }
 
     fn delete_call(&self, op: &'static str, keys: &[&str]) -> Result<Call<Delete>> {
-        let mut mapped = Vec::with_capacity(keys.len());
-        for key in keys {
-            check_key(key)?;
-            mapped.push(self.router.server_key(key).0);
-        }
-        self.by_host(op, mapped, String::as_str, |keys| Delete { keys })
+        let mapped = self.mapped(keys)?;
+        self.by_host(
+            op,
+            mapped,
+            |(key, _)| key.as_str(),
+            |keys| {
+                let (keys, originals) = keys.into_iter().unzip();
+                Delete { keys, originals }
+            },
+        )
+    }
+
+    /// Each key's server key, with the key itself (for errors); every key checked first.
+    fn mapped(&self, keys: &[&str]) -> Result<Vec<(String, String)>> {
+        keys.iter()
+            .map(|key| {
+                check_key(key)?;
+                Ok((self.router.server_key(key).0, (*key).to_owned()))
+            })
+            .collect()
     }
 
     /// One command on every host.
