@@ -1,5 +1,6 @@
 //! `RedisStore` leaves a connection for a new one when it can no longer serve, against real
-//! `redis-server`s behind a TCP proxy (`support/proxy.rs`): one that goes silent without a reset
+//! `redis-server`s: pooled blocking connections a restart closed; and, behind a TCP proxy
+//! (`support/proxy.rs`), one that goes silent without a reset
 //! (the async API, also when its caller gives up before our deadline; `size` / `clear`; the
 //! blocking API over TLS), and one whose server a failover demoted to a replica while it stayed
 //! up (`READONLY`), as a Service or DNS name that moved to the new primary leaves a client.
@@ -148,4 +149,34 @@ fn async_writes_move_to_the_new_primary_when_a_failover_demotes_theirs() {
     let keys: u64 = redis::cmd("DBSIZE").query(&mut new.raw()).unwrap();
     assert_eq!(keys, 1, "the write went to the new primary");
     assert_eq!(proxy.accepted(), connections + 1, "one new connection");
+}
+
+/// Blocking calls run on the caller's thread over pooled connections; a pooled connection the
+/// server closed (here by restarting) is replaced within the same call instead of failing it.
+#[test]
+fn blocking_calls_reconnect_transparently_after_a_server_restart() {
+    let mut server = RedisServer::start();
+    let redis = RedisStore::connect(RedisOptions::new(server.addr()).prefix("p:")).unwrap();
+    redis.set("k", b"before", None).unwrap();
+    // Several threads, so the pool holds several idle connections.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let redis = &redis;
+            s.spawn(move || {
+                for i in 0..50 {
+                    redis.set(&format!("t{t}:{i}"), b"v", None).unwrap();
+                }
+            });
+        }
+    });
+    server.restart();
+    // Every idle connection is dead now; each call still succeeds at the first try.
+    for round in 0..8 {
+        redis.set("k", format!("after {round}").as_bytes(), None).unwrap();
+        assert_eq!(
+            redis.get("k").unwrap().unwrap().value,
+            format!("after {round}").into_bytes()
+        );
+    }
+    assert_eq!(redis.get_many(&["k", "missing"]).unwrap().len(), 2);
 }

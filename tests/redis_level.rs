@@ -881,33 +881,3 @@ fn rediss_with_a_private_ca_round_trips_and_an_unknown_ca_is_refused() {
         "{err}"
     );
 }
-
-/// Blocking calls run on the caller's thread over pooled connections; a pooled connection the
-/// server closed (here by restarting) is replaced within the same call instead of failing it.
-#[test]
-fn blocking_calls_reconnect_transparently_after_a_server_restart() {
-    let mut server = RedisServer::start();
-    let redis = store(&server, "p:");
-    redis.set("k", b"before", None).unwrap();
-    // Several threads, so the pool holds several idle connections.
-    std::thread::scope(|s| {
-        for t in 0..4 {
-            let redis = &redis;
-            s.spawn(move || {
-                for i in 0..50 {
-                    redis.set(&format!("t{t}:{i}"), b"v", None).unwrap();
-                }
-            });
-        }
-    });
-    server.restart();
-    // Every idle connection is dead now; each call still succeeds at the first try.
-    for round in 0..8 {
-        redis.set("k", format!("after {round}").as_bytes(), None).unwrap();
-        assert_eq!(
-            redis.get("k").unwrap().unwrap().value,
-            format!("after {round}").into_bytes()
-        );
-    }
-    assert_eq!(redis.get_many(&["k", "missing"]).unwrap().len(), 2);
-}
