@@ -4,9 +4,8 @@
 //! URL), the sync API inside a runtime and the async API, and an outage: the server is killed
 //! mid-workload (every call must come back within the deadline with an error, nothing panics)
 //! and restarted on the same port (calls succeed again). Peer crates stall 9–38 s per call while
-//! Redis is down; this file pins that we do not. And a connection that goes silent without a
-//! reset (through `support/proxy.rs`): the async API (also when its caller gives up before our
-//! deadline), `size` / `clear`, and the blocking API over TLS, move to a new one.
+//! Redis is down; this file pins that we do not. A connection that goes silent, whose server is
+//! demoted, or that a restart closed, is left for a new one: `tests/redis_connection_replacement.rs`.
 
 #![allow(
     clippy::unwrap_used,
