@@ -148,7 +148,9 @@ impl Shared {
         // Entries written during the outage may have missed a message too. If L1 could not
         // mark them, every hit stays checked.
         let seen = self.distrust_l1.seen();
-        if self.distrust_everything() {
+        // Only while the subscription is up: a restore the handler's thread made up after
+        // dropping events (see the backplane's `delivery`) can come while it is down again.
+        if self.distrust_everything() && self.subscription_up() {
             // Unless a failure turned it on again meanwhile (see `distrust`).
             self.distrust_l1.turn_off_if(seen);
         }
