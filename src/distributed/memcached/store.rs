@@ -471,14 +471,31 @@ impl MemcachedStore {
     }
 
     fn get_call(&self, op: &'static str, keys: &[&str]) -> Result<Call<Get>> {
-        let mapped = self.mapped(keys)?;
+        self.keyed_call(op, keys, |keys, originals| Get { keys, originals })
+    }
+
+    /// A call of one command per batch of keys and host, built from the batch's server keys and
+    /// the caller's keys (for errors); every key checked first.
+    fn keyed_call<C: Command>(
+        &self,
+        op: &'static str,
+        keys: &[&str],
+        command: impl Fn(Vec<String>, Vec<String>) -> C,
+    ) -> Result<Call<C>> {
+        let mapped = keys
+            .iter()
+            .map(|key| {
+                check_key(key)?;
+                Ok((self.router.server_key(key).0, (*key).to_owned()))
+            })
+            .collect::<Result<Vec<_>>>()?;
         self.by_host(
             op,
             mapped,
             |(key, _)| key.as_str(),
-            |keys| {
-                let (keys, originals) = keys.into_iter().unzip();
-                Get { keys, originals }
+            |batch| {
+                let (keys, originals) = batch.into_iter().unzip();
+                command(keys, originals)
             },
         )
     }
@@ -554,26 +571,7 @@ impl MemcachedStore {
     }
 
     fn delete_call(&self, op: &'static str, keys: &[&str]) -> Result<Call<Delete>> {
-        let mapped = self.mapped(keys)?;
-        self.by_host(
-            op,
-            mapped,
-            |(key, _)| key.as_str(),
-            |keys| {
-                let (keys, originals) = keys.into_iter().unzip();
-                Delete { keys, originals }
-            },
-        )
-    }
-
-    /// Each key's server key, with the key itself (for errors); every key checked first.
-    fn mapped(&self, keys: &[&str]) -> Result<Vec<(String, String)>> {
-        keys.iter()
-            .map(|key| {
-                check_key(key)?;
-                Ok((self.router.server_key(key).0, (*key).to_owned()))
-            })
-            .collect()
+        self.keyed_call(op, keys, |keys, originals| Delete { keys, originals })
     }
 
     /// One command on every host.
