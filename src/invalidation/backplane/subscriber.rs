@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -70,16 +69,10 @@ impl Context {
         self.shared.connected.store(true, Ordering::Release);
     }
 
-    /// Calls the handler, catching (and counting) a panic so the subscriber keeps running.
-    fn call(&self, what: &str, f: impl FnOnce(&dyn InvalidationHandler)) {
-        let handler = &*self.handler;
-        if catch_unwind(AssertUnwindSafe(|| f(handler))).is_err() {
-            Shared::bump(&self.shared.handler_panics);
-            tracing::error!(
-                call = what,
-                "the backplane's invalidation handler panicked; continuing"
-            );
-        }
+    /// Hands a call to the handler's thread (`delivery`), which catches and counts its panics;
+    /// the handing over itself neither waits nor panics.
+    fn call(&self, f: impl FnOnce(&dyn InvalidationHandler)) {
+        f(&*self.handler);
     }
 
     fn on_payload(&self, payload: &[u8], last_seq: &mut HashMap<InstanceId, u64>, gaps: &mut Gaps) {
@@ -109,7 +102,7 @@ impl Context {
         }
         *last = (*last).max(msg.seq);
         Shared::bump(&self.shared.received);
-        self.call("invalidate", |h| h.invalidate(&msg));
+        self.call(|h| h.invalidate(&msg));
     }
 
     /// Serves one subscription until it fails; returns the last moment it was known to work.
@@ -160,14 +153,14 @@ impl Context {
     fn lost_a_message(&self, alive: SystemTime) {
         Shared::bump(&self.shared.gap_losses);
         tracing::warn!(channel = %self.shared.channel, "a message of another instance never arrived; L1 entries are suspect until revalidated");
-        self.call("subscription_lost", |h| h.subscription_lost(alive));
+        self.call(|h| h.subscription_lost(alive));
         let at = now();
         let outage = Outage {
             since: alive,
             detected_at: at,
             restored_at: at,
         };
-        self.call("subscription_restored", |h| h.subscription_restored(&outage));
+        self.call(|h| h.subscription_restored(&outage));
     }
 }
 
@@ -232,7 +225,7 @@ pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>, start_
         Shared::bump(&ctx.shared.losses);
         let detected_at = now();
         tracing::warn!(channel = %ctx.shared.channel, "backplane subscription lost; L1 entries are suspect until it is restored");
-        ctx.call("subscription_lost", |h| h.subscription_lost(alive));
+        ctx.call(|h| h.subscription_lost(alive));
 
         let (i, pair) = ctx.reconnect(node, n).await;
         let restored_at = now();
@@ -244,7 +237,7 @@ pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>, start_
             restored_at,
         };
         tracing::info!(channel = %ctx.shared.channel, "backplane subscription restored");
-        ctx.call("subscription_restored", |h| h.subscription_restored(&outage));
+        ctx.call(|h| h.subscription_restored(&outage));
         state = Some((i, pair, restored_at));
     }
 }
