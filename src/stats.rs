@@ -626,7 +626,9 @@ pub struct ConsistencyStats {
     /// prefix's keys does). This instance's own invalidations are not counted, nor are
     /// invalidations of tags or of the whole cache.
     pub keys_invalidated: u64,
-    /// Times the subscription was lost (every L1 entry became suspect).
+    /// Times every L1 entry became suspect because invalidations may have been missed: the
+    /// subscription was lost, a message of another instance never arrived, or the handler fell
+    /// behind the staleness bound (the backplane's own stats tell these apart).
     pub subscription_losses: u64,
     /// Suspect L1 entries that L2 confirmed.
     pub revalidated_confirmed: u64,

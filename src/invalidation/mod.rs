@@ -87,15 +87,19 @@ pub const MIN_STALENESS_BOUND: Duration = Duration::from_millis(30);
 /// The default number of keys kept for re-sending after failed publishes.
 pub const DEFAULT_REPUBLISH_LIMIT: usize = 10_000;
 
-/// Receives what the backplane hears. Called on the backplane's subscriber thread, one call at a
-/// time, in the order the messages arrived.
+/// Receives what the backplane hears. Called on the backplane's own handler thread
+/// (`uno-cache-invalidate`), one call at a time, in the order the messages arrived.
 ///
-/// Every method must be cheap and must not block: drop keys from L1, flip a flag, push onto a
-/// queue. A slow handler delays later messages and the subscriber's own `PING`, and a handler
-/// that takes longer than the ping deadline makes a healthy subscription look lost. A panic in a
-/// handler is caught, counted ([`BackplaneStats::handler_panics`]) and does not stop the
-/// subscriber. A handler that owns the [`Backplane`] (directly or through the manager) should
-/// hold it through a `Weak`, or the two keep each other alive.
+/// The subscriber never waits for the handler, so a slow handler does not make a healthy
+/// subscription look lost. But an invalidation is applied within the staleness bound or not at
+/// all: while the handler is behind by the bound, or once a message has waited for it that
+/// long, messages are dropped, and before the handler's next call (or before the backplane
+/// stops) it is told of a loss (`since`: when the first dropped one was handed over) and, if
+/// the subscription is up, of a restore, so that it distrusts what it did not apply
+/// ([`BackplaneStats::handler_lags`]). A panic in a handler is caught, counted
+/// ([`BackplaneStats::handler_panics`]) and does not stop the thread. A handler that owns the
+/// [`Backplane`] (directly or through the manager) should hold it through a `Weak`, or the two
+/// keep each other alive.
 pub trait InvalidationHandler: Send + Sync {
     /// Another instance invalidated something: drop it from L1 (never touch L2 here).
     fn invalidate(&self, message: &InvalidationMessage);

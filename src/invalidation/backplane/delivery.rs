@@ -8,12 +8,18 @@
 //! subscriber's own `PING`s, whose answers are due within a third of the staleness bound: a
 //! healthy subscription was declared lost, and the whole L1 made suspect.
 //!
-//! The I/O thread never waits for the handler. While the handler is behind by more than the
-//! staleness bound (it has had events waiting and handled none for that long), or [`QUEUE`]
-//! events wait, what arrives is dropped instead, and before its next event the handler is told
-//! of a loss and a restore: its L1 is distrusted, as after a lost subscription, so what it did
-//! not apply in time is never served unchecked for longer than the bound (and one event's
-//! handling). Counted in [`BackplaneStats::handler_lags`](super::BackplaneStats::handler_lags).
+//! The I/O thread never waits for the handler, and no event is applied later than the
+//! staleness bound after it was handed over. An event is dropped instead when
+//! - the handler is behind by more than the bound as it arrives (it has had events waiting and
+//!   handled none for that long), or [`QUEUE`] events wait;
+//! - or it has waited in the queue for the bound (a handler that keeps up with each event, but
+//!   not with the rate they come at).
+//!
+//! Before its next event (or before the thread ends), the handler is then told of a loss and,
+//! if the subscription is up, of a restore: its L1 is distrusted, as after a lost subscription,
+//! so what it did not apply in time is never served unchecked. A restore is made up only while
+//! the subscriber's last word was that the subscription works: while it is down, the real
+//! restore follows. Counted in [`BackplaneStats::handler_lags`](super::BackplaneStats::handler_lags).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -40,6 +46,43 @@ enum Event {
     Restored(Outage),
 }
 
+/// An event and when it was handed over.
+struct Handed {
+    event: Event,
+    /// In ms since [`State::epoch`]: its age decides whether it is still applied.
+    at_ms: u64,
+    /// The same moment on the wall clock: the `since` of the loss it is reported as if dropped.
+    at: SystemTime,
+}
+
+/// What the subscriber's side and the thread decide together. Under one lock, so that a drop
+/// and the catch-up that reports it never cross.
+struct Handover {
+    /// Events were dropped: the handler is to be told of a loss (and a restore) first.
+    behind: bool,
+    /// The `since` of that loss: every event handed over before it was applied or still waits.
+    lost_since: SystemTime,
+    /// The last moment every event was handed over.
+    all_handed_at: SystemTime,
+    /// Whether the subscriber's last word, handed over or dropped, was that the subscription
+    /// works.
+    subscribed: bool,
+}
+
+impl Handover {
+    /// Notes that an event handed over at `since` or later is lost.
+    fn drop_from(&mut self, since: SystemTime, shared: &Shared) {
+        if self.behind {
+            self.lost_since = self.lost_since.min(since);
+            return;
+        }
+        self.behind = true;
+        self.lost_since = since;
+        Shared::bump(&shared.handler_lags);
+        tracing::warn!(channel = %shared.channel, "the invalidation handler fell behind the staleness bound; what it could not apply in time is dropped, and L1 is distrusted before its next event");
+    }
+}
+
 /// What the subscriber's side and the thread share.
 struct State {
     /// Events handed over and not yet handled.
@@ -48,10 +91,7 @@ struct State {
     /// since `epoch`.
     progress_ms: AtomicU64,
     epoch: Instant,
-    /// Events were dropped: the handler is to be told of a loss and a restore first.
-    behind: AtomicBool,
-    /// The last moment every event was handed over (what the loss reports as `since`).
-    all_handed_at: Mutex<SystemTime>,
+    handover: Mutex<Handover>,
     /// The backplane is stopping: the thread ends once nothing waits.
     stopping: AtomicBool,
     staleness_bound: Duration,
@@ -62,20 +102,23 @@ impl State {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    fn bound_ms(&self) -> u64 {
+        u64::try_from(self.staleness_bound.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Whether the handler has had events waiting and finished none for the staleness bound.
     fn lagging(&self) -> bool {
-        let bound = u64::try_from(self.staleness_bound.as_millis()).unwrap_or(u64::MAX);
         self.pending.load(Ordering::Acquire) > 0
             && self
                 .millis_since_epoch()
                 .saturating_sub(self.progress_ms.load(Ordering::Acquire))
-                >= bound
+                >= self.bound_ms()
     }
 }
 
 /// The handler the subscriber calls: hands each call to the thread, never waiting.
 struct Forwarder {
-    tx: SyncSender<Event>,
+    tx: SyncSender<Handed>,
     state: Arc<State>,
     shared: Arc<Shared>,
 }
@@ -83,15 +126,27 @@ struct Forwarder {
 impl Forwarder {
     fn hand_over(&self, event: Event) {
         let s = &self.state;
-        if !s.behind.load(Ordering::Acquire) && !s.lagging() {
+        let mut handover = s.handover.lock();
+        match event {
+            Event::Lost(_) => handover.subscribed = false,
+            Event::Restored(_) => handover.subscribed = true,
+            Event::Invalidate(_) => {}
+        }
+        if !handover.behind && !s.lagging() {
             let waiting = s.pending.fetch_add(1, Ordering::AcqRel);
-            match self.tx.try_send(event) {
+            let at_ms = s.millis_since_epoch();
+            let handed = Handed {
+                event,
+                at_ms,
+                at: now(),
+            };
+            match self.tx.try_send(handed) {
                 Ok(()) => {
                     if waiting == 0 {
                         // The handler owes an event from now on: its lag counts from here.
-                        s.progress_ms.store(s.millis_since_epoch(), Ordering::Release);
+                        s.progress_ms.store(at_ms, Ordering::Release);
                     }
-                    *s.all_handed_at.lock() = now();
+                    handover.all_handed_at = now();
                     return;
                 }
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -99,10 +154,8 @@ impl Forwarder {
                 }
             }
         }
-        if !s.behind.swap(true, Ordering::AcqRel) {
-            Shared::bump(&self.shared.handler_lags);
-            tracing::warn!(channel = %self.shared.channel, "the invalidation handler fell behind the staleness bound; what arrives meanwhile is dropped, and L1 is distrusted before its next event");
-        }
+        let since = handover.all_handed_at;
+        handover.drop_from(since, &self.shared);
     }
 }
 
@@ -134,12 +187,18 @@ impl Delivery {
         staleness_bound: Duration,
     ) -> Result<(Delivery, Arc<dyn InvalidationHandler>)> {
         let (tx, rx) = sync_channel(QUEUE);
+        let started = now();
         let state = Arc::new(State {
             pending: AtomicUsize::new(0),
             progress_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            behind: AtomicBool::new(false),
-            all_handed_at: Mutex::new(now()),
+            handover: Mutex::new(Handover {
+                behind: false,
+                lost_since: started,
+                all_handed_at: started,
+                // A first subscription that fails is reported as a loss.
+                subscribed: true,
+            }),
             stopping: AtomicBool::new(false),
             staleness_bound,
         });
@@ -166,9 +225,11 @@ impl Delivery {
         ))
     }
 
-    /// Waits until the handler has handled what it was handed, then ends the thread. Once the
-    /// subscriber has stopped: a manager's state, held by the handler while it handles an
-    /// event, is then released before this returns, never later on the thread.
+    /// Waits until the handler has handled what it was handed (or dropped what waited past the
+    /// staleness bound, and been told so), then ends the thread: at most about the bound plus
+    /// one event's handling. Once the subscriber has stopped: a manager's state, held by the
+    /// handler while it handles an event, is then released before this returns, never later on
+    /// the thread.
     pub(super) fn finish(&self) {
         self.state.stopping.store(true, Ordering::Release);
         let Some(thread) = self.thread.lock().take() else {
@@ -189,26 +250,39 @@ impl Drop for Delivery {
     }
 }
 
-/// Calls the handler for each event, catching (and counting) a panic so that the next event is
-/// still handled, until the subscriber is gone or the backplane stops with nothing waiting.
-fn deliver(rx: &Receiver<Event>, handler: &dyn InvalidationHandler, state: &State, shared: &Shared) {
+/// Calls the handler for each event that has not waited for the staleness bound, catching (and
+/// counting) a panic so that the next event is still handled, until the subscriber is gone or
+/// the backplane stops with nothing waiting. The handler hears of what was dropped before its
+/// next event, and before the thread ends.
+fn deliver(rx: &Receiver<Handed>, handler: &dyn InvalidationHandler, state: &State, shared: &Shared) {
     loop {
-        let event = match rx.recv_timeout(STOP_POLL) {
-            Ok(event) => event,
-            Err(RecvTimeoutError::Timeout) if state.stopping.load(Ordering::Acquire) => return,
+        let handed = match rx.recv_timeout(STOP_POLL) {
+            Ok(handed) => handed,
             Err(RecvTimeoutError::Timeout) => {
                 catch_up(handler, state, shared);
+                if state.stopping.load(Ordering::Acquire) {
+                    return;
+                }
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                catch_up(handler, state, shared);
+                return;
+            }
         };
-        catch_up(handler, state, shared);
-        match &event {
-            Event::Invalidate(message) => call(shared, "invalidate", || handler.invalidate(message)),
-            Event::Lost(since) => call(shared, "subscription_lost", || handler.subscription_lost(*since)),
-            Event::Restored(outage) => call(shared, "subscription_restored", || {
-                handler.subscription_restored(outage);
-            }),
+        let waited_ms = state.millis_since_epoch().saturating_sub(handed.at_ms);
+        if waited_ms >= state.bound_ms() {
+            // Applied now, it would come later than the bound: L1 is distrusted instead.
+            state.handover.lock().drop_from(handed.at, shared);
+        } else {
+            catch_up(handler, state, shared);
+            match &handed.event {
+                Event::Invalidate(message) => call(shared, "invalidate", || handler.invalidate(message)),
+                Event::Lost(since) => call(shared, "subscription_lost", || handler.subscription_lost(*since)),
+                Event::Restored(outage) => call(shared, "subscription_restored", || {
+                    handler.subscription_restored(outage);
+                }),
+            }
         }
         state.pending.fetch_sub(1, Ordering::AcqRel);
         state
@@ -217,14 +291,22 @@ fn deliver(rx: &Receiver<Event>, handler: &dyn InvalidationHandler, state: &Stat
     }
 }
 
-/// If events were dropped, tells the handler of a loss and a restore, as for a subscription
-/// lost and found again at once: what it did not apply is distrusted.
+/// If events were dropped, tells the handler of a loss, and of a restore at once if the
+/// subscription is up (while it is down, the subscriber's own restore follows): what it did not
+/// apply is distrusted.
 fn catch_up(handler: &dyn InvalidationHandler, state: &State, shared: &Shared) {
-    if !state.behind.swap(false, Ordering::AcqRel) {
+    let (since, subscribed) = {
+        let mut handover = state.handover.lock();
+        if !handover.behind {
+            return;
+        }
+        handover.behind = false;
+        (handover.lost_since, handover.subscribed)
+    };
+    call(shared, "subscription_lost", || handler.subscription_lost(since));
+    if !subscribed {
         return;
     }
-    let since = *state.all_handed_at.lock();
-    call(shared, "subscription_lost", || handler.subscription_lost(since));
     let at = now();
     let outage = Outage {
         since,
@@ -323,6 +405,15 @@ mod tests {
         }
     }
 
+    /// Waits (for 10 s at most) until the handler has seen `n` calls.
+    fn wait_until_seen(rig: &Rig, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rig.handler.seen.lock().len() < n {
+            assert!(Instant::now() < deadline, "the handler never saw {n} calls");
+            std::thread::yield_now();
+        }
+    }
+
     /// Handles what was handed over, then returns what the handler saw.
     fn seen_after_finish(rig: Rig) -> Vec<Seen> {
         drop(rig.release);
@@ -341,13 +432,54 @@ mod tests {
         assert_eq!(rig.shared.handler_lags.load(Ordering::Relaxed), 1);
         rig.release.send(()).unwrap();
         // Handed over once the handler has caught up.
-        while rig.handler.seen.lock().len() < 3 {
-            std::thread::yield_now();
-        }
+        wait_until_seen(&rig, 3);
         rig.forwarder.invalidate(&message(3));
         assert_eq!(
             seen_after_finish(rig),
             [Seen::Message(1), Seen::Lost, Seen::Restored, Seen::Message(3)]
+        );
+    }
+
+    #[test]
+    fn events_that_waited_in_the_queue_for_the_staleness_bound_are_dropped_and_the_handler_told() {
+        let rig = rig(Duration::from_millis(50));
+        rig.forwarder.invalidate(&message(1));
+        rig.entered.recv().unwrap();
+        // Queued while the handler is within the bound...
+        for seq in 2..20 {
+            rig.forwarder.invalidate(&message(seq));
+        }
+        assert_eq!(rig.shared.handler_lags.load(Ordering::Relaxed), 0);
+        // ...then held past it: applied now, they would come late.
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(
+            seen_after_finish(rig),
+            [Seen::Message(1), Seen::Lost, Seen::Restored],
+            "finish tells of the loss before the thread ends"
+        );
+    }
+
+    #[test]
+    fn no_restore_is_made_up_while_the_subscription_is_down() {
+        let rig = rig(Duration::from_millis(50));
+        rig.forwarder.invalidate(&message(1));
+        rig.entered.recv().unwrap();
+        rig.forwarder.subscription_lost(now());
+        std::thread::sleep(Duration::from_millis(80));
+        rig.forwarder.invalidate(&message(2));
+        assert_eq!(rig.shared.handler_lags.load(Ordering::Relaxed), 1);
+        rig.release.send(()).unwrap();
+        wait_until_seen(&rig, 2);
+        let at = now();
+        rig.forwarder.subscription_restored(&Outage {
+            since: at,
+            detected_at: at,
+            restored_at: at,
+        });
+        assert_eq!(
+            seen_after_finish(rig),
+            [Seen::Message(1), Seen::Lost, Seen::Restored],
+            "the only restore is the subscriber's"
         );
     }
 

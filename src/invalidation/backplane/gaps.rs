@@ -13,13 +13,50 @@ use std::time::{Duration, Instant};
 
 use super::InstanceId;
 
+/// Origins whose highest number is remembered at most; past that, the table starts again (a
+/// sender met again is counted from its next message on).
+const MAX_TRACKED_ORIGINS: usize = 4_096;
+
+/// The highest number seen of every sender, and the skips left open in their sequences.
+#[derive(Debug, Default)]
+pub(super) struct Sequences {
+    last: HashMap<InstanceId, u64>,
+    gaps: Gaps,
+}
+
+impl Sequences {
+    /// Notes message `seq` of `origin` as seen at `at`; returns how many numbers it skipped.
+    pub(super) fn note(&mut self, origin: InstanceId, seq: u64, at: Instant) -> u64 {
+        if self.last.len() >= MAX_TRACKED_ORIGINS && !self.last.contains_key(&origin) {
+            // The open skips stay: forgotten, a message lost before the table started again
+            // would never be reported (a late one still fills its skip).
+            self.last.clear();
+        }
+        let last = self.last.entry(origin).or_insert(0);
+        self.gaps.note(origin, *last, seq, at);
+        // The first message seen from an origin sets its base; after that, a skip is a gap.
+        let skipped = if *last != 0 && seq > last.saturating_add(1) {
+            seq - *last - 1
+        } else {
+            0
+        };
+        *last = (*last).max(seq);
+        skipped
+    }
+
+    /// Whether a skip has stayed open for `bound` by `now` (see [`Gaps::overdue`]).
+    pub(super) fn overdue(&mut self, now: Instant, bound: Duration) -> bool {
+        self.gaps.overdue(now, bound)
+    }
+}
+
 /// Open skips remembered at most, over every sender; past that, the next check is a loss (a
 /// sender that skipped that many is not worth tracking number by number).
 const MAX_OPEN: usize = 4_096;
 
 /// The open skips of every sender, with when each was seen.
 #[derive(Debug, Default)]
-pub(super) struct Gaps {
+struct Gaps {
     open: HashMap<InstanceId, BTreeMap<u64, Instant>>,
     count: usize,
     /// When more skips were seen than [`MAX_OPEN`] holds.
@@ -28,7 +65,7 @@ pub(super) struct Gaps {
 
 impl Gaps {
     /// Notes message `seq` of `origin`, whose highest number seen before was `last` (0: none).
-    pub(super) fn note(&mut self, origin: InstanceId, last: u64, seq: u64, at: Instant) {
+    fn note(&mut self, origin: InstanceId, last: u64, seq: u64, at: Instant) {
         if last != 0 && seq > last.saturating_add(1) {
             let skipped = seq - last - 1;
             if self
@@ -60,7 +97,7 @@ impl Gaps {
 
     /// Whether a skip has stayed open for `bound` by `now`; if so every open skip is forgotten,
     /// since the loss it is reported as covers them all.
-    pub(super) fn overdue(&mut self, now: Instant, bound: Duration) -> bool {
+    fn overdue(&mut self, now: Instant, bound: Duration) -> bool {
         let late = |seen: Instant| now.saturating_duration_since(seen) >= bound;
         let overdue = self.overflowed_at.is_some_and(late)
             || self
@@ -72,11 +109,6 @@ impl Gaps {
             *self = Gaps::default();
         }
         overdue
-    }
-
-    /// Forgets every open skip (a new subscription: its loss was reported already).
-    pub(super) fn clear(&mut self) {
-        *self = Gaps::default();
     }
 }
 
@@ -104,5 +136,23 @@ mod tests {
             gaps.overdue(start + bound, bound),
             "too many to track is a loss too"
         );
+    }
+
+    #[test]
+    fn a_skip_stays_open_when_the_table_of_senders_starts_again() {
+        let start = Instant::now();
+        let bound = Duration::from_secs(1);
+        let mut sequences = Sequences::default();
+        let lossy = InstanceId::random();
+        sequences.note(lossy, 1, start);
+        assert_eq!(sequences.note(lossy, 3, start), 1);
+        for _ in 0..MAX_TRACKED_ORIGINS {
+            assert_eq!(sequences.note(InstanceId::random(), 9, start), 0);
+        }
+        assert!(
+            sequences.last.len() < MAX_TRACKED_ORIGINS,
+            "the table started again"
+        );
+        assert!(sequences.overdue(start + bound, bound), "message 2 never came");
     }
 }

@@ -5,7 +5,6 @@
 //! unfilled for the staleness bound is told to the handler as a loss and a restore too (see
 //! [`super::gaps`]).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -16,14 +15,11 @@ use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::oneshot;
 
-use super::gaps::Gaps;
+use super::gaps::Sequences;
 use super::message::decode;
-use super::{jitter, now, InstanceId, InvalidationHandler, Node, Outage, Shared, LEVEL};
+use super::{jitter, now, InvalidationHandler, Node, Outage, Shared, LEVEL};
 use crate::distributed::redis::errors::connect_error_for;
 use crate::error::{Error, Result};
-
-/// Past this many origins, the per-origin sequence table is cleared (gap counting restarts).
-const MAX_TRACKED_ORIGINS: usize = 4_096;
 
 pub(super) struct Context {
     pub(super) nodes: Vec<Node>,
@@ -75,7 +71,7 @@ impl Context {
         f(&*self.handler);
     }
 
-    fn on_payload(&self, payload: &[u8], last_seq: &mut HashMap<InstanceId, u64>, gaps: &mut Gaps) {
+    fn on_payload(&self, payload: &[u8], sequences: &mut Sequences) {
         let msg = match decode(payload) {
             Ok(msg) => msg,
             Err(reason) => {
@@ -88,19 +84,10 @@ impl Context {
             Shared::bump(&self.shared.ignored_own);
             return;
         }
-        if last_seq.len() >= MAX_TRACKED_ORIGINS && !last_seq.contains_key(&msg.origin) {
-            last_seq.clear();
-            gaps.clear();
+        let skipped = sequences.note(msg.origin, msg.seq, Instant::now());
+        if skipped > 0 {
+            self.shared.sequence_gaps.fetch_add(skipped, Ordering::Relaxed);
         }
-        let last = last_seq.entry(msg.origin).or_insert(0);
-        gaps.note(msg.origin, *last, msg.seq, Instant::now());
-        // The first message seen from an origin sets its base; after that, a skip is a gap.
-        if *last != 0 && msg.seq > last.saturating_add(1) {
-            self.shared
-                .sequence_gaps
-                .fetch_add(msg.seq - *last - 1, Ordering::Relaxed);
-        }
-        *last = (*last).max(msg.seq);
         Shared::bump(&self.shared.received);
         self.call(|h| h.invalidate(&msg));
     }
@@ -108,8 +95,7 @@ impl Context {
     /// Serves one subscription until it fails; returns the last moment it was known to work.
     async fn serve(&self, sink: PubSubSink, mut stream: PubSubStream, since: SystemTime) -> SystemTime {
         let mut alive = since;
-        let mut last_seq = HashMap::new();
-        let mut gaps = Gaps::default();
+        let mut sequences = Sequences::default();
         let mut ticker = tokio::time::interval(self.ping_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate; we just subscribed
@@ -117,11 +103,11 @@ impl Context {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut last_seq, &mut gaps),
+                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut sequences),
                     None => return alive, // the connection ended
                 },
                 _ = ticker.tick(), if ping.is_none() => {
-                    if gaps.overdue(Instant::now(), self.ping_every.saturating_mul(3)) {
+                    if sequences.overdue(Instant::now(), self.ping_every.saturating_mul(3)) {
                         self.lost_a_message(alive);
                     }
                     let mut sink = sink.clone();
