@@ -533,7 +533,7 @@ impl Shared {
         suspects: &mut HashMap<&'k str, Entry>,
     ) -> (Vec<&'k str>, Vec<Ticket>) {
         let tickets = self.tickets(&missed);
-        if self.behind.is_none() && !tickets.iter().any(Ticket::deleting) {
+        if self.behind.is_none() && self.replay.is_none() && !tickets.iter().any(Ticket::deleting) {
             return (missed, tickets);
         }
         let mut left = Vec::with_capacity(missed.len());

@@ -20,14 +20,26 @@ use crate::replay::ReplayQueue;
 
 impl CacheManager {
     /// Deletes a key from L1 only (for example on an invalidation message from another process:
-    /// L2 already has the news). Guarded like any delete against a racing backfill.
+    /// L2 already has the news). Guarded like any delete against a racing backfill. If L1
+    /// cannot delete it (a full disk, a store latched read-only), every L1 entry becomes
+    /// suspect, as when a received invalidation cannot be applied: the old value is checked
+    /// against L2 before it is served again.
     ///
     /// # Errors
     /// The L1 error.
     pub fn invalidate_local(&self, key: &str) -> Result<bool> {
         let s = &self.shared;
-        let _writing = s.guard.write([key]);
-        Ok(s.count_delete_l1(1, s.l1.delete(key).map(u64::from))? > 0)
+        let result = {
+            let _writing = s.guard.write([key]);
+            s.l1.delete(key)
+        };
+        if let Err(e) = &result {
+            if !e.is_bad_input() {
+                tracing::warn!(error = %e, "an invalidation L1 could not apply; every L1 entry becomes suspect");
+                s.distrust_everything();
+            }
+        }
+        Ok(s.count_delete_l1(1, result.map(u64::from))? > 0)
     }
 
     /// Async [`CacheManager::invalidate_local`] (L1 is local: called inline).

@@ -347,12 +347,11 @@ impl Shared {
             return Reread::Done(None);
         };
         // As `plan_read` and `before_l2`: L1 is the truth for a key with a queued op, a key this
-        // manager is deleting is a miss, and the write-behind queue is newer than L2.
-        if self.is_pending(key) {
-            return Reread::Done(None);
-        }
+        // manager is deleting is a miss, and the write-behind queue is newer than L2. Pending
+        // is looked at once the ticket is taken: a write whose L2 step failed before it leaves
+        // the ticket current.
         let ticket = self.ticket(key);
-        if ticket.deleting() {
+        if ticket.deleting() || self.is_pending(key) {
             return Reread::Done(None);
         }
         if let Some(found) = self
@@ -456,9 +455,11 @@ impl Shared {
         }
         match self.read_behind(key) {
             Some(found) => Err(found),
-            // A batch of the key that failed after `plan_read` looked is in the replay queue
-            // now (queued before it left the write-behind queue): L2 holds an older value.
-            None if self.behind.is_some() && self.is_pending(key) => {
+            // A write of the key whose L2 step failed after `plan_read` looked (a write-through,
+            // or a write-behind batch, queued before it left the write-behind queue) is in the
+            // replay queue now: L2 holds an older value. The ticket does not tell, as the write
+            // ended before it was taken.
+            None if self.is_pending(key) => {
                 self.metrics.consistency.pending_misses.incr();
                 self.miss(1);
                 Err(None)
@@ -657,3 +658,7 @@ mod tests;
 #[cfg(test)]
 #[path = "replay_tests.rs"]
 mod replay_tests;
+
+#[cfg(test)]
+#[path = "pending_tests.rs"]
+mod pending_tests;

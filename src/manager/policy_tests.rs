@@ -121,7 +121,9 @@ pub(super) struct HeldL2 {
     /// Longer values are refused as bad input, as a Memcached below its `-I` refuses them.
     pub(super) max_value: std::sync::atomic::AtomicUsize,
     /// `set_each` fails as an unreachable server's does.
-    batches_fail: std::sync::atomic::AtomicBool,
+    pub(super) batches_fail: std::sync::atomic::AtomicBool,
+    /// `set` and `delete` fail as an unreachable server's do.
+    pub(super) writes_fail: std::sync::atomic::AtomicBool,
 }
 
 struct Held {
@@ -149,6 +151,7 @@ impl HeldL2 {
             gates: std::sync::Mutex::new(Vec::new()),
             max_value: std::sync::atomic::AtomicUsize::new(usize::MAX),
             batches_fail: std::sync::atomic::AtomicBool::new(false),
+            writes_fail: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -164,6 +167,17 @@ impl HeldL2 {
             entered: entered_rx,
             release: release_tx,
         }
+    }
+
+    fn write_fails(&self, op: &'static str) -> Result<()> {
+        if self.writes_fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Backend {
+                level: "held",
+                op,
+                reason: "unreachable (test)".into(),
+            });
+        }
+        Ok(())
     }
 
     fn enter(&self, op: &str) {
@@ -188,6 +202,7 @@ impl Storage for HeldL2 {
     }
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.enter("set");
+        self.write_fails("set")?;
         let max = self.max_value.load(std::sync::atomic::Ordering::Relaxed);
         if value.len() > max {
             return Err(Error::ValueTooLarge {
@@ -212,6 +227,7 @@ impl Storage for HeldL2 {
     }
     fn delete(&self, key: &str) -> Result<bool> {
         self.enter("delete");
+        self.write_fails("delete")?;
         self.inner.delete(key)
     }
     fn name(&self) -> &str {
@@ -343,60 +359,6 @@ fn a_batch_read_overtaken_by_a_delete_never_answers_the_value_a_completed_set_re
         .unwrap();
     assert_eq!(out.get("k"), None, "answered {:?}", out.get("k"));
     race.finish();
-}
-
-/// A read that missed L1 before a failed write-behind batch of its key was queued for replay,
-/// and looks into the queue after the batch landed: the key is pending now, and L2 holds the
-/// value the failed write replaced. The read found the queue empty and nothing pending in
-/// between, asked L2, and answered (and backfilled) that older value.
-#[test]
-fn a_read_that_missed_l1_before_a_failed_batch_of_its_key_landed_does_not_answer_l2s_older_value() {
-    for batch in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let l2 = HeldL2::new();
-        l2.inner.set("k", b"old", None).unwrap();
-        let mut config = crate::CacheConfig::default();
-        config.distributed.write_mode = crate::WriteMode::Behind;
-        config.offline.replay_dir = Some(dir.path().to_path_buf());
-        let cache = memory_l1_with(l2.clone(), config);
-        l2.batches_fail.store(true, std::sync::atomic::Ordering::Relaxed);
-        let sending = l2.hold("set_each");
-        cache.set_raw("k", b"new", None).unwrap();
-        sending.wait_entered();
-        cache.shared.l1.delete("k").unwrap();
-        let s = &cache.shared;
-        assert!(matches!(s.plan_read("k").unwrap(), Plan::AskL2(None)));
-        let _ = sending.release.send(());
-        // The batch failed, was queued for replay and landed.
-        cache.flush().unwrap();
-        assert!(s.is_pending("k"));
-        let l2 = s.l2.as_ref().unwrap();
-        let answer = if batch {
-            let mut out = HashMap::new();
-            let mut suspects = HashMap::new();
-            let (left, tickets) = s.read_many_behind(vec!["k"], &mut out, &mut suspects);
-            if !left.is_empty() {
-                let result = (Instant::now(), l2.get_many(&left));
-                s.finish_read_many(&left, &tickets, result, &mut out, &mut suspects)
-                    .unwrap();
-            }
-            out.remove("k")
-        } else {
-            match s.before_l2("k") {
-                Ok(ticket) => s.finish_read("k", ticket, (Instant::now(), l2.get("k"))).unwrap(),
-                Err(answer) => answer,
-            }
-        };
-        assert_eq!(
-            answer, None,
-            "answered L2's value older than the pending write (batch: {batch})"
-        );
-        assert_eq!(
-            cache.get_raw("k").unwrap(),
-            None,
-            "L1 was backfilled with L2's older value (batch: {batch})"
-        );
-    }
 }
 
 /// A manager on a file store L1 and a [`HeldL2`] (the directory lives as long as the first).
@@ -700,6 +662,28 @@ fn a_delete_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
             cache.get_raw("k").unwrap(),
             None,
             "L1 served the value its delete removed from L2 (batch: {batch}, marking fails: {marks_fail})"
+        );
+    }
+}
+
+/// `invalidate_local`, the hook for another process's invalidation, on an L1 whose delete fails:
+/// the invalidated value was left trusted, served until its TTL.
+#[cfg(feature = "redis")]
+#[test]
+fn an_invalidation_of_one_key_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {
+    for marks_fail in [false, true] {
+        let (cache, l2) = failing_l1_with_held_l2(marks_fail, false);
+        cache.set_raw("k", b"v1", None).unwrap();
+        // Another process deleted it from L2, and told this one.
+        l2.inner.delete("k").unwrap();
+        assert!(
+            cache.invalidate_local("k").is_err(),
+            "L1's error reaches the caller"
+        );
+        assert_eq!(
+            cache.get_raw("k").unwrap(),
+            None,
+            "L1 served the invalidated value (marking fails: {marks_fail})"
         );
     }
 }
