@@ -498,6 +498,21 @@ impl Inner {
                 self.sync_since(w, first_active)?;
             }
         }
+        if seg.moved_out.load(Ordering::Acquire) {
+            // So must a compaction's, cut short before it synced them. They may be in any newer
+            // segment, one a flush took out of `unsynced` and is syncing without the writer
+            // lock included, so every newer one is synced (a second fsync of a clean file is
+            // cheap, and this is rare).
+            let newer: Vec<Arc<Segment>> = self
+                .segments
+                .read()
+                .range(seg.id + 1..)
+                .map(|(_, s)| Arc::clone(s))
+                .collect();
+            for s in newer {
+                s.sync().map_err(|e| self.fail(e))?;
+            }
+        }
         self.remove_segment(w, &seg)?;
         self.sync_removals()?;
         w.evicted = true;
@@ -661,6 +676,8 @@ impl Inner {
                 match (r.kind, here, loc) {
                     (Kind::Value, Some(true), Some(loc)) if !expired => {
                         if self.move_record(&mut w, seg, rec, (hash, loc), None)? {
+                            // Before the next roll can evict the segment (see `evict_oldest`).
+                            seg.moved_out.store(true, Ordering::Release);
                             moved += 1;
                         }
                     }

@@ -444,6 +444,63 @@ fn a_compaction_copy_whose_roll_evicts_its_own_segment_never_brings_the_key_back
     assert!(store.verify(|_, _| {}).unwrap().is_clean());
 }
 
+/// A compaction copies the first live records of the oldest segment into the active one, and
+/// the roll the next copy needs evicts that segment (a full device): the compaction stops
+/// there, before the fsync that makes its copies durable. The eviction made the removal of the
+/// originals durable, not the copies: a power cut then lost keys flushed long before.
+#[test]
+fn a_compaction_cut_short_by_the_eviction_of_its_segment_loses_none_of_the_records_it_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let options = || small(&clock).min_live_ratio(0.5);
+    let (store, sim) = sim_store(dir.path(), options());
+    let value = [1u8; 2000];
+    for i in 0..8 {
+        store.set(&format!("keep{i}"), &value, None).unwrap();
+    }
+    // The rest of the first segment, written again into the second: only the first is sealed,
+    // and a quarter of it is live.
+    for round in 0..2u8 {
+        for i in 0..24 {
+            store.set(&format!("f{i}"), &[round; 2000], None).unwrap();
+        }
+    }
+    assert_eq!(store.inner.segments.read().len(), 2);
+    // Room for three copies left in the active segment.
+    let len = super::format::record_len(5, 2000) as u64;
+    for i in 0.. {
+        let w = store.inner.writer.lock();
+        if w.offset + 4 * len > store.inner.segment_size {
+            break;
+        }
+        drop(w);
+        store.set(&format!("g{i}"), &[3u8; 2000], None).unwrap();
+    }
+    store.flush().unwrap();
+    sim.fail_next(Op::Allocate, ErrorKind::StorageFull);
+    let _ = store.compact();
+    assert_eq!(sim.pending_faults(), 0, "the compaction never rolled");
+    let moved: Vec<String> = (0..8)
+        .map(|i| format!("keep{i}"))
+        .filter(|k| store.get(k).unwrap().is_some())
+        .collect();
+    assert!(
+        !moved.is_empty() && moved.len() < 8,
+        "copied before the roll, the rest evicted by it: {moved:?}"
+    );
+    for seed in 0..32 {
+        let after = dir.path().join(format!("after-{seed}"));
+        let kept = sim.crash(seed, &after);
+        let store = FileStore::open(&after, options()).unwrap();
+        for key in &moved {
+            assert!(
+                store.get(key).unwrap().as_deref() == Some(&value[..]),
+                "seed {seed} ({kept}): {key}, flushed before the compaction moved it, was lost"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_hint_written_while_its_segment_is_evicted_does_not_stay_on_disk() {
     let dir = tempfile::tempdir().unwrap();
