@@ -184,6 +184,19 @@ impl Inner {
             if self.rolls_for(w, record_len(first)) {
                 self.roll(w)?;
             }
+            // The plan can be a round older than the writer (see `ensure_space_for`): the run
+            // never goes past the segment's end, where recovery would ignore it.
+            let room = self.segment_size.saturating_sub(w.offset);
+            let mut total = 0;
+            let fits = rest
+                .iter()
+                .take(fits)
+                .take_while(|item| {
+                    total += record_len(item);
+                    total <= room
+                })
+                .count()
+                .max(1);
             let (chunk, tail) = rest.split_at(fits.min(rest.len()));
             self.append_values(w, chunk, expires)?;
             rest = tail;
