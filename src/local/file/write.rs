@@ -388,7 +388,7 @@ impl Inner {
         if !e.is_no_space() {
             return self.fail(e);
         }
-        if let Err(ended) = self.end_after_failed_write(w) {
+        if let Err(ended) = self.end_after_failed_write(w, needed) {
             return ended;
         }
         self.disk_full("write segment", needed as u64)
@@ -399,7 +399,13 @@ impl Inner {
     /// left, or removed if it holds no record. The next write starts a new segment. Left there,
     /// those bytes had the next write's sequence numbers, and its record overwrote only their
     /// start: a crash before the segment was sealed let the failed write's records shadow it.
-    fn end_after_failed_write(&self, w: &mut Writer) -> Result<()> {
+    ///
+    /// If the truncation fails too (it can need space on a copy-on-write file system), the
+    /// `needed` bytes the write may have left are overwritten with zeros and fsynced, in space
+    /// the segment already holds: a crash before the hint is written would otherwise let the
+    /// scan apply the records of a write its caller was told failed. If that fails as well, the
+    /// store is latched read-only.
+    fn end_after_failed_write(&self, w: &mut Writer, needed: usize) -> Result<()> {
         let Some(active) = w.active.take() else {
             return Ok(());
         };
@@ -407,6 +413,15 @@ impl Inner {
         if active.data_end() <= SEGMENT_HEADER_LEN as u64 {
             self.remove_segment(w, &active)?;
             return self.sync_removals();
+        }
+        if active.truncate_to_data().is_err() {
+            let end = active.data_end();
+            let room = usize::try_from(self.segment_size.saturating_sub(end)).unwrap_or(usize::MAX);
+            let zeros = vec![0u8; needed.min(room)];
+            active
+                .write_at(end, &zeros)
+                .and_then(|()| active.sync())
+                .map_err(|e| self.fail(e))?;
         }
         self.seal(w, active)
     }
