@@ -594,7 +594,15 @@ impl Shared {
                     return Ok(answer);
                 }
                 m.hits.incr();
-                if entry.value == l1_entry.value {
+                // Same bytes, but L2's copy expires first (set again elsewhere with a shorter
+                // TTL while this L1 missed it): confirmed, the entry would be served past L2's
+                // expiry, so it is written again as a backfill, under L2's expiry.
+                let outlives_l2 = match (l1_entry.expires_at, entry.expires_at) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(l1), Some(l2)) => l1 > l2,
+                };
+                if entry.value == l1_entry.value && !outlives_l2 {
                     // Only if nothing wrote the key or made L1 suspect again since the ticket:
                     // a confirm vouches for the entry in the current epoch, and L2's answer may
                     // be older than it (the entry then stays suspect and is asked about again).
@@ -620,7 +628,11 @@ impl Shared {
                         tracing::warn!(key = %key_for_error(key), error = %e, "confirming an L1 entry failed");
                     }
                 } else {
-                    c.replaced.incr();
+                    if entry.value == l1_entry.value {
+                        c.confirmed.incr();
+                    } else {
+                        c.replaced.incr();
+                    }
                     self.backfill(key, ticket, &entry);
                 }
                 Ok(Some(entry.value))
@@ -662,3 +674,8 @@ mod replay_tests;
 #[cfg(test)]
 #[path = "pending_tests.rs"]
 mod pending_tests;
+
+#[cfg(test)]
+#[cfg(feature = "redis")]
+#[path = "revalidation_tests.rs"]
+mod revalidation_tests;
