@@ -27,7 +27,8 @@
 //!   between its settle and L2's answer (a caller's timeout) hands its part back to the queue
 //!   ([`Requeue`]): the writes its settle dropped were acknowledged to their callers, and L2
 //!   would otherwise keep a value older than them. A delete is queued as a write that has
-//!   already expired, which the writer sends as a delete and a read takes as a miss.
+//!   already expired, which the writer sends as a delete and a read takes as a miss. (Without
+//!   write-behind, such a dropped op goes to the replay queue, if there is one.)
 //! - **Invalidations** of a queued write are published by the writer once L2 has the value, so
 //!   an instance that re-reads on the message finds it.
 //! - **Failures.** A batch L2 refused (timeout, outage, open breaker) is counted and, in offline
@@ -444,11 +445,19 @@ impl Requeue<'_> {
 impl Requeue<'_> {
     /// Hands the op to the write-behind queue, behind the batch in flight, or to the replay
     /// queue if a key is pending there; the error of a replay queue that could not take it.
+    /// Without write-behind, to the replay queue: the op may never have reached L2 (dropped
+    /// while it waited for a connection or a breaker's permit), and L2 would keep the value it
+    /// replaced, which this instance (its L1 changed) and the others (they hear of the write)
+    /// would read back. Replayed, it is sent again; a `SET` or `DEL` that did run is harmless
+    /// to repeat, and the key reads as pending until then.
     fn hand_back(&mut self) -> Result<()> {
         self.paid = true;
         let s = self.shared;
         let Some(queue) = &s.behind else {
-            return Ok(());
+            return match self.sets {
+                Some((items, ttl)) => s.queue_sets(items, ttl),
+                None => s.queue_deletes(self.keys),
+            };
         };
         // A delete is a write that has already expired: sent as a delete, read as a miss.
         let tombstones: Vec<(&str, &[u8])>;
@@ -487,13 +496,14 @@ impl Drop for Requeue<'_> {
 
 impl Shared {
     /// A [`Requeue`] for a delete of `keys` (`sets`: `None`) or a write-through of `sets`, to
-    /// take before its settle.
+    /// take before its settle (or, without write-behind, before its L2 call). Owes nothing
+    /// with neither a write-behind nor a replay queue to hand the op to.
     pub(crate) fn owe<'a>(&'a self, keys: &'a [&'a str], sets: Option<Sets<'a>>) -> Requeue<'a> {
         Requeue {
             shared: self,
             keys,
             sets,
-            paid: self.behind.is_none(),
+            paid: self.behind.is_none() && self.replay.is_none(),
         }
     }
 

@@ -394,8 +394,9 @@ impl CacheManager {
             }
             Route::Through { l2, settle } => {
                 // A settle drops the keys' queued writes: dropped before L2 answers, this future
-                // hands its values back to the write-behind queue.
-                let owed = settle.then(|| s.owe(keys, Some((items, ttl))));
+                // hands its values back to the write-behind queue (without write-behind, to the
+                // replay queue: see `Requeue`).
+                let owed = s.owe(keys, Some((items, ttl)));
                 if settle {
                     s.settle_behind_async(keys).await;
                 }
@@ -412,9 +413,7 @@ impl CacheManager {
                     };
                     s.finish_write(items, ttl, (started, result))
                 };
-                if let Some(owed) = owed {
-                    owed.paid();
-                }
+                owed.paid();
                 out
             }
         };

@@ -676,6 +676,10 @@ mod replay_tests;
 mod pending_tests;
 
 #[cfg(test)]
+#[path = "cancel_tests.rs"]
+mod cancel_tests;
+
+#[cfg(test)]
 #[cfg(feature = "redis")]
 #[path = "revalidation_tests.rs"]
 mod revalidation_tests;

@@ -1,0 +1,145 @@
+//! Tests of async writes dropped while they wait for L2 (a caller's timeout): what they owe L2
+//! is not lost with them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::local::memory::MemoryStore;
+use crate::storage::{
+    BoxFuture, DistributedStorage, Entry, InProcess, Storage, StorageCounters, StorageSize,
+};
+
+/// An L2 whose reads answer at once and whose writes never do, as one whose connection is
+/// being re-established or whose breaker holds the call: a write sent there has not reached it.
+struct WritesStall {
+    inner: InProcess<MemoryStore>,
+}
+
+impl Storage for WritesStall {
+    fn name(&self) -> &str {
+        "writes-stall"
+    }
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set(key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.delete(key)
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.inner.get_many(keys)
+    }
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.inner.set_many(items, ttl)
+    }
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
+        self.inner.set_each(items)
+    }
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.inner.delete_many(keys)
+    }
+    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        self.inner.check_value(key, value_len)
+    }
+    fn size(&self) -> Result<StorageSize> {
+        self.inner.size()
+    }
+    fn clear(&self) -> Result<()> {
+        self.inner.clear()
+    }
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+    fn counters(&self) -> StorageCounters {
+        self.inner.counters()
+    }
+}
+
+impl DistributedStorage for WritesStall {
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+        self.inner.get_async(key)
+    }
+    fn set_async<'a>(&'a self, _: &'a str, _: &'a [u8], _: Option<Duration>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::pending())
+    }
+    fn delete_async<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(std::future::pending())
+    }
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
+        self.inner.get_many_async(keys)
+    }
+    fn set_many_async<'a>(
+        &'a self,
+        _: &'a [(&'a str, &'a [u8])],
+        _: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::pending())
+    }
+    fn set_each_async<'a>(
+        &'a self,
+        _: &'a [(&'a str, &'a [u8], Option<Duration>)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::pending())
+    }
+    fn delete_many_async<'a>(&'a self, _: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(std::future::pending())
+    }
+    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
+        self.inner.size_async()
+    }
+}
+
+/// Polls `fut` once (it waits on L2), then drops it, as a caller's timeout does.
+fn drop_after_first_poll<F: Future>(fut: F) {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        matches!(fut.as_mut().poll(&mut cx), Poll::Pending),
+        "the write did not wait for L2"
+    );
+}
+
+/// Without write-behind, an async delete or write-through dropped at its L2 call changed L1 and
+/// announced itself, but its op was lost if it never reached L2: this instance (and every other,
+/// on the announcement) read L2's old value back, until its TTL. Handed to the replay queue, it
+/// is sent again, and the key reads as pending until then.
+#[test]
+fn an_async_write_dropped_before_l2_answered_is_queued_for_replay() {
+    for (what, batch) in [("delete", false), ("delete", true), ("set", false), ("set", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let l2 = Arc::new(WritesStall {
+            inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
+        });
+        l2.set("k", b"old", None).unwrap();
+        let mut config = crate::CacheConfig::default();
+        config.offline.replay_dir = Some(dir.path().to_path_buf());
+        config.offline.replay_interval_ms = 3_600_000;
+        let cache = crate::CacheManager::builder()
+            .config(config)
+            .local(Arc::new(MemoryStore::new(100).unwrap()))
+            .distributed(l2)
+            .build()
+            .unwrap();
+        match (what, batch) {
+            ("delete", false) => drop_after_first_poll(cache.delete_async("k")),
+            ("delete", true) => drop_after_first_poll(cache.multi_delete_async(&["k"])),
+            (_, false) => drop_after_first_poll(cache.set_raw_async("k", b"new", None)),
+            _ => drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None)),
+        }
+        assert!(
+            cache.shared.is_pending("k"),
+            "the dropped {what} (batch: {batch}) was not queued for replay"
+        );
+        let read = cache.get_raw("k").unwrap();
+        assert_ne!(
+            read.as_deref(),
+            Some(&b"old"[..]),
+            "L2's old value was read back after the dropped {what} (batch: {batch})"
+        );
+    }
+}
