@@ -152,7 +152,7 @@ impl Log {
         let result = self
             .file
             .write_all_at(records, self.len)
-            .map_err(|e| Error::io("append to replay log", &self.path, e))
+            .map_err(|e| write_error("append to replay log", &self.path, records.len(), e))
             .and_then(|()| self.sync());
         match result {
             Ok(()) => {
@@ -219,6 +219,20 @@ impl Log {
     }
 }
 
+/// A failed write: [`Error::DiskFull`] if the device is full, as the stores report it, so a
+/// caller can tell it from a failing disk.
+fn write_error(op: &'static str, path: &Path, needed: usize, e: io::Error) -> Error {
+    if crate::error::is_no_space(&e) {
+        Error::DiskFull {
+            path: path.to_owned(),
+            op,
+            needed: needed as u64,
+        }
+    } else {
+        Error::io(op, path, e)
+    }
+}
+
 /// Writes header and body to `tmp` and fsyncs it.
 fn write_tmp(disk: &Disk, tmp: &Path, header: &Header, body: &[u8], mode: u32) -> Result<DiskFile> {
     // A leftover file would keep its old permission bits through a truncate.
@@ -229,7 +243,7 @@ fn write_tmp(disk: &Disk, tmp: &Path, header: &Header, body: &[u8], mode: u32) -
     let head = format::encode_header(header);
     file.write_all_at(&head, 0)
         .and_then(|()| file.write_all_at(body, head.len() as u64))
-        .map_err(|e| Error::io("write", tmp, e))?;
+        .map_err(|e| write_error("write replay log", tmp, head.len() + body.len(), e))?;
     file.sync_data().map_err(|e| Error::io("fsync", tmp, e))?;
     Ok(file)
 }

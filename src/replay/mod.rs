@@ -541,8 +541,8 @@ impl ReplayQueue {
     }
 
     /// Marks `op` as replayed; durable when it returns. Returns `false` (and writes nothing) if
-    /// `op` is no longer the pending op of its key: acked already, or superseded by a newer push,
-    /// which stays pending.
+    /// `op` is no longer the pending op of its key: acked already, superseded by a newer push,
+    /// which stays pending, or a set turned into a delete since it was taken.
     ///
     /// # Errors
     /// [`Error::Io`] if the write or fsync failed (the queue is then latched);
@@ -565,7 +565,18 @@ impl ReplayQueue {
         let mut buf = Vec::new();
         let mut acked = Vec::new();
         for op in ops {
-            if inner.pending.get(&op.key).is_some_and(|s| s.seq == op.seq) && seen.insert(op.seq) {
+            // Of the same kind too: a set turned into a delete in memory keeps its seq (a newer
+            // op of the key was refused: L2 must lose the key), and the replay of the set taken
+            // before must not ack the delete that has not been sent.
+            let same = |s: &state::Slot| {
+                s.seq == op.seq
+                    && matches!(
+                        (&s.action, &op.action),
+                        (ReplayAction::Delete, ReplayAction::Delete)
+                            | (ReplayAction::Set { .. }, ReplayAction::Set { .. })
+                    )
+            };
+            if inner.pending.get(&op.key).is_some_and(same) && seen.insert(op.seq) {
                 format::encode_record(
                     &mut buf,
                     log_id,

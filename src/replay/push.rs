@@ -271,7 +271,12 @@ pub(super) fn copy_of(error: &Error, path: &Path) -> Error {
             path: path.clone(),
             cause: cause.clone(),
         },
-        // The log's writes fail only with the two above; anything else still says what failed.
+        Error::DiskFull { path, op, needed } => Error::DiskFull {
+            path: path.clone(),
+            op,
+            needed: *needed,
+        },
+        // The log's writes fail only with the three above; anything else still says what failed.
         other => Error::WritesDisabled {
             path: path.to_owned(),
             cause: other.to_string(),

@@ -280,6 +280,53 @@ fn a_latched_queue_refusing_an_op_of_a_key_with_a_pending_set_replays_a_delete_o
     assert!(queue.is_overflowed());
 }
 
+/// A replay takes `k`'s set and sends it; meanwhile the queue latches and refuses a newer op of
+/// `k`, which turns the set into a delete (same seq). The set's ack matched on seq alone and
+/// removed the delete that was never sent: L2 kept the value.
+#[test]
+fn the_ack_of_a_set_turned_into_a_delete_since_leaves_the_delete_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    queue.push_set("k", b"old", 0).unwrap();
+    let taken = queue.pending();
+    queue.fail_next_sync();
+    assert_fsync_failure(&queue.push_delete("unrelated").unwrap_err());
+    assert!(matches!(
+        queue.push_delete("k"),
+        Err(Error::WritesDisabled { .. })
+    ));
+    assert!(queue.recover().unwrap());
+    assert!(!queue.ack(&taken[0]).unwrap(), "the set's ack took the delete");
+    let pending = queue.pending();
+    assert!(
+        pending
+            .iter()
+            .any(|op| op.key == "k" && op.action == ReplayAction::Delete),
+        "{pending:?}"
+    );
+}
+
+/// A full device is told as [`Error::DiskFull`], as the stores tell it, not as a generic I/O
+/// error a caller cannot tell from a failing disk.
+#[test]
+fn a_push_on_a_full_device_is_a_disk_full_error_naming_the_log() {
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    fs::create_dir(&live).unwrap();
+    let sim = Sim::new(&live);
+    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
+    let queue = ReplayQueue::open(&live, options).unwrap();
+    sim.fail_next(Op::Write, std::io::ErrorKind::StorageFull);
+    match queue.push_set("k", b"v", 0) {
+        Err(Error::DiskFull { path, op, needed }) => {
+            assert_eq!(path, live.join(format::LOG_FILE));
+            assert_eq!(op, "append to replay log");
+            assert!(needed > 0);
+        }
+        other => panic!("expected DiskFull, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_damaged_log_on_a_file_system_without_hard_links_still_opens_overflowed() {
     let (dir, _) = a_log_with_a_damaged_header();
