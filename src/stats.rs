@@ -602,7 +602,8 @@ pub struct ConsistencyStats {
     pub replayed: u64,
     /// Replay attempts stopped by an L2 failure (retried later).
     pub replay_failures: u64,
-    /// Reads that missed L1 and did not ask L2 because the key had a queued op.
+    /// Reads that missed L1 and did not ask L2 because the key had a queued op, and reads of a
+    /// suspect L1 entry dropped because the key's queued op is a delete (or an expired set).
     pub pending_misses: u64,
     /// Reads that missed L1 while this manager was deleting the key: answered as misses
     /// without asking L2, which may still hold the value being deleted.

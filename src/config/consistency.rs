@@ -15,8 +15,9 @@ use crate::replay::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 /// the open circuit breaker) is queued in a durable [replay queue](crate::replay) and replayed in
 /// order (deletes first, a later delete winning over an earlier set of the same key) when L2
 /// answers again: on a background tick every `replay_interval_ms`, and at once after an L2 call
-/// succeeds. While a key has a queued op, L1 is the truth for it: a read never backfills it from
-/// L2, and a read that misses L1 does not return L2's (stale) value.
+/// succeeds. While a key has a queued op, L2 is older than it: a read never backfills it from
+/// L2, a read that misses L1 does not return L2's (stale) value, and a suspect L1 entry of the
+/// key is settled by the op (its value served, or a miss for a delete), not served as it is.
 ///
 /// **When the queue is full** (`replay_max_bytes` or `replay_max_entries`): a set that does not
 /// fit is queued as a delete of its key (L2 loses the key rather than keeping a stale value); a
@@ -65,8 +66,9 @@ impl Default for OfflineConfig {
 pub enum RestartPolicy {
     /// On its first read, compare it with L2 (default): same bytes → trusted and served; other
     /// bytes → replaced by L2's; missing in L2 → dropped (a miss). While L2 cannot be reached it
-    /// is served as is (offline mode). A key with a queued replay op is served from L1 (L1 is
-    /// the truth for it).
+    /// is served as is (offline mode). An entry of a key with a queued replay op is compared
+    /// with the op instead, whatever the policy (L2 is older than it): a set's value is served
+    /// (and put in L1), a delete is a miss.
     #[default]
     Revalidate,
     /// Serve entries restored at start-up without asking L2. Entries made suspect by a lost

@@ -5,8 +5,9 @@
 //! - **Replay.** An L2 write or delete that failed (hidden by `fallback_on_error`) is pushed to
 //!   the durable [`ReplayQueue`](crate::replay::ReplayQueue) after L1 was written. While a key has a queued op, a new write
 //!   of it is queued too (never sent to L2 directly, or the older op's replay could overwrite
-//!   it), a read never backfills it from L2 and a read that misses L1 does not ask L2. The
-//!   queue is replayed (deletes first, acked after L2 confirmed each op) by the `offline`
+//!   it), a read never backfills it from L2, a read that misses L1 does not ask L2, and a
+//!   suspect L1 entry of it is settled by the op, which L1 may have lost (`settle_pending`).
+//!   The queue is replayed (deletes first, acked after L2 confirmed each op) by the `offline`
 //!   thread every `offline.replay_interval_ms`, at once after an L2 call succeeds, and by
 //!   [`CacheManager::replay_now`](super::CacheManager::replay_now).
 //! - **Publish.** Every set and delete (and batch) publishes one `Keys` invalidation after both

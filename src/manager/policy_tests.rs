@@ -466,15 +466,22 @@ impl crate::storage::LocalStorage for DeletesFail {
     }
 }
 
-/// Another instance's invalidation of `k` arrives while L1 cannot delete (disk full, or latched
-/// read-only): L1 must stop vouching for its copy rather than serve it as a trusted hit until
-/// its TTL, while L2 has the new one.
 /// A manager on a [`DeletesFail`] L1 and a [`HeldL2`].
 #[cfg(feature = "redis")]
 fn failing_l1_with_held_l2(marks_fail: bool, sets_fail: bool) -> (crate::CacheManager, Arc<HeldL2>) {
+    failing_l1_with(crate::CacheConfig::default(), marks_fail, sets_fail)
+}
+
+/// [`failing_l1_with_held_l2`] configured by `config`.
+#[cfg(feature = "redis")]
+pub(super) fn failing_l1_with(
+    config: crate::CacheConfig,
+    marks_fail: bool,
+    sets_fail: bool,
+) -> (crate::CacheManager, Arc<HeldL2>) {
     let l2 = HeldL2::new();
     let cache = crate::CacheManager::builder()
-        .config(crate::CacheConfig::default())
+        .config(config)
         .local(Arc::new(DeletesFail {
             inner: MemoryStore::new(100).unwrap(),
             marks_fail: marks_fail.into(),
@@ -487,6 +494,9 @@ fn failing_l1_with_held_l2(marks_fail: bool, sets_fail: bool) -> (crate::CacheMa
     (cache, l2)
 }
 
+/// Another instance's invalidation of `k` arrives while L1 cannot delete (disk full, or latched
+/// read-only): L1 must stop vouching for its copy rather than serve it as a trusted hit until
+/// its TTL, while L2 has the new one.
 #[cfg(feature = "redis")]
 #[test]
 fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {

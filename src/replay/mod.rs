@@ -611,6 +611,14 @@ impl ReplayQueue {
         self.pending_keys.contains(key)
     }
 
+    /// `key`'s pending op as [`pending`](Self::pending) would return it (an expired set as a
+    /// delete): a hash lookup, but under the lock a push holds across its fsync, which
+    /// [`is_pending`](Self::is_pending) never waits for: ask that first.
+    pub(crate) fn pending_op(&self, key: &str) -> Option<ReplayOp> {
+        let now = self.clock.now_ms();
+        self.inner.lock().pending.op(key, now)
+    }
+
     /// The sequence number of `key`'s pending op, if it has one (waits for a push's fsync).
     pub(crate) fn pending_seq(&self, key: &str) -> Option<u64> {
         self.inner.lock().pending.get(key).map(|slot| slot.seq)

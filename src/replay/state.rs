@@ -203,6 +203,23 @@ impl Pending {
             .collect()
     }
 
+    /// The op of `key` as `ReplayQueue::pending` returns it at `now_ms`: a set expired by then
+    /// is a delete (not turned into one here: a look must not change what is pending).
+    pub(crate) fn op(&self, key: &str, now_ms: u64) -> Option<ReplayOp> {
+        let slot = self.slots.get(key)?;
+        let action = match &slot.action {
+            ReplayAction::Set { expires_at_ms, .. } if *expires_at_ms != 0 && *expires_at_ms <= now_ms => {
+                ReplayAction::Delete
+            }
+            action => action.clone(),
+        };
+        Some(ReplayOp {
+            seq: slot.seq,
+            key: key.to_owned(),
+            action,
+        })
+    }
+
     /// Every op in seq order (the order a rewritten log stores them in).
     pub(crate) fn by_seq(&self) -> Vec<(&str, &Slot)> {
         let mut all: Vec<(&str, &Slot)> = self.slots.iter().map(|(k, s)| (&**k, s)).collect();
@@ -271,6 +288,22 @@ mod tests {
                 "is_pending read false while the op was replaced"
             );
         });
+    }
+
+    #[test]
+    fn a_keys_op_reads_as_replayed_an_expired_set_as_a_delete_and_stays_as_queued() {
+        let mut p = Pending::default();
+        p.insert("k", Slot::new("k", 7, set(b"v", 500)));
+        assert_eq!(
+            p.op("k", 499).map(|o| (o.seq, o.action)),
+            Some((7, set(b"v", 500)))
+        );
+        assert_eq!(
+            p.op("k", 500).map(|o| (o.seq, o.action)),
+            Some((7, ReplayAction::Delete))
+        );
+        assert_eq!(p.get("k").map(|s| &s.action), Some(&set(b"v", 500)));
+        assert_eq!(p.op("other", 0), None);
     }
 
     #[test]
