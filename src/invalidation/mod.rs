@@ -39,10 +39,11 @@
 //! Redis L2 and tags share). The handler is called on a thread of its own,
 //! `uno-cache-invalidate`, in the order messages and losses arrived: a handler that does
 //! disk work (a manager's L1 deletes) then holds neither L2 calls, publishes nor the
-//! subscriber's health checks. A handler that falls behind by the staleness bound is told of a
-//! loss and a restore instead of what arrived meanwhile (`BackplaneStats::handler_lags`).
-//! Dropping the [`Backplane`], or [`Backplane::shutdown`], stops the tasks and waits for the
-//! handler to have handled what it was handed.
+//! subscriber's health checks. Nothing is applied later than the staleness bound: what arrives
+//! while the handler is behind by the bound, and what waited for it that long, is dropped, and
+//! the handler told of a loss (and a restore, if the subscription is up) instead
+//! (`BackplaneStats::handler_lags`). Dropping the [`Backplane`], or [`Backplane::shutdown`],
+//! stops the tasks and waits for the handler to have handled (or dropped) what it was handed.
 //!
 //! # Wire format
 //! A 36-byte header (magic `UNOI`, version, kind, origin, sequence, string count), the strings

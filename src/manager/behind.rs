@@ -445,19 +445,22 @@ impl Requeue<'_> {
 impl Requeue<'_> {
     /// Hands the op to the write-behind queue, behind the batch in flight, or to the replay
     /// queue if a key is pending there; the error of a replay queue that could not take it.
-    /// Without write-behind, to the replay queue: the op may never have reached L2 (dropped
-    /// while it waited for a connection or a breaker's permit), and L2 would keep the value it
-    /// replaced, which this instance (its L1 changed) and the others (they hear of the write)
-    /// would read back. Replayed, it is sent again; a `SET` or `DEL` that did run is harmless
-    /// to repeat, and the key reads as pending until then.
+    /// Without write-behind, to the replay queue, as an L2 call that timed out is: the op may
+    /// never have reached L2 (dropped while it waited for a connection or a breaker's permit),
+    /// and L2 would keep the value it replaced, which this instance (its L1 changed) and the
+    /// others (they hear of the write) would read back. The key reads as pending until the
+    /// replay, which is woken at once to keep short the window in which an op that did run
+    /// overwrites a newer write of another instance (the risk of every replayed timeout).
     fn hand_back(&mut self) -> Result<()> {
         self.paid = true;
         let s = self.shared;
         let Some(queue) = &s.behind else {
-            return match self.sets {
-                Some((items, ttl)) => s.queue_sets(items, ttl),
-                None => s.queue_deletes(self.keys),
+            let queued = match self.sets {
+                Some((items, ttl)) => s.queue_failed_sets(items, ttl),
+                None => s.queue_failed_deletes(self.keys),
             };
+            s.nudge_replay();
+            return queued;
         };
         // A delete is a write that has already expired: sent as a delete, read as a miss.
         let tombstones: Vec<(&str, &[u8])>;
@@ -503,7 +506,7 @@ impl Shared {
             shared: self,
             keys,
             sets,
-            paid: self.behind.is_none() && self.replay.is_none(),
+            paid: self.behind.is_none() && !(self.replays_failures && self.replay.is_some()),
         }
     }
 
@@ -543,7 +546,8 @@ impl Shared {
         suspects: &mut HashMap<&'k str, Entry>,
     ) -> (Vec<&'k str>, Vec<Ticket>) {
         let tickets = self.tickets(&missed);
-        if self.behind.is_none() && self.replay.is_none() && !tickets.iter().any(Ticket::deleting) {
+        let none_pending = self.replay.as_ref().is_none_or(|q| q.is_empty());
+        if self.behind.is_none() && none_pending && !tickets.iter().any(Ticket::deleting) {
             return (missed, tickets);
         }
         let mut left = Vec::with_capacity(missed.len());

@@ -119,13 +119,22 @@ impl CacheManager {
         s.settle_behind_async(&keys).await;
         let l2 = match &s.l2 {
             Some(_) if s.must_queue(&keys) => {
-                s.queue_deletes(&keys)?;
+                let queued = s.queue_deletes(&keys);
+                // Queued (or not) already: nothing left to hand back on the way out.
+                owed.paid();
+                queued?;
                 None
             }
-            Some(l2) => Some(l2.delete_async(key).await.map(u64::from)),
-            None => None,
+            Some(l2) => {
+                let deleted = l2.delete_async(key).await.map(u64::from);
+                owed.paid();
+                Some(deleted)
+            }
+            None => {
+                owed.paid();
+                None
+            }
         };
-        owed.paid();
         let out = s.finish_delete(&keys, l1, l2);
         drop(ordered);
         announcement.publish().await;
@@ -181,13 +190,21 @@ impl CacheManager {
         s.settle_behind_async(&keys).await;
         let l2 = match &s.l2 {
             Some(_) if s.must_queue(&keys) => {
-                s.queue_deletes(&keys)?;
+                let queued = s.queue_deletes(&keys);
+                owed.paid();
+                queued?;
                 None
             }
-            Some(l2) => Some(l2.delete_many_async(&keys).await),
-            None => None,
+            Some(l2) => {
+                let deleted = l2.delete_many_async(&keys).await;
+                owed.paid();
+                Some(deleted)
+            }
+            None => {
+                owed.paid();
+                None
+            }
         };
-        owed.paid();
         let out = s.finish_delete(&keys, l1, l2);
         drop(ordered);
         announcement.publish().await;

@@ -663,10 +663,12 @@ impl Shared {
                 // Same bytes, but L2's copy expires first (set again elsewhere with a shorter
                 // TTL while this L1 missed it): confirmed, the entry would be served past L2's
                 // expiry, so it is written again as a backfill, under L2's expiry.
+                // A second's slack: a backfill's expiry, computed on two clocks, can come out a
+                // millisecond past L2's, and a fill in place of every such confirm costs a write.
                 let outlives_l2 = match (l1_entry.expires_at, entry.expires_at) {
                     (_, None) => false,
                     (None, Some(_)) => true,
-                    (Some(l1), Some(l2)) => l1 > l2,
+                    (Some(l1), Some(l2)) => l1 > l2 + Duration::from_secs(1),
                 };
                 if entry.value == l1_entry.value && !outlives_l2 {
                     // Only if nothing wrote the key or made L1 suspect again since the ticket:

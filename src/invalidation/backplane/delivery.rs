@@ -17,7 +17,9 @@
 //!
 //! Before its next event (or before the thread ends), the handler is then told of a loss and,
 //! if the subscription is up, of a restore: its L1 is distrusted, as after a lost subscription,
-//! so what it did not apply in time is never served unchecked. A restore is made up only while
+//! so what it did not apply in time is not served unchecked for longer than the bound and the
+//! handling of the event under way (a handler stuck in one call hears of nothing until it
+//! returns). A restore is made up only while
 //! the subscriber's last word was that the subscription works: while it is down, the real
 //! restore follows. Counted in [`BackplaneStats::handler_lags`](super::BackplaneStats::handler_lags).
 
@@ -44,6 +46,19 @@ enum Event {
     Invalidate(InvalidationMessage),
     Lost(SystemTime),
     Restored(Outage),
+}
+
+impl Event {
+    /// The `since` of a loss reported in place of this event, dropped after being handed over
+    /// (or not) at `handed`: no later than the loss or outage it tells of itself, so that what
+    /// the handler hears still covers every message that event said may be lost.
+    fn lost_since(&self, handed: SystemTime) -> SystemTime {
+        match self {
+            Event::Invalidate(_) => handed,
+            Event::Lost(since) => handed.min(*since),
+            Event::Restored(outage) => handed.min(outage.since),
+        }
+    }
 }
 
 /// An event and when it was handed over.
@@ -132,6 +147,8 @@ impl Forwarder {
             Event::Restored(_) => handover.subscribed = true,
             Event::Invalidate(_) => {}
         }
+        // Should it be dropped.
+        let since = event.lost_since(handover.all_handed_at);
         if !handover.behind && !s.lagging() {
             let waiting = s.pending.fetch_add(1, Ordering::AcqRel);
             let at_ms = s.millis_since_epoch();
@@ -154,7 +171,6 @@ impl Forwarder {
                 }
             }
         }
-        let since = handover.all_handed_at;
         handover.drop_from(since, &self.shared);
     }
 }
@@ -273,7 +289,8 @@ fn deliver(rx: &Receiver<Handed>, handler: &dyn InvalidationHandler, state: &Sta
         let waited_ms = state.millis_since_epoch().saturating_sub(handed.at_ms);
         if waited_ms >= state.bound_ms() {
             // Applied now, it would come later than the bound: L1 is distrusted instead.
-            state.handover.lock().drop_from(handed.at, shared);
+            let since = handed.event.lost_since(handed.at);
+            state.handover.lock().drop_from(since, shared);
         } else {
             catch_up(handler, state, shared);
             match &handed.event {

@@ -28,9 +28,12 @@ impl Sequences {
     /// Notes message `seq` of `origin` as seen at `at`; returns how many numbers it skipped.
     pub(super) fn note(&mut self, origin: InstanceId, seq: u64, at: Instant) -> u64 {
         if self.last.len() >= MAX_TRACKED_ORIGINS && !self.last.contains_key(&origin) {
-            // The open skips stay: forgotten, a message lost before the table started again
-            // would never be reported (a late one still fills its skip).
-            self.last.clear();
+            // Senders with open skips stay, with their highest number: forgotten, a message
+            // lost before the table started again would never be reported, and a late one
+            // would not fill its skip but set a base below numbers already seen. They are few:
+            // the open skips are bounded.
+            let gaps = &self.gaps;
+            self.last.retain(|origin, _| gaps.open.contains_key(origin));
         }
         let last = self.last.entry(origin).or_insert(0);
         self.gaps.note(origin, *last, seq, at);
@@ -154,5 +157,24 @@ mod tests {
             "the table started again"
         );
         assert!(sequences.overdue(start + bound, bound), "message 2 never came");
+    }
+
+    #[test]
+    fn a_late_message_fills_its_skip_after_the_table_of_senders_started_again() {
+        let start = Instant::now();
+        let bound = Duration::from_secs(1);
+        let mut sequences = Sequences::default();
+        let late = InstanceId::random();
+        sequences.note(late, 1, start);
+        sequences.note(late, 3, start);
+        for _ in 0..MAX_TRACKED_ORIGINS {
+            sequences.note(InstanceId::random(), 9, start);
+        }
+        sequences.note(late, 2, start);
+        assert_eq!(sequences.note(late, 4, start), 0, "no skip below what was seen");
+        assert!(
+            !sequences.overdue(start + bound, bound),
+            "the skip of 2 was filled"
+        );
     }
 }

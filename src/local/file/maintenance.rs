@@ -498,15 +498,16 @@ impl Inner {
                 self.sync_since(w, first_active)?;
             }
         }
-        if seg.moved_out.load(Ordering::Acquire) {
-            // So must a compaction's, cut short before it synced them. They may be in any newer
-            // segment, one a flush took out of `unsynced` and is syncing without the writer
-            // lock included, so every newer one is synced (a second fsync of a clean file is
-            // cheap, and this is rare).
+        let moved_to = seg.moved_to.load(Ordering::Acquire);
+        if moved_to != u64::MAX {
+            // So must a compaction's, cut short before it synced them. They may be in any
+            // segment from the first they went to on, one a flush took out of `unsynced` and is
+            // syncing without the writer lock included, so each of those is synced (a second
+            // fsync of a clean file is cheap, and this is rare).
             let newer: Vec<Arc<Segment>> = self
                 .segments
                 .read()
-                .range(seg.id + 1..)
+                .range(moved_to..)
                 .map(|(_, s)| Arc::clone(s))
                 .collect();
             for s in newer {
@@ -677,7 +678,9 @@ impl Inner {
                     (Kind::Value, Some(true), Some(loc)) if !expired => {
                         if self.move_record(&mut w, seg, rec, (hash, loc), None)? {
                             // Before the next roll can evict the segment (see `evict_oldest`).
-                            seg.moved_out.store(true, Ordering::Release);
+                            if let Some(to) = w.active_id() {
+                                seg.moved_to.fetch_min(to, Ordering::AcqRel);
+                            }
                             moved += 1;
                         }
                     }

@@ -50,10 +50,11 @@ pub(crate) struct Segment {
     /// Compaction found damaged records here: it leaves the segment alone until it is the
     /// oldest (see `maintenance`, `rewrite`). In memory only.
     pub(crate) damaged: AtomicBool,
-    /// Compaction moved records out of it and may have stopped before they were durable (the
-    /// segment was evicted under it, it was asked to stop, it found damage, the device was
-    /// full): whoever removes the segment first fsyncs every newer one. In memory only.
-    pub(crate) moved_out: AtomicBool,
+    /// The first segment compaction moved records of this one to (`u64::MAX`: none). It may
+    /// have stopped before they were durable (the segment was evicted under it, it was asked to
+    /// stop, it found damage, the device was full): whoever removes the segment first fsyncs
+    /// that one and every newer one. In memory only.
+    pub(crate) moved_to: AtomicU64,
 }
 
 impl Segment {
@@ -105,7 +106,7 @@ impl Segment {
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             hint_bytes: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
-            moved_out: AtomicBool::new(false),
+            moved_to: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -165,7 +166,7 @@ impl Segment {
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             hint_bytes: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
-            moved_out: AtomicBool::new(false),
+            moved_to: AtomicU64::new(u64::MAX),
         };
         Ok(Ok((segment, past)))
     }
