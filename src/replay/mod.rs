@@ -101,7 +101,9 @@
 //!   overflowed. A header of an unknown version is refused with [`Error::UnsupportedVersion`].
 //! - When more than half of the log (and at least 64 KiB) is acked or superseded records, it is
 //!   compacted: rewritten to `replay.log.new`, fsynced, renamed over the log, directory fsynced.
-//!   So the file stays under about `2 × max_bytes + 64 KiB`.
+//!   So the file stays under about `2 × max_bytes + 64 KiB`, unless a compaction fails (a
+//!   device too full for the rewrite): it is tried again only once the log has grown by the
+//!   pending bytes (at least 64 KiB) again, not at every push and ack.
 //! - A failed write or fsync latches the queue: later pushes, acks and compactions fail with
 //!   [`Error::WritesDisabled`] until it is reopened (reads of the pending ops still work). The
 //!   ops whose write failed stay pending in memory (their records may be on disk and come back
@@ -322,6 +324,8 @@ struct Inner {
     stats: ReplayStats,
     /// When [`ReplayQueue::recover_if_due`] last tried.
     last_recovery: Option<std::time::Instant>,
+    /// After a failed compaction, the log length below which it is not tried again.
+    compact_again_at: u64,
 }
 
 /// How often [`ReplayQueue::recover_if_due`] tries at most: each try rewrites every pending op.
@@ -453,6 +457,7 @@ impl ReplayQueue {
                 overflowed,
                 stats: ReplayStats::default(),
                 last_recovery: None,
+                compact_again_at: 0,
             }),
         };
         queue.maybe_compact(&mut queue.inner.lock());
@@ -755,13 +760,19 @@ impl ReplayQueue {
 
     fn maybe_compact(&self, inner: &mut Inner) {
         let live = inner.pending.bytes();
-        let dead = inner.log.len().saturating_sub(HEADER_LEN as u64 + live);
-        if dead <= live.max(COMPACT_MIN_DEAD) || inner.log.failure().is_some() {
+        let len = inner.log.len();
+        let dead = len.saturating_sub(HEADER_LEN as u64 + live);
+        if dead <= live.max(COMPACT_MIN_DEAD) || inner.log.failure().is_some() || len < inner.compact_again_at
+        {
             return;
         }
         if let Err(e) = compact_locked(inner) {
+            // Tried again only once the log has grown by as much again: each try writes every
+            // pending op under the queue's lock, and on a device too full for the rewrite
+            // every push and ack retried it.
+            inner.compact_again_at = len.saturating_add(live.max(COMPACT_MIN_DEAD));
             inner.stats.compaction_failures += 1;
-            tracing::warn!(error = %e, path = %inner.log.path().display(), "replay log compaction failed");
+            tracing::warn!(error = %e, path = %inner.log.path().display(), "replay log compaction failed; tried again once the log has grown by as much again");
         }
     }
 

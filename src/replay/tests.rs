@@ -327,6 +327,46 @@ fn a_push_on_a_full_device_is_a_disk_full_error_naming_the_log() {
     }
 }
 
+/// A compaction that fails (a device too full for the rewrite) was tried again at the next push
+/// or ack, each try writing every pending op under the queue's lock; now once the log has grown
+/// by as much again.
+#[test]
+fn a_failed_compaction_is_tried_again_only_once_the_log_has_grown_again() {
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    fs::create_dir(&live).unwrap();
+    let sim = Sim::new(&live);
+    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
+    let queue = ReplayQueue::open(&live, options).unwrap();
+    sim.fail_next(Op::Create, std::io::ErrorKind::StorageFull);
+    let replayed = |i: usize| {
+        queue.push_set(&format!("k{i}"), &[7u8; 1024], 0).unwrap();
+        for op in queue.pending() {
+            queue.ack(&op).unwrap();
+        }
+    };
+    let mut i = 0;
+    while queue.stats().compaction_failures == 0 {
+        replayed(i);
+        i += 1;
+        assert!(i < 1_000, "no compaction was tried");
+    }
+    let failed_at = queue.stats().log_bytes;
+    for _ in 0..8 {
+        replayed(i);
+        i += 1;
+    }
+    let stats = queue.stats();
+    assert_eq!(stats.compaction_failures, 1);
+    assert!(stats.log_bytes > failed_at, "compacted at once: {stats:?}");
+    while queue.stats().log_bytes > failed_at {
+        replayed(i);
+        i += 1;
+        assert!(i < 1_000, "never compacted again");
+    }
+    assert_eq!(queue.stats().compaction_failures, 1);
+}
+
 #[test]
 fn a_damaged_log_on_a_file_system_without_hard_links_still_opens_overflowed() {
     let (dir, _) = a_log_with_a_damaged_header();
