@@ -26,8 +26,17 @@ pub const LOG_NEW_FILE: &str = "replay.log.new";
 pub const LOG_DAMAGED_FILE: &str = "replay.log.damaged";
 /// Lock file held (advisory `flock`) while a queue is open.
 pub const REPLAY_LOCK_FILE: &str = "replay.lock";
+/// An empty file left when a write of the log failed: the queue is overflowed, whatever the log
+/// says, until the flag is cleared.
+pub const REPLAY_OVERFLOWED_FILE: &str = "replay.overflowed";
 /// Every file a replay queue may leave in a directory.
-pub const REPLAY_FILES: [&str; 4] = [LOG_FILE, LOG_NEW_FILE, LOG_DAMAGED_FILE, REPLAY_LOCK_FILE];
+pub const REPLAY_FILES: [&str; 5] = [
+    LOG_FILE,
+    LOG_NEW_FILE,
+    LOG_DAMAGED_FILE,
+    REPLAY_LOCK_FILE,
+    REPLAY_OVERFLOWED_FILE,
+];
 
 // ---- the redb level ----------------------------------------------------------------------------
 

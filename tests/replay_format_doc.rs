@@ -141,6 +141,28 @@ fn an_overflow_record_alone_sets_the_flag_and_the_next_seq_follows_the_highest_r
     assert_eq!(q.push_delete("y").unwrap().seq(), Some(42));
 }
 
+/// `replay.overflowed`, an empty file next to a log whose flag is clear (a write of the log
+/// failed before the queue was last closed), opens the queue overflowed; clearing the flag
+/// removes it.
+#[test]
+fn an_overflowed_mark_next_to_a_clean_log_sets_the_flag_until_it_is_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = 7;
+    write_log(
+        dir.path(),
+        &[header(1, id, 1, [0; 6]), record(id, DELETE, 1, 0, "x", b"")],
+    );
+    let mark = dir.path().join("replay.overflowed");
+    std::fs::write(&mark, b"").unwrap();
+    let q = open_at(dir.path(), NOW_MS).unwrap();
+    assert!(q.is_overflowed());
+    assert!(q.recovery_report().marked_overflowed);
+    assert!(q.clear_overflow().unwrap());
+    assert!(!mark.exists());
+    drop(q);
+    assert!(!open_at(dir.path(), NOW_MS).unwrap().is_overflowed());
+}
+
 #[test]
 fn records_under_another_log_id_are_not_read() {
     let dir = tempfile::tempdir().unwrap();

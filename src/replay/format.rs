@@ -17,7 +17,10 @@ use crate::keys::MAX_KEY_LEN;
 pub const REPLAY_FORMAT_VERSION: u16 = 1;
 
 /// The queue's file names live with every other on-disk name in `crate::files`.
-pub use crate::files::{LOG_DAMAGED_FILE, LOG_FILE, LOG_NEW_FILE, REPLAY_LOCK_FILE as LOCK_FILE};
+pub use crate::files::{
+    LOG_DAMAGED_FILE, LOG_FILE, LOG_NEW_FILE, REPLAY_LOCK_FILE as LOCK_FILE,
+    REPLAY_OVERFLOWED_FILE as OVERFLOWED_FILE,
+};
 
 /// Magic bytes at the start of the log.
 pub const LOG_MAGIC: [u8; 8] = *b"UNOCRPLY";

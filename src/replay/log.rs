@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::format::{self, Header, LOCK_FILE, LOG_FILE, LOG_NEW_FILE};
+use super::format::{self, Header, LOCK_FILE, LOG_FILE, LOG_NEW_FILE, OVERFLOWED_FILE};
 use crate::disk::{Disk, DiskFile, LockFile, WriteLatch};
 use crate::error::{Error, Result};
 
@@ -141,8 +141,21 @@ impl Log {
         ));
     }
 
-    /// Latches the log read-only and passes the error on.
+    /// Removes the overflow mark (see [`fail`](Self::fail)) once the flag is cleared in the log.
+    pub(crate) fn clear_overflowed_mark(&self) -> Result<()> {
+        clear_overflowed_mark(&self.disk, &self.dir)
+    }
+
+    /// Latches the log read-only and passes the error on. The first failure also leaves
+    /// [`OVERFLOWED_FILE`]: from now on the overflow flag, and the sets that refused ops turn
+    /// into deletes, live in memory until [`ReplayQueue::recover`](super::ReplayQueue::recover)
+    /// rewrites the log, which a device still full keeps failing; a process that ends before
+    /// then would reopen the log as it was, with the flag clear, and never report the ops lost.
+    /// An empty file needs no data block, so it can be made when the log's write could not.
     fn fail(&self, error: Error) -> Error {
+        if self.latch.cause().is_none() {
+            mark_overflowed(&self.disk, &self.dir, self.mode);
+        }
         self.latch.fail(error)
     }
 
@@ -216,6 +229,31 @@ impl Log {
             return Err(self.fail(e));
         }
         Ok(())
+    }
+}
+
+/// Leaves [`OVERFLOWED_FILE`] in `dir`, durably; a failure is only logged (the flag is still
+/// set in memory, and written with the next rewrite of the log).
+pub(crate) fn mark_overflowed(disk: &Disk, dir: &Path, mode: u32) {
+    let path = dir.join(OVERFLOWED_FILE);
+    let made = match disk.create_new(&path, mode) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+    .and_then(|()| disk.sync_dir(dir));
+    if let Err(e) = made {
+        tracing::warn!(path = %path.display(), error = %e, "could not leave the replay queue's overflow mark; the flag is lost if the process ends before the log is rewritten");
+    }
+}
+
+/// Removes [`OVERFLOWED_FILE`] from `dir`, durably (the flag was cleared in the log).
+pub(crate) fn clear_overflowed_mark(disk: &Disk, dir: &Path) -> Result<()> {
+    let path = dir.join(OVERFLOWED_FILE);
+    match disk.remove_file(&path) {
+        Ok(()) => sync_dir(disk, dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove replay overflow mark", &path, e)),
     }
 }
 

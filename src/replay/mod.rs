@@ -84,6 +84,7 @@
 //! | `replay.log.new` | a compacted log being written; renamed over `replay.log`; deleted at open |
 //! | `replay.log.damaged` | a log whose header was damaged, moved aside at open |
 //! | `replay.lock` | held with `flock` while a queue is open: a second opener gets [`Error::Locked`] |
+//! | `replay.overflowed` | empty; left when a write of the log failed: the queue opens overflowed until [`clear_overflow`](ReplayQueue::clear_overflow) |
 //!
 //! The queue is the only writer of these files (its own lock guarantees it; the file store's
 //! `LOCK` additionally keeps a second process out of the whole directory). The two may be opened in
@@ -108,10 +109,12 @@
 //!   [`Error::WritesDisabled`] until it is reopened (reads of the pending ops still work). The
 //!   ops whose write failed stay pending in memory (their records may be on disk and come back
 //!   at the reopen, and a direct L2 write of their keys in between would be overwritten then),
-//!   and the queue reports itself overflowed until the reopen (an op may be lost), or until
+//!   and the queue reports itself overflowed (an op may be lost), across a reopen too (the
+//!   failure leaves `replay.overflowed`, see "On disk"), until the flag is cleared.
 //!   [`recover`](ReplayQueue::recover) writes the log anew from memory (the manager's replay
 //!   thread tries on each tick and each replay run, at most once a second, whether ops are
-//!   pending or not), which makes the flag durable and takes writes again.
+//!   pending or not), which makes the flag and the queue's state durable and takes writes
+//!   again.
 //!
 //! # Protocol for the manager
 //!
@@ -282,6 +285,10 @@ pub struct ReplayRecovery {
     pub header_damage: Option<String>,
     /// Whether the log was rewritten at open (after damage, a torn tail or a damaged header).
     pub rewritten: bool,
+    /// Whether `replay.overflowed` was found with the log's flag clear: a write of the log
+    /// failed before the queue was last closed, and the queue was marked overflowed.
+    #[serde(default)]
+    pub marked_overflowed: bool,
 }
 
 /// Sizes and counters of a queue.
@@ -424,6 +431,11 @@ impl ReplayQueue {
                 }
             },
         };
+        if dir.join(format::OVERFLOWED_FILE).exists() && !overflowed {
+            tracing::warn!(dir = %dir.display(), "a write of the replay log failed before the queue was last closed: ops may have been lost, and the queue is marked overflowed");
+            overflowed = true;
+            recovery.marked_overflowed = true;
+        }
         let log = match clean {
             Some((log_id, len)) => {
                 Log::open_existing(dir, options.disk.clone(), lock, log_id, len, options.file_mode)?
@@ -685,6 +697,8 @@ impl ReplayQueue {
         );
         inner.log.append(&buf)?;
         inner.overflowed = false;
+        // After the log says so: a kill in between leaves the mark, and the flag set again.
+        inner.log.clear_overflowed_mark()?;
         Ok(true)
     }
 

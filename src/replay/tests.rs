@@ -327,6 +327,32 @@ fn a_push_on_a_full_device_is_a_disk_full_error_naming_the_log() {
     }
 }
 
+/// A push fails on a full device: the queue is overflowed (ops may be lost), but only in
+/// memory until a rewrite of the log succeeds, which a device still full keeps failing. A
+/// process that ended then reopened the log as it was, flag clear: the loss was never told.
+#[test]
+fn the_overflow_of_a_queue_whose_log_could_not_be_written_survives_a_reopen_until_cleared() {
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    fs::create_dir(&live).unwrap();
+    let sim = Sim::new(&live);
+    let options = || ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
+    let queue = ReplayQueue::open(&live, options()).unwrap();
+    queue.push_set("k", b"v1", 0).unwrap();
+    sim.fail_next(Op::Write, std::io::ErrorKind::StorageFull);
+    assert!(queue.push_delete("k").is_err());
+    assert!(queue.is_overflowed());
+    drop(queue);
+    let queue = ReplayQueue::open(&live, options()).unwrap();
+    assert!(queue.is_overflowed(), "the overflow was forgotten");
+    assert!(queue.recovery_report().marked_overflowed);
+    assert!(queue.clear_overflow().unwrap());
+    drop(queue);
+    let queue = ReplayQueue::open(&live, options()).unwrap();
+    assert!(!queue.is_overflowed(), "cleared, it came back");
+    assert!(!live.join(format::OVERFLOWED_FILE).exists());
+}
+
 /// A compaction that fails (a device too full for the rewrite) was tried again at the next push
 /// or ack, each try writing every pending op under the queue's lock; now once the log has grown
 /// by as much again.
