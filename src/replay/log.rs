@@ -232,6 +232,19 @@ impl Log {
     }
 }
 
+/// Cuts the log at `path` to `end` bytes in place and fsyncs it: a torn tail goes without a
+/// rewrite, which needs room for every pending op. Whether it worked (if not, the caller
+/// rewrites the log).
+pub(crate) fn cut_at(disk: &Disk, path: &Path, end: u64) -> bool {
+    let cut = disk
+        .open(path)
+        .and_then(|file| file.set_len(end).and_then(|()| file.sync_data()));
+    if let Err(e) = &cut {
+        tracing::warn!(path = %path.display(), error = %e, "could not cut the torn tail of the replay log in place; rewriting it");
+    }
+    cut.is_ok()
+}
+
 /// Leaves [`OVERFLOWED_FILE`] in `dir`, durably; a failure is only logged (the flag is still
 /// set in memory, and written with the next rewrite of the log).
 pub(crate) fn mark_overflowed(disk: &Disk, dir: &Path, mode: u32) {

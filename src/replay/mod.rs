@@ -283,7 +283,8 @@ pub struct ReplayRecovery {
     /// Set if the header was damaged: what was wrong. The log was moved to `replay.log.damaged`
     /// and the queue started empty and overflowed.
     pub header_damage: Option<String>,
-    /// Whether the log was rewritten at open (after damage, a torn tail or a damaged header).
+    /// Whether the log was rewritten at open (after damage or a damaged header; a torn tail
+    /// alone is cut in place, and rewritten only if that fails).
     pub rewritten: bool,
     /// Whether `replay.overflowed` was found with the log's flag clear: a write of the log
     /// failed before the queue was last closed, and the queue was marked overflowed.
@@ -378,6 +379,7 @@ impl ReplayQueue {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("read replay log", &path, e)),
         };
+        let had_log = existing.is_some();
         let clean = match existing {
             None => None,
             Some(bytes) => match format::decode_header(&bytes) {
@@ -394,7 +396,16 @@ impl ReplayQueue {
                             "replay log damaged; earlier sets replay as deletes and the queue is marked overflowed"
                         );
                     }
-                    loaded.clean_end.map(|end| (header.log_id, end))
+                    match loaded.clean_end {
+                        Some(end) => Some((header.log_id, end)),
+                        // Cut where it lies: a rewrite needs room for every pending op, and a
+                        // device full when the process died (as it often is) kept the queue,
+                        // and the manager with it, from opening at all.
+                        None if loaded.only_torn && log::cut_at(&options.disk, &path, loaded.end) => {
+                            Some((header.log_id, loaded.end))
+                        }
+                        None => None,
+                    }
                 }
                 Err(HeaderError::Version(found)) => {
                     return Err(Error::UnsupportedVersion {
@@ -451,8 +462,7 @@ impl ReplayQueue {
                 log
             }
         };
-        recovery.rewritten =
-            recovery.header_damage.is_some() || recovery.torn_tail_bytes > 0 || recovery.damaged_ranges > 0;
+        recovery.rewritten = clean.is_none() && had_log;
         recovery.pending = pending.len() as u64;
         let queue = ReplayQueue {
             dir: dir.to_owned(),
@@ -810,6 +820,10 @@ struct Loaded {
     next_seq: u64,
     /// Where appends continue, if the log can be used as it is (no damage, no torn tail).
     clean_end: Option<u64>,
+    /// Where the last valid record ends.
+    end: u64,
+    /// Nothing but a torn tail is wrong: cutting it leaves a clean log.
+    only_torn: bool,
 }
 
 /// Reads the records of a log whose header checked out, counting what it finds in `recovery`.
@@ -843,6 +857,8 @@ fn load(bytes: &[u8], header: Header, recovery: &mut ReplayRecovery) -> Loaded {
         overflowed: flagged || damaged,
         next_seq: header.next_seq.max(max_seq.saturating_add(1)).max(1),
         clean_end: (!damaged && scan.torn_tail.is_none()).then_some(scan.data_end),
+        end: scan.data_end,
+        only_torn: !damaged && scan.torn_tail.is_some(),
     }
 }
 

@@ -353,6 +353,34 @@ fn the_overflow_of_a_queue_whose_log_could_not_be_written_survives_a_reopen_unti
     assert!(!live.join(format::OVERFLOWED_FILE).exists());
 }
 
+/// A torn tail (a push cut short by a crash) was cut by rewriting the whole log, which needs room
+/// for every pending op: on a device still full, the queue (and the manager) did not open.
+#[test]
+fn a_torn_tail_is_cut_in_place_so_the_queue_opens_on_a_full_device() {
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    fs::create_dir(&live).unwrap();
+    {
+        let queue = ReplayQueue::open(&live, ReplayOptions::default()).unwrap();
+        queue.push_set("k", b"v", 0).unwrap();
+        queue.push_delete("gone").unwrap();
+    }
+    let path = live.join(format::LOG_FILE);
+    let end = fs::metadata(&path).unwrap().len();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0x5a; 19]);
+    fs::write(&path, &bytes).unwrap();
+    let sim = Sim::new(&live);
+    sim.fail_next(Op::Create, std::io::ErrorKind::StorageFull);
+    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
+    let queue = ReplayQueue::open(&live, options).expect("the queue opens on a full device");
+    assert_eq!(queue.recovery_report().torn_tail_bytes, 19);
+    assert!(!queue.recovery_report().rewritten);
+    assert_eq!(fs::metadata(&path).unwrap().len(), end, "the tail was cut");
+    assert!(queue.is_pending("k") && queue.is_pending("gone"));
+    assert!(!queue.is_overflowed(), "a torn tail is no loss");
+}
+
 /// A compaction that fails (a device too full for the rewrite) was tried again at the next push
 /// or ack, each try writing every pending op under the queue's lock; now once the log has grown
 /// by as much again.
