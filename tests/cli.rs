@@ -152,10 +152,17 @@ fn verify_exits_3_on_a_damaged_record() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    let damaged = run(dir.path(), &["get", "first"]);
+    assert_eq!(damaged.status.code(), Some(3), "a damaged value is no miss");
+    assert!(
+        String::from_utf8_lossy(&damaged.stderr).contains("damaged"),
+        "{}",
+        String::from_utf8_lossy(&damaged.stderr)
+    );
     assert_eq!(
         run(dir.path(), &["get", "first"]).status.code(),
         Some(1),
-        "a damaged value is a miss"
+        "once found damaged, the record is forgotten"
     );
     assert_eq!(
         run(dir.path(), &["get", "second"]).stdout,
@@ -278,13 +285,19 @@ fn the_cli_keeps_the_size_bound_the_store_recorded() {
         .unwrap()
         .close()
         .unwrap();
-    // 3 MiB through the CLI, which has no --max-size-mb: the store's own bound holds.
+    // 3 MiB through the CLI, which has no --max-size-mb: the store's own bound holds, and the
+    // import stops once it would evict what it stored.
     let mut lines = String::new();
     for i in 0..300 {
         lines.push_str(&format!("k{i:03}\t{}\n", "x".repeat(10 * 1024)));
     }
     let out = run_with_stdin(dir.path(), &["import"], lines.as_bytes());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("evicted") && stderr.contains("--max-size-mb"),
+        "{stderr}"
+    );
     let stats = String::from_utf8(run(dir.path(), &["stats"]).stdout).unwrap();
     assert!(
         stats

@@ -254,7 +254,20 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     // fsync that makes what the command wrote durable), which a drop would only log.
     let outcome = (|| -> Result<ExitCode, String> {
         Ok(match cli.command {
-            Command::Get { key } => print_value(store.get(&key).map_err(|e| e.to_string())?)?,
+            Command::Get { key } => {
+                let corrupt = store.stats().corrupt_reads;
+                let found = store.get(&key).map_err(|e| e.to_string())?;
+                if store.stats().corrupt_reads > corrupt {
+                    // Not a miss: the record was there and could not be read.
+                    err!(
+                        "uno-cache: damaged: the record of {} could not be read (its bytes do not match their checksum); `verify` reports the rest\n",
+                        escape::escape(key.as_bytes())
+                    );
+                    ExitCode::from(3)
+                } else {
+                    print_value(found)?
+                }
+            }
             Command::Set { key, value, .. } => {
                 store
                     .set(&key, value.as_bytes(), ttl)
@@ -625,15 +638,35 @@ fn dump(store: &FileStore) -> Result<(), String> {
     let mut keys = store.keys();
     keys.sort_unstable();
     writeln!(out, "{DUMP_HEADER}").map_err(|e| format!("writing stdout: {e}"))?;
+    let mut damaged = Vec::new();
     for key in keys {
+        let corrupt = store.stats().corrupt_reads;
         // A key can expire or be evicted between listing and reading: skip it.
-        let Some(entry) = store.get_entry(&key).map_err(|e| e.to_string())? else {
+        let found = store.get_entry(&key).map_err(|e| e.to_string())?;
+        if store.stats().corrupt_reads > corrupt {
+            damaged.push(key);
+            continue;
+        }
+        let Some(entry) = found else {
             continue;
         };
         let line = escape::dump_line(key.as_bytes(), &entry.value, expires_at_ms(entry.expires_at));
         writeln!(out, "{line}").map_err(|e| format!("writing stdout: {e}"))?;
     }
-    out.flush().map_err(|e| format!("writing stdout: {e}"))
+    out.flush().map_err(|e| format!("writing stdout: {e}"))?;
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    // Counted as misses, they left the dump without a word, and a backup was taken as whole.
+    Err(format!(
+        "{} record(s) were damaged and are not in the dump: {}; the rest of the dump is complete",
+        damaged.len(),
+        damaged
+            .iter()
+            .map(|k| escape::escape(k.as_bytes()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// The longest line a dump of `store` can have: every byte of the key and of the value (no
@@ -648,6 +681,10 @@ fn max_dump_line(store: &FileStore) -> u64 {
 /// The first line of a dump. It has no TAB, so an importer that predates expiries refuses the
 /// dump at line 1 instead of reading `value<TAB>expiry` as a value.
 const DUMP_HEADER: &str = "# uno-cache dump 2";
+/// [`DUMP_HEADER`] up to its version, which an import checks.
+const DUMP_HEADER_PREFIX: &str = "# uno-cache dump ";
+/// The dump version this build writes and reads.
+const DUMP_VERSION: &str = "2";
 
 /// Unix milliseconds of an expiry, `None` for "never".
 fn expires_at_ms(at: Option<std::time::SystemTime>) -> Option<u64> {
@@ -689,6 +726,13 @@ fn import(
             if bytes.last() == Some(&b'\r') {
                 bytes.pop();
             }
+        } else if u64::try_from(bytes.len()).unwrap_or(u64::MAX) <= limit {
+            // The input ended inside a line: a dump cut short (a full disk under `dump >`, a
+            // broken pipe), whose last value would be stored shortened.
+            return Err(stopped(
+                count,
+                format!("stdin line {line_no} has no end of line: the dump was cut short (every line of a dump ends with one); take the dump again"),
+            ));
         }
         if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
             return Err(stopped(
@@ -705,6 +749,15 @@ fn import(
                 format!("stdin line {line_no}: not UTF-8 (a dump is ASCII)"),
             )
         })?;
+        if let Some(version) = line.strip_prefix(DUMP_HEADER_PREFIX) {
+            if version != DUMP_VERSION {
+                return Err(stopped(
+                    count,
+                    format!("line {line_no}: a dump of version {version}, written by another uno-cache; this one reads version {DUMP_VERSION}"),
+                ));
+            }
+            continue;
+        }
         if line.is_empty() || escape::is_comment(line) {
             continue;
         }
@@ -726,10 +779,19 @@ fn import(
             (Some(left), Some(cap)) => Some(left.min(cap)),
             (left, cap) => left.or(cap),
         };
+        let evicted = store.stats().evictions;
         store
             .set(&key, &parsed.value, ttl)
             .map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
         count += 1;
+        if store.stats().evictions > evicted {
+            // The size bound (or a full device) made room by evicting entries this import
+            // stored before: going on would report them imported.
+            return Err(stopped(
+                count,
+                format!("line {line_no}: the store evicted entries to make room, so earlier lines of the dump are no longer in it; raise --max-size-mb (the store holds at most {} bytes) or free space on the device, and import again", store.max_size()),
+            ));
+        }
         if durable {
             // The store was opened with EveryWrite: `set` returned after fdatasync.
             writeln!(out, "ok\t{}", escape::escape(key.as_bytes()))
