@@ -63,8 +63,9 @@ struct Cli {
     /// a path with no store).
     #[arg(long, short = 'd', env = "UNO_CACHE_DIR", default_value = "./uno-cache-data")]
     dir: PathBuf,
-    /// A TOML configuration file (the `CacheConfig` format); overrides `--dir`.
-    #[arg(long, short = 'c', env = "UNO_CACHE_CONFIG")]
+    /// A TOML configuration file (the `CacheConfig` format); its `local.path` is the store
+    /// directory, so `--dir` (or `UNO_CACHE_DIR`) with it is refused rather than ignored.
+    #[arg(long, short = 'c', env = "UNO_CACHE_CONFIG", conflicts_with = "dir")]
     config: Option<PathBuf>,
     /// Size bound in MiB. Without it, the bound the store recorded (its application's) is kept;
     /// with it, this bound is used and recorded in the store.

@@ -1,6 +1,7 @@
-//! `dump` and `import` of the `uno-cache` binary on input that is not a whole, good dump: cut
-//! short, of another version, or taken from a store with a damaged record. Each says so and
-//! exits 2 instead of passing for a complete backup or restore.
+//! What the `uno-cache` binary refuses or reports instead of passing for a success: a `dump` or
+//! `import` of input that is not a whole, good dump (cut short, of another version, taken from a
+//! store with a damaged record), and arguments that contradict each other. Each says so and
+//! exits 2.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -81,4 +82,37 @@ fn a_dump_of_a_store_with_a_damaged_record_names_it_and_keeps_the_rest() {
         "{stdout}"
     );
     assert!(!stdout.contains("first"), "{stdout}");
+}
+
+/// `--config` names the store through its `local.path`; a `--dir` (or `UNO_CACHE_DIR`) given with
+/// it was ignored without a word, and an import went into the configured store.
+#[test]
+fn a_dir_given_with_a_config_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cache.toml");
+    let configured = dir.path().join("configured");
+    std::fs::write(
+        &config,
+        format!("[local]\ntype = \"file\"\npath = {:?}\n", configured),
+    )
+    .unwrap();
+    let named = dir.path().join("named");
+    let out = bin()
+        .arg("--config")
+        .arg(&config)
+        .arg("--dir")
+        .arg(&named)
+        .args(["set", "k", "v"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !configured.exists() && !named.exists(),
+        "a refused call created a store"
+    );
 }
