@@ -13,6 +13,9 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const SEGMENT_EXT: &str = "seg";
 /// Hint file extension: `{id:020}.hint`.
 pub const HINT_EXT: &str = "hint";
+/// A segment whose header cannot be read is moved aside as `{id:020}.damaged`, for diagnosis:
+/// the store neither reads nor counts it, and it can be deleted.
+pub const DAMAGED_EXT: &str = "damaged";
 /// Temporary files (`*.tmp`) are deleted at open.
 pub const TMP_EXT: &str = "tmp";
 

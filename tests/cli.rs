@@ -819,6 +819,8 @@ fn verify_exits_3_and_names_a_segment_its_own_open_removed() {
         told.contains("1 segment file") && told.contains("removed"),
         "{told}"
     );
+    let aside = dir.path().join(format!("{:020}.damaged", 1));
+    assert!(aside.exists(), "the open destroyed the file it found damaged");
     // `stats` on the same open shows it too (the file is gone, so the next open is clean).
     let stats = String::from_utf8(run(dir.path(), &["stats"]).stdout).unwrap();
     assert!(stats.contains("segments removed"), "{stats}");

@@ -620,7 +620,7 @@ fn damage_at_open(opened: &uno_cache::RecoveryReport) -> Vec<String> {
     let mut found = Vec::new();
     if opened.damaged_segments > 0 {
         found.push(format!(
-            "opening the store removed {} segment file(s) whose header was unreadable; the records in them are lost",
+            "opening the store removed {} segment file(s) whose header was unreadable (moved aside as *.damaged, which can be deleted); the records in them are lost",
             opened.damaged_segments
         ));
     }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use super::dir::LockedDir;
 use super::format::{self, Kind, Meta, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN, TMP_EXT};
+use crate::files::DAMAGED_EXT;
 use dashmap::mapref::entry::Entry as MapEntry;
 
 use super::index::{self, Index, IndexEntry, KeyHasher, Loc, PassThrough};
@@ -48,7 +49,8 @@ pub struct RecoveryReport {
     pub damaged_bytes: u64,
     /// Bytes cut from a torn tail.
     pub torn_tail_bytes: u64,
-    /// Segment files whose header was unreadable; they were removed.
+    /// Segment files whose header was unreadable; they were moved aside as `{id:020}.damaged`
+    /// (removed if that failed), and their records are lost.
     pub damaged_segments: u64,
     /// Values found already expired.
     pub expired: u64,
@@ -347,9 +349,15 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 segments.push(Arc::new(seg));
             }
             Err(reason) => {
-                tracing::warn!(path = %path.display(), %reason, "removing an unreadable segment");
+                // Moved aside, not deleted: `verify` (which opens the store first) and whoever
+                // looks into the damage still find the file. Only if that fails is it removed.
+                let aside = path.with_extension(DAMAGED_EXT);
+                tracing::warn!(path = %path.display(), %reason, moved_to = %aside.display(), "moving an unreadable segment aside");
                 report.damaged_segments += 1;
-                remove_quietly(dir, &path);
+                if let Err(e) = dir.disk.rename(&path, &aside) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not move the segment aside; removing it");
+                    remove_quietly(dir, &path);
+                }
                 remove_quietly(dir, &segment::hint_path(&dir.path, id));
             }
         }
