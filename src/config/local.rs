@@ -94,8 +94,10 @@ pub struct LocalCacheConfig {
 pub const DEFAULT_MEMORY_TIER_ITEMS: u64 = 10_000;
 
 /// Default `local.memory_max_mb`: 64 MiB (per value type in the memory tier), so the default
-/// tier, or memory L1, takes no more than that whatever the size of the values (its 10 000
-/// values may be up to about 6.5 KiB each before this bound, rather than the count, binds).
+/// tier, or memory L1, holds no more than that many bytes of values, whatever their size (its
+/// 10 000 values may be up to about 6.5 KiB each before this bound, rather than the count,
+/// binds). The tier counts the bytes a value was decoded from: a decoded value made of many
+/// small heap parts (maps, short strings) takes several times that in RAM.
 pub const DEFAULT_MEMORY_TIER_MB: u64 = 64;
 
 impl Default for LocalCacheConfig {

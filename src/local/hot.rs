@@ -387,11 +387,10 @@ impl HotTier {
             let (slot_id, cache) = slot.get_or_init(|| {
                 let items = usize::try_from(self.max_items).unwrap_or(usize::MAX);
                 let typed = Typed::<V> {
-                    cache: Cache::with(
+                    cache: weigh::cache(
                         items,
                         self.max_items.saturating_mul(self.unit),
                         ByWeight,
-                        DefaultHashBuilder::default(),
                         Evictions,
                     ),
                     unit: self.unit,

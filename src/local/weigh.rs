@@ -14,6 +14,50 @@ const ENTRY_OVERHEAD: u64 = 64;
 /// in `u64` without a check, so a bound near `u64::MAX` would wrap.
 const MAX_BOUND: u64 = 1 << 50;
 
+/// Shards of every in-memory cache. A value heavier than 97% of one shard's share of the bound
+/// is never kept (quick_cache refuses it), and quick_cache's default is four shards per core: on
+/// a 64-core machine a 64 MiB memory L1 refused every value over about 250 KiB (its write
+/// succeeded, the next read missed), on two cores one over 7.8 MiB. Eight everywhere: what two
+/// cores get, so a value up to about an eighth of the bound is kept on any machine. Reads take
+/// a shard's lock shared, so more cores contend little for it.
+const SHARDS: usize = 8;
+
+/// A quick_cache of about `items` entries and `weight` in all, with [`SHARDS`] shards.
+pub(crate) fn cache<K, V, We, L>(
+    items: usize,
+    weight: u64,
+    weighter: We,
+    lifecycle: L,
+) -> quick_cache::sync::Cache<K, V, We, quick_cache::DefaultHashBuilder, L>
+where
+    K: Eq + std::hash::Hash,
+    V: Clone,
+    We: quick_cache::Weighter<K, V> + Clone,
+    L: quick_cache::Lifecycle<K, V> + Clone,
+{
+    let built = quick_cache::OptionsBuilder::new()
+        .estimated_items_capacity(items)
+        .weight_capacity(weight)
+        .shards(SHARDS)
+        .build();
+    match built {
+        Ok(options) => quick_cache::sync::Cache::with_options(
+            options,
+            weighter,
+            quick_cache::DefaultHashBuilder::default(),
+            lifecycle,
+        ),
+        // Only a missing field fails the builder, and both are set.
+        Err(_) => quick_cache::sync::Cache::with(
+            items,
+            weight,
+            weighter,
+            quick_cache::DefaultHashBuilder::default(),
+            lifecycle,
+        ),
+    }
+}
+
 /// The unit of a cache of `max_entries` (at least 1) and `max_bytes`: what every entry weighs
 /// at least.
 pub(crate) fn unit(max_bytes: u64, max_entries: u64) -> u64 {
