@@ -13,17 +13,24 @@
 //! rather than keep the new value, which is always safe.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How many stripes the keys are spread over.
 pub(super) const STRIPES: usize = 1024;
 
+/// One change begun, as it counts in [`Stripe::counts`]: one more running, one more begun.
+const BEGIN: u64 = (1 << RUNNING_BITS) | 1;
+/// The low bits of [`Stripe::counts`] count the changes running.
+const RUNNING_BITS: u32 = 32;
+const RUNNING: u64 = (1 << RUNNING_BITS) - 1;
+
 #[derive(Debug, Default)]
 struct Stripe {
-    /// Changes begun, ever.
-    begun: AtomicU64,
-    /// Changes begun and not yet dropped.
-    running: AtomicU32,
+    /// Changes running (begun and not yet dropped) in the low 32 bits, changes begun ever
+    /// (wrapping) in the high ones. One word, so that a change reads both as one moment: kept
+    /// apart, a write could count itself alone while another change that began after it took
+    /// its begun number first, and miss their overlap.
+    counts: AtomicU64,
 }
 
 /// The stripes; see the module docs.
@@ -52,12 +59,11 @@ impl Changes {
         // `STRIPES` divides 2^64, so the remainder is uniform, and below `STRIPES`.
         let i = usize::try_from(hash % STRIPES as u64).ok()?;
         let stripe = self.stripes.get(i)?;
-        let running_before = stripe.running.fetch_add(1, Ordering::SeqCst);
-        let begun = stripe.begun.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
+        let before = stripe.counts.fetch_add(BEGIN, Ordering::SeqCst);
         Some(Change {
             stripe,
-            begun,
-            alone: running_before == 0,
+            begun: (before >> RUNNING_BITS).wrapping_add(1),
+            alone: before & RUNNING == 0,
         })
     }
 }
@@ -66,7 +72,7 @@ impl Changes {
 #[derive(Debug)]
 pub(super) struct Change<'a> {
     stripe: &'a Stripe,
-    /// The stripe's count of changes begun, this one included.
+    /// The stripe's count of changes begun, this one included (32 bits, wrapping).
     begun: u64,
     /// Whether no other change of the stripe was running when this one began.
     alone: bool,
@@ -77,13 +83,14 @@ impl Change<'_> {
     /// after the value is in place: a change that begins after the answer takes the key out of
     /// the tier itself.
     pub(super) fn overlapped(&self) -> bool {
-        !self.alone || self.stripe.begun.load(Ordering::SeqCst) != self.begun
+        let begun = self.stripe.counts.load(Ordering::SeqCst) >> RUNNING_BITS;
+        !self.alone || begun != self.begun & (u64::MAX >> RUNNING_BITS)
     }
 }
 
 impl Drop for Change<'_> {
     fn drop(&mut self) {
-        self.stripe.running.fetch_sub(1, Ordering::SeqCst);
+        self.stripe.counts.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
