@@ -535,7 +535,8 @@ pub struct HitRates {
 /// What each level holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sizes {
-    /// L1 items and bytes.
+    /// L1 items and bytes: the tier behind the memory tier (which holds every value the memory
+    /// tier does); the memory tier's own are in `memory`.
     pub local: StorageSize,
     /// Entries of the memory tier, and what they count against `local.memory_max_mb`: its
     /// values (expired ones not read since included) and the keys written or deleted since their
@@ -685,7 +686,8 @@ pub struct CacheStats {
     pub hit_rate: HitRates,
     /// Items and bytes per level.
     pub size: Sizes,
-    /// The local level (L1), both tiers: a memory-tier hit counts here too.
+    /// The local level (L1), both tiers: a memory-tier hit counts in its hits and hit rate too.
+    /// Its latencies are the tier behind's (as in `file`): the memory tier's are in `memory`.
     pub local: LevelStats,
     /// The memory tier of decoded values in front of a persistent L1 (`enabled: false` without
     /// one): typed reads it answered or not, values it took in.
