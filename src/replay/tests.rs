@@ -53,6 +53,20 @@ fn a_failed_fsync_latches_pushes_and_acks_until_reopen_while_reads_go_on() {
     assert!(queue.is_pending("other"));
 }
 
+/// A directory (`live`, in a scratch directory kept as long as the first) whose files go
+/// through a simulated disk.
+fn on_sim() -> (tempfile::TempDir, std::path::PathBuf, Arc<Sim>) {
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    fs::create_dir(&live).unwrap();
+    let sim = Sim::new(&live);
+    (root, live, sim)
+}
+
+fn sim_options(sim: &Arc<Sim>) -> ReplayOptions {
+    ReplayOptions::default().disk(Disk::simulated(Arc::clone(sim)))
+}
+
 /// A queue on a simulated disk whose first `fdatasync` is held, with one push waiting in it.
 struct HeldPush {
     _root: tempfile::TempDir,
@@ -64,12 +78,8 @@ struct HeldPush {
 }
 
 fn held_push() -> HeldPush {
-    let root = tempfile::tempdir().unwrap();
-    let live = root.path().join("live");
-    fs::create_dir(&live).unwrap();
-    let sim = Sim::new(&live);
-    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
-    let queue = Arc::new(ReplayQueue::open(&live, options).unwrap());
+    let (root, live, sim) = on_sim();
+    let queue = Arc::new(ReplayQueue::open(&live, sim_options(&sim)).unwrap());
     let first_sync = sim.hold_next(Op::Sync);
     let first = {
         let queue = Arc::clone(&queue);
@@ -310,12 +320,8 @@ fn the_ack_of_a_set_turned_into_a_delete_since_leaves_the_delete_pending() {
 /// error a caller cannot tell from a failing disk.
 #[test]
 fn a_push_on_a_full_device_is_a_disk_full_error_naming_the_log() {
-    let root = tempfile::tempdir().unwrap();
-    let live = root.path().join("live");
-    fs::create_dir(&live).unwrap();
-    let sim = Sim::new(&live);
-    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
-    let queue = ReplayQueue::open(&live, options).unwrap();
+    let (_root, live, sim) = on_sim();
+    let queue = ReplayQueue::open(&live, sim_options(&sim)).unwrap();
     sim.fail_next(Op::Write, std::io::ErrorKind::StorageFull);
     match queue.push_set("k", b"v", 0) {
         Err(Error::DiskFull { path, op, needed }) => {
@@ -332,11 +338,8 @@ fn a_push_on_a_full_device_is_a_disk_full_error_naming_the_log() {
 /// process that ended then reopened the log as it was, flag clear: the loss was never told.
 #[test]
 fn the_overflow_of_a_queue_whose_log_could_not_be_written_survives_a_reopen_until_cleared() {
-    let root = tempfile::tempdir().unwrap();
-    let live = root.path().join("live");
-    fs::create_dir(&live).unwrap();
-    let sim = Sim::new(&live);
-    let options = || ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
+    let (_root, live, sim) = on_sim();
+    let options = || sim_options(&sim);
     let queue = ReplayQueue::open(&live, options()).unwrap();
     queue.push_set("k", b"v1", 0).unwrap();
     sim.fail_next(Op::Write, std::io::ErrorKind::StorageFull);
@@ -386,12 +389,8 @@ fn a_torn_tail_is_cut_in_place_so_the_queue_opens_on_a_full_device() {
 /// by as much again.
 #[test]
 fn a_failed_compaction_is_tried_again_only_once_the_log_has_grown_again() {
-    let root = tempfile::tempdir().unwrap();
-    let live = root.path().join("live");
-    fs::create_dir(&live).unwrap();
-    let sim = Sim::new(&live);
-    let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
-    let queue = ReplayQueue::open(&live, options).unwrap();
+    let (_root, live, sim) = on_sim();
+    let queue = ReplayQueue::open(&live, sim_options(&sim)).unwrap();
     sim.fail_next(Op::Create, std::io::ErrorKind::StorageFull);
     let replayed = |i: usize| {
         queue.push_set(&format!("k{i}"), &[7u8; 1024], 0).unwrap();
