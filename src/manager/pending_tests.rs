@@ -17,6 +17,28 @@ use crate::storage::{Freshness, Storage};
 /// and looks into the queue after the batch landed: the key is pending now, and L2 holds the
 /// value the failed write replaced. The read found the queue empty and nothing pending in
 /// between, asked L2, and answered (and backfilled) that older value.
+/// The rest of a read of `k` that missed L1 (batch or single), from its ticket on, as the shells
+/// run it: what it answers.
+fn rest_of_read_of_k(s: &super::Shared, batch: bool) -> Option<Vec<u8>> {
+    let l2 = s.l2.as_ref().unwrap();
+    if batch {
+        let mut out = HashMap::new();
+        let mut suspects = HashMap::new();
+        let (left, tickets) = s.read_many_behind(vec!["k"], &mut out, &mut suspects);
+        if !left.is_empty() {
+            let result = (Instant::now(), l2.get_many(&left));
+            s.finish_read_many(&left, &tickets, result, &mut out, &mut suspects)
+                .unwrap();
+        }
+        out.remove("k")
+    } else {
+        match s.before_l2("k") {
+            Ok(ticket) => s.finish_read("k", ticket, (Instant::now(), l2.get("k"))).unwrap(),
+            Err(answer) => answer,
+        }
+    }
+}
+
 #[test]
 fn a_read_that_missed_l1_before_a_failed_batch_of_its_key_landed_does_not_answer_l2s_older_value() {
     for batch in [false, true] {
@@ -38,23 +60,7 @@ fn a_read_that_missed_l1_before_a_failed_batch_of_its_key_landed_does_not_answer
         // The batch failed, was queued for replay and landed.
         cache.flush().unwrap();
         assert!(s.is_pending("k"));
-        let l2 = s.l2.as_ref().unwrap();
-        let answer = if batch {
-            let mut out = HashMap::new();
-            let mut suspects = HashMap::new();
-            let (left, tickets) = s.read_many_behind(vec!["k"], &mut out, &mut suspects);
-            if !left.is_empty() {
-                let result = (Instant::now(), l2.get_many(&left));
-                s.finish_read_many(&left, &tickets, result, &mut out, &mut suspects)
-                    .unwrap();
-            }
-            out.remove("k")
-        } else {
-            match s.before_l2("k") {
-                Ok(ticket) => s.finish_read("k", ticket, (Instant::now(), l2.get("k"))).unwrap(),
-                Err(answer) => answer,
-            }
-        };
+        let answer = rest_of_read_of_k(s, batch);
         assert_eq!(
             answer, None,
             "answered L2's value older than the pending write (batch: {batch})"
@@ -90,23 +96,7 @@ fn a_read_that_missed_l1_before_a_failed_write_through_of_its_key_does_not_answe
             let _ = cache.set_raw("k", b"new", None);
         }
         assert!(s.is_pending("k"), "the failed write was queued for replay");
-        let l2 = s.l2.as_ref().unwrap();
-        let answer = if batch {
-            let mut out = HashMap::new();
-            let mut suspects = HashMap::new();
-            let (left, tickets) = s.read_many_behind(vec!["k"], &mut out, &mut suspects);
-            if !left.is_empty() {
-                let result = (Instant::now(), l2.get_many(&left));
-                s.finish_read_many(&left, &tickets, result, &mut out, &mut suspects)
-                    .unwrap();
-            }
-            out.remove("k")
-        } else {
-            match s.before_l2("k") {
-                Ok(ticket) => s.finish_read("k", ticket, (Instant::now(), l2.get("k"))).unwrap(),
-                Err(answer) => answer,
-            }
-        };
+        let answer = rest_of_read_of_k(s, batch);
         assert_ne!(
             answer.as_deref(),
             Some(&b"old"[..]),
