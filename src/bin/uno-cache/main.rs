@@ -256,9 +256,9 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     let outcome = (|| -> Result<ExitCode, String> {
         Ok(match cli.command {
             Command::Get { key } => {
-                let corrupt = store.stats().corrupt_reads;
+                let corrupt = store.corrupt_reads();
                 let found = store.get(&key).map_err(|e| e.to_string())?;
-                if store.stats().corrupt_reads > corrupt {
+                if store.corrupt_reads() > corrupt {
                     // Not a miss: the record was there and could not be read.
                     err!(
                         "uno-cache: damaged: the record of {} could not be read (its bytes do not match their checksum); `verify` reports the rest\n",
@@ -641,10 +641,10 @@ fn dump(store: &FileStore) -> Result<(), String> {
     writeln!(out, "{DUMP_HEADER}").map_err(|e| format!("writing stdout: {e}"))?;
     let mut damaged = Vec::new();
     for key in keys {
-        let corrupt = store.stats().corrupt_reads;
+        let corrupt = store.corrupt_reads();
         // A key can expire or be evicted between listing and reading: skip it.
         let found = store.get_entry(&key).map_err(|e| e.to_string())?;
-        if store.stats().corrupt_reads > corrupt {
+        if store.corrupt_reads() > corrupt {
             damaged.push(key);
             continue;
         }
@@ -780,12 +780,12 @@ fn import(
             (Some(left), Some(cap)) => Some(left.min(cap)),
             (left, cap) => left.or(cap),
         };
-        let evicted = store.stats().evictions;
+        let evicted = uno_cache::Storage::counters(store).evictions;
         store
             .set(&key, &parsed.value, ttl)
             .map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
         count += 1;
-        if store.stats().evictions > evicted {
+        if uno_cache::Storage::counters(store).evictions > evicted {
             // The size bound (or a full device) made room by evicting entries this import
             // stored before: going on would report them imported.
             return Err(stopped(

@@ -660,6 +660,14 @@ impl FileStore {
         self.inner.stats()
     }
 
+    /// [`FileStoreStats::corrupt_reads`] alone, without the locks the rest of
+    /// [`stats`](Self::stats) takes: cheap enough to ask around every read (as `uno-cache dump`
+    /// does, to name the records it found damaged).
+    #[must_use]
+    pub fn corrupt_reads(&self) -> u64 {
+        self.inner.counters.corrupt_reads.load(Ordering::Relaxed)
+    }
+
     /// What the last open found: hints used, segments scanned, damage skipped.
     #[must_use]
     pub fn recovery_report(&self) -> &RecoveryReport {
