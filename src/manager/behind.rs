@@ -58,7 +58,7 @@ use super::workers::Workers;
 use crate::error::{key_for_error, Error, Result};
 use crate::replay::Push;
 use crate::shutdown::Shutdown;
-use crate::storage::Entry;
+use crate::storage::{DistributedStorage, Entry};
 
 /// Keys per L2 call of the writer.
 const BATCH: usize = 1_000;
@@ -623,6 +623,34 @@ impl Shared {
         if batch.is_empty() {
             return 0;
         }
+        // A panic while sending (in an L2 a user plugged in, say) left the batch in flight for
+        // good: never sent nor replayed, a settle of one of its keys waiting on it forever (an
+        // async one without a deadline, holding the key), and the writer thread gone. It goes
+        // the way of a failed batch instead, and the writer goes on.
+        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.send_batch(queue, l2.as_ref(), &batch);
+        }));
+        if sent.is_err() {
+            tracing::error!(
+                keys = batch.len(),
+                "sending a write-behind batch to L2 panicked; the batch is handled as a failed one"
+            );
+            let error = Error::Backend {
+                level: "L2",
+                op: "set_each",
+                reason: "the call panicked".to_owned(),
+            };
+            self.behind_failed(&error, &batch);
+        }
+        let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
+        self.publish_keys(&keys);
+        queue.land(&batch);
+        batch.len()
+    }
+
+    /// Sends `batch` (taken from `queue`) to `l2`; what did not reach it goes to the replay
+    /// queue, what L2 refused leaves L1.
+    fn send_batch(&self, queue: &WriteQueue, l2: &dyn DistributedStorage, batch: &[(String, Queued)]) {
         let now = self.clock.now_ms();
         let (live, expired): (Vec<_>, Vec<_>) = batch.iter().partition(|(_, q)| q.expires_at_ms > now);
         let items: Vec<(&str, &[u8], Option<Duration>)> = live
@@ -691,7 +719,7 @@ impl Shared {
                 }
             }
             Err(e) if e.is_bad_input() => {
-                self.send_one_by_one(&items, &batch);
+                self.send_one_by_one(&items, batch);
                 // The deletes of writes that expired while queued were not sent yet; the sends
                 // one by one may have outlasted a settle of one of their keys (see there).
                 let dead: Vec<&str> = dead.into_iter().filter(|key| queue.in_flight(key)).collect();
@@ -706,12 +734,8 @@ impl Shared {
                     }
                 }
             }
-            Err(e) => self.behind_failed(&e, &batch),
+            Err(e) => self.behind_failed(&e, batch),
         }
-        let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
-        self.publish_keys(&keys);
-        queue.land(&batch);
-        batch.len()
     }
 
     /// A batch L2 refused as bad input: the others must still land; a refused value leaves L1

@@ -124,6 +124,8 @@ pub(super) struct HeldL2 {
     pub(super) batches_fail: std::sync::atomic::AtomicBool,
     /// `set` and `delete` fail as an unreachable server's do.
     pub(super) writes_fail: std::sync::atomic::AtomicBool,
+    /// The next `set_each` panics, as a faulty level plugged in by a user might.
+    pub(super) batch_panics: std::sync::atomic::AtomicBool,
 }
 
 struct Held {
@@ -152,6 +154,7 @@ impl HeldL2 {
             max_value: std::sync::atomic::AtomicUsize::new(usize::MAX),
             batches_fail: std::sync::atomic::AtomicBool::new(false),
             writes_fail: std::sync::atomic::AtomicBool::new(false),
+            batch_panics: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -216,6 +219,12 @@ impl Storage for HeldL2 {
     }
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
         self.enter("set_each");
+        if self
+            .batch_panics
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            panic!("set_each panicked (test)");
+        }
         if self.batches_fail.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::Backend {
                 level: "held",
@@ -772,5 +781,30 @@ fn without_an_l2_an_invalidation_l1_cannot_apply_leaves_nothing_readable_until_a
         cache.get_raw("k").unwrap().as_deref(),
         Some(&b"new"[..]),
         "L1 is trusted again once a clear worked"
+    );
+}
+
+/// A panic while the writer thread sent a batch (in an L2 a user plugged in, say) left the batch
+/// in flight for good: never sent nor queued for replay, and a settle of its keys waiting on it.
+#[test]
+fn a_write_behind_batch_whose_sending_panicked_is_queued_for_replay_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = HeldL2::new();
+    let mut config = crate::CacheConfig::default();
+    config.distributed.write_mode = crate::WriteMode::Behind;
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    config.offline.replay_interval_ms = 3_600_000;
+    let cache = memory_l1_with(l2.clone(), config);
+    l2.batch_panics.store(true, std::sync::atomic::Ordering::Relaxed);
+    cache.set_raw("k", b"v1", None).unwrap();
+    cache.flush().unwrap();
+    assert!(cache.shared.is_pending("k"), "the batch was lost");
+    assert_eq!(cache.stats().consistency.write_behind_failures, 1);
+    cache.set_raw("other", b"v2", None).unwrap();
+    cache.flush().unwrap();
+    assert_eq!(
+        l2.inner.get("other").unwrap().map(|e| e.value).as_deref(),
+        Some(&b"v2"[..]),
+        "the writer stopped"
     );
 }
