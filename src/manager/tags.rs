@@ -85,9 +85,12 @@ impl TagStore {
         }
         let (targets, cluster) = self.options.resolve_targets()?;
         if cluster {
-            let urls: Vec<String> = targets.iter().map(|t| t.url.clone()).collect();
-            let client = redis::cluster::ClusterClientBuilder::new(urls)
-                .build()
+            // With the L2's TLS settings: built bare, a private CA or a client certificate was
+            // dropped, and every tag call failed on a cluster the L2 reached.
+            let client = self
+                .options
+                .cluster_builder_for(&targets)
+                .and_then(redis::cluster::ClusterClientBuilder::build)
                 .map_err(|e| backend("connect", &e))?;
             return Ok(Err(Box::pin(async move {
                 client

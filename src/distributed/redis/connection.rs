@@ -45,6 +45,24 @@ use crate::error::{Error, Result};
 
 /// A client for one host (TLS with the roots and client certificate of `tls`). It does not
 /// connect.
+/// A Redis Cluster client for `targets`, with the TLS settings (a custom CA, system roots, a
+/// client certificate) the single-host client gets too. It does not connect.
+pub(crate) fn cluster_builder(
+    targets: &[Target],
+    #[cfg(feature = "tls")] tls: &TlsOptions,
+) -> RedisResult<redis::cluster::ClusterClientBuilder> {
+    let urls: Vec<String> = targets.iter().map(|t| t.url.clone()).collect();
+    let builder = redis::cluster::ClusterClientBuilder::new(urls);
+    #[cfg(feature = "tls")]
+    if targets.iter().any(Target::is_tls) {
+        tls.ensure_provider()?;
+        if let Some(certs) = tls.certificates()? {
+            return Ok(builder.certs(certs));
+        }
+    }
+    Ok(builder)
+}
+
 pub(crate) fn open_client(
     target: &Target,
     #[cfg(feature = "tls")] tls: &TlsOptions,
@@ -100,20 +118,19 @@ impl Settings {
             self.tls.ensure_provider()?;
         }
         if self.cluster {
-            let urls: Vec<String> = self.targets.iter().map(|t| t.url.clone()).collect();
-            let builder = redis::cluster::ClusterClientBuilder::new(urls)
+            let builder = cluster_builder(
+                &self.targets,
+                #[cfg(feature = "tls")]
+                &self.tls,
+            )?;
+            let client = builder
                 .connection_timeout(
                     self.connect_timeout
                         .min(self.timeout.max(Duration::from_millis(50))),
                 )
                 .response_timeout(self.client_response_timeout())
-                .retries(1);
-            #[cfg(feature = "tls")]
-            let builder = match self.tls.certificates()? {
-                Some(certs) => builder.certs(certs),
-                None => builder,
-            };
-            let client = builder.build()?;
+                .retries(1)
+                .build()?;
             let mut conn = client.get_async_connection().await?;
             let mut cmd = redis::cmd("PING");
             cmd.arg("uno-cache");

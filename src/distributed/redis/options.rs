@@ -238,6 +238,19 @@ impl RedisOptions {
         Ok((targets, cluster))
     }
 
+    /// A Redis Cluster client for `targets`, with this configuration's TLS settings. It does
+    /// not connect.
+    pub(crate) fn cluster_builder_for(
+        &self,
+        targets: &[Target],
+    ) -> RedisResult<redis::cluster::ClusterClientBuilder> {
+        super::connection::cluster_builder(
+            targets,
+            #[cfg(feature = "tls")]
+            &self.tls,
+        )
+    }
+
     /// A client for one host, with this configuration's TLS settings. It does not connect.
     pub(crate) fn client_for(&self, target: &Target) -> RedisResult<redis::Client> {
         open_client(
