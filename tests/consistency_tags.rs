@@ -373,3 +373,70 @@ fn prefix_invalidated_during_an_outage(async_api: bool) {
     assert_eq!(a.get::<String>("other").unwrap().as_deref(), Some("kept"));
     assert!(uno_cache::Storage::get(&l2, "other").unwrap().is_some());
 }
+
+/// An async tagged write whose caller gives up (a timeout) while its tag's `SADD` waits on the
+/// tag Redis: the value was written, and the aborted `SADD` left the key out of the tag's set,
+/// so every later invalidation of the tag missed it. The `SADD` now runs to its end.
+#[test]
+fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "file"
+            path = "{}"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "app:"
+            timeout_ms = 10000
+            [invalidation]
+            enabled = true
+            hosts = ["{}"]
+            "#,
+            dir.path().display(),
+            l2.addr(),
+            bus.addr()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    bus.pause();
+    let gave_up = rt.block_on(async {
+        // Well within the tag call's own deadline (twice the 10 s L2 timeout).
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            cache.set_raw_with_tags_async("k", b"v", None, &["t"]),
+        )
+        .await
+        .is_err()
+    });
+    assert!(
+        gave_up,
+        "the tagged write finished while the tag Redis was frozen"
+    );
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
+    bus.resume();
+    let mut raw = bus.raw();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("app:uno-cache:tag:t")
+            .query(&mut raw)
+            .unwrap();
+        if members.iter().any(|m| m == "k") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the key never joined its tag's set: {members:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -232,6 +232,48 @@ impl IoRuntime {
         }
     }
 
+    /// [`run`](Self::run), except that dropping the returned future once it was first polled
+    /// does not cancel the work: it goes on to its end (or its deadline) on the I/O thread, and
+    /// a failure nobody waits for any more is logged. For the part of a write its caller must
+    /// not lose by giving up on it (a timeout) after the rest was done.
+    pub(crate) fn run_to_end<F>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        fut: F,
+    ) -> impl Future<Output = Result<()>> + Send + 'static
+    where
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        let level = self.level;
+        let handle = self.thread.handle.clone();
+        let deadline = deadline_after(timeout);
+        async move {
+            let (tx, rx) = oneshot::channel();
+            handle.spawn(async move {
+                let out = tokio::time::timeout_at(deadline.into(), fut).await;
+                match tx.send(out) {
+                    Ok(()) | Err(Ok(Ok(()))) => {}
+                    Err(Ok(Err(e))) => {
+                        tracing::warn!(level, op, error = %e, "a call whose caller gave up on it failed");
+                    }
+                    Err(Err(_elapsed)) => {
+                        tracing::warn!(level, op, "a call whose caller gave up on it timed out");
+                    }
+                }
+            });
+            match rx.await {
+                Ok(Ok(out)) => out,
+                Ok(Err(_elapsed)) => Err(Error::Timeout {
+                    level,
+                    op,
+                    after: timeout,
+                }),
+                Err(_) => Err(stopped(level, op)),
+            }
+        }
+    }
+
     /// Returns a future that runs `fut` in the caller's own task (no hop to the I/O thread),
     /// with a deadline of `timeout` from this call, every poll made inside this runtime's
     /// context: whatever `fut` spawns or times belongs to the I/O thread, and the deadline is

@@ -297,7 +297,11 @@ impl TagStore {
             return Ok(());
         }
         let task = self.add_task(keys, tags, ttl)?;
-        self.run("tag", self.timeout.saturating_mul(2), task).await
+        // To its end even if the caller gives up: its value is written by now, and a key left
+        // out of its tags' sets escapes every later invalidation of them.
+        self.rt
+            .run_to_end("tag", self.timeout.saturating_mul(2), task)
+            .await
     }
 
     /// A tag's members. They stay in the tag's set until [`forget`](Self::forget): an
