@@ -74,6 +74,9 @@ struct Queued {
     value: Arc<[u8]>,
     /// Absolute L2 expiry, Unix ms.
     expires_at_ms: u64,
+    /// When the key was queued (a count; a newer value of a queued key keeps it): batches are
+    /// taken oldest first.
+    order: u64,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +92,8 @@ struct State {
     superseded: HashSet<String>,
     /// The writer is gathering a batch (a test waits for this state).
     lingering: bool,
+    /// The next [`Queued::order`].
+    next_order: u64,
     /// Per slot of keys ([`epoch_slot`]): how many times a settle took a queued write of a key
     /// of the slot out of the queue. See [`WriteQueue::settle_epoch`].
     settled: Vec<u64>,
@@ -214,9 +219,17 @@ impl WriteQueue {
         let was_empty = st.queued.is_empty();
         let was_below = st.queued.len() < BATCH;
         for (key, value) in items {
+            let order = match st.queued.get(*key) {
+                Some(older) => older.order,
+                None => {
+                    st.next_order += 1;
+                    st.next_order
+                }
+            };
             let queued = Queued {
                 value: Arc::from(*value),
                 expires_at_ms,
+                order,
             };
             st.queued.insert((*key).to_owned(), queued);
         }
@@ -350,7 +363,12 @@ impl WriteQueue {
         let batch: Vec<(String, Queued)> = if st.queued.len() <= BATCH {
             std::mem::take(&mut st.queued).into_iter().collect()
         } else {
-            let keys: Vec<String> = st.queued.keys().take(BATCH).cloned().collect();
+            // The oldest first: taken in the map's order, keys in its late buckets could wait
+            // as long as new ones kept the queue over a batch, and a `flush` (which sends as
+            // many batches as were queued when it began) returned with older writes unsent.
+            let mut oldest: Vec<(u64, &String)> = st.queued.iter().map(|(k, q)| (q.order, k)).collect();
+            oldest.select_nth_unstable(BATCH - 1);
+            let keys: Vec<String> = oldest.into_iter().take(BATCH).map(|(_, k)| k.clone()).collect();
             keys.into_iter()
                 .filter_map(|k| st.queued.remove(&k).map(|q| (k, q)))
                 .collect()
@@ -861,6 +879,23 @@ mod tests {
         assert_eq!(queue.push(&one_more, u64::MAX, || false), Pushed::Full);
         assert_eq!(queue.lookup("c", 0), None);
         assert_eq!(queue.lookup("a", 0), Some(Some(b"4".to_vec())));
+    }
+
+    /// Batches were taken in the map's order: a key in a late bucket could wait as long as new
+    /// keys kept the queue over a batch, and a `flush` returned with it unsent.
+    #[test]
+    fn batches_are_taken_oldest_first_and_a_key_written_again_keeps_its_place() {
+        let queue = WriteQueue::new(10 * BATCH, Duration::from_secs(1), Shutdown::default());
+        let keys: Vec<String> = (0..BATCH + BATCH / 2).map(|i| format!("k{i}")).collect();
+        for key in &keys {
+            assert_eq!(queue.push(&[(key, b"1")], u64::MAX, || false), Pushed::Queued);
+        }
+        assert_eq!(queue.push(&[("k0", b"2")], u64::MAX, || false), Pushed::Queued);
+        let mut first: Vec<String> = queue.take().into_iter().map(|(key, _)| key).collect();
+        first.sort_unstable();
+        let mut want = keys[..BATCH].to_vec();
+        want.sort_unstable();
+        assert_eq!(first, want);
     }
 
     #[test]
