@@ -142,6 +142,7 @@
 
 pub(crate) mod format;
 mod group;
+mod load;
 mod log;
 mod options;
 #[cfg(test)]
@@ -163,10 +164,11 @@ use parking_lot::Mutex;
 pub use self::format::{LOG_FILE, REPLAY_FORMAT_VERSION};
 pub use self::options::{ReplayOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 
-use self::format::{Header, HeaderError, Item, Kind, RecordRef, HEADER_LEN, LOG_DAMAGED_FILE};
+use self::format::{Header, HeaderError, Kind, RecordRef, HEADER_LEN, LOG_DAMAGED_FILE};
 use self::group::Group;
+use self::load::load;
 use self::log::Log;
-use self::state::{Pending, Slot};
+use self::state::Pending;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::keys::check_key;
@@ -810,81 +812,6 @@ impl ReplayQueue {
     #[cfg(test)]
     pub(crate) fn latch_for_test(&self) {
         self.inner.lock().log.latch_for_test();
-    }
-}
-
-/// The state read from a log.
-struct Loaded {
-    pending: Pending,
-    overflowed: bool,
-    next_seq: u64,
-    /// Where appends continue, if the log can be used as it is (no damage, no torn tail).
-    clean_end: Option<u64>,
-    /// Where the last valid record ends.
-    end: u64,
-    /// Nothing but a torn tail is wrong: cutting it leaves a clean log.
-    only_torn: bool,
-}
-
-/// Reads the records of a log whose header checked out, counting what it finds in `recovery`.
-fn load(bytes: &[u8], header: Header, recovery: &mut ReplayRecovery) -> Loaded {
-    let scan = format::scan_log(bytes, header.log_id);
-    let mut pending = Pending::default();
-    let mut max_seq = 0;
-    let mut flagged = false;
-    for item in &scan.items {
-        match item {
-            Item::Record(record) => {
-                recovery.records += 1;
-                max_seq = max_seq.max(record.seq);
-                apply(&mut pending, &mut flagged, record);
-            }
-            Item::Damage(range) => {
-                // The lost bytes may have held a newer op of any key pending so far.
-                recovery.damaged_ranges += 1;
-                recovery.damaged_bytes += range.end - range.start;
-                recovery.sets_downgraded += pending.downgrade_all_sets() as u64;
-            }
-        }
-    }
-    if let Some(tail) = &scan.torn_tail {
-        recovery.torn_tail_bytes = tail.end - tail.start;
-    }
-    let damaged = recovery.damaged_ranges > 0;
-    Loaded {
-        pending,
-        // A clear record read after the damage does not clear what the damage implies.
-        overflowed: flagged || damaged,
-        next_seq: header.next_seq.max(max_seq.saturating_add(1)).max(1),
-        clean_end: (!damaged && scan.torn_tail.is_none()).then_some(scan.data_end),
-        end: scan.data_end,
-        only_torn: !damaged && scan.torn_tail.is_some(),
-    }
-}
-
-/// Applies one record read at open.
-fn apply(pending: &mut Pending, overflowed: &mut bool, record: &RecordRef<'_>) {
-    match record.kind {
-        Kind::Set | Kind::Delete => {
-            // Highest seq wins (file order agrees in a well-formed log).
-            if pending.get(record.key).is_some_and(|s| s.seq >= record.seq) {
-                return;
-            }
-            let action = if record.kind == Kind::Set {
-                ReplayAction::Set {
-                    value: record.value.to_vec(),
-                    expires_at_ms: record.expires_at_ms,
-                }
-            } else {
-                ReplayAction::Delete
-            };
-            pending.insert(record.key, Slot::new(record.key, record.seq, action));
-        }
-        Kind::Ack => {
-            pending.remove_if_seq(record.key, record.seq);
-        }
-        Kind::Overflow => *overflowed = true,
-        Kind::OverflowCleared => *overflowed = false,
     }
 }
 

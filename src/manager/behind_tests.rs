@@ -1,0 +1,91 @@
+//! Tests of the write-behind queue itself (`behind.rs`); the manager's behaviour with it is
+//! in `tests/manager_write_behind.rs`.
+
+use super::*;
+
+/// Spins until the writer is (`true`) or is no longer (`false`) gathering a batch.
+fn until_lingering(queue: &WriteQueue, lingering: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.state.lock().lingering != lingering {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never reached lingering = {lingering}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_batch_listing_a_key_twice_counts_it_once_against_the_bound() {
+    let queue = WriteQueue::new(2, Duration::from_secs(1), Shutdown::default());
+    let twice: [(&str, &[u8]); 3] = [("a", b"1"), ("b", b"1"), ("a", b"2")];
+    assert_eq!(queue.push(&twice, u64::MAX, || false), Pushed::Queued);
+    assert_eq!(
+        queue.lookup("a", 0),
+        Some(Some(b"2".to_vec())),
+        "the last value is kept"
+    );
+    assert_eq!(queue.len(), 2);
+    // Keys already queued are not new either; the bound still holds for those that are.
+    let queued_again: [(&str, &[u8]); 4] = [("b", b"3"), ("a", b"3"), ("b", b"4"), ("a", b"4")];
+    assert_eq!(queue.push(&queued_again, u64::MAX, || false), Pushed::Queued);
+    let one_more: [(&str, &[u8]); 3] = [("c", b"1"), ("a", b"5"), ("c", b"2")];
+    assert_eq!(queue.push(&one_more, u64::MAX, || false), Pushed::Full);
+    assert_eq!(queue.lookup("c", 0), None);
+    assert_eq!(queue.lookup("a", 0), Some(Some(b"4".to_vec())));
+}
+
+/// Batches were taken in the map's order: a key in a late bucket could wait as long as new
+/// keys kept the queue over a batch, and a `flush` returned with it unsent.
+#[test]
+fn batches_are_taken_oldest_first_and_a_key_written_again_keeps_its_place() {
+    let queue = WriteQueue::new(10 * BATCH, Duration::from_secs(1), Shutdown::default());
+    let keys: Vec<String> = (0..BATCH + BATCH / 2).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        assert_eq!(queue.push(&[(key, b"1")], u64::MAX, || false), Pushed::Queued);
+    }
+    assert_eq!(queue.push(&[("k0", b"2")], u64::MAX, || false), Pushed::Queued);
+    let mut first: Vec<String> = queue.take().into_iter().map(|(key, _)| key).collect();
+    first.sort_unstable();
+    let mut want = keys[..BATCH].to_vec();
+    want.sort_unstable();
+    assert_eq!(first, want);
+}
+
+#[test]
+fn a_flush_while_the_writer_gathers_a_batch_does_not_stop_the_writer() {
+    let shutdown = Shutdown::default();
+    let mut queue = WriteQueue::new(100, Duration::from_secs(1), shutdown.clone());
+    queue.linger = Duration::from_millis(50);
+    let queue = Arc::new(queue);
+    queue.wake_writer_on_shutdown();
+    let (woke_tx, woke_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let queue = Arc::clone(&queue);
+        std::thread::spawn(move || loop {
+            let work = queue.wait_for_work();
+            let _ = woke_tx.send(work);
+            if !work {
+                return;
+            }
+            queue.land(&queue.take());
+        })
+    };
+    assert_eq!(queue.push(&[("a", b"1")], u64::MAX, || false), Pushed::Queued);
+    until_lingering(&queue, true);
+    // What `flush` does: it sends the queued batch itself.
+    let flushed = queue.take();
+    assert_eq!(flushed.len(), 1);
+    queue.land(&flushed);
+    until_lingering(&queue, false);
+    assert_eq!(queue.push(&[("b", b"2")], u64::MAX, || false), Pushed::Queued);
+    let work = woke_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the writer never woke for the next write");
+    assert!(
+        work,
+        "the writer stopped after a flush emptied the queue it was gathering"
+    );
+    shutdown.fire();
+    writer.join().unwrap();
+}
