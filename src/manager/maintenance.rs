@@ -343,17 +343,19 @@ impl CacheManager {
     /// write-behind writes, then flushes L1 (fsync for the file store) and L2.
     ///
     /// # Errors
-    /// The first level's error.
+    /// The first level's error (L2 is flushed whatever L1's flush said: a redb L1 reports a
+    /// loss of commits once, through its flush, and that report must not cost L2 its flush).
     pub fn flush(&self) -> Result<()> {
         if let Some(fills) = &self.shared.fills {
             fills.drain();
         }
         self.shared.drain_behind();
-        self.shared.l1.flush()?;
-        match &self.shared.l2 {
+        let local = self.shared.l1.flush();
+        let distributed = match &self.shared.l2 {
             Some(l2) => l2.flush(),
             None => Ok(()),
-        }
+        };
+        local.and(distributed)
     }
 
     /// Async [`CacheManager::flush`]: runs on a thread of its own (see `offload`); dropping the
