@@ -381,28 +381,12 @@ fn prefix_invalidated_during_an_outage(async_api: bool) {
 fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
     let (l2, bus) = (RedisServer::start(), RedisServer::start());
     let dir = tempfile::tempdir().unwrap();
-    let cache = CacheManager::new(
-        CacheConfig::from_toml_str(&format!(
-            r#"
-            [local]
-            type = "file"
-            path = "{}"
-            [distributed]
-            enabled = true
-            hosts = ["{}"]
-            key_prefix = "app:"
-            timeout_ms = 10000
-            [invalidation]
-            enabled = true
-            hosts = ["{}"]
-            "#,
-            dir.path().display(),
-            l2.addr(),
-            bus.addr()
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let mut config = config(dir.path(), &l2.addr());
+    // The tags (and the backplane) on their own Redis, which is frozen below while L2 answers.
+    config.invalidation.hosts = vec![bus.addr()];
+    // Well past the test's own timeout, so that the caller gives up first.
+    config.distributed.timeout_ms = 10_000;
+    let cache = CacheManager::new(config).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

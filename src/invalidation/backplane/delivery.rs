@@ -147,23 +147,19 @@ impl Forwarder {
             Event::Restored(_) => handover.subscribed = true,
             Event::Invalidate(_) => {}
         }
-        // Should it be dropped.
+        // The `since` of the loss it is reported as, if it is dropped.
         let since = event.lost_since(handover.all_handed_at);
         if !handover.behind && !s.lagging() {
             let waiting = s.pending.fetch_add(1, Ordering::AcqRel);
-            let at_ms = s.millis_since_epoch();
-            let handed = Handed {
-                event,
-                at_ms,
-                at: now(),
-            };
+            let (at_ms, at) = (s.millis_since_epoch(), now());
+            let handed = Handed { event, at_ms, at };
             match self.tx.try_send(handed) {
                 Ok(()) => {
                     if waiting == 0 {
                         // The handler owes an event from now on: its lag counts from here.
                         s.progress_ms.store(at_ms, Ordering::Release);
                     }
-                    handover.all_handed_at = now();
+                    handover.all_handed_at = at;
                     return;
                 }
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
