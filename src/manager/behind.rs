@@ -10,7 +10,10 @@
 //! - **Reads.** A read that misses L1 takes its backfill ticket, then asks the queue before L2: a
 //!   queued or in-flight value is newer than anything L2 holds, so it is the answer (nothing is
 //!   backfilled). Taking the ticket first means a set that lands in between makes the backfill
-//!   of an older L2 value stale, so it is skipped.
+//!   of an older L2 value stale, so it is skipped. A queued write that a settle (below) dropped
+//!   while an older write of its key was in flight stays the answer until that batch lands: the
+//!   in-flight value is older than a write that may have completed before the read began, and
+//!   the settling op cannot go on before the batch lands.
 //! - **Deletes** still wait for L2 (unless their settle gives up, below), after *settling*
 //!   their keys: their queued writes are dropped and an in-flight batch holding one of them is
 //!   waited for, so a write issued before a delete never lands after it. A set and a delete
@@ -85,6 +88,10 @@ struct State {
     queued: HashMap<String, Queued>,
     /// Taken by the sender whose batch is on its way to L2.
     in_flight: HashMap<String, Queued>,
+    /// Queued writes a settle dropped while an older write of their key was in flight: the
+    /// newest completed write of the key until that batch lands (the settling op waits for it),
+    /// so a read answers this, not the older in-flight value.
+    dropped: HashMap<String, Queued>,
     /// Keys of the batch on its way whose write there a newer op superseded (a settle that gave
     /// up, see [`WriteQueue::settle`]): out of `in_flight`, so that the batch neither replays
     /// nor resends them, but a later settle of one of them still waits for the batch to land,
@@ -256,6 +263,7 @@ impl WriteQueue {
         let st = self.state.lock();
         st.queued
             .get(key)
+            .or_else(|| st.dropped.get(key))
             .or_else(|| st.in_flight.get(key))
             .map(|q| (q.expires_at_ms > now_ms).then(|| q.value.to_vec()))
     }
@@ -280,12 +288,16 @@ impl WriteQueue {
         st.settled.get(epoch_slot(key)).copied().unwrap_or(0)
     }
 
-    /// Takes the queued writes of `keys` out of the queue, bumping their settle epochs.
+    /// Takes the queued writes of `keys` out of the queue, bumping their settle epochs; one whose
+    /// key has an older write in flight is kept aside for reads ([`State::dropped`]).
     fn drop_queued(st: &mut State, keys: &[&str]) {
         for key in keys {
-            if st.queued.remove(*key).is_some() {
+            if let Some(queued) = st.queued.remove(*key) {
                 if let Some(epoch) = st.settled.get_mut(epoch_slot(key)) {
                     *epoch = epoch.wrapping_add(1);
+                }
+                if st.in_flight.contains_key(*key) {
+                    st.dropped.insert((*key).to_owned(), queued);
                 }
             }
         }
@@ -317,6 +329,7 @@ impl WriteQueue {
     /// Takes `keys` out of the batch on its way (see [`State::superseded`]).
     fn supersede(st: &mut State, keys: &[&str]) {
         for key in keys {
+            st.dropped.remove(*key);
             if st.in_flight.remove(*key).is_some() {
                 st.superseded.insert((*key).to_owned());
             }
@@ -384,6 +397,7 @@ impl WriteQueue {
         let mut st = self.state.lock();
         for (key, _) in batch {
             st.in_flight.remove(key);
+            st.dropped.remove(key);
             st.superseded.remove(key);
         }
         drop(st);

@@ -89,3 +89,28 @@ fn a_flush_while_the_writer_gathers_a_batch_does_not_stop_the_writer() {
     shutdown.fire();
     writer.join().unwrap();
 }
+
+/// A read that missed L1 while a delete settled its key answered the in-flight batch's older
+/// value, though the write the settle dropped had completed before the read began (seen in the
+/// write-behind ordering stress test).
+#[test]
+fn a_write_a_settle_drops_stays_the_answer_over_the_older_one_in_flight_until_it_lands() {
+    let queue = WriteQueue::new(100, Duration::from_secs(1), Shutdown::default());
+    assert_eq!(queue.push(&[("k", b"old")], u64::MAX, || false), Pushed::Queued);
+    let in_flight = queue.take();
+    assert_eq!(queue.push(&[("k", b"new")], u64::MAX, || false), Pushed::Queued);
+    // What a delete's settle does before it waits for the batch.
+    WriteQueue::drop_queued(&mut queue.state.lock(), &["k"]);
+    assert_eq!(queue.lookup("k", 0), Some(Some(b"new".to_vec())));
+    assert_eq!(queue.len(), 1, "the dropped write is not sent");
+    queue.land(&in_flight);
+    assert_eq!(
+        queue.lookup("k", 0),
+        None,
+        "once the batch landed, the settling op goes on and the read asks L2"
+    );
+    // A key with nothing in flight: its dropped write is gone at once.
+    assert_eq!(queue.push(&[("j", b"1")], u64::MAX, || false), Pushed::Queued);
+    WriteQueue::drop_queued(&mut queue.state.lock(), &["j"]);
+    assert_eq!(queue.lookup("j", 0), None);
+}
