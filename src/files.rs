@@ -16,6 +16,9 @@ pub const HINT_EXT: &str = "hint";
 /// A segment whose header cannot be read is moved aside as `{id:020}.damaged`, for diagnosis:
 /// the store neither reads nor counts it, and it can be deleted.
 pub const DAMAGED_EXT: &str = "damaged";
+/// The hint of a segment lost to damage is kept as `{id:020}.lost`: its keys are read as
+/// tombstones at every open while an older segment remains, so older versions stay hidden.
+pub const LOST_EXT: &str = "lost";
 /// Temporary files (`*.tmp`) are deleted at open.
 pub const TMP_EXT: &str = "tmp";
 

@@ -487,3 +487,78 @@ fn bytes_past_the_segment_size_are_not_read_as_records() {
     );
     store.close().unwrap();
 }
+
+/// A hint file built from the document: (kind, key, seq) entries, offsets and lengths made up
+/// (a `.lost` file's are never read).
+fn hint_file(segment_id: u64, entries: &[(u8, &str, u64)]) -> Vec<u8> {
+    let mut out = b"UNOCHINT".to_vec();
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&[0u8; 6]);
+    out.extend_from_slice(&segment_id.to_le_bytes());
+    out.extend_from_slice(&4096u64.to_le_bytes()); // data end
+    for (i, (kind, key, seq)) in entries.iter().enumerate() {
+        out.push(*kind);
+        out.push(0);
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(32 + 64 * i as u32).to_le_bytes()); // offset
+        out.extend_from_slice(&64u32.to_le_bytes()); // length
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes()); // expires at
+        out.extend_from_slice(key.as_bytes());
+    }
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn a_lost_segments_keys_written_by_hand_hide_older_versions_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("uno-cache.meta"), meta(1, SEGMENT_SIZE, 0)).unwrap();
+    write_segment(
+        dir.path(),
+        1,
+        &[
+            record(1, 1, 0, "over", b"old"),
+            record(1, 2, 0, "gone", b"was"),
+            record(1, 3, 0, "kept", b"k"),
+            record(1, 4, 0, "moved", b"old"),
+        ],
+    );
+    // Segment 2 was lost; its hint names a value of "over", a tombstone of "gone", the value of
+    // "moved" that compaction copied into segment 3 (same seq), and the highest seq, 9.
+    let lost = [(1, "over", 5), (2, "gone", 6), (1, "moved", 7), (1, "last", 9)];
+    std::fs::write(dir.path().join(format!("{:020}.lost", 2)), hint_file(2, &lost)).unwrap();
+    write_segment(dir.path(), 3, &[record(1, 7, 0, "moved", b"copy")]);
+    // No segment is older than id 0: this one hides nothing and is deleted.
+    let stale = dir.path().join(format!("{:020}.lost", 0));
+    std::fs::write(&stale, hint_file(0, &[(2, "kept", 100)])).unwrap();
+
+    let open = || FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    let store = open();
+    assert_eq!(store.recovery_report().lost_keys, 4);
+    assert_eq!(
+        store.get("over").unwrap(),
+        None,
+        "a value entry hides older versions"
+    );
+    assert_eq!(
+        store.get("gone").unwrap(),
+        None,
+        "a tombstone entry hides older versions"
+    );
+    assert_eq!(
+        store.get("moved").unwrap().as_deref(),
+        Some(&b"copy"[..]),
+        "a copy of the lost record itself is kept"
+    );
+    assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"k"[..]));
+    assert!(!stale.exists());
+    // The lost seq 9 counts as seen: this write takes seq 10, not 8, and the next open keeps it.
+    store.set("last", b"new", None).unwrap();
+    store.close().unwrap();
+    let store = open();
+    assert_eq!(store.get("last").unwrap().as_deref(), Some(&b"new"[..]));
+    assert!(dir.path().join(format!("{:020}.lost", 2)).exists());
+}

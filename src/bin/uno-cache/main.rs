@@ -620,7 +620,7 @@ fn damage_at_open(opened: &uno_cache::RecoveryReport) -> Vec<String> {
     let mut found = Vec::new();
     if opened.damaged_segments > 0 {
         found.push(format!(
-            "opening the store removed {} segment file(s) whose header was unreadable (moved aside as *.damaged, which can be deleted); the records in them are lost",
+            "opening the store removed {} segment file(s) whose header was unreadable (moved aside as *.damaged, which can be deleted); the records in them are lost, and where a segment's hint was intact its keys are read as deleted from then on (kept as *.lost, which must not be deleted), so no older version of them is served",
             opened.damaged_segments
         ));
     }

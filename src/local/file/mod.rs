@@ -38,6 +38,7 @@ pub(crate) mod format;
 mod ghost;
 mod index;
 mod lookup;
+mod lost;
 mod maintenance;
 mod mmap;
 mod options;

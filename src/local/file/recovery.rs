@@ -24,10 +24,11 @@ use std::sync::Arc;
 
 use super::dir::LockedDir;
 use super::format::{self, Kind, Meta, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN, TMP_EXT};
-use crate::files::DAMAGED_EXT;
+use crate::files::{DAMAGED_EXT, LOST_EXT};
 use dashmap::mapref::entry::Entry as MapEntry;
 
 use super::index::{self, Index, IndexEntry, KeyHasher, Loc, PassThrough};
+use super::lost;
 use super::segment::{self, Segment};
 use super::slots::Slots;
 use crate::error::{Error, Result};
@@ -52,6 +53,11 @@ pub struct RecoveryReport {
     /// Segment files whose header was unreadable; they were moved aside as `{id:020}.damaged`
     /// (removed if that failed), and their records are lost.
     pub damaged_segments: u64,
+    /// Keys of segments lost to damage, named by their kept hints (`{id:020}.lost`), held as
+    /// deleted at this open so that no older version of them is served. A damaged segment
+    /// without an intact hint adds none: older versions of its keys can be read again.
+    #[serde(default)]
+    pub lost_keys: u64,
     /// Values found already expired.
     pub expired: u64,
 }
@@ -110,37 +116,39 @@ impl Applied<'_> {
     /// between records of one key: every write takes a new sequence number.
     fn apply(&mut self, seg: &Segment, f: &Pending) {
         let (hash, loc) = (f.hash, f.loc);
-        match f.kind {
-            Kind::Value => {
-                if self.tombstones.get(&hash).is_some_and(|&t| t >= f.seq) {
-                    return;
-                }
-                let entry = IndexEntry::new(loc, f.expires_at_ms);
-                match self.index.entry(hash) {
-                    MapEntry::Occupied(mut old) => {
-                        let (old_seq, _) = self.unaccount_if(old.get().loc, |seq| seq <= f.seq);
-                        if old_seq.is_none_or(|seq| seq <= f.seq) {
-                            old.insert(entry);
-                            seg.live_bytes.fetch_add(u64::from(f.len), Ordering::Relaxed);
-                        }
-                    }
-                    MapEntry::Vacant(slot) => {
-                        slot.insert(entry);
-                        seg.live_bytes.fetch_add(u64::from(f.len), Ordering::Relaxed);
-                    }
+        if f.kind == Kind::Tombstone {
+            self.bury(hash, f.seq);
+            return;
+        }
+        if self.tombstones.get(&hash).is_some_and(|&t| t >= f.seq) {
+            return;
+        }
+        let entry = IndexEntry::new(loc, f.expires_at_ms);
+        match self.index.entry(hash) {
+            MapEntry::Occupied(mut old) => {
+                let (old_seq, _) = self.unaccount_if(old.get().loc, |seq| seq <= f.seq);
+                if old_seq.is_none_or(|seq| seq <= f.seq) {
+                    old.insert(entry);
+                    seg.live_bytes.fetch_add(u64::from(f.len), Ordering::Relaxed);
                 }
             }
-            Kind::Tombstone => {
-                let old = self.index.get(&hash).map(|e| e.loc);
-                if let Some(old) = old {
-                    if let (_, true) = self.unaccount_if(old, |seq| seq <= f.seq) {
-                        self.index.remove(&hash);
-                    }
-                }
-                let slot = self.tombstones.entry(hash).or_insert(f.seq);
-                *slot = (*slot).max(f.seq);
+            MapEntry::Vacant(slot) => {
+                slot.insert(entry);
+                seg.live_bytes.fetch_add(u64::from(f.len), Ordering::Relaxed);
             }
         }
+    }
+
+    /// A tombstone of `hash` at `seq`: from a record, or from the keys of a lost segment.
+    fn bury(&mut self, hash: u64, seq: u64) {
+        let old = self.index.get(&hash).map(|e| e.loc);
+        if let Some(old) = old {
+            if let (_, true) = self.unaccount_if(old, |s| s <= seq) {
+                self.index.remove(&hash);
+            }
+        }
+        let slot = self.tombstones.entry(hash).or_insert(seq);
+        *slot = (*slot).max(seq);
     }
 
     /// Reads the header of the record at `loc`; if `replace(its seq)` holds, subtracts its
@@ -330,7 +338,7 @@ fn in_bucket_order(parts: Vec<Vec<Pending>>, capacity: usize) -> Vec<Pending> {
 /// caller moves it back by the store's keep-expired window, so stale copies survive a restart).
 /// The index is built with `hasher`, which the store keeps.
 pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHasher) -> Result<Recovered> {
-    let (segment_ids, hint_ids) = list(dir)?;
+    let (segment_ids, hint_ids, mut lost_ids) = list(dir)?;
     for id in hint_ids.difference(&segment_ids) {
         remove_quietly(dir, &segment::hint_path(&dir.path, *id));
     }
@@ -358,7 +366,9 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                     tracing::warn!(path = %path.display(), error = %e, "could not move the segment aside; removing it");
                     remove_quietly(dir, &path);
                 }
-                remove_quietly(dir, &segment::hint_path(&dir.path, id));
+                if lost::keep(dir, id) {
+                    lost_ids.insert(id);
+                }
             }
         }
     }
@@ -463,7 +473,15 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
     }
     drop(scans);
 
-    let mut max_seq = meta.min_seq;
+    let buried = lost::load(
+        dir,
+        &lost_ids,
+        segments.first().map(|s| s.id),
+        meta.min_seq,
+        &hasher,
+    );
+    report.lost_keys = buried.tombstones.len() as u64;
+    let mut max_seq = meta.min_seq.max(buried.max_seq);
     let mut any_expiry = false;
     let mut parts = Vec::with_capacity(gathers.len());
     for g in gathers {
@@ -481,6 +499,9 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         slots: &slots,
         tombstones: HashMap::default(),
     };
+    for &(hash, seq) in &buried.tombstones {
+        applied.bury(hash, seq);
+    }
     // Applied in the order of the index's memory (see `index::bucket_order`), by a stable
     // partition, so the records of one hash keep their order on disk, which is all that the
     // rule above needs.
@@ -651,10 +672,11 @@ pub(crate) fn write_hint(dir: &LockedDir, id: u64, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Segment and hint ids in the directory; deletes leftover temporary files.
-fn list(dir: &LockedDir) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
+/// The ids of the segment, hint and lost-keys files in the directory; deletes `*.tmp` files.
+fn list(dir: &LockedDir) -> Result<(BTreeSet<u64>, BTreeSet<u64>, BTreeSet<u64>)> {
     let mut segments = BTreeSet::new();
     let mut hints = BTreeSet::new();
+    let mut lost = BTreeSet::new();
     let entries = fs::read_dir(&dir.path).map_err(|e| Error::io("list directory", &dir.path, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", &dir.path, e))?;
@@ -666,9 +688,11 @@ fn list(dir: &LockedDir) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
             segments.insert(id);
         } else if let Some(id) = segment::parse_file_id(name, HINT_EXT) {
             hints.insert(id);
+        } else if let Some(id) = segment::parse_file_id(name, LOST_EXT) {
+            lost.insert(id);
         }
     }
-    Ok((segments, hints))
+    Ok((segments, hints, lost))
 }
 
 fn remove_quietly(dir: &LockedDir, path: &Path) {

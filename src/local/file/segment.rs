@@ -11,6 +11,7 @@ use super::format::{self, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN};
 use super::mmap::map_segment;
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
+use crate::files::LOST_EXT;
 
 /// File name of segment `id`.
 pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -20,6 +21,11 @@ pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
 /// File name of the hint file of segment `id`.
 pub(crate) fn hint_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.{HINT_EXT}"))
+}
+
+/// File name of the kept hint of segment `id` after the segment was lost to damage (see `lost`).
+pub(crate) fn lost_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.{LOST_EXT}"))
 }
 
 /// Parses `{id:020}.{ext}` back into an id.

@@ -1,0 +1,116 @@
+//! The keys of a segment lost to damage, held as deleted so their older versions stay gone.
+//!
+//! A segment whose header cannot be read is moved aside at open, and its records are lost with
+//! it. An older segment may still hold an older version of a key it had a newer record or a
+//! tombstone of, and without the lost records that version would win again: a deleted or
+//! overwritten value served as current. The segment's hint file, if intact, names those keys
+//! with their sequence numbers. It is kept as `{id:020}.lost` and read at every open as
+//! tombstones, until no segment older than the lost one remains:
+//! - a tombstone's entry is a tombstone at its seq;
+//! - a value's entry is a tombstone just below its seq, so a copy of that very record in a newer
+//!   segment (compaction copies keep their seq) still counts, and only older versions are hidden.
+//!
+//! Renaming the hint needs no free space, so this works on a full disk, and nothing is written
+//! into the segments at open. A segment without an intact hint (a crash between its sealing and
+//! its hint, or a damaged hint) leaves nothing to name its keys: recovery reports the damaged
+//! segment, and older versions of its keys can be read again.
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use super::dir::LockedDir;
+use super::format::{self, Kind};
+use super::index::KeyHasher;
+use super::segment;
+
+/// Keeps the hint of segment `id`, whose header was unreadable, as `{id:020}.lost` if it is
+/// intact and names that segment; removes it otherwise. Returns whether it was kept.
+pub(crate) fn keep(dir: &LockedDir, id: u64) -> bool {
+    let hint = segment::hint_path(&dir.path, id);
+    let intact = match fs::read(&hint) {
+        Ok(bytes) => format::check_hint(&bytes).is_ok_and(|view| view.segment_id == id),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(_) => false,
+    };
+    if intact {
+        let lost = segment::lost_path(&dir.path, id);
+        match dir.disk.rename(&hint, &lost) {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(path = %hint.display(), error = %e, "could not keep the hint of a damaged segment; older versions of its keys may be read again");
+            }
+        }
+    } else {
+        tracing::warn!(path = %hint.display(), "the hint of a damaged segment is damaged too; older versions of its keys may be read again");
+    }
+    remove_quietly(dir, &hint);
+    false
+}
+
+/// The tombstones the `.lost` files of `ids` hold.
+#[derive(Debug, Default)]
+pub(crate) struct Buried {
+    /// (key hash, seq): every record of the key with a seq up to this one is hidden.
+    pub(crate) tombstones: Vec<(u64, u64)>,
+    /// The highest seq the lost records had: new writes must take higher ones, or the next
+    /// open would hide them.
+    pub(crate) max_seq: u64,
+}
+
+/// Reads the `.lost` files of `ids`. One with no segment older than it left (`oldest`: the
+/// oldest segment kept) hides nothing any more and is removed, as is one that is damaged.
+pub(crate) fn load(
+    dir: &LockedDir,
+    ids: &BTreeSet<u64>,
+    oldest: Option<u64>,
+    min_seq: u64,
+    hasher: &KeyHasher,
+) -> Buried {
+    let mut buried = Buried::default();
+    for &id in ids {
+        let path = segment::lost_path(&dir.path, id);
+        if oldest.is_none_or(|oldest| oldest > id) {
+            remove_quietly(dir, &path);
+            continue;
+        }
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not read the keys of a damaged segment; older versions of them may be read again");
+                continue;
+            }
+        };
+        let mut found = Vec::new();
+        let mut max_seq = 0;
+        let read = format::check_hint(&bytes).and_then(|view| {
+            view.try_for_each(|e| {
+                max_seq = max_seq.max(e.seq);
+                if e.seq >= min_seq {
+                    let seq = match e.kind {
+                        Kind::Tombstone => e.seq,
+                        Kind::Value => e.seq.saturating_sub(1),
+                    };
+                    found.push((hasher.hash(e.key), seq));
+                }
+                Ok(())
+            })
+        });
+        match read {
+            Ok(()) => {
+                buried.tombstones.extend(found);
+                buried.max_seq = buried.max_seq.max(max_seq);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "removing a damaged file of lost keys; older versions of them may be read again");
+                remove_quietly(dir, &path);
+            }
+        }
+    }
+    buried
+}
+
+fn remove_quietly(dir: &LockedDir, path: &std::path::Path) {
+    if let Err(e) = dir.disk.remove_file(path) {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove a file");
+    }
+}

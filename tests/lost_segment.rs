@@ -1,0 +1,165 @@
+//! A segment lost to a damaged header: its records are gone, and an older version of a key it
+//! overwrote or deleted must not come back, at this open or any later one, as long as its hint
+//! file names the key (storage-format.md, "Recovery", steps 3 and 4).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{files_with_ext, value_bytes};
+use uno_cache::{FileStore, FileStoreOptions};
+
+const SEGMENT_SIZE: u64 = 64 * 1024;
+/// Three values fill a segment; the fourth write rolls to the next one.
+const VALUE_LEN: usize = 20 * 1024;
+
+fn options() -> FileStoreOptions {
+    FileStoreOptions::default()
+        .segment_size(SEGMENT_SIZE)
+        .max_size_mb(64)
+        .background_threads(false)
+}
+
+fn value(id: u64) -> Vec<u8> {
+    value_bytes(id, VALUE_LEN)
+}
+
+/// Segment 1: `k` = 1, `gone` = 2, `only-old` = 3. Segment 2: `k` = 4, `gone` deleted,
+/// `mid` = 5, `mid2` = 6. Segment 3 (active): `k2` = 7. Returns the segment files.
+fn three_segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let store = FileStore::open(dir, options()).unwrap();
+    store.set("k", &value(1), None).unwrap();
+    store.set("gone", &value(2), None).unwrap();
+    store.set("only-old", &value(3), None).unwrap();
+    store.set("k", &value(4), None).unwrap();
+    assert!(store.delete("gone").unwrap());
+    store.set("mid", &value(5), None).unwrap();
+    store.set("mid2", &value(6), None).unwrap();
+    store.set("k2", &value(7), None).unwrap();
+    store.close().unwrap();
+    let segments = files_with_ext(dir, "seg");
+    assert_eq!(segments.len(), 3, "the layout this test needs: {segments:?}");
+    segments
+}
+
+/// Flips a byte of the header's magic: the segment cannot be read at all.
+fn damage_header(segment: &Path) {
+    let mut bytes = fs::read(segment).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(segment, &bytes).unwrap();
+}
+
+fn get(store: &FileStore, key: &str) -> Option<Vec<u8>> {
+    store.get(key).unwrap()
+}
+
+#[test]
+fn keys_of_a_segment_lost_to_damage_never_read_their_older_versions_again() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let segments = three_segments(&dir);
+    let hint = fs::read(segments[1].with_extension("hint")).expect("a sealed segment has its hint");
+    damage_header(&segments[1]);
+
+    for open in ["first", "second"] {
+        let store = FileStore::open(&dir, options()).unwrap();
+        let report = store.recovery_report().clone();
+        if open == "first" {
+            assert_eq!(report.damaged_segments, 1, "{report:?}");
+        }
+        // k (overwritten), gone (deleted), mid, mid2.
+        assert_eq!(report.lost_keys, 4, "{open} open: {report:?}");
+        assert_eq!(
+            get(&store, "k"),
+            None,
+            "{open} open: k's overwritten version came back"
+        );
+        assert_eq!(get(&store, "gone"), None, "{open} open: a deleted key came back");
+        assert_eq!(get(&store, "mid"), None, "{open} open: its only record was lost");
+        assert_eq!(
+            get(&store, "only-old").as_deref(),
+            Some(&value(3)[..]),
+            "{open} open"
+        );
+        assert_eq!(get(&store, "k2").as_deref(), Some(&value(7)[..]), "{open} open");
+        store.close().unwrap();
+        assert_eq!(
+            fs::read(segments[1].with_extension("lost")).ok().as_ref(),
+            Some(&hint),
+            "{open} open: the lost segment's hint is kept, as it was, while an older segment remains"
+        );
+    }
+
+    // A write after the loss takes a higher sequence number than any lost record: the next open
+    // must not hide it.
+    let store = FileStore::open(&dir, options()).unwrap();
+    store.set("k", &value(8), None).unwrap();
+    store.close().unwrap();
+    let store = FileStore::open(&dir, options()).unwrap();
+    assert_eq!(get(&store, "k").as_deref(), Some(&value(8)[..]));
+
+    // Once no older segment remains, the lost keys hide nothing and the file goes.
+    store.clear().unwrap();
+    store.close().unwrap();
+    let store = FileStore::open(&dir, options()).unwrap();
+    assert_eq!(store.recovery_report().lost_keys, 0);
+    store.close().unwrap();
+    assert!(!segments[1].with_extension("lost").exists());
+}
+
+#[test]
+fn a_lost_segment_whose_hint_is_damaged_too_is_reported_and_the_rest_opens() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let segments = three_segments(&dir);
+    damage_header(&segments[1]);
+    let hint = segments[1].with_extension("hint");
+    let mut bytes = fs::read(&hint).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    fs::write(&hint, &bytes).unwrap();
+
+    let store = FileStore::open(&dir, options()).unwrap();
+    let report = store.recovery_report().clone();
+    assert_eq!((report.damaged_segments, report.lost_keys), (1, 0), "{report:?}");
+    assert!(!hint.exists() && !segments[1].with_extension("lost").exists());
+    assert_eq!(get(&store, "only-old").as_deref(), Some(&value(3)[..]));
+    assert_eq!(get(&store, "k2").as_deref(), Some(&value(7)[..]));
+}
+
+/// The lost segment was the newest: its records had the highest sequence numbers, and a write
+/// after the open that took a lower one would be hidden by them at the next open.
+#[test]
+fn a_write_after_losing_the_newest_segment_survives_the_next_open() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    three_segments(&dir);
+    // A reopened store writes to a new segment: k2 twice there, so that its lost records hide
+    // every seq up to the last one the store gave out.
+    let store = FileStore::open(&dir, options()).unwrap();
+    store.set("k2", &value(8), None).unwrap();
+    store.set("k2", &value(9), None).unwrap();
+    store.close().unwrap();
+    let segments = files_with_ext(&dir, "seg");
+    assert_eq!(segments.len(), 4, "{segments:?}");
+    assert!(
+        segments[3].with_extension("hint").exists(),
+        "close writes the active segment's hint"
+    );
+    damage_header(&segments[3]);
+
+    let store = FileStore::open(&dir, options()).unwrap();
+    assert_eq!(store.recovery_report().lost_keys, 2);
+    assert_eq!(get(&store, "k2"), None);
+    store.set("k2", &value(10), None).unwrap();
+    store.close().unwrap();
+    let store = FileStore::open(&dir, options()).unwrap();
+    assert_eq!(get(&store, "k2").as_deref(), Some(&value(10)[..]));
+}
