@@ -487,6 +487,19 @@ impl Requeue<'_> {
         self.paid = true;
         let s = self.shared;
         let Some(queue) = &s.behind else {
+            if !(s.replays_failures && s.replay.is_some()) {
+                // No queue to send it later: L2 may keep the value this write replaced, which
+                // the other instances read (they heard of the write). L1 gives up the new one
+                // too, so this instance reads what they read rather than disagree until its TTL.
+                if self.sets.is_some() {
+                    tracing::debug!(
+                        keys = self.keys.len(),
+                        "a cancelled write-through left L1 too (no replay queue)"
+                    );
+                    s.undo_local(self.keys);
+                }
+                return Ok(());
+            }
             let queued = match self.sets {
                 Some((items, ttl)) => s.queue_failed_sets(items, ttl),
                 None => s.queue_failed_deletes(self.keys),
@@ -531,14 +544,17 @@ impl Drop for Requeue<'_> {
 
 impl Shared {
     /// A [`Requeue`] for a delete of `keys` (`sets`: `None`) or a write-through of `sets`, to
-    /// take before its settle (or, without write-behind, before its L2 call). Owes nothing
-    /// with neither a write-behind nor a replay queue to hand the op to.
+    /// take before its settle (or, without write-behind, before its L2 call). With neither a
+    /// write-behind nor a replay queue to hand the op to, a delete owes nothing (every
+    /// instance reads L2's value, as this one now does) and a write-through takes its values
+    /// out of L1 again.
     pub(crate) fn owe<'a>(&'a self, keys: &'a [&'a str], sets: Option<Sets<'a>>) -> Requeue<'a> {
+        let nowhere = self.behind.is_none() && !(self.replays_failures && self.replay.is_some());
         Requeue {
             shared: self,
             keys,
             sets,
-            paid: self.behind.is_none() && !(self.replays_failures && self.replay.is_some()),
+            paid: nowhere && sets.is_none(),
         }
     }
 

@@ -143,3 +143,35 @@ fn an_async_write_dropped_before_l2_answered_is_queued_for_replay() {
         );
     }
 }
+
+/// Without a replay queue nothing can send a dropped write-through later: L2 keeps the old
+/// value, which the other instances read on the announcement. This instance's L1 kept the new
+/// one, and so disagreed with them until its TTL; it now gives it up too.
+#[test]
+fn an_async_write_through_dropped_without_a_replay_queue_leaves_l1_agreeing_with_l2() {
+    for batch in [false, true] {
+        let l2 = Arc::new(WritesStall {
+            inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
+        });
+        l2.set("k", b"old", None).unwrap();
+        let l1 = Arc::new(MemoryStore::new(100).unwrap());
+        let cache = crate::CacheManager::builder()
+            .config(crate::CacheConfig::default())
+            .local(l1.clone())
+            .distributed(l2)
+            .build()
+            .unwrap();
+        assert!(cache.shared.replay.is_none(), "the rig has no replay queue");
+        if batch {
+            drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None));
+        } else {
+            drop_after_first_poll(cache.set_raw_async("k", b"new", None));
+        }
+        assert_eq!(l1.get("k").unwrap(), None, "batch: {batch}");
+        assert_eq!(
+            cache.get_raw("k").unwrap().as_deref(),
+            Some(&b"old"[..]),
+            "batch: {batch}"
+        );
+    }
+}
