@@ -128,9 +128,10 @@ fn a_full_disk_is_disk_full_and_writes_resume_once_space_is_back_without_losing_
 /// Commits that were not durable yet (`Periodic`) are lost when a full disk latches redb and the
 /// store reopens its database: that much is the durability's promise, as after a kill. But a
 /// flush after it must not say every completed write is durable: it made an empty commit durable
-/// and returned `Ok`, and `has_non_durable_commits` said nothing was at risk.
+/// and returned `Ok`, and `has_non_durable_commits` said nothing was at risk. And what the lost
+/// commits overwrote or deleted must not be served again: the rollback brought it back.
 #[test]
-fn a_flush_after_a_reopen_that_lost_commits_reports_the_loss_once() {
+fn a_reopen_that_lost_commits_serves_none_of_what_they_replaced_and_the_next_flush_reports_it() {
     let fs = Mount::tmpfs(4 * 1024);
     let path = fs.path().join("cache").join(REDB_FILE_NAME);
     let store = RedbStore::open(
@@ -141,12 +142,15 @@ fn a_flush_after_a_reopen_that_lost_commits_reports_the_loss_once() {
     )
     .unwrap();
     store.set("a", b"1", None).unwrap();
+    store.set("gone", b"1", None).unwrap();
+    store.set("untouched", b"1", None).unwrap();
     store.flush().unwrap();
     // Held in process memory by redb until a durable commit, which the full disk refuses.
     for i in 0..8 {
         store.set(&format!("k{i}"), &value(i, 64 * KIB), None).unwrap();
     }
     store.set("a", b"2", None).unwrap();
+    assert!(store.delete("gone").unwrap());
     assert!(store.has_non_durable_commits());
     let ballast = fs.fill("ballast");
     let full = store.flush().unwrap_err();
@@ -159,10 +163,19 @@ fn a_flush_after_a_reopen_that_lost_commits_reports_the_loss_once() {
         assert!(std::time::Instant::now() < deadline, "writes never resumed: {e}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    assert_eq!(store.get("a").unwrap(), None, "the overwritten value came back");
+    assert_eq!(store.get("gone").unwrap(), None, "the deleted value came back");
+    assert_eq!(store.get_checked("a").unwrap(), None);
+    assert_eq!(
+        store.get("untouched").unwrap().map(|e| e.value).as_deref(),
+        Some(&b"1"[..]),
+        "a durable value no lost commit changed is kept"
+    );
+    store.set("a", b"3", None).unwrap();
     assert_eq!(
         store.get("a").unwrap().unwrap().value,
-        b"1",
-        "the reopen kept the durable value"
+        b"3",
+        "written again, it is served"
     );
     assert!(store.has_non_durable_commits(), "the lost commits were at risk");
     let lost = store.flush().unwrap_err();

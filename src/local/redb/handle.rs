@@ -96,10 +96,15 @@ impl Inner {
             }
         }
         let db = open_database(&self.path)?;
+        let next_seq = next_seq_of(self, &db)?;
         if self.commits_since_durable.swap(0, Ordering::AcqRel) > 0 {
             self.lost_commits.store(true, Ordering::Release);
+            // What they overwrote or deleted is back in the file, older than what the
+            // caller was told: it reads as a miss.
+            self.lost.reopened_after_loss(next_seq);
+        } else {
+            self.lost.durable();
         }
-        let next_seq = next_seq_of(self, &db)?;
         {
             let mut suspicion = self.suspicion.lock();
             suspicion.confirmed.clear();

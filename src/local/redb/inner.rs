@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::handle::{damaged, next_seq_of, open_database, redb_error};
+use super::lost::Lost;
 use super::tables::{weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 use super::RedbOptions;
 use crate::clock::{self, Clock};
@@ -58,6 +59,9 @@ pub(super) struct Inner {
     /// Entries with a lower sequence number are suspect unless confirmed (see the module docs).
     pub(super) suspect_below_seq: AtomicU64,
     pub(super) suspicion: Mutex<Suspicion>,
+    /// The keys changed since the last durable commit, and the entries a reopen brought back
+    /// older than their lost writes, which read as misses.
+    pub(super) lost: Lost,
 }
 
 impl Inner {
@@ -124,13 +128,14 @@ impl Inner {
             expirations: AtomicU64::new(0),
             suspect_below_seq: AtomicU64::new(0),
             suspicion: Mutex::new(Suspicion::default()),
+            lost: Lost::default(),
             path,
         };
         // In a release build a damaged table page panics at its first use, here. (Only the pages
         // open touches are checked: redb panics on a damaged data page at its first use later.)
         let first_reads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Create the tables so readers never meet a missing one.
-            store.write(true, |txn, _| {
+            store.write(true, &[], |txn, _| {
                 txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
                 txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
                 txn.open_table(META).map_err(|e| store.err("open table", e))?;
@@ -167,7 +172,7 @@ impl Inner {
             let found = entries.get(key).map_err(|e| self.err("get", e))?;
             Ok(found.and_then(|guard| {
                 let record = Record::decode(guard.value())?;
-                (!record.is_expired(now)).then(|| {
+                (!record.is_expired(now) && !self.lost.hides(key, record.seq)).then(|| {
                     (
                         Entry {
                             value: record.value.to_vec(),
@@ -210,7 +215,8 @@ impl Inner {
             if expired.is_empty() {
                 return Ok(0);
             }
-            self.write(false, |txn, counts| {
+            // Expired entries a rollback brings back are still expired: nothing to note.
+            self.write(false, &[], |txn, counts| {
                 let mut t = Tables::open(self, txn)?;
                 let mut removed = 0;
                 for key in &expired {
@@ -237,16 +243,18 @@ impl Inner {
         // Waits for a write under way: a commit that returned before this call is marked.
         let dirty = *self.dirty.lock();
         if dirty {
-            self.write(true, |_, _| Ok(()))?;
+            self.write(true, &[], |_, _| Ok(()))?;
         }
         Ok(())
     }
 
     /// Runs `f` in a write transaction and commits it with the durability the policy asks for
-    /// (`force_durable` for flush and close).
+    /// (`force_durable` for flush and close). `changed`: the keys it sets or deletes, noted if
+    /// the commit is not durable (see `lost`).
     fn write<T>(
         &self,
         force_durable: bool,
+        changed: &[&str],
         f: impl FnOnce(&redb::WriteTransaction, &mut Counts) -> Result<T>,
     ) -> Result<T> {
         self.guarded("write", || {
@@ -275,11 +283,14 @@ impl Inner {
             txn.commit().map_err(|e| self.err("commit", e))?;
             self.evictions.fetch_add(counts.evictions, Ordering::Relaxed);
             self.expirations.fetch_add(counts.expirations, Ordering::Relaxed);
+            // Noted while the transaction still holds the database, as the count is.
             if durable {
                 *self.last_durable.lock() = Instant::now();
                 self.commits_since_durable.store(0, Ordering::Release);
+                self.lost.durable();
             } else {
                 self.commits_since_durable.fetch_add(1, Ordering::AcqRel);
+                self.lost.changed(changed.iter().copied());
             }
             *dirty = !durable;
             drop(db);
@@ -298,7 +309,7 @@ impl Inner {
                 let found = entries.get(*key).map_err(|e| self.err("get", e))?;
                 out.push(found.and_then(|guard| {
                     let record = Record::decode(guard.value())?;
-                    (!record.is_expired(now)).then(|| Entry {
+                    (!record.is_expired(now) && !self.lost.hides(key, record.seq)).then(|| Entry {
                         value: record.value.to_vec(),
                         expires_at: (record.expires_at_ms != 0)
                             .then(|| clock::ms_to_system_time(record.expires_at_ms)),
@@ -321,7 +332,8 @@ impl Inner {
             Storage::check_value(self, key, value.len())?;
         }
         let now = self.clock.now_ms();
-        let written = self.write(false, |txn, counts| {
+        let keys: Vec<&str> = items.iter().map(|item| parts(item).0).collect();
+        let written = self.write(false, &keys, |txn, counts| {
             let mut t = Tables::open(self, txn)?;
             for item in items {
                 let (key, value, ttl) = parts(item);
@@ -390,7 +402,7 @@ impl Storage for Inner {
             check_write(key, None)?;
         }
         let now = self.clock.now_ms();
-        self.write(false, |txn, counts| {
+        self.write(false, keys, |txn, counts| {
             let mut t = Tables::open(self, txn)?;
             let mut removed = 0;
             for key in keys {
@@ -433,7 +445,7 @@ impl Storage for Inner {
     }
 
     fn clear(&self) -> Result<()> {
-        self.write(true, |txn, _| {
+        self.write(true, &[], |txn, _| {
             txn.delete_table(ENTRIES).map_err(|e| self.err("clear", e))?;
             txn.delete_table(ORDER).map_err(|e| self.err("clear", e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.err("clear", e))?;
@@ -453,7 +465,7 @@ impl Storage for Inner {
             return Err(redb_error(
                 "flush",
                 &self.path,
-                "writes acknowledged since the last durable commit were lost when the database was reopened after an I/O error (a full disk?); the entries they changed read as they were before them, suspect until revalidated",
+                "writes acknowledged since the last durable commit were lost when the database was reopened after an I/O error (a full disk?); the keys they changed read as misses until written again",
             ));
         }
         Ok(())

@@ -29,7 +29,10 @@
 //!   entry it kept suspect, as an open does; if it lost commits that were not durable yet, the
 //!   next [`flush`](Storage::flush) (or close) returns an error that says so, once, and
 //!   [`RedbStore::has_non_durable_commits`] is true until then (the flusher thread leaves that
-//!   report to the caller's flush).
+//!   report to the caller's flush). The keys those commits set or deleted read as misses until
+//!   written again: the file holds their older values, and a deleted value must not come back
+//!   (see `lost`; over 100,000 keys since the last durable commit, every entry the reopen kept
+//!   reads as a miss).
 //! - **Suspect entries**: like the file store, it keeps its entries through a loss of certainty
 //!   instead of forgetting them. Every entry restored at open, and every entry written before
 //!   [`mark_all_suspect`](LocalStorage::mark_all_suspect) (a lost backplane subscription), is
@@ -54,6 +57,7 @@ pub use crate::files::REDB_FILE_NAME;
 mod flusher;
 mod handle;
 mod inner;
+mod lost;
 mod options;
 mod tables;
 #[cfg(test)]
