@@ -21,6 +21,9 @@ use crate::error::{key_for_error, Error, Result};
 use crate::perms;
 use crate::storage::{check_write, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
 
+/// Keys one purge transaction removes at most (see [`Inner::purge_expired`]).
+pub(super) const PURGE_ROUND: usize = 10_000;
+
 /// The confirmations that make a suspect entry trusted again.
 #[derive(Debug, Default)]
 pub(super) struct Suspicion {
@@ -192,11 +195,26 @@ impl Inner {
         &self.path
     }
 
-    /// Removes every expired entry now; returns how many.
+    /// Removes every expired entry now; returns how many. In rounds of at most
+    /// [`PURGE_ROUND`] keys, each its own transaction, so writers get the database in between
+    /// and a store full of expired entries never builds one huge transaction.
     ///
     /// # Errors
-    /// [`Error::Redb`] if the transaction fails.
+    /// [`Error::Redb`] if a transaction fails.
     pub(super) fn purge_expired(&self) -> Result<u64> {
+        let mut removed = 0;
+        loop {
+            let (round, more) = self.purge_round()?;
+            removed += round;
+            if !more {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Removes up to [`PURGE_ROUND`] expired entries; returns how many, and whether it stopped
+    /// at the limit (more may be left).
+    pub(super) fn purge_round(&self) -> Result<(u64, bool)> {
         self.guarded("purge expired", || {
             let now = self.clock.now_ms();
             let expired: Vec<String> = {
@@ -208,15 +226,19 @@ impl Inner {
                     let (k, v) = item.map_err(|e| self.err("scan", e))?;
                     if Record::decode(v.value()).is_none_or(|r| r.is_expired(now)) {
                         keys.push(k.value().to_owned());
+                        if keys.len() == PURGE_ROUND {
+                            break;
+                        }
                     }
                 }
                 keys
             };
             if expired.is_empty() {
-                return Ok(0);
+                return Ok((0, false));
             }
+            let more = expired.len() == PURGE_ROUND;
             // Expired entries a rollback brings back are still expired: nothing to note.
-            self.write(false, &[], |txn, counts| {
+            let removed = self.write(false, &[], |txn, counts| {
                 let mut t = Tables::open(self, txn)?;
                 let mut removed = 0;
                 for key in &expired {
@@ -232,7 +254,8 @@ impl Inner {
                 }
                 t.save(self, counts)?;
                 Ok(removed)
-            })
+            })?;
+            Ok((removed, more))
         })
     }
 

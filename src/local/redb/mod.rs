@@ -9,14 +9,15 @@
 //!   header each), not the database file, which redb grows and reuses but does not shrink. When a
 //!   write passes the bound, the oldest-written entries are evicted (FIFO).
 //! - **TTL**: the absolute expiry (Unix ms) is stored with the value; an expired entry is a miss.
-//!   Reads do not write, so expired entries stay until evicted, overwritten, deleted or removed by
-//!   [`RedbStore::purge_expired`].
+//!   Reads do not write: expired entries are removed by the background thread every
+//!   [`RedbOptions::purge_every`] (a minute by default), or by [`RedbStore::purge_expired`],
+//!   so that the size bound evicts live entries only when nothing expired is left.
 //! - **Durability**: `EveryWrite` commits with `redb::Durability::Immediate` (fsync). `None` and
 //!   `Periodic` commit without fsync, and redb keeps such a commit in process memory only, until
 //!   a later durable commit: unlike the file store's writes, which are in the page cache once they
 //!   return, these are lost by a killed process as by a power loss (redb rolls back to the last
 //!   durable commit). With `None` that is everything since the last [`flush`](Storage::flush) or
-//!   close. With `Periodic(d)` a background thread (`uno-cache-redb`, stopped and joined when the
+//!   close. With `Periodic(d)` the background thread (`uno-cache-redb`, stopped and joined when the
 //!   store is dropped) commits durably every `d` when there were writes, and a write finding the
 //!   last durable commit older than `d` is made durable itself, so the loss window is `d` (plus
 //!   the commit's time), also after writes stop. [`RedbStore::has_non_durable_commits`] tells
@@ -79,7 +80,8 @@ pub use options::RedbOptions;
 /// ```
 pub struct RedbStore {
     inner: Arc<Inner>,
-    /// Runs with `Periodic` durability; stopped before the close's flush.
+    /// The background thread (durable commits with `Periodic`, the purge of expired entries);
+    /// stopped before the close's flush.
     flusher: Option<Flusher>,
 }
 
@@ -102,11 +104,13 @@ impl RedbStore {
     /// [`Error::DiskFull`](crate::Error::DiskFull) if the device has no room,
     /// [`Error::Io`](crate::Error::Io) or [`Error::Redb`](crate::Error::Redb) otherwise.
     pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<RedbStore> {
+        let purge_every = options.purge_every;
         let inner = Arc::new(Inner::open(path, options)?);
-        let flusher = match inner.durability {
-            Durability::Periodic(every) => Some(Flusher::start(&inner, every)?),
+        let flush_every = match inner.durability {
+            Durability::Periodic(every) => Some(every),
             Durability::None | Durability::EveryWrite => None,
         };
+        let flusher = Flusher::start(&inner, flush_every, purge_every)?;
         Ok(RedbStore { inner, flusher })
     }
 

@@ -1,6 +1,7 @@
 //! [`RedbOptions`], the settings of [`RedbStore::open`](super::RedbStore::open).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::durability::Durability;
@@ -16,7 +17,12 @@ pub struct RedbOptions {
     pub(super) file_mode: u32,
     /// `file_mode` was given: an existing file is set to it too.
     pub(super) file_mode_given: bool,
+    /// How often the background thread removes expired entries (`None`: never).
+    pub(super) purge_every: Option<Duration>,
 }
+
+/// The default of [`RedbOptions::purge_every`]: a full scan of the entries a minute.
+pub(super) const DEFAULT_PURGE_EVERY: Duration = Duration::from_secs(60);
 
 impl Default for RedbOptions {
     fn default() -> Self {
@@ -26,6 +32,7 @@ impl Default for RedbOptions {
             clock: Arc::new(SystemClock),
             file_mode: perms::DEFAULT_FILE_MODE,
             file_mode_given: false,
+            purge_every: Some(DEFAULT_PURGE_EVERY),
         }
     }
 }
@@ -40,6 +47,17 @@ impl RedbOptions {
     /// When commits are fsynced (default `Periodic(1 s)`; see the module docs).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// How often a background thread (`uno-cache-redb`) removes the expired entries (default
+    /// every minute; `Duration::ZERO`: never, only
+    /// [`RedbStore::purge_expired`](super::RedbStore::purge_expired) does). Reads skip expired
+    /// entries either way; removed, they stop holding their share of the size bound, so the
+    /// oldest-first eviction drops live entries only when nothing expired is left. Each turn
+    /// reads every entry (in a read transaction, which writers do not wait for).
+    pub fn purge_every(mut self, every: Duration) -> Self {
+        self.purge_every = (!every.is_zero()).then_some(every);
         self
     }
 

@@ -142,3 +142,72 @@ fn a_file_mode_given_is_applied_to_an_existing_database_file_and_kept_otherwise(
     drop(RedbStore::open(&path, RedbOptions::default().file_mode(0o600)).unwrap());
     assert_eq!(mode(&path), 0o600, "set to the mode given");
 }
+
+/// Expired entries held their share of the bound until evicted, and the eviction (oldest
+/// written first) dropped live entries written before them: the purge removes them first.
+#[test]
+fn purged_expired_entries_leave_room_so_older_live_ones_are_not_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 1, &clock);
+    let value = vec![7u8; 150 * 1024];
+    for i in 0..3 {
+        s.set(&format!("live{i}"), &value, None).unwrap();
+    }
+    for i in 0..3 {
+        s.set(&format!("brief{i}"), &value, Some(Duration::from_secs(1)))
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(s.purge_expired().unwrap(), 3);
+    assert_eq!(s.counters().expirations, 3);
+    for i in 0..3 {
+        s.set(&format!("new{i}"), &value, None).unwrap();
+    }
+    assert_eq!(s.counters().evictions, 0);
+    for key in ["live0", "live2", "new2"] {
+        assert!(s.get(key).unwrap().is_some(), "{key}");
+    }
+}
+
+#[test]
+fn a_purge_of_more_than_a_round_removes_every_expired_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 64, &clock);
+    let n = inner::PURGE_ROUND + 7;
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &[u8], Option<Duration>)> = keys
+        .iter()
+        .map(|k| (k.as_str(), &b"v"[..], Some(Duration::from_secs(1))))
+        .collect();
+    s.set_each(&items).unwrap();
+    s.set("kept", b"v", None).unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(s.purge_expired().unwrap(), n as u64);
+    assert_eq!(s.size().unwrap().items, 1);
+}
+
+#[test]
+fn the_background_thread_purges_expired_entries_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = RedbStore::open(
+        dir.path().join(REDB_FILE_NAME),
+        RedbOptions::default()
+            .durability(Durability::EveryWrite)
+            .clock(Arc::new(clock.clone()))
+            .purge_every(Duration::from_millis(10)),
+    )
+    .unwrap();
+    s.set("brief", b"v", Some(Duration::from_secs(1))).unwrap();
+    s.set("kept", b"v", None).unwrap();
+    clock.advance(Duration::from_secs(2));
+    // The counter is the event: it moves when the thread's transaction commits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.counters().expirations == 0 {
+        assert!(std::time::Instant::now() < deadline, "the thread never purged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.size().unwrap().items, 1);
+}
