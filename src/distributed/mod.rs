@@ -13,6 +13,7 @@
 //! | `nodes`    | a breaker per node of a multi-node level (Memcached host, Cluster primary) |
 //! | `runtime`  | the internal I/O thread (shareable): deadlines, blocking and async entry points |
 //! | `deadline` | the deadlines of calls polled in the caller's task, swept on the I/O thread |
+//! | `resolve`  | host name lookups for blocking connects, bounded by the call's deadline   |
 //! | `redis`    | Redis standalone and Cluster on the `redis` crate (a folder of modules)  |
 //! | `memcached`| Memcached over its binary protocol, with our own sharding and key mapping |
 //!
@@ -22,7 +23,9 @@
 //! [`Error::Timeout`]. One exception: a blocking call to a standalone Redis without TLS runs on
 //! a pooled connection of the caller's thread, whose socket timeout bounds each read and write,
 //! not their sum; a reply that stalls mid-way more than once can take a multiple of `timeout`
-//! (the `redis` crate's blocking connection gives no hook between its reads). Server and
+//! (the `redis` crate's blocking connection gives no hook between its reads). A blocking call
+//! that must connect looks its host's name up within its deadline too (`resolve`): the system
+//! resolver has none of its own, and waited seconds when the name server was gone. Server and
 //! connection failures are
 //! [`Error::Backend`]. Construction checks the connection (and the
 //! credentials) once, within `connect_timeout`, and names the host in its error.
@@ -52,6 +55,8 @@ mod deadline;
 mod nodes;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) mod resolve;
 #[cfg(any(feature = "redis", feature = "memcached"))]
 // Memcached uses the thread and its blocking and async entry points only; tasks and sharing the
 // thread serve Redis.

@@ -16,7 +16,7 @@
 //! on a fresh one: every command we send is idempotent.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::commands::{Command, Site, Step};
 use super::options::HostSpec;
 use super::protocol::{parse_header, Packet, HEADER_LEN};
+use crate::distributed::resolve::{Resolver, Unresolved};
 use crate::error::{Error, Result};
 
 const LEVEL: &str = "memcached";
@@ -218,6 +219,8 @@ impl AsyncConn {
 /// One host: its address and its idle connections.
 pub(super) struct Host {
     pub(super) spec: HostSpec,
+    /// The host's addresses for blocking connects, looked up within their deadlines.
+    resolver: Resolver,
     idle: Mutex<Vec<SyncConn>>,
     idle_async: Mutex<Vec<AsyncConn>>,
     /// Async calls in flight on this host at once: at most `keep`, so that a burst of tasks
@@ -237,6 +240,7 @@ impl std::fmt::Debug for Host {
 impl Host {
     pub(super) fn new(spec: HostSpec, keep: usize) -> Self {
         Host {
+            resolver: Resolver::new(&spec.host, spec.port),
             spec,
             idle: Mutex::new(Vec::new()),
             idle_async: Mutex::new(Vec::new()),
@@ -265,9 +269,13 @@ impl Host {
     }
 
     fn connect(&self, deadline: Instant) -> std::result::Result<SyncConn, Fault> {
+        let addrs = self.resolver.addrs(deadline).map_err(|e| match e {
+            Unresolved::Timeout => Fault::Timeout,
+            Unresolved::Failed(why) => Fault::Io(std::io::Error::other(why)),
+        })?;
         let mut last = None;
-        for addr in (self.spec.host.as_str(), self.spec.port).to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, left(deadline)?) {
+        for addr in addrs.iter() {
+            match TcpStream::connect_timeout(addr, left(deadline)?) {
                 Ok(stream) => {
                     stream.set_nodelay(self.spec.nodelay)?;
                     return Ok(SyncConn {

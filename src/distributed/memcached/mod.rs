@@ -11,7 +11,7 @@
 //! | `store`    | [`MemcachedStore`]: the [`Storage`](crate::Storage) and [`DistributedStorage`](crate::DistributedStorage) impls |
 //!
 //! Dependencies point one way: `store` → `conn` → `commands` → `protocol`, and `store` →
-//! `routing` → `options`.
+//! `routing` → `options`. (`conn` looks names up with `distributed::resolve`.)
 
 mod commands;
 mod conn;

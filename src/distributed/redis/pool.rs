@@ -13,6 +13,7 @@ use redis::{RedisError, RedisResult, Value};
 
 use super::commands::Request;
 use super::errors::{call_error as level_error, LEVEL};
+use crate::distributed::resolve::{Resolver, Unresolved};
 use crate::error::{Error, Result};
 
 /// Blocking connections for the sync API on a standalone server without TLS.
@@ -28,6 +29,9 @@ use crate::error::{Error, Result};
 /// (a restart) is replaced once within the same deadline.
 pub(crate) struct CallerPool {
     client: redis::Client,
+    /// The server's addresses, looked up within the calls' deadlines (see `resolve`); `None`
+    /// for a Unix socket.
+    resolver: Option<Resolver>,
     idle: parking_lot::Mutex<Vec<redis::Connection>>,
     /// `host:port` for errors.
     hosts: String,
@@ -43,9 +47,15 @@ impl CallerPool {
         // the deadline again, so a call that had to connect took twice its timeout.
         let info = client.get_connection_info().clone();
         let settings = info.redis_settings().clone().set_skip_set_lib_name();
-        let client = redis::Client::open(info.set_redis_settings(settings)).ok()?;
+        let info = info.set_redis_settings(settings);
+        let resolver = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => Some(Resolver::new(host, *port)),
+            _ => None,
+        };
+        let client = redis::Client::open(info).ok()?;
         Some(CallerPool {
             client,
+            resolver,
             idle: parking_lot::Mutex::new(Vec::new()),
             hosts,
         })
@@ -100,22 +110,70 @@ impl CallerPool {
         }
     }
 
-    /// A new connection, with what is left of the call's deadline as its socket timeouts.
+    /// A new connection, with what is left of the call's deadline as its socket timeouts; the
+    /// name is looked up within the deadline too.
     fn connect(&self, op: &'static str, timeout: Duration, started: Instant) -> Result<redis::Connection> {
-        let left = |started: Instant| timeout.saturating_sub(started.elapsed());
-        if left(started).is_zero() {
+        let Some(resolver) = &self.resolver else {
+            return self.connect_to(&self.client, op, timeout, started);
+        };
+        let addrs = resolver.addrs(started + timeout).map_err(|e| match e {
+            Unresolved::Timeout => Error::Timeout {
+                level: LEVEL,
+                op,
+                after: timeout,
+            },
+            Unresolved::Failed(why) => Error::Backend {
+                level: LEVEL,
+                op,
+                reason: format!("{}: {why}", self.hosts),
+            },
+        })?;
+        // The client connects to the addresses found, not to the name, which it would look up
+        // again without a deadline.
+        let mut last = None;
+        for addr in addrs.iter() {
+            let at = redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port());
+            let info = self.client.get_connection_info().clone().set_addr(at);
+            let client =
+                redis::Client::open(info).map_err(|err| call_error(op, timeout, &self.hosts, &err))?;
+            match self.connect_to(&client, op, timeout, started) {
+                Ok(conn) => return Ok(conn),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!("{}: the host name resolves to no address", self.hosts),
+        }))
+    }
+
+    /// A new connection through `client`, within what is left of the deadline.
+    fn connect_to(
+        &self,
+        client: &redis::Client,
+        op: &'static str,
+        timeout: Duration,
+        started: Instant,
+    ) -> Result<redis::Connection> {
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
             return Err(Error::Timeout {
                 level: LEVEL,
                 op,
                 after: timeout,
             });
         }
-        let conn = self
-            .client
-            .get_connection_with_timeout(left(started))
+        let conn = client
+            .get_connection_with_timeout(left)
             .map_err(|err| call_error(op, timeout, &self.hosts, &err))?;
-        set_timeouts(&conn, left(started).max(Duration::from_millis(1)))
-            .map_err(|err| call_error(op, timeout, &self.hosts, &err))?;
+        set_timeouts(
+            &conn,
+            timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1)),
+        )
+        .map_err(|err| call_error(op, timeout, &self.hosts, &err))?;
         Ok(conn)
     }
 }

@@ -1,0 +1,152 @@
+//! Host name lookups for blocking connects, bounded by the call's deadline.
+//!
+//! A blocking call that must open a connection looks its host's name up first, and the system's
+//! resolver (`getaddrinfo`) cannot be given a deadline: with the network or the name server
+//! gone it blocks for its own timeouts times its attempts, five seconds and more, while the
+//! caller was promised its L2 timeout. So the lookup runs on a thread of its own
+//! (`uno-cache-dns`, one per host at a time) and the caller waits for it until its deadline at
+//! most: a lookup still running then makes the call a timeout, and goes on for the next one.
+//! The addresses found are kept, and a lookup older than [`RECHECK`] is done again in the
+//! background while callers connect to the kept ones (a host that moved is found within that
+//! time; one that did not costs no lookup per connection). An IP address is never looked up.
+//! Used by the blocking connects of Memcached and of a standalone Redis; async calls connect
+//! through tokio, whose lookup the call's deadline abandons.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+/// How long the addresses found are used before they are looked up again.
+pub(crate) const RECHECK: Duration = Duration::from_secs(30);
+
+/// Why no address could be had by the deadline.
+#[derive(Debug)]
+pub(crate) enum Unresolved {
+    /// The lookup was still running at the deadline.
+    Timeout,
+    /// The lookup failed, or found no address: why.
+    Failed(String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The addresses of the last lookup that found any, and when it ended.
+    found: Option<(Arc<[SocketAddr]>, Instant)>,
+    /// A lookup thread is running.
+    running: bool,
+    /// How many lookups have ended: a waiter's lookup has when this moves.
+    ended: u64,
+    /// Why the last lookup failed, if it did.
+    failed: Option<String>,
+}
+
+/// The addresses of one `host:port`, looked up off the callers' threads.
+#[derive(Debug)]
+pub(crate) struct Resolver {
+    host: String,
+    port: u16,
+    /// The host is an IP address: nothing to look up.
+    literal: Option<SocketAddr>,
+    shared: Arc<(Mutex<State>, Condvar)>,
+}
+
+impl Resolver {
+    pub(crate) fn new(host: &str, port: u16) -> Resolver {
+        // `[::1]` as written in a URL is an address too.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        Resolver {
+            host: host.to_owned(),
+            port,
+            literal: bare.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port)),
+            shared: Arc::new((Mutex::new(State::default()), Condvar::new())),
+        }
+    }
+
+    /// The host's addresses, by `deadline` at the latest.
+    pub(crate) fn addrs(&self, deadline: Instant) -> Result<Arc<[SocketAddr]>, Unresolved> {
+        if let Some(addr) = self.literal {
+            return Ok(Arc::from([addr]));
+        }
+        let (lock, ended) = &*self.shared;
+        let mut state = lock.lock();
+        if let Some((addrs, at)) = &state.found {
+            let addrs = Arc::clone(addrs);
+            if at.elapsed() >= RECHECK && !state.running {
+                self.start_lookup(&mut state);
+            }
+            return Ok(addrs);
+        }
+        if !state.running {
+            self.start_lookup(&mut state);
+        }
+        let mine = state.ended;
+        while state.ended == mine && state.running {
+            if ended.wait_until(&mut state, deadline).timed_out() {
+                return Err(Unresolved::Timeout);
+            }
+        }
+        match (&state.found, &state.failed) {
+            (Some((addrs, _)), _) => Ok(Arc::clone(addrs)),
+            (None, Some(why)) => Err(Unresolved::Failed(why.clone())),
+            (None, None) => Err(Unresolved::Failed(
+                "the lookup ended without an answer".to_owned(),
+            )),
+        }
+    }
+
+    /// Starts a lookup on a thread of its own; `state` is locked by the caller.
+    fn start_lookup(&self, state: &mut State) {
+        let shared = Arc::clone(&self.shared);
+        let (host, port) = (self.host.clone(), self.port);
+        state.running = true;
+        let spawned = std::thread::Builder::new()
+            .name("uno-cache-dns".into())
+            .spawn(move || {
+                let result = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(Iterator::collect::<Vec<_>>);
+                let (lock, ended) = &*shared;
+                let mut state = lock.lock();
+                match result {
+                    Ok(addrs) if !addrs.is_empty() => {
+                        state.found = Some((Arc::from(addrs), Instant::now()));
+                        state.failed = None;
+                    }
+                    Ok(_) => state.failed = Some("the host name resolves to no address".to_owned()),
+                    Err(e) => state.failed = Some(format!("looking the host name up: {e}")),
+                }
+                state.running = false;
+                state.ended = state.ended.wrapping_add(1);
+                ended.notify_all();
+            });
+        if let Err(e) = spawned {
+            state.running = false;
+            state.failed = Some(format!("could not start a thread to look the host name up: {e}"));
+            state.ended = state.ended.wrapping_add(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ip_address_is_not_looked_up_and_a_name_is_looked_up_once() {
+        let far = Instant::now() + Duration::from_secs(30);
+        let v4 = Resolver::new("127.0.0.1", 11211);
+        assert_eq!(&*v4.addrs(far).unwrap(), &["127.0.0.1:11211".parse().unwrap()]);
+        let v6 = Resolver::new("[::1]", 11211);
+        assert_eq!(&*v6.addrs(far).unwrap(), &["[::1]:11211".parse().unwrap()]);
+        let name = Resolver::new("localhost", 11211);
+        let first = name.addrs(far).unwrap();
+        assert!(
+            first.iter().all(|a| a.ip().is_loopback() && a.port() == 11211),
+            "{first:?}"
+        );
+        let again = name.addrs(far).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the addresses found are kept");
+    }
+}
