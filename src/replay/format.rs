@@ -215,7 +215,8 @@ pub enum Item<'a> {
     Damage(Range<u64>),
 }
 
-/// What a scan of a whole log found.
+/// What a scan of a whole log found (the tests' form of [`scan_log_with`]).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct Scan<'a> {
     /// Records and damaged ranges, in file order.
@@ -226,16 +227,40 @@ pub struct Scan<'a> {
     pub torn_tail: Option<Range<u64>>,
 }
 
-/// Scans a whole log (header included; the caller has checked the header).
+/// Where a scan ended: [`Scan`] without its items.
+#[derive(Debug, Default)]
+pub struct ScanEnd {
+    /// Offset just past the last valid record.
+    pub data_end: u64,
+    /// Bad bytes after the last valid record: a torn tail, cut at open.
+    pub torn_tail: Option<Range<u64>>,
+}
+
+/// Scans a whole log (header included; the caller has checked the header), collecting what it
+/// finds; see [`scan_log_with`].
+#[cfg(test)]
+pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
+    let mut items = Vec::new();
+    let end = scan_log_with(buf, log_id, |item| items.push(item));
+    Scan {
+        items,
+        data_end: end.data_end,
+        torn_tail: end.torn_tail,
+    }
+}
+
+/// Scans a whole log (header included; the caller has checked the header), handing each record
+/// and damaged range to `found` in file order: the open applies them as they come, so a log of
+/// small records costs no list of them on top of its bytes.
 ///
 /// After a bad record the scan searches forward, byte by byte, for the next offset where a valid
 /// record decodes; the bytes in between are damage. Bad bytes with no valid record after them are
 /// a torn tail. The searches check checksums over at most four times the log's length plus
 /// 1 MiB (see [`SEARCH_CRC_PER_BYTE`]), so a scan takes linear time whatever the bytes.
-pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
-    let mut scan = Scan {
+pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<'a>)) -> ScanEnd {
+    let mut end = ScanEnd {
         data_end: HEADER_LEN as u64,
-        ..Scan::default()
+        torn_tail: None,
     };
     let mut budget = (buf.len() as u64)
         .saturating_mul(SEARCH_CRC_PER_BYTE)
@@ -246,9 +271,9 @@ pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
         let rest = buf.get(at..).unwrap_or_default();
         let from = match decode_record(rest, log_id) {
             Decoded::Record(record, len) => {
-                scan.items.push(Item::Record(record));
+                found(Item::Record(record));
                 at += len;
-                scan.data_end = at as u64;
+                end.data_end = at as u64;
                 continue;
             }
             // A zeroed block: resume the search at the next non-zero byte.
@@ -257,16 +282,16 @@ pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
         };
         match resync(buf, from, log_id, &mut budget) {
             Some(next) => {
-                scan.items.push(Item::Damage(at as u64..next as u64));
+                found(Item::Damage(at as u64..next as u64));
                 at = next;
             }
             None => {
-                scan.torn_tail = Some(at as u64..limit as u64);
-                return scan;
+                end.torn_tail = Some(at as u64..limit as u64);
+                return end;
             }
         }
     }
-    scan
+    end
 }
 
 /// Checksum work the searches past damage in one log may do: this many bytes per byte of the

@@ -20,25 +20,22 @@ pub(super) struct Loaded {
 
 /// Reads the records of a log whose header checked out, counting what it finds in `recovery`.
 pub(super) fn load(bytes: &[u8], header: Header, recovery: &mut ReplayRecovery) -> Loaded {
-    let scan = format::scan_log(bytes, header.log_id);
     let mut pending = Pending::default();
     let mut max_seq = 0;
     let mut flagged = false;
-    for item in &scan.items {
-        match item {
-            Item::Record(record) => {
-                recovery.records += 1;
-                max_seq = max_seq.max(record.seq);
-                apply(&mut pending, &mut flagged, record);
-            }
-            Item::Damage(range) => {
-                // The lost bytes may have held a newer op of any key pending so far.
-                recovery.damaged_ranges += 1;
-                recovery.damaged_bytes += range.end - range.start;
-                recovery.sets_downgraded += pending.downgrade_all_sets() as u64;
-            }
+    let scan = format::scan_log_with(bytes, header.log_id, |item| match item {
+        Item::Record(record) => {
+            recovery.records += 1;
+            max_seq = max_seq.max(record.seq);
+            apply(&mut pending, &mut flagged, &record);
         }
-    }
+        Item::Damage(range) => {
+            // The lost bytes may have held a newer op of any key pending so far.
+            recovery.damaged_ranges += 1;
+            recovery.damaged_bytes += range.end - range.start;
+            recovery.sets_downgraded += pending.downgrade_all_sets() as u64;
+        }
+    });
     if let Some(tail) = &scan.torn_tail {
         recovery.torn_tail_bytes = tail.end - tail.start;
     }
