@@ -163,3 +163,29 @@ fn a_write_after_losing_the_newest_segment_survives_the_next_open() {
     let store = FileStore::open(&dir, options()).unwrap();
     assert_eq!(get(&store, "k2").as_deref(), Some(&value(10)[..]));
 }
+
+/// The newest segment lost, a run that writes nothing, then a new segment damaged in turn: the
+/// new one took the lost one's id, and its hint replaced the `.lost` file naming the first
+/// loss's keys, whose older versions came back.
+#[test]
+fn a_new_segment_never_takes_a_lost_ones_id() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    three_segments(&dir);
+    let store = FileStore::open(&dir, options()).unwrap();
+    store.set("k", &value(8), None).unwrap();
+    store.close().unwrap();
+    let newest = |dir: &Path| files_with_ext(dir, "seg").last().unwrap().clone();
+    damage_header(&newest(&dir));
+    FileStore::open(&dir, options()).unwrap().close().unwrap();
+    let store = FileStore::open(&dir, options()).unwrap();
+    store.set("x", &value(9), None).unwrap();
+    store.close().unwrap();
+    let second = newest(&dir);
+    assert!(!second.with_extension("lost").exists(), "{second:?} took a lost segment's id");
+    damage_header(&second);
+
+    let store = FileStore::open(&dir, options()).unwrap();
+    assert_eq!(get(&store, "k"), None, "k's overwritten version came back");
+    assert_eq!(store.recovery_report().lost_keys, 2, "{:?}", store.recovery_report());
+}

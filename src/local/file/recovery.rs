@@ -362,12 +362,15 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 let aside = path.with_extension(DAMAGED_EXT);
                 tracing::warn!(path = %path.display(), %reason, moved_to = %aside.display(), "moving an unreadable segment aside");
                 report.damaged_segments += 1;
+                // The hint first: a crash between the two renames then leaves the lost keys
+                // named, and the damaged segment to be found again; the other way round, the
+                // next open deleted the hint as one without a segment.
+                if lost::keep(dir, id) {
+                    lost_ids.insert(id);
+                }
                 if let Err(e) = dir.disk.rename(&path, &aside) {
                     tracing::warn!(path = %path.display(), error = %e, "could not move the segment aside; removing it");
                     remove_quietly(dir, &path);
-                }
-                if lost::keep(dir, id) {
-                    lost_ids.insert(id);
                 }
             }
         }
@@ -519,9 +522,12 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
     }
     // Saturating: ids and sequence numbers near u64::MAX only come from crafted files; the store
     // must fail cleanly on them (a segment id that exists cannot be created), not overflow.
+    // Past the lost segments' ids too: a new segment of a lost one's id, damaged in turn, would
+    // have its hint replace the `.lost` file that names the first one's keys.
     let next_segment_id = segment_ids
         .iter()
-        .next_back()
+        .chain(&lost_ids)
+        .max()
         .map_or(1, |id| id.saturating_add(1));
     let Applied { hasher, index, .. } = applied;
     Ok(Recovered {
