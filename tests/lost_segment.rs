@@ -182,10 +182,18 @@ fn a_new_segment_never_takes_a_lost_ones_id() {
     store.set("x", &value(9), None).unwrap();
     store.close().unwrap();
     let second = newest(&dir);
-    assert!(!second.with_extension("lost").exists(), "{second:?} took a lost segment's id");
+    assert!(
+        !second.with_extension("lost").exists(),
+        "{second:?} took a lost segment's id"
+    );
     damage_header(&second);
 
     let store = FileStore::open(&dir, options()).unwrap();
     assert_eq!(get(&store, "k"), None, "k's overwritten version came back");
-    assert_eq!(store.recovery_report().lost_keys, 2, "{:?}", store.recovery_report());
+    assert_eq!(
+        store.recovery_report().lost_keys,
+        2,
+        "{:?}",
+        store.recovery_report()
+    );
 }

@@ -182,4 +182,17 @@ fn a_reopen_that_lost_commits_serves_none_of_what_they_replaced_and_the_next_flu
     assert!(lost.to_string().contains("lost"), "{lost}");
     store.flush().unwrap();
     assert!(!store.has_non_durable_commits());
+    // Hidden in this process only; the purge removes what the rollback brought back, so a
+    // restart does not serve it either.
+    store.purge_expired().unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = RedbStore::open(&path, RedbOptions::default().max_size_mb(64)).unwrap();
+    assert_eq!(
+        store.get("gone").unwrap(),
+        None,
+        "the deleted value came back after a restart"
+    );
+    assert_eq!(store.get("a").unwrap().unwrap().value, b"3");
+    assert_eq!(store.get("untouched").unwrap().unwrap().value, b"1");
 }

@@ -93,12 +93,14 @@ impl Flusher {
 /// Removes the expired entries, a round at a time, until none are left or the store closes.
 fn purge(inner: &Inner, stop: &Shutdown) {
     let mut removed = 0;
+    let mut after = None;
     while !stop.is_fired() {
-        match inner.purge_round() {
-            Ok((n, more)) => {
+        match inner.purge_round(after.as_deref()) {
+            Ok((n, next)) => {
                 removed += n;
-                if !more {
-                    break;
+                match next {
+                    Some(key) => after = Some(key),
+                    None => break,
                 }
             }
             Err(e) => {

@@ -2,6 +2,7 @@
 //! flusher thread share it.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -138,7 +139,7 @@ impl Inner {
         // open touches are checked: redb panics on a damaged data page at its first use later.)
         let first_reads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Create the tables so readers never meet a missing one.
-            store.write(true, &[], |txn, _| {
+            store.write(true, Some(&[]), |txn, _| {
                 txn.open_table(ENTRIES).map_err(|e| store.err("open table", e))?;
                 txn.open_table(ORDER).map_err(|e| store.err("open table", e))?;
                 txn.open_table(META).map_err(|e| store.err("open table", e))?;
@@ -195,7 +196,8 @@ impl Inner {
         &self.path
     }
 
-    /// Removes every expired entry now; returns how many. In rounds of at most
+    /// Removes every expired entry now, and every older version a reopen's rollback brought
+    /// back (see `lost`); returns how many. In rounds of at most
     /// [`PURGE_ROUND`] keys, each its own transaction, so writers get the database in between
     /// and a store full of expired entries never builds one huge transaction.
     ///
@@ -203,28 +205,35 @@ impl Inner {
     /// [`Error::Redb`] if a transaction fails.
     pub(super) fn purge_expired(&self) -> Result<u64> {
         let mut removed = 0;
+        let mut after = None;
         loop {
-            let (round, more) = self.purge_round()?;
+            let (round, next) = self.purge_round(after.as_deref())?;
             removed += round;
-            if !more {
-                return Ok(removed);
+            match next {
+                Some(key) => after = Some(key),
+                None => return Ok(removed),
             }
         }
     }
 
-    /// Removes up to [`PURGE_ROUND`] expired entries; returns how many, and whether it stopped
-    /// at the limit (more may be left).
-    pub(super) fn purge_round(&self) -> Result<(u64, bool)> {
+    /// Removes up to [`PURGE_ROUND`] expired entries among the keys after `after` (all keys for
+    /// `None`); returns how many, and the last key listed if it stopped at the limit (the next
+    /// round starts after it, so a purge reads each entry once).
+    pub(super) fn purge_round(&self, after: Option<&str>) -> Result<(u64, Option<String>)> {
         self.guarded("purge expired", || {
             let now = self.clock.now_ms();
             let expired: Vec<String> = {
                 let db = self.db()?;
                 let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
                 let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+                let from = after.map_or(Bound::Unbounded, Bound::Excluded);
                 let mut keys = Vec::new();
-                for item in entries.iter().map_err(|e| self.err("scan", e))? {
+                for item in entries
+                    .range::<&str>((from, Bound::Unbounded))
+                    .map_err(|e| self.err("scan", e))?
+                {
                     let (k, v) = item.map_err(|e| self.err("scan", e))?;
-                    if Record::decode(v.value()).is_none_or(|r| r.is_expired(now)) {
+                    if Record::decode(v.value()).is_none_or(|r| self.dead(k.value(), &r, now)) {
                         keys.push(k.value().to_owned());
                         if keys.len() == PURGE_ROUND {
                             break;
@@ -233,12 +242,13 @@ impl Inner {
                 }
                 keys
             };
-            if expired.is_empty() {
-                return Ok((0, false));
-            }
-            let more = expired.len() == PURGE_ROUND;
-            // Expired entries a rollback brings back are still expired: nothing to note.
-            let removed = self.write(false, &[], |txn, counts| {
+            let Some(last) = expired.last() else {
+                return Ok((0, None));
+            };
+            let next = (expired.len() == PURGE_ROUND).then(|| last.clone());
+            // Expired entries a rollback brings back are still expired: nothing to note, and
+            // nothing a caller wrote is at risk.
+            let removed = self.write(false, None, |txn, counts| {
                 let mut t = Tables::open(self, txn)?;
                 let mut removed = 0;
                 for key in &expired {
@@ -247,7 +257,9 @@ impl Inner {
                         .entries
                         .get(key.as_str())
                         .map_err(|e| self.err("get", e))?
-                        .is_some_and(|old| Record::decode(old.value()).is_none_or(|r| r.is_expired(now)));
+                        .is_some_and(|old| {
+                            Record::decode(old.value()).is_none_or(|r| self.dead(key, &r, now))
+                        });
                     if still_expired && t.remove(self, key, now)?.is_some() {
                         removed += 1;
                     }
@@ -255,8 +267,15 @@ impl Inner {
                 t.save(self, counts)?;
                 Ok(removed)
             })?;
-            Ok((removed, more))
+            Ok((removed, next))
         })
+    }
+
+    /// Whether the purge removes this entry: expired, or an older version a reopen brought back
+    /// (see `lost`), which reads hide only while this process runs: removed, it stays gone
+    /// after a restart too.
+    fn dead(&self, key: &str, record: &Record<'_>, now: u64) -> bool {
+        record.is_expired(now) || self.lost.hides(key, record.seq)
     }
 
     /// A durable commit if a commit since the last one was not: what the flusher thread does
@@ -266,18 +285,19 @@ impl Inner {
         // Waits for a write under way: a commit that returned before this call is marked.
         let dirty = *self.dirty.lock();
         if dirty {
-            self.write(true, &[], |_, _| Ok(()))?;
+            self.write(true, Some(&[]), |_, _| Ok(()))?;
         }
         Ok(())
     }
 
     /// Runs `f` in a write transaction and commits it with the durability the policy asks for
     /// (`force_durable` for flush and close). `changed`: the keys it sets or deletes, noted if
-    /// the commit is not durable (see `lost`).
+    /// the commit is not durable (see `lost`); `None` for housekeeping (the purge), whose loss
+    /// at a reopen takes nothing a caller was told of: it marks nothing at risk.
     fn write<T>(
         &self,
         force_durable: bool,
-        changed: &[&str],
+        changed: Option<&[&str]>,
         f: impl FnOnce(&redb::WriteTransaction, &mut Counts) -> Result<T>,
     ) -> Result<T> {
         self.guarded("write", || {
@@ -311,11 +331,12 @@ impl Inner {
                 *self.last_durable.lock() = Instant::now();
                 self.commits_since_durable.store(0, Ordering::Release);
                 self.lost.durable();
-            } else {
+                *dirty = false;
+            } else if let Some(changed) = changed {
                 self.commits_since_durable.fetch_add(1, Ordering::AcqRel);
                 self.lost.changed(changed.iter().copied());
+                *dirty = true;
             }
-            *dirty = !durable;
             drop(db);
             Ok(out)
         })
@@ -356,7 +377,7 @@ impl Inner {
         }
         let now = self.clock.now_ms();
         let keys: Vec<&str> = items.iter().map(|item| parts(item).0).collect();
-        let written = self.write(false, &keys, |txn, counts| {
+        let written = self.write(false, Some(&keys), |txn, counts| {
             let mut t = Tables::open(self, txn)?;
             for item in items {
                 let (key, value, ttl) = parts(item);
@@ -425,7 +446,7 @@ impl Storage for Inner {
             check_write(key, None)?;
         }
         let now = self.clock.now_ms();
-        self.write(false, keys, |txn, counts| {
+        self.write(false, Some(keys), |txn, counts| {
             let mut t = Tables::open(self, txn)?;
             let mut removed = 0;
             for key in keys {
@@ -468,7 +489,7 @@ impl Storage for Inner {
     }
 
     fn clear(&self) -> Result<()> {
-        self.write(true, &[], |txn, _| {
+        self.write(true, Some(&[]), |txn, _| {
             txn.delete_table(ENTRIES).map_err(|e| self.err("clear", e))?;
             txn.delete_table(ORDER).map_err(|e| self.err("clear", e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.err("clear", e))?;

@@ -10,8 +10,9 @@
 //! restored (later writes take that seq and up, so they are served). More than [`MAX_KEYS`]
 //! keys since the last durable commit are not listed: then every restored entry is hidden.
 //!
-//! Kept in memory only: after a restart the whole file is what the last durable commit left,
-//! which the durability policy promises (and open marks every entry suspect).
+//! Hidden in memory; the purge (`Inner::purge_expired`, the background thread's every minute)
+//! also removes those entries from the file, so that once its commit is durable a restart does
+//! not bring them back either.
 
 use std::collections::{HashMap, HashSet};
 

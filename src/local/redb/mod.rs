@@ -120,7 +120,8 @@ impl RedbStore {
         self.inner.path()
     }
 
-    /// Removes every expired entry now; returns how many.
+    /// Removes every expired entry now, and every older version that a reopen after an I/O
+    /// error brought back (which reads hide while this process runs); returns how many.
     ///
     /// # Errors
     /// [`Error::Redb`](crate::Error::Redb) if the transaction fails.

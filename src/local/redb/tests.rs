@@ -211,3 +211,24 @@ fn the_background_thread_purges_expired_entries_on_its_own() {
     }
     assert_eq!(s.size().unwrap().items, 1);
 }
+
+/// A purge removes nothing a caller was told of: its commit left the store "at risk" every
+/// minute without a write, and a reopen that lost only it made the next flush report lost
+/// writes.
+#[test]
+fn a_purge_puts_no_acknowledged_write_at_risk() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 1, &clock);
+    s.set("brief", b"v", Some(Duration::from_secs(1))).unwrap();
+    Storage::flush(&s).unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(s.purge_expired().unwrap(), 1);
+    assert!(!s.has_non_durable_commits());
+    assert_eq!(
+        s.inner
+            .commits_since_durable
+            .load(std::sync::atomic::Ordering::Acquire),
+        0
+    );
+}
