@@ -204,6 +204,50 @@ fn an_async_write_through_dropped_while_it_settles_is_still_sent_to_l2() {
     assert_eq!(l2_value(&s, "other"), Some(encoded(2)));
 }
 
+/// A write-through that found the queue full settled the key's queued write ("k" = 2, acknowledged)
+/// out of the queue; once the batch holding "k" = 1 landed and until the write-through reached L2,
+/// a read that missed L1 found nothing queued and served L2's 1, older than the completed 2.
+#[test]
+fn a_read_during_a_settling_write_through_never_serves_the_value_its_settle_replaced() {
+    for asynchronous in [false, true] {
+        a_read_during_a_settling_write_through(asynchronous);
+    }
+}
+
+fn a_read_during_a_settling_write_through(asynchronous: bool) {
+    let s = setup_with(config(1, None));
+    let batch = s.l2.gate("set_each");
+    s.cache.set("k", &1u32, None).unwrap();
+    batch.wait_entered();
+    s.cache.set("k", &2u32, None).unwrap();
+    let through = s.l2.gate("set_many");
+    std::thread::scope(|scope| {
+        // Full ("k" waits in the queue): written through, after a settle.
+        let writer = scope.spawn(|| {
+            let items = [("k", &3u32), ("n", &4u32)];
+            if asynchronous {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                rt.block_on(s.cache.multi_set_async(items, None)).unwrap();
+            } else {
+                s.cache.multi_set(items, None).unwrap();
+            }
+        });
+        batch.release();
+        through.wait_entered();
+        // L2 holds 1 now; L1 loses "k", as an eviction does.
+        s.l1.delete("k").unwrap();
+        assert_ne!(
+            s.cache.get::<u32>("k").unwrap(),
+            Some(1),
+            "a value older than a completed write (async: {asynchronous})"
+        );
+        through.release();
+        writer.join().unwrap();
+    });
+    s.cache.flush().unwrap();
+    assert_eq!(l2_value(&s, "k"), Some(encoded(3)));
+}
+
 #[test]
 fn a_delete_drops_the_queued_write_of_its_key() {
     let s = setup();

@@ -13,7 +13,9 @@
 //!   of an older L2 value stale, so it is skipped. A queued write that a settle (below) dropped
 //!   while an older write of its key was in flight stays the answer until that batch lands: the
 //!   in-flight value is older than a write that may have completed before the read began, and
-//!   the settling op cannot go on before the batch lands.
+//!   the settling op cannot go on before the batch lands. After that, until its own L2 step,
+//!   a settling delete's or write-through's keys read as misses (`WriteGuard::reads_miss`):
+//!   L2 holds the batch's older value then.
 //! - **Deletes** still wait for L2 (unless their settle gives up, below), after *settling*
 //!   their keys: their queued writes are dropped and an in-flight batch holding one of them is
 //!   waited for, so a write issued before a delete never lands after it. A set and a delete

@@ -401,6 +401,7 @@ impl CacheManager {
             Route::Behind => return Ok(()),
             Route::Through { l2, settle } => {
                 let now = if settle {
+                    ordered.reads_miss();
                     s.settle_behind(keys, Some((items, ttl)))
                 } else {
                     Ok(true)

@@ -415,6 +415,7 @@ impl CacheManager {
                 // replay queue: see `Requeue`).
                 let owed = s.owe(keys, Some((items, ttl)));
                 if settle {
+                    ordered.reads_miss();
                     s.settle_behind_async(keys).await;
                 }
                 let out = if settle && s.must_queue(keys) {
