@@ -20,6 +20,9 @@ use parking_lot::{Condvar, Mutex};
 
 /// How long the addresses found are used before they are looked up again.
 pub(crate) const RECHECK: Duration = Duration::from_secs(30);
+/// How long a failed lookup is the answer before another is started: a name that does not
+/// resolve must not cost a thread per call.
+const RETRY_FAILED: Duration = Duration::from_secs(1);
 
 /// Why no address could be had by the deadline.
 #[derive(Debug)]
@@ -38,8 +41,8 @@ struct State {
     running: bool,
     /// How many lookups have ended: a waiter's lookup has when this moves.
     ended: u64,
-    /// Why the last lookup failed, if it did.
-    failed: Option<String>,
+    /// Why the last lookup failed, and when, if it did.
+    failed: Option<(String, Instant)>,
 }
 
 /// The addresses of one `host:port`, looked up off the callers' threads.
@@ -78,6 +81,11 @@ impl Resolver {
             }
             return Ok(addrs);
         }
+        if let Some((why, at)) = &state.failed {
+            if !state.running && at.elapsed() < RETRY_FAILED {
+                return Err(Unresolved::Failed(why.clone()));
+            }
+        }
         if !state.running {
             self.start_lookup(&mut state);
         }
@@ -89,7 +97,7 @@ impl Resolver {
         }
         match (&state.found, &state.failed) {
             (Some((addrs, _)), _) => Ok(Arc::clone(addrs)),
-            (None, Some(why)) => Err(Unresolved::Failed(why.clone())),
+            (None, Some((why, _))) => Err(Unresolved::Failed(why.clone())),
             (None, None) => Err(Unresolved::Failed(
                 "the lookup ended without an answer".to_owned(),
             )),
@@ -114,8 +122,11 @@ impl Resolver {
                         state.found = Some((Arc::from(addrs), Instant::now()));
                         state.failed = None;
                     }
-                    Ok(_) => state.failed = Some("the host name resolves to no address".to_owned()),
-                    Err(e) => state.failed = Some(format!("looking the host name up: {e}")),
+                    Ok(_) => {
+                        state.failed =
+                            Some(("the host name resolves to no address".to_owned(), Instant::now()));
+                    }
+                    Err(e) => state.failed = Some((format!("looking the host name up: {e}"), Instant::now())),
                 }
                 state.running = false;
                 state.ended = state.ended.wrapping_add(1);
@@ -123,7 +134,10 @@ impl Resolver {
             });
         if let Err(e) = spawned {
             state.running = false;
-            state.failed = Some(format!("could not start a thread to look the host name up: {e}"));
+            state.failed = Some((
+                format!("could not start a thread to look the host name up: {e}"),
+                Instant::now(),
+            ));
             state.ended = state.ended.wrapping_add(1);
         }
     }
@@ -148,5 +162,19 @@ mod tests {
         );
         let again = name.addrs(far).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "the addresses found are kept");
+    }
+
+    #[test]
+    fn a_failed_lookup_is_the_answer_for_a_moment_without_a_new_lookup() {
+        let r = Resolver::new("localhost", 11211);
+        r.shared.0.lock().failed = Some(("no".to_owned(), Instant::now()));
+        let got = r.addrs(Instant::now() + Duration::from_secs(30));
+        assert!(matches!(got, Err(Unresolved::Failed(why)) if why == "no"));
+        assert!(!r.shared.0.lock().running, "no lookup was started");
+        r.shared.0.lock().failed = Some(("no".to_owned(), Instant::now() - RETRY_FAILED));
+        assert!(
+            r.addrs(Instant::now() + Duration::from_secs(30)).is_ok(),
+            "then it looks again"
+        );
     }
 }
