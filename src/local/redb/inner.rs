@@ -222,6 +222,9 @@ impl Inner {
     pub(super) fn purge_round(&self, after: Option<&str>) -> Result<(u64, Option<String>)> {
         self.guarded("purge expired", || {
             let now = self.clock.now_ms();
+            // Whether an older version a rollback brought back is among them: its removal must
+            // be durable, or a crash brings it back after the restart, when nothing hides it.
+            let mut any_hidden = false;
             let expired: Vec<String> = {
                 let db = self.db()?;
                 let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
@@ -233,7 +236,11 @@ impl Inner {
                     .map_err(|e| self.err("scan", e))?
                 {
                     let (k, v) = item.map_err(|e| self.err("scan", e))?;
-                    if Record::decode(v.value()).is_none_or(|r| self.dead(k.value(), &r, now)) {
+                    let record = Record::decode(v.value());
+                    any_hidden |= record
+                        .as_ref()
+                        .is_some_and(|r| !r.is_expired(now) && self.lost.hides(k.value(), r.seq));
+                    if record.is_none_or(|r| self.dead(k.value(), &r, now)) {
                         keys.push(k.value().to_owned());
                         if keys.len() == PURGE_ROUND {
                             break;
@@ -248,7 +255,7 @@ impl Inner {
             let next = (expired.len() == PURGE_ROUND).then(|| last.clone());
             // Expired entries a rollback brings back are still expired: nothing to note, and
             // nothing a caller wrote is at risk.
-            let removed = self.write(false, None, |txn, counts| {
+            let removed = self.write(any_hidden, None, |txn, counts| {
                 let mut t = Tables::open(self, txn)?;
                 let mut removed = 0;
                 for key in &expired {

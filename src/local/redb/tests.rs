@@ -232,3 +232,30 @@ fn a_purge_puts_no_acknowledged_write_at_risk() {
         0
     );
 }
+
+/// The purge's removal of an older version a rollback brought back was never made durable
+/// (a purge marks nothing at risk, so no flush committed it): a crash brought the deleted
+/// value back after the restart, when nothing hides it any more.
+#[test]
+fn the_purge_of_what_a_rollback_brought_back_is_durable_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 1, &clock);
+    s.set("gone", b"old", None).unwrap();
+    Storage::flush(&s).unwrap();
+    // As a reopen after a full disk does when it lost a delete of "gone".
+    s.inner.lost.changed(["gone"]);
+    s.inner.lost.reopened_after_loss(1_000_000);
+    assert_eq!(s.get("gone").unwrap(), None);
+    assert_eq!(s.purge_expired().unwrap(), 1);
+    // What a crash leaves: the file as it is now, without the close's durable commit.
+    let copy = dir.path().join("after-crash");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::copy(dir.path().join(REDB_FILE_NAME), copy.join(REDB_FILE_NAME)).unwrap();
+    let restarted = open(&copy, 1, &clock);
+    assert_eq!(
+        restarted.get("gone").unwrap(),
+        None,
+        "the deleted value came back"
+    );
+}
