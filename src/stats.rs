@@ -606,8 +606,9 @@ pub struct ConsistencyStats {
     /// Reads that missed L1 and did not ask L2 because the key had a queued op, and reads of a
     /// suspect L1 entry dropped because the key's queued op is a delete (or an expired set).
     pub pending_misses: u64,
-    /// Reads that missed L1 while this manager was deleting the key: answered as misses
-    /// without asking L2, which may still hold the value being deleted.
+    /// Reads that missed L1 while this manager was deleting the key (or writing it through
+    /// after taking its queued write out of the write-behind queue): answered as misses
+    /// without asking L2, which may still hold an older value.
     pub deleting_misses: u64,
     /// Reads (with write-behind) during which a delete of the key (or a set that found the
     /// queue full) took the key's queued write out of the queue, so that L2's answer may be

@@ -74,17 +74,19 @@ impl Resolver {
         }
         let (lock, ended) = &*self.shared;
         let mut state = lock.lock();
+        let failed_lately = state
+            .failed
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < RETRY_FAILED);
         if let Some((addrs, at)) = &state.found {
             let addrs = Arc::clone(addrs);
-            if at.elapsed() >= RECHECK && !state.running {
+            if at.elapsed() >= RECHECK && !state.running && !failed_lately {
                 self.start_lookup(&mut state);
             }
             return Ok(addrs);
         }
-        if let Some((why, at)) = &state.failed {
-            if !state.running && at.elapsed() < RETRY_FAILED {
-                return Err(Unresolved::Failed(why.clone()));
-            }
+        if let (Some((why, _)), true) = (&state.failed, failed_lately && !state.running) {
+            return Err(Unresolved::Failed(why.clone()));
         }
         if !state.running {
             self.start_lookup(&mut state);
@@ -176,5 +178,26 @@ mod tests {
             r.addrs(Instant::now() + Duration::from_secs(30)).is_ok(),
             "then it looks again"
         );
+    }
+
+    /// A recheck of old addresses that failed started a lookup at every call after it.
+    #[test]
+    fn a_failed_recheck_is_not_retried_at_every_call() {
+        let r = Resolver::new("localhost", 11211);
+        let old: Arc<[SocketAddr]> = Arc::from(["127.0.0.1:11211".parse::<SocketAddr>().unwrap()]);
+        {
+            let mut state = r.shared.0.lock();
+            state.found = Some((Arc::clone(&old), Instant::now() - RECHECK));
+            state.failed = Some(("no".to_owned(), Instant::now()));
+        }
+        let far = Instant::now() + Duration::from_secs(30);
+        for _ in 0..3 {
+            assert!(
+                Arc::ptr_eq(&r.addrs(far).unwrap(), &old),
+                "the old addresses serve meanwhile"
+            );
+        }
+        let state = r.shared.0.lock();
+        assert!(!state.running && state.ended == 0, "no lookup was started");
     }
 }

@@ -132,7 +132,14 @@ impl CallerPool {
         // again without a deadline.
         let mut last = None;
         for addr in addrs.iter() {
-            let at = redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port());
+            // A link-local address keeps its scope (`fe80::1%2`), still a number to the client.
+            let host = match addr {
+                std::net::SocketAddr::V6(v6) if v6.scope_id() != 0 => {
+                    format!("{}%{}", v6.ip(), v6.scope_id())
+                }
+                _ => addr.ip().to_string(),
+            };
+            let at = redis::ConnectionAddr::Tcp(host, addr.port());
             let info = self.client.get_connection_info().clone().set_addr(at);
             let client =
                 redis::Client::open(info).map_err(|err| call_error(op, timeout, &self.hosts, &err))?;
