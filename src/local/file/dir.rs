@@ -35,6 +35,14 @@ pub(crate) struct Wanted {
 }
 
 impl LockedDir {
+    /// Removes `path`, logging (not returning) a failure: for files whose removal only tidies
+    /// up at open (leftovers, stale hints, lost keys that hide nothing any more).
+    pub(crate) fn remove_quietly(&self, path: &Path) {
+        if let Err(e) = self.disk.remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a file");
+        }
+    }
+
     /// Creates `path` if needed (private by default), refuses a directory that is not ours, and
     /// takes the lock.
     ///

@@ -43,7 +43,7 @@ pub(crate) fn keep(dir: &LockedDir, id: u64) -> bool {
     } else {
         tracing::warn!(path = %hint.display(), "the hint of a damaged segment is damaged too; older versions of its keys may be read again");
     }
-    remove_quietly(dir, &hint);
+    dir.remove_quietly(&hint);
     false
 }
 
@@ -70,7 +70,7 @@ pub(crate) fn load(
     for &id in ids {
         let path = segment::lost_path(&dir.path, id);
         if oldest.is_none_or(|oldest| oldest > id) {
-            remove_quietly(dir, &path);
+            dir.remove_quietly(&path);
             continue;
         }
         let bytes = match fs::read(&path) {
@@ -102,15 +102,9 @@ pub(crate) fn load(
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "removing a damaged file of lost keys; older versions of them may be read again");
-                remove_quietly(dir, &path);
+                dir.remove_quietly(&path);
             }
         }
     }
     buried
-}
-
-fn remove_quietly(dir: &LockedDir, path: &std::path::Path) {
-    if let Err(e) = dir.disk.remove_file(path) {
-        tracing::warn!(path = %path.display(), error = %e, "could not remove a file");
-    }
 }

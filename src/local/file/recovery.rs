@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::hash::BuildHasherDefault;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -340,7 +339,7 @@ fn in_bucket_order(parts: Vec<Vec<Pending>>, capacity: usize) -> Vec<Pending> {
 pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHasher) -> Result<Recovered> {
     let (segment_ids, hint_ids, mut lost_ids) = list(dir)?;
     for id in hint_ids.difference(&segment_ids) {
-        remove_quietly(dir, &segment::hint_path(&dir.path, *id));
+        dir.remove_quietly(&segment::hint_path(&dir.path, *id));
     }
     let mut report = RecoveryReport::default();
     let last_id = segment_ids.iter().next_back().copied();
@@ -370,7 +369,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 }
                 if let Err(e) = dir.disk.rename(&path, &aside) {
                     tracing::warn!(path = %path.display(), error = %e, "could not move the segment aside; removing it");
-                    remove_quietly(dir, &path);
+                    dir.remove_quietly(&path);
                 }
             }
         }
@@ -689,7 +688,7 @@ fn list(dir: &LockedDir) -> Result<(BTreeSet<u64>, BTreeSet<u64>, BTreeSet<u64>)
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(&format!(".{TMP_EXT}")) {
-            remove_quietly(dir, &entry.path());
+            dir.remove_quietly(&entry.path());
         } else if let Some(id) = segment::parse_file_id(name, SEGMENT_EXT) {
             segments.insert(id);
         } else if let Some(id) = segment::parse_file_id(name, HINT_EXT) {
@@ -699,12 +698,6 @@ fn list(dir: &LockedDir) -> Result<(BTreeSet<u64>, BTreeSet<u64>, BTreeSet<u64>)
         }
     }
     Ok((segments, hints, lost))
-}
-
-fn remove_quietly(dir: &LockedDir, path: &Path) {
-    if let Err(e) = dir.disk.remove_file(path) {
-        tracing::warn!(path = %path.display(), error = %e, "could not remove a file");
-    }
 }
 
 #[cfg(test)]
