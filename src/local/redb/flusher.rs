@@ -92,24 +92,14 @@ impl Flusher {
 
 /// Removes the expired entries, a round at a time, until none are left or the store closes.
 fn purge(inner: &Inner, stop: &Shutdown) {
-    let mut removed = 0;
-    let mut after = None;
-    while !stop.is_fired() {
-        match inner.purge_round(after.as_deref()) {
-            Ok((n, next)) => {
-                removed += n;
-                match next {
-                    Some(key) => after = Some(key),
-                    None => break,
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, path = %inner.path.display(), "purging the expired entries of the redb store failed; the next turn tries again");
-                break;
-            }
+    match inner.purge_until(|| stop.is_fired()) {
+        Ok(removed) => {
+            tracing::debug!(removed, path = %inner.path.display(), "purged expired entries of the redb store");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, path = %inner.path.display(), "purging the expired entries of the redb store failed; the next turn tries again");
         }
     }
-    tracing::debug!(removed, path = %inner.path.display(), "purged expired entries of the redb store");
 }
 
 impl Drop for Flusher {

@@ -204,22 +204,30 @@ impl Inner {
     /// # Errors
     /// [`Error::Redb`] if a transaction fails.
     pub(super) fn purge_expired(&self) -> Result<u64> {
+        self.purge_until(|| false)
+    }
+
+    /// [`purge_expired`](Self::purge_expired), stopping between rounds once `stop` says so (the
+    /// background thread, at close). The error of a failed round, after the earlier rounds'
+    /// removals were committed.
+    pub(super) fn purge_until(&self, stop: impl Fn() -> bool) -> Result<u64> {
         let mut removed = 0;
         let mut after = None;
-        loop {
+        while !stop() {
             let (round, next) = self.purge_round(after.as_deref())?;
             removed += round;
             match next {
                 Some(key) => after = Some(key),
-                None => return Ok(removed),
+                None => break,
             }
         }
+        Ok(removed)
     }
 
     /// Removes up to [`PURGE_ROUND`] expired entries among the keys after `after` (all keys for
     /// `None`); returns how many, and the last key listed if it stopped at the limit (the next
     /// round starts after it, so a purge reads each entry once).
-    pub(super) fn purge_round(&self, after: Option<&str>) -> Result<(u64, Option<String>)> {
+    fn purge_round(&self, after: Option<&str>) -> Result<(u64, Option<String>)> {
         self.guarded("purge expired", || {
             let now = self.clock.now_ms();
             // Whether an older version a rollback brought back is among them: its removal must
