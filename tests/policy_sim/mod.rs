@@ -92,6 +92,22 @@ pub fn sliding_loop_pattern(width: u32, step: u32, passes: u32, seed: u64) -> Ve
     out
 }
 
+/// Two pools read in turn, each uniformly: `hot` keys, then one of `cold` other keys, and so on
+/// (the pattern of the LIRS set's 2_pools). A store of about `hot` entries hits at most half
+/// the reads, by holding the hot pool; keys of the cold pool come back too, but seldom.
+pub fn two_pools_pattern(hot: u32, cold: u32, len: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    (0..len)
+        .map(|i| {
+            if i % 2 == 0 {
+                rng.below(u64::from(hot)) as u32
+            } else {
+                hot + rng.below(u64::from(cold)) as u32
+            }
+        })
+        .collect()
+}
+
 /// A hot set of `hot` keys (read uniformly) mixed with a one-pass scan of keys never seen again:
 /// each access is a scan key with probability `scan_share`. A policy that lets the scan flush
 /// the hot set loses most of its hits.

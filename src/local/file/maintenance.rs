@@ -118,6 +118,7 @@ fn rank_and_choose(seg: &Segment, candidates: &[Candidate], looked_up: bool) -> 
         &lens,
         policy::copy_limit(seg.data_bytes()),
         policy::filler_limit(seg.data_bytes()),
+        policy::copy_ceiling(seg.data_bytes()),
     )
 }
 
