@@ -239,8 +239,10 @@ fn tag_sets_share_the_prefix_with_values_but_no_value_write_prefix_delete_or_siz
     let dir = tempfile::tempdir().unwrap();
     let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
     let members = |tag: &str| -> Vec<String> {
-        redis::cmd("SMEMBERS")
+        redis::cmd("ZRANGE")
             .arg(format!("app:uno-cache:tag:{tag}"))
+            .arg(0)
+            .arg(-1)
             .query(&mut redis.raw())
             .unwrap()
     };
@@ -296,16 +298,24 @@ fn a_member_that_is_no_key_does_not_stop_its_tag_from_invalidating_the_others() 
     a.set_with_tags("order:1", "o", None, &["orders"]).unwrap();
     let too_long = "k".repeat(uno_cache::MAX_KEY_LEN + 1);
     let set = "app:uno-cache:tag:orders";
-    let () = redis::cmd("SADD")
+    let forever = u64::MAX >> 12;
+    let () = redis::cmd("ZADD")
         .arg(set)
+        .arg(forever)
         .arg("")
+        .arg(forever)
         .arg(&too_long)
         .query(&mut redis.raw())
         .unwrap();
     assert_eq!(a.invalidate_tag("orders").unwrap(), 1, "only the key is counted");
     assert_eq!(a.get::<String>("order:1").unwrap(), None);
     assert_eq!(a.local().get("order:1").unwrap(), None);
-    let left: Vec<String> = redis::cmd("SMEMBERS").arg(set).query(&mut redis.raw()).unwrap();
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(set)
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.raw())
+        .unwrap();
     assert!(left.is_empty(), "the set kept {} members", left.len());
 }
 
@@ -410,8 +420,10 @@ fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
     let mut raw = bus.raw();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let members: Vec<String> = redis::cmd("SMEMBERS")
+        let members: Vec<String> = redis::cmd("ZRANGE")
             .arg("app:uno-cache:tag:t")
+            .arg(0)
+            .arg(-1)
             .query(&mut raw)
             .unwrap();
         if members.iter().any(|m| m == "k") {
@@ -423,4 +435,170 @@ fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Redis's clock, in Unix ms: the clock tag sets score their members by.
+fn redis_now_ms(redis: &RedisServer) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut redis.raw()).unwrap();
+    secs * 1000 + micros / 1000
+}
+
+/// A tag's members and their scores.
+fn scored(redis: &RedisServer, tag: &str) -> Vec<(String, u64)> {
+    redis::cmd("ZRANGE")
+        .arg(format!("app:uno-cache:tag:{tag}"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut redis.raw())
+        .unwrap()
+}
+
+/// The layout storage-format.md gives, built by hand: a sorted set whose scores are the moments
+/// (Redis's clock) until which a member may be read. A write of the tag drops the members whose
+/// moment is more than a minute gone, and keeps the others. A plain set grew for as long as its
+/// tag was written: it held every key the tag was ever given.
+#[test]
+fn a_write_of_a_tag_drops_the_members_whose_time_ended_a_minute_ago() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    a.set("gone", "g", None).unwrap();
+    let now = redis_now_ms(&redis);
+    let () = redis::cmd("ZADD")
+        .arg("app:uno-cache:tag:t")
+        .arg(now - 61_000)
+        .arg("ended")
+        .arg(now - 30_000)
+        .arg("ending")
+        .arg(now + 600_000)
+        .arg("gone")
+        .query(&mut redis.raw())
+        .unwrap();
+    a.set_with_tags("new", "n", Some(Duration::from_secs(10)), &["t"])
+        .unwrap();
+    let after = redis_now_ms(&redis);
+    let members = scored(&redis, "t");
+    let names: Vec<&str> = members.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(names, ["ending", "new", "gone"], "{members:?}");
+    let new = members[1].1;
+    assert!(
+        (now + 10_000..=after + 10_000).contains(&new),
+        "scored {new}, written between {now} and {after} with 10 s to live"
+    );
+    // A shorter write later never cuts a member's time (it moves it by a ms, so that an
+    // invalidation that read the member before this write leaves it tagged).
+    a.set_with_tags("gone", "g", Some(Duration::from_secs(1)), &["t"])
+        .unwrap();
+    assert_eq!(scored(&redis, "t")[2], ("gone".to_owned(), now + 600_001));
+    // And the members still kept are invalidated.
+    assert_eq!(a.invalidate_tag("t").unwrap(), 3);
+    assert_eq!(a.get::<String>("gone").unwrap(), None);
+    assert_eq!(a.get::<String>("new").unwrap(), None);
+}
+
+/// A tag set of an earlier version (a plain Redis set, with a TTL) is read and forgotten as it
+/// is, and turned into a sorted set by the next write of its tag, its members scored with the
+/// set's expiry.
+#[test]
+fn a_plain_tag_set_an_earlier_version_wrote_is_read_and_then_turned_into_a_sorted_set() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    let old_set = |tag: &str, members: &[&str]| {
+        let key = format!("app:uno-cache:tag:{tag}");
+        let () = redis::cmd("SADD")
+            .arg(&key)
+            .arg(members)
+            .query(&mut redis.raw())
+            .unwrap();
+        let () = redis::cmd("PEXPIRE")
+            .arg(&key)
+            .arg(600_000)
+            .query(&mut redis.raw())
+            .unwrap();
+        let at: u64 = redis::cmd("PEXPIRETIME")
+            .arg(&key)
+            .query(&mut redis.raw())
+            .unwrap();
+        at
+    };
+    a.set("a", "1", None).unwrap();
+    a.set("b", "2", None).unwrap();
+    old_set("t", &["a", "b"]);
+    assert_eq!(a.invalidate_tag("t").unwrap(), 2);
+    assert_eq!(a.get::<String>("a").unwrap(), None);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("app:uno-cache:tag:t")
+        .query(&mut redis.raw())
+        .unwrap();
+    assert_eq!(exists, 0, "its members were forgotten");
+
+    a.set("c", "3", None).unwrap();
+    let expiry = old_set("u", &["c"]);
+    a.set_with_tags("d", "4", Some(Duration::from_secs(10)), &["u"])
+        .unwrap();
+    let kind: String = redis::cmd("TYPE")
+        .arg("app:uno-cache:tag:u")
+        .query(&mut redis.raw())
+        .unwrap();
+    assert_eq!(kind, "zset");
+    let members = scored(&redis, "u");
+    assert_eq!(members[0], ("d".to_owned(), members[0].1));
+    assert_eq!(members[1], ("c".to_owned(), expiry));
+    assert_eq!(a.invalidate_tag("u").unwrap(), 2);
+    assert_eq!(a.get::<String>("c").unwrap(), None);
+}
+
+/// The scripts the manager runs on tag sets, run by hand here to interleave them.
+const ADD: &str = include_str!("../src/manager/tag_scripts/add.lua");
+const MEMBERS: &str = include_str!("../src/manager/tag_scripts/members.lua");
+const FORGET: &str = include_str!("../src/manager/tag_scripts/forget.lua");
+
+/// An invalidation reads a tag's members, deletes them, then forgets them. A key tagged again
+/// in between (another instance's `set_with_tags`, whose value lands after the delete) must stay
+/// in the set: forgotten, the next invalidation of the tag missed the new value. Its score
+/// changes with every write of the tag, even a shorter one, and forgetting asks for the score
+/// it read.
+#[test]
+fn a_key_tagged_again_while_its_tag_is_invalidated_stays_in_the_tag() {
+    let redis = RedisServer::start();
+    let mut raw = redis.raw();
+    let eval = |raw: &mut redis::Connection, script: &str, args: &[&str]| -> redis::Value {
+        redis::cmd("EVAL")
+            .arg(script)
+            .arg(1)
+            .arg("app:uno-cache:tag:t")
+            .arg(args)
+            .query(raw)
+            .unwrap()
+    };
+    eval(&mut raw, ADD, &["600000", "60000", "k", "other"]);
+    let read: Vec<String> = redis::FromRedisValue::from_redis_value(eval(&mut raw, MEMBERS, &[])).unwrap();
+    assert_eq!(read.len(), 4, "{read:?}");
+    // Tagged again, with a shorter TTL, between the read and the forget.
+    eval(&mut raw, ADD, &["1000", "60000", "k"]);
+    let pairs: Vec<&str> = read.iter().map(String::as_str).collect();
+    eval(&mut raw, FORGET, &pairs);
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg("app:uno-cache:tag:t")
+        .arg(0)
+        .arg(-1)
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(
+        left,
+        ["k"],
+        "the key tagged again was forgotten with the one read once"
+    );
+
+    // Through the manager, a member not tagged again is forgotten.
+    let dir = tempfile::tempdir().unwrap();
+    let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    assert_eq!(a.invalidate_tag("t").unwrap(), 1);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("app:uno-cache:tag:t")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(exists, 0);
 }

@@ -471,8 +471,9 @@ fn size_counts_the_values_and_not_keys_of_other_types_under_the_prefix() {
     let redis = store(&server, "app:");
     redis.set("a", b"12345", None).unwrap();
     // A tag's set, as the manager writes it, and another program's list, under the prefix.
-    redis::cmd("SADD")
+    redis::cmd("ZADD")
         .arg("app:uno-cache:tag:t")
+        .arg(1)
         .arg("a")
         .exec(&mut server.raw())
         .unwrap();

@@ -264,15 +264,14 @@ impl CacheManager {
     pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
         let store = self.shared.tags.as_ref().ok_or_else(no_tag_redis)?;
         let members = store.members(tag)?;
-        if members.is_empty() {
+        if members.keys.is_empty() {
             return Ok(0);
         }
-        let deleted = deletable(tag, &members);
+        let deleted = deletable(tag, &members.keys);
         if !deleted.is_empty() {
             self.multi_delete(&deleted)?;
         }
-        let keys: Vec<&str> = members.iter().map(String::as_str).collect();
-        if let Err(e) = store.forget(tag, &keys) {
+        if let Err(e) = store.forget(tag, &members) {
             // Harmless: the next invalidation of the tag deletes them again.
             tracing::warn!(tag, error = %e, "deleted members stay in their tag's set");
         }
@@ -286,15 +285,14 @@ impl CacheManager {
     pub async fn invalidate_tag_async(&self, tag: &str) -> Result<u64> {
         let store = self.shared.tags.as_ref().ok_or_else(no_tag_redis)?;
         let members = store.members_async(tag).await?;
-        if members.is_empty() {
+        if members.keys.is_empty() {
             return Ok(0);
         }
-        let deleted = deletable(tag, &members);
+        let deleted = deletable(tag, &members.keys);
         if !deleted.is_empty() {
             self.multi_delete_async(&deleted).await?;
         }
-        let keys: Vec<&str> = members.iter().map(String::as_str).collect();
-        if let Err(e) = store.forget_async(tag, &keys).await {
+        if let Err(e) = store.forget_async(tag, &members).await {
             tracing::warn!(tag, error = %e, "deleted members stay in their tag's set");
         }
         Ok(deleted.len() as u64)

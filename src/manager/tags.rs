@@ -1,14 +1,25 @@
 //! Tag membership and prefix deletion on a Redis that every instance reaches (the backplane's,
-//! or else the Redis L2): one Redis set per tag, `{key_prefix}uno-cache:tag:{tag}`, holding the
-//! keys written with that tag. The Redis level refuses cache keys in that namespace, and a
-//! prefix deletion leaves the sets, so a value can neither replace a tag's set nor take its
-//! members with it. `SADD` adds a key, then `PEXPIRE NX` + `PEXPIRE GT` (milliseconds, rounded
-//! up) give the set a TTL no shorter than any member's in either level, the longer of its L1 and
-//! L2 TTLs, plus the fail-safe window in which an expired copy may still be served stale
-//! (Redis 7 or later); each tag's commands are a pipeline of their own, as a cluster
-//! keeps them in different slots. Invalidating a tag reads the set's members; the manager then
-//! deletes them from L1 and L2, publishes them as keys, so every instance drops them from its
-//! L1, and removes them from the set.
+//! or else the Redis L2): one sorted set per tag, `{key_prefix}uno-cache:tag:{tag}`, holding the
+//! keys written with that tag, each scored with the moment (Redis's clock, Unix ms) until which
+//! a copy of it may be read: the longer of its L1 and L2 TTLs, plus the fail-safe window in
+//! which an expired copy may still be served stale. The Redis level refuses cache keys in that
+//! namespace, and a prefix deletion leaves the sets, so a value can neither replace a tag's set
+//! nor take its members with it.
+//!
+//! Every write of a tag runs [`ADD_SCRIPT`], one script per tag (a cluster keeps two tags in
+//! different slots): it adds the keys (`ZADD GT`, so a shorter write never cuts a member's
+//! time), drops the members whose time ended more than [`SKEW_MS`] ago, and keeps the set's TTL
+//! no shorter than its longest member's (`PEXPIREAT NX`, then `GT`; Redis 7 or later). A plain
+//! set of members that never left grew as long as its tag was written: a tag on a stream of
+//! short-lived keys held every key it was ever given, and an invalidation read them all. Now a
+//! set holds the members that may still be read, and those deleted since (by a write without
+//! the tag, a plain `delete`) until their time ends. Invalidating a tag reads the set's members;
+//! the manager then deletes them from L1 and L2, publishes them as keys, so every instance
+//! drops them from its L1, and removes them from the set.
+//!
+//! A set an earlier version wrote (a plain Redis set) is turned into a sorted set by the first
+//! write of its tag, every member scored with the set's expiry; reading and forgetting take
+//! either kind. See storage-format.md, "Tag sets".
 //!
 //! Prefix deletion in L2 (`SCAN MATCH` + `UNLINK`) is done on a standalone Redis only: a Redis
 //! Cluster would need a scan of every primary, and Memcached cannot list keys at all; there
@@ -30,10 +41,55 @@ use crate::error::{Error, Result};
 
 const LEVEL: &str = "tags";
 
+/// How long after its time a member stays in its tag's set. The time is Redis's clock; an
+/// instance whose clock runs behind it still holds its copy that much longer, and an
+/// invalidation must still find it.
+const SKEW_MS: u64 = 60_000;
+
+/// Adds members to a tag's sorted set (`KEYS[1]`): `ARGV[1]` their time to live in ms, `ARGV[2]`
+/// [`SKEW_MS`], the rest the keys. Turns an earlier version's plain set into a sorted set first,
+/// its members scored with the set's expiry (or, without one, as long as the longest TTL). A
+/// member already there always gets a new score, one ms past its old one if its new time is
+/// no longer: an invalidation that read it before this write then leaves it in the set (see
+/// [`FORGET_SCRIPT`]). Atomic, as a script is: no invalidation reads a set half turned. Numbers
+/// stay below 2^53, where Lua's doubles are exact.
+const ADD_SCRIPT: &str = include_str!("tag_scripts/add.lua");
+
+/// A tag's members (`KEYS[1]`), each followed by its score (empty from an earlier version's
+/// plain set).
+const MEMBERS_SCRIPT: &str = include_str!("tag_scripts/members.lua");
+
+/// Removes members from a tag's set (`KEYS[1]`) of either kind: `ARGV` holds each member and
+/// the score [`MEMBERS_SCRIPT`] read, and a member whose score has changed since (tagged again
+/// meanwhile) stays.
+const FORGET_SCRIPT: &str = include_str!("tag_scripts/forget.lua");
+
 #[derive(Clone)]
 enum Conn {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// A tag's members as one read saw them.
+#[derive(Debug, Default)]
+pub(crate) struct Members {
+    /// The cache keys.
+    pub(crate) keys: Vec<String>,
+    /// Each key's score as read (empty from a plain set): forgetting a member whose score
+    /// changed since would untag a write made after the read.
+    scores: Vec<String>,
+}
+
+impl Members {
+    fn from_flat(flat: Vec<String>) -> Members {
+        let mut members = Members::default();
+        let mut it = flat.into_iter();
+        while let (Some(key), Some(score)) = (it.next(), it.next()) {
+            members.keys.push(key);
+            members.scores.push(score);
+        }
+        members
+    }
 }
 
 /// A lazily connected Redis for tag sets; see the module docs.
@@ -181,10 +237,14 @@ impl TagStore {
             .map(|tag| {
                 let set = self.tag_key(tag);
                 let mut pipe = redis::pipe();
-                pipe.cmd("SADD").arg(&set).arg(keys).ignore();
-                // A first TTL (NX) or a longer one (GT): a shorter member never cuts it.
-                pipe.cmd("PEXPIRE").arg(&set).arg(ms).arg("NX").ignore();
-                pipe.cmd("PEXPIRE").arg(&set).arg(ms).arg("GT").ignore();
+                pipe.cmd("EVAL")
+                    .arg(ADD_SCRIPT)
+                    .arg(1)
+                    .arg(&set)
+                    .arg(ms)
+                    .arg(SKEW_MS)
+                    .arg(keys)
+                    .ignore();
                 pipe
             })
             .collect()
@@ -193,14 +253,18 @@ impl TagStore {
     /// The command of [`members`](Self::members).
     fn members_cmd(&self, tag: &str) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        pipe.cmd("SMEMBERS").arg(self.tag_key(tag));
+        pipe.cmd("EVAL").arg(MEMBERS_SCRIPT).arg(1).arg(self.tag_key(tag));
         pipe
     }
 
     /// The command of [`forget`](Self::forget).
-    fn forget_cmd(&self, tag: &str, keys: &[&str]) -> redis::Pipeline {
+    fn forget_cmd(&self, tag: &str, members: &Members) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        pipe.cmd("SREM").arg(self.tag_key(tag)).arg(keys).ignore();
+        let cmd = pipe.cmd("EVAL").arg(FORGET_SCRIPT).arg(1).arg(self.tag_key(tag));
+        for (key, score) in members.keys.iter().zip(&members.scores) {
+            cmd.arg(key).arg(score);
+        }
+        cmd.ignore();
         pipe
     }
 
@@ -221,21 +285,21 @@ impl TagStore {
         })
     }
 
-    fn members_task(&self, tag: &str) -> Result<impl Future<Output = Result<Vec<String>>> + Send + 'static> {
+    fn members_task(&self, tag: &str) -> Result<impl Future<Output = Result<Members>> + Send + 'static> {
         let pipe = self.members_cmd(tag);
         let timeout = self.timeout;
         self.task("invalidate_tag", move |conn| async move {
-            let (members,): (Vec<String>,) = query("invalidate_tag", timeout, conn, pipe).await?;
-            Ok(members)
+            let (flat,): (Vec<String>,) = query("invalidate_tag", timeout, conn, pipe).await?;
+            Ok(Members::from_flat(flat))
         })
     }
 
     fn forget_task(
         &self,
         tag: &str,
-        keys: &[&str],
+        members: &Members,
     ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-        let pipe = self.forget_cmd(tag, keys);
+        let pipe = self.forget_cmd(tag, members);
         let timeout = self.timeout;
         self.task("invalidate_tag", move |conn| {
             query::<()>("invalidate_tag", timeout, conn, pipe)
@@ -306,33 +370,34 @@ impl TagStore {
 
     /// A tag's members. They stay in the tag's set until [`forget`](Self::forget): an
     /// invalidation that fails or is dropped half-way leaves them there for its retry.
-    pub(crate) fn members(&self, tag: &str) -> Result<Vec<String>> {
+    pub(crate) fn members(&self, tag: &str) -> Result<Members> {
         let task = self.members_task(tag)?;
         self.block("invalidate_tag", self.timeout.saturating_mul(2), task)
     }
 
     /// Async [`members`](Self::members).
-    pub(crate) async fn members_async(&self, tag: &str) -> Result<Vec<String>> {
+    pub(crate) async fn members_async(&self, tag: &str) -> Result<Members> {
         let task = self.members_task(tag)?;
         self.run("invalidate_tag", self.timeout.saturating_mul(2), task)
             .await
     }
 
-    /// Removes `keys` (deleted by an invalidation) from a tag's set; members added since stay.
-    pub(crate) fn forget(&self, tag: &str, keys: &[&str]) -> Result<()> {
-        if keys.is_empty() {
+    /// Removes `members` (deleted by an invalidation) from a tag's set; members added since,
+    /// or tagged again since they were read, stay.
+    pub(crate) fn forget(&self, tag: &str, members: &Members) -> Result<()> {
+        if members.keys.is_empty() {
             return Ok(());
         }
-        let task = self.forget_task(tag, keys)?;
+        let task = self.forget_task(tag, members)?;
         self.block("invalidate_tag", self.timeout.saturating_mul(2), task)
     }
 
     /// Async [`forget`](Self::forget).
-    pub(crate) async fn forget_async(&self, tag: &str, keys: &[&str]) -> Result<()> {
-        if keys.is_empty() {
+    pub(crate) async fn forget_async(&self, tag: &str, members: &Members) -> Result<()> {
+        if members.keys.is_empty() {
             return Ok(());
         }
-        let task = self.forget_task(tag, keys)?;
+        let task = self.forget_task(tag, members)?;
         self.run("invalidate_tag", self.timeout.saturating_mul(2), task)
             .await
     }

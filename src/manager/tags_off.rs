@@ -10,6 +10,12 @@ use crate::error::Result;
 /// No tag store can exist without the `redis` feature.
 pub(crate) enum TagStore {}
 
+/// A tag's members as one read saw them; never read here.
+pub(crate) struct Members {
+    /// The cache keys.
+    pub(crate) keys: Vec<String>,
+}
+
 impl TagStore {
     /// Unreachable: there is no tag store.
     pub(crate) fn add(&self, _keys: &[&str], _tags: &[&str], _ttl: Duration) -> Result<()> {
@@ -22,22 +28,22 @@ impl TagStore {
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) fn members(&self, _tag: &str) -> Result<Vec<String>> {
+    pub(crate) fn members(&self, _tag: &str) -> Result<Members> {
         match *self {}
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) async fn members_async(&self, _tag: &str) -> Result<Vec<String>> {
+    pub(crate) async fn members_async(&self, _tag: &str) -> Result<Members> {
         match *self {}
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) fn forget(&self, _tag: &str, _keys: &[&str]) -> Result<()> {
+    pub(crate) fn forget(&self, _tag: &str, _members: &Members) -> Result<()> {
         match *self {}
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) async fn forget_async(&self, _tag: &str, _keys: &[&str]) -> Result<()> {
+    pub(crate) async fn forget_async(&self, _tag: &str, _members: &Members) -> Result<()> {
         match *self {}
     }
 

@@ -20,7 +20,7 @@ pub(crate) const MAX_PX_MS: u64 = 1 << 52;
 
 /// Where the manager's tag sets live, after the key prefix (`{prefix}uno-cache:tag:{tag}`, see
 /// `storage-format.md`). Cache keys there are refused: a `SET` of one would replace a tag's set
-/// (and an invalidation of the tag would then miss its members), and a tag's `SADD` would fail
+/// (and an invalidation of the tag would then miss its members), and a write of a tag would fail
 /// on the value.
 pub(crate) const TAG_NAMESPACE: &str = "uno-cache:tag:";
 
