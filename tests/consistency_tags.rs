@@ -546,59 +546,98 @@ fn a_plain_tag_set_an_earlier_version_wrote_is_read_and_then_turned_into_a_sorte
     let members = scored(&redis, "u");
     assert_eq!(members[0], ("d".to_owned(), members[0].1));
     assert_eq!(members[1], ("c".to_owned(), expiry));
+    let set_expiry: u64 = redis::cmd("PEXPIRETIME")
+        .arg("app:uno-cache:tag:u")
+        .query(&mut redis.raw())
+        .unwrap();
+    assert_eq!(
+        set_expiry,
+        expiry + 60_000,
+        "the set outlives its members by the minute"
+    );
     assert_eq!(a.invalidate_tag("u").unwrap(), 2);
     assert_eq!(a.get::<String>("c").unwrap(), None);
 }
 
 /// The scripts the manager runs on tag sets, run by hand here to interleave them.
-const ADD: &str = include_str!("../src/manager/tag_scripts/add.lua");
-const MEMBERS: &str = include_str!("../src/manager/tag_scripts/members.lua");
+const ADD: &str = concat!(
+    include_str!("../src/manager/tag_scripts/convert.lua"),
+    include_str!("../src/manager/tag_scripts/add.lua")
+);
+const SORTED: &str = concat!(
+    include_str!("../src/manager/tag_scripts/convert.lua"),
+    include_str!("../src/manager/tag_scripts/sorted.lua")
+);
 const FORGET: &str = include_str!("../src/manager/tag_scripts/forget.lua");
 
 /// An invalidation reads a tag's members, deletes them, then forgets them. A key tagged again
 /// in between (another instance's `set_with_tags`, whose value lands after the delete) must stay
 /// in the set: forgotten, the next invalidation of the tag missed the new value. Its score
 /// changes with every write of the tag, even a shorter one, and forgetting asks for the score
-/// it read.
+/// it read. The same holds for a plain set of an earlier version, which the read turns into a
+/// sorted set first.
 #[test]
 fn a_key_tagged_again_while_its_tag_is_invalidated_stays_in_the_tag() {
     let redis = RedisServer::start();
     let mut raw = redis.raw();
-    let eval = |raw: &mut redis::Connection, script: &str, args: &[&str]| -> redis::Value {
+    let set = "app:uno-cache:tag:t";
+    let eval = |raw: &mut redis::Connection, script: &str, args: &[&str]| {
         redis::cmd("EVAL")
             .arg(script)
             .arg(1)
-            .arg("app:uno-cache:tag:t")
+            .arg(set)
             .arg(args)
+            .exec(raw)
+            .unwrap();
+    };
+    // As `invalidate_tag` reads: the set made sorted, then its members with their scores.
+    let read = |raw: &mut redis::Connection| -> Vec<String> {
+        eval(raw, SORTED, &["60000"]);
+        redis::cmd("ZRANGE")
+            .arg(set)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
             .query(raw)
             .unwrap()
     };
-    eval(&mut raw, ADD, &["600000", "60000", "k", "other"]);
-    let read: Vec<String> = redis::FromRedisValue::from_redis_value(eval(&mut raw, MEMBERS, &[])).unwrap();
-    assert_eq!(read.len(), 4, "{read:?}");
-    // Tagged again, with a shorter TTL, between the read and the forget.
-    eval(&mut raw, ADD, &["1000", "60000", "k"]);
-    let pairs: Vec<&str> = read.iter().map(String::as_str).collect();
-    eval(&mut raw, FORGET, &pairs);
-    let left: Vec<String> = redis::cmd("ZRANGE")
-        .arg("app:uno-cache:tag:t")
-        .arg(0)
-        .arg(-1)
-        .query(&mut raw)
-        .unwrap();
-    assert_eq!(
-        left,
-        ["k"],
-        "the key tagged again was forgotten with the one read once"
-    );
+    let members = |raw: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("ZRANGE").arg(set).arg(0).arg(-1).query(raw).unwrap()
+    };
+    for plain in [false, true] {
+        if plain {
+            redis::cmd("SADD")
+                .arg(set)
+                .arg(&["k", "other"])
+                .exec(&mut raw)
+                .unwrap();
+            redis::cmd("PEXPIRE")
+                .arg(set)
+                .arg(600_000)
+                .exec(&mut raw)
+                .unwrap();
+        } else {
+            eval(&mut raw, ADD, &["600000", "60000", "k", "other"]);
+        }
+        let pairs = read(&mut raw);
+        assert_eq!(pairs.len(), 4, "{pairs:?}");
+        // Tagged again, with a shorter TTL, between the read and the forget.
+        eval(&mut raw, ADD, &["1000", "60000", "k"]);
+        let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
+        eval(&mut raw, FORGET, &pairs);
+        assert_eq!(
+            members(&mut raw),
+            ["k"],
+            "plain: {plain}: the key tagged again was forgotten with the one read once"
+        );
+        redis::cmd("DEL").arg(set).exec(&mut raw).unwrap();
+    }
 
     // Through the manager, a member not tagged again is forgotten.
+    eval(&mut raw, ADD, &["600000", "60000", "k"]);
     let dir = tempfile::tempdir().unwrap();
     let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
     assert_eq!(a.invalidate_tag("t").unwrap(), 1);
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg("app:uno-cache:tag:t")
-        .query(&mut raw)
-        .unwrap();
+    let exists: i64 = redis::cmd("EXISTS").arg(set).query(&mut raw).unwrap();
     assert_eq!(exists, 0);
 }

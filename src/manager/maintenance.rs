@@ -378,9 +378,9 @@ impl CacheManager {
     }
 }
 
-/// The least TTL of a tag's set when a `set` with `ttl` adds a member: the member's in either
+/// How long a member a `set` with `ttl` adds stays in its tag's set: the member's TTL in either
 /// level, and the fail-safe window past it. L1's may be the longer (`local.ttl` over
-/// `distributed.ttl`), and a set that expired before an L1 copy, fresh or kept to be served
+/// `distributed.ttl`), and a member dropped before an L1 copy, fresh or kept to be served
 /// stale, would leave that copy out of the tag's invalidation.
 fn members_ttl(s: &Shared, ttl: Option<Duration>) -> Duration {
     // A copy of the entry, in this L1 or backfilled into another instance's (with no more than

@@ -7,9 +7,9 @@
 //! nor take its members with it.
 //!
 //! Every write of a tag runs [`ADD_SCRIPT`], one script per tag (a cluster keeps two tags in
-//! different slots): it adds the keys (`ZADD GT`, so a shorter write never cuts a member's
-//! time), drops the members whose time ended more than [`SKEW_MS`] ago, and keeps the set's TTL
-//! no shorter than its longest member's (`PEXPIREAT NX`, then `GT`; Redis 7 or later). A plain
+//! different slots): it adds the keys (a shorter write never cuts a member's time, and moves it
+//! on by a ms), drops the members whose time ended more than [`SKEW_MS`] ago, and keeps the set's
+//! TTL no shorter than its longest member's (`PEXPIREAT NX`, then `GT`; Redis 7 or later). A plain
 //! set of members that never left grew as long as its tag was written: a tag on a stream of
 //! short-lived keys held every key it was ever given, and an invalidation read them all. Now a
 //! set holds the members that may still be read, and those deleted since (by a write without
@@ -18,8 +18,13 @@
 //! drops them from its L1, and removes them from the set.
 //!
 //! A set an earlier version wrote (a plain Redis set) is turned into a sorted set by the first
-//! write of its tag, every member scored with the set's expiry; reading and forgetting take
-//! either kind. See storage-format.md, "Tag sets".
+//! write or read of its tag, every member scored with the set's expiry. See storage-format.md,
+//! "Tag sets".
+//!
+//! A tag of 100,000 members takes Redis about as long to read as a plain set's `SMEMBERS` did
+//! (50 to 90 ms for either, measured on a loaded machine), and a few hundred ms to forget, in
+//! one script: a forget that times out is logged, and its members leave at the next
+//! invalidation of the tag or when their time ends.
 //!
 //! Prefix deletion in L2 (`SCAN MATCH` + `UNLINK`) is done on a standalone Redis only: a Redis
 //! Cluster would need a scan of every primary, and Memcached cannot list keys at all; there
@@ -52,16 +57,24 @@ const SKEW_MS: u64 = 60_000;
 /// member already there always gets a new score, one ms past its old one if its new time is
 /// no longer: an invalidation that read it before this write then leaves it in the set (see
 /// [`FORGET_SCRIPT`]). Atomic, as a script is: no invalidation reads a set half turned. Numbers
-/// stay below 2^53, where Lua's doubles are exact.
-const ADD_SCRIPT: &str = include_str!("tag_scripts/add.lua");
+/// stay below 2^53, where Lua's doubles are exact, and are written with `%.0f` (`%d` casts to a
+/// C `long`, 32 bits on some builds).
+const ADD_SCRIPT: &str = concat!(
+    include_str!("tag_scripts/convert.lua"),
+    include_str!("tag_scripts/add.lua")
+);
 
-/// A tag's members (`KEYS[1]`), each followed by its score (empty from an earlier version's
-/// plain set).
-const MEMBERS_SCRIPT: &str = include_str!("tag_scripts/members.lua");
+/// Turns an earlier version's plain set (`KEYS[1]`) into a sorted set, as [`ADD_SCRIPT`] does,
+/// before a read: every member read then has a score, and only a member whose score is still
+/// the one read is forgotten. `ARGV[1]` is [`SKEW_MS`]. The read itself is a plain `ZRANGE`
+/// after it: a script that returned the members took four times as long on a large tag.
+const SORTED_SCRIPT: &str = concat!(
+    include_str!("tag_scripts/convert.lua"),
+    include_str!("tag_scripts/sorted.lua")
+);
 
-/// Removes members from a tag's set (`KEYS[1]`) of either kind: `ARGV` holds each member and
-/// the score [`MEMBERS_SCRIPT`] read, and a member whose score has changed since (tagged again
-/// meanwhile) stays.
+/// Removes members (`ARGV`: each key, then the score it was read with) from a tag's set
+/// (`KEYS[1]`); a member whose score has changed since (tagged again meanwhile) stays.
 const FORGET_SCRIPT: &str = include_str!("tag_scripts/forget.lua");
 
 #[derive(Clone)]
@@ -252,8 +265,15 @@ impl TagStore {
 
     /// The command of [`members`](Self::members).
     fn members_cmd(&self, tag: &str) -> redis::Pipeline {
+        let set = self.tag_key(tag);
         let mut pipe = redis::pipe();
-        pipe.cmd("EVAL").arg(MEMBERS_SCRIPT).arg(1).arg(self.tag_key(tag));
+        pipe.cmd("EVAL")
+            .arg(SORTED_SCRIPT)
+            .arg(1)
+            .arg(&set)
+            .arg(SKEW_MS)
+            .ignore();
+        pipe.cmd("ZRANGE").arg(&set).arg(0).arg(-1).arg("WITHSCORES");
         pipe
     }
 

@@ -1,18 +1,10 @@
--- Tag sets: see src/manager/tags.rs and storage-format.md ("Tag sets").
-local function int(x) return string.format('%d', x) end
+-- Adds members to a tag's sorted set: KEYS[1] the set, ARGV[1] their time to live in ms,
+-- ARGV[2] the skew margin in ms, the rest the keys.
 local key = KEYS[1]
 local ttl = tonumber(ARGV[1])
 local skew = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('TYPE', key).ok == 'set' then
-  local at = redis.call('PEXPIRETIME', key)
-  if at < 0 then at = now + 4503599627370496 end
-  local members = redis.call('SMEMBERS', key)
-  redis.call('DEL', key)
-  for _, m in ipairs(members) do redis.call('ZADD', key, int(at), m) end
-  if #members > 0 then redis.call('PEXPIREAT', key, int(at)) end
-end
+local now = now_ms()
+to_sorted(key, skew, now)
 local top = now + ttl
 for i = 3, #ARGV do
   local score = now + ttl
