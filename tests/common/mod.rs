@@ -88,3 +88,8 @@ pub fn files_with_ext(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// The salt a segment file's header names (from the header the file starts with).
+pub fn segment_salt(bytes: &[u8]) -> u32 {
+    uno_cache::__fuzz::decode_segment_header(bytes).unwrap().salt
+}
