@@ -1,7 +1,8 @@
 //! A blocking L2 call (Memcached, or a standalone Redis) that must open a connection keeps its
 //! deadline while host name lookups hang, as they do when the name server went away with the
 //! network: the system's resolver cannot be given a deadline, and such a call waited for the
-//! resolver's own timeouts (five seconds here) instead of its L2 timeout.
+//! resolver's own timeouts (five seconds here) instead of its L2 timeout. An async Memcached call
+//! kept its deadline, but left a thread of tokio's blocking pool stuck in the lookup each time.
 //!
 //! Real parts: the system resolver, a real memcached and Redis, and a name server that never answers (a UDP
 //! socket on a loopback address). `/etc/hosts` and `/etc/resolv.conf` are replaced by bind mounts
@@ -19,7 +20,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use uno_cache::{Error, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore, Storage};
+use uno_cache::{
+    DistributedStorage, Error, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore, Storage,
+};
 
 /// Set in the run inside the namespace.
 const CHILD: &str = "UNO_DNS_TEST_CHILD";
@@ -70,45 +73,66 @@ fn in_the_namespace() {
     // The name server that never answers: bound, never read.
     let _silent = std::net::UdpSocket::bind((SILENT_NS, 53)).unwrap();
     let port = |addr: String| addr.rsplit(':').next().unwrap().to_owned();
-    let memcached = support::MemcachedServer::start();
-    let redis = support::RedisServer::start();
+    let memcached_server = support::MemcachedServer::start();
+    let redis_server = support::RedisServer::start();
     // Opening checks the host on an async connection: the name is in /etc/hosts still.
-    let stores: [(&str, Box<dyn Storage>); 2] = [
-        (
-            "memcached",
-            Box::new(
-                MemcachedStore::connect(
-                    MemcachedOptions::new(format!("{NAME}:{}", port(memcached.addr())))
-                        .timeout(TIMEOUT)
-                        .connect_timeout(Duration::from_secs(2)),
-                )
-                .unwrap(),
-            ),
-        ),
-        (
-            "redis",
-            Box::new(
-                RedisStore::connect(
-                    RedisOptions::new(format!("{NAME}:{}", port(redis.addr())))
-                        .timeout(TIMEOUT)
-                        .connect_timeout(Duration::from_secs(2)),
-                )
-                .unwrap(),
-            ),
-        ),
-    ];
+    let memcached = MemcachedStore::connect(
+        MemcachedOptions::new(format!("{NAME}:{}", port(memcached_server.addr())))
+            .timeout(TIMEOUT)
+            .connect_timeout(Duration::from_secs(2)),
+    )
+    .unwrap();
+    let redis = RedisStore::connect(
+        RedisOptions::new(format!("{NAME}:{}", port(redis_server.addr())))
+            .timeout(TIMEOUT)
+            .connect_timeout(Duration::from_secs(2)),
+    )
+    .unwrap();
     // From now on the name is only in the DNS, which does not answer.
     let umount = Command::new("umount").arg("/etc/hosts").status().unwrap();
     assert!(umount.success());
-    for (level, store) in &stores {
-        // The first blocking call has no connection of its own: it must look the name up.
+
+    // The first blocking call has no connection of its own. Redis's blocking pool must look the
+    // name up (its open connected through the `redis` crate's own lookup), and times out.
+    let started = Instant::now();
+    let got = redis.get("k");
+    let took = started.elapsed();
+    assert!(matches!(got, Err(Error::Timeout { .. })), "redis: {got:?}");
+    assert!(
+        took < TIMEOUT + Duration::from_secs(1),
+        "redis: the call took {took:?}, past its {TIMEOUT:?} timeout"
+    );
+    // Memcached's blocking and async connects share the addresses its open looked up: it
+    // connects without a lookup (another is due only after 30 s, in the background).
+    let started = Instant::now();
+    assert_eq!(memcached.get("k").unwrap(), None);
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    async_calls_connect_with_no_lookup_thread(&memcached);
+}
+
+/// Waves of async calls, more at once than the store keeps connections: all but one of each wave
+/// must connect. Before, each such connect looked the name up through tokio, on a thread of its
+/// blocking pool that the call's deadline abandoned but that stayed stuck for the resolver's five
+/// seconds, and the call timed out.
+fn async_calls_connect_with_no_lookup_thread(store: &MemcachedStore) {
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let before = threads();
+    for wave in 0..6 {
         let started = Instant::now();
-        let got = store.get("k");
+        let calls = (0..8).map(|_| store.get_async("k"));
+        for got in rt.block_on(futures_util::future::join_all(calls)) {
+            assert!(matches!(got, Ok(None)), "wave {wave}: {got:?}");
+        }
         let took = started.elapsed();
-        assert!(matches!(got, Err(Error::Timeout { .. })), "{level}: {got:?}");
         assert!(
             took < TIMEOUT + Duration::from_secs(1),
-            "{level}: the call took {took:?}, past its {TIMEOUT:?} timeout"
+            "wave {wave} took {took:?}, past its {TIMEOUT:?} timeout"
         );
     }
+    let grown = threads().saturating_sub(before);
+    assert!(grown <= 2, "{grown} more threads after the async connects");
 }

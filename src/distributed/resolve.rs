@@ -9,8 +9,12 @@
 //! The addresses found are kept, and a lookup older than [`RECHECK`] is done again in the
 //! background while callers connect to the kept ones (a host that moved is found within that
 //! time; one that did not costs no lookup per connection). An IP address is never looked up.
-//! Used by the blocking connects of Memcached and of a standalone Redis; async calls connect
-//! through tokio, whose lookup the call's deadline abandons.
+//! Used by the blocking connects of Memcached and of a standalone Redis, and by Memcached's async
+//! connects ([`Resolver::addrs_async`]): tokio's own lookup runs `getaddrinfo` on its blocking
+//! pool, one thread per connect, which the call's deadline abandons but cannot stop, so a name
+//! server gone silent left a thread blocked per call for its timeouts (and starved the
+//! application's own blocking tasks once the pool was full). The async Redis connections look up
+//! through the `redis` crate, on reconnects only.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -45,6 +49,22 @@ struct State {
     failed: Option<(String, Instant)>,
 }
 
+/// What a caller of [`Resolver`] does next.
+enum Step {
+    /// The answer.
+    Done(Result<Arc<[SocketAddr]>, Unresolved>),
+    /// Wait for the lookup under way to end: until `State::ended` moves from this.
+    Wait(u64),
+}
+
+/// The lookup state and the two ways its end is told: to blocking waiters and to async ones.
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    ended: Condvar,
+    ended_async: tokio::sync::Notify,
+}
+
 /// The addresses of one `host:port`, looked up off the callers' threads.
 #[derive(Debug)]
 pub(crate) struct Resolver {
@@ -52,7 +72,7 @@ pub(crate) struct Resolver {
     port: u16,
     /// The host is an IP address: nothing to look up.
     literal: Option<SocketAddr>,
-    shared: Arc<(Mutex<State>, Condvar)>,
+    shared: Arc<Shared>,
 }
 
 impl Resolver {
@@ -63,7 +83,7 @@ impl Resolver {
             host: host.to_owned(),
             port,
             literal: bare.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port)),
-            shared: Arc::new((Mutex::new(State::default()), Condvar::new())),
+            shared: Arc::new(Shared::default()),
         }
     }
 
@@ -72,8 +92,48 @@ impl Resolver {
         if let Some(addr) = self.literal {
             return Ok(Arc::from([addr]));
         }
-        let (lock, ended) = &*self.shared;
-        let mut state = lock.lock();
+        let mut state = self.shared.state.lock();
+        let mine = match self.begin(&mut state) {
+            Step::Done(answer) => return answer,
+            Step::Wait(mine) => mine,
+        };
+        while state.ended == mine && state.running {
+            if self.shared.ended.wait_until(&mut state, deadline).timed_out() {
+                return Err(Unresolved::Timeout);
+            }
+        }
+        outcome(&state)
+    }
+
+    /// [`addrs`](Self::addrs) for an async caller: the same lookups, awaited. The caller's
+    /// deadline drops the future; the lookup goes on for the next call.
+    #[cfg(feature = "memcached")]
+    pub(crate) async fn addrs_async(&self) -> Result<Arc<[SocketAddr]>, Unresolved> {
+        if let Some(addr) = self.literal {
+            return Ok(Arc::from([addr]));
+        }
+        let mine = match self.begin(&mut self.shared.state.lock()) {
+            Step::Done(answer) => return answer,
+            Step::Wait(mine) => mine,
+        };
+        loop {
+            // Registered before the state is read, so an end between the two still wakes it.
+            let ended = self.shared.ended_async.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            {
+                let state = self.shared.state.lock();
+                if state.ended != mine || !state.running {
+                    return outcome(&state);
+                }
+            }
+            ended.await;
+        }
+    }
+
+    /// The answer at hand (kept addresses, a recent failure), or the lookup to wait for, started
+    /// if none is running; `state` is locked by the caller.
+    fn begin(&self, state: &mut State) -> Step {
         let failed_lately = state
             .failed
             .as_ref()
@@ -81,29 +141,17 @@ impl Resolver {
         if let Some((addrs, at)) = &state.found {
             let addrs = Arc::clone(addrs);
             if at.elapsed() >= RECHECK && !state.running && !failed_lately {
-                self.start_lookup(&mut state);
+                self.start_lookup(state);
             }
-            return Ok(addrs);
+            return Step::Done(Ok(addrs));
         }
         if let (Some((why, _)), true) = (&state.failed, failed_lately && !state.running) {
-            return Err(Unresolved::Failed(why.clone()));
+            return Step::Done(Err(Unresolved::Failed(why.clone())));
         }
         if !state.running {
-            self.start_lookup(&mut state);
+            self.start_lookup(state);
         }
-        let mine = state.ended;
-        while state.ended == mine && state.running {
-            if ended.wait_until(&mut state, deadline).timed_out() {
-                return Err(Unresolved::Timeout);
-            }
-        }
-        match (&state.found, &state.failed) {
-            (Some((addrs, _)), _) => Ok(Arc::clone(addrs)),
-            (None, Some((why, _))) => Err(Unresolved::Failed(why.clone())),
-            (None, None) => Err(Unresolved::Failed(
-                "the lookup ended without an answer".to_owned(),
-            )),
-        }
+        Step::Wait(state.ended)
     }
 
     /// Starts a lookup on a thread of its own; `state` is locked by the caller.
@@ -117,8 +165,7 @@ impl Resolver {
                 let result = (host.as_str(), port)
                     .to_socket_addrs()
                     .map(Iterator::collect::<Vec<_>>);
-                let (lock, ended) = &*shared;
-                let mut state = lock.lock();
+                let mut state = shared.state.lock();
                 match result {
                     Ok(addrs) if !addrs.is_empty() => {
                         state.found = Some((Arc::from(addrs), Instant::now()));
@@ -132,7 +179,9 @@ impl Resolver {
                 }
                 state.running = false;
                 state.ended = state.ended.wrapping_add(1);
-                ended.notify_all();
+                drop(state);
+                shared.ended.notify_all();
+                shared.ended_async.notify_waiters();
             });
         if let Err(e) = spawned {
             state.running = false;
@@ -142,6 +191,17 @@ impl Resolver {
             ));
             state.ended = state.ended.wrapping_add(1);
         }
+    }
+}
+
+/// The answer once the lookup a caller waited for has ended.
+fn outcome(state: &State) -> Result<Arc<[SocketAddr]>, Unresolved> {
+    match (&state.found, &state.failed) {
+        (Some((addrs, _)), _) => Ok(Arc::clone(addrs)),
+        (None, Some((why, _))) => Err(Unresolved::Failed(why.clone())),
+        (None, None) => Err(Unresolved::Failed(
+            "the lookup ended without an answer".to_owned(),
+        )),
     }
 }
 
@@ -166,14 +226,32 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &again), "the addresses found are kept");
     }
 
+    /// Async callers wait for the one lookup under way, woken when it ends, and share its
+    /// answer with the blocking ones.
+    #[cfg(feature = "memcached")]
+    #[test]
+    fn async_callers_share_the_lookup_under_way_and_its_answer() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let r = Resolver::new("localhost", 11211);
+        let (a, b) = rt.block_on(async { tokio::join!(r.addrs_async(), r.addrs_async()) });
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "one lookup for both");
+        let far = Instant::now() + Duration::from_secs(30);
+        assert!(Arc::ptr_eq(&r.addrs(far).unwrap(), &a));
+        let v4 = Resolver::new("127.0.0.1", 11211);
+        let got = rt.block_on(v4.addrs_async()).unwrap();
+        assert_eq!(&*got, &["127.0.0.1:11211".parse().unwrap()]);
+        assert_eq!(v4.shared.state.lock().ended, 0, "an address is not looked up");
+    }
+
     #[test]
     fn a_failed_lookup_is_the_answer_for_a_moment_without_a_new_lookup() {
         let r = Resolver::new("localhost", 11211);
-        r.shared.0.lock().failed = Some(("no".to_owned(), Instant::now()));
+        r.shared.state.lock().failed = Some(("no".to_owned(), Instant::now()));
         let got = r.addrs(Instant::now() + Duration::from_secs(30));
         assert!(matches!(got, Err(Unresolved::Failed(why)) if why == "no"));
-        assert!(!r.shared.0.lock().running, "no lookup was started");
-        r.shared.0.lock().failed = Some(("no".to_owned(), Instant::now() - RETRY_FAILED));
+        assert!(!r.shared.state.lock().running, "no lookup was started");
+        r.shared.state.lock().failed = Some(("no".to_owned(), Instant::now() - RETRY_FAILED));
         assert!(
             r.addrs(Instant::now() + Duration::from_secs(30)).is_ok(),
             "then it looks again"
@@ -186,7 +264,7 @@ mod tests {
         let r = Resolver::new("localhost", 11211);
         let old: Arc<[SocketAddr]> = Arc::from(["127.0.0.1:11211".parse::<SocketAddr>().unwrap()]);
         {
-            let mut state = r.shared.0.lock();
+            let mut state = r.shared.state.lock();
             state.found = Some((Arc::clone(&old), Instant::now() - RECHECK));
             state.failed = Some(("no".to_owned(), Instant::now()));
         }
@@ -197,7 +275,7 @@ mod tests {
                 "the old addresses serve meanwhile"
             );
         }
-        let state = r.shared.0.lock();
+        let state = r.shared.state.lock();
         assert!(!state.running && state.ended == 0, "no lookup was started");
     }
 }

@@ -291,12 +291,27 @@ impl Host {
         Err(last.unwrap_or_else(|| Fault::Protocol("the host name resolves to no address".to_owned())))
     }
 
+    /// A new connection for an async call; the caller's deadline drops it. The name is looked
+    /// up as for a blocking connect (see [`Resolver`]): tokio's own lookup took a thread of its
+    /// blocking pool per call while the name server was silent.
     async fn connect_async(&self) -> std::result::Result<AsyncConn, Fault> {
-        let stream = tokio::net::TcpStream::connect((self.spec.host.as_str(), self.spec.port)).await?;
-        stream.set_nodelay(self.spec.nodelay)?;
-        Ok(AsyncConn {
-            stream: tokio::io::BufReader::with_capacity(READ_BUFFER, stream),
-        })
+        let addrs = self.resolver.addrs_async().await.map_err(|e| match e {
+            Unresolved::Timeout => Fault::Timeout,
+            Unresolved::Failed(why) => Fault::Io(std::io::Error::other(why)),
+        })?;
+        let mut last = None;
+        for addr in addrs.iter() {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    stream.set_nodelay(self.spec.nodelay)?;
+                    return Ok(AsyncConn {
+                        stream: tokio::io::BufReader::with_capacity(READ_BUFFER, stream),
+                    });
+                }
+                Err(err) => last = Some(Fault::from(err)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Fault::Protocol("the host name resolves to no address".to_owned())))
     }
 
     /// Runs `commands` in order on one connection, on the caller's thread, by `deadline`.
