@@ -187,7 +187,7 @@ impl Log {
         }
         self.file
             .sync_data()
-            .map_err(|e| Error::io("fsync replay log", &self.path, e))
+            .map_err(|e| write_error("fsync replay log", &self.path, 0, e))
     }
 
     /// Replaces the log with a new one (header then `body`, encoded under `header.log_id`).
@@ -272,6 +272,9 @@ pub(crate) fn clear_overflowed_mark(disk: &Disk, dir: &Path) -> Result<()> {
 
 /// A failed write: [`Error::DiskFull`] if the device is full, as the stores report it, so a
 /// caller can tell it from a failing disk.
+/// A write's error: [`Error::DiskFull`] when the device has no room, which a file system may
+/// report at the write, at the `fdatasync` (writeback on btrfs, NFS) or when a file is created;
+/// `needed` is the bytes the write asked for (0 where it is not one write's).
 fn write_error(op: &'static str, path: &Path, needed: usize, e: io::Error) -> Error {
     if crate::error::is_no_space(&e) {
         Error::DiskFull {
@@ -290,12 +293,13 @@ fn write_tmp(disk: &Disk, tmp: &Path, header: &Header, body: &[u8], mode: u32) -
     let _ = fs::remove_file(tmp);
     let file = disk
         .create_new(tmp, mode)
-        .map_err(|e| Error::io("create", tmp, e))?;
+        .map_err(|e| write_error("create", tmp, 0, e))?;
     let head = format::encode_header(header);
     file.write_all_at(&head, 0)
         .and_then(|()| file.write_all_at(body, head.len() as u64))
         .map_err(|e| write_error("write replay log", tmp, head.len() + body.len(), e))?;
-    file.sync_data().map_err(|e| Error::io("fsync", tmp, e))?;
+    file.sync_data()
+        .map_err(|e| write_error("fsync", tmp, head.len() + body.len(), e))?;
     Ok(file)
 }
 

@@ -108,13 +108,15 @@
 //! - A failed write or fsync latches the queue: later pushes, acks and compactions fail with
 //!   [`Error::WritesDisabled`] until it is reopened (reads of the pending ops still work). The
 //!   ops whose write failed stay pending in memory (their records may be on disk and come back
-//!   at the reopen, and a direct L2 write of their keys in between would be overwritten then),
-//!   and the queue reports itself overflowed (an op may be lost), across a reopen too (the
-//!   failure leaves `replay.overflowed`, see "On disk"), until the flag is cleared.
+//!   at the reopen, and a direct L2 write of their keys in between would be overwritten then).
+//!   A failed push, or one refused while latched, makes the queue report itself overflowed (an
+//!   op may be lost). Any failure leaves `replay.overflowed` (see "On disk") as it latches, since
+//!   a push refused later could no longer be written to the log: a reopen then says overflowed
+//!   until the flag is cleared.
 //!   [`recover`](ReplayQueue::recover) writes the log anew from memory (the manager's replay
 //!   thread tries on each tick and each replay run, at most once a second, whether ops are
 //!   pending or not), which makes the flag and the queue's state durable and takes writes
-//!   again.
+//!   again; if no op was lost (a failed ack or compaction), it removes the mark too.
 //!
 //! # Protocol for the manager
 //!
@@ -699,6 +701,10 @@ impl ReplayQueue {
     pub fn clear_overflow(&self) -> Result<bool> {
         let mut inner = self.inner.lock();
         if !inner.overflowed {
+            if inner.log.failure().is_none() {
+                // A mark a failed ack or compaction left, with nothing lost (see `recover`).
+                inner.log.clear_overflowed_mark()?;
+            }
             return Ok(false);
         }
         let mut buf = Vec::new();
@@ -731,6 +737,15 @@ impl ReplayQueue {
         }
         inner.last_recovery = Some(std::time::Instant::now());
         rewrite_locked(&mut inner, Log::replace_latched)?;
+        if !inner.overflowed {
+            // The failure left `replay.overflowed` as it latched the log, before it could know
+            // whether an op would be lost; none was (a refused or failed push sets the flag), and
+            // the new log says so durably. Left, the mark opened the queue overflowed at the
+            // next start, for an operator to clear with nothing to reconcile.
+            if let Err(e) = inner.log.clear_overflowed_mark() {
+                tracing::warn!(error = %e, "the replay overflow mark stays: the queue opens overflowed at its next start");
+            }
+        }
         tracing::warn!(path = %inner.log.path().display(), pending = inner.pending.len(),
             "replay log rewritten after a write failure; it takes writes again (marked overflowed: ops may have been lost)");
         Ok(true)

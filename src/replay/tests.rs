@@ -333,6 +333,70 @@ fn a_push_on_a_full_device_is_a_disk_full_error_naming_the_log() {
     }
 }
 
+/// A full device may say so at the `fdatasync` (writeback) or when a file is created: that is
+/// a full disk too, not a bare I/O error.
+#[test]
+fn a_full_device_reported_at_fsync_or_at_create_is_a_disk_full_error() {
+    let (_root, live, sim) = on_sim();
+    let queue = ReplayQueue::open(&live, sim_options(&sim)).unwrap();
+    sim.fail_next(Op::Sync, std::io::ErrorKind::StorageFull);
+    let e = queue.push_set("k", b"v", 0).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::DiskFull {
+                op: "fsync replay log",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    sim.fail_next(Op::Create, std::io::ErrorKind::StorageFull);
+    let e = queue.recover().unwrap_err();
+    assert!(matches!(&e, Error::DiskFull { op: "create", .. }), "{e:?}");
+}
+
+/// A failed ack latches the log and leaves the overflow mark (a push refused later would be
+/// lost), but loses nothing itself: once `recover` has written the log anew with no op lost,
+/// the mark goes. It stayed, `clear_overflow` (the flag being clear) did not remove it, and the
+/// queue opened overflowed at the next start.
+#[test]
+fn a_failed_ack_leaves_no_overflow_once_the_queue_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join(format::OVERFLOWED_FILE);
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    queue.push_set("k", b"v", 0).unwrap();
+    let ops = queue.pending();
+    queue.fail_next_sync();
+    assert_fsync_failure(&queue.ack(&ops[0]).unwrap_err());
+    assert!(!queue.is_overflowed(), "nothing was lost");
+    assert!(mark.exists(), "the mark is left while the log is latched");
+    assert!(queue.recover().unwrap());
+    assert!(!mark.exists(), "recovered with nothing lost, the mark stayed");
+    assert!(queue.ack(&ops[0]).unwrap());
+    drop(queue);
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    assert!(!queue.is_overflowed());
+    assert!(!queue.recovery_report().marked_overflowed);
+    assert_eq!(queue.len(), 0);
+
+    // A mark left by a process that ended before it recovered: `clear_overflow` removes it.
+    let queue2_dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(queue2_dir.path(), ReplayOptions::default()).unwrap();
+    queue.push_set("k", b"v", 0).unwrap();
+    let ops = queue.pending();
+    queue.fail_next_sync();
+    assert!(queue.ack(&ops[0]).is_err());
+    drop(queue);
+    let queue = ReplayQueue::open(queue2_dir.path(), ReplayOptions::default()).unwrap();
+    assert!(
+        queue.is_overflowed(),
+        "an op may have been lost before the end: told"
+    );
+    assert!(queue.clear_overflow().unwrap());
+    assert!(!queue2_dir.path().join(format::OVERFLOWED_FILE).exists());
+}
+
 /// A push fails on a full device: the queue is overflowed (ops may be lost), but only in
 /// memory until a rewrite of the log succeeds, which a device still full keeps failing. A
 /// process that ended then reopened the log as it was, flag clear: the loss was never told.
