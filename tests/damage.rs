@@ -23,20 +23,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{copy_dir, env_knob, files_with_ext, segment_salt, value_bytes, Rng};
+use common::{copy_dir, env_knob, files_with_ext, segment_salt, small_segments, value_bytes, Rng};
 use uno_cache::__fuzz::scan_segment;
-use uno_cache::{FileStore, FileStoreOptions};
+use uno_cache::FileStore;
 
-const SEGMENT_SIZE: u64 = 64 * 1024;
 /// Byte layout constants, from `src/local/file/format.rs` (storage-format.md).
 const SEGMENT_HEADER_LEN: usize = 32;
-
-fn options() -> FileStoreOptions {
-    FileStoreOptions::default()
-        .segment_size(SEGMENT_SIZE)
-        .max_size_mb(64)
-        .background_threads(false)
-}
 
 /// What was written, per key: every version in order (the last is current), and whether the key
 /// was deleted at the end.
@@ -67,7 +59,7 @@ impl Known {
 fn build_store(dir: &Path) -> Known {
     let mut rng = Rng::new(7);
     let mut known = Known::default();
-    let store = FileStore::open(dir, options()).unwrap();
+    let store = FileStore::open(dir, small_segments()).unwrap();
     let mut id = 0u64;
     let mut set = |store: &FileStore, known: &mut Known, key: String, rng: &mut Rng| {
         id += 1;
@@ -351,7 +343,7 @@ fn check_reads(
 }
 
 fn open_checked(dir: &Path, ctx: &str) -> FileStore {
-    match catch_unwind(AssertUnwindSafe(|| FileStore::open(dir, options()))) {
+    match catch_unwind(AssertUnwindSafe(|| FileStore::open(dir, small_segments()))) {
         Ok(Ok(store)) => store,
         Ok(Err(e)) => panic!("{ctx}: open failed: {e}"),
         Err(_) => panic!("{ctx}: open panicked"),

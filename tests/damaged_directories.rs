@@ -16,26 +16,18 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{copy_dir, files_with_ext, segment_salt, value_bytes};
+use common::{copy_dir, files_with_ext, segment_salt, small_segments, value_bytes, SEGMENT_SIZE};
 use uno_cache::__fuzz::scan_segment;
-use uno_cache::{Error, FileStore, FileStoreOptions, FORMAT_VERSION};
+use uno_cache::{Error, FileStore, FORMAT_VERSION};
 
-const SEGMENT_SIZE: u64 = 64 * 1024;
 /// Byte layout constants, from `src/local/file/format.rs` (storage-format.md).
 const SEGMENT_HEADER_LEN: usize = 32;
 const HINT_HEADER_LEN: usize = 32;
 const META_FILE: &str = "uno-cache.meta";
 const META_LEN: usize = 36;
 
-fn options() -> FileStoreOptions {
-    FileStoreOptions::default()
-        .segment_size(SEGMENT_SIZE)
-        .max_size_mb(64)
-        .background_threads(false)
-}
-
 fn small_store(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let store = FileStore::open(dir, options()).unwrap();
+    let store = FileStore::open(dir, small_segments()).unwrap();
     let mut want = BTreeMap::new();
     for i in 0..300u64 {
         let key = format!("key-{i}");
@@ -108,7 +100,7 @@ fn damaged_or_stale_hints_fall_back_to_scanning_their_segment() {
         let dir = scratch.path().join(name.replace(' ', "-"));
         copy_dir(&base, &dir);
         edit(&dir);
-        let store = FileStore::open(&dir, options()).unwrap();
+        let store = FileStore::open(&dir, small_segments()).unwrap();
         let r = store.recovery_report().clone();
         assert_eq!((r.scanned, r.from_hints), (1, hints as u64 - 1), "{name}: {r:?}");
         assert_eq!((r.damaged_ranges, r.torn_tail_bytes), (0, 0), "{name}: {r:?}");
@@ -116,7 +108,7 @@ fn damaged_or_stale_hints_fall_back_to_scanning_their_segment() {
         assert!(store.verify(|_, _| {}).unwrap().is_clean(), "{name}");
         store.close().unwrap();
         // The scan rewrote the hint: the next open reads hints only.
-        let store = FileStore::open(&dir, options()).unwrap();
+        let store = FileStore::open(&dir, small_segments()).unwrap();
         assert_eq!(
             store.recovery_report().scanned,
             0,
@@ -134,7 +126,7 @@ fn record_damage_under_an_intact_hint_is_a_miss_and_stays_one() {
     // neither now nor after a restart.
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("store");
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     store.set("victim", b"old value", None).unwrap();
     for i in 0..200u64 {
         store
@@ -150,14 +142,14 @@ fn record_damage_under_an_intact_hint_is_a_miss_and_stays_one() {
     bytes[at] ^= 1;
     fs::write(&seg, bytes).unwrap();
 
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(store.recovery_report().scanned, 0);
     assert!(!store.verify(|_, _| {}).unwrap().is_clean());
     assert_eq!(store.get("victim").unwrap(), None);
     assert_eq!(store.stats().corrupt_reads, 1);
     assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"still here"[..]));
     store.close().unwrap();
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(
         store.get("victim").unwrap(),
         None,
@@ -172,7 +164,7 @@ fn a_directory_with_foreign_files_is_not_ours() {
     let dir = scratch.path().join("photos");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("holiday.jpg"), b"not a cache").unwrap();
-    match FileStore::open(&dir, options()) {
+    match FileStore::open(&dir, small_segments()) {
         Err(Error::NotOurDirectory { path, meta }) => {
             assert_eq!(path, dir);
             assert_eq!(meta, META_FILE);
@@ -187,7 +179,7 @@ fn a_directory_with_foreign_files_is_not_ours() {
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join(META_FILE), [b'X'; META_LEN]).unwrap();
     assert!(matches!(
-        FileStore::open(&dir, options()),
+        FileStore::open(&dir, small_segments()),
         Err(Error::NotOurDirectory { .. })
     ));
 }
@@ -241,7 +233,7 @@ fn hand_written_version_1_files_open() {
     let mut seg = segment_header(FORMAT_VERSION, 1);
     seg.resize(SEGMENT_SIZE as usize, 0);
     fs::write(dir.join(format!("{:020}.seg", 1)), seg).unwrap();
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     let r = store.recovery_report();
     assert_eq!((r.segments, r.damaged_segments), (1, 0), "{r:?}");
     store.close().unwrap();
@@ -256,7 +248,7 @@ fn a_segment_of_a_newer_format_version_is_refused_not_deleted() {
     let mut seg = segment_header(2, 1000);
     seg.resize(SEGMENT_SIZE as usize, 0);
     fs::write(&newer, &seg).unwrap();
-    match FileStore::open(&dir, options()) {
+    match FileStore::open(&dir, small_segments()) {
         Err(Error::UnsupportedVersion {
             path,
             found,
@@ -282,7 +274,7 @@ fn metadata_of_a_newer_format_version_is_refused() {
     let meta = dir.join(META_FILE);
     fs::write(&meta, meta_file(2, SEGMENT_SIZE)).unwrap();
     let before: Vec<PathBuf> = files_with_ext(&dir, "seg");
-    match FileStore::open(&dir, options()) {
+    match FileStore::open(&dir, small_segments()) {
         Err(Error::UnsupportedVersion {
             path,
             found,
@@ -316,7 +308,7 @@ fn damaged_metadata_is_a_clear_error() {
         copy_dir(&base, &dir);
         let meta = dir.join(META_FILE);
         fs::write(&meta, &bytes).unwrap();
-        match FileStore::open(&dir, options()) {
+        match FileStore::open(&dir, small_segments()) {
             Err(e @ Error::CorruptMetadata { .. }) => {
                 let Error::CorruptMetadata { path, .. } = &e else {
                     unreachable!()
@@ -340,7 +332,7 @@ fn a_damaged_version_byte_in_the_metadata_is_reported_as_damage_not_as_a_newer_f
     let mut bytes = fs::read(&meta).unwrap();
     bytes[8] ^= 0x02; // version 1 -> 3, CRC unchanged
     fs::write(&meta, &bytes).unwrap();
-    match FileStore::open(&dir, options()) {
+    match FileStore::open(&dir, small_segments()) {
         Err(Error::CorruptMetadata { path, reason }) => {
             assert_eq!(path, meta);
             assert!(reason.contains("checksum"), "{reason}");
@@ -359,7 +351,7 @@ fn a_damaged_version_byte_in_a_segment_header_is_damage_not_a_newer_format() {
     let mut bytes = fs::read(&seg).unwrap();
     bytes[8] ^= 0x02;
     fs::write(&seg, &bytes).unwrap();
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(store.recovery_report().damaged_segments, 1);
     store.close().unwrap();
 }
@@ -383,7 +375,7 @@ fn verify_reports_records_zeroed_at_the_end_of_a_segment_with_an_intact_hint() {
     bytes[start..end].fill(0);
     fs::write(&seg, &bytes).unwrap();
 
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(
         store.recovery_report().scanned,
         0,
@@ -407,7 +399,7 @@ fn verify_while_writes_go_on_reports_no_damage() {
     // The active segment grows during the scan: records appended after it are not a lost tail.
     use std::sync::atomic::{AtomicU64, Ordering};
     let scratch = tempfile::tempdir().unwrap();
-    let store = FileStore::open(scratch.path(), options()).unwrap();
+    let store = FileStore::open(scratch.path(), small_segments()).unwrap();
     let written = AtomicU64::new(0);
     const WRITES: u64 = 50_000;
     std::thread::scope(|s| {
@@ -454,7 +446,7 @@ fn a_torn_write_does_not_surface_a_record_hidden_in_its_value() {
     // not resynchronise into the value and take the hidden record for a real one.
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("store");
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     store.set("victim", b"real value", None).unwrap();
     let hidden = record_bytes(1, 1_000_000, b"victim", b"injected by another key's value");
     let mut carrier = vec![0x42u8; 100];
@@ -476,7 +468,7 @@ fn a_torn_write_does_not_surface_a_record_hidden_in_its_value() {
     bytes[at..end].fill(0);
     fs::write(&seg, &bytes).unwrap();
 
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(store.get("carrier").unwrap(), None);
     assert_eq!(
         store.get("victim").unwrap().as_deref(),
@@ -494,7 +486,7 @@ fn compaction_keeps_a_segment_whose_damaged_tombstone_its_hint_still_knows() {
     // the value in the first segment come back at the next open.
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("store");
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     store.set("victim", b"old value", None).unwrap();
     let mut i = 0u64;
     while files_with_ext(&dir, "seg").len() < 2 {
@@ -512,13 +504,13 @@ fn compaction_keeps_a_segment_whose_damaged_tombstone_its_hint_still_knows() {
     bytes[at] ^= 0x02;
     fs::write(&segments[1], bytes).unwrap();
 
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(store.recovery_report().from_hints, 2);
     assert_eq!(store.get("victim").unwrap(), None);
     store.compact().unwrap();
     assert_eq!(store.get("victim").unwrap(), None);
     store.close().unwrap();
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(
         store.get("victim").unwrap(),
         None,
@@ -540,7 +532,7 @@ fn damage_in_the_newest_segment_does_not_cost_the_durable_records_after_it() {
     // `a`: a flipped byte there is damage, and the tombstone after it must still count.
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("store");
-    let durable = || options().durability(uno_cache::Durability::EveryWrite);
+    let durable = || small_segments().durability(uno_cache::Durability::EveryWrite);
     let store = FileStore::open(&dir, durable()).unwrap();
     store.set("k", b"old value", None).unwrap();
     store.close().unwrap();

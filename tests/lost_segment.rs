@@ -13,19 +13,11 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{files_with_ext, value_bytes};
-use uno_cache::{FileStore, FileStoreOptions};
+use common::{files_with_ext, small_segments, value_bytes};
+use uno_cache::FileStore;
 
-const SEGMENT_SIZE: u64 = 64 * 1024;
 /// Three values fill a segment; the fourth write rolls to the next one.
 const VALUE_LEN: usize = 20 * 1024;
-
-fn options() -> FileStoreOptions {
-    FileStoreOptions::default()
-        .segment_size(SEGMENT_SIZE)
-        .max_size_mb(64)
-        .background_threads(false)
-}
 
 fn value(id: u64) -> Vec<u8> {
     value_bytes(id, VALUE_LEN)
@@ -34,7 +26,7 @@ fn value(id: u64) -> Vec<u8> {
 /// Segment 1: `k` = 1, `gone` = 2, `only-old` = 3. Segment 2: `k` = 4, `gone` deleted,
 /// `mid` = 5, `mid2` = 6. Segment 3 (active): `k2` = 7. Returns the segment files.
 fn three_segments(dir: &Path) -> Vec<std::path::PathBuf> {
-    let store = FileStore::open(dir, options()).unwrap();
+    let store = FileStore::open(dir, small_segments()).unwrap();
     store.set("k", &value(1), None).unwrap();
     store.set("gone", &value(2), None).unwrap();
     store.set("only-old", &value(3), None).unwrap();
@@ -69,7 +61,7 @@ fn keys_of_a_segment_lost_to_damage_never_read_their_older_versions_again() {
     damage_header(&segments[1]);
 
     for open in ["first", "second"] {
-        let store = FileStore::open(&dir, options()).unwrap();
+        let store = FileStore::open(&dir, small_segments()).unwrap();
         let report = store.recovery_report().clone();
         if open == "first" {
             assert_eq!(report.damaged_segments, 1, "{report:?}");
@@ -99,16 +91,16 @@ fn keys_of_a_segment_lost_to_damage_never_read_their_older_versions_again() {
 
     // A write after the loss takes a higher sequence number than any lost record: the next open
     // must not hide it.
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     store.set("k", &value(8), None).unwrap();
     store.close().unwrap();
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(get(&store, "k").as_deref(), Some(&value(8)[..]));
 
     // Once no older segment remains, the lost keys hide nothing and the file goes.
     store.clear().unwrap();
     store.close().unwrap();
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(store.recovery_report().lost_keys, 0);
     store.close().unwrap();
     assert!(!segments[1].with_extension("lost").exists());
@@ -126,7 +118,7 @@ fn a_lost_segment_whose_hint_is_damaged_too_is_reported_and_the_rest_opens() {
     bytes[last] ^= 0x01;
     fs::write(&hint, &bytes).unwrap();
 
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     let report = store.recovery_report().clone();
     assert_eq!((report.damaged_segments, report.lost_keys), (1, 0), "{report:?}");
     assert!(!hint.exists() && !segments[1].with_extension("lost").exists());
@@ -143,7 +135,7 @@ fn a_write_after_losing_the_newest_segment_survives_the_next_open() {
     three_segments(&dir);
     // A reopened store writes to a new segment: k2 twice there, so that its lost records hide
     // every seq up to the last one the store gave out.
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     store.set("k2", &value(8), None).unwrap();
     store.set("k2", &value(9), None).unwrap();
     store.close().unwrap();
@@ -155,12 +147,12 @@ fn a_write_after_losing_the_newest_segment_survives_the_next_open() {
     );
     damage_header(&segments[3]);
 
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(store.recovery_report().lost_keys, 2);
     assert_eq!(get(&store, "k2"), None);
     store.set("k2", &value(10), None).unwrap();
     store.close().unwrap();
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(get(&store, "k2").as_deref(), Some(&value(10)[..]));
 }
 
@@ -172,13 +164,13 @@ fn a_new_segment_never_takes_a_lost_ones_id() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("store");
     three_segments(&dir);
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     store.set("k", &value(8), None).unwrap();
     store.close().unwrap();
     let newest = |dir: &Path| files_with_ext(dir, "seg").last().unwrap().clone();
     damage_header(&newest(&dir));
-    FileStore::open(&dir, options()).unwrap().close().unwrap();
-    let store = FileStore::open(&dir, options()).unwrap();
+    FileStore::open(&dir, small_segments()).unwrap().close().unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     store.set("x", &value(9), None).unwrap();
     store.close().unwrap();
     let second = newest(&dir);
@@ -188,7 +180,7 @@ fn a_new_segment_never_takes_a_lost_ones_id() {
     );
     damage_header(&second);
 
-    let store = FileStore::open(&dir, options()).unwrap();
+    let store = FileStore::open(&dir, small_segments()).unwrap();
     assert_eq!(get(&store, "k"), None, "k's overwritten version came back");
     assert_eq!(
         store.recovery_report().lost_keys,

@@ -93,3 +93,16 @@ pub fn files_with_ext(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
 pub fn segment_salt(bytes: &[u8]) -> u32 {
     uno_cache::__fuzz::decode_segment_header(bytes).unwrap().salt
 }
+
+/// Segment size of the damage and lost-segment tests: small, so a few hundred values span
+/// many segments.
+pub const SEGMENT_SIZE: u64 = 64 * 1024;
+
+/// A store of [`SEGMENT_SIZE`] segments, with no background thread: every write and open of
+/// a test happens where the test says.
+pub fn small_segments() -> uno_cache::FileStoreOptions {
+    uno_cache::FileStoreOptions::default()
+        .segment_size(SEGMENT_SIZE)
+        .max_size_mb(64)
+        .background_threads(false)
+}
