@@ -271,10 +271,9 @@ pub(crate) fn clear_overflowed_mark(disk: &Disk, dir: &Path) -> Result<()> {
 }
 
 /// A failed write: [`Error::DiskFull`] if the device is full, as the stores report it, so a
-/// caller can tell it from a failing disk.
-/// A write's error: [`Error::DiskFull`] when the device has no room, which a file system may
-/// report at the write, at the `fdatasync` (writeback on btrfs, NFS) or when a file is created;
-/// `needed` is the bytes the write asked for (0 where it is not one write's).
+/// caller can tell it from a failing disk. A file system may say so at the write, at the
+/// `fdatasync` (writeback on btrfs, NFS) or when a file is created; `needed` is the bytes the
+/// write asked for (0 where it is not one write's).
 fn write_error(op: &'static str, path: &Path, needed: usize, e: io::Error) -> Error {
     if crate::error::is_no_space(&e) {
         Error::DiskFull {
