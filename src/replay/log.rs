@@ -111,6 +111,49 @@ impl Log {
         })
     }
 
+    /// [`create`](Self::create) in place of a log that holds damage, or, if the new log cannot
+    /// be written (a full device, as it often is after a crash), the damaged log opened latched
+    /// with that failure: nothing is appended to it, the queue keeps what the open loaded in
+    /// memory, and [`replace_latched`](Self::replace_latched) writes the new log once there is
+    /// room. Failing the open instead kept the queue, and the manager with it, from starting. A
+    /// reopen before then reads the same damage again. Returns the log and the failure, if any.
+    pub(crate) fn create_over_damaged(
+        dir: &Path,
+        disk: Disk,
+        lock: LockFile,
+        header: &Header,
+        body: &[u8],
+        mode: u32,
+    ) -> Result<(Log, Option<Error>)> {
+        match write_new(&disk, dir, header, body, mode) {
+            Ok((file, len)) => Ok((
+                Log {
+                    dir: dir.to_owned(),
+                    path: dir.join(LOG_FILE),
+                    disk,
+                    file,
+                    log_id: header.log_id,
+                    len,
+                    latch: WriteLatch::new("replay log"),
+                    mode,
+                    _lock: lock,
+                    #[cfg(test)]
+                    fail_next_sync: false,
+                },
+                None,
+            )),
+            Err(e) => {
+                let path = dir.join(LOG_FILE);
+                let len = fs::metadata(&path)
+                    .map_err(|e| Error::io("read replay log", &path, e))?
+                    .len();
+                let log = Log::open_existing(dir, disk, lock, header.log_id, len, mode)?;
+                let e = log.fail(e);
+                Ok((log, Some(e)))
+            }
+        }
+    }
+
     pub(crate) fn log_id(&self) -> u64 {
         self.log_id
     }

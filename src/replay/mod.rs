@@ -100,6 +100,9 @@
 //!   unknown key may be lost).
 //! - A damaged header moves the log aside to `replay.log.damaged`; the queue starts empty and
 //!   overflowed. A header of an unknown version is refused with [`Error::UnsupportedVersion`].
+//! - After damage the log is rewritten at open. A device too full for that does not stop the
+//!   open: the queue opens latched with what it read ([`ReplayRecovery::rewrite_failed`]), as
+//!   after a failed write (below), until [`recover`](ReplayQueue::recover) can write the log.
 //! - When more than half of the log (and at least 64 KiB) is acked or superseded records, it is
 //!   compacted: rewritten to `replay.log.new`, fsynced, renamed over the log, directory fsynced.
 //!   So the file stays under about `2 × max_bytes + 64 KiB`, unless a compaction fails (a
@@ -150,6 +153,7 @@ mod options;
 #[cfg(test)]
 mod power_loss_tests;
 mod push;
+mod report;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -165,6 +169,7 @@ use parking_lot::Mutex;
 
 pub use self::format::{LOG_FILE, REPLAY_FORMAT_VERSION};
 pub use self::options::{ReplayOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
+pub use self::report::{ReplayRecovery, ReplayStats};
 
 use self::format::{Header, HeaderError, Kind, RecordRef, HEADER_LEN, LOG_DAMAGED_FILE};
 use self::group::Group;
@@ -266,65 +271,6 @@ impl PushOutcome {
             PushOutcome::Overflowed => None,
         }
     }
-}
-
-/// What opening the queue found in its log.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct ReplayRecovery {
-    /// Valid records read.
-    pub records: u64,
-    /// Ops pending after open.
-    pub pending: u64,
-    /// Bad byte ranges followed by valid records (real damage; skipped).
-    pub damaged_ranges: u64,
-    /// Bytes in those ranges.
-    pub damaged_bytes: u64,
-    /// Bytes of a torn tail that was cut (a push interrupted by a crash).
-    pub torn_tail_bytes: u64,
-    /// Sets turned into deletes because damage followed them.
-    pub sets_downgraded: u64,
-    /// Set if the header was damaged: what was wrong. The log was moved to `replay.log.damaged`
-    /// and the queue started empty and overflowed.
-    pub header_damage: Option<String>,
-    /// Whether the log was rewritten at open (after damage or a damaged header; a torn tail
-    /// alone is cut in place, and rewritten only if that fails).
-    pub rewritten: bool,
-    /// Whether `replay.overflowed` was found with the log's flag clear: a write of the log
-    /// failed before the queue was last closed, and the queue was marked overflowed.
-    #[serde(default)]
-    pub marked_overflowed: bool,
-}
-
-/// Sizes and counters of a queue.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct ReplayStats {
-    /// Pending ops (one per key).
-    pub pending: u64,
-    /// Of which deletes (expired sets included once [`ReplayQueue::pending`] has seen them).
-    pub pending_deletes: u64,
-    /// Encoded bytes of the pending ops; what `max_bytes` bounds.
-    pub bytes: u64,
-    /// Length of the log file.
-    pub log_bytes: u64,
-    /// Whether an op was lost (see [`ReplayQueue::is_overflowed`]).
-    pub overflowed: bool,
-    /// Ops queued since open (downgraded ones included).
-    pub pushed: u64,
-    /// Sets queued as deletes since open (too big, or already expired), and pending sets made
-    /// deletes to make room for a delete.
-    pub downgraded: u64,
-    /// Ops lost since open because not even a delete fit.
-    pub lost: u64,
-    /// Ops acknowledged since open.
-    pub acked: u64,
-    /// Log rewrites since open.
-    pub compactions: u64,
-    /// Automatic compactions that failed (the log stays as it was; see the logs).
-    pub compaction_failures: u64,
-    /// The failure that disabled writes, if any.
-    pub write_failure: Option<String>,
 }
 
 #[derive(Debug)]
@@ -461,12 +407,35 @@ impl ReplayQueue {
                     next_seq,
                 };
                 let body = encode_body(header.log_id, &pending, overflowed);
-                let log = Log::create(dir, options.disk.clone(), lock, &header, &body, options.file_mode)?;
-                pending.recompute_disk_lens();
-                log
+                if had_log {
+                    let (log, failed) = Log::create_over_damaged(
+                        dir,
+                        options.disk.clone(),
+                        lock,
+                        &header,
+                        &body,
+                        options.file_mode,
+                    )?;
+                    match failed {
+                        None => {
+                            pending.recompute_disk_lens();
+                            recovery.rewritten = true;
+                        }
+                        Some(e) => {
+                            tracing::warn!(path = %path.display(), error = %e,
+                                "the damaged replay log could not be rewritten; the queue opens latched until there is room");
+                            recovery.rewrite_failed = Some(e.to_string());
+                        }
+                    }
+                    log
+                } else {
+                    let log =
+                        Log::create(dir, options.disk.clone(), lock, &header, &body, options.file_mode)?;
+                    pending.recompute_disk_lens();
+                    log
+                }
             }
         };
-        recovery.rewritten = clean.is_none() && had_log;
         recovery.pending = pending.len() as u64;
         let queue = ReplayQueue {
             dir: dir.to_owned(),

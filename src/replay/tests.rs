@@ -247,12 +247,81 @@ fn a_damaged_log_whose_replacement_could_not_be_written_is_still_reported_at_the
     let sim = Sim::new(dir.path());
     sim.fail_next(Op::Create, std::io::ErrorKind::StorageFull);
     let options = ReplayOptions::default().disk(Disk::simulated(Arc::clone(&sim)));
-    assert!(ReplayQueue::open(dir.path(), options).is_err());
+    let queue = ReplayQueue::open(dir.path(), options).unwrap();
     assert_eq!(sim.pending_faults(), 0, "the new log was not tried");
+    assert!(queue.is_overflowed());
+    assert!(queue.recovery_report().rewrite_failed.is_some());
+    assert!(!queue.recovery_report().rewritten);
+    assert!(queue.push_delete("x").is_err(), "the damaged log took a write");
+    drop(queue);
     let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
     assert!(queue.is_overflowed(), "the lost ops went unreported");
     assert!(queue.recovery_report().header_damage.is_some());
     assert_eq!(fs::read(dir.path().join("replay.log.damaged")).unwrap(), bytes);
+}
+
+/// Damage mid-way through the log needs a rewrite at open, which a full device refuses: the
+/// queue (and the manager) did not open. Now it opens with what it read, latched, and the log is
+/// rewritten once there is room.
+#[test]
+fn a_log_damaged_mid_way_opens_latched_on_a_full_device_and_is_rewritten_once_there_is_room() {
+    let (_root, live, sim) = on_sim();
+    let path = live.join(LOG_FILE);
+    let mid;
+    {
+        let queue = ReplayQueue::open(&live, ReplayOptions::default()).unwrap();
+        queue.push_set("a", b"v", 0).unwrap();
+        mid = fs::metadata(&path).unwrap().len() as usize;
+        queue.push_delete("b").unwrap();
+        queue.push_delete("c").unwrap();
+    }
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[mid + 5] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let want = |queue: &ReplayQueue| {
+        let ops: Vec<(String, ReplayAction)> = queue
+            .pending()
+            .into_iter()
+            .map(|op| (op.key, op.action))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("a".to_owned(), ReplayAction::Delete),
+                ("c".to_owned(), ReplayAction::Delete)
+            ],
+            "the set before the damage replays as a delete, the delete after it stays"
+        );
+        assert!(
+            queue.is_overflowed(),
+            "the damaged record may have been any key's op"
+        );
+    };
+
+    sim.fail_next(Op::Create, std::io::ErrorKind::StorageFull);
+    let queue = ReplayQueue::open(&live, sim_options(&sim)).unwrap();
+    let report = queue.recovery_report().clone();
+    assert_eq!(report.damaged_ranges, 1);
+    assert!(!report.rewritten);
+    assert!(
+        report
+            .rewrite_failed
+            .as_deref()
+            .is_some_and(|why| why.contains("no space")),
+        "{report:?}"
+    );
+    want(&queue);
+    assert!(
+        queue.push_set("d", b"v", 0).is_err(),
+        "the damaged log took a write"
+    );
+    assert_eq!(fs::read(&path).unwrap(), bytes, "the damaged log changed");
+    assert!(queue.recover().unwrap(), "room is back: the log is written anew");
+    want(&queue);
+    drop(queue);
+    let queue = ReplayQueue::open(&live, ReplayOptions::default()).unwrap();
+    assert_eq!(queue.recovery_report().damaged_ranges, 0);
+    want(&queue);
 }
 
 /// A push refused by a latched queue leaves no older value of its key to replay: the delete

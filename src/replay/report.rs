@@ -1,0 +1,66 @@
+//! What a replay queue reports: what its open found in the log, and its sizes and counters.
+
+/// What opening the queue found in its log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ReplayRecovery {
+    /// Valid records read.
+    pub records: u64,
+    /// Ops pending after open.
+    pub pending: u64,
+    /// Bad byte ranges followed by valid records (real damage; skipped).
+    pub damaged_ranges: u64,
+    /// Bytes in those ranges.
+    pub damaged_bytes: u64,
+    /// Bytes of a torn tail that was cut (a push interrupted by a crash).
+    pub torn_tail_bytes: u64,
+    /// Sets turned into deletes because damage followed them.
+    pub sets_downgraded: u64,
+    /// Set if the header was damaged: what was wrong. The log was moved to `replay.log.damaged`
+    /// and the queue started empty and overflowed.
+    pub header_damage: Option<String>,
+    /// Whether the log was rewritten at open (after damage or a damaged header; a torn tail
+    /// alone is cut in place, and rewritten only if that fails).
+    pub rewritten: bool,
+    /// Whether `replay.overflowed` was found with the log's flag clear: a write of the log
+    /// failed before the queue was last closed, and the queue was marked overflowed.
+    #[serde(default)]
+    pub marked_overflowed: bool,
+    /// Set if the log had to be rewritten at open (damage) and could not be (a full device):
+    /// why. The queue opened with what it read, latched, as after a failed write:
+    /// [`ReplayQueue::recover`](super::ReplayQueue::recover) writes the new log once there is room (the manager tries every
+    /// second), and pushes are refused, and counted as lost, until then.
+    #[serde(default)]
+    pub rewrite_failed: Option<String>,
+}
+
+/// Sizes and counters of a queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ReplayStats {
+    /// Pending ops (one per key).
+    pub pending: u64,
+    /// Of which deletes (expired sets included once [`ReplayQueue::pending`](super::ReplayQueue::pending) has seen them).
+    pub pending_deletes: u64,
+    /// Encoded bytes of the pending ops; what `max_bytes` bounds.
+    pub bytes: u64,
+    /// Length of the log file.
+    pub log_bytes: u64,
+    /// Whether an op was lost (see [`ReplayQueue::is_overflowed`](super::ReplayQueue::is_overflowed)).
+    pub overflowed: bool,
+    /// Ops queued since open (downgraded ones included).
+    pub pushed: u64,
+    /// Sets queued as deletes since open (too big, or already expired), and pending sets made
+    /// deletes to make room for a delete.
+    pub downgraded: u64,
+    /// Ops lost since open because not even a delete fit.
+    pub lost: u64,
+    /// Ops acknowledged since open.
+    pub acked: u64,
+    /// Log rewrites since open.
+    pub compactions: u64,
+    /// Automatic compactions that failed (the log stays as it was; see the logs).
+    pub compaction_failures: u64,
+    /// The failure that disabled writes, if any.
+    pub write_failure: Option<String>,
+}
