@@ -641,3 +641,45 @@ fn a_key_tagged_again_while_its_tag_is_invalidated_stays_in_the_tag() {
     let exists: i64 = redis::cmd("EXISTS").arg(set).query(&mut raw).unwrap();
     assert_eq!(exists, 0);
 }
+
+/// A tag of 60,000 members, read and forgotten in round trips of a thousand, each within a
+/// 100 ms timeout. Read in one command, such a tag took longer than that (a `SMEMBERS` or
+/// `ZRANGE` of 100,000 members takes Redis 50 to 90 ms, its reply longer to arrive), and every
+/// invalidation of it timed out: the tag could not be invalidated at all.
+#[test]
+fn a_tag_of_sixty_thousand_members_is_invalidated_with_a_short_timeout() {
+    const MEMBERS: usize = 60_000;
+    let redis = RedisServer::start();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "memory"
+        [distributed]
+        enabled = true
+        hosts = ["{}"]
+        key_prefix = "app:"
+        timeout_ms = 100
+        "#,
+        redis.addr()
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    cache.set_with_tags("k:0", "v", None, &["big"]).unwrap();
+    let until = redis_now_ms(&redis) + 600_000;
+    let mut raw = redis.raw();
+    for chunk in (1..MEMBERS).collect::<Vec<_>>().chunks(5_000) {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg("app:uno-cache:tag:big");
+        for i in chunk {
+            cmd.arg(until).arg(format!("k:{i}"));
+        }
+        cmd.exec(&mut raw).unwrap();
+    }
+    assert_eq!(cache.invalidate_tag("big").unwrap(), MEMBERS as u64);
+    assert_eq!(cache.get::<String>("k:0").unwrap(), None);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("app:uno-cache:tag:big")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(exists, 0, "every member was forgotten");
+}

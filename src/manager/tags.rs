@@ -21,10 +21,10 @@
 //! write or read of its tag, every member scored with the set's expiry. See storage-format.md,
 //! "Tag sets".
 //!
-//! A tag of 100,000 members takes Redis about as long to read as a plain set's `SMEMBERS` did
-//! (50 to 90 ms for either, measured on a loaded machine), and a few hundred ms to forget, in
-//! one script: a forget that times out is logged, and its members leave at the next
-//! invalidation of the tag or when their time ends.
+//! A tag is read (`ZSCAN`) and forgotten [`WALK_STEP`] members per round trip, each within the
+//! timeout, as a prefix deletion walks the keyspace: in one command, a tag of 100,000 members
+//! took Redis 50 to 90 ms to read and a few hundred to forget, past the default timeout of
+//! 100 ms, and a large tag could not be invalidated at all.
 //!
 //! Prefix deletion in L2 (`SCAN MATCH` + `UNLINK`) is done on a standalone Redis only: a Redis
 //! Cluster would need a scan of every primary, and Memcached cannot list keys at all; there
@@ -74,7 +74,8 @@ const SORTED_SCRIPT: &str = concat!(
 );
 
 /// Removes members (`ARGV`: each key, then the score it was read with) from a tag's set
-/// (`KEYS[1]`); a member whose score has changed since (tagged again meanwhile) stays.
+/// (`KEYS[1]`); a member whose score has changed since (tagged again meanwhile) stays. Sent
+/// [`WALK_STEP`] members at a time.
 const FORGET_SCRIPT: &str = include_str!("tag_scripts/forget.lua");
 
 #[derive(Clone)]
@@ -94,6 +95,10 @@ pub(crate) struct Members {
 }
 
 impl Members {
+    fn into_pairs(self) -> impl Iterator<Item = (String, String)> {
+        self.keys.into_iter().zip(self.scores)
+    }
+
     fn from_flat(flat: Vec<String>) -> Members {
         let mut members = Members::default();
         let mut it = flat.into_iter();
@@ -263,29 +268,35 @@ impl TagStore {
             .collect()
     }
 
-    /// The command of [`members`](Self::members).
-    fn members_cmd(&self, tag: &str) -> redis::Pipeline {
-        let set = self.tag_key(tag);
+    /// The first command of [`members`](Self::members): a plain set made sorted.
+    fn sorted_cmd(&self, set: &str) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.cmd("EVAL")
             .arg(SORTED_SCRIPT)
             .arg(1)
-            .arg(&set)
+            .arg(set)
             .arg(SKEW_MS)
             .ignore();
-        pipe.cmd("ZRANGE").arg(&set).arg(0).arg(-1).arg("WITHSCORES");
         pipe
     }
 
-    /// The command of [`forget`](Self::forget).
-    fn forget_cmd(&self, tag: &str, members: &Members) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        let cmd = pipe.cmd("EVAL").arg(FORGET_SCRIPT).arg(1).arg(self.tag_key(tag));
-        for (key, score) in members.keys.iter().zip(&members.scores) {
-            cmd.arg(key).arg(score);
-        }
-        cmd.ignore();
-        pipe
+    /// The commands of [`forget`](Self::forget), [`WALK_STEP`] members each.
+    fn forget_cmds(&self, tag: &str, members: &Members) -> Vec<redis::Pipeline> {
+        let set = self.tag_key(tag);
+        members
+            .keys
+            .chunks(WALK_STEP)
+            .zip(members.scores.chunks(WALK_STEP))
+            .map(|(keys, scores)| {
+                let mut pipe = redis::pipe();
+                let cmd = pipe.cmd("EVAL").arg(FORGET_SCRIPT).arg(1).arg(&set);
+                for (key, score) in keys.iter().zip(scores) {
+                    cmd.arg(key).arg(score);
+                }
+                cmd.ignore();
+                pipe
+            })
+            .collect()
     }
 
     fn add_task(
@@ -305,12 +316,39 @@ impl TagStore {
         })
     }
 
+    /// The members of a tag, read [`WALK_STEP`] at a time (`ZSCAN`), each round trip within the
+    /// timeout: one `ZRANGE` of a tag of 200,000 members took longer than the default timeout,
+    /// and the tag could not be invalidated at all. `ZSCAN` returns every member present for the
+    /// whole walk (some twice: kept once); one added meanwhile is a write after the read.
     fn members_task(&self, tag: &str) -> Result<impl Future<Output = Result<Members>> + Send + 'static> {
-        let pipe = self.members_cmd(tag);
+        let set = self.tag_key(tag);
+        let sorted = self.sorted_cmd(&set);
         let timeout = self.timeout;
         self.task("invalidate_tag", move |conn| async move {
-            let (flat,): (Vec<String>,) = query("invalidate_tag", timeout, conn, pipe).await?;
-            Ok(Members::from_flat(flat))
+            query::<()>("invalidate_tag", timeout, conn.clone(), sorted).await?;
+            let mut seen = std::collections::HashSet::new();
+            let mut members = Members::default();
+            let mut cursor: u64 = 0;
+            loop {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZSCAN")
+                    .arg(&set)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(WALK_STEP);
+                let ((next, flat),): ((u64, Vec<String>),) =
+                    query("invalidate_tag", timeout, conn.clone(), pipe).await?;
+                for (key, score) in Members::from_flat(flat).into_pairs() {
+                    if seen.insert(key.clone()) {
+                        members.keys.push(key);
+                        members.scores.push(score);
+                    }
+                }
+                if next == 0 {
+                    return Ok(members);
+                }
+                cursor = next;
+            }
         })
     }
 
@@ -319,10 +357,13 @@ impl TagStore {
         tag: &str,
         members: &Members,
     ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-        let pipe = self.forget_cmd(tag, members);
+        let pipes = self.forget_cmds(tag, members);
         let timeout = self.timeout;
-        self.task("invalidate_tag", move |conn| {
-            query::<()>("invalidate_tag", timeout, conn, pipe)
+        self.task("invalidate_tag", move |conn| async move {
+            for pipe in pipes {
+                query::<()>("invalidate_tag", timeout, conn.clone(), pipe).await?;
+            }
+            Ok(())
         })
     }
 
@@ -392,14 +433,13 @@ impl TagStore {
     /// invalidation that fails or is dropped half-way leaves them there for its retry.
     pub(crate) fn members(&self, tag: &str) -> Result<Members> {
         let task = self.members_task(tag)?;
-        self.block("invalidate_tag", self.timeout.saturating_mul(2), task)
+        self.block("invalidate_tag", WALK_DEADLINE, task)
     }
 
     /// Async [`members`](Self::members).
     pub(crate) async fn members_async(&self, tag: &str) -> Result<Members> {
         let task = self.members_task(tag)?;
-        self.run("invalidate_tag", self.timeout.saturating_mul(2), task)
-            .await
+        self.run("invalidate_tag", WALK_DEADLINE, task).await
     }
 
     /// Removes `members` (deleted by an invalidation) from a tag's set; members added since,
@@ -409,7 +449,7 @@ impl TagStore {
             return Ok(());
         }
         let task = self.forget_task(tag, members)?;
-        self.block("invalidate_tag", self.timeout.saturating_mul(2), task)
+        self.block("invalidate_tag", WALK_DEADLINE, task)
     }
 
     /// Async [`forget`](Self::forget).
@@ -418,8 +458,7 @@ impl TagStore {
             return Ok(());
         }
         let task = self.forget_task(tag, members)?;
-        self.run("invalidate_tag", self.timeout.saturating_mul(2), task)
-            .await
+        self.run("invalidate_tag", WALK_DEADLINE, task).await
     }
 
     /// Deletes L2 keys `{l2_prefix}{prefix}*` (standalone Redis only); returns how many.
@@ -428,7 +467,7 @@ impl TagStore {
             return Ok(0);
         }
         let task = self.delete_prefix_task(l2_prefix, prefix)?;
-        self.block("invalidate_prefix", PREFIX_DEADLINE, task)
+        self.block("invalidate_prefix", WALK_DEADLINE, task)
     }
 
     /// Async [`delete_prefix`](Self::delete_prefix).
@@ -437,15 +476,19 @@ impl TagStore {
             return Ok(0);
         }
         let task = self.delete_prefix_task(l2_prefix, prefix)?;
-        self.run("invalidate_prefix", PREFIX_DEADLINE, task).await
+        self.run("invalidate_prefix", WALK_DEADLINE, task).await
     }
 }
 
 /// A connection being opened.
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<Conn>> + Send>>;
 
-/// How long a whole prefix deletion may take (each of its round trips has the timeout).
-const PREFIX_DEADLINE: Duration = Duration::from_secs(600);
+/// How long a call that walks a tag's set or the keyspace round trip by round trip may take (a
+/// tag's read and forget, a prefix deletion); each of its round trips has the timeout.
+const WALK_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Members read or forgotten per round trip of such a walk.
+const WALK_STEP: usize = 1_000;
 
 /// `fut`, or a timeout error after `timeout`.
 async fn within<T>(op: &'static str, timeout: Duration, fut: impl Future<Output = Result<T>>) -> Result<T> {
