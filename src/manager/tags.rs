@@ -66,8 +66,9 @@ const ADD_SCRIPT: &str = concat!(
 
 /// Turns an earlier version's plain set (`KEYS[1]`) into a sorted set, as [`ADD_SCRIPT`] does,
 /// before a read: every member read then has a score, and only a member whose score is still
-/// the one read is forgotten. `ARGV[1]` is [`SKEW_MS`]. The read itself is a plain `ZRANGE`
-/// after it: a script that returned the members took four times as long on a large tag.
+/// the one read is forgotten. `ARGV[1]` is [`SKEW_MS`]. The read itself is `ZSCAN`s after it
+/// (see `members_task`): a script that returned the members took four times as long as one
+/// `ZRANGE` on a large tag, and a script cannot be split into round trips.
 const SORTED_SCRIPT: &str = concat!(
     include_str!("tag_scripts/convert.lua"),
     include_str!("tag_scripts/sorted.lua")
@@ -317,7 +318,7 @@ impl TagStore {
     }
 
     /// The members of a tag, read [`WALK_STEP`] at a time (`ZSCAN`), each round trip within the
-    /// timeout: one `ZRANGE` of a tag of 200,000 members took longer than the default timeout,
+    /// timeout: one `ZRANGE` of a tag of 60,000 members took longer than the default timeout,
     /// and the tag could not be invalidated at all. `ZSCAN` returns every member present for the
     /// whole walk (some twice: kept once); one added meanwhile is a write after the read.
     fn members_task(&self, tag: &str) -> Result<impl Future<Output = Result<Members>> + Send + 'static> {
