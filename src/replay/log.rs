@@ -70,9 +70,22 @@ impl Log {
         let file = disk
             .open(&path)
             .map_err(|e| Error::io("open replay log", &path, e))?;
-        Ok(Log {
+        Ok(Log::with_file(dir, disk, file, lock, log_id, len, mode))
+    }
+
+    /// The log on `file`, open at `len`, taking writes.
+    fn with_file(
+        dir: &Path,
+        disk: Disk,
+        file: DiskFile,
+        lock: LockFile,
+        log_id: u64,
+        len: u64,
+        mode: u32,
+    ) -> Log {
+        Log {
             dir: dir.to_owned(),
-            path,
+            path: dir.join(LOG_FILE),
             disk,
             file,
             log_id,
@@ -82,7 +95,7 @@ impl Log {
             _lock: lock,
             #[cfg(test)]
             fail_next_sync: false,
-        })
+        }
     }
 
     /// Writes a complete new log (header then `body`, encoded under `log_id`) atomically in place
@@ -96,19 +109,7 @@ impl Log {
         mode: u32,
     ) -> Result<Log> {
         let (file, len) = write_new(&disk, dir, header, body, mode)?;
-        Ok(Log {
-            dir: dir.to_owned(),
-            path: dir.join(LOG_FILE),
-            disk,
-            file,
-            log_id: header.log_id,
-            len,
-            latch: WriteLatch::new("replay log"),
-            mode,
-            _lock: lock,
-            #[cfg(test)]
-            fail_next_sync: false,
-        })
+        Ok(Log::with_file(dir, disk, file, lock, header.log_id, len, mode))
     }
 
     /// [`create`](Self::create) in place of a log that holds damage, or, if the new log cannot
@@ -127,19 +128,7 @@ impl Log {
     ) -> Result<(Log, Option<Error>)> {
         match write_new(&disk, dir, header, body, mode) {
             Ok((file, len)) => Ok((
-                Log {
-                    dir: dir.to_owned(),
-                    path: dir.join(LOG_FILE),
-                    disk,
-                    file,
-                    log_id: header.log_id,
-                    len,
-                    latch: WriteLatch::new("replay log"),
-                    mode,
-                    _lock: lock,
-                    #[cfg(test)]
-                    fail_next_sync: false,
-                },
+                Log::with_file(dir, disk, file, lock, header.log_id, len, mode),
                 None,
             )),
             Err(e) => {
