@@ -443,6 +443,37 @@ fn redis_now_ms(redis: &RedisServer) -> u64 {
     secs * 1000 + micros / 1000
 }
 
+/// The number of keys of each `UNLINK` in the server's slow log. It keeps a command's first 31
+/// arguments, and for the rest one more saying how many there were.
+fn keys_per_unlink(redis: &RedisServer) -> Vec<usize> {
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(&mut redis.raw())
+        .unwrap();
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                panic!("a slow log entry is an array: {entry:?}");
+            };
+            let args: Vec<String> = redis::from_redis_value(fields[3].clone()).unwrap();
+            if !args[0].eq_ignore_ascii_case("UNLINK") {
+                return None;
+            }
+            let last = &args[args.len() - 1];
+            let more = last
+                .strip_prefix("... (")
+                .and_then(|rest| rest.strip_suffix(" more arguments)"))
+                .map(|n| n.parse::<usize>().unwrap());
+            Some(match more {
+                Some(more) => args.len() - 2 + more,
+                None => args.len() - 1,
+            })
+        })
+        .collect()
+}
+
 /// A tag's members and their scores.
 fn scored(redis: &RedisServer, tag: &str) -> Vec<(String, u64)> {
     redis::cmd("ZRANGE")
@@ -642,8 +673,8 @@ fn a_key_tagged_again_while_its_tag_is_invalidated_stays_in_the_tag() {
     assert_eq!(exists, 0);
 }
 
-/// A tag of 60,000 members, read and forgotten in round trips of a thousand, each within a
-/// 100 ms timeout. Read in one command, such a tag took longer than that (a `SMEMBERS` or
+/// A tag of 60,000 members, read, deleted and forgotten in round trips of a thousand, each
+/// within a 100 ms timeout. Read in one command, such a tag took longer than that (a `SMEMBERS` or
 /// `ZRANGE` of 100,000 members takes Redis 50 to 90 ms, its reply longer to arrive), and every
 /// invalidation of it timed out: the tag could not be invalidated at all.
 #[test]
@@ -675,8 +706,24 @@ fn a_tag_of_sixty_thousand_members_is_invalidated_with_a_short_timeout() {
         }
         cmd.exec(&mut raw).unwrap();
     }
+    // Every command logged from here on, to count the keys of each `UNLINK` (and those the
+    // forget script runs, two per member).
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(0)
+        .arg("slowlog-max-len")
+        .arg(4 * MEMBERS)
+        .exec(&mut raw)
+        .unwrap();
+    redis::cmd("SLOWLOG").arg("RESET").exec(&mut raw).unwrap();
     assert_eq!(cache.invalidate_tag("big").unwrap(), MEMBERS as u64);
     assert_eq!(cache.get::<String>("k:0").unwrap(), None);
+    // Deleted a thousand keys per round trip: one `UNLINK` of a tag some times larger would
+    // take its round trip past the timeout (see `TAG_DELETE_STEP` in the manager).
+    let unlinks = keys_per_unlink(&redis);
+    assert_eq!(unlinks.iter().sum::<usize>(), MEMBERS, "{unlinks:?}");
+    assert!(unlinks.iter().all(|&n| n <= 1_000), "{unlinks:?}");
     let exists: i64 = redis::cmd("EXISTS")
         .arg("app:uno-cache:tag:big")
         .query(&mut raw)
