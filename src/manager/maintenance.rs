@@ -255,8 +255,9 @@ impl CacheManager {
     /// Deletes every key written with `tag` from both levels here and, through the backplane,
     /// from every other instance's L1, a thousand keys per [`CacheManager::multi_delete`] (so
     /// each round trip stays within the timeout however large the tag). Returns the number of
-    /// keys the tag held. A member that is no key (empty, or longer than [`crate::MAX_KEY_LEN`], put
-    /// in the tag's set by hand) is logged, not counted, and removed from the set.
+    /// keys the tag held. A member that is no key (empty, or longer than
+    /// [`crate::MAX_KEY_LEN`], put in the tag's set by hand) is logged, not counted, and removed
+    /// from the set.
     ///
     /// # Errors
     /// [`Error::Config`] if there is no Redis for tags; the tag Redis's error; otherwise as
@@ -393,11 +394,6 @@ fn members_ttl(s: &Shared, ttl: Option<Duration>) -> Duration {
         .saturating_add(s.fail_safe.window())
 }
 
-/// The members of `tag` that are keys: a member no level takes (empty, or longer than
-/// [`crate::MAX_KEY_LEN`]: added to the set by hand, or by a build with other limits) holds no
-/// value to delete. It is logged and left out, and goes from the set with the others: refused,
-/// it failed the whole delete, and every later invalidation of the tag again, while the values
-/// of the valid members stayed readable.
 /// Members of a tag deleted per [`CacheManager::multi_delete`] of an invalidation, so each
 /// round trip to L2 stays within its timeout however large the tag. One `UNLINK` of a million
 /// keys is a request of about 15 MB: Redis ran it in 10 ms, but the round trip took 120 ms over
@@ -405,6 +401,11 @@ fn members_ttl(s: &Shared, ttl: Option<Duration>) -> Duration {
 /// have been invalidated, as it could not be read in one command either (see `tags`).
 const TAG_DELETE_STEP: usize = 1_000;
 
+/// The members of `tag` that are keys: a member no level takes (empty, or longer than
+/// [`crate::MAX_KEY_LEN`]: added to the set by hand, or by a build with other limits) holds no
+/// value to delete. It is logged and left out, and goes from the set with the others: refused,
+/// it failed the whole delete, and every later invalidation of the tag again, while the values
+/// of the valid members stayed readable.
 fn deletable<'m>(tag: &str, members: &'m [String]) -> Vec<&'m str> {
     members
         .iter()

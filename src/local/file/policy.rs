@@ -137,9 +137,10 @@
 //! before. Tried: a longer sketch period with ties refused against unread victims (loop over
 //! five times 14.6, but web12 at 1% lost 2.2); a margin of 2 (15.3, web12 at 1% lost 4 and
 //! shifting working sets 3; since refused fills that come back are let in it costs neither,
-//! and it is the margin now: see [`super::admission::MARGIN`]); admitting one fill in 8 against unread victims (12: any turn keeps
-//! the bound below); a window of four to eight times the entries for unread victims (13.2-14.2:
-//! a loop that partly comes back within it turns the log as before).
+//! and it is the margin now: see [`super::admission::MARGIN`]); admitting one fill in 8
+//! against unread victims (12: any turn keeps the bound below); a window of four to eight times
+//! the entries for unread victims (13.2-14.2: a loop that partly comes back within it turns the
+//! log as before).
 //!
 //! ## Working sets that move
 //! When the reads move to new keys (a new working set, a new phase of a batch job), the old hot
