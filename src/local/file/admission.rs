@@ -126,7 +126,8 @@ const MIN_PERIOD: u64 = 1_024;
 /// in 250 entries of `tests/hit_ratio.rs` 22.1-22.7 → 24.3-24.5; over the LIRS and cache2k
 /// traces at 1, 5, 10 and 25% of their keys (72 cells) the lead over `quick_cache` averages +1.28
 /// instead of +1.15, no cell moving down by more than the spread of the seeds, and web12 at 1%
-/// 39.4 either way. The cost measured when recent fills were not yet weighed (web12 at 1% lost 4
+/// 39.4 either way; in the median of 155 processes, multi3 at 25% -2.04 → -1.83 and cpp at 10%
+/// -1.68 → -1.97. The cost measured when recent fills were not yet weighed (web12 at 1% lost 4
 /// points, see `policy`) is gone: a fill of a key asked for lately is what the margin now
 /// guards, and the window of refused fills that come back (see `refused`) lets a working set's
 /// keys in past it.
