@@ -673,6 +673,65 @@ fn a_key_tagged_again_while_its_tag_is_invalidated_stays_in_the_tag() {
     assert_eq!(exists, 0);
 }
 
+/// An invalidation whose deletes L2 refuses still takes every member out of L1, not only those
+/// deleted before the first refusal, and says it failed: the members of a step after a failed
+/// one stayed readable here (and in every other instance) until their TTL.
+#[test]
+fn a_tag_whose_deletes_l2_refuses_leaves_none_of_its_members_in_l1() {
+    tag_whose_deletes_l2_refuses(false);
+}
+
+#[test]
+fn async_a_tag_whose_deletes_l2_refuses_leaves_none_of_its_members_in_l1() {
+    tag_whose_deletes_l2_refuses(true);
+}
+
+fn tag_whose_deletes_l2_refuses(async_api: bool) {
+    const MEMBERS: usize = 1_500;
+    let redis = RedisServer::start();
+    // L2's errors reach the caller (hidden, the deletes would be queued for replay).
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = false
+        [local]
+        type = "memory"
+        [distributed]
+        enabled = true
+        hosts = ["{}"]
+        key_prefix = "app:"
+        "#,
+        redis.addr()
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    for i in 0..MEMBERS {
+        cache.set_with_tags(&format!("k:{i}"), "v", None, &["t"]).unwrap();
+    }
+    let mut raw = redis.raw();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-unlink")
+        .exec(&mut raw)
+        .unwrap();
+    let invalidated = if async_api {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(cache.invalidate_tag_async("t"))
+    } else {
+        cache.invalidate_tag("t")
+    };
+    assert!(invalidated.is_err(), "L2 refused every delete");
+    // L2 kept the values: gone by hand, whatever a read still finds is L1's.
+    redis::cmd("FLUSHDB").exec(&mut raw).unwrap();
+    let left = (0..MEMBERS)
+        .filter(|i| cache.get::<String>(&format!("k:{i}")).unwrap().is_some())
+        .count();
+    assert_eq!(left, 0, "members left in L1");
+}
+
 /// A tag of 60,000 members, read, deleted and forgotten in round trips of a thousand, each
 /// within a 100 ms timeout. Read in one command, such a tag took longer than that (a `SMEMBERS` or
 /// `ZRANGE` of 100,000 members takes Redis 50 to 90 ms, its reply longer to arrive), and every

@@ -261,9 +261,10 @@ impl CacheManager {
     ///
     /// # Errors
     /// [`Error::Config`] if there is no Redis for tags; the tag Redis's error; otherwise as
-    /// [`CacheManager::multi_delete`]. The tag keeps its members until all are deleted, so a
-    /// call that failed part-way, or whose future was dropped, can be retried: it deletes them
-    /// all again.
+    /// [`CacheManager::multi_delete`], the first of its steps that failed (every step runs, so
+    /// every member leaves L1 here and elsewhere even then). The tag keeps its members until all
+    /// are deleted, so a call that failed, or whose future was dropped, can be retried: it
+    /// deletes them all again.
     pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
         let store = self.shared.tags.as_ref().ok_or_else(no_tag_redis)?;
         let members = store.members(tag)?;
@@ -271,8 +272,14 @@ impl CacheManager {
             return Ok(0);
         }
         let deleted = deletable(tag, &members.keys);
-        for step in deleted.chunks(TAG_DELETE_STEP) {
-            self.multi_delete(step)?;
+        // Every step, whatever the others did: a failed one (L2 refused its delete) still
+        // removed its keys from L1 and published them, and so must every step after it.
+        let failed = deleted
+            .chunks(TAG_DELETE_STEP)
+            .map(|step| self.multi_delete(step))
+            .fold(None, |first, r| first.or(r.err()));
+        if let Some(e) = failed {
+            return Err(e);
         }
         if let Err(e) = store.forget(tag, &members) {
             // Harmless: the next invalidation of the tag deletes them again.
@@ -292,8 +299,14 @@ impl CacheManager {
             return Ok(0);
         }
         let deleted = deletable(tag, &members.keys);
+        let mut failed = None;
         for step in deleted.chunks(TAG_DELETE_STEP) {
-            self.multi_delete_async(step).await?;
+            if let Err(e) = self.multi_delete_async(step).await {
+                failed = failed.or(Some(e));
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if let Err(e) = store.forget_async(tag, &members).await {
             tracing::warn!(tag, error = %e, "deleted members stay in their tag's set");
