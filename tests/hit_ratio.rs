@@ -430,8 +430,8 @@ const FILE_LOOP_4_3_FLOOR: f64 = 56.5;
 /// let in, one store 13.4 to 15.5 (12 stores), so the test takes the median of three.
 const FILE_LOOP_5X_FLOOR: f64 = 13.8;
 /// quick_cache: 24.55 (a store full of the loop's keys: 25.2); LRU: 0. With the seeds of
-/// [`SEEDS`] 22.65, 22.08 and 22.49 while a fill needed one read more than its victim, 24.54,
-/// 24.34 and 24.54 since it needs two.
+/// [`SEEDS`] 22.65, 22.08 and 22.49 while a fill needed two reads more than its victim, 24.54,
+/// 24.34 and 24.54 since it needs three.
 const FILE_LONG_LOOP_FLOOR: f64 = 24.0;
 /// quick_cache: 42.9; LRU: 20.7. Without admission 37.6; with it 37.6 to 41.2 by the seed;
 /// with recent fills 40.2 to 41.0 (10 processes); on `8a30da1` one store 39.5 to 42.0 (16).
