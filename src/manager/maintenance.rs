@@ -274,10 +274,12 @@ impl CacheManager {
         let deleted = deletable(tag, &members.keys);
         // Every step, whatever the others did: a failed one (L2 refused its delete) still
         // removed its keys from L1 and published them, and so must every step after it.
-        let failed = deleted
-            .chunks(TAG_DELETE_STEP)
-            .map(|step| self.multi_delete(step))
-            .fold(None, |first, r| first.or(r.err()));
+        let mut failed = None;
+        for step in deleted.chunks(TAG_DELETE_STEP) {
+            if let Err(e) = self.multi_delete(step) {
+                failed = failed.or(Some(e));
+            }
+        }
         if let Some(e) = failed {
             return Err(e);
         }
