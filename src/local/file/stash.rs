@@ -139,7 +139,8 @@ impl Stash {
     /// Holds a refused fill of `key` (hash `hash`), in a store holding `entries` of at most
     /// `max_bytes`: the oldest values held make room for it, and `read_out` is called with the
     /// hash of each of those that was read while held. A value too large for the bound is not
-    /// held. Under the writer lock.
+    /// held, but still displaces what was held for the key: that is older, and a newer fill
+    /// refused must not leave it readable. Under the writer lock.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn hold(
         &self,
@@ -160,11 +161,12 @@ impl Stash {
             id: 0,
             read: false,
         };
-        if max_entries == 0 || held.bytes() > max_bytes {
-            return;
-        }
         let mut fifo = self.fifo.lock();
         fifo.remove(hash);
+        if max_entries == 0 || held.bytes() > max_bytes {
+            self.len.store(fifo.map.len(), Ordering::Relaxed);
+            return;
+        }
         while fifo.map.len() >= max_entries || fifo.bytes + held.bytes() > max_bytes {
             if fifo.map.is_empty() {
                 break;
@@ -207,13 +209,17 @@ impl Stash {
     }
 
     /// Forgets what is held for `hash`: its key was written or deleted. Under the writer lock.
-    /// Returns whether anything was held.
-    pub(crate) fn forget(&self, hash: u64) -> bool {
+    /// Returns whether a value live at `now_ms` was held (a delete reports what it removed, and
+    /// an expired value is not one, as for a record in the log).
+    pub(crate) fn forget(&self, hash: u64, now_ms: u64) -> bool {
         if self.len.load(Ordering::Relaxed) == 0 {
             return false;
         }
         let mut fifo = self.fifo.lock();
-        let held = fifo.map.contains_key(&hash);
+        let held = fifo
+            .map
+            .get(&hash)
+            .is_some_and(|held| held.expires_at_ms == 0 || now_ms < held.expires_at_ms);
         fifo.remove(hash);
         self.len.store(fifo.map.len(), Ordering::Relaxed);
         held
@@ -406,6 +412,23 @@ mod tests {
             stash.get(2, "b", 0).is_some(),
             "a value too large takes nothing's room"
         );
+        // A newer fill of a held key, too large to hold: the older value goes all the same.
+        stash.hold(2, "b", &[1; 2_000], 0, 1 << 20, 64 << 10, |_| {});
+        assert!(
+            stash.get(2, "b", 0).is_none(),
+            "the older value outlived a newer fill"
+        );
+        assert_eq!(stash.size(), (0, 0));
+    }
+
+    #[test]
+    fn forgetting_an_expired_held_value_reports_nothing_removed() {
+        let stash = Stash::default();
+        stash.hold(7, "k", b"v", 1_000, 1 << 10, 1 << 20, |_| {});
+        assert!(!stash.forget(7, 1_000), "expired at 1,000: nothing live was held");
+        stash.hold(7, "k", b"v", 1_000, 1 << 10, 1 << 20, |_| {});
+        assert!(stash.forget(7, 999));
+        assert_eq!(stash.size().0, 0);
     }
 
     #[test]
@@ -421,7 +444,7 @@ mod tests {
         assert!(stash.get(7, "k", 1_000).is_none());
         assert_eq!(stash.size().0, 0, "an expired value found is dropped");
         stash.hold(8, "k8", b"v", 0, 1 << 10, 1 << 20, |_| {});
-        stash.forget(8);
+        assert!(stash.forget(8, 0));
         assert!(stash.get(8, "k8", 0).is_none());
         stash.hold(9, "k9", b"v", 0, 1 << 10, 1 << 20, |_| {});
         stash.clear();
@@ -434,7 +457,7 @@ mod tests {
         for round in 0..1_000u64 {
             stash.hold(1, "k", &round.to_le_bytes(), 0, 1 << 10, 1 << 20, |_| {});
             stash.hold(2 + round, "x", b"v", 0, 1 << 10, 1 << 20, |_| {});
-            stash.forget(2 + round);
+            stash.forget(2 + round, 0);
         }
         assert_eq!(stash.size().0, 1);
         assert_eq!(

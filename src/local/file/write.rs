@@ -250,7 +250,7 @@ impl Inner {
             self.account(&active, u32::try_from(len).unwrap_or(u32::MAX));
             let hash = self.hasher.hash(key);
             // A value held for the key is older than this one (see `stash`).
-            self.stash.forget(hash);
+            self.stash.forget(hash, 0);
             let entry =
                 IndexEntry::with_protection(base.at(offset), expires_at_ms, self.admit_protected(w, hash));
             if let Some(old) = self.index.insert(hash, entry) {
@@ -272,7 +272,7 @@ impl Inner {
         let hash = self.hasher.hash(key);
         let mut w = self.writer.lock();
         // A value held in RAM goes with the key (see `stash`); it has no record to tombstone.
-        let held = self.stash.forget(hash);
+        let held = self.stash.forget(hash, self.clock.now_ms());
         // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`.
         let Some(removes) = self.needs_tombstone(key, hash) else {
             return Ok(held);

@@ -1,0 +1,109 @@
+//! The values of refused fills a full file store holds in RAM for a second read (see
+//! `src/local/file/stash.rs`) answer as a record in the log would: a newer fill of the key
+//! displaces the older value even when it is refused and too large to hold itself, and a delete
+//! reports an expired held value as nothing removed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uno_cache::{Durability, FileStore, FileStoreOptions, ManualClock};
+
+const VALUE_BYTES: usize = 4_000;
+
+/// A full store of 1 MiB on `clock` (about 250 values of 4,000 bytes), every entry read three
+/// times: fills of new keys are refused against them.
+fn full_store(dir: &Path, clock: &ManualClock) -> FileStore {
+    let options = FileStoreOptions::default()
+        .max_size_mb(1)
+        .durability(Durability::None)
+        .background_threads(false)
+        .clock(Arc::new(clock.clone()));
+    let store = FileStore::open(dir, options).unwrap();
+    let value = vec![7u8; VALUE_BYTES];
+    let mut i = 0;
+    while store.stats().evictions == 0 {
+        store.set(&format!("k{i}"), &value, None).unwrap();
+        i += 1;
+    }
+    // The first fill of a full store starts the admission sketch.
+    let _ = store.fill("starter", &value, None).unwrap();
+    for key in store.keys() {
+        for _ in 0..3 {
+            store.get(&key).unwrap();
+        }
+    }
+    store
+}
+
+/// A key never written whose fill of `value` the store refused, so it holds the value in RAM.
+fn held_key(store: &FileStore, tag: &str, value: &[u8], ttl: Option<Duration>) -> String {
+    let key = (0..1_000)
+        .map(|j| format!("{tag}{j}"))
+        .find(|key| {
+            assert!(store.get(key).unwrap().is_none());
+            !store.fill(key, value, ttl).unwrap()
+        })
+        .expect("a refused fill among 1,000 new keys");
+    assert!(
+        store.get(&key).unwrap().is_some(),
+        "the refused value is held for a second read"
+    );
+    key
+}
+
+#[test]
+fn a_newer_fill_too_large_to_hold_still_displaces_the_older_held_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = full_store(dir.path(), &clock);
+    let older = vec![7u8; VALUE_BYTES];
+    let key = held_key(&store, "new", &older, None);
+    // Reads of other keys age the refusal out of the window in which a refused key that comes
+    // back is let in, so the newer fill is weighed, and refused, again.
+    for i in 0..5_000 {
+        store.get(&format!("miss{i}")).unwrap();
+    }
+    // Larger than the RAM a 1 MiB store holds refused values in (a 64th of it).
+    let newer = vec![9u8; 20_000];
+    assert!(
+        !store.fill(&key, &newer, None).unwrap(),
+        "the newer fill is refused"
+    );
+    assert_eq!(
+        store.get(&key).unwrap(),
+        None,
+        "{key}: the older held value outlived a newer fill of the key"
+    );
+}
+
+#[test]
+fn deleting_an_expired_held_value_reports_nothing_removed_as_for_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = full_store(dir.path(), &clock);
+    let key = held_key(&store, "ttl", &[7u8; VALUE_BYTES], Some(Duration::from_secs(5)));
+    store.set("logged", b"v", Some(Duration::from_secs(5))).unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert!(
+        !store.delete("logged").unwrap(),
+        "an expired record: nothing removed"
+    );
+    assert!(
+        !store.delete(&key).unwrap(),
+        "{key}: an expired held value reported as removed"
+    );
+    // A live held value is.
+    let live = held_key(&store, "live", &[7u8; VALUE_BYTES], None);
+    assert!(
+        store.delete(&live).unwrap(),
+        "{live}: a live held value is removed"
+    );
+    assert_eq!(store.get(&live).unwrap(), None);
+}
