@@ -1,7 +1,8 @@
 //! The values of refused fills a full file store holds in RAM for a second read (see
 //! `src/local/file/stash.rs`) answer as a record in the log would: a newer fill of the key
-//! displaces the older value even when it is refused and too large to hold itself, and a delete
-//! reports an expired held value as nothing removed.
+//! displaces the older value even when it is refused and too large to hold itself, a delete
+//! reports an expired held value as nothing removed, and only a read that counts for eviction
+//! (`get`, not `get_stale` or `contains`) counts as the key coming back.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -51,8 +52,9 @@ fn held_key(store: &FileStore, tag: &str, value: &[u8], ttl: Option<Duration>) -
             !store.fill(key, value, ttl).unwrap()
         })
         .expect("a refused fill among 1,000 new keys");
+    // A stale read, which is not a read of it (see `fill_admitted_after`).
     assert!(
-        store.get(&key).unwrap().is_some(),
+        store.get_stale(&key).unwrap().is_some(),
         "the refused value is held for a second read"
     );
     key
@@ -106,4 +108,54 @@ fn deleting_an_expired_held_value_reports_nothing_removed_as_for_a_record() {
         "{live}: a live held value is removed"
     );
     assert_eq!(store.get(&live).unwrap(), None);
+}
+
+/// Whether a fill of a key whose held value was looked at by `look`, then pushed out of RAM by
+/// refused fills of other keys, is let in: a read of a held value counts as the key coming back
+/// (see `src/local/file/refused.rs`), a stale read for fail-safe or a `contains` does not.
+fn fill_admitted_after(look: impl Fn(&FileStore, &str)) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = full_store(dir.path(), &clock);
+    let value = vec![7u8; VALUE_BYTES];
+    let key = held_key(&store, "held", &value, None);
+    look(&store, &key);
+    // Reads of the entries age the refusal itself out of the window of keys that come back,
+    // and keep the entries read more than the key.
+    for other in store.keys().iter().filter(|other| **other != key) {
+        for _ in 0..6 {
+            store.get(other).unwrap();
+        }
+    }
+    // Refused fills of other keys push the held value out of RAM.
+    let mut pushed = 0;
+    for i in 0..1_000 {
+        if !store.fill(&format!("push{i}"), &value, None).unwrap() {
+            pushed += 1;
+        }
+        if store.get_stale(&key).unwrap().is_none() && pushed >= 8 {
+            break;
+        }
+    }
+    assert!(
+        store.get_stale(&key).unwrap().is_none(),
+        "{key} was pushed out of RAM"
+    );
+    store.fill(&key, &value, None).unwrap()
+}
+
+#[test]
+fn a_held_value_read_by_get_counts_as_its_key_coming_back_and_a_stale_read_or_contains_does_not() {
+    assert!(
+        fill_admitted_after(|store, key| assert!(store.get(key).unwrap().is_some())),
+        "a held value read: its key's next fill is let in"
+    );
+    assert!(
+        !fill_admitted_after(|store, key| assert!(store.get_stale(key).unwrap().is_some())),
+        "a stale read counted as a read of the held value"
+    );
+    assert!(
+        !fill_admitted_after(|store, key| assert!(store.contains(key))),
+        "contains counted as a read of the held value"
+    );
 }

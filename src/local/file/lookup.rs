@@ -202,13 +202,14 @@ impl Inner {
     }
 
     /// The value of a fill of `key` refused lately and held in RAM (see `stash`), for a read
-    /// that missed the index.
-    pub(crate) fn held(&self, key: &str) -> Option<super::stash::Found> {
+    /// that missed the index; `counts` as [`locate`](Self::locate)'s.
+    pub(crate) fn held(&self, key: &str, counts: bool) -> Option<super::stash::Found> {
         // Most stores hold nothing: a miss then costs no second hash of the key.
         if self.stash.is_empty() {
             return None;
         }
-        self.stash.get(self.hasher.hash(key), key, self.clock.now_ms())
+        self.stash
+            .get(self.hasher.hash(key), key, self.clock.now_ms(), counts)
     }
 
     /// Values that expired before this moment are gone; later ones are live or kept for the

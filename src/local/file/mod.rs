@@ -439,7 +439,7 @@ impl FileStore {
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(match self.inner.read(key) {
             Some(hit) => Some(hit.taken),
-            None => self.inner.held(key).map(|held| held.value),
+            None => self.inner.held(key, true).map(|held| held.value),
         })
     }
 
@@ -465,7 +465,7 @@ impl FileStore {
             .map(|hit| entry(hit.taken, hit.expires_at_ms))
             .or_else(|| {
                 self.inner
-                    .held(key)
+                    .held(key, false)
                     .map(|held| entry(held.value, held.expires_at_ms))
             }))
     }
@@ -527,7 +527,7 @@ impl FileStore {
         let Some(hit) = self.inner.read(key) else {
             return self
                 .inner
-                .held(key)
+                .held(key, true)
                 .map(|held| (entry(held.value, held.expires_at_ms), None));
         };
         let found = lookup::Hit {
@@ -542,7 +542,7 @@ impl FileStore {
     /// Whether `key` has a live value, without reading it.
     #[must_use]
     pub fn contains(&self, key: &str) -> bool {
-        self.inner.locate(key, false, |_| ()).is_some() || self.inner.held(key).is_some()
+        self.inner.locate(key, false, |_| ()).is_some() || self.inner.held(key, false).is_some()
     }
 
     /// Writes a value; `ttl = None` means it never expires.

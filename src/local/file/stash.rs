@@ -189,8 +189,9 @@ impl Stash {
     }
 
     /// The value held for `key` (hash `hash`), unless it expired by `now_ms` (then it is
-    /// dropped).
-    pub(crate) fn get(&self, hash: u64, key: &str, now_ms: u64) -> Option<Found> {
+    /// dropped). `counts`: the read counts as one (see `refused`); a stale read for fail-safe or
+    /// a check that the key is there does not.
+    pub(crate) fn get(&self, hash: u64, key: &str, now_ms: u64, counts: bool) -> Option<Found> {
         if self.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -201,7 +202,7 @@ impl Stash {
             self.len.store(fifo.map.len(), Ordering::Relaxed);
             return None;
         }
-        held.read = true;
+        held.read |= counts;
         Some(Found {
             value: held.value.to_vec(),
             expires_at_ms: held.expires_at_ms,
@@ -390,8 +391,8 @@ mod tests {
             stash.hold(i, &format!("k{i}"), b"v", 0, 192, 1 << 20, |_| {});
         }
         assert_eq!(stash.size().0, 3);
-        assert!(stash.get(0, "k0", 0).is_none() && stash.get(1, "k1", 0).is_none());
-        assert_eq!(stash.get(4, "k4", 0).map(|f| f.value), Some(b"v".to_vec()));
+        assert!(stash.get(0, "k0", 0, true).is_none() && stash.get(1, "k1", 0, true).is_none());
+        assert_eq!(stash.get(4, "k4", 0, true).map(|f| f.value), Some(b"v".to_vec()));
         // A store of fewer than 64 entries holds nothing.
         let small = Stash::default();
         small.hold(1, "k1", b"v", 0, 63, 1 << 20, |_| {});
@@ -404,18 +405,18 @@ mod tests {
         // 64 KiB of store: 1 KiB held at most.
         stash.hold(1, "a", &[0; 900], 0, 1 << 20, 64 << 10, |_| {});
         stash.hold(2, "b", &[0; 900], 0, 1 << 20, 64 << 10, |_| {});
-        assert!(stash.get(1, "a", 0).is_none(), "the older value made room");
-        assert!(stash.get(2, "b", 0).is_some());
+        assert!(stash.get(1, "a", 0, true).is_none(), "the older value made room");
+        assert!(stash.get(2, "b", 0, true).is_some());
         stash.hold(3, "c", &[0; 2_000], 0, 1 << 20, 64 << 10, |_| {});
-        assert!(stash.get(3, "c", 0).is_none());
+        assert!(stash.get(3, "c", 0, true).is_none());
         assert!(
-            stash.get(2, "b", 0).is_some(),
+            stash.get(2, "b", 0, true).is_some(),
             "a value too large takes nothing's room"
         );
         // A newer fill of a held key, too large to hold: the older value goes all the same.
         stash.hold(2, "b", &[1; 2_000], 0, 1 << 20, 64 << 10, |_| {});
         assert!(
-            stash.get(2, "b", 0).is_none(),
+            stash.get(2, "b", 0, true).is_none(),
             "the older value outlived a newer fill"
         );
         assert_eq!(stash.size(), (0, 0));
@@ -436,19 +437,19 @@ mod tests {
         let stash = Stash::default();
         stash.hold(7, "k", b"v", 1_000, 1 << 10, 1 << 20, |_| {});
         // Same hash, another key: a miss.
-        assert!(stash.get(7, "other", 0).is_none());
-        let found = stash.get(7, "k", 999).map(|f| (f.value, f.expires_at_ms));
+        assert!(stash.get(7, "other", 0, true).is_none());
+        let found = stash.get(7, "k", 999, true).map(|f| (f.value, f.expires_at_ms));
         assert_eq!(found, Some((b"v".to_vec(), 1_000)));
         assert_eq!(stash.keys(999), ["k"]);
         assert!(stash.keys(1_000).is_empty());
-        assert!(stash.get(7, "k", 1_000).is_none());
+        assert!(stash.get(7, "k", 1_000, true).is_none());
         assert_eq!(stash.size().0, 0, "an expired value found is dropped");
         stash.hold(8, "k8", b"v", 0, 1 << 10, 1 << 20, |_| {});
         assert!(stash.forget(8, 0));
-        assert!(stash.get(8, "k8", 0).is_none());
+        assert!(stash.get(8, "k8", 0, true).is_none());
         stash.hold(9, "k9", b"v", 0, 1 << 10, 1 << 20, |_| {});
         stash.clear();
-        assert!(stash.get(9, "k9", 0).is_none() && stash.keys(0).is_empty());
+        assert!(stash.get(9, "k9", 0, true).is_none() && stash.keys(0).is_empty());
     }
 
     #[test]
@@ -461,7 +462,7 @@ mod tests {
         }
         assert_eq!(stash.size().0, 1);
         assert_eq!(
-            stash.get(1, "k", 0).map(|f| f.value),
+            stash.get(1, "k", 0, true).map(|f| f.value),
             Some(999u64.to_le_bytes().to_vec())
         );
         assert!(stash.fifo.lock().order.len() <= 2 + 64);
