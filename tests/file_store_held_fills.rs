@@ -159,3 +159,26 @@ fn a_held_value_read_by_get_counts_as_its_key_coming_back_and_a_stale_read_or_co
         "contains counted as a read of the held value"
     );
 }
+
+#[test]
+fn a_key_given_twice_in_one_batch_of_fills_ends_with_its_last_value_as_in_a_batch_of_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = full_store(dir.path(), &clock);
+    let (older, newer) = (vec![1u8; VALUE_BYTES], vec![2u8; VALUE_BYTES]);
+    // The first value takes free room, the fills between take the rest of it, and the last
+    // value is weighed against entries read thrice.
+    let mut items: Vec<(String, Vec<u8>, Option<Duration>)> = vec![("dup".into(), older, None)];
+    items.extend((0..64).map(|i| (format!("between{i}"), vec![3u8; VALUE_BYTES], None)));
+    items.push(("dup".into(), newer.clone(), None));
+    let batch: Vec<(&str, &[u8], Option<Duration>)> = items
+        .iter()
+        .map(|(k, v, ttl)| (k.as_str(), v.as_slice(), *ttl))
+        .collect();
+    store.fill_each(&batch).unwrap();
+    assert_eq!(
+        store.get("dup").unwrap().map(|v| (v.len(), v[0])),
+        Some((newer.len(), newer[0])),
+        "dup: an earlier value of the batch was left where set_each leaves the last"
+    );
+}

@@ -569,7 +569,8 @@ impl FileStore {
     }
 
     /// [`fill`](FileStore::fill) for several values, each with its own TTL, under one lock
-    /// acquisition. Returns how many were written.
+    /// acquisition. A key given more than once is filled with its last value only, as
+    /// [`set_each`](Self::set_each) leaves it. Returns how many were written.
     ///
     /// # Errors
     /// As [`FileStore::set`]; one bad item writes nothing.

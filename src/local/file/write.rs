@@ -2,7 +2,7 @@
 //! segment (reserving its space, evicting on a full device), sealing and fsyncing segments and
 //! writing their hints, flush, clear, removal of segments, and the store's stats and verify.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,8 +85,22 @@ impl Inner {
         // a batch of fills reads nothing.
         let reads = self.sketch.reads();
         let now = self.clock.now_ms();
+        // A key given more than once: only its last item is weighed, as `set_many` leaves the
+        // last value. Weighed in turn, an earlier item admitted and the last one refused left
+        // the earlier value in the log (the refused one is held only while the index lacks the
+        // key, and the earlier one's write then dropped it).
+        let last: Option<HashMap<&str, usize>> = (items.len() > 1).then(|| {
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (item.key(), i))
+                .collect()
+        });
         let admitted: Vec<&I> = items
             .iter()
+            .enumerate()
+            .filter(|&(i, item)| last.as_ref().is_none_or(|last| last.get(item.key()) == Some(&i)))
+            .map(|(_, item)| item)
             .filter(|item| {
                 let len = format::stored_len(item.key().len(), item.value().len());
                 let hash = self.hasher.hash(item.key());
