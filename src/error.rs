@@ -146,7 +146,7 @@ pub enum Error {
     /// says so; the redb store says so at once (its file does not shrink when entries go, so
     /// evicting frees nothing on the device). Nothing was written, and writes work again once
     /// space returns (the redb store reopens its database by itself for that).
-    #[error("no space left in {path} to {op}{}; free space on that device or lower max_size", needed_text(*.needed))]
+    #[error("no space left in {path} to {op}{}; free space on that device, or lower the bound of what fills it (local.max_size for a store, offline.replay_max_bytes for the replay queue)", needed_text(*.needed))]
     DiskFull {
         /// The store directory.
         path: PathBuf,

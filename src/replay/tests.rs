@@ -392,14 +392,18 @@ fn a_push_on_a_full_device_is_a_disk_full_error_naming_the_log() {
     let (_root, live, sim) = on_sim();
     let queue = ReplayQueue::open(&live, sim_options(&sim)).unwrap();
     sim.fail_next(Op::Write, std::io::ErrorKind::StorageFull);
-    match queue.push_set("k", b"v", 0) {
+    let pushed = queue.push_set("k", b"v", 0);
+    match &pushed {
         Err(Error::DiskFull { path, op, needed }) => {
-            assert_eq!(path, live.join(format::LOG_FILE));
-            assert_eq!(op, "append to replay log");
-            assert!(needed > 0);
+            assert_eq!(*path, live.join(format::LOG_FILE));
+            assert_eq!(*op, "append to replay log");
+            assert!(*needed > 0);
         }
         other => panic!("expected DiskFull, got {other:?}"),
     }
+    // What to do names the queue's own bound, not only the store's.
+    let message = pushed.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("offline.replay_max_bytes"), "{message}");
 }
 
 /// A full device may say so at the `fdatasync` (writeback) or when a file is created: that is
