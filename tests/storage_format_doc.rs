@@ -488,6 +488,44 @@ fn bytes_past_the_segment_size_are_not_read_as_records() {
     store.close().unwrap();
 }
 
+#[test]
+fn a_newest_segment_of_zeros_is_a_cut_short_roll_removed_without_counting_damage() {
+    // Segment 1 ends in a torn record; segment 2 has every byte zero, as a power cut between
+    // its creation and its header reaching the disk leaves it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("uno-cache.meta"), meta(1, SEGMENT_SIZE, 0)).unwrap();
+    let torn = record(1, 2, 0, "torn", b"cut by the crash");
+    let mut seg = segment_header(1, 1);
+    seg.extend_from_slice(&record(1, 1, 0, "k", b"kept"));
+    seg.extend_from_slice(&torn[..torn.len() / 2]);
+    seg.resize(SEGMENT_SIZE as usize, 0);
+    std::fs::write(dir.path().join(format!("{:020}.seg", 1)), seg).unwrap();
+    let zeros = dir.path().join(format!("{:020}.seg", 2));
+    std::fs::write(&zeros, vec![0u8; SEGMENT_SIZE as usize]).unwrap();
+
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    let report = store.recovery_report().clone();
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"kept"[..]));
+    assert_eq!(report.damaged_segments, 0, "{report:?}");
+    assert_eq!(
+        report.damaged_ranges, 0,
+        "segment 1 is the newest written: torn, not damaged: {report:?}"
+    );
+    assert!(report.torn_tail_bytes > 0, "{report:?}");
+    assert!(!zeros.exists(), "the segment of zeros is removed");
+    assert!(
+        !dir.path().join(format!("{:020}.damaged", 2)).exists(),
+        "nothing is moved aside"
+    );
+    // The store goes on from there.
+    store.set("after", b"v", None).unwrap();
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(store.recovery_report().damaged_segments, 0);
+    store.close().unwrap();
+}
+
 /// A hint file built from the document: (kind, key, seq) entries, offsets and lengths made up
 /// (a `.lost` file's are never read).
 fn hint_file(segment_id: u64, entries: &[(u8, &str, u64)]) -> Vec<u8> {

@@ -342,7 +342,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         dir.remove_quietly(&segment::hint_path(&dir.path, *id));
     }
     let mut report = RecoveryReport::default();
-    let last_id = segment_ids.iter().next_back().copied();
+    let mut last_id = segment_ids.iter().next_back().copied();
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(segment_ids.len());
     for &id in &segment_ids {
         let path = segment::segment_path(&dir.path, id);
@@ -354,6 +354,15 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                     report.damaged_bytes += past;
                 }
                 segments.push(Arc::new(seg));
+            }
+            // The newest segment, never written: the roll that created it was cut short. It
+            // held nothing, so it goes, and the segment before it is the last one written (its
+            // torn tail is a crash's, not damage).
+            Err(segment::Unreadable::Unwritten)
+                if Some(id) == last_id && dir.disk.remove_file(&path).is_ok() =>
+            {
+                tracing::info!(path = %path.display(), "removing a segment whose creation a crash cut short");
+                last_id = segment_ids.range(..id).next_back().copied();
             }
             Err(reason) => {
                 // Moved aside, not deleted: `verify` (which opens the store first) and whoever

@@ -63,6 +63,27 @@ pub(crate) struct Segment {
     pub(crate) moved_to: AtomicU64,
 }
 
+/// Why a segment file is not one the store can read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unreadable {
+    /// Every byte of it reads as zero: a roll that a power loss cut short before the header
+    /// reached the disk (the header is fsynced before the roll makes the name durable, but a
+    /// file system may commit the new name on its own first, and stores before that fsync
+    /// left such files behind). Nothing in it was ever acknowledged.
+    Unwritten,
+    /// The header is damaged or names another segment: why.
+    Damaged(String),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Unwritten => f.write_str("no byte written (a roll cut short)"),
+            Unreadable::Damaged(reason) => f.write_str(reason),
+        }
+    }
+}
+
 impl Segment {
     /// Creates segment `id` with its header written and `size` bytes reserved on the device.
     ///
@@ -100,6 +121,11 @@ impl Segment {
             0,
         )
         .map_err(|e| Error::io("write segment header", path, e))?;
+        // Durable before the roll makes the name durable: a power cut between the two left a
+        // segment of the full reserved size whose header read as zeros, which the next open
+        // counted as damaged and moved aside, keeping its space, for nothing that was lost.
+        file.sync_data()
+            .map_err(|e| Error::io("fsync segment header", path, e))?;
         let len = usize::try_from(size).unwrap_or(usize::MAX);
         let map = map_segment(file.file(), len).map_err(|e| Error::io("mmap segment", path, e))?;
         Ok(Segment {
@@ -121,14 +147,14 @@ impl Segment {
     /// what a file holds past that is not its records. Returns the segment and how many bytes
     /// past `max_len` the file held.
     ///
-    /// Returns `Ok(Err(reason))` if the header is damaged or names another id, and
-    /// [`Error::UnsupportedVersion`] if a newer format version wrote it.
+    /// Returns `Ok(Err(_))` if the header is damaged or names another id (see [`Unreadable`]),
+    /// and [`Error::UnsupportedVersion`] if a newer format version wrote it.
     pub(crate) fn open(
         disk: &Disk,
         path: PathBuf,
         id: u64,
         max_len: u64,
-    ) -> Result<std::result::Result<(Segment, u64), String>> {
+    ) -> Result<std::result::Result<(Segment, u64), Unreadable>> {
         // Writable so recovery can cut a torn tail; the directory lock keeps other writers out.
         let file = disk
             .open(&path)
@@ -139,7 +165,9 @@ impl Segment {
             .map_err(|e| Error::io("stat segment", &path, e))?
             .len();
         if len < SEGMENT_HEADER_LEN as u64 {
-            return Ok(Err(format!("{len} bytes long, shorter than a segment header")));
+            return Ok(Err(Unreadable::Damaged(format!(
+                "{len} bytes long, shorter than a segment header"
+            ))));
         }
         // Records are written front to back, so written data ends at the first hole. A store
         // written before segments were reserved has a sparse tail; mapping only up to the hole
@@ -151,7 +179,12 @@ impl Segment {
             .map_err(|e| Error::io("mmap segment", &path, e))?;
         let salt = match format::decode_segment_header(&map) {
             Ok(header) if header.id == id => header.salt,
-            Ok(header) => return Ok(Err(format!("header names segment {}", header.id))),
+            Ok(header) => {
+                return Ok(Err(Unreadable::Damaged(format!(
+                    "header names segment {}",
+                    header.id
+                ))))
+            }
             // A newer uno-cache wrote it: refuse the directory rather than delete its data.
             Err(format::HeaderError::Version(found)) => {
                 return Err(Error::UnsupportedVersion {
@@ -160,7 +193,9 @@ impl Segment {
                     supported: format::FORMAT_VERSION,
                 })
             }
-            Err(e) => return Ok(Err(format!("bad header: {e}"))),
+            // Not one byte written: a roll cut short (see `Unreadable::Unwritten`).
+            Err(_) if map.iter().all(|&b| b == 0) => return Ok(Err(Unreadable::Unwritten)),
+            Err(e) => return Ok(Err(Unreadable::Damaged(format!("bad header: {e}")))),
         };
         let segment = Segment {
             id,
