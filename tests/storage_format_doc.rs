@@ -526,6 +526,37 @@ fn a_newest_segment_of_zeros_is_a_cut_short_roll_removed_without_counting_damage
     store.close().unwrap();
 }
 
+#[test]
+fn a_hint_entry_shorter_than_a_record_of_its_key_makes_the_segment_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("uno-cache.meta"), meta(1, SEGMENT_SIZE, 0)).unwrap();
+    let rec = record(1, 1, 0, "k", b"from the segment");
+    write_segment(dir.path(), 1, std::slice::from_ref(&rec));
+    // One entry for "k" at offset 32, of length 0 (a record of a one-byte key is 29 at least).
+    let mut hint = b"UNOCHINT".to_vec();
+    hint.extend_from_slice(&1u16.to_le_bytes());
+    hint.extend_from_slice(&[0u8; 6]);
+    hint.extend_from_slice(&1u64.to_le_bytes());
+    hint.extend_from_slice(&(32 + rec.len() as u64).to_le_bytes());
+    hint.extend_from_slice(&[1, 0]);
+    hint.extend_from_slice(&1u16.to_le_bytes());
+    hint.extend_from_slice(&32u32.to_le_bytes());
+    hint.extend_from_slice(&0u32.to_le_bytes());
+    hint.extend_from_slice(&1u64.to_le_bytes());
+    hint.extend_from_slice(&0u64.to_le_bytes());
+    hint.extend_from_slice(b"k");
+    hint.extend_from_slice(&1u32.to_le_bytes());
+    let crc = crc32fast::hash(&hint);
+    hint.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.path().join(format!("{:020}.hint", 1)), hint).unwrap();
+
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    let report = store.recovery_report().clone();
+    assert_eq!((report.from_hints, report.scanned), (0, 1), "{report:?}");
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"from the segment"[..]));
+    store.close().unwrap();
+}
+
 /// A hint file built from the document: (kind, key, seq) entries, offsets and lengths made up
 /// (a `.lost` file's are never read).
 fn hint_file(segment_id: u64, entries: &[(u8, &str, u64)]) -> Vec<u8> {

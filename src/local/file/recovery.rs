@@ -266,8 +266,11 @@ impl Gather<'_> {
         let taken = fits_file
             && view
                 .try_for_each(|e| {
+                    // At least as long as a record of its key: a shorter entry could point at
+                    // the very end of the largest segment, an offset an index entry cannot hold.
                     let inside = u64::from(e.offset) >= SEGMENT_HEADER_LEN as u64
-                        && u64::from(e.offset) + u64::from(e.len) <= view.data_end;
+                        && u64::from(e.offset) + u64::from(e.len) <= view.data_end
+                        && e.len as usize >= format::record_len(e.key.len(), 0);
                     if !inside {
                         return Err(format::HeaderError::Field("entry outside the segment's data"));
                     }
