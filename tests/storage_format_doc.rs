@@ -631,3 +631,22 @@ fn a_lost_segments_keys_written_by_hand_hide_older_versions_as_documented() {
     assert_eq!(store.get("last").unwrap().as_deref(), Some(&b"new"[..]));
     assert!(dir.path().join(format!("{:020}.lost", 2)).exists());
 }
+
+#[test]
+fn a_sequence_number_past_any_a_store_reaches_opens_the_store_for_reads_only() {
+    // A crafted or damaged record at seq u64::MAX: every later write would reuse it, and a value
+    // set after a delete of its key lost the tie to the tombstone at the next open.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("uno-cache.meta"), meta(1, SEGMENT_SIZE, 0)).unwrap();
+    write_segment(dir.path(), 1, &[record(1, u64::MAX, 0, "k", b"read")]);
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"read"[..]));
+    for refused in [store.set("other", b"v", None).map(|()| false), store.delete("k")] {
+        let message = match refused {
+            Err(e @ uno_cache::Error::WritesDisabled { .. }) => e.to_string(),
+            other => panic!("expected WritesDisabled, got {other:?}"),
+        };
+        assert!(message.contains("sequence number"), "{message}");
+    }
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"read"[..]));
+}

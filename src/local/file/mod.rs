@@ -81,13 +81,16 @@ use self::slots::Slots;
 use self::worker::Workers;
 use crate::clock::{self, Clock};
 use crate::disk::WriteLatch;
-#[cfg(doc)]
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::storage::{
     delete_each, get_each, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, TierAbove,
 };
+
+/// The highest sequence number a store writes: a store reaching it would have made 2^63 writes,
+/// so one past it comes from a damaged or crafted file, and such a store takes no writes (each
+/// would reuse the number; see [`FileStore::open`]).
+const LAST_SEQ: u64 = u64::MAX / 2;
 
 /// A crash-safe, size-bounded, persistent key-value cache in a directory.
 ///
@@ -347,7 +350,9 @@ impl FileStore {
     /// [`Error::Locked`] if another store has the directory open, [`Error::NotOurDirectory`] if
     /// it holds foreign files, [`Error::UnsupportedVersion`] if a newer uno-cache wrote it,
     /// [`Error::Config`] for invalid options, [`Error::Io`] for I/O failures. Damaged records are
-    /// not errors: they are skipped and counted in [`FileStore::recovery_report`].
+    /// not errors: they are skipped and counted in [`FileStore::recovery_report`]. A record or
+    /// metadata whose sequence number is past any a store reaches (2^63) opens the store for reads
+    /// only: each write returns [`Error::WritesDisabled`] naming that cause.
     pub fn open(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<FileStore> {
         let (dir, meta) = LockedDir::open(dir.as_ref(), options.disk.clone(), options.wanted()?)?;
         let keep_expired_ms = u64::try_from(options.keep_expired.as_millis()).unwrap_or(u64::MAX);
@@ -364,6 +369,14 @@ impl FileStore {
             .sum();
         let max_bytes = options::bound_in_use(&meta, disk_bytes);
         let young_from = policy::young_from(segments.keys());
+        let exhausted = (recovered.next_seq > LAST_SEQ).then(|| Error::CorruptMetadata {
+            path: dir.path.clone(),
+            reason: format!(
+                "a record or the metadata carries sequence number {}, past any a store reaches: \
+                 its writes are refused",
+                recovered.next_seq - 1
+            ),
+        });
         let inner = Arc::new(Inner {
             segment_size: meta.segment_size,
             max_bytes,
@@ -416,6 +429,11 @@ impl FileStore {
             test_no_plans: AtomicBool::new(false),
             dir,
         });
+        if let Some(cause) = exhausted {
+            // Reads still work; a write would reuse a sequence number, and the next open would
+            // let the record it replaced win the tie.
+            inner.fail(cause);
+        }
         let workers = if options.background {
             let workers = Workers::start(&inner)?;
             // A store reopened near its bound evicts before its next roll asks for a plan.
