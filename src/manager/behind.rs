@@ -33,7 +33,9 @@
 //!   ([`Requeue`]): the writes its settle dropped were acknowledged to their callers, and L2
 //!   would otherwise keep a value older than them. A delete is queued as a write that has
 //!   already expired, which the writer sends as a delete and a read takes as a miss. (Without
-//!   write-behind, such a dropped op goes to the replay queue, if there is one.)
+//!   write-behind, such a dropped op goes to the replay queue, if there is one; if there is
+//!   none, its keys are not backfilled for four L2 timeouts, see [`KeyOrder::quiet`], since
+//!   its L2 command may still land after a read got L2's older value.)
 //! - **Invalidations** of a queued write are published by the writer once L2 has the value, so
 //!   an instance that re-reads on the message finds it.
 //! - **Failures.** A batch L2 refused (timeout, outage, open breaker) is counted and, in offline
@@ -57,6 +59,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+#[cfg(doc)]
+use super::guard::KeyOrder;
 use super::guard::Ticket;
 use super::policy::Shared;
 use super::workers::Workers;
@@ -500,6 +504,10 @@ impl Requeue<'_> {
                     );
                     s.undo_local(self.keys);
                 }
+                // Or L2 takes the op a moment later: what a read meanwhile gets from L2 is
+                // older, and kept in L1 it would outlive the op for its TTL (the others hear
+                // of it again by the backplane's repeat; this instance ignores its own).
+                s.guard.quiet(self.keys.iter().copied(), s.cancel_quiet);
                 return Ok(());
             }
             let queued = match self.sets {
@@ -547,16 +555,14 @@ impl Drop for Requeue<'_> {
 impl Shared {
     /// A [`Requeue`] for a delete of `keys` (`sets`: `None`) or a write-through of `sets`, to
     /// take before its settle (or, without write-behind, before its L2 call). With neither a
-    /// write-behind nor a replay queue to hand the op to, a delete owes nothing (every
-    /// instance reads L2's value, as this one now does) and a write-through takes its values
-    /// out of L1 again.
+    /// write-behind nor a replay queue to hand the op to, a write-through takes its values out
+    /// of L1 again, and neither kind lets a read backfill the keys while the op may still land.
     pub(crate) fn owe<'a>(&'a self, keys: &'a [&'a str], sets: Option<Sets<'a>>) -> Requeue<'a> {
-        let nowhere = self.behind.is_none() && !(self.replays_failures && self.replay.is_some());
         Requeue {
             shared: self,
             keys,
             sets,
-            paid: nowhere && sets.is_none(),
+            paid: false,
         }
     }
 

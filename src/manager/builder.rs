@@ -186,9 +186,12 @@ impl CacheManagerBuilder {
             fallback_on_error: config.fallback_on_error,
             replays_failures,
             codec: self.codec.unwrap_or_else(|| config.codec.codec()),
+            guard: KeyOrder::new(Arc::clone(&clock)),
             clock,
             metrics: Metrics::default(),
-            guard: KeyOrder::default(),
+            cancel_quiet: Duration::from_millis(config.distributed.timeout_ms)
+                .saturating_mul(4)
+                .max(Duration::from_millis(100)),
             flights: Arc::new(Flights::default()),
             fail_safe: FailSafe::new(&config.loader),
             replay,

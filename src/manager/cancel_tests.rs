@@ -183,3 +183,60 @@ fn an_async_write_through_dropped_without_a_replay_queue_leaves_l1_agreeing_with
         );
     }
 }
+
+/// Without a write-behind or a replay queue, a dropped async write or delete may still reach L2
+/// a moment later (its command was sent). A read meanwhile gets L2's older value; backfilled, it
+/// stayed in L1 for its TTL after L2 took the op. Now a read in the window is answered but not
+/// kept, and once the window (four L2 timeouts) is over, reads backfill again.
+#[test]
+fn a_write_dropped_with_nowhere_to_go_keeps_l2s_older_value_out_of_l1_while_it_may_land() {
+    for (what, batch) in [("delete", false), ("delete", true), ("set", false), ("set", true)] {
+        let clock = crate::ManualClock::new(1_700_000_000_000);
+        let l2 = Arc::new(WritesStall {
+            inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
+        });
+        let l2_view = Arc::clone(&l2);
+        let l1 = Arc::new(MemoryStore::new(100).unwrap());
+        let cache = crate::CacheManager::builder()
+            .config(crate::CacheConfig::default())
+            .local(l1.clone())
+            .distributed(l2)
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        assert!(cache.shared.replay.is_none() && cache.shared.behind.is_none());
+        cache.set_raw("k", b"old", None).unwrap();
+        match (what, batch) {
+            ("delete", false) => drop_after_first_poll(cache.delete_async("k")),
+            ("delete", true) => drop_after_first_poll(cache.multi_delete_async(&["k"])),
+            (_, false) => drop_after_first_poll(cache.set_raw_async("k", b"new", None)),
+            _ => drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None)),
+        }
+        // L2 has not taken the op yet: its answer is the older value, given but not kept.
+        assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"old"[..]));
+        assert_eq!(l1.get("k").unwrap(), None, "{what} (batch: {batch}): kept in L1");
+        // Now it lands, and the next read finds what L2 holds.
+        let landed = if what == "set" {
+            l2_view.set("k", b"new", None).unwrap();
+            Some(b"new".to_vec())
+        } else {
+            l2_view.delete("k").unwrap();
+            None
+        };
+        assert_eq!(
+            cache.get_raw("k").unwrap(),
+            landed,
+            "{what} (batch: {batch}): L1 kept L2's value from before the op"
+        );
+        // After the window, a read backfills again.
+        clock.advance(cache.shared.cancel_quiet + Duration::from_millis(1));
+        l2_view.set("k", b"later", None).unwrap();
+        l1.delete("k").unwrap();
+        assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"later"[..]));
+        assert_eq!(
+            l1.get("k").unwrap().map(|e| e.value).as_deref(),
+            Some(&b"later"[..]),
+            "{what} (batch: {batch}): no backfill after the window"
+        );
+    }
+}

@@ -47,9 +47,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
+
+use crate::clock::{Clock, SystemClock};
 
 /// Number of stripes (a power of two).
 const STRIPES: usize = 1024;
@@ -111,6 +115,10 @@ struct Stripe {
     more: Vec<Claim>,
     /// Callers waiting for a key of the stripe (so a release wakes nobody when nobody waits).
     waiting: u32,
+    /// Until when (Unix ms, the manager's clock) an L2 command of a cancelled write or delete of
+    /// a key here may still land ([`quiet`](KeyOrder::quiet)): no backfill until then, or L1
+    /// would keep the value L2 had before it.
+    quiet_until_ms: u64,
 }
 
 impl Stripe {
@@ -174,6 +182,8 @@ pub(crate) struct KeyOrder {
     watches: Mutex<HashMap<u64, Vec<Watched>>>,
     watching: AtomicUsize,
     next_watch: AtomicU64,
+    /// The manager's clock, for [`quiet`](KeyOrder::quiet) windows.
+    clock: Arc<dyn Clock>,
 }
 
 /// A load's watch of its key: whether a write, delete or invalidation of the key started since.
@@ -265,13 +275,7 @@ pub(crate) struct WriteGuard<'a> {
 
 impl Default for KeyOrder {
     fn default() -> Self {
-        KeyOrder {
-            slots: (0..STRIPES).map(|_| Slot::default()).collect(),
-            hasher: ahash::RandomState::new(),
-            watches: Mutex::new(HashMap::new()),
-            watching: AtomicUsize::new(0),
-            next_watch: AtomicU64::new(0),
-        }
+        KeyOrder::new(Arc::new(SystemClock))
     }
 }
 
@@ -309,6 +313,44 @@ impl KeyOrder {
         Self::stripe_of_hash(self.hash(key))
     }
 
+    /// The stripes of a manager on `clock`.
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> KeyOrder {
+        KeyOrder {
+            slots: (0..STRIPES).map(|_| Slot::default()).collect(),
+            hasher: ahash::RandomState::new(),
+            watches: Mutex::new(HashMap::new()),
+            watching: AtomicUsize::new(0),
+            next_watch: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    /// Keeps backfills of `keys` (of their stripes) out of L1 for `window`: a write or delete
+    /// of them was cancelled with its L2 command sent, or about to be, and nowhere to hand it
+    /// to. Until the command lands, L2 answers a read with the value it had before; backfilled,
+    /// that value would stay in L1 for its TTL after L2 moved on. A read in the window is
+    /// answered from L2 and not kept.
+    pub(crate) fn quiet<'k>(&self, keys: impl IntoIterator<Item = &'k str>, window: Duration) {
+        let until = self
+            .clock
+            .now_ms()
+            .saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+        for key in keys {
+            if let Some(slot) = self.slots.get(Self::stripe_of_hash(self.hash(key))) {
+                let mut s = slot.state.lock();
+                s.quiet_until_ms = s.quiet_until_ms.max(until);
+            }
+        }
+    }
+
+    /// Whether a backfill of a key of `s` taken at `ticket` may land: no writer began since, none
+    /// is in progress, and no cancelled one's L2 command may still land.
+    fn current(&self, s: &Stripe, ticket: &Ticket) -> bool {
+        s.version == ticket.version
+            && s.writers == 0
+            && (s.quiet_until_ms == 0 || self.clock.now_ms() >= s.quiet_until_ms)
+    }
+
     /// Taken before reading L2.
     pub(crate) fn ticket(&self, key: &str) -> Ticket {
         let h = self.hash(key);
@@ -329,10 +371,9 @@ impl KeyOrder {
     /// Whether no writer of the ticket's stripe began since it was taken, and none is in
     /// progress: what the key held then, it holds now.
     pub(crate) fn unchanged(&self, ticket: &Ticket) -> bool {
-        self.slots.get(ticket.stripe).is_some_and(|slot| {
-            let s = slot.state.lock();
-            s.version == ticket.version && s.writers == 0
-        })
+        self.slots
+            .get(ticket.stripe)
+            .is_some_and(|slot| self.current(&slot.state.lock(), ticket))
     }
 
     /// Runs `backfill` (the L1 write) if nothing wrote the key's stripe since `ticket`; returns
@@ -342,7 +383,7 @@ impl KeyOrder {
             return false;
         };
         let s = slot.state.lock();
-        if s.version == ticket.version && s.writers == 0 {
+        if self.current(&s, &ticket) {
             backfill();
             true
         } else {
@@ -363,10 +404,7 @@ impl KeyOrder {
             .collect();
         let current: Vec<bool> = tickets
             .iter()
-            .map(|t| {
-                held.get(&t.stripe)
-                    .is_some_and(|s| s.version == t.version && s.writers == 0)
-            })
+            .map(|t| held.get(&t.stripe).is_some_and(|s| self.current(s, t)))
             .collect();
         backfill(&current);
     }

@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     pub(crate) guard: KeyOrder,
+    /// How long after an async write or delete is cancelled with nowhere to hand its L2 part to
+    /// its keys are not backfilled (see [`KeyOrder::quiet`]): four L2 timeouts, the longest a
+    /// settle waits for a command in flight.
+    pub(crate) cancel_quiet: Duration,
     pub(crate) flights: Arc<Flights>,
     /// Fail-safe and loader timeouts (`[loader]`).
     pub(crate) fail_safe: FailSafe,

@@ -21,6 +21,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         clock: Arc::new(clock.clone()),
         metrics: Metrics::default(),
         guard: KeyOrder::default(),
+        cancel_quiet: Duration::from_millis(400),
         flights: Arc::new(Flights::default()),
         fail_safe: crate::manager::failsafe::FailSafe::new(&crate::config::LoaderConfig::default()),
         replay: None,
