@@ -437,6 +437,55 @@ fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
     }
 }
 
+/// An async tagged write whose caller gives up while its set waits on L2: the set is handed to
+/// the replay queue and reaches L2 later, but the key joined its tag only once the set had
+/// returned, so the value landed untagged and no invalidation of the tag found it. The key is
+/// tagged from the dropped future now.
+#[test]
+fn a_tagged_async_write_given_up_during_its_set_is_found_by_its_tag() {
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &l2.addr());
+    config.invalidation.hosts = vec![bus.addr()];
+    config.distributed.timeout_ms = 10_000;
+    let cache = CacheManager::new(config).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    l2.pause();
+    let gave_up = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            cache.set_raw_with_tags_async("k", b"v", None, &["t"]),
+        )
+        .await
+        .is_err()
+    });
+    assert!(gave_up, "the tagged write finished while L2 was frozen");
+    l2.resume();
+    cache.replay_now().unwrap();
+    let mut raw = l2.raw();
+    let in_l2: Option<Vec<u8>> = redis::cmd("GET").arg("app:k").query(&mut raw).unwrap();
+    assert!(in_l2.is_some(), "the given-up set reached L2 by the replay");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tags = bus.raw();
+    while redis::cmd("ZSCORE")
+        .arg("app:uno-cache:tag:t")
+        .arg("k")
+        .query::<Option<f64>>(&mut tags)
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the key never joined its tag's set");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(cache.invalidate_tag("t").unwrap(), 1, "the tag found its key");
+    let in_l2: Option<Vec<u8>> = redis::cmd("GET").arg("app:k").query(&mut raw).unwrap();
+    assert_eq!(in_l2, None, "the key's value is gone from L2");
+    assert_eq!(cache.get_raw("k").unwrap(), None);
+}
+
 /// Redis's clock, in Unix ms: the clock tag sets score their members by.
 fn redis_now_ms(redis: &RedisServer) -> u64 {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut redis.raw()).unwrap();

@@ -197,6 +197,28 @@ impl IoRuntime {
         }
     }
 
+    /// Starts `fut` on the I/O thread with a deadline of `timeout` from the call, and returns at
+    /// once: for what a caller that is gone still owes (from a `Drop`). A failure is logged.
+    pub(crate) fn detach<F>(&self, op: &'static str, timeout: Duration, fut: F)
+    where
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        let level = self.level;
+        let deadline = deadline_after(timeout);
+        // Not waited for: the handle's task ends on its own, or with the runtime.
+        drop(self.thread.handle.spawn(async move {
+            match tokio::time::timeout_at(deadline.into(), fut).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(level, op, error = %e, "a call whose caller was gone failed");
+                }
+                Err(_elapsed) => {
+                    tracing::warn!(level, op, "a call whose caller was gone timed out");
+                }
+            }
+        }));
+    }
+
     /// Returns a future that runs `fut` on the I/O thread with a deadline of `timeout` from the
     /// call. The work starts when the returned future is first polled; dropping the returned
     /// future cancels it.

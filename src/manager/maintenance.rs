@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::apart::Pass;
 use super::offload::offload;
 use super::policy::Shared;
+use super::tags::TagStore;
 use super::CacheManager;
 use super::InvalidationEvent;
 
@@ -218,7 +219,19 @@ impl CacheManager {
     ) -> Result<()> {
         let s = &self.shared;
         let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
-        self.set_raw_async(key, value, ttl).await?;
+        // Dropped during the set (a caller's timeout), the value may still land: handed to a
+        // queue, or in flight. Then the key joins its tags all the same, or no invalidation of
+        // them would find it.
+        let mut owed = TagsOwed {
+            store,
+            key,
+            tags,
+            ttl: members_ttl(s, ttl),
+            armed: true,
+        };
+        let set = self.set_raw_async(key, value, ttl).await;
+        owed.armed = false;
+        set?;
         store.add_async(&[key], tags, members_ttl(s, ttl)).await
     }
 
@@ -460,5 +473,23 @@ fn l2_prefix_deleted(fallback_on_error: bool, deleted: Result<u64>) -> Result<u6
             Ok(0)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The tagging a tagged async write owes if its future is dropped during its set (see
+/// [`CacheManager::set_raw_with_tags_async`]).
+struct TagsOwed<'a> {
+    store: &'a TagStore,
+    key: &'a str,
+    tags: &'a [&'a str],
+    ttl: Duration,
+    armed: bool,
+}
+
+impl Drop for TagsOwed<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.store.add_later(&[self.key], self.tags, self.ttl);
+        }
     }
 }

@@ -430,6 +430,18 @@ impl TagStore {
             .await
     }
 
+    /// [`add`](Self::add) started now and not waited for: for a tagged write whose caller gave
+    /// up during its set, whose value may still land (see `set_raw_with_tags_async`).
+    pub(crate) fn add_later(&self, keys: &[&str], tags: &[&str], ttl: Duration) {
+        if keys.is_empty() || tags.is_empty() {
+            return;
+        }
+        match self.add_task(keys, tags, ttl) {
+            Ok(task) => self.rt.detach("tag", self.timeout.saturating_mul(2), task),
+            Err(e) => tracing::warn!(error = %e, "could not tag the key of a write whose caller gave up"),
+        }
+    }
+
     /// A tag's members. They stay in the tag's set until [`forget`](Self::forget): an
     /// invalidation that fails or is dropped half-way leaves them there for its retry.
     pub(crate) fn members(&self, tag: &str) -> Result<Members> {

@@ -23,6 +23,11 @@ impl TagStore {
     }
 
     /// Unreachable: there is no tag store.
+    pub(crate) fn add_later(&self, _keys: &[&str], _tags: &[&str], _ttl: Duration) {
+        match *self {}
+    }
+
+    /// Unreachable: there is no tag store.
     pub(crate) async fn add_async(&self, _keys: &[&str], _tags: &[&str], _ttl: Duration) -> Result<()> {
         match *self {}
     }
