@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use super::InstanceId;
 
-/// Origins whose highest number is remembered at most; past that, the table starts again (a
-/// sender met again is counted from its next message on).
+/// Origins whose highest number is remembered at most; past that, the table keeps the half
+/// heard from last (a sender met again is counted from its next message on).
 const MAX_TRACKED_ORIGINS: usize = 4_096;
 
-/// The highest number seen of every sender, and the skips left open in their sequences.
+/// The highest number seen of every sender and when it was last heard from, and the skips left
+/// open in their sequences.
 #[derive(Debug, Default)]
 pub(super) struct Sequences {
-    last: HashMap<InstanceId, u64>,
+    last: HashMap<InstanceId, (u64, Instant)>,
     gaps: Gaps,
 }
 
@@ -28,23 +29,38 @@ impl Sequences {
     /// Notes message `seq` of `origin` as seen at `at`; returns how many numbers it skipped.
     pub(super) fn note(&mut self, origin: InstanceId, seq: u64, at: Instant) -> u64 {
         if self.last.len() >= MAX_TRACKED_ORIGINS && !self.last.contains_key(&origin) {
-            // Senders with open skips stay, with their highest number: forgotten, a message
-            // lost before the table started again would never be reported, and a late one
-            // would not fill its skip but set a base below numbers already seen. They are few:
-            // the open skips are bounded.
-            let gaps = &self.gaps;
-            self.last.retain(|origin, _| gaps.open.contains_key(origin));
+            self.forget_the_quiet_half();
         }
-        let last = self.last.entry(origin).or_insert(0);
-        self.gaps.note(origin, *last, seq, at);
+        let (last, heard) = self.last.entry(origin).or_insert((0, at));
+        *heard = at;
+        let tracked = self.gaps.note(origin, *last, seq, at);
         // The first message seen from an origin sets its base; after that, a skip is a gap.
         let skipped = if *last != 0 && seq > last.saturating_add(1) {
             seq - *last - 1
         } else {
             0
         };
-        *last = (*last).max(seq);
+        // A skip too large to track is a loss already (see `Gaps`); taken as the base, a number
+        // far ahead (a sender's id reused, a message forged on the channel) made every later
+        // message of the sender look like a late one filling a skip, and no loss of it was ever
+        // seen again. So the sender is counted anew from its next message.
+        *last = if tracked { (*last).max(seq) } else { 0 };
         skipped
+    }
+
+    /// Makes room in the table: senders with open skips stay (forgotten, a message lost before
+    /// would never be reported, and a late one would set a base below numbers already seen;
+    /// they are few, the open skips are bounded), and so does the half of the others heard from
+    /// last. Cleared, the table forgot senders that were talking: many short-lived instances
+    /// (each run of a tool a new id) pushed out a long-lived one, whose next loss, if it fell
+    /// just then, went unseen.
+    fn forget_the_quiet_half(&mut self) {
+        let mut heard: Vec<Instant> = self.last.values().map(|&(_, at)| at).collect();
+        let keep_from = heard.len() / 2;
+        let cut = *heard.select_nth_unstable(keep_from).1;
+        let gaps = &self.gaps;
+        self.last
+            .retain(|origin, &mut (_, at)| at > cut || gaps.open.contains_key(origin));
     }
 
     /// Whether a skip has stayed open for `bound` by `now` (see [`Gaps::overdue`]).
@@ -68,7 +84,8 @@ struct Gaps {
 
 impl Gaps {
     /// Notes message `seq` of `origin`, whose highest number seen before was `last` (0: none).
-    fn note(&mut self, origin: InstanceId, last: u64, seq: u64, at: Instant) {
+    /// Returns false if it skipped more numbers than are tracked (a loss once the bound passes).
+    fn note(&mut self, origin: InstanceId, last: u64, seq: u64, at: Instant) -> bool {
         if last != 0 && seq > last.saturating_add(1) {
             let skipped = seq - last - 1;
             if self
@@ -77,7 +94,7 @@ impl Gaps {
                 > MAX_OPEN
             {
                 self.overflowed_at.get_or_insert(at);
-                return;
+                return false;
             }
             let open = self.open.entry(origin).or_default();
             for missing in last + 1..seq {
@@ -96,6 +113,7 @@ impl Gaps {
                 }
             }
         }
+        true
     }
 
     /// Whether a skip has stayed open for `bound` by `now`; if so every open skip is forgotten,
@@ -157,6 +175,43 @@ mod tests {
             "the table started again"
         );
         assert!(sequences.overdue(start + bound, bound), "message 2 never came");
+    }
+
+    #[test]
+    fn a_jump_too_large_to_track_is_a_loss_and_the_sender_is_counted_anew_from_its_next_message() {
+        let start = Instant::now();
+        let bound = Duration::from_secs(1);
+        let mut sequences = Sequences::default();
+        let sender = InstanceId::random();
+        sequences.note(sender, 1, start);
+        // Forged on the channel, or a sender's id reused.
+        sequences.note(sender, u64::MAX, start);
+        assert!(sequences.overdue(start + bound, bound), "the jump is a loss");
+        sequences.note(sender, 2, start + bound);
+        assert_eq!(sequences.note(sender, 4, start + bound), 1, "3 skipped");
+        assert!(
+            sequences.overdue(start + bound * 2, bound),
+            "a later loss of the sender is seen"
+        );
+    }
+
+    #[test]
+    fn a_sender_heard_from_lately_stays_when_the_table_of_senders_is_full() {
+        let start = Instant::now();
+        let mut sequences = Sequences::default();
+        // Senders heard from once (each run of a tool a new id), then one that goes on talking.
+        for i in 0..MAX_TRACKED_ORIGINS - 1 {
+            sequences.note(InstanceId::random(), 1, start + Duration::from_micros(i as u64));
+        }
+        let talking = InstanceId::random();
+        let now = start + Duration::from_secs(1);
+        sequences.note(talking, 1, now);
+        sequences.note(InstanceId::random(), 1, now);
+        assert!(
+            sequences.last.len() <= MAX_TRACKED_ORIGINS / 2 + 2,
+            "room was made"
+        );
+        assert_eq!(sequences.note(talking, 3, now), 1, "its skip of 2 is seen");
     }
 
     #[test]

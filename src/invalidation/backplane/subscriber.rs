@@ -86,7 +86,13 @@ impl Context {
         }
         let skipped = sequences.note(msg.origin, msg.seq, Instant::now());
         if skipped > 0 {
-            self.shared.sequence_gaps.fetch_add(skipped, Ordering::Relaxed);
+            // Saturating: a number forged far ahead must not wrap the count.
+            let _ = self
+                .shared
+                .sequence_gaps
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |gaps| {
+                    Some(gaps.saturating_add(skipped))
+                });
         }
         Shared::bump(&self.shared.received);
         self.call(|h| h.invalidate(&msg));
