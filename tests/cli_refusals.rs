@@ -116,3 +116,34 @@ fn a_dir_given_with_a_config_is_refused_not_ignored() {
         "a refused call created a store"
     );
 }
+
+/// `get`, `set`, `del` and `stats` with `--config` run through the manager, which keeps expired
+/// copies for the configuration's fail-safe window: `--keep-expired-secs` was accepted there and
+/// changed nothing. It is refused, naming the field to set instead.
+#[test]
+fn keep_expired_secs_with_a_config_for_a_manager_command_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cache.toml");
+    let configured = dir.path().join("configured");
+    std::fs::write(
+        &config,
+        format!("[local]\ntype = \"file\"\npath = {:?}\n", configured),
+    )
+    .unwrap();
+    for args in [&["set", "k", "v"][..], &["get", "k"], &["del", "k"], &["stats"]] {
+        let out = bin()
+            .arg("--config")
+            .arg(&config)
+            .args(["--keep-expired-secs", "60"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("loader.fail_safe_max_duration"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!configured.exists(), "a refused call created a store");
+}

@@ -75,6 +75,8 @@ struct Cli {
     /// application's fail-safe window (`loader.fail_safe_max_duration`) does: `compact` leaves
     /// them for its fail-safe reads. Without it, and without `--config` (whose window is used),
     /// the store keeps none, and `compact` removes them. The store does not record the window.
+    /// Refused with `--config` for `get`, `set`, `del` and `stats`, which run through the manager
+    /// and its configured window.
     #[arg(long, value_name = "SECS")]
     keep_expired_secs: Option<u64>,
     #[command(subcommand)]
@@ -160,12 +162,22 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         _ => None,
     };
     let mut file_mode = None;
+    let mut keep_expired = cli.keep_expired_secs.map(Duration::from_secs);
     if let Some(path) = cli.config.take() {
         let mut config = CacheConfig::from_toml_file(&path).map_err(|e| e.to_string())?;
         if matches!(
             cli.command,
             Command::Get { .. } | Command::Set { .. } | Command::Del { .. } | Command::Stats { .. }
         ) {
+            if cli.keep_expired_secs.is_some() {
+                // These commands run through the manager, which keeps expired copies for the
+                // configuration's fail-safe window: the flag would change nothing.
+                return Err(format!(
+                    "--keep-expired-secs: with --config, `{}` keeps expired copies for {}'s loader.fail_safe_max_duration; set it there",
+                    command_name(&cli.command),
+                    path.display()
+                ));
+            }
             if let Some(mb) = cli.max_size_mb {
                 if config.local.kind == LocalKind::Memory {
                     return Err(format!(
@@ -204,10 +216,8 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         cli.max_size_mb = cli.max_size_mb.or(config.local.max_size);
         file_mode = config.local.file_mode;
         // The application's fail-safe window: a compaction without it removed the stale copies
-        // its next failed load would have served.
-        cli.keep_expired_secs = cli
-            .keep_expired_secs
-            .or(Some(config.loader.fail_safe_max_duration.as_secs()));
+        // its next failed load would have served. Whole, not cut to seconds.
+        keep_expired = keep_expired.or(Some(config.loader.fail_safe_max_duration));
     }
     if !matches!(cli.command, Command::Set { .. } | Command::Import { .. }) {
         require_store(&cli.dir, STORE_META_FILE)?;
@@ -232,8 +242,8 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     if let Some(mode) = file_mode {
         options = options.file_mode(mode);
     }
-    if let Some(secs) = cli.keep_expired_secs {
-        options = options.keep_expired(Duration::from_secs(secs));
+    if let Some(window) = keep_expired {
+        options = options.keep_expired(window);
     }
     let store = match FileStore::open(&cli.dir, options) {
         Ok(store) => store,
