@@ -486,6 +486,32 @@ fn a_tagged_async_write_given_up_during_its_set_is_found_by_its_tag() {
     assert_eq!(cache.get_raw("k").unwrap(), None);
 }
 
+/// A prefix invalidation drops L1 before L2's scan and again after it, so that a set that ran
+/// whole meanwhile (its L2 copy gone with the scan's `UNLINK`s) leaves no L1 copy. An async one
+/// dropped during the scan (a caller's timeout) skipped the second drop; it runs from the drop.
+#[test]
+fn an_async_prefix_invalidation_dropped_during_l2s_scan_still_drops_l1_again() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    {
+        let invalidation = cache.invalidate_prefix_async("p:");
+        let mut invalidation = std::pin::pin!(invalidation);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            std::future::Future::poll(invalidation.as_mut(), &mut cx).is_pending(),
+            "the invalidation waits for L2's scan"
+        );
+        // What a set of this manager that ran whole meanwhile leaves in L1.
+        cache.local().set("p:meanwhile", b"v", None).unwrap();
+    }
+    assert_eq!(
+        cache.local().get("p:meanwhile").unwrap(),
+        None,
+        "the dropped invalidation left a key under its prefix in L1"
+    );
+}
+
 /// Redis's clock, in Unix ms: the clock tag sets score their members by.
 fn redis_now_ms(redis: &RedisServer) -> u64 {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut redis.raw()).unwrap();

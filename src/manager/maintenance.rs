@@ -170,6 +170,13 @@ impl CacheManager {
         let announcement = s.announce_one(&message);
         // As in `invalidate_prefix`: the replay queue's writes under the prefix came before.
         let queued = s.queue_prefix_deletes(prefix)?;
+        // As in `invalidate_prefix`: a set that ran whole meanwhile leaves no L1 copy, also when
+        // this future is dropped during L2's scan, whose `UNLINK`s may have run.
+        let mut again = DropAgain {
+            shared: s,
+            prefix,
+            armed: s.tags.is_some() || queued,
+        };
         let in_l2 = match &s.tags {
             Some(tags) => {
                 let deleted = tags.delete_prefix_async(&s.l2_prefix, prefix).await;
@@ -177,8 +184,8 @@ impl CacheManager {
             }
             None => 0,
         };
-        if s.tags.is_some() || queued {
-            // As in `invalidate_prefix`: a set that ran whole meanwhile leaves no L1 copy.
+        if again.armed {
+            again.armed = false;
             s.drop_local_prefix(prefix)?;
         }
         announcement.publish().await;
@@ -490,6 +497,24 @@ impl Drop for TagsOwed<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.store.add_later(&[self.key], self.tags, self.ttl);
+        }
+    }
+}
+
+/// The second L1 drop a prefix invalidation owes once L2's scan has begun, run from `Drop` if
+/// its future is dropped before (see [`CacheManager::invalidate_prefix_async`]).
+struct DropAgain<'a> {
+    shared: &'a Shared,
+    prefix: &'a str,
+    armed: bool,
+}
+
+impl Drop for DropAgain<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = self.shared.drop_local_prefix(self.prefix) {
+                tracing::warn!(prefix = self.prefix, error = %e, "a dropped prefix invalidation could not drop L1 again");
+            }
         }
     }
 }
