@@ -212,6 +212,45 @@ fn garbage_on_the_channel_is_counted_and_ignored() {
     assert_eq!(stats.subscription_losses, 0);
 }
 
+/// No publisher of the format sends a message over 32 MiB (`MAX_MESSAGE_LEN`). One found on the
+/// channel (another program; a Redis whose pub/sub output limit was raised lets it through) is
+/// ignored and counted before it is decoded: decoded, its keys took several times its size in
+/// RAM and were handed on.
+#[test]
+fn a_message_longer_than_any_publisher_sends_is_counted_and_ignored() {
+    let server = RedisServer::start();
+    let (a, _) = instance(options(&server));
+    let (b, b_seen) = instance(options(&server));
+    let mut raw = server.raw();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 0 0 0")
+        .query(&mut raw)
+        .unwrap();
+    let key = "k".repeat(1_000);
+    let oversize = InvalidationMessage {
+        origin: InstanceId::from_u128(99),
+        seq: 1,
+        invalidation: Invalidation::Keys(vec![key; 34_000]),
+    }
+    .encode();
+    assert!(oversize.len() > uno_cache::invalidation::message::MAX_MESSAGE_LEN);
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(b.channel())
+        .arg(oversize.as_slice())
+        .query(&mut raw)
+        .unwrap();
+    a.publish(&keys(&["after"])).unwrap();
+    b_seen.wait_for("the real message", WAIT, |e| count_messages(e) >= 1);
+    // Compared, not printed: the oversized message would fill the log.
+    assert!(
+        b_seen.messages()[0].invalidation == keys(&["after"]),
+        "the oversized message was delivered"
+    );
+    assert_eq!(b.stats().invalid, 1);
+}
+
 #[test]
 fn client_kill_pubsub_is_reported_at_once_and_restored() {
     let server = RedisServer::start();

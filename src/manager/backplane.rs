@@ -253,14 +253,23 @@ impl InvalidationHandler for Receiver {
 /// nothing of it to drop. Passed on, it failed the whole delete: the keys after it stayed, and
 /// every L1 entry was made suspect, at every such message.
 fn holdable(keys: &[String]) -> Vec<&str> {
-    keys.iter()
+    let mut skipped = 0usize;
+    let mut first = None;
+    let held = keys
+        .iter()
         .map(String::as_str)
         .filter(|key| match crate::keys::check_key(key) {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(error = %e, "an invalidation names a key no L1 can hold; skipped");
+                skipped += 1;
+                first.get_or_insert(e);
                 false
             }
         })
-        .collect()
+        .collect();
+    // One line per message, not per key: a message of a million empty keys logged a million.
+    if let Some(e) = first {
+        tracing::warn!(error = %e, skipped, "an invalidation names keys no L1 can hold; skipped");
+    }
+    held
 }

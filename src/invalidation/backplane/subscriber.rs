@@ -16,7 +16,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::oneshot;
 
 use super::gaps::Sequences;
-use super::message::decode;
+use super::message::{decode, MAX_MESSAGE_LEN};
 use super::{jitter, now, InvalidationHandler, Node, Outage, Shared, LEVEL};
 use crate::distributed::redis::errors::connect_error_for;
 use crate::error::{Error, Result};
@@ -72,6 +72,13 @@ impl Context {
     }
 
     fn on_payload(&self, payload: &[u8], sequences: &mut Sequences) {
+        // No publisher of the format sends more (see `MAX_MESSAGE_LEN`); decoded, a message of
+        // empty keys took about six times its size in RAM, and again on the handler's thread.
+        if payload.len() > MAX_MESSAGE_LEN {
+            Shared::bump(&self.shared.invalid);
+            tracing::warn!(channel = %self.shared.channel, bytes = payload.len(), "ignored a message on the backplane channel longer than any publisher sends");
+            return;
+        }
         let msg = match decode(payload) {
             Ok(msg) => msg,
             Err(reason) => {
