@@ -384,39 +384,38 @@ fn prefix_invalidated_during_an_outage(async_api: bool) {
     assert!(uno_cache::Storage::get(&l2, "other").unwrap().is_some());
 }
 
-/// An async tagged write whose caller gives up (a timeout) while its tag's `SADD` waits on the
-/// tag Redis: the value was written, and the aborted `SADD` left the key out of the tag's set,
-/// so every later invalidation of the tag missed it. The `SADD` now runs to its end.
-#[test]
-fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
+/// A manager whose L2 and tags (with the backplane) are on Redis servers of their own, with an
+/// L2 timeout well past the one-second timeout of [`gives_up_on_a_tagged_write`], so that the
+/// caller gives up first.
+fn tagged_rig() -> (RedisServer, RedisServer, tempfile::TempDir, CacheManager) {
     let (l2, bus) = (RedisServer::start(), RedisServer::start());
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path(), &l2.addr());
-    // The tags (and the backplane) on their own Redis, which is frozen below while L2 answers.
     config.invalidation.hosts = vec![bus.addr()];
-    // Well past the test's own timeout, so that the caller gives up first.
     config.distributed.timeout_ms = 10_000;
     let cache = CacheManager::new(config).unwrap();
+    (l2, bus, dir, cache)
+}
+
+/// Whether a caller gave up (a timeout of one second, well within the tag call's own deadline)
+/// on an async write of `k` tagged `t`.
+fn gives_up_on_a_tagged_write(cache: &CacheManager) -> bool {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    bus.pause();
-    let gave_up = rt.block_on(async {
-        // Well within the tag call's own deadline (twice the 10 s L2 timeout).
+    rt.block_on(async {
         tokio::time::timeout(
             Duration::from_secs(1),
             cache.set_raw_with_tags_async("k", b"v", None, &["t"]),
         )
         .await
         .is_err()
-    });
-    assert!(
-        gave_up,
-        "the tagged write finished while the tag Redis was frozen"
-    );
-    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
-    bus.resume();
+    })
+}
+
+/// Waits until `key` is a member of tag `t` in the tag Redis `bus`.
+fn wait_tagged(bus: &RedisServer, key: &str) {
     let mut raw = bus.raw();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -426,15 +425,31 @@ fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
             .arg(-1)
             .query(&mut raw)
             .unwrap();
-        if members.iter().any(|m| m == "k") {
-            break;
+        if members.iter().any(|m| m == key) {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "the key never joined its tag's set: {members:?}"
+            "{key} never joined its tag's set: {members:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// An async tagged write whose caller gives up (a timeout) while its tag's `SADD` waits on the
+/// tag Redis: the value was written, and the aborted `SADD` left the key out of the tag's set,
+/// so every later invalidation of the tag missed it. The `SADD` now runs to its end.
+#[test]
+fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
+    let (_l2, bus, _dir, cache) = tagged_rig();
+    bus.pause();
+    assert!(
+        gives_up_on_a_tagged_write(&cache),
+        "the tagged write finished while the tag Redis was frozen"
+    );
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
+    bus.resume();
+    wait_tagged(&bus, "k");
 }
 
 /// An async tagged write whose caller gives up while its set waits on L2: the set is handed to
@@ -443,43 +458,18 @@ fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
 /// tagged from the dropped future now.
 #[test]
 fn a_tagged_async_write_given_up_during_its_set_is_found_by_its_tag() {
-    let (l2, bus) = (RedisServer::start(), RedisServer::start());
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path(), &l2.addr());
-    config.invalidation.hosts = vec![bus.addr()];
-    config.distributed.timeout_ms = 10_000;
-    let cache = CacheManager::new(config).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (l2, bus, _dir, cache) = tagged_rig();
     l2.pause();
-    let gave_up = rt.block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(1),
-            cache.set_raw_with_tags_async("k", b"v", None, &["t"]),
-        )
-        .await
-        .is_err()
-    });
-    assert!(gave_up, "the tagged write finished while L2 was frozen");
+    assert!(
+        gives_up_on_a_tagged_write(&cache),
+        "the tagged write finished while L2 was frozen"
+    );
     l2.resume();
     cache.replay_now().unwrap();
     let mut raw = l2.raw();
     let in_l2: Option<Vec<u8>> = redis::cmd("GET").arg("app:k").query(&mut raw).unwrap();
     assert!(in_l2.is_some(), "the given-up set reached L2 by the replay");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut tags = bus.raw();
-    while redis::cmd("ZSCORE")
-        .arg("app:uno-cache:tag:t")
-        .arg("k")
-        .query::<Option<f64>>(&mut tags)
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "the key never joined its tag's set");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_tagged(&bus, "k");
     assert_eq!(cache.invalidate_tag("t").unwrap(), 1, "the tag found its key");
     let in_l2: Option<Vec<u8>> = redis::cmd("GET").arg("app:k").query(&mut raw).unwrap();
     assert_eq!(in_l2, None, "the key's value is gone from L2");
