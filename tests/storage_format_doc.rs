@@ -517,12 +517,20 @@ fn a_newest_segment_of_zeros_is_a_cut_short_roll_removed_without_counting_damage
         !dir.path().join(format!("{:020}.damaged", 2)).exists(),
         "nothing is moved aside"
     );
-    // The store goes on from there.
+    // The store goes on from there; an empty newest segment (cut short before its space was
+    // reserved) goes the same way.
     store.set("after", b"v", None).unwrap();
     store.close().unwrap();
     let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
     assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"v"[..]));
     assert_eq!(store.recovery_report().damaged_segments, 0);
+    store.close().unwrap();
+    let empty = dir.path().join(format!("{:020}.seg", 99));
+    std::fs::write(&empty, b"").unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    assert_eq!(store.recovery_report().damaged_segments, 0);
+    assert!(!empty.exists(), "the empty newest segment is removed");
+    assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"v"[..]));
     store.close().unwrap();
 }
 

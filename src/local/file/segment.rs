@@ -66,7 +66,7 @@ pub(crate) struct Segment {
 /// Why a segment file is not one the store can read.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Unreadable {
-    /// Every byte of it reads as zero: a roll that a power loss cut short before the header
+    /// Empty, or every byte of it reads as zero: a roll that a power loss cut short before the header
     /// reached the disk (the header is fsynced before the roll makes the name durable, but a
     /// file system may commit the new name on its own first, and stores before that fsync
     /// left such files behind). Nothing in it was ever acknowledged.
@@ -164,6 +164,10 @@ impl Segment {
             .metadata()
             .map_err(|e| Error::io("stat segment", &path, e))?
             .len();
+        if len == 0 {
+            // Created, and cut short before its space was reserved.
+            return Ok(Err(Unreadable::Unwritten));
+        }
         if len < SEGMENT_HEADER_LEN as u64 {
             return Ok(Err(Unreadable::Damaged(format!(
                 "{len} bytes long, shorter than a segment header"
