@@ -207,15 +207,7 @@ impl IoRuntime {
         let deadline = deadline_after(timeout);
         // Not waited for: the handle's task ends on its own, or with the runtime.
         drop(self.thread.handle.spawn(async move {
-            match tokio::time::timeout_at(deadline.into(), fut).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(level, op, error = %e, "a call whose caller was gone failed");
-                }
-                Err(_elapsed) => {
-                    tracing::warn!(level, op, "a call whose caller was gone timed out");
-                }
-            }
+            log_unwaited(level, op, tokio::time::timeout_at(deadline.into(), fut).await);
         }));
     }
 
@@ -274,14 +266,8 @@ impl IoRuntime {
             let (tx, rx) = oneshot::channel();
             handle.spawn(async move {
                 let out = tokio::time::timeout_at(deadline.into(), fut).await;
-                match tx.send(out) {
-                    Ok(()) | Err(Ok(Ok(()))) => {}
-                    Err(Ok(Err(e))) => {
-                        tracing::warn!(level, op, error = %e, "a call whose caller gave up on it failed");
-                    }
-                    Err(Err(_elapsed)) => {
-                        tracing::warn!(level, op, "a call whose caller gave up on it timed out");
-                    }
+                if let Err(out) = tx.send(out) {
+                    log_unwaited(level, op, out);
                 }
             });
             match rx.await {
@@ -404,6 +390,19 @@ impl Wake for Unpark {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.unpark();
+    }
+}
+
+/// Logs the failure of a call nobody waits for any more (its caller gave up on it, or is gone).
+fn log_unwaited(
+    level: &'static str,
+    op: &'static str,
+    out: std::result::Result<Result<()>, tokio::time::error::Elapsed>,
+) {
+    match out {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(level, op, error = %e, "a call whose caller gave up on it failed"),
+        Err(_elapsed) => tracing::warn!(level, op, "a call whose caller gave up on it timed out"),
     }
 }
 
