@@ -84,18 +84,25 @@ fn a_dump_of_a_store_with_a_damaged_record_names_it_and_keeps_the_rest() {
     assert!(!stdout.contains("first"), "{stdout}");
 }
 
-/// `--config` names the store through its `local.path`; a `--dir` (or `UNO_CACHE_DIR`) given with
-/// it was ignored without a word, and an import went into the configured store.
-#[test]
-fn a_dir_given_with_a_config_is_refused_not_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cache.toml");
-    let configured = dir.path().join("configured");
+/// A configuration file in `dir` whose file-store L1 is `dir/configured` (not created); returns
+/// both paths.
+fn file_store_config(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let config = dir.join("cache.toml");
+    let configured = dir.join("configured");
     std::fs::write(
         &config,
         format!("[local]\ntype = \"file\"\npath = {:?}\n", configured),
     )
     .unwrap();
+    (config, configured)
+}
+
+/// `--config` names the store through its `local.path`; a `--dir` (or `UNO_CACHE_DIR`) given with
+/// it was ignored without a word, and an import went into the configured store.
+#[test]
+fn a_dir_given_with_a_config_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, configured) = file_store_config(dir.path());
     let named = dir.path().join("named");
     let out = bin()
         .arg("--config")
@@ -123,13 +130,7 @@ fn a_dir_given_with_a_config_is_refused_not_ignored() {
 #[test]
 fn keep_expired_secs_with_a_config_for_a_manager_command_is_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cache.toml");
-    let configured = dir.path().join("configured");
-    std::fs::write(
-        &config,
-        format!("[local]\ntype = \"file\"\npath = {:?}\n", configured),
-    )
-    .unwrap();
+    let (config, configured) = file_store_config(dir.path());
     for args in [&["set", "k", "v"][..], &["get", "k"], &["del", "k"], &["stats"]] {
         let out = bin()
             .arg("--config")
