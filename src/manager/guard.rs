@@ -345,10 +345,16 @@ impl KeyOrder {
 
     /// Whether a backfill of a key of `s` taken at `ticket` may land: no writer began since, none
     /// is in progress, and no cancelled one's L2 command may still land.
-    fn current(&self, s: &Stripe, ticket: &Ticket) -> bool {
-        s.version == ticket.version
-            && s.writers == 0
-            && (s.quiet_until_ms == 0 || self.clock.now_ms() >= s.quiet_until_ms)
+    ///
+    /// A window that is over is cleared, so the stripe's later backfills skip the clock.
+    fn current(&self, s: &mut Stripe, ticket: &Ticket) -> bool {
+        if s.quiet_until_ms != 0 {
+            if self.clock.now_ms() < s.quiet_until_ms {
+                return false;
+            }
+            s.quiet_until_ms = 0;
+        }
+        s.version == ticket.version && s.writers == 0
     }
 
     /// Taken before reading L2.
@@ -373,7 +379,7 @@ impl KeyOrder {
     pub(crate) fn unchanged(&self, ticket: &Ticket) -> bool {
         self.slots
             .get(ticket.stripe)
-            .is_some_and(|slot| self.current(&slot.state.lock(), ticket))
+            .is_some_and(|slot| self.current(&mut slot.state.lock(), ticket))
     }
 
     /// Runs `backfill` (the L1 write) if nothing wrote the key's stripe since `ticket`; returns
@@ -382,8 +388,8 @@ impl KeyOrder {
         let Some(slot) = self.slots.get(ticket.stripe) else {
             return false;
         };
-        let s = slot.state.lock();
-        if self.current(&s, &ticket) {
+        let mut s = slot.state.lock();
+        if self.current(&mut s, &ticket) {
             backfill();
             true
         } else {
@@ -398,13 +404,13 @@ impl KeyOrder {
         let mut stripes: Vec<usize> = tickets.iter().map(|t| t.stripe).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let held: BTreeMap<usize, MutexGuard<'_, Stripe>> = stripes
+        let mut held: BTreeMap<usize, MutexGuard<'_, Stripe>> = stripes
             .into_iter()
             .filter_map(|i| self.slots.get(i).map(|s| (i, s.state.lock())))
             .collect();
         let current: Vec<bool> = tickets
             .iter()
-            .map(|t| held.get(&t.stripe).is_some_and(|s| self.current(s, t)))
+            .map(|t| held.get_mut(&t.stripe).is_some_and(|s| self.current(s, t)))
             .collect();
         backfill(&current);
     }
