@@ -79,6 +79,13 @@ fn main() {
     let synthetic: Vec<(&str, Vec<u32>, Vec<usize>)> = vec![
         ("loop 2000 x10", loop_pattern(2_000, 10), vec![1_000, 1_500]),
         ("loop 5000 x6", loop_pattern(5_000, 6), vec![1_000]),
+        // The same keys every pass, each pass in a lightly shuffled order: some keys come back
+        // sooner than a loop's, and a policy that lets them in turns the log.
+        (
+            "loop 2000 x10 shuffled",
+            sliding_loop_pattern(2_000, 0, 10, 5),
+            vec![1_000],
+        ),
         (
             "scan 2/3 + hot 500",
             scan_pattern(500, 2.0 / 3.0, 60_000, 7),
