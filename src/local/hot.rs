@@ -389,7 +389,7 @@ impl HotTier {
                 let typed = Typed::<V> {
                     cache: weigh::cache(
                         items,
-                        self.max_items.saturating_mul(self.unit),
+                        weigh::capacity(self.max_bytes, self.max_items, self.unit),
                         ByWeight,
                         Evictions,
                     ),

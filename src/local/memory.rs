@@ -278,7 +278,9 @@ fn bounded(
     let unit = max_bytes.map(|bytes| weigh::unit(bytes, max_items));
     weigh::cache(
         usize::try_from(max_items).unwrap_or(usize::MAX),
-        unit.unwrap_or(1).saturating_mul(max_items),
+        max_bytes
+            .zip(unit)
+            .map_or(max_items, |(bytes, unit)| weigh::capacity(bytes, max_items, unit)),
         ByBytes { unit },
         Hooks,
     )
@@ -533,6 +535,19 @@ mod tests {
             size.bytes,
             (0..500).map(|i| format!("key{i}").len() as u64 + 1).sum::<u64>() - evicted_bytes(&s)
         );
+    }
+
+    #[test]
+    fn a_bound_in_items_past_one_per_byte_leaves_the_bound_in_bytes_binding() {
+        // Four million places in 1 MiB: every entry weighs more than its share, so the bytes bind.
+        let max_bytes = 1 << 20;
+        let s = MemoryStore::new(4_000_000).unwrap().with_max_bytes(max_bytes);
+        for i in 0..100_000 {
+            s.set(&format!("k{i}"), &[7u8; 100], None).unwrap();
+        }
+        let size = s.size().unwrap();
+        assert!(size.bytes <= max_bytes, "{size:?}");
+        assert!(size.items > 1_000, "{size:?}");
     }
 
     #[test]

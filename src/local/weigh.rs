@@ -64,6 +64,16 @@ pub(crate) fn unit(max_bytes: u64, max_entries: u64) -> u64 {
     (max_bytes.min(MAX_BOUND) / max_entries.max(1)).max(1)
 }
 
+/// The total weight a cache of `max_entries` entries of at least `unit` each and `max_bytes` may
+/// hold: the entries' share, and never more than the bytes. Past one entry per byte the unit is
+/// 1, and `max_entries × unit` alone would let small entries fill `max_entries` bytes of weight.
+pub(crate) fn capacity(max_bytes: u64, max_entries: u64, unit: u64) -> u64 {
+    max_entries
+        .max(1)
+        .saturating_mul(unit)
+        .min(max_bytes.clamp(1, MAX_BOUND))
+}
+
 /// The weight of an entry of `key` whose value is `value_len` bytes, given the cache's `unit`.
 pub(crate) fn weight(key: &str, value_len: usize, unit: u64) -> u64 {
     let bytes = u64::try_from(value_len.saturating_add(key.len())).unwrap_or(u64::MAX);
@@ -83,5 +93,18 @@ mod tests {
         // No bound past 1 PiB, and never a unit of 0.
         assert_eq!(super::unit(u64::MAX, 1), MAX_BOUND);
         assert_eq!(super::unit(0, 0), 1);
+    }
+
+    #[test]
+    fn the_capacity_is_the_entries_share_and_never_more_than_the_bytes() {
+        let unit = unit(1 << 20, 100);
+        assert_eq!(capacity(1 << 20, 100, unit), 100 * unit);
+        // More entries than bytes: the unit is 1, and the bytes bind.
+        assert_eq!(
+            capacity(1 << 20, 4_000_000, super::unit(1 << 20, 4_000_000)),
+            1 << 20
+        );
+        assert_eq!(capacity(u64::MAX, u64::MAX, 1), MAX_BOUND);
+        assert_eq!(capacity(0, 0, 1), 1);
     }
 }

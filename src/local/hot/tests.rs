@@ -118,6 +118,23 @@ mod rules {
     }
 
     #[test]
+    fn a_bound_in_items_past_one_per_byte_leaves_the_bound_in_bytes_binding() {
+        // Four million places in 1 MiB: every value weighs more than its share, so the bytes bind.
+        let max_bytes = 1 << 20;
+        let tier = HotTier::new(4_000_000, max_bytes, Arc::new(ManualClock::new(0)));
+        for i in 0..100_000u32 {
+            tier.insert(&format!("k{i}"), i, 0, 100);
+        }
+        let weight = tier.weight();
+        assert!(
+            weight <= max_bytes,
+            "{} values weigh {weight} bytes, over the bound of {max_bytes}",
+            tier.len()
+        );
+        assert!(tier.len() > 1_000, "{}", tier.len());
+    }
+
+    #[test]
     fn large_values_are_bounded_by_their_bytes_and_small_ones_by_their_count() {
         // 100 values, 1 MiB: a value of up to about 10 KiB takes one of the 100 places.
         let tier = HotTier::new(100, 1 << 20, Arc::new(ManualClock::new(0)));
