@@ -244,6 +244,28 @@ fn keys_are_sharded_across_hosts_and_batches_find_them_all() {
     assert_eq!(mc.size().unwrap().items, 180);
 }
 
+/// Two processes that list the same hosts in another order put every key on the same host: a
+/// delete by one leaves nothing the other can read (with a position in the list, each put every
+/// key on the other host).
+#[test]
+fn the_same_hosts_listed_in_another_order_agree_on_where_every_key_lives() {
+    let a = MemcachedServer::start();
+    let b = MemcachedServer::start();
+    let one = MemcachedStore::connect(MemcachedOptions::with_hosts([a.addr(), b.addr()])).unwrap();
+    let two = MemcachedStore::connect(MemcachedOptions::with_hosts([b.addr(), a.addr()])).unwrap();
+    let mut stale = Vec::new();
+    for i in 0..40 {
+        let key = format!("user:{i}");
+        one.set(&key, b"old", None).unwrap();
+        two.delete(&key).unwrap();
+        if one.get(&key).unwrap().is_some() {
+            stale.push(key);
+        }
+    }
+    assert!(stale.is_empty(), "readable after a delete: {stale:?}");
+    assert_eq!(a.stat("curr_items") + b.stat("curr_items"), 0);
+}
+
 #[test]
 fn prefixes_isolate_stores_and_clear_is_refused_with_a_prefix() {
     let server = MemcachedServer::start();

@@ -400,15 +400,19 @@ mod memcached_keys {
         })
     }
 
-    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-    fn jump(mut k: u64, n: i64) -> usize {
-        let (mut b, mut j) = (-1i64, 0i64);
-        while j < n {
-            b = j;
-            k = k.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
-            j = ((b + 1) as f64 * (2f64.powi(31) / ((k >> 33) + 1) as f64)).floor() as i64;
-        }
-        usize::try_from(b).unwrap()
+    /// The documented splitmix64 finalizer.
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The documented host of `mapped` among `names`: the highest score, the first on a tie.
+    fn rendezvous(mapped: &str, names: &[String]) -> usize {
+        let k = fnv1a64(mapped.as_bytes());
+        let scores: Vec<u64> = names.iter().map(|n| mix(k ^ fnv1a64(n.as_bytes()))).collect();
+        let best = scores.iter().copied().max().unwrap();
+        scores.iter().position(|&s| s == best).unwrap()
     }
 
     #[test]
@@ -440,7 +444,7 @@ mod memcached_keys {
                 store.set(key, b"v", None).unwrap();
                 let full = format!("{prefix}{key}");
                 let mapped = documented_key(&full);
-                let host = jump(fnv1a64(mapped.as_bytes()), 3);
+                let host = rendezvous(&mapped, &hosts);
                 placed[host] += 1;
                 for (i, server) in servers.iter().enumerate() {
                     let held = server.raw().get::<Vec<u8>>(&mapped).unwrap().is_some();

@@ -1,5 +1,5 @@
-//! Where a key goes: its server form ([`map_key`]) and its host (FNV-1a 64 and jump consistent
-//! hashing, both fixed so that every process and every build agrees).
+//! Where a key goes: its server form ([`map_key`]) and its host (rendezvous hashing over FNV-1a
+//! 64, fixed so that every process and every build agrees, whatever order it lists the hosts in).
 
 use std::borrow::Cow;
 
@@ -71,34 +71,47 @@ pub(super) fn fnv1a64(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// Jump consistent hash (Lamping & Veach, 2014): a bucket in `0..buckets`.
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_precision_loss
-)]
-pub(super) fn jump_hash(mut key: u64, buckets: usize) -> usize {
-    let buckets = i64::try_from(buckets).unwrap_or(i64::MAX).max(1);
-    let mut b: i64 = -1;
-    let mut j: i64 = 0;
-    while j < buckets {
-        b = j;
-        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
-        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+/// The splitmix64 finalizer: spreads the bits of a host's and a key's hashes combined, so that
+/// each host's score of a key is independent of the others'.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Rendezvous (highest random weight) hashing: the host whose score of `key` is highest, each
+/// host scored by its name's hash, so the answer depends on the set of hosts and not on the
+/// order they are listed in. Two processes that list the same hosts in another order agree on
+/// where every key lives (with a position in the list, each put every key elsewhere, and one's
+/// delete left the other's value readable). Adding a host moves only the keys it now wins, about
+/// 1/n; removing one moves only its own keys. Equal scores (a host listed twice) go to the first.
+pub(super) fn rendezvous(key: u64, hosts: &[u64]) -> usize {
+    let mut best = (0usize, 0u64);
+    for (i, &host) in hosts.iter().enumerate() {
+        let score = mix64(key ^ host);
+        if i == 0 || score > best.1 {
+            best = (i, score);
+        }
     }
-    usize::try_from(b).unwrap_or(0)
+    best.0
 }
 
 /// Maps caller keys to server keys and hosts for one store.
 #[derive(Debug, Clone)]
 pub(super) struct Router {
     prefix: String,
-    hosts: usize,
+    /// `fnv1a64` of each host's name (`host:port`), in the order the hosts are listed.
+    hosts: Vec<u64>,
 }
 
 impl Router {
-    pub(super) fn new(prefix: String, hosts: usize) -> Self {
-        Router { prefix, hosts }
+    /// A router over hosts named `names` (`host:port`, as [`HostSpec`](super::options) shows
+    /// them), in the order the store holds them.
+    pub(super) fn new<'a>(prefix: String, names: impl IntoIterator<Item = &'a str>) -> Self {
+        Router {
+            prefix,
+            hosts: names.into_iter().map(|n| fnv1a64(n.as_bytes())).collect(),
+        }
     }
 
     pub(super) fn prefix(&self) -> &str {
@@ -114,12 +127,15 @@ impl Router {
     }
 
     pub(super) fn host_of(&self, mapped: &str) -> usize {
-        jump_hash(fnv1a64(mapped.as_bytes()), self.hosts)
+        if self.hosts.len() <= 1 {
+            return 0;
+        }
+        rendezvous(fnv1a64(mapped.as_bytes()), &self.hosts)
     }
 
     /// Groups `mapped` keys by host: (host, indices into `mapped`), hosts in order, none empty.
     pub(super) fn plan(&self, mapped: &[String]) -> Vec<(usize, Vec<usize>)> {
-        let mut by_host: Vec<Vec<usize>> = vec![Vec::new(); self.hosts];
+        let mut by_host: Vec<Vec<usize>> = vec![Vec::new(); self.hosts.len()];
         for (i, key) in mapped.iter().enumerate() {
             if let Some(group) = by_host.get_mut(self.host_of(key)) {
                 group.push(i);
@@ -136,6 +152,9 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hosts of `key:0` to `key:7` among the three hosts of `sharding_is_stable_and_balanced`.
+    const PINNED: [usize; 8] = [1, 2, 0, 0, 1, 2, 2, 0];
 
     #[test]
     fn safe_short_keys_pass_through_unchanged() {
@@ -197,24 +216,41 @@ mod tests {
         // Pinned values: a change here moves keys between hosts for every deployed process.
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(jump_hash(0, 1), 0);
+        let names = ["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"];
+        let hosts: Vec<u64> = names.iter().map(|n| fnv1a64(n.as_bytes())).collect();
+        // Pinned: a change here moves keys between hosts for every deployed process.
+        let pinned: Vec<usize> = (0..8)
+            .map(|i| rendezvous(fnv1a64(format!("key:{i}").as_bytes()), &hosts))
+            .collect();
+        assert_eq!(pinned, PINNED);
         let mut counts = [0usize; 3];
         for i in 0..3_000 {
-            let host = jump_hash(fnv1a64(format!("key:{i}").as_bytes()), 3);
-            counts[host] += 1;
+            counts[rendezvous(fnv1a64(format!("key:{i}").as_bytes()), &hosts)] += 1;
         }
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
-        // Growing from 3 to 4 hosts moves only keys that go to the new host.
+        let four: Vec<u64> = hosts
+            .iter()
+            .copied()
+            .chain([fnv1a64(b"10.0.0.4:11211")])
+            .collect();
+        let reversed: Vec<u64> = hosts.iter().rev().copied().collect();
         for i in 0..1_000 {
             let h = fnv1a64(format!("key:{i}").as_bytes());
-            let (before, after) = (jump_hash(h, 3), jump_hash(h, 4));
+            let before = rendezvous(h, &hosts);
+            // Growing from 3 to 4 hosts moves only keys that go to the new host.
+            let after = rendezvous(h, &four);
             assert!(after == before || after == 3);
+            // Removing a host moves only its own keys.
+            let without_first = rendezvous(h, &hosts[1..]) + 1;
+            assert!(before == 0 || without_first == before);
+            // The order the hosts are listed in changes nothing.
+            assert_eq!(2 - rendezvous(h, &reversed), before);
         }
     }
 
     #[test]
     fn plans_group_keys_by_host_in_order() {
-        let router = Router::new("p:".to_owned(), 3);
+        let router = Router::new("p:".to_owned(), ["a:1", "b:1", "c:1"]);
         let keys: Vec<String> = (0..30).map(|i| router.server_key(&format!("k{i}")).0).collect();
         let plan = router.plan(&keys);
         assert_eq!(plan.iter().map(|(_, m)| m.len()).sum::<usize>(), 30);

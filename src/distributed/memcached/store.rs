@@ -24,9 +24,10 @@ const CONNECT_GRACE: Duration = Duration::from_millis(100);
 
 /// Memcached (one or more hosts) as a cache level.
 ///
-/// - **Sharding** is ours: a key goes to host `jump(fnv1a64(mapped key), n)` (FNV-1a 64 and
-///   Lamping–Veach jump consistent hashing, both fixed and documented), so every process and
-///   every build agrees on where a key lives, and adding a host moves only ~1/n of the keys.
+/// - **Sharding** is ours: rendezvous hashing of the mapped key's FNV-1a 64 over the hosts'
+///   names (`host:port`; fixed and documented in `storage-format.md`), so every process and
+///   every build that names the same hosts agrees on where a key lives, in whatever order it
+///   lists them, and adding or removing a host moves only ~1/n of the keys.
 /// - **Keys** memcached cannot take (spaces, control characters, non-ASCII, over 250 bytes) are
 ///   mapped without collisions; see [`map_key`](super::map_key).
 /// - **TTLs** are whole seconds for memcached, which reads `0` as "never" and anything over 30
@@ -330,7 +331,7 @@ impl MemcachedStore {
         let rt = IoRuntime::start(LEVEL)?;
         Ok((
             MemcachedStore {
-                router: Router::new(options.prefix, hosts.len()),
+                router: Router::new(options.prefix, hosts.iter().map(|h| h.spec.display.as_str())),
                 hosts,
                 nodes,
                 timeout: options.timeout,
