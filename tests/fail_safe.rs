@@ -569,3 +569,41 @@ fn an_async_loader_that_panics_gets_its_callers_the_stale_copy() {
     assert_eq!(got, Fetched::Stale("v1".to_string()));
     assert_eq!(rig.cache.stats().loader.failures, 1);
 }
+
+/// Every loading call that runs its loader on the caller's thread or in its future (no
+/// timeouts, `get_or_set_with`, `get_or_set_with_async`) takes a panic for a failed load, as
+/// the calls that run it apart do: the stale copy, counted, and no unwinding into the caller.
+#[test]
+fn a_loader_that_panics_on_its_callers_thread_gets_it_the_stale_copy() {
+    fn bug() -> Result<String, AppError> {
+        panic!("the loader's own bug")
+    }
+    let rig = rig(600, 0, 0);
+    expired_v1(&rig);
+    let got = rig.cache.get_or_load("k", Some(TTL), bug).unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    // Throttled now: the next calls are answered without asking; past the throttle, they ask.
+    rig.clock.advance(Duration::from_secs(6));
+    assert_eq!(rig.cache.get_or_set_with("k", Some(TTL), bug).unwrap(), "v1");
+    rig.clock.advance(Duration::from_secs(6));
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let got = runtime
+        .block_on(
+            rig.cache
+                .get_or_set_with_async("k", Some(TTL), || async { bug() }),
+        )
+        .unwrap();
+    assert_eq!(got, "v1");
+    assert_eq!(rig.cache.stats().loader.failures, 3);
+    // With no stale copy, the callers get an error naming the key, and the key is free again.
+    let err = rig.cache.get_or_load("other", Some(TTL), bug).unwrap_err();
+    assert!(
+        matches!(&err, AppError::Cache(e) if e.to_string().contains("\"other\"") && e.to_string().contains("panicked")),
+        "{err:?}"
+    );
+    let loaded = rig
+        .cache
+        .get_or_set_with("other", Some(TTL), || Ok::<_, AppError>("fine".to_string()))
+        .unwrap();
+    assert_eq!(loaded, "fine");
+}

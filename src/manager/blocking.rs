@@ -205,7 +205,9 @@ impl CacheManager {
     /// invalidated while the loader ran: it may be older than that change (the callers still
     /// get it). Waiting has no deadline: a loader that never returns holds
     /// its key's callers; [`CacheManager::get_or_load`] bounds the wait. A loader must not call
-    /// `get_or_set_with` for its own key (it would wait for itself).
+    /// `get_or_set_with` for its own key (it would wait for itself). A loader that panics counts
+    /// as one that failed (the panic is logged and does not unwind into the caller): the stale
+    /// copy, or an error naming the key.
     ///
     /// # Errors
     /// The loader's error when no stale copy is kept; or, converted with `From`, a cache error of [`CacheManager::get`]
@@ -247,10 +249,15 @@ impl CacheManager {
                         return Ok(value);
                     }
                     s.metrics.loads.incr();
-                    let value = match loader() {
-                        Ok(value) => value,
+                    let value = match super::caught::catching(key, loader) {
+                        Some(Ok(value)) => value,
                         // Fail-safe: the stale copy.
-                        Err(e) => return self.leader_failed(key, watch).ok_or(e),
+                        Some(Err(e)) => return self.leader_failed(key, watch).ok_or(e),
+                        None => {
+                            return self
+                                .leader_failed(key, watch)
+                                .ok_or_else(|| E::from(super::caught::no_answer(key)))
+                        }
                     };
                     let bytes = self.encode_loaded(key, watch, &value)?;
                     let stored = self.set_loaded(key, &bytes, ttl, watch);

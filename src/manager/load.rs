@@ -508,7 +508,16 @@ impl CacheManager {
         F: FnOnce() -> std::result::Result<Option<T>, E>,
     {
         let s = &self.shared;
-        match load() {
+        let Some(loaded) = super::caught::catching(key, load) else {
+            s.guard.unwatch(watch);
+            // Counted and throttled as for a loader's error; set before the flight ends.
+            let stale = s.stale_after_failure(key);
+            drop(leader);
+            return stale
+                .map(|v| Some(Fetched::Stale(v)))
+                .ok_or_else(|| E::from(super::caught::no_answer(key)));
+        };
+        match loaded {
             Ok(value) => {
                 let (bytes, stored) = self.store_loaded(key, ttl, value.as_ref(), watch)?;
                 leader.finish(Arc::from(bytes));
@@ -745,14 +754,7 @@ impl CacheManager {
                         served.or_else(|| current(stale).inspect(|_| s.metrics.loader.stale_served.incr()));
                     match served {
                         Some(value) => Next::Answer(Ok(Some(Fetched::Stale(value)))),
-                        None => Next::Answer(Err(E::from(Error::Backend {
-                            level: "manager",
-                            op: "load",
-                            reason: format!(
-                                "the load of {:?} stopped without an answer (the loader panicked, or its runtime shut down)",
-                                key_for_error(key)
-                            ),
-                        }))),
+                        None => Next::Answer(Err(E::from(super::caught::no_answer(key)))),
                     }
                 }
                 // This caller's load, given up at the hard timeout by another caller: this

@@ -45,6 +45,7 @@ mod batch_read;
 mod behind;
 mod blocking;
 mod builder;
+mod caught;
 mod consistency;
 mod deferred;
 mod distrust;

@@ -259,10 +259,16 @@ impl CacheManager {
                         return Ok(value);
                     }
                     s.metrics.loads.incr();
-                    let value = match loader().await {
-                        Ok(value) => value,
+                    let value = match super::caught::catching_async(key, async move { loader().await }).await
+                    {
+                        Some(Ok(value)) => value,
                         // Fail-safe: the stale copy.
-                        Err(e) => return self.leader_failed(key, watch).ok_or(e),
+                        Some(Err(e)) => return self.leader_failed(key, watch).ok_or(e),
+                        None => {
+                            return self
+                                .leader_failed(key, watch)
+                                .ok_or_else(|| E::from(super::caught::no_answer(key)))
+                        }
                     };
                     let bytes = self.encode_loaded(key, watch, &value)?;
                     let stored = self.set_loaded_async(key, &bytes, ttl, watch).await;

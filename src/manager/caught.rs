@@ -1,0 +1,55 @@
+//! A caller's loader run so that its panic is a failed load, as the README promises of every
+//! loading call: its callers get fail-safe's stale copy or an error, the failure is counted
+//! and throttled, and the panic does not unwind through the cache into the caller.
+//!
+//! Loads run apart from their caller (with a timeout, or on the async runtime) already see a
+//! panic as a closed channel or a `JoinError`; these are for the loaders run on the caller's own
+//! thread or inside its future.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::task::Poll;
+
+use crate::error::{key_for_error, Error};
+
+/// `load()`, or `None` if it panicked (logged).
+pub(super) fn catching<R>(key: &str, load: impl FnOnce() -> R) -> Option<R> {
+    // Unwind safety: a loader that panicked left nothing of the cache's half-done; its own
+    // captured state is dropped with it.
+    catch_unwind(AssertUnwindSafe(load))
+        .inspect_err(|_| logged(key))
+        .ok()
+}
+
+/// `load.await`, or `None` if a poll of it panicked (logged).
+pub(super) async fn catching_async<R>(key: &str, load: impl Future<Output = R>) -> Option<R> {
+    let mut load = pin!(load);
+    std::future::poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| load.as_mut().poll(cx))) {
+            Ok(Poll::Ready(value)) => Poll::Ready(Some(value)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => {
+                logged(key);
+                Poll::Ready(None)
+            }
+        },
+    )
+    .await
+}
+
+fn logged(key: &str) {
+    tracing::error!(key = %key_for_error(key), "a loader panicked; its callers get the stale copy or an error");
+}
+
+/// What the callers of a load that ended without an answer get when no stale copy is kept.
+pub(super) fn no_answer(key: &str) -> Error {
+    Error::Backend {
+        level: "manager",
+        op: "load",
+        reason: format!(
+            "the load of {:?} stopped without an answer (the loader panicked, or its runtime shut down)",
+            key_for_error(key)
+        ),
+    }
+}
