@@ -607,3 +607,65 @@ fn a_loader_that_panics_on_its_callers_thread_gets_it_the_stale_copy() {
         .unwrap();
     assert_eq!(loaded, "fine");
 }
+
+/// A caller that had a stale copy to serve at the soft timeout, whose key was deleted while it
+/// waited, has nothing to serve then: it waits on, as a caller without a copy does, and gets
+/// the load's value (it got `LoaderTimeout` at the soft timeout, naming the hard one).
+#[test]
+fn a_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() {
+    let rig = rig(600, 50, 10_000);
+    expired_v1(&rig);
+    let (release, held) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let caller = s.spawn(|| {
+            rig.cache
+                .get_or_load("k", Some(TTL), move || -> Result<String, AppError> {
+                    held.recv().unwrap();
+                    Ok("v2".to_string())
+                })
+        });
+        // The caller read its stale copy and its load runs: the key is deleted meanwhile.
+        while rig.cache.stats().overall.loads < 1 {
+            std::thread::yield_now();
+        }
+        rig.cache.delete("k").unwrap();
+        // Real time past the soft timeout (what the test is about), then the source answers.
+        std::thread::sleep(Duration::from_millis(300));
+        release.send(()).unwrap();
+        assert_eq!(caller.join().unwrap().unwrap(), Fetched::Fresh("v2".to_string()));
+    });
+    let stats = rig.cache.stats().loader;
+    assert_eq!(
+        (stats.soft_timeouts, stats.hard_timeouts, stats.stale_served),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}
+
+/// The async form of the rule above.
+#[test]
+fn an_async_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() {
+    let rig = rig(600, 50, 10_000);
+    expired_v1(&rig);
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    std::thread::scope(|s| {
+        let caller = s.spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(rig.cache.get_or_load_async("k", Some(TTL), || async move {
+                held.await.unwrap();
+                Ok::<_, AppError>("v2".to_string())
+            }))
+        });
+        while rig.cache.stats().overall.loads < 1 {
+            std::thread::yield_now();
+        }
+        rig.cache.delete("k").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        release.send(()).unwrap();
+        assert_eq!(caller.join().unwrap().unwrap(), Fetched::Fresh("v2".to_string()));
+    });
+    assert_eq!(rig.cache.stats().loader.soft_timeouts, 0);
+}

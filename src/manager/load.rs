@@ -75,6 +75,10 @@ enum Next<T, E> {
     Answer(std::result::Result<Option<Fetched<T>>, E>),
     /// The flight was given up or its leader failed without a word: look again.
     Retry,
+    /// The soft timeout passed, but the stale copy this caller would serve is gone (its key was
+    /// deleted or written meanwhile): it waits on for the same flight, as a caller that had no
+    /// copy does, until the hard timeout.
+    WaitOn,
 }
 
 impl CacheManager {
@@ -277,10 +281,14 @@ impl CacheManager {
                     (flight, Some(report))
                 }
             };
-            let waited = flight.wait_blocking_until(s.fail_safe.deadline(&flight, stale.is_some()));
-            match self.after_wait(key, &flight, waited, stale, report.as_mut(), optional) {
-                Next::Answer(answer) => return answer,
-                Next::Retry => {}
+            let mut waited = flight.wait_blocking_until(s.fail_safe.deadline(&flight, stale.is_some()));
+            let mut stale = stale;
+            loop {
+                match self.after_wait(key, &flight, waited, stale.take(), report.as_mut(), optional) {
+                    Next::Answer(answer) => return answer,
+                    Next::Retry => break,
+                    Next::WaitOn => waited = flight.wait_blocking_until(s.fail_safe.deadline(&flight, false)),
+                }
             }
         }
     }
@@ -346,10 +354,18 @@ impl CacheManager {
             if deadline.is_some() {
                 flight.ensure_ticker(s.fail_safe.deadlines(&flight));
             }
-            let waited = flight.wait_async_until(deadline).await;
-            match self.after_wait(key, &flight, waited, stale, report.as_mut(), optional) {
-                Next::Answer(answer) => return answer,
-                Next::Retry => {}
+            let mut waited = flight.wait_async_until(deadline).await;
+            let mut stale = stale;
+            loop {
+                match self.after_wait(key, &flight, waited, stale.take(), report.as_mut(), optional) {
+                    Next::Answer(answer) => return answer,
+                    Next::Retry => break,
+                    Next::WaitOn => {
+                        waited = flight
+                            .wait_async_until(s.fail_safe.deadline(&flight, false))
+                            .await;
+                    }
+                }
             }
         }
     }
@@ -765,8 +781,15 @@ impl CacheManager {
                 None => Next::Retry,
             },
             // A copy gone since the wait began (the key was deleted or written meanwhile) is not
-            // served: the caller gets the timeout.
-            Waited::TimedOut => self.timed_out(key, flight, current(stale), s.fail_safe.overdue(flight)),
+            // served: before the hard timeout the caller waits on, past it gets the timeout.
+            Waited::TimedOut => {
+                let overdue = s.fail_safe.overdue(flight);
+                let had_copy = stale.is_some();
+                match current(stale) {
+                    None if had_copy && !overdue => Next::WaitOn,
+                    copy => self.timed_out(key, flight, copy, overdue),
+                }
+            }
         }
     }
 
