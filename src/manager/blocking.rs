@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
-use super::policy::{Plan, Reread, Route, Shared};
+use super::policy::{partial_over, Plan, Reread, Route, Shared};
 use super::typed::Lookup;
 use super::{as_strs, borrow_items, CacheManager};
 
@@ -147,7 +147,9 @@ impl CacheManager {
         let s = &self.shared;
         let (mut found, missed, misses) = s.read_hot_batch::<T>(&keys);
         if !missed.is_empty() {
-            let raw = self.multi_get_raw(&missed)?;
+            let raw = self
+                .multi_get_raw(&missed)
+                .map_err(|e| partial_over(e, &missed, &keys))?;
             s.decode_batch_and_keep(&mut found, &missed, misses, raw)?;
         }
         Ok(found)
@@ -362,7 +364,8 @@ impl CacheManager {
         }
         let started = Instant::now();
         let result = l2.get_many(&missed);
-        s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)?;
+        s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)
+            .map_err(|e| partial_over(e, &missed, &keys))?;
         Ok(out)
     }
 

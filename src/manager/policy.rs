@@ -216,11 +216,32 @@ pub(super) fn unreached(error: Error) -> std::result::Result<(Vec<usize>, Served
     match error {
         Error::PartialBatch(mut partial) => {
             let served = std::mem::replace(&mut partial.served, Served::Written);
-            let failed = std::mem::take(&mut partial.failed);
+            // Copied, not taken: the error may reach the caller, whose `failed` must name them.
+            let failed = partial.failed.clone();
             Ok((failed, served, Error::PartialBatch(partial)))
         }
         other => Err(other),
     }
+}
+
+/// `error`, a partial batch over `inner` (keys of `outer`, a read's keys that went on to the
+/// level below), with its indices re-expressed over `outer`, the caller's batch: every position
+/// of a key not served (a key given twice is not served at either), and `outer`'s length.
+pub(super) fn partial_over(error: Error, inner: &[&str], outer: &[&str]) -> Error {
+    let Error::PartialBatch(mut partial) = error else {
+        return error;
+    };
+    let over = |indices: &[usize]| -> Vec<usize> {
+        let keys: std::collections::HashSet<&str> =
+            indices.iter().filter_map(|&i| inner.get(i).copied()).collect();
+        (0..outer.len())
+            .filter(|&j| outer.get(j).is_some_and(|k| keys.contains(k)))
+            .collect()
+    };
+    partial.failed = over(&partial.failed);
+    partial.refused = over(&partial.refused);
+    partial.total = outer.len();
+    Error::PartialBatch(partial)
 }
 
 pub(super) fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {

@@ -1,0 +1,201 @@
+//! What a caller sees of a partial batch (`Error::PartialBatch`) through the manager when
+//! `fallback_on_error = false`: `failed` lists the keys not served and `unreached()` those whose
+//! node was down, as indices into the caller's batch (not into the part of it that reached L2).
+//! The L2 is a two-node level of our own, one node down; the real servers' partial batches are
+//! in `tests/manager_partial_writes.rs`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uno_cache::{CacheConfig, CacheManager, Error, MemoryStore, Served, Storage, StorageSize};
+
+/// A two-node level of our own: keys starting with "down:" live on a node that is down.
+struct HalfDown(MemoryStore);
+
+fn node_down() -> Error {
+    Error::Backend {
+        level: "half",
+        op: "node",
+        reason: "node down".into(),
+    }
+}
+
+fn partial(op: &'static str, total: usize, failed: Vec<usize>, served: Served) -> Error {
+    Error::PartialBatch(Box::new(uno_cache::PartialBatch::new(
+        "half",
+        op,
+        total,
+        failed,
+        Vec::new(),
+        node_down(),
+        served,
+    )))
+}
+
+impl Storage for HalfDown {
+    fn name(&self) -> &str {
+        "half"
+    }
+    fn get(&self, key: &str) -> uno_cache::Result<Option<uno_cache::Entry>> {
+        if key.starts_with("down:") {
+            return Err(node_down());
+        }
+        self.0.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> uno_cache::Result<()> {
+        if key.starts_with("down:") {
+            return Err(node_down());
+        }
+        self.0.set(key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> uno_cache::Result<bool> {
+        if key.starts_with("down:") {
+            return Err(node_down());
+        }
+        self.0.delete(key)
+    }
+    fn get_many(&self, keys: &[&str]) -> uno_cache::Result<Vec<Option<uno_cache::Entry>>> {
+        let mut failed = Vec::new();
+        let mut found = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if key.starts_with("down:") {
+                failed.push(i);
+                found.push(None);
+            } else {
+                found.push(self.0.get(key)?);
+            }
+        }
+        if failed.is_empty() {
+            return Ok(found);
+        }
+        Err(partial("get_many", keys.len(), failed, Served::Entries(found)))
+    }
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> uno_cache::Result<()> {
+        let mut failed = Vec::new();
+        for (i, (key, value)) in items.iter().enumerate() {
+            if key.starts_with("down:") {
+                failed.push(i);
+            } else {
+                self.0.set(key, value, ttl)?;
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        Err(partial("set_many", items.len(), failed, Served::Written))
+    }
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> uno_cache::Result<()> {
+        self.0.set_each(items)
+    }
+    fn delete_many(&self, keys: &[&str]) -> uno_cache::Result<u64> {
+        let mut failed = Vec::new();
+        let mut removed = 0;
+        for (i, key) in keys.iter().enumerate() {
+            if key.starts_with("down:") {
+                failed.push(i);
+            } else if self.0.delete(key)? {
+                removed += 1;
+            }
+        }
+        if failed.is_empty() {
+            return Ok(removed);
+        }
+        Err(partial(
+            "delete_many",
+            keys.len(),
+            failed,
+            Served::Removed(removed),
+        ))
+    }
+    fn check_value(&self, key: &str, len: usize) -> uno_cache::Result<()> {
+        self.0.check_value(key, len)
+    }
+    fn size(&self) -> uno_cache::Result<StorageSize> {
+        self.0.size()
+    }
+    fn clear(&self) -> uno_cache::Result<()> {
+        self.0.clear()
+    }
+    fn flush(&self) -> uno_cache::Result<()> {
+        Ok(())
+    }
+    fn counters(&self) -> uno_cache::StorageCounters {
+        self.0.counters()
+    }
+}
+
+fn manager() -> CacheManager {
+    let config = CacheConfig {
+        fallback_on_error: false,
+        ..CacheConfig::default()
+    };
+    let l2 = Arc::new(HalfDown(MemoryStore::new(100).unwrap()));
+    CacheManager::builder()
+        .config(config)
+        .local(Arc::new(MemoryStore::new(100).unwrap()))
+        .distributed(Arc::new(uno_cache::InProcess::shared(l2)))
+        .build()
+        .unwrap()
+}
+
+fn failed_of(err: &Error) -> (Vec<usize>, Vec<usize>, usize) {
+    let Error::PartialBatch(p) = err else {
+        panic!("not a PartialBatch: {err:?}")
+    };
+    (p.failed.clone(), p.unreached(), p.total)
+}
+
+#[test]
+fn a_partial_multi_set_names_the_unreached_item() {
+    let cache = manager();
+    let err = cache
+        .multi_set_raw(&[("up:a", &b"1"[..]), ("down:b", b"2")], None)
+        .unwrap_err();
+    assert_eq!(failed_of(&err), (vec![1], vec![1], 2), "{err}");
+}
+
+#[test]
+fn a_partial_multi_delete_names_the_unreached_key() {
+    let cache = manager();
+    let err = cache.multi_delete(&["up:a", "down:b"]).unwrap_err();
+    assert_eq!(failed_of(&err), (vec![1], vec![1], 2), "{err}");
+}
+
+#[test]
+fn a_partial_multi_get_names_the_unreached_key_by_its_index_in_the_callers_batch() {
+    let cache = manager();
+    // "up:a" is in L1, so only "down:b" and "up:c" reach L2.
+    cache.set_raw("up:a", b"1", None).unwrap();
+    let err = cache.multi_get_raw(&["up:a", "down:b", "up:c"]).unwrap_err();
+    assert_eq!(failed_of(&err), (vec![1], vec![1], 3), "{err}");
+}
+
+#[test]
+fn a_partial_typed_multi_get_names_every_position_of_a_key_given_twice() {
+    let cache = manager();
+    cache.set("up:a", &1u32, None).unwrap();
+    let err = cache
+        .multi_get::<u32>(&["down:b", "up:a", "up:c", "down:b"])
+        .unwrap_err();
+    assert_eq!(failed_of(&err), (vec![0, 3], vec![0, 3], 4), "{err}");
+}
+
+#[test]
+fn a_partial_async_multi_get_names_the_unreached_key_by_its_index_in_the_callers_batch() {
+    let cache = manager();
+    cache.set("up:a", &1u32, None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = runtime
+        .block_on(cache.multi_get_async::<u32>(&["up:a", "down:b", "up:c"]))
+        .unwrap_err();
+    assert_eq!(failed_of(&err), (vec![1], vec![1], 3), "{err}");
+}
