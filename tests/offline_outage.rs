@@ -364,3 +364,37 @@ fn a_queued_delete_of_a_key_l2_refuses_does_not_stop_the_replay() {
         "the set behind it was replayed"
     );
 }
+
+/// A prefix invalidation that cannot reach L2 fails, even under `fallback_on_error`: nothing
+/// records the prefix for replay, so L2 keeps the values, and a read after L2's return would
+/// backfill them (the call said `Ok` and the invalidated value came back). L1 is dropped all the
+/// same, and the call retried once L2 answers removes them from L2.
+#[test]
+fn a_prefix_invalidation_that_cannot_reach_l2_fails_and_its_retry_removes_the_values() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &redis.addr(), 60_000)).unwrap();
+    cache.set_raw("p:1", b"old", None).unwrap();
+    cache.set_raw("q:1", b"kept", None).unwrap();
+    redis.pause();
+    let failed = cache.invalidate_prefix("p:");
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(get(&cache, "p:1"), None, "L1 dropped its copy");
+    redis.resume();
+    // Until the breaker's cooldown has passed, the retry is refused as the first call was.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let retried = loop {
+        match cache.invalidate_prefix("p:") {
+            Ok(n) => break n,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("the retry still fails once Redis answers: {e}"),
+        }
+    };
+    assert!(retried >= 1, "L2 still held the key: {retried}");
+    assert_eq!(l2_value(&l2_view(&redis), "p:1"), None);
+    assert_eq!(get(&cache, "p:1"), None, "the invalidated value came back");
+    assert_eq!(get(&cache, "q:1").as_deref(), Some(&b"kept"[..]));
+}

@@ -120,7 +120,10 @@ impl CacheManager {
     /// in neither, never in L1 alone.
     ///
     /// # Errors
-    /// The L1 error, or the L2 scan's error unless hidden by `fallback_on_error`.
+    /// The L1 error, or L2's (its scan or its deletes), also under `fallback_on_error`: L1 is
+    /// dropped here and, through the backplane, elsewhere, but L2 keeps the values under the
+    /// prefix it did not delete, and a read would bring them back into L1. Retry the call once
+    /// L2 answers.
     pub fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
         let s = &self.shared;
         // Queued writes under the prefix must land before L2 is scanned, not after.
@@ -129,7 +132,7 @@ impl CacheManager {
         // Writes under the prefix still waiting in the replay queue came before this call.
         let queued = s.queue_prefix_deletes(prefix);
         let in_l2 = match &s.tags {
-            Some(tags) => l2_prefix_deleted(s.fallback_on_error, tags.delete_prefix(&s.l2_prefix, prefix)),
+            Some(tags) => l2_prefix_deleted(tags.delete_prefix(&s.l2_prefix, prefix)),
             None => Ok(0),
         };
         let again = if in_l2.is_ok() && (s.tags.is_some() || matches!(queued, Ok(true))) {
@@ -180,7 +183,7 @@ impl CacheManager {
         let in_l2 = match &s.tags {
             Some(tags) => {
                 let deleted = tags.delete_prefix_async(&s.l2_prefix, prefix).await;
-                l2_prefix_deleted(s.fallback_on_error, deleted)?
+                l2_prefix_deleted(deleted)?
             }
             None => 0,
         };
@@ -470,17 +473,14 @@ fn no_tag_redis() -> Error {
     }
 }
 
-/// How many keys of a prefix L2 deleted; a failure counts as none when `fallback_on_error` hides
-/// it (L1 copies are dropped anyway, and L2's expire with their TTL).
-fn l2_prefix_deleted(fallback_on_error: bool, deleted: Result<u64>) -> Result<u64> {
-    match deleted {
-        Ok(n) => Ok(n),
-        Err(e) if fallback_on_error => {
-            tracing::warn!(error = %e, "deleting a prefix from L2 failed; hidden by fallback_on_error");
-            Ok(0)
-        }
-        Err(e) => Err(e),
-    }
+/// How many keys of a prefix L2 deleted. A failure is the caller's even under
+/// `fallback_on_error`: nothing records the prefix for replay, so L2 keeps the values and a
+/// read after L2's return would backfill them into L1 again. Hidden, the invalidation was lost
+/// without a word; returned, the caller can retry it once L2 is back.
+fn l2_prefix_deleted(deleted: Result<u64>) -> Result<u64> {
+    deleted.inspect_err(|e| {
+        tracing::warn!(error = %e, "deleting a prefix from L2 failed: L2 keeps its values under it until they expire or the invalidation is retried");
+    })
 }
 
 /// The tagging a tagged async write owes if its future is dropped during its set (see
