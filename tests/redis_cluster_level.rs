@@ -4,7 +4,8 @@
 //! (counted with `INFO commandstats`); batches, `size` and `clear` cover every node and only the
 //! prefix; and a slot moved to another node after the store cached the slot map is still read
 //! and written correctly (the `MOVED` fallback and map refresh); a batch split per primary (per-node
-//! breakers) with one bad item changes nothing on any node. Tags on a cluster L2: a key tagged
+//! breakers) with one bad item changes nothing on any node. A cluster whose nodes name themselves
+//! with a NULL host in `CLUSTER SLOTS` (`unknown-endpoint`) is sized, cleared and broken per node. Tags on a cluster L2: a key tagged
 //! twice, the two tag sets in different slots. And a node whose connection goes silent without
 //! a reset (each node announces a `support/proxy.rs` proxy as its address): calls move to a new
 //! cluster connection, also when their caller gives up before our deadline.
@@ -226,6 +227,39 @@ fn a_slot_moved_after_the_map_was_cached_is_still_served() {
     redis.get_many(&refs).unwrap();
     assert_eq!(cluster.nodes[to].command_calls("mget") - before, 1);
     assert_eq!(redis.delete_many(&refs).unwrap(), 20);
+}
+
+/// Nodes that answer `CLUSTER SLOTS` with a NULL host ("the address you asked",
+/// `cluster-preferred-endpoint-type unknown-endpoint`): `size` and `clear` walk every primary,
+/// and the per-node breakers know every primary by the seeds' host.
+#[test]
+fn a_cluster_that_reports_unknown_endpoints_is_sized_cleared_and_broken_per_node() {
+    let cluster = RedisCluster::start_with(&["--cluster-preferred-endpoint-type", "unknown-endpoint"]);
+    let redis = store(&cluster, "ue:");
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    redis.set_many(&items, None).unwrap();
+    assert_eq!(redis.size().unwrap().items, 30);
+    redis.clear().unwrap();
+    for key in &keys {
+        assert_eq!(redis.get(key).unwrap(), None, "{key} survived clear");
+    }
+    assert_eq!(redis.size().unwrap().items, 0);
+
+    let breakers = std::sync::Arc::new(uno_cache::NodeBreakers::new("redis", 3, Duration::from_secs(1)));
+    let per_node = RedisStore::connect(
+        RedisOptions::with_hosts(cluster.addrs())
+            .cluster(true)
+            .prefix("ue:")
+            .node_breakers(std::sync::Arc::clone(&breakers)),
+    )
+    .unwrap();
+    per_node.set_many(&items, None).unwrap();
+    let mut named: Vec<String> = breakers.stats().into_iter().map(|n| n.node).collect();
+    named.sort();
+    let mut addrs = cluster.addrs();
+    addrs.sort();
+    assert_eq!(named, addrs, "one breaker per primary, by its address");
 }
 
 #[test]

@@ -16,7 +16,8 @@
 //!
 //! Dependencies run one way (no cycles): `errors` and `target` at the bottom; `commands` uses
 //! `errors`; `connection` uses `errors`, `target` and `commands`; `options` uses `target` and
-//! `connection`; `pool` uses `commands` and `errors`; `scan` uses `connection` and `errors`;
+//! `connection`; `pool` uses `commands` and `errors`; `slots` uses `errors`; `scan` uses `connection`,
+//! `errors` and `slots` (the reading of `CLUSTER SLOTS`);
 //! `store` uses them all.
 //!
 //! # What the `redis` crate does, and what we do

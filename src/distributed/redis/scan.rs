@@ -3,17 +3,21 @@
 //! `UNLINK`. `DBSIZE` / `FLUSHDB` would be O(1) but count or delete every key of the database,
 //! other programs' and other prefixes' included.
 //!
-//! A cluster's primaries come from `CLUSTER SLOTS`, asked once per walk; each primary is then
-//! addressed directly (the crate's routing cannot continue a `SCAN` cursor on one node). The
-//! `UNLINK` of a batch goes through the crate's routing, which splits it per slot.
+//! A cluster's primaries come from `CLUSTER SLOTS`, asked once per walk of a seed by its address
+//! (`slots::ask_slots`, so that a primary named by a NULL or empty host, "the node asked", is
+//! known); each primary is then addressed directly (the crate's routing cannot continue a `SCAN`
+//! cursor on one node). The `UNLINK` of a batch goes through the crate's routing, which splits it
+//! per slot. Slots whose primary's endpoint is unknown (`?`) cannot be walked: the other
+//! primaries are, and the walk then fails naming those slots, so that no `clear` says it
+//! deleted keys it never saw (nor a `size` counts short).
 
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
 use super::connection::Conn;
-use super::errors::backend;
-use crate::error::Result;
+use super::errors::{backend, LEVEL};
+use super::slots::{ask_slots, bad_reply, parse_slots, Address, SlotRange};
+use crate::error::{Error, Result};
 use crate::storage::StorageSize;
 
 /// Keys per `SCAN` step.
@@ -33,20 +37,24 @@ pub(crate) fn prefix_pattern(prefix: &str) -> String {
     out
 }
 
-/// Keys and bytes (key + enveloped value) under `prefix`.
-pub(crate) async fn size(conn: Conn, prefix: &str) -> Result<StorageSize> {
+/// Keys and bytes (key + enveloped value) under `prefix`. `seeds`: the hosts given, as
+/// `(host, port)`, asked for a cluster's slots.
+pub(crate) async fn size(conn: Conn, seeds: &[(String, u16)], prefix: &str) -> Result<StorageSize> {
     let mut total = StorageSize::default();
-    walk(conn, &prefix_pattern(prefix), &mut Each::Count(&mut total))
-        .await
-        .map_err(|err| backend("size", &err))?;
+    walk(
+        conn,
+        seeds,
+        "size",
+        &prefix_pattern(prefix),
+        &mut Each::Count(&mut total),
+    )
+    .await?;
     Ok(total)
 }
 
 /// Deletes every key under `prefix`.
-pub(crate) async fn clear(conn: Conn, prefix: &str) -> Result<()> {
-    walk(conn, &prefix_pattern(prefix), &mut Each::Unlink)
-        .await
-        .map_err(|err| backend("clear", &err))
+pub(crate) async fn clear(conn: Conn, seeds: &[(String, u16)], prefix: &str) -> Result<()> {
+    walk(conn, seeds, "clear", &prefix_pattern(prefix), &mut Each::Unlink).await
 }
 
 /// What a walk does with each batch of keys.
@@ -86,22 +94,58 @@ impl Node {
     }
 }
 
-/// Applies `each` to every batch of keys that `SCAN MATCH pattern` finds, node by node.
-async fn walk(conn: Conn, pattern: &str, each: &mut Each<'_>) -> RedisResult<()> {
-    let nodes = match &conn {
-        Conn::Single(_) => vec![Node { conn, route: None }],
+/// Applies `each` to every batch of keys that `SCAN MATCH pattern` finds, node by node; then
+/// fails if slots of the cluster were left unwalked (their primary's endpoint unknown).
+async fn walk(
+    conn: Conn,
+    seeds: &[(String, u16)],
+    op: &'static str,
+    pattern: &str,
+    each: &mut Each<'_>,
+) -> Result<()> {
+    let (nodes, unwalked) = match &conn {
+        Conn::Single(_) => (vec![Node { conn, route: None }], None),
         Conn::Cluster(cluster) => {
-            let mut cluster = cluster.clone();
-            primaries(&mut cluster)
-                .await?
+            let (reply, answering) = ask_slots(cluster, seeds).await.map_err(|err| backend(op, &err))?;
+            let ranges = parse_slots(reply, answering.as_deref()).map_err(|what| bad_reply(op, &what))?;
+            let (primaries, unknown) = primaries(ranges);
+            let nodes = primaries
                 .into_iter()
                 .map(|(host, port)| Node {
                     conn: conn.clone(),
                     route: Some(SingleNodeRoutingInfo::ByAddress { host, port }),
                 })
-                .collect()
+                .collect();
+            let unwalked = (!unknown.is_empty()).then(|| unwalked_error(op, &unknown, answering.as_deref()));
+            (nodes, unwalked)
         }
     };
+    walk_nodes(nodes, pattern, each)
+        .await
+        .map_err(|err| backend(op, &err))?;
+    unwalked.map_or(Ok(()), Err)
+}
+
+/// The error of a walk that could not reach the primaries of the slots `unknown`.
+fn unwalked_error(op: &'static str, unknown: &[(usize, usize)], answering: Option<&str>) -> Error {
+    let ranges: Vec<String> = unknown
+        .iter()
+        .map(|(start, end)| format!("{start}-{end}"))
+        .collect();
+    Error::Backend {
+        level: LEVEL,
+        op,
+        reason: format!(
+            "the keys in slots {} were not walked: the cluster node asked ({}) does not know their \
+             primary's endpoint (CLUSTER SLOTS gives \"?\"); the other primaries were walked; retry \
+             once every node knows the others (CLUSTER NODES shows them connected)",
+            ranges.join(", "),
+            answering.unwrap_or("a random node"),
+        ),
+    }
+}
+
+async fn walk_nodes(nodes: Vec<Node>, pattern: &str, each: &mut Each<'_>) -> RedisResult<()> {
     for mut node in nodes {
         let mut cursor = 0u64;
         loop {
@@ -171,43 +215,21 @@ fn as_int(value: Value) -> Option<i64> {
     }
 }
 
-/// The primaries' addresses, from `CLUSTER SLOTS`.
-async fn primaries(conn: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>> {
-    let mut cmd = redis::cmd("CLUSTER");
-    cmd.arg("SLOTS");
-    let reply = conn
-        .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
-        .await?;
-    parse_primaries(reply)
-        .ok_or_else(|| RedisError::from((ErrorKind::UnexpectedReturnType, "unexpected CLUSTER SLOTS reply")))
-}
-
-/// `CLUSTER SLOTS` as the distinct primaries, sorted; ranges whose endpoint is unknown (`?`)
-/// are skipped.
-fn parse_primaries(value: Value) -> Option<Vec<(String, u16)>> {
-    let Value::Array(entries) = value else { return None };
-    let mut nodes = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let Value::Array(fields) = entry else { return None };
-        let mut fields = fields.into_iter().skip(2);
-        let Value::Array(primary) = fields.next()? else {
-            return None;
-        };
-        let mut primary = primary.into_iter();
-        let host = match primary.next()? {
-            Value::BulkString(bytes) => String::from_utf8(bytes).ok()?,
-            Value::SimpleString(s) => s,
-            _ => return None,
-        };
-        let port = u16::try_from(as_int(primary.next()?)?).ok()?;
-        if host.is_empty() || host == "?" {
-            continue;
+/// The distinct primaries of `CLUSTER SLOTS`, sorted, and the ranges whose primary's endpoint is
+/// unknown.
+fn primaries(ranges: Vec<SlotRange>) -> (Vec<Address>, Vec<(usize, usize)>) {
+    let mut nodes = Vec::with_capacity(ranges.len());
+    let mut unknown = Vec::new();
+    for range in ranges {
+        match range.primary {
+            Some(primary) => nodes.push(primary),
+            None => unknown.push((range.start, range.end)),
         }
-        nodes.push((host, port));
     }
     nodes.sort();
     nodes.dedup();
-    Some(nodes)
+    unknown.sort_unstable();
+    (nodes, unknown)
 }
 
 #[cfg(test)]
@@ -221,29 +243,56 @@ mod tests {
     }
 
     #[test]
-    fn cluster_slots_give_each_primary_once_and_skip_unknown_endpoints() {
-        let range = |start: i64, end: i64, host: &str, port: i64| {
+    fn cluster_slots_give_each_primary_once_and_set_aside_unknown_endpoints() {
+        let range = |start: i64, end: i64, host: Value, port: i64| {
             Value::Array(vec![
                 Value::Int(start),
                 Value::Int(end),
-                Value::Array(vec![
-                    Value::BulkString(host.as_bytes().to_vec()),
-                    Value::Int(port),
-                ]),
+                Value::Array(vec![host, Value::Int(port)]),
             ])
         };
+        let text = |host: &str| Value::BulkString(host.as_bytes().to_vec());
         let reply = Value::Array(vec![
-            range(10923, 16383, "c", 3),
-            range(0, 5460, "a", 1),
-            range(5461, 10000, "b", 2),
-            range(10001, 10922, "a", 1),
-            range(100, 200, "?", 9),
+            range(10923, 16383, text("c"), 3),
+            range(0, 5460, text("a"), 1),
+            range(5461, 10000, text("b"), 2),
+            range(10001, 10922, text("a"), 1),
+            range(100, 200, text("?"), 9),
         ]);
+        let (nodes, unknown) = primaries(parse_slots(reply, None).unwrap());
         assert_eq!(
-            parse_primaries(reply).unwrap(),
+            nodes,
             [("a".to_owned(), 1), ("b".to_owned(), 2), ("c".to_owned(), 3)]
         );
-        assert_eq!(parse_primaries(Value::Nil), None);
+        assert_eq!(unknown, [(100, 200)]);
+        assert!(parse_slots(Value::Nil, None).is_err());
+    }
+
+    /// `cluster-preferred-endpoint-type unknown-endpoint`: a NULL host is the answering node's;
+    /// so are an empty and a wildcard one.
+    #[test]
+    fn a_null_empty_or_wildcard_host_is_the_answering_nodes() {
+        let range = |start: i64, host: Value, port: i64| {
+            Value::Array(vec![
+                Value::Int(start),
+                Value::Int(start),
+                Value::Array(vec![host, Value::Int(port)]),
+            ])
+        };
+        let text = |host: &str| Value::BulkString(host.as_bytes().to_vec());
+        let reply = || {
+            Value::Array(vec![
+                range(0, Value::Nil, 1),
+                range(1, text(""), 2),
+                range(2, text("0.0.0.0"), 3),
+                range(3, text("::"), 4),
+            ])
+        };
+        let (nodes, unknown) = primaries(parse_slots(reply(), Some("seed")).unwrap());
+        assert_eq!(nodes, [1, 2, 3, 4].map(|port| ("seed".to_owned(), port)));
+        assert!(unknown.is_empty());
+        let err = parse_slots(reply(), None).unwrap_err();
+        assert!(err.contains("slots 0-0 name no host"), "{err}");
     }
 
     /// The lengths are the server's word: a broken or hostile server must not overflow the

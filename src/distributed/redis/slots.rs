@@ -1,6 +1,7 @@
 //! Which Cluster primary owns a key, for its per-node circuit breaker: the key's hash slot
 //! (CRC16 of the key or its `{hash tag}`, mod 16384, as Redis and the `redis` crate compute it)
-//! and the slot map read with `CLUSTER SLOTS` when the level connects.
+//! and the slot map read with `CLUSTER SLOTS` when the level connects. The reading and parsing of
+//! `CLUSTER SLOTS` ([`ask_slots`], [`parse_slots`]) is shared with the walks of `size` / `clear`.
 //!
 //! The `redis` crate still routes every command itself (and follows `MOVED` after a failover or
 //! a resharding); this map only says which breaker a key's call answers to. A map gone stale
@@ -9,9 +10,10 @@
 
 use std::sync::Arc;
 
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::Value;
+use redis::{RedisResult, Value};
 
 use super::errors::backend;
 use crate::distributed::{Node, NodeBreakers};
@@ -68,36 +70,161 @@ pub(crate) fn slot_of(key: &[u8]) -> usize {
     usize::from(crc16(hashed)) % SLOTS
 }
 
+/// A node's address as `(host, port)`.
+pub(crate) type Address = (String, u16);
+
+/// One range of `CLUSTER SLOTS`: its first and last slot and its primary's address, `None` when
+/// the answering node does not know that primary's endpoint (`?`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotRange {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) primary: Option<(String, u16)>,
+}
+
+/// `CLUSTER SLOTS`, and the host of the node that answered it when known.
+///
+/// A node may answer with a NULL or empty host (`cluster-preferred-endpoint-type
+/// unknown-endpoint`), or a wildcard one, meaning "the host you asked". So the question goes to
+/// the seeds by address (the crate's routing by address, all at once, the first answer wins):
+/// a seed the cluster client knows under that address answers, and its host is the answer's.
+/// Only when none does (seeds given as names the nodes do not announce) is a random node
+/// asked, and an answer with such hosts is then refused by [`parse_slots`].
+pub(crate) async fn ask_slots(
+    conn: &ClusterConnection,
+    seeds: &[(String, u16)],
+) -> RedisResult<(Value, Option<String>)> {
+    let cmd = || {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        cmd
+    };
+    let mut asked: FuturesUnordered<_> = seeds
+        .iter()
+        .map(|(host, port)| {
+            let mut conn = conn.clone();
+            let route = SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port: *port,
+            };
+            let cmd = cmd();
+            async move {
+                let reply = conn.route_command(cmd, RoutingInfo::SingleNode(route)).await;
+                (reply, host.clone())
+            }
+        })
+        .collect();
+    while let Some((reply, host)) = asked.next().await {
+        if let Ok(reply) = reply.and_then(Value::extract_error) {
+            return Ok((reply, Some(host)));
+        }
+    }
+    let reply = conn
+        .clone()
+        .route_command(cmd(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+        .await?
+        .extract_error()?;
+    Ok((reply, None))
+}
+
+/// Parses a `CLUSTER SLOTS` reply. A NULL, empty or wildcard (`0.0.0.0`, `::`) host is the
+/// answering node's (`answering`); `?` (an endpoint the answering node does not know) gives a
+/// range with no primary. `Err` says what is wrong with the reply.
+pub(crate) fn parse_slots(
+    reply: Value,
+    answering: Option<&str>,
+) -> std::result::Result<Vec<SlotRange>, String> {
+    let Value::Array(ranges) = reply else {
+        return Err("not an array".to_owned());
+    };
+    ranges
+        .into_iter()
+        .map(|range| parse_range(range, answering))
+        .collect()
+}
+
+fn parse_range(range: Value, answering: Option<&str>) -> std::result::Result<SlotRange, String> {
+    let Value::Array(fields) = range else {
+        return Err("a range is not an array".to_owned());
+    };
+    let mut fields = fields.into_iter();
+    let (Some(start), Some(end), Some(Value::Array(primary))) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err("a range lacks its slots or primary".to_owned());
+    };
+    let int = |v: Value| redis::from_redis_value::<usize>(v).map_err(|_| "a slot is not a number".to_owned());
+    let (start, end) = (int(start)?, int(end)?);
+    let mut primary = primary.into_iter();
+    let (Some(host), Some(port)) = (primary.next(), primary.next()) else {
+        return Err(format!("the primary of slots {start}-{end} lacks its address"));
+    };
+    let host: Option<String> = match host {
+        Value::Nil => None,
+        host => redis::from_redis_value(host)
+            .map_err(|_| format!("the host of slots {start}-{end} is not text"))?,
+    };
+    let port: u16 = redis::from_redis_value(port)
+        .map_err(|_| format!("the port of slots {start}-{end} is not a number"))?;
+    let host = match host.as_deref() {
+        Some("?") => {
+            return Ok(SlotRange {
+                start,
+                end,
+                primary: None,
+            })
+        }
+        None | Some("" | "0.0.0.0" | "::") => match answering {
+            Some(answering) => answering.to_owned(),
+            None => {
+                return Err(format!(
+                    "slots {start}-{end} name no host (the node's own: cluster-preferred-endpoint-type \
+                     unknown-endpoint), and no seed host answered by its own address; list the \
+                     cluster's nodes among the hosts as they announce themselves"
+                ))
+            }
+        },
+        Some(_) => host.unwrap_or_default(),
+    };
+    Ok(SlotRange {
+        start,
+        end,
+        primary: Some((host, port)),
+    })
+}
+
 /// The owner of every slot, and the owners' breakers.
 pub(crate) struct SlotMap {
     breakers: Arc<NodeBreakers>,
-    /// Slot → index into `nodes` ([`UNKNOWN`] if not covered).
+    /// Slot → index into `nodes` ([`UNKNOWN`] if not covered, or its endpoint is `?`).
     owner: Vec<u16>,
     nodes: Vec<Arc<Node>>,
 }
 
 impl SlotMap {
-    /// Reads `CLUSTER SLOTS` over `conn` (any node answers for the whole cluster).
-    pub(crate) async fn read(conn: &mut ClusterConnection, breakers: Arc<NodeBreakers>) -> Result<SlotMap> {
-        let reply = conn
-            .route_command(
-                redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            )
+    /// Reads `CLUSTER SLOTS` over `conn` (any node answers for the whole cluster; see
+    /// [`ask_slots`] for which one is asked).
+    pub(crate) async fn read(
+        conn: &ClusterConnection,
+        seeds: &[(String, u16)],
+        breakers: Arc<NodeBreakers>,
+    ) -> Result<SlotMap> {
+        let (reply, answering) = ask_slots(conn, seeds)
             .await
             .map_err(|err| backend("connect", &err))?;
+        let ranges = parse_slots(reply, answering.as_deref()).map_err(|what| bad_reply("connect", &what))?;
         let mut map = SlotMap {
             breakers,
             owner: vec![UNKNOWN; SLOTS],
             nodes: Vec::new(),
         };
-        let Value::Array(ranges) = reply else {
-            return Err(bad_reply("not an array"));
-        };
         for range in ranges {
-            let (start, end, name) = parse_range(range)?;
-            let index = map.index_of(&name);
-            for slot in start..=end.min(SLOTS - 1) {
+            // A range whose endpoint is unknown stays without an owner: its keys' calls go
+            // without a node's breaker until a map names it.
+            let Some((host, port)) = range.primary else {
+                continue;
+            };
+            let index = map.index_of(&format!("{host}:{port}"));
+            for slot in range.start..=range.end.min(SLOTS - 1) {
                 if let Some(owner) = map.owner.get_mut(slot) {
                     *owner = index;
                 }
@@ -121,32 +248,13 @@ impl SlotMap {
     }
 }
 
-fn bad_reply(what: &str) -> Error {
+/// A `CLUSTER SLOTS` reply that could not be read, for `op`.
+pub(crate) fn bad_reply(op: &'static str, what: &str) -> Error {
     Error::Backend {
         level: super::errors::LEVEL,
-        op: "connect",
+        op,
         reason: format!("unexpected CLUSTER SLOTS reply ({what})"),
     }
-}
-
-/// One `CLUSTER SLOTS` entry: first slot, last slot, the primary as `host:port`.
-fn parse_range(range: Value) -> Result<(usize, usize, String)> {
-    let Value::Array(fields) = range else {
-        return Err(bad_reply("a range is not an array"));
-    };
-    let mut fields = fields.into_iter();
-    let (Some(start), Some(end), Some(Value::Array(primary))) = (fields.next(), fields.next(), fields.next())
-    else {
-        return Err(bad_reply("a range lacks its slots or primary"));
-    };
-    let int = |v: Value| redis::from_redis_value::<usize>(v).map_err(|_| bad_reply("a slot is not a number"));
-    let mut primary = primary.into_iter();
-    let (Some(host), Some(port)) = (primary.next(), primary.next()) else {
-        return Err(bad_reply("a primary lacks its address"));
-    };
-    let host: String = redis::from_redis_value(host).map_err(|_| bad_reply("a host is not text"))?;
-    let port: u16 = redis::from_redis_value(port).map_err(|_| bad_reply("a port is not a number"))?;
-    Ok((int(start)?, int(end)?, format!("{host}:{port}")))
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ pub struct RedisStore {
     admin_timeout: Duration,
     clock: Arc<dyn Clock>,
     hosts: String,
+    /// The hosts as `(host, port)`: a cluster's nodes asked for `CLUSTER SLOTS` by address.
+    seeds: Vec<(String, u16)>,
     /// Blocking connections for the sync API (standalone without TLS): see [`CallerPool`].
     pool: Option<CallerPool>,
     /// A Cluster's slot owners and their breakers, with [`RedisOptions::node_breakers`].
@@ -109,7 +111,7 @@ impl RedisStore {
             .block_on("connect", timeout, settings.clone().connect())
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
         let slots = rt
-            .block_on("connect", timeout, Self::slot_map(&options, &conn))
+            .block_on("connect", timeout, Self::slot_map(&options, &settings, &conn))
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
         Ok(Self::assemble(&options, &settings, conn, slots, rt))
     }
@@ -117,15 +119,16 @@ impl RedisStore {
     /// With per-node breakers on a cluster, who owns each slot (see `slots`).
     fn slot_map(
         options: &RedisOptions,
+        settings: &Settings,
         conn: &Link,
     ) -> impl std::future::Future<Output = Result<Option<SlotMap>>> + Send + 'static {
         let read = match (conn.current().0, options.breakers()) {
-            (Conn::Cluster(conn), Some(breakers)) => Some((conn, Arc::clone(breakers))),
+            (Conn::Cluster(conn), Some(breakers)) => Some((conn, seeds(settings), Arc::clone(breakers))),
             _ => None,
         };
         async move {
             match read {
-                Some((mut conn, breakers)) => SlotMap::read(&mut conn, breakers).await.map(Some),
+                Some((conn, seeds, breakers)) => SlotMap::read(&conn, &seeds, breakers).await.map(Some),
                 None => Ok(None),
             }
         }
@@ -144,7 +147,7 @@ impl RedisStore {
             .await
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
         let slots = rt
-            .run("connect", timeout, Self::slot_map(&options, &conn))
+            .run("connect", timeout, Self::slot_map(&options, &settings, &conn))
             .await
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
         Ok(Self::assemble(&options, &settings, conn, slots, rt))
@@ -172,6 +175,7 @@ impl RedisStore {
             admin_timeout: options.admin_deadline(),
             clock: options.clock_source(),
             hosts: settings.hosts(),
+            seeds: seeds(settings),
             slots,
             rt,
         }
@@ -262,6 +266,11 @@ impl RedisStore {
         let walk = self.rt.bind(op, self.admin_timeout, walk(conn));
         self.conn.judge(ticket, self.admin_timeout, walk)
     }
+}
+
+/// The hosts given, as `(host, port)`.
+fn seeds(settings: &Settings) -> Vec<(String, u16)> {
+    settings.targets.iter().filter_map(|t| t.address()).collect()
 }
 
 /// Per-node breakers on a cluster: which primary a key's call answers to, batches split by
@@ -549,7 +558,7 @@ impl Storage for RedisStore {
     /// primary; O(keys), under `admin_timeout`.
     fn size(&self) -> Result<StorageSize> {
         let prefix = self.commands.prefix();
-        let walk = self.admin("size", |conn| scan::size(conn, prefix));
+        let walk = self.admin("size", |conn| scan::size(conn, &self.seeds, prefix));
         self.rt.wait("size", self.admin_timeout, walk)
     }
 
@@ -557,7 +566,7 @@ impl Storage for RedisStore {
     /// programs stay. Under `admin_timeout`.
     fn clear(&self) -> Result<()> {
         let prefix = self.commands.prefix();
-        let walk = self.admin("clear", |conn| scan::clear(conn, prefix));
+        let walk = self.admin("clear", |conn| scan::clear(conn, &self.seeds, prefix));
         self.rt.wait("clear", self.admin_timeout, walk)
     }
 
@@ -575,7 +584,7 @@ impl Storage for RedisStore {
 impl DistributedStorage for RedisStore {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         let prefix = self.commands.prefix();
-        Box::pin(self.admin("size", |conn| scan::size(conn, prefix)))
+        Box::pin(self.admin("size", |conn| scan::size(conn, &self.seeds, prefix)))
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {

@@ -23,6 +23,18 @@ impl Target {
     pub(crate) fn is_tls(&self) -> bool {
         self.url.starts_with("rediss://")
     }
+
+    /// The host and port as the `redis` crate's cluster client keys its node connections
+    /// (an IPv6 address without brackets); `None` for a socket path.
+    pub(crate) fn address(&self) -> Option<(String, u16)> {
+        let url = url::Url::parse(&self.url).ok()?;
+        let host = match url.host()? {
+            url::Host::Domain(name) => name.to_owned(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => ip.to_string(),
+        };
+        Some((host, url.port().unwrap_or(6379)))
+    }
 }
 
 pub(crate) fn config_error(field: String, reason: String) -> Error {
