@@ -5,7 +5,9 @@
 //! prefix; and a slot moved to another node after the store cached the slot map is still read
 //! and written correctly (the `MOVED` fallback and map refresh); a batch split per primary (per-node
 //! breakers) with one bad item changes nothing on any node. A cluster whose nodes name themselves
-//! with a NULL host in `CLUSTER SLOTS` (`unknown-endpoint`) is sized, cleared and broken per node. Tags on a cluster L2: a key tagged
+//! with a NULL host in `CLUSTER SLOTS` (`unknown-endpoint`) is sized, cleared and broken per node.
+//! After a resharding, a moved slot's new owner's failures are held against it, not against the
+//! healthy old owner the level's map still named (the map is re-read after a failure). Tags on a cluster L2: a key tagged
 //! twice, the two tag sets in different slots. And a node whose connection goes silent without
 //! a reset (each node announces a `support/proxy.rs` proxy as its address): calls move to a new
 //! cluster connection, also when their caller gives up before our deadline.
@@ -146,19 +148,9 @@ fn a_cluster_url_turns_on_cluster_mode_from_one_seed() {
     assert!(matches!(err, Error::Config { .. }), "{err}");
 }
 
-#[test]
-fn a_slot_moved_after_the_map_was_cached_is_still_served() {
-    let cluster = RedisCluster::start();
-    let redis = store(&cluster, "mv:");
-    // Keys that share one slot, so we can move exactly that slot.
-    let keys: Vec<String> = (0..20).map(|i| format!("{{moving}}:{i}")).collect();
-    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
-    redis.set_many(&items, None).unwrap();
-    let slot = cluster.keyslot("mv:{moving}:0");
-    let from = cluster.node_of_slot(slot);
-    let to = (from + 1) % 3;
-
-    // Move the slot with its keys, the way redis-cli --cluster reshard does.
+/// Moves `slot` with its keys from node `from` to node `to`, the way redis-cli --cluster
+/// reshard does; the number of keys moved.
+fn move_slot(cluster: &RedisCluster, slot: u16, from: usize, to: usize) -> usize {
     let id = |n: usize| -> String {
         redis::cmd("CLUSTER")
             .arg("MYID")
@@ -185,20 +177,21 @@ fn a_slot_moved_after_the_map_was_cached_is_still_served() {
     let in_slot: Vec<String> = redis::cmd("CLUSTER")
         .arg("GETKEYSINSLOT")
         .arg(slot)
-        .arg(100)
+        .arg(1000)
         .query(&mut src)
         .unwrap();
-    assert_eq!(in_slot.len(), 20);
-    redis::cmd("MIGRATE")
-        .arg("127.0.0.1")
-        .arg(cluster.nodes[to].port)
-        .arg("")
-        .arg(0)
-        .arg(5000)
-        .arg("KEYS")
-        .arg(&in_slot)
-        .exec(&mut src)
-        .unwrap();
+    if !in_slot.is_empty() {
+        redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(cluster.nodes[to].port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&in_slot)
+            .exec(&mut src)
+            .unwrap();
+    }
     for node in &cluster.nodes {
         redis::cmd("CLUSTER")
             .arg("SETSLOT")
@@ -208,6 +201,23 @@ fn a_slot_moved_after_the_map_was_cached_is_still_served() {
             .exec(&mut node.raw())
             .unwrap();
     }
+    in_slot.len()
+}
+
+#[test]
+fn a_slot_moved_after_the_map_was_cached_is_still_served() {
+    let cluster = RedisCluster::start();
+    let redis = store(&cluster, "mv:");
+    // Keys that share one slot, so we can move exactly that slot.
+    let keys: Vec<String> = (0..20).map(|i| format!("{{moving}}:{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+    redis.set_many(&items, None).unwrap();
+    let slot = cluster.keyslot("mv:{moving}:0");
+    let from = cluster.node_of_slot(slot);
+    let to = (from + 1) % 3;
+
+    assert_eq!(move_slot(&cluster, slot, from, to), 20);
+    assert_eq!(cluster.node_of_slot(slot), to);
     assert_eq!(cluster.node_of_slot(slot), to);
 
     // Our cached map still says `from`: the batch must follow the redirect, not fail.
@@ -487,4 +497,73 @@ fn async_calls_whose_callers_give_up_first_move_to_a_new_cluster_connection() {
 
     proxy_of(&cluster, &proxies, "k").freeze();
     impatient_gets_until_k_answers_v("still on the silent connection", || redis.get_async("k"));
+}
+
+/// After a resharding, the level's slot map still names the old owner of a moved slot. The
+/// failures of the new owner (its connection gone silent) for that slot's keys are held against
+/// the new owner once the map is re-read, not against the old one: the old owner, healthy,
+/// keeps serving its own keys.
+#[test]
+fn failures_of_a_moved_slots_new_owner_leave_the_old_owners_breaker_closed() {
+    let (cluster, proxies) = cluster_behind_proxies();
+    let seeds: Vec<String> = proxies.iter().map(TcpProxy::addr).collect();
+    let breakers = std::sync::Arc::new(uno_cache::NodeBreakers::new("redis", 3, Duration::from_secs(60)));
+    let redis = RedisStore::connect(
+        RedisOptions::with_hosts(seeds)
+            .cluster(true)
+            .prefix("mv:")
+            .timeout(Duration::from_millis(200))
+            .node_breakers(std::sync::Arc::clone(&breakers)),
+    )
+    .unwrap();
+    // Node `i` announces `proxies[i]`.
+    let node_of_slot = |slot: u16| {
+        proxies
+            .iter()
+            .position(|p| p.port() == cluster.port_of_slot(slot))
+            .unwrap()
+    };
+    let node_of = |key: &str| node_of_slot(cluster.keyslot(&format!("mv:{key}")));
+    let moved = "{moving}:0";
+    redis.set(moved, b"v", None).unwrap();
+    let slot = cluster.keyslot(&format!("mv:{moved}"));
+    let from = node_of(moved);
+    let to = (from + 1) % 3;
+    let stays = (0..)
+        .map(|i| format!("stay{i}"))
+        .find(|k| node_of(k) == from)
+        .unwrap();
+    redis.set(&stays, b"a", None).unwrap();
+
+    assert_eq!(move_slot(&cluster, slot, from, to), 1);
+    assert_eq!(node_of_slot(slot), to);
+    // The crate follows the MOVED.
+    assert_eq!(redis.get(moved).unwrap().unwrap().value, b"v");
+
+    proxies[to].freeze();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let burst = rt.block_on(futures_util::future::join_all(
+        (0..8).map(|_| redis.get_async(moved)),
+    ));
+    assert!(burst.iter().all(Result::is_err), "{burst:?}");
+
+    let errors_of = |n: usize| {
+        let name = proxies[n].addr();
+        breakers
+            .stats()
+            .into_iter()
+            .find(|s| s.node == name)
+            .map_or(0, |s| s.errors)
+    };
+    assert_eq!(
+        errors_of(from),
+        0,
+        "the old owner was held to the new owner's failures"
+    );
+    assert!(errors_of(to) > 0, "the new owner's failures were counted nowhere");
+    let got = redis.get(&stays);
+    assert!(
+        matches!(&got, Ok(Some(e)) if e.value == b"a"),
+        "a key of the healthy old owner was refused: {got:?}"
+    );
 }

@@ -4,18 +4,27 @@
 //! `CLUSTER SLOTS` ([`ask_slots`], [`parse_slots`]) is shared with the walks of `size` / `clear`.
 //!
 //! The `redis` crate still routes every command itself (and follows `MOVED` after a failover or
-//! a resharding); this map only says which breaker a key's call answers to. A map gone stale
-//! after a failover heals through the probe: the old owner's breaker lets one call through
-//! after its cool-down, the crate routes it to the new owner, and its success closes the breaker.
+//! a resharding); this map only says which breaker a key's call answers to. It goes stale when
+//! slots move, and the crate's following of a `MOVED` is not seen from here: so a call of a
+//! mapped node that fails (a timeout, a backend error) has the map re-read ([`Slots::reread`],
+//! at most once a second) before its failure is held against a breaker, and the failure is
+//! held against the key's owner in the map as re-read, never against a node that no longer
+//! owns the key's slot (which would open a healthy primary's breaker for another's outage).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisResult, Value};
 
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
 use super::errors::backend;
+use crate::distributed::runtime::IoRuntime;
 use crate::distributed::{Node, NodeBreakers};
 use crate::error::{Error, Result};
 
@@ -245,6 +254,108 @@ impl SlotMap {
     pub(crate) fn node_of(&self, key: &[u8]) -> Option<&Arc<Node>> {
         let owner = *self.owner.get(slot_of(key))?;
         self.nodes.get(usize::from(owner))
+    }
+}
+
+/// The least time between two re-reads of the slot map.
+const REREAD_EVERY: Duration = Duration::from_secs(1);
+
+/// The slot map as the level holds it: read at connect, re-read when it may be stale (after a
+/// counted failure of a mapped node's call: a resharding or a failover moves slots without the
+/// level seeing the crate follow the `MOVED`), at most once per [`REREAD_EVERY`]. A re-read runs
+/// on the I/O thread under the level's call timeout; a failed one keeps the map it had.
+pub(crate) struct Slots {
+    breakers: Arc<NodeBreakers>,
+    seeds: Vec<Address>,
+    /// The current map: one uncontended read lock and an `Arc` clone per call.
+    map: RwLock<Arc<SlotMap>>,
+    /// Re-reads started (numbered from 1) and when the last one started.
+    started: Mutex<(u64, Option<Instant>)>,
+    /// The number of the last re-read that ended (swapped in, failed or out of time).
+    ended: watch::Sender<u64>,
+}
+
+impl Slots {
+    /// Reads the map (as [`SlotMap::read`]) and holds it.
+    pub(crate) async fn read(
+        conn: &ClusterConnection,
+        seeds: Vec<Address>,
+        breakers: Arc<NodeBreakers>,
+    ) -> Result<Slots> {
+        let map = SlotMap::read(conn, &seeds, Arc::clone(&breakers)).await?;
+        Ok(Slots {
+            breakers,
+            seeds,
+            map: RwLock::new(Arc::new(map)),
+            started: Mutex::new((0, None)),
+            ended: watch::Sender::new(0),
+        })
+    }
+
+    /// The primary that owns `key` (the full server key) in the current map, if it knows.
+    pub(crate) fn node_of(&self, key: &[u8]) -> Option<Arc<Node>> {
+        self.map.read().node_of(key).cloned()
+    }
+
+    /// Whether the current map says `node` owns `key` (the full server key).
+    pub(crate) fn owns(&self, node: &Arc<Node>, key: &[u8]) -> bool {
+        self.map
+            .read()
+            .node_of(key)
+            .is_some_and(|owner| Arc::ptr_eq(owner, node))
+    }
+
+    /// Starts a re-read of the map on `rt` over `conn` unless one is under way or one started
+    /// less than [`REREAD_EVERY`] ago; the future returned ends when the re-read under way (or
+    /// just started) has ended, or at once if none is. It needs no timer of its caller's
+    /// executor: the re-read's deadline (`timeout`) is kept on the I/O thread.
+    pub(crate) fn reread(
+        self: &Arc<Self>,
+        conn: ClusterConnection,
+        rt: &IoRuntime,
+        timeout: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let mut ended = self.ended.subscribe();
+        let wait_for = {
+            let mut started = self.started.lock();
+            let under_way = *ended.borrow() < started.0;
+            let recent = started.1.is_some_and(|at| at.elapsed() < REREAD_EVERY);
+            if under_way {
+                Some(started.0)
+            } else if recent {
+                None
+            } else {
+                started.0 += 1;
+                started.1 = Some(Instant::now());
+                // Made before the task, so that it marks the re-read ended even if the task is
+                // dropped unpolled (a runtime stopping).
+                let end = Ended(Arc::clone(self), started.0);
+                rt.detach("slots", timeout, async move {
+                    let slots = &end.0;
+                    let map = SlotMap::read(&conn, &slots.seeds, Arc::clone(&slots.breakers)).await?;
+                    *slots.map.write() = Arc::new(map);
+                    drop(end);
+                    Ok(())
+                });
+                Some(started.0)
+            }
+        };
+        async move {
+            if let Some(number) = wait_for {
+                // An error here means the sender is gone with the store: nothing to wait for.
+                let _ = ended.wait_for(|&ended| ended >= number).await;
+            }
+        }
+    }
+}
+
+/// Marks re-read number `.1` ended when dropped, however its task ended.
+struct Ended(Arc<Slots>, u64);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let number = self.1;
+        self.0.ended.send_modify(|ended| *ended = (*ended).max(number));
     }
 }
 

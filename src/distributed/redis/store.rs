@@ -11,7 +11,7 @@ use super::errors::{call_error, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
 use super::scan;
-use super::slots::SlotMap;
+use super::slots::Slots;
 use crate::clock::Clock;
 use crate::distributed::nodes::{entries_or_partial, part_grace, partial, settle, Node};
 use crate::distributed::runtime::IoRuntime;
@@ -73,7 +73,7 @@ pub struct RedisStore {
     /// Blocking connections for the sync API (standalone without TLS): see [`CallerPool`].
     pool: Option<CallerPool>,
     /// A Cluster's slot owners and their breakers, with [`RedisOptions::node_breakers`].
-    slots: Option<SlotMap>,
+    slots: Option<Arc<Slots>>,
     rt: IoRuntime,
 }
 
@@ -121,14 +121,16 @@ impl RedisStore {
         options: &RedisOptions,
         settings: &Settings,
         conn: &Link,
-    ) -> impl std::future::Future<Output = Result<Option<SlotMap>>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Option<Arc<Slots>>>> + Send + 'static {
         let read = match (conn.current().0, options.breakers()) {
             (Conn::Cluster(conn), Some(breakers)) => Some((conn, seeds(settings), Arc::clone(breakers))),
             _ => None,
         };
         async move {
             match read {
-                Some((conn, seeds, breakers)) => SlotMap::read(&conn, &seeds, breakers).await.map(Some),
+                Some((conn, seeds, breakers)) => Slots::read(&conn, seeds, breakers)
+                    .await
+                    .map(|slots| Some(Arc::new(slots))),
                 None => Ok(None),
             }
         }
@@ -157,7 +159,7 @@ impl RedisStore {
         options: &RedisOptions,
         settings: &Settings,
         conn: Link,
-        slots: Option<SlotMap>,
+        slots: Option<Arc<Slots>>,
         rt: IoRuntime,
     ) -> Self {
         let pool = match settings.targets.first() {
@@ -277,36 +279,101 @@ fn seeds(settings: &Settings) -> Vec<(String, u16)> {
 /// primary. Without a slot map (standalone, or no breakers) every call goes as it is.
 impl RedisStore {
     /// The breaker of the primary that owns `key`.
-    fn node_of(&self, key: &str) -> Option<&Arc<Node>> {
-        let slots = self.slots.as_ref()?;
+    fn node_of(&self, key: &str) -> Option<Arc<Node>> {
+        self.slots.as_ref()?.node_of(&self.full_key(key))
+    }
+
+    /// `key` as the server knows it: prefix included.
+    fn full_key(&self, key: &str) -> Vec<u8> {
         let prefix = self.commands.prefix();
         let mut full = Vec::with_capacity(prefix.len() + key.len());
         full.extend_from_slice(prefix.as_bytes());
         full.extend_from_slice(key.as_bytes());
-        slots.node_of(&full)
+        full
     }
 
-    /// A one-key call behind its primary's breaker.
+    /// After a failure that a breaker counts: the slot map may be stale (slots moved), so a
+    /// re-read is started, or the one under way awaited (see `Slots::reread`). Nothing for
+    /// other outcomes.
+    fn after_failure<T>(
+        &self,
+        result: &Result<T>,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        if !matches!(result, Err(Error::Timeout { .. } | Error::Backend { .. })) {
+            return None;
+        }
+        let slots = self.slots.as_ref()?;
+        match self.conn.current().0 {
+            Conn::Cluster(conn) => Some(slots.reread(conn, &self.rt, self.timeout)),
+            Conn::Single(_) => None,
+        }
+    }
+
+    /// Feeds the outcome of a call on `keys`, admitted by `node`'s breaker, to that breaker,
+    /// unless the slot map (re-read after a failure) says `node` owns none of the keys any
+    /// more: the crate followed the slots to their new owner, whose failure is not `node`'s.
+    /// A single key's failure is then held against its new owner.
+    fn hold<'k, T>(
+        &self,
+        node: &Arc<Node>,
+        probe: bool,
+        keys: impl Iterator<Item = &'k str>,
+        result: Result<T>,
+    ) -> Result<T> {
+        let failed = matches!(result, Err(Error::Timeout { .. } | Error::Backend { .. }));
+        let Some(slots) = self.slots.as_ref().filter(|_| failed) else {
+            return node.record(probe, result);
+        };
+        // The failure path only: the keys' full names, to ask the current map.
+        let keys: Vec<Vec<u8>> = keys.map(|key| self.full_key(key)).collect();
+        if keys.iter().any(|key| slots.owns(node, key)) {
+            return node.record(probe, result);
+        }
+        if probe {
+            node.breaker().release_probe();
+        }
+        match (keys.as_slice(), keys.first().and_then(|key| slots.node_of(key))) {
+            ([_], Some(owner)) => owner.record(false, result),
+            _ => result.map_err(|e| node.not_sent(false, e)),
+        }
+    }
+
+    /// A one-key call behind its primary's breaker. A failure waits for the re-read of the slot
+    /// map it starts (or the one under way; at most one a second, bounded by the level's
+    /// timeout, one `CLUSTER SLOTS` asked of the seeds at once) before it is held against a
+    /// breaker, so that a slot just moved is judged by its new owner.
     fn keyed<T>(&self, key: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
         let Some(node) = self.node_of(key) else {
             return run();
         };
         let probe = node.admit()?;
-        node.record(probe, run())
+        let result = run();
+        if let Some(reread) = self.after_failure(&result) {
+            // Its own deadline ends it; the wait's is a bound only.
+            let _ = self.rt.wait("slots", self.timeout, async move {
+                reread.await;
+                Ok(())
+            });
+        }
+        self.hold(&node, probe, std::iter::once(key), result)
     }
 
     /// [`keyed`](Self::keyed) for the async API.
     fn keyed_async<'a, T: Send + 'a>(
         &'a self,
-        key: &str,
+        key: &'a str,
         call: BoxFuture<'a, Result<T>>,
     ) -> BoxFuture<'a, Result<T>> {
-        let Some(node) = self.node_of(key).cloned() else {
+        let Some(node) = self.node_of(key) else {
             return call;
         };
         Box::pin(async move {
             let probe = node.admit()?;
-            node.record(probe, call.await)
+            let result = call.await;
+            if let Some(reread) = self.after_failure(&result) {
+                reread.await;
+            }
+            self.hold(&node, probe, std::iter::once(key), result)
         })
     }
 
@@ -317,31 +384,40 @@ impl RedisStore {
         let mut groups: Groups = Vec::new();
         for (i, key) in keys.enumerate() {
             let node = self.node_of(key)?;
-            match groups.iter_mut().find(|(n, _)| Arc::ptr_eq(n, node)) {
+            match groups.iter_mut().find(|(n, _)| Arc::ptr_eq(n, &node)) {
                 Some((_, members)) => members.push(i),
-                None => groups.push((Arc::clone(node), vec![i])),
+                None => groups.push((node, vec![i])),
             }
         }
         (groups.len() > 1).then_some(groups)
     }
 
     /// Runs one call per primary at once, each behind its breaker; `run` makes the call for the
-    /// caller's indices it is given.
-    fn per_node<'a, T, F>(
+    /// caller's indices it is given, `key` names the caller's key at an index. A part's failure
+    /// starts a re-read of the slot map without waiting for it (the batch keeps its deadline),
+    /// and is held against its primary if the map still says that primary owns one of its keys.
+    fn per_node<'a, T, F, K>(
         &'a self,
         op: &'static str,
         groups: Groups,
+        key: K,
         run: F,
     ) -> BoxFuture<'a, Result<Parts<T>>>
     where
         T: Send + 'a,
         F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
+        K: Fn(usize) -> Option<&'a str> + Copy + Send + 'a,
     {
         let parts = groups.into_iter().map(move |(node, members)| {
             let call = run(members.clone());
             async move {
                 let result = match node.admit() {
-                    Ok(probe) => node.record(probe, call.await),
+                    Ok(probe) => {
+                        let result = call.await;
+                        // Started on the I/O thread; not awaited.
+                        drop(self.after_failure(&result));
+                        self.hold(&node, probe, members.iter().filter_map(|&i| key(i)), result)
+                    }
                     Err(e) => Err(e),
                 };
                 (members, result)
@@ -356,12 +432,19 @@ impl RedisStore {
     }
 
     /// [`per_node`](Self::per_node) for the blocking API.
-    fn per_node_blocking<'a, T, F>(&'a self, op: &'static str, groups: Groups, run: F) -> Result<Parts<T>>
+    fn per_node_blocking<'a, T, F, K>(
+        &'a self,
+        op: &'static str,
+        groups: Groups,
+        key: K,
+        run: F,
+    ) -> Result<Parts<T>>
     where
         T: Send + 'a,
         F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
+        K: Fn(usize) -> Option<&'a str> + Copy + Send + 'a,
     {
-        let fut = self.per_node(op, groups, run);
+        let fut = self.per_node(op, groups, key, run);
         self.rt
             .wait(op, self.timeout.saturating_add(part_grace(self.timeout)), fut)
     }
@@ -439,6 +522,18 @@ impl RedisStore {
     }
 }
 
+/// The key at an index of a batch of keys.
+fn key_in<'a>(keys: &'a [&'a str]) -> impl Fn(usize) -> Option<&'a str> + Copy + Send + 'a {
+    move |i| keys.get(i).copied()
+}
+
+/// The key at an index of a batch of items.
+fn key_of_item<'a>(
+    items: &'a [(&'a str, &'a [u8], Option<Duration>)],
+) -> impl Fn(usize) -> Option<&'a str> + Copy + Send + 'a {
+    move |i| items.get(i).map(|(key, _, _)| *key)
+}
+
 fn written_parts(op: &'static str, total: usize, parts: Parts<()>) -> Result<()> {
     let settled = settle(parts)?;
     match settled.cause {
@@ -506,7 +601,7 @@ impl Storage for RedisStore {
             let reads = self.keyed(first, || self.call(self.commands.get_many(keys)))?;
             return self.get_many_whole(keys, reads);
         };
-        let parts = self.per_node_blocking("get_many", groups, self.get_many_part(keys))?;
+        let parts = self.per_node_blocking("get_many", groups, key_in(keys), self.get_many_part(keys))?;
         self.get_many_parts(keys, parts)
     }
 
@@ -522,7 +617,12 @@ impl Storage for RedisStore {
         };
         let items = with_ttl(items, ttl);
         self.commands.check_sets(&items)?;
-        let parts = self.per_node_blocking("set_many", groups, self.set_each_part("set_many", &items))?;
+        let parts = self.per_node_blocking(
+            "set_many",
+            groups,
+            key_of_item(&items),
+            self.set_each_part("set_many", &items),
+        )?;
         written_parts("set_many", items.len(), parts)
     }
 
@@ -537,7 +637,12 @@ impl Storage for RedisStore {
             });
         };
         self.commands.check_sets(items)?;
-        let parts = self.per_node_blocking("set_each", groups, self.set_each_part("set_each", items))?;
+        let parts = self.per_node_blocking(
+            "set_each",
+            groups,
+            key_of_item(items),
+            self.set_each_part("set_each", items),
+        )?;
         written_parts("set_each", items.len(), parts)
     }
 
@@ -550,7 +655,8 @@ impl Storage for RedisStore {
             return self.keyed(first, || self.call(self.commands.delete_many(keys)));
         };
         Commands::check_keys(keys)?;
-        let parts = self.per_node_blocking("delete_many", groups, self.delete_many_part(keys))?;
+        let parts =
+            self.per_node_blocking("delete_many", groups, key_in(keys), self.delete_many_part(keys))?;
         removed_parts(keys.len(), parts)
     }
 
@@ -618,7 +724,7 @@ impl DistributedStorage for RedisStore {
             let call = self.keyed_async(first, self.call_async(self.commands.get_many(keys)));
             return Box::pin(async move { self.get_many_whole(keys, call.await?) });
         };
-        let parts = self.per_node("get_many", groups, self.get_many_part(keys));
+        let parts = self.per_node("get_many", groups, key_in(keys), self.get_many_part(keys));
         Box::pin(async move { self.get_many_parts(keys, parts.await?) })
     }
 
@@ -639,7 +745,12 @@ impl DistributedStorage for RedisStore {
             let items = with_ttl(items, ttl);
             self.commands.check_sets(&items)?;
             let parts = self
-                .per_node("set_many", groups, self.set_each_part("set_many", &items))
+                .per_node(
+                    "set_many",
+                    groups,
+                    key_of_item(&items),
+                    self.set_each_part("set_many", &items),
+                )
                 .await?;
             written_parts("set_many", items.len(), parts)
         })
@@ -660,7 +771,12 @@ impl DistributedStorage for RedisStore {
         if let Err(e) = self.commands.check_sets(items) {
             return Box::pin(std::future::ready(Err(e)));
         }
-        let parts = self.per_node("set_each", groups, self.set_each_part("set_each", items));
+        let parts = self.per_node(
+            "set_each",
+            groups,
+            key_of_item(items),
+            self.set_each_part("set_each", items),
+        );
         Box::pin(async move { written_parts("set_each", items.len(), parts.await?) })
     }
 
@@ -675,7 +791,7 @@ impl DistributedStorage for RedisStore {
         if let Err(e) = Commands::check_keys(keys) {
             return Box::pin(std::future::ready(Err(e)));
         }
-        let parts = self.per_node("delete_many", groups, self.delete_many_part(keys));
+        let parts = self.per_node("delete_many", groups, key_in(keys), self.delete_many_part(keys));
         Box::pin(async move { removed_parts(keys.len(), parts.await?) })
     }
 }
