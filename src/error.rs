@@ -62,14 +62,21 @@ pub enum Error {
         problem: KeyProblem,
     },
 
-    /// A value does not fit the store; nothing was changed.
-    #[error("value for key {key:?} is {len} bytes, over the limit of {max} bytes for {store}; store it elsewhere or raise the limit")]
+    /// A value does not fit the store. Refused before it was written or sent (by every store,
+    /// and by the Memcached level's own check against `max_item_size`), nothing was changed.
+    /// Refused by a Memcached server itself (its `-I` is below the level's `max_item_size`), the
+    /// value was sent, and the server removed the key's previous value there as well (memcached
+    /// unlinks it on a failed set): the key reads as a miss on that server, never as an older
+    /// value.
+    #[error("value for key {key:?} is {len} bytes, over the limit{} for {store}; store it elsewhere or raise the limit", limit_text(*.max))]
     ValueTooLarge {
         /// The key (shortened).
         key: String,
         /// Size of the refused value in bytes.
         len: usize,
-        /// The largest value the store accepts.
+        /// The largest value the store accepts for this key, in bytes; 0 where it is unknown
+        /// (a Memcached server refused the value, and the level does not know that server's
+        /// item limit: it did not answer at connect, or has been restarted with a smaller one).
         max: usize,
         /// Which store or limit refused it (for example "a 64 MiB file-store segment").
         store: String,
@@ -375,6 +382,15 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// ` of N bytes` for [`Error::ValueTooLarge`], nothing when the limit is unknown (0).
+fn limit_text(max: usize) -> String {
+    if max == 0 {
+        String::new()
+    } else {
+        format!(" of {max} bytes")
     }
 }
 

@@ -211,6 +211,44 @@ fn a_server_with_a_smaller_item_limit_is_reported_as_value_too_large() {
     assert_eq!(mc.get("k").unwrap().unwrap().value, b"small");
 }
 
+/// A value the server refuses itself (its `-I` below `max_item_size`, so our own check passes)
+/// is reported with that server's limit (from the `item_size_max` it reported at connect), not
+/// a figure just under the value; and memcached dropped the key's previous value when it
+/// refused the set, so the key reads as a miss, never as the older value.
+#[test]
+fn a_value_the_server_refuses_reports_its_true_limit_and_leaves_no_old_value() {
+    let server = MemcachedServer::start_with(&["-I", "1m"]);
+    let mc = MemcachedStore::connect(MemcachedOptions::new(server.addr()).max_item_size(4 << 20)).unwrap();
+    mc.set("k", b"previous", None).unwrap();
+    let err = mc.set("k", &vec![7u8; 1_500_000], None).unwrap_err();
+    let Error::ValueTooLarge {
+        ref key, len, max, ..
+    } = err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!((key.as_str(), len), ("k", 1_500_000));
+    // -I 1m, less memcached's item header (59 bytes, see ITEM_OVERHEAD), the envelope and the key.
+    let (mapped, _) = mc.server_key("k");
+    assert_eq!(max, (1 << 20) - 59 - envelope::HEADER_LEN - mapped.len(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&server.addr()) && text.contains("-I") && text.contains("previous value"),
+        "{text}"
+    );
+    assert_eq!(
+        mc.get("k").unwrap(),
+        None,
+        "the refused set left the older value readable"
+    );
+    // The limit is the true one: the largest value fits, one byte more is refused.
+    mc.set("k", &vec![1u8; max], None).unwrap();
+    assert!(matches!(
+        mc.set("k", &vec![1u8; max + 1], None),
+        Err(Error::ValueTooLarge { max: m, .. }) if m == max
+    ));
+}
+
 #[test]
 fn keys_are_sharded_across_hosts_and_batches_find_them_all() {
     let a = MemcachedServer::start();

@@ -118,7 +118,8 @@ impl Shared {
             }
             Err(e) if e.is_bad_input() => {
                 // L2 refused the value (too large for memcached, say): take it out of L1 too, so
-                // that a failed set leaves every instance reading the same (older) value. A
+                // that a failed set leaves every instance reading the same value: L2's older one,
+                // or a miss where a memcached server dropped it when it refused the set. A
                 // partial batch names the items refused; L2 stored the others, which stay, but
                 // for those whose node was not reached: they stay in L1 and wait for replay as
                 // any unreached write does, since dropped they would leave L2 the older value.

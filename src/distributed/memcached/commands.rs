@@ -8,6 +8,7 @@
 //! of any size on one host is one round trip.
 
 use super::super::envelope;
+use super::options::value_limit;
 use super::protocol::{self, opcode, status, Packet};
 use crate::error::{key_for_error, Error, Result};
 use crate::storage::StorageSize;
@@ -34,6 +35,8 @@ pub(super) struct Site<'a> {
     pub(super) op: &'static str,
     /// `host:port`.
     pub(super) host: &'a str,
+    /// The host's item limit (`item_size_max`, its `-I`) as it reported it at connect.
+    pub(super) item_size_max: Option<usize>,
 }
 
 impl Site<'_> {
@@ -202,15 +205,28 @@ impl Set {
     /// The error of item `i`, refused by the server as too large.
     fn too_large(&self, i: usize, text: &str, site: Site<'_>) -> Option<Error> {
         let item = self.items.get(i)?;
-        // Our own check passed, so the server's -I is below `max_item_size`; its limit is
-        // unknown, only that this value is over it.
         let len = item.bytes.len().saturating_sub(envelope::HEADER_LEN);
+        // Our own check passed, so the server's -I is below `max_item_size`. Its limit is the
+        // `item_size_max` it reported at connect, unless this value fits that (the server was
+        // restarted since with a smaller -I): then it is unknown, and `max` says 0 rather than
+        // a figure of our own making.
+        let max = site
+            .item_size_max
+            .map(|size| value_limit(size, item.key.len()))
+            .filter(|&max| max < len);
+        let limit = match (max, site.item_size_max) {
+            (Some(_), Some(size)) => format!("item_size_max {size} bytes"),
+            _ => "item limit unknown".to_owned(),
+        };
         Some(Error::ValueTooLarge {
             key: key_for_error(&item.original),
             len,
-            max: len.saturating_sub(1),
+            max: max.unwrap_or(0),
             store: format!(
-                "memcached at {} ({text}); its -I item limit is below max_item_size",
+                "memcached at {} ({limit}; its -I is below max_item_size), which refused it \
+                 (\"{text}\") and dropped the key's previous value there; start memcached with \
+                 a larger -I, or set max_item_size to its -I to have such values refused before \
+                 they are sent",
                 site.host
             ),
         })
@@ -371,6 +387,43 @@ impl Command for Admin {
     }
 }
 
+/// `stats settings`: the host's item limit (`item_size_max`, its `-I`), if it reports one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Settings;
+
+impl Command for Settings {
+    type State = (Option<usize>, Option<(u16, String)>);
+    type Output = Option<usize>;
+
+    fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        protocol::request(out, opcode::STAT, 0, &[], b"settings", &[])
+    }
+
+    fn accept(&self, state: &mut Self::State, packet: Packet) -> std::result::Result<Step, String> {
+        if packet.header.opcode != opcode::STAT {
+            return Err(unexpected(&packet, "stats settings"));
+        }
+        if packet.header.status != status::OK {
+            state.1 = Some((packet.header.status, packet.value_text()));
+            return Ok(Step::Done);
+        }
+        match packet.key() {
+            b"" => return Ok(Step::Done),
+            // A figure that does not parse is no figure: the limit stays unknown.
+            b"item_size_max" => state.0 = packet.value_text().trim().parse().ok(),
+            _ => {}
+        }
+        Ok(Step::More)
+    }
+
+    fn finish(&self, state: Self::State, site: Site<'_>) -> Result<Option<usize>> {
+        match state.1 {
+            Some((code, text)) => Err(site.refused("stats settings", code, &text)),
+            None => Ok(state.0),
+        }
+    }
+}
+
 /// `stats`: items and bytes held by one host.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Stats;
@@ -435,6 +488,7 @@ mod tests {
     const SITE: Site<'static> = Site {
         op: "get_many",
         host: "h:1",
+        item_size_max: None,
     };
 
     #[test]
@@ -500,9 +554,15 @@ mod tests {
             .unwrap();
         let mut refused = set.finish(state, SITE).unwrap();
         let (i, err) = refused.pop().unwrap();
+        // The server's limit was not learned: no figure is made up.
         assert!(
-            i == 0 && matches!(err, Error::ValueTooLarge { ref key, len: 10, max: 9, .. } if key == "photo"),
+            i == 0 && matches!(err, Error::ValueTooLarge { ref key, len: 10, max: 0, .. } if key == "photo"),
             "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            !text.contains("limit of") && text.contains("-I") && text.contains("previous value"),
+            "{text}"
         );
         let mut state = SetState::default();
         set.accept(&mut state, reply(opcode::SETQ, 0x82, 0, b"", b"Out of memory"))
@@ -527,6 +587,64 @@ mod tests {
             .unwrap();
         let err = set.finish(state, SITE).unwrap_err().to_string();
         assert!(err.contains(&long[..60]) && !err.contains(&long[..100]), "{err}");
+    }
+
+    /// A value the server refuses is over the limit it reported at connect, less the item
+    /// header, the envelope and the server key; a reported limit the value fits is out of date
+    /// (the server was restarted with a smaller one) and no limit is given.
+    #[test]
+    fn a_server_refusal_gives_the_limit_the_server_reported() {
+        let set = Set {
+            items: vec![SetItem {
+                original: "photo".into(),
+                key: "p:photo".into(),
+                bytes: vec![0; envelope::HEADER_LEN + 10],
+                exptime: 0,
+            }],
+        };
+        let refuse = |item_size_max| {
+            let mut state = SetState::default();
+            set.accept(
+                &mut state,
+                reply(opcode::SETQ, status::TOO_LARGE, 0, b"", b"Too large."),
+            )
+            .unwrap();
+            let site = Site {
+                item_size_max,
+                ..SITE
+            };
+            set.finish(state, site).unwrap().pop().unwrap().1
+        };
+        let size = super::super::options::ITEM_OVERHEAD + envelope::HEADER_LEN + "p:photo".len() + 4;
+        let err = refuse(Some(size));
+        assert!(matches!(err, Error::ValueTooLarge { max: 4, .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("limit of 4 bytes") && text.contains(&format!("item_size_max {size}")),
+            "{text}"
+        );
+        let err = refuse(Some(size + 100));
+        assert!(matches!(err, Error::ValueTooLarge { max: 0, .. }), "{err}");
+    }
+
+    #[test]
+    fn settings_read_the_item_limit() {
+        let mut state = <Settings as Command>::State::default();
+        for (k, v) in [
+            (&b"maxbytes"[..], &b"67108864"[..]),
+            (b"item_size_max", b"1048576"),
+        ] {
+            assert_eq!(
+                Settings
+                    .accept(&mut state, reply(opcode::STAT, 0, 0, k, v))
+                    .unwrap(),
+                Step::More
+            );
+        }
+        Settings
+            .accept(&mut state, reply(opcode::STAT, 0, 0, b"", b""))
+            .unwrap();
+        assert_eq!(Settings.finish(state, SITE).unwrap(), Some(1_048_576));
     }
 
     /// A refusal names the caller's key: the server key of a long or odd key is a hash or an

@@ -17,6 +17,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -227,6 +228,9 @@ pub(super) struct Host {
     /// waits for a connection instead of opening (and closing) one each.
     async_slots: tokio::sync::Semaphore,
     keep: usize,
+    /// The item limit (`item_size_max`, its `-I`) the host reported at connect, 0 if unknown;
+    /// only for the error of a value the host refuses.
+    item_size_max: AtomicUsize,
 }
 
 impl std::fmt::Debug for Host {
@@ -246,6 +250,20 @@ impl Host {
             idle_async: Mutex::new(Vec::new()),
             async_slots: tokio::sync::Semaphore::new(keep.max(1)),
             keep: keep.max(1),
+            item_size_max: AtomicUsize::new(0),
+        }
+    }
+
+    /// Keeps the item limit the host reported (`stats settings`), for its refusals' errors.
+    pub(super) fn learn_item_size_max(&self, bytes: usize) {
+        self.item_size_max.store(bytes, Ordering::Relaxed);
+    }
+
+    fn site(&self, op: &'static str) -> Site<'_> {
+        Site {
+            op,
+            host: &self.spec.display,
+            item_size_max: Some(self.item_size_max.load(Ordering::Relaxed)).filter(|&n| n > 0),
         }
     }
 
@@ -323,10 +341,7 @@ impl Host {
         deadline: Instant,
         commands: &[C],
     ) -> Result<Vec<C::Output>> {
-        let site = Site {
-            op,
-            host: &self.spec.display,
-        };
+        let site = self.site(op);
         // The time went to an earlier host of the call: a pooled connection taken now would
         // fail its first write at once and be closed, so a healthy host lost one connection per
         // such call, and the calls after it connected anew.
@@ -376,10 +391,7 @@ impl Host {
         timeout: Duration,
         commands: &[C],
     ) -> Result<Vec<C::Output>> {
-        let site = Site {
-            op,
-            host: &self.spec.display,
-        };
+        let site = self.site(op);
         // Never closed, so acquiring fails only if that changes; say so rather than hang.
         let _slot = self.async_slots.acquire().await.map_err(|_| Error::Backend {
             level: LEVEL,

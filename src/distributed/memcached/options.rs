@@ -19,6 +19,14 @@ pub const DEFAULT_MAX_ITEM_SIZE: usize = 1024 * 1024;
 /// `1048576 - 59 - n`. A server that counts more still refuses, which we also report as
 /// [`Error::ValueTooLarge`].
 pub(super) const ITEM_OVERHEAD: usize = 59;
+/// The largest value (before the envelope) that fits an item limit of `item_size_max` bytes
+/// under a server key of `server_key_len` bytes: the limit less [`ITEM_OVERHEAD`], the envelope
+/// and the key. The level's own check applies it to `max_item_size`; a server's refusal, to the
+/// `item_size_max` that server reported.
+pub(super) fn value_limit(item_size_max: usize, server_key_len: usize) -> usize {
+    item_size_max.saturating_sub(ITEM_OVERHEAD + super::super::envelope::HEADER_LEN + server_key_len)
+}
+
 /// memcached reads an expiry above this many seconds as an absolute Unix time.
 pub(super) const RELATIVE_EXPIRY_LIMIT_SECS: u64 = 60 * 60 * 24 * 30;
 /// The largest item limit we accept: a value must fit the binary protocol's 32-bit body length.
@@ -143,11 +151,18 @@ impl MemcachedOptions {
     }
 
     /// The servers' item size limit, memcached's `-I` (default 1 MiB). A value over it is
-    /// refused with [`Error::ValueTooLarge`] before anything is sent. Set above a server's `-I`,
-    /// that server refuses the larger values itself: the same error for a single `set`, and in a
-    /// batch an [`Error::PartialBatch`] whose `refused` (and `failed`) are the refused items
-    /// and whose cause is that error; items of the batch whose host was not reached are in
-    /// `failed` too, but not in `refused`. The others were stored.
+    /// refused with [`Error::ValueTooLarge`] before anything is sent, and the key's value on the
+    /// server is left as it was.
+    ///
+    /// Set above a server's `-I`, that server refuses the larger values itself: the same error
+    /// for a single `set`, whose `max` is the largest value that server takes (from the
+    /// `item_size_max` it reported at connect; 0 if it did not), and in a batch an
+    /// [`Error::PartialBatch`] whose `refused` (and `failed`) are the refused items and whose
+    /// cause is that error; items of the batch whose host was not reached are in `failed` too,
+    /// but not in `refused`. The others were stored. Such a refusal comes after the value was
+    /// sent, and memcached then drops the key's previous value on that server too: the key
+    /// reads as a miss there, never as the older value. Set this to the smallest `-I` of the
+    /// servers to have such values refused before they are sent instead.
     pub fn max_item_size(mut self, bytes: usize) -> Self {
         self.max_item_size = bytes;
         self

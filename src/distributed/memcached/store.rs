@@ -9,9 +9,9 @@ use futures_util::future::join_all;
 use super::super::nodes::{entries_or_partial, part_grace, Node};
 use super::super::runtime::{deadline_after, IoRuntime};
 use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
-use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATCH};
+use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Settings, Stats, MAX_BATCH};
 use super::conn::Host;
-use super::options::{exptime, parse_host, MemcachedOptions, ITEM_OVERHEAD};
+use super::options::{exptime, parse_host, value_limit, MemcachedOptions};
 use super::routing::Router;
 use crate::clock::Clock;
 use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
@@ -40,7 +40,9 @@ const CONNECT_GRACE: Duration = Duration::from_millis(100);
 ///   [`Error::ValueTooLarge`] before anything is sent. An item a server refuses itself (its `-I`
 ///   is below `max_item_size`) fails alone: a batch's other items are stored, and the call fails
 ///   with [`Error::PartialBatch`] naming the refused ones (in `refused`, apart from the items
-///   of a host that was not reached).
+///   of a host that was not reached). Memcached drops the key's previous value when it refuses
+///   a set, so a refused key reads as a miss on its server, never as an older value; the error
+///   gives that server's limit from the `item_size_max` it reported at connect.
 /// - **Batches** (`get_many`, `set_many`, `set_each`, `delete_many`) are pipelined with the binary
 ///   protocol's quiet commands: one round trip per host per 1 024 keys.
 /// - **`size`** sums `curr_items` and `bytes` from `stats` across hosts. Memcached has no way to
@@ -268,6 +270,18 @@ impl<C: Command> Call<C> {
     }
 }
 
+/// Asks `host` for its item limit (`stats settings`) within `left`, for the error of a value it
+/// refuses. Best effort: a host that does not say leaves the limit unknown, and the store works
+/// the same.
+async fn learn_item_size_max(host: &Host, left: Duration) {
+    let asked = tokio::time::timeout(left, host.run_async("connect", left, &[Settings])).await;
+    if let Ok(Ok(sizes)) = asked {
+        if let Some(Some(bytes)) = sizes.first() {
+            host.learn_item_size_max(*bytes);
+        }
+    }
+}
+
 /// The hosts' sizes added up, saturating: a server's figures cannot overflow them.
 pub(super) fn sum_sizes(sizes: Vec<StorageSize>) -> StorageSize {
     sizes
@@ -279,8 +293,9 @@ pub(super) fn sum_sizes(sizes: Vec<StorageSize>) -> StorageSize {
 }
 
 impl MemcachedStore {
-    /// Checks the options and that the hosts answer (`version`) within `connect_timeout`.
-    /// Works from any thread, inside a tokio runtime or not.
+    /// Checks the options and that the hosts answer (`version`) within `connect_timeout`, and
+    /// asks each for its item limit (`stats settings`: `item_size_max`), which the error of a
+    /// value it refuses reports. Works from any thread, inside a tokio runtime or not.
     ///
     /// With [`node_breakers`](MemcachedOptions::node_breakers), hosts that do not answer start
     /// with their breaker open (their keys fail fast until a probe reaches them) as long as one
@@ -354,13 +369,17 @@ impl MemcachedStore {
         let hosts = self.hosts.clone();
         async move {
             let checks = hosts.iter().map(|host| async move {
+                let started = Instant::now();
                 let answer = tokio::time::timeout(
                     connect_timeout,
                     host.run_async("connect", connect_timeout, &[Admin::Version]),
                 )
                 .await;
                 let reason = match answer {
-                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Ok(_)) => {
+                        learn_item_size_max(host, connect_timeout.saturating_sub(started.elapsed())).await;
+                        return Ok(());
+                    }
                     Ok(Err(Error::Backend { reason, .. })) => format!("{reason}; cannot connect"),
                     Ok(Err(err)) => format!("{}: cannot connect ({err})", host.spec.display),
                     Err(_) => format!(
@@ -533,9 +552,7 @@ impl MemcachedStore {
     fn checked_key(&self, key: &str, len: usize) -> Result<String> {
         check_key(key)?;
         let (mapped, _) = self.router.server_key(key);
-        let max = self
-            .max_item_size
-            .saturating_sub(ITEM_OVERHEAD + envelope::HEADER_LEN + mapped.len());
+        let max = value_limit(self.max_item_size, mapped.len());
         if len > max {
             return Err(Error::ValueTooLarge {
                 key: key_for_error(key),
