@@ -714,6 +714,53 @@ fn an_item_the_server_refuses_as_too_large_fails_alone_in_a_batch() {
     );
 }
 
+/// A batch the server refuses in whole is a partial batch naming every item, as one it refuses
+/// in part: its items were sent, and memcached dropped their previous values. A bare
+/// `ValueTooLarge` from a batch is our own check, which refuses it before anything is sent; the
+/// server's whole refusal read the same, although it had changed the keys.
+#[test]
+fn a_batch_the_server_refuses_whole_is_a_partial_batch_naming_every_item() {
+    let server = MemcachedServer::start_with(&["-I", "1m"]);
+    let mc = MemcachedStore::connect(MemcachedOptions::new(server.addr()).max_item_size(4 << 20)).unwrap();
+    let big = vec![7u8; 1_500_000];
+    let check = |result: uno_cache::Result<()>, op: &str| {
+        let err = result.unwrap_err();
+        assert!(err.is_bad_input(), "{err}");
+        let Error::PartialBatch(partial) = &err else {
+            panic!("{op}: expected a partial batch naming both items, got {err:?}");
+        };
+        assert_eq!(
+            (
+                partial.op,
+                partial.total,
+                &partial.failed[..],
+                &partial.refused[..]
+            ),
+            (op, 2, &[0, 1][..], &[0, 1][..])
+        );
+        assert!(partial.unreached().is_empty());
+        assert!(
+            matches!(partial.cause, Error::ValueTooLarge { ref key, .. } if key == "big1"),
+            "{:?}",
+            partial.cause
+        );
+        assert!(err.to_string().contains("2 refused as bad input"), "{err}");
+    };
+    mc.set_many(&[("big1", &b"old1"[..]), ("big2", b"old2")], None)
+        .unwrap();
+    check(
+        mc.set_many(&[("big1", &big[..]), ("big2", &big[..])], None),
+        "set_many",
+    );
+    assert_eq!(mc.get_many(&["big1", "big2"]).unwrap(), [None, None]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let items = [("big1", &big[..], None), ("big2", &big[..], None)];
+    check(runtime.block_on(mc.set_each_async(&items)), "set_each");
+}
+
 /// A batch with an item a server refuses as too large and an item whose host is down tells the
 /// two apart: `refused` names the refused item, `unreached()` the other, which may be sent again
 /// once its host is back. Both read as refused (the cause is bad input), so a caller dropped the
@@ -794,7 +841,7 @@ fn a_batch_with_a_refused_item_and_an_unreached_host_names_each_kind() {
         &[0],
     );
     assert_eq!(mc.get(&ok).unwrap().unwrap().value, b"5");
-    // Every item refused: the refusal itself, as for a single `set`.
+    // A batch of one refused item: the refusal itself, as for a single `set`.
     let err = mc.set_many(&[(&big, &value[..])], None).unwrap_err();
     assert!(
         matches!(err, Error::ValueTooLarge { ref key, .. } if *key == big),

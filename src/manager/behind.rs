@@ -724,10 +724,12 @@ impl Shared {
         // deletes after L2 took the sets): only these go to the replay queue.
         let mut unreached: Vec<(String, Queued)> = Vec::new();
         let mut unreached_error = None;
-        // Writes L2 refused as bad input while it took or did not reach the others (a partial
-        // batch naming them): they leave L1 below, and only the unreached ones are replayed. A
-        // batch refused whole is sent again one by one below. `after_sent`: L2 took the batch's
-        // earlier call, so a failure of this one leaves only its own items unsent.
+        // Writes L2 refused as bad input after they were sent (a partial batch naming them,
+        // whether L2 took, did not reach or also refused the others): they leave L1 below, and
+        // only the unreached ones are replayed. A batch refused whole before it was sent (a bare
+        // bad-input error: an item failed the level's own check) is sent again one by one below.
+        // `after_sent`: L2 took the batch's earlier call, so a failure of this one leaves only
+        // its own items unsent.
         let mut refused: Vec<String> = Vec::new();
         let mut refused_error = None;
         let mut partial = |result: Result<()>, sent: &[&(String, Queued)], after_sent: bool| match result {

@@ -156,10 +156,11 @@ impl MemcachedOptions {
     ///
     /// Set above a server's `-I`, that server refuses the larger values itself: the same error
     /// for a single `set`, whose `max` is the largest value that server takes (from the
-    /// `item_size_max` it reported at connect; 0 if it did not), and in a batch an
-    /// [`Error::PartialBatch`] whose `refused` (and `failed`) are the refused items and whose
-    /// cause is that error; items of the batch whose host was not reached are in `failed` too,
-    /// but not in `refused`. The others were stored. Such a refusal comes after the value was
+    /// `item_size_max` it reported at connect; 0 if it did not), and in a batch of more than one
+    /// item an [`Error::PartialBatch`] whose `refused` (and `failed`) are the refused items, all
+    /// of them if the server refused them all, and whose cause is that error; items of the
+    /// batch whose host was not reached are in `failed` too, but not in `refused`. The others
+    /// were stored. Such a refusal comes after the value was
     /// sent, and memcached then drops the key's previous value on that server too: the key
     /// reads as a miss there, never as the older value. Set this to the smallest `-I` of the
     /// servers to have such values refused before they are sent instead.

@@ -40,7 +40,7 @@ const CONNECT_GRACE: Duration = Duration::from_millis(100);
 ///   [`Error::ValueTooLarge`] before anything is sent. An item a server refuses itself (its `-I`
 ///   is below `max_item_size`) fails alone: a batch's other items are stored, and the call fails
 ///   with [`Error::PartialBatch`] naming the refused ones (in `refused`, apart from the items
-///   of a host that was not reached). Memcached drops the key's previous value when it refuses
+///   of a host that was not reached), all of them if it refused them all. Memcached drops the key's previous value when it refuses
 ///   a set, so a refused key reads as a miss on its server, never as an older value; the error
 ///   gives that server's limit from the `item_size_max` it reported at connect.
 /// - **Batches** (`get_many`, `set_many`, `set_each`, `delete_many`) are pipelined with the binary
@@ -633,8 +633,14 @@ impl MemcachedStore {
 /// refused, else the first node failure: a refused item must read as bad input, or a caller
 /// would take it for unreached and queue it for a replay that can only fail again. An unreached
 /// item must not read as refused either, or a caller would drop a write that only waits for its
-/// host: so a batch that stored nothing is that one error only when every item failed the same
-/// way.
+/// host: so a batch none of whose items was stored is the node failure alone only when every
+/// item was unreached.
+///
+/// A batch of more than one item that a server refused in whole is a [`Error::PartialBatch`]
+/// too, naming every item in `refused`: a bare [`Error::ValueTooLarge`] from a batch is the
+/// level's own check, which refuses it before anything is sent and changes nothing, whereas a
+/// server refused these after they were sent, and dropped their previous values. A write of one
+/// item gets its refusal as is, as `set` does.
 fn written(answers: Answers<Vec<(usize, Error)>>) -> Result<()> {
     let (op, total) = (answers.op, answers.total);
     let split = answers.split()?;
@@ -649,11 +655,10 @@ fn written(answers: Answers<Vec<(usize, Error)>>) -> Result<()> {
             }
         }
     }
-    let all_refused = refused.len() >= total;
     failed.extend_from_slice(&refused);
     match (too_large, unreached) {
         (None, None) => Ok(()),
-        (Some(cause), _) if all_refused => Err(cause),
+        (Some(cause), _) if total == 1 => Err(cause),
         (None, Some(cause)) if failed.len() >= total => Err(cause),
         (Some(cause), _) | (None, Some(cause)) => {
             Err(partial(op, total, failed, refused, cause, Served::Written))
