@@ -421,6 +421,87 @@ fn unreachable_host_and_bad_urls_fail_at_construction() {
     assert!(matches!(err, Error::Config { .. }), "{err}");
 }
 
+/// A memcached that speaks only the text protocol (`-B ascii`) is a wrong configuration, said
+/// as such at once: it waited out connect_timeout on the binary `version` and was reported as
+/// not answering ("check that memcached runs there"), although memcached ran there. With
+/// per-host breakers too: no probe of a breaker could bring such a host back.
+#[test]
+fn a_server_that_speaks_only_the_text_protocol_is_reported_as_misconfigured_at_once() {
+    let server = MemcachedServer::start_with(&["-B", "ascii"]);
+    let check = |err: Error, started: Instant| {
+        let took = started.elapsed();
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::Misconfigured { .. }),
+            "after {took:?}: {text}"
+        );
+        assert!(err.is_misconfiguration());
+        assert!(
+            text.contains(&server.addr()) && text.contains("text protocol") && text.contains("-B binary"),
+            "{text}"
+        );
+        assert!(took < Duration::from_secs(1), "took {took:?}: {text}");
+    };
+    let started = Instant::now();
+    check(
+        MemcachedStore::connect(MemcachedOptions::new(server.addr())).unwrap_err(),
+        started,
+    );
+    let good = MemcachedServer::start();
+    let started = Instant::now();
+    let err = MemcachedStore::connect(
+        MemcachedOptions::with_hosts([good.addr(), server.addr()]).node_breakers(Arc::new(
+            NodeBreakers::new("memcached", 2, Duration::from_secs(60)),
+        )),
+    )
+    .unwrap_err();
+    check(err, started);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = runtime
+        .block_on(MemcachedStore::connect_async(MemcachedOptions::new(
+            server.addr(),
+        )))
+        .unwrap_err();
+    check(err, started);
+}
+
+/// A host that lets the binary `version` time out but answers the text one may only be slow:
+/// it is not called misconfigured (that would stop a manager from starting), but the error says
+/// what to check.
+#[test]
+fn a_silent_binary_check_with_a_text_answer_is_an_outage_with_a_hint() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // Answers a text `version`; stays silent on anything else until the client hangs up.
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                let Ok(n) = stream.read(&mut buf) else { return };
+                if buf[..n].starts_with(b"version") {
+                    let _ = stream.write_all(b"VERSION 0.0-slow\r\n");
+                }
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let err =
+        MemcachedStore::connect(MemcachedOptions::new(&addr).connect_timeout(Duration::from_millis(300)))
+            .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{text}");
+    assert!(
+        text.contains(&addr) && text.contains("VERSION 0.0-slow") && text.contains("-B auto"),
+        "{text}"
+    );
+}
+
 #[test]
 fn async_api_and_sync_api_inside_a_runtime() {
     let server = MemcachedServer::start();

@@ -16,6 +16,11 @@ use crate::storage::StorageSize;
 const LEVEL: &str = "memcached";
 /// The `opaque` of the closing `noop` (key indices stay below it).
 const NOOP_OPAQUE: u32 = u32::MAX;
+/// The `opaque` of `version`, which only the start-up check sends: four line ends. A binary
+/// server echoes it; a memcached that speaks only the text protocol (`-B ascii`) reads them as
+/// ends of lines and answers each with `ERROR` at once, so the check sees a reply that is not
+/// binary instead of waiting out its deadline for a line end that never comes.
+const VERSION_OPAQUE: u32 = u32::from_be_bytes(*b"\n\n\n\n");
 /// Keys per command: a longer batch is split into several commands, each one round trip, so
 /// that neither side's socket buffers fill while the other is still writing.
 pub(super) const MAX_BATCH: usize = 1024;
@@ -348,7 +353,7 @@ impl Command for Delete {
 /// A command with one request and one reply packet, and no key.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Admin {
-    /// `version`: proves the host answers.
+    /// `version`: proves the host answers the binary protocol (see [`VERSION_OPAQUE`]).
     Version,
     /// `flush_all`.
     Flush,
@@ -359,11 +364,11 @@ impl Command for Admin {
     type Output = String;
 
     fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-        let code = match self {
-            Admin::Version => opcode::VERSION,
-            Admin::Flush => opcode::FLUSH,
+        let (code, opaque) = match self {
+            Admin::Version => (opcode::VERSION, VERSION_OPAQUE),
+            Admin::Flush => (opcode::FLUSH, 0),
         };
-        protocol::request(out, code, 0, &[], &[], &[])
+        protocol::request(out, code, opaque, &[], &[], &[])
     }
 
     fn accept(&self, state: &mut Self::State, packet: Packet) -> std::result::Result<Step, String> {

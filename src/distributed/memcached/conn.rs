@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use super::commands::{Command, Site, Step};
 use super::options::HostSpec;
@@ -40,6 +40,8 @@ const BODY_STEP: usize = 1 << 20;
 /// up to this many reuse their connections instead of opening and closing one per call (which
 /// would fill the machine's ephemeral ports with TIME_WAIT sockets under load).
 const MIN_IDLE_BLOCKING: usize = 64;
+/// The longest text-protocol line the start-up probe reads (memcached's `VERSION 1.6.18`).
+const TEXT_LINE_MAX: u64 = 256;
 
 /// Why a call on a connection failed; the connection is dropped in every case.
 #[derive(Debug)]
@@ -330,6 +332,26 @@ impl Host {
             }
         }
         Err(last.unwrap_or_else(|| Fault::Protocol("the host name resolves to no address".to_owned())))
+    }
+
+    /// Whether the host answers memcached's text protocol: `version` on a fresh connection
+    /// within `within`, and the `VERSION ...` line it answered, if it did. For the start-up
+    /// check, to tell a memcached started with `-B ascii` from one that is down.
+    pub(super) async fn text_version(&self, within: Duration) -> Option<String> {
+        let probe = async {
+            let mut conn = self.connect_async().await.ok()?;
+            conn.stream.get_mut().write_all(b"version\r\n").await.ok()?;
+            let mut line = Vec::new();
+            // One line; a peer that sends more without a line end is not memcached.
+            (&mut conn.stream)
+                .take(TEXT_LINE_MAX)
+                .read_until(b'\n', &mut line)
+                .await
+                .ok()?;
+            let line = String::from_utf8_lossy(&line).trim_end().to_owned();
+            line.starts_with("VERSION ").then_some(line)
+        };
+        tokio::time::timeout(within, probe).await.ok().flatten()
     }
 
     /// Runs `commands` in order on one connection, on the caller's thread, by `deadline`.

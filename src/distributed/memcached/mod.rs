@@ -8,16 +8,18 @@
 //! | `protocol` | the binary protocol's 24-byte header, nothing about commands                |
 //! | `commands` | each command as data: its request bytes and how its reply is read           |
 //! | `conn`     | connections per host and the blocking and async executors that run commands |
+//! | `startup`  | the start-up check of every host: binary `version`, item limit, text-only servers |
 //! | `store`    | [`MemcachedStore`]: the [`Storage`](crate::Storage) and [`DistributedStorage`](crate::DistributedStorage) impls |
 //!
-//! Dependencies point one way: `store` → `conn` → `commands` → `protocol`, and `store` →
-//! `routing` → `options`. (`conn` looks names up with `distributed::resolve`.)
+//! Dependencies point one way: `store` → `startup` → `conn` → `commands` → `protocol`, and
+//! `store` → `routing` → `options`. (`conn` looks names up with `distributed::resolve`.)
 
 mod commands;
 mod conn;
 mod options;
 mod protocol;
 mod routing;
+mod startup;
 mod store;
 
 pub use self::options::{MemcachedOptions, DEFAULT_MAX_ITEM_SIZE, MAX_MEMCACHED_KEY};

@@ -9,18 +9,16 @@ use futures_util::future::join_all;
 use super::super::nodes::{entries_or_partial, part_grace, Node};
 use super::super::runtime::{deadline_after, IoRuntime};
 use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
-use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Settings, Stats, MAX_BATCH};
+use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATCH};
 use super::conn::Host;
 use super::options::{exptime, parse_host, value_limit, MemcachedOptions};
 use super::routing::Router;
+use super::startup;
 use crate::clock::Clock;
 use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 const LEVEL: &str = "memcached";
-/// Extra wait for the whole connect check beyond each host's own `connect_timeout`, so that the
-/// host that did not answer is the one named.
-const CONNECT_GRACE: Duration = Duration::from_millis(100);
 
 /// Memcached (one or more hosts) as a cache level.
 ///
@@ -270,18 +268,6 @@ impl<C: Command> Call<C> {
     }
 }
 
-/// Asks `host` for its item limit (`stats settings`) within `left`, for the error of a value it
-/// refuses. Best effort: a host that does not say leaves the limit unknown, and the store works
-/// the same.
-async fn learn_item_size_max(host: &Host, left: Duration) {
-    let asked = tokio::time::timeout(left, host.run_async("connect", left, &[Settings])).await;
-    if let Ok(Ok(sizes)) = asked {
-        if let Some(Some(bytes)) = sizes.first() {
-            host.learn_item_size_max(*bytes);
-        }
-    }
-}
-
 /// The hosts' sizes added up, saturating: a server's figures cannot overflow them.
 pub(super) fn sum_sizes(sizes: Vec<StorageSize>) -> StorageSize {
     sizes
@@ -299,18 +285,23 @@ impl MemcachedStore {
     ///
     /// With [`node_breakers`](MemcachedOptions::node_breakers), hosts that do not answer start
     /// with their breaker open (their keys fail fast until a probe reaches them) as long as one
-    /// host answers; without, every host must answer.
+    /// host answers; without, every host must answer. A host that fails the check is asked
+    /// `version` in memcached's text protocol too (within half a second at most, so a host that
+    /// is down fails a little after `connect_timeout`), to tell a memcached that speaks only that
+    /// protocol from one that is down.
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad host or option; [`Error::Backend`] (op `"connect"`) naming
-    /// the host that cannot be reached or refuses the connection.
+    /// [`Error::Config`] for a bad host or option; [`Error::Misconfigured`] naming a host that
+    /// answers only memcached's text protocol (started with `-B ascii`), with or without
+    /// breakers; [`Error::Backend`] (op `"connect"`) naming the host that cannot be reached or
+    /// refuses the connection.
     pub fn connect(options: MemcachedOptions) -> Result<Self> {
         let (store, connect_timeout) = Self::prepare(options)?;
-        let check = store.check_hosts(connect_timeout);
+        let check = startup::check_hosts(store.hosts.clone(), connect_timeout);
         let answers = store
             .rt
-            .block_on("connect", connect_timeout.saturating_add(CONNECT_GRACE), check)?;
-        store.admit_hosts(answers)?;
+            .block_on("connect", startup::deadline(connect_timeout), check)?;
+        startup::admit_hosts(store.nodes.as_deref(), answers)?;
         Ok(store)
     }
 
@@ -320,12 +311,12 @@ impl MemcachedStore {
     /// As [`connect`](Self::connect).
     pub async fn connect_async(options: MemcachedOptions) -> Result<Self> {
         let (store, connect_timeout) = Self::prepare(options)?;
-        let check = store.check_hosts(connect_timeout);
+        let check = startup::check_hosts(store.hosts.clone(), connect_timeout);
         let answers = store
             .rt
-            .run("connect", connect_timeout.saturating_add(CONNECT_GRACE), check)
+            .run("connect", startup::deadline(connect_timeout), check)
             .await?;
-        store.admit_hosts(answers)?;
+        startup::admit_hosts(store.nodes.as_deref(), answers)?;
         Ok(store)
     }
 
@@ -358,60 +349,6 @@ impl MemcachedStore {
             },
             options.connect_timeout,
         ))
-    }
-
-    /// `version` on every host at once, each within `connect_timeout`: one answer per host,
-    /// a failure naming its host.
-    fn check_hosts(
-        &self,
-        connect_timeout: Duration,
-    ) -> impl std::future::Future<Output = Result<Vec<Result<()>>>> + Send + 'static {
-        let hosts = self.hosts.clone();
-        async move {
-            let checks = hosts.iter().map(|host| async move {
-                let started = Instant::now();
-                let answer = tokio::time::timeout(
-                    connect_timeout,
-                    host.run_async("connect", connect_timeout, &[Admin::Version]),
-                )
-                .await;
-                let reason = match answer {
-                    Ok(Ok(_)) => {
-                        learn_item_size_max(host, connect_timeout.saturating_sub(started.elapsed())).await;
-                        return Ok(());
-                    }
-                    Ok(Err(Error::Backend { reason, .. })) => format!("{reason}; cannot connect"),
-                    Ok(Err(err)) => format!("{}: cannot connect ({err})", host.spec.display),
-                    Err(_) => format!(
-                        "{}: no answer within {connect_timeout:?} (raise connect_timeout if it is only slow)",
-                        host.spec.display
-                    ),
-                };
-                Err(Error::Backend {
-                    level: LEVEL,
-                    op: "connect",
-                    reason: format!("{reason}; check the host and port and that memcached runs there"),
-                })
-            });
-            Ok(join_all(checks).await)
-        }
-    }
-
-    /// Judges the start-up checks: with per-host breakers, one live host is enough (the others'
-    /// breakers open now); without, every host must answer.
-    fn admit_hosts(&self, answers: Vec<Result<()>>) -> Result<()> {
-        let Some(nodes) = &self.nodes else {
-            return answers.into_iter().collect();
-        };
-        if !answers.iter().any(Result::is_ok) {
-            return answers.into_iter().collect();
-        }
-        for (node, answer) in nodes.iter().zip(&answers) {
-            if let Err(e) = answer {
-                node.mark_down(e);
-            }
-        }
-        Ok(())
     }
 
     /// The hosts, as `host:port`, comma-separated.
