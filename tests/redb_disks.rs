@@ -196,3 +196,49 @@ fn a_reopen_that_lost_commits_serves_none_of_what_they_replaced_and_the_next_flu
     assert_eq!(store.get("a").unwrap().unwrap().value, b"3");
     assert_eq!(store.get("untouched").unwrap().unwrap().value, b"1");
 }
+
+/// The keys a reopen's rollback brought back are hidden in memory; a clean close soon after
+/// (before the background purge's next turn, a minute away by default) must not leave their
+/// older values in the file for the next open to restore: a lost delete stays deleted.
+#[test]
+fn a_delete_lost_to_a_full_disk_stays_deleted_across_a_clean_close_and_reopen() {
+    let fs = Mount::tmpfs(4 * 1024);
+    let path = fs.path().join("cache").join(REDB_FILE_NAME);
+    // No durable commit by the clock, so the delete is lost when the disk fills.
+    let options = || {
+        RedbOptions::default()
+            .max_size_mb(64)
+            .durability(Durability::Periodic(std::time::Duration::from_secs(3600)))
+    };
+    let store = RedbStore::open(&path, options()).unwrap();
+    store.set("gone", b"old", None).unwrap();
+    store.flush().unwrap();
+    for i in 0..8 {
+        store.set(&format!("k{i}"), &value(i, 64 * KIB), None).unwrap();
+    }
+    assert!(store.delete("gone").unwrap());
+    let ballast = fs.fill("ballast");
+    let full = store.flush().unwrap_err();
+    assert!(matches!(full, Error::DiskFull { .. }), "{full:?}");
+
+    fs.remove(&ballast);
+    // A latched database is reopened at most once a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(e) = store.set("after", b"x", None) {
+        assert!(std::time::Instant::now() < deadline, "writes never resumed: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(store.get("gone").unwrap(), None, "hidden in this process");
+    let lost = store.flush().unwrap_err();
+    assert!(lost.to_string().contains("lost"), "{lost}");
+    store.flush().unwrap();
+    drop(store);
+
+    let store = RedbStore::open(&path, options()).unwrap();
+    assert_eq!(
+        store.get_checked("gone").unwrap(),
+        None,
+        "the acknowledged delete came back after a clean close and reopen"
+    );
+    assert_eq!(store.get("after").unwrap().unwrap().value, b"x");
+}

@@ -296,7 +296,11 @@ impl Inner {
     /// A durable commit if a commit since the last one was not: what the flusher thread does
     /// every turn. It leaves a loss at a reopen for the next [`flush`](Storage::flush) to
     /// report, so that the caller's flush, not the thread's, hears of it.
+    ///
+    /// First the entries a reopen's rollback brought back leave the file (see `lost`): a flush
+    /// or close that succeeded must not leave a lost delete's old value for the next open.
     pub(super) fn make_durable(&self) -> Result<()> {
+        self.purge_hidden()?;
         // Waits for a write under way: a commit that returned before this call is marked.
         let dirty = *self.dirty.lock();
         if dirty {
@@ -309,7 +313,7 @@ impl Inner {
     /// (`force_durable` for flush and close). `changed`: the keys it sets or deletes, noted if
     /// the commit is not durable (see `lost`); `None` for housekeeping (the purge), whose loss
     /// at a reopen takes nothing a caller was told of: it marks nothing at risk.
-    fn write<T>(
+    pub(super) fn write<T>(
         &self,
         force_durable: bool,
         changed: Option<&[&str]>,

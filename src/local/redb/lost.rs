@@ -10,13 +10,20 @@
 //! restored (later writes take that seq and up, so they are served). More than [`MAX_KEYS`]
 //! keys since the last durable commit are not listed: then every restored entry is hidden.
 //!
-//! Hidden in memory; the purge (`Inner::purge_expired`, the background thread's every minute)
-//! also removes those entries from the file, so that once its commit is durable a restart does
-//! not bring them back either.
+//! Hidden in memory, and removed from the file by [`Inner::purge_hidden`] in a durable commit
+//! before the next durable commit a caller or the flusher asks for (a flush, a close, a
+//! `Periodic` turn), so that none of them is acknowledged while the file still holds an entry
+//! the next open would restore (as suspect, which a manager without L2 serves): a lost delete
+//! stays deleted across a clean close. The purge of expired entries removes them too.
 
 use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
+use redb::ReadableTable;
+
+use super::inner::{Inner, PURGE_ROUND};
+use super::tables::{Record, Tables};
+use crate::error::Result;
 
 /// Keys noted between two durable commits, at most (about 6 MiB of 32-byte keys).
 pub(super) const MAX_KEYS: usize = 100_000;
@@ -35,6 +42,19 @@ struct Hidden {
     /// Key → the next seq of the database the reopen restored: its entries below it are hidden.
     keys: HashMap<String, u64>,
     /// Every entry below this seq is hidden.
+    below_seq: u64,
+    /// Reopens that lost commits so far.
+    reopens: u64,
+    /// Of those, how many a durable [`Inner::purge_hidden`] covered: while fewer, the file may
+    /// still hold entries this hides.
+    purged: u64,
+}
+
+/// What [`Inner::purge_hidden`] removes: the hidden entries as of `reopens` reopens.
+#[derive(Debug)]
+pub(super) struct Unpurged {
+    reopens: u64,
+    keys: Vec<(String, u64)>,
     below_seq: u64,
 }
 
@@ -75,6 +95,7 @@ impl Lost {
     pub(super) fn reopened_after_loss(&self, next_seq: u64) {
         let changed = std::mem::take(&mut *self.changed.lock());
         let mut hidden = self.hidden.lock();
+        hidden.reopens += 1;
         if changed.all || hidden.keys.len() + changed.keys.len() > MAX_KEYS {
             // Hiding everything restored covers the keys listed before as well.
             hidden.keys = HashMap::new();
@@ -91,6 +112,27 @@ impl Lost {
         );
     }
 
+    /// The hidden entries, if a reopen may have left some in the file that no durable purge
+    /// removed since.
+    fn unpurged(&self) -> Option<Unpurged> {
+        if !self.any.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let hidden = self.hidden.lock();
+        (hidden.purged < hidden.reopens).then(|| Unpurged {
+            reopens: hidden.reopens,
+            keys: hidden.keys.iter().map(|(k, &below)| (k.clone(), below)).collect(),
+            below_seq: hidden.below_seq,
+        })
+    }
+
+    /// A durable commit removed every entry hidden as of `reopens` reopens. (Still hidden:
+    /// nothing written since the reopen has a seq below theirs, so hiding costs nothing.)
+    fn purged(&self, reopens: u64) {
+        let mut hidden = self.hidden.lock();
+        hidden.purged = hidden.purged.max(reopens);
+    }
+
     /// Whether the entry of `key` with `seq` is an older version a reopen brought back.
     pub(super) fn hides(&self, key: &str, seq: u64) -> bool {
         if !self.any.load(std::sync::atomic::Ordering::Acquire) {
@@ -98,6 +140,74 @@ impl Lost {
         }
         let hidden = self.hidden.lock();
         seq < hidden.below_seq || hidden.keys.get(key).is_some_and(|&below| seq < below)
+    }
+}
+
+impl Inner {
+    /// Removes from the file, in durable commits, every entry a reopen's rollback brought back
+    /// (see the module docs); nothing if a purge since the last reopen that lost commits did.
+    /// Returns how many. The listed keys are looked up one by one; the entries below the seq
+    /// that hides everything restored are found in `order` (seq → key), a round at a time.
+    ///
+    /// # Errors
+    /// [`Error::Redb`](crate::Error::Redb) or [`Error::DiskFull`](crate::Error::DiskFull) if a
+    /// transaction fails: the entries left stay hidden, and the next call tries again.
+    pub(super) fn purge_hidden(&self) -> Result<u64> {
+        let Some(unpurged) = self.lost.unpurged() else {
+            return Ok(0);
+        };
+        let now = self.clock.now_ms();
+        let restored = |t: &Tables<'_>, key: &str, below: u64| -> Result<bool> {
+            let found = t.entries.get(key).map_err(|e| self.err("get", e))?;
+            Ok(found.is_some_and(|v| Record::decode(v.value()).is_none_or(|r| r.seq < below)))
+        };
+        let mut removed = 0;
+        if !unpurged.keys.is_empty() {
+            // Durable: a crash after it must not bring them back either.
+            removed += self.write(true, None, |txn, counts| {
+                let mut t = Tables::open(self, txn)?;
+                let mut removed = 0;
+                for (key, below) in &unpurged.keys {
+                    if restored(&t, key, *below)? && t.remove(self, key, now)?.is_some() {
+                        removed += 1;
+                    }
+                }
+                t.save(self, counts)?;
+                Ok(removed)
+            })?;
+        }
+        let below = unpurged.below_seq;
+        let mut more = below > 0;
+        while more {
+            let round;
+            (round, more) = self.write(true, None, |txn, counts| {
+                let mut t = Tables::open(self, txn)?;
+                let rows = t
+                    .order
+                    .range(..below)
+                    .map_err(|e| self.err("scan", e))?
+                    .take(PURGE_ROUND)
+                    .map(|row| {
+                        let (seq, key) = row.map_err(|e| self.err("scan", e))?;
+                        Ok((seq.value(), key.value().to_owned()))
+                    })
+                    .collect::<Result<Vec<(u64, String)>>>()?;
+                let mut removed = 0;
+                for (seq, key) in &rows {
+                    // Each row listed goes, also one whose entry has another seq (none
+                    // should), so that the next round starts past it and the loop ends.
+                    t.order.remove(*seq).map_err(|e| self.err("remove", e))?;
+                    if restored(&t, key, below)? && t.remove(self, key, now)?.is_some() {
+                        removed += 1;
+                    }
+                }
+                t.save(self, counts)?;
+                Ok((removed, rows.len() == PURGE_ROUND))
+            })?;
+            removed += round;
+        }
+        self.lost.purged(unpurged.reopens);
+        Ok(removed)
     }
 }
 

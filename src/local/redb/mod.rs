@@ -33,7 +33,9 @@
 //!   report to the caller's flush). The keys those commits set or deleted read as misses until
 //!   written again: the file holds their older values, and a deleted value must not come back
 //!   (see `lost`; over 100,000 keys since the last durable commit, every entry the reopen kept
-//!   reads as a miss).
+//!   reads as a miss). The next flush, close or `Periodic` turn first removes those older values
+//!   from the file in durable commits, and fails if it cannot, so no flush or close that
+//!   succeeded leaves one for the next open to restore.
 //! - **Suspect entries**: like the file store, it keeps its entries through a loss of certainty
 //!   instead of forgetting them. Every entry restored at open, and every entry written before
 //!   [`mark_all_suspect`](LocalStorage::mark_all_suspect) (a lost backplane subscription), is

@@ -259,3 +259,35 @@ fn the_purge_of_what_a_rollback_brought_back_is_durable_at_once() {
         "the deleted value came back"
     );
 }
+
+/// Too many keys changed to list before a reopen lost them: every entry it restored is hidden,
+/// and a flush removes them all from the file (in more than one round), keeping what was
+/// written since.
+#[test]
+fn a_flush_removes_every_entry_a_rollback_brought_back_when_too_many_keys_changed_to_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 64, &clock);
+    let n = inner::PURGE_ROUND + 7;
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    s.set_many(&items, None).unwrap();
+    Storage::flush(&s).unwrap();
+    // As a reopen after a full disk does when the lost commits changed too many keys to list;
+    // the database it reopened gives the next write seq `n`.
+    let changed: Vec<String> = (0..=lost::MAX_KEYS).map(|i| format!("c{i}")).collect();
+    s.inner.lost.changed(changed.iter().map(String::as_str));
+    s.inner.lost.reopened_after_loss(n as u64);
+    s.set("after", b"v", None).unwrap();
+    assert_eq!(s.get("k0").unwrap(), None);
+    Storage::flush(&s).unwrap();
+    assert_eq!(
+        s.size().unwrap().items,
+        1,
+        "only the write since the reopen is left"
+    );
+    drop(s);
+    let reopened = open(dir.path(), 64, &clock);
+    assert_eq!(reopened.get(&keys[n - 1]).unwrap(), None);
+    assert_eq!(reopened.get("after").unwrap().unwrap().value, b"v");
+}
