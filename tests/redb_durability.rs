@@ -135,3 +135,58 @@ fn a_dropped_store_stops_its_flusher_thread_at_once() {
     let left = threads::cache_threads_once_gone(Instant::now() + Duration::from_secs(5));
     assert_eq!(left, Vec::<String>::new());
 }
+
+/// The flusher thread also runs the purge of expired entries, which reads every entry; while
+/// it scanned a large store no durable commit was made, so a write stayed at risk for the whole
+/// scan, however short `d`. The purge now stops between rounds when a durable commit is due:
+/// the window is `d` plus at most about a round. The scan is timed on this machine, so that a
+/// slow one moves the bound with it; the median of the writes is compared, not the worst, so
+/// that one stall of a loaded machine does not fail the test.
+#[test]
+fn with_periodic_durability_a_write_is_at_risk_for_about_d_even_while_the_purge_scans() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    let scan = {
+        let options = RedbOptions::default()
+            .durability(Durability::None)
+            .purge_every(Duration::ZERO);
+        let store = RedbStore::open(&path, options).unwrap();
+        let value = [1u8; 16];
+        for chunk in 0..10 {
+            // In key order: a tenth of the time of random keys to write.
+            let keys: Vec<String> = (0..10_000).map(|i| format!("key-{chunk:02}-{i:05}")).collect();
+            let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &value[..])).collect();
+            store.set_many(&items, None).unwrap();
+        }
+        let started = Instant::now();
+        assert_eq!(store.purge_expired().unwrap(), 0);
+        started.elapsed()
+    };
+    let d = Duration::from_millis(20);
+    // The flusher purges back to back (every 1 ms): a write always meets a scan under way.
+    let options = RedbOptions::default()
+        .durability(Durability::Periodic(d))
+        .purge_every(Duration::from_millis(1));
+    let store = RedbStore::open(&path, options).unwrap();
+    let mut at_risk = Vec::new();
+    for i in 0..15 {
+        // Right after a durable commit, so that the write is not made durable by itself and
+        // waits for the flusher's next one. No event says a commit became durable: polled.
+        while store.has_non_durable_commits() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        store.set(&format!("tail-{i}"), b"v", None).unwrap();
+        let written = Instant::now();
+        while store.has_non_durable_commits() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        at_risk.push(written.elapsed());
+    }
+    at_risk.sort();
+    let median = at_risk[at_risk.len() / 2];
+    assert!(
+        median < d + scan / 2,
+        "writes stayed at risk for {at_risk:?} with Periodic({d:?}); a whole purge scan takes {scan:?}"
+    );
+}

@@ -10,8 +10,11 @@
 //!
 //! Without the purge, reads skip expired entries but nothing removes them, so they hold their
 //! share of the size bound, and the oldest-first eviction drops live entries while expired ones
-//! written later stay. The purge reads in a read transaction, which writers do not wait for,
-//! and removes in rounds of bounded transactions.
+//! written later stay. The purge reads in read transactions, which writers do not wait for, in
+//! rounds of a bounded number of entries, each removal its own transaction. The two share this
+//! thread, and a scan of a large store takes far longer than a typical `d`: when a durable
+//! commit falls due, the purge stops between rounds, the commit is made, and the purge resumes
+//! after the last key it read. So the loss window stays `d`, plus at most one round.
 //!
 //! The thread holds the store's state weakly: a store its user dropped is not kept alive by its
 //! own thread. The store owns the thread; dropping the [`Flusher`] fires its [`Shutdown`] and
@@ -52,8 +55,11 @@ impl Flusher {
                 let start = Instant::now();
                 let mut next_flush = flush_every.map(|d| start + d);
                 let mut next_purge = purge_every.map(|d| start + d);
+                // A purge stopped for a durable commit, resumed at once after it.
+                let mut resume: Option<Resume> = None;
                 loop {
                     let wake = match (next_flush, next_purge) {
+                        _ if resume.is_some() => Instant::now(),
                         (Some(f), Some(p)) => f.min(p),
                         (Some(at), None) | (None, Some(at)) => at,
                         (None, None) => return,
@@ -75,9 +81,12 @@ impl Flusher {
                         }
                     }
                     if let (Some(at), Some(every)) = (next_purge, purge_every) {
-                        if at <= now {
-                            purge(&inner, &stop);
-                            next_purge = Some(Instant::now() + every);
+                        if resume.is_some() || at <= now {
+                            let flush_due = || next_flush.is_some_and(|at| Instant::now() >= at);
+                            resume = purge(&inner, resume.take(), || stop.is_fired() || flush_due());
+                            if resume.is_none() {
+                                next_purge = Some(Instant::now() + every);
+                            }
                         }
                     }
                 }
@@ -90,14 +99,30 @@ impl Flusher {
     }
 }
 
-/// Removes the expired entries, a round at a time, until none are left or the store closes.
-fn purge(inner: &Inner, stop: &Shutdown) {
-    match inner.purge_until(|| stop.is_fired()) {
-        Ok(removed) => {
+/// Where a purge stopped for a durable commit, and what it removed so far.
+#[derive(Debug)]
+struct Resume {
+    after: String,
+    removed: u64,
+}
+
+/// Removes the expired entries, a round at a time, from where `resume` says (the start for
+/// `None`) until none are left or `stop` says so; returns where to resume if it stopped.
+fn purge(inner: &Inner, resume: Option<Resume>, stop: impl Fn() -> bool) -> Option<Resume> {
+    let (after, before) = resume.map_or((None, 0), |r| (Some(r.after), r.removed));
+    match inner.purge_until(after, stop) {
+        Ok((removed, Some(after))) => Some(Resume {
+            after,
+            removed: before + removed,
+        }),
+        Ok((removed, None)) => {
+            let removed = before + removed;
             tracing::debug!(removed, path = %inner.path.display(), "purged expired entries of the redb store");
+            None
         }
         Err(e) => {
             tracing::warn!(error = %e, path = %inner.path.display(), "purging the expired entries of the redb store failed; the next turn tries again");
+            None
         }
     }
 }

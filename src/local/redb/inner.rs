@@ -22,7 +22,7 @@ use crate::error::{key_for_error, Error, Result};
 use crate::perms;
 use crate::storage::{check_write, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
 
-/// Keys one purge transaction removes at most (see [`Inner::purge_expired`]).
+/// Entries one purge round reads, and so removes, at most (see [`Inner::purge_expired`]).
 pub(super) const PURGE_ROUND: usize = 10_000;
 
 /// The confirmations that make a suspect entry trusted again.
@@ -197,51 +197,63 @@ impl Inner {
     }
 
     /// Removes every expired entry now, and every older version a reopen's rollback brought
-    /// back (see `lost`); returns how many. In rounds of at most
-    /// [`PURGE_ROUND`] keys, each its own transaction, so writers get the database in between
-    /// and a store full of expired entries never builds one huge transaction.
+    /// back (see `lost`); returns how many. In rounds that read at most [`PURGE_ROUND`]
+    /// entries, each removal its own transaction, so writers get the database in between and a
+    /// store full of expired entries never builds one huge transaction.
     ///
     /// # Errors
     /// [`Error::Redb`] if a transaction fails.
     pub(super) fn purge_expired(&self) -> Result<u64> {
-        self.purge_until(|| false)
+        Ok(self.purge_until(None, || false)?.0)
     }
 
-    /// [`purge_expired`](Self::purge_expired), stopping between rounds once `stop` says so (the
-    /// background thread, at close). The error of a failed round, after the earlier rounds'
-    /// removals were committed.
-    pub(super) fn purge_until(&self, stop: impl Fn() -> bool) -> Result<u64> {
+    /// [`purge_expired`](Self::purge_expired) from the key after `after` (the first for
+    /// `None`), stopping between rounds once `stop` says so (the background thread: at close,
+    /// or when its next durable commit is due). Returns how many it removed, and the key to
+    /// resume after if it stopped before the end. At least one round runs, so a purge resumed
+    /// again and again still gets through. The error of a failed round, after the earlier
+    /// rounds' removals were committed.
+    pub(super) fn purge_until(
+        &self,
+        mut after: Option<String>,
+        stop: impl Fn() -> bool,
+    ) -> Result<(u64, Option<String>)> {
         let mut removed = 0;
-        let mut after = None;
-        while !stop() {
+        loop {
             let (round, next) = self.purge_round(after.as_deref())?;
             removed += round;
-            match next {
-                Some(key) => after = Some(key),
-                None => break,
+            let Some(key) = next else {
+                return Ok((removed, None));
+            };
+            if stop() {
+                return Ok((removed, Some(key)));
             }
+            after = Some(key);
         }
-        Ok(removed)
     }
 
-    /// Removes up to [`PURGE_ROUND`] expired entries among the keys after `after` (all keys for
-    /// `None`); returns how many, and the last key listed if it stopped at the limit (the next
-    /// round starts after it, so a purge reads each entry once).
+    /// Reads up to [`PURGE_ROUND`] entries after `after` (from the first for `None`) and removes
+    /// those expired; returns how many, and the last key read if there may be more (the next
+    /// round starts after it, so a purge reads each entry once). Bounded by the entries read,
+    /// not only by those removed: a round over a large store of live entries takes a round's
+    /// time, not a whole scan's, so the background thread's durable commits are not held up.
     fn purge_round(&self, after: Option<&str>) -> Result<(u64, Option<String>)> {
         self.guarded("purge expired", || {
             let now = self.clock.now_ms();
             // Whether an older version a rollback brought back is among them: its removal must
             // be durable, or a crash brings it back after the restart, when nothing hides it.
             let mut any_hidden = false;
-            let expired: Vec<String> = {
+            let (expired, next) = {
                 let db = self.db()?;
                 let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
                 let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
                 let from = after.map_or(Bound::Unbounded, Bound::Excluded);
                 let mut keys = Vec::new();
-                for item in entries
+                let mut next = None;
+                for (read, item) in entries
                     .range::<&str>((from, Bound::Unbounded))
                     .map_err(|e| self.err("scan", e))?
+                    .enumerate()
                 {
                     let (k, v) = item.map_err(|e| self.err("scan", e))?;
                     let record = Record::decode(v.value());
@@ -250,17 +262,17 @@ impl Inner {
                         .is_some_and(|r| !r.is_expired(now) && self.lost.hides(k.value(), r.seq));
                     if record.is_none_or(|r| self.dead(k.value(), &r, now)) {
                         keys.push(k.value().to_owned());
-                        if keys.len() == PURGE_ROUND {
-                            break;
-                        }
+                    }
+                    if read + 1 == PURGE_ROUND {
+                        next = Some(k.value().to_owned());
+                        break;
                     }
                 }
-                keys
+                (keys, next)
             };
-            let Some(last) = expired.last() else {
-                return Ok((0, None));
-            };
-            let next = (expired.len() == PURGE_ROUND).then(|| last.clone());
+            if expired.is_empty() {
+                return Ok((0, next));
+            }
             // Expired entries a rollback brings back are still expired: nothing to note, and
             // nothing a caller wrote is at risk.
             let removed = self.write(any_hidden, None, |txn, counts| {

@@ -20,7 +20,9 @@
 //!   close. With `Periodic(d)` the background thread (`uno-cache-redb`, stopped and joined when the
 //!   store is dropped) commits durably every `d` when there were writes, and a write finding the
 //!   last durable commit older than `d` is made durable itself, so the loss window is `d` (plus
-//!   the commit's time), also after writes stop. [`RedbStore::has_non_durable_commits`] tells
+//!   the commit's time, and at most one round of the thread's purge of expired entries, which
+//!   stops for the commit between rounds of 10,000 entries), also after writes stop.
+//!   [`RedbStore::has_non_durable_commits`] tells
 //!   whether anything is at risk now. Entries restored at open are suspect (below).
 //! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`](crate::Error::Locked).
 //! - **Full disk**: a write that finds no room is [`Error::DiskFull`](crate::Error::DiskFull) (at once: the file does not

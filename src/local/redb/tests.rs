@@ -291,3 +291,23 @@ fn a_flush_removes_every_entry_a_rollback_brought_back_when_too_many_keys_change
     assert_eq!(reopened.get(&keys[n - 1]).unwrap(), None);
     assert_eq!(reopened.get("after").unwrap().unwrap().value, b"v");
 }
+
+/// A round is bounded by the entries it reads, not only by those it removes: over a large
+/// store of live entries one round was the whole scan, and the flusher's durable commits
+/// waited for it. Stopped between rounds, a purge resumes after the last key it read.
+#[test]
+fn a_purge_stopped_between_rounds_resumes_after_the_last_key_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 64, &clock);
+    let keys: Vec<String> = (0..inner::PURGE_ROUND + 7).map(|i| format!("a{i:05}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    s.set_many(&items, None).unwrap();
+    s.set("z", b"v", Some(Duration::from_secs(1))).unwrap();
+    clock.advance(Duration::from_secs(2));
+    let (removed, after) = s.inner.purge_until(None, || true).unwrap();
+    assert_eq!(removed, 0);
+    assert_eq!(after.as_deref(), Some(keys[inner::PURGE_ROUND - 1].as_str()));
+    assert_eq!(s.inner.purge_until(after, || true).unwrap(), (1, None));
+    assert_eq!(s.size().unwrap().items, keys.len() as u64);
+}
