@@ -190,3 +190,25 @@ fn with_periodic_durability_a_write_is_at_risk_for_about_d_even_while_the_purge_
         "writes stayed at risk for {at_risk:?} with Periodic({d:?}); a whole purge scan takes {scan:?}"
     );
 }
+
+/// With `Durability::None` no commit is durable until a flush or close; overwriting the same
+/// few keys meanwhile must still keep the file near the size bound (which bounds the entries,
+/// not the file), not grow it with every write until the disk fills.
+#[test]
+fn with_no_durability_overwrites_keep_the_file_near_the_size_bound() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    let options = RedbOptions::default().max_size_mb(1).durability(Durability::None);
+    let store = RedbStore::open(&path, options).unwrap();
+    let value = vec![7u8; 100 * 1024];
+    // 40 MB written, over 5 keys.
+    for i in 0..400 {
+        store.set(&format!("k{}", i % 5), &value, None).unwrap();
+    }
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        len < 16 * 1024 * 1024,
+        "the file grew to {len} bytes for a 1 MiB bound"
+    );
+}
