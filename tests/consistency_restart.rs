@@ -23,10 +23,11 @@ mod cache_process;
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_process::CacheProcess;
 use support::RedisServer;
+use uno_cache::replay::{ReplayOptions, ReplayQueue};
 use uno_cache::{CacheConfig, CacheManager};
 
 const CHILD: &str = "restart_child_process_entry_point";
@@ -193,4 +194,58 @@ fn a_restart_after_a_sigkill_also_revalidates_what_the_killed_process_had_cached
     assert_eq!(stats.revalidated_replaced, 1, "{stats:?}");
     assert_eq!(stats.revalidated_dropped, 1, "{stats:?}");
     a.stop();
+}
+
+/// An op queued for replay (raw bytes: the queue holds encoded values), written straight to a
+/// closed manager's queue: the case where it was fsynced but the L1 write it records was lost
+/// (a power cut with periodic fsync, a kill with redb) or could not be applied (a delete L1
+/// refused is queued all the same).
+#[derive(Clone, Copy, Debug)]
+enum Queued {
+    Delete,
+    Set(&'static str),
+}
+
+#[test]
+fn under_every_restart_policy_a_restored_entry_is_decided_by_its_queued_op() {
+    let mut redis = RedisServer::start();
+    let mut cases = Vec::new();
+    for policy in ["revalidate", "trust", "drop"] {
+        for op in [Queued::Delete, Queued::Set("new")] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let m = CacheManager::new(config(dir.path(), &redis.addr(), policy)).unwrap();
+                m.set_raw("k", b"old", None).unwrap();
+                m.flush().unwrap();
+            }
+            let q = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+            match op {
+                Queued::Delete => q.push_delete("k").unwrap(),
+                Queued::Set(value) => {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+                    let expires = u64::try_from((now + Duration::from_secs(600)).as_millis()).unwrap();
+                    q.push_set("k", value.as_bytes(), expires).unwrap()
+                }
+            };
+            drop(q);
+            cases.push((policy, op, dir));
+        }
+    }
+    // L2 (older than the op in any case) cannot answer: only the op can decide.
+    redis.kill();
+    for (policy, op, dir) in &cases {
+        let m = CacheManager::new(config(dir.path(), &redis.addr(), policy)).unwrap();
+        let want = match op {
+            Queued::Delete => None,
+            Queued::Set(value) => Some(value.as_bytes().to_vec()),
+        };
+        // Twice: the first read may settle the entry, the second is served from L1 as settled.
+        for read in 0..2 {
+            assert_eq!(
+                m.get_raw("k").unwrap(),
+                want,
+                "{policy} with a queued {op:?}, read {read}: the restored entry was served over the op"
+            );
+        }
+    }
 }

@@ -73,6 +73,7 @@ pub enum RestartPolicy {
     Revalidate,
     /// Serve entries restored at start-up without asking L2. Entries made suspect by a lost
     /// backplane subscription are still revalidated (and, from then on, restored ones too).
+    /// Keys with a queued replay op are settled by their ops in L1 when the manager is built.
     Trust,
     /// Drop a suspect entry on its first read and read L2 as on a miss; while L2 is down it is a
     /// miss (nothing possibly stale is served).

@@ -214,6 +214,11 @@ impl CacheManagerBuilder {
             }),
             fills: l2_present.then(|| Arc::new(FillQueue::new(shutdown.clone()))),
         });
+        if policy == RestartPolicy::Trust {
+            // Before any read or worker: trust never asks L1 whether an entry is suspect, so
+            // the suspect-entry rule that settles a key by its queued op would not be reached.
+            shared.settle_queued_in_l1();
+        }
         let mut workers = Workers::new(Arc::clone(&shared), shutdown.clone());
         if let Some(connector) = connector {
             workers.spawn("l2-connect", move || connector.run(&shutdown))?;

@@ -6,7 +6,8 @@
 //!   the durable [`ReplayQueue`](crate::replay::ReplayQueue) after L1 was written. While a key has a queued op, a new write
 //!   of it is queued too (never sent to L2 directly, or the older op's replay could overwrite
 //!   it), a read never backfills it from L2, a read that misses L1 does not ask L2, and a
-//!   suspect L1 entry of it is settled by the op, which L1 may have lost (`settle_pending`).
+//!   suspect L1 entry of it is settled by the op, which L1 may have lost (`settle_pending`;
+//!   under `trust`, which never asks, every queued key at start-up: `settle_queued_in_l1`).
 //!   The queue is replayed (deletes first, acked after L2 confirmed each op) by the `offline`
 //!   thread every `offline.replay_interval_ms`, at once after an L2 call succeeds, and by
 //!   [`CacheManager::replay_now`](super::CacheManager::replay_now).
@@ -283,6 +284,75 @@ impl Shared {
             .checked_sub(self.clock.now_ms())
             .filter(|&ms| ms > 0)?;
         Some(Duration::from_millis(left).min(self.distributed_ttl))
+    }
+
+    /// Makes L1 hold what the replay queue says of each of its keys: a queued set's value (with
+    /// the op's expiry), and nothing for a queued delete or a set whose expiry has passed. Run
+    /// once, while the manager is built under `restart_policy = "trust"`, before any read or
+    /// worker. Why: the op was fsynced when queued, but the L1 write it records may have been
+    /// lost (a power cut with the file store's periodic fsync, a kill with redb), and a delete
+    /// L1 could not apply is queued all the same; other policies settle such an entry on its
+    /// first read, as a suspect entry (`settle_pending`), but trust never asks L1 whether an
+    /// entry is suspect, so the restored entry would be served over the op. One pass over the
+    /// bounded queue keeps the hit path as it is. If L1 refuses, freshness checks are turned on
+    /// instead: restored entries are then settled by their ops, or revalidated, when read.
+    pub(crate) fn settle_queued_in_l1(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(q) = &self.replay else {
+            return;
+        };
+        if q.is_empty() {
+            return;
+        }
+        for batch in q.pending().chunks(REPLAY_BATCH) {
+            // Nothing else runs yet; taken all the same, as every L1 write of a key is.
+            let _writing = self.guard.write(batch.iter().map(|op| op.key.as_str()));
+            if let Err(e) = self.settle_batch_in_l1(batch) {
+                self.metrics.local.errors.incr();
+                tracing::warn!(error = %e, "putting the replay queue's ops into L1 at start-up failed; L1 hits are checked for suspect entries instead");
+                self.check_freshness.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    /// One batch of [`settle_queued_in_l1`](Self::settle_queued_in_l1); the caller guards its keys.
+    fn settle_batch_in_l1(&self, ops: &[ReplayOp]) -> Result<()> {
+        let now = self.clock.now_ms();
+        let mut deletes: Vec<&str> = Vec::new();
+        let mut sets: Vec<(&str, &[u8], Option<Duration>)> = Vec::new();
+        for op in ops {
+            match &op.action {
+                ReplayAction::Set { value, expires_at_ms } if *expires_at_ms == 0 || *expires_at_ms > now => {
+                    let ttl = match *expires_at_ms {
+                        0 => self.local_ttl,
+                        at => Duration::from_millis(at - now).min(self.local_ttl),
+                    };
+                    sets.push((op.key.as_str(), value.as_slice(), Some(ttl)));
+                }
+                _ => deletes.push(op.key.as_str()),
+            }
+        }
+        if !deletes.is_empty() {
+            self.l1.delete_many(&deletes)?;
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        // An entry that already holds the queued bytes survived with its write: not rewritten.
+        let keys: Vec<&str> = sets.iter().map(|(key, _, _)| *key).collect();
+        let held = self.l1.get_many(&keys)?;
+        let changed: Vec<(&str, &[u8], Option<Duration>)> = sets
+            .into_iter()
+            .zip(held)
+            .filter(|((_, value, _), held)| held.as_ref().is_none_or(|h| h.value.as_slice() != *value))
+            .map(|(set, _)| set)
+            .collect();
+        if !changed.is_empty() {
+            self.l1.set_each(&changed)?;
+            self.metrics.local.sets.add(changed.len() as u64);
+        }
+        Ok(())
     }
 
     // ---- receive ----

@@ -111,7 +111,8 @@ pub(crate) struct Shared {
     pub(crate) hot: Option<Arc<HotTier>>,
     pub(crate) restart_policy: RestartPolicy,
     /// Ask L1 whether an entry is suspect (off without an L2, and with `restart_policy = "trust"`
-    /// until the first subscription loss): one relaxed load on the hit path.
+    /// until the first subscription loss or until L1 refuses the replay queue's ops at
+    /// start-up, see `settle_queued_in_l1`): one relaxed load on the hit path.
     pub(crate) check_freshness: AtomicBool,
     /// The backplane subscription is down, or L1 could not mark its entries suspect: every L1
     /// hit is checked against L2.

@@ -383,6 +383,8 @@ struct DeletesFail {
     sets_fail: bool,
     /// Clears fail (until the disk has room again).
     clears_fail: std::sync::atomic::AtomicBool,
+    /// Every entry reads as suspect, as a file store's entries restored at start-up do.
+    restored: bool,
 }
 
 #[cfg(feature = "redis")]
@@ -450,7 +452,11 @@ impl Storage for DeletesFail {
 #[cfg(feature = "redis")]
 impl crate::storage::LocalStorage for DeletesFail {
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
-        self.inner.get_checked(key)
+        let checked = self.inner.get_checked(key)?;
+        Ok(match checked {
+            Some((entry, _)) if self.restored => Some((entry, Freshness::Suspect)),
+            other => other,
+        })
     }
     fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
         self.inner.get_stale(key)
@@ -497,6 +503,7 @@ pub(super) fn failing_l1_with(
             marks_fail: marks_fail.into(),
             sets_fail,
             clears_fail: true.into(),
+            restored: false,
         }))
         .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
         .build()
@@ -582,6 +589,46 @@ fn an_invalidation_of_one_key_that_l1_could_not_apply_does_not_leave_the_old_val
     }
 }
 
+/// Under `restart_policy = "trust"` the manager puts the replay queue's ops into L1 when it is
+/// built, since its reads never ask whether an entry is suspect. If L1 refuses (a full disk),
+/// its reads ask after all: a restored entry of a key with a queued delete is still a miss,
+/// not the value the delete replaced.
+#[cfg(feature = "redis")]
+#[test]
+fn under_trust_a_queued_delete_l1_refuses_at_start_up_still_decides_the_restored_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let l1 = Arc::new(DeletesFail {
+        inner: MemoryStore::new(100).unwrap(),
+        marks_fail: false.into(),
+        sets_fail: false,
+        clears_fail: true.into(),
+        restored: true,
+    });
+    l1.inner.set("k", b"old", None).unwrap();
+    let queue =
+        crate::replay::ReplayQueue::open(dir.path(), crate::replay::ReplayOptions::default()).unwrap();
+    queue.push_delete("k").unwrap();
+    drop(queue);
+    let mut config = crate::CacheConfig::default();
+    config.consistency.restart_policy = RestartPolicy::Trust;
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    // L2 is older than the op (a replay that deletes it first answers a miss too).
+    let l2 = HeldL2::new();
+    l2.inner.set("k", b"old", None).unwrap();
+    let cache = crate::CacheManager::builder()
+        .config(config)
+        .local(l1)
+        .distributed(Arc::new(crate::InProcess::shared(l2)))
+        .build()
+        .unwrap();
+    assert!(cache.stats().local.errors >= 1, "L1's delete at start-up failed");
+    assert_eq!(
+        cache.get_raw("k").unwrap(),
+        None,
+        "served the value a queued delete replaced"
+    );
+}
+
 /// A failed delete whose marking of L1 failed too (a full disk) checks every L1 hit against
 /// L2; once marking works again, a read's retry makes L1 trusted again, instead of every hit
 /// going to L2 for the rest of the process.
@@ -595,6 +642,7 @@ fn l1_is_trusted_again_once_marking_its_entries_works_again() {
         marks_fail: true.into(),
         sets_fail: false,
         clears_fail: true.into(),
+        restored: false,
     });
     let cache = crate::CacheManager::builder()
         .config(crate::CacheConfig::default())
@@ -748,6 +796,7 @@ fn without_an_l2_an_invalidation_l1_cannot_apply_leaves_nothing_readable_until_a
         marks_fail: true.into(),
         sets_fail: false,
         clears_fail: true.into(),
+        restored: false,
     });
     let mut config = crate::CacheConfig::default();
     config.loader.fail_safe_max_duration = Duration::from_secs(3600);
