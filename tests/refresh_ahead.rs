@@ -114,6 +114,95 @@ fn a_hit_past_the_share_reloads_in_the_background_and_answers_at_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// Asks `key` with a loader that would be held: the answer, and whether the hit started a
+/// reload (counted before the call returns, so no wait is needed to see that none started).
+fn hit_starts_reload(cache: &CacheManager, key: &str) -> (Fetched<String>, bool) {
+    let before = cache.stats().loader.refreshes;
+    let calls = Arc::new(AtomicU32::new(0));
+    let (load, _never) = held("reloaded", &calls);
+    let got = cache.get_or_load(key, Some(TTL), load).unwrap();
+    (got, cache.stats().loader.refreshes > before)
+}
+
+/// The documented rule: a hit reloads "a value this process loaded, once that share of its L1
+/// TTL has passed". A value the application wrote after the load is neither; the load's due
+/// time once outlived the write and replaced the written value with a reload.
+#[test]
+fn a_value_written_after_a_load_is_not_reloaded_on_the_loads_schedule() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, 16);
+    cache.get_or_load("k", Some(TTL), value("loaded")).unwrap();
+    clock.advance(Duration::from_secs(2));
+    cache.set("k", &"written".to_string(), Some(TTL)).unwrap();
+    // 8.5 s after the load (past its due time), 65 % into the written value's TTL.
+    clock.advance(Duration::from_millis(6_500));
+    assert_eq!(
+        hit_starts_reload(&cache, "k"),
+        (Fetched::Fresh("written".to_string()), false)
+    );
+    // Past the written value's own 80 %: it was not loaded, so still no reload.
+    clock.advance(Duration::from_millis(1_000));
+    assert_eq!(
+        hit_starts_reload(&cache, "k"),
+        (Fetched::Fresh("written".to_string()), false)
+    );
+}
+
+/// A delete or an invalidation of the key drops the load's due time with its value: a value
+/// stored later by other means (here `get_or_set_with`, which does not refresh ahead) is not
+/// reloaded on the old schedule.
+#[test]
+fn a_delete_or_invalidation_forgets_the_loads_schedule() {
+    type Change = fn(&CacheManager);
+    let changes: [(&str, Change); 2] = [
+        ("delete", |c| assert!(c.delete("k").unwrap())),
+        ("invalidate_local", |c| assert!(c.invalidate_local("k").unwrap())),
+    ];
+    for (how, change) in changes {
+        let clock = ManualClock::new(START_MS);
+        let cache = manager(&clock, 16);
+        cache.get_or_load("k", Some(TTL), value("loaded")).unwrap();
+        clock.advance(Duration::from_secs(2));
+        change(&cache);
+        let set_with: String = cache.get_or_set_with("k", Some(TTL), value("set_with")).unwrap();
+        assert_eq!(set_with, "set_with");
+        clock.advance(Duration::from_millis(6_500));
+        assert_eq!(
+            hit_starts_reload(&cache, "k"),
+            (Fetched::Fresh("set_with".to_string()), false),
+            "after {how}"
+        );
+    }
+}
+
+/// A load that a write overtook does not store its value, and records no due time either: the
+/// written value is not reloaded on the overtaken load's schedule.
+#[test]
+fn a_load_overtaken_by_a_write_leaves_the_written_value_unscheduled() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, 16);
+    let calls = Arc::new(AtomicU32::new(0));
+    let (load, release) = held("loaded", &calls);
+    std::thread::scope(|scope| {
+        let loading = scope.spawn(|| cache.get_or_load("k", Some(TTL), load).unwrap());
+        // The loader has read its source (it counts its call first): the write overtakes it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while calls.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        cache.set("k", &"written".to_string(), Some(TTL)).unwrap();
+        release.send(()).unwrap();
+        loading.join().unwrap();
+    });
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("written"));
+    clock.advance(Duration::from_millis(8_500));
+    assert_eq!(
+        hit_starts_reload(&cache, "k"),
+        (Fetched::Fresh("written".to_string()), false)
+    );
+}
+
 #[test]
 fn one_reload_per_key_however_many_hits() {
     let clock = ManualClock::new(START_MS);

@@ -262,7 +262,7 @@ impl CacheManager {
                         }
                     };
                     let bytes = self.encode_loaded(key, watch, &value)?;
-                    let stored = self.set_loaded(key, &bytes, ttl, watch);
+                    let stored = self.set_loaded(key, &bytes, ttl, watch, false);
                     leader.finish(Arc::from(bytes));
                     stored?;
                     return Ok(value);
@@ -323,7 +323,8 @@ impl CacheManager {
 
     /// Stores what a load of `key` read, as `set_raw` does, unless a write, delete or
     /// invalidation of the key started since `watch` (see [`KeyOrder::order_watched`]):
-    /// whether it was stored.
+    /// whether it was stored. `refresh_ahead`: a `get_or_load` value, whose refresh-ahead due
+    /// time is recorded once the store owns the key (see `Shared::note_loaded`).
     ///
     /// [`KeyOrder::order_watched`]: super::guard::KeyOrder::order_watched
     pub(crate) fn set_loaded(
@@ -332,11 +333,15 @@ impl CacheManager {
         value: &[u8],
         ttl: Option<Duration>,
         watch: Watch,
+        refresh_ahead: bool,
     ) -> Result<bool> {
         let Some(ordered) = self.shared.guard.order_watched(key, watch) else {
             tracing::debug!(key = %key_for_error(key), "a loaded value was not stored: the key was written meanwhile");
             return Ok(false);
         };
+        if refresh_ahead {
+            self.shared.note_loaded(key, ttl);
+        }
         self.write_items(ordered, &[key], &[(key, value)], ttl, true)?;
         Ok(true)
     }

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
@@ -54,9 +53,6 @@ impl<T> Fetched<T> {
 
 /// Bound on the throttle map; beyond it, periods that ended are pruned on insert.
 const THROTTLE_PRUNE_AT: usize = 4096;
-/// Bound on the refresh-ahead map; beyond it, due times already passed are pruned on insert
-/// (those keys then simply expire), and if that is not enough the key is not tracked.
-const REFRESH_TRACKED_MAX: usize = 65_536;
 
 /// A place among the running background reloads; given back on drop.
 #[derive(Debug)]
@@ -82,9 +78,6 @@ pub(crate) struct FailSafe {
     refresh_share: f64,
     refresh_max: usize,
     refreshing: Arc<AtomicUsize>,
-    /// Key → when a hit should reload it (the manager's clock, Unix ms), for values this
-    /// process loaded.
-    refresh_due: DashMap<String, u64, ahash::RandomState>,
     /// Key → end of its throttle period (the manager's clock, Unix ms).
     throttled: Mutex<HashMap<String, u64>>,
 }
@@ -102,7 +95,6 @@ impl FailSafe {
             refresh_share: config.refresh_ahead,
             refresh_max: config.refresh_ahead_max,
             refreshing: Arc::new(AtomicUsize::new(0)),
-            refresh_due: DashMap::with_hasher(ahash::RandomState::new()),
             throttled: Mutex::new(HashMap::new()),
         }
     }
@@ -265,8 +257,11 @@ impl Shared {
         map.insert(key.to_owned(), until);
     }
 
-    /// A value was loaded for `key` with `ttl`: with refresh-ahead, remember when a hit should
-    /// reload it.
+    /// A value loaded for `key` with `ttl` is being stored: with refresh-ahead, remember when a
+    /// hit should reload it. Called only while the load owns the key for its store (its watch
+    /// not overtaken): a value a write overtook is not stored, and a write that follows the
+    /// store forgets the due time (see `refresh_due`), so a written value is never reloaded on
+    /// a load's schedule.
     pub(crate) fn note_loaded(&self, key: &str, ttl: Option<Duration>) {
         let share = self.fail_safe.refresh_share;
         if share <= 0.0 {
@@ -275,22 +270,14 @@ impl Shared {
         let now = self.clock.now_ms();
         let after = Duration::from_secs_f64(self.l1_ttl(ttl).as_secs_f64() * share);
         let due = now.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
-        let map = &self.fail_safe.refresh_due;
-        if map.len() >= REFRESH_TRACKED_MAX && !map.contains_key(key) {
-            map.retain(|_, &mut at| at > now);
-            if map.len() >= REFRESH_TRACKED_MAX {
-                return;
-            }
-        }
-        map.insert(key.to_owned(), due);
+        self.guard.note_refresh(key, due, now);
     }
 
     /// Makes `key` due for a reload at once (a reload that could not start).
     pub(crate) fn note_due_now(&self, key: &str) {
         if self.fail_safe.refresh_share > 0.0 {
-            self.fail_safe
-                .refresh_due
-                .insert(key.to_owned(), self.clock.now_ms());
+            let now = self.clock.now_ms();
+            self.guard.note_refresh(key, now, now);
         }
     }
 
@@ -300,13 +287,6 @@ impl Shared {
         if self.fail_safe.refresh_share <= 0.0 {
             return false;
         }
-        let due = &self.fail_safe.refresh_due;
-        // A shared look first, and the clock only for a tracked key: most hits are not due,
-        // and need neither a write lock nor the time.
-        let Some(at) = due.get(key).map(|at| *at) else {
-            return false;
-        };
-        let now = self.clock.now_ms();
-        at <= now && due.remove_if(key, |_, at| *at <= now).is_some()
+        self.guard.take_refresh(key, || self.clock.now_ms())
     }
 }

@@ -25,6 +25,9 @@
 //!   ([`order_watched`](KeyOrder::order_watched)), so a value read before a change never
 //!   replaces it. Writers look at the watches only while a load is in progress (one atomic
 //!   load otherwise);
+//! - every writer and invalidation of a key also forgets its refresh-ahead due time
+//!   (`refresh_due`), which belongs to the value a load stored (one atomic load when none is
+//!   tracked);
 //! - the owner of a delete records that it deletes its key, so that a read which missed L1
 //!   while that delete is between its levels answers a miss instead of asking L2, which may
 //!   still hold a value the delete (or a write that the delete dropped from the write-behind
@@ -53,6 +56,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
+use super::refresh_due::RefreshDue;
 use crate::clock::{Clock, SystemClock};
 
 /// Number of stripes (a power of two).
@@ -184,6 +188,9 @@ pub(crate) struct KeyOrder {
     next_watch: AtomicU64,
     /// The manager's clock, for [`quiet`](KeyOrder::quiet) windows.
     clock: Arc<dyn Clock>,
+    /// Refresh-ahead's due times, here so that every writer of a key forgets its own (see
+    /// [`overtake`](KeyOrder::overtake)).
+    refresh: RefreshDue,
 }
 
 /// A load's watch of its key: whether a write, delete or invalidation of the key started since.
@@ -322,7 +329,19 @@ impl KeyOrder {
             watching: AtomicUsize::new(0),
             next_watch: AtomicU64::new(0),
             clock,
+            refresh: RefreshDue::default(),
         }
+    }
+
+    /// Refresh-ahead: the value a load stored for `key` is due for a reload at `at`. Called
+    /// while the load owns the key for its store, so a write that follows forgets it.
+    pub(crate) fn note_refresh(&self, key: &str, at: u64, now: u64) {
+        self.refresh.note(self.hash(key), at, now);
+    }
+
+    /// Whether a hit on `key` should start its reload (then it is no longer due).
+    pub(crate) fn take_refresh(&self, key: &str, now: impl FnOnce() -> u64) -> bool {
+        self.refresh.take(self.hash(key), now)
     }
 
     /// Keeps backfills of `keys` (of their stripes) out of L1 for `window`: a write or delete
@@ -450,7 +469,14 @@ impl KeyOrder {
     ///
     /// A load's store (`by`, its watch) overtakes only the loads watching since before it: a
     /// load that began later read its source later, and its value goes over this one.
+    ///
+    /// The keys' refresh-ahead due times are forgotten here too: they belong to the value a
+    /// load stored, which this replaces or drops (a load's own store records its anew).
     fn overtake(&self, keys: Option<&[Owned]>, by: Option<Watch>) {
+        match keys {
+            Some(keys) => self.refresh.forget(keys.iter().map(|k| k.hash)),
+            None => self.refresh.forget_all(),
+        }
         if self.watching.load(Ordering::SeqCst) == 0 {
             return;
         }

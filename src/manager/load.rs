@@ -603,15 +603,15 @@ impl CacheManager {
         Ok(match value {
             Some(value) => {
                 let bytes = self.encode_loaded(key, watch, value)?;
-                let stored = self.set_loaded(key, &bytes, ttl, watch).map(drop);
-                s.note_loaded(key, ttl);
+                let stored = self.set_loaded(key, &bytes, ttl, watch, true).map(drop);
                 (bytes, stored)
             }
             None => {
                 let stored = match s.fail_safe.absent_ttl(ttl) {
                     Some(absent_ttl) => {
                         s.metrics.loader.absent_stored.incr();
-                        self.set_loaded(key, ABSENT, Some(absent_ttl), watch).map(drop)
+                        self.set_loaded(key, ABSENT, Some(absent_ttl), watch, false)
+                            .map(drop)
                     }
                     None => {
                         s.guard.unwatch(watch);

@@ -19,6 +19,7 @@
 //! | `load`   | `get_or_load` and `get_with_state`: loads with timeouts, answers with their freshness |
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |
 //! | `failsafe` | stale values served when a fresh one cannot be had; the throttle      |
+//! | `refresh_due` | refresh-ahead's due times, forgotten by every write of their key (in `guard`) |
 //! | `global` | the process-wide instance                                            |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
 //! | `consistency` | replay queue, revalidation of suspect L1 entries                        |
@@ -63,6 +64,7 @@ mod nonblocking;
 mod offline;
 mod offload;
 mod policy;
+mod refresh_due;
 #[cfg(feature = "redis")]
 mod tags;
 #[cfg(not(feature = "redis"))]
