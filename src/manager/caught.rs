@@ -1,6 +1,9 @@
-//! A caller's loader run so that its panic is a failed load, as the README promises of every
-//! loading call: its callers get fail-safe's stale copy or an error, the failure is counted
-//! and throttled, and the panic does not unwind through the cache into the caller.
+//! Loads that end without a value: a caller's loader run so that its panic is a failed load,
+//! and the errors the callers of such a load get.
+//!
+//! A panic is a failed load, as the README promises of every loading call: its callers get
+//! fail-safe's stale copy or an error, the failure is counted and throttled, and the panic does
+//! not unwind through the cache into the caller.
 //!
 //! Loads run apart from their caller (with a timeout, or on the async runtime) already see a
 //! panic as a closed channel or a `JoinError`; these are for the loaders run on the caller's own
@@ -51,5 +54,26 @@ pub(super) fn no_answer(key: &str) -> Error {
             "the load of {:?} stopped without an answer (the loader panicked, or its runtime shut down)",
             key_for_error(key)
         ),
+    }
+}
+
+/// A caller that would lead a second load: its loader, a `FnOnce`, was used by its first.
+pub(super) fn spent_loader(key: &str) -> Error {
+    Error::Backend {
+        level: "manager",
+        op: "load",
+        reason: format!(
+            "the loader of {:?} was already used by this call",
+            key_for_error(key)
+        ),
+    }
+}
+
+/// Only reachable if a call that can have no "absent" answer got one: an error, not a panic.
+pub(super) fn no_value(key: &str) -> Error {
+    Error::Backend {
+        level: "manager",
+        op: "load",
+        reason: format!("the load of {:?} answered no value", key_for_error(key)),
     }
 }

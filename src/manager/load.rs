@@ -151,7 +151,7 @@ impl CacheManager {
         F: FnOnce() -> std::result::Result<T, E> + Send + 'static,
     {
         self.load_blocking(key, ttl, move || loader().map(Some), false)
-            .and_then(|fetched| fetched.ok_or_else(|| E::from(no_value(key))))
+            .and_then(|fetched| fetched.ok_or_else(|| E::from(super::caught::no_value(key))))
     }
 
     /// [`CacheManager::get_or_load`] for a source that may answer "absent" (`Ok(None)`): that
@@ -196,7 +196,7 @@ impl CacheManager {
         let load = loader();
         self.load_async(key, ttl, async move { load.await.map(Some) }, false)
             .await
-            .and_then(|fetched| fetched.ok_or_else(|| E::from(no_value(key))))
+            .and_then(|fetched| fetched.ok_or_else(|| E::from(super::caught::no_value(key))))
     }
 
     /// Async [`CacheManager::get_or_load_optional`].
@@ -268,7 +268,7 @@ impl CacheManager {
                     let Some(load) = loader.take() else {
                         s.guard.unwatch(watch);
                         // A caller leads at most once: its lead always ends in an answer.
-                        return Err(E::from(spent_loader(key)));
+                        return Err(E::from(super::caught::spent_loader(key)));
                     };
                     if !s.fail_safe.has_timeouts() {
                         s.metrics.loads.incr();
@@ -341,7 +341,7 @@ impl CacheManager {
                     }
                     let Some(load) = load.take() else {
                         s.guard.unwatch(watch);
-                        return Err(E::from(spent_loader(key)));
+                        return Err(E::from(super::caught::spent_loader(key)));
                     };
                     let flight = Arc::clone(leader.flight());
                     let report = self.spawn_load_async(key, ttl, (leader, watching.hand_on()), load)?;
@@ -834,17 +834,6 @@ fn start_load_thread(body: impl FnOnce() + Send + 'static) -> std::io::Result<()
         .map(drop)
 }
 
-fn spent_loader(key: &str) -> Error {
-    Error::Backend {
-        level: "manager",
-        op: "load",
-        reason: format!(
-            "the loader of {:?} was already used by this call",
-            key_for_error(key)
-        ),
-    }
-}
-
 /// The end of a load that ran apart from its caller: store the value and end the flight with
 /// it, or report the error and abandon the flight. The report goes first.
 fn finish_load<T, E>(
@@ -903,15 +892,6 @@ fn load_panicked<T, E>(
     }
     drop(report);
     drop(leader);
-}
-
-/// Only reachable if a call that can have no "absent" answer got one: an error, not a panic.
-fn no_value(key: &str) -> Error {
-    Error::Backend {
-        level: "manager",
-        op: "load",
-        reason: format!("the load of {:?} answered no value", key_for_error(key)),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,303 @@
+//! `MemcachedStore` and the item size limit, against real `memcached` processes: a value over
+//! `max_item_size` is refused before it is sent (`ValueTooLarge`), the largest accepted one
+//! really fits, and a server whose own limit (`-I`) is smaller refuses it: alone, with the limit
+//! that server gave and a miss left where its old value was; in a batch, as a `PartialBatch`
+//! naming every refused item, and apart from the items of a host that was not reached.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::MemcachedServer;
+use uno_cache::distributed::{envelope, NodeBreakers};
+use uno_cache::{DistributedStorage, Error, MemcachedOptions, MemcachedStore, Served, Storage};
+
+fn store(server: &MemcachedServer, prefix: &str) -> MemcachedStore {
+    MemcachedStore::connect(MemcachedOptions::new(server.addr()).prefix(prefix)).unwrap()
+}
+
+#[test]
+fn oversized_values_are_refused_naming_the_key_and_the_largest_accepted_fits() {
+    let server = MemcachedServer::start();
+    let mc = store(&server, "big:");
+    let err = mc.set("photo", &vec![7u8; 1024 * 1024 + 1], None).unwrap_err();
+    let Error::ValueTooLarge { key, len, max, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "photo");
+    assert_eq!(*len, 1024 * 1024 + 1);
+    assert!(err.to_string().contains("photo"));
+    // The largest value we accept for this key must really fit on a default (-I 1m) server.
+    let largest = vec![9u8; *max];
+    mc.set("photo", &largest, None).unwrap();
+    assert_eq!(mc.get("photo").unwrap().unwrap().value.len(), *max);
+    assert!(matches!(
+        mc.set("photo", &vec![0u8; max + 1], None),
+        Err(Error::ValueTooLarge { .. })
+    ));
+    // And the limit is tight: one byte more really is refused by the server.
+    let (mapped, _) = mc.server_key("photo");
+    let one_more = vec![0u8; envelope::HEADER_LEN + max + 1];
+    assert!(
+        server.raw().set(&mapped, one_more.as_slice(), 0).is_err(),
+        "our limit is stricter than the server's"
+    );
+    // A batch with one oversized value sends nothing.
+    let items: Vec<(&str, &[u8])> = vec![
+        ("small", b"s"),
+        ("huge", &largest[..]),
+        ("huge2", &[0u8; 2 * 1024 * 1024][..]),
+    ];
+    assert!(matches!(mc.set_many(&items, None), Err(Error::ValueTooLarge { ref key, .. }) if key == "huge2"));
+    assert_eq!(mc.get("small").unwrap(), None);
+}
+
+#[test]
+fn a_server_with_a_smaller_item_limit_is_reported_as_value_too_large() {
+    let server = MemcachedServer::start_with(&["-I", "512k"]);
+    let mc = store(&server, "");
+    // Our limit says 1 MiB; the server's says 512 KiB.
+    let err = mc.set("k", &vec![1u8; 700 * 1024], None).unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { ref key, .. } if key == "k"),
+        "{err}"
+    );
+    // The connection is still usable afterwards.
+    mc.set("k", b"small", None).unwrap();
+    assert_eq!(mc.get("k").unwrap().unwrap().value, b"small");
+}
+
+/// A value the server refuses itself (its `-I` below `max_item_size`, so our own check passes)
+/// is reported with that server's limit (from the `item_size_max` it reported at connect), not
+/// a figure just under the value; and memcached dropped the key's previous value when it
+/// refused the set, so the key reads as a miss, never as the older value.
+#[test]
+fn a_value_the_server_refuses_reports_its_true_limit_and_leaves_no_old_value() {
+    let server = MemcachedServer::start_with(&["-I", "1m"]);
+    let mc = MemcachedStore::connect(MemcachedOptions::new(server.addr()).max_item_size(4 << 20)).unwrap();
+    mc.set("k", b"previous", None).unwrap();
+    let err = mc.set("k", &vec![7u8; 1_500_000], None).unwrap_err();
+    let Error::ValueTooLarge {
+        ref key, len, max, ..
+    } = err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!((key.as_str(), len), ("k", 1_500_000));
+    // -I 1m, less memcached's item header (59 bytes, see ITEM_OVERHEAD), the envelope and the key.
+    let (mapped, _) = mc.server_key("k");
+    assert_eq!(max, (1 << 20) - 59 - envelope::HEADER_LEN - mapped.len(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&server.addr()) && text.contains("-I") && text.contains("previous value"),
+        "{text}"
+    );
+    assert_eq!(
+        mc.get("k").unwrap(),
+        None,
+        "the refused set left the older value readable"
+    );
+    // The limit is the true one: the largest value fits, one byte more is refused.
+    mc.set("k", &vec![1u8; max], None).unwrap();
+    assert!(matches!(
+        mc.set("k", &vec![1u8; max + 1], None),
+        Err(Error::ValueTooLarge { max: m, .. }) if m == max
+    ));
+}
+
+/// An item the server refuses as too large (its `-I` below the store's `max_item_size`, so our
+/// own check passes) fails alone: the other items of the batch were stored, and the error says
+/// which item was not. It failed the whole call, and the caller took the stored items for lost.
+#[test]
+fn an_item_the_server_refuses_as_too_large_fails_alone_in_a_batch() {
+    let server = MemcachedServer::start_with(&["-I", "1m"]);
+    let mc = MemcachedStore::connect(
+        MemcachedOptions::new(server.addr())
+            .prefix("big:")
+            .max_item_size(4 << 20),
+    )
+    .unwrap();
+    let big = vec![7u8; 1_500_000];
+    let check = |result: uno_cache::Result<()>, op: &str| {
+        let Err(Error::PartialBatch(partial)) = &result else {
+            panic!("{op}: expected a partial batch, got {result:?}");
+        };
+        assert_eq!(
+            (partial.op, partial.total, &partial.failed[..]),
+            (op, 3, &[1][..])
+        );
+        assert!(
+            matches!(partial.cause, Error::ValueTooLarge { ref key, .. } if key == "big"),
+            "{:?}",
+            partial.cause
+        );
+        assert!(result.as_ref().unwrap_err().is_bad_input());
+    };
+    check(
+        mc.set_many(&[("a", &b"1"[..]), ("big", &big), ("c", b"3")], None),
+        "set_many",
+    );
+    let got = mc.get_many(&["a", "big", "c"]).unwrap();
+    let values: Vec<Option<&[u8]>> = got.iter().map(|e| e.as_ref().map(|e| &e.value[..])).collect();
+    assert_eq!(values, [Some(&b"1"[..]), None, Some(&b"3"[..])]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let items = [
+        ("a", &b"4"[..], None),
+        ("big", &big[..], None),
+        ("c", &b"6"[..], None),
+    ];
+    check(runtime.block_on(mc.set_each_async(&items)), "set_each");
+    assert_eq!(mc.get("c").unwrap().unwrap().value, b"6");
+    // Alone, the item is refused as before.
+    let err = mc.set("big", &big, None).unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { ref key, .. } if key == "big"),
+        "{err}"
+    );
+}
+
+/// A batch the server refuses in whole is a partial batch naming every item, as one it refuses
+/// in part: its items were sent, and memcached dropped their previous values. A bare
+/// `ValueTooLarge` from a batch is our own check, which refuses it before anything is sent; the
+/// server's whole refusal read the same, although it had changed the keys.
+#[test]
+fn a_batch_the_server_refuses_whole_is_a_partial_batch_naming_every_item() {
+    let server = MemcachedServer::start_with(&["-I", "1m"]);
+    let mc = MemcachedStore::connect(MemcachedOptions::new(server.addr()).max_item_size(4 << 20)).unwrap();
+    let big = vec![7u8; 1_500_000];
+    let check = |result: uno_cache::Result<()>, op: &str| {
+        let err = result.unwrap_err();
+        assert!(err.is_bad_input(), "{err}");
+        let Error::PartialBatch(partial) = &err else {
+            panic!("{op}: expected a partial batch naming both items, got {err:?}");
+        };
+        assert_eq!(
+            (
+                partial.op,
+                partial.total,
+                &partial.failed[..],
+                &partial.refused[..]
+            ),
+            (op, 2, &[0, 1][..], &[0, 1][..])
+        );
+        assert!(partial.unreached().is_empty());
+        assert!(
+            matches!(partial.cause, Error::ValueTooLarge { ref key, .. } if key == "big1"),
+            "{:?}",
+            partial.cause
+        );
+        assert!(err.to_string().contains("2 refused as bad input"), "{err}");
+    };
+    mc.set_many(&[("big1", &b"old1"[..]), ("big2", b"old2")], None)
+        .unwrap();
+    check(
+        mc.set_many(&[("big1", &big[..]), ("big2", &big[..])], None),
+        "set_many",
+    );
+    assert_eq!(mc.get_many(&["big1", "big2"]).unwrap(), [None, None]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let items = [("big1", &big[..], None), ("big2", &big[..], None)];
+    check(runtime.block_on(mc.set_each_async(&items)), "set_each");
+}
+
+/// A batch with an item a server refuses as too large and an item whose host is down tells the
+/// two apart: `refused` names the refused item, `unreached()` the other, which may be sent again
+/// once its host is back. Both read as refused (the cause is bad input), so a caller dropped the
+/// unreached write; and a batch that stored nothing was the refusal alone.
+#[test]
+fn a_batch_with_a_refused_item_and_an_unreached_host_names_each_kind() {
+    let live = MemcachedServer::start_with(&["-I", "1m"]);
+    // A port with no server behind it: its host is never reached.
+    let hosts = [live.addr(), format!("127.0.0.1:{}", support::free_port())];
+    let mc = MemcachedStore::connect(
+        MemcachedOptions::with_hosts(hosts.iter().cloned())
+            .prefix("mixed:")
+            .max_item_size(4 << 20)
+            .node_breakers(Arc::new(NodeBreakers::new(
+                "memcached",
+                2,
+                Duration::from_secs(60),
+            ))),
+    )
+    .unwrap();
+    let on = |host: usize, stem: &str| {
+        (0..)
+            .map(|i| format!("{stem}{i}"))
+            .find(|k| mc.server_key(k).1 == host)
+            .unwrap()
+    };
+    let (ok, big, gone) = (on(0, "ok"), on(0, "big"), on(1, "gone"));
+    let value = vec![7u8; 1_500_000];
+    let check = |result: uno_cache::Result<()>, op: &str, refused: &[usize], unreached: &[usize]| {
+        let err = result.unwrap_err();
+        assert!(err.is_bad_input(), "a refused item is bad input: {err}");
+        let Error::PartialBatch(partial) = &err else {
+            panic!("{op}: expected a partial batch, got {err:?}");
+        };
+        let mut failed = [refused, unreached].concat();
+        failed.sort_unstable();
+        assert_eq!((partial.op, &partial.failed), (op, &failed));
+        assert_eq!(partial.refused, refused, "{op}: the refused items");
+        assert_eq!(partial.unreached(), unreached, "{op}: the unreached items");
+        assert!(
+            matches!(partial.cause, Error::ValueTooLarge { ref key, .. } if *key == big),
+            "{:?}",
+            partial.cause
+        );
+        assert!(matches!(partial.served, Served::Written), "{:?}", partial.served);
+        assert!(
+            err.to_string().contains("1 refused as bad input, 1 not reached"),
+            "{err}"
+        );
+    };
+    check(
+        mc.set_many(&[(&ok, &b"1"[..]), (&big, &value), (&gone, b"3")], None),
+        "set_many",
+        &[1],
+        &[2],
+    );
+    assert_eq!(mc.get(&ok).unwrap().unwrap().value, b"1");
+    // Nothing stored: still both kinds, not the refusal alone.
+    check(
+        mc.set_many(&[(&gone, &b"3"[..]), (&big, &value)], None),
+        "set_many",
+        &[1],
+        &[0],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let items = [
+        (gone.as_str(), &b"4"[..], None),
+        (ok.as_str(), &b"5"[..], None),
+        (big.as_str(), &value[..], None),
+    ];
+    check(
+        runtime.block_on(mc.set_each_async(&items)),
+        "set_each",
+        &[2],
+        &[0],
+    );
+    assert_eq!(mc.get(&ok).unwrap().unwrap().value, b"5");
+    // A batch of one refused item: the refusal itself, as for a single `set`.
+    let err = mc.set_many(&[(&big, &value[..])], None).unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { ref key, .. } if *key == big),
+        "{err:?}"
+    );
+}
