@@ -10,9 +10,11 @@
 //!
 //! Decoding checks the tag first, so a value is never decoded by the wrong codec: a mismatch is
 //! [`Error::CodecMismatch`] naming the key and both codecs. A damaged or hostile payload is an
-//! [`Error::Decode`] rather than an abort: lengths are bounded by the payload's size, and nesting
-//! by the stack the decoding thread has left, with a 128 KiB margin (bincode has no bound of its
-//! own; `depth` says what the bound does not cover). The raw-bytes API
+//! [`Error::Decode`] rather than an abort or a hang: the lengths of strings and bytes are bounded
+//! by the payload's size, the count of elements too (16 per byte), a length read from the bytes
+//! reserves memory only at the top level, and nesting is bounded by the stack the decoding thread
+//! has left, with a 128 KiB margin (bincode has no bound of its own; `depth` says what the
+//! bounds do not cover). The raw-bytes API
 //! (`CacheManager::get_raw`, …) stores bytes untouched, with no tag.
 
 use serde::de::DeserializeOwned;
@@ -52,13 +54,17 @@ enum Kind {
 
 impl Codec {
     /// bincode 2 with its standard configuration (varint integers, little endian): compact and
-    /// fast. The default.
+    /// fast. The default. It cannot decode a type that asks the format what comes next (serde's
+    /// `deserialize_any`: untagged or internally tagged enums, `#[serde(flatten)]`,
+    /// `serde_json::Value`): such a value is written, and every read of it is an
+    /// [`Error::Decode`] that says so; store such types with [`Codec::json`].
     #[must_use]
     pub const fn bincode() -> Codec {
         Codec(Kind::Bincode)
     }
 
-    /// JSON: larger and slower, but readable by other languages and tools.
+    /// JSON: larger and slower, but readable by other languages and tools. JSON has no NaN or
+    /// infinity: `serde_json` writes them as `null`, which then does not decode as a float.
     #[must_use]
     pub const fn json() -> Codec {
         Codec(Kind::Json)
@@ -124,20 +130,26 @@ impl Codec {
             };
             return Err(self.mismatch(key, stored));
         }
+        let _elements = depth::ElementBound::enter(payload.len());
         let decoded = match self.0 {
             Kind::Bincode => match decode_bincode::<T>(payload) {
                 Ok((value, used)) if used == payload.len() => Ok(value),
-                Ok((_, used)) => Err(format!(
+                Ok((_, used)) => Err(another_type(format!(
                     "{} trailing bytes after the value",
                     payload.len().saturating_sub(used)
-                )),
-                Err(bincode::error::DecodeError::LimitExceeded) => Err(format!(
+                ))),
+                Err(bincode::error::DecodeError::LimitExceeded) => Err(another_type(format!(
                     "a length in the value is longer than its {} bytes allow",
                     payload.len()
-                )),
-                // serde's own messages (and the depth bound's), without bincode's Debug dress.
-                Err(bincode::error::DecodeError::OtherString(reason)) => Err(without_the_value(&reason)),
-                Err(e) => Err(e.to_string()),
+                ))),
+                Err(bincode::error::DecodeError::Serde(
+                    bincode::serde::DecodeError::AnyNotSupported
+                    | bincode::serde::DecodeError::IgnoredAnyNotSupported
+                    | bincode::serde::DecodeError::IdentifierNotSupported,
+                )) => Err(NOT_SELF_DESCRIBING.to_owned()),
+                // serde's own messages (and the bounds'), without bincode's Debug dress.
+                Err(bincode::error::DecodeError::OtherString(reason)) => Err(data_reason(&reason)),
+                Err(e) => Err(another_type(e.to_string())),
             },
             Kind::Json => decode_json::<T>(payload).map_err(|e| json_reason(&e)),
         };
@@ -198,6 +210,27 @@ fn decode_bounded<T: DeserializeOwned>(
     bincode::serde::seed_decode_from_slice(Bounded(std::marker::PhantomData::<T>), payload, config)
 }
 
+/// Why bincode cannot read a type that asks the format what comes next, and what to do.
+const NOT_SELF_DESCRIBING: &str = "the type read needs a self-describing format (serde's \
+     deserialize_any: an untagged or internally tagged enum, #[serde(flatten)], serde_json::Value), \
+     which bincode cannot decode; store this type with the JSON codec (codec = \"json\")";
+
+/// `reason`, with the likely cause of a payload that does not match the type read.
+fn another_type(reason: String) -> String {
+    format!("{reason}; was another type stored under this key?")
+}
+
+/// A data error's reason ([`without_the_value`]), with the hint of [`another_type`] unless it
+/// is one of the bounds' (which name their own cause).
+fn data_reason(message: &str) -> String {
+    let reason = without_the_value(message);
+    if message.starts_with("the value nests") || message.starts_with("the value claims") {
+        reason
+    } else {
+        another_type(reason)
+    }
+}
+
 /// A serde error's message without what the value held. serde's data errors quote it
 /// (`invalid type: string "…", expected u64`, `unknown variant `…``), and a cached value must not
 /// reach the logs an error goes to. What was expected stays (it comes from the type read), and
@@ -225,8 +258,11 @@ fn json_reason(e: &serde_json::Error) -> String {
     // `serde_json` appends the position; it goes back on after the message is cleaned.
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     match message.strip_suffix(&suffix) {
-        Some(bare) => format!("{}{suffix}", without_the_value(bare)),
-        None => without_the_value(&message),
+        Some(bare) if bare.starts_with("the value nests") || bare.starts_with("the value claims") => {
+            format!("{bare}{suffix}")
+        }
+        Some(bare) => another_type(format!("{}{suffix}", without_the_value(bare))),
+        None => data_reason(&message),
     }
 }
 

@@ -302,9 +302,10 @@ pub enum Error {
         reason: String,
     },
 
-    /// Stored bytes carry this manager's codec tag but do not decode as the requested type
-    /// (a different type was stored under the key, or the bytes are damaged).
-    #[error("cannot decode the value for key {key:?} with the {codec} codec: {reason}; was another type stored under this key?")]
+    /// Stored bytes carry this manager's codec tag but do not decode as the requested type (a
+    /// different type was stored under the key, the bytes are damaged, or bincode cannot read
+    /// the type at all; the reason says which).
+    #[error("cannot decode the value for key {key:?} with the {codec} codec: {reason}")]
     Decode {
         /// The key (shortened).
         key: String,

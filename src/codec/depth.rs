@@ -18,12 +18,24 @@
 //! through unchanged, `is_human_readable` included (bincode says false, and types such as
 //! `IpAddr` encode differently for it).
 //!
+//! Two more bounds ride on the same wrappers, for what a length read from the bytes can make
+//! serde do before the bytes run out. Elements: bincode charges a sequence's or map's length
+//! nothing against its byte limit, and an element of a zero-size type reads no byte, so ten
+//! bytes claiming 2^64 unit values kept a core busy for good; every element and map entry is
+//! counted against [`ElementBound`], 16 per byte of the payload plus 65,536, far more than any
+//! value whose elements take a byte each (a list of that many zero-size values is refused).
+//! Preallocation: serde reserves up to 1 MiB for a `Vec` or map from the length it is told, and
+//! a recursive type whose every level claims a long list reserved that much per level, gigabytes
+//! for a value of kilobytes; below the top level no length is passed on as a size hint, so a
+//! nested list grows as its elements are read.
+//!
 //! What it does not cover: one level that alone takes more than [`STACK_MARGIN`] (a type with
 //! a huge array inline), a thread already within that margin of its end before the first
 //! [`CHECKED_FROM`] levels, and the second pass serde makes over a value it buffered (an
 //! untagged enum or a `flatten` field, in JSON; bincode refuses those), which does not go
 //! through the adapter.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
@@ -39,6 +51,67 @@ const CHECKED_FROM: usize = 16;
 /// The deepest a value may nest where the thread's stack extent is unknown, as `serde_json`'s
 /// own bound for JSON is 128.
 pub(super) const FALLBACK_MAX_DEPTH: usize = 128;
+
+/// Elements and map entries a value may have per byte of its payload (see [`ElementBound`]).
+const ELEMENTS_PER_BYTE: u64 = 16;
+
+/// Elements any value may have whatever its size, so that short values of small lists are
+/// never near the bound.
+const ELEMENTS_ALWAYS: u64 = 1 << 16;
+
+thread_local! {
+    /// Elements the value being decoded on this thread may still have ([`ElementBound`]);
+    /// unbounded outside a decode.
+    static ELEMENTS_LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
+}
+
+/// The bound on the elements of the value decoded on this thread while it lives: a decode is
+/// one call on one thread, and its wrappers are made and dropped inside it. The bound in force
+/// before is restored on drop, so a decode nested inside another's `Deserialize` keeps both.
+pub(super) struct ElementBound {
+    previous: u64,
+}
+
+impl ElementBound {
+    /// Bounds the elements of a value of `payload_len` bytes.
+    pub(super) fn enter(payload_len: usize) -> ElementBound {
+        let bound = u64::try_from(payload_len)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(ELEMENTS_PER_BYTE)
+            .saturating_add(ELEMENTS_ALWAYS);
+        ElementBound {
+            previous: ELEMENTS_LEFT.with(|left| left.replace(bound)),
+        }
+    }
+}
+
+impl Drop for ElementBound {
+    fn drop(&mut self) {
+        ELEMENTS_LEFT.with(|left| left.set(self.previous));
+    }
+}
+
+/// Counts one element or map entry against the bound, or refuses the value.
+#[inline]
+fn count_element<E: serde::de::Error>() -> Result<(), E> {
+    match ELEMENTS_LEFT.with(|left| {
+        let n = left.get();
+        left.set(n.saturating_sub(1));
+        n
+    }) {
+        0 => Err(too_many_elements()),
+        _ => Ok(()),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn too_many_elements<E: serde::de::Error>() -> E {
+    E::custom(format!(
+        "the value claims more elements than its bytes can hold ({ELEMENTS_PER_BYTE} per byte \
+         and {ELEMENTS_ALWAYS} more): it is damaged, or written by another program"
+    ))
+}
 
 /// Why a value was refused, for the error.
 #[cold]
@@ -367,15 +440,22 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<A> {
 
     #[inline]
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
+        count_element()?;
         self.inner.next_element_seed(Seed {
             inner: seed,
             budget: self.budget,
         })
     }
 
+    /// The length read from the bytes at the top level only (serde reserves at most 1 MiB from
+    /// it); below, none, so that nested lists claiming long lengths reserve nothing.
     #[inline]
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        if self.budget.depth <= 1 {
+            self.inner.size_hint()
+        } else {
+            None
+        }
     }
 }
 
@@ -384,6 +464,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Access<A> {
 
     #[inline]
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+        count_element()?;
         self.inner.next_key_seed(Seed {
             inner: seed,
             budget: self.budget,
@@ -398,9 +479,15 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Access<A> {
         })
     }
 
+    /// The length read from the bytes at the top level only (serde reserves at most 1 MiB from
+    /// it); below, none, so that nested lists claiming long lengths reserve nothing.
     #[inline]
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        if self.budget.depth <= 1 {
+            self.inner.size_hint()
+        } else {
+            None
+        }
     }
 }
 
