@@ -473,3 +473,38 @@ fn a_leader_answers_with_what_a_load_that_just_ended_left_in_l2_alone() {
         "the first caller led after the load ended and loaded again instead of reading L2"
     );
 }
+
+/// After the codec changes between runs, every value kept on disk carries the old codec's tag: a
+/// plain `get` reports it (`CodecMismatch`), but a loading call loads the key anew and its value
+/// replaces the old bytes, rather than failing until the key's TTL.
+#[test]
+fn a_value_kept_by_another_codec_is_loaded_anew_by_the_loading_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |codec: uno_cache::CodecName| {
+        let mut config = CacheConfig::default();
+        config.local.kind = LocalKind::File;
+        config.local.path = Some(dir.path().to_owned());
+        config.codec = codec;
+        CacheManager::new(config).unwrap()
+    };
+    let before = open(uno_cache::CodecName::Bincode);
+    before.set("a", &"old a".to_string(), None).unwrap();
+    before.set("b", &"old b".to_string(), None).unwrap();
+    drop(before);
+    let after = open(uno_cache::CodecName::Json);
+    assert!(matches!(
+        after.get::<String>("a"),
+        Err(Error::CodecMismatch { .. })
+    ));
+    let loaded = after
+        .get_or_load("a", None, || Ok::<_, Error>("new a".to_string()))
+        .unwrap();
+    assert_eq!(loaded, uno_cache::Fetched::Fresh("new a".to_string()));
+    let set_with = after
+        .get_or_set_with("b", None, || Ok::<_, Error>("new b".to_string()))
+        .unwrap();
+    assert_eq!(set_with, "new b");
+    // Stored: the next reads decode.
+    assert_eq!(after.get::<String>("a").unwrap().as_deref(), Some("new a"));
+    assert_eq!(after.get::<String>("b").unwrap().as_deref(), Some("new b"));
+}

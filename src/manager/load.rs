@@ -387,6 +387,7 @@ impl CacheManager {
         let s = &self.shared;
         let found = match found {
             Ok(found) => found,
+            Err(e) if super::typed::reloads_unreadable(key, &e) => return Ok(Step::Load { stale: None }),
             // L2 (or L1) failed the read: no fresh value can be had.
             Err(e) => {
                 return s
@@ -504,7 +505,11 @@ impl CacheManager {
             leader.finish(Arc::from(bytes));
             return Ok(Found::Answer(None));
         }
-        let value = self.shared.codec.decode(key, &bytes)?;
+        let value = match self.shared.codec.decode(key, &bytes) {
+            Ok(value) => value,
+            Err(e) if super::typed::reloads_unreadable(key, &e) => return Ok(Found::Load(leader)),
+            Err(e) => return Err(e),
+        };
         leader.finish(Arc::from(bytes));
         Ok(Found::Answer(Some(Fetched::Fresh(value))))
     }
@@ -548,32 +553,6 @@ impl CacheManager {
                 stale.map(|v| Some(Fetched::Stale(v))).ok_or(e)
             }
         }
-    }
-
-    /// `get_or_set_with`'s leader's second read of the key (`read`, taken after `watch`): the
-    /// bytes and value a flight that just ended stored, if any. The watch ends here unless the
-    /// leader goes on to load.
-    pub(super) fn found_by_leader<T: DeserializeOwned>(
-        &self,
-        key: &str,
-        watch: Watch,
-        read: Result<Option<Vec<u8>>>,
-    ) -> Result<Option<(Vec<u8>, T)>> {
-        let codec = &self.shared.codec;
-        // A cached "absent" is no value for a call that wants one: the leader loads.
-        let read = read.map(|read| read.filter(|b| b.as_slice() != ABSENT));
-        let found = read.and_then(|read| read.map(|b| codec.decode(key, &b).map(|v| (b, v))).transpose());
-        if !matches!(found, Ok(None)) {
-            self.shared.guard.unwatch(watch);
-        }
-        found
-    }
-
-    /// `get_or_set_with`'s loader failed: the watch ends, and fail-safe's stale copy, if any.
-    pub(super) fn leader_failed<T: DeserializeOwned>(&self, key: &str, watch: Watch) -> Option<T> {
-        self.shared.guard.unwatch(watch);
-        // Set to be throttled before the flight ends.
-        self.shared.stale_after_failure(key)
     }
 
     /// The bytes of a loaded value; the watch ends if it does not encode.

@@ -18,7 +18,7 @@ use super::guard::Ticket;
 use super::policy::Shared;
 use crate::clock;
 use crate::codec::Codec;
-use crate::error::Result;
+use crate::error::{key_for_error, Error, Result};
 use crate::local::hot::{Decoder, HotTier};
 use crate::storage::Freshness;
 
@@ -215,4 +215,18 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// Whether a loading call's read of `key` failed only because the bytes there do not decode as
+/// the type asked for (another codec wrote them: the configured codec changed between runs; or
+/// another type, or damage): then the call loads, and the loaded value replaces them. A cache
+/// that keeps its values across restarts would otherwise fail every loading call of every key
+/// it holds until their TTL, after a change of codec. Logged, since two code paths storing
+/// different types under one key would now take turns replacing each other's value.
+pub(super) fn reloads_unreadable(key: &str, error: &Error) -> bool {
+    let unreadable = matches!(error, Error::CodecMismatch { .. } | Error::Decode { .. });
+    if unreadable {
+        tracing::warn!(key = %key_for_error(key), error = %error, "a cached value does not decode as the type loaded; loading it anew");
+    }
+    unreadable
 }

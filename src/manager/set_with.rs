@@ -1,0 +1,41 @@
+//! The steps of `get_or_set_with`'s leader that its sync and async shells share: its second
+//! read of the key, and the end of a loader that failed. (`get_or_load`'s are in `load`.)
+
+use serde::de::DeserializeOwned;
+
+use super::guard::Watch;
+use super::CacheManager;
+use crate::codec::ABSENT;
+use crate::error::Result;
+
+impl CacheManager {
+    /// `get_or_set_with`'s leader's second read of the key (`read`, taken after `watch`): the
+    /// bytes and value a flight that just ended stored, if any. The watch ends here unless the
+    /// leader goes on to load.
+    pub(super) fn found_by_leader<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        watch: Watch,
+        read: Result<Option<Vec<u8>>>,
+    ) -> Result<Option<(Vec<u8>, T)>> {
+        let codec = &self.shared.codec;
+        // A cached "absent" is no value for a call that wants one: the leader loads.
+        let read = read.map(|read| read.filter(|b| b.as_slice() != ABSENT));
+        let found =
+            match read.and_then(|read| read.map(|b| codec.decode(key, &b).map(|v| (b, v))).transpose()) {
+                Err(e) if super::typed::reloads_unreadable(key, &e) => Ok(None),
+                found => found,
+            };
+        if !matches!(found, Ok(None)) {
+            self.shared.guard.unwatch(watch);
+        }
+        found
+    }
+
+    /// `get_or_set_with`'s loader failed: the watch ends, and fail-safe's stale copy, if any.
+    pub(super) fn leader_failed<T: DeserializeOwned>(&self, key: &str, watch: Watch) -> Option<T> {
+        self.shared.guard.unwatch(watch);
+        // Set to be throttled before the flight ends.
+        self.shared.stale_after_failure(key)
+    }
+}
