@@ -211,9 +211,10 @@ impl IoRuntime {
         }));
     }
 
-    /// Returns a future that runs `fut` on the I/O thread with a deadline of `timeout` from the
-    /// call. The work starts when the returned future is first polled; dropping the returned
-    /// future cancels it.
+    /// Returns a future that runs `fut` on the I/O thread with a deadline of `timeout` from its
+    /// first poll, when the work starts (a future made and polled later, as in a batch of calls
+    /// made first and awaited together, gets its whole deadline, not a timeout counted against
+    /// L2 for the time it waited to be polled); dropping the returned future cancels it.
     pub(crate) fn run<T, F>(
         &self,
         op: &'static str,
@@ -226,8 +227,8 @@ impl IoRuntime {
     {
         let level = self.level;
         let handle = self.thread.handle.clone();
-        let deadline = deadline_after(timeout);
         async move {
+            let deadline = deadline_after(timeout);
             let (tx, rx) = oneshot::channel();
             let task = handle.spawn(async move {
                 let out = tokio::time::timeout_at(deadline.into(), fut).await;
@@ -283,7 +284,7 @@ impl IoRuntime {
     }
 
     /// Returns a future that runs `fut` in the caller's own task (no hop to the I/O thread),
-    /// with a deadline of `timeout` from this call, every poll made inside this runtime's
+    /// with a deadline of `timeout` from its first poll (as [`run`](Self::run)'s), every poll made inside this runtime's
     /// context: whatever `fut` spawns or times belongs to the I/O thread, and the deadline is
     /// kept by the I/O thread's sweeper, so the caller's executor needs neither timers nor to
     /// be tokio. Dropping the future cancels the call.
@@ -299,8 +300,9 @@ impl IoRuntime {
     {
         let level = self.level;
         let handle = self.thread.handle.clone();
-        let mut deadline = Registration::new(Arc::clone(&self.thread.deadlines), deadline_after(timeout));
+        let deadlines = Arc::clone(&self.thread.deadlines);
         async move {
+            let mut deadline = Registration::new(deadlines, deadline_after(timeout));
             let mut fut = std::pin::pin!(fut);
             std::future::poll_fn(move |cx| {
                 let _context = handle.enter();

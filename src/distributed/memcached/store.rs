@@ -233,9 +233,10 @@ impl<C: Command> Call<C> {
             total,
             parts,
         } = self;
-        let deadline = deadline_after(timeout);
         Box::pin(
             rt.run(op, timeout.saturating_add(part_grace(timeout)), async move {
+                // From the first poll, as `run`'s own.
+                let deadline = deadline_after(timeout);
                 let results = join_all(parts.iter().map(|part| async move {
                     let probe = match &part.node {
                         Some(node) => node.admit()?,
