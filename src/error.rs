@@ -364,6 +364,19 @@ impl Error {
         }
     }
 
+    /// True for a call skipped by an open circuit breaker: the level's ([`Error::CircuitOpen`]),
+    /// one node's ([`Error::NodeUnavailable`] with that cause), or a batch's whose first failure
+    /// is such a skip. A skip is no failure of its own: the error that opened the breaker says why.
+    #[must_use]
+    pub fn is_breaker_skip(&self) -> bool {
+        match self {
+            Error::CircuitOpen { .. } => true,
+            Error::NodeUnavailable { cause, .. } => cause.is_breaker_skip(),
+            Error::PartialBatch(partial) => partial.cause.is_breaker_skip(),
+            _ => false,
+        }
+    }
+
     /// True for [`Error::Misconfigured`] and [`Error::Config`]: the configuration is wrong, and
     /// retrying the call (or waiting for the server) cannot help.
     #[must_use]

@@ -273,8 +273,9 @@ impl LevelMetrics {
     /// left to the caller to log.
     pub(crate) fn failure(&self, level: &str, error: &Error) {
         self.errors.incr();
-        if matches!(error, Error::CircuitOpen { .. }) {
-            // A skip, not a failure of its own: the error that opened the breaker stays shown.
+        if error.is_breaker_skip() {
+            // A skip (the level's breaker, or one node's), not a failure of its own: the error
+            // that opened the breaker stays shown.
             return;
         }
         let message = error.to_string();
@@ -730,6 +731,29 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skip_by_a_nodes_open_breaker_leaves_the_failure_that_opened_it_shown() {
+        let node = |cause: Error| Error::NodeUnavailable {
+            level: "memcached",
+            node: "h1:11211".into(),
+            cause: Box::new(cause),
+        };
+        let m = LevelMetrics::default();
+        m.failure(
+            "memcached",
+            &node(Error::Backend {
+                level: "memcached",
+                op: "get",
+                reason: "h1:11211: connection refused".into(),
+            }),
+        );
+        m.failure("memcached", &node(Error::CircuitOpen { level: "memcached" }));
+        m.failure("memcached", &Error::CircuitOpen { level: "memcached" });
+        let last = m.last_error().unwrap_or_default();
+        assert!(last.contains("connection refused"), "{last}");
+        assert_eq!(m.errors.get(), 3, "every failed call is counted");
+    }
 
     #[test]
     fn buckets_are_monotonic_and_bounds_contain_their_values() {

@@ -203,12 +203,7 @@ pub(crate) fn time_l2<T>(histogram: &Histogram, started: Instant, result: &Resul
 
 /// Whether `error` is a call skipped by an open breaker (the level's, or one node's).
 pub(crate) fn skipped_by_breaker(error: &Error) -> bool {
-    match error {
-        Error::CircuitOpen { .. } => true,
-        Error::NodeUnavailable { cause, .. } => skipped_by_breaker(cause),
-        Error::PartialBatch(partial) => skipped_by_breaker(&partial.cause),
-        _ => false,
-    }
+    error.is_breaker_skip()
 }
 
 /// A batch some of whose keys did not reach their node: which (`failed`, indices into the
