@@ -90,8 +90,16 @@ impl CircuitBreaker {
     /// [`record_success`]: Self::record_success
     /// [`record_failure`]: Self::record_failure
     pub fn allow(&self) -> bool {
+        self.admit().is_some()
+    }
+
+    /// [`allow`](Self::allow), telling the call whether it is the probe: `Some(true)` for the
+    /// one call the half-open state lets through, `Some(false)` for a call of a closed breaker,
+    /// `None` if the call is skipped. Known at admission, not asked of the state after it, when
+    /// another call may already have moved it.
+    pub(crate) fn admit(&self) -> Option<bool> {
         match self.state.load(Ordering::Acquire) {
-            CLOSED => true,
+            CLOSED => Some(false),
             from @ (OPEN | HALF_OPEN) => {
                 let now = self.clock.now_ms();
                 let since = self.since_ms.load(Ordering::Acquire);
@@ -101,10 +109,10 @@ impl CircuitBreaker {
                     let _ = self
                         .since_ms
                         .compare_exchange(since, now, Ordering::AcqRel, Ordering::Acquire);
-                    return false;
+                    return None;
                 }
                 if now - since < self.cool_down_ms {
-                    return false;
+                    return None;
                 }
                 // Cool-down over (or a probe was lost): exactly one caller wins the probe.
                 if self
@@ -112,15 +120,16 @@ impl CircuitBreaker {
                     .compare_exchange(from, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
                     .is_err()
                 {
-                    return false;
+                    return None;
                 }
                 // From half-open (a lost probe) the state CAS above succeeds for every racer;
                 // re-stamping `since` picks exactly one of them.
                 self.since_ms
                     .compare_exchange(since, now, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
+                    .then_some(true)
             }
-            _ => true,
+            _ => Some(false),
         }
     }
 
@@ -137,13 +146,21 @@ impl CircuitBreaker {
     /// Reports a failed call (a timeout or a connection or server failure; not a caller error such
     /// as an invalid key).
     pub fn record_failure(&self) {
+        self.record_failure_of(true);
+    }
+
+    /// [`record_failure`](Self::record_failure) of a call that was the probe or not (as
+    /// [`admit`](Self::admit) said). A call admitted before the breaker opened that fails late,
+    /// while the probe is out, is counted but does not open the breaker again: it would start a
+    /// new cool-down under the probe, whose success then found the breaker open and was lost.
+    pub(crate) fn record_failure_of(&self, probe: bool) {
         let failures = self
             .consecutive_failures
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
         let state = self.state.load(Ordering::Acquire);
         let should_open = match state {
-            HALF_OPEN => true,
+            HALF_OPEN => probe,
             CLOSED => failures >= self.failure_threshold,
             _ => false,
         };
@@ -227,6 +244,35 @@ mod tests {
             Arc::new(clock.clone()),
         );
         (breaker, clock)
+    }
+
+    #[test]
+    fn a_late_failure_of_a_call_admitted_while_closed_does_not_void_the_probes_success() {
+        let (b, clock) = breaker(1, 100);
+        let slow = b.admit();
+        let failing = b.admit();
+        assert_eq!(
+            (slow, failing),
+            (Some(false), Some(false)),
+            "admitted while closed"
+        );
+        b.record_failure_of(false);
+        assert_eq!(b.state(), BreakerState::Open);
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(b.admit(), Some(true), "the probe knows it is the probe");
+        assert_eq!(b.admit(), None, "the others are skipped while it is out");
+        // The slow call, admitted before the opening, times out now: counted, but it does not
+        // start a new cool-down under the probe.
+        b.record_failure_of(false);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.record_success();
+        assert_eq!((b.state(), b.trips()), (BreakerState::Closed, 1));
+        // The probe's own failure still opens it again.
+        b.record_failure_of(false);
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(b.admit(), Some(true));
+        b.record_failure_of(true);
+        assert_eq!((b.state(), b.trips()), (BreakerState::Open, 3));
     }
 
     #[test]

@@ -66,11 +66,9 @@ impl<L: Storage> Guarded<L> {
 
     /// Asks the breaker; `Ok(true)` when this call is the half-open probe.
     fn admit(&self) -> Result<bool> {
-        if self.breaker.allow() {
-            Ok(self.breaker.state() == BreakerState::HalfOpen)
-        } else {
-            Err(Error::CircuitOpen { level: self.level })
-        }
+        self.breaker
+            .admit()
+            .ok_or(Error::CircuitOpen { level: self.level })
     }
 
     fn record<T>(&self, probe: bool, result: Result<T>) -> Result<T> {
@@ -101,7 +99,7 @@ fn record<T>(breaker: &CircuitBreaker, probe: bool, result: &Result<T>) {
         // A configuration the server refuses (a rotated password) opens the breaker too: the
         // level is probed once per cool-down instead of failing every call on the network.
         Err(Error::Timeout { .. } | Error::Backend { .. } | Error::Misconfigured { .. }) => {
-            breaker.record_failure()
+            breaker.record_failure_of(probe)
         }
         Err(_) if probe => breaker.release_probe(),
         Err(_) => {}

@@ -59,11 +59,9 @@ impl Node {
     /// Asks the breaker: `Ok(probe)` if the call may go ahead (`probe`: it is the half-open
     /// probe), else [`Error::NodeUnavailable`] over [`Error::CircuitOpen`].
     pub(crate) fn admit(&self) -> Result<bool> {
-        if self.breaker.allow() {
-            Ok(self.breaker.state() == BreakerState::HalfOpen)
-        } else {
-            Err(self.unavailable(Error::CircuitOpen { level: self.level }))
-        }
+        self.breaker
+            .admit()
+            .ok_or_else(|| self.unavailable(Error::CircuitOpen { level: self.level }))
     }
 
     /// Feeds a call's outcome to the breaker and wraps a node failure (timeout, backend) in
@@ -76,7 +74,7 @@ impl Node {
             }
             Err(e @ (Error::Timeout { .. } | Error::Backend { .. })) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                self.breaker.record_failure();
+                self.breaker.record_failure_of(probe);
                 Err(self.unavailable(e))
             }
             Err(e @ Error::InvalidEnvelope { .. }) => {
