@@ -134,7 +134,10 @@ impl CacheManager {
     ///   invalidation or newer load of the key stored since it began).
     ///
     /// Timeouts count from the start of the key's load. With a timeout configured the loader
-    /// runs on a thread of its own (hence `Send + 'static`); without one, on the caller's.
+    /// runs on a thread of its own (hence `Send + 'static`); without one, on the caller's. A
+    /// loader should not hold a clone of the manager: if every other handle is dropped while it
+    /// runs (its callers gave up), its clone is the last, the manager shuts down on the load's
+    /// thread when the loader is dropped, and the loaded value is not stored.
     ///
     /// # Errors
     /// The loader's error when no stale copy is kept; [`Error::LoaderTimeout`]; a cache error
