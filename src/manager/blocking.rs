@@ -253,15 +253,11 @@ impl CacheManager {
                         return Ok(value);
                     }
                     s.metrics.loads.incr();
-                    let value = match super::caught::catching(key, loader) {
-                        Some(Ok(value)) => value,
-                        // Fail-safe: the stale copy.
-                        Some(Err(e)) => return self.leader_failed(key, watch).ok_or(e),
-                        None => {
-                            return self
-                                .leader_failed(key, watch)
-                                .ok_or_else(|| E::from(super::caught::no_answer(key)))
-                        }
+                    let loaded = super::caught::catching(key, loader);
+                    // Failed: fail-safe's stale copy, or the error.
+                    let value = match self.leader_loaded(key, watch, loaded) {
+                        Ok(value) => value,
+                        Err(answer) => return answer,
                     };
                     let bytes = self.encode_loaded(key, watch, &value)?;
                     let stored = self.set_loaded(key, &bytes, ttl, watch, false);

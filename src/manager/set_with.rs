@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use super::guard::Watch;
 use super::CacheManager;
 use crate::codec::ABSENT;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 impl CacheManager {
     /// `get_or_set_with`'s leader's second read of the key (`read`, taken after `watch`): the
@@ -32,10 +32,22 @@ impl CacheManager {
         found
     }
 
-    /// `get_or_set_with`'s loader failed: the watch ends, and fail-safe's stale copy, if any.
-    pub(super) fn leader_failed<T: DeserializeOwned>(&self, key: &str, watch: Watch) -> Option<T> {
+    /// What `get_or_set_with`'s loader gave (`None`: it panicked, see `caught`): `Ok` the value
+    /// to store, or `Err` the call's answer when it failed: the watch ends, and fail-safe's
+    /// stale copy if any, else the loader's error (or, after a panic, one naming the key).
+    pub(super) fn leader_loaded<T: DeserializeOwned, E: From<Error>>(
+        &self,
+        key: &str,
+        watch: Watch,
+        loaded: Option<std::result::Result<T, E>>,
+    ) -> std::result::Result<T, std::result::Result<T, E>> {
+        let error = match loaded {
+            Some(Ok(value)) => return Ok(value),
+            Some(Err(e)) => e,
+            None => E::from(super::caught::no_answer(key)),
+        };
         self.shared.guard.unwatch(watch);
         // Set to be throttled before the flight ends.
-        self.shared.stale_after_failure(key)
+        Err(self.shared.stale_after_failure(key).ok_or(error))
     }
 }
