@@ -220,11 +220,16 @@ fn another_type(reason: String) -> String {
     format!("{reason}; was another type stored under this key?")
 }
 
+/// Whether `message` is one of `depth`'s refusals (nesting, elements), which name their cause.
+fn is_bounds_refusal(message: &str) -> bool {
+    message.starts_with("the value nests") || message.starts_with("the value claims")
+}
+
 /// A data error's reason ([`without_the_value`]), with the hint of [`another_type`] unless it
 /// is one of the bounds' (which name their own cause).
 fn data_reason(message: &str) -> String {
     let reason = without_the_value(message);
-    if message.starts_with("the value nests") || message.starts_with("the value claims") {
+    if is_bounds_refusal(message) {
         reason
     } else {
         another_type(reason)
@@ -258,7 +263,7 @@ fn json_reason(e: &serde_json::Error) -> String {
     // `serde_json` appends the position; it goes back on after the message is cleaned.
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     match message.strip_suffix(&suffix) {
-        Some(bare) if bare.starts_with("the value nests") || bare.starts_with("the value claims") => {
+        Some(bare) if is_bounds_refusal(bare) => {
             format!("{bare}{suffix}")
         }
         Some(bare) => another_type(format!("{}{suffix}", without_the_value(bare))),
