@@ -846,7 +846,7 @@ impl Shared {
     fn behind_failed(&self, error: &Error, batch: &[(String, Queued)]) {
         self.metrics.distributed.failure("L2", error);
         self.metrics.consistency.behind_failures.add(batch.len() as u64);
-        if super::policy::skipped_by_breaker(error) {
+        if error.is_breaker_skip() {
             tracing::debug!(
                 keys = batch.len(),
                 "write-behind batch skipped by the open circuit breaker"

@@ -195,15 +195,10 @@ pub(crate) type Timed<T> = (Instant, Result<T>);
 /// nothing of L2's latency, and timed it pulled the percentiles to well under a microsecond
 /// during the outage they are read for. A batch some of whose nodes answered is timed.
 pub(crate) fn time_l2<T>(histogram: &Histogram, started: Instant, result: &Result<T>) {
-    let skipped_whole = |e: &Error| !matches!(e, Error::PartialBatch(_)) && skipped_by_breaker(e);
+    let skipped_whole = |e: &Error| !matches!(e, Error::PartialBatch(_)) && e.is_breaker_skip();
     if !result.as_ref().is_err_and(skipped_whole) {
         histogram.record(started.elapsed());
     }
-}
-
-/// Whether `error` is a call skipped by an open breaker (the level's, or one node's).
-pub(crate) fn skipped_by_breaker(error: &Error) -> bool {
-    error.is_breaker_skip()
 }
 
 /// A batch some of whose keys did not reach their node: which (`failed`, indices into the
@@ -278,7 +273,7 @@ impl Shared {
         if error.is_misconfiguration() {
             // Logged once (at error level) by `failure`; every call repeats it.
             tracing::debug!(level = level.name(), op, key = %key_for_error(key), error = %error, "cache level refuses the configuration; hidden by fallback_on_error");
-        } else if skipped_by_breaker(error) {
+        } else if error.is_breaker_skip() {
             // Skipped by an open breaker: expected until the probe, so not a warning each time.
             tracing::debug!(level = level.name(), op, key = %key_for_error(key), error = %error, "skipped by an open circuit breaker");
         } else {
