@@ -270,6 +270,20 @@ pub enum Error {
     #[error("{0}")]
     PartialBatch(Box<PartialBatch>),
 
+    /// A distributed level's server, up and answering, would not store this item (Memcached out
+    /// of memory under `-M`, where it refuses items rather than evicting). Like a value too large
+    /// it is the item's error, not the level's: the circuit breaker does not count it, and it is
+    /// not queued for a replay (see [`Error::is_bad_input`]).
+    #[error("{level} refused the value for key {key:?}: {reason}")]
+    ItemRefused {
+        /// The level ("memcached", ...).
+        level: &'static str,
+        /// The key (shortened).
+        key: String,
+        /// What the server said, and what to do about it.
+        reason: String,
+    },
+
     /// A value read from a distributed level does not carry a valid uno-cache envelope (written
     /// by another program, by a newer uno-cache, or damaged). It is never returned as a value.
     #[error("value for key {key:?} in {level} has no valid uno-cache envelope ({reason}); delete the key or check which program writes it")]
@@ -351,14 +365,18 @@ pub enum Error {
 
 impl Error {
     /// True for errors about the caller's input (a bad key, a zero TTL, a value too large for a
-    /// level): retrying cannot help, and `fallback_on_error` does not hide them, since they are not
-    /// an outage. Also true for an [`Error::PartialBatch`] whose cause is one (a Memcached server
-    /// refused some items of a batch as too large, and stored the others); other items of that
-    /// batch may have failed for an outage, which [`PartialBatch::unreached`] lists.
+    /// level) and for an item a server that is up refused ([`Error::ItemRefused`]): retrying at
+    /// once cannot help, and `fallback_on_error` does not hide them, since they are not an
+    /// outage. Also true for an [`Error::PartialBatch`] whose cause is one (a Memcached server
+    /// refused some items of a batch, and stored the others); other items of that batch may have
+    /// failed for an outage, which [`PartialBatch::unreached`] lists.
     #[must_use]
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Error::InvalidKey { .. } | Error::ZeroTtl { .. } | Error::ValueTooLarge { .. } => true,
+            Error::InvalidKey { .. }
+            | Error::ZeroTtl { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::ItemRefused { .. } => true,
             Error::PartialBatch(partial) => partial.cause.is_bad_input(),
             _ => false,
         }

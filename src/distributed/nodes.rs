@@ -77,7 +77,7 @@ impl Node {
                 self.breaker.record_failure_of(probe);
                 Err(self.unavailable(e))
             }
-            Err(e @ Error::InvalidEnvelope { .. }) => {
+            Err(e @ (Error::InvalidEnvelope { .. } | Error::ItemRefused { .. })) => {
                 // The node answered.
                 self.breaker.record_success();
                 Err(e)

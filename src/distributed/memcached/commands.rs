@@ -190,8 +190,13 @@ pub(super) struct SetItem {
 }
 
 /// `set` of items on one host, each with its own expiry. Its output lists the items the host
-/// refused as too large (index in the command, [`Error::ValueTooLarge`]): the others were
-/// stored. Any other refusal fails the command.
+/// refused (index in the command): as too large ([`Error::ValueTooLarge`]) or for want of memory
+/// ([`Error::ItemRefused`]); the others were stored. Any other refusal fails the command.
+///
+/// Both refusals are the item's, not the host's: a server that is up and refuses some values
+/// must not open its breaker, which would stop the reads and writes of every other key. And
+/// memcached drops the key's previous value on a failed `set` (so as not to keep stale data), so
+/// the key reads as a miss there, never as an older value.
 #[derive(Debug)]
 pub(super) struct Set {
     pub(super) items: Vec<SetItem>,
@@ -200,8 +205,8 @@ pub(super) struct Set {
 /// What a [`Set`] has read so far.
 #[derive(Debug, Default)]
 pub(super) struct SetState {
-    /// Items the server refused as too large: (index, message).
-    too_large: Vec<(usize, String)>,
+    /// Items the server refused as too large or for want of memory: (index, status, message).
+    items_refused: Vec<(usize, u16, String)>,
     /// The first other refusal.
     refused: Refusal,
 }
@@ -238,6 +243,23 @@ impl Set {
     }
 }
 
+impl Set {
+    /// The error of item `i`, refused by the server for want of memory.
+    fn out_of_memory(&self, i: usize, text: &str, site: Site<'_>) -> Option<Error> {
+        let item = self.items.get(i)?;
+        Some(Error::ItemRefused {
+            level: LEVEL,
+            key: key_for_error(&item.original),
+            reason: format!(
+                "memcached at {} is out of memory (\"{text}\") and dropped the key's previous \
+                 value there; it refuses values rather than evicting when run with -M: give it \
+                 more memory (-m) or let it evict (start it without -M)",
+                site.host
+            ),
+        })
+    }
+}
+
 impl Command for Set {
     type State = SetState;
     type Output = Vec<(usize, Error)>;
@@ -265,7 +287,9 @@ impl Command for Set {
                 let i = index(packet.header.opaque, self.items.len())?;
                 match packet.header.status {
                     status::OK => {}
-                    status::TOO_LARGE => state.too_large.push((i, packet.value_text())),
+                    code @ (status::TOO_LARGE | status::OUT_OF_MEMORY) => {
+                        state.items_refused.push((i, code, packet.value_text()));
+                    }
                     code => {
                         state.refused.get_or_insert((i, code, packet.value_text()));
                     }
@@ -288,9 +312,15 @@ impl Command for Set {
             });
         }
         Ok(state
-            .too_large
+            .items_refused
             .into_iter()
-            .filter_map(|(i, text)| Some((i, self.too_large(i, &text, site)?)))
+            .filter_map(|(i, code, text)| {
+                let error = match code {
+                    status::TOO_LARGE => self.too_large(i, &text, site)?,
+                    _ => self.out_of_memory(i, &text, site)?,
+                };
+                Some((i, error))
+            })
             .collect())
     }
 }
@@ -540,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn set_refusals_name_the_key_and_too_large_is_typed() {
+    fn set_refusals_name_the_key_and_too_large_and_out_of_memory_are_typed() {
         let set = Set {
             items: vec![SetItem {
                 original: "photo".into(),
@@ -569,12 +599,28 @@ mod tests {
             !text.contains("limit of") && text.contains("-I") && text.contains("previous value"),
             "{text}"
         );
+        // Out of memory is the item's refusal too, typed apart.
         let mut state = SetState::default();
         set.accept(&mut state, reply(opcode::SETQ, 0x82, 0, b"", b"Out of memory"))
             .unwrap();
+        let mut refused = set.finish(state, SITE).unwrap();
+        let (i, err) = refused.pop().unwrap();
+        assert!(
+            i == 0 && matches!(err, Error::ItemRefused { ref key, .. } if key == "photo"),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("out of memory") && text.contains("h:1") && text.contains("-M"),
+            "{text}"
+        );
+        // Any other refusal fails the command, naming the key.
+        let mut state = SetState::default();
+        set.accept(&mut state, reply(opcode::SETQ, 0x84, 0, b"", b"Internal error"))
+            .unwrap();
         let err = set.finish(state, SITE).unwrap_err().to_string();
         assert!(
-            err.contains("photo") && err.contains("out of memory") && err.contains("h:1"),
+            err.contains("photo") && err.contains("internal error") && err.contains("h:1"),
             "{err}"
         );
         // A long key is shortened in the message, as everywhere else.
@@ -588,7 +634,7 @@ mod tests {
             }],
         };
         let mut state = SetState::default();
-        set.accept(&mut state, reply(opcode::SETQ, 0x82, 0, b"", b"Out of memory"))
+        set.accept(&mut state, reply(opcode::SETQ, 0x84, 0, b"", b"Internal error"))
             .unwrap();
         let err = set.finish(state, SITE).unwrap_err().to_string();
         assert!(err.contains(&long[..60]) && !err.contains(&long[..100]), "{err}");

@@ -37,6 +37,8 @@ pub(super) mod status {
     pub(in super::super) const OK: u16 = 0x0000;
     pub(in super::super) const KEY_NOT_FOUND: u16 = 0x0001;
     pub(in super::super) const TOO_LARGE: u16 = 0x0003;
+    /// A `set` memcached could not find room for (no room and `-M`, or none to evict).
+    pub(in super::super) const OUT_OF_MEMORY: u16 = 0x0082;
 }
 
 /// What memcached's status codes mean, for messages.

@@ -35,12 +35,15 @@ const LEVEL: &str = "memcached";
 ///   millisecond, is in the [envelope](super::super::envelope), and `get` honours it.
 /// - **Values** larger than the item limit (`max_item_size`, memcached's `-I`, 1 MiB by default,
 ///   less the key, the envelope and memcached's per-item header) are refused with
-///   [`Error::ValueTooLarge`] before anything is sent. An item a server refuses itself (its `-I`
-///   is below `max_item_size`) fails alone: a batch's other items are stored, and the call fails
-///   with [`Error::PartialBatch`] naming the refused ones (in `refused`, apart from the items
-///   of a host that was not reached), all of them if it refused them all. Memcached drops the key's previous value when it refuses
-///   a set, so a refused key reads as a miss on its server, never as an older value; the error
-///   gives that server's limit from the `item_size_max` it reported at connect.
+///   [`Error::ValueTooLarge`] before anything is sent. An item a server refuses itself, as too
+///   large (its `-I` is below `max_item_size`) or for want of memory ([`Error::ItemRefused`]: a
+///   server run with `-M` refuses values rather than evicting), fails alone: a batch's other
+///   items are stored, and the call fails with [`Error::PartialBatch`] naming the refused ones
+///   (in `refused`, apart from the items of a host that was not reached), all of them if it
+///   refused them all. A refusal is never held against the server's circuit breaker: it
+///   answered. Memcached drops the key's previous value when it refuses a set, so a refused key
+///   reads as a miss on its server, never as an older value; a too-large error gives that
+///   server's limit from the `item_size_max` it reported at connect.
 /// - **Batches** (`get_many`, `set_many`, `set_each`, `delete_many`) are pipelined with the binary
 ///   protocol's quiet commands: one round trip per host per 1 024 keys.
 /// - **`size`** sums `curr_items` and `bytes` from `stats` across hosts. Memcached has no way to
@@ -564,11 +567,12 @@ impl MemcachedStore {
     }
 }
 
-/// A write's answers: `Ok` if every item was stored. Items a host refused as too large (its
-/// `-I` is below `max_item_size`) fail alone, like the items of a host that was not reached:
-/// the others were stored, so the call is an [`Error::PartialBatch`] listing the failed items
-/// and, apart, the refused ones. Its cause is the first [`Error::ValueTooLarge`] if any item was
-/// refused, else the first node failure: a refused item must read as bad input, or a caller
+/// A write's answers: `Ok` if every item was stored. Items a host refused (too large: its `-I`
+/// is below `max_item_size`; or out of memory) fail alone, like the items of a host that was not
+/// reached: the others were stored, so the call is an [`Error::PartialBatch`] listing the failed
+/// items and, apart, the refused ones. Its cause is the first refusal
+/// ([`Error::ValueTooLarge`], [`Error::ItemRefused`]) if any item was refused, else the first
+/// node failure: a refused item must read as bad input, or a caller
 /// would take it for unreached and queue it for a replay that can only fail again. An unreached
 /// item must not read as refused either, or a caller would drop a write that only waits for its
 /// host: so a batch none of whose items was stored is the node failure alone only when every
@@ -584,17 +588,17 @@ fn written(answers: Answers<Vec<(usize, Error)>>) -> Result<()> {
     let split = answers.split()?;
     let (mut failed, unreached) = (split.failed, split.cause);
     let mut refused = Vec::new();
-    let mut too_large = None;
+    let mut first_refusal = None;
     for (members, commands) in split.served {
         for (c, refusals) in commands.into_iter().enumerate() {
             for (i, e) in refusals {
                 refused.extend(members.get(c * MAX_BATCH + i));
-                too_large.get_or_insert(e);
+                first_refusal.get_or_insert(e);
             }
         }
     }
     failed.extend_from_slice(&refused);
-    match (too_large, unreached) {
+    match (first_refusal, unreached) {
         (None, None) => Ok(()),
         (Some(cause), _) if total == 1 => Err(cause),
         (None, Some(cause)) if failed.len() >= total => Err(cause),

@@ -13,8 +13,9 @@ use crate::distributed::{ceil_ms, check_key, effective_ttl, envelope, open_envel
 use crate::error::{key_for_error, Error, KeyProblem, Result};
 use crate::storage::Entry;
 
-/// Redis refuses string values over 512 MiB.
-const MAX_REDIS_VALUE: usize = 512 * 1024 * 1024;
+/// The longest bulk string Redis reads by default (`proto-max-bulk-len`), and the most a string
+/// value may hold whatever that setting says.
+pub(crate) const MAX_REDIS_VALUE: usize = 512 * 1024 * 1024;
 /// Longest TTL sent as `PX`; Redis refuses expiries that overflow its millisecond clock.
 pub(crate) const MAX_PX_MS: u64 = 1 << 52;
 
@@ -38,19 +39,62 @@ fn check_redis_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a key [`check_redis_key`] refuses, or a value over Redis's string limit (less the
-/// envelope).
-pub(crate) fn check_value(key: &str, len: usize) -> Result<()> {
-    check_redis_key(key)?;
-    if len > MAX_REDIS_VALUE - envelope::HEADER_LEN {
-        return Err(Error::ValueTooLarge {
-            key: key_for_error(key),
-            len,
-            max: MAX_REDIS_VALUE - envelope::HEADER_LEN,
-            store: "Redis (512 MiB per string value)".to_owned(),
-        });
+/// The longest value a `SET` may carry, and where that limit comes from (for the error).
+///
+/// A value over the server's `proto-max-bulk-len` is not refused as a command: Redis answers
+/// `invalid bulk length` and closes the connection, a failure the breaker would hold against a
+/// server that is up. So the limit the server reports at connect is checked before sending, as
+/// every level checks its own limit.
+#[derive(Debug, Clone)]
+pub(crate) struct ValueLimit {
+    /// The bulk length the server reads (the value's envelope included).
+    bulk: usize,
+    /// Where the limit comes from, for [`Error::ValueTooLarge`]'s `store`.
+    source: String,
+}
+
+impl ValueLimit {
+    /// Redis's own limit, for a server that did not say its `proto-max-bulk-len`.
+    pub(crate) fn default_for(hosts: &str) -> Self {
+        ValueLimit {
+            bulk: MAX_REDIS_VALUE,
+            source: format!("Redis at {hosts} (512 MiB per string value)"),
+        }
     }
-    Ok(())
+
+    /// The limit of a server whose `proto-max-bulk-len` is `bulk`: values above 512 MiB stay
+    /// refused, as Redis refuses such strings whatever the setting.
+    pub(crate) fn reported(hosts: &str, bulk: usize) -> Self {
+        if bulk >= MAX_REDIS_VALUE {
+            return Self::default_for(hosts);
+        }
+        ValueLimit {
+            bulk,
+            source: format!(
+                "Redis at {hosts}, whose proto-max-bulk-len is {bulk} bytes; raise it there \
+                 (CONFIG SET proto-max-bulk-len) or store such values elsewhere"
+            ),
+        }
+    }
+
+    /// The longest value, the envelope taken off.
+    fn max_value(&self) -> usize {
+        self.bulk.saturating_sub(envelope::HEADER_LEN)
+    }
+
+    /// Refuses a key [`check_redis_key`] refuses, or a value over the limit.
+    pub(crate) fn check(&self, key: &str, len: usize) -> Result<()> {
+        check_redis_key(key)?;
+        if len > self.max_value() {
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(key),
+                len,
+                max: self.max_value(),
+                store: self.source.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What goes to the server.
@@ -181,11 +225,21 @@ fn int(op: &'static str, value: Value) -> Result<i64> {
 pub(crate) struct Commands {
     prefix: String,
     default_ttl: Option<Duration>,
+    limit: ValueLimit,
 }
 
 impl Commands {
-    pub(crate) fn new(prefix: String, default_ttl: Option<Duration>) -> Self {
-        Commands { prefix, default_ttl }
+    pub(crate) fn new(prefix: String, default_ttl: Option<Duration>, limit: ValueLimit) -> Self {
+        Commands {
+            prefix,
+            default_ttl,
+            limit,
+        }
+    }
+
+    /// Refuses a key the level refuses, or a value over the server's limit ([`ValueLimit`]).
+    pub(crate) fn check_value(&self, key: &str, len: usize) -> Result<()> {
+        self.limit.check(key, len)
     }
 
     /// The key prefix.
@@ -288,7 +342,7 @@ impl Commands {
     /// bad input after another part was written would leave the batch half applied.
     pub(crate) fn check_sets(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
         for &(key, value, ttl) in items {
-            check_value(key, value.len())?;
+            self.check_value(key, value.len())?;
             effective_ttl(key, ttl, self.default_ttl)?;
         }
         Ok(())
@@ -324,7 +378,7 @@ impl Commands {
             } else {
                 // Replaced later in the batch: checked as if sent, so a batch is refused the same
                 // whether or not a key repeats.
-                check_value(key, value.len())?;
+                self.check_value(key, value.len())?;
                 effective_ttl(key, ttl, self.default_ttl)?;
             }
         }
@@ -340,7 +394,7 @@ impl Commands {
     }
 
     fn set_cmd(&self, key: &str, value: &[u8], ttl: Option<Duration>, now_ms: u64) -> Result<Cmd> {
-        check_value(key, value.len())?;
+        self.check_value(key, value.len())?;
         let ttl_ms = effective_ttl(key, ttl, self.default_ttl)?.map(|ttl| ceil_ms(ttl).min(MAX_PX_MS));
         let bytes = envelope::encode(value, ttl_ms.map(|ms| now_ms.saturating_add(ms)));
         let mut cmd = redis::cmd("SET");
@@ -409,7 +463,7 @@ mod tests {
 
     #[test]
     fn get_is_one_prefixed_get_whose_reply_opens_the_envelope() {
-        let commands = Commands::new("app:".to_owned(), None);
+        let commands = Commands::new("app:".to_owned(), None, ValueLimit::default_for("h:1"));
         let get = commands.get("k").unwrap();
         assert_eq!(args(single(&get)), [b"GET".to_vec(), b"app:k".to_vec()]);
         let reply = Value::BulkString(envelope::encode(b"v", Some(2_000)));
@@ -431,7 +485,11 @@ mod tests {
 
     #[test]
     fn set_sends_the_ttl_as_px_and_in_the_envelope() {
-        let commands = Commands::new("p:".to_owned(), Some(Duration::from_secs(5)));
+        let commands = Commands::new(
+            "p:".to_owned(),
+            Some(Duration::from_secs(5)),
+            ValueLimit::default_for("h:1"),
+        );
         let set = commands
             .set("k", b"v", Some(Duration::from_micros(1_500)), 10)
             .unwrap();
@@ -449,7 +507,7 @@ mod tests {
 
     #[test]
     fn empty_batches_send_nothing_and_bad_keys_are_refused_before_sending() {
-        let commands = Commands::new(String::new(), None);
+        let commands = Commands::new(String::new(), None, ValueLimit::default_for("h:1"));
         assert!(matches!(
             commands.get_many(&[]).unwrap().request,
             Request::Nothing
@@ -471,7 +529,7 @@ mod tests {
 
     #[test]
     fn a_key_repeated_in_a_batch_is_sent_once_with_its_last_item() {
-        let commands = Commands::new("p:".to_owned(), None);
+        let commands = Commands::new("p:".to_owned(), None, ValueLimit::default_for("h:1"));
         let ttl = Some(Duration::from_secs(9));
         let set = commands
             .set_each(

@@ -443,6 +443,28 @@ impl Conn {
 }
 
 impl Conn {
+    /// The server's `proto-max-bulk-len` (on a cluster, one node's: a cluster's nodes share
+    /// their configuration), or `None` if it does not say: managed services often refuse
+    /// `CONFIG`, and a user without the right to it is not refused for that.
+    pub(crate) async fn bulk_limit(mut self) -> Option<usize> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("proto-max-bulk-len");
+        let reply = match &mut self {
+            Conn::Single(conn) => cmd.query_async::<Value>(conn).await,
+            Conn::Cluster(conn) => {
+                conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+                    .await
+            }
+        };
+        // A RESP2 reply is the pair as an array, a RESP3 one a map.
+        let value = match reply.ok()? {
+            Value::Array(mut pair) if pair.len() == 2 => pair.pop()?,
+            Value::Map(mut pairs) if pairs.len() == 1 => pairs.pop()?.1,
+            _ => return None,
+        };
+        redis::from_redis_value::<String>(value).ok()?.parse().ok()
+    }
+
     /// Sends `request` and returns its reply (server errors as `Err`). A [`Request::Batch`]
     /// answers `Okay` once every command in it succeeded.
     pub(crate) async fn send(&mut self, request: &Request) -> RedisResult<Value> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::commands::{check_value, Command, Commands, Read, Reply};
+use super::commands::{Command, Commands, Read, Reply, ValueLimit};
 use super::connection::{Conn, Link, Settings};
 use super::errors::{call_error, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
@@ -110,29 +110,37 @@ impl RedisStore {
         let conn = rt
             .block_on("connect", timeout, settings.clone().connect())
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
-        let slots = rt
-            .block_on("connect", timeout, Self::slot_map(&options, &settings, &conn))
+        let (slots, limit) = rt
+            .block_on("connect", timeout, Self::survey(&options, &settings, &conn))
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
-        Ok(Self::assemble(&options, &settings, conn, slots, rt))
+        Ok(Self::assemble(&options, &settings, conn, slots, limit, rt))
     }
 
-    /// With per-node breakers on a cluster, who owns each slot (see `slots`).
-    fn slot_map(
+    /// What the level asks of the server once connected: with per-node breakers on a cluster,
+    /// who owns each slot (see `slots`); and the longest value it reads ([`ValueLimit`]).
+    fn survey(
         options: &RedisOptions,
         settings: &Settings,
         conn: &Link,
-    ) -> impl std::future::Future<Output = Result<Option<Arc<Slots>>>> + Send + 'static {
-        let read = match (conn.current().0, options.breakers()) {
-            (Conn::Cluster(conn), Some(breakers)) => Some((conn, seeds(settings), Arc::clone(breakers))),
+    ) -> impl std::future::Future<Output = Result<(Option<Arc<Slots>>, ValueLimit)>> + Send + 'static {
+        let current = conn.current().0;
+        let read = match (&current, options.breakers()) {
+            (Conn::Cluster(conn), Some(breakers)) => {
+                Some((conn.clone(), seeds(settings), Arc::clone(breakers)))
+            }
             _ => None,
         };
+        let hosts = settings.hosts();
         async move {
-            match read {
-                Some((conn, seeds, breakers)) => Slots::read(&conn, seeds, breakers)
-                    .await
-                    .map(|slots| Some(Arc::new(slots))),
-                None => Ok(None),
-            }
+            let slots = match read {
+                Some((conn, seeds, breakers)) => Some(Arc::new(Slots::read(&conn, seeds, breakers).await?)),
+                None => None,
+            };
+            let limit = match current.bulk_limit().await {
+                Some(bulk) => ValueLimit::reported(&hosts, bulk),
+                None => ValueLimit::default_for(&hosts),
+            };
+            Ok((slots, limit))
         }
     }
 
@@ -148,11 +156,11 @@ impl RedisStore {
             .run("connect", timeout, settings.clone().connect())
             .await
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
-        let slots = rt
-            .run("connect", timeout, Self::slot_map(&options, &settings, &conn))
+        let (slots, limit) = rt
+            .run("connect", timeout, Self::survey(&options, &settings, &conn))
             .await
             .map_err(|err| connect_timeout_error(LEVEL, err, &hosts, timeout))?;
-        Ok(Self::assemble(&options, &settings, conn, slots, rt))
+        Ok(Self::assemble(&options, &settings, conn, slots, limit, rt))
     }
 
     fn assemble(
@@ -160,6 +168,7 @@ impl RedisStore {
         settings: &Settings,
         conn: Link,
         slots: Option<Arc<Slots>>,
+        limit: ValueLimit,
         rt: IoRuntime,
     ) -> Self {
         let pool = match settings.targets.first() {
@@ -172,7 +181,7 @@ impl RedisStore {
         RedisStore {
             pool,
             conn,
-            commands: Commands::new(options.key_prefix().to_owned(), options.ttl_default()),
+            commands: Commands::new(options.key_prefix().to_owned(), options.ttl_default(), limit),
             timeout: settings.timeout,
             admin_timeout: options.admin_deadline(),
             clock: options.clock_source(),
@@ -572,7 +581,7 @@ impl Storage for RedisStore {
     }
 
     fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
-        check_value(key, value_len)
+        self.commands.check_value(key, value_len)
     }
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {

@@ -1,0 +1,159 @@
+//! An item a healthy L2 server will not take is that item's error, never a failure held against
+//! the server: its circuit breaker stays closed, so the other keys keep being read and written.
+//! Against real servers: a Redis whose `proto-max-bulk-len` is below a value (refused before it
+//! is sent, naming the key and the server's limit, where Redis would answer `invalid bulk
+//! length` and close the connection), and a Memcached out of memory (`-M`: it refuses items
+//! rather than evicting), whose refusal names the key and leaves a miss where its old value was.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{MemcachedServer, RedisCluster, RedisServer};
+use uno_cache::distributed::envelope;
+use uno_cache::{
+    BreakerState, CircuitBreaker, Error, Guarded, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore,
+    Storage,
+};
+
+/// A breaker that opens at the first failure, so that any failure held against the server shows.
+fn touchy() -> Arc<CircuitBreaker> {
+    Arc::new(CircuitBreaker::new(1, Duration::from_secs(60)))
+}
+
+#[test]
+fn a_value_over_redis_proto_max_bulk_len_is_refused_before_sending_naming_the_limit() {
+    let server = RedisServer::start_with(&["--proto-max-bulk-len", "1mb"], None);
+    let breaker = touchy();
+    let store = RedisStore::connect(RedisOptions::new(server.addr()).prefix("r:")).unwrap();
+    let redis = Guarded::new("redis", store, breaker.clone());
+    redis.set("photo", b"old", None).unwrap();
+
+    let limit = 1024 * 1024 - envelope::HEADER_LEN;
+    let err = redis.set("photo", &vec![1u8; limit + 1], None).unwrap_err();
+    let Error::ValueTooLarge { key, len, max, store } = &err else {
+        panic!("not ValueTooLarge: {err}")
+    };
+    assert_eq!((key.as_str(), *len, *max), ("photo", limit + 1, limit));
+    assert!(store.contains("proto-max-bulk-len is 1048576"), "{err}");
+    assert!(err.is_bad_input(), "{err}");
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Closed,
+        "the refusal was held against Redis"
+    );
+    // Nothing was sent: the old value stands, and the connection still serves.
+    assert_eq!(redis.get("photo").unwrap().unwrap().value, b"old");
+
+    // A batch holding one such value is refused whole, before any of it is sent.
+    let big = vec![2u8; limit + 1];
+    let batch: [(&str, &[u8], Option<Duration>); 2] = [("a", b"1", None), ("photo", &big, None)];
+    let err = redis.set_each(&batch).unwrap_err();
+    assert!(
+        matches!(&err, Error::ValueTooLarge { key, .. } if key == "photo"),
+        "{err}"
+    );
+    assert_eq!(redis.get("a").unwrap(), None, "part of a refused batch was sent");
+
+    // The largest value the server takes is accepted.
+    redis.set("photo", &vec![3u8; limit], None).unwrap();
+    assert_eq!(redis.get("photo").unwrap().unwrap().value.len(), limit);
+    assert_eq!(breaker.state(), BreakerState::Closed);
+}
+
+#[test]
+fn a_redis_cluster_value_over_its_nodes_proto_max_bulk_len_is_refused_before_sending() {
+    let cluster = RedisCluster::start_with(&["--proto-max-bulk-len", "1mb"]);
+    let breaker = touchy();
+    let store = RedisStore::connect(RedisOptions::with_hosts(cluster.addrs()).cluster(true)).unwrap();
+    let redis = Guarded::new("redis", store, breaker.clone());
+    let limit = 1024 * 1024 - envelope::HEADER_LEN;
+    let err = redis.set("photo", &vec![1u8; limit + 1], None).unwrap_err();
+    assert!(
+        matches!(&err, Error::ValueTooLarge { key, max, .. } if key == "photo" && *max == limit),
+        "{err}"
+    );
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Closed,
+        "the refusal was held against the cluster"
+    );
+    redis.set("photo", &vec![3u8; limit], None).unwrap();
+    assert_eq!(redis.get("photo").unwrap().unwrap().value.len(), limit);
+}
+
+#[test]
+fn a_redis_that_does_not_say_its_proto_max_bulk_len_gets_the_512_mib_limit() {
+    // CONFIG renamed away, as managed services do: the level still connects.
+    let server = RedisServer::start_with(&["--rename-command", "CONFIG", "\"\""], None);
+    let store = RedisStore::connect(RedisOptions::new(server.addr())).unwrap();
+    let err = store
+        .check_value("k", 512 * 1024 * 1024)
+        .expect_err("a value of 512 MiB does not fit with its envelope");
+    assert!(err.to_string().contains("512 MiB per string value"), "{err}");
+    store
+        .check_value("k", 512 * 1024 * 1024 - envelope::HEADER_LEN)
+        .unwrap();
+    store.set("k", b"v", None).unwrap();
+}
+
+/// Memcached run with `-M` refuses a value it has no room for instead of evicting: that item
+/// fails alone (naming its key), the server's breaker stays closed, the key's old value is gone
+/// rather than left stale, and the server goes on serving every other key.
+#[test]
+fn a_memcached_out_of_memory_refuses_the_item_alone_and_leaves_a_miss() {
+    let server = MemcachedServer::start_with(&["-M", "-m", "2"]);
+    let breaker = touchy();
+    let store = MemcachedStore::connect(MemcachedOptions::new(server.addr()).prefix("m:")).unwrap();
+    let mc = Guarded::new("memcached", store, breaker.clone());
+    mc.set("small", b"kept", None).unwrap();
+    mc.set("photo", b"old", None).unwrap();
+    // Values of one size fill their slab class until the server has no page left to give.
+    let value = vec![5u8; 100_000];
+    let full = (0..200).find_map(|i| mc.set(&format!("fill{i}"), &value, None).err());
+    let err = full.expect("memcached -m 2 -M took 20 MB of values");
+    assert!(
+        matches!(&err, Error::ItemRefused { key, .. } if key.starts_with("fill")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("out of memory"), "{err}");
+    assert!(err.is_bad_input(), "{err}");
+
+    let err = mc.set("photo", &value, None).unwrap_err();
+    assert!(
+        matches!(&err, Error::ItemRefused { key, .. } if key == "photo"),
+        "{err}"
+    );
+    assert_eq!(
+        mc.get("photo").unwrap(),
+        None,
+        "the refused key kept its old value"
+    );
+    assert_eq!(mc.get("small").unwrap().unwrap().value, b"kept");
+
+    // In a batch, the refused item fails alone and the others are stored.
+    let batch: [(&str, &[u8], Option<Duration>); 2] = [("tiny", b"t", None), ("photo", &value, None)];
+    let err = mc.set_each(&batch).unwrap_err();
+    let Error::PartialBatch(partial) = &err else {
+        panic!("not a PartialBatch: {err}")
+    };
+    assert_eq!(
+        (partial.failed.as_slice(), partial.refused.as_slice()),
+        (&[1][..], &[1][..])
+    );
+    assert!(err.is_bad_input(), "{err}");
+    assert_eq!(mc.get("tiny").unwrap().unwrap().value, b"t");
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Closed,
+        "a refusal was held against the server"
+    );
+}
