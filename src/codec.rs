@@ -57,7 +57,8 @@ impl Codec {
     /// fast. The default. It cannot decode a type that asks the format what comes next (serde's
     /// `deserialize_any`: untagged or internally tagged enums, `#[serde(flatten)]`,
     /// `serde_json::Value`): such a value is written, and every read of it is an
-    /// [`Error::Decode`] that says so; store such types with [`Codec::json`].
+    /// [`Error::TypeNotDecodable`] that says so (a loading call too: it does not load again, as
+    /// it does for bytes another codec or type wrote); store such types with [`Codec::json`].
     #[must_use]
     pub const fn bincode() -> Codec {
         Codec(Kind::Bincode)
@@ -117,7 +118,7 @@ impl Codec {
     /// # Errors
     /// [`Error::CodecMismatch`] if the tag names another codec (or none, for example bytes stored
     /// through the raw API); [`Error::Decode`] if the payload is not a `T` (trailing bytes
-    /// included).
+    /// included); [`Error::TypeNotDecodable`] if this codec cannot decode a `T` at all.
     pub fn decode<T: DeserializeOwned>(self, key: &str, bytes: &[u8]) -> Result<T> {
         let Some((&tag, payload)) = bytes.split_first() else {
             return Err(self.mismatch(key, "an empty value (no codec tag)".to_owned()));
@@ -146,7 +147,13 @@ impl Codec {
                     bincode::serde::DecodeError::AnyNotSupported
                     | bincode::serde::DecodeError::IgnoredAnyNotSupported
                     | bincode::serde::DecodeError::IdentifierNotSupported,
-                )) => Err(NOT_SELF_DESCRIBING.to_owned()),
+                )) => {
+                    return Err(Error::TypeNotDecodable {
+                        key: key_for_error(key),
+                        codec: self.name(),
+                        reason: NOT_SELF_DESCRIBING,
+                    })
+                }
                 // serde's own messages (and the bounds'), without bincode's Debug dress.
                 Err(bincode::error::DecodeError::OtherString(reason)) => Err(data_reason(&reason)),
                 Err(e) => Err(another_type(e.to_string())),

@@ -329,6 +329,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// The codec cannot decode the type asked for, whatever the bytes: bincode and a type that
+    /// asks the format what comes next (serde's `deserialize_any`). Unlike [`Error::Decode`], a
+    /// loading call does not load such a key again: its loaded value would be as unreadable.
+    #[error("the {codec} codec cannot decode the type read for key {key:?}: {reason}")]
+    TypeNotDecodable {
+        /// The key (shortened).
+        key: String,
+        /// The codec's name.
+        codec: &'static str,
+        /// Why, and what to do.
+        reason: &'static str,
+    },
+
     /// Stored bytes were written by another codec (or by a raw-bytes call) and are not decoded.
     #[error("value for key {key:?} was stored with {stored}, but this cache manager decodes {expected}; use the same codec everywhere or read it with get_raw")]
     CodecMismatch {

@@ -508,3 +508,49 @@ fn a_value_kept_by_another_codec_is_loaded_anew_by_the_loading_calls() {
     assert_eq!(after.get::<String>("a").unwrap().as_deref(), Some("new a"));
     assert_eq!(after.get::<String>("b").unwrap().as_deref(), Some("new b"));
 }
+
+/// A type the codec can never decode (bincode and an untagged enum) is no value of another codec
+/// or type: a loading call that finds it returns the error that says to use the JSON codec, and
+/// does not run the loader again. It did, on every call: its own value was never read back, the
+/// source took every call, and the error was only logged.
+#[test]
+fn a_type_the_codec_cannot_decode_is_its_error_and_not_loaded_on_every_call() {
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        Circle { r: u32 },
+        Square { side: u32 },
+    }
+    let cache = memory_cache();
+    let loads = Arc::new(AtomicU32::new(0));
+    for key in ["with", "load"] {
+        for call in 0..3 {
+            let loads = Arc::clone(&loads);
+            let loader = move || {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(Shape::Circle { r: 3 })
+            };
+            let got = match key {
+                "with" => cache.get_or_set_with(key, None, loader),
+                _ => cache
+                    .get_or_load(key, None, loader)
+                    .map(uno_cache::Fetched::into_value),
+            };
+            if call == 0 {
+                assert_eq!(got.unwrap(), Shape::Circle { r: 3 });
+            } else {
+                let err = got.unwrap_err();
+                assert!(
+                    matches!(&err, Error::TypeNotDecodable { key: k, .. } if k == key),
+                    "{err}"
+                );
+                assert!(err.to_string().contains("codec = \"json\""), "{err}");
+            }
+        }
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "the loader ran again for a type it cannot decode"
+    );
+}

@@ -222,7 +222,10 @@ impl Shared {
 /// another type, or damage): then the call loads, and the loaded value replaces them. A cache
 /// that keeps its values across restarts would otherwise fail every loading call of every key
 /// it holds until their TTL, after a change of codec. Logged, since two code paths storing
-/// different types under one key would now take turns replacing each other's value.
+/// different types under one key would now take turns replacing each other's value. A type the
+/// codec cannot decode at all ([`Error::TypeNotDecodable`]) is not loaded again: the loaded value
+/// would be as unreadable, and every call would run the loader while the error saying to change
+/// codec went unseen.
 pub(super) fn reloads_unreadable(key: &str, error: &Error) -> bool {
     let unreadable = matches!(error, Error::CodecMismatch { .. } | Error::Decode { .. });
     if unreadable {
