@@ -24,7 +24,7 @@ mod proxy;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proxy::TcpProxy;
 use support::{
@@ -555,6 +555,11 @@ fn failures_of_a_moved_slots_new_owner_leave_the_old_owners_breaker_closed() {
             .find(|s| s.node == name)
             .map_or(0, |s| s.errors)
     };
+    // Each failure is held on the I/O thread once the map is re-read, after its call returned.
+    let held = Instant::now();
+    while errors_of(from) + errors_of(to) < 8 && held.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(
         errors_of(from),
         0,
@@ -566,4 +571,50 @@ fn failures_of_a_moved_slots_new_owner_leave_the_old_owners_breaker_closed() {
         matches!(&got, Ok(Some(e)) if e.value == b"a"),
         "a key of the healthy old owner was refused: {got:?}"
     );
+}
+
+/// With per-node breakers, a failed call of a mapped node has the slot map re-read before its
+/// failure is held against a breaker; the call itself still ends by its own deadline. It waited
+/// for the re-read, which asks the seeds (here the one node, frozen) within another timeout: a
+/// call took twice `timeout`.
+#[test]
+fn a_failed_call_of_a_mapped_node_returns_by_its_deadline_while_the_map_is_re_read() {
+    let cluster = RedisCluster::start();
+    // One seed, as many deployments give: the node that will hang.
+    let seed = cluster.nodes[0].addr();
+    let timeout = Duration::from_millis(400);
+    let breakers = std::sync::Arc::new(uno_cache::NodeBreakers::new("redis", 5, Duration::from_secs(5)));
+    let store = RedisStore::connect(
+        RedisOptions::with_hosts([seed])
+            .cluster(true)
+            .prefix("rr:")
+            .timeout(timeout)
+            .node_breakers(std::sync::Arc::clone(&breakers)),
+    )
+    .unwrap();
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| cluster.node_of_slot(cluster.keyslot(&format!("rr:{k}"))) == 0)
+        .unwrap();
+    store.set(&key, b"v", None).unwrap();
+
+    cluster.nodes[0].pause();
+    let started = Instant::now();
+    let result = store.get(&key);
+    let took = started.elapsed();
+    cluster.nodes[0].resume();
+
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        took < timeout + Duration::from_millis(200),
+        "a call with timeout {timeout:?} took {took:?} ({result:?})"
+    );
+    // The failure is still held against the node, once the re-read has ended.
+    let held = Instant::now();
+    while breakers.stats().iter().map(|s| s.errors).sum::<u64>() == 0
+        && held.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(breakers.stats().iter().map(|s| s.errors).sum::<u64>(), 1);
 }

@@ -73,8 +73,7 @@ impl Node {
                 Ok(value)
             }
             Err(e @ (Error::Timeout { .. } | Error::Backend { .. })) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                self.breaker.record_failure_of(probe);
+                self.count_failure(probe);
                 Err(self.unavailable(e))
             }
             Err(e @ (Error::InvalidEnvelope { .. } | Error::ItemRefused { .. })) => {
@@ -89,6 +88,14 @@ impl Node {
                 Err(e)
             }
         }
+    }
+
+    /// Holds a failure (a timeout, a backend error) against this node: counted, and fed to its
+    /// breaker. [`record`](Self::record) does this with the error at hand; a Cluster judges some
+    /// failures later, once it knows which node owns the key (see `redis::store`).
+    pub(crate) fn count_failure(&self, probe: bool) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.breaker.record_failure_of(probe);
     }
 
     /// A call admitted but never sent (the deadline went to other nodes first): reported as this
@@ -108,7 +115,7 @@ impl Node {
         tracing::warn!(node = %self.name, error = %error, "L2 node down; its keys fail fast until a probe reaches it");
     }
 
-    fn unavailable(&self, cause: Error) -> Error {
+    pub(crate) fn unavailable(&self, cause: Error) -> Error {
         Error::NodeUnavailable {
             level: self.level,
             node: self.name.clone(),

@@ -10,6 +10,8 @@
 //! at most once a second) before its failure is held against a breaker, and the failure is
 //! held against the key's owner in the map as re-read, never against a node that no longer
 //! owns the key's slot (which would open a healthy primary's breaker for another's outage).
+//! The call does not wait for that: it returns its error by its own deadline, and its failure
+//! is held on the I/O thread once the re-read ends.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -347,24 +347,58 @@ impl RedisStore {
         }
     }
 
-    /// A one-key call behind its primary's breaker. A failure waits for the re-read of the slot
-    /// map it starts (or the one under way; at most one a second, bounded by the level's
-    /// timeout, one `CLUSTER SLOTS` asked of the seeds at once) before it is held against a
-    /// breaker, so that a slot just moved is judged by its new owner.
+    /// A one-key call behind its primary's breaker. A failure is held against a breaker only
+    /// once the slot map it has re-read (or the re-read under way; at most one a second,
+    /// bounded by the level's timeout, one `CLUSTER SLOTS` asked of the seeds at once) says who
+    /// owns the key, so that a slot just moved is judged by its new owner: see
+    /// [`hold_after_reread`](Self::hold_after_reread).
     fn keyed<T>(&self, key: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
         let Some(node) = self.node_of(key) else {
             return run();
         };
         let probe = node.admit()?;
         let result = run();
-        if let Some(reread) = self.after_failure(&result) {
-            // Its own deadline ends it; the wait's is a bound only.
-            let _ = self.rt.wait("slots", self.timeout, async move {
+        match self.after_failure(&result) {
+            Some(reread) => self.hold_after_reread(&node, probe, key, result, reread),
+            None => self.hold(&node, probe, std::iter::once(key), result),
+        }
+    }
+
+    /// A one-key call's failure: the caller has its error at once, naming `node` (the owner in
+    /// the map it was sent by), so that the call ends by its own deadline; the failure is held
+    /// against the key's owner in the map as re-read, on the I/O thread once `reread` ends.
+    /// Waiting for the re-read in the call made a call that timed out take up to twice the
+    /// level's timeout.
+    fn hold_after_reread<T>(
+        &self,
+        node: &Arc<Node>,
+        probe: bool,
+        key: &str,
+        result: Result<T>,
+        reread: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<T> {
+        let (slots, cause) = match (self.slots.clone(), result) {
+            (Some(slots), Err(cause)) => (slots, cause),
+            (_, result) => return self.hold(node, probe, std::iter::once(key), result),
+        };
+        let (judged, full) = (Arc::clone(node), self.full_key(key));
+        // The re-read ends within the timeout; twice that is a bound only.
+        self.rt
+            .detach("slots", self.timeout.saturating_mul(2), async move {
                 reread.await;
+                if slots.owns(&judged, &full) {
+                    judged.count_failure(probe);
+                } else {
+                    if probe {
+                        judged.breaker().release_probe();
+                    }
+                    if let Some(owner) = slots.node_of(&full) {
+                        owner.count_failure(false);
+                    }
+                }
                 Ok(())
             });
-        }
-        self.hold(&node, probe, std::iter::once(key), result)
+        Err(node.unavailable(cause))
     }
 
     /// [`keyed`](Self::keyed) for the async API.
@@ -379,10 +413,10 @@ impl RedisStore {
         Box::pin(async move {
             let probe = node.admit()?;
             let result = call.await;
-            if let Some(reread) = self.after_failure(&result) {
-                reread.await;
+            match self.after_failure(&result) {
+                Some(reread) => self.hold_after_reread(&node, probe, key, result, reread),
+                None => self.hold(&node, probe, std::iter::once(key), result),
             }
-            self.hold(&node, probe, std::iter::once(key), result)
         })
     }
 
