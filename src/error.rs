@@ -270,6 +270,21 @@ pub enum Error {
     #[error("{0}")]
     PartialBatch(Box<PartialBatch>),
 
+    /// A distributed level's server is up but out of memory for writes (Redis at `maxmemory`
+    /// with the `noeviction` policy, its default): reads and deletes still work there. An
+    /// outage of writes, so `fallback_on_error` hides it and the write waits in the replay
+    /// queue (the server keeps the key's older value until then), but not of the server: the
+    /// circuit breaker does not count it, so reads go on being served from L2.
+    #[error("{level} {op} refused: the server is out of memory ({reason}); it still serves reads. For a cache, give it an eviction policy (maxmemory-policy allkeys-lru) or more memory")]
+    ServerFull {
+        /// The level ("redis", ...).
+        level: &'static str,
+        /// The operation.
+        op: &'static str,
+        /// What the server said.
+        reason: String,
+    },
+
     /// A distributed level's server, up and answering, would not store this item (Memcached out
     /// of memory under `-M`, where it refuses items rather than evicting). Like a value too large
     /// it is the item's error, not the level's: the circuit breaker does not count it, and it is

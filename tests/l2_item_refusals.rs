@@ -4,6 +4,8 @@
 //! is sent, naming the key and the server's limit, where Redis would answer `invalid bulk
 //! length` and close the connection), and a Memcached out of memory (`-M`: it refuses items
 //! rather than evicting), whose refusal names the key and leaves a miss where its old value was.
+//! A Redis out of memory for writes (`maxmemory`, `noeviction`) is an outage of writes only: its
+//! reads go on, and no breaker counts the refusals.
 
 #![allow(
     clippy::unwrap_used,
@@ -88,6 +90,40 @@ fn a_redis_cluster_value_over_its_nodes_proto_max_bulk_len_is_refused_before_sen
     );
     redis.set("photo", &vec![3u8; limit], None).unwrap();
     assert_eq!(redis.get("photo").unwrap().unwrap().value.len(), limit);
+}
+
+/// A Redis at `maxmemory` with `noeviction` (its default policy) refuses writes and still
+/// serves reads and deletes: its writes fail with `ServerFull`, saying what to set, and its
+/// breaker stays closed, so the reads go on.
+#[test]
+fn a_redis_out_of_memory_refuses_writes_and_keeps_serving_reads_with_its_breaker_closed() {
+    let server = RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"], None);
+    let breaker = touchy();
+    let store = RedisStore::connect(RedisOptions::new(server.addr()).prefix("o:")).unwrap();
+    let redis = Guarded::new("redis", store, breaker.clone());
+    redis.set("kept", b"v", None).unwrap();
+    let value = vec![6u8; 100_000];
+    let full = (0..200).find_map(|i| redis.set(&format!("fill{i}"), &value, None).err());
+    let err = full.expect("redis --maxmemory 4mb took 20 MB of values");
+    assert!(matches!(&err, Error::ServerFull { .. }), "{err}");
+    assert!(err.to_string().contains("maxmemory-policy"), "{err}");
+    assert!(
+        !err.is_bad_input(),
+        "a write refused for memory must wait for a replay: {err}"
+    );
+    for _ in 0..3 {
+        assert!(matches!(
+            redis.set("kept", &value, None),
+            Err(Error::ServerFull { .. })
+        ));
+    }
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Closed,
+        "the refusals were held against Redis"
+    );
+    assert_eq!(redis.get("kept").unwrap().unwrap().value, b"v", "reads go on");
+    assert!(redis.delete("fill0").unwrap(), "deletes go on");
 }
 
 #[test]

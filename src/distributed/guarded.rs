@@ -95,10 +95,14 @@ impl<L: Storage> Guarded<L> {
 /// here; a batch that some nodes served ([`Error::PartialBatch`]) shows the level answers.
 fn record<T>(breaker: &CircuitBreaker, probe: bool, result: &Result<T>) {
     match result {
-        // A server that refused an item ([`Error::ItemRefused`]) answered.
-        Ok(_) | Err(Error::InvalidEnvelope { .. } | Error::ItemRefused { .. } | Error::PartialBatch(_)) => {
-            breaker.record_success()
-        }
+        // A server that refused an item or a write for want of memory answered.
+        Ok(_)
+        | Err(
+            Error::InvalidEnvelope { .. }
+            | Error::ItemRefused { .. }
+            | Error::ServerFull { .. }
+            | Error::PartialBatch(_),
+        ) => breaker.record_success(),
         // A configuration the server refuses (a rotated password) opens the breaker too: the
         // level is probed once per cool-down instead of failing every call on the network.
         Err(Error::Timeout { .. } | Error::Backend { .. } | Error::Misconfigured { .. }) => {

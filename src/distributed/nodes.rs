@@ -76,7 +76,9 @@ impl Node {
                 self.count_failure(probe);
                 Err(self.unavailable(e))
             }
-            Err(e @ (Error::InvalidEnvelope { .. } | Error::ItemRefused { .. })) => {
+            Err(
+                e @ (Error::InvalidEnvelope { .. } | Error::ItemRefused { .. } | Error::ServerFull { .. }),
+            ) => {
                 // The node answered.
                 self.breaker.record_success();
                 Err(e)

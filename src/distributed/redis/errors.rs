@@ -42,6 +42,15 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
             reason: format!("the key holds a Redis value of another type, not a string ({err})"),
         };
     }
+    if err.code() == Some("OOM") {
+        // Up, and out of memory for writes: no failure of the server for the breaker to count,
+        // or its reads would be skipped too.
+        return Error::ServerFull {
+            level: LEVEL,
+            op,
+            reason: err.to_string(),
+        };
+    }
     match misconfiguration(err) {
         Some(advice) => misconfigured(LEVEL, hosts, advice, err),
         None => backend(op, err),
