@@ -424,10 +424,16 @@ impl Error {
     }
 
     /// True for [`Error::Misconfigured`] and [`Error::Config`]: the configuration is wrong, and
-    /// retrying the call (or waiting for the server) cannot help.
+    /// retrying the call (or waiting for the server) cannot help. Also for one node's
+    /// ([`Error::NodeUnavailable`] with that cause), and a batch's whose first failure is one.
     #[must_use]
     pub fn is_misconfiguration(&self) -> bool {
-        matches!(self, Error::Misconfigured { .. } | Error::Config { .. })
+        match self {
+            Error::Misconfigured { .. } | Error::Config { .. } => true,
+            Error::NodeUnavailable { cause, .. } => cause.is_misconfiguration(),
+            Error::PartialBatch(partial) => partial.cause.is_misconfiguration(),
+            _ => false,
+        }
     }
 
     /// True if this is an I/O error that says the device (or the user's quota) is full.

@@ -64,7 +64,8 @@ impl Node {
             .ok_or_else(|| self.unavailable(Error::CircuitOpen { level: self.level }))
     }
 
-    /// Feeds a call's outcome to the breaker and wraps a node failure (timeout, backend) in
+    /// Feeds a call's outcome to the breaker and wraps a node failure (timeout, backend,
+    /// misconfiguration) in
     /// [`Error::NodeUnavailable`]; caller errors pass unchanged (and free a probe slot).
     pub(crate) fn record<T>(&self, probe: bool, result: Result<T>) -> Result<T> {
         match result {
@@ -72,7 +73,10 @@ impl Node {
                 self.breaker.record_success();
                 Ok(value)
             }
-            Err(e @ (Error::Timeout { .. } | Error::Backend { .. })) => {
+            // A node that refuses the configuration (its password rotated alone) is that node's
+            // failure, as it is the level's on a single server: held against the level, one
+            // node's refusal would open the breaker of every node.
+            Err(e @ (Error::Timeout { .. } | Error::Backend { .. } | Error::Misconfigured { .. })) => {
                 self.count_failure(probe);
                 Err(self.unavailable(e))
             }
@@ -325,6 +329,32 @@ mod tests {
             op: "get",
             reason: "refused".into(),
         })
+    }
+
+    /// One node that refuses the configuration (its own password rotated) opens its own breaker,
+    /// and the error still reads as a misconfiguration for the stats and the log. Passed up
+    /// unwrapped, it was counted by the level's breaker (which counts no `NodeUnavailable`),
+    /// and that breaker then skipped every node.
+    #[test]
+    fn a_node_that_refuses_the_configuration_opens_its_own_breaker_only() {
+        let (b, _clock) = breakers();
+        let (a, other) = (b.node("a:1"), b.node("b:1"));
+        for _ in 0..2 {
+            let probe = a.admit().unwrap();
+            let refused: Result<()> = Err(Error::Misconfigured {
+                level: "memcached",
+                hosts: "a:1".into(),
+                reason: "WRONGPASS".into(),
+            });
+            let err = a.record(probe, refused).unwrap_err();
+            assert!(
+                matches!(err, Error::NodeUnavailable { ref node, .. } if node == "a:1"),
+                "{err:?}"
+            );
+            assert!(err.is_misconfiguration(), "{err:?}");
+        }
+        assert!(a.admit().is_err(), "the node's breaker opened");
+        assert!(other.admit().is_ok());
     }
 
     #[test]
