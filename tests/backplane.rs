@@ -219,8 +219,19 @@ fn garbage_on_the_channel_is_counted_and_ignored() {
 #[test]
 fn a_message_longer_than_any_publisher_sends_is_counted_and_ignored() {
     let server = RedisServer::start();
-    let (a, _) = instance(options(&server));
-    let (b, b_seen) = instance(options(&server));
+    // Both instances' I/O threads read the 34 MB message (a debug build, on a loaded machine:
+    // a second or more), and B's health-check PING is answered after it on the same
+    // connection: with the default publish timeout (100 ms) A's publish timed out, and with the
+    // default staleness bound (a PING deadline of 333 ms) B took its subscription for lost and
+    // missed the message, 4 runs in 6 on a loaded 2-core machine. Neither deadline is what this
+    // test is about.
+    let opts = || {
+        options(&server)
+            .publish_timeout(Duration::from_secs(10))
+            .staleness_bound(Duration::from_secs(30))
+    };
+    let (a, _) = instance(opts());
+    let (b, b_seen) = instance(opts());
     let mut raw = server.raw();
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
@@ -249,6 +260,7 @@ fn a_message_longer_than_any_publisher_sends_is_counted_and_ignored() {
         "the oversized message was delivered"
     );
     assert_eq!(b.stats().invalid, 1);
+    assert_eq!(b.stats().subscription_losses, 0, "{:?}", b.stats());
 }
 
 #[test]
@@ -544,13 +556,16 @@ fn a_frozen_server_is_noticed_by_ping_within_the_staleness_bound() {
         })
         .unwrap();
     let took = lost_at.duration_since(frozen_at);
+    // Checked while the server is still frozen, when no subscription can come back: once it
+    // is thawed, the subscriber may be connected again before its restore, handed to the
+    // handler's thread, reaches the recorder (that race failed this check on a loaded machine).
+    assert!(!b.stats().connected, "{:?}", b.stats());
     server.resume();
     // A generous margin for a loaded 2-core machine; the design bound is 2/3 of `bound`.
     assert!(
         took < bound + Duration::from_millis(150),
         "noticed after {took:?}, bound {bound:?}"
     );
-    assert!(!b.stats().connected || has_restored(&b_seen.events.lock()));
     b_seen.wait_for("restored after resume", WAIT, has_restored);
     assert!(b.stats().connected);
 }
@@ -686,7 +701,14 @@ impl InvalidationHandler for Panicky {
 fn a_panicking_handler_is_counted_and_the_subscriber_goes_on() {
     let server = RedisServer::start();
     let (a, _) = instance(options(&server));
-    let b = Backplane::connect(options(&server), Arc::new(Panicky)).unwrap();
+    // A staleness bound longer than a panic can take: with RUST_BACKTRACE=1 the first panic's
+    // backtrace took the handler's thread past the default bound (1 s) on a loaded 2-core
+    // machine, and the second message, late by then, was dropped as a lag instead of handled.
+    let b = Backplane::connect(
+        options(&server).staleness_bound(Duration::from_secs(30)),
+        Arc::new(Panicky),
+    )
+    .unwrap();
     a.publish(&keys(&["x"])).unwrap();
     a.publish(&keys(&["y"])).unwrap();
     let deadline = Instant::now() + WAIT;
@@ -696,6 +718,7 @@ fn a_panicking_handler_is_counted_and_the_subscriber_goes_on() {
     }
     assert!(b.stats().connected);
     assert_eq!(b.stats().received, 2);
+    assert_eq!(b.stats().handler_lags, 0);
 }
 
 #[test]

@@ -300,16 +300,27 @@ fn one_unreadable_value_fails_only_its_key_of_a_get_many() {
 #[test]
 fn unreachable_host_and_bad_urls_fail_at_construction() {
     let port = support::free_port();
-    let started = Instant::now();
-    let err = MemcachedStore::connect(
-        MemcachedOptions::new(format!("127.0.0.1:{port}")).connect_timeout(Duration::from_millis(300)),
-    )
-    .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_millis(350),
-        "{:?}",
-        started.elapsed()
-    );
+    // Three attempts: the median must end within 50 ms of the connect timeout, and none a second
+    // past it (one attempt may wait for a busy CI machine to schedule the test: the machine
+    // stalled threads for up to 385 ms in the outage test below).
+    let mut errors = Vec::new();
+    let mut took: Vec<Duration> = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            errors.push(
+                MemcachedStore::connect(
+                    MemcachedOptions::new(format!("127.0.0.1:{port}"))
+                        .connect_timeout(Duration::from_millis(300)),
+                )
+                .unwrap_err(),
+            );
+            started.elapsed()
+        })
+        .collect();
+    took.sort();
+    assert!(took[1] < Duration::from_millis(350), "{took:?}");
+    assert!(took[2] < Duration::from_millis(1300), "{took:?}");
+    let err = errors.pop().unwrap();
     let text = err.to_string();
     assert!(matches!(err, Error::Backend { op: "connect", .. }), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
@@ -513,10 +524,12 @@ fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // (Refused at once; the margin is for the three busy workers this thread shares two vCPUs
+    // with, as for theirs below.)
     let started = Instant::now();
     assert!(mc.get("k").is_err());
     assert!(
-        started.elapsed() <= timeout + Duration::from_millis(50),
+        started.elapsed() <= timeout + Duration::from_secs(1),
         "{:?}",
         started.elapsed()
     );
@@ -541,9 +554,16 @@ fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
         "outage: {} failed calls, slowest call {slowest} ms",
         errors.load(Ordering::SeqCst)
     );
+    // No call hung past its deadline. Calls to the killed server are refused at once, so what
+    // a call takes beyond a few milliseconds here is the machine not scheduling the worker (three
+    // workers and the I/O thread on two vCPUs): on a loaded 2-core machine that reached 385 ms,
+    // and a bound of the deadline + 50 ms failed 6 runs in 10. A call that waited for a
+    // reconnect (the connect timeout is 2 s) or that its deadline did not end still fails
+    // this; `hung_server_calls_time_out_at_the_deadline_…` holds calls that do wait for the
+    // deadline to it closely.
     assert!(
-        slowest <= u64::try_from((timeout + Duration::from_millis(50)).as_millis()).unwrap(),
-        "a call took {slowest} ms, over the {timeout:?} deadline + 50 ms"
+        slowest <= u64::try_from((timeout + Duration::from_secs(1)).as_millis()).unwrap(),
+        "a call took {slowest} ms, over the {timeout:?} deadline + 1 s"
     );
 }
 

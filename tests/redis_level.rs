@@ -489,18 +489,31 @@ fn size_counts_the_values_and_not_keys_of_other_types_under_the_prefix() {
 
 #[test]
 fn unreachable_host_fails_at_construction_within_the_connect_timeout() {
+    // Each kind of host three times: the median attempt must end within 50 ms of the connect
+    // timeout (a retry would take twice as long each time), and none a second past it (one
+    // attempt may wait for a busy CI machine to schedule the test; a bound of 50 ms on a single
+    // attempt failed there).
+    let attempts = |timeout: Duration, connect: &dyn Fn() -> Error| {
+        let mut errors = Vec::new();
+        let mut took: Vec<Duration> = (0..3)
+            .map(|_| {
+                let started = Instant::now();
+                errors.push(connect());
+                started.elapsed()
+            })
+            .collect();
+        took.sort();
+        assert!(took[1] < timeout + Duration::from_millis(50), "{took:?}");
+        assert!(took[2] < timeout + Duration::from_secs(1), "{took:?}");
+        errors.pop().unwrap()
+    };
     // A port nobody listens on: refused at once.
     let port = support::free_port();
-    let started = Instant::now();
-    let err = RedisStore::connect(
-        RedisOptions::new(format!("127.0.0.1:{port}")).connect_timeout(Duration::from_millis(300)),
-    )
-    .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_millis(350),
-        "{:?}",
-        started.elapsed()
-    );
+    let timeout = Duration::from_millis(300);
+    let err = attempts(timeout, &|| {
+        RedisStore::connect(RedisOptions::new(format!("127.0.0.1:{port}")).connect_timeout(timeout))
+            .unwrap_err()
+    });
     let text = err.to_string();
     assert!(matches!(err, Error::Backend { op: "connect", .. }), "{text}");
     assert!(
@@ -515,15 +528,10 @@ fn unreachable_host_fails_at_construction_within_the_connect_timeout() {
     // A host that never answers (a listener that is never accepted from and never replies).
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
-    let started = Instant::now();
-    let err =
-        RedisStore::connect(RedisOptions::new(addr.to_string()).connect_timeout(Duration::from_millis(200)))
-            .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_millis(250),
-        "{:?}",
-        started.elapsed()
-    );
+    let timeout = Duration::from_millis(200);
+    let err = attempts(timeout, &|| {
+        RedisStore::connect(RedisOptions::new(addr.to_string()).connect_timeout(timeout)).unwrap_err()
+    });
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
 
@@ -689,10 +697,12 @@ fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // A call of our own while it is down: an error, quickly.
+    // (Refused at once; the margin is for the three busy workers this thread shares two vCPUs
+    // with, as for theirs below.)
     let started = Instant::now();
     assert!(redis.get("k").is_err());
     assert!(
-        started.elapsed() <= timeout + Duration::from_millis(50),
+        started.elapsed() <= timeout + Duration::from_secs(1),
         "{:?}",
         started.elapsed()
     );
@@ -718,9 +728,16 @@ fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
         "outage: {} failed calls, slowest call {slowest} ms",
         errors.load(Ordering::SeqCst)
     );
+    // No call hung past its deadline. Calls to the killed server are refused at once, so what
+    // a call takes beyond a few milliseconds here is the machine not scheduling the worker (three
+    // workers and the I/O thread on two vCPUs): on a loaded 2-core machine that reached 385 ms,
+    // and a bound of the deadline + 50 ms failed 6 runs in 10. A call that waited for a
+    // reconnect (the connect timeout is 2 s) or that its deadline did not end still fails
+    // this; `hung_server_calls_time_out_at_the_deadline_…` holds calls that do wait for the
+    // deadline to it closely.
     assert!(
-        slowest <= u64::try_from((timeout + Duration::from_millis(50)).as_millis()).unwrap(),
-        "a call took {slowest} ms, over the {timeout:?} deadline + 50 ms"
+        slowest <= u64::try_from((timeout + Duration::from_secs(1)).as_millis()).unwrap(),
+        "a call took {slowest} ms, over the {timeout:?} deadline + 1 s"
     );
 }
 
@@ -775,31 +792,40 @@ fn hung_server_calls_time_out_at_the_deadline_and_recover_when_it_wakes() {
     let redis = RedisStore::connect(RedisOptions::new(server.addr()).timeout(timeout)).unwrap();
     redis.set("k", b"v", None).unwrap();
     server.pause();
-    for call in 0..5 {
-        let started = Instant::now();
-        let result = if call % 2 == 0 {
-            redis.get("k").map(|_| ())
-        } else {
-            redis.set("k", b"w", None)
-        };
-        let took = started.elapsed();
-        assert!(
-            matches!(result, Err(Error::Timeout { level: "redis", .. })),
-            "{result:?}"
-        );
-        assert!(
-            took >= timeout - Duration::from_millis(5),
-            "gave up early: {took:?}"
-        );
-        assert!(took <= timeout + Duration::from_millis(50), "took {took:?}");
-    }
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let started = Instant::now();
-    assert!(matches!(
-        rt.block_on(redis.get_async("k")),
-        Err(Error::Timeout { .. })
-    ));
-    assert!(started.elapsed() <= timeout + Duration::from_millis(50));
+    // Five blocking calls, then five async ones.
+    let mut took: Vec<Duration> = (0..10)
+        .map(|call| {
+            let started = Instant::now();
+            let result = if call >= 5 {
+                rt.block_on(redis.get_async("k")).map(|_| ())
+            } else if call % 2 == 0 {
+                redis.get("k").map(|_| ())
+            } else {
+                redis.set("k", b"w", None)
+            };
+            let took = started.elapsed();
+            assert!(
+                matches!(result, Err(Error::Timeout { level: "redis", .. })),
+                "call {call}: {result:?}"
+            );
+            assert!(
+                took >= timeout - Duration::from_millis(5),
+                "call {call} gave up early: {took:?}"
+            );
+            took
+        })
+        .collect();
+    let (blocking, asynchronous) = took.split_at_mut(5);
+    // Every call ends near its deadline: the median of each kind within 50 ms of it (a retry,
+    // or a deadline per read rather than per call, would double it), and none hung (a test
+    // thread that the busy CI machine does not schedule for a while may take longer once,
+    // never a second), as in memcached_level's twin of this test.
+    for (kind, took) in [("blocking", blocking), ("async", asynchronous)] {
+        took.sort();
+        assert!(took[2] <= timeout + Duration::from_millis(50), "{kind}: {took:?}");
+        assert!(took[4] <= timeout + Duration::from_secs(1), "{kind}: {took:?}");
+    }
     server.resume();
     let started = Instant::now();
     while redis.get("k").is_err() {
@@ -826,34 +852,45 @@ fn hung_server_async_burst_times_out_at_our_deadline_under_a_runtime_with_timers
         .build()
         .unwrap();
     server.pause();
-    let (results, took) = rt.block_on(async {
-        let started = Instant::now();
-        let calls = (0..64).map(|_| async {
-            let started = Instant::now();
-            (redis.get_async("k").await, started.elapsed())
-        });
-        let results = futures_util::future::join_all(calls).await;
-        (results, started.elapsed())
-    });
+    // Three bursts: the median one must end within 100 ms of the deadline (a deadline that
+    // waited for another call's, or a retry, would take twice as long each time), and none
+    // past a second (a busy CI machine that does not schedule the runtime's threads for a
+    // while may slow one burst; a call left to the client would never end).
+    let mut bursts: Vec<Duration> = (0..3)
+        .map(|_| {
+            let (results, took) = rt.block_on(async {
+                let started = Instant::now();
+                let calls = (0..64).map(|_| async {
+                    let started = Instant::now();
+                    (redis.get_async("k").await, started.elapsed())
+                });
+                let results = futures_util::future::join_all(calls).await;
+                (results, started.elapsed())
+            });
+            for (result, took) in &results {
+                assert!(
+                    matches!(
+                        result,
+                        Err(Error::Timeout {
+                            level: "redis",
+                            op: "get",
+                            ..
+                        })
+                    ),
+                    "{result:?}"
+                );
+                assert!(
+                    *took >= timeout - Duration::from_millis(5),
+                    "gave up early: {took:?}"
+                );
+            }
+            took
+        })
+        .collect();
     server.resume();
-    for (result, took) in &results {
-        assert!(
-            matches!(
-                result,
-                Err(Error::Timeout {
-                    level: "redis",
-                    op: "get",
-                    ..
-                })
-            ),
-            "{result:?}"
-        );
-        assert!(
-            *took >= timeout - Duration::from_millis(5),
-            "gave up early: {took:?}"
-        );
-    }
-    assert!(took <= timeout + Duration::from_millis(100), "took {took:?}");
+    bursts.sort();
+    assert!(bursts[1] <= timeout + Duration::from_millis(100), "{bursts:?}");
+    assert!(bursts[2] <= timeout + Duration::from_secs(1), "{bursts:?}");
     until_k_answers_v("no recovery after the server woke", || {
         rt.block_on(redis.get_async("k"))
     });
