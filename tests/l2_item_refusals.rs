@@ -5,7 +5,8 @@
 //! length` and close the connection), and a Memcached out of memory (`-M`: it refuses items
 //! rather than evicting), whose refusal names the key and leaves a miss where its old value was.
 //! A Redis out of memory for writes (`maxmemory`, `noeviction`) is an outage of writes only: its
-//! reads go on, and no breaker counts the refusals.
+//! reads go on, and no breaker counts the refusals; on a Cluster it is its node's refusal, so a
+//! batch's other primaries' items land and a replay goes on past its keys.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,8 +23,8 @@ use std::time::Duration;
 use support::{MemcachedServer, RedisCluster, RedisServer};
 use uno_cache::distributed::envelope;
 use uno_cache::{
-    BreakerState, CircuitBreaker, Error, Guarded, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore,
-    Storage,
+    BreakerState, CacheConfig, CacheManager, CircuitBreaker, Error, Guarded, MemcachedOptions,
+    MemcachedStore, RedisOptions, RedisStore, Storage,
 };
 
 /// A breaker that opens at the first failure, so that any failure held against the server shows.
@@ -191,5 +192,191 @@ fn a_memcached_out_of_memory_refuses_the_item_alone_and_leaves_a_miss() {
         breaker.state(),
         BreakerState::Closed,
         "a refusal was held against the server"
+    );
+}
+
+const PREFIX: &str = "rv:";
+
+fn cluster_key_on(cluster: &RedisCluster, node: usize, stem: &str) -> String {
+    (0..)
+        .map(|i| format!("{{{stem}{i}}}"))
+        .find(|key| cluster.node_of_slot(cluster.keyslot(&format!("{PREFIX}{key}"))) == node)
+        .unwrap()
+}
+
+/// One primary of a Cluster out of memory (noeviction) must not hold up the whole replay queue. It
+/// did: the replay stopped at its ServerFull, and a queued write of a key on a healthy primary never
+/// reaches L2 while the full one stays full (which, for a cache at maxmemory, is for good).
+/// Its refusal is now its node's (NodeUnavailable over ServerFull, not held by its breaker), and
+/// the replay goes on past its keys, as it does past a node that is down.
+#[test]
+fn a_full_cluster_primary_does_not_hold_up_the_replay_of_other_primaries_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = true
+            [local]
+            type = "file"
+            path = {:?}
+            durability = "none"
+            [distributed]
+            enabled = true
+            type = "redis"
+            cluster = true
+            hosts = [{}]
+            key_prefix = "{PREFIX}"
+            timeout_ms = 200
+            breaker_failures = 5
+            breaker_cooldown_ms = 200
+            [offline]
+            replay_interval_ms = 3600000
+            "#,
+            dir.path().join("l1").display().to_string(),
+            hosts.join(", ")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let l2 = cache.distributed().unwrap();
+    let full_key = cluster_key_on(&cluster, 0, "full");
+    let ok_key = cluster_key_on(&cluster, 1, "ok");
+
+    // Primary 0 runs out of memory for writes: it holds more than its maxmemory.
+    let mut raw = cluster.nodes[0].raw();
+    let value = vec![7u8; 100_000];
+    for i in 0..30 {
+        let k = cluster_key_on(&cluster, 0, &format!("fill{i}-"));
+        let _: () = redis::cmd("SET").arg(&k).arg(&value).query(&mut raw).unwrap();
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1mb")
+        .query(&mut raw)
+        .unwrap();
+    let probe = cluster_key_on(&cluster, 0, "probe");
+    let r: redis::RedisResult<()> = redis::cmd("SET").arg(&probe).arg("x").query(&mut raw);
+    assert_eq!(r.unwrap_err().code(), Some("OOM"));
+
+    // A write of a key on the full primary: hidden, and queued.
+    cache.set(&full_key, &1u64, None).unwrap();
+    let direct = l2.set(&full_key, b"x", None);
+    assert!(
+        matches!(&direct, Err(Error::NodeUnavailable { cause, .. }) if matches!(cause.as_ref(), Error::ServerFull { .. })),
+        "{direct:?}"
+    );
+    assert_eq!(
+        cache.stats().consistency.replay_pending,
+        1,
+        "direct: {direct:?}; {:?}",
+        cache.stats().distributed
+    );
+
+    // A write of a key on another primary that did not reach it (the primary was down a
+    // moment): queued too.
+    let mut cluster = cluster;
+    cluster.nodes[1].kill();
+    cache.set(&ok_key, &2u64, None).unwrap();
+    assert_eq!(cache.stats().consistency.replay_pending, 2);
+    cluster.nodes[1].restart();
+    support::wait_until("primary 1 serves again", || l2.get(&ok_key).is_ok());
+    assert_eq!(l2.get(&ok_key).unwrap(), None);
+
+    // The healthy primary is back: its key's write must be replayed, whatever primary 0 says.
+    let mut last = None;
+    for _ in 0..40 {
+        last = Some(cache.replay_now());
+        if l2.get(&ok_key).unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        l2.get(&ok_key).unwrap().is_some(),
+        "the queued write of a key on a healthy primary never reached it; replay_now: {last:?}, pending {}",
+        cache.stats().consistency.replay_pending
+    );
+}
+
+/// A batch across a full primary and a healthy one is a PartialBatch naming the full primary's
+/// items. It failed whole with ServerFull although the healthy primary stored its items, so the
+/// manager queued every item for replay, the replay stopped at the full primary's key, and every
+/// later write of the healthy key went to the blocked queue: L2 (and every other instance) kept
+/// its older value.
+#[test]
+fn a_batch_across_a_full_primary_and_a_healthy_one_lands_on_the_healthy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = true
+            [local]
+            type = "file"
+            path = {:?}
+            durability = "none"
+            [distributed]
+            enabled = true
+            type = "redis"
+            cluster = true
+            hosts = [{}]
+            key_prefix = "{PREFIX}"
+            timeout_ms = 200
+            breaker_failures = 5
+            breaker_cooldown_ms = 200
+            "#,
+            dir.path().join("l1").display().to_string(),
+            hosts.join(", ")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let l2 = cache.distributed().unwrap();
+    assert_eq!(cache.stats().distributed.nodes.len(), 3, "node breakers are on");
+    let full_key = cluster_key_on(&cluster, 0, "full");
+    let ok_key = cluster_key_on(&cluster, 1, "ok");
+
+    let mut raw = cluster.nodes[0].raw();
+    let value = vec![7u8; 100_000];
+    for i in 0..30 {
+        let k = cluster_key_on(&cluster, 0, &format!("fill{i}-"));
+        let _: () = redis::cmd("SET").arg(&k).arg(&value).query(&mut raw).unwrap();
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1mb")
+        .query(&mut raw)
+        .unwrap();
+
+    // What the level answers to the batch: the healthy primary stored its item.
+    let direct = l2.set_each(&[
+        (full_key.as_str(), b"x".as_slice(), None),
+        (ok_key.as_str(), b"y".as_slice(), None),
+    ]);
+    let Err(Error::PartialBatch(partial)) = &direct else {
+        panic!("not a PartialBatch naming the full primary's item: {direct:?}")
+    };
+    assert_eq!(partial.failed, [0], "{direct:?}");
+    assert!(l2.get(&ok_key).unwrap().is_some());
+
+    cache
+        .multi_set([(full_key.as_str(), 1u64), (ok_key.as_str(), 1u64)], None)
+        .unwrap();
+    cache.set(&ok_key, &2u64, None).unwrap();
+    for _ in 0..10 {
+        let _ = cache.replay_now();
+    }
+    let other_instance_reads = l2.get(&ok_key).unwrap().map(|e| e.value);
+    let two = uno_cache::Codec::bincode().encode(&ok_key, &2u64).unwrap();
+    assert_eq!(
+        other_instance_reads,
+        Some(two),
+        "L2 kept the healthy key's older value; pending {}",
+        cache.stats().consistency.replay_pending
     );
 }

@@ -80,9 +80,14 @@ impl Node {
                 self.count_failure(probe);
                 Err(self.unavailable(e))
             }
-            Err(
-                e @ (Error::InvalidEnvelope { .. } | Error::ItemRefused { .. } | Error::ServerFull { .. }),
-            ) => {
+            // Up, and out of memory for writes: no failure for the breaker, so its reads go on;
+            // but its keys' writes wait, as for a node that is down (a batch's other nodes'
+            // items stand, and a replay goes on with the other nodes' keys).
+            Err(e @ Error::ServerFull { .. }) => {
+                self.breaker.record_success();
+                Err(self.unavailable(e))
+            }
+            Err(e @ (Error::InvalidEnvelope { .. } | Error::ItemRefused { .. })) => {
                 // The node answered.
                 self.breaker.record_success();
                 Err(e)
