@@ -56,9 +56,9 @@ impl Codec {
     /// bincode 2 with its standard configuration (varint integers, little endian): compact and
     /// fast. The default. It cannot decode a type that asks the format what comes next (serde's
     /// `deserialize_any`: untagged or internally tagged enums, `#[serde(flatten)]`,
-    /// `serde_json::Value`): such a value is written, and every read of it is an
-    /// [`Error::TypeNotDecodable`] that says so (a loading call too: it does not load again, as
-    /// it does for bytes another codec or type wrote); store such types with [`Codec::json`].
+    /// `serde_json::Value`): such a value is written, and a read that reaches such a field is an
+    /// [`Error::TypeNotDecodable`] that says so (a loading call does not store a loaded value
+    /// that would not read back, and returns that error); store such types with [`Codec::json`].
     #[must_use]
     pub const fn bincode() -> Codec {
         Codec(Kind::Bincode)
@@ -118,7 +118,8 @@ impl Codec {
     /// # Errors
     /// [`Error::CodecMismatch`] if the tag names another codec (or none, for example bytes stored
     /// through the raw API); [`Error::Decode`] if the payload is not a `T` (trailing bytes
-    /// included); [`Error::TypeNotDecodable`] if this codec cannot decode a `T` at all.
+    /// included); [`Error::TypeNotDecodable`] if the payload leads to a field of `T` this codec
+    /// cannot decode.
     pub fn decode<T: DeserializeOwned>(self, key: &str, bytes: &[u8]) -> Result<T> {
         let Some((&tag, payload)) = bytes.split_first() else {
             return Err(self.mismatch(key, "an empty value (no codec tag)".to_owned()));

@@ -344,9 +344,11 @@ pub enum Error {
         reason: String,
     },
 
-    /// The codec cannot decode the type asked for, whatever the bytes: bincode and a type that
-    /// asks the format what comes next (serde's `deserialize_any`). Unlike [`Error::Decode`], a
-    /// loading call does not load such a key again: its loaded value would be as unreadable.
+    /// The codec cannot decode a field of the type asked for: bincode and a field that asks the
+    /// format what comes next (serde's `deserialize_any`: an untagged enum, `serde_json::Value`).
+    /// Whether a read meets such a field can depend on the bytes (an `Option` of one is read
+    /// only when `Some`). A loading call loads such a key anew, as for [`Error::Decode`], and
+    /// does not store a loaded value that would not read back: it returns this error instead.
     #[error("the {codec} codec cannot decode the type read for key {key:?}: {reason}")]
     TypeNotDecodable {
         /// The key (shortened).

@@ -558,9 +558,25 @@ impl CacheManager {
         }
     }
 
-    /// The bytes of a loaded value; the watch ends if it does not encode.
-    pub(super) fn encode_loaded<T: Serialize>(&self, key: &str, watch: Watch, value: &T) -> Result<Vec<u8>> {
-        let encoded = self.shared.codec.encode(key, value);
+    /// The bytes of a loaded value; the watch ends if it does not encode, or if its bytes do not
+    /// decode back.
+    ///
+    /// A value that does not read back (bincode and a field that needs a self-describing format:
+    /// [`Error::TypeNotDecodable`]) would fail every later read of the key, and a loading call
+    /// loads a key it cannot read anew (see `typed::reloads_unreadable`): stored, it would have
+    /// the loader run on every call with the error only logged. Not stored, its error reaches
+    /// the caller as an encoding error does. One decode per load, which a loader's round trip
+    /// to its source dwarfs.
+    pub(super) fn encode_loaded<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        watch: Watch,
+        value: &T,
+    ) -> Result<Vec<u8>> {
+        let codec = self.shared.codec;
+        let encoded = codec
+            .encode(key, value)
+            .and_then(|bytes| codec.decode::<T>(key, &bytes).map(|_| bytes));
         if encoded.is_err() {
             self.shared.guard.unwatch(watch);
         }
@@ -574,7 +590,7 @@ impl CacheManager {
     /// Not stored if a write, delete or invalidation of the key started since `watch` (taken
     /// before the loader read its source): the load's value may be older than what that
     /// wrote or dropped, and would replace it for a whole TTL.
-    fn store_loaded<T: Serialize>(
+    fn store_loaded<T: Serialize + DeserializeOwned>(
         &self,
         key: &str,
         ttl: Option<Duration>,
@@ -826,7 +842,7 @@ fn finish_load<T, E>(
     outcome: Outcome<T, E>,
     report: &mpsc::Sender<Outcome<T, E>>,
 ) where
-    T: Serialize,
+    T: Serialize + DeserializeOwned,
 {
     let value = match outcome {
         Ok(value) => value,

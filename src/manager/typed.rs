@@ -222,12 +222,16 @@ impl Shared {
 /// another type, or damage): then the call loads, and the loaded value replaces them. A cache
 /// that keeps its values across restarts would otherwise fail every loading call of every key
 /// it holds until their TTL, after a change of codec. Logged, since two code paths storing
-/// different types under one key would now take turns replacing each other's value. A type the
-/// codec cannot decode at all ([`Error::TypeNotDecodable`]) is not loaded again: the loaded value
-/// would be as unreadable, and every call would run the loader while the error saying to change
-/// codec went unseen.
+/// different types under one key would now take turns replacing each other's value. A value
+/// bincode cannot read for its type ([`Error::TypeNotDecodable`]: the bytes led it to a field
+/// that needs a self-describing format) is loaded anew too, since whether a read reaches such a
+/// field depends on the bytes (an older version of the type); a loaded value that would not read
+/// back is not stored, and its error reaches the caller (see `Loading::encode_loaded`).
 pub(super) fn reloads_unreadable(key: &str, error: &Error) -> bool {
-    let unreadable = matches!(error, Error::CodecMismatch { .. } | Error::Decode { .. });
+    let unreadable = matches!(
+        error,
+        Error::CodecMismatch { .. } | Error::Decode { .. } | Error::TypeNotDecodable { .. }
+    );
     if unreadable {
         tracing::warn!(key = %key_for_error(key), error = %error, "a cached value does not decode as the type loaded; loading it anew");
     }
