@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::power_loss_tests::{sim_store, small, START_MS};
 use crate::disk::sim::Sim;
 use crate::disk::{Disk, Op};
-use crate::{Error, FileStore, ManualClock};
+use crate::{Durability, Error, FileStore, ManualClock};
 
 /// Opening needs no free space, a new bound included: one the full disk keeps from being
 /// recorded holds for the run, and the recorded one stays. The open failed, and the store could
@@ -152,4 +152,65 @@ fn a_segment_that_cannot_be_created_for_lack_of_space_is_retried_after_evicting(
 /// writes, each less than a segment).
 fn sim_has_fault(sim: &Sim, store: &FileStore) -> bool {
     store.stats().segments < 200 && sim.pending_faults() > 0
+}
+
+/// An eviction copies the first kept record of the oldest segment into the active one, and the
+/// copy of the next kept record fails (a full device: nothing latches). The first copy is in a
+/// segment sealed unsynced after the failed write, and the index points at it. The next
+/// eviction of the same segment meets no record of it and removed the segment (with its
+/// directory fsync) without syncing that copy: a power cut then lost a key that a `flush()` had
+/// acknowledged as durable. The segment now records where its copies went, as a compaction's
+/// does, and its removal syncs them first.
+#[test]
+fn an_eviction_cut_short_after_a_copy_never_loses_the_copied_flushed_key() {
+    for seed in 0..64u64 {
+        let root = tempfile::tempdir().unwrap();
+        let live = root.path().join("live");
+        std::fs::create_dir(&live).unwrap();
+        let clock = ManualClock::new(START_MS);
+        let options = || small(&clock).durability(Durability::None);
+        let (store, sim) = sim_store(&live, options());
+        let max_bytes: u64 = 1024 * 1024;
+        store.set("a", b"kept-a", None).unwrap();
+        store.set("b", b"kept-b", None).unwrap();
+        let mut i = 0;
+        loop {
+            let segments = store.stats().segments;
+            store.set(&format!("f{i}"), &[2u8; 2000], None).unwrap();
+            i += 1;
+            let st = store.stats();
+            assert!(i < 1000, "never reached the bound just after a roll: {st:?}");
+            if st.segments > segments && st.disk_bytes + 60 * 1024 > max_bytes {
+                break;
+            }
+        }
+        for _ in 0..2 {
+            assert!(store.get("a").unwrap().is_some());
+            assert!(store.get("b").unwrap().is_some());
+        }
+        // Everything so far is acknowledged durable.
+        store.flush().unwrap();
+        let st = store.stats();
+        assert_eq!(st.evictions, 0, "{st:?}");
+        let len = usize::try_from(max_bytes - st.disk_bytes).unwrap() + 100;
+        // The copy of `a` lands, the copy of `b` fails.
+        sim.fail_after(Op::Write, 1, ErrorKind::StorageFull);
+        let err = store.set("x", &vec![3u8; len], None).unwrap_err();
+        assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+        assert_eq!(sim.pending_faults(), 0);
+        // The next eviction of the segment then has nothing to copy.
+        store.delete("b").unwrap();
+        // Now the eviction goes through: the oldest segment is removed.
+        store.set("y", &vec![4u8; len], None).unwrap();
+        assert!(store.stats().evictions > 0);
+        store.abandon();
+        let after = root.path().join("after");
+        let kept = sim.crash(seed, &after);
+        let store = FileStore::open(&after, options()).unwrap();
+        assert_eq!(
+            store.get("a").unwrap().as_deref(),
+            Some(&b"kept-a"[..]),
+            "seed {seed} ({kept}): a flushed key was lost"
+        );
+    }
 }

@@ -476,6 +476,13 @@ impl Inner {
                         read_lately: self.read_lately(hash, standing),
                     };
                     if self.move_record(w, &seg, &rec, (hash, loc), (!filler).then_some(kept_as))? {
+                        // As for a compaction's copy: if a later copy fails (a full device),
+                        // this one is unsynced and the index points at it, and the eviction
+                        // that next removes the segment no longer meets the record; it syncs
+                        // from here first (below).
+                        if let Some(to) = w.active_id() {
+                            seg.moved_to.fetch_min(to, Ordering::AcqRel);
+                        }
                         self.counters.second_chances.fetch_add(1, Ordering::Relaxed);
                     }
                 } else {
@@ -501,7 +508,7 @@ impl Inner {
         }
         let moved_to = seg.moved_to.load(Ordering::Acquire);
         if moved_to != u64::MAX {
-            // So must a compaction's, cut short before it synced them. They may be in any
+            // So must a compaction's or an earlier eviction's, cut short before it synced them. They may be in any
             // segment from the first they went to on, one a flush took out of `unsynced` and is
             // syncing without the writer lock included, so each of those is synced (a second
             // fsync of a clean file is cheap, and this is rare).
