@@ -248,6 +248,8 @@ impl Inner {
         if let Some((_, e)) = self.index.remove_if(&hash, |_, e| e.loc == loc) {
             self.unaccount(e.loc);
             self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+            // Its record may stay on disk: a delete of the key must still take a tombstone.
+            self.lapsed.insert(hash, self.index.len());
         }
     }
 

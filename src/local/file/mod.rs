@@ -37,6 +37,7 @@ mod fillgate;
 pub(crate) mod format;
 mod ghost;
 mod index;
+mod lapsed;
 mod lookup;
 mod lost;
 mod maintenance;
@@ -202,6 +203,9 @@ pub(crate) struct Inner {
     sketch: admission::Sketch,
     /// Values of fills refused lately, served to a read that misses the index (see `stash`).
     stash: stash::Stash,
+    /// Keys dropped from the index as expired lately, whose deletes take a tombstone (see
+    /// `lapsed`).
+    lapsed: lapsed::Lapsed,
     /// The tier in front of the store (the memory tier), whose keys eviction counts as read
     /// (see `maintenance`).
     above: RwLock<Option<Arc<dyn TierAbove>>>,
@@ -412,6 +416,7 @@ impl FileStore {
             young_from: AtomicU64::new(young_from),
             sketch: admission::Sketch::default(),
             stash: stash::Stash::default(),
+            lapsed: recovered.lapsed,
             above: RwLock::new(None),
             planner: Arc::default(),
             latch: WriteLatch::new("file store"),

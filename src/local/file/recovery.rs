@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use super::dir::LockedDir;
 use super::format::{self, Kind, Meta, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN, TMP_EXT};
+use super::lapsed::Lapsed;
 use crate::files::{DAMAGED_EXT, LOST_EXT};
 use dashmap::mapref::entry::Entry as MapEntry;
 
@@ -69,6 +70,8 @@ pub(crate) struct Recovered {
     pub(crate) next_seq: u64,
     pub(crate) next_segment_id: u64,
     pub(crate) report: RecoveryReport,
+    /// The keys whose values recovery found expired (see `lapsed`).
+    pub(crate) lapsed: Lapsed,
 }
 
 /// One record as recovery sees it, from a hint entry or a scanned record.
@@ -174,8 +177,8 @@ impl Applied<'_> {
     }
 
     /// Drops expired values, exactly: the coarse expiry in memory decides, and for an entry in
-    /// its last second the record's own. Returns how many were dropped.
-    fn drop_expired(&mut self, now_ms: u64) -> u64 {
+    /// its last second the record's own. Returns how many were dropped, remembered in `lapsed`.
+    fn drop_expired(&mut self, now_ms: u64, lapsed: &Lapsed) -> u64 {
         let mut expired = Vec::new();
         for e in self.index.iter() {
             let (hash, entry) = (*e.key(), e.value());
@@ -195,9 +198,11 @@ impl Applied<'_> {
                 }
             }
         }
+        let entries = self.index.len();
         for &(hash, loc) in &expired {
             self.unaccount_if(loc, |_| true);
             self.index.remove(&hash);
+            lapsed.insert(hash, entries);
         }
         expired.len() as u64
     }
@@ -528,8 +533,9 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
     }
     drop(pending);
     // Expired values lost their key.
+    let lapsed = Lapsed::default();
     if any_expiry {
-        report.expired = applied.drop_expired(now_ms);
+        report.expired = applied.drop_expired(now_ms, &lapsed);
     }
     // Saturating: ids and sequence numbers near u64::MAX only come from crafted files; the store
     // must fail cleanly on them (a segment id that exists cannot be created), not overflow.
@@ -549,6 +555,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         next_seq: max_seq.saturating_add(1),
         next_segment_id,
         report,
+        lapsed,
     })
 }
 

@@ -287,8 +287,12 @@ impl Inner {
         let mut w = self.writer.lock();
         // A value held in RAM goes with the key (see `stash`); it has no record to tombstone.
         let held = self.stash.forget(hash, self.clock.now_ms());
-        // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`.
-        let Some(removes) = self.needs_tombstone(key, hash) else {
+        // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`;
+        // with no entry, whether the key's value left the index expired lately (see `lapsed`).
+        let Some(removes) = self
+            .needs_tombstone(key, hash)
+            .or_else(|| self.lapsed.contains(hash).then_some(false))
+        else {
             return Ok(held);
         };
         let seq = w.next_seq;
@@ -658,6 +662,7 @@ impl Inner {
         self.write_meta_making_room(&mut w, &meta)?;
         self.index.clear();
         self.stash.clear();
+        self.lapsed.clear();
         w.ghosts.clear();
         w.victims.clear();
         w.recent_fills.clear();
