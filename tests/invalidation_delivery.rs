@@ -12,6 +12,9 @@
 
 mod support;
 
+#[path = "support/mount.rs"]
+mod mount;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -676,5 +679,67 @@ fn a_received_key_no_l1_can_hold_is_skipped_and_the_other_keys_are_dropped() {
             Some((_, Freshness::Trusted))
         ),
         "B's other entries were made suspect"
+    );
+}
+
+/// A replay whose ack fails (the replay queue's disk is full) has already written the ops to L2:
+/// it still publishes them. It returned before, and the other instance kept the value it had
+/// read back from L2 during the outage, while L2 held the replayed one.
+#[test]
+fn a_replay_whose_ack_fails_still_publishes_what_reached_l2() {
+    let redis = RedisServer::start();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let disk = mount::Mount::tmpfs(64);
+    let replay_dir = disk.path().join("q");
+    let (a, a_l2) = instance(&redis, &l2, |c| {
+        c.offline.replay_dir = Some(replay_dir.clone());
+        c.offline.replay_interval_ms = 3_600_000;
+    });
+    let (b, _) = instance(&redis, &l2, |_| {});
+    b_holds_what_a_set(&a, &b, "k", b"v0");
+
+    a_l2.down.store(true, Ordering::SeqCst);
+    let before = b.stats().consistency.invalidations_received;
+    a.set_raw("k", b"v1", None).unwrap();
+    // Pad the log to just under one page, so the acks need a new page.
+    let log_len = std::fs::metadata(replay_dir.join("replay.log")).unwrap().len();
+    let pad = 4096 - 5 - log_len as usize - (28 + 3);
+    a.set_raw("pad", &vec![7u8; pad], None).unwrap();
+    assert_eq!(
+        std::fs::metadata(replay_dir.join("replay.log")).unwrap().len(),
+        4091
+    );
+    wait_until("B to hear of A's change", || {
+        b.stats().consistency.invalidations_received > before
+    });
+    assert_eq!(b.get_raw("k").unwrap().as_deref(), Some(&b"v0"[..]));
+    let queued = b.stats().consistency.invalidations_received;
+
+    // Fill the disk.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(disk.path().join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    a_l2.down.store(false, Ordering::SeqCst);
+    let replayed = a.replay_now();
+    assert!(
+        matches!(replayed, Err(uno_cache::Error::DiskFull { .. })),
+        "the ack found the disk full: {replayed:?}"
+    );
+    assert_eq!(
+        l2.get("k").unwrap().map(|e| e.value).as_deref(),
+        Some(&b"v1"[..]),
+        "L2 has v1"
+    );
+    wait_until("B to hear of the replay", || {
+        b.stats().consistency.invalidations_received > queued
+    });
+    assert_eq!(
+        b.get_raw("k").unwrap().as_deref(),
+        Some(&b"v1"[..]),
+        "B serves v0 from L1 though L2 holds v1"
     );
 }

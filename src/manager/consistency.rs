@@ -256,13 +256,16 @@ impl Shared {
                 failure = node_down.take();
             }
             if !done.is_empty() {
-                q.ack_many(&done)?;
-                replayed += done.len() as u64;
-                c.replayed.add(done.len() as u64);
+                let acked = q.ack_many(&done);
                 // L2 has them only now: the message published when they were queued came too
-                // early (another instance may have read L2's older value back into its L1).
+                // early (another instance may have read L2's older value back into its L1). Sent
+                // whether or not the ack holds (a full disk): L2 has them either way, and an op
+                // whose ack failed is replayed and announced again later.
                 let keys: Vec<&str> = done.iter().map(|op| op.key.as_str()).collect();
                 self.publish_keys(&keys);
+                acked?;
+                replayed += done.len() as u64;
+                c.replayed.add(done.len() as u64);
             }
             if let Some((key, e)) = failure {
                 c.replay_failures.incr();
