@@ -536,8 +536,9 @@ pub struct HitRates {
 /// What each level holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sizes {
-    /// L1 items and bytes: the tier behind the memory tier (which holds every value the memory
-    /// tier does); the memory tier's own are in `memory`.
+    /// L1 items and bytes: the tier behind the memory tier (which holds most of the values the
+    /// memory tier does; a value the file tier evicted may stay in memory until it is read or
+    /// evicted there); the memory tier's own are in `memory`.
     pub local: StorageSize,
     /// Entries of the memory tier, and what they count against `local.memory_max_mb`: its
     /// values (expired ones not read since included) and the keys written or deleted since their

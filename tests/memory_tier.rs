@@ -694,3 +694,32 @@ fn a_prefix_invalidation_drops_values_the_memory_tier_kept_after_the_file_tier_e
         assert_eq!(cache.get::<User>(&format!("p:{i}")).unwrap(), None, "p:{i}");
     }
 }
+
+/// A bound of one item holds one item: quick_cache keeps no entry heavier than 97% of a shard,
+/// and a one-item cache weighed its one entry at all of it, so the memory tier kept nothing and
+/// a memory L1 of `max_size = 1` lost every write (it succeeded, the next read missed).
+#[test]
+fn a_memory_tier_or_memory_l1_of_one_item_keeps_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), 1)).unwrap();
+    cache.set("k", &5u32, None).unwrap();
+    assert_eq!(cache.get::<u32>("k").unwrap(), Some(5));
+    assert_eq!(cache.get::<u32>("k").unwrap(), Some(5));
+    let stats = cache.stats();
+    assert_eq!(
+        stats.memory.hits, 1,
+        "the second read was no memory-tier hit: {:?}",
+        stats.memory
+    );
+
+    let memory = CacheConfig::from_toml_str("[local]\ntype = \"memory\"\nmax_size = 1\n").unwrap();
+    let cache = CacheManager::new(memory).unwrap();
+    cache.set("k", &5u32, Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(
+        cache.get::<u32>("k").unwrap(),
+        Some(5),
+        "a memory L1 of one item kept nothing"
+    );
+    cache.set("j", &6u32, Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(cache.get::<u32>("j").unwrap(), Some(6));
+}

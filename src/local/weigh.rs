@@ -67,11 +67,17 @@ pub(crate) fn unit(max_bytes: u64, max_entries: u64) -> u64 {
 /// The total weight a cache of `max_entries` entries of at least `unit` each and `max_bytes` may
 /// hold: the entries' share, and never more than the bytes. Past one entry per byte the unit is
 /// 1, and `max_entries × unit` alone would let small entries fill `max_entries` bytes of weight.
+///
+/// But always room for one entry of the unit: quick_cache refuses an entry heavier than 97% of
+/// a shard, and a cache this small has one shard, so a bound of one entry (`max_size = 1`,
+/// `memory_items = 1`) kept nothing: a write succeeded and the next read missed. Such a cache
+/// may hold a thirty-second more than its bytes.
 pub(crate) fn capacity(max_bytes: u64, max_entries: u64, unit: u64) -> u64 {
-    max_entries
+    let share = max_entries
         .max(1)
         .saturating_mul(unit)
-        .min(max_bytes.clamp(1, MAX_BOUND))
+        .min(max_bytes.clamp(1, MAX_BOUND));
+    share.max(unit.saturating_add(unit / 32).saturating_add(1))
 }
 
 /// The weight of an entry of `key` whose value is `value_len` bytes, given the cache's `unit`.
@@ -105,6 +111,43 @@ mod tests {
             1 << 20
         );
         assert_eq!(capacity(u64::MAX, u64::MAX, 1), MAX_BOUND);
-        assert_eq!(capacity(0, 0, 1), 1);
+        assert_eq!(capacity(0, 0, 1), 2);
+    }
+
+    /// quick_cache keeps no entry heavier than 97% of a shard: a cache bounded to one entry
+    /// (or two, three) still keeps that many entries of the unit, with a byte bound or not.
+    #[test]
+    fn a_cache_of_a_few_entries_keeps_that_many() {
+        for max_entries in 1..=3u64 {
+            for max_bytes in [u64::MAX, 1 << 20, 1000] {
+                let unit = unit(max_bytes, max_entries);
+                let cache = cache(
+                    max_entries as usize,
+                    capacity(max_bytes, max_entries, unit),
+                    Unit(unit),
+                    quick_cache::sync::DefaultLifecycle::default(),
+                );
+                for i in 0..max_entries {
+                    cache.insert(i, ());
+                }
+                assert_eq!(
+                    cache.len() as u64,
+                    max_entries,
+                    "{max_entries} entries, {max_bytes} bytes"
+                );
+                cache.insert(max_entries, ());
+                assert_eq!(cache.len() as u64, max_entries, "one over the bound");
+            }
+        }
+    }
+
+    /// Every entry weighs the unit.
+    #[derive(Clone)]
+    struct Unit(u64);
+
+    impl quick_cache::Weighter<u64, ()> for Unit {
+        fn weight(&self, _: &u64, _: &()) -> u64 {
+            self.0
+        }
     }
 }
