@@ -924,3 +924,37 @@ fn a_skip_in_a_senders_sequence_left_unfilled_is_told_as_a_loss_and_one_filled_l
     assert_eq!(stats.subscription_losses, 0, "the subscription itself stayed up");
     assert!(stats.connected);
 }
+
+/// A loss found from a skip in a sender's sequence is reported `since` no later than the lost
+/// message was published ("messages published after `since` may be lost"): it was the last
+/// `PING` answered before the check, later than the lost message, so a handler that distrusts
+/// only what changed since kept what it should have dropped.
+#[test]
+fn the_since_of_a_loss_found_from_a_skip_is_before_the_lost_message() {
+    let server = RedisServer::start();
+    let bound = Duration::from_millis(300);
+    let (b, seen) = instance(options(&server).staleness_bound(bound));
+    let mut raw = server.raw();
+    let sender = InstanceId::random();
+    publish_as(&mut raw, b.channel(), sender, 1);
+    seen.wait_for("message 1", WAIT, |events| {
+        events.iter().any(|e| matches!(e, Event::Message(_)))
+    });
+    // Message 2 is published (and lost) now; several PINGs are answered before message 3.
+    let lost_published_at = SystemTime::now();
+    std::thread::sleep(bound * 2);
+    publish_as(&mut raw, b.channel(), sender, 3);
+    let events = seen.wait_for("the loss of message 2", WAIT, has_restored);
+    let since = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Lost { since, .. } => Some(*since),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        since <= lost_published_at,
+        "subscription_lost(since) is {:?} after the lost message was published",
+        since.duration_since(lost_published_at).unwrap_or_default()
+    );
+}

@@ -155,7 +155,10 @@ impl InstanceId {
         InstanceId((u128::from(half(1)) << 64) | u128::from(half(2)))
     }
 
-    /// An id given by the caller (for tests, or to reuse an id stored elsewhere).
+    /// An id given by the caller (for tests, or an id stored elsewhere). Give it to one run
+    /// only: an instance numbers its messages from 1 each time it connects, and a receiver that
+    /// heard the id's earlier run takes the new run's numbers, up to the old run's highest, for
+    /// late re-sends, so a message of the new run lost on the way goes unreported until then.
     #[must_use]
     pub const fn from_u128(id: u128) -> Self {
         InstanceId(id)

@@ -9,7 +9,7 @@
 //! the time the subscriber has to notice a loss at all.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::InstanceId;
 
@@ -17,23 +17,38 @@ use super::InstanceId;
 /// heard from last (a sender met again is counted from its next message on).
 const MAX_TRACKED_ORIGINS: usize = 4_096;
 
-/// The highest number seen of every sender and when it was last heard from, and the skips left
-/// open in their sequences.
+/// The highest number seen of every sender, when it was last heard from and what the subscriber
+/// knew had arrived then, and the skips left open in their sequences.
 #[derive(Debug, Default)]
 pub(super) struct Sequences {
-    last: HashMap<InstanceId, (u64, Instant)>,
+    last: HashMap<InstanceId, Heard>,
     gaps: Gaps,
 }
 
+/// A sender's highest number seen, and its last message's arrival.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    seq: u64,
+    at: Instant,
+    /// The subscriber's `alive` then: everything published before it had arrived. The sender
+    /// published its next number after its last one, so after this: a loss of that next number
+    /// is reported `since` no later than this.
+    alive: SystemTime,
+}
+
 impl Sequences {
-    /// Notes message `seq` of `origin` as seen at `at`; returns how many numbers it skipped.
-    pub(super) fn note(&mut self, origin: InstanceId, seq: u64, at: Instant) -> u64 {
+    /// Notes message `seq` of `origin` as seen at `at`, when everything published before `alive`
+    /// had arrived; returns how many numbers it skipped.
+    pub(super) fn note(&mut self, origin: InstanceId, seq: u64, at: Instant, alive: SystemTime) -> u64 {
         if self.last.len() >= MAX_TRACKED_ORIGINS && !self.last.contains_key(&origin) {
             self.forget_the_quiet_half();
         }
-        let (last, heard) = self.last.entry(origin).or_insert((0, at));
-        *heard = at;
-        let tracked = self.gaps.note(origin, *last, seq, at);
+        let heard = self.last.entry(origin).or_insert(Heard { seq: 0, at, alive });
+        let before = heard.alive;
+        heard.at = at;
+        heard.alive = alive;
+        let last = &mut heard.seq;
+        let tracked = self.gaps.note(origin, *last, seq, at, before);
         // The first message seen from an origin sets its base; after that, a skip is a gap.
         let skipped = if *last != 0 && seq > last.saturating_add(1) {
             seq - *last - 1
@@ -55,16 +70,18 @@ impl Sequences {
     /// (each run of a tool a new id) pushed out a long-lived one, whose next loss, if it fell
     /// just then, went unseen.
     fn forget_the_quiet_half(&mut self) {
-        let mut heard: Vec<Instant> = self.last.values().map(|&(_, at)| at).collect();
+        let mut heard: Vec<Instant> = self.last.values().map(|h| h.at).collect();
         let keep_from = heard.len() / 2;
         let cut = *heard.select_nth_unstable(keep_from).1;
         let gaps = &self.gaps;
         self.last
-            .retain(|origin, &mut (_, at)| at > cut || gaps.open.contains_key(origin));
+            .retain(|origin, h| h.at > cut || gaps.open.contains_key(origin));
     }
 
-    /// Whether a skip has stayed open for `bound` by `now` (see [`Gaps::overdue`]).
-    pub(super) fn overdue(&mut self, now: Instant, bound: Duration) -> bool {
+    /// If a skip has stayed open for `bound` by `now` (see [`Gaps::overdue`]), the moment after
+    /// which the lost messages were published: the subscriber's `alive` when the message before
+    /// the earliest open skip arrived.
+    pub(super) fn overdue(&mut self, now: Instant, bound: Duration) -> Option<SystemTime> {
         self.gaps.overdue(now, bound)
     }
 }
@@ -80,14 +97,19 @@ struct Gaps {
     count: usize,
     /// When more skips were seen than [`MAX_OPEN`] holds.
     overflowed_at: Option<Instant>,
+    /// The earliest `alive` of a message before an open skip (or before the overflow): see
+    /// [`Sequences::overdue`].
+    since: Option<SystemTime>,
 }
 
 impl Gaps {
-    /// Notes message `seq` of `origin`, whose highest number seen before was `last` (0: none).
-    /// Returns false if it skipped more numbers than are tracked (a loss once the bound passes).
-    fn note(&mut self, origin: InstanceId, last: u64, seq: u64, at: Instant) -> bool {
+    /// Notes message `seq` of `origin`, whose highest number seen before was `last` (0: none)
+    /// and arrived when everything published before `before` had. Returns false if it skipped
+    /// more numbers than are tracked (a loss once the bound passes).
+    fn note(&mut self, origin: InstanceId, last: u64, seq: u64, at: Instant, before: SystemTime) -> bool {
         if last != 0 && seq > last.saturating_add(1) {
             let skipped = seq - last - 1;
+            self.since = Some(self.since.map_or(before, |since| since.min(before)));
             if self
                 .count
                 .saturating_add(usize::try_from(skipped).unwrap_or(usize::MAX))
@@ -116,9 +138,10 @@ impl Gaps {
         true
     }
 
-    /// Whether a skip has stayed open for `bound` by `now`; if so every open skip is forgotten,
-    /// since the loss it is reported as covers them all.
-    fn overdue(&mut self, now: Instant, bound: Duration) -> bool {
+    /// Whether a skip has stayed open for `bound` by `now`, and if so since when messages were
+    /// lost (see [`Sequences::overdue`]); every open skip is then forgotten, since the loss it
+    /// is reported as covers them all.
+    fn overdue(&mut self, now: Instant, bound: Duration) -> Option<SystemTime> {
         let late = |seen: Instant| now.saturating_duration_since(seen) >= bound;
         let overdue = self.overflowed_at.is_some_and(late)
             || self
@@ -126,10 +149,12 @@ impl Gaps {
                 .values()
                 .flat_map(BTreeMap::values)
                 .any(|&seen| late(seen));
-        if overdue {
-            *self = Gaps::default();
+        if !overdue {
+            return None;
         }
-        overdue
+        let since = self.since.unwrap_or(SystemTime::UNIX_EPOCH);
+        *self = Gaps::default();
+        Some(since)
     }
 }
 
@@ -137,24 +162,26 @@ impl Gaps {
 mod tests {
     use super::*;
 
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
     #[test]
     fn a_skip_is_overdue_only_if_no_late_message_fills_it_within_the_bound() {
         let (a, b) = (InstanceId::random(), InstanceId::random());
         let start = Instant::now();
         let bound = Duration::from_secs(1);
         let mut gaps = Gaps::default();
-        gaps.note(a, 0, 7, start); // the first message of a sender sets its base
-        gaps.note(a, 7, 8, start);
-        assert!(!gaps.overdue(start + bound * 2, bound), "no skip");
-        gaps.note(a, 8, 10, start); // 9 skipped
-        gaps.note(b, 3, 5, start); // 4 skipped
-        gaps.note(a, 10, 9, start + bound / 2); // 9 arrives late
-        assert!(!gaps.overdue(start + bound / 2, bound));
-        assert!(gaps.overdue(start + bound, bound), "b's 4 never came");
-        assert!(!gaps.overdue(start + bound * 3, bound), "reported once");
-        gaps.note(a, 10, 5_000, start);
+        gaps.note(a, 0, 7, start, T0); // the first message of a sender sets its base
+        gaps.note(a, 7, 8, start, T0);
+        assert!(gaps.overdue(start + bound * 2, bound).is_none(), "no skip");
+        gaps.note(a, 8, 10, start, T0); // 9 skipped
+        gaps.note(b, 3, 5, start, T0); // 4 skipped
+        gaps.note(a, 10, 9, start + bound / 2, T0); // 9 arrives late
+        assert!(gaps.overdue(start + bound / 2, bound).is_none());
+        assert!(gaps.overdue(start + bound, bound).is_some(), "b's 4 never came");
+        assert!(gaps.overdue(start + bound * 3, bound).is_none(), "reported once");
+        gaps.note(a, 10, 5_000, start, T0);
         assert!(
-            gaps.overdue(start + bound, bound),
+            gaps.overdue(start + bound, bound).is_some(),
             "too many to track is a loss too"
         );
     }
@@ -165,16 +192,19 @@ mod tests {
         let bound = Duration::from_secs(1);
         let mut sequences = Sequences::default();
         let lossy = InstanceId::random();
-        sequences.note(lossy, 1, start);
-        assert_eq!(sequences.note(lossy, 3, start), 1);
+        sequences.note(lossy, 1, start, T0);
+        assert_eq!(sequences.note(lossy, 3, start, T0), 1);
         for _ in 0..MAX_TRACKED_ORIGINS {
-            assert_eq!(sequences.note(InstanceId::random(), 9, start), 0);
+            assert_eq!(sequences.note(InstanceId::random(), 9, start, T0), 0);
         }
         assert!(
             sequences.last.len() < MAX_TRACKED_ORIGINS,
             "the table started again"
         );
-        assert!(sequences.overdue(start + bound, bound), "message 2 never came");
+        assert!(
+            sequences.overdue(start + bound, bound).is_some(),
+            "message 2 never came"
+        );
     }
 
     #[test]
@@ -183,14 +213,17 @@ mod tests {
         let bound = Duration::from_secs(1);
         let mut sequences = Sequences::default();
         let sender = InstanceId::random();
-        sequences.note(sender, 1, start);
+        sequences.note(sender, 1, start, T0);
         // Forged on the channel, or a sender's id reused.
-        sequences.note(sender, u64::MAX, start);
-        assert!(sequences.overdue(start + bound, bound), "the jump is a loss");
-        sequences.note(sender, 2, start + bound);
-        assert_eq!(sequences.note(sender, 4, start + bound), 1, "3 skipped");
+        sequences.note(sender, u64::MAX, start, T0);
         assert!(
-            sequences.overdue(start + bound * 2, bound),
+            sequences.overdue(start + bound, bound).is_some(),
+            "the jump is a loss"
+        );
+        sequences.note(sender, 2, start + bound, T0);
+        assert_eq!(sequences.note(sender, 4, start + bound, T0), 1, "3 skipped");
+        assert!(
+            sequences.overdue(start + bound * 2, bound).is_some(),
             "a later loss of the sender is seen"
         );
     }
@@ -201,17 +234,22 @@ mod tests {
         let mut sequences = Sequences::default();
         // Senders heard from once (each run of a tool a new id), then one that goes on talking.
         for i in 0..MAX_TRACKED_ORIGINS - 1 {
-            sequences.note(InstanceId::random(), 1, start + Duration::from_micros(i as u64));
+            sequences.note(
+                InstanceId::random(),
+                1,
+                start + Duration::from_micros(i as u64),
+                T0,
+            );
         }
         let talking = InstanceId::random();
         let now = start + Duration::from_secs(1);
-        sequences.note(talking, 1, now);
-        sequences.note(InstanceId::random(), 1, now);
+        sequences.note(talking, 1, now, T0);
+        sequences.note(InstanceId::random(), 1, now, T0);
         assert!(
             sequences.last.len() <= MAX_TRACKED_ORIGINS / 2 + 2,
             "room was made"
         );
-        assert_eq!(sequences.note(talking, 3, now), 1, "its skip of 2 is seen");
+        assert_eq!(sequences.note(talking, 3, now, T0), 1, "its skip of 2 is seen");
     }
 
     #[test]
@@ -220,16 +258,40 @@ mod tests {
         let bound = Duration::from_secs(1);
         let mut sequences = Sequences::default();
         let late = InstanceId::random();
-        sequences.note(late, 1, start);
-        sequences.note(late, 3, start);
+        sequences.note(late, 1, start, T0);
+        sequences.note(late, 3, start, T0);
         for _ in 0..MAX_TRACKED_ORIGINS {
-            sequences.note(InstanceId::random(), 9, start);
+            sequences.note(InstanceId::random(), 9, start, T0);
         }
-        sequences.note(late, 2, start);
-        assert_eq!(sequences.note(late, 4, start), 0, "no skip below what was seen");
+        sequences.note(late, 2, start, T0);
+        assert_eq!(
+            sequences.note(late, 4, start, T0),
+            0,
+            "no skip below what was seen"
+        );
         assert!(
-            !sequences.overdue(start + bound, bound),
+            sequences.overdue(start + bound, bound).is_none(),
             "the skip of 2 was filled"
         );
+    }
+
+    /// A loss is reported `since` no later than the lost message can have been published: the
+    /// subscriber's `alive` when the sender's message before it arrived. The `alive` of the
+    /// check, later, let a handler that distrusts only what changed since keep what the lost
+    /// message should have dropped.
+    #[test]
+    fn a_loss_is_reported_since_the_message_before_it_arrived() {
+        let start = Instant::now();
+        let bound = Duration::from_secs(1);
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let mut sequences = Sequences::default();
+        let (a, b) = (InstanceId::random(), InstanceId::random());
+        sequences.note(a, 1, start, at(10));
+        sequences.note(b, 1, start, at(20));
+        sequences.note(b, 3, start, at(30)); // b's 2, published after at(20), is lost
+        sequences.note(a, 2, start, at(40));
+        assert_eq!(sequences.overdue(start + bound, bound), Some(at(20)));
+        sequences.note(a, 5, start + bound, at(50)); // a's 3 and 4, published after at(40)
+        assert_eq!(sequences.overdue(start + bound * 2, bound), Some(at(40)));
     }
 }

@@ -112,7 +112,9 @@ impl BackplaneOptions {
         self
     }
 
-    /// This instance's id (default: [`InstanceId::random`]). Two instances must never share one.
+    /// This instance's id (default: [`InstanceId::random`]). Two instances must never share one,
+    /// nor two runs of one (see [`InstanceId::from_u128`]): the manager takes a new random id
+    /// for each run.
     pub fn instance_id(mut self, id: InstanceId) -> Self {
         self.instance_id = Some(id);
         self

@@ -71,7 +71,9 @@ impl Context {
         f(&*self.handler);
     }
 
-    fn on_payload(&self, payload: &[u8], sequences: &mut Sequences) {
+    /// One message; `alive` is the last moment the subscription was known to have delivered
+    /// everything published before it.
+    fn on_payload(&self, payload: &[u8], sequences: &mut Sequences, alive: SystemTime) {
         // No publisher of the format sends more (see `MAX_MESSAGE_LEN`); decoded, a message of
         // empty keys took about six times its size in RAM, and again on the handler's thread.
         if payload.len() > MAX_MESSAGE_LEN {
@@ -91,7 +93,7 @@ impl Context {
             Shared::bump(&self.shared.ignored_own);
             return;
         }
-        let skipped = sequences.note(msg.origin, msg.seq, Instant::now());
+        let skipped = sequences.note(msg.origin, msg.seq, Instant::now(), alive);
         if skipped > 0 {
             // Saturating: a number forged far ahead must not wrap the count.
             let _ = self
@@ -116,12 +118,12 @@ impl Context {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut sequences),
+                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut sequences, alive),
                     None => return alive, // the connection ended
                 },
                 _ = ticker.tick(), if ping.is_none() => {
-                    if sequences.overdue(Instant::now(), self.ping_every.saturating_mul(3)) {
-                        self.lost_a_message(alive);
+                    if let Some(since) = sequences.overdue(Instant::now(), self.ping_every.saturating_mul(3)) {
+                        self.lost_a_message(since.min(alive));
                     }
                     let mut sink = sink.clone();
                     let deadline = self.ping_every;
@@ -147,15 +149,15 @@ impl Context {
 
 impl Context {
     /// A skip in a sender's sequence stayed open for the staleness bound: a message was lost
-    /// while the subscription stayed up. The handler hears of it as of a loss and a restore at
-    /// once, so that it distrusts what it holds as after any loss.
-    fn lost_a_message(&self, alive: SystemTime) {
+    /// while the subscription stayed up, published after `since`. The handler hears of it as of
+    /// a loss and a restore at once, so that it distrusts what it holds as after any loss.
+    fn lost_a_message(&self, since: SystemTime) {
         Shared::bump(&self.shared.gap_losses);
         tracing::warn!(channel = %self.shared.channel, "a message of another instance never arrived; L1 entries are suspect until revalidated");
-        self.call(|h| h.subscription_lost(alive));
+        self.call(|h| h.subscription_lost(since));
         let at = now();
         let outage = Outage {
-            since: alive,
+            since,
             detected_at: at,
             restored_at: at,
         };
