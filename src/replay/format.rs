@@ -255,8 +255,13 @@ pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
 ///
 /// After a bad record the scan searches forward, byte by byte, for the next offset where a valid
 /// record decodes; the bytes in between are damage. Bad bytes with no valid record after them are
-/// a torn tail. The searches check checksums over at most four times the log's length plus
-/// 1 MiB (see [`SEARCH_CRC_PER_BYTE`]), so a scan takes linear time whatever the bytes.
+/// a torn tail if a crash can have left them so: a record running past the end of the file, or a
+/// tail that ends in zeros (where a write cut short had not put its data yet). A complete record
+/// that fails its checks and is followed by no zero is one written whole and damaged since, its
+/// push acknowledged: damage, so that its loss is reported (cut as a torn tail, a flipped byte in
+/// the last record dropped an acknowledged op silently). The searches check checksums over at
+/// most four times the log's length plus 1 MiB (see [`SEARCH_CRC_PER_BYTE`]), so a scan takes
+/// linear time whatever the bytes.
 pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<'a>)) -> ScanEnd {
     let mut end = ScanEnd {
         data_end: HEADER_LEN as u64,
@@ -269,7 +274,9 @@ pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<
     let mut at = HEADER_LEN;
     while at < limit {
         let rest = buf.get(at..).unwrap_or_default();
-        let from = match decode_record(rest, log_id) {
+        let decoded = decode_record(rest, log_id);
+        let complete = matches!(decoded, Decoded::Invalid(_));
+        let from = match decoded {
             Decoded::Record(record, len) => {
                 found(Item::Record(record));
                 at += len;
@@ -284,6 +291,10 @@ pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<
             Some(next) => {
                 found(Item::Damage(at as u64..next as u64));
                 at = next;
+            }
+            None if complete && buf.last().is_some_and(|&b| b != 0) => {
+                found(Item::Damage(at as u64..limit as u64));
+                return end;
             }
             None => {
                 end.torn_tail = Some(at as u64..limit as u64);
@@ -455,10 +466,25 @@ mod tests {
         assert_eq!(scan.data_end, end as u64);
         assert!(scan.torn_tail.is_none());
 
+        // Damage with nothing valid after it is still damage: the record was written whole.
         let torn = &log[..end - 3];
         let scan = scan_log(torn, 5);
         assert_eq!(scan.data_end, offsets[1] as u64);
-        assert_eq!(scan.torn_tail, Some(offsets[1] as u64..torn.len() as u64));
+        assert_eq!(scan.items[1], Item::Damage(offsets[1] as u64..torn.len() as u64));
+        assert!(scan.torn_tail.is_none());
+
+        // A last record cut short, or ending in zeros, is a torn tail.
+        log[offsets[1] + RECORD_HEADER_LEN] ^= 0xff;
+        for torn in [log[..end - 3].to_vec(), {
+            let mut zeroed = log.clone();
+            zeroed[end - 3..].fill(0);
+            zeroed
+        }] {
+            let scan = scan_log(&torn, 5);
+            assert_eq!(scan.data_end, offsets[2] as u64);
+            assert_eq!(scan.torn_tail, Some(offsets[2] as u64..torn.len() as u64));
+            assert_eq!(scan.items.len(), 2);
+        }
     }
 
     #[test]
@@ -490,7 +516,11 @@ mod tests {
             .items
             .iter()
             .all(|i| !matches!(i, Item::Record(r) if r.key == "evil")));
-        assert!(scan.torn_tail.is_some());
+        assert!(
+            matches!(scan.items.last(), Some(Item::Damage(_))),
+            "{:?}",
+            scan.items
+        );
         log[second + 4] = 0x7f;
         assert!(matches!(scan_log(&log, 9).items.last(), Some(Item::Record(r)) if r.key == "evil"));
     }
