@@ -197,6 +197,53 @@ fn a_memcached_out_of_memory_refuses_the_item_alone_and_leaves_a_miss() {
 
 const PREFIX: &str = "rv:";
 
+/// A manager on `cluster` (node breakers on, replay run by hand) with its L1 in `dir`.
+fn cluster_cache(cluster: &RedisCluster, dir: &std::path::Path) -> CacheManager {
+    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "file"
+        path = {:?}
+        durability = "none"
+        [distributed]
+        enabled = true
+        type = "redis"
+        cluster = true
+        hosts = [{}]
+        key_prefix = "{PREFIX}"
+        timeout_ms = 200
+        breaker_failures = 5
+        breaker_cooldown_ms = 200
+        [offline]
+        replay_interval_ms = 3600000
+        "#,
+        dir.join("l1").display().to_string(),
+        hosts.join(", ")
+    ))
+    .unwrap();
+    CacheManager::new(config).unwrap()
+}
+
+/// Runs primary 0 out of memory for writes (3 MB held, `maxmemory` 1 MB, `noeviction`); a
+/// connection to it.
+fn fill_primary_0(cluster: &RedisCluster) -> redis::Connection {
+    let mut raw = cluster.nodes[0].raw();
+    let value = vec![7u8; 100_000];
+    for i in 0..30 {
+        let k = cluster_key_on(cluster, 0, &format!("fill{i}-"));
+        let _: () = redis::cmd("SET").arg(&k).arg(&value).query(&mut raw).unwrap();
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1mb")
+        .query(&mut raw)
+        .unwrap();
+    raw
+}
+
 fn cluster_key_on(cluster: &RedisCluster, node: usize, stem: &str) -> String {
     (0..)
         .map(|i| format!("{{{stem}{i}}}"))
@@ -213,50 +260,13 @@ fn cluster_key_on(cluster: &RedisCluster, node: usize, stem: &str) -> String {
 fn a_full_cluster_primary_does_not_hold_up_the_replay_of_other_primaries_keys() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
-    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
-    let cache = CacheManager::new(
-        CacheConfig::from_toml_str(&format!(
-            r#"
-            fallback_on_error = true
-            [local]
-            type = "file"
-            path = {:?}
-            durability = "none"
-            [distributed]
-            enabled = true
-            type = "redis"
-            cluster = true
-            hosts = [{}]
-            key_prefix = "{PREFIX}"
-            timeout_ms = 200
-            breaker_failures = 5
-            breaker_cooldown_ms = 200
-            [offline]
-            replay_interval_ms = 3600000
-            "#,
-            dir.path().join("l1").display().to_string(),
-            hosts.join(", ")
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let cache = cluster_cache(&cluster, dir.path());
     let l2 = cache.distributed().unwrap();
     let full_key = cluster_key_on(&cluster, 0, "full");
     let ok_key = cluster_key_on(&cluster, 1, "ok");
 
     // Primary 0 runs out of memory for writes: it holds more than its maxmemory.
-    let mut raw = cluster.nodes[0].raw();
-    let value = vec![7u8; 100_000];
-    for i in 0..30 {
-        let k = cluster_key_on(&cluster, 0, &format!("fill{i}-"));
-        let _: () = redis::cmd("SET").arg(&k).arg(&value).query(&mut raw).unwrap();
-    }
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1mb")
-        .query(&mut raw)
-        .unwrap();
+    let mut raw = fill_primary_0(&cluster);
     let probe = cluster_key_on(&cluster, 0, "probe");
     let r: redis::RedisResult<()> = redis::cmd("SET").arg(&probe).arg("x").query(&mut raw);
     assert_eq!(r.unwrap_err().code(), Some("OOM"));
@@ -310,48 +320,13 @@ fn a_full_cluster_primary_does_not_hold_up_the_replay_of_other_primaries_keys() 
 fn a_batch_across_a_full_primary_and_a_healthy_one_lands_on_the_healthy_one() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start();
-    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
-    let cache = CacheManager::new(
-        CacheConfig::from_toml_str(&format!(
-            r#"
-            fallback_on_error = true
-            [local]
-            type = "file"
-            path = {:?}
-            durability = "none"
-            [distributed]
-            enabled = true
-            type = "redis"
-            cluster = true
-            hosts = [{}]
-            key_prefix = "{PREFIX}"
-            timeout_ms = 200
-            breaker_failures = 5
-            breaker_cooldown_ms = 200
-            "#,
-            dir.path().join("l1").display().to_string(),
-            hosts.join(", ")
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let cache = cluster_cache(&cluster, dir.path());
     let l2 = cache.distributed().unwrap();
     assert_eq!(cache.stats().distributed.nodes.len(), 3, "node breakers are on");
     let full_key = cluster_key_on(&cluster, 0, "full");
     let ok_key = cluster_key_on(&cluster, 1, "ok");
 
-    let mut raw = cluster.nodes[0].raw();
-    let value = vec![7u8; 100_000];
-    for i in 0..30 {
-        let k = cluster_key_on(&cluster, 0, &format!("fill{i}-"));
-        let _: () = redis::cmd("SET").arg(&k).arg(&value).query(&mut raw).unwrap();
-    }
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1mb")
-        .query(&mut raw)
-        .unwrap();
+    fill_primary_0(&cluster);
 
     // What the level answers to the batch: the healthy primary stored its item.
     let direct = l2.set_each(&[

@@ -180,7 +180,11 @@ fn records_under_another_log_id_are_not_read() {
     // A complete record that does not check out, at the end of a file that does not end in
     // zeros, is no append a crash cut short: damage, reported.
     let report = q.recovery_report();
-    assert_eq!((report.damaged_ranges, report.torn_tail_bytes), (1, 0), "{report:?}");
+    assert_eq!(
+        (report.damaged_ranges, report.torn_tail_bytes),
+        (1, 0),
+        "{report:?}"
+    );
     assert!(q.is_overflowed());
 }
 
