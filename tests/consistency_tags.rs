@@ -15,6 +15,9 @@
 
 mod support;
 
+#[path = "support/proxy.rs"]
+mod proxy;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -439,20 +442,58 @@ fn wait_tagged(bus: &RedisServer, key: &str) {
     }
 }
 
-/// An async tagged write whose caller gives up (a timeout) while its tag's `SADD` waits on the
-/// tag Redis: the value was written, and the aborted `SADD` left the key out of the tag's set,
-/// so every later invalidation of the tag missed it. The `SADD` now runs to its end.
+/// An async tagged write whose caller gives up (a timeout) while its second tagging, after the
+/// value was written, waits on the tag Redis: that tagging runs to its end. Aborted, it left the
+/// key's score where the first tagging put it, and an invalidation that had read the member in
+/// between forgot it while the value stayed.
 #[test]
 fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
-    let (_l2, bus, _dir, cache) = tagged_rig();
-    bus.pause();
-    assert!(
-        gives_up_on_a_tagged_write(&cache),
-        "the tagged write finished while the tag Redis was frozen"
-    );
-    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
-    bus.resume();
-    wait_tagged(&bus, "k");
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let to_l2 = proxy::TcpProxy::start(&l2.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &to_l2.addr());
+    config.invalidation.hosts = vec![bus.addr()];
+    config.distributed.timeout_ms = 10_000;
+    let cache = CacheManager::new(config).unwrap();
+    // The async tag connection is open, so that the taggings wait on the frozen server rather
+    // than fail to connect.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(cache.set_raw_with_tags_async("warm", b"w", None, &["t"]))
+        .unwrap();
+    to_l2.hold();
+    let score = || -> Option<u64> {
+        redis::cmd("ZSCORE")
+            .arg("app:uno-cache:tag:t")
+            .arg("k")
+            .query(&mut bus.raw())
+            .unwrap()
+    };
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| gives_up_on_a_tagged_write(&cache));
+        // The first tagging is done once the set waits on L2.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while to_l2.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the set never reached L2");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let first = score().expect("the key joined its tag before its value was written");
+        bus.pause();
+        to_l2.release();
+        assert!(
+            writer.join().unwrap(),
+            "the tagged write finished while the tag Redis was frozen"
+        );
+        assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
+        bus.resume();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while score() <= Some(first) {
+            assert!(Instant::now() < deadline, "the second tagging never ran");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
 }
 
 /// An async tagged write whose caller gives up while its set waits on L2: the set is handed to
@@ -589,11 +630,11 @@ fn a_write_of_a_tag_drops_the_members_whose_time_ended_a_minute_ago() {
         (now + 10_000..=after + 10_000).contains(&new),
         "scored {new}, written between {now} and {after} with 10 s to live"
     );
-    // A shorter write later never cuts a member's time (it moves it by a ms, so that an
-    // invalidation that read the member before this write leaves it tagged).
+    // A shorter write later never cuts a member's time (each of its two taggings moves it by a
+    // ms, so that an invalidation that read the member before leaves it tagged).
     a.set_with_tags("gone", "g", Some(Duration::from_secs(1)), &["t"])
         .unwrap();
-    assert_eq!(scored(&redis, "t")[2], ("gone".to_owned(), now + 600_001));
+    assert_eq!(scored(&redis, "t")[2], ("gone".to_owned(), now + 600_002));
     // And the members still kept are invalidated.
     assert_eq!(a.invalidate_tag("t").unwrap(), 3);
     assert_eq!(a.get::<String>("gone").unwrap(), None);
@@ -860,4 +901,71 @@ fn a_tag_of_sixty_thousand_members_is_invalidated_with_a_short_timeout() {
         .query(&mut raw)
         .unwrap();
     assert_eq!(exists, 0, "every member was forgotten");
+}
+
+/// A tagged write's key joins its tags before its value is written (and again after): once the
+/// value can be read anywhere, every invalidation of the tag finds it. Tagged only after the
+/// write, the value was readable (here, in L2) while the tag call was on its way, and an
+/// invalidation that another instance started then, having read the value, missed it.
+#[test]
+fn a_tagged_value_is_not_written_before_its_key_joins_the_tag() {
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let to_bus = proxy::TcpProxy::start(&bus.addr());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_bus = |dir: &Path, bus: String| {
+        let mut config = config(dir, &l2.addr());
+        config.invalidation.hosts = vec![bus];
+        config.distributed.timeout_ms = 10_000;
+        // Few PINGs: a held one would stand for the tag call.
+        config.invalidation.staleness_bound_ms = 60_000;
+        CacheManager::new(config).unwrap()
+    };
+    let a = with_bus(da.path(), to_bus.addr());
+    let b = with_bus(db.path(), bus.addr());
+    a.set_raw_with_tags("warm", b"w", None, &["t"]).unwrap();
+    to_bus.hold();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| a.set_raw_with_tags("k", b"v", None, &["t"]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while to_bus.waiting() == 0 {
+            assert!(Instant::now() < deadline, "A's tag call never reached the proxy");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let in_l2: Option<Vec<u8>> = redis::cmd("GET").arg("app:k").query(&mut l2.raw()).unwrap();
+        assert_eq!(
+            in_l2, None,
+            "the value was readable before its key joined the tag"
+        );
+        to_bus.release();
+        writer.join().unwrap().unwrap();
+    });
+    assert_eq!(b.invalidate_tag("t").unwrap(), 2, "the tag found both keys");
+    assert_eq!(b.get_raw("k").unwrap(), None);
+}
+
+/// A tag call has the configured deadline (the larger of the L2 timeout and the publish
+/// timeout): a tag Redis that answers in 800 ms is waited for under a deadline of 2 s. The tag
+/// connection kept the Redis client's default reply timeout of 500 ms, and every tag call to a
+/// server slower than that failed, whatever the deadline (the one a large tag needs).
+#[test]
+fn a_tag_call_waits_for_its_configured_deadline() {
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &l2.addr());
+    config.invalidation.hosts = vec![bus.addr()];
+    config.distributed.timeout_ms = 2_000;
+    let cache = CacheManager::new(config).unwrap();
+    cache.set_raw_with_tags("warm", b"w", None, &["t"]).unwrap();
+    bus.pause();
+    std::thread::scope(|scope| {
+        // The server is slow for 800 ms: the scenario, not a wait for an event.
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(800));
+            bus.resume();
+        });
+        let started = Instant::now();
+        let tagged = cache.set_raw_with_tags("k", b"v", None, &["t"]);
+        assert!(tagged.is_ok(), "after {:?}: {tagged:?}", started.elapsed());
+    });
+    assert_eq!(cache.invalidate_tag("t").unwrap(), 2);
 }

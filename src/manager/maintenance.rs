@@ -200,9 +200,17 @@ impl CacheManager {
     /// shorter than the entry's plus `loader.fail_safe_max_duration` (how long a copy may be
     /// served stale). Needs Redis 7 or later.
     ///
+    /// The key joins its tags before the value is written and again after: once the value can
+    /// be read anywhere, every invalidation of its tags that starts finds the key. Tagged only
+    /// after, an invalidation that started once another instance had read the value missed
+    /// it. Tagged only before, an invalidation in between would remove the key from the set
+    /// before the value landed; the second tagging moves the key's score, so such an
+    /// invalidation leaves it in the set (or it is put back).
+    ///
     /// # Errors
     /// As [`CacheManager::set_raw`]; [`Error::Config`] if there is no Redis for tags; the tag
-    /// Redis's error (the value is then written but not tagged).
+    /// Redis's error: from the first tagging, before anything is written; from the second, the
+    /// value is written and tagged by the first.
     pub fn set_raw_with_tags(
         &self,
         key: &str,
@@ -212,6 +220,7 @@ impl CacheManager {
     ) -> Result<()> {
         let s = &self.shared;
         let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
+        store.add(&[key], tags, members_ttl(s, ttl))?;
         self.set_raw(key, value, ttl)?;
         store.add(&[key], tags, members_ttl(s, ttl))
     }
@@ -229,9 +238,11 @@ impl CacheManager {
     ) -> Result<()> {
         let s = &self.shared;
         let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
+        // Tagged before and after the write, as in `set_raw_with_tags`.
+        store.add_async(&[key], tags, members_ttl(s, ttl)).await?;
         // Dropped during the set (a caller's timeout), the value may still land: handed to a
-        // queue, or in flight. Then the key joins its tags all the same, or no invalidation of
-        // them would find it.
+        // queue, or in flight. Then the key joins its tags again all the same, or an
+        // invalidation meanwhile would have forgotten it.
         let mut owed = TagsOwed {
             store,
             key,

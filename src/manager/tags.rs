@@ -159,13 +159,22 @@ impl TagStore {
             return Ok(Ok(conn));
         }
         let (targets, cluster) = self.options.resolve_targets()?;
+        // The client's own timeouts only clean up; our deadlines report. Left at the client's
+        // defaults, every tag round trip timed out at 500 ms whatever the configured deadline
+        // (the one a tag of many members needs).
+        let respond = self.timeout.saturating_add(Duration::from_millis(50));
         if cluster {
             // With the L2's TLS settings: built bare, a private CA or a client certificate was
             // dropped, and every tag call failed on a cluster the L2 reached.
             let client = self
                 .options
                 .cluster_builder_for(&targets)
-                .and_then(redis::cluster::ClusterClientBuilder::build)
+                .and_then(|builder| {
+                    builder
+                        .connection_timeout(self.timeout)
+                        .response_timeout(respond)
+                        .build()
+                })
                 .map_err(|e| backend("connect", &e))?;
             return Ok(Err(Box::pin(async move {
                 client
@@ -183,9 +192,12 @@ impl TagStore {
             .options
             .client_for(target)
             .map_err(|e| backend("connect", &e))?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(respond));
         Ok(Err(Box::pin(async move {
             client
-                .get_multiplexed_async_connection()
+                .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map(Conn::Single)
                 .map_err(|e| backend("connect", &e))

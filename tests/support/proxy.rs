@@ -2,8 +2,10 @@
 //! and can go silent on the connections it has: [`TcpProxy::freeze`] stops copying on them but
 //! keeps them open (no FIN, no RST), as a NAT or load balancer that dropped an idle flow, a host
 //! powered off, or a failover to another address leave a client; connections made after it
-//! are copied as before. [`TcpProxy::redirect`] sends the connections made after it to another
-//! server, as a Service or DNS name that moved to a new primary does.
+//! are copied as before. [`TcpProxy::hold`] delays every byte until [`TcpProxy::release`], as a
+//! slow link does, so a test can keep one client's call in the middle while others go on.
+//! [`TcpProxy::redirect`] sends the connections made after it to another server, as a Service or
+//! DNS name that moved to a new primary does.
 //!
 //! Std threads only: one accepting, two per connection. They hold no server process; they end
 //! with the test process at the latest, which is all a test needs of them.
@@ -12,7 +14,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +32,10 @@ struct Shared {
     freezes: AtomicU64,
     /// Connections accepted so far.
     accepted: AtomicU64,
+    /// Set between `hold` and `release`: bytes read wait before they are copied.
+    holding: AtomicBool,
+    /// Reads whose bytes wait for `release` now.
+    waiting: AtomicU64,
     /// The sockets of frozen connections, kept open until the proxy's threads are gone.
     held: Mutex<Vec<TcpStream>>,
 }
@@ -44,6 +50,8 @@ impl TcpProxy {
             upstream: Mutex::new(upstream.to_owned()),
             freezes: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            holding: AtomicBool::new(false),
+            waiting: AtomicU64::new(0),
             held: Mutex::new(Vec::new()),
         });
         let accepting = Arc::clone(&shared);
@@ -86,6 +94,22 @@ impl TcpProxy {
         *self.shared.upstream.lock().unwrap() = upstream.to_owned();
     }
 
+    /// Bytes in either direction, on every connection, wait from now until [`release`](Self::release).
+    pub fn hold(&self) {
+        self.shared.holding.store(true, Ordering::SeqCst);
+    }
+
+    /// How many connections have bytes waiting for [`release`](Self::release): a call held
+    /// on its way.
+    pub fn waiting(&self) -> u64 {
+        self.shared.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Copies what [`hold`](Self::hold) kept waiting, and everything after.
+    pub fn release(&self) {
+        self.shared.holding.store(false, Ordering::SeqCst);
+    }
+
     /// Every connection accepted so far goes silent (bytes in either direction are dropped, the
     /// sockets stay open); later ones are copied.
     pub fn freeze(&self) {
@@ -107,6 +131,13 @@ fn copy(shared: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream) {
                 return;
             }
             Ok(n) => {
+                if shared.holding.load(Ordering::SeqCst) {
+                    shared.waiting.fetch_add(1, Ordering::SeqCst);
+                    while shared.holding.load(Ordering::SeqCst) && !frozen() {
+                        std::thread::sleep(POLL);
+                    }
+                    shared.waiting.fetch_sub(1, Ordering::SeqCst);
+                }
                 if frozen() {
                     break;
                 }
