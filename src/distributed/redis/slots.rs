@@ -259,6 +259,16 @@ impl SlotMap {
     }
 }
 
+/// Whom a call's failure is held against: see [`Slots::answerable`].
+pub(crate) enum Answerable {
+    /// The node whose breaker admitted the call.
+    Admitter,
+    /// The key's owner now: its slot moved.
+    Owner(Arc<Node>),
+    /// No node: the keys moved, to owners the map does not name or to several.
+    Nobody,
+}
+
 /// The least time between two re-reads of the slot map.
 const REREAD_EVERY: Duration = Duration::from_secs(1);
 
@@ -305,6 +315,23 @@ impl Slots {
             .read()
             .node_of(key)
             .is_some_and(|owner| Arc::ptr_eq(owner, node))
+    }
+
+    /// Whom a failure of a call on `keys` (full server keys), admitted by `node`'s breaker, is
+    /// held against in the current map: `node` while it owns one of the keys; else the owner of
+    /// a lone key (the crate followed its slot there), or nobody. When it is not `node`, the
+    /// call's probe slot of `node` (`probe`) is freed: the probe told nothing of `node`.
+    pub(crate) fn answerable(&self, node: &Arc<Node>, probe: bool, keys: &[Vec<u8>]) -> Answerable {
+        if keys.iter().any(|key| self.owns(node, key)) {
+            return Answerable::Admitter;
+        }
+        if probe {
+            node.breaker().release_probe();
+        }
+        match (keys, keys.first().and_then(|key| self.node_of(key))) {
+            ([_], Some(owner)) => Answerable::Owner(owner),
+            _ => Answerable::Nobody,
+        }
     }
 
     /// Starts a re-read of the map on `rt` over `conn` unless one is under way or one started

@@ -11,7 +11,7 @@ use super::errors::{call_error, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
 use super::scan;
-use super::slots::Slots;
+use super::slots::{Answerable, Slots};
 use crate::clock::Clock;
 use crate::distributed::nodes::{entries_or_partial, part_grace, partial, settle, Node};
 use crate::distributed::runtime::IoRuntime;
@@ -335,15 +335,10 @@ impl RedisStore {
         };
         // The failure path only: the keys' full names, to ask the current map.
         let keys: Vec<Vec<u8>> = keys.map(|key| self.full_key(key)).collect();
-        if keys.iter().any(|key| slots.owns(node, key)) {
-            return node.record(probe, result);
-        }
-        if probe {
-            node.breaker().release_probe();
-        }
-        match (keys.as_slice(), keys.first().and_then(|key| slots.node_of(key))) {
-            ([_], Some(owner)) => owner.record(false, result),
-            _ => result.map_err(|e| node.not_sent(false, e)),
+        match slots.answerable(node, probe, &keys) {
+            Answerable::Admitter => node.record(probe, result),
+            Answerable::Owner(owner) => owner.record(false, result),
+            Answerable::Nobody => result.map_err(|e| node.not_sent(false, e)),
         }
     }
 
@@ -381,20 +376,15 @@ impl RedisStore {
             (Some(slots), Err(cause)) => (slots, cause),
             (_, result) => return self.hold(node, probe, std::iter::once(key), result),
         };
-        let (judged, full) = (Arc::clone(node), self.full_key(key));
+        let (judged, full) = (Arc::clone(node), [self.full_key(key)]);
         // The re-read ends within the timeout; twice that is a bound only.
         self.rt
             .detach("slots", self.timeout.saturating_mul(2), async move {
                 reread.await;
-                if slots.owns(&judged, &full) {
-                    judged.count_failure(probe);
-                } else {
-                    if probe {
-                        judged.breaker().release_probe();
-                    }
-                    if let Some(owner) = slots.node_of(&full) {
-                        owner.count_failure(false);
-                    }
+                match slots.answerable(&judged, probe, &full) {
+                    Answerable::Admitter => judged.count_failure(probe),
+                    Answerable::Owner(owner) => owner.count_failure(false),
+                    Answerable::Nobody => {}
                 }
                 Ok(())
             });
