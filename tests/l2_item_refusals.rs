@@ -232,7 +232,7 @@ fn fill_primary_0(cluster: &RedisCluster) -> redis::Connection {
     let mut raw = cluster.nodes[0].raw();
     let value = vec![7u8; 100_000];
     for i in 0..30 {
-        let k = cluster_key_on(cluster, 0, &format!("fill{i}-"));
+        let k = cluster.key_on(0, &format!("fill{i}-"));
         let _: () = redis::cmd("SET").arg(&k).arg(&value).query(&mut raw).unwrap();
     }
     let _: () = redis::cmd("CONFIG")
@@ -242,13 +242,6 @@ fn fill_primary_0(cluster: &RedisCluster) -> redis::Connection {
         .query(&mut raw)
         .unwrap();
     raw
-}
-
-fn cluster_key_on(cluster: &RedisCluster, node: usize, stem: &str) -> String {
-    (0..)
-        .map(|i| format!("{{{stem}{i}}}"))
-        .find(|key| cluster.node_of_slot(cluster.keyslot(&format!("{PREFIX}{key}"))) == node)
-        .unwrap()
 }
 
 /// One primary of a Cluster out of memory (noeviction) must not hold up the whole replay queue. It
@@ -262,12 +255,12 @@ fn a_full_cluster_primary_does_not_hold_up_the_replay_of_other_primaries_keys() 
     let cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
     let cache = cluster_cache(&cluster, dir.path());
     let l2 = cache.distributed().unwrap();
-    let full_key = cluster_key_on(&cluster, 0, "full");
-    let ok_key = cluster_key_on(&cluster, 1, "ok");
+    let full_key = cluster.key_on(0, "full");
+    let ok_key = cluster.key_on(1, "ok");
 
     // Primary 0 runs out of memory for writes: it holds more than its maxmemory.
     let mut raw = fill_primary_0(&cluster);
-    let probe = cluster_key_on(&cluster, 0, "probe");
+    let probe = cluster.key_on(0, "probe");
     let r: redis::RedisResult<()> = redis::cmd("SET").arg(&probe).arg("x").query(&mut raw);
     assert_eq!(r.unwrap_err().code(), Some("OOM"));
 
@@ -323,8 +316,8 @@ fn a_batch_across_a_full_primary_and_a_healthy_one_lands_on_the_healthy_one() {
     let cache = cluster_cache(&cluster, dir.path());
     let l2 = cache.distributed().unwrap();
     assert_eq!(cache.stats().distributed.nodes.len(), 3, "node breakers are on");
-    let full_key = cluster_key_on(&cluster, 0, "full");
-    let ok_key = cluster_key_on(&cluster, 1, "ok");
+    let full_key = cluster.key_on(0, "full");
+    let ok_key = cluster.key_on(1, "ok");
 
     fill_primary_0(&cluster);
 

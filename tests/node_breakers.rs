@@ -373,14 +373,6 @@ fn multi_host_memcached_starts_with_a_host_down_serves_the_others_and_the_host_r
     check_rejoins(&cache, &place, &servers[2], 2);
 }
 
-/// A key with a hash tag whose slot primary `node` of `cluster` owns (the prefix included).
-fn cluster_key_on(cluster: &RedisCluster, node: usize, stem: &str) -> String {
-    (0..)
-        .map(|i| format!("{{{stem}{i}}}"))
-        .find(|key| cluster.node_of_slot(cluster.keyslot(&format!("{PREFIX}{key}"))) == node)
-        .unwrap()
-}
-
 #[test]
 fn cluster_primary_killed_mid_workload_fails_fast_for_its_keys_only_and_rejoins() {
     let _serial = serial();
@@ -389,12 +381,8 @@ fn cluster_primary_killed_mid_workload_fails_fast_for_its_keys_only_and_rejoins(
     let hosts = cluster.addrs();
     let cache = manager("redis", true, &hosts, &dir.path().join("l1"));
     let l2 = cache.distributed().unwrap();
-    let live: Vec<String> = (0..3)
-        .map(|i| cluster_key_on(&cluster, 0, &format!("live{i}-")))
-        .collect();
-    let dead: Vec<String> = (0..3)
-        .map(|i| cluster_key_on(&cluster, 1, &format!("dead{i}-")))
-        .collect();
+    let live: Vec<String> = (0..3).map(|i| cluster.key_on(0, &format!("live{i}-"))).collect();
+    let dead: Vec<String> = (0..3).map(|i| cluster.key_on(1, &format!("dead{i}-"))).collect();
     for (i, key) in live.iter().chain(&dead).enumerate() {
         l2.set(key, &encoded(key, i as u64), None).unwrap();
     }

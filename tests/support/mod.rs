@@ -702,6 +702,15 @@ impl RedisCluster {
         panic!("slot {slot} has no owner");
     }
 
+    /// The first key `{stem}0`, `{stem}1`, … whose slot `node` owns. The stem is a hash tag, so
+    /// any prefix before it keeps the key on that node.
+    pub fn key_on(&self, node: usize, stem: &str) -> String {
+        (0..)
+            .map(|i| format!("{{{stem}{i}}}"))
+            .find(|key| self.node_of_slot(self.keyslot(key)) == node)
+            .unwrap()
+    }
+
     /// `CLUSTER KEYSLOT key` as the server computes it.
     pub fn keyslot(&self, key: &str) -> u16 {
         let mut conn = self.nodes[0].raw();
