@@ -103,32 +103,85 @@ impl Shared {
         let invalidated = &self.metrics.consistency.keys_invalidated;
         match &message.invalidation {
             // Keys this L1 did not hold lose nothing here: only those it dropped are counted.
+            // Writes still on their way give way first: a read between the two steps then
+            // misses rather than take the queued value as the newest.
             Invalidation::Keys(keys) => {
                 let refs = holdable(keys);
+                self.withdraw_behind(&refs, None);
                 invalidated.add(self.drop_local(&refs));
             }
             // If L1 cannot drop what the message names (a full disk, a store latched
             // read-only), it must stop vouching for what it holds rather than serve it.
-            Invalidation::Prefix(prefix) => match self.drop_local_prefix(prefix) {
-                Ok(dropped) => invalidated.add(dropped),
-                Err(e) => {
-                    self.metrics.local.errors.incr();
-                    tracing::warn!(error = %e, "dropping a prefix from L1 failed; every L1 entry becomes suspect");
-                    self.distrust_everything();
+            Invalidation::Prefix(prefix) => {
+                self.withdraw_behind(&[], Some(prefix));
+                match self.drop_local_prefix(prefix) {
+                    Ok(dropped) => invalidated.add(dropped),
+                    Err(e) => {
+                        self.metrics.local.errors.incr();
+                        tracing::warn!(error = %e, "dropping a prefix from L1 failed; every L1 entry becomes suspect");
+                        self.distrust_everything();
+                    }
                 }
-            },
+            }
             // This manager publishes a tag's members as keys; a bare tag (from another
             // publisher) cannot be resolved without a network call, so L1 is re-checked instead.
             Invalidation::Tags(_) => {
                 self.distrust_everything();
             }
             Invalidation::All => {
+                self.withdraw_behind(&[], Some(""));
                 if let Err(e) = self.clear_local() {
                     self.metrics.local.errors.incr();
                     tracing::warn!(error = %e, "clearing L1 on an invalidation failed; every L1 entry becomes suspect");
                     self.distrust_everything();
                 }
             }
+        }
+    }
+
+    /// Another instance's invalidation of `keys` (or, with `prefix`, of every key under it;
+    /// `""` for all) reached this one: this instance's writes of them still on their way to L2
+    /// become deletes.
+    ///
+    /// Why: such a write (queued behind, in a batch in flight, or waiting in the replay queue)
+    /// was acknowledged before the message came, and the message is sent once the other
+    /// instance's delete or write has reached L2. Sent as it is, the write would land after
+    /// that: a deleted value back in L2, or an older value over the other's newer one, and
+    /// for a tagged key a value its tag no longer lists, out of reach of the next invalidation.
+    /// As a delete, sent after the batch in flight, the key reads as a miss everywhere. The
+    /// price: a write of this instance that was in truth newer than the other's op (its
+    /// message was slow) is lost, which costs a miss, never a stale read. A write that landed
+    /// before the message came is not undone: it took effect in L2 then, as the lag of one
+    /// batch that write-behind is documented to have.
+    fn withdraw_behind(&self, keys: &[&str], prefix: Option<&str>) {
+        let mut withdrawn = Vec::new();
+        if let Some(queue) = &self.behind {
+            withdrawn = queue.waiting_among(keys, prefix);
+            let refs: Vec<&str> = withdrawn.iter().map(String::as_str).collect();
+            if let Err(e) = self.queue_behind_deletes(&refs) {
+                tracing::warn!(error = %e, "writes another instance invalidated could not be turned into deletes in the replay queue; they may land after its op");
+            }
+        }
+        let Some(q) = &self.replay else {
+            return;
+        };
+        let replayed = match prefix {
+            Some(prefix) => self.queue_prefix_deletes(prefix).map(drop),
+            None => {
+                let pending: Vec<&str> = keys
+                    .iter()
+                    .copied()
+                    .filter(|k| q.is_pending(k) && !withdrawn.iter().any(|w| w == k))
+                    .collect();
+                if pending.is_empty() {
+                    Ok(())
+                } else {
+                    self.queue_deletes(&pending)
+                }
+            }
+        };
+        if let Err(e) = replayed {
+            tracing::warn!(error = %e, "replay-queue writes another instance invalidated could not be turned into deletes; they may land after its op");
         }
     }
 

@@ -37,7 +37,10 @@
 //!   none, its keys are not backfilled for four L2 timeouts, see [`KeyOrder::quiet`], since
 //!   its L2 command may still land after a read got L2's older value.)
 //! - **Invalidations** of a queued write are published by the writer once L2 has the value, so
-//!   an instance that re-reads on the message finds it.
+//!   an instance that re-reads on the message finds it. Another instance's invalidation of a
+//!   key whose write waits here (queued or in flight) turns it into a delete sent after the
+//!   batch in flight (`withdraw_behind` in `backplane`): the other's op was in L2 before its
+//!   message came, and the waiting write would land after it.
 //! - **Failures.** A batch L2 refused (timeout, outage, open breaker) is counted and, in offline
 //!   mode, pushed to the durable replay queue, under the queue lock, skipping keys that have a
 //!   newer queued value (a set checks "must this key go to the replay queue?" under the same
@@ -63,6 +66,9 @@ use parking_lot::{Condvar, Mutex};
 use super::guard::KeyOrder;
 use super::guard::Ticket;
 use super::policy::Shared;
+#[cfg(doc)]
+use super::requeue::Requeue;
+use super::requeue::Sets;
 use super::workers::Workers;
 use crate::error::{key_for_error, Error, Result};
 use crate::replay::Push;
@@ -202,7 +208,7 @@ impl WriteQueue {
 
     /// [`push`](Self::push), past the bound unless `bounded`: for what a dropped future owes
     /// ([`Requeue`]), which has no caller left to write through.
-    fn push_with(
+    pub(super) fn push_with(
         &self,
         items: &[(&str, &[u8])],
         expires_at_ms: u64,
@@ -284,6 +290,40 @@ impl WriteQueue {
             .filter(|k| !st.queued.contains_key(*k))
             .count();
         st.queued.len() + only_in_flight
+    }
+
+    /// The keys among `keys` (or, with `prefix`, those starting with it) whose write is queued
+    /// or on its way to L2, each once: what another instance's invalidation of them must not
+    /// land before (see `withdraw_behind` in `backplane`).
+    #[cfg(feature = "redis")]
+    pub(crate) fn waiting_among(&self, keys: &[&str], prefix: Option<&str>) -> Vec<String> {
+        let st = self.state.lock();
+        let waits = |k: &str| {
+            st.queued.contains_key(k)
+                || st.in_flight.contains_key(k)
+                || st.dropped.contains_key(k)
+                || st.superseded.contains(k)
+        };
+        let Some(prefix) = prefix else {
+            // Looked up one by one: a message names a few keys, the queue may hold thousands.
+            let mut found: Vec<String> = keys
+                .iter()
+                .filter(|k| waits(k))
+                .map(|k| (*k).to_owned())
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            return found;
+        };
+        let found: HashSet<&String> = st
+            .queued
+            .keys()
+            .chain(st.in_flight.keys())
+            .chain(st.dropped.keys())
+            .chain(st.superseded.iter())
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        found.into_iter().cloned().collect()
     }
 
     /// A read that asks L2 takes this before its ticket and compares it once L2 answered: if a
@@ -458,114 +498,7 @@ pub(crate) fn start_writer(
     })
 }
 
-/// The values of a write-through and their TTL, as a write passes them.
-pub(crate) type Sets<'a> = (&'a [(&'a str, &'a [u8])], Option<Duration>);
-
-/// What an async delete or write-through owes L2 once its settle took the keys' queued writes
-/// out of the write-behind queue; handed back to the queue from `Drop` if the future is dropped
-/// before L2 answered (see the module docs). Made by [`Shared::owe`]; [`paid`](Requeue::paid)
-/// once L2 (or the replay queue) has the op.
-pub(crate) struct Requeue<'a> {
-    shared: &'a Shared,
-    keys: &'a [&'a str],
-    /// The values of a write-through; `None` for a delete.
-    sets: Option<Sets<'a>>,
-    paid: bool,
-}
-
-impl Requeue<'_> {
-    /// L2 (or the replay queue) has the op: nothing is owed.
-    pub(crate) fn paid(mut self) {
-        self.paid = true;
-    }
-}
-
-impl Requeue<'_> {
-    /// Hands the op to the write-behind queue, behind the batch in flight, or to the replay
-    /// queue if a key is pending there; the error of a replay queue that could not take it.
-    /// Without write-behind, to the replay queue, as an L2 call that timed out is: the op may
-    /// never have reached L2 (dropped while it waited for a connection or a breaker's permit),
-    /// and L2 would keep the value it replaced, which this instance (its L1 changed) and the
-    /// others (they hear of the write) would read back. The key reads as pending until the
-    /// replay, which is woken at once to keep short the window in which an op that did run
-    /// overwrites a newer write of another instance (the risk of every replayed timeout).
-    fn hand_back(&mut self) -> Result<()> {
-        self.paid = true;
-        let s = self.shared;
-        let Some(queue) = &s.behind else {
-            if !(s.replays_failures && s.replay.is_some()) {
-                // No queue to send it later: L2 may keep the value this write replaced, which
-                // the other instances read (they heard of the write). L1 gives up the new one
-                // too, so this instance reads what they read rather than disagree until its TTL.
-                if self.sets.is_some() {
-                    tracing::debug!(
-                        keys = self.keys.len(),
-                        "a cancelled write-through left L1 too (no replay queue)"
-                    );
-                    s.undo_local(self.keys);
-                }
-                // Or L2 takes the op a moment later: what a read meanwhile gets from L2 is
-                // older, and kept in L1 it would outlive the op for its TTL (the others hear
-                // of it again by the backplane's repeat; this instance ignores its own).
-                s.guard.quiet(self.keys.iter().copied(), s.cancel_quiet);
-                return Ok(());
-            }
-            let queued = match self.sets {
-                Some((items, ttl)) => s.queue_failed_sets(items, ttl),
-                None => s.queue_failed_deletes(self.keys),
-            };
-            s.nudge_replay();
-            return queued;
-        };
-        // A delete is a write that has already expired: sent as a delete, read as a miss.
-        let tombstones: Vec<(&str, &[u8])>;
-        let (items, expires_at_ms) = match self.sets {
-            Some((items, ttl)) => (items, s.replay_expiry_ms(ttl)),
-            None => {
-                tombstones = self.keys.iter().map(|key| (*key, &[][..])).collect();
-                (&tombstones[..], 1)
-            }
-        };
-        let pushed = queue.push_with(items, expires_at_ms, || s.must_queue(self.keys), false);
-        match (pushed, self.sets) {
-            (Pushed::Replay, Some((items, ttl))) => s.queue_sets(items, ttl),
-            (Pushed::Replay, None) => s.queue_deletes(self.keys),
-            _ => {
-                tracing::debug!(
-                    keys = self.keys.len(),
-                    "a write's L2 part was handed back to the write-behind queue"
-                );
-                Ok(())
-            }
-        }
-    }
-}
-
-impl Drop for Requeue<'_> {
-    fn drop(&mut self) {
-        if self.paid {
-            return;
-        }
-        if let Err(e) = self.hand_back() {
-            tracing::warn!(error = %e, "a cancelled write's L2 part could not be queued for replay");
-        }
-    }
-}
-
 impl Shared {
-    /// A [`Requeue`] for a delete of `keys` (`sets`: `None`) or a write-through of `sets`, to
-    /// take before its settle (or, without write-behind, before its L2 call). With neither a
-    /// write-behind nor a replay queue to hand the op to, a write-through takes its values out
-    /// of L1 again, and neither kind lets a read backfill the keys while the op may still land.
-    pub(crate) fn owe<'a>(&'a self, keys: &'a [&'a str], sets: Option<Sets<'a>>) -> Requeue<'a> {
-        Requeue {
-            shared: self,
-            keys,
-            sets,
-            paid: false,
-        }
-    }
-
     /// Queues a write for the writer thread, if write-behind is on.
     pub(crate) fn push_behind(
         &self,
@@ -576,6 +509,20 @@ impl Shared {
         let queue = self.behind.as_ref()?;
         let expires_at_ms = self.replay_expiry_ms(ttl);
         Some(queue.push(items, expires_at_ms, || self.must_queue(keys)))
+    }
+
+    /// Queues deletes of `keys` for the writer, past the queue's bound and behind any batch in
+    /// flight: each as a write that has already expired, which the writer sends as a delete and
+    /// a read takes as a miss. To the replay queue instead if a key is pending there.
+    pub(crate) fn queue_behind_deletes(&self, keys: &[&str]) -> Result<()> {
+        let Some(queue) = &self.behind else {
+            return Ok(());
+        };
+        let tombstones: Vec<(&str, &[u8])> = keys.iter().map(|key| (*key, &[][..])).collect();
+        match queue.push_with(&tombstones, 1, || self.must_queue(keys), false) {
+            Pushed::Replay => self.queue_deletes(keys),
+            _ => Ok(()),
+        }
     }
 
     /// A write waiting for L2 answers a read that missed L1 (call after taking the ticket):

@@ -65,6 +65,7 @@ mod offline;
 mod offload;
 mod policy;
 mod refresh_due;
+mod requeue;
 mod set_with;
 #[cfg(feature = "redis")]
 mod tags;

@@ -1,0 +1,114 @@
+//! What a write owes L2 when its caller goes away mid-way: an async delete or write-through
+//! dropped (a caller's timeout) after its settle took the keys' queued writes out of the
+//! write-behind queue, and before L2 answered, hands its op back to a queue from `Drop`
+//! ([`Requeue`]), so that L2 does not keep a value older than writes acknowledged to their
+//! callers. See `behind` for the ordering rules this keeps.
+
+use std::time::Duration;
+
+use super::behind::Pushed;
+use super::policy::Shared;
+use crate::error::Result;
+
+/// The values of a write-through and their TTL, as a write passes them.
+pub(crate) type Sets<'a> = (&'a [(&'a str, &'a [u8])], Option<Duration>);
+
+/// What an async delete or write-through owes L2 once its settle took the keys' queued writes
+/// out of the write-behind queue; handed back to the queue from `Drop` if the future is dropped
+/// before L2 answered (see the module docs). Made by [`Shared::owe`]; [`paid`](Requeue::paid)
+/// once L2 (or the replay queue) has the op.
+pub(crate) struct Requeue<'a> {
+    shared: &'a Shared,
+    keys: &'a [&'a str],
+    /// The values of a write-through; `None` for a delete.
+    sets: Option<Sets<'a>>,
+    paid: bool,
+}
+
+impl Requeue<'_> {
+    /// L2 (or the replay queue) has the op: nothing is owed.
+    pub(crate) fn paid(mut self) {
+        self.paid = true;
+    }
+}
+
+impl Requeue<'_> {
+    /// Hands the op to the write-behind queue, behind the batch in flight, or to the replay
+    /// queue if a key is pending there; the error of a replay queue that could not take it.
+    /// Without write-behind, to the replay queue, as an L2 call that timed out is: the op may
+    /// never have reached L2 (dropped while it waited for a connection or a breaker's permit),
+    /// and L2 would keep the value it replaced, which this instance (its L1 changed) and the
+    /// others (they hear of the write) would read back. The key reads as pending until the
+    /// replay, which is woken at once to keep short the window in which an op that did run
+    /// overwrites a newer write of another instance (the risk of every replayed timeout).
+    pub(super) fn hand_back(&mut self) -> Result<()> {
+        self.paid = true;
+        let s = self.shared;
+        let Some(queue) = &s.behind else {
+            if !(s.replays_failures && s.replay.is_some()) {
+                // No queue to send it later: L2 may keep the value this write replaced, which
+                // the other instances read (they heard of the write). L1 gives up the new one
+                // too, so this instance reads what they read rather than disagree until its TTL.
+                if self.sets.is_some() {
+                    tracing::debug!(
+                        keys = self.keys.len(),
+                        "a cancelled write-through left L1 too (no replay queue)"
+                    );
+                    s.undo_local(self.keys);
+                }
+                // Or L2 takes the op a moment later: what a read meanwhile gets from L2 is
+                // older, and kept in L1 it would outlive the op for its TTL (the others hear
+                // of it again by the backplane's repeat; this instance ignores its own).
+                s.guard.quiet(self.keys.iter().copied(), s.cancel_quiet);
+                return Ok(());
+            }
+            let queued = match self.sets {
+                Some((items, ttl)) => s.queue_failed_sets(items, ttl),
+                None => s.queue_failed_deletes(self.keys),
+            };
+            s.nudge_replay();
+            return queued;
+        };
+        let queued = match self.sets {
+            Some((items, ttl)) => {
+                let expires_at_ms = s.replay_expiry_ms(ttl);
+                match queue.push_with(items, expires_at_ms, || s.must_queue(self.keys), false) {
+                    Pushed::Replay => s.queue_sets(items, ttl),
+                    _ => Ok(()),
+                }
+            }
+            None => s.queue_behind_deletes(self.keys),
+        };
+        tracing::debug!(
+            keys = self.keys.len(),
+            "a write's L2 part was handed back to the write-behind queue"
+        );
+        queued
+    }
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if self.paid {
+            return;
+        }
+        if let Err(e) = self.hand_back() {
+            tracing::warn!(error = %e, "a cancelled write's L2 part could not be queued for replay");
+        }
+    }
+}
+
+impl Shared {
+    /// A [`Requeue`] for a delete of `keys` (`sets`: `None`) or a write-through of `sets`, to
+    /// take before its settle (or, without write-behind, before its L2 call). With neither a
+    /// write-behind nor a replay queue to hand the op to, a write-through takes its values out
+    /// of L1 again, and neither kind lets a read backfill the keys while the op may still land.
+    pub(crate) fn owe<'a>(&'a self, keys: &'a [&'a str], sets: Option<Sets<'a>>) -> Requeue<'a> {
+        Requeue {
+            shared: self,
+            keys,
+            sets,
+            paid: false,
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Another instance's invalidation against this instance's writes still on their way to L2:
+//! a write-behind write queued or in flight, or an op waiting in the replay queue. Two
+//! managers (own file L1s, one Redis as L2, another as backplane and tag store); instance A's
+//! L2 connection runs through a proxy that can hold or freeze it. The bug this guards against:
+//! A's write, acknowledged before B's delete, tag or prefix invalidation, landed in L2 after it
+//! (B's op had already reached L2 when its message came), so the value came back for every
+//! instance, and a tagged one came back listed by no tag.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+#[path = "support/proxy.rs"]
+mod proxy;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use proxy::TcpProxy;
+use support::RedisServer;
+use uno_cache::{CacheConfig, CacheManager};
+
+/// An instance with its L2 at `l2` and its backplane and tags at `bus`; `extra` is TOML added
+/// to `[distributed]`.
+fn instance(dir: &Path, l2: &str, bus: &str, extra: &str) -> CacheManager {
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "file"
+        path = "{}"
+        [distributed]
+        enabled = true
+        hosts = ["{l2}"]
+        key_prefix = "app:"
+        breaker_failures = 1000
+        {extra}
+        [invalidation]
+        enabled = true
+        hosts = ["{bus}"]
+        [offline]
+        replay_interval_ms = 3600000
+        "#,
+        dir.display()
+    ))
+    .unwrap();
+    CacheManager::new(config).unwrap()
+}
+
+struct Rig {
+    l2: RedisServer,
+    _bus: RedisServer,
+    to_l2: TcpProxy,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    /// Write-behind, its L2 through `to_l2`.
+    a: CacheManager,
+    /// Write-through, straight to L2.
+    b: CacheManager,
+}
+
+fn rig(a_extra: &str) -> Rig {
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let to_l2 = TcpProxy::start(&l2.addr());
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = instance(dirs.0.path(), &to_l2.addr(), &bus.addr(), a_extra);
+    let b = instance(dirs.1.path(), &l2.addr(), &bus.addr(), "timeout_ms = 10000");
+    // A's writer has its L2 connection open, so that a hold keeps a batch rather than a connect.
+    a.set_raw("warm", b"w", None).unwrap();
+    a.flush().unwrap();
+    Rig {
+        l2,
+        _bus: bus,
+        to_l2,
+        _dirs: dirs,
+        a,
+        b,
+    }
+}
+
+fn behind_rig() -> Rig {
+    rig("timeout_ms = 10000\nwrite_mode = \"behind\"")
+}
+
+/// What L2 holds for `key`, read straight from Redis.
+fn in_l2(rig: &Rig, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET")
+        .arg(format!("app:{key}"))
+        .query(&mut rig.l2.raw())
+        .unwrap()
+}
+
+/// Waits until A's batch is held on its way to L2.
+fn wait_held(rig: &Rig) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.to_l2.waiting() == 0 {
+        assert!(Instant::now() < deadline, "A's batch never reached the proxy");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs `op` on B and waits until A has applied the message it published: A's L1 copy of
+/// `key` is dropped last, after A's writes of it on their way to L2 were dealt with.
+fn on_b_heard_by_a(rig: &Rig, key: &str, op: impl FnOnce(&CacheManager)) {
+    assert!(rig.a.local().get(key).unwrap().is_some(), "A's L1 holds {key}");
+    op(&rig.b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.a.local().get(key).unwrap().is_some() {
+        assert!(Instant::now() < deadline, "A never heard of B's invalidation");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Asserts that `key` is gone from L2 and reads as a miss on both instances.
+fn assert_gone_everywhere(rig: &Rig, key: &str) {
+    assert_eq!(in_l2(rig, key), None, "A's older write landed in L2 after B's op");
+    assert_eq!(rig.b.get_raw(key).unwrap(), None, "B reads {key} back");
+    assert_eq!(rig.a.get_raw(key).unwrap(), None, "A reads {key} back");
+}
+
+#[test]
+fn a_write_behind_in_flight_when_another_instance_deletes_its_key_does_not_stay_in_l2() {
+    let rig = behind_rig();
+    rig.to_l2.hold();
+    rig.a.set_raw("k", b"from a", None).unwrap();
+    wait_held(&rig);
+    on_b_heard_by_a(&rig, "k", |b| {
+        b.delete("k").unwrap();
+    });
+    rig.to_l2.release();
+    rig.a.flush().unwrap();
+    assert_gone_everywhere(&rig, "k");
+}
+
+#[test]
+fn a_tagged_write_behind_in_flight_when_another_instance_invalidates_the_tag_does_not_come_back() {
+    let rig = behind_rig();
+    rig.to_l2.hold();
+    rig.a.set_raw_with_tags("k", b"from a", None, &["t"]).unwrap();
+    wait_held(&rig);
+    on_b_heard_by_a(&rig, "k", |b| {
+        assert_eq!(b.invalidate_tag("t").unwrap(), 1, "the tag lists the key");
+    });
+    rig.to_l2.release();
+    rig.a.flush().unwrap();
+    assert_gone_everywhere(&rig, "k");
+}
+
+/// The write waits in the queue (not yet sent) behind another batch that L2 has not answered.
+#[test]
+fn a_queued_write_behind_under_a_prefix_another_instance_invalidates_never_lands() {
+    let rig = behind_rig();
+    rig.to_l2.hold();
+    rig.a.set_raw("first", b"1", None).unwrap();
+    wait_held(&rig);
+    rig.a.set_raw("sess:1", b"from a", None).unwrap();
+    on_b_heard_by_a(&rig, "sess:1", |b| {
+        b.invalidate_prefix("sess:").unwrap();
+    });
+    rig.to_l2.release();
+    rig.a.flush().unwrap();
+    assert_gone_everywhere(&rig, "sess:1");
+    assert!(
+        in_l2(&rig, "first").is_some(),
+        "a key the prefix does not cover landed"
+    );
+}
+
+/// A write of A's own after the message is not touched: only what waited when it came gives way.
+#[test]
+fn a_write_behind_made_after_another_instances_delete_was_heard_lands() {
+    let rig = behind_rig();
+    rig.to_l2.hold();
+    rig.a.set_raw("k", b"older", None).unwrap();
+    wait_held(&rig);
+    on_b_heard_by_a(&rig, "k", |b| {
+        b.delete("k").unwrap();
+    });
+    rig.a.set_raw("k", b"newer", None).unwrap();
+    rig.to_l2.release();
+    rig.a.flush().unwrap();
+    assert_eq!(rig.b.get_raw("k").unwrap().as_deref(), Some(&b"newer"[..]));
+    assert_eq!(rig.a.get_raw("k").unwrap().as_deref(), Some(&b"newer"[..]));
+}
+
+/// A's write-through failed (its L2 connection went silent) and waits in the replay queue;
+/// B, which reaches L2, deletes the key. The replay sends a delete, not A's older value.
+#[test]
+fn a_write_waiting_for_replay_when_another_instance_deletes_its_key_is_replayed_as_a_delete() {
+    let rig = rig("timeout_ms = 300");
+    rig.a.set_raw("k", b"before", None).unwrap();
+    rig.to_l2.freeze();
+    rig.a.set_raw("k", b"from a", None).unwrap();
+    let queue = rig.a.replay_queue().unwrap();
+    assert!(queue.is_pending("k"), "A's failed write waits for replay");
+    on_b_heard_by_a(&rig, "k", |b| {
+        assert!(b.delete("k").unwrap());
+    });
+    assert_eq!(rig.a.replay_now().unwrap(), 1);
+    assert!(queue.is_empty());
+    assert_gone_everywhere(&rig, "k");
+}
