@@ -382,6 +382,39 @@ impl WriteQueue {
         }
     }
 
+    /// Waits, taking nothing out of the queue, until no write of `keys` is queued or on its
+    /// way (each landed in L2, went to the replay queue, or was dropped); `false` if it gave
+    /// up after the settle's wait.
+    pub(crate) fn wait_sent(&self, keys: &[&str]) -> bool {
+        let deadline = Instant::now() + self.max_wait;
+        let mut st = self.state.lock();
+        while Self::waits(&st, keys) {
+            if self.landed.wait_until(&mut st, deadline).timed_out() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// [`wait_sent`](Self::wait_sent) without blocking an executor, and without a deadline of
+    /// its own, as [`settle_async`](Self::settle_async).
+    pub(crate) async fn wait_sent_async(&self, keys: &[&str]) {
+        loop {
+            let landed = self.landed_async.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            if !Self::waits(&self.state.lock(), keys) {
+                return;
+            }
+            landed.await;
+        }
+    }
+
+    /// Whether a write of one of `keys` is queued or on its way.
+    fn waits(st: &State, keys: &[&str]) -> bool {
+        keys.iter().any(|k| st.queued.contains_key(*k)) || Self::on_the_way(st, keys)
+    }
+
     /// [`settle`](Self::settle) without blocking an executor, and without a deadline of its own
     /// (the default build has no timer): it waits as long as the in-flight batch's L2 calls
     /// take, each bounded by the L2 timeout: one call, or one per key when L2 refused a value
@@ -596,6 +629,25 @@ impl Shared {
     pub(crate) async fn settle_behind_async(&self, keys: &[&str]) {
         if let Some(queue) = &self.behind {
             queue.settle_async(keys).await;
+        }
+    }
+
+    /// Waits until the writes of `keys` queued now have left the write-behind queue (landed in
+    /// L2, most often), at most four L2 timeouts: a tagged write tags its key again only once
+    /// its value can be read from L2 (see `CacheManager::set_raw_with_tags`).
+    pub(crate) fn wait_behind_sent(&self, keys: &[&str]) {
+        if let Some(queue) = &self.behind {
+            if !queue.wait_sent(keys) {
+                tracing::warn!(key = %key_for_error(keys.first().copied().unwrap_or("")),
+                    "a tagged write's batch did not land in time; its key is tagged again before");
+            }
+        }
+    }
+
+    /// Async [`wait_behind_sent`](Self::wait_behind_sent), without a deadline of its own.
+    pub(crate) async fn wait_behind_sent_async(&self, keys: &[&str]) {
+        if let Some(queue) = &self.behind {
+            queue.wait_sent_async(keys).await;
         }
     }
 

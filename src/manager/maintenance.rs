@@ -205,7 +205,11 @@ impl CacheManager {
     /// after, an invalidation that started once another instance had read the value missed
     /// it. Tagged only before, an invalidation in between would remove the key from the set
     /// before the value landed; the second tagging moves the key's score, so such an
-    /// invalidation leaves it in the set (or it is put back).
+    /// invalidation leaves it in the set (or it is put back). With write-behind the value can be
+    /// read from L2 only once its batch lands, so the second tagging waits for that (at most
+    /// four L2 timeouts): a tagged write costs its batch's round trip. Tagged before it landed,
+    /// an invalidation between the tagging and the landing, heard here only after the landing,
+    /// left the value in L2 listed by no tag.
     ///
     /// # Errors
     /// As [`CacheManager::set_raw`]; [`Error::Config`] if there is no Redis for tags; the tag
@@ -222,6 +226,7 @@ impl CacheManager {
         let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
         store.add(&[key], tags, members_ttl(s, ttl))?;
         self.set_raw(key, value, ttl)?;
+        s.wait_behind_sent(&[key]);
         store.add(&[key], tags, members_ttl(s, ttl))
     }
 
@@ -240,9 +245,9 @@ impl CacheManager {
         let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
         // Tagged before and after the write, as in `set_raw_with_tags`.
         store.add_async(&[key], tags, members_ttl(s, ttl)).await?;
-        // Dropped during the set (a caller's timeout), the value may still land: handed to a
-        // queue, or in flight. Then the key joins its tags again all the same, or an
-        // invalidation meanwhile would have forgotten it.
+        // Dropped during the set (a caller's timeout) or the wait for its batch, the value may
+        // still land: handed to a queue, or in flight. Then the key joins its tags again all
+        // the same, or an invalidation meanwhile would have forgotten it.
         let mut owed = TagsOwed {
             store,
             key,
@@ -251,8 +256,12 @@ impl CacheManager {
             armed: true,
         };
         let set = self.set_raw_async(key, value, ttl).await;
-        owed.armed = false;
+        if set.is_err() {
+            owed.armed = false;
+        }
         set?;
+        s.wait_behind_sent_async(&[key]).await;
+        owed.armed = false;
         store.add_async(&[key], tags, members_ttl(s, ttl)).await
     }
 
