@@ -14,6 +14,9 @@
 
 mod manager_support;
 
+#[path = "support/mount.rs"]
+mod mount;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -658,6 +661,90 @@ fn an_l2_write_lost_to_a_full_replay_queue_is_not_counted_as_queued() {
     assert!(c.replay_overflowed, "{c:?}");
     assert_eq!(c.replay_pending, 1, "{c:?}");
     assert_eq!(c.queued, 1, "{c:?}");
+}
+
+/// A manager over a scripted L1 and L2 whose replay queue lives on a small tmpfs, with `k`
+/// pending there (its write failed to reach L2) and the tmpfs full, so that queueing the next
+/// op of `k` fails. The replay log is padded to a whole page first: on tmpfs an append that
+/// stays within an allocated page needs no space and would not fail.
+fn with_k_pending_and_the_replay_disk_full(
+) -> (CacheManager, Arc<ScriptedStore>, Arc<ScriptedStore>, mount::Mount) {
+    let disk = mount::Mount::tmpfs(64);
+    let replay_dir = disk.path().join("q");
+    let mut config = config(true);
+    config.offline.replay_dir = Some(replay_dir.clone());
+    config.offline.replay_interval_ms = 3_600_000;
+    let clock = ManualClock::new(START_MS);
+    let l1 = ScriptedStore::new("broken-l1", &clock);
+    let l2 = ScriptedStore::new("scripted", &clock);
+    let cache = CacheManager::builder()
+        .config(config)
+        .local(l1.clone())
+        .distributed(l2.clone())
+        .clock(Arc::new(clock))
+        .build()
+        .unwrap();
+    cache.set_raw("k", b"v0", None).unwrap();
+    l2.set_failing(true);
+    cache.set_raw("k", b"v1", None).unwrap();
+    let log = replay_dir.join("replay.log");
+    let log_len = std::fs::metadata(&log).unwrap().len() as usize;
+    // A set record is 28 bytes besides its key and value.
+    let pad = 4096 - log_len - (28 + 3);
+    cache.set_raw("pad", &vec![7u8; pad], None).unwrap();
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        4096,
+        "the log ends on a page"
+    );
+    disk.fill("ballast");
+    l2.set_failing(false);
+    assert_eq!(cache.stats().consistency.replay_pending, 2);
+    (cache, l1, l2, disk)
+}
+
+/// A delete whose L1 call fails and whose op cannot be queued behind `k`'s pending write (the
+/// replay queue's disk is full) reports L1's error and still makes every L1 entry suspect: L1
+/// may hold what the delete meant to take out. Before, the queueing's error returned at once
+/// and L1 went on serving its entries as fresh (found by review).
+#[test]
+fn a_delete_that_l1_and_the_replay_queue_both_fail_reports_l1s_error_and_distrusts_l1() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for (how, batch, sync) in [
+        ("delete", false, true),
+        ("multi_delete", true, true),
+        ("delete_async", false, false),
+        ("multi_delete_async", true, false),
+    ] {
+        let (cache, l1, l2, _disk) = with_k_pending_and_the_replay_disk_full();
+        l1.set_failing(true);
+        let deleted = match (batch, sync) {
+            (false, true) => cache.delete("k"),
+            (true, true) => cache.multi_delete(&["k"]).map(|n| n > 0),
+            (false, false) => rt.block_on(cache.delete_async("k")),
+            (true, false) => rt.block_on(cache.multi_delete_async(&["k"])).map(|n| n > 0),
+        };
+        assert!(
+            matches!(
+                &deleted,
+                Err(Error::Io {
+                    op: "scripted failure",
+                    ..
+                })
+            ),
+            "{how}: L1's error first: {deleted:?}"
+        );
+        l1.set_failing(false);
+        assert_eq!(
+            l1.peek("k"),
+            None,
+            "{how}: L1 still vouches for the value the delete meant to take out"
+        );
+        assert!(l2
+            .calls()
+            .iter()
+            .all(|c| c.op != "delete" && c.op != "delete_many"));
+    }
 }
 
 /// A level of an application's own written before `PartialBatch::refused` existed: it names

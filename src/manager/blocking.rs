@@ -111,7 +111,8 @@ impl CacheManager {
     ///
     /// # Errors
     /// An L1 error (after L2 was tried too), or an L2 error unless hidden by
-    /// `fallback_on_error`. After an L1 error (a full disk, a store latched read-only) with an
+    /// `fallback_on_error`, or the error of a replay queue that could not take the delete (one
+    /// of the keys had an op pending there; L1's error comes first). After an L1 error (a full disk, a store latched read-only) with an
     /// L2 at hand, every L1 entry is suspect: a hit is checked against L2 before it is served, so
     /// the value the delete took out of L2 is not served from L1.
     pub fn delete(&self, key: &str) -> Result<bool> {
@@ -119,16 +120,8 @@ impl CacheManager {
         Shared::check_delete(&[key])?;
         let ordered = s.guard.order([key], true);
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
-        let l2 = match &s.l2 {
-            Some(_) if !s.settle_behind(&[key], None)? => None,
-            Some(_) if s.must_queue(&[key]) => {
-                s.queue_deletes(&[key])?;
-                None
-            }
-            Some(l2) => Some(l2.delete(key).map(u64::from)),
-            None => None,
-        };
-        let out = s.finish_delete(&[key], l1, l2);
+        let l2 = s.delete_l2(&[key], |l2| l2.delete(key).map(u64::from));
+        let out = s.finish_delete_or_unqueued(&[key], l1, l2);
         drop(ordered);
         s.publish_keys(&[key]);
         Ok(out? > 0)
@@ -182,16 +175,8 @@ impl CacheManager {
         Shared::check_delete(&keys)?;
         let ordered = s.guard.order(keys.iter().copied(), true);
         let l1 = s.count_delete_l1(keys.len(), s.l1.delete_many(&keys));
-        let l2 = match &s.l2 {
-            Some(_) if !s.settle_behind(&keys, None)? => None,
-            Some(_) if s.must_queue(&keys) => {
-                s.queue_deletes(&keys)?;
-                None
-            }
-            Some(l2) => Some(l2.delete_many(&keys)),
-            None => None,
-        };
-        let out = s.finish_delete(&keys, l1, l2);
+        let l2 = s.delete_l2(&keys, |l2| l2.delete_many(&keys));
+        let out = s.finish_delete_or_unqueued(&keys, l1, l2);
         drop(ordered);
         s.publish_keys(&keys);
         out

@@ -122,20 +122,19 @@ impl CacheManager {
                 let queued = s.queue_deletes(&keys);
                 // Queued (or not) already: nothing left to hand back on the way out.
                 owed.paid();
-                queued?;
-                None
+                queued.map(|()| None)
             }
             Some(l2) => {
                 let deleted = l2.delete_async(key).await.map(u64::from);
                 owed.paid();
-                Some(deleted)
+                Ok(Some(deleted))
             }
             None => {
                 owed.paid();
-                None
+                Ok(None)
             }
         };
-        let out = s.finish_delete(&keys, l1, l2);
+        let out = s.finish_delete_or_unqueued(&keys, l1, l2);
         drop(ordered);
         announcement.publish().await;
         Ok(out? > 0)
@@ -195,20 +194,19 @@ impl CacheManager {
             Some(_) if s.must_queue(&keys) => {
                 let queued = s.queue_deletes(&keys);
                 owed.paid();
-                queued?;
-                None
+                queued.map(|()| None)
             }
             Some(l2) => {
                 let deleted = l2.delete_many_async(&keys).await;
                 owed.paid();
-                Some(deleted)
+                Ok(Some(deleted))
             }
             None => {
                 owed.paid();
-                None
+                Ok(None)
             }
         };
-        let out = s.finish_delete(&keys, l1, l2);
+        let out = s.finish_delete_or_unqueued(&keys, l1, l2);
         drop(ordered);
         announcement.publish().await;
         out

@@ -196,6 +196,47 @@ impl Shared {
         result.inspect_err(|_| m.errors.incr())
     }
 
+    /// The L2 step of a sync delete of `keys`: `Ok(None)` if the op went to a queue instead
+    /// of L2 (see [`settle_behind`](Self::settle_behind) and [`must_queue`](Self::must_queue)),
+    /// `Ok(Some(_))` with L2's answer to `send`, `Err` if no queue could take the op. Passed to
+    /// [`finish_delete_or_unqueued`](Self::finish_delete_or_unqueued) whatever it is.
+    pub(crate) fn delete_l2(
+        &self,
+        keys: &[&str],
+        send: impl FnOnce(&dyn crate::storage::DistributedStorage) -> Result<u64>,
+    ) -> Result<Option<Result<u64>>> {
+        let Some(l2) = &self.l2 else {
+            return Ok(None);
+        };
+        if !self.settle_behind(keys, None)? {
+            return Ok(None);
+        }
+        if self.must_queue(keys) {
+            self.queue_deletes(keys)?;
+            return Ok(None);
+        }
+        Ok(Some(send(l2.as_ref())))
+    }
+
+    /// [`finish_delete`](Self::finish_delete) after an L2 step that may have failed to queue
+    /// its op (`Err`). L1's outcome is handled all the same: returned at once, that error left
+    /// L1 trusted after its own delete had failed. It is reported after L1's error, as an L2
+    /// error is.
+    pub(crate) fn finish_delete_or_unqueued(
+        &self,
+        keys: &[&str],
+        l1: Result<u64>,
+        l2: Result<Option<Result<u64>>>,
+    ) -> Result<u64> {
+        let (l2, unqueued) = match l2 {
+            Ok(l2) => (l2, Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        let removed = self.finish_delete(keys, l1, l2)?;
+        unqueued?;
+        Ok(removed)
+    }
+
     /// Combines both levels' answers to a delete of `keys`: an L1 error always reaches the
     /// caller (after L2 was tried), an L2 error per `fallback_on_error` (a hidden one is queued
     /// for replay). `l2 = None`: L2 was not asked. The count is the larger of the levels'.
