@@ -40,9 +40,19 @@ impl WeakManager {
     }
 }
 
-/// What a load running apart from its caller reports back, besides its flight: the loader's
-/// answer (`None`: absent) or error.
+/// What a loader answers: a value (`None`: absent) or its error.
 type Outcome<T, E> = std::result::Result<Option<T>, E>;
+
+/// What a load running apart from its caller reports back, besides its flight.
+enum Report<T, E> {
+    /// The loader's outcome, when the flight does not carry it: the loader failed, or the
+    /// manager was gone before its value could be stored.
+    Loaded(Outcome<T, E>),
+    /// The loaded value was not stored: it does not encode, or its bytes do not read back. Its
+    /// error is the caller's answer, as on the caller's thread (`load_inline`); answered with
+    /// the value, the caller took for cached what every later call loads again.
+    NotStored(Error),
+}
 
 /// What a leader found in the cache before loading.
 enum Found<T> {
@@ -141,7 +151,8 @@ impl CacheManager {
     ///
     /// # Errors
     /// The loader's error when no stale copy is kept; [`Error::LoaderTimeout`]; a cache error
-    /// of [`CacheManager::get`] converted with `From`.
+    /// of [`CacheManager::get`] converted with `From`; the codec's error for a loaded value that
+    /// does not encode or read back (not stored), wherever the loader ran.
     pub fn get_or_load<T, E, F>(
         &self,
         key: &str,
@@ -629,7 +640,7 @@ impl CacheManager {
         ttl: Option<Duration>,
         (leader, watch): (Leader, Watch),
         load: F,
-    ) -> Result<mpsc::Receiver<Outcome<T, E>>>
+    ) -> Result<mpsc::Receiver<Report<T, E>>>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: Send + 'static,
@@ -669,7 +680,7 @@ impl CacheManager {
         ttl: Option<Duration>,
         (leader, watch): (Leader, Watch),
         load: Fut,
-    ) -> Result<mpsc::Receiver<Outcome<T, E>>>
+    ) -> Result<mpsc::Receiver<Report<T, E>>>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: Send + 'static,
@@ -711,7 +722,7 @@ impl CacheManager {
         flight: &Arc<Flight>,
         waited: Waited,
         stale: Option<ReadBefore<T>>,
-        report: Option<&mut mpsc::Receiver<Outcome<T, E>>>,
+        report: Option<&mut mpsc::Receiver<Report<T, E>>>,
         optional: bool,
     ) -> Next<T, E>
     where
@@ -743,7 +754,7 @@ impl CacheManager {
             Waited::Abandoned => match report.map(|rx| rx.try_recv()) {
                 // This caller's own load failed (counted and throttled by the load): its
                 // error, or the stale copy.
-                Some(Ok(Err(e))) => Next::Answer(
+                Some(Ok(Report::Loaded(Err(e)))) => Next::Answer(
                     // Without a copy read before, the store is asked (once) now.
                     (if stale.is_some() {
                         current(stale)
@@ -756,8 +767,9 @@ impl CacheManager {
                     })
                     .ok_or(e),
                 ),
-                // Loaded but not stored (the value did not encode): still the answer.
-                Some(Ok(Ok(value))) => Next::Answer(Ok(value.map(Fetched::Fresh))),
+                // Loaded while the manager was being dropped: nothing stored it.
+                Some(Ok(Report::Loaded(Ok(value)))) => Next::Answer(Ok(value.map(Fetched::Fresh))),
+                Some(Ok(Report::NotStored(e))) => Next::Answer(Err(E::from(e))),
                 // The load stopped without an answer (the loader panicked, or its runtime shut
                 // down): a failure like any other, so fail-safe's stale copy if there is one.
                 Some(Err(mpsc::TryRecvError::Disconnected)) => {
@@ -840,7 +852,7 @@ fn finish_load<T, E>(
     ttl: Option<Duration>,
     (leader, watch): (Leader, Watch),
     outcome: Outcome<T, E>,
-    report: &mpsc::Sender<Outcome<T, E>>,
+    report: &mpsc::Sender<Report<T, E>>,
 ) where
     T: Serialize + DeserializeOwned,
 {
@@ -852,13 +864,13 @@ fn finish_load<T, E>(
                 // Before the flight ends, so its other waiters find the throttle.
                 m.shared().failed_apart(key);
             }
-            let _ = report.send(Err(e));
+            let _ = report.send(Report::Loaded(Err(e)));
             drop(leader);
             return;
         }
     };
     let Some(m) = manager.upgrade() else {
-        let _ = report.send(Ok(value));
+        let _ = report.send(Report::Loaded(Ok(value)));
         return;
     };
     match m.manager().store_loaded(key, ttl, value.as_ref(), watch) {
@@ -869,8 +881,8 @@ fn finish_load<T, E>(
             leader.finish(Arc::from(bytes));
         }
         Err(e) => {
-            tracing::warn!(key = %key_for_error(key), error = %e, "a loaded value does not encode; not stored");
-            let _ = report.send(Ok(value));
+            tracing::warn!(key = %key_for_error(key), error = %e, "a loaded value does not encode or read back; not stored");
+            let _ = report.send(Report::NotStored(e));
         }
     }
 }
@@ -882,7 +894,7 @@ fn load_panicked<T, E>(
     manager: &WeakManager,
     key: &str,
     (leader, watch): (Leader, Watch),
-    report: mpsc::Sender<Outcome<T, E>>,
+    report: mpsc::Sender<Report<T, E>>,
 ) {
     tracing::error!(key = %key_for_error(key), "a loader panicked; its callers get the stale copy or an error");
     if let Some(m) = manager.upgrade() {
