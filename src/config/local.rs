@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::durability::Durability;
+use crate::error::Result;
 
 /// Where the file and redb levels keep their data when `local.path` is not set: `uno-cache-data`
 /// in the working directory.
@@ -68,10 +69,13 @@ pub struct LocalCacheConfig {
     /// The group-commit interval of `durability = "periodic"`, in milliseconds (default 1000).
     pub durability_interval_ms: u64,
     /// Permission bits of the files of the file store, the redb level and the replay queue, e.g.
-    /// `file_mode = 0o640` in TOML; given, existing files are set to it at open. `None`
+    /// `file_mode = 0o640` or `file_mode = "0640"` in TOML (a decimal number such as `420` is
+    /// refused: whether it means those octal digits or the mode it is in decimal cannot be
+    /// told); given, existing files are set to it at open. `None`
     /// (default): `0o600` for a new store, the recorded mode (the file store) or the file's own
     /// bits (redb) for an existing one. A directory they create gets the same bits plus search where read is
     /// allowed (`0o700` by default). See [`FileStoreOptions::file_mode`](crate::FileStoreOptions::file_mode).
+    #[serde(with = "mode")]
     pub file_mode: Option<u32>,
     /// The memory tier in front of a file or redb L1: how many decoded values it keeps (default
     /// [`DEFAULT_MEMORY_TIER_ITEMS`]; 0 turns it off; ignored for `type = "memory"`, which is
@@ -142,5 +146,163 @@ impl LocalCacheConfig {
             }
             DurabilityMode::EveryWrite => Durability::EveryWrite,
         }
+    }
+}
+
+/// Refuses a `local.file_mode` written in `text` as a decimal number (above 7, where decimal
+/// and octal differ). TOML gives `0o644` and `420` as one integer, so the text is read again
+/// for how it was written. A decimal mode is most often octal digits without their prefix
+/// (`640`, `440`, `500`): from 384 to 511 they passed every other check and gave a mode no one
+/// asked for (`500` is `0o764`, group-writable); the rare mode written on purpose in decimal
+/// (`420` for `0o644`) cannot be told from them.
+pub(super) fn check_mode_literal(text: &str) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Probe {
+        local: Option<ProbeLocal>,
+    }
+    #[derive(Deserialize)]
+    struct ProbeLocal {
+        file_mode: Option<toml::Spanned<toml::Value>>,
+    }
+    // Called once the whole text has parsed: a probe that does not has nothing to find.
+    let Ok(probe) = toml::from_str::<Probe>(text) else {
+        return Ok(());
+    };
+    let Some(written) = probe.local.and_then(|local| local.file_mode) else {
+        return Ok(());
+    };
+    let (toml::Value::Integer(value), Some(raw)) = (written.get_ref(), text.get(written.span())) else {
+        return Ok(());
+    };
+    let digits: String = raw
+        .trim()
+        .trim_start_matches('+')
+        .chars()
+        .filter(|&c| c != '_')
+        .collect();
+    let Ok(mode) = u32::try_from(*value) else {
+        return Ok(());
+    };
+    if mode < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(());
+    }
+    let write = |m: u32| format!("file_mode = 0o{m:o} or file_mode = \"0{m:o}\"");
+    let reason = match u32::from_str_radix(&digits, 8) {
+        Ok(octal) => format!(
+            "TOML reads {digits} as a decimal number, the mode {mode:#o}, not as the octal digits {digits}: write {} for the mode {octal:#o}, or {} for {mode:#o}",
+            write(octal),
+            write(mode)
+        ),
+        Err(_) => format!(
+            "TOML reads {digits} as a decimal number, the mode {mode:#o}: write a mode in octal, {}",
+            write(mode)
+        ),
+    };
+    Err(super::invalid("local.file_mode", reason))
+}
+
+/// Serde for `local.file_mode`: an integer (TOML's `0o640`) or a string of octal digits
+/// (`"0640"`, `"640"`, `"0o640"`). Written as such a string: as a number it would be written
+/// in decimal, which [`check_mode_literal`] refuses.
+mod mode {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)] // the signature `serialize_with` asks for
+    pub(super) fn serialize<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match mode {
+            Some(mode) => s.serialize_str(&format!("0{mode:o}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a file mode in octal, such as 0o640 or \"0640\"")]
+    enum Mode {
+        Number(u32),
+        Text(String),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match Option::<Mode>::deserialize(d)? {
+            None => Ok(None),
+            Some(Mode::Number(mode)) => Ok(Some(mode)),
+            Some(Mode::Text(text)) => {
+                let digits = text.strip_prefix("0o").unwrap_or(&text);
+                u32::from_str_radix(digits, 8)
+                    .ok()
+                    .filter(|_| !digits.starts_with('+'))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(format!(
+                            "{text:?} is not a mode in octal digits, such as \"0640\" or 0o640"
+                        ))
+                    })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::CacheConfig;
+    use crate::error::Error;
+
+    fn file_mode_of(text: &str) -> Result<Option<u32>, (String, String)> {
+        match CacheConfig::from_toml_str(&format!("[local]\n{text}\n")) {
+            Ok(config) => Ok(config.local.file_mode),
+            Err(Error::Config { field, reason }) => Err((field, reason)),
+            Err(other) => Err(("not a config error".to_owned(), other.to_string())),
+        }
+    }
+
+    /// TOML reads `420` as a decimal number, the mode 0o644, and `500` as 0o764: before, each of
+    /// 384 to 511 (the decimal numbers that give the owner read and write) was taken silently,
+    /// though `file_mode = 500` or `440` most likely meant those octal digits (found by review).
+    #[test]
+    fn a_file_mode_written_as_a_decimal_number_is_refused_saying_how_to_write_it_in_octal() {
+        for (text, says) in [
+            ("file_mode = 420", ["0o644", "\"0644\"", "0o420"]),
+            ("file_mode = 511", ["0o777", "\"0777\"", "0o511"]),
+            ("file_mode = 500", ["0o764", "\"0764\"", "0o500"]),
+            ("file_mode = 384", ["0o600", "\"0600\"", "decimal"]),
+            ("file_mode = 640", ["0o1200", "0o640", "\"0640\""]),
+        ] {
+            let (field, reason) = file_mode_of(text).expect_err(text);
+            assert_eq!(field, "local.file_mode", "{text}");
+            for said in says {
+                assert!(reason.contains(said), "{text}: {reason:?} lacks {said}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_mode_written_in_octal_or_as_a_string_of_octal_digits_is_read_as_octal() {
+        for text in [
+            "file_mode = 0o640",
+            "file_mode = \"0640\"",
+            "file_mode = \"640\"",
+            "file_mode = \"0o640\"",
+        ] {
+            assert_eq!(file_mode_of(text), Ok(Some(0o640)), "{text}");
+        }
+        for text in [
+            "file_mode = \"0648\"",
+            "file_mode = \"rw-r-----\"",
+            "file_mode = \"\"",
+        ] {
+            let (field, reason) = file_mode_of(text).expect_err(text);
+            assert_eq!(field, "local.file_mode", "{text}");
+            assert!(reason.contains("0o640"), "{text}: {reason:?}");
+        }
+    }
+
+    /// A configuration written out and read back keeps its mode: written as a number, it would
+    /// be the decimal number the reading refuses.
+    #[test]
+    fn a_file_mode_survives_a_round_trip_through_toml() {
+        let mut config = CacheConfig::default();
+        config.local.file_mode = Some(0o640);
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(CacheConfig::from_toml_str(&text).unwrap(), config, "{text}");
     }
 }

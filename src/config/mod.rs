@@ -150,6 +150,7 @@ impl CacheConfig {
                 None => invalid(&field, message.to_owned()),
             }
         })?;
+        local::check_mode_literal(text)?;
         config.validate()?;
         Ok(config)
     }
