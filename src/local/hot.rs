@@ -148,8 +148,14 @@ impl<V> Lifecycle<HotKey, Slot<V>> for Evictions {
     }
 
     fn on_evict(&self, pushed: &mut Self::RequestState, key: HotKey, value: Slot<V>) {
-        if value.is_none() {
+        let Some(value) = value else {
             return;
+        };
+        // The value a write replaces or forgets is dropped here, inside the cache's call: a
+        // panicking `Drop` of a user's type unwound out of that write (its bytes already stored)
+        // and through the cache's insert. The value is gone either way.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value))).is_err() {
+            tracing::error!(key = %crate::error::key_for_error(key.as_str().unwrap_or("")), "dropping a value of the memory tier panicked");
         }
         if pushed.first.is_none() {
             pushed.first = Some(key);

@@ -52,6 +52,11 @@ pub(crate) struct HotMiss {
 
 /// How the memory tier's cache of `V` decodes what a write of one of its keys wrote: as the
 /// reads that keep values there do (`wrap` of the decoded `T`); a cached "absent" is no value.
+///
+/// The write runs the `Deserialize` of every type that holds the key, which need not be the
+/// writer's (a `set_raw`, a `set` of another type): a panic there is caught and taken as bytes
+/// that do not decode, so the tier drops the key and the level below keeps the written bytes.
+/// Unwound, it failed a write whose bytes were already stored.
 fn decoder<T, V>(codec: Codec, wrap: fn(T) -> V) -> impl FnOnce() -> Decoder<V>
 where
     T: DeserializeOwned + 'static,
@@ -62,7 +67,16 @@ where
             if bytes == crate::codec::ABSENT {
                 return None;
             }
-            codec.decode::<T>(key, bytes).ok().map(wrap)
+            let decoded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec.decode::<T>(key, bytes)));
+            match decoded {
+                Ok(decoded) => decoded.ok().map(wrap),
+                Err(_) => {
+                    tracing::error!(key = %key_for_error(key), type_name = std::any::type_name::<T>(),
+                        "decoding a written value for the memory tier panicked; the tier drops the key");
+                    None
+                }
+            }
         })
     }
 }
