@@ -71,10 +71,11 @@ pub struct LocalCacheConfig {
     /// Permission bits of the files of the file store, the redb level and the replay queue, e.g.
     /// `file_mode = 0o640` or `file_mode = "0640"` in TOML (a decimal number such as `420` is
     /// refused: whether it means those octal digits or the mode it is in decimal cannot be
-    /// told); given, existing files are set to it at open. `None`
-    /// (default): `0o600` for a new store, the recorded mode (the file store) or the file's own
-    /// bits (redb) for an existing one. A directory they create gets the same bits plus search where read is
-    /// allowed (`0o700` by default). See [`FileStoreOptions::file_mode`](crate::FileStoreOptions::file_mode).
+    /// told); given, existing files are set to it at open. `None` (default): `0o600` for a new
+    /// store, the recorded mode (the file store) or the file's own bits (redb) for an existing
+    /// one. A directory they create gets the same bits plus search where read is allowed
+    /// (`0o700` by default). See
+    /// [`FileStoreOptions::file_mode`](crate::FileStoreOptions::file_mode).
     #[serde(with = "mode")]
     pub file_mode: Option<u32>,
     /// The memory tier in front of a file or redb L1: how many decoded values it keeps (default

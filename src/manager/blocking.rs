@@ -112,9 +112,10 @@ impl CacheManager {
     /// # Errors
     /// An L1 error (after L2 was tried too), or an L2 error unless hidden by
     /// `fallback_on_error`, or the error of a replay queue that could not take the delete (one
-    /// of the keys had an op pending there; L1's error comes first). After an L1 error (a full disk, a store latched read-only) with an
-    /// L2 at hand, every L1 entry is suspect: a hit is checked against L2 before it is served, so
-    /// the value the delete took out of L2 is not served from L1.
+    /// of the keys had an op pending there; L1's error comes first). After an L1 error (a full
+    /// disk, a store latched read-only) with an L2 at hand, every L1 entry is suspect: a hit is
+    /// checked against L2 before it is served, so the value the delete took out of L2 is not
+    /// served from L1.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let s = &self.shared;
         Shared::check_delete(&[key])?;
