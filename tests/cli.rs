@@ -120,6 +120,25 @@ fn dump_then_import_round_trips_any_bytes() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("line 1"));
 }
 
+/// storage-format.md: an entry line always has a TAB, so a key that starts with the header's
+/// text is an entry, not a header.
+#[test]
+fn a_key_that_starts_like_the_dump_header_round_trips_through_dump_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+    assert!(run(&from, &["set", "# uno-cache dump 2", "v"]).status.success());
+    assert!(run(&from, &["set", "other", "w"]).status.success());
+    let dump = run(&from, &["dump"]);
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let imported = run_with_stdin(&to, &["import"], &dump.stdout);
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert_eq!(run(&to, &["get", "# uno-cache dump 2"]).stdout, b"v");
+}
+
 #[test]
 fn stats_json_verify_and_compact_work() {
     let dir = tempfile::tempdir().unwrap();

@@ -760,16 +760,19 @@ fn import(
                 format!("stdin line {line_no}: not UTF-8 (a dump is ASCII)"),
             )
         })?;
-        if let Some(version) = line.strip_prefix(DUMP_HEADER_PREFIX) {
-            if version != DUMP_VERSION {
-                return Err(stopped(
-                    count,
-                    format!("line {line_no}: a dump of version {version}, written by another uno-cache; this one reads version {DUMP_VERSION}"),
-                ));
+        // The header is a comment: a line with a TAB is an entry, whatever its key starts with.
+        if escape::is_comment(line) {
+            if let Some(version) = line.strip_prefix(DUMP_HEADER_PREFIX) {
+                if version != DUMP_VERSION {
+                    return Err(stopped(
+                        count,
+                        format!("line {line_no}: a dump of version {version}, written by another uno-cache; this one reads version {DUMP_VERSION}"),
+                    ));
+                }
             }
             continue;
         }
-        if line.is_empty() || escape::is_comment(line) {
+        if line.is_empty() {
             continue;
         }
         let parsed =
