@@ -428,6 +428,7 @@ impl LevelMetrics {
             errors: self.errors.get(),
             evictions: counters.evictions,
             expirations: counters.expirations,
+            corrupt_reads: counters.corrupt_reads,
             get_latency: self.get_latency.snapshot(),
             set_latency: self.set_latency.snapshot(),
             size_error,
@@ -485,6 +486,10 @@ pub struct LevelStats {
     pub evictions: u64,
     /// Entries the level removed because their TTL passed (as it reports them).
     pub expirations: u64,
+    /// Reads that found a record damaged and answered a miss (the file store; zero for the
+    /// other levels): data lost, not an absent key. `verify` on the directory finds the rest.
+    #[serde(default)]
+    pub corrupt_reads: u64,
     /// Latency of read calls (`get`, `get_many`), from the calls timed: one local read in 16
     /// per thread, one memory-tier read in 64 (the first of each thread among them), every
     /// distributed call but those its open breaker skipped.

@@ -76,6 +76,10 @@ pub struct StorageCounters {
     pub evictions: u64,
     /// Entries removed because their TTL passed.
     pub expirations: u64,
+    /// Reads that found a record damaged (its bytes do not match their checksum) and answered
+    /// a miss, so that a caller can tell lost data from an absent key. The file store counts
+    /// them; levels that keep no checksummed records report zero.
+    pub corrupt_reads: u64,
 }
 
 /// A cache level: bytes in, bytes out, keyed by string: the core every level implements.

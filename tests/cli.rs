@@ -189,6 +189,29 @@ fn verify_exits_3_on_a_damaged_record() {
     );
 }
 
+/// README: a `get` of a damaged record exits 3, through a configuration as with `--dir`.
+#[test]
+fn a_get_of_a_damaged_record_through_a_config_exits_3_not_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    run(&store, &["set", "first", &"x".repeat(100)]);
+    run(&store, &["set", "second", &"y".repeat(100)]);
+    let seg = store.join(format!("{:020}.seg", 1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[32 + 28 + 10] ^= 0xff; // inside the value of the first record of segment 1
+    std::fs::write(&seg, bytes).unwrap();
+    let config = write_file_config(dir.path(), &store);
+    let damaged = run_config(&config, &["get", "first"]);
+    let told = String::from_utf8_lossy(&damaged.stderr);
+    assert_eq!(
+        damaged.status.code(),
+        Some(3),
+        "a damaged value is no miss: {told}"
+    );
+    assert!(told.contains("damaged") && told.contains("first"), "{told}");
+    assert_eq!(run_config(&config, &["get", "second"]).stdout, b"y".repeat(100));
+}
+
 #[test]
 fn durable_import_acknowledges_only_lines_that_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();

@@ -595,6 +595,7 @@ impl HotTier {
         StorageCounters {
             evictions: self.evictions.load(Ordering::Relaxed),
             expirations: self.expirations.load(Ordering::Relaxed),
+            corrupt_reads: 0,
         }
     }
 

@@ -392,6 +392,7 @@ impl Storage for MemoryStore {
         StorageCounters {
             evictions: self.tally.evictions.load(Ordering::Relaxed),
             expirations: self.tally.expirations.load(Ordering::Relaxed),
+            corrupt_reads: 0,
         }
     }
 }

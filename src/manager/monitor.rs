@@ -72,6 +72,14 @@ impl<'a> Monitor<'a> {
         self.manager.shared.local_recovery.as_ref()
     }
 
+    /// L1's [`corrupt_reads`](crate::LevelStats::corrupt_reads), read from its counters alone
+    /// (never L2, unlike [`Monitor::get_stats`]). Compare two readings to learn whether a miss
+    /// between them was a damaged record rather than an absent key.
+    #[must_use]
+    pub fn local_corrupt_reads(&self) -> u64 {
+        self.manager.shared.l1.counters().corrupt_reads
+    }
+
     /// The L2 failures and the queued writes counted so far, read from the counters alone
     /// (never a level, unlike [`Monitor::get_stats`]). Compare two readings to learn whether L2
     /// failed during the calls between them, even where `fallback_on_error` hid it from them.

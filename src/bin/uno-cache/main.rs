@@ -15,7 +15,8 @@
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage, in the
-//! records, in the metadata file, or removed or skipped by the open it does first. With
+//! records, in the metadata file, or removed or skipped by the open it does first; `get` exits 3
+//! on a record it finds damaged (L1's, with `--config`, unless L2 had the value). With
 //! `--config`, an L2 that says the configuration is wrong (a refused password, say) is an error
 //! (exit 2, the reason on stderr) even where `fallback_on_error` let L1 serve the call; so is an
 //! L2 that failed during `set` or `del` (unreachable, say) unless the replay queue took the
@@ -85,7 +86,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a value to stdout (raw bytes). Exit 1 and print nothing on a miss.
+    /// Print a value to stdout (raw bytes). Exit 1 and print nothing on a miss, 3 if the
+    /// record is damaged.
     Get { key: String },
     /// Store a value (the argument's UTF-8 bytes).
     Set {
@@ -270,10 +272,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
                 let found = store.get(&key).map_err(|e| e.to_string())?;
                 if store.corrupt_reads() > corrupt {
                     // Not a miss: the record was there and could not be read.
-                    err!(
-                        "uno-cache: damaged: the record of {} could not be read (its bytes do not match their checksum); `verify` reports the rest\n",
-                        escape::escape(key.as_bytes())
-                    );
+                    err!("uno-cache: {}\n", damaged_record(&key));
                     ExitCode::from(3)
                 } else {
                     print_value(found)?
@@ -358,6 +357,14 @@ fn require_store_of(config: &CacheConfig) -> Result<(), String> {
     }
 }
 
+/// What `get` says of a record it found damaged: a miss would pass lost data for an absent key.
+fn damaged_record(key: &str) -> String {
+    format!(
+        "damaged: the record of {} could not be read (its bytes do not match their checksum); `verify` reports the rest",
+        escape::escape(key.as_bytes())
+    )
+}
+
 /// `get`'s output: the raw value and exit 0 on a hit, nothing and exit 1 on a miss.
 fn print_value(value: Option<Vec<u8>>) -> Result<ExitCode, String> {
     let Some(value) = value else {
@@ -407,7 +414,21 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
     // where this binary installs no logger): the counters before and after tell.
     let before = cache.monitor().l2_failures();
     let code = match command {
-        Command::Get { key } => print_value(cache.get_raw(&key).map_err(|e| e.to_string())?)?,
+        Command::Get { key } => {
+            let corrupt = cache.monitor().local_corrupt_reads();
+            let found = cache.get_raw(&key).map_err(|e| e.to_string())?;
+            let damaged = cache.monitor().local_corrupt_reads() > corrupt;
+            if damaged && found.is_none() {
+                // Not a miss, as with --dir: the record was there and could not be read.
+                err!("uno-cache: {}\n", damaged_record(&key));
+                ExitCode::from(3)
+            } else {
+                if damaged {
+                    err!("uno-cache: note: L1 {}; L2 had the value\n", damaged_record(&key));
+                }
+                print_value(found)?
+            }
+        }
         Command::Set { key, value, .. } => {
             cache
                 .set_raw(&key, value.as_bytes(), ttl)
@@ -507,8 +528,9 @@ fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> 
         .last_error
         .unwrap_or_else(|| "skipped by its open circuit breaker".to_owned());
     if name == "get" {
-        if code == ExitCode::SUCCESS {
-            // L1 answered; L2 failed on the side (a backfill, say). The value is good.
+        if code != ExitCode::from(1) {
+            // L1 answered, or its record was damaged (exit 3, said above); L2 failed on the
+            // side (a backfill, say), which changes neither.
             err!("uno-cache: note: L2 failed during `get` ({why})\n");
             return Ok(code);
         }

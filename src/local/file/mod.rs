@@ -829,6 +829,7 @@ impl Storage for FileStore {
         StorageCounters {
             evictions: c.evictions.load(Ordering::Relaxed),
             expirations: c.expirations.load(Ordering::Relaxed),
+            corrupt_reads: c.corrupt_reads.load(Ordering::Relaxed),
         }
     }
 }

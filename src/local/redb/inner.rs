@@ -550,6 +550,7 @@ impl Storage for Inner {
         StorageCounters {
             evictions: self.evictions.load(Ordering::Relaxed),
             expirations: self.expirations.load(Ordering::Relaxed),
+            corrupt_reads: 0,
         }
     }
 }
