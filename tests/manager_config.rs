@@ -98,6 +98,24 @@ fn invalid_values_are_refused_with_the_field_named() {
     assert!(err.to_string().contains("local.type"));
 }
 
+/// Starting degraded on a misconfiguration is a kind of fallback: without `fallback_on_error`
+/// the setting was accepted and then ignored, start-up failing with the very error it asked to
+/// start through.
+#[test]
+fn start_degraded_on_config_error_without_fallback_on_error_is_refused_naming_the_field() {
+    let err = CacheConfig::from_toml_str(
+        "fallback_on_error = false\n[distributed]\nenabled = true\nhosts = [\"127.0.0.1:6379\"]\nstart_degraded_on_config_error = true\n",
+    )
+    .unwrap_err();
+    match &err {
+        Error::Config { field, reason } => {
+            assert_eq!(field, "distributed.start_degraded_on_config_error");
+            assert!(reason.contains("fallback_on_error = true"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_memory_l1_holds_large_values_up_to_memory_max_mb() {
     let manager = || {

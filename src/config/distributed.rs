@@ -76,8 +76,9 @@ pub struct DistributedCacheConfig {
     /// L2 answers at start-up that the configuration is wrong: credentials refused, no such
     /// database, an untrusted TLS certificate, a host name that does not resolve, a cluster
     /// setting that does not match (default false: [`CacheManager::new`](crate::CacheManager::new)
-    /// fails with [`Error::Misconfigured`]). An unreachable L2 is an outage, not this: it starts
-    /// degraded whenever `fallback_on_error` is set.
+    /// fails with [`Error::Misconfigured`]). Needs `fallback_on_error = true`: validation refuses
+    /// it without (starting without L2 is a fallback). An unreachable L2 is an outage, not
+    /// this: it starts degraded whenever `fallback_on_error` is set.
     pub start_degraded_on_config_error: bool,
     /// For `rediss://` (the `tls` feature): a PEM file of the CA certificate(s) to trust instead
     /// of the built-in web PKI roots, for servers with certificates from a private CA.

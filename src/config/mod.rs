@@ -267,6 +267,14 @@ impl CacheConfig {
                 "must be at least 1 (milliseconds before an open breaker lets a call through)",
             ));
         }
+        if dist.start_degraded_on_config_error && !self.fallback_on_error {
+            // Starting on L1 alone is a fallback: without fallback_on_error the manager fails
+            // start-up anyway, and the setting would be accepted only to be ignored.
+            return Err(invalid(
+                "distributed.start_degraded_on_config_error",
+                "needs fallback_on_error = true (starting without L2 is a fallback); set fallback_on_error = true, or remove start_degraded_on_config_error",
+            ));
+        }
         if dist.write_mode == WriteMode::Behind && dist.write_behind_max_keys == 0 {
             return Err(invalid(
                 "distributed.write_behind_max_keys",
