@@ -148,3 +148,46 @@ fn keep_expired_secs_with_a_config_for_a_manager_command_is_refused_naming_the_f
     }
     assert!(!configured.exists(), "a refused call created a store");
 }
+
+/// A size bound the store refuses is named as the user gave it: `--max-size-mb` (the store and
+/// the manager called it `max_size_mb` and `local.max_size`), or a configuration's
+/// `local.max_size` (which `compact` and the other directory commands called `max_size_mb`).
+#[test]
+fn a_refused_size_bound_is_named_as_the_flag_or_the_field_that_gave_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, configured) = file_store_config(dir.path());
+    let refusal = |out: Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        stderr
+    };
+    let with_config =
+        |args: &[&str]| refusal(bin().arg("--config").arg(&config).args(args).output().unwrap());
+    let told = with_config(&["--max-size-mb", "0", "set", "k", "v"]);
+    assert!(told.contains("--max-size-mb 0:"), "{told}");
+    assert!(!configured.exists(), "a refused call created a store");
+
+    assert!(run(&configured, &["set", "k", "v"]).status.success());
+    // 1 MiB is less than four of the store's segments, which the bound must hold.
+    for told in [
+        with_config(&["--max-size-mb", "1", "set", "k", "v"]),
+        with_config(&["--max-size-mb", "1", "compact"]),
+        refusal(run(&configured, &["--max-size-mb", "1", "compact"])),
+    ] {
+        assert!(
+            told.contains("--max-size-mb 1:") && !told.contains("max_size"),
+            "{told}"
+        );
+    }
+
+    std::fs::write(
+        &config,
+        format!("[local]\ntype = \"file\"\npath = {configured:?}\nmax_size = 1\n"),
+    )
+    .unwrap();
+    let told = with_config(&["compact"]);
+    assert!(
+        told.contains("local.max_size") && !told.contains("max_size_mb"),
+        "{told}"
+    );
+}

@@ -163,10 +163,17 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         Command::Set { ttl, .. } | Command::Import { ttl, .. } => ttl_arg(*ttl)?,
         _ => None,
     };
+    if cli.max_size_mb == Some(0) {
+        return Err("--max-size-mb 0: must be at least 1 (MiB)".to_owned());
+    }
+    let mut size_from = cli.max_size_mb.map(SizeFrom::Flag);
     let mut file_mode = None;
     let mut keep_expired = cli.keep_expired_secs.map(Duration::from_secs);
     if let Some(path) = cli.config.take() {
         let mut config = CacheConfig::from_toml_file(&path).map_err(|e| e.to_string())?;
+        if size_from.is_none() && config.local.max_size.is_some() {
+            size_from = Some(SizeFrom::Config(path.clone()));
+        }
         if matches!(
             cli.command,
             Command::Get { .. } | Command::Set { .. } | Command::Del { .. } | Command::Stats { .. }
@@ -205,7 +212,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
             if !has_l2 && !matches!(cli.command, Command::Set { .. }) {
                 require_store_of(&config)?;
             }
-            return run_manager(config, cli.command, ttl);
+            return run_manager(config, cli.command, ttl, size_from.as_ref());
         }
         if config.local.kind != LocalKind::File {
             return Err(format!(
@@ -254,7 +261,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
             outln!("damaged: {e}")?;
             return Ok(ExitCode::from(3));
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(size_error(e, size_from.as_ref())),
     };
     if !matches!(cli.command, Command::Verify) {
         // This open removed the damaged segment: a later `verify` cannot see it any more, so
@@ -322,6 +329,44 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         (Ok(_), Err(closed)) => Err(closed.to_string()),
         (Err(e), Ok(())) => Err(e),
         (Err(e), Err(closed)) => Err(format!("{e}; closing the store failed too: {closed}")),
+    }
+}
+
+/// What gave the store its size bound, to name it in a refusal as the user gave it: the store
+/// calls the bound `max_size_mb` (its option's name) and the manager `local.max_size`, whichever
+/// of the two supplied it.
+enum SizeFrom {
+    /// `--max-size-mb`, with its value.
+    Flag(u64),
+    /// `local.max_size` of this configuration file.
+    Config(PathBuf),
+}
+
+/// `err` as the CLI reports it, a refused size bound named after its [`SizeFrom`].
+fn size_error(err: uno_cache::Error, from: Option<&SizeFrom>) -> String {
+    match (err, from) {
+        (uno_cache::Error::Config { field, reason }, Some(from))
+            if field == "max_size_mb" || field == "local.max_size" =>
+        {
+            match from {
+                SizeFrom::Flag(mb) => {
+                    let reason = reason
+                        .replace("local.max_size", "--max-size-mb")
+                        .replace("max_size_mb", "--max-size-mb");
+                    format!("--max-size-mb {mb}: {reason}")
+                }
+                SizeFrom::Config(path) => uno_cache::Error::Config {
+                    field: "local.max_size".to_owned(),
+                    reason: format!(
+                        "{} (in {})",
+                        reason.replace("max_size_mb", "local.max_size"),
+                        path.display()
+                    ),
+                }
+                .to_string(),
+            }
+        }
+        (err, _) => err.to_string(),
     }
 }
 
@@ -394,12 +439,17 @@ fn command_name(command: &Command) -> &'static str {
 }
 
 /// `get`, `set`, `del` and `stats` through the multi-level manager a configuration describes.
-fn run_manager(config: CacheConfig, command: Command, ttl: Option<Duration>) -> Result<ExitCode, String> {
+fn run_manager(
+    config: CacheConfig,
+    command: Command,
+    ttl: Option<Duration>,
+    size_from: Option<&SizeFrom>,
+) -> Result<ExitCode, String> {
     // Where a failed L2 write is queued (the manager's default: the L1 directory).
     let queue_dir = config.offline.replay_dir.clone().or_else(|| {
         (config.local.kind != LocalKind::Memory).then(|| config.local.effective_path().to_owned())
     });
-    let cache = CacheManager::new(config).map_err(|e| e.to_string())?;
+    let cache = CacheManager::new(config).map_err(|e| size_error(e, size_from))?;
     // As with --dir: what this open removed, no later open can see.
     for damage in cache
         .monitor()
