@@ -116,6 +116,32 @@ fn start_degraded_on_config_error_without_fallback_on_error_is_refused_naming_th
     }
 }
 
+/// Expiries are kept in milliseconds: a TTL below one passed validation and acted as about a
+/// millisecond. It is refused, as the CLI's `--ttl` is, naming the field.
+#[test]
+fn durations_in_seconds_below_a_millisecond_are_refused_naming_the_field() {
+    let l2 = "[distributed]\nenabled = true\nhosts = [\"127.0.0.1:6379\"]\n";
+    for (section, key) in [
+        ("local", "ttl"),
+        ("distributed", "ttl"),
+        ("loader", "fail_safe_max_duration"),
+        ("loader", "fail_safe_throttle"),
+        ("loader", "absent_ttl"),
+    ] {
+        let toml = |secs: &str| match section {
+            "distributed" => format!("{l2}{key} = {secs}\n"),
+            _ => format!("[{section}]\n{key} = {secs}\n"),
+        };
+        let err = CacheConfig::from_toml_str(&toml("0.0005")).unwrap_err();
+        let field = format!("{section}.{key}");
+        assert!(
+            matches!(&err, Error::Config { field: f, reason } if *f == field && reason.contains("0.001")),
+            "{field}: {err}"
+        );
+        CacheConfig::from_toml_str(&toml("0.001")).unwrap_or_else(|e| panic!("{field}: {e}"));
+    }
+}
+
 #[test]
 fn a_memory_l1_holds_large_values_up_to_memory_max_mb() {
     let manager = || {

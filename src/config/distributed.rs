@@ -48,7 +48,7 @@ pub struct DistributedCacheConfig {
     /// `host:port` of each server (for Redis Cluster: seed nodes). Required when enabled.
     pub hosts: Vec<String>,
     /// The longest an entry lives in L2, and the TTL of a `set` without one (default 3600 s). In
-    /// TOML, seconds.
+    /// TOML, seconds; at least 0.001 (expiries are kept in milliseconds).
     #[serde(with = "super::seconds")]
     pub ttl: Duration,
     /// Prepended to every key in L2, to share a server between applications (default empty).

@@ -34,7 +34,8 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoaderConfig {
-    /// How long an expired entry is kept for fail-safe, in seconds (default 0: off). Needs
+    /// How long an expired entry is kept for fail-safe, in seconds (default 0: off; otherwise at
+    /// least 0.001, as for every duration here: expiries are kept in milliseconds). Needs
     /// `local.type = "file"` or `"memory"`.
     #[serde(with = "super::seconds")]
     pub fail_safe_max_duration: Duration,
@@ -76,6 +77,13 @@ impl Default for LoaderConfig {
 impl CacheConfig {
     pub(super) fn validate_loader(&self) -> Result<()> {
         let loader = &self.loader;
+        super::at_least_a_millisecond(
+            "loader.fail_safe_max_duration",
+            loader.fail_safe_max_duration,
+            true,
+        )?;
+        super::at_least_a_millisecond("loader.fail_safe_throttle", loader.fail_safe_throttle, true)?;
+        super::at_least_a_millisecond("loader.absent_ttl", loader.absent_ttl, true)?;
         if !loader.fail_safe_max_duration.is_zero() && self.local.kind == LocalKind::Redb {
             return Err(invalid(
                 "loader.fail_safe_max_duration",

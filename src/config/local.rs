@@ -58,7 +58,7 @@ pub struct LocalCacheConfig {
     /// existing file store, which keeps the bound it recorded (set, the bound is recorded).
     pub max_size: Option<u64>,
     /// The longest an entry lives in L1, and the TTL of a `set` without one (default 300 s). In
-    /// TOML, seconds.
+    /// TOML, seconds; at least 0.001 (expiries are kept in milliseconds).
     #[serde(with = "super::seconds")]
     pub ttl: Duration,
     /// Directory of the file or redb level (default [`DEFAULT_LOCAL_PATH`], relative to the

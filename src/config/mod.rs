@@ -33,6 +33,7 @@ mod loader;
 mod local;
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -132,6 +133,23 @@ fn invalid(field: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Refuses a duration in seconds below a millisecond (but zero, if `zero_allowed`): expiries
+/// are kept in milliseconds, so a shorter one acted as about a millisecond, not as written.
+fn at_least_a_millisecond(field: &str, value: Duration, zero_allowed: bool) -> Result<()> {
+    if value >= Duration::from_millis(1) || (zero_allowed && value.is_zero()) {
+        return Ok(());
+    }
+    let accepted = if zero_allowed {
+        "0 (off) or at least 0.001"
+    } else {
+        "at least 0.001"
+    };
+    Err(invalid(
+        field,
+        format!("must be {accepted} (seconds; expiries are kept in milliseconds)"),
+    ))
+}
+
 impl CacheConfig {
     /// Parses TOML and validates the result.
     ///
@@ -187,9 +205,7 @@ impl CacheConfig {
     pub fn validate(&self) -> Result<()> {
         self.validate_features()?;
         let local = &self.local;
-        if local.ttl.is_zero() {
-            return Err(invalid("local.ttl", "must be above zero (seconds)"));
-        }
+        at_least_a_millisecond("local.ttl", local.ttl, false)?;
         if local.max_size == Some(0) {
             let unit = match local.kind {
                 LocalKind::Memory => "items",
@@ -252,9 +268,7 @@ impl CacheConfig {
         if let Some(i) = dist.hosts.iter().position(|h| h.trim().is_empty()) {
             return Err(invalid(&format!("distributed.hosts[{i}]"), "is empty"));
         }
-        if dist.ttl.is_zero() {
-            return Err(invalid("distributed.ttl", "must be above zero (seconds)"));
-        }
+        at_least_a_millisecond("distributed.ttl", dist.ttl, false)?;
         if dist.timeout_ms == 0 {
             return Err(invalid("distributed.timeout_ms", "must be at least 1"));
         }
