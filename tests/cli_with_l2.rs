@@ -108,3 +108,29 @@ fn a_set_the_full_replay_queue_takes_as_a_delete_is_reported_as_such() {
         "{stderr}"
     );
 }
+
+/// A file L1 with `offline.replay = false`: a set L2 did not take is told to turn the queue on,
+/// not to use the file L1 it already has.
+#[test]
+fn a_set_l2_failed_with_replay_off_behind_a_file_l1_advises_offline_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let config = dir.path().join("cache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "use_multi_level = true\n[local]\ntype = \"file\"\npath = {:?}\n\
+             [distributed]\nenabled = true\nhosts = [\"127.0.0.1:{port}\"]\n\
+             [offline]\nreplay = false\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = with_config(&config, &["set", "k", "v"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("offline.replay = true") && !stderr.contains("local.type"),
+        "{stderr}"
+    );
+}

@@ -449,6 +449,7 @@ fn run_manager(
     let queue_dir = config.offline.replay_dir.clone().or_else(|| {
         (config.local.kind != LocalKind::Memory).then(|| config.local.effective_path().to_owned())
     });
+    let (memory_l1, replay) = (config.local.kind == LocalKind::Memory, config.offline.replay);
     let cache = CacheManager::new(config).map_err(|e| size_error(e, size_from))?;
     // As with --dir: what this open removed, no later open can see.
     for damage in cache
@@ -560,7 +561,9 @@ fn run_manager(
         return Ok(code);
     }
     let what = if name == "set" { "write" } else { "delete" };
-    let queue = queue_dir.map_or_else(String::new, |dir| format!(" in {}", dir.display()));
+    let queue = queue_dir
+        .as_ref()
+        .map_or_else(String::new, |dir| format!(" in {}", dir.display()));
     if after.errors == before.errors {
         if after.queued_as_deletes > before.queued_as_deletes {
             err!(
@@ -599,13 +602,27 @@ fn run_manager(
         err!("uno-cache: note: L2 failed during `{name}` ({why}); the {what} is queued for replay{queue} and is sent to L2 by the next run with this configuration that reaches it\n");
         return Ok(code);
     }
-    Err(format!(
-        "`{name}`: L2 failed ({why}) and no replay queue took the {what}, so {fate}; start L2 or fix distributed.hosts and retry, or use a file or redb L1 (local.type), whose directory keeps a replay queue (offline.replay)",
-        fate = if name == "set" {
-            "L2 does not have the value (and an L1 in memory dies with this process)"
-        } else {
-            "L2 may still hold the key, and a later read can bring it back"
+    // The advice names what is missing: a place for the queue, the queue itself, or (both
+    // there) the reason it refused, which only its counters tell.
+    let or_else = match (&queue_dir, replay) {
+        (None, _) => {
+            "use a file or redb L1 (local.type), whose directory keeps a replay queue (offline.replay)"
+                .to_owned()
         }
+        (Some(_), false) => {
+            format!("set offline.replay = true, so that the replay queue{queue} takes such writes")
+        }
+        (Some(_), true) => format!(
+            "see why the replay queue{queue} did not take it (consistency.queue_failures in `stats --json`)"
+        ),
+    };
+    let fate = match name {
+        "set" if memory_l1 => "L2 does not have the value (and the L1 in memory dies with this process)",
+        "set" => "L2 does not have the value",
+        _ => "L2 may still hold the key, and a later read can bring it back",
+    };
+    Err(format!(
+        "`{name}`: L2 failed ({why}) and no replay queue took the {what}, so {fate}; start L2 or fix distributed.hosts and retry, or {or_else}"
     ))
 }
 
