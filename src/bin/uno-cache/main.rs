@@ -41,11 +41,13 @@ macro_rules! err {
     }};
 }
 
-use std::io::{self, BufRead, IsTerminal, Write};
+mod dump;
+
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use uno_cache::{
@@ -315,11 +317,11 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::SUCCESS
             }
             Command::Dump => {
-                dump(&store)?;
+                dump::dump(&store)?;
                 ExitCode::SUCCESS
             }
             Command::Import { durable, .. } => {
-                import(&store, &clock, durable, ttl)?;
+                dump::import(&store, &clock, durable, ttl)?;
                 ExitCode::SUCCESS
             }
         })
@@ -730,179 +732,4 @@ fn damage_at_open(opened: &uno_cache::RecoveryReport) -> Vec<String> {
         ));
     }
     found
-}
-
-fn dump(store: &FileStore) -> Result<(), String> {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let mut keys = store.keys();
-    keys.sort_unstable();
-    writeln!(out, "{DUMP_HEADER}").map_err(|e| format!("writing stdout: {e}"))?;
-    let mut damaged = Vec::new();
-    for key in keys {
-        let corrupt = store.corrupt_reads();
-        // A key can expire or be evicted between listing and reading: skip it.
-        let found = store.get_entry(&key).map_err(|e| e.to_string())?;
-        if store.corrupt_reads() > corrupt {
-            damaged.push(key);
-            continue;
-        }
-        let Some(entry) = found else {
-            continue;
-        };
-        let line = escape::dump_line(key.as_bytes(), &entry.value, expires_at_ms(entry.expires_at));
-        writeln!(out, "{line}").map_err(|e| format!("writing stdout: {e}"))?;
-    }
-    out.flush().map_err(|e| format!("writing stdout: {e}"))?;
-    if damaged.is_empty() {
-        return Ok(());
-    }
-    // Counted as misses, they left the dump without a word, and a backup was taken as whole.
-    Err(format!(
-        "{} record(s) were damaged and are not in the dump: {}; the rest of the dump is complete",
-        damaged.len(),
-        damaged
-            .iter()
-            .map(|k| escape::escape(k.as_bytes()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
-}
-
-/// The longest line a dump of `store` can have: every byte of the key and of the value (no
-/// larger than a segment) escaped as `\xHH`, two TABs, an expiry of up to 20 digits, a CR.
-fn max_dump_line(store: &FileStore) -> u64 {
-    let key = u64::try_from(uno_cache::MAX_KEY_LEN).unwrap_or(u64::MAX);
-    key.saturating_add(store.segment_size())
-        .saturating_mul(4)
-        .saturating_add(2 + 20 + 1)
-}
-
-/// The first line of a dump. It has no TAB, so an importer that predates expiries refuses the
-/// dump at line 1 instead of reading `value<TAB>expiry` as a value.
-const DUMP_HEADER: &str = "# uno-cache dump 2";
-/// [`DUMP_HEADER`] up to its version, which an import checks.
-const DUMP_HEADER_PREFIX: &str = "# uno-cache dump ";
-/// The dump version this build writes and reads.
-const DUMP_VERSION: &str = "2";
-
-/// Unix milliseconds of an expiry, `None` for "never".
-fn expires_at_ms(at: Option<std::time::SystemTime>) -> Option<u64> {
-    at.map(|t| {
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .max(1)
-    })
-}
-
-fn import(
-    store: &FileStore,
-    clock: &ManualClock,
-    durable: bool,
-    ttl: Option<Duration>,
-) -> Result<(), String> {
-    let stdin = io::stdin();
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    let (mut count, mut expired) = (0u64, 0u64);
-    // Streamed (a dump may not fit in RAM, and `--durable` acknowledges line by line): a bad
-    // line stops the import, and the error says how much of the dump was stored before it.
-    let stopped = |count: u64, why: String| format!("{why}; stopped there, after importing {count} entries");
-    let limit = max_dump_line(store);
-    let mut input = stdin.lock();
-    let mut bytes = Vec::new();
-    for line_no in 1u64.. {
-        bytes.clear();
-        // At most one byte past the limit: a longer line (`import < /dev/zero`) stops here
-        // instead of growing the buffer until the process runs out of memory.
-        let read = io::Read::take(&mut input, limit.saturating_add(1))
-            .read_until(b'\n', &mut bytes)
-            .map_err(|e| stopped(count, format!("reading stdin line {line_no}: {e}")))?;
-        if read == 0 {
-            break;
-        }
-        if bytes.last() == Some(&b'\n') {
-            bytes.pop();
-            if bytes.last() == Some(&b'\r') {
-                bytes.pop();
-            }
-        } else if u64::try_from(bytes.len()).unwrap_or(u64::MAX) <= limit {
-            // The input ended inside a line: a dump cut short (a full disk under `dump >`, a
-            // broken pipe), whose last value would be stored shortened.
-            return Err(stopped(
-                count,
-                format!("stdin line {line_no} has no end of line: the dump was cut short (every line of a dump ends with one); take the dump again"),
-            ));
-        }
-        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
-            return Err(stopped(
-                count,
-                format!(
-                    "stdin line {line_no} is longer than {limit} bytes, more than any dump line of a store with {}-byte segments can be; is this a dump?",
-                    store.segment_size()
-                ),
-            ));
-        }
-        let line = std::str::from_utf8(&bytes).map_err(|_| {
-            stopped(
-                count,
-                format!("stdin line {line_no}: not UTF-8 (a dump is ASCII)"),
-            )
-        })?;
-        // The header is a comment: a line with a TAB is an entry, whatever its key starts with.
-        if escape::is_comment(line) {
-            if let Some(version) = line.strip_prefix(DUMP_HEADER_PREFIX) {
-                if version != DUMP_VERSION {
-                    return Err(stopped(
-                        count,
-                        format!("line {line_no}: a dump of version {version}, written by another uno-cache; this one reads version {DUMP_VERSION}"),
-                    ));
-                }
-            }
-            continue;
-        }
-        if line.is_empty() {
-            continue;
-        }
-        let parsed =
-            escape::parse_dump_line(line).map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
-        let key = String::from_utf8(parsed.key)
-            .map_err(|_| stopped(count, format!("line {line_no}: key is not UTF-8")))?;
-        clock.set(SystemClock.now_ms());
-        let now = clock.now_ms();
-        let remaining = match parsed.expires_at_ms {
-            Some(at) if at <= now => {
-                expired += 1;
-                continue;
-            }
-            Some(at) => Some(Duration::from_millis(at - now)),
-            None => None,
-        };
-        let ttl = match (remaining, ttl) {
-            (Some(left), Some(cap)) => Some(left.min(cap)),
-            (left, cap) => left.or(cap),
-        };
-        let evicted = uno_cache::Storage::counters(store).evictions;
-        store
-            .set(&key, &parsed.value, ttl)
-            .map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
-        count += 1;
-        if uno_cache::Storage::counters(store).evictions > evicted {
-            // The size bound (or a full device) made room by evicting entries this import
-            // stored before: going on would report them imported.
-            return Err(stopped(
-                count,
-                format!("line {line_no}: the store evicted entries to make room, so earlier lines of the dump are no longer in it; raise --max-size-mb (the store holds at most {} bytes) or free space on the device, and import again", store.max_size()),
-            ));
-        }
-        if durable {
-            // The store was opened with EveryWrite: `set` returned after fdatasync.
-            writeln!(out, "ok\t{}", escape::escape(key.as_bytes()))
-                .map_err(|e| format!("writing stdout: {e}"))?;
-            out.flush().map_err(|e| format!("writing stdout: {e}"))?;
-        }
-    }
-    store.flush().map_err(|e| e.to_string())?;
-    err!("imported {count} entries, skipped {expired} already expired\n");
-    Ok(())
 }
