@@ -401,6 +401,7 @@ pub(crate) struct ConsistencyMetrics {
     pub(crate) behind_failures: Counter,
     pub(crate) behind_reads: Counter,
     pub(crate) behind_overflows: Counter,
+    pub(crate) behind_withdrawn: Counter,
 }
 
 impl LevelMetrics {
@@ -660,6 +661,9 @@ pub struct ConsistencyStats {
     pub write_behind_reads: u64,
     /// Sets that found the queue full and wrote through instead.
     pub write_behind_overflows: u64,
+    /// Writes still on their way to L2 (queued or in flight) that another instance's
+    /// invalidation of their keys turned into deletes.
+    pub write_behind_withdrawn: u64,
 }
 
 impl ConsistencyMetrics {
@@ -684,6 +688,7 @@ impl ConsistencyMetrics {
         stats.write_behind_failures = self.behind_failures.get();
         stats.write_behind_reads = self.behind_reads.get();
         stats.write_behind_overflows = self.behind_overflows.get();
+        stats.write_behind_withdrawn = self.behind_withdrawn.get();
     }
 }
 

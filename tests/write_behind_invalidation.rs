@@ -135,6 +135,7 @@ fn a_write_behind_in_flight_when_another_instance_deletes_its_key_does_not_stay_
     rig.to_l2.release();
     rig.a.flush().unwrap();
     assert_gone_everywhere(&rig, "k");
+    assert_eq!(rig.a.stats().consistency.write_behind_withdrawn, 1);
 }
 
 #[test]

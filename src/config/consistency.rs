@@ -106,7 +106,10 @@ pub struct InvalidationConfig {
     /// Password for `hosts` (never printed by `Debug`; refused when `hosts` is empty).
     pub password: Option<String>,
     /// The pub/sub channel (default `uno-cache:invalidate`). Instances that share an L2 must
-    /// share it.
+    /// share it; applications that share a server under different `distributed.key_prefix`
+    /// should each have their own: messages name keys without the prefix, so on one channel
+    /// each would drop the other's same-named keys from L1 and turn its writes of them still
+    /// on their way to L2 into deletes (misses, never stale values).
     pub channel: String,
     /// The longest a dead subscription goes unnoticed, in milliseconds (default 1000, at least
     /// 30). Until it is restored, every L1 hit is checked against L2.

@@ -154,33 +154,30 @@ impl Shared {
     /// before the message came is not undone: it took effect in L2 then, as the lag of one
     /// batch that write-behind is documented to have.
     fn withdraw_behind(&self, keys: &[&str], prefix: Option<&str>) {
-        let mut withdrawn = Vec::new();
+        let mut deletes = Vec::new();
         if let Some(queue) = &self.behind {
-            withdrawn = queue.waiting_among(keys, prefix);
-            let refs: Vec<&str> = withdrawn.iter().map(String::as_str).collect();
-            if let Err(e) = self.queue_behind_deletes(&refs) {
-                tracing::warn!(error = %e, "writes another instance invalidated could not be turned into deletes in the replay queue; they may land after its op");
+            let (withdrawn, to_replay) = queue.withdraw(keys, prefix, |found| self.must_queue(found));
+            self.metrics
+                .consistency
+                .behind_withdrawn
+                .add(withdrawn.len() as u64);
+            if to_replay {
+                deletes = withdrawn;
             }
         }
-        let Some(q) = &self.replay else {
-            return;
-        };
-        let replayed = match prefix {
-            Some(prefix) => self.queue_prefix_deletes(prefix).map(drop),
-            None => {
-                let pending: Vec<&str> = keys
-                    .iter()
-                    .copied()
-                    .filter(|k| q.is_pending(k) && !withdrawn.iter().any(|w| w == k))
-                    .collect();
-                if pending.is_empty() {
-                    Ok(())
-                } else {
-                    self.queue_deletes(&pending)
-                }
+        if let Some(q) = &self.replay {
+            match prefix {
+                Some(prefix) => deletes.extend(q.pending_with_prefix(prefix)),
+                None => deletes.extend(keys.iter().filter(|k| q.is_pending(k)).map(|k| (*k).to_owned())),
             }
-        };
-        if let Err(e) = replayed {
+        }
+        if deletes.is_empty() {
+            return;
+        }
+        deletes.sort_unstable();
+        deletes.dedup();
+        let refs: Vec<&str> = deletes.iter().map(String::as_str).collect();
+        if let Err(e) = self.queue_deletes(&refs) {
             tracing::warn!(error = %e, "replay-queue writes another instance invalidated could not be turned into deletes; they may land after its op");
         }
     }

@@ -238,25 +238,30 @@ impl WriteQueue {
         let was_empty = st.queued.is_empty();
         let was_below = st.queued.len() < BATCH;
         for (key, value) in items {
-            let order = match st.queued.get(*key) {
-                Some(older) => older.order,
-                None => {
-                    st.next_order += 1;
-                    st.next_order
-                }
-            };
-            let queued = Queued {
-                value: Arc::from(*value),
-                expires_at_ms,
-                order,
-            };
-            st.queued.insert((*key).to_owned(), queued);
+            Self::enqueue(&mut st, key, value, expires_at_ms);
         }
         // The writer sleeps on an empty queue; a full batch need not wait for the linger.
         if was_empty || (was_below && st.queued.len() >= BATCH) {
             self.work.notify_one();
         }
         Pushed::Queued
+    }
+
+    /// Queues `value` as `key`'s newest write; a key already queued keeps its place.
+    fn enqueue(st: &mut State, key: &str, value: &[u8], expires_at_ms: u64) {
+        let order = match st.queued.get(key) {
+            Some(older) => older.order,
+            None => {
+                st.next_order += 1;
+                st.next_order
+            }
+        };
+        let queued = Queued {
+            value: Arc::from(value),
+            expires_at_ms,
+            order,
+        };
+        st.queued.insert(key.to_owned(), queued);
     }
 
     /// How many keys of `items` are not in `queued`, each counted once: a batch may list a key
@@ -292,23 +297,50 @@ impl WriteQueue {
         st.queued.len() + only_in_flight
     }
 
-    /// The keys among `keys` (or, with `prefix`, those starting with it) whose write is queued
-    /// or on its way to L2, each once: what another instance's invalidation of them must not
-    /// land before (see `withdraw_behind` in `backplane`).
+    /// Turns the writes of `keys` (or, with `prefix`, of every key under it) that are queued or
+    /// on their way into deletes queued behind them (see `withdraw_behind` in `backplane`), and
+    /// returns those keys. Under one lock, so a write pushed meanwhile is either withdrawn (it
+    /// overlapped the message) or queued after the delete. If `to_replay` says the keys belong
+    /// in the replay queue (one has an op pending there), their queued writes are dropped
+    /// instead and the second value is `true`: the caller queues the deletes there.
     #[cfg(feature = "redis")]
-    pub(crate) fn waiting_among(&self, keys: &[&str], prefix: Option<&str>) -> Vec<String> {
-        let st = self.state.lock();
-        let waits = |k: &str| {
-            st.queued.contains_key(k)
-                || st.in_flight.contains_key(k)
-                || st.dropped.contains_key(k)
-                || st.superseded.contains(k)
-        };
+    pub(crate) fn withdraw(
+        &self,
+        keys: &[&str],
+        prefix: Option<&str>,
+        to_replay: impl FnOnce(&[&str]) -> bool,
+    ) -> (Vec<String>, bool) {
+        let mut st = self.state.lock();
+        let found = Self::waiting_among(&st, keys, prefix);
+        if found.is_empty() {
+            return (found, false);
+        }
+        let refs: Vec<&str> = found.iter().map(String::as_str).collect();
+        if to_replay(&refs) {
+            Self::drop_queued(&mut st, &refs);
+            Self::supersede(&mut st, &refs);
+            return (found, true);
+        }
+        let was_empty = st.queued.is_empty();
+        for key in &refs {
+            // A delete is a write that has already expired (see `Requeue`).
+            Self::enqueue(&mut st, key, &[], 1);
+        }
+        if was_empty {
+            self.work.notify_one();
+        }
+        (found, false)
+    }
+
+    /// The keys among `keys` (or, with `prefix`, those starting with it) whose write is queued
+    /// or on its way, each once.
+    #[cfg(feature = "redis")]
+    fn waiting_among(st: &State, keys: &[&str], prefix: Option<&str>) -> Vec<String> {
         let Some(prefix) = prefix else {
             // Looked up one by one: a message names a few keys, the queue may hold thousands.
             let mut found: Vec<String> = keys
                 .iter()
-                .filter(|k| waits(k))
+                .filter(|k| Self::waits(st, &[k]))
                 .map(|k| (*k).to_owned())
                 .collect();
             found.sort_unstable();
@@ -362,6 +394,10 @@ impl WriteQueue {
                 Self::supersede(&mut st, keys);
                 return true;
             }
+            // A delete queued meanwhile behind the batch (another instance's invalidation,
+            // see `withdraw`) is older than the caller's op, which holds the keys: as
+            // `settle_async` does, drop it rather than send it after the op.
+            Self::drop_queued(&mut st, keys);
         }
         false
     }

@@ -81,7 +81,7 @@ impl Requeue<'_> {
         };
         tracing::debug!(
             keys = self.keys.len(),
-            "a write's L2 part was handed back to the write-behind queue"
+            "a write's L2 part was handed back to the write-behind or replay queue"
         );
         queued
     }
