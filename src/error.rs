@@ -613,6 +613,11 @@ pub enum Served {
     Removed(u64),
     /// A write: the reached items were written.
     Written,
+    /// A manager's batch read (`CacheManager::multi_get_raw`, `multi_get` and their async
+    /// forms) with `fallback_on_error = false`: the values it found, by key, as stored (encoded
+    /// by the manager's codec), from L1 and from the L2 nodes it reached; `failed` names the
+    /// keys it could not read. `multi_get` leaves out the keys its memory tier answered.
+    Found(std::collections::HashMap<String, Vec<u8>>),
 }
 
 impl std::fmt::Debug for Served {
@@ -624,6 +629,7 @@ impl std::fmt::Debug for Served {
             }
             Served::Removed(n) => write!(f, "Removed({n})"),
             Served::Written => f.write_str("Written"),
+            Served::Found(found) => write!(f, "Found({} keys)", found.len()),
         }
     }
 }

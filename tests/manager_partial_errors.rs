@@ -131,17 +131,36 @@ impl Storage for HalfDown {
 }
 
 fn manager() -> CacheManager {
+    manager_and_l2().0
+}
+
+/// The manager and its L2, to write there behind the manager's back.
+fn manager_and_l2() -> (CacheManager, Arc<HalfDown>) {
     let config = CacheConfig {
         fallback_on_error: false,
         ..CacheConfig::default()
     };
     let l2 = Arc::new(HalfDown(MemoryStore::new(100).unwrap()));
-    CacheManager::builder()
+    let cache = CacheManager::builder()
         .config(config)
         .local(Arc::new(MemoryStore::new(100).unwrap()))
-        .distributed(Arc::new(uno_cache::InProcess::shared(l2)))
+        .distributed(Arc::new(uno_cache::InProcess::shared(Arc::clone(&l2))))
         .build()
-        .unwrap()
+        .unwrap();
+    (cache, l2)
+}
+
+/// The values a partial batch read says it found, sorted by key.
+fn found_of(err: &Error) -> Vec<(String, Vec<u8>)> {
+    let Error::PartialBatch(p) = err else {
+        panic!("not a PartialBatch: {err:?}")
+    };
+    let Served::Found(found) = &p.served else {
+        panic!("a batch read serves what it found, got {:?}", p.served)
+    };
+    let mut found: Vec<_> = found.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    found.sort();
+    found
 }
 
 fn failed_of(err: &Error) -> (Vec<usize>, Vec<usize>, usize) {
@@ -197,5 +216,30 @@ fn a_partial_async_multi_get_names_the_unreached_key_by_its_index_in_the_callers
     let err = runtime
         .block_on(cache.multi_get_async::<u32>(&["up:a", "down:b", "up:c"]))
         .unwrap_err();
+    assert_eq!(failed_of(&err), (vec![1], vec![1], 3), "{err}");
+}
+
+/// The values a partial batch read did find (L1's, and those of the L2 node it reached) are in
+/// the error; before, it said `Written` and the caller had to read them all again.
+#[test]
+fn a_partial_multi_get_carries_the_values_it_found_in_both_levels() {
+    let (cache, l2) = manager_and_l2();
+    cache.set_raw("up:a", b"1", None).unwrap();
+    l2.0.set("up:c", b"3", None).unwrap();
+    let err = cache.multi_get_raw(&["up:a", "down:b", "up:c"]).unwrap_err();
+    let expected = vec![
+        ("up:a".to_owned(), b"1".to_vec()),
+        ("up:c".to_owned(), b"3".to_vec()),
+    ];
+    assert_eq!(found_of(&err), expected, "{err}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    cache.local().delete("up:c").unwrap();
+    let err = runtime
+        .block_on(cache.multi_get_raw_async(&["up:a", "down:b", "up:c"]))
+        .unwrap_err();
+    assert_eq!(found_of(&err), expected, "async: {err}");
     assert_eq!(failed_of(&err), (vec![1], vec![1], 3), "{err}");
 }

@@ -130,12 +130,15 @@ impl Shared {
         time_l2(&m.get_latency, started, &result);
         // Keys whose node could not be reached (a partial batch): each is a failed read.
         let mut not_reached = Vec::new();
+        // A partial batch `fallback_on_error` does not hide: the caller gets it once the keys
+        // the reached nodes answered are in `out` (see `Served::Found`).
+        let mut unhidden = None;
         let result = match result.map_err(unreached) {
             Ok(found) => Ok(found),
             Err(Ok((failed, Served::Entries(found), error))) => {
                 let first = failed.first().and_then(|&i| missed.get(i)).copied().unwrap_or("");
                 if !self.hidden(Level::Distributed, "get_many", first, &error) {
-                    return Err(error);
+                    unhidden = Some(error);
                 }
                 not_reached = vec![false; missed.len()];
                 for i in failed {
@@ -169,8 +172,10 @@ impl Shared {
         for (i, (key, ticket)) in missed.iter().zip(tickets).enumerate() {
             let answer = found.next().flatten();
             if not_reached.get(i).copied().unwrap_or(false) {
-                // Offline for this key.
-                self.offline_answer(key, out, suspects);
+                // Offline for this key; a failed key of the error the caller gets is not served.
+                if unhidden.is_none() {
+                    self.offline_answer(key, out, suspects);
+                }
                 continue;
             }
             if !suspects.is_empty() {
@@ -199,7 +204,7 @@ impl Shared {
         for (key, _, entry) in hits {
             out.insert(key.to_owned(), entry.value);
         }
-        Ok(())
+        unhidden.map_or(Ok(()), Err)
     }
 
     /// The answer for a key of a batch whose L2 could not be reached: its suspect L1 entry, if

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
-use super::policy::{partial_over, Plan, Reread, Route, Shared};
+use super::policy::{partial_over, with_found, Plan, Reread, Route, Shared};
 use super::typed::Lookup;
 use super::{as_strs, borrow_items, CacheManager};
 
@@ -353,9 +353,10 @@ impl CacheManager {
         }
         let started = Instant::now();
         let result = l2.get_many(&missed);
-        s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)
-            .map_err(|e| partial_over(e, &missed, &keys))?;
-        Ok(out)
+        match s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects) {
+            Ok(()) => Ok(out),
+            Err(e) => Err(with_found(partial_over(e, &missed, &keys), out)),
+        }
     }
 
     /// [`CacheManager::multi_set`] without the codec.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
-use super::policy::{partial_over, Plan, Reread, Route, Shared};
+use super::policy::{partial_over, with_found, Plan, Reread, Route, Shared};
 use super::typed::Lookup;
 use super::{as_strs, borrow_items, CacheManager};
 
@@ -365,9 +365,10 @@ impl CacheManager {
         }
         let started = Instant::now();
         let result = l2.get_many_async(&missed).await;
-        s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects)
-            .map_err(|e| partial_over(e, &missed, &keys))?;
-        Ok(out)
+        match s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects) {
+            Ok(()) => Ok(out),
+            Err(e) => Err(with_found(partial_over(e, &missed, &keys), out)),
+        }
     }
 
     /// Async [`CacheManager::multi_set_raw`].

@@ -235,6 +235,19 @@ pub(super) fn partial_over(error: Error, inner: &[&str], outer: &[&str]) -> Erro
     Error::PartialBatch(partial)
 }
 
+/// `error`, if a partial batch of a manager's batch read, carrying the values the read found,
+/// `found` ([`Served::Found`]): the caller's keys that were served are read there rather than
+/// read again.
+pub(super) fn with_found(error: Error, found: std::collections::HashMap<String, Vec<u8>>) -> Error {
+    match error {
+        Error::PartialBatch(mut partial) => {
+            partial.served = Served::Found(found);
+            Error::PartialBatch(partial)
+        }
+        other => other,
+    }
+}
+
 pub(super) fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
     if ttl.is_some_and(|t| t.is_zero()) {
         return Err(Error::ZeroTtl {
