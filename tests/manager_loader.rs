@@ -378,6 +378,73 @@ fn a_write_or_delete_made_while_a_load_runs_is_not_undone_by_its_store() {
     );
 }
 
+/// A call that starts after `delete` returned is not answered with a value its source gave
+/// before the delete: the delete leaves the load running, and that load's value goes to its
+/// callers, but a caller arriving later loads afresh. It used to join the running load and get
+/// the old value, with and without loader timeouts and from `get_or_set_with` alike.
+#[test]
+fn a_caller_that_starts_after_a_delete_does_not_get_a_value_loaded_before_it() {
+    type Load = Box<dyn FnOnce() -> Result<String, Error> + Send>;
+    type Call<'a> = &'a (dyn Fn(&CacheManager, Load) -> Result<String, Error> + Sync);
+    let get_or_load =
+        |c: &CacheManager, load: Load| c.get_or_load("user:1", None, load).map(|f| f.into_value());
+    let get_or_set = |c: &CacheManager, load: Load| c.get_or_set_with("user:1", None, load);
+    let calls: [(&str, bool, Call); 3] = [
+        ("get_or_load with timeouts", true, &get_or_load),
+        ("get_or_load", false, &get_or_load),
+        ("get_or_set_with", false, &get_or_set),
+    ];
+    for (name, timeouts, call) in calls {
+        let mut config = CacheConfig::default();
+        config.local.kind = LocalKind::Memory;
+        if timeouts {
+            config.loader.hard_timeout_ms = 5_000;
+        }
+        let cache = CacheManager::new(config).unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let leader = scope.spawn(|| {
+                call(
+                    &cache,
+                    Box::new(move || {
+                        // The source is read here: the old row.
+                        let old = "old".to_owned();
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        Ok(old)
+                    }),
+                )
+            });
+            started_rx.recv().unwrap();
+            // The application updates the source, then deletes the cached key.
+            cache.delete("user:1").unwrap();
+            let later = scope.spawn(|| call(&cache, Box::new(|| Ok("new".to_owned()))));
+            // The later call either joins the old load (a waiter) or answers on its own.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cache.stats().overall.load_waits == 0 && !later.is_finished() && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            release_tx.send(()).unwrap();
+            assert_eq!(
+                leader.join().unwrap().unwrap(),
+                "old",
+                "{name}: the load's own caller"
+            );
+            assert_eq!(
+                later.join().unwrap().unwrap(),
+                "new",
+                "{name}: a call begun after the delete got the value loaded before it"
+            );
+        });
+        assert_eq!(
+            cache.get::<String>("user:1").unwrap().as_deref(),
+            Some("new"),
+            "{name}"
+        );
+    }
+}
+
 /// A loading call is one read in the stats, however it is answered: a miss that leads a load
 /// counts one miss at each level it asked, a hit one hit. The leader's second look at the key
 /// (for what a load that just ended stored) was a full read, counted again: read-through

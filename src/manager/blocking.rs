@@ -231,7 +231,7 @@ impl CacheManager {
                 Role::Leader(leader) => {
                     let s = &self.shared;
                     // Before the second read: a write of the key from now on wins over the load.
-                    let watching = s.guard.watching(key);
+                    let watching = s.guard.watching(key, leader.overtaken());
                     let watch = watching.get();
                     // A flight that just ended may have filled the cache.
                     if let Some((bytes, value)) = self.found_by_leader(key, watch, self.leader_reread(key))? {

@@ -49,7 +49,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -198,6 +198,16 @@ pub(crate) struct KeyOrder {
 struct Watched {
     id: u64,
     overtaken: bool,
+    /// Set with `overtaken`, for the load's flight: a caller arriving after the change must not
+    /// join the load and get what it read before (see `loader::Flights::join`).
+    flight: Arc<AtomicBool>,
+}
+
+impl Watched {
+    fn overtake(&mut self) {
+        self.overtaken = true;
+        self.flight.store(true, Ordering::SeqCst);
+    }
 }
 
 /// A load in progress on a key ([`KeyOrder::watch`]); given back to
@@ -486,14 +496,14 @@ impl KeyOrder {
                 for key in keys {
                     for w in watches.get_mut(&key.hash).into_iter().flatten() {
                         if by.is_none_or(|by| w.id < by.id) {
-                            w.overtaken = true;
+                            w.overtake();
                         }
                     }
                 }
             }
             None => {
                 for w in watches.values_mut().flatten() {
-                    w.overtaken = true;
+                    w.overtake();
                 }
             }
         }
@@ -501,15 +511,17 @@ impl KeyOrder {
 
     /// Watches `key` for the length of a load: taken before the loader reads its source, so a
     /// write of the key from then on makes [`order_watched`](Self::order_watched) refuse to
-    /// store the loaded value over it.
-    pub(crate) fn watch(&self, key: &str) -> Watch {
+    /// store the loaded value over it. `flight` is set when the watch is marked: the load's
+    /// flight takes no new waiters from then on.
+    pub(crate) fn watch(&self, key: &str, flight: Arc<AtomicBool>) -> Watch {
         let hash = self.hash(key);
         let id = self.next_watch.fetch_add(1, Ordering::Relaxed);
         let mut watches = self.watches.lock();
-        watches
-            .entry(hash)
-            .or_default()
-            .push(Watched { id, overtaken: false });
+        watches.entry(hash).or_default().push(Watched {
+            id,
+            overtaken: false,
+            flight,
+        });
         self.watching.fetch_add(1, Ordering::SeqCst);
         Watch { hash, id }
     }
@@ -521,10 +533,10 @@ impl KeyOrder {
     }
 
     /// [`watch`](Self::watch), ended when the returned guard is dropped unless handed on.
-    pub(crate) fn watching(&self, key: &str) -> Watching<'_> {
+    pub(crate) fn watching(&self, key: &str, flight: Arc<AtomicBool>) -> Watching<'_> {
         Watching {
             order: self,
-            watch: self.watch(key),
+            watch: self.watch(key, flight),
             armed: true,
         }
     }

@@ -12,7 +12,7 @@ fn backfill_runs_when_nothing_intervened() {
 #[test]
 fn a_load_stores_unless_a_write_delete_invalidation_or_newer_load_of_its_key_started() {
     let g = KeyOrder::default();
-    let untouched = g.watch("k");
+    let untouched = g.watch("k", Arc::default());
     drop(g.write(["other"]));
     assert!(g.order_watched("k", untouched).is_some(), "another key's write");
     for change in [
@@ -21,19 +21,19 @@ fn a_load_stores_unless_a_write_delete_invalidation_or_newer_load_of_its_key_sta
         |g: &KeyOrder| drop(g.write(["k"])),
         |g: &KeyOrder| drop(g.write_all()),
     ] {
-        let watch = g.watch("k");
+        let watch = g.watch("k", Arc::default());
         change(&g);
         assert!(g.order_watched("k", watch).is_none());
     }
     // A load given up at its hard timeout, then a newer load that stored first.
-    let (older, newer) = (g.watch("k"), g.watch("k"));
+    let (older, newer) = (g.watch("k", Arc::default()), g.watch("k", Arc::default()));
     drop(g.order_watched("k", newer));
     assert!(
         g.order_watched("k", older).is_none(),
         "the older load stored over the newer"
     );
     // The same two loads, the older one storing first: the newer one still stores after it.
-    let (older, newer) = (g.watch("k"), g.watch("k"));
+    let (older, newer) = (g.watch("k", Arc::default()), g.watch("k", Arc::default()));
     drop(g.order_watched("k", older));
     assert!(
         g.order_watched("k", newer).is_some(),

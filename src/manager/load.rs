@@ -272,7 +272,7 @@ impl CacheManager {
                 Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
                     // Before the second read: a write of the key from now on wins over the load.
-                    let watching = s.guard.watching(key);
+                    let watching = s.guard.watching(key, leader.overtaken());
                     let watch = watching.get();
                     // A flight that just ended may have filled the cache.
                     match self.leader_found(key, (leader, watch), self.leader_reread(key), optional)? {
@@ -346,7 +346,7 @@ impl CacheManager {
                 Role::Waiter(flight) => (flight, None),
                 Role::Leader(mut leader) => {
                     // Ended by the drop if this future is dropped before the load takes it.
-                    let watching = s.guard.watching(key);
+                    let watching = s.guard.watching(key, leader.overtaken());
                     let watch = watching.get();
                     let read = self.leader_reread_async(key).await;
                     match self.leader_found(key, (leader, watch), read, optional)? {
@@ -460,7 +460,8 @@ impl CacheManager {
         let Role::Leader(leader) = s.flights.join(key) else {
             return;
         };
-        match spawn(leader, slot, s.guard.watch(key)) {
+        let watch = s.guard.watch(key, leader.overtaken());
+        match spawn(leader, slot, watch) {
             Ok(_) => s.metrics.loader.refreshes.incr(),
             Err(e) => {
                 tracing::warn!(key = %key_for_error(key), error = %e, "cannot start a background reload");

@@ -15,8 +15,14 @@
 //! caller's executor may have no timer. A flight past its hard deadline is
 //! [given up](Flights::give_up): the next caller starts a new load instead of waiting on one
 //! that hangs.
+//!
+//! A write, delete or invalidation of the key while its load runs marks the load's watch
+//! (`guard::KeyOrder::watch`), and with it the flight: the load's value, read before the change,
+//! still goes to the callers already waiting, but a caller arriving after the change starts a
+//! new load instead of joining that one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,7 +56,10 @@ pub(crate) struct Flight {
     notify: Notify,
     started: Instant,
     /// Whether a ticker thread was started for this flight.
-    ticking: std::sync::atomic::AtomicBool,
+    ticking: AtomicBool,
+    /// Set by the leader's watch when a write, delete or invalidation of the key started during
+    /// the load: see [`Flights::join`].
+    overtaken: Arc<AtomicBool>,
 }
 
 impl Flight {
@@ -125,7 +134,7 @@ impl Flight {
     /// Starts, once per flight, a thread that wakes every waiter at each of `deadlines` while
     /// the flight is loading, and ends with the flight (or after the last deadline).
     pub(crate) fn ensure_ticker(self: &Arc<Self>, deadlines: Vec<Instant>) {
-        if deadlines.is_empty() || self.ticking.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if deadlines.is_empty() || self.ticking.swap(true, Ordering::AcqRel) {
             return;
         }
         let flight = Arc::clone(self);
@@ -191,17 +200,25 @@ pub(crate) struct Leader {
 
 impl Flights {
     /// Joins the key's flight, or starts one and leads it.
+    ///
+    /// A flight whose key was written, deleted or invalidated since its load began is not
+    /// joined but replaced: its value may be older than the change, and a caller that starts
+    /// after a delete returned must not get what was read before it. Its waiters still get its
+    /// value; its leader's end removes only its own flight from the map.
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Role {
         let mut map = self.map.lock();
         if let Some(flight) = map.get(key) {
-            return Role::Waiter(Arc::clone(flight));
+            if !flight.overtaken.load(Ordering::SeqCst) {
+                return Role::Waiter(Arc::clone(flight));
+            }
         }
         let flight = Arc::new(Flight {
             state: Mutex::new(State::Loading),
             cond: Condvar::new(),
             notify: Notify::new(),
             started: Instant::now(),
-            ticking: std::sync::atomic::AtomicBool::new(false),
+            ticking: AtomicBool::new(false),
+            overtaken: Arc::default(),
         });
         map.insert(key.to_owned(), Arc::clone(&flight));
         Role::Leader(Leader {
@@ -240,6 +257,12 @@ impl Leader {
     /// The flight this leader ends.
     pub(crate) fn flight(&self) -> &Arc<Flight> {
         &self.flight
+    }
+
+    /// For the load's watch of its key (`KeyOrder::watch`), which sets it when the key is
+    /// written, deleted or invalidated during the load.
+    pub(crate) fn overtaken(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.flight.overtaken)
     }
 
     fn end(&mut self, state: State) {
@@ -297,6 +320,27 @@ mod tests {
         leader.finish(Arc::from(&b"v"[..]));
         flights.give_up("k", &flight);
         assert_eq!(flight.wait_blocking().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn an_overtaken_flight_takes_no_new_waiters_and_its_waiters_still_get_its_value() {
+        let flights = Arc::new(Flights::default());
+        let Role::Leader(old) = flights.join("k") else {
+            panic!("first caller must lead")
+        };
+        let Role::Waiter(waiting) = flights.join("k") else {
+            panic!("second caller must wait")
+        };
+        old.overtaken().store(true, Ordering::SeqCst);
+        let Role::Leader(new) = flights.join("k") else {
+            panic!("a caller after the change must lead a new load")
+        };
+        old.finish(Arc::from(&b"old"[..]));
+        assert_eq!(waiting.wait_blocking().as_deref(), Some(&b"old"[..]));
+        assert!(
+            matches!(flights.join("k"), Role::Waiter(f) if Arc::ptr_eq(&f, new.flight())),
+            "the old leader's end removed the new flight"
+        );
     }
 
     #[test]

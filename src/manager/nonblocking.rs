@@ -253,7 +253,7 @@ impl CacheManager {
                     let s = &self.shared;
                     // Before the second read: a write of the key from now on wins over the load.
                     // Ended by the drop if this future is dropped before it ends it.
-                    let watching = s.guard.watching(key);
+                    let watching = s.guard.watching(key, leader.overtaken());
                     let watch = watching.get();
                     // A flight that just ended may have filled the cache.
                     let read = self.leader_reread_async(key).await;
