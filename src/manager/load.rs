@@ -1,5 +1,6 @@
 //! Loads that answer with their freshness: [`CacheManager::get_or_load`] (a loader with the
-//! soft and hard timeouts of `[loader]`) and [`CacheManager::get_with_state`], sync and async.
+//! soft and hard timeouts of `[loader]`) and [`CacheManager::get_with_state`], sync and async
+//! (the async forms in `load_async.rs`).
 //!
 //! A loader with a deadline cannot run on its caller's thread: the caller must be able to stop
 //! waiting while the load goes on to refresh the entry. So the load runs on a thread of its own
@@ -9,7 +10,6 @@
 //! their deadline. The async load is spawned even without timeouts, so a cancelled caller never
 //! cancels the load that others wait on.
 
-use std::future::Future;
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -115,21 +115,6 @@ impl CacheManager {
         }
     }
 
-    /// Async [`CacheManager::get_with_state`].
-    ///
-    /// # Errors
-    /// As [`CacheManager::get_with_state`].
-    pub async fn get_with_state_async<T>(&self, key: &str) -> Result<Option<Fetched<T>>>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-    {
-        match self.get_async(key).await {
-            Ok(Some(value)) => Ok(Some(Fetched::Fresh(value))),
-            Ok(None) => Ok(self.shared.serve_stale(key).map(Fetched::Stale)),
-            Err(e) => self.shared.stale_or(key, e).map(|v| Some(Fetched::Stale(v))),
-        }
-    }
-
     /// [`CacheManager::get_or_set_with`] with fail-safe and the loader timeouts of `[loader]`,
     /// answering with the value's freshness. One loader per key runs at a time across threads
     /// and tasks.
@@ -187,49 +172,6 @@ impl CacheManager {
         F: FnOnce() -> std::result::Result<Option<T>, E> + Send + 'static,
     {
         self.load_blocking(key, ttl, loader, true)
-    }
-
-    /// Async [`CacheManager::get_or_load`]. The load is a task spawned on the caller's tokio
-    /// runtime (on a thread of its own outside one), so dropping this future never cancels a
-    /// load that other callers wait on.
-    ///
-    /// # Errors
-    /// As [`CacheManager::get_or_load`].
-    pub async fn get_or_load_async<T, E, F, Fut>(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
-        loader: F,
-    ) -> std::result::Result<Fetched<T>, E>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<Error> + Send + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
-    {
-        let load = loader();
-        self.load_async(key, ttl, async move { load.await.map(Some) }, false)
-            .await
-            .and_then(|fetched| fetched.ok_or_else(|| E::from(super::caught::no_value(key))))
-    }
-
-    /// Async [`CacheManager::get_or_load_optional`].
-    ///
-    /// # Errors
-    /// As [`CacheManager::get_or_load`].
-    pub async fn get_or_load_optional_async<T, E, F, Fut>(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
-        loader: F,
-    ) -> std::result::Result<Option<Fetched<T>>, E>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<Error> + Send + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
-    {
-        self.load_async(key, ttl, loader(), true).await
     }
 
     /// The blocking loading calls. `optional`: a cached "absent" is an answer (`Ok(None)`), not
@@ -302,83 +244,6 @@ impl CacheManager {
                     Next::Answer(answer) => return answer,
                     Next::Retry => break,
                     Next::WaitOn => waited = flight.wait_blocking_until(s.fail_safe.deadline(&flight, false)),
-                }
-            }
-        }
-    }
-
-    /// The async loading calls; as [`load_blocking`](Self::load_blocking), the load spawned.
-    async fn load_async<T, E, Fut>(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
-        load: Fut,
-        optional: bool,
-    ) -> std::result::Result<Option<Fetched<T>>, E>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<Error> + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
-    {
-        Shared::check_ttl(key, ttl)?;
-        let s = &self.shared;
-        let mut load = Some(load);
-        loop {
-            let found = self.lookup_typed_async::<T, T>(key, None, |v| v).await;
-            let refresh = || {
-                if let Some(load) = load.take() {
-                    self.refresh_ahead(key, |leader, slot, watch| {
-                        self.spawn_load_async(key, ttl, (leader, watch), async move {
-                            let _slot = slot;
-                            load.await
-                        })
-                    });
-                }
-            };
-            let stale = match self.after_read(key, found, optional, refresh)? {
-                Step::Answer(answer) => return Ok(answer),
-                Step::Load { stale } => stale,
-            };
-            let Some(role) = self.join_flight(key) else {
-                continue;
-            };
-            let (flight, mut report) = match role {
-                Role::Waiter(flight) => (flight, None),
-                Role::Leader(mut leader) => {
-                    // Ended by the drop if this future is dropped before the load takes it.
-                    let watching = s.guard.watching(key, leader.overtaken());
-                    let watch = watching.get();
-                    let read = self.leader_reread_async(key).await;
-                    match self.leader_found(key, (leader, watch), read, optional)? {
-                        Found::Answer(answer) => return Ok(answer),
-                        Found::Load(kept) => leader = kept,
-                    }
-                    let Some(load) = load.take() else {
-                        s.guard.unwatch(watch);
-                        return Err(E::from(super::caught::spent_loader(key)));
-                    };
-                    let flight = Arc::clone(leader.flight());
-                    let report = self.spawn_load_async(key, ttl, (leader, watching.hand_on()), load)?;
-                    // Once its task or thread started: a load that could not start did not run.
-                    s.metrics.loads.incr();
-                    (flight, Some(report))
-                }
-            };
-            let deadline = s.fail_safe.deadline(&flight, stale.is_some());
-            if deadline.is_some() {
-                flight.ensure_ticker(s.fail_safe.deadlines(&flight));
-            }
-            let mut waited = flight.wait_async_until(deadline).await;
-            let mut stale = stale;
-            loop {
-                match self.after_wait(key, &flight, waited, stale.take(), report.as_mut(), optional) {
-                    Next::Answer(answer) => return answer,
-                    Next::Retry => break,
-                    Next::WaitOn => {
-                        waited = flight
-                            .wait_async_until(s.fail_safe.deadline(&flight, false))
-                            .await;
-                    }
                 }
             }
         }
@@ -673,49 +538,6 @@ impl CacheManager {
         }
     }
 
-    /// Spawns the leader's async load on the caller's tokio runtime, or on a thread with a
-    /// runtime of its own outside one.
-    fn spawn_load_async<T, E, Fut>(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
-        (leader, watch): (Leader, Watch),
-        load: Fut,
-    ) -> Result<mpsc::Receiver<Report<T, E>>>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
-    {
-        let (tx, rx) = mpsc::channel();
-        let manager = self.downgrade();
-        let owned_key = key.to_owned();
-        let task = async move {
-            // A task of its own, so that a panicking loader is seen (its `JoinError`).
-            let outcome = match tokio::spawn(load).await {
-                Ok(outcome) => outcome,
-                Err(_) => return load_panicked(&manager, &owned_key, (leader, watch), tx),
-            };
-            // The store is a blocking write, which waits for a write of the key in progress:
-            // on the runtime's thread it could wait for an async write that only that thread
-            // can finish (a current-thread runtime hung for good). Off the runtime's threads.
-            let store = move || finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, &tx);
-            // A store that did not run dropped its leader: the flight ends abandoned.
-            let _ = tokio::task::spawn_blocking(store).await;
-        };
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            drop(handle.spawn(task));
-            return Ok(rx);
-        }
-        let no_thread = |e: std::io::Error| self.no_load_thread(key, watch, &e);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(no_thread)?;
-        start_load_thread(move || runtime.block_on(task)).map_err(no_thread)?;
-        Ok(rx)
-    }
-
     /// What a caller does once its wait for `flight` ended.
     fn after_wait<T, E>(
         &self,
@@ -904,6 +726,9 @@ fn load_panicked<T, E>(
     drop(report);
     drop(leader);
 }
+
+#[path = "load_async.rs"]
+mod asynchronous;
 
 #[cfg(test)]
 #[path = "load_tests.rs"]

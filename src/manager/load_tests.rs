@@ -1,6 +1,7 @@
 //! Tests of `load.rs`: what is counted when a load's thread cannot be started.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
