@@ -570,6 +570,75 @@ fn an_async_loader_that_panics_gets_its_callers_the_stale_copy() {
     assert_eq!(rig.cache.stats().loader.failures, 1);
 }
 
+/// The closure given to the async `get_or_load` calls is called only when the call starts a
+/// load: it was called on every call, a hit too (its future dropped unpolled), so a closure with
+/// side effects or a panic acted although the key was cached.
+#[test]
+fn get_or_load_async_does_not_call_the_loader_closure_on_a_hit() {
+    let rig = rig(600, 0, 0);
+    rig.cache.set("k", &"v1".to_string(), Some(TTL)).unwrap();
+    let calls = AtomicU32::new(0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = runtime
+        .block_on(rig.cache.get_or_load_async("k", Some(TTL), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, AppError>("v2".to_string()) }
+        }))
+        .unwrap();
+    assert_eq!(got, Fetched::Fresh("v1".to_string()));
+    let got = runtime
+        .block_on(rig.cache.get_or_load_optional_async("k", Some(TTL), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, AppError>(Some("v2".to_string())) }
+        }))
+        .unwrap();
+    assert_eq!(got, Some(Fetched::Fresh("v1".to_string())));
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the loader closure ran on a hit");
+    // On a miss it is called, once.
+    let got = runtime
+        .block_on(rig.cache.get_or_load_async("other", Some(TTL), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, AppError>("v2".to_string()) }
+        }))
+        .unwrap();
+    assert_eq!(got, Fetched::Fresh("v2".to_string()));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A closure that panics before it gives its future is a failed load, as a panicking future
+/// is: the stale copy or an error naming the key, counted. It was called outside the guard
+/// every other loading call puts around its loader, and its panic unwound into the caller.
+#[test]
+fn a_panicking_loader_closure_does_not_unwind_into_the_caller_of_get_or_load_async() {
+    fn bug<T>() -> std::future::Ready<Result<T, AppError>> {
+        panic!("the loader closure's own bug")
+    }
+    let rig = rig(600, 0, 0);
+    expired_v1(&rig);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = runtime
+        .block_on(rig.cache.get_or_load_async("k", Some(TTL), bug))
+        .unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    let err = runtime
+        .block_on(
+            rig.cache
+                .get_or_load_optional_async::<String, _, _, _>("other", Some(TTL), bug),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, AppError::Cache(e) if e.to_string().contains("\"other\"") && e.to_string().contains("panicked")),
+        "{err:?}"
+    );
+    assert_eq!(rig.cache.stats().loader.failures, 2);
+}
+
 /// Every loading call that runs its loader on the caller's thread or in its future (no
 /// timeouts, `get_or_set_with`, `get_or_set_with_async`) takes a panic for a failed load, as
 /// the calls that run it apart do: the stale copy, counted, and no unwinding into the caller.

@@ -36,7 +36,8 @@ impl CacheManager {
 
     /// Async [`CacheManager::get_or_load`]. The load is a task spawned on the caller's tokio
     /// runtime (on a thread of its own outside one), so dropping this future never cancels a
-    /// load that other callers wait on.
+    /// load that other callers wait on. `loader` is called, on the caller's task, only when this
+    /// call starts a load; if it panics, that is a failed load as a panicking future is.
     ///
     /// # Errors
     /// As [`CacheManager::get_or_load`].
@@ -52,8 +53,11 @@ impl CacheManager {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
     {
-        let load = loader();
-        self.load_async(key, ttl, async move { load.await.map(Some) }, false)
+        let load = move || {
+            let load = loader();
+            async move { load.await.map(Some) }
+        };
+        self.load_async(key, ttl, load, false)
             .await
             .and_then(|fetched| fetched.ok_or_else(|| E::from(caught::no_value(key))))
     }
@@ -74,20 +78,21 @@ impl CacheManager {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
     {
-        self.load_async(key, ttl, loader(), true).await
+        self.load_async(key, ttl, loader, true).await
     }
 
     /// The async loading calls; as [`load_blocking`](Self::load_blocking), the load spawned.
-    async fn load_async<T, E, Fut>(
+    async fn load_async<T, E, F, Fut>(
         &self,
         key: &str,
         ttl: Option<Duration>,
-        load: Fut,
+        load: F,
         optional: bool,
     ) -> std::result::Result<Option<Fetched<T>>, E>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: From<Error> + Send + 'static,
+        F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
     {
         Shared::check_ttl(key, ttl)?;
@@ -98,9 +103,12 @@ impl CacheManager {
             let refresh = || {
                 if let Some(load) = load.take() {
                     self.refresh_ahead(key, |leader, slot, watch| {
-                        self.spawn_load_async(key, ttl, (leader, watch), async move {
-                            let _slot = slot;
-                            load.await
+                        self.spawn_load_async(key, ttl, (leader, watch), move || {
+                            let load = load();
+                            async move {
+                                let _slot = slot;
+                                load.await
+                            }
                         })
                     });
                 }
@@ -155,22 +163,30 @@ impl CacheManager {
     }
 
     /// Spawns the leader's async load on the caller's tokio runtime, or on a thread with a
-    /// runtime of its own outside one.
-    fn spawn_load_async<T, E, Fut>(
+    /// runtime of its own outside one. `load` gives the loader's future, on the caller's task.
+    fn spawn_load_async<T, E, F, Fut>(
         &self,
         key: &str,
         ttl: Option<Duration>,
         (leader, watch): (Leader, Watch),
-        load: Fut,
+        load: F,
     ) -> Result<mpsc::Receiver<Report<T, E>>>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: Send + 'static,
+        F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel();
         let manager = self.downgrade();
         let owned_key = key.to_owned();
+        // Unwind safety: a closure that panicked left nothing of the cache's half-done. Its
+        // panic ends the load as a panicking future's does, the flight abandoned and the channel
+        // closed, so its callers get the stale copy or an error instead of the unwinding.
+        let Ok(load) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) else {
+            load_panicked(&manager, key, (leader, watch), tx);
+            return Ok(rx);
+        };
         let task = async move {
             // A task of its own, so that a panicking loader is seen (its `JoinError`).
             let outcome = match tokio::spawn(load).await {
