@@ -12,6 +12,7 @@
     clippy::indexing_slicing
 )]
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -273,6 +274,71 @@ fn get_or_load_without_a_stale_copy_gives_up_at_the_hard_timeout_and_frees_the_k
         .get_or_load("k", Some(TTL), || Ok::<_, AppError>("now".to_string()))
         .unwrap();
     assert_eq!(got, Fetched::Fresh("now".to_string()));
+    drop(release);
+}
+
+/// "No caller waits longer than `hard_timeout_ms`", also a waiter whose flight another caller
+/// gave up at the hard deadline before the waiter's task ran again: it gets the timeout. It
+/// took the given-up flight for a failed one, led a new load with its own loader and waited a
+/// whole hard timeout more.
+#[test]
+fn a_waiter_of_a_flight_given_up_at_the_hard_timeout_does_not_start_over() {
+    const HARD_MS: u64 = 300;
+    let rig = rig(600, 0, HARD_MS);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, gate) = mpsc::channel::<()>();
+    let began = Instant::now();
+    std::thread::scope(|scope| {
+        // The leader: a caller whose loader hangs past the hard timeout.
+        let leader = scope.spawn(|| {
+            rig.cache.get_or_load("h", Some(TTL), move || {
+                started_tx.send(()).unwrap();
+                let _ = gate.recv();
+                Ok::<_, AppError>("late".to_string())
+            })
+        });
+        started.recv().unwrap();
+        let second_loader_ran = AtomicU32::new(0);
+        let mut waiter = Box::pin(rig.cache.get_or_load_async("h", Some(TTL), || {
+            second_loader_ran.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<String, AppError>>()
+        }));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            waiter.as_mut().poll(&mut cx).is_pending(),
+            "the waiter joins the flight"
+        );
+        assert_eq!(rig.cache.stats().overall.load_waits, 1);
+        // The waiter's task is not polled again until after the hard deadline (a busy
+        // executor); meanwhile the leader gives the flight up.
+        let led = leader.join().unwrap();
+        assert!(
+            matches!(led, Err(AppError::Cache(Error::LoaderTimeout { .. }))),
+            "{led:?}"
+        );
+        let got = runtime.block_on(waiter);
+        let waited = began.elapsed();
+        assert!(
+            matches!(got, Err(AppError::Cache(Error::LoaderTimeout { .. }))),
+            "{got:?}"
+        );
+        assert_eq!(
+            second_loader_ran.load(Ordering::SeqCst),
+            0,
+            "the waiter, past its hard deadline, loaded again"
+        );
+        // A second load would have held it until twice the hard timeout.
+        assert!(
+            waited < Duration::from_millis(HARD_MS * 2),
+            "waited {waited:?} with a hard timeout of {HARD_MS} ms"
+        );
+        assert_eq!(rig.cache.stats().loader.hard_timeouts, 2, "both callers gave up");
+    });
     drop(release);
 }
 

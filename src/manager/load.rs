@@ -609,8 +609,12 @@ impl CacheManager {
                 // This caller's load, given up at the hard timeout by another caller: this
                 // caller is past it too.
                 Some(Err(mpsc::TryRecvError::Empty)) => self.timed_out(key, flight, current(stale), true),
-                // Given up at the hard timeout, or another caller's load failed: look again
-                // (the failed leader left its throttle, if any).
+                // Given up at the hard timeout (by a caller that got there first), or another
+                // caller's load failed, with this caller past the hard deadline too: a new load
+                // would hold it a whole hard timeout more.
+                None if s.fail_safe.overdue(flight) => self.timed_out(key, flight, current(stale), true),
+                // Another caller's load failed: look again (the failed leader left its
+                // throttle, if any).
                 None => Next::Retry,
             },
             // A copy gone since the wait began (the key was deleted or written meanwhile) is not
