@@ -54,10 +54,16 @@ fn config(dir: &std::path::Path, fail_safe_s: u64, soft_ms: u64, hard_ms: u64) -
 }
 
 fn rig(fail_safe_s: u64, soft_ms: u64, hard_ms: u64) -> Rig {
+    rig_with(fail_safe_s, soft_ms, hard_ms, |_| {})
+}
+
+fn rig_with(fail_safe_s: u64, soft_ms: u64, hard_ms: u64, edit: impl FnOnce(&mut CacheConfig)) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
+    let mut config = config(dir.path(), fail_safe_s, soft_ms, hard_ms);
+    edit(&mut config);
     let cache = CacheManager::builder()
-        .config(config(dir.path(), fail_safe_s, soft_ms, hard_ms))
+        .config(config)
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
@@ -803,4 +809,94 @@ fn an_async_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_
         assert_eq!(caller.join().unwrap().unwrap(), Fetched::Fresh("v2".to_string()));
     });
     assert_eq!(rig.cache.stats().loader.soft_timeouts, 0);
+}
+
+/// How a test's `get_or_load_optional` call runs its loader: on the caller's thread (no
+/// timeouts), on a thread of its own (a hard timeout), or as a spawned task (the async form).
+#[derive(Debug, Clone, Copy)]
+enum Form {
+    Inline,
+    Timed,
+    Async,
+}
+
+const FORMS: [Form; 3] = [Form::Inline, Form::Timed, Form::Async];
+
+/// A rig for `form` whose "absent" answers are not cached (`absent_ttl = 0`), its key holding
+/// "v1" just expired into its stale copy.
+fn expired_v1_absent_uncached(form: Form) -> Rig {
+    // The hard timeout is long: no caller stops waiting before a load that answers at once.
+    let hard_ms = if matches!(form, Form::Timed) { 10_000 } else { 0 };
+    let rig = rig_with(600, 0, hard_ms, |c| c.loader.absent_ttl = Duration::ZERO);
+    expired_v1(&rig);
+    assert_eq!(
+        rig.cache.get_with_state::<String>("k").unwrap(),
+        Some(Fetched::Stale("v1".to_string())),
+        "{form:?}: the stale copy is there to begin with"
+    );
+    rig
+}
+
+/// Asks `k` through `form` with a loader that runs `before` and then answers "absent".
+fn load_absent(rig: &Rig, form: Form, before: impl FnOnce() + Send + 'static) -> Option<Fetched<String>> {
+    let absent = move || {
+        before();
+        Ok::<_, AppError>(None)
+    };
+    match form {
+        Form::Inline | Form::Timed => rig.cache.get_or_load_optional("k", Some(TTL), absent),
+        Form::Async => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(
+                rig.cache
+                    .get_or_load_optional_async("k", Some(TTL), || async move { absent() }),
+            )
+        }
+    }
+    .unwrap()
+}
+
+/// A loader's "absent" is the source saying the key is gone: not cached (`absent_ttl = 0`), it
+/// still removes the stale copy, so a failed load after it gets its error rather than a value
+/// the source no longer has (the copy stayed and was served as the key's last known value).
+#[test]
+fn an_absent_answer_not_cached_removes_the_stale_copy_a_failed_load_would_serve() {
+    for form in FORMS {
+        let rig = expired_v1_absent_uncached(form);
+        assert_eq!(load_absent(&rig, form, || {}), None, "{form:?}");
+        assert_eq!(
+            rig.cache.get_with_state::<String>("k").unwrap(),
+            None,
+            "{form:?}: the stale copy outlived the absent answer"
+        );
+        let got = rig.cache.get_or_load("k", Some(TTL), failing);
+        assert!(matches!(got, Err(AppError::SourceDown)), "{form:?}: {got:?}");
+        let stats = rig.cache.stats().loader;
+        assert_eq!(
+            (stats.absent_stored, stats.failures),
+            (0, 1),
+            "{form:?}: {stats:?}"
+        );
+    }
+}
+
+/// The delete an uncached "absent" makes is the load's, watched as its store would be: a write
+/// of the key while the loader ran is newer than the answer and stands (the call itself still
+/// answers what its loader said).
+#[test]
+fn a_write_made_while_an_uncached_absent_answer_loads_survives_it() {
+    for form in FORMS {
+        let rig = expired_v1_absent_uncached(form);
+        let cache = rig.cache.clone();
+        let write = move || cache.set("k", &"v2".to_string(), Some(TTL)).unwrap();
+        assert_eq!(load_absent(&rig, form, write), None, "{form:?}");
+        assert_eq!(
+            rig.cache.get::<String>("k").unwrap().as_deref(),
+            Some("v2"),
+            "{form:?}: the write made during the load was deleted"
+        );
+    }
 }

@@ -120,12 +120,18 @@ impl CacheManager {
         let s = &self.shared;
         Shared::check_delete(&[key])?;
         let ordered = s.guard.order([key], true);
+        Ok(self.delete_ordered(ordered, key)? > 0)
+    }
+
+    /// The levels' deletes of `key`, which `ordered` owns, and the invalidation that follows.
+    fn delete_ordered(&self, ordered: WriteGuard<'_>, key: &str) -> Result<u64> {
+        let s = &self.shared;
         let l1 = s.count_delete_l1(1, s.l1.delete(key).map(u64::from));
         let l2 = s.delete_l2(&[key], |l2| l2.delete(key).map(u64::from));
         let out = s.finish_delete_or_unqueued(&[key], l1, l2);
         drop(ordered);
         s.publish_keys(&[key]);
-        Ok(out? > 0)
+        out
     }
 
     /// Reads several keys: the memory tier, then one L1 call for the keys it did not have, then
@@ -327,6 +333,25 @@ impl CacheManager {
             self.shared.note_loaded(key, ttl);
         }
         self.write_items(ordered, &[key], &[(key, value)], ttl, true)?;
+        Ok(true)
+    }
+
+    /// Deletes `key` as [`CacheManager::delete`] does, for a load whose loader found it gone,
+    /// unless a write, delete or invalidation of the key started since `watch` (see
+    /// [`KeyOrder::order_watched`]): whether it was deleted. A change made while the loader ran
+    /// is newer than its "absent", so it stands.
+    ///
+    /// [`KeyOrder::order_watched`]: super::guard::KeyOrder::order_watched
+    pub(crate) fn delete_loaded(&self, key: &str, watch: Watch) -> Result<bool> {
+        if let Err(e) = Shared::check_delete(&[key]) {
+            self.shared.guard.unwatch(watch);
+            return Err(e);
+        }
+        let Some(ordered) = self.shared.guard.order_watched_delete(key, watch) else {
+            tracing::debug!(key = %key_for_error(key), "a key found absent was not deleted: it was written meanwhile");
+            return Ok(false);
+        };
+        self.delete_ordered(ordered, key)?;
         Ok(true)
     }
 

@@ -672,7 +672,18 @@ impl KeyOrder {
     /// whose value the load's would replace. Waits, as `order` does, for a write of the key in
     /// progress, which then counts as one.
     pub(crate) fn order_watched(&self, key: &str, watch: Watch) -> Option<WriteGuard<'_>> {
-        let plan = self.plan([key], false);
+        self.order_watched_as(key, watch, false)
+    }
+
+    /// [`order_watched`](Self::order_watched) for deleting what a load found gone (a loader's
+    /// "absent" that is not cached): the key is owned as a delete's is, so a read that misses
+    /// L1 meanwhile answers a miss rather than ask L2 between the levels' deletes.
+    pub(crate) fn order_watched_delete(&self, key: &str, watch: Watch) -> Option<WriteGuard<'_>> {
+        self.order_watched_as(key, watch, true)
+    }
+
+    fn order_watched_as(&self, key: &str, watch: Watch, delete: bool) -> Option<WriteGuard<'_>> {
+        let plan = self.plan([key], delete);
         let (i, end) = Self::run(&plan, 0)?;
         let taken = self.take(self.slots.get(i)?, plan.get(..end)?, Some(watch));
         taken.then(|| self.taken(plan))

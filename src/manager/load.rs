@@ -156,10 +156,15 @@ impl CacheManager {
     /// [`CacheManager::get_or_load`] for a source that may answer "absent" (`Ok(None)`): that
     /// answer is cached for `loader.absent_ttl` (capped by `ttl`) in every level, so repeated
     /// reads of a missing key do not reach the source. A cached "absent" is removed by deletes
-    /// and invalidations as a value is; a plain [`CacheManager::get`] reads it as a miss.
+    /// and invalidations as a value is; a plain [`CacheManager::get`] reads it as a miss. With
+    /// `absent_ttl = 0` and fail-safe on, the answer deletes the key instead (as
+    /// [`CacheManager::delete`], unless the key was written, deleted or invalidated while the
+    /// loader ran): the stale copy of a key the source says is gone is not served afterwards.
     ///
     /// # Errors
-    /// As [`CacheManager::get_or_load`].
+    /// As [`CacheManager::get_or_load`]; where the loader ran on the caller's thread (no
+    /// timeouts), also an error of storing its "absent" or, not cached, of deleting the key, as
+    /// [`CacheManager::set`] and [`CacheManager::delete`] fail (elsewhere it is logged).
     pub fn get_or_load_optional<T, E, F>(
         &self,
         key: &str,
@@ -461,12 +466,14 @@ impl CacheManager {
     }
 
     /// Stores what a loader answered: the value with `ttl`, or "absent" with
-    /// `loader.absent_ttl` (not at all if that is zero). Returns the bytes the flight hands to
-    /// its waiters, and whether the write succeeded (the waiters get the bytes either way).
+    /// `loader.absent_ttl`. An "absent" that is not cached (`absent_ttl = 0`) deletes the key
+    /// instead, with fail-safe on: the source said it is gone, so the stale copy fail-safe kept
+    /// must not be served by a later failed load. Returns the bytes the flight hands to its
+    /// waiters, and whether the write succeeded (the waiters get the bytes either way).
     ///
-    /// Not stored if a write, delete or invalidation of the key started since `watch` (taken
-    /// before the loader read its source): the load's value may be older than what that
-    /// wrote or dropped, and would replace it for a whole TTL.
+    /// Neither stored nor deleted if a write, delete or invalidation of the key started since
+    /// `watch` (taken before the loader read its source): the load's answer may be older than
+    /// what that wrote or dropped, and would replace it for a whole TTL.
     fn store_loaded<T: Serialize + DeserializeOwned>(
         &self,
         key: &str,
@@ -488,6 +495,10 @@ impl CacheManager {
                         self.set_loaded(key, ABSENT, Some(absent_ttl), watch, false)
                             .map(drop)
                     }
+                    // Only fail-safe serves an entry past its TTL: without it there is no stale
+                    // copy to remove, and the delete would cost every "absent" an L2 round trip
+                    // and an invalidation message.
+                    None if s.fail_safe.enabled() => self.delete_loaded(key, watch).map(drop),
                     None => {
                         s.guard.unwatch(watch);
                         Ok(())
