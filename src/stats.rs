@@ -368,11 +368,13 @@ pub struct LoaderStats {
     pub soft_timeouts: u64,
     /// Callers that gave up at the hard timeout.
     pub hard_timeouts: u64,
-    /// "Absent" answers of loaders cached (`get_or_load_optional`).
+    /// "Absent" answers of loaders cached (`get_or_load_optional`). One not stored, because its
+    /// key was written, deleted or invalidated while the loader ran, is not counted.
     pub absent_stored: u64,
     /// Loading calls answered "absent" from the cache, without asking the source.
     pub absent_hits: u64,
-    /// Background reloads started by refresh-ahead.
+    /// Background reloads started by refresh-ahead (each is a loader call, counted in
+    /// `overall.loads` too).
     pub refreshes: u64,
 }
 
@@ -577,7 +579,8 @@ pub struct OverallStats {
     /// full and the key is read no more often than what it would push out).
     pub backfills_skipped: u64,
     /// Loader calls made by the loading calls (`get_or_set_with`, `get_or_load` and their
-    /// variants); a load whose thread could not be started is not counted.
+    /// variants), refresh-ahead's background reloads included; a load whose thread could not be
+    /// started is not counted.
     pub loads: u64,
     /// `get_or_set_with` callers that waited for another caller's loader instead of loading.
     pub load_waits: u64,

@@ -196,6 +196,30 @@ fn with_absent_ttl_zero_the_answer_is_not_cached() {
     assert_eq!(cache.stats().loader.absent_stored, 0);
 }
 
+/// An "absent" that a write of its key overtook is not stored, so it is not counted as stored
+/// either (it was counted before the store was asked, stored or not).
+#[test]
+fn an_absent_answer_a_write_overtook_is_neither_stored_nor_counted() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, None, 30);
+    let writer = cache.clone();
+    let got: Option<Fetched<String>> = cache
+        .get_or_load_optional("k", Some(TTL), move || {
+            writer.set("k", &"written".to_string(), Some(TTL)).unwrap();
+            Ok::<_, Error>(None)
+        })
+        .unwrap();
+    assert_eq!(got, None, "the call answers what its loader said");
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("written"));
+    assert_eq!(cache.stats().loader.absent_stored, 0);
+    // One that nothing overtook is stored, and counted.
+    let got: Option<Fetched<String>> = cache
+        .get_or_load_optional("other", Some(TTL), || Ok::<_, Error>(None))
+        .unwrap();
+    assert_eq!(got, None);
+    assert_eq!(cache.stats().loader.absent_stored, 1);
+}
+
 #[test]
 fn another_instance_sharing_the_l2_believes_the_absent_answer() {
     let clock = ManualClock::new(START_MS);

@@ -106,6 +106,8 @@ fn a_hit_past_the_share_reloads_in_the_background_and_answers_at_once() {
         Fetched::Fresh("v1".to_string())
     );
     assert_eq!(cache.stats().loader.refreshes, 1);
+    // The reload is a loader call like the first load, counted as one.
+    assert_eq!(cache.stats().overall.loads, 2);
     release.send(()).unwrap();
     assert_eq!(reloaded(&cache, "k", "v2"), "v2");
     // The reloaded value has a TTL of its own: past the first value's expiry, still a hit.
@@ -299,6 +301,7 @@ fn the_async_form_reloads_in_the_background_too() {
             .await
             .unwrap();
         assert_eq!(got, Fetched::Fresh("v1".to_string()));
+        assert_eq!(cache.stats().overall.loads, 2, "the reload counts as a load");
         release.send(()).unwrap();
     });
     assert_eq!(reloaded(&cache, "k", "v2"), "v2");

@@ -332,7 +332,11 @@ impl CacheManager {
         };
         let watch = s.guard.watch(key, leader.overtaken());
         match spawn(leader, slot, watch) {
-            Ok(_) => s.metrics.loader.refreshes.incr(),
+            Ok(_) => {
+                // A loader call like any other (`overall.loads`), counted once it started.
+                s.metrics.loads.incr();
+                s.metrics.loader.refreshes.incr();
+            }
             Err(e) => {
                 tracing::warn!(key = %key_for_error(key), error = %e, "cannot start a background reload");
                 // As when every slot is busy: a later hit retries.
@@ -491,9 +495,12 @@ impl CacheManager {
             None => {
                 let stored = match s.fail_safe.absent_ttl(ttl) {
                     Some(absent_ttl) => {
-                        s.metrics.loader.absent_stored.incr();
-                        self.set_loaded(key, ABSENT, Some(absent_ttl), watch, false)
-                            .map(drop)
+                        let stored = self.set_loaded(key, ABSENT, Some(absent_ttl), watch, false);
+                        // Counted once stored: a write that overtook the load kept its value.
+                        if matches!(stored, Ok(true)) {
+                            s.metrics.loader.absent_stored.incr();
+                        }
+                        stored.map(drop)
                     }
                     // Only fail-safe serves an entry past its TTL: without it there is no stale
                     // copy to remove, and the delete would cost every "absent" an L2 round trip
