@@ -455,6 +455,10 @@ impl Inner {
                 };
                 // A filler stays probationary: only a read or a ghost hit protects a key.
                 let filler = standing.rank(looked_up) == policy::FILLER;
+                // A refused fill that came back is worth its room if read, or kept for its
+                // key's reads or protection rather than as a filler: a working set's new keys,
+                // read less often than the log turns, are met unread but kept by the sketch.
+                w.returns.evicting(hash, standing.read || (keeps && !filler));
                 let met = decay::Met {
                     hash,
                     freq: if keeps && !filler {

@@ -22,7 +22,7 @@
 //! | `policy`      | which entries the size bound keeps (scan resistance)        |
 //! | `ghost`       | keys evicted lately as one-offs (scan resistance)           |
 //! | `admission`   | whether a fill is worth its room in a full store            |
-//! | `fillgate`    | whether fills that take room unchecked are worth it         |
+//! | `fillgate`    | whether fills that skip checks are worth their room         |
 //! | `refused`     | fills refused lately that come back: let in past the checks |
 //! | `stash`       | fills refused lately, held in RAM for a second read         |
 //! | `decay`       | whether entries no longer read lose their counted reads     |
@@ -313,6 +313,8 @@ struct Writer {
     new_keys: fillgate::FillGate,
     /// The gate on fills of seen keys into free room (see `fillgate`).
     seen_keys: fillgate::FillGate,
+    /// The gate on refused fills that come back (see `fillgate`).
+    returns: fillgate::FillGate,
     /// Whether kept entries that stopped being read lose their counted reads (see `decay`).
     decay: decay::Decay,
 }
@@ -405,6 +407,7 @@ impl FileStore {
                 recent_fills: admission::RecentFills::default(),
                 new_keys: fillgate::FillGate::default(),
                 seen_keys: fillgate::FillGate::default(),
+                returns: fillgate::FillGate::counting_every_fill(),
                 decay: decay::Decay::default(),
                 refused: refused::Refused::default(),
                 evicted: false,

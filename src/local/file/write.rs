@@ -112,8 +112,10 @@ impl Inner {
                 let new_key = started && !w.recent_fills.seen(hash);
                 let free = pending + len <= self.max_bytes;
                 // A key refused lately and read again within about the store's entries of
-                // reads is let in past every check (see `refused`).
-                let came_back = started && w.refused.came_back(hash, reads, entries);
+                // reads is let in past every check (see `refused`), while such fills are read
+                // before their first eviction often enough (see `fillgate`).
+                let came_back =
+                    started && w.refused.came_back(hash, reads, entries) && w.returns.admits(hash);
                 let admit = if came_back {
                     true
                 } else if new_key {
@@ -123,6 +125,9 @@ impl Inner {
                 } else {
                     free || self.admits(&mut w, hash, entries)
                 };
+                if admit && came_back {
+                    w.returns.admitted(hash, entries);
+                }
                 if admit && new_key {
                     w.new_keys.admitted(hash, entries);
                 } else if admit && started && free {
@@ -670,6 +675,7 @@ impl Inner {
         w.evicted = false;
         w.new_keys.clear();
         w.seen_keys.clear();
+        w.returns.clear();
         w.decay.clear();
         self.sketch.clear();
         self.live_bytes.store(0, Ordering::Relaxed);
