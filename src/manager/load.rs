@@ -137,7 +137,10 @@ impl CacheManager {
     /// # Errors
     /// The loader's error when no stale copy is kept; [`Error::LoaderTimeout`]; a cache error
     /// of [`CacheManager::get`] converted with `From`; the codec's error for a loaded value that
-    /// does not encode or read back (not stored), wherever the loader ran.
+    /// does not encode or read back (not stored), wherever the loader ran; where the loader ran
+    /// on the caller's thread (no timeouts), also an error of storing the loaded value, as
+    /// [`CacheManager::set`] fails (elsewhere it is logged; the callers waiting on the load get
+    /// the value either way).
     pub fn get_or_load<T, E, F>(
         &self,
         key: &str,
