@@ -1,6 +1,7 @@
-//! The `uno-cache` binary as a user runs it: exit codes, dump/import round trips, bad arguments, and
-//! `import --durable` acknowledging only what survives a SIGKILL, a run under valgrind, and a
-//! hostile memcached reply under a small address-space limit.
+//! The `uno-cache` binary as a user runs it on a store directory: exit codes, dump/import round
+//! trips, bad arguments, `import --durable` acknowledging only what survives a SIGKILL, damage
+//! that `verify` and the other commands must name, a run under valgrind, and a hostile memcached
+//! reply under a small address-space limit. Through a configuration file: `tests/cli_config.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,6 +9,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "cli_common/mod.rs"]
+mod cli_common;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -15,32 +18,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_uno-cache"))
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    bin().arg("--dir").arg(dir).args(args).output().unwrap()
-}
-
-fn run_config(config: &Path, args: &[&str]) -> Output {
-    bin().arg("--config").arg(config).args(args).output().unwrap()
-}
-
-fn run_with_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
-    let mut child = bin()
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The child may exit without reading (refused arguments): its exit code tells.
-    let _ = child.stdin.take().unwrap().write_all(input);
-    child.wait_with_output().unwrap()
-}
+use cli_common::*;
 
 #[test]
 fn get_exits_0_on_a_hit_1_on_a_miss_and_2_on_an_error() {
@@ -189,29 +167,6 @@ fn verify_exits_3_on_a_damaged_record() {
     );
 }
 
-/// README: a `get` of a damaged record exits 3, through a configuration as with `--dir`.
-#[test]
-fn a_get_of_a_damaged_record_through_a_config_exits_3_not_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    run(&store, &["set", "first", &"x".repeat(100)]);
-    run(&store, &["set", "second", &"y".repeat(100)]);
-    let seg = store.join(format!("{:020}.seg", 1));
-    let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[32 + 28 + 10] ^= 0xff; // inside the value of the first record of segment 1
-    std::fs::write(&seg, bytes).unwrap();
-    let config = write_file_config(dir.path(), &store);
-    let damaged = run_config(&config, &["get", "first"]);
-    let told = String::from_utf8_lossy(&damaged.stderr);
-    assert_eq!(
-        damaged.status.code(),
-        Some(3),
-        "a damaged value is no miss: {told}"
-    );
-    assert!(told.contains("damaged") && told.contains("first"), "{told}");
-    assert_eq!(run_config(&config, &["get", "second"]).stdout, b"y".repeat(100));
-}
-
 #[test]
 fn durable_import_acknowledges_only_lines_that_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -248,60 +203,6 @@ fn durable_import_acknowledges_only_lines_that_survive_sigkill() {
         );
     }
     assert_eq!(run(dir.path(), &["verify"]).status.code(), Some(0));
-}
-
-#[test]
-fn a_config_file_drives_get_set_del_and_stats_through_the_manager_and_the_rest_on_its_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("cache.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[local]\ntype = \"file\"\npath = {:?}\nmax_size = 16\nttl = 60\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
-    let with_config = |args: &[&str]| run_config(&config, args);
-    assert!(with_config(&["set", "k", "via manager"]).status.success());
-    let got = with_config(&["get", "k"]);
-    assert_eq!(
-        (got.status.code(), got.stdout.as_slice()),
-        (Some(0), &b"via manager"[..])
-    );
-    let stats = with_config(&["stats", "--json"]);
-    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
-    assert_eq!(json["size"]["local"]["items"], 1);
-    // The file-store commands work on the configuration's directory.
-    let dump = String::from_utf8(with_config(&["dump"]).stdout).unwrap();
-    // The manager wrote it with local.ttl = 60: the dump carries that absolute expiry.
-    let expiry: u64 = dump
-        .strip_prefix("# uno-cache dump 2\nk\tvia manager\t")
-        .and_then(|rest| rest.strip_suffix('\n'))
-        .unwrap_or_else(|| panic!("unexpected dump {dump:?}"))
-        .parse()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    assert!(
-        (now..=now + 60_000).contains(&expiry),
-        "expiry {expiry} is not within 60 s after {now}"
-    );
-    assert_eq!(with_config(&["verify"]).status.code(), Some(0));
-    assert_eq!(with_config(&["del", "k"]).status.code(), Some(0));
-    assert_eq!(with_config(&["get", "k"]).status.code(), Some(1));
-
-    std::fs::write(&config, "[local]\ntype = \"floppy\"\n").unwrap();
-    let bad = with_config(&["get", "k"]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("local"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
 }
 
 /// Unix milliseconds now.
@@ -489,51 +390,6 @@ fn a_dump_line_with_a_bad_expiry_is_refused_with_its_line_number() {
     );
 }
 
-/// A new user's mistake: a wrong Redis password in `hosts`. It used to pass silently (exit 0, L1
-/// only, 0 errors in stats); now every manager command says what to fix on stderr and exits 2.
-#[cfg(feature = "redis")]
-#[test]
-fn a_wrong_redis_password_makes_set_get_and_stats_exit_2_naming_the_host() {
-    let server = support::RedisServer::with_password("right");
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cache.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "use_multi_level = true\n[local]\ntype = \"file\"\npath = {:?}\nmax_size = 16\n\
-             [distributed]\nenabled = true\nhosts = [\"redis://:wrong@{}\"]\n",
-            dir.path().join("data").display().to_string(),
-            server.addr()
-        ),
-    )
-    .unwrap();
-    for args in [&["set", "k", "v"][..], &["get", "k"], &["stats"]] {
-        let out = run_config(&config, args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
-        assert!(
-            stderr.contains(&server.addr()) && stderr.contains("password"),
-            "{args:?}: {stderr}"
-        );
-        assert!(!stderr.contains("wrong@"), "{args:?}: {stderr}");
-    }
-    // Started degraded on purpose: L1 takes the write, and the refusal still fails the command.
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("start_degraded_on_config_error = true\n");
-    std::fs::write(&config, text).unwrap();
-    let out = run_config(&config, &["set", "k", "v"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(&server.addr()) && stderr.contains("password"),
-        "{stderr}"
-    );
-    let stats = run_config(&config, &["stats"]);
-    let stdout = String::from_utf8_lossy(&stats.stdout);
-    assert!(stdout.contains("password"), "stats shows the refusal: {stdout}");
-}
-
 /// Users run their programs under valgrind; the store must not die there. rustix's own vDSO
 /// parser, which reading the coarse clock went through, faults under valgrind (rustix issue
 /// 1559), so rustix is built on libc, whose clock valgrind knows.
@@ -597,6 +453,26 @@ fn a_stdout_that_cannot_be_written_is_an_error_exit_2_not_a_panic() {
     }
     // Nothing was lost on the way.
     assert_eq!(run(dir.path(), &["get", "a"]).stdout, b"1");
+}
+
+/// `--version` and `--help` print to stdout too: clap's own exit ignored a failed write and
+/// exited 0 with nothing printed. Written where they can be, they still exit 0.
+#[test]
+fn version_and_help_that_cannot_be_written_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--version"][..], &["--help"], &["get", "--help"]] {
+        let out = run_to_full_stdout(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("writing stdout"), "{args:?}: {stderr}");
+        let out = run(dir.path(), args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+    // A refused command line still exits 2, its usage on stderr.
+    let out = run(dir.path(), &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-command"));
 }
 
 /// A reply header that claims a body of a gibibyte (a stream out of step, or a port that is not
@@ -693,150 +569,6 @@ fn a_bad_ttl_is_refused_before_the_store_is_opened_or_changed() {
         Some(2)
     );
     assert!(!typo.exists());
-}
-
-fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
-    let config = dir.join("cache.toml");
-    std::fs::write(&config, body).unwrap();
-    config
-}
-
-/// A configuration of a file L1 in `store`, written in `dir`.
-fn write_file_config(dir: &Path, store: &Path) -> std::path::PathBuf {
-    write_config(
-        dir,
-        &format!(
-            "[local]\ntype = \"file\"\npath = {:?}\n",
-            store.display().to_string()
-        ),
-    )
-}
-
-#[test]
-fn max_size_mb_with_a_config_is_used_and_recorded_by_the_manager_commands() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = write_file_config(dir.path(), &data);
-    let out = run_config(&config, &["--max-size-mb", "3", "set", "k", "v"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(max_size(&data), 3 << 20);
-}
-
-/// The size bound `stats` reports for a store directory.
-fn max_size(store: &Path) -> u64 {
-    let out = String::from_utf8(run(store, &["stats"]).stdout).unwrap();
-    out.lines()
-        .find_map(|line| line.trim().strip_prefix("max size"))
-        .unwrap_or_else(|| panic!("no max size in {out}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-#[test]
-fn a_config_whose_only_level_is_in_memory_is_refused_for_get_set_and_del() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "[local]\ntype = \"memory\"\n");
-    for args in [&["set", "k", "v"][..], &["get", "k"], &["del", "k"]] {
-        let out = run_config(&config, args);
-        let told = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {told}");
-        assert!(
-            told.contains("memory") && told.contains("nothing"),
-            "{args:?}: {told}"
-        );
-    }
-}
-
-/// An L2 nobody listens on, behind a memory L1 and no replay queue: `fallback_on_error` hides
-/// the failure from the call, but nothing durable took the write (the memory L1 dies with the
-/// process), a delete left the key in L2, and a miss was never asked of L2. Each exits 2 naming
-/// the host; none may pass as a success or a plain miss.
-#[cfg(feature = "redis")]
-#[test]
-fn an_unreachable_l2_without_a_replay_queue_fails_set_del_and_get_naming_the_host() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "use_multi_level = true\n[local]\ntype = \"memory\"\n\
-             [distributed]\nenabled = true\nhosts = [\"127.0.0.1:{port}\"]\n"
-        ),
-    );
-    for args in [&["set", "k", "v"][..], &["del", "k"], &["get", "k"]] {
-        let out = run_config(&config, args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(&format!("127.0.0.1:{port}")),
-            "{args:?}: {stderr}"
-        );
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
-}
-
-/// The same unreachable L2 behind a file L1: the write is durable in L1 and queued for replay,
-/// so `set` succeeds, but says on stderr that L2 did not take it yet.
-#[cfg(feature = "redis")]
-#[test]
-fn an_unreachable_l2_behind_a_file_l1_queues_the_set_for_replay_and_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = support::free_port();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "use_multi_level = true\n[local]\ntype = \"file\"\npath = {:?}\nmax_size = 16\n\
-             [distributed]\nenabled = true\nhosts = [\"127.0.0.1:{port}\"]\n",
-            data.display().to_string()
-        ),
-    );
-    let out = run_config(&config, &["set", "k", "v"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("queued for replay"),
-        "{stderr}"
-    );
-    assert!(data.join("replay.log").exists(), "the queue is on disk");
-    assert_eq!(run(&data, &["get", "k"]).stdout, b"v", "L1 has the value");
-    // A delete of that key waits behind the queued write without asking L2: queued too, and
-    // said as well.
-    let out = run_config(&config, &["del", "k"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("queued for replay"), "{stderr}");
-}
-
-/// A store of one entry, whose segment's header no longer checks (its id was flipped).
-fn store_whose_only_segment_header_is_damaged() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    assert!(run(dir.path(), &["set", "first", "1"]).status.success());
-    let seg = dir.path().join(format!("{:020}.seg", 1));
-    let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[16] ^= 0xff; // the segment id in the header: its CRC no longer matches
-    std::fs::write(&seg, bytes).unwrap();
-    dir
-}
-
-/// Through `--config` the manager opens the store: its open's removal is said on stderr too.
-#[test]
-fn a_config_command_whose_open_removed_a_damaged_segment_says_so_on_stderr() {
-    let dir = store_whose_only_segment_header_is_damaged();
-    let elsewhere = tempfile::tempdir().unwrap();
-    let config = write_file_config(elsewhere.path(), dir.path());
-    let out = run_config(&config, &["get", "first"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the entry went with the segment: {stderr}"
-    );
-    assert!(
-        stderr.contains("removed 1 segment file") && stderr.contains("lost"),
-        "{stderr}"
-    );
 }
 
 /// `verify`'s exit code, and all it printed (stdout, then stderr).

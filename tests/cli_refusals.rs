@@ -9,30 +9,16 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Write;
+#[path = "cli_common/mod.rs"]
+mod cli_common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_uno-cache"))
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    bin().arg("--dir").arg(dir).args(args).output().unwrap()
-}
+use cli_common::*;
 
 fn import(dir: &Path, input: &[u8]) -> Output {
-    let mut child = bin()
-        .arg("--dir")
-        .arg(dir)
-        .arg("import")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(input);
-    child.wait_with_output().unwrap()
+    run_with_stdin(dir, &["import"], input)
 }
 
 /// A dump cut short (a full disk under `dump >`, a broken pipe) ends inside its last line; its

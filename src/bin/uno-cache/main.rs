@@ -131,11 +131,33 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_failed(&e),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(message) => {
             err!("uno-cache: {message}\n");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// What a refused command line, `--help` or `--version` exits with. Printed here rather than by
+/// clap's own exit, which ignores a failed write: `--version > /dev/full` exited 0 with nothing
+/// written.
+fn parse_failed(e: &clap::Error) -> ExitCode {
+    let code = if e.use_stderr() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    };
+    match e.print() {
+        Ok(()) => code,
+        Err(write) => {
+            let to = if e.use_stderr() { "stderr" } else { "stdout" };
+            err!("uno-cache: writing {to}: {write}\n");
             ExitCode::from(2)
         }
     }
