@@ -1,4 +1,4 @@
-//! Tests of the write-behind queue itself (`behind.rs`); the manager's behaviour with it is
+//! Tests of the write-behind queue itself (`mod.rs`); the manager's behaviour with it is
 //! in `tests/manager_write_behind.rs`.
 
 use super::*;
