@@ -127,8 +127,9 @@ pub enum Error {
         lock: PathBuf,
     },
 
-    /// An I/O call failed.
-    #[error("{op} {path}: {source}")]
+    /// An I/O call failed. The message ends with what to do where the error's kind says it (a
+    /// permission, a full disk, a read-only mount, a directory where a file should be).
+    #[error("{op} {path}: {source}{}", io_advice(source))]
     Io {
         /// What was being done ("write segment", "open", ...).
         op: &'static str,
@@ -479,6 +480,26 @@ pub(crate) fn is_no_space(e: &io::Error) -> bool {
     )
 }
 
+/// What to do about an I/O error of this kind, as the end of [`Error::Io`]'s message; nothing
+/// where the error alone cannot tell (a damaged disk's `EIO`, say).
+fn io_advice(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "; check the owner and mode of the file and of its directory, or run as their owner"
+        }
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "; the disk (or the quota) is full: free space, or lower the store's max_size_mb"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            "; the file system is mounted read-only: remount it read-write or use another directory"
+        }
+        io::ErrorKind::IsADirectory => {
+            "; a directory stands where the store keeps a file: move it out of the store's directory"
+        }
+        _ => "",
+    }
+}
+
 /// Shortens a key for error messages so a huge key does not flood logs.
 pub(crate) fn key_for_error(key: &str) -> String {
     const MAX_CHARS: usize = 64;
@@ -740,6 +761,31 @@ pub(crate) fn redact_host(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_io_error_says_what_to_do_where_its_kind_tells() {
+        let told =
+            |kind: io::ErrorKind| Error::io("open segment", "/s/1.seg", io::Error::from(kind)).to_string();
+        for (kind, advice) in [
+            (io::ErrorKind::PermissionDenied, "owner and mode"),
+            (io::ErrorKind::StorageFull, "free space"),
+            (io::ErrorKind::QuotaExceeded, "free space"),
+            (io::ErrorKind::ReadOnlyFilesystem, "remount it read-write"),
+            (io::ErrorKind::IsADirectory, "move it out"),
+        ] {
+            let message = told(kind);
+            assert!(message.starts_with("open segment /s/1.seg: "), "{message}");
+            assert!(message.contains(advice), "{kind:?}: {message}");
+        }
+        // Where the kind alone cannot tell, the message says no more than the system did.
+        assert_eq!(
+            told(io::ErrorKind::InvalidData),
+            format!(
+                "open segment /s/1.seg: {}",
+                io::Error::from(io::ErrorKind::InvalidData)
+            )
+        );
+    }
 
     #[test]
     fn a_partial_batch_built_from_indices_in_any_order_keeps_them_ascending_and_once_each() {

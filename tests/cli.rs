@@ -614,6 +614,27 @@ fn a_command_whose_open_removed_a_damaged_segment_says_so_on_stderr() {
     );
 }
 
+/// A directory where a segment file should be (a restore gone wrong, a user's `mkdir`): every
+/// command exits 2 naming the path and saying what to do, and nothing else is touched.
+#[test]
+fn a_directory_in_place_of_a_segment_is_an_error_naming_it_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["set", "a", "1"]).status.success());
+    let seg = dir.path().join(format!("{:020}.seg", 1));
+    std::fs::remove_file(&seg).unwrap();
+    std::fs::create_dir(&seg).unwrap();
+    for args in [&["verify"][..], &["get", "a"], &["set", "b", "2"]] {
+        let out = run(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&seg.display().to_string()) && stderr.contains("move it out"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(seg.is_dir(), "the directory is left for the user to move");
+}
+
 /// Damage to the metadata file is damage like any other: `verify` exits 3 and names the file.
 #[test]
 fn verify_exits_3_on_a_damaged_metadata_file() {
