@@ -27,6 +27,7 @@ pub(crate) fn map_segment(file: &File, len: usize) -> io::Result<Mmap> {
     //   Reads of a torn or damaged record are bounds-checked slices whose contents are CRC-checked
     //   before use.
     // A foreign process truncating the file could still raise SIGBUS; that is outside the contract
-    // stated in storage-format.md ("do not modify the directory while a store has it open").
+    // stated in storage-format.md ("do not modify the directory while a store has it open"). So
+    // is a device that fails the read of a mapped page (EIO), which a map also gets as SIGBUS.
     unsafe { MmapOptions::new().len(len).map(file) }
 }
