@@ -19,23 +19,16 @@ use std::time::Duration;
 use support::RedisServer;
 use uno_cache::{CacheConfig, CacheManager};
 
+/// One instance over `redis`: a file L1 in `dir`, L2 under `app:`. Tag sets live in L2 alone, so
+/// no backplane is needed to read them.
 fn config(dir: &Path, redis: &str) -> CacheConfig {
-    CacheConfig::from_toml_str(&format!(
-        r#"
-        [local]
-        type = "file"
-        path = "{}"
-        [distributed]
-        enabled = true
-        hosts = ["{redis}"]
-        key_prefix = "app:"
-        timeout_ms = 500
-        [invalidation]
-        enabled = true
-        "#,
-        dir.display()
-    ))
-    .unwrap()
+    let mut config = CacheConfig::default();
+    config.local.path = Some(dir.to_path_buf());
+    config.distributed.enabled = true;
+    config.distributed.hosts = vec![redis.to_owned()];
+    config.distributed.key_prefix = "app:".to_owned();
+    config.distributed.timeout_ms = 500;
+    config
 }
 
 /// Redis's clock, in Unix ms: the clock tag sets score their members by.
