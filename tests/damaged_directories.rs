@@ -395,6 +395,38 @@ fn verify_reports_records_zeroed_at_the_end_of_a_segment_with_an_intact_hint() {
 }
 
 #[test]
+fn verify_counts_a_damaged_last_record_with_an_intact_header_once() {
+    // A flipped byte in the value of a segment's last record: its header still gives its length,
+    // so the scan skips it as one damaged range, and verify must not count the same bytes again
+    // as a lost tail after the last good record (it reported two ranges, twice the bytes).
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    small_store(&dir);
+    let seg = files_with_ext(&dir, "seg")[0].clone();
+    let mut bytes = fs::read(&seg).unwrap();
+    let scan = scan_segment(&bytes, segment_salt(&bytes));
+    let last = *scan.records.last().unwrap();
+    let (start, end) = (last.offset as usize, scan.data_end as usize);
+    bytes[end - 1] ^= 0xff;
+    fs::write(&seg, &bytes).unwrap();
+
+    let store = FileStore::open(&dir, small_segments()).unwrap();
+    assert_eq!(
+        store.recovery_report().scanned,
+        0,
+        "the hint is intact and should be used"
+    );
+    let verify = store.verify(|_, _| {}).unwrap();
+    assert_eq!(
+        (verify.damaged_ranges, verify.damaged_bytes),
+        (1, (end - start) as u64),
+        "one damaged record of {} bytes: {verify:?}",
+        end - start
+    );
+    store.close().unwrap();
+}
+
+#[test]
 fn verify_while_writes_go_on_reports_no_damage() {
     // The active segment grows during the scan: records appended after it are not a lost tail.
     use std::sync::atomic::{AtomicU64, Ordering};

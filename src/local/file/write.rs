@@ -811,8 +811,11 @@ impl Inner {
             report.segments += 1;
             report.records += scan.records.len() as u64;
             // Everything between the last good record and the data end the index relies on is
-            // damage: torn bytes, or zeros, which a scan alone takes for the end of the log.
-            let lost_tail = (scan.data_end < end).then_some(scan.data_end..end);
+            // damage: torn bytes, or zeros, which a scan alone takes for the end of the log. Not
+            // what the scan reported damaged already: a last record whose intact header gave its
+            // length is skipped as a damaged range without moving the scan's data end past it.
+            let counted = scan.damaged.last().map_or(0, |r| r.end).max(scan.data_end);
+            let lost_tail = (counted < end).then_some(counted..end);
             for range in scan.damaged.iter().chain(lost_tail.iter()) {
                 report.damaged_ranges += 1;
                 report.damaged_bytes += range.end - range.start;
