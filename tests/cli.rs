@@ -455,6 +455,35 @@ fn a_stdout_that_cannot_be_written_is_an_error_exit_2_not_a_panic() {
     assert_eq!(run(dir.path(), &["get", "a"]).stdout, b"1");
 }
 
+/// `import --durable`'s acknowledgements go to stdout: when one cannot be written the import
+/// stops, and like every other stop it says how much of the dump it stored (the entry whose
+/// acknowledgement failed is stored and durable, but no `ok` line says so).
+#[test]
+fn a_durable_import_whose_acknowledgement_cannot_be_written_says_how_many_entries_it_stored() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut child = bin()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["import", "--durable"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a\t1\nb\t2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("writing stdout"), "{stderr}");
+    assert!(
+        stderr.contains("after importing 1 entries"),
+        "the stop does not say what was stored: {stderr}"
+    );
+    assert_eq!(run(dir.path(), &["get", "a"]).stdout, b"1");
+}
+
 /// `--version` and `--help` print to stdout too: clap's own exit ignored a failed write and
 /// exited 0 with nothing printed. Written where they can be, they still exit 0.
 #[test]

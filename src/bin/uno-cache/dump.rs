@@ -172,10 +172,11 @@ pub fn import(
             ));
         }
         if durable {
-            // The store was opened with EveryWrite: `set` returned after fdatasync.
+            // The store was opened with EveryWrite: `set` returned after fdatasync. An
+            // acknowledgement that cannot be written stops the import as a bad line does.
             writeln!(out, "ok\t{}", escape::escape(key.as_bytes()))
-                .map_err(|e| format!("writing stdout: {e}"))?;
-            out.flush().map_err(|e| format!("writing stdout: {e}"))?;
+                .and_then(|()| out.flush())
+                .map_err(|e| stopped(count, format!("writing stdout: {e}")))?;
         }
     }
     store.flush().map_err(|e| e.to_string())?;
