@@ -666,8 +666,11 @@ impl FileStore {
         Ok(self.inner.verify(progress))
     }
 
-    /// The live keys at this moment (a snapshot; expired keys are left out), those of refused
-    /// fills held in RAM for a second read included ([`FileStoreStats::held_fills`]).
+    /// The keys at this moment (a snapshot): the live ones, those that expired less than
+    /// [`keep_expired`](FileStoreOptions::keep_expired) ago (stale copies
+    /// [`get_stale`](FileStore::get_stale) serves, which prefix invalidation must reach; a
+    /// [`get`](FileStore::get) of them misses), and those of refused fills held in RAM for a
+    /// second read ([`FileStoreStats::held_fills`]). Keys that expired longer ago are left out.
     #[must_use]
     pub fn keys(&self) -> Vec<String> {
         let mut keys = self.inner.keys();
