@@ -584,9 +584,13 @@ impl FileStore {
     /// Writes a value copied in after a miss (a fill: a read-through cache's backfill), unless
     /// the write would make the store evict and the key was read no more often lately than
     /// what the eviction would drop, or, once the store has been full, the key is new and new
-    /// keys' fills have lately gone unread (see the file tier's admission policy in the README).
-    /// Returns whether it was written. For values the caller must find again, use
-    /// [`set`](FileStore::set): a set is always written.
+    /// keys' fills have lately gone unread, or the fill would go into free room but such fills
+    /// of keys asked for before have lately gone unread and it fails the check against the next
+    /// victim that a fill which evicts must pass (see the file tier's admission policy in the
+    /// README).
+    /// Returns whether it was written. A refused value may still be read for a short while: it
+    /// is held in RAM until newer ones push it out ([`FileStoreStats::held_fills`]). For values
+    /// the caller must find again, use [`set`](FileStore::set): a set is always written.
     ///
     /// # Errors
     /// As [`FileStore::set`].
