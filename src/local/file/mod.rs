@@ -139,13 +139,15 @@ pub struct FileStoreStats {
     pub held_fill_bytes: u64,
     /// `disk_bytes - live_bytes`: overwritten, deleted and expired records, tombstones, headers.
     pub dead_bytes: u64,
-    /// Records skipped as damaged when the store was opened.
+    /// Damaged byte ranges the open skipped (each may have held one or more records; see
+    /// [`RecoveryReport::damaged_ranges`], which this is).
     pub recovery_skipped_records: u64,
     /// Reads that found a damaged record (treated as a miss; the key was dropped).
     pub corrupt_reads: u64,
     /// Entries dropped by the size bound.
     pub evictions: u64,
-    /// Entries re-appended instead of evicted because they were read since written.
+    /// Entries an eviction re-appended instead of dropping (see the file tier's eviction in the
+    /// README): read since written, protected, or unread ones kept in the room left over.
     pub second_chances: u64,
     /// Entries removed because their TTL passed.
     pub expirations: u64,
