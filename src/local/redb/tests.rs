@@ -212,6 +212,27 @@ fn the_background_thread_purges_expired_entries_on_its_own() {
     assert_eq!(s.size().unwrap().items, 1);
 }
 
+/// Intervals too long to add to an instant (`Duration::MAX`, "as good as never") panicked the
+/// background thread as it started (`Instant + Duration` overflows): no purge and no periodic
+/// durable commit ever ran, and nothing but a panic message on stderr said so.
+#[test]
+fn the_background_thread_outlives_intervals_too_long_to_add_to_an_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RedbStore::open(
+        dir.path().join(REDB_FILE_NAME),
+        RedbOptions::default()
+            .durability(Durability::Periodic(Duration::MAX))
+            .purge_every(Duration::MAX),
+    )
+    .unwrap();
+    s.set("k", b"v", None).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        s.flusher.as_ref().is_some_and(Flusher::is_running),
+        "the background thread ended"
+    );
+}
+
 /// A purge removes nothing a caller was told of: its commit left the store "at risk" every
 /// minute without a write, and a reopen that lost only it made the next flush report lost
 /// writes.
