@@ -918,3 +918,21 @@ fn rediss_with_a_private_ca_round_trips_and_an_unknown_ca_is_refused() {
         "{err}"
     );
 }
+
+/// A key call's deadline too long to add to an instant (`Duration::MAX`, "no deadline"): a call
+/// that connects anew to a host given by name computed `started + timeout` and panicked in the
+/// caller's thread.
+#[test]
+fn a_timeout_too_long_to_add_to_an_instant_is_no_panic_for_a_host_given_by_name() {
+    let server = RedisServer::start();
+    let redis = RedisStore::connect(
+        RedisOptions::new(format!("localhost:{}", server.port))
+            .timeout(Duration::MAX)
+            .connect_timeout(Duration::MAX)
+            .admin_timeout(Duration::MAX),
+    )
+    .unwrap();
+    redis.set("k", b"v", Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(redis.get("k").unwrap().unwrap().value, b"v");
+    assert!(redis.delete("k").unwrap());
+}

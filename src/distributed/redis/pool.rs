@@ -116,7 +116,11 @@ impl CallerPool {
         let Some(resolver) = &self.resolver else {
             return self.connect_to(&self.client, op, timeout, started);
         };
-        let addrs = resolver.addrs(started + timeout).map_err(|e| match e {
+        // `deadline_after` for a timeout too long to add to an instant (`Duration::MAX`).
+        let deadline = started
+            .checked_add(timeout)
+            .unwrap_or_else(|| crate::distributed::runtime::deadline_after(timeout));
+        let addrs = resolver.addrs(deadline).map_err(|e| match e {
             Unresolved::Timeout => Error::Timeout {
                 level: LEVEL,
                 op,
