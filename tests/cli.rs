@@ -664,6 +664,42 @@ fn a_directory_in_place_of_a_segment_is_an_error_naming_it_and_what_to_do() {
     assert!(seg.is_dir(), "the directory is left for the user to move");
 }
 
+/// `compact` rewrites the oldest segment even if damaged, and the damage goes with it: a later
+/// `verify` passes and a `get` of the lost key exits 1. So `compact` is where it must be said.
+#[test]
+fn compact_that_drops_damaged_records_with_the_oldest_segment_says_so_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || {
+        uno_cache::FileStoreOptions::default()
+            .segment_size(64 * 1024)
+            .background_threads(false)
+    };
+    let store = uno_cache::FileStore::open(dir.path(), options()).unwrap();
+    store.set("victim", b"a value that rots", None).unwrap();
+    let mut i = 0;
+    while store.stats().segments < 2 {
+        store.set(&format!("filler-{i}"), &[7u8; 1000], None).unwrap();
+        i += 1;
+    }
+    for j in 0..i - 1 {
+        store.delete(&format!("filler-{j}")).unwrap();
+    }
+    store.close().unwrap();
+    let seg = dir.path().join(format!("{:020}.seg", 1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"rots").unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(&seg, bytes).unwrap();
+
+    let out = run(dir.path(), &["compact"]);
+    let told = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{told}");
+    assert!(told.contains("damaged") && told.contains("lost"), "{told}");
+    // Gone for good, as the message said: the next compaction and `verify` find nothing.
+    assert_eq!(run(dir.path(), &["compact"]).status.code(), Some(0));
+    assert_eq!(verify(dir.path()).0, Some(0));
+}
+
 /// Damage to the metadata file is damage like any other: `verify` exits 3 and names the file.
 #[test]
 fn verify_exits_3_on_a_damaged_metadata_file() {

@@ -597,3 +597,49 @@ fn damage_in_the_newest_segment_does_not_cost_the_durable_records_after_it() {
     assert_eq!(store.get("k").unwrap(), None);
     store.close().unwrap();
 }
+
+/// The oldest segment goes when compaction rewrites it, damaged or not: nothing older is left
+/// for a damaged record to shadow. But its damage goes with it, where neither `verify` nor a
+/// `get` can find it any more, so the report counts it.
+#[test]
+fn compaction_that_drops_the_oldest_segment_with_damage_reports_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let store = FileStore::open(&dir, small_segments()).unwrap();
+    store.set("victim", b"a value that rots", None).unwrap();
+    let mut i = 0u64;
+    while files_with_ext(&dir, "seg").len() < 2 {
+        store
+            .set(&format!("filler-{i}"), &value_bytes(i, 1000), None)
+            .unwrap();
+        i += 1;
+    }
+    // The first segment is left sparse, a candidate for compaction.
+    for j in 0..i - 1 {
+        assert!(store.delete(&format!("filler-{j}")).unwrap());
+    }
+    store.close().unwrap();
+    let segments = files_with_ext(&dir, "seg");
+    let mut bytes = fs::read(&segments[0]).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"rots").unwrap();
+    bytes[at] ^= 0x01;
+    fs::write(&segments[0], bytes).unwrap();
+
+    let store = FileStore::open(&dir, small_segments()).unwrap();
+    let clean = store.compact().unwrap();
+    assert!(clean.segments_rewritten >= 1, "{clean:?}");
+    assert_eq!(clean.damaged_ranges_dropped, 1, "{clean:?}");
+    assert!(
+        !segments[0].exists(),
+        "the oldest segment was rewritten and removed"
+    );
+    assert_eq!(store.get("victim").unwrap(), None);
+    assert_eq!(
+        store.get(&format!("filler-{}", i - 1)).unwrap(),
+        Some(value_bytes(i - 1, 1000))
+    );
+    // Nothing damaged is left to report again.
+    assert_eq!(store.compact().unwrap().damaged_ranges_dropped, 0);
+    assert_eq!(store.verify(|_, _| {}).unwrap().damaged_ranges, 0);
+    store.close().unwrap();
+}

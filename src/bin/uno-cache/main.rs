@@ -15,7 +15,8 @@
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage, in the
-//! records, in the metadata file, or removed or skipped by the open it does first; `get` exits 3
+//! records, in the metadata file, or removed or skipped by the open it does first; `compact`
+//! exits 3 when it dropped damaged records with the oldest segment; `get` exits 3
 //! on a record it finds damaged (L1's, with `--config`, unless L2 had the value). With
 //! `--config`, an L2 that says the configuration is wrong (a refused password, say) is an error
 //! (exit 2, the reason on stderr) even where `fallback_on_error` let L1 serve the call; so is an
@@ -336,7 +337,17 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
                     report.records_moved,
                     report.bytes_reclaimed
                 )?;
-                ExitCode::SUCCESS
+                if report.damaged_ranges_dropped > 0 {
+                    // The last chance to tell: the damage went with the segment, so neither a
+                    // later `verify` nor a `get` of its keys can see it.
+                    outln!(
+                        "damaged: dropped {} damaged range(s) with the oldest segment; the records in them were lost",
+                        report.damaged_ranges_dropped
+                    )?;
+                    ExitCode::from(3)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Command::Dump => {
                 dump::dump(&store)?;

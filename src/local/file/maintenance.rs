@@ -52,6 +52,11 @@ pub struct CompactionReport {
     pub records_moved: u64,
     /// Bytes on disk before minus after.
     pub bytes_reclaimed: i64,
+    /// Damaged byte ranges (records that could not be read, lost already) in the segments
+    /// rewritten, dropped with them: the damage a later `verify` can no longer see, and a `get`
+    /// of its keys no longer reports. Absent from reports written before it existed (then 0).
+    #[serde(default)]
+    pub damaged_ranges_dropped: u64,
 }
 
 /// How many records are moved per acquisition of the writer lock, so writers are not starved.
@@ -615,7 +620,9 @@ impl Inner {
             if stop.is_fired() {
                 break;
             }
-            report.records_moved += self.rewrite(&seg, stop)?;
+            let rewritten = self.rewrite(&seg, stop)?;
+            report.records_moved += rewritten.moved;
+            report.damaged_ranges_dropped += rewritten.damaged_dropped;
             report.segments_rewritten += 1;
             self.counters.compactions.fetch_add(1, Ordering::Relaxed);
         }
@@ -643,12 +650,12 @@ impl Inner {
     }
 
     /// Copies a segment's live records forward, keeps what must stay as tombstones, deletes the
-    /// segment. Returns the number of records moved.
-    fn rewrite(&self, seg: &Arc<Segment>, stop: &Shutdown) -> Result<u64> {
+    /// segment.
+    fn rewrite(&self, seg: &Arc<Segment>, stop: &Shutdown) -> Result<Rewritten> {
         let first_active = self.writer.lock().first_writable_id();
         if seg.id >= first_active {
             // Writes go there: only sealed segments are rewritten (see `compact`).
-            return Ok(0);
+            return Ok(Rewritten::default());
         }
         // A batch at a time, decoded before the writer lock is taken: the whole segment decoded
         // at once took about 70 bytes per record (see `candidates`).
@@ -669,12 +676,12 @@ impl Inner {
             if stop.is_fired() {
                 // Nothing is lost by stopping here: moved records are duplicates of the
                 // originals (same sequence number), and the segment stays until a later pass.
-                return Ok(moved);
+                return Ok(Rewritten::moved(moved));
             }
             let mut w = self.writer.lock();
             if !self.segments.read().contains_key(&seg.id) {
                 // Evicted (or cleared) meanwhile: nothing left to rewrite.
-                return Ok(moved);
+                return Ok(Rewritten::moved(moved));
             }
             // Latched meanwhile: nothing more is written.
             self.check_writable()?;
@@ -713,7 +720,7 @@ impl Inner {
         let _sync = self.sync_lock.lock();
         let mut w = self.writer.lock();
         if !self.segments.read().contains_key(&seg.id) {
-            return Ok(moved);
+            return Ok(Rewritten::moved(moved));
         }
         // A flush that failed meanwhile latched the store, and its failed fsync may have been
         // of our copies: the originals stay.
@@ -728,7 +735,7 @@ impl Inner {
             // copies made meanwhile are duplicates with the originals' seq.
             seg.damaged.store(true, Ordering::Relaxed);
             tracing::warn!(path = %seg.path.display(), "compaction found damaged records; the segment stays until it is the oldest");
-            return Ok(moved);
+            return Ok(Rewritten::moved(moved));
         }
         if !is_oldest {
             for (key, seq) in tombstones {
@@ -744,7 +751,37 @@ impl Inner {
         self.sync_pending(&w)?;
         self.remove_segment(&mut w, seg)?;
         self.sync_removals()?;
-        Ok(moved)
+        // The oldest segment goes even if damaged: what could not be read is lost already, and
+        // nothing older is left for a damaged tombstone to shadow. But the damage goes with it,
+        // so this is the last place that can tell.
+        let damaged_dropped = records.damaged.len() as u64 + u64::from(records.torn_tail.is_some());
+        if damaged_dropped > 0 {
+            tracing::warn!(path = %seg.path.display(), ranges = damaged_dropped,
+                "compaction dropped damaged records with the oldest segment; their keys are gone");
+        }
+        Ok(Rewritten {
+            moved,
+            damaged_dropped,
+        })
+    }
+}
+
+/// What [`Inner::rewrite`] did to one segment.
+#[derive(Debug, Default)]
+struct Rewritten {
+    /// Records copied forward.
+    moved: u64,
+    /// Damaged ranges removed with the segment (see [`CompactionReport::damaged_ranges_dropped`]).
+    damaged_dropped: u64,
+}
+
+impl Rewritten {
+    /// A rewrite that stopped (or left the segment) after moving `moved` records.
+    fn moved(moved: u64) -> Self {
+        Rewritten {
+            moved,
+            damaged_dropped: 0,
+        }
     }
 }
 
@@ -825,7 +862,10 @@ mod tests {
             store.set(&format!("k{i}"), &[7; 100], None).unwrap();
         }
         let active = store.inner.writer.lock().active.clone().unwrap();
-        assert_eq!(store.inner.rewrite(&active, &Shutdown::default()).unwrap(), 0);
+        assert_eq!(
+            store.inner.rewrite(&active, &Shutdown::default()).unwrap().moved,
+            0
+        );
         assert!(store.inner.segments.read().contains_key(&active.id));
         store.set("after", b"v", None).unwrap();
         // Nor does a compaction pass pick it, small as it is.
