@@ -87,7 +87,9 @@ impl Inner {
         match found {
             Found::Hit(hit) => return Some(hit),
             Found::OtherKey | Found::Lapsed => {}
-            Found::Expired => self.expire_at(hash, loc),
+            Found::Expired => {
+                self.expire_at(hash, loc);
+            }
             Found::Stale => self.drop_stale(hash, loc),
             Found::Damaged => self.forget_corrupt(key, hash, loc),
         }
@@ -243,14 +245,17 @@ impl Inner {
         keys
     }
 
-    /// Removes an expired entry from the index (if it was not rewritten meanwhile).
-    pub(crate) fn expire_at(&self, hash: u64, loc: Loc) {
-        if let Some((_, e)) = self.index.remove_if(&hash, |_, e| e.loc == loc) {
-            self.unaccount(e.loc);
-            self.counters.expirations.fetch_add(1, Ordering::Relaxed);
-            // Its record may stay on disk: a delete of the key must still take a tombstone.
-            self.lapsed.insert(hash, self.index.len());
-        }
+    /// Removes an expired entry from the index (if it was not rewritten meanwhile); whether it
+    /// did.
+    pub(crate) fn expire_at(&self, hash: u64, loc: Loc) -> bool {
+        let Some((_, e)) = self.index.remove_if(&hash, |_, e| e.loc == loc) else {
+            return false;
+        };
+        self.unaccount(e.loc);
+        self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+        // Its record may stay on disk: a delete of the key must still take a tombstone.
+        self.lapsed.insert(hash, self.index.len());
+        true
     }
 
     /// An entry whose slot moved on or that points at something other than a live value of its

@@ -642,11 +642,12 @@ impl Inner {
             .filter(|e| e.value().is_expired(now))
             .map(|e| (*e.key(), e.value().loc))
             .collect();
-        let before = self.counters.expirations.load(Ordering::Relaxed);
-        for &(hash, loc) in &expired {
-            self.expire_at(hash, loc);
-        }
-        self.counters.expirations.load(Ordering::Relaxed) - before
+        // Counted here, not as the change of the store's counter: reads and evictions expire
+        // entries meanwhile too, and they are not this sweep's.
+        expired
+            .iter()
+            .filter(|&&(hash, loc)| self.expire_at(hash, loc))
+            .count() as u64
     }
 
     /// Copies a segment's live records forward, keeps what must stay as tombstones, deletes the
