@@ -105,6 +105,29 @@ fn a_read_that_misses_l1_is_answered_by_a_write_still_on_its_way() {
 }
 
 #[test]
+fn a_read_the_queue_answers_as_a_miss_is_not_counted_as_answered_by_a_value() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache.set("in-flight", &1u32, None).unwrap();
+    gate.wait_entered();
+    // Queued behind the gated batch; its L2 expiry passes while it waits.
+    s.cache
+        .set("expiring", &2u32, Some(Duration::from_secs(1)))
+        .unwrap();
+    s.clock.advance(Duration::from_secs(2));
+    s.l1.delete("expiring").unwrap();
+    assert_eq!(s.cache.get::<u32>("expiring").unwrap(), None);
+    let stats = s.cache.stats();
+    assert_eq!(
+        stats.consistency.write_behind_reads, 0,
+        "a miss was counted as a read answered by a waiting value"
+    );
+    assert_eq!(stats.overall.misses, 1);
+    gate.release();
+    s.cache.flush().unwrap();
+}
+
+#[test]
 fn only_the_newest_value_of_a_key_is_sent() {
     let s = setup();
     let gate = s.l2.gate("set_each");

@@ -582,8 +582,10 @@ impl Shared {
     /// with its value, or as a miss if it expired or is a delete.
     pub(crate) fn read_behind(&self, key: &str) -> Option<Option<Vec<u8>>> {
         let found = self.behind.as_ref()?.lookup(key, self.clock.now_ms())?;
-        self.metrics.consistency.behind_reads.incr();
+        // Counted only when a value answers, as `overtaken` counts it: a queued delete or an
+        // expired write answers a miss.
         if found.is_some() {
+            self.metrics.consistency.behind_reads.incr();
             self.metrics.distributed.hits.incr();
         } else {
             self.metrics.distributed.misses.incr();
