@@ -603,8 +603,11 @@ pub struct ConsistencyStats {
     pub replay_bytes: u64,
     /// Whether an op was lost because the queue was full or damaged (L2 may be stale).
     pub replay_overflowed: bool,
-    /// Keys whose L2 write or delete failed and was queued (not those a full queue lost: see
-    /// `replay_overflowed`).
+    /// Keys whose L2 write or delete was queued for replay: it failed, or it went to the queue
+    /// without trying L2 because an earlier op of the key waits there (per-key order), or it is
+    /// a delete the manager owed L2 (an invalidation from another instance of a write waiting
+    /// here, a prefix delete during an outage). Not those a full queue lost: see
+    /// `replay_overflowed`.
     pub queued: u64,
     /// Failed L2 writes that could not be queued either: the caller got the error, or, for a
     /// write-behind batch (no caller left), the log did, and L2 keeps the older values.

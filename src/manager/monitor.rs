@@ -22,8 +22,8 @@ pub struct L2Failures {
     /// The last failure (the host, what happened, what to do; never a password), skips by an
     /// open breaker aside (`stats().distributed.last_error`).
     pub last_error: Option<String>,
-    /// L2 writes and deletes that failed, or waited behind an earlier failed one, and were
-    /// queued for replay (`stats().consistency.queued`).
+    /// L2 writes and deletes queued for replay: failed, waiting behind an earlier op of their
+    /// key, or deletes owed to L2 (see `stats().consistency.queued`).
     pub queued: u64,
     /// Of `queued`, writes queued as deletes of their keys: the queue was full
     /// (`offline.replay_max_bytes` or `replay_max_entries`) or the value had expired, so replay
