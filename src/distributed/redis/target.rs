@@ -144,6 +144,17 @@ pub(crate) fn parse_target(
             }
         }
     }
+    // The client logs in only with a password: a user name alone is dropped, and the
+    // connection made as the default user, as for a unix socket's `?user=` (see below).
+    if !url.username().is_empty() && url.password().is_none() {
+        return Err(config_error(
+            field,
+            format!(
+                "{:?} names a user without a password, which the client does not log in with (the connection would be the default user's); write redis://user:password@host:port or set `password`",
+                redact(raw)
+            ),
+        ));
+    }
     Ok(Target {
         url: url.to_string(),
         display: if base == "rediss" {
@@ -301,6 +312,8 @@ mod tests {
             "unix://h:x/r.sock?pass=topsecret",
             "unix:///r.sock?db=1&db=2&pass=topsecret",
             "unix:///r.sock?user=app",
+            "redis://app@h:1",
+            "rediss+cluster://app@h:1",
         ] {
             let err = parse_target(2, bad, None, None).unwrap_err();
             let text = err.to_string();
@@ -310,5 +323,25 @@ mod tests {
             );
             assert!(!text.contains("topsecret"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_user_name_without_a_password_is_refused_not_dropped() {
+        // The client sends no AUTH without a password: the user would be the default user.
+        for (raw, user) in [
+            ("h:1", Some("app")),
+            ("redis://bob@h:1", None),
+            ("redis://bob@h:1", Some("app")),
+        ] {
+            let err = parse_target(0, raw, user, None).unwrap_err();
+            assert!(
+                matches!(err, Error::Config { ref field, ref reason } if field == "redis.hosts[0]" && reason.contains("without a password")),
+                "{raw}: {err}"
+            );
+        }
+        // With a password from the field or the URL, it logs in.
+        let t = parse_target(0, "redis://bob@h:1", None, Some("pw")).unwrap();
+        assert!(t.url.starts_with("redis://bob:pw@h:1"), "{}", t.url);
+        assert!(parse_target(0, "h:1", Some("app"), Some("pw")).is_ok());
     }
 }
