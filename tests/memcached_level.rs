@@ -457,6 +457,22 @@ fn async_api_and_sync_api_inside_a_runtime() {
     assert_eq!(bare.block_on(mc.get_async("async")).unwrap().unwrap().value, b"2");
 }
 
+/// `workers` past what a semaphore counts (tokio's `MAX_PERMITS`, `usize::MAX >> 3`) is as good
+/// as no bound: it was a panic in the store's construction.
+#[test]
+fn workers_past_any_need_are_no_panic() {
+    let server = MemcachedServer::start();
+    let mc = MemcachedStore::connect(
+        MemcachedOptions::new(server.addr())
+            .prefix("w:")
+            .workers(usize::MAX),
+    )
+    .unwrap();
+    mc.set("k", b"v", None).unwrap();
+    let bare = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_eq!(bare.block_on(mc.get_async("k")).unwrap().unwrap().value, b"v");
+}
+
 #[test]
 fn outage_calls_fail_within_the_deadline_and_recover_after_restart() {
     let mut server = MemcachedServer::start();

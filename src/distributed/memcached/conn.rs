@@ -245,13 +245,15 @@ impl std::fmt::Debug for Host {
 
 impl Host {
     pub(super) fn new(spec: HostSpec, keep: usize) -> Self {
+        // A semaphore counts at most `MAX_PERMITS` (more is a panic), as good as no bound.
+        let keep = keep.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         Host {
             resolver: Resolver::new(&spec.host, spec.port),
             spec,
             idle: Mutex::new(Vec::new()),
             idle_async: Mutex::new(Vec::new()),
-            async_slots: tokio::sync::Semaphore::new(keep.max(1)),
-            keep: keep.max(1),
+            async_slots: tokio::sync::Semaphore::new(keep),
+            keep,
             item_size_max: AtomicUsize::new(0),
         }
     }
