@@ -99,11 +99,14 @@ pub struct InvalidationConfig {
     /// The backplane's Redis (`host:port`, or Cluster seed nodes). Default: the L2's hosts when
     /// the L2 is Redis (with its cluster flag and credentials); required when L2 is Memcached.
     pub hosts: Vec<String>,
-    /// Redis Cluster mode for `hosts` (default false; refused when `hosts` is empty).
+    /// Redis Cluster mode for `hosts` (default false). With `hosts` empty the L2's applies:
+    /// `true` is refused unless `distributed.cluster` is `true` too.
     pub cluster: bool,
-    /// User name for `hosts` (refused when `hosts` is empty).
+    /// User name for `hosts`. With `hosts` empty the L2's applies: a value other than
+    /// `distributed.username` is refused.
     pub username: Option<String>,
-    /// Password for `hosts` (never printed by `Debug`; refused when `hosts` is empty).
+    /// Password for `hosts` (never printed by `Debug`). With `hosts` empty the L2's applies: a
+    /// value other than `distributed.password` is refused.
     pub password: Option<String>,
     /// The pub/sub channel (default `uno-cache:invalidate`). Instances that share an L2 must
     /// share it; applications that share a server under different `distributed.key_prefix`
