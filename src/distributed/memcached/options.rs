@@ -196,11 +196,17 @@ impl MemcachedOptions {
                 reason: "no host given; give host:port".to_owned(),
             });
         }
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() || self.admin_timeout.is_zero() {
-            return Err(Error::Config {
-                field: "memcached.timeout".to_owned(),
-                reason: "timeouts must be above zero".to_owned(),
-            });
+        for (field, timeout) in [
+            ("memcached.timeout", self.timeout),
+            ("memcached.connect_timeout", self.connect_timeout),
+            ("memcached.admin_timeout", self.admin_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(Error::Config {
+                    field: field.to_owned(),
+                    reason: "must be above zero".to_owned(),
+                });
+            }
         }
         if self.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(Error::Config {
@@ -313,6 +319,29 @@ pub(super) fn parse_host(index: usize, raw: &str) -> Result<HostSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_timeout_is_refused_naming_the_timeout_at_fault() {
+        let zero = Duration::ZERO;
+        for (options, field) in [
+            (MemcachedOptions::new("h:1").timeout(zero), "memcached.timeout"),
+            (
+                MemcachedOptions::new("h:1").connect_timeout(zero),
+                "memcached.connect_timeout",
+            ),
+            (
+                MemcachedOptions::new("h:1").admin_timeout(zero),
+                "memcached.admin_timeout",
+            ),
+        ] {
+            let err = options.check().unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { field: f, .. } if f == field),
+                "{err}"
+            );
+        }
+        assert!(MemcachedOptions::new("h:1").check().is_ok());
+    }
 
     #[test]
     fn exptime_follows_memcached_rules() {

@@ -282,11 +282,14 @@ impl RedisOptions {
 
     /// Checks the options and resolves the hosts into what connecting needs.
     pub(crate) fn settings(&self) -> Result<Settings> {
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() || self.admin_timeout.is_zero() {
-            return Err(config_error(
-                "redis.timeout".to_owned(),
-                "timeouts must be above zero".to_owned(),
-            ));
+        for (field, timeout) in [
+            ("redis.timeout", self.timeout),
+            ("redis.connect_timeout", self.connect_timeout),
+            ("redis.admin_timeout", self.admin_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(config_error(field.to_owned(), "must be above zero".to_owned()));
+            }
         }
         if self.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(config_error(
@@ -335,5 +338,33 @@ impl RedisOptions {
 
     pub(crate) fn breakers(&self) -> Option<&Arc<NodeBreakers>> {
         self.node_breakers.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn a_zero_timeout_is_refused_naming_the_timeout_at_fault() {
+        let zero = Duration::ZERO;
+        for (options, field) in [
+            (RedisOptions::new("h:1").timeout(zero), "redis.timeout"),
+            (
+                RedisOptions::new("h:1").connect_timeout(zero),
+                "redis.connect_timeout",
+            ),
+            (
+                RedisOptions::new("h:1").admin_timeout(zero),
+                "redis.admin_timeout",
+            ),
+        ] {
+            let err = options.settings().err().unwrap();
+            assert!(
+                matches!(&err, Error::Config { field: f, .. } if f == field),
+                "{err}"
+            );
+        }
     }
 }
