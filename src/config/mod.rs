@@ -115,7 +115,15 @@ impl CodecName {
 /// Whether a host string carries a password of its own: `user:password@` in a URL, or a unix
 /// socket URL's `?pass=`.
 pub(crate) fn carries_password(host: &str) -> bool {
-    host.contains('@')
+    // The user info ends at the authority's last `@`; a user name there without `:password`
+    // (`redis://bob@h`) is no password, and the client would not log in with it.
+    let rest = host.split_once("://").map_or(host, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let in_user_info = authority
+        .rsplit_once('@')
+        .and_then(|(user_info, _)| user_info.split_once(':'))
+        .is_some_and(|(_, password)| !password.is_empty());
+    in_user_info
         || host
             .split_once('?')
             .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("pass=")))
@@ -662,6 +670,33 @@ mod tests {
         assert!(reason.contains("password"), "{reason}");
         // A password in the host itself does: `user:password@`, or a unix socket's `?pass=`.
         for host in ["redis://:p@a:1", "unix:///run/r.sock?db=1&pass=p"] {
+            let text = format!("[distributed]\nenabled = true\nhosts = [\"{host}\"]\nusername = \"app\"\n");
+            assert!(CacheConfig::from_toml_str(&text).is_ok(), "{host}");
+        }
+    }
+
+    // The checks run after the level's feature is found enabled.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_user_in_a_host_url_is_no_password_for_a_redis_user_name() {
+        // `bob@` names a user, no password: the connection would be the default user's.
+        for host in ["redis://bob@a:1", "bob@a:1", "redis://bob:@a:1/0"] {
+            let (field, reason) = reason_of(&format!(
+                "[distributed]\nenabled = true\nhosts = [\"{host}\"]\nusername = \"app\"\n"
+            ));
+            assert_eq!(field, "distributed.username", "{host}");
+            assert!(reason.contains("password"), "{reason}");
+            let (field, _) = reason_of(&format!(
+                "[distributed]\nenabled = true\nhosts = [\"a:1\"]\n[invalidation]\nenabled = true\nhosts = [\"{host}\"]\nusername = \"u\"\n"
+            ));
+            assert_eq!(field, "invalidation.username", "{host}");
+        }
+        for host in [
+            "redis://bob:p@a:1",
+            "bob:p@a:1",
+            "redis://:p@a:1/0",
+            "redis://u:p@ss@a:1",
+        ] {
             let text = format!("[distributed]\nenabled = true\nhosts = [\"{host}\"]\nusername = \"app\"\n");
             assert!(CacheConfig::from_toml_str(&text).is_ok(), "{host}");
         }
