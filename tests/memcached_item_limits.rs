@@ -301,3 +301,33 @@ fn a_batch_with_a_refused_item_and_an_unreached_host_names_each_kind() {
         "{err:?}"
     );
 }
+
+/// `distributed.max_item_size` in the configuration: a server started with a larger `-I` takes
+/// the larger values the key allows; without it, the level keeps memcached's default of 1 MiB
+/// and refuses them before sending, naming the key.
+#[test]
+fn the_configured_item_limit_lets_a_server_with_a_larger_limit_take_larger_values() {
+    let server = MemcachedServer::start_with(&["-I", "4m"]);
+    let manager = |limit: &str| {
+        let toml = format!(
+            "fallback_on_error = false\n[local]\ntype = \"memory\"\n\
+             [distributed]\nenabled = true\ntype = \"memcached\"\nhosts = [\"{}\"]\n\
+             key_prefix = \"limit:\"\n{limit}",
+            server.addr()
+        );
+        uno_cache::CacheManager::new(uno_cache::CacheConfig::from_toml_str(&toml).unwrap()).unwrap()
+    };
+    let big = vec![5u8; 2 << 20];
+    let configured = manager("max_item_size = 4194304\n");
+    configured.set_raw("big", &big, None).unwrap();
+    let l2 = configured.distributed().unwrap();
+    assert_eq!(l2.get("big").unwrap().map(|e| e.value.len()), Some(big.len()));
+
+    let default = manager("");
+    let err = default.set_raw("big2", &big, None).unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { ref key, .. } if key == "big2"),
+        "{err}"
+    );
+    assert_eq!(l2.get("big2").unwrap(), None);
+}

@@ -57,6 +57,11 @@ pub struct DistributedCacheConfig {
     pub timeout_ms: u64,
     /// Redis Cluster mode (Redis only; default false).
     pub cluster: bool,
+    /// Memcached only: the largest item the servers take, in bytes, their smallest `-I` (default
+    /// 1 MiB, memcached's own default). A value that would not fit is refused before it is sent
+    /// ([`Error::ValueTooLarge`](crate::Error::ValueTooLarge)); unset, a server started with a
+    /// larger `-I` still gets no value over 1 MiB.
+    pub max_item_size: Option<usize>,
     /// ACL user name for authentication (Redis 6+); needs `password` (or credentials in the host
     /// URLs): without one the client logs in as no one and is the default user.
     pub username: Option<String>,
@@ -107,6 +112,7 @@ impl Default for DistributedCacheConfig {
             key_prefix: String::new(),
             timeout_ms: 100,
             cluster: false,
+            max_item_size: None,
             username: None,
             password: None,
             breaker_failures: 5,
@@ -133,6 +139,7 @@ impl std::fmt::Debug for DistributedCacheConfig {
             .field("key_prefix", &self.key_prefix)
             .field("timeout_ms", &self.timeout_ms)
             .field("cluster", &self.cluster)
+            .field("max_item_size", &self.max_item_size)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("breaker_failures", &self.breaker_failures)

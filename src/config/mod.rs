@@ -134,6 +134,12 @@ pub(crate) fn redacted_hosts(hosts: &[String]) -> Vec<String> {
     hosts.iter().map(|h| crate::error::redact_host(h)).collect()
 }
 
+/// `distributed.max_item_size` at the least: room for the envelope, the longest key and a value
+/// (memcached's own `-I` floor is 1 KiB).
+const MIN_ITEM_SIZE: usize = 1024;
+/// `distributed.max_item_size` at the most: memcached's own `-I` ceiling, 1 GiB.
+const MAX_ITEM_SIZE: usize = 1 << 30;
+
 fn invalid(field: &str, reason: impl Into<String>) -> Error {
     Error::Config {
         field: field.to_owned(),
@@ -337,6 +343,23 @@ impl CacheConfig {
                 "cluster mode exists only with type = \"redis\"",
             ));
         }
+        match dist.max_item_size {
+            Some(_) if dist.kind != DistributedKind::Memcached => {
+                return Err(invalid(
+                    "distributed.max_item_size",
+                    "only a Memcached L2 has an item limit to set (Redis takes values up to 512 MiB); remove it",
+                ));
+            }
+            Some(bytes) if !(MIN_ITEM_SIZE..=MAX_ITEM_SIZE).contains(&bytes) => {
+                return Err(invalid(
+                    "distributed.max_item_size",
+                    format!(
+                        "{bytes} bytes is outside {MIN_ITEM_SIZE}..={MAX_ITEM_SIZE}; give the servers' -I in bytes (memcached -I 8m: 8388608)"
+                    ),
+                ));
+            }
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -479,6 +502,29 @@ mod seconds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_item_size_is_for_memcached_only_and_within_memcacheds_own_limits() {
+        let with = |kind: &str, bytes: &str| {
+            CacheConfig::from_toml_str(&format!(
+                "[distributed]\nenabled = true\ntype = \"{kind}\"\nhosts = [\"a:1\"]\nmax_item_size = {bytes}\n"
+            ))
+        };
+        let field_of = |r: Result<CacheConfig>| match r {
+            Err(Error::Config { field, reason }) => (field, reason),
+            other => panic!("{other:?}"),
+        };
+        let (field, reason) = field_of(with("redis", "4194304"));
+        assert_eq!(field, "distributed.max_item_size");
+        assert!(reason.contains("remove it"), "{reason}");
+        for bytes in ["1023", "1073741825"] {
+            let (field, reason) = field_of(with("memcached", bytes));
+            assert_eq!(field, "distributed.max_item_size");
+            assert!(reason.contains("-I"), "{reason}");
+        }
+        let config = with("memcached", "8388608").unwrap();
+        assert_eq!(config.distributed.max_item_size, Some(8 << 20));
+    }
     use std::time::Duration;
 
     use crate::durability::Durability;

@@ -375,11 +375,14 @@ fn memcached_options(
     clock: &Arc<dyn Clock>,
     nodes: Option<&Arc<NodeBreakers>>,
 ) -> MemcachedOptions {
-    let options = MemcachedOptions::with_hosts(d.hosts.iter().cloned())
+    let mut options = MemcachedOptions::with_hosts(d.hosts.iter().cloned())
         .prefix(d.key_prefix.clone())
         .timeout(Duration::from_millis(d.timeout_ms))
         .default_ttl(Some(d.ttl))
         .clock(Arc::clone(clock));
+    if let Some(bytes) = d.max_item_size {
+        options = options.max_item_size(bytes);
+    }
     match nodes {
         Some(nodes) => options.node_breakers(Arc::clone(nodes)),
         None => options,
