@@ -172,13 +172,23 @@ fn with_periodic_durability_a_write_is_at_risk_for_about_d_even_while_the_purge_
     let mut at_risk = Vec::new();
     for i in 0..15 {
         // Right after a durable commit, so that the write is not made durable by itself and
-        // waits for the flusher's next one. No event says a commit became durable: polled.
+        // waits for the flusher's next one. No event says a commit became durable: polled,
+        // for 10 s at most.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while store.has_non_durable_commits() {
+            assert!(
+                Instant::now() < deadline,
+                "write {i}: an earlier commit never became durable"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         store.set(&format!("tail-{i}"), b"v", None).unwrap();
         let written = Instant::now();
         while store.has_non_durable_commits() {
+            assert!(
+                written.elapsed() < Duration::from_secs(10),
+                "write {i} was never made durable by the flusher: {at_risk:?} before it"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         at_risk.push(written.elapsed());
