@@ -766,7 +766,13 @@ fn a_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() 
                 })
         });
         // The caller read its stale copy and its load runs: the key is deleted meanwhile.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while rig.cache.stats().overall.loads < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the load never started: {:?}",
+                rig.cache.stats().overall
+            );
             std::thread::yield_now();
         }
         rig.cache.delete("k").unwrap();
@@ -800,7 +806,13 @@ fn an_async_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_
                 Ok::<_, AppError>("v2".to_string())
             }))
         });
+        let deadline = Instant::now() + Duration::from_secs(10);
         while rig.cache.stats().overall.loads < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the load never started: {:?}",
+                rig.cache.stats().overall
+            );
             std::thread::yield_now();
         }
         rig.cache.delete("k").unwrap();
