@@ -237,7 +237,9 @@ fn a_cancelled_async_leader_hands_the_load_to_a_waiter() {
             })
         };
         // Let the leader start its (never-ending) load.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while cache.stats().overall.loads < 1 {
+            assert!(Instant::now() < deadline, "the leader's load never started");
             tokio::task::yield_now().await;
         }
         let waiter = {
