@@ -421,7 +421,12 @@ fn a_write_through_after_a_failed_batch_of_its_key_is_replayed_after_that_batch(
     std::thread::scope(|scope| {
         let setter = scope.spawn(|| s.cache.set("k", &2u32, None));
         batch.release();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the set neither returned nor reached L2"
+            );
             if setter.is_finished() {
                 // Not sent to L2: let the replay's write of the key through the gate.
                 direct.release();
