@@ -435,14 +435,15 @@ fn verify_while_writes_go_on_reports_no_damage() {
     let written = AtomicU64::new(0);
     const WRITES: u64 = 50_000;
     std::thread::scope(|s| {
-        s.spawn(|| {
+        let writer = s.spawn(|| {
             for i in 0..WRITES {
                 store.set(&format!("k{}", i % 5000), &[7u8; 100], None).unwrap();
                 written.store(i + 1, Ordering::Relaxed);
             }
         });
         let mut rounds = 0;
-        while written.load(Ordering::Relaxed) < WRITES {
+        // A writer that failed (its panic is raised when the scope ends) stops the scans too.
+        while written.load(Ordering::Relaxed) < WRITES && !writer.is_finished() {
             let report = store.verify(|_, _| {}).unwrap();
             assert!(report.is_clean(), "round {rounds}: {report:?}");
             rounds += 1;
