@@ -123,9 +123,15 @@ mod tests {
     use super::*;
 
     /// Yields until `n` requests wait for a turn (the submitting threads are blocked in the
-    /// group, so this is an event to wait for, not a guess at timing).
+    /// group, so this is an event to wait for, not a guess at timing); fails after 10 s.
     fn until_waiting<R, S>(group: &Group<R, S>, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while group.waiting() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} requests wait for a turn after 10 s",
+                group.waiting()
+            );
             std::thread::yield_now();
         }
     }

@@ -105,7 +105,12 @@ fn pushes_waiting(
     for (i, &key) in keys.iter().enumerate() {
         let q = Arc::clone(queue);
         handles.push(std::thread::spawn(move || q.push_set(key, b"2", 0)));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while queue.pushes.waiting() < i + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "push of {key} never waited for its turn"
+            );
             std::thread::yield_now();
         }
     }
