@@ -599,6 +599,77 @@ fn damage_in_the_newest_segment_does_not_cost_the_durable_records_after_it() {
     store.close().unwrap();
 }
 
+#[test]
+fn a_record_whose_crc_starts_with_a_zero_byte_is_found_after_a_zeroed_range() {
+    // A zeroed range (a block the medium lost) ends right where a durable tombstone starts, and
+    // the tombstone's CRC, its first bytes, happens to begin with 0x00 (one record in 256). The
+    // search past the zeros must still try the offset where the record starts, not only the
+    // first non-zero byte: otherwise the tombstone is cut away as a torn tail and the deleted
+    // value comes back.
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let durable = || small_segments().durability(uno_cache::Durability::EveryWrite);
+    let store = FileStore::open(&dir, durable()).unwrap();
+    // Candidates for the deleted key: one of them gets a tombstone CRC whose low byte is zero.
+    let keys: Vec<String> = (0..4000).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        store.set(key, b"old value", None).unwrap();
+    }
+    store.close().unwrap();
+    let store = FileStore::open(&dir, durable()).unwrap();
+    store.set("a", &[0x61; 200], None).unwrap();
+    let seg = files_with_ext(&dir, "seg").pop().unwrap();
+    let bytes = fs::read(&seg).unwrap();
+    let salt = segment_salt(&bytes);
+    let a_at = SEGMENT_HEADER_LEN;
+    let a_seq = u64::from_le_bytes(bytes[a_at + 12..a_at + 20].try_into().unwrap());
+    let tombstone_crc = |key: &str| {
+        let mut r = vec![2u8, 0];
+        r.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        r.extend_from_slice(&0u32.to_le_bytes());
+        r.extend_from_slice(&(a_seq + 1).to_le_bytes());
+        r.extend_from_slice(&0u64.to_le_bytes());
+        r.extend_from_slice(key.as_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&salt.to_le_bytes());
+        crc.update(&r);
+        crc.finalize()
+    };
+    let victim = keys
+        .iter()
+        .find(|k| tombstone_crc(k) & 0xff == 0)
+        .expect("a key whose tombstone CRC starts with a zero byte")
+        .clone();
+    assert!(store.delete(&victim).unwrap());
+    // A kill: the newest segment gets no hint, so the next open scans it.
+    std::mem::forget(store);
+    assert!(!seg.with_extension("hint").exists());
+    let mut bytes = fs::read(&seg).unwrap();
+    let a_len = 28 + 1 + 200;
+    assert_eq!(
+        bytes[a_at + a_len],
+        0,
+        "the tombstone's CRC starts with a zero byte"
+    );
+    assert_eq!(bytes[a_at + a_len + 4], 2, "the tombstone follows `a`");
+    bytes[a_at..a_at + a_len].fill(0);
+    fs::write(&seg, bytes).unwrap();
+    // The forgotten store still holds the lock.
+    let copy = scratch.path().join("copy");
+    copy_dir(&dir, &copy);
+
+    let store = FileStore::open(&copy, durable()).unwrap();
+    let r = store.recovery_report().clone();
+    assert_eq!(store.get("a").unwrap(), None);
+    assert_eq!(
+        store.get(&victim).unwrap(),
+        None,
+        "the delete after the zeroed range was cut away: {r:?}"
+    );
+    assert_eq!((r.damaged_ranges, r.damaged_bytes), (1, a_len as u64), "{r:?}");
+    store.close().unwrap();
+}
+
 /// The oldest segment goes when compaction rewrites it, damaged or not: nothing older is left
 /// for a damaged record to shadow. But its damage goes with it, where neither `verify` nor a
 /// `get` can find it any more, so the report counts it.

@@ -401,8 +401,11 @@ impl<'a> Iterator for Records<'a> {
                 Decoded::End => {
                     // Zeros here normally mean "end of data"; non-zero bytes further on mean
                     // damage (for example a zeroed block in the middle).
+                    // The search starts where a record whose first non-zero byte is that one
+                    // could start: its CRC may begin with zero bytes, so up to its kind byte.
                     let skip = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
-                    search_for_record(buf, salt, at + skip, limit, &mut self.crc_budget).ok_or(limit)
+                    let from = (at + skip).saturating_sub(frame::KIND_AT).max(at + 1);
+                    search_for_record(buf, salt, from, limit, &mut self.crc_budget).ok_or(limit)
                 }
                 Decoded::Incomplete | Decoded::Invalid(_) => {
                     let budget = &mut self.crc_budget;
