@@ -670,6 +670,54 @@ fn a_record_whose_crc_starts_with_a_zero_byte_is_found_after_a_zeroed_range() {
     store.close().unwrap();
 }
 
+#[test]
+fn a_damaged_length_that_lands_in_zeros_inside_a_later_value_skips_no_good_record() {
+    // A flipped bit in a record's value length makes the record claim to end inside a run of
+    // zeros in a later value. Twenty-eight zero bytes there are not the end of the data (non-zero
+    // bytes follow): skipping by that length jumped over the durable tombstone in between, and
+    // the deleted value came back.
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let durable = || small_segments().durability(uno_cache::Durability::EveryWrite);
+    let store = FileStore::open(&dir, durable()).unwrap();
+    store.set("k", b"old value", None).unwrap();
+    store.close().unwrap();
+    let store = FileStore::open(&dir, durable()).unwrap();
+    store.set("r", &[0x72; 100], None).unwrap();
+    assert!(store.delete("k").unwrap());
+    let mut z = vec![0x7a; 10];
+    z.extend_from_slice(&[0; 4096]);
+    z.extend_from_slice(&[0x7a; 10]);
+    store.set("z", &z, None).unwrap();
+    store.set("after", b"ok", None).unwrap();
+    // A kill: the newest segment gets no hint, so the next open scans it.
+    std::mem::forget(store);
+    let seg = files_with_ext(&dir, "seg").pop().unwrap();
+    assert!(!seg.with_extension("hint").exists());
+    let mut bytes = fs::read(&seg).unwrap();
+    // `r`'s value length, 100, becomes 228: the record now ends inside `z`'s zeros.
+    let value_len_at = SEGMENT_HEADER_LEN + 8;
+    assert_eq!(bytes[value_len_at], 100);
+    bytes[value_len_at] ^= 0x80;
+    fs::write(&seg, bytes).unwrap();
+    // The forgotten store still holds the lock.
+    let copy = scratch.path().join("copy");
+    copy_dir(&dir, &copy);
+
+    let store = FileStore::open(&copy, durable()).unwrap();
+    let r = store.recovery_report().clone();
+    assert_eq!(store.get("r").unwrap(), None);
+    assert_eq!(
+        store.get("k").unwrap(),
+        None,
+        "the delete after the damaged record was skipped: {r:?}"
+    );
+    assert_eq!(store.get("z").unwrap().as_deref(), Some(&z[..]), "{r:?}");
+    assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"ok"[..]));
+    assert_eq!((r.damaged_ranges, r.damaged_bytes), (1, 28 + 1 + 100), "{r:?}");
+    store.close().unwrap();
+}
+
 /// The oldest segment goes when compaction rewrites it, damaged or not: nothing older is left
 /// for a damaged record to shadow. But its damage goes with it, where neither `verify` nor a
 /// `get` can find it any more, so the report counts it.

@@ -430,7 +430,7 @@ impl<'a> Iterator for Records<'a> {
 }
 
 /// If the record at `at` has a plausible header (valid kind, zero flags, lengths within the
-/// buffer) and a valid record or the end of the data follows it, the offset after it.
+/// buffer) and a valid record or the end of the data (only zeros) follows it, the offset after it.
 ///
 /// Searching byte by byte inside a damaged record could "find" a record that is really part of its
 /// value; trusting an intact header avoids that in the common case of damage to the payload.
@@ -444,12 +444,13 @@ fn skip_damaged(buf: &[u8], salt: u32, at: usize, limit: usize, budget: &mut u64
     if next > buf.len() {
         return None;
     }
+    // The end of the data is zeros up to the end of the buffer (`limit` is past the last
+    // non-zero byte). A run of zeros with non-zero bytes after it is not: a damaged length can
+    // land in the zeros of a later value, and skipping there lost the records in between.
     if next >= limit {
         return Some(next);
     }
-    let rest = buf.get(next..)?;
-    let end = rest.iter().take(RECORD_HEADER_LEN).all(|&b| b == 0);
-    (end || is_record_within(rest, salt, budget)).then_some(next)
+    is_record_within(buf.get(next..)?, salt, budget).then_some(next)
 }
 
 /// The first offset in `from..limit` where a valid record decodes, within the checksum budget.
