@@ -60,6 +60,7 @@ impl Sim {
     fn set_len(&self, _: usize, _: u64) {}
     fn extended(&self, _: usize, _: u64) {}
     fn synced(&self, _: usize) {}
+    fn sync_failed(&self, _: usize) {}
 }
 
 /// The kinds of call the simulator can fail.
@@ -282,7 +283,12 @@ impl DiskFile {
 
     /// `fdatasync`: makes the file's data (and its length) durable.
     pub(crate) fn sync_data(&self) -> io::Result<()> {
-        self.check(Op::Sync)?;
+        if let Err(e) = self.check(Op::Sync) {
+            if let Some((sim, inode)) = &self.sim {
+                sim.sync_failed(*inode);
+            }
+            return Err(e);
+        }
         if let Some((sim, inode)) = &self.sim {
             // Simulated: see `Disk::sync_dir`.
             sim.synced(*inode);

@@ -15,7 +15,8 @@
 //!   on some seeds, until its parent is fsynced.
 //!
 //! It can also fail the next call of a kind with a chosen error, for the paths a real file system
-//! cannot fail on demand.
+//! cannot fail on demand. A failed fsync loses the file's unsynced writes, as a writeback error
+//! does on Linux (the pages are marked clean; a later fsync reports success without them).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -320,6 +321,16 @@ impl Sim {
 
     pub(super) fn extended(&self, inode: usize, len: u64) {
         self.pending(inode, FileOp::Extend(len));
+    }
+
+    /// An fsync of `inode` failed: as Linux does after a writeback error, the file's unsynced
+    /// writes are lost (their pages are marked clean, so no later fsync writes them, and a
+    /// later fsync of the same open file reports success).
+    pub(super) fn sync_failed(&self, inode: usize) {
+        let mut state = self.state.lock();
+        if let Some(file) = state.inodes.get_mut(inode) {
+            file.pending.clear();
+        }
     }
 
     pub(super) fn synced(&self, inode: usize) {

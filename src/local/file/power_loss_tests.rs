@@ -891,3 +891,45 @@ fn a_compaction_removes_a_durable_tombstone_only_once_the_newer_value_is_durable
         );
     }
 }
+
+#[test]
+fn a_write_whose_fsync_follows_a_failed_one_of_its_segment_is_not_acknowledged() {
+    // Linux reports a writeback error to one fsync of an open file, and marks the pages clean:
+    // a second fsync, here an `EveryWrite` set's right after a concurrent flush's failed, returns
+    // success for a write the kernel dropped. That set must fail, not acknowledge it.
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let clock = ManualClock::new(START_MS);
+    let options = || small(&clock).durability(Durability::EveryWrite);
+    let (store, sim) = sim_store(&live, options());
+    let store = Arc::new(store);
+    store.set("k", b"v1", None).unwrap();
+    let flush_sync = sim.hold_next(Op::Sync);
+    let flush = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || store.flush())
+    };
+    flush_sync.wait_held();
+    // The set's record lands while the flush's fsync is under way; its own fsync comes after.
+    let write_sync = sim.hold_next(Op::Sync);
+    let (write, tid) = {
+        let store = Arc::clone(&store);
+        spawn_telling_tid(move || store.set("k", b"v2", None))
+    };
+    wait_until_asleep(tid);
+    flush_sync.release(Some(ErrorKind::Other));
+    assert!(flush.join().unwrap().is_err());
+    write_sync.release(None);
+    let written = write.join().unwrap();
+    Arc::try_unwrap(store).unwrap().abandon();
+    let after = root.path().join("after");
+    let kept = sim.crash(0, &after);
+    let store = FileStore::open(&after, options()).unwrap();
+    let got = store.get("k").unwrap();
+    assert!(
+        written.is_err() || got.as_deref() == Some(&b"v2"[..]),
+        "({kept}) the set was acknowledged ({written:?}) but a power cut lost it: {got:?}"
+    );
+    store.close().unwrap();
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::Mmap;
+use parking_lot::Mutex;
 
 use super::dir::LockedDir;
 use super::format::{self, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN};
@@ -61,6 +62,8 @@ pub(crate) struct Segment {
     /// stop, it found damage, the device was full): whoever removes the segment first fsyncs
     /// that one and every newer one. In memory only.
     pub(crate) moved_to: AtomicU64,
+    /// Held across each fsync; true once one failed (see [`Segment::sync`]).
+    sync_failed: Mutex<bool>,
 }
 
 /// Why a segment file is not one the store can read.
@@ -139,6 +142,7 @@ impl Segment {
             hint_bytes: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
             moved_to: AtomicU64::new(u64::MAX),
+            sync_failed: Mutex::new(false),
         })
     }
 
@@ -212,6 +216,7 @@ impl Segment {
             hint_bytes: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
             moved_to: AtomicU64::new(u64::MAX),
+            sync_failed: Mutex::new(false),
         };
         Ok(Ok((segment, past)))
     }
@@ -278,10 +283,26 @@ impl Segment {
     }
 
     /// Makes written data durable.
+    ///
+    /// One fsync of the segment at a time, and none succeeds after one failed: Linux reports a
+    /// writeback error to one fsync of an open file and marks the pages clean, so a second
+    /// fsync (a write's under `EveryWrite`, racing a flush's) returned success for records the
+    /// kernel had dropped, and its write was acknowledged as durable.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io("fsync segment", &self.path, e))
+        let mut failed = self.sync_failed.lock();
+        if *failed {
+            return Err(Error::io(
+                "fsync segment",
+                &self.path,
+                std::io::Error::other(
+                    "an earlier fsync of this segment failed: its unsynced writes may be lost",
+                ),
+            ));
+        }
+        self.file.sync_data().map_err(|e| {
+            *failed = true;
+            Error::io("fsync segment", &self.path, e)
+        })
     }
 
     /// Gives the reserved space past the data end back to the device: the segment takes no more
