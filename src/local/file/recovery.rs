@@ -365,9 +365,11 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
             }
             // The newest segment, never written: the roll that created it was cut short. It
             // held nothing, so it goes, and the segment before it is the last one written (its
-            // torn tail is a crash's, not damage).
+            // torn tail is a crash's, not damage). Not one with a hint: that one was fsynced
+            // before its hint was written, so its zeros are damage, and its hint names the keys
+            // it held (lost below, as for any unreadable header).
             Err(segment::Unreadable::Unwritten)
-                if Some(id) == last_id && dir.disk.remove_file(&path).is_ok() =>
+                if Some(id) == last_id && !hint_ids.contains(&id) && dir.disk.remove_file(&path).is_ok() =>
             {
                 tracing::info!(path = %path.display(), "removing a segment whose creation a crash cut short");
                 last_id = segment_ids.range(..id).next_back().copied();
