@@ -283,8 +283,15 @@ pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<
                 end.data_end = at as u64;
                 continue;
             }
-            // A zeroed block: resume the search at the next non-zero byte.
-            Decoded::End => at + rest.iter().position(|&b| b != 0).unwrap_or(rest.len()),
+            // A zeroed block: resume the search where a record whose first non-zero byte is
+            // the next one could start. Its CRC comes first and may begin with zero bytes, so
+            // up to its kind byte earlier: started at the non-zero byte itself, the search
+            // missed a record whose CRC begins with 0x00 (one in 256), and the open cut it
+            // away as a torn tail, an acknowledged op with it.
+            Decoded::End => {
+                let skip = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+                (at + skip).saturating_sub(frame::KIND_AT).max(at + 1)
+            }
             Decoded::Incomplete | Decoded::Invalid(_) => at + 1,
         };
         match resync(buf, from, log_id, &mut budget) {
@@ -374,6 +381,49 @@ mod tests {
         );
         assert!(scan.items.is_empty());
         assert_eq!(scan.torn_tail, Some(HEADER_LEN as u64..log.len() as u64));
+    }
+
+    #[test]
+    fn a_record_whose_crc_starts_with_a_zero_byte_is_found_after_a_zeroed_range() {
+        // A zeroed range (a block the medium lost) ends right where a record starts whose CRC,
+        // its first bytes, begins with 0x00. The search past the zeros must try that offset.
+        let header = Header {
+            log_id: 7,
+            next_seq: 1,
+        };
+        let record = (1..10_000u64)
+            .map(|seq| {
+                let mut r = Vec::new();
+                encode_record(&mut r, header.log_id, &set(seq, "key", b"value"));
+                r
+            })
+            .find(|r| r[frame::CRC_AT] == 0 && r[frame::CRC_AT + 1] != 0)
+            .expect("a record whose CRC begins with one zero byte");
+        let mut log = encode_header(&header).to_vec();
+        encode_record(&mut log, header.log_id, &set(1, "before", b"v"));
+        let zeros_at = log.len();
+        log.extend_from_slice(&[0u8; 64]);
+        let record_at = log.len();
+        log.extend_from_slice(&record);
+        let scan = scan_log(&log, header.log_id);
+        assert_eq!(scan.torn_tail, None, "{:?}", scan.items);
+        assert_eq!(scan.data_end, log.len() as u64);
+        let found: Vec<&str> = scan
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Record(r) => Some(r.key),
+                Item::Damage(_) => None,
+            })
+            .collect();
+        assert_eq!(found, ["before", "key"]);
+        assert!(
+            scan.items
+                .iter()
+                .any(|item| matches!(item, Item::Damage(d) if *d == (zeros_at as u64..record_at as u64))),
+            "{:?}",
+            scan.items
+        );
     }
 
     #[test]
