@@ -559,17 +559,30 @@ fn compaction_keeps_a_segment_whose_damaged_tombstone_its_hint_still_knows() {
     store.close().unwrap();
 }
 
+/// Options under which every write is fsynced before it returns: what a crash leaves of them
+/// is all there, so anything missing after an open is damage.
+fn durable() -> uno_cache::FileStoreOptions {
+    small_segments().durability(uno_cache::Durability::EveryWrite)
+}
+
+/// A durable store in `dir` whose first segment holds `keys` with an old value, closed and
+/// opened again, so that what the test writes next goes to a segment of its own.
+fn reopened_with_old_values<K: AsRef<str>>(dir: &Path, keys: &[K]) -> FileStore {
+    let store = FileStore::open(dir, durable()).unwrap();
+    for key in keys {
+        store.set(key.as_ref(), b"old value", None).unwrap();
+    }
+    store.close().unwrap();
+    FileStore::open(dir, durable()).unwrap()
+}
+
 #[test]
 fn damage_in_the_newest_segment_does_not_cost_the_durable_records_after_it() {
     // Every write below was fsynced before it returned, so a crash cannot have torn the value of
     // `a`: a flipped byte there is damage, and the tombstone after it must still count.
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("store");
-    let durable = || small_segments().durability(uno_cache::Durability::EveryWrite);
-    let store = FileStore::open(&dir, durable()).unwrap();
-    store.set("k", b"old value", None).unwrap();
-    store.close().unwrap();
-    let store = FileStore::open(&dir, durable()).unwrap();
+    let store = reopened_with_old_values(&dir, &["k"]);
     store.set("a", &[0x61; 200], None).unwrap();
     assert!(store.delete("k").unwrap());
     // A kill: the newest segment gets no hint, so the next open scans it.
@@ -608,15 +621,9 @@ fn a_record_whose_crc_starts_with_a_zero_byte_is_found_after_a_zeroed_range() {
     // value comes back.
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("store");
-    let durable = || small_segments().durability(uno_cache::Durability::EveryWrite);
-    let store = FileStore::open(&dir, durable()).unwrap();
     // Candidates for the deleted key: one of them gets a tombstone CRC whose low byte is zero.
     let keys: Vec<String> = (0..4000).map(|i| format!("k{i}")).collect();
-    for key in &keys {
-        store.set(key, b"old value", None).unwrap();
-    }
-    store.close().unwrap();
-    let store = FileStore::open(&dir, durable()).unwrap();
+    let store = reopened_with_old_values(&dir, &keys);
     store.set("a", &[0x61; 200], None).unwrap();
     let seg = files_with_ext(&dir, "seg").pop().unwrap();
     let bytes = fs::read(&seg).unwrap();
@@ -678,11 +685,7 @@ fn a_damaged_length_that_lands_in_zeros_inside_a_later_value_skips_no_good_recor
     // the deleted value came back.
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("store");
-    let durable = || small_segments().durability(uno_cache::Durability::EveryWrite);
-    let store = FileStore::open(&dir, durable()).unwrap();
-    store.set("k", b"old value", None).unwrap();
-    store.close().unwrap();
-    let store = FileStore::open(&dir, durable()).unwrap();
+    let store = reopened_with_old_values(&dir, &["k"]);
     store.set("r", &[0x72; 100], None).unwrap();
     assert!(store.delete("k").unwrap());
     let mut z = vec![0x7a; 10];
