@@ -6,6 +6,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+#[cfg(any(feature = "redb", feature = "redis", feature = "memcached"))]
+use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time in Unix milliseconds.
@@ -131,6 +133,15 @@ impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
+}
+
+/// `d` after `at`, saturating at a century instead of overflowing: a user's interval or timeout
+/// of `Duration::MAX` (as good as never) is too long to add to an `Instant`, and the addition
+/// panics.
+#[cfg(any(feature = "redb", feature = "redis", feature = "memcached"))]
+pub(crate) fn instant_after(at: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(d.min(FAR)).unwrap_or(at)
 }
 
 /// Absolute expiry in Unix ms for a TTL starting now; sub-millisecond TTLs round up to 1 ms.

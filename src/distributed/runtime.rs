@@ -410,9 +410,7 @@ fn log_unwaited(
 
 /// `now + timeout`, saturating at a century from now instead of overflowing.
 pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    let now = Instant::now();
-    now.checked_add(timeout.min(FAR)).unwrap_or(now)
+    crate::clock::instant_after(Instant::now(), timeout)
 }
 
 /// Aborts the task when the awaiting future is dropped (aborting a finished task does nothing).

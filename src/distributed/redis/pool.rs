@@ -116,10 +116,8 @@ impl CallerPool {
         let Some(resolver) = &self.resolver else {
             return self.connect_to(&self.client, op, timeout, started);
         };
-        // `deadline_after` for a timeout too long to add to an instant (`Duration::MAX`).
-        let deadline = started
-            .checked_add(timeout)
-            .unwrap_or_else(|| crate::distributed::runtime::deadline_after(timeout));
+        // Saturating: a timeout of `Duration::MAX` is too long to add to an instant.
+        let deadline = crate::clock::instant_after(started, timeout);
         let addrs = resolver.addrs(deadline).map_err(|e| match e {
             Unresolved::Timeout => Error::Timeout {
                 level: LEVEL,

@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::inner::Inner;
+use crate::clock::instant_after;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 
@@ -53,8 +54,8 @@ impl Flusher {
             .name("uno-cache-redb".into())
             .spawn(move || {
                 let start = Instant::now();
-                let mut next_flush = flush_every.map(|d| after(start, d));
-                let mut next_purge = purge_every.map(|d| after(start, d));
+                let mut next_flush = flush_every.map(|d| instant_after(start, d));
+                let mut next_purge = purge_every.map(|d| instant_after(start, d));
                 // A purge stopped for a durable commit, resumed at once after it.
                 let mut resume: Option<Resume> = None;
                 loop {
@@ -77,7 +78,7 @@ impl Flusher {
                                 // The next turn tries again (after a full disk, with a reopened database).
                                 tracing::warn!(error = %e, path = %inner.path.display(), "periodic durable commit of the redb store failed");
                             }
-                            next_flush = Some(after(Instant::now(), every));
+                            next_flush = Some(instant_after(Instant::now(), every));
                         }
                     }
                     if let (Some(at), Some(every)) = (next_purge, purge_every) {
@@ -85,7 +86,7 @@ impl Flusher {
                             let flush_due = || next_flush.is_some_and(|at| Instant::now() >= at);
                             resume = purge(&inner, resume.take(), || stop.is_fired() || flush_due());
                             if resume.is_none() {
-                                next_purge = Some(after(Instant::now(), every));
+                                next_purge = Some(instant_after(Instant::now(), every));
                             }
                         }
                     }
@@ -97,13 +98,6 @@ impl Flusher {
             handle: Some(handle),
         }))
     }
-}
-
-/// `every` after `at`; a century at most, so that an interval too long to add to an instant
-/// (`Duration::MAX`: as good as never) does not panic the thread.
-fn after(at: Instant, every: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    at.checked_add(every.min(FAR)).unwrap_or(at)
 }
 
 /// Where a purge stopped for a durable commit, and what it removed so far.
