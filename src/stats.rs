@@ -353,6 +353,7 @@ impl LoaderMetrics {
 /// Fail-safe and the loader timeouts (`[loader]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct LoaderStats {
     /// Whether expired entries are kept to be served stale (`fail_safe_max_duration > 0`).
     pub fail_safe: bool,
@@ -455,6 +456,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 /// Latency percentiles of one kind of call to one level, from sampled calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LatencyStats {
     /// Calls timed.
     pub samples: u64,
@@ -466,6 +468,7 @@ pub struct LatencyStats {
 
 /// What the manager saw of one level.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LevelStats {
     /// The level's name ("file", "memory", "redb", "redis", …; "none" when there is no L2).
     pub name: String,
@@ -525,6 +528,7 @@ pub struct LevelStats {
 
 /// Hit rates: each level's own, and overall (reads answered by any level / all reads).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct HitRates {
     /// L1 hits / L1 reads (both local tiers: a memory-tier hit is an L1 hit).
     pub local: f64,
@@ -543,6 +547,7 @@ pub struct HitRates {
 
 /// What each level holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Sizes {
     /// L1 items and bytes: the tier behind the memory tier (which holds most of the values the
     /// memory tier does; a value the file tier evicted may stay in memory until it is read or
@@ -565,6 +570,7 @@ pub struct Sizes {
 
 /// Reads through the whole manager, and the work its policy did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OverallStats {
     /// Keys read (each key of a batch counts).
     pub reads: u64,
@@ -593,6 +599,7 @@ pub struct OverallStats {
 /// The offline mode (replay queue) and cross-process consistency (backplane, revalidation).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct ConsistencyStats {
     /// Whether the manager queues the L2 writes that fail, for replay.
     pub replay_enabled: bool,
@@ -700,6 +707,7 @@ impl ConsistencyMetrics {
 
 /// A snapshot of the manager's statistics; `serde_json::to_string(&stats)` gives JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CacheStats {
     /// Hit rates per level and overall.
     pub hit_rate: HitRates,

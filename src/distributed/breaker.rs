@@ -39,6 +39,7 @@ const HALF_OPEN: u8 = 2;
 
 /// A snapshot of a breaker for stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct BreakerStats {
     /// The state now.
     pub state: BreakerState,

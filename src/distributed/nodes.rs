@@ -31,6 +31,7 @@ pub struct Node {
 
 /// A snapshot of one node's breaker, for stats.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct NodeStats {
     /// The node, as `host:port`.
     pub node: String,

@@ -43,6 +43,7 @@ use crate::shutdown::Shutdown;
 
 /// What one compaction step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct CompactionReport {
     /// Expired entries removed from the index.
     pub expired: u64,

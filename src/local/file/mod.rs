@@ -119,6 +119,7 @@ pub struct FileStore {
 
 /// Sizes and counters of a file store.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct FileStoreStats {
     /// Keys with a live value (expired ones not yet swept included).
     pub live_items: u64,
@@ -760,6 +761,7 @@ impl Drop for FileStore {
 
 /// What [`FileStore::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Segments checked.
     pub segments: u64,

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 
 /// What opening the store found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Segments loaded.
     pub segments: u64,
