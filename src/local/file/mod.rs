@@ -59,6 +59,8 @@ mod write;
 #[cfg(test)]
 mod collision_tests;
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod full_device_tests;
 
 use std::collections::BTreeMap;
