@@ -53,7 +53,7 @@
 //!   that says the connection is gone, and a flow that went silent without a reset (an idle
 //!   timeout in a NAT or load balancer, a host powered off, a failover to another address)
 //!   gives none for about 15 minutes; the cluster client even retries a timed-out call on the
-//!   same node connection (`tests/redis_level.rs`,
+//!   same node connection (`tests/redis_connection_replacement.rs`,
 //!   `async_calls_move_to_a_new_connection_when_theirs_goes_silent`;
 //!   `tests/redis_cluster_level.rs`,
 //!   `async_calls_move_to_a_new_cluster_connection_when_a_node_goes_silent`). It costs each call
@@ -63,7 +63,8 @@
 //!   before our deadline (a shorter timeout of its own) never times out at ours, so a dropped,
 //!   unanswered call has the connection asked a `PING` (every primary's, on a cluster) that must
 //!   be answered by the call's deadline, or the connection is replaced (one check at a time;
-//!   `tests/redis_level.rs`, `async_calls_whose_callers_give_up_first_still_move_to_a_new_connection`).
+//!   `tests/redis_connection_replacement.rs`,
+//!   `async_calls_whose_callers_give_up_first_still_move_to_a_new_connection`).
 //!   That watch costs each async call one clock read; not benchmarked.
 
 mod commands;
