@@ -647,7 +647,8 @@ pub struct ConsistencyStats {
     pub invalidations_received: u64,
     /// Keys dropped from L1 by invalidations of keys or prefixes received from other instances:
     /// only keys L1 held (all of L1 when a prefix clears it, as an L1 that cannot list a
-    /// prefix's keys does). This instance's own invalidations are not counted, nor are
+    /// prefix's keys does), and none when L1 failed to delete them (every L1 entry is made
+    /// suspect instead). This instance's own invalidations are not counted, nor are
     /// invalidations of tags or of the whole cache.
     pub keys_invalidated: u64,
     /// Times every L1 entry became suspect because invalidations may have been missed: the

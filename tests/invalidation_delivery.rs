@@ -1,7 +1,9 @@
 //! Invalidations that must reach the other instances' L1: a write or delete that reaches L2 only
 //! through the replay queue, a tag invalidation retried after it failed, and a key list longer
-//! than one message carries. Two managers in one process share an in-process L2 that can be made
-//! to fail, and a backplane on a real `redis-server`.
+//! than one message carries; and what a received one counts as dropped (`keys_invalidated`),
+//! also when this L1 cannot delete (a file store on a real ext4 mount). Two managers in one
+//! process share an in-process L2 that can be made to fail, and a backplane on a real
+//! `redis-server`.
 
 #![allow(
     clippy::unwrap_used,
@@ -311,6 +313,85 @@ fn only_keys_an_invalidation_dropped_from_l1_count_as_invalidated() {
     });
     assert_eq!(b.stats().consistency.keys_invalidated, 1);
     assert_eq!(b.get_raw("held").unwrap(), None);
+}
+
+/// A prefix invalidation received while this L1 cannot delete (a file store whose segment was
+/// made immutable: the tombstone's write fails with EPERM, a real write error, and latches the
+/// store read-only) drops nothing: the keys the store listed are still in it (suspect), so
+/// `keys_invalidated` must not count them. It counted every key listed.
+#[test]
+fn a_prefix_whose_delete_from_l1_failed_counts_no_key_as_invalidated() {
+    let redis = RedisServer::start();
+    let disk = mount::Mount::ext4(16);
+    let store = disk.path().join("store");
+    let a = redis_instance(&redis, 10_000, "", "");
+    let b = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "file"
+            path = "{}"
+            max_size = 8
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "app:"
+            [invalidation]
+            enabled = true
+            "#,
+            store.display(),
+            redis.addr(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    // B is subscribed once it has heard of A's set.
+    b_holds_what_a_set(&a, &b, "other", b"o");
+    for key in ["session:1", "user:1", "user:2"] {
+        b.set_raw(key, b"v", None).unwrap();
+    }
+    // A invalidates `prefix`; B's stats once B has applied the message.
+    let b_drops = |prefix: &str| {
+        let heard = b.stats().consistency.invalidations_received;
+        let message = Invalidation::Prefix(prefix.to_owned());
+        a.backplane().unwrap().publish(&message).unwrap();
+        wait_until("B to hear of the prefix", || {
+            b.stats().consistency.invalidations_received > heard
+        });
+        b.stats()
+    };
+    // While B's L1 can delete, each key it drops counts.
+    let before = b.stats();
+    let dropped = b_drops("session:");
+    assert_eq!(
+        dropped.consistency.keys_invalidated,
+        before.consistency.keys_invalidated + 1
+    );
+    assert_eq!(dropped.local.errors, before.local.errors);
+
+    // The tombstones would go into the newest segment, the active one.
+    let active = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap();
+    disk.set_immutable(&active, true);
+    let before = b.stats();
+    let after = b_drops("user:");
+    assert!(
+        after.local.errors > before.local.errors,
+        "B's L1 deleted the prefix: the test did not make its delete fail"
+    );
+    assert!(
+        b.local().get("user:1").unwrap().is_some(),
+        "B's L1 no longer holds user:1"
+    );
+    assert_eq!(
+        after.consistency.keys_invalidated, before.consistency.keys_invalidated,
+        "keys L1 still holds were counted as invalidated"
+    );
+    disk.set_immutable(&active, false);
 }
 
 /// A memory L1 in front of a real Redis L2, with a per-call deadline of `timeout_ms`; `top`

@@ -108,7 +108,7 @@ impl Shared {
             Invalidation::Keys(keys) => {
                 let refs = holdable(keys);
                 self.withdraw_behind(&refs, None);
-                invalidated.add(self.drop_local(&refs));
+                invalidated.add(self.drop_local(&refs).unwrap_or(0));
             }
             // If L1 cannot drop what the message names (a full disk, a store latched
             // read-only), it must stop vouching for what it holds rather than serve it.

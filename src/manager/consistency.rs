@@ -361,8 +361,8 @@ impl Shared {
     // ---- receive ----
 
     /// Drops keys from L1 only, guarded against racing backfills; how many live entries L1
-    /// held of them (0 if it failed).
-    pub(crate) fn drop_local(&self, keys: &[&str]) -> u64 {
+    /// held of them, `None` if the delete failed (see `take_out_of_l1`).
+    pub(crate) fn drop_local(&self, keys: &[&str]) -> Option<u64> {
         self.take_out_of_l1(keys, "dropping invalidated keys from L1 failed")
     }
 
@@ -373,21 +373,21 @@ impl Shared {
     }
 
     /// Deletes `keys` from L1, guarded against racing backfills; how many live entries it held
-    /// of them. If L1 cannot (a full disk, a store latched read-only), the keys may still be
-    /// there: every L1 entry becomes suspect rather than serve what the other levels and
-    /// instances no longer have.
-    fn take_out_of_l1(&self, keys: &[&str], what: &'static str) -> u64 {
+    /// of them, `None` if the delete failed. If L1 cannot delete (a full disk, a store latched
+    /// read-only), the keys may still be there: every L1 entry becomes suspect rather than serve
+    /// what the other levels and instances no longer have.
+    fn take_out_of_l1(&self, keys: &[&str], what: &'static str) -> Option<u64> {
         if keys.is_empty() {
-            return 0;
+            return Some(0);
         }
         let _writing = self.guard.write(keys.iter().copied());
         match self.l1.delete_many(keys) {
-            Ok(dropped) => dropped,
+            Ok(dropped) => Some(dropped),
             Err(e) => {
                 self.metrics.local.errors.incr();
                 tracing::warn!(error = %e, "{what}; every L1 entry becomes suspect");
                 self.distrust_everything();
-                0
+                None
             }
         }
     }
@@ -468,7 +468,8 @@ impl Shared {
 
     /// Drops every L1 key that starts with `prefix`: by listing them where the level can (file
     /// store, redb), otherwise by clearing L1 (a superset). Returns the number of keys dropped
-    /// (all of L1 when cleared).
+    /// (all of L1 when cleared; none if deleting the listed keys failed, L1 being distrusted
+    /// instead).
     pub(crate) fn drop_local_prefix(&self, prefix: &str) -> Result<u64> {
         // Keys not in L1 now are not listed, and an L2 read of one begun before the prefix was
         // invalidated must not backfill it after.
@@ -481,9 +482,13 @@ impl Shared {
             Some(keys) => {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
                 // The keys listed, not those the level below reports: the memory tier may
-                // hold a key the level below has since evicted.
-                self.drop_local(&refs);
-                Ok(refs.len() as u64)
+                // hold a key the level below has since evicted. None after a failed delete:
+                // L1 may still hold every one of them (suspect now), so none counts as dropped
+                // (in `keys_invalidated`, or in what `invalidate_prefix` returns).
+                Ok(match self.drop_local(&refs) {
+                    Some(_) => refs.len() as u64,
+                    None => 0,
+                })
             }
             None => {
                 let items = self.l1.size().map(|s| s.items).unwrap_or(0);

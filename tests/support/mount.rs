@@ -90,6 +90,19 @@ impl Mount {
         &self.point
     }
 
+    /// Sets (`on`) or clears the immutable attribute of a file on an ext4 mount (`chattr +i`):
+    /// while it is set, every write to the file fails with EPERM, through descriptors opened
+    /// before too, as a failing device's writes do (an error that is not a full disk).
+    pub fn set_immutable(&self, file: &Path, on: bool) {
+        run(
+            "chattr",
+            Command::new(system_binary("chattr"))
+                .arg(if on { "+i" } else { "-i" })
+                .arg(file),
+            "Install it with `apt-get install -y e2fsprogs`",
+        );
+    }
+
     /// Bytes in use on the file system, as the kernel counts them: deleted files that a process
     /// still holds open included, which `du` cannot see.
     pub fn used_bytes(&self) -> u64 {
