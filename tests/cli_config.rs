@@ -137,6 +137,32 @@ fn a_wrong_redis_password_makes_set_get_and_stats_exit_2_naming_the_host() {
     assert!(stdout.contains("password"), "stats shows the refusal: {stdout}");
 }
 
+/// A duration past what the configuration takes fails the command with exit 2, naming the
+/// field and the largest value accepted; serde's own words ("invalid type: integer … as i128")
+/// said neither what was wrong nor what to write.
+#[test]
+fn a_config_duration_past_u64_max_seconds_exits_2_naming_the_field_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[local]\ntype = \"file\"\npath = {:?}\nttl = 99999999999999999999999\n",
+            dir.path().join("data").display().to_string()
+        ),
+    );
+    for args in [&["set", "k", "v"][..], &["get", "k"]] {
+        let out = run_config(&config, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("local.ttl")
+                && stderr.contains("at most 18446744073709551615")
+                && !stderr.contains("i128"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn max_size_mb_with_a_config_is_used_and_recorded_by_the_manager_commands() {
     let dir = tempfile::tempdir().unwrap();

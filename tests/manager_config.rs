@@ -116,22 +116,32 @@ fn start_degraded_on_config_error_without_fallback_on_error_is_refused_naming_th
     }
 }
 
+/// The durations of the configuration, in seconds, as `(section, key)`.
+const DURATIONS: [(&str, &str); 5] = [
+    ("local", "ttl"),
+    ("distributed", "ttl"),
+    ("loader", "fail_safe_max_duration"),
+    ("loader", "fail_safe_throttle"),
+    ("loader", "absent_ttl"),
+];
+
+/// A configuration that sets `key` of `section` to `secs` (with an L2, which `[distributed]`
+/// needs to be checked).
+fn with_duration(section: &str, key: &str, secs: &str) -> String {
+    match section {
+        "distributed" => {
+            format!("[distributed]\nenabled = true\nhosts = [\"127.0.0.1:6379\"]\n{key} = {secs}\n")
+        }
+        _ => format!("[{section}]\n{key} = {secs}\n"),
+    }
+}
+
 /// Expiries are kept in milliseconds: a TTL below one passed validation and acted as about a
 /// millisecond. It is refused, as the CLI's `--ttl` is, naming the field.
 #[test]
 fn durations_in_seconds_below_a_millisecond_are_refused_naming_the_field() {
-    let l2 = "[distributed]\nenabled = true\nhosts = [\"127.0.0.1:6379\"]\n";
-    for (section, key) in [
-        ("local", "ttl"),
-        ("distributed", "ttl"),
-        ("loader", "fail_safe_max_duration"),
-        ("loader", "fail_safe_throttle"),
-        ("loader", "absent_ttl"),
-    ] {
-        let toml = |secs: &str| match section {
-            "distributed" => format!("{l2}{key} = {secs}\n"),
-            _ => format!("[{section}]\n{key} = {secs}\n"),
-        };
+    for (section, key) in DURATIONS {
+        let toml = |secs: &str| with_duration(section, key, secs);
         let err = CacheConfig::from_toml_str(&toml("0.0005")).unwrap_err();
         let field = format!("{section}.{key}");
         assert!(
@@ -139,6 +149,36 @@ fn durations_in_seconds_below_a_millisecond_are_refused_naming_the_field() {
             "{field}: {err}"
         );
         CacheConfig::from_toml_str(&toml("0.001")).unwrap_or_else(|e| panic!("{field}: {e}"));
+    }
+}
+
+/// A whole number of seconds past `u64::MAX` (which TOML's parser hands over as a 128-bit
+/// integer) is refused naming the field and the largest accepted, as a float past it is; the
+/// reason was serde's "invalid type: integer … as i128", which says nothing of what to write.
+#[test]
+fn durations_in_whole_seconds_past_u64_max_are_refused_naming_the_field_and_the_range() {
+    for (section, key) in DURATIONS {
+        let field = format!("{section}.{key}");
+        let refused = |secs: &str| match CacheConfig::from_toml_str(&with_duration(section, key, secs)) {
+            Err(Error::Config { field: f, reason }) if f == field => reason,
+            other => panic!("{field} = {secs}: {other:?}"),
+        };
+        // One past u64::MAX; past i128::MAX (which comes as a u128).
+        for secs in [
+            "18446744073709551616",
+            "99999999999999999999999",
+            "170141183460469231731687303715884105728",
+        ] {
+            let reason = refused(secs);
+            assert!(
+                reason.contains("at most 18446744073709551615") && !reason.contains("i128"),
+                "{field} = {secs}: {reason}"
+            );
+        }
+        let reason = refused("-99999999999999999999999");
+        assert!(reason.contains("negative"), "{field}: {reason}");
+        CacheConfig::from_toml_str(&with_duration(section, key, "18446744073709551615"))
+            .unwrap_or_else(|e| panic!("{field} = u64::MAX: {e}"));
     }
 }
 

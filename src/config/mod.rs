@@ -464,9 +464,11 @@ fn field_at(text: &str, pos: usize) -> Option<String> {
 
 /// Serde for durations as seconds (an integer or a float) in configuration files.
 mod seconds {
+    use std::fmt;
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         if d.subsec_nanos() == 0 {
@@ -476,26 +478,61 @@ mod seconds {
         }
     }
 
-    #[derive(Deserialize)]
-    #[serde(untagged, expecting = "a number of seconds, such as 300 or 0.5")]
-    enum Secs {
-        Whole(u64),
-        Fraction(f64),
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(Secs)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Secs::deserialize(d)? {
-            Secs::Whole(s) => Ok(Duration::from_secs(s)),
-            Secs::Fraction(f) if f.is_sign_negative() || f.is_nan() => Err(serde::de::Error::custom(
-                format!("{f} is negative or not a number; give a number of seconds, 0 or more"),
-            )),
-            Secs::Fraction(f) => Duration::try_from_secs_f64(f).map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "{f} seconds is too long; give at most {} (u64::MAX)",
-                    u64::MAX
-                ))
-            }),
+    /// A number of seconds, whole or not. A visitor of our own rather than an untagged enum of
+    /// `u64` and `f64`: TOML's parser gives an integer past `u64::MAX` as a 128-bit one, which
+    /// the enum's buffering refused by its type alone ("invalid type: integer … as i128"),
+    /// without the range.
+    struct Secs;
+
+    impl Visitor<'_> for Secs {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number of seconds, such as 300 or 0.5")
         }
+
+        fn visit_u64<E: Error>(self, secs: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(secs))
+        }
+
+        fn visit_i64<E: Error>(self, secs: i64) -> Result<Duration, E> {
+            self.visit_i128(i128::from(secs))
+        }
+
+        fn visit_i128<E: Error>(self, secs: i128) -> Result<Duration, E> {
+            if secs < 0 {
+                return Err(E::custom(format!(
+                    "{secs} is negative; give a number of seconds, 0 or more"
+                )));
+            }
+            self.visit_u128(secs.unsigned_abs())
+        }
+
+        fn visit_u128<E: Error>(self, secs: u128) -> Result<Duration, E> {
+            u64::try_from(secs)
+                .map(Duration::from_secs)
+                .map_err(|_| too_long(secs))
+        }
+
+        fn visit_f64<E: Error>(self, secs: f64) -> Result<Duration, E> {
+            if secs.is_sign_negative() || secs.is_nan() {
+                return Err(E::custom(format!(
+                    "{secs} is negative or not a number; give a number of seconds, 0 or more"
+                )));
+            }
+            Duration::try_from_secs_f64(secs).map_err(|_| too_long(secs))
+        }
+    }
+
+    fn too_long<E: Error>(secs: impl fmt::Display) -> E {
+        E::custom(format!(
+            "{secs} seconds is too long; give at most {} (u64::MAX)",
+            u64::MAX
+        ))
     }
 }
 
