@@ -168,7 +168,9 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {field}: {reason}")]
     Config {
-        /// The field at fault, in the configuration's own naming (for example `local.max_size`).
+        /// The field at fault, in the configuration's own naming (for example `local.max_size`);
+        /// for an option no configuration key sets, the builder call that set it (for example
+        /// `RedisOptions::connect_timeout`).
         field: String,
         /// What is wrong and what is accepted.
         reason: String,

@@ -102,6 +102,24 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a zero among the `timeouts` (`(builder method, value)`) of a level's `options`,
+/// naming the builder call that set it (`RedisOptions::connect_timeout`): no configuration key
+/// can set one to zero (`distributed.timeout_ms = 0` is refused before, and the others are not
+/// keys), so only a caller of the builder meets this error, and a key-like name sent them
+/// looking for a key that does not exist.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) fn refuse_zero_timeouts(options: &str, timeouts: &[(&str, Duration)]) -> Result<()> {
+    match timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
+        Some((method, _)) => Err(Error::Config {
+            field: format!("{options}::{method}"),
+            reason: "must be above zero (a deadline of zero fails every call it bounds); leave it \
+                     unset for the default"
+                .to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A TTL rounded up to whole milliseconds (at least 1).
 #[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) fn ceil_ms(ttl: Duration) -> u64 {

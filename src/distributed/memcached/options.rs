@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::nodes::NodeBreakers;
-use super::super::{redact, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+use super::super::{
+    redact, refuse_zero_timeouts, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
@@ -196,18 +198,14 @@ impl MemcachedOptions {
                 reason: "no host given; give host:port".to_owned(),
             });
         }
-        for (field, timeout) in [
-            ("memcached.timeout", self.timeout),
-            ("memcached.connect_timeout", self.connect_timeout),
-            ("memcached.admin_timeout", self.admin_timeout),
-        ] {
-            if timeout.is_zero() {
-                return Err(Error::Config {
-                    field: field.to_owned(),
-                    reason: "must be above zero".to_owned(),
-                });
-            }
-        }
+        refuse_zero_timeouts(
+            "MemcachedOptions",
+            &[
+                ("timeout", self.timeout),
+                ("connect_timeout", self.connect_timeout),
+                ("admin_timeout", self.admin_timeout),
+            ],
+        )?;
         if self.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(Error::Config {
                 field: "memcached.default_ttl".to_owned(),
@@ -321,17 +319,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_zero_timeout_is_refused_naming_the_timeout_at_fault() {
+    fn a_zero_timeout_is_refused_naming_the_builder_call_that_set_it() {
         let zero = Duration::ZERO;
         for (options, field) in [
-            (MemcachedOptions::new("h:1").timeout(zero), "memcached.timeout"),
+            (
+                MemcachedOptions::new("h:1").timeout(zero),
+                "MemcachedOptions::timeout",
+            ),
             (
                 MemcachedOptions::new("h:1").connect_timeout(zero),
-                "memcached.connect_timeout",
+                "MemcachedOptions::connect_timeout",
             ),
             (
                 MemcachedOptions::new("h:1").admin_timeout(zero),
-                "memcached.admin_timeout",
+                "MemcachedOptions::admin_timeout",
             ),
         ] {
             let err = options.check().unwrap_err();

@@ -11,7 +11,9 @@ use super::tls::TlsOptions;
 use crate::clock::{Clock, SystemClock};
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::NodeBreakers;
-use crate::distributed::{redact, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+use crate::distributed::{
+    redact, refuse_zero_timeouts, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+};
 use crate::error::Result;
 use redis::RedisResult;
 
@@ -282,15 +284,14 @@ impl RedisOptions {
 
     /// Checks the options and resolves the hosts into what connecting needs.
     pub(crate) fn settings(&self) -> Result<Settings> {
-        for (field, timeout) in [
-            ("redis.timeout", self.timeout),
-            ("redis.connect_timeout", self.connect_timeout),
-            ("redis.admin_timeout", self.admin_timeout),
-        ] {
-            if timeout.is_zero() {
-                return Err(config_error(field.to_owned(), "must be above zero".to_owned()));
-            }
-        }
+        refuse_zero_timeouts(
+            "RedisOptions",
+            &[
+                ("timeout", self.timeout),
+                ("connect_timeout", self.connect_timeout),
+                ("admin_timeout", self.admin_timeout),
+            ],
+        )?;
         if self.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(config_error(
                 "redis.default_ttl".to_owned(),
@@ -347,17 +348,17 @@ mod tests {
     use crate::error::Error;
 
     #[test]
-    fn a_zero_timeout_is_refused_naming_the_timeout_at_fault() {
+    fn a_zero_timeout_is_refused_naming_the_builder_call_that_set_it() {
         let zero = Duration::ZERO;
         for (options, field) in [
-            (RedisOptions::new("h:1").timeout(zero), "redis.timeout"),
+            (RedisOptions::new("h:1").timeout(zero), "RedisOptions::timeout"),
             (
                 RedisOptions::new("h:1").connect_timeout(zero),
-                "redis.connect_timeout",
+                "RedisOptions::connect_timeout",
             ),
             (
                 RedisOptions::new("h:1").admin_timeout(zero),
-                "redis.admin_timeout",
+                "RedisOptions::admin_timeout",
             ),
         ] {
             let err = options.settings().err().unwrap();
