@@ -140,6 +140,21 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A file naming the keys of a segment lost to damage (its hint, or the `.lost` file kept
+    /// from it) exists but could not be read or kept. Opening without those keys could serve
+    /// values they hide (deleted or overwritten ones), so the file store refuses to open; the
+    /// open moved and deleted nothing, so the next one tries again.
+    #[error("{path} names the keys of a segment lost to damage and could not be {op}: {source}{}. Opening without them could serve deleted or overwritten values of those keys, so the store does not open: fix the cause and reopen, or delete the file to open without it (older versions of its keys may then be read again)", io_advice(source))]
+    LostKeysUnreadable {
+        /// What failed ("read", "renamed to .lost").
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating-system error.
+        #[source]
+        source: io::Error,
+    },
+
     /// An earlier write or fsync failed; the store refuses writes until it is reopened, because
     /// retrying an fsync can silently lose data. Reads still work.
     #[error("writes to {path} are disabled after an earlier failure ({cause}); reads still work; fix the cause (disk full? I/O error?) and reopen the store")]

@@ -14,7 +14,7 @@ use std::fs;
 use std::path::Path;
 
 use common::{files_with_ext, small_segments, value_bytes};
-use uno_cache::FileStore;
+use uno_cache::{Error, FileStore};
 
 /// Three values fill a segment; the fourth write rolls to the next one.
 const VALUE_LEN: usize = 20 * 1024;
@@ -104,6 +104,91 @@ fn keys_of_a_segment_lost_to_damage_never_read_their_older_versions_again() {
     assert_eq!(store.recovery_report().lost_keys, 0);
     store.close().unwrap();
     assert!(!segments[1].with_extension("lost").exists());
+}
+
+/// The open fails with `LostKeysUnreadable` naming `path`; then `fix` puts things right, and
+/// the keys of the lost segment 2 are held as deleted at that open and the next.
+fn refused_naming_then_held_once_fixed(dir: &Path, path: &Path, fix: impl FnOnce()) {
+    let err = FileStore::open(dir, small_segments()).unwrap_err();
+    assert!(matches!(err, Error::LostKeysUnreadable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    fix();
+    for open in ["first", "second"] {
+        let store = FileStore::open(dir, small_segments()).unwrap();
+        assert_eq!(store.recovery_report().lost_keys, 4, "{open} open");
+        assert_eq!(get(&store, "gone"), None, "{open} open: a deleted key came back");
+        assert_eq!(
+            get(&store, "k"),
+            None,
+            "{open} open: k's overwritten version came back"
+        );
+        assert_eq!(get(&store, "k2").as_deref(), Some(&value(7)[..]), "{open} open");
+        store.close().unwrap();
+    }
+}
+
+/// A hint that cannot be read is not damaged: its bytes may be whole, and the cause (a mode, a
+/// directory in its place, a failing disk) can be fixed. It was deleted as damaged, and the
+/// deleted `gone` came back at that open and every later one. (A directory, because a mode of
+/// 000 does not stop root from reading.)
+#[test]
+fn a_lost_segments_hint_that_cannot_be_read_refuses_the_open_and_is_kept_with_its_segment() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let segments = three_segments(&dir);
+    damage_header(&segments[1]);
+    let hint = segments[1].with_extension("hint");
+    let saved = scratch.path().join("saved.hint");
+    fs::rename(&hint, &saved).unwrap();
+    fs::create_dir(&hint).unwrap();
+    refused_naming_then_held_once_fixed(&dir, &hint, || {
+        assert!(
+            hint.is_dir() && segments[1].exists(),
+            "the open moved or deleted them"
+        );
+        fs::remove_dir(&hint).unwrap();
+        fs::rename(&saved, &hint).unwrap();
+    });
+}
+
+/// A hint read whole that cannot be renamed to `.lost` (here a directory stands in the way) was
+/// deleted, and its keys with it.
+#[test]
+fn a_lost_segments_hint_that_cannot_be_kept_refuses_the_open_and_stays() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let segments = three_segments(&dir);
+    damage_header(&segments[1]);
+    let hint = segments[1].with_extension("hint");
+    let lost = segments[1].with_extension("lost");
+    fs::create_dir(&lost).unwrap();
+    refused_naming_then_held_once_fixed(&dir, &hint, || {
+        assert!(
+            hint.is_file() && segments[1].exists(),
+            "the open moved or deleted them"
+        );
+        fs::remove_dir(&lost).unwrap();
+    });
+}
+
+/// A `.lost` file kept by an earlier open that cannot be read now: its keys were skipped, with
+/// a warning, and their older versions served for that run.
+#[test]
+fn a_lost_file_that_cannot_be_read_refuses_the_open_and_is_kept() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let segments = three_segments(&dir);
+    damage_header(&segments[1]);
+    FileStore::open(&dir, small_segments()).unwrap().close().unwrap();
+    let lost = segments[1].with_extension("lost");
+    let saved = scratch.path().join("saved.lost");
+    fs::rename(&lost, &saved).unwrap();
+    fs::create_dir(&lost).unwrap();
+    refused_naming_then_held_once_fixed(&dir, &lost, || {
+        assert!(lost.is_dir(), "the open removed it");
+        fs::remove_dir(&lost).unwrap();
+        fs::rename(&saved, &lost).unwrap();
+    });
 }
 
 #[test]

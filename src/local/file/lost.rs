@@ -14,6 +14,13 @@
 //! into the segments at open. A segment without an intact hint (a crash between its sealing and
 //! its hint, or a damaged hint) leaves nothing to name its keys: recovery reports the damaged
 //! segment, and older versions of its keys can be read again.
+//!
+//! Only bytes read and found damaged are given up. A hint or `.lost` file that exists but cannot
+//! be read (its mode, a directory in its place, a failing disk), or a hint that cannot be
+//! renamed, refuses the open ([`Error::LostKeysUnreadable`]) and is left where it is, as is the
+//! segment: its keys may be whole, the cause can be fixed, and an open without them would serve
+//! the values they hide. Such a hint was once deleted as damaged, and its keys were never named
+//! again. Deleting the file is how a user opens without them.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -22,29 +29,43 @@ use super::dir::LockedDir;
 use super::format::{self, Kind};
 use super::index::KeyHasher;
 use super::segment;
+use crate::error::{Error, Result};
 
 /// Keeps the hint of segment `id`, whose header was unreadable, as `{id:020}.lost` if it is
-/// intact and names that segment; removes it otherwise. Returns whether it was kept.
-pub(crate) fn keep(dir: &LockedDir, id: u64) -> bool {
+/// intact and names that segment; removes it if its bytes are damaged or name another segment.
+/// Returns whether it was kept.
+///
+/// # Errors
+/// [`Error::LostKeysUnreadable`] if the hint exists but cannot be read or renamed; it is left
+/// in place, and the caller must leave the segment too, so that the next open tries again.
+pub(crate) fn keep(dir: &LockedDir, id: u64) -> Result<bool> {
     let hint = segment::hint_path(&dir.path, id);
-    let intact = match fs::read(&hint) {
-        Ok(bytes) => format::check_hint(&bytes).is_ok_and(|view| view.segment_id == id),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-        Err(_) => false,
-    };
-    if intact {
-        let lost = segment::lost_path(&dir.path, id);
-        match dir.disk.rename(&hint, &lost) {
-            Ok(()) => return true,
-            Err(e) => {
-                tracing::warn!(path = %hint.display(), error = %e, "could not keep the hint of a damaged segment; older versions of its keys may be read again");
-            }
+    let bytes = match fs::read(&hint) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(Error::LostKeysUnreadable {
+                op: "read",
+                path: hint,
+                source,
+            })
         }
-    } else {
+    };
+    if !format::check_hint(&bytes).is_ok_and(|view| view.segment_id == id) {
         tracing::warn!(path = %hint.display(), "the hint of a damaged segment is damaged too; older versions of its keys may be read again");
+        dir.remove_quietly(&hint);
+        return Ok(false);
     }
-    dir.remove_quietly(&hint);
-    false
+    // Not removed if the rename fails: its bytes are whole, and nothing else names the keys.
+    let lost = segment::lost_path(&dir.path, id);
+    match dir.disk.rename(&hint, &lost) {
+        Ok(()) => Ok(true),
+        Err(source) => Err(Error::LostKeysUnreadable {
+            op: "renamed to .lost",
+            path: hint,
+            source,
+        }),
+    }
 }
 
 /// The tombstones the `.lost` files of `ids` hold.
@@ -59,13 +80,16 @@ pub(crate) struct Buried {
 
 /// Reads the `.lost` files of `ids`. One with no segment older than it left (`oldest`: the
 /// oldest segment kept) hides nothing any more and is removed, as is one that is damaged.
+///
+/// # Errors
+/// [`Error::LostKeysUnreadable`] if one that still hides keys exists but cannot be read.
 pub(crate) fn load(
     dir: &LockedDir,
     ids: &BTreeSet<u64>,
     oldest: Option<u64>,
     min_seq: u64,
     hasher: &KeyHasher,
-) -> Buried {
+) -> Result<Buried> {
     let mut buried = Buried::default();
     for &id in ids {
         let path = segment::lost_path(&dir.path, id);
@@ -75,9 +99,14 @@ pub(crate) fn load(
         }
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "could not read the keys of a damaged segment; older versions of them may be read again");
-                continue;
+            // Removed since the listing: nothing is left to read, now or at the next open.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(Error::LostKeysUnreadable {
+                    op: "read",
+                    path,
+                    source,
+                })
             }
         };
         let mut found = Vec::new();
@@ -106,5 +135,5 @@ pub(crate) fn load(
             }
         }
     }
-    buried
+    Ok(buried)
 }

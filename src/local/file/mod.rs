@@ -360,10 +360,12 @@ impl FileStore {
     /// # Errors
     /// [`Error::Locked`] if another store has the directory open, [`Error::NotOurDirectory`] if
     /// it holds foreign files, [`Error::UnsupportedVersion`] if a newer uno-cache wrote it,
-    /// [`Error::Config`] for invalid options, [`Error::Io`] for I/O failures. Damaged records are
-    /// not errors: they are skipped and counted in [`FileStore::recovery_report`]. A record or
-    /// metadata whose sequence number is past any a store reaches (2^63) opens the store for reads
-    /// only: each write returns [`Error::WritesDisabled`] naming that cause.
+    /// [`Error::Config`] for invalid options, [`Error::Io`] for I/O failures,
+    /// [`Error::LostKeysUnreadable`] if the keys of a segment lost to damage cannot be read.
+    /// Damaged records are not errors: they are skipped and counted in
+    /// [`FileStore::recovery_report`]. A record or metadata whose sequence number is past any a
+    /// store reaches (2^63) opens the store for reads only: each write returns
+    /// [`Error::WritesDisabled`] naming that cause.
     pub fn open(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<FileStore> {
         let (dir, meta) = LockedDir::open(dir.as_ref(), options.disk.clone(), options.wanted()?)?;
         let keep_expired_ms = u64::try_from(options.keep_expired.as_millis()).unwrap_or(u64::MAX);

@@ -383,8 +383,9 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 report.damaged_segments += 1;
                 // The hint first: a crash between the two renames then leaves the lost keys
                 // named, and the damaged segment to be found again; the other way round, the
-                // next open deleted the hint as one without a segment.
-                if lost::keep(dir, id) {
+                // next open deleted the hint as one without a segment. A hint that cannot be
+                // read or kept fails the open with both left as they are (see `lost`).
+                if lost::keep(dir, id)? {
                     lost_ids.insert(id);
                 }
                 if let Err(e) = dir.disk.rename(&path, &aside) {
@@ -501,7 +502,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         segments.first().map(|s| s.id),
         meta.min_seq,
         &hasher,
-    );
+    )?;
     report.lost_keys = buried.tombstones.len() as u64;
     let mut max_seq = meta.min_seq.max(buried.max_seq);
     let mut any_expiry = false;
