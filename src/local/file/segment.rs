@@ -1,6 +1,7 @@
 //! One segment file: a preallocated, append-only log of records, read through an mmap.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -182,10 +183,19 @@ impl Segment {
         // keeps a scan from faulting a page in (SIGBUS on a full tmpfs).
         let past = len.saturating_sub(max_len);
         let len = len.min(max_len.max(SEGMENT_HEADER_LEN as u64));
-        let len = first_hole(file.file()).map_or(len, |hole| hole.clamp(SEGMENT_HEADER_LEN as u64, len));
-        let map = map_segment(file.file(), usize::try_from(len).unwrap_or(usize::MAX))
-            .map_err(|e| Error::io("mmap segment", &path, e))?;
-        let salt = match format::decode_segment_header(&map) {
+        let hole = first_hole(file.file());
+        let len = hole.map_or(len, |hole| hole.clamp(SEGMENT_HEADER_LEN as u64, len));
+        let map = || {
+            map_segment(file.file(), usize::try_from(len).unwrap_or(usize::MAX))
+                .map_err(|e| Error::io("mmap segment", &path, e))
+        };
+        // Read, not mapped: in such a store, a roll cut short left its header in a hole, and
+        // the map would fault a page in for it too, where a read returns zeros.
+        let mut header = [0u8; SEGMENT_HEADER_LEN];
+        file.file()
+            .read_exact_at(&mut header, 0)
+            .map_err(|e| Error::io("read segment header", &path, e))?;
+        let salt = match format::decode_segment_header(&header) {
             Ok(header) if header.id == id => header.salt,
             Ok(header) => {
                 return Ok(Err(Unreadable::Damaged(format!(
@@ -201,10 +211,21 @@ impl Segment {
                     supported: format::FORMAT_VERSION,
                 })
             }
-            // Not one byte written: a roll cut short (see `Unreadable::Unwritten`).
-            Err(_) if map.iter().all(|&b| b == 0) => return Ok(Err(Unreadable::Unwritten)),
-            Err(e) => return Ok(Err(Unreadable::Damaged(format!("bad header: {e}")))),
+            Err(e) => {
+                // Not one byte written: a roll cut short (see `Unreadable::Unwritten`). Past the
+                // header, the bytes up to the first hole are checked; a header in a hole has
+                // none, and mapping it is what must not happen.
+                let zeros = |bytes: &[u8]| bytes.iter().all(|&b| b == 0);
+                let unwritten = zeros(&header)
+                    && (hole.is_some_and(|hole| hole <= SEGMENT_HEADER_LEN as u64) || zeros(&map()?));
+                return Ok(Err(if unwritten {
+                    Unreadable::Unwritten
+                } else {
+                    Unreadable::Damaged(format!("bad header: {e}"))
+                }));
+            }
         };
+        let map = map()?;
         let segment = Segment {
             id,
             salt,
