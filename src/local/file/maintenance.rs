@@ -56,6 +56,8 @@ pub struct CompactionReport {
     /// Damaged byte ranges (records that could not be read, lost already) in the segments
     /// rewritten, dropped with them: the damage a later `verify` can no longer see, and a `get`
     /// of its keys no longer reports. Absent from reports written before it existed (then 0).
+    /// Every compaction's, the background compactor's included, add up in
+    /// [`FileStoreStats::damaged_ranges_dropped`](super::FileStoreStats::damaged_ranges_dropped).
     #[serde(default)]
     pub damaged_ranges_dropped: u64,
 }
@@ -624,6 +626,10 @@ impl Inner {
             let rewritten = self.rewrite(&seg, stop)?;
             report.records_moved += rewritten.moved;
             report.damaged_ranges_dropped += rewritten.damaged_dropped;
+            // Also for the background compactor, whose reports nobody reads.
+            self.counters
+                .damaged_ranges_dropped
+                .fetch_add(rewritten.damaged_dropped, Ordering::Relaxed);
             report.segments_rewritten += 1;
             self.counters.compactions.fetch_add(1, Ordering::Relaxed);
         }

@@ -160,6 +160,13 @@ pub struct FileStoreStats {
     /// lock (the others read the segment while the evicting write waited).
     #[serde(default)]
     pub planned_evictions: u64,
+    /// Damaged byte ranges that compaction dropped with the oldest segment, background
+    /// compaction and [`FileStore::compact`] alike (the sum of their
+    /// [`CompactionReport::damaged_ranges_dropped`] since the open): records lost to damage that
+    /// neither [`FileStore::verify`] nor a read can find any more. The background compactor
+    /// reports them nowhere else but its log.
+    #[serde(default)]
+    pub damaged_ranges_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +177,7 @@ struct Counters {
     expirations: AtomicU64,
     compactions: AtomicU64,
     planned_evictions: AtomicU64,
+    damaged_ranges_dropped: AtomicU64,
 }
 
 /// State shared by the store handle and its background threads.

@@ -795,6 +795,7 @@ impl Inner {
             expirations: c.expirations.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
             planned_evictions: c.planned_evictions.load(Ordering::Relaxed),
+            damaged_ranges_dropped: c.damaged_ranges_dropped.load(Ordering::Relaxed),
         }
     }
 
