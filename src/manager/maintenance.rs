@@ -120,7 +120,9 @@ impl CacheManager {
     /// in neither, never in L1 alone.
     ///
     /// # Errors
-    /// The L1 error, or L2's (its scan or its deletes), also under `fallback_on_error`: L1 is
+    /// L1's error listing the keys, or L2's (its scan or its deletes), also under
+    /// `fallback_on_error`. (An L1 that lists the keys and then fails to delete them is no error:
+    /// every L1 entry becomes suspect instead, and none of them counts as dropped.) L1 is
     /// dropped here and, through the backplane, elsewhere, but L2 keeps the values under the
     /// prefix it did not delete, and a read would bring them back into L1. Retry the call once
     /// L2 answers.
