@@ -301,3 +301,23 @@ fn a_file_l1_opened_from_configuration_reports_the_segment_its_open_removed() {
         assert!(cache.monitor().local_recovery().is_none(), "{kind}");
     }
 }
+
+#[test]
+fn a_file_l1_opened_from_configuration_shows_its_own_counters_through_the_monitor() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::from_toml_str(&toml_for("file", dir.path())).unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    for key in ["a", "b", "c"] {
+        cache.set(key, &1u8, None).unwrap();
+    }
+    cache.delete("b").unwrap();
+    let stats = cache.monitor().local_file_stats().unwrap();
+    assert_eq!(stats.live_items, 2, "{stats:?}");
+    assert!(stats.disk_bytes > 0, "{stats:?}");
+    let other = tempfile::tempdir().unwrap();
+    for kind in ["memory", "redb"] {
+        let cache =
+            CacheManager::new(CacheConfig::from_toml_str(&toml_for(kind, other.path())).unwrap()).unwrap();
+        assert!(cache.monitor().local_file_stats().is_none(), "{kind}");
+    }
+}

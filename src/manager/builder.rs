@@ -116,7 +116,6 @@ impl CacheManagerBuilder {
             Some(level) => (level, None, None),
             None => build_local(&config.local, config.loader.fail_safe_max_duration, &clock)?,
         };
-        let local_recovery = file_l1.as_ref().map(|file| file.recovery_report().clone());
         // The memory tier goes in front of a persistent L1 the manager built.
         let hot = (l1_dir.is_some() && config.local.memory_items > 0).then(|| {
             let max_bytes = config.local.memory_max_mb.saturating_mul(1 << 20);
@@ -179,7 +178,7 @@ impl CacheManagerBuilder {
             l2,
             breaker,
             nodes,
-            local_recovery,
+            local_file: file_l1.clone(),
             l2_size: L2Size::default(),
             local_ttl: config.local.ttl,
             distributed_ttl: config.distributed.ttl,

@@ -69,7 +69,24 @@ impl<'a> Monitor<'a> {
     /// this report, or the log of this open, is the only account of what was lost.
     #[must_use]
     pub fn local_recovery(&self) -> Option<&'a crate::RecoveryReport> {
-        self.manager.shared.local_recovery.as_ref()
+        self.manager
+            .shared
+            .local_file
+            .as_deref()
+            .map(crate::FileStore::recovery_report)
+    }
+
+    /// The file-store L1's own sizes and counters (segments, compactions, records copied by
+    /// evictions, damaged ranges that compactions dropped, ...), which [`Monitor::get_stats`]
+    /// does not break down. `None` when L1 is no file store the manager opened from its
+    /// configuration, as for [`Monitor::local_recovery`]. Asks the store alone, never L2.
+    #[must_use]
+    pub fn local_file_stats(&self) -> Option<crate::FileStoreStats> {
+        self.manager
+            .shared
+            .local_file
+            .as_deref()
+            .map(crate::FileStore::stats)
     }
 
     /// L1's [`corrupt_reads`](crate::LevelStats::corrupt_reads), read from its counters alone

@@ -64,9 +64,10 @@ pub(crate) struct Shared {
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
     /// The breakers of L2's nodes, when L2 spreads keys over nodes (for stats).
     pub(crate) nodes: Option<Arc<NodeBreakers>>,
-    /// What opening the file-store L1 found, when the manager opened it (see
-    /// [`Monitor::local_recovery`](crate::Monitor::local_recovery)).
-    pub(crate) local_recovery: Option<crate::RecoveryReport>,
+    /// The file-store L1, when the manager opened it, for what only the store can tell (see
+    /// [`Monitor::local_recovery`](crate::Monitor::local_recovery) and
+    /// [`Monitor::local_file_stats`](crate::Monitor::local_file_stats)).
+    pub(crate) local_file: Option<Arc<crate::FileStore>>,
     /// The last reading of L2's size, reused for a while (see [`L2Size`]).
     pub(crate) l2_size: L2Size,
     pub(crate) local_ttl: Duration,

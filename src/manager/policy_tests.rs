@@ -34,7 +34,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         #[cfg(feature = "redis")]
         backplane: OnceLock::new(),
         hot: None,
-        local_recovery: None,
+        local_file: None,
         restart_policy: RestartPolicy::default(),
         check_freshness: AtomicBool::new(false),
         distrust_l1: Default::default(),
