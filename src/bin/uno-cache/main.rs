@@ -10,14 +10,16 @@
 //! settings), unless `--max-size-mb` (or, with `--config`, `local.max_size`, which the flag
 //! overrides) says otherwise; a bound given that way is recorded in turn. Arguments are checked
 //! before anything is opened: a refused call leaves the directory as it was. Only `set` and
-//! `import` create a store; the other commands refuse a path that holds none (exit 2), unless a
-//! `--config` has an L2, of which the local store is only a cache.
+//! `import` create a store; the other commands refuse a path that holds none (exit 2), but for
+//! `get`, `del` and `stats` with a `--config` that has an L2, of which the local store is only a
+//! cache.
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage, in the
 //! records, in the metadata file, or removed or skipped by the open it does first; `compact`
 //! exits 3 when it dropped damaged records with the oldest segment; `get` exits 3
-//! on a record it finds damaged (L1's, with `--config`, unless L2 had the value). With
+//! on a record it finds damaged (L1's, with `--config`, unless L2 had the value), once: the read
+//! leaves a tombstone of the key in the store, where the next `get` misses. With
 //! `--config`, an L2 that says the configuration is wrong (a refused password, say) is an error
 //! (exit 2, the reason on stderr) even where `fallback_on_error` let L1 serve the call; so is an
 //! L2 that failed during `set` or `del` (unreachable, say) unless the replay queue took the
@@ -90,7 +92,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print a value to stdout (raw bytes). Exit 1 and print nothing on a miss, 3 if the
-    /// record is damaged.
+    /// record is damaged (once: the read deletes the key from the store).
     Get { key: String },
     /// Store a value (the argument's UTF-8 bytes).
     Set {
