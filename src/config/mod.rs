@@ -1,8 +1,9 @@
 //! Configuration of a [`CacheManager`](crate::CacheManager): which levels, their sizes and TTLs.
 //!
 //! Deserializable with serde (TOML through [`CacheConfig::from_toml_str`]); every field has a
-//! default, and [`CacheConfig::validate`] names the field at fault. TTLs and intervals are given
-//! in seconds in TOML (`ttl = 300`, or `ttl = 0.5`).
+//! default, and [`CacheConfig::validate`] names the field at fault. TTLs and other durations are
+//! given in seconds in TOML (`ttl = 300`, or `ttl = 0.5`); a key that ends in `_ms`
+//! (`timeout_ms`, `durability_interval_ms`) is in milliseconds.
 //!
 //! ```
 //! # #[cfg(feature = "redis")] { // a Redis L2 needs the `redis` feature

@@ -1,6 +1,7 @@
-//! Batch reads (`get_many`): one L1 call for every key, one L2 call for the keys L1 did not
-//! answer (or held suspect), and the L2 hits backfilled by the backfill thread after the call
-//! returns (see `fill`). The rules are those of a single read in `policy`, applied per key.
+//! Batch reads (`multi_get`, through the levels' `get_many`): one L1 call for every key, one L2
+//! call for the keys L1 did not answer (or held suspect), and the L2 hits backfilled by the
+//! backfill thread after the call returns (see `fill`). The rules are those of a single read in
+//! `policy`, applied per key.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -46,8 +46,10 @@
 //!   newer queued value (a set checks "must this key go to the replay queue?" under the same
 //!   lock, so replay keeps per-key order; a batch that goes there for one pending key first
 //!   settles its other keys, whose older writes here would otherwise follow it into the replay
-//!   queue when their batch fails). A value L2 can never take (too large for memcached)
-//!   is removed from L1 so every instance reads the same older value, and logged.
+//!   queue when their batch fails). A value L2 refuses when it is sent (a Memcached whose `-I`
+//!   is below `max_item_size`) is removed from L1, so every instance reads what L2 holds, and
+//!   logged; a value L2's own checks refuse (over `max_item_size`) is refused to the caller of
+//!   the set, before L1 is written, and never queued.
 //! - **Bounded.** At most `write_behind_max_keys` keys wait; a set that finds the queue full
 //!   settles its keys and writes through itself (backpressure).
 //! - **Shutdown.** Dropping the manager (and [`CacheManager::flush`](super::CacheManager::flush))
