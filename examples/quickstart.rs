@@ -1,8 +1,8 @@
 //! Quickstart: the cache on its embedded default — a crash-safe file store in `./uno-cache-data`,
 //! no server needed. Typed values, TTLs, a loader with stampede protection, a restart, and stats.
 //!
-//! Run: `cargo run --release --example quickstart` (run it twice: the second run finds the first
-//! run's entries on disk).
+//! Run: `cargo run --release --example quickstart` (run it twice within five minutes, the default
+//! `local.ttl`: the second run finds the first run's entries on disk).
 
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ fn main() -> Result<(), uno_cache::Error> {
     {
         let cache = CacheManager::new(config.clone())?;
         let runs: u64 = cache.get("quickstart:runs")?.unwrap_or(0);
+        // Set without a TTL, the count lives `local.ttl` (300 s by default) after each run.
         println!("this quickstart ran {runs} time(s) before (its count survives restarts)");
         cache.set("quickstart:runs", &(runs + 1), None)?;
 
