@@ -748,6 +748,30 @@ fn commands_that_read_refuse_a_path_with_no_store_and_create_nothing() {
     assert_eq!(std::fs::read_dir(&typo).unwrap().count(), 0, "left empty");
 }
 
+/// A directory that holds only a replay queue (the `offline.replay_dir` of a memory L1, or a
+/// `--dir` pointed at it) has no store, though it is not empty: the store's open takes the
+/// queue's files for an empty directory. `verify` created an empty store there and passed.
+#[test]
+fn commands_that_read_refuse_a_directory_that_holds_only_a_replay_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let replay =
+        uno_cache::replay::ReplayQueue::open(&queue, uno_cache::replay::ReplayOptions::default()).unwrap();
+    drop(replay);
+    let before: Vec<_> = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!before.is_empty());
+    for args in [&["get", "k"][..], &["stats"], &["verify"], &["dump"]] {
+        let out = run(&queue, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("no store at"), "{args:?}: {stderr}");
+        assert!(!queue.join("uno-cache.meta").exists(), "{args:?} created a store");
+    }
+}
+
 /// `import` reads a line at a time, and a line longer than any dump line the store could hold
 /// (its segment size, escaped) stops it with an error instead of growing a buffer until the
 /// process runs out of memory (`uno-cache import < /dev/zero`).

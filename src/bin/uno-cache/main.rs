@@ -410,15 +410,33 @@ fn size_error(err: uno_cache::Error, from: Option<&SizeFrom>) -> String {
 /// The file every file-store directory has (storage-format.md).
 const STORE_META_FILE: &str = "uno-cache.meta";
 
+/// The files a store's open takes a directory to be empty with (storage-format.md,
+/// "Directory"): its lock file, a metadata file a first open left unrenamed, and the replay
+/// queue's files. A directory holding only these has no store, and opening it creates one.
+const NO_STORE_FILES: [&str; 7] = [
+    "LOCK",
+    "uno-cache.meta.tmp",
+    "replay.log",
+    "replay.log.new",
+    "replay.log.damaged",
+    "replay.lock",
+    "replay.overflowed",
+];
+
 /// Refuses a path that holds no store, for every command but `set` and `import`: opening it
 /// would create an empty store there (a mistyped `--dir`, a relative `local.path` run from
-/// another directory), in which `get` misses and `verify` passes. A directory with other files
-/// in it is left to the open, which says it is not a store and creates nothing.
+/// another directory, the `offline.replay_dir` of a memory L1), in which `get` misses and
+/// `verify` passes. A directory with other files in it is left to the open, which says it is
+/// not a store and creates nothing.
 fn require_store(path: &Path, marker: &str) -> Result<(), String> {
     if path.join(marker).exists() {
         return Ok(());
     }
-    let has_files = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
+    let has_files = std::fs::read_dir(path).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|entry| !NO_STORE_FILES.iter().any(|name| entry.file_name() == *name))
+    });
     if has_files {
         return Ok(());
     }
