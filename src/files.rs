@@ -21,6 +21,8 @@ pub const DAMAGED_EXT: &str = "damaged";
 pub const LOST_EXT: &str = "lost";
 /// Temporary files (`*.tmp`) are deleted at open.
 pub const TMP_EXT: &str = "tmp";
+/// The metadata file of a first open, before its rename to [`META_FILE`].
+pub const META_TMP_FILE: &str = "uno-cache.meta.tmp";
 
 // ---- the replay queue ("Replay log" in storage-format.md) ------------------------------------
 
@@ -44,8 +46,37 @@ pub const REPLAY_FILES: [&str; 5] = [
     REPLAY_OVERFLOWED_FILE,
 ];
 
+/// The files a directory may hold and still hold no store: the lock, a first open's
+/// [`META_TMP_FILE`] that a kill or power cut left before its rename, and a replay queue's files
+/// (the queue may be opened first). A file store opens such a directory as a new, empty store;
+/// one holding any other file, without [`META_FILE`], it refuses as not its own.
+pub const NO_STORE_FILES: [&str; 7] = [
+    LOCK_FILE,
+    META_TMP_FILE,
+    LOG_FILE,
+    LOG_NEW_FILE,
+    LOG_DAMAGED_FILE,
+    REPLAY_LOCK_FILE,
+    REPLAY_OVERFLOWED_FILE,
+];
+
 // ---- the redb level ----------------------------------------------------------------------------
 
 /// The redb database file the manager creates in `local.path` for `local.type = "redb"`.
 #[cfg(feature = "redb")]
 pub const REDB_FILE_NAME: &str = "cache.redb";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_temporary_metadata_file_is_the_metadata_file_with_the_temporary_extension() {
+        assert_eq!(META_TMP_FILE, format!("{META_FILE}.{TMP_EXT}"));
+    }
+
+    #[test]
+    fn a_directory_without_a_store_may_hold_every_replay_file() {
+        assert!(REPLAY_FILES.iter().all(|f| NO_STORE_FILES.contains(f)));
+    }
+}

@@ -58,7 +58,7 @@
 //! | `entry`              | [`Entry`], a value read from a level with its expiry               |
 //! | `keys`               | key rules ([`MAX_KEY_LEN`], empty keys, zero TTLs) every level shares |
 //! | `durability`         | [`Durability`]: when writes reach stable storage                   |
-//! | `files`              | the name of every file uno-cache keeps on disk                     |
+//! | `files`              | [`files`]: the name of every file uno-cache keeps on disk           |
 //! | `frame`              | header check and record header shared by segments and the replay log |
 //! | `disk/`              | the I/O layer every write goes through; lock file; write latch     |
 //! | `shutdown`           | the one stop signal background threads and tasks listen to          |
@@ -86,7 +86,7 @@ pub mod distributed;
 mod durability;
 mod entry;
 mod error;
-mod files;
+pub mod files;
 mod frame;
 pub mod invalidation;
 mod keys;

@@ -256,7 +256,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         keep_expired = keep_expired.or(Some(config.loader.fail_safe_max_duration));
     }
     if !matches!(cli.command, Command::Set { .. } | Command::Import { .. }) {
-        require_store(&cli.dir, STORE_META_FILE)?;
+        require_store(&cli.dir, uno_cache::files::META_FILE)?;
     }
     let durable_import = matches!(cli.command, Command::Import { durable: true, .. });
     // Import pins the store's clock to the moment of each write, so that an entry's remaining
@@ -407,22 +407,6 @@ fn size_error(err: uno_cache::Error, from: Option<&SizeFrom>) -> String {
     }
 }
 
-/// The file every file-store directory has (storage-format.md).
-const STORE_META_FILE: &str = "uno-cache.meta";
-
-/// The files a store's open takes a directory to be empty with (storage-format.md,
-/// "Directory"): its lock file, a metadata file a first open left unrenamed, and the replay
-/// queue's files. A directory holding only these has no store, and opening it creates one.
-const NO_STORE_FILES: [&str; 7] = [
-    "LOCK",
-    "uno-cache.meta.tmp",
-    "replay.log",
-    "replay.log.new",
-    "replay.log.damaged",
-    "replay.lock",
-    "replay.overflowed",
-];
-
 /// Refuses a path that holds no store, for every command but `set` and `import`: opening it
 /// would create an empty store there (a mistyped `--dir`, a relative `local.path` run from
 /// another directory, the `offline.replay_dir` of a memory L1), in which `get` misses and
@@ -433,9 +417,11 @@ fn require_store(path: &Path, marker: &str) -> Result<(), String> {
         return Ok(());
     }
     let has_files = std::fs::read_dir(path).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|entry| !NO_STORE_FILES.iter().any(|name| entry.file_name() == *name))
+        entries.flatten().any(|entry| {
+            !uno_cache::files::NO_STORE_FILES
+                .iter()
+                .any(|name| entry.file_name() == *name)
+        })
     });
     if has_files {
         return Ok(());
@@ -450,7 +436,7 @@ fn require_store(path: &Path, marker: &str) -> Result<(), String> {
 fn require_store_of(config: &CacheConfig) -> Result<(), String> {
     let dir = config.local.effective_path();
     match config.local.kind {
-        LocalKind::File => require_store(dir, STORE_META_FILE),
+        LocalKind::File => require_store(dir, uno_cache::files::META_FILE),
         #[cfg(feature = "redb")]
         LocalKind::Redb => require_store(dir, uno_cache::REDB_FILE_NAME),
         _ => Ok(()),

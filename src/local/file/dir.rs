@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::format::{self, HeaderError, Meta, LOCK_FILE, META_EXT_LEN, META_FILE, META_LEN, TMP_EXT};
 use crate::disk::{Disk, DiskFile, LockFile};
 use crate::error::{Error, Result};
-use crate::files::REPLAY_FILES;
+use crate::files::NO_STORE_FILES;
 use crate::perms::{self, DEFAULT_FILE_MODE};
 
 /// An open, locked store directory. The lock is released when this is dropped.
@@ -251,12 +251,11 @@ fn check_bound_fits_segments(max_size: u64, segment_size: u64) -> Result<()> {
 /// open that a kill or a power cut stopped before its rename: that directory was never a store,
 /// and refusing it as foreign left it refused at every open until someone deleted it by hand.
 fn is_empty_but_lock(path: &Path) -> Result<bool> {
-    let meta_tmp = format!("{META_FILE}.{TMP_EXT}");
     let entries = fs::read_dir(path).map_err(|e| Error::io("list directory", path, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", path, e))?;
         let name = entry.file_name();
-        if name != LOCK_FILE && name != *meta_tmp && !REPLAY_FILES.iter().any(|ours| name == *ours) {
+        if !NO_STORE_FILES.iter().any(|ours| name == *ours) {
             return Ok(false);
         }
     }
