@@ -315,6 +315,14 @@ fn damaged_metadata_is_a_clear_error() {
                 };
                 assert_eq!(path, &meta, "{name}");
                 assert!(e.to_string().contains(META_FILE), "{name}: {e}");
+                // The length is named when it is wrong, and only then: a flipped byte read as
+                // a length problem.
+                let wrong_length = bytes.len() != good.len() && bytes.len() != META_LEN;
+                assert_eq!(
+                    e.to_string().contains("bytes, expected"),
+                    wrong_length,
+                    "{name}: {e}"
+                );
             }
             other => panic!("{name}: expected CorruptMetadata, got {}", outcome(other)),
         }

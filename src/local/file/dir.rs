@@ -158,10 +158,16 @@ impl LockedDir {
             },
             other => Error::CorruptMetadata {
                 path: path.clone(),
-                reason: format!(
-                    "{other} ({} bytes, expected {META_LEN} or {META_EXT_LEN})",
-                    bytes.len()
-                ),
+                // The length is named only when it is what is wrong: a damaged file of the
+                // right length read as a length problem.
+                reason: if bytes.len() == META_LEN || bytes.len() == META_EXT_LEN {
+                    other.to_string()
+                } else {
+                    format!(
+                        "{other} ({} bytes, expected {META_LEN} or {META_EXT_LEN})",
+                        bytes.len()
+                    )
+                },
             },
         })?;
         if meta.max_size == 0 && bytes.len() > META_LEN {
