@@ -8,21 +8,27 @@
 //! | `nonblocking` | the async API: the same shells, awaiting L2                     |
 //! | `maintenance` | L1-only invalidation, replay, prefixes, tags, events, `flush`   |
 //! | `offload` | blocking maintenance work awaited by the async API on a thread of its own |
+//! | `apart`  | work run apart from its caller, which may outlive it (a load its caller gave up on), waited for at shutdown |
 //! | `typed` | typed reads through the memory tier of decoded values                |
 //! | `monitor` | [`Monitor`]: statistics from the counters and the levels' sizes     |
+//! | `l2_size` | the last reading of L2's size, reused for a while, taken by one caller at a time |
 //! | `policy` | the read, TTL, backfill and fallback rules, and the state they share |
 //! | `batch_read` | batch reads: one L1 call, one L2 call for the rest, backfills queued |
 //! | `writes` | the write and delete rules: L1 step, then L2 now, queued, or replayed |
+//! | `requeue` | the op an async write or delete owes L2 when its caller drops it mid-way, handed back to a queue |
 //! | `guard`  | per-key ordering of writes across both levels; keeps a backfill from landing after a racing write or delete |
 //! | `behind` | write-behind: the queue of L2 writes and the thread that sends them   |
 //! | `fill`   | backfills of batch reads, written by a background thread             |
 //! | `load`   | `get_or_load` and `get_with_state`: loads with timeouts, answers with their freshness |
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |
+//! | `set_with` | the steps of `get_or_set_with`'s leader its sync and async shells share |
+//! | `caught` | loads that end without a value: a loader's panic as a failed load, and its callers' errors |
 //! | `failsafe` | stale values served when a fresh one cannot be had; the throttle      |
 //! | `refresh_due` | refresh-ahead's due times, forgotten by every write of their key (in `guard`) |
 //! | `global` | the process-wide instance                                            |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
 //! | `consistency` | replay queue, revalidation of suspect L1 entries                        |
+//! | `distrust` | whether every L1 hit is checked against L2 (a lost subscription, a failed drop) |
 //! | `backplane` | publishing and receiving invalidations (feature `redis`; a no-op without it) |
 //! | `offline` | the background thread that replays the queue                          |
 //! | `workers` | owns the background threads; their one shutdown, on the last handle's drop |
