@@ -60,6 +60,8 @@
 //! | `durability`         | [`Durability`]: when writes reach stable storage                   |
 //! | `files`              | [`files`]: the name of every file uno-cache keeps on disk           |
 //! | `frame`              | header check and record header shared by segments and the replay log |
+//! | `le`                 | little-endian fields of the on-disk formats, read without panicking |
+//! | `perms`              | permission bits of what uno-cache creates (private by default)     |
 //! | `disk/`              | the I/O layer every write goes through; lock file; write latch     |
 //! | `shutdown`           | the one stop signal background threads and tasks listen to          |
 //!

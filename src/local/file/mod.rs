@@ -10,13 +10,16 @@
 //! | module        | job                                                         |
 //! |---------------|-------------------------------------------------------------|
 //! | `format`      | bytes on disk: names, magic, encoders and decoders          |
+//! | `options`     | how a store is opened, and what its directory records       |
 //! | `dir`         | the directory: ownership check, lock, metadata              |
 //! | `segment`     | one segment file and its mmap                               |
 //! | `mmap`        | the only `unsafe`: creating the map                         |
 //! | `index`       | key hash → location: the compact in-memory index            |
 //! | `slots`       | the small segment numbers index entries use                 |
 //! | `lookup`      | reads through the index; its bookkeeping; key listing       |
+//! | `lapsed`      | expired keys out of the index whose records may remain      |
 //! | `recovery`    | open: hints or scans, damage handling, rebuilding the index |
+//! | `lost`        | the keys of a segment lost to damage, held as deleted       |
 //! | `maintenance` | size-bound eviction, TTL sweep, segment rewriting           |
 //! | `plan`        | the next eviction's entries, listed ahead off the lock      |
 //! | `policy`      | which entries the size bound keeps (scan resistance)        |
