@@ -146,8 +146,9 @@ pub enum Error {
     /// open moved and deleted nothing, so the next one tries again.
     #[error("{path} names the keys of a segment lost to damage and could not be {op}: {source}{}. Opening without them could serve deleted or overwritten values of those keys, so the store does not open: fix the cause and reopen, or delete the file to open without it (older versions of its keys may then be read again)", io_advice(source))]
     LostKeysUnreadable {
-        /// What failed ("read", "renamed to .lost").
-        op: &'static str,
+        /// What failed: "read", or "renamed to" and the `.lost` file it was to become (whatever
+        /// stands in the way there, a directory say, is what to move).
+        op: String,
         /// The file.
         path: PathBuf,
         /// The operating-system error.

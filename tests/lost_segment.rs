@@ -162,6 +162,10 @@ fn a_lost_segments_hint_that_cannot_be_kept_refuses_the_open_and_stays() {
     let hint = segments[1].with_extension("hint");
     let lost = segments[1].with_extension("lost");
     fs::create_dir(&lost).unwrap();
+    // The directory in the way is at the destination: the error must name it, not only the
+    // hint (whose deletion, the other way out it offers, would give up the keys).
+    let err = FileStore::open(&dir, small_segments()).unwrap_err();
+    assert!(err.to_string().contains(&lost.display().to_string()), "{err}");
     refused_naming_then_held_once_fixed(&dir, &hint, || {
         assert!(
             hint.is_file() && segments[1].exists(),

@@ -45,7 +45,7 @@ pub(crate) fn keep(dir: &LockedDir, id: u64) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(source) => {
             return Err(Error::LostKeysUnreadable {
-                op: "read",
+                op: "read".to_owned(),
                 path: hint,
                 source,
             })
@@ -57,11 +57,13 @@ pub(crate) fn keep(dir: &LockedDir, id: u64) -> Result<bool> {
         return Ok(false);
     }
     // Not removed if the rename fails: its bytes are whole, and nothing else names the keys.
+    // The error names the destination too: what stops a rename (a directory of that name, say)
+    // is often there, not at the hint.
     let lost = segment::lost_path(&dir.path, id);
     match dir.disk.rename(&hint, &lost) {
         Ok(()) => Ok(true),
         Err(source) => Err(Error::LostKeysUnreadable {
-            op: "renamed to .lost",
+            op: format!("renamed to {}", lost.display()),
             path: hint,
             source,
         }),
@@ -103,7 +105,7 @@ pub(crate) fn load(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => {
                 return Err(Error::LostKeysUnreadable {
-                    op: "read",
+                    op: "read".to_owned(),
                     path,
                     source,
                 })
