@@ -321,3 +321,93 @@ fn a_file_l1_opened_from_configuration_shows_its_own_counters_through_the_monito
         assert!(cache.monitor().local_file_stats().is_none(), "{kind}");
     }
 }
+
+/// An L2 that, as it is dropped, tries to open the file store in `dir`: whether the manager's
+/// file L1 had closed (and let go of the directory's lock) by then.
+struct OpensL1AsItGoes {
+    level: uno_cache::MemoryStore,
+    dir: std::path::PathBuf,
+    l1_closed: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
+}
+
+impl Drop for OpensL1AsItGoes {
+    fn drop(&mut self) {
+        let closed = match uno_cache::FileStore::open(&self.dir, uno_cache::FileStoreOptions::default()) {
+            Ok(store) => store.close().is_ok(),
+            Err(_) => false,
+        };
+        if let Ok(mut slot) = self.l1_closed.lock() {
+            *slot = Some(closed);
+        }
+    }
+}
+
+impl uno_cache::Storage for OpensL1AsItGoes {
+    fn name(&self) -> &str {
+        "opens-l1-as-it-goes"
+    }
+    fn get(&self, key: &str) -> uno_cache::Result<Option<uno_cache::Entry>> {
+        self.level.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> uno_cache::Result<()> {
+        self.level.set(key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> uno_cache::Result<bool> {
+        self.level.delete(key)
+    }
+    fn get_many(&self, keys: &[&str]) -> uno_cache::Result<Vec<Option<uno_cache::Entry>>> {
+        self.level.get_many(keys)
+    }
+    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> uno_cache::Result<()> {
+        self.level.set_many(items, ttl)
+    }
+    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> uno_cache::Result<()> {
+        self.level.set_each(items)
+    }
+    fn delete_many(&self, keys: &[&str]) -> uno_cache::Result<u64> {
+        self.level.delete_many(keys)
+    }
+    fn check_value(&self, key: &str, value_len: usize) -> uno_cache::Result<()> {
+        self.level.check_value(key, value_len)
+    }
+    fn size(&self) -> uno_cache::Result<uno_cache::StorageSize> {
+        self.level.size()
+    }
+    fn clear(&self) -> uno_cache::Result<()> {
+        self.level.clear()
+    }
+    fn flush(&self) -> uno_cache::Result<()> {
+        self.level.flush()
+    }
+    fn counters(&self) -> uno_cache::StorageCounters {
+        self.level.counters()
+    }
+}
+
+/// The manager keeps its file L1 for the monitor, and that handle must not outlive the L1
+/// itself: the store's last fsync and hint, and its directory lock, go before L2 is torn down
+/// (an L2's drop can wait on its I/O thread), as they did before the monitor kept it.
+#[test]
+fn dropping_a_manager_closes_its_file_l1_before_its_l2_goes() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let l1_closed = Arc::new(Mutex::new(None));
+    let l2 = OpensL1AsItGoes {
+        level: uno_cache::MemoryStore::new(100).unwrap(),
+        dir: dir.path().to_path_buf(),
+        l1_closed: Arc::clone(&l1_closed),
+    };
+    let cache = CacheManager::builder()
+        .config(CacheConfig::from_toml_str(&toml_for("file", dir.path())).unwrap())
+        .distributed(Arc::new(uno_cache::InProcess::new(l2)))
+        .build()
+        .unwrap();
+    cache.set("k", &1u8, None).unwrap();
+    assert!(cache.monitor().local_file_stats().is_some());
+    drop(cache);
+    assert_eq!(
+        *l1_closed.lock().unwrap(),
+        Some(true),
+        "L1 was still open when L2 went"
+    );
+}

@@ -59,15 +59,18 @@ use parking_lot::Mutex;
 /// Everything a manager handle shares.
 pub(crate) struct Shared {
     pub(crate) l1: Arc<dyn LocalStorage>,
+    /// The file-store L1, when the manager opened it, for what only the store can tell (see
+    /// [`Monitor::local_recovery`](crate::Monitor::local_recovery) and
+    /// [`Monitor::local_file_stats`](crate::Monitor::local_file_stats)). Right after `l1`:
+    /// fields drop in order, and this is the store's last handle, so here its final fsync and
+    /// hint are written and its directory lock let go, before L2 (whose drop can wait on its
+    /// I/O thread) and the rest are torn down.
+    pub(crate) local_file: Option<Arc<crate::FileStore>>,
     pub(crate) l2: Option<Arc<dyn DistributedStorage>>,
     /// The breaker in front of L2, when known (for stats).
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
     /// The breakers of L2's nodes, when L2 spreads keys over nodes (for stats).
     pub(crate) nodes: Option<Arc<NodeBreakers>>,
-    /// The file-store L1, when the manager opened it, for what only the store can tell (see
-    /// [`Monitor::local_recovery`](crate::Monitor::local_recovery) and
-    /// [`Monitor::local_file_stats`](crate::Monitor::local_file_stats)).
-    pub(crate) local_file: Option<Arc<crate::FileStore>>,
     /// The last reading of L2's size, reused for a while (see [`L2Size`]).
     pub(crate) l2_size: L2Size,
     pub(crate) local_ttl: Duration,
