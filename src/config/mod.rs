@@ -520,7 +520,9 @@ mod seconds {
         }
 
         fn visit_f64<E: Error>(self, secs: f64) -> Result<Duration, E> {
-            if secs.is_sign_negative() || secs.is_nan() {
+            // `< 0.0`, not the sign bit: `-0.0` is zero, as the integer `-0` already was.
+            // `< 0.0`, not the sign bit: `-0.0` is zero, as the integer `-0` already was.
+            if secs < 0.0 || secs.is_nan() {
                 return Err(E::custom(format!(
                     "{secs} is negative or not a number; give a number of seconds, 0 or more"
                 )));
@@ -732,6 +734,21 @@ mod tests {
         assert_eq!(field, "local.ttl");
         assert!(reason.contains("at most"), "{reason}");
         let (_, reason) = reason_of("[local]\nttl = -1.5\n");
+        assert!(reason.contains("negative"), "{reason}");
+    }
+
+    #[test]
+    fn minus_zero_seconds_is_zero_written_as_a_float_as_it_is_as_an_integer() {
+        // A duration where 0 is allowed (it turns the throttle off).
+        let throttle = |secs: &str| {
+            CacheConfig::from_toml_str(&format!("[loader]\nfail_safe_throttle = {secs}\n"))
+                .map(|c| c.loader.fail_safe_throttle)
+                .unwrap_or_else(|e| panic!("fail_safe_throttle = {secs}: {e}"))
+        };
+        for secs in ["0", "-0", "0.0", "-0.0"] {
+            assert_eq!(throttle(secs), std::time::Duration::ZERO, "{secs}");
+        }
+        let (_, reason) = reason_of("[loader]\nfail_safe_throttle = -1e-300\n");
         assert!(reason.contains("negative"), "{reason}");
     }
 
