@@ -384,9 +384,12 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 // The hint first: a crash between the two renames then leaves the lost keys
                 // named, and the damaged segment to be found again; the other way round, the
                 // next open deleted the hint as one without a segment. A hint that cannot be
-                // read or kept fails the open with both left as they are (see `lost`).
+                // read or kept fails the open with both left as they are (see `lost`). The
+                // directory is fsynced between them: ext4 and xfs journal renames in order, but
+                // POSIX promises no order without it (a damaged segment is rare; one fsync).
                 if lost::keep(dir, id)? {
                     lost_ids.insert(id);
+                    dir.sync()?;
                 }
                 if let Err(e) = dir.disk.rename(&path, &aside) {
                     tracing::warn!(path = %path.display(), error = %e, "could not move the segment aside; removing it");
