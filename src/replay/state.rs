@@ -1,6 +1,6 @@
 //! The pending ops in memory: one slot per key, indexed by replay group and sequence number.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use dashmap::DashSet;
@@ -42,12 +42,14 @@ pub(crate) fn encoded_len(key: &str, action: &ReplayAction) -> u64 {
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     slots: HashMap<Arc<str>, Slot>,
-    /// Replay group 1, by seq.
-    deletes: BTreeMap<u64, Arc<str>>,
-    /// Replay group 2, by seq.
-    sets: BTreeMap<u64, Arc<str>>,
-    /// Sets with an expiry, by (expires_at_ms, seq).
-    expiring: BTreeSet<(u64, u64)>,
+    /// Replay group 1, by seq. The key is part of the entry, not its value: a log's CRCs do not
+    /// make its seqs unique (a crafted or carried-over record can repeat one), and two keys on
+    /// one seq kept only one in the index, so the other's op was never replayed, nor acked.
+    deletes: BTreeSet<(u64, Arc<str>)>,
+    /// Replay group 2, by seq, likewise.
+    sets: BTreeSet<(u64, Arc<str>)>,
+    /// Sets with an expiry, by (expires_at_ms, seq), likewise.
+    expiring: BTreeSet<(u64, u64, Arc<str>)>,
     /// Sum of the slots' `disk_len`.
     bytes: u64,
     /// The keys of `slots`, readable without the queue's lock (which is held across fsyncs), so a
@@ -84,7 +86,7 @@ impl Pending {
         // being replaced must never read false in between.
         self.keys.insert(Arc::clone(&key));
         if let Some(old) = self.slots.remove(&key) {
-            self.unindex(&old);
+            self.unindex(&key, &old);
             self.bytes -= old.disk_len;
         }
         self.index(&key, &slot);
@@ -94,9 +96,9 @@ impl Pending {
 
     /// Removes the op of `key`, whatever its seq.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Slot> {
-        let slot = self.slots.remove(key)?;
-        self.keys.remove(key);
-        self.unindex(&slot);
+        let (key, slot) = self.slots.remove_entry(key)?;
+        self.keys.remove(&key);
+        self.unindex(&key, &slot);
         self.bytes -= slot.disk_len;
         Some(slot)
     }
@@ -115,85 +117,85 @@ impl Pending {
     fn index(&mut self, key: &Arc<str>, slot: &Slot) {
         match &slot.action {
             ReplayAction::Delete => {
-                self.deletes.insert(slot.seq, Arc::clone(key));
+                self.deletes.insert((slot.seq, Arc::clone(key)));
             }
             ReplayAction::Set { expires_at_ms, .. } => {
-                self.sets.insert(slot.seq, Arc::clone(key));
+                self.sets.insert((slot.seq, Arc::clone(key)));
                 if *expires_at_ms != 0 {
-                    self.expiring.insert((*expires_at_ms, slot.seq));
+                    self.expiring.insert((*expires_at_ms, slot.seq, Arc::clone(key)));
                 }
             }
         }
     }
 
-    fn unindex(&mut self, slot: &Slot) {
+    fn unindex(&mut self, key: &Arc<str>, slot: &Slot) {
         match &slot.action {
             ReplayAction::Delete => {
-                self.deletes.remove(&slot.seq);
+                self.deletes.remove(&(slot.seq, Arc::clone(key)));
             }
             ReplayAction::Set { expires_at_ms, .. } => {
-                self.sets.remove(&slot.seq);
-                self.expiring.remove(&(*expires_at_ms, slot.seq));
+                self.sets.remove(&(slot.seq, Arc::clone(key)));
+                self.expiring.remove(&(*expires_at_ms, slot.seq, Arc::clone(key)));
             }
         }
     }
 
-    /// Turns a pending set into a delete of its key (same seq, so an ack still matches).
-    fn downgrade(&mut self, seq: u64) -> bool {
-        let Some(key) = self.sets.get(&seq).cloned() else {
+    /// Turns `key`'s pending set into a delete of the key (same seq, so an ack still matches).
+    fn downgrade(&mut self, key: &Arc<str>) -> bool {
+        let Some(slot) = self.slots.get_mut(key) else {
             return false;
         };
-        let Some(slot) = self.slots.get_mut(&key) else {
+        let ReplayAction::Set { expires_at_ms, .. } =
+            std::mem::replace(&mut slot.action, ReplayAction::Delete)
+        else {
             return false;
         };
-        let old = std::mem::replace(&mut slot.action, ReplayAction::Delete);
-        if let ReplayAction::Set { expires_at_ms, .. } = old {
-            self.expiring.remove(&(expires_at_ms, seq));
-        }
-        self.sets.remove(&seq);
-        self.deletes.insert(seq, key);
+        let seq = slot.seq;
+        self.expiring.remove(&(expires_at_ms, seq, Arc::clone(key)));
+        self.sets.remove(&(seq, Arc::clone(key)));
+        self.deletes.insert((seq, Arc::clone(key)));
         true
     }
 
     /// Turns every set that has expired by `now_ms` into a delete. Returns how many.
     pub(crate) fn expire_due(&mut self, now_ms: u64) -> usize {
-        let due: Vec<u64> = self
+        let due: Vec<Arc<str>> = self
             .expiring
             .iter()
-            .take_while(|(at, _)| *at <= now_ms)
-            .map(|(_, seq)| *seq)
+            .take_while(|(at, _, _)| *at <= now_ms)
+            .map(|(_, _, key)| Arc::clone(key))
             .collect();
-        due.into_iter().filter(|&seq| self.downgrade(seq)).count()
+        due.iter().filter(|key| self.downgrade(key)).count()
     }
 
     /// Makes `key`'s pending op, if it is a set, a delete of the key (same seq). Whether it was.
     pub(crate) fn downgrade_key(&mut self, key: &str) -> bool {
-        let Some(seq) = self.slots.get(key).map(|slot| slot.seq) else {
+        let Some(key) = self.slots.get_key_value(key).map(|(k, _)| Arc::clone(k)) else {
             return false;
         };
-        self.downgrade(seq)
+        self.downgrade(&key)
     }
 
     /// The pending sets, oldest first, with their keys.
     pub(crate) fn sets_oldest_first(&self) -> impl Iterator<Item = (&Arc<str>, &Slot)> {
         self.sets
-            .values()
-            .filter_map(|key| self.slots.get(key).map(|slot| (key, slot)))
+            .iter()
+            .filter_map(|(_, key)| self.slots.get(key).map(|slot| (key, slot)))
     }
 
     /// Turns every pending set into a delete. Returns how many.
     pub(crate) fn downgrade_all_sets(&mut self) -> usize {
-        let all: Vec<u64> = self.sets.keys().copied().collect();
-        all.into_iter().filter(|&seq| self.downgrade(seq)).count()
+        let all: Vec<Arc<str>> = self.sets.iter().map(|(_, key)| Arc::clone(key)).collect();
+        all.iter().filter(|key| self.downgrade(key)).count()
     }
 
     /// Up to `max` ops in replay order: deletes by seq, then sets by seq.
     pub(crate) fn ops(&self, max: usize) -> Vec<ReplayOp> {
         self.deletes
-            .values()
-            .chain(self.sets.values())
+            .iter()
+            .chain(self.sets.iter())
             .take(max)
-            .filter_map(|key| {
+            .filter_map(|(_, key)| {
                 self.slots.get(key).map(|slot| ReplayOp {
                     seq: slot.seq,
                     key: key.to_string(),
@@ -324,5 +326,39 @@ mod tests {
             vec![("late", 1, true), ("del", 2, true), ("forever", 3, false)]
         );
         assert!(p.expiring.is_empty());
+    }
+
+    #[test]
+    fn two_keys_on_one_seq_are_both_listed_expired_and_acked_apart() {
+        // A log's CRCs do not make its seqs unique: a crafted or carried-over record can give a
+        // second key a seq already used. Each key's op must still be replayed, and acked alone.
+        let mut p = Pending::default();
+        p.insert("a", Slot::new("a", 3, ReplayAction::Delete));
+        p.insert("b", Slot::new("b", 3, ReplayAction::Delete));
+        p.insert("c", Slot::new("c", 4, set(b"v", 500)));
+        p.insert("d", Slot::new("d", 4, set(b"w", 500)));
+        let listed = |p: &Pending| -> Vec<(String, u64, bool)> {
+            p.ops(usize::MAX)
+                .into_iter()
+                .map(|o| (o.key, o.seq, o.action == ReplayAction::Delete))
+                .collect()
+        };
+        assert_eq!(
+            listed(&p),
+            [
+                ("a".into(), 3, true),
+                ("b".into(), 3, true),
+                ("c".into(), 4, false),
+                ("d".into(), 4, false)
+            ]
+        );
+        assert_eq!(p.expire_due(500), 2);
+        assert_eq!(p.delete_count(), 4);
+        assert!(p.remove_if_seq("a", 3));
+        assert!(p.remove_if_seq("c", 4));
+        assert_eq!(listed(&p), [("b".into(), 3, true), ("d".into(), 4, true)]);
+        assert_eq!(p.downgrade_all_sets(), 0);
+        assert!(p.remove_if_seq("b", 3) && p.remove_if_seq("d", 4));
+        assert!(p.deletes.is_empty() && p.sets.is_empty() && p.expiring.is_empty());
     }
 }
