@@ -27,11 +27,11 @@ use std::path::PathBuf;
 
 use common::Rng;
 use targets::{
-    encode_record, flags, hint_entry, hint_file, meta_file, recover_dir_input, segment_header,
-    SEGMENT_HEADER_LEN, SEGMENT_SIZE,
+    encode_record, flags, hint_entry, hint_file, kind, meta_file, recover_dir_input, replay_flags,
+    replay_header, replay_record, segment_header, REPLAY_LOG_ID, SEGMENT_HEADER_LEN, SEGMENT_SIZE,
 };
 
-const TARGETS: [&str; 2] = ["decode_record", "recover_dir"];
+const TARGETS: [&str; 4] = ["decode_record", "recover_dir", "replay_log", "config_toml"];
 
 fn seeds_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -186,7 +186,139 @@ fn seed_files() -> BTreeMap<(&'static str, &'static str), Vec<u8>> {
         ("recover_dir", "embedded_record.bin"),
         recover_dir_input(hp, 0, &embedded, b"", b""),
     );
+    out.extend(replay_log_seeds());
+    out.extend(config_toml_seeds());
     out
+}
+
+/// `replay_log` inputs: flags, the header's `next_seq` byte, then records laid out as
+/// storage-format.md documents them ("Replay log"), built by hand rather than by the crate.
+fn replay_log_seeds() -> BTreeMap<(&'static str, &'static str), Vec<u8>> {
+    let id = REPLAY_LOG_ID;
+    let now = targets::NOW_MS;
+    let input = |flag_bits: u8, seq_byte: u8, records: &[Vec<u8>]| {
+        let mut out = vec![flag_bits, seq_byte];
+        for r in records {
+            out.extend_from_slice(r);
+        }
+        out
+    };
+    let h = replay_flags::HEADER;
+    let ops = [
+        replay_record(id, kind::SET, 1, 0, b"k1", b"first"),
+        replay_record(id, kind::SET, 2, now + 60_000, b"k2", &[7; 300]),
+        replay_record(id, kind::DELETE, 3, 0, b"k3", b""),
+        replay_record(id, kind::ACK, 1, 0, b"k1", b""),
+        replay_record(id, kind::SET, 4, 0, "ключ".as_bytes(), b"utf-8 key"),
+        replay_record(id, kind::SET, 5, now - 1, b"k4", b"expired"),
+    ];
+    let overflow = [
+        replay_record(id, kind::SET, 1, 0, b"k1", b"v"),
+        replay_record(id, kind::OVERFLOW, 0, 0, b"", b""),
+        replay_record(id, kind::DELETE, 2, 0, b"k1", b""),
+        replay_record(id, kind::OVERFLOW_CLEARED, 0, 0, b"", b""),
+        replay_record(id, kind::OVERFLOW, 0, 0, b"", b""),
+    ];
+    let mut torn = input(h, 1, &ops);
+    torn.truncate(torn.len() - 5);
+    let mut damaged = input(h, 1, &ops);
+    damaged[2 + ops[0].len() + 40] ^= 0x5A;
+    let mut zero_tail = input(h, 1, &ops);
+    zero_tail.extend_from_slice(&[0; 64]);
+    // The defect found last week: a zeroed range, then a record whose CRC begins with 0x00.
+    let crc_zero = (1..100_000u64)
+        .map(|seq| replay_record(id, kind::SET, seq, 0, b"key", b"value"))
+        .find(|r| r[0] == 0 && r[1] != 0)
+        .unwrap();
+    let zero_hole = input(h, 1, &[ops[0].clone(), vec![0; 64], crc_zero]);
+    // CRC fields left zero: the FIX_CRC flag fills them in.
+    let no_crc: Vec<Vec<u8>> = ops
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r[..4].fill(0);
+            r
+        })
+        .collect();
+    let mut raw = replay_header(1, 0xfeed, 9);
+    raw.extend(replay_record(0xfeed, kind::SET, 3, 0, b"raw", b"whole file"));
+    let mut other_version = replay_header(2, 0xfeed, 1);
+    other_version.extend(replay_record(0xfeed, kind::SET, 1, 0, b"k", b"v"));
+    let max_seq = [
+        replay_record(id, kind::SET, u64::MAX, 0, b"k1", b"max seq"),
+        replay_record(id, kind::DELETE, 3, 0, b"k2", b""),
+    ];
+
+    // Two keys on one seq (no crate writes it, but the CRCs allow it): both are pending.
+    let same_seq = [
+        replay_record(id, kind::DELETE, 3, 0, b"k2", b""),
+        replay_record(id, kind::DELETE, 3, 0, b"k3", b""),
+        replay_record(id, kind::SET, 4, 0, b"k4", b"v4"),
+        replay_record(id, kind::SET, 4, 0, b"k5", b"v5"),
+    ];
+
+    let mut out = BTreeMap::new();
+    let mut add = |name, bytes| {
+        out.insert(("replay_log", name), bytes);
+    };
+    add("header_only.bin", input(h, 1, &[]));
+    add("ops.bin", input(h, 1, &ops));
+    add("overflow_flags.bin", input(h, 0, &overflow));
+    add("torn_tail.bin", torn);
+    add("damaged_middle.bin", damaged);
+    add("zero_tail.bin", zero_tail);
+    add("zero_hole_crc_starts_with_zero.bin", zero_hole);
+    add("fix_crc.bin", input(h | replay_flags::FIX_CRC, 1, &no_crc));
+    add("overflowed_mark.bin", input(h | replay_flags::MARK, 7, &ops));
+    add("next_seq_near_max.bin", input(h, 254, &ops));
+    add("max_seq_record.bin", input(h, 1, &max_seq));
+    add("raw_file.bin", input(0, 0, &[raw]));
+    add("same_seq_two_keys.bin", input(h, 1, &same_seq));
+    add("other_version.bin", input(0, 0, &[other_version]));
+    out
+}
+
+/// `config_toml` inputs: configurations in the documented TOML form.
+fn config_toml_seeds() -> BTreeMap<(&'static str, &'static str), Vec<u8>> {
+    let texts: [(&'static str, &str); 5] = [
+        ("empty.toml", ""),
+        (
+            "memory.toml",
+            r#"[local]
+type = "memory"
+max_size = 1000
+ttl = 60
+memory_max_mb = 8
+"#,
+        ),
+        (
+            "file.toml",
+            r#"codec = "json"
+[local]
+type = "file"
+max_size = 16
+ttl = 0.5
+durability = "every_write"
+file_mode = "0640"
+memory_items = 0
+"#,
+        ),
+        (
+            "redis.toml",
+            r#"use_multi_level = true
+fallback_on_error = false
+[distributed]
+enabled = true
+type = "redis"
+ttl = 600
+"#,
+        ),
+        ("bad_mode.toml", "[local]\nfile_mode = 420\n"),
+    ];
+    texts
+        .into_iter()
+        .map(|(name, text)| (("config_toml", name), text.as_bytes().to_vec()))
+        .collect()
 }
 
 #[test]
@@ -298,6 +430,36 @@ fn recover_dir_seeds_and_mutations() {
             input[0] = flag_bits;
             input[1] = [0, 3, 7, 250, 255][i % 5];
             run("recover_dir", name, 1000 + i, &input, targets::recover_dir_target);
+        }
+    }
+}
+
+#[test]
+fn replay_log_seeds_and_mutations() {
+    for (n, (name, seed)) in read_seeds("replay_log").iter().enumerate() {
+        for (i, input) in mutations(seed, 2000 + n as u64, 24).iter().enumerate() {
+            run("replay_log", name, i, input, targets::replay_log_target);
+        }
+        // The same bytes under every combination of flags.
+        for flag_bits in 0..8u8 {
+            let mut input = seed.clone();
+            input[0] = flag_bits;
+            run(
+                "replay_log",
+                name,
+                1000 + usize::from(flag_bits),
+                &input,
+                targets::replay_log_target,
+            );
+        }
+    }
+}
+
+#[test]
+fn config_toml_seeds_and_mutations() {
+    for (n, (name, seed)) in read_seeds("config_toml").iter().enumerate() {
+        for (i, input) in mutations(seed, 3000 + n as u64, 24).iter().enumerate() {
+            run("config_toml", name, i, input, targets::config_toml_target);
         }
     }
 }
