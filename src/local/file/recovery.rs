@@ -379,8 +379,6 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 // Moved aside, not deleted: `verify` (which opens the store first) and whoever
                 // looks into the damage still find the file. Only if that fails is it removed.
                 let aside = path.with_extension(DAMAGED_EXT);
-                tracing::warn!(path = %path.display(), %reason, moved_to = %aside.display(), "moving an unreadable segment aside");
-                report.damaged_segments += 1;
                 // The hint first: a crash between the two renames then leaves the lost keys
                 // named, and the damaged segment to be found again; the other way round, the
                 // next open deleted the hint as one without a segment. A hint that cannot be
@@ -391,6 +389,10 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                     lost_ids.insert(id);
                     dir.sync()?;
                 }
+                // Logged and counted once the open goes on: a hint it could not keep refused it,
+                // and the segment stays where it was.
+                tracing::warn!(path = %path.display(), %reason, moved_to = %aside.display(), "moving an unreadable segment aside");
+                report.damaged_segments += 1;
                 if let Err(e) = dir.disk.rename(&path, &aside) {
                     tracing::warn!(path = %path.display(), error = %e, "could not move the segment aside; removing it");
                     dir.remove_quietly(&path);
