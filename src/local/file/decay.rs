@@ -44,8 +44,7 @@
 //! writer lock, and one look at the sketch per entry an eviction keeps. After a restart, or a
 //! clear, no read is spent but for room, until the watched entries say otherwise.
 
-use std::collections::HashMap;
-
+use super::index::ByHash;
 use super::share::ReadShare;
 
 /// One key hash in `SAMPLE` (a power of two) is watched.
@@ -80,7 +79,7 @@ struct Watch {
 /// docs).
 #[derive(Debug)]
 pub(crate) struct Decay {
-    watched: HashMap<u64, Watch>,
+    watched: ByHash<Watch>,
     /// Watched entries read again, over the last [`WINDOW`] counted.
     share: ReadShare,
 }
@@ -106,7 +105,7 @@ pub(crate) fn is_watched(hash: u64) -> bool {
 impl Default for Decay {
     fn default() -> Decay {
         Decay {
-            watched: HashMap::new(),
+            watched: ByHash::default(),
             share: ReadShare::new(WINDOW),
         }
     }

@@ -82,8 +82,7 @@
 //! (one in [`SAMPLE`] of its class's fills, every one for refused fills that come back; a hash
 //! set bounded at [`MAX_PROBES_PER_ENTRY`]) and two counters, under the writer lock. After a restart, or a clear, the gates start open.
 
-use std::collections::HashSet;
-
+use super::index::HashesSet;
 use super::share::ReadShare;
 
 /// One key hash in `SAMPLE` (a power of two) is a probe. One in 32 gives a store of 1,000
@@ -113,7 +112,7 @@ const MIN_COUNTED: u64 = 32;
 #[derive(Debug)]
 pub(crate) struct FillGate {
     /// Fills counted (probes, or every fill) admitted and not yet met by an eviction.
-    probes: HashSet<u64>,
+    probes: HashesSet,
     /// Counted fills read before their first eviction, over the last [`WINDOW`] counted.
     share: ReadShare,
     /// Whether every fill admitted is counted, not only probes (a class of few fills).
@@ -129,7 +128,7 @@ fn is_probe(hash: u64) -> bool {
 impl Default for FillGate {
     fn default() -> FillGate {
         FillGate {
-            probes: HashSet::new(),
+            probes: HashesSet::default(),
             share: ReadShare::new(WINDOW),
             counts_every_fill: false,
         }
@@ -178,7 +177,8 @@ impl FillGate {
     /// fills that come back: or is kept for its key's reads or its protection, see the module
     /// docs).
     pub(crate) fn evicting(&mut self, hash: u64, read: bool) {
-        if !self.counts(hash) || !self.probes.remove(&hash) {
+        // Most evictions meet no probe at all: the empty check spares them even the lookup.
+        if !self.counts(hash) || self.probes.is_empty() || !self.probes.remove(&hash) {
             return;
         }
         self.share.count(read);

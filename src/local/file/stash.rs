@@ -44,10 +44,12 @@
 //! [`keys`](super::FileStore::keys) lists held keys, so that prefix invalidation reaches them.
 //! Nothing here is on disk: a restart starts empty.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
+
+use super::index::ByHash;
 
 /// The FIFO holds at most one entry per `SHARE` entries of the store, and one byte per `SHARE`
 /// bytes of its size. Its entries count in the capacity the other caches get when hit ratios
@@ -83,7 +85,7 @@ impl Held {
 
 #[derive(Debug, Default)]
 struct Fifo {
-    map: HashMap<u64, Held>,
+    map: ByHash<Held>,
     /// Hash and push id, oldest first; a slot whose id the map no longer has is skipped.
     order: VecDeque<(u64, u64)>,
     bytes: u64,
