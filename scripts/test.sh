@@ -39,7 +39,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --all-features
 # feature compiled out is refused by name.
 echo "== cargo clippy --no-default-features"
 cargo clippy --locked --no-default-features -- -D warnings
-for feature in redb redis memcached cli tls; do
+for feature in redb redis memcached cli tls metrics; do
     echo "== cargo check --features $feature"
     cargo check --locked --no-default-features --features "$feature"
 done

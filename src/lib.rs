@@ -47,6 +47,7 @@
 //! | `config`             | [`CacheConfig`], serde/TOML configuration with validation           |
 //! | `codec`              | [`Codec`]: bincode 2 or JSON, with a tag byte per value             |
 //! | `stats`              | [`CacheStats`]: counters, hit rates, latency percentiles            |
+//! | `metrics_export`     | [`CacheStats::publish_metrics`]: the stats through the `metrics` facade (feature `metrics`) |
 //! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)              |
 //! | `local/memory`       | [`MemoryStore`], the in-process L1 (quick_cache, TTL per entry)     |
 //! | `local/redb/`        | `RedbStore`, an L1 in a redb database (feature `redb`)              |
@@ -72,7 +73,8 @@
 //!
 //! The default build is the embedded cache above: file store, memory L1 and tier, manager (sync
 //! and async), configuration, codecs; no network stack and no CLI parser. `redb`, `redis`,
-//! `memcached`, `tls` (implies `redis`) and `cli` (the binary) add the rest; `full` is all of
+//! `memcached`, `tls` (implies `redis`), `metrics` (the stats as metrics of the `metrics` crate)
+//! and `cli` (the binary) add the rest; `full` is all of
 //! them. A configuration that needs a feature the build lacks is refused with
 //! [`Error::FeatureDisabled`] naming it. The README's "Features" table says what each one adds
 //! and what it costs in crates.
@@ -95,6 +97,8 @@ mod keys;
 mod le;
 pub mod local;
 mod manager;
+#[cfg(feature = "metrics")]
+pub mod metrics_export;
 mod perms;
 pub mod replay;
 mod shutdown;
