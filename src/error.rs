@@ -285,8 +285,10 @@ pub enum Error {
     /// A batch call served some of its keys but not others: the keys at `failed` (indices into
     /// the batch) were not read, written or deleted, because their node of a multi-node level
     /// could not be reached, because a server refused the item as too large (listed in
-    /// [`PartialBatch::refused`] as well) or, in a `get_many`, because their value could not be
-    /// read ([`Error::InvalidEnvelope`]); the others were. What the call did serve is in
+    /// [`PartialBatch::refused`] as well), in a `get_many`, because their value could not be
+    /// read ([`Error::InvalidEnvelope`]), or, in the `delete_many` of a level that deletes key
+    /// by key (the file store), because a delete failed after others had succeeded; the others
+    /// were. What the call did serve is in
     /// [`PartialBatch::served`].
     #[error("{0}")]
     PartialBatch(Box<PartialBatch>),
@@ -545,7 +547,7 @@ pub(crate) fn key_for_error(key: &str) -> String {
 #[error("{level} {op}: {} of {total} keys were not served ({}{cause}); the others were", failed.len(), refused_text(refused.len(), failed.len()))]
 #[non_exhaustive]
 pub struct PartialBatch {
-    /// The level ("redis", "memcached").
+    /// The level ("redis", "memcached", "file", ...).
     pub level: &'static str,
     /// The batch call ("get_many", "set_each", ...).
     pub op: &'static str,
@@ -650,7 +652,8 @@ impl std::fmt::Debug for PartialBatch {
 pub enum Served {
     /// A `get_many`: one slot per key of the batch, `None` for a miss and for every failed key.
     Entries(Vec<Option<crate::entry::Entry>>),
-    /// A `delete_many`: how many of the reached keys existed.
+    /// A `delete_many`: how many of the reached keys existed (of a level that deletes key by
+    /// key, how many it removed before it failed).
     Removed(u64),
     /// A write: the reached items were written.
     Written,

@@ -647,9 +647,9 @@ pub struct ConsistencyStats {
     pub invalidations_received: u64,
     /// Keys dropped from L1 by invalidations of keys or prefixes received from other instances:
     /// only keys L1 held (all of L1 when a prefix clears it, as an L1 that cannot list a
-    /// prefix's keys does), and none when L1 failed to delete them (every L1 entry is made
-    /// suspect instead). This instance's own invalidations are not counted, nor are
-    /// invalidations of tags or of the whole cache.
+    /// prefix's keys does), and, when L1 failed to delete them, only those it deleted before
+    /// the failure (every L1 entry is made suspect instead). This instance's own invalidations
+    /// are not counted, nor are invalidations of tags or of the whole cache.
     pub keys_invalidated: u64,
     /// Times every L1 entry became suspect because invalidations may have been missed: the
     /// subscription was lost, a message of another instance never arrived, or the handler fell

@@ -35,7 +35,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, PartialBatch, Result, Served};
 /// The key rules live in `keys` (a bottom module); every level reaches them from here too.
 pub(crate) use crate::keys::{check_key, check_write};
 
@@ -124,6 +124,12 @@ pub trait Storage: Send + Sync + 'static {
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()>;
 
     /// Deletes several keys; returns how many live entries were removed.
+    ///
+    /// A level that deletes key by key and fails after some keys are gone returns
+    /// [`Error::PartialBatch`](crate::Error::PartialBatch): `failed` lists the keys it did not
+    /// delete (the failing one and those after it), `served` is
+    /// [`Served::Removed`](crate::Served::Removed) with the live entries removed before,
+    /// and `cause` is the failure. A failure before any key was deleted is returned as it is.
     fn delete_many(&self, keys: &[&str]) -> Result<u64>;
 
     /// Refuses, before anything is written anywhere, a value this level could never store (too
@@ -397,12 +403,27 @@ pub(crate) fn get_each<S: Storage + ?Sized>(level: &S, keys: &[&str]) -> Result<
     keys.iter().map(|key| level.get(key)).collect()
 }
 
-/// Deletes keys one at a time: `delete_many` for a level with no batched delete.
-pub(crate) fn delete_each<S: Storage + ?Sized>(level: &S, keys: &[&str]) -> Result<u64> {
+/// Deletes keys one at a time: `delete_many` for a level with no batched delete, called `name`
+/// in its errors. A failure after the first key is a partial batch: the keys before it are
+/// deleted, and an invalidation counts them (see [`Storage::delete_many`]).
+pub(crate) fn delete_each<S: Storage + ?Sized>(level: &S, name: &'static str, keys: &[&str]) -> Result<u64> {
     let mut removed = 0;
-    for key in keys {
-        if level.delete(key)? {
-            removed += 1;
+    for (i, key) in keys.iter().enumerate() {
+        match level.delete(key) {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
+            Err(e) if i == 0 => return Err(e),
+            Err(e) => {
+                return Err(Error::PartialBatch(Box::new(PartialBatch::new(
+                    name,
+                    "delete_many",
+                    keys.len(),
+                    (i..keys.len()).collect(),
+                    Vec::new(),
+                    e,
+                    Served::Removed(removed),
+                ))))
+            }
         }
     }
     Ok(removed)

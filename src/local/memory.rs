@@ -361,7 +361,7 @@ impl Storage for MemoryStore {
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        delete_each(self, keys)
+        delete_each(self, "memory", keys)
     }
 
     /// Any value is taken: one too large for the bound in bytes is just not kept.

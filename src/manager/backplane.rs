@@ -102,13 +102,14 @@ impl Shared {
     fn apply(&self, message: &InvalidationMessage) {
         let invalidated = &self.metrics.consistency.keys_invalidated;
         match &message.invalidation {
-            // Keys this L1 did not hold lose nothing here: only those it dropped are counted.
-            // Writes still on their way give way first: a read between the two steps then
-            // misses rather than take the queued value as the newest.
+            // Keys this L1 did not hold lose nothing here: only those it dropped are counted,
+            // also when its delete failed partway. Writes still on their way give way first: a
+            // read between the two steps then misses rather than take the queued value as the
+            // newest.
             Invalidation::Keys(keys) => {
                 let refs = holdable(keys);
                 self.withdraw_behind(&refs, None);
-                invalidated.add(self.drop_local(&refs).unwrap_or(0));
+                invalidated.add(self.drop_local(&refs).removed);
             }
             // If L1 cannot drop what the message names (a full disk, a store latched
             // read-only), it must stop vouching for what it holds rather than serve it.

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use super::policy::Shared;
-use crate::error::{key_for_error, Error, Result};
+use crate::error::{key_for_error, Error, Result, Served};
 use crate::replay::{Push, PushOutcome, ReplayAction, ReplayOp};
 
 /// How often a read may try again to mark L1's entries suspect after it failed (see
@@ -360,9 +360,9 @@ impl Shared {
 
     // ---- receive ----
 
-    /// Drops keys from L1 only, guarded against racing backfills; how many live entries L1
-    /// held of them, `None` if the delete failed (see `take_out_of_l1`).
-    pub(crate) fn drop_local(&self, keys: &[&str]) -> Option<u64> {
+    /// Drops keys from L1 only, guarded against racing backfills; what L1 took out (see
+    /// `take_out_of_l1`).
+    pub(crate) fn drop_local(&self, keys: &[&str]) -> TakenOut {
         self.take_out_of_l1(keys, "dropping invalidated keys from L1 failed")
     }
 
@@ -372,22 +372,25 @@ impl Shared {
         self.take_out_of_l1(keys, "could not take values L2 refused out of L1");
     }
 
-    /// Deletes `keys` from L1, guarded against racing backfills; how many live entries it held
-    /// of them, `None` if the delete failed. If L1 cannot delete (a full disk, a store latched
-    /// read-only), the keys may still be there: every L1 entry becomes suspect rather than serve
-    /// what the other levels and instances no longer have.
-    fn take_out_of_l1(&self, keys: &[&str], what: &'static str) -> Option<u64> {
+    /// Deletes `keys` from L1, guarded against racing backfills; what it took out. If L1 cannot
+    /// delete (a full disk, a store latched read-only), the keys it did not get to may still be
+    /// there: every L1 entry becomes suspect rather than serve what the other levels and
+    /// instances no longer have.
+    fn take_out_of_l1(&self, keys: &[&str], what: &'static str) -> TakenOut {
         if keys.is_empty() {
-            return Some(0);
+            return TakenOut::default();
         }
         let _writing = self.guard.write(keys.iter().copied());
         match self.l1.delete_many(keys) {
-            Ok(dropped) => Some(dropped),
+            Ok(removed) => TakenOut {
+                removed,
+                through: keys.len(),
+            },
             Err(e) => {
                 self.metrics.local.errors.incr();
                 tracing::warn!(error = %e, "{what}; every L1 entry becomes suspect");
                 self.distrust_everything();
-                None
+                TakenOut::before(&e, keys.len())
             }
         }
     }
@@ -468,8 +471,8 @@ impl Shared {
 
     /// Drops every L1 key that starts with `prefix`: by listing them where the level can (file
     /// store, redb), otherwise by clearing L1 (a superset). Returns the number of keys dropped
-    /// (all of L1 when cleared; none if deleting the listed keys failed, L1 being distrusted
-    /// instead).
+    /// (all of L1 when cleared; if deleting the listed keys failed, those deleted before the
+    /// failure, L1 being distrusted instead).
     pub(crate) fn drop_local_prefix(&self, prefix: &str) -> Result<u64> {
         // Keys not in L1 now are not listed, and an L2 read of one begun before the prefix was
         // invalidated must not backfill it after.
@@ -482,13 +485,11 @@ impl Shared {
             Some(keys) => {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
                 // The keys listed, not those the level below reports: the memory tier may
-                // hold a key the level below has since evicted. None after a failed delete:
-                // L1 may still hold every one of them (suspect now), so none counts as dropped
-                // (in `keys_invalidated`, or in what `invalidate_prefix` returns).
-                Ok(match self.drop_local(&refs) {
-                    Some(_) => refs.len() as u64,
-                    None => 0,
-                })
+                // hold a key the level below has since evicted. After a failed delete, only
+                // those L1 got through before it failed: it may still hold the others (suspect
+                // now), which count as dropped neither in `keys_invalidated` nor in what
+                // `invalidate_prefix` returns.
+                Ok(self.drop_local(&refs).through as u64)
             }
             None => {
                 let items = self.l1.size().map(|s| s.items).unwrap_or(0);
@@ -501,5 +502,36 @@ impl Shared {
     pub(super) fn clear_local(&self) -> Result<()> {
         let _all = self.guard.write_all();
         self.l1.clear().inspect_err(|_| self.metrics.local.errors.incr())
+    }
+}
+
+/// What an L1 delete of a batch of keys took out.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TakenOut {
+    /// Live entries removed: `delete_many`'s count, or, when it failed partway, that of the keys
+    /// before the failure. Read by the backplane (feature `redis`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) removed: u64,
+    /// Keys L1 got through, held or not: all of them unless the delete failed.
+    pub(crate) through: usize,
+}
+
+impl TakenOut {
+    /// What a `delete_many` of `total` keys that failed with `error` took out before it failed.
+    /// A level that deletes key by key (the file store) reports a failure after the first key
+    /// as a partial batch naming the keys it did not get to (see `Storage::delete_many`); any
+    /// other failure took out nothing that can be counted (redb's batch is one transaction,
+    /// undone whole).
+    fn before(error: &Error, total: usize) -> TakenOut {
+        match error {
+            Error::PartialBatch(partial) => TakenOut {
+                removed: match partial.served {
+                    Served::Removed(n) => n,
+                    _ => 0,
+                },
+                through: total.saturating_sub(partial.failed.len()),
+            },
+            _ => TakenOut::default(),
+        }
     }
 }

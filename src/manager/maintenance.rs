@@ -122,7 +122,8 @@ impl CacheManager {
     /// # Errors
     /// L1's error listing the keys, or L2's (its scan or its deletes), also under
     /// `fallback_on_error`. (An L1 that lists the keys and then fails to delete them is no error:
-    /// every L1 entry becomes suspect instead, and none of them counts as dropped.) L1 is
+    /// every L1 entry becomes suspect instead, and only the keys it deleted before the failure
+    /// count as dropped.) L1 is
     /// dropped here and, through the backplane, elsewhere, but L2 keeps the values under the
     /// prefix it did not delete, and a read would bring them back into L1. Retry the call once
     /// L2 answers.

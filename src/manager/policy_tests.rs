@@ -253,7 +253,7 @@ impl Storage for HeldL2 {
         Ok(())
     }
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        crate::storage::delete_each(self, keys)
+        crate::storage::delete_each(self, "test", keys)
     }
     fn check_value(&self, _: &str, _: usize) -> Result<()> {
         Ok(())

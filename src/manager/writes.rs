@@ -189,11 +189,21 @@ impl Shared {
         keys.iter().try_for_each(|key| crate::keys::check_key(key))
     }
 
-    /// Counts an L1 delete of `n` keys and turns the result into a count.
+    /// Counts an L1 delete of `n` keys and turns the result into a count. An L1 that failed
+    /// partway (a file store deletes key by key) is reported by its failure, not its partial
+    /// batch: a partial batch from a manager's delete names the keys whose L2 node it did not
+    /// reach, which wait for replay (see `finish_delete`), and a caller could not tell L1's from
+    /// those.
     pub(crate) fn count_delete_l1(&self, n: usize, result: Result<u64>) -> Result<u64> {
         let m = &self.metrics.local;
         m.deletes.add(n as u64);
-        result.inspect_err(|_| m.errors.incr())
+        result.map_err(|e| {
+            m.errors.incr();
+            match e {
+                Error::PartialBatch(partial) => partial.cause,
+                other => other,
+            }
+        })
     }
 
     /// The L2 step of a sync delete of `keys`: `Ok(None)` if the op went to a queue instead

@@ -829,7 +829,7 @@ impl Storage for FileStore {
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        delete_each(self, keys)
+        delete_each(self, "file", keys)
     }
 
     /// A value must fit in one segment with its record header.
