@@ -1,10 +1,7 @@
-//! Fail-safe and loader timeouts (`[loader]`): an expired value is kept and served, marked
-//! stale, when its loader fails or is slow; a dead source is asked once per throttle period; a
-//! hung loader never holds its callers past the hard timeout nor its key's load slot for good;
-//! and a plain `get` never returns a stale copy.
-//!
-//! Loaders are held on channels the test releases, so "the caller returned while the load went
-//! on" is shown by the order of events, not by timing.
+//! Fail-safe (`loader.fail_safe_max_duration`): an expired value is kept and served, marked
+//! stale, when its loader fails or panics, also with L2 failing; a dead source is asked once per
+//! throttle period; a deleted, invalidated or source-absent key has no stale copy to serve; and
+//! a plain `get` never returns a stale copy. The timeouts are in `loader_timeouts.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,77 +9,16 @@
     clippy::indexing_slicing
 )]
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use uno_cache::{CacheConfig, CacheManager, Error, Fetched, LocalKind, ManualClock, MemoryStore};
 
+mod fail_safe_support;
 mod manager_support;
 
-const START_MS: u64 = 1_700_000_000_000;
-const TTL: Duration = Duration::from_secs(10);
-
-#[derive(Debug)]
-enum AppError {
-    SourceDown,
-    Cache(#[allow(dead_code)] Error),
-}
-
-impl From<Error> for AppError {
-    fn from(e: Error) -> Self {
-        AppError::Cache(e)
-    }
-}
-
-struct Rig {
-    cache: CacheManager,
-    clock: ManualClock,
-    _dir: tempfile::TempDir,
-}
-
-fn config(dir: &std::path::Path, fail_safe_s: u64, soft_ms: u64, hard_ms: u64) -> CacheConfig {
-    let mut config = CacheConfig::default();
-    config.local.kind = LocalKind::File;
-    config.local.path = Some(dir.to_owned());
-    config.loader.fail_safe_max_duration = Duration::from_secs(fail_safe_s);
-    config.loader.fail_safe_throttle = Duration::from_secs(5);
-    config.loader.soft_timeout_ms = soft_ms;
-    config.loader.hard_timeout_ms = hard_ms;
-    config
-}
-
-fn rig(fail_safe_s: u64, soft_ms: u64, hard_ms: u64) -> Rig {
-    rig_with(fail_safe_s, soft_ms, hard_ms, |_| {})
-}
-
-fn rig_with(fail_safe_s: u64, soft_ms: u64, hard_ms: u64, edit: impl FnOnce(&mut CacheConfig)) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START_MS);
-    let mut config = config(dir.path(), fail_safe_s, soft_ms, hard_ms);
-    edit(&mut config);
-    let cache = CacheManager::builder()
-        .config(config)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    Rig {
-        cache,
-        clock,
-        _dir: dir,
-    }
-}
-
-/// The key holds "v1", which has just expired.
-fn expired_v1(rig: &Rig) {
-    rig.cache.set("k", &"v1".to_string(), Some(TTL)).unwrap();
-    rig.clock.advance(TTL + Duration::from_secs(1));
-}
-
-fn failing() -> Result<String, AppError> {
-    Err(AppError::SourceDown)
-}
+use fail_safe_support::{config, expired_v1, failing, rig, rig_with, AppError, Rig, START_MS, TTL};
 
 #[test]
 fn a_failing_loader_gets_the_stale_copy_instead_of_its_error() {
@@ -228,127 +164,6 @@ fn the_stale_copy_survives_a_restart_of_the_process_state() {
 }
 
 #[test]
-fn get_or_load_serves_the_stale_copy_at_the_soft_timeout_and_the_load_then_refreshes_the_entry() {
-    let rig = rig(600, 50, 10_000);
-    expired_v1(&rig);
-    let (release, gate) = mpsc::channel::<()>();
-    let started = Instant::now();
-    let got = rig
-        .cache
-        .get_or_load("k", Some(TTL), move || {
-            gate.recv().unwrap();
-            Ok::<_, AppError>("v2".to_string())
-        })
-        .unwrap();
-    assert_eq!(got, Fetched::Stale("v1".to_string()));
-    assert!(
-        started.elapsed() >= Duration::from_millis(50),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(rig.cache.stats().loader.soft_timeouts, 1);
-    // The load goes on: released, it stores v2. A waiter without a deadline sees it.
-    release.send(()).unwrap();
-    let fresh: String = rig.cache.get_or_set_with("k", Some(TTL), failing).unwrap();
-    assert_eq!(fresh, "v2");
-    assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
-    assert_eq!(rig.cache.stats().overall.loads, 1);
-}
-
-#[test]
-fn get_or_load_without_a_stale_copy_gives_up_at_the_hard_timeout_and_frees_the_key() {
-    let rig = rig(600, 0, 100);
-    let (release, gate) = mpsc::channel::<()>();
-    let err = rig
-        .cache
-        .get_or_load("k", Some(TTL), move || {
-            let _ = gate.recv();
-            Ok::<_, AppError>("late".to_string())
-        })
-        .unwrap_err();
-    match err {
-        AppError::Cache(Error::LoaderTimeout { key, after }) => {
-            assert_eq!(key, "k");
-            assert_eq!(after, Duration::from_millis(100));
-        }
-        other => panic!("expected LoaderTimeout, got {other:?}"),
-    }
-    assert_eq!(rig.cache.stats().loader.hard_timeouts, 1);
-    // The hung load does not hold the key: the next call loads afresh at once.
-    let got = rig
-        .cache
-        .get_or_load("k", Some(TTL), || Ok::<_, AppError>("now".to_string()))
-        .unwrap();
-    assert_eq!(got, Fetched::Fresh("now".to_string()));
-    drop(release);
-}
-
-/// "No caller waits longer than `hard_timeout_ms`", also a waiter whose flight another caller
-/// gave up at the hard deadline before the waiter's task ran again: it gets the timeout. It
-/// took the given-up flight for a failed one, led a new load with its own loader and waited a
-/// whole hard timeout more.
-#[test]
-fn a_waiter_of_a_flight_given_up_at_the_hard_timeout_does_not_start_over() {
-    const HARD_MS: u64 = 300;
-    let rig = rig(600, 0, HARD_MS);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (started_tx, started) = mpsc::channel::<()>();
-    let (release, gate) = mpsc::channel::<()>();
-    let began = Instant::now();
-    std::thread::scope(|scope| {
-        // The leader: a caller whose loader hangs past the hard timeout.
-        let leader = scope.spawn(|| {
-            rig.cache.get_or_load("h", Some(TTL), move || {
-                started_tx.send(()).unwrap();
-                let _ = gate.recv();
-                Ok::<_, AppError>("late".to_string())
-            })
-        });
-        started.recv().unwrap();
-        let second_loader_ran = AtomicU32::new(0);
-        let mut waiter = Box::pin(rig.cache.get_or_load_async("h", Some(TTL), || {
-            second_loader_ran.fetch_add(1, Ordering::SeqCst);
-            std::future::pending::<Result<String, AppError>>()
-        }));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(
-            waiter.as_mut().poll(&mut cx).is_pending(),
-            "the waiter joins the flight"
-        );
-        assert_eq!(rig.cache.stats().overall.load_waits, 1);
-        // The waiter's task is not polled again until after the hard deadline (a busy
-        // executor); meanwhile the leader gives the flight up.
-        let led = leader.join().unwrap();
-        assert!(
-            matches!(led, Err(AppError::Cache(Error::LoaderTimeout { .. }))),
-            "{led:?}"
-        );
-        let got = runtime.block_on(waiter);
-        let waited = began.elapsed();
-        assert!(
-            matches!(got, Err(AppError::Cache(Error::LoaderTimeout { .. }))),
-            "{got:?}"
-        );
-        assert_eq!(
-            second_loader_ran.load(Ordering::SeqCst),
-            0,
-            "the waiter, past its hard deadline, loaded again"
-        );
-        // A second load would have held it until twice the hard timeout.
-        assert!(
-            waited < Duration::from_millis(HARD_MS * 2),
-            "waited {waited:?} with a hard timeout of {HARD_MS} ms"
-        );
-        assert_eq!(rig.cache.stats().loader.hard_timeouts, 2, "both callers gave up");
-    });
-    drop(release);
-}
-
-#[test]
 fn get_or_load_serves_the_stale_copy_when_its_loader_fails() {
     let rig = rig(600, 50, 1_000);
     expired_v1(&rig);
@@ -364,146 +179,6 @@ fn get_or_load_serves_the_stale_copy_when_its_loader_fails() {
         })
         .unwrap();
     assert!(got.is_stale());
-}
-
-#[test]
-fn callers_with_timeouts_still_share_one_load() {
-    let rig = rig(600, 0, 10_000);
-    let calls = Arc::new(AtomicU32::new(0));
-    let (release, gate) = mpsc::channel::<()>();
-    let gate = Arc::new(parking_lot::Mutex::new(Some(gate)));
-    let callers = 8;
-    let barrier = Barrier::new(callers);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..callers)
-            .map(|_| {
-                let (calls, gate, barrier, cache) =
-                    (Arc::clone(&calls), Arc::clone(&gate), &barrier, &rig.cache);
-                s.spawn(move || {
-                    barrier.wait();
-                    cache.get_or_load("k", Some(TTL), move || {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        if let Some(gate) = gate.lock().take() {
-                            gate.recv().unwrap();
-                        }
-                        Ok::<_, AppError>("v".to_string())
-                    })
-                })
-            })
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while rig.cache.stats().overall.load_waits < callers as u64 - 1 {
-            assert!(Instant::now() < deadline, "{:?}", rig.cache.stats().overall);
-            std::thread::yield_now();
-        }
-        release.send(()).unwrap();
-        for h in handles {
-            assert_eq!(h.join().unwrap().unwrap(), Fetched::Fresh("v".to_string()));
-        }
-    });
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-}
-
-#[test]
-fn an_async_caller_gets_the_stale_copy_at_the_soft_timeout_and_cancelling_it_keeps_the_load() {
-    let rig = rig(600, 50, 10_000);
-    expired_v1(&rig);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (release, gate) = tokio::sync::oneshot::channel::<()>();
-    runtime.block_on(async {
-        let got = rig
-            .cache
-            .get_or_load_async("k", Some(TTL), move || async move {
-                gate.await.unwrap();
-                Ok::<_, AppError>("v2".to_string())
-            })
-            .await
-            .unwrap();
-        assert_eq!(got, Fetched::Stale("v1".to_string()));
-        // A second caller joins the load and is cancelled: the load is not.
-        let cache = rig.cache.clone();
-        let waiter = tokio::spawn(async move {
-            cache
-                .get_or_load_async("k", Some(TTL), || async { failing() })
-                .await
-        });
-        // Cancelled once it has joined the load, not before.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while rig.cache.stats().overall.load_waits < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the second caller never joined the load"
-            );
-            tokio::task::yield_now().await;
-        }
-        waiter.abort();
-        let _ = waiter.await;
-        release.send(()).unwrap();
-        let fresh: String = rig
-            .cache
-            .get_or_set_with_async("k", Some(TTL), || async { failing() })
-            .await
-            .unwrap();
-        assert_eq!(fresh, "v2");
-    });
-    assert_eq!(rig.cache.stats().overall.loads, 1);
-}
-
-#[test]
-fn a_cancelled_async_leader_never_cancels_the_load_its_waiters_share() {
-    let rig = rig(0, 0, 0);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-    let (release, gate) = tokio::sync::oneshot::channel::<()>();
-    let calls = Arc::new(AtomicU32::new(0));
-    runtime.block_on(async {
-        let cache = rig.cache.clone();
-        let calls2 = Arc::clone(&calls);
-        let leader = tokio::spawn(async move {
-            cache
-                .get_or_load_async("k", Some(TTL), move || async move {
-                    calls2.fetch_add(1, Ordering::SeqCst);
-                    gate.await.unwrap();
-                    Ok::<_, AppError>("shared".to_string())
-                })
-                .await
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while rig.cache.stats().overall.loads < 1 {
-            assert!(Instant::now() < deadline);
-            tokio::task::yield_now().await;
-        }
-        let cache = rig.cache.clone();
-        let calls3 = Arc::clone(&calls);
-        let waiter = tokio::spawn(async move {
-            cache
-                .get_or_load_async("k", Some(TTL), move || async move {
-                    calls3.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, AppError>("second".to_string())
-                })
-                .await
-        });
-        while rig.cache.stats().overall.load_waits < 1 {
-            assert!(Instant::now() < deadline);
-            tokio::task::yield_now().await;
-        }
-        leader.abort();
-        let _ = leader.await;
-        release.send(()).unwrap();
-        let got = waiter.await.unwrap().unwrap();
-        assert_eq!(got, Fetched::Fresh("shared".to_string()));
-    });
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "the waiter did not start a second load"
-    );
 }
 
 #[test]
@@ -747,80 +422,6 @@ fn a_loader_that_panics_on_its_callers_thread_gets_it_the_stale_copy() {
         .get_or_set_with("other", Some(TTL), || Ok::<_, AppError>("fine".to_string()))
         .unwrap();
     assert_eq!(loaded, "fine");
-}
-
-/// A caller that had a stale copy to serve at the soft timeout, whose key was deleted while it
-/// waited, has nothing to serve then: it waits on, as a caller without a copy does, and gets
-/// the load's value (it got `LoaderTimeout` at the soft timeout, naming the hard one).
-#[test]
-fn a_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() {
-    let rig = rig(600, 50, 10_000);
-    expired_v1(&rig);
-    let (release, held) = mpsc::channel::<()>();
-    std::thread::scope(|s| {
-        let caller = s.spawn(|| {
-            rig.cache
-                .get_or_load("k", Some(TTL), move || -> Result<String, AppError> {
-                    held.recv().unwrap();
-                    Ok("v2".to_string())
-                })
-        });
-        // The caller read its stale copy and its load runs: the key is deleted meanwhile.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while rig.cache.stats().overall.loads < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the load never started: {:?}",
-                rig.cache.stats().overall
-            );
-            std::thread::yield_now();
-        }
-        rig.cache.delete("k").unwrap();
-        // Real time past the soft timeout (what the test is about), then the source answers.
-        std::thread::sleep(Duration::from_millis(300));
-        release.send(()).unwrap();
-        assert_eq!(caller.join().unwrap().unwrap(), Fetched::Fresh("v2".to_string()));
-    });
-    let stats = rig.cache.stats().loader;
-    assert_eq!(
-        (stats.soft_timeouts, stats.hard_timeouts, stats.stale_served),
-        (0, 0, 0),
-        "{stats:?}"
-    );
-}
-
-/// The async form of the rule above.
-#[test]
-fn an_async_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() {
-    let rig = rig(600, 50, 10_000);
-    expired_v1(&rig);
-    let (release, held) = tokio::sync::oneshot::channel::<()>();
-    std::thread::scope(|s| {
-        let caller = s.spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(rig.cache.get_or_load_async("k", Some(TTL), || async move {
-                held.await.unwrap();
-                Ok::<_, AppError>("v2".to_string())
-            }))
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while rig.cache.stats().overall.loads < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the load never started: {:?}",
-                rig.cache.stats().overall
-            );
-            std::thread::yield_now();
-        }
-        rig.cache.delete("k").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        release.send(()).unwrap();
-        assert_eq!(caller.join().unwrap().unwrap(), Fetched::Fresh("v2".to_string()));
-    });
-    assert_eq!(rig.cache.stats().loader.soft_timeouts, 0);
 }
 
 /// How a test's `get_or_load_optional` call runs its loader: on the caller's thread (no
