@@ -2,7 +2,8 @@
 //! Cluster and Memcached, each as L2 in front of a file-store L1, and with the servers killed
 //! mid-test (on the cluster, the primary owning the keys). Every call is the `_async` form,
 //! tags, prefixes, events, `flush` and `replay_now` included; the assertions read the levels
-//! directly, so an async call that did nothing fails.
+//! directly, so an async call that did nothing fails. Also an async delete cancelled while a
+//! proxy holds L2's answer, after its L1 step failed on a real ext4 mount.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,6 +13,12 @@
 
 #[path = "support/mod.rs"]
 mod support;
+
+#[path = "support/mount.rs"]
+mod mount;
+
+#[path = "support/proxy.rs"]
+mod proxy;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -326,4 +333,78 @@ fn an_async_load_finishing_during_an_async_set_of_its_key_does_not_hang_a_curren
         .recv_timeout(Duration::from_secs(20))
         .expect("the runtime hung: the load's store waited on the runtime's own thread");
     worker.join().unwrap();
+}
+
+/// An async delete whose L1 step failed (a file store on ext4 whose active segment was made
+/// immutable: the tombstone's write fails with EPERM) and whose caller went away while L2 was
+/// deleting the key leaves every L1 entry suspect, so the value the delete took out of L2 is not
+/// served from L1. L1 was distrusted only once L2 had answered, which a cancelled call never
+/// gets to: L1 went on serving the deleted value as fresh.
+#[test]
+fn an_async_delete_cancelled_after_its_l1_step_failed_leaves_l1_distrusted() {
+    let redis = RedisServer::start();
+    let to_l2 = proxy::TcpProxy::start(&redis.addr());
+    let disk = mount::Mount::ext4(16);
+    let dir = disk.path().join("store");
+    // The L2 deadline is far past the test's: the delete ends by being cancelled, not by timing
+    // out (which would finish it).
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "file"
+            path = "{}"
+            max_size = 8
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "async:"
+            timeout_ms = 60000
+            "#,
+            dir.display(),
+            to_l2.addr(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    cache.set_raw("k", b"old", None).unwrap();
+    let active = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap();
+    disk.set_immutable(&active, true);
+
+    // L2 gets the delete, but its answer is held until the caller has gone away.
+    to_l2.hold();
+    let cancelled = rt().block_on(async {
+        let caller = cache.clone();
+        let delete = tokio::spawn(async move { caller.delete_async("k").await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while to_l2.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the delete never reached L2");
+            tokio::task::yield_now().await;
+        }
+        delete.abort();
+        delete.await.is_err_and(|e| e.is_cancelled())
+    });
+    assert!(cancelled, "the delete ended before it was cancelled");
+    to_l2.release();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_l2(&cache, "k").is_some() {
+        assert!(Instant::now() < deadline, "L2 never deleted the key");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        in_l1(&cache, "k").as_deref(),
+        Some(&b"old"[..]),
+        "L1's delete did not fail: the test made no fault"
+    );
+    assert_eq!(
+        cache.get_raw("k").unwrap(),
+        None,
+        "L1 served the value the delete took out of L2"
+    );
+    disk.set_immutable(&active, false);
 }

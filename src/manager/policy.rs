@@ -14,8 +14,10 @@
 //! - set: L1 with `min(ttl, local.ttl)`, L2 with `min(ttl, distributed.ttl)`; no TTL → each
 //!   level's TTL from the configuration. With `write_mode = "behind"` the L2 write is queued
 //!   for a writer thread instead (see `behind`).
-//! - delete: both levels (L2 is tried even when L1 failed). A read that misses L1 while this
-//!   manager is deleting the key answers a miss without asking L2 (see `before_l2`).
+//! - delete: both levels (L2 is tried even when L1 failed; with an L2, an L1 failure makes every
+//!   L1 entry suspect before L2 is asked, so an async delete dropped on its way to L2 leaves it
+//!   so too, see `delete_l1_done`). A read that misses L1 while this manager is deleting the key
+//!   answers a miss without asking L2 (see `before_l2`).
 //! - ordering: the shells take the keys' stripes (`guard`, `KeyOrder::order`) before the L1
 //!   step of a set, delete or batch and hold them until L2 (or a queue) has it, so one key's
 //!   writes reach both levels in one order; reads take no stripe.

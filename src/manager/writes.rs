@@ -206,6 +206,22 @@ impl Shared {
         })
     }
 
+    /// The L1 step of a delete of `n` keys, done: counted as
+    /// [`count_delete_l1`](Self::count_delete_l1) counts it, and if L1 failed (other than on bad
+    /// input) with an L2 at hand, every L1 entry is made suspect now, before L2 is asked: L1 may
+    /// still hold what the delete takes out of L2 and, through the message, out of every other
+    /// instance, and must not serve that as fresh (see `drop_local`). Not once L2 has answered:
+    /// an async delete dropped while it waits for L2 (a caller's timeout) never gets there, yet
+    /// its L2 part goes on (L2 has the command, or a queue takes it back). Input L1 refused
+    /// left nothing behind.
+    pub(crate) fn delete_l1_done(&self, n: usize, result: Result<u64>) -> Result<u64> {
+        let result = self.count_delete_l1(n, result);
+        if matches!(&result, Err(e) if !e.is_bad_input()) && self.l2.is_some() {
+            self.distrust_everything();
+        }
+        result
+    }
+
     /// The L2 step of a sync delete of `keys`: `Ok(None)` if the op went to a queue instead
     /// of L2 (see [`settle_behind`](Self::settle_behind) and [`must_queue`](Self::must_queue)),
     /// `Ok(Some(_))` with L2's answer to `send`, `Err` if no queue could take the op. Passed to
@@ -250,7 +266,8 @@ impl Shared {
     /// Combines both levels' answers to a delete of `keys`: an L1 error always reaches the
     /// caller (after L2 was tried), an L2 error per `fallback_on_error` (a hidden one is queued
     /// for replay). `l2 = None`: L2 was not asked. The count is the larger of the levels'.
-    /// Deletes are counted but not timed.
+    /// Deletes are counted but not timed. An L1 failure has already made L1 suspect (see
+    /// [`delete_l1_done`](Self::delete_l1_done)).
     pub(crate) fn finish_delete(
         &self,
         keys: &[&str],
@@ -258,12 +275,6 @@ impl Shared {
         l2: Option<Result<u64>>,
     ) -> Result<u64> {
         let first_key = keys.first().copied().unwrap_or("");
-        if matches!(&l1, Err(e) if !e.is_bad_input()) && self.l2.is_some() {
-            // L1 may still hold what the delete takes out of L2 and, through the message, out of
-            // every other instance: it must not serve that as fresh (see `drop_local`). Input L1
-            // refused left nothing behind.
-            self.distrust_everything();
-        }
         let removed_l2 = match l2 {
             None => 0,
             Some(result) => {
