@@ -394,7 +394,10 @@ fn fallback_on_and_off_with_the_server_down(b: &mut Backend, prefix: &str) {
     };
     let err = off.set("k", &1u8, None).unwrap_err();
     assert!(is_l2_error(&err), "{err:?}");
-    assert!(off.local().get("k").unwrap().is_some(), "L1 was written first");
+    assert!(
+        off.local().get("k").unwrap().is_none(),
+        "L1 was written first, and then taken out again: the caller was told the set failed"
+    );
     assert_eq!(off.get::<u8>("kept").unwrap(), Some(1), "an L1 hit needs no L2");
     let err = off.get::<u8>("absent").unwrap_err();
     assert!(is_l2_error(&err), "{err:?}");

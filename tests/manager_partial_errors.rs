@@ -180,6 +180,39 @@ fn a_partial_multi_set_names_the_unreached_item() {
 }
 
 #[test]
+fn without_fallback_a_set_l2_failed_is_taken_out_of_l1_so_no_instance_serves_it() {
+    let (cache, l2) = manager_and_l2();
+    // L1 and L2 hold the old value (written behind the manager's back: the node of "down:"
+    // keys is down); L2 then fails the write of the new one.
+    l2.0.set("down:k", b"old", None).unwrap();
+    cache.local().set("down:k", b"old", None).unwrap();
+    let err = cache.set_raw("down:k", b"new", None).unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    // Every other instance reads L2's "old"; this one must not keep "new" in L1.
+    assert_eq!(cache.local().get("down:k").unwrap(), None);
+    assert_eq!(
+        l2.0.get("down:k").unwrap().map(|e| e.value),
+        Some(b"old".to_vec())
+    );
+}
+
+#[test]
+fn without_fallback_a_partial_multi_set_takes_only_the_unreached_items_out_of_l1() {
+    let (cache, l2) = manager_and_l2();
+    let err = cache
+        .multi_set_raw(&[("up:a", &b"1"[..]), ("down:b", b"2")], None)
+        .unwrap_err();
+    assert_eq!(failed_of(&err), (vec![1], vec![1], 2), "{err}");
+    // L2 took "up:a": both levels keep it. It did not take "down:b": neither does.
+    assert_eq!(
+        cache.local().get("up:a").unwrap().map(|e| e.value),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(l2.0.get("up:a").unwrap().map(|e| e.value), Some(b"1".to_vec()));
+    assert_eq!(cache.local().get("down:b").unwrap(), None);
+}
+
+#[test]
 fn a_partial_multi_delete_names_the_unreached_key() {
     let cache = manager();
     let err = cache.multi_delete(&["up:a", "down:b"]).unwrap_err();

@@ -366,10 +366,10 @@ impl Shared {
         self.take_out_of_l1(keys, "dropping invalidated keys from L1 failed")
     }
 
-    /// Takes keys out of L1 that L2 does not hold (L2 refused their values), so every instance
-    /// reads the same (older) value.
+    /// Takes keys out of L1 whose write L2 did not take (it refused their values, or failed
+    /// with `fallback_on_error` off), so every instance reads what L2 holds.
     pub(crate) fn undo_local(&self, keys: &[&str]) {
-        self.take_out_of_l1(keys, "could not take values L2 refused out of L1");
+        self.take_out_of_l1(keys, "could not take values L2 did not take out of L1");
     }
 
     /// Deletes `keys` from L1, guarded against racing backfills; what it took out. If L1 cannot

@@ -164,6 +164,10 @@ impl Shared {
                         failed.iter().filter_map(|&i| items.get(i).copied()).collect();
                     let first = unsent.first().map_or("", |(k, _)| *k);
                     if !self.hidden(Level::Distributed, "set", first, &error) {
+                        // Told the write failed, the caller may go on as if it had not been
+                        // made; L1 must not keep it either (see below).
+                        let keys: Vec<&str> = unsent.iter().map(|(k, _)| *k).collect();
+                        self.undo_local(&keys);
                         return Err(error);
                     }
                     // Saturating: a level of a user's own may name an index twice.
@@ -172,7 +176,17 @@ impl Shared {
                 }
                 Err(e) => {
                     let first = items.first().map_or("", |(k, _)| *k);
-                    self.failed(Level::Distributed, "set", first, e)?;
+                    if !self.hidden(Level::Distributed, "set", first, &e) {
+                        // Not hidden (`fallback_on_error = false`), so not queued for replay
+                        // either: L1 alone would hold the value, which this instance would
+                        // serve until its TTL while every other one, told by the message to
+                        // drop its copy, reads L2's older value (or L2's new one, after a
+                        // timeout that hid a write L2 did make). Taken out of L1, every
+                        // instance reads what L2 holds, as after a value L2 refused.
+                        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+                        self.undo_local(&keys);
+                        return Err(e);
+                    }
                     self.queue_failed_sets(items, ttl)
                 }
             },
