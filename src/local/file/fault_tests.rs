@@ -89,6 +89,41 @@ fn a_failed_directory_fsync_during_compaction_latches_the_store() {
     assert!(store.close().is_err(), "close must report the latch");
 }
 
+/// The directory fsync after a compaction removed the oldest segment, damage and all, fails:
+/// the error still reaches the caller (and latches), but the store has forgotten the segment,
+/// so its damage is counted as dropped all the same.
+#[test]
+fn damage_a_compaction_removed_is_counted_when_the_directory_fsync_after_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock).min_live_ratio(0.5));
+    store.set("victim", b"a value that rots", None).unwrap();
+    let first = *store.inner.segments.read().keys().next().unwrap();
+    let mut i = 0;
+    while store.inner.segments.read().len() < 2 {
+        store.set(&format!("f{i}"), &[1u8; 2000], None).unwrap();
+        i += 1;
+    }
+    // The first segment is left sparse, a candidate, with a damaged record in it.
+    for j in 0..i - 1 {
+        assert!(store.delete(&format!("f{j}")).unwrap());
+    }
+    let seg = Arc::clone(&store.inner.segments.read()[&first]);
+    let rec = seg.records().find(|r| r.record.key == "victim").unwrap();
+    let at = rec.offset + u64::from(rec.len) - 1;
+    let byte = seg.read(at, 1).unwrap()[0];
+    seg.write_at(at, &[byte ^ 1]).unwrap();
+    sim.fail_next(Op::SyncDir, ErrorKind::Other);
+    assert!(store.compact().is_err());
+    assert_eq!(
+        sim.pending_faults(),
+        0,
+        "the compaction never synced the directory"
+    );
+    assert!(!seg.path.exists(), "the compaction did not remove the segment");
+    assert_eq!(store.stats().damaged_ranges_dropped, 1, "{:?}", store.stats());
+}
+
 #[test]
 fn a_failed_unlink_during_eviction_latches_the_store() {
     let dir = tempfile::tempdir().unwrap();

@@ -380,6 +380,14 @@ pub struct Records<'a> {
     crc_budget: u64,
 }
 
+impl Records<'_> {
+    /// The damaged ranges met so far, a bad range at the very end included: once the iterator
+    /// has ended, all that the segment's bytes hold.
+    pub fn damaged_ranges(&self) -> u64 {
+        self.damaged.len() as u64 + u64::from(self.torn_tail.is_some())
+    }
+}
+
 impl<'a> Iterator for Records<'a> {
     type Item = Located<'a>;
 

@@ -271,24 +271,28 @@ impl Inner {
                 .collect();
             return (candidates, true);
         }
+        let mut records = seg.records();
         let candidates = self
-            .value_records(seg, base)
+            .value_records(&mut records, base)
             .filter_map(|(listed, key)| {
                 let standing = self.standing_at(listed.hash, listed.loc)?;
                 let lately = self.read_lately(listed.hash, standing);
                 Some(Candidate::new(listed, standing, lately, held_above(key), now))
             })
             .collect();
+        // The segment's damage goes with it (see `drop_segment`).
+        seg.note_damage(&records);
         (candidates, false)
     }
 
-    /// Every value record of `seg` in log order, live or not (the index decides), with its key.
-    fn value_records<'a>(
-        &'a self,
-        seg: &'a Segment,
+    /// Every value record `records` reads (of the segment at `base`) in log order, live or not
+    /// (the index decides), with its key.
+    fn value_records<'r, 's: 'r>(
+        &'r self,
+        records: &'r mut format::Records<'s>,
         base: Loc,
-    ) -> impl Iterator<Item = (Listed, &'a str)> + 'a {
-        seg.records()
+    ) -> impl Iterator<Item = (Listed, &'s str)> + 'r {
+        records
             .filter(|rec| rec.record.kind == Kind::Value)
             .map(move |rec| {
                 let listed = Listed {
@@ -315,8 +319,9 @@ impl Inner {
             return;
         };
         let mut entries = Vec::new();
+        let mut records = seg.records();
         // Counted over every record read, live or not, so a listing made useless stops soon.
-        for (i, (listed, _)) in self.value_records(&seg, base).enumerate() {
+        for (i, (listed, _)) in self.value_records(&mut records, base).enumerate() {
             if i % plan::CHECK_EVERY == 0 && (self.shutdown.is_fired() || !self.planner.still_wanted(id)) {
                 return;
             }
@@ -324,6 +329,8 @@ impl Inner {
                 entries.push(listed);
             }
         }
+        // The eviction on this plan reads nothing, and the segment's damage goes with it.
+        seg.note_damage(&records);
         // Held until the eviction: give back what doubling the vector left over.
         entries.shrink_to_fit();
         self.planner.finish(id, Some(plan::Plan { segment: id, entries }));
@@ -534,8 +541,7 @@ impl Inner {
                 s.sync().map_err(|e| self.fail(e))?;
             }
         }
-        self.remove_segment(w, &seg)?;
-        self.sync_removals()?;
+        self.drop_segment(w, &seg, "an eviction")?;
         w.evicted = true;
         Ok(true)
     }
@@ -625,11 +631,9 @@ impl Inner {
             }
             let rewritten = self.rewrite(&seg, stop)?;
             report.records_moved += rewritten.moved;
+            // Counted in the stats too, by `drop_segment`: the background compactor's reports
+            // go nowhere.
             report.damaged_ranges_dropped += rewritten.damaged_dropped;
-            // Also for the background compactor, whose reports nobody reads.
-            self.counters
-                .damaged_ranges_dropped
-                .fetch_add(rewritten.damaged_dropped, Ordering::Relaxed);
             report.segments_rewritten += 1;
             self.counters.compactions.fetch_add(1, Ordering::Relaxed);
         }
@@ -723,6 +727,7 @@ impl Inner {
                 }
             }
         }
+        seg.note_damage(&records);
         // `sync_lock` first (the order `flush` takes them in): a flush that took sealed segments
         // holding our copies out of `unsynced` has finished syncing them once we have it.
         let _sync = self.sync_lock.lock();
@@ -735,7 +740,7 @@ impl Inner {
         self.check_writable()?;
         // In the oldest segment nothing older can exist, so dead keys need no tombstone.
         let is_oldest = self.segments.read().keys().next() == Some(&seg.id);
-        if !is_oldest && (!records.damaged.is_empty() || records.torn_tail.is_some()) {
+        if !is_oldest && records.damaged_ranges() > 0 {
             // A damaged record was skipped, not read: it may have been a tombstone (or a newer
             // value) that the segment's hint still applies at every open, shadowing an older
             // value elsewhere. Without it, removing the segment brings that value back. The
@@ -757,16 +762,9 @@ impl Inner {
         // of a key, the original here (a tombstone, a newer value) would be all that shadowed
         // an older one.
         self.sync_pending(&w)?;
-        self.remove_segment(&mut w, seg)?;
-        self.sync_removals()?;
         // The oldest segment goes even if damaged: what could not be read is lost already, and
-        // nothing older is left for a damaged tombstone to shadow. But the damage goes with it,
-        // so this is the last place that can tell.
-        let damaged_dropped = records.damaged.len() as u64 + u64::from(records.torn_tail.is_some());
-        if damaged_dropped > 0 {
-            tracing::warn!(path = %seg.path.display(), ranges = damaged_dropped,
-                "compaction dropped damaged records with the oldest segment; their keys are gone");
-        }
+        // nothing older is left for a damaged tombstone to shadow. The damage goes with it.
+        let damaged_dropped = self.drop_segment(&mut w, seg, "compaction")?;
         Ok(Rewritten {
             moved,
             damaged_dropped,

@@ -163,11 +163,11 @@ pub struct FileStoreStats {
     /// lock (the others read the segment while the evicting write waited).
     #[serde(default)]
     pub planned_evictions: u64,
-    /// Damaged byte ranges that compaction dropped with the oldest segment, background
-    /// compaction and [`FileStore::compact`] alike (the sum of their
-    /// [`CompactionReport::damaged_ranges_dropped`] since the open): records lost to damage that
-    /// neither [`FileStore::verify`] nor a read can find any more. The background compactor
-    /// reports them nowhere else but its log.
+    /// Damaged byte ranges that went with the oldest segment since the open, by compaction (every
+    /// [`CompactionReport::damaged_ranges_dropped`], the background compactor's included) or the
+    /// size bound: records lost to damage that neither [`FileStore::verify`] nor a read can find
+    /// any more. An eviction removes unread only a segment no value was written to in this run
+    /// (tombstones only): that one counts what a compaction found in it.
     #[serde(default)]
     pub damaged_ranges_dropped: u64,
 }

@@ -500,6 +500,46 @@ mod tests {
         );
     }
 
+    /// The size bound removes the oldest segment with whatever damage it holds, where neither
+    /// `verify` nor a read can find it any more: the eviction counts it, from its own read of the
+    /// segment or from the planner's.
+    #[test]
+    fn an_eviction_counts_the_damaged_ranges_it_drops_with_its_segment_planned_or_not() {
+        for plans in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(1_000_000);
+            let store = open(dir.path(), &clock, plans);
+            store.set("victim", &value(0, 9), None).unwrap();
+            let first = oldest(&store);
+            let mut next = 0;
+            while store.stats().segments < 2 {
+                store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
+                next += 1;
+            }
+            // One flipped bit in the victim's value, in the sealed segment: its CRC fails.
+            let seg = Arc::clone(&store.inner.segments.read()[&first]);
+            let rec = seg.records().find(|r| r.record.key == "victim").unwrap();
+            let at = rec.offset + u64::from(rec.len) - 1;
+            let byte = seg.read(at, 1).unwrap()[0];
+            seg.write_at(at, &[byte ^ 1]).unwrap();
+            drop(seg);
+            // Any plan of the segment is listed from here on, after the damage.
+            let (planned, after) = fill_until_planned(&store, 0);
+            assert_eq!(planned, first);
+            next = next.max(after);
+            while store.inner.segments.read().contains_key(&first) {
+                store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
+                next += 1;
+            }
+            let stats = store.stats();
+            assert_eq!(stats.planned_evictions > 0, plans, "{stats:?}");
+            assert_eq!(stats.compactions, 0, "{stats:?}");
+            assert_eq!(stats.damaged_ranges_dropped, 1, "plans: {plans}, {stats:?}");
+            assert_eq!(store.get("victim").unwrap(), None);
+            store.close().unwrap();
+        }
+    }
+
     #[test]
     fn a_store_reopened_near_its_bound_plans_its_first_eviction() {
         let dir = tempfile::tempdir().unwrap();

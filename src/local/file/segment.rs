@@ -58,6 +58,12 @@ pub(crate) struct Segment {
     /// Compaction found damaged records here: it leaves the segment alone until it is the
     /// oldest (see `maintenance`, `rewrite`). In memory only.
     pub(crate) damaged: AtomicBool,
+    /// Damaged ranges a read of all its records in this run found (a compaction's, an
+    /// eviction's, the planner's listing), counted as dropped when the segment goes (see
+    /// `Inner::drop_segment`). The most any such read found: a sealed segment's bytes only
+    /// change by damage. In memory only: a hint records no damage, so a segment opened from
+    /// one counts none until read.
+    pub(crate) damaged_ranges: AtomicU64,
     /// The first segment compaction moved records of this one to (`u64::MAX`: none). It may
     /// have stopped before they were durable (the segment was evicted under it, it was asked to
     /// stop, it found damage, the device was full): whoever removes the segment first fsyncs
@@ -142,6 +148,7 @@ impl Segment {
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             hint_bytes: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
+            damaged_ranges: AtomicU64::new(0),
             moved_to: AtomicU64::new(u64::MAX),
             sync_failed: Mutex::new(false),
         })
@@ -236,6 +243,7 @@ impl Segment {
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             hint_bytes: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
+            damaged_ranges: AtomicU64::new(0),
             moved_to: AtomicU64::new(u64::MAX),
             sync_failed: Mutex::new(false),
         };
@@ -252,6 +260,13 @@ impl Segment {
     pub(crate) fn records(&self) -> format::Records<'_> {
         let end = usize::try_from(self.data_end()).unwrap_or(usize::MAX);
         format::records(self.map.get(..end).unwrap_or(&self.map), self.salt)
+    }
+
+    /// Notes what `records`, a read of all this segment's records that has ended, found damaged
+    /// (see [`Segment::damaged_ranges`]).
+    pub(crate) fn note_damage(&self, records: &format::Records<'_>) {
+        self.damaged_ranges
+            .fetch_max(records.damaged_ranges(), Ordering::Relaxed);
     }
 
     /// Scans the whole file, past any known data end (recovery without a hint).

@@ -734,13 +734,13 @@ impl Inner {
     /// dropped from that queue, so nothing keeps its deleted file open.
     ///
     /// Idempotent: a segment already removed (say, evicted while compaction was rewriting it) is
-    /// left alone.
-    pub(super) fn remove_segment(&self, w: &mut Writer, seg: &Segment) -> Result<()> {
+    /// left alone. Returns whether this call removed it.
+    pub(super) fn remove_segment(&self, w: &mut Writer, seg: &Segment) -> Result<bool> {
         w.unsynced.retain(|s| s.segment.id != seg.id);
         {
             let mut segments = self.segments.write();
             if segments.remove(&seg.id).is_none() {
-                return Ok(());
+                return Ok(false);
             }
             self.follow_segments(&segments);
         }
@@ -765,7 +765,27 @@ impl Inner {
             }
             _ => {}
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Removes the oldest segment for good (`by` an eviction or a compaction), durably, and
+    /// counts the damaged ranges known in it ([`Segment::damaged_ranges`]) as dropped; returns
+    /// them. Counted once the file is gone, before the directory's fsync: if that fails (the
+    /// error is returned, and latches the store), the store has still forgotten the segment.
+    pub(super) fn drop_segment(&self, w: &mut Writer, seg: &Segment, by: &'static str) -> Result<u64> {
+        let damaged = if self.remove_segment(w, seg)? {
+            seg.damaged_ranges.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        if damaged > 0 {
+            let dropped = &self.counters.damaged_ranges_dropped;
+            dropped.fetch_add(damaged, Ordering::Relaxed);
+            tracing::warn!(path = %seg.path.display(), ranges = damaged, by,
+                "damaged records went with the oldest segment; their keys are gone");
+        }
+        self.sync_removals()?;
+        Ok(damaged)
     }
 
     pub(super) fn stats(&self) -> FileStoreStats {
