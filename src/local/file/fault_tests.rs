@@ -39,6 +39,54 @@ fn a_flush_waiting_behind_a_failing_one_fails_too() {
     assert!(matches!(second, Err(Error::WritesDisabled { .. })), "{second:?}");
 }
 
+/// A monitoring poll (`Monitor::local_file_stats`) must not wait behind a write: a write holds
+/// the writer lock across its fsync, which a failing disk can make last. The reservation of the
+/// segment writes go to is still counted.
+#[test]
+fn stats_answer_while_a_write_holds_the_writer_lock_in_its_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock).durability(Durability::EveryWrite));
+    let store = Arc::new(store);
+    store.set("first", b"v", None).unwrap();
+    let hold = sim.hold_next(Op::Sync);
+    let write = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || store.set("k", &[1u8; 1000], None))
+    };
+    hold.wait_held();
+    assert!(
+        store.inner.writer.try_lock().is_none(),
+        "the write holds no writer lock"
+    );
+    let (sent, got) = std::sync::mpsc::channel();
+    let poll = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || sent.send(store.stats()).unwrap())
+    };
+    // A bound on the failure only: the poll has nothing to wait for.
+    let stats = got.recv_timeout(Duration::from_secs(20));
+    let active = store
+        .inner
+        .segments
+        .read()
+        .values()
+        .next_back()
+        .unwrap()
+        .data_end();
+    hold.release(None);
+    write.join().unwrap().unwrap();
+    poll.join().unwrap();
+    let stats = stats.expect("stats waited for the write holding the writer lock");
+    let reserved = store.inner.segment_size - active;
+    assert_eq!(stats.allocated_bytes, stats.disk_bytes + reserved, "{stats:?}");
+    assert_eq!(stats.segments, 1, "{stats:?}");
+    // Sealed, as a close leaves it: nothing is reserved any more, and no segment takes writes.
+    store.inner.seal_on_close().unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.allocated_bytes, stats.disk_bytes, "{stats:?}");
+}
+
 /// Runs `f` on a new thread and returns its handle and its kernel thread id (for
 /// [`wait_until_asleep`]).
 fn spawn_telling_tid<T: Send + 'static>(

@@ -55,6 +55,9 @@ pub(crate) struct Segment {
     pub(crate) data_end: AtomicU64,
     /// Length of the segment's hint file once it is written (0 before).
     pub(crate) hint_bytes: AtomicU64,
+    /// False while records are appended to it (from its creation until `Inner::seal`): its
+    /// space past the data end is reserved. Read by `stats` without the writer lock.
+    pub(crate) sealed: AtomicBool,
     /// Compaction found damaged records here: it leaves the segment alone until it is the
     /// oldest (see `maintenance`, `rewrite`). In memory only.
     pub(crate) damaged: AtomicBool,
@@ -147,6 +150,7 @@ impl Segment {
             live_bytes: AtomicU64::new(0),
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             hint_bytes: AtomicU64::new(0),
+            sealed: AtomicBool::new(false),
             damaged: AtomicBool::new(false),
             damaged_ranges: AtomicU64::new(0),
             moved_to: AtomicU64::new(u64::MAX),
@@ -242,6 +246,8 @@ impl Segment {
             live_bytes: AtomicU64::new(0),
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             hint_bytes: AtomicU64::new(0),
+            // An open store appends only to segments it creates.
+            sealed: AtomicBool::new(true),
             damaged: AtomicBool::new(false),
             damaged_ranges: AtomicU64::new(0),
             moved_to: AtomicU64::new(u64::MAX),

@@ -510,6 +510,7 @@ impl Inner {
     /// The space reserved past the last record is given back now (the file is truncated to its
     /// data), so a sealed segment holds on disk only what it stores.
     pub(super) fn seal(&self, w: &mut Writer, active: Arc<Segment>) -> Result<()> {
+        active.sealed.store(true, Ordering::Release);
         if let Err(e) = active.truncate_to_data() {
             // Only space is at stake: the reservation stays until the segment is removed.
             tracing::warn!(error = %e, "could not release the unused tail of a sealed segment");
@@ -788,13 +789,20 @@ impl Inner {
         Ok(damaged)
     }
 
+    /// Without the writer lock, which a write holds across its fsync and its evictions: a
+    /// monitoring poll must not wait for them. The figures are read one by one, as they always
+    /// were (the counters are atomics), so a write in between may show in some and not others.
     pub(super) fn stats(&self) -> FileStoreStats {
         let disk_bytes = self.disk_bytes.load(Ordering::Relaxed);
-        let reserved = {
-            let w = self.writer.lock();
-            w.active
-                .as_ref()
-                .map_or(0, |a| self.segment_size.saturating_sub(a.data_end()))
+        let (segments, reserved) = {
+            let segments = self.segments.read();
+            // The segment writes go to, if any, is the newest: a roll creates the next id.
+            let active = segments
+                .values()
+                .next_back()
+                .filter(|s| !s.sealed.load(Ordering::Acquire));
+            let reserved = active.map_or(0, |a| self.segment_size.saturating_sub(a.data_end()));
+            (segments.len() as u64, reserved)
         };
         let live_bytes = self.live_bytes.load(Ordering::Relaxed);
         let c = &self.counters;
@@ -805,7 +813,7 @@ impl Inner {
             live_items: self.index.len() as u64,
             live_bytes,
             disk_bytes,
-            segments: self.segments.read().len() as u64,
+            segments,
             allocated_bytes: disk_bytes + reserved,
             dead_bytes: disk_bytes.saturating_sub(live_bytes),
             recovery_skipped_records: self.recovery.damaged_ranges,
