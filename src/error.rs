@@ -141,15 +141,17 @@ pub enum Error {
     },
 
     /// A file naming the keys of a segment lost to damage (its hint, or the `.lost` file kept
-    /// from it) exists but could not be read or kept. Opening without those keys could serve
-    /// values they hide (deleted or overwritten ones), so the file store refuses to open. The
-    /// file and its segment are left as they were, so the next open tries again; what the open
-    /// had already done stands (other damaged segments moved aside with their keys kept, files
-    /// that hid nothing removed), each step complete, as the next open would do it too.
+    /// from it) exists but could not be read. Opening without those keys could serve values
+    /// they hide (deleted or overwritten ones), so the file store refuses to open. The file and
+    /// its segment are left as they were, so the next open tries again; what the open had
+    /// already done stands (other damaged segments moved aside with their keys kept, files that
+    /// hid nothing removed), each step complete, as the next open would do it too. (A hint read
+    /// whole that cannot be renamed to `.lost` no longer refuses the open: its keys are held as
+    /// deleted for the run, and the next open tries the rename again.)
     #[error("{path} names the keys of a segment lost to damage and could not be {op}: {source}{}. Opening without them could serve deleted or overwritten values of those keys, so the store does not open: fix the cause and reopen, or delete the file to open without it (older versions of its keys may then be read again)", io_advice(source))]
     LostKeysUnreadable {
-        /// What failed: "read", or "renamed to" and the `.lost` file it was to become (whatever
-        /// stands in the way there, a directory say, is what to move).
+        /// What failed: "read" (builds before held a hint they could not rename as this error
+        /// too, with "renamed to" and the `.lost` file it was to become).
         op: String,
         /// The file.
         path: PathBuf,

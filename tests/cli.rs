@@ -629,6 +629,18 @@ fn verify_exits_3_and_names_a_segment_its_own_open_removed() {
     assert!(stats.contains("segments removed"), "{stats}");
 }
 
+/// The same segment, whose hint cannot be kept as `.lost` (a directory stands in the way): the
+/// open leaves it in place, unloaded, and `verify` must still say its records are lost.
+#[test]
+fn verify_exits_3_and_names_a_damaged_segment_its_own_open_left_in_place() {
+    let dir = store_whose_only_segment_header_is_damaged();
+    std::fs::create_dir(dir.path().join(format!("{:020}.lost", 1))).unwrap();
+    let (code, told) = verify(dir.path());
+    assert_eq!(code, Some(3), "{told}");
+    assert!(told.contains("left 1 segment file"), "{told}");
+    assert!(dir.path().join(format!("{:020}.seg", 1)).exists());
+}
+
 /// Any command's open removes a segment whose header no longer checks, and the next `verify`
 /// cannot see it any more: the command that opened the store says so on stderr, or the loss
 /// goes unnoticed (a `dump` missing entries, exit 0).

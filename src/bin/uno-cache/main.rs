@@ -747,7 +747,8 @@ fn verify(store: &FileStore) -> Result<ExitCode, String> {
             opened.torn_tail_bytes
         )?;
     }
-    let damaged_at_open = opened.damaged_segments > 0 || opened.damaged_ranges > 0;
+    let damaged_at_open =
+        opened.damaged_segments > 0 || opened.damaged_segments_left > 0 || opened.damaged_ranges > 0;
     Ok(if report.is_clean() && !damaged_at_open {
         ExitCode::SUCCESS
     } else {
@@ -762,6 +763,12 @@ fn damage_at_open(opened: &uno_cache::RecoveryReport) -> Vec<String> {
         found.push(format!(
             "opening the store removed {} segment file(s) whose header was unreadable (moved aside as *.damaged, which can be deleted); the records in them are lost, and where a segment's hint was intact its keys are read as deleted from then on (kept as *.lost, which must not be deleted), so no older version of them is served",
             opened.damaged_segments
+        ));
+    }
+    if opened.damaged_segments_left > 0 {
+        found.push(format!(
+            "opening the store left {} segment file(s) whose header was unreadable in place, unloaded: their hint could not be kept as *.lost (the log says why; fix that and reopen); the records in them are lost, and their keys are read as deleted",
+            opened.damaged_segments_left
         ));
     }
     if opened.damaged_ranges > 0 {

@@ -16,11 +16,14 @@
 //! segment, and older versions of its keys can be read again.
 //!
 //! Only bytes read and found damaged are given up. A hint or `.lost` file that exists but cannot
-//! be read (its mode, a directory in its place, a failing disk), or a hint that cannot be
-//! renamed, refuses the open ([`Error::LostKeysUnreadable`]) and is left where it is, as is the
-//! segment: its keys may be whole, the cause can be fixed, and an open without them would serve
-//! the values they hide. Such a hint was once deleted as damaged, and its keys were never named
-//! again. Deleting the file is how a user opens without them.
+//! be read (its mode, a directory in its place, a failing disk) refuses the open
+//! ([`Error::LostKeysUnreadable`]) and is left where it is, as is the segment: its keys may be
+//! whole, the cause can be fixed, and an open without them would serve the values they hide.
+//! Such a hint was once deleted as damaged, and its keys were never named again. Deleting the
+//! file is how a user opens without them. A hint read whole that cannot be renamed (a directory
+//! at the `.lost` name, say) names its keys all the same: they are held as deleted for the run,
+//! and the hint and the segment stay where they are, so the next open tries the rename again
+//! (the segment's id stays taken meanwhile, as a segment file of that id is still there).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -31,18 +34,30 @@ use super::index::KeyHasher;
 use super::segment;
 use crate::error::{Error, Result};
 
+/// What became of the hint of a segment whose header was unreadable (see [`keep`]).
+#[derive(Debug)]
+pub(crate) enum Kept {
+    /// There was none, or its bytes were damaged (it was removed): nothing names the keys.
+    Nothing,
+    /// Renamed to `{id:020}.lost`, which [`load`] reads at this open and later ones.
+    Renamed,
+    /// Read whole but not renamed: its tombstones, for this run. The hint stays, and the caller
+    /// must leave the segment too, so that the next open tries again.
+    Held(Buried),
+}
+
 /// Keeps the hint of segment `id`, whose header was unreadable, as `{id:020}.lost` if it is
-/// intact and names that segment; removes it if its bytes are damaged or name another segment.
-/// Returns whether it was kept.
+/// intact and names that segment, or holds its keys for this run if the rename fails; removes
+/// it if its bytes are damaged or name another segment.
 ///
 /// # Errors
-/// [`Error::LostKeysUnreadable`] if the hint exists but cannot be read or renamed; it is left
-/// in place, and the caller must leave the segment too, so that the next open tries again.
-pub(crate) fn keep(dir: &LockedDir, id: u64) -> Result<bool> {
+/// [`Error::LostKeysUnreadable`] if the hint exists but cannot be read; it is left in place, and
+/// the caller must leave the segment too, so that the next open tries again.
+pub(crate) fn keep(dir: &LockedDir, id: u64, min_seq: u64, hasher: &KeyHasher) -> Result<Kept> {
     let hint = segment::hint_path(&dir.path, id);
     let bytes = match fs::read(&hint) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kept::Nothing),
         Err(source) => {
             return Err(Error::LostKeysUnreadable {
                 op: "read".to_owned(),
@@ -54,23 +69,30 @@ pub(crate) fn keep(dir: &LockedDir, id: u64) -> Result<bool> {
     if !format::check_hint(&bytes).is_ok_and(|view| view.segment_id == id) {
         tracing::warn!(path = %hint.display(), "the hint of a damaged segment is damaged too; older versions of its keys may be read again");
         dir.remove_quietly(&hint);
-        return Ok(false);
+        return Ok(Kept::Nothing);
     }
-    // Not removed if the rename fails: its bytes are whole, and nothing else names the keys.
-    // The error names the destination too: what stops a rename (a directory of that name, say)
-    // is often there, not at the hint.
     let lost = segment::lost_path(&dir.path, id);
-    match dir.disk.rename(&hint, &lost) {
-        Ok(()) => Ok(true),
-        Err(source) => Err(Error::LostKeysUnreadable {
-            op: format!("renamed to {}", lost.display()),
-            path: hint,
-            source,
-        }),
+    let Err(e) = dir.disk.rename(&hint, &lost) else {
+        return Ok(Kept::Renamed);
+    };
+    // Not removed: its bytes are whole, and nothing else names the keys.
+    match buried_by(&bytes, min_seq, hasher) {
+        Ok(buried) => {
+            // The destination named too: what stops a rename (a directory of that name, say)
+            // is often there, not at the hint.
+            tracing::warn!(path = %hint.display(), to = %lost.display(), error = %e,
+                "could not keep the hint of a damaged segment; its keys are held as deleted for this run, and the next open tries again");
+            Ok(Kept::Held(buried))
+        }
+        Err(err) => {
+            tracing::warn!(path = %hint.display(), error = %err, "the hint of a damaged segment is damaged too; older versions of its keys may be read again");
+            dir.remove_quietly(&hint);
+            Ok(Kept::Nothing)
+        }
     }
 }
 
-/// The tombstones the `.lost` files of `ids` hold.
+/// The tombstones that name the keys of lost segments (their `.lost` files, or hints held).
 #[derive(Debug, Default)]
 pub(crate) struct Buried {
     /// (key hash, seq): every record of the key with a seq up to this one is hidden.
@@ -78,6 +100,36 @@ pub(crate) struct Buried {
     /// The highest seq the lost records had: new writes must take higher ones, or the next
     /// open would hide them.
     pub(crate) max_seq: u64,
+}
+
+impl Buried {
+    /// Takes in the tombstones of `other` too.
+    pub(crate) fn add(&mut self, other: Buried) {
+        self.tombstones.extend(other.tombstones);
+        self.max_seq = self.max_seq.max(other.max_seq);
+    }
+}
+
+/// The tombstones the hint (or `.lost` file) `bytes` of a lost segment names; see the module
+/// docs.
+fn buried_by(
+    bytes: &[u8],
+    min_seq: u64,
+    hasher: &KeyHasher,
+) -> std::result::Result<Buried, format::HeaderError> {
+    let mut buried = Buried::default();
+    format::check_hint(bytes)?.try_for_each(|e| {
+        buried.max_seq = buried.max_seq.max(e.seq);
+        if e.seq >= min_seq {
+            let seq = match e.kind {
+                Kind::Tombstone => e.seq,
+                Kind::Value => e.seq.saturating_sub(1),
+            };
+            buried.tombstones.push((hasher.hash(e.key), seq));
+        }
+        Ok(())
+    })?;
+    Ok(buried)
 }
 
 /// Reads the `.lost` files of `ids`. One with no segment older than it left (`oldest`: the
@@ -111,26 +163,8 @@ pub(crate) fn load(
                 })
             }
         };
-        let mut found = Vec::new();
-        let mut max_seq = 0;
-        let read = format::check_hint(&bytes).and_then(|view| {
-            view.try_for_each(|e| {
-                max_seq = max_seq.max(e.seq);
-                if e.seq >= min_seq {
-                    let seq = match e.kind {
-                        Kind::Tombstone => e.seq,
-                        Kind::Value => e.seq.saturating_sub(1),
-                    };
-                    found.push((hasher.hash(e.key), seq));
-                }
-                Ok(())
-            })
-        });
-        match read {
-            Ok(()) => {
-                buried.tombstones.extend(found);
-                buried.max_seq = buried.max_seq.max(max_seq);
-            }
+        match buried_by(&bytes, min_seq, hasher) {
+            Ok(found) => buried.add(found),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "removing a damaged file of lost keys; older versions of them may be read again");
                 dir.remove_quietly(&path);

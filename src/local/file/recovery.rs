@@ -54,6 +54,12 @@ pub struct RecoveryReport {
     /// Segment files whose header was unreadable; they were moved aside as `{id:020}.damaged`
     /// (removed if that failed), and their records are lost.
     pub damaged_segments: u64,
+    /// Segment files whose header was unreadable and whose intact hint could not be renamed to
+    /// `{id:020}.lost` (the log says why): left in place, unloaded, with the hint, for the next
+    /// open to try again. Their records are lost; their keys are held as deleted for this run
+    /// (counted in `lost_keys`).
+    #[serde(default)]
+    pub damaged_segments_left: u64,
     /// Keys of segments lost to damage, named by their kept hints (`{id:020}.lost`), held as
     /// deleted at this open so that no older version of them is served. A damaged segment
     /// without an intact hint adds none: older versions of its keys can be read again.
@@ -351,6 +357,8 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         dir.remove_quietly(&segment::hint_path(&dir.path, *id));
     }
     let mut report = RecoveryReport::default();
+    // The keys of damaged segments whose hints could not be kept as `.lost` files (see `lost`).
+    let mut held = lost::Buried::default();
     let mut last_id = segment_ids.iter().next_back().copied();
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(segment_ids.len());
     for &id in &segment_ids {
@@ -382,14 +390,29 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 // The hint first: a crash between the two renames then leaves the lost keys
                 // named, and the damaged segment to be found again; the other way round, the
                 // next open deleted the hint as one without a segment. A hint that cannot be
-                // read or kept fails the open with both left as they are (see `lost`). The
-                // directory is fsynced between them: ext4 and xfs journal renames in order, but
-                // POSIX promises no order without it (a damaged segment is rare; one fsync).
-                if lost::keep(dir, id)? {
-                    lost_ids.insert(id);
-                    dir.sync()?;
+                // read fails the open with both left as they are (see `lost`). The directory is
+                // fsynced between them: ext4 and xfs journal renames in order, but POSIX
+                // promises no order without it (a damaged segment is rare; one fsync).
+                match lost::keep(dir, id, meta.min_seq, &hasher)? {
+                    lost::Kept::Renamed => {
+                        lost_ids.insert(id);
+                        dir.sync()?;
+                    }
+                    lost::Kept::Nothing => {}
+                    // A hint read whole but not renamed: the segment stays with it, unloaded, for
+                    // the next open to try again (its file keeps its id taken). Whatever stands at
+                    // the `.lost` name is no file a rename of this hint left, which would have
+                    // taken the hint's name away: the hint names the keys, and `load` leaves that
+                    // alone.
+                    lost::Kept::Held(buried) => {
+                        held.add(buried);
+                        lost_ids.remove(&id);
+                        report.damaged_segments_left += 1;
+                        tracing::warn!(path = %path.display(), %reason, "leaving an unreadable segment in place until its hint can be kept");
+                        continue;
+                    }
                 }
-                // Logged and counted once the open goes on: a hint it could not keep refused it,
+                // Logged and counted once the open goes on: a hint it could not read refused it,
                 // and the segment stays where it was.
                 tracing::warn!(path = %path.display(), %reason, moved_to = %aside.display(), "moving an unreadable segment aside");
                 report.damaged_segments += 1;
@@ -501,13 +524,14 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
     }
     drop(scans);
 
-    let buried = lost::load(
+    let mut buried = lost::load(
         dir,
         &lost_ids,
         segments.first().map(|s| s.id),
         meta.min_seq,
         &hasher,
     )?;
+    buried.add(held);
     report.lost_keys = buried.tombstones.len() as u64;
     let mut max_seq = meta.min_seq.max(buried.max_seq);
     let mut any_expiry = false;
