@@ -406,6 +406,10 @@ pub fn recover_dir_target(data: &[u8]) {
 
 include!("replay_targets.rs");
 
+// ---- target: store_ops (in store_targets.rs) --------------------------------------------------
+
+include!("store_targets.rs");
+
 // ---- target: config_toml ----------------------------------------------------------------------
 
 /// Arbitrary text through `CacheConfig::from_toml_str`: no panic, and a config it accepts

@@ -31,7 +31,13 @@ use targets::{
     replay_header, replay_record, segment_header, REPLAY_LOG_ID, SEGMENT_HEADER_LEN, SEGMENT_SIZE,
 };
 
-const TARGETS: [&str; 4] = ["decode_record", "recover_dir", "replay_log", "config_toml"];
+const TARGETS: [&str; 5] = [
+    "decode_record",
+    "recover_dir",
+    "replay_log",
+    "config_toml",
+    "store_ops",
+];
 
 fn seeds_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -188,6 +194,7 @@ fn seed_files() -> BTreeMap<(&'static str, &'static str), Vec<u8>> {
     );
     out.extend(replay_log_seeds());
     out.extend(config_toml_seeds());
+    out.extend(store_ops_seeds());
     out
 }
 
@@ -321,6 +328,249 @@ ttl = 600
         .collect()
 }
 
+/// `store_ops` inputs: operation sequences that reach each part of the store the model checks —
+/// overwrites, deletes, expiry, eviction, compaction, fills, batches, reopens.
+fn store_ops_seeds() -> BTreeMap<(&'static str, &'static str), Vec<u8>> {
+    use targets::StoreOp::*;
+    use targets::{encode_store_ops, store_flags};
+    // Indexes into the tables of store_targets.rs.
+    const NO_TTL: u8 = 0;
+    const ZERO_TTL: u8 = 2;
+    const SUB_MS_TTL: u8 = 3;
+    const TTL_1S: u8 = 4;
+    const TTL_60S: u8 = 6;
+    const TTL_1H: u8 = 7;
+    const LEN_0: u8 = 0;
+    const LEN_8: u8 = 3;
+    const LEN_100: u8 = 4;
+    const LEN_4000: u8 = 8;
+    const LEN_30000: u8 = 12;
+    const LEN_BELOW_MAX: u8 = 13;
+    const LEN_MAX: u8 = 14;
+    const LEN_PAST_MAX: u8 = 15;
+    const BY_1MS: u8 = 1;
+    const BY_999MS: u8 = 2;
+    const BY_1H: u8 = 6;
+    const BURST_8000: u8 = 3;
+    const BURST_500: u8 = 0;
+    let set = |key, len, ttl| Set { key, len, ttl };
+    let burst = |key, count, len| Burst {
+        key,
+        count,
+        len,
+        ttl: NO_TTL,
+    };
+
+    let mut out = BTreeMap::new();
+    let mut add = |name, flag_bits, ops: Vec<targets::StoreOp>| {
+        out.insert(("store_ops", name), encode_store_ops(flag_bits, &ops));
+    };
+    add(
+        "overwrite_delete_reopen.bin",
+        0,
+        vec![
+            set(0, LEN_100, NO_TTL),
+            set(1, LEN_8, NO_TTL),
+            set(2, LEN_0, NO_TTL),
+            set(15, LEN_4000, NO_TTL),
+            Get { key: 0 },
+            set(0, LEN_100, NO_TTL),
+            Get { key: 0 },
+            Delete { key: 1 },
+            Get { key: 1 },
+            Delete { key: 3 },
+            CheckAll,
+            Reopen,
+            Get { key: 0 },
+            Get { key: 1 },
+        ],
+    );
+    add(
+        "ttl_expiry.bin",
+        0,
+        vec![
+            set(0, LEN_8, TTL_1S),
+            set(1, LEN_8, SUB_MS_TTL),
+            set(2, LEN_8, TTL_60S),
+            set(3, LEN_8, ZERO_TTL),
+            Advance { by: BY_999MS },
+            CheckAll,
+            Advance { by: BY_1MS },
+            CheckAll,
+            Compact,
+            Reopen,
+            Rewind { by: 1 },
+            CheckAll,
+            Delete { key: 0 },
+            Reopen,
+        ],
+    );
+    add(
+        "eviction.bin",
+        0,
+        vec![
+            set(0, LEN_100, NO_TTL),
+            burst(1, 63, BURST_8000),
+            Get { key: 0 },
+            burst(5, 63, BURST_8000),
+            CheckAll,
+            burst(9, 63, BURST_8000),
+            Get { key: 0 },
+            set(0, LEN_30000, NO_TTL),
+            burst(2, 63, BURST_8000),
+            CheckAll,
+            Reopen,
+            burst(7, 63, BURST_8000),
+            CheckAll,
+        ],
+    );
+    add(
+        "compaction.bin",
+        2 << store_flags::RATIO_SHIFT,
+        vec![
+            burst(0, 63, BURST_500),
+            burst(0, 63, BURST_500),
+            burst(0, 63, BURST_500),
+            Delete { key: 3 },
+            Delete { key: 4 },
+            Compact,
+            CheckAll,
+            burst(0, 3, BURST_500),
+            Compact,
+            Reopen,
+            Compact,
+            CheckAll,
+        ],
+    );
+    add(
+        "largest_values.bin",
+        0,
+        vec![
+            set(14, LEN_MAX, NO_TTL),
+            set(0, LEN_MAX, TTL_1H),
+            set(1, LEN_BELOW_MAX, NO_TTL),
+            set(2, LEN_PAST_MAX, NO_TTL),
+            set(13, LEN_MAX, NO_TTL),
+            CheckAll,
+            Flush,
+            Reopen,
+            Delete { key: 14 },
+            Compact,
+            CheckAll,
+        ],
+    );
+    add(
+        "fills_in_a_full_store.bin",
+        0,
+        vec![
+            burst(0, 63, BURST_8000),
+            burst(0, 63, BURST_8000),
+            burst(0, 63, BURST_8000),
+            Fill {
+                key: 3,
+                len: LEN_4000,
+                ttl: NO_TTL,
+            },
+            Get { key: 3 },
+            Fill {
+                key: 3,
+                len: LEN_30000,
+                ttl: TTL_60S,
+            },
+            Get { key: 3 },
+            Fill {
+                key: 12,
+                len: LEN_100,
+                ttl: NO_TTL,
+            },
+            Get { key: 12 },
+            Delete { key: 12 },
+            Get { key: 12 },
+            set(3, LEN_8, NO_TTL),
+            burst(4, 63, BURST_8000),
+            CheckAll,
+            Reopen,
+        ],
+    );
+    add(
+        "set_each_repeated_keys.bin",
+        0,
+        vec![
+            SetEach {
+                items: vec![(0, LEN_100, NO_TTL), (1, LEN_8, TTL_1S), (0, LEN_4000, TTL_60S)],
+            },
+            CheckAll,
+            SetEach {
+                items: vec![(2, LEN_8, NO_TTL), (3, LEN_8, ZERO_TTL)],
+            },
+            SetEach {
+                items: vec![
+                    (4, LEN_30000, NO_TTL),
+                    (5, LEN_30000, NO_TTL),
+                    (6, LEN_30000, NO_TTL),
+                    (4, LEN_0, NO_TTL),
+                ],
+            },
+            Advance { by: BY_1H },
+            CheckAll,
+            Reopen,
+        ],
+    );
+    add(
+        "clear.bin",
+        0,
+        vec![
+            set(0, LEN_100, NO_TTL),
+            burst(1, 20, BURST_8000),
+            Clear,
+            CheckAll,
+            set(1, LEN_8, NO_TTL),
+            Reopen,
+            Clear,
+            Reopen,
+        ],
+    );
+    add(
+        "every_write_keep_expired.bin",
+        store_flags::EVERY_WRITE | store_flags::KEEP_EXPIRED,
+        vec![
+            set(0, LEN_100, TTL_1S),
+            set(1, LEN_100, TTL_60S),
+            set(2, LEN_100, NO_TTL),
+            Advance { by: BY_999MS },
+            Advance { by: BY_1MS },
+            Compact,
+            CheckAll,
+            Reopen,
+            Rewind { by: 1 },
+            CheckAll,
+            Advance { by: BY_1H },
+            Compact,
+            Reopen,
+        ],
+    );
+    add(
+        "tombstones_through_compaction.bin",
+        (3 << store_flags::RATIO_SHIFT) | store_flags::OTHER_SEED,
+        vec![
+            set(0, LEN_4000, NO_TTL),
+            set(1, LEN_4000, NO_TTL),
+            burst(4, 15, BURST_8000),
+            set(0, LEN_4000, NO_TTL),
+            Delete { key: 1 },
+            burst(4, 15, BURST_8000),
+            Compact,
+            Reopen,
+            Delete { key: 0 },
+            burst(4, 63, BURST_8000),
+            Compact,
+            Reopen,
+            CheckAll,
+        ],
+    );
+    out
+}
+
 #[test]
 fn seed_files_match_their_generator() {
     let want = seed_files();
@@ -451,6 +701,15 @@ fn replay_log_seeds_and_mutations() {
                 &input,
                 targets::replay_log_target,
             );
+        }
+    }
+}
+
+#[test]
+fn store_ops_seeds_and_mutations() {
+    for (n, (name, seed)) in read_seeds("store_ops").iter().enumerate() {
+        for (i, input) in mutations(seed, 4000 + n as u64, 8).iter().enumerate() {
+            run("store_ops", name, i, input, targets::store_ops_target);
         }
     }
 }
