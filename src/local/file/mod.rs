@@ -644,8 +644,8 @@ impl FileStore {
         self.inner.set_many(items, None)
     }
 
-    /// Deletes a key, writing a tombstone so the delete survives a restart. Returns whether a
-    /// live value was removed.
+    /// Deletes a key, writing a tombstone so the delete survives a restart. Returns whether it
+    /// removed a value: live, expired but kept for stale reads, damaged, or a refused fill's.
     ///
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::WritesDisabled`], [`Error::Io`].
