@@ -185,13 +185,16 @@ fn with_fallback_a_failing_l2_is_a_miss_on_read_and_l1_only_on_write() {
 #[test]
 fn without_fallback_l2_errors_reach_the_caller() {
     let s = setup(false);
+    s.cache.set("held", &7u8, None).unwrap();
     s.l2.set_failing(true);
     assert!(matches!(s.cache.set("k", &1u8, None), Err(Error::Io { .. })));
-    // The L1 write happened before L2 failed; the caller was told.
-    assert!(s.l1.get("k").unwrap().is_some());
+    // The L1 write happened before L2 failed, and was taken out again: the caller was told the
+    // write failed, and nothing replays it, so no instance may serve it.
+    assert!(s.l1.get("k").unwrap().is_none());
+    assert!(matches!(s.cache.get::<u8>("k"), Err(Error::Io { .. })));
     assert_eq!(
-        s.cache.get::<u8>("k").unwrap(),
-        Some(1),
+        s.cache.get::<u8>("held").unwrap(),
+        Some(7),
         "an L1 hit does not need L2"
     );
     assert!(matches!(s.cache.get::<u8>("absent"), Err(Error::Io { .. })));
@@ -207,7 +210,7 @@ fn without_fallback_l2_errors_reach_the_caller() {
         Err(Error::Io { .. })
     ));
     assert!(matches!(s.cache.multi_delete(&["x"]), Err(Error::Io { .. })));
-    assert_eq!(s.cache.stats().distributed.errors, 6);
+    assert_eq!(s.cache.stats().distributed.errors, 7);
 }
 
 #[test]
