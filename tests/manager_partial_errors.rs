@@ -78,9 +78,15 @@ impl Storage for HalfDown {
     }
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> uno_cache::Result<()> {
         let mut failed = Vec::new();
+        // Keys starting with "big:" are refused as too large, as a Memcached server whose item
+        // limit is below the store's refuses them.
+        let mut refused = Vec::new();
         for (i, (key, value)) in items.iter().enumerate() {
             if key.starts_with("down:") {
                 failed.push(i);
+            } else if key.starts_with("big:") {
+                failed.push(i);
+                refused.push(i);
             } else {
                 self.0.set(key, value, ttl)?;
             }
@@ -88,7 +94,24 @@ impl Storage for HalfDown {
         if failed.is_empty() {
             return Ok(());
         }
-        Err(partial("set_many", items.len(), failed, Served::Written))
+        if refused.is_empty() {
+            return Err(partial("set_many", items.len(), failed, Served::Written));
+        }
+        let too_large = Error::ValueTooLarge {
+            key: items[refused[0]].0.to_owned(),
+            len: items[refused[0]].1.len(),
+            max: 0,
+            store: "half".to_owned(),
+        };
+        Err(Error::PartialBatch(Box::new(uno_cache::PartialBatch::new(
+            "half",
+            "set_many",
+            items.len(),
+            failed,
+            refused,
+            too_large,
+            Served::Written,
+        ))))
     }
     fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> uno_cache::Result<()> {
         self.0.set_each(items)
@@ -210,6 +233,27 @@ fn without_fallback_a_partial_multi_set_takes_only_the_unreached_items_out_of_l1
     );
     assert_eq!(l2.0.get("up:a").unwrap().map(|e| e.value), Some(b"1".to_vec()));
     assert_eq!(cache.local().get("down:b").unwrap(), None);
+}
+
+#[test]
+fn without_fallback_a_batch_with_refused_and_unreached_items_takes_both_out_of_l1() {
+    let (cache, l2) = manager_and_l2();
+    let err = cache
+        .multi_set_raw(&[("up:a", &b"1"[..]), ("big:b", b"2"), ("down:c", b"3")], None)
+        .unwrap_err();
+    assert!(
+        err.is_bad_input(),
+        "the refusal is what the caller is told: {err}"
+    );
+    assert_eq!(failed_of(&err), (vec![1, 2], vec![2], 3), "{err}");
+    assert_eq!(
+        cache.local().get("up:a").unwrap().map(|e| e.value),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(l2.0.get("up:a").unwrap().map(|e| e.value), Some(b"1".to_vec()));
+    // Refused, and not reached (nothing replays it without fallback): neither stays in L1.
+    assert_eq!(cache.local().get("big:b").unwrap(), None);
+    assert_eq!(cache.local().get("down:c").unwrap(), None);
 }
 
 #[test]

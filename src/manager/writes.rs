@@ -121,8 +121,9 @@ impl Shared {
                 // that a failed set leaves every instance reading the same value: L2's older one,
                 // or a miss where a memcached server dropped it when it refused the set. A
                 // partial batch names the items refused; L2 stored the others, which stay, but
-                // for those whose node was not reached: they stay in L1 and wait for replay as
-                // any unreached write does, since dropped they would leave L2 the older value.
+                // for those whose node was not reached: as any unreached write, they stay in L1
+                // and wait for replay under `fallback_on_error` (dropped, they would leave L2
+                // the older value), and leave L1 without it.
                 let (refused, unsent): (Vec<&str>, Vec<(&str, &[u8])>) = match &e {
                     // A level of the caller's own written before `refused` existed names its
                     // refusals in `failed` alone, with a refusal as the cause.
@@ -149,7 +150,12 @@ impl Shared {
                 m.sets
                     .add(items.len().saturating_sub(refused.len() + unsent.len()) as u64);
                 self.undo_local(&refused);
-                if !unsent.is_empty() {
+                if !self.fallback_on_error {
+                    // Unreached items the caller is told of are taken out of L1 too, as when
+                    // the batch had no refusal (below): nothing replays them.
+                    let keys: Vec<&str> = unsent.iter().map(|(k, _)| *k).collect();
+                    self.undo_local(&keys);
+                } else if !unsent.is_empty() {
                     // A queue failure is counted and logged there; the refusal is what the
                     // caller is told, and its `unreached` still names these items.
                     let _ = self.queue_failed_sets(&unsent, ttl);
