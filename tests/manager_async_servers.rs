@@ -3,7 +3,8 @@
 //! mid-test (on the cluster, the primary owning the keys). Every call is the `_async` form,
 //! tags, prefixes, events, `flush` and `replay_now` included; the assertions read the levels
 //! directly, so an async call that did nothing fails. Also an async delete cancelled while a
-//! proxy holds L2's answer, after its L1 step failed on a real ext4 mount.
+//! proxy holds L2's answer, after its L1 step failed on a real ext4 mount, and a tagged
+//! write-behind set cancelled while a proxy holds its batch.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -407,4 +408,78 @@ fn an_async_delete_cancelled_after_its_l1_step_failed_leaves_l1_distrusted() {
         "L1 served the value the delete took out of L2"
     );
     disk.set_immutable(&active, false);
+}
+
+/// A tagged write-behind set whose caller went away while its batch was on its way to L2 (held
+/// at a proxy) tags its key again only once the batch has landed, as the call itself would
+/// have. Tagged again at once, an invalidation of the tag before the landing forgot the key
+/// (this instance never hears it in time to withdraw the write: here, never, as the invalidating
+/// instance has no backplane), and the value then landed in L2 listed by no tag: every later
+/// invalidation of the tag missed it, and it was read from L2 until its TTL.
+#[test]
+fn a_cancelled_tagged_write_behind_set_is_tagged_again_only_once_its_batch_landed() {
+    let redis = RedisServer::start();
+    let to_l2 = proxy::TcpProxy::start(&redis.addr());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // L2 through the proxy, tag sets on the same Redis directly (the backplane's hosts). The L2
+    // deadline is far past the test's: the batch lands when the proxy lets it.
+    let writer = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "file"
+            path = "{}"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "async:"
+            timeout_ms = 60000
+            write_mode = "behind"
+            [invalidation]
+            enabled = true
+            hosts = ["{}"]
+            "#,
+            dir_a.path().display(),
+            to_l2.addr(),
+            redis.addr(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let invalidator = CacheManager::new(config(dir_b.path(), "redis", &[redis.addr()], "")).unwrap();
+    // L2's connection is made (and answered) before the proxy holds anything.
+    assert_eq!(writer.get_raw("k").unwrap(), None);
+
+    to_l2.hold();
+    let cancelled = rt().block_on(async {
+        let caller = writer.clone();
+        let set = tokio::spawn(async move { caller.set_raw_with_tags_async("k", b"v", None, &["t"]).await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while to_l2.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the batch never left for L2");
+            tokio::task::yield_now().await;
+        }
+        set.abort();
+        set.await.is_err_and(|e| e.is_cancelled())
+    });
+    assert!(cancelled, "the tagged set ended before it was cancelled");
+    // Invalidated while the batch is held: the key's tagging so far is forgotten.
+    let tag_set = "async:uno-cache:tag:t";
+    let mut raw = redis.raw();
+    let listed =
+        |raw: &mut redis::Connection| -> u64 { redis::cmd("ZCARD").arg(tag_set).query(raw).unwrap() };
+    while listed(&mut raw) > 0 {
+        invalidator.invalidate_tag("t").unwrap();
+    }
+    to_l2.release();
+    support::wait_until("the batch lands in L2", || in_l2(&invalidator, "k").is_some());
+    support::wait_until("the key is tagged again once its value landed", || {
+        listed(&mut raw) > 0
+    });
+    assert_eq!(invalidator.invalidate_tag("t").unwrap(), 1);
+    assert_eq!(
+        in_l2(&invalidator, "k"),
+        None,
+        "a later invalidation of the tag left the value in L2"
+    );
 }

@@ -250,8 +250,10 @@ impl CacheManager {
         store.add_async(&[key], tags, members_ttl(s, ttl)).await?;
         // Dropped during the set (a caller's timeout) or the wait for its batch, the value may
         // still land: handed to a queue, or in flight. Then the key joins its tags again all
-        // the same, or an invalidation meanwhile would have forgotten it.
+        // the same, or an invalidation meanwhile would have forgotten it; and, as here, once
+        // its write-behind batch has landed (see `Shared::behind_sent_later`).
         let mut owed = TagsOwed {
+            shared: s,
             store,
             key,
             tags,
@@ -509,6 +511,7 @@ fn l2_prefix_deleted(deleted: Result<u64>) -> Result<u64> {
 /// The tagging a tagged async write owes if its future is dropped during its set (see
 /// [`CacheManager::set_raw_with_tags_async`]).
 struct TagsOwed<'a> {
+    shared: &'a Shared,
     store: &'a TagStore,
     key: &'a str,
     tags: &'a [&'a str],
@@ -519,7 +522,8 @@ struct TagsOwed<'a> {
 impl Drop for TagsOwed<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.store.add_later(&[self.key], self.tags, self.ttl);
+            let sent = self.shared.behind_sent_later(&[self.key]);
+            self.store.add_later(&[self.key], self.tags, self.ttl, sent);
         }
     }
 }

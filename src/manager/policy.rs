@@ -22,6 +22,11 @@
 //! - ordering: the shells take the keys' stripes (`guard`, `KeyOrder::order`) before the L1
 //!   step of a set, delete or batch and hold them until L2 (or a queue) has it, so one key's
 //!   writes reach both levels in one order; reads take no stripe.
+//! - tags: a tagged write tags its key before its L1 step and again once its value can be read
+//!   from L2 (with write-behind, once its batch has landed); an async one dropped after its
+//!   first tagging owes the second, made from its drop and still after the batch (see
+//!   `Shared::behind_sent_later`), or an invalidation of the tag before the landing would
+//!   forget the key whose value then lands.
 //! - batches: one L1 call, then one L2 call for the keys L1 did not answer; the L2 hits of a
 //!   batch are backfilled by the backfill thread after the call returns (see `batch_read` and
 //!   `fill`).

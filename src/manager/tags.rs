@@ -442,14 +442,33 @@ impl TagStore {
             .await
     }
 
-    /// [`add`](Self::add) started now and not waited for: for a tagged write whose caller gave
-    /// up during its set, whose value may still land (see `set_raw_with_tags_async`).
-    pub(crate) fn add_later(&self, keys: &[&str], tags: &[&str], ttl: Duration) {
+    /// [`add`](Self::add) once `after` has ended or its duration has passed, not
+    /// waited for: for a tagged write whose caller gave up during its set or the wait for its
+    /// batch, whose value may still land (see `set_raw_with_tags_async`). `after` is the wait
+    /// for the key's write-behind batch ([`Shared::behind_sent_later`]).
+    ///
+    /// [`Shared::behind_sent_later`]: super::policy::Shared::behind_sent_later
+    pub(crate) fn add_later(
+        &self,
+        keys: &[&str],
+        tags: &[&str],
+        ttl: Duration,
+        (after, waits): (impl Future<Output = ()> + Send + 'static, Duration),
+    ) {
         if keys.is_empty() || tags.is_empty() {
             return;
         }
         match self.add_task(keys, tags, ttl) {
-            Ok(task) => self.rt.detach("tag", self.timeout.saturating_mul(2), task),
+            Ok(task) => {
+                let task = async move {
+                    if tokio::time::timeout(waits, after).await.is_err() {
+                        tracing::warn!("a cancelled tagged write's batch did not land in time; its key is tagged again before");
+                    }
+                    task.await
+                };
+                let deadline = self.timeout.saturating_mul(2).saturating_add(waits);
+                self.rt.detach("tag", deadline, task);
+            }
             Err(e) => tracing::warn!(error = %e, "could not tag the key of a write whose caller gave up"),
         }
     }

@@ -23,7 +23,7 @@ impl TagStore {
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) fn add_later(&self, _keys: &[&str], _tags: &[&str], _ttl: Duration) {
+    pub(crate) fn add_later<F>(&self, _keys: &[&str], _tags: &[&str], _ttl: Duration, _after: (F, Duration)) {
         match *self {}
     }
 
