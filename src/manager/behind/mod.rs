@@ -225,7 +225,7 @@ impl WriteQueue {
                 // give way now, as to a settle that gave up waiting, so that a batch of them that
                 // fails is not queued for replay after this newer write.
                 let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
-                Self::drop_queued(&mut st, &keys);
+                self.drop_queued(&mut st, &keys);
                 Self::supersede(&mut st, &keys);
             }
             return Pushed::Replay;
@@ -320,7 +320,7 @@ impl WriteQueue {
         }
         let refs: Vec<&str> = found.iter().map(String::as_str).collect();
         if to_replay(&refs) {
-            Self::drop_queued(&mut st, &refs);
+            self.drop_queued(&mut st, &refs);
             Self::supersede(&mut st, &refs);
             return (found, true);
         }
@@ -371,9 +371,17 @@ impl WriteQueue {
 
     /// Takes the queued writes of `keys` out of the queue, bumping their settle epochs; one whose
     /// key has an older write in flight is kept aside for reads ([`State::dropped`]).
-    fn drop_queued(st: &mut State, keys: &[&str]) {
+    ///
+    /// Wakes the callers waiting for writes to leave the queue ([`wait_sent`](Self::wait_sent)):
+    /// a write taken out here never lands, and only a landing woke them, so a tagged write whose
+    /// queued value a delete took out before the writer did waited for the next batch of any
+    /// key: the blocking wait its four L2 timeouts, the async one (no deadline of its own) for
+    /// as long as the queue stayed idle.
+    fn drop_queued(&self, st: &mut State, keys: &[&str]) {
+        let mut took = false;
         for key in keys {
             if let Some(queued) = st.queued.remove(*key) {
+                took = true;
                 if let Some(epoch) = st.settled.get_mut(epoch_slot(key)) {
                     *epoch = epoch.wrapping_add(1);
                 }
@@ -382,6 +390,10 @@ impl WriteQueue {
                 }
             }
         }
+        if took {
+            self.landed.notify_all();
+            self.landed_async.notify_waiters();
+        }
     }
 
     /// Drops the queued writes of `keys` and waits until no in-flight batch holds one of them.
@@ -389,7 +401,7 @@ impl WriteQueue {
     pub(crate) fn settle(&self, keys: &[&str]) -> bool {
         let deadline = Instant::now() + self.max_wait;
         let mut st = self.state.lock();
-        Self::drop_queued(&mut st, keys);
+        self.drop_queued(&mut st, keys);
         while Self::on_the_way(&st, keys) {
             if self.landed.wait_until(&mut st, deadline).timed_out() {
                 // The caller's write or delete goes on and supersedes the batch's writes of
@@ -400,7 +412,7 @@ impl WriteQueue {
             // A delete queued meanwhile behind the batch (another instance's invalidation,
             // see `withdraw`) is older than the caller's op, which holds the keys: as
             // `settle_async` does, drop it rather than send it after the op.
-            Self::drop_queued(&mut st, keys);
+            self.drop_queued(&mut st, keys);
         }
         false
     }
@@ -465,7 +477,7 @@ impl WriteQueue {
             landed.as_mut().enable();
             {
                 let mut st = self.state.lock();
-                Self::drop_queued(&mut st, keys);
+                self.drop_queued(&mut st, keys);
                 if !Self::on_the_way(&st, keys) {
                     return;
                 }

@@ -100,7 +100,7 @@ fn a_write_a_settle_drops_stays_the_answer_over_the_older_one_in_flight_until_it
     let in_flight = queue.take();
     assert_eq!(queue.push(&[("k", b"new")], u64::MAX, || false), Pushed::Queued);
     // What a delete's settle does before it waits for the batch.
-    WriteQueue::drop_queued(&mut queue.state.lock(), &["k"]);
+    queue.drop_queued(&mut queue.state.lock(), &["k"]);
     assert_eq!(queue.lookup("k", 0), Some(Some(b"new".to_vec())));
     assert_eq!(queue.len(), 1, "the dropped write is not sent");
     queue.land(&in_flight);
@@ -111,6 +111,39 @@ fn a_write_a_settle_drops_stays_the_answer_over_the_older_one_in_flight_until_it
     );
     // A key with nothing in flight: its dropped write is gone at once.
     assert_eq!(queue.push(&[("j", b"1")], u64::MAX, || false), Pushed::Queued);
-    WriteQueue::drop_queued(&mut queue.state.lock(), &["j"]);
+    queue.drop_queued(&mut queue.state.lock(), &["j"]);
     assert_eq!(queue.lookup("j", 0), None);
+}
+
+/// Records whether it was woken.
+struct Woken(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A wait for a key's writes to leave the queue (a tagged write's, before it tags its key
+/// again) ends when a settle (a delete of the key) takes its queued write out: that write never
+/// lands. Only a landing woke the wait, so the async one, which has no deadline of its own,
+/// waited for the next batch of any key, for good on an idle queue.
+#[test]
+fn a_wait_for_a_keys_writes_to_leave_the_queue_ends_when_a_settle_takes_them_out() {
+    use std::future::Future;
+    let queue = WriteQueue::new(100, Duration::from_secs(3600), Shutdown::default());
+    assert_eq!(queue.push(&[("k", b"v")], u64::MAX, || false), Pushed::Queued);
+    let woken = Arc::new(Woken(std::sync::atomic::AtomicBool::new(false)));
+    let waker = std::task::Waker::from(Arc::clone(&woken));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let wait = queue.wait_sent_async(&["k"]);
+    let mut wait = std::pin::pin!(wait);
+    assert!(wait.as_mut().poll(&mut cx).is_pending(), "k is queued");
+    // No batch is in flight: the settle takes k out and returns at once.
+    assert!(!queue.settle(&["k"]));
+    assert!(
+        woken.0.load(std::sync::atomic::Ordering::SeqCst),
+        "the wait was not woken when k's write left the queue"
+    );
+    assert!(wait.as_mut().poll(&mut cx).is_ready());
 }
