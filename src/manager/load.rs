@@ -40,6 +40,26 @@ impl WeakManager {
     }
 }
 
+/// A load's watch of its key, held by the task that runs the load apart from its caller (see
+/// `spawn_load_async`) and ended when that task ends, however it ends. The store and the
+/// failure paths end it; but a task dropped at an `.await` (its runtime shut down while the
+/// loader or the store was under way) runs neither, and the watch stayed for the manager's life:
+/// every write from then on took the watches' lock, and their map kept its entry. Ending a watch
+/// again does nothing, and a store still running then finds it ended and stores nothing, as
+/// after a write of its key.
+struct WatchEnds {
+    manager: WeakManager,
+    watch: Watch,
+}
+
+impl Drop for WatchEnds {
+    fn drop(&mut self) {
+        if let Some(m) = self.manager.upgrade() {
+            m.shared().guard.unwatch(self.watch);
+        }
+    }
+}
+
 /// What a loader answers: a value (`None`: absent) or its error.
 type Outcome<T, E> = std::result::Result<Option<T>, E>;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{finish_load, load_panicked, start_load_thread, Found, Next, Report, Step};
+use super::{finish_load, load_panicked, start_load_thread, Found, Next, Report, Step, WatchEnds};
 use crate::error::{Error, Result};
 use crate::manager::failsafe::Fetched;
 use crate::manager::guard::Watch;
@@ -187,7 +187,12 @@ impl CacheManager {
             load_panicked(&manager, key, (leader, watch), tx);
             return Ok(rx);
         };
+        let watch_ends = WatchEnds {
+            manager: self.downgrade(),
+            watch,
+        };
         let task = async move {
+            let _watch_ends = watch_ends;
             // A task of its own, so that a panicking loader is seen (its `JoinError`).
             let outcome = match tokio::spawn(load).await {
                 Ok(outcome) => outcome,

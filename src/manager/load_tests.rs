@@ -153,3 +153,28 @@ fn a_background_reload_whose_thread_cannot_start_is_not_counted_and_is_retried_b
         "the key whose reload could not start was not retried"
     );
 }
+
+/// An async load runs in a task on the caller's runtime, which holds its watch of the key. A
+/// runtime shut down while the loader ran dropped the task without ending the watch, which then
+/// stayed for the manager's life: every write from then on took the watches' lock.
+#[test]
+fn an_async_load_whose_runtime_shut_down_mid_load_ends_its_watch() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, |_| {});
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let call = cache.get_or_load_async::<String, Error, _, _>("k", Some(TTL), || {
+            std::future::pending::<std::result::Result<String, Error>>()
+        });
+        let mut call = std::pin::pin!(call);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending(), "the loader never ends");
+    });
+    assert_eq!(cache.shared.guard.watches(), 1, "the load watches its key");
+    drop(runtime);
+    assert_eq!(
+        cache.shared.guard.watches(),
+        0,
+        "the load's task was dropped with the runtime, and left its watch"
+    );
+}
