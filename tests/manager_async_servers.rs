@@ -3,8 +3,8 @@
 //! mid-test (on the cluster, the primary owning the keys). Every call is the `_async` form,
 //! tags, prefixes, events, `flush` and `replay_now` included; the assertions read the levels
 //! directly, so an async call that did nothing fails. Also an async delete cancelled while a
-//! proxy holds L2's answer, after its L1 step failed on a real ext4 mount, and a tagged
-//! write-behind set cancelled while a proxy holds its batch.
+//! proxy holds L2's answer, after its L1 step failed on a real ext4 mount, and tagged sets
+//! (write-behind and write-through) cancelled while a proxy holds their L2 write.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -418,11 +418,28 @@ fn an_async_delete_cancelled_after_its_l1_step_failed_leaves_l1_distrusted() {
 /// invalidation of the tag missed it, and it was read from L2 until its TTL.
 #[test]
 fn a_cancelled_tagged_write_behind_set_is_tagged_again_only_once_its_batch_landed() {
+    // The L2 deadline is far past the test's: the batch lands when the proxy lets it.
+    cancelled_tagged_set_stays_found_by_its_tag("write_mode = \"behind\"\ntimeout_ms = 60000");
+}
+
+/// The same with write-through: the cancelled set's command, held at the proxy, may land up to
+/// four L2 timeouts after the cancellation (the window in which reads do not backfill its key),
+/// and the key is tagged again only once that window is over.
+#[test]
+fn a_cancelled_tagged_write_through_set_is_tagged_again_once_its_command_can_no_longer_land() {
+    // Long enough for the test to release the proxy well within the four timeouts.
+    cancelled_tagged_set_stays_found_by_its_tag("timeout_ms = 1000");
+}
+
+/// A tagged async set of `k` on an instance whose L2 (configured with `distributed`) is
+/// reached through a proxy, cancelled while the proxy holds its L2 write; the tag is
+/// invalidated by another instance before the write lands. Once it landed, the tag lists `k`
+/// again, and an invalidation removes its value from L2.
+fn cancelled_tagged_set_stays_found_by_its_tag(distributed: &str) {
     let redis = RedisServer::start();
     let to_l2 = proxy::TcpProxy::start(&redis.addr());
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // L2 through the proxy, tag sets on the same Redis directly (the backplane's hosts). The L2
-    // deadline is far past the test's: the batch lands when the proxy lets it.
+    // L2 through the proxy, tag sets on the same Redis directly (the backplane's hosts).
     let writer = CacheManager::new(
         CacheConfig::from_toml_str(&format!(
             r#"
@@ -433,8 +450,7 @@ fn a_cancelled_tagged_write_behind_set_is_tagged_again_only_once_its_batch_lande
             enabled = true
             hosts = ["{}"]
             key_prefix = "async:"
-            timeout_ms = 60000
-            write_mode = "behind"
+            {distributed}
             [invalidation]
             enabled = true
             hosts = ["{}"]
@@ -456,14 +472,14 @@ fn a_cancelled_tagged_write_behind_set_is_tagged_again_only_once_its_batch_lande
         let set = tokio::spawn(async move { caller.set_raw_with_tags_async("k", b"v", None, &["t"]).await });
         let deadline = Instant::now() + Duration::from_secs(10);
         while to_l2.waiting() == 0 {
-            assert!(Instant::now() < deadline, "the batch never left for L2");
+            assert!(Instant::now() < deadline, "the write never left for L2");
             tokio::task::yield_now().await;
         }
         set.abort();
         set.await.is_err_and(|e| e.is_cancelled())
     });
     assert!(cancelled, "the tagged set ended before it was cancelled");
-    // Invalidated while the batch is held: the key's tagging so far is forgotten.
+    // Invalidated while the write is held: the key's tagging so far is forgotten.
     let tag_set = "async:uno-cache:tag:t";
     let mut raw = redis.raw();
     let listed =
@@ -472,7 +488,7 @@ fn a_cancelled_tagged_write_behind_set_is_tagged_again_only_once_its_batch_lande
         invalidator.invalidate_tag("t").unwrap();
     }
     to_l2.release();
-    support::wait_until("the batch lands in L2", || in_l2(&invalidator, "k").is_some());
+    support::wait_until("the write lands in L2", || in_l2(&invalidator, "k").is_some());
     support::wait_until("the key is tagged again once its value landed", || {
         listed(&mut raw) > 0
     });

@@ -251,7 +251,7 @@ impl CacheManager {
         // Dropped during the set (a caller's timeout) or the wait for its batch, the value may
         // still land: handed to a queue, or in flight. Then the key joins its tags again all
         // the same, or an invalidation meanwhile would have forgotten it; and, as here, once
-        // its write-behind batch has landed (see `Shared::behind_sent_later`).
+        // the write can no longer land (see `Landing`).
         let mut owed = TagsOwed {
             shared: s,
             store,
@@ -522,8 +522,8 @@ struct TagsOwed<'a> {
 impl Drop for TagsOwed<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let sent = self.shared.behind_sent_later(&[self.key]);
-            self.store.add_later(&[self.key], self.tags, self.ttl, sent);
+            let landing = self.shared.landing(&[self.key]);
+            self.store.add_later(&[self.key], self.tags, self.ttl, landing);
         }
     }
 }

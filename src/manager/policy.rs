@@ -24,9 +24,10 @@
 //!   writes reach both levels in one order; reads take no stripe.
 //! - tags: a tagged write tags its key before its L1 step and again once its value can be read
 //!   from L2 (with write-behind, once its batch has landed); an async one dropped after its
-//!   first tagging owes the second, made from its drop and still after the batch (see
-//!   `Shared::behind_sent_later`), or an invalidation of the tag before the landing would
-//!   forget the key whose value then lands.
+//!   first tagging owes the second, made from its drop once the write can no longer land (its
+//!   batch landed, or without write-behind four L2 timeouts passed: see `requeue::Landing`),
+//!   or an invalidation of the tag before the landing would forget the key whose value then
+//!   lands.
 //! - batches: one L1 call, then one L2 call for the keys L1 did not answer; the L2 hits of a
 //!   batch are backfilled by the backfill thread after the call returns (see `batch_read` and
 //!   `fill`).

@@ -4,6 +4,7 @@
 //! ([`Requeue`]), so that L2 does not keep a value older than writes acknowledged to their
 //! callers. See `behind` for the ordering rules this keeps.
 
+use std::future::Future;
 use std::time::Duration;
 
 use super::behind::Pushed;
@@ -109,6 +110,51 @@ impl Shared {
             keys,
             sets,
             paid: false,
+        }
+    }
+}
+
+/// What must pass before the tagging a cancelled tagged write owes (see `TagsOwed` in
+/// `maintenance`): that tagging must not come before the write can land any more than the
+/// caller's own would. Tagged before it, an invalidation of the tag between the tagging and the
+/// landing (heard here only after it, too late to withdraw a write-behind write, or never for
+/// a write-through's command) forgot the key, and the value then landed in L2 listed by no tag,
+/// escaping every later invalidation of the tag.
+// Read by the tag store alone, which a build without `redis` does not have.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct Landing<F> {
+    /// Ends once no write of the keys waits in the write-behind queue (landed, handed to the
+    /// replay queue, or dropped); at once without write-behind.
+    pub(crate) sent: F,
+    /// The longest to wait for `sent`: a settle's wait.
+    pub(crate) sent_within: Duration,
+    /// Without write-behind, how long after the cancellation the write's own command may still
+    /// land ([`Shared::cancel_quiet`], as for backfills, see `KeyOrder::quiet`); zero with it.
+    pub(crate) in_flight_for: Duration,
+}
+
+impl Shared {
+    /// The [`Landing`] of a cancelled write of `keys`, owning what it needs (it outlives the
+    /// caller). Its waits need a runtime with a timer (the tag store's).
+    pub(crate) fn landing(&self, keys: &[&str]) -> Landing<impl Future<Output = ()> + Send + 'static> {
+        let queue = self.behind.clone();
+        let sent_within = queue.as_ref().map_or(Duration::ZERO, |q| q.max_wait());
+        let in_flight_for = if queue.is_some() {
+            Duration::ZERO
+        } else {
+            self.cancel_quiet
+        };
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        let sent = async move {
+            if let Some(queue) = queue {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                queue.wait_sent_async(&keys).await;
+            }
+        };
+        Landing {
+            sent,
+            sent_within,
+            in_flight_for,
         }
     }
 }

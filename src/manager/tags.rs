@@ -38,6 +38,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use parking_lot::Mutex;
 
+use super::requeue::Landing;
 use crate::distributed::ceil_ms;
 use crate::distributed::redis::{prefix_pattern, MAX_PX_MS, TAG_NAMESPACE};
 use crate::distributed::runtime::IoRuntime;
@@ -442,28 +443,31 @@ impl TagStore {
             .await
     }
 
-    /// [`add`](Self::add) once `after` has ended or its duration has passed, not
-    /// waited for: for a tagged write whose caller gave up during its set or the wait for its
-    /// batch, whose value may still land (see `set_raw_with_tags_async`). `after` is the wait
-    /// for the key's write-behind batch ([`Shared::behind_sent_later`]).
-    ///
-    /// [`Shared::behind_sent_later`]: super::policy::Shared::behind_sent_later
+    /// [`add`](Self::add) once the write of `keys` whose caller gave up during its set or the
+    /// wait for its batch can no longer land (see [`Landing`]), not waited for (see
+    /// `set_raw_with_tags_async`).
     pub(crate) fn add_later(
         &self,
         keys: &[&str],
         tags: &[&str],
         ttl: Duration,
-        (after, waits): (impl Future<Output = ()> + Send + 'static, Duration),
+        landing: Landing<impl Future<Output = ()> + Send + 'static>,
     ) {
         if keys.is_empty() || tags.is_empty() {
             return;
         }
         match self.add_task(keys, tags, ttl) {
             Ok(task) => {
+                let waits = landing.sent_within.saturating_add(landing.in_flight_for);
                 let task = async move {
-                    if tokio::time::timeout(waits, after).await.is_err() {
+                    let in_flight = tokio::time::sleep(landing.in_flight_for);
+                    if tokio::time::timeout(landing.sent_within, landing.sent)
+                        .await
+                        .is_err()
+                    {
                         tracing::warn!("a cancelled tagged write's batch did not land in time; its key is tagged again before");
                     }
+                    in_flight.await;
                     task.await
                 };
                 let deadline = self.timeout.saturating_mul(2).saturating_add(waits);

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::requeue::Landing;
 use crate::error::Result;
 
 /// No tag store can exist without the `redis` feature.
@@ -23,7 +24,7 @@ impl TagStore {
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) fn add_later<F>(&self, _keys: &[&str], _tags: &[&str], _ttl: Duration, _after: (F, Duration)) {
+    pub(crate) fn add_later<F>(&self, _keys: &[&str], _tags: &[&str], _ttl: Duration, _landing: Landing<F>) {
         match *self {}
     }
 

@@ -494,6 +494,11 @@ impl WriteQueue {
         self.sending.lock()
     }
 
+    /// How long a settle or a wait for writes to leave the queue waits for a batch in flight.
+    pub(super) fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
     /// Whether `key` is still in flight: a settle that gave up waiting took it out, and the
     /// caller's write or delete that went on supersedes the batch's write of it.
     fn in_flight(&self, key: &str) -> bool {
@@ -685,29 +690,6 @@ impl Shared {
         if let Some(queue) = &self.behind {
             queue.wait_sent_async(keys).await;
         }
-    }
-
-    /// [`wait_behind_sent`](Self::wait_behind_sent) as a future that owns what it needs, and the
-    /// longest to wait for it (the future has no deadline of its own): for the tagging a tagged
-    /// async write owes once its caller is gone (see `TagsOwed`), which must not come before
-    /// the key's batch lands any more than the caller's own would. Tagged before it, an
-    /// invalidation of the tag between the tagging and the landing (heard here only after it,
-    /// too late to withdraw the write) forgot the key, and the value then landed in L2 listed
-    /// by no tag.
-    pub(crate) fn behind_sent_later(
-        &self,
-        keys: &[&str],
-    ) -> (impl std::future::Future<Output = ()> + Send + 'static, Duration) {
-        let queue = self.behind.clone();
-        let bound = queue.as_ref().map_or(Duration::ZERO, |q| q.max_wait);
-        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        let sent = async move {
-            if let Some(queue) = queue {
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                queue.wait_sent_async(&keys).await;
-            }
-        };
-        (sent, bound)
     }
 }
 
