@@ -3,8 +3,9 @@
 //! mid-test (on the cluster, the primary owning the keys). Every call is the `_async` form,
 //! tags, prefixes, events, `flush` and `replay_now` included; the assertions read the levels
 //! directly, so an async call that did nothing fails. Also an async delete cancelled while a
-//! proxy holds L2's answer, after its L1 step failed on a real ext4 mount, and tagged sets
-//! (write-behind and write-through) cancelled while a proxy holds their L2 write.
+//! proxy holds L2's answer, after its L1 step failed on a real ext4 mount, tagged sets
+//! (write-behind and write-through) cancelled while a proxy holds their L2 write, and a prefix
+//! invalidation cancelled while Redis holds its `UNLINK` (`CLIENT PAUSE WRITE`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -497,5 +498,74 @@ fn cancelled_tagged_set_stays_found_by_its_tag(distributed: &str) {
         in_l2(&invalidator, "k"),
         None,
         "a later invalidation of the tag left the value in L2"
+    );
+}
+
+/// An async prefix invalidation whose caller went away while L2 was deleting the prefix (its
+/// `UNLINK` sent, held by the server under `CLIENT PAUSE WRITE`) keeps a read of a key under the
+/// prefix from backfilling L1 while that `UNLINK` may still land. Backfilled, the value the
+/// `UNLINK` then took out of L2 stayed in L1, served until its TTL.
+#[test]
+fn an_async_prefix_invalidation_cancelled_during_l2s_deletion_keeps_l2s_old_value_out_of_l1() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // No backplane: the prefix is deleted on the Redis L2 itself. The quiet window (four L2
+    // timeouts) is far longer than the test's steps.
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "file"
+            path = "{}"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "async:"
+            timeout_ms = 5000
+            "#,
+            dir.path().display(),
+            redis.addr(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    cache.set_raw("p:1", b"old", None).unwrap();
+    let mut raw = redis.raw();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query(&mut raw)
+        .unwrap();
+    let unlink_held = |raw: &mut redis::Connection| {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(raw).unwrap();
+        clients
+            .lines()
+            .any(|c| c.contains("cmd=unlink") && c.contains("flags=b"))
+    };
+    let cancelled = rt().block_on(async {
+        let caller = cache.clone();
+        let invalidation = tokio::spawn(async move { caller.invalidate_prefix_async("p:").await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !unlink_held(&mut raw) {
+            assert!(
+                Instant::now() < deadline,
+                "the prefix's UNLINK never reached Redis"
+            );
+            tokio::task::yield_now().await;
+        }
+        invalidation.abort();
+        invalidation.await.is_err_and(|e| e.is_cancelled())
+    });
+    assert!(cancelled, "the invalidation ended before it was cancelled");
+    assert_eq!(in_l1(&cache, "p:1"), None, "L1 was dropped before L2's scan");
+    // The UNLINK has not run: L2 answers with the old value, which is given but not kept.
+    assert_eq!(cache.get_raw("p:1").unwrap().as_deref(), Some(&b"old"[..]));
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut raw).unwrap();
+    support::wait_until("the UNLINK lands", || in_l2(&cache, "p:1").is_none());
+    assert_eq!(
+        cache.get_raw("p:1").unwrap(),
+        None,
+        "L1 kept the value the cancelled invalidation's UNLINK took out of L2"
     );
 }

@@ -372,6 +372,19 @@ impl KeyOrder {
         }
     }
 
+    /// [`quiet`](Self::quiet) for every key: a prefix invalidation was cancelled while its L2
+    /// deletes, of keys nobody listed here, may still land.
+    pub(crate) fn quiet_all(&self, window: Duration) {
+        let until = self
+            .clock
+            .now_ms()
+            .saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+        for slot in &*self.slots {
+            let mut s = slot.state.lock();
+            s.quiet_until_ms = s.quiet_until_ms.max(until);
+        }
+    }
+
     /// Whether a backfill of a key of `s` taken at `ticket` may land: no writer began since, none
     /// is in progress, and no cancelled one's L2 command may still land.
     ///

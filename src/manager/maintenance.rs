@@ -177,7 +177,8 @@ impl CacheManager {
         // As in `invalidate_prefix`: the replay queue's writes under the prefix came before.
         let queued = s.queue_prefix_deletes(prefix)?;
         // As in `invalidate_prefix`: a set that ran whole meanwhile leaves no L1 copy, also when
-        // this future is dropped during L2's scan, whose `UNLINK`s may have run.
+        // this future is dropped during L2's scan, whose `UNLINK`s may have run or may still
+        // (see `Shared::prefix_cancelled`).
         let mut again = DropAgain {
             shared: s,
             prefix,
@@ -529,7 +530,8 @@ impl Drop for TagsOwed<'_> {
 }
 
 /// The second L1 drop a prefix invalidation owes once L2's scan has begun, run from `Drop` if
-/// its future is dropped before (see [`CacheManager::invalidate_prefix_async`]).
+/// its future is dropped before (see [`CacheManager::invalidate_prefix_async`]), with the quiet
+/// window of [`Shared::prefix_cancelled`].
 struct DropAgain<'a> {
     shared: &'a Shared,
     prefix: &'a str,
@@ -539,7 +541,7 @@ struct DropAgain<'a> {
 impl Drop for DropAgain<'_> {
     fn drop(&mut self) {
         if self.armed {
-            if let Err(e) = self.shared.drop_local_prefix(self.prefix) {
+            if let Err(e) = self.shared.prefix_cancelled(self.prefix) {
                 tracing::warn!(prefix = self.prefix, error = %e, "a dropped prefix invalidation could not drop L1 again");
             }
         }
