@@ -56,6 +56,7 @@ mod segment;
 mod share;
 mod slots;
 mod stash;
+mod value_item;
 mod worker;
 mod write;
 
@@ -167,7 +168,7 @@ pub struct FileStoreStats {
     /// [`CompactionReport::damaged_ranges_dropped`], the background compactor's included) or the
     /// size bound: records lost to damage that neither [`FileStore::verify`] nor a read can find
     /// any more. An eviction removes unread only a segment no value was written to in this run
-    /// (tombstones only): that one counts what a compaction found in it.
+    /// (tombstones only): that one counts what the open or a compaction found in it.
     #[serde(default)]
     pub damaged_ranges_dropped: u64,
 }
@@ -244,55 +245,6 @@ pub(crate) struct Inner {
     /// Test hook: no plans are asked for, so every eviction reads its segment.
     #[cfg(test)]
     test_no_plans: AtomicBool,
-}
-
-/// One value a write appends: `(key, value)` takes the batch's TTL, `(key, value, ttl)` has its
-/// own (a backfill of entries with different remaining TTLs).
-trait ValueItem {
-    fn key(&self) -> &str;
-    fn value(&self) -> &[u8];
-    fn ttl(&self, batch: Option<Duration>) -> Option<Duration>;
-
-    /// The absolute expiry (Unix ms, 0 = never) of the value written at `now_ms`.
-    fn expires_at_ms(&self, batch: Option<Duration>, now_ms: u64) -> u64 {
-        self.ttl(batch).map_or(0, |t| clock::expiry_ms(now_ms, t))
-    }
-}
-
-impl<T: ValueItem> ValueItem for &T {
-    fn key(&self) -> &str {
-        (**self).key()
-    }
-    fn value(&self) -> &[u8] {
-        (**self).value()
-    }
-    fn ttl(&self, batch: Option<Duration>) -> Option<Duration> {
-        (**self).ttl(batch)
-    }
-}
-
-impl ValueItem for (&str, &[u8]) {
-    fn key(&self) -> &str {
-        self.0
-    }
-    fn value(&self) -> &[u8] {
-        self.1
-    }
-    fn ttl(&self, batch: Option<Duration>) -> Option<Duration> {
-        batch
-    }
-}
-
-impl ValueItem for (&str, &[u8], Option<Duration>) {
-    fn key(&self) -> &str {
-        self.0
-    }
-    fn value(&self) -> &[u8] {
-        self.1
-    }
-    fn ttl(&self, _batch: Option<Duration>) -> Option<Duration> {
-        self.2
-    }
 }
 
 /// The appender. Only one thread writes at a time; index updates happen under this lock too, so

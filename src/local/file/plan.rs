@@ -540,6 +540,52 @@ mod tests {
         }
     }
 
+    /// Damage only the open can see (a torn tail in a segment other than the last, which the
+    /// open cuts off, and bytes past the segment size) is counted as dropped too when its segment
+    /// goes: no later read of the segment finds it again.
+    #[test]
+    fn damage_only_the_open_saw_is_counted_when_its_segment_is_evicted() {
+        for (torn, plans) in [(true, false), (true, true), (false, false), (false, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(1_000_000);
+            let store = open(dir.path(), &clock, plans);
+            store.set("k0", &value(0, 0), None).unwrap();
+            let first = oldest(&store);
+            let mut next = 1;
+            while store.stats().segments < 2 {
+                store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
+                next += 1;
+            }
+            let (seg_path, size) = (
+                store.inner.segments.read()[&first].path.clone(),
+                store.segment_size(),
+            );
+            store.close().unwrap();
+            let file = std::fs::OpenOptions::new().write(true).open(&seg_path).unwrap();
+            if torn {
+                // Its last record cut short, and no hint: the open scans the segment.
+                std::fs::remove_file(super::super::segment::hint_path(dir.path(), first)).unwrap();
+                let len = file.metadata().unwrap().len();
+                file.set_len(len - 3).unwrap();
+            } else {
+                file.set_len(size + 4096).unwrap();
+            }
+            drop(file);
+            let store = open(dir.path(), &clock, plans);
+            assert_eq!(store.recovery_report().damaged_ranges, 1, "torn: {torn}");
+            while store.inner.segments.read().contains_key(&first) {
+                store.set(&format!("k{next}"), &value(next, 0), None).unwrap();
+                next += 1;
+            }
+            let stats = store.stats();
+            assert_eq!(
+                stats.damaged_ranges_dropped, 1,
+                "torn: {torn}, plans: {plans}, {stats:?}"
+            );
+            store.close().unwrap();
+        }
+    }
+
     #[test]
     fn a_store_reopened_near_its_bound_plans_its_first_eviction() {
         let dir = tempfile::tempdir().unwrap();

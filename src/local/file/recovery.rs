@@ -369,6 +369,8 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                     tracing::warn!(path = %path.display(), bytes = past, "ignoring bytes past the segment size: the store never writes them");
                     report.damaged_ranges += 1;
                     report.damaged_bytes += past;
+                    // Counted as dropped when the segment goes: no later read sees these bytes.
+                    seg.damaged_ranges.store(1, Ordering::Relaxed);
                 }
                 segments.push(Arc::new(seg));
             }
@@ -503,6 +505,11 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                     report.damaged_bytes += torn.end - torn.start;
                 }
             }
+            // Noted on the segment, to be counted as dropped when it goes: the cut below takes a
+            // torn tail out of every later read, so only this scan ever sees it.
+            let torn = u64::from(scan.torn_tail.is_some() && Some(id) != last_id);
+            seg.damaged_ranges
+                .fetch_add(scan.damaged.len() as u64 + torn, Ordering::Relaxed);
             // Cut the file at the last good record: a torn tail is gone, so a later scan ends
             // cleanly there, and the space a crashed active segment had reserved is given back.
             // Truncating needs no free space, so this works on a full disk.

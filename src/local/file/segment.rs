@@ -61,11 +61,12 @@ pub(crate) struct Segment {
     /// Compaction found damaged records here: it leaves the segment alone until it is the
     /// oldest (see `maintenance`, `rewrite`). In memory only.
     pub(crate) damaged: AtomicBool,
-    /// Damaged ranges a read of all its records in this run found (a compaction's, an
-    /// eviction's, the planner's listing), counted as dropped when the segment goes (see
-    /// `Inner::drop_segment`). The most any such read found: a sealed segment's bytes only
-    /// change by damage. In memory only: a hint records no damage, so a segment opened from
-    /// one counts none until read.
+    /// Damaged ranges known in it, counted as dropped when the segment goes (see
+    /// `Inner::drop_segment`): what the open's scan found (a torn tail it cut off included) and
+    /// bytes past the segment size, or what a later read of all its records in this run found (a
+    /// compaction's, an eviction's, the planner's listing) if that is more. The most any read
+    /// found: a sealed segment's bytes only change by damage. In memory only: a hint records no
+    /// damage, so a segment opened from one counts none until read.
     pub(crate) damaged_ranges: AtomicU64,
     /// The first segment compaction moved records of this one to (`u64::MAX`: none). It may
     /// have stopped before they were durable (the segment was evicted under it, it was asked to
