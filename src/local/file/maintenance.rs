@@ -75,6 +75,9 @@ struct Candidate {
     len: u32,
     /// As ranking weighs it: with the reads the sketch and the tier in front saw.
     standing: Standing,
+    /// Its index entry's standing when it was listed: what the loop over the candidates uses
+    /// for one it will not copy, rather than look its entry up again (see `evict_oldest`).
+    listed: Standing,
     /// The reads counted in its index entry, as they were when it was listed.
     counted: u32,
     /// The tier in front of the store holds the key (see `policy`, reads served in front).
@@ -93,6 +96,7 @@ impl Candidate {
             standing: standing
                 .with_reads_lately(read_lately)
                 .with_reads_above(held_above),
+            listed: standing,
             counted: standing.freq,
             held_above,
             expired: listed.expires_at_ms != 0 && now >= listed.expires_at_ms,
@@ -437,10 +441,19 @@ impl Inner {
             let mut drops: Vec<(&Candidate, bool)> = Vec::new();
             let mut evicted = self.counters.evictions.load(Ordering::Relaxed);
             for (c, chosen) in candidates.iter().zip(keep) {
-                // Again: a read may have been counted, or the key written or deleted, since.
+                // Again, for an entry that may be copied: a read may have been counted since
+                // (reads take no writer lock), and the copy carries its reads. One that goes is
+                // weighed as it was listed: a read in between would only feed the admission and
+                // decay samples, and its entry is taken out below only if it still points here
+                // (a lookup fewer per dropped entry, under the writer lock every write waits on).
                 let (hash, loc) = (c.hash, c.loc);
-                let Some(standing) = self.standing_at(hash, loc) else {
-                    continue;
+                let standing = if chosen {
+                    let Some(standing) = self.standing_at(hash, loc) else {
+                        continue;
+                    };
+                    standing
+                } else {
+                    c.listed
                 };
                 let standing = standing.with_reads_above(c.held_above);
                 w.new_keys.evicting(hash, standing.read);
