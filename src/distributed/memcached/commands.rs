@@ -287,9 +287,14 @@ impl Command for Set {
                 let i = index(packet.header.opaque, self.items.len())?;
                 match packet.header.status {
                     status::OK => {}
-                    code @ (status::TOO_LARGE | status::OUT_OF_MEMORY) => {
+                    // An item a server answers twice is still one refusal: listed twice, a
+                    // batch's error named it twice and counted it as two failed items.
+                    code @ (status::TOO_LARGE | status::OUT_OF_MEMORY)
+                        if !state.items_refused.iter().any(|&(j, ..)| j == i) =>
+                    {
                         state.items_refused.push((i, code, packet.value_text()));
                     }
+                    status::TOO_LARGE | status::OUT_OF_MEMORY => {}
                     code => {
                         state.refused.get_or_insert((i, code, packet.value_text()));
                     }
@@ -676,6 +681,38 @@ mod tests {
         );
         let err = refuse(Some(size + 100));
         assert!(matches!(err, Error::ValueTooLarge { max: 0, .. }), "{err}");
+    }
+
+    /// A server out of step may answer an item twice, with a body of any length: the item is
+    /// still one refusal, and the server's text in its error stays short.
+    #[test]
+    fn a_repeated_refusal_with_a_huge_text_is_one_refusal_with_a_short_message() {
+        let item = |key: &str| SetItem {
+            original: key.into(),
+            key: key.into(),
+            bytes: vec![0; envelope::HEADER_LEN + 10],
+            exptime: 0,
+        };
+        let set = Set {
+            items: vec![item("a"), item("b")],
+        };
+        let mut state = SetState::default();
+        let huge = vec![b'x'; 1 << 20];
+        for _ in 0..2 {
+            set.accept(&mut state, reply(opcode::SETQ, status::TOO_LARGE, 1, b"", &huge))
+                .unwrap();
+        }
+        set.accept(&mut state, reply(opcode::NOOP, 0, NOOP_OPAQUE, b"", b""))
+            .unwrap();
+        let refused = set.finish(state, SITE).unwrap();
+        assert_eq!(refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1]);
+        let text = refused[0].1.to_string();
+        assert!(
+            text.len() < 2_000 && text.contains("1048576 bytes in all"),
+            "{} bytes: {}",
+            text.len(),
+            &text[..200]
+        );
     }
 
     #[test]
