@@ -149,6 +149,12 @@ pub mod __fuzz {
     pub use crate::local::file::format::{
         decode_hint, decode_meta, decode_record, decode_segment_header, scan_segment, Decoded, SegmentHeader,
     };
+
+    /// Memcached's reply reading over a byte slice.
+    #[cfg(feature = "memcached")]
+    pub mod memcached {
+        pub use crate::distributed::memcached_replies::{read_replies, Outcome, COMMANDS, KEYS};
+    }
 }
 
 /// The README's examples, compiled as doctests so they cannot rot.

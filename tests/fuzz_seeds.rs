@@ -1,5 +1,5 @@
-//! The fuzz targets on stable: the logic in `fuzz/targets.rs` (the same file the cargo-fuzz
-//! targets include) runs over every seed in `fuzz/seeds/<target>/` and over deterministic
+//! The fuzz targets on stable: the logic in `fuzz/targets.rs` and `fuzz/wire_targets.rs` (the same
+//! files the cargo-fuzz targets include) runs over every seed in `fuzz/seeds/<target>/` and over deterministic
 //! mutations of each — truncations, flipped and overwritten bytes, every flag combination — so CI
 //! checks on each run what libFuzzer would start from.
 //!
@@ -14,10 +14,16 @@
 )]
 
 mod common;
+mod fuzz_wire;
 
 #[allow(dead_code)]
 mod targets {
     include!("../fuzz/targets.rs");
+}
+
+#[allow(dead_code)]
+mod wire {
+    include!("../fuzz/wire_targets.rs");
 }
 
 use std::collections::BTreeMap;
@@ -31,12 +37,14 @@ use targets::{
     replay_header, replay_record, segment_header, REPLAY_LOG_ID, SEGMENT_HEADER_LEN, SEGMENT_SIZE,
 };
 
-const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 7] = [
     "decode_record",
     "recover_dir",
     "replay_log",
     "config_toml",
     "store_ops",
+    "wire_decode",
+    "memcached_replies",
 ];
 
 fn seeds_dir(target: &str) -> PathBuf {
@@ -195,6 +203,7 @@ fn seed_files() -> BTreeMap<(&'static str, &'static str), Vec<u8>> {
     out.extend(replay_log_seeds());
     out.extend(config_toml_seeds());
     out.extend(store_ops_seeds());
+    out.extend(fuzz_wire::seeds());
     out
 }
 
@@ -719,6 +728,47 @@ fn config_toml_seeds_and_mutations() {
     for (n, (name, seed)) in read_seeds("config_toml").iter().enumerate() {
         for (i, input) in mutations(seed, 3000 + n as u64, 24).iter().enumerate() {
             run("config_toml", name, i, input, targets::config_toml_target);
+        }
+    }
+}
+
+#[test]
+fn wire_decode_seeds_and_mutations() {
+    for (n, (name, seed)) in read_seeds("wire_decode").iter().enumerate() {
+        for (i, input) in mutations(seed, 5000 + n as u64, 64).iter().enumerate() {
+            run("wire_decode", name, i, input, wire::wire_decode_target);
+        }
+        // The same bytes through the other decoder.
+        let mut other = seed.clone();
+        other[0] ^= 1;
+        run("wire_decode", name, 1000, &other, wire::wire_decode_target);
+    }
+}
+
+#[cfg(feature = "memcached")]
+#[test]
+fn memcached_replies_seeds_and_mutations() {
+    for (n, (name, seed)) in read_seeds("memcached_replies").iter().enumerate() {
+        for (i, input) in mutations(seed, 6000 + n as u64, 64).iter().enumerate() {
+            run(
+                "memcached_replies",
+                name,
+                i,
+                input,
+                wire::memcached_replies_target,
+            );
+        }
+        // The same replies read by every command, with and without a reported item limit.
+        for which in 0..16u8 {
+            let mut input = seed.clone();
+            input[0] = (which % 8) | if which < 8 { 0 } else { 0x80 };
+            run(
+                "memcached_replies",
+                name,
+                1000 + usize::from(which),
+                &input,
+                wire::memcached_replies_target,
+            );
         }
     }
 }

@@ -46,6 +46,8 @@ pub mod envelope;
 mod guarded;
 #[cfg(feature = "memcached")]
 mod memcached;
+#[cfg(feature = "memcached")]
+pub(crate) use self::memcached::replies as memcached_replies;
 // The per-node breakers are shown in stats in every build; they are driven by the network
 // levels, each using its part.
 #[cfg(any(feature = "redis", feature = "memcached"))]

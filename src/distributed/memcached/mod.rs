@@ -9,6 +9,7 @@
 //! | `commands` | each command as data: its request bytes and how its reply is read           |
 //! | `conn`     | connections per host and the blocking and async executors that run commands |
 //! | `startup`  | the start-up check of every host: binary `version`, item limit, text-only servers |
+//! | `replies`  | the commands' reply reading from a byte slice, for the fuzz target          |
 //! | `store`    | [`MemcachedStore`]: the [`Storage`](crate::Storage) and [`DistributedStorage`](crate::DistributedStorage) impls |
 //!
 //! Dependencies point one way: `store` → `startup` → `conn` → `commands` → `protocol`, and
@@ -18,6 +19,7 @@ mod commands;
 mod conn;
 mod options;
 mod protocol;
+pub(crate) mod replies;
 mod routing;
 mod startup;
 mod store;
