@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 
 use super::requeue::Landing;
 use crate::distributed::ceil_ms;
-use crate::distributed::redis::{prefix_pattern, MAX_PX_MS, TAG_NAMESPACE};
+use crate::distributed::redis::{prefix_pattern, unlinked, MAX_PX_MS, TAG_NAMESPACE};
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::RedisOptions;
 use crate::error::{Error, Result};
@@ -410,7 +410,7 @@ impl TagStore {
                     let mut pipe = redis::pipe();
                     pipe.cmd("UNLINK").arg(&keys);
                     let (n,): (u64,) = query("invalidate_prefix", timeout, conn.clone(), pipe).await?;
-                    deleted += n;
+                    deleted = deleted.saturating_add(unlinked(keys.len(), n));
                 }
                 if next == 0 {
                     return Ok(deleted);

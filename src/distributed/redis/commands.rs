@@ -136,8 +136,8 @@ pub(crate) type Read = Result<Option<Entry>>;
 /// An `UNLINK` reply of one key: whether it existed.
 pub(crate) struct Removed;
 
-/// An `UNLINK` reply of many keys: how many existed.
-pub(crate) struct RemovedCount;
+/// An `UNLINK` reply of many keys: how many existed, of the `.0` keys sent.
+pub(crate) struct RemovedCount(usize);
 
 /// A reply that only says the write was taken.
 pub(crate) struct Written;
@@ -192,7 +192,7 @@ impl Reply for RemovedCount {
         if matches!(reply, Value::Nil) {
             return Ok(0); // nothing was sent
         }
-        Ok(u64::try_from(int(op, reply)?).unwrap_or(0))
+        Ok(unlinked(self.0, u64::try_from(int(op, reply)?).unwrap_or(0)))
     }
 }
 
@@ -201,6 +201,13 @@ impl Reply for Written {
     fn read(self, _op: &'static str, _reply: Value, _now_ms: u64) -> Result<()> {
         Ok(())
     }
+}
+
+/// How many of `sent` keys an `UNLINK` removed, by the server's `count`: capped at `sent`, since
+/// a count beyond the keys sent is no count, and summed over calls or a cluster's nodes it
+/// overflowed.
+pub(crate) fn unlinked(sent: usize, count: u64) -> u64 {
+    count.min(u64::try_from(sent).unwrap_or(u64::MAX))
 }
 
 /// A `GET`-style value as the entry of `key`.
@@ -304,7 +311,7 @@ impl Commands {
             } else {
                 Request::Single(cmd)
             },
-            reply: RemovedCount,
+            reply: RemovedCount(keys.len()),
         })
     }
 
@@ -524,7 +531,18 @@ mod tests {
             commands.get_many(&["a", ""]),
             Err(Error::InvalidKey { .. })
         ));
-        assert_eq!(RemovedCount.read("delete_many", Value::Nil, 0).unwrap(), 0);
+        assert_eq!(RemovedCount(0).read("delete_many", Value::Nil, 0).unwrap(), 0);
+    }
+
+    /// A count of deleted keys is the server's word: one beyond the keys sent is capped, so
+    /// that the counts of a cluster's nodes cannot overflow their sum.
+    #[test]
+    fn a_deleted_count_beyond_the_keys_sent_is_capped_at_them() {
+        let count = |sent: usize, reply: Value| RemovedCount(sent).read("delete_many", reply, 0).unwrap();
+        assert_eq!(count(3, Value::Int(i64::MAX)), 3);
+        assert_eq!(count(3, Value::Int(2)), 2);
+        assert_eq!(count(3, Value::Int(-1)), 0);
+        assert!(Removed.read("delete", Value::Int(i64::MAX), 0).unwrap());
     }
 
     #[test]

@@ -79,7 +79,7 @@ mod target;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub(crate) use self::commands::{MAX_PX_MS, TAG_NAMESPACE};
+pub(crate) use self::commands::{unlinked, MAX_PX_MS, TAG_NAMESPACE};
 pub use self::options::RedisOptions;
 pub(crate) use self::scan::prefix_pattern;
 pub use self::store::RedisStore;

@@ -577,7 +577,10 @@ fn written_parts(op: &'static str, total: usize, parts: Parts<()>) -> Result<()>
 
 fn removed_parts(total: usize, parts: Parts<u64>) -> Result<u64> {
     let settled = settle(parts)?;
-    let removed = settled.served.iter().map(|(_, n)| n).sum();
+    let removed = settled
+        .served
+        .iter()
+        .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
     match settled.cause {
         None => Ok(removed),
         Some(cause) => Err(partial(
