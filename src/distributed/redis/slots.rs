@@ -148,6 +148,12 @@ pub(crate) fn parse_slots(
     let Value::Array(ranges) = reply else {
         return Err("not an array".to_owned());
     };
+    // Each range takes at least one slot. Without this bound, a reply of a million ranges each
+    // naming every slot, and each another primary, cost the I/O thread billions of steps to
+    // map, and a breaker per name.
+    if ranges.len() > SLOTS {
+        return Err(format!("{} ranges, more than the {SLOTS} slots", ranges.len()));
+    }
     ranges
         .into_iter()
         .map(|range| parse_range(range, answering))
@@ -417,5 +423,24 @@ mod tests {
                 "{key:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_slots_reply_of_more_ranges_than_slots_is_refused() {
+        let range = |slot: usize| {
+            Value::Array(vec![
+                Value::Int(i64::try_from(slot % SLOTS).unwrap()),
+                Value::Int(i64::try_from(slot % SLOTS).unwrap()),
+                Value::Array(vec![
+                    Value::BulkString(format!("h{slot}").into_bytes()),
+                    Value::Int(6379),
+                ]),
+            ])
+        };
+        let every_slot = Value::Array((0..SLOTS).map(range).collect());
+        assert_eq!(parse_slots(every_slot, None).unwrap().len(), SLOTS);
+        let one_more = Value::Array((0..=SLOTS).map(range).collect());
+        let err = parse_slots(one_more, None).unwrap_err();
+        assert!(err.contains("16385 ranges"), "{err}");
     }
 }
