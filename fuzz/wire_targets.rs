@@ -1,7 +1,7 @@
 // The targets for bytes an L2 server hands back, which uno-cache did not necessarily write: a
-// value's envelope, a backplane message, Memcached's binary replies. `include!`d by
-// `fuzz/fuzz_targets/{wire_decode,memcached_replies}.rs` and by `tests/fuzz_seeds.rs`, which runs
-// them over the seeds in `fuzz/seeds/<target>/` on stable.
+// value's envelope, a backplane message, Memcached's binary replies, Redis's RESP replies.
+// `include!`d by `fuzz/fuzz_targets/{wire_decode,memcached_replies,redis_replies}.rs` and by
+// `tests/fuzz_seeds.rs`, which runs them over the seeds in `fuzz/seeds/<target>/` on stable.
 //
 // No target may panic on any input. What can be checked against the bytes is: a decoded value
 // or message encodes back to exactly the bytes it came from, a reply's results stay within what
@@ -88,5 +88,42 @@ pub fn memcached_replies_target(data: &[u8]) {
         Outcome::Admin(Err(e)) | Outcome::Settings(Err(e)) | Outcome::Stats(Err(e)) => short(&e),
         Outcome::Admin(Ok(text)) => assert!(text.len() <= MAX_ERROR_TEXT),
         Outcome::Settings(Ok(_)) | Outcome::Stats(Ok(_)) => {}
+    }
+}
+
+// ---- target: redis_replies --------------------------------------------------------------------
+
+/// The clock `redis_replies` reads envelopes at.
+pub const REDIS_NOW_MS: u64 = 1_700_000_000_000;
+
+/// Input of `redis_replies`: byte 0 picks the reply (its low 7 bits, modulo the count of
+/// `REPLIES`; for `CLUSTER SLOTS`, bit 7 set: a seed answered by its own address), the rest is
+/// the RESP bytes the server sent.
+#[cfg(feature = "redis")]
+pub fn redis_replies_target(data: &[u8]) {
+    use uno_cache::__fuzz::redis::{read_reply, Outcome, KEYS};
+    use uno_cache::Entry;
+
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    let live = |entry: &Entry| {
+        assert!(entry.value.len() <= bytes.len());
+        if let Some(at) = entry.expires_at {
+            let at = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+            assert!(at > u128::from(REDIS_NOW_MS), "an expired entry returned");
+        }
+    };
+    match read_reply(which, REDIS_NOW_MS, bytes) {
+        Outcome::Get(Ok(Some(entry))) => live(&entry),
+        Outcome::GetMany(Ok(slots)) => {
+            assert_eq!(slots.len(), KEYS.len(), "one slot per key");
+            for entry in slots.iter().flatten().flatten() {
+                live(entry);
+            }
+        }
+        Outcome::DeleteMany(Ok(existed)) => assert!(existed <= KEYS.len() as u64),
+        Outcome::Slots(Ok((ranges, _))) => assert!(ranges <= 16_384),
+        _ => {}
     }
 }

@@ -155,6 +155,12 @@ pub mod __fuzz {
     pub mod memcached {
         pub use crate::distributed::memcached_replies::{read_replies, Outcome, COMMANDS, KEYS};
     }
+
+    /// Redis's reply reading over RESP bytes.
+    #[cfg(feature = "redis")]
+    pub mod redis {
+        pub use crate::distributed::redis_replies::{read_reply, Outcome, KEYS, REPLIES};
+    }
 }
 
 /// The README's examples, compiled as doctests so they cannot rot.

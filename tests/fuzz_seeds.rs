@@ -37,7 +37,7 @@ use targets::{
     replay_header, replay_record, segment_header, REPLAY_LOG_ID, SEGMENT_HEADER_LEN, SEGMENT_SIZE,
 };
 
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 8] = [
     "decode_record",
     "recover_dir",
     "replay_log",
@@ -45,6 +45,7 @@ const TARGETS: [&str; 7] = [
     "store_ops",
     "wire_decode",
     "memcached_replies",
+    "redis_replies",
 ];
 
 fn seeds_dir(target: &str) -> PathBuf {
@@ -768,6 +769,28 @@ fn memcached_replies_seeds_and_mutations() {
                 1000 + usize::from(which),
                 &input,
                 wire::memcached_replies_target,
+            );
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_replies_seeds_and_mutations() {
+    for (n, (name, seed)) in read_seeds("redis_replies").iter().enumerate() {
+        for (i, input) in mutations(seed, 7000 + n as u64, 64).iter().enumerate() {
+            run("redis_replies", name, i, input, wire::redis_replies_target);
+        }
+        // The same reply read as every call's, with and without a seed answering by address.
+        for which in 0..12u8 {
+            let mut input = seed.clone();
+            input[0] = (which % 6) | if which < 6 { 0 } else { 0x80 };
+            run(
+                "redis_replies",
+                name,
+                1000 + usize::from(which),
+                &input,
+                wire::redis_replies_target,
             );
         }
     }

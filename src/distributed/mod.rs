@@ -57,6 +57,8 @@ mod deadline;
 mod nodes;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(feature = "redis")]
+pub(crate) use self::redis::replies as redis_replies;
 #[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) mod resolve;
 #[cfg(any(feature = "redis", feature = "memcached"))]

@@ -1,6 +1,7 @@
 //! Seeds of the wire targets (`fuzz/wire_targets.rs`), built by hand from the documented bytes
 //! rather than by the crate: the L2 value envelope and the backplane messages as
-//! storage-format.md lays them out, Memcached's replies as its binary protocol frames them.
+//! storage-format.md lays them out, Memcached's replies as its binary protocol frames them,
+//! Redis's as RESP frames them.
 
 use std::collections::BTreeMap;
 
@@ -183,6 +184,72 @@ pub fn seeds() -> Seeds {
             reply(mc::STAT, 0, 0, b"", b"bytes", b"120"),
             reply(mc::STAT, 0, 0, b"", b"", b""),
         ],
+    );
+
+    let mut redis = |name, selector: u8, resp: &[&[u8]]| {
+        out.insert(("redis_replies", name), [vec![selector], resp.concat()].concat());
+    };
+    let bulk = |bytes: &[u8]| [format!("${}\r\n", bytes.len()).as_bytes(), bytes, b"\r\n"].concat();
+    let live = bulk(&envelope(1, 1, expiry, b"cached value"));
+    let expired = bulk(&envelope(1, 1, 1_600_000_000_000, b"old value"));
+    let never = bulk(&envelope(1, 0, 0, b"kept"));
+    redis("get_hit.bin", 0, &[&live]);
+    redis("get_nil.bin", 0, &[b"$-1\r\n"]);
+    redis("get_expired.bin", 0, &[&expired]);
+    redis("get_foreign.bin", 0, &[&bulk(b"hello")]);
+    redis(
+        "get_error.bin",
+        0,
+        &[b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"],
+    );
+    redis("mget.bin", 1, &[b"*3\r\n", &live, b"$-1\r\n", &never]);
+    redis(
+        "mget_mixed.bin",
+        1,
+        &[b"*3\r\n", &expired, &bulk(b"xyz"), b"$-1\r\n"],
+    );
+    redis("mget_integer.bin", 1, &[b"*3\r\n", &live, b":7\r\n", &never]);
+    redis("mget_too_short.bin", 1, &[b"*2\r\n", &live, &never]);
+    redis("unlink_one.bin", 2, &[b":1\r\n"]);
+    redis("unlink_many.bin", 3, &[b":2\r\n"]);
+    redis("unlink_many_lying.bin", 3, &[b":9223372036854775807\r\n"]);
+    let node = |host: &[u8], port: u16| -> Vec<u8> {
+        [
+            b"*3\r\n",
+            &bulk(host)[..],
+            format!(":{port}\r\n").as_bytes(),
+            &bulk(b"07c37dfeb235213a872192d90877d0cd55635b91")[..],
+        ]
+        .concat()
+    };
+    let range = |start: u16, end: u16, primary: &[u8]| -> Vec<u8> {
+        [format!("*3\r\n:{start}\r\n:{end}\r\n").as_bytes(), primary].concat()
+    };
+    redis(
+        "cluster_slots.bin",
+        4,
+        &[
+            b"*3\r\n",
+            &range(0, 5460, &node(b"10.0.0.1", 7000)),
+            &range(5461, 10922, &node(b"10.0.0.2", 7001)),
+            &range(10923, 16383, &node(b"?", 7002)),
+        ],
+    );
+    let null_host = [b"*3\r\n$-1\r\n:7000\r\n".as_slice(), &bulk(b"id")].concat();
+    redis(
+        "cluster_slots_null_host.bin",
+        0x84,
+        &[b"*1\r\n", &range(0, 16383, &null_host)],
+    );
+    redis(
+        "config_get.bin",
+        5,
+        &[b"*2\r\n", &bulk(b"proto-max-bulk-len"), &bulk(b"536870912")],
+    );
+    redis(
+        "config_get_resp3.bin",
+        5,
+        &[b"%1\r\n", &bulk(b"proto-max-bulk-len"), &bulk(b"1048576")],
     );
     out
 }

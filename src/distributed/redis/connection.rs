@@ -442,6 +442,17 @@ impl Conn {
     }
 }
 
+/// The `proto-max-bulk-len` a `CONFIG GET proto-max-bulk-len` reply says, if it says one.
+pub(crate) fn bulk_limit_of(reply: Value) -> Option<usize> {
+    // A RESP2 reply is the pair as an array, a RESP3 one a map.
+    let value = match reply {
+        Value::Array(mut pair) if pair.len() == 2 => pair.pop()?,
+        Value::Map(mut pairs) if pairs.len() == 1 => pairs.pop()?.1,
+        _ => return None,
+    };
+    redis::from_redis_value::<String>(value).ok()?.parse().ok()
+}
+
 impl Conn {
     /// The server's `proto-max-bulk-len` (on a cluster, one node's: a cluster's nodes share
     /// their configuration), or `None` if it does not say: managed services often refuse
@@ -456,13 +467,7 @@ impl Conn {
                     .await
             }
         };
-        // A RESP2 reply is the pair as an array, a RESP3 one a map.
-        let value = match reply.ok()? {
-            Value::Array(mut pair) if pair.len() == 2 => pair.pop()?,
-            Value::Map(mut pairs) if pairs.len() == 1 => pairs.pop()?.1,
-            _ => return None,
-        };
-        redis::from_redis_value::<String>(value).ok()?.parse().ok()
+        bulk_limit_of(reply.ok()?)
     }
 
     /// Sends `request` and returns its reply (server errors as `Err`). A [`Request::Batch`]

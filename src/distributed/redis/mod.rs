@@ -11,14 +11,15 @@
 //! | `pool`       | the blocking executor: pooled blocking connections on the caller's thread  |
 //! | `scan`       | `size` and `clear`: `SCAN` walks over every primary                        |
 //! | `slots`      | a key's hash slot and the slot owners, for the per-primary breakers        |
+//! | `replies`    | the reply reading from RESP bytes, for the fuzz target                      |
 //! | `store`      | the [`Storage`](crate::Storage) impl                                        |
 //! | `tls`        | `rediss://` roots, client certificate, the rustls crypto provider (`tls`)  |
 //!
 //! Dependencies run one way (no cycles): `errors` and `target` at the bottom; `commands` uses
 //! `errors`; `connection` uses `errors`, `target` and `commands`; `options` uses `target` and
 //! `connection`; `pool` uses `commands` and `errors`; `slots` uses `errors`; `scan` uses `connection`,
-//! `errors` and `slots` (the reading of `CLUSTER SLOTS`);
-//! `store` uses them all.
+//! `errors` and `slots` (the reading of `CLUSTER SLOTS`); `replies` uses `commands`, `connection`
+//! and `slots`; `store` uses them all.
 //!
 //! # What the `redis` crate does, and what we do
 //! - Kept from the crate: connection management (`ConnectionManager` for a standalone server,
@@ -72,6 +73,7 @@ pub(crate) mod connection;
 pub(crate) mod errors;
 mod options;
 mod pool;
+pub(crate) mod replies;
 mod scan;
 mod slots;
 mod store;
