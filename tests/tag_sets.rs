@@ -186,6 +186,34 @@ fn a_plain_tag_set_an_earlier_version_wrote_is_read_and_then_turned_into_a_sorte
     assert_eq!(a.get::<String>("c").unwrap(), None);
 }
 
+/// A member another program put in a tag's set that is not UTF-8 (no cache key is) is passed
+/// over, and left there: read as text, it failed the read of the tag, and so every invalidation
+/// of the tag.
+#[test]
+fn an_invalidation_passes_over_a_member_that_is_not_utf8() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    a.set_with_tags("k", "v", Some(Duration::from_secs(60)), &["t"])
+        .unwrap();
+    let foreign = b"\xff\xfe not a key".to_vec();
+    let () = redis::cmd("ZADD")
+        .arg("app:uno-cache:tag:t")
+        .arg(redis_now_ms(&redis) + 600_000)
+        .arg(&foreign)
+        .query(&mut redis.raw())
+        .unwrap();
+    assert_eq!(a.invalidate_tag("t").unwrap(), 1);
+    assert_eq!(a.get::<String>("k").unwrap(), None);
+    let left: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+        .arg("app:uno-cache:tag:t")
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.raw())
+        .unwrap();
+    assert_eq!(left, [foreign]);
+}
+
 /// The scripts the manager runs on tag sets, run by hand here to interleave them.
 const ADD: &str = concat!(
     include_str!("../src/manager/tag_scripts/convert.lua"),

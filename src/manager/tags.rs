@@ -101,12 +101,17 @@ impl Members {
         self.keys.into_iter().zip(self.scores)
     }
 
-    fn from_flat(flat: Vec<String>) -> Members {
+    /// The members of a `ZSCAN` page (member, score, member, score, ...). A member that is not
+    /// UTF-8 is no cache key (another program put it there) and is passed over, left in the set:
+    /// read as text, it failed the page, and every invalidation of the tag with it.
+    fn from_flat(flat: Vec<Vec<u8>>) -> Members {
         let mut members = Members::default();
         let mut it = flat.into_iter();
         while let (Some(key), Some(score)) = (it.next(), it.next()) {
-            members.keys.push(key);
-            members.scores.push(score);
+            if let (Ok(key), Ok(score)) = (String::from_utf8(key), String::from_utf8(score)) {
+                members.keys.push(key);
+                members.scores.push(score);
+            }
         }
         members
     }
@@ -350,7 +355,7 @@ impl TagStore {
                     .arg(cursor)
                     .arg("COUNT")
                     .arg(WALK_STEP);
-                let ((next, flat),): ((u64, Vec<String>),) =
+                let ((next, flat),): ((u64, Vec<Vec<u8>>),) =
                     query("invalidate_tag", timeout, conn.clone(), pipe).await?;
                 for (key, score) in Members::from_flat(flat).into_pairs() {
                     if seen.insert(key.clone()) {
