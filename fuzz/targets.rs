@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::sync::Arc;
 
-use uno_cache::__fuzz::{decode_hint, decode_meta, decode_record, decode_segment_header, scan_segment, Decoded};
-use uno_cache::replay::{ReplayAction, ReplayOp, ReplayOptions, ReplayQueue};
-use uno_cache::{
-    CacheConfig, CacheManager, Error, FileStore, FileStoreOptions, LocalKind, ManualClock,
+use uno_cache::__fuzz::{
+    decode_hint, decode_meta, decode_record, decode_segment_header, scan_segment, Decoded,
 };
+use uno_cache::replay::{ReplayAction, ReplayOp, ReplayOptions, ReplayQueue};
+use uno_cache::{CacheConfig, CacheManager, Error, FileStore, FileStoreOptions, LocalKind, ManualClock};
 
 /// Byte layout, from storage-format.md (`src/local/file/format.rs`).
 pub const SEGMENT_HEADER_LEN: usize = 32;
@@ -138,7 +138,9 @@ fn fix_record_crcs(body: &mut [u8]) {
         let key_len = usize::from(u16::from_le_bytes([h[6], h[7]]));
         let value_len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
         let len = RECORD_HEADER_LEN + key_len + value_len;
-        let Some(rec) = body.get_mut(at..at + len) else { break };
+        let Some(rec) = body.get_mut(at..at + len) else {
+            break;
+        };
         if rec.iter().all(|&b| b == 0) {
             break;
         }
@@ -253,10 +255,18 @@ impl<'a> Cursor<'a> {
 fn segment_file(flag_bits: u8, id: u64, chunk: &[u8]) -> Vec<u8> {
     let mut body = chunk.to_vec();
     if flag_bits & flags::FIX_CRC != 0 {
-        let start = if flag_bits & flags::HEADER != 0 { 0 } else { SEGMENT_HEADER_LEN.min(body.len()) };
+        let start = if flag_bits & flags::HEADER != 0 {
+            0
+        } else {
+            SEGMENT_HEADER_LEN.min(body.len())
+        };
         fix_record_crcs(&mut body[start..]);
     }
-    let mut file = if flag_bits & flags::HEADER != 0 { segment_header(id) } else { Vec::new() };
+    let mut file = if flag_bits & flags::HEADER != 0 {
+        segment_header(id)
+    } else {
+        Vec::new()
+    };
     file.extend_from_slice(&body);
     if flag_bits & flags::PAD != 0 && (file.len() as u64) < SEGMENT_SIZE {
         file.resize(SEGMENT_SIZE as usize, 0);
@@ -298,7 +308,9 @@ fn read_all(store: &FileStore, names: &BTreeSet<String>, allowed: &BTreeMap<Stri
     for key in listed.iter().chain(names) {
         if let Some(entry) = store.get_entry(key).unwrap_or_default() {
             assert!(
-                allowed.get(key).is_some_and(|values| values.contains(&entry.value)),
+                allowed
+                    .get(key)
+                    .is_some_and(|values| values.contains(&entry.value)),
                 "key {key:?} returned {} bytes that no valid record holds",
                 entry.value.len()
             );
@@ -380,11 +392,18 @@ pub fn recover_dir_target(data: &[u8]) {
         Err(e) => panic!("set after recovery failed: {e}"),
     }
     assert_eq!(store.get("fuzz:new").unwrap_or_default(), Some(new_value.clone()));
-    allowed.entry("fuzz:new".into()).or_default().insert(new_value.clone());
+    allowed
+        .entry("fuzz:new".into())
+        .or_default()
+        .insert(new_value.clone());
     names.insert("fuzz:new".into());
     if let Some(victim) = store.keys().into_iter().find(|k| k != "fuzz:new") {
         if store.delete(&victim).is_ok() {
-            assert_eq!(store.get(&victim).unwrap_or_default(), None, "a deleted key is still there");
+            assert_eq!(
+                store.get(&victim).unwrap_or_default(),
+                None,
+                "a deleted key is still there"
+            );
         }
     }
     clock.advance(std::time::Duration::from_secs(3600));
