@@ -372,6 +372,12 @@ impl Shared {
         self.take_out_of_l1(keys, "could not take values L2 did not take out of L1");
     }
 
+    /// [`undo_local`](Self::undo_local) for the items of a write, by their keys.
+    pub(crate) fn undo_local_items(&self, items: &[(&str, &[u8])]) {
+        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+        self.undo_local(&keys);
+    }
+
     /// Deletes `keys` from L1, guarded against racing backfills; what it took out. If L1 cannot
     /// delete (a full disk, a store latched read-only), the keys it did not get to may still be
     /// there: every L1 entry becomes suspect rather than serve what the other levels and

@@ -153,8 +153,7 @@ impl Shared {
                 if !self.fallback_on_error {
                     // Unreached items the caller is told of are taken out of L1 too, as when
                     // the batch had no refusal (below): nothing replays them.
-                    let keys: Vec<&str> = unsent.iter().map(|(k, _)| *k).collect();
-                    self.undo_local(&keys);
+                    self.undo_local_items(&unsent);
                 } else if !unsent.is_empty() {
                     // A queue failure is counted and logged there; the refusal is what the
                     // caller is told, and its `unreached` still names these items.
@@ -172,8 +171,7 @@ impl Shared {
                     if !self.hidden(Level::Distributed, "set", first, &error) {
                         // Told the write failed, the caller may go on as if it had not been
                         // made; L1 must not keep it either (see below).
-                        let keys: Vec<&str> = unsent.iter().map(|(k, _)| *k).collect();
-                        self.undo_local(&keys);
+                        self.undo_local_items(&unsent);
                         return Err(error);
                     }
                     // Saturating: a level of a user's own may name an index twice.
@@ -189,8 +187,7 @@ impl Shared {
                         // drop its copy, reads L2's older value (or L2's new one, after a
                         // timeout that hid a write L2 did make). Taken out of L1, every
                         // instance reads what L2 holds, as after a value L2 refused.
-                        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-                        self.undo_local(&keys);
+                        self.undo_local_items(items);
                         return Err(e);
                     }
                     self.queue_failed_sets(items, ttl)
