@@ -5,7 +5,8 @@
 //! directly, so an async call that did nothing fails. Also an async delete cancelled while a
 //! proxy holds L2's answer, after its L1 step failed on a real ext4 mount, tagged sets
 //! (write-behind and write-through) cancelled while a proxy holds their L2 write, and a prefix
-//! invalidation cancelled while Redis holds its `UNLINK` (`CLIENT PAUSE WRITE`).
+//! invalidation cancelled while Redis holds its `UNLINK` (`CLIENT PAUSE WRITE`). And a prefix
+//! invalidation whose replay queue cannot write (immutable on a real ext4 mount), in both forms.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -568,4 +569,42 @@ fn an_async_prefix_invalidation_cancelled_during_l2s_deletion_keeps_l2s_old_valu
         None,
         "L1 kept the value the cancelled invalidation's UNLINK took out of L2"
     );
+}
+
+/// A prefix invalidation whose replay queue cannot take the deletes of the writes it holds under
+/// the prefix (its file made immutable on ext4: every write fails with EPERM) still deletes the
+/// prefix from L2 and reports the queue's error, in the sync and the async form alike. The
+/// async form returned the error before L2's scan, and L2 kept every value under the prefix.
+#[test]
+fn a_prefix_invalidation_whose_replay_queue_cannot_write_still_deletes_the_prefix_from_l2() {
+    for run_async in [false, true] {
+        let shell = if run_async { "async" } else { "sync" };
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = mount::Mount::ext4(16);
+        let queue_dir = disk.path().join("q");
+        let mut cfg = config(dir.path(), "redis", &[redis.addr()], "");
+        cfg.offline.replay_dir = Some(queue_dir.clone());
+        let cache = CacheManager::new(cfg).unwrap();
+        cache.set_raw("p:1", b"old", None).unwrap();
+        // A write during an outage waits in the replay queue.
+        redis.pause();
+        cache.set_raw("p:1", b"new", None).unwrap();
+        assert!(cache.replay_queue().unwrap().is_pending("p:1"), "{shell}");
+        disk.set_immutable(&queue_dir.join("replay.log"), true);
+        redis.resume();
+
+        let result = if run_async {
+            rt().block_on(cache.invalidate_prefix_async("p:"))
+        } else {
+            cache.invalidate_prefix("p:")
+        };
+        let left_in_l2 = in_l2(&cache, "p:1");
+        disk.set_immutable(&queue_dir.join("replay.log"), false);
+        assert!(
+            result.is_err(),
+            "{shell}: the queue could not take the deletes, yet the call said {result:?}"
+        );
+        assert_eq!(left_in_l2, None, "{shell}: L2 kept the key under the prefix");
+    }
 }

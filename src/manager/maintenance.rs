@@ -120,10 +120,11 @@ impl CacheManager {
     /// in neither, never in L1 alone.
     ///
     /// # Errors
-    /// L1's error listing the keys, or L2's (its scan or its deletes), also under
-    /// `fallback_on_error`. (An L1 that lists the keys and then fails to delete them is no error:
-    /// every L1 entry becomes suspect instead, and only the keys it deleted before the failure
-    /// count as dropped.) L1 is
+    /// L1's error listing the keys; the replay queue's, if it cannot take the deletes of the
+    /// writes under the prefix it holds (L2's scan and the message come all the same); or L2's
+    /// (its scan or its deletes), also under `fallback_on_error`. (An L1 that lists the keys
+    /// and then fails to delete them is no error: every L1 entry becomes suspect instead, and
+    /// only the keys it deleted before the failure count as dropped.) After L2's error, L1 is
     /// dropped here and, through the backplane, elsewhere, but L2 keeps the values under the
     /// prefix it did not delete, and a read would bring them back into L1. Retry the call once
     /// L2 answers.
@@ -131,27 +132,16 @@ impl CacheManager {
         let s = &self.shared;
         // Queued writes under the prefix must land before L2 is scanned, not after.
         s.drain_behind();
-        let dropped = s.drop_local_prefix(prefix)?;
-        // Writes under the prefix still waiting in the replay queue came before this call.
-        let queued = s.queue_prefix_deletes(prefix);
+        let begun = s.prefix_before_l2(prefix)?;
         let in_l2 = match &s.tags {
             Some(tags) => l2_prefix_deleted(tags.delete_prefix(&s.l2_prefix, prefix)),
             None => Ok(0),
         };
-        let again = if in_l2.is_ok() && (s.tags.is_some() || matches!(queued, Ok(true))) {
-            // A set of this manager that ran whole between the L1 drop and L2's scan (or the
-            // queue's listing) is gone from L2 now, or will be: drop its L1 copy too, so the
-            // levels agree.
-            s.drop_local_prefix(prefix).map(drop)
-        } else {
-            Ok(())
-        };
-        // L1 has changed (and L2 may be half-deleted): the others hear of it even if L2 or the
-        // second L1 drop failed.
+        let answer = s.prefix_after_l2(prefix, begun, in_l2);
+        // L1 has changed (and L2 may be half-deleted): the others hear of it even if L2, the
+        // replay queue or the second L1 drop failed.
         s.publish(&Invalidation::Prefix(prefix.to_owned()));
-        again?;
-        queued?;
-        Ok(dropped + in_l2?)
+        answer
     }
 
     /// Async [`CacheManager::invalidate_prefix`]: the write-behind queue is drained on a thread of
@@ -170,33 +160,26 @@ impl CacheManager {
             .await?;
         }
         let message = Invalidation::Prefix(prefix.to_owned());
-        let dropped = s.drop_local_prefix(prefix)?;
+        let begun = s.prefix_before_l2(prefix)?;
         // L1 has changed: the other instances hear of it even if this future is dropped (a
-        // caller's timeout during L2's scan) or an L2 step fails.
+        // caller's timeout during L2's scan) or a step fails.
         let announcement = s.announce_one(&message);
-        // As in `invalidate_prefix`: the replay queue's writes under the prefix came before.
-        let queued = s.queue_prefix_deletes(prefix)?;
-        // As in `invalidate_prefix`: a set that ran whole meanwhile leaves no L1 copy, also when
-        // this future is dropped during L2's scan, whose `UNLINK`s may have run or may still
-        // (see `Shared::prefix_cancelled`).
+        // Dropped during L2's scan, whose `UNLINK`s may have run or may still, this future owes
+        // the second L1 drop all the same (see `Shared::prefix_cancelled`).
         let mut again = DropAgain {
             shared: s,
             prefix,
-            armed: s.tags.is_some() || queued,
+            armed: begun.drops_again(s),
         };
         let in_l2 = match &s.tags {
-            Some(tags) => {
-                let deleted = tags.delete_prefix_async(&s.l2_prefix, prefix).await;
-                l2_prefix_deleted(deleted)?
-            }
-            None => 0,
+            Some(tags) => l2_prefix_deleted(tags.delete_prefix_async(&s.l2_prefix, prefix).await),
+            None => Ok(0),
         };
-        if again.armed {
-            again.armed = false;
-            s.drop_local_prefix(prefix)?;
-        }
+        // L2 answered: the rest is the rules', as in `invalidate_prefix`.
+        again.armed = false;
+        let answer = s.prefix_after_l2(prefix, begun, in_l2);
         announcement.publish().await;
-        Ok(dropped + in_l2)
+        answer
     }
 
     /// [`CacheManager::set_raw`], and records `key` as a member of each tag in a Redis set that

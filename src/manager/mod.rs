@@ -70,6 +70,7 @@ mod nonblocking;
 mod offline;
 mod offload;
 mod policy;
+mod prefix;
 mod refresh_due;
 mod requeue;
 mod set_with;

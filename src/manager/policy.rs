@@ -19,8 +19,10 @@
 //!   L1 entry suspect before L2 is asked, so an async delete dropped on its way to L2 leaves it
 //!   so too, see `delete_l1_done`). A read that misses L1 while this manager is deleting the key
 //!   answers a miss without asking L2 (see `before_l2`). A prefix invalidation drops L1's keys
-//!   before L2's scan and again after it; an async one dropped during the scan drops them again
-//!   at once and keeps every backfill out for four L2 timeouts (see `prefix_cancelled`).
+//!   before L2's scan and again after it, the replay queue's writes under the prefix turned
+//!   into deletes before the scan (see `prefix`); an async one dropped during the scan drops
+//!   them again at once and keeps every backfill out for four L2 timeouts (see
+//!   `prefix_cancelled`).
 //! - ordering: the shells take the keys' stripes (`guard`, `KeyOrder::order`) before the L1
 //!   step of a set, delete or batch and hold them until L2 (or a queue) has it, so one key's
 //!   writes reach both levels in one order; reads take no stripe.
