@@ -5,8 +5,9 @@
 //! directly, so an async call that did nothing fails. Also an async delete cancelled while a
 //! proxy holds L2's answer, after its L1 step failed on a real ext4 mount, tagged sets
 //! (write-behind and write-through) cancelled while a proxy holds their L2 write, and a prefix
-//! invalidation cancelled while Redis holds its `UNLINK` (`CLIENT PAUSE WRITE`). And a prefix
-//! invalidation whose replay queue cannot write (immutable on a real ext4 mount), in both forms.
+//! invalidation cancelled while Redis holds its `UNLINK` (`CLIENT PAUSE WRITE`), or while a
+//! proxy holds it and a set goes past it. And a prefix invalidation whose replay queue cannot
+//! write (immutable on a real ext4 mount), in both forms.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -606,5 +607,105 @@ fn a_prefix_invalidation_whose_replay_queue_cannot_write_still_deletes_the_prefi
             "{shell}: the queue could not take the deletes, yet the call said {result:?}"
         );
         assert_eq!(left_in_l2, None, "{shell}: L2 kept the key under the prefix");
+    }
+}
+
+/// A set made after an async prefix invalidation was cancelled during L2's deletion, while the
+/// invalidation's `UNLINK` is held on its way (at a proxy), keeps no L1 copy past the window in
+/// which that `UNLINK` may land: it lands after the set and takes the set's value out of L2,
+/// and L1 alone served that value until its TTL.
+#[test]
+fn a_set_racing_a_cancelled_prefix_invalidations_late_unlink_leaves_l1_agreeing_with_l2() {
+    // The window (four L2 timeouts) is far longer than the test's steps up to the release.
+    let raced = set_after_a_cancelled_prefix_invalidation(1_000);
+    let cache = &raced.cache;
+    raced.to_l2.release();
+    support::wait_until("the UNLINK lands", || in_l2(cache, "p:1").is_none());
+    support::wait_until("L1 drops the set's copy L2 lost", || {
+        in_l1(cache, "p:1").is_none()
+    });
+    assert_eq!(cache.get_raw("p:1").unwrap(), None);
+}
+
+/// The same set, on a manager whose last handle is dropped within the window: L1's keys under
+/// the prefix are dropped then, not at the window's end (80 s here), which the drop
+/// neither waits for nor outlives. The file store keeps its data past the run, and the set's
+/// L1 copy would have outlived the `UNLINK` there.
+#[test]
+fn a_manager_dropped_in_a_cancelled_prefix_invalidations_window_drops_the_prefix_from_l1_at_once() {
+    let raced = set_after_a_cancelled_prefix_invalidation(20_000);
+    let started = Instant::now();
+    drop(raced.cache);
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the manager's drop waited out the window: {:?}",
+        started.elapsed()
+    );
+    let l1 = uno_cache::FileStore::open(raced.dir.path(), uno_cache::FileStoreOptions::default()).unwrap();
+    assert_eq!(
+        l1.get("p:1").unwrap(),
+        None,
+        "L1 kept the set's copy past the run"
+    );
+}
+
+/// A manager whose L2 and tag store (which deletes prefixes) reach Redis through `to_l2`, after
+/// `invalidate_prefix_async("p:")` was cancelled with its `UNLINK` held at the proxy, and a set
+/// of `p:1` made then, which reached both levels past the held `UNLINK`.
+struct RacedSet {
+    _redis: RedisServer,
+    to_l2: proxy::TcpProxy,
+    dir: tempfile::TempDir,
+    cache: CacheManager,
+}
+
+fn set_after_a_cancelled_prefix_invalidation(timeout_ms: u64) -> RacedSet {
+    let redis = RedisServer::start();
+    let to_l2 = proxy::TcpProxy::start(&redis.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "file"
+            path = "{}"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "async:"
+            timeout_ms = {timeout_ms}
+            "#,
+            dir.path().display(),
+            to_l2.addr(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    cache.set_raw("p:1", b"old", None).unwrap();
+    to_l2.hold_on(b"UNLINK");
+    let cancelled = rt().block_on(async {
+        let caller = cache.clone();
+        let invalidation = tokio::spawn(async move { caller.invalidate_prefix_async("p:").await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while to_l2.waiting() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the prefix's UNLINK never left for Redis"
+            );
+            tokio::task::yield_now().await;
+        }
+        invalidation.abort();
+        invalidation.await.is_err_and(|e| e.is_cancelled())
+    });
+    assert!(cancelled, "the invalidation ended before it was cancelled");
+    // On L2's own connection, past the held UNLINK.
+    cache.set_raw("p:1", b"new", None).unwrap();
+    assert_eq!(in_l2(&cache, "p:1").as_deref(), Some(&b"new"[..]));
+    assert_eq!(in_l1(&cache, "p:1").as_deref(), Some(&b"new"[..]));
+    RacedSet {
+        _redis: redis,
+        to_l2,
+        dir,
+        cache,
     }
 }

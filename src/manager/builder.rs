@@ -197,6 +197,7 @@ impl CacheManagerBuilder {
             replayer,
             replay_lock: parking_lot::Mutex::new(()),
             apart: Default::default(),
+            late_drops: Default::default(),
             stop: shutdown.clone(),
             tags,
             l2_prefix: config.distributed.key_prefix.clone(),

@@ -475,19 +475,6 @@ impl Shared {
         }
     }
 
-    /// What a prefix invalidation cancelled during L2's deletion of the prefix (a caller's
-    /// timeout) still owes: L1's keys under it dropped again (a set that ran whole since the
-    /// first drop may have lost its L2 copy), and no backfill for four L2 timeouts
-    /// ([`KeyOrder::quiet_all`]): an `UNLINK` already sent may land a moment later, and a read
-    /// before that gets the value it deletes from L2, which backfilled stayed in L1 until its
-    /// TTL. The keys are L2's, listed by nobody here, so every key is quiet.
-    ///
-    /// [`KeyOrder::quiet_all`]: super::guard::KeyOrder::quiet_all
-    pub(crate) fn prefix_cancelled(&self, prefix: &str) -> Result<u64> {
-        self.guard.quiet_all(self.cancel_quiet);
-        self.drop_local_prefix(prefix)
-    }
-
     /// Drops every L1 key that starts with `prefix`: by listing them where the level can (file
     /// store, redb), otherwise by clearing L1 (a superset). Returns the number of keys dropped
     /// (all of L1 when cleared; if deleting the listed keys failed, those deleted before the

@@ -513,10 +513,10 @@ impl Drop for TagsOwed<'_> {
 }
 
 /// The second L1 drop a prefix invalidation owes once L2's scan has begun, run from `Drop` if
-/// its future is dropped before (see [`CacheManager::invalidate_prefix_async`]), with the quiet
-/// window of [`Shared::prefix_cancelled`].
+/// its future is dropped before L2 answers (see [`CacheManager::invalidate_prefix_async`]),
+/// with the quiet window and the drop at its end of [`Shared::prefix_cancelled`].
 struct DropAgain<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     prefix: &'a str,
     armed: bool,
 }

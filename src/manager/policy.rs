@@ -21,7 +21,8 @@
 //!   answers a miss without asking L2 (see `before_l2`). A prefix invalidation drops L1's keys
 //!   before L2's scan and again after it, the replay queue's writes under the prefix turned
 //!   into deletes before the scan (see `prefix`); an async one dropped during the scan drops
-//!   them again at once and keeps every backfill out for four L2 timeouts (see
+//!   them again at once, keeps every backfill out for four L2 timeouts and drops them once more
+//!   at their end, as a set meanwhile may lose its L2 copy to a late `UNLINK` (see
 //!   `prefix_cancelled`).
 //! - ordering: the shells take the keys' stripes (`guard`, `KeyOrder::order`) before the L1
 //!   step of a set, delete or batch and hold them until L2 (or a queue) has it, so one key's
@@ -54,6 +55,7 @@ use super::guard::{KeyOrder, Ticket};
 use super::l2_size::L2Size;
 use super::loader::Flights;
 use super::offline::Replayer;
+use super::prefix::LateDrops;
 use super::tags::TagStore;
 use crate::clock::{self, Clock};
 use crate::codec::Codec;
@@ -97,6 +99,9 @@ pub(crate) struct Shared {
     /// its keys are not backfilled (see [`KeyOrder::quiet`]): four L2 timeouts, the longest a
     /// settle waits for a command in flight.
     pub(crate) cancel_quiet: Duration,
+    /// The L1 drops that cancelled prefix invalidations owe at the end of their quiet window
+    /// (see `prefix`).
+    pub(crate) late_drops: LateDrops,
     pub(crate) flights: Arc<Flights>,
     /// Fail-safe and loader timeouts (`[loader]`).
     pub(crate) fail_safe: FailSafe,

@@ -28,6 +28,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         replayer: None,
         replay_lock: Mutex::new(()),
         apart: Default::default(),
+        late_drops: Default::default(),
         stop: crate::shutdown::Shutdown::default(),
         tags: None,
         l2_prefix: String::new(),

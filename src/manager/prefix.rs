@@ -2,7 +2,26 @@
 //! (`CacheManager::invalidate_prefix` and its async form, in `maintenance`): the shells drain the
 //! write-behind queue, make L2's scan and publish the message; the steps before and after the
 //! scan, and what a scan cut short still owes, are here, said once.
+//!
+//! An async invalidation dropped during L2's scan (a caller's timeout) leaves an `UNLINK` that
+//! may still land, for as long as any cancelled command may: four L2 timeouts
+//! (`Shared::cancel_quiet`). Reads keep nothing in L1 meanwhile ([`KeyOrder::quiet_all`]), but a
+//! set of this manager writes L1 itself: its key's L2 copy, written meanwhile on L2's own
+//! connection, can be deleted by the late `UNLINK` on the tag store's, and L1 alone kept the
+//! value until its TTL. So L1's keys under the prefix are dropped once more at the end of the
+//! window ([`LateDrops`]), as the backplane repeats the invalidation to the other instances
+//! once the command has likely run (`repeat_later_after`). A set in the window is then in
+//! neither level, or, made after the `UNLINK` landed, read back from L2.
+//!
+//! [`KeyOrder::quiet_all`]: super::guard::KeyOrder::quiet_all
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::apart::Pass;
 use super::policy::Shared;
 use crate::error::Result;
 
@@ -58,4 +77,112 @@ impl Shared {
         begun.queued?;
         Ok(begun.dropped + in_l2?)
     }
+}
+
+impl Shared {
+    /// What a prefix invalidation dropped during L2's scan still owes (see the module docs):
+    /// L1's keys under `prefix` dropped again at once (a set that ran whole since the first drop
+    /// may have lost its L2 copy) and once more at the end of the quiet window, and no backfill
+    /// of any key until then (the keys are L2's, listed by nobody here). Returns the keys
+    /// dropped now.
+    pub(crate) fn prefix_cancelled(self: &Arc<Self>, prefix: &str) -> Result<u64> {
+        self.guard.quiet_all(self.cancel_quiet);
+        self.drop_prefix_later(prefix);
+        self.drop_local_prefix(prefix)
+    }
+
+    /// Owes an L1 drop of `prefix` at the end of the quiet window that begins now, made by a
+    /// thread of its own (one at a time, for every prefix owed), held as work apart from its
+    /// caller (see `apart`).
+    fn drop_prefix_later(self: &Arc<Self>, prefix: &str) {
+        let due = Instant::now().checked_add(self.cancel_quiet);
+        {
+            let mut owed = self.late_drops.owed.lock();
+            let at = owed.due.entry(prefix.to_owned()).or_insert(due);
+            *at = (*at).zip(due).map(|(a, b)| a.max(b));
+            if std::mem::replace(&mut owed.running, true) {
+                return;
+            }
+        }
+        let started = Pass::enter(Arc::clone(self)).map(|pass| {
+            std::thread::Builder::new()
+                .name("uno-cache-prefix-again".to_owned())
+                .spawn(move || pass.shared().drop_late_prefixes())
+        });
+        if !matches!(started, Some(Ok(_))) {
+            // Shutting down, or no thread: the drops are made now, the window's end unwaited.
+            tracing::warn!(
+                prefix,
+                "no thread to drop a cancelled prefix invalidation's keys from L1 once more; dropped now"
+            );
+            self.late_drops.owed.lock().running = false;
+            self.drop_late_prefixes_now();
+        }
+    }
+
+    /// The body of the late drops' thread: each owed prefix dropped from L1 once its time has
+    /// come, or at once when the manager shuts down (L1 outlives the run, and nothing of this
+    /// manager sets a key after that); ends when none is owed.
+    fn drop_late_prefixes(&self) {
+        loop {
+            let (now_due, wait) = {
+                let mut owed = self.late_drops.owed.lock();
+                if owed.due.is_empty() {
+                    owed.running = false;
+                    return;
+                }
+                let stopping = self.stop.is_fired();
+                let now = Instant::now();
+                let now_due: Vec<String> = owed
+                    .due
+                    .iter()
+                    .filter(|(_, at)| stopping || at.is_some_and(|at| at <= now))
+                    .map(|(prefix, _)| prefix.clone())
+                    .collect();
+                for prefix in &now_due {
+                    owed.due.remove(prefix);
+                }
+                // Every window is as long (`cancel_quiet`): a prefix owed later is never due
+                // sooner than the one slept for.
+                let next = owed.due.values().flatten().min();
+                let wait = next.map_or(Duration::MAX, |at| at.saturating_duration_since(now));
+                (now_due, wait)
+            };
+            for prefix in &now_due {
+                self.drop_late_prefix(prefix);
+            }
+            if !now_due.is_empty() {
+                continue;
+            }
+            self.stop.sleep(wait);
+        }
+    }
+
+    /// Every owed drop, now.
+    fn drop_late_prefixes_now(&self) {
+        let owed: Vec<String> = self.late_drops.owed.lock().due.drain().map(|(p, _)| p).collect();
+        for prefix in &owed {
+            self.drop_late_prefix(prefix);
+        }
+    }
+
+    fn drop_late_prefix(&self, prefix: &str) {
+        if let Err(e) = self.drop_local_prefix(prefix) {
+            tracing::warn!(prefix, error = %e, "a cancelled prefix invalidation could not drop L1's keys once more");
+        }
+    }
+}
+
+/// The L1 drops owed by cancelled prefix invalidations: each prefix, and when (`None`: a
+/// window past what an `Instant` holds, made at shutdown).
+#[derive(Debug, Default)]
+pub(crate) struct LateDrops {
+    owed: Mutex<Owed>,
+}
+
+#[derive(Debug, Default)]
+struct Owed {
+    due: HashMap<String, Option<Instant>>,
+    /// A thread works through `due`.
+    running: bool,
 }

@@ -3,7 +3,9 @@
 //! keeps them open (no FIN, no RST), as a NAT or load balancer that dropped an idle flow, a host
 //! powered off, or a failover to another address leave a client; connections made after it
 //! are copied as before. [`TcpProxy::hold`] delays every byte until [`TcpProxy::release`], as a
-//! slow link does, so a test can keep one client's call in the middle while others go on.
+//! slow link does, so a test can keep one client's call in the middle while others go on;
+//! [`TcpProxy::hold_on`] delays only the connection that sends given bytes (one command), from
+//! those bytes on, so the other connections go on meanwhile.
 //! [`TcpProxy::redirect`] sends the connections made after it to another server, as a Service or
 //! DNS name that moved to a new primary does.
 //!
@@ -36,6 +38,9 @@ struct Shared {
     holding: AtomicBool,
     /// Reads whose bytes wait for `release` now.
     waiting: AtomicU64,
+    /// Set by `hold_on`: a read that contains these bytes waits, with what follows it on its
+    /// connection, until `release`.
+    hold_on: Mutex<Option<Vec<u8>>>,
     /// The sockets of frozen connections, kept open until the proxy's threads are gone.
     held: Mutex<Vec<TcpStream>>,
 }
@@ -52,6 +57,7 @@ impl TcpProxy {
             accepted: AtomicU64::new(0),
             holding: AtomicBool::new(false),
             waiting: AtomicU64::new(0),
+            hold_on: Mutex::new(None),
             held: Mutex::new(Vec::new()),
         });
         let accepting = Arc::clone(&shared);
@@ -105,8 +111,16 @@ impl TcpProxy {
         self.shared.waiting.load(Ordering::SeqCst)
     }
 
-    /// Copies what [`hold`](Self::hold) kept waiting, and everything after.
+    /// From now until [`release`](Self::release), a read that contains `bytes` (a command's
+    /// name, say) waits, and the rest of its connection behind it; other bytes are copied.
+    pub fn hold_on(&self, bytes: &[u8]) {
+        *self.shared.hold_on.lock().unwrap() = Some(bytes.to_vec());
+    }
+
+    /// Copies what [`hold`](Self::hold) or [`hold_on`](Self::hold_on) kept waiting, and
+    /// everything after.
     pub fn release(&self) {
+        *self.shared.hold_on.lock().unwrap() = None;
         self.shared.holding.store(false, Ordering::SeqCst);
     }
 
@@ -131,9 +145,19 @@ fn copy(shared: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream) {
                 return;
             }
             Ok(n) => {
-                if shared.holding.load(Ordering::SeqCst) {
+                let read = buf.get(..n).unwrap();
+                let matched = || {
+                    shared
+                        .hold_on
+                        .lock()
+                        .unwrap()
+                        .as_deref()
+                        .is_some_and(|bytes| read.windows(bytes.len()).any(|w| w == bytes))
+                };
+                let held = || shared.holding.load(Ordering::SeqCst) || matched();
+                if held() {
                     shared.waiting.fetch_add(1, Ordering::SeqCst);
-                    while shared.holding.load(Ordering::SeqCst) && !frozen() {
+                    while held() && !frozen() {
                         std::thread::sleep(POLL);
                     }
                     shared.waiting.fetch_sub(1, Ordering::SeqCst);
