@@ -610,21 +610,28 @@ fn a_prefix_invalidation_whose_replay_queue_cannot_write_still_deletes_the_prefi
     }
 }
 
-/// A set made after an async prefix invalidation was cancelled during L2's deletion, while the
-/// invalidation's `UNLINK` is held on its way (at a proxy), keeps no L1 copy past the window in
-/// which that `UNLINK` may land: it lands after the set and takes the set's value out of L2,
-/// and L1 alone served that value until its TTL.
+/// A set made after a prefix invalidation was left without L2's answer (an async one
+/// cancelled during L2's deletion, or either form timed out on it), while the invalidation's
+/// `UNLINK` is held on its way (at a proxy), keeps no L1 copy past the window in which that
+/// `UNLINK` may land: it lands after the set and takes the set's value out of L2, and L1 alone
+/// served that value until its TTL.
 #[test]
-fn a_set_racing_a_cancelled_prefix_invalidations_late_unlink_leaves_l1_agreeing_with_l2() {
-    // The window (four L2 timeouts) is far longer than the test's steps up to the release.
-    let raced = set_after_a_cancelled_prefix_invalidation(1_000);
-    let cache = &raced.cache;
-    raced.to_l2.release();
-    support::wait_until("the UNLINK lands", || in_l2(cache, "p:1").is_none());
-    support::wait_until("L1 drops the set's copy L2 lost", || {
-        in_l1(cache, "p:1").is_none()
-    });
-    assert_eq!(cache.get_raw("p:1").unwrap(), None);
+fn a_set_racing_the_late_unlink_of_an_unanswered_prefix_invalidation_leaves_l1_agreeing_with_l2() {
+    for how in [
+        Unanswered::Cancelled,
+        Unanswered::TimedOut,
+        Unanswered::TimedOutAsync,
+    ] {
+        // The window (four L2 timeouts) is far longer than the test's steps up to the release.
+        let raced = set_past_a_held_unlink(1_000, how);
+        let cache = &raced.cache;
+        raced.to_l2.release();
+        support::wait_until("the UNLINK lands", || in_l2(cache, "p:1").is_none());
+        support::wait_until(&format!("{how:?}: L1 drops the set's copy L2 lost"), || {
+            in_l1(cache, "p:1").is_none()
+        });
+        assert_eq!(cache.get_raw("p:1").unwrap(), None, "{how:?}");
+    }
 }
 
 /// The same set, on a manager whose last handle is dropped within the window: L1's keys under
@@ -633,7 +640,7 @@ fn a_set_racing_a_cancelled_prefix_invalidations_late_unlink_leaves_l1_agreeing_
 /// L1 copy would have outlived the `UNLINK` there.
 #[test]
 fn a_manager_dropped_in_a_cancelled_prefix_invalidations_window_drops_the_prefix_from_l1_at_once() {
-    let raced = set_after_a_cancelled_prefix_invalidation(20_000);
+    let raced = set_past_a_held_unlink(20_000, Unanswered::Cancelled);
     let started = Instant::now();
     drop(raced.cache);
     assert!(
@@ -649,8 +656,19 @@ fn a_manager_dropped_in_a_cancelled_prefix_invalidations_window_drops_the_prefix
     );
 }
 
+/// How a prefix invalidation is left without L2's answer to its `UNLINK`.
+#[derive(Debug, Clone, Copy)]
+enum Unanswered {
+    /// The async form, its future dropped.
+    Cancelled,
+    /// The sync form, past the L2 timeout.
+    TimedOut,
+    /// The async form, past the L2 timeout.
+    TimedOutAsync,
+}
+
 /// A manager whose L2 and tag store (which deletes prefixes) reach Redis through `to_l2`, after
-/// `invalidate_prefix_async("p:")` was cancelled with its `UNLINK` held at the proxy, and a set
+/// an invalidation of `p:` was left `Unanswered` with its `UNLINK` held at the proxy, and a set
 /// of `p:1` made then, which reached both levels past the held `UNLINK`.
 struct RacedSet {
     _redis: RedisServer,
@@ -659,7 +677,7 @@ struct RacedSet {
     cache: CacheManager,
 }
 
-fn set_after_a_cancelled_prefix_invalidation(timeout_ms: u64) -> RacedSet {
+fn set_past_a_held_unlink(timeout_ms: u64, how: Unanswered) -> RacedSet {
     let redis = RedisServer::start();
     let to_l2 = proxy::TcpProxy::start(&redis.addr());
     let dir = tempfile::tempdir().unwrap();
@@ -683,21 +701,37 @@ fn set_after_a_cancelled_prefix_invalidation(timeout_ms: u64) -> RacedSet {
     .unwrap();
     cache.set_raw("p:1", b"old", None).unwrap();
     to_l2.hold_on(b"UNLINK");
-    let cancelled = rt().block_on(async {
-        let caller = cache.clone();
-        let invalidation = tokio::spawn(async move { caller.invalidate_prefix_async("p:").await });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while to_l2.waiting() == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the prefix's UNLINK never left for Redis"
-            );
-            tokio::task::yield_now().await;
+    match how {
+        Unanswered::Cancelled => {
+            let cancelled = rt().block_on(async {
+                let caller = cache.clone();
+                let invalidation = tokio::spawn(async move { caller.invalidate_prefix_async("p:").await });
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while to_l2.waiting() == 0 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the prefix's UNLINK never left for Redis"
+                    );
+                    tokio::task::yield_now().await;
+                }
+                invalidation.abort();
+                invalidation.await.is_err_and(|e| e.is_cancelled())
+            });
+            assert!(cancelled, "the invalidation ended before it was cancelled");
         }
-        invalidation.abort();
-        invalidation.await.is_err_and(|e| e.is_cancelled())
-    });
-    assert!(cancelled, "the invalidation ended before it was cancelled");
+        Unanswered::TimedOut | Unanswered::TimedOutAsync => {
+            let result = if matches!(how, Unanswered::TimedOut) {
+                cache.invalidate_prefix("p:")
+            } else {
+                rt().block_on(cache.invalidate_prefix_async("p:"))
+            };
+            assert!(
+                matches!(result, Err(uno_cache::Error::Timeout { .. })),
+                "{how:?}: {result:?}"
+            );
+            assert!(to_l2.waiting() > 0, "{how:?}: the UNLINK was not held");
+        }
+    }
     // On L2's own connection, past the held UNLINK.
     cache.set_raw("p:1", b"new", None).unwrap();
     assert_eq!(in_l2(&cache, "p:1").as_deref(), Some(&b"new"[..]));

@@ -117,7 +117,8 @@ impl CacheManager {
     ///
     /// L1 is dropped before L2's scan and again after it: a set of a key under the prefix that
     /// this manager runs meanwhile ends either in both levels (it reached L2 after the scan) or
-    /// in neither, never in L1 alone.
+    /// in neither, never in L1 alone. A scan that timed out may still delete a moment later: for
+    /// four L2 timeouts no read is then kept in L1, and L1 is dropped once more at their end.
     ///
     /// # Errors
     /// L1's error listing the keys; the replay queue's, if it cannot take the deletes of the

@@ -20,10 +20,10 @@
 //!   so too, see `delete_l1_done`). A read that misses L1 while this manager is deleting the key
 //!   answers a miss without asking L2 (see `before_l2`). A prefix invalidation drops L1's keys
 //!   before L2's scan and again after it, the replay queue's writes under the prefix turned
-//!   into deletes before the scan (see `prefix`); an async one dropped during the scan drops
-//!   them again at once, keeps every backfill out for four L2 timeouts and drops them once more
-//!   at their end, as a set meanwhile may lose its L2 copy to a late `UNLINK` (see
-//!   `prefix_cancelled`).
+//!   into deletes before the scan (see `prefix`); one whose scan is left unanswered (an async
+//!   one dropped during it, or a timeout) drops them again at once, keeps every backfill out for
+//!   four L2 timeouts and drops them once more at their end, as a set meanwhile may lose its L2
+//!   copy to a late `UNLINK` (see `prefix_cancelled`).
 //! - ordering: the shells take the keys' stripes (`guard`, `KeyOrder::order`) before the L1
 //!   step of a set, delete or batch and hold them until L2 (or a queue) has it, so one key's
 //!   writes reach both levels in one order; reads take no stripe.

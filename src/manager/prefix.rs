@@ -3,15 +3,16 @@
 //! write-behind queue, make L2's scan and publish the message; the steps before and after the
 //! scan, and what a scan cut short still owes, are here, said once.
 //!
-//! An async invalidation dropped during L2's scan (a caller's timeout) leaves an `UNLINK` that
-//! may still land, for as long as any cancelled command may: four L2 timeouts
-//! (`Shared::cancel_quiet`). Reads keep nothing in L1 meanwhile ([`KeyOrder::quiet_all`]), but a
-//! set of this manager writes L1 itself: its key's L2 copy, written meanwhile on L2's own
-//! connection, can be deleted by the late `UNLINK` on the tag store's, and L1 alone kept the
-//! value until its TTL. So L1's keys under the prefix are dropped once more at the end of the
-//! window ([`LateDrops`]), as the backplane repeats the invalidation to the other instances
-//! once the command has likely run (`repeat_later_after`). A set in the window is then in
-//! neither level, or, made after the `UNLINK` landed, read back from L2.
+//! An async invalidation dropped during L2's scan (a caller's timeout), or a scan whose round
+//! trip timed out, leaves an `UNLINK` that may still land, for as long as any cancelled command
+//! may: four L2 timeouts (`Shared::cancel_quiet`). Reads keep nothing in L1 meanwhile
+//! ([`KeyOrder::quiet_all`]), but a set of this manager writes L1 itself: its key's L2 copy,
+//! written meanwhile on L2's own connection, can be deleted by the late `UNLINK` on the tag
+//! store's, and L1 alone kept the value until its TTL. So L1's keys under the prefix are
+//! dropped once more at the end of the window ([`LateDrops`]), as the backplane repeats the
+//! invalidation to the other instances once the command has likely run (`repeat_later_after`).
+//! A set in the window is then in neither level, or, made after the `UNLINK` landed, read back
+//! from L2.
 //!
 //! [`KeyOrder::quiet_all`]: super::guard::KeyOrder::quiet_all
 
@@ -23,7 +24,7 @@ use parking_lot::Mutex;
 
 use super::apart::Pass;
 use super::policy::Shared;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A prefix invalidation past its first L1 drop, on its way to L2's scan
 /// ([`Shared::prefix_before_l2`]), for [`Shared::prefix_after_l2`].
@@ -59,16 +60,20 @@ impl Shared {
 
     /// The step after L2's scan answered `in_l2` (`Ok(0)` without a scan): L1 dropped again
     /// where [`PrefixBegun::drops_again`] says so, also after L2's error (the scan may have
-    /// deleted part of the prefix before it failed). Returns the call's answer, which the shell
-    /// gives once it has published the message: the keys dropped from L1 and L2, or the first
-    /// error of the second drop, the queue and L2's scan.
+    /// deleted part of the prefix before it failed). A scan that timed out owes what a
+    /// cancelled one does ([`prefix_cancelled`](Self::prefix_cancelled)): its last `UNLINK`
+    /// may land still. Returns the call's answer, which the shell gives once it has published
+    /// the message: the keys dropped from L1 and L2, or the first error of the second drop, the
+    /// queue and L2's scan.
     pub(crate) fn prefix_after_l2(
-        &self,
+        self: &Arc<Self>,
         prefix: &str,
         begun: PrefixBegun,
         in_l2: Result<u64>,
     ) -> Result<u64> {
-        let again = if begun.drops_again(self) {
+        let again = if matches!(in_l2, Err(Error::Timeout { .. })) {
+            self.prefix_cancelled(prefix).map(drop)
+        } else if begun.drops_again(self) {
             self.drop_local_prefix(prefix).map(drop)
         } else {
             Ok(())
@@ -80,7 +85,8 @@ impl Shared {
 }
 
 impl Shared {
-    /// What a prefix invalidation dropped during L2's scan still owes (see the module docs):
+    /// What a prefix invalidation dropped during L2's scan, or whose scan timed out, still owes
+    /// (see the module docs):
     /// L1's keys under `prefix` dropped again at once (a set that ran whole since the first drop
     /// may have lost its L2 copy) and once more at the end of the quiet window, and no backfill
     /// of any key until then (the keys are L2's, listed by nobody here). Returns the keys
