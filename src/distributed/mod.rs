@@ -173,6 +173,34 @@ pub(crate) fn open_envelope(
     }
 }
 
+/// The most bytes of a server's own text (an error's, a version's) kept in an error message or
+/// a log line: servers' texts are a few words, and a server out of step, or hostile, can send
+/// megabytes that must not be copied into every error and log line.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) const MAX_SERVER_TEXT: usize = 256;
+
+/// A server's text as it goes into an error message or a log line: at most [`MAX_SERVER_TEXT`]
+/// bytes of it, a longer one cut and its length said.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) fn server_text(text: &[u8]) -> String {
+    let Some(head) = text
+        .get(..MAX_SERVER_TEXT)
+        .filter(|_| text.len() > MAX_SERVER_TEXT)
+    else {
+        return String::from_utf8_lossy(text).into_owned();
+    };
+    // A character the cut split in two is left out, not shown as a replacement character.
+    let head = match std::str::from_utf8(head) {
+        Err(e) if e.error_len().is_none() => head.get(..e.valid_up_to()).unwrap_or(head),
+        _ => head,
+    };
+    format!(
+        "{}... ({} bytes in all)",
+        String::from_utf8_lossy(head),
+        text.len()
+    )
+}
+
 /// Hides the password in a URL-ish host string for error messages and logs, even when the
 /// string does not parse as a URL.
 #[cfg(any(feature = "redis", feature = "memcached"))]
@@ -221,6 +249,29 @@ mod tests {
     fn foreign_values_are_a_typed_error_naming_the_key() {
         let err = open_envelope("redis", "user:1", b"plain text".to_vec(), 0).unwrap_err();
         assert!(matches!(err, Error::InvalidEnvelope { level: "redis", ref key, .. } if key == "user:1"));
+    }
+
+    #[test]
+    fn a_long_server_text_is_cut_and_says_its_length() {
+        assert_eq!(server_text(b"ERR unknown command"), "ERR unknown command");
+        let exact = "x".repeat(MAX_SERVER_TEXT);
+        assert_eq!(server_text(exact.as_bytes()), exact);
+        let long = "y".repeat(1 << 20);
+        let cut = server_text(long.as_bytes());
+        assert_eq!(
+            cut,
+            format!("{}... (1048576 bytes in all)", &long[..MAX_SERVER_TEXT])
+        );
+        // A two-byte character across the cut is left out whole.
+        let split = format!("{}é{}", "z".repeat(MAX_SERVER_TEXT - 1), "z".repeat(10));
+        assert_eq!(
+            server_text(split.as_bytes()),
+            format!(
+                "{}... ({} bytes in all)",
+                "z".repeat(MAX_SERVER_TEXT - 1),
+                split.len()
+            )
+        );
     }
 
     #[test]

@@ -132,7 +132,7 @@ fn backend(op: &'static str, e: &redis::RedisError) -> Error {
     Error::Backend {
         level: LEVEL,
         op,
-        reason: e.to_string(),
+        reason: crate::distributed::redis::errors::error_text(e),
     }
 }
 

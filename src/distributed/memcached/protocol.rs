@@ -17,10 +17,6 @@ const RESPONSE_MAGIC: u8 = 0x81;
 /// The largest body we read: a larger length means a damaged stream, not a value (item limits
 /// are capped at 1 GiB, see the options).
 const MAX_BODY: usize = (1 << 30) + 4096;
-/// The most bytes of a reply's text kept (for versions, figures and error messages): memcached's
-/// own texts are a few words, and a body of up to [`MAX_BODY`] from a server out of step must
-/// not be copied into an error message, or once per refused item into a batch's state.
-const MAX_TEXT: usize = 256;
 
 /// The opcodes we use.
 pub(super) mod opcode {
@@ -162,19 +158,13 @@ impl Packet {
         self.body
     }
 
-    /// The value as text, for versions, stats and error messages: at most [`MAX_TEXT`] bytes
-    /// of it, a longer one cut and its length said.
+    /// The value as text, for versions, stats and error messages: a long one cut (see
+    /// [`server_text`](crate::distributed::server_text)); a body of up to [`MAX_BODY`] from a
+    /// server out of step must not be copied into an error message, or once per refused item
+    /// into a batch's state.
     pub(super) fn value_text(&self) -> String {
         let start = self.header.extras_len + self.header.key_len;
-        let value = self.body.get(start..).unwrap_or_default();
-        match value.get(..MAX_TEXT) {
-            Some(head) if value.len() > MAX_TEXT => format!(
-                "{}... ({} bytes in all)",
-                String::from_utf8_lossy(head),
-                value.len()
-            ),
-            _ => String::from_utf8_lossy(value).into_owned(),
-        }
+        crate::distributed::server_text(self.body.get(start..).unwrap_or_default())
     }
 }
 

@@ -36,7 +36,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInf
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
 use super::commands::Request;
-use super::errors::{connect_error_for, LEVEL};
+use super::errors::{connect_error_for, error_text, LEVEL};
 pub(crate) use super::target::Target;
 #[cfg(feature = "tls")]
 use super::tls::TlsOptions;
@@ -301,7 +301,7 @@ impl Link {
     /// only by a new connection. A cluster client follows the slots itself.
     pub(crate) fn after_error(&self, ticket: Ticket, err: &RedisError) {
         if !self.is_cluster() && is_demoted(err) {
-            tracing::warn!(error = %err, "the Redis server is no longer the primary; reconnecting");
+            tracing::warn!(error = %error_text(err), "the Redis server is no longer the primary; reconnecting");
             Replaceable::replace(&self.0, ticket);
         }
     }
@@ -368,7 +368,7 @@ impl Replaceable {
                     drop(replaced);
                     tracing::info!("replaced a Redis connection (a call on it timed out, or the server was no longer the primary)");
                 }
-                Ok(Err(err)) => tracing::debug!(%err, "could not replace a Redis connection that timed out"),
+                Ok(Err(err)) => tracing::debug!(err = %error_text(&err), "could not replace a Redis connection that timed out"),
                 Err(_) => tracing::debug!(?within, "could not replace a Redis connection that timed out: no connection within the connect timeout"),
             }
             this.replacing.store(false, Ordering::Release);

@@ -10,17 +10,24 @@ use std::time::Duration;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
+use crate::distributed::server_text;
 use crate::error::Error;
 
 /// The level's name in errors.
 pub(crate) const LEVEL: &str = "redis";
+
+/// `err` as text for an error message or a log line, cut as [`server_text`] cuts: its text is
+/// the server's (an `-ERR …` line, a Lua script's `error_reply`), of any length.
+pub(crate) fn error_text(err: &RedisError) -> String {
+    server_text(err.to_string().as_bytes())
+}
 
 /// A failed call as [`Error::Backend`] of the level.
 pub(crate) fn backend(op: &'static str, err: &RedisError) -> Error {
     Error::Backend {
         level: LEVEL,
         op,
-        reason: err.to_string(),
+        reason: error_text(err),
     }
 }
 
@@ -39,7 +46,10 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
         return Error::InvalidEnvelope {
             level: LEVEL,
             key: String::new(),
-            reason: format!("the key holds a Redis value of another type, not a string ({err})"),
+            reason: format!(
+                "the key holds a Redis value of another type, not a string ({})",
+                error_text(err)
+            ),
         };
     }
     if err.code() == Some("OOM") {
@@ -48,7 +58,7 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
         return Error::ServerFull {
             level: LEVEL,
             op,
-            reason: err.to_string(),
+            reason: error_text(err),
         };
     }
     match misconfiguration(err) {
@@ -68,7 +78,7 @@ fn misconfigured(level: &'static str, hosts: &str, advice: &str, err: &RedisErro
     Error::Misconfigured {
         level,
         hosts: hosts.to_owned(),
-        reason: format!("{advice} ({err})"),
+        reason: format!("{advice} ({})", error_text(err)),
     }
 }
 
@@ -148,7 +158,7 @@ pub(crate) fn connect_error_for(level: &'static str, hosts: &str, err: &RedisErr
     Error::Backend {
         level,
         op: "connect",
-        reason: format!("{hosts}: {advice} ({err})"),
+        reason: format!("{hosts}: {advice} ({})", error_text(err)),
     }
 }
 
@@ -181,6 +191,40 @@ mod tests {
             "Moved",
             "8627 127.0.0.1:7001".to_owned(),
         ))
+    }
+
+    /// A server error as the client reads it off the wire: `-{code} {text}`.
+    fn server_error(code: &str, text: &str) -> RedisError {
+        let wire = format!("-{code} {text}\r\n");
+        redis::parse_redis_value(wire.as_bytes())
+            .and_then(redis::Value::extract_error)
+            .unwrap_err()
+    }
+
+    /// A server's error text of any length (a Lua script's `error_reply`, a cluster's) went into
+    /// the error whole: a megabyte per failed call, in every error and log line.
+    #[test]
+    fn a_long_server_error_text_is_cut_in_every_error_of_the_level() {
+        let long = "x".repeat(1 << 20);
+        let errors = [
+            backend("get", &server_error("ERR", &long)),
+            call_error("get", "h:1", &server_error("ERR", &long), false),
+            call_error("get", "h:1", &server_error("WRONGTYPE", &long), false),
+            call_error("set", "h:1", &server_error("OOM", &long), false),
+            call_error("get", "h:1", &server_error("NOPERM", &long), false),
+            connect_error_for(LEVEL, "h:1", &server_error("ERR", &long)),
+        ];
+        for err in errors {
+            let text = err.to_string();
+            assert!(
+                text.len() < 1_000 && text.contains("bytes in all"),
+                "{} bytes: {}",
+                text.len(),
+                text.get(..300).unwrap_or(&text)
+            );
+        }
+        let short = backend("get", &server_error("ERR", "unknown command"));
+        assert!(short.to_string().contains("unknown command"), "{short}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
 use super::{jitter, BackplaneOptions, Invalidation, InvalidationMessage, Node, Shared, LEVEL};
-use crate::distributed::redis::errors::connect_error_for;
+use crate::distributed::redis::errors::{connect_error_for, error_text};
 use crate::error::{Error, Result};
 
 /// Failed messages waiting to be re-sent, oldest first.
@@ -210,7 +210,7 @@ impl Publisher {
                     let err = Error::Backend {
                         level: LEVEL,
                         op: "publish",
-                        reason: format!("{host}: {err}"),
+                        reason: format!("{host}: {}", error_text(&err)),
                     };
                     if !broken {
                         return Err(err);
