@@ -510,7 +510,8 @@ pub struct LevelStats {
     pub breaker: Option<BreakerStats>,
     /// The breaker of each node, for an L2 that spreads keys over nodes (each Memcached host,
     /// each Redis Cluster primary): a dead node fails fast for its own keys only. Empty
-    /// otherwise.
+    /// otherwise. A primary gone from the Cluster's slot map drops out once its breaker is
+    /// closed; of those gone while open, the last 64 stay.
     #[serde(default)]
     pub nodes: Vec<NodeStats>,
     /// Failed calls whose answer said the configuration is wrong (a refused password, no such

@@ -145,9 +145,14 @@ impl Node {
     }
 }
 
+/// The most nodes kept that nothing holds any more and whose breaker is not closed (primaries
+/// that left a Cluster's slot map while down: their stats say how they left).
+const MAX_LEFT_NOT_CLOSED: usize = 64;
+
 /// The breakers of every node of one level, created as the level learns its nodes. Share it
 /// (`Arc`) between the level and whoever reports stats; a level reconnected in the background
-/// keeps the same set.
+/// keeps the same set. A Cluster primary gone from the slot map is forgotten once nothing holds
+/// it and its breaker is closed (a few open ones are kept, to show how they left).
 #[derive(Debug)]
 pub struct NodeBreakers {
     level: &'static str,
@@ -206,7 +211,32 @@ impl NodeBreakers {
         node
     }
 
-    /// Every node's breaker, in the order the nodes were learnt.
+    /// Forgets the nodes that nothing holds but this list (a Cluster primary absent from the
+    /// slot map as re-read, and from every call under way) and whose breaker is closed; of those
+    /// not closed, keeps the [`MAX_LEFT_NOT_CLOSED`] learnt last. Without it, a cluster that
+    /// renames its primaries (up to 16384 new names a `CLUSTER SLOTS` reply) grew the list, and
+    /// the stats, for the process's life. A node forgotten and named again starts afresh.
+    pub(crate) fn forget_unheld(&self) {
+        let mut nodes = self.nodes.write();
+        // Under the write lock no one can take a new `Arc` from the list, so a node held by the
+        // list alone stays so while this runs.
+        let unheld = |node: &Arc<Node>| Arc::strong_count(node) == 1;
+        let closed = |node: &Arc<Node>| node.breaker.state() == BreakerState::Closed;
+        let mut not_closed = nodes.iter().filter(|n| unheld(n) && !closed(n)).count();
+        // The list is in the order the nodes were learnt: the oldest go first.
+        nodes.retain(|node| {
+            if !unheld(node) {
+                return true;
+            }
+            if closed(node) || not_closed > MAX_LEFT_NOT_CLOSED {
+                not_closed -= usize::from(!closed(node));
+                return false;
+            }
+            true
+        });
+    }
+
+    /// Every node's breaker kept, in the order the nodes were learnt.
     #[must_use]
     pub fn stats(&self) -> Vec<NodeStats> {
         self.nodes.read().iter().map(|n| n.stats()).collect()
@@ -403,6 +433,37 @@ mod tests {
         assert!(probe);
         node.record(probe, Ok(())).unwrap();
         assert_eq!(node.breaker().state(), BreakerState::Closed);
+    }
+
+    /// A node nothing holds (gone from a Cluster's slot map) used to stay for the process's
+    /// life: a cluster renaming its primaries grew the list and the stats without bound.
+    #[test]
+    fn nodes_nothing_holds_are_forgotten_unless_their_breaker_is_open() {
+        let (b, _clock) = breakers();
+        let held = b.node("held:1");
+        b.node("open:1").breaker().trip();
+        drop(b.node("closed:1"));
+        b.forget_unheld();
+        let names: Vec<String> = b.stats().into_iter().map(|s| s.node).collect();
+        assert_eq!(names, ["held:1", "open:1"]);
+        assert!(
+            Arc::ptr_eq(&held, &b.node("held:1")),
+            "a held node keeps its breaker"
+        );
+
+        for i in 0..1_000 {
+            b.node(&format!("renamed{i}:1")).breaker().trip();
+            b.forget_unheld();
+        }
+        let stats = b.stats();
+        assert_eq!(
+            stats.len(),
+            1 + MAX_LEFT_NOT_CLOSED,
+            "the held node and the last open ones"
+        );
+        assert_eq!(stats[0].node, "held:1");
+        assert_eq!(stats.last().map(|s| s.node.as_str()), Some("renamed999:1"));
+        assert!(stats[1..].iter().all(|s| s.state == BreakerState::Open));
     }
 
     #[test]

@@ -229,6 +229,11 @@ impl SlotMap {
             .await
             .map_err(|err| backend("connect", &err))?;
         let ranges = parse_slots(reply, answering.as_deref()).map_err(|what| bad_reply("connect", &what))?;
+        Ok(SlotMap::from_ranges(ranges, breakers))
+    }
+
+    /// The map of `ranges` (as [`parse_slots`] gives them).
+    fn from_ranges(ranges: Vec<SlotRange>, breakers: Arc<NodeBreakers>) -> SlotMap {
         let mut map = SlotMap {
             breakers,
             owner: vec![UNKNOWN; SLOTS],
@@ -247,7 +252,7 @@ impl SlotMap {
                 }
             }
         }
-        Ok(map)
+        map
     }
 
     fn index_of(&mut self, name: &str) -> u16 {
@@ -301,13 +306,26 @@ impl Slots {
         breakers: Arc<NodeBreakers>,
     ) -> Result<Slots> {
         let map = SlotMap::read(conn, &seeds, Arc::clone(&breakers)).await?;
-        Ok(Slots {
+        Ok(Slots::new(map, seeds, breakers))
+    }
+
+    fn new(map: SlotMap, seeds: Vec<Address>, breakers: Arc<NodeBreakers>) -> Slots {
+        // The map of a connection replaced in the background may have left primaries.
+        breakers.forget_unheld();
+        Slots {
             breakers,
             seeds,
             map: RwLock::new(Arc::new(map)),
             started: Mutex::new((0, None)),
             ended: watch::Sender::new(0),
-        })
+        }
+    }
+
+    /// Makes `map` the current map, and forgets the breakers of the primaries no map names any
+    /// more (see [`NodeBreakers::forget_unheld`]).
+    fn install(&self, map: SlotMap) {
+        *self.map.write() = Arc::new(map);
+        self.breakers.forget_unheld();
     }
 
     /// The primary that owns `key` (the full server key) in the current map, if it knows.
@@ -368,7 +386,7 @@ impl Slots {
                 rt.detach("slots", timeout, async move {
                     let slots = &end.0;
                     let map = SlotMap::read(&conn, &slots.seeds, Arc::clone(&slots.breakers)).await?;
-                    *slots.map.write() = Arc::new(map);
+                    slots.install(map);
                     drop(end);
                     Ok(())
                 });
@@ -442,5 +460,53 @@ mod tests {
         let one_more = Value::Array((0..=SLOTS).map(range).collect());
         let err = parse_slots(one_more, None).unwrap_err();
         assert!(err.contains("16385 ranges"), "{err}");
+    }
+
+    fn ranges(hosts: &[String]) -> Vec<SlotRange> {
+        let share = SLOTS / hosts.len();
+        (0..hosts.len())
+            .map(|i| SlotRange {
+                start: i * share,
+                end: if i + 1 == hosts.len() {
+                    SLOTS - 1
+                } else {
+                    (i + 1) * share - 1
+                },
+                primary: Some((hosts[i].clone(), 6379)),
+            })
+            .collect()
+    }
+
+    /// Every primary any map ever named kept its breaker, and its row in the stats, for the
+    /// process's life: a cluster renaming its primaries grew them without bound.
+    #[test]
+    fn a_primary_gone_from_the_re_read_map_is_forgotten_unless_its_breaker_is_open() {
+        let breakers = Arc::new(NodeBreakers::new("redis", 1, Duration::from_secs(60)));
+        let map = |hosts: &[&str]| {
+            let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+            SlotMap::from_ranges(ranges(&hosts), Arc::clone(&breakers))
+        };
+        let slots = Slots::new(map(&["a", "b", "c"]), Vec::new(), Arc::clone(&breakers));
+        let last_slot_key = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| slot_of(k.as_bytes()) == SLOTS - 1);
+        let c = slots.node_of(last_slot_key.unwrap().as_bytes()).unwrap();
+        assert_eq!(c.name(), "c:6379");
+        c.breaker().trip();
+        drop(c);
+
+        slots.install(map(&["a", "d"]));
+        let names: Vec<String> = breakers.stats().into_iter().map(|s| s.node).collect();
+        assert_eq!(names, ["a:6379", "c:6379", "d:6379"], "b gone, c kept while open");
+
+        for round in 0..200 {
+            let hosts: Vec<String> = (0..16).map(|i| format!("r{round}n{i}")).collect();
+            slots.install(SlotMap::from_ranges(ranges(&hosts), Arc::clone(&breakers)));
+        }
+        assert_eq!(
+            breakers.stats().len(),
+            16 + 1,
+            "the current map's and the open one"
+        );
     }
 }
