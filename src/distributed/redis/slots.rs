@@ -34,6 +34,9 @@ use crate::error::{Error, Result};
 const SLOTS: usize = 16_384;
 /// No owner known (a slot the map did not cover).
 const UNKNOWN: u16 = u16::MAX;
+/// The longest host a `CLUSTER SLOTS` range may name: a DNS name's 253, or Redis's own limit
+/// on an announced host name (`NET_HOST_STR_LEN`, 256 with its terminating NUL).
+const MAX_HOST: usize = 255;
 
 /// CRC16-CCITT (XMODEM) table, the checksum Redis Cluster hashes keys with.
 const CRC16_TABLE: [u16; 256] = {
@@ -180,6 +183,13 @@ fn parse_range(range: Value, answering: Option<&str>) -> std::result::Result<Slo
         host => redis::from_redis_value(host)
             .map_err(|_| format!("the host of slots {start}-{end} is not text"))?,
     };
+    // A node's name goes into its breaker, the stats, and every error and log line of its
+    // keys: a longer host is no host a node can announce, only a server out of step.
+    if let Some(len) = host.as_ref().map(String::len).filter(|&len| len > MAX_HOST) {
+        return Err(format!(
+            "the host of slots {start}-{end} is {len} bytes long, more than the {MAX_HOST} of a host name"
+        ));
+    }
     let port: u16 = redis::from_redis_value(port)
         .map_err(|_| format!("the port of slots {start}-{end} is not a number"))?;
     let host = match host.as_deref() {
@@ -460,6 +470,25 @@ mod tests {
         let one_more = Value::Array((0..=SLOTS).map(range).collect());
         let err = parse_slots(one_more, None).unwrap_err();
         assert!(err.contains("16385 ranges"), "{err}");
+    }
+
+    #[test]
+    fn a_slots_reply_naming_a_host_longer_than_a_host_name_is_refused() {
+        let reply = |host: &str| {
+            Value::Array(vec![Value::Array(vec![
+                Value::Int(0),
+                Value::Int(16_383),
+                Value::Array(vec![
+                    Value::BulkString(host.as_bytes().to_vec()),
+                    Value::Int(6379),
+                ]),
+            ])])
+        };
+        let longest = "h".repeat(MAX_HOST);
+        let ranges = parse_slots(reply(&longest), None).unwrap();
+        assert_eq!(ranges[0].primary, Some((longest, 6379)));
+        let err = parse_slots(reply(&"h".repeat(1 << 20)), None).unwrap_err();
+        assert!(err.contains("slots 0-16383 is 1048576 bytes long"), "{err}");
     }
 
     fn ranges(hosts: &[String]) -> Vec<SlotRange> {
