@@ -10,6 +10,7 @@
 //!
 //! [`Guarded`]: super::Guarded
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,7 +198,34 @@ impl NodeBreakers {
         if let Some(node) = nodes.iter().find(|n| n.name == name) {
             return Arc::clone(node);
         }
-        let node = Arc::new(Node {
+        let node = self.new_node(name);
+        nodes.push(Arc::clone(&node));
+        node
+    }
+
+    /// The nodes named `names` (`host:port` each), in their order, each created closed on first
+    /// use: [`node`](Self::node) for many names at once, in time linear in the names and the
+    /// nodes known (a Cluster's slot map names up to 16384, where a search of the list for
+    /// each took seconds).
+    pub(crate) fn nodes_named(&self, names: &[String]) -> Vec<Arc<Node>> {
+        let mut nodes = self.nodes.write();
+        let mut known: HashMap<String, Arc<Node>> =
+            nodes.iter().map(|n| (n.name.clone(), Arc::clone(n))).collect();
+        names
+            .iter()
+            .map(|name| {
+                let node = known.entry(name.clone()).or_insert_with(|| {
+                    let node = self.new_node(name);
+                    nodes.push(Arc::clone(&node));
+                    node
+                });
+                Arc::clone(node)
+            })
+            .collect()
+    }
+
+    fn new_node(&self, name: &str) -> Arc<Node> {
+        Arc::new(Node {
             name: name.to_owned(),
             level: self.level,
             breaker: CircuitBreaker::with_clock(
@@ -206,9 +234,7 @@ impl NodeBreakers {
                 Arc::clone(&self.clock),
             ),
             errors: AtomicU64::new(0),
-        });
-        nodes.push(Arc::clone(&node));
-        node
+        })
     }
 
     /// Forgets the nodes that nothing holds but this list (a Cluster primary absent from the
@@ -464,6 +490,21 @@ mod tests {
         assert_eq!(stats[0].node, "held:1");
         assert_eq!(stats.last().map(|s| s.node.as_str()), Some("renamed999:1"));
         assert!(stats[1..].iter().all(|s| s.state == BreakerState::Open));
+    }
+
+    #[test]
+    fn nodes_named_at_once_are_the_ones_named_one_by_one() {
+        let (b, _clock) = breakers();
+        let known = b.node("b:1");
+        let names = ["a:1", "b:1", "c:1", "a:1"].map(String::from);
+        let nodes = b.nodes_named(&names);
+        let got: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
+        assert_eq!(got, ["a:1", "b:1", "c:1", "a:1"]);
+        assert!(Arc::ptr_eq(&nodes[1], &known), "a known node keeps its breaker");
+        assert!(Arc::ptr_eq(&nodes[0], &nodes[3]), "one breaker per name");
+        assert!(Arc::ptr_eq(&nodes[2], &b.node("c:1")), "a new node is listed");
+        let listed: Vec<String> = b.stats().into_iter().map(|s| s.node).collect();
+        assert_eq!(listed, ["b:1", "a:1", "c:1"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! The call does not wait for that: it returns its error by its own deadline, and its failure
 //! is held on the I/O thread once the re-read ends.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,7 +222,6 @@ fn parse_range(range: Value, answering: Option<&str>) -> std::result::Result<Slo
 
 /// The owner of every slot, and the owners' breakers.
 pub(crate) struct SlotMap {
-    breakers: Arc<NodeBreakers>,
     /// Slot → index into `nodes` ([`UNKNOWN`] if not covered, or its endpoint is `?`).
     owner: Vec<u16>,
     nodes: Vec<Arc<Node>>,
@@ -239,38 +239,40 @@ impl SlotMap {
             .await
             .map_err(|err| backend("connect", &err))?;
         let ranges = parse_slots(reply, answering.as_deref()).map_err(|what| bad_reply("connect", &what))?;
-        Ok(SlotMap::from_ranges(ranges, breakers))
+        Ok(SlotMap::from_ranges(ranges, &breakers))
     }
 
-    /// The map of `ranges` (as [`parse_slots`] gives them).
-    fn from_ranges(ranges: Vec<SlotRange>, breakers: Arc<NodeBreakers>) -> SlotMap {
-        let mut map = SlotMap {
-            breakers,
-            owner: vec![UNKNOWN; SLOTS],
-            nodes: Vec::new(),
-        };
+    /// The map of `ranges` (as [`parse_slots`] gives them), in time linear in the ranges: a
+    /// reply may name a primary per slot, and a search of the names seen for each took the I/O
+    /// thread seconds.
+    fn from_ranges(ranges: Vec<SlotRange>, breakers: &NodeBreakers) -> SlotMap {
+        let mut owner = vec![UNKNOWN; SLOTS];
+        let mut names: Vec<String> = Vec::new();
+        let mut index_of: HashMap<String, u16> = HashMap::new();
         for range in ranges {
             // A range whose endpoint is unknown stays without an owner: its keys' calls go
             // without a node's breaker until a map names it.
             let Some((host, port)) = range.primary else {
                 continue;
             };
-            let index = map.index_of(&format!("{host}:{port}"));
+            // At most `SLOTS` ranges (see `parse_slots`), so an index never reaches `UNKNOWN`.
+            let next = u16::try_from(names.len()).unwrap_or(UNKNOWN);
+            let index = *index_of
+                .entry(format!("{host}:{port}"))
+                .or_insert_with_key(|name| {
+                    names.push(name.clone());
+                    next
+                });
             for slot in range.start..=range.end.min(SLOTS - 1) {
-                if let Some(owner) = map.owner.get_mut(slot) {
+                if let Some(owner) = owner.get_mut(slot) {
                     *owner = index;
                 }
             }
         }
-        map
-    }
-
-    fn index_of(&mut self, name: &str) -> u16 {
-        if let Some(i) = self.nodes.iter().position(|n| n.name() == name) {
-            return u16::try_from(i).unwrap_or(UNKNOWN);
+        SlotMap {
+            owner,
+            nodes: breakers.nodes_named(&names),
         }
-        self.nodes.push(self.breakers.node(name));
-        u16::try_from(self.nodes.len() - 1).unwrap_or(UNKNOWN)
     }
 
     /// The primary that owns `key` (the full server key, prefix included), if the map knows.
@@ -513,7 +515,7 @@ mod tests {
         let breakers = Arc::new(NodeBreakers::new("redis", 1, Duration::from_secs(60)));
         let map = |hosts: &[&str]| {
             let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
-            SlotMap::from_ranges(ranges(&hosts), Arc::clone(&breakers))
+            SlotMap::from_ranges(ranges(&hosts), &breakers)
         };
         let slots = Slots::new(map(&["a", "b", "c"]), Vec::new(), Arc::clone(&breakers));
         let last_slot_key = (0..)
@@ -530,7 +532,7 @@ mod tests {
 
         for round in 0..200 {
             let hosts: Vec<String> = (0..16).map(|i| format!("r{round}n{i}")).collect();
-            slots.install(SlotMap::from_ranges(ranges(&hosts), Arc::clone(&breakers)));
+            slots.install(SlotMap::from_ranges(ranges(&hosts), &breakers));
         }
         assert_eq!(
             breakers.stats().len(),
