@@ -441,19 +441,13 @@ impl Inner {
             let mut drops: Vec<(&Candidate, bool)> = Vec::new();
             let mut evicted = self.counters.evictions.load(Ordering::Relaxed);
             for (c, chosen) in candidates.iter().zip(keep) {
-                // Again, for an entry that may be copied: a read may have been counted since
-                // (reads take no writer lock), and the copy carries its reads. One that goes is
-                // weighed as it was listed: a read in between would only feed the admission and
-                // decay samples, and its entry is taken out below only if it still points here
-                // (a lookup fewer per dropped entry, under the writer lock every write waits on).
+                // Looked up again only if it may be copied, as the copy carries the reads counted
+                // since (reads take no writer lock); one that goes is weighed as listed, and taken
+                // out below only if it still points here: a lookup fewer under the writer lock.
                 let (hash, loc) = (c.hash, c.loc);
-                let standing = if chosen {
-                    let Some(standing) = self.standing_at(hash, loc) else {
-                        continue;
-                    };
-                    standing
-                } else {
-                    c.listed
+                let again = chosen.then(|| self.standing_at(hash, loc));
+                let Some(standing) = again.unwrap_or(Some(c.listed)) else {
+                    continue;
                 };
                 let standing = standing.with_reads_above(c.held_above);
                 w.new_keys.evicting(hash, standing.read);
