@@ -55,6 +55,25 @@ fn config(dir: &Path, kind: &str, hosts: &[String], extra: &str) -> CacheConfig 
     .unwrap()
 }
 
+/// A file L1 over one Redis and nothing else (no backplane, defaults), whose round trips time
+/// out after `timeout_ms`: the tests of a prefix's late `UNLINK` set that deadline.
+fn file_over_redis(dir: &Path, host: &str, timeout_ms: u64) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "file"
+        path = "{}"
+        [distributed]
+        enabled = true
+        hosts = ["{host}"]
+        key_prefix = "async:"
+        timeout_ms = {timeout_ms}
+        "#,
+        dir.display(),
+    ))
+    .unwrap()
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -513,24 +532,7 @@ fn an_async_prefix_invalidation_cancelled_during_l2s_deletion_keeps_l2s_old_valu
     let dir = tempfile::tempdir().unwrap();
     // No backplane: the prefix is deleted on the Redis L2 itself. The quiet window (four L2
     // timeouts) is far longer than the test's steps.
-    let cache = CacheManager::new(
-        CacheConfig::from_toml_str(&format!(
-            r#"
-            [local]
-            type = "file"
-            path = "{}"
-            [distributed]
-            enabled = true
-            hosts = ["{}"]
-            key_prefix = "async:"
-            timeout_ms = 5000
-            "#,
-            dir.path().display(),
-            redis.addr(),
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let cache = CacheManager::new(file_over_redis(dir.path(), &redis.addr(), 5000)).unwrap();
     cache.set_raw("p:1", b"old", None).unwrap();
     let mut raw = redis.raw();
     let _: () = redis::cmd("CLIENT")
@@ -681,24 +683,7 @@ fn set_past_a_held_unlink(timeout_ms: u64, how: Unanswered) -> RacedSet {
     let redis = RedisServer::start();
     let to_l2 = proxy::TcpProxy::start(&redis.addr());
     let dir = tempfile::tempdir().unwrap();
-    let cache = CacheManager::new(
-        CacheConfig::from_toml_str(&format!(
-            r#"
-            [local]
-            type = "file"
-            path = "{}"
-            [distributed]
-            enabled = true
-            hosts = ["{}"]
-            key_prefix = "async:"
-            timeout_ms = {timeout_ms}
-            "#,
-            dir.path().display(),
-            to_l2.addr(),
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let cache = CacheManager::new(file_over_redis(dir.path(), &to_l2.addr(), timeout_ms)).unwrap();
     cache.set_raw("p:1", b"old", None).unwrap();
     to_l2.hold_on(b"UNLINK");
     match how {
