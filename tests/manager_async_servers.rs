@@ -74,6 +74,23 @@ fn file_over_redis(dir: &Path, host: &str, timeout_ms: u64) -> CacheConfig {
     .unwrap()
 }
 
+/// Runs `invalidate_prefix_async("p:")` and drops it (as a caller's timeout would) once `sent`
+/// says its `UNLINK` `went` where the test holds it; fails if it ended before that.
+fn cancel_prefix_invalidation_once(cache: &CacheManager, mut sent: impl FnMut() -> bool, went: &str) {
+    let cancelled = rt().block_on(async {
+        let caller = cache.clone();
+        let invalidation = tokio::spawn(async move { caller.invalidate_prefix_async("p:").await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sent() {
+            assert!(Instant::now() < deadline, "the prefix's UNLINK never {went}");
+            tokio::task::yield_now().await;
+        }
+        invalidation.abort();
+        invalidation.await.is_err_and(|e| e.is_cancelled())
+    });
+    assert!(cancelled, "the invalidation ended before it was cancelled");
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -547,21 +564,7 @@ fn an_async_prefix_invalidation_cancelled_during_l2s_deletion_keeps_l2s_old_valu
             .lines()
             .any(|c| c.contains("cmd=unlink") && c.contains("flags=b"))
     };
-    let cancelled = rt().block_on(async {
-        let caller = cache.clone();
-        let invalidation = tokio::spawn(async move { caller.invalidate_prefix_async("p:").await });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !unlink_held(&mut raw) {
-            assert!(
-                Instant::now() < deadline,
-                "the prefix's UNLINK never reached Redis"
-            );
-            tokio::task::yield_now().await;
-        }
-        invalidation.abort();
-        invalidation.await.is_err_and(|e| e.is_cancelled())
-    });
-    assert!(cancelled, "the invalidation ended before it was cancelled");
+    cancel_prefix_invalidation_once(&cache, || unlink_held(&mut raw), "reached Redis");
     assert_eq!(in_l1(&cache, "p:1"), None, "L1 was dropped before L2's scan");
     // The UNLINK has not run: L2 answers with the old value, which is given but not kept.
     assert_eq!(cache.get_raw("p:1").unwrap().as_deref(), Some(&b"old"[..]));
@@ -688,21 +691,7 @@ fn set_past_a_held_unlink(timeout_ms: u64, how: Unanswered) -> RacedSet {
     to_l2.hold_on(b"UNLINK");
     match how {
         Unanswered::Cancelled => {
-            let cancelled = rt().block_on(async {
-                let caller = cache.clone();
-                let invalidation = tokio::spawn(async move { caller.invalidate_prefix_async("p:").await });
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while to_l2.waiting() == 0 {
-                    assert!(
-                        Instant::now() < deadline,
-                        "the prefix's UNLINK never left for Redis"
-                    );
-                    tokio::task::yield_now().await;
-                }
-                invalidation.abort();
-                invalidation.await.is_err_and(|e| e.is_cancelled())
-            });
-            assert!(cancelled, "the invalidation ended before it was cancelled");
+            cancel_prefix_invalidation_once(&cache, || to_l2.waiting() > 0, "left for Redis");
         }
         Unanswered::TimedOut | Unanswered::TimedOutAsync => {
             let result = if matches!(how, Unanswered::TimedOut) {
