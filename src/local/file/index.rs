@@ -348,7 +348,7 @@ impl KeyHasher {
 }
 
 /// Shards of the index: dashmap's own default (4 per core, a power of two), fixed here so that
-/// recovery can tell which shard and bucket a hash lands in (see [`bucket_order`]).
+/// recovery can tell which shard and bucket a hash lands in (see [`shard_of`]).
 pub(crate) fn shard_amount() -> usize {
     static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *SHARDS.get_or_init(|| {
@@ -362,19 +362,25 @@ pub(crate) fn with_capacity(capacity: usize) -> Index {
     Index::with_capacity_and_hasher_and_shard_amount(capacity, BuildHasherDefault::default(), shard_amount())
 }
 
-/// Where a hash lands in the memory of an index made by [`with_capacity`]`(capacity)`: shard,
-/// then the bucket where a probe starts, as one position in `0..total`; returns the function and
-/// `total`. Inserting a million entries in this order walks the table instead of missing the
-/// cache and the TLB on every insert (see `recovery`).
-pub(crate) fn bucket_order(capacity: usize) -> (impl Fn(u64) -> u64, u64) {
-    let shards = shard_amount() as u64;
-    // As dashmap picks a shard: the bits below hashbrown's 7-bit tag.
+/// The shard of an index made by [`with_capacity`] that `hash` lands in, as dashmap picks it: the
+/// bits below hashbrown's 7-bit tag. Recovery applies the shards apart (see `rebuild`); were
+/// dashmap to pick otherwise, the index would still be right, only built slower.
+pub(crate) fn shard_of(hash: u64) -> usize {
+    let shards = shard_amount();
     let shift = u64::BITS - shards.trailing_zeros();
-    let per_shard = capacity.div_ceil(shards as usize);
+    // `shards` is a power of two: the mask only keeps the compiler sure of the bound.
+    ((hash << 7) >> shift) as usize & (shards - 1)
+}
+
+/// Where a hash lands in its shard's table, for an index made by [`with_capacity`]`(capacity)`:
+/// the bucket where hashbrown's probe starts. Returns the function and the buckets per shard.
+/// Inserting a shard's entries in this order walks its table instead of missing the cache and
+/// the TLB on every insert (see `rebuild`).
+pub(crate) fn bucket_in_shard(capacity: usize) -> (impl Fn(u64) -> u64, u64) {
+    let per_shard = capacity.div_ceil(shard_amount());
     // As hashbrown sizes a table: a power of two, at most 7/8 full.
     let buckets = (per_shard.saturating_mul(8) / 7).max(1).next_power_of_two() as u64;
-    let order = move |hash: u64| ((hash << 7) >> shift) * buckets + (hash & (buckets - 1));
-    (order, shards * buckets)
+    (move |hash: u64| hash & (buckets - 1), buckets)
 }
 
 #[cfg(test)]

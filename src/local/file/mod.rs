@@ -18,7 +18,8 @@
 //! | `slots`       | the small segment numbers index entries use                 |
 //! | `lookup`      | reads through the index; its bookkeeping; key listing       |
 //! | `lapsed`      | expired keys out of the index whose records may remain      |
-//! | `recovery`    | open: hints or scans, damage handling, rebuilding the index |
+//! | `recovery`    | open: hints or scans, damage handling                       |
+//! | `rebuild`     | the index from the records found, a shard per thread        |
 //! | `lost`        | the keys of a segment lost to damage, held as deleted       |
 //! | `maintenance` | size-bound eviction, TTL sweep, segment rewriting           |
 //! | `plan`        | the next eviction's entries, listed ahead off the lock      |
@@ -50,6 +51,7 @@ mod plan;
 mod policy;
 #[cfg(test)]
 mod power_loss_tests;
+mod rebuild;
 mod recovery;
 mod refused;
 mod segment;

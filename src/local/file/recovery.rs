@@ -7,28 +7,28 @@
 //! value means "absent". A torn tail is cut; damage elsewhere is skipped and counted.
 //!
 //! Speed (a million entries after SIGKILL, the active segment scanned): keys are hashed straight
-//! from the hint bytes or the mapped segment, never allocated; segments without a hint file are
-//! scanned on a second thread while the hints are read; the index is sized once, exactly, for
-//! every record; records are applied in the order of the index's memory, so the million inserts
-//! walk the table instead of missing the cache on each; a hint is checked while it is applied.
-//! That took the open from 0.70–0.73 s to 0.21–0.28 s on the bench machine, 2 cores shared with
-//! other builds (`file_reopen_1m_after_kill`).
+//! from the hint bytes or the mapped segment, never allocated; the segments' hints are read and
+//! the segments without one scanned on one thread per core; a hint is checked while it is read;
+//! each record is sorted into its index shard as it is found, and `rebuild` applies the shards
+//! on one thread per core. That took the open from 0.70–0.73 s to 0.21–0.28 s on the bench
+//! machine, 2 cores shared with other builds (`file_reopen_1m_after_kill`), before the shards
+//! were applied apart (see `rebuild` for what that saved).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::hash::BuildHasherDefault;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::dir::LockedDir;
 use super::format::{self, Kind, Meta, HINT_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN, TMP_EXT};
 use super::lapsed::Lapsed;
 use crate::files::{DAMAGED_EXT, LOST_EXT};
-use dashmap::mapref::entry::Entry as MapEntry;
 
-use super::index::{self, Index, IndexEntry, KeyHasher, Loc, PassThrough};
+use super::index::{Index, KeyHasher, Loc};
 use super::lost;
+use super::rebuild::{self, Parts, Pending};
 use super::segment::{self, Segment};
 use super::slots::Slots;
 use crate::error::{Error, Result};
@@ -91,130 +91,6 @@ struct Found<'a> {
     expires_at_ms: u64,
 }
 
-/// A record found, waiting to be applied: its key is hashed already (the hint bytes and scans
-/// it came from are dropped segment by segment).
-#[derive(Clone, Copy)]
-struct Pending {
-    hash: u64,
-    seq: u64,
-    loc: Loc,
-    expires_at_ms: u64,
-    len: u32,
-    kind: Kind,
-}
-
-/// The index being rebuilt, record by record, in segment and file order. Records are applied
-/// by key hash, as the index holds them (see `index`).
-///
-/// The index keeps no sequence number: when a record meets an entry of its hash (an overwrite,
-/// a tombstone), the entry's sequence number and length are read back from its record header,
-/// in a segment already mapped. A store of distinct keys reads nothing back; every overwrite
-/// still on disk costs one header read, which is cheaper than a second table of a million
-/// sequence numbers that every record would have to go through.
-struct Applied<'s> {
-    hasher: KeyHasher,
-    index: Index,
-    slots: &'s Slots,
-    /// The highest tombstone per key hash.
-    tombstones: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
-}
-
-impl Applied<'_> {
-    /// Applies one record: per key hash, the highest seq wins; on a tie a tombstone wins, then the
-    /// record found later (a newer copy left by an interrupted compaction). Ties only happen
-    /// between records of one key: every write takes a new sequence number.
-    fn apply(&mut self, seg: &Segment, f: &Pending) {
-        let (hash, loc) = (f.hash, f.loc);
-        if f.kind == Kind::Tombstone {
-            self.bury(hash, f.seq);
-            return;
-        }
-        if self.tombstones.get(&hash).is_some_and(|&t| t >= f.seq) {
-            return;
-        }
-        let entry = IndexEntry::new(loc, f.expires_at_ms);
-        match self.index.entry(hash) {
-            MapEntry::Occupied(mut old) => {
-                let (old_seq, _) = self.unaccount_if(old.get().loc, |seq| seq <= f.seq);
-                if old_seq.is_none_or(|seq| seq <= f.seq) {
-                    old.insert(entry);
-                    seg.live_bytes.fetch_add(u64::from(f.len), Ordering::Relaxed);
-                }
-            }
-            MapEntry::Vacant(slot) => {
-                slot.insert(entry);
-                seg.live_bytes.fetch_add(u64::from(f.len), Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// A tombstone of `hash` at `seq`: from a record, or from the keys of a lost segment.
-    fn bury(&mut self, hash: u64, seq: u64) {
-        let old = self.index.get(&hash).map(|e| e.loc);
-        if let Some(old) = old {
-            if let (_, true) = self.unaccount_if(old, |s| s <= seq) {
-                self.index.remove(&hash);
-            }
-        }
-        let slot = self.tombstones.entry(hash).or_insert(seq);
-        *slot = (*slot).max(seq);
-    }
-
-    /// Reads the header of the record at `loc`; if `replace(its seq)` holds, subtracts its
-    /// length from its segment's live bytes. Returns the seq (`None` for an unreadable header,
-    /// which loses to any record) and whether it was replaced.
-    fn unaccount_if(&self, loc: Loc, replace: impl FnOnce(u64) -> bool) -> (Option<u64>, bool) {
-        let Some(seg) = self.slots.get(loc) else {
-            return (None, true);
-        };
-        let header = seg
-            .read(loc.offset(), format::RECORD_HEADER_LEN as u32)
-            .and_then(format::peek_record_header);
-        let Some(header) = header else {
-            return (None, true);
-        };
-        if !replace(header.seq) {
-            return (Some(header.seq), false);
-        }
-        let live = &seg.live_bytes;
-        let _ = live.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-            Some(v.saturating_sub(u64::from(header.len)))
-        });
-        (Some(header.seq), true)
-    }
-
-    /// Drops expired values, exactly: the coarse expiry in memory decides, and for an entry in
-    /// its last second the record's own. Returns how many were dropped, remembered in `lapsed`.
-    fn drop_expired(&mut self, now_ms: u64, lapsed: &Lapsed) -> u64 {
-        let mut expired = Vec::new();
-        for e in self.index.iter() {
-            let (hash, entry) = (*e.key(), e.value());
-            if entry.is_expired(now_ms) {
-                expired.push((hash, entry.loc));
-            } else if entry.may_be_expired(now_ms) {
-                let exact = self
-                    .slots
-                    .get(entry.loc)
-                    .and_then(|seg| {
-                        seg.read(entry.loc.offset(), format::RECORD_HEADER_LEN as u32)
-                            .and_then(format::peek_record_header)
-                    })
-                    .map_or(0, |h| h.expires_at_ms);
-                if exact != 0 && now_ms >= exact {
-                    expired.push((hash, entry.loc));
-                }
-            }
-        }
-        let entries = self.index.len();
-        for &(hash, loc) in &expired {
-            self.unaccount_if(loc, |_| true);
-            self.index.remove(&hash);
-            lapsed.insert(hash, entries);
-        }
-        expired.len() as u64
-    }
-}
-
 /// Collects the records of every segment, hashed, in segment and file order.
 struct Gather<'h> {
     hasher: &'h KeyHasher,
@@ -222,7 +98,7 @@ struct Gather<'h> {
     max_seq: u64,
     records: u64,
     any_expiry: bool,
-    pending: Vec<Pending>,
+    pending: Parts,
 }
 
 impl Gather<'_> {
@@ -274,7 +150,7 @@ impl Gather<'_> {
         let fits_file = view.segment_id == seg.id
             && view.data_end >= SEGMENT_HEADER_LEN as u64
             && view.data_end <= seg.mapped_len();
-        let (records, pending) = (self.records, self.pending.len());
+        let (records, mark) = (self.records, self.pending.mark());
         let taken = fits_file
             && view
                 .try_for_each(|e| {
@@ -304,48 +180,11 @@ impl Gather<'_> {
             tracing::warn!(path = %path().display(), "ignoring a hint file that is damaged or does not match its segment");
             // A stale hint may have raised `max_seq`: that only skips sequence numbers.
             self.records = records;
-            self.pending.truncate(pending);
+            self.pending.truncate(&mark);
             return None;
         }
         Some(view.data_end)
     }
-}
-
-/// `pending` stably partitioned into runs of about 512 index buckets each, in the index's memory
-/// order ([`index::bucket_order`]): applying a run touches a few kilobytes of the table instead of
-/// a random place in all of it (one cache and TLB miss per record). Two sequential passes, where a
-/// comparison sort of a million records cost more than the misses it saved.
-fn in_bucket_order(parts: Vec<Vec<Pending>>, capacity: usize) -> Vec<Pending> {
-    const BUCKETS_PER_RUN: u64 = 512;
-    let (order, total) = index::bucket_order(capacity);
-    let runs = usize::try_from(total.div_ceil(BUCKETS_PER_RUN))
-        .unwrap_or(1)
-        .clamp(1, 1 << 16);
-    let run_of = |p: &Pending| {
-        usize::try_from(order(p.hash) / BUCKETS_PER_RUN)
-            .unwrap_or(0)
-            .min(runs - 1)
-    };
-    let mut starts = vec![0usize; runs];
-    for p in parts.iter().flatten() {
-        if let Some(n) = starts.get_mut(run_of(p)) {
-            *n += 1;
-        }
-    }
-    let mut at = 0;
-    for n in &mut starts {
-        (at, *n) = (at + *n, at);
-    }
-    let mut out: Vec<Pending> = parts.iter().flatten().copied().collect();
-    for p in parts.iter().flatten() {
-        if let Some(next) = starts.get_mut(run_of(p)) {
-            if let Some(slot) = out.get_mut(*next) {
-                *slot = *p;
-            }
-            *next += 1;
-        }
-    }
-    out
 }
 
 /// Rebuilds the index from the directory. Values that expired before `now_ms` are dropped (the
@@ -437,99 +276,57 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         max_seq: meta.min_seq,
         records: 0,
         any_expiry: false,
-        pending: Vec::with_capacity(capacity),
+        pending: Parts::with_capacity(capacity),
     };
     let scanned = |seg, base| scan_into(seg, base, last_id, new_gather(0));
-    // Segments without a hint file (the one that was active at a crash) are scanned on a second
-    // thread while this one reads the hints of the others.
-    let (mut scans, mut hinted) = std::thread::scope(|scope| {
-        let scanner = scope.spawn(|| {
-            segments
-                .iter()
-                .zip(&bases)
-                .map(|(seg, &base)| (!hint_ids.contains(&seg.id)).then(|| scanned(seg, base)))
-                .collect::<Vec<_>>()
+    // The records of segment `i`, from its hint file, or by a scan where it has none (the one
+    // active at a crash) or one that is damaged or stale. `bytes` is a buffer for the hint, kept
+    // by each thread: a fresh one for every hint of tens of megabytes was mapped and zeroed by
+    // the kernel page by page.
+    let gather_one = |i: usize, bytes: &mut Vec<u8>| -> Option<Gathered<'_, '_>> {
+        let (seg, &base) = (segments.get(i)?, bases.get(i)?);
+        let from_hint = hint_ids.contains(&seg.id).then(|| {
+            bytes.clear();
+            let mut file = fs::File::open(segment::hint_path(&dir.path, seg.id)).ok()?;
+            file.read_to_end(bytes).ok()?;
+            let mut gather = new_gather(bytes.len() / (format::HINT_ENTRY_LEN + 8));
+            let data_end = gather.hint(seg, base, bytes)?;
+            seg.hint_bytes.store(bytes.len() as u64, Ordering::Relaxed);
+            Some(Gathered::Hinted(data_end, gather))
         });
-        let hinted: Vec<Option<(u64, Gather<'_>)>> = segments
-            .iter()
-            .zip(&bases)
-            .map(|(seg, &base)| {
-                if !hint_ids.contains(&seg.id) {
-                    return None;
-                }
-                let bytes = fs::read(segment::hint_path(&dir.path, seg.id)).ok()?;
-                let mut gather = new_gather(bytes.len() / (format::HINT_ENTRY_LEN + 8));
-                let data_end = gather.hint(seg, base, &bytes)?;
-                seg.hint_bytes.store(bytes.len() as u64, Ordering::Relaxed);
-                Some((data_end, gather))
-            })
-            .collect();
-        // A scanner that panicked leaves its segments to the loop below, which scans them.
-        let scans = scanner
-            .join()
-            .unwrap_or_else(|_| segments.iter().map(|_| None).collect());
-        (scans, hinted)
-    });
+        Some(from_hint.flatten().unwrap_or_else(|| {
+            let (scan, gather) = scanned(seg, base);
+            Gathered::Scanned(scan, gather)
+        }))
+    };
+    let mut gathered = gather_all(segments.len(), &gather_one);
 
     let mut gathers = Vec::with_capacity(segments.len());
-    for (((seg, &base), scanned_early), from_hint) in segments
-        .iter()
-        .zip(&bases)
-        .zip(scans.iter_mut())
-        .zip(hinted.iter_mut())
-    {
-        let (id, path) = (seg.id, &seg.path);
+    for (i, seg) in segments.iter().enumerate() {
+        // Gathered here if a thread that panicked left it out.
+        let Some(found) = gathered
+            .get_mut(i)
+            .and_then(Option::take)
+            .or_else(|| gather_one(i, &mut Vec::new()))
+        else {
+            continue;
+        };
+        let id = seg.id;
         report.segments += 1;
-        let data_end = if let Some((data_end, gather)) = from_hint.take() {
-            report.from_hints += 1;
-            gathers.push(gather);
-            data_end
-        } else {
-            report.scanned += 1;
-            let (scan, gather) = match scanned_early.take() {
-                Some(done) => done,
-                None => scanned(seg, base),
-            };
-            gathers.push(gather);
-            for range in &scan.damaged {
-                report.damaged_ranges += 1;
-                report.damaged_bytes += range.end - range.start;
-                tracing::warn!(path = %path.display(), start = range.start, end = range.end, "skipped damaged records");
+        let data_end = match found {
+            Gathered::Hinted(data_end, gather) => {
+                report.from_hints += 1;
+                gathers.push(gather);
+                data_end
             }
-            if let Some(torn) = &scan.torn_tail {
-                if Some(id) == last_id {
-                    report.torn_tail_bytes += torn.end - torn.start;
-                } else {
-                    // Only the last segment can be torn by a crash; elsewhere it is damage.
-                    report.damaged_ranges += 1;
-                    report.damaged_bytes += torn.end - torn.start;
-                }
+            Gathered::Scanned(scan, gather) => {
+                gathers.push(gather);
+                settle_scan(dir, seg, &scan, Some(id) == last_id, &mut report)?
             }
-            // Noted on the segment, to be counted as dropped when it goes: the cut below takes a
-            // torn tail out of every later read, so only this scan ever sees it.
-            let torn = u64::from(scan.torn_tail.is_some() && Some(id) != last_id);
-            seg.damaged_ranges
-                .fetch_add(scan.damaged.len() as u64 + torn, Ordering::Relaxed);
-            // Cut the file at the last good record: a torn tail is gone, so a later scan ends
-            // cleanly there, and the space a crashed active segment had reserved is given back.
-            // Truncating needs no free space, so this works on a full disk.
-            seg.data_end.store(scan.data_end, Ordering::Release);
-            seg.truncate_to_data()?;
-            // Synced whether or not it was cut: a segment without a hint was left by a killed
-            // run, whose last writes may still be in the page cache only. The hint written next
-            // must not describe records a power loss could take away, and no later flush or
-            // close would sync this segment (only the ones this run writes).
-            seg.sync()?;
-            let hint = hint_of_scan(id, &scan);
-            match write_hint(dir, id, &hint) {
-                Ok(()) => seg.hint_bytes.store(hint.len() as u64, Ordering::Relaxed),
-                Err(e) => tracing::warn!(error = %e, "could not write a hint file after scanning a segment"),
-            }
-            scan.data_end
         };
         seg.data_end.store(data_end, Ordering::Release);
     }
-    drop(scans);
+    drop(gathered);
 
     let mut buried = lost::load(
         dir,
@@ -549,33 +346,12 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         any_expiry |= g.any_expiry;
         parts.push(g.pending);
     }
-    // Sized once for every record: growing a map of a million keys rehashes every key several
-    // times, which was about a quarter of the time to open.
-    let capacity = parts.iter().map(Vec::len).sum();
-    let mut applied = Applied {
-        hasher: hasher.clone(),
-        index: index::with_capacity(capacity),
-        slots: &slots,
-        tombstones: HashMap::default(),
-    };
-    for &(hash, seq) in &buried.tombstones {
-        applied.bury(hash, seq);
-    }
-    // Applied in the order of the index's memory (see `index::bucket_order`), by a stable
-    // partition, so the records of one hash keep their order on disk, which is all that the
-    // rule above needs.
-    let pending = in_bucket_order(parts, capacity);
-    for p in &pending {
-        // Recovery gave the segments slots 0, 1, 2… in this order.
-        if let Some(seg) = segments.get(p.loc.slot() as usize) {
-            applied.apply(seg, p);
-        }
-    }
-    drop(pending);
+    let index = rebuild::build(&segments, &slots, &buried.tombstones, &parts);
+    drop(parts);
     // Expired values lost their key.
     let lapsed = Lapsed::default();
     if any_expiry {
-        report.expired = applied.drop_expired(now_ms, &lapsed);
+        report.expired = rebuild::drop_expired(&index, &slots, now_ms, &lapsed);
     }
     // Saturating: ids and sequence numbers near u64::MAX only come from crafted files; the store
     // must fail cleanly on them (a segment id that exists cannot be created), not overflow.
@@ -586,7 +362,6 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         .chain(&lost_ids)
         .max()
         .map_or(1, |id| id.saturating_add(1));
-    let Applied { hasher, index, .. } = applied;
     Ok(Recovered {
         segments: segments.into_iter().map(|s| (s.id, s)).collect(),
         index,
@@ -656,6 +431,105 @@ pub(crate) fn hint_of_sealed(seg: &Segment) -> Result<Vec<u8>> {
     hint.extend_from_slice(&body);
     format::encode_hint_trailer(&mut hint, entries);
     Ok(hint)
+}
+
+/// Accounts for the scan of `seg` (the `last` segment, or another) in `report`, cuts the file
+/// at its last good record, syncs it and writes its hint. Returns the segment's data end.
+fn settle_scan(
+    dir: &LockedDir,
+    seg: &Segment,
+    scan: &format::Scan<'_>,
+    last: bool,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
+    report.scanned += 1;
+    for range in &scan.damaged {
+        report.damaged_ranges += 1;
+        report.damaged_bytes += range.end - range.start;
+        tracing::warn!(path = %seg.path.display(), start = range.start, end = range.end, "skipped damaged records");
+    }
+    if let Some(torn) = &scan.torn_tail {
+        if last {
+            report.torn_tail_bytes += torn.end - torn.start;
+        } else {
+            // Only the last segment can be torn by a crash; elsewhere it is damage.
+            report.damaged_ranges += 1;
+            report.damaged_bytes += torn.end - torn.start;
+        }
+    }
+    // Noted on the segment, to be counted as dropped when it goes: the cut below takes a
+    // torn tail out of every later read, so only this scan ever sees it.
+    let torn = u64::from(scan.torn_tail.is_some() && !last);
+    seg.damaged_ranges
+        .fetch_add(scan.damaged.len() as u64 + torn, Ordering::Relaxed);
+    // Cut the file at the last good record: a torn tail is gone, so a later scan ends
+    // cleanly there, and the space a crashed active segment had reserved is given back.
+    // Truncating needs no free space, so this works on a full disk.
+    seg.data_end.store(scan.data_end, Ordering::Release);
+    seg.truncate_to_data()?;
+    // Synced whether or not it was cut: a segment without a hint was left by a killed
+    // run, whose last writes may still be in the page cache only. The hint written next
+    // must not describe records a power loss could take away, and no later flush or
+    // close would sync this segment (only the ones this run writes).
+    seg.sync()?;
+    let hint = hint_of_scan(seg.id, scan);
+    match write_hint(dir, seg.id, &hint) {
+        Ok(()) => seg.hint_bytes.store(hint.len() as u64, Ordering::Relaxed),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not write a hint file after scanning a segment")
+        }
+    }
+    Ok(scan.data_end)
+}
+
+/// The records of one segment, as recovery found them.
+enum Gathered<'s, 'h> {
+    /// From its hint file: the segment's data end, and the records.
+    Hinted(u64, Gather<'h>),
+    /// By a scan of the segment.
+    Scanned(format::Scan<'s>, Gather<'h>),
+}
+
+/// Most threads an open reads hints and scans segments on.
+const MAX_GATHER_THREADS: usize = 8;
+
+/// `gather_one(i, buffer)` for every segment `i` in `0..segments`, on up to one thread per core (the
+/// segments are independent, and a store of many segments has as many hints to read), in
+/// segment order. A segment is `None` if its thread panicked: the caller gathers it again.
+fn gather_all<'s, 'h, G>(segments: usize, gather_one: &G) -> Vec<Option<Gathered<'s, 'h>>>
+where
+    G: Fn(usize, &mut Vec<u8>) -> Option<Gathered<'s, 'h>> + Sync,
+    Gathered<'s, 'h>: Send,
+{
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(segments)
+        .min(MAX_GATHER_THREADS);
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let (mut done, mut bytes) = (Vec::new(), Vec::new());
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= segments {
+                break done;
+            }
+            done.push((i, gather_one(i, &mut bytes)));
+        }
+    };
+    let mut gathered: Vec<Option<Gathered<'s, 'h>>> = (0..segments).map(|_| None).collect();
+    let batches = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+        threads
+            .into_iter()
+            .filter_map(|t| t.join().ok())
+            .collect::<Vec<_>>()
+    });
+    for (i, found) in batches.into_iter().flatten() {
+        if let Some(slot) = gathered.get_mut(i) {
+            *slot = found;
+        }
+    }
+    gathered
 }
 
 /// Scans `seg` (see [`scan`]) and gathers its records.
@@ -793,35 +667,5 @@ mod tests {
         let scanned = hint_of_scan(1, &seg.scan_data_to(seg.data_end()));
         assert_eq!(hint_of_sealed(&seg).unwrap(), scanned);
         assert_eq!(format::decode_hint(&scanned).unwrap().entries.len() as u64, i);
-    }
-
-    #[test]
-    fn bucket_order_partition_is_stable_so_the_records_of_one_hash_keep_their_disk_order() {
-        let capacity = 100_000;
-        let (order, total) = index::bucket_order(capacity);
-        let hasher = KeyHasher::default();
-        // Three records per key, interleaved as on disk; seq tells their disk order.
-        let pending: Vec<Pending> = (0..3 * capacity as u64)
-            .map(|seq| Pending {
-                hash: hasher.hash(&format!("key{}", seq % capacity as u64)),
-                seq,
-                loc: Loc::new(0, 0, 32),
-                expires_at_ms: 0,
-                len: 40,
-                kind: Kind::Value,
-            })
-            .collect();
-        let (first, second) = pending.split_at(capacity);
-        let sorted = in_bucket_order(vec![first.to_vec(), second.to_vec()], capacity);
-        assert_eq!(sorted.len(), 3 * capacity);
-        let positions: Vec<u64> = sorted.iter().map(|p| order(p.hash) / 512).collect();
-        assert!(positions.windows(2).all(|w| w[0] <= w[1]), "not in bucket runs");
-        assert!(positions.last().is_some_and(|&p| p < total.div_ceil(512)));
-        let mut last_seq: HashMap<u64, u64> = HashMap::new();
-        for p in &sorted {
-            if let Some(prev) = last_seq.insert(p.hash, p.seq) {
-                assert!(prev < p.seq, "records of one hash were reordered");
-            }
-        }
     }
 }
