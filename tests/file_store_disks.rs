@@ -139,6 +139,72 @@ fn the_replay_queue_keeps_no_deleted_file_open_and_stays_within_its_documented_s
     }
 }
 
+/// A compaction refused by a full device is tried again once the log has grown by the pending
+/// bytes. Once a retry succeeds, the log keeps its documented bound again (two times
+/// `max_bytes` plus 64 KiB): the wait the failure set outlived the retry, and every later
+/// compaction waited for the log to reach that old length, about three times the pending bytes.
+#[test]
+fn once_a_compaction_a_full_device_refused_succeeds_the_replay_log_keeps_its_bound() {
+    let _serial = one_at_a_time();
+    let fs = Mount::tmpfs(8 * 1024);
+    let max_bytes = 256 * KIB;
+    let queue = ReplayQueue::open(fs.path(), ReplayOptions::default().max_bytes(max_bytes)).unwrap();
+    let payload = value(3, 1000);
+    // Pending bytes close to `max_bytes`: every rewrite of the log needs room for them.
+    for i in 0..240 {
+        queue.push_set(&format!("live{i}"), &payload, 0).unwrap();
+    }
+    let live = queue.stats().bytes;
+    // One write that reached L2 late: pushed, replayed, acked (its records are dead bytes).
+    let mut n = 0u32;
+    let mut cycle = || {
+        n += 1;
+        queue.push_set(&format!("t{n}"), &payload, 0).unwrap();
+        let op = queue.pending().pop().unwrap();
+        assert_eq!(op.key, format!("t{n}"));
+        assert!(queue.ack(&op).unwrap());
+        queue.stats()
+    };
+    // Up to a few writes short of a compaction, then a device with room for writes, not for a
+    // rewrite.
+    while cycle().log_bytes < 36 + 2 * live - 4 * 1100 {}
+    assert_eq!(queue.stats().compactions, 0);
+    let ballast = fs.fill("ballast");
+    let full = std::fs::metadata(&ballast).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ballast)
+        .unwrap()
+        .set_len(full - 64 * KIB)
+        .unwrap();
+    for _ in 0..8 {
+        cycle();
+    }
+    let stats = cycle();
+    assert_eq!(
+        (stats.compaction_failures, stats.compactions),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert!(stats.write_failure.is_none(), "{stats:?}");
+    fs.remove(&ballast);
+    let mut tries = 0;
+    while cycle().compactions == 0 {
+        tries += 1;
+        assert!(tries < 1000, "never compacted again: {:?}", queue.stats());
+    }
+    let bound = 2 * max_bytes + 64 * KIB;
+    for _ in 0..800 {
+        let stats = cycle();
+        let on_disk = std::fs::metadata(fs.path().join("replay.log")).unwrap().len();
+        assert!(
+            stats.log_bytes <= bound && on_disk <= bound,
+            "{on_disk} bytes on disk, over the bound of {bound}: {stats:?}"
+        );
+    }
+    assert!(queue.stats().compactions >= 3, "{:?}", queue.stats());
+}
+
 #[cfg(feature = "cli")]
 fn cli(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_uno-cache"))

@@ -814,6 +814,9 @@ fn rewrite_locked(inner: &mut Inner, replace: fn(&mut Log, &Header, &[u8]) -> Re
     replace(&mut inner.log, &header, &body)?;
     inner.pending.recompute_disk_lens();
     inner.stats.compactions += 1;
+    // The wait a failed compaction set is over: kept, the log grew to that old length before
+    // every later compaction, past the bound the documentation gives it.
+    inner.compact_again_at = 0;
     Ok(())
 }
 
