@@ -561,6 +561,8 @@ impl ReplayQueue {
         let inner = &mut *inner;
         inner.log.check_writable()?;
         let log_id = inner.log.log_id();
+        // Per key and seq: a log's CRCs do not make its seqs unique (see `Pending`), and two
+        // keys on one seq each have their op to ack.
         let mut seen = HashSet::new();
         let mut buf = Vec::new();
         let mut acked = Vec::new();
@@ -576,7 +578,7 @@ impl ReplayQueue {
                             | (ReplayAction::Set { .. }, ReplayAction::Set { .. })
                     )
             };
-            if inner.pending.get(&op.key).is_some_and(same) && seen.insert(op.seq) {
+            if inner.pending.get(&op.key).is_some_and(same) && seen.insert((op.key.as_str(), op.seq)) {
                 format::encode_record(
                     &mut buf,
                     log_id,

@@ -575,3 +575,34 @@ fn a_damaged_log_on_a_file_system_without_hard_links_still_opens_overflowed() {
     assert!(queue.recovery_report().header_damage.is_some());
     assert!(!dir.path().join("replay.log.damaged").exists());
 }
+
+/// A log's CRCs do not make its seqs unique (a crafted or carried-over record can repeat one),
+/// and the queue keeps both keys' ops (see `Pending`). `ack_many` told acks apart by seq alone:
+/// the second key's ack was dropped, so its op, already in L2, was sent again and counted short.
+#[test]
+fn acking_two_keys_that_share_a_seq_acks_both_and_an_op_listed_twice_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = Header {
+        log_id: 7,
+        next_seq: 1,
+    };
+    let mut bytes = format::encode_header(&header).to_vec();
+    for key in ["a", "b"] {
+        format::encode_record(
+            &mut bytes,
+            header.log_id,
+            &record_of(key, 3, &ReplayAction::Delete),
+        );
+    }
+    fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    let ops = queue.pending();
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    let twice = [ops.clone(), ops.clone()].concat();
+    assert_eq!(queue.ack_many(&twice).unwrap(), 2);
+    assert!(queue.is_empty(), "{:?}", queue.pending());
+    assert_eq!(queue.stats().acked, 2);
+    drop(queue);
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    assert!(queue.is_empty(), "an ack was not written: {:?}", queue.pending());
+}
