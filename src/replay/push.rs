@@ -61,6 +61,7 @@ impl Op {
 fn refused(inner: &mut Inner, pushes: &[Vec<Op>]) {
     for op in pushes.iter().flatten() {
         inner.overflowed = true;
+        inner.stats.lost += 1;
         if inner.pending.downgrade_key(op.key()) {
             tracing::warn!(key = %key_for_error(op.key()), "replay queue latched: the pending set of a key whose newer op it refused replays as a delete");
         }

@@ -53,7 +53,7 @@ pub struct ReplayStats {
     /// Sets queued as deletes since open (too big, or already expired), and pending sets made
     /// deletes to make room for a delete.
     pub downgraded: u64,
-    /// Ops lost since open because not even a delete fit.
+    /// Ops lost since open: not even a delete fit, or a write failure had latched the log.
     pub lost: u64,
     /// Ops acknowledged since open.
     pub acked: u64,

@@ -606,3 +606,25 @@ fn acking_two_keys_that_share_a_seq_acks_both_and_an_op_listed_twice_once() {
     let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
     assert!(queue.is_empty(), "an ack was not written: {:?}", queue.pending());
 }
+
+/// A push refused by a latched log is lost (the queue says overflowed), and `rewrite_failed`
+/// tells the operator such pushes are counted as lost; `stats().lost` left them out, so it
+/// read 0 through a whole outage of the disk. The push whose fsync failed is not lost: it stays
+/// pending and the rewrite keeps it.
+#[test]
+fn pushes_refused_by_a_latched_queue_are_counted_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    queue.fail_next_sync();
+    assert_fsync_failure(&queue.push_set("failed", b"v", 0).unwrap_err());
+    assert_eq!(queue.stats().lost, 0, "the failed push is still pending");
+    let refused = queue.push_many(&[Push::Delete { key: "x" }, Push::Delete { key: "y" }]);
+    assert!(
+        matches!(refused, Err(Error::WritesDisabled { .. })),
+        "{refused:?}"
+    );
+    let stats = queue.stats();
+    assert_eq!(stats.lost, 2, "{stats:?}");
+    assert_eq!(stats.pending, 1, "{stats:?}");
+    assert!(stats.overflowed);
+}
