@@ -221,8 +221,8 @@ struct ReplayScan {
 
 /// The scan of "Recovery (open)", step 4, from the document: valid records back to back; past
 /// anything else, the next offset where a valid record decodes, the bytes between being damage;
-/// with none, a torn tail if the record there runs past the end (or is all zeros), or the file
-/// ends in a zero byte, else damage.
+/// with none, a torn tail if the record there runs past the end, or the file ends in a zero
+/// byte, else damage.
 fn replay_scan(file: &[u8], log_id: u64) -> ReplayScan {
     let mut scan = ReplayScan {
         items: Vec::new(),
@@ -242,9 +242,9 @@ fn replay_scan(file: &[u8], log_id: u64) -> ReplayScan {
             }
             None => {
                 let rest = &file[at..];
-                let cut_short = rest.len() < 28
-                    || rest[..28].iter().all(|&b| b == 0)
-                    || replay_fields_len(rest).is_some_and(|len| len > rest.len());
+                // A header of zeros gives no length: not cut short (the last byte decides).
+                let cut_short =
+                    rest.len() < 28 || replay_fields_len(rest).is_some_and(|len| len > rest.len());
                 if cut_short || file.last() == Some(&0) {
                     scan.torn_tail = rest.len();
                 } else {

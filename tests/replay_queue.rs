@@ -600,6 +600,33 @@ fn a_damaged_last_record_of_a_returned_push_is_a_reported_loss() {
     assert_eq!(found.len(), model.len() - 1);
 }
 
+/// The last record's 28-byte header reads back as zeros (a block the medium lost) while its
+/// value's end survived: nothing says the record was cut short (a header of zeros gives no
+/// length), so, as the format says, it is damage and the loss is reported. Read as a torn tail,
+/// the acknowledged push of `e` went silently.
+#[test]
+fn a_last_record_whose_header_reads_as_zeros_while_its_end_survived_is_a_reported_loss() {
+    let (log, model, last_start) = sample_log();
+    let mut bad = log.clone();
+    bad[last_start..last_start + 28].fill(0);
+    assert_ne!(bad.last(), Some(&0));
+    let (_dir, q) = open_bytes(&bad);
+    let report = q.recovery_report().clone();
+    assert!(q.is_overflowed(), "{report:?}");
+    assert_eq!(
+        (report.damaged_ranges, report.torn_tail_bytes),
+        (1, 0),
+        "{report:?}"
+    );
+    let found = pending_model(&q);
+    assert!(!found.contains_key("e"));
+    assert_eq!(found.len(), model.len() - 1);
+    assert!(
+        found.values().all(|(_, action)| *action == ReplayAction::Delete),
+        "{found:?}"
+    );
+}
+
 #[test]
 fn concurrent_pushes_and_acks_keep_every_unacked_op_with_unique_seqs() {
     let dir = tempfile::tempdir().unwrap();

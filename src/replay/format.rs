@@ -257,9 +257,9 @@ pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
 /// record decodes; the bytes in between are damage. Bad bytes with no valid record after them are
 /// a torn tail if a crash can have left them so: a record running past the end of the file, or a
 /// tail that ends in zeros (where a write cut short had not put its data yet). A complete record
-/// that fails its checks and is followed by no zero is one written whole and damaged since, its
-/// push acknowledged: damage, so that its loss is reported (cut as a torn tail, a flipped byte in
-/// the last record dropped an acknowledged op silently). The searches check checksums over at
+/// that fails its checks, or a header of zeros, followed by no zero is one written whole and
+/// damaged since, its push acknowledged: damage, so that its loss is reported (cut as a torn
+/// tail, a flipped byte in the last record dropped an acknowledged op silently). The searches check checksums over at
 /// most four times the log's length plus 1 MiB (see [`SEARCH_CRC_PER_BYTE`]), so a scan takes
 /// linear time whatever the bytes.
 pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<'a>)) -> ScanEnd {
@@ -275,7 +275,10 @@ pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<
     while at < limit {
         let rest = buf.get(at..).unwrap_or_default();
         let decoded = decode_record(rest, log_id);
-        let complete = matches!(decoded, Decoded::Invalid(_));
+        // Only a record that runs past the end says it was cut short: a header of zeros says
+        // nothing of its length, and with the file's last byte written it was read as a torn
+        // tail, a block the medium lost taking an acknowledged op silently.
+        let complete = !matches!(decoded, Decoded::Incomplete);
         let from = match decoded {
             Decoded::Record(record, len) => {
                 found(Item::Record(record));
