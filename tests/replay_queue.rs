@@ -627,6 +627,48 @@ fn a_last_record_whose_header_reads_as_zeros_while_its_end_survived_is_a_reporte
     );
 }
 
+/// A value of small little-endian integers reads, every 8 bytes, as a set's header claiming a
+/// megabyte; the search past damage before it passes such candidates over once its checksum
+/// budget is spent, and so cannot check the acknowledged record after the value, larger than
+/// what is left. Those bytes were then a torn tail (the damaged record ran past the end of the
+/// file): the set of `c` went silently, and L2 kept the value it replaced.
+#[test]
+fn acknowledged_ops_a_search_past_damage_could_not_reach_are_a_reported_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(LOG_FILE);
+    let q = open(dir.path());
+    q.push_set("a", b"value-a", 0).unwrap();
+    let b_at = fs::metadata(&path).unwrap().len() as usize;
+    let lookalikes: Vec<u8> = [0x01u8, 0x00, 0x01, 0x00, 0x00, 0x00, 0x10, 0x00]
+        .iter()
+        .copied()
+        .cycle()
+        .take(2 << 20)
+        .collect();
+    q.push_set("b", &lookalikes, 0).unwrap();
+    q.push_set("c", &vec![0x5a; 3 << 19], 0).unwrap();
+    drop(q);
+    let mut bytes = fs::read(&path).unwrap();
+    // b's value length (at 8 in its record header) now runs past the end of the file.
+    bytes[b_at + 8..b_at + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    let (_dir, q) = open_bytes(&bytes);
+    let report = q.recovery_report().clone();
+    assert!(q.is_overflowed(), "the set of c went silently: {report:?}");
+    assert_eq!(
+        (report.damaged_ranges, report.torn_tail_bytes),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(
+        pending_model(&q)
+            .into_iter()
+            .map(|(k, (_, a))| (k, a))
+            .collect::<Vec<_>>(),
+        [("a".to_owned(), ReplayAction::Delete)],
+        "the set before the damage replays as a delete"
+    );
+}
+
 #[test]
 fn concurrent_pushes_and_acks_keep_every_unacked_op_with_unique_seqs() {
     let dir = tempfile::tempdir().unwrap();

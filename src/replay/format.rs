@@ -259,9 +259,10 @@ pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
 /// tail that ends in zeros (where a write cut short had not put its data yet). A complete record
 /// that fails its checks, or a header of zeros, followed by no zero is one written whole and
 /// damaged since, its push acknowledged: damage, so that its loss is reported (cut as a torn
-/// tail, a flipped byte in the last record dropped an acknowledged op silently). The searches check checksums over at
-/// most four times the log's length plus 1 MiB (see [`SEARCH_CRC_PER_BYTE`]), so a scan takes
-/// linear time whatever the bytes.
+/// tail, a flipped byte in the last record dropped an acknowledged op silently). The searches
+/// check checksums over at most four times the log's length plus 1 MiB (see
+/// [`SEARCH_CRC_PER_BYTE`]), so a scan takes linear time whatever the bytes; bytes a search
+/// passed over for that are damage, never a torn tail.
 pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<'a>)) -> ScanEnd {
     let mut end = ScanEnd {
         data_end: HEADER_LEN as u64,
@@ -297,12 +298,16 @@ pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<
             }
             Decoded::Incomplete | Decoded::Invalid(_) => at + 1,
         };
-        match resync(buf, from, log_id, &mut budget) {
+        let mut passed_over = false;
+        match resync(buf, from, log_id, &mut budget, &mut passed_over) {
             Some(next) => {
                 found(Item::Damage(at as u64..next as u64));
                 at = next;
             }
-            None if complete && buf.last().is_some_and(|&b| b != 0) => {
+            // A search that passed over a candidate it could not pay for may have missed the
+            // valid records after the damage, acknowledged ops among them: a loss to report,
+            // whatever the bad record or the last byte look like.
+            None if passed_over || (complete && buf.last().is_some_and(|&b| b != 0)) => {
                 found(Item::Damage(at as u64..limit as u64));
                 return end;
             }
@@ -326,15 +331,22 @@ const SEARCH_CRC_BASE: u64 = 1 << 20;
 /// budget. Every offset is a candidate, and only a record's CRC, over its whole length, refutes
 /// one whose header fields look right: bytes that repeat such a header (a value of small
 /// little-endian integers can) made the search quadratic, each candidate claiming a megabyte.
-/// A candidate the budget can no longer pay for is passed over, so such bytes end as damage or
-/// a torn tail, which is what they are.
-fn resync(buf: &[u8], from: usize, log_id: u64, budget: &mut u64) -> Option<usize> {
+/// A candidate the budget can no longer pay for is passed over, and `passed_over` set: the
+/// search may then miss a valid record, so what it leaves is damage, never a torn tail.
+fn resync(buf: &[u8], from: usize, log_id: u64, budget: &mut u64, passed_over: &mut bool) -> Option<usize> {
     (from..buf.len()).find(|&at| {
         let rest = buf.get(at..).unwrap_or_default();
         // Cheap filters first: a complete header that passes the field checks, of a record
         // the buffer holds and the budget pays for.
-        frame::pay_for_candidate(rest, budget, check_fields)
-            && matches!(decode_record(rest, log_id), Decoded::Record(..))
+        if frame::pay_for_candidate(rest, budget, check_fields) {
+            return matches!(decode_record(rest, log_id), Decoded::Record(..));
+        }
+        if !*passed_over {
+            // Refused with fields that pass and a record the buffer holds: for the budget.
+            *passed_over =
+                Fields::read(rest).is_some_and(|f| check_fields(&f).is_ok() && f.record_len() <= rest.len());
+        }
+        false
     })
 }
 
@@ -382,8 +394,9 @@ mod tests {
             "took {:?}",
             started.elapsed()
         );
-        assert!(scan.items.is_empty());
-        assert_eq!(scan.torn_tail, Some(HEADER_LEN as u64..log.len() as u64));
+        // Passed over, the candidates leave damage: a valid record may be among them.
+        assert_eq!(scan.items, [Item::Damage(HEADER_LEN as u64..log.len() as u64)]);
+        assert_eq!(scan.torn_tail, None);
     }
 
     #[test]
