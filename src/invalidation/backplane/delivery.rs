@@ -11,7 +11,8 @@
 //! The I/O thread never waits for the handler, and no event is applied later than the
 //! staleness bound after it was handed over. An event is dropped instead when
 //! - the handler is behind by more than the bound as it arrives (it has had events waiting and
-//!   handled none for that long), or [`QUEUE`] events wait;
+//!   handled none for that long), or [`QUEUE`] events wait, or it would take what they hold in
+//!   memory past [`QUEUE_BYTES`];
 //! - or it has waited in the queue for the bound (a handler that keeps up with each event, but
 //!   not with the rate they come at).
 //!
@@ -32,11 +33,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
-use super::{now, InvalidationHandler, InvalidationMessage, Outage, Shared};
+use super::{now, Invalidation, InvalidationHandler, InvalidationMessage, Outage, Shared};
 use crate::error::{Error, Result};
 
 /// Events waiting for the handler at most.
 const QUEUE: usize = 1024;
+
+/// Memory the events waiting for the handler (the one it handles included) may hold, at most;
+/// one event is taken whatever its size while none waits. Counted in events alone, the queue
+/// could hold 1024 messages of 32 MiB of empty keys (each about 200 MB decoded): a publisher
+/// sending them faster than the handler got through them (a handler that finishes one now and
+/// then is never lagging) piled up gigabytes within one staleness bound. The manager's own
+/// messages hold at most [`KEYS_MESSAGE_BUDGET`](crate::invalidation::KEYS_MESSAGE_BUDGET) of
+/// keys (a few MB decoded): dozens of those fit, and the thousand 1,000-key messages of a large
+/// tag invalidation.
+const QUEUE_BYTES: usize = 256 * 1024 * 1024;
 
 /// How often the thread looks whether it is asked to stop while no event comes.
 const STOP_POLL: Duration = Duration::from_millis(20);
@@ -49,6 +60,22 @@ enum Event {
 }
 
 impl Event {
+    /// About what the event holds in memory while it waits: its strings and their headers.
+    fn held_bytes(&self) -> usize {
+        let strings = match self {
+            Event::Invalidate(message) => match &message.invalidation {
+                Invalidation::Keys(items) | Invalidation::Tags(items) => items.as_slice(),
+                Invalidation::Prefix(prefix) => std::slice::from_ref(prefix),
+                Invalidation::All => &[],
+            },
+            Event::Lost(_) | Event::Restored(_) => &[],
+        };
+        strings
+            .iter()
+            .map(|s| size_of::<String>().saturating_add(s.capacity()))
+            .fold(size_of::<Handed>(), usize::saturating_add)
+    }
+
     /// The `since` of a loss reported in place of this event, dropped after being handed over
     /// (or not) at `handed`: no later than the loss or outage it tells of itself, so that what
     /// the handler hears still covers every message that event said may be lost.
@@ -68,6 +95,8 @@ struct Handed {
     at_ms: u64,
     /// The same moment on the wall clock: the `since` of the loss it is reported as if dropped.
     at: SystemTime,
+    /// [`Event::held_bytes`], counted in [`State::pending_bytes`] until it is handled.
+    bytes: usize,
 }
 
 /// What the subscriber's side and the thread decide together. Under one lock, so that a drop
@@ -102,6 +131,10 @@ impl Handover {
 struct State {
     /// Events handed over and not yet handled.
     pending: AtomicUsize,
+    /// What they hold in memory ([`Event::held_bytes`]).
+    pending_bytes: AtomicUsize,
+    /// The most `pending_bytes` may reach: [`QUEUE_BYTES`].
+    max_bytes: usize,
     /// When the handler last finished an event, or was handed one while none waited, in ms
     /// since `epoch`.
     progress_ms: AtomicU64,
@@ -119,6 +152,12 @@ impl State {
 
     fn bound_ms(&self) -> u64 {
         u64::try_from(self.staleness_bound.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether an event holding `bytes` fits beside those waiting (it does if none waits).
+    fn has_room_for(&self, bytes: usize) -> bool {
+        let waiting = self.pending_bytes.load(Ordering::Acquire);
+        waiting == 0 || waiting.saturating_add(bytes) <= self.max_bytes
     }
 
     /// Whether the handler has had events waiting and finished none for the staleness bound.
@@ -149,10 +188,17 @@ impl Forwarder {
         }
         // The `since` of the loss it is reported as, if it is dropped.
         let since = event.lost_since(handover.all_handed_at);
-        if !handover.behind && !s.lagging() {
+        let bytes = event.held_bytes();
+        if !handover.behind && !s.lagging() && s.has_room_for(bytes) {
             let waiting = s.pending.fetch_add(1, Ordering::AcqRel);
+            s.pending_bytes.fetch_add(bytes, Ordering::AcqRel);
             let (at_ms, at) = (s.millis_since_epoch(), now());
-            let handed = Handed { event, at_ms, at };
+            let handed = Handed {
+                event,
+                at_ms,
+                at,
+                bytes,
+            };
             match self.tx.try_send(handed) {
                 Ok(()) => {
                     if waiting == 0 {
@@ -164,6 +210,7 @@ impl Forwarder {
                 }
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     s.pending.fetch_sub(1, Ordering::AcqRel);
+                    s.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 }
             }
         }
@@ -198,10 +245,22 @@ impl Delivery {
         shared: Arc<Shared>,
         staleness_bound: Duration,
     ) -> Result<(Delivery, Arc<dyn InvalidationHandler>)> {
+        Self::start_with(handler, shared, staleness_bound, QUEUE_BYTES)
+    }
+
+    /// [`start`](Self::start) with `max_bytes` in place of [`QUEUE_BYTES`].
+    fn start_with(
+        handler: Arc<dyn InvalidationHandler>,
+        shared: Arc<Shared>,
+        staleness_bound: Duration,
+        max_bytes: usize,
+    ) -> Result<(Delivery, Arc<dyn InvalidationHandler>)> {
         let (tx, rx) = sync_channel(QUEUE);
         let started = now();
         let state = Arc::new(State {
             pending: AtomicUsize::new(0),
+            pending_bytes: AtomicUsize::new(0),
+            max_bytes,
             progress_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             handover: Mutex::new(Handover {
@@ -297,6 +356,7 @@ fn deliver(rx: &Receiver<Handed>, handler: &dyn InvalidationHandler, state: &Sta
                 }),
             }
         }
+        state.pending_bytes.fetch_sub(handed.bytes, Ordering::AcqRel);
         state.pending.fetch_sub(1, Ordering::AcqRel);
         state
             .progress_ms
@@ -387,16 +447,22 @@ mod tests {
         }
     }
 
+    /// Field order is drop order: a test that fails with the handler held lets it go before
+    /// `delivery` waits for it, and fails instead of hanging.
     struct Rig {
         handler: Arc<Recording>,
         forwarder: Arc<dyn InvalidationHandler>,
+        release: Sender<()>,
         delivery: Delivery,
         shared: Arc<Shared>,
         entered: Receiver<()>,
-        release: Sender<()>,
     }
 
     fn rig(bound: Duration) -> Rig {
+        rig_with(bound, QUEUE_BYTES)
+    }
+
+    fn rig_with(bound: Duration, max_bytes: usize) -> Rig {
         let (entered_tx, entered) = channel();
         let (release, release_rx) = channel();
         let handler = Arc::new(Recording {
@@ -405,7 +471,8 @@ mod tests {
             release: Mutex::new(Some(release_rx)),
         });
         let shared = Arc::new(Shared::new(InstanceId::random(), "test".to_owned()));
-        let (delivery, forwarder) = Delivery::start(handler.clone(), Arc::clone(&shared), bound).unwrap();
+        let (delivery, forwarder) =
+            Delivery::start_with(handler.clone(), Arc::clone(&shared), bound, max_bytes).unwrap();
         Rig {
             handler,
             forwarder,
@@ -526,6 +593,56 @@ mod tests {
             "distrusted before the queued events"
         );
         assert_eq!(seen.get(2), Some(&Seen::Restored));
+    }
+
+    /// Counted in events alone, 1024 messages of 32 MiB of empty keys (about 200 MB each once
+    /// decoded) could wait for a handler that kept up with one a second.
+    #[test]
+    fn messages_past_the_memory_budget_are_dropped_and_the_handler_told() {
+        let key = "k".repeat(16 * 1024);
+        let big = |seq: u64| InvalidationMessage {
+            origin: InstanceId::random(),
+            seq,
+            invalidation: Invalidation::Keys(vec![key.clone()]),
+        };
+        let rig = rig_with(Duration::from_secs(3600), 64 * 1024);
+        rig.forwarder.invalidate(&message(1));
+        rig.entered.recv().unwrap();
+        for seq in 2..=4 {
+            rig.forwarder.invalidate(&big(seq));
+        }
+        assert_eq!(rig.shared.handler_lags.load(Ordering::Relaxed), 0, "48 KiB fit");
+        rig.forwarder.invalidate(&big(5));
+        assert_eq!(
+            rig.shared.handler_lags.load(Ordering::Relaxed),
+            1,
+            "64 KiB do not"
+        );
+        assert_eq!(
+            seen_after_finish(rig),
+            [
+                Seen::Message(1),
+                Seen::Lost,
+                Seen::Restored,
+                Seen::Message(2),
+                Seen::Message(3),
+                Seen::Message(4)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_larger_than_the_budget_is_taken_while_none_waits() {
+        let rig = rig_with(Duration::from_secs(3600), 1024);
+        let huge = InvalidationMessage {
+            origin: InstanceId::random(),
+            seq: 1,
+            invalidation: Invalidation::Prefix("p".repeat(4096)),
+        };
+        rig.forwarder.invalidate(&huge);
+        rig.entered.recv().unwrap();
+        assert_eq!(rig.shared.handler_lags.load(Ordering::Relaxed), 0);
+        assert_eq!(seen_after_finish(rig), [Seen::Message(1)]);
     }
 
     #[test]

@@ -205,7 +205,8 @@ pub struct BackplaneStats {
     /// as a loss and a restore (not counted in `subscription_losses`).
     pub gap_losses: u64,
     /// Times the handler fell behind (events waited and none was handled for the staleness
-    /// bound, too many waited, or one waited for it that long): what arrived meanwhile, or
+    /// bound, too many waited or they held too much memory, or one waited for it that long):
+    /// what arrived meanwhile, or
     /// waited too long, was dropped, and the handler was told of a loss (and a restore, if the
     /// subscription was up) before its next event (not counted in `subscription_losses`).
     pub handler_lags: u64,
