@@ -675,3 +675,71 @@ fn a_tag_call_waits_for_its_configured_deadline() {
     });
     assert_eq!(cache.invalidate_tag("t").unwrap(), 2);
 }
+
+/// An event naming a key and two tags.
+struct Shipped;
+
+impl InvalidationEvent for Shipped {
+    fn keys(&self) -> Vec<String> {
+        vec!["order:1".to_owned()]
+    }
+    fn tags(&self) -> Vec<String> {
+        vec!["a".to_owned(), "b".to_owned()]
+    }
+}
+
+#[test]
+fn an_event_whose_deletes_l2_refuses_still_drops_every_tagged_key_from_l1() {
+    event_whose_deletes_l2_refuses(false);
+}
+
+#[test]
+fn async_an_event_whose_deletes_l2_refuses_still_drops_every_tagged_key_from_l1() {
+    event_whose_deletes_l2_refuses(true);
+}
+
+/// L2 refuses every delete: each step of the event (its keys, then each tag) fails, and each
+/// must still take its keys out of L1. Stopped at the first failure, the event left the members
+/// of its tags in L1, served long after the call.
+fn event_whose_deletes_l2_refuses(async_api: bool) {
+    let redis = RedisServer::start();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = false
+        [local]
+        type = "memory"
+        [distributed]
+        enabled = true
+        hosts = ["{}"]
+        key_prefix = "app:"
+        "#,
+        redis.addr()
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    cache.set("order:1", "o", None).unwrap();
+    cache.set_with_tags("in:a", "v", None, &["a"]).unwrap();
+    cache.set_with_tags("in:b", "v", None, &["b"]).unwrap();
+    let mut raw = redis.raw();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-unlink")
+        .exec(&mut raw)
+        .unwrap();
+    let invalidated = if async_api {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(cache.invalidate_event_async(&Shipped))
+    } else {
+        cache.invalidate_event(&Shipped)
+    };
+    assert!(invalidated.is_err(), "L2 refused every delete");
+    // L2 kept the values: gone by hand, whatever a read still finds is L1's.
+    redis::cmd("FLUSHDB").exec(&mut raw).unwrap();
+    for key in ["order:1", "in:a", "in:b"] {
+        assert_eq!(cache.get::<String>(key).unwrap(), None, "{key} left in L1");
+    }
+}

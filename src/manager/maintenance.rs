@@ -354,19 +354,21 @@ impl CacheManager {
     /// keys deleted (tag members included).
     ///
     /// # Errors
-    /// As [`CacheManager::multi_delete`] and [`CacheManager::invalidate_tag`].
+    /// As [`CacheManager::multi_delete`] and [`CacheManager::invalidate_tag`]: the first of
+    /// their errors. Every step runs, whatever the others did (as every step of a tag does): a
+    /// failed one still took its keys out of L1 here and elsewhere, and so does each step after
+    /// it. Stopped at the first failure (an L2 that refused the keys' delete), the event left
+    /// every member of its tags readable in every L1. Retry the call once L2 answers.
     pub fn invalidate_event(&self, event: &(impl InvalidationEvent + ?Sized)) -> Result<u64> {
+        let mut steps = Steps::default();
         let keys = event.keys();
-        let mut dropped = if keys.is_empty() {
-            0
-        } else {
-            self.multi_delete(&keys)?;
-            keys.len() as u64
-        };
-        for tag in event.tags() {
-            dropped += self.invalidate_tag(&tag)?;
+        if !keys.is_empty() {
+            steps.note(self.multi_delete(&keys).map(|_| keys.len() as u64));
         }
-        Ok(dropped)
+        for tag in event.tags() {
+            steps.note(self.invalidate_tag(&tag));
+        }
+        steps.end()
     }
 
     /// Async [`CacheManager::invalidate_event`].
@@ -374,17 +376,15 @@ impl CacheManager {
     /// # Errors
     /// As [`CacheManager::invalidate_event`].
     pub async fn invalidate_event_async(&self, event: &(impl InvalidationEvent + ?Sized)) -> Result<u64> {
+        let mut steps = Steps::default();
         let keys = event.keys();
-        let mut dropped = if keys.is_empty() {
-            0
-        } else {
-            self.multi_delete_async(&keys).await?;
-            keys.len() as u64
-        };
-        for tag in event.tags() {
-            dropped += self.invalidate_tag_async(&tag).await?;
+        if !keys.is_empty() {
+            steps.note(self.multi_delete_async(&keys).await.map(|_| keys.len() as u64));
         }
-        Ok(dropped)
+        for tag in event.tags() {
+            steps.note(self.invalidate_tag_async(&tag).await);
+        }
+        steps.end()
     }
 
     /// Finishes the background work and makes both levels' completed writes durable, where
@@ -466,6 +466,28 @@ fn deletable<'m>(tag: &str, members: &'m [String]) -> Vec<&'m str> {
             }
         })
         .collect()
+}
+
+/// The steps of an event's invalidation: the keys they dropped, and the first error.
+#[derive(Default)]
+struct Steps {
+    dropped: u64,
+    failed: Option<Error>,
+}
+
+impl Steps {
+    fn note(&mut self, step: Result<u64>) {
+        match step {
+            Ok(n) => self.dropped = self.dropped.saturating_add(n),
+            Err(e) => {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+
+    fn end(self) -> Result<u64> {
+        self.failed.map_or(Ok(self.dropped), Err)
+    }
 }
 
 /// The error of a tag call on a manager without a Redis for tags (or built without one).
