@@ -206,9 +206,9 @@ pub struct BackplaneStats {
     pub gap_losses: u64,
     /// Times the handler fell behind (events waited and none was handled for the staleness
     /// bound, too many waited or they held too much memory, or one waited for it that long):
-    /// what arrived meanwhile, or
-    /// waited too long, was dropped, and the handler was told of a loss (and a restore, if the
-    /// subscription was up) before its next event (not counted in `subscription_losses`).
+    /// what arrived meanwhile, or waited too long, was dropped, and the handler was told of a
+    /// loss (and a restore, if the subscription was up) before its next event (not counted in
+    /// `subscription_losses`).
     pub handler_lags: u64,
     /// Subscriptions lost (each one told to the handler).
     pub subscription_losses: u64,
