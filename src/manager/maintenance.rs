@@ -453,19 +453,27 @@ const TAG_DELETE_STEP: usize = 1_000;
 /// [`crate::MAX_KEY_LEN`]: added to the set by hand, or by a build with other limits) holds no
 /// value to delete. It is logged and left out, and goes from the set with the others: refused,
 /// it failed the whole delete, and every later invalidation of the tag again, while the values
-/// of the valid members stayed readable.
+/// of the valid members stayed readable. One line per tag, not per member: a set another
+/// program filled with a million such members logged a million.
 fn deletable<'m>(tag: &str, members: &'m [String]) -> Vec<&'m str> {
-    members
+    let mut skipped = 0usize;
+    let mut first = None;
+    let keys = members
         .iter()
         .map(String::as_str)
         .filter(|key| match crate::keys::check_key(key) {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(tag, error = %e, "a member of the tag is not a key; removed from the tag's set");
+                skipped += 1;
+                first.get_or_insert(e);
                 false
             }
         })
-        .collect()
+        .collect();
+    if let Some(e) = first {
+        tracing::warn!(tag, error = %e, skipped, "members of the tag are not keys; removed from the tag's set");
+    }
+    keys
 }
 
 /// The steps of an event's invalidation: the keys they dropped, and the first error.
@@ -551,5 +559,46 @@ impl Drop for DropAgain<'_> {
                 tracing::warn!(prefix = self.prefix, error = %e, "a dropped prefix invalidation could not drop L1 again");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    /// Counts the events logged while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<AtomicUsize>);
+
+    impl Subscriber for Lines {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &Event<'_>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn a_tag_of_many_members_that_are_not_keys_logs_one_line() {
+        let mut members = vec![String::new(); 1000];
+        members.push("k".repeat(crate::MAX_KEY_LEN + 1));
+        members.push("key".to_owned());
+        let lines = Lines::default();
+        let kept =
+            tracing::subscriber::with_default(lines.clone(), || super::deletable("tag", &members).len());
+        assert_eq!(kept, 1);
+        assert_eq!(lines.0.load(Ordering::Relaxed), 1);
     }
 }

@@ -31,6 +31,33 @@ pub(super) struct Context {
     pub(super) reconnect_max: Duration,
 }
 
+/// The log lines about invalid messages on the channel: the first, then at most one a second,
+/// with the count of those not logged since. Anyone who may publish on the channel can send
+/// garbage as fast as Redis forwards it, and a line each flooded the log; every one is counted
+/// in `stats().invalid` whatever is logged.
+#[derive(Default)]
+struct Noise {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Noise {
+    /// Whether one more invalid message at `now` is logged; if so, how many were not since the
+    /// last line.
+    fn pass(&mut self, now: Instant) -> Option<u64> {
+        const EVERY: Duration = Duration::from_secs(1);
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < EVERY)
+        {
+            self.unlogged = self.unlogged.saturating_add(1);
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
 type PingFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 impl Context {
@@ -73,19 +100,23 @@ impl Context {
 
     /// One message; `alive` is the last moment the subscription was known to have delivered
     /// everything published before it.
-    fn on_payload(&self, payload: &[u8], sequences: &mut Sequences, alive: SystemTime) {
+    fn on_payload(&self, payload: &[u8], sequences: &mut Sequences, noise: &mut Noise, alive: SystemTime) {
         // No publisher of the format sends more (see `MAX_MESSAGE_LEN`); decoded, a message of
         // empty keys took about six times its size in RAM, and again on the handler's thread.
         if payload.len() > MAX_MESSAGE_LEN {
             Shared::bump(&self.shared.invalid);
-            tracing::warn!(channel = %self.shared.channel, bytes = payload.len(), "ignored a message on the backplane channel longer than any publisher sends");
+            if let Some(unlogged) = noise.pass(Instant::now()) {
+                tracing::warn!(channel = %self.shared.channel, bytes = payload.len(), unlogged, "ignored a message on the backplane channel longer than any publisher sends");
+            }
             return;
         }
         let msg = match decode(payload) {
             Ok(msg) => msg,
             Err(reason) => {
                 Shared::bump(&self.shared.invalid);
-                tracing::warn!(channel = %self.shared.channel, %reason, "ignored an invalid message on the backplane channel");
+                if let Some(unlogged) = noise.pass(Instant::now()) {
+                    tracing::warn!(channel = %self.shared.channel, %reason, unlogged, "ignored an invalid message on the backplane channel");
+                }
                 return;
             }
         };
@@ -111,6 +142,7 @@ impl Context {
     async fn serve(&self, sink: PubSubSink, mut stream: PubSubStream, since: SystemTime) -> SystemTime {
         let mut alive = since;
         let mut sequences = Sequences::default();
+        let mut noise = Noise::default();
         let mut ticker = tokio::time::interval(self.ping_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate; we just subscribed
@@ -118,7 +150,7 @@ impl Context {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut sequences, alive),
+                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut sequences, &mut noise, alive),
                     None => return alive, // the connection ended
                 },
                 _ = ticker.tick(), if ping.is_none() => {
@@ -265,5 +297,24 @@ impl Context {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_invalid_messages_logs_one_line_a_second_with_the_count_left_out() {
+        let mut noise = Noise::default();
+        let start = Instant::now();
+        assert_eq!(noise.pass(start), Some(0));
+        let logged = (0..1000)
+            .filter(|i| noise.pass(start + Duration::from_micros(*i)).is_some())
+            .count();
+        assert_eq!(logged, 0);
+        assert_eq!(noise.pass(start + Duration::from_secs(1)), Some(1000));
+        assert_eq!(noise.pass(start + Duration::from_millis(1500)), None);
+        assert_eq!(noise.pass(start + Duration::from_secs(3)), Some(1));
     }
 }
