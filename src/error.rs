@@ -161,8 +161,10 @@ pub enum Error {
     },
 
     /// An earlier write or fsync failed; the store refuses writes until it is reopened, because
-    /// retrying an fsync can silently lose data. Reads still work.
-    #[error("writes to {path} are disabled after an earlier failure ({cause}); reads still work; fix the cause (disk full? I/O error?) and reopen the store")]
+    /// retrying an fsync can silently lose data. Reads still work. A replay queue's log is
+    /// written anew instead, from what the queue holds in memory, once the device takes it
+    /// (`ReplayQueue::recover`, which a manager runs by itself).
+    #[error("writes to {path} are disabled after an earlier failure ({cause}); reads still work; fix the cause (disk full? I/O error?) and reopen the store (a replay queue's log is written anew by itself once the device takes it)")]
     WritesDisabled {
         /// The store directory.
         path: PathBuf,

@@ -39,7 +39,7 @@ impl WriteLatch {
     /// Latches (keeping the first cause) and passes the error on.
     pub(crate) fn fail(&self, error: Error) -> Error {
         let _ = self.cause.set(error.to_string());
-        tracing::error!(error = %error, "{} write failed; further writes are refused until reopen", self.what);
+        tracing::error!(error = %error, "{} write failed; further writes are refused until it is reopened (or, for the replay log, written anew)", self.what);
         error
     }
 
