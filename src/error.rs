@@ -129,7 +129,7 @@ pub enum Error {
 
     /// An I/O call failed. The message ends with what to do where the error's kind says it (a
     /// permission, a full disk, a read-only mount, a directory where a file should be).
-    #[error("{op} {path}: {source}{}", io_advice(source))]
+    #[error("{op} {path}: {source}{}", io_advice(op, source))]
     Io {
         /// What was being done ("write segment", "open", ...).
         op: &'static str,
@@ -148,7 +148,7 @@ pub enum Error {
     /// hid nothing removed), each step complete, as the next open would do it too. (A hint read
     /// whole that cannot be renamed to `.lost` no longer refuses the open: its keys are held as
     /// deleted for the run, and the next open tries the rename again.)
-    #[error("{path} names the keys of a segment lost to damage and could not be {op}: {source}{}. Opening without them could serve deleted or overwritten values of those keys, so the store does not open: fix the cause and reopen, or delete the file to open without it (older versions of its keys may then be read again)", io_advice(source))]
+    #[error("{path} names the keys of a segment lost to damage and could not be {op}: {source}{}. Opening without them could serve deleted or overwritten values of those keys, so the store does not open: fix the cause and reopen, or delete the file to open without it (older versions of its keys may then be read again)", io_advice(op, source))]
     LostKeysUnreadable {
         /// What failed: "read" (builds before held a hint they could not rename as this error
         /// too, with "renamed to" and the `.lost` file it was to become).
@@ -506,10 +506,18 @@ pub(crate) fn is_no_space(e: &io::Error) -> bool {
     )
 }
 
-/// What to do about an I/O error of this kind, as the end of [`Error::Io`]'s message; nothing
-/// where the error alone cannot tell (a damaged disk's `EIO`, say).
-fn io_advice(e: &io::Error) -> &'static str {
+/// [`Error::Io`]'s `op` for reading a configuration file.
+pub(crate) const CONFIG_READ: &str = "read config";
+
+/// What to do about an I/O error of this kind during `op`, as the end of [`Error::Io`]'s
+/// message; nothing where the error alone cannot tell (a damaged disk's `EIO`, say).
+fn io_advice(op: &str, e: &io::Error) -> &'static str {
     match e.kind() {
+        // The one file read that is not the store's: the store's advice sent a user who gave
+        // `--config` a directory to look for one inside a store.
+        io::ErrorKind::IsADirectory if op == CONFIG_READ => {
+            "; give the path of the TOML configuration file, not of a directory"
+        }
         io::ErrorKind::PermissionDenied => {
             "; check the owner and mode of the file and of its directory, or run as their owner"
         }

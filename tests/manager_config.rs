@@ -230,6 +230,21 @@ fn an_invalid_field_in_a_config_file_names_the_field_and_the_file() {
     );
 }
 
+/// A configuration path that names a directory (`--config conf/` for `conf/cache.toml`) is told
+/// to name the file: the advice for a directory in a store's place sent the user to look for
+/// one inside a store (found by review).
+#[test]
+fn a_config_path_that_is_a_directory_says_to_give_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = CacheConfig::from_toml_file(dir.path()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(
+        text.contains("give the path of the TOML configuration file") && !text.contains("store"),
+        "{text}"
+    );
+}
+
 /// A bound an application's store cannot take is reported in the configuration's terms: the
 /// file says `local.max_size`, not the option's name `max_size_mb`.
 #[test]

@@ -195,7 +195,8 @@ impl CacheConfig {
     /// [`Error::Config`] also naming the file.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<CacheConfig> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config", path, e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(crate::error::CONFIG_READ, path, e))?;
         // A service may read several files: say which one holds the field at fault.
         CacheConfig::from_toml_str(&text).map_err(|e| match e {
             Error::Config { field, reason } => Error::Config {
