@@ -181,6 +181,28 @@ fn get_or_load_serves_the_stale_copy_when_its_loader_fails() {
     assert!(got.is_stale());
 }
 
+/// A soft timeout serves the stale copy fail-safe keeps: with fail-safe off there is never one,
+/// and the setting was accepted to do nothing (found by review).
+#[test]
+fn config_refuses_a_soft_timeout_without_fail_safe_naming_both_settings() {
+    let err =
+        CacheConfig::from_toml_str("[loader]\nsoft_timeout_ms = 200\nhard_timeout_ms = 2000\n").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("loader.soft_timeout_ms") && text.contains("fail_safe_max_duration"),
+        "{text}"
+    );
+    let with_fail_safe =
+        "[loader]\nfail_safe_max_duration = 60\nsoft_timeout_ms = 200\nhard_timeout_ms = 2000\n";
+    assert_eq!(
+        CacheConfig::from_toml_str(with_fail_safe)
+            .unwrap()
+            .loader
+            .soft_timeout_ms,
+        200
+    );
+}
+
 #[test]
 fn config_refuses_fail_safe_on_redb_and_a_soft_timeout_above_the_hard_one() {
     // A build without redb refuses the type itself, before the loader settings.
@@ -192,10 +214,12 @@ fn config_refuses_fail_safe_on_redb_and_a_soft_timeout_above_the_hard_one() {
         assert!(err.to_string().contains("loader.fail_safe_max_duration"), "{err}");
     }
     let mut config = CacheConfig::default();
+    config.loader.fail_safe_max_duration = Duration::from_secs(60);
     config.loader.soft_timeout_ms = 500;
     config.loader.hard_timeout_ms = 100;
     let err = config.validate().unwrap_err();
     assert!(err.to_string().contains("loader.soft_timeout_ms"), "{err}");
+    assert!(err.to_string().contains("below loader.hard_timeout_ms"), "{err}");
     let parsed = CacheConfig::from_toml_str(
         "[loader]\nfail_safe_max_duration = 3600\nfail_safe_throttle = 10\nsoft_timeout_ms = 100\nhard_timeout_ms = 2000\n",
     )

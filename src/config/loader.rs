@@ -44,7 +44,7 @@ pub struct LoaderConfig {
     #[serde(with = "super::seconds")]
     pub fail_safe_throttle: Duration,
     /// With a stale value, how long a caller waits for the load, in milliseconds (default 0:
-    /// no soft timeout).
+    /// no soft timeout). Needs `fail_safe_max_duration` above 0, which keeps the stale values.
     pub soft_timeout_ms: u64,
     /// How long any caller waits for the load, in milliseconds (default 0: no limit).
     pub hard_timeout_ms: u64,
@@ -99,6 +99,14 @@ impl CacheConfig {
         }
         if loader.refresh_ahead_max == 0 {
             return Err(invalid("loader.refresh_ahead_max", "must be at least 1"));
+        }
+        if loader.soft_timeout_ms > 0 && loader.fail_safe_max_duration.is_zero() {
+            // The soft timeout only ever answers with the stale copy fail-safe keeps: without
+            // one it was accepted and never served anything.
+            return Err(invalid(
+                "loader.soft_timeout_ms",
+                "serves the stale copy that fail-safe keeps, and loader.fail_safe_max_duration is 0 (off), so there is none; set fail_safe_max_duration (seconds), or remove soft_timeout_ms (hard_timeout_ms bounds the wait without a stale copy)",
+            ));
         }
         if loader.soft_timeout_ms > 0
             && loader.hard_timeout_ms > 0
