@@ -32,6 +32,7 @@ mod consistency;
 mod distributed;
 mod loader;
 mod local;
+mod ranges;
 
 use std::path::Path;
 use std::time::Duration;
@@ -177,7 +178,7 @@ impl CacheConfig {
             let field = at
                 .and_then(|pos| field_at(text, pos))
                 .unwrap_or_else(|| "config".to_owned());
-            let message = e.message().trim();
+            let message = ranges::in_range_terms(e.message().trim());
             match at.and_then(|pos| line_and_column(text, pos)) {
                 Some((line, column)) => invalid(&field, format!("{message} (line {line}, column {column})")),
                 None => invalid(&field, message.to_owned()),
