@@ -177,3 +177,29 @@ fn a_refused_size_bound_is_named_as_the_flag_or_the_field_that_gave_it() {
         "{told}"
     );
 }
+
+/// A key no store can hold (empty, or over `MAX_KEY_LEN` bytes) fails `get` with exit 2, as it
+/// fails `set` and `del`: `get` read it as a miss (exit 1), so `get "$KEY"` with `KEY` unset
+/// told a script the value was absent (found by review).
+#[test]
+fn a_get_of_an_empty_or_too_long_key_is_an_error_exit_2_not_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    assert!(run(&store, &["set", "k", "v"]).status.success());
+    let config = write_file_config(dir.path(), &store);
+    let too_long = "k".repeat(uno_cache::MAX_KEY_LEN + 1);
+    for (key, says) in [("", "empty"), (too_long.as_str(), "over the limit")] {
+        for out in [run(&store, &["get", key]), run_config(&config, &["get", key])] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            assert!(
+                stderr.contains("invalid key") && stderr.contains(says),
+                "{stderr}"
+            );
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        }
+    }
+    // A key at the limit is a key like any other.
+    let longest = "k".repeat(uno_cache::MAX_KEY_LEN);
+    assert_eq!(run(&store, &["get", &longest]).status.code(), Some(1));
+}

@@ -186,11 +186,36 @@ fn ttl_arg(ttl: Option<f64>) -> Result<Option<Duration>, String> {
     }
 }
 
+/// The key of `get`, `set` or `del`, checked before anything is opened as `--ttl` is, by the rule
+/// every store holds keys to. `set` and `del` refused such a key anyway, but `get` read it as a
+/// miss (exit 1): `get "$KEY"` with `KEY` unset said "absent" where it should fail.
+fn key_arg(key: &str) -> Result<(), String> {
+    let problem = if key.is_empty() {
+        uno_cache::KeyProblem::Empty
+    } else if key.len() > uno_cache::MAX_KEY_LEN {
+        uno_cache::KeyProblem::TooLong {
+            len: key.len(),
+            max: uno_cache::MAX_KEY_LEN,
+        }
+    } else {
+        return Ok(());
+    };
+    // Shortened as the stores shorten a key in their errors.
+    let mut shown: String = key.chars().take(64).collect();
+    if shown.len() < key.len() {
+        shown.push('…');
+    }
+    Err(uno_cache::Error::InvalidKey { key: shown, problem }.to_string())
+}
+
 fn run(mut cli: Cli) -> Result<ExitCode, String> {
     let ttl = match &cli.command {
         Command::Set { ttl, .. } | Command::Import { ttl, .. } => ttl_arg(*ttl)?,
         _ => None,
     };
+    if let Command::Get { key } | Command::Set { key, .. } | Command::Del { key } = &cli.command {
+        key_arg(key)?;
+    }
     if cli.max_size_mb == Some(0) {
         return Err("--max-size-mb 0: must be at least 1 (MiB)".to_owned());
     }
