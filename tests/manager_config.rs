@@ -268,6 +268,25 @@ fn a_file_store_bound_below_its_segments_names_local_max_size() {
     }
 }
 
+/// A Memcached server listed twice, however written, is refused naming the second entry: it
+/// was taken as two servers, whose items and bytes the stats counted twice while every key
+/// went to one of them (found by review). Refused before anything connects.
+#[cfg(feature = "memcached")]
+#[test]
+fn a_memcached_server_listed_twice_is_refused_naming_the_second_entry() {
+    let text = "[local]\ntype = \"memory\"\n[distributed]\nenabled = true\ntype = \"memcached\"\nhosts = [\"127.0.0.1:1\", \"10.0.0.1:1\", \"memcache://127.0.0.1:1\"]\n";
+    match CacheManager::new(CacheConfig::from_toml_str(text).unwrap()).unwrap_err() {
+        Error::Config { field, reason } => {
+            assert_eq!(field, "distributed.hosts[2]");
+            assert!(
+                reason.contains("127.0.0.1:1") && reason.contains("hosts[0]"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The backplane's hosts are checked in the terms of `[invalidation]` when it has its own.
 #[cfg(feature = "redis")]
 #[test]

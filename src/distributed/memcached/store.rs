@@ -295,10 +295,10 @@ impl MemcachedStore {
     /// protocol from one that is down.
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad host or option; [`Error::Misconfigured`] naming a host that
-    /// answers only memcached's text protocol (started with `-B ascii`), with or without
-    /// breakers; [`Error::Backend`] (op `"connect"`) naming the host that cannot be reached or
-    /// refuses the connection.
+    /// [`Error::Config`] for a bad host or option, or a server listed twice;
+    /// [`Error::Misconfigured`] naming a host that answers only memcached's text protocol
+    /// (started with `-B ascii`), with or without breakers; [`Error::Backend`] (op `"connect"`)
+    /// naming the host that cannot be reached or refuses the connection.
     pub fn connect(options: MemcachedOptions) -> Result<Self> {
         let (store, connect_timeout) = Self::prepare(options)?;
         let check = startup::check_hosts(store.hosts.clone(), connect_timeout);
@@ -332,6 +332,21 @@ impl MemcachedStore {
             .enumerate()
             .map(|(i, raw)| Ok(Arc::new(Host::new(parse_host(i, raw)?, options.workers))))
             .collect::<Result<Vec<_>>>()?;
+        // A server listed twice was two hosts to the stats (its items and bytes counted twice)
+        // while the keys all went to one of them.
+        for (i, host) in hosts.iter().enumerate() {
+            if let Some(first) = hosts.iter().position(|h| h.spec.display == host.spec.display) {
+                if first < i {
+                    return Err(Error::Config {
+                        field: format!("memcached.hosts[{i}]"),
+                        reason: format!(
+                            "{} is listed twice (also hosts[{first}]); list each server once",
+                            host.spec.display
+                        ),
+                    });
+                }
+            }
+        }
         let nodes = options.node_breakers.as_ref().map(|breakers| {
             hosts
                 .iter()
