@@ -20,19 +20,30 @@ pub(crate) fn dir_mode(file_mode: u32) -> u32 {
     file_mode | ((file_mode & 0o444) >> 2)
 }
 
-/// Checks a configured file mode: permission bits only, and the owner must be able to read and
-/// write (the store reopens its own files).
+/// Checks a file mode given in code: [`check_mode_bits`], and for a decimal number whose digits
+/// are octal (`file_mode(640)`, the mode 0o1200), how to write the mode those digits make, where
+/// that mode would pass: a hint that fits any mode misled, e.g. 0o4755 (2541) was told to write
+/// 0o2541, refused too.
 pub(crate) fn check_file_mode(mode: u32) -> std::result::Result<(), String> {
-    if mode & !0o777 != 0 {
-        // TOML reads `640` as a decimal number: say how to write what was most likely meant.
+    check_mode_bits(mode).map_err(|reason| {
         let decimal = mode.to_string();
-        let hint = if decimal.len() <= 4 && decimal.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            format!("; TOML reads {decimal} as decimal: write file_mode = 0o{decimal}")
-        } else {
-            String::new()
-        };
+        match u32::from_str_radix(&decimal, 8) {
+            Ok(digits) if mode & !0o777 != 0 && check_mode_bits(digits).is_ok() => {
+                format!("{reason}; {decimal} is a decimal number: for the mode of those octal digits write 0o{decimal}")
+            }
+            _ => reason,
+        }
+    })
+}
+
+/// Checks a file mode: permission bits only, and the owner must be able to read and write (the
+/// store reopens its own files). For `local.file_mode`, whose literal was already checked for a
+/// decimal number (see `config::local::check_mode_literal`): a mode that reaches this check
+/// was written in octal, and a hint about decimal numbers would not fit it.
+pub(crate) fn check_mode_bits(mode: u32) -> std::result::Result<(), String> {
+    if mode & !0o777 != 0 {
         return Err(format!(
-            "{mode:#o} has bits outside 0o777 (only permission bits are allowed){hint}"
+            "{mode:#o} has bits outside 0o777 (only permission bits are allowed)"
         ));
     }
     if mode & 0o600 != 0o600 {
@@ -83,4 +94,20 @@ pub(crate) fn mode_of(path: &Path) -> Option<u32> {
 /// Sets the permission bits of `path` exactly.
 pub(crate) fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_file_mode;
+
+    /// Given in code, a decimal number of octal digits is told the mode those digits make; a
+    /// mode those digits would not make a valid one of is not (0o4755 was told 0o2541).
+    #[test]
+    fn the_decimal_hint_names_only_a_mode_that_would_pass() {
+        let told = check_file_mode(640).unwrap_err();
+        assert!(told.contains("write 0o640"), "{told}");
+        let told = check_file_mode(0o4755).unwrap_err();
+        assert!(!told.contains("0o2541") && !told.contains("decimal"), "{told}");
+        assert_eq!(check_file_mode(0o640), Ok(()));
+    }
 }

@@ -297,6 +297,24 @@ mod tests {
         }
     }
 
+    /// A mode with bits past 0o777 written in octal was told "TOML reads 2541 as decimal: write
+    /// file_mode = 0o2541" (for 0o4755): no decimal number was written, and that mode is refused
+    /// too (found by review). The literal check already speaks of decimal numbers.
+    #[test]
+    fn a_file_mode_with_bits_past_0o777_written_in_octal_gets_no_decimal_hint() {
+        for text in [
+            "file_mode = 0o4755",
+            "file_mode = \"0o4755\"",
+            "file_mode = \"4755\"",
+            "file_mode = 0o1200",
+        ] {
+            let (field, reason) = file_mode_of(text).expect_err(text);
+            assert_eq!(field, "local.file_mode", "{text}");
+            assert!(reason.contains("bits outside 0o777"), "{text}: {reason}");
+            assert!(!reason.contains("decimal"), "{text}: {reason}");
+        }
+    }
+
     /// A configuration written out and read back keeps its mode: written as a number, it would
     /// be the decimal number the reading refuses.
     #[test]

@@ -250,7 +250,7 @@ impl CacheConfig {
             ));
         }
         if let Some(mode) = local.file_mode {
-            crate::perms::check_file_mode(mode).map_err(|reason| invalid("local.file_mode", reason))?;
+            crate::perms::check_mode_bits(mode).map_err(|reason| invalid("local.file_mode", reason))?;
         }
         if local.durability == DurabilityMode::Periodic && local.durability_interval_ms == 0 {
             return Err(invalid(
