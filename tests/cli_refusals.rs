@@ -203,3 +203,25 @@ fn a_get_of_an_empty_or_too_long_key_is_an_error_exit_2_not_a_miss() {
     let longest = "k".repeat(uno_cache::MAX_KEY_LEN);
     assert_eq!(run(&store, &["get", &longest]).status.code(), Some(1));
 }
+
+/// An empty `UNO_CACHE_DIR` (`export UNO_CACHE_DIR=` in a profile) stands for an empty `--dir`:
+/// clap's refusal blamed a `--dir` the command line did not have, without naming the variable
+/// (found by review).
+#[test]
+fn an_empty_dir_or_config_variable_is_named_in_the_refusal() {
+    for (var, flag) in [("UNO_CACHE_DIR", "--dir"), ("UNO_CACHE_CONFIG", "--config")] {
+        let out = bin()
+            .env_remove("UNO_CACHE_DIR")
+            .env_remove("UNO_CACHE_CONFIG")
+            .env(var, "")
+            .args(["get", "k"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(&format!("{var} is set and empty")),
+            "{stderr}"
+        );
+    }
+}

@@ -158,13 +158,40 @@ fn parse_failed(e: &clap::Error) -> ExitCode {
         ExitCode::SUCCESS
     };
     match e.print() {
-        Ok(()) => code,
+        Ok(()) => {
+            if let Some(var) = empty_env_var(e) {
+                // clap blames the flag, which the user did not type.
+                err!("uno-cache: {var} is set and empty, and stands for the flag on a command line without it; unset it or set it to a path\n");
+            }
+            code
+        }
         Err(write) => {
             let to = if e.use_stderr() { "stderr" } else { "stdout" };
             err!("uno-cache: writing {to}: {write}\n");
             ExitCode::from(2)
         }
     }
+}
+
+/// The environment variable behind an empty `--dir` or `--config` that clap refused, if it is
+/// set and empty: `export UNO_CACHE_DIR=` in a profile was reported as an empty `--dir` given on
+/// a command line that had none.
+fn empty_env_var(e: &clap::Error) -> Option<&'static str> {
+    use clap::error::{ContextKind, ContextValue};
+    let empty = matches!(e.get(ContextKind::InvalidValue), Some(ContextValue::String(v)) if v.is_empty());
+    if e.kind() != clap::error::ErrorKind::InvalidValue || !empty {
+        return None;
+    }
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.as_str(),
+        _ => return None,
+    };
+    [("--dir", "UNO_CACHE_DIR"), ("--config", "UNO_CACHE_CONFIG")]
+        .into_iter()
+        .find(|(flag, var)| {
+            arg.starts_with(flag) && std::env::var_os(var).is_some_and(|value| value.is_empty())
+        })
+        .map(|(_, var)| var)
 }
 
 /// `--ttl`, checked before anything is opened: a refused call changes nothing.
