@@ -245,6 +245,32 @@ fn a_config_path_that_is_a_directory_says_to_give_the_file() {
     );
 }
 
+/// A configuration file is read up to 1 MiB: `--config /dev/zero` (or any path that is no
+/// configuration) was read until the process ran out of memory (found by review). A file of
+/// exactly that size is still read.
+#[test]
+fn a_config_file_over_a_mebibyte_is_refused_without_being_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.toml");
+    let comment = |len: usize| format!("#{}\n", "x".repeat(len - 2));
+    std::fs::write(&path, comment(1 << 20)).unwrap();
+    assert_eq!(
+        CacheConfig::from_toml_file(&path).unwrap(),
+        CacheConfig::default()
+    );
+    std::fs::write(&path, comment((1 << 20) + 1)).unwrap();
+    match CacheConfig::from_toml_file(&path).unwrap_err() {
+        Error::Config { field, reason } => {
+            assert_eq!(field, "config");
+            assert!(
+                reason.contains("1048576 bytes") && reason.contains(&path.display().to_string()),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A bound an application's store cannot take is reported in the configuration's terms: the
 /// file says `local.max_size`, not the option's name `max_size_mb`.
 #[test]

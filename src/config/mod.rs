@@ -192,25 +192,26 @@ impl CacheConfig {
     /// Reads and parses a TOML file.
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be read; otherwise as [`CacheConfig::from_toml_str`], an
-    /// [`Error::Config`] also naming the file.
+    /// [`Error::Io`] if the file cannot be read; [`Error::Config`] (field `config`) if it is over
+    /// 1 MiB; otherwise as [`CacheConfig::from_toml_str`], an [`Error::Config`] also naming the
+    /// file.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<CacheConfig> {
         let path = path.as_ref();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io(crate::error::CONFIG_READ, path, e))?;
         // A service may read several files: say which one holds the field at fault.
-        CacheConfig::from_toml_str(&text).map_err(|e| match e {
-            Error::Config { field, reason } => Error::Config {
-                field,
-                reason: format!("{reason} (in {})", path.display()),
-            },
-            Error::FeatureDisabled { field, what, feature } => Error::FeatureDisabled {
-                field,
-                what: format!("{what} (asked for in {})", path.display()),
-                feature,
-            },
-            other => other,
-        })
+        read_config_text(path)
+            .and_then(|text| CacheConfig::from_toml_str(&text))
+            .map_err(|e| match e {
+                Error::Config { field, reason } => Error::Config {
+                    field,
+                    reason: format!("{reason} (in {})", path.display()),
+                },
+                Error::FeatureDisabled { field, what, feature } => Error::FeatureDisabled {
+                    field,
+                    what: format!("{what} (asked for in {})", path.display()),
+                    feature,
+                },
+                other => other,
+            })
     }
 
     /// Checks every value.
@@ -365,6 +366,30 @@ impl CacheConfig {
         }
         Ok(())
     }
+}
+
+/// The largest configuration file read, 1 MiB: far past any real one (ten thousand hosts fit),
+/// and a bound for a path that holds none: `--config /dev/zero` read until the process ran out
+/// of memory.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The text of the configuration file at `path`, at most [`MAX_CONFIG_BYTES`].
+fn read_config_text(path: &Path) -> Result<String> {
+    use std::io::Read as _;
+    let failed = |e| Error::io(crate::error::CONFIG_READ, path, e);
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(failed)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(failed)?;
+    if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
+        return Err(invalid(
+            "config",
+            format!("the file is over {MAX_CONFIG_BYTES} bytes, more than any configuration; is it the TOML file meant?"),
+        ));
+    }
+    Ok(text)
 }
 
 impl CacheConfig {
