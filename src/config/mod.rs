@@ -32,7 +32,7 @@ mod consistency;
 mod distributed;
 mod loader;
 mod local;
-mod ranges;
+mod parse_errors;
 
 use std::path::Path;
 use std::time::Duration;
@@ -176,10 +176,10 @@ impl CacheConfig {
         let config: CacheConfig = toml::from_str(text).map_err(|e| {
             let at = e.span().map(|span| span.start);
             let field = at
-                .and_then(|pos| field_at(text, pos))
+                .and_then(|pos| parse_errors::field_at(text, pos))
                 .unwrap_or_else(|| "config".to_owned());
-            let message = ranges::in_range_terms(e.message().trim());
-            match at.and_then(|pos| line_and_column(text, pos)) {
+            let message = parse_errors::in_range_terms(e.message().trim());
+            match at.and_then(|pos| parse_errors::line_and_column(text, pos)) {
                 Some((line, column)) => invalid(&field, format!("{message} (line {line}, column {column})")),
                 None => invalid(&field, message.to_owned()),
             }
@@ -435,61 +435,6 @@ impl CacheConfig {
     }
 }
 
-/// The 1-based line and column (in characters) of byte `pos` of `text`.
-fn line_and_column(text: &str, pos: usize) -> Option<(usize, usize)> {
-    let before = text.get(..pos)?;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..)?.chars().count() + 1;
-    Some((before.matches('\n').count() + 1, column))
-}
-
-/// Works out the dotted name of the key at byte `pos` of a TOML text (`[local]` + `ttl = …` →
-/// `local.ttl`), for error messages.
-fn field_at(text: &str, pos: usize) -> Option<String> {
-    let before = text.get(..pos)?;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text.get(pos..)?.find('\n').map_or(text.len(), |i| pos + i);
-    let line = text.get(line_start..line_end)?.trim();
-    let table = |l: &str| {
-        l.strip_prefix('[')
-            .and_then(|l| l.split(']').next())
-            .map(|t| t.trim().trim_matches('[').trim().to_owned())
-    };
-    if line.starts_with('[') {
-        return table(line);
-    }
-    // An element of an array written over several lines has no `=` on its line: the key is
-    // the nearest line above that has one, within the section (a line without `=` that opens
-    // no array stays itself).
-    let line = if line.contains('=') {
-        line
-    } else {
-        before
-            .get(..line_start)?
-            .lines()
-            .rev()
-            .map(str::trim)
-            .take_while(|l| !l.starts_with('['))
-            .find(|l| l.contains('='))
-            .unwrap_or(line)
-    };
-    let key = line.split('=').next()?.trim().trim_matches('"');
-    if key.is_empty() {
-        return None;
-    }
-    let section = before
-        .get(..line_start)?
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .and_then(table);
-    Some(match section {
-        Some(s) if !s.is_empty() => format!("{s}.{key}"),
-        _ => key.to_owned(),
-    })
-}
-
 /// Serde for durations as seconds (an integer or a float) in configuration files.
 mod seconds {
     use std::fmt;
@@ -665,6 +610,8 @@ mod tests {
         );
         assert_eq!(field_of("use_multi_level = 3\n"), "use_multi_level");
         assert_eq!(field_of("[local]\nttl = -1.0\n"), "local.ttl");
+        // An empty table name is no field (it named the field ``).
+        assert_eq!(field_of("[]\n"), "config");
     }
 
     #[test]
@@ -676,6 +623,11 @@ mod tests {
         assert_eq!(
             field_of("use_multi_level = true\n[local]\nttl 5\n"),
             "local.ttl 5"
+        );
+        // A comment holding `=` on an element's line sets no key (it named `distributed.a", #`).
+        assert_eq!(
+            field_of("[distributed]\nhosts = [\n  \"a:1\", # primary = east\n  6379,\n]\n"),
+            "distributed.hosts"
         );
     }
 

@@ -1,5 +1,7 @@
-//! serde's words for a number a field's type cannot hold, in the configuration's terms: the range
-//! a user can write, not the Rust type behind it (`expected u64`, `as i128`).
+//! How a TOML text that does not parse is reported: the dotted name of the field at fault, its
+//! line and column, and serde's words for a number a field's type cannot hold in the
+//! configuration's terms (the range a user can write, not the Rust type behind it: `expected
+//! u64`, `as i128`).
 
 /// `message` with a Rust integer type it expects replaced by the range that type takes, and the
 /// TOML parser's "integer number overflowed" (past `u128::MAX`) saying what is accepted. Any
@@ -29,6 +31,70 @@ pub(super) fn in_range_terms(message: &str) -> String {
         None => what.to_owned(),
     };
     format!("{what}, expected a whole number in 0..={max}")
+}
+
+/// The 1-based line and column (in characters) of byte `pos` of `text`.
+pub(super) fn line_and_column(text: &str, pos: usize) -> Option<(usize, usize)> {
+    let before = text.get(..pos)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..)?.chars().count() + 1;
+    Some((before.matches('\n').count() + 1, column))
+}
+
+/// Works out the dotted name of the key at byte `pos` of a TOML text (`[local]` + `ttl = …` →
+/// `local.ttl`), for error messages.
+pub(super) fn field_at(text: &str, pos: usize) -> Option<String> {
+    let before = text.get(..pos)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text.get(pos..)?.find('\n').map_or(text.len(), |i| pos + i);
+    let line = text.get(line_start..line_end)?.trim();
+    let table = |l: &str| {
+        l.strip_prefix('[')
+            .and_then(|l| l.split(']').next())
+            .map(|t| t.trim().trim_matches('[').trim().to_owned())
+    };
+    if line.starts_with('[') {
+        return table(line).filter(|t| !t.is_empty());
+    }
+    // An element of an array written over several lines sets no key on its line: the key is
+    // the nearest line above that sets one, within the section (a line that sets none and
+    // opens no array stays itself). A comment or string holding `=` sets none.
+    let sets_key = |l: &str| {
+        l.split_once('=').is_some_and(|(key, _)| {
+            let key = key.trim();
+            !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.\"' \t".contains(c))
+        })
+    };
+    let line = if sets_key(line) {
+        line
+    } else {
+        before
+            .get(..line_start)?
+            .lines()
+            .rev()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with('['))
+            .find(|l| sets_key(l))
+            .unwrap_or(line)
+    };
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    let section = before
+        .get(..line_start)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .and_then(table);
+    Some(match section {
+        Some(s) if !s.is_empty() => format!("{s}.{key}"),
+        _ => key.to_owned(),
+    })
 }
 
 #[cfg(test)]
