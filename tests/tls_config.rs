@@ -133,3 +133,27 @@ fn tls_keys_are_checked_for_a_backplane_of_its_own_when_the_l2_is_off() {
     assert_eq!(field_of(l2_off), "distributed.tls_system_roots");
     CacheConfig::from_toml_str(&bus("\"rediss://bus:6380\"", "tls_system_roots = true")).unwrap();
 }
+
+/// A cluster whose hosts mix `rediss://` and `redis://` is refused at start-up naming the first
+/// host that differs: the client refused it only as "invalid settings" when connecting, which
+/// was taken for an outage, so the manager started and retried it in the background for good
+/// (found by review).
+#[cfg(all(feature = "tls", feature = "redis"))]
+#[test]
+fn a_cluster_mixing_tls_and_plain_hosts_is_refused_naming_the_host() {
+    let config = CacheConfig::from_toml_str(
+        "[local]\ntype = \"memory\"\n[distributed]\nenabled = true\ncluster = true\nhosts = [\"rediss://127.0.0.1:1\", \"rediss://127.0.0.1:2\", \"redis://127.0.0.1:3\"]\n",
+    )
+    .unwrap();
+    match uno_cache::CacheManager::new(config) {
+        Err(Error::Config { field, reason }) => {
+            assert_eq!(field, "distributed.hosts[2]");
+            assert!(
+                reason.contains("rediss://") && reason.contains("one scheme"),
+                "{reason}"
+            );
+        }
+        Err(other) => panic!("not a configuration error: {other}"),
+        Ok(_) => panic!("started with hosts it can never connect"),
+    }
+}

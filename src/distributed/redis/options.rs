@@ -231,6 +231,15 @@ impl RedisOptions {
                 ),
             ));
         }
+        // The client refuses such a cluster only when it connects, as "invalid settings" that
+        // were taken for an outage and retried in the background for good.
+        let first_tls = targets.first().is_some_and(Target::is_tls);
+        if let Some(i) = targets.iter().position(|t| t.is_tls() != first_tls) {
+            return Err(config_error(
+                format!("redis.hosts[{i}]"),
+                "mixes rediss:// (TLS) and redis:// with hosts[0]; the nodes of one cluster are all reached the same way, so write every host with one scheme".to_owned(),
+            ));
+        }
         if cluster && targets.iter().any(|t| t.db != 0) {
             return Err(config_error(
                 "redis.hosts".to_owned(),
