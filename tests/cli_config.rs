@@ -289,3 +289,36 @@ fn a_config_command_whose_open_removed_a_damaged_segment_says_so_on_stderr() {
         "{stderr}"
     );
 }
+
+/// `tls_system_roots` on a host whose system store has no usable root (a container without the
+/// CA certificates package) is a setting to fix, not an outage: the command exits 2 saying so.
+/// It was taken for an unreachable L2, and `set` exited 0 with the write queued for a replay no
+/// run could ever make (found by review).
+#[cfg(all(feature = "tls", feature = "redis"))]
+#[test]
+fn tls_system_roots_without_a_usable_root_fails_the_command_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[local]\npath = {:?}\n[distributed]\nenabled = true\nhosts = [\"rediss://127.0.0.1:1\"]\ntls_system_roots = true\n",
+            dir.path().join("store").display().to_string()
+        ),
+    );
+    let missing = dir.path().join("no-such-roots.pem");
+    let out = bin()
+        .env("SSL_CERT_FILE", &missing)
+        .env("SSL_CERT_DIR", &missing)
+        .arg("--config")
+        .arg(&config)
+        .args(["set", "k", "v"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("refuses this configuration") && stderr.contains("tls_system_roots"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("queued"), "{stderr}");
+}

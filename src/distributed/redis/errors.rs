@@ -108,6 +108,12 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
     {
         return Some(AUTH_ADVICE);
     }
+    // The client's own verdict on the settings (TLS modes mixed among a cluster's nodes, no
+    // usable root in the system's store for tls_system_roots, …): no retry can change it,
+    // and taken for an outage it was retried in the background for good.
+    if err.kind() == ErrorKind::InvalidClientConfig {
+        return Some("the connection settings are invalid; check the host URLs and the tls_* settings");
+    }
     let text = chain_text(err);
     let has = |needle: &str| text.contains(needle);
     // The client's SELECT of a URL's database, sent before anything else, wraps the server's
@@ -150,8 +156,6 @@ pub(crate) fn connect_error_for(level: &'static str, hosts: &str, err: &RedisErr
     }
     let advice = if err.kind() == ErrorKind::Io || err.is_connection_refusal() || err.is_timeout() {
         "cannot reach the server; check the host and port and that redis-server is running and reachable"
-    } else if err.kind() == ErrorKind::InvalidClientConfig {
-        "the connection settings are invalid; check the URL"
     } else {
         "the server refused the connection; check the server and the options"
     };
@@ -225,6 +229,24 @@ mod tests {
         }
         let short = backend("get", &server_error("ERR", "unknown command"));
         assert!(short.to_string().contains("unknown command"), "{short}");
+    }
+
+    /// The client's refusal of its settings is a configuration error, which fails start-up,
+    /// not an outage to retry in the background (found by review: tls_system_roots without a
+    /// usable root was retried for good).
+    #[test]
+    fn an_invalid_client_config_at_connect_is_a_misconfiguration_not_an_outage() {
+        let err = RedisError::from((ErrorKind::InvalidClientConfig, "no usable root"));
+        match connect_error_for("redis", "h:1", &err) {
+            Error::Misconfigured { hosts, reason, .. } => {
+                assert_eq!(hosts, "h:1");
+                assert!(
+                    reason.contains("tls_*") && reason.contains("no usable root"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
