@@ -471,3 +471,29 @@ fn dropping_a_manager_closes_its_file_l1_before_its_l2_goes() {
         "L1 was still open when L2 went"
     );
 }
+
+/// A host on port 0, which nothing listens on, is refused at start-up naming the host: every
+/// connect was refused, taken for an outage, and retried in the background for good (found by
+/// review).
+#[cfg(all(feature = "redis", feature = "memcached"))]
+#[test]
+fn a_host_on_port_0_is_refused_naming_the_host() {
+    for (kind, host) in [
+        ("redis", "127.0.0.1:0"),
+        ("redis", "redis://[::1]:0/1"),
+        ("memcached", "127.0.0.1:0"),
+    ] {
+        let text = format!(
+            "[local]\ntype = \"memory\"\n[distributed]\nenabled = true\ntype = \"{kind}\"\nhosts = [\"h:1\", \"{host}\"]\ncluster = {}\n",
+            kind == "redis"
+        );
+        match CacheManager::new(CacheConfig::from_toml_str(&text).unwrap()) {
+            Err(Error::Config { field, reason }) => {
+                assert_eq!(field, "distributed.hosts[1]", "{host}");
+                assert!(reason.contains("port 0"), "{host}: {reason}");
+            }
+            Err(other) => panic!("{host}: not a configuration error: {other}"),
+            Ok(_) => panic!("{host}: started on a port no server listens on"),
+        }
+    }
+}

@@ -291,6 +291,13 @@ pub(super) fn parse_host(index: usize, raw: &str) -> Result<HostSpec> {
         _ => return Err(bad(format!("{:?} names no host; use host:port", redact(raw)))),
     };
     let port = url.port().unwrap_or(11211);
+    if port == 0 {
+        // Nothing listens on port 0: every connect was refused, and taken for an outage.
+        return Err(bad(format!(
+            "{:?} names port 0, which no server listens on; give the server's port (11211 by default)",
+            redact(raw)
+        )));
+    }
     let mut nodelay = true;
     for (key, value) in url.query_pairs() {
         match (key.as_ref(), value.as_ref()) {

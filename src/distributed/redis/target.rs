@@ -112,6 +112,16 @@ pub(crate) fn parse_target(
         }
     };
     let port = url.port().unwrap_or(6379);
+    if port == 0 {
+        // Nothing listens on port 0: every connect was refused, and taken for an outage.
+        return Err(config_error(
+            field,
+            format!(
+                "{:?} names port 0, which no server listens on; give the server's port (6379 by default)",
+                redact(raw)
+            ),
+        ));
+    }
     let db = match url.path().trim_start_matches('/') {
         "" => 0,
         db => db.parse::<i64>().map_err(|_| {
