@@ -26,7 +26,9 @@
 //!   "ready" and is SIGKILLed. Then the time to open and serve one read. Each repetition writes
 //!   a fresh directory (foyer: at most three). Measured the same day, back to back, load 4–5 on 2
 //!   cores: ours 265 ms (734 ms before this change), redb 81 ms, foyer 474 ms; a quieter run gave
-//!   214 ms against 700 ms. redb opens a B-tree in place and rebuilds nothing.
+//!   214 ms against 700 ms. redb opens a B-tree in place and rebuilds nothing. Later figures
+//!   (98–103 ms since the shards of the index are applied on one thread per core) are in
+//!   docs/benchmarks.md.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
