@@ -60,29 +60,42 @@ pub(super) struct Pending {
 }
 
 /// The records of one segment, one part per index shard ([`index::shard_of`]), each in file
-/// order.
+/// order. The parts are made with the first record, or the first room asked for: a store of
+/// many small segments on a machine of many cores would otherwise hold a part per shard for
+/// every segment through the open, records or not.
 pub(super) struct Parts(Vec<Vec<Pending>>);
 
 impl Parts {
     /// Empty parts with room for about `records` records in all.
     pub(super) fn with_capacity(records: usize) -> Parts {
-        let shards = index::shard_amount();
-        let each = share(records, shards);
-        Parts((0..shards).map(|_| Vec::with_capacity(each)).collect())
+        let mut parts = Parts(Vec::new());
+        parts.reserve(records);
+        parts
     }
 
     /// Room for about `records` more records in all.
     pub(super) fn reserve(&mut self, records: usize) {
-        let each = share(records, self.0.len());
+        if records == 0 {
+            return;
+        }
+        let each = share(records, self.made().len());
         for part in &mut self.0 {
             part.reserve(each);
         }
     }
 
     pub(super) fn push(&mut self, p: Pending) {
-        if let Some(part) = self.0.get_mut(index::shard_of(p.hash)) {
+        if let Some(part) = self.made().get_mut(index::shard_of(p.hash)) {
             part.push(p);
         }
+    }
+
+    /// The parts, one per shard, made if they were not.
+    fn made(&mut self) -> &mut Vec<Vec<Pending>> {
+        if self.0.is_empty() {
+            self.0.resize_with(index::shard_amount(), Vec::new);
+        }
+        &mut self.0
     }
 
     /// Records held, in all parts.
@@ -95,10 +108,10 @@ impl Parts {
         self.0.iter().map(Vec::len).collect()
     }
 
-    /// Drops every record pushed since `mark` was taken.
+    /// Drops every record pushed since `mark` was taken (parts made since then held none).
     pub(super) fn truncate(&mut self, mark: &[usize]) {
-        for (part, &len) in self.0.iter_mut().zip(mark) {
-            part.truncate(len);
+        for (i, part) in self.0.iter_mut().enumerate() {
+            part.truncate(mark.get(i).copied().unwrap_or(0));
         }
     }
 
@@ -358,6 +371,13 @@ mod tests {
         assert_eq!(room(&scanned), 0);
         scanned.reserve(0);
         assert_eq!(room(&scanned), 0);
+        assert!(scanned.0.is_empty(), "parts made for a segment of no records");
+        // Records pushed after a mark taken before the parts were made go with a truncate.
+        let mark = scanned.mark();
+        scanned.push(pending(7, 1));
+        assert_eq!(scanned.len(), 1);
+        scanned.truncate(&mark);
+        assert_eq!(scanned.len(), 0);
         // A hint of 64 records (a 64 KiB segment of 1 KiB values).
         let records = 64;
         let hinted = Parts::with_capacity(records);
