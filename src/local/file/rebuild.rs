@@ -192,7 +192,15 @@ pub(super) fn build(
     };
     std::thread::scope(|scope| {
         for _ in 1..threads {
-            scope.spawn(work);
+            // A thread the system refuses (a limit on threads) leaves its shards to the others
+            // and to this one.
+            if let Err(e) = std::thread::Builder::new()
+                .name("uno-cache-open".to_owned())
+                .spawn_scoped(scope, work)
+            {
+                tracing::debug!(error = %e, "opening with fewer threads: one could not be started");
+                break;
+            }
         }
         work();
     });

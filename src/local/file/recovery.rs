@@ -495,7 +495,8 @@ const MAX_GATHER_THREADS: usize = 8;
 
 /// `gather_one(i, buffer)` for every segment `i` in `0..segments`, on up to one thread per core (the
 /// segments are independent, and a store of many segments has as many hints to read), in
-/// segment order. A segment is `None` if its thread panicked: the caller gathers it again.
+/// segment order. A segment is `None` if its thread panicked, or no thread could be started:
+/// the caller gathers it itself.
 fn gather_all<'s, 'h, G>(segments: usize, gather_one: &G) -> Vec<Option<Gathered<'s, 'h>>>
 where
     G: Fn(usize, &mut Vec<u8>) -> Option<Gathered<'s, 'h>> + Sync,
@@ -518,7 +519,16 @@ where
     };
     let mut gathered: Vec<Option<Gathered<'s, 'h>>> = (0..segments).map(|_| None).collect();
     let batches = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+        // A thread the system refuses (a limit on threads) leaves its segments to the others,
+        // or to the caller.
+        let threads: Vec<_> = (0..threads)
+            .map_while(|_| {
+                std::thread::Builder::new()
+                    .name("uno-cache-open".to_owned())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
         threads
             .into_iter()
             .filter_map(|t| t.join().ok())
