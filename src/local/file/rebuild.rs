@@ -121,11 +121,11 @@ impl Parts {
 }
 
 /// A part's room for `records` spread over `shards`: a little over an even share (a large
-/// reservation never written is never made resident). Nothing for no records: every segment
-/// has a part per shard, all held through the open, and a fixed room in each (16 records, 640
-/// bytes) outweighed the records in a store of small segments: a GiB in 16,384 segments of 64
-/// KiB held 84 MB of it with 8 shards (2 cores), 1.3 GB with 128 (32 cores), where its million
-/// records of 1 KiB take 40 MB.
+/// reservation never written is never made resident), and no more: every segment's parts are
+/// held through the open, and a fixed room in each (16 records, 640 bytes) outweighed the
+/// records in a store of small segments: a GiB in 16,384 segments of 64 KiB held 84 MB of it
+/// with 8 shards (2 cores), 1.3 GB with 128 (32 cores), where its million records of 1 KiB take
+/// 40 MB.
 fn share(records: usize, shards: usize) -> usize {
     let shards = shards.max(1);
     records.div_ceil(shards) + records / shards.saturating_mul(8)
