@@ -22,6 +22,9 @@ use super::inner::Inner;
 use super::tables::{META, META_NEXT_SEQ};
 use crate::error::{is_no_space, Error, Result};
 
+/// What to do with a database file redb cannot read.
+const START_EMPTY: &str = "it holds only a cache: move it away or delete it to start empty";
+
 /// The least time between two reopens of a latched database (see the module docs).
 pub(super) const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
@@ -170,7 +173,35 @@ fn convert(op: &'static str, path: &Path, e: redb::Error) -> (Error, bool) {
             },
             true,
         ),
+        // redb's word for a file without its magic number (another program's file).
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => (
+            redb_error(
+                op,
+                path,
+                format!("not a redb database ({io}); if it is another program's file, give the store another path (local.path), otherwise move it away or delete it"),
+            ),
+            true,
+        ),
         redb::Error::Io(io) => (redb_error(op, path, format!("I/O error: {io}")), true),
+        // redb's own advice ("manual upgrade") does not apply: an older file only held a cache.
+        redb::Error::UpgradeRequired(version) => (
+            redb_error(
+                op,
+                path,
+                format!("file format version {version}, written by an older redb than this build's, which cannot read it; {START_EMPTY}"),
+            ),
+            false,
+        ),
+        // Also what a release build of redb returns where a debug build panics, and a file
+        // in a newer format version ("Expected file format version <= 3, found 4").
+        redb::Error::Corrupted(why) => (
+            redb_error(
+                op,
+                path,
+                format!("damaged database file, or one written by a newer redb ({why}); {START_EMPTY}"),
+            ),
+            false,
+        ),
         redb::Error::PreviousIo => (
             redb_error(
                 op,
@@ -190,13 +221,7 @@ pub(super) fn damaged(op: &'static str, path: &Path, panic: &(dyn std::any::Any 
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    redb_error(
-        op,
-        path,
-        format!(
-            "damaged database file ({why}); it holds only a cache: move it away or delete it to start empty"
-        ),
-    )
+    redb_error(op, path, format!("damaged database file ({why}); {START_EMPTY}"))
 }
 
 pub(super) fn redb_error(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {

@@ -332,3 +332,59 @@ fn a_purge_stopped_between_rounds_resumes_after_the_last_key_it_read() {
     assert_eq!(s.inner.purge_until(after, || true).unwrap(), (1, None));
     assert_eq!(s.size().unwrap().items, keys.len() as u64);
 }
+
+/// The open of `path`'s file, which must fail: the `Error::Redb` it returns, as text, after
+/// checking that it names the file.
+fn refused(path: &Path) -> String {
+    match RedbStore::open(path, RedbOptions::default()) {
+        Err(e @ Error::Redb { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&path.display().to_string()),
+                "names the file: {text}"
+            );
+            text
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_file_that_is_no_redb_database_is_refused_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    std::fs::write(&path, b"some other program's notes, not a database").unwrap();
+    let text = refused(&path);
+    assert!(text.contains("not a redb database"), "{text}");
+    assert!(text.contains("move it away"), "says what to do: {text}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"some other program's notes, not a database",
+        "left as it was"
+    );
+}
+
+/// A redb file in another file format version (both commit slots of the header carry it, at
+/// bytes 64 and 192): an older one (redb 1 and 2 wrote versions 1 and 2) and a newer one.
+#[test]
+fn a_redb_file_in_another_format_version_is_refused_saying_which_and_what_to_do() {
+    for (version, which, says) in [(2u8, "version 2", "older redb"), (4, "found 4", "newer redb")] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(REDB_FILE_NAME);
+        let store = RedbStore::open(&path, RedbOptions::default()).unwrap();
+        store.set("k", b"v", None).unwrap();
+        drop(store);
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!((bytes[64], bytes[192]), (3, 3), "redb 4 writes format version 3");
+        bytes[64] = version;
+        bytes[192] = version;
+        std::fs::write(&path, &bytes).unwrap();
+        let text = refused(&path);
+        assert!(text.contains(which), "{text}");
+        assert!(text.contains(says), "{text}");
+        assert!(
+            text.contains("move it away or delete it"),
+            "says what to do: {text}"
+        );
+    }
+}
