@@ -308,6 +308,47 @@ fn a_failed_batch_is_replayed_and_later_writes_of_its_keys_follow_it() {
     assert_eq!(s.cache.stats().consistency.replay_pending, 0);
 }
 
+/// With `fallback_on_error = false` a write L2 failed leaves L1 too (README, `fallback_on_error`):
+/// the other instances, told of the batch, read L2's older value, and this one must not serve
+/// the lost write alone until its TTL. A newer write of the key, queued while the failing batch
+/// was on its way, is not the failed one and stays.
+#[test]
+fn without_fallback_a_failed_batch_leaves_l1_too_but_not_a_newer_queued_write() {
+    let mut config = config(10_000, None);
+    config.fallback_on_error = false;
+    let s = gated_behind(config);
+    s.l2.put_raw("k", &encoded(0), START_MS + 600_000);
+    s.l2.put_raw("j", &encoded(0), START_MS + 600_000);
+    let first = s.gated.gate("set_each", "k", Point::Before);
+    s.cache.set("k", &1u32, None).unwrap();
+    first.wait_entered();
+    // "j" waits for the next batch, held too; "k" is written again behind the failing batch.
+    let second = s.gated.gate("set_each", "j", Point::Before);
+    s.cache.set("j", &1u32, None).unwrap();
+    s.cache.set("k", &2u32, None).unwrap();
+    s.l2.set_failing(true);
+    first.release();
+    second.wait_entered();
+    // The first batch has landed (failed); the second ("j" = 1 and "k" = 2) fails too.
+    assert_eq!(
+        s.l1.get("k").unwrap().map(|e| e.value),
+        Some(encoded(2)),
+        "the newer write queued behind the failed batch left L1"
+    );
+    second.release();
+    s.cache.flush().unwrap();
+    let stats = s.cache.stats().consistency;
+    assert_eq!(stats.write_behind_failures, 3, "{stats:?}");
+    s.l2.set_failing(false);
+    for key in ["k", "j"] {
+        assert_eq!(
+            s.cache.get::<u32>(key).unwrap(),
+            Some(0),
+            "{key}: a write L2 failed stayed in this L1 alone"
+        );
+    }
+}
+
 #[test]
 fn a_full_queue_makes_the_caller_write_through() {
     let s = setup_with(config(1, None));
@@ -385,6 +426,7 @@ fn an_empty_write_behind_queue_is_a_config_error_naming_the_field() {
 /// one chosen call of one key.
 struct GatedBehind {
     cache: uno_cache::CacheManager,
+    l1: Arc<uno_cache::MemoryStore>,
     l2: Arc<ScriptedStore>,
     gated: Arc<GatedStore<ScriptedStore>>,
 }
@@ -396,12 +438,12 @@ fn gated_behind(config: CacheConfig) -> GatedBehind {
     let gated = GatedStore::new(Arc::clone(&l2));
     let cache = uno_cache::CacheManager::builder()
         .config(config)
-        .local(l1)
+        .local(l1.clone())
         .distributed(gated.clone())
         .clock(Arc::new(clock))
         .build()
         .unwrap();
-    GatedBehind { cache, l2, gated }
+    GatedBehind { cache, l1, l2, gated }
 }
 
 #[test]

@@ -46,7 +46,9 @@
 //!   newer queued value (a set checks "must this key go to the replay queue?" under the same
 //!   lock, so replay keeps per-key order; a batch that goes there for one pending key first
 //!   settles its other keys, whose older writes here would otherwise follow it into the replay
-//!   queue when their batch fails). A value L2 refuses when it is sent (a Memcached whose `-I`
+//!   queue when their batch fails). Without a replay queue, under `fallback_on_error = false`,
+//!   the batch's writes leave L1 instead, as a write-through L2 failed does (not a key queued
+//!   again since). A value L2 refuses when it is sent (a Memcached whose `-I`
 //!   is below `max_item_size`) is removed from L1, so every instance reads what L2 holds, and
 //!   logged; a value L2's own checks refuse (over `max_item_size`) is refused to the caller of
 //!   the set, before L1 is written, and never queued.

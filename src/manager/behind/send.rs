@@ -240,6 +240,21 @@ impl Shared {
         if !self.replays_failures || self.replay.is_none() {
             tracing::warn!(keys = batch.len(),
                 "failed L2 writes are not queued (no replay queue: offline.replay = false, fallback_on_error = false, or no directory for it): L2 keeps older values for these keys until they expire");
+            if !self.fallback_on_error {
+                // As for a write-through L2 failed (`finish_write`): the other instances, told
+                // of the batch, read L2's older value, and this one must not serve the lost
+                // write from L1 alone until its TTL. Not a key written again since (queued), nor
+                // one a settle took over (no longer in flight): their newer op goes on.
+                let lost: Vec<&str> = {
+                    let st = queue.state.lock();
+                    batch
+                        .iter()
+                        .filter(|(key, _)| !st.queued.contains_key(key) && st.in_flight.contains_key(key))
+                        .map(|(key, _)| key.as_str())
+                        .collect()
+                };
+                self.undo_local(&lost);
+            }
             return;
         }
         // Under the queue lock: a set of one of these keys either is queued already (newer, so
