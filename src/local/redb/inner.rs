@@ -110,12 +110,15 @@ impl Inner {
             // file's name, and every commit in it, could be lost in a power cut.
             disk.sync_dir(parent)
                 .map_err(|e| Error::io("fsync directory", parent, e))?;
-        } else if options.file_mode_given && perms::mode_of(&path).is_some_and(|m| m != options.file_mode) {
+        }
+        let db = open_database(&path)?;
+        // Only once the file opened as a database: a file that is no redb database is another
+        // program's, refused as it was found, its mode untouched.
+        if options.file_mode_given && perms::mode_of(&path).is_some_and(|m| m != options.file_mode) {
             // A mode changed in the configuration applies to the cached data already there.
             perms::set_mode(&path, options.file_mode)
                 .map_err(|e| Error::io("set the mode of database file", &path, e))?;
         }
-        let db = open_database(&path)?;
         let store = Inner {
             db: RwLock::new(Some(db)),
             latched: AtomicBool::new(false),

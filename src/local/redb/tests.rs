@@ -1,5 +1,6 @@
 //! Unit tests of the redb store: values, TTLs, counts, eviction, locking and batches.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -362,6 +363,12 @@ fn a_file_that_is_no_redb_database_is_refused_saying_what_to_do() {
         b"some other program's notes, not a database",
         "left as it was"
     );
+    // A mode in the options applies to the store's own file only: this one keeps its mode.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused_with_mode = RedbStore::open(&path, RedbOptions::default().file_mode(0o600));
+    assert!(refused_with_mode.is_err(), "opened another program's file");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "another program's file had its mode changed");
 }
 
 /// A redb file in another file format version (both commit slots of the header carry it, at
