@@ -563,10 +563,9 @@ fn async_a_tag_whose_deletes_l2_refuses_leaves_none_of_its_members_in_l1() {
     tag_whose_deletes_l2_refuses(true);
 }
 
-fn tag_whose_deletes_l2_refuses(async_api: bool) {
-    const MEMBERS: usize = 1_500;
-    let redis = RedisServer::start();
-    // L2's errors reach the caller (hidden, the deletes would be queued for replay).
+/// A manager with a memory L1 over `redis`, whose L2 errors reach the caller (hidden, the
+/// deletes would be queued for replay).
+fn without_fallback(redis: &RedisServer) -> CacheManager {
     let config = CacheConfig::from_toml_str(&format!(
         r#"
         fallback_on_error = false
@@ -580,10 +579,12 @@ fn tag_whose_deletes_l2_refuses(async_api: bool) {
         redis.addr()
     ))
     .unwrap();
-    let cache = CacheManager::new(config).unwrap();
-    for i in 0..MEMBERS {
-        cache.set_with_tags(&format!("k:{i}"), "v", None, &["t"]).unwrap();
-    }
+    CacheManager::new(config).unwrap()
+}
+
+/// Forbids `UNLINK` to `redis`'s default user, so every delete fails; returns a connection
+/// that may still run everything else.
+fn refusing_unlink(redis: &RedisServer) -> redis::Connection {
     let mut raw = redis.raw();
     redis::cmd("ACL")
         .arg("SETUSER")
@@ -591,6 +592,17 @@ fn tag_whose_deletes_l2_refuses(async_api: bool) {
         .arg("-unlink")
         .exec(&mut raw)
         .unwrap();
+    raw
+}
+
+fn tag_whose_deletes_l2_refuses(async_api: bool) {
+    const MEMBERS: usize = 1_500;
+    let redis = RedisServer::start();
+    let cache = without_fallback(&redis);
+    for i in 0..MEMBERS {
+        cache.set_with_tags(&format!("k:{i}"), "v", None, &["t"]).unwrap();
+    }
+    let mut raw = refusing_unlink(&redis);
     let invalidated = if async_api {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -703,30 +715,11 @@ fn async_an_event_whose_deletes_l2_refuses_still_drops_every_tagged_key_from_l1(
 /// of its tags in L1, served long after the call.
 fn event_whose_deletes_l2_refuses(async_api: bool) {
     let redis = RedisServer::start();
-    let config = CacheConfig::from_toml_str(&format!(
-        r#"
-        fallback_on_error = false
-        [local]
-        type = "memory"
-        [distributed]
-        enabled = true
-        hosts = ["{}"]
-        key_prefix = "app:"
-        "#,
-        redis.addr()
-    ))
-    .unwrap();
-    let cache = CacheManager::new(config).unwrap();
+    let cache = without_fallback(&redis);
     cache.set("order:1", "o", None).unwrap();
     cache.set_with_tags("in:a", "v", None, &["a"]).unwrap();
     cache.set_with_tags("in:b", "v", None, &["b"]).unwrap();
-    let mut raw = redis.raw();
-    redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("default")
-        .arg("-unlink")
-        .exec(&mut raw)
-        .unwrap();
+    let mut raw = refusing_unlink(&redis);
     let invalidated = if async_api {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
