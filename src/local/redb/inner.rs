@@ -13,7 +13,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::handle::{damaged, next_seq_of, open_database, redb_error};
 use super::lost::Lost;
-use super::tables::{weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
+use super::tables::{self, weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 use super::RedbOptions;
 use crate::clock::{self, Clock};
 use crate::disk::Disk;
@@ -112,6 +112,10 @@ impl Inner {
                 .map_err(|e| Error::io("fsync directory", parent, e))?;
         }
         let db = open_database(&path)?;
+        let foreign = tables::foreign(&db).map_err(|e| redb_error("open", &path, e))?;
+        if let Some(reason) = foreign {
+            return Err(redb_error("open", &path, reason));
+        }
         // Only once the file opened as a database: a file that is no redb database is another
         // program's, refused as it was found, its mode untouched.
         if options.file_mode_given && perms::mode_of(&path).is_some_and(|m| m != options.file_mode) {

@@ -6,11 +6,37 @@ use redb::{ReadableTable, TableDefinition};
 use super::inner::Inner;
 use crate::error::Result;
 
-pub(super) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
-pub(super) const ORDER: TableDefinition<u64, &str> = TableDefinition::new("order");
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new(OURS[0]);
+pub(super) const ORDER: TableDefinition<u64, &str> = TableDefinition::new(OURS[1]);
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new(OURS[2]);
 pub(super) const META_BYTES: &str = "bytes";
 pub(super) const META_NEXT_SEQ: &str = "next_seq";
+
+/// The names of the tables a database of this store holds: all three, or none (a new file).
+const OURS: [&str; 3] = ["entries", "order", "meta"];
+
+/// Why `db` is another program's database, if it is: it holds tables, and they are not exactly
+/// this store's three (storage-format.md, "redb L1 file"). Opened as a store, it got this
+/// store's tables beside its own, and a table of one of our names but other types failed every
+/// call with redb's type mismatch.
+pub(super) fn foreign(db: &redb::Database) -> std::result::Result<Option<String>, redb::Error> {
+    use redb::{MultimapTableHandle, ReadableDatabase, TableHandle};
+    let txn = db.begin_read()?;
+    let mut names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+    names.extend(
+        txn.list_multimap_tables()?
+            .map(|t| format!("{} (multimap)", t.name())),
+    );
+    names.sort();
+    let mut ours = OURS.map(str::to_owned);
+    ours.sort();
+    if names.is_empty() || names == ours {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "it holds the tables {names:?}, where an uno-cache store holds exactly {ours:?}: it is another program's database; give the store another path (local.path)"
+    )))
+}
 
 /// Bytes of the header in front of each stored value: expiry (u64 LE) then sequence (u64 LE).
 pub(super) const HEADER_LEN: usize = 16;

@@ -395,3 +395,112 @@ fn a_redb_file_in_another_format_version_is_refused_saying_which_and_what_to_do(
         );
     }
 }
+
+/// The file's layout as storage-format.md gives it ("redb L1 file"), written with redb alone:
+/// the store reads it, and writes the same layout back.
+#[test]
+fn a_database_built_from_the_documented_layout_is_read_and_written_the_same_way() {
+    use redb::{ReadableDatabase, TableDefinition};
+    const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+    const ORDER: TableDefinition<u64, &str> = TableDefinition::new("order");
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    let record = |expires_at_ms: u64, seq: u64, value: &[u8]| {
+        [&expires_at_ms.to_le_bytes()[..], &seq.to_le_bytes(), value].concat()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut entries = txn.open_table(ENTRIES).unwrap();
+            let mut order = txn.open_table(ORDER).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            entries.insert("kept", record(0, 3, b"v1").as_slice()).unwrap();
+            entries
+                .insert("lapsed", record(4_000, 4, b"v2").as_slice())
+                .unwrap();
+            order.insert(3, "kept").unwrap();
+            order.insert(4, "lapsed").unwrap();
+            // Weight: key + 16-byte header + value, summed.
+            meta.insert("bytes", (4 + 16 + 2) + (6 + 16 + 2)).unwrap();
+            meta.insert("next_seq", 5).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let clock = ManualClock::new(5_000);
+    let store = open(dir.path(), 1, &clock);
+    assert_eq!(store.get("kept").unwrap().unwrap().value, b"v1");
+    assert_eq!(
+        store.get("lapsed").unwrap(),
+        None,
+        "expired at 4,000 ms, read at 5,000"
+    );
+    store.set("new", b"v3", Some(Duration::from_secs(1))).unwrap();
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let entries = txn.open_table(ENTRIES).unwrap();
+    let written = entries.get("new").unwrap().unwrap().value().to_vec();
+    assert_eq!(
+        written,
+        record(6_000, 5, b"v3"),
+        "expiry, then seq, then the value"
+    );
+    let order = txn.open_table(ORDER).unwrap();
+    assert_eq!(order.get(5).unwrap().unwrap().value(), "new");
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(meta.get("next_seq").unwrap().unwrap().value(), 6);
+}
+
+/// A redb database of another program: opened as a store, it got the store's three tables
+/// beside its own (or, with a table of one of their names but other types, failed every call).
+#[test]
+fn another_programs_redb_database_is_refused_and_left_as_it_was() {
+    use redb::{ReadableDatabase, TableDefinition, TableHandle};
+    const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
+    const ENTRIES_OF_ANOTHER_TYPE: TableDefinition<u64, u64> = TableDefinition::new("entries");
+    for (name, with_ours) in [("users", false), ("entries", false), ("users", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(REDB_FILE_NAME);
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            if name == "users" {
+                txn.open_table(USERS).unwrap().insert("ada", "admin").unwrap();
+            } else {
+                txn.open_table(ENTRIES_OF_ANOTHER_TYPE)
+                    .unwrap()
+                    .insert(1, 2)
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        if with_ours {
+            // The store's tables beside another program's: still not the store's file.
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(tables::ENTRIES).unwrap();
+            txn.open_table(tables::ORDER).unwrap();
+            txn.open_table(tables::META).unwrap();
+            txn.commit().unwrap();
+        }
+        let text = refused(&path);
+        assert!(text.contains("another program's database"), "{name}: {text}");
+        assert!(text.contains("local.path"), "says what to do: {text}");
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let mut names: Vec<String> = txn.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
+        names.sort();
+        let expected: Vec<&str> = if with_ours {
+            vec!["entries", "meta", "order", "users"]
+        } else {
+            vec![name]
+        };
+        assert_eq!(names, expected, "tables added to another program's file");
+        if name == "users" {
+            let users = txn.open_table(USERS).unwrap();
+            assert_eq!(users.get("ada").unwrap().unwrap().value(), "admin");
+        }
+    }
+}
