@@ -284,6 +284,8 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
     // by each thread: a fresh one for every hint of tens of megabytes was mapped and zeroed by
     // the kernel page by page.
     let gather_one = |i: usize, bytes: &mut Vec<u8>| -> Option<Gathered<'_, '_>> {
+        #[cfg(test)]
+        tests::panic_if_asked(&dir.path, i);
         let (seg, &base) = (segments.get(i)?, bases.get(i)?);
         let from_hint = hint_ids.contains(&seg.id).then(|| {
             bytes.clear();
@@ -646,6 +648,47 @@ fn list(dir: &LockedDir) -> Result<(BTreeSet<u64>, BTreeSet<u64>, BTreeSet<u64>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{FileStore, FileStoreOptions};
+
+    /// A store directory (by its last component) whose gather of one segment (by index) panics,
+    /// once.
+    static PANIC_ONCE: parking_lot::Mutex<Option<(String, usize)>> = parking_lot::const_mutex(None);
+
+    pub(super) fn panic_if_asked(dir: &std::path::Path, i: usize) {
+        let mut asked = PANIC_ONCE.lock();
+        let here = asked
+            .as_ref()
+            .is_some_and(|(name, at)| dir.ends_with(name) && *at == i);
+        if here {
+            *asked = None;
+            drop(asked);
+            panic!("a gather thread panics (injected by a test)");
+        }
+    }
+
+    #[test]
+    fn segments_a_panicking_open_thread_left_are_gathered_by_the_opening_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = || FileStoreOptions::default().segment_size(64 * 1024);
+        let store = FileStore::open(dir.path(), options()).unwrap();
+        for i in 0..400u32 {
+            store.set(&format!("k{i}"), &[i as u8; 1000], None).unwrap();
+        }
+        store.close().unwrap();
+        let first = FileStore::open(dir.path(), options()).unwrap();
+        let report = first.recovery_report().clone();
+        assert!(report.segments >= 4 && report.from_hints >= 3, "{report:?}");
+        first.close().unwrap();
+        let name = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+        *PANIC_ONCE.lock() = Some((name, 1));
+        let again = FileStore::open(dir.path(), options()).unwrap();
+        assert!(PANIC_ONCE.lock().is_none(), "the injected panic did not happen");
+        assert_eq!(again.recovery_report(), &report);
+        for i in 0..400u32 {
+            let read = again.get(&format!("k{i}")).unwrap();
+            assert_eq!(read, Some(vec![i as u8; 1000]), "k{i}");
+        }
+    }
 
     #[test]
     fn hint_read_back_with_pread_equals_the_hint_of_a_full_scan_across_chunk_boundaries() {
