@@ -65,6 +65,10 @@ use crate::storage::{StorageCounters, TierAbove};
 /// How many value types the tier keeps caches for.
 pub const MAX_TYPES: usize = 8;
 
+/// How many times a clear of one type's cache is tried while dropping its values panics (see
+/// [`Erased::clear`]).
+const CLEAR_TRIES: usize = 1024;
+
 /// A kept value; `None`: the key was deleted below since, or written while it could not be
 /// refreshed (a change overlapped the write). The empty entry keeps the key's place (and how hot
 /// it is) in the cache, so that the value written or read back next goes where the old one was
@@ -93,6 +97,7 @@ trait Erased: Any + Send + Sync {
     fn holds(&self, key: &str) -> bool;
     /// Adds to `out` the keys that start with `prefix` and hold a value.
     fn keys_with_prefix(&self, prefix: &str, out: &mut Vec<String>);
+    /// Drops every entry, also when dropping a value panics.
     fn clear(&self);
     fn len(&self) -> usize;
     /// The weight the cache's entries count against its bound in bytes.
@@ -267,7 +272,19 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
         out.append(&mut found.into_inner());
     }
     fn clear(&self) {
-        self.cache.clear();
+        // quick_cache drops the values of a shard inside `clear`: a panicking `Drop` of a
+        // user's type unwound out of it with the later shards (and the later types' caches) not
+        // cleared, out of the write, invalidation or loss of trust that cleared the tier, and
+        // left the clear counted as running for good, so that the tier kept nothing from then
+        // on. A shard whose value panicked is emptied all the same (the rest of its values are
+        // dropped while unwinding), so each try gets further; the bound only stops a loop
+        // against writers that keep putting such values back.
+        for _ in 0..CLEAR_TRIES {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.cache.clear())).is_ok() {
+                return;
+            }
+            tracing::error!("dropping a value of the memory tier panicked while clearing it");
+        }
     }
     fn len(&self) -> usize {
         self.cache.len()

@@ -214,6 +214,52 @@ mod rules {
         assert_eq!(tier.get::<u8>("k"), Some(2));
     }
 
+    /// Set while dropping a [`Brittle`] panics.
+    static BRITTLE_DROP_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// A value whose `Drop` panics while [`BRITTLE_DROP_PANICS`] is set.
+    #[derive(Clone, Debug)]
+    struct Brittle(u32);
+
+    impl Drop for Brittle {
+        fn drop(&mut self) {
+            if BRITTLE_DROP_PANICS.load(Ordering::SeqCst) && !std::thread::panicking() {
+                panic!("Brittle::drop panics (test)");
+            }
+        }
+    }
+
+    /// A clear drops every value: a panicking `Drop` unwound out of it (out of the write,
+    /// invalidation or loss of trust that cleared the tier) with the other shards and types not
+    /// cleared, and the clear counted as running for good, so nothing was kept again (found by
+    /// review).
+    #[test]
+    fn a_value_whose_drop_panics_neither_unwinds_out_of_a_clear_nor_stops_the_tier() {
+        let tier = HotTier::new(100, 64 << 20, Arc::new(ManualClock::new(0)));
+        let none = || -> Decoder<Brittle> { Box::new(|_, _| None) };
+        let keys: Vec<String> = (0..32).map(|i| format!("k{i}")).collect();
+        for (i, key) in (0u32..).zip(&keys) {
+            assert!(tier.insert_unless_cleared(key, Brittle(i), 0, 8, tier.clear_mark(), none));
+        }
+        // A type whose cache comes after Brittle's.
+        tier.insert("u", 7u8, 0, 8);
+        BRITTLE_DROP_PANICS.store(true, Ordering::SeqCst);
+        let cleared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tier.clear()));
+        BRITTLE_DROP_PANICS.store(false, Ordering::SeqCst);
+        assert!(cleared.is_ok(), "a panicking drop unwound out of the clear");
+        let left: Vec<&String> = keys
+            .iter()
+            .filter(|key| tier.get::<Brittle>(key).is_some())
+            .collect();
+        assert!(left.is_empty(), "values left by the clear: {left:?}");
+        assert_eq!(tier.get::<u8>("u"), None, "the next type's cache was not cleared");
+        assert!(
+            tier.insert_unless_cleared("k0", Brittle(1), 0, 8, tier.clear_mark(), none),
+            "the clear still counts as running"
+        );
+        assert_eq!(tier.get::<Brittle>("k0").map(|b| b.0), Some(1));
+    }
+
     #[test]
     fn an_insert_whose_mark_was_taken_during_a_clear_is_undone() {
         let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(0)));
