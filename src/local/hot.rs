@@ -156,17 +156,22 @@ impl<V> Lifecycle<HotKey, Slot<V>> for Evictions {
         let Some(value) = value else {
             return;
         };
-        // The value a write replaces or forgets is dropped here, inside the cache's call: a
-        // panicking `Drop` of a user's type unwound out of that write (its bytes already stored)
-        // and through the cache's insert. The value is gone either way.
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value))).is_err() {
-            tracing::error!(key = %crate::error::key_for_error(key.as_str().unwrap_or("")), "dropping a value of the memory tier panicked");
-        }
+        // The value a write replaces or forgets is dropped here, inside the cache's call.
+        drop_caught(key.as_str().unwrap_or(""), value);
         if pushed.first.is_none() {
             pushed.first = Some(key);
         } else {
             pushed.more.push(key);
         }
+    }
+}
+
+/// Drops a value of `key` that a write replaced, forgot or could not keep: a panicking `Drop`
+/// of a user's type unwound out of that write (its bytes already stored), and out of the cache's
+/// call it ran in. The value is gone either way.
+fn drop_caught<V>(key: &str, value: V) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value))).is_err() {
+        tracing::error!(key = %crate::error::key_for_error(key), "dropping a value of the memory tier panicked");
     }
 }
 
@@ -233,14 +238,19 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
             Some(value) if insert => self.put(key, value, expires_at_ms, bytes.len()),
             // `soft`, as a forget: a write is not a read. Evicted meanwhile, the key stays out;
             // too heavy, its old value is dropped and nothing else pushed out.
-            Some(value) => self
-                .cache
-                .replace_with_lifecycle(
-                    HotKey::new(key, expires_at_ms, weigh::weight(key, bytes.len(), self.unit)),
-                    Some(value),
-                    true,
-                )
-                .is_ok_and(|pushed| self.admitted(key, pushed)),
+            Some(value) => match self.cache.replace_with_lifecycle(
+                HotKey::new(key, expires_at_ms, weigh::weight(key, bytes.len(), self.unit)),
+                Some(value),
+                true,
+            ) {
+                Ok(pushed) => self.admitted(key, pushed),
+                // Handed back, not kept: dropped here, in the write, as a value pushed out is
+                // in `on_evict`.
+                Err((_, value)) => {
+                    drop_caught(key, value);
+                    false
+                }
+            },
             None => {
                 self.forget(key);
                 false

@@ -214,8 +214,11 @@ mod rules {
         assert_eq!(tier.get::<u8>("k"), Some(2));
     }
 
-    /// Set while dropping a [`Brittle`] panics.
-    static BRITTLE_DROP_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    thread_local! {
+        /// Set while dropping a [`Brittle`] on this thread panics (per thread: tests run in
+        /// parallel).
+        static BRITTLE_DROP_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 
     /// A value whose `Drop` panics while [`BRITTLE_DROP_PANICS`] is set.
     #[derive(Clone, Debug)]
@@ -223,7 +226,7 @@ mod rules {
 
     impl Drop for Brittle {
         fn drop(&mut self) {
-            if BRITTLE_DROP_PANICS.load(Ordering::SeqCst) && !std::thread::panicking() {
+            if BRITTLE_DROP_PANICS.get() && !std::thread::panicking() {
                 panic!("Brittle::drop panics (test)");
             }
         }
@@ -243,9 +246,9 @@ mod rules {
         }
         // A type whose cache comes after Brittle's.
         tier.insert("u", 7u8, 0, 8);
-        BRITTLE_DROP_PANICS.store(true, Ordering::SeqCst);
+        BRITTLE_DROP_PANICS.set(true);
         let cleared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tier.clear()));
-        BRITTLE_DROP_PANICS.store(false, Ordering::SeqCst);
+        BRITTLE_DROP_PANICS.set(false);
         assert!(cleared.is_ok(), "a panicking drop unwound out of the clear");
         let left: Vec<&String> = keys
             .iter()
@@ -258,6 +261,32 @@ mod rules {
             "the clear still counts as running"
         );
         assert_eq!(tier.get::<Brittle>("k0").map(|b| b.0), Some(1));
+    }
+
+    /// A write of a held key whose value is too heavy to keep gets its decoded value handed
+    /// back by the cache, and drops it: a panicking `Drop` unwound out of the write, with its
+    /// bytes stored (found by review).
+    #[test]
+    fn a_written_value_too_heavy_to_keep_whose_drop_panics_does_not_unwind_out_of_the_write() {
+        let tier = HotTier::new(10, 1 << 16, Arc::new(ManualClock::new(0)));
+        let decoder = || -> Decoder<Brittle> { Box::new(|_, bytes| Some(Brittle(bytes.len() as u32))) };
+        assert!(tier.insert_unless_cleared("k", Brittle(1), 0, 8, tier.clear_mark(), decoder));
+        let heavy = vec![0u8; 1 << 20];
+        let change = tier.begin_change("k");
+        BRITTLE_DROP_PANICS.set(true);
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tier.end_change(
+                "k",
+                change,
+                Some(Written {
+                    bytes: &heavy,
+                    ttl: Duration::from_secs(10),
+                }),
+            );
+        }));
+        BRITTLE_DROP_PANICS.set(false);
+        assert!(ended.is_ok(), "a panicking drop unwound out of the write");
+        assert!(tier.get::<Brittle>("k").is_none(), "too heavy to keep");
     }
 
     #[test]
