@@ -24,7 +24,9 @@ use crate::error::Result;
 /// load, which its callers share: with a stale value at hand, a caller gets it after
 /// `soft_timeout_ms` and the load goes on in the background to refresh the entry; after
 /// `hard_timeout_ms` a caller gets the stale value or [`Error::LoaderTimeout`](crate::Error),
-/// and the key's load slot is given up, so the next caller starts a new load.
+/// and the key's load slot is given up, so the next caller starts a new load. A caller of
+/// `get_or_set_with` waiting on another's load gives it up at `hard_timeout_ms` too, then runs
+/// its own loader (which has no timeout).
 ///
 /// **Refresh-ahead.** With `refresh_ahead` set (say 0.8), a `get_or_load` hit on a value this
 /// process loaded, once that share of its L1 TTL has passed, starts one background reload

@@ -197,11 +197,13 @@ impl CacheManager {
     /// stale copy of the key: then the callers get that copy, and it counts as fresh for
     /// `loader.fail_safe_throttle`. The value is not stored if the key was written, deleted or
     /// invalidated while the loader ran: it may be older than that change (the callers still
-    /// get it). Waiting has no deadline: a loader that never returns holds
-    /// its key's callers; [`CacheManager::get_or_load`] bounds the wait. A loader must not call
-    /// `get_or_set_with` for its own key (it would wait for itself). A loader that panics counts
-    /// as one that failed (the panic is logged and does not unwind into the caller): the stale
-    /// copy, or an error naming the key.
+    /// get it). Waiting has no deadline of its own: a loader that never returns holds its
+    /// key's callers; [`CacheManager::get_or_load`] bounds the wait. With
+    /// `loader.hard_timeout_ms` set, though, a caller waiting on another caller's load gives it
+    /// up at that timeout, as `get_or_load`'s callers do, and runs its own loader. A loader
+    /// must not call `get_or_set_with` for its own key (it would wait for itself). A loader that
+    /// panics counts as one that failed (the panic is logged and does not unwind into the
+    /// caller): the stale copy, or an error naming the key.
     ///
     /// # Errors
     /// The loader's error when no stale copy is kept; or, converted with `From`, a cache error of [`CacheManager::get`]
@@ -226,15 +228,16 @@ impl CacheManager {
             if let Some(value) = self.shared.throttled_stale(key) {
                 return Ok(value);
             }
-            match self.shared.flights.join(key) {
-                Role::Waiter(flight) => {
-                    self.shared.metrics.load_waits.incr();
-                    // Another call's "absent" is no value: look again, and load.
-                    if let Some(bytes) = flight.wait_blocking().filter(|b| **b != *crate::codec::ABSENT) {
+            match self.join_flight(key) {
+                // A load past the hard timeout, given up: look again.
+                None => {}
+                Some(Role::Waiter(flight)) => {
+                    let waited = flight.wait_blocking_until(self.shared.fail_safe.deadline(&flight, false));
+                    if let Some(bytes) = self.waited_for_load(key, &flight, waited) {
                         return Ok(self.shared.codec.decode(key, &bytes)?);
                     }
                 }
-                Role::Leader(leader) => {
+                Some(Role::Leader(leader)) => {
                     let s = &self.shared;
                     // Before the second read: a write of the key from now on wins over the load.
                     let watching = s.guard.watching(key, leader.overtaken());

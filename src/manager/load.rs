@@ -325,7 +325,7 @@ impl CacheManager {
 
     /// Joins the key's flight, as its leader or a waiter (counted). `None`: the flight there was
     /// past its hard timeout and was given up; read the cache again.
-    fn join_flight(&self, key: &str) -> Option<Role> {
+    pub(super) fn join_flight(&self, key: &str) -> Option<Role> {
         let s = &self.shared;
         match s.flights.join(key) {
             Role::Waiter(flight) if s.fail_safe.overdue(&flight) => {

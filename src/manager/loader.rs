@@ -77,6 +77,7 @@ impl Flight {
     }
 
     /// Blocks until the leader finishes: `Some(bytes)` or `None` if it gave up.
+    #[cfg(test)]
     pub(crate) fn wait_blocking(&self) -> Option<Arc<[u8]>> {
         match self.wait_blocking_until(None) {
             Waited::Done(bytes) => Some(bytes),
@@ -106,6 +107,7 @@ impl Flight {
     }
 
     /// Waits (without blocking the executor) until the leader finishes.
+    #[cfg(test)]
     pub(crate) async fn wait_async(&self) -> Option<Arc<[u8]>> {
         match self.wait_async_until(None).await {
             Waited::Done(bytes) => Some(bytes),

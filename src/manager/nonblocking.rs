@@ -241,15 +241,21 @@ impl CacheManager {
             if let Some(value) = self.shared.throttled_stale(key) {
                 return Ok(value);
             }
-            match self.shared.flights.join(key) {
-                Role::Waiter(flight) => {
-                    self.shared.metrics.load_waits.incr();
-                    // Another call's "absent" is no value: look again, and load.
-                    if let Some(bytes) = flight.wait_async().await.filter(|b| **b != *crate::codec::ABSENT) {
-                        return Ok(self.shared.codec.decode(key, &bytes)?);
+            match self.join_flight(key) {
+                // A load past the hard timeout, given up: look again.
+                None => {}
+                Some(Role::Waiter(flight)) => {
+                    let s = &self.shared;
+                    let deadline = s.fail_safe.deadline(&flight, false);
+                    if deadline.is_some() {
+                        flight.ensure_ticker(s.fail_safe.deadlines(&flight));
+                    }
+                    let waited = flight.wait_async_until(deadline).await;
+                    if let Some(bytes) = self.waited_for_load(key, &flight, waited) {
+                        return Ok(s.codec.decode(key, &bytes)?);
                     }
                 }
-                Role::Leader(leader) => {
+                Some(Role::Leader(leader)) => {
                     let s = &self.shared;
                     // Before the second read: a write of the key from now on wins over the load.
                     // Ended by the drop if this future is dropped before it ends it.
