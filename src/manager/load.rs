@@ -41,10 +41,11 @@ impl WeakManager {
 }
 
 /// A load's watch of its key, held by the task that runs the load apart from its caller (see
-/// `spawn_load_async`) and ended when that task ends, however it ends. The store and the
-/// failure paths end it; but a task dropped at an `.await` (its runtime shut down while the
-/// loader or the store was under way) runs neither, and the watch stayed for the manager's life:
-/// every write from then on took the watches' lock, and their map kept its entry. Ending a watch
+/// `spawn_load_async`) and by the store of every load apart (`finish_load`), and ended when
+/// they end, however they end. The store and the failure paths end it; but a task dropped at
+/// an `.await` (its runtime shut down while the loader or the store was under way) runs
+/// neither, nor does a store that panics, and the watch stayed for the manager's life: every
+/// write from then on took the watches' lock, and their map kept its entry. Ending a watch
 /// again does nothing, and a store still running then finds it ended and stores nothing, as
 /// after a write of its key.
 struct WatchEnds {
@@ -558,7 +559,7 @@ impl CacheManager {
         let owned_key = key.to_owned();
         start_load_thread(
             move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
-                Ok(outcome) => finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, &tx),
+                Ok(outcome) => finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, tx),
                 Err(_) => load_panicked(&manager, &owned_key, (leader, watch), tx),
             },
         )
@@ -714,16 +715,29 @@ fn start_load_thread(body: impl FnOnce() + Send + 'static) -> std::io::Result<()
 
 /// The end of a load that ran apart from its caller: store the value and end the flight with
 /// it, or report the error and abandon the flight. The report goes first.
+///
+/// A store that panics (a value whose `Serialize` or `Deserialize` panics) unwinds through
+/// here, dropping the locals, then the parameters last to first: the watch ends, the report
+/// channel closes, and only then does the flight end abandoned, so its caller takes it for a
+/// load without an answer, as after a panicking loader (`load_panicked`). The watch stayed for
+/// the manager's life, and a caller that saw the flight end before the channel closed answered
+/// `LoaderTimeout` and gave the load up at a hard timeout that had not passed.
 fn finish_load<T, E>(
     manager: &WeakManager,
     key: &str,
     ttl: Option<Duration>,
     (leader, watch): (Leader, Watch),
     outcome: Outcome<T, E>,
-    report: &mpsc::Sender<Report<T, E>>,
+    report: mpsc::Sender<Report<T, E>>,
 ) where
     T: Serialize + DeserializeOwned,
 {
+    let _watch_ends = WatchEnds {
+        manager: WeakManager {
+            shared: Weak::clone(&manager.shared),
+        },
+        watch,
+    };
     let value = match outcome {
         Ok(value) => value,
         Err(e) => {

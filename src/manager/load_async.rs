@@ -201,7 +201,7 @@ impl CacheManager {
             // The store is a blocking write, which waits for a write of the key in progress:
             // on the runtime's thread it could wait for an async write that only that thread
             // can finish (a current-thread runtime hung for good). Off the runtime's threads.
-            let store = move || finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, &tx);
+            let store = move || finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, tx);
             // A store that did not run dropped its leader: the flight ends abandoned.
             let _ = tokio::task::spawn_blocking(store).await;
         };

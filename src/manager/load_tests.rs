@@ -1,4 +1,5 @@
-//! Tests of `load.rs`: what is counted when a load's thread cannot be started.
+//! Tests of `load.rs` that need its internals: what is counted when a load's thread cannot be
+//! started, and that a load's watch of its key ends however the load ends.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -176,5 +177,39 @@ fn an_async_load_whose_runtime_shut_down_mid_load_ends_its_watch() {
         cache.shared.guard.watches(),
         0,
         "the load's task was dropped with the runtime, and left its watch"
+    );
+}
+
+/// A value whose `Serialize` panics: the user's bug, met by the load's store.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct PanicsAsItEncodes;
+
+impl Serialize for PanicsAsItEncodes {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> std::result::Result<S::Ok, S::Error> {
+        panic!("the value's own Serialize panicked")
+    }
+}
+
+/// A loaded value that panics as the store encodes it, on the load's thread, is a load that
+/// stopped without an answer, as a panicking loader is: its caller gets that error, and the
+/// load's watch of the key ends. The watch stayed for the manager's life (every write from then
+/// on took the watches' lock), and the flight could end before the report channel closed, so
+/// the caller could take its load for one given up at the hard timeout.
+#[test]
+fn a_loaded_value_that_panics_as_it_is_stored_apart_is_a_load_without_an_answer_and_ends_its_watch() {
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, timed);
+    let err = cache
+        .get_or_load::<PanicsAsItEncodes, Error, _>("k", Some(TTL), || Ok(PanicsAsItEncodes))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Backend { op: "load", reason, .. } if reason.contains("without an answer")),
+        "{err:?}"
+    );
+    assert_eq!(cache.stats().loader.hard_timeouts, 0);
+    assert_eq!(
+        cache.shared.guard.watches(),
+        0,
+        "the load's watch was left in place"
     );
 }
