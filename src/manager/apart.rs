@@ -65,32 +65,46 @@ impl Apart {
 
 /// One piece of work apart from its caller, with the shared state it works on, counted in
 /// while it lives.
-pub(crate) struct Pass(Arc<Shared>);
+pub(crate) struct Pass {
+    /// Declared first, so let go of first: the work ends only once it holds none of the shared
+    /// state, and the shutdown that waits for it lets go of the last of it on the caller's
+    /// thread. Counted out first, the work let go of it a moment after the shutdown had
+    /// returned, and a store the caller reopened right after the drop could still be locked.
+    shared: Arc<Shared>,
+    _counted: Counted,
+}
+
+/// A piece of work counted in by [`Apart`]; counted out on drop.
+struct Counted(Arc<Apart>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
 
 impl Pass {
     /// A pass for work on `shared`, or `None` once its manager is shutting down.
     pub(crate) fn enter(shared: Arc<Shared>) -> Option<Pass> {
-        shared.apart.enter().then(|| Pass(shared))
+        let apart = Arc::clone(&shared.apart);
+        apart.enter().then(|| Pass {
+            shared,
+            _counted: Counted(apart),
+        })
     }
 
     /// The manager the work runs on: its shared state, not its background threads (see the
     /// module docs), so it never runs their shutdown.
     pub(crate) fn manager(&self) -> CacheManager {
         CacheManager {
-            shared: Arc::clone(&self.0),
+            shared: Arc::clone(&self.shared),
             _workers: None,
         }
     }
 
     /// The shared state.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.0
-    }
-}
-
-impl Drop for Pass {
-    fn drop(&mut self) {
-        self.0.apart.leave();
+        &self.shared
     }
 }
 

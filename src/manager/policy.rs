@@ -121,7 +121,7 @@ pub(crate) struct Shared {
     /// One replay at a time.
     pub(crate) replay_lock: Mutex<()>,
     /// Work run apart from its caller, waited for at shutdown (see `apart`).
-    pub(crate) apart: Apart,
+    pub(crate) apart: Arc<Apart>,
     /// The stop signal the last handle's drop fires (owned by `Workers`): work run for a caller
     /// on a thread of its own (see `offload`) listens to it too.
     pub(crate) stop: Shutdown,
