@@ -8,8 +8,9 @@
 //! so a write, delete or invalidation of a key in between still wins.
 //!
 //! Backfills are an optimisation, so the queue never blocks a reader: beyond [`MAX_QUEUED`]
-//! entries a batch is dropped (counted in `backfills_skipped`) and the next read of those keys
-//! goes to L2 again. [`CacheManager::flush`](super::CacheManager::flush) waits for the queue.
+//! entries or [`MAX_QUEUED_BYTES`] bytes a batch is dropped (counted in `backfills_skipped`) and
+//! the next read of those keys goes to L2 again.
+//! [`CacheManager::flush`](super::CacheManager::flush) waits for the queue.
 //! Single-key reads backfill inline: one record costs less than the hand-off.
 
 use std::collections::VecDeque;
@@ -26,6 +27,12 @@ use crate::shutdown::Shutdown;
 
 /// Entries waiting at most; beyond it a batch is dropped.
 pub(crate) const MAX_QUEUED: usize = 100_000;
+/// Bytes of keys and values waiting at most; beyond it a batch is dropped, unless the queue is
+/// empty: a count of entries alone let 100 000 large values (a slow L1 disk behind readers of
+/// megabyte values) hold gigabytes. A batch larger than this on its own is still taken when
+/// nothing waits, so the values of large batch reads are backfilled at all; the queue then
+/// holds about what its reader already holds in its answer.
+pub(crate) const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// How long the thread lets batches gather after being woken: it keeps the thread from running
 /// (and on a small machine, from taking the CPU) the instant a reader queued its batch.
 const LINGER: Duration = Duration::from_millis(1);
@@ -64,6 +71,11 @@ impl FillBatch {
         self.entries.len()
     }
 
+    /// Bytes of keys and values held.
+    pub(crate) fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -90,6 +102,8 @@ impl FillBatch {
 struct State {
     batches: VecDeque<FillBatch>,
     entries: usize,
+    /// Bytes of keys and values in `batches`.
+    bytes: usize,
     /// The thread is writing batches it took.
     busy: bool,
 }
@@ -118,11 +132,14 @@ impl FillQueue {
     /// Queues a batch; `false` (and the batch is dropped) if the queue is full or shut down.
     pub(crate) fn push(&self, batch: FillBatch) -> bool {
         let mut st = self.state.lock();
-        if self.shutdown.is_fired() || st.entries + batch.len() > MAX_QUEUED {
+        let too_many = st.entries.saturating_add(batch.len()) > MAX_QUEUED;
+        let too_large = st.bytes > 0 && st.bytes.saturating_add(batch.size()) > MAX_QUEUED_BYTES;
+        if self.shutdown.is_fired() || too_many || too_large {
             return false;
         }
         let was_empty = st.batches.is_empty();
         st.entries += batch.len();
+        st.bytes += batch.size();
         st.batches.push_back(batch);
         if was_empty {
             self.work.notify_one();
@@ -155,6 +172,7 @@ impl FillQueue {
         while !self.shutdown.is_fired() && !self.work.wait_until(&mut st, deadline).timed_out() {}
         st.busy = true;
         st.entries = 0;
+        st.bytes = 0;
         Some(st.batches.drain(..).collect())
     }
 
@@ -214,6 +232,33 @@ mod tests {
             batch.push(&format!("k{i}"), &[1], 1_000, guard.ticket("k"));
         }
         batch
+    }
+
+    /// One entry whose key and value take `bytes` bytes.
+    fn large(bytes: usize) -> FillBatch {
+        let guard = KeyOrder::default();
+        let mut batch = FillBatch::default();
+        batch.push("k", &vec![7; bytes - 1], 1_000, guard.ticket("k"));
+        batch
+    }
+
+    #[test]
+    fn a_queue_full_of_bytes_drops_the_batch_however_few_entries_it_holds() {
+        let queue = FillQueue::new(Shutdown::default());
+        assert!(queue.push(large(MAX_QUEUED_BYTES - 10)));
+        assert!(
+            !queue.push(large(11)),
+            "over the bound in bytes, with two entries"
+        );
+        assert!(queue.push(large(10)), "up to the bound");
+        assert_eq!(queue.state.lock().bytes, MAX_QUEUED_BYTES);
+    }
+
+    #[test]
+    fn an_empty_queue_takes_a_batch_larger_than_its_bound_in_bytes() {
+        let queue = FillQueue::new(Shutdown::default());
+        assert!(queue.push(large(MAX_QUEUED_BYTES + 1)), "nothing waits: taken");
+        assert!(!queue.push(large(1)), "but nothing after it");
     }
 
     #[test]
