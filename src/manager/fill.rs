@@ -14,6 +14,7 @@
 //! Single-key reads backfill inline: one record costs less than the hand-off.
 
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -212,7 +213,16 @@ pub(crate) fn start_filler(workers: &mut Workers, shared: Weak<Shared>, queue: A
         while let Some(batches) = queue.take() {
             if let Some(shared) = shared.upgrade() {
                 for batch in &batches {
-                    shared.apply_fills(batch);
+                    // A panic in L1's fill (a store of the caller's own) must not end the
+                    // thread: with it gone, no batch read would backfill again and every
+                    // `flush` would wait [`MAX_DRAIN`] for a queue nobody empties.
+                    let fill = AssertUnwindSafe(|| shared.apply_fills(batch));
+                    if catch_unwind(fill).is_err() {
+                        shared.metrics.local.errors.incr();
+                        shared.metrics.backfills_skipped.add(batch.len() as u64);
+                        tracing::error!(entries = batch.len(),
+                            "L1 panicked while backfilling a batch read; its entries were skipped and the backfill thread goes on");
+                    }
                 }
             }
             queue.done();
