@@ -641,6 +641,38 @@ fn verify_exits_3_and_names_a_damaged_segment_its_own_open_left_in_place() {
     assert!(dir.path().join(format!("{:020}.seg", 1)).exists());
 }
 
+/// A `.lost` file names the keys of a segment lost to damage, held as deleted so that their
+/// overwritten versions stay gone. The open that finds it damaged removes it, and an overwritten
+/// value is served again: `verify`, on that very open, must say so and exit 3, not report a
+/// clean store.
+#[test]
+fn verify_exits_3_and_names_a_damaged_lost_file_its_own_open_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each run writes to a segment of its own: `k`'s old value in 1, its new one in 3.
+    for (key, value) in [("k", "old"), ("other", "x"), ("k", "new")] {
+        assert!(run(dir.path(), &["set", key, value]).status.success());
+    }
+    let newest = dir.path().join(format!("{:020}.seg", 3));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes[16] ^= 0xff; // the segment id in the header: its CRC no longer matches
+    std::fs::write(&newest, bytes).unwrap();
+    // This open keeps segment 3's hint as `.lost`, which holds `k` as deleted.
+    assert_eq!(run(dir.path(), &["get", "k"]).status.code(), Some(1));
+    let lost = dir.path().join(format!("{:020}.lost", 3));
+    let mut bytes = std::fs::read(&lost).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&lost, bytes).unwrap();
+
+    let (code, told) = verify(dir.path());
+    assert_eq!(code, Some(3), "{told}");
+    assert!(told.contains("1 damaged *.lost file"), "{told}");
+    assert!(
+        !lost.exists(),
+        "the layout this test needs: the open removed the file"
+    );
+}
+
 /// Any command's open removes a segment whose header no longer checks, and the next `verify`
 /// cannot see it any more: the command that opened the store says so on stderr, or the loss
 /// goes unnoticed (a `dump` missing entries, exit 0).

@@ -794,8 +794,7 @@ fn verify(store: &FileStore) -> Result<ExitCode, String> {
             opened.torn_tail_bytes
         )?;
     }
-    let damaged_at_open =
-        opened.damaged_segments > 0 || opened.damaged_segments_left > 0 || opened.damaged_ranges > 0;
+    let damaged_at_open = !damage_at_open(opened).is_empty();
     Ok(if report.is_clean() && !damaged_at_open {
         ExitCode::SUCCESS
     } else {
@@ -822,6 +821,12 @@ fn damage_at_open(opened: &uno_cache::RecoveryReport) -> Vec<String> {
         found.push(format!(
             "opening the store skipped {} damaged range(s) ({} bytes); the records in them are lost",
             opened.damaged_ranges, opened.damaged_bytes
+        ));
+    }
+    if opened.damaged_lost_files > 0 {
+        found.push(format!(
+            "opening the store removed {} damaged *.lost file(s): the keys of the lost segment(s) they named are no longer read as deleted, so an older (overwritten or deleted) version of them can be served again; delete or overwrite such keys if that matters",
+            opened.damaged_lost_files
         ));
     }
     found

@@ -100,6 +100,9 @@ pub(crate) struct Buried {
     /// The highest seq the lost records had: new writes must take higher ones, or the next
     /// open would hide them.
     pub(crate) max_seq: u64,
+    /// `.lost` files found damaged and removed: the keys they named can read older versions
+    /// again, and only the recovery report is left to tell.
+    pub(crate) damaged_files: u64,
 }
 
 impl Buried {
@@ -107,6 +110,7 @@ impl Buried {
     pub(crate) fn add(&mut self, other: Buried) {
         self.tombstones.extend(other.tombstones);
         self.max_seq = self.max_seq.max(other.max_seq);
+        self.damaged_files = self.damaged_files.saturating_add(other.damaged_files);
     }
 }
 
@@ -168,6 +172,7 @@ pub(crate) fn load(
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "removing a damaged file of lost keys; older versions of them may be read again");
                 dir.remove_quietly(&path);
+                buried.damaged_files = buried.damaged_files.saturating_add(1);
             }
         }
     }

@@ -65,6 +65,11 @@ pub struct RecoveryReport {
     /// without an intact hint adds none: older versions of its keys can be read again.
     #[serde(default)]
     pub lost_keys: u64,
+    /// `{id:020}.lost` files whose bytes did not check, removed: the keys they named are no
+    /// longer held as deleted, so older versions of them can be read again. Damage as much as
+    /// a removed segment is, and gone from the directory after this open.
+    #[serde(default)]
+    pub damaged_lost_files: u64,
     /// Values found already expired.
     pub expired: u64,
 }
@@ -339,6 +344,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
     )?;
     buried.add(held);
     report.lost_keys = buried.tombstones.len() as u64;
+    report.damaged_lost_files = buried.damaged_files;
     let mut max_seq = meta.min_seq.max(buried.max_seq);
     let mut any_expiry = false;
     let mut parts = Vec::with_capacity(gathers.len());
