@@ -441,6 +441,64 @@ fn opening_on_a_full_tmpfs_a_sparse_segment_whose_header_is_a_hole_raises_no_sig
     assert!(!sparse.exists(), "a roll cut short is removed");
 }
 
+/// A compaction of mostly live segments on a device with no room for a new segment: it stops
+/// with `DiskFull` and the store keeps every entry. Its rolls evicted the oldest segment as a
+/// write's do, each freeing less room than the copies took, and the store ended empty (all 270
+/// entries evicted by one `compact`).
+#[test]
+fn a_compaction_on_a_full_device_evicts_nothing_and_loses_nothing() {
+    let _serial = one_at_a_time();
+    let options = || {
+        FileStoreOptions::default()
+            .segment_size(64 * KIB)
+            .min_live_ratio(0.95)
+            .background_threads(false)
+    };
+    // A tenth deleted, a tenth written again: every segment is a candidate, nine tenths live.
+    let expected = |i: usize| match i % 10 {
+        0 => None,
+        5 => Some(value(i, 900)),
+        _ => Some(value(i, 1000)),
+    };
+    let check = |store: &FileStore, when: &str| {
+        for i in 0..300 {
+            assert_eq!(store.get(&format!("k{i}")).unwrap(), expected(i), "{when}: k{i}");
+        }
+    };
+    let fs = Mount::tmpfs(2 * 1024);
+    let dir = fs.path().join("store");
+    let store = FileStore::open(&dir, options()).unwrap();
+    for i in 0..300 {
+        store.set(&format!("k{i}"), &value(i, 1000), None).unwrap();
+    }
+    // Sealed, so the segments hold no reserved room the copies could go to.
+    store.close().unwrap();
+    let store = FileStore::open(&dir, options()).unwrap();
+    for i in (0..300).step_by(5) {
+        if i % 10 == 0 {
+            assert!(store.delete(&format!("k{i}")).unwrap());
+        } else {
+            store.set(&format!("k{i}"), &value(i, 900), None).unwrap();
+        }
+    }
+    store.flush().unwrap();
+    let ballast = fs.fill("ballast");
+
+    let compacted = store.compact();
+    assert!(matches!(compacted, Err(Error::DiskFull { .. })), "{compacted:?}");
+    assert_eq!(store.stats().evictions, 0, "{:?}", store.stats());
+    check(&store, "after the compaction");
+    store.close().unwrap();
+    fs.remove(&ballast);
+    let store = FileStore::open(&dir, options()).unwrap();
+    check(&store, "reopened");
+    // With room again it compacts, and what it left behind reads the same.
+    assert!(store.compact().unwrap().segments_rewritten > 0);
+    check(&store, "compacted with room");
+    store.close().unwrap();
+    check(&FileStore::open(&dir, options()).unwrap(), "reopened after it");
+}
+
 /// Not a test of its own: the opening process of
 /// `opening_on_a_full_tmpfs_a_sparse_segment_whose_header_is_a_hole_raises_no_signal`.
 #[test]

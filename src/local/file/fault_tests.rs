@@ -238,7 +238,7 @@ fn fill_active(store: &FileStore, prefix: &str) {
 }
 
 #[test]
-fn a_compaction_copy_whose_roll_evicts_its_own_segment_never_brings_the_key_back() {
+fn a_compaction_whose_copy_finds_the_device_full_stops_evicts_nothing_and_a_delete_sticks() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
     let options = || small(&clock).min_live_ratio(0.5);
@@ -252,21 +252,23 @@ fn a_compaction_copy_whose_roll_evicts_its_own_segment_never_brings_the_key_back
         }
     }
     fill_active(&store, "g");
-    // The copy of `keep` needs a new segment, and the device is full: the roll evicts the
-    // oldest segment, the one being rewritten.
+    // The copy of `keep` needs a new segment, and the device is full: the compaction stops
+    // there. Its roll evicted the oldest segment (the one being rewritten) as a write's does,
+    // and a compaction on a full device emptied a store of mostly live segments.
     sim.fail_next(Op::Allocate, ErrorKind::StorageFull);
-    store.compact().unwrap();
+    let compacted = store.compact();
+    assert!(
+        matches!(compacted, Err(crate::Error::DiskFull { .. })),
+        "{compacted:?}"
+    );
     assert_eq!(sim.pending_faults(), 0, "the compaction never rolled");
-    // Evicted for room, as a full cache may; the point is that it stays gone.
-    assert_eq!(store.get("keep").unwrap(), None);
-    assert!(!store.delete("keep").unwrap());
+    assert_eq!(store.stats().evictions, 0);
+    assert_eq!(store.get("keep").unwrap(), Some(vec![1u8; 2000]));
+    // The segment stays, and a delete of the key still sticks.
+    assert!(store.delete("keep").unwrap());
     store.close().unwrap();
     let store = FileStore::open(dir.path(), options()).unwrap();
-    assert_eq!(
-        store.get("keep").unwrap(),
-        None,
-        "an evicted, deleted key came back"
-    );
+    assert_eq!(store.get("keep").unwrap(), None, "a deleted key came back");
     for i in 0..40 {
         assert_eq!(
             store.get(&format!("f{i}")).unwrap(),
@@ -278,11 +280,11 @@ fn a_compaction_copy_whose_roll_evicts_its_own_segment_never_brings_the_key_back
 }
 
 /// A compaction copies the first live records of the oldest segment into the active one, and
-/// the roll the next copy needs evicts that segment (a full device): the compaction stops
-/// there, before the fsync that makes its copies durable. The eviction made the removal of the
-/// originals durable, not the copies: a power cut then lost keys flushed long before.
+/// the roll the next copy needs finds the device full: the compaction stops there, before the
+/// fsync that makes its copies durable. (When that roll evicted the segment, the removal of the
+/// originals was made durable, not the copies: a power cut then lost keys flushed long before.)
 #[test]
-fn a_compaction_cut_short_by_the_eviction_of_its_segment_loses_none_of_the_records_it_moved() {
+fn a_compaction_cut_short_by_a_full_device_loses_none_of_the_records_it_moved() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
     let options = || small(&clock).min_live_ratio(0.5);
@@ -311,16 +313,16 @@ fn a_compaction_cut_short_by_the_eviction_of_its_segment_loses_none_of_the_recor
     }
     store.flush().unwrap();
     sim.fail_next(Op::Allocate, ErrorKind::StorageFull);
-    let _ = store.compact();
-    assert_eq!(sim.pending_faults(), 0, "the compaction never rolled");
-    let moved: Vec<String> = (0..8)
-        .map(|i| format!("keep{i}"))
-        .filter(|k| store.get(k).unwrap().is_some())
-        .collect();
+    let compacted = store.compact();
     assert!(
-        !moved.is_empty() && moved.len() < 8,
-        "copied before the roll, the rest evicted by it: {moved:?}"
+        matches!(compacted, Err(crate::Error::DiskFull { .. })),
+        "{compacted:?}"
     );
+    assert_eq!(sim.pending_faults(), 0, "the compaction never rolled");
+    let moved: Vec<String> = (0..8).map(|i| format!("keep{i}")).collect();
+    for key in &moved {
+        assert_eq!(store.get(key).unwrap().as_deref(), Some(&value[..]), "{key}");
+    }
     for seed in 0..32 {
         let after = dir.path().join(format!("after-{seed}"));
         let kept = sim.crash(seed, &after);

@@ -26,6 +26,11 @@
 //! (which may evict, on a full device, the very segment being copied from), and only if the
 //! index still points at the original; and a segment's originals are removed only while the
 //! store is writable, since a failed fsync may have lost the copies.
+//!
+//! A compaction never evicts to make room for what it appends: on a device too full for the
+//! next segment it stops with `DiskFull`, and the segment stays. Evicting the oldest segment for
+//! the roll, as a write does, made a compaction on a full device evict more live entries than it
+//! freed room for: a store whose segments were mostly live ended empty.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -706,33 +711,41 @@ impl Inner {
             self.check_writable()?;
             // Values in the keep window are copied like live ones: compaction keeps stale copies.
             let now = self.dead_before(self.clock.now_ms());
-            for rec in &batch {
-                let r = rec.record;
-                let hash = self.hasher.hash(r.key);
-                let loc = base.map(|b| b.at(rec.offset));
-                let here = self.index.get(&hash).map(|e| Some(e.loc) == loc);
-                let expired = r.expires_at_ms != 0 && now >= r.expires_at_ms;
-                match (r.kind, here, loc) {
-                    (Kind::Value, Some(true), Some(loc)) if !expired => {
-                        if self.move_record(&mut w, seg, rec, (hash, loc), None)? {
-                            // Before the next roll can evict the segment (see `evict_oldest`).
-                            if let Some(to) = w.active_id() {
-                                seg.moved_to.fetch_min(to, Ordering::AcqRel);
+            w.compacting = true;
+            let copied = (|| -> Result<()> {
+                for rec in &batch {
+                    let r = rec.record;
+                    let hash = self.hasher.hash(r.key);
+                    let loc = base.map(|b| b.at(rec.offset));
+                    let here = self.index.get(&hash).map(|e| Some(e.loc) == loc);
+                    let expired = r.expires_at_ms != 0 && now >= r.expires_at_ms;
+                    match (r.kind, here, loc) {
+                        (Kind::Value, Some(true), Some(loc)) if !expired => {
+                            if self.move_record(&mut w, seg, rec, (hash, loc), None)? {
+                                // Before the next roll can evict the segment (see `evict_oldest`).
+                                if let Some(to) = w.active_id() {
+                                    seg.moved_to.fetch_min(to, Ordering::AcqRel);
+                                }
+                                moved += 1;
                             }
-                            moved += 1;
                         }
+                        (Kind::Value, Some(true), Some(loc)) => {
+                            self.expire_at(hash, loc);
+                            note_tombstone(&mut tombstones, r.key, r.seq);
+                        }
+                        // The hash lives in another record, the newest of every key with this hash
+                        // (see `index`), so newer than this one.
+                        (_, Some(_), _) => {}
+                        // Deleted, expired or damaged key.
+                        (_, None, _) => note_tombstone(&mut tombstones, r.key, r.seq),
                     }
-                    (Kind::Value, Some(true), Some(loc)) => {
-                        self.expire_at(hash, loc);
-                        note_tombstone(&mut tombstones, r.key, r.seq);
-                    }
-                    // The hash lives in another record, the newest of every key with this hash
-                    // (see `index`), so newer than this one.
-                    (_, Some(_), _) => {}
-                    // Deleted, expired or damaged key.
-                    (_, None, _) => note_tombstone(&mut tombstones, r.key, r.seq),
                 }
-            }
+                Ok(())
+            })();
+            w.compacting = false;
+            // A full device stops the rewrite here, losing nothing: the copies are duplicates
+            // (same seq) and the segment stays.
+            copied?;
         }
         seg.note_damage(&records);
         // `sync_lock` first (the order `flush` takes them in): a flush that took sealed segments
@@ -758,10 +771,13 @@ impl Inner {
             return Ok(Rewritten::moved(moved));
         }
         if !is_oldest {
-            for (key, seq) in tombstones {
+            w.compacting = true;
+            let appended = tombstones.into_iter().try_for_each(|(key, seq)| {
                 // A key set again meanwhile has a higher seq, so this tombstone cannot hide it.
-                self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
-            }
+                self.append(&mut w, Kind::Tombstone, seq, 0, key, &[]).map(drop)
+            });
+            w.compacting = false;
+            appended?;
         }
         // The copies must be durable before the originals disappear, and so must every newer
         // record a dropped one gave way to (`(_, Some(_), _)` above): a segment sealed before

@@ -279,6 +279,10 @@ struct Writer {
     /// Whether the size bound evicted since the store was opened or cleared: until it does,
     /// every value written starts protected (see `policy`, filling up).
     evicted: bool,
+    /// Set while a compaction appends (see `maintenance`): a roll that finds the device full
+    /// then fails instead of evicting, as evicting live entries to make room for copies of
+    /// live entries emptied the store.
+    compacting: bool,
     /// The gate on fills of new keys (see `fillgate`).
     new_keys: fillgate::FillGate,
     /// The gate on fills of seen keys into free room (see `fillgate`).
@@ -383,6 +387,7 @@ impl FileStore {
                 decay: decay::Decay::default(),
                 refused: refused::Refused::default(),
                 evicted: false,
+                compacting: false,
             }),
             sync_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),

@@ -469,7 +469,8 @@ impl Inner {
     ///
     /// A device too full for the new segment's reservation makes room by evicting the oldest
     /// segments (a cache shrinks before it fails); with nothing left to evict the write gets
-    /// [`Error::DiskFull`]. No failure here latches: nothing was written, and the next write tries
+    /// [`Error::DiskFull`]; so does a compaction's roll, which evicts nothing (see
+    /// `maintenance`). No failure here latches: nothing was written, and the next write tries
     /// again, so writes resume once space returns.
     pub(super) fn roll(&self, w: &mut Writer) -> Result<()> {
         if let Some(active) = w.active.take() {
@@ -481,7 +482,7 @@ impl Inner {
             match Segment::create(&self.dir, id, self.segment_size) {
                 Ok(segment) => break Arc::new(segment),
                 Err(e) if e.is_no_space() => {
-                    if !self.evict_oldest(w, false)? {
+                    if w.compacting || !self.evict_oldest(w, false)? {
                         return Err(self.disk_full("create segment", self.segment_size));
                     }
                 }
