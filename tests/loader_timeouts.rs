@@ -364,44 +364,34 @@ fn an_async_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_
 /// on the hung loader for good: nobody else was left to give the load up.
 #[test]
 fn a_get_or_set_with_caller_is_not_held_past_the_hard_timeout_by_a_hung_get_or_load() {
-    const HARD_MS: u64 = 300;
-    let rig = rig(600, 50, HARD_MS);
-    expired_v1(&rig);
-    let (release, hung) = mpsc::channel::<()>();
-    let left = rig
-        .cache
-        .get_or_load("k", Some(TTL), move || {
-            let _ = hung.recv();
-            Ok::<_, AppError>("late".to_string())
-        })
-        .unwrap();
-    assert_eq!(left, Fetched::Stale("v1".to_string()));
-    let (answered, answer) = mpsc::channel();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let got = rig
-                .cache
-                .get_or_set_with("k", Some(TTL), || Ok::<_, AppError>("own".to_string()));
-            answered.send(got).unwrap();
-        });
-        let got = answer.recv_timeout(Duration::from_secs(10));
-        // Frees the caller (and the scope) if it is still held.
-        drop(release);
-        let got = got.expect("the caller was still held by the hung loader 10 s after the hard timeout");
-        assert_eq!(got.unwrap(), "own");
+    behind_a_hung_get_or_load(|rig| {
+        rig.cache
+            .get_or_set_with("k", Some(TTL), || Ok::<_, AppError>("own".to_string()))
     });
-    let stats = rig.cache.stats();
-    assert_eq!(
-        (stats.overall.loads, stats.overall.load_waits),
-        (2, 1),
-        "{stats:?}"
-    );
-    assert_eq!(stats.loader.hard_timeouts, 1);
 }
 
 /// The async form of the rule above: the caller's task is woken at the hard timeout.
 #[test]
 fn a_get_or_set_with_async_caller_is_not_held_past_the_hard_timeout_by_a_hung_get_or_load() {
+    behind_a_hung_get_or_load(|rig| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(
+            rig.cache
+                .get_or_set_with_async("k", Some(TTL), || async { Ok::<_, AppError>("own".to_string()) }),
+        )
+    });
+}
+
+/// Runs `call`, a `get_or_set_with` of `k` whose loader answers "own", on a thread, behind a
+/// `get_or_load` of `k` whose loader hangs and whose caller left with the stale copy; checks
+/// that the call is answered by its own loader, and counted as a wait given up at the hard
+/// timeout (300 ms).
+fn behind_a_hung_get_or_load<E: std::fmt::Debug + Send>(
+    call: impl FnOnce(&fail_safe_support::Rig) -> Result<String, E> + Send,
+) {
     const HARD_MS: u64 = 300;
     let rig = rig(600, 50, HARD_MS);
     expired_v1(&rig);
@@ -416,18 +406,9 @@ fn a_get_or_set_with_async_caller_is_not_held_past_the_hard_timeout_by_a_hung_ge
     assert_eq!(left, Fetched::Stale("v1".to_string()));
     let (answered, answer) = mpsc::channel();
     std::thread::scope(|s| {
-        s.spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let got = runtime
-                .block_on(rig.cache.get_or_set_with_async("k", Some(TTL), || async {
-                    Ok::<_, AppError>("own".to_string())
-                }));
-            answered.send(got).unwrap();
-        });
+        s.spawn(|| answered.send(call(&rig)).unwrap());
         let got = answer.recv_timeout(Duration::from_secs(10));
+        // Frees the caller (and the scope) if it is still held.
         drop(release);
         let got = got.expect("the caller was still held by the hung loader 10 s after the hard timeout");
         assert_eq!(got.unwrap(), "own");
