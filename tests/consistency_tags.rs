@@ -366,8 +366,7 @@ fn prefix_invalidated_during_an_outage(async_api: bool) {
     let queue = a.replay_queue().unwrap();
     assert_eq!(queue.len(), 2, "both writes wait for L2");
     let invalidated = if async_api {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(a.invalidate_prefix_async("sess:"))
+        support::block_on(a.invalidate_prefix_async("sess:"))
     } else {
         a.invalidate_prefix("sess:")
     };
@@ -406,11 +405,7 @@ fn tagged_rig() -> (RedisServer, RedisServer, tempfile::TempDir, CacheManager) {
 /// Whether a caller gave up (a timeout of one second, well within the tag call's own deadline)
 /// on an async write of `k` tagged `t`.
 fn gives_up_on_a_tagged_write(cache: &CacheManager) -> bool {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::block_on(async {
         tokio::time::timeout(
             Duration::from_secs(1),
             cache.set_raw_with_tags_async("k", b"v", None, &["t"]),
@@ -457,12 +452,7 @@ fn a_tagged_async_write_given_up_during_its_tag_still_tags_the_key() {
     let cache = CacheManager::new(config).unwrap();
     // The async tag connection is open, so that the taggings wait on the frozen server rather
     // than fail to connect.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(cache.set_raw_with_tags_async("warm", b"w", None, &["t"]))
-        .unwrap();
+    support::block_on(cache.set_raw_with_tags_async("warm", b"w", None, &["t"])).unwrap();
     to_l2.hold();
     let score = || -> Option<u64> {
         redis::cmd("ZSCORE")
@@ -604,11 +594,7 @@ fn tag_whose_deletes_l2_refuses(async_api: bool) {
     }
     let mut raw = refusing_unlink(&redis);
     let invalidated = if async_api {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(cache.invalidate_tag_async("t"))
+        support::block_on(cache.invalidate_tag_async("t"))
     } else {
         cache.invalidate_tag("t")
     };
@@ -721,11 +707,7 @@ fn event_whose_deletes_l2_refuses(async_api: bool) {
     cache.set_with_tags("in:b", "v", None, &["b"]).unwrap();
     let mut raw = refusing_unlink(&redis);
     let invalidated = if async_api {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(cache.invalidate_event_async(&Shipped))
+        support::block_on(cache.invalidate_event_async(&Shipped))
     } else {
         cache.invalidate_event(&Shipped)
     };
