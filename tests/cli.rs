@@ -83,8 +83,8 @@ fn dump_then_import_round_trips_any_bytes() {
     assert!(dump.status.success());
     assert_eq!(
         String::from_utf8(dump.stdout.clone()).unwrap(),
-        format!("# uno-cache dump 2\n{lines}"),
-        "a header line, then the entries sorted by key, escaped (an old dump, without the header, imports)"
+        format!("# uno-cache dump 3\n{lines}# end 2\n"),
+        "a header line, the entries sorted by key, escaped, and an end line (an old dump, without the header, imports)"
     );
     let got = run(&src, &["get", "ta\tb"]);
     assert_eq!(got.stdout, b"line\nbreak \\ back\x00\xff");
@@ -314,15 +314,15 @@ fn dump_and_import_carry_each_entrys_absolute_expiry() {
     assert_eq!(
         text,
         format!(
-            "# uno-cache dump 2\nforever\tno ttl\nlong\tan hour\t{long_at}\nshort\ttwenty seconds\t{short_at}\n"
+            "# uno-cache dump 3\nforever\tno ttl\nlong\tan hour\t{long_at}\nshort\ttwenty seconds\t{short_at}\n# end 3\n"
         )
     );
 
-    // Plus a line that expired long ago: skipped, and said so.
-    let mut input = dump.stdout.clone();
-    input.extend_from_slice(b"stale\tgone\t1000\n");
+    // Plus a line that expired long ago: skipped, and said so (an entry line of the dump all
+    // the same, counted by its end line).
+    let input = text.replace("# end 3\n", "stale\tgone\t1000\n# end 4\n");
     let dst = dir.path().join("dst");
-    let out = run_with_stdin(&dst, &["import"], &input);
+    let out = run_with_stdin(&dst, &["import"], input.as_bytes());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("imported 3 entries, skipped 1 already expired"),

@@ -65,8 +65,8 @@ fn a_config_file_drives_get_set_del_and_stats_through_the_manager_and_the_rest_o
     let dump = String::from_utf8(with_config(&["dump"]).stdout).unwrap();
     // The manager wrote it with local.ttl = 60: the dump carries that absolute expiry.
     let expiry: u64 = dump
-        .strip_prefix("# uno-cache dump 2\nk\tvia manager\t")
-        .and_then(|rest| rest.strip_suffix('\n'))
+        .strip_prefix("# uno-cache dump 3\nk\tvia manager\t")
+        .and_then(|rest| rest.strip_suffix("\n# end 1\n"))
         .unwrap_or_else(|| panic!("unexpected dump {dump:?}"))
         .parse()
         .unwrap();

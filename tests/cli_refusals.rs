@@ -38,10 +38,10 @@ fn an_import_of_a_dump_cut_short_stores_nothing_of_its_last_line() {
 #[test]
 fn an_import_of_a_dump_of_another_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let out = import(dir.path(), b"# uno-cache dump 3\nk\tv\n");
+    let out = import(dir.path(), b"# uno-cache dump 4\nk\tv\n# end 1\n");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("version 3"), "{stderr}");
+    assert!(stderr.contains("version 4"), "{stderr}");
     assert_eq!(run(dir.path(), &["get", "k"]).status.code(), Some(1));
 }
 

@@ -13,7 +13,12 @@ pub fn dump(store: &FileStore) -> Result<(), String> {
     let mut out = io::BufWriter::new(stdout.lock());
     let mut keys = store.keys();
     keys.sort_unstable();
-    writeln!(out, "{DUMP_HEADER}").map_err(|e| format!("writing stdout: {e}"))?;
+    let mut written = 0u64;
+    // A dump that stops here has no end line, so `import` refuses it as cut short.
+    let failed = |e: io::Error| {
+        format!("writing stdout: {e}; the dump is incomplete (it has no end line, so `import` refuses it)")
+    };
+    writeln!(out, "{DUMP_HEADER}").map_err(failed)?;
     let mut damaged = Vec::new();
     for key in keys {
         let corrupt = store.corrupt_reads();
@@ -27,9 +32,12 @@ pub fn dump(store: &FileStore) -> Result<(), String> {
             continue;
         };
         let line = escape::dump_line(key.as_bytes(), &entry.value, expires_at_ms(entry.expires_at));
-        writeln!(out, "{line}").map_err(|e| format!("writing stdout: {e}"))?;
+        writeln!(out, "{line}").map_err(failed)?;
+        written = written.saturating_add(1);
     }
-    out.flush().map_err(|e| format!("writing stdout: {e}"))?;
+    writeln!(out, "{DUMP_END_PREFIX}{written}")
+        .and_then(|()| out.flush())
+        .map_err(failed)?;
     if damaged.is_empty() {
         return Ok(());
     }
@@ -56,11 +64,22 @@ fn max_dump_line(store: &FileStore) -> u64 {
 
 /// The first line of a dump. It has no TAB, so an importer that predates expiries refuses the
 /// dump at line 1 instead of reading `value<TAB>expiry` as a value.
-const DUMP_HEADER: &str = "# uno-cache dump 2";
+const DUMP_HEADER: &str = "# uno-cache dump 3";
 /// [`DUMP_HEADER`] up to its version, which an import checks.
 const DUMP_HEADER_PREFIX: &str = "# uno-cache dump ";
-/// The dump version this build writes and reads.
-const DUMP_VERSION: &str = "2";
+/// The last line of a version-3 dump, up to its count of entry lines. Like the header it has no
+/// TAB, so it is never an entry; a dump cut at a line break lacks it, and `import` refuses that.
+const DUMP_END_PREFIX: &str = "# end ";
+
+/// What the first line of a dump says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// No header (written before expiries were dumped) or `# uno-cache dump 2`: no end line, so
+    /// a dump cut at a line break cannot be told from a whole one.
+    Unchecked,
+    /// `# uno-cache dump 3`: ends with `# end N`, N its entry lines.
+    Three,
+}
 
 /// Unix milliseconds of an expiry, `None` for "never".
 fn expires_at_ms(at: Option<std::time::SystemTime>) -> Option<u64> {
@@ -83,10 +102,20 @@ pub fn import(
     let (mut count, mut expired) = (0u64, 0u64);
     // Streamed (a dump may not fit in RAM, and `--durable` acknowledges line by line): a bad
     // line stops the import, and the error says how much of the dump was stored before it.
-    let stopped = |count: u64, why: String| format!("{why}; stopped there, after importing {count} entries");
+    let stored = if durable {
+        " (each on disk before its `ok` line)"
+    } else {
+        ""
+    };
+    let stopped =
+        |count: u64, why: String| format!("{why}; stopped there, after importing {count} entries{stored}");
     let limit = max_dump_line(store);
     let mut input = stdin.lock();
     let mut bytes = Vec::new();
+    let mut version = Version::Unchecked;
+    // The line of a version-3 dump's end line, once read.
+    let mut ended_at = None;
+    let mut last_line = 0u64;
     for line_no in 1u64.. {
         bytes.clear();
         // At most one byte past the limit: a longer line (`import < /dev/zero`) stops here
@@ -97,6 +126,7 @@ pub fn import(
         if read == 0 {
             break;
         }
+        last_line = line_no;
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
             if bytes.last() == Some(&b'\r') {
@@ -125,15 +155,23 @@ pub fn import(
                 format!("stdin line {line_no}: not UTF-8 (a dump is ASCII)"),
             )
         })?;
-        // The header is a comment: a line with a TAB is an entry, whatever its key starts with.
+        if let Some(end) = ended_at {
+            // Whatever follows the end line is no part of the dump it ends: two dumps joined,
+            // say, the first of which may itself have been cut short before its end line.
+            return Err(stopped(
+                count,
+                format!("line {line_no}: input after the dump's end line (line {end}); a dump ends there, so import each dump on its own"),
+            ));
+        }
+        // The header and the end line are comments: a line with a TAB is an entry, whatever its
+        // key starts with.
         if escape::is_comment(line) {
-            if let Some(version) = line.strip_prefix(DUMP_HEADER_PREFIX) {
-                if version != DUMP_VERSION {
-                    return Err(stopped(
-                        count,
-                        format!("line {line_no}: a dump of version {version}, written by another uno-cache; this one reads version {DUMP_VERSION}"),
-                    ));
-                }
+            if let Some(found) = line.strip_prefix(DUMP_HEADER_PREFIX) {
+                version = header(found, line_no, version).map_err(|why| stopped(count, why))?;
+            } else if version == Version::Three && line.starts_with(DUMP_END_PREFIX.trim_end()) {
+                let entries = count.saturating_add(expired);
+                end_line(line, line_no, entries).map_err(|why| stopped(count, why))?;
+                ended_at = Some(line_no);
             }
             continue;
         }
@@ -179,7 +217,50 @@ pub fn import(
                 .map_err(|e| stopped(count, format!("writing stdout: {e}")))?;
         }
     }
+    if version == Version::Three && ended_at.is_none() {
+        // Every line so far was whole: the dump was cut at a line break (a full disk under
+        // `dump >`, a `dump` that was killed), which only the missing end line tells.
+        return Err(stopped(
+            count,
+            format!("the input ends after line {last_line} without the dump's end line (`{DUMP_END_PREFIX}N`, the last line of a version-3 dump): the dump was cut short there, and what followed is missing; take the dump again (a `dump` that exits 0 wrote its end line) and import it, which overwrites the entries this import stored"),
+        ));
+    }
     store.flush().map_err(|e| e.to_string())?;
     err!("imported {count} entries, skipped {expired} already expired\n");
+    if version == Version::Unchecked {
+        err!("uno-cache: note: this dump has no end line (a version-2 dump, or one without a header: written by an older uno-cache), so whether it was cut short at a line break cannot be checked; compare the entries above with those of the store it came from\n");
+    }
     Ok(())
+}
+
+/// The version a header line (`found`: its text after [`DUMP_HEADER_PREFIX`]) at `line_no`
+/// gives the dump, which was read as `so_far`.
+fn header(found: &str, line_no: u64, so_far: Version) -> Result<Version, String> {
+    match (found, line_no, so_far) {
+        ("3", 1, _) => Ok(Version::Three),
+        ("2", _, Version::Unchecked) => Ok(Version::Unchecked),
+        ("3", _, _) | ("2", _, Version::Three) => Err(format!(
+            "line {line_no}: a second dump header, inside the dump that began at line 1: two dumps were joined (the first of which may have been cut short); import each dump on its own"
+        )),
+        (other, _, _) => Err(format!(
+            "line {line_no}: a dump of version {other}, written by another uno-cache; this one reads versions 2 and 3 (and dumps without a header)"
+        )),
+    }
+}
+
+/// Checks a version-3 dump's end line, read at `line_no` after `entries` entry lines.
+fn end_line(line: &str, line_no: u64, entries: u64) -> Result<(), String> {
+    let said = line
+        .strip_prefix(DUMP_END_PREFIX)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| {
+            format!("line {line_no}: {line:?} is no end line (`{DUMP_END_PREFIX}N`, N the dump's entry lines), and a version-3 dump keeps comments starting `# end` for it")
+        })?;
+    if said == entries {
+        return Ok(());
+    }
+    Err(format!(
+        "line {line_no}: the dump's end line says it has {said} entries, but {entries} entry lines came before it: lines were lost from the dump (or added to it); take the dump again (after editing a dump, correct its end line's count)"
+    ))
 }

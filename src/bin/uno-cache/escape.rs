@@ -137,7 +137,7 @@ mod tests {
         assert!(parse_dump_line("k\tv\t0").is_err());
         assert!(parse_dump_line("k\tv\t1\tx").is_err());
         assert!(parse_dump_line("no tab").is_err());
-        assert!(is_comment("# uno-cache dump 2"));
+        assert!(is_comment("# uno-cache dump 3") && is_comment("# end 3"));
         assert!(!is_comment("#key\tvalue"));
     }
 

@@ -117,12 +117,15 @@ enum Command {
     /// Sweep expired entries and rewrite sparse segments now.
     Compact,
     /// Print every live entry as `key<TAB>value[<TAB>expires_at_ms]`, escaped (`\\`, `\t`,
-    /// `\n`, `\r`, `\xHH`), after a `# uno-cache dump 2` line. The third field, present when the
-    /// entry expires, is its absolute expiry in Unix milliseconds.
+    /// `\n`, `\r`, `\xHH`), after a `# uno-cache dump 3` line and before a `# end N` line (N the
+    /// entries). The third field, present when the entry expires, is its absolute expiry in Unix
+    /// milliseconds.
     Dump,
     /// Read dump lines from stdin and store them, each with the expiry it was dumped with.
     /// Entries that have expired since are skipped. Lines without an expiry (and dumps from
-    /// before expiries were dumped) never expire unless `--ttl` is given.
+    /// before expiries were dumped) never expire unless `--ttl` is given. A dump without its
+    /// `# end N` line, or with another count, was cut short: exit 2 (the lines before stay
+    /// stored).
     Import {
         /// Print `ok<TAB>key` for each line only once it is durable on disk (fsync per line).
         #[arg(long)]
