@@ -1,7 +1,7 @@
 //! The dump format as storage-format.md ("Dump format") documents it, read by `uno-cache import`:
 //! a version-3 dump built by hand from the document, the end line that tells a whole dump from
-//! one cut at a line break, the older versions that still import, and a `dump` whose reader goes
-//! away.
+//! one cut at a line break, the older versions that still import, a `dump` whose reader goes
+//! away, and one that damage may have taken entries from.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -238,4 +238,22 @@ fn a_dump_whose_reader_closes_the_pipe_early_exits_2_saying_the_dump_is_incomple
         stderr.contains("writing stdout") && stderr.contains("the dump is incomplete"),
         "{stderr}"
     );
+}
+
+/// The open before the dump removed a segment whose header was damaged: the dump lacks its
+/// entries. That was only a note on stderr, and the dump exited 0 as a whole backup does; it
+/// exits 3 (as `verify` does on the same damage), its end line written.
+#[test]
+fn a_dump_whose_open_removed_a_damaged_segment_exits_3() {
+    let dir = store_whose_only_segment_header_is_damaged();
+    let out = run(dir.path(), &["dump"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("removed 1 segment file") && stderr.contains("may be missing entries"),
+        "{stderr}"
+    );
+    assert_eq!(out.stdout, b"# uno-cache dump 3\n# end 0\n");
+    // The next open finds the store clean, and so does its dump.
+    assert_eq!(run(dir.path(), &["dump"]).status.code(), Some(0));
 }

@@ -8,7 +8,8 @@ use uno_cache::{Clock, FileStore, ManualClock, SystemClock};
 
 use crate::escape;
 
-pub fn dump(store: &FileStore) -> Result<(), String> {
+/// Writes the dump of `store` to stdout; `true` if it left out damaged records (named on stderr).
+pub fn dump(store: &FileStore) -> Result<bool, String> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut keys = store.keys();
@@ -39,18 +40,19 @@ pub fn dump(store: &FileStore) -> Result<(), String> {
         .and_then(|()| out.flush())
         .map_err(failed)?;
     if damaged.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     // Counted as misses, they left the dump without a word, and a backup was taken as whole.
-    Err(format!(
-        "{} record(s) were damaged and are not in the dump: {}; the rest of the dump is complete",
+    err!(
+        "uno-cache: damaged: {} record(s) could not be read and are not in the dump: {}; the rest of the dump is complete\n",
         damaged.len(),
         damaged
             .iter()
             .map(|k| escape::escape(k.as_bytes()))
             .collect::<Vec<_>>()
             .join(", ")
-    ))
+    );
+    Ok(true)
 }
 
 /// The longest line a dump of `store` can have: every byte of the key and of the value (no
