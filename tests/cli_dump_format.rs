@@ -257,3 +257,23 @@ fn a_dump_whose_open_removed_a_damaged_segment_exits_3() {
     // The next open finds the store clean, and so does its dump.
     assert_eq!(run(dir.path(), &["dump"]).status.code(), Some(0));
 }
+
+/// `import --durable` answers every entry line, in order: `ok` once it is on disk, `expired` for
+/// one skipped as already expired. The expired line had no answer, so a feeder that waits for
+/// each line's answer before sending the next hung there, and the answers no longer lined up
+/// with the lines.
+#[test]
+fn a_durable_import_answers_every_entry_line_including_an_expired_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let far = in_an_hour_ms();
+    let input =
+        format!("# uno-cache dump 3\na\t1\nstale\\tkey\tgone\t1000\n# comment\n\nb\t2\t{far}\n# end 3\n");
+    let out = run_with_stdin(dir.path(), &["import", "--durable"], input.as_bytes());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\ta\nexpired\tstale\\tkey\nok\tb\n"
+    );
+    assert_eq!(run(dir.path(), &["get", "stale\tkey"]).status.code(), Some(1));
+}

@@ -189,6 +189,11 @@ pub fn import(
         let remaining = match parsed.expires_at_ms {
             Some(at) if at <= now => {
                 expired += 1;
+                if durable {
+                    // One answer per entry line: a feeder that waits for each line's answer
+                    // before the next hung on an expired one, which had none.
+                    acknowledge(&mut out, "expired", &key).map_err(|e| stopped(count, e))?;
+                }
                 continue;
             }
             Some(at) => Some(Duration::from_millis(at - now)),
@@ -212,11 +217,8 @@ pub fn import(
             ));
         }
         if durable {
-            // The store was opened with EveryWrite: `set` returned after fdatasync. An
-            // acknowledgement that cannot be written stops the import as a bad line does.
-            writeln!(out, "ok\t{}", escape::escape(key.as_bytes()))
-                .and_then(|()| out.flush())
-                .map_err(|e| stopped(count, format!("writing stdout: {e}")))?;
+            // The store was opened with EveryWrite: `set` returned after fdatasync.
+            acknowledge(&mut out, "ok", &key).map_err(|e| stopped(count, e))?;
         }
     }
     if version == Version::Three && ended_at.is_none() {
@@ -233,6 +235,14 @@ pub fn import(
         err!("uno-cache: note: this dump has no end line (a version-2 dump, or one without a header: written by an older uno-cache), so whether it was cut short at a line break cannot be checked; compare the entries above with those of the store it came from\n");
     }
     Ok(())
+}
+
+/// `import --durable`'s answer to an entry line, `{what}<TAB>key`, flushed at once. One that
+/// cannot be written stops the import as a bad line does.
+fn acknowledge(out: &mut impl Write, what: &str, key: &str) -> Result<(), String> {
+    writeln!(out, "{what}\t{}", escape::escape(key.as_bytes()))
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing stdout: {e}"))
 }
 
 /// The version a header line (`found`: its text after [`DUMP_HEADER_PREFIX`]) at `line_no`

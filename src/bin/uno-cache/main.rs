@@ -130,7 +130,8 @@ enum Command {
     /// `# end N` line, or with another count, was cut short: exit 2 (the lines before stay
     /// stored).
     Import {
-        /// Print `ok<TAB>key` for each line only once it is durable on disk (fsync per line).
+        /// Answer each entry line on stdout: `ok<TAB>key` once it is durable on disk (fsync per
+        /// line), `expired<TAB>key` for one skipped as already expired (nothing stored).
         #[arg(long)]
         durable: bool,
         /// Time to live in seconds for entries without an expiry, and the longest any imported
