@@ -1,6 +1,6 @@
 //! The `uno-cache` binary through `--config` with a real Redis as L2: the local store is a cache
 //! of L2 there, so a host that has none yet still reads and deletes through L2; and what the
-//! CLI says of a write L2 did not take.
+//! CLI says of a write or delete L2 did not take.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -72,6 +72,37 @@ fn a_host_without_a_local_store_yet_reads_and_deletes_through_l2() {
     let checker = config(dir.path(), "checker.toml", &dir.path().join("third"), &redis);
     let out = with_config(&checker, &["get", "k"]);
     assert_eq!(out.status.code(), Some(1), "the delete did not reach L2");
+}
+
+/// A `del` on a host whose L1 does not hold the key, while L2 (which does) is down: the delete
+/// is queued for replay, and L1's "not there" is all that is known. It exited 1, "it was not
+/// there", of a key L2 held; it exits 4, "not known", and says why.
+#[test]
+fn a_queued_del_of_a_key_l1_did_not_hold_exits_4_not_1() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = config(dir.path(), "writer.toml", &dir.path().join("writer"), &redis);
+    let out = with_config(&writer, &["set", "k", "v"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deleter = config(dir.path(), "deleter.toml", &dir.path().join("deleter"), &redis);
+    redis.kill();
+    let out = with_config(&deleter, &["del", "k"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("queued for replay") && stderr.contains("not known"),
+        "{stderr}"
+    );
+    // L1 held it on the writer's host: that `del` knows the key was there.
+    let out = with_config(&writer, &["del", "k"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("queued for replay"), "{stderr}");
 }
 
 /// A set the replay queue cannot hold (over `offline.replay_max_bytes`) is queued as a delete of

@@ -26,7 +26,8 @@
 //! (exit 2, the reason on stderr) even where `fallback_on_error` let L1 serve the call; so is an
 //! L2 that failed during `set` or `del` (unreachable, say) unless the replay queue took the
 //! write (then the usual exit code, and a note on stderr naming the host), and a `get` miss that
-//! L2 failed to confirm.
+//! L2 failed to confirm. A `del` whose L2 delete was queued that way, of a key L1 did not hold,
+//! exits 4: whether L2 held the key is not known (1 would say it was not there).
 
 mod escape;
 
@@ -105,7 +106,8 @@ enum Command {
         #[arg(long)]
         ttl: Option<f64>,
     },
-    /// Delete a key. Exit 1 if it was not there.
+    /// Delete a key. Exit 1 if it was not there; with --config, 4 if L1 did not hold it and the
+    /// delete was queued for an L2 that could not be asked (whether L2 held it is not known).
     Del { key: String },
     /// Show sizes and counters. With --config the manager's counters are this run's own, which
     /// reads nothing: the table leaves hit rates out (`--json` has every counter, of this run).
@@ -679,8 +681,10 @@ fn run_manager(
             // A key with an op still queued from an earlier failure is not sent to L2 (it would
             // overtake that op): the new op is queued behind it.
             err!("uno-cache: note: the {what} is queued for replay{queue} behind an earlier op of the key that L2 has not taken yet; L2 was not asked, and gets both from the next run with this configuration that reaches it\n");
+        } else {
+            return Ok(code);
         }
-        return Ok(code);
+        return Ok(unasked_del(name, code));
     }
     let why = after
         .last_error
@@ -701,11 +705,11 @@ fn run_manager(
             "uno-cache: note: L2 failed during `{name}` ({why}); {}\n",
             queued_as_delete(&queue)
         );
-        return Ok(code);
+        return Ok(unasked_del(name, code));
     }
     if after.queued > before.queued {
         err!("uno-cache: note: L2 failed during `{name}` ({why}); the {what} is queued for replay{queue} and is sent to L2 by the next run with this configuration that reaches it\n");
-        return Ok(code);
+        return Ok(unasked_del(name, code));
     }
     // The advice names what is missing: a place for the queue, the queue itself, or (both
     // there) the reason it refused, which only its counters tell.
@@ -729,6 +733,17 @@ fn run_manager(
     Err(format!(
         "`{name}`: L2 failed ({why}) and no replay queue took the {what}, so {fate}; start L2 or fix distributed.hosts and retry, or {or_else}"
     ))
+}
+
+/// The exit of a command whose L2 step was queued for replay, L2 not asked: `del`'s 1 ("it was
+/// not there") is only L1's answer then, and L2 may have held the key, so it exits 4, "not
+/// known". A `del` L1 answered 0 to did find the key, and the other commands' codes stand.
+fn unasked_del(name: &str, code: ExitCode) -> ExitCode {
+    if name != "del" || code != ExitCode::from(1) {
+        return code;
+    }
+    err!("uno-cache: note: L1 did not hold the key and L2 could not be asked, so whether the key was there is not known (exit 4); the queued delete takes it out of L2 if L2 holds it\n");
+    ExitCode::from(4)
 }
 
 /// What a set the replay queue (in `queue`) took as a delete of its key came to: the queue's
