@@ -109,6 +109,10 @@ impl CacheManager {
 
     /// Deletes a key from both levels; `true` if either had it.
     ///
+    /// `false` is certain only when L2 answered: if its delete failed and was hidden by
+    /// `fallback_on_error` or queued for replay, `false` means that L1 did not have the key, and
+    /// L2 may have (its delete reaches it when the replay does).
+    ///
     /// # Errors
     /// An L1 error (after L2 was tried too), or an L2 error unless hidden by
     /// `fallback_on_error`, or the error of a replay queue that could not take the delete (one
