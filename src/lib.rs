@@ -105,6 +105,11 @@ mod shutdown;
 mod stats;
 mod storage;
 
+// The test levels of `tests/support/delegate.rs` (`storage::delegate`) name the crate as the
+// integration tests do.
+#[cfg(test)]
+extern crate self as uno_cache;
+
 pub use crate::clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use crate::codec::Codec;
 pub use crate::config::{

@@ -428,3 +428,8 @@ pub(crate) fn delete_each<S: Storage + ?Sized>(level: &S, name: &'static str, ke
     }
     Ok(removed)
 }
+
+/// The wrapper the integration tests build their faulty levels on, shared with the unit tests.
+#[cfg(test)]
+#[path = "../tests/support/delegate.rs"]
+pub(crate) mod delegate;

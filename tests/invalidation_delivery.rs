@@ -17,15 +17,19 @@ mod support;
 #[path = "support/mount.rs"]
 mod mount;
 
+#[path = "support/delegate.rs"]
+mod delegate;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use delegate::{Delegate, Wrap, WrapLocal};
 use support::RedisServer;
 use uno_cache::invalidation::Invalidation;
 use uno_cache::{
     CacheConfig, CacheManager, Entry, Error, Freshness, InProcess, LocalStorage, MemoryStore, RedisOptions,
-    RedisStore, Result, Storage, StorageCounters, StorageSize,
+    RedisStore, Result, Storage,
 };
 
 /// A shared in-process L2 whose calls fail (as an outage) while `down` is set.
@@ -47,7 +51,11 @@ impl Flaky {
     }
 }
 
-impl Storage for Flaky {
+impl Wrap for Flaky {
+    type Inner = MemoryStore;
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
     fn name(&self) -> &str {
         "flaky"
     }
@@ -79,32 +87,17 @@ impl Storage for Flaky {
         self.check("delete_many")?;
         self.inner.delete_many(keys)
     }
-    fn check_value(&self, _: &str, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn size(&self) -> Result<StorageSize> {
-        self.inner.size()
-    }
-    fn clear(&self) -> Result<()> {
-        self.inner.clear()
-    }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-    fn counters(&self) -> StorageCounters {
-        StorageCounters::default()
-    }
 }
 
 fn instance(
     redis: &RedisServer,
     l2: &Arc<MemoryStore>,
     tune: impl FnOnce(&mut CacheConfig),
-) -> (CacheManager, Arc<Flaky>) {
-    let flaky = Arc::new(Flaky {
+) -> (CacheManager, Arc<Delegate<Flaky>>) {
+    let flaky = Arc::new(Delegate(Flaky {
         inner: Arc::clone(l2),
         down: AtomicBool::new(false),
-    });
+    }));
     let mut config = CacheConfig::default();
     config.invalidation.enabled = true;
     config.invalidation.hosts = vec![redis.addr()];
@@ -618,61 +611,17 @@ struct ListingFails {
     fail_from: usize,
 }
 
-impl Storage for ListingFails {
+impl Wrap for ListingFails {
+    type Inner = MemoryStore;
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
     fn name(&self) -> &str {
         "listing-fails"
     }
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set(key, value, ttl)
-    }
-    fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key)
-    }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.inner.get_many(keys)
-    }
-    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set_many(items, ttl)
-    }
-    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
-        self.inner.set_each(items)
-    }
-    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.inner.delete_many(keys)
-    }
-    fn check_value(&self, key: &str, len: usize) -> Result<()> {
-        self.inner.check_value(key, len)
-    }
-    fn size(&self) -> Result<StorageSize> {
-        self.inner.size()
-    }
-    fn clear(&self) -> Result<()> {
-        Storage::clear(&self.inner)
-    }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-    fn counters(&self) -> StorageCounters {
-        self.inner.counters()
-    }
 }
 
-impl LocalStorage for ListingFails {
-    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
-        self.inner.get_checked(key)
-    }
-    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get_stale(key)
-    }
-    fn mark_all_suspect(&self) -> Result<()> {
-        self.inner.mark_all_suspect()
-    }
-    fn confirm(&self, key: &str) -> Result<()> {
-        self.inner.confirm(key)
-    }
+impl WrapLocal for ListingFails {
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         if self.listings.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_from {
             return Err(Error::Backend {
@@ -682,9 +631,6 @@ impl LocalStorage for ListingFails {
             });
         }
         self.inner.keys_with_prefix(prefix)
-    }
-    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
-        self.inner.fill_each(items)
     }
 }
 
@@ -707,11 +653,11 @@ fn a_prefix_invalidation_whose_second_l1_drop_failed_still_reaches_the_other_ins
         redis.addr(),
     ))
     .unwrap();
-    let local = ListingFails {
+    let local = Delegate(ListingFails {
         inner: MemoryStore::new(1000).unwrap(),
         listings: AtomicUsize::new(0),
         fail_from: 2,
-    };
+    });
     let a = CacheManager::builder()
         .config(config)
         .local(Arc::new(local))

@@ -10,9 +10,13 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/delegate.rs"]
+mod delegate;
+
 use std::path::Path;
 use std::time::Duration;
 
+use delegate::{Delegate, Wrap};
 use uno_cache::{CacheConfig, CacheManager, Error};
 
 fn toml_for(kind: &str, dir: &Path) -> String {
@@ -402,45 +406,13 @@ impl Drop for OpensL1AsItGoes {
     }
 }
 
-impl uno_cache::Storage for OpensL1AsItGoes {
+impl Wrap for OpensL1AsItGoes {
+    type Inner = uno_cache::MemoryStore;
+    fn inner(&self) -> &uno_cache::MemoryStore {
+        &self.level
+    }
     fn name(&self) -> &str {
         "opens-l1-as-it-goes"
-    }
-    fn get(&self, key: &str) -> uno_cache::Result<Option<uno_cache::Entry>> {
-        self.level.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> uno_cache::Result<()> {
-        self.level.set(key, value, ttl)
-    }
-    fn delete(&self, key: &str) -> uno_cache::Result<bool> {
-        self.level.delete(key)
-    }
-    fn get_many(&self, keys: &[&str]) -> uno_cache::Result<Vec<Option<uno_cache::Entry>>> {
-        self.level.get_many(keys)
-    }
-    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> uno_cache::Result<()> {
-        self.level.set_many(items, ttl)
-    }
-    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> uno_cache::Result<()> {
-        self.level.set_each(items)
-    }
-    fn delete_many(&self, keys: &[&str]) -> uno_cache::Result<u64> {
-        self.level.delete_many(keys)
-    }
-    fn check_value(&self, key: &str, value_len: usize) -> uno_cache::Result<()> {
-        self.level.check_value(key, value_len)
-    }
-    fn size(&self) -> uno_cache::Result<uno_cache::StorageSize> {
-        self.level.size()
-    }
-    fn clear(&self) -> uno_cache::Result<()> {
-        self.level.clear()
-    }
-    fn flush(&self) -> uno_cache::Result<()> {
-        self.level.flush()
-    }
-    fn counters(&self) -> uno_cache::StorageCounters {
-        self.level.counters()
     }
 }
 
@@ -452,11 +424,11 @@ fn dropping_a_manager_closes_its_file_l1_before_its_l2_goes() {
     use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let l1_closed = Arc::new(Mutex::new(None));
-    let l2 = OpensL1AsItGoes {
+    let l2 = Delegate(OpensL1AsItGoes {
         level: uno_cache::MemoryStore::new(100).unwrap(),
         dir: dir.path().to_path_buf(),
         l1_closed: Arc::clone(&l1_closed),
-    };
+    });
     let cache = CacheManager::builder()
         .config(CacheConfig::from_toml_str(&toml_for("file", dir.path())).unwrap())
         .distributed(Arc::new(uno_cache::InProcess::new(l2)))

@@ -11,9 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/delegate.rs"]
+mod delegate;
+
+use delegate::{Delegate, Wrap, WrapLocal};
 use uno_cache::{
-    CacheConfig, CacheManager, DistributedStorage, Entry, Freshness, InProcess, LocalStorage, MemoryStore,
-    Result, Storage, StorageCounters, StorageSize,
+    CacheConfig, CacheManager, DistributedStorage, InProcess, LocalStorage, MemoryStore, Result, Storage,
 };
 
 /// A memory L1 whose `fill_each` panics while `panics` is set.
@@ -22,64 +25,17 @@ struct FillPanics {
     panics: AtomicBool,
 }
 
-impl Storage for FillPanics {
+impl Wrap for FillPanics {
+    type Inner = MemoryStore;
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
     fn name(&self) -> &str {
         "fill-panics"
     }
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set(key, value, ttl)
-    }
-    fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key)
-    }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.inner.get_many(keys)
-    }
-    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set_many(items, ttl)
-    }
-    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
-        self.inner.set_each(items)
-    }
-    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.inner.delete_many(keys)
-    }
-    fn check_value(&self, key: &str, len: usize) -> Result<()> {
-        self.inner.check_value(key, len)
-    }
-    fn size(&self) -> Result<StorageSize> {
-        self.inner.size()
-    }
-    fn clear(&self) -> Result<()> {
-        Storage::clear(&self.inner)
-    }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-    fn counters(&self) -> StorageCounters {
-        self.inner.counters()
-    }
 }
 
-impl LocalStorage for FillPanics {
-    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
-        self.inner.get_checked(key)
-    }
-    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get_stale(key)
-    }
-    fn mark_all_suspect(&self) -> Result<()> {
-        self.inner.mark_all_suspect()
-    }
-    fn confirm(&self, key: &str) -> Result<()> {
-        self.inner.confirm(key)
-    }
-    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
-        self.inner.keys_with_prefix(prefix)
-    }
+impl WrapLocal for FillPanics {
     fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
         assert!(!self.panics.load(Ordering::SeqCst), "L1 fill panicked (test)");
         self.inner.fill_each(items)
@@ -88,10 +44,10 @@ impl LocalStorage for FillPanics {
 
 #[test]
 fn a_panic_in_l1_while_backfilling_a_batch_read_leaves_the_backfill_thread_running() {
-    let l1 = Arc::new(FillPanics {
+    let l1 = Arc::new(Delegate(FillPanics {
         inner: MemoryStore::new(100).unwrap(),
         panics: AtomicBool::new(true),
-    });
+    }));
     let l2 = Arc::new(MemoryStore::new(100).unwrap());
     let cache = CacheManager::builder()
         .config(CacheConfig::default())

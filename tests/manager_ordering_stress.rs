@@ -26,17 +26,20 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "support/delegate.rs"]
+mod delegate;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use delegate::{Delegate, Wrap, WrapDistributed, WrapLocal};
 use rand::{Rng, SeedableRng};
 use support::RedisServer;
 use uno_cache::{
-    BoxFuture, CacheConfig, CacheManager, Codec, DistributedStorage, Entry, FileStore, FileStoreOptions,
-    Freshness, LocalStorage, RedisOptions, RedisStore, Result, Storage, StorageCounters, StorageSize,
-    WriteMode,
+    BoxFuture, CacheConfig, CacheManager, Codec, DistributedStorage, FileStore, FileStoreOptions,
+    LocalStorage, RedisOptions, RedisStore, Result, Storage, WriteMode,
 };
 
 const KEYS: [&str; 3] = ["s:a", "s:b", "s:c"];
@@ -56,15 +59,13 @@ impl<L> DropsDeletes<L> {
     }
 }
 
-impl<L: Storage> Storage for DropsDeletes<L> {
+impl<L: Storage> Wrap for DropsDeletes<L> {
+    type Inner = L;
+    fn inner(&self) -> &L {
+        &self.inner
+    }
     fn name(&self) -> &str {
         "drops-deletes"
-    }
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set(key, value, ttl)
     }
     fn delete(&self, key: &str) -> Result<bool> {
         if self.drop_this_one() {
@@ -72,101 +73,28 @@ impl<L: Storage> Storage for DropsDeletes<L> {
         }
         self.inner.delete(key)
     }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.inner.get_many(keys)
-    }
-    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set_many(items, ttl)
-    }
-    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
-        self.inner.set_each(items)
-    }
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         if self.drop_this_one() {
             return Ok(keys.len() as u64);
         }
         self.inner.delete_many(keys)
     }
-    fn size(&self) -> Result<StorageSize> {
-        self.inner.size()
-    }
-    fn clear(&self) -> Result<()> {
-        self.inner.clear()
-    }
-    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
-        self.inner.check_value(key, value_len)
-    }
-    fn flush(&self) -> Result<()> {
-        self.inner.flush()
-    }
-    fn counters(&self) -> StorageCounters {
-        self.inner.counters()
-    }
 }
 
-impl<L: LocalStorage> LocalStorage for DropsDeletes<L> {
-    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
-        self.inner.get_checked(key)
-    }
-    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get_stale(key)
-    }
-    fn mark_all_suspect(&self) -> Result<()> {
-        self.inner.mark_all_suspect()
-    }
-    fn confirm(&self, key: &str) -> Result<()> {
-        self.inner.confirm(key)
-    }
-    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
-        self.inner.keys_with_prefix(prefix)
-    }
-    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
-        self.inner.fill_each(items)
-    }
-}
+impl<L: LocalStorage> WrapLocal for DropsDeletes<L> {}
 
-impl<L: DistributedStorage> DistributedStorage for DropsDeletes<L> {
-    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
-        self.inner.get_async(key)
-    }
-    fn set_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'a, Result<()>> {
-        self.inner.set_async(key, value, ttl)
-    }
+impl<L: DistributedStorage> WrapDistributed for DropsDeletes<L> {
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         if self.drop_this_one() {
             return Box::pin(std::future::ready(Ok(true)));
         }
         self.inner.delete_async(key)
     }
-    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
-        self.inner.get_many_async(keys)
-    }
-    fn set_many_async<'a>(
-        &'a self,
-        items: &'a [(&'a str, &'a [u8])],
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'a, Result<()>> {
-        self.inner.set_many_async(items, ttl)
-    }
-    fn set_each_async<'a>(
-        &'a self,
-        items: &'a [(&'a str, &'a [u8], Option<Duration>)],
-    ) -> BoxFuture<'a, Result<()>> {
-        self.inner.set_each_async(items)
-    }
     fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
         if self.drop_this_one() {
             return Box::pin(std::future::ready(Ok(keys.len() as u64)));
         }
         self.inner.delete_many_async(keys)
-    }
-    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
-        self.inner.size_async()
     }
 }
 
@@ -215,11 +143,11 @@ enum Broken {
     L2,
 }
 
-fn drops_deletes<L>(inner: Arc<L>) -> Arc<DropsDeletes<L>> {
-    Arc::new(DropsDeletes {
+fn drops_deletes<L>(inner: Arc<L>) -> Arc<Delegate<DropsDeletes<L>>> {
+    Arc::new(Delegate(DropsDeletes {
         inner,
         calls: AtomicUsize::new(0),
-    })
+    }))
 }
 
 fn rig(server: &RedisServer, mode: WriteMode, broken: Broken, local: Local, prefix: &str) -> Rig {

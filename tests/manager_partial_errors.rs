@@ -10,10 +10,14 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/delegate.rs"]
+mod delegate;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use uno_cache::{CacheConfig, CacheManager, Error, MemoryStore, Served, Storage, StorageSize};
+use delegate::{Delegate, Wrap};
+use uno_cache::{CacheConfig, CacheManager, Error, MemoryStore, Served, Storage};
 
 /// A two-node level of our own: keys starting with "down:" live on a node that is down.
 struct HalfDown(MemoryStore);
@@ -38,7 +42,11 @@ fn partial(op: &'static str, total: usize, failed: Vec<usize>, served: Served) -
     )))
 }
 
-impl Storage for HalfDown {
+impl Wrap for HalfDown {
+    type Inner = MemoryStore;
+    fn inner(&self) -> &MemoryStore {
+        &self.0
+    }
     fn name(&self) -> &str {
         "half"
     }
@@ -113,9 +121,6 @@ impl Storage for HalfDown {
             Served::Written,
         ))))
     }
-    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> uno_cache::Result<()> {
-        self.0.set_each(items)
-    }
     fn delete_many(&self, keys: &[&str]) -> uno_cache::Result<u64> {
         let mut failed = Vec::new();
         let mut removed = 0;
@@ -136,21 +141,6 @@ impl Storage for HalfDown {
             Served::Removed(removed),
         ))
     }
-    fn check_value(&self, key: &str, len: usize) -> uno_cache::Result<()> {
-        self.0.check_value(key, len)
-    }
-    fn size(&self) -> uno_cache::Result<StorageSize> {
-        self.0.size()
-    }
-    fn clear(&self) -> uno_cache::Result<()> {
-        self.0.clear()
-    }
-    fn flush(&self) -> uno_cache::Result<()> {
-        Ok(())
-    }
-    fn counters(&self) -> uno_cache::StorageCounters {
-        self.0.counters()
-    }
 }
 
 fn manager() -> CacheManager {
@@ -158,12 +148,12 @@ fn manager() -> CacheManager {
 }
 
 /// The manager and its L2, to write there behind the manager's back.
-fn manager_and_l2() -> (CacheManager, Arc<HalfDown>) {
+fn manager_and_l2() -> (CacheManager, Arc<Delegate<HalfDown>>) {
     let config = CacheConfig {
         fallback_on_error: false,
         ..CacheConfig::default()
     };
-    let l2 = Arc::new(HalfDown(MemoryStore::new(100).unwrap()));
+    let l2 = Arc::new(Delegate(HalfDown(MemoryStore::new(100).unwrap())));
     let cache = CacheManager::builder()
         .config(config)
         .local(Arc::new(MemoryStore::new(100).unwrap()))
@@ -207,14 +197,14 @@ fn without_fallback_a_set_l2_failed_is_taken_out_of_l1_so_no_instance_serves_it(
     let (cache, l2) = manager_and_l2();
     // L1 and L2 hold the old value (written behind the manager's back: the node of "down:"
     // keys is down); L2 then fails the write of the new one.
-    l2.0.set("down:k", b"old", None).unwrap();
+    l2.inner().set("down:k", b"old", None).unwrap();
     cache.local().set("down:k", b"old", None).unwrap();
     let err = cache.set_raw("down:k", b"new", None).unwrap_err();
     assert!(matches!(err, Error::Backend { .. }), "{err}");
     // Every other instance reads L2's "old"; this one must not keep "new" in L1.
     assert_eq!(cache.local().get("down:k").unwrap(), None);
     assert_eq!(
-        l2.0.get("down:k").unwrap().map(|e| e.value),
+        l2.inner().get("down:k").unwrap().map(|e| e.value),
         Some(b"old".to_vec())
     );
 }
@@ -231,7 +221,10 @@ fn without_fallback_a_partial_multi_set_takes_only_the_unreached_items_out_of_l1
         cache.local().get("up:a").unwrap().map(|e| e.value),
         Some(b"1".to_vec())
     );
-    assert_eq!(l2.0.get("up:a").unwrap().map(|e| e.value), Some(b"1".to_vec()));
+    assert_eq!(
+        l2.inner().get("up:a").unwrap().map(|e| e.value),
+        Some(b"1".to_vec())
+    );
     assert_eq!(cache.local().get("down:b").unwrap(), None);
 }
 
@@ -250,7 +243,10 @@ fn without_fallback_a_batch_with_refused_and_unreached_items_takes_both_out_of_l
         cache.local().get("up:a").unwrap().map(|e| e.value),
         Some(b"1".to_vec())
     );
-    assert_eq!(l2.0.get("up:a").unwrap().map(|e| e.value), Some(b"1".to_vec()));
+    assert_eq!(
+        l2.inner().get("up:a").unwrap().map(|e| e.value),
+        Some(b"1".to_vec())
+    );
     // Refused, and not reached (nothing replays it without fallback): neither stays in L1.
     assert_eq!(cache.local().get("big:b").unwrap(), None);
     assert_eq!(cache.local().get("down:c").unwrap(), None);
@@ -302,7 +298,7 @@ fn a_partial_async_multi_get_names_the_unreached_key_by_its_index_in_the_callers
 fn a_partial_multi_get_carries_the_values_it_found_in_both_levels() {
     let (cache, l2) = manager_and_l2();
     cache.set_raw("up:a", b"1", None).unwrap();
-    l2.0.set("up:c", b"3", None).unwrap();
+    l2.inner().set("up:c", b"3", None).unwrap();
     let err = cache.multi_get_raw(&["up:a", "down:b", "up:c"]).unwrap_err();
     let expected = vec![
         ("up:a".to_owned(), b"1".to_vec()),

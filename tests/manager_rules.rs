@@ -17,9 +17,13 @@ mod manager_support;
 #[path = "support/mount.rs"]
 mod mount;
 
+#[path = "support/delegate.rs"]
+mod delegate;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use delegate::{Delegate, Wrap};
 use manager_support::{expiry_ms, Scripted, ScriptedStore, START_MS};
 use uno_cache::{CacheConfig, CacheManager, Codec, Error, ManualClock, MemoryStore, Storage, StorageSize};
 
@@ -754,21 +758,13 @@ fn a_delete_that_l1_and_the_replay_queue_both_fail_reports_l1s_error_and_distrus
 /// the items it refused in `failed` alone, with the refusal as the cause.
 struct RefusesBWithoutNamingIt(MemoryStore);
 
-impl Storage for RefusesBWithoutNamingIt {
+impl Wrap for RefusesBWithoutNamingIt {
+    type Inner = MemoryStore;
+    fn inner(&self) -> &MemoryStore {
+        &self.0
+    }
     fn name(&self) -> &str {
         "refuses-b"
-    }
-    fn get(&self, key: &str) -> uno_cache::Result<Option<uno_cache::Entry>> {
-        self.0.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> uno_cache::Result<()> {
-        self.0.set(key, value, ttl)
-    }
-    fn delete(&self, key: &str) -> uno_cache::Result<bool> {
-        self.0.delete(key)
-    }
-    fn get_many(&self, keys: &[&str]) -> uno_cache::Result<Vec<Option<uno_cache::Entry>>> {
-        self.0.get_many(keys)
     }
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> uno_cache::Result<()> {
         let mut failed = Vec::new();
@@ -795,34 +791,13 @@ impl Storage for RefusesBWithoutNamingIt {
             uno_cache::Served::Written,
         ))))
     }
-    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> uno_cache::Result<()> {
-        self.0.set_each(items)
-    }
-    fn delete_many(&self, keys: &[&str]) -> uno_cache::Result<u64> {
-        self.0.delete_many(keys)
-    }
-    fn check_value(&self, key: &str, len: usize) -> uno_cache::Result<()> {
-        self.0.check_value(key, len)
-    }
-    fn size(&self) -> uno_cache::Result<StorageSize> {
-        self.0.size()
-    }
-    fn clear(&self) -> uno_cache::Result<()> {
-        self.0.clear()
-    }
-    fn flush(&self) -> uno_cache::Result<()> {
-        Ok(())
-    }
-    fn counters(&self) -> uno_cache::StorageCounters {
-        self.0.counters()
-    }
 }
 
 /// Such a level's refused items are taken out of L1, as before `refused` existed: not kept as
 /// if their node had not been reached.
 #[test]
 fn a_partial_refusal_named_in_failed_alone_takes_the_refused_items_out_of_l1() {
-    let l2 = Arc::new(RefusesBWithoutNamingIt(MemoryStore::new(100).unwrap()));
+    let l2 = Arc::new(Delegate(RefusesBWithoutNamingIt(MemoryStore::new(100).unwrap())));
     let cache = CacheManager::builder()
         .config(config(true))
         .local(Arc::new(MemoryStore::new(100).unwrap()))

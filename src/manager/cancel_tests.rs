@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::local::memory::MemoryStore;
-use crate::storage::{
-    BoxFuture, DistributedStorage, Entry, InProcess, Storage, StorageCounters, StorageSize,
-};
+use crate::storage::delegate::{Delegate, Wrap, WrapDistributed};
+use crate::storage::{BoxFuture, InProcess, Storage};
 
 /// An L2 whose reads answer at once and whose writes never do, as one whose connection is
 /// being re-established or whose breaker holds the call: a write sent there has not reached it.
@@ -18,60 +17,22 @@ struct WritesStall {
     inner: InProcess<MemoryStore>,
 }
 
-impl Storage for WritesStall {
+impl Wrap for WritesStall {
+    type Inner = InProcess<MemoryStore>;
+    fn inner(&self) -> &InProcess<MemoryStore> {
+        &self.inner
+    }
     fn name(&self) -> &str {
         "writes-stall"
     }
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set(key, value, ttl)
-    }
-    fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key)
-    }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.inner.get_many(keys)
-    }
-    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set_many(items, ttl)
-    }
-    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
-        self.inner.set_each(items)
-    }
-    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.inner.delete_many(keys)
-    }
-    fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
-        self.inner.check_value(key, value_len)
-    }
-    fn size(&self) -> Result<StorageSize> {
-        self.inner.size()
-    }
-    fn clear(&self) -> Result<()> {
-        self.inner.clear()
-    }
-    fn flush(&self) -> Result<()> {
-        self.inner.flush()
-    }
-    fn counters(&self) -> StorageCounters {
-        self.inner.counters()
-    }
 }
 
-impl DistributedStorage for WritesStall {
-    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
-        self.inner.get_async(key)
-    }
+impl WrapDistributed for WritesStall {
     fn set_async<'a>(&'a self, _: &'a str, _: &'a [u8], _: Option<Duration>) -> BoxFuture<'a, Result<()>> {
         Box::pin(std::future::pending())
     }
     fn delete_async<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(std::future::pending())
-    }
-    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
-        self.inner.get_many_async(keys)
     }
     fn set_many_async<'a>(
         &'a self,
@@ -88,9 +49,6 @@ impl DistributedStorage for WritesStall {
     }
     fn delete_many_async<'a>(&'a self, _: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(std::future::pending())
-    }
-    fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
-        self.inner.size_async()
     }
 }
 
@@ -114,9 +72,9 @@ fn drop_after_first_poll<F: Future>(fut: F) {
 fn an_async_write_dropped_before_l2_answered_is_queued_for_replay() {
     for (what, batch) in [("delete", false), ("delete", true), ("set", false), ("set", true)] {
         let dir = tempfile::tempdir().unwrap();
-        let l2 = Arc::new(WritesStall {
+        let l2 = Arc::new(Delegate(WritesStall {
             inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
-        });
+        }));
         l2.set("k", b"old", None).unwrap();
         let l2_view = Arc::clone(&l2);
         let mut config = crate::CacheConfig::default();
@@ -158,9 +116,9 @@ fn an_async_write_dropped_before_l2_answered_is_queued_for_replay() {
 #[test]
 fn an_async_write_through_dropped_without_a_replay_queue_leaves_l1_agreeing_with_l2() {
     for batch in [false, true] {
-        let l2 = Arc::new(WritesStall {
+        let l2 = Arc::new(Delegate(WritesStall {
             inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
-        });
+        }));
         l2.set("k", b"old", None).unwrap();
         let l1 = Arc::new(MemoryStore::new(100).unwrap());
         let cache = crate::CacheManager::builder()
@@ -192,9 +150,9 @@ fn an_async_write_through_dropped_without_a_replay_queue_leaves_l1_agreeing_with
 fn a_write_dropped_with_nowhere_to_go_keeps_l2s_older_value_out_of_l1_while_it_may_land() {
     for (what, batch) in [("delete", false), ("delete", true), ("set", false), ("set", true)] {
         let clock = crate::ManualClock::new(1_700_000_000_000);
-        let l2 = Arc::new(WritesStall {
+        let l2 = Arc::new(Delegate(WritesStall {
             inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
-        });
+        }));
         let l2_view = Arc::clone(&l2);
         let l1 = Arc::new(MemoryStore::new(100).unwrap());
         let cache = crate::CacheManager::builder()

@@ -3,6 +3,8 @@
 use super::*;
 use crate::clock::ManualClock;
 use crate::local::memory::MemoryStore;
+#[cfg(feature = "redis")]
+use crate::storage::delegate::{Delegate, Wrap, WrapLocal};
 use crate::storage::{Storage, StorageSize};
 use std::collections::HashMap;
 
@@ -389,12 +391,13 @@ struct DeletesFail {
 }
 
 #[cfg(feature = "redis")]
-impl Storage for DeletesFail {
+impl Wrap for DeletesFail {
+    type Inner = MemoryStore;
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
     fn name(&self) -> &str {
         "deletes-fail"
-    }
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get(key)
     }
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.inner.set(key, value, ttl)?;
@@ -412,26 +415,11 @@ impl Storage for DeletesFail {
             cause: "disk full (test)".to_owned(),
         })
     }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.inner.get_many(keys)
-    }
-    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set_many(items, ttl)
-    }
-    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
-        self.inner.set_each(items)
-    }
     fn delete_many(&self, _keys: &[&str]) -> Result<u64> {
         Err(Error::WritesDisabled {
             path: std::path::PathBuf::from("test"),
             cause: "disk full (test)".to_owned(),
         })
-    }
-    fn check_value(&self, key: &str, len: usize) -> Result<()> {
-        self.inner.check_value(key, len)
-    }
-    fn size(&self) -> Result<StorageSize> {
-        self.inner.size()
     }
     fn clear(&self) -> Result<()> {
         if !self.clears_fail.load(std::sync::atomic::Ordering::Relaxed) {
@@ -442,25 +430,16 @@ impl Storage for DeletesFail {
             cause: "disk full (test)".to_owned(),
         })
     }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-    fn counters(&self) -> crate::StorageCounters {
-        self.inner.counters()
-    }
 }
 
 #[cfg(feature = "redis")]
-impl crate::storage::LocalStorage for DeletesFail {
+impl WrapLocal for DeletesFail {
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         let checked = self.inner.get_checked(key)?;
         Ok(match checked {
             Some((entry, _)) if self.restored => Some((entry, Freshness::Suspect)),
             other => other,
         })
-    }
-    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get_stale(key)
     }
     /// In memory only (as the file store's): works with a full disk.
     fn mark_all_suspect(&self) -> Result<()> {
@@ -471,15 +450,6 @@ impl crate::storage::LocalStorage for DeletesFail {
             });
         }
         self.inner.mark_all_suspect()
-    }
-    fn confirm(&self, key: &str) -> Result<()> {
-        self.inner.confirm(key)
-    }
-    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
-        self.inner.keys_with_prefix(prefix)
-    }
-    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
-        self.inner.fill_each(items)
     }
 }
 
@@ -499,13 +469,13 @@ pub(super) fn failing_l1_with(
     let l2 = HeldL2::new();
     let cache = crate::CacheManager::builder()
         .config(config)
-        .local(Arc::new(DeletesFail {
+        .local(Arc::new(Delegate(DeletesFail {
             inner: MemoryStore::new(100).unwrap(),
             marks_fail: marks_fail.into(),
             sets_fail,
             clears_fail: true.into(),
             restored: false,
-        }))
+        })))
         .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
         .build()
         .unwrap();
@@ -598,13 +568,13 @@ fn an_invalidation_of_one_key_that_l1_could_not_apply_does_not_leave_the_old_val
 #[test]
 fn under_trust_a_queued_delete_l1_refuses_at_start_up_still_decides_the_restored_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let l1 = Arc::new(DeletesFail {
+    let l1 = Arc::new(Delegate(DeletesFail {
         inner: MemoryStore::new(100).unwrap(),
         marks_fail: false.into(),
         sets_fail: false,
         clears_fail: true.into(),
         restored: true,
-    });
+    }));
     l1.inner.set("k", b"old", None).unwrap();
     let queue =
         crate::replay::ReplayQueue::open(dir.path(), crate::replay::ReplayOptions::default()).unwrap();
@@ -638,13 +608,13 @@ fn under_trust_a_queued_delete_l1_refuses_at_start_up_still_decides_the_restored
 fn l1_is_trusted_again_once_marking_its_entries_works_again() {
     use std::sync::atomic::Ordering::Relaxed;
     let clock = ManualClock::new(1_000_000);
-    let l1 = Arc::new(DeletesFail {
+    let l1 = Arc::new(Delegate(DeletesFail {
         inner: MemoryStore::new(100).unwrap(),
         marks_fail: true.into(),
         sets_fail: false,
         clears_fail: true.into(),
         restored: false,
-    });
+    }));
     let cache = crate::CacheManager::builder()
         .config(crate::CacheConfig::default())
         .clock(Arc::new(clock.clone()))
@@ -792,13 +762,13 @@ fn a_delete_of_a_key_no_level_can_hold_is_refused_before_any_level_is_touched() 
 fn without_an_l2_an_invalidation_l1_cannot_apply_leaves_nothing_readable_until_a_clear_works() {
     use std::sync::atomic::Ordering::Relaxed;
     let clock = ManualClock::new(1_000_000);
-    let l1 = Arc::new(DeletesFail {
+    let l1 = Arc::new(Delegate(DeletesFail {
         inner: MemoryStore::new(100).unwrap(),
         marks_fail: true.into(),
         sets_fail: false,
         clears_fail: true.into(),
         restored: false,
-    });
+    }));
     let mut config = crate::CacheConfig::default();
     config.loader.fail_safe_max_duration = Duration::from_secs(3600);
     let cache = crate::CacheManager::builder()
