@@ -17,6 +17,7 @@ use uno_cache::{CacheConfig, CacheManager, Error, Fetched, LocalKind, ManualCloc
 
 mod fail_safe_support;
 mod manager_support;
+mod support;
 
 use fail_safe_support::{config, expired_v1, failing, rig, rig_with, AppError, Rig, START_MS, TTL};
 
@@ -325,18 +326,13 @@ fn a_stale_copy_served_after_a_panic_past_the_window_counts_as_served_stale() {
 fn an_async_loader_that_panics_gets_its_callers_the_stale_copy() {
     let rig = rig(600, 0, 0);
     expired_v1(&rig);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let got = runtime
-        .block_on(rig.cache.get_or_load_async("k", Some(TTL), || async {
-            if TTL > Duration::ZERO {
-                panic!("the loader's own bug");
-            }
-            failing()
-        }))
-        .unwrap();
+    let got = support::block_on(rig.cache.get_or_load_async("k", Some(TTL), || async {
+        if TTL > Duration::ZERO {
+            panic!("the loader's own bug");
+        }
+        failing()
+    }))
+    .unwrap();
     assert_eq!(got, Fetched::Stale("v1".to_string()));
     assert_eq!(rig.cache.stats().loader.failures, 1);
 }
@@ -482,16 +478,11 @@ fn load_absent(rig: &Rig, form: Form, before: impl FnOnce() + Send + 'static) ->
     };
     match form {
         Form::Inline | Form::Timed => rig.cache.get_or_load_optional("k", Some(TTL), absent),
-        Form::Async => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(
-                rig.cache
-                    .get_or_load_optional_async("k", Some(TTL), || async move { absent() }),
-            )
-        }
+        Form::Async => support::block_on(rig.cache.get_or_load_optional_async(
+            "k",
+            Some(TTL),
+            || async move { absent() },
+        )),
     }
     .unwrap()
 }

@@ -18,13 +18,9 @@ const TIMEOUT: Duration = Duration::from_millis(100);
 /// Makes `level`'s async get of a key it holds, waits three timeouts, then awaits it.
 fn awaited_late(level: &dyn DistributedStorage) {
     level.set("k", b"v", None).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let later = level.get_async("k");
     std::thread::sleep(3 * TIMEOUT);
-    let got = runtime.block_on(later).unwrap();
+    let got = support::block_on(later).unwrap();
     assert_eq!(got.map(|e| e.value).as_deref(), Some(&b"v"[..]));
 }
 

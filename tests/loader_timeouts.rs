@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use uno_cache::{Error, Fetched};
 
 mod fail_safe_support;
+mod support;
 
 use fail_safe_support::{expired_v1, failing, rig, AppError, TTL};
 
@@ -332,11 +333,7 @@ fn an_async_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_
     let (release, held) = tokio::sync::oneshot::channel::<()>();
     std::thread::scope(|s| {
         let caller = s.spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(rig.cache.get_or_load_async("k", Some(TTL), || async move {
+            support::block_on(rig.cache.get_or_load_async("k", Some(TTL), || async move {
                 held.await.unwrap();
                 Ok::<_, AppError>("v2".to_string())
             }))
@@ -374,11 +371,7 @@ fn a_get_or_set_with_caller_is_not_held_past_the_hard_timeout_by_a_hung_get_or_l
 #[test]
 fn a_get_or_set_with_async_caller_is_not_held_past_the_hard_timeout_by_a_hung_get_or_load() {
     behind_a_hung_get_or_load(|rig| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(
+        support::block_on(
             rig.cache
                 .get_or_set_with_async("k", Some(TTL), || async { Ok::<_, AppError>("own".to_string()) }),
         )

@@ -341,11 +341,7 @@ fn an_async_load_finishing_during_an_async_set_of_its_key_does_not_hang_a_curren
     let worker = {
         let cache = cache.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
+            support::block_on(async {
                 let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
                 let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
                 let loading = {

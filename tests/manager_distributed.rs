@@ -181,11 +181,7 @@ fn async_stats_do_not_block_on_the_l2_size(kind: &str, host: &str, freeze: &dyn 
     let first = stats.as_mut().poll(&mut cx).is_pending();
     thaw();
     assert!(first, "{kind}: the L2 size was read in the poll");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stats = rt.block_on(stats);
+    let stats = support::block_on(stats);
     assert!(stats.size.distributed.items >= 1, "{kind}: {:?}", stats.size);
     assert_eq!(stats.distributed.size_error, None);
 }

@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 #[path = "support/delegate.rs"]
 mod delegate;
 
@@ -282,13 +284,7 @@ fn a_partial_typed_multi_get_names_every_position_of_a_key_given_twice() {
 fn a_partial_async_multi_get_names_the_unreached_key_by_its_index_in_the_callers_batch() {
     let cache = manager();
     cache.set("up:a", &1u32, None).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = runtime
-        .block_on(cache.multi_get_async::<u32>(&["up:a", "down:b", "up:c"]))
-        .unwrap_err();
+    let err = support::block_on(cache.multi_get_async::<u32>(&["up:a", "down:b", "up:c"])).unwrap_err();
     assert_eq!(failed_of(&err), (vec![1], vec![1], 3), "{err}");
 }
 
@@ -305,14 +301,8 @@ fn a_partial_multi_get_carries_the_values_it_found_in_both_levels() {
         ("up:c".to_owned(), b"3".to_vec()),
     ];
     assert_eq!(found_of(&err), expected, "{err}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     cache.local().delete("up:c").unwrap();
-    let err = runtime
-        .block_on(cache.multi_get_raw_async(&["up:a", "down:b", "up:c"]))
-        .unwrap_err();
+    let err = support::block_on(cache.multi_get_raw_async(&["up:a", "down:b", "up:c"])).unwrap_err();
     assert_eq!(found_of(&err), expected, "async: {err}");
     assert_eq!(failed_of(&err), (vec![1], vec![1], 3), "{err}");
 }

@@ -150,12 +150,7 @@ fn a_multi_set_with_a_refused_item_and_a_down_host_replays_the_unreached_item() 
 
     // The async API follows the same rule (a key without a queued op: a batch with one goes to
     // the replay queue whole, to keep its order).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = runtime
-        .block_on(cache.multi_set_raw_async(&[(&gone_too, &b"too"[..]), (&big, &value)], None))
+    let err = support::block_on(cache.multi_set_raw_async(&[(&gone_too, &b"too"[..]), (&big, &value)], None))
         .unwrap_err();
     let Error::PartialBatch(partial) = &err else {
         panic!("{err:?}")

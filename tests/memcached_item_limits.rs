@@ -148,16 +148,12 @@ fn an_item_the_server_refuses_as_too_large_fails_alone_in_a_batch() {
     let got = mc.get_many(&["a", "big", "c"]).unwrap();
     let values: Vec<Option<&[u8]>> = got.iter().map(|e| e.as_ref().map(|e| &e.value[..])).collect();
     assert_eq!(values, [Some(&b"1"[..]), None, Some(&b"3"[..])]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let items = [
         ("a", &b"4"[..], None),
         ("big", &big[..], None),
         ("c", &b"6"[..], None),
     ];
-    check(runtime.block_on(mc.set_each_async(&items)), "set_each");
+    check(support::block_on(mc.set_each_async(&items)), "set_each");
     assert_eq!(mc.get("c").unwrap().unwrap().value, b"6");
     // Alone, the item is refused as before.
     let err = mc.set("big", &big, None).unwrap_err();
@@ -206,12 +202,8 @@ fn a_batch_the_server_refuses_whole_is_a_partial_batch_naming_every_item() {
         "set_many",
     );
     assert_eq!(mc.get_many(&["big1", "big2"]).unwrap(), [None, None]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let items = [("big1", &big[..], None), ("big2", &big[..], None)];
-    check(runtime.block_on(mc.set_each_async(&items)), "set_each");
+    check(support::block_on(mc.set_each_async(&items)), "set_each");
 }
 
 /// A batch with an item a server refuses as too large and an item whose host is down tells the
@@ -278,17 +270,13 @@ fn a_batch_with_a_refused_item_and_an_unreached_host_names_each_kind() {
         &[1],
         &[0],
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let items = [
         (gone.as_str(), &b"4"[..], None),
         (ok.as_str(), &b"5"[..], None),
         (big.as_str(), &value[..], None),
     ];
     check(
-        runtime.block_on(mc.set_each_async(&items)),
+        support::block_on(mc.set_each_async(&items)),
         "set_each",
         &[2],
         &[0],

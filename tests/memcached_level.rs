@@ -285,11 +285,7 @@ fn one_unreadable_value_fails_only_its_key_of_a_get_many() {
         assert_eq!(values, [Some(&b"1"[..]), None, Some(&b"3"[..]), None]);
     };
     check(mc.get_many(&keys));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    check(runtime.block_on(mc.get_many_async(&keys)));
+    check(support::block_on(mc.get_many_async(&keys)));
     // One key: its own error, as `get`.
     assert!(matches!(
         mc.get_many(&["foreign"]),
@@ -378,16 +374,11 @@ fn a_server_that_speaks_only_the_text_protocol_is_reported_as_misconfigured_at_o
     )
     .unwrap_err();
     check(err, started);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let started = Instant::now();
-    let err = runtime
-        .block_on(MemcachedStore::connect_async(MemcachedOptions::new(
-            server.addr(),
-        )))
-        .unwrap_err();
+    let err = support::block_on(MemcachedStore::connect_async(MemcachedOptions::new(
+        server.addr(),
+    )))
+    .unwrap_err();
     check(err, started);
 }
 

@@ -176,11 +176,7 @@ fn a_password_changed_while_running_is_counted_and_reported_and_l1_keeps_serving
     // Writes and misses now reach a server that refuses the password: hidden by fallback (L1
     // has the write), counted apart, and shown with the host.
     cache.set_raw("after", b"l1 only", None).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    assert_eq!(rt.block_on(cache.get_raw_async("absent")).unwrap(), None);
+    assert_eq!(support::block_on(cache.get_raw_async("absent")).unwrap(), None);
     let stats = cache.stats();
     assert!(stats.distributed.config_errors >= 1, "{:?}", stats.distributed);
     let shown = stats.distributed.last_config_error.clone().unwrap();

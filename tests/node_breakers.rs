@@ -239,11 +239,7 @@ fn check_async_one_host_down(cache: &CacheManager, place: &Placement, dead: usiz
     for (i, key) in live_keys.iter().enumerate() {
         l2.set(key, &encoded(key, i as u64), None).unwrap();
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::block_on(async {
         let start = Instant::now();
         assert_eq!(cache.get_async::<u64>(&dead_keys[0]).await.unwrap(), None);
         assert!(

@@ -229,11 +229,7 @@ fn one_unreadable_value_fails_only_its_key_of_a_get_many() {
     redis.set("c", b"3", None).unwrap();
     let keys = ["a", "foreign", "c", "missing"];
     only_the_unreadable_key_fails("redis", redis.get_many(&keys));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    only_the_unreadable_key_fails("redis", runtime.block_on(redis.get_many_async(&keys)));
+    only_the_unreadable_key_fails("redis", support::block_on(redis.get_many_async(&keys)));
 }
 
 #[test]
@@ -253,11 +249,7 @@ fn a_key_of_another_redis_type_is_a_bad_value_not_a_failed_server() {
         matches!(err, Error::InvalidEnvelope { level: "redis", ref key, .. } if key == "hash"),
         "{err}"
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = runtime.block_on(redis.get_async("hash")).unwrap_err();
+    let err = support::block_on(redis.get_async("hash")).unwrap_err();
     assert!(
         matches!(err, Error::InvalidEnvelope { level: "redis", ref key, .. } if key == "hash"),
         "{err}"

@@ -175,12 +175,7 @@ fn tagged_write_behind_waits_for_l2(async_api: bool) {
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
             if async_api {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(rig.a.set_raw_with_tags_async("k", b"from a", None, &["t"]))
-                    .unwrap();
+                support::block_on(rig.a.set_raw_with_tags_async("k", b"from a", None, &["t"])).unwrap();
             } else {
                 rig.a.set_raw_with_tags("k", b"from a", None, &["t"]).unwrap();
             }
