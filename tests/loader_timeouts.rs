@@ -290,17 +290,46 @@ fn a_cancelled_async_leader_never_cancels_the_load_its_waiters_share() {
 /// the load's value (it got `LoaderTimeout` at the soft timeout, naming the hard one).
 #[test]
 fn a_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() {
-    let rig = rig(600, 50, 10_000);
-    expired_v1(&rig);
     let (release, held) = mpsc::channel::<()>();
-    std::thread::scope(|s| {
-        let caller = s.spawn(|| {
+    stale_copy_deleted_during_the_wait(
+        move || release.send(()).unwrap(),
+        |rig| {
             rig.cache
                 .get_or_load("k", Some(TTL), move || -> Result<String, AppError> {
                     held.recv().unwrap();
                     Ok("v2".to_string())
                 })
-        });
+        },
+    );
+}
+
+/// The async form of the rule above.
+#[test]
+fn an_async_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() {
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    stale_copy_deleted_during_the_wait(
+        move || release.send(()).unwrap(),
+        |rig| {
+            support::block_on(rig.cache.get_or_load_async("k", Some(TTL), || async move {
+                held.await.unwrap();
+                Ok::<_, AppError>("v2".to_string())
+            }))
+        },
+    );
+}
+
+/// Runs `call`, a `get_or_load` of `k` whose loader answers "v2" once `release` is called, on a
+/// thread, with an expired copy of `k` to serve at the soft timeout (50 ms); deletes `k` while
+/// the load runs, and releases the loader past the soft timeout. Checks that the call waited on
+/// for the load's value, and that no timeout or stale copy was counted.
+fn stale_copy_deleted_during_the_wait<E: std::fmt::Debug + Send>(
+    release: impl FnOnce(),
+    call: impl FnOnce(&fail_safe_support::Rig) -> Result<Fetched<String>, E> + Send,
+) {
+    let rig = rig(600, 50, 10_000);
+    expired_v1(&rig);
+    std::thread::scope(|s| {
+        let caller = s.spawn(|| call(&rig));
         // The caller read its stale copy and its load runs: the key is deleted meanwhile.
         let deadline = Instant::now() + Duration::from_secs(10);
         while rig.cache.stats().overall.loads < 1 {
@@ -314,7 +343,7 @@ fn a_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() 
         rig.cache.delete("k").unwrap();
         // Real time past the soft timeout (what the test is about), then the source answers.
         std::thread::sleep(Duration::from_millis(300));
-        release.send(()).unwrap();
+        release();
         assert_eq!(caller.join().unwrap().unwrap(), Fetched::Fresh("v2".to_string()));
     });
     let stats = rig.cache.stats().loader;
@@ -323,36 +352,6 @@ fn a_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() 
         (0, 0, 0),
         "{stats:?}"
     );
-}
-
-/// The async form of the rule above.
-#[test]
-fn an_async_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_load() {
-    let rig = rig(600, 50, 10_000);
-    expired_v1(&rig);
-    let (release, held) = tokio::sync::oneshot::channel::<()>();
-    std::thread::scope(|s| {
-        let caller = s.spawn(|| {
-            support::block_on(rig.cache.get_or_load_async("k", Some(TTL), || async move {
-                held.await.unwrap();
-                Ok::<_, AppError>("v2".to_string())
-            }))
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while rig.cache.stats().overall.loads < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the load never started: {:?}",
-                rig.cache.stats().overall
-            );
-            std::thread::yield_now();
-        }
-        rig.cache.delete("k").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        release.send(()).unwrap();
-        assert_eq!(caller.join().unwrap().unwrap(), Fetched::Fresh("v2".to_string()));
-    });
-    assert_eq!(rig.cache.stats().loader.soft_timeouts, 0);
 }
 
 /// The rule of the hard timeout holds for a `get_or_set_with` caller too: one that joins a
