@@ -20,22 +20,8 @@ fn a_flush_waiting_behind_a_failing_one_fails_too() {
     let (store, sim) = sim_store(dir.path(), small(&clock));
     let store = Arc::new(store);
     store.set("k", b"v", None).unwrap();
-    let hold = sim.hold_next(Op::Sync);
-    let first = {
-        let store = Arc::clone(&store);
-        std::thread::spawn(move || store.flush())
-    };
-    hold.wait_held();
-    let (second, tid) = {
-        let store = Arc::clone(&store);
-        spawn_telling_tid(move || store.flush())
-    };
-    // The second flush's only blocking point is the lock the first one holds: wait until its
-    // thread is asleep there.
-    wait_until_asleep(tid);
-    hold.release(Some(ErrorKind::Other));
-    assert!(first.join().unwrap().is_err());
-    let second = second.join().unwrap();
+    // The second flush's only blocking point is the lock the first one holds.
+    let second = behind_a_failing_flush(&store, &sim, |store| store.flush());
     assert!(matches!(second, Err(Error::WritesDisabled { .. })), "{second:?}");
 }
 
@@ -85,6 +71,30 @@ fn stats_answer_while_a_write_holds_the_writer_lock_in_its_fsync() {
     store.inner.seal_on_close().unwrap();
     let stats = store.stats();
     assert_eq!(stats.allocated_bytes, stats.disk_bytes, "{stats:?}");
+}
+
+/// Runs `op` on a thread of its own while a flush holds the store's sync lock in an fsync that
+/// will fail; once `op`'s thread is asleep (on that lock), fails the fsync. Returns what `op`
+/// answered, after checking that the flush failed.
+fn behind_a_failing_flush<T: Send + 'static>(
+    store: &Arc<FileStore>,
+    sim: &Sim,
+    op: impl FnOnce(&FileStore) -> T + Send + 'static,
+) -> T {
+    let hold = sim.hold_next(Op::Sync);
+    let flush = {
+        let store = Arc::clone(store);
+        std::thread::spawn(move || store.flush())
+    };
+    hold.wait_held();
+    let (op, tid) = {
+        let store = Arc::clone(store);
+        spawn_telling_tid(move || op(&store))
+    };
+    wait_until_asleep(tid);
+    hold.release(Some(ErrorKind::Other));
+    assert!(flush.join().unwrap().is_err());
+    op.join().unwrap()
 }
 
 /// Runs `f` on a new thread and returns its handle and its kernel thread id (for
@@ -378,22 +388,8 @@ fn a_compaction_whose_copies_a_failed_flush_may_have_lost_keeps_the_originals() 
         }
     }
     let candidate = *store.inner.segments.read().keys().next().unwrap();
-    // A flush holds the sync lock, held in an fsync that will fail.
-    let hold = sim.hold_next(Op::Sync);
-    let flush = {
-        let store = Arc::clone(&store);
-        std::thread::spawn(move || store.flush())
-    };
-    hold.wait_held();
-    let (compact, tid) = {
-        let store = Arc::clone(&store);
-        spawn_telling_tid(move || store.compact())
-    };
     // The compaction copies its records, then waits for the sync lock before removing them.
-    wait_until_asleep(tid);
-    hold.release(Some(ErrorKind::Other));
-    assert!(flush.join().unwrap().is_err());
-    let compacted = compact.join().unwrap();
+    let compacted = behind_a_failing_flush(&store, &sim, |store| store.compact());
     assert!(
         matches!(compacted, Err(Error::WritesDisabled { .. })),
         "{compacted:?}"
