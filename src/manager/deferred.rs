@@ -276,6 +276,7 @@ mod tests {
 
     use super::*;
     use crate::local::memory::MemoryStore;
+    use crate::storage::delegate::{Delegate, Wrap, WrapDistributed};
     use crate::storage::InProcess;
 
     fn down() -> Error {
@@ -345,7 +346,11 @@ mod tests {
         }
     }
 
-    impl Storage for AsyncOnly {
+    impl Wrap for AsyncOnly {
+        type Inner = InProcess<MemoryStore>;
+        fn inner(&self) -> &InProcess<MemoryStore> {
+            &self.store
+        }
         fn name(&self) -> &str {
             "async-only"
         }
@@ -387,51 +392,14 @@ mod tests {
         }
     }
 
-    impl DistributedStorage for AsyncOnly {
-        fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
-            self.store.get_async(key)
-        }
-        fn set_async<'a>(
-            &'a self,
-            key: &'a str,
-            value: &'a [u8],
-            ttl: Option<Duration>,
-        ) -> BoxFuture<'a, Result<()>> {
-            self.store.set_async(key, value, ttl)
-        }
-        fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
-            self.store.delete_async(key)
-        }
-        fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
-            self.store.get_many_async(keys)
-        }
-        fn set_many_async<'a>(
-            &'a self,
-            items: &'a [(&'a str, &'a [u8])],
-            ttl: Option<Duration>,
-        ) -> BoxFuture<'a, Result<()>> {
-            self.store.set_many_async(items, ttl)
-        }
-        fn set_each_async<'a>(
-            &'a self,
-            items: &'a [(&'a str, &'a [u8], Option<Duration>)],
-        ) -> BoxFuture<'a, Result<()>> {
-            self.store.set_each_async(items)
-        }
-        fn delete_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
-            self.store.delete_many_async(keys)
-        }
-        fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
-            self.store.size_async()
-        }
-    }
+    impl WrapDistributed for AsyncOnly {}
 
     #[test]
     fn every_async_call_goes_to_the_connected_levels_async_call_never_its_blocking_one() {
-        let level = Arc::new(AsyncOnly {
+        let level = Arc::new(Delegate(AsyncOnly {
             store: InProcess::new(MemoryStore::new(100).unwrap()),
             blocking: AtomicU32::new(0),
-        });
+        }));
         let connected = Arc::clone(&level);
         let connect: Connect = Box::new(move || Ok(Arc::clone(&connected) as Arc<dyn DistributedStorage>));
         let deferred = started("test", Duration::from_millis(1), connect);
