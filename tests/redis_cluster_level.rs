@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use proxy::TcpProxy;
 use support::{
-    each_timed_out_at_the_redis_deadline, impatient_gets_until_k_answers_v, until_k_answers_v, RedisCluster,
+    async_gets_leave_a_silent_connection, impatient_gets_until_k_answers_v, until_k_answers_v, RedisCluster,
 };
 use uno_cache::{CacheConfig, CacheManager, DistributedStorage, Error, RedisOptions, RedisStore, Storage};
 
@@ -442,22 +442,14 @@ fn async_calls_move_to_a_new_cluster_connection_when_a_node_goes_silent() {
     let timeout = Duration::from_millis(200);
     let redis = RedisStore::connect(RedisOptions::with_hosts(seeds).cluster(true).timeout(timeout)).unwrap();
     let one_connect = silent.accepted() - before_connect;
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    rt.block_on(redis.set_async("k", b"v", None)).unwrap();
-    let connections = silent.accepted();
-
-    silent.freeze();
-    let burst = rt.block_on(futures_util::future::join_all(
-        (0..16).map(|_| redis.get_async("k")),
-    ));
-    each_timed_out_at_the_redis_deadline("get", &burst);
-
-    until_k_answers_v("still on the silent node connection", || {
-        rt.block_on(redis.get_async("k"))
-    });
+    let opened = async_gets_leave_a_silent_connection(
+        &redis,
+        "still on the silent node connection",
+        || silent.accepted(),
+        || silent.freeze(),
+    );
     assert_eq!(
-        silent.accepted(),
-        connections + one_connect,
+        opened, one_connect,
         "one new cluster connection for the whole burst of timeouts"
     );
 }

@@ -19,8 +19,8 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    each_timed_out_at_the_redis_deadline, impatient_gets_until_k_answers_v, until_k_answers_v, until_ok,
-    RedisServer,
+    async_gets_leave_a_silent_connection, each_timed_out_at_the_redis_deadline,
+    impatient_gets_until_k_answers_v, until_k_answers_v, until_ok, RedisServer,
 };
 use uno_cache::{DistributedStorage, Error, RedisOptions, RedisStore, Storage};
 
@@ -35,24 +35,13 @@ fn async_calls_move_to_a_new_connection_when_theirs_goes_silent() {
     let proxy = proxy::TcpProxy::start(&server.addr());
     let timeout = Duration::from_millis(200);
     let redis = RedisStore::connect(RedisOptions::new(proxy.addr()).timeout(timeout)).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    rt.block_on(redis.set_async("k", b"v", None)).unwrap();
-    let connections = proxy.accepted();
-
-    proxy.freeze();
-    let burst = rt.block_on(futures_util::future::join_all(
-        (0..16).map(|_| redis.get_async("k")),
-    ));
-    each_timed_out_at_the_redis_deadline("get", &burst);
-
-    until_k_answers_v("still on the silent connection", || {
-        rt.block_on(redis.get_async("k"))
-    });
-    assert_eq!(
-        proxy.accepted(),
-        connections + 1,
-        "one new connection for the whole burst of timeouts"
+    let opened = async_gets_leave_a_silent_connection(
+        &redis,
+        "still on the silent connection",
+        || proxy.accepted(),
+        || proxy.freeze(),
     );
+    assert_eq!(opened, 1, "one new connection for the whole burst of timeouts");
 }
 
 /// A caller with a timeout of its own shorter than ours drops every call before our deadline, so

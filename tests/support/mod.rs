@@ -149,6 +149,34 @@ pub fn each_timed_out_at_the_redis_deadline<T: std::fmt::Debug>(op: &str, result
     }
 }
 
+/// Writes `k` through `redis`'s async API, lets `freeze` silence the connection it went over
+/// (a proxy that stops forwarding without a reset), and checks that a burst of 16 async gets
+/// times out at the level's deadline and that `k` is then read again, `what` naming the
+/// connection it would still be stuck on. Returns how many connections `accepted` (the proxy's
+/// count) saw opened from the write to the end. On a runtime without time or I/O, where the
+/// level's deadlines must still hold.
+#[cfg(feature = "redis")]
+pub fn async_gets_leave_a_silent_connection(
+    redis: &uno_cache::RedisStore,
+    what: &str,
+    accepted: impl Fn() -> u64,
+    freeze: impl FnOnce(),
+) -> u64 {
+    use uno_cache::DistributedStorage;
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(redis.set_async("k", b"v", None)).unwrap();
+    let connections = accepted();
+
+    freeze();
+    let burst = rt.block_on(futures_util::future::join_all(
+        (0..16).map(|_| redis.get_async("k")),
+    ));
+    each_timed_out_at_the_redis_deadline("get", &burst);
+
+    until_k_answers_v(what, || rt.block_on(redis.get_async("k")));
+    accepted() - connections
+}
+
 /// A `redis-server` on 127.0.0.1.
 pub struct RedisServer {
     child: Option<Child>,
