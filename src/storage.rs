@@ -59,6 +59,42 @@ pub enum Freshness {
     Suspect,
 }
 
+/// A local level's count of losses of certainty, read with
+/// [`LocalStorage::suspect_epoch`] before an entry is checked against L2 and handed to
+/// [`LocalStorage::confirm`], which refuses to vouch for the entry if a
+/// [`mark_all_suspect`](LocalStorage::mark_all_suspect) came in between.
+///
+/// Without it, a check that compared the entry with L2 before a loss of certainty and confirmed
+/// after it would make an entry trusted in the new epoch on the strength of an answer older than
+/// the loss: the very entries the loss was meant to distrust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SuspectEpoch(u64);
+
+impl SuspectEpoch {
+    /// The epoch numbered `n`, for a level that counts its own (a wrapper hands on its inner
+    /// level's epoch as it is).
+    pub const fn new(n: u64) -> Self {
+        SuspectEpoch(n)
+    }
+
+    /// The number the level gave the epoch.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// What [`LocalStorage::confirm`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The key's entry is trusted until the next loss of certainty (it may have been already).
+    Confirmed,
+    /// Refused: the level was made suspect after the caller read its epoch, so the check may
+    /// predate the loss of certainty. The entry stays suspect; check it again under a new epoch.
+    EpochMoved,
+    /// The level holds no entry of the key: nothing was confirmed.
+    Missing,
+}
+
 /// How much a level holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StorageSize {
@@ -170,8 +206,19 @@ pub trait LocalStorage: Storage {
     /// is always safe for a cache.
     fn mark_all_suspect(&self) -> Result<()>;
 
-    /// Marks the current entry of `key` as confirmed fresh (revalidated against L2).
-    fn confirm(&self, key: &str) -> Result<()>;
+    /// The level's current [`SuspectEpoch`]: read it before checking an entry against L2, and
+    /// pass it to [`confirm`](LocalStorage::confirm). A level with no suspect entries may return
+    /// a constant.
+    fn suspect_epoch(&self) -> SuspectEpoch;
+
+    /// Marks the current entry of `key` as confirmed fresh (revalidated against L2), unless
+    /// [`mark_all_suspect`](LocalStorage::mark_all_suspect) ran since `checked_at` was read
+    /// ([`Confirmation::EpochMoved`]: the entry stays suspect).
+    ///
+    /// `checked_at` must come from [`suspect_epoch`](LocalStorage::suspect_epoch), read before
+    /// the L2 answer the confirm rests on was asked for. A confirm vouches for the entry in
+    /// `checked_at`'s epoch only, so a `mark_all_suspect` racing it leaves the entry suspect.
+    fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation>;
 
     /// The keys that start with `prefix`, for levels that can list them cheaply (prefix
     /// invalidation then drops just those); `None` means the level cannot, and the caller

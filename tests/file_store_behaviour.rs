@@ -772,7 +772,7 @@ fn restored_and_pre_loss_entries_are_suspect_until_confirmed_or_rewritten() {
     let store = FileStore::open(dir.path(), manual_options(&clock)).unwrap();
     let freshness = |key: &str| store.get_checked(key).unwrap().map(|(_, f)| f);
     assert_eq!(freshness("old"), Some(Suspect), "restored from disk");
-    store.confirm("confirmed");
+    store.confirm("confirmed", store.suspect_epoch());
     assert_eq!(freshness("confirmed"), Some(Trusted));
     store.set("new", b"3", None).unwrap();
     assert_eq!(freshness("new"), Some(Trusted));
@@ -792,7 +792,7 @@ fn restored_and_pre_loss_entries_are_suspect_until_confirmed_or_rewritten() {
     assert_eq!(freshness("new"), Some(Suspect));
     store.set("old", b"rewritten", None).unwrap();
     assert_eq!(freshness("old"), Some(Trusted));
-    store.confirm("new");
+    store.confirm("new", store.suspect_epoch());
     assert_eq!(freshness("new"), Some(Trusted));
     assert_eq!(store.get_checked("old").unwrap().unwrap().0.value, b"rewritten");
 }

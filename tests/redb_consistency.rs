@@ -39,7 +39,7 @@ fn a_lost_subscription_makes_redb_entries_suspect_instead_of_clearing_them() {
     let store = open(dir.path());
     store.set("a", b"1", None).unwrap();
     store.set("b", b"2", None).unwrap();
-    store.confirm("a").unwrap();
+    store.confirm("a", store.suspect_epoch()).unwrap();
     assert_eq!(freshness(&store, "a"), Some((b"1".to_vec(), Freshness::Trusted)));
 
     store.mark_all_suspect().unwrap();
@@ -48,7 +48,7 @@ fn a_lost_subscription_makes_redb_entries_suspect_instead_of_clearing_them() {
     assert_eq!(freshness(&store, "b"), Some((b"2".to_vec(), Freshness::Suspect)));
 
     // Confirmed, rewritten and new entries are trusted; the others stay suspect.
-    store.confirm("a").unwrap();
+    store.confirm("a", store.suspect_epoch()).unwrap();
     store.set("c", b"3", None).unwrap();
     assert_eq!(freshness(&store, "a"), Some((b"1".to_vec(), Freshness::Trusted)));
     assert_eq!(freshness(&store, "b"), Some((b"2".to_vec(), Freshness::Suspect)));
@@ -78,7 +78,7 @@ fn redb_entries_restored_at_open_are_suspect_until_confirmed() {
         freshness(&store, "old"),
         Some((b"v".to_vec(), Freshness::Suspect))
     );
-    store.confirm("old").unwrap();
+    store.confirm("old", store.suspect_epoch()).unwrap();
     assert_eq!(
         freshness(&store, "old"),
         Some((b"v".to_vec(), Freshness::Trusted))

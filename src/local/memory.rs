@@ -38,7 +38,8 @@ use super::weigh;
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::storage::{
-    check_write, delete_each, get_each, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize,
+    check_write, delete_each, get_each, Confirmation, Entry, Freshness, LocalStorage, Storage,
+    StorageCounters, StorageSize, SuspectEpoch,
 };
 
 /// One cached value and its absolute expiry (Unix ms; 0 = never).
@@ -422,9 +423,22 @@ impl LocalStorage for MemoryStore {
         self.clear()
     }
 
-    /// Entries are never suspect: nothing to confirm.
-    fn confirm(&self, _key: &str) -> Result<()> {
-        Ok(())
+    /// One epoch for ever: no entry here is ever suspect, so no confirm needs refusing.
+    fn suspect_epoch(&self) -> SuspectEpoch {
+        SuspectEpoch::new(0)
+    }
+
+    /// Entries are never suspect: a held key is trusted as it is.
+    fn confirm(&self, key: &str, _checked_at: SuspectEpoch) -> Result<Confirmation> {
+        let live = self
+            .cache
+            .peek(key)
+            .is_some_and(|slot| slot.expires_at_ms == 0 || !self.clock.reached(slot.expires_at_ms));
+        Ok(if live {
+            Confirmation::Confirmed
+        } else {
+            Confirmation::Missing
+        })
     }
 
     /// Not listed: the cache has no ordered index, and a prefix invalidation clears it instead.

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use super::hot::{Change, HotTier, Written};
 use crate::error::Result;
-use crate::storage::{Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, TierAbove};
+use crate::storage::{
+    Confirmation, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, SuspectEpoch,
+    TierAbove,
+};
 
 /// The two local tiers; see the module docs.
 pub struct Tiered {
@@ -174,8 +177,13 @@ impl LocalStorage for Tiered {
         out
     }
 
-    fn confirm(&self, key: &str) -> Result<()> {
-        self.base.confirm(key)
+    /// The level below's: the hot tier holds no suspect entry (a loss of certainty empties it).
+    fn suspect_epoch(&self) -> SuspectEpoch {
+        self.base.suspect_epoch()
+    }
+
+    fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
+        self.base.confirm(key, checked_at)
     }
 
     /// The level below's keys and the hot tier's: the hot tier may still hold a value the

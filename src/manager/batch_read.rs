@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::fill::FillBatch;
 use super::guard::Ticket;
-use super::policy::{time_l2, unreached, Level, Plan, Shared, Timed};
+use super::policy::{time_l2, unreached, Level, Plan, Shared, Suspect, Timed};
 use crate::clock;
 use crate::error::{Result, Served};
 use crate::stats;
@@ -22,7 +22,7 @@ impl Shared {
         &self,
         keys: &[&'k str],
         out: &mut HashMap<String, Vec<u8>>,
-        suspects: &mut HashMap<&'k str, Entry>,
+        suspects: &mut HashMap<&'k str, Suspect>,
     ) -> Result<Vec<&'k str>> {
         if self.check_freshness.load(Ordering::Acquire) {
             self.retry_trust();
@@ -63,7 +63,7 @@ impl Shared {
         &self,
         keys: &[&'k str],
         out: &mut HashMap<String, Vec<u8>>,
-        suspects: &mut HashMap<&'k str, Entry>,
+        suspects: &mut HashMap<&'k str, Suspect>,
     ) -> Result<Vec<&'k str>> {
         let m = &self.metrics.local;
         let distrust = self.distrust_l1.is_on();
@@ -125,7 +125,7 @@ impl Shared {
         tickets: &[Ticket],
         (started, result): Timed<Vec<Option<Entry>>>,
         out: &mut HashMap<String, Vec<u8>>,
-        suspects: &mut HashMap<&'k str, Entry>,
+        suspects: &mut HashMap<&'k str, Suspect>,
     ) -> Result<()> {
         let m = &self.metrics.distributed;
         time_l2(&m.get_latency, started, &result);
@@ -214,13 +214,13 @@ impl Shared {
         &self,
         key: &'k str,
         out: &mut HashMap<String, Vec<u8>>,
-        suspects: &mut HashMap<&'k str, Entry>,
+        suspects: &mut HashMap<&'k str, Suspect>,
     ) {
         match suspects.remove(key) {
-            Some(entry) => {
+            Some(suspect) => {
                 self.metrics.consistency.served_unverified.incr();
                 self.metrics.local.hits.incr();
-                out.insert(key.to_owned(), entry.value);
+                out.insert(key.to_owned(), suspect.entry.value);
             }
             None => self.miss(1),
         }

@@ -295,7 +295,7 @@ impl CacheManager {
             Plan::AskL2(suspect) => suspect,
         };
         let Some(l2) = &s.l2 else {
-            return Ok(suspect.map(|e| e.value));
+            return Ok(suspect.map(|s| s.entry.value));
         };
         let ticket = match s.before_l2(key) {
             Ok(ticket) => ticket,

@@ -68,7 +68,7 @@ use crate::local::hot::HotTier;
 use crate::replay::{ReplayAction, ReplayQueue};
 use crate::shutdown::Shutdown;
 use crate::stats::{self, Histogram, LevelMetrics, Metrics};
-use crate::storage::{DistributedStorage, Entry, Freshness, LocalStorage};
+use crate::storage::{Confirmation, DistributedStorage, Entry, Freshness, LocalStorage, SuspectEpoch};
 use parking_lot::Mutex;
 
 /// Everything a manager handle shares.
@@ -157,7 +157,14 @@ pub(crate) enum L1Read {
     Hit(Vec<u8>),
     Miss,
     /// Present but possibly stale.
-    Suspect(Entry),
+    Suspect(Suspect),
+}
+
+/// A suspect L1 entry, with L1's suspect epoch read before it: the one a confirm of the entry
+/// hands L1, which refuses it if L1 was made suspect since (the check may predate that).
+pub(crate) struct Suspect {
+    pub(crate) entry: Entry,
+    pub(crate) epoch: SuspectEpoch,
 }
 
 /// Where the L2 part of a write goes, once L1 has it.
@@ -192,7 +199,7 @@ pub(crate) enum Plan {
     /// Answered without L2.
     Done(Option<Vec<u8>>),
     /// Ask L2; with the L1 entry to revalidate, if it was suspect.
-    AskL2(Option<Entry>),
+    AskL2(Option<Suspect>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -366,17 +373,17 @@ impl Shared {
     /// What L1 holds for `key`, and whether it may vouch for it (see `check_freshness` and
     /// `distrust_l1`); neither counted nor timed.
     fn look_l1(&self, key: &str) -> Result<L1Read> {
-        let checked = self.check_freshness.load(Ordering::Acquire);
-        let found = if checked {
-            self.l1.get_checked(key)?
-        } else {
-            self.l1.get(key)?.map(|e| (e, Freshness::Trusted))
-        };
-        Ok(match found {
-            Some((entry, freshness))
-                if checked && (freshness == Freshness::Suspect || self.distrust_l1.is_on()) =>
-            {
-                L1Read::Suspect(entry)
+        if !self.check_freshness.load(Ordering::Acquire) {
+            return Ok(match self.l1.get(key)? {
+                Some(entry) => L1Read::Hit(entry.value),
+                None => L1Read::Miss,
+            });
+        }
+        // Read before the entry, so before any check of it: see `Suspect`.
+        let epoch = self.l1.suspect_epoch();
+        Ok(match self.l1.get_checked(key)? {
+            Some((entry, freshness)) if freshness == Freshness::Suspect || self.distrust_l1.is_on() => {
+                L1Read::Suspect(Suspect { entry, epoch })
             }
             Some((entry, _)) => L1Read::Hit(entry.value),
             None => L1Read::Miss,
@@ -443,7 +450,7 @@ impl Shared {
         let c = &self.metrics.consistency;
         match self.read_l1(key)? {
             L1Read::Hit(value) => Ok(Plan::Done(Some(value))),
-            L1Read::Suspect(entry) => {
+            L1Read::Suspect(suspect) => {
                 if self.l2.is_none() && self.distrust_l1.is_on() {
                     // Without an L2 to check it against, a distrusted L1 (an invalidation it
                     // could not apply) answers nothing until a clear succeeds.
@@ -453,11 +460,11 @@ impl Shared {
                 }
                 if self.l2.is_none() {
                     // Nothing to check it against.
-                    let _ = self.l1.confirm(key);
+                    let _ = self.l1.confirm(key, suspect.epoch);
                     self.metrics.local.hits.incr();
-                    return Ok(Plan::Done(Some(entry.value)));
+                    return Ok(Plan::Done(Some(suspect.entry.value)));
                 }
-                if let Some(answer) = self.settle_pending(key) {
+                if let Some(answer) = self.settle_pending(key, suspect.epoch) {
                     return Ok(Plan::Done(answer));
                 }
                 if self.restart_policy == RestartPolicy::Drop {
@@ -467,7 +474,7 @@ impl Shared {
                     let _ = self.l1.delete(key);
                     return Ok(Plan::AskL2(None));
                 }
-                Ok(Plan::AskL2(Some(entry)))
+                Ok(Plan::AskL2(Some(suspect)))
             }
             L1Read::Miss => {
                 if self.l2.is_none() {
@@ -491,8 +498,9 @@ impl Shared {
     /// redb), and a delete L1 could not apply (a store latched read-only) is queued all the
     /// same. So the op answers: a set its value, which L1 takes (or is confirmed with, if it
     /// holds those bytes); a delete, or a set whose expiry has passed, a miss, the L1 entry
-    /// dropped. `None`: no op (replayed since `look_l1`), so L2 can be asked.
-    fn settle_pending(&self, key: &str) -> Option<Option<Vec<u8>>> {
+    /// dropped. `None`: no op (replayed since `look_l1`), so L2 can be asked. `epoch`: L1's,
+    /// read before the suspect entry was.
+    fn settle_pending(&self, key: &str, epoch: SuspectEpoch) -> Option<Option<Vec<u8>>> {
         let queue = self.replay.as_ref()?;
         if !queue.is_pending(key) {
             return None;
@@ -508,7 +516,7 @@ impl Shared {
                     0 => self.local_ttl,
                     at => Duration::from_millis(at - now).min(self.local_ttl),
                 };
-                self.l1_takes_pending(key, ticket, &value, ttl);
+                self.l1_takes_pending(key, ticket, epoch, &value, ttl);
                 self.metrics.local.hits.incr();
                 Some(Some(value))
             }
@@ -529,11 +537,13 @@ impl Shared {
 
     /// Makes L1 hold `value`, the queued set of `key`, under `ticket`: a write of the key since
     /// the ticket may have put a newer value in L1 and the queue, which this must not replace.
-    fn l1_takes_pending(&self, key: &str, ticket: Ticket, value: &[u8], ttl: Duration) {
+    /// A confirm is refused if L1 was made suspect since `epoch` (the entry is then asked
+    /// about again).
+    fn l1_takes_pending(&self, key: &str, ticket: Ticket, epoch: SuspectEpoch, value: &[u8], ttl: Duration) {
         let mut result = Ok(());
         self.guard.backfill_if_current(ticket, || {
             result = match self.l1.get_checked(key) {
-                Ok(Some((held, _))) if held.value == value => self.l1.confirm(key),
+                Ok(Some((held, _))) if held.value == value => self.l1.confirm(key, epoch).map(drop),
                 Ok(_) => self
                     .l1
                     .set(key, value, Some(ttl))
@@ -686,12 +696,12 @@ impl Shared {
     pub(crate) fn finish_revalidate(
         &self,
         key: &str,
-        l1_entry: Entry,
+        l1: Suspect,
         ticket: Ticket,
         (started, result): Timed<Option<Entry>>,
     ) -> Result<Option<Vec<u8>>> {
         time_l2(&self.metrics.distributed.get_latency, started, &result);
-        self.settle_suspect(key, l1_entry, ticket, result)
+        self.settle_suspect(key, l1, ticket, result)
     }
 
     /// Revalidation (docs/design.md, "Failure handling"): L2 has the same bytes → confirm
@@ -699,7 +709,10 @@ impl Shared {
     pub(super) fn settle_suspect(
         &self,
         key: &str,
-        l1_entry: Entry,
+        Suspect {
+            entry: l1_entry,
+            epoch,
+        }: Suspect,
         ticket: Ticket,
         result: Result<Option<Entry>>,
     ) -> Result<Option<Vec<u8>>> {
@@ -723,8 +736,9 @@ impl Shared {
                 };
                 if entry.value == l1_entry.value && !outlives_l2 {
                     // Only if nothing wrote the key or made L1 suspect again since the ticket:
-                    // a confirm vouches for the entry in the current epoch, and L2's answer may
-                    // be older than it (the entry then stays suspect and is asked about again).
+                    // L2's answer may be older than the loss of certainty (the entry then stays
+                    // suspect and is asked about again). L1 refuses the confirm too if it was
+                    // made suspect since `epoch`, by this manager or by anyone else holding it.
                     // And only if L1 still holds the bytes compared: a confirm vouches for
                     // whatever entry L1 holds, and a write that landed between the L1 read and
                     // the ticket left one that L2 does not hold. Under the stripe's lock with no
@@ -732,9 +746,10 @@ impl Shared {
                     let mut confirmed = Ok(false);
                     self.guard.backfill_if_current(ticket, || {
                         confirmed = match self.l1.get_checked(key) {
-                            Ok(Some((now, _))) if now.value == l1_entry.value => {
-                                self.l1.confirm(key).map(|()| true)
-                            }
+                            Ok(Some((now, _))) if now.value == l1_entry.value => self
+                                .l1
+                                .confirm(key, epoch)
+                                .map(|done| done == Confirmation::Confirmed),
                             Ok(_) => Ok(false),
                             Err(e) => Err(e),
                         };

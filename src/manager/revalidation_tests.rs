@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::tests::HeldL2;
 use super::Plan;
-use crate::entry::Entry;
+use super::Suspect;
 use crate::storage::Storage;
 
 /// A manager on a file store L1 and a [`HeldL2`] (the directory lives as long as the first).
@@ -42,7 +42,7 @@ struct SuspectRead {
     cache: crate::CacheManager,
     l2: Arc<HeldL2>,
     receiver: super::super::backplane::Receiver,
-    entry: Entry,
+    entry: Suspect,
 }
 
 fn suspect_read_of_v1() -> SuspectRead {

@@ -176,8 +176,11 @@ impl<L: LocalStorage + ?Sized> LocalStorage for GatedStore<L> {
         self.inner.mark_all_suspect()
     }
 
-    fn confirm(&self, key: &str) -> Result<()> {
-        self.inner.confirm(key)
+    fn suspect_epoch(&self) -> uno_cache::SuspectEpoch {
+        self.inner.suspect_epoch()
+    }
+    fn confirm(&self, key: &str, checked_at: uno_cache::SuspectEpoch) -> Result<uno_cache::Confirmation> {
+        self.inner.confirm(key, checked_at)
     }
 
     fn get_stale(&self, key: &str) -> Result<Option<Entry>> {

@@ -315,8 +315,12 @@ impl LocalStorage for ScriptedStore {
         self.clear()
     }
 
-    fn confirm(&self, _key: &str) -> Result<()> {
-        Ok(())
+    fn suspect_epoch(&self) -> uno_cache::SuspectEpoch {
+        uno_cache::SuspectEpoch::new(0)
+    }
+
+    fn confirm(&self, _key: &str, _checked_at: uno_cache::SuspectEpoch) -> Result<uno_cache::Confirmation> {
+        Ok(uno_cache::Confirmation::Confirmed)
     }
 
     fn keys_with_prefix(&self, _prefix: &str) -> Result<Option<Vec<String>>> {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use uno_cache::{
-    BoxFuture, DistributedStorage, Entry, Freshness, LocalStorage, Result, Storage, StorageCounters,
-    StorageSize, TierAbove,
+    BoxFuture, Confirmation, DistributedStorage, Entry, Freshness, LocalStorage, Result, Storage,
+    StorageCounters, StorageSize, SuspectEpoch, TierAbove,
 };
 
 /// The calls of [`Storage`], each forwarded to [`inner`](Wrap::inner) unless overridden.
@@ -76,8 +76,11 @@ pub trait WrapLocal: Wrap<Inner: LocalStorage> {
     fn mark_all_suspect(&self) -> Result<()> {
         self.inner().mark_all_suspect()
     }
-    fn confirm(&self, key: &str) -> Result<()> {
-        self.inner().confirm(key)
+    fn suspect_epoch(&self) -> SuspectEpoch {
+        self.inner().suspect_epoch()
+    }
+    fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
+        self.inner().confirm(key, checked_at)
     }
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         self.inner().keys_with_prefix(prefix)
@@ -194,8 +197,11 @@ impl<W: WrapLocal> LocalStorage for Delegate<W> {
     fn mark_all_suspect(&self) -> Result<()> {
         WrapLocal::mark_all_suspect(&self.0)
     }
-    fn confirm(&self, key: &str) -> Result<()> {
-        WrapLocal::confirm(&self.0, key)
+    fn suspect_epoch(&self) -> SuspectEpoch {
+        WrapLocal::suspect_epoch(&self.0)
+    }
+    fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
+        WrapLocal::confirm(&self.0, key, checked_at)
     }
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         WrapLocal::keys_with_prefix(&self.0, prefix)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::segment::Segment;
 use super::slots::Slots;
 use super::{FileStore, FileStoreOptions};
-use crate::storage::Freshness;
+use crate::storage::{Confirmation, Freshness};
 
 const A: &str = "collide/g/a";
 const B: &str = "collide/g/b";
@@ -67,10 +67,11 @@ fn confirming_an_evicted_key_does_not_vouch_for_the_key_holding_its_entry() {
     let store = open(dir.path());
     store.set(B, b"b", None).unwrap();
     store.mark_all_suspect();
-    store.confirm(A);
+    let epoch = store.suspect_epoch();
+    assert_eq!(store.confirm(A, epoch), Confirmation::Missing);
     let (_, freshness) = store.get_checked(B).unwrap().unwrap();
     assert_eq!(freshness, Freshness::Suspect);
-    store.confirm(B);
+    assert_eq!(store.confirm(B, epoch), Confirmation::Confirmed);
     let (_, freshness) = store.get_checked(B).unwrap().unwrap();
     assert_eq!(freshness, Freshness::Trusted);
 }

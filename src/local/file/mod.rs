@@ -93,7 +93,8 @@ use crate::disk::WriteLatch;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::storage::{
-    delete_each, get_each, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, TierAbove,
+    delete_each, get_each, Confirmation, Entry, Freshness, LocalStorage, Storage, StorageCounters,
+    StorageSize, SuspectEpoch, TierAbove,
 };
 
 /// The highest sequence number a store writes: a store reaching it would have made 2^63 writes,
@@ -510,18 +511,44 @@ impl FileStore {
         self.inner.suspect_below_seq.store(w.next_seq, Ordering::Release);
     }
 
-    /// Confirms the current entry of `key` as fresh until the next loss of certainty.
-    pub fn confirm(&self, key: &str) {
+    /// The store's current [`SuspectEpoch`]: read it before checking an entry against L2, and
+    /// hand it to [`confirm`](FileStore::confirm).
+    pub fn suspect_epoch(&self) -> SuspectEpoch {
+        SuspectEpoch::new(u64::from(self.inner.epoch.load(Ordering::Acquire)))
+    }
+
+    /// Confirms the current entry of `key` as fresh until the next loss of certainty, unless
+    /// [`mark_all_suspect`](FileStore::mark_all_suspect) ran since `checked_at` was read from
+    /// [`suspect_epoch`](FileStore::suspect_epoch) ([`Confirmation::EpochMoved`]; the entry stays
+    /// suspect).
+    pub fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Confirmation {
         // The entry of the key's hash may hold another key (a collision): confirm it only if its
         // record is this key's.
         let Some(hit) = self.inner.locate(key, false, |_| ()) else {
-            return;
+            // A value held in RAM (see `stash`) is trusted: the last loss of certainty forgot
+            // them all.
+            return match self.inner.held(key, false) {
+                Some(_) => Confirmation::Confirmed,
+                None => Confirmation::Missing,
+            };
         };
-        if let Some(e) = self.inner.index.get(&self.inner.hasher.hash(key)) {
-            if e.loc == hit.loc {
-                e.confirm(self.inner.epoch.load(Ordering::Acquire));
-            }
+        let Some(e) = self.inner.index.get(&self.inner.hasher.hash(key)) else {
+            return Confirmation::Missing;
+        };
+        if e.loc != hit.loc {
+            return Confirmation::Missing;
         }
+        // An epoch of another store, or past u32, matches none of this store's.
+        let Ok(epoch) = u32::try_from(checked_at.get()) else {
+            return Confirmation::EpochMoved;
+        };
+        if self.inner.epoch.load(Ordering::Acquire) != epoch {
+            return Confirmation::EpochMoved;
+        }
+        // Stamped with the epoch checked, not the one now: a mark between the look above and
+        // this stamp leaves the entry confirmed in an epoch that is over, so still suspect.
+        e.confirm(epoch);
+        Confirmation::Confirmed
     }
 
     /// The entry for `key`, and where its record is; `None` for the record if the value is one
@@ -848,9 +875,12 @@ impl LocalStorage for FileStore {
         Ok(())
     }
 
-    fn confirm(&self, key: &str) -> Result<()> {
-        FileStore::confirm(self, key);
-        Ok(())
+    fn suspect_epoch(&self) -> SuspectEpoch {
+        FileStore::suspect_epoch(self)
+    }
+
+    fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
+        Ok(FileStore::confirm(self, key, checked_at))
     }
 
     /// Through the admission check of [`FileStore::fill_each`].

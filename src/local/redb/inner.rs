@@ -20,7 +20,10 @@ use crate::disk::Disk;
 use crate::durability::Durability;
 use crate::error::{key_for_error, Error, Result};
 use crate::perms;
-use crate::storage::{check_write, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
+use crate::storage::{
+    check_write, Confirmation, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize,
+    SuspectEpoch,
+};
 
 /// Entries one purge round reads, and so removes, at most (see [`Inner::purge_expired`]).
 pub(super) const PURGE_ROUND: usize = 10_000;
@@ -30,6 +33,9 @@ pub(super) const PURGE_ROUND: usize = 10_000;
 pub(super) struct Suspicion {
     /// Key → the seq of the entry that was confirmed since the last loss of certainty.
     pub(super) confirmed: HashMap<String, u64>,
+    /// Counts the losses of certainty (see `SuspectEpoch`): a confirm whose check began in an
+    /// earlier one is refused.
+    pub(super) epoch: u64,
 }
 
 /// The store's state, shared by its handle and its flusher thread.
@@ -624,18 +630,30 @@ impl LocalStorage for Inner {
             {
                 let mut suspicion = self.suspicion.lock();
                 suspicion.confirmed = HashMap::new();
+                suspicion.epoch = suspicion.epoch.wrapping_add(1);
                 self.suspect_below_seq.store(next_seq, Ordering::Release);
             }
             txn.abort().map_err(|e| self.err("abort", e))
         })
     }
 
-    fn confirm(&self, key: &str) -> Result<()> {
-        if let Some((_, seq)) = self.read_with_seq(key)? {
-            if seq < self.suspect_below_seq.load(Ordering::Acquire) {
-                self.suspicion.lock().confirmed.insert(key.to_owned(), seq);
-            }
+    fn suspect_epoch(&self) -> SuspectEpoch {
+        SuspectEpoch::new(self.suspicion.lock().epoch)
+    }
+
+    fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
+        let Some((_, seq)) = self.read_with_seq(key)? else {
+            return Ok(Confirmation::Missing);
+        };
+        // Under the lock a loss of certainty takes to empty the map: either it came before this
+        // (the epoch moved) or it will forget what this inserts.
+        let mut suspicion = self.suspicion.lock();
+        if suspicion.epoch != checked_at.get() {
+            return Ok(Confirmation::EpochMoved);
         }
-        Ok(())
+        if seq < self.suspect_below_seq.load(Ordering::Acquire) {
+            suspicion.confirmed.insert(key.to_owned(), seq);
+        }
+        Ok(Confirmation::Confirmed)
     }
 }

@@ -54,7 +54,9 @@ use std::time::Duration;
 
 use crate::durability::Durability;
 use crate::error::Result;
-use crate::storage::{Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize};
+use crate::storage::{
+    Confirmation, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, SuspectEpoch,
+};
 
 /// Name of the database file inside the configured directory.
 pub use crate::files::REDB_FILE_NAME;
@@ -227,8 +229,12 @@ impl LocalStorage for RedbStore {
         self.inner.mark_all_suspect()
     }
 
-    fn confirm(&self, key: &str) -> Result<()> {
-        self.inner.confirm(key)
+    fn suspect_epoch(&self) -> SuspectEpoch {
+        self.inner.suspect_epoch()
+    }
+
+    fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
+        self.inner.confirm(key, checked_at)
     }
 }
 

@@ -69,13 +69,12 @@ use parking_lot::{Condvar, Mutex};
 #[cfg(doc)]
 use super::guard::KeyOrder;
 use super::guard::Ticket;
-use super::policy::Shared;
+use super::policy::{Shared, Suspect};
 #[cfg(doc)]
 use super::requeue::Requeue;
 use super::requeue::Sets;
 use crate::error::{key_for_error, Result};
 use crate::shutdown::Shutdown;
-use crate::storage::Entry;
 
 mod send;
 pub(crate) use send::start_writer;
@@ -622,7 +621,7 @@ impl Shared {
         &self,
         missed: Vec<&'k str>,
         out: &mut HashMap<String, Vec<u8>>,
-        suspects: &mut HashMap<&'k str, Entry>,
+        suspects: &mut HashMap<&'k str, Suspect>,
     ) -> (Vec<&'k str>, Vec<Ticket>) {
         let tickets = self.tickets(&missed);
         let none_pending = self.replay.as_ref().is_none_or(|q| q.is_empty());
