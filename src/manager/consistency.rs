@@ -20,6 +20,7 @@
 //!   during the outage become suspect too. Suspect entries follow `consistency.restart_policy`
 //!   (revalidate, trust, drop), like entries restored from disk at start-up.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use super::policy::Shared;
@@ -379,15 +380,15 @@ impl Shared {
     }
 
     /// Deletes `keys` from L1, guarded against racing backfills; what it took out. If L1 cannot
-    /// delete (a full disk, a store latched read-only), the keys it did not get to may still be
-    /// there: every L1 entry becomes suspect rather than serve what the other levels and
-    /// instances no longer have.
+    /// delete (a full disk, a store latched read-only, a level a user plugged in that panicked),
+    /// the keys it did not get to may still be there: every L1 entry becomes suspect rather
+    /// than serve what the other levels and instances no longer have.
     fn take_out_of_l1(&self, keys: &[&str], what: &'static str) -> TakenOut {
         if keys.is_empty() {
             return TakenOut::default();
         }
         let _writing = self.guard.write(keys.iter().copied());
-        match self.l1.delete_many(keys) {
+        match caught_l1("delete_many", || self.l1.delete_many(keys)) {
             Ok(removed) => TakenOut {
                 removed,
                 through: keys.len(),
@@ -412,9 +413,9 @@ impl Shared {
         let _all = self.guard.write_all();
         let result = if self.l2.is_some() {
             self.check_freshness.store(true, Ordering::Release);
-            self.l1.mark_all_suspect()
+            caught_l1("mark_all_suspect", || self.l1.mark_all_suspect())
         } else {
-            self.l1.clear()
+            caught_l1("clear", || self.l1.clear())
         };
         let Err(e) = result else {
             return true;
@@ -540,4 +541,21 @@ impl TakenOut {
             _ => TakenOut::default(),
         }
     }
+}
+
+/// `call()`, an L1 call made where no caller waits for it (the write-behind writer undoing a
+/// write L2 did not take, among others), with a panic in it (in an L1 a user plugged in) taken
+/// as its error. Unwinding on would end the writer thread: every later write-behind batch
+/// would stay queued, never sent.
+fn caught_l1<T>(op: &'static str, call: impl FnOnce() -> Result<T>) -> Result<T> {
+    // Unwind safety: the manager's own state is not half-changed across an L1 call; what the
+    // level left half-done is its own, and the failure is handled as any error of the call.
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        tracing::error!(op, "an L1 call panicked; handled as a failed one");
+        Err(Error::Backend {
+            level: "L1",
+            op,
+            reason: "the call panicked".to_owned(),
+        })
+    })
 }

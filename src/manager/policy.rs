@@ -817,3 +817,7 @@ mod cancel_tests;
 #[cfg(feature = "redis")]
 #[path = "revalidation_tests.rs"]
 mod revalidation_tests;
+
+#[cfg(test)]
+#[path = "behind_undo_tests.rs"]
+mod behind_undo_tests;
