@@ -255,3 +255,37 @@ fn stats_read_by_several_threads_at_once_walk_l2_once() {
         "L2 walked more than once"
     );
 }
+
+/// What a level refuses without asking its server, `set` on a manager whose L2 is `host`
+/// returns: the error, and whether L1 was written.
+fn refused_by(kind: &str, host: &str, key: &str, value: &[u8]) -> (Error, bool) {
+    let cache = CacheManager::new(config(kind, host)).unwrap();
+    let err = cache.set_raw(key, value, None).unwrap_err();
+    (err, cache.stats().local.sets > 0)
+}
+
+/// An L2 not connected yet (down at start-up, with fallback) refused nothing: a value it would
+/// refuse went into L1 and the replay queue, which refused it only once L2 was back, and the
+/// caller never heard. It is refused at once now, with the error the connected level gives:
+/// Memcached's item limit and the key namespace Redis keeps for tag sets are known without a
+/// connection.
+#[test]
+fn an_l2_not_connected_yet_refuses_at_once_what_the_connected_level_would() {
+    let big = vec![7u8; 1024 * 1024];
+    let memcached = MemcachedServer::start();
+    let (connected, _) = refused_by("memcached", &memcached.addr(), "big", &big);
+    let down = format!("127.0.0.1:{}", free_port());
+    let (deferred, in_l1) = refused_by("memcached", &down, "big", &big);
+    assert!(matches!(deferred, Error::ValueTooLarge { .. }), "{deferred:?}");
+    assert_eq!(deferred.to_string(), connected.to_string());
+    assert!(!in_l1, "L1 took a value the unconnected L2 will refuse");
+
+    let reserved = "uno-cache:tag:x";
+    let redis = RedisServer::start();
+    let (connected, _) = refused_by("redis", &redis.addr(), reserved, b"v");
+    let down = format!("127.0.0.1:{}", free_port());
+    let (deferred, in_l1) = refused_by("redis", &down, reserved, b"v");
+    assert!(matches!(deferred, Error::InvalidKey { .. }), "{deferred:?}");
+    assert_eq!(deferred.to_string(), connected.to_string());
+    assert!(!in_l1, "L1 took a key the unconnected L2 will refuse");
+}

@@ -21,6 +21,11 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 /// Opens the level; called until it succeeds.
 pub(crate) type Connect = Box<dyn Fn() -> Result<Arc<dyn DistributedStorage>> + Send + Sync>;
 
+/// The level's [`check_value`](Storage::check_value) as far as its configuration tells it
+/// without a connection (Memcached's item limit, Redis's 512 MiB): what a not yet connected
+/// level refuses.
+pub(crate) type ValueCheck = Box<dyn Fn(&str, usize) -> Result<()> + Send + Sync>;
+
 struct Slot {
     level: RwLock<Option<Arc<dyn DistributedStorage>>>,
     /// The last failed attempt, if the server said the configuration is wrong: calls fail with
@@ -35,6 +40,7 @@ struct Slot {
 pub(crate) struct Deferred {
     name: &'static str,
     slot: Arc<Slot>,
+    check: ValueCheck,
 }
 
 /// The background half of a [`Deferred`]: its connect loop, which the manager's
@@ -58,11 +64,12 @@ impl Connector {
 
 impl Deferred {
     /// The level, not connected yet, and the connect loop to run; `first_error` is the failure
-    /// that made the level deferred.
+    /// that made the level deferred; `check` refuses values until it is connected.
     pub(crate) fn new(
         name: &'static str,
         retry: Duration,
         connect: Connect,
+        check: ValueCheck,
         first_error: &Error,
     ) -> (Deferred, Connector) {
         if matches!(first_error, Error::Misconfigured { .. }) {
@@ -83,7 +90,7 @@ impl Deferred {
             connect,
             slot: Arc::clone(&slot),
         };
-        (Deferred { name, slot }, connector)
+        (Deferred { name, slot, check }, connector)
     }
 
     fn level(&self, op: &'static str) -> Result<Arc<dyn DistributedStorage>> {
@@ -183,10 +190,12 @@ impl Storage for Deferred {
     }
 
     fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
-        // Not connected yet: the limit is unknown, and the write will be refused then if need be.
+        // Not connected yet: what the configuration tells, so that a value the level will refuse
+        // is not taken into L1 and the replay queue first. A limit only the server knows (a
+        // Redis `proto-max-bulk-len` under 512 MiB) is checked once connected.
         match self.slot.level.read().clone() {
             Some(level) => level.check_value(key, value_len),
-            None => Ok(()),
+            None => (self.check)(key, value_len),
         }
     }
 
@@ -290,7 +299,7 @@ mod tests {
     /// A deferred level with its connector running on a thread of its own (the manager's
     /// `Workers` run it in a real manager); the thread ends once connected.
     fn started(name: &'static str, retry: Duration, connect: Connect) -> Deferred {
-        let (level, connector) = Deferred::new(name, retry, connect, &down());
+        let (level, connector) = Deferred::new(name, retry, connect, Box::new(|_, _| Ok(())), &down());
         std::thread::spawn(move || connector.run(&Shutdown::default()));
         level
     }
@@ -322,7 +331,13 @@ mod tests {
     #[test]
     fn the_shutdown_signal_ends_a_waiting_connector_promptly() {
         let connect: Connect = Box::new(|| Err(down()));
-        let (_level, connector) = Deferred::new("test", Duration::from_secs(3600), connect, &down());
+        let (_level, connector) = Deferred::new(
+            "test",
+            Duration::from_secs(3600),
+            connect,
+            Box::new(|_, _| Ok(())),
+            &down(),
+        );
         let shutdown = Shutdown::default();
         let theirs = shutdown.clone();
         let thread = std::thread::spawn(move || connector.run(&theirs));

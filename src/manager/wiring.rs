@@ -389,6 +389,25 @@ fn memcached_options(
     }
 }
 
+/// What the configured L2 refuses before it is connected (see `Deferred`): the checks its
+/// connected store makes that need no server. Nothing if its options cannot be built (the
+/// connect then fails the same way, and nothing is written to it).
+fn check_before_connect(d: &DistributedCacheConfig, clock: &Arc<dyn Clock>) -> super::deferred::ValueCheck {
+    #[cfg(not(any(feature = "redis", feature = "memcached")))]
+    let _ = clock; // only the levels compiled out would take it
+    match d.kind {
+        #[cfg(feature = "redis")]
+        DistributedKind::Redis => match redis_options(d, clock, None).and_then(|o| o.value_check()) {
+            Ok(check) => Box::new(check),
+            Err(_) => Box::new(|_: &str, _: usize| Ok(())),
+        },
+        #[cfg(feature = "memcached")]
+        DistributedKind::Memcached => Box::new(memcached_options(d, clock, None).value_check()),
+        #[cfg(not(all(feature = "redis", feature = "memcached")))]
+        _ => Box::new(|_: &str, _: usize| Ok(())),
+    }
+}
+
 /// Connects the configured L2 (for the background connector).
 fn connect_distributed(
     d: &DistributedCacheConfig,
@@ -507,8 +526,9 @@ pub(super) fn build_distributed(
             let (config, level_clock, level_nodes) = (d.clone(), Arc::clone(clock), nodes.clone());
             let connect: super::deferred::Connect =
                 Box::new(move || connect_distributed(&config, &level_clock, level_nodes.as_ref()));
+            let check = check_before_connect(d, clock);
             let (deferred, connector) =
-                Deferred::new(name, cool_down.max(Duration::from_millis(1)), connect, &e);
+                Deferred::new(name, cool_down.max(Duration::from_millis(1)), connect, check, &e);
             let level: Arc<dyn DistributedStorage> =
                 Arc::new(Guarded::new(name, deferred, Arc::clone(&breaker)));
             return Ok(Some((level, breaker, nodes, Some(connector))));
@@ -516,4 +536,31 @@ pub(super) fn build_distributed(
         Err(e) => return Err(e),
     };
     Ok(Some((level, breaker, nodes, None)))
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use super::*;
+
+    /// Redis's 512 MiB per string is known without a connection: a Redis not connected yet
+    /// refuses a longer value as the connected level does. Only the length is checked, so no
+    /// value that large is made.
+    #[test]
+    fn a_redis_not_connected_yet_refuses_a_value_over_512_mib() {
+        let d = DistributedCacheConfig {
+            kind: DistributedKind::Redis,
+            hosts: vec!["127.0.0.1:1".to_owned()],
+            ..DistributedCacheConfig::default()
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let check = check_before_connect(&d, &clock);
+        let max = 512 * 1024 * 1024 - crate::distributed::envelope::HEADER_LEN;
+        match check("k", max + 1) {
+            Err(Error::ValueTooLarge { key, len, max: m, .. }) => {
+                assert_eq!((key.as_str(), len, m), ("k", max + 1, max));
+            }
+            other => panic!("a value over 512 MiB was not refused: {other:?}"),
+        }
+        check("k", max).unwrap();
+    }
 }

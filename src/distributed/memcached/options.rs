@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use super::super::nodes::NodeBreakers;
 use super::super::{
-    redact, refuse_zero_timeouts, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+    check_key, redact, refuse_zero_timeouts, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
 };
+use super::routing::map_key;
+use super::store::fits_item;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
@@ -188,6 +190,20 @@ impl MemcachedOptions {
     pub fn node_breakers(mut self, breakers: Arc<NodeBreakers>) -> Self {
         self.node_breakers = Some(breakers);
         self
+    }
+
+    /// The check a store opened with these options makes of a value before sending it (the key
+    /// rules, the item limit), made without a connection: for a level not connected yet, so
+    /// that it refuses at once what the connected store would.
+    pub(crate) fn value_check(&self) -> impl Fn(&str, usize) -> Result<()> + Send + Sync + 'static {
+        let (prefix, max_item_size) = (self.prefix.clone(), self.max_item_size);
+        move |key, len| {
+            check_key(key)?;
+            // The server form `Router::server_key` gives the key.
+            let full = format!("{prefix}{key}");
+            let mapped = map_key(&full);
+            fits_item(max_item_size, key, &mapped, len)
+        }
     }
 
     /// Refuses options no store could work with.

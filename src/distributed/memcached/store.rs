@@ -508,18 +508,7 @@ impl MemcachedStore {
     fn checked_key(&self, key: &str, len: usize) -> Result<String> {
         check_key(key)?;
         let (mapped, _) = self.router.server_key(key);
-        let max = value_limit(self.max_item_size, mapped.len());
-        if len > max {
-            return Err(Error::ValueTooLarge {
-                key: key_for_error(key),
-                len,
-                max,
-                store: format!(
-                    "memcached (item limit {} bytes, less key, envelope and item header)",
-                    self.max_item_size
-                ),
-            });
-        }
+        fits_item(self.max_item_size, key, &mapped, len)?;
         Ok(mapped)
     }
 
@@ -636,6 +625,24 @@ fn everywhere_result<O>(answers: Answers<O>) -> Result<Vec<O>> {
         Error::PartialBatch(p) => p.cause,
         other => other,
     })
+}
+
+/// Refuses a value of `len` bytes for `key` (whose server form is `mapped`) that does not fit
+/// an item limit of `max_item_size` bytes once the key, the envelope and the item header are
+/// counted.
+pub(super) fn fits_item(max_item_size: usize, key: &str, mapped: &str, len: usize) -> Result<()> {
+    let max = value_limit(max_item_size, mapped.len());
+    if len > max {
+        return Err(Error::ValueTooLarge {
+            key: key_for_error(key),
+            len,
+            max,
+            store: format!(
+                "memcached (item limit {max_item_size} bytes, less key, envelope and item header)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 impl Storage for MemcachedStore {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::commands::ValueLimit;
 use super::connection::{open_client, Settings};
 use super::target::{config_error, parse_target, Target};
 #[cfg(feature = "tls")]
@@ -328,6 +329,18 @@ impl RedisOptions {
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
         })
+    }
+
+    /// The check a store connected with these options makes of a value before sending it, as
+    /// far as it is known without a connection: the key rules and Redis's 512 MiB per string (a
+    /// lower `proto-max-bulk-len` is learned from the server at connect). For a level not
+    /// connected yet, so that it refuses at once what the connected store would.
+    ///
+    /// # Errors
+    /// As [`settings`](Self::settings).
+    pub(crate) fn value_check(&self) -> Result<impl Fn(&str, usize) -> Result<()> + Send + Sync + 'static> {
+        let limit = ValueLimit::default_for(&self.settings()?.hosts());
+        Ok(move |key: &str, len| limit.check(key, len))
     }
 
     pub(crate) fn key_prefix(&self) -> &str {
