@@ -478,7 +478,10 @@ pub struct LevelStats {
     /// `loader.absent_ttl`, also counted in `loader.absent_hits`) included: the level answered
     /// without asking the source, though the caller gets `None`.
     pub hits: u64,
-    /// Reads this level did not have.
+    /// Reads this level did not have. An L1 entry L2 was asked about before it is served
+    /// (restored after a restart, or held while the backplane's subscription was down) counts
+    /// as an L1 miss, L2 answering the read; one served unverified while L2 is down, as an L1
+    /// hit.
     pub misses: u64,
     /// `hits / (hits + misses)`; 0 before any read.
     pub hit_rate: f64,

@@ -718,6 +718,12 @@ impl Shared {
     ) -> Result<Option<Vec<u8>>> {
         let m = &self.metrics.distributed;
         let c = &self.metrics.consistency;
+        if result.is_ok() {
+            // L1 could not vouch for its entry and L2 answers the read: an L1 miss, as every
+            // read L2 answers is (`hit_rate.distributed` is over the reads that missed L1). One
+            // served unverified is an L1 hit, below.
+            self.metrics.local.misses.incr();
+        }
         match result {
             Ok(Some(entry)) => {
                 if let Some(answer) = self.overtaken(key, ticket) {

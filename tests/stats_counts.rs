@@ -1,0 +1,146 @@
+//! What `stats()` counts for each read, against real `redis-server` and `memcached` L2s and a
+//! file-store L1 with its memory tier: each key a read reaches counts once at each level, as a
+//! hit or a miss, and `hit_rate.local` is the local hits over the local lookups (memory-tier
+//! hits, and the reads that reached the file tier).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+
+use support::RedisServer;
+use uno_cache::{CacheConfig, CacheManager, CacheStats};
+
+fn config(dir: &Path, kind: &str, hosts: &[String], fallback: bool) -> CacheConfig {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = {fallback}
+        [local]
+        type = "file"
+        path = {:?}
+        ttl = 600
+        [distributed]
+        enabled = true
+        type = "{kind}"
+        hosts = [{}]
+        key_prefix = "sc:"
+        ttl = 600
+        timeout_ms = 500
+        [consistency]
+        restart_policy = "revalidate"
+        "#,
+        dir.display().to_string(),
+        hosts.join(", ")
+    ))
+    .unwrap()
+}
+
+fn redis_cache(dir: &Path, redis: &RedisServer) -> CacheManager {
+    CacheManager::new(config(dir, "redis", &[redis.addr()], true)).unwrap()
+}
+
+/// A read of one key, named.
+type Read = (&'static str, fn(&CacheManager, &str) -> Option<u32>);
+
+/// The read counts of every level: memory tier, file tier, local (both), L2, overall.
+#[derive(Debug, PartialEq, Eq)]
+struct Counts {
+    memory: (u64, u64),
+    file: (u64, u64),
+    local: (u64, u64),
+    distributed: (u64, u64),
+    overall: (u64, u64),
+}
+
+fn counts(s: &CacheStats) -> Counts {
+    Counts {
+        memory: (s.memory.hits, s.memory.misses),
+        file: (s.file.hits, s.file.misses),
+        local: (s.local.hits, s.local.misses),
+        distributed: (s.distributed.hits, s.distributed.misses),
+        overall: (s.overall.hits, s.overall.misses),
+    }
+}
+
+/// A manager reopened on the L1 directory of one that wrote `keys` (each = its index) to both
+/// levels: its L1 entries are restored, suspect until L2 confirms them.
+fn restarted_with(dir: &Path, redis: &RedisServer, keys: &[&str]) -> CacheManager {
+    {
+        let cache = redis_cache(dir, redis);
+        for (i, key) in keys.iter().enumerate() {
+            cache.set(key, &(i as u32), None).unwrap();
+        }
+        cache.flush().unwrap();
+    }
+    redis_cache(dir, redis)
+}
+
+/// A restored entry checked against L2 is a read that missed L1 and that L2 answered: before,
+/// neither the file tier nor `local` counted it at all (L2 and overall did), so
+/// `hit_rate.local` left out every read of the restart's first minutes.
+#[test]
+fn a_restored_entry_checked_against_l2_is_one_local_miss_and_one_l2_hit() {
+    let redis = RedisServer::start();
+    let reads: [Read; 3] = [
+        ("get", |c, k| c.get(k).unwrap()),
+        ("get_async", |c, k| support::block_on(c.get_async(k)).unwrap()),
+        ("multi_get", |c, k| c.multi_get(&[k]).unwrap().remove(k)),
+    ];
+    for (name, read) in reads {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = restarted_with(dir.path(), &redis, &["k"]);
+        assert_eq!(read(&cache, "k"), Some(0), "{name}");
+        let stats = cache.stats();
+        assert_eq!(
+            counts(&stats),
+            Counts {
+                memory: (0, 1),
+                file: (0, 1),
+                local: (0, 1),
+                distributed: (1, 0),
+                overall: (1, 0),
+            },
+            "{name}"
+        );
+        assert_eq!(stats.consistency.revalidated_confirmed, 1, "{name}");
+        // Confirmed, the value is in the memory tier: the next read is a local hit.
+        assert_eq!(read(&cache, "k"), Some(0), "{name}");
+        let stats = cache.stats();
+        assert_eq!((stats.local.hits, stats.local.misses), (1, 1), "{name}");
+        assert!(
+            (stats.hit_rate.local - 0.5).abs() < 1e-9,
+            "{name}: {}",
+            stats.hit_rate.local
+        );
+    }
+}
+
+/// While L2 is down a restored entry is served as it is: a local hit, and no L2 hit or miss.
+#[test]
+fn a_restored_entry_served_unverified_while_l2_is_down_is_one_local_hit() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = restarted_with(dir.path(), &redis, &["k"]);
+    redis.kill();
+    assert_eq!(cache.get::<u32>("k").unwrap(), Some(0));
+    let stats = cache.stats();
+    assert_eq!(stats.consistency.served_unverified, 1);
+    assert_eq!(
+        counts(&stats),
+        Counts {
+            memory: (0, 1),
+            file: (1, 0),
+            local: (1, 0),
+            distributed: (0, 0),
+            overall: (1, 0),
+        }
+    );
+    assert!(stats.distributed.errors >= 1, "{:?}", stats.distributed);
+}
