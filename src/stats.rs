@@ -576,7 +576,7 @@ pub struct Sizes {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct OverallStats {
-    /// Keys read (each key of a batch counts).
+    /// Keys read (each key of a batch counts; a key a batch lists twice counts once).
     pub reads: u64,
     /// Keys some level had.
     pub hits: u64,

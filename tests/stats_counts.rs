@@ -49,6 +49,9 @@ fn redis_cache(dir: &Path, redis: &RedisServer) -> CacheManager {
 /// A read of one key, named.
 type Read = (&'static str, fn(&CacheManager, &str) -> Option<u32>);
 
+/// A batch read, named: how many keys it found.
+type Batch = (&'static str, fn(&CacheManager, &[&str]) -> usize);
+
 /// The read counts of every level: memory tier, file tier, local (both), L2, overall.
 #[derive(Debug, PartialEq, Eq)]
 struct Counts {
@@ -143,4 +146,49 @@ fn a_restored_entry_served_unverified_while_l2_is_down_is_one_local_hit() {
         }
     );
     assert!(stats.distributed.errors >= 1, "{:?}", stats.distributed);
+}
+
+/// A batch that lists a key twice answers it once (a map): before, each level was asked for it
+/// twice and counted both, so a batch of one key listed twice read as two misses in every tier.
+#[test]
+fn a_key_a_batch_lists_twice_is_read_and_counted_once() {
+    let redis = RedisServer::start();
+    let batches: [Batch; 4] = [
+        ("multi_get", |c, keys| c.multi_get::<u32>(keys).unwrap().len()),
+        ("multi_get_async", |c, keys| {
+            support::block_on(c.multi_get_async::<u32>(keys)).unwrap().len()
+        }),
+        ("multi_get_raw", |c, keys| c.multi_get_raw(keys).unwrap().len()),
+        ("multi_get_raw_async", |c, keys| {
+            support::block_on(c.multi_get_raw_async(keys)).unwrap().len()
+        }),
+    ];
+    for (name, read) in batches {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = redis_cache(dir.path(), &redis);
+        // "in_l1" is in both levels; "in_l2" only in L2 (another instance wrote it).
+        cache.set("in_l1", &1u32, None).unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        redis_cache(other_dir.path(), &redis)
+            .set("in_l2", &2u32, None)
+            .unwrap();
+        let keys = ["in_l1", "in_l2", "nowhere", "in_l2", "nowhere", "in_l1"];
+        assert_eq!(read(&cache, &keys), 2, "{name}");
+        let stats = cache.stats();
+        let typed = !name.contains("raw");
+        let memory = if typed { (0, 3) } else { (0, 0) };
+        assert_eq!(
+            counts(&stats),
+            Counts {
+                memory,
+                file: (1, 2),
+                local: (1, 2),
+                distributed: (1, 1),
+                overall: (2, 1),
+            },
+            "{name}"
+        );
+        assert_eq!(stats.overall.reads, 3, "{name}");
+        cache.delete("in_l2").unwrap();
+    }
 }

@@ -12,7 +12,7 @@ use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
 use super::policy::{partial_over, with_found, Plan, Reread, Route, Shared};
 use super::typed::Lookup;
-use super::{as_strs, borrow_items, CacheManager};
+use super::{as_strs, borrow_items, distinct, CacheManager};
 
 use crate::error::{key_for_error, Error, Result};
 
@@ -139,7 +139,8 @@ impl CacheManager {
     }
 
     /// Reads several keys: the memory tier, then one L1 call for the keys it did not have, then
-    /// one L2 call for the keys L1 did not have. The map holds the keys found.
+    /// one L2 call for the keys L1 did not have. The map holds the keys found. A key listed
+    /// twice is read once (and counted once in the stats).
     ///
     /// # Errors
     /// As [`CacheManager::get`], for any key.
@@ -149,7 +150,7 @@ impl CacheManager {
     {
         let keys = as_strs(keys);
         let s = &self.shared;
-        let (mut found, missed, misses) = s.read_hot_batch::<T>(&keys);
+        let (mut found, missed, misses) = s.read_hot_batch::<T>(&distinct(&keys));
         if !missed.is_empty() {
             let raw = self
                 .multi_get_raw(&missed)
@@ -371,7 +372,7 @@ impl CacheManager {
         let s = &self.shared;
         let mut out = HashMap::with_capacity(keys.len());
         let mut suspects = HashMap::new();
-        let missed = s.read_many_l1(&keys, &mut out, &mut suspects)?;
+        let missed = s.read_many_l1(&distinct(&keys), &mut out, &mut suspects)?;
         if missed.is_empty() {
             return Ok(out);
         }

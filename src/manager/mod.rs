@@ -217,6 +217,14 @@ fn as_strs(keys: &[impl AsRef<str>]) -> Vec<&str> {
     keys.iter().map(AsRef::as_ref).collect()
 }
 
+/// The keys of a batch read, each once, in the order of their first listing: a key listed
+/// twice is one read (the answer is a map, with one value per key), so each level is asked for
+/// it once and the stats count it once.
+fn distinct<'k>(keys: &[&'k str]) -> Vec<&'k str> {
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    keys.iter().copied().filter(|k| seen.insert(*k)).collect()
+}
+
 fn borrow_items<K: AsRef<str>>(items: &[(K, Vec<u8>)]) -> Vec<(&str, &[u8])> {
     items.iter().map(|(k, v)| (k.as_ref(), v.as_slice())).collect()
 }

@@ -13,7 +13,7 @@ use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
 use super::policy::{partial_over, with_found, Plan, Reread, Route, Shared};
 use super::typed::Lookup;
-use super::{as_strs, borrow_items, CacheManager};
+use super::{as_strs, borrow_items, distinct, CacheManager};
 
 use crate::error::{key_for_error, Error, Result};
 
@@ -150,7 +150,7 @@ impl CacheManager {
     {
         let keys = as_strs(keys);
         let s = &self.shared;
-        let (mut found, missed, misses) = s.read_hot_batch::<T>(&keys);
+        let (mut found, missed, misses) = s.read_hot_batch::<T>(&distinct(&keys));
         if !missed.is_empty() {
             let raw = self
                 .multi_get_raw_async(&missed)
@@ -357,7 +357,7 @@ impl CacheManager {
         let s = &self.shared;
         let mut out = HashMap::with_capacity(keys.len());
         let mut suspects = HashMap::new();
-        let missed = s.read_many_l1(&keys, &mut out, &mut suspects)?;
+        let missed = s.read_many_l1(&distinct(&keys), &mut out, &mut suspects)?;
         if missed.is_empty() {
             return Ok(out);
         }
