@@ -576,11 +576,15 @@ pub struct Sizes {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct OverallStats {
-    /// Keys read (each key of a batch counts; a key a batch lists twice counts once).
+    /// Keys read and answered: `hits + misses` (each key of a batch counts; a key a batch
+    /// lists twice counts once). A key whose read ends in an error the caller gets (without
+    /// `fallback_on_error`, and the keys a partial batch error names as not reached) is in
+    /// neither: the level that failed counts it in its `errors`.
     pub reads: u64,
     /// Keys some level had.
     pub hits: u64,
-    /// Keys no level had.
+    /// Keys no level had, and keys a failed level could not read that `fallback_on_error`
+    /// answered as misses.
     pub misses: u64,
     /// L2 hits copied into L1.
     pub backfills: u64,

@@ -14,8 +14,9 @@ mod support;
 
 use std::path::Path;
 
-use support::RedisServer;
-use uno_cache::{CacheConfig, CacheManager, CacheStats};
+use support::{MemcachedServer, RedisServer};
+use uno_cache::distributed::{MemcachedOptions, MemcachedStore};
+use uno_cache::{CacheConfig, CacheManager, CacheStats, Error};
 
 fn config(dir: &Path, kind: &str, hosts: &[String], fallback: bool) -> CacheConfig {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
@@ -191,4 +192,66 @@ fn a_key_a_batch_lists_twice_is_read_and_counted_once() {
         assert_eq!(stats.overall.reads, 3, "{name}");
         cache.delete("in_l2").unwrap();
     }
+}
+
+/// A batch read some of whose keys' node is down, with `fallback_on_error = false`: the caller
+/// gets the partial error, and the keys it could not read count in neither `overall.hits` nor
+/// `overall.misses`, as a single read whose error reaches the caller does (their level counts
+/// the error); with fallback, such a key is answered as a miss and counted as one.
+#[test]
+fn keys_a_batch_could_not_read_count_as_misses_only_when_fallback_answers_them() {
+    let servers = [MemcachedServer::start(), MemcachedServer::start()];
+    let hosts: Vec<String> = servers.iter().map(MemcachedServer::addr).collect();
+    let place =
+        MemcachedStore::connect(MemcachedOptions::with_hosts(hosts.iter().cloned()).prefix("sc:")).unwrap();
+    let on = |host: usize| -> String {
+        (0..)
+            .map(|i| format!("key{i}"))
+            .find(|k| place.server_key(k).1 == host)
+            .unwrap()
+    };
+    let (up, down) = (on(0), on(1));
+    let [server0, mut server1] = servers;
+    let strict_dir = tempfile::tempdir().unwrap();
+    let strict = CacheManager::new(config(strict_dir.path(), "memcached", &hosts, false)).unwrap();
+    let lenient_dir = tempfile::tempdir().unwrap();
+    let lenient = CacheManager::new(config(lenient_dir.path(), "memcached", &hosts, true)).unwrap();
+    server1.kill();
+
+    let err = strict.multi_get_raw(&[up.as_str(), down.as_str()]).unwrap_err();
+    assert!(matches!(err, Error::PartialBatch(_)), "{err}");
+    let err = strict.get_raw(&down).unwrap_err();
+    assert!(!matches!(err, Error::PartialBatch(_)), "{err}");
+    let stats = strict.stats();
+    // Both keys missed L1 (three L1 reads); only `up`'s L2 read was answered.
+    assert_eq!(
+        counts(&stats),
+        Counts {
+            memory: (0, 0),
+            file: (0, 3),
+            local: (0, 3),
+            distributed: (0, 1),
+            overall: (0, 1),
+        }
+    );
+    assert_eq!(stats.overall.reads, 1);
+    assert!(stats.distributed.errors >= 2, "{:?}", stats.distributed);
+
+    assert!(lenient
+        .multi_get_raw(&[up.as_str(), down.as_str()])
+        .unwrap()
+        .is_empty());
+    assert_eq!(lenient.get_raw(&down).unwrap(), None);
+    let stats = lenient.stats();
+    assert_eq!(
+        counts(&stats),
+        Counts {
+            memory: (0, 0),
+            file: (0, 3),
+            local: (0, 3),
+            distributed: (0, 1),
+            overall: (0, 3),
+        }
+    );
+    drop(server0);
 }
