@@ -297,7 +297,7 @@ impl CacheManager {
         let Some(l2) = &s.l2 else {
             return Ok(suspect.map(|s| s.entry.value));
         };
-        let ticket = match s.before_l2(key) {
+        let ticket = match s.before_l2(key, suspect.is_some()) {
             Ok(ticket) => ticket,
             Err(answer) => return Ok(answer),
         };

@@ -32,7 +32,7 @@ fn rest_of_read_of_k(s: &super::Shared, batch: bool) -> Option<Vec<u8>> {
         }
         out.remove("k")
     } else {
-        match s.before_l2("k") {
+        match s.before_l2("k", false) {
             Ok(ticket) => s.finish_read("k", ticket, (Instant::now(), l2.get("k"))).unwrap(),
             Err(answer) => answer,
         }

@@ -561,9 +561,15 @@ impl Shared {
     /// The part of a single read between L1 and L2: takes the backfill ticket, then answers
     /// without L2 if this manager is deleting the key (L2 may still hold a value the delete
     /// replaced: the read is a miss, as it will be once the delete returns) or if the
-    /// write-behind queue holds a newer value than L2.
-    pub(crate) fn before_l2(&self, key: &str) -> Result<Ticket, Option<Vec<u8>>> {
-        self.before_l2_with(key, self.ticket(key))
+    /// write-behind queue holds a newer value than L2. `suspect`: the read found an L1 entry it
+    /// was to check against L2; answered here instead, it is an L1 miss, as it is when L2
+    /// answers it (see `settle_suspect`).
+    pub(crate) fn before_l2(&self, key: &str, suspect: bool) -> Result<Ticket, Option<Vec<u8>>> {
+        let answered = self.before_l2_with(key, self.ticket(key));
+        if suspect && answered.is_err() {
+            self.metrics.local.misses.incr();
+        }
+        answered
     }
 
     /// The backfill ticket of a read about to ask L2, with the write-behind queue's settle

@@ -80,7 +80,7 @@ fn a_revalidation_that_read_l2_before_l1_was_made_suspect_again_does_not_confirm
     } = suspect_read_of_v1();
     let s = &cache.shared;
     // A read of k: L1 holds v1, suspect; it asks L2, which still says v1 ...
-    let ticket = s.before_l2("k").unwrap();
+    let ticket = s.before_l2("k", true).unwrap();
     let answer = l2.get("k");
     // ... then another instance writes v2 (its message is lost: we are not subscribed) and the
     // subscription comes back, which makes every L1 entry suspect again ...
@@ -117,7 +117,7 @@ fn a_revalidation_confirms_only_the_bytes_it_compared() {
     cache.set_raw("k", b"v2", None).unwrap();
     l2.inner.set("k", b"v1", None).unwrap();
     restore_subscription(&receiver);
-    let ticket = s.before_l2("k").unwrap();
+    let ticket = s.before_l2("k", true).unwrap();
     let answer = l2.get("k");
     let _ = s
         .finish_revalidate("k", entry, ticket, (Instant::now(), answer))
@@ -144,4 +144,42 @@ fn a_revalidation_that_finds_the_same_bytes_never_keeps_the_entry_past_l2s_expir
         expires_at <= asked_at + Duration::from_secs(6),
         "L1 keeps v1 until {expires_at:?}, past L2's expiry about 5 s after {asked_at:?}"
     );
+}
+
+/// A suspect read that a delete in progress answers before it reaches L2 (a miss, as the read
+/// will be once the delete returns) missed L1, as one L2 answers does: single and batch reads
+/// alike count it once, as an L1 miss. Before, neither counted it in L1 at all.
+#[test]
+fn a_suspect_read_answered_between_the_levels_is_one_l1_miss() {
+    for batch in [false, true] {
+        let SuspectRead {
+            _dir, cache, entry, ..
+        } = suspect_read_of_v1();
+        let s = &cache.shared;
+        let deleting = s.guard.order(["k"], true);
+        let answer = if batch {
+            let mut out = std::collections::HashMap::new();
+            let mut suspects = std::collections::HashMap::from([("k", entry)]);
+            let (left, _) = s.read_many_behind(vec!["k"], &mut out, &mut suspects);
+            assert!(
+                left.is_empty() && suspects.is_empty(),
+                "batch: answered without L2"
+            );
+            out.remove("k")
+        } else {
+            s.before_l2("k", true).err().flatten()
+        };
+        drop(deleting);
+        assert_eq!(
+            answer, None,
+            "batch {batch}: a miss while the key is being deleted"
+        );
+        let stats = cache.stats();
+        assert_eq!(stats.consistency.deleting_misses, 1, "batch {batch}");
+        assert_eq!(
+            (stats.local.hits, stats.local.misses, stats.overall.misses),
+            (0, 1, 1),
+            "batch {batch}"
+        );
+    }
 }

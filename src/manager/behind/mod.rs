@@ -638,7 +638,10 @@ impl Shared {
                     left_tickets.push(ticket);
                 }
                 Err(found) => {
-                    suspects.remove(key);
+                    if suspects.remove(key).is_some() {
+                        // As a single read's (see `before_l2`): an L1 miss.
+                        self.metrics.local.misses.incr();
+                    }
                     if let Some(value) = found {
                         out.insert(key.to_owned(), value);
                     }
