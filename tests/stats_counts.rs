@@ -13,10 +13,11 @@
 mod support;
 
 use std::path::Path;
+use std::sync::mpsc;
 
 use support::{MemcachedServer, RedisServer};
 use uno_cache::distributed::{MemcachedOptions, MemcachedStore};
-use uno_cache::{CacheConfig, CacheManager, CacheStats, Error};
+use uno_cache::{CacheConfig, CacheManager, CacheStats, Error, Fetched};
 
 fn config(dir: &Path, kind: &str, hosts: &[String], fallback: bool) -> CacheConfig {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
@@ -52,6 +53,25 @@ type Read = (&'static str, fn(&CacheManager, &str) -> Option<u32>);
 
 /// A batch read, named: how many keys it found.
 type Batch = (&'static str, fn(&CacheManager, &[&str]) -> usize);
+
+/// A loader, as the loading calls take it.
+type Loader = Box<dyn FnOnce() -> Result<u32, LoadError> + Send>;
+
+/// A loading call of `k`, named.
+type LoadCall = (&'static str, fn(&CacheManager, Loader) -> Result<u32, LoadError>);
+
+/// A loader's error, or the cache's.
+#[derive(Debug)]
+enum LoadError {
+    Source,
+    Cache(Error),
+}
+
+impl From<Error> for LoadError {
+    fn from(e: Error) -> Self {
+        LoadError::Cache(e)
+    }
+}
 
 /// The read counts of every level: memory tier, file tier, local (both), L2, overall.
 #[derive(Debug, PartialEq, Eq)]
@@ -254,4 +274,68 @@ fn keys_a_batch_could_not_read_count_as_misses_only_when_fallback_answers_them()
         }
     );
     drop(server0);
+}
+
+/// A loading call that waited on another caller's load, which failed, looks at the key again
+/// and loads: that look is not a second read (as a leader's look before it loads is not).
+/// Before, it was counted again at every level, so two callers of a missing key counted three
+/// misses.
+#[test]
+fn a_loading_call_that_waited_on_a_failed_load_counts_its_read_once() {
+    let redis = RedisServer::start();
+    let calls: [LoadCall; 4] = [
+        ("get_or_set_with", |c, f| c.get_or_set_with("k", None, f)),
+        ("get_or_set_with_async", |c, f| {
+            support::block_on(c.get_or_set_with_async("k", None, || async move { f() }))
+        }),
+        ("get_or_load", |c, f| {
+            c.get_or_load("k", None, f).map(Fetched::into_value)
+        }),
+        ("get_or_load_async", |c, f| {
+            support::block_on(c.get_or_load_async("k", None, || async move { f() })).map(Fetched::into_value)
+        }),
+    ];
+    for (name, call) in calls {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = redis_cache(dir.path(), &redis);
+        cache.delete("k").unwrap();
+        let cache = &cache;
+        let (release, gate) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let failing = scope.spawn(move || {
+                call(
+                    cache,
+                    Box::new(move || {
+                        gate.recv().unwrap();
+                        Err(LoadError::Source)
+                    }),
+                )
+            });
+            support::wait_until("the first caller loads", || cache.stats().overall.loads == 1);
+            let waiting = scope.spawn(move || call(cache, Box::new(|| Ok(7))));
+            support::wait_until("the second caller waits on its load", || {
+                cache.stats().overall.load_waits == 1
+            });
+            release.send(()).unwrap();
+            match failing.join().unwrap() {
+                Err(LoadError::Source) => {}
+                Err(LoadError::Cache(e)) => panic!("{name}: the cache failed: {e}"),
+                Ok(v) => panic!("{name}: the failing load answered {v}"),
+            }
+            assert_eq!(waiting.join().unwrap().unwrap(), 7, "{name}");
+        });
+        let stats = cache.stats();
+        assert_eq!(stats.overall.loads, 2, "{name}");
+        assert_eq!(
+            counts(&stats),
+            Counts {
+                memory: (0, 2),
+                file: (0, 2),
+                local: (0, 2),
+                distributed: (0, 2),
+                overall: (0, 2),
+            },
+            "{name}"
+        );
+    }
 }

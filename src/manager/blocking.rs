@@ -221,8 +221,15 @@ impl CacheManager {
         F: FnOnce() -> Result<T, E>,
     {
         Shared::check_ttl(key, ttl)?;
+        let mut looked = false;
         loop {
-            match self.get(key) {
+            let found = if looked {
+                self.relook::<T>(key).map(Lookup::into_option)
+            } else {
+                self.get(key)
+            };
+            looked = true;
+            match found {
                 Ok(Some(value)) => return Ok(value),
                 Ok(None) => {}
                 // No fresh value can be had: fail-safe serves the stale copy, if any.
@@ -294,6 +301,19 @@ impl CacheManager {
             None => s.finish_read(key, ticket, (started, result)),
             Some(entry) => s.finish_revalidate(key, entry, ticket, (started, result)),
         }
+    }
+
+    /// A loading call's look again at `key` once the flight it waited on ended without a
+    /// value for it (failed, or given up at the hard timeout): the read's rules, not counted,
+    /// as a leader's second look is; the call's read was counted once, before it waited.
+    pub(crate) fn relook<T>(&self, key: &str) -> Result<Lookup<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if let Some(value) = self.shared.hot_uncounted::<T>(key) {
+            return Ok(Lookup::Hit(value));
+        }
+        self.shared.relooked(key, self.leader_reread(key))
     }
 
     /// A loading call's leader's second look at the key, uncounted (see

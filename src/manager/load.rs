@@ -220,8 +220,14 @@ impl CacheManager {
         Shared::check_ttl(key, ttl)?;
         let s = &self.shared;
         let mut loader = Some(loader);
+        let mut looked = false;
         loop {
-            let found = self.lookup_typed::<T, T>(key, None, |v| v);
+            let found = if looked {
+                self.relook::<T>(key)
+            } else {
+                self.lookup_typed::<T, T>(key, None, |v| v)
+            };
+            looked = true;
             let refresh = || {
                 if let Some(load) = loader.take() {
                     self.refresh_ahead(key, |leader, slot, watch| {

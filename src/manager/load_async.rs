@@ -98,8 +98,14 @@ impl CacheManager {
         Shared::check_ttl(key, ttl)?;
         let s = &self.shared;
         let mut load = Some(load);
+        let mut looked = false;
         loop {
-            let found = self.lookup_typed_async::<T, T>(key, None, |v| v).await;
+            let found = if looked {
+                self.relook_async::<T>(key).await
+            } else {
+                self.lookup_typed_async::<T, T>(key, None, |v| v).await
+            };
+            looked = true;
             let refresh = || {
                 if let Some(load) = load.take() {
                     self.refresh_ahead(key, |leader, slot, watch| {

@@ -230,8 +230,15 @@ impl CacheManager {
         Fut: Future<Output = Result<T, E>>,
     {
         Shared::check_ttl(key, ttl)?;
+        let mut looked = false;
         loop {
-            match self.get_async(key).await {
+            let found = if looked {
+                self.relook_async::<T>(key).await.map(Lookup::into_option)
+            } else {
+                self.get_async(key).await
+            };
+            looked = true;
+            match found {
                 Ok(Some(value)) => return Ok(value),
                 Ok(None) => {}
                 // A value this type cannot read is loaded anew, as a miss is.
@@ -307,6 +314,17 @@ impl CacheManager {
             None => s.finish_read(key, ticket, (started, result)),
             Some(entry) => s.finish_revalidate(key, entry, ticket, (started, result)),
         }
+    }
+
+    /// Async [`relook`](CacheManager::relook).
+    pub(crate) async fn relook_async<T>(&self, key: &str) -> Result<Lookup<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if let Some(value) = self.shared.hot_uncounted::<T>(key) {
+            return Ok(Lookup::Hit(value));
+        }
+        self.shared.relooked(key, self.leader_reread_async(key).await)
     }
 
     /// Async `leader_reread`.
