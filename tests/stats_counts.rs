@@ -12,12 +12,16 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::Path;
-use std::sync::mpsc;
+#[path = "support/delegate.rs"]
+mod delegate;
 
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+
+use delegate::{Delegate, Wrap, WrapLocal};
 use support::{MemcachedServer, RedisServer};
 use uno_cache::distributed::{MemcachedOptions, MemcachedStore};
-use uno_cache::{CacheConfig, CacheManager, CacheStats, Error, Fetched};
+use uno_cache::{CacheConfig, CacheManager, CacheStats, Entry, Error, Fetched, FileStore, Freshness};
 
 fn config(dir: &Path, kind: &str, hosts: &[String], fallback: bool) -> CacheConfig {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
@@ -334,6 +338,72 @@ fn a_loading_call_that_waited_on_a_failed_load_counts_its_read_once() {
                 local: (0, 2),
                 distributed: (0, 2),
                 overall: (0, 2),
+            },
+            "{name}"
+        );
+    }
+}
+
+/// A file-store L1 whose reads fail (its device gone, say).
+struct FailingReads(FileStore);
+
+fn read_failure() -> Error {
+    Error::Backend {
+        level: "file",
+        op: "get",
+        reason: "the device is gone".into(),
+    }
+}
+
+impl Wrap for FailingReads {
+    type Inner = FileStore;
+    fn inner(&self) -> &FileStore {
+        &self.0
+    }
+    fn get(&self, _: &str) -> uno_cache::Result<Option<Entry>> {
+        Err(read_failure())
+    }
+}
+
+impl WrapLocal for FailingReads {
+    fn get_checked(&self, _: &str) -> uno_cache::Result<Option<(Entry, Freshness)>> {
+        Err(read_failure())
+    }
+}
+
+/// A loading call's leader looks at its key again before it loads, uncounted; when L1 failed
+/// that look (hidden by `fallback_on_error`), the look went on as a full read, counted: the
+/// key's L2 miss and its overall miss were counted twice. The L1 failures are counted, each.
+#[test]
+fn a_leaders_look_again_through_a_failing_l1_is_not_counted_as_a_second_read() {
+    let redis = RedisServer::start();
+    let calls: [LoadCall; 2] = [
+        ("get_or_set_with", |c, f| c.get_or_set_with("k", None, f)),
+        ("get_or_set_with_async", |c, f| {
+            support::block_on(c.get_or_set_with_async("k", None, || async move { f() }))
+        }),
+    ];
+    for (name, call) in calls {
+        let dir = tempfile::tempdir().unwrap();
+        let l1 = FileStore::open(dir.path(), uno_cache::FileStoreOptions::default()).unwrap();
+        let cache = CacheManager::builder()
+            .config(config(dir.path(), "redis", &[redis.addr()], true))
+            .local(Arc::new(Delegate(FailingReads(l1))))
+            .build()
+            .unwrap();
+        cache.delete("k").unwrap();
+        assert_eq!(call(&cache, Box::new(|| Ok(7))).unwrap(), 7, "{name}");
+        let stats = cache.stats();
+        assert_eq!(stats.overall.loads, 1, "{name}");
+        assert_eq!(stats.local.errors, 2, "{name}: the read's and the look's");
+        assert_eq!(
+            counts(&stats),
+            Counts {
+                memory: (0, 0),
+                file: (0, 0),
+                local: (0, 0),
+                distributed: (0, 1),
+                overall: (0, 1),
             },
             "{name}"
         );

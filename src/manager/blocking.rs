@@ -323,6 +323,7 @@ impl CacheManager {
         match s.leader_reread(key) {
             Reread::Done(found) => Ok(found),
             Reread::Full => self.get_raw(key),
+            Reread::Failed(e) => Err(e),
             Reread::AskL2(l2, ticket) => {
                 let started = Instant::now();
                 let result = l2.get(key);

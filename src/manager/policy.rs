@@ -189,9 +189,10 @@ pub(crate) enum Reread<'a> {
     Done(Option<Vec<u8>>),
     /// L1 missed: ask this L2 with this ticket, then [`Shared::finish_reread`].
     AskL2(&'a dyn DistributedStorage, Ticket),
-    /// L1 cannot answer alone (a suspect entry, L1 distrusted or failing): the full read,
-    /// counted.
+    /// L1 cannot answer alone (a suspect entry, or L1 distrusted): the full read, counted.
     Full,
+    /// L1 failed, and `fallback_on_error` does not hide it: the caller's error.
+    Failed(Error),
 }
 
 /// What a single read does after L1.
@@ -399,7 +400,14 @@ impl Shared {
         match self.look_l1(key) {
             Ok(L1Read::Hit(value)) => return Reread::Done(Some(value)),
             Ok(L1Read::Miss) => {}
-            Ok(L1Read::Suspect(_)) | Err(_) => return Reread::Full,
+            Ok(L1Read::Suspect(_)) => return Reread::Full,
+            // Counted as every failed call is; hidden, the look goes on as after an L1 miss, as
+            // a read's does (the full read would count the key a second time).
+            Err(e) => {
+                if let Err(e) = self.failed(Level::Local, "get", key, e) {
+                    return Reread::Failed(e);
+                }
+            }
         }
         let Some(l2) = &self.l2 else {
             return Reread::Done(None);
