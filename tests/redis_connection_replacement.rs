@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use support::{
     async_gets_leave_a_silent_connection, each_timed_out_at_the_redis_deadline,
-    impatient_gets_until_k_answers_v, until_k_answers_v, until_ok, RedisServer,
+    impatient_gets_until_k_answers_v, until_ok, RedisServer,
 };
 use uno_cache::{DistributedStorage, Error, RedisOptions, RedisStore, Storage};
 
@@ -104,7 +104,7 @@ fn blocking_calls_over_tls_move_to_a_new_connection_when_theirs_goes_silent() {
         matches!(result, Err(Error::Timeout { level: "redis", .. })),
         "{result:?}"
     );
-    until_k_answers_v("still on the silent connection", || redis.get("k"));
+    support::until_k_answers_v("still on the silent connection", || redis.get("k"));
 }
 
 /// A failover that demotes the primary to a replica of the new one while it stays up, with the
