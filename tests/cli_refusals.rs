@@ -225,3 +225,58 @@ fn an_empty_dir_or_config_variable_is_named_in_the_refusal() {
         );
     }
 }
+
+/// `UNO_CACHE_DIR` exported in a profile stands for `--dir`, so every `--config` call is refused;
+/// clap's refusal named a `--dir` the command line did not have, without the variable (found by
+/// walking the README).
+#[test]
+fn a_dir_or_config_variable_in_conflict_with_the_other_flag_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = file_store_config(dir.path());
+    let runs = [
+        (
+            "UNO_CACHE_DIR",
+            dir.path().join("named"),
+            "--config",
+            config.clone(),
+        ),
+        (
+            "UNO_CACHE_CONFIG",
+            config.clone(),
+            "--dir",
+            dir.path().join("named"),
+        ),
+    ];
+    for (var, value, flag, flag_value) in runs {
+        let out = bin()
+            .env_remove("UNO_CACHE_DIR")
+            .env_remove("UNO_CACHE_CONFIG")
+            .env(var, &value)
+            .arg(flag)
+            .arg(&flag_value)
+            .args(["get", "k"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("came from {var}, which is set"))
+                && stderr.contains(&format!("unset {var}")),
+            "{stderr}"
+        );
+    }
+    // Both flags typed: the variables are not to blame, and are not named.
+    let out = bin()
+        .env("UNO_CACHE_DIR", dir.path().join("other"))
+        .env_remove("UNO_CACHE_CONFIG")
+        .arg("--config")
+        .arg(&config)
+        .arg("--dir")
+        .arg(dir.path().join("named"))
+        .args(["get", "k"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("UNO_CACHE_DIR"), "{stderr}");
+}

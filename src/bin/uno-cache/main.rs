@@ -172,6 +172,10 @@ fn parse_failed(e: &clap::Error) -> ExitCode {
                 // clap blames the flag, which the user did not type.
                 err!("uno-cache: {var} is set and empty, and stands for the flag on a command line without it; unset it or set it to a path\n");
             }
+            for (var, flag) in env_vars_in_conflict(e) {
+                // clap names `--dir` or `--config` as given, though it came from the environment.
+                err!("uno-cache: {flag} came from {var}, which is set: `--dir` and `--config` each name the store, so unset {var} to use the other\n");
+            }
             code
         }
         Err(write) => {
@@ -201,6 +205,28 @@ fn empty_env_var(e: &clap::Error) -> Option<&'static str> {
             arg.starts_with(flag) && std::env::var_os(var).is_some_and(|value| value.is_empty())
         })
         .map(|(_, var)| var)
+}
+
+/// The variables behind a `--dir` / `--config` conflict that the command line did not give as
+/// flags: `UNO_CACHE_DIR` exported in a profile refused every `--config` call with an error about
+/// a `--dir` the user never typed.
+fn env_vars_in_conflict(e: &clap::Error) -> Vec<(&'static str, &'static str)> {
+    if e.kind() != clap::error::ErrorKind::ArgumentConflict {
+        return Vec::new();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let typed = |long: &str, short: &str| {
+        args.iter()
+            .any(|a| a == long || a.starts_with(&format!("{long}=")) || a.starts_with(short))
+    };
+    [
+        ("UNO_CACHE_DIR", "--dir", "-d"),
+        ("UNO_CACHE_CONFIG", "--config", "-c"),
+    ]
+    .into_iter()
+    .filter(|(var, long, short)| std::env::var_os(var).is_some_and(|v| !v.is_empty()) && !typed(long, short))
+    .map(|(var, long, _)| (var, long))
+    .collect()
 }
 
 /// `--ttl`, checked before anything is opened: a refused call changes nothing.
