@@ -190,7 +190,9 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 /// What only a level in this process can do: the manager's L1 (file store, memory store, redb
-/// store, the two-tier level). Every method is required.
+/// store, the two-tier level). Every method is required but
+/// [`watch_tier_above`](LocalStorage::watch_tier_above), which a level without an eviction policy
+/// has no use for.
 pub trait LocalStorage: Storage {
     /// Reads a key and says whether the entry is [`Freshness::Suspect`]. A level that keeps
     /// nothing across a loss of certainty reports every entry as trusted.
