@@ -151,22 +151,27 @@ fn a_version_3_dump_whose_end_line_does_not_count_its_entries_is_refused() {
 }
 
 /// The end line ends the dump: what follows is refused, a second dump joined to it (whose own
-/// cut could not be seen), or a blank line.
+/// cut could not be seen), or a blank line, which is named as one, with what to do.
 #[test]
 fn input_after_a_version_3_dumps_end_line_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dump_of_three(dir.path());
-    for tail in [&whole[..], b"\n", b"d\t4\n", b"# end 3\n"] {
+    let joined = "line 6: input after the dump's end line (line 5)";
+    let blank = "line 6: an empty line after the dump's end line (line 5); a dump ends there, so delete the lines after it";
+    for (tail, says) in [
+        (&whole[..], joined),
+        (b"\n", blank),
+        (b"\r\n", blank),
+        (b"d\t4\n", joined),
+        (b"# end 3\n", joined),
+    ] {
         let store = tempfile::tempdir().unwrap();
         let mut input = whole.clone();
         input.extend_from_slice(tail);
         let out = import(store.path(), &input);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains("line 6: input after the dump's end line (line 5)"),
-            "{stderr}"
-        );
+        assert!(stderr.contains(says), "{stderr}");
         assert_eq!(run(store.path(), &["get", "d"]).status.code(), Some(1));
     }
     // A second header before the end line: the first dump was cut short, then another joined.

@@ -160,10 +160,13 @@ pub fn import(
         if let Some(end) = ended_at {
             // Whatever follows the end line is no part of the dump it ends: two dumps joined,
             // say, the first of which may itself have been cut short before its end line.
-            return Err(stopped(
-                count,
-                format!("line {line_no}: input after the dump's end line (line {end}); a dump ends there, so import each dump on its own"),
-            ));
+            // A blank line (an editor's, or `echo >> dump`) is no second dump: say what to do.
+            let what = if line.is_empty() {
+                format!("line {line_no}: an empty line after the dump's end line (line {end}); a dump ends there, so delete the lines after it")
+            } else {
+                format!("line {line_no}: input after the dump's end line (line {end}); a dump ends there, so import each dump on its own")
+            };
+            return Err(stopped(count, what));
         }
         // The header and the end line are comments: a line with a TAB is an entry, whatever its
         // key starts with.
