@@ -282,3 +282,18 @@ fn a_durable_import_answers_every_entry_line_including_an_expired_one() {
     );
     assert_eq!(run(dir.path(), &["get", "stale\tkey"]).status.code(), Some(1));
 }
+
+/// `import --help` said that any dump without its end line was cut short and refused, where a
+/// version-2 or headerless dump imports with a note (found by walking the README).
+#[test]
+fn import_help_says_only_a_version_3_dump_is_refused_without_its_end_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["import", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{help}");
+    assert!(
+        help.contains("A version-3 dump without its `# end N` line")
+            && help.contains("Older dumps have no end line: they import, with a note"),
+        "{help}"
+    );
+}

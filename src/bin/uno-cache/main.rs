@@ -128,9 +128,9 @@ enum Command {
     Dump,
     /// Read dump lines from stdin and store them, each with the expiry it was dumped with.
     /// Entries that have expired since are skipped. Lines without an expiry (and dumps from
-    /// before expiries were dumped) never expire unless `--ttl` is given. A dump without its
-    /// `# end N` line, or with another count, was cut short: exit 2 (the lines before stay
-    /// stored).
+    /// before expiries were dumped) never expire unless `--ttl` is given. A version-3 dump
+    /// without its `# end N` line, or with another count, was cut short: exit 2 (the lines
+    /// before stay stored). Older dumps have no end line: they import, with a note.
     Import {
         /// Answer each entry line on stdout: `ok<TAB>key` once it is durable on disk (fsync per
         /// line), `expired<TAB>key` for one skipped as already expired (nothing stored).
