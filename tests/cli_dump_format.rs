@@ -297,3 +297,32 @@ fn import_help_says_only_a_version_3_dump_is_refused_without_its_end_line() {
         "{help}"
     );
 }
+
+/// An empty input (`dump > backup.tsv` that failed before its header: a mistyped `--dir`) was
+/// imported as an empty dump of the headerless kind, exit 0; every dump of version 3 has its
+/// header and end line, so it is refused (found by walking the README).
+#[test]
+fn an_empty_input_is_refused_as_no_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_with_stdin(dir.path(), &["import"], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the input is empty") && stderr.contains("take the dump again"),
+        "{stderr}"
+    );
+    // A dump of an empty store is not empty: it imports.
+    let empty_store = tempfile::tempdir().unwrap();
+    assert!(run(empty_store.path(), &["set", "k", "v"]).status.success());
+    assert!(run(empty_store.path(), &["del", "k"]).status.success());
+    let dump = run(empty_store.path(), &["dump"]);
+    assert_eq!(dump.status.code(), Some(0));
+    assert_eq!(dump.stdout, b"# uno-cache dump 3\n# end 0\n");
+    let out = run_with_stdin(dir.path(), &["import"], &dump.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -224,6 +224,11 @@ pub fn import(
             acknowledge(&mut out, "ok", &key).map_err(|e| stopped(count, e))?;
         }
     }
+    if last_line == 0 {
+        // No header either: the output of a `dump >` that failed before it wrote anything (a
+        // mistyped --dir, a full disk), which a version-2 reading took for an empty dump.
+        return Err(format!("the input is empty, and a dump has at least its header (`{DUMP_HEADER}`) and end line; nothing was imported: take the dump again (a `dump` that exits 0 wrote both)"));
+    }
     if version == Version::Three && ended_at.is_none() {
         // Every line so far was whole: the dump was cut at a line break (a full disk under
         // `dump >`, a `dump` that was killed), which only the missing end line tells.
