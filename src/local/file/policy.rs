@@ -261,7 +261,18 @@
 //! ranking. Tried since: ranking a protected entry met unread for the first time level with one
 //! read once (57.9, no change), and spending a read at every other keep rather than every keep,
 //! so that a key read once in two passes keeps its count (58.1 against 58.5; the working set that
-//! slides fell from 71.5 to 63.8).
+//! slides fell from 71.5 to 63.8). Tried on 2026-12-05 (medians of 4 to 8 processes, main 57.9-58.2
+//! there): a fixed fourteen sixteenths (58.3: a segment of this row holds about 434 records, 310
+//! read and 69 protected unread, and only fifteen sixteenths keeps all 69; the sliding working set
+//! fell to 69.0); a credit, an eviction copying up to fifteen sixteenths while the ones before
+//! copied less than fourteen (58.9, but the sliding working set fell to 68.1-69.5); that credit
+//! scaled as ARC adapts, up when a fill asks for a key dropped while protected (a filter of such
+//! keys, 2 bytes per entry), down when it asks for a ghost (58.3-58.8; the sliding working set
+//! 72.1-74.1 and the example's mean 50.83 → 51.12, but zigzag at 25% of its keys fell from +9.1 to
+//! +3.8 against `quick_cache`, cpp at 10% from -1.83 to -2.01, and copies rose to 5.9 per record);
+//! ranking unread protected entries kept unread once below those met unread for the first time
+//! (no change). Only more room moves this row, and every way to give it costs the copy bound or
+//! another row.
 //!
 //! A working set that nearly fills the store meets it too. 900 keys read every pass in a lightly
 //! shuffled order, 100 of them replaced by new keys each pass, in a store of 1,000 entries
