@@ -47,6 +47,7 @@ macro_rules! err {
     }};
 }
 
+mod args;
 mod dump;
 
 use std::io::{self, IsTerminal, Write};
@@ -55,93 +56,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use args::{command_name, key_arg, parse_failed, ttl_arg, Cli, Command};
+use clap::Parser;
 use uno_cache::{
     CacheConfig, CacheManager, Clock, Durability, FileStore, FileStoreOptions, LocalKind, ManualClock,
     SystemClock,
 };
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "uno-cache",
-    version,
-    about = "Inspect and edit an uno-cache directory"
-)]
-struct Cli {
-    /// The store directory (`set` and `import` create it if missing; the other commands refuse
-    /// a path with no store).
-    #[arg(long, short = 'd', env = "UNO_CACHE_DIR", default_value = "./uno-cache-data")]
-    dir: PathBuf,
-    /// A TOML configuration file (the `CacheConfig` format); its `local.path` is the store
-    /// directory, so `--dir` (or `UNO_CACHE_DIR`) with it is refused rather than ignored.
-    #[arg(long, short = 'c', env = "UNO_CACHE_CONFIG", conflicts_with = "dir")]
-    config: Option<PathBuf>,
-    /// Size bound in MiB. Without it, the bound the store recorded (its application's) is kept;
-    /// with it, this bound is used and recorded in the store.
-    #[arg(long)]
-    max_size_mb: Option<u64>,
-    /// Keeps expired entries younger than this many seconds as stale copies, as the
-    /// application's fail-safe window (`loader.fail_safe_max_duration`) does: `compact` leaves
-    /// them for its fail-safe reads. Without it, and without `--config` (whose window is used),
-    /// the store keeps none, and `compact` removes them. The store does not record the window.
-    /// Refused with `--config` for `get`, `set`, `del` and `stats`, which run through the manager
-    /// and its configured window.
-    #[arg(long, value_name = "SECS")]
-    keep_expired_secs: Option<u64>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print a value to stdout (raw bytes). Exit 1 and print nothing on a miss, 3 if the
-    /// record is damaged (once: the read deletes the key from the store).
-    Get { key: String },
-    /// Store a value (the argument's UTF-8 bytes).
-    Set {
-        key: String,
-        value: String,
-        /// Time to live in seconds (fractions allowed, at least 0.001). With --config, each
-        /// level keeps it at most its own ttl (local.ttl, distributed.ttl).
-        #[arg(long)]
-        ttl: Option<f64>,
-    },
-    /// Delete a key. Exit 1 if it was not there; with --config, 4 if L1 did not hold it and the
-    /// delete was queued for an L2 that could not be asked (whether L2 held it is not known).
-    Del { key: String },
-    /// Show sizes and counters. With --config the manager's counters are this run's own, which
-    /// reads nothing: the table leaves hit rates out (`--json` has every counter, of this run).
-    Stats {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check every record's checksum. Exit 3 if anything is damaged.
-    Verify,
-    /// Sweep expired entries and rewrite sparse segments now.
-    Compact,
-    /// Print every live entry as `key<TAB>value[<TAB>expires_at_ms]`, escaped (`\\`, `\t`,
-    /// `\n`, `\r`, `\xHH`), after a `# uno-cache dump 3` line and before a `# end N` line (N the
-    /// entries). The third field, present when the entry expires, is its absolute expiry in Unix
-    /// milliseconds.
-    /// Exit 3 if damage may have taken entries from the dump (named on stderr).
-    Dump,
-    /// Read dump lines from stdin and store them, each with the expiry it was dumped with.
-    /// Entries that have expired since are skipped. Lines without an expiry (and dumps from
-    /// before expiries were dumped) never expire unless `--ttl` is given. A version-3 dump
-    /// without its `# end N` line, or with another count, was cut short: exit 2 (the lines
-    /// before stay stored). Older dumps have no end line: they import, with a note.
-    Import {
-        /// Answer each entry line on stdout: `ok<TAB>key` once it is durable on disk (fsync per
-        /// line), `expired<TAB>key` for one skipped as already expired (nothing stored).
-        #[arg(long)]
-        durable: bool,
-        /// Time to live in seconds for entries without an expiry, and the longest any imported
-        /// entry lives.
-        #[arg(long)]
-        ttl: Option<f64>,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -155,119 +75,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// What a refused command line, `--help` or `--version` exits with. Printed here rather than by
-/// clap's own exit, which ignores a failed write: `--version > /dev/full` exited 0 with nothing
-/// written.
-fn parse_failed(e: &clap::Error) -> ExitCode {
-    let code = if e.use_stderr() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    };
-    match e.print() {
-        Ok(()) => {
-            if let Some(var) = empty_env_var(e) {
-                // clap blames the flag, which the user did not type.
-                err!("uno-cache: {var} is set and empty, and stands for the flag on a command line without it; unset it or set it to a path\n");
-            }
-            for (var, flag) in env_vars_in_conflict(e) {
-                // clap names `--dir` or `--config` as given, though it came from the environment.
-                err!("uno-cache: {flag} came from {var}, which is set: `--dir` and `--config` each name the store, so unset {var} to use the other\n");
-            }
-            code
-        }
-        Err(write) => {
-            let to = if e.use_stderr() { "stderr" } else { "stdout" };
-            err!("uno-cache: writing {to}: {write}\n");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// The environment variable behind an empty `--dir` or `--config` that clap refused, if it is
-/// set and empty: `export UNO_CACHE_DIR=` in a profile was reported as an empty `--dir` given on
-/// a command line that had none.
-fn empty_env_var(e: &clap::Error) -> Option<&'static str> {
-    use clap::error::{ContextKind, ContextValue};
-    let empty = matches!(e.get(ContextKind::InvalidValue), Some(ContextValue::String(v)) if v.is_empty());
-    if e.kind() != clap::error::ErrorKind::InvalidValue || !empty {
-        return None;
-    }
-    let arg = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => arg.as_str(),
-        _ => return None,
-    };
-    [("--dir", "UNO_CACHE_DIR"), ("--config", "UNO_CACHE_CONFIG")]
-        .into_iter()
-        .find(|(flag, var)| {
-            arg.starts_with(flag) && std::env::var_os(var).is_some_and(|value| value.is_empty())
-        })
-        .map(|(_, var)| var)
-}
-
-/// The variables behind a `--dir` / `--config` conflict that the command line did not give as
-/// flags: `UNO_CACHE_DIR` exported in a profile refused every `--config` call with an error about
-/// a `--dir` the user never typed.
-fn env_vars_in_conflict(e: &clap::Error) -> Vec<(&'static str, &'static str)> {
-    if e.kind() != clap::error::ErrorKind::ArgumentConflict {
-        return Vec::new();
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let typed = |long: &str, short: &str| {
-        args.iter()
-            .any(|a| a == long || a.starts_with(&format!("{long}=")) || a.starts_with(short))
-    };
-    [
-        ("UNO_CACHE_DIR", "--dir", "-d"),
-        ("UNO_CACHE_CONFIG", "--config", "-c"),
-    ]
-    .into_iter()
-    .filter(|(var, long, short)| std::env::var_os(var).is_some_and(|v| !v.is_empty()) && !typed(long, short))
-    .map(|(var, long, _)| (var, long))
-    .collect()
-}
-
-/// `--ttl`, checked before anything is opened: a refused call changes nothing.
-fn ttl_arg(ttl: Option<f64>) -> Result<Option<Duration>, String> {
-    match ttl {
-        None => Ok(None),
-        // Expiries are kept in milliseconds: less would be a TTL of zero, which stores refuse.
-        Some(secs) if secs.is_finite() && secs >= 0.001 => {
-            Duration::try_from_secs_f64(secs).map(Some).map_err(|_| {
-                format!(
-                    "--ttl {secs:e}: too long; give at most {:e} seconds",
-                    Duration::MAX.as_secs_f64()
-                )
-            })
-        }
-        Some(secs) => Err(format!(
-            "--ttl {secs}: must be a number of seconds, at least 0.001"
-        )),
-    }
-}
-
-/// The key of `get`, `set` or `del`, checked before anything is opened as `--ttl` is, by the rule
-/// every store holds keys to. `set` and `del` refused such a key anyway, but `get` read it as a
-/// miss (exit 1): `get "$KEY"` with `KEY` unset said "absent" where it should fail.
-fn key_arg(key: &str) -> Result<(), String> {
-    let problem = if key.is_empty() {
-        uno_cache::KeyProblem::Empty
-    } else if key.len() > uno_cache::MAX_KEY_LEN {
-        uno_cache::KeyProblem::TooLong {
-            len: key.len(),
-            max: uno_cache::MAX_KEY_LEN,
-        }
-    } else {
-        return Ok(());
-    };
-    // Shortened as the stores shorten a key in their errors.
-    let mut shown: String = key.chars().take(64).collect();
-    if shown.len() < key.len() {
-        shown.push('…');
-    }
-    Err(uno_cache::Error::InvalidKey { key: shown, problem }.to_string())
 }
 
 fn run(mut cli: Cli) -> Result<ExitCode, String> {
@@ -562,19 +369,6 @@ fn print_value(value: Option<Vec<u8>>) -> Result<ExitCode, String> {
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("writing stdout: {e}"))?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn command_name(command: &Command) -> &'static str {
-    match command {
-        Command::Get { .. } => "get",
-        Command::Set { .. } => "set",
-        Command::Del { .. } => "del",
-        Command::Stats { .. } => "stats",
-        Command::Verify => "verify",
-        Command::Compact => "compact",
-        Command::Dump => "dump",
-        Command::Import { .. } => "import",
-    }
 }
 
 /// `get`, `set`, `del` and `stats` through the multi-level manager a configuration describes.
