@@ -133,6 +133,24 @@ fn stats_json_verify_and_compact_work() {
     assert_eq!(run(dir.path(), &["get", "b"]).stdout, b"2");
 }
 
+/// The bound in the unit `--max-size-mb` takes, with its bytes; `--json` has it too. The table
+/// printed a bare `1073741824` beside a flag in MiB, and the JSON had no bound at all.
+#[test]
+fn stats_gives_the_size_bound_in_mib_with_its_bytes_and_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = run(dir.path(), &["--max-size-mb", "64", "set", "a", "1"]);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let table = String::from_utf8(run(dir.path(), &["stats"]).stdout).unwrap();
+    let line = table
+        .lines()
+        .find(|line| line.trim().starts_with("max size"))
+        .unwrap_or_else(|| panic!("no max size in {table}"));
+    assert!(line.ends_with("64 MiB (67108864 bytes)"), "{line:?}");
+    let stats = run(dir.path(), &["stats", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(json["max_size_bytes"], 64u64 << 20);
+}
+
 #[test]
 fn verify_exits_3_on_a_damaged_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -241,13 +259,7 @@ fn the_cli_keeps_the_size_bound_the_store_recorded() {
         stderr.contains("evicted") && stderr.contains("--max-size-mb"),
         "{stderr}"
     );
-    let stats = String::from_utf8(run(dir.path(), &["stats"]).stdout).unwrap();
-    assert!(
-        stats
-            .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["max", "size", "1048576"]),
-        "{stats}"
-    );
+    assert_eq!(max_size(dir.path()), 1 << 20);
     let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
     let disk = store.stats().disk_bytes;
     assert!(

@@ -50,13 +50,17 @@ pub fn write_file_config(dir: &Path, store: &Path) -> std::path::PathBuf {
     )
 }
 
-/// The size bound `stats` reports for a store directory.
+/// The size bound `stats` reports for a store directory, in bytes: the figure in its
+/// `max size N MiB (B bytes)` line.
 pub fn max_size(store: &Path) -> u64 {
     let out = String::from_utf8(run(store, &["stats"]).stdout).unwrap();
-    out.lines()
+    let line = out
+        .lines()
         .find_map(|line| line.trim().strip_prefix("max size"))
-        .unwrap_or_else(|| panic!("no max size in {out}"))
-        .trim()
+        .unwrap_or_else(|| panic!("no max size in {out}"));
+    line.split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(" bytes)"))
+        .unwrap_or_else(|| panic!("no bytes in the max size line {line:?}"))
         .parse()
         .unwrap()
 }

@@ -582,6 +582,9 @@ fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
         if let Some(object) = value.as_object_mut() {
             let recovery = serde_json::to_value(store.recovery_report()).map_err(|e| e.to_string())?;
             object.insert("recovery".to_owned(), recovery);
+            // The bound in use, which the counters do not carry: the recorded one, or the
+            // flag's.
+            object.insert("max_size_bytes".to_owned(), store.max_size().into());
         }
         let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
         outln!("{text}")?;
@@ -603,9 +606,23 @@ fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
     for (name, value) in rows {
         outln!("  {name:<30}{value:>16}")?;
     }
-    outln!("  {:<30}{:>16}", "max size", store.max_size())?;
+    outln!("  {:<30}{:>16}", "max size", size_in_mib(store.max_size()))?;
     outln!("  {:<30}{:>16}", "file mode", format!("{:#o}", store.file_mode()))?;
     Ok(())
+}
+
+/// A size bound as `--max-size-mb` gives it, in MiB, with the exact bytes: a bare byte count
+/// next to a flag that takes MiB read as a bound a million times too large.
+fn size_in_mib(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes.is_multiple_of(MIB) {
+        format!("{} MiB ({bytes} bytes)", bytes / MIB)
+    } else {
+        // A bound the store took from its size on disk, not from a flag.
+        #[allow(clippy::cast_precision_loss)]
+        let mib = bytes as f64 / MIB as f64;
+        format!("{mib:.2} MiB ({bytes} bytes)")
+    }
 }
 
 fn verify(store: &FileStore) -> Result<ExitCode, String> {
