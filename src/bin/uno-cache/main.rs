@@ -227,9 +227,21 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
             Command::Verify => verify(&store)?,
             Command::Compact => {
                 let report = store.compact().map_err(|e| e.to_string())?;
+                // The open before the compaction already dropped what had expired (beyond the
+                // kept window), so the compaction's own count alone said "0" of a store that
+                // had just lost expired entries.
+                let at_open = store.recovery_report().expired;
+                let expired = if at_open > 0 {
+                    format!(
+                        "expired {} entries ({at_open} dropped by the store's open, {} by the compaction)",
+                        at_open.saturating_add(report.expired),
+                        report.expired
+                    )
+                } else {
+                    format!("expired {} entries", report.expired)
+                };
                 outln!(
-                    "expired {} entries, rewrote {} segments ({} records moved), reclaimed {} bytes",
-                    report.expired,
+                    "{expired}, rewrote {} segments ({} records moved), reclaimed {} bytes",
                     report.segments_rewritten,
                     report.records_moved,
                     report.bytes_reclaimed
