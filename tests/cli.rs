@@ -151,6 +151,27 @@ fn stats_gives_the_size_bound_in_mib_with_its_bytes_and_in_json() {
     assert_eq!(json["max_size_bytes"], 64u64 << 20);
 }
 
+/// A count of one takes the singular: `verify` said "1 segments, 1 records checked" and `import`
+/// "imported 1 entries".
+#[test]
+fn counts_of_one_are_singular_in_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &["set", "k", "v"]);
+    let verified = String::from_utf8(run(dir.path(), &["verify"]).stdout).unwrap();
+    assert!(
+        verified.starts_with("1 segment, 1 record checked, 0 damaged ranges (0 bytes)"),
+        "{verified}"
+    );
+    let dump = run(dir.path(), &["dump"]).stdout;
+    let to = tempfile::tempdir().unwrap();
+    let imported = run_with_stdin(to.path(), &["import"], &dump);
+    let stderr = String::from_utf8_lossy(&imported.stderr);
+    assert!(
+        stderr.contains("imported 1 entry, skipped 0 already expired"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn verify_exits_3_on_a_damaged_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,7 +418,7 @@ fn a_dump_line_with_a_bad_expiry_is_refused_with_its_line_number() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 3") && stderr.contains("expiry"), "{stderr}");
     assert!(
-        stderr.contains("after importing 1 entries"),
+        stderr.contains("after importing 1 entry"),
         "how much was stored: {stderr}"
     );
 }
@@ -490,7 +511,7 @@ fn a_durable_import_whose_acknowledgement_cannot_be_written_says_how_many_entrie
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("writing stdout"), "{stderr}");
     assert!(
-        stderr.contains("after importing 1 entries"),
+        stderr.contains("after importing 1 entry"),
         "the stop does not say what was stored: {stderr}"
     );
     assert_eq!(run(dir.path(), &["get", "a"]).stdout, b"1");

@@ -92,7 +92,10 @@ fn a_version_3_dump_cut_at_any_line_break_is_refused_saying_what_it_stored() {
         assert!(
             stderr.contains(&format!("ends after line {} without", lines + 1))
                 && stderr.contains("cut short")
-                && stderr.contains(&format!("after importing {lines} entries")),
+                && stderr.contains(&format!(
+                    "after importing {lines} {}",
+                    if lines == 1 { "entry" } else { "entries" }
+                )),
             "{stderr}"
         );
         let dumped = String::from_utf8(run(&store, &["dump"]).stdout).unwrap();

@@ -85,7 +85,7 @@ fn compact_counts_the_expired_entries_its_open_dropped() {
     store_with_a_stale_copy(&dir);
     let said = compact(&["--dir", dir.to_str().unwrap()]);
     assert!(
-        said.starts_with("expired 1 entries (1 dropped by the store's open, 0 by the compaction),"),
+        said.starts_with("expired 1 entry (1 dropped by the store's open, 0 by the compaction),"),
         "{said}"
     );
     assert_eq!(stale_copy(&dir), None);

@@ -44,8 +44,9 @@ pub fn dump(store: &FileStore) -> Result<bool, String> {
     }
     // Counted as misses, they left the dump without a word, and a backup was taken as whole.
     err!(
-        "uno-cache: damaged: {} record(s) could not be read and are not in the dump: {}; the rest of the dump is complete\n",
-        damaged.len(),
+        "uno-cache: damaged: {} could not be read and {} not in the dump: {}; the rest of the dump is complete\n",
+        crate::count(damaged.len() as u64, "record", "records"),
+        if damaged.len() == 1 { "is" } else { "are" },
         damaged
             .iter()
             .map(|k| escape::escape(k.as_bytes()))
@@ -109,8 +110,12 @@ pub fn import(
     } else {
         ""
     };
-    let stopped =
-        |count: u64, why: String| format!("{why}; stopped there, after importing {count} entries{stored}");
+    let stopped = |n: u64, why: String| {
+        format!(
+            "{why}; stopped there, after importing {}{stored}",
+            crate::count(n, "entry", "entries")
+        )
+    };
     let limit = max_dump_line(store);
     let mut input = stdin.lock();
     let mut bytes = Vec::new();
@@ -238,7 +243,10 @@ pub fn import(
         ));
     }
     store.flush().map_err(|e| e.to_string())?;
-    err!("imported {count} entries, skipped {expired} already expired\n");
+    err!(
+        "imported {}, skipped {expired} already expired\n",
+        crate::count(count, "entry", "entries")
+    );
     if version == Version::Unchecked {
         err!("uno-cache: note: this dump has no end line (a version-2 dump, or one without a header: written by an older uno-cache), so whether it was cut short at a line break cannot be checked; compare the entries above with those of the store it came from\n");
     }
@@ -281,6 +289,8 @@ fn end_line(line: &str, line_no: u64, entries: u64) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "line {line_no}: the dump's end line says it has {said} entries, but {entries} entry lines came before it: lines were lost from the dump (or added to it); take the dump again (after editing a dump, correct its end line's count)"
+        "line {line_no}: the dump's end line says it has {}, but {} came before it: lines were lost from the dump (or added to it); take the dump again (after editing a dump, correct its end line's count)",
+        crate::count(said, "entry", "entries"),
+        crate::count(entries, "entry line", "entry lines")
     ))
 }

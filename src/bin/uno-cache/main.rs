@@ -233,25 +233,25 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
                 let at_open = store.recovery_report().expired;
                 let expired = if at_open > 0 {
                     format!(
-                        "expired {} entries ({at_open} dropped by the store's open, {} by the compaction)",
-                        at_open.saturating_add(report.expired),
+                        "expired {} ({at_open} dropped by the store's open, {} by the compaction)",
+                        count(at_open.saturating_add(report.expired), "entry", "entries"),
                         report.expired
                     )
                 } else {
-                    format!("expired {} entries", report.expired)
+                    format!("expired {}", count(report.expired, "entry", "entries"))
                 };
                 outln!(
-                    "{expired}, rewrote {} segments ({} records moved), reclaimed {} bytes",
-                    report.segments_rewritten,
-                    report.records_moved,
+                    "{expired}, rewrote {} ({} moved), reclaimed {} bytes",
+                    count(report.segments_rewritten, "segment", "segments"),
+                    count(report.records_moved, "record", "records"),
                     report.bytes_reclaimed
                 )?;
                 if report.damaged_ranges_dropped > 0 {
                     // The last chance to tell: the damage went with the segment, so neither a
                     // later `verify` nor a `get` of its keys can see it.
                     outln!(
-                        "damaged: dropped {} damaged range(s) with the oldest segment; the records in them were lost",
-                        report.damaged_ranges_dropped
+                        "damaged: dropped {} with the oldest segment; the records in them were lost",
+                        count(report.damaged_ranges_dropped, "damaged range", "damaged ranges")
                     )?;
                     ExitCode::from(3)
                 } else {
@@ -464,9 +464,9 @@ fn run_manager(
                 let d = &stats.distributed;
                 if let Some(breaker) = &d.breaker {
                     outln!(
-                        "distributed breaker: {:?} ({} trips)",
+                        "distributed breaker: {:?} ({})",
                         breaker.state,
-                        breaker.trips
+                        count(breaker.trips, "trip", "trips")
                     )?;
                 }
                 if d.config_errors > 0 {
@@ -652,10 +652,10 @@ fn verify(store: &FileStore) -> Result<ExitCode, String> {
         err!("\n");
     }
     outln!(
-        "{} segments, {} records checked, {} damaged ranges ({} bytes)",
-        report.segments,
-        report.records,
-        report.damaged_ranges,
+        "{}, {} checked, {} ({} bytes)",
+        count(report.segments, "segment", "segments"),
+        count(report.records, "record", "records"),
+        count(report.damaged_ranges, "damaged range", "damaged ranges"),
         report.damaged_bytes
     )?;
     for problem in &report.problems {
@@ -688,27 +688,33 @@ fn damage_at_open(opened: &uno_cache::RecoveryReport) -> Vec<String> {
     let mut found = Vec::new();
     if opened.damaged_segments > 0 {
         found.push(format!(
-            "opening the store removed {} segment file(s) whose header was unreadable (moved aside as *.damaged, which can be deleted); the records in them are lost, and where a segment's hint was intact its keys are read as deleted from then on (kept as *.lost, which must not be deleted), so no older version of them is served",
-            opened.damaged_segments
+            "opening the store removed {} whose header was unreadable (moved aside as *.damaged, which can be deleted); the records in them are lost, and where a segment's hint was intact its keys are read as deleted from then on (kept as *.lost, which must not be deleted), so no older version of them is served",
+            count(opened.damaged_segments, "segment file", "segment files")
         ));
     }
     if opened.damaged_segments_left > 0 {
         found.push(format!(
-            "opening the store left {} segment file(s) whose header was unreadable in place, unloaded: their hint could not be kept as *.lost (the log says why; fix that and reopen); the records in them are lost, and their keys are read as deleted",
-            opened.damaged_segments_left
+            "opening the store left {} whose header was unreadable in place, unloaded: their hint could not be kept as *.lost (the log says why; fix that and reopen); the records in them are lost, and their keys are read as deleted",
+            count(opened.damaged_segments_left, "segment file", "segment files")
         ));
     }
     if opened.damaged_ranges > 0 {
         found.push(format!(
-            "opening the store skipped {} damaged range(s) ({} bytes); the records in them are lost",
-            opened.damaged_ranges, opened.damaged_bytes
+            "opening the store skipped {} ({} bytes); the records in them are lost",
+            count(opened.damaged_ranges, "damaged range", "damaged ranges"),
+            opened.damaged_bytes
         ));
     }
     if opened.damaged_lost_files > 0 {
         found.push(format!(
-            "opening the store removed {} damaged *.lost file(s): the keys of the lost segment(s) they named are no longer read as deleted, so an older (overwritten or deleted) version of them can be served again; delete or overwrite such keys if that matters",
-            opened.damaged_lost_files
+            "opening the store removed {}: the keys of the lost segment(s) they named are no longer read as deleted, so an older (overwritten or deleted) version of them can be served again; delete or overwrite such keys if that matters",
+            count(opened.damaged_lost_files, "damaged *.lost file", "damaged *.lost files")
         ));
     }
     found
+}
+
+/// `n` and the noun that goes with it: "1 entry", "2 entries".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
