@@ -13,7 +13,8 @@
 //! |---|---|---|---|
 //! | `uno_cache_hits_total`, `uno_cache_misses_total` | counter | each, `all` | `hits`, `misses` |
 //! | `uno_cache_hit_ratio` | gauge | each, `all` | `hit_rate` |
-//! | `uno_cache_sets_total`, `uno_cache_deletes_total`, `uno_cache_errors_total` | counter | each | `sets`, `deletes`, `errors` |
+//! | `uno_cache_sets_total`, `uno_cache_errors_total` | counter | each | `sets`, `errors` |
+//! | `uno_cache_deletes_total` | counter | each but `memory` (it drops a key with every change of L1, whose deletes `local` counts) | `deletes` |
 //! | `uno_cache_evictions_total`, `uno_cache_expirations_total`, `uno_cache_corrupt_reads_total` | counter | each | as named |
 //! | `uno_cache_entries`, `uno_cache_bytes` | gauge | each but `all` | `size` |
 //! | `uno_cache_get_latency_seconds`, `uno_cache_set_latency_seconds` (label `quantile`: `0.5`, `0.99`) | gauge | each, `all` (get) | `get_latency`, `set_latency` |
@@ -65,7 +66,11 @@ fn level(cache: &str, tier: &'static str, l: &LevelStats, size: Option<&StorageS
     counter!("uno_cache_misses_total", at()).absolute(l.misses);
     gauge!("uno_cache_hit_ratio", at()).set(l.hit_rate);
     counter!("uno_cache_sets_total", at()).absolute(l.sets);
-    counter!("uno_cache_deletes_total", at()).absolute(l.deletes);
+    // The memory tier keeps no count of its own (its `deletes` is always 0): published, the 0
+    // read as a tier nothing was ever deleted from.
+    if tier != "memory" {
+        counter!("uno_cache_deletes_total", at()).absolute(l.deletes);
+    }
     counter!("uno_cache_errors_total", at()).absolute(l.errors);
     counter!("uno_cache_evictions_total", at()).absolute(l.evictions);
     counter!("uno_cache_expirations_total", at()).absolute(l.expirations);

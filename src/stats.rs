@@ -487,7 +487,9 @@ pub struct LevelStats {
     pub hit_rate: f64,
     /// Keys written to this level (backfills included).
     pub sets: u64,
-    /// Keys deleted from this level (attempts).
+    /// Keys deleted from this level (attempts). Always 0 for `memory`, which counts none of its
+    /// own: every delete of L1 drops the key from the memory tier too, and `local.deletes` counts
+    /// them (`uno_cache_deletes_total` is not published for the memory tier).
     pub deletes: u64,
     /// Calls to this level that failed (hidden by fallback or not).
     pub errors: u64,

@@ -183,6 +183,38 @@ fn the_memory_tier_is_published_as_a_tier_of_its_own() {
     );
 }
 
+/// The memory tier counts no deletes of its own, so it publishes none: its
+/// `uno_cache_deletes_total` was 0 however many keys were deleted, while `tier="local"` has them.
+#[test]
+fn deletes_are_published_for_the_local_level_not_as_the_memory_tiers_zero() {
+    let (_dir, cache) = manager(true);
+    cache.set("k", &7u64, None).unwrap();
+    assert_eq!(cache.get::<u64>("k").unwrap(), Some(7));
+    assert!(cache.delete("k").unwrap());
+    let stats = cache.monitor().get_stats();
+    assert_eq!(stats.local.deletes, 1, "{stats:?}");
+    let published = publish(&stats, "c", 1);
+    assert_eq!(
+        get(&published, "uno_cache_deletes_total", &["cache=c", "tier=local"]),
+        1.0
+    );
+    let memory = ["cache=c", "tier=memory"];
+    assert!(
+        published.contains_key(&(
+            "uno_cache_hits_total".to_owned(),
+            memory.map(str::to_owned).to_vec()
+        )),
+        "the memory tier is published"
+    );
+    assert!(
+        !published.contains_key(&(
+            "uno_cache_deletes_total".to_owned(),
+            memory.map(str::to_owned).to_vec()
+        )),
+        "a memory-tier delete count that is always 0 was published"
+    );
+}
+
 #[test]
 fn publishing_a_snapshot_again_counts_nothing_twice() {
     let (_dir, cache) = manager(false);
