@@ -277,8 +277,9 @@ fn the_cli_keeps_the_size_bound_the_store_recorded() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("evicted") && stderr.contains("--max-size-mb"),
-        "{stderr}"
+        stderr.contains("evicted")
+            && stderr.contains("--max-size-mb (the store holds at most 1 MiB (1048576 bytes))"),
+        "the bound in the flag's unit: {stderr}"
     );
     assert_eq!(max_size(dir.path()), 1 << 20);
     let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();

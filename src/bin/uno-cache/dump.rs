@@ -221,7 +221,7 @@ pub fn import(
             // stored before: going on would report them imported.
             return Err(stopped(
                 count,
-                format!("line {line_no}: the store evicted entries to make room, so earlier lines of the dump are no longer in it; raise --max-size-mb (the store holds at most {} bytes) or free space on the device, and import again", store.max_size()),
+                format!("line {line_no}: the store evicted entries to make room, so earlier lines of the dump are no longer in it; raise --max-size-mb (the store holds at most {}) or free space on the device, and import again", crate::size_in_mib(store.max_size())),
             ));
         }
         if durable {
