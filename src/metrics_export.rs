@@ -13,9 +13,9 @@
 //! |---|---|---|---|
 //! | `uno_cache_hits_total`, `uno_cache_misses_total` | counter | each, `all` | `hits`, `misses` |
 //! | `uno_cache_hit_ratio` | gauge | each, `all` | `hit_rate` |
-//! | `uno_cache_sets_total`, `uno_cache_errors_total` | counter | each | `sets`, `errors` |
-//! | `uno_cache_deletes_total` | counter | each but `memory` (it drops a key with every change of L1, whose deletes `local` counts) | `deletes` |
-//! | `uno_cache_evictions_total`, `uno_cache_expirations_total`, `uno_cache_corrupt_reads_total` | counter | each | as named |
+//! | `uno_cache_sets_total` | counter | each | `sets` |
+//! | `uno_cache_deletes_total`, `uno_cache_errors_total`, `uno_cache_corrupt_reads_total` | counter | each but `memory` (it drops a key with every change of L1, whose deletes `local` counts, and holds decoded values in RAM, with nothing to fail or be damaged) | `deletes`, `errors`, `corrupt_reads` |
+//! | `uno_cache_evictions_total`, `uno_cache_expirations_total` | counter | each | as named |
 //! | `uno_cache_entries`, `uno_cache_bytes` | gauge | each but `all` | `size` |
 //! | `uno_cache_get_latency_seconds`, `uno_cache_set_latency_seconds` (label `quantile`: `0.5`, `0.99`) | gauge | each, `all` (get) | `get_latency`, `set_latency` |
 //! | `uno_cache_breaker_open` (1 open, 0.5 half-open, 0 closed), `uno_cache_breaker_trips_total` | gauge, counter | `distributed` | `breaker` |
@@ -66,15 +66,16 @@ fn level(cache: &str, tier: &'static str, l: &LevelStats, size: Option<&StorageS
     counter!("uno_cache_misses_total", at()).absolute(l.misses);
     gauge!("uno_cache_hit_ratio", at()).set(l.hit_rate);
     counter!("uno_cache_sets_total", at()).absolute(l.sets);
-    // The memory tier keeps no count of its own (its `deletes` is always 0): published, the 0
-    // read as a tier nothing was ever deleted from.
+    // The memory tier has no deletes, errors or damaged reads of its own (each is always 0: a
+    // change of L1 drops its key from the tier, which holds decoded values in RAM). Published,
+    // a 0 would read as a tier nothing was deleted from and nothing ever failed in.
     if tier != "memory" {
         counter!("uno_cache_deletes_total", at()).absolute(l.deletes);
+        counter!("uno_cache_errors_total", at()).absolute(l.errors);
+        counter!("uno_cache_corrupt_reads_total", at()).absolute(l.corrupt_reads);
     }
-    counter!("uno_cache_errors_total", at()).absolute(l.errors);
     counter!("uno_cache_evictions_total", at()).absolute(l.evictions);
     counter!("uno_cache_expirations_total", at()).absolute(l.expirations);
-    counter!("uno_cache_corrupt_reads_total", at()).absolute(l.corrupt_reads);
     // A size that could not be read (`size_error`) is left as last published, not set to 0.
     if let Some(size) = size.filter(|_| l.size_error.is_none()) {
         gauge!("uno_cache_entries", at()).set(size.items as f64);

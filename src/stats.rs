@@ -491,14 +491,16 @@ pub struct LevelStats {
     /// own: every delete of L1 drops the key from the memory tier too, and `local.deletes` counts
     /// them (`uno_cache_deletes_total` is not published for the memory tier).
     pub deletes: u64,
-    /// Calls to this level that failed (hidden by fallback or not).
+    /// Calls to this level that failed (hidden by fallback or not). Always 0 for `memory`, whose
+    /// values are decoded and in RAM (`uno_cache_errors_total` is not published for it).
     pub errors: u64,
     /// Entries the level dropped to respect its size bound (as it reports them).
     pub evictions: u64,
     /// Entries the level removed because their TTL passed (as it reports them).
     pub expirations: u64,
     /// Reads that found a record damaged and answered a miss (the file store; zero for the
-    /// other levels): data lost, not an absent key. `verify` on the directory finds the rest.
+    /// other levels; not published for `memory`): data lost, not an absent key. `verify` on the
+    /// directory finds the rest.
     #[serde(default)]
     pub corrupt_reads: u64,
     /// Latency of read calls (`get`, `get_many`), from the calls timed: one local read in 16

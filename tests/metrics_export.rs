@@ -186,7 +186,7 @@ fn the_memory_tier_is_published_as_a_tier_of_its_own() {
 /// The memory tier counts no deletes of its own, so it publishes none: its
 /// `uno_cache_deletes_total` was 0 however many keys were deleted, while `tier="local"` has them.
 #[test]
-fn deletes_are_published_for_the_local_level_not_as_the_memory_tiers_zero() {
+fn deletes_errors_and_damage_are_published_for_the_local_level_not_as_the_memory_tiers_zeros() {
     let (_dir, cache) = manager(true);
     cache.set("k", &7u64, None).unwrap();
     assert_eq!(cache.get::<u64>("k").unwrap(), Some(7));
@@ -206,13 +206,23 @@ fn deletes_are_published_for_the_local_level_not_as_the_memory_tiers_zero() {
         )),
         "the memory tier is published"
     );
-    assert!(
-        !published.contains_key(&(
-            "uno_cache_deletes_total".to_owned(),
-            memory.map(str::to_owned).to_vec()
-        )),
-        "a memory-tier delete count that is always 0 was published"
-    );
+    for always_zero in [
+        "uno_cache_deletes_total",
+        "uno_cache_errors_total",
+        "uno_cache_corrupt_reads_total",
+    ] {
+        assert!(
+            !published.contains_key(&(always_zero.to_owned(), memory.map(str::to_owned).to_vec())),
+            "{always_zero}, always 0 for the memory tier, was published"
+        );
+        assert!(
+            published.contains_key(&(
+                always_zero.to_owned(),
+                ["cache=c", "tier=local"].map(str::to_owned).to_vec()
+            )),
+            "{always_zero} of the local level was not published"
+        );
+    }
 }
 
 #[test]
