@@ -81,6 +81,15 @@ impl SuspectEpoch {
     pub const fn get(self) -> u64 {
         self.0
     }
+
+    /// The first epoch number of a level opened now, in its top 32 bits a count of the levels
+    /// this process opened: a level reopened (a restart restores its entries suspect) must
+    /// refuse an epoch its former self handed out, whose check predates the restart, and a
+    /// count starting at the same number each open would take it.
+    pub(crate) fn first_of_a_new_level() -> u64 {
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 32
+    }
 }
 
 /// What [`LocalStorage::confirm`] did.

@@ -96,3 +96,47 @@ fn a_memory_store_forgets_what_a_check_from_before_mark_all_suspect_would_confir
     assert_eq!(store.confirm("k", epoch).unwrap(), Confirmation::Missing);
     assert_eq!(store.get("k").unwrap(), None);
 }
+
+/// `k` is suspect in the store `reopen` opens after `before` is dropped (a restart makes every
+/// restored entry suspect); an epoch read from `before`, where a check of `k` began, must not
+/// vouch for `k` in the reopened store, whose check it never was.
+fn an_epoch_from_before_a_restart_confirms_nothing(
+    before: Arc<dyn LocalStorage>,
+    reopen: impl FnOnce() -> Arc<dyn LocalStorage>,
+) {
+    before.set("k", b"v", None).unwrap();
+    before.flush().unwrap();
+    let epoch = before.suspect_epoch();
+    drop(before);
+    let after = reopen();
+    assert_eq!(freshness(&*after, "k"), Some(Freshness::Suspect));
+    assert_eq!(after.confirm("k", epoch).unwrap(), Confirmation::EpochMoved);
+    assert_eq!(
+        freshness(&*after, "k"),
+        Some(Freshness::Suspect),
+        "an epoch of the store before its restart vouched for a restored entry"
+    );
+    let now = after.suspect_epoch();
+    assert_eq!(after.confirm("k", now).unwrap(), Confirmation::Confirmed);
+    assert_eq!(freshness(&*after, "k"), Some(Freshness::Trusted));
+}
+
+#[test]
+fn a_file_store_refuses_a_confirm_whose_epoch_was_read_before_it_was_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || -> Arc<dyn LocalStorage> {
+        Arc::new(FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(64)).unwrap())
+    };
+    an_epoch_from_before_a_restart_confirms_nothing(open(), open);
+}
+
+#[cfg(feature = "redb")]
+#[test]
+fn a_redb_store_refuses_a_confirm_whose_epoch_was_read_before_it_was_reopened() {
+    use uno_cache::{RedbOptions, RedbStore, REDB_FILE_NAME};
+    let dir = tempfile::tempdir().unwrap();
+    let open = || -> Arc<dyn LocalStorage> {
+        Arc::new(RedbStore::open(dir.path().join(REDB_FILE_NAME), RedbOptions::default()).unwrap())
+    };
+    an_epoch_from_before_a_restart_confirms_nothing(open(), open);
+}

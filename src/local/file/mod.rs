@@ -239,6 +239,9 @@ pub(crate) struct Inner {
     suspect_below_seq: AtomicU64,
     /// Bumped by every `mark_all_suspect`, so confirmations from before it no longer count.
     epoch: AtomicU32,
+    /// The top 32 bits of every `SuspectEpoch` this instance hands out (the low ones are
+    /// `epoch`): one of this store before it was reopened is refused.
+    epoch_instance: u64,
     counters: Counters,
     recovery: RecoveryReport,
     shutdown: Shutdown,
@@ -406,6 +409,7 @@ impl FileStore {
             // Whatever was restored from disk may have changed elsewhere while we were away.
             suspect_below_seq: AtomicU64::new(recovered.next_seq),
             epoch: AtomicU32::new(1),
+            epoch_instance: SuspectEpoch::first_of_a_new_level(),
             counters: Counters::default(),
             recovery: recovered.report,
             shutdown: Shutdown::default(),
@@ -514,7 +518,7 @@ impl FileStore {
     /// The store's current [`SuspectEpoch`]: read it before checking an entry against L2, and
     /// hand it to [`confirm`](FileStore::confirm).
     pub fn suspect_epoch(&self) -> SuspectEpoch {
-        SuspectEpoch::new(u64::from(self.inner.epoch.load(Ordering::Acquire)))
+        SuspectEpoch::new(self.inner.epoch_instance | u64::from(self.inner.epoch.load(Ordering::Acquire)))
     }
 
     /// Confirms the current entry of `key` as fresh until the next loss of certainty, unless
@@ -538,11 +542,16 @@ impl FileStore {
         if e.loc != hit.loc {
             return Confirmation::Missing;
         }
-        // An epoch of another store, or past u32, matches none of this store's.
-        let Ok(epoch) = u32::try_from(checked_at.get()) else {
+        // An epoch of another store (this one before it was reopened included) matches none of
+        // this store's.
+        let (instance, low) = (
+            checked_at.get() & !u64::from(u32::MAX),
+            checked_at.get() & u64::from(u32::MAX),
+        );
+        let Ok(epoch) = u32::try_from(low) else {
             return Confirmation::EpochMoved;
         };
-        if self.inner.epoch.load(Ordering::Acquire) != epoch {
+        if instance != self.inner.epoch_instance || self.inner.epoch.load(Ordering::Acquire) != epoch {
             return Confirmation::EpochMoved;
         }
         // Stamped with the epoch checked, not the one now: a mark between the look above and

@@ -29,13 +29,24 @@ use crate::storage::{
 pub(super) const PURGE_ROUND: usize = 10_000;
 
 /// The confirmations that make a suspect entry trusted again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Suspicion {
     /// Key → the seq of the entry that was confirmed since the last loss of certainty.
     pub(super) confirmed: HashMap<String, u64>,
     /// Counts the losses of certainty (see `SuspectEpoch`): a confirm whose check began in an
-    /// earlier one is refused.
+    /// earlier one is refused. Starts where no other store of this process counts (see
+    /// `SuspectEpoch::first_of_a_new_level`), so an epoch of this store before it was reopened
+    /// is refused too.
     pub(super) epoch: u64,
+}
+
+impl Default for Suspicion {
+    fn default() -> Self {
+        Suspicion {
+            confirmed: HashMap::new(),
+            epoch: SuspectEpoch::first_of_a_new_level(),
+        }
+    }
 }
 
 /// The store's state, shared by its handle and its flusher thread.
