@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::segment::Segment;
@@ -147,4 +148,31 @@ fn a_released_slot_never_resolves_an_old_location_into_the_segment_that_reuses_i
     assert!(slots.get(old).is_none(), "an old location followed a reused slot");
     assert_eq!(slots.get(new).map(|s| s.id), Some(2));
     assert_eq!(slots.len(), 1);
+}
+
+/// An entry stamps the epoch it was confirmed in mod 2^27 only: once the count of losses of
+/// certainty comes round to the same stamp, a confirmation 2^27 losses old must not vouch for
+/// the entry again. (The count is set just short of the wrap, as that many marks would have.)
+#[test]
+fn a_confirmation_from_a_lap_of_the_epoch_stamp_ago_vouches_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.set(A, b"a", None).unwrap();
+    store.mark_all_suspect();
+    let confirmed_in = store.inner.epoch.load(Ordering::Acquire);
+    assert_eq!(store.confirm(A, store.suspect_epoch()), Confirmation::Confirmed);
+    assert_eq!(store.get_checked(A).unwrap().unwrap().1, Freshness::Trusted);
+    // The marks in between, all but the last of a lap of the 27-bit stamp.
+    store.inner.epoch.store((1 << 27) - 1, Ordering::Release);
+    let mut marked = 0;
+    while store.inner.epoch.load(Ordering::Acquire) & ((1 << 27) - 1) != confirmed_in {
+        store.mark_all_suspect();
+        marked += 1;
+        assert!(marked < 4, "the epoch never came round to the stamp");
+    }
+    assert_eq!(
+        store.get_checked(A).unwrap().unwrap().1,
+        Freshness::Suspect,
+        "a confirmation from before 2^27 losses of certainty vouched for the entry"
+    );
 }

@@ -273,6 +273,21 @@ impl IndexEntry {
     }
 }
 
+/// Whether the loss of certainty after `epoch` starts a lap of the 27-bit stamp: the epochs
+/// from there on would match the stamps of a lap ago, so [`forget_confirmations`] runs first.
+pub(crate) fn laps_after(epoch: u32) -> bool {
+    epoch.wrapping_add(1) & EPOCH_MASK == 0
+}
+
+/// Forgets every entry's confirmation, before the epoch starts a new lap (see [`laps_after`]).
+/// A confirm that stamps the old lap's last epoch while this runs could match once more, a lap
+/// (2^27 losses of certainty) later.
+pub(crate) fn forget_confirmations(index: &Index) {
+    for e in index.iter() {
+        e.value().confirm(0);
+    }
+}
+
 /// Unix seconds, rounded up, saturating (u32 seconds last until 2106; later expiries are kept
 /// exactly in the record and checked on read).
 fn coarse_expiry(expires_at_ms: u64) -> u32 {

@@ -506,11 +506,17 @@ impl FileStore {
     }
 
     /// Makes every entry written so far suspect (see [`get_checked`](FileStore::get_checked)),
-    /// for example when the invalidation stream was lost. Costs O(1).
+    /// for example when the invalidation stream was lost. Costs O(1), but for one call in 2^27,
+    /// which goes over the index (see `index::laps_after`).
     pub fn mark_all_suspect(&self) {
         let w = self.inner.writer.lock();
         // Held values cannot be marked: they go (see `stash`).
         self.inner.stash.clear();
+        if index::laps_after(self.inner.epoch.load(Ordering::Acquire)) {
+            index::forget_confirmations(&self.inner.index);
+            // Past the epoch that is 0 mod 2^27, which no stamp can tell from "never".
+            self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        }
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         self.inner.suspect_below_seq.store(w.next_seq, Ordering::Release);
     }
@@ -542,16 +548,9 @@ impl FileStore {
         if e.loc != hit.loc {
             return Confirmation::Missing;
         }
-        // An epoch of another store (this one before it was reopened included) matches none of
-        // this store's.
-        let (instance, low) = (
-            checked_at.get() & !u64::from(u32::MAX),
-            checked_at.get() & u64::from(u32::MAX),
-        );
-        let Ok(epoch) = u32::try_from(low) else {
-            return Confirmation::EpochMoved;
-        };
-        if instance != self.inner.epoch_instance || self.inner.epoch.load(Ordering::Acquire) != epoch {
+        // An epoch of another store (this one before it was reopened included) matches none.
+        let epoch = self.inner.epoch.load(Ordering::Acquire);
+        if checked_at.get() != self.inner.epoch_instance | u64::from(epoch) {
             return Confirmation::EpochMoved;
         }
         // Stamped with the epoch checked, not the one now: a mark between the look above and
