@@ -280,6 +280,19 @@ fn a_partial_typed_multi_get_names_every_position_of_a_key_given_twice() {
     assert_eq!(failed_of(&err), (vec![0, 3], vec![0, 3], 4), "{err}");
 }
 
+/// A raw batch reads a key listed twice once (see `multi_get_raw`); the error of a partial one
+/// still names both positions, sync and async, and the total is the caller's batch.
+#[test]
+fn a_partial_raw_multi_get_names_every_position_of_a_key_given_twice() {
+    let cache = manager();
+    cache.set_raw("up:a", b"1", None).unwrap();
+    let keys = ["down:b", "up:a", "down:b", "up:c", "up:a"];
+    let err = cache.multi_get_raw(&keys).unwrap_err();
+    assert_eq!(failed_of(&err), (vec![0, 2], vec![0, 2], 5), "{err}");
+    let err = support::block_on(cache.multi_get_raw_async(&keys)).unwrap_err();
+    assert_eq!(failed_of(&err), (vec![0, 2], vec![0, 2], 5), "async: {err}");
+}
+
 #[test]
 fn a_partial_async_multi_get_names_the_unreached_key_by_its_index_in_the_callers_batch() {
     let cache = manager();
