@@ -187,6 +187,33 @@ fn input_after_a_version_3_dumps_end_line_is_refused() {
     assert!(stderr.contains("line 5: a second dump header"), "{stderr}");
 }
 
+/// A version-3 header that is not the first line (a blank line an editor put before it, a
+/// version-2 dump in front of it), and a dump an editor saved with a byte-order mark, are
+/// refused with what is wrong: they were called "a second dump header" and "a bad entry line".
+#[test]
+fn a_version_3_header_not_on_line_1_and_a_byte_order_mark_are_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dump_of_three(dir.path());
+    let mut blank_first = b"\n".to_vec();
+    blank_first.extend_from_slice(&whole);
+    let mut v2_first = b"# uno-cache dump 2\nz\t9\n".to_vec();
+    v2_first.extend_from_slice(&whole);
+    let mut marked = "\u{feff}".as_bytes().to_vec();
+    marked.extend_from_slice(&whole);
+    for (input, says) in [
+        (blank_first, "line 2: a version-3 dump header, not on line 1"),
+        (v2_first, "line 3: a version-3 dump header, not on line 1"),
+        (marked, "line 1 starts with a byte-order mark"),
+    ] {
+        let store = tempfile::tempdir().unwrap();
+        let out = import(store.path(), &input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{says}: {stderr}");
+        assert!(!stderr.contains("second dump header"), "{stderr}");
+    }
+}
+
 /// Version-2 dumps (no end line) and older ones (no header) import as before, and say that a
 /// cut at a line break cannot be found in them.
 #[test]

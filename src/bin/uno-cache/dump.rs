@@ -173,6 +173,12 @@ pub fn import(
             };
             return Err(stopped(count, what));
         }
+        if line_no == 1 && line.starts_with('\u{feff}') {
+            return Err(stopped(
+                count,
+                "line 1 starts with a byte-order mark (U+FEFF, which some editors add); a dump is ASCII: remove the mark and import again".to_owned(),
+            ));
+        }
         // The header and the end line are comments: a line with a TAB is an entry, whatever its
         // key starts with.
         if escape::is_comment(line) {
@@ -267,6 +273,9 @@ fn header(found: &str, line_no: u64, so_far: Version) -> Result<Version, String>
     match (found, line_no, so_far) {
         ("3", 1, _) => Ok(Version::Three),
         ("2", _, Version::Unchecked) => Ok(Version::Unchecked),
+        ("3", _, Version::Unchecked) => Err(format!(
+            "line {line_no}: a version-3 dump header, not on line 1: a version-3 dump starts with its header, so delete the lines before it (if they are another dump, import each dump on its own)"
+        )),
         ("3", _, _) | ("2", _, Version::Three) => Err(format!(
             "line {line_no}: a second dump header, inside the dump that began at line 1: two dumps were joined (the first of which may have been cut short); import each dump on its own"
         )),
