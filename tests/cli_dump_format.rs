@@ -332,7 +332,7 @@ fn import_help_says_only_a_version_3_dump_is_refused_without_its_end_line() {
 /// imported as an empty dump of the headerless kind, exit 0; every dump of version 3 has its
 /// header and end line, so it is refused (found by walking the README).
 #[test]
-fn an_empty_input_is_refused_as_no_dump() {
+fn an_empty_input_is_refused_as_no_dump_and_makes_no_store() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_with_stdin(dir.path(), &["import"], b"");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -340,6 +340,14 @@ fn an_empty_input_is_refused_as_no_dump() {
     assert!(
         stderr.contains("the input is empty") && stderr.contains("take the dump again"),
         "{stderr}"
+    );
+    // Refused before the store was opened: no store was made in the new directory.
+    let stats = run(dir.path(), &["stats"]);
+    assert_eq!(
+        stats.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&stats.stdout)
     );
     // A dump of an empty store is not empty: it imports.
     let empty_store = tempfile::tempdir().unwrap();

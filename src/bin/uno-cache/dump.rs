@@ -93,6 +93,25 @@ fn expires_at_ms(at: Option<std::time::SystemTime>) -> Option<u64> {
     })
 }
 
+/// Refuses an empty stdin before the store is opened, which would create one in a new `--dir`:
+/// an empty input is no dump (see [`empty_input`]), and a refused import leaves no store
+/// behind.
+pub fn refuse_empty_input() -> Result<(), String> {
+    let mut input = io::stdin().lock();
+    let peeked = io::BufRead::fill_buf(&mut input).map_err(|e| format!("reading stdin: {e}"))?;
+    if peeked.is_empty() {
+        return Err(empty_input());
+    }
+    Ok(())
+}
+
+/// Why an empty input is refused. It has no header either: the output of a `dump >` that failed
+/// before it wrote anything (a mistyped --dir, a full disk), which a version-2 reading took for an
+/// empty dump.
+fn empty_input() -> String {
+    format!("the input is empty, and a dump has at least its header (`{DUMP_HEADER}`) and end line; nothing was imported: take the dump again (a `dump` that exits 0 wrote both)")
+}
+
 pub fn import(
     store: &FileStore,
     clock: &ManualClock,
@@ -236,9 +255,7 @@ pub fn import(
         }
     }
     if last_line == 0 {
-        // No header either: the output of a `dump >` that failed before it wrote anything (a
-        // mistyped --dir, a full disk), which a version-2 reading took for an empty dump.
-        return Err(format!("the input is empty, and a dump has at least its header (`{DUMP_HEADER}`) and end line; nothing was imported: take the dump again (a `dump` that exits 0 wrote both)"));
+        return Err(empty_input());
     }
     if version == Version::Three && ended_at.is_none() {
         // Every line so far was whole: the dump was cut at a line break (a full disk under

@@ -153,6 +153,9 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     if !matches!(cli.command, Command::Set { .. } | Command::Import { .. }) {
         require_store(&cli.dir, uno_cache::files::META_FILE)?;
     }
+    if matches!(cli.command, Command::Import { .. }) {
+        dump::refuse_empty_input()?;
+    }
     let durable_import = matches!(cli.command, Command::Import { durable: true, .. });
     // Import pins the store's clock to the moment of each write, so that an entry's remaining
     // TTL, computed against that moment, lands on exactly the dumped expiry.
