@@ -7,12 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::tests::HeldL2;
-use crate::entry::Entry;
 use crate::error::Result;
 use crate::local::memory::MemoryStore;
-use crate::storage::{
-    Confirmation, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, SuspectEpoch,
-};
+use crate::storage::delegate::{Delegate, Wrap, WrapLocal};
+use crate::storage::Storage;
 
 /// A memory L1 whose deletes always panic, as a faulty level a user plugged in might; each
 /// delete first says so on `deleting`.
@@ -28,73 +26,25 @@ impl DeletesPanic {
     }
 }
 
-impl Storage for DeletesPanic {
+impl Wrap for DeletesPanic {
+    type Inner = MemoryStore;
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
     fn name(&self) -> &str {
         "custom"
-    }
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set(key, value, ttl)
     }
     fn delete(&self, key: &str) -> Result<bool> {
         self.entered_delete();
         self.inner.delete(key)
     }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.inner.get_many(keys)
-    }
-    fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
-        self.inner.set_many(items, ttl)
-    }
-    fn set_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<()> {
-        self.inner.set_each(items)
-    }
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         self.entered_delete();
         self.inner.delete_many(keys)
     }
-    fn check_value(&self, key: &str, len: usize) -> Result<()> {
-        self.inner.check_value(key, len)
-    }
-    fn size(&self) -> Result<StorageSize> {
-        self.inner.size()
-    }
-    fn clear(&self) -> Result<()> {
-        Storage::clear(&self.inner)
-    }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-    fn counters(&self) -> StorageCounters {
-        self.inner.counters()
-    }
 }
 
-impl LocalStorage for DeletesPanic {
-    fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
-        self.inner.get_checked(key)
-    }
-    fn get_stale(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get_stale(key)
-    }
-    fn mark_all_suspect(&self) -> Result<()> {
-        self.inner.mark_all_suspect()
-    }
-    fn suspect_epoch(&self) -> SuspectEpoch {
-        self.inner.suspect_epoch()
-    }
-    fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
-        self.inner.confirm(key, checked_at)
-    }
-    fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
-        self.inner.keys_with_prefix(prefix)
-    }
-    fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
-        self.inner.fill_each(items)
-    }
-}
+impl WrapLocal for DeletesPanic {}
 
 /// With no replay queue and `fallback_on_error = false`, a batch L2 did not take is undone in
 /// L1 by the writer thread. An L1 whose delete panicked there ended the thread (the catch around
@@ -105,10 +55,10 @@ impl LocalStorage for DeletesPanic {
 fn an_l1_that_panics_while_the_writer_undoes_a_failed_batch_does_not_stop_the_writer() {
     let l2 = HeldL2::new();
     let (deleting, deleted) = mpsc::channel();
-    let l1 = Arc::new(DeletesPanic {
+    let l1 = Arc::new(Delegate(DeletesPanic {
         inner: MemoryStore::new(100).unwrap(),
         deleting: Mutex::new(deleting),
-    });
+    }));
     let mut config = crate::CacheConfig {
         fallback_on_error: false,
         ..Default::default()
