@@ -313,7 +313,10 @@ impl CacheManager {
         if let Some(value) = self.shared.hot_uncounted::<T>(key) {
             return Ok(Lookup::Hit(value));
         }
-        self.shared.relooked(key, self.leader_reread(key))
+        // No miss taken: what the look finds is decoded, not kept in the memory tier.
+        let read = self.leader_reread(key)?;
+        self.shared
+            .decode_and_keep(key, None, read, std::convert::identity)
     }
 
     /// A loading call's leader's second look at the key, uncounted (see

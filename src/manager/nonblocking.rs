@@ -324,7 +324,9 @@ impl CacheManager {
         if let Some(value) = self.shared.hot_uncounted::<T>(key) {
             return Ok(Lookup::Hit(value));
         }
-        self.shared.relooked(key, self.leader_reread_async(key).await)
+        let read = self.leader_reread_async(key).await?;
+        self.shared
+            .decode_and_keep(key, None, read, std::convert::identity)
     }
 
     /// Async `leader_reread`.

@@ -121,20 +121,6 @@ impl Shared {
         self.hot_if_trusted()?.get::<V>(key)
     }
 
-    /// What a loading call's uncounted look again found behind the memory tier, as a typed
-    /// read's answer.
-    pub(crate) fn relooked<T: DeserializeOwned>(
-        &self,
-        key: &str,
-        read: Result<Option<Vec<u8>>>,
-    ) -> Result<Lookup<T>> {
-        match read? {
-            None => Ok(Lookup::Miss),
-            Some(bytes) if bytes == crate::codec::ABSENT => Ok(Lookup::Absent),
-            Some(bytes) => self.codec.decode(key, &bytes).map(Lookup::Hit),
-        }
-    }
-
     /// Taken by a typed read the memory tier missed, before it reads L1: the backfill ticket of
     /// the key and the tier's clear mark (`None` without a memory tier).
     pub(crate) fn hot_miss(&self, key: &str) -> Option<HotMiss> {
