@@ -93,25 +93,21 @@ fn expires_at_ms(at: Option<std::time::SystemTime>) -> Option<u64> {
     })
 }
 
-/// Refuses an empty stdin before the store is opened, which would create one in a new `--dir`:
-/// an empty input is no dump (see [`empty_input`]), and a refused import leaves no store
-/// behind.
+/// Refuses an empty stdin before the store is opened, which would create one in a new `--dir`.
+/// An empty input is no dump: it has no header either, and is the output of a `dump >` that
+/// failed before it wrote anything (a mistyped --dir, a full disk), which a version-2 reading
+/// took for an empty dump.
 pub fn refuse_empty_input() -> Result<(), String> {
     let mut input = io::stdin().lock();
     let peeked = io::BufRead::fill_buf(&mut input).map_err(|e| format!("reading stdin: {e}"))?;
     if peeked.is_empty() {
-        return Err(empty_input());
+        return Err(format!("the input is empty, and a dump has at least its header (`{DUMP_HEADER}`) and end line; nothing was imported: take the dump again (a `dump` that exits 0 wrote both)"));
     }
     Ok(())
 }
 
-/// Why an empty input is refused. It has no header either: the output of a `dump >` that failed
-/// before it wrote anything (a mistyped --dir, a full disk), which a version-2 reading took for an
-/// empty dump.
-fn empty_input() -> String {
-    format!("the input is empty, and a dump has at least its header (`{DUMP_HEADER}`) and end line; nothing was imported: take the dump again (a `dump` that exits 0 wrote both)")
-}
-
+/// Imports a dump from stdin into `store`. An empty stdin was refused by [`refuse_empty_input`]
+/// before the store was opened.
 pub fn import(
     store: &FileStore,
     clock: &ManualClock,
@@ -253,9 +249,6 @@ pub fn import(
             // The store was opened with EveryWrite: `set` returned after fdatasync.
             acknowledge(&mut out, "ok", &key).map_err(|e| stopped(count, e))?;
         }
-    }
-    if last_line == 0 {
-        return Err(empty_input());
     }
     if version == Version::Three && ended_at.is_none() {
         // Every line so far was whole: the dump was cut at a line break (a full disk under
