@@ -111,7 +111,7 @@ impl Inner {
         {
             let mut suspicion = self.suspicion.lock();
             suspicion.confirmed.clear();
-            suspicion.epoch = suspicion.epoch.wrapping_add(1);
+            self.suspect_epoch.fetch_add(1, Ordering::AcqRel);
             self.suspect_below_seq.store(next_seq, Ordering::Release);
         }
         *slot = Some(db);

@@ -29,24 +29,10 @@ use crate::storage::{
 pub(super) const PURGE_ROUND: usize = 10_000;
 
 /// The confirmations that make a suspect entry trusted again.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Suspicion {
     /// Key → the seq of the entry that was confirmed since the last loss of certainty.
     pub(super) confirmed: HashMap<String, u64>,
-    /// Counts the losses of certainty (see `SuspectEpoch`): a confirm whose check began in an
-    /// earlier one is refused. Starts where no other store of this process counts (see
-    /// `SuspectEpoch::first_of_a_new_level`), so an epoch of this store before it was reopened
-    /// is refused too.
-    pub(super) epoch: u64,
-}
-
-impl Default for Suspicion {
-    fn default() -> Self {
-        Suspicion {
-            confirmed: HashMap::new(),
-            epoch: SuspectEpoch::first_of_a_new_level(),
-        }
-    }
 }
 
 /// The store's state, shared by its handle and its flusher thread.
@@ -80,6 +66,13 @@ pub(super) struct Inner {
     /// Entries with a lower sequence number are suspect unless confirmed (see the module docs).
     pub(super) suspect_below_seq: AtomicU64,
     pub(super) suspicion: Mutex<Suspicion>,
+    /// Counts the losses of certainty (see `SuspectEpoch`): a confirm whose check began in an
+    /// earlier one is refused. Moved only under `suspicion`'s lock, as the confirmations are
+    /// forgotten, and read without it: a read's `suspect_epoch` on every checked read takes no
+    /// lock. Starts where no other store of this process counts (see
+    /// `SuspectEpoch::first_of_a_new_level`), so an epoch of this store before it was reopened
+    /// is refused too.
+    pub(super) suspect_epoch: AtomicU64,
     /// The keys changed since the last durable commit, and the entries a reopen brought back
     /// older than their lost writes, which read as misses.
     pub(super) lost: Lost,
@@ -156,6 +149,7 @@ impl Inner {
             expirations: AtomicU64::new(0),
             suspect_below_seq: AtomicU64::new(0),
             suspicion: Mutex::new(Suspicion::default()),
+            suspect_epoch: AtomicU64::new(SuspectEpoch::first_of_a_new_level()),
             lost: Lost::default(),
             path,
         };
@@ -641,7 +635,7 @@ impl LocalStorage for Inner {
             {
                 let mut suspicion = self.suspicion.lock();
                 suspicion.confirmed = HashMap::new();
-                suspicion.epoch = suspicion.epoch.wrapping_add(1);
+                self.suspect_epoch.fetch_add(1, Ordering::AcqRel);
                 self.suspect_below_seq.store(next_seq, Ordering::Release);
             }
             txn.abort().map_err(|e| self.err("abort", e))
@@ -649,7 +643,7 @@ impl LocalStorage for Inner {
     }
 
     fn suspect_epoch(&self) -> SuspectEpoch {
-        SuspectEpoch::new(self.suspicion.lock().epoch)
+        SuspectEpoch::new(self.suspect_epoch.load(Ordering::Acquire))
     }
 
     fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
@@ -659,7 +653,7 @@ impl LocalStorage for Inner {
         // Under the lock a loss of certainty takes to empty the map: either it came before this
         // (the epoch moved) or it will forget what this inserts.
         let mut suspicion = self.suspicion.lock();
-        if suspicion.epoch != checked_at.get() {
+        if self.suspect_epoch.load(Ordering::Acquire) != checked_at.get() {
             return Ok(Confirmation::EpochMoved);
         }
         if seq < self.suspect_below_seq.load(Ordering::Acquire) {
