@@ -176,3 +176,33 @@ fn a_confirmation_from_a_lap_of_the_epoch_stamp_ago_vouches_for_nothing() {
         "a confirmation from before 2^27 losses of certainty vouched for the entry"
     );
 }
+
+/// A mark that starts a new lap of the stamp between a confirm's look at the epoch and its stamp
+/// forgets every stamp before that one is made: the confirm must take its stamp back, or the
+/// entry is trusted again once the count comes round to it, 2^27 losses of certainty later.
+#[test]
+fn a_confirm_raced_by_the_mark_that_starts_a_lap_leaves_no_stamp_for_the_next_lap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.set(A, b"a", None).unwrap();
+    // The last epoch of a lap: the next mark forgets every stamp.
+    let last_of_lap = (1 << 27) - 1;
+    store.inner.epoch.store(last_of_lap, Ordering::Release);
+    let checked_at = store.suspect_epoch();
+    store.inner.test_mark_before_stamp.store(true, Ordering::Relaxed);
+    assert_eq!(store.confirm(A, checked_at), Confirmation::EpochMoved);
+    assert_eq!(store.get_checked(A).unwrap().unwrap().1, Freshness::Suspect);
+    // The marks in between, all but the last two of the next lap.
+    store.inner.epoch.store((2 << 27) - 3, Ordering::Release);
+    store.mark_all_suspect();
+    store.mark_all_suspect();
+    assert_eq!(
+        store.inner.epoch.load(Ordering::Acquire) & last_of_lap,
+        last_of_lap
+    );
+    assert_eq!(
+        store.get_checked(A).unwrap().unwrap().1,
+        Freshness::Suspect,
+        "a confirm refused in the last lap vouched for the entry in this one"
+    );
+}

@@ -45,12 +45,14 @@ impl FileStore {
         let w = self.inner.writer.lock();
         // Held values cannot be marked: they go (see `stash`).
         self.inner.stash.clear();
-        if index::laps_after(self.inner.epoch.load(Ordering::Acquire)) {
+        // Moved before any stamp is forgotten: a confirm that stamps after the forgetting read
+        // the epoch before this, and sees it moved when it looks again (see `confirm`).
+        let before = self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        if index::laps_after(before) {
+            // The epoch is now the one that is 0 mod 2^27, which confirms nothing.
             index::forget_confirmations(&self.inner.index);
-            // Past the epoch that is 0 mod 2^27, which no stamp can tell from "never".
             self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         }
-        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         self.inner.suspect_below_seq.store(w.next_seq, Ordering::Release);
     }
 
@@ -62,8 +64,8 @@ impl FileStore {
 
     /// Confirms the current entry of `key` as fresh until the next loss of certainty, unless
     /// [`mark_all_suspect`](FileStore::mark_all_suspect) ran since `checked_at` was read from
-    /// [`suspect_epoch`](FileStore::suspect_epoch) ([`Confirmation::EpochMoved`]; the entry stays
-    /// suspect).
+    /// [`suspect_epoch`](FileStore::suspect_epoch), or runs while this confirm does
+    /// ([`Confirmation::EpochMoved`]; the entry stays suspect).
     pub fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Confirmation {
         // The entry of the key's hash may hold another key (a collision): confirm it only if its
         // record is this key's.
@@ -86,9 +88,20 @@ impl FileStore {
         if checked_at.get() != self.inner.epoch_instance | u64::from(epoch) {
             return Confirmation::EpochMoved;
         }
+        #[cfg(test)]
+        if self.inner.test_mark_before_stamp.swap(false, Ordering::Relaxed) {
+            self.mark_all_suspect();
+        }
         // Stamped with the epoch checked, not the one now: a mark between the look above and
         // this stamp leaves the entry confirmed in an epoch that is over, so still suspect.
         e.confirm(epoch);
+        // A mark that started a new lap of the stamp since the look above may have forgotten
+        // every stamp before this one was made; left, it would match again 2^27 marks later.
+        // The mark moves the epoch before it forgets, so this look sees it.
+        if self.inner.epoch.load(Ordering::Acquire) != epoch {
+            e.unconfirm(epoch);
+            return Confirmation::EpochMoved;
+        }
         Confirmation::Confirmed
     }
 }

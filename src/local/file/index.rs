@@ -271,6 +271,13 @@ impl IndexEntry {
             Some((f & !EPOCH_MASK) | (epoch & EPOCH_MASK))
         });
     }
+
+    /// Takes back a confirmation in `epoch`, unless another has replaced it since.
+    pub(crate) fn unconfirm(&self, epoch: u32) {
+        let _ = self.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+            (f & EPOCH_MASK == epoch & EPOCH_MASK).then_some(f & !EPOCH_MASK)
+        });
+    }
 }
 
 /// Whether the loss of certainty after `epoch` starts a lap of the 27-bit stamp: the epochs
@@ -280,8 +287,8 @@ pub(crate) fn laps_after(epoch: u32) -> bool {
 }
 
 /// Forgets every entry's confirmation, before the epoch starts a new lap (see [`laps_after`]).
-/// A confirm that stamps the old lap's last epoch while this runs could match once more, a lap
-/// (2^27 losses of certainty) later.
+/// A confirm that stamps the old lap's last epoch while this runs takes its stamp back (see
+/// `FileStore::confirm`).
 pub(crate) fn forget_confirmations(index: &Index) {
     for e in index.iter() {
         e.value().confirm(0);

@@ -253,6 +253,9 @@ pub(crate) struct Inner {
     /// Test hook: no plans are asked for, so every eviction reads its segment.
     #[cfg(test)]
     test_no_plans: AtomicBool,
+    /// Test hook: the next confirm runs a `mark_all_suspect` between its look at the epoch and its stamp.
+    #[cfg(test)]
+    test_mark_before_stamp: AtomicBool,
 }
 
 /// The appender. Only one thread writes at a time; index updates happen under this lock too, so
@@ -419,6 +422,8 @@ impl FileStore {
             test_stop_flusher: AtomicBool::new(false),
             #[cfg(test)]
             test_no_plans: AtomicBool::new(false),
+            #[cfg(test)]
+            test_mark_before_stamp: AtomicBool::new(false),
             dir,
         });
         if let Some(cause) = exhausted {
