@@ -114,6 +114,72 @@ fn a_config_stats_table_shows_the_sizes_but_no_hit_rate_of_a_run_that_read_nothi
     assert_eq!(local.split_whitespace().next(), Some("2"), "{table}");
 }
 
+/// The `local max size` line of `stats` through `config`, and `local` of its `--json`.
+fn local_bound_of(config: &std::path::Path) -> (String, serde_json::Value) {
+    let out = run_config(config, &["stats"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let line = table
+        .lines()
+        .find_map(|line| line.strip_prefix("local max size: "))
+        .unwrap_or_else(|| panic!("no local max size in {table}"))
+        .to_owned();
+    let out = run_config(config, &["stats", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (line, json["local"].clone())
+}
+
+/// `stats --dir` gives the store's size bound, `stats --config` gave none (found by review). It
+/// gives the local level's: `local.max_size`, or for a file store without it the bound its
+/// directory recorded (not the default the configuration implies), and for a memory L1 its
+/// items and the bytes of `local.memory_max_mb`; in the table and in `--json`.
+#[test]
+fn a_config_stats_shows_the_local_levels_size_bound_in_the_table_and_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = format!("{:?}", data.display().to_string());
+    let config = write_config(
+        dir.path(),
+        &format!("[local]\ntype = \"file\"\npath = {path}\nmax_size = 48\n"),
+    );
+    assert!(run_config(&config, &["set", "k", "v"]).status.success());
+    let (line, local) = local_bound_of(&config);
+    assert_eq!(line, "48 MiB (50331648 bytes)");
+    assert_eq!(local["max_size_bytes"], 48u64 << 20, "{local}");
+    assert!(local.get("max_items").is_none(), "{local}");
+
+    // No local.max_size: the store keeps the bound it recorded, 48 MiB, not the default 1024.
+    let config = write_file_config(dir.path(), &data);
+    let (line, local) = local_bound_of(&config);
+    assert_eq!(line, "48 MiB (50331648 bytes)");
+    assert_eq!(local["max_size_bytes"], 48u64 << 20, "{local}");
+
+    let config = write_config(
+        dir.path(),
+        "[local]\ntype = \"memory\"\nmax_size = 500\nmemory_max_mb = 8\n",
+    );
+    let (line, local) = local_bound_of(&config);
+    assert_eq!(line, "500 items, 8 MiB (8388608 bytes)");
+    assert_eq!(local["max_items"], 500, "{local}");
+    assert_eq!(local["max_size_bytes"], 8u64 << 20, "{local}");
+
+    #[cfg(feature = "redb")]
+    {
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[local]\ntype = \"redb\"\npath = {:?}\nmax_size = 32\n",
+                dir.path().join("redb").display().to_string()
+            ),
+        );
+        assert!(run_config(&config, &["set", "k", "v"]).status.success());
+        let (line, local) = local_bound_of(&config);
+        assert_eq!(line, "32 MiB (33554432 bytes)");
+        assert_eq!(local["max_size_bytes"], 32u64 << 20, "{local}");
+    }
+}
+
 /// A new user's mistake: a wrong Redis password in `hosts`. It used to pass silently (exit 0, L1
 /// only, 0 errors in stats); now every manager command says what to fix on stderr and exits 2.
 #[cfg(feature = "redis")]

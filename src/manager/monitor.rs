@@ -89,6 +89,20 @@ impl<'a> Monitor<'a> {
             .map(crate::FileStore::stats)
     }
 
+    /// The size bound in bytes of the file-store L1: `local.max_size`, or where that is unset the
+    /// bound its directory recorded (see
+    /// [`FileStoreOptions::max_size_mb`](crate::FileStoreOptions::max_size_mb)), which the
+    /// configuration alone cannot tell. `None` when L1 is no file store the manager opened from
+    /// its configuration, as for [`Monitor::local_recovery`].
+    #[must_use]
+    pub fn local_file_max_size(&self) -> Option<u64> {
+        self.manager
+            .shared
+            .local_file
+            .as_deref()
+            .map(crate::FileStore::max_size)
+    }
+
     /// L1's [`corrupt_reads`](crate::LevelStats::corrupt_reads), read from its counters alone
     /// (never L2, unlike [`Monitor::get_stats`]). Compare two readings to learn whether a miss
     /// between them was a damaged record rather than an absent key.

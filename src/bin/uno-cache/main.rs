@@ -59,8 +59,8 @@ use std::time::Duration;
 use args::{command_name, key_arg, parse_failed, ttl_arg, Cli, Command};
 use clap::Parser;
 use uno_cache::{
-    CacheConfig, CacheManager, Clock, Durability, FileStore, FileStoreOptions, LocalKind, ManualClock,
-    SystemClock,
+    CacheConfig, CacheManager, Clock, Durability, FileStore, FileStoreOptions, LocalCacheConfig, LocalKind,
+    ManualClock, SystemClock,
 };
 
 fn main() -> ExitCode {
@@ -398,6 +398,7 @@ fn run_manager(
         (config.local.kind != LocalKind::Memory).then(|| config.local.effective_path().to_owned())
     });
     let (memory_l1, replay) = (config.local.kind == LocalKind::Memory, config.offline.replay);
+    let local = config.local.clone();
     let cache = CacheManager::new(config).map_err(|e| size_error(e, size_from))?;
     // As with --dir: what this open removed, no later open can see.
     for damage in cache
@@ -443,11 +444,21 @@ fn run_manager(
         }
         Command::Stats { json } => {
             let stats = cache.stats();
+            let bound = local_bound(&cache, &local);
             if json {
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
-                )?;
+                let mut value = serde_json::to_value(&stats).map_err(|e| e.to_string())?;
+                // The bound in use, as `--dir` gives it (`max_size_bytes`), under the level it
+                // bounds: the counters do not carry it.
+                if let (Some(level), Some((items, bytes))) =
+                    (value.get_mut("local").and_then(|l| l.as_object_mut()), bound)
+                {
+                    level.insert("max_size_bytes".to_owned(), bytes.into());
+                    if let Some(items) = items {
+                        level.insert("max_items".to_owned(), items.into());
+                    }
+                }
+                let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+                outln!("{text}")?;
             } else {
                 // No hit rates: they are this process's, which has read nothing, so they were
                 // always 0.000 and read as the application's cache missing every time. The
@@ -463,6 +474,15 @@ fn run_manager(
                         size.bytes,
                         level.errors
                     )?;
+                }
+                match bound {
+                    Some((Some(items), bytes)) => outln!(
+                        "local max size: {}, {}",
+                        count(items, "item", "items"),
+                        size_in_mib(bytes)
+                    )?,
+                    Some((None, bytes)) => outln!("local max size: {}", size_in_mib(bytes))?,
+                    None => {}
                 }
                 let d = &stats.distributed;
                 if let Some(breaker) = &d.breaker {
@@ -568,6 +588,23 @@ fn run_manager(
     Err(format!(
         "`{name}`: L2 failed ({why}) and no replay queue took the {what}, so {fate}; start L2 or fix distributed.hosts and retry, or {or_else}"
     ))
+}
+
+/// The bound of the local level `local` configures, as `stats` gives it: for a memory L1 its
+/// items (`local.max_size`) and the bytes of its values (`local.memory_max_mb`), for a file or
+/// redb L1 its bytes (`local.max_size`, which a file store without it takes from its directory's
+/// record, read by the manager's open). `None` where the manager opened no file store for a
+/// file L1 (not the case of a manager built from a configuration).
+fn local_bound(cache: &CacheManager, local: &LocalCacheConfig) -> Option<(Option<u64>, u64)> {
+    const MIB: u64 = 1 << 20;
+    match local.kind {
+        LocalKind::Memory => Some((
+            Some(local.effective_max_size()),
+            local.memory_max_mb.saturating_mul(MIB),
+        )),
+        LocalKind::File => cache.monitor().local_file_max_size().map(|bytes| (None, bytes)),
+        LocalKind::Redb => Some((None, local.effective_max_size().saturating_mul(MIB))),
+    }
 }
 
 /// The exit of a command whose L2 step was queued for replay, L2 not asked: `del`'s 1 ("it was
