@@ -758,3 +758,24 @@ fn damage_at_open(opened: &uno_cache::RecoveryReport) -> Vec<String> {
 fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::size_in_mib;
+
+    /// A bound of no whole number of MiB, which a store written before bounds were recorded
+    /// takes from its bytes on disk (when they exceed the default), is given to two decimals
+    /// beside its exact bytes; a whole one, as every flag and `local.max_size` gives it, with
+    /// none. A test through the binary would need a store of more than 1 GiB.
+    #[test]
+    fn a_bound_of_no_whole_mib_is_given_to_two_decimals_beside_its_bytes() {
+        let mib = 1u64 << 20;
+        assert_eq!(
+            size_in_mib(1024 * mib + mib / 2),
+            "1024.50 MiB (1074266112 bytes)"
+        );
+        assert_eq!(size_in_mib(1536 * mib + 1), "1536.00 MiB (1610612737 bytes)");
+        assert_eq!(size_in_mib(mib - 1), "1.00 MiB (1048575 bytes)");
+        assert_eq!(size_in_mib(64 * mib), "64 MiB (67108864 bytes)");
+    }
+}
