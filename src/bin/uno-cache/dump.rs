@@ -93,31 +93,85 @@ fn expires_at_ms(at: Option<std::time::SystemTime>) -> Option<u64> {
     })
 }
 
-/// Refuses an empty stdin before the store is opened, which would create one in a new `--dir`.
-/// An empty input is no dump: it has no header either, and is the output of a `dump >` that
-/// failed before it wrote anything (a mistyped --dir, a full disk), which a version-2 reading
-/// took for an empty dump.
-pub fn refuse_empty_input() -> Result<(), String> {
-    let mut input = io::stdin().lock();
-    let peeked = io::BufRead::fill_buf(&mut input).map_err(|e| format!("reading stdin: {e}"))?;
-    if peeked.is_empty() {
+/// How much of line 1 [`first_line`] reads and checks before the store is opened: less than the
+/// limit of any store's lines ([`max_dump_line`] of the smallest segments, 64 KiB, is over
+/// 256 KiB), so a line it finds too short to be whole is one every store would refuse too. A
+/// longer line 1 is checked by the import, against the store's own limit.
+const FIRST_LINE_CHECKED: u64 = 64 * 1024;
+
+/// What [`first_line`] read of stdin, which the import reads first.
+#[derive(Debug, Default)]
+pub struct FirstLine(Vec<u8>);
+
+/// Reads line 1 of stdin and refuses it, before the store is opened (which would create one in a
+/// new `--dir`), where the import would stop at it: an empty input, a dump of another version, a
+/// line that is no dump line or holds an invalid key, one that is not UTF-8 or starts with a
+/// byte-order mark, an input that ends inside it. An empty input is no dump: it has no header
+/// either, and is the output of a `dump >` that failed before it wrote anything (a mistyped
+/// --dir, a full disk), which a version-2 reading took for an empty dump.
+pub fn first_line(durable: bool) -> Result<FirstLine, String> {
+    let mut bytes = Vec::new();
+    io::Read::take(io::stdin().lock(), FIRST_LINE_CHECKED)
+        .read_until(b'\n', &mut bytes)
+        .map_err(|e| stopped(0, durable, format!("reading stdin line 1: {e}")))?;
+    if bytes.is_empty() {
         return Err(format!("the input is empty, and a dump has at least its header (`{DUMP_HEADER}`) and end line; nothing was imported: take the dump again (a `dump` that exits 0 wrote both)"));
+    }
+    let line = match bytes.strip_suffix(b"\n") {
+        Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+        None if u64::try_from(bytes.len()).unwrap_or(u64::MAX) >= FIRST_LINE_CHECKED => {
+            return Ok(FirstLine(bytes));
+        }
+        None => return Err(stopped(0, durable, no_end_of_line(1))),
+    };
+    check_first_line(line).map_err(|why| stopped(0, durable, why))?;
+    Ok(FirstLine(bytes))
+}
+
+/// The checks of the import's loop that line 1 (`bytes`, without its line break) must pass and
+/// that need no store.
+fn check_first_line(bytes: &[u8]) -> Result<(), String> {
+    let line = text_of(bytes, 1)?;
+    if escape::is_comment(line) {
+        if let Some(found) = line.strip_prefix(DUMP_HEADER_PREFIX) {
+            header(found, 1, Version::Unchecked)?;
+        }
+        return Ok(());
+    }
+    if !line.is_empty() {
+        let (key, _) = entry_of(line, 1)?;
+        // The rule the store's `set` refuses a key by, which it would apply after the open.
+        crate::args::key_arg(&key).map_err(|e| format!("line 1: {e}"))?;
     }
     Ok(())
 }
 
-/// Imports a dump from stdin into `store`. An empty stdin was refused by [`refuse_empty_input`]
-/// before the store was opened.
-pub fn import(
-    store: &FileStore,
-    clock: &ManualClock,
-    durable: bool,
-    ttl: Option<Duration>,
-) -> Result<(), String> {
-    let stdin = io::stdin();
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    let (mut count, mut expired) = (0u64, 0u64);
+/// Line `line_no` (`bytes`, without its line break) as text: a dump is ASCII, with no
+/// byte-order mark before its first line.
+fn text_of(bytes: &[u8], line_no: u64) -> Result<&str, String> {
+    let line = std::str::from_utf8(bytes)
+        .map_err(|_| format!("stdin line {line_no}: not UTF-8 (a dump is ASCII)"))?;
+    if line_no == 1 && line.starts_with('\u{feff}') {
+        return Err("line 1 starts with a byte-order mark (U+FEFF, which some editors add); a dump is ASCII: remove the mark and import again".to_owned());
+    }
+    Ok(line)
+}
+
+/// The key and the rest of the entry line `line`, read at `line_no`.
+fn entry_of(line: &str, line_no: u64) -> Result<(String, escape::DumpLine), String> {
+    let mut parsed = escape::parse_dump_line(line).map_err(|e| format!("line {line_no}: {e}"))?;
+    let key = String::from_utf8(std::mem::take(&mut parsed.key))
+        .map_err(|_| format!("line {line_no}: key is not UTF-8"))?;
+    Ok((key, parsed))
+}
+
+/// Why an input that ended inside line `line_no` is refused.
+fn no_end_of_line(line_no: u64) -> String {
+    format!("stdin line {line_no} has no end of line: the dump was cut short (every line of a dump ends with one); take the dump again")
+}
+
+/// The error of an import stopped after storing `n` entries, for `why`.
+fn stopped(n: u64, durable: bool, why: String) -> String {
     // Streamed (a dump may not fit in RAM, and `--durable` acknowledges line by line): a bad
     // line stops the import, and the error says how much of the dump was stored before it.
     let stored = if durable {
@@ -125,14 +179,27 @@ pub fn import(
     } else {
         ""
     };
-    let stopped = |n: u64, why: String| {
-        format!(
-            "{why}; stopped there, after importing {}{stored}",
-            crate::count(n, "entry", "entries")
-        )
-    };
+    format!(
+        "{why}; stopped there, after importing {}{stored}",
+        crate::count(n, "entry", "entries")
+    )
+}
+
+/// Imports a dump from stdin into `store`: `first`, which [`first_line`] read and checked before
+/// the store was opened, then the rest.
+pub fn import(
+    store: &FileStore,
+    clock: &ManualClock,
+    durable: bool,
+    ttl: Option<Duration>,
+    first: FirstLine,
+) -> Result<(), String> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let (mut count, mut expired) = (0u64, 0u64);
+    let stopped = |n: u64, why: String| stopped(n, durable, why);
     let limit = max_dump_line(store);
-    let mut input = stdin.lock();
+    let mut input = io::Read::chain(io::Cursor::new(first.0), io::stdin().lock());
     let mut bytes = Vec::new();
     let mut version = Version::Unchecked;
     // The line of a version-3 dump's end line, once read.
@@ -157,10 +224,7 @@ pub fn import(
         } else if u64::try_from(bytes.len()).unwrap_or(u64::MAX) <= limit {
             // The input ended inside a line: a dump cut short (a full disk under `dump >`, a
             // broken pipe), whose last value would be stored shortened.
-            return Err(stopped(
-                count,
-                format!("stdin line {line_no} has no end of line: the dump was cut short (every line of a dump ends with one); take the dump again"),
-            ));
+            return Err(stopped(count, no_end_of_line(line_no)));
         }
         if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
             return Err(stopped(
@@ -171,12 +235,7 @@ pub fn import(
                 ),
             ));
         }
-        let line = std::str::from_utf8(&bytes).map_err(|_| {
-            stopped(
-                count,
-                format!("stdin line {line_no}: not UTF-8 (a dump is ASCII)"),
-            )
-        })?;
+        let line = text_of(&bytes, line_no).map_err(|why| stopped(count, why))?;
         if let Some(end) = ended_at {
             // Whatever follows the end line is no part of the dump it ends: two dumps joined,
             // say, the first of which may itself have been cut short before its end line.
@@ -187,12 +246,6 @@ pub fn import(
                 format!("line {line_no}: input after the dump's end line (line {end}); a dump ends there, so import each dump on its own")
             };
             return Err(stopped(count, what));
-        }
-        if line_no == 1 && line.starts_with('\u{feff}') {
-            return Err(stopped(
-                count,
-                "line 1 starts with a byte-order mark (U+FEFF, which some editors add); a dump is ASCII: remove the mark and import again".to_owned(),
-            ));
         }
         // The header and the end line are comments: a line with a TAB is an entry, whatever its
         // key starts with.
@@ -209,10 +262,7 @@ pub fn import(
         if line.is_empty() {
             continue;
         }
-        let parsed =
-            escape::parse_dump_line(line).map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
-        let key = String::from_utf8(parsed.key)
-            .map_err(|_| stopped(count, format!("line {line_no}: key is not UTF-8")))?;
+        let (key, parsed) = entry_of(line, line_no).map_err(|why| stopped(count, why))?;
         clock.set(SystemClock.now_ms());
         let now = clock.now_ms();
         let remaining = match parsed.expires_at_ms {

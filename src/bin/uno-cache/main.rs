@@ -153,10 +153,13 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     if !matches!(cli.command, Command::Set { .. } | Command::Import { .. }) {
         require_store(&cli.dir, uno_cache::files::META_FILE)?;
     }
-    if matches!(cli.command, Command::Import { .. }) {
-        dump::refuse_empty_input()?;
-    }
     let durable_import = matches!(cli.command, Command::Import { durable: true, .. });
+    // Read and checked before the store is opened: an import refused at its first line makes no
+    // store in a new --dir.
+    let mut first_line = None;
+    if matches!(cli.command, Command::Import { .. }) {
+        first_line = Some(dump::first_line(durable_import)?);
+    }
     // Import pins the store's clock to the moment of each write, so that an entry's remaining
     // TTL, computed against that moment, lands on exactly the dumped expiry.
     let clock = ManualClock::new(SystemClock.now_ms());
@@ -276,7 +279,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
                 }
             }
             Command::Import { durable, .. } => {
-                dump::import(&store, &clock, durable, ttl)?;
+                dump::import(&store, &clock, durable, ttl, first_line.unwrap_or_default())?;
                 ExitCode::SUCCESS
             }
         })
