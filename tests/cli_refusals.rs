@@ -284,3 +284,65 @@ fn a_dir_or_config_variable_in_conflict_with_the_other_flag_is_named() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("UNO_CACHE_DIR"), "{stderr}");
 }
+
+/// Whether `--dir` or `--config` was typed was told from argv by prefix, so a value starting
+/// with `-d` or `-c` (a key after `--`) passed for a typed `-d` / `-c`, and the variable behind
+/// the conflict went unnamed (found by review). clap now says where each value came from: a
+/// typed `-d` (joined to its value too) still is one, and names no variable.
+#[test]
+fn a_value_that_starts_like_a_short_flag_does_not_hide_the_variable_in_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, configured) = file_store_config(dir.path());
+    let named = dir.path().join("named");
+    let runs: [(&str, &Path, &str, &Path, &[&str]); 3] = [
+        (
+            "UNO_CACHE_DIR",
+            &named,
+            "--config",
+            &config,
+            &["set", "--", "-dx", "v"],
+        ),
+        ("UNO_CACHE_DIR", &named, "-c", &config, &["get", "--", "-d"]),
+        (
+            "UNO_CACHE_CONFIG",
+            &config,
+            "--dir",
+            &named,
+            &["get", "--", "-cx"],
+        ),
+    ];
+    for (var, value, flag, flag_value, args) in runs {
+        let out = bin()
+            .env_remove("UNO_CACHE_DIR")
+            .env_remove("UNO_CACHE_CONFIG")
+            .env(var, value)
+            .arg(flag)
+            .arg(flag_value)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("came from {var}, which is set")),
+            "{args:?}: {stderr}"
+        );
+    }
+    // `-d` typed, joined to its value: the command line's, so the variable is not to blame.
+    let out = bin()
+        .env("UNO_CACHE_DIR", dir.path().join("other"))
+        .env_remove("UNO_CACHE_CONFIG")
+        .arg(format!("-d{}", named.display()))
+        .arg("--config")
+        .arg(&config)
+        .args(["get", "k"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("UNO_CACHE_DIR"), "{stderr}");
+    assert!(
+        !configured.exists() && !named.exists(),
+        "a refused call created a store"
+    );
+}

@@ -142,22 +142,31 @@ fn empty_env_var(e: &clap::Error) -> Option<&'static str> {
 
 /// The variables behind a `--dir` / `--config` conflict that the command line did not give as
 /// flags: `UNO_CACHE_DIR` exported in a profile refused every `--config` call with an error about
-/// a `--dir` the user never typed.
+/// a `--dir` the user never typed. Where each came from is asked of clap, which parses the same
+/// command line again without the conflict: a look at argv for `-d` took a value such as the key
+/// of `set -- -dx …` for the flag.
 fn env_vars_in_conflict(e: &clap::Error) -> Vec<(&'static str, &'static str)> {
+    use clap::parser::ValueSource;
+    use clap::CommandFactory;
     if e.kind() != clap::error::ErrorKind::ArgumentConflict {
         return Vec::new();
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let typed = |long: &str, short: &str| {
-        args.iter()
-            .any(|a| a == long || a.starts_with(&format!("{long}=")) || a.starts_with(short))
+    // Without the conflict the parse succeeds (clap checked the subcommand's arguments before
+    // it); where it does not, nothing is said of the variables rather than a guess.
+    let Ok(matches) = Cli::command()
+        .mut_arg("config", |arg| {
+            arg.conflicts_with(clap::builder::Resettable::Reset)
+        })
+        .try_get_matches()
+    else {
+        return Vec::new();
     };
     [
-        ("UNO_CACHE_DIR", "--dir", "-d"),
-        ("UNO_CACHE_CONFIG", "--config", "-c"),
+        ("UNO_CACHE_DIR", "--dir", "dir"),
+        ("UNO_CACHE_CONFIG", "--config", "config"),
     ]
     .into_iter()
-    .filter(|(var, long, short)| std::env::var_os(var).is_some_and(|v| !v.is_empty()) && !typed(long, short))
+    .filter(|(.., id)| matches.value_source(id) == Some(ValueSource::EnvVariable))
     .map(|(var, long, _)| (var, long))
     .collect()
 }
