@@ -230,6 +230,29 @@ fn an_empty_dir_or_config_variable_is_named_in_the_refusal() {
     }
 }
 
+/// An empty `--dir ""` typed while `UNO_CACHE_DIR` is set and empty too was blamed on the
+/// variable, which the command line overrides (found by review): only an empty value that came
+/// from the variable names it.
+#[test]
+fn an_empty_dir_or_config_typed_on_the_command_line_is_not_blamed_on_its_variable() {
+    for (var, flag) in [("UNO_CACHE_DIR", "--dir"), ("UNO_CACHE_CONFIG", "--config")] {
+        for typed in [vec![flag, ""], vec![&format!("{flag}=")]] {
+            let out = bin()
+                .env_remove("UNO_CACHE_DIR")
+                .env_remove("UNO_CACHE_CONFIG")
+                .env(var, "")
+                .args(&typed)
+                .args(["get", "k"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{typed:?}: {stderr}");
+            assert!(stderr.contains(flag), "{typed:?}: {stderr}");
+            assert!(!stderr.contains(var), "{typed:?}: {stderr}");
+        }
+    }
+}
+
 /// `UNO_CACHE_DIR` exported in a profile stands for `--dir`, so every `--config` call is refused;
 /// clap's refusal named a `--dir` the command line did not have, without the variable (found by
 /// walking the README).

@@ -120,24 +120,35 @@ pub(crate) fn parse_failed(e: &clap::Error) -> ExitCode {
 }
 
 /// The environment variable behind an empty `--dir` or `--config` that clap refused, if it is
-/// set and empty: `export UNO_CACHE_DIR=` in a profile was reported as an empty `--dir` given on
-/// a command line that had none.
+/// set and empty and the command line did not give the empty value itself (`--dir ""`): `export
+/// UNO_CACHE_DIR=` in a profile was reported as an empty `--dir` given on a command line that
+/// had none.
 fn empty_env_var(e: &clap::Error) -> Option<&'static str> {
-    use clap::error::{ContextKind, ContextValue};
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
     let empty = matches!(e.get(ContextKind::InvalidValue), Some(ContextValue::String(v)) if v.is_empty());
-    if e.kind() != clap::error::ErrorKind::InvalidValue || !empty {
+    if e.kind() != ErrorKind::InvalidValue || !empty {
         return None;
     }
     let arg = match e.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(arg)) => arg.as_str(),
         _ => return None,
     };
-    [("--dir", "UNO_CACHE_DIR"), ("--config", "UNO_CACHE_CONFIG")]
+    let (id, var) = [("dir", "UNO_CACHE_DIR"), ("config", "UNO_CACHE_CONFIG")]
         .into_iter()
-        .find(|(flag, var)| {
-            arg.starts_with(flag) && std::env::var_os(var).is_some_and(|value| value.is_empty())
-        })
-        .map(|(_, var)| var)
+        .find(|(id, var)| {
+            arg.starts_with(&format!("--{id}")) && std::env::var_os(var).is_some_and(|value| value.is_empty())
+        })?;
+    // Parsed again without the variable: a command line that gave the empty value is refused
+    // the same way, and the variable, set and empty too, is not to blame.
+    let again = Cli::command()
+        .mut_arg(id, |a| a.env(clap::builder::Resettable::Reset))
+        .try_get_matches();
+    let typed = again.err().is_some_and(|again| {
+        again.kind() == ErrorKind::InvalidValue
+            && matches!(again.get(ContextKind::InvalidArg), Some(ContextValue::String(a)) if a == arg)
+    });
+    (!typed).then_some(var)
 }
 
 /// The variables behind a `--dir` / `--config` conflict that the command line did not give as
