@@ -386,6 +386,27 @@ fn a_file_l1_opened_from_configuration_shows_its_own_counters_through_the_monito
     }
 }
 
+/// The file-store L1's size bound through the monitor: `local.max_size`, and without it the
+/// bound the directory recorded (the configuration's default, 1024 MiB, would be wrong there).
+#[test]
+fn the_monitor_gives_the_file_l1s_bound_the_recorded_one_where_the_configuration_sets_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache =
+        CacheManager::new(CacheConfig::from_toml_str(&toml_for("file", dir.path())).unwrap()).unwrap();
+    assert_eq!(cache.monitor().local_file_max_size(), Some(16 << 20));
+    drop(cache);
+    let unset = toml_for("file", dir.path()).replace("max_size = 16\n", "");
+    assert!(!unset.contains("max_size"), "{unset}");
+    let cache = CacheManager::new(CacheConfig::from_toml_str(&unset).unwrap()).unwrap();
+    assert_eq!(cache.monitor().local_file_max_size(), Some(16 << 20));
+    let other = tempfile::tempdir().unwrap();
+    for kind in ["memory", "redb"] {
+        let cache =
+            CacheManager::new(CacheConfig::from_toml_str(&toml_for(kind, other.path())).unwrap()).unwrap();
+        assert!(cache.monitor().local_file_max_size().is_none(), "{kind}");
+    }
+}
+
 /// An L2 that, as it is dropped, tries to open the file store in `dir`: whether the manager's
 /// file L1 had closed (and let go of the directory's lock) by then.
 struct OpensL1AsItGoes {
