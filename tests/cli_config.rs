@@ -130,10 +130,26 @@ fn local_bound_of(config: &std::path::Path) -> (String, serde_json::Value) {
     (line, json["local"].clone())
 }
 
+/// The `memory tier max size:` line of `stats --config` (if any) and `--json`'s `memory`.
+fn memory_tier_bound_of(config: &std::path::Path) -> (Option<String>, serde_json::Value) {
+    let out = run_config(config, &["stats"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let line = table
+        .lines()
+        .find_map(|line| line.strip_prefix("memory tier max size: "))
+        .map(str::to_owned);
+    let out = run_config(config, &["stats", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (line, json["memory"].clone())
+}
+
 /// `stats --dir` gives the store's size bound, `stats --config` gave none (found by review). It
 /// gives the local level's: `local.max_size`, or for a file store without it the bound its
 /// directory recorded (not the default the configuration implies), and for a memory L1 its
-/// items and the bytes of `local.memory_max_mb`; in the table and in `--json`.
+/// items and the bytes of `local.memory_max_mb`; in the table and in `--json`. The memory tier in
+/// front of a file L1 gives its own.
 #[test]
 fn a_config_stats_shows_the_local_levels_size_bound_in_the_table_and_in_json() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,6 +164,18 @@ fn a_config_stats_shows_the_local_levels_size_bound_in_the_table_and_in_json() {
     assert_eq!(line, "48 MiB (50331648 bytes)");
     assert_eq!(local["max_size_bytes"], 48u64 << 20, "{local}");
     assert!(local.get("max_items").is_none(), "{local}");
+    // The memory tier in front of it, on by default, has a bound of its own.
+    let (line, memory) = memory_tier_bound_of(&config);
+    assert_eq!(line.as_deref(), Some("10000 items, 64 MiB (67108864 bytes)"));
+    assert_eq!(memory["max_items"], 10_000, "{memory}");
+    assert_eq!(memory["max_size_bytes"], 64u64 << 20, "{memory}");
+    let config = write_config(
+        dir.path(),
+        &format!("[local]\ntype = \"file\"\npath = {path}\nmemory_items = 0\n"),
+    );
+    let (line, memory) = memory_tier_bound_of(&config);
+    assert_eq!(line, None, "a memory tier turned off has no bound");
+    assert!(memory.get("max_items").is_none(), "{memory}");
 
     // No local.max_size: the store keeps the bound it recorded, 48 MiB, not the default 1024.
     let config = write_file_config(dir.path(), &data);

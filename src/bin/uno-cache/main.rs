@@ -460,6 +460,13 @@ fn run_manager(
                         level.insert("max_items".to_owned(), items.into());
                     }
                 }
+                if let (Some(tier), Some((items, bytes))) = (
+                    value.get_mut("memory").and_then(|l| l.as_object_mut()),
+                    memory_tier_bound(&local),
+                ) {
+                    tier.insert("max_items".to_owned(), items.into());
+                    tier.insert("max_size_bytes".to_owned(), bytes.into());
+                }
                 let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
                 outln!("{text}")?;
             } else {
@@ -486,6 +493,13 @@ fn run_manager(
                     )?,
                     Some((None, bytes)) => outln!("local max size: {}", size_in_mib(bytes))?,
                     None => {}
+                }
+                if let Some((items, bytes)) = memory_tier_bound(&local) {
+                    outln!(
+                        "memory tier max size: {}, {}",
+                        count(items, "item", "items"),
+                        size_in_mib(bytes)
+                    )?;
                 }
                 let d = &stats.distributed;
                 if let Some(breaker) = &d.breaker {
@@ -608,6 +622,15 @@ fn local_bound(cache: &CacheManager, local: &LocalCacheConfig) -> Option<(Option
         LocalKind::File => cache.monitor().local_file_max_size().map(|bytes| (None, bytes)),
         LocalKind::Redb => Some((None, local.effective_max_size().saturating_mul(MIB))),
     }
+}
+
+/// The bound of the memory tier in front of a file or redb L1 (`local.memory_items` and the
+/// bytes of `local.memory_max_mb`), `None` where there is none: off (`memory_items = 0`), or the
+/// L1 is the memory level itself, whose bound `local_bound` gives. This process's tier is empty;
+/// the bound is the one every process with this configuration runs with.
+fn memory_tier_bound(local: &LocalCacheConfig) -> Option<(u64, u64)> {
+    (local.kind != LocalKind::Memory && local.memory_items > 0)
+        .then(|| (local.memory_items, local.memory_max_mb.saturating_mul(1 << 20)))
 }
 
 /// The exit of a command whose L2 step was queued for replay, L2 not asked: `del`'s 1 ("it was
