@@ -42,11 +42,15 @@ impl Apart {
     }
 
     fn leave(&self) {
-        let mut state = self.state.lock();
-        state.running = state.running.saturating_sub(1);
-        if state.running == 0 {
-            self.ended.notify_all();
+        {
+            let mut state = self.state.lock();
+            state.running = state.running.saturating_sub(1);
+            if state.running == 0 {
+                self.ended.notify_all();
+            }
         }
+        #[cfg(test)]
+        tests::hold_if_asked();
     }
 
     /// No work begins from now on.
@@ -110,7 +114,26 @@ impl Pass {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::sync::Barrier;
+
     use super::*;
+
+    thread_local! {
+        /// Set by a piece of work on its own thread: once counted out, it meets this barrier
+        /// twice, and so stays at that point (the shutdown no longer waits for it) until the
+        /// test lets it go. Whatever it still held there would outlive the shutdown: the window
+        /// is forced open, where the scheduler opened it only now and then.
+        static HOLD_WHEN_COUNTED_OUT: RefCell<Option<Arc<Barrier>>> = const { RefCell::new(None) };
+    }
+
+    /// The hook [`Apart::leave`] calls once it has counted a piece of work out.
+    pub(super) fn hold_if_asked() {
+        if let Some(hold) = HOLD_WHEN_COUNTED_OUT.with(|h| h.borrow_mut().take()) {
+            hold.wait();
+            hold.wait();
+        }
+    }
 
     #[test]
     fn closing_refuses_new_work_and_waiting_ends_with_the_last_piece() {
@@ -123,5 +146,47 @@ mod tests {
         apart.leave();
         waiter.join().unwrap_or_else(|_| panic!("the wait panicked"));
         apart.wait();
+    }
+
+    /// The shutdown waits for the work apart from its caller to be counted out; a piece of work
+    /// that still held the shared state then (counted out first, as an early build did) let go of
+    /// it after the manager's drop had returned, and the file store L1 it held stayed locked: a
+    /// program that reopened the store right after the drop failed now and then. Held right after
+    /// it is counted out, the work here holds nothing of the manager's any more, so the drop
+    /// releases the store, and a reopen at once finds it free.
+    #[test]
+    fn a_dropped_manager_lets_go_of_its_store_before_the_drop_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || crate::FileStore::open(dir.path(), crate::FileStoreOptions::default());
+        let cache = CacheManager::builder()
+            .local(Arc::new(open().unwrap()))
+            .build()
+            .unwrap();
+        cache.set_raw("k", b"v", None).unwrap();
+        let shared = Arc::downgrade(&cache.shared);
+        let pass = Pass::enter(Arc::clone(&cache.shared)).unwrap();
+        let hold = Arc::new(Barrier::new(2));
+        let work = {
+            let hold = Arc::clone(&hold);
+            std::thread::spawn(move || {
+                HOLD_WHEN_COUNTED_OUT.with(|h| *h.borrow_mut() = Some(hold));
+                drop(pass);
+            })
+        };
+        // The work is counted out, and held there until the second meeting.
+        hold.wait();
+        drop(cache);
+        let reopened = open();
+        let still_held = shared.upgrade().is_some();
+        hold.wait();
+        work.join().unwrap();
+        let store = reopened.unwrap_or_else(|e| {
+            panic!("the store could not be reopened right after the manager's drop: {e}")
+        });
+        assert!(
+            !still_held,
+            "the manager's shared state outlived its drop, held by work counted out"
+        );
+        assert_eq!(store.stats().live_items, 1, "{:?}", store.stats());
     }
 }
