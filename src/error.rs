@@ -264,6 +264,24 @@ pub enum Error {
         reason: String,
     },
 
+    /// A distributed level that could not be reached at start-up (or whose server refused the
+    /// configuration, with `start_degraded_on_config_error`) is not connected yet: the manager
+    /// started without it (`fallback_on_error`) and connects in the background, every
+    /// `breaker_cooldown_ms`. The call was not sent: it is counted as a failure of the level (by
+    /// its circuit breaker too), but not timed, since it says nothing of the server's latency.
+    /// `cause` is why the last attempt to connect failed.
+    #[error("{level} {op} was not sent: the level is not connected yet ({cause}); it retries the connection in the background, and is used once that succeeds")]
+    NotConnected {
+        /// The level ("redis", "memcached").
+        level: &'static str,
+        /// The operation ("get", "set_many", ...).
+        op: &'static str,
+        /// The last attempt's failure ([`Error::Misconfigured`] if the server refused the
+        /// configuration, else an outage: [`Error::Backend`], [`Error::Timeout`]), shared by
+        /// every call it fails.
+        cause: std::sync::Arc<Error>,
+    },
+
     /// A circuit breaker in front of a level is open after repeated failures; the call was not
     /// attempted. It is retried by a probe once the cool-down has passed.
     #[error("{level} is skipped: its circuit breaker is open after repeated failures; a probe retries it after the cool-down")]
@@ -454,12 +472,15 @@ impl Error {
 
     /// True for [`Error::Misconfigured`] and [`Error::Config`]: the configuration is wrong, and
     /// retrying the call (or waiting for the server) cannot help. Also for one node's
-    /// ([`Error::NodeUnavailable`] with that cause), and a batch's whose first failure is one.
+    /// ([`Error::NodeUnavailable`] with that cause), a level's not connected yet because its
+    /// server refused the configuration ([`Error::NotConnected`] with that cause), and a batch's
+    /// whose first failure is one.
     #[must_use]
     pub fn is_misconfiguration(&self) -> bool {
         match self {
             Error::Misconfigured { .. } | Error::Config { .. } => true,
             Error::NodeUnavailable { cause, .. } => cause.is_misconfiguration(),
+            Error::NotConnected { cause, .. } => cause.is_misconfiguration(),
             Error::PartialBatch(partial) => partial.cause.is_misconfiguration(),
             _ => false,
         }

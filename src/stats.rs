@@ -282,10 +282,16 @@ impl LevelMetrics {
         let mut last = self.last_errors.lock();
         if error.is_misconfiguration() {
             self.config_errors.incr();
-            if last.config.as_deref() != Some(message.as_str()) {
-                tracing::error!(level, error = %message,
+            // A level not connected yet fails each call with its last refusal, naming the call:
+            // the refusal alone is logged once and shown, not once per kind of call.
+            let refusal = match error {
+                Error::NotConnected { cause, .. } => cause.to_string(),
+                _ => message.clone(),
+            };
+            if last.config.as_deref() != Some(refusal.as_str()) {
+                tracing::error!(level, error = %refusal,
                     "the level refuses this configuration; fix it (retrying cannot help); meanwhile the cache serves without it");
-                last.config = Some(message.clone());
+                last.config = Some(refusal);
             }
         }
         last.any = Some(message);
@@ -505,11 +511,12 @@ pub struct LevelStats {
     pub corrupt_reads: u64,
     /// Latency of read calls (`get`, `get_many`), from the calls timed: one local read in 16
     /// per thread, one memory-tier read in 64 (the first of each thread among them), every
-    /// distributed call but those its open breaker skipped.
+    /// distributed call but those not sent (skipped by its open breaker, or answered at once by
+    /// a level not connected yet: [`Error::NotConnected`]).
     pub get_latency: LatencyStats,
     /// Latency of write calls (`set`, `set_many`, backfills excluded; deletes are not timed),
     /// from the calls timed: one local write in 16 per thread (counted apart from the reads),
-    /// every distributed call but those its open breaker skipped.
+    /// every distributed call but those not sent (as for `get_latency`).
     pub set_latency: LatencyStats,
     /// Why the level's size could not be read, if it could not.
     pub size_error: Option<String>,

@@ -409,3 +409,51 @@ fn a_leaders_look_again_through_a_failing_l1_is_not_counted_as_a_second_read() {
         );
     }
 }
+
+/// An L2 down at start-up (with fallback) is connected in the background; until then it answers
+/// every call at once, unsent. Those answers are failures, counted in `errors`, but no round
+/// trips: before, each was timed into `get_latency` and `set_latency` (until the breaker
+/// opened), pulling the percentiles an operator alerts on to a few microseconds.
+#[test]
+fn calls_to_an_l2_not_connected_yet_count_as_errors_but_are_not_timed() {
+    const N: u64 = 20;
+    let port = support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), "redis", &[format!("127.0.0.1:{port}")], true);
+    // The breaker stays closed, so every call reaches the level not connected yet (an open
+    // breaker's skips were already left untimed); the connector retries every 20 ms.
+    config.distributed.breaker_failures = 1_000_000;
+    config.distributed.breaker_cooldown_ms = 20;
+    let cache = CacheManager::new(config).unwrap();
+
+    for i in 0..N {
+        assert_eq!(cache.get_raw(&format!("get{i}")).unwrap(), None);
+        cache.set_raw(&format!("set{i}"), b"v", None).unwrap();
+    }
+    let down = cache.stats().distributed;
+    assert_eq!(
+        (down.get_latency.samples, down.set_latency.samples),
+        (0, 0),
+        "{down:?}"
+    );
+    // Each get and set failed (replays of the queued sets may add their own failures).
+    assert!(down.errors >= 2 * N, "{down:?}");
+    let shown = down.last_error.unwrap_or_default();
+    assert!(
+        shown.contains("not connected yet") && shown.contains(&port.to_string()),
+        "{shown}"
+    );
+
+    let _redis = RedisServer::start_on(port, &[], None);
+    let l2 = cache.distributed().unwrap();
+    support::wait_until("the level connects", || l2.size().is_ok());
+    assert_eq!(cache.get_raw("after").unwrap(), None);
+    cache.set_raw("after", b"v", None).unwrap();
+    let up = cache.stats().distributed;
+    assert_eq!(up.get_latency.samples, 1, "{up:?}");
+    assert!(up.set_latency.samples >= 1, "{up:?}");
+    assert_eq!(
+        l2.get("after").unwrap().map(|e| e.value).as_deref(),
+        Some(&b"v"[..])
+    );
+}

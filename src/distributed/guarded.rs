@@ -104,10 +104,14 @@ fn record<T>(breaker: &CircuitBreaker, probe: bool, result: &Result<T>) {
             | Error::PartialBatch(_),
         ) => breaker.record_success(),
         // A configuration the server refuses (a rotated password) opens the breaker too: the
-        // level is probed once per cool-down instead of failing every call on the network.
-        Err(Error::Timeout { .. } | Error::Backend { .. } | Error::Misconfigured { .. }) => {
-            breaker.record_failure_of(probe)
-        }
+        // level is probed once per cool-down instead of failing every call on the network. A
+        // level not connected yet fails every call at once; open, the breaker skips them.
+        Err(
+            Error::Timeout { .. }
+            | Error::Backend { .. }
+            | Error::Misconfigured { .. }
+            | Error::NotConnected { .. },
+        ) => breaker.record_failure_of(probe),
         Err(_) if probe => breaker.release_probe(),
         Err(_) => {}
     }

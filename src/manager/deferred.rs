@@ -2,8 +2,9 @@
 //!
 //! With `fallback_on_error = true` a service must start (and serve from L1) while Redis or
 //! Memcached is down. [`Deferred`] stands in for the level: until a connection succeeds every
-//! call fails at once with [`Error::Backend`] ("not connected yet"), which the breaker in front
-//! of it counts and the manager hides; a named thread (`uno-cache-l2-connect`) retries the
+//! call fails at once with [`Error::NotConnected`] (naming why the last attempt failed), which
+//! the breaker in front of it counts, the manager hides and the stats do not time (no round
+//! trip was made); a named thread (`uno-cache-l2-connect`) retries the
 //! connection every `retry` until it succeeds or the manager is dropped, then every call goes to
 //! the connected level. The thread belongs to the manager's `Workers`, which stop and join it
 //! with the others at shutdown (waiting at most for one connection attempt, bounded by the
@@ -28,12 +29,10 @@ pub(crate) type ValueCheck = Box<dyn Fn(&str, usize) -> Result<()> + Send + Sync
 
 struct Slot {
     level: RwLock<Option<Arc<dyn DistributedStorage>>>,
-    /// The last failed attempt, if the server said the configuration is wrong: calls fail with
-    /// it (so stats show what to fix) instead of "not connected yet".
-    misconfigured: Mutex<Option<(String, String)>>,
-    /// The last failed attempt, as text: calls that fail because it failed say why, and so
-    /// name the host (the counters' `last_error` is all a caller such as the CLI sees).
-    last_failure: Mutex<String>,
+    /// The last failed attempt: calls that fail because it failed carry it as their cause, so
+    /// they name the host and say whether the configuration is wrong (the counters' `last_error`
+    /// and `config_errors` are all a caller such as the CLI sees).
+    last_failure: Mutex<Arc<Error>>,
 }
 
 /// A level that connects in the background; see the module docs.
@@ -70,7 +69,7 @@ impl Deferred {
         retry: Duration,
         connect: Connect,
         check: ValueCheck,
-        first_error: &Error,
+        first_error: Error,
     ) -> (Deferred, Connector) {
         if matches!(first_error, Error::Misconfigured { .. }) {
             tracing::error!(level = name, error = %first_error, retry_ms = retry.as_millis() as u64,
@@ -81,8 +80,7 @@ impl Deferred {
         }
         let slot = Arc::new(Slot {
             level: RwLock::new(None),
-            misconfigured: Mutex::new(misconfiguration(first_error)),
-            last_failure: Mutex::new(first_error.to_string()),
+            last_failure: Mutex::new(Arc::new(first_error)),
         });
         let connector = Connector {
             name,
@@ -97,20 +95,10 @@ impl Deferred {
         if let Some(level) = self.slot.level.read().clone() {
             return Ok(level);
         }
-        Err(match self.slot.misconfigured.lock().clone() {
-            Some((hosts, reason)) => Error::Misconfigured {
-                level: self.name,
-                hosts,
-                reason: format!("{reason}; retrying in the background"),
-            },
-            None => Error::Backend {
-                level: self.name,
-                op,
-                reason: format!(
-                    "not connected yet ({}); retrying in the background",
-                    self.slot.last_failure.lock()
-                ),
-            },
+        Err(Error::NotConnected {
+            level: self.name,
+            op,
+            cause: Arc::clone(&self.slot.last_failure.lock()),
         })
     }
 
@@ -140,26 +128,25 @@ fn connect_until_stopped(
                 return;
             }
             Err(e) => {
-                *slot.last_failure.lock() = e.to_string();
+                let mut last = slot.last_failure.lock();
                 let now = misconfiguration(&e);
-                let mut last = slot.misconfigured.lock();
-                if now.is_some() && *last != now {
+                if now.is_some() && misconfiguration(&last) != now {
                     // Logged once per distinct refusal: it repeats on every attempt.
                     tracing::error!(level = name, error = %e,
                         "L2 refuses this configuration; fix it (retrying cannot help); serving from L1 meanwhile");
                 } else {
                     tracing::debug!(level = name, error = %e, "L2 still unreachable");
                 }
-                *last = now;
+                *last = Arc::new(e);
             }
         }
     }
 }
 
 /// The hosts and reason of an [`Error::Misconfigured`].
-fn misconfiguration(error: &Error) -> Option<(String, String)> {
+fn misconfiguration(error: &Error) -> Option<(&str, &str)> {
     match error {
-        Error::Misconfigured { hosts, reason, .. } => Some((hosts.clone(), reason.clone())),
+        Error::Misconfigured { hosts, reason, .. } => Some((hosts, reason)),
         _ => None,
     }
 }
@@ -299,7 +286,7 @@ mod tests {
     /// A deferred level with its connector running on a thread of its own (the manager's
     /// `Workers` run it in a real manager); the thread ends once connected.
     fn started(name: &'static str, retry: Duration, connect: Connect) -> Deferred {
-        let (level, connector) = Deferred::new(name, retry, connect, Box::new(|_, _| Ok(())), &down());
+        let (level, connector) = Deferred::new(name, retry, connect, Box::new(|_, _| Ok(())), down());
         std::thread::spawn(move || connector.run(&Shutdown::default()));
         level
     }
@@ -317,7 +304,7 @@ mod tests {
             }
         });
         let level = started("test", Duration::from_millis(5), connect);
-        assert!(matches!(level.get("k"), Err(Error::Backend { op: "get", .. })) || level.is_connected());
+        assert!(matches!(level.get("k"), Err(Error::NotConnected { op: "get", .. })) || level.is_connected());
         let deadline = Instant::now() + Duration::from_secs(10);
         while !level.is_connected() {
             assert!(Instant::now() < deadline, "never connected");
@@ -328,6 +315,39 @@ mod tests {
         assert_eq!(level.get("k").unwrap().unwrap().value, b"v");
     }
 
+    /// A level not connected yet because its server refused the configuration fails each call
+    /// with that refusal as its cause: a configuration error, shown (and logged) as the refusal
+    /// itself whatever call met it, not once per kind of call.
+    #[test]
+    fn a_refusal_met_by_calls_of_every_kind_is_shown_as_one_configuration_error() {
+        let refused = || Error::Misconfigured {
+            level: "test",
+            hosts: "h:1".into(),
+            reason: "WRONGPASS".into(),
+        };
+        let connect: Connect = Box::new(move || Err(refused()));
+        let (level, _connector) = Deferred::new(
+            "test",
+            Duration::from_secs(3600),
+            connect,
+            Box::new(|_, _| Ok(())),
+            refused(),
+        );
+        let metrics = crate::stats::LevelMetrics::default();
+        for e in [
+            level.get("k").unwrap_err(),
+            level.set("k", b"v", None).unwrap_err(),
+        ] {
+            assert!(
+                matches!(e, Error::NotConnected { .. }) && e.is_misconfiguration(),
+                "{e}"
+            );
+            metrics.failure("test", &e);
+        }
+        assert_eq!(metrics.config_errors.get(), 2);
+        assert_eq!(metrics.last_config_error(), Some(refused().to_string()));
+    }
+
     #[test]
     fn the_shutdown_signal_ends_a_waiting_connector_promptly() {
         let connect: Connect = Box::new(|| Err(down()));
@@ -336,7 +356,7 @@ mod tests {
             Duration::from_secs(3600),
             connect,
             Box::new(|_, _| Ok(())),
-            &down(),
+            down(),
         );
         let shutdown = Shutdown::default();
         let theirs = shutdown.clone();

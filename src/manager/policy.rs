@@ -221,12 +221,16 @@ impl Level {
 /// An L2 call's result with the moment it started (for latency).
 pub(crate) type Timed<T> = (Instant, Result<T>);
 
-/// Times an L2 call, unless an open breaker skipped all of it: a skip takes no time and says
+/// Times an L2 call, unless none of it was sent: skipped by an open breaker, or refused at once
+/// by a level not connected yet ([`Error::NotConnected`]). Such an answer takes no time and says
 /// nothing of L2's latency, and timed it pulled the percentiles to well under a microsecond
 /// during the outage they are read for. A batch some of whose nodes answered is timed.
 pub(crate) fn time_l2<T>(histogram: &Histogram, started: Instant, result: &Result<T>) {
-    let skipped_whole = |e: &Error| !matches!(e, Error::PartialBatch(_)) && e.is_breaker_skip();
-    if !result.as_ref().is_err_and(skipped_whole) {
+    let unsent = |e: &Error| {
+        !matches!(e, Error::PartialBatch(_))
+            && (e.is_breaker_skip() || matches!(e, Error::NotConnected { .. }))
+    };
+    if !result.as_ref().is_err_and(unsent) {
         histogram.record(started.elapsed());
     }
 }

@@ -528,7 +528,7 @@ pub(super) fn build_distributed(
                 Box::new(move || connect_distributed(&config, &level_clock, level_nodes.as_ref()));
             let check = check_before_connect(d, clock);
             let (deferred, connector) =
-                Deferred::new(name, cool_down.max(Duration::from_millis(1)), connect, check, &e);
+                Deferred::new(name, cool_down.max(Duration::from_millis(1)), connect, check, e);
             let level: Arc<dyn DistributedStorage> =
                 Arc::new(Guarded::new(name, deferred, Arc::clone(&breaker)));
             return Ok(Some((level, breaker, nodes, Some(connector))));
