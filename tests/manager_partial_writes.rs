@@ -204,3 +204,27 @@ fn a_write_behind_batch_with_a_refused_item_and_a_down_host_replays_the_unreache
     replay_until_empty(&cache);
     check_after_replay(&cache, &big, &[(&ok, b"1"), (&gone, b"new")]);
 }
+
+/// A `multi_set` that lists a key twice writes it once, with its last value; when that key's
+/// host is down, the partial error names each position the caller listed it at, over the
+/// caller's batch (its length, its indices), not over the batch sent with the key once.
+#[test]
+fn a_multi_set_listing_a_key_twice_whose_host_is_down_names_both_of_its_positions() {
+    let mut servers = two_hosts();
+    let (store, [ok, _, gone, _]) = store_and_keys(&servers, "twice:");
+    let replay = tempfile::tempdir().unwrap();
+    let cache = manager(&replay, store, |config| config.fallback_on_error = false);
+    servers[1].kill();
+    let err = cache
+        .multi_set_raw(&[(&gone, &b"old"[..]), (&ok, b"1"), (&gone, b"new")], None)
+        .unwrap_err();
+    let Error::PartialBatch(partial) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (partial.total, &partial.failed[..], &partial.refused[..]),
+        (3, &[0, 2][..], &[][..])
+    );
+    let l2 = cache.distributed().unwrap();
+    assert_eq!(l2.get(&ok).unwrap().map(|e| e.value), Some(b"1".to_vec()));
+}

@@ -457,3 +457,63 @@ fn calls_to_an_l2_not_connected_yet_count_as_errors_but_are_not_timed() {
         Some(&b"v"[..])
     );
 }
+
+/// A batch write, named.
+type BatchWrite = (&'static str, fn(&CacheManager, &[(&str, u32)]));
+
+/// A batch write that lists a key twice writes it once, with its last value: each level holds
+/// that value and counts one set of the key. Before, each level was sent both values (and kept
+/// the last), and counted two sets.
+#[test]
+fn a_key_a_batch_write_lists_twice_is_written_once_with_its_last_value_and_counted_once() {
+    let redis = RedisServer::start();
+    fn raw(cache: &CacheManager, items: &[(&str, u32)]) -> Vec<(String, Vec<u8>)> {
+        items
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), cache.codec().encode(k, v).unwrap()))
+            .collect()
+    }
+    fn borrowed(items: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+        items.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect()
+    }
+    let writes: [BatchWrite; 4] = [
+        ("multi_set", |c, items| {
+            c.multi_set(items.iter().copied(), None).unwrap();
+        }),
+        ("multi_set_async", |c, items| {
+            support::block_on(c.multi_set_async(items.iter().copied(), None)).unwrap();
+        }),
+        ("multi_set_raw", |c, items| {
+            let encoded = raw(c, items);
+            c.multi_set_raw(&borrowed(&encoded), None).unwrap();
+        }),
+        ("multi_set_raw_async", |c, items| {
+            let encoded = raw(c, items);
+            support::block_on(c.multi_set_raw_async(&borrowed(&encoded), None)).unwrap();
+        }),
+    ];
+    for (name, write) in writes {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = redis_cache(dir.path(), &redis);
+        write(&cache, &[("a", 1), ("b", 2), ("a", 3)]);
+        let codec = cache.codec();
+        let in_l1 = |k: &str| {
+            cache
+                .local()
+                .get(k)
+                .unwrap()
+                .map(|e| codec.decode::<u32>(k, &e.value).unwrap())
+        };
+        let l2 = cache.distributed().unwrap();
+        let in_l2 = |k: &str| {
+            l2.get(k)
+                .unwrap()
+                .map(|e| codec.decode::<u32>(k, &e.value).unwrap())
+        };
+        assert_eq!((in_l1("a"), in_l1("b")), (Some(3), Some(2)), "{name}");
+        assert_eq!((in_l2("a"), in_l2("b")), (Some(3), Some(2)), "{name}");
+        let stats = cache.stats();
+        assert_eq!((stats.local.sets, stats.distributed.sets), (2, 2), "{name}");
+        cache.multi_delete(&["a", "b"]).unwrap();
+    }
+}

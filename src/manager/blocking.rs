@@ -12,7 +12,7 @@ use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
 use super::policy::{partial_over, with_found, Plan, Reread, Route, Shared};
 use super::typed::Lookup;
-use super::{as_strs, borrow_items, distinct, CacheManager};
+use super::{as_strs, borrow_items, distinct, item_keys, last_of_each, CacheManager};
 
 use crate::error::{key_for_error, Error, Result};
 
@@ -162,8 +162,14 @@ impl CacheManager {
 
     /// Writes several values with one TTL: one L1 call, one L2 call.
     ///
+    /// A key listed more than once is written once, with the last value listed for it (what
+    /// setting the items one after another would leave): each level is sent that value alone,
+    /// and the stats count one set of the key at each level. Its earlier values are dropped
+    /// before anything is written (though each must still encode).
+    ///
     /// # Errors
-    /// As [`CacheManager::set`]; nothing is written if a value fails to encode.
+    /// As [`CacheManager::set`]; nothing is written if a value fails to encode. A
+    /// [`PartialBatch`](crate::Error::PartialBatch) names every position of a key not written.
     pub fn multi_set<K: AsRef<str>, V: Serialize>(
         &self,
         items: impl IntoIterator<Item = (K, V)>,
@@ -416,16 +422,19 @@ impl CacheManager {
         }
     }
 
-    /// [`CacheManager::multi_set`] without the codec.
+    /// [`CacheManager::multi_set`] without the codec: a key listed more than once is written
+    /// once, with its last value, as there.
     ///
     /// # Errors
-    /// As [`CacheManager::set`].
+    /// As [`CacheManager::multi_set`].
     pub fn multi_set_raw(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
-        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-        self.set_items(&keys, items, ttl, false)
+        let once = last_of_each(items);
+        let keys: Vec<&str> = once.iter().map(|(k, _)| *k).collect();
+        self.set_items(&keys, &once, ttl, false)
+            .map_err(|e| partial_over(e, &keys, &item_keys(items)))
     }
 
     /// The write rule for one key (`single`: `set` on each level) or a batch (`set_many`);

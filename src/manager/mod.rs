@@ -87,6 +87,7 @@ mod writes;
 pub use self::builder::CacheManagerBuilder;
 pub use self::monitor::{L2Failures, Monitor, L2_SIZE_MAX_AGE};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -223,6 +224,31 @@ fn as_strs(keys: &[impl AsRef<str>]) -> Vec<&str> {
 fn distinct<'k>(keys: &[&'k str]) -> Vec<&'k str> {
     let mut seen = std::collections::HashSet::with_capacity(keys.len());
     keys.iter().copied().filter(|k| seen.insert(*k)).collect()
+}
+
+/// The items of a batch write, each key once, with the last value listed for it (what writing
+/// them one after another would leave): a key listed twice is one write, so each level is sent
+/// it once and the stats count it once. The items as given when no key repeats; else in the
+/// order of each key's last listing.
+fn last_of_each<'i, 'k, 'v>(items: &'i [(&'k str, &'v [u8])]) -> Cow<'i, [(&'k str, &'v [u8])]> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    if items.iter().all(|(key, _)| seen.insert(*key)) {
+        return Cow::Borrowed(items);
+    }
+    seen.clear();
+    let mut kept: Vec<(&str, &[u8])> = items
+        .iter()
+        .rev()
+        .filter(|(key, _)| seen.insert(*key))
+        .copied()
+        .collect();
+    kept.reverse();
+    Cow::Owned(kept)
+}
+
+/// The keys of a batch write's items, as listed.
+fn item_keys<'k>(items: &[(&'k str, &[u8])]) -> Vec<&'k str> {
+    items.iter().map(|(k, _)| *k).collect()
 }
 
 fn borrow_items<K: AsRef<str>>(items: &[(K, Vec<u8>)]) -> Vec<(&str, &[u8])> {

@@ -13,7 +13,7 @@ use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
 use super::policy::{partial_over, with_found, Plan, Reread, Route, Shared};
 use super::typed::Lookup;
-use super::{as_strs, borrow_items, distinct, CacheManager};
+use super::{as_strs, borrow_items, distinct, item_keys, last_of_each, CacheManager};
 
 use crate::error::{key_for_error, Error, Result};
 
@@ -406,8 +406,11 @@ impl CacheManager {
         if items.is_empty() {
             return Ok(());
         }
-        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-        self.set_items_async(&keys, items, ttl, false).await
+        let once = last_of_each(items);
+        let keys: Vec<&str> = once.iter().map(|(k, _)| *k).collect();
+        self.set_items_async(&keys, &once, ttl, false)
+            .await
+            .map_err(|e| partial_over(e, &keys, &item_keys(items)))
     }
 
     /// Async [`CacheManager::set_items`].
