@@ -228,3 +228,24 @@ fn a_multi_set_listing_a_key_twice_whose_host_is_down_names_both_of_its_position
     let l2 = cache.distributed().unwrap();
     assert_eq!(l2.get(&ok).unwrap().map(|e| e.value), Some(b"1".to_vec()));
 }
+
+/// A write batch some of whose items' host is down stores the others: they count as L2 sets
+/// whether `fallback_on_error` hides the failure or the caller is told of it. Told of it, the
+/// caller's stats said no item reached L2 though the live host stored its item.
+#[test]
+fn the_items_a_partial_write_batch_stored_count_as_sets_with_or_without_fallback() {
+    let mut servers = two_hosts();
+    let queues = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let caches = [("lenient", true), ("strict", false)].map(|(name, fallback)| {
+        let (store, [ok, _, gone, _]) = store_and_keys(&servers, &format!("counted-{name}:"));
+        let queue = &queues[usize::from(!fallback)];
+        let cache = manager(queue, store, |config| config.fallback_on_error = fallback);
+        (name, cache, ok, gone, !fallback)
+    });
+    servers[1].kill();
+    for (name, cache, ok, gone, told) in &caches {
+        let result = cache.multi_set_raw(&[(ok, &b"1"[..]), (gone, b"2")], None);
+        assert_eq!(result.is_err(), *told, "{name}: {result:?}");
+        assert_eq!(cache.stats().distributed.sets, 1, "{name}: one item reached L2");
+    }
+}

@@ -167,6 +167,9 @@ impl Shared {
                 Ok((failed, _, error)) => {
                     let unsent: Vec<(&str, &[u8])> =
                         failed.iter().filter_map(|&i| items.get(i).copied()).collect();
+                    // The reached nodes stored theirs, whether or not the error is hidden.
+                    // Saturating: a level of a user's own may name an index twice.
+                    m.sets.add(items.len().saturating_sub(unsent.len()) as u64);
                     let first = unsent.first().map_or("", |(k, _)| *k);
                     if !self.hidden(Level::Distributed, "set", first, &error) {
                         // Told the write failed, the caller may go on as if it had not been
@@ -174,8 +177,6 @@ impl Shared {
                         self.undo_local_items(&unsent);
                         return Err(error);
                     }
-                    // Saturating: a level of a user's own may name an index twice.
-                    m.sets.add(items.len().saturating_sub(unsent.len()) as u64);
                     self.queue_failed_sets(&unsent, ttl)
                 }
                 Err(e) => {
