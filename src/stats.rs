@@ -482,7 +482,8 @@ pub struct LevelStats {
     pub enabled: bool,
     /// Reads this level answered, a cached "absent" (a loader's answer kept for
     /// `loader.absent_ttl`, also counted in `loader.absent_hits`) included: the level answered
-    /// without asking the source, though the caller gets `None`.
+    /// without asking the source, though the caller gets `None`. With write-behind, L2's
+    /// include the reads a value still queued for it answered (`consistency.write_behind_reads`).
     pub hits: u64,
     /// Reads this level did not have. An L1 entry L2 was asked about before it is served
     /// (restored after a restart, or held while the backplane's subscription was down) counts
@@ -690,7 +691,8 @@ pub struct ConsistencyStats {
     pub write_behind_flushes: u64,
     /// Keys whose write-behind L2 write failed (queued for replay in offline mode).
     pub write_behind_failures: u64,
-    /// Reads that missed L1 and were answered by a value still waiting for L2.
+    /// Reads that missed L1 and were answered by a value still waiting for L2 (counted as L2
+    /// hits too: the queue answers for L2 until the value lands).
     pub write_behind_reads: u64,
     /// Sets that found the queue full and wrote through instead.
     pub write_behind_overflows: u64,
