@@ -105,7 +105,8 @@ impl CacheManagerBuilder {
     /// [`Error::Config`](crate::Error::Config) naming the bad field, whatever opening L1 reports (for example
     /// [`Error::Locked`](crate::Error::Locked)), and, without `fallback_on_error`, the configured L2's connection error
     /// ([`Error::Backend`](crate::Error::Backend) or [`Error::Timeout`](crate::Error::Timeout) naming the host). With `fallback_on_error` an
-    /// unreachable L2 does not fail start-up: it is connected in the background.
+    /// unreachable L2 does not fail start-up: it is connected in the background, and until then
+    /// its calls fail at once with [`Error::NotConnected`](crate::Error::NotConnected).
     pub fn build(self) -> Result<CacheManager> {
         let config = self.config;
         config.validate()?;
