@@ -218,8 +218,11 @@ pub trait LocalStorage: Storage {
     fn mark_all_suspect(&self) -> Result<()>;
 
     /// The level's current [`SuspectEpoch`]: read it before checking an entry against L2, and
-    /// pass it to [`confirm`](LocalStorage::confirm). A level with no suspect entries may return
-    /// a constant.
+    /// pass it to [`confirm`](LocalStorage::confirm). Every
+    /// [`mark_all_suspect`](LocalStorage::mark_all_suspect) moves it, also in a level that
+    /// forgets its entries instead: the manager reads it before an L2 read and again when it
+    /// writes the value read into the level, and leaves the value out if it moved, since a
+    /// value read before a loss of certainty must not be trusted after it.
     fn suspect_epoch(&self) -> SuspectEpoch;
 
     /// Marks the current entry of `key` as confirmed fresh (revalidated against L2), unless

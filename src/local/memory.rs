@@ -145,6 +145,10 @@ pub struct MemoryStore {
     max_bytes: Option<u64>,
     /// How long expired entries stay for [`LocalStorage::get_stale`], in ms.
     keep_expired_ms: u64,
+    /// Counts the losses of certainty ([`LocalStorage::mark_all_suspect`]), each of which
+    /// forgets every entry: a caller that read L2 before one must not write what it read back
+    /// in as if it came after (see [`LocalStorage::suspect_epoch`]).
+    epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -184,6 +188,7 @@ impl MemoryStore {
             max_items,
             max_bytes: None,
             keep_expired_ms: 0,
+            epoch: AtomicU64::new(SuspectEpoch::first_of_a_new_level()),
         })
     }
 
@@ -418,14 +423,19 @@ impl LocalStorage for MemoryStore {
         }))
     }
 
-    /// No suspect mark to set: forgetting every entry is the safe equivalent.
+    /// No suspect mark to set: forgetting every entry is the safe equivalent. The epoch moves
+    /// first, so a caller that reads it after its write and finds it unchanged knows the
+    /// forgetting comes after that write, and takes it too.
     fn mark_all_suspect(&self) -> Result<()> {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.clear()
     }
 
-    /// One epoch for ever: no entry here is ever suspect, so no confirm needs refusing.
+    /// Moved by every loss of certainty. No entry here is ever suspect, so no confirm is
+    /// refused by it (one from before finds its entry gone); a backfill of a value read from L2
+    /// before a loss is (see [`LocalStorage::suspect_epoch`]).
     fn suspect_epoch(&self) -> SuspectEpoch {
-        SuspectEpoch::new(0)
+        SuspectEpoch::new(self.epoch.load(Ordering::Acquire))
     }
 
     /// Entries are never suspect: a held key is trusted as it is.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::fill::FillBatch;
 use super::guard::Ticket;
-use super::policy::{time_l2, unreached, Level, Plan, Shared, Suspect, Timed};
+use super::policy::{taken_in, time_l2, unreached, Level, Plan, Shared, Suspect, Timed};
 use crate::clock;
 use crate::error::{Result, Served};
 use crate::stats;
@@ -267,10 +267,11 @@ impl Shared {
         let mut written = 0;
         let mut result = Ok(());
         self.guard.backfill_many_if_current(&tickets, |current| {
+            let epoch = self.l1.suspect_epoch();
             let items: Vec<(&str, &[u8], Option<Duration>)> = fills
                 .iter()
                 .zip(current)
-                .filter(|&((_, _, at, _), current)| *current && at > now_ms)
+                .filter(|&((_, _, at, ticket), current)| *current && at > now_ms && taken_in(&ticket, epoch))
                 .map(|((key, value, at, _), _)| {
                     (key, value, Some(Duration::from_millis(at.saturating_sub(now_ms))))
                 })
@@ -279,13 +280,13 @@ impl Shared {
                 return;
             }
             // Fills: L1 may leave out those its admission policy refuses.
-            result = self.l1.fill_each(&items).map(|n| written = n as u64);
+            result = self.fill_in(epoch, &items).map(|n| written = n as u64);
             if matches!(&result, Err(e) if e.is_bad_input()) {
                 // One entry L1 cannot take (a value larger than a segment, say) must not keep
                 // the others out: write them one by one.
                 written = 0;
                 for item in &items {
-                    match self.l1.fill_each(std::slice::from_ref(item)) {
+                    match self.fill_in(epoch, std::slice::from_ref(item)) {
                         Ok(n) => written += n as u64,
                         Err(e) => result = Err(e),
                     }
@@ -305,6 +306,7 @@ impl Shared {
     }
 
     pub(crate) fn tickets(&self, keys: &[&str]) -> Vec<Ticket> {
-        keys.iter().map(|k| self.ticket(k)).collect()
+        let l1_epoch = self.l1.suspect_epoch();
+        keys.iter().map(|k| self.ticket_in(k, l1_epoch)).collect()
     }
 }

@@ -17,7 +17,8 @@
 //!   made suspect) marks a writer on [every stripe](KeyOrder::write_all);
 //! - every writer bumps `version` when it starts and ends; a read takes a [`Ticket`] (the
 //!   version) before it reads L2, and backfills L1 only under the stripe's mutex, only if the
-//!   version is unchanged and no writer is in progress;
+//!   version is unchanged and no writer is in progress (the ticket also carries L1's suspect
+//!   epoch, for the marks of other holders of L1 that bump no stripe: see `Shared::fill_in`);
 //! - a load [`watches`](KeyOrder::watch) its key from before its loader reads the source;
 //!   every writer and invalidation of the key, and the store of a load of it that began later
 //!   (and so read its source later), marks the watch, and the load stores what it read only if
@@ -58,6 +59,7 @@ use tokio::sync::Notify;
 
 use super::refresh_due::RefreshDue;
 use crate::clock::{Clock, SystemClock};
+use crate::storage::SuspectEpoch;
 
 /// Number of stripes (a power of two).
 const STRIPES: usize = 1024;
@@ -259,6 +261,9 @@ pub(crate) struct Ticket {
     /// The write-behind queue's settle epoch of the key, taken just before (see
     /// `WriteQueue::settle_epoch`); 0 without a queue.
     settled: u64,
+    /// L1's suspect epoch, taken just before (see `Shared::ticket`); `None` for a ticket of
+    /// the stripes alone, which no L2 read backfills under.
+    l1_epoch: Option<SuspectEpoch>,
 }
 
 impl Ticket {
@@ -275,6 +280,19 @@ impl Ticket {
     /// Records the queue's settle epoch, read before the ticket was taken.
     pub(crate) fn with_settled(self, settled: u64) -> Ticket {
         Ticket { settled, ..self }
+    }
+
+    /// L1's suspect epoch recorded with the ticket, if any.
+    pub(crate) fn l1_epoch(&self) -> Option<SuspectEpoch> {
+        self.l1_epoch
+    }
+
+    /// Records L1's suspect epoch, read before the L2 read the ticket guards.
+    pub(crate) fn with_l1_epoch(self, epoch: SuspectEpoch) -> Ticket {
+        Ticket {
+            l1_epoch: Some(epoch),
+            ..self
+        }
     }
 }
 
@@ -413,6 +431,7 @@ impl KeyOrder {
             version,
             deleting,
             settled: 0,
+            l1_epoch: None,
         }
     }
 

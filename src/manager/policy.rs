@@ -282,6 +282,13 @@ pub(super) fn with_found(error: Error, found: std::collections::HashMap<String, 
     }
 }
 
+/// Whether the L2 read `ticket` guards began in L1's suspect epoch `now` (a ticket with none
+/// recorded guards no L2 read): a backfill of a value read before L1 was made suspect must not
+/// be trusted after it (see [`Shared::fill_in`]).
+pub(super) fn taken_in(ticket: &Ticket, now: SuspectEpoch) -> bool {
+    ticket.l1_epoch().is_none_or(|read| read == now)
+}
+
 pub(super) fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
     if ttl.is_some_and(|t| t.is_zero()) {
         return Err(Error::ZeroTtl {
@@ -585,10 +592,19 @@ impl Shared {
     }
 
     /// The backfill ticket of a read about to ask L2, with the write-behind queue's settle
-    /// epoch of the key read just before it (see [`overtaken`](Self::overtaken)).
+    /// epoch of the key read just before it (see [`overtaken`](Self::overtaken)) and L1's
+    /// suspect epoch (see [`fill_in`](Self::fill_in)).
     pub(crate) fn ticket(&self, key: &str) -> Ticket {
+        self.ticket_in(key, self.l1.suspect_epoch())
+    }
+
+    /// [`ticket`](Self::ticket), L1's suspect epoch read by the caller (once for a batch).
+    pub(crate) fn ticket_in(&self, key: &str, l1_epoch: SuspectEpoch) -> Ticket {
         let settled = self.behind.as_ref().map_or(0, |q| q.settle_epoch(key));
-        self.guard.ticket(key).with_settled(settled)
+        self.guard
+            .ticket(key)
+            .with_settled(settled)
+            .with_l1_epoch(l1_epoch)
     }
 
     /// [`before_l2`](Self::before_l2) once the ticket is taken (a test stops a read here).
@@ -691,7 +707,10 @@ impl Shared {
         };
         let mut result = Ok(0);
         let ran = self.guard.backfill_if_current(ticket, || {
-            result = self.l1.fill_each(&[(key, &entry.value, Some(ttl))]);
+            let epoch = self.l1.suspect_epoch();
+            if taken_in(&ticket, epoch) {
+                result = self.fill_in(epoch, &[(key, &entry.value, Some(ttl))]);
+            }
         });
         if !ran {
             self.metrics.backfills_skipped.incr();
@@ -708,6 +727,38 @@ impl Shared {
                 tracing::warn!(key = %key_for_error(key), error = %e, "backfilling L1 failed; the read goes on");
             }
         }
+    }
+
+    /// Writes `items`, backfills each read from L2 under a ticket taken in L1's suspect epoch
+    /// `epoch` (read under the tickets' stripes, see [`taken_in`]); returns how many L1 wrote.
+    ///
+    /// The stripes keep out this manager's writes and marks, not a `mark_all_suspect` by anyone
+    /// else holding the store (another manager over it, a direct user): a value read from L2
+    /// before such a loss of certainty, written after it, would be trusted in the new epoch,
+    /// the very values the loss was meant to distrust. A mark that lands during the write
+    /// leaves the fill suspect if it came after, trusted if it came before, and nothing tells
+    /// which: the fills are taken out again (a fill is only an optimisation; so is any other
+    /// entry of those keys). Also when L1 wrote none, or failed part-way: a refused fill may be
+    /// held and served all the same (the file store's `stash`). If L1 cannot take them out, it
+    /// is distrusted, as after a delete it could not apply, until a marking succeeds.
+    pub(super) fn fill_in(
+        &self,
+        epoch: SuspectEpoch,
+        items: &[(&str, &[u8], Option<Duration>)],
+    ) -> Result<usize> {
+        let filled = self.l1.fill_each(items);
+        if self.l1.suspect_epoch() == epoch {
+            return filled;
+        }
+        let keys: Vec<&str> = items.iter().map(|(key, _, _)| *key).collect();
+        if let Err(e) = self.l1.delete_many(&keys) {
+            // Checks on first: a reader sees `distrust_l1` only while they are on. Not
+            // `distrust_everything`, whose `write_all` waits for the stripes held here.
+            self.check_freshness.store(true, Ordering::Release);
+            self.distrust_l1.turn_on();
+            return Err(e);
+        }
+        filled.map(|_| 0)
     }
 
     /// What to do with L2's answer to the revalidation of a suspect L1 entry.
