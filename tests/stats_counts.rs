@@ -18,10 +18,13 @@ mod delegate;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 
-use delegate::{Delegate, Wrap, WrapLocal};
+use delegate::{Delegate, Wrap, WrapDistributed, WrapLocal};
 use support::{MemcachedServer, RedisServer};
 use uno_cache::distributed::{MemcachedOptions, MemcachedStore};
-use uno_cache::{CacheConfig, CacheManager, CacheStats, Entry, Error, Fetched, FileStore, Freshness};
+use uno_cache::{
+    CacheConfig, CacheManager, CacheStats, DistributedStorage, Entry, Error, Fetched, FileStore, Freshness,
+    LocalStorage, RedisOptions, RedisStore, Storage,
+};
 
 fn config(dir: &Path, kind: &str, hosts: &[String], fallback: bool) -> CacheConfig {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
@@ -515,5 +518,114 @@ fn a_key_a_batch_write_lists_twice_is_written_once_with_its_last_value_and_count
         let stats = cache.stats();
         assert_eq!((stats.local.sets, stats.distributed.sets), (2, 2), "{name}");
         cache.multi_delete(&["a", "b"]).unwrap();
+    }
+}
+
+/// The manager's Redis L2, whose first read once armed lets another manager over the same L1
+/// and Redis set `k` to 7 and then mark every L1 entry suspect (its subscription lost, say),
+/// on a thread of its own, before it answers what it read (a miss).
+struct OtherWritesAfterRead {
+    redis: Arc<RedisStore>,
+    other: Arc<CacheManager>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl OtherWritesAfterRead {
+    fn after_read(&self) {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let other = Arc::clone(&self.other);
+            std::thread::spawn(move || {
+                other.set("k", &7u32, None).unwrap();
+                other.local().mark_all_suspect().unwrap();
+            })
+            .join()
+            .unwrap();
+        }
+    }
+}
+
+impl Wrap for OtherWritesAfterRead {
+    type Inner = RedisStore;
+    fn inner(&self) -> &RedisStore {
+        &self.redis
+    }
+    fn get(&self, key: &str) -> uno_cache::Result<Option<Entry>> {
+        let read = self.redis.get(key);
+        self.after_read();
+        read
+    }
+}
+
+impl WrapDistributed for OtherWritesAfterRead {
+    fn get_async<'a>(&'a self, key: &'a str) -> uno_cache::BoxFuture<'a, uno_cache::Result<Option<Entry>>> {
+        Box::pin(async move {
+            let read = self.redis.get_async(key).await;
+            self.after_read();
+            read
+        })
+    }
+}
+
+/// A loading call's leader looks at its key again before it loads, uncounted; a look that
+/// found a suspect entry (written and then made suspect by another holder of L1 since the
+/// call's read missed) went on as a full read, counted: an L1 miss, an L2 hit and an overall
+/// hit on top of the read's misses, two reads for one call. The look checks the entry against
+/// L2 (and confirms it) without counting, so the call counts the one read that missed.
+#[test]
+fn a_leaders_look_again_that_finds_a_suspect_entry_is_not_counted_as_a_second_read() {
+    let server = RedisServer::start();
+    let calls: [LoadCall; 2] = [
+        ("get_or_set_with", |c, f| c.get_or_set_with("k", None, f)),
+        ("get_or_set_with_async", |c, f| {
+            support::block_on(c.get_or_set_with_async("k", None, || async move { f() }))
+        }),
+    ];
+    for (i, (name, call)) in calls.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let l1: Arc<dyn LocalStorage> =
+            Arc::new(FileStore::open(dir.path(), uno_cache::FileStoreOptions::default()).unwrap());
+        let redis = Arc::new(
+            RedisStore::connect(RedisOptions::new(server.addr()).prefix(format!("sl{i}:"))).unwrap(),
+        );
+        let other = Arc::new(
+            CacheManager::builder()
+                .local(Arc::clone(&l1))
+                .distributed(redis.clone())
+                .build()
+                .unwrap(),
+        );
+        let l2 = Arc::new(Delegate(OtherWritesAfterRead {
+            redis,
+            other,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        }));
+        let cache = CacheManager::builder()
+            .config(config(dir.path(), "redis", &[server.addr()], true))
+            .local(l1)
+            .distributed(l2.clone())
+            .build()
+            .unwrap();
+        assert_eq!(call(&cache, Box::new(|| Ok(8))).unwrap(), 7, "{name}");
+        assert!(
+            !l2.armed.load(std::sync::atomic::Ordering::SeqCst),
+            "{name}: the other holder did not write"
+        );
+        let stats = cache.stats();
+        assert_eq!(
+            stats.overall.loads, 0,
+            "{name}: the look found the other holder's value"
+        );
+        assert_eq!(stats.consistency.revalidated_confirmed, 1, "{name}");
+        assert_eq!(
+            counts(&stats),
+            Counts {
+                memory: (0, 0),
+                file: (0, 1),
+                local: (0, 1),
+                distributed: (0, 1),
+                overall: (0, 1),
+            },
+            "{name}"
+        );
     }
 }

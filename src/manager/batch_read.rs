@@ -181,7 +181,7 @@ impl Shared {
             }
             if !suspects.is_empty() {
                 if let Some(entry) = suspects.remove(key) {
-                    if let Some(value) = self.settle_suspect(key, entry, *ticket, Ok(answer))? {
+                    if let Some(value) = self.settled_by_l2(key, entry, *ticket, answer, true) {
                         out.insert((*key).to_owned(), value);
                     }
                     continue;

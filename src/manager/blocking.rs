@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
-use super::policy::{partial_over, with_found, Plan, Reread, Route, Shared};
+use super::policy::{partial_over, with_found, Plan, Route, Shared};
+use super::reread::Reread;
 use super::typed::Lookup;
 use super::{as_strs, borrow_items, distinct, item_keys, last_of_each, CacheManager};
 
@@ -331,12 +332,11 @@ impl CacheManager {
         let s = &self.shared;
         match s.leader_reread(key) {
             Reread::Done(found) => Ok(found),
-            Reread::Full => self.get_raw(key),
             Reread::Failed(e) => Err(e),
-            Reread::AskL2(l2, ticket) => {
+            Reread::AskL2(l2, ticket, suspect) => {
                 let started = Instant::now();
                 let result = l2.get(key);
-                s.finish_reread(key, ticket, (started, result))
+                s.finish_reread(key, ticket, suspect, (started, result))
             }
         }
     }

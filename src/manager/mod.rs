@@ -73,6 +73,7 @@ mod policy;
 mod prefix;
 mod refresh_due;
 mod requeue;
+mod reread;
 mod set_with;
 #[cfg(feature = "redis")]
 mod tags;

@@ -182,19 +182,6 @@ pub(crate) enum Route<'a> {
     },
 }
 
-/// What a loading call's leader does for its second look at the key (see
-/// [`Shared::leader_reread`]).
-pub(crate) enum Reread<'a> {
-    /// Answered without L2.
-    Done(Option<Vec<u8>>),
-    /// L1 missed: ask this L2 with this ticket, then [`Shared::finish_reread`].
-    AskL2(&'a dyn DistributedStorage, Ticket),
-    /// L1 cannot answer alone (a suspect entry, or L1 distrusted): the full read, counted.
-    Full,
-    /// L1 failed, and `fallback_on_error` does not hide it: the caller's error.
-    Failed(Error),
-}
-
 /// What a single read does after L1.
 pub(crate) enum Plan {
     /// Answered without L2.
@@ -384,7 +371,7 @@ impl Shared {
 
     /// What L1 holds for `key`, and whether it may vouch for it (see `check_freshness` and
     /// `distrust_l1`); neither counted nor timed.
-    fn look_l1(&self, key: &str) -> Result<L1Read> {
+    pub(super) fn look_l1(&self, key: &str) -> Result<L1Read> {
         if !self.check_freshness.load(Ordering::Acquire) {
             return Ok(match self.l1.get(key)? {
                 Some(entry) => L1Read::Hit(entry.value),
@@ -402,99 +389,16 @@ impl Shared {
         })
     }
 
-    /// A loading call's leader looks at the key again once it leads, for what a load that just
-    /// ended or a write stored since its first read; the look follows the read's rules (L1,
-    /// replay and delete in progress, the write-behind queue, L2 with a backfill) but is not
-    /// counted: the caller's read was counted once, as the miss that made it lead. Errors are
-    /// counted, as every level call's.
-    pub(crate) fn leader_reread(&self, key: &str) -> Reread<'_> {
-        match self.look_l1(key) {
-            Ok(L1Read::Hit(value)) => return Reread::Done(Some(value)),
-            Ok(L1Read::Miss) => {}
-            Ok(L1Read::Suspect(_)) => return Reread::Full,
-            // Counted as every failed call is; hidden, the look goes on as after an L1 miss, as
-            // a read's does (the full read would count the key a second time).
-            Err(e) => {
-                if let Err(e) = self.failed(Level::Local, "get", key, e) {
-                    return Reread::Failed(e);
-                }
-            }
-        }
-        let Some(l2) = &self.l2 else {
-            return Reread::Done(None);
-        };
-        // As `plan_read` and `before_l2`: L2 is older than a key's queued op, so a key with one
-        // is a miss here, as is a key this manager is deleting, and the write-behind queue is
-        // newer than L2. Pending is looked at once the ticket is taken: a write whose L2 step
-        // failed before it leaves the ticket current.
-        let ticket = self.ticket(key);
-        if ticket.deleting() || self.is_pending(key) {
-            return Reread::Done(None);
-        }
-        if let Some(found) = self
-            .behind
-            .as_ref()
-            .and_then(|q| q.lookup(key, self.clock.now_ms()))
-        {
-            return Reread::Done(found);
-        }
-        Reread::AskL2(l2.as_ref(), ticket)
-    }
-
-    /// L2's answer to a leader's second look ([`leader_reread`](Self::leader_reread)): as
-    /// [`finish_read`](Self::finish_read), the hit or miss not counted.
-    pub(crate) fn finish_reread(
-        &self,
-        key: &str,
-        ticket: Ticket,
-        (started, result): Timed<Option<Entry>>,
-    ) -> Result<Option<Vec<u8>>> {
-        time_l2(&self.metrics.distributed.get_latency, started, &result);
-        match result {
-            Ok(Some(entry)) => {
-                if let Some(answer) = self.overtaken_answer(key, ticket) {
-                    return Ok(answer);
-                }
-                self.backfill(key, ticket, &entry);
-                Ok(Some(entry.value))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => self.failed(Level::Distributed, "get", key, e).map(|()| None),
-        }
-    }
-
     /// The part of a single read before L2: L1, then the suspect-entry and pending-replay rules.
     pub(crate) fn plan_read(&self, key: &str) -> Result<Plan> {
         self.retry_trust();
         let c = &self.metrics.consistency;
         match self.read_l1(key)? {
             L1Read::Hit(value) => Ok(Plan::Done(Some(value))),
-            L1Read::Suspect(suspect) => {
-                if self.l2.is_none() && self.distrust_l1.is_on() {
-                    // Without an L2 to check it against, a distrusted L1 (an invalidation it
-                    // could not apply) answers nothing until a clear succeeds.
-                    self.metrics.local.misses.incr();
-                    self.miss(1);
-                    return Ok(Plan::Done(None));
-                }
-                if self.l2.is_none() {
-                    // Nothing to check it against.
-                    let _ = self.l1.confirm(key, suspect.epoch);
-                    self.metrics.local.hits.incr();
-                    return Ok(Plan::Done(Some(suspect.entry.value)));
-                }
-                if let Some(answer) = self.settle_pending(key, suspect.epoch) {
-                    return Ok(Plan::Done(answer));
-                }
-                if self.restart_policy == RestartPolicy::Drop {
-                    self.metrics.local.misses.incr();
-                    c.dropped.incr();
-                    let _writing = self.guard.write([key]);
-                    let _ = self.l1.delete(key);
-                    return Ok(Plan::AskL2(None));
-                }
-                Ok(Plan::AskL2(Some(suspect)))
-            }
+            L1Read::Suspect(suspect) => Ok(match self.suspect_before_l2(key, suspect, true) {
+                Ok(answer) => Plan::Done(answer),
+                Err(suspect) => Plan::AskL2(suspect),
+            }),
             L1Read::Miss => {
                 if self.l2.is_none() {
                     self.miss(1);
@@ -511,6 +415,48 @@ impl Shared {
         }
     }
 
+    /// The rules for a suspect L1 entry before L2 is asked: `Ok`, the answer without L2 (there
+    /// is none, or the key has a queued replay op); `Err`, ask L2 with the entry to check
+    /// against it, or with none if `restart_policy = "drop"` dropped it. `counted`: a read's
+    /// (an L1 hit or miss, and a miss overall where it answers one); a loading call's look
+    /// again is not (see `reread`).
+    pub(super) fn suspect_before_l2(
+        &self,
+        key: &str,
+        suspect: Suspect,
+        counted: bool,
+    ) -> Result<Option<Vec<u8>>, Option<Suspect>> {
+        let count = |counter: &crate::stats::Counter| {
+            if counted {
+                counter.incr();
+            }
+        };
+        if self.l2.is_none() && self.distrust_l1.is_on() {
+            // Without an L2 to check it against, a distrusted L1 (an invalidation it
+            // could not apply) answers nothing until a clear succeeds.
+            count(&self.metrics.local.misses);
+            count(&self.metrics.misses);
+            return Ok(None);
+        }
+        if self.l2.is_none() {
+            // Nothing to check it against.
+            let _ = self.l1.confirm(key, suspect.epoch);
+            count(&self.metrics.local.hits);
+            return Ok(Some(suspect.entry.value));
+        }
+        if let Some(answer) = self.settle_pending(key, suspect.epoch, counted) {
+            return Ok(answer);
+        }
+        if self.restart_policy == RestartPolicy::Drop {
+            count(&self.metrics.local.misses);
+            self.metrics.consistency.dropped.incr();
+            let _writing = self.guard.write([key]);
+            let _ = self.l1.delete(key);
+            return Err(None);
+        }
+        Err(Some(suspect))
+    }
+
     /// A suspect L1 entry of a key with a queued replay op. L2 is older than the op, and L1 may
     /// be too: the op was fsynced when it was queued, but the L1 write it records may not have
     /// been (a restart after a power cut with the file store's periodic fsync, or a kill with
@@ -518,8 +464,8 @@ impl Shared {
     /// same. So the op answers: a set its value, which L1 takes (or is confirmed with, if it
     /// holds those bytes); a delete, or a set whose expiry has passed, a miss, the L1 entry
     /// dropped. `None`: no op (replayed since `look_l1`), so L2 can be asked. `epoch`: L1's,
-    /// read before the suspect entry was.
-    fn settle_pending(&self, key: &str, epoch: SuspectEpoch) -> Option<Option<Vec<u8>>> {
+    /// read before the suspect entry was. `counted`: see `suspect_before_l2`.
+    fn settle_pending(&self, key: &str, epoch: SuspectEpoch, counted: bool) -> Option<Option<Vec<u8>>> {
         let queue = self.replay.as_ref()?;
         if !queue.is_pending(key) {
             return None;
@@ -536,13 +482,17 @@ impl Shared {
                     at => Duration::from_millis(at - now).min(self.local_ttl),
                 };
                 self.l1_takes_pending(key, ticket, epoch, &value, ttl);
-                self.metrics.local.hits.incr();
+                if counted {
+                    self.metrics.local.hits.incr();
+                }
                 Some(Some(value))
             }
             _ => {
-                self.metrics.local.misses.incr();
-                self.metrics.consistency.pending_misses.incr();
-                self.miss(1);
+                if counted {
+                    self.metrics.local.misses.incr();
+                    self.metrics.consistency.pending_misses.incr();
+                    self.miss(1);
+                }
                 // Dropping is right whatever raced it: at worst a later read misses.
                 let _writing = self.guard.write([key]);
                 if let Err(e) = self.l1.delete(key) {
@@ -691,7 +641,7 @@ impl Shared {
     }
 
     /// [`overtaken`](Self::overtaken)'s answer, not counted.
-    fn overtaken_answer(&self, key: &str, ticket: Ticket) -> Option<Option<Vec<u8>>> {
+    pub(super) fn overtaken_answer(&self, key: &str, ticket: Ticket) -> Option<Option<Vec<u8>>> {
         let behind = self.behind.as_ref()?;
         if behind.settle_epoch(key) == ticket.settled() {
             return None;
@@ -770,12 +720,38 @@ impl Shared {
         (started, result): Timed<Option<Entry>>,
     ) -> Result<Option<Vec<u8>>> {
         time_l2(&self.metrics.distributed.get_latency, started, &result);
-        self.settle_suspect(key, l1, ticket, result)
+        self.settle_suspect(key, l1, ticket, result, true)
     }
 
     /// Revalidation (docs/design.md, "Failure handling"): L2 has the same bytes → confirm
     /// the L1 entry; other bytes → replace it; nothing → drop it; L2 unreachable → serve it.
+    /// `counted`: a read's; a loading call's look again is not (see `reread`).
     pub(super) fn settle_suspect(
+        &self,
+        key: &str,
+        suspect: Suspect,
+        ticket: Ticket,
+        result: Result<Option<Entry>>,
+        counted: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        match result {
+            Ok(answer) => Ok(self.settled_by_l2(key, suspect, ticket, answer, counted)),
+            Err(e) => {
+                self.failed(Level::Distributed, "get", key, e)?;
+                self.metrics.consistency.served_unverified.incr();
+                if counted {
+                    self.metrics.local.hits.incr();
+                }
+                Ok(Some(suspect.entry.value))
+            }
+        }
+    }
+
+    /// [`settle_suspect`](Self::settle_suspect) once L2 answered. It cannot fail: an L1 error
+    /// confirming, replacing or dropping the entry is counted and logged, and the answer is
+    /// L2's, as a single read's is (a failed backfill never fails a read). So a batch settles
+    /// each key with nothing to fail its other keys, or the L2 hits it has yet to backfill.
+    pub(super) fn settled_by_l2(
         &self,
         key: &str,
         Suspect {
@@ -783,88 +759,87 @@ impl Shared {
             epoch,
         }: Suspect,
         ticket: Ticket,
-        result: Result<Option<Entry>>,
-    ) -> Result<Option<Vec<u8>>> {
+        answer: Option<Entry>,
+        counted: bool,
+    ) -> Option<Vec<u8>> {
         let m = &self.metrics.distributed;
         let c = &self.metrics.consistency;
-        if result.is_ok() {
-            // L1 could not vouch for its entry and L2 answers the read: an L1 miss, as every
-            // read L2 answers is (`hit_rate.distributed` is over the reads that missed L1). One
-            // served unverified is an L1 hit, below.
-            self.metrics.local.misses.incr();
-        }
-        match result {
-            Ok(Some(entry)) => {
-                if let Some(answer) = self.overtaken(key, ticket) {
-                    return Ok(answer);
+        let count = |counter: &crate::stats::Counter| {
+            if counted {
+                counter.incr();
+            }
+        };
+        // L1 could not vouch for its entry and L2 answers the read: an L1 miss, as every read
+        // L2 answers is (`hit_rate.distributed` is over the reads that missed L1). One served
+        // unverified is an L1 hit (`settle_suspect`).
+        count(&self.metrics.local.misses);
+        let Some(entry) = answer else {
+            count(&m.misses);
+            count(&self.metrics.misses);
+            c.dropped.incr();
+            // Not if a write raced the L2 read: L1 then holds the newer value.
+            self.guard.backfill_if_current(ticket, || {
+                if self.l1.delete(key).is_err() {
+                    self.metrics.local.errors.incr();
                 }
-                m.hits.incr();
-                // Same bytes, but L2's copy expires first (set again elsewhere with a shorter
-                // TTL while this L1 missed it): confirmed, the entry would be served past L2's
-                // expiry, so it is written again as a backfill, under L2's expiry.
-                // A second's slack: a backfill's expiry, computed on two clocks, can come out a
-                // millisecond past L2's, and a fill in place of every such confirm costs a write.
-                let outlives_l2 = match (l1_entry.expires_at, entry.expires_at) {
-                    (_, None) => false,
-                    (None, Some(_)) => true,
-                    (Some(l1), Some(l2)) => l1 > l2 + Duration::from_secs(1),
+            });
+            return None;
+        };
+        let overtaken = if counted {
+            self.overtaken(key, ticket)
+        } else {
+            self.overtaken_answer(key, ticket)
+        };
+        if let Some(answer) = overtaken {
+            return answer;
+        }
+        count(&m.hits);
+        // Same bytes, but L2's copy expires first (set again elsewhere with a shorter TTL while
+        // this L1 missed it): confirmed, the entry would be served past L2's expiry, so it is
+        // written again as a backfill, under L2's expiry. A second's slack: a backfill's expiry,
+        // computed on two clocks, can come out a millisecond past L2's, and a fill in place of
+        // every such confirm costs a write.
+        let outlives_l2 = match (l1_entry.expires_at, entry.expires_at) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(l1), Some(l2)) => l1 > l2 + Duration::from_secs(1),
+        };
+        if entry.value == l1_entry.value && !outlives_l2 {
+            // Only if nothing wrote the key or made L1 suspect again since the ticket: L2's
+            // answer may be older than the loss of certainty (the entry then stays suspect and
+            // is asked about again). L1 refuses the confirm too if it was made suspect since
+            // `epoch`, by this manager or by anyone else holding it. And only if L1 still holds
+            // the bytes compared: a confirm vouches for whatever entry L1 holds, and a write
+            // that landed between the L1 read and the ticket left one that L2 does not hold.
+            // Under the stripe's lock with no writer in progress, L1 cannot change between
+            // this look and the confirm.
+            let mut confirmed = Ok(false);
+            self.guard.backfill_if_current(ticket, || {
+                confirmed = match self.l1.get_checked(key) {
+                    Ok(Some((now, _))) if now.value == l1_entry.value => self
+                        .l1
+                        .confirm(key, epoch)
+                        .map(|done| done == Confirmation::Confirmed),
+                    Ok(_) => Ok(false),
+                    Err(e) => Err(e),
                 };
-                if entry.value == l1_entry.value && !outlives_l2 {
-                    // Only if nothing wrote the key or made L1 suspect again since the ticket:
-                    // L2's answer may be older than the loss of certainty (the entry then stays
-                    // suspect and is asked about again). L1 refuses the confirm too if it was
-                    // made suspect since `epoch`, by this manager or by anyone else holding it.
-                    // And only if L1 still holds the bytes compared: a confirm vouches for
-                    // whatever entry L1 holds, and a write that landed between the L1 read and
-                    // the ticket left one that L2 does not hold. Under the stripe's lock with no
-                    // writer in progress, L1 cannot change between this look and the confirm.
-                    let mut confirmed = Ok(false);
-                    self.guard.backfill_if_current(ticket, || {
-                        confirmed = match self.l1.get_checked(key) {
-                            Ok(Some((now, _))) if now.value == l1_entry.value => self
-                                .l1
-                                .confirm(key, epoch)
-                                .map(|done| done == Confirmation::Confirmed),
-                            Ok(_) => Ok(false),
-                            Err(e) => Err(e),
-                        };
-                    });
-                    if matches!(confirmed, Ok(true)) {
-                        c.confirmed.incr();
-                    }
-                    if let Err(e) = confirmed {
-                        self.metrics.local.errors.incr();
-                        tracing::warn!(key = %key_for_error(key), error = %e, "confirming an L1 entry failed");
-                    }
-                } else {
-                    if entry.value == l1_entry.value {
-                        c.confirmed.incr();
-                    } else {
-                        c.replaced.incr();
-                    }
-                    self.backfill(key, ticket, &entry);
-                }
-                Ok(Some(entry.value))
+            });
+            if matches!(confirmed, Ok(true)) {
+                c.confirmed.incr();
             }
-            Ok(None) => {
-                m.misses.incr();
-                c.dropped.incr();
-                self.miss(1);
-                // Not if a write raced the L2 read: L1 then holds the newer value.
-                self.guard.backfill_if_current(ticket, || {
-                    if self.l1.delete(key).is_err() {
-                        self.metrics.local.errors.incr();
-                    }
-                });
-                Ok(None)
+            if let Err(e) = confirmed {
+                self.metrics.local.errors.incr();
+                tracing::warn!(key = %key_for_error(key), error = %e, "confirming an L1 entry failed");
             }
-            Err(e) => {
-                self.failed(Level::Distributed, "get", key, e)?;
-                c.served_unverified.incr();
-                self.metrics.local.hits.incr();
-                Ok(Some(l1_entry.value))
+        } else {
+            if entry.value == l1_entry.value {
+                c.confirmed.incr();
+            } else {
+                c.replaced.incr();
             }
+            self.backfill(key, ticket, &entry);
         }
+        Some(entry.value)
     }
 
     pub(crate) fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
