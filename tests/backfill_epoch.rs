@@ -108,17 +108,29 @@ impl WrapDistributed for MarkAfterRead {
 }
 
 /// The manager's L1: the shared level, whose first fill once armed lets [`OtherHolder`] change
-/// and mark just before it writes (after the manager looked at the epoch).
+/// and mark just before it writes (after the manager looked at the epoch); with
+/// `failing_deletes`, its batch deletes fail (the disk went read-only).
 struct MarkBeforeFill {
     l1: Arc<dyn LocalStorage>,
     other: OtherHolder,
     armed: AtomicBool,
+    failing_deletes: bool,
 }
 
 impl Wrap for MarkBeforeFill {
     type Inner = dyn LocalStorage;
     fn inner(&self) -> &dyn LocalStorage {
         &*self.l1
+    }
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        if self.failing_deletes {
+            return Err(uno_cache::Error::Backend {
+                level: "local",
+                op: "delete_many",
+                reason: "the disk went read-only".into(),
+            });
+        }
+        self.l1.delete_many(keys)
     }
 }
 
@@ -260,6 +272,7 @@ fn a_mark_that_lands_while_a_backfill_is_written_takes_the_backfill_out() {
             l1: shared,
             other,
             armed: AtomicBool::new(false),
+            failing_deletes: false,
         }));
         let cache = manager(l1.clone(), redis.clone());
         for read in reads() {
@@ -272,5 +285,45 @@ fn a_mark_that_lands_while_a_backfill_is_written_takes_the_backfill_out() {
         failed.is_empty(),
         "a backfill written across another holder's mark_all_suspect stayed in L1, trusted: \
          {failed:#?}"
+    );
+}
+
+/// As above, but L1 cannot take the backfill out again: it is distrusted instead (every hit
+/// checked against L2), so the next read still answers L2's new value. One read per level: the
+/// distrust outlasts it.
+#[test]
+fn a_backfill_written_across_a_mark_that_l1_cannot_take_out_leaves_l1_distrusted() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut failed = Vec::new();
+    for (i, (l1_name, shared)) in locals(dir.path()).into_iter().enumerate() {
+        let redis = redis(&server, &format!("bd{i}:"));
+        let other = OtherHolder {
+            l1: shared.clone(),
+            l2: redis.clone(),
+        };
+        let l1 = Arc::new(Delegate(MarkBeforeFill {
+            l1: shared,
+            other,
+            armed: AtomicBool::new(false),
+            failing_deletes: true,
+        }));
+        let cache = manager(l1.clone(), redis.clone());
+        failed.extend(the_next_read_answers_l2s_new_value(
+            &cache,
+            &redis,
+            &l1.armed,
+            reads()[0],
+            l1_name,
+        ));
+        assert!(
+            cache.stats().local.errors >= 1,
+            "{l1_name}: the failed delete is counted"
+        );
+    }
+    assert!(
+        failed.is_empty(),
+        "a backfill written across another holder's mark_all_suspect, which L1 could not take \
+         out, was served trusted: {failed:#?}"
     );
 }
