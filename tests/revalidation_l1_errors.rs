@@ -1,8 +1,10 @@
-//! A suspect L1 entry checked against L2 whose confirm or drop then fails in L1: the read
-//! answers L2's answer, and the failure is counted (a failed backfill never fails a read). A
-//! batch read settles each of its keys so: one key's L1 error fails neither the batch nor the
-//! backfill of its other keys' L2 hits. With `fallback_on_error = false`, so that an error that
-//! reached the caller would show. Real `redis-server` L2, file-store L1.
+//! A batch read meets an L1 error for one of its keys as a single read of that key does, and
+//! goes on with the others (their values, the backfill of their L2 hits). A suspect entry whose
+//! confirm or drop fails after L2 answered: the read answers L2's answer, the failure counted
+//! (a failed backfill never fails a read). A key whose L1 read itself fails: a single read
+//! answers the error, so the batch names the key as not served (a partial batch carrying what it
+//! found). With `fallback_on_error = false`, so that an error that reached the caller would
+//! show. Real `redis-server` L2, file-store L1.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,10 +26,11 @@ use delegate::{Delegate, Wrap, WrapLocal};
 use support::RedisServer;
 use uno_cache::{
     CacheConfig, CacheManager, Confirmation, Error, FileStore, FileStoreOptions, Freshness, LocalStorage,
-    RedisOptions, RedisStore, Result, Storage, SuspectEpoch,
+    RedisOptions, RedisStore, Result, Served, Storage, SuspectEpoch,
 };
 
-/// The file store, whose confirms and deletes fail while `failing` (its disk gone read-only).
+/// The file store, whose confirms and deletes fail while `failing` (its disk gone read-only),
+/// and whose reads of keys starting with `bad` fail then too (a damaged page, say).
 struct FailingSettles {
     l1: Arc<FileStore>,
     failing: AtomicBool,
@@ -55,6 +58,12 @@ impl Wrap for FailingSettles {
 }
 
 impl WrapLocal for FailingSettles {
+    fn get_checked(&self, key: &str) -> Result<Option<(uno_cache::Entry, Freshness)>> {
+        if self.failing.load(Ordering::SeqCst) && key.starts_with("bad") {
+            return Err(read_only("get"));
+        }
+        self.l1.get_checked(key)
+    }
     fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(read_only("confirm"));
@@ -124,6 +133,82 @@ fn a_batch_read_settles_each_suspect_key_as_a_single_read_does_when_l1_fails_the
             file.get_checked(key).unwrap().map(|(_, f)| f),
             Some(Freshness::Suspect),
             "{key}"
+        );
+    }
+}
+
+/// A raw batch read, named.
+type BatchRead = (
+    &'static str,
+    fn(&CacheManager, &[&str]) -> Result<HashMap<String, Vec<u8>>>,
+);
+
+/// `ok` is in L1, `x` in L2 only, and L1's read of `bad` fails. A single read of `bad` answers
+/// that error. A batch of the three answers `ok` and `x` and names `bad` as not served, by its
+/// place in the caller's batch, with the L1 error as the cause; `x` is backfilled. Before, the
+/// batch answered the L1 error alone and dropped the values it had.
+#[test]
+fn a_batch_read_names_a_key_whose_l1_read_failed_and_answers_the_others() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = Arc::new(FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(64)).unwrap());
+    let l1 = Arc::new(Delegate(FailingSettles {
+        l1: file.clone(),
+        failing: AtomicBool::new(false),
+    }));
+    let redis = Arc::new(RedisStore::connect(RedisOptions::new(server.addr()).prefix("rb:")).unwrap());
+    let config = CacheConfig {
+        fallback_on_error: false,
+        ..CacheConfig::default()
+    };
+    let cache = CacheManager::builder()
+        .config(config)
+        .local(l1.clone())
+        .distributed(redis.clone())
+        .build()
+        .unwrap();
+    cache.set_raw("ok", b"1", None).unwrap();
+    cache.set_raw("bad", b"2", None).unwrap();
+    redis.set("x", b"3", None).unwrap();
+    l1.failing.store(true, Ordering::SeqCst);
+
+    let single = cache.get_raw("bad").unwrap_err();
+    assert!(matches!(single, Error::Backend { op: "get", .. }), "{single}");
+
+    let reads: [BatchRead; 2] = [
+        ("multi_get_raw", |c, keys| c.multi_get_raw(keys)),
+        ("multi_get_raw_async", |c, keys| {
+            support::block_on(c.multi_get_raw_async(keys))
+        }),
+    ];
+    for (name, read) in reads {
+        file.delete("x").unwrap();
+        let err = read(&cache, &["ok", "bad", "x"]).unwrap_err();
+        let Error::PartialBatch(partial) = &err else {
+            panic!("{name}: {err}");
+        };
+        assert_eq!(
+            (partial.total, &partial.failed[..]),
+            (3, &[1][..]),
+            "{name}: {err}"
+        );
+        assert!(
+            matches!(partial.cause, Error::Backend { op: "get", .. }),
+            "{name}: {err}"
+        );
+        let Served::Found(found) = &partial.served else {
+            panic!("{name}: {:?}", partial.served);
+        };
+        let expected: HashMap<String, Vec<u8>> = [("ok", b"1"), ("x", b"3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_vec()))
+            .collect();
+        assert_eq!(found, &expected, "{name}");
+        cache.flush().unwrap();
+        assert_eq!(
+            file.get("x").unwrap(),
+            Some(b"3".to_vec()),
+            "{name}: the batch's L2 hit was not backfilled"
         );
     }
 }

@@ -3,30 +3,43 @@
 //! backfill thread after the call returns (see `fill`). The rules are those of a single read in
 //! `policy`, applied per key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::fill::FillBatch;
 use super::guard::Ticket;
-use super::policy::{taken_in, time_l2, unreached, Level, Plan, Shared, Suspect, Timed};
+use super::policy::{
+    partial_over, taken_in, time_l2, unreached, with_found, Level, Plan, Shared, Suspect, Timed,
+};
 use crate::clock;
-use crate::error::{Result, Served};
+use crate::error::{Error, PartialBatch, Result, Served};
 use crate::stats;
 use crate::storage::{Entry, Freshness};
 
+/// The keys of a batch read whose own L1 read failed with an error `fallback_on_error` does not
+/// hide, and the first such error. A single read of one of them answers that error; the batch
+/// answers its other keys and names these as not served (see [`Shared::answer_many`]).
+#[derive(Default)]
+pub(crate) struct L1Failed<'k> {
+    keys: Vec<&'k str>,
+    cause: Option<Error>,
+}
+
 impl Shared {
     /// The L1 pass of a batch read: fills `out` with hits, returns the keys to ask L2 (with
-    /// the suspect L1 entries to revalidate in `suspects`).
+    /// the suspect L1 entries to revalidate in `suspects`); a key whose own L1 read failed goes
+    /// to `failed`. An error: L1's batch call failed, for every key.
     pub(crate) fn read_many_l1<'k>(
         &self,
         keys: &[&'k str],
         out: &mut HashMap<String, Vec<u8>>,
         suspects: &mut HashMap<&'k str, Suspect>,
+        failed: &mut L1Failed<'k>,
     ) -> Result<Vec<&'k str>> {
         if self.check_freshness.load(Ordering::Acquire) {
             self.retry_trust();
-            return self.read_many_l1_checked(keys, out, suspects);
+            return Ok(self.read_many_l1_checked(keys, out, suspects, failed));
         }
         let m = &self.metrics.local;
         let start = stats::sample_l1();
@@ -64,7 +77,8 @@ impl Shared {
         keys: &[&'k str],
         out: &mut HashMap<String, Vec<u8>>,
         suspects: &mut HashMap<&'k str, Suspect>,
-    ) -> Result<Vec<&'k str>> {
+        failed: &mut L1Failed<'k>,
+    ) -> Vec<&'k str> {
         let m = &self.metrics.local;
         let distrust = self.distrust_l1.is_on();
         let start = stats::sample_l1();
@@ -89,20 +103,64 @@ impl Shared {
         m.misses.add(misses);
         let mut ask = self.drop_pending(missed);
         for key in other {
-            match self.plan_read(key)? {
-                Plan::Done(Some(value)) => {
+            match self.plan_read(key) {
+                Ok(Plan::Done(Some(value))) => {
                     out.insert(key.to_owned(), value);
                 }
-                Plan::Done(None) => {}
-                Plan::AskL2(suspect) => {
+                Ok(Plan::Done(None)) => {}
+                Ok(Plan::AskL2(suspect)) => {
                     if let Some(entry) = suspect {
                         suspects.insert(key, entry);
                     }
                     ask.push(key);
                 }
+                // A single read of the key answers this error; the batch goes on with the rest.
+                Err(e) => {
+                    failed.keys.push(key);
+                    failed.cause.get_or_insert(e);
+                }
             }
         }
-        Ok(ask)
+        ask
+    }
+
+    /// A batch read's answer over the caller's `keys`: what it found, `out`, unless some keys
+    /// were not served: those whose L1 read failed (`l1`), or, `l2`, L2's error for the keys
+    /// it was asked (a partial batch names the ones its reached nodes did not answer). Then a
+    /// partial batch naming every key not served, carrying `out` ([`Served::Found`]), whose
+    /// cause is L2's error if any, else the first L1 one; an L2 error for the whole call (not
+    /// partial) is returned as it is, as before.
+    pub(crate) fn answer_many(
+        &self,
+        keys: &[&str],
+        out: HashMap<String, Vec<u8>>,
+        l1: L1Failed<'_>,
+        l2: Option<(Error, &[&str])>,
+    ) -> Result<HashMap<String, Vec<u8>>> {
+        let l2 = l2.map(|(error, asked)| partial_over(error, asked, keys));
+        let mut partial = match (l2, l1.cause) {
+            (None, None) => return Ok(out),
+            (Some(Error::PartialBatch(partial)), _) => partial,
+            (Some(whole), _) => return Err(whole),
+            (None, Some(cause)) => Box::new(PartialBatch::new(
+                Level::Local.name(),
+                "get",
+                keys.len(),
+                Vec::new(),
+                Vec::new(),
+                cause,
+                Served::Found(HashMap::new()),
+            )),
+        };
+        if !l1.keys.is_empty() {
+            let failed_in_l1: HashSet<&str> = l1.keys.into_iter().collect();
+            let positions =
+                (0..keys.len()).filter(|&j| keys.get(j).is_some_and(|k| failed_in_l1.contains(k)));
+            partial.failed.extend(positions);
+            partial.failed.sort_unstable();
+            partial.failed.dedup();
+        }
+        Err(with_found(Error::PartialBatch(partial), out))
     }
 
     /// Removes the keys with a queued replay op (counted as misses): L2 must not answer them.

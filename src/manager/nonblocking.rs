@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::batch_read::L1Failed;
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
-use super::policy::{partial_over, with_found, Plan, Route, Shared};
+use super::policy::{partial_over, Plan, Route, Shared};
 use super::reread::Reread;
 use super::typed::Lookup;
 use super::{as_strs, borrow_items, distinct, item_keys, last_of_each, CacheManager};
@@ -378,24 +379,23 @@ impl CacheManager {
         let s = &self.shared;
         let mut out = HashMap::with_capacity(keys.len());
         let mut suspects = HashMap::new();
-        let missed = s.read_many_l1(&distinct(&keys), &mut out, &mut suspects)?;
+        let mut failed = L1Failed::default();
+        let missed = s.read_many_l1(&distinct(&keys), &mut out, &mut suspects, &mut failed)?;
         if missed.is_empty() {
-            return Ok(out);
+            return s.answer_many(&keys, out, failed, None);
         }
         let Some(l2) = &s.l2 else {
             s.miss(missed.len());
-            return Ok(out);
+            return s.answer_many(&keys, out, failed, None);
         };
         let (missed, tickets) = s.read_many_behind(missed, &mut out, &mut suspects);
         if missed.is_empty() {
-            return Ok(out);
+            return s.answer_many(&keys, out, failed, None);
         }
         let started = Instant::now();
         let result = l2.get_many_async(&missed).await;
-        match s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects) {
-            Ok(()) => Ok(out),
-            Err(e) => Err(with_found(partial_over(e, &missed, &keys), out)),
-        }
+        let l2 = s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects);
+        s.answer_many(&keys, out, failed, l2.err().map(|e| (e, &missed[..])))
     }
 
     /// Async [`CacheManager::multi_set_raw`].
