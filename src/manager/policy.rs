@@ -10,7 +10,8 @@
 //! - get: L1 first. Hit → return. Miss, or an L1 error with `fallback_on_error` → L2. L2 hit →
 //!   return and backfill L1 with `min(remaining L2 TTL, local.ttl)` (`local.ttl` if the L2 entry
 //!   has no expiry; no backfill if it has none left), unless a write or delete of the key raced
-//!   the L2 read (see `guard`).
+//!   the L2 read (see `guard`), or L1 was made suspect since the L2 read began, by this manager
+//!   or anyone else holding it (see `fill_in`).
 //! - set: L1 with `min(ttl, local.ttl)`, L2 with `min(ttl, distributed.ttl)`; no TTL → each
 //!   level's TTL from the configuration. With `write_mode = "behind"` the L2 write is queued
 //!   for a writer thread instead (see `behind`). An L2 failure `fallback_on_error` does not
@@ -35,7 +36,8 @@
 //!   lands.
 //! - batches: one L1 call, then one L2 call for the keys L1 did not answer; the L2 hits of a
 //!   batch are backfilled by the backfill thread after the call returns (see `batch_read` and
-//!   `fill`).
+//!   `fill`). A key whose own L1 read fails is answered as a single read of it would be; the
+//!   batch goes on with the others (see `batch_read::L1Failed`).
 //! - `fallback_on_error = true`: an L2 failure is counted, logged and hidden (a miss on read,
 //!   L1-only on write); `false`: it reaches the caller. A failed L1 *write* always reaches the
 //!   caller (L1 might still serve the old value otherwise); L2 is then not written.
