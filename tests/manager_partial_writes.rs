@@ -229,6 +229,28 @@ fn a_multi_set_listing_a_key_twice_whose_host_is_down_names_both_of_its_position
     assert_eq!(l2.get(&ok).unwrap().map(|e| e.value), Some(b"1".to_vec()));
 }
 
+/// A `multi_delete` that lists a key twice deletes it once; when that key's host is down, the
+/// partial error names each position the caller listed it at, over the caller's batch.
+#[test]
+fn a_multi_delete_listing_a_key_twice_whose_host_is_down_names_both_of_its_positions() {
+    let mut servers = two_hosts();
+    let (store, [ok, _, gone, _]) = store_and_keys(&servers, "deleted-twice:");
+    let replay = tempfile::tempdir().unwrap();
+    let cache = manager(&replay, store, |config| config.fallback_on_error = false);
+    cache.set_raw(&ok, b"1", None).unwrap();
+    servers[1].kill();
+    let err = cache.multi_delete(&[&gone, &ok, &gone]).unwrap_err();
+    let Error::PartialBatch(partial) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (partial.total, &partial.failed[..], &partial.refused[..]),
+        (3, &[0, 2][..], &[][..])
+    );
+    let l2 = cache.distributed().unwrap();
+    assert_eq!(l2.get(&ok).unwrap(), None, "the reached key was deleted");
+}
+
 /// A write batch some of whose items' host is down stores the others: they count as L2 sets
 /// whether `fallback_on_error` hides the failure or the caller is told of it. Told of it, the
 /// caller's stats said no item reached L2 though the live host stored its item.

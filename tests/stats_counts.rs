@@ -521,6 +521,30 @@ fn a_key_a_batch_write_lists_twice_is_written_once_with_its_last_value_and_count
     }
 }
 
+/// A batch delete that lists a key twice deletes it once: each level is asked for it once and
+/// counts one delete, where each counted one per listing; the count returned is of keys.
+#[test]
+fn a_key_a_batch_delete_lists_twice_is_deleted_once_and_counted_once() {
+    let redis = RedisServer::start();
+    type BatchDelete = (&'static str, fn(&CacheManager, &[&str]) -> u64);
+    let deletes: [BatchDelete; 2] = [
+        ("multi_delete", |c, keys| c.multi_delete(keys).unwrap()),
+        ("multi_delete_async", |c, keys| {
+            support::block_on(c.multi_delete_async(keys)).unwrap()
+        }),
+    ];
+    for (name, delete) in deletes {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = redis_cache(dir.path(), &redis);
+        cache.set("a", &1u32, None).unwrap();
+        cache.set("b", &2u32, None).unwrap();
+        assert_eq!(delete(&cache, &["a", "b", "a"]), 2, "{name}");
+        let stats = cache.stats();
+        assert_eq!((stats.local.deletes, stats.distributed.deletes), (2, 2), "{name}");
+        assert_eq!(cache.get::<u32>("a").unwrap(), None, "{name}");
+    }
+}
+
 /// The manager's Redis L2, whose first read once armed lets another manager over the same L1
 /// and Redis set `k` to 7 and then mark every L1 entry suspect (its subscription lost, say),
 /// on a thread of its own, before it answers what it read (a miss).

@@ -182,12 +182,15 @@ impl CacheManager {
     }
 
     /// Deletes several keys from both levels: one call to each. Returns the larger of the two
-    /// levels' counts of keys removed.
+    /// levels' counts of keys removed. A key listed more than once is deleted (and counted) once.
     ///
     /// # Errors
-    /// As [`CacheManager::delete`].
+    /// As [`CacheManager::delete`]. A [`PartialBatch`](crate::Error::PartialBatch) names every
+    /// position of a key whose L2 delete did not reach its node.
     pub fn multi_delete(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
-        let keys = as_strs(keys);
+        let given = as_strs(keys);
+        // A key listed twice is one delete: each level is asked once, and counts it once.
+        let keys = distinct(&given);
         let s = &self.shared;
         if keys.is_empty() {
             return Ok(0);
@@ -196,7 +199,9 @@ impl CacheManager {
         let ordered = s.guard.order(keys.iter().copied(), true);
         let l1 = s.delete_l1_done(keys.len(), s.l1.delete_many(&keys));
         let l2 = s.delete_l2(&keys, |l2| l2.delete_many(&keys));
-        let out = s.finish_delete_or_unqueued(&keys, l1, l2);
+        let out = s
+            .finish_delete_or_unqueued(&keys, l1, l2)
+            .map_err(|e| partial_over(e, &keys, &given));
         drop(ordered);
         s.publish_keys(&keys);
         out

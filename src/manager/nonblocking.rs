@@ -181,7 +181,9 @@ impl CacheManager {
     /// # Errors
     /// As [`CacheManager::multi_delete`].
     pub async fn multi_delete_async(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
-        let keys = as_strs(keys);
+        let given = as_strs(keys);
+        // A key listed twice is one delete: each level is asked once, and counts it once.
+        let keys = distinct(&given);
         let s = &self.shared;
         if keys.is_empty() {
             return Ok(0);
@@ -208,7 +210,9 @@ impl CacheManager {
                 Ok(None)
             }
         };
-        let out = s.finish_delete_or_unqueued(&keys, l1, l2);
+        let out = s
+            .finish_delete_or_unqueued(&keys, l1, l2)
+            .map_err(|e| partial_over(e, &keys, &given));
         drop(ordered);
         announcement.publish().await;
         out
