@@ -150,7 +150,7 @@ impl CacheManager {
             };
             let deadline = s.fail_safe.deadline(&flight, stale.is_some());
             if deadline.is_some() {
-                flight.ensure_ticker(s.fail_safe.deadlines(&flight));
+                s.flights.ensure_ticker(&flight, s.fail_safe.deadlines(&flight));
             }
             let mut waited = flight.wait_async_until(deadline).await;
             let mut stale = stale;

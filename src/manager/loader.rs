@@ -10,11 +10,11 @@
 //! therefore not shared (they need not be `Clone`); each caller sees its own.
 //!
 //! Waits can have a deadline (the loader timeouts of `[loader]`), counted from the flight's
-//! start. Async waiters are woken at those deadlines by a [`ticker`](Flight::ensure_ticker)
-//! thread that lives no longer than the flight, since a waker needs someone to call it and the
-//! caller's executor may have no timer. A flight past its hard deadline is
-//! [given up](Flights::give_up): the next caller starts a new load instead of waiting on one
-//! that hangs.
+//! start. Async waiters are woken at those deadlines by the manager's one timer thread
+//! (`load_timer`, scheduled by [`Flights::ensure_ticker`]), since a waker needs someone to call
+//! it and the caller's executor may have no timer; one thread for every flight, however many
+//! keys load at once. A flight past its hard deadline is [given up](Flights::give_up): the
+//! next caller starts a new load instead of waiting on one that hangs.
 //!
 //! A write, delete or invalidation of the key while its load runs marks the load's watch
 //! (`guard::KeyOrder::watch`), and with it the flight: the load's value, read before the change,
@@ -28,6 +28,8 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::Notify;
+
+use super::load_timer::LoadTimer;
 
 #[derive(Debug, Clone)]
 enum State {
@@ -55,7 +57,7 @@ pub(crate) struct Flight {
     cond: Condvar,
     notify: Notify,
     started: Instant,
-    /// Whether a ticker thread was started for this flight.
+    /// Whether the flight's deadlines were handed to the timer.
     ticking: AtomicBool,
     /// Set by the leader's watch when a write, delete or invalidation of the key started during
     /// the load: see [`Flights::join`].
@@ -116,7 +118,8 @@ impl Flight {
     }
 
     /// Waits (without blocking the executor) until the leader finishes or `deadline` passes.
-    /// A deadline needs the flight's [ticker](Flight::ensure_ticker) to wake the task.
+    /// A deadline needs the flight scheduled with the timer ([`Flights::ensure_ticker`]) to
+    /// wake the task.
     pub(crate) async fn wait_async_until(&self, deadline: Option<Instant>) -> Waited {
         loop {
             let notified = self.notify.notified();
@@ -133,31 +136,11 @@ impl Flight {
         }
     }
 
-    /// Starts, once per flight, a thread that wakes every waiter at each of `deadlines` while
-    /// the flight is loading, and ends with the flight (or after the last deadline).
-    pub(crate) fn ensure_ticker(self: &Arc<Self>, deadlines: Vec<Instant>) {
-        if deadlines.is_empty() || self.ticking.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let flight = Arc::clone(self);
-        let started = std::thread::Builder::new()
-            .name("uno-cache-load-timer".into())
-            .spawn(move || {
-                for at in deadlines {
-                    let mut state = flight.state.lock();
-                    while matches!(*state, State::Loading) && Instant::now() < at {
-                        let _ = flight.cond.wait_until(&mut state, at);
-                    }
-                    if !matches!(*state, State::Loading) {
-                        return;
-                    }
-                    drop(state);
-                    flight.notify.notify_waiters();
-                }
-            });
-        if let Err(e) = started {
-            // Waiters then notice their deadline only when the flight ends.
-            tracing::warn!(error = %e, "cannot start a loader timer thread; async waiters wait for the load to end");
+    /// Wakes the async waiters if the flight is still loading: one of their deadlines passed,
+    /// and they look at the clock. (An ended flight woke them as it ended.)
+    pub(crate) fn wake_if_loading(&self) {
+        if matches!(*self.state.lock(), State::Loading) {
+            self.notify.notify_waiters();
         }
     }
 
@@ -181,6 +164,8 @@ impl Flight {
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Wakes async waiters at their flight's deadlines.
+    timer: LoadTimer,
 }
 
 /// What a caller of a loading call does after a miss.
@@ -242,6 +227,29 @@ impl Flights {
             }
         }
         flight.publish(State::Abandoned);
+    }
+
+    /// Has the async waiters of `flight` woken at each of `deadlines` while it is loading (once
+    /// per flight: every waiter's deadline is among them). The timer's thread starts if none
+    /// runs; if the system refuses it, the waiters notice their deadline when the flight ends,
+    /// or once a later flight's deadline gets the thread started.
+    pub(crate) fn ensure_ticker(&self, flight: &Arc<Flight>, deadlines: Vec<Instant>) {
+        if deadlines.is_empty() || flight.ticking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.timer.schedule(flight, deadlines);
+    }
+
+    /// Ends and joins the timer's thread, for the manager's shutdown; no deadline is kept after
+    /// this.
+    pub(crate) fn stop_timer(&self) {
+        self.timer.stop();
+    }
+
+    /// How many times the timer's thread went to sleep until a deadline.
+    #[cfg(test)]
+    pub(crate) fn timer_sleeps(&self) -> usize {
+        self.timer.sleeps()
     }
 
     #[cfg(test)]

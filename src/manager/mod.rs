@@ -63,6 +63,7 @@ mod global;
 mod guard;
 mod l2_size;
 mod load;
+mod load_timer;
 mod loader;
 mod maintenance;
 mod monitor;

@@ -261,7 +261,7 @@ impl CacheManager {
                     let s = &self.shared;
                     let deadline = s.fail_safe.deadline(&flight, false);
                     if deadline.is_some() {
-                        flight.ensure_ticker(s.fail_safe.deadlines(&flight));
+                        s.flights.ensure_ticker(&flight, s.fail_safe.deadlines(&flight));
                     }
                     let waited = flight.wait_async_until(deadline).await;
                     if let Some(bytes) = self.waited_for_load(key, &flight, waited) {

@@ -1,6 +1,6 @@
 //! The owner of a manager's background threads — the write-behind writer, the backfill thread,
 //! the replay thread and the connector of an L2 that was down at start-up — and the one place
-//! they stop.
+//! they stop, with the loader timer (`load_timer`, which its flights start on demand).
 //!
 //! [`CacheManager`](super::CacheManager) holds the [`Workers`] next to, not inside, the shared
 //! state the threads work on (they reach it through a `Weak`). So the owner is dropped only with
@@ -11,7 +11,8 @@
 //!    is fired (a thread that sleeps on its queue registered how it is woken, see
 //!    `crate::shutdown`), and the work apart in progress is waited for;
 //! 2. every thread is joined (a send in progress finishes, and a replay its op in progress, each
-//!    bounded by the L2 timeout; the ops not replayed wait in the durable queue);
+//!    bounded by the L2 timeout; the ops not replayed wait in the durable queue), the loader
+//!    timer's too;
 //! 3. the writes still queued for write-behind are sent, once, on the caller's thread;
 //! 4. the backplane's receiving and re-sending tasks on the I/O thread are stopped and waited
 //!    for, so the shared state is released on the caller's thread, never on the I/O thread.
@@ -75,6 +76,9 @@ impl Drop for Workers {
                 tracing::error!(thread = name, "a cache background thread panicked");
             }
         }
+        // The loader timer, started on demand by async waiters (none is left: every call
+        // holds a handle, and the work apart is over).
+        self.shared.flights.stop_timer();
         // Queued L2 writes are sent before the levels go (each send bounded by the L2 timeout).
         self.shared.drain_behind();
         // A replay queue a failed write latched holds its overflow flag, and the sets it made
