@@ -134,7 +134,7 @@ impl FailSafe {
         limit.map(|d| flight.started() + d)
     }
 
-    /// Every deadline a waiter of `flight` may have, for its ticker.
+    /// Every deadline a waiter of `flight` may have, for the flights' timer (`load_timer`).
     pub(crate) fn deadlines(&self, flight: &Flight) -> Vec<Instant> {
         [self.soft, self.hard]
             .into_iter()

@@ -57,6 +57,7 @@ impl Ord for Due {
     }
 }
 
+/// The timer's state, under one lock: the deadlines and the thread's life.
 #[derive(Default)]
 struct State {
     heap: BinaryHeap<Due>,
@@ -75,6 +76,7 @@ struct State {
     sleeps: usize,
 }
 
+/// What the thread shares with [`LoadTimer`] (not the flights: it holds them weakly).
 #[derive(Default)]
 struct Inner {
     state: Mutex<State>,
