@@ -6,7 +6,8 @@
 //!
 //! `RLIMIT_NPROC` binds no thread whose real user is root, and root is who CI runs as: the child's
 //! thread then takes another user for itself alone (Linux keeps the user per thread), which also
-//! drops its privileges, so the limit binds it; the parent gives that user the store's directory.
+//! drops its privileges, so the limit binds it; the parent gives that user the store's directory,
+//! in the system's temporary directory, which that user can reach (see `store_dir`).
 //! Run as another user, the limit binds the child as it is.
 #![allow(
     clippy::unwrap_used,
@@ -18,6 +19,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -48,12 +50,31 @@ fn options() -> FileStoreOptions {
     FileStoreOptions::default().segment_size(SEGMENT_SIZE)
 }
 
+/// The store's directory: as root, one the unprivileged user can reach. The target directory
+/// may sit under a directory only root can enter (`/root`, mode 0700), where the child's open
+/// was refused (permission denied); the system's temporary directory is open to every user.
+fn store_dir() -> tempfile::TempDir {
+    if !rustix::process::getuid().is_root() {
+        return tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for above in dir.path().ancestors().skip(1) {
+        let mode = std::fs::metadata(above).unwrap().permissions().mode();
+        assert!(
+            mode & 0o001 != 0,
+            "{} is not searchable by other users (mode {mode:o}), so user {UNPRIVILEGED} cannot \
+             reach the store in {}: set TMPDIR to a directory every user can enter",
+            above.display(),
+            dir.path().display()
+        );
+    }
+    std::os::unix::fs::chown(dir.path(), Some(UNPRIVILEGED), None).unwrap();
+    dir
+}
+
 #[test]
 fn a_store_opens_with_every_entry_when_the_system_refuses_it_threads() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    if rustix::process::getuid().is_root() {
-        std::os::unix::fs::chown(dir.path(), Some(UNPRIVILEGED), None).unwrap();
-    }
+    let dir = store_dir();
     let exe = std::env::current_exe().unwrap();
     let out = support::dies_with_us(exe.to_str().unwrap())
         .args(["--exact", CHILD, "--ignored", "--nocapture", "--test-threads=1"])
