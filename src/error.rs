@@ -308,10 +308,12 @@ pub enum Error {
     /// the batch) were not read, written or deleted, because their node of a multi-node level
     /// could not be reached, because a server refused the item as too large (listed in
     /// [`PartialBatch::refused`] as well), in a `get_many`, because their value could not be
-    /// read ([`Error::InvalidEnvelope`]), or, in the `delete_many` of a level that deletes key
-    /// by key (the file store), because a delete failed after others had succeeded; the others
-    /// were. What the call did serve is in
-    /// [`PartialBatch::served`].
+    /// read ([`Error::InvalidEnvelope`]), in the `delete_many` of a level that deletes key
+    /// by key (the file store), because a delete failed after others had succeeded, or, in a
+    /// manager's batch read with `fallback_on_error = false`, because L1 failed to read that key
+    /// (level `"L1"`, op `"get"`, the L1 error as `cause` when L2 failed no key; with an L2
+    /// partial batch as well, L2's error is the one returned, its `failed` naming both); the
+    /// others were. What the call did serve is in [`PartialBatch::served`].
     #[error("{0}")]
     PartialBatch(Box<PartialBatch>),
 
@@ -580,9 +582,10 @@ pub(crate) fn key_for_error(key: &str) -> String {
 #[error("{level} {op}: {} of {total} keys were not served ({}{cause}); the others were", failed.len(), refused_text(refused.len(), failed.len()))]
 #[non_exhaustive]
 pub struct PartialBatch {
-    /// The level ("redis", "memcached", "file", ...).
+    /// The level ("redis", "memcached", "file", ...; "L1" for a manager's batch read whose only
+    /// failures were L1's reads of some keys).
     pub level: &'static str,
-    /// The batch call ("get_many", "set_each", ...).
+    /// The batch call ("get_many", "set_each", ...; "get" for those L1 reads).
     pub op: &'static str,
     /// Keys (or items) in the batch.
     pub total: usize,

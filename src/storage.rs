@@ -97,8 +97,9 @@ impl SuspectEpoch {
 pub enum Confirmation {
     /// The key's entry is trusted until the next loss of certainty (it may have been already).
     Confirmed,
-    /// Refused: the level was made suspect after the caller read its epoch, so the check may
-    /// predate the loss of certainty. The entry stays suspect; check it again under a new epoch.
+    /// Refused: the level was made suspect after the caller read its epoch (before the confirm,
+    /// or while it ran), so the check may predate the loss of certainty. The entry stays
+    /// suspect; check it again under a new epoch.
     EpochMoved,
     /// The level holds no entry of the key: nothing was confirmed.
     Missing,
@@ -227,7 +228,9 @@ pub trait LocalStorage: Storage {
 
     /// Marks the current entry of `key` as confirmed fresh (revalidated against L2), unless
     /// [`mark_all_suspect`](LocalStorage::mark_all_suspect) ran since `checked_at` was read
-    /// ([`Confirmation::EpochMoved`]: the entry stays suspect).
+    /// ([`Confirmation::EpochMoved`]: the entry stays suspect). A level may answer
+    /// `EpochMoved` too when a mark runs while the confirm does (the file store takes its stamp
+    /// back then), so a caller treats it as "not confirmed", whenever the mark came.
     ///
     /// `checked_at` must come from [`suspect_epoch`](LocalStorage::suspect_epoch), read before
     /// the L2 answer the confirm rests on was asked for. A confirm vouches for the entry in
