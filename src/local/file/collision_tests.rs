@@ -206,3 +206,36 @@ fn a_confirm_raced_by_the_mark_that_starts_a_lap_leaves_no_stamp_for_the_next_la
         "a confirm refused in the last lap vouched for the entry in this one"
     );
 }
+
+/// The mark that starts a lap moves the epoch before it forgets the stamps: a confirm that reads
+/// the epoch once the forgetting is done, while the mark still runs, finds it moved. Moved only
+/// after the forgetting, the epoch was still the old lap's last one then: the confirm stamped it,
+/// nothing forgot that stamp, and it vouched for the entry again a lap later.
+#[test]
+fn a_confirm_that_reads_the_epoch_after_the_lap_forgetting_finds_it_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.set(A, b"a", None).unwrap();
+    let last_of_lap = (1 << 27) - 1;
+    store.inner.epoch.store(last_of_lap, Ordering::Release);
+    let checked_at = store.suspect_epoch();
+    *store.inner.test_confirm_after_forget.lock() = Some((A.to_owned(), checked_at));
+    store.mark_all_suspect();
+    assert_eq!(
+        store.inner.test_confirmed_after_forget.lock().take(),
+        Some(Confirmation::EpochMoved),
+        "a confirm that read the old lap's last epoch after the forgetting was taken"
+    );
+    // The marks in between, all but the last of the next lap.
+    store.inner.epoch.store((2 << 27) - 2, Ordering::Release);
+    store.mark_all_suspect();
+    assert_eq!(
+        store.inner.epoch.load(Ordering::Acquire) & last_of_lap,
+        last_of_lap
+    );
+    assert_eq!(
+        store.get_checked(A).unwrap().unwrap().1,
+        Freshness::Suspect,
+        "a confirm made during the last lap's forgetting vouched for the entry in this one"
+    );
+}

@@ -51,6 +51,10 @@ impl FileStore {
         if index::laps_after(before) {
             // The epoch is now the one that is 0 mod 2^27, which confirms nothing.
             index::forget_confirmations(&self.inner.index);
+            #[cfg(test)]
+            if let Some((key, checked_at)) = self.inner.test_confirm_after_forget.lock().take() {
+                *self.inner.test_confirmed_after_forget.lock() = Some(self.confirm(&key, checked_at));
+            }
             self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         }
         self.inner.suspect_below_seq.store(w.next_seq, Ordering::Release);

@@ -256,6 +256,13 @@ pub(crate) struct Inner {
     /// Test hook: the next confirm runs a `mark_all_suspect` between its look at the epoch and its stamp.
     #[cfg(test)]
     test_mark_before_stamp: AtomicBool,
+    /// Test hook: the next mark that starts a lap of the stamp confirms this key at this epoch
+    /// once it has forgotten every confirmation, before it returns; the answer goes in
+    /// `test_confirmed_after_forget`.
+    #[cfg(test)]
+    test_confirm_after_forget: Mutex<Option<(String, SuspectEpoch)>>,
+    #[cfg(test)]
+    test_confirmed_after_forget: Mutex<Option<Confirmation>>,
 }
 
 /// The appender. Only one thread writes at a time; index updates happen under this lock too, so
@@ -424,6 +431,10 @@ impl FileStore {
             test_no_plans: AtomicBool::new(false),
             #[cfg(test)]
             test_mark_before_stamp: AtomicBool::new(false),
+            #[cfg(test)]
+            test_confirm_after_forget: Mutex::new(None),
+            #[cfg(test)]
+            test_confirmed_after_forget: Mutex::new(None),
             dir,
         });
         if let Some(cause) = exhausted {
