@@ -145,7 +145,10 @@ impl CacheManager {
     /// twice is read once (and counted once in the stats).
     ///
     /// # Errors
-    /// As [`CacheManager::get`], for any key.
+    /// As [`CacheManager::get`], for any key. Where only some keys failed (with
+    /// `fallback_on_error = false`: their L2 node was not reached, or L1 failed to read them), a
+    /// [`PartialBatch`](crate::Error::PartialBatch) names every position of those keys and
+    /// carries what the others found ([`Served::Found`](crate::Served::Found)).
     pub fn multi_get<T>(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, T>>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
@@ -402,7 +405,7 @@ impl CacheManager {
     /// [`CacheManager::multi_get`] without the codec.
     ///
     /// # Errors
-    /// As [`CacheManager::get_raw`].
+    /// As [`CacheManager::multi_get`] (a partial batch included), but for decoding.
     pub fn multi_get_raw(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, Vec<u8>>> {
         let keys = as_strs(keys);
         let s = &self.shared;
