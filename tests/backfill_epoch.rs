@@ -257,24 +257,36 @@ fn a_value_read_from_l2_before_another_holders_mark_is_not_backfilled_trusted() 
     );
 }
 
+/// A manager over `shared` wrapped in [`MarkBeforeFill`] (not armed yet), whose other holder
+/// writes to Redis under `prefix`.
+fn marking_before_fill(
+    server: &RedisServer,
+    prefix: &str,
+    shared: Arc<dyn LocalStorage>,
+    failing_deletes: bool,
+) -> (Arc<Delegate<MarkBeforeFill>>, Arc<RedisStore>, CacheManager) {
+    let redis = redis(server, prefix);
+    let other = OtherHolder {
+        l1: shared.clone(),
+        l2: redis.clone(),
+    };
+    let l1 = Arc::new(Delegate(MarkBeforeFill {
+        l1: shared,
+        other,
+        armed: AtomicBool::new(false),
+        failing_deletes,
+    }));
+    let cache = manager(l1.clone(), redis.clone());
+    (l1, redis, cache)
+}
+
 #[test]
 fn a_mark_that_lands_while_a_backfill_is_written_takes_the_backfill_out() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut failed = Vec::new();
     for (i, (l1_name, shared)) in locals(dir.path()).into_iter().enumerate() {
-        let redis = redis(&server, &format!("bw{i}:"));
-        let other = OtherHolder {
-            l1: shared.clone(),
-            l2: redis.clone(),
-        };
-        let l1 = Arc::new(Delegate(MarkBeforeFill {
-            l1: shared,
-            other,
-            armed: AtomicBool::new(false),
-            failing_deletes: false,
-        }));
-        let cache = manager(l1.clone(), redis.clone());
+        let (l1, redis, cache) = marking_before_fill(&server, &format!("bw{i}:"), shared, false);
         for read in reads() {
             failed.extend(the_next_read_answers_l2s_new_value(
                 &cache, &redis, &l1.armed, read, l1_name,
@@ -297,18 +309,7 @@ fn a_backfill_written_across_a_mark_that_l1_cannot_take_out_leaves_l1_distrusted
     let dir = tempfile::tempdir().unwrap();
     let mut failed = Vec::new();
     for (i, (l1_name, shared)) in locals(dir.path()).into_iter().enumerate() {
-        let redis = redis(&server, &format!("bd{i}:"));
-        let other = OtherHolder {
-            l1: shared.clone(),
-            l2: redis.clone(),
-        };
-        let l1 = Arc::new(Delegate(MarkBeforeFill {
-            l1: shared,
-            other,
-            armed: AtomicBool::new(false),
-            failing_deletes: true,
-        }));
-        let cache = manager(l1.clone(), redis.clone());
+        let (l1, redis, cache) = marking_before_fill(&server, &format!("bd{i}:"), shared, true);
         failed.extend(the_next_read_answers_l2s_new_value(
             &cache,
             &redis,

@@ -72,19 +72,22 @@ impl WrapLocal for FailingSettles {
     }
 }
 
-/// `same` is suspect in L1 and L2 holds its bytes; `gone` is suspect in L1 and L2 holds none;
-/// `x` and `y` are in L2 only. Confirming `same` and dropping `gone` fail in L1. Single reads
-/// answer L2's answers; a batch of the four answers the same, and backfills `x` and `y`.
-#[test]
-fn a_batch_read_settles_each_suspect_key_as_a_single_read_does_when_l1_fails_the_settling() {
-    let server = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let file = Arc::new(FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(64)).unwrap());
+/// A manager over [`FailingSettles`] (not failing yet) and Redis under `prefix`, with
+/// `fallback_on_error = false`.
+struct Setup {
+    file: Arc<FileStore>,
+    l1: Arc<Delegate<FailingSettles>>,
+    redis: Arc<RedisStore>,
+    cache: CacheManager,
+}
+
+fn setup(server: &RedisServer, dir: &std::path::Path, prefix: &str) -> Setup {
+    let file = Arc::new(FileStore::open(dir, FileStoreOptions::default().max_size_mb(64)).unwrap());
     let l1 = Arc::new(Delegate(FailingSettles {
         l1: file.clone(),
         failing: AtomicBool::new(false),
     }));
-    let redis = Arc::new(RedisStore::connect(RedisOptions::new(server.addr()).prefix("rl:")).unwrap());
+    let redis = Arc::new(RedisStore::connect(RedisOptions::new(server.addr()).prefix(prefix)).unwrap());
     let config = CacheConfig {
         fallback_on_error: false,
         ..CacheConfig::default()
@@ -95,6 +98,27 @@ fn a_batch_read_settles_each_suspect_key_as_a_single_read_does_when_l1_fails_the
         .distributed(redis.clone())
         .build()
         .unwrap();
+    Setup {
+        file,
+        l1,
+        redis,
+        cache,
+    }
+}
+
+/// `same` is suspect in L1 and L2 holds its bytes; `gone` is suspect in L1 and L2 holds none;
+/// `x` and `y` are in L2 only. Confirming `same` and dropping `gone` fail in L1. Single reads
+/// answer L2's answers; a batch of the four answers the same, and backfills `x` and `y`.
+#[test]
+fn a_batch_read_settles_each_suspect_key_as_a_single_read_does_when_l1_fails_the_settling() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        file,
+        l1,
+        redis,
+        cache,
+    } = setup(&server, dir.path(), "rl:");
     cache.set_raw("same", b"1", None).unwrap();
     cache.set_raw("gone", b"2", None).unwrap();
     redis.delete("gone").unwrap();
@@ -151,22 +175,12 @@ type BatchRead = (
 fn a_batch_read_names_a_key_whose_l1_read_failed_and_answers_the_others() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let file = Arc::new(FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(64)).unwrap());
-    let l1 = Arc::new(Delegate(FailingSettles {
-        l1: file.clone(),
-        failing: AtomicBool::new(false),
-    }));
-    let redis = Arc::new(RedisStore::connect(RedisOptions::new(server.addr()).prefix("rb:")).unwrap());
-    let config = CacheConfig {
-        fallback_on_error: false,
-        ..CacheConfig::default()
-    };
-    let cache = CacheManager::builder()
-        .config(config)
-        .local(l1.clone())
-        .distributed(redis.clone())
-        .build()
-        .unwrap();
+    let Setup {
+        file,
+        l1,
+        redis,
+        cache,
+    } = setup(&server, dir.path(), "rb:");
     cache.set_raw("ok", b"1", None).unwrap();
     cache.set_raw("bad", b"2", None).unwrap();
     redis.set("x", b"3", None).unwrap();
