@@ -144,8 +144,8 @@ impl LoadTimer {
         }
     }
 
-    /// Ends the timer's thread and waits for it; no thread starts after this. For the
-    /// manager's shutdown, on a thread that is not the timer's.
+    /// Ends the timer's thread and waits for it (unless called on it); no thread starts after
+    /// this. For the manager's shutdown.
     pub(crate) fn stop(&self) {
         let threads = {
             let mut state = self.inner.state.lock();
@@ -154,7 +154,15 @@ impl LoadTimer {
             std::mem::take(&mut state.threads)
         };
         self.inner.wake.notify_all();
+        let here = std::thread::current().id();
         for thread in threads {
+            // On the timer's own thread (a waker that polls its task there, and the task drops
+            // the manager's last handle) a join of itself panics, and the rest of the shutdown
+            // (the write-behind queue's drain) never ran: that thread ends at its next look at
+            // the state, which now says stopped.
+            if thread.thread().id() == here {
+                continue;
+            }
             if thread.join().is_err() {
                 tracing::error!("the loader timer thread panicked");
             }
@@ -380,6 +388,50 @@ pub(crate) mod tests {
             !timer.inner.state.lock().running,
             "a thread started after the stop"
         );
+    }
+
+    /// A waker that stops the timer, as one that polls its task on the timer's thread does when
+    /// the task drops the manager's last handle (the manager's shutdown runs there), and then
+    /// reports that the stop returned.
+    struct Stops {
+        timer: Arc<LoadTimer>,
+        returned: parking_lot::Mutex<mpsc::Sender<()>>,
+    }
+
+    impl Wake for Stops {
+        fn wake(self: Arc<Self>) {
+            self.timer.stop();
+            let _ = self.returned.lock().send(());
+        }
+    }
+
+    #[test]
+    fn a_stop_on_the_timer_thread_itself_returns_and_the_thread_ends() {
+        let timer = Arc::new(LoadTimer::default());
+        let flights = Arc::new(Flights::default());
+        let _leader = flights.join("k");
+        let Role::Waiter(flight) = flights.join("k") else {
+            panic!("second caller must wait")
+        };
+        let at = Instant::now() + Duration::from_millis(20);
+        let waiter = Arc::clone(&flight);
+        let mut wait: Wait = Box::pin(async move { waiter.wait_async_until(Some(at)).await });
+        let (tx, returned) = mpsc::channel();
+        let waker = Waker::from(Arc::new(Stops {
+            timer: Arc::clone(&timer),
+            returned: parking_lot::Mutex::new(tx),
+        }));
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        timer.schedule(&flight, vec![at]);
+        returned
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the stop made on the timer's own thread did not return (it joined itself)");
+        let ended = Instant::now() + Duration::from_secs(30);
+        while timer.inner.state.lock().running {
+            assert!(Instant::now() < ended, "the timer thread went on after its stop");
+            std::thread::yield_now();
+        }
+        assert!(timer.inner.state.lock().stopped);
     }
 
     #[test]
