@@ -19,6 +19,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -222,7 +223,13 @@ fn run(inner: &Inner) {
             drop(state);
             for flight in due.drain(..) {
                 if let Some(flight) = flight.upgrade() {
-                    flight.wake_if_loading();
+                    // A waker that panics (an executor's bug) ended the thread with `running`
+                    // still set: no thread started again, and every later deadline of the
+                    // manager passed unseen. The flight's state is untouched by the unwinding.
+                    let wake = AssertUnwindSafe(|| flight.wake_if_loading());
+                    if catch_unwind(wake).is_err() {
+                        tracing::error!("a waker of a loading call's waiter panicked at its loader timeout; the timer goes on");
+                    }
                 }
             }
             state = inner.state.lock();
@@ -432,6 +439,43 @@ pub(crate) mod tests {
             std::thread::yield_now();
         }
         assert!(timer.inner.state.lock().stopped);
+    }
+
+    /// A waker that reports its wake, then panics (an executor's bug).
+    struct Panics(parking_lot::Mutex<mpsc::Sender<()>>);
+
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            let _ = self.0.lock().send(());
+            panic!("a waker that panics");
+        }
+    }
+
+    #[test]
+    fn a_waker_that_panics_on_the_timer_thread_leaves_the_later_deadlines_kept() {
+        let flights = Arc::new(Flights::default());
+        let _leader = flights.join("panics");
+        let Role::Waiter(flight) = flights.join("panics") else {
+            panic!("second caller must wait")
+        };
+        let at = Instant::now() + Duration::from_millis(20);
+        let waiter = Arc::clone(&flight);
+        let mut wait: Wait = Box::pin(async move { waiter.wait_async_until(Some(at)).await });
+        let (tx, panicked) = mpsc::channel();
+        let waker = Waker::from(Arc::new(Panics(parking_lot::Mutex::new(tx))));
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        flights.ensure_ticker(&flight, vec![at]);
+        panicked
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the panicking waker was not woken");
+        let next = Instant::now() + Duration::from_millis(20);
+        let (_l2, other, mut other_wait, woken) = waiting(&flights, "next", next);
+        flights.ensure_ticker(&other, vec![next]);
+        woken
+            .recv_timeout(Duration::from_secs(30))
+            .expect("after a waker's panic, no later deadline was kept");
+        assert_eq!(poll(&mut other_wait), Poll::Ready(Waited::TimedOut));
+        flights.stop_timer();
     }
 
     #[test]
