@@ -12,7 +12,9 @@
 //! only weakly, and is pruned of them when it grows.
 //!
 //! The thread starts with the first deadline pushed, and ends once it has no deadline left, so
-//! an idle manager holds no thread for it; the next deadline starts it again. The manager's
+//! a manager with no load in flight holds no thread for it once the last deadline queued has
+//! passed (a flight that ended keeps its deadlines queued, up to the hard timeout: the thread
+//! is not woken when a flight ends); the next deadline starts it again. The manager's
 //! shutdown ([`LoadTimer::stop`], from `Workers`) ends and joins it, and no thread starts after
 //! that. If the system refuses the thread, a warning is logged and the waiters notice their
 //! deadline only when their flight ends; the deadlines stay queued for the next start.

@@ -4,8 +4,10 @@
 //!
 //! [`CacheManager`](super::CacheManager) holds the [`Workers`] next to, not inside, the shared
 //! state the threads work on (they reach it through a `Weak`). So the owner is dropped only with
-//! the last manager handle, on the caller's thread, never by one of its own threads, and its
-//! drop is the whole shutdown, in one order:
+//! the last manager handle, on the caller's thread, never by one of its own threads but the
+//! loader timer's (a waker it calls may poll a task there that drops the last handle; its stop
+//! then leaves that thread to end by itself rather than join it), and its drop is the whole
+//! shutdown, in one order:
 //! 1. work run apart from its caller (`super::apart`: a load that outlived its caller, an
 //!    async flush or replay) begins no more, the one [`Shutdown`] signal every thread listens to
 //!    is fired (a thread that sleeps on its queue registered how it is woken, see
