@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use support::MemcachedServer;
 use uno_cache::distributed::NodeBreakers;
-use uno_cache::{CacheConfig, CacheManager, Error, LocalKind, MemcachedOptions, MemcachedStore};
+use uno_cache::{CacheConfig, CacheManager, Error, LocalKind, MemcachedOptions, MemcachedStore, Served};
 
 /// Over the servers' `-I 1m`, under the store's `max_item_size`: only a server refuses it.
 const BIG: usize = 1_500_000;
@@ -230,25 +230,41 @@ fn a_multi_set_listing_a_key_twice_whose_host_is_down_names_both_of_its_position
 }
 
 /// A `multi_delete` that lists a key twice deletes it once; when that key's host is down, the
-/// partial error names each position the caller listed it at, over the caller's batch.
+/// partial error names each position the caller listed it at, over the caller's batch, and
+/// carries how many of the reached keys existed. Sync and async.
 #[test]
 fn a_multi_delete_listing_a_key_twice_whose_host_is_down_names_both_of_its_positions() {
+    type BatchDelete = (&'static str, fn(&CacheManager, &[&str]) -> uno_cache::Result<u64>);
+    let deletes: [BatchDelete; 2] = [
+        ("multi_delete", |c, keys| c.multi_delete(keys)),
+        ("multi_delete_async", |c, keys| {
+            support::block_on(c.multi_delete_async(keys))
+        }),
+    ];
     let mut servers = two_hosts();
     let (store, [ok, _, gone, _]) = store_and_keys(&servers, "deleted-twice:");
     let replay = tempfile::tempdir().unwrap();
     let cache = manager(&replay, store, |config| config.fallback_on_error = false);
-    cache.set_raw(&ok, b"1", None).unwrap();
     servers[1].kill();
-    let err = cache.multi_delete(&[&gone, &ok, &gone]).unwrap_err();
-    let Error::PartialBatch(partial) = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(
-        (partial.total, &partial.failed[..], &partial.refused[..]),
-        (3, &[0, 2][..], &[][..])
-    );
-    let l2 = cache.distributed().unwrap();
-    assert_eq!(l2.get(&ok).unwrap(), None, "the reached key was deleted");
+    for (name, delete) in deletes {
+        cache.set_raw(&ok, b"1", None).unwrap();
+        let err = delete(&cache, &[&gone, &ok, &gone]).unwrap_err();
+        let Error::PartialBatch(partial) = &err else {
+            panic!("{name}: {err:?}")
+        };
+        assert_eq!(
+            (partial.total, &partial.failed[..], &partial.refused[..]),
+            (3, &[0, 2][..], &[][..]),
+            "{name}"
+        );
+        assert!(
+            matches!(partial.served, Served::Removed(1)),
+            "{name}: the reached node's count: {:?}",
+            partial.served
+        );
+        let l2 = cache.distributed().unwrap();
+        assert_eq!(l2.get(&ok).unwrap(), None, "{name}: the reached key was deleted");
+    }
 }
 
 /// A write batch some of whose items' host is down stores the others: they count as L2 sets

@@ -229,7 +229,12 @@ pub(crate) fn time_l2<T>(histogram: &Histogram, started: Instant, result: &Resul
 pub(super) fn unreached(error: Error) -> std::result::Result<(Vec<usize>, Served, Error), Error> {
     match error {
         Error::PartialBatch(mut partial) => {
-            let served = std::mem::replace(&mut partial.served, Served::Written);
+            // A count stays in the error too: a caller of a batch delete told of it reads there
+            // how many of the reached keys existed.
+            let served = match partial.served {
+                Served::Removed(n) => Served::Removed(n),
+                _ => std::mem::replace(&mut partial.served, Served::Written),
+            };
             // Copied, not taken: the error may reach the caller, whose `failed` must name them.
             let failed = partial.failed.clone();
             Ok((failed, served, Error::PartialBatch(partial)))
