@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::fill::FillBatch;
 use super::guard::Ticket;
 use super::policy::{
-    partial_over, taken_in, time_l2, unreached, with_found, Level, Plan, Shared, Suspect, Timed,
+    partial_over, positions_of, taken_in, time_l2, unreached, with_found, Level, Plan, Shared, Suspect, Timed,
 };
 use crate::clock;
 use crate::error::{Error, PartialBatch, Result, Served};
@@ -154,9 +154,7 @@ impl Shared {
         };
         if !l1.keys.is_empty() {
             let failed_in_l1: HashSet<&str> = l1.keys.into_iter().collect();
-            let positions =
-                (0..keys.len()).filter(|&j| keys.get(j).is_some_and(|k| failed_in_l1.contains(k)));
-            partial.failed.extend(positions);
+            partial.failed.extend(positions_of(keys, &failed_in_l1));
             partial.failed.sort_unstable();
             partial.failed.dedup();
         }

@@ -243,6 +243,17 @@ pub(super) fn unreached(error: Error) -> std::result::Result<(Vec<usize>, Served
     }
 }
 
+/// Every position in `batch` of a key of `keys`, ascending: a key the caller listed twice is
+/// named at both places.
+pub(super) fn positions_of(batch: &[&str], keys: &std::collections::HashSet<&str>) -> Vec<usize> {
+    batch
+        .iter()
+        .enumerate()
+        .filter(|(_, key)| keys.contains(*key))
+        .map(|(j, _)| j)
+        .collect()
+}
+
 /// `error`, a partial batch over `inner` (keys of `outer`, a read's keys that went on to the
 /// level below), with its indices re-expressed over `outer`, the caller's batch: every position
 /// of a key not served (a key given twice is not served at either), and `outer`'s length.
@@ -251,11 +262,10 @@ pub(super) fn partial_over(error: Error, inner: &[&str], outer: &[&str]) -> Erro
         return error;
     };
     let over = |indices: &[usize]| -> Vec<usize> {
-        let keys: std::collections::HashSet<&str> =
-            indices.iter().filter_map(|&i| inner.get(i).copied()).collect();
-        (0..outer.len())
-            .filter(|&j| outer.get(j).is_some_and(|k| keys.contains(k)))
-            .collect()
+        positions_of(
+            outer,
+            &indices.iter().filter_map(|&i| inner.get(i).copied()).collect(),
+        )
     };
     partial.failed = over(&partial.failed);
     partial.refused = over(&partial.refused);
