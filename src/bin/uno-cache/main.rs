@@ -607,13 +607,15 @@ fn run_manager(
     ))
 }
 
+/// A mebibyte: the unit of every size bound the configuration and `stats` give.
+const MIB: u64 = 1 << 20;
+
 /// The bound of the local level `local` configures, as `stats` gives it: for a memory L1 its
 /// items (`local.max_size`) and the bytes of its values (`local.memory_max_mb`), for a file or
 /// redb L1 its bytes (`local.max_size`, which a file store without it takes from its directory's
 /// record, read by the manager's open). `None` where the manager opened no file store for a
 /// file L1 (not the case of a manager built from a configuration).
 fn local_bound(cache: &CacheManager, local: &LocalCacheConfig) -> Option<(Option<u64>, u64)> {
-    const MIB: u64 = 1 << 20;
     match local.kind {
         LocalKind::Memory => Some((
             Some(local.effective_max_size()),
@@ -630,7 +632,7 @@ fn local_bound(cache: &CacheManager, local: &LocalCacheConfig) -> Option<(Option
 /// the bound is the one every process with this configuration runs with.
 fn memory_tier_bound(local: &LocalCacheConfig) -> Option<(u64, u64)> {
     (local.kind != LocalKind::Memory && local.memory_items > 0)
-        .then(|| (local.memory_items, local.memory_max_mb.saturating_mul(1 << 20)))
+        .then(|| (local.memory_items, local.memory_max_mb.saturating_mul(MIB)))
 }
 
 /// The exit of a command whose L2 step was queued for replay, L2 not asked: `del`'s 1 ("it was
@@ -692,7 +694,6 @@ fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
 /// A size bound as `--max-size-mb` gives it, in MiB, with the exact bytes: a bare byte count
 /// next to a flag that takes MiB read as a bound a million times too large.
 fn size_in_mib(bytes: u64) -> String {
-    const MIB: u64 = 1 << 20;
     if bytes.is_multiple_of(MIB) {
         format!("{} MiB ({bytes} bytes)", bytes / MIB)
     } else {
