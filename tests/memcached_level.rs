@@ -4,7 +4,8 @@
 //! isolation and the `clear` refusal, construction errors, the async API, and an outage: the
 //! server is killed mid-workload (every call returns within the deadline with an error, nothing
 //! panics) and restarted on the same port (calls succeed again); a host whose connection went
-//! silent does not cost the healthy host its pooled connections. The item size limit is in
+//! silent does not cost the healthy host its pooled connections; a server at its connection
+//! limit is named as such. The item size limit is in
 //! `tests/memcached_item_limits.rs`.
 
 #![allow(
@@ -714,4 +715,44 @@ fn a_host_reached_after_the_deadline_keeps_its_pooled_connection() {
         before + 1,
         "the healthy host was connected to anew (one is `stat`'s own)"
     );
+}
+
+/// A memcached at its connection limit (`-c`) answers a new connection with a line of text and
+/// closes it. The error named the host but said only "reply starts with byte 0x45": it now says
+/// the host is at its connection limit and what to do.
+#[test]
+fn a_server_at_its_connection_limit_says_so_and_what_to_do() {
+    use std::io::{Read, Write};
+    let server = MemcachedServer::start_with(&["-c", "20"]);
+    let mc = store(&server, "full:");
+    // Connections held open until the server turns one away (it keeps some of `-c` for itself).
+    let mut held = Vec::new();
+    loop {
+        assert!(held.len() < 20, "memcached -c 20 took {} connections", held.len());
+        let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"version\r\n").unwrap();
+        let mut line = [0u8; 64];
+        let n = conn.read(&mut line).unwrap();
+        if line[..n].starts_with(b"ERROR Too many open connections") {
+            break;
+        }
+        assert!(
+            line[..n].starts_with(b"VERSION"),
+            "{:?}",
+            String::from_utf8_lossy(&line[..n])
+        );
+        held.push(conn);
+    }
+    // A blocking call opens a connection of its own (the start-up check's was an async one).
+    let err = mc.get("k").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::Backend { .. })
+            && text.contains(&server.addr())
+            && text.contains("connection limit")
+            && text.contains("-c"),
+        "{text}"
+    );
+    drop(held);
 }

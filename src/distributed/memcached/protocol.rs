@@ -113,9 +113,7 @@ pub(super) struct Header {
 pub(super) fn parse_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<Header, String> {
     let [magic, opcode, k0, k1, extras_len, _datatype, s0, s1, b0, b1, b2, b3, o0, o1, o2, o3, ..] = *bytes;
     if magic != RESPONSE_MAGIC {
-        return Err(format!(
-            "reply starts with byte {magic:#04x}, not a response header"
-        ));
+        return Err(not_a_header(bytes));
     }
     let key_len = usize::from(u16::from_be_bytes([k0, k1]));
     let extras_len = usize::from(extras_len);
@@ -133,6 +131,35 @@ pub(super) fn parse_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<Head
         body_len,
         opaque: u32::from_be_bytes([o0, o1, o2, o3]),
     })
+}
+
+/// The line memcached writes on a new connection it will not serve, before closing it, when it
+/// is at its connection limit (`-c`); the 24 bytes read as a header are its start.
+const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections";
+
+/// Why `bytes` are not a response header, saying what they are when that helps: a memcached at
+/// its connection limit answers a new connection with a line of text, which read as a header
+/// was "byte 0x45", and said neither that the host is full nor what to do.
+fn not_a_header(bytes: &[u8; HEADER_LEN]) -> String {
+    if TOO_MANY_CONNECTIONS.starts_with(bytes) {
+        return "memcached refused the connection (\"ERROR Too many open connections\"): it is at \
+                its connection limit; start it with a larger -c, or lower the connections its \
+                clients keep (fewer processes, or a smaller `workers`)"
+            .to_owned();
+    }
+    let line = bytes
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    if !line.is_empty() && line.iter().all(|&b| b == b' ' || b.is_ascii_graphic()) {
+        return format!(
+            "reply is text ({:?}), not a binary response header: the server is not memcached, or \
+             it speaks only memcached's text protocol",
+            String::from_utf8_lossy(line)
+        );
+    }
+    let [magic, ..] = *bytes;
+    format!("reply starts with byte {magic:#04x}, not a response header")
 }
 
 /// A response: its header and body.
@@ -222,5 +249,25 @@ mod tests {
         let mut huge = bytes;
         huge[8] = 0xff;
         assert!(parse_header(&huge).is_err());
+    }
+
+    /// Text where a header belongs is shown as text, and memcached's line for a connection over
+    /// its limit says what to do.
+    #[test]
+    fn a_text_reply_is_shown_and_the_connection_limit_is_named() {
+        let head = |text: &[u8]| -> [u8; HEADER_LEN] { text[..HEADER_LEN].try_into().unwrap() };
+        let full = parse_header(&head(b"ERROR Too many open connections\r\n")).unwrap_err();
+        assert!(full.contains("connection limit") && full.contains("-c"), "{full}");
+        let text = parse_header(&head(b"ERROR\r\nERROR\r\nERROR\r\nERROR\r\n")).unwrap_err();
+        assert!(
+            text.contains("\"ERROR\"") && text.contains("text protocol"),
+            "{text}"
+        );
+        let mut binary = [0u8; HEADER_LEN];
+        binary[0] = 0x7f;
+        assert_eq!(
+            parse_header(&binary).unwrap_err(),
+            "reply starts with byte 0x7f, not a response header"
+        );
     }
 }
