@@ -25,7 +25,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use super::commands::{Command, Site, Step};
 use super::options::HostSpec;
-use super::protocol::{parse_header, Packet, HEADER_LEN};
+use super::protocol::{parse_header, status, Packet, HEADER_LEN};
 use crate::distributed::resolve::{Resolver, Unresolved};
 use crate::error::{Error, Result};
 
@@ -51,6 +51,8 @@ enum Fault {
     Io(std::io::Error),
     /// The reply cannot be read (out of step, damaged); the message says how.
     Protocol(String),
+    /// The server wants an authenticated connection (it runs with SASL); its text.
+    Unauthenticated(String),
 }
 
 impl From<std::io::Error> for Fault {
@@ -165,10 +167,22 @@ impl SyncConn {
         let mut state = C::State::default();
         loop {
             let packet = self.read_packet(deadline)?;
+            refuse_unauthenticated(&packet)?;
             if command.accept(&mut state, packet).map_err(Fault::Protocol)? == Step::Done {
                 return Ok(state);
             }
         }
+    }
+}
+
+/// memcached run with SASL (`-S`) answers `version` on any connection, and every other command
+/// of a connection that has not authenticated with an authentication error, then closes it. Read
+/// as a refusal of the key, the close that followed made the error an "unexpected end of file"
+/// that said nothing of authentication, from a store that had connected without complaint.
+fn refuse_unauthenticated(packet: &Packet) -> std::result::Result<(), Fault> {
+    match packet.header.status {
+        status::AUTH_REQUIRED | status::AUTH_ERROR => Err(Fault::Unauthenticated(packet.value_text())),
+        _ => Ok(()),
     }
 }
 
@@ -212,6 +226,7 @@ impl AsyncConn {
         let mut state = C::State::default();
         loop {
             let packet = self.read_packet().await?;
+            refuse_unauthenticated(&packet)?;
             if command.accept(&mut state, packet).map_err(Fault::Protocol)? == Step::Done {
                 return Ok(state);
             }
@@ -282,6 +297,17 @@ impl Host {
             }
             Fault::Io(err) => format!("{}: {err}", self.spec.display),
             Fault::Protocol(what) => format!("{}: unreadable reply ({what})", self.spec.display),
+            Fault::Unauthenticated(text) => {
+                return Error::Misconfigured {
+                    level: LEVEL,
+                    hosts: self.spec.display.clone(),
+                    reason: format!(
+                        "memcached there requires authentication (it answered {text:?}): it runs \
+                         with SASL (-S), and uno-cache speaks to memcached without authentication; \
+                         run it without -S, on a network only its clients reach"
+                    ),
+                }
+            }
         };
         Error::Backend {
             level: LEVEL,

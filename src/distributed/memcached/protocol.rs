@@ -39,6 +39,10 @@ pub(super) mod status {
     pub(in super::super) const TOO_LARGE: u16 = 0x0003;
     /// A `set` memcached could not find room for (no room and `-M`, or none to evict).
     pub(in super::super) const OUT_OF_MEMORY: u16 = 0x0082;
+    /// Authentication failed.
+    pub(in super::super) const AUTH_ERROR: u16 = 0x0008;
+    /// The command needs an authenticated connection (memcached run with SASL, `-S`).
+    pub(in super::super) const AUTH_REQUIRED: u16 = 0x0020;
 }
 
 /// What memcached's status codes mean, for messages.

@@ -50,8 +50,7 @@ async fn check_host(host: &Host, connect_timeout: Duration) -> Result<()> {
     let timed_out = matches!(answer, Err(_) | Ok(Err(Error::Timeout { .. })));
     let mut reason = match answer {
         Ok(Ok(_)) => {
-            learn_item_size_max(host, connect_timeout.saturating_sub(started.elapsed())).await;
-            return Ok(());
+            return learn_item_size_max(host, connect_timeout.saturating_sub(started.elapsed())).await;
         }
         Ok(Err(Error::Backend { reason, .. })) => format!("{reason}; cannot connect"),
         Ok(Err(err)) => format!("{}: cannot connect ({err})", host.spec.display),
@@ -95,13 +94,20 @@ fn text_only(host: &Host, version: &str) -> Error {
 
 /// Asks `host` for its item limit (`stats settings`) within `left`, for the error of a value it
 /// refuses. Best effort: a host that does not say leaves the limit unknown, and the store works
-/// the same.
-async fn learn_item_size_max(host: &Host, left: Duration) {
+/// the same; but a host whose answer says it will serve no command of ours (it wants SASL
+/// authentication, and answered `version` only because memcached answers that before it) fails
+/// the check with [`Error::Misconfigured`].
+async fn learn_item_size_max(host: &Host, left: Duration) -> Result<()> {
     let asked = tokio::time::timeout(left, host.run_async("connect", left, &[Settings])).await;
-    if let Ok(Ok(sizes)) = asked {
-        if let Some(Some(bytes)) = sizes.first() {
-            host.learn_item_size_max(*bytes);
+    match asked {
+        Ok(Ok(sizes)) => {
+            if let Some(Some(bytes)) = sizes.first() {
+                host.learn_item_size_max(*bytes);
+            }
+            Ok(())
         }
+        Ok(Err(e)) if e.is_misconfiguration() => Err(e),
+        _ => Ok(()),
     }
 }
 
