@@ -25,7 +25,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use super::commands::{Command, Site, Step};
 use super::options::HostSpec;
-use super::protocol::{parse_header, status, Packet, HEADER_LEN};
+use super::protocol::{
+    is_unauthenticated, parse_header, status, Header, Packet, HEADER_LEN, UNAUTHENTICATED,
+};
 use crate::distributed::resolve::{Resolver, Unresolved};
 use crate::error::{Error, Result};
 
@@ -51,7 +53,8 @@ enum Fault {
     Io(std::io::Error),
     /// The reply cannot be read (out of step, damaged); the message says how.
     Protocol(String),
-    /// The server wants an authenticated connection (it runs with SASL); its text.
+    /// The server wants an authenticated connection (it runs with SASL or an auth file); its
+    /// text.
     Unauthenticated(String),
 }
 
@@ -147,7 +150,7 @@ impl SyncConn {
     fn read_packet(&mut self, deadline: Instant) -> std::result::Result<Packet, Fault> {
         let mut head = [0u8; HEADER_LEN];
         self.read_exact(&mut head, deadline)?;
-        let header = parse_header(&head).map_err(Fault::Protocol)?;
+        let header = read_header(&head)?;
         let mut body = Vec::with_capacity(header.body_len.min(BODY_STEP));
         while body.len() < header.body_len {
             let from = body.len();
@@ -173,6 +176,15 @@ impl SyncConn {
             }
         }
     }
+}
+
+/// The header in `head`; memcached's line for a connection that has not authenticated, read
+/// there, is [`Fault::Unauthenticated`].
+fn read_header(head: &[u8; HEADER_LEN]) -> std::result::Result<Header, Fault> {
+    parse_header(head).map_err(|why| match is_unauthenticated(head) {
+        true => Fault::Unauthenticated(UNAUTHENTICATED.to_owned()),
+        false => Fault::Protocol(why),
+    })
 }
 
 /// memcached run with SASL (`-S`) answers `version` on any connection, and every other command
@@ -206,7 +218,7 @@ impl AsyncConn {
     async fn read_packet(&mut self) -> std::result::Result<Packet, Fault> {
         let mut head = [0u8; HEADER_LEN];
         self.stream.read_exact(&mut head).await?;
-        let header = parse_header(&head).map_err(Fault::Protocol)?;
+        let header = read_header(&head)?;
         let mut body = Vec::with_capacity(header.body_len.min(BODY_STEP));
         while body.len() < header.body_len {
             let from = body.len();
@@ -303,8 +315,9 @@ impl Host {
                     hosts: self.spec.display.clone(),
                     reason: format!(
                         "memcached there requires authentication (it answered {text:?}): it runs \
-                         with SASL (-S), and uno-cache speaks to memcached without authentication; \
-                         run it without -S, on a network only its clients reach"
+                         with SASL (-S) or an auth file (-Y), and uno-cache speaks to memcached \
+                         without authentication; run it without them, on a network only its \
+                         clients reach"
                     ),
                 }
             }

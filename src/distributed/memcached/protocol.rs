@@ -141,6 +141,15 @@ pub(super) fn parse_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<Head
 /// is at its connection limit (`-c`); the 24 bytes read as a header are its start.
 const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections";
 
+/// The line memcached run with an auth file (`-Y`) answers every request of a connection that
+/// has not authenticated with, binary ones included.
+pub(super) const UNAUTHENTICATED: &str = "CLIENT_ERROR unauthenticated";
+
+/// Whether `bytes`, read where a header belongs, are the start of [`UNAUTHENTICATED`].
+pub(super) fn is_unauthenticated(bytes: &[u8; HEADER_LEN]) -> bool {
+    UNAUTHENTICATED.as_bytes().starts_with(bytes)
+}
+
 /// Why `bytes` are not a response header, saying what they are when that helps: a memcached at
 /// its connection limit answers a new connection with a line of text, which read as a header
 /// was "byte 0x45", and said neither that the host is full nor what to do.

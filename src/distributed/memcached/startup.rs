@@ -52,6 +52,8 @@ async fn check_host(host: &Host, connect_timeout: Duration) -> Result<()> {
         Ok(Ok(_)) => {
             return learn_item_size_max(host, connect_timeout.saturating_sub(started.elapsed())).await;
         }
+        // It answers, and refuses to serve us (it wants authentication): no probe helps.
+        Ok(Err(err)) if err.is_misconfiguration() => return Err(err),
         Ok(Err(Error::Backend { reason, .. })) => format!("{reason}; cannot connect"),
         Ok(Err(err)) => format!("{}: cannot connect ({err})", host.spec.display),
         Err(_) => format!(

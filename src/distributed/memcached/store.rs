@@ -297,7 +297,8 @@ impl MemcachedStore {
     /// # Errors
     /// [`Error::Config`] for a bad host or option, or a server listed twice;
     /// [`Error::Misconfigured`] naming a host that answers only memcached's text protocol
-    /// (started with `-B ascii`) or wants SASL authentication (`-S`), with or without breakers; [`Error::Backend`] (op `"connect"`)
+    /// (started with `-B ascii`) or wants authentication (SASL, `-S`, or an auth file, `-Y`),
+    /// with or without breakers; [`Error::Backend`] (op `"connect"`)
     /// naming the host that cannot be reached or refuses the connection.
     pub fn connect(options: MemcachedOptions) -> Result<Self> {
         let (store, connect_timeout) = Self::prepare(options)?;
