@@ -251,6 +251,26 @@ fn prefixes_isolate_stores_and_clear_is_refused_with_a_prefix() {
     );
 }
 
+/// memcached run with `-F` refuses `flush_all` with an authentication error; `clear` says that
+/// flush_all is disabled and what to do, not that a password is wanted, and the connection
+/// serves on.
+#[test]
+fn clear_on_a_server_with_flush_all_disabled_says_so() {
+    let server = MemcachedServer::start_with(&["-F"]);
+    let mc = store(&server, "");
+    mc.set("k", b"v", None).unwrap();
+    let err = mc.clear().unwrap_err();
+    let text = err.to_string();
+    assert!(
+        err.is_misconfiguration()
+            && text.contains(&server.addr())
+            && text.contains("-F")
+            && text.contains("delete_many"),
+        "{text}"
+    );
+    assert_eq!(mc.get("k").unwrap().unwrap().value, b"v", "nothing was flushed");
+}
+
 #[test]
 fn values_without_an_envelope_are_a_typed_error() {
     let server = MemcachedServer::start();

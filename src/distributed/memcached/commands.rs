@@ -421,6 +421,22 @@ impl Command for Admin {
     fn finish(&self, state: Self::State, site: Site<'_>) -> Result<String> {
         match state {
             Some((status::OK, text)) => Ok(text),
+            // memcached run with -F (flush_all disabled) says so with an authentication error,
+            // which read as "authentication required" sent the reader after a password.
+            Some((code @ (status::AUTH_REQUIRED | status::AUTH_ERROR), text))
+                if matches!(self, Admin::Flush) =>
+            {
+                Err(Error::Misconfigured {
+                    level: LEVEL,
+                    hosts: site.host.to_owned(),
+                    reason: format!(
+                        "flush_all refused with an authentication error ({text:?}, status \
+                         {code:#06x}): memcached answers so when run with -F, which disables \
+                         flush_all (or with SASL, -S); clear() needs flush_all: run it without \
+                         -F, or delete known keys with delete_many"
+                    ),
+                })
+            }
             Some((code, text)) => Err(site.refused(site.op, code, &text)),
             None => Err(site.refused(site.op, 0xffff, "no reply")),
         }

@@ -26,7 +26,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use super::commands::{Command, Site, Step};
 use super::options::HostSpec;
 use super::protocol::{
-    is_unauthenticated, parse_header, status, Header, Packet, HEADER_LEN, UNAUTHENTICATED,
+    is_unauthenticated, opcode, parse_header, status, Header, Packet, HEADER_LEN, UNAUTHENTICATED,
 };
 use crate::distributed::resolve::{Resolver, Unresolved};
 use crate::error::{Error, Result};
@@ -191,9 +191,13 @@ fn read_header(head: &[u8; HEADER_LEN]) -> std::result::Result<Header, Fault> {
 /// of a connection that has not authenticated with an authentication error, then closes it. Read
 /// as a refusal of the key, the close that followed made the error an "unexpected end of file"
 /// that said nothing of authentication, from a store that had connected without complaint.
+/// (A `flush_all` refused so is left to its command: memcached run with `-F` refuses it with the
+/// same status, on a connection that serves everything else.)
 fn refuse_unauthenticated(packet: &Packet) -> std::result::Result<(), Fault> {
     match packet.header.status {
-        status::AUTH_REQUIRED | status::AUTH_ERROR => Err(Fault::Unauthenticated(packet.value_text())),
+        status::AUTH_REQUIRED | status::AUTH_ERROR if packet.header.opcode != opcode::FLUSH => {
+            Err(Fault::Unauthenticated(packet.value_text()))
+        }
         _ => Ok(()),
     }
 }
