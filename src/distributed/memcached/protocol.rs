@@ -156,8 +156,9 @@ pub(super) fn is_unauthenticated(bytes: &[u8; HEADER_LEN]) -> bool {
 fn not_a_header(bytes: &[u8; HEADER_LEN]) -> String {
     if TOO_MANY_CONNECTIONS.starts_with(bytes) {
         return "memcached refused the connection (\"ERROR Too many open connections\"): it is at \
-                its connection limit; start it with a larger -c, or lower the connections its \
-                clients keep (fewer processes, or a smaller `workers`)"
+                its connection limit; start it with a larger -c, or have its clients keep fewer \
+                connections (each store keeps `workers` for async calls and one per thread that \
+                makes blocking calls, up to 64 idle)"
             .to_owned();
     }
     let line = bytes
