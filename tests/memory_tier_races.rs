@@ -1,0 +1,273 @@
+//! Races on the two local tiers, hammered with real threads: typed reads that would promote a
+//! value into the memory tier against deletes, invalidations, writes and losses of trust of the
+//! same key; no read that begins after a change returned answers the value the change replaced.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use uno_cache::{CacheConfig, CacheManager, DistributedStorage, InProcess, MemoryStore, Storage};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Val {
+    n: u32,
+}
+
+fn config(dir: &Path) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "file"
+        path = "{}"
+        durability = "none"
+        memory_items = 100
+        "#,
+        dir.display()
+    ))
+    .unwrap()
+}
+
+/// A manager with the memory tier in front of a file tier, and an in-process L2 if `l2`.
+fn manager(dir: &Path, l2: Option<Arc<MemoryStore>>) -> CacheManager {
+    let mut b = CacheManager::builder().config(config(dir));
+    if let Some(l2) = l2 {
+        b = b.distributed(Arc::new(InProcess::shared(l2)) as Arc<dyn DistributedStorage>);
+    }
+    b.build().unwrap()
+}
+
+/// What one round's change does to the key after writing it.
+#[derive(Clone, Copy, Debug)]
+enum Gone {
+    Delete,
+    MultiDelete,
+    InvalidateLocal,
+    InvalidatePrefix,
+}
+
+/// One thread writes `p:k` with ever larger numbers and drops it after each write, publishing
+/// the number it dropped once the drop returned; readers (typed, `Arc`, batch) racing it never
+/// answer a number already dropped when their read began.
+fn hammer(cache: &CacheManager, drops: &[Gone], rounds: u32) {
+    let dropped = Arc::new(AtomicU32::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(4));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (cache, dropped, done, start) = (
+                cache.clone(),
+                Arc::clone(&dropped),
+                Arc::clone(&done),
+                Arc::clone(&start),
+            );
+            std::thread::spawn(move || {
+                start.wait();
+                let mut reads = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    let before = dropped.load(Ordering::SeqCst);
+                    let seen = match r {
+                        0 => cache.get::<Val>("p:k").unwrap().map(|v| v.n),
+                        1 => cache.get_arc::<Val>("p:k").unwrap().map(|v| v.n),
+                        _ => cache
+                            .multi_get::<Val>(&["p:k", "p:other"])
+                            .unwrap()
+                            .remove("p:k")
+                            .map(|v| v.n),
+                    };
+                    if let Some(n) = seen {
+                        assert!(
+                            n > before,
+                            "reader {r} read {n}, dropped up to {before} before the read"
+                        );
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    start.wait();
+    for n in 1..=rounds {
+        cache.set("p:k", &Val { n }, None).unwrap();
+        match drops[n as usize % drops.len()] {
+            Gone::Delete => {
+                cache.delete("p:k").unwrap();
+            }
+            Gone::MultiDelete => {
+                cache.multi_delete(&["p:k"]).unwrap();
+            }
+            Gone::InvalidateLocal => {
+                cache.invalidate_local("p:k").unwrap();
+            }
+            Gone::InvalidatePrefix => {
+                cache.invalidate_prefix("p:").unwrap();
+            }
+        }
+        dropped.store(n, Ordering::SeqCst);
+        assert_eq!(cache.get::<Val>("p:k").unwrap(), None, "round {n}");
+        assert_eq!(cache.get_arc::<Val>("p:k").unwrap(), None, "round {n}");
+    }
+    done.store(true, Ordering::SeqCst);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+}
+
+#[test]
+fn a_typed_read_racing_a_delete_or_local_invalidation_never_answers_the_dropped_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(dir.path(), None);
+    hammer(
+        &cache,
+        &[
+            Gone::Delete,
+            Gone::MultiDelete,
+            Gone::InvalidateLocal,
+            Gone::InvalidatePrefix,
+        ],
+        1500,
+    );
+    assert!(cache.stats().memory.hits > 0, "{:?}", cache.stats().memory);
+}
+
+#[test]
+fn a_typed_read_racing_a_delete_with_an_l2_never_answers_the_dropped_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let cache = manager(dir.path(), Some(l2));
+    hammer(&cache, &[Gone::Delete, Gone::MultiDelete], 1500);
+    assert!(cache.stats().memory.hits > 0, "{:?}", cache.stats().memory);
+}
+
+/// L1 missing the key while L2 holds it: each typed read backfills both tiers, racing a delete.
+#[test]
+fn an_l2_hit_backfilled_into_both_tiers_racing_a_delete_never_outlives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let cache = manager(dir.path(), Some(Arc::clone(&l2)));
+    let codec = cache.codec();
+    let dropped = Arc::new(AtomicU32::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (cache, dropped, done) = (cache.clone(), Arc::clone(&dropped), Arc::clone(&done));
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    let before = dropped.load(Ordering::SeqCst);
+                    let seen = if r == 0 {
+                        cache.get::<Val>("k").unwrap().map(|v| v.n)
+                    } else {
+                        cache.get_arc::<Val>("k").unwrap().map(|v| v.n)
+                    };
+                    if let Some(n) = seen {
+                        assert!(n > before, "read {n}, dropped up to {before} before the read");
+                    }
+                }
+            })
+        })
+        .collect();
+    for n in 1..=1500u32 {
+        // Written to L2 alone, as another instance would: the readers backfill L1 and the
+        // memory tier from it.
+        l2.set("k", &codec.encode("k", &Val { n }).unwrap(), None)
+            .unwrap();
+        std::thread::yield_now();
+        cache.delete("k").unwrap();
+        dropped.store(n, Ordering::SeqCst);
+        assert_eq!(cache.get::<Val>("k").unwrap(), None, "round {n}");
+    }
+    done.store(true, Ordering::SeqCst);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    let stats = cache.stats();
+    assert!(stats.memory.sets > 0, "{:?}", stats.memory);
+}
+
+/// Every L1 entry made suspect while typed reads promote: once the marking returned, a read
+/// checks L2, which another instance changed meanwhile, rather than answer from memory.
+#[test]
+fn a_loss_of_trust_racing_promotions_leaves_no_value_in_memory_that_l2_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = Arc::new(MemoryStore::new(1000).unwrap());
+    let cache = manager(dir.path(), Some(Arc::clone(&l2)));
+    let codec = cache.codec();
+    let replaced = Arc::new(AtomicU32::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    cache.set("k", &Val { n: 0 }, None).unwrap();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, replaced, done) = (cache.clone(), Arc::clone(&replaced), Arc::clone(&done));
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    let before = replaced.load(Ordering::SeqCst);
+                    if let Some(v) = cache.get::<Val>("k").unwrap() {
+                        assert!(v.n >= before, "read {}, L2 at {before} before the read", v.n);
+                    }
+                }
+            })
+        })
+        .collect();
+    for n in 1..=800u32 {
+        // Another instance's write, whose message this one missed: L2 changes under L1.
+        l2.set("k", &codec.encode("k", &Val { n }).unwrap(), None)
+            .unwrap();
+        cache.local().mark_all_suspect().unwrap();
+        replaced.store(n, Ordering::SeqCst);
+        assert_eq!(cache.get::<Val>("k").unwrap(), Some(Val { n }), "round {n}");
+    }
+    done.store(true, Ordering::SeqCst);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+}
+
+/// Writes of ever larger numbers racing typed readers of two types: no reader sees a number go
+/// down, and a read after the last write answers it from either type's cache.
+#[test]
+fn writes_racing_readers_of_two_types_never_go_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(dir.path(), None);
+    cache
+        .set("k", &Val { n: 0 }, Some(Duration::from_secs(60)))
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (cache, done) = (cache.clone(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut last = 0u32;
+                while !done.load(Ordering::SeqCst) {
+                    let n = match r {
+                        0 => cache.get::<Val>("k").unwrap().unwrap().n,
+                        1 => cache.get_arc::<Val>("k").unwrap().unwrap().n,
+                        _ => cache.get::<u32>("k").unwrap().unwrap(),
+                    };
+                    assert!(n >= last, "reader {r}: {n} after {last}");
+                    last = n;
+                }
+            })
+        })
+        .collect();
+    for n in 1..=2000u32 {
+        // With and without a TTL of its own: the second only drops the key from memory.
+        let ttl = (n % 2 == 0).then(|| Duration::from_secs(60));
+        cache.set("k", &Val { n }, ttl).unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    assert_eq!(cache.get::<Val>("k").unwrap(), Some(Val { n: 2000 }));
+    assert_eq!(
+        cache.get_arc::<Val>("k").unwrap().as_deref(),
+        Some(&Val { n: 2000 })
+    );
+}
