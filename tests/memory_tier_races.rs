@@ -271,3 +271,49 @@ fn writes_racing_readers_of_two_types_never_go_back() {
         Some(&Val { n: 2000 })
     );
 }
+
+/// A set racing an invalidation of its key (local, or by prefix: neither waits for the set, as a
+/// delete would), the key held in the memory tier before each round: once both returned, the
+/// memory tier answers what the file tier holds, whichever landed last.
+#[test]
+fn a_set_racing_an_invalidation_leaves_the_memory_tier_agreeing_with_the_file_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(dir.path(), None);
+    for n in 1..=1000u32 {
+        cache.set("p:k", &Val { n: 0 }, None).unwrap();
+        assert_eq!(
+            cache.get::<Val>("p:k").unwrap(),
+            Some(Val { n: 0 }),
+            "round {n}: held"
+        );
+        let start = Arc::new(Barrier::new(2));
+        let invalidation = {
+            let (cache, start) = (cache.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                // A few in a row, so that one often runs while the set does and none after.
+                for _ in 0..n % 5 + 1 {
+                    if n % 2 == 0 {
+                        cache.invalidate_local("p:k").unwrap();
+                    } else {
+                        cache.invalidate_prefix("p:").unwrap();
+                    }
+                }
+            })
+        };
+        start.wait();
+        cache.set("p:k", &Val { n }, None).unwrap();
+        invalidation.join().unwrap();
+        let file = cache
+            .local()
+            .get("p:k")
+            .unwrap()
+            .map(|e| cache.codec().decode::<Val>("p:k", &e.value).unwrap());
+        assert_eq!(cache.get::<Val>("p:k").unwrap(), file, "round {n}");
+        assert_eq!(
+            cache.get_arc::<Val>("p:k").unwrap().as_deref(),
+            file.as_ref(),
+            "round {n}"
+        );
+    }
+}
