@@ -695,6 +695,57 @@ fn a_prefix_invalidation_drops_values_the_memory_tier_kept_after_the_file_tier_e
     }
 }
 
+#[test]
+fn a_delete_finds_a_value_the_memory_tier_kept_after_the_file_tier_evicted_it() {
+    // Without an L2, the local level's answer is the delete's: it said "not there" of a key
+    // whose value a typed read had just answered from the memory tier.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(churning_file_tier(dir.path(), 5_000)).unwrap();
+    let user = |i: usize| User {
+        name: format!("{i:0>900}"),
+        age: 1,
+    };
+    for i in 0..3_000 {
+        let key = format!("k{i}");
+        cache.set(&key, &user(i), None).unwrap();
+        assert_eq!(cache.get::<User>(&key).unwrap(), Some(user(i)));
+    }
+    let in_memory_only: Vec<String> = (0..3_000)
+        .map(|i| format!("k{i}"))
+        .filter(|key| cache.local().get(key).unwrap().is_none())
+        .take(4)
+        .collect();
+    assert_eq!(
+        in_memory_only.len(),
+        4,
+        "the file tier evicted too little: the test proves nothing"
+    );
+    for key in &in_memory_only {
+        assert!(
+            cache.get::<User>(key).unwrap().is_some(),
+            "{key} answered from memory"
+        );
+    }
+    assert!(cache.delete(&in_memory_only[0]).unwrap(), "delete");
+    assert_eq!(
+        cache
+            .multi_delete(&[&in_memory_only[1], &in_memory_only[2], "never-set"])
+            .unwrap(),
+        2,
+        "multi_delete"
+    );
+    assert!(
+        cache.invalidate_local(&in_memory_only[3]).unwrap(),
+        "invalidate_local"
+    );
+    for key in &in_memory_only {
+        assert_eq!(cache.get::<User>(key).unwrap(), None, "{key}");
+    }
+    // A key neither tier holds is still not found.
+    assert!(!cache.delete(&in_memory_only[0]).unwrap());
+    assert_eq!(cache.multi_delete(&[&in_memory_only[1]]).unwrap(), 0);
+}
+
 /// A bound of one item holds one item: quick_cache keeps no entry heavier than 97% of a shard,
 /// and a one-item cache weighed its one entry at all of it, so the memory tier kept nothing and
 /// a memory L1 of `max_size = 1` lost every write (it succeeded, the next read missed).

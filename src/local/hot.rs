@@ -82,10 +82,21 @@ type Slot<V> = Option<V>;
 /// are the marker of a cached absence).
 pub type Decoder<V> = Box<dyn Fn(&str, &[u8]) -> Option<V> + Send + Sync>;
 
+/// What [`Erased::forget`] found of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forgot {
+    /// Nothing: the key had no place in the cache.
+    Nothing,
+    /// A place without a value (see [`Slot`]).
+    Place,
+    /// A value, kept until this expiry (Unix ms; 0 = never).
+    Value(u64),
+}
+
 /// What the tier needs of a cache without knowing its value type.
 trait Erased: Any + Send + Sync {
-    /// Makes `key` a miss, keeping its place (see [`Slot`]); whether it had a place.
-    fn forget(&self, key: &str) -> bool;
+    /// Makes `key` a miss, keeping its place (see [`Slot`]); what it had.
+    fn forget(&self, key: &str) -> Forgot;
     /// Puts the value `bytes` decode to where `key` is, if the key still has a place (or, with
     /// `insert`, as a new entry); forgets it if they do not decode. Whether a value was put.
     fn refresh(&self, key: &str, bytes: &[u8], expires_at_ms: u64, insert: bool) -> bool;
@@ -196,13 +207,13 @@ impl<V: Clone + Send + Sync + 'static> Typed<V> {
         self.admitted(key, pushed)
     }
 
-    /// Counts the values `pushed` holds of keys other than `key` as evictions; whether a value
-    /// of `key` was pushed out too.
-    fn count_evictions(&self, key: &str, pushed: Pushed) -> bool {
-        let mut own = false;
+    /// Counts the values `pushed` holds of keys other than `key` as evictions; the expiry of
+    /// the value of `key` pushed out too, if one was.
+    fn count_evictions(&self, key: &str, pushed: Pushed) -> Option<u64> {
+        let mut own = None;
         for pushed in pushed.first.into_iter().chain(pushed.more) {
             if pushed.as_str() == Some(key) {
-                own = true;
+                own = Some(pushed.expires_at_ms());
             } else {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
             }
@@ -215,22 +226,24 @@ impl<V: Clone + Send + Sync + 'static> Typed<V> {
     /// insert, as the key's previous value is when replaced: only a lookup tells them apart, and
     /// only writes that pushed out a value of their own key pay for it.
     fn admitted(&self, key: &str, pushed: Pushed) -> bool {
-        !self.count_evictions(key, pushed) || self.holds(key)
+        self.count_evictions(key, pushed).is_none() || self.holds(key)
     }
 }
 
 impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
-    fn forget(&self, key: &str) -> bool {
+    fn forget(&self, key: &str) -> Forgot {
         if !self.cache.contains_key(&Probe::new(key)) {
-            return false;
+            return Forgot::Nothing;
         }
         let gone = HotKey::new(key, 0, self.unit);
         // `soft`: the write does not make the key hotter; a miss of a key no longer present is
         // right as it is. Not replaced (the key left meanwhile), nothing was pushed out.
-        if let Ok(pushed) = self.cache.replace_with_lifecycle(gone, None, true) {
-            self.count_evictions(key, pushed);
+        match self.cache.replace_with_lifecycle(gone, None, true) {
+            Ok(pushed) => self
+                .count_evictions(key, pushed)
+                .map_or(Forgot::Place, Forgot::Value),
+            Err(_) => Forgot::Place,
         }
-        true
     }
     fn refresh(&self, key: &str, bytes: &[u8], expires_at_ms: u64, insert: bool) -> bool {
         match self.decode.get().and_then(|decode| decode(key, bytes)) {
@@ -319,6 +332,18 @@ pub struct Change<'a> {
     /// The time when it began (Unix ms), if the key was held or missed: a value written with
     /// a TTL is kept until this time plus the TTL, no later than the level below keeps it.
     began_ms: u64,
+    /// Whether a cache held a value of the key, unexpired, when the change began.
+    had_value: bool,
+}
+
+impl Change<'_> {
+    /// Whether the tier held a value of the key that had not expired when the change began (in
+    /// any type): a typed read answered it, so a delete found the key even where the level
+    /// below had evicted it (the tier keeps what it decoded until its own eviction).
+    #[must_use]
+    pub fn had_value(&self) -> bool {
+        self.had_value
+    }
 }
 
 /// What a write gave the level below, for [`HotTier::end_change`].
@@ -562,12 +587,17 @@ impl HotTier {
         let hash = self.changes.hash(key);
         let stripe = self.changes.begin(hash);
         let mark = self.clear_mark();
-        let (mut held, mut missed) = (0u8, 0u8);
-        self.each(|i, cache| {
-            if cache.forget(key) {
+        let (mut held, mut missed, mut had_value) = (0u8, 0u8, false);
+        self.each(|i, cache| match cache.forget(key) {
+            Forgot::Value(expires_at_ms) => {
                 held |= 1 << i;
-            } else if cache.take_miss(hash) {
-                missed |= 1 << i;
+                had_value |= expires_at_ms == 0 || !self.clock.reached(expires_at_ms);
+            }
+            Forgot::Place => held |= 1 << i,
+            Forgot::Nothing => {
+                if cache.take_miss(hash) {
+                    missed |= 1 << i;
+                }
             }
         });
         let began_ms = if held | missed == 0 {
@@ -581,6 +611,7 @@ impl HotTier {
             held,
             missed,
             began_ms,
+            had_value,
         }
     }
 

@@ -110,11 +110,14 @@ impl Storage for Tiered {
         out
     }
 
+    /// Whether either tier held the key: a value the hot tier still served is found, also
+    /// where the level below had evicted it.
     fn delete(&self, key: &str) -> Result<bool> {
         let change = self.hot.begin_change(key);
+        let in_memory = change.had_value();
         let out = self.base.delete(key);
         self.hot.end_change(key, change, None);
-        out
+        out.map(|found| found || in_memory)
     }
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
@@ -135,8 +138,29 @@ impl Storage for Tiered {
         self.base.check_value(key, value_len)
     }
 
+    /// How many keys either tier held, as [`delete`](Storage::delete) tells: the level
+    /// below's count, and the keys of values the hot tier held that it had evicted (asked for
+    /// before the delete, only when the hot tier held a value of some key).
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.changing(keys.iter().copied(), || self.base.delete_many(keys))
+        let changes: Vec<Change<'_>> = keys.iter().map(|key| self.hot.begin_change(key)).collect();
+        let in_memory: Vec<&str> = keys
+            .iter()
+            .zip(&changes)
+            .filter(|(_, change)| change.had_value())
+            .map(|(key, _)| *key)
+            .collect();
+        // A failed look only leaves the count at the level below's.
+        let only_in_memory = match in_memory.as_slice() {
+            [] => 0,
+            held => self.base.get_many(held).map_or(0, |found| {
+                found.iter().filter(|entry| entry.is_none()).count() as u64
+            }),
+        };
+        let out = self.base.delete_many(keys);
+        for (key, change) in keys.iter().zip(changes) {
+            self.hot.end_change(key, change, None);
+        }
+        out.map(|removed| removed.saturating_add(only_in_memory))
     }
 
     fn size(&self) -> Result<StorageSize> {

@@ -115,7 +115,8 @@ impl HotKey {
         })
     }
 
-    fn expires_at_ms(&self) -> u64 {
+    /// The expiry of the value kept under the key (Unix ms; 0 = never).
+    pub(super) fn expires_at_ms(&self) -> u64 {
         match self {
             HotKey::Inline { expires_at_ms, .. } => *expires_at_ms,
             HotKey::Heap(heap) => heap.first_chunk::<EXPIRY>().map_or(0, |e| u64::from_ne_bytes(*e)),
