@@ -368,6 +368,22 @@ mod rules {
     }
 
     #[test]
+    fn a_change_tells_whether_the_tier_held_a_live_value_of_the_key_not_a_place_or_an_expired_one() {
+        let clock = ManualClock::new(1000);
+        let tier = holding_k(&clock);
+        let change = tier.begin_change("k");
+        assert!(change.had_value(), "held");
+        tier.end_change("k", change, None);
+        let change = tier.begin_change("k");
+        assert!(!change.had_value(), "only its place is left");
+        tier.end_change("k", change, None);
+        assert!(!tier.begin_change("other").had_value(), "never held");
+        tier.insert("k", 5u32, 2000, 8);
+        clock.set(2000);
+        assert!(!tier.begin_change("k").had_value(), "expired");
+    }
+
+    #[test]
     fn bytes_that_do_not_decode_as_the_held_type_leave_the_key_out() {
         let clock = ManualClock::new(0);
         let tier = holding_k(&clock);
