@@ -1,7 +1,7 @@
-//! The redb store on a real small file system (a tmpfs, mounted as root) that fills up: a commit
-//! that fails for lack of space changes no counter, is reported as `DiskFull`, and once space is
-//! back the store reopens its database by itself and writes again, having lost nothing it had
-//! acknowledged as durable.
+//! The redb store on a real small file system (a tmpfs or an ext4 image, mounted as root) that
+//! fills up: a commit that fails for lack of space changes no counter, is reported as
+//! `DiskFull`, reads go on being answered while the disk stays full, and once space is back the
+//! store writes again, having lost nothing it had acknowledged as durable.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -97,8 +97,8 @@ fn a_full_disk_is_disk_full_and_writes_resume_once_space_is_back_without_losing_
     assert!(matches!(again, Error::DiskFull { .. }), "{again:?}");
 
     fs.remove(&ballast);
-    // A latched database is reopened at most once a second: the write goes through once one
-    // is due.
+    // Writes are refused for a second after one found the disk full: this one goes through
+    // once that second is over.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while let Err(e) = store.set("after", b"space is back", None) {
         assert!(matches!(e, Error::DiskFull { .. }), "{e:?}");
@@ -157,7 +157,7 @@ fn a_reopen_that_lost_commits_serves_none_of_what_they_replaced_and_the_next_flu
     assert!(matches!(full, Error::DiskFull { .. }), "{full:?}");
 
     fs.remove(&ballast);
-    // A latched database is reopened at most once a second.
+    // Writes are refused for a second after one found the disk full.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while let Err(e) = store.set("after", b"space is back", None) {
         assert!(std::time::Instant::now() < deadline, "writes never resumed: {e}");
@@ -222,7 +222,7 @@ fn a_delete_lost_to_a_full_disk_stays_deleted_across_a_clean_close_and_reopen() 
     assert!(matches!(full, Error::DiskFull { .. }), "{full:?}");
 
     fs.remove(&ballast);
-    // A latched database is reopened at most once a second.
+    // Writes are refused for a second after one found the disk full.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while let Err(e) = store.set("after", b"x", None) {
         assert!(std::time::Instant::now() < deadline, "writes never resumed: {e}");
@@ -241,4 +241,70 @@ fn a_delete_lost_to_a_full_disk_stays_deleted_across_a_clean_close_and_reopen() 
         "the acknowledged delete came back after a clean close and reopen"
     );
     assert_eq!(store.get("after").unwrap().unwrap().value, b"x");
+}
+
+/// A write that finds the disk full latches redb, whose every transaction then fails until the
+/// database is reopened. Reads must go on being answered from what was durable meanwhile, not
+/// fail until the next reopen falls due (at most one a second): on a disk that stays full a
+/// steady stream of fills would otherwise keep the whole level unreadable.
+#[test]
+fn reads_are_served_while_the_disk_stays_full_and_writes_are_refused() {
+    reads_are_served_while_full(&Mount::tmpfs(4 * 1024));
+}
+
+/// The same on ext4, whose delayed allocation and journal make "full" less sharp than tmpfs's.
+#[test]
+fn reads_are_served_while_an_ext4_disk_stays_full() {
+    reads_are_served_while_full(&Mount::ext4(16));
+}
+
+fn reads_are_served_while_full(fs: &Mount) {
+    let path = fs.path().join("cache").join(REDB_FILE_NAME);
+    let store = open_every_write(&path);
+    store.set("kept", b"durable", None).unwrap();
+    let ballast = fs.fill("ballast");
+
+    // Two failed writes in a row: the second meets the database the first one latched.
+    for i in 0..2 {
+        let err = store
+            .set(&format!("w{i}"), &value(i, 64 * KIB), None)
+            .unwrap_err();
+        assert!(matches!(err, Error::DiskFull { .. }), "write {i}: {err:?}");
+    }
+    let read = store.get("kept");
+    assert_eq!(
+        read.as_ref()
+            .ok()
+            .and_then(|e| e.as_ref())
+            .map(|e| e.value.as_slice()),
+        Some(&b"durable"[..]),
+        "a durable entry is served while the disk is full: {read:?}"
+    );
+    let many = store.get_many(&["kept", "w0"]).unwrap();
+    assert_eq!(
+        many.iter().map(Option::is_some).collect::<Vec<_>>(),
+        [true, false]
+    );
+    let (_, freshness) = store.get_checked("kept").unwrap().unwrap();
+    assert_eq!(
+        freshness,
+        Freshness::Suspect,
+        "restored by the reopen, as at open"
+    );
+    assert_eq!(
+        store.keys_with_prefix("ke").unwrap(),
+        Some(vec!["kept".to_owned()])
+    );
+    let err = store.set("w2", b"x", None).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "still full: {err:?}");
+
+    fs.remove(&ballast);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(e) = store.set("after", b"space is back", None) {
+        assert!(matches!(e, Error::DiskFull { .. }), "{e:?}");
+        assert!(std::time::Instant::now() < deadline, "writes never resumed: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(store.get("after").unwrap().unwrap().value, b"space is back");
+    assert_eq!(store.get("kept").unwrap().unwrap().value, b"durable");
 }

@@ -4,12 +4,19 @@
 //! redb latches the first I/O error of a write (a full device, say): from then on every
 //! transaction fails with "Previous I/O error occurred", until the database is closed and opened
 //! again. A cache must not stay broken after the user freed space, so the store notes every
-//! such error and a later call closes and reopens the database: at most one reopen every
-//! [`REOPEN_EVERY`], as the latched instance cannot write its clean-close mark and each open
-//! after it repairs, scanning the whole file; with the disk still full, every write would
-//! otherwise pay for a repair. The calls in between fail with the error that latched it. The commits since the last
-//! durable one are lost with the latched instance, and what another process changed meanwhile
-//! cannot be told apart, so every entry restored by the reopen is suspect, as at open.
+//! such error and closes and reopens the database. Each open after a latch repairs, scanning
+//! the whole file (the latched instance cannot write its clean-close mark), so a disk that stays
+//! full must not cost a repair per write:
+//! - A write that finds the device full reopens the database itself, before it returns
+//!   [`Error::DiskFull`], so reads go on being answered from what was durable; and writes are
+//!   refused as `DiskFull` without reaching redb for [`REOPEN_EVERY`] after it, so a device that
+//!   stays full latches the database, and costs a repair, at most once in that time.
+//! - Any other latching error (a failing device) has the next call reopen the database, at most
+//!   once every [`REOPEN_EVERY`]; the calls in between fail with the error that latched it.
+//!
+//! The commits since the last durable one are lost with the latched instance, and what another
+//! process changed meanwhile cannot be told apart, so every entry restored by the reopen is
+//! suspect, as at open.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -20,6 +27,7 @@ use redb::{Database, ReadableDatabase};
 
 use super::inner::Inner;
 use super::tables::{META, META_NEXT_SEQ};
+use crate::clock::instant_after;
 use crate::error::{is_no_space, Error, Result};
 
 /// What to do with a database file redb cannot read.
@@ -115,6 +123,7 @@ impl Inner {
             self.suspect_below_seq.store(next_seq, Ordering::Release);
         }
         *slot = Some(db);
+        self.reopen_now.store(false, Ordering::Release);
         self.latched.store(false, Ordering::Release);
         tracing::warn!(
             path = %self.path.display(),
@@ -128,21 +137,58 @@ impl Inner {
     pub(super) fn err(&self, op: &'static str, e: impl Into<redb::Error>) -> Error {
         let (error, latched) = convert(op, &self.path, e.into());
         if latched {
-            self.latched_by_no_space
-                .store(matches!(error, Error::DiskFull { .. }), Ordering::Release);
+            if matches!(error, Error::DiskFull { .. }) {
+                *self.writes_refused_until.lock() = Some(instant_after(Instant::now(), REOPEN_EVERY));
+                self.latched_by_no_space.store(true, Ordering::Release);
+                self.reopen_now.store(true, Ordering::Release);
+            } else if !self.latched.load(Ordering::Acquire) {
+                // Not for the "previous I/O error" of a call that met the latch: the error
+                // that latched it is the one to report.
+                self.latched_by_no_space.store(false, Ordering::Release);
+            }
             self.latched.store(true, Ordering::Release);
         }
         error
     }
 
+    /// Refuses a write while a recent one found the device full (see the module docs).
+    pub(super) fn check_room(&self) -> Result<()> {
+        let refused = self
+            .writes_refused_until
+            .lock()
+            .is_some_and(|until| Instant::now() < until);
+        if refused {
+            return Err(self.disk_full());
+        }
+        Ok(())
+    }
+
+    /// After a write that failed: if the device was full, reopens the database it latched at
+    /// once, so that reads go on being answered from what was durable (see the module docs).
+    /// Only once per such latch: a write that merely met the latch (a reopen that failed) leaves
+    /// the next try to [`db`](Self::db), once a second.
+    pub(super) fn reopen_after_no_space(&self) {
+        if !self.reopen_now.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        *self.last_reopen.lock() = Some(Instant::now());
+        if let Err(e) = self.guarded("reopen", || self.reopen()) {
+            tracing::warn!(error = %e, path = %self.path.display(), "reopening the redb store after a full disk failed; the next call after a second tries again");
+        }
+    }
+
+    fn disk_full(&self) -> Error {
+        Error::DiskFull {
+            path: self.path.parent().unwrap_or(&self.path).to_path_buf(),
+            op: "write",
+            needed: 0,
+        }
+    }
+
     /// The error of a call that meets the latch before the next reopen is due.
     fn latched_error(&self) -> Error {
         if self.latched_by_no_space.load(Ordering::Acquire) {
-            return Error::DiskFull {
-                path: self.path.parent().unwrap_or(&self.path).to_path_buf(),
-                op: "write",
-                needed: 0,
-            };
+            return self.disk_full();
         }
         redb_error(
             "write",

@@ -46,6 +46,12 @@ pub(super) struct Inner {
     pub(super) latched_by_no_space: AtomicBool,
     /// When the last reopen was tried: at most one per [`REOPEN_EVERY`](super::handle::REOPEN_EVERY).
     pub(super) last_reopen: Mutex<Option<Instant>>,
+    /// Until when writes are refused as [`Error::DiskFull`] without reaching redb, after one
+    /// found the device full (see `handle.rs`).
+    pub(super) writes_refused_until: Mutex<Option<Instant>>,
+    /// A full device latched the database since the last reopen: the write that met it reopens
+    /// the database at once (see `handle.rs`).
+    pub(super) reopen_now: AtomicBool,
     pub(super) path: PathBuf,
     pub(super) max_bytes: u64,
     pub(super) durability: Durability,
@@ -138,6 +144,8 @@ impl Inner {
             latched: AtomicBool::new(false),
             latched_by_no_space: AtomicBool::new(false),
             last_reopen: Mutex::new(None),
+            writes_refused_until: Mutex::new(None),
+            reopen_now: AtomicBool::new(false),
             max_bytes: options.max_size_mb.saturating_mul(1024 * 1024),
             durability: options.durability,
             clock: options.clock,
@@ -349,7 +357,9 @@ impl Inner {
         changed: Option<&[&str]>,
         f: impl FnOnce(&redb::WriteTransaction, &mut Counts) -> Result<T>,
     ) -> Result<T> {
-        self.guarded("write", || {
+        // Refused before anything else, and without the reopen below: a refusal latches nothing.
+        self.check_room()?;
+        let written = self.guarded("write", || {
             // Held to the end: redb lets one write transaction run at a time anyway, and holding this
             // across commit and mark keeps the marks in commit order. Marked after `commit` without
             // it, a synced commit's "clean" could land after a later unsynced commit's "dirty", and
@@ -388,7 +398,11 @@ impl Inner {
             }
             drop(db);
             Ok(out)
-        })
+        });
+        if matches!(written, Err(Error::DiskFull { .. })) {
+            self.reopen_after_no_space();
+        }
+        written
     }
 
     fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {

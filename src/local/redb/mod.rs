@@ -27,8 +27,10 @@
 //! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`](crate::Error::Locked).
 //! - **Full disk**: a write that finds no room is [`Error::DiskFull`](crate::Error::DiskFull) (at once: the file does not
 //!   shrink when entries go, so evicting frees nothing on the device). redb then refuses every
-//!   transaction until its database is reopened; the store does that itself at the next call, so
-//!   writes resume once space is back. The reopen keeps only what was durable, and makes every
+//!   transaction until its database is reopened; the failed write does that before it returns,
+//!   so reads go on being answered, and writes are refused as `DiskFull` for a second after it
+//!   (each reopen repairs the whole file), then tried again: they resume once space is back.
+//!   The reopen keeps only what was durable, and makes every
 //!   entry it kept suspect, as an open does; if it lost commits that were not durable yet, the
 //!   next [`flush`](Storage::flush) (or close) returns an error that says so, once, and
 //!   [`RedbStore::has_non_durable_commits`] is true until then (the flusher thread leaves that
