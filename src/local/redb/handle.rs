@@ -43,13 +43,25 @@ pub(super) fn open_database(path: &Path) -> Result<Database> {
     // application down.
     let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)))
         .map_err(|panic| damaged("open", path, &*panic))?;
-    created.map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
-            path: path.to_path_buf(),
-            lock: path.to_path_buf(),
-        },
+    created.map_err(|e| open_error(path, e))
+}
+
+/// redb's refusal to open `path` as ours.
+pub(super) fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
+    match e {
+        // Both say another process has the file open. The second names a process of a redb
+        // version whose locking protocol differs from this build's: the two cannot share the
+        // file either, whatever version writes it next. (This build's redb answers the first
+        // for such a process too, an exclusive open taking every lock byte; `redb = "4"` lets a
+        // later 4.x answer the second.)
+        redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
+            Error::Locked {
+                path: path.to_path_buf(),
+                lock: path.to_path_buf(),
+            }
+        }
         other => convert("open", path, other.into()).0,
-    })
+    }
 }
 
 /// The next sequence number, as last committed in `db`.

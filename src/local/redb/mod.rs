@@ -24,7 +24,9 @@
 //!   stops for the commit between rounds of 10,000 entries), also after writes stop.
 //!   [`RedbStore::has_non_durable_commits`] tells
 //!   whether anything is at risk now. Entries restored at open are suspect (below).
-//! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`](crate::Error::Locked).
+//! - **Exclusive**: redb locks the file; a second open gets [`Error::Locked`](crate::Error::Locked),
+//!   also while a process of another redb version holds it (an older build's whole-file lock, or
+//!   another generation of redb's locking protocol).
 //! - **Full disk**: a write that finds no room is [`Error::DiskFull`](crate::Error::DiskFull) (at once: the file does not
 //!   shrink when entries go, so evicting frees nothing on the device). redb then refuses every
 //!   transaction until its database is reopened; the failed write does that before it returns,

@@ -504,3 +504,50 @@ fn another_programs_redb_database_is_refused_and_left_as_it_was() {
         }
     }
 }
+
+/// A redb before 4.3 (the versions older uno-cache builds used) holds a database with a lock of
+/// the whole file (`flock`), exclusive for a writer and shared for a reader, where this build's
+/// redb takes byte ranges: a file held so, built here by hand, is refused as `Locked`, naming
+/// the file, as when this build holds it.
+#[test]
+fn a_file_held_with_the_whole_file_lock_of_an_older_redb_is_locked_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    drop(RedbStore::open(&path, RedbOptions::default()).unwrap());
+    for shared in [false, true] {
+        let holder = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        if shared {
+            holder.try_lock_shared().unwrap();
+        } else {
+            holder.try_lock().unwrap();
+        }
+        let err = RedbStore::open(&path, RedbOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Locked { path: p, lock } if p == &path && lock == &path),
+            "shared {shared}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("close it first"),
+            "says what to do: {err}"
+        );
+        drop(holder);
+    }
+    RedbStore::open(&path, RedbOptions::default()).unwrap();
+}
+
+/// redb refuses an open while a process of another generation of its multi-process locking
+/// protocol (another redb version) has the file open: that is the file being open elsewhere,
+/// `Locked` naming it, not a generic redb error.
+#[test]
+fn another_redb_locking_protocol_holding_the_file_is_locked_naming_the_file() {
+    let path = Path::new("/var/cache/app").join(REDB_FILE_NAME);
+    let err = handle::open_error(&path, redb::DatabaseError::LockProtocolMismatch);
+    assert!(
+        matches!(&err, Error::Locked { path: p, lock } if p == &path && lock == &path),
+        "{err:?}"
+    );
+}
