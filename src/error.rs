@@ -534,7 +534,7 @@ pub(crate) const CONFIG_READ: &str = "read config";
 
 /// What to do about an I/O error of this kind during `op`, as the end of [`Error::Io`]'s
 /// message; nothing where the error alone cannot tell (a damaged disk's `EIO`, say).
-fn io_advice(op: &str, e: &io::Error) -> &'static str {
+pub(crate) fn io_advice(op: &str, e: &io::Error) -> &'static str {
     match e.kind() {
         // The one file read that is not the store's: the store's advice sent a user who gave
         // `--config` a directory to look for one inside a store.

@@ -308,3 +308,20 @@ fn reads_are_served_while_full(fs: &Mount) {
     assert_eq!(store.get("after").unwrap().unwrap().value, b"space is back");
     assert_eq!(store.get("kept").unwrap().unwrap().value, b"durable");
 }
+
+/// An I/O error of redb's is no bare OS message: it names the file and says what to do, as the
+/// file store's do. Here, a database on a file system mounted read-only since it was written.
+#[test]
+fn a_database_on_a_read_only_file_system_is_refused_naming_it_and_saying_what_to_do() {
+    let fs = Mount::tmpfs(1024);
+    let path = fs.path().join("cache").join(REDB_FILE_NAME);
+    open_every_write(&path).set("k", b"v", None).unwrap();
+    fs.remount_read_only();
+    let err = RedbStore::open(&path, RedbOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string()),
+        "names the file: {text}"
+    );
+    assert!(text.contains("remount it read-write"), "says what to do: {text}");
+}

@@ -156,6 +156,17 @@ impl Mount {
         path
     }
 
+    /// Remounts the file system read-only: every open for writing fails with EROFS from then on.
+    pub fn remount_read_only(&self) {
+        run(
+            "remount read-only",
+            Command::new(system_binary("mount"))
+                .args(["-o", "remount,ro"])
+                .arg(&self.point),
+            ROOT_HINT,
+        );
+    }
+
     /// Deletes a file and waits until the file system can give its blocks out again. ext4
     /// reuses freed blocks only once the journal transaction that freed them commits (up to
     /// five seconds later by default); an fsync of the directory commits it now.

@@ -28,7 +28,7 @@ use redb::{Database, ReadableDatabase};
 use super::inner::Inner;
 use super::tables::{META, META_NEXT_SEQ};
 use crate::clock::instant_after;
-use crate::error::{is_no_space, Error, Result};
+use crate::error::{io_advice, is_no_space, Error, Result};
 
 /// What to do with a database file redb cannot read.
 const START_EMPTY: &str = "it holds only a cache: move it away or delete it to start empty";
@@ -241,7 +241,11 @@ fn convert(op: &'static str, path: &Path, e: redb::Error) -> (Error, bool) {
             ),
             true,
         ),
-        redb::Error::Io(io) => (redb_error(op, path, format!("I/O error: {io}")), true),
+        // With the advice an `Error::Io` of the file store gives (a read-only mount, a mode).
+        redb::Error::Io(io) => (
+            redb_error(op, path, format!("I/O error: {io}{}", io_advice(op, &io))),
+            true,
+        ),
         // redb's own advice ("manual upgrade") does not apply: an older file only held a cache.
         redb::Error::UpgradeRequired(version) => (
             redb_error(
