@@ -16,9 +16,9 @@ pub(super) const META_NEXT_SEQ: &str = "next_seq";
 const OURS: [&str; 3] = ["entries", "order", "meta"];
 
 /// Why `db` is another program's database, if it is: it holds tables, and they are not exactly
-/// this store's three (storage-format.md, "redb L1 file"). Opened as a store, it got this
-/// store's tables beside its own, and a table of one of our names but other types failed every
-/// call with redb's type mismatch.
+/// this store's three, names and types (storage-format.md, "redb L1 file"). Opened as a store,
+/// it got this store's tables beside its own, and a table of one of our names but other types
+/// failed every call with redb's type mismatch.
 pub(super) fn foreign(db: &redb::Database) -> std::result::Result<Option<String>, redb::Error> {
     use redb::{MultimapTableHandle, ReadableDatabase, TableHandle};
     let txn = db.begin_read()?;
@@ -30,12 +30,32 @@ pub(super) fn foreign(db: &redb::Database) -> std::result::Result<Option<String>
     names.sort();
     let mut ours = OURS.map(str::to_owned);
     ours.sort();
-    if names.is_empty() || names == ours {
+    if names.is_empty() {
         return Ok(None);
     }
-    Ok(Some(format!(
-        "it holds the tables {names:?}, where an uno-cache store holds exactly {ours:?}: it is another program's database; give the store another path (local.path)"
-    )))
+    if names != ours {
+        return Ok(Some(format!(
+            "it holds the tables {names:?}, where an uno-cache store holds exactly {ours:?}: it is another program's database; give the store another path (local.path)"
+        )));
+    }
+    // Our names, but maybe not our types: redb refuses to open such a table as ours.
+    let opened = [
+        txn.open_table(ENTRIES).map(drop),
+        txn.open_table(ORDER).map(drop),
+        txn.open_table(META).map(drop),
+    ];
+    for table in opened {
+        match table {
+            Ok(()) => {}
+            Err(redb::TableError::Storage(e)) => return Err(e.into()),
+            Err(other) => {
+                return Ok(Some(format!(
+                    "its tables bear an uno-cache store's names but not its types ({other}): it is another program's database, or one of another uno-cache layout; give the store another path (local.path), or move the file away to start an empty cache if it only held a cache"
+                )))
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Bytes of the header in front of each stored value: expiry (u64 LE) then sequence (u64 LE).

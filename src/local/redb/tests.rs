@@ -551,3 +551,52 @@ fn another_redb_locking_protocol_holding_the_file_is_locked_naming_the_file() {
         "{err:?}"
     );
 }
+
+/// A database whose tables bear exactly this store's three names but hold other types (another
+/// program's, or a layout of another uno-cache version) is another program's too: refused
+/// saying so and what to do, not with redb's bare type mismatch, and left as it was.
+#[test]
+fn a_database_with_the_stores_table_names_but_other_types_is_refused_and_left_as_it_was() {
+    use redb::{ReadableDatabase, TableDefinition};
+    const ENTRIES_OF_ANOTHER_TYPE: TableDefinition<&str, u64> = TableDefinition::new("entries");
+    const META_OF_ANOTHER_TYPE: TableDefinition<&str, &str> = TableDefinition::new("meta");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(ENTRIES_OF_ANOTHER_TYPE)
+            .unwrap()
+            .insert("k", 7)
+            .unwrap();
+        txn.open_table(tables::ORDER).unwrap();
+        txn.open_table(META_OF_ANOTHER_TYPE)
+            .unwrap()
+            .insert("owner", "ada")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let text = refused(&path);
+    assert!(text.contains("another program's database"), "{text}");
+    assert!(text.contains("local.path"), "says what to do: {text}");
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert_eq!(
+        txn.open_table(ENTRIES_OF_ANOTHER_TYPE)
+            .unwrap()
+            .get("k")
+            .unwrap()
+            .unwrap()
+            .value(),
+        7
+    );
+    assert_eq!(
+        txn.open_table(META_OF_ANOTHER_TYPE)
+            .unwrap()
+            .get("owner")
+            .unwrap()
+            .unwrap()
+            .value(),
+        "ada"
+    );
+}
