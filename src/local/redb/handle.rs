@@ -8,7 +8,8 @@
 //! the whole file (the latched instance cannot write its clean-close mark), so a disk that stays
 //! full must not cost a repair per write:
 //! - A write that finds the device full reopens the database itself, before it returns
-//!   [`Error::DiskFull`], so reads go on being answered from what was durable; and writes are
+//!   [`Error::DiskFull`] (or a call that meets the latch first does), so reads go on being
+//!   answered from what was durable; and writes are
 //!   refused as `DiskFull` without reaching redb for [`REOPEN_EVERY`] after it, so a device that
 //!   stays full latches the database, and costs a repair, at most once in that time.
 //! - Any other latching error (a failing device) has the next call reopen the database, at most
@@ -82,7 +83,10 @@ impl Inner {
         if self.latched.load(Ordering::Acquire) {
             let due = {
                 let mut last = self.last_reopen.lock();
-                let due = last.is_none_or(|at| at.elapsed() >= REOPEN_EVERY);
+                // A full disk's latch at once, by whichever call meets it first: writes are
+                // held back by `check_room` instead, so that costs one reopen per latch.
+                let due = self.reopen_now.swap(false, Ordering::AcqRel)
+                    || last.is_none_or(|at| at.elapsed() >= REOPEN_EVERY);
                 if due {
                     *last = Some(Instant::now());
                 }

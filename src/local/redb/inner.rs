@@ -49,8 +49,8 @@ pub(super) struct Inner {
     /// Until when writes are refused as [`Error::DiskFull`] without reaching redb, after one
     /// found the device full (see `handle.rs`).
     pub(super) writes_refused_until: Mutex<Option<Instant>>,
-    /// A full device latched the database since the last reopen: the write that met it reopens
-    /// the database at once (see `handle.rs`).
+    /// A full device latched the database since the last reopen: the write that found it full,
+    /// or a call that meets the latch before, reopens the database at once (see `handle.rs`).
     pub(super) reopen_now: AtomicBool,
     pub(super) path: PathBuf,
     pub(super) max_bytes: u64,

@@ -600,3 +600,24 @@ fn a_database_with_the_stores_table_names_but_other_types_is_refused_and_left_as
         "ada"
     );
 }
+
+/// A read that meets the latch a full disk left, before the write that found it full has
+/// reopened the database (another thread's read, in between), reopens it at once and is served,
+/// where it failed until the next reopen fell due by the clock.
+#[test]
+fn a_read_that_meets_a_full_disks_latch_reopens_the_database_at_once_and_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 1, &clock);
+    s.set("k", b"v", None).unwrap();
+    s.flush().unwrap();
+    // What a commit that found the device full leaves, a reopen having just been made.
+    *s.inner.last_reopen.lock() = Some(std::time::Instant::now());
+    let full = s.inner.err(
+        "commit",
+        redb::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull)),
+    );
+    assert!(matches!(full, Error::DiskFull { .. }), "{full:?}");
+    assert_eq!(s.get("k").unwrap().map(|e| e.value), Some(b"v".to_vec()));
+    assert!(matches!(s.set("k", b"w", None), Err(Error::DiskFull { .. })));
+}
