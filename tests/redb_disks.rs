@@ -325,3 +325,44 @@ fn a_database_on_a_read_only_file_system_is_refused_naming_it_and_saying_what_to
     );
     assert!(text.contains("remount it read-write"), "says what to do: {text}");
 }
+
+/// A delete lost to a full disk leaves the older value in the file, hidden from every read; a
+/// later delete of the key removes that value, but it was no live entry: `delete` says false
+/// and `delete_many` does not count it, as a read found nothing to delete.
+#[test]
+fn a_delete_of_a_key_whose_lost_delete_a_reopen_hid_counts_no_live_entry_removed() {
+    let fs = Mount::tmpfs(4 * 1024);
+    let path = fs.path().join("cache").join(REDB_FILE_NAME);
+    let store = RedbStore::open(
+        &path,
+        RedbOptions::default()
+            .max_size_mb(64)
+            .durability(Durability::Periodic(std::time::Duration::from_secs(3600))),
+    )
+    .unwrap();
+    store
+        .set_many(&[("gone", b"old"), ("also gone", b"old"), ("kept", b"1")], None)
+        .unwrap();
+    store.flush().unwrap();
+    for i in 0..8 {
+        store.set(&format!("k{i}"), &value(i, 64 * KIB), None).unwrap();
+    }
+    assert_eq!(store.delete_many(&["gone", "also gone"]).unwrap(), 2);
+    let ballast = fs.fill("ballast");
+    let full = store.flush().unwrap_err();
+    assert!(matches!(full, Error::DiskFull { .. }), "{full:?}");
+    fs.remove(&ballast);
+    // Writes are refused for a second after one found the disk full.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(e) = store.set("after", b"x", None) {
+        assert!(std::time::Instant::now() < deadline, "writes never resumed: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(store.get("gone").unwrap(), None, "hidden");
+    assert!(!store.delete("gone").unwrap(), "a hidden entry is no live entry");
+    assert_eq!(
+        store.delete_many(&["also gone", "kept"]).unwrap(),
+        1,
+        "only kept was live"
+    );
+}

@@ -138,7 +138,8 @@ impl<'t> Tables<'t> {
         })
     }
 
-    /// Removes a key; `Some(was_live)` if it was present.
+    /// Removes a key; `Some(was_live)` if it was present. Live: neither expired nor an older
+    /// version a reopen brought back (see `lost`), which every read hides.
     pub(super) fn remove(&mut self, store: &Inner, key: &str, now: u64) -> Result<Option<bool>> {
         let Some(old) = self.entries.remove(key).map_err(|e| store.err("remove", e))? else {
             return Ok(None);
@@ -149,11 +150,11 @@ impl<'t> Tables<'t> {
                 self.order
                     .remove(record.seq)
                     .map_err(|e| store.err("remove", e))?;
-                let live = !record.is_expired(now);
-                if !live {
+                let expired = record.is_expired(now);
+                if expired {
                     self.counts.expirations += 1;
                 }
-                live
+                !expired && !store.lost.hides(key, record.seq)
             }
             None => false,
         };
