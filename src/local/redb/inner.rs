@@ -128,7 +128,16 @@ impl Inner {
                 .map_err(|e| Error::io("fsync directory", parent, e))?;
         }
         let db = open_database(&path)?;
-        let foreign = tables::foreign(&db).map_err(|e| redb_error("open", &path, e))?;
+        // It reads the table tree's pages, which redb panics on if they are damaged.
+        let foreign = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tables::foreign(&db))) {
+            Ok(found) => found.map_err(|e| redb_error("open", &path, e))?,
+            Err(panic) => {
+                let error = damaged("open", &path, &*panic);
+                // Closing the database writes to it, and may meet the damage again.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+                return Err(error);
+            }
+        };
         if let Some(reason) = foreign {
             return Err(redb_error("open", &path, reason));
         }
