@@ -32,7 +32,7 @@ use crate::clock::instant_after;
 use crate::error::{io_advice, is_no_space, Error, Result};
 
 /// What to do with a database file redb cannot read.
-const START_EMPTY: &str = "it holds only a cache: move it away or delete it to start empty";
+pub(super) const START_EMPTY: &str = "it holds only a cache: move it away or delete it to start empty";
 
 /// The least time between two reopens of a latched database (see the module docs).
 pub(super) const REOPEN_EVERY: Duration = Duration::from_secs(1);

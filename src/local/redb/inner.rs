@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::handle::{damaged, next_seq_of, open_database, redb_error};
+use super::handle::{damaged, next_seq_of, open_database, redb_error, START_EMPTY};
 use super::lost::Lost;
 use super::tables::{self, weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 use super::RedbOptions;
@@ -456,12 +456,19 @@ impl Inner {
                 let expires = ttl.map_or(0, |t| clock::expiry_ms(now, t));
                 t.remove(self, key, now)?;
                 let seq = t.next_seq;
-                t.next_seq += 1;
+                t.next_seq = seq.checked_add(1).ok_or_else(|| {
+                    redb_error(
+                        "write",
+                        &self.path,
+                        format!("damaged database file: its meta row next_seq is at its maximum ({seq}), leaving no sequence number for a write; {START_EMPTY}"),
+                    )
+                })?;
+                // Saturating: a damaged byte count must not overflow either (it then evicts all).
+                t.bytes = t.bytes.saturating_add(weight(key, value.len()));
                 t.entries
                     .insert(key, Record::encode(expires, seq, value).as_slice())
                     .map_err(|e| self.err("insert", e))?;
                 t.order.insert(seq, key).map_err(|e| self.err("insert", e))?;
-                t.bytes += weight(key, value.len());
             }
             t.evict(self, now)?;
             t.save(self, counts)

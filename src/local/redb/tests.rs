@@ -621,3 +621,38 @@ fn a_read_that_meets_a_full_disks_latch_reopens_the_database_at_once_and_is_serv
     assert_eq!(s.get("k").unwrap().map(|e| e.value), Some(b"v".to_vec()));
     assert!(matches!(s.set("k", b"w", None), Err(Error::DiskFull { .. })));
 }
+
+/// A `meta` row `next_seq` at its maximum (a damaged or foreign file) leaves no sequence number
+/// for a write: the write is refused naming the file and the field, and saying what to do,
+/// where a release build wrapped the number to 0 (new rows then took the `order` slots of old
+/// ones, and every later write read as suspect).
+#[test]
+fn a_next_seq_at_its_maximum_refuses_writes_naming_the_field_and_what_to_do() {
+    use redb::TableDefinition;
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(tables::ENTRIES).unwrap();
+        txn.open_table(tables::ORDER).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("next_seq", u64::MAX)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let clock = ManualClock::new(5_000);
+    let store = open(dir.path(), 1, &clock);
+    let err = store.set("k", b"v", None).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Redb { .. }), "{err:?}");
+    assert!(
+        text.contains(&path.display().to_string()),
+        "names the file: {text}"
+    );
+    assert!(text.contains("next_seq"), "names the field: {text}");
+    assert!(text.contains("move it away"), "says what to do: {text}");
+    assert_eq!(store.get("k").unwrap(), None, "nothing written");
+}
