@@ -28,6 +28,10 @@ use crate::storage::{
 /// Entries one purge round reads, and so removes, at most (see [`Inner::purge_expired`]).
 pub(super) const PURGE_ROUND: usize = 10_000;
 
+/// The largest value a record holds: redb refuses a stored value over 3 GiB, and a record is
+/// the value behind a header.
+const MAX_VALUE_LEN: usize = 3 * 1024 * 1024 * 1024 - tables::HEADER_LEN;
+
 /// The confirmations that make a suspect entry trusted again.
 #[derive(Debug, Default)]
 pub(super) struct Suspicion {
@@ -540,6 +544,14 @@ impl Storage for Inner {
 
     /// A value must fit in the size bound with its key.
     fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
+        if value_len > MAX_VALUE_LEN {
+            return Err(Error::ValueTooLarge {
+                key: key_for_error(key),
+                len: value_len,
+                max: MAX_VALUE_LEN,
+                store: "a redb record (redb's 3 GiB less the store's 16-byte header)".to_owned(),
+            });
+        }
         if weight(key, value_len) > self.max_bytes {
             return Err(Error::ValueTooLarge {
                 key: key_for_error(key),

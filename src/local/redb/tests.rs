@@ -656,3 +656,22 @@ fn a_next_seq_at_its_maximum_refuses_writes_naming_the_field_and_what_to_do() {
     assert!(text.contains("move it away"), "says what to do: {text}");
     assert_eq!(store.get("k").unwrap(), None, "nothing written");
 }
+
+/// redb takes no value over 3 GiB, and a record is the value with a 16-byte header: with a
+/// size bound above that, a larger value is refused up front as `ValueTooLarge` naming the key
+/// and the limit (bad input, before anything is written anywhere), not by redb's generic error
+/// at commit.
+#[test]
+fn a_value_over_redbs_own_limit_is_refused_up_front_under_a_larger_size_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 8 * 1024, &clock);
+    let largest = 3 * 1024 * 1024 * 1024 - tables::HEADER_LEN;
+    s.check_value("k", largest).unwrap();
+    match s.check_value("k", largest + 1) {
+        Err(Error::ValueTooLarge { key, len, max, .. }) => {
+            assert_eq!((key.as_str(), len, max), ("k", largest + 1, largest));
+        }
+        other => panic!("{other:?}"),
+    }
+}
