@@ -9,9 +9,9 @@
 //! full must not cost a repair per write:
 //! - A write that finds the device full reopens the database itself, before it returns
 //!   [`Error::DiskFull`] (or a call that meets the latch first does), so reads go on being
-//!   answered from what was durable; and writes are
-//!   refused as `DiskFull` without reaching redb for [`REOPEN_EVERY`] after it, so a device that
-//!   stays full latches the database, and costs a repair, at most once in that time.
+//!   answered from what was durable; and writes are refused as `DiskFull` without reaching
+//!   redb for [`REOPEN_EVERY`] after it, so a device that stays full latches the database, and
+//!   costs a repair, at most once in that time.
 //! - Any other latching error (a failing device) has the next call reopen the database, at most
 //!   once every [`REOPEN_EVERY`]; the calls in between fail with the error that latched it.
 //!

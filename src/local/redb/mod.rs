@@ -32,8 +32,8 @@
 //!   transaction until its database is reopened; the failed write does that before it returns,
 //!   so reads go on being answered, and writes are refused as `DiskFull` for a second after it
 //!   (each reopen repairs the whole file), then tried again: they resume once space is back.
-//!   The reopen keeps only what was durable, and makes every
-//!   entry it kept suspect, as an open does; if it lost commits that were not durable yet, the
+//!   The reopen keeps only what was durable, and makes every entry it kept suspect, as an open
+//!   does; if it lost commits that were not durable yet, the
 //!   next [`flush`](Storage::flush) (or close) returns an error that says so, once, and
 //!   [`RedbStore::has_non_durable_commits`] is true until then (the flusher thread leaves that
 //!   report to the caller's flush). The keys those commits set or deleted read as misses until
