@@ -70,6 +70,18 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, HeaderError> {
     })
 }
 
+/// The log id a header that failed its checks still holds, if its version field reads as this
+/// build's (a damaged version cannot be told from a newer format's, whose records this build
+/// must not read). Only a record whose CRC checks out under it proves the id right.
+pub fn damaged_header_log_id(buf: &[u8]) -> Option<u64> {
+    if buf.len() < HEADER_LEN
+        || crate::le::bytes::<2>(buf, frame::VERSION_AT) != Some(REPLAY_FORMAT_VERSION.to_le_bytes())
+    {
+        return None;
+    }
+    Some(u64_at(buf, HDR_LOG_ID_AT))
+}
+
 // ---- record (the header layout is `crate::frame`'s) -------------------------------------------
 
 /// What a record says.

@@ -51,6 +51,24 @@ pub(super) fn load(bytes: &[u8], header: Header, recovery: &mut ReplayRecovery) 
     }
 }
 
+/// Reads the records of a log whose header is damaged, under the log id the header still holds
+/// (see [`format::damaged_header_log_id`]), if at least one record checks out under it: a CRC
+/// seeded by the id proves the id, and every record that checks out is this log's, so a flipped
+/// byte in the magic, `next_seq` or the CRC does not lose every queued op. The header's
+/// `next_seq` is not trusted: numbering resumes after the highest seq read (the log is written
+/// anew under a new id, so no older record can meet a reused seq). `None` (and `recovery`
+/// untouched) if nothing checks out: the id itself is damaged, or the file is not a log.
+pub(super) fn rescue(bytes: &[u8], recovery: &mut ReplayRecovery) -> Option<Loaded> {
+    let log_id = format::damaged_header_log_id(bytes)?;
+    let mut found = ReplayRecovery::default();
+    let loaded = load(bytes, Header { log_id, next_seq: 0 }, &mut found);
+    if found.records == 0 {
+        return None;
+    }
+    *recovery = found;
+    Some(loaded)
+}
+
 /// Applies one record read at open.
 fn apply(pending: &mut Pending, overflowed: &mut bool, record: &RecordRef<'_>) {
     match record.kind {

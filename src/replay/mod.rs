@@ -98,8 +98,10 @@
 //!   never returned. Since the lost record might have been a newer op of any key, every set queued
 //!   before the damage is downgraded to a delete, and the queue is marked overflowed (an op of an
 //!   unknown key may be lost).
-//! - A damaged header moves the log aside to `replay.log.damaged`; the queue starts empty and
-//!   overflowed. A header of an unknown version is refused with [`Error::UnsupportedVersion`].
+//! - A damaged header keeps a copy of the log as `replay.log.damaged`; the queue keeps the ops
+//!   whose records check out under the log id the header still holds (none if that id is
+//!   damaged) and is marked overflowed. A header of an unknown version is refused with
+//!   [`Error::UnsupportedVersion`].
 //! - After damage the log is rewritten at open. A device too full for that does not stop the
 //!   open: the queue opens latched with what it read ([`ReplayRecovery::rewrite_failed`]), as
 //!   after a failed write (below), until [`recover`](ReplayQueue::recover) can write the log.
@@ -366,11 +368,18 @@ impl ReplayQueue {
                 }
                 Err(problem) => {
                     let aside = dir.join(LOG_DAMAGED_FILE);
+                    // The records are not in the header: those that check out under the id
+                    // it still holds are kept (dropped, one flipped byte lost every op).
+                    if let Some(loaded) = load::rescue(&bytes, &mut recovery) {
+                        pending = loaded.pending;
+                        next_seq = loaded.next_seq;
+                    }
                     tracing::warn!(
                         path = %path.display(),
                         problem = %problem,
                         moved_to = %aside.display(),
-                        "replay log header damaged; starting an empty, overflowed queue"
+                        kept = pending.len(),
+                        "replay log header damaged; the queue keeps the ops whose records check out and is marked overflowed"
                     );
                     // Linked, not renamed: the damaged log keeps its name until the new,
                     // overflowed one replaces it in one rename. Renamed away first, a kill or

@@ -16,8 +16,9 @@ pub struct ReplayRecovery {
     pub torn_tail_bytes: u64,
     /// Sets turned into deletes because damage followed them.
     pub sets_downgraded: u64,
-    /// Set if the header was damaged: what was wrong. The log was moved to `replay.log.damaged`
-    /// and the queue started empty and overflowed.
+    /// Set if the header was damaged: what was wrong. The log was kept as `replay.log.damaged`
+    /// and the queue started overflowed, with the ops of the records that checked out under the
+    /// log id the header still held (counted in the fields above; none if that id was damaged).
     pub header_damage: Option<String>,
     /// Whether the log was rewritten at open (after damage or a damaged header; a torn tail
     /// alone is cut in place, and rewritten only if that fails).
