@@ -1,0 +1,131 @@
+//! The replay queue on a real device that fills while L2 is away: the push that finds no room
+//! fails with a typed `DiskFull` naming the log, every push that returned is still pending after
+//! a reopen on the still-full device, the loss of what was refused is reported, and once room
+//! comes back `recover()` makes the queue take writes again, a rewrite that cannot fit yet
+//! saying how many bytes it needs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mount.rs"]
+mod mount;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mount::Mount;
+use uno_cache::replay::{ReplayAction, ReplayOptions, ReplayQueue, LOG_FILE};
+use uno_cache::Error;
+
+const KIB: u64 = 1024;
+
+fn open(dir: &Path) -> ReplayQueue {
+    ReplayQueue::open(dir, ReplayOptions::default()).unwrap()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    (0..1500).map(|j| (i.wrapping_mul(31) + j) as u8).collect()
+}
+
+/// key → (seq, action) of every push that returned.
+type Model = BTreeMap<String, (u64, ReplayAction)>;
+
+fn pending(q: &ReplayQueue) -> Model {
+    q.pending()
+        .into_iter()
+        .map(|o| (o.key, (o.seq, o.action)))
+        .collect()
+}
+
+#[test]
+fn pushes_that_returned_on_a_filling_device_survive_and_the_queue_recovers_once_there_is_room() {
+    let fs = Mount::tmpfs(2048);
+    let dir = fs.path();
+    let q = open(dir);
+    // Leave about 300 KiB: room for the queue's pushes, then none.
+    let ballast = fs.fill("ballast");
+    let full = std::fs::metadata(&ballast).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ballast)
+        .unwrap()
+        .set_len(full - 300 * KIB)
+        .unwrap();
+
+    let mut model = Model::new();
+    let mut i = 0usize;
+    let failure = loop {
+        i += 1;
+        assert!(i < 10_000, "the device never filled");
+        // Every third op deletes an earlier key: a delete that returned must never be lost.
+        let (key, result) = if i.is_multiple_of(3) {
+            let key = format!("k{}", i / 2);
+            (
+                key.clone(),
+                q.push_delete(&key).map(|o| (o, ReplayAction::Delete)),
+            )
+        } else {
+            let key = format!("k{i}");
+            let v = value(i);
+            let action = ReplayAction::Set {
+                value: v.clone(),
+                expires_at_ms: 0,
+            };
+            (key.clone(), q.push_set(&key, &v, 0).map(|o| (o, action)))
+        };
+        match result {
+            Ok((outcome, action)) => {
+                model.insert(key, (outcome.seq().unwrap(), action));
+            }
+            Err(e) => break e,
+        }
+    };
+    match &failure {
+        Error::DiskFull { path, .. } => assert_eq!(path, &dir.join(LOG_FILE), "{failure}"),
+        other => panic!("expected DiskFull naming the log, got {other:?}"),
+    }
+    assert!(failure.to_string().contains("no space left"), "{failure}");
+    assert!(
+        q.is_overflowed(),
+        "the failed push may be lost: the queue must say so"
+    );
+    // Refused now, and counted.
+    assert!(q.push_delete("refused").is_err());
+    assert!(q.stats().lost >= 1, "{:?}", q.stats());
+    // Still full: the rewrite cannot be written, and the error says how much it needs.
+    match q.recover() {
+        Err(Error::DiskFull { needed, .. }) => assert!(needed >= q.bytes(), "{needed}"),
+        other => panic!("expected DiskFull from recover on a full device, got {other:?}"),
+    }
+    drop(q);
+
+    // The process ends on the full device; the next one opens there all the same.
+    let q = open(dir);
+    let found = pending(&q);
+    for (key, op) in &model {
+        assert_eq!(found.get(key), Some(op), "{key}: a push that returned was lost");
+    }
+    assert!(q.is_overflowed(), "the loss of the refused ops was forgotten");
+
+    // Still full: this process's first push fails and latches the queue too.
+    assert!(q.push_set("again", &value(0), 0).is_err());
+    assert!(q.push_delete("after").is_err(), "a latched queue took a push");
+
+    // Room comes back: recover() writes the log anew from memory without a reopen, the queue
+    // takes writes again, and they survive a reopen.
+    fs.remove(&ballast);
+    assert!(q.recover().unwrap(), "the queue was latched");
+    assert_eq!(q.stats().write_failure, None);
+    q.push_delete("after").unwrap();
+    drop(q);
+    let q = open(dir);
+    let found = pending(&q);
+    for (key, op) in &model {
+        assert_eq!(found.get(key), Some(op), "{key}");
+    }
+    assert!(q.is_pending("after"));
+    assert!(q.is_overflowed());
+}
