@@ -630,6 +630,14 @@ pub struct ConsistencyStats {
     pub replay_bytes: u64,
     /// Whether an op was lost because the queue was full or damaged (L2 may be stale).
     pub replay_overflowed: bool,
+    /// Set while the replay queue's log takes no writes after a failed write or fsync (a full
+    /// device): why. Every L2 write that fails meanwhile is lost (`queue_failures`), and acks
+    /// fail, so the replay sends its first ops again at each pass. The manager writes the log
+    /// anew by itself (every second at most) once the device has room for it.
+    pub replay_write_failure: Option<String>,
+    /// While that lasts, the bytes the new log needs free on a full device (from the last
+    /// attempt to write it; 0 if unknown): the room to make for the queue to take writes again.
+    pub replay_recovery_needs_bytes: u64,
     /// Keys whose L2 write or delete was queued for replay: it failed, or it went to the queue
     /// without trying L2 because an earlier op of the key waits there (per-key order), or it is
     /// a delete the manager owed L2 (an invalidation from another instance of a write waiting

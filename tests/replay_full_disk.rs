@@ -96,10 +96,22 @@ fn pushes_that_returned_on_a_filling_device_survive_and_the_queue_recovers_once_
     assert!(q.push_delete("refused").is_err());
     assert!(q.stats().lost >= 1, "{:?}", q.stats());
     // Still full: the rewrite cannot be written, and the error says how much it needs.
-    match q.recover() {
-        Err(Error::DiskFull { needed, .. }) => assert!(needed >= q.bytes(), "{needed}"),
+    let needed = match q.recover() {
+        Err(Error::DiskFull { needed, .. }) => needed,
         other => panic!("expected DiskFull from recover on a full device, got {other:?}"),
-    }
+    };
+    assert!(needed >= q.bytes(), "{needed}");
+    // And the stats say so, for an operator who sees only them.
+    let stats = q.stats();
+    assert!(stats.write_failure.is_some(), "{stats:?}");
+    assert_eq!(stats.recovery_needs_bytes, needed, "{stats:?}");
+    assert!(
+        stats
+            .recovery_failure
+            .as_deref()
+            .is_some_and(|e| e.contains("no space left")),
+        "{stats:?}"
+    );
     drop(q);
 
     // The process ends on the full device; the next one opens there all the same.
@@ -114,11 +126,21 @@ fn pushes_that_returned_on_a_filling_device_survive_and_the_queue_recovers_once_
     assert!(q.push_set("again", &value(0), 0).is_err());
     assert!(q.push_delete("after").is_err(), "a latched queue took a push");
 
+    assert!(q.recover().is_err(), "the new log fit on the full device");
+    assert!(q.stats().recovery_needs_bytes >= q.bytes(), "{:?}", q.stats());
     // Room comes back: recover() writes the log anew from memory without a reopen, the queue
     // takes writes again, and they survive a reopen.
     fs.remove(&ballast);
     assert!(q.recover().unwrap(), "the queue was latched");
-    assert_eq!(q.stats().write_failure, None);
+    let stats = q.stats();
+    assert_eq!(
+        (
+            stats.write_failure,
+            stats.recovery_failure,
+            stats.recovery_needs_bytes
+        ),
+        (None, None, 0)
+    );
     q.push_delete("after").unwrap();
     drop(q);
     let q = open(dir);

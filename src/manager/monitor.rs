@@ -241,6 +241,9 @@ impl<'a> Monitor<'a> {
             stats.replay_pending = q.len() as u64;
             stats.replay_bytes = q.bytes();
             stats.replay_overflowed = q.is_overflowed();
+            let queue = q.stats();
+            stats.replay_write_failure = queue.write_failure;
+            stats.replay_recovery_needs_bytes = queue.recovery_needs_bytes;
         }
         if let Some(queue) = &s.behind {
             stats.write_behind = true;

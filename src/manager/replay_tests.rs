@@ -54,6 +54,10 @@ fn an_empty_replay_queue_latched_by_a_write_failure_takes_writes_again() {
     let queue = cache.shared.replay.as_ref().unwrap();
     queue.latch_for_test();
     assert!(queue.is_empty());
+    assert!(
+        cache.stats().consistency.replay_write_failure.is_some(),
+        "the manager's stats did not say its replay queue takes no writes"
+    );
     assert!(matches!(
         queue.push_delete("k"),
         Err(Error::WritesDisabled { .. })
@@ -64,6 +68,7 @@ fn an_empty_replay_queue_latched_by_a_write_failure_takes_writes_again() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(queue.is_overflowed(), "the refused push may have been a lost op");
+    assert_eq!(cache.stats().consistency.replay_write_failure, None);
 }
 
 /// A latched queue holds in memory only what its log lacks: the overflow flag, and a delete

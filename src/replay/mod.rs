@@ -286,6 +286,8 @@ struct Inner {
     last_recovery: Option<std::time::Instant>,
     /// After a failed compaction, the log length below which it is not tried again.
     compact_again_at: u64,
+    /// Why the last [`ReplayQueue::recover`] failed, and on a full device the bytes it needed.
+    recovery_failure: Option<(String, u64)>,
 }
 
 /// How often [`ReplayQueue::recover_if_due`] tries at most: each try rewrites every pending op.
@@ -462,6 +464,7 @@ impl ReplayQueue {
                 stats: ReplayStats::default(),
                 last_recovery: None,
                 compact_again_at: 0,
+                recovery_failure: None,
             }),
         };
         queue.maybe_compact(&mut queue.inner.lock());
@@ -716,7 +719,15 @@ impl ReplayQueue {
             return Ok(false);
         }
         inner.last_recovery = Some(std::time::Instant::now());
-        rewrite_locked(&mut inner, Log::replace_latched)?;
+        if let Err(e) = rewrite_locked(&mut inner, Log::replace_latched) {
+            let needed = match &e {
+                Error::DiskFull { needed, .. } => *needed,
+                _ => 0,
+            };
+            inner.recovery_failure = Some((e.to_string(), needed));
+            return Err(e);
+        }
+        inner.recovery_failure = None;
         if !inner.overflowed {
             // The failure left `replay.overflowed` as it latched the log, before it could know
             // whether an op would be lost; none was (a refused or failed push sets the flag), and
@@ -769,6 +780,8 @@ impl ReplayQueue {
             log_bytes: inner.log.len(),
             overflowed: inner.overflowed,
             write_failure: inner.log.failure().map(str::to_owned),
+            recovery_failure: inner.recovery_failure.as_ref().map(|(e, _)| e.clone()),
+            recovery_needs_bytes: inner.recovery_failure.as_ref().map_or(0, |(_, needed)| *needed),
             ..inner.stats.clone()
         }
     }

@@ -64,4 +64,12 @@ pub struct ReplayStats {
     pub compaction_failures: u64,
     /// The failure that disabled writes, if any.
     pub write_failure: Option<String>,
+    /// Why the last [`ReplayQueue::recover`](super::ReplayQueue::recover) failed, while the
+    /// queue stays latched (cleared once one succeeds).
+    #[serde(default)]
+    pub recovery_failure: Option<String>,
+    /// When that failure was a full device: the bytes the new log needs free on it (it is
+    /// written beside the old log, which goes only once the new one is in place). 0 otherwise.
+    #[serde(default)]
+    pub recovery_needs_bytes: u64,
 }
