@@ -5,7 +5,8 @@
 //! are copied as before. [`TcpProxy::hold`] delays every byte until [`TcpProxy::release`], as a
 //! slow link does, so a test can keep one client's call in the middle while others go on;
 //! [`TcpProxy::hold_on`] delays only the connection that sends given bytes (one command), from
-//! those bytes on, so the other connections go on meanwhile.
+//! those bytes on, so the other connections go on meanwhile. [`TcpProxy::delay`] copies every
+//! read late by a fixed time, as a distant or busy host answers: slow, but answering.
 //! [`TcpProxy::redirect`] sends the connections made after it to another server, as a Service or
 //! DNS name that moved to a new primary does.
 //!
@@ -43,6 +44,8 @@ struct Shared {
     hold_on: Mutex<Option<Vec<u8>>>,
     /// The sockets of frozen connections, kept open until the proxy's threads are gone.
     held: Mutex<Vec<TcpStream>>,
+    /// Milliseconds each read waits before it is copied (see `delay`).
+    delay_ms: AtomicU64,
 }
 
 impl TcpProxy {
@@ -59,6 +62,7 @@ impl TcpProxy {
             waiting: AtomicU64::new(0),
             hold_on: Mutex::new(None),
             held: Mutex::new(Vec::new()),
+            delay_ms: AtomicU64::new(0),
         });
         let accepting = Arc::clone(&shared);
         std::thread::spawn(move || {
@@ -124,6 +128,14 @@ impl TcpProxy {
         self.shared.holding.store(false, Ordering::SeqCst);
     }
 
+    /// From now on, the bytes of every read, in either direction and on every connection, are
+    /// copied `by` late: a round trip of one request and a reply of one read takes `2 * by` more.
+    /// The wait models a link's latency; it synchronises nothing.
+    pub fn delay(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap();
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// Every connection accepted so far goes silent (bytes in either direction are dropped, the
     /// sockets stay open); later ones are copied.
     pub fn freeze(&self) {
@@ -161,6 +173,10 @@ fn copy(shared: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream) {
                         std::thread::sleep(POLL);
                     }
                     shared.waiting.fetch_sub(1, Ordering::SeqCst);
+                }
+                let delay = shared.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
                 }
                 if frozen() {
                     break;

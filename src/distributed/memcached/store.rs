@@ -53,8 +53,10 @@ const LEVEL: &str = "memcached";
 ///   then belong to it). With a prefix it is refused with [`Error::Config`]: memcached cannot
 ///   find keys by prefix, and flushing would wipe other prefixes' entries.
 ///
-/// Blocking calls run on the caller's thread; async calls run on the store's one I/O thread
-/// (`uno-cache-memcached`) and never block the caller's executor. Both speak memcached's binary
+/// Blocking calls run on the caller's thread (a batch that spans several hosts asks the others
+/// from short-lived threads of its own, so that each host has the whole timeout); async calls
+/// run on the store's one I/O thread (`uno-cache-memcached`) and never block the caller's
+/// executor. Either way a host's breaker counts only its own failures. Both speak memcached's binary
 /// protocol on connections of their own, kept per host and never shared while a call is on them.
 ///
 /// ```no_run
@@ -192,33 +194,44 @@ fn partial(
 }
 
 impl<C: Command> Call<C> {
-    /// Runs on the caller's thread, host after host within one deadline. A host whose breaker
-    /// is open is skipped; a host reached after the deadline passed is not held against its
-    /// breaker (the time went to an earlier host).
+    /// Runs on the caller's thread and, when the call spans several hosts, on one short-lived
+    /// thread per other host: each host has the whole deadline, as on the async path. Asked one
+    /// after another, a slow host that answered late left the next only what was left, and the
+    /// next one's timeout then opened its breaker (and failed its keys) for another's slowness.
     fn run(self) -> Answers<C::Output> {
         let deadline = deadline_after(self.timeout);
         let (op, timeout) = (self.op, self.timeout);
+        let ask = |part: &Part<C>, late: bool| ask_blocking(op, timeout, deadline, part, late);
+        let results = match self.parts.split_first() {
+            None => Vec::new(),
+            Some((first, [])) => vec![ask(first, false)],
+            Some((first, rest)) => std::thread::scope(|scope| {
+                let others: Vec<_> = rest
+                    .iter()
+                    .map(|part| {
+                        let thread = std::thread::Builder::new()
+                            .name("uno-cache-memcached-call".to_owned())
+                            .spawn_scoped(scope, move || ask(part, false));
+                        (part, thread)
+                    })
+                    .collect();
+                let mut results = vec![ask(first, false)];
+                for (part, thread) in others {
+                    results.push(match thread {
+                        Ok(thread) => thread.join().unwrap_or_else(|_| Err(panicked(op, part))),
+                        // No thread to be had (the process is at its limit): asked here, after
+                        // the others, so its share of the deadline may have gone to them.
+                        Err(_) => ask(part, true),
+                    });
+                }
+                results
+            }),
+        };
         let parts = self
             .parts
             .into_iter()
-            .map(|part| {
-                let result = match &part.node {
-                    None => part.host.run(op, timeout, deadline, &part.commands),
-                    Some(node) => match node.admit() {
-                        Err(e) => Err(e),
-                        Ok(probe) if Instant::now() >= deadline => Err(node.not_sent(
-                            probe,
-                            Error::Timeout {
-                                level: LEVEL,
-                                op,
-                                after: timeout,
-                            },
-                        )),
-                        Ok(probe) => node.record(probe, part.host.run(op, timeout, deadline, &part.commands)),
-                    },
-                };
-                (part.members, result)
-            })
+            .zip(results)
+            .map(|(part, result)| (part.members, result))
             .collect();
         Answers {
             op,
@@ -269,6 +282,38 @@ impl<C: Command> Call<C> {
                 Ok(Answers { op, total, parts })
             }),
         )
+    }
+}
+
+/// Asks one host by `deadline`, through its breaker if it has one. A `late` host (asked after
+/// others on the same thread) that times out is not held against its breaker: the time may have
+/// gone to the hosts before it.
+fn ask_blocking<C: Command>(
+    op: &'static str,
+    timeout: Duration,
+    deadline: Instant,
+    part: &Part<C>,
+    late: bool,
+) -> Result<Vec<C::Output>> {
+    let Some(node) = &part.node else {
+        return part.host.run(op, timeout, deadline, &part.commands);
+    };
+    let probe = node.admit()?;
+    match part.host.run(op, timeout, deadline, &part.commands) {
+        Err(e @ Error::Timeout { .. }) if late => Err(node.not_sent(probe, e)),
+        result => node.record(probe, result),
+    }
+}
+
+/// The error of a host whose thread panicked (a bug): its keys fail, the call goes on.
+fn panicked<C>(op: &'static str, part: &Part<C>) -> Error {
+    Error::Backend {
+        level: LEVEL,
+        op,
+        reason: format!(
+            "{}: the thread asking it panicked (a bug in uno-cache; please report it)",
+            part.host.spec.display
+        ),
     }
 }
 

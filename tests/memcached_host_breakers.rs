@@ -1,0 +1,125 @@
+//! A Memcached host's circuit breaker counts that host's failures only, against real servers:
+//! a slow host does not spend the time of the other hosts of a blocking batch, and an async call
+//! that waits for one of the store's own connection slots is not the host's failure. Latency is
+//! made by a proxy in front of a server ([`TcpProxy::delay`]); a call held on its way is awaited
+//! through the proxy's count of held reads, never by sleeping.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/proxy.rs"]
+mod proxy;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxy::TcpProxy;
+use support::MemcachedServer;
+use uno_cache::distributed::{MemcachedOptions, MemcachedStore, NodeBreakers};
+use uno_cache::{BreakerState, Error, NodeStats, Served, Storage};
+
+const TIMEOUT: Duration = Duration::from_millis(400);
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// One test at a time: the latencies below are fractions of the timeout, not of two servers
+/// starting on two vCPUs at once.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Breakers that open at the first failure they count: one misplaced count shows.
+fn breakers() -> Arc<NodeBreakers> {
+    Arc::new(NodeBreakers::new("memcached", 1, Duration::from_secs(60)))
+}
+
+fn node(breakers: &NodeBreakers, name: &str) -> NodeStats {
+    let stats = breakers.stats();
+    stats
+        .iter()
+        .find(|n| n.node == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no node {name} in {stats:?}"))
+}
+
+fn assert_untouched(breakers: &NodeBreakers, name: &str) {
+    let stats = node(breakers, name);
+    assert_eq!(
+        (stats.state, stats.errors),
+        (BreakerState::Closed, 0),
+        "{name}'s breaker was charged with failures that were not its own: {stats:?}"
+    );
+}
+
+/// `n` keys named `{stem}{i}` that live on host `host` of `store`.
+fn keys_on(store: &MemcachedStore, host: usize, stem: &str, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{stem}{i}"))
+        .filter(|k| store.server_key(k).1 == host)
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn a_slow_host_leaves_the_other_hosts_of_a_blocking_batch_their_whole_timeout() {
+    let _serial = serial();
+    let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
+    let (slow, lagging) = (TcpProxy::start(&a.addr()), TcpProxy::start(&b.addr()));
+    let breakers = breakers();
+    let store = MemcachedStore::connect(
+        MemcachedOptions::with_hosts([slow.addr(), lagging.addr()])
+            .timeout(TIMEOUT)
+            .node_breakers(Arc::clone(&breakers)),
+    )
+    .unwrap();
+    let mut keys = keys_on(&store, 0, "slow:", 3);
+    keys.extend(keys_on(&store, 1, "lagging:", 3));
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+    store.set_many(&items, None).unwrap();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+
+    // Round trips of 70% and 35% of the timeout: each host answers in time, but not both one
+    // after the other.
+    slow.delay(TIMEOUT * 35 / 100);
+    lagging.delay(TIMEOUT * 175 / 1000);
+    let got = store.get_many(&keys).unwrap();
+    let values: Vec<Option<&[u8]>> = got
+        .iter()
+        .map(|e| e.as_ref().map(|e| e.value.as_slice()))
+        .collect();
+    let expected: Vec<Option<&[u8]>> = keys.iter().map(|k| Some(k.as_bytes())).collect();
+    assert_eq!(values, expected);
+    assert_untouched(&breakers, &lagging.addr());
+    assert_untouched(&breakers, &slow.addr());
+
+    // A host that does not answer in time fails alone, by name; the other's keys are served.
+    a.pause();
+    let err = store.get_many(&keys).unwrap_err();
+    a.resume();
+    let Error::PartialBatch(partial) = err else {
+        panic!("expected the slow host's keys to fail alone, got {err:?}");
+    };
+    assert_eq!(partial.failed, vec![0, 1, 2], "{partial:?}");
+    match &partial.cause {
+        Error::NodeUnavailable { node, cause, .. } => {
+            assert_eq!(node, &slow.addr());
+            assert!(matches!(**cause, Error::Timeout { .. }), "{cause:?}");
+        }
+        other => panic!("the cause should name the slow host: {other:?}"),
+    }
+    let Served::Entries(served) = &partial.served else {
+        panic!("a get_many serves entries: {partial:?}");
+    };
+    let served: Vec<Option<&[u8]>> = served
+        .iter()
+        .map(|e| e.as_ref().map(|e| e.value.as_slice()))
+        .collect();
+    assert_eq!(&served[3..], &expected[3..]);
+    assert_untouched(&breakers, &lagging.addr());
+    assert_eq!(node(&breakers, &slow.addr()).state, BreakerState::Open);
+}
