@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proxy::TcpProxy;
-use support::MemcachedServer;
+use support::{block_on, wait_until, MemcachedServer};
 use uno_cache::distributed::{MemcachedOptions, MemcachedStore, NodeBreakers};
-use uno_cache::{BreakerState, Error, NodeStats, Served, Storage};
+use uno_cache::{BreakerState, DistributedStorage, Error, NodeStats, Served, Storage};
 
 const TIMEOUT: Duration = Duration::from_millis(400);
 
@@ -122,4 +122,45 @@ fn a_slow_host_leaves_the_other_hosts_of_a_blocking_batch_their_whole_timeout() 
     assert_eq!(&served[3..], &expected[3..]);
     assert_untouched(&breakers, &lagging.addr());
     assert_eq!(node(&breakers, &slow.addr()).state, BreakerState::Open);
+}
+
+#[test]
+fn async_calls_that_wait_for_a_free_connection_slot_are_not_held_against_the_host() {
+    let _serial = serial();
+    let server = MemcachedServer::start();
+    let proxy = TcpProxy::start(&server.addr());
+    let breakers = breakers();
+    let store = MemcachedStore::connect(
+        MemcachedOptions::new(proxy.addr())
+            .timeout(Duration::from_millis(200))
+            .admin_timeout(Duration::from_secs(30))
+            .workers(1)
+            .node_breakers(Arc::clone(&breakers)),
+    )
+    .unwrap();
+    store.set("k", b"v", None).unwrap();
+
+    // A `size` takes the one slot and is held on its way; the gets behind it wait for the
+    // slot, here, and time out before it is free.
+    proxy.hold();
+    std::thread::scope(|scope| {
+        let size = scope.spawn(|| block_on(store.size_async()));
+        wait_until("the size call held at the proxy", || proxy.waiting() >= 1);
+        let gets = block_on(futures_util::future::join_all(
+            (0..4).map(|_| store.get_async("k")),
+        ));
+        proxy.release();
+        for got in gets {
+            match got {
+                Err(Error::NodeUnavailable { cause, .. }) => {
+                    assert!(matches!(*cause, Error::Timeout { .. }), "{cause:?}");
+                }
+                other => panic!("a get that waited for a slot past its deadline times out: {other:?}"),
+            }
+        }
+        assert!(size.join().unwrap().unwrap().items >= 1);
+    });
+    assert_untouched(&breakers, &proxy.addr());
+    let got = block_on(store.get_async("k")).unwrap().map(|e| e.value);
+    assert_eq!(got.as_deref(), Some(&b"v"[..]));
 }

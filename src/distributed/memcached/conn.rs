@@ -450,21 +450,41 @@ impl Host {
         outputs.into_iter().collect()
     }
 
-    /// [`run`](Self::run) for the I/O thread; the caller wraps it in the deadline (a missed
-    /// deadline drops this future and the connection with it).
+    /// One of the host's `workers` slots for an async call, once one is free. The wait is the
+    /// store's own, not the host's: the caller keeps it apart from [`run_async`](Self::run_async)
+    /// so that a burst of calls that runs out of time here is not held against the host.
+    pub(super) async fn async_slot(&self, op: &'static str) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        // Never closed, so acquiring fails only if that changes; say so rather than hang.
+        self.async_slots.acquire().await.map_err(|_| Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!("{}: the store is shutting down", self.spec.display),
+        })
+    }
+
+    /// [`run`](Self::run) for the I/O thread, a slot waited for first; the caller wraps it in
+    /// the deadline (a missed deadline drops this future and the connection with it).
     pub(super) async fn run_async<C: Command>(
         &self,
         op: &'static str,
         timeout: Duration,
         commands: &[C],
     ) -> Result<Vec<C::Output>> {
+        let slot = self.async_slot(op).await?;
+        self.run_on_slot(op, timeout, slot, commands).await
+    }
+
+    /// [`run_async`](Self::run_async) on the `slot` the caller got from
+    /// [`async_slot`](Self::async_slot).
+    pub(super) async fn run_on_slot<C: Command>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        slot: tokio::sync::SemaphorePermit<'_>,
+        commands: &[C],
+    ) -> Result<Vec<C::Output>> {
         let site = self.site(op);
-        // Never closed, so acquiring fails only if that changes; say so rather than hang.
-        let _slot = self.async_slots.acquire().await.map_err(|_| Error::Backend {
-            level: LEVEL,
-            op,
-            reason: format!("{}: the store is shutting down", self.spec.display),
-        })?;
+        let _slot = slot;
         let taken = self.idle_async.lock().pop();
         let (mut conn, mut reused) = match taken {
             Some(conn) => (conn, true),

@@ -241,7 +241,9 @@ impl<C: Command> Call<C> {
     }
 
     /// Runs on the I/O thread, hosts in parallel, each within the deadline (a hung host times
-    /// out alone; the others' answers stand).
+    /// out alone; the others' answers stand). A call that runs out of time waiting for a free
+    /// connection slot of its host (more than `workers` at once) times out for the caller but is
+    /// not held against the host's breaker.
     fn run_async(self, rt: &IoRuntime) -> BoxFuture<'static, Result<Answers<C::Output>>> {
         let Call {
             op,
@@ -258,16 +260,27 @@ impl<C: Command> Call<C> {
                         Some(node) => node.admit()?,
                         None => false,
                     };
-                    let run = tokio::time::timeout_at(
-                        deadline.into(),
-                        part.host.run_async(op, timeout, &part.commands),
-                    )
-                    .await
-                    .unwrap_or(Err(Error::Timeout {
+                    let timed_out = || Error::Timeout {
                         level: LEVEL,
                         op,
                         after: timeout,
-                    }));
+                    };
+                    // The wait for one of the store's own `workers` slots is not the host's:
+                    // held against it, a burst of calls opened a healthy host's breaker.
+                    let slot = tokio::time::timeout_at(deadline.into(), part.host.async_slot(op))
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out()));
+                    let slot = match (slot, &part.node) {
+                        (Ok(slot), _) => slot,
+                        (Err(e), Some(node)) => return Err(node.not_sent(probe, e)),
+                        (Err(e), None) => return Err(e),
+                    };
+                    let run = tokio::time::timeout_at(
+                        deadline.into(),
+                        part.host.run_on_slot(op, timeout, slot, &part.commands),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()));
                     match &part.node {
                         Some(node) => node.record(probe, run),
                         None => run,
