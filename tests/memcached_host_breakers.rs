@@ -164,3 +164,90 @@ fn async_calls_that_wait_for_a_free_connection_slot_are_not_held_against_the_hos
     let got = block_on(store.get_async("k")).unwrap().map(|e| e.value);
     assert_eq!(got.as_deref(), Some(&b"v"[..]));
 }
+
+/// What a `get_many` of `keys` (the first `early` of them read before the host stopped
+/// answering) must fail with: the later keys only, the earlier ones served.
+fn check_later_chunk_failed(
+    got: uno_cache::Result<Vec<Option<uno_cache::Entry>>>,
+    keys: &[&str],
+    early: usize,
+) {
+    let err = got.expect_err("the held chunk must time out");
+    let Error::PartialBatch(partial) = err else {
+        panic!("the keys read before the failure must be served: {err:?}");
+    };
+    assert_eq!(partial.failed, (early..keys.len()).collect::<Vec<_>>());
+    assert!(
+        matches!(partial.cause, Error::NodeUnavailable { .. }),
+        "{:?}",
+        partial.cause
+    );
+    let Served::Entries(served) = &partial.served else {
+        panic!("a get_many serves entries: {partial:?}");
+    };
+    for (i, key) in keys.iter().enumerate().take(early) {
+        let value = served[i].as_ref().map(|e| e.value.as_slice());
+        assert_eq!(
+            value,
+            Some(key.as_bytes()),
+            "key #{i} was read before the failure"
+        );
+    }
+}
+
+#[test]
+fn a_later_chunk_of_a_large_batch_that_fails_keeps_what_the_earlier_chunks_settled() {
+    let _serial = serial();
+    // `-I 1m` under a 4 MiB `max_item_size`: the server itself refuses a 1.5 MiB value.
+    let server = MemcachedServer::start_with(&["-I", "1m"]);
+    let proxy = TcpProxy::start(&server.addr());
+    let breakers = Arc::new(NodeBreakers::new("memcached", 10, Duration::from_secs(60)));
+    let store = MemcachedStore::connect(
+        MemcachedOptions::new(proxy.addr())
+            .timeout(Duration::from_secs(1))
+            .max_item_size(4 << 20)
+            .node_breakers(Arc::clone(&breakers)),
+    )
+    .unwrap();
+    // 1 024 keys make the host's first command; the `LATE` ones its second, which the proxy
+    // holds until the call timed out.
+    const EARLY: usize = 1024;
+    let mut keys: Vec<String> = (0..EARLY).map(|i| format!("early:{i}")).collect();
+    keys.extend((0..100).map(|i| format!("LATE:{i}")));
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (*k, k.as_bytes())).collect();
+    store.set_many(&items, None).unwrap();
+
+    proxy.hold_on(b"LATE");
+    check_later_chunk_failed(store.get_many(&keys), &keys, EARLY);
+    proxy.release();
+    proxy.hold_on(b"LATE");
+    check_later_chunk_failed(block_on(store.get_many_async(&keys)), &keys, EARLY);
+    proxy.release();
+
+    // A write: the first command's items were stored, one of them refused as too large; the
+    // second's were not reached. The refusal must stay a refusal, or it is queued for a replay
+    // that can only be refused again.
+    let big = vec![7u8; 1536 << 10];
+    let mut items: Vec<(&str, &[u8])> = keys.iter().map(|k| (*k, &b"new"[..])).collect();
+    items[5].1 = &big;
+    proxy.hold_on(b"LATE");
+    let err = store.set_many(&items, None).unwrap_err();
+    proxy.release();
+    let Error::PartialBatch(partial) = err else {
+        panic!("a write whose later chunk failed is a partial batch: {err:?}");
+    };
+    assert_eq!(partial.refused, vec![5]);
+    let mut failed = vec![5];
+    failed.extend(EARLY..keys.len());
+    assert_eq!(partial.failed, failed);
+    assert!(
+        matches!(partial.cause, Error::ValueTooLarge { .. }),
+        "{:?}",
+        partial.cause
+    );
+    assert_eq!(
+        store.get(keys[0]).unwrap().map(|e| e.value),
+        Some(b"new".to_vec())
+    );
+}

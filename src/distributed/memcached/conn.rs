@@ -29,6 +29,7 @@ use super::protocol::{
     is_unauthenticated, opcode, parse_header, status, Header, Packet, HEADER_LEN, UNAUTHENTICATED,
 };
 use crate::distributed::resolve::{Resolver, Unresolved};
+use crate::distributed::runtime::deadline_after;
 use crate::error::{Error, Result};
 
 const LEVEL: &str = "memcached";
@@ -400,14 +401,29 @@ impl Host {
     }
 
     /// Runs `commands` in order on one connection, on the caller's thread, by `deadline`.
-    /// Every command runs even if an earlier one was refused; the first refusal is returned.
+    /// Every command runs even if an earlier one was refused; the outputs up to the first
+    /// refusal or failure are kept (a host's part of a large batch is several commands, and
+    /// what the earlier ones settled stands when a later one fails).
     pub(super) fn run<C: Command>(
         &self,
         op: &'static str,
         timeout: Duration,
         deadline: Instant,
         commands: &[C],
-    ) -> Result<Vec<C::Output>> {
+    ) -> Ran<C::Output> {
+        let mut outputs = Vec::with_capacity(commands.len());
+        let stopped = self.run_into(op, timeout, deadline, commands, &mut outputs).err();
+        Ran::settle(outputs, stopped)
+    }
+
+    fn run_into<C: Command>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        deadline: Instant,
+        commands: &[C],
+        outputs: &mut Vec<Result<C::Output>>,
+    ) -> Result<()> {
         let site = self.site(op);
         // The time went to an earlier host of the call: a pooled connection taken now would
         // fail its first write at once and be closed, so a healthy host lost one connection per
@@ -422,7 +438,6 @@ impl Host {
             ),
         };
         let mut request = Vec::new();
-        let mut outputs = Vec::with_capacity(commands.len());
         let mut queue = commands.iter().peekable();
         while let Some(&command) = queue.peek() {
             request.clear();
@@ -447,7 +462,7 @@ impl Host {
             idle.push(conn);
         }
         drop(idle);
-        outputs.into_iter().collect()
+        Ok(())
     }
 
     /// One of the host's `workers` slots for an async call, once one is free. The wait is the
@@ -462,8 +477,7 @@ impl Host {
         })
     }
 
-    /// [`run`](Self::run) for the I/O thread, a slot waited for first; the caller wraps it in
-    /// the deadline (a missed deadline drops this future and the connection with it).
+    /// [`run`](Self::run) for the I/O thread, a slot waited for first (startup's checks).
     pub(super) async fn run_async<C: Command>(
         &self,
         op: &'static str,
@@ -471,39 +485,58 @@ impl Host {
         commands: &[C],
     ) -> Result<Vec<C::Output>> {
         let slot = self.async_slot(op).await?;
-        self.run_on_slot(op, timeout, slot, commands).await
+        let deadline = deadline_after(timeout);
+        self.run_on_slot(op, timeout, deadline, slot, commands)
+            .await
+            .into_result()
     }
 
-    /// [`run_async`](Self::run_async) on the `slot` the caller got from
-    /// [`async_slot`](Self::async_slot).
+    /// [`run`](Self::run) for the I/O thread, on the `slot` the caller got from
+    /// [`async_slot`](Self::async_slot), by `deadline` (a missed deadline drops the connection).
     pub(super) async fn run_on_slot<C: Command>(
         &self,
         op: &'static str,
         timeout: Duration,
+        deadline: Instant,
         slot: tokio::sync::SemaphorePermit<'_>,
         commands: &[C],
-    ) -> Result<Vec<C::Output>> {
-        let site = self.site(op);
+    ) -> Ran<C::Output> {
         let _slot = slot;
+        let mut outputs = Vec::with_capacity(commands.len());
+        let stopped = self
+            .run_async_into(op, timeout, deadline, commands, &mut outputs)
+            .await
+            .err();
+        Ran::settle(outputs, stopped)
+    }
+
+    async fn run_async_into<C: Command>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        deadline: Instant,
+        commands: &[C],
+        outputs: &mut Vec<Result<C::Output>>,
+    ) -> Result<()> {
+        let site = self.site(op);
         let taken = self.idle_async.lock().pop();
         let (mut conn, mut reused) = match taken {
             Some(conn) => (conn, true),
             None => (
-                self.connect_async()
+                by(deadline, self.connect_async())
                     .await
                     .map_err(|f| self.error(op, timeout, f))?,
                 false,
             ),
         };
         let mut request = Vec::new();
-        let mut outputs = Vec::with_capacity(commands.len());
         let mut queue = commands.iter().peekable();
         while let Some(&command) = queue.peek() {
             request.clear();
             command
                 .encode(&mut request)
                 .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
-            match conn.exchange(command, &request).await {
+            match by(deadline, conn.exchange(command, &request)).await {
                 Ok(state) => {
                     outputs.push(command.finish(state, site));
                     reused = false;
@@ -511,8 +544,7 @@ impl Host {
                 }
                 Err(fault) if reused && fault.stale() => {
                     reused = false;
-                    conn = self
-                        .connect_async()
+                    conn = by(deadline, self.connect_async())
                         .await
                         .map_err(|f| self.error(op, timeout, f))?;
                 }
@@ -524,6 +556,63 @@ impl Host {
             idle.push(conn);
         }
         drop(idle);
-        outputs.into_iter().collect()
+        Ok(())
+    }
+}
+
+/// `fut`, or [`Fault::Timeout`] once `deadline` passes (the future is dropped, and with it the
+/// connection it was on).
+async fn by<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = std::result::Result<T, Fault>>,
+) -> std::result::Result<T, Fault> {
+    tokio::time::timeout_at(deadline.into(), fut)
+        .await
+        .unwrap_or(Err(Fault::Timeout))
+}
+
+/// What a host's commands gave: the outputs of the leading commands that completed, and what
+/// stopped the rest (the first refusal or failure), if anything did.
+pub(super) struct Ran<O> {
+    pub(super) outputs: Vec<O>,
+    pub(super) failure: Option<Error>,
+}
+
+impl<O> Ran<O> {
+    /// Nothing ran: `failure` stopped the host's part before its first command.
+    pub(super) fn failed(failure: Error) -> Self {
+        Ran {
+            outputs: Vec::new(),
+            failure: Some(failure),
+        }
+    }
+
+    /// The leading outputs of `results` up to the first refusal, which is the failure, else
+    /// `stopped` (what ended the run early), if any.
+    fn settle(results: Vec<Result<O>>, stopped: Option<Error>) -> Self {
+        let mut outputs = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                Ok(output) => outputs.push(output),
+                Err(refusal) => {
+                    return Ran {
+                        outputs,
+                        failure: Some(refusal),
+                    }
+                }
+            }
+        }
+        Ran {
+            outputs,
+            failure: stopped,
+        }
+    }
+
+    /// Every output, or the failure.
+    pub(super) fn into_result(self) -> Result<Vec<O>> {
+        match self.failure {
+            None => Ok(self.outputs),
+            Some(failure) => Err(failure),
+        }
     }
 }

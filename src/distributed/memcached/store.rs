@@ -10,7 +10,7 @@ use super::super::nodes::{entries_or_partial, part_grace, Node};
 use super::super::runtime::{deadline_after, IoRuntime};
 use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
 use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATCH};
-use super::conn::Host;
+use super::conn::{Host, Ran};
 use super::options::{exptime, parse_host, value_limit, MemcachedOptions};
 use super::routing::Router;
 use super::startup;
@@ -112,11 +112,11 @@ struct Call<C> {
     parts: Vec<Part<C>>,
 }
 
-/// What each host of a call answered: (the caller's indices it carried, its outputs).
+/// What each host of a call answered: (the caller's indices it carried, what its commands gave).
 struct Answers<O> {
     op: &'static str,
     total: usize,
-    parts: Vec<(Vec<usize>, Result<Vec<O>>)>,
+    parts: Vec<(Vec<usize>, Ran<O>)>,
 }
 
 /// The answers of the hosts that were reached, and those of the hosts that were not.
@@ -127,7 +127,9 @@ struct Split<O> {
 }
 
 impl<O> Answers<O> {
-    /// Every host answered: their outputs. Any failure that is not a host's
+    /// The hosts' outputs, and the caller's indices they did not serve. A host that failed after
+    /// some of its commands (one per [`MAX_BATCH`] of its keys) keeps what those settled: only
+    /// the keys of the commands that did not complete fail. Any failure that is not a host's
     /// ([`Error::NodeUnavailable`]: a refusal, bad input) fails the whole call, as do host
     /// failures when no host answered.
     fn split(self) -> Result<Split<O>> {
@@ -137,14 +139,18 @@ impl<O> Answers<O> {
             cause: None,
         };
         let mut other = None;
-        for (members, result) in self.parts {
-            match result {
-                Ok(outputs) => split.served.push((members, outputs)),
-                Err(e @ Error::NodeUnavailable { .. }) => {
-                    split.failed.extend(members);
+        for (mut members, ran) in self.parts {
+            match ran.failure {
+                None => split.served.push((members, ran.outputs)),
+                Some(e @ Error::NodeUnavailable { .. }) => {
+                    let settled = ran.outputs.len().saturating_mul(MAX_BATCH);
+                    split.failed.extend(members.drain(settled.min(members.len())..));
+                    if !ran.outputs.is_empty() {
+                        split.served.push((members, ran.outputs));
+                    }
                     split.cause.get_or_insert(e);
                 }
-                Err(e) => {
+                Some(e) => {
                     other.get_or_insert(e);
                 }
             }
@@ -218,7 +224,7 @@ impl<C: Command> Call<C> {
                 let mut results = vec![ask(first, false)];
                 for (part, thread) in others {
                     results.push(match thread {
-                        Ok(thread) => thread.join().unwrap_or_else(|_| Err(panicked(op, part))),
+                        Ok(thread) => thread.join().unwrap_or_else(|_| Ran::failed(panicked(op, part))),
                         // No thread to be had (the process is at its limit): asked here, after
                         // the others, so its share of the deadline may have gone to them.
                         Err(_) => ask(part, true),
@@ -256,8 +262,9 @@ impl<C: Command> Call<C> {
                 // From the first poll, as `run`'s own.
                 let deadline = deadline_after(timeout);
                 let results = join_all(parts.iter().map(|part| async move {
-                    let probe = match &part.node {
-                        Some(node) => node.admit()?,
+                    let probe = match part.node.as_ref().map(|node| node.admit()) {
+                        Some(Err(e)) => return Ran::failed(e),
+                        Some(Ok(probe)) => probe,
                         None => false,
                     };
                     let timed_out = || Error::Timeout {
@@ -272,19 +279,14 @@ impl<C: Command> Call<C> {
                         .unwrap_or_else(|_| Err(timed_out()));
                     let slot = match (slot, &part.node) {
                         (Ok(slot), _) => slot,
-                        (Err(e), Some(node)) => return Err(node.not_sent(probe, e)),
-                        (Err(e), None) => return Err(e),
+                        (Err(e), Some(node)) => return Ran::failed(node.not_sent(probe, e)),
+                        (Err(e), None) => return Ran::failed(e),
                     };
-                    let run = tokio::time::timeout_at(
-                        deadline.into(),
-                        part.host.run_on_slot(op, timeout, slot, &part.commands),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err(timed_out()));
-                    match &part.node {
-                        Some(node) => node.record(probe, run),
-                        None => run,
-                    }
+                    let ran = part
+                        .host
+                        .run_on_slot(op, timeout, deadline, slot, &part.commands)
+                        .await;
+                    judged(part.node.as_deref(), probe, ran, false)
                 }))
                 .await;
                 let parts = parts
@@ -307,15 +309,28 @@ fn ask_blocking<C: Command>(
     deadline: Instant,
     part: &Part<C>,
     late: bool,
-) -> Result<Vec<C::Output>> {
-    let Some(node) = &part.node else {
-        return part.host.run(op, timeout, deadline, &part.commands);
+) -> Ran<C::Output> {
+    let probe = match part.node.as_ref().map(|node| node.admit()) {
+        Some(Err(e)) => return Ran::failed(e),
+        Some(Ok(probe)) => probe,
+        None => false,
     };
-    let probe = node.admit()?;
-    match part.host.run(op, timeout, deadline, &part.commands) {
-        Err(e @ Error::Timeout { .. }) if late => Err(node.not_sent(probe, e)),
-        result => node.record(probe, result),
-    }
+    let ran = part.host.run(op, timeout, deadline, &part.commands);
+    judged(part.node.as_deref(), probe, ran, late)
+}
+
+/// Feeds what a host's commands gave to its breaker, if it has one (see [`Node::record`]); the
+/// outputs of the commands that completed stand either way. A `late` host's timeout is not held
+/// against it.
+fn judged<O>(node: Option<&Node>, probe: bool, mut ran: Ran<O>, late: bool) -> Ran<O> {
+    let Some(node) = node else {
+        return ran;
+    };
+    ran.failure = match ran.failure.take() {
+        Some(e @ Error::Timeout { .. }) if late => Some(node.not_sent(probe, e)),
+        failure => node.record(probe, failure.map_or(Ok(()), Err)).err(),
+    };
+    ran
 }
 
 /// The error of a host whose thread panicked (a bug): its keys fail, the call goes on.
