@@ -3,8 +3,8 @@
 //! - **Blocking** calls run on the caller's thread, on a plain `TcpStream` whose read and write
 //!   timeouts are set to what is left of the call's deadline before each system call.
 //! - **Async** calls run on the store's I/O thread (a current-thread tokio runtime, so callers
-//!   need no runtime of their own, nor one with timers) on tokio streams; the deadline wraps the
-//!   whole call there.
+//!   need no runtime of their own, nor one with timers) on tokio streams; the deadline bounds
+//!   each connect and command there, so the commands that completed before it stand.
 //!
 //! Each host runs at most `workers` async calls at once, on as many connections kept open; a
 //! blocking call runs on an idle connection if one is free, else on a new one, and up to
@@ -425,9 +425,9 @@ impl Host {
         outputs: &mut Vec<Result<C::Output>>,
     ) -> Result<()> {
         let site = self.site(op);
-        // The time went to an earlier host of the call: a pooled connection taken now would
-        // fail its first write at once and be closed, so a healthy host lost one connection per
-        // such call, and the calls after it connected anew.
+        // The time went to an earlier host of the call (asked in line, no thread to be had): a
+        // pooled connection taken now would fail its first write at once and be closed, so a
+        // healthy host lost one connection per such call, and the calls after it connected anew.
         left(deadline).map_err(|f| self.error(op, timeout, f))?;
         let taken = self.idle.lock().pop();
         let (mut conn, mut reused) = match taken {
