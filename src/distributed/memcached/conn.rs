@@ -1,7 +1,10 @@
 //! Connections to one host and the two executors that run [commands](super::commands) on them.
 //!
 //! - **Blocking** calls run on the caller's thread, on a plain `TcpStream` whose read and write
-//!   timeouts are set to what is left of the call's deadline before each system call.
+//!   timeouts are set to what is left of the call's deadline before each system call. A call
+//!   over several hosts sends each its first command before it reads any reply, so the hosts
+//!   work at once; a reply that arrived while a slower host was read is taken even if the
+//!   deadline passed meanwhile.
 //! - **Async** calls run on the store's I/O thread (a current-thread tokio runtime, so callers
 //!   need no runtime of their own, nor one with timers) on tokio streams; the deadline bounds
 //!   each connect and command there, so the commands that completed before it stand.
@@ -120,16 +123,15 @@ impl SyncConn {
         let mut filled = 0;
         while filled < out.len() {
             if self.start == self.end {
-                self.stream.set_read_timeout(Some(left(deadline)?))?;
                 let want = out.len() - filled;
                 let got = if want >= self.buf.len() {
                     // A large value: read straight into it.
                     let dest = out.get_mut(filled..).unwrap_or_default();
-                    let n = read_some(&mut self.stream, dest)?;
+                    let n = read_by(&mut self.stream, dest, deadline)?;
                     filled += n;
                     continue;
                 } else {
-                    read_some(&mut self.stream, &mut self.buf)?
+                    read_by(&mut self.stream, &mut self.buf, deadline)?
                 };
                 self.start = 0;
                 self.end = got;
@@ -168,6 +170,15 @@ impl SyncConn {
         deadline: Instant,
     ) -> std::result::Result<C::State, Fault> {
         self.write_all(request, deadline)?;
+        self.receive(command, deadline)
+    }
+
+    /// Reads the reply of `command`, sent already.
+    fn receive<C: Command>(
+        &mut self,
+        command: &C,
+        deadline: Instant,
+    ) -> std::result::Result<C::State, Fault> {
         let mut state = C::State::default();
         loop {
             let packet = self.read_packet(deadline)?;
@@ -201,6 +212,21 @@ fn refuse_unauthenticated(packet: &Packet) -> std::result::Result<(), Fault> {
         }
         _ => Ok(()),
     }
+}
+
+/// Reads what arrives by `deadline`; once it passed, only what has arrived already. A call's
+/// hosts are read one after another once each was sent its command: a reply that came in while
+/// a slower host was read is the answering host's success, not its timeout.
+fn read_by(stream: &mut TcpStream, out: &mut [u8], deadline: Instant) -> std::result::Result<usize, Fault> {
+    if let Ok(left) = left(deadline) {
+        stream.set_read_timeout(Some(left))?;
+        return read_some(stream, out);
+    }
+    stream.set_nonblocking(true)?;
+    let read = read_some(stream, out);
+    // A connection left non-blocking would fail its next call's reads at once.
+    stream.set_nonblocking(false)?;
+    read
 }
 
 fn read_some(stream: &mut TcpStream, out: &mut [u8]) -> std::result::Result<usize, Fault> {
@@ -400,51 +426,97 @@ impl Host {
         tokio::time::timeout(within, probe).await.ok().flatten()
     }
 
-    /// Runs `commands` in order on one connection, on the caller's thread, by `deadline`.
-    /// Every command runs even if an earlier one was refused; the outputs up to the first
-    /// refusal or failure are kept (a host's part of a large batch is several commands, and
-    /// what the earlier ones settled stands when a later one fails).
-    pub(super) fn run<C: Command>(
+    /// Runs `commands` in order on one connection, on the caller's thread, by `deadline`, in
+    /// two halves. This one takes a connection and sends the first command, without waiting
+    /// for its reply. A call over several hosts starts each before it reads
+    /// any, so the hosts work at once and a slow one does not spend the others' time.
+    pub(super) fn start<C: Command>(
         &self,
         op: &'static str,
         timeout: Duration,
         deadline: Instant,
-        commands: &[C],
-    ) -> Ran<C::Output> {
-        let mut outputs = Vec::with_capacity(commands.len());
-        let stopped = self.run_into(op, timeout, deadline, commands, &mut outputs).err();
-        Ran::settle(outputs, stopped)
-    }
-
-    fn run_into<C: Command>(
-        &self,
-        op: &'static str,
-        timeout: Duration,
-        deadline: Instant,
-        commands: &[C],
-        outputs: &mut Vec<Result<C::Output>>,
-    ) -> Result<()> {
-        let site = self.site(op);
-        // The time went to an earlier host of the call (asked in line, no thread to be had): a
-        // pooled connection taken now would fail its first write at once and be closed, so a
-        // healthy host lost one connection per such call, and the calls after it connected anew.
+        first: Option<&C>,
+    ) -> Result<Started> {
+        // The time went to other hosts of the call: a pooled connection taken now would fail
+        // its first write at once and be closed, so a healthy host lost one connection per such
+        // call, and the calls after it connected anew.
         left(deadline).map_err(|f| self.error(op, timeout, f))?;
         let taken = self.idle.lock().pop();
-        let (mut conn, mut reused) = match taken {
+        let (conn, reused) = match taken {
             Some(conn) => (conn, true),
             None => (
                 self.connect(deadline).map_err(|f| self.error(op, timeout, f))?,
                 false,
             ),
         };
+        let mut started = Started {
+            conn,
+            reused,
+            sent: false,
+        };
+        let Some(command) = first else {
+            return Ok(started);
+        };
+        let mut request = Vec::new();
+        command
+            .encode(&mut request)
+            .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
+        match started.conn.write_all(&request, deadline) {
+            Ok(()) => started.sent = true,
+            // Closed by the server while idle: `finish` sends it again on a fresh connection.
+            Err(fault) if reused && fault.stale() => {}
+            Err(fault) => return Err(self.error(op, timeout, fault)),
+        }
+        Ok(started)
+    }
+
+    /// The second half of [`start`](Self::start): reads the first command's reply and runs the
+    /// others. Every command runs even if an earlier one was refused; the outputs up to the
+    /// first refusal or failure are kept (a host's part of a large batch is several commands,
+    /// and what the earlier ones settled stands when a later one fails).
+    pub(super) fn finish<C: Command>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        deadline: Instant,
+        commands: &[C],
+        started: Result<Started>,
+    ) -> Ran<C::Output> {
+        let mut outputs = Vec::with_capacity(commands.len());
+        let stopped = started
+            .and_then(|started| self.finish_into(op, timeout, deadline, commands, started, &mut outputs))
+            .err();
+        Ran::settle(outputs, stopped)
+    }
+
+    fn finish_into<C: Command>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        deadline: Instant,
+        commands: &[C],
+        started: Started,
+        outputs: &mut Vec<Result<C::Output>>,
+    ) -> Result<()> {
+        let site = self.site(op);
+        let Started {
+            mut conn,
+            mut reused,
+            mut sent,
+        } = started;
         let mut request = Vec::new();
         let mut queue = commands.iter().peekable();
         while let Some(&command) = queue.peek() {
-            request.clear();
-            command
-                .encode(&mut request)
-                .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
-            match conn.exchange(command, &request, deadline) {
+            let reply = if std::mem::take(&mut sent) {
+                conn.receive(command, deadline)
+            } else {
+                request.clear();
+                command
+                    .encode(&mut request)
+                    .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
+                conn.exchange(command, &request, deadline)
+            };
+            match reply {
                 Ok(state) => {
                     outputs.push(command.finish(state, site));
                     reused = false;
@@ -477,7 +549,7 @@ impl Host {
         })
     }
 
-    /// [`run`](Self::run) for the I/O thread, a slot waited for first (startup's checks).
+    /// [`start`](Self::start) and [`finish`](Self::finish) for the I/O thread, a slot waited for first (startup's checks).
     pub(super) async fn run_async<C: Command>(
         &self,
         op: &'static str,
@@ -491,7 +563,7 @@ impl Host {
             .into_result()
     }
 
-    /// [`run`](Self::run) for the I/O thread, on the `slot` the caller got from
+    /// [`start`](Self::start) and [`finish`](Self::finish) for the I/O thread, on the `slot` the caller got from
     /// [`async_slot`](Self::async_slot), by `deadline` (a missed deadline drops the connection).
     pub(super) async fn run_on_slot<C: Command>(
         &self,
@@ -558,6 +630,14 @@ impl Host {
         drop(idle);
         Ok(())
     }
+}
+
+/// A blocking connection taken for a call, its first command sent (`sent`) unless the
+/// connection turned out closed by the server (`reused`: it was idle in the pool).
+pub(super) struct Started {
+    conn: SyncConn,
+    reused: bool,
+    sent: bool,
 }
 
 /// `fut`, or [`Fault::Timeout`] once `deadline` passes (the future is dropped, and with it the

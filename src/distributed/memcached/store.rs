@@ -53,10 +53,10 @@ const LEVEL: &str = "memcached";
 ///   then belong to it). With a prefix it is refused with [`Error::Config`]: memcached cannot
 ///   find keys by prefix, and flushing would wipe other prefixes' entries.
 ///
-/// Blocking calls run on the caller's thread (a batch that spans several hosts asks the others
-/// from short-lived threads of its own, so that each host has the whole timeout); async calls
-/// run on the store's one I/O thread (`uno-cache-memcached`) and never block the caller's
-/// executor. Either way a host's breaker counts only its own failures. Both speak memcached's binary
+/// Blocking calls run on the caller's thread (a batch that spans several hosts sends to each
+/// before it reads from any, so that each host has the whole timeout); async calls run on the
+/// store's one I/O thread (`uno-cache-memcached`) and never block the caller's executor. Either
+/// way a host's breaker counts only its own failures. Both speak memcached's binary
 /// protocol on connections of their own, kept per host and never shared while a call is on them.
 ///
 /// ```no_run
@@ -200,44 +200,43 @@ fn partial(
 }
 
 impl<C: Command> Call<C> {
-    /// Runs on the caller's thread and, when the call spans several hosts, on one short-lived
-    /// thread per other host: each host has the whole deadline, as on the async path. Asked one
-    /// after another, a slow host that answered late left the next only what was left, and the
-    /// next one's timeout then opened its breaker (and failed its keys) for another's slowness.
+    /// Runs on the caller's thread within one deadline: the first command of every host is
+    /// sent before any reply is read, so the hosts work at once and each has the whole
+    /// timeout, as on the async path. Asked one after another, a slow host that answered late
+    /// left the next only what was left, whose timeout then failed its keys and was held
+    /// against its breaker. A host that could not even be sent its command before the deadline
+    /// (the time went to connecting to the others) is not held to account.
     fn run(self) -> Answers<C::Output> {
         let deadline = deadline_after(self.timeout);
         let (op, timeout) = (self.op, self.timeout);
-        let ask = |part: &Part<C>, late: bool| ask_blocking(op, timeout, deadline, part, late);
-        let results = match self.parts.split_first() {
-            None => Vec::new(),
-            Some((first, [])) => vec![ask(first, false)],
-            Some((first, rest)) => std::thread::scope(|scope| {
-                let others: Vec<_> = rest
-                    .iter()
-                    .map(|part| {
-                        let thread = std::thread::Builder::new()
-                            .name("uno-cache-memcached-call".to_owned())
-                            .spawn_scoped(scope, move || ask(part, false));
-                        (part, thread)
-                    })
-                    .collect();
-                let mut results = vec![ask(first, false)];
-                for (part, thread) in others {
-                    results.push(match thread {
-                        Ok(thread) => thread.join().unwrap_or_else(|_| Ran::failed(panicked(op, part))),
-                        // No thread to be had (the process is at its limit): asked here, after
-                        // the others, so its share of the deadline may have gone to them.
-                        Err(_) => ask(part, true),
-                    });
-                }
-                results
-            }),
-        };
+        let started: Vec<_> = self
+            .parts
+            .iter()
+            .map(|part| {
+                let probe = match part.node.as_ref().map(|node| node.admit()) {
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(probe)) => probe,
+                    None => false,
+                };
+                let late = Instant::now() >= deadline;
+                let started = part.host.start(op, timeout, deadline, part.commands.first());
+                Ok((probe, late, started))
+            })
+            .collect();
         let parts = self
             .parts
             .into_iter()
-            .zip(results)
-            .map(|(part, result)| (part.members, result))
+            .zip(started)
+            .map(|(part, started)| {
+                let ran = match started {
+                    Err(e) => Ran::failed(e),
+                    Ok((probe, late, started)) => {
+                        let ran = part.host.finish(op, timeout, deadline, &part.commands, started);
+                        judged(part.node.as_deref(), probe, ran, late)
+                    }
+                };
+                (part.members, ran)
+            })
             .collect();
         Answers {
             op,
@@ -300,28 +299,9 @@ impl<C: Command> Call<C> {
     }
 }
 
-/// Asks one host by `deadline`, through its breaker if it has one. A `late` host (asked after
-/// others on the same thread) that times out is not held against its breaker: the time may have
-/// gone to the hosts before it.
-fn ask_blocking<C: Command>(
-    op: &'static str,
-    timeout: Duration,
-    deadline: Instant,
-    part: &Part<C>,
-    late: bool,
-) -> Ran<C::Output> {
-    let probe = match part.node.as_ref().map(|node| node.admit()) {
-        Some(Err(e)) => return Ran::failed(e),
-        Some(Ok(probe)) => probe,
-        None => false,
-    };
-    let ran = part.host.run(op, timeout, deadline, &part.commands);
-    judged(part.node.as_deref(), probe, ran, late)
-}
-
 /// Feeds what a host's commands gave to its breaker, if it has one (see [`Node::record`]); the
-/// outputs of the commands that completed stand either way. A `late` host's timeout is not held
-/// against it.
+/// outputs of the commands that completed stand either way. The timeout of a `late` host (the
+/// deadline had passed before it was asked) is not held against it.
 fn judged<O>(node: Option<&Node>, probe: bool, mut ran: Ran<O>, late: bool) -> Ran<O> {
     let Some(node) = node else {
         return ran;
@@ -331,18 +311,6 @@ fn judged<O>(node: Option<&Node>, probe: bool, mut ran: Ran<O>, late: bool) -> R
         failure => node.record(probe, failure.map_or(Ok(()), Err)).err(),
     };
     ran
-}
-
-/// The error of a host whose thread panicked (a bug): its keys fail, the call goes on.
-fn panicked<C>(op: &'static str, part: &Part<C>) -> Error {
-    Error::Backend {
-        level: LEVEL,
-        op,
-        reason: format!(
-            "{}: the thread asking it panicked (a bug in uno-cache; please report it)",
-            part.host.spec.display
-        ),
-    }
 }
 
 /// The hosts' sizes added up, saturating: a server's figures cannot overflow them.
