@@ -118,6 +118,21 @@ fn a_redis_out_of_memory_refuses_writes_and_keeps_serving_reads_with_its_breaker
             Err(Error::ServerFull { .. })
         ));
     }
+    // A batch is one pipeline, whose failure carries the server's code only per command: it was
+    // taken for an outage, which opened the breaker and stopped the reads.
+    let batch = redis.set_many(&[("kept", value.as_slice()), ("other", value.as_slice())], None);
+    assert!(
+        matches!(batch, Err(Error::ServerFull { op: "set_many", .. })),
+        "{batch:?}"
+    );
+    let batch = redis.set_each(&[
+        ("kept", value.as_slice(), None),
+        ("other", value.as_slice(), None),
+    ]);
+    assert!(
+        matches!(batch, Err(Error::ServerFull { op: "set_each", .. })),
+        "{batch:?}"
+    );
     assert_eq!(
         breaker.state(),
         BreakerState::Closed,

@@ -39,7 +39,8 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
     if cluster && is_redirect(err) {
         return backend(op, err);
     }
-    if err.code() == Some("WRONGTYPE") {
+    let code = code_of(err);
+    if code.as_deref() == Some("WRONGTYPE") {
         // The server answered: the key holds a hash, a list, … (another program's), as a
         // value without our envelope is. Not a failure of the server, so no breaker counts it
         // ([`Error::Backend`] would). The key is filled in by the caller that knows it.
@@ -52,7 +53,7 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
             ),
         };
     }
-    if err.code() == Some("OOM") {
+    if code.as_deref() == Some("OOM") {
         // Up, and out of memory for writes: no failure of the server for the breaker to count,
         // or its reads would be skipped too.
         return Error::ServerFull {
@@ -65,6 +66,17 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
         Some(advice) => misconfigured(LEVEL, hosts, advice, err),
         None => backend(op, err),
     }
+}
+
+/// The server's error code of `err` (`OOM`, `MISCONF`, …): of its first failed command for a
+/// pipeline's failure, whose own `code()` is `None` for every code the crate has no kind for, so
+/// a `set_many` refused for memory was taken for an outage where a `set` was not.
+fn code_of(err: &RedisError) -> Option<String> {
+    if let Some(code) = err.code() {
+        return Some(code.to_owned());
+    }
+    let failed = err.clone().into_server_errors()?;
+    failed.first().map(|(_, first)| first.code().to_owned())
 }
 
 fn is_redirect(err: &RedisError) -> bool {
