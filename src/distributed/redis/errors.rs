@@ -53,6 +53,11 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
             ),
         };
     }
+    if cluster && code.as_deref() == Some("READONLY") {
+        // A cluster client follows a failover itself: a primary demoted under it answers
+        // READONLY until the client has the new slot map, an outage of the node.
+        return backend(op, err);
+    }
     if code.as_deref() == Some("OOM") {
         // Up, and out of memory for writes: no failure of the server for the breaker to count,
         // or its reads would be skipped too.
@@ -111,14 +116,45 @@ fn chain_text(err: &RedisError) -> String {
 const AUTH_ADVICE: &str = "authentication failed: the server refused the user name or \
     password; check them (distributed.username / distributed.password, or the URL's \
     user:password@, ?user=&pass= for unix://) against the server's requirepass or ACL user";
+/// What to fix when the credentials were accepted and the user's ACL refuses a command, a key
+/// or a channel: the password is right, so the advice on credentials would mislead.
+const NOPERM_ADVICE: &str = "the server's ACL refuses this user a command, key or channel \
+    the cache uses (its password was accepted); grant the user the cache's keys (~<prefix>*) \
+    and the commands GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (the backplane: PUBLISH and \
+    SUBSCRIBE on its channel, &<channel>)";
+/// What to fix when a write reached a read-only replica.
+const READONLY_ADVICE: &str = "the server is a read-only replica and refuses every write; \
+    point the cache at the primary (after a failover, at the new primary)";
+/// What to fix when the server stopped taking writes because it cannot save.
+const MISCONF_ADVICE: &str = "the server refuses writes (and PING) because its last RDB \
+    snapshot failed (stop-writes-on-bgsave-error); fix the disk under its `dir` (space, \
+    permissions; see its log), or, for a cache that needs no snapshots, set `save \"\"` or \
+    `stop-writes-on-bgsave-error no`";
+/// What to fix when the server does not know a command the level sends.
+const UNKNOWN_COMMAND_ADVICE: &str = "the server does not know a command the cache uses \
+    (renamed or disabled with rename-command, or a proxy that does not pass it); the Redis level \
+    needs GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (the backplane: PUBLISH and SUBSCRIBE) \
+    under their own names";
+
 /// What to fix, if `err` says the configuration is wrong; `None` for an outage (refused, reset,
 /// timed out, loading, …) or any other failure.
 pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
+    let code = code_of(err);
+    if code.as_deref() == Some("NOPERM") {
+        return Some(NOPERM_ADVICE);
+    }
     if err.kind() == ErrorKind::AuthenticationFailed
-        || err.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
-        || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        || matches!(code.as_deref(), Some("NOAUTH" | "WRONGPASS"))
     {
         return Some(AUTH_ADVICE);
+    }
+    // Each answered by a server that is up and will not do what the cache asks until its
+    // operator changes something: taken for outages they were retried for good, with no word
+    // of what to change.
+    match code.as_deref() {
+        Some("READONLY") => return Some(READONLY_ADVICE),
+        Some("MISCONF") => return Some(MISCONF_ADVICE),
+        _ => {}
     }
     // The client's own verdict on the settings (TLS modes mixed among a cluster's nodes, no
     // usable root in the system's store for tls_system_roots, …): no retry can change it,
@@ -132,6 +168,9 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
     // NOAUTH in an error of its own whose code is gone; its text is what is left.
     if has("NOAUTH") || has("Authentication required") {
         return Some(AUTH_ADVICE);
+    }
+    if has("unknown command") {
+        return Some(UNKNOWN_COMMAND_ADVICE);
     }
     if is_redirect(err) {
         // The cluster client follows redirects itself: one that reaches a standalone

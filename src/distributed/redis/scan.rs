@@ -15,7 +15,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
 use super::connection::Conn;
-use super::errors::{backend, LEVEL};
+use super::errors::{backend, call_error, LEVEL};
 use super::slots::{ask_slots, bad_reply, parse_slots, Address, SlotRange};
 use crate::error::{Error, Result};
 use crate::storage::StorageSize;
@@ -38,12 +38,17 @@ pub(crate) fn prefix_pattern(prefix: &str) -> String {
 }
 
 /// Keys and bytes (key + enveloped value) under `prefix`. `seeds`: the hosts given, as
-/// `(host, port)`, asked for a cluster's slots.
-pub(crate) async fn size(conn: Conn, seeds: &[(String, u16)], prefix: &str) -> Result<StorageSize> {
+/// `(host, port)`, asked for a cluster's slots; `hosts`, as errors name them.
+pub(crate) async fn size(
+    conn: Conn,
+    seeds: &[(String, u16)],
+    hosts: &str,
+    prefix: &str,
+) -> Result<StorageSize> {
     let mut total = StorageSize::default();
     walk(
         conn,
-        seeds,
+        (seeds, hosts),
         "size",
         &prefix_pattern(prefix),
         &mut Each::Count(&mut total),
@@ -53,8 +58,15 @@ pub(crate) async fn size(conn: Conn, seeds: &[(String, u16)], prefix: &str) -> R
 }
 
 /// Deletes every key under `prefix`.
-pub(crate) async fn clear(conn: Conn, seeds: &[(String, u16)], prefix: &str) -> Result<()> {
-    walk(conn, seeds, "clear", &prefix_pattern(prefix), &mut Each::Unlink).await
+pub(crate) async fn clear(conn: Conn, seeds: &[(String, u16)], hosts: &str, prefix: &str) -> Result<()> {
+    walk(
+        conn,
+        (seeds, hosts),
+        "clear",
+        &prefix_pattern(prefix),
+        &mut Each::Unlink,
+    )
+    .await
 }
 
 /// What a walk does with each batch of keys.
@@ -98,11 +110,12 @@ impl Node {
 /// fails if slots of the cluster were left unwalked (their primary's endpoint unknown).
 async fn walk(
     conn: Conn,
-    seeds: &[(String, u16)],
+    (seeds, hosts): (&[(String, u16)], &str),
     op: &'static str,
     pattern: &str,
     each: &mut Each<'_>,
 ) -> Result<()> {
+    let cluster = matches!(conn, Conn::Cluster(_));
     let (nodes, unwalked) = match &conn {
         Conn::Single(_) => (vec![Node { conn, route: None }], None),
         Conn::Cluster(cluster) => {
@@ -122,7 +135,7 @@ async fn walk(
     };
     walk_nodes(nodes, pattern, each)
         .await
-        .map_err(|err| backend(op, &err))?;
+        .map_err(|err| call_error(op, hosts, &err, cluster))?;
     unwalked.map_or(Ok(()), Err)
 }
 

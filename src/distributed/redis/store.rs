@@ -700,7 +700,7 @@ impl Storage for RedisStore {
     /// primary; O(keys), under `admin_timeout`.
     fn size(&self) -> Result<StorageSize> {
         let prefix = self.commands.prefix();
-        let walk = self.admin("size", |conn| scan::size(conn, &self.seeds, prefix));
+        let walk = self.admin("size", |conn| scan::size(conn, &self.seeds, &self.hosts, prefix));
         self.rt.wait("size", self.admin_timeout, walk)
     }
 
@@ -708,7 +708,9 @@ impl Storage for RedisStore {
     /// programs stay. Under `admin_timeout`.
     fn clear(&self) -> Result<()> {
         let prefix = self.commands.prefix();
-        let walk = self.admin("clear", |conn| scan::clear(conn, &self.seeds, prefix));
+        let walk = self.admin("clear", |conn| {
+            scan::clear(conn, &self.seeds, &self.hosts, prefix)
+        });
         self.rt.wait("clear", self.admin_timeout, walk)
     }
 
@@ -726,7 +728,7 @@ impl Storage for RedisStore {
 impl DistributedStorage for RedisStore {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         let prefix = self.commands.prefix();
-        Box::pin(self.admin("size", |conn| scan::size(conn, &self.seeds, prefix)))
+        Box::pin(self.admin("size", |conn| scan::size(conn, &self.seeds, &self.hosts, prefix)))
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {

@@ -1,0 +1,159 @@
+//! A Redis that is up and answers, but will not do what the cache asks until its operator
+//! changes something, against real `redis-server` processes: a read-only replica, a server that
+//! stopped taking writes because its RDB snapshot failed (MISCONF, which refuses PING too), a
+//! command renamed away with `rename-command`, and an ACL user whose password is accepted but
+//! who may not touch the cache's keys. Each is `Error::Misconfigured` naming the host and what
+//! to change, at start-up and on later calls (single, batch, async), never an outage retried
+//! for good without a word.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use support::RedisServer;
+use uno_cache::{CacheConfig, CacheManager, DistributedStorage, Error, RedisOptions, RedisStore, Storage};
+
+/// `result` is `Error::Misconfigured` of the Redis level at `host`, whose text has every one of
+/// `says`.
+#[track_caller]
+fn misconfigured<T: std::fmt::Debug>(result: uno_cache::Result<T>, host: &str, says: &[&str]) {
+    let err = result.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, Error::Misconfigured { level: "redis", hosts, .. } if hosts == host),
+        "{err:?}"
+    );
+    for needle in says {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+}
+
+/// A file L1 in `dir` and a Redis L2 at `host`, with `fallback_on_error`.
+fn config(dir: &std::path::Path, host: &str) -> CacheConfig {
+    CacheConfig::from_toml_str(&format!(
+        r#"
+        use_multi_level = true
+        fallback_on_error = true
+        [local]
+        type = "file"
+        path = {path:?}
+        max_size = 16
+        [distributed]
+        enabled = true
+        hosts = [{host:?}]
+        timeout_ms = 500
+        breaker_cooldown_ms = 50
+        "#,
+        path = dir.join("l1").display().to_string(),
+    ))
+    .unwrap()
+}
+
+/// A replica answers READONLY to every write: taken for an outage, it opened the breaker with
+/// "ReadOnly" and no host, and the writes were retried for good.
+#[test]
+fn writes_to_a_read_only_replica_are_a_misconfiguration_naming_the_host_and_the_primary() {
+    let primary = RedisServer::start();
+    let port = primary.addr().rsplit(':').next().unwrap().to_owned();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port], None);
+    let host = replica.addr();
+    let store = RedisStore::connect(RedisOptions::new(&host).prefix("r:")).unwrap();
+    assert_eq!(store.get("k").unwrap(), None, "a replica serves reads");
+    let says = ["read-only replica", "primary"];
+    misconfigured(store.set("k", b"v", None), &host, &says);
+    misconfigured(
+        store.set_many(&[("k", b"v".as_slice()), ("j", b"w".as_slice())], None),
+        &host,
+        &says,
+    );
+    misconfigured(store.delete("k"), &host, &says);
+    misconfigured(support::block_on(store.set_async("k", b"v", None)), &host, &says);
+
+    // Through the manager: fallback hides it (L1 has the write), counted as a configuration
+    // error and shown with what to do.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &host)).unwrap();
+    cache.set_raw("k", b"v", None).unwrap();
+    let stats = cache.stats();
+    assert!(stats.distributed.config_errors >= 1, "{:?}", stats.distributed);
+    let shown = stats.distributed.last_config_error.unwrap();
+    assert!(shown.contains(&host) && shown.contains("primary"), "{shown}");
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+/// A Redis whose snapshot failed (its `dir` not writable) with stop-writes-on-bgsave-error
+/// answers MISCONF to every write and to PING: start-up failed with "the server refused the
+/// connection; check the server and the options", an outage a degraded start retried for good.
+#[test]
+fn a_server_that_cannot_save_is_a_misconfiguration_at_start_up_and_on_later_writes() {
+    let server = RedisServer::start_with(&["--save", "3600 1", "--dir", "/proc"], None);
+    let host = server.addr();
+    let store = RedisStore::connect(RedisOptions::new(&host).prefix("m:")).unwrap();
+    store.set("k", b"v", None).unwrap();
+    let mut admin = server.raw();
+    let _: String = redis::cmd("BGSAVE").query(&mut admin).unwrap();
+    support::wait_until("the snapshot into /proc to fail", || {
+        redis::cmd("INFO")
+            .arg("persistence")
+            .query::<String>(&mut admin)
+            .unwrap()
+            .contains("rdb_last_bgsave_status:err")
+    });
+
+    let says = ["stop-writes-on-bgsave-error", "dir"];
+    misconfigured(store.set("k", b"w", None), &host, &says);
+    misconfigured(store.set_each(&[("k", b"w".as_slice(), None)]), &host, &says);
+    misconfigured(support::block_on(store.set_async("k", b"w", None)), &host, &says);
+    misconfigured(RedisStore::connect(RedisOptions::new(&host)), &host, &says);
+    let dir = tempfile::tempdir().unwrap();
+    misconfigured(CacheManager::new(config(dir.path(), &host)), &host, &says);
+}
+
+/// `rename-command UNLINK ""` (and SCAN): the store's delete and clear were outages.
+#[test]
+fn a_command_renamed_away_is_a_misconfiguration_naming_it() {
+    let server = RedisServer::start_with(
+        &["--rename-command", "UNLINK", "", "--rename-command", "SCAN", ""],
+        None,
+    );
+    let host = server.addr();
+    let store = RedisStore::connect(RedisOptions::new(&host).prefix("n:")).unwrap();
+    store.set("k", b"v", None).unwrap();
+    misconfigured(store.delete("k"), &host, &["UNLINK", "rename-command"]);
+    misconfigured(
+        store.delete_many(&["k", "j"]),
+        &host,
+        &["UNLINK", "rename-command"],
+    );
+    misconfigured(store.clear(), &host, &["SCAN", "rename-command"]);
+    assert_eq!(store.get("k").unwrap().unwrap().value, b"v", "the rest works");
+}
+
+/// An ACL user whose password is accepted but who may not touch the cache's keys was told to
+/// check its password.
+#[test]
+fn an_acl_user_refused_the_cache_keys_is_told_to_grant_them_not_to_check_its_password() {
+    let server = RedisServer::start_with(&["--user", "app", "on", ">pw", "~other:*", "+@all"], None);
+    let host = server.addr();
+    let store =
+        RedisStore::connect(RedisOptions::new(format!("redis://app:pw@{host}/")).prefix("c:")).unwrap();
+    for result in [
+        store.set("k", b"v", None).map(|_| ()),
+        store.get("k").map(|_| ()),
+        store.get_many(&["k", "j"]).map(|_| ()),
+    ] {
+        let err = result.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, Error::Misconfigured { hosts, .. } if *hosts == host),
+            "{err:?}"
+        );
+        assert!(text.contains("ACL") && text.contains("~<prefix>*"), "{text}");
+        assert!(!text.contains("check them"), "the password was accepted: {text}");
+    }
+}
