@@ -174,6 +174,20 @@ impl Settings {
                     )));
                 }
             }
+            // A replica serves reads and refuses every write (READONLY); found at the first
+            // write, it was an outage of writes retried for good.
+            if let Ok(info) = redis::cmd("INFO")
+                .arg("replication")
+                .query_async::<String>(&mut conn)
+                .await
+            {
+                if info.lines().any(|line| line.trim() == "role:slave") {
+                    return Err(RedisError::from((
+                        ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                        "the server has role:slave",
+                    )));
+                }
+            }
             Link::new(
                 Conn::Single(conn),
                 Source::Single { client, config },

@@ -53,10 +53,21 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
             ),
         };
     }
-    if cluster && code.as_deref() == Some("READONLY") {
-        // A cluster client follows a failover itself: a primary demoted under it answers
-        // READONLY until the client has the new slot map, an outage of the node.
-        return backend(op, err);
+    if code.as_deref() == Some("READONLY") {
+        // A failover demoted the primary under a running level: an outage of writes, which
+        // ends once the connection is replaced through a name moved to the new primary (see
+        // `Link::after_error`) or, on a cluster, once the client has the new slot map. A host
+        // that is a replica from the start is refused at connect (`Settings::connect`).
+        return Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!(
+                "{hosts}: the server is a read-only replica now (a failover demoted it?); the \
+                 level reconnects, and if it keeps answering so, point the cache at the primary \
+                 ({})",
+                error_text(err)
+            ),
+        };
     }
     if code.as_deref() == Some("OOM") {
         // Up, and out of memory for writes: no failure of the server for the breaker to count,
@@ -122,9 +133,9 @@ const NOPERM_ADVICE: &str = "the server's ACL refuses this user a command, key o
     the cache uses (its password was accepted); grant the user the cache's keys (~<prefix>*) \
     and the commands GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (the backplane: PUBLISH and \
     SUBSCRIBE on its channel, &<channel>)";
-/// What to fix when a write reached a read-only replica.
+/// What to fix when the host is a replica, which refuses every write.
 const READONLY_ADVICE: &str = "the server is a read-only replica and refuses every write; \
-    point the cache at the primary (after a failover, at the new primary)";
+    point the cache at the primary";
 /// What to fix when the server stopped taking writes because it cannot save.
 const MISCONF_ADVICE: &str = "the server refuses writes (and PING) because its last RDB \
     snapshot failed (stop-writes-on-bgsave-error); fix the disk under its `dir` (space, \
