@@ -2,9 +2,11 @@
 //! changes something, against real `redis-server` processes: a read-only replica, a server that
 //! stopped taking writes because its RDB snapshot failed (MISCONF, which refuses PING too), a
 //! command renamed away with `rename-command`, and an ACL user whose password is accepted but
-//! who may not touch the cache's keys. Each is `Error::Misconfigured` naming the host and what
-//! to change, at start-up and on later calls (single, batch, async), never an outage retried
-//! for good without a word.
+//! who may not touch the cache's keys, a server in protected mode. Each is
+//! `Error::Misconfigured` naming the host and what to change, at start-up and on later calls
+//! (single, batch, async), never an outage retried for good without a word. A primary demoted
+//! under a running cache and a server at `maxclients` are outages, naming the host and the
+//! server's reason.
 
 #![allow(
     clippy::unwrap_used,
@@ -160,4 +162,55 @@ fn an_acl_user_refused_the_cache_keys_is_told_to_grant_them_not_to_check_its_pas
         assert!(text.contains("ACL") && text.contains("~<prefix>*"), "{text}");
         assert!(!text.contains("check them"), "the password was accepted: {text}");
     }
+}
+
+/// A server in protected mode (no password, reached from another address than loopback)
+/// answers DENIED and hangs up: taken for "the server refused the connection", a degraded
+/// start retried it for good.
+#[test]
+fn protected_mode_refuses_start_up_as_a_misconfiguration_naming_what_to_set() {
+    let Some(address) = non_loopback_address() else {
+        eprintln!("skipped: this machine has no non-loopback IPv4 address");
+        return;
+    };
+    let server = RedisServer::start_with(
+        &["--bind", "127.0.0.1", &address, "--protected-mode", "yes"],
+        None,
+    );
+    let port = server.addr().rsplit(':').next().unwrap().to_owned();
+    let host = format!("{address}:{port}");
+    misconfigured(
+        RedisStore::connect(RedisOptions::new(&host)),
+        &host,
+        &["protected mode", "requirepass"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    misconfigured(
+        CacheManager::new(config(dir.path(), &host)),
+        &host,
+        &["protected mode"],
+    );
+}
+
+/// A server at `maxclients` sends its reason as it accepts and hangs up: an outage (others'
+/// connections end), said with the server's reason and the host, not "cannot reach the server".
+#[test]
+fn a_server_at_maxclients_is_an_outage_saying_so() {
+    let server = RedisServer::start_with(&["--maxclients", "1"], None);
+    let _only = server.raw();
+    let err = RedisStore::connect(RedisOptions::new(server.addr())).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{err:?}");
+    assert!(
+        text.contains(&server.addr()) && text.contains("max number of clients"),
+        "{text}"
+    );
+}
+
+/// This machine's first IPv4 address outside 127.0.0.0/8, if it has one.
+fn non_loopback_address() -> Option<String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.200:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
 }

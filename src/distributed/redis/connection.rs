@@ -36,7 +36,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInf
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
 use super::commands::Request;
-use super::errors::{connect_error_for, error_text, LEVEL};
+use super::errors::{connect_error_for, error_text, greeting_error, LEVEL};
 pub(crate) use super::target::Target;
 #[cfg(feature = "tls")]
 use super::tls::TlsOptions;
@@ -107,9 +107,26 @@ impl Settings {
     /// Connects and checks the credentials with a `PING`. Errors name the hosts.
     pub(crate) async fn connect(self) -> crate::error::Result<Link> {
         let hosts = self.hosts();
-        self.try_connect()
-            .await
-            .map_err(|err| connect_error_for(LEVEL, &hosts, &err))
+        let plain = match self.targets.as_slice() {
+            [only] if !self.cluster && !only.is_tls() => only.address(),
+            _ => None,
+        };
+        let wait = self.connect_timeout.min(Duration::from_millis(500));
+        let err = match self.try_connect().await {
+            Ok(link) => return Ok(link),
+            Err(err) => err,
+        };
+        // A hang-up after the accept, not a refusal (nobody listens) nor a timeout (nobody
+        // answers), whose greeting would only wait again.
+        if err.kind() == ErrorKind::Io && !err.is_timeout() && !err.is_connection_refusal() {
+            if let Some(said) = match plain {
+                Some(address) => greeting(address, wait).await,
+                None => None,
+            } {
+                return Err(greeting_error(&hosts, &said));
+            }
+        }
+        Err(connect_error_for(LEVEL, &hosts, &err))
     }
 
     async fn try_connect(self) -> RedisResult<Link> {
@@ -195,6 +212,25 @@ impl Settings {
             )
         }
     }
+}
+
+/// The error line a plain-TCP server at `address` sends unasked on a new connection, if it sends
+/// one within `wait`. A Redis that will not serve a client (protected mode, `maxclients` reached)
+/// writes its error as it accepts and hangs up without reading; the client, which has sent its
+/// first commands by then, sees only a reset or a broken pipe, and the server's reason is lost.
+/// Asked only after a connect failed on I/O, on a thread of the blocking pool.
+async fn greeting(address: (String, u16), wait: Duration) -> Option<String> {
+    let read = move || {
+        use std::io::Read as _;
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&address).ok()?.next()?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, wait).ok()?;
+        stream.set_read_timeout(Some(wait)).ok()?;
+        let mut said = [0u8; 512];
+        let got = stream.read(&mut said).ok()?;
+        let line = said.get(..got)?.strip_prefix(b"-")?;
+        Some(crate::distributed::server_text(line.trim_ascii_end()))
+    };
+    tokio::task::spawn_blocking(read).await.ok().flatten()
 }
 
 /// The level's connection as the store keeps it; [`current`](Self::current) gives the one a call

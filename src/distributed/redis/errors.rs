@@ -228,6 +228,30 @@ pub(crate) fn connect_error_for(level: &'static str, hosts: &str, err: &RedisErr
     }
 }
 
+/// A connection the server refused with an error line it sent as it accepted (`said`, without
+/// its `-`): [`Error::Misconfigured`] for protected mode, which only a change of the server's
+/// settings ends, else [`Error::Backend`] (op `"connect"`) with the server's reason (`maxclients`
+/// reached, an outage that ends as other clients leave).
+pub(crate) fn greeting_error(hosts: &str, said: &str) -> Error {
+    if said.starts_with("DENIED") {
+        return Error::Misconfigured {
+            level: LEVEL,
+            hosts: hosts.to_owned(),
+            reason: format!(
+                "the server runs in protected mode (no password set) and takes clients only \
+                 from its loopback interface; give it a password (requirepass, or an ACL user) \
+                 and set it in the cache's settings, or, on a network only its clients reach, \
+                 set protected-mode no ({said})"
+            ),
+        };
+    }
+    Error::Backend {
+        level: LEVEL,
+        op: "connect",
+        reason: format!("{hosts}: the server hung up as it accepted the connection, saying: {said}"),
+    }
+}
+
 /// A connect deadline that passed, said as what to check.
 pub(crate) fn connect_timeout_error(
     level: &'static str,
