@@ -214,3 +214,34 @@ fn non_loopback_address() -> Option<String> {
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
 }
+
+/// A server busy in a script (BUSY) fails calls as an outage, which named no host: on a
+/// cluster, or behind a name a failover moved, the settings do not say which server it was.
+#[test]
+fn a_server_busy_in_a_script_fails_calls_as_an_outage_naming_the_host() {
+    let server = RedisServer::start_with(&["--busy-reply-threshold", "10"], None);
+    let store =
+        RedisStore::connect(RedisOptions::new(server.addr()).timeout(std::time::Duration::from_secs(2)))
+            .unwrap();
+    let mut script = server.raw();
+    let busy = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query::<()>(&mut script)
+    });
+    let mut seen = None;
+    support::wait_until("a call answered BUSY", || match store.get("k") {
+        Err(err) if err.to_string().contains("BUSY") => {
+            seen = Some(err);
+            true
+        }
+        _ => false,
+    });
+    let err = seen.unwrap();
+    assert!(matches!(err, Error::Backend { op: "get", .. }), "{err:?}");
+    assert!(err.to_string().contains(&server.addr()), "{err}");
+    let _: () = redis::cmd("SCRIPT").arg("KILL").query(&mut server.raw()).unwrap();
+    assert!(busy.join().unwrap().is_err(), "the script was killed");
+    assert_eq!(store.get("k").unwrap(), None);
+}

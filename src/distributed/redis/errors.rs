@@ -80,7 +80,13 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
     }
     match misconfiguration(err) {
         Some(advice) => misconfigured(LEVEL, hosts, advice, err),
-        None => backend(op, err),
+        // Named as Memcached's failures are: on a cluster, or behind a name that moved in a
+        // failover, the configuration does not say which server failed.
+        None => Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!("{hosts}: {}", error_text(err)),
+        },
     }
 }
 
