@@ -399,3 +399,22 @@ fn wait_connected(backplane: &Backplane) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A server where PUBLISH was renamed away (`rename-command PUBLISH ""`) subscribes the backplane
+/// and refuses every publish: each was an outage kept for re-sending for good without a word of
+/// what to change. It is a misconfiguration naming the host and the command.
+#[test]
+fn a_publish_refused_for_good_is_a_misconfiguration_naming_the_host_and_the_command() {
+    let server = RedisServer::start_with(&["--rename-command", "PUBLISH", ""], None);
+    let (a, _) = instance(options(&server));
+    let err = a.publish(&keys(&["k"])).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, Error::Misconfigured { level: "backplane", hosts, .. } if *hosts == server.addr()),
+        "{err:?}"
+    );
+    assert!(
+        text.contains("PUBLISH") && text.contains("rename-command"),
+        "{text}"
+    );
+}
