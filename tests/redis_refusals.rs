@@ -5,8 +5,8 @@
 //! who may not touch the cache's keys, a server in protected mode. Each is
 //! `Error::Misconfigured` naming the host and what to change, at start-up and on later calls
 //! (single, batch, async), never an outage retried for good without a word. A primary demoted
-//! under a running cache and a server at `maxclients` are outages, naming the host and the
-//! server's reason.
+//! under a running cache, a server at `maxclients`, one busy in a script and one loading its
+//! dataset are outages, naming the host and the server's reason.
 
 #![allow(
     clippy::unwrap_used,
@@ -244,4 +244,62 @@ fn a_server_busy_in_a_script_fails_calls_as_an_outage_naming_the_host() {
     let _: () = redis::cmd("SCRIPT").arg("KILL").query(&mut server.raw()).unwrap();
     assert!(busy.join().unwrap().is_err(), "the script was killed");
     assert_eq!(store.get("k").unwrap(), None);
+}
+
+/// A server loading its dataset at start answers LOADING until it is done: an outage (it serves
+/// once loaded), said as such, where start-up said "the server refused the connection; check
+/// the server and the options". With fallback the manager starts without L2 and takes it up
+/// once the load is done.
+#[test]
+fn a_server_loading_its_dataset_is_an_outage_that_says_so_and_ends() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_owned();
+    {
+        let first = RedisServer::start_with(&["--dir", &dir], None);
+        let mut raw = first.raw();
+        for i in 0..40u32 {
+            // Values that do not compress, so that the file is read in steps of the server's
+            // loading-process-events-interval-bytes, between which it answers.
+            let value: Vec<u8> = (0..2048u32)
+                .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i.wrapping_mul(40_503)) >> 13) as u8)
+                .collect();
+            let _: () = redis::cmd("SET")
+                .arg(format!("x{i}"))
+                .arg(value)
+                .query(&mut raw)
+                .unwrap();
+        }
+        let _: () = redis::cmd("SAVE").query(&mut raw).unwrap();
+    }
+    // A password, so that the harness sees the server up (NOAUTH comes before LOADING); 50 ms
+    // a key: two seconds of loading.
+    let server = RedisServer::start_with(
+        &[
+            "--dir",
+            &dir,
+            "--key-load-delay",
+            "50000",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ],
+        Some("pw"),
+    );
+    let url = format!("redis://:pw@{}/", server.addr());
+    let err = RedisStore::connect(RedisOptions::new(&url)).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Backend { op: "connect", .. }), "{err:?}");
+    assert!(
+        text.contains(&server.addr()) && text.contains("loading its dataset"),
+        "{text}"
+    );
+
+    let l1 = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(l1.path(), &url)).unwrap();
+    support::wait_until("the manager to take up L2 once loaded", || {
+        cache.set_raw("k", b"v", None).is_ok()
+            && redis::cmd("EXISTS")
+                .arg("k")
+                .query::<i64>(&mut server.raw())
+                .is_ok_and(|n| n == 1)
+    });
 }

@@ -222,7 +222,9 @@ pub(crate) fn connect_error_for(level: &'static str, hosts: &str, err: &RedisErr
     if let Some(advice) = misconfiguration(err) {
         return misconfigured(level, hosts, advice, err);
     }
-    let advice = if err.kind() == ErrorKind::Io || err.is_connection_refusal() || err.is_timeout() {
+    let advice = if err.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading) {
+        "the server is loading its dataset into memory and serves once it is done; wait for it"
+    } else if err.kind() == ErrorKind::Io || err.is_connection_refusal() || err.is_timeout() {
         "cannot reach the server; check the host and port and that redis-server is running and reachable"
     } else {
         "the server refused the connection; check the server and the options"
