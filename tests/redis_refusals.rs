@@ -303,3 +303,52 @@ fn a_server_loading_its_dataset_is_an_outage_that_says_so_and_ends() {
                 .is_ok_and(|n| n == 1)
     });
 }
+
+/// A write the cache acknowledged while its Redis refused writes (MISCONF) is not lost: hidden
+/// by fallback, counted as a configuration error, queued, and replayed once the operator has
+/// fixed the server.
+#[test]
+fn a_write_refused_by_a_server_that_cannot_save_is_replayed_once_it_is_fixed() {
+    let server = RedisServer::start_with(&["--save", "3600 1", "--dir", "/proc"], None);
+    let l1 = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(l1.path(), &server.addr())).unwrap();
+    let mut admin = server.raw();
+    let _: String = redis::cmd("BGSAVE").query(&mut admin).unwrap();
+    support::wait_until("the snapshot into /proc to fail", || {
+        redis::cmd("INFO")
+            .arg("persistence")
+            .query::<String>(&mut admin)
+            .unwrap()
+            .contains("rdb_last_bgsave_status:err")
+    });
+
+    cache.set_raw("k", b"kept", None).unwrap();
+    let stats = cache.stats();
+    assert!(stats.distributed.config_errors >= 1, "{:?}", stats.distributed);
+    assert!(
+        stats
+            .distributed
+            .last_config_error
+            .as_deref()
+            .is_some_and(|e| e.contains("stop-writes-on-bgsave-error")),
+        "{:?}",
+        stats.distributed
+    );
+    assert_eq!(stats.consistency.replay_pending, 1);
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"kept"[..]));
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stop-writes-on-bgsave-error")
+        .arg("no")
+        .query(&mut admin)
+        .unwrap();
+    support::wait_until("the write replayed into Redis", || {
+        let _ = cache.replay_now();
+        redis::cmd("EXISTS")
+            .arg("k")
+            .query::<i64>(&mut admin)
+            .is_ok_and(|n| n == 1)
+    });
+    assert_eq!(cache.stats().consistency.replay_pending, 0);
+}
