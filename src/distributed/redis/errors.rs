@@ -137,8 +137,8 @@ const AUTH_ADVICE: &str = "authentication failed: the server refused the user na
 /// or a channel: the password is right, so the advice on credentials would mislead.
 const NOPERM_ADVICE: &str = "the server's ACL refuses this user a command, key or channel \
     the cache uses (its password was accepted); grant the user the cache's keys (~<prefix>*) \
-    and the commands GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (the backplane: PUBLISH and \
-    SUBSCRIBE on its channel, &<channel>)";
+    and the commands GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (tags: EVAL and the commands \
+    storage-format.md lists; the backplane: PUBLISH and SUBSCRIBE on its channel, &<channel>)";
 /// What to fix when the host is a replica, which refuses every write.
 const READONLY_ADVICE: &str = "the server is a read-only replica and refuses every write; \
     point the cache at the primary";
@@ -150,8 +150,8 @@ const MISCONF_ADVICE: &str = "the server refuses writes (and PING) because its l
 /// What to fix when the server does not know a command the level sends.
 const UNKNOWN_COMMAND_ADVICE: &str = "the server does not know a command the cache uses \
     (renamed or disabled with rename-command, or a proxy that does not pass it); the Redis level \
-    needs GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (the backplane: PUBLISH and SUBSCRIBE) \
-    under their own names";
+    needs GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (tags: EVAL and the commands \
+    storage-format.md lists; the backplane: PUBLISH and SUBSCRIBE) under their own names";
 
 /// What to fix, if `err` says the configuration is wrong; `None` for an outage (refused, reset,
 /// timed out, loading, …) or any other failure.
