@@ -352,3 +352,25 @@ fn a_write_refused_by_a_server_that_cannot_save_is_replayed_once_it_is_fixed() {
     });
     assert_eq!(cache.stats().consistency.replay_pending, 0);
 }
+
+/// Tag sets run Lua scripts: a server with EVAL renamed away refused every tagged write and tag
+/// invalidation as an outage with no host and no word of what to change.
+#[test]
+fn tag_calls_on_a_server_without_eval_are_a_misconfiguration_naming_the_command() {
+    let server = RedisServer::start_with(&["--rename-command", "EVAL", ""], None);
+    let l1 = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(l1.path(), &server.addr())).unwrap();
+    let says = ["EVAL", "rename-command"];
+    let host = server.addr();
+    for err in [
+        cache.set_with_tags("k", "v", None, &["t"]).unwrap_err(),
+        cache.invalidate_tag("t").unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            matches!(&err, Error::Misconfigured { level: "tags", hosts, .. } if *hosts == host),
+            "{err:?}"
+        );
+        assert!(says.iter().all(|s| text.contains(s)), "{text}");
+    }
+}

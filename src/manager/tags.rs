@@ -124,15 +124,49 @@ pub(crate) struct TagStore {
     timeout: Duration,
     rt: IoRuntime,
     conn: Arc<Mutex<Option<Conn>>>,
+    /// The hosts as errors name them (`host:port, …`, no credentials).
+    hosts: String,
     /// Whether keys of this prefix may be scanned and deleted in L2 here.
     pub(crate) l2_prefix_delete: bool,
 }
 
+/// A failed call: [`Error::Misconfigured`] if the server's answer says the settings are wrong
+/// (EVAL renamed away, a user refused the scripts), else [`Error::Backend`]. The hosts are put
+/// in by [`TagStore::task`] ([`naming_hosts`]).
 fn backend(op: &'static str, e: &redis::RedisError) -> Error {
-    Error::Backend {
-        level: LEVEL,
-        op,
-        reason: crate::distributed::redis::errors::error_text(e),
+    use crate::distributed::redis::errors::{error_text, misconfiguration};
+    match misconfiguration(e) {
+        Some(advice) => Error::Misconfigured {
+            level: LEVEL,
+            hosts: String::new(),
+            reason: format!("{advice} ({})", error_text(e)),
+        },
+        None => Error::Backend {
+            level: LEVEL,
+            op,
+            reason: error_text(e),
+        },
+    }
+}
+
+/// `err` naming `hosts`, which [`backend`] could not.
+fn naming_hosts(err: Error, hosts: &str) -> Error {
+    match err {
+        Error::Misconfigured {
+            level,
+            hosts: unnamed,
+            reason,
+        } if unnamed.is_empty() => Error::Misconfigured {
+            level,
+            hosts: hosts.to_owned(),
+            reason,
+        },
+        Error::Backend { level, op, reason } => Error::Backend {
+            level,
+            op,
+            reason: format!("{hosts}: {reason}"),
+        },
+        other => other,
     }
 }
 
@@ -145,7 +179,18 @@ impl TagStore {
     ) -> Result<Self> {
         // The I/O thread the options name (shared with the L2 and the backplane), or its own.
         let rt = options.runtime_for(LEVEL)?;
+        let hosts = options
+            .resolve_targets()
+            .map(|(targets, _)| {
+                targets
+                    .iter()
+                    .map(|t| t.display.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
         Ok(TagStore {
+            hosts,
             options,
             prefix,
             timeout,
@@ -226,11 +271,14 @@ impl TagStore {
         let conn = self.connection()?;
         let cache = Arc::clone(&self.conn);
         let timeout = self.timeout;
+        let hosts = self.hosts.clone();
         Ok(async move {
             let conn = match conn {
                 Ok(conn) => conn,
                 Err(connect) => {
-                    let conn = within(op, timeout, connect).await?;
+                    let conn = within(op, timeout, connect)
+                        .await
+                        .map_err(|e| naming_hosts(e, &hosts))?;
                     *cache.lock() = Some(conn.clone());
                     conn
                 }
@@ -239,7 +287,7 @@ impl TagStore {
             if out.is_err() {
                 *cache.lock() = None;
             }
-            out
+            out.map_err(|e| naming_hosts(e, &hosts))
         })
     }
 
