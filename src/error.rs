@@ -249,8 +249,8 @@ pub enum Error {
 
     /// A distributed level answered, and its answer says the configuration is wrong: the
     /// credentials were refused (`WRONGPASS`, `NOAUTH`) or the user's ACL refuses a command or
-    /// key (`NOPERM`), the server is a read-only replica (`READONLY`), it stopped taking writes
-    /// because its snapshot failed (`MISCONF`), a command the level uses was renamed away
+    /// key (`NOPERM`), the server is a read-only replica (`READONLY`), a command the level uses
+    /// was renamed away
     /// (`rename-command`), it runs in protected mode, the database does not exist,
     /// the server's TLS certificate is not trusted, the host name does not resolve, or a cluster
     /// setting does not match the server. Unlike an outage, waiting cannot fix it: at start-up the

@@ -69,6 +69,16 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
             ),
         };
     }
+    if code.as_deref() == Some("MISCONF") {
+        // Up, and refusing writes until a snapshot succeeds: an outage, not a setting of the
+        // cache, since Redis retries the snapshot and serves again once its disk is fixed, so
+        // a start-up with fallback goes on degraded and the connector retries.
+        return Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!("{hosts}: {MISCONF_ADVICE} ({})", error_text(err)),
+        };
+    }
     if code.as_deref() == Some("OOM") {
         // Up, and out of memory for writes: no failure of the server for the breaker to count,
         // or its reads would be skipped too.
@@ -142,7 +152,8 @@ const NOPERM_ADVICE: &str = "the server's ACL refuses this user a command, key o
 /// What to fix when the host is a replica, which refuses every write.
 const READONLY_ADVICE: &str = "the server is a read-only replica and refuses every write; \
     point the cache at the primary";
-/// What to fix when the server stopped taking writes because it cannot save.
+/// What to fix when the server stopped taking writes because it cannot save (an outage: it
+/// ends by itself once a snapshot succeeds).
 const MISCONF_ADVICE: &str = "the server refuses writes (and PING) because its last RDB \
     snapshot failed (stop-writes-on-bgsave-error); fix the disk under its `dir` (space, \
     permissions; see its log), or, for a cache that needs no snapshots, set `save \"\"` or \
@@ -168,10 +179,8 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
     // Each answered by a server that is up and will not do what the cache asks until its
     // operator changes something: taken for outages they were retried for good, with no word
     // of what to change.
-    match code.as_deref() {
-        Some("READONLY") => return Some(READONLY_ADVICE),
-        Some("MISCONF") => return Some(MISCONF_ADVICE),
-        _ => {}
+    if code.as_deref() == Some("READONLY") {
+        return Some(READONLY_ADVICE);
     }
     // The client's own verdict on the settings (TLS modes mixed among a cluster's nodes, no
     // usable root in the system's store for tls_system_roots, …): no retry can change it,
@@ -224,6 +233,8 @@ pub(crate) fn connect_error_for(level: &'static str, hosts: &str, err: &RedisErr
     }
     let advice = if err.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading) {
         "the server is loading its dataset into memory and serves once it is done; wait for it"
+    } else if code_of(err).as_deref() == Some("MISCONF") {
+        MISCONF_ADVICE
     } else if err.kind() == ErrorKind::Io || err.is_connection_refusal() || err.is_timeout() {
         "cannot reach the server; check the host and port and that redis-server is running and reachable"
     } else {
