@@ -623,7 +623,8 @@ pub struct OverallStats {
 pub struct ConsistencyStats {
     /// Whether the manager queues the L2 writes that fail, for replay.
     pub replay_enabled: bool,
-    /// Ops waiting in the replay queue (one per key): its length. A manager that queues nothing
+    /// Ops waiting in the replay queue (one per key), not those whose acks are held (see
+    /// `replay_acks_held`). A manager that queues nothing
     /// still drains, and counts here, what an earlier run on its directory left queued.
     pub replay_pending: u64,
     /// Bytes of the queued ops.
@@ -631,13 +632,18 @@ pub struct ConsistencyStats {
     /// Whether an op was lost because the queue was full or damaged (L2 may be stale).
     pub replay_overflowed: bool,
     /// Set while the replay queue's log takes no writes after a failed write or fsync (a full
-    /// device): why. Every L2 write that fails meanwhile is lost (`queue_failures`), and acks
-    /// fail, so the replay sends its first ops again at each pass. The manager writes the log
-    /// anew by itself (every second at most) once the device has room for it.
+    /// device): why. Every L2 write that fails meanwhile is lost (`queue_failures`); the acks of
+    /// the ops replayed meanwhile are held in memory (`replay_acks_held`). The manager writes the
+    /// log anew by itself (every second at most) once the device has room for it.
     pub replay_write_failure: Option<String>,
     /// While that lasts, the bytes the new log needs free on a full device (from the last
     /// attempt to write it; 0 if unknown): the room to make for the queue to take writes again.
     pub replay_recovery_needs_bytes: u64,
+    /// While that lasts, the ops the replay got to L2 whose acks the log could not take: out of
+    /// `replay_pending`, acked in memory only. The log still holds them, so a restart before the
+    /// log is written anew replays them again; their keys still wait as queued ones do (a read
+    /// does not ask L2, a write is queued) until then.
+    pub replay_acks_held: u64,
     /// Keys whose L2 write or delete was queued for replay: it failed, or it went to the queue
     /// without trying L2 because an earlier op of the key waits there (per-key order), or it is
     /// a delete the manager owed L2 (an invalidation from another instance of a write waiting

@@ -2,7 +2,9 @@
 //! fails with a typed `DiskFull` naming the log, every push that returned is still pending after
 //! a reopen on the still-full device, the loss of what was refused is reported, and once room
 //! comes back `recover()` makes the queue take writes again, a rewrite that cannot fit yet
-//! saying how many bytes it needs.
+//! saying how many bytes it needs. And through a manager whose L2 is a real Redis: while the
+//! device stays full, the replay gets every queued op to L2 once L2 is back (acks held in
+//! memory), and the recovery once there is room leaves them out of the log.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,12 +15,17 @@
 #[path = "support/mount.rs"]
 mod mount;
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use mount::Mount;
+use support::{wait_until, RedisServer};
+use uno_cache::distributed::envelope;
 use uno_cache::replay::{ReplayAction, ReplayOptions, ReplayQueue, LOG_FILE};
-use uno_cache::Error;
+use uno_cache::{CacheConfig, CacheManager, Error};
 
 const KIB: u64 = 1024;
 
@@ -150,4 +157,104 @@ fn pushes_that_returned_on_a_filling_device_survive_and_the_queue_recovers_once_
     }
     assert!(q.is_pending("after"));
     assert!(q.is_overflowed());
+}
+
+/// Keys deleted and keys set while L2 was away: more than one replay batch of each.
+const OPS: usize = 300;
+
+fn l2_value(redis: &RedisServer, key: &str) -> Option<Vec<u8>> {
+    let raw: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!("full:{key}"))
+        .query(&mut redis.raw())
+        .unwrap();
+    raw.map(|raw| raw.get(envelope::HEADER_LEN..).unwrap().to_vec())
+}
+
+#[test]
+fn while_the_device_stays_full_every_queued_op_reaches_l2_and_the_recovery_drops_them_from_the_log() {
+    let redis = RedisServer::start();
+    let fs = Mount::tmpfs(4096);
+    let dir = fs.path();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = true
+            [local]
+            type = "memory"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "full:"
+            timeout_ms = 200
+            breaker_failures = 1
+            breaker_cooldown_ms = 100
+            [offline]
+            replay_dir = {:?}
+            "#,
+            redis.addr(),
+            dir.display().to_string()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let q = std::sync::Arc::clone(cache.replay_queue().unwrap());
+    for i in 0..OPS {
+        cache.set_raw(&format!("d{i}"), b"old", None).unwrap();
+        cache.set_raw(&format!("s{i}"), b"old", None).unwrap();
+    }
+    // L2 away: the deletes and sets are queued.
+    redis.pause();
+    for i in 0..OPS {
+        cache.delete(&format!("d{i}")).unwrap();
+        cache
+            .set_raw(&format!("s{i}"), format!("new-{i}").as_bytes(), None)
+            .unwrap();
+    }
+    assert_eq!(q.len(), 2 * OPS, "every op was queued");
+    // The device fills and the queue's next write latches it.
+    let ballast = fs.fill("ballast");
+    assert!(q.push_set("latch", &[7u8; 64 * 1024], 0).is_err());
+    assert!(q.stats().write_failure.is_some(), "{:?}", q.stats());
+
+    // L2 is back, the device still full: every op reaches L2, deletes and sets.
+    redis.resume();
+    let missing = |redis: &RedisServer| {
+        (0..OPS)
+            .filter(|i| {
+                l2_value(redis, &format!("d{i}")).is_some()
+                    || l2_value(redis, &format!("s{i}")) != Some(format!("new-{i}").into_bytes())
+            })
+            .count()
+    };
+    wait_until("every queued op reaches L2 while the device is full", || {
+        let _ = cache.replay_now();
+        missing(&redis) == 0
+    });
+    let stats = q.stats();
+    assert!(stats.write_failure.is_some(), "the device had room: {stats:?}");
+    assert_eq!(
+        (stats.pending, stats.acks_held),
+        (0, 2 * OPS as u64 + 1),
+        "{stats:?}"
+    );
+    let consistency = cache.stats().consistency;
+    assert_eq!(
+        (consistency.replay_pending, consistency.replay_acks_held),
+        (0, 2 * OPS as u64 + 1),
+        "{consistency:?}"
+    );
+    // Their keys still read as pending: the log holds their ops until it is written anew.
+    assert!(q.is_pending("d0") && q.is_pending(&format!("s{}", OPS - 1)));
+
+    // Room back: the recovery writes the log without them, and a reopen replays none of them.
+    fs.remove(&ballast);
+    q.recover().unwrap();
+    let stats = q.stats();
+    assert_eq!((stats.write_failure, stats.acks_held), (None, 0));
+    assert!(!q.is_pending("d0"));
+    drop(q);
+    drop(cache);
+    let reopened = open(dir);
+    assert_eq!(reopened.pending(), Vec::new(), "the log still held replayed ops");
+    assert!(reopened.is_empty());
 }

@@ -167,8 +167,8 @@ impl Shared {
             return Ok(0);
         };
         let _one_at_a_time = self.replay_lock.lock();
-        // A failed write latched the queue: its acks fail, so without this the same ops would
-        // be sent on every pass until a restart.
+        // A failed write latched the queue: its acks are held in memory only, and the ops come
+        // back at a restart, and every failed L2 write is lost, until the log is written anew.
         if let Err(e) = q.recover_if_due() {
             tracing::debug!(error = %e, "the replay queue is still latched by a write failure");
         }
@@ -260,8 +260,8 @@ impl Shared {
                 let acked = q.ack_many(&done);
                 // L2 has them only now: the message published when they were queued came too
                 // early (another instance may have read L2's older value back into its L1). Sent
-                // whether or not the ack holds (a full disk): L2 has them either way, and an op
-                // whose ack failed is replayed and announced again later.
+                // whether or not the ack is durable (a full disk holds it in memory): L2 has them
+                // either way, and an op replayed again after a restart is announced again.
                 let keys: Vec<&str> = done.iter().map(|op| op.key.as_str()).collect();
                 self.publish_keys(&keys);
                 acked?;

@@ -238,10 +238,11 @@ impl<'a> Monitor<'a> {
         s.metrics.consistency.fill(&mut stats);
         stats.replay_enabled = s.replays_failures && s.replay.is_some();
         if let Some(q) = &s.replay {
-            stats.replay_pending = q.len() as u64;
-            stats.replay_bytes = q.bytes();
             stats.replay_overflowed = q.is_overflowed();
             let queue = q.stats();
+            stats.replay_pending = queue.pending;
+            stats.replay_bytes = queue.bytes;
+            stats.replay_acks_held = queue.acks_held;
             stats.replay_write_failure = queue.write_failure;
             stats.replay_recovery_needs_bytes = queue.recovery_needs_bytes;
         }

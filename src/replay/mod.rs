@@ -122,6 +122,14 @@
 //!   thread tries on each tick and each replay run, at most once a second, whether ops are
 //!   pending or not), which makes the flag and the queue's state durable and takes writes
 //!   again; if no op was lost (a failed ack or compaction), it removes the mark too.
+//! - Acks go on while latched, in memory only (**held**, see [`ack_many`]): L2 has the op, so
+//!   the replay moves on to the next ones while the device stays full, and the recovery leaves
+//!   the op out of the new log. Until it does, the log still holds the op and a reopen replays
+//!   it again: the window a crash between an L2 write and its ack opens anyway, and no wider
+//!   than before, as such an op was never acked on disk before either. So the key stays
+//!   [`is_pending`] until the recovery: reads of it skip L2 as before, and a write of it is
+//!   pushed (refused while latched) rather than written to L2, where that reopen's replay would
+//!   overwrite it.
 //!
 //! # Protocol for the manager
 //!
@@ -147,6 +155,7 @@
 //! [`is_pending`]: ReplayQueue::is_pending
 //! [`is_overflowed`]: ReplayQueue::is_overflowed
 
+mod ack;
 pub(crate) mod format;
 mod group;
 mod load;
@@ -161,7 +170,6 @@ mod state;
 mod tests;
 
 use dashmap::DashSet;
-use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -556,68 +564,17 @@ impl ReplayQueue {
     /// `op` is no longer the pending op of its key: acked already, superseded by a newer push,
     /// which stays pending, or a set turned into a delete since it was taken.
     ///
+    /// While the log cannot be written, the ack is held in memory (see
+    /// [`ack_many`](Self::ack_many)).
+    ///
     /// # Errors
-    /// [`Error::Io`] if the write or fsync failed (the queue is then latched);
-    /// [`Error::WritesDisabled`] after an earlier failure.
+    /// As [`ack_many`](Self::ack_many).
     pub fn ack(&self, op: &ReplayOp) -> Result<bool> {
         Ok(self.ack_many(std::slice::from_ref(op))? == 1)
     }
 
-    /// Marks several ops as replayed with one append and one `fdatasync`. Returns how many were
-    /// still pending (the others were acked already or superseded, and are left alone).
-    ///
-    /// # Errors
-    /// As [`ack`](Self::ack).
-    pub fn ack_many(&self, ops: &[ReplayOp]) -> Result<usize> {
-        let mut inner = self.inner.lock();
-        let inner = &mut *inner;
-        inner.log.check_writable()?;
-        let log_id = inner.log.log_id();
-        // Per key and seq: a log's CRCs do not make its seqs unique (see `Pending`), and two
-        // keys on one seq each have their op to ack.
-        let mut seen = HashSet::new();
-        let mut buf = Vec::new();
-        let mut acked = Vec::new();
-        for op in ops {
-            // Of the same kind too: a set turned into a delete in memory keeps its seq (a newer
-            // op of the key was refused: L2 must lose the key), and the replay of the set taken
-            // before must not ack the delete that has not been sent.
-            let same = |s: &state::Slot| {
-                s.seq == op.seq
-                    && matches!(
-                        (&s.action, &op.action),
-                        (ReplayAction::Delete, ReplayAction::Delete)
-                            | (ReplayAction::Set { .. }, ReplayAction::Set { .. })
-                    )
-            };
-            if inner.pending.get(&op.key).is_some_and(same) && seen.insert((op.key.as_str(), op.seq)) {
-                format::encode_record(
-                    &mut buf,
-                    log_id,
-                    &RecordRef {
-                        kind: Kind::Ack,
-                        seq: op.seq,
-                        expires_at_ms: 0,
-                        key: &op.key,
-                        value: &[],
-                    },
-                );
-                acked.push(op);
-            }
-        }
-        if acked.is_empty() {
-            return Ok(0);
-        }
-        inner.log.append(&buf)?;
-        for op in &acked {
-            inner.pending.remove_if_seq(&op.key, op.seq);
-        }
-        inner.stats.acked += acked.len() as u64;
-        self.maybe_compact(inner);
-        Ok(acked.len())
-    }
-
-    /// Whether `key` has a pending op. While it does, the manager must not write the key to L2
+    /// Whether `key` has a pending op, or one whose ack is held (see
+    /// [`ack_many`](Self::ack_many)). While it does, the manager must not write the key to L2
     /// directly (push instead), or the older op's replay could overwrite the newer value.
     #[must_use]
     pub fn is_pending(&self, key: &str) -> bool {
@@ -651,7 +608,8 @@ impl ReplayQueue {
             .collect()
     }
 
-    /// Number of pending ops (one per key).
+    /// Number of keys that are [`is_pending`](Self::is_pending): pending ops (one per key) and
+    /// held acks.
     #[must_use]
     pub fn len(&self) -> usize {
         self.pending_keys.len()
@@ -706,8 +664,9 @@ impl ReplayQueue {
     /// Makes a queue that a failed write latched (a full disk, a failed fsync) writable again:
     /// writes a new log from what is pending in memory, which holds every op the queue took,
     /// those whose write failed included, and the overflow flag, set by that failure (a push
-    /// refused meanwhile is lost, so L2 may be stale). Without it the queue stays latched until
-    /// it is reopened: acks fail, so a replay sends the same ops again and again, and every
+    /// refused meanwhile is lost, so L2 may be stale), and not the ops whose acks were held
+    /// (see [`ack_many`](Self::ack_many)). Without it the queue stays latched until it is
+    /// reopened: acks are held in memory only (the reopen replays those ops again), and every
     /// failed L2 write after the failure is lost. Returns whether the queue was latched.
     ///
     /// # Errors
@@ -778,6 +737,7 @@ impl ReplayQueue {
             pending_deletes: inner.pending.delete_count() as u64,
             bytes: inner.pending.bytes(),
             log_bytes: inner.log.len(),
+            acks_held: inner.pending.held_len() as u64,
             overflowed: inner.overflowed,
             write_failure: inner.log.failure().map(str::to_owned),
             recovery_failure: inner.recovery_failure.as_ref().map(|(e, _)| e.clone()),
@@ -836,6 +796,8 @@ fn rewrite_locked(inner: &mut Inner, replace: fn(&mut Log, &Header, &[u8]) -> Re
     };
     let body = encode_body(header.log_id, &inner.pending, inner.overflowed);
     replace(&mut inner.log, &header, &body)?;
+    // The new log holds no record of the ops whose acks were held: a reopen no longer replays them.
+    inner.pending.release_held();
     inner.pending.recompute_disk_lens();
     inner.stats.compactions += 1;
     // The wait a failed compaction set is over: kept, the log grew to that old length before

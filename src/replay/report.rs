@@ -56,8 +56,15 @@ pub struct ReplayStats {
     pub downgraded: u64,
     /// Ops lost since open: not even a delete fit, or a write failure had latched the log.
     pub lost: u64,
-    /// Ops acknowledged since open.
+    /// Ops acknowledged since open (held ones included).
     pub acked: u64,
+    /// Ops acked while the log could not be written (latched): out of the pending ops, acked
+    /// in memory only. The log still holds them, so a reopen before
+    /// [`ReplayQueue::recover`](super::ReplayQueue::recover) replays them again; a recovery
+    /// writes the new log without them and brings this back to 0. Their keys still read as
+    /// [`is_pending`](super::ReplayQueue::is_pending) until then.
+    #[serde(default)]
+    pub acks_held: u64,
     /// Log rewrites since open.
     pub compactions: u64,
     /// Automatic compactions that failed (the log stays as it was; see the logs).

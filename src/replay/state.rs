@@ -1,6 +1,6 @@
 //! The pending ops in memory: one slot per key, indexed by replay group and sequence number.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use dashmap::DashSet;
@@ -53,8 +53,12 @@ pub(crate) struct Pending {
     /// Sum of the slots' `disk_len`.
     bytes: u64,
     /// The keys of `slots`, readable without the queue's lock (which is held across fsyncs), so a
-    /// cache read asking "is this key pending?" never waits for the disk.
+    /// cache read asking "is this key pending?" never waits for the disk; and the `held` keys.
     keys: Arc<DashSet<Arc<str>>>,
+    /// Keys whose op L2 confirmed while the log could not take the ack: out of `slots`, so the
+    /// replay goes on past them, but still in `keys` until the log is rewritten without their
+    /// records (see `ReplayQueue::ack_many`).
+    held: HashSet<Arc<str>>,
 }
 
 impl Pending {
@@ -85,6 +89,7 @@ impl Pending {
         // Into `keys` before the old op leaves: a lock-free `is_pending` of a key whose op is
         // being replaced must never read false in between.
         self.keys.insert(Arc::clone(&key));
+        self.held.remove(&key);
         if let Some(old) = self.slots.remove(&key) {
             self.unindex(&key, &old);
             self.bytes -= old.disk_len;
@@ -111,6 +116,37 @@ impl Pending {
             true
         } else {
             false
+        }
+    }
+
+    /// Takes the op of `key` numbered `seq` out of the pending ops but leaves the key in the key
+    /// set, until [`release_held`](Self::release_held): its ack is in memory only, and the log
+    /// still holds the op, which a reopen replays again. Whether it was the pending op.
+    pub(crate) fn hold(&mut self, key: &str, seq: u64) -> bool {
+        if self.slots.get(key).is_none_or(|s| s.seq != seq) {
+            return false;
+        }
+        let Some((key, slot)) = self.slots.remove_entry(key) else {
+            return false;
+        };
+        self.unindex(&key, &slot);
+        self.bytes -= slot.disk_len;
+        self.held.insert(key);
+        true
+    }
+
+    /// Ops acked in memory only (see [`hold`](Self::hold)).
+    pub(crate) fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// After the log was written anew from `slots`: the held ops are in it no more, so their
+    /// keys leave the key set.
+    pub(crate) fn release_held(&mut self) {
+        for key in self.held.drain() {
+            if !self.slots.contains_key(&key) {
+                self.keys.remove(&key);
+            }
         }
     }
 

@@ -39,16 +39,22 @@ fn a_failed_fsync_latches_pushes_and_acks_until_reopen_while_reads_go_on() {
     assert!(!queue.is_pending("other"));
     let ops = queue.pending();
     assert_eq!(ops.len(), 2);
-    assert!(matches!(queue.ack(&ops[0]), Err(Error::WritesDisabled { .. })));
+    // An ack is held in memory: the replay goes on to the next op, but the key stays pending, as
+    // the log still holds the op and a reopen replays it again.
+    assert!(queue.ack(&ops[0]).unwrap());
+    assert_eq!(queue.pending(), ops[1..].to_vec());
+    assert!(queue.is_pending(&ops[0].key));
+    assert_eq!(queue.stats().acks_held, 1);
     assert!(matches!(queue.compact(), Err(Error::WritesDisabled { .. })));
     assert!(queue.stats().write_failure.is_some());
     drop(queue);
 
     // Reopen: writable again. The failed push reached the page cache before its fsync failed, so
     // it may be replayed (hence pending until now); replaying an op whose L1 write happened is
-    // harmless.
+    // harmless. The held ack was never written: its op is replayed again.
     let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
     assert!(queue.is_pending("kept"));
+    assert_eq!(queue.stats().acks_held, 0);
     queue.push_delete("other").unwrap();
     assert!(queue.is_pending("other"));
 }
@@ -446,12 +452,25 @@ fn a_failed_ack_leaves_no_overflow_once_the_queue_recovered() {
     queue.push_set("k", b"v", 0).unwrap();
     let ops = queue.pending();
     queue.fail_next_sync();
-    assert_fsync_failure(&queue.ack(&ops[0]).unwrap_err());
+    // The failed write holds the ack in memory; the stats say why.
+    assert!(queue.ack(&ops[0]).unwrap());
+    assert!(queue
+        .stats()
+        .write_failure
+        .is_some_and(|e| e.contains("injected fsync failure")));
+    assert_eq!(queue.stats().acks_held, 1);
+    assert!(
+        queue.is_pending("k"),
+        "a held ack's key must stay pending until the recovery"
+    );
     assert!(!queue.is_overflowed(), "nothing was lost");
     assert!(mark.exists(), "the mark is left while the log is latched");
     assert!(queue.recover().unwrap());
     assert!(!mark.exists(), "recovered with nothing lost, the mark stayed");
-    assert!(queue.ack(&ops[0]).unwrap());
+    // The new log leaves the held op out, and the key is free.
+    assert_eq!(queue.stats().acks_held, 0);
+    assert!(!queue.is_pending("k"));
+    assert!(!queue.ack(&ops[0]).unwrap());
     drop(queue);
     let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
     assert!(!queue.is_overflowed());
@@ -464,7 +483,8 @@ fn a_failed_ack_leaves_no_overflow_once_the_queue_recovered() {
     queue.push_set("k", b"v", 0).unwrap();
     let ops = queue.pending();
     queue.fail_next_sync();
-    assert!(queue.ack(&ops[0]).is_err());
+    assert!(queue.ack(&ops[0]).unwrap());
+    assert!(queue.stats().write_failure.is_some());
     drop(queue);
     let queue = ReplayQueue::open(queue2_dir.path(), ReplayOptions::default()).unwrap();
     assert!(
