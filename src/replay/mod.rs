@@ -129,7 +129,8 @@
 //!   than before, as such an op was never acked on disk before either. So the key stays
 //!   [`is_pending`] until the recovery: reads of it skip L2 as before, and a write of it is
 //!   pushed (refused while latched) rather than written to L2, where that reopen's replay would
-//!   overwrite it.
+//!   overwrite it; a refused push of such a key makes a delete of it pending again in memory,
+//!   as it makes a pending set one, so L2 does not keep the older value.
 //!
 //! # Protocol for the manager
 //!

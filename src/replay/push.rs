@@ -57,13 +57,15 @@ impl Op {
 /// key out of L1): replayed after [`recover`](super::ReplayQueue::recover), it would put that
 /// older value back in L2. So it becomes a delete of the key, in memory, where `recover`
 /// writes the new log from. (A reopen before `recover` reads the old log, which still holds the
-/// set: the refusal was never written anywhere.)
+/// set: the refusal was never written anywhere.) Likewise for a key whose op L2 has but whose
+/// ack is held (see [`ReplayQueue::ack_many`](super::ReplayQueue::ack_many)): a delete of it is
+/// pending again.
 fn refused(inner: &mut Inner, pushes: &[Vec<Op>]) {
     for op in pushes.iter().flatten() {
         inner.overflowed = true;
         inner.stats.lost += 1;
-        if inner.pending.downgrade_key(op.key()) {
-            tracing::warn!(key = %key_for_error(op.key()), "replay queue latched: the pending set of a key whose newer op it refused replays as a delete");
+        if inner.pending.downgrade_key(op.key()) || inner.pending.requeue_held_as_delete(op.key()) {
+            tracing::warn!(key = %key_for_error(op.key()), "replay queue latched: the key whose newer op it refused replays as a delete");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The pending ops in memory: one slot per key, indexed by replay group and sequence number.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use dashmap::DashSet;
@@ -57,8 +57,8 @@ pub(crate) struct Pending {
     keys: Arc<DashSet<Arc<str>>>,
     /// Keys whose op L2 confirmed while the log could not take the ack: out of `slots`, so the
     /// replay goes on past them, but still in `keys` until the log is rewritten without their
-    /// records (see `ReplayQueue::ack_many`).
-    held: HashSet<Arc<str>>,
+    /// records (see `ReplayQueue::ack_many`). With the seq of the op held.
+    held: HashMap<Arc<str>, u64>,
 }
 
 impl Pending {
@@ -131,7 +131,23 @@ impl Pending {
         };
         self.unindex(&key, &slot);
         self.bytes -= slot.disk_len;
-        self.held.insert(key);
+        self.held.insert(key, seq);
+        true
+    }
+
+    /// A push of `key` refused by the latched log, while its op is held: L2 has that op, older
+    /// than the refused one, and no replay would take it out of L2 any more. So a delete of the
+    /// key becomes pending again, under the held op's seq, in memory (as `downgrade_key` does
+    /// to a pending set). Whether it did.
+    pub(crate) fn requeue_held_as_delete(&mut self, key: &str) -> bool {
+        if self.slots.contains_key(key) {
+            return false;
+        }
+        let Some((key, seq)) = self.held.remove_entry(key) else {
+            return false;
+        };
+        let slot = Slot::new(&key, seq, ReplayAction::Delete);
+        self.insert(&key, slot);
         true
     }
 
@@ -143,7 +159,7 @@ impl Pending {
     /// After the log was written anew from `slots`: the held ops are in it no more, so their
     /// keys leave the key set.
     pub(crate) fn release_held(&mut self) {
-        for key in self.held.drain() {
+        for (key, _) in self.held.drain() {
             if !self.slots.contains_key(&key) {
                 self.keys.remove(&key);
             }

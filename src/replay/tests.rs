@@ -648,3 +648,37 @@ fn pushes_refused_by_a_latched_queue_are_counted_as_lost() {
     assert_eq!(stats.pending, 1, "{stats:?}");
     assert!(stats.overflowed);
 }
+
+/// A push refused by the latched log for a key whose ack is held: L2 has the held op, older than
+/// the refused one, so a delete of the key is pending again (in memory, as a pending set is
+/// made a delete), and the recovery writes it. Without it L2 kept the older value for good.
+#[test]
+fn a_refused_push_of_a_key_whose_ack_is_held_makes_a_delete_of_it_pending_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    queue.push_set("k", b"v1", 0).unwrap();
+    queue.latch_for_test();
+    let ops = queue.pending();
+    assert!(queue.ack(&ops[0]).unwrap());
+    assert!(queue.pending().is_empty() && queue.is_pending("k"));
+    assert!(queue.push_set("k", b"v2", 0).is_err());
+    let again = queue.pending();
+    assert_eq!(
+        again
+            .iter()
+            .map(|o| (o.key.as_str(), &o.action))
+            .collect::<Vec<_>>(),
+        [("k", &ReplayAction::Delete)]
+    );
+    assert_eq!(queue.stats().acks_held, 0);
+    assert!(queue.recover().unwrap());
+    drop(queue);
+    let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+    let ops = queue.pending();
+    assert_eq!(
+        ops.iter()
+            .map(|o| (o.key.as_str(), &o.action))
+            .collect::<Vec<_>>(),
+        [("k", &ReplayAction::Delete)]
+    );
+}
