@@ -258,3 +258,60 @@ fn while_the_device_stays_full_every_queued_op_reaches_l2_and_the_recovery_drops
     assert_eq!(reopened.pending(), Vec::new(), "the log still held replayed ops");
     assert!(reopened.is_empty());
 }
+
+/// A latched queue on a device that stays full: the replay thread's automatic recovery, which
+/// writes every pending op to `replay.log.new` before it meets the full device, is tried once
+/// and then skipped while the device has no more room (it took space from the L1 store on that
+/// device once a second); once room comes back, the next tick recovers.
+#[test]
+fn on_a_device_that_stays_full_a_failed_recovery_is_not_retried_until_room_comes_back() {
+    let mut redis = RedisServer::start();
+    let fs = Mount::tmpfs(4096);
+    let dir = fs.path();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = true
+            [local]
+            type = "memory"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "full:"
+            timeout_ms = 200
+            breaker_failures = 1
+            [offline]
+            replay_dir = {:?}
+            replay_interval_ms = 10
+            "#,
+            redis.addr(),
+            dir.display().to_string()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let q = std::sync::Arc::clone(cache.replay_queue().unwrap());
+    redis.kill();
+    for i in 0..50 {
+        cache.set_raw(&format!("k{i}"), &value(i), None).unwrap();
+    }
+    assert_eq!(q.len(), 50);
+    let ballast = fs.fill("ballast");
+    assert!(q.push_set("latch", &[7u8; 64 * 1024], 0).is_err());
+    // Each skip or try is a tick at least a second after the last: three seconds or more.
+    wait_until("three automatic recoveries skipped or four tried", || {
+        let stats = q.stats();
+        stats.recoveries_skipped >= 3 || stats.recovery_attempts >= 4
+    });
+    let stats = q.stats();
+    assert_eq!(stats.recovery_attempts, 1, "{stats:?}");
+    assert!(stats.recovery_needs_bytes >= q.bytes(), "{stats:?}");
+    assert!(stats.write_failure.is_some(), "{stats:?}");
+
+    fs.remove(&ballast);
+    wait_until("the replay thread recovers once there is room", || {
+        q.stats().write_failure.is_none()
+    });
+    assert_eq!(q.stats().recovery_attempts, 2, "{:?}", q.stats());
+    assert_eq!(q.len(), 51, "every op kept, the latching one included");
+}

@@ -120,8 +120,9 @@
 //!   until the flag is cleared.
 //!   [`recover`](ReplayQueue::recover) writes the log anew from memory (the manager's replay
 //!   thread tries on each tick and each replay run, at most once a second, whether ops are
-//!   pending or not), which makes the flag and the queue's state durable and takes writes
-//!   again; if no op was lost (a failed ack or compaction), it removes the mark too.
+//!   pending or not; after a try that failed for lack of space, only once the device's free
+//!   space has grown or the pending bytes shrunk), which makes the flag and the queue's state
+//!   durable and takes writes again; if no op was lost (a failed ack or compaction), it removes the mark too.
 //! - Acks go on while latched, in memory only (**held**, see [`ack_many`]): L2 has the op, so
 //!   the replay moves on to the next ones while the device stays full, and the recovery leaves
 //!   the op out of the new log. Until it does, the log still holds the op and a reopen replays
@@ -297,6 +298,9 @@ struct Inner {
     compact_again_at: u64,
     /// Why the last [`ReplayQueue::recover`] failed, and on a full device the bytes it needed.
     recovery_failure: Option<(String, u64)>,
+    /// After a recovery failed for lack of space: the device's free bytes and the pending bytes
+    /// just after it. [`ReplayQueue::recover_if_due`] waits until one of them has changed.
+    recovery_blocked: Option<(u64, u64)>,
 }
 
 /// How often [`ReplayQueue::recover_if_due`] tries at most: each try rewrites every pending op.
@@ -474,6 +478,7 @@ impl ReplayQueue {
                 last_recovery: None,
                 compact_again_at: 0,
                 recovery_failure: None,
+                recovery_blocked: None,
             }),
         };
         queue.maybe_compact(&mut queue.inner.lock());
@@ -679,15 +684,22 @@ impl ReplayQueue {
             return Ok(false);
         }
         inner.last_recovery = Some(std::time::Instant::now());
+        inner.stats.recovery_attempts += 1;
         if let Err(e) = rewrite_locked(&mut inner, Log::replace_latched) {
             let needed = match &e {
                 Error::DiskFull { needed, .. } => *needed,
                 _ => 0,
             };
             inner.recovery_failure = Some((e.to_string(), needed));
+            // Read after the failed try removed its new log: the room it leaves for the next.
+            inner.recovery_blocked = match &e {
+                Error::DiskFull { .. } => free_bytes(&self.dir).map(|free| (free, inner.pending.bytes())),
+                _ => None,
+            };
             return Err(e);
         }
         inner.recovery_failure = None;
+        inner.recovery_blocked = None;
         if !inner.overflowed {
             // The failure left `replay.overflowed` as it latched the log, before it could know
             // whether an op would be lost; none was (a refused or failed push sets the flag), and
@@ -703,16 +715,28 @@ impl ReplayQueue {
     }
 
     /// [`recover`](Self::recover), at most once per [`RECOVERY_EVERY`]: for a replay that runs
-    /// on every tick and nudge.
+    /// on every tick and nudge. After a try that failed for lack of space, not until the
+    /// device's free space has grown or the pending bytes have shrunk: each try writes up to
+    /// every pending op to `replay.log.new` before it meets the full device again, and the L1
+    /// store on that device had its writes fail, or its entries evicted, meanwhile.
     pub(crate) fn recover_if_due(&self) -> Result<bool> {
         {
-            let inner = self.inner.lock();
+            let mut inner = self.inner.lock();
             if inner.log.failure().is_none()
                 || inner
                     .last_recovery
                     .is_some_and(|at| at.elapsed() < RECOVERY_EVERY)
             {
                 return Ok(false);
+            }
+            if let Some((free, bytes)) = inner.recovery_blocked {
+                // A device whose free space cannot be read is tried as before.
+                let no_more_room = free_bytes(&self.dir).is_some_and(|now| now <= free);
+                if no_more_room && inner.pending.bytes() >= bytes {
+                    inner.last_recovery = Some(std::time::Instant::now());
+                    inner.stats.recoveries_skipped += 1;
+                    return Ok(false);
+                }
             }
         }
         self.recover()
@@ -782,6 +806,13 @@ impl ReplayQueue {
     pub(crate) fn latch_for_test(&self) {
         self.inner.lock().log.latch_for_test();
     }
+}
+
+/// The bytes an unprivileged writer may still use on the device holding `dir`; `None` if the
+/// file system does not say.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    stat.f_bavail.checked_mul(stat.f_frsize)
 }
 
 fn compact_locked(inner: &mut Inner) -> Result<()> {

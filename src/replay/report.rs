@@ -79,4 +79,12 @@ pub struct ReplayStats {
     /// written beside the old log, which goes only once the new one is in place). 0 otherwise.
     #[serde(default)]
     pub recovery_needs_bytes: u64,
+    /// [`ReplayQueue::recover`](super::ReplayQueue::recover) calls since open that tried to
+    /// write the log anew (the queue was latched), the manager's automatic ones included.
+    #[serde(default)]
+    pub recovery_attempts: u64,
+    /// Automatic recoveries skipped since open: the last one failed for lack of space, and
+    /// since then neither has the device's free space grown nor the pending bytes shrunk.
+    #[serde(default)]
+    pub recoveries_skipped: u64,
 }
