@@ -105,6 +105,25 @@ fn outage<T: std::fmt::Debug>(result: uno_cache::Result<T>, host: &str, says: &[
     }
 }
 
+/// A server whose snapshots cannot be written (its `dir` is /proc), so that a failed one stops
+/// its writes (MISCONF).
+fn server_that_cannot_save() -> RedisServer {
+    RedisServer::start_with(&["--save", "3600 1", "--dir", "/proc"], None)
+}
+
+/// Has the server behind `admin` (one of [`server_that_cannot_save`]) try a snapshot, and waits
+/// until it failed: from then on it answers MISCONF to writes and to PING.
+fn fail_a_snapshot(admin: &mut redis::Connection) {
+    let _: String = redis::cmd("BGSAVE").query(admin).unwrap();
+    support::wait_until("the snapshot into /proc to fail", || {
+        redis::cmd("INFO")
+            .arg("persistence")
+            .query::<String>(admin)
+            .unwrap()
+            .contains("rdb_last_bgsave_status:err")
+    });
+}
+
 /// A Redis whose snapshot failed (its `dir` not writable) with stop-writes-on-bgsave-error
 /// answers MISCONF to every write and to PING: start-up failed with "the server refused the
 /// connection; check the server and the options". It is an outage (the server retries the
@@ -112,19 +131,12 @@ fn outage<T: std::fmt::Debug>(result: uno_cache::Result<T>, host: &str, says: &[
 /// degraded, but every error says what to fix.
 #[test]
 fn a_server_that_cannot_save_is_an_outage_that_says_what_to_fix() {
-    let server = RedisServer::start_with(&["--save", "3600 1", "--dir", "/proc"], None);
+    let server = server_that_cannot_save();
     let host = server.addr();
     let store = RedisStore::connect(RedisOptions::new(&host).prefix("m:")).unwrap();
     store.set("k", b"v", None).unwrap();
     let mut admin = server.raw();
-    let _: String = redis::cmd("BGSAVE").query(&mut admin).unwrap();
-    support::wait_until("the snapshot into /proc to fail", || {
-        redis::cmd("INFO")
-            .arg("persistence")
-            .query::<String>(&mut admin)
-            .unwrap()
-            .contains("rdb_last_bgsave_status:err")
-    });
+    fail_a_snapshot(&mut admin);
 
     let says = ["stop-writes-on-bgsave-error", "dir"];
     outage(store.set("k", b"w", None), &host, &says);
@@ -336,18 +348,11 @@ fn a_server_loading_its_dataset_is_an_outage_that_says_so_and_ends() {
 /// fixed the server.
 #[test]
 fn a_write_refused_by_a_server_that_cannot_save_is_replayed_once_it_is_fixed() {
-    let server = RedisServer::start_with(&["--save", "3600 1", "--dir", "/proc"], None);
+    let server = server_that_cannot_save();
     let l1 = tempfile::tempdir().unwrap();
     let cache = CacheManager::new(config(l1.path(), &server.addr())).unwrap();
     let mut admin = server.raw();
-    let _: String = redis::cmd("BGSAVE").query(&mut admin).unwrap();
-    support::wait_until("the snapshot into /proc to fail", || {
-        redis::cmd("INFO")
-            .arg("persistence")
-            .query::<String>(&mut admin)
-            .unwrap()
-            .contains("rdb_last_bgsave_status:err")
-    });
+    fail_a_snapshot(&mut admin);
 
     cache.set_raw("k", b"kept", None).unwrap();
     let stats = cache.stats();
