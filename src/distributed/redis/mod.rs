@@ -68,6 +68,7 @@
 //!   `async_calls_whose_callers_give_up_first_still_move_to_a_new_connection`).
 //!   That watch costs each async call one clock read; not benchmarked.
 
+mod batches;
 mod commands;
 pub(crate) mod connection;
 pub(crate) mod errors;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use super::batches::{key_in, key_of_item, removed_parts, with_ttl, written_parts, Parts};
 use super::commands::{Command, Commands, Read, Reply, ValueLimit};
 use super::connection::{Conn, Link, Settings};
 use super::errors::{call_error, connect_timeout_error, LEVEL};
@@ -13,9 +14,9 @@ use super::pool::CallerPool;
 use super::scan;
 use super::slots::{Answerable, Slots};
 use crate::clock::Clock;
-use crate::distributed::nodes::{entries_or_partial, part_grace, partial, settle, Node};
+use crate::distributed::nodes::{entries_or_partial, part_grace, settle, Node};
 use crate::distributed::runtime::IoRuntime;
-use crate::error::{key_for_error, Error, Result, Served};
+use crate::error::{key_for_error, Error, Result};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// Redis (standalone or Cluster) as a cache level.
@@ -79,9 +80,6 @@ pub struct RedisStore {
 
 /// The primaries of a batch: each one's breaker and the caller's indices of its keys.
 type Groups = Vec<(Arc<Node>, Vec<usize>)>;
-
-/// Per primary of a batch: the caller's indices it carried, and its answer.
-type Parts<T> = Vec<(Vec<usize>, Result<T>)>;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -553,53 +551,6 @@ impl RedisStore {
             })
         }
     }
-}
-
-/// The key at an index of a batch of keys.
-fn key_in<'a>(keys: &'a [&'a str]) -> impl Fn(usize) -> Option<&'a str> + Copy + Send + 'a {
-    move |i| keys.get(i).copied()
-}
-
-/// The key at an index of a batch of items.
-fn key_of_item<'a>(
-    items: &'a [(&'a str, &'a [u8], Option<Duration>)],
-) -> impl Fn(usize) -> Option<&'a str> + Copy + Send + 'a {
-    move |i| items.get(i).map(|(key, _, _)| *key)
-}
-
-fn written_parts(op: &'static str, total: usize, parts: Parts<()>) -> Result<()> {
-    let settled = settle(parts)?;
-    match settled.cause {
-        None => Ok(()),
-        Some(cause) => Err(partial(LEVEL, op, total, settled.failed, cause, Served::Written)),
-    }
-}
-
-fn removed_parts(total: usize, parts: Parts<u64>) -> Result<u64> {
-    let settled = settle(parts)?;
-    let removed = settled
-        .served
-        .iter()
-        .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
-    match settled.cause {
-        None => Ok(removed),
-        Some(cause) => Err(partial(
-            LEVEL,
-            "delete_many",
-            total,
-            settled.failed,
-            cause,
-            Served::Removed(removed),
-        )),
-    }
-}
-
-/// Items with a TTL each, from items with one TTL.
-fn with_ttl<'a>(
-    items: &[(&'a str, &'a [u8])],
-    ttl: Option<Duration>,
-) -> Vec<(&'a str, &'a [u8], Option<Duration>)> {
-    items.iter().map(|&(k, v)| (k, v, ttl)).collect()
 }
 
 impl Storage for RedisStore {
