@@ -10,7 +10,8 @@
 //! healthy old owner the level's map still named (the map is re-read after a failure). Tags on a cluster L2: a key tagged
 //! twice, the two tag sets in different slots. And a node whose connection goes silent without
 //! a reset (each node announces a `support/proxy.rs` proxy as its address): calls move to a new
-//! cluster connection, also when their caller gives up before our deadline.
+//! cluster connection, also when their caller gives up before our deadline. A slot the
+//! cluster does not serve (`CLUSTERDOWN`) fails its own keys only, soon, saying so.
 
 #![allow(
     clippy::unwrap_used,
@@ -609,4 +610,66 @@ fn a_failed_call_of_a_mapped_node_returns_by_its_deadline_while_the_map_is_re_re
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(breakers.stats().iter().map(|s| s.errors).sum::<u64>(), 1);
+}
+
+/// A slot the cluster does not serve (CLUSTER DELSLOTS on every node, with
+/// `cluster-require-full-coverage no` so that the other slots stay served): its key's call fails
+/// soon with an error that says the cluster does not serve the key's slot, where it waited out
+/// the whole deadline (the client retried CLUSTERDOWN after more than a second) and said
+/// `Timeout`; a batch serves its other keys and names the failed one's position, where the
+/// client's own split across slots failed the whole batch.
+#[test]
+fn a_key_of_a_slot_the_cluster_does_not_serve_fails_saying_so_and_its_batch_serves_the_others() {
+    let cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let redis = store(&cluster, "down:");
+    let (served, lost) = ("served", "lost");
+    let slot = cluster.keyslot("down:lost");
+    assert_ne!(cluster.keyslot("down:served"), slot);
+    redis.set(served, b"v", None).unwrap();
+    redis.set(lost, b"w", None).unwrap();
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("DELSLOTS")
+            .arg(slot)
+            .query(&mut node.raw())
+            .unwrap();
+    }
+
+    let started = Instant::now();
+    let err = redis.get(lost).unwrap_err();
+    let took = started.elapsed();
+    let text = err.to_string();
+    assert!(
+        !matches!(err, Error::Timeout { .. }) && text.contains("does not serve") && text.contains("slot"),
+        "{err:?}"
+    );
+    assert!(took < redis.timeout(), "answered in {took:?}");
+    let err = redis.set(lost, b"x", None).unwrap_err();
+    assert!(err.to_string().contains("does not serve"), "{err:?}");
+
+    for round in 0..2 {
+        match redis.get_many(&[served, lost]) {
+            Err(Error::PartialBatch(partial)) => {
+                assert_eq!(partial.failed, [1], "round {round}");
+                let text = partial.cause.to_string();
+                assert!(
+                    text.contains("does not serve") && text.contains(&format!("slot {slot}")),
+                    "round {round}: {text}"
+                );
+                match &partial.served {
+                    uno_cache::Served::Entries(entries) => {
+                        assert_eq!(entries[0].as_ref().map(|e| e.value.as_slice()), Some(&b"v"[..]));
+                        assert!(entries[1].is_none());
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    let got = support::block_on(redis.get_many_async(&[served, lost]));
+    assert!(
+        matches!(&got, Err(Error::PartialBatch(partial)) if partial.failed == [1]),
+        "{got:?}"
+    );
 }

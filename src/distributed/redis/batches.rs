@@ -1,4 +1,4 @@
-//! How the parts of a batch split per primary of a cluster make the batch's
+//! How the parts of a batch split per primary (or per hash slot) of a cluster make the batch's
 //! answer: the keys at each index, and the written or removed count of a batch whose parts
 //! failed in part ([`Error::PartialBatch`](crate::Error::PartialBatch)).
 
@@ -8,7 +8,7 @@ use super::errors::LEVEL;
 use crate::distributed::nodes::{partial, settle};
 use crate::error::{Result, Served};
 
-/// Per primary of a batch: the caller's indices it carried, and its answer.
+/// Per primary (or slot) of a batch: the caller's indices it carried, and its answer.
 pub(super) type Parts<T> = Vec<(Vec<usize>, Result<T>)>;
 
 /// The key at an index of a batch of keys.

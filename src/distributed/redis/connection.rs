@@ -6,8 +6,10 @@
 //! What the `redis` crate does here, and what we keep of our own:
 //! - Standalone: its `ConnectionManager` (one multiplexed connection, reconnected on demand).
 //! - Cluster: its async `ClusterConnection` routes every key command by slot, follows `MOVED` /
-//!   `ASK` and refreshes its slot map, and splits a multi-key `MGET` / `UNLINK` into one command
-//!   per slot (sent concurrently, replies put back in key order / summed). Our own router
+//!   `ASK` and refreshes its slot map, and splits a multi-key `UNLINK` into one command per slot
+//!   (sent concurrently, replies summed). A `get_many` is split per slot by the level itself,
+//!   so that a slot the cluster does not serve fails its own keys only (see `store`). Its
+//!   waits before a retry are cut to fit our deadline (`Settings::cluster_max_retry_wait_ms`). Our own router
 //!   (CRC16, slot map, per-node pipelines) is gone: it did the same work (see the module docs
 //!   of [`super`]).
 //! - Either kind is held in a [`Link`] that replaces it with a new one after a call on it times
@@ -77,6 +79,10 @@ pub(crate) fn open_client(
     redis::Client::open(target.url.as_str())
 }
 
+/// The shortest wait of the cluster client before a retry (see
+/// `Settings::cluster_max_retry_wait_ms`).
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 10;
+
 /// Everything connecting needs, owned and checked (see `RedisOptions::settings`).
 #[derive(Clone)]
 pub(crate) struct Settings {
@@ -102,6 +108,16 @@ impl Settings {
     /// reported by our deadline as [`Error::Timeout`]; the client's timeout only cleans up.
     fn client_response_timeout(&self) -> Duration {
         self.timeout.saturating_add(Duration::from_millis(50))
+    }
+
+    /// The longest wait of the cluster client before it retries a call the cluster answered
+    /// `CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN` or `LOADING` (and one whose slot it knows no
+    /// owner for): a quarter of our deadline, so that the retry's answer comes back within it.
+    /// The client's own default (at least 1.28 s) outlasted any usual deadline: such a key's
+    /// call waited it out and said `Timeout`, never what the cluster had said.
+    fn cluster_max_retry_wait_ms(&self) -> u64 {
+        let quarter = u64::try_from((self.timeout / 4).as_millis()).unwrap_or(u64::MAX);
+        quarter.max(CLUSTER_MIN_RETRY_WAIT_MS.saturating_add(1))
     }
 
     /// Connects and checks the credentials with a `PING`. Errors name the hosts.
@@ -147,6 +163,8 @@ impl Settings {
                 )
                 .response_timeout(self.client_response_timeout())
                 .retries(1)
+                .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+                .max_retry_wait(self.cluster_max_retry_wait_ms())
                 .build()?;
             let mut conn = client.get_async_connection().await?;
             let mut cmd = redis::cmd("PING");

@@ -85,6 +85,25 @@ pub(crate) fn slot_of(key: &[u8]) -> usize {
     usize::from(crc16(hashed)) % SLOTS
 }
 
+/// The indices of `keys` (full server keys) grouped by hash slot, in the order each slot first
+/// appears, if they span more than one slot.
+pub(crate) fn by_slot(keys: impl Iterator<Item = Vec<u8>>) -> Option<Vec<(usize, Vec<usize>)>> {
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut index_of: HashMap<usize, usize> = HashMap::new();
+    for (i, key) in keys.enumerate() {
+        let slot = slot_of(&key);
+        let at = *index_of.entry(slot).or_insert_with(|| {
+            let at = groups.len();
+            groups.push((slot, Vec::new()));
+            at
+        });
+        if let Some((_, members)) = groups.get_mut(at) {
+            members.push(i);
+        }
+    }
+    (groups.len() > 1).then_some(groups)
+}
+
 /// A node's address as `(host, port)`.
 pub(crate) type Address = (String, u16);
 

@@ -12,7 +12,7 @@ use super::errors::{call_error, connect_timeout_error, LEVEL};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
 use super::scan;
-use super::slots::{Answerable, Slots};
+use super::slots::{by_slot, Answerable, Slots};
 use crate::clock::Clock;
 use crate::distributed::nodes::{entries_or_partial, part_grace, settle, Node};
 use crate::distributed::runtime::IoRuntime;
@@ -25,9 +25,10 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 ///   PX <ms>` and also kept in the envelope, so `get` returns the expiry without a second round
 ///   trip. Keys starting with `uno-cache:tag:` are refused ([`Error::InvalidKey`], bad input):
 ///   the manager keeps its tag sets there, under the same prefix.
-/// - `get_many` is one `MGET` (standalone). On a cluster, the `redis` crate splits it into one
-///   `MGET` per hash slot (`MGET` across slots is refused by Redis), sent to every node at once,
-///   and puts the values back in key order; `delete_many` (`UNLINK`) likewise. `set_many` is one
+/// - `get_many` is one `MGET` (standalone). On a cluster it is one `MGET` per hash slot (`MGET`
+///   across slots is refused by Redis), sent at once, with the values put back in key order: a
+///   slot the cluster does not serve fails its keys only ([`Error::PartialBatch`]).
+///   `delete_many` (`UNLINK`) is split per slot by the `redis` crate, and fails whole. `set_many` is one
 ///   pipeline (standalone) or concurrent `SET`s routed by slot (cluster). A key repeated in a
 ///   batch is sent once, with its last item: the last write of a key wins, as on the other
 ///   levels (the cluster's concurrent `SET`s could otherwise land in either order).
@@ -77,6 +78,9 @@ pub struct RedisStore {
     slots: Option<Arc<Slots>>,
     rt: IoRuntime,
 }
+
+/// The hash slots of a batch: each slot and the caller's indices of its keys.
+type SlotGroups = Vec<(usize, Vec<usize>)>;
 
 /// The primaries of a batch: each one's breaker and the caller's indices of its keys.
 type Groups = Vec<(Arc<Node>, Vec<usize>)>;
@@ -462,6 +466,54 @@ impl RedisStore {
         ))
     }
 
+    /// On a cluster, a batch not split per primary by hash slot, if it spans several (see
+    /// [`per_slot`](Self::per_slot)); one whose keys' primary is mapped goes behind its breaker.
+    fn slot_groups(&self, keys: &[&str]) -> Option<SlotGroups> {
+        if !self.is_cluster() {
+            return None;
+        }
+        if self.slots.is_some() && keys.iter().all(|key| self.node_of(key).is_some()) {
+            return None;
+        }
+        by_slot(keys.iter().map(|key| self.full_key(key)))
+    }
+
+    /// One call per hash slot at once, the split the client makes anyway, made here so that a
+    /// slot the cluster does not serve (`CLUSTERDOWN`) fails its own keys only, as its slot's
+    /// [`Error::NodeUnavailable`]: in the client's split it failed the whole batch (with a
+    /// "Mismatch in the number of multi-slot results" once the client's map dropped the slot).
+    fn per_slot<'a, T, F>(
+        &'a self,
+        op: &'static str,
+        groups: SlotGroups,
+        run: F,
+    ) -> BoxFuture<'a, Result<Parts<T>>>
+    where
+        T: Send + 'a,
+        F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
+    {
+        let parts = groups.into_iter().map(move |(slot, members)| {
+            let call = run(members.clone());
+            async move {
+                let result = call.await.map_err(|e| match e {
+                    e @ (Error::Timeout { .. } | Error::Backend { .. }) => Error::NodeUnavailable {
+                        level: LEVEL,
+                        node: format!("of hash slot {slot}"),
+                        cause: Box::new(e),
+                    },
+                    other => other,
+                });
+                (members, result)
+            }
+        });
+        let all = join_all(parts.collect::<Vec<_>>());
+        Box::pin(self.rt.bind(
+            op,
+            self.timeout.saturating_add(part_grace(self.timeout)),
+            async move { Ok(all.await) },
+        ))
+    }
+
     /// [`per_node`](Self::per_node) for the blocking API.
     fn per_node_blocking<'a, T, F, K>(
         &'a self,
@@ -584,6 +636,15 @@ impl Storage for RedisStore {
             return Ok(Vec::new());
         }
         let Some(groups) = self.groups(keys.iter().copied()) else {
+            if let Some(slots) = self.slot_groups(keys) {
+                let parts = self.per_slot("get_many", slots, self.get_many_part(keys));
+                let parts = self.rt.wait(
+                    "get_many",
+                    self.timeout.saturating_add(part_grace(self.timeout)),
+                    parts,
+                )?;
+                return self.get_many_parts(keys, parts);
+            }
             let first = keys.first().copied().unwrap_or_default();
             let reads = self.keyed(first, || self.call(self.commands.get_many(keys)))?;
             return self.get_many_whole(keys, reads);
@@ -709,6 +770,10 @@ impl DistributedStorage for RedisStore {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
         let Some(groups) = self.groups(keys.iter().copied()) else {
+            if let Some(slots) = self.slot_groups(keys) {
+                let parts = self.per_slot("get_many", slots, self.get_many_part(keys));
+                return Box::pin(async move { self.get_many_parts(keys, parts.await?) });
+            }
             let first = keys.first().copied().unwrap_or_default();
             let call = self.keyed_async(first, self.call_async(self.commands.get_many(keys)));
             return Box::pin(async move { self.get_many_whole(keys, call.await?) });
