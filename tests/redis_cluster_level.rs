@@ -616,8 +616,8 @@ fn a_failed_call_of_a_mapped_node_returns_by_its_deadline_while_the_map_is_re_re
 /// `cluster-require-full-coverage no` so that the other slots stay served): its key's call fails
 /// soon with an error that says the cluster does not serve the key's slot, where it waited out
 /// the whole deadline (the client retried CLUSTERDOWN after more than a second) and said
-/// `Timeout`; a batch serves its other keys and names the failed one's position, where the
-/// client's own split across slots failed the whole batch.
+/// `Timeout`; a batch (read, write or delete) serves its other keys and names the failed one's
+/// position, where the client's own split across slots failed the whole batch.
 #[test]
 fn a_key_of_a_slot_the_cluster_does_not_serve_fails_saying_so_and_its_batch_serves_the_others() {
     let cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
@@ -672,4 +672,21 @@ fn a_key_of_a_slot_the_cluster_does_not_serve_fails_saying_so_and_its_batch_serv
         matches!(&got, Err(Error::PartialBatch(partial)) if partial.failed == [1]),
         "{got:?}"
     );
+
+    match redis.set_many(&[(served, b"v2"), (lost, b"w2")], None) {
+        Err(Error::PartialBatch(partial)) => assert_eq!(partial.failed, [1]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(redis.get(served).unwrap().unwrap().value, b"v2");
+    match redis.delete_many(&[served, lost]) {
+        Err(Error::PartialBatch(partial)) => {
+            assert_eq!(partial.failed, [1]);
+            assert!(
+                matches!(partial.served, uno_cache::Served::Removed(1)),
+                "{partial:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(redis.get(served).unwrap().is_none());
 }

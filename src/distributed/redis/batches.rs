@@ -1,15 +1,49 @@
-//! How the parts of a batch split per primary (or per hash slot) of a cluster make the batch's
-//! answer: the keys at each index, and the written or removed count of a batch whose parts
-//! failed in part ([`Error::PartialBatch`](crate::Error::PartialBatch)).
+//! A batch split per hash slot of a cluster, and how the parts of a batch split per primary (or
+//! per slot) make the batch's answer: the keys at each index, and the written or removed count of
+//! a batch whose parts failed in part ([`Error::PartialBatch`](crate::Error::PartialBatch)).
 
+use std::future::Future;
 use std::time::Duration;
+
+use futures_util::future::join_all;
 
 use super::errors::LEVEL;
 use crate::distributed::nodes::{partial, settle};
-use crate::error::{Result, Served};
+use crate::error::{Error, Result, Served};
+use crate::storage::BoxFuture;
 
 /// Per primary (or slot) of a batch: the caller's indices it carried, and its answer.
 pub(super) type Parts<T> = Vec<(Vec<usize>, Result<T>)>;
+
+/// The hash slots of a batch: each slot and the caller's indices of its keys.
+pub(super) type SlotGroups = Vec<(usize, Vec<usize>)>;
+
+/// One call per hash slot at once (`run` makes the call for the caller's indices it is given):
+/// the split the client makes of a multi-key command anyway, made here so that a slot the
+/// cluster does not serve (`CLUSTERDOWN`) fails its own keys only, as its slot's
+/// [`Error::NodeUnavailable`]. In the client's split it failed the whole batch (with a
+/// "Mismatch in the number of multi-slot results" once the client's map dropped the slot).
+pub(super) fn each_slot<'a, T, F>(groups: SlotGroups, run: F) -> impl Future<Output = Parts<T>> + Send + 'a
+where
+    T: Send + 'a,
+    F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
+{
+    let parts = groups.into_iter().map(move |(slot, members)| {
+        let call = run(members.clone());
+        async move {
+            let result = call.await.map_err(|e| match e {
+                e @ (Error::Timeout { .. } | Error::Backend { .. }) => Error::NodeUnavailable {
+                    level: LEVEL,
+                    node: format!("of hash slot {slot}"),
+                    cause: Box::new(e),
+                },
+                other => other,
+            });
+            (members, result)
+        }
+    });
+    join_all(parts.collect::<Vec<_>>())
+}
 
 /// The key at an index of a batch of keys.
 pub(super) fn key_in<'a>(keys: &'a [&'a str]) -> impl Fn(usize) -> Option<&'a str> + Copy + Send + 'a {

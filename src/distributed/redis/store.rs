@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::batches::{key_in, key_of_item, removed_parts, with_ttl, written_parts, Parts};
+use super::batches::{
+    each_slot, key_in, key_of_item, removed_parts, with_ttl, written_parts, Parts, SlotGroups,
+};
 use super::commands::{Command, Commands, Read, Reply, ValueLimit};
 use super::connection::{Conn, Link, Settings};
 use super::errors::{call_error, connect_timeout_error, LEVEL};
@@ -27,9 +29,9 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 ///   the manager keeps its tag sets there, under the same prefix.
 /// - `get_many` is one `MGET` (standalone). On a cluster it is one `MGET` per hash slot (`MGET`
 ///   across slots is refused by Redis), sent at once, with the values put back in key order: a
-///   slot the cluster does not serve fails its keys only ([`Error::PartialBatch`]).
-///   `delete_many` (`UNLINK`) is split per slot by the `redis` crate, and fails whole. `set_many` is one
-///   pipeline (standalone) or concurrent `SET`s routed by slot (cluster). A key repeated in a
+///   slot the cluster does not serve fails its keys only ([`Error::PartialBatch`]); likewise
+///   `delete_many` (`UNLINK`), and `set_many`: one pipeline (standalone) or concurrent `SET`s
+///   routed by slot (cluster). A key repeated in a
 ///   batch is sent once, with its last item: the last write of a key wins, as on the other
 ///   levels (the cluster's concurrent `SET`s could otherwise land in either order).
 /// - `size` counts this prefix's string keys with `SCAN MATCH prefix*` (plus a pipelined `STRLEN`
@@ -78,9 +80,6 @@ pub struct RedisStore {
     slots: Option<Arc<Slots>>,
     rt: IoRuntime,
 }
-
-/// The hash slots of a batch: each slot and the caller's indices of its keys.
-type SlotGroups = Vec<(usize, Vec<usize>)>;
 
 /// The primaries of a batch: each one's breaker and the caller's indices of its keys.
 type Groups = Vec<(Arc<Node>, Vec<usize>)>;
@@ -468,20 +467,22 @@ impl RedisStore {
 
     /// On a cluster, a batch not split per primary by hash slot, if it spans several (see
     /// [`per_slot`](Self::per_slot)); one whose keys' primary is mapped goes behind its breaker.
-    fn slot_groups(&self, keys: &[&str]) -> Option<SlotGroups> {
+    fn slot_groups<'k>(&self, keys: impl Iterator<Item = &'k str> + Clone) -> Option<SlotGroups> {
         if !self.is_cluster() {
             return None;
         }
-        if self.slots.is_some() && keys.iter().all(|key| self.node_of(key).is_some()) {
+        if self.slots.is_some() && keys.clone().all(|key| self.node_of(key).is_some()) {
             return None;
         }
-        by_slot(keys.iter().map(|key| self.full_key(key)))
+        by_slot(keys.map(|key| self.full_key(key)))
     }
 
-    /// One call per hash slot at once, the split the client makes anyway, made here so that a
-    /// slot the cluster does not serve (`CLUSTERDOWN`) fails its own keys only, as its slot's
-    /// [`Error::NodeUnavailable`]: in the client's split it failed the whole batch (with a
-    /// "Mismatch in the number of multi-slot results" once the client's map dropped the slot).
+    /// A split batch's deadline: the level's, and a grace for its parts' answers to settle.
+    fn batch_deadline(&self) -> Duration {
+        self.timeout.saturating_add(part_grace(self.timeout))
+    }
+
+    /// [`each_slot`] under the batch's deadline.
     fn per_slot<'a, T, F>(
         &'a self,
         op: &'static str,
@@ -492,26 +493,11 @@ impl RedisStore {
         T: Send + 'a,
         F: Fn(Vec<usize>) -> BoxFuture<'a, Result<T>> + Send + 'a,
     {
-        let parts = groups.into_iter().map(move |(slot, members)| {
-            let call = run(members.clone());
-            async move {
-                let result = call.await.map_err(|e| match e {
-                    e @ (Error::Timeout { .. } | Error::Backend { .. }) => Error::NodeUnavailable {
-                        level: LEVEL,
-                        node: format!("of hash slot {slot}"),
-                        cause: Box::new(e),
-                    },
-                    other => other,
-                });
-                (members, result)
-            }
-        });
-        let all = join_all(parts.collect::<Vec<_>>());
-        Box::pin(self.rt.bind(
-            op,
-            self.timeout.saturating_add(part_grace(self.timeout)),
-            async move { Ok(all.await) },
-        ))
+        let all = each_slot(groups, run);
+        Box::pin(
+            self.rt
+                .bind(op, self.batch_deadline(), async move { Ok(all.await) }),
+        )
     }
 
     /// [`per_node`](Self::per_node) for the blocking API.
@@ -636,14 +622,9 @@ impl Storage for RedisStore {
             return Ok(Vec::new());
         }
         let Some(groups) = self.groups(keys.iter().copied()) else {
-            if let Some(slots) = self.slot_groups(keys) {
+            if let Some(slots) = self.slot_groups(keys.iter().copied()) {
                 let parts = self.per_slot("get_many", slots, self.get_many_part(keys));
-                let parts = self.rt.wait(
-                    "get_many",
-                    self.timeout.saturating_add(part_grace(self.timeout)),
-                    parts,
-                )?;
-                return self.get_many_parts(keys, parts);
+                return self.get_many_parts(keys, self.rt.wait("get_many", self.batch_deadline(), parts)?);
             }
             let first = keys.first().copied().unwrap_or_default();
             let reads = self.keyed(first, || self.call(self.commands.get_many(keys)))?;
@@ -658,6 +639,16 @@ impl Storage for RedisStore {
             return Ok(());
         }
         let Some(groups) = self.groups(items.iter().map(|(k, _)| *k)) else {
+            if let Some(slots) = self.slot_groups(items.iter().map(|(k, _)| *k)) {
+                let items = with_ttl(items, ttl);
+                self.commands.check_sets(&items)?;
+                let parts = self.per_slot("set_many", slots, self.set_each_part("set_many", &items));
+                return written_parts(
+                    "set_many",
+                    items.len(),
+                    self.rt.wait("set_many", self.batch_deadline(), parts)?,
+                );
+            }
             let first = items.first().map(|(k, _)| *k).unwrap_or_default();
             return self.keyed(first, || {
                 self.call(self.commands.set_many(items, ttl, self.clock.now_ms()))
@@ -679,6 +670,15 @@ impl Storage for RedisStore {
             return Ok(());
         }
         let Some(groups) = self.groups(items.iter().map(|(k, _, _)| *k)) else {
+            if let Some(slots) = self.slot_groups(items.iter().map(|(k, _, _)| *k)) {
+                self.commands.check_sets(items)?;
+                let parts = self.per_slot("set_each", slots, self.set_each_part("set_each", items));
+                return written_parts(
+                    "set_each",
+                    items.len(),
+                    self.rt.wait("set_each", self.batch_deadline(), parts)?,
+                );
+            }
             let first = items.first().map(|(k, _, _)| *k).unwrap_or_default();
             return self.keyed(first, || {
                 self.call(self.commands.set_each(items, self.clock.now_ms()))
@@ -699,6 +699,14 @@ impl Storage for RedisStore {
             return Ok(0);
         }
         let Some(groups) = self.groups(keys.iter().copied()) else {
+            if let Some(slots) = self.slot_groups(keys.iter().copied()) {
+                Commands::check_keys(keys)?;
+                let parts = self.per_slot("delete_many", slots, self.delete_many_part(keys));
+                return removed_parts(
+                    keys.len(),
+                    self.rt.wait("delete_many", self.batch_deadline(), parts)?,
+                );
+            }
             let first = keys.first().copied().unwrap_or_default();
             return self.keyed(first, || self.call(self.commands.delete_many(keys)));
         };
@@ -770,7 +778,7 @@ impl DistributedStorage for RedisStore {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
         let Some(groups) = self.groups(keys.iter().copied()) else {
-            if let Some(slots) = self.slot_groups(keys) {
+            if let Some(slots) = self.slot_groups(keys.iter().copied()) {
                 let parts = self.per_slot("get_many", slots, self.get_many_part(keys));
                 return Box::pin(async move { self.get_many_parts(keys, parts.await?) });
             }
@@ -791,6 +799,16 @@ impl DistributedStorage for RedisStore {
             return Box::pin(std::future::ready(Ok(())));
         }
         let Some(groups) = self.groups(items.iter().map(|(k, _)| *k)) else {
+            if let Some(slots) = self.slot_groups(items.iter().map(|(k, _)| *k)) {
+                return Box::pin(async move {
+                    let items = with_ttl(items, ttl);
+                    self.commands.check_sets(&items)?;
+                    let parts = self
+                        .per_slot("set_many", slots, self.set_each_part("set_many", &items))
+                        .await?;
+                    written_parts("set_many", items.len(), parts)
+                });
+            }
             let first = items.first().map(|(k, _)| *k).unwrap_or_default();
             let call = self.call_async(self.commands.set_many(items, ttl, self.clock.now_ms()));
             return self.keyed_async(first, call);
@@ -818,6 +836,13 @@ impl DistributedStorage for RedisStore {
             return Box::pin(std::future::ready(Ok(())));
         }
         let Some(groups) = self.groups(items.iter().map(|(k, _, _)| *k)) else {
+            if let Some(slots) = self.slot_groups(items.iter().map(|(k, _, _)| *k)) {
+                if let Err(e) = self.commands.check_sets(items) {
+                    return Box::pin(std::future::ready(Err(e)));
+                }
+                let parts = self.per_slot("set_each", slots, self.set_each_part("set_each", items));
+                return Box::pin(async move { written_parts("set_each", items.len(), parts.await?) });
+            }
             let first = items.first().map(|(k, _, _)| *k).unwrap_or_default();
             let call = self.call_async(self.commands.set_each(items, self.clock.now_ms()));
             return self.keyed_async(first, call);
@@ -839,6 +864,13 @@ impl DistributedStorage for RedisStore {
             return Box::pin(std::future::ready(Ok(0)));
         }
         let Some(groups) = self.groups(keys.iter().copied()) else {
+            if let Some(slots) = self.slot_groups(keys.iter().copied()) {
+                if let Err(e) = Commands::check_keys(keys) {
+                    return Box::pin(std::future::ready(Err(e)));
+                }
+                let parts = self.per_slot("delete_many", slots, self.delete_many_part(keys));
+                return Box::pin(async move { removed_parts(keys.len(), parts.await?) });
+            }
             let first = keys.first().copied().unwrap_or_default();
             return self.keyed_async(first, self.call_async(self.commands.delete_many(keys)));
         };
