@@ -690,3 +690,45 @@ fn a_key_of_a_slot_the_cluster_does_not_serve_fails_saying_so_and_its_batch_serv
     }
     assert!(redis.get(served).unwrap().is_none());
 }
+
+/// With per-node breakers: once the level's slot map (re-read after the first failure) names no
+/// owner for the unserved slot, a batch of that slot's key and a key of another slot of the same
+/// primary (which went whole behind the primary's breaker) is split per slot as well, and the
+/// primary's other slots stay served.
+#[test]
+fn with_node_breakers_a_batch_over_an_unserved_slot_serves_the_same_primarys_other_slots() {
+    let cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let breakers = std::sync::Arc::new(uno_cache::NodeBreakers::new("redis", 3, Duration::from_secs(60)));
+    let redis = RedisStore::connect(
+        RedisOptions::with_hosts(cluster.addrs())
+            .cluster(true)
+            .prefix("bd:")
+            .timeout(Duration::from_millis(500))
+            .node_breakers(std::sync::Arc::clone(&breakers)),
+    )
+    .unwrap();
+    let lost = "lost";
+    let slot = cluster.keyslot("bd:lost");
+    let owner = cluster.node_of_slot(slot);
+    let served = cluster.key_on(owner, "s");
+    assert_ne!(cluster.keyslot(&format!("bd:{served}")), slot);
+    redis.set(&served, b"v", None).unwrap();
+    redis.set(lost, b"w", None).unwrap();
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("DELSLOTS")
+            .arg(slot)
+            .query(&mut node.raw())
+            .unwrap();
+    }
+
+    let err = redis.get(lost).unwrap_err();
+    assert!(err.to_string().contains("does not serve"), "{err:?}");
+    support::wait_until("a batch over the unserved slot serves the other key", || {
+        matches!(
+            redis.get_many(&[served.as_str(), lost]),
+            Err(Error::PartialBatch(partial)) if partial.failed == [1]
+        )
+    });
+    assert_eq!(redis.get(&served).unwrap().unwrap().value, b"v");
+}
