@@ -84,6 +84,44 @@ fn read_replay_header(file: &[u8]) -> Result<(u64, u64), Option<u16>> {
     Ok((u64_at(16), u64_at(24)))
 }
 
+/// The log id a header that failed its checks still holds, if its version field reads 1
+/// (storage-format.md, recovery step 3).
+fn damaged_header_log_id(file: &[u8]) -> Option<u64> {
+    let h = file.get(..REPLAY_HEADER_LEN)?;
+    if h[8..10] != [1, 0] {
+        return None;
+    }
+    Some(u64::from_le_bytes(h[16..24].try_into().unwrap_or_default()))
+}
+
+/// Every op read is a record with a valid CRC under `log_id`, at some offset of `file`: the
+/// most any op read can come from (a delete may come from a set, turned by damage or expiry).
+fn assert_ops_are_records(file: &[u8], log_id: u64, ops: &[ReplayOp]) {
+    let mut found: Vec<ReplayRecord> = Vec::new();
+    for at in REPLAY_HEADER_LEN..file.len() {
+        if let Some((r, _)) = read_replay_record(&file[at..], log_id) {
+            found.push(r);
+        }
+    }
+    for op in ops {
+        let from_record = found.iter().any(|r| {
+            r.key == op.key
+                && r.seq == op.seq
+                && match &op.action {
+                    ReplayAction::Set { value, expires_at_ms } => {
+                        r.kind == kind::SET && r.value == *value && r.expires_at_ms == *expires_at_ms
+                    }
+                    ReplayAction::Delete => r.kind == kind::DELETE || r.kind == kind::SET,
+                }
+        });
+        assert!(
+            from_record,
+            "op {:?} seq {} is no valid record of the input",
+            op.key, op.seq
+        );
+    }
+}
+
 /// A replay record as the document defines a valid one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayRecord {
@@ -329,8 +367,10 @@ fn assert_replay_order(ops: &[ReplayOp]) {
 /// reopens. No step may panic; open may fail only with `UnsupportedVersion` for a header with a
 /// good CRC and another version. Every op read must be a record with a valid CRC in the input
 /// (a delete may come from a set, turned by damage or expiry); a log of back-to-back valid
-/// records, maybe followed by zeros, must give exactly the state the document's rules give.
-/// After the push, a reopen finds a clean log holding the same state.
+/// records, maybe followed by zeros, must give exactly the state the document's rules give; a
+/// damaged header, an overflowed queue holding what the records under the id it still holds
+/// give (nothing if its version field is not 1). After the push, a reopen finds a clean log
+/// holding the same state.
 pub fn replay_log_target(data: &[u8]) {
     let (file, mark) = replay_log_file(data);
     let Ok(tmp) = tempfile::tempdir() else { return };
@@ -351,38 +391,28 @@ pub fn replay_log_target(data: &[u8]) {
     assert_replay_order(&ops);
     let report = queue.recovery_report().clone();
     let Ok((log_id, next_seq)) = header else {
-        assert!(
-            ops.is_empty() && queue.is_overflowed(),
-            "a damaged header must give an empty, overflowed queue"
-        );
+        // A damaged header: the queue is overflowed, and keeps only ops of records that check
+        // out under the log id the header still holds, if its version field reads 1; none else.
+        assert!(queue.is_overflowed(), "a damaged header must give an overflowed queue");
         assert!(report.header_damage.is_some());
+        match damaged_header_log_id(&file) {
+            Some(log_id) => {
+                assert_ops_are_records(&file, log_id, &ops);
+                if replay_search_cost(&file) <= REPLAY_SEARCH_BUDGET_BASE {
+                    let (want, _, _) = replay_model(&replay_scan(&file, log_id));
+                    let got: BTreeMap<String, (u64, ReplayAction)> = ops
+                        .iter()
+                        .map(|op| (op.key.clone(), (op.seq, op.action.clone())))
+                        .collect();
+                    assert_eq!(got, want, "a damaged header's kept ops differ from its records");
+                }
+            }
+            None => assert!(ops.is_empty(), "a damaged header without version 1 must give an empty queue"),
+        }
         return push_and_reopen(dir, &clock, queue, ops);
     };
 
-    // Every record with a valid CRC at any offset: the most any op read can come from.
-    let mut found: Vec<ReplayRecord> = Vec::new();
-    for at in REPLAY_HEADER_LEN..file.len() {
-        if let Some((r, _)) = read_replay_record(&file[at..], log_id) {
-            found.push(r);
-        }
-    }
-    for op in &ops {
-        let from_record = found.iter().any(|r| {
-            r.key == op.key
-                && r.seq == op.seq
-                && match &op.action {
-                    ReplayAction::Set { value, expires_at_ms } => {
-                        r.kind == kind::SET && r.value == *value && r.expires_at_ms == *expires_at_ms
-                    }
-                    ReplayAction::Delete => r.kind == kind::DELETE || r.kind == kind::SET,
-                }
-        });
-        assert!(
-            from_record,
-            "op {:?} seq {} is no valid record of the input",
-            op.key, op.seq
-        );
-    }
+    assert_ops_are_records(&file, log_id, &ops);
 
     // Within the search budget the document gives, the scan is determined by the bytes: redo it
     // here and compare everything the open reports.
