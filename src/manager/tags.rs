@@ -134,13 +134,9 @@ pub(crate) struct TagStore {
 /// (EVAL renamed away, a user refused the scripts), else [`Error::Backend`]. The hosts are put
 /// in by [`TagStore::task`] ([`naming_hosts`]).
 fn backend(op: &'static str, e: &redis::RedisError) -> Error {
-    use crate::distributed::redis::errors::{error_text, misconfiguration};
+    use crate::distributed::redis::errors::{error_text, misconfiguration, misconfigured};
     match misconfiguration(e) {
-        Some(advice) => Error::Misconfigured {
-            level: LEVEL,
-            hosts: String::new(),
-            reason: format!("{advice} ({})", error_text(e)),
-        },
+        Some(advice) => misconfigured(LEVEL, "", advice, e),
         None => Error::Backend {
             level: LEVEL,
             op,

@@ -99,12 +99,18 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
             reason: error_text(err),
         };
     }
+    failure(LEVEL, op, hosts, err)
+}
+
+/// A failed call of `level` (the L2, the backplane) on `hosts`: [`Error::Misconfigured`] if
+/// the server's answer says the settings are wrong, else [`Error::Backend`] naming the hosts,
+/// as Memcached's failures are (on a cluster, or behind a name that moved in a failover, the
+/// configuration does not say which server failed).
+pub(crate) fn failure(level: &'static str, op: &'static str, hosts: &str, err: &RedisError) -> Error {
     match misconfiguration(err) {
-        Some(advice) => misconfigured(LEVEL, hosts, advice, err),
-        // Named as Memcached's failures are: on a cluster, or behind a name that moved in a
-        // failover, the configuration does not say which server failed.
+        Some(advice) => misconfigured(level, hosts, advice, err),
         None => Error::Backend {
-            level: LEVEL,
+            level,
             op,
             reason: format!("{hosts}: {}", error_text(err)),
         },
@@ -129,7 +135,7 @@ fn is_redirect(err: &RedisError) -> bool {
     )
 }
 
-fn misconfigured(level: &'static str, hosts: &str, advice: &str, err: &RedisError) -> Error {
+pub(crate) fn misconfigured(level: &'static str, hosts: &str, advice: &str, err: &RedisError) -> Error {
     Error::Misconfigured {
         level,
         hosts: hosts.to_owned(),

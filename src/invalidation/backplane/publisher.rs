@@ -12,7 +12,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
 use super::{jitter, BackplaneOptions, Invalidation, InvalidationMessage, Node, Shared, LEVEL};
-use crate::distributed::redis::errors::{connect_error_for, error_text, misconfiguration};
+use crate::distributed::redis::errors::{connect_error_for, failure};
 use crate::error::{Error, Result};
 
 /// Failed messages waiting to be re-sent, oldest first.
@@ -209,18 +209,7 @@ impl Publisher {
                         err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal();
                     // PUBLISH renamed away, or refused by the user's ACL: kept for re-sending
                     // as any failed publish, but said as what only the operator can change.
-                    let err = match misconfiguration(&err) {
-                        Some(advice) => Error::Misconfigured {
-                            level: LEVEL,
-                            hosts: host.to_owned(),
-                            reason: format!("{advice} ({})", error_text(&err)),
-                        },
-                        None => Error::Backend {
-                            level: LEVEL,
-                            op: "publish",
-                            reason: format!("{host}: {}", error_text(&err)),
-                        },
-                    };
+                    let err = failure(LEVEL, "publish", host, &err);
                     if !broken {
                         return Err(err);
                     }
