@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
@@ -370,6 +371,13 @@ pub struct HotTier {
     /// [`insert_unless_cleared`](HotTier::insert_unless_cleared)): equal, no clear is running.
     clears: AtomicU64,
     cleared: AtomicU64,
+    /// Held to write by a [`clear`](HotTier::clear), and to read by every put that must not
+    /// outlive one begun since its mark (see
+    /// [`insert_unless_cleared`](HotTier::insert_unless_cleared)): the check and the put are
+    /// then one step. A put checked only after it was made, and undone if a clear had begun,
+    /// was readable in between: a value read before a loss of trust was answered by a read that
+    /// began after the loss returned.
+    clearing: RwLock<()>,
     changes: Changes,
     /// See [`written`](HotTier::written).
     written: AtomicU64,
@@ -417,6 +425,7 @@ impl HotTier {
             unit,
             clears: AtomicU64::new(0),
             cleared: AtomicU64::new(0),
+            clearing: RwLock::new(()),
             changes: Changes::new(),
             written: AtomicU64::new(0),
             evictions: Arc::new(AtomicU64::new(0)),
@@ -516,8 +525,9 @@ impl HotTier {
         begun
     }
 
-    /// [`insert`](Self::insert), undone if a [`clear`](Self::clear) began since `mark` was
-    /// taken: a value read before a clear (entries marked suspect, say) must not outlive it.
+    /// [`insert`](Self::insert), unless a [`clear`](Self::clear) began since `mark` was taken:
+    /// a value read before a clear (entries marked suspect, say) must not outlive it, nor be
+    /// readable for a moment after it.
     /// `decoder` is called once per value type, for the first value kept: it is how later
     /// writes of the type's keys refresh them (see [`end_change`](Self::end_change)). Whether
     /// the value was kept: not if a clear began, nor if it is too heavy for the tier.
@@ -535,12 +545,12 @@ impl HotTier {
             return false;
         };
         typed.decode.get_or_init(decoder);
-        let kept = typed.put(key, value, expires_at_ms, size);
+        // No clear begins between the check and the put, nor while a reader could see it.
+        let _no_clear = self.clearing.read();
         if !self.no_clear_since(mark) {
-            self.remove(key);
             return false;
         }
-        kept
+        typed.put(key, value, expires_at_ms, size)
     }
 
     /// Notes that a typed read of `key` as `V` found no value in any level (the cache of `V`
@@ -623,6 +633,11 @@ impl HotTier {
     /// it (or missed it), unless another change of the key or a clear overlapped this one.
     pub fn end_change(&self, key: &str, change: Change<'_>, written: Option<Written<'_>>) {
         let written = written.filter(|_| change.held | change.missed != 0);
+        // A put that a clear begun since the change would undo is not made: no read sees it
+        // (as in `insert_unless_cleared`). A change of the key that overlapped this one is only
+        // seen once the value is in place; that value is this running write's own.
+        let _no_clear = written.map(|_| self.clearing.read());
+        let written = written.filter(|_| self.no_clear_since(change.mark));
         let mut put = 0u64;
         self.each(|i, cache| match written {
             Some(w) if (change.held | change.missed) & (1 << i) != 0 => {
@@ -636,10 +651,8 @@ impl HotTier {
         if put == 0 {
             return;
         }
-        // Asked with the values in place: a change or a clear that begins later drops them.
-        let alone =
-            change.stripe.as_ref().is_some_and(|s| !s.overlapped()) && self.no_clear_since(change.mark);
-        if alone {
+        // Asked with the values in place: a change that begins later drops them itself.
+        if change.stripe.as_ref().is_some_and(|s| !s.overlapped()) {
             self.written.fetch_add(put, Ordering::Relaxed);
         } else {
             self.remove(key);
@@ -683,6 +696,7 @@ impl HotTier {
 
     /// Drops every key.
     pub fn clear(&self) {
+        let _no_put = self.clearing.write();
         self.clears.fetch_add(1, Ordering::SeqCst);
         self.each(|_, cache| cache.clear());
         self.cleared.fetch_add(1, Ordering::SeqCst);
