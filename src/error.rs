@@ -265,6 +265,10 @@ pub enum Error {
         hosts: String,
         /// What the server said and what to fix.
         reason: String,
+        /// The refusal concerns this call's command or keys only (a command renamed away, an
+        /// ACL refusing a command or key): other calls are served, so no circuit breaker counts
+        /// it. False when it concerns the connection (credentials, database, TLS, a replica).
+        call_only: bool,
     },
 
     /// A distributed level that could not be reached at start-up (or whose server refused the

@@ -19,7 +19,9 @@
 mod support;
 
 use support::RedisServer;
-use uno_cache::{CacheConfig, CacheManager, DistributedStorage, Error, RedisOptions, RedisStore, Storage};
+use uno_cache::{
+    BreakerState, CacheConfig, CacheManager, DistributedStorage, Error, RedisOptions, RedisStore, Storage,
+};
 
 /// `result` is `Error::Misconfigured` of the Redis level at `host`, whose text has every one of
 /// `says`.
@@ -406,4 +408,121 @@ fn tag_calls_on_a_server_without_eval_are_a_misconfiguration_naming_the_command(
         );
         assert!(says.iter().all(|s| text.contains(s)), "{text}");
     }
+}
+
+/// [`config`] with a cool-down no test outlasts: a breaker that opens stays open, and no probe
+/// hides that it did.
+fn config_without_probes(dir: &std::path::Path, host: &str) -> CacheConfig {
+    let mut config = config(dir, host);
+    config.distributed.breaker_cooldown_ms = 600_000;
+    config
+}
+
+/// Through a cache on `url` (at `host`), whose server refuses UNLINK alone: twice the breaker's
+/// threshold of deletes, each `Error::Misconfigured` naming the host with every one of `says`,
+/// leave the breaker closed, and keys written to L2 before are still read from it.
+#[track_caller]
+fn reads_outlive_refused_deletes(url: &str, host: &str, says: &[&str]) {
+    let l1 = tempfile::tempdir().unwrap();
+    let config = config_without_probes(l1.path(), url);
+    let deletes = config.distributed.breaker_failures * 2;
+    let cache = CacheManager::new(config).unwrap();
+    let l2 = cache.distributed().unwrap();
+    // Written to L2 alone: a read of one through the cache asks L2.
+    for i in 0..3 {
+        l2.set(&format!("before{i}"), b"in L2", None).unwrap();
+    }
+    for i in 0..deletes {
+        let key = format!("gone{i}");
+        misconfigured(l2.delete(&key), host, says);
+        misconfigured(support::block_on(l2.delete_async(&key)), host, says);
+        misconfigured(l2.delete_many(&[&key, "other"]), host, says);
+        // Hidden by fallback_on_error, and counted where an operator looks.
+        cache.delete(&key).unwrap();
+    }
+    let stats = cache.stats().distributed;
+    assert_eq!(
+        stats.breaker.map(|b| b.state),
+        Some(BreakerState::Closed),
+        "{stats:?}"
+    );
+    assert!(stats.config_errors >= u64::from(deletes), "{stats:?}");
+    let shown = stats.last_config_error.unwrap_or_default();
+    assert!(
+        shown.contains(host) && says.iter().all(|needle| shown.contains(needle)),
+        "{shown}"
+    );
+    for i in 0..3 {
+        let key = format!("before{i}");
+        assert_eq!(
+            cache.get_raw(&key).unwrap().as_deref(),
+            Some(&b"in L2"[..]),
+            "{key}"
+        );
+    }
+    assert!(cache.stats().distributed.hits >= 3, "served from L1 alone");
+}
+
+/// `rename-command UNLINK ""`: every delete failed as a misconfiguration (right), which the
+/// breaker counted as a failure of the level, so after `breaker_failures` deletes it opened and
+/// the reads the server still served were skipped (the cache degraded to L1). A refusal of one
+/// command is no failure of the level.
+#[test]
+fn deletes_refused_by_a_server_with_unlink_renamed_away_leave_its_reads_served() {
+    let server = RedisServer::start_with(&["--rename-command", "UNLINK", ""], None);
+    let host = server.addr();
+    reads_outlive_refused_deletes(&host, &host, &["UNLINK", "rename-command"]);
+}
+
+/// As with UNLINK renamed away, for an ACL user allowed everything but UNLINK (NOPERM).
+#[test]
+fn deletes_refused_to_an_acl_user_without_unlink_leave_its_reads_served() {
+    let server = RedisServer::start_with(&["--user", "app", "on", ">pw", "~*", "+@all", "-unlink"], None);
+    let host = server.addr();
+    reads_outlive_refused_deletes(&format!("redis://app:pw@{host}/"), &host, &["ACL", "UNLINK"]);
+}
+
+/// A password refused under a running cache (rotated) concerns the connection, so every call:
+/// it still opens the breaker, which then probes once per cool-down instead of sending every call
+/// to a server that refuses them all.
+#[test]
+fn a_refused_password_still_opens_the_breaker() {
+    let server = RedisServer::with_password("old");
+    let l1 = tempfile::tempdir().unwrap();
+    let config = config_without_probes(l1.path(), &format!("redis://:old@{}", server.addr()));
+    let threshold = config.distributed.breaker_failures;
+    let cache = CacheManager::new(config).unwrap();
+    cache.set_raw("k", b"v", None).unwrap();
+    let mut admin = server.raw();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("new")
+        .query(&mut admin)
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut admin)
+        .unwrap();
+
+    for i in 0..threshold + 2 {
+        assert_eq!(cache.get_raw(&format!("absent{i}")).unwrap(), None);
+    }
+    let stats = cache.stats().distributed;
+    assert_eq!(
+        stats.breaker.map(|b| b.state),
+        Some(BreakerState::Open),
+        "{stats:?}"
+    );
+    assert!(
+        stats
+            .last_config_error
+            .as_deref()
+            .is_some_and(|e| e.contains("password") && e.contains(&server.addr())),
+        "{stats:?}"
+    );
 }

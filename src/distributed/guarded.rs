@@ -5,8 +5,9 @@
 //! breaker: while it is open, calls fail at once with [`Error::CircuitOpen`] without touching
 //! the network. Timeouts, backend failures and misconfigurations the server reports
 //! ([`Error::Misconfigured`]) count as failures; caller errors (bad key, zero
-//! TTL, value too large, configuration refusals) count as neither (a half-open probe that ends in
-//! one frees the probe slot, so the next call probes), and any other answer from the
+//! TTL, value too large, configuration refusals) and a server's refusal of one command or key
+//! (`call_only`: a command renamed away, an ACL user refused it) count as neither (a half-open
+//! probe that ends in one frees the probe slot, so the next call probes), and any other answer from the
 //! server (including a value without a valid envelope) counts as a success. `check_value` and
 //! `flush` make no call to the server (a flush has nothing to make durable on an L2): the breaker
 //! neither gates nor counts them.
@@ -103,6 +104,15 @@ fn record<T>(breaker: &CircuitBreaker, probe: bool, result: &Result<T>) {
             | Error::ServerFull { .. }
             | Error::PartialBatch(_),
         ) => breaker.record_success(),
+        // A refusal of one command or key (UNLINK renamed away, an ACL user refused it) says
+        // nothing of the other calls: counted, each failed delete opened the breaker, and the
+        // reads that the server still served were skipped with them. It counts as a caller
+        // error does (the stats still count and show it).
+        Err(Error::Misconfigured { call_only: true, .. }) => {
+            if probe {
+                breaker.release_probe();
+            }
+        }
         // A configuration the server refuses (a rotated password) opens the breaker too: the
         // level is probed once per cool-down instead of failing every call on the network. A
         // level not connected yet fails every call at once; open, the breaker skips them.
@@ -522,6 +532,36 @@ mod tests {
             3,
             "an empty batch made a call"
         );
+    }
+
+    fn refused(call_only: bool) -> Result<()> {
+        Err(Error::Misconfigured {
+            level: "redis",
+            hosts: "h:1".into(),
+            reason: "refused".into(),
+            call_only,
+        })
+    }
+
+    /// A server that refuses one command (UNLINK renamed away) still serves the others: its
+    /// refusals opened the breaker, and the reads were skipped with the deletes. One that refuses
+    /// the connection (a rotated password) refuses every call, and opens it.
+    #[test]
+    fn a_refusal_of_one_command_does_not_open_the_breaker_a_refused_connection_does() {
+        let clock = ManualClock::new(0);
+        let breaker = CircuitBreaker::with_clock(2, Duration::from_secs(1), Arc::new(clock.clone()));
+        for _ in 0..4 {
+            record(&breaker, false, &refused(true));
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        for _ in 0..2 {
+            record(&breaker, false, &refused(false));
+        }
+        assert_eq!(breaker.state(), BreakerState::Open);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(breaker.admit(), Some(true));
+        record(&breaker, true, &refused(true));
+        assert_eq!(breaker.admit(), Some(true), "the probe slot was freed");
     }
 
     #[test]

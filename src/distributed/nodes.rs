@@ -75,6 +75,14 @@ impl Node {
                 self.breaker.record_success();
                 Ok(value)
             }
+            // A refusal of one command or key is no failure of the node (see `guarded::record`):
+            // passed on as a caller error is.
+            Err(e @ Error::Misconfigured { call_only: true, .. }) => {
+                if probe {
+                    self.breaker.release_probe();
+                }
+                Err(e)
+            }
             // A node that refuses the configuration (its password rotated alone) is that node's
             // failure, as it is the level's on a single server: held against the level, one
             // node's refusal would open the breaker of every node.
@@ -407,6 +415,7 @@ mod tests {
                 level: "memcached",
                 hosts: "a:1".into(),
                 reason: "WRONGPASS".into(),
+                call_only: false,
             });
             let err = a.record(probe, refused).unwrap_err();
             assert!(
@@ -417,6 +426,37 @@ mod tests {
         }
         assert!(a.admit().is_err(), "the node's breaker opened");
         assert!(other.admit().is_ok());
+    }
+
+    /// A refusal of one command (a user refused UNLINK) opened the node's breaker, and that node's
+    /// reads were skipped with its deletes.
+    #[test]
+    fn a_refusal_of_one_command_leaves_the_nodes_breaker_closed_and_frees_a_probe() {
+        let (b, clock) = breakers();
+        let a = b.node("a:1");
+        let refused = || -> Result<()> {
+            Err(Error::Misconfigured {
+                level: "redis",
+                hosts: "a:1".into(),
+                reason: "NOPERM unlink".into(),
+                call_only: true,
+            })
+        };
+        for _ in 0..4 {
+            let probe = a.admit().unwrap();
+            let err = a.record(probe, refused()).unwrap_err();
+            assert!(matches!(err, Error::Misconfigured { .. }), "{err:?}");
+        }
+        assert_eq!(a.breaker().state(), BreakerState::Closed);
+        for _ in 0..2 {
+            let probe = a.admit().unwrap();
+            let _ = a.record(probe, down());
+        }
+        clock.advance(Duration::from_millis(100));
+        let probe = a.admit().unwrap();
+        assert!(probe);
+        let _ = a.record(probe, refused());
+        assert_eq!(a.admit().ok(), Some(true), "the next call probes");
     }
 
     #[test]

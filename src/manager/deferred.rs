@@ -324,6 +324,7 @@ mod tests {
             level: "test",
             hosts: "h:1".into(),
             reason: "WRONGPASS".into(),
+            call_only: false,
         };
         let connect: Connect = Box::new(move || Err(refused()));
         let (level, _connector) = Deferred::new(

@@ -136,7 +136,7 @@ pub(crate) struct TagStore {
 fn backend(op: &'static str, e: &redis::RedisError) -> Error {
     use crate::distributed::redis::errors::{error_text, misconfiguration, misconfigured};
     match misconfiguration(e) {
-        Some(advice) => misconfigured(LEVEL, "", advice, e),
+        Some(advice) => misconfigured(LEVEL, "", advice, e, op != "connect"),
         None => Error::Backend {
             level: LEVEL,
             op,
@@ -152,10 +152,12 @@ fn naming_hosts(err: Error, hosts: &str) -> Error {
             level,
             hosts: unnamed,
             reason,
+            call_only,
         } if unnamed.is_empty() => Error::Misconfigured {
             level,
             hosts: hosts.to_owned(),
             reason,
+            call_only,
         },
         Error::Backend { level, op, reason } => Error::Backend {
             level,

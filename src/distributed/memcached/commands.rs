@@ -435,6 +435,8 @@ impl Command for Admin {
                          flush_all (or with SASL, -S); clear() needs flush_all: run it without \
                          -F, or delete known keys with delete_many"
                     ),
+                    // clear() alone: the other calls are served, so no breaker counts it.
+                    call_only: true,
                 })
             }
             Some((code, text)) => Err(site.refused(site.op, code, &text)),

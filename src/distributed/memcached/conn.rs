@@ -350,6 +350,7 @@ impl Host {
                          without authentication; run it without them, on a network only its \
                          clients reach"
                     ),
+                    call_only: false,
                 }
             }
         };

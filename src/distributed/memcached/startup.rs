@@ -91,6 +91,7 @@ fn text_only(host: &Host, version: &str) -> Error {
              -B ascii), and uno-cache speaks the binary protocol; start it with -B auto (the \
              default) or -B binary"
         ),
+        call_only: false,
     }
 }
 

@@ -108,7 +108,7 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
 /// configuration does not say which server failed).
 pub(crate) fn failure(level: &'static str, op: &'static str, hosts: &str, err: &RedisError) -> Error {
     match misconfiguration(err) {
-        Some(advice) => misconfigured(level, hosts, advice, err),
+        Some(advice) => misconfigured(level, hosts, advice, err, true),
         None => Error::Backend {
             level,
             op,
@@ -135,11 +135,27 @@ fn is_redirect(err: &RedisError) -> bool {
     )
 }
 
-pub(crate) fn misconfigured(level: &'static str, hosts: &str, advice: &str, err: &RedisError) -> Error {
+/// `err` as [`Error::Misconfigured`] with `advice` (from [`misconfiguration`]). `by_a_call`: a
+/// call met it, not a connect.
+///
+/// A refusal of one command or key (NOPERM, a command renamed away) met by a call is that
+/// call's only (`call_only`): a user refused UNLINK, or a server with UNLINK renamed away, still
+/// serves GET and SET, and counted by the breaker every failed delete opened it and stopped the
+/// reads too. Met by a connect it fails the connection itself, so every call. (A connection a
+/// pool opens inside a call counts as the call's: were one of its commands refused, each call
+/// fails fast and shows as a configuration error, but is not skipped by the breaker.)
+pub(crate) fn misconfigured(
+    level: &'static str,
+    hosts: &str,
+    advice: &'static str,
+    err: &RedisError,
+    by_a_call: bool,
+) -> Error {
     Error::Misconfigured {
         level,
         hosts: hosts.to_owned(),
         reason: format!("{advice} ({})", error_text(err)),
+        call_only: by_a_call && [NOPERM_ADVICE, UNKNOWN_COMMAND_ADVICE].contains(&advice),
     }
 }
 
@@ -251,7 +267,7 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
 /// [`Error::Backend`] (op `"connect"`).
 pub(crate) fn connect_error_for(level: &'static str, hosts: &str, err: &RedisError) -> Error {
     if let Some(advice) = misconfiguration(err) {
-        return misconfigured(level, hosts, advice, err);
+        return misconfigured(level, hosts, advice, err, false);
     }
     let advice = if err.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading) {
         "the server is loading its dataset into memory and serves once it is done; wait for it"
@@ -284,6 +300,7 @@ pub(crate) fn greeting_error(hosts: &str, said: &str) -> Error {
                  and set it in the cache's settings, or, on a network only its clients reach, \
                  set protected-mode no ({said})"
             ),
+            call_only: false,
         };
     }
     Error::Backend {
@@ -374,6 +391,29 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A call refused one command or key is that call's refusal only (no breaker counts it); a
+    /// connect refused so, or any call refused its credentials, is the connection's.
+    #[test]
+    fn a_call_refused_one_command_is_call_only_a_refused_connection_is_not() {
+        let call_only = |err: Error| match err {
+            Error::Misconfigured { call_only, .. } => call_only,
+            other => panic!("{other:?}"),
+        };
+        let noperm = || {
+            server_error(
+                "NOPERM",
+                "User app has no permissions to run the 'unlink' command",
+            )
+        };
+        let unknown = || server_error("ERR", "unknown command 'UNLINK', with args beginning with: 'k'");
+        let wrongpass = || server_error("WRONGPASS", "invalid username-password pair");
+        assert!(call_only(call_error("delete", "h:1", &noperm(), false)));
+        assert!(call_only(call_error("delete", "h:1", &unknown(), false)));
+        assert!(!call_only(call_error("get", "h:1", &wrongpass(), false)));
+        assert!(!call_only(connect_error_for(LEVEL, "h:1", &noperm())));
+        assert!(!call_only(connect_error_for(LEVEL, "h:1", &unknown())));
     }
 
     #[test]
