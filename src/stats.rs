@@ -31,7 +31,8 @@ pub(crate) struct LevelMetrics {
     pub(crate) sets: Counter,
     pub(crate) deletes: Counter,
     pub(crate) errors: Counter,
-    /// Errors that said the configuration is wrong ([`Error::Misconfigured`]); also in `errors`.
+    /// Errors that said the configuration is wrong ([`Error::Misconfigured`]); also in `errors`,
+    /// but for the backplane's (see [`LevelMetrics::config_error`]).
     pub(crate) config_errors: Counter,
     /// The last failure (breaker skips aside) and the last configuration error, as text.
     pub(crate) last_errors: parking_lot::Mutex<LastErrors>,
@@ -58,23 +59,29 @@ impl LevelMetrics {
             // that opened the breaker stays shown.
             return;
         }
-        let message = error.to_string();
-        let mut last = self.last_errors.lock();
         if error.is_misconfiguration() {
-            self.config_errors.incr();
-            // A level not connected yet fails each call with its last refusal, naming the call:
-            // the refusal alone is logged once and shown, not once per kind of call.
-            let refusal = match error {
-                Error::NotConnected { cause, .. } => cause.to_string(),
-                _ => message.clone(),
-            };
-            if last.config.as_deref() != Some(refusal.as_str()) {
-                tracing::error!(level, error = %refusal,
-                    "the level refuses this configuration; fix it (retrying cannot help); meanwhile the cache serves without it");
-                last.config = Some(refusal);
-            }
+            self.config_error(level, error);
         }
-        last.any = Some(message);
+        self.last_errors.lock().any = Some(error.to_string());
+    }
+
+    /// Counts a configuration error of `level` in `config_errors` alone (not in `errors`), keeps
+    /// it as the last one, and logs it at error level once per distinct message. The backplane's
+    /// refusals come here: not failures of L2, yet settings to fix, shown where those are.
+    pub(crate) fn config_error(&self, level: &str, error: &Error) {
+        self.config_errors.incr();
+        // A level not connected yet fails each call with its last refusal, naming the call:
+        // the refusal alone is logged once and shown, not once per kind of call.
+        let refusal = match error {
+            Error::NotConnected { cause, .. } => cause.to_string(),
+            _ => error.to_string(),
+        };
+        let mut last = self.last_errors.lock();
+        if last.config.as_deref() != Some(refusal.as_str()) {
+            tracing::error!(level, error = %refusal,
+                "the level refuses this configuration; fix it (retrying cannot help); meanwhile the cache serves without it");
+            last.config = Some(refusal);
+        }
     }
 
     /// The last failure seen (skips by an open breaker aside), if any.
@@ -310,14 +317,18 @@ pub struct LevelStats {
     #[serde(default)]
     pub nodes: Vec<NodeStats>,
     /// Failed calls whose answer said the configuration is wrong (a refused password, no such
-    /// database, an untrusted certificate): retrying cannot fix them. Included in `errors`.
+    /// database, an untrusted certificate): retrying cannot fix them. Included in `errors`. For
+    /// `distributed`, the invalidation backplane's publishes refused so (an ACL user without
+    /// PUBLISH) are counted here too, and in `consistency.publish_failures`, but not in `errors`
+    /// (L2's calls).
     #[serde(default)]
     pub config_errors: u64,
     /// The last failure seen (skips by an open breaker aside): the host, what happened, what to
     /// do (never a password).
     #[serde(default)]
     pub last_error: Option<String>,
-    /// The last configuration error seen (see `config_errors`), kept when outage errors follow.
+    /// The last configuration error seen (see `config_errors`; for `distributed`, the
+    /// backplane's too), kept when outage errors follow.
     #[serde(default)]
     pub last_config_error: Option<String>,
 }
@@ -455,7 +466,8 @@ pub struct ConsistencyStats {
     pub backplane_connected: bool,
     /// Invalidations published.
     pub published: u64,
-    /// Publishes that failed (the backplane keeps and re-sends them).
+    /// Publishes that failed (the backplane keeps and re-sends them). Those the backplane's
+    /// server refused as a wrong setting are also in `distributed.config_errors`.
     pub publish_failures: u64,
     /// Invalidations received from other instances, counted once applied to L1.
     pub invalidations_received: u64,

@@ -3,7 +3,8 @@
 //! cluster setting that does not match the server fails `CacheManager::new` with
 //! `Error::Misconfigured` naming the host and what to fix (even with `fallback_on_error`), while
 //! an unreachable server still starts degraded. A password changed under a running cache is
-//! counted apart in the stats and shown, and L1 keeps serving.
+//! counted apart in the stats and shown, and L1 keeps serving; so is a backplane publish its
+//! server refuses as a wrong setting.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -224,4 +225,38 @@ fn a_backplane_with_a_wrong_password_fails_start_up_instead_of_running_offline()
     assert!(err.is_misconfiguration(), "{text}");
     assert!(text.contains(&bus.addr()), "{text}");
     assert!(!text.contains("wrong-secret"), "{text}");
+}
+
+/// A backplane whose user may subscribe but not PUBLISH: each publish failed as a
+/// misconfiguration, counted only in `consistency.publish_failures` and logged at debug level,
+/// so `config_errors`, `last_config_error` and `monitor().config_error()` said nothing was
+/// wrong. They show it now (not counted in `errors`, which counts L2's calls).
+#[test]
+fn a_backplane_publish_refused_by_the_acl_is_shown_as_a_configuration_error() {
+    let l2 = RedisServer::start();
+    let bus = RedisServer::start_with(
+        &["--user", "app", "on", ">pw", "~*", "&*", "+@all", "-publish"],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &l2.addr(), "");
+    config.invalidation.enabled = true;
+    config.invalidation.hosts = vec![format!("redis://app:pw@{}/", bus.addr())];
+    let cache = CacheManager::new(config).unwrap();
+
+    cache.set_raw("k", b"v", None).unwrap();
+    let stats = cache.stats();
+    assert!(stats.consistency.publish_failures >= 1, "{:?}", stats.consistency);
+    assert!(stats.distributed.config_errors >= 1, "{:?}", stats.distributed);
+    assert_eq!(
+        stats.distributed.errors, 0,
+        "no L2 call failed: {:?}",
+        stats.distributed
+    );
+    let shown = stats.distributed.last_config_error.unwrap_or_default();
+    assert!(
+        shown.contains("backplane") && shown.contains(&bus.addr()) && shown.contains("PUBLISH"),
+        "{shown}"
+    );
+    assert_eq!(cache.monitor().config_error(), Some(shown));
 }

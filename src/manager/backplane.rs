@@ -88,7 +88,14 @@ impl Shared {
             Ok(()) => c.published.incr(),
             Err(e) => {
                 c.publish_failures.incr();
-                tracing::debug!(error = %e, "publishing an invalidation failed; the backplane re-sends it");
+                if e.is_misconfiguration() {
+                    // No re-send gets past a server that refuses the setting (an ACL user without
+                    // PUBLISH on the channel): counted where an operator looks for what to fix,
+                    // and logged, where a debug line alone hid it.
+                    self.metrics.distributed.config_error("backplane", &e);
+                } else {
+                    tracing::debug!(error = %e, "publishing an invalidation failed; the backplane re-sends it");
+                }
             }
         }
     }

@@ -53,9 +53,10 @@ impl<'a> Monitor<'a> {
         self.assemble(l1_size, l2_size)
     }
 
-    /// The last error by which L2 said the configuration is wrong (a refused password, no such
-    /// database, an untrusted certificate; see [`Error::Misconfigured`](crate::Error::Misconfigured)),
-    /// if any call saw one; also in `stats().distributed.last_config_error`. It reads only the
+    /// The last error by which L2 (or the backplane, publishing) said the configuration is wrong
+    /// (a refused password, no such database, an untrusted certificate; see
+    /// [`Error::Misconfigured`](crate::Error::Misconfigured)), if any call saw one; also in
+    /// `stats().distributed.last_config_error`. It reads only the
     /// counters, never a level, so it is cheap enough to check after every call.
     #[must_use]
     pub fn config_error(&self) -> Option<String> {
