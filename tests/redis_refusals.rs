@@ -526,3 +526,32 @@ fn a_refused_password_still_opens_the_breaker() {
         "{stats:?}"
     );
 }
+
+/// A tag call whose client the settings keep from being built (a CA file with no certificate
+/// rustls takes; the L2 found it at connect and, with fallback, the cache started without it)
+/// failed with no host: the error of building the client was not named as the tag calls' are.
+#[test]
+fn a_tag_call_whose_client_cannot_be_built_names_the_host() {
+    let server = RedisServer::start();
+    let l1 = tempfile::tempdir().unwrap();
+    let ca = l1.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let mut config = config(l1.path(), &format!("rediss://{}", server.addr()));
+    config.distributed.tls_ca_file = Some(ca);
+    config.distributed.start_degraded_on_config_error = true;
+    let cache = CacheManager::new(config).unwrap();
+    for err in [
+        cache.invalidate_tag("t").unwrap_err(),
+        support::block_on(cache.invalidate_tag_async("t")).unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.contains(&server.addr()) && text.contains("trust anchors"),
+            "{err:?}"
+        );
+    }
+}

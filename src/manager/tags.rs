@@ -266,7 +266,8 @@ impl TagStore {
         F: FnOnce(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let conn = self.connection()?;
+        // Building the client can fail too (a CA file rustls cannot take), before any connect.
+        let conn = self.connection().map_err(|e| naming_hosts(e, &self.hosts))?;
         let cache = Arc::clone(&self.conn);
         let timeout = self.timeout;
         let hosts = self.hosts.clone();
