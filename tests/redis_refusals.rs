@@ -528,7 +528,8 @@ fn a_refused_password_still_opens_the_breaker() {
 }
 
 /// A tag call whose client the settings keep from being built (a CA file with no certificate
-/// rustls takes; the L2 found it at connect and, with fallback, the cache started without it)
+/// rustls takes; the L2 met it at connect, and start_degraded_on_config_error started the cache
+/// without it)
 /// failed with no host: the error of building the client was not named as the tag calls' are.
 #[test]
 fn a_tag_call_whose_client_cannot_be_built_names_the_host() {

@@ -1,8 +1,8 @@
 //! `rediss://` configured from TOML, against a real TLS-only `redis-server` with certificates
 //! made by `openssl` at test time: a private CA from `tls_ca_file`, the system's root store
 //! (`tls_system_roots`, pointed at a bundle with `SSL_CERT_FILE`), mutual TLS with
-//! `tls_cert_file` / `tls_key_file`, and an untrusted CA or a missing client certificate as a
-//! configuration error naming the host.
+//! `tls_cert_file` / `tls_key_file`, and an untrusted CA, a missing client certificate or a
+//! certificate file that does not parse as a configuration error naming the host.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -164,4 +164,41 @@ fn a_backplane_on_its_own_tls_hosts_trusts_the_configured_ca() {
         b.stats().consistency.invalidations_received >= 1
     });
     assert_eq!(a.stats().consistency.publish_failures, 0);
+}
+
+/// A CA file, or a client key, that does not parse is refused by the client as it is built:
+/// taken for an outage, a start-up with fallback went on without L2 and retried it in the
+/// background for good. It fails start-up as a misconfiguration naming the host and the files.
+#[test]
+fn tls_files_that_do_not_parse_fail_start_up_as_a_misconfiguration_naming_them() {
+    let certs = tempfile::tempdir().unwrap();
+    support::make_tls_certs(certs.path());
+    let server = RedisServer::start_tls(certs.path());
+    let bad = certs.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let ca = toml_path(&certs.path().join("ca.crt"));
+    for extra in [
+        format!("tls_ca_file = {}", toml_path(&bad)),
+        format!(
+            "tls_ca_file = {ca}\ntls_cert_file = {cert}\ntls_key_file = {key}",
+            cert = toml_path(&certs.path().join("ca.crt")),
+            key = toml_path(&bad)
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let err = CacheManager::new(config(dir.path(), &server, &extra)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, Error::Misconfigured { hosts, .. } if hosts.contains(&server.port.to_string())),
+            "{extra}: {err:?}"
+        );
+        assert!(
+            text.contains("tls_ca_file") && text.contains("tls_key_file"),
+            "{text}"
+        );
+    }
 }

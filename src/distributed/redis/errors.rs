@@ -248,6 +248,10 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
         Some("the server is not a Redis Cluster node; set cluster = false and use redis://")
     } else if has("invalid peer certificate") || has("UnknownIssuer") || has("NotValidForName") {
         Some("the server's TLS certificate is not trusted for this host; set distributed.tls_ca_file to the CA that signed it, or check the host name")
+    } else if has("Unable to parse") || has("Unable to extract private key") {
+        // The client's parse of the PEM files, when it is built: an outage to the caller, a
+        // start-up with fallback went on without L2 and retried it in the background for good.
+        Some("a TLS certificate or key file does not parse (PEM with a certificate or key rustls takes); check distributed.tls_ca_file, tls_cert_file and tls_key_file")
     } else if has("received corrupt message") || has("InvalidContentType") {
         Some("the server does not speak TLS on this port; use redis:// or the server's tls-port")
     } else if has("received fatal alert") || has("CertificateRequired") {
