@@ -271,6 +271,25 @@ fn clear_on_a_server_with_flush_all_disabled_says_so() {
     assert_eq!(mc.get("k").unwrap().unwrap().value, b"v", "nothing was flushed");
 }
 
+/// The refusal of flush_all concerns clear() alone: counted by the breaker, a few clears opened
+/// it, and the reads and writes the server still served were skipped.
+#[test]
+fn clears_refused_by_a_server_with_flush_all_disabled_leave_the_breaker_closed() {
+    let server = MemcachedServer::start_with(&["-F"]);
+    let breaker = Arc::new(CircuitBreaker::new(2, Duration::from_secs(600)));
+    let mc = Guarded::new("memcached", store(&server, ""), Arc::clone(&breaker));
+    mc.set("k", b"v", None).unwrap();
+    for _ in 0..4 {
+        let err = mc.clear().unwrap_err();
+        assert!(
+            err.is_misconfiguration() && err.to_string().contains("-F"),
+            "{err:?}"
+        );
+    }
+    assert_eq!(mc.get("k").unwrap().unwrap().value, b"v");
+    assert_eq!(breaker.stats().trips, 0);
+}
+
 #[test]
 fn values_without_an_envelope_are_a_typed_error() {
     let server = MemcachedServer::start();
