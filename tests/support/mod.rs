@@ -50,11 +50,13 @@ pub fn dies_with_us(program: &str) -> Command {
 
 /// A loopback port that is free now, and whose `+10000` cluster-bus port is free too.
 pub fn free_port() -> u16 {
-    // Test binaries run at once: start each process at its own place in 20000..29000.
+    // Test binaries run at once: start each process at its own place in 12000..21000. The bus
+    // ports (22000..31000) stay below Linux's range for outgoing connections (32768 on), from
+    // which a client's connection could take one between this check and a node's start.
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let start = (std::process::id() % 300) as u16 * 30;
     for _ in 0..2_000 {
-        let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 9_000;
+        let port = 12_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 9_000;
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
         if free(port) && free(port + 10_000) {
             return port;
