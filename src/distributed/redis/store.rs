@@ -458,11 +458,10 @@ impl RedisStore {
             }
         });
         let all = join_all(parts.collect::<Vec<_>>());
-        Box::pin(self.rt.bind(
-            op,
-            self.timeout.saturating_add(part_grace(self.timeout)),
-            async move { Ok(all.await) },
-        ))
+        Box::pin(
+            self.rt
+                .bind(op, self.batch_deadline(), async move { Ok(all.await) }),
+        )
     }
 
     /// On a cluster, a batch not split per primary by hash slot, if it spans several (see
@@ -514,8 +513,7 @@ impl RedisStore {
         K: Fn(usize) -> Option<&'a str> + Copy + Send + 'a,
     {
         let fut = self.per_node(op, groups, key, run);
-        self.rt
-            .wait(op, self.timeout.saturating_add(part_grace(self.timeout)), fut)
+        self.rt.wait(op, self.batch_deadline(), fut)
     }
 
     /// The entries of a `get_many`, in key order. Keys whose node was not reached, and keys
