@@ -1,6 +1,7 @@
-//! The test harness's own promise: a server a test starts dies with the test process even when
-//! that process is killed with SIGKILL, where no drop runs. A test process starts a Redis and a
-//! memcached server and is killed; both servers must be gone soon after.
+//! The test harness's own promises: a server a test starts dies with the test process even when
+//! that process is killed with SIGKILL, where no drop runs (a test process starts a Redis and a
+//! memcached server and is killed; both servers must be gone soon after); and a test talks only
+//! to the servers it started, never to another process that holds the port it was given.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -69,4 +70,53 @@ fn servers_die_with_the_process_that_started_them() {
     support::wait_until("the servers' end after the test process was killed", || {
         !pids.iter().any(|&pid| alive(pid))
     });
+}
+
+/// Answers every connection on `listener` with `reply`, as a server of the same kind that some
+/// other process started on the port would.
+fn impostor(listener: std::net::TcpListener, reply: &'static [u8]) {
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            use std::io::Write;
+            let _ = conn.write_all(reply);
+        }
+    });
+}
+
+/// The message of the panic `start` ends in.
+fn start_failure(start: impl FnOnce() + std::panic::UnwindSafe) -> String {
+    let err = std::panic::catch_unwind(start).expect_err("the start succeeded against an impostor");
+    err.downcast_ref::<String>().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_server_whose_port_another_process_holds_fails_to_start_instead_of_passing_for_ours() {
+    let port = support::free_port();
+    impostor(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        b"+PONG\r\n",
+    );
+    let message = start_failure(|| {
+        support::RedisServer::start_on(port, &[], None);
+    });
+    assert!(
+        message.contains("exited") && message.contains(&port.to_string()),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_memcached_whose_port_another_process_holds_fails_to_start_instead_of_passing_for_ours() {
+    let port = support::free_port();
+    impostor(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        b"VERSION 1.6.0\r\n",
+    );
+    let message = start_failure(|| {
+        support::MemcachedServer::start_on(port);
+    });
+    assert!(
+        message.contains("exited") && message.contains(&port.to_string()),
+        "{message}"
+    );
 }

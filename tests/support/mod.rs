@@ -87,6 +87,51 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// Waits until the server `child` started answers on `port` (`answers`), and checks that the
+/// socket answering is the child's own: a free port can be taken by another process between
+/// [`free_port`] and the server's start, and a foreign server's answer would otherwise pass for
+/// ours (the tests would then run against a server they do not control, and stop it never).
+/// Fails, naming the server, if the child exits first.
+fn wait_for_own_server(what: &str, child: &mut Child, port: u16, mut answers: impl FnMut() -> bool) {
+    let pid = child.id();
+    wait_until(what, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited ({status}) before it answered: is port {port} taken by another \
+                 process? Run the test again; a test starting servers must not share ports."
+            );
+        }
+        listens_on(pid, port) && answers()
+    });
+}
+
+/// Whether process `pid` holds the socket listening on `127.0.0.1:port` (from `/proc`, so no
+/// tool is needed: the listening socket's inode in `/proc/net/tcp`, among the process's fds).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    // Fields: sl local_address rem_address st ... uid timeout inode; LISTEN is state 0A.
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+                .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
+}
+
 pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let started = Instant::now();
     while !ready() {
@@ -360,10 +405,10 @@ impl RedisServer {
         if let Some(password) = &self.password {
             cmd.args(["--requirepass", password]);
         }
-        self.child = Some(cmd.spawn().expect("start redis-server"));
+        let mut child = cmd.spawn().expect("start redis-server");
         let port = self.port;
         if let Some(certs) = &self.tls {
-            wait_until(&format!("redis-server (TLS) on {port}"), || {
+            wait_for_own_server(&format!("redis-server (TLS) on {port}"), &mut child, port, || {
                 let mut cli = Command::new("redis-cli");
                 cli.args(["--tls", "-p", &port.to_string(), "--cacert"])
                     .arg(certs.join("ca.crt"));
@@ -377,11 +422,12 @@ impl RedisServer {
                     .output()
                     .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
             });
-            return;
+        } else {
+            wait_for_own_server(&format!("redis-server on {port}"), &mut child, port, || {
+                probe(port, "PING\r\n").is_some_and(|r| r.starts_with("+PONG") || r.contains("NOAUTH"))
+            });
         }
-        wait_until(&format!("redis-server on {port}"), || {
-            probe(port, "PING\r\n").is_some_and(|r| r.starts_with("+PONG") || r.contains("NOAUTH"))
-        });
+        self.child = Some(child);
     }
 
     /// `127.0.0.1:port`.
@@ -517,10 +563,19 @@ impl MemcachedServer {
 
     /// A server with extra `memcached` arguments (for example `["-I", "2m"]`).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on_with(free_port(), extra)
+    }
+
+    /// [`start`](Self::start) on `port` (from [`free_port`]).
+    pub fn start_on(port: u16) -> Self {
+        Self::start_on_with(port, &[])
+    }
+
+    fn start_on_with(port: u16, extra: &[&str]) -> Self {
         require("memcached", "memcached");
         let mut server = MemcachedServer {
             child: None,
-            port: free_port(),
+            port,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         server.spawn();
@@ -529,31 +584,30 @@ impl MemcachedServer {
 
     fn spawn(&mut self) {
         // `-u root` only matters when run as root (memcached refuses root without it).
-        self.child = Some(
-            dies_with_us("memcached")
-                .args([
-                    "-l",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "0",
-                    "-m",
-                    "64",
-                    "-t",
-                    "2",
-                ])
-                .args(["-u", "root"])
-                .args(&self.extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start memcached"),
-        );
+        let mut child = dies_with_us("memcached")
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "0",
+                "-m",
+                "64",
+                "-t",
+                "2",
+            ])
+            .args(["-u", "root"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start memcached");
         let port = self.port;
-        wait_until(&format!("memcached on {port}"), || {
+        wait_for_own_server(&format!("memcached on {port}"), &mut child, port, || {
             probe(port, "version\r\n").is_some_and(|r| r.starts_with("VERSION"))
         });
+        self.child = Some(child);
     }
 
     /// `127.0.0.1:port`.
