@@ -633,29 +633,32 @@ impl HotTier {
     /// it (or missed it), unless another change of the key or a clear overlapped this one.
     pub fn end_change(&self, key: &str, change: Change<'_>, written: Option<Written<'_>>) {
         let written = written.filter(|_| change.held | change.missed != 0);
-        // A put that a clear begun since the change would undo is not made: no read sees it
-        // (as in `insert_unless_cleared`). A change of the key that overlapped this one is only
-        // seen once the value is in place; that value is this running write's own.
+        // A put that a clear begun since the change would undo is not made, nor one that
+        // another change of the key overlapped: no read sees it (as in
+        // `insert_unless_cleared`). Neither can begin between the check and the put.
         let _no_clear = written.map(|_| self.clearing.read());
         let written = written.filter(|_| self.no_clear_since(change.mark));
-        let mut put = 0u64;
-        self.each(|i, cache| match written {
-            Some(w) if (change.held | change.missed) & (1 << i) != 0 => {
-                let expires_at_ms = clock::expiry_ms(change.began_ms, w.ttl);
-                put += u64::from(cache.refresh(key, w.bytes, expires_at_ms, change.missed & (1 << i) != 0));
-            }
-            _ => {
-                cache.forget(key);
-            }
+        let put = written.and_then(|w| {
+            let stripe = change.stripe.as_ref()?;
+            stripe.unless_overlapped(|| {
+                let mut put = 0u64;
+                self.each(|i, cache| {
+                    if (change.held | change.missed) & (1 << i) != 0 {
+                        let expires_at_ms = clock::expiry_ms(change.began_ms, w.ttl);
+                        let missed = change.missed & (1 << i) != 0;
+                        put += u64::from(cache.refresh(key, w.bytes, expires_at_ms, missed));
+                    } else {
+                        cache.forget(key);
+                    }
+                });
+                put
+            })
         });
-        if put == 0 {
-            return;
-        }
-        // Asked with the values in place: a change that begins later drops them itself.
-        if change.stripe.as_ref().is_some_and(|s| !s.overlapped()) {
-            self.written.fetch_add(put, Ordering::Relaxed);
-        } else {
-            self.remove(key);
+        match put {
+            Some(put) => {
+                self.written.fetch_add(put, Ordering::Relaxed);
+            }
+            None => self.remove(key),
         }
     }
 

@@ -7,13 +7,20 @@
 //! that finishes last is not always the one the level below kept. So every change of a key
 //! takes a [`Change`] of the key's stripe before it touches the level below and drops it after:
 //! the stripe counts the changes begun and the changes running. A write that found its stripe
-//! idle when it began, and finds no change begun since once its value is in place, overlapped
-//! nothing; any change that begins later takes the key out of the tier itself. Two keys share a
+//! idle when it began, and finds no change begun since, overlapped nothing, and puts its value
+//! ([`Change::unless_overlapped`]); any change that begins later takes the key out of the tier
+//! itself. The check and the put are one step against changes beginning (a lock per stripe,
+//! taken by writes only, never by reads): a put checked only after it was made, and undone if
+//! another change had begun, was readable in between, and the other change could have returned
+//! by then (a write that ended first, having overlapped, leaves nothing in the tier), so that a
+//! read after it answered the older value of the write that ended last. Two keys share a
 //! stripe with probability 1 / [`STRIPES`]; a shared stripe only makes a write forget its key
 //! rather than keep the new value, which is always safe.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 /// How many stripes the keys are spread over.
 pub(super) const STRIPES: usize = 1024;
@@ -31,6 +38,9 @@ struct Stripe {
     /// apart, a write could count itself alone while another change that began after it took
     /// its begun number first, and miss their overlap.
     counts: AtomicU64,
+    /// Held while a change begins (its count taken) and while a write checks and puts its value,
+    /// so that no change begins between the two (see the module docs).
+    lock: Mutex<()>,
 }
 
 /// The stripes; see the module docs.
@@ -59,7 +69,10 @@ impl Changes {
         // `STRIPES` divides 2^64, so the remainder is uniform, and below `STRIPES`.
         let i = usize::try_from(hash % STRIPES as u64).ok()?;
         let stripe = self.stripes.get(i)?;
-        let before = stripe.counts.fetch_add(BEGIN, Ordering::SeqCst);
+        let before = {
+            let _no_put = stripe.lock.lock();
+            stripe.counts.fetch_add(BEGIN, Ordering::SeqCst)
+        };
         Some(Change {
             stripe,
             begun: (before >> RUNNING_BITS).wrapping_add(1),
@@ -79,10 +92,19 @@ pub(super) struct Change<'a> {
 }
 
 impl Change<'_> {
-    /// Whether another change of the stripe ran at some moment since this one began. Asked
-    /// after the value is in place: a change that begins after the answer takes the key out of
-    /// the tier itself.
-    pub(super) fn overlapped(&self) -> bool {
+    /// Runs `put` (a write putting its value in the tier) and gives its answer, unless another
+    /// change of the stripe ran at some moment since this one began; no change begins while
+    /// `put` runs, and one that begins after takes the key out of the tier itself.
+    pub(super) fn unless_overlapped<R>(&self, put: impl FnOnce() -> R) -> Option<R> {
+        if !self.alone {
+            return None;
+        }
+        let _no_begin = self.stripe.lock.lock();
+        (!self.overlapped()).then(put)
+    }
+
+    /// Whether another change of the stripe ran at some moment since this one began.
+    fn overlapped(&self) -> bool {
         let begun = self.stripe.counts.load(Ordering::SeqCst) >> RUNNING_BITS;
         !self.alone || begun != self.begun & (u64::MAX >> RUNNING_BITS)
     }

@@ -417,6 +417,47 @@ mod rules {
         assert_eq!(tier.get::<u32>("k"), None);
     }
 
+    /// A write overlapped by another change of its key is never put in the tier, not even for
+    /// a moment: the other change may have returned by the time the write ends, and a read
+    /// after it must not answer the write's value. (A decoder that counts its calls tells: a
+    /// put decodes the value first.)
+    #[test]
+    fn a_write_overlapped_by_another_change_of_the_key_is_never_put_in_the_tier() {
+        let decoded = Arc::new(AtomicU64::new(0));
+        let counting = |decoded: &Arc<AtomicU64>| -> Decoder<u32> {
+            let decoded = Arc::clone(decoded);
+            Box::new(move |_, bytes| {
+                decoded.fetch_add(1, Ordering::SeqCst);
+                std::str::from_utf8(bytes).ok()?.parse().ok()
+            })
+        };
+        let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(0)));
+        assert!(tier.insert_unless_cleared("k", 1u32, 0, 8, tier.clear_mark(), || counting(&decoded)));
+        for later_ends_first in [true, false] {
+            tier.insert("k", 1u32, 0, 8);
+            let earlier = tier.begin_change("k");
+            let later = tier.begin_change("k");
+            if later_ends_first {
+                tier.end_change("k", later, written(b"3"));
+                tier.end_change("k", earlier, written(b"2"));
+            } else {
+                tier.end_change("k", earlier, written(b"2"));
+                tier.end_change("k", later, written(b"3"));
+            }
+            assert_eq!(tier.get::<u32>("k"), None);
+            assert_eq!(
+                decoded.load(Ordering::SeqCst),
+                0,
+                "a value was put (later ends first: {later_ends_first})"
+            );
+        }
+        // The same write alone is put (the decoder counts).
+        let change = tier.begin_change("k");
+        tier.end_change("k", change, written(b"4"));
+        assert_eq!(tier.get::<u32>("k"), Some(4));
+        assert_eq!(decoded.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn a_write_after_a_noted_miss_puts_the_value_in_once() {
         let clock = ManualClock::new(0);
