@@ -311,22 +311,8 @@ impl InvalidationHandler for Receiver {
 /// nothing of it to drop. Passed on, it failed the whole delete: the keys after it stayed, and
 /// every L1 entry was made suspect, at every such message.
 fn holdable(keys: &[String]) -> Vec<&str> {
-    let mut skipped = 0usize;
-    let mut first = None;
-    let held = keys
-        .iter()
-        .map(String::as_str)
-        .filter(|key| match crate::keys::check_key(key) {
-            Ok(()) => true,
-            Err(e) => {
-                skipped += 1;
-                first.get_or_insert(e);
-                false
-            }
-        })
-        .collect();
-    // One line per message, not per key: a message of a million empty keys logged a million.
-    if let Some(e) = first {
+    let (held, refused) = crate::keys::passing_keys(keys);
+    if let Some((e, skipped)) = refused {
         tracing::warn!(error = %e, skipped, "an invalidation names keys no L1 can hold; skipped");
     }
     held

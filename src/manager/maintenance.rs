@@ -456,21 +456,8 @@ const TAG_DELETE_STEP: usize = 1_000;
 /// of the valid members stayed readable. One line per tag, not per member: a set another
 /// program filled with a million such members logged a million.
 fn deletable<'m>(tag: &str, members: &'m [String]) -> Vec<&'m str> {
-    let mut skipped = 0usize;
-    let mut first = None;
-    let keys = members
-        .iter()
-        .map(String::as_str)
-        .filter(|key| match crate::keys::check_key(key) {
-            Ok(()) => true,
-            Err(e) => {
-                skipped += 1;
-                first.get_or_insert(e);
-                false
-            }
-        })
-        .collect();
-    if let Some(e) = first {
+    let (keys, refused) = crate::keys::passing_keys(members);
+    if let Some((e, skipped)) = refused {
         tracing::warn!(tag, error = %e, skipped, "members of the tag are not keys; removed from the tag's set");
     }
     keys
