@@ -358,7 +358,9 @@ pub struct HitRates {
 pub struct Sizes {
     /// L1 items and bytes: the tier behind the memory tier (which holds most of the values the
     /// memory tier does; a value the file tier evicted may stay in memory until it is read or
-    /// evicted there); the memory tier's own are in `memory`.
+    /// evicted there); the memory tier's own are in `memory`. Expired entries the store has not
+    /// removed yet are counted (see `StorageSize::items`): with redb, until its purge, once a
+    /// minute.
     pub local: StorageSize,
     /// Entries of the memory tier, and what they count against `local.memory_max_mb`: its
     /// values (expired ones not read since included) and the keys written or deleted since their

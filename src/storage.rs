@@ -108,10 +108,13 @@ pub enum Confirmation {
 /// How much a level holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StorageSize {
-    /// Live entries.
+    /// Entries the level holds, read without visiting them. An expired entry reads as a miss
+    /// at once, but is counted until the level removes it: the memory store when it is read or
+    /// purged, the file store at its sweep, redb at its purge (`RedbStore::count_live` counts
+    /// only what a read returns); Redis and Memcached as their servers do.
     pub items: u64,
-    /// Bytes of live entries as the level counts them (keys, values and per-entry overhead for the
-    /// file store; keys and values for the memory store).
+    /// Bytes of those entries as the level counts them (keys, values and per-entry overhead for
+    /// the file store and redb; keys and values for the memory store).
     pub bytes: u64,
 }
 

@@ -200,6 +200,28 @@ impl Inner {
         Ok(store)
     }
 
+    /// The entries a read returns now: one pass over every row (see
+    /// [`RedbStore::count_live`](super::RedbStore::count_live)).
+    pub(super) fn count_live(&self) -> Result<u64> {
+        self.guarded("count", || {
+            let now = self.clock.now_ms();
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let mut live = 0u64;
+            for item in entries.iter().map_err(|e| self.err("scan", e))? {
+                let (key, value) = item.map_err(|e| self.err("scan", e))?;
+                // As `read_with_seq` answers: a row that does not decode is no entry either.
+                if Record::decode(value.value())
+                    .is_some_and(|r| !r.is_expired(now) && !self.lost.hides(key.value(), r.seq))
+                {
+                    live += 1;
+                }
+            }
+            Ok(live)
+        })
+    }
+
     /// The next sequence number, as last committed.
     fn read_next_seq(&self) -> Result<u64> {
         self.guarded("read meta", || next_seq_of(self, &*self.db()?))

@@ -139,6 +139,18 @@ impl RedbStore {
         self.inner.purge_expired()
     }
 
+    /// The entries a read would return now: neither expired nor an older version that a
+    /// reopen after an I/O error brought back. Unlike [`size`](Storage::size), whose `items` is
+    /// read from redb's row count at no cost and so includes the rows the purge has not removed
+    /// yet, this reads every row: its time grows with the store (a read transaction, which
+    /// writers do not wait for).
+    ///
+    /// # Errors
+    /// [`Error::Redb`](crate::Error::Redb) if the read fails.
+    pub fn count_live(&self) -> Result<u64> {
+        self.inner.count_live()
+    }
+
     /// Whether a commit since the last durable one is still held only in this process's memory:
     /// a kill of the process would lose it (see the module docs). It stays so until the next
     /// durable commit: a flush, a close, an `EveryWrite` write, or the flusher thread's next
@@ -189,6 +201,12 @@ impl Storage for RedbStore {
         self.inner.check_value(key, value_len)
     }
 
+    /// `items` counts the rows of the store, read at no cost: the live entries, and until the
+    /// purge removes them (every [`RedbOptions::purge_every`], or
+    /// [`purge_expired`](RedbStore::purge_expired)) the expired ones, and the older versions a
+    /// reopen after an I/O error brought back (until the next flush, close or `Periodic` turn),
+    /// which reads do not return. [`count_live`](RedbStore::count_live) counts only what a read
+    /// returns, reading every row. `bytes` counts the same rows, as the size bound does.
     fn size(&self) -> Result<StorageSize> {
         self.inner.size()
     }
