@@ -318,9 +318,11 @@ pub struct LevelStats {
     pub nodes: Vec<NodeStats>,
     /// Failed calls whose answer said the configuration is wrong (a refused password, no such
     /// database, an untrusted certificate): retrying cannot fix them. Included in `errors`. For
-    /// `distributed`, the invalidation backplane's publishes refused so (an ACL user without
-    /// PUBLISH) are counted here too, and in `consistency.publish_failures`, but not in `errors`
-    /// (L2's calls).
+    /// `distributed`, the invalidation backplane's refusals are counted here too, but not in
+    /// `errors` (L2's calls): its publishes and re-sends refused so (an ACL user without
+    /// PUBLISH; also in `consistency.publish_failures` or `consistency.republish_failures`),
+    /// and each SUBSCRIBE refused so (an ACL user without SUBSCRIBE or without the channel: the
+    /// subscriber tries again every 1 to 2 s, and this instance hears no invalidations meanwhile).
     #[serde(default)]
     pub config_errors: u64,
     /// The last failure seen (skips by an open breaker aside): the host, what happened, what to
@@ -471,6 +473,16 @@ pub struct ConsistencyStats {
     /// Publishes that failed (the backplane keeps and re-sends them). Those the backplane's
     /// server refused as a wrong setting are also in `distributed.config_errors`.
     pub publish_failures: u64,
+    /// Messages of failed publishes the backplane keeps, waiting to be re-sent (at most
+    /// `republish_limit` keys' worth; see `republish_overflows`).
+    pub republish_pending: u64,
+    /// Re-sends of those messages that failed again (each is kept and tried again with the
+    /// reconnect backoff). Those the server refused as a wrong setting are also in
+    /// `distributed.config_errors`, as for `publish_failures`.
+    pub republish_failures: u64,
+    /// Times the kept messages outgrew `republish_limit` and were replaced by one invalidation
+    /// of everything (every other instance drops its whole L1 when it arrives).
+    pub republish_overflows: u64,
     /// Invalidations received from other instances, counted once applied to L1.
     pub invalidations_received: u64,
     /// Keys dropped from L1 by invalidations of keys or prefixes received from other instances:

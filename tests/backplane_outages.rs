@@ -418,3 +418,157 @@ fn a_publish_refused_for_good_is_a_misconfiguration_naming_the_host_and_the_comm
         "{text}"
     );
 }
+
+/// A Redis whose ACL user `app` (password `pw`) may do everything, unless `limits` take it away.
+fn acl_server(limits: &[&str]) -> RedisServer {
+    let mut user = vec!["--user", "app", "on", ">pw", "~*", "&*", "+@all"];
+    user.extend_from_slice(limits);
+    RedisServer::start_with(&user, None)
+}
+
+/// `rejected_calls` of `cmdstat_<command>`: calls the server refused (an ACL, a wrong arity).
+fn rejected_calls(server: &RedisServer, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.raw())
+        .unwrap();
+    let needle = format!("cmdstat_{command}:");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&needle))
+        .and_then(|rest| {
+            rest.split(',')
+                .find_map(|field| field.strip_prefix("rejected_calls="))
+        })
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A user without SUBSCRIBE: with `start_offline` the subscriber went offline and retried for
+/// good, the refusal logged at warn level and counted nowhere, as if Redis were down. Waiting
+/// cannot fix it, so it fails the start, offline or not, naming the channel and what to grant.
+#[test]
+fn a_subscribe_refused_by_the_acl_fails_the_start_even_offline_naming_the_channel() {
+    let server = acl_server(&["-subscribe"]);
+    let url = format!("redis://app:pw@{}/", server.addr());
+    for offline in [false, true] {
+        let err = Backplane::connect(
+            BackplaneOptions::url(url.clone())
+                .channel("acl-start")
+                .start_offline(offline),
+            Arc::new(Recorder::default()),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, Error::Misconfigured { level: "backplane", hosts, .. } if *hosts == server.addr()),
+            "offline {offline}: {err:?}"
+        );
+        assert!(
+            text.contains("\"acl-start\"") && text.contains("+subscribe") && text.contains("&acl-start"),
+            "{text}"
+        );
+    }
+}
+
+/// The ACL takes the channel from a running instance's user: Redis drops its subscription and
+/// refuses every SUBSCRIBE after. Each refusal is counted as a configuration error naming the
+/// channel, and the subscriber waits the longest backoff before the next (a refusal is no
+/// outage that a quick retry outlives): the server sees one SUBSCRIBE per refusal counted, at
+/// least half the longest backoff apart. Granted the channel again, it subscribes again.
+#[test]
+fn a_subscribe_refused_by_the_acl_is_counted_naming_the_channel_and_retried_at_the_longest_backoff() {
+    let server = acl_server(&[]);
+    let max = Duration::from_millis(400);
+    let (a, seen) = instance(
+        BackplaneOptions::url(format!("redis://app:pw@{}/", server.addr()))
+            .channel("acl-runtime")
+            .reconnect_backoff(Duration::from_millis(10), max),
+    );
+    assert!(a.stats().connected);
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("resetchannels")
+        .query(&mut server.raw())
+        .unwrap();
+    seen.wait_for("the subscription lost", WAIT, has_lost);
+
+    let refusals = |n: u64| {
+        let deadline = Instant::now() + WAIT;
+        while a.stats().config_errors < n {
+            assert!(Instant::now() < deadline, "{:?}", a.stats());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (Instant::now(), rejected_calls(&server, "subscribe"))
+    };
+    let (first, rejected_first) = refusals(1);
+    let (fourth, rejected_fourth) = refusals(4);
+    let spent = fourth.duration_since(first);
+    // Three waits of at least max / 2 each (jittered in [max / 2, max]), less the polling.
+    assert!(spent >= max * 3 / 2 - Duration::from_millis(60), "{spent:?}");
+    assert!(
+        rejected_fourth - rejected_first <= 4,
+        "the server refused {} SUBSCRIBEs while 3 were counted",
+        rejected_fourth - rejected_first
+    );
+    let stats = a.stats();
+    assert!(!stats.connected, "{stats:?}");
+    let shown = stats.last_config_error.unwrap_or_default();
+    assert!(
+        shown.contains(&server.addr())
+            && shown.contains("\"acl-runtime\"")
+            && shown.contains("+subscribe")
+            && shown.contains("&acl-runtime"),
+        "{shown}"
+    );
+
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("allchannels")
+        .query(&mut server.raw())
+        .unwrap();
+    seen.wait_for("the subscription restored", WAIT, has_restored);
+    assert!(a.stats().connected);
+}
+
+/// A user without PUBLISH: the kept message's re-sends are refused for good, each counted as a
+/// configuration error (with the failed re-sends), and the next waits the longest backoff, as a
+/// refused SUBSCRIBE does: the server sees one PUBLISH per refusal counted, at least half the
+/// longest backoff apart.
+#[test]
+fn re_sends_refused_by_the_acl_are_counted_and_retried_at_the_longest_backoff() {
+    let server = acl_server(&["-publish"]);
+    let max = Duration::from_millis(400);
+    let (a, _seen) = instance(
+        BackplaneOptions::url(format!("redis://app:pw@{}/", server.addr()))
+            .reconnect_backoff(Duration::from_millis(10), max),
+    );
+    let err = a.publish(&keys(&["k"])).unwrap_err();
+    assert!(err.is_misconfiguration(), "{err:?}");
+    let refusals = |n: u64| {
+        let deadline = Instant::now() + WAIT;
+        while a.stats().config_errors < n {
+            assert!(Instant::now() < deadline, "{:?}", a.stats());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (Instant::now(), rejected_calls(&server, "publish"))
+    };
+    // The publish's refusal, then the first re-send's.
+    let (first, rejected_first) = refusals(2);
+    let (third, rejected_third) = refusals(4);
+    let spent = third.duration_since(first);
+    assert!(spent >= max - Duration::from_millis(60), "{spent:?}");
+    assert!(
+        rejected_third - rejected_first <= 3,
+        "the server refused {} PUBLISHes while 2 re-sends were counted",
+        rejected_third - rejected_first
+    );
+    let stats = a.stats();
+    assert!(stats.republish_failures >= 3, "{stats:?}");
+    assert_eq!(stats.republish_pending, 1, "{stats:?}");
+    assert!(
+        stats.last_config_error.unwrap_or_default().contains("PUBLISH"),
+        "{:?}",
+        a.stats()
+    );
+}

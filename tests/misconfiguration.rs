@@ -3,8 +3,8 @@
 //! cluster setting that does not match the server fails `CacheManager::new` with
 //! `Error::Misconfigured` naming the host and what to fix (even with `fallback_on_error`), while
 //! an unreachable server still starts degraded. A password changed under a running cache is
-//! counted apart in the stats and shown, and L1 keeps serving; so is a backplane publish its
-//! server refuses as a wrong setting.
+//! counted apart in the stats and shown, and L1 keeps serving; so is a backplane publish, re-send
+//! or SUBSCRIBE its server refuses as a wrong setting.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,7 +17,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{free_port, RedisServer};
+use support::{free_port, wait_until, RedisServer};
 use uno_cache::{CacheConfig, CacheManager, Error};
 
 /// A file L1 in `dir` and a Redis L2 at `host`, with `fallback_on_error` (the default) and
@@ -259,4 +259,109 @@ fn a_backplane_publish_refused_by_the_acl_is_shown_as_a_configuration_error() {
         "{shown}"
     );
     assert_eq!(cache.monitor().config_error(), Some(shown));
+}
+
+/// A manager whose backplane user has `limits` taken away, on a bus of its own.
+fn with_backplane_user(limits: &[&str]) -> (RedisServer, RedisServer, tempfile::TempDir, CacheManager) {
+    let l2 = RedisServer::start();
+    let mut user = vec!["--user", "app", "on", ">pw", "~*", "&*", "+@all"];
+    user.extend_from_slice(limits);
+    let bus = RedisServer::start_with(&user, None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &l2.addr(), "");
+    config.invalidation.enabled = true;
+    config.invalidation.channel = "acl-bus".to_owned();
+    config.invalidation.hosts = vec![format!("redis://app:pw@{}/", bus.addr())];
+    let cache = CacheManager::new(config).unwrap();
+    (l2, bus, dir, cache)
+}
+
+/// The ACL took the channel from the backplane's user under a running cache: Redis dropped the
+/// subscription and refused every SUBSCRIBE after, which the subscriber logged at debug level and
+/// retried for good, so the stats said only "not connected", as in an outage. It is a
+/// configuration error now, naming the channel and what to grant, where L2's are shown (not in
+/// `errors`, which counts L2's calls); once granted, the subscription comes back.
+#[test]
+fn a_backplane_subscribe_refused_by_the_acl_is_shown_as_a_configuration_error_naming_the_channel() {
+    let (_l2, bus, _dir, cache) = with_backplane_user(&[]);
+    assert!(cache.stats().consistency.backplane_connected);
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("resetchannels")
+        .query(&mut bus.raw())
+        .unwrap();
+    wait_until("the refused SUBSCRIBE shown", || {
+        cache.stats().distributed.config_errors >= 1
+    });
+    let stats = cache.stats();
+    assert!(!stats.consistency.backplane_connected, "{:?}", stats.consistency);
+    assert_eq!(
+        stats.distributed.errors, 0,
+        "no L2 call failed: {:?}",
+        stats.distributed
+    );
+    let shown = stats.distributed.last_config_error.unwrap_or_default();
+    assert!(
+        shown.contains("backplane")
+            && shown.contains(&bus.addr())
+            && shown.contains("\"acl-bus\"")
+            && shown.contains("+subscribe")
+            && shown.contains("&acl-bus"),
+        "{shown}"
+    );
+    assert_eq!(cache.monitor().config_error(), Some(shown));
+
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("allchannels")
+        .query(&mut bus.raw())
+        .unwrap();
+    wait_until("the subscription restored", || {
+        cache.stats().consistency.backplane_connected
+    });
+}
+
+/// A publish the ACL refuses is kept and re-sent by the backplane's own task, whose failures
+/// were in the backplane's stats alone: the manager showed one refusal, and then nothing while
+/// the re-sends kept failing. They are in `consistency.republish_failures` (and the refusals in
+/// `config_errors`), the message still kept in `republish_pending`.
+#[test]
+fn backplane_re_sends_refused_by_the_acl_are_counted_in_the_managers_stats() {
+    let (_l2, _bus, _dir, cache) = with_backplane_user(&["-publish"]);
+    cache.set_raw("k", b"v", None).unwrap();
+    let published = cache.stats();
+    assert_eq!(
+        published.consistency.publish_failures, 1,
+        "{:?}",
+        published.consistency
+    );
+    assert!(
+        published.distributed.config_errors >= 1,
+        "{:?}",
+        published.distributed
+    );
+    // The publish's refusal, then at least one re-send's.
+    wait_until("a refused re-send counted", || {
+        cache.stats().distributed.config_errors >= 2
+    });
+    let stats = cache.stats();
+    assert!(
+        stats.consistency.republish_failures >= 1,
+        "{:?}",
+        stats.consistency
+    );
+    assert_eq!(stats.consistency.republish_pending, 1, "{:?}", stats.consistency);
+    assert!(
+        stats
+            .distributed
+            .last_config_error
+            .clone()
+            .unwrap_or_default()
+            .contains("PUBLISH"),
+        "{:?}",
+        stats.distributed
+    );
+    assert_eq!(stats.distributed.errors, 0, "{:?}", stats.distributed);
 }

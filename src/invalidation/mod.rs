@@ -74,6 +74,8 @@ pub mod message;
 use std::time::{Duration, SystemTime};
 
 #[cfg(feature = "redis")]
+pub(crate) use self::backplane::RefusalHook;
+#[cfg(feature = "redis")]
 pub use self::backplane::{Backplane, BackplaneOptions, BackplaneStats, Published};
 pub use self::message::{InstanceId, Invalidation, InvalidationMessage, MessageError, KEYS_MESSAGE_BUDGET};
 

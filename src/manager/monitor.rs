@@ -53,8 +53,9 @@ impl<'a> Monitor<'a> {
         self.assemble(l1_size, l2_size)
     }
 
-    /// The last error by which L2 (or the backplane, publishing) said the configuration is wrong
-    /// (a refused password, no such database, an untrusted certificate; see
+    /// The last error by which L2 (or the backplane, publishing or subscribing) said the
+    /// configuration is wrong (a refused password, no such database, an untrusted certificate,
+    /// an ACL without the backplane's channel; see
     /// [`Error::Misconfigured`](crate::Error::Misconfigured)), if any call saw one; also in
     /// `stats().distributed.last_config_error`. It reads only the
     /// counters, never a level, so it is cheap enough to check after every call.
@@ -253,8 +254,12 @@ impl<'a> Monitor<'a> {
         }
         #[cfg(feature = "redis")]
         if let Some(bp) = s.backplane.get() {
+            let bp = bp.stats();
             stats.backplane_enabled = true;
-            stats.backplane_connected = bp.stats().connected;
+            stats.backplane_connected = bp.connected;
+            stats.republish_pending = bp.republish_pending;
+            stats.republish_failures = bp.republish_failures;
+            stats.republish_overflows = bp.republish_overflows;
         }
         stats
     }

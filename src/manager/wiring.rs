@@ -23,7 +23,7 @@ use crate::distributed::{MemcachedOptions, MemcachedStore};
 use crate::distributed::{RedisOptions, RedisStore};
 use crate::error::{Error, Result};
 #[cfg(feature = "redis")]
-use crate::invalidation::{Backplane, BackplaneOptions};
+use crate::invalidation::{Backplane, BackplaneOptions, RefusalHook};
 use crate::local::file::{FileStore, FileStoreOptions};
 use crate::local::memory::MemoryStore;
 #[cfg(feature = "redb")]
@@ -107,7 +107,17 @@ pub(super) fn connect_backplane(
     if !config.invalidation.enabled {
         return Ok(());
     }
-    let options = backplane_options(config)?.io_runtime(io.cloned());
+    // The subscriber's and the re-send task's refusals have no caller to reach: counted with
+    // the publishes' (`count_publish`), where an operator looks for what to fix.
+    let weak = Arc::downgrade(shared);
+    let hook = RefusalHook(Arc::new(move |e: &Error| {
+        if let Some(shared) = weak.upgrade() {
+            shared.metrics.distributed.config_error("backplane", e);
+        }
+    }));
+    let options = backplane_options(config)?
+        .io_runtime(io.cloned())
+        .on_refusal(hook);
     let receiver = Arc::new(super::backplane::Receiver {
         shared: Arc::downgrade(shared),
     });

@@ -470,7 +470,7 @@ mod tests {
             entered: Mutex::new(Some(entered_tx)),
             release: Mutex::new(Some(release_rx)),
         });
-        let shared = Arc::new(Shared::new(InstanceId::random(), "test".to_owned()));
+        let shared = Arc::new(Shared::new(InstanceId::random(), "test".to_owned(), None));
         let (delivery, forwarder) =
             Delivery::start_with(handler.clone(), Arc::clone(&shared), bound, max_bytes).unwrap();
         Rig {

@@ -50,9 +50,29 @@ pub struct BackplaneOptions {
     republish_limit: usize,
     start_offline: bool,
     repeat_after: Duration,
+    on_refusal: Option<RefusalHook>,
+}
+
+/// Told of each refusal the backplane meets on its own, with no caller to hand it to: a
+/// SUBSCRIBE or a re-send the server refuses as a wrong setting (see
+/// [`BackplaneStats::config_errors`]). A manager counts them with L2's configuration errors.
+#[derive(Clone)]
+pub(crate) struct RefusalHook(pub(crate) Arc<dyn Fn(&Error) + Send + Sync>);
+
+impl std::fmt::Debug for RefusalHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusalHook")
+    }
 }
 
 impl BackplaneOptions {
+    /// Hands each refusal met by the subscriber or the re-send task to `hook` (which logs it)
+    /// instead of logging it here.
+    pub(crate) fn on_refusal(mut self, hook: RefusalHook) -> Self {
+        self.on_refusal = Some(hook);
+        self
+    }
+
     /// Runs publishing and subscribing on this I/O thread (shared with the L2 and tags)
     /// instead of one of the backplane's own.
     pub(crate) fn io_runtime(mut self, runtime: Option<IoRuntime>) -> Self {
@@ -75,6 +95,7 @@ impl BackplaneOptions {
             republish_limit: DEFAULT_REPUBLISH_LIMIT,
             start_offline: false,
             repeat_after: Duration::ZERO,
+            on_refusal: None,
         }
     }
 
@@ -192,6 +213,18 @@ pub struct BackplaneStats {
     pub published: u64,
     /// Publish calls that failed (timeout, connection or server error).
     pub publish_failures: u64,
+    /// Re-sends of kept messages that failed (by the re-send task, or the last attempt at
+    /// shutdown); the message stays kept and is tried again with the reconnect backoff.
+    pub republish_failures: u64,
+    /// Refusals the server answered because a setting is wrong, which no retry fixes: a
+    /// publish or re-send refused (an ACL user without PUBLISH on the channel), or a SUBSCRIBE
+    /// refused (an ACL user without SUBSCRIBE or without the channel: this instance then hears
+    /// no other instance's invalidations). The subscriber and the re-send task each try again
+    /// only after the longest reconnect backoff (jittered: half of
+    /// [`reconnect_backoff`](BackplaneOptions::reconnect_backoff)'s `max` at least).
+    pub config_errors: u64,
+    /// The last of those refusals: the host, the channel, and what to grant the user.
+    pub last_config_error: Option<String>,
     /// Messages from other instances handed to the handler.
     pub received: u64,
     /// Messages from this instance, ignored.
@@ -239,6 +272,10 @@ struct Shared {
     last_lost_at: Mutex<Option<SystemTime>>,
     published: AtomicU64,
     publish_failures: AtomicU64,
+    republish_failures: AtomicU64,
+    config_errors: AtomicU64,
+    last_config_error: Mutex<Option<String>>,
+    on_refusal: Option<RefusalHook>,
     received: AtomicU64,
     ignored_own: AtomicU64,
     invalid: AtomicU64,
@@ -253,7 +290,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(id: InstanceId, channel: String) -> Self {
+    fn new(id: InstanceId, channel: String, on_refusal: Option<RefusalHook>) -> Self {
         Shared {
             id,
             channel,
@@ -262,6 +299,10 @@ impl Shared {
             last_lost_at: Mutex::new(None),
             published: AtomicU64::new(0),
             publish_failures: AtomicU64::new(0),
+            republish_failures: AtomicU64::new(0),
+            config_errors: AtomicU64::new(0),
+            last_config_error: Mutex::new(None),
+            on_refusal,
             received: AtomicU64::new(0),
             ignored_own: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
@@ -278,6 +319,29 @@ impl Shared {
 
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal of the configuration and keeps it as the last. `unheard`: no caller
+    /// gets it (the subscriber's, the re-send task's), so the hook is told, or, without one,
+    /// it is logged at error level once per distinct message (it repeats at every retry).
+    fn refused(&self, error: &Error, unheard: bool) {
+        Self::bump(&self.config_errors);
+        let text = error.to_string();
+        let new = {
+            let mut last = self.last_config_error.lock();
+            let new = last.as_deref() != Some(text.as_str());
+            *last = Some(text);
+            new
+        };
+        if !unheard {
+            return;
+        }
+        match &self.on_refusal {
+            Some(hook) => (hook.0)(error),
+            None if new => tracing::error!(channel = %self.channel, %error,
+                "the backplane's server refuses this configuration; fix it (retrying cannot help)"),
+            None => {}
+        }
     }
 }
 
@@ -382,7 +446,11 @@ impl Backplane {
             .map(|(target, client)| Node::new(&target, client))
             .collect();
         let id = options.instance_id.unwrap_or_else(InstanceId::random);
-        let shared = Arc::new(Shared::new(id, options.channel.clone()));
+        let shared = Arc::new(Shared::new(
+            id,
+            options.channel.clone(),
+            options.on_refusal.clone(),
+        ));
         let connect_timeout = options.redis.connect_deadline();
 
         let rt = options.redis.runtime_for(LEVEL)?;
@@ -557,6 +625,10 @@ impl Backplane {
             Ok(receivers) => Ok(Published { seq, receivers }),
             Err(err) => {
                 Shared::bump(&self.shared.publish_failures);
+                if err.is_misconfiguration() {
+                    // The caller gets it (a manager counts it with its own).
+                    self.shared.refused(&err, false);
+                }
                 self.publisher.failed(bytes, weight);
                 Err(match err {
                     Error::Timeout { after, .. } => Error::Timeout {
@@ -582,6 +654,9 @@ impl Backplane {
             subscribed_since,
             published: load(&s.published),
             publish_failures: load(&s.publish_failures),
+            republish_failures: load(&s.republish_failures),
+            config_errors: load(&s.config_errors),
+            last_config_error: s.last_config_error.lock().clone(),
             received: load(&s.received),
             ignored_own: load(&s.ignored_own),
             invalid: load(&s.invalid),

@@ -342,10 +342,20 @@ impl Publisher {
             let Some((front, _)) = self.pending.lock().messages.front().cloned() else {
                 return true;
             };
-            if self.send(front.clone()).await.is_err() {
+            if let Err(err) = self.send(front.clone()).await {
+                self.resend_failed(&err);
                 return false;
             }
             self.sent(&front);
+        }
+    }
+
+    /// Counts a failed re-send; a refusal of the configuration (an ACL user without PUBLISH)
+    /// also as one, which nobody else hears of: no caller waits for a re-send.
+    fn resend_failed(&self, err: &Error) {
+        Shared::bump(&self.shared.republish_failures);
+        if err.is_misconfiguration() {
+            self.shared.refused(err, true);
         }
     }
 
@@ -384,7 +394,20 @@ impl Publisher {
                         delay = self.reconnect_min;
                         self.sent(&front);
                     }
-                    Ok(Err(_)) | Err(_) => {
+                    Ok(Err(err)) => {
+                        self.resend_failed(&err);
+                        self.drop_connection();
+                        // A refusal (an ACL user without PUBLISH) waits the longest backoff at
+                        // once, as the subscriber's does: a sooner try cannot be taken.
+                        delay = if err.is_misconfiguration() {
+                            self.reconnect_max
+                        } else {
+                            delay.saturating_mul(2).min(self.reconnect_max)
+                        };
+                        tokio::time::sleep(jitter(delay)).await;
+                    }
+                    Err(_) => {
+                        Shared::bump(&self.shared.republish_failures);
                         self.drop_connection();
                         delay = delay.saturating_mul(2).min(self.reconnect_max);
                         tokio::time::sleep(jitter(delay)).await;

@@ -18,8 +18,30 @@ use tokio::sync::oneshot;
 use super::gaps::Sequences;
 use super::message::{decode, MAX_MESSAGE_LEN};
 use super::{jitter, now, InvalidationHandler, Node, Outage, Shared, LEVEL};
-use crate::distributed::redis::errors::connect_error_for;
+use crate::distributed::redis::errors::{connect_error_for, error_text, failure};
 use crate::error::{Error, Result};
+
+/// A SUBSCRIBE the server answered with an error. The ACL's refusal (`NOPERM`: the user may not
+/// run SUBSCRIBE, or not on this channel) names the channel and what to grant: the general
+/// advice on ACLs lists every command of the cache, and did not say which channel. Anything
+/// else is said as any failed call of the backplane is.
+fn subscribe_error(host: &str, channel: &str, err: &redis::RedisError) -> Error {
+    if err.code() == Some("NOPERM") {
+        return Error::Misconfigured {
+            level: LEVEL,
+            hosts: host.to_owned(),
+            reason: format!(
+                "the server's ACL refuses this user SUBSCRIBE on the backplane channel {channel:?} \
+                 (its password was accepted): grant it, e.g. ACL SETUSER <user> +subscribe +ping \
+                 &{channel}; until then this instance hears no other instance's invalidations \
+                 and its L1 entries stay suspect ({})",
+                error_text(err)
+            ),
+            call_only: false,
+        };
+    }
+    failure(LEVEL, "subscribe", host, err)
+}
 
 pub(super) struct Context {
     pub(super) nodes: Vec<Node>,
@@ -68,13 +90,19 @@ impl Context {
             reason: "no host given".to_owned(),
         })?;
         let attempt = async {
-            let mut pubsub = node.client.get_async_pubsub().await?;
-            pubsub.subscribe(&self.shared.channel).await?;
-            Ok::<_, redis::RedisError>(pubsub.split())
+            let mut pubsub = node
+                .client
+                .get_async_pubsub()
+                .await
+                .map_err(|err| connect_error_for(LEVEL, &node.display, &err))?;
+            pubsub
+                .subscribe(&self.shared.channel)
+                .await
+                .map_err(|err| subscribe_error(&node.display, &self.shared.channel, &err))?;
+            Ok(pubsub.split())
         };
         match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(pair)) => Ok(pair),
-            Ok(Err(err)) => Err(connect_error_for(LEVEL, &node.display, &err)),
+            Ok(result) => result,
             Err(_) => Err(Error::Backend {
                 level: LEVEL,
                 op: "connect",
@@ -226,7 +254,9 @@ pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>, start_
             ctx.mark_subscribed(i, since);
             Some((i, pair, since))
         }
-        None if start_offline => {
+        // A server that refuses the configuration (a wrong password, an ACL without the
+        // channel) will not answer better later: that fails the start, offline or not.
+        None if start_offline && !last_err.as_ref().is_some_and(Error::is_misconfiguration) => {
             if let Some(err) = &last_err {
                 tracing::warn!(%err, "backplane starts offline; L1 entries are suspect until it subscribes");
             }
@@ -286,9 +316,17 @@ impl Context {
             match self.subscribe(node, self.connect_timeout).await {
                 Ok(pair) => return (node, pair),
                 Err(err) => {
-                    tracing::debug!(%err, "backplane resubscribe failed");
                     node = (node + 1) % n;
                     tried_in_round += 1;
+                    if err.is_misconfiguration() {
+                        // A refusal, not an outage: counted where the operator looks, and the
+                        // next round waits the longest backoff, since trying sooner cannot help
+                        // and each try is a connection, an AUTH and a refused command.
+                        self.shared.refused(&err, true);
+                        delay = self.reconnect_max;
+                    } else {
+                        tracing::debug!(%err, "backplane resubscribe failed");
+                    }
                     if tried_in_round >= n {
                         tried_in_round = 0;
                         tokio::time::sleep(jitter(delay)).await;
