@@ -15,14 +15,17 @@
 //! | `uno_cache_hit_ratio` | gauge | each, `all` | `hit_rate` |
 //! | `uno_cache_sets_total` | counter | each | `sets` |
 //! | `uno_cache_deletes_total`, `uno_cache_errors_total`, `uno_cache_corrupt_reads_total` | counter | each but `memory` (it drops a key with every change of L1, whose deletes `local` counts, and holds decoded values in RAM, with nothing to fail or be damaged) | `deletes`, `errors`, `corrupt_reads` |
+//! | `uno_cache_config_errors_total` | counter | `distributed` | `config_errors` (the backplane's refusals included) |
 //! | `uno_cache_evictions_total`, `uno_cache_expirations_total` | counter | each | as named |
 //! | `uno_cache_entries`, `uno_cache_bytes` | gauge | each but `all` | `size` |
 //! | `uno_cache_get_latency_seconds`, `uno_cache_set_latency_seconds` (label `quantile`: `0.5`, `0.99`) | gauge | each, `all` (get) | `get_latency`, `set_latency` |
 //! | `uno_cache_breaker_open` (1 open, 0.5 half-open, 0 closed), `uno_cache_breaker_trips_total` | gauge, counter | `distributed` | `breaker` |
 //! | `uno_cache_backfills_total`, `uno_cache_loads_total`, `uno_cache_load_waits_total` | counter | — | `overall` |
 //! | `uno_cache_replay_pending`, `uno_cache_replay_bytes`, `uno_cache_replay_overflowed` | gauge | — | `consistency` |
-//! | `uno_cache_replay_queued_total`, `uno_cache_replayed_total`, `uno_cache_replay_failures_total` | counter | — | `consistency` |
+//! | `uno_cache_replay_latched` (1 while the replay log takes no writes after a failed write or fsync: L2 writes that fail meanwhile are lost), `uno_cache_replay_acks_held`, `uno_cache_replay_recovery_needs_bytes` | gauge | — | `consistency`: `replay_write_failure` set, `replay_acks_held`, `replay_recovery_needs_bytes` |
+//! | `uno_cache_replay_queued_total`, `uno_cache_replay_queue_failures_total`, `uno_cache_replayed_total`, `uno_cache_replay_failures_total` | counter | — | `consistency`: `queued`, `queue_failures`, `replayed`, `replay_failures` |
 //! | `uno_cache_backplane_connected`, `uno_cache_invalidations_received_total`, `uno_cache_keys_invalidated_total`, `uno_cache_subscription_losses_total` | gauge, counters | — | `consistency` |
+//! | `uno_cache_published_total`, `uno_cache_publish_failures_total`, `uno_cache_republish_pending`, `uno_cache_republish_failures_total`, `uno_cache_republish_overflows_total` | counters, gauge | — | `consistency` (the backplane's publishes and the re-sends of the failed ones) |
 //! | `uno_cache_write_behind_pending`, `uno_cache_write_behind_failures_total` | gauge, counter | — | `consistency` |
 //! | `uno_cache_loader_failures_total`, `uno_cache_stale_served_total`, `uno_cache_loader_timeouts_total` (label `kind`: `soft`, `hard`) | counter | — | `loader` |
 //!
@@ -73,6 +76,10 @@ fn level(cache: &str, tier: &'static str, l: &LevelStats, size: Option<&StorageS
         counter!("uno_cache_deletes_total", at()).absolute(l.deletes);
         counter!("uno_cache_errors_total", at()).absolute(l.errors);
         counter!("uno_cache_corrupt_reads_total", at()).absolute(l.corrupt_reads);
+    }
+    // Only L2 (and the backplane, counted with it) is told its settings are wrong by a server.
+    if tier == "distributed" {
+        counter!("uno_cache_config_errors_total", at()).absolute(l.config_errors);
     }
     counter!("uno_cache_evictions_total", at()).absolute(l.evictions);
     counter!("uno_cache_expirations_total", at()).absolute(l.expirations);
@@ -134,11 +141,19 @@ impl CacheStats {
         counter!("uno_cache_load_waits_total", cache()).absolute(o.load_waits);
 
         let c = &self.consistency;
-        if c.replay_enabled || c.replay_pending > 0 {
+        let latched = c.replay_write_failure.is_some();
+        if c.replay_enabled || c.replay_pending > 0 || latched {
             gauge!("uno_cache_replay_pending", cache()).set(c.replay_pending as f64);
             gauge!("uno_cache_replay_bytes", cache()).set(c.replay_bytes as f64);
             gauge!("uno_cache_replay_overflowed", cache()).set(flag(c.replay_overflowed));
+            // While latched every L2 write that fails is lost, not queued: the state to alert
+            // on, which `replay_pending` alone does not show (it may be 0 meanwhile).
+            gauge!("uno_cache_replay_latched", cache()).set(flag(latched));
+            gauge!("uno_cache_replay_acks_held", cache()).set(c.replay_acks_held as f64);
+            gauge!("uno_cache_replay_recovery_needs_bytes", cache())
+                .set(c.replay_recovery_needs_bytes as f64);
             counter!("uno_cache_replay_queued_total", cache()).absolute(c.queued);
+            counter!("uno_cache_replay_queue_failures_total", cache()).absolute(c.queue_failures);
             counter!("uno_cache_replayed_total", cache()).absolute(c.replayed);
             counter!("uno_cache_replay_failures_total", cache()).absolute(c.replay_failures);
         }
@@ -147,6 +162,11 @@ impl CacheStats {
             counter!("uno_cache_invalidations_received_total", cache()).absolute(c.invalidations_received);
             counter!("uno_cache_keys_invalidated_total", cache()).absolute(c.keys_invalidated);
             counter!("uno_cache_subscription_losses_total", cache()).absolute(c.subscription_losses);
+            counter!("uno_cache_published_total", cache()).absolute(c.published);
+            counter!("uno_cache_publish_failures_total", cache()).absolute(c.publish_failures);
+            gauge!("uno_cache_republish_pending", cache()).set(c.republish_pending as f64);
+            counter!("uno_cache_republish_failures_total", cache()).absolute(c.republish_failures);
+            counter!("uno_cache_republish_overflows_total", cache()).absolute(c.republish_overflows);
         }
         if c.write_behind {
             gauge!("uno_cache_write_behind_pending", cache()).set(c.write_behind_pending as f64);

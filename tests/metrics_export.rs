@@ -12,6 +12,13 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "redis")]
+#[path = "support/mount.rs"]
+mod mount;
+#[cfg(feature = "redis")]
+#[path = "support/mod.rs"]
+mod support;
+
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use uno_cache::{CacheConfig, CacheManager, CacheStats};
 
@@ -282,4 +289,138 @@ fn two_caches_of_one_process_are_told_apart_by_their_name() {
         hits,
         BTreeMap::from([("first".to_owned(), 1), ("second".to_owned(), 0)])
     );
+}
+
+/// The replay queue latched (its log takes no writes after a failed write or fsync, so every
+/// L2 write that fails meanwhile is lost) had no metric: `uno_cache_replay_pending` may read 0
+/// all the while. It is a gauge, with the acks held in memory and the room the new log needs.
+#[test]
+fn a_latched_replay_queue_is_published_with_its_held_acks_and_the_room_it_needs() {
+    let mut stats = CacheStats::default();
+    stats.consistency.replay_enabled = true;
+    stats.consistency.replay_write_failure = Some("no space left on device".to_owned());
+    stats.consistency.replay_acks_held = 3;
+    stats.consistency.replay_recovery_needs_bytes = 4096;
+    stats.consistency.queue_failures = 2;
+    let published = publish(&stats, "c", 1);
+    let cache = ["cache=c"];
+    assert_eq!(get(&published, "uno_cache_replay_latched", &cache), 1.0);
+    assert_eq!(get(&published, "uno_cache_replay_acks_held", &cache), 3.0);
+    assert_eq!(
+        get(&published, "uno_cache_replay_recovery_needs_bytes", &cache),
+        4096.0
+    );
+    assert_eq!(
+        get(&published, "uno_cache_replay_queue_failures_total", &cache),
+        2.0
+    );
+    stats.consistency.replay_write_failure = None;
+    let recovered = publish(&stats, "c", 1);
+    assert_eq!(get(&recovered, "uno_cache_replay_latched", &cache), 0.0);
+}
+
+/// The same through a manager whose replay queue lives on a real device that fills while L2 (a
+/// real Redis) is configured: latched once a push finds no room, and not once the queue recovers.
+#[cfg(feature = "redis")]
+#[test]
+fn a_replay_queue_latched_by_a_full_device_is_published_as_latched_until_it_recovers() {
+    let redis = support::RedisServer::start();
+    let fs = mount::Mount::tmpfs(1024);
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = true
+            [local]
+            type = "memory"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            [offline]
+            replay_dir = {:?}
+            "#,
+            redis.addr(),
+            fs.path().display().to_string()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let latched = |cache: &CacheManager| {
+        let stats = cache.monitor().get_stats();
+        let published = publish(&stats, "c", 1);
+        (get(&published, "uno_cache_replay_latched", &["cache=c"]), stats)
+    };
+    assert_eq!(latched(&cache).0, 0.0);
+    let q = std::sync::Arc::clone(cache.replay_queue().unwrap());
+    let ballast = fs.fill("ballast");
+    assert!(q.push_set("latch", &[7u8; 64 * 1024], 0).is_err());
+    let (gauge, stats) = latched(&cache);
+    assert!(
+        stats.consistency.replay_write_failure.is_some(),
+        "{:?}",
+        stats.consistency
+    );
+    assert_eq!(gauge, 1.0);
+
+    fs.remove(&ballast);
+    q.recover().unwrap();
+    let (gauge, stats) = latched(&cache);
+    assert!(
+        stats.consistency.replay_write_failure.is_none(),
+        "{:?}",
+        stats.consistency
+    );
+    assert_eq!(gauge, 0.0);
+}
+
+/// The backplane's re-sends of failed publishes, and the refusals of a bus whose ACL user may
+/// not PUBLISH (a real Redis), are published as the manager's stats count them: the failed
+/// re-sends were in the backplane's own stats alone, and no publish figure was exported.
+#[cfg(feature = "redis")]
+#[test]
+fn backplane_publish_and_re_send_failures_are_published_with_the_configuration_errors() {
+    let l2 = support::RedisServer::start();
+    let bus = support::RedisServer::start_with(
+        &["--user", "app", "on", ">pw", "~*", "&*", "+@all", "-publish"],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CacheConfig::from_toml_str(&format!(
+        "[local]\npath = {:?}\n[distributed]\nenabled = true\nhosts = [{:?}]\n",
+        dir.path().join("l1"),
+        l2.addr()
+    ))
+    .unwrap();
+    config.invalidation.enabled = true;
+    config.invalidation.hosts = vec![format!("redis://app:pw@{}/", bus.addr())];
+    let cache = CacheManager::new(config).unwrap();
+    cache.set_raw("k", b"v", None).unwrap();
+    // The publish's refusal, then a re-send's (counted after the failed re-send itself).
+    support::wait_until("a re-send refused", || {
+        cache.monitor().get_stats().distributed.config_errors >= 2
+    });
+    let stats = cache.monitor().get_stats();
+    let published = publish(&stats, "c", 1);
+    let c = &stats.consistency;
+    let cache_label = ["cache=c"];
+    assert_eq!(get(&published, "uno_cache_published_total", &cache_label), 0.0);
+    assert_eq!(
+        get(&published, "uno_cache_publish_failures_total", &cache_label),
+        1.0
+    );
+    assert_eq!(
+        get(&published, "uno_cache_republish_failures_total", &cache_label),
+        c.republish_failures as f64
+    );
+    assert_eq!(get(&published, "uno_cache_republish_pending", &cache_label), 1.0);
+    assert_eq!(
+        get(&published, "uno_cache_republish_overflows_total", &cache_label),
+        0.0
+    );
+    let config_errors = get(
+        &published,
+        "uno_cache_config_errors_total",
+        &["cache=c", "tier=distributed"],
+    );
+    assert_eq!(config_errors, stats.distributed.config_errors as f64);
+    assert!(c.republish_failures >= 1, "{c:?}");
 }
