@@ -1,5 +1,6 @@
 //! A Memcached host's circuit breaker counts that host's failures only, against real servers:
-//! a slow host does not spend the time of the other hosts of a blocking batch, and an async call
+//! a slow host does not spend the time of the other hosts of a blocking batch (nor, hung, the
+//! time of their later commands of a batch over 1 024 keys per host), and an async call
 //! that waits for one of the store's own connection slots is not the host's failure. Latency is
 //! made by a proxy in front of a server ([`TcpProxy::delay`]); a call held on its way is awaited
 //! through the proxy's count of held reads, never by sleeping.
@@ -250,4 +251,98 @@ fn a_later_chunk_of_a_large_batch_that_fails_keeps_what_the_earlier_chunks_settl
         store.get(keys[0]).unwrap().map(|e| e.value),
         Some(b"new".to_vec())
     );
+}
+
+/// The entries' values, for comparing a batch's answer with what was written.
+fn values(entries: &[Option<uno_cache::Entry>]) -> Vec<Option<&[u8]>> {
+    entries
+        .iter()
+        .map(|e| e.as_ref().map(|e| e.value.as_slice()))
+        .collect()
+}
+
+/// What a batch over `keys` that `hung` (the host of `keys[..hung_keys]`) did not answer must
+/// fail with: that host's keys, by its name, and nothing else.
+fn only_the_hung_hosts_keys_failed(err: Error, hung: &str, hung_keys: usize) -> Box<uno_cache::PartialBatch> {
+    let Error::PartialBatch(partial) = err else {
+        panic!("the other hosts' keys must be served: {err:?}");
+    };
+    let others: Vec<usize> = partial
+        .failed
+        .iter()
+        .copied()
+        .filter(|&i| i >= hung_keys)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "{} keys of the answering hosts failed too, the first #{:?}",
+        others.len(),
+        others.first()
+    );
+    assert_eq!(
+        partial.failed,
+        (0..hung_keys).collect::<Vec<_>>(),
+        "every key of the hung host fails"
+    );
+    match &partial.cause {
+        Error::NodeUnavailable { node, cause, .. } => {
+            assert_eq!(node, hung);
+            assert!(matches!(**cause, Error::Timeout { .. }), "{cause:?}");
+        }
+        other => panic!("the cause should name the hung host: {other:?}"),
+    }
+    partial
+}
+
+#[test]
+fn a_hung_host_of_a_batch_over_several_commands_per_host_fails_only_its_own_keys() {
+    let _serial = serial();
+    let servers: Vec<MemcachedServer> = (0..3).map(|_| MemcachedServer::start()).collect();
+    let breakers = Arc::new(NodeBreakers::new("memcached", 10, Duration::from_secs(60)));
+    let store = MemcachedStore::connect(
+        MemcachedOptions::with_hosts(servers.iter().map(MemcachedServer::addr))
+            .timeout(Duration::from_secs(2))
+            .node_breakers(Arc::clone(&breakers)),
+    )
+    .unwrap();
+    // 1 500 keys per host: two commands each (1 024 keys, then 476), host 0's keys first.
+    const PER_HOST: usize = 1500;
+    let keys: Vec<String> = (0..3)
+        .flat_map(|host| keys_on(&store, host, &format!("h{host}:"), PER_HOST))
+        .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (*k, k.as_bytes())).collect();
+    store.set_many(&items, None).unwrap();
+    let expected: Vec<Option<&[u8]>> = keys.iter().map(|k| Some(k.as_bytes())).collect();
+    assert_eq!(values(&store.get_many(&keys).unwrap()), expected);
+
+    // Host 0 takes its first command and never answers. The other hosts' second commands are
+    // sent after their first was answered: run after host 0's part, they found the deadline
+    // gone and failed too, and were held against their hosts.
+    let hung = servers[0].addr();
+    servers[0].pause();
+    let blocking = store.get_many(&keys).unwrap_err();
+    let asynchronous = block_on(store.get_many_async(&keys)).unwrap_err();
+    let renamed: Vec<(&str, &[u8])> = keys.iter().map(|k| (*k, &b"new"[..])).collect();
+    let written = store.set_many(&renamed, None).unwrap_err();
+    servers[0].resume();
+
+    for err in [blocking, asynchronous] {
+        let partial = only_the_hung_hosts_keys_failed(err, &hung, PER_HOST);
+        let Served::Entries(served) = &partial.served else {
+            panic!("a get_many serves entries: {partial:?}");
+        };
+        assert_eq!(&values(served)[PER_HOST..], &expected[PER_HOST..]);
+    }
+    let partial = only_the_hung_hosts_keys_failed(written, &hung, PER_HOST);
+    assert!(partial.refused.is_empty(), "{partial:?}");
+    let now = store.get_many(&keys[PER_HOST..]).unwrap();
+    assert!(
+        values(&now).iter().all(|v| *v == Some(&b"new"[..])),
+        "every item of the answering hosts was written"
+    );
+    for server in &servers[1..] {
+        assert_untouched(&breakers, &server.addr());
+    }
+    assert_eq!(node(&breakers, &hung).errors, 3);
 }

@@ -9,11 +9,12 @@
 //! | `commands` | each command as data: its request bytes and how its reply is read           |
 //! | `conn`     | connections per host and the blocking and async executors that run commands |
 //! | `startup`  | the start-up check of every host: binary `version`, item limit, text-only servers |
+//! | `spread`   | a blocking batch's hosts on threads of their own, when one has several commands |
 //! | `replies`  | the commands' reply reading from a byte slice, for the fuzz target          |
 //! | `store`    | [`MemcachedStore`]: the [`Storage`](crate::Storage) and [`DistributedStorage`](crate::DistributedStorage) impls |
 //!
 //! Dependencies point one way: `store` → `startup` → `conn` → `commands` → `protocol`, and
-//! `store` → `routing` → `options`. (`conn` looks names up with `distributed::resolve`.)
+//! `store` → `routing` → `options`; `spread` depends on nothing of the level. (`conn` looks names up with `distributed::resolve`.)
 
 mod commands;
 mod conn;
@@ -21,6 +22,7 @@ mod options;
 mod protocol;
 pub(crate) mod replies;
 mod routing;
+mod spread;
 mod startup;
 mod store;
 

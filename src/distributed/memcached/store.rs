@@ -13,7 +13,7 @@ use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATC
 use super::conn::{Host, Ran};
 use super::options::{exptime, parse_host, value_limit, MemcachedOptions};
 use super::routing::Router;
-use super::startup;
+use super::{spread, startup};
 use crate::clock::Clock;
 use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
@@ -45,7 +45,8 @@ const LEVEL: &str = "memcached";
 ///   reads as a miss on its server, never as an older value; a too-large error gives that
 ///   server's limit from the `item_size_max` it reported at connect.
 /// - **Batches** (`get_many`, `set_many`, `set_each`, `delete_many`) are pipelined with the binary
-///   protocol's quiet commands: one round trip per host per 1 024 keys.
+///   protocol's quiet commands: one round trip per host per 1 024 keys, the hosts' round trips
+///   at the same time (a batch costs the round trips of its busiest host, not their sum).
 /// - **`size`** sums `curr_items` and `bytes` from `stats` across hosts. Memcached has no way to
 ///   count by prefix, so this counts every item on the servers, whatever its prefix, and it
 ///   still counts items that expired or were flushed until memcached reclaims them lazily.
@@ -54,9 +55,10 @@ const LEVEL: &str = "memcached";
 ///   find keys by prefix, and flushing would wipe other prefixes' entries.
 ///
 /// Blocking calls run on the caller's thread (a batch that spans several hosts sends to each
-/// before it reads from any, so that each host has the whole timeout); async calls run on the
-/// store's one I/O thread (`uno-cache-memcached`) and never block the caller's executor. Either
-/// way a host's breaker counts only its own failures. Both speak memcached's binary
+/// before it reads from any, so that each host has the whole timeout; one with over 1 024 keys
+/// on some host runs each host on a thread of its own, so that the hosts' later round trips
+/// overlap too); async calls run on the store's one I/O thread (`uno-cache-memcached`) and
+/// never block the caller's executor. Either way a host's breaker counts only its own failures. Both speak memcached's binary
 /// protocol on connections of their own, kept per host and never shared while a call is on them.
 ///
 /// ```no_run
@@ -206,7 +208,13 @@ impl<C: Command> Call<C> {
     /// left the next only what was left, whose timeout then failed its keys and was held
     /// against its breaker. A host that could not even be sent its command before the deadline
     /// (the time went to connecting to the others) is not held to account.
+    ///
+    /// A call with more than one command for some host (over [`MAX_BATCH`] of its keys) runs
+    /// each host on a thread of its own instead ([`run_spread`](Self::run_spread)).
     fn run(self) -> Answers<C::Output> {
+        if self.parts.len() > 1 && self.parts.iter().any(|part| part.commands.len() > 1) {
+            return self.run_spread();
+        }
         let deadline = deadline_after(self.timeout);
         let (op, timeout) = (self.op, self.timeout);
         let started: Vec<_> = self
@@ -237,6 +245,37 @@ impl<C: Command> Call<C> {
                 };
                 (part.members, ran)
             })
+            .collect();
+        Answers {
+            op,
+            total: self.total,
+            parts,
+        }
+    }
+
+    /// [`run`](Self::run) with each host on a thread of its own (see [`spread`]),
+    /// within one deadline: a host's later commands, each sent once the one before it was
+    /// answered, run alongside the other hosts' rather than after them, and a host that does
+    /// not answer fails only its own keys, as on the async path.
+    fn run_spread(self) -> Answers<C::Output> {
+        let deadline = deadline_after(self.timeout);
+        let (op, timeout) = (self.op, self.timeout);
+        let ran = spread::each_at_once(&self.parts, |part| {
+            let probe = match part.node.as_ref().map(|node| node.admit()) {
+                Some(Err(e)) => return Ran::failed(e),
+                Some(Ok(probe)) => probe,
+                None => false,
+            };
+            let late = Instant::now() >= deadline;
+            let started = part.host.start(op, timeout, deadline, part.commands.first());
+            let ran = part.host.finish(op, timeout, deadline, &part.commands, started);
+            judged(part.node.as_deref(), probe, ran, late)
+        });
+        let parts = self
+            .parts
+            .into_iter()
+            .zip(ran)
+            .map(|(part, ran)| (part.members, ran))
             .collect();
         Answers {
             op,
