@@ -11,7 +11,9 @@
 //! twice, the two tag sets in different slots. And a node whose connection goes silent without
 //! a reset (each node announces a `support/proxy.rs` proxy as its address): calls move to a new
 //! cluster connection, also when their caller gives up before our deadline. A slot the
-//! cluster does not serve (`CLUSTERDOWN`) fails its own keys only, soon, saying so.
+//! cluster does not serve (`CLUSTERDOWN`) fails its own keys only, soon, saying so; a one-key
+//! call's error names the key and its slot, also when a dead primary stops a cluster that
+//! requires full coverage.
 
 #![allow(
     clippy::unwrap_used,
@@ -614,7 +616,7 @@ fn a_failed_call_of_a_mapped_node_returns_by_its_deadline_while_the_map_is_re_re
 
 /// A slot the cluster does not serve (CLUSTER DELSLOTS on every node, with
 /// `cluster-require-full-coverage no` so that the other slots stay served): its key's call fails
-/// soon with an error that says the cluster does not serve the key's slot, where it waited out
+/// soon with an error that says the cluster does not serve the key's slot (naming both), where it waited out
 /// the whole deadline (the client retried CLUSTERDOWN after more than a second) and said
 /// `Timeout`; a batch (read, write or delete) serves its other keys and names the failed one's
 /// position, where the client's own split across slots failed the whole batch.
@@ -640,7 +642,8 @@ fn a_key_of_a_slot_the_cluster_does_not_serve_fails_saying_so_and_its_batch_serv
     let took = started.elapsed();
     let text = err.to_string();
     assert!(
-        !matches!(err, Error::Timeout { .. }) && text.contains("does not serve") && text.contains("slot"),
+        !matches!(err, Error::Timeout { .. })
+            && text.contains(&format!("does not serve hash slot {slot} (of key \"lost\")")),
         "{err:?}"
     );
     assert!(took < redis.timeout(), "answered in {took:?}");
@@ -731,4 +734,63 @@ fn with_node_breakers_a_batch_over_an_unserved_slot_serves_the_same_primarys_oth
         )
     });
     assert_eq!(redis.get(&served).unwrap().unwrap().value, b"v");
+}
+
+/// `CLUSTER INFO` of a node.
+fn cluster_info(node: &support::RedisServer) -> String {
+    redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query(&mut node.raw())
+        .unwrap_or_default()
+}
+
+/// With `cluster-require-full-coverage yes`, a primary killed (no replica to take over) leaves
+/// its slots unserved, and once the others mark it failed they answer CLUSTERDOWN for every key.
+/// A one-key call's error then names the key and its hash slot and says what to check, as a
+/// batch's failed parts name their slots; it said only "this key's hash slot".
+#[test]
+fn a_one_key_call_the_cluster_does_not_serve_names_the_key_and_its_slot() {
+    let mut cluster = RedisCluster::start_with(&[
+        "--cluster-require-full-coverage",
+        "yes",
+        "--cluster-node-timeout",
+        "1000",
+    ]);
+    let redis = store(&cluster, "cd:");
+    let (lost, kept) = (cluster.key_on(2, "lost"), cluster.key_on(0, "kept"));
+    let slots = [
+        cluster.keyslot(&format!("cd:{lost}")),
+        cluster.keyslot(&format!("cd:{kept}")),
+    ];
+    redis.set(&kept, b"v", None).unwrap();
+    cluster.nodes[2].kill();
+    support::wait_until("the live primaries take the cluster down", || {
+        cluster.nodes[..2]
+            .iter()
+            .all(|node| cluster_info(node).contains("cluster_state:fail"))
+    });
+
+    for (key, slot) in [(&lost, slots[0]), (&kept, slots[1])] {
+        let results = [
+            ("get", redis.get(key).map(drop)),
+            ("set", redis.set(key, b"w", None)),
+            ("delete", redis.delete(key).map(drop)),
+            ("get", support::block_on(redis.get_async(key)).map(drop)),
+            ("set", support::block_on(redis.set_async(key, b"w", None))),
+            ("delete", support::block_on(redis.delete_async(key)).map(drop)),
+        ];
+        for (called, result) in results {
+            match result {
+                Err(Error::Backend { op, reason, .. }) => {
+                    assert_eq!(op, called);
+                    let named = format!("does not serve hash slot {slot} (of key {key:?})");
+                    assert!(
+                        reason.contains(&named) && reason.contains("CLUSTER INFO"),
+                        "{called} {key}: {reason}"
+                    );
+                }
+                other => panic!("{called} {key}: {other:?}"),
+            }
+        }
+    }
 }

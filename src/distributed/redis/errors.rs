@@ -71,13 +71,18 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
     }
     if code.as_deref() == Some("CLUSTERDOWN") {
         // The node is up and the cluster does not serve the key's slot: an outage of that
-        // slot's keys only (keys of served slots are still answered), which ends when a
-        // replica takes the slot over or an operator assigns it. The crate's text alone
-        // ("cluster down") did not say which keys or what to look at.
+        // slot's keys only (keys of served slots are still answered, unless the cluster requires
+        // full coverage), which ends when a replica takes the slot over or an operator assigns
+        // it. The crate's text alone ("cluster down") did not say which keys or what to look
+        // at; a one-key call names its key and slot here (`keyed`), a batch its slots' parts.
         return Error::Backend {
             level: LEVEL,
             op,
-            reason: format!("{hosts}: {CLUSTERDOWN_ADVICE} ({})", error_text(err)),
+            reason: format!(
+                "{hosts}: {} ({})",
+                clusterdown_advice(THIS_KEYS_SLOT),
+                error_text(err)
+            ),
         };
     }
     if code.as_deref() == Some("MISCONF") {
@@ -191,11 +196,20 @@ const MISCONF_ADVICE: &str = "the server refuses writes (and PING) because its l
     snapshot failed (stop-writes-on-bgsave-error); fix the disk under its `dir` (space, \
     permissions; see its log), or, for a cache that needs no snapshots, set `save \"\"` or \
     `stop-writes-on-bgsave-error no`";
-/// What a key's CLUSTERDOWN means, and what to check.
-pub(crate) const CLUSTERDOWN_ADVICE: &str = "the cluster does not serve this key's hash slot \
-    (CLUSTERDOWN: its primary failed with no replica to take over, or no node is assigned the \
-    slot); keys of other slots are still served; check CLUSTER INFO and CLUSTER SLOTS on a \
-    node, and fail over or assign the slot";
+/// How a call's error says the slot in [`clusterdown_advice`]; a one-key call puts its key's
+/// slot in its place (see `keyed`).
+pub(crate) const THIS_KEYS_SLOT: &str = "this key's hash slot";
+
+/// What a CLUSTERDOWN for `slot` (a hash slot, said in words) means, and what to check.
+pub(crate) fn clusterdown_advice(slot: &str) -> String {
+    format!(
+        "the cluster does not serve {slot} (CLUSTERDOWN: its primary failed with no replica to \
+         take over, or no node is assigned the slot; keys of other slots are still served unless \
+         the cluster runs with cluster-require-full-coverage yes, which then refuses every key); \
+         check CLUSTER INFO (cluster_state, cluster_slots_ok) and CLUSTER SLOTS on a node, and \
+         fail the slot over to a replica or assign it to a node"
+    )
+}
 /// What to fix when the server does not know a command the level sends.
 const UNKNOWN_COMMAND_ADVICE: &str = "the server does not know a command the cache uses \
     (renamed or disabled with rename-command, or a proxy that does not pass it); the Redis level \

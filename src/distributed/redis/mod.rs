@@ -8,6 +8,7 @@
 //! | `options`    | [`RedisOptions`] and their checks                                          |
 //! | `connection` | clients, connecting, the connection of either kind, replaced when silent   |
 //! | `commands`   | every key call as data: what to send, how to read the reply                |
+//! | `keyed`      | a one-key call's error naming its key, and its hash slot on `CLUSTERDOWN`  |
 //! | `pool`       | the blocking executor: pooled blocking connections on the caller's thread  |
 //! | `scan`       | `size` and `clear`: `SCAN` walks over every primary                        |
 //! | `slots`      | a key's hash slot and the slot owners, for the per-primary breakers        |
@@ -17,9 +18,9 @@
 //!
 //! Dependencies run one way (no cycles): `errors` and `target` at the bottom; `commands` uses
 //! `errors`; `connection` uses `errors`, `target` and `commands`; `options` uses `target` and
-//! `connection`; `pool` uses `commands` and `errors`; `slots` uses `errors`; `scan` uses `connection`,
-//! `errors` and `slots` (the reading of `CLUSTER SLOTS`); `replies` uses `commands`, `connection`
-//! and `slots`; `store` uses them all.
+//! `connection`; `pool` uses `commands` and `errors`; `slots` uses `errors`; `keyed` uses
+//! `errors` and `slots`; `scan` uses `connection`, `errors` and `slots` (the reading of
+//! `CLUSTER SLOTS`); `replies` uses `commands`, `connection` and `slots`; `store` uses them all.
 //!
 //! # What the `redis` crate does, and what we do
 //! - Kept from the crate: connection management (`ConnectionManager` for a standalone server,
@@ -72,6 +73,7 @@ mod batches;
 mod commands;
 pub(crate) mod connection;
 pub(crate) mod errors;
+mod keyed;
 mod options;
 mod pool;
 pub(crate) mod replies;

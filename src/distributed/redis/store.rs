@@ -11,6 +11,7 @@ use super::batches::{
 use super::commands::{Command, Commands, Read, Reply, ValueLimit};
 use super::connection::{Conn, Link, Settings};
 use super::errors::{call_error, connect_timeout_error, LEVEL};
+use super::keyed::naming;
 use super::options::RedisOptions;
 use super::pool::CallerPool;
 use super::scan;
@@ -18,7 +19,7 @@ use super::slots::{by_slot, Answerable, Slots};
 use crate::clock::Clock;
 use crate::distributed::nodes::{entries_or_partial, part_grace, settle, Node};
 use crate::distributed::runtime::IoRuntime;
-use crate::error::{key_for_error, Error, Result};
+use crate::error::{Error, Result};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// Redis (standalone or Cluster) as a cache level.
@@ -34,6 +35,9 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 ///   routed by slot (cluster). A key repeated in a
 ///   batch is sent once, with its last item: the last write of a key wins, as on the other
 ///   levels (the cluster's concurrent `SET`s could otherwise land in either order).
+/// - A one-key call (`get`, `set`, `delete`) on a hash slot the cluster does not serve
+///   (`CLUSTERDOWN`) fails with an [`Error::Backend`] that names the key, its slot and what to
+///   check, as a batch's failed slots are named in its [`Error::PartialBatch`].
 /// - `size` counts this prefix's string keys with `SCAN MATCH prefix*` (plus a pipelined `STRLEN`
 ///   per batch for the bytes, which also leaves out keys of other types, such as tag sets) on
 ///   every primary: `DBSIZE` would be O(1) but counts every key in the
@@ -215,6 +219,11 @@ impl RedisStore {
     #[must_use]
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// A one-key call's result, its error naming the key (and its slot, see [`keyed`](super::keyed)).
+    fn on_key<T>(&self, key: &str, result: Result<T>) -> Result<T> {
+        result.map_err(|e| naming(e, key, self.commands.prefix()))
     }
 
     /// Runs `command` for the blocking API: on the caller's thread over the pool, or through the
@@ -599,19 +608,18 @@ impl Storage for RedisStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.keyed(key, || {
-            self.call(self.commands.get(key)).map_err(|e| naming(e, key))
-        })
+        self.keyed(key, || self.on_key(key, self.call(self.commands.get(key))))
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.keyed(key, || {
-            self.call(self.commands.set(key, value, ttl, self.clock.now_ms()))
+            let now = self.clock.now_ms();
+            self.on_key(key, self.call(self.commands.set(key, value, ttl, now)))
         })
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        self.keyed(key, || self.call(self.commands.delete(key)))
+        self.keyed(key, || self.on_key(key, self.call(self.commands.delete(key))))
     }
 
     /// An empty batch (here and in the other batch calls) asks no server and no node's breaker.
@@ -751,10 +759,7 @@ impl DistributedStorage for RedisStore {
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         let call = self.call_async(self.commands.get(key));
-        self.keyed_async(
-            key,
-            Box::pin(async move { call.await.map_err(|e| naming(e, key)) }),
-        )
+        self.keyed_async(key, Box::pin(async move { self.on_key(key, call.await) }))
     }
 
     fn set_async<'a>(
@@ -764,11 +769,12 @@ impl DistributedStorage for RedisStore {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         let call = self.call_async(self.commands.set(key, value, ttl, self.clock.now_ms()));
-        self.keyed_async(key, call)
+        self.keyed_async(key, Box::pin(async move { self.on_key(key, call.await) }))
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
-        self.keyed_async(key, self.call_async(self.commands.delete(key)))
+        let call = self.call_async(self.commands.delete(key));
+        self.keyed_async(key, Box::pin(async move { self.on_key(key, call.await) }))
     }
 
     fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
@@ -877,22 +883,5 @@ impl DistributedStorage for RedisStore {
         }
         let parts = self.per_node("delete_many", groups, key_in(keys), self.delete_many_part(keys));
         Box::pin(async move { removed_parts(keys.len(), parts.await?) })
-    }
-}
-
-/// An error of a call on `key`, naming the key where the level could not (a key of another
-/// type, see `errors::call_error`).
-fn naming(error: Error, key: &str) -> Error {
-    match error {
-        Error::InvalidEnvelope {
-            level,
-            key: unnamed,
-            reason,
-        } if unnamed.is_empty() => Error::InvalidEnvelope {
-            level,
-            key: key_for_error(key),
-            reason,
-        },
-        other => other,
     }
 }
