@@ -25,12 +25,21 @@ use support::{RedisCluster, RedisServer};
 use uno_cache::invalidation::{Backplane, BackplaneOptions, Invalidation};
 use uno_cache::{Error, RedisOptions};
 
+/// A staleness bound so long that the subscriber's first `PING` (a third of it after the
+/// subscription) comes long after [`TOLD_AT_ONCE`]: a loss told within that was seen by the end
+/// of the connection itself, whatever the machine's speed.
+const PINGS_TOO_LATE: Duration = Duration::from_secs(30);
+
+/// How soon a loss seen by the end of the connection must reach the handler: "at once", with
+/// room for a loaded 2-core machine's stalls, and far below the 10 s before the first `PING`
+/// of [`PINGS_TOO_LATE`] (a subscriber that missed the end is told only after that one fails).
+const TOLD_AT_ONCE: Duration = Duration::from_secs(3);
+
 #[test]
 fn client_kill_pubsub_is_reported_at_once_and_restored() {
     let server = RedisServer::start();
-    let bound = Duration::from_millis(600);
-    let (a, _) = instance(options(&server).staleness_bound(bound));
-    let (b, b_seen) = instance(options(&server).staleness_bound(bound));
+    let (a, _) = instance(options(&server).staleness_bound(PINGS_TOO_LATE));
+    let (b, b_seen) = instance(options(&server).staleness_bound(PINGS_TOO_LATE));
     a.publish(&keys(&["before"])).unwrap();
     b_seen.wait_for("first message", WAIT, |e| count_messages(e) == 1);
 
@@ -52,8 +61,8 @@ fn client_kill_pubsub_is_reported_at_once_and_restored() {
         })
         .unwrap();
     assert!(
-        lost_at.duration_since(killed_at) < bound,
-        "told after {:?}, bound {bound:?}",
+        lost_at.duration_since(killed_at) < TOLD_AT_ONCE,
+        "told after {:?}: not by the end of the connection",
         lost_at.duration_since(killed_at)
     );
     assert!(since <= before_kill, "since must not be after the drop");
@@ -81,10 +90,11 @@ fn server_killed_and_restarted_on_the_same_port_is_lost_then_restored_and_failed
     let mut server = RedisServer::start();
     let opts = |s: &RedisServer| {
         options(s)
-            .staleness_bound(Duration::from_millis(300))
+            .staleness_bound(PINGS_TOO_LATE)
             .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-            .publish_timeout(Duration::from_millis(100))
+            .publish_timeout(PUBLISH_TIMEOUT)
     };
+    const PUBLISH_TIMEOUT: Duration = Duration::from_millis(100);
     let (a, a_seen) = instance(opts(&server));
     let (b, b_seen) = instance(opts(&server));
 
@@ -98,15 +108,21 @@ fn server_killed_and_restarted_on_the_same_port_is_lost_then_restored_and_failed
             _ => None,
         })
         .unwrap();
-    assert!(lost_at.duration_since(killed_at) < Duration::from_millis(300));
+    assert!(
+        lost_at.duration_since(killed_at) < TOLD_AT_ONCE,
+        "told after {:?}: not by the end of the connection",
+        lost_at.duration_since(killed_at)
+    );
     a_seen.wait_for("a lost too", WAIT, has_lost);
     assert!(!b.stats().connected);
 
-    // Publishing while the server is down fails fast with a typed error, and is kept.
+    // Publishing while the server is down fails fast with a typed error, and is kept. Fast:
+    // within its deadline, with a loaded machine's stalls on top; it does not wait for Redis to
+    // come back (the restart below comes after it) nor for the subscriber's reconnects.
     let started = Instant::now();
     let err = a.publish(&keys(&["written-while-down"])).unwrap_err();
     assert!(
-        started.elapsed() < Duration::from_millis(400),
+        started.elapsed() < PUBLISH_TIMEOUT + Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
@@ -182,7 +198,10 @@ fn a_publish_that_failed_while_peers_stayed_subscribed_is_resent_to_them() {
 #[test]
 fn a_frozen_server_is_noticed_by_ping_within_the_staleness_bound() {
     let server = RedisServer::start();
-    let bound = Duration::from_millis(450);
+    // A PING every 800 ms, each to be answered within 800 ms: noticed at most 1.6 s after the
+    // freeze by design, which leaves 800 ms of the bound to a loaded machine's stalls. Without
+    // the PINGs a frozen server is never noticed (the wait below times out).
+    let bound = Duration::from_millis(2_400);
     let (b, b_seen) = instance(options(&server).staleness_bound(bound));
     assert!(b.stats().connected);
     // SIGSTOP: the TCP connection stays open and silent, as a half-open connection would.
@@ -202,11 +221,7 @@ fn a_frozen_server_is_noticed_by_ping_within_the_staleness_bound() {
     // handler's thread, reaches the recorder (that race failed this check on a loaded machine).
     assert!(!b.stats().connected, "{:?}", b.stats());
     server.resume();
-    // A generous margin for a loaded 2-core machine; the design bound is 2/3 of `bound`.
-    assert!(
-        took < bound + Duration::from_millis(150),
-        "noticed after {took:?}, bound {bound:?}"
-    );
+    assert!(took < bound, "noticed after {took:?}, bound {bound:?}");
     b_seen.wait_for("restored after resume", WAIT, has_restored);
     assert!(b.stats().connected);
 }
