@@ -81,6 +81,20 @@ fn node(cache: &CacheManager, name: &str) -> NodeStats {
         .unwrap_or_else(|| panic!("no node {name} in {:?}", stats.nodes))
 }
 
+/// Checks that the calls since `before` (a snapshot of node `name`) were skipped by its open
+/// breaker. Counted, not timed: a loaded machine can stall any call past a latency bound, and a
+/// dead node refuses a connection at once, so a call sent to it is fast too. A call that reached
+/// the node and failed counts in its `errors`, a skip does not; the cool-down may let a probe
+/// through meanwhile, but each failed probe opens the breaker again, so the errors may grow by
+/// the trips and no more.
+fn assert_skipped(cache: &CacheManager, name: &str, before: &NodeStats) {
+    let after = node(cache, name);
+    assert!(
+        after.errors - before.errors <= after.trips - before.trips,
+        "a call reached the open node {name} other than as its probe: {before:?} → {after:?}"
+    );
+}
+
 fn encoded(key: &str, value: u64) -> Vec<u8> {
     Codec::bincode().encode(key, &value).unwrap()
 }
@@ -139,15 +153,12 @@ fn check_one_host_down(cache: &CacheManager, place: &Placement, servers: &[Memca
         node(cache, &dead_name).state == BreakerState::Open
     });
     let before = cache.stats().distributed;
+    let dead_before = node(cache, &dead_name);
     for key in &dead_keys {
-        let start = Instant::now();
         assert_eq!(cache.get::<u64>(key).unwrap(), None, "a miss, not an error");
-        assert!(
-            start.elapsed() < Duration::from_millis(TIMEOUT_MS / 2),
-            "a key of the open host fails fast: {:?}",
-            start.elapsed()
-        );
     }
+    // Fast: the open host was not called.
+    assert_skipped(cache, &dead_name, &dead_before);
     let after = cache.stats().distributed;
     assert!(
         after.errors >= before.errors + dead_keys.len() as u64,
@@ -231,7 +242,7 @@ fn check_one_host_down(cache: &CacheManager, place: &Placement, servers: &[Memca
 
 /// The async API the same way: a dead host's keys are fast misses and queued writes, the live
 /// hosts' keys hit and are written.
-fn check_async_one_host_down(cache: &CacheManager, place: &Placement, dead: usize) {
+fn check_async_one_host_down(cache: &CacheManager, place: &Placement, dead: usize, dead_name: &str) {
     let live = (dead + 1) % 3;
     let l2 = cache.distributed().unwrap();
     let live_keys = place.keys_on(live, "async-live:", 2);
@@ -240,13 +251,9 @@ fn check_async_one_host_down(cache: &CacheManager, place: &Placement, dead: usiz
         l2.set(key, &encoded(key, i as u64), None).unwrap();
     }
     support::block_on(async {
-        let start = Instant::now();
+        let dead_before = node(cache, dead_name);
         assert_eq!(cache.get_async::<u64>(&dead_keys[0]).await.unwrap(), None);
-        assert!(
-            start.elapsed() < Duration::from_millis(TIMEOUT_MS / 2),
-            "{:?}",
-            start.elapsed()
-        );
+        assert_skipped(cache, dead_name, &dead_before);
         assert_eq!(cache.get_async::<u64>(&live_keys[0]).await.unwrap(), Some(0));
         let batch = [live_keys[1].as_str(), dead_keys[1].as_str()];
         let got = cache.multi_get_async::<u64>(&batch).await.unwrap();
@@ -364,7 +371,7 @@ fn multi_host_memcached_starts_with_a_host_down_serves_the_others_and_the_host_r
     assert_eq!(stats.nodes.len(), 3, "{:?}", stats.nodes);
     assert_eq!(node(&cache, &servers[2].addr()).state, BreakerState::Open);
     check_one_host_down(&cache, &place, &servers, 2);
-    check_async_one_host_down(&cache, &place, 2);
+    check_async_one_host_down(&cache, &place, 2, &servers[2].addr());
     servers[2].restart();
     check_rejoins(&cache, &place, &servers[2], 2);
 }
@@ -395,15 +402,12 @@ fn cluster_primary_killed_mid_workload_fails_fast_for_its_keys_only_and_rejoins(
             node(&cache, &dead_name).state == BreakerState::Open
         },
     );
+    let dead_before = node(&cache, &dead_name);
     for key in &dead[1..] {
-        let start = Instant::now();
         assert_eq!(cache.get::<u64>(key).unwrap(), None);
-        assert!(
-            start.elapsed() < Duration::from_millis(TIMEOUT_MS / 2),
-            "a key of the open primary fails fast: {:?}",
-            start.elapsed()
-        );
     }
+    // Fast: the open primary was not called.
+    assert_skipped(&cache, &dead_name, &dead_before);
     // The other primaries keep serving: a single read, and a batch across live and dead keys.
     assert_eq!(cache.get::<u64>(&live[0]).unwrap(), Some(0));
     let batch: Vec<&str> = live[1..].iter().chain(&dead).map(String::as_str).collect();
