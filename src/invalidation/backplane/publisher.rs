@@ -394,7 +394,15 @@ impl Publisher {
                         delay = self.reconnect_min;
                         self.sent(&front);
                     }
-                    Ok(Err(err)) => {
+                    failed => {
+                        let err = match failed {
+                            Ok(Err(err)) => err,
+                            _ => Error::Timeout {
+                                level: LEVEL,
+                                op: "publish",
+                                after: self.publish_timeout,
+                            },
+                        };
                         self.resend_failed(&err);
                         self.drop_connection();
                         // A refusal (an ACL user without PUBLISH) waits the longest backoff at
@@ -404,12 +412,6 @@ impl Publisher {
                         } else {
                             delay.saturating_mul(2).min(self.reconnect_max)
                         };
-                        tokio::time::sleep(jitter(delay)).await;
-                    }
-                    Err(_) => {
-                        Shared::bump(&self.shared.republish_failures);
-                        self.drop_connection();
-                        delay = delay.saturating_mul(2).min(self.reconnect_max);
                         tokio::time::sleep(jitter(delay)).await;
                     }
                 }
