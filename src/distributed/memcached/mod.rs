@@ -14,7 +14,8 @@
 //! | `store`    | [`MemcachedStore`]: the [`Storage`](crate::Storage) and [`DistributedStorage`](crate::DistributedStorage) impls |
 //!
 //! Dependencies point one way: `store` → `startup` → `conn` → `commands` → `protocol`, and
-//! `store` → `routing` → `options`; `spread` depends on nothing of the level. (`conn` looks names up with `distributed::resolve`.)
+//! `store` → `routing` → `options`; `spread` depends on nothing of the level. (`conn` looks
+//! names up with `distributed::resolve`.)
 
 mod commands;
 mod conn;

@@ -58,8 +58,9 @@ const LEVEL: &str = "memcached";
 /// before it reads from any, so that each host has the whole timeout; one with over 1 024 keys
 /// on some host runs each host on a thread of its own, so that the hosts' later round trips
 /// overlap too); async calls run on the store's one I/O thread (`uno-cache-memcached`) and
-/// never block the caller's executor. Either way a host's breaker counts only its own failures. Both speak memcached's binary
-/// protocol on connections of their own, kept per host and never shared while a call is on them.
+/// never block the caller's executor. Either way a host's breaker counts only its own failures.
+/// Both speak memcached's binary protocol on connections of their own, kept per host and never
+/// shared while a call is on them.
 ///
 /// ```no_run
 /// use std::time::Duration;
