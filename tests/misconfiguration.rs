@@ -4,7 +4,8 @@
 //! `Error::Misconfigured` naming the host and what to fix (even with `fallback_on_error`), while
 //! an unreachable server still starts degraded. A password changed under a running cache is
 //! counted apart in the stats and shown, and L1 keeps serving; so is a backplane publish, re-send
-//! or SUBSCRIBE its server refuses as a wrong setting.
+//! or SUBSCRIBE its server refuses as a wrong setting. `start_degraded_on_config_error` starts
+//! both L2 and the backplane degraded.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -136,16 +137,19 @@ fn start_degraded_on_config_error_starts_without_l2_and_reports_the_refusal() {
         "start_degraded_on_config_error = true",
     ))
     .unwrap();
-    cache.set_raw("k", b"v", None).unwrap();
-    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
+    // Shown from the start, before any call meets the refusal (a health check right after
+    // start-up must see it).
     let stats = cache.stats();
-    assert!(stats.distributed.config_errors >= 1, "{:?}", stats.distributed);
+    assert_eq!(stats.distributed.config_errors, 1, "{:?}", stats.distributed);
     let shown = stats.distributed.last_config_error.unwrap();
     assert!(
         shown.contains(&server.addr()) && shown.contains("password"),
         "{shown}"
     );
-    assert!(cache.monitor().config_error().is_some());
+    assert_eq!(cache.monitor().config_error(), Some(shown));
+    cache.set_raw("k", b"v", None).unwrap();
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(cache.stats().distributed.config_errors >= 2);
 }
 
 #[test]
@@ -225,6 +229,89 @@ fn a_backplane_with_a_wrong_password_fails_start_up_instead_of_running_offline()
     assert!(err.is_misconfiguration(), "{text}");
     assert!(text.contains(&bus.addr()), "{text}");
     assert!(!text.contains("wrong-secret"), "{text}");
+}
+
+/// `start_degraded_on_config_error` covers the backplane. It used to start L2 degraded on a
+/// refused password while the backplane, on the same server with the same password, failed the
+/// start: with the backplane on, the setting did nothing. The backplane now starts unsubscribed
+/// and shown as refused, and once the server takes the password it subscribes and hears
+/// another instance's invalidations.
+#[test]
+fn start_degraded_on_config_error_starts_the_backplane_unsubscribed_until_its_password_is_taken() {
+    let server = RedisServer::with_password("right");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("redis://:wrong@{}", server.addr());
+    let with_backplane = |mut config: CacheConfig| {
+        config.invalidation.enabled = true;
+        config.invalidation.channel = "degraded-bus".to_owned();
+        config
+    };
+    let degraded = config(
+        &dir.path().join("degraded"),
+        &url,
+        "start_degraded_on_config_error = true",
+    );
+    let cache = CacheManager::new(with_backplane(degraded)).unwrap();
+    let stats = cache.stats();
+    assert!(!stats.consistency.backplane_connected, "{:?}", stats.consistency);
+    assert!(stats.distributed.config_errors >= 1, "{:?}", stats.distributed);
+
+    // The server takes the password the cache was given: L2 and the backplane connect.
+    let mut admin = server.raw();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("wrong")
+        .query::<()>(&mut admin)
+        .unwrap();
+    wait_until("the backplane subscribed", || {
+        cache.stats().consistency.backplane_connected
+    });
+    wait_until("L2 connected", || {
+        cache.set_raw("probe", b"p", None).is_ok()
+            && redis::cmd("EXISTS")
+                .arg("probe")
+                .query::<i64>(&mut admin)
+                .unwrap()
+                == 1
+    });
+
+    // Written after the subscription, so not suspect: only an invalidation drops it.
+    cache.set_raw("k", b"old", None).unwrap();
+    let other = CacheManager::new(with_backplane(config(&dir.path().join("other"), &url, ""))).unwrap();
+    other.set_raw("k", b"new", None).unwrap();
+    wait_until("the other instance's invalidation heard", || {
+        cache.get_raw("k").unwrap().as_deref() == Some(&b"new"[..])
+    });
+}
+
+/// A backplane of its own refused at start-up, with `start_degraded_on_config_error`, starts
+/// unsubscribed, and the refusal is shown where L2's would be, naming the backplane's host.
+#[test]
+fn a_backplane_refused_at_start_up_is_shown_when_the_start_is_degraded() {
+    let l2 = RedisServer::start();
+    let bus = RedisServer::with_password("right-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &l2.addr(), "start_degraded_on_config_error = true");
+    config.invalidation.enabled = true;
+    config.invalidation.hosts = vec![bus.addr()];
+    config.invalidation.password = Some("wrong-secret".to_owned());
+    let cache = CacheManager::new(config).unwrap();
+    let stats = cache.stats();
+    assert!(!stats.consistency.backplane_connected, "{:?}", stats.consistency);
+    assert!(stats.distributed.config_errors >= 1, "{:?}", stats.distributed);
+    let shown = stats.distributed.last_config_error.unwrap_or_default();
+    assert!(
+        shown.contains("backplane") && shown.contains(&bus.addr()) && !shown.contains("wrong-secret"),
+        "{shown}"
+    );
+    // L1 and L2 serve meanwhile.
+    cache.set_raw("k", b"v", None).unwrap();
+    assert_eq!(
+        redis::cmd("EXISTS").arg("k").query::<i64>(&mut l2.raw()).unwrap(),
+        1
+    );
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v"[..]));
 }
 
 /// A backplane whose user may subscribe but not PUBLISH: each publish failed as a

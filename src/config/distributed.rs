@@ -83,7 +83,10 @@ pub struct DistributedCacheConfig {
     /// setting that does not match (default false: [`CacheManager::new`](crate::CacheManager::new)
     /// fails with [`Error::Misconfigured`]). Needs `fallback_on_error = true`: validation refuses
     /// it without (starting without L2 is a fallback). An unreachable L2 is an outage, not
-    /// this: it starts degraded whenever `fallback_on_error` is set.
+    /// this: it starts degraded whenever `fallback_on_error` is set. It covers the
+    /// invalidation backplane too (whose hosts are L2's unless `[invalidation]` names its own):
+    /// a backplane refused so starts unsubscribed, L1 entries suspect, and retries in the
+    /// background.
     pub start_degraded_on_config_error: bool,
     /// For `rediss://` (the `tls` feature): a PEM file of the CA certificate(s) to trust instead
     /// of the built-in web PKI roots, for servers with certificates from a private CA.

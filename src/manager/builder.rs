@@ -222,6 +222,7 @@ impl CacheManagerBuilder {
         }
         let mut workers = Workers::new(Arc::clone(&shared), shutdown.clone());
         if let Some(connector) = connector {
+            connector.report_refusal(&shared.metrics.distributed);
             workers.spawn("l2-connect", move || connector.run(&shutdown))?;
         }
         if let Some(queue) = &shared.fills {

@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
+use crate::stats::LevelMetrics;
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// Opens the level; called until it succeeds.
@@ -59,6 +60,16 @@ impl Connector {
     pub(crate) fn run(self, shutdown: &Shutdown) {
         connect_until_stopped(self.name, self.retry, &self.connect, &self.slot, shutdown);
     }
+
+    /// Counts in `metrics` (and logs) the refusal the level started without a connection on
+    /// (`start_degraded_on_config_error`), so that the stats show it from the start rather than
+    /// from the first call that meets it; an outage is not counted there.
+    pub(crate) fn report_refusal(&self, metrics: &LevelMetrics) {
+        let failure = Arc::clone(&self.slot.last_failure.lock());
+        if failure.is_misconfiguration() {
+            metrics.config_error(self.name, &failure);
+        }
+    }
 }
 
 impl Deferred {
@@ -71,10 +82,8 @@ impl Deferred {
         check: ValueCheck,
         first_error: Error,
     ) -> (Deferred, Connector) {
-        if matches!(first_error, Error::Misconfigured { .. }) {
-            tracing::error!(level = name, error = %first_error, retry_ms = retry.as_millis() as u64,
-                "L2 refuses this configuration at start-up; starting without it (start_degraded_on_config_error) and retrying in the background; fix the configuration");
-        } else {
+        // A refusal is logged where it is counted (`Connector::report_refusal`).
+        if !first_error.is_misconfiguration() {
             tracing::error!(level = name, error = %first_error, retry_ms = retry.as_millis() as u64,
                 "L2 unreachable at start-up; serving from L1 and connecting in the background");
         }

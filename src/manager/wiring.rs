@@ -207,6 +207,9 @@ fn backplane_options(config: &CacheConfig) -> Result<BackplaneOptions> {
         .staleness_bound(Duration::from_millis(inv.staleness_bound_ms))
         .publish_timeout(Duration::from_millis(inv.publish_timeout_ms))
         .start_offline(config.fallback_on_error)
+        // The one setting for the distributed side: an L2 and its backplane usually share the
+        // hosts and credentials, so a refusal that starts one degraded would fail the other.
+        .start_offline_when_refused(config.distributed.start_degraded_on_config_error)
         // A cancelled write's L2 command may run after its first message (see
         // `Announcement`): the second one comes once it has usually run or failed, by the
         // deadline of the slowest L2 step (a prefix invalidation's, through the tag store).

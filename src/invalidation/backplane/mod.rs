@@ -48,9 +48,28 @@ pub struct BackplaneOptions {
     staleness_bound: Duration,
     instance_id: Option<InstanceId>,
     republish_limit: usize,
-    start_offline: bool,
+    start_offline: OfflineStart,
     repeat_after: Duration,
     on_refusal: Option<RefusalHook>,
+}
+
+/// Which failures of the first connection [`Backplane::connect`] starts offline after instead of
+/// failing (see [`BackplaneOptions::start_offline`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct OfflineStart {
+    outage: bool,
+    refusal: bool,
+}
+
+impl OfflineStart {
+    /// Whether a first connection that failed with `error` (`None`: no answer in time) starts
+    /// offline.
+    pub(super) fn after(self, error: Option<&Error>) -> bool {
+        match error {
+            Some(e) if e.is_misconfiguration() => self.outage && self.refusal,
+            _ => self.outage,
+        }
+    }
 }
 
 /// Told of each refusal the backplane meets on its own, with no caller to hand it to: a
@@ -93,7 +112,7 @@ impl BackplaneOptions {
             staleness_bound: DEFAULT_STALENESS_BOUND,
             instance_id: None,
             republish_limit: DEFAULT_REPUBLISH_LIMIT,
-            start_offline: false,
+            start_offline: OfflineStart::default(),
             repeat_after: Duration::ZERO,
             on_refusal: None,
         }
@@ -166,9 +185,24 @@ impl BackplaneOptions {
     /// (since the start) at once, the subscriber keeps trying with its backoff, and
     /// [`subscription_restored`](InvalidationHandler::subscription_restored) follows when Redis
     /// answers; publishes fail (and are kept for re-sending) until then. Invalid options are an
-    /// error either way.
+    /// error either way, and so is a server that refuses the configuration, unless
+    /// [`start_offline_when_refused`](Self::start_offline_when_refused) is set too.
     pub fn start_offline(mut self, on: bool) -> Self {
-        self.start_offline = on;
+        self.start_offline.outage = on;
+        self
+    }
+
+    /// With [`start_offline`](Self::start_offline), starts offline also when the server answers
+    /// that the configuration is wrong (a refused password, an ACL user without `SUBSCRIBE` or
+    /// the channel), instead of failing with [`Error::Misconfigured`] (default `false`: waiting
+    /// cannot fix a wrong setting, so failing the start is the clearer answer). The refusal is
+    /// then counted in [`BackplaneStats::config_errors`] and reported as one met later would be,
+    /// and the subscriber retries at its longest backoff until the server takes the setting
+    /// (a password rotated back, a user granted the channel). For an application that must start
+    /// whatever the distributed side says; a cache manager sets it with
+    /// `distributed.start_degraded_on_config_error`.
+    pub fn start_offline_when_refused(mut self, on: bool) -> Self {
+        self.start_offline.refusal = on;
         self
     }
 
@@ -428,7 +462,9 @@ impl Backplane {
     /// `"connect"`) naming the hosts if none can be reached, refuses the credentials or does not answer
     /// within `connect_timeout` — unless [`start_offline`](BackplaneOptions::start_offline) is
     /// set, which starts disconnected instead; [`Error::Misconfigured`] if a server refuses the
-    /// configuration (a wrong password), with or without `start_offline`: waiting cannot fix it.
+    /// configuration (a wrong password), with or without `start_offline` (waiting cannot fix
+    /// it), unless [`start_offline_when_refused`](BackplaneOptions::start_offline_when_refused)
+    /// is set as well.
     pub fn connect(options: BackplaneOptions, handler: Arc<dyn InvalidationHandler>) -> Result<Self> {
         options.check()?;
         let (targets, _cluster) = options.redis.resolve_targets()?;
@@ -471,8 +507,10 @@ impl Backplane {
         match connected {
             Ok(()) => {}
             // Offline start: publishes fail (and are kept) until Redis answers. A server that
-            // refuses the configuration (a wrong password) will not answer better later.
-            Err(err) if options.start_offline && !err.is_misconfiguration() => {
+            // refuses the configuration (a wrong password) will not answer better later, so
+            // that fails the start unless the application asked to start regardless. The
+            // subscriber, refused the same way, reports the refusal.
+            Err(err) if options.start_offline.after(Some(&err)) => {
                 tracing::warn!(%err, "backplane publisher starts offline");
             }
             Err(err) => return Err(err),

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::gaps::Sequences;
 use super::message::{decode, MAX_MESSAGE_LEN};
-use super::{jitter, now, InvalidationHandler, Node, Outage, Shared, LEVEL};
+use super::{jitter, now, InvalidationHandler, Node, OfflineStart, Outage, Shared, LEVEL};
 use crate::distributed::redis::errors::{connect_error_for, error_text, failure};
 use crate::error::{Error, Result};
 
@@ -228,7 +228,7 @@ impl Context {
 /// The subscriber task: first subscription (reported on `ready`), then serve, lose, reconnect,
 /// for as long as the runtime runs. With `start_offline`, a first subscription that fails is
 /// reported as a loss (since the start) instead of an error, and the reconnect loop takes over.
-pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>, start_offline: bool) {
+pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>, start_offline: OfflineStart) {
     let n = ctx.nodes.len().max(1);
     let started_at = now();
     // First subscription: each node in order, within connect_timeout overall.
@@ -255,10 +255,16 @@ pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>, start_
             Some((i, pair, since))
         }
         // A server that refuses the configuration (a wrong password, an ACL without the
-        // channel) will not answer better later: that fails the start, offline or not.
-        None if start_offline && !last_err.as_ref().is_some_and(Error::is_misconfiguration) => {
-            if let Some(err) = &last_err {
-                tracing::warn!(%err, "backplane starts offline; L1 entries are suspect until it subscribes");
+        // channel) will not answer better later: that fails the start, offline or not, unless
+        // the application asked to start regardless; then the refusal is reported as one met
+        // later is.
+        None if start_offline.after(last_err.as_ref()) => {
+            match &last_err {
+                Some(err) if err.is_misconfiguration() => ctx.shared.refused(err, true),
+                Some(err) => {
+                    tracing::warn!(%err, "backplane starts offline; L1 entries are suspect until it subscribes");
+                }
+                None => {}
             }
             None
         }
