@@ -272,6 +272,32 @@ fn shutdown_sends_the_messages_kept_for_re_sending() {
     assert_eq!(b_seen.messages()[0].invalidation, keys(&["last"]));
 }
 
+/// A last attempt at shutdown that the publish timeout cuts short is a failed re-send, counted as
+/// one that times out in the re-send task is (it was not counted at all), and the message is
+/// still reported pending.
+#[test]
+fn a_re_send_cut_short_at_shutdown_is_counted_as_failed() {
+    let server = RedisServer::start();
+    let (a, _) = instance(
+        options(&server)
+            .publish_timeout(Duration::from_millis(200))
+            .reconnect_backoff(Duration::from_secs(60), Duration::from_secs(120)),
+    );
+    pause_writes(&server);
+    assert!(a.publish(&keys(&["last"])).is_err());
+    let before = a.stats();
+    assert_eq!(before.republish_pending, 1, "{before:?}");
+    a.shutdown();
+    unpause(&server);
+    let after = a.stats();
+    assert_eq!(
+        after.republish_failures,
+        before.republish_failures + 1,
+        "{after:?}"
+    );
+    assert_eq!(after.republish_pending, 1, "{after:?}");
+}
+
 #[test]
 fn publish_async_works_under_any_executor() {
     let server = RedisServer::start();

@@ -439,6 +439,11 @@ impl Backplane {
             let sent = self.rt.block_on("publish", self.publish_timeout, async move {
                 Ok(publisher.send_kept().await)
             });
+            if let Err(err) = &sent {
+                // Cut short by the deadline: a failed re-send, as one that timed out in the
+                // re-send task is (a failure that returned was counted where it was met).
+                self.publisher.resend_failed(err);
+            }
             if !matches!(sent, Ok(true)) {
                 tracing::warn!(
                     pending = self.stats().republish_pending,

@@ -352,7 +352,7 @@ impl Publisher {
 
     /// Counts a failed re-send; a refusal of the configuration (an ACL user without PUBLISH)
     /// also as one, which nobody else hears of: no caller waits for a re-send.
-    fn resend_failed(&self, err: &Error) {
+    pub(super) fn resend_failed(&self, err: &Error) {
         Shared::bump(&self.shared.republish_failures);
         if err.is_misconfiguration() {
             self.shared.refused(err, true);
