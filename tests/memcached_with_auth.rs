@@ -41,6 +41,7 @@ enum Auth {
 
 /// A memcached with `auth` on `port`, its user list and SASL configuration in `dir`. (The
 /// harness's server waits for an unauthenticated text `version`, which these do not answer.)
+/// Fails if another process holds the port, as the harness's servers do.
 fn memcached_with(auth: Auth, dir: &std::path::Path, port: u16) -> Server {
     std::fs::write(dir.join("memcached.conf"), "mech_list: plain\n").unwrap();
     std::fs::write(dir.join("users"), "user:secret\n").unwrap();
@@ -49,30 +50,33 @@ fn memcached_with(auth: Auth, dir: &std::path::Path, port: u16) -> Server {
         Auth::Sasl => vec!["-S"],
         Auth::File => vec!["-Y", users.as_str()],
     };
-    let server = Server(
-        support::dies_with_us("memcached")
-            .args([
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "0",
-                "-u",
-                "root",
-            ])
-            .args(auth_args)
-            .env("SASL_CONF_PATH", dir)
-            .env("MEMCACHED_SASL_PWDB", dir.join("users"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut child = support::dies_with_us("memcached")
+        .args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-u",
+            "root",
+        ])
+        .args(auth_args)
+        .env("SASL_CONF_PATH", dir)
+        .env("MEMCACHED_SASL_PWDB", dir.join("users"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // It answers nothing before authentication that the harness's wait would take: a
+    // connection, from its own process, is the sign.
+    support::wait_for_own_server(
+        &format!("memcached (with authentication) on {port}"),
+        &mut child,
+        port,
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
     );
-    support::wait_until(&format!("memcached on {port}"), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    server
+    Server(child)
 }
 
 fn says_authentication(err: &Error, host: &str) {
@@ -128,4 +132,26 @@ fn calls_fail_naming_the_host(auth: Auth) {
         &support::block_on(mc.set_many_async(&[("a", b"1")], None)).unwrap_err(),
         &host,
     );
+}
+
+/// The servers here are started by hand (the harness's wait for `version` does not suit them),
+/// and must be the test's own as the harness's are: a port another process took between the
+/// free-port check and the start answered the wait for a connection, and the test then talked
+/// to that process, not to a memcached that wants authentication.
+#[test]
+fn a_memcached_with_authentication_whose_port_another_process_holds_fails_to_start() {
+    let port = support::free_port();
+    let impostor = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::panic::catch_unwind(|| drop(memcached_with(Auth::File, dir.path(), port)));
+    let message = started
+        .expect_err("the start passed with another process on the port")
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("exited") && message.contains(&port.to_string()),
+        "{message}"
+    );
+    drop(impostor);
 }

@@ -91,14 +91,16 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// socket answering is the child's own: a free port can be taken by another process between
 /// [`free_port`] and the server's start, and a foreign server's answer would otherwise pass for
 /// ours (the tests would then run against a server they do not control, and stop it never).
-/// Fails, naming the server, if the child exits first.
-fn wait_for_own_server(what: &str, child: &mut Child, port: u16, mut answers: impl FnMut() -> bool) {
+/// Fails, naming the server, if the child exits first. A test that starts a server of its own
+/// (with arguments the harness's servers do not take) waits for it here too.
+pub fn wait_for_own_server(what: &str, child: &mut Child, port: u16, mut answers: impl FnMut() -> bool) {
     let pid = child.id();
     wait_until(what, || {
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
                 "{what} exited ({status}) before it answered: is port {port} taken by another \
-                 process? Run the test again; a test starting servers must not share ports."
+                 process (run the test again; a test starting servers must not share ports), or \
+                 does this build refuse its arguments (run it by hand with them to see)?"
             );
         }
         listens_on(pid, port) && answers()
