@@ -10,12 +10,13 @@
 //! idle when it began, and finds no change begun since, overlapped nothing, and puts its value
 //! ([`Change::unless_overlapped`]); any change that begins later takes the key out of the tier
 //! itself. The check and the put are one step against changes beginning (a lock per stripe,
-//! taken by writes only, never by reads): a put checked only after it was made, and undone if
-//! another change had begun, was readable in between, and the other change could have returned
-//! by then (a write that ended first, having overlapped, leaves nothing in the tier), so that a
-//! read after it answered the older value of the write that ended last. Two keys share a
-//! stripe with probability 1 / [`STRIPES`]; a shared stripe only makes a write forget its key
-//! rather than keep the new value, which is always safe.
+//! taken by each change as it begins and by a write as it puts, never by reads): a put checked
+//! only after it was made, and undone if another change had begun, was readable in between, and
+//! the other change could have returned by then (a write that ended first, having overlapped,
+//! leaves nothing in the tier), so that a read after it answered the older value of the write
+//! that ended last. Two keys share a stripe with probability 1 / [`STRIPES`]; a shared stripe
+//! only makes a write forget its key rather than keep the new value, which is always safe, and
+//! makes a change's start wait while the other key's write puts its value (a decode).
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
