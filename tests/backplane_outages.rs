@@ -587,3 +587,37 @@ fn re_sends_refused_by_the_acl_are_counted_and_retried_at_the_longest_backoff() 
         a.stats()
     );
 }
+
+/// A node that refuses the configuration (an ACL user without SUBSCRIBE, a wrong password)
+/// fails the start, offline or not, whatever the order of the nodes: the start kept the last
+/// node's error only, so with a node that was down listed after it, the refusal was dropped for
+/// an outage. The start went offline (retrying a refusal for good) or failed saying only that
+/// the other node was down.
+#[test]
+fn a_refusal_fails_the_start_even_when_a_node_listed_after_it_is_down() {
+    let acl = acl_server(&["-subscribe"]);
+    let locked = RedisServer::with_password("right");
+    let down = format!("127.0.0.1:{}", support::free_port());
+    let refusing = [(&acl, "app", "pw"), (&locked, "default", "wrong")];
+    for (server, user, password) in refusing {
+        for hosts in [[server.addr(), down.clone()], [down.clone(), server.addr()]] {
+            for offline in [false, true] {
+                let options = BackplaneOptions::new(
+                    RedisOptions::with_hosts(hosts.clone())
+                        .cluster(true)
+                        .username(user)
+                        .password(password),
+                )
+                .channel("refused-start")
+                .start_offline(offline);
+                let err = Backplane::connect(options, Arc::new(Recorder::default()))
+                    .map(drop)
+                    .unwrap_err();
+                assert!(
+                    matches!(&err, Error::Misconfigured { level: "backplane", hosts, .. } if *hosts == server.addr()),
+                    "hosts {hosts:?}, offline {offline}: {err:?}"
+                );
+            }
+        }
+    }
+}

@@ -747,6 +747,16 @@ impl Node {
     }
 }
 
+/// Keeps `err` as the error the start reports, unless the one kept already is a refusal of the
+/// configuration: that is what to fix, and it fails the start, offline or not, whatever the
+/// order of the nodes. Kept last-wins, a node that was down listed after the refusing one stood
+/// for it, as an outage.
+fn keep_start_error(kept: &mut Option<Error>, err: Error) {
+    if !kept.as_ref().is_some_and(Error::is_misconfiguration) {
+        *kept = Some(err);
+    }
+}
+
 /// A jittered delay in `[d/2, d]`, so instances do not reconnect in lockstep.
 fn jitter(d: Duration) -> Duration {
     use std::hash::{BuildHasher, Hasher};

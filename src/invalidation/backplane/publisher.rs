@@ -11,7 +11,9 @@ use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
-use super::{jitter, BackplaneOptions, Invalidation, InvalidationMessage, Node, Shared, LEVEL};
+use super::{
+    jitter, keep_start_error, BackplaneOptions, Invalidation, InvalidationMessage, Node, Shared, LEVEL,
+};
 use crate::distributed::redis::errors::{connect_error_for, failure};
 use crate::error::{Error, Result};
 
@@ -120,7 +122,7 @@ impl Publisher {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(());
                 }
-                Err(err) => last = Some(connect_error_for(LEVEL, &node.display, &err)),
+                Err(err) => keep_start_error(&mut last, connect_error_for(LEVEL, &node.display, &err)),
             }
         }
         Err(last.unwrap_or_else(|| Error::Config {

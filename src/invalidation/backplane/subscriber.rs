@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::gaps::Sequences;
 use super::message::{decode, MAX_MESSAGE_LEN};
-use super::{jitter, now, InvalidationHandler, Node, OfflineStart, Outage, Shared, LEVEL};
+use super::{jitter, keep_start_error, now, InvalidationHandler, Node, OfflineStart, Outage, Shared, LEVEL};
 use crate::distributed::redis::errors::{connect_error_for, error_text, failure};
 use crate::error::{Error, Result};
 
@@ -245,7 +245,7 @@ pub(super) async fn run(ctx: Context, ready: oneshot::Sender<Result<()>>, start_
                 first = Some((i, pair));
                 break;
             }
-            Err(err) => last_err = Some(err),
+            Err(err) => keep_start_error(&mut last_err, err),
         }
     }
     let mut state = match first {
