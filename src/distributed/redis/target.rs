@@ -125,13 +125,17 @@ pub(crate) fn parse_target(
     let db = match url.path().trim_start_matches('/') {
         "" => 0,
         db => db.parse::<i64>().map_err(|_| {
-            config_error(
-                field.clone(),
+            // Without `://` the string was read as host:port/db, so a mistyped scheme
+            // (`redis//h:1`, `redis:/h:1`) would be blamed on a "database" that is its address.
+            let reason = if raw.contains("://") {
+                format!("database {db:?} in {:?} is not a number; use /0, /1, …", redact(raw))
+            } else {
                 format!(
-                    "database {db:?} in {:?} is not a number; use /0, /1, …",
+                    "{:?} is neither host:port[/db] (read so, its database {db:?} is not a number) nor a URL, which starts with scheme:// (is the scheme mistyped?); use host:port or redis://[user:password@]host:port[/db]",
                     redact(raw)
-                ),
-            )
+                )
+            };
+            config_error(field.clone(), reason)
         })?,
     };
     if url.username().is_empty() {
@@ -333,6 +337,20 @@ mod tests {
             );
             assert!(!text.contains("topsecret"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_mistyped_scheme_is_named_as_such_not_as_a_database() {
+        for raw in ["redis//127.0.0.1:6379", "redis:/127.0.0.1:6379", "rediss//h:1/0"] {
+            let err = parse_target(0, raw, None, None).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("scheme://"), "{raw}: {text}");
+            assert!(!text.contains("use /0, /1"), "{raw}: {text}");
+        }
+        // A URL's database is still what its message is about, and host:port/db still reads.
+        let err = parse_target(0, "redis://h:1/x", None, None).unwrap_err();
+        assert!(err.to_string().contains("use /0, /1"), "{err}");
+        assert_eq!(parse_target(0, "h:1/2", None, None).unwrap().db, 2);
     }
 
     #[test]
