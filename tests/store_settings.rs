@@ -2,7 +2,8 @@
 //! tool, the application after an upgrade) keeps them: the size bound, and the permission bits of
 //! its files. A new store is private to its user (directory 0700, files 0600), and so are the
 //! replay queue's files, because cached values are often personal data. The hash seed is a
-//! setting it does not record: no hash is on disk, so a store reopens under any seed.
+//! setting it does not record: no hash is on disk, so a store reopens under any seed. The segment
+//! size is fixed at creation, and the refusal of a value over it says so.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -72,6 +73,25 @@ fn an_explicit_bound_is_obeyed_and_replaces_the_recorded_one() {
     store.close().unwrap();
     let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
     assert_eq!(store.max_size(), 2 << 20, "the new bound was recorded");
+}
+
+/// The segment size, which bounds a value, is not a setting a reopen changes: a larger bound
+/// leaves it as the store was created, so the refusal says where the limit comes from, not
+/// only "raise the limit" (which would send the user to `max_size`, in vain).
+#[test]
+fn a_value_over_the_segment_says_the_segment_size_was_fixed_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(1))
+        .unwrap()
+        .close()
+        .unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(1024)).unwrap();
+    let err = store.set("photo", &vec![1u8; 200 * 1024], None).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::ValueTooLarge { .. }), "{text}");
+    assert!(text.contains("131072-byte file-store segment"), "{text}");
+    assert!(text.contains("fixed when the directory was created"), "{text}");
+    assert!(text.contains("local.max_size"), "{text}");
 }
 
 #[test]

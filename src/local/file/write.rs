@@ -46,7 +46,12 @@ impl Inner {
                 key: key_for_error(key),
                 len,
                 max,
-                store: format!("a {}-byte file-store segment", self.segment_size),
+                // Raising the size bound of an existing store does not raise this: say so, or
+                // the advice to "raise the limit" sends the user to a setting that cannot help.
+                store: format!(
+                    "a {}-byte file-store segment (fixed when the directory was created: an eighth of its size bound then, 64 KiB to 64 MiB; a new directory with a larger local.max_size, or FileStoreOptions::segment_size, takes larger values)",
+                    self.segment_size
+                ),
             });
         }
         Ok(())
