@@ -128,7 +128,11 @@ impl Codec {
             let stored = match tag {
                 TAG_BINCODE => Codec::bincode().name().to_owned(),
                 TAG_JSON => Codec::json().name().to_owned(),
-                other => format!("an unknown codec (tag 0x{other:02X})"),
+                // Most often bytes no codec wrote: say where such bytes come from, since the
+                // user who stored them with the command-line tool expects a typed read to work.
+                other => format!(
+                    "no codec (its first byte, 0x{other:02X}, is no codec's tag: raw bytes, as get_raw reads them and set_raw and the uno-cache command-line tool's set store them, or a codec of a newer uno-cache)"
+                ),
             };
             return Err(self.mismatch(key, stored));
         }
@@ -394,6 +398,10 @@ mod tests {
             matches!(&err, Error::CodecMismatch { stored, .. } if stored.contains("0x72")),
             "{err:?}"
         );
+        // Where untagged bytes come from, so that a value set with the CLI is not a puzzle.
+        let text = err.to_string();
+        assert!(text.contains("raw bytes") && text.contains("set_raw"), "{text}");
+        assert!(text.contains("command-line tool's set"), "{text}");
         let err = Codec::bincode().decode::<u32>("k", b"").unwrap_err();
         assert!(matches!(err, Error::CodecMismatch { .. }));
     }

@@ -418,7 +418,8 @@ pub enum Error {
     CodecMismatch {
         /// The key (shortened).
         key: String,
-        /// The codec the stored tag names ("json", or "an unknown codec (tag 0x07)").
+        /// The codec the stored tag names ("json"), or "no codec (…)" for bytes whose first byte
+        /// is no codec's tag (raw bytes, saying where such bytes come from).
         stored: String,
         /// This manager's codec.
         expected: &'static str,

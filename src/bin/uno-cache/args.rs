@@ -43,8 +43,16 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Print a value to stdout (raw bytes). Exit 1 and print nothing on a miss, 3 if the
     /// record is damaged (once: the read deletes the key from the store).
+    ///
+    /// The bytes are the stored ones: a value the application wrote through its typed API
+    /// starts with its codec's tag byte, 0x4A followed by JSON, or 0xB2 followed by bincode
+    /// (storage-format.md, "Conventions").
     Get { key: String },
     /// Store a value (the argument's UTF-8 bytes).
+    ///
+    /// The bytes are stored as they are, with no codec tag, as the application's `set_raw`
+    /// stores them: its `get_raw` reads them, and its typed `get` refuses them
+    /// (`Error::CodecMismatch`).
     Set {
         key: String,
         value: String,
