@@ -94,7 +94,8 @@ pub struct ConsistencyConfig {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InvalidationConfig {
-    /// Whether to connect the backplane (default false).
+    /// Whether to connect the backplane (default false). In TOML, an `[invalidation]` table with
+    /// any setting must say it, either way.
     pub enabled: bool,
     /// The backplane's Redis (`host:port`, or Cluster seed nodes). Default: the L2's hosts when
     /// the L2 is Redis (with its cluster flag and credentials); required when L2 is Memcached.

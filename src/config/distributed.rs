@@ -40,7 +40,8 @@ pub enum WriteMode {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DistributedCacheConfig {
-    /// Whether there is an L2 at all (default false).
+    /// Whether there is an L2 at all (default false). In TOML, a table that names `hosts` must
+    /// say it, either way: left out, the hosts would be unused without a word.
     pub enabled: bool,
     /// `"redis"` (default) or `"memcached"`. The TOML key is `type`.
     #[serde(rename = "type")]
@@ -162,6 +163,46 @@ impl std::fmt::Debug for DistributedCacheConfig {
     }
 }
 
+/// Refuses a `[distributed]` table that names hosts, or an `[invalidation]` table with any
+/// setting, without saying `enabled`. `enabled` defaults to false, so such a file ran as an
+/// L1-only cache, its servers unused, without a word: the silent fallback the configuration
+/// never makes otherwise (a level compiled out is refused by name). `enabled = false` keeps the
+/// settings for later, as before.
+pub(super) fn check_enabled_stated(text: &str) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Probe {
+        distributed: Option<toml::Table>,
+        invalidation: Option<toml::Table>,
+    }
+    // Called once the whole text has parsed: a probe that does not has nothing to find.
+    let Ok(probe) = toml::from_str::<Probe>(text) else {
+        return Ok(());
+    };
+    let unstated = |table: &Option<toml::Table>, named: &dyn Fn(&toml::Table) -> bool| {
+        table
+            .as_ref()
+            .is_some_and(|t| !t.contains_key("enabled") && named(t))
+    };
+    let names_hosts = |t: &toml::Table| {
+        t.get("hosts")
+            .and_then(toml::Value::as_array)
+            .is_some_and(|hosts| !hosts.is_empty())
+    };
+    if unstated(&probe.distributed, &names_hosts) {
+        return Err(invalid(
+            "distributed.enabled",
+            "not set, so it is false and the hosts are not used: the cache would run without an L2; write enabled = true for the L2 (or enabled = false to keep it off)",
+        ));
+    }
+    if unstated(&probe.invalidation, &|t| !t.is_empty()) {
+        return Err(invalid(
+            "invalidation.enabled",
+            "not set, so it is false and the backplane is off: other instances' writes would not reach this one's L1; write enabled = true for the backplane (or enabled = false to keep it off)",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `host` names a TLS scheme (`rediss://`, `rediss+cluster://`; scheme names are
 /// case-insensitive). A bare `host:port` is plain Redis, whatever the host is called.
 fn is_tls_host(host: &str) -> bool {
@@ -223,5 +264,46 @@ pub(super) fn validate_tls(
             "tls_key_file is set without its certificate; set tls_cert_file too",
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::CacheConfig;
+    use crate::error::Error;
+
+    fn field_of(text: &str) -> Option<String> {
+        match CacheConfig::from_toml_str(text) {
+            Ok(_) => None,
+            Err(Error::Config { field, .. }) => Some(field),
+            Err(other) => Some(format!("not a config error: {other}")),
+        }
+    }
+
+    #[test]
+    fn hosts_without_enabled_are_refused_rather_than_left_unused() {
+        let err = CacheConfig::from_toml_str("[distributed]\ntype = \"redis\"\nhosts = [\"h:1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("distributed.enabled") && err.contains("enabled = true"),
+            "{err}"
+        );
+        assert_eq!(
+            field_of("[invalidation]\nchannel = \"app:inv\"\n").as_deref(),
+            Some("invalidation.enabled")
+        );
+        // Saying it either way is accepted: false keeps the settings for later.
+        assert_eq!(
+            field_of("[distributed]\nenabled = false\nhosts = [\"h:1\"]\n"),
+            None
+        );
+        assert_eq!(
+            field_of("[invalidation]\nenabled = false\nchannel = \"c\"\n"),
+            None
+        );
+        // Settings without hosts were, and are, left alone while the L2 is off.
+        assert_eq!(field_of("[distributed]\nttl = 60\nhosts = []\n"), None);
+        assert_eq!(field_of("[invalidation]\n"), None);
     }
 }

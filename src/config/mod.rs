@@ -171,7 +171,9 @@ impl CacheConfig {
     ///
     /// # Errors
     /// [`Error::Config`] naming the field (`local.type`, `distributed.ttl`, …) of a syntax error,
-    /// an unknown field, a value of the wrong type or an invalid value.
+    /// an unknown field, a value of the wrong type or an invalid value; `distributed.enabled`
+    /// (or `invalidation.enabled`) when a table that names hosts (or, for the backplane, any
+    /// setting) leaves it out, since its default, false, would leave them unused.
     pub fn from_toml_str(text: &str) -> Result<CacheConfig> {
         let config: CacheConfig = toml::from_str(text).map_err(|e| {
             let at = e.span().map(|span| span.start);
@@ -185,6 +187,7 @@ impl CacheConfig {
             }
         })?;
         local::check_mode_literal(text)?;
+        distributed::check_enabled_stated(text)?;
         config.validate()?;
         Ok(config)
     }
