@@ -134,9 +134,10 @@ fn stats_json_verify_and_compact_work() {
 }
 
 /// The bound in the unit `--max-size-mb` takes, with its bytes; `--json` has it too. The table
-/// printed a bare `1073741824` beside a flag in MiB, and the JSON had no bound at all.
+/// printed a bare `1073741824` beside a flag in MiB, and the JSON had no bound at all. The
+/// segment size, which bounds a value and which a later bound does not change, is shown too.
 #[test]
-fn stats_gives_the_size_bound_in_mib_with_its_bytes_and_in_json() {
+fn stats_gives_the_size_bound_and_segment_size_in_mib_with_their_bytes_and_in_json() {
     let dir = tempfile::tempdir().unwrap();
     let set = run(dir.path(), &["--max-size-mb", "64", "set", "a", "1"]);
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
@@ -149,6 +150,15 @@ fn stats_gives_the_size_bound_in_mib_with_its_bytes_and_in_json() {
     let stats = run(dir.path(), &["stats", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(json["max_size_bytes"], 64u64 << 20);
+    assert_eq!(json["segment_size_bytes"], 8u64 << 20);
+    let segment = run(dir.path(), &["--max-size-mb", "1024", "stats"]).stdout;
+    let segment = String::from_utf8(segment).unwrap();
+    let line = segment
+        .lines()
+        .find(|line| line.trim().starts_with("segment size"))
+        .unwrap_or_else(|| panic!("no segment size in {segment}"));
+    // An eighth of the 64 MiB it was created with, not of the 1024 MiB bound now in use.
+    assert!(line.ends_with(" 8 MiB (8388608 bytes)"), "{line:?}");
 }
 
 /// A count of one takes the singular: `verify` said "1 segments, 1 records checked" and `import`

@@ -56,6 +56,9 @@ pub struct LocalCacheConfig {
     /// Size bound: items for memory (default [`DEFAULT_MEMORY_MAX_ITEMS`]), MiB for file and redb
     /// (default [`DEFAULT_DISK_MAX_MB`]). `None` means the default for the type, except for an
     /// existing file store, which keeps the bound it recorded (set, the bound is recorded).
+    /// A file store also takes its segment size from it when its directory is created (an
+    /// eighth, 64 KiB to 64 MiB), and a value must fit in one segment: a larger bound set later
+    /// does not raise that limit.
     pub max_size: Option<u64>,
     /// The longest an entry lives in L1, and the TTL of a `set` without one (default 300 s). In
     /// TOML, seconds; at least 0.001 (expiries are kept in milliseconds).

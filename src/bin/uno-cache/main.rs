@@ -665,6 +665,9 @@ fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
             // The bound in use, which the counters do not carry: the recorded one, or the
             // flag's.
             object.insert("max_size_bytes".to_owned(), store.max_size().into());
+            // The largest value a store takes is a segment less its headers, and the segment
+            // size is fixed at creation, not by the bound in use: say it where a refusal sends.
+            object.insert("segment_size_bytes".to_owned(), store.segment_size().into());
         }
         let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
         outln!("{text}")?;
@@ -687,6 +690,11 @@ fn print_stats(store: &FileStore, json: bool) -> Result<(), String> {
         outln!("  {name:<30}{value:>16}")?;
     }
     outln!("  {:<30}{:>16}", "max size", size_in_mib(store.max_size()))?;
+    outln!(
+        "  {:<30}{:>16}",
+        "segment size",
+        size_in_mib(store.segment_size())
+    )?;
     outln!("  {:<30}{:>16}", "file mode", format!("{:#o}", store.file_mode()))?;
     Ok(())
 }
