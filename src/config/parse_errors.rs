@@ -1,11 +1,11 @@
 //! How a TOML text that does not parse is reported: the dotted name of the field at fault, its
-//! line and column, and serde's words for a number a field's type cannot hold in the
-//! configuration's terms (the range a user can write, not the Rust type behind it: `expected
-//! u64`, `as i128`).
+//! line and column, and serde's words for a number a field's type cannot hold, or for a list, in
+//! the configuration's terms (the range a user can write, not the Rust type behind it: `expected
+//! u64`, `as i128`; an array, not `a sequence`).
 
 /// `message` with a Rust integer type it expects replaced by the range that type takes, and the
-/// TOML parser's "integer number overflowed" (past `u128::MAX`) saying what is accepted. Any
-/// other message is returned as it is.
+/// TOML parser's "integer number overflowed" (past `u128::MAX`) saying what is accepted, and
+/// serde's "a sequence" as TOML's array. Any other message is returned as it is.
 pub(super) fn in_range_terms(message: &str) -> String {
     if message == "integer number overflowed" {
         return format!(
@@ -16,6 +16,11 @@ pub(super) fn in_range_terms(message: &str) -> String {
     let Some((what, expected)) = message.rsplit_once(", expected ") else {
         return message.to_owned();
     };
+    // serde's word for a list; TOML's is "array", and the one-host mistake (`hosts = "h:1"`)
+    // is fixed by the brackets.
+    if expected == "a sequence" {
+        return format!("{what}, expected an array, in brackets (hosts = [\"127.0.0.1:6379\"])");
+    }
     let max = match expected {
         "u8" => u64::from(u8::MAX),
         "u16" => u64::from(u16::MAX),
@@ -137,5 +142,14 @@ mod tests {
         // Other messages keep their words.
         let (_, reason) = reason_of("[local]\nmax_size = \"5\"\n");
         assert!(reason.contains("string \"5\""), "{reason}");
+    }
+
+    /// serde said "expected a sequence", where TOML has arrays, for `hosts = "h:1"`.
+    #[test]
+    fn a_single_value_where_a_list_goes_is_refused_asking_for_an_array() {
+        let (named, reason) = reason_of("[distributed]\nenabled = true\nhosts = \"127.0.0.1:6379\"\n");
+        assert_eq!(named, "distributed.hosts");
+        assert!(reason.contains("expected an array, in brackets"), "{reason}");
+        assert!(!reason.contains("sequence"), "{reason}");
     }
 }
