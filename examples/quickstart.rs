@@ -36,7 +36,8 @@ fn main() -> Result<(), uno_cache::Error> {
         println!("this quickstart ran {runs} time(s) before (its count survives restarts)");
         cache.set("quickstart:runs", &(runs + 1), None)?;
 
-        // Typed values with a TTL.
+        // Typed values with a TTL. Each level caps a TTL at its own: L1 keeps this one for
+        // `local.ttl` (300 s by default), not an hour; raise `local.ttl` to keep entries longer.
         cache.set(
             "user:1",
             &User {
