@@ -369,3 +369,19 @@ fn a_value_that_starts_like_a_short_flag_does_not_hide_the_variable_in_conflict(
         "a refused call created a store"
     );
 }
+
+/// `--dir` naming a file was "no store at …" alone, as if the path were mistyped.
+#[test]
+fn a_dir_that_is_a_file_is_refused_saying_it_is_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cache");
+    std::fs::write(&file, b"not a store").unwrap();
+    let out = run(&file, &["get", "k"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no store at") && stderr.contains("it is a file"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
+}

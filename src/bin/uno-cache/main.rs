@@ -349,8 +349,14 @@ fn require_store(path: &Path, marker: &str) -> Result<(), String> {
     if has_files {
         return Ok(());
     }
+    // A file there reads as "no store" too, which leaves the user looking for a typo.
+    let what = if path.exists() && !path.is_dir() {
+        " (it is a file, not a directory)"
+    } else {
+        ""
+    };
     Err(format!(
-        "no store at {}; check --dir / local.path (a relative local.path is resolved against the current directory); only `set` and `import` create a store",
+        "no store at {}{what}; check --dir / local.path (a relative local.path is resolved against the current directory); only `set` and `import` create a store",
         path.display()
     ))
 }
