@@ -206,6 +206,18 @@ impl Shared {
                     stopped = true;
                     break;
                 }
+                // Owned until L2 has answered: a write or delete of the key made since the batch
+                // was read queued a newer op, and this one, sent all the same, put the value that
+                // op replaced back in L2 (published as fresh to the other instances, and kept
+                // there until the newer op's own replay, for a whole outage if L2 failed again
+                // first). A write that comes once the key is released finds it still pending
+                // until the ack, so it is queued behind this op, never sent past it.
+                let _key = self.guard.order([op.key.as_str()], false);
+                if q.pending_seq(&op.key) != Some(op.seq) {
+                    // Superseded: the newer op is replayed in its turn (an ack would change
+                    // nothing).
+                    continue;
+                }
                 let result = match &op.action {
                     ReplayAction::Delete => l2.delete(&op.key).map(drop),
                     ReplayAction::Set { value, expires_at_ms } => match self.remaining_ms(*expires_at_ms) {
@@ -227,15 +239,12 @@ impl Shared {
                     // that key), not as a failure: the replay goes on.
                     Err(e) if e.is_bad_input() => {
                         tracing::warn!(key = %key_for_error(&op.key), error = %e, "L2 refuses a replayed op; the key is dropped from both levels");
-                        {
-                            // Unless a newer op of the key was queued since: its value, in L1,
-                            // is newer than the refused one, and its own replay decides. A
-                            // write of the key queues its op while it owns the key, so owning
-                            // it here, the check and the delete see every such write whole.
-                            let _key = self.guard.order([op.key.as_str()], true);
-                            if q.pending_seq(&op.key) == Some(op.seq) {
-                                self.undo_local(&[op.key.as_str()]);
-                            }
+                        // Unless a newer op of the key was queued since: its value, in L1, is
+                        // newer than the refused one, and its own replay decides. A write of
+                        // the key queues its op while it owns the key, so owning it here (since
+                        // before the send), the check and the delete see every such write whole.
+                        if q.pending_seq(&op.key) == Some(op.seq) {
+                            self.undo_local(&[op.key.as_str()]);
                         }
                         match l2.delete(&op.key) {
                             Ok(_) => done.push(op),

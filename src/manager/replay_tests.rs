@@ -95,9 +95,11 @@ fn a_manager_dropped_with_its_replay_queue_latched_writes_the_queue_anew() {
     assert_eq!(action, Some(ReplayAction::Delete), "the old value would replay");
 }
 
-/// L2 refuses a replayed set as bad input while a newer write of the key waits in the queue:
-/// the key leaves L1 only if its pending op is still the refused one. Before, the newer value,
-/// written and acknowledged meanwhile, was taken out of L1 (a miss until its own replay).
+/// L2 refuses a replayed set as bad input while a newer write of the key is made: the key
+/// leaves L1 only if its pending op is still the refused one. Before, the newer value, written
+/// and acknowledged meanwhile, was taken out of L1 (a miss until its own replay). The write
+/// waits for the replay's L2 call of its key, then is queued behind the op or, acked by then,
+/// sent; either way L1 and, after the next replay, L2 hold it.
 #[test]
 fn a_replayed_set_l2_refuses_does_not_take_a_newer_write_out_of_l1() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,12 +115,88 @@ fn a_replayed_set_l2_refuses_does_not_take_a_newer_write_out_of_l1() {
         let replay = s.spawn(|| cache.replay_now());
         gate.wait_entered();
         // The key is pending: the write is queued behind the replay's op, not sent past it.
-        cache.set_raw("k", b"new", None).unwrap();
+        let write = s.spawn(|| cache.set_raw("k", b"new", None));
         gate.release.send(()).unwrap();
         replay.join().unwrap().unwrap();
+        write.join().unwrap().unwrap();
     });
+    cache.replay_now().unwrap();
     let in_l1 = cache.shared.l1.get("k").unwrap().map(|e| e.value);
     assert_eq!(in_l1.as_deref(), Some(&b"new"[..]), "the newer write left L1");
     let in_l2 = l2.inner.get("k").unwrap().map(|e| e.value);
     assert_eq!(in_l2.as_deref(), Some(&b"new"[..]), "its own replay reached L2");
+}
+
+/// A delete of a pending key acknowledged while the replay is on its way through a batch that
+/// holds the key's older set: the set is not sent. Sent, it put the deleted value back in L2,
+/// published it to the other instances as fresh, and left it there until the delete's own
+/// replay (for the whole outage, if L2 failed again in between).
+#[test]
+fn a_replay_does_not_send_a_queued_set_a_delete_superseded_during_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = HeldL2::new();
+    let config = replaying_on_demand(dir.path());
+    let cache = memory_l1_with(l2.clone(), config);
+    // What an outage left: two sets, replayed in one batch.
+    let queue = cache.shared.replay.as_ref().unwrap();
+    queue.push_set("a", b"1", 0).unwrap();
+    queue.push_set("b", b"old", 0).unwrap();
+    let first_set = l2.hold("set");
+    let first_delete = l2.hold("delete");
+    std::thread::scope(|s| {
+        let replay = s.spawn(|| cache.replay_now());
+        first_set.wait_entered();
+        // The replay has read its batch and is sending `a`: `b` is still pending, so its
+        // delete is queued behind the replay's op.
+        assert!(cache.delete("b").is_ok());
+        first_set.release.send(()).unwrap();
+        // The delete's own replay, about to run: L2 must not hold the value it deletes.
+        first_delete.wait_entered();
+        let in_l2 = l2.inner.get("b").unwrap().map(|e| e.value);
+        first_delete.release.send(()).unwrap();
+        replay.join().unwrap().unwrap();
+        assert_eq!(in_l2, None, "the replay sent the set the delete superseded");
+    });
+    assert_eq!(l2.inner.get("b").unwrap(), None);
+    assert_eq!(l2.inner.get("a").unwrap().map(|e| e.value), Some(b"1".to_vec()));
+    assert!(queue.is_empty());
+}
+
+/// A delete of a key whose queued set the replay is sending waits for L2's answer before it
+/// is queued: returned first, it was acknowledged while the value it deletes was still on its
+/// way into L2 (and published as fresh once there). The wait is what a write-through of the
+/// key pays for its own L2 call.
+#[test]
+fn a_delete_of_a_key_the_replay_is_sending_returns_only_after_l2_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = HeldL2::new();
+    let config = replaying_on_demand(dir.path());
+    let cache = memory_l1_with(l2.clone(), config);
+    let queue = cache.shared.replay.as_ref().unwrap();
+    queue.push_set("b", b"old", 0).unwrap();
+    let gate = l2.hold("set");
+    std::thread::scope(|s| {
+        let replay = s.spawn(|| cache.replay_now());
+        gate.wait_entered();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let cache = &cache;
+        let delete = s.spawn(move || {
+            let deleted = cache.delete("b");
+            let _ = done_tx.send(());
+            deleted
+        });
+        // A wait that can only end early in the failing case: a slow disk makes it pass wrongly,
+        // never fail wrongly.
+        let early = done_rx.recv_timeout(Duration::from_millis(200));
+        gate.release.send(()).unwrap();
+        replay.join().unwrap().unwrap();
+        assert!(delete.join().unwrap().is_ok());
+        assert!(
+            early.is_err(),
+            "the delete returned while the replay's older set was on its way to L2"
+        );
+    });
+    cache.replay_now().unwrap();
+    assert_eq!(l2.inner.get("b").unwrap(), None);
+    assert!(queue.is_empty());
 }
