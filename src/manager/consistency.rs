@@ -213,9 +213,9 @@ impl Shared {
                 // first). A write that comes once the key is released finds it still pending
                 // until the ack, so it is queued behind this op, never sent past it.
                 let _key = self.guard.order([op.key.as_str()], false);
-                if q.pending_seq(&op.key) != Some(op.seq) {
-                    // Superseded: the newer op is replayed in its turn (an ack would change
-                    // nothing).
+                if !q.still_pending(&op) {
+                    // Superseded, or turned into a delete: what the key holds now is replayed
+                    // in its turn (an ack would change nothing).
                     continue;
                 }
                 let result = match &op.action {

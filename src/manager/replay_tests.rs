@@ -200,3 +200,35 @@ fn a_delete_of_a_key_the_replay_is_sending_returns_only_after_l2_answered() {
     assert_eq!(l2.inner.get("b").unwrap(), None);
     assert!(queue.is_empty());
 }
+
+/// The same with the newer op refused by a latched log: the key's pending set becomes a delete
+/// in memory under the same seq, and the replay that took the set before must not send it.
+#[test]
+fn a_replay_does_not_send_a_queued_set_turned_into_a_delete_during_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = HeldL2::new();
+    let config = replaying_on_demand(dir.path());
+    let cache = memory_l1_with(l2.clone(), config);
+    let queue = cache.shared.replay.as_ref().unwrap();
+    queue.push_set("a", b"1", 0).unwrap();
+    queue.push_set("b", b"old", 0).unwrap();
+    let first_set = l2.hold("set");
+    let first_delete = l2.hold("delete");
+    std::thread::scope(|s| {
+        let replay = s.spawn(|| cache.replay_now());
+        first_set.wait_entered();
+        queue.latch_for_test();
+        // Refused by the latched log (the caller is told), the delete leaves `b` pending as one.
+        assert!(cache.delete("b").is_err());
+        first_set.release.send(()).unwrap();
+        first_delete.wait_entered();
+        let in_l2 = l2.inner.get("b").unwrap().map(|e| e.value);
+        first_delete.release.send(()).unwrap();
+        let _ = replay.join().unwrap();
+        assert_eq!(
+            in_l2, None,
+            "the replay sent the set a refused delete turned into a delete"
+        );
+    });
+    assert_eq!(l2.inner.get("b").unwrap(), None);
+}

@@ -7,7 +7,31 @@ use super::format::{self, Kind, RecordRef};
 use super::{state, ReplayAction, ReplayOp, ReplayQueue};
 use crate::error::Result;
 
+/// Whether `slot` still holds `op`: the same seq, and of the same kind too: a set turned into a
+/// delete in memory keeps its seq (a newer op of the key was refused: L2 must lose the key), and
+/// the set taken before must neither be sent nor ack the delete that has not been sent.
+fn is_op(slot: &state::Slot, op: &ReplayOp) -> bool {
+    slot.seq == op.seq
+        && matches!(
+            (&slot.action, &op.action),
+            (ReplayAction::Delete, ReplayAction::Delete)
+                | (ReplayAction::Set { .. }, ReplayAction::Set { .. })
+        )
+}
+
 impl ReplayQueue {
+    /// Whether `op`, read from [`pending`](Self::pending), is still its key's pending op (see
+    /// `is_op`): not acked, superseded by a newer push, or turned into a delete since. A set
+    /// taken before its key's newer op and sent after it would put the value that op replaced
+    /// back in L2. Waits for a push's fsync, as [`pending_seq`](Self::pending_seq) does.
+    pub(crate) fn still_pending(&self, op: &ReplayOp) -> bool {
+        self.inner
+            .lock()
+            .pending
+            .get(&op.key)
+            .is_some_and(|s| is_op(s, op))
+    }
+
     /// Marks several ops as replayed with one append and one `fdatasync`. Returns how many were
     /// still pending (the others were acked already or superseded, and are left alone).
     ///
@@ -33,18 +57,9 @@ impl ReplayQueue {
         let mut buf = Vec::new();
         let mut acked = Vec::new();
         for op in ops {
-            // Of the same kind too: a set turned into a delete in memory keeps its seq (a newer
-            // op of the key was refused: L2 must lose the key), and the replay of the set taken
-            // before must not ack the delete that has not been sent.
-            let same = |s: &state::Slot| {
-                s.seq == op.seq
-                    && matches!(
-                        (&s.action, &op.action),
-                        (ReplayAction::Delete, ReplayAction::Delete)
-                            | (ReplayAction::Set { .. }, ReplayAction::Set { .. })
-                    )
-            };
-            if inner.pending.get(&op.key).is_some_and(same) && seen.insert((op.key.as_str(), op.seq)) {
+            if inner.pending.get(&op.key).is_some_and(|s| is_op(s, op))
+                && seen.insert((op.key.as_str(), op.seq))
+            {
                 format::encode_record(
                     &mut buf,
                     log_id,
