@@ -31,7 +31,8 @@ pub enum WriteMode {
     Through,
     /// The caller waits for L1 only; a writer thread sends queued L2 writes in batches, newest
     /// value per key. L2 lags by about one batch; its errors are counted and (in offline mode)
-    /// replayed, never returned; a crash loses the queued L2 writes (L1 keeps them). Deletes
+    /// replayed, never returned; a crash loses the queued L2 writes (L1's copies too, once the
+    /// restart's revalidation checks them against L2, under the default restart policy). Deletes
     /// still wait for L2. See the `manager::behind` module docs.
     Behind,
 }

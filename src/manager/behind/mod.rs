@@ -58,7 +58,8 @@
 //!   sends what is queued before returning; each send is bounded by the L2 timeout.
 //!
 //! The price, written in the README: L2 (and so other instances) lags this instance by about one
-//! batch; L2 errors never reach the caller; a crash loses the queued L2 writes (L1 has them).
+//! batch; L2 errors never reach the caller; a crash loses the queued L2 writes (L1's copies
+//! too, once the restart's revalidation checks them against L2, under the default policy).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
