@@ -113,17 +113,26 @@ enum Exit {
     Killed,
 }
 
-fn deletes_and_sets_made_while_l2_was_dead_survive_a_restart(exit: Exit) {
+/// `behind`: `write_mode = "behind"`, so the sets made during the outage return before their
+/// L2 writes fail, and reach the replay queue from the writer thread.
+fn deletes_and_sets_made_while_l2_was_dead_survive_a_restart(exit: Exit, behind: bool) {
     let mut redis = persistent_redis();
     let dir = tempfile::tempdir().unwrap();
     // A long replay interval: this test drives the replay itself, to look at the gap before it.
-    let toml = config_toml(dir.path(), &redis.addr(), 60_000);
+    let mut toml = config_toml(dir.path(), &redis.addr(), 60_000);
+    if behind {
+        toml = toml.replace(
+            "timeout_ms = 200",
+            "timeout_ms = 200\n        write_mode = \"behind\"",
+        );
+    }
 
     // 1. Before the outage: every key is in both levels.
     let mut first = CacheProcess::start(CHILD, &toml);
     for key in ["a", "b", "c", "e"] {
         first.set_raw(key, "old");
     }
+    first.flush();
     let l2 = l2_view(&redis);
     assert_eq!(l2_value(&l2, "b").as_deref(), Some(&b"old"[..]));
 
@@ -136,6 +145,14 @@ fn deletes_and_sets_made_while_l2_was_dead_survive_a_restart(exit: Exit) {
     first.set_raw("d", "fresh"); // a new key
     first.set_raw("e", "mid");
     first.delete("e"); // set, then delete: the delete wins
+    if behind {
+        // The writer thread queues the failed batches for replay after the sets returned (a
+        // crash before that loses them, as documented); the test kills the process once they
+        // are in the queue.
+        support::wait_until("the write-behind batches queued for replay", || {
+            first.stats().consistency.replay_pending == 5
+        });
+    }
     let stats = first.stats().consistency;
     assert!(stats.replay_enabled);
     assert_eq!(stats.replay_pending, 5, "{stats:?}");
@@ -204,13 +221,18 @@ fn deletes_and_sets_made_while_l2_was_dead_survive_a_restart(exit: Exit) {
 #[test]
 fn deletes_and_sets_made_while_l2_was_dead_reach_it_in_order_after_a_clean_restart_and_no_deleted_value_returns(
 ) {
-    deletes_and_sets_made_while_l2_was_dead_survive_a_restart(Exit::Clean);
+    deletes_and_sets_made_while_l2_was_dead_survive_a_restart(Exit::Clean, false);
 }
 
 #[test]
 fn deletes_and_sets_acknowledged_before_a_sigkill_while_l2_was_dead_reach_it_after_the_restart_and_no_deleted_value_returns(
 ) {
-    deletes_and_sets_made_while_l2_was_dead_survive_a_restart(Exit::Killed);
+    deletes_and_sets_made_while_l2_was_dead_survive_a_restart(Exit::Killed, false);
+}
+
+#[test]
+fn write_behind_sets_queued_for_replay_before_a_sigkill_while_l2_was_dead_reach_it_after_the_restart() {
+    deletes_and_sets_made_while_l2_was_dead_survive_a_restart(Exit::Killed, true);
 }
 
 #[test]
