@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{ReplayAction, ReplayOptions, ReplayQueue};
+use super::{PushOutcome, ReplayAction, ReplayOptions, ReplayQueue};
 use crate::disk::sim::Sim;
 use crate::disk::Disk;
 
@@ -186,4 +186,95 @@ fn a_queue_whose_open_created_its_directory_keeps_a_push_after_a_power_cut() {
             "seed {seed} ({kept}): an acknowledged push was lost"
         );
     }
+}
+
+/// A queue at its bounds, where pushes are downgraded, make room by turning other keys' sets
+/// into deletes (records of their own, appended before the push's), or are lost and write the
+/// overflow record: after a power loss the queue holds what it held in memory when the last
+/// call returned, overflow flag included.
+/// Returns how many pushes were downgraded, lost, and how many sets were given up for room.
+fn run_bounded_case(seed: u64) -> (u64, u64, u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let sim = Sim::new(&live);
+    let options = || {
+        ReplayOptions::default()
+            .max_bytes(8 * 1024)
+            .max_entries(6)
+            .disk(Disk::simulated(Arc::clone(&sim)))
+    };
+    let mut queue = ReplayQueue::open(&live, options()).unwrap();
+    let mut log = Vec::new();
+    let (mut own, mut lost, mut all) = (0u64, 0u64, 0u64);
+    let mut count = |outcome: &PushOutcome| match outcome {
+        PushOutcome::Downgraded { .. } => own += 1,
+        PushOutcome::Overflowed => lost += 1,
+        PushOutcome::Queued { .. } => {}
+    };
+    for n in 0..rng.random_range(1..80usize) {
+        let key = format!("k{}", rng.random_range(0..10));
+        match rng.random_range(0..10u8) {
+            0..=5 => {
+                let value = vec![n as u8; rng.random_range(0..3000)];
+                let outcome = queue.push_set(&key, &value, 0).unwrap();
+                count(&outcome);
+                log.push(format!("{n}: set {key} ({} bytes): {outcome:?}", value.len()));
+            }
+            6..=7 => {
+                let outcome = queue.push_delete(&key).unwrap();
+                count(&outcome);
+                log.push(format!("{n}: delete {key}: {outcome:?}"));
+            }
+            8 => {
+                let ops = queue.pending_up_to(rng.random_range(1..4));
+                queue.ack_many(&ops).unwrap();
+                log.push(format!("{n}: ack {}", ops.len()));
+            }
+            _ => {
+                all += queue.stats().downgraded;
+                drop(queue);
+                queue = ReplayQueue::open(&live, options()).unwrap();
+                log.push(format!("{n}: reopen"));
+            }
+        }
+    }
+    let in_memory: BTreeMap<String, (u64, ReplayAction)> = queue
+        .pending()
+        .into_iter()
+        .map(|op| (op.key, (op.seq, op.action)))
+        .collect();
+    let overflowed = queue.is_overflowed();
+    all += queue.stats().downgraded;
+    drop(queue);
+    let after = root.path().join("after");
+    let kept = sim.crash(seed, &after);
+    let context = || format!("seed {seed}; {kept}\n{}", log.join("\n"));
+    let queue = match ReplayQueue::open(&after, ReplayOptions::default()) {
+        Ok(queue) => queue,
+        Err(e) => panic!("reopen failed: {e}\n{}", context()),
+    };
+    let got: BTreeMap<String, (u64, ReplayAction)> = queue
+        .pending()
+        .into_iter()
+        .map(|op| (op.key, (op.seq, op.action)))
+        .collect();
+    assert_eq!(got, in_memory, "{}", context());
+    assert_eq!(queue.is_overflowed(), overflowed, "{}", context());
+    (own, lost, all - own)
+}
+
+#[test]
+fn a_queue_at_its_bounds_keeps_its_downgrades_room_and_overflow_across_a_simulated_power_loss() {
+    let (mut downgraded, mut lost, mut room) = (0, 0, 0);
+    for seed in 0..400 {
+        let (d, l, r) = run_bounded_case(seed);
+        (downgraded, lost, room) = (downgraded + d, lost + l, room + r);
+    }
+    // The cases reach every bound they are about.
+    assert!(
+        downgraded > 0 && lost > 0 && room > 0,
+        "downgraded {downgraded}, lost {lost}, room made {room}"
+    );
 }
