@@ -115,6 +115,29 @@ fn deleting_a_stale_copy_removes_it_for_good() {
 }
 
 #[test]
+fn a_delete_in_the_last_second_of_the_window_counts_only_a_value_still_kept() {
+    // The index keeps expiries in whole seconds, rounded up: in the second after a window
+    // ends, it still reads as kept. A delete then must ask the record, as `get_stale` and the
+    // prefix listing do, and remove nothing that they no longer see. Found by the local tiers'
+    // model test (an `invalidate_prefix` that rightly skipped the key, then a `delete` of it
+    // that said it removed a value).
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS + 266);
+    let store = FileStore::open(dir.path(), options(&clock, WINDOW)).unwrap();
+    let ttl = Duration::from_millis(1330);
+    store.set("gone", b"v", Some(ttl)).unwrap();
+    // 79 ms past the window's end: its second is not over yet. (Asked first, a read or the
+    // listing would drop the entry and hide the delete's answer.)
+    clock.advance(ttl + WINDOW + Duration::from_millis(79));
+    assert!(!store.delete("gone").unwrap(), "the copy was no longer kept");
+    assert_eq!(store.get_stale("gone").unwrap(), None);
+    // In the window's last millisecond, the same delete removes the kept copy.
+    store.set("kept", b"v", Some(ttl)).unwrap();
+    clock.advance(ttl + WINDOW - Duration::from_millis(1));
+    assert!(store.delete("kept").unwrap());
+}
+
+#[test]
 fn prefix_listing_reaches_stale_copies_so_invalidation_removes_them() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);

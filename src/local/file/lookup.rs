@@ -175,7 +175,10 @@ impl Inner {
     /// damaged record the entry points at; `Some(false)`: an expired one). Drops expired and
     /// stale entries.
     pub(crate) fn needs_tombstone(&self, key: &str, hash: u64) -> Option<bool> {
-        let (found, loc) = self.probe(key, hash, false, false, |_| ())?;
+        // `lapsed_too`: the record, not the entry's expiry in whole seconds, tells a lapsed value
+        // from one whose keep window ended in the last second, as for `get_stale` and the prefix
+        // listing; a delete must not say it removed what they no longer see.
+        let (found, loc) = self.probe(key, hash, false, true, |_| ())?;
         match found {
             // A lapsed value is still recovered at the next open (it is kept for fail-safe
             // reads): deleting it takes a tombstone like a live one.
