@@ -95,6 +95,37 @@ fn a_value_over_the_segment_says_the_segment_size_was_fixed_at_creation() {
 }
 
 #[test]
+fn a_lowered_bound_holds_from_the_open_not_from_the_first_write() {
+    // Evicting only when a write needs room left a store that is only read at the old bound's
+    // size (found by the local tiers' model test: a manager restarted with a smaller
+    // `max_size`).
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions::default()
+        .max_size_mb(2)
+        .segment_size(128 * 1024);
+    let store = FileStore::open(dir.path(), options).unwrap();
+    let value = vec![7u8; 8 * 1024];
+    for i in 0..240 {
+        store.set(&format!("k{i}"), &value, None).unwrap();
+    }
+    assert!(
+        store.stats().disk_bytes > 1 << 20,
+        "the test needs more than the lower bound on disk"
+    );
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(1)).unwrap();
+    let stats = store.stats();
+    assert!(
+        stats.disk_bytes <= 1 << 20,
+        "{} bytes on disk over a 1 MiB bound",
+        stats.disk_bytes
+    );
+    assert!(stats.allocated_bytes <= (1 << 20) + 128 * 1024, "{stats:?}");
+    // The newest values are the ones kept.
+    assert_eq!(store.get("k239").unwrap(), Some(value));
+}
+
+#[test]
 fn a_new_store_is_private_to_its_user() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("parent").join("store");

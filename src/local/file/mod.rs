@@ -441,6 +441,10 @@ impl FileStore {
             // Reads still work; a write would reuse a sequence number, and the next open would
             // let the record it replaced win the tie.
             inner.fail(cause);
+        } else if inner.disk_bytes.load(Ordering::Relaxed) > inner.max_bytes {
+            // A bound lowered since the last run holds from the open, not from the first
+            // write: a store that is only read would keep the old bound's bytes.
+            inner.ensure_space(&mut inner.writer.lock(), 0)?;
         }
         let workers = if options.background {
             let workers = Workers::start(&inner)?;
