@@ -443,8 +443,13 @@ impl FileStore {
             inner.fail(cause);
         } else if inner.disk_bytes.load(Ordering::Relaxed) > inner.max_bytes {
             // A bound lowered since the last run holds from the open, not from the first
-            // write: a store that is only read would keep the old bound's bytes.
-            inner.ensure_space(&mut inner.writer.lock(), 0)?;
+            // write: a store that is only read would keep the old bound's bytes. An eviction
+            // copies what it keeps, so on a full disk it can fail; the open does not (opening
+            // needs no free space), and the next write evicts as it always did.
+            if let Err(err) = inner.ensure_space(&mut inner.writer.lock(), 0) {
+                tracing::warn!(dir = %inner.dir.path.display(), %err,
+                    "the store holds more than its lowered size bound and could not evict at open; the next write evicts");
+            }
         }
         let workers = if options.background {
             let workers = Workers::start(&inner)?;
