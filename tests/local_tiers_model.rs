@@ -239,7 +239,22 @@ struct Runner<'a> {
     index: usize,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    /// A runner seeded with `rng_seed` (`seed` is the one a failure prints) on `keys`.
+    fn new(seed: u64, rng_seed: u64, keys: Keys, clock: &'a ManualClock, advances: bool) -> Self {
+        Runner {
+            rng: StdRng::seed_from_u64(rng_seed),
+            seed,
+            keys,
+            model: Model::default(),
+            writes: 0,
+            clock,
+            advances,
+            history: VecDeque::new(),
+            index: 0,
+        }
+    }
+
     fn fail(&self, what: String) -> ! {
         let recent: Vec<&String> = self.history.iter().collect();
         panic!(
@@ -640,21 +655,12 @@ fn run_seed(seed: u64, ops: usize) {
         store.close().unwrap();
     }
     let clock = ManualClock::new(1_700_000_000_000);
-    let mut runner = Runner {
-        rng: StdRng::seed_from_u64(seed),
-        seed,
-        keys: Keys {
-            prefix: String::new(),
-            groups: 4,
-            per_kind: 40,
-        },
-        model: Model::default(),
-        writes: 0,
-        clock: &clock,
-        advances: true,
-        history: VecDeque::new(),
-        index: 0,
+    let keys = Keys {
+        prefix: String::new(),
+        groups: 4,
+        per_kind: 40,
     };
+    let mut runner = Runner::new(seed, seed, keys, &clock, true);
     let mut max_mb = 1;
     let mut cache = Some(open(dir.path(), fail_safe, periodic, max_mb, &clock));
     let mut stats = None;
@@ -760,22 +766,13 @@ fn threads_on_disjoint_keys_never_read_a_value_their_own_model_does_not_hold() {
                 let cache = &cache;
                 let clock = &clock;
                 workers.push(s.spawn(move || {
-                    let mut runner = Runner {
-                        rng: StdRng::seed_from_u64(seed * 1000 + t),
-                        seed,
-                        keys: Keys {
-                            prefix: format!("w{t}:"),
-                            groups: 2,
-                            per_kind: 16,
-                        },
-                        model: Model::default(),
-                        writes: 0,
-                        clock,
-                        // The clock thread below moves it.
-                        advances: false,
-                        history: VecDeque::new(),
-                        index: 0,
+                    let keys = Keys {
+                        prefix: format!("w{t}:"),
+                        groups: 2,
+                        per_kind: 16,
                     };
+                    // The clock thread below moves the clock.
+                    let mut runner = Runner::new(seed, seed * 1000 + t, keys, clock, false);
                     for i in 0..ops {
                         runner.index = i;
                         runner.step(cache);
@@ -785,21 +782,12 @@ fn threads_on_disjoint_keys_never_read_a_value_their_own_model_does_not_hold() {
             let cache = &cache;
             let clock = &clock;
             workers.push(s.spawn(move || {
-                let mut runner = Runner {
-                    rng: StdRng::seed_from_u64(seed * 1000 + 999),
-                    seed,
-                    keys: Keys {
-                        prefix: "p:".to_owned(),
-                        groups: 2,
-                        per_kind: 16,
-                    },
-                    model: Model::default(),
-                    writes: 0,
-                    clock,
-                    advances: false,
-                    history: VecDeque::new(),
-                    index: 0,
+                let keys = Keys {
+                    prefix: "p:".to_owned(),
+                    groups: 2,
+                    per_kind: 16,
                 };
+                let mut runner = Runner::new(seed, seed * 1000 + 999, keys, clock, false);
                 for i in 0..ops {
                     runner.index = i;
                     if runner.rng.random_range(0..400) == 0 {
