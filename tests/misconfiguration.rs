@@ -215,15 +215,24 @@ fn a_password_changed_while_running_is_counted_and_reported_and_l1_keeps_serving
     }
 }
 
-#[test]
-fn a_backplane_with_a_wrong_password_fails_start_up_instead_of_running_offline() {
+/// An L2 that takes the cache's settings and a backplane on a server of its own that refuses
+/// its password ("wrong-secret"), with `extra` lines in `[distributed]`.
+fn backplane_with_a_wrong_password(
+    extra: &str,
+) -> (RedisServer, RedisServer, tempfile::TempDir, CacheConfig) {
     let l2 = RedisServer::start();
     let bus = RedisServer::with_password("right-secret");
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path(), &l2.addr(), "");
+    let mut config = config(dir.path(), &l2.addr(), extra);
     config.invalidation.enabled = true;
     config.invalidation.hosts = vec![bus.addr()];
     config.invalidation.password = Some("wrong-secret".to_owned());
+    (l2, bus, dir, config)
+}
+
+#[test]
+fn a_backplane_with_a_wrong_password_fails_start_up_instead_of_running_offline() {
+    let (_l2, bus, _dir, config) = backplane_with_a_wrong_password("");
     let err = CacheManager::new(config).unwrap_err();
     let text = err.to_string();
     assert!(err.is_misconfiguration(), "{text}");
@@ -289,13 +298,7 @@ fn start_degraded_on_config_error_starts_the_backplane_unsubscribed_until_its_pa
 /// unsubscribed, and the refusal is shown where L2's would be, naming the backplane's host.
 #[test]
 fn a_backplane_refused_at_start_up_is_shown_when_the_start_is_degraded() {
-    let l2 = RedisServer::start();
-    let bus = RedisServer::with_password("right-secret");
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path(), &l2.addr(), "start_degraded_on_config_error = true");
-    config.invalidation.enabled = true;
-    config.invalidation.hosts = vec![bus.addr()];
-    config.invalidation.password = Some("wrong-secret".to_owned());
+    let (l2, bus, _dir, config) = backplane_with_a_wrong_password("start_degraded_on_config_error = true");
     let cache = CacheManager::new(config).unwrap();
     let stats = cache.stats();
     assert!(!stats.consistency.backplane_connected, "{:?}", stats.consistency);

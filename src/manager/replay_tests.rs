@@ -133,11 +133,24 @@ fn a_replayed_set_l2_refuses_does_not_take_a_newer_write_out_of_l1() {
 /// replay (for the whole outage, if L2 failed again in between).
 #[test]
 fn a_replay_does_not_send_a_queued_set_a_delete_superseded_during_the_replay() {
+    let (l2, queue_emptied) = replay_with_b_deleted_while_a_is_sent(|cache| {
+        // `b` is still pending, so its delete is queued behind the replay's op.
+        assert!(cache.delete("b").is_ok());
+    });
+    assert_eq!(l2.inner.get("b").unwrap(), None);
+    assert_eq!(l2.inner.get("a").unwrap().map(|e| e.value), Some(b"1".to_vec()));
+    assert!(queue_emptied);
+}
+
+/// What an outage left, two sets (`a`, then `b` = "old") replayed in one batch: `delete_b`
+/// runs while the replay sends `a`, and the replay goes on. The value L2 holds for `b` when the
+/// replay comes to delete it must be none: sent, the superseded set would have put it there.
+/// Returns L2 and whether the queue was left empty.
+fn replay_with_b_deleted_while_a_is_sent(delete_b: impl FnOnce(&crate::CacheManager)) -> (Arc<HeldL2>, bool) {
     let dir = tempfile::tempdir().unwrap();
     let l2 = HeldL2::new();
     let config = replaying_on_demand(dir.path());
     let cache = memory_l1_with(l2.clone(), config);
-    // What an outage left: two sets, replayed in one batch.
     let queue = cache.shared.replay.as_ref().unwrap();
     queue.push_set("a", b"1", 0).unwrap();
     queue.push_set("b", b"old", 0).unwrap();
@@ -145,21 +158,19 @@ fn a_replay_does_not_send_a_queued_set_a_delete_superseded_during_the_replay() {
     let first_delete = l2.hold("delete");
     std::thread::scope(|s| {
         let replay = s.spawn(|| cache.replay_now());
+        // The replay has read its batch and is sending `a`.
         first_set.wait_entered();
-        // The replay has read its batch and is sending `a`: `b` is still pending, so its
-        // delete is queued behind the replay's op.
-        assert!(cache.delete("b").is_ok());
+        delete_b(&cache);
         first_set.release.send(()).unwrap();
         // The delete's own replay, about to run: L2 must not hold the value it deletes.
         first_delete.wait_entered();
         let in_l2 = l2.inner.get("b").unwrap().map(|e| e.value);
         first_delete.release.send(()).unwrap();
-        replay.join().unwrap().unwrap();
-        assert_eq!(in_l2, None, "the replay sent the set the delete superseded");
+        let _ = replay.join().unwrap();
+        assert_eq!(in_l2, None, "the replay sent the set a delete superseded");
     });
-    assert_eq!(l2.inner.get("b").unwrap(), None);
-    assert_eq!(l2.inner.get("a").unwrap().map(|e| e.value), Some(b"1".to_vec()));
-    assert!(queue.is_empty());
+    let emptied = queue.is_empty();
+    (l2, emptied)
 }
 
 /// A delete of a key whose queued set the replay is sending waits for L2's answer before it
@@ -205,30 +216,10 @@ fn a_delete_of_a_key_the_replay_is_sending_returns_only_after_l2_answered() {
 /// in memory under the same seq, and the replay that took the set before must not send it.
 #[test]
 fn a_replay_does_not_send_a_queued_set_turned_into_a_delete_during_the_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let l2 = HeldL2::new();
-    let config = replaying_on_demand(dir.path());
-    let cache = memory_l1_with(l2.clone(), config);
-    let queue = cache.shared.replay.as_ref().unwrap();
-    queue.push_set("a", b"1", 0).unwrap();
-    queue.push_set("b", b"old", 0).unwrap();
-    let first_set = l2.hold("set");
-    let first_delete = l2.hold("delete");
-    std::thread::scope(|s| {
-        let replay = s.spawn(|| cache.replay_now());
-        first_set.wait_entered();
-        queue.latch_for_test();
+    let (l2, _) = replay_with_b_deleted_while_a_is_sent(|cache| {
+        cache.shared.replay.as_ref().unwrap().latch_for_test();
         // Refused by the latched log (the caller is told), the delete leaves `b` pending as one.
         assert!(cache.delete("b").is_err());
-        first_set.release.send(()).unwrap();
-        first_delete.wait_entered();
-        let in_l2 = l2.inner.get("b").unwrap().map(|e| e.value);
-        first_delete.release.send(()).unwrap();
-        let _ = replay.join().unwrap();
-        assert_eq!(
-            in_l2, None,
-            "the replay sent the set a refused delete turned into a delete"
-        );
     });
     assert_eq!(l2.inner.get("b").unwrap(), None);
 }
