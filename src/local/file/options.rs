@@ -70,9 +70,10 @@ impl FileStoreOptions {
     /// evicted; its recently-read entries get a second chance.
     ///
     /// Set, it is obeyed and recorded in the directory (a changed bound replaces the recorded
-    /// one; a bound below what the directory holds evicts at the open). It must allow at least four segments: for an existing directory, four of the
-    /// segments it was created with ([`Error::Config`] naming `max_size_mb` otherwise, and
-    /// nothing is recorded). Unset, the store uses the bound its directory recorded; a new directory gets
+    /// one; a bound below what the directory holds evicts at the open). It must allow at least
+    /// four segments: for an existing directory, four of the segments it was created with
+    /// ([`Error::Config`] naming `max_size_mb` otherwise, and nothing is recorded). Unset, the
+    /// store uses the bound its directory recorded; a new directory gets
     /// [`DEFAULT_MAX_SIZE_MB`], and a directory written before bounds were recorded gets the
     /// default or the bytes it already holds, whichever is larger (opening never evicts data
     /// for want of a setting).
