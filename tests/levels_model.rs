@@ -20,7 +20,9 @@
 //! operations: a batch delete that leaves L1 alone; a prefix invalidation that skips L2's scan
 //! (an L1 clear or restart then brings the keys back from L2); a revalidation that serves L1's copy
 //! when L2 has none. One thread cannot see the write guard (a backfill racing a write of its key):
-//! a backfill that ignores it passes here.
+//! a backfill that ignores it passes the model run, so the second test below races them, and
+//! catches a single read's backfill, or a batch's, that ignores the guard within a few dozen
+//! writes.
 //!
 //! The manual clock starts at the real time: Redis runs its own TTLs in real time beside the
 //! expiry the manager writes into each value (checked on the manager's clock), so Redis may
@@ -680,4 +682,60 @@ fn random_calls_with_l1_clears_restarts_and_l2_flushes_never_answer_a_value_the_
     for seed in seeds(&[1, 2, 3]) {
         run_seed(&redis, seed, ops());
     }
+}
+
+/// A read that misses L1 and backfills what L2 answered must not land over a write of its key
+/// that ran in between: L1 would keep the older value, where no read of L2 would ever replace it,
+/// until its TTL. One thread writes a few keys and reads each one back at once (it must read its
+/// own write or a miss, as L2 holds nothing else), while two others drop the keys from L1 and
+/// read them, alone and in batches, backfilling from L2 again and again, racing the writes
+/// (`UNO_MODEL_OPS` writes, 3000 by default).
+#[test]
+fn backfills_racing_writes_of_their_keys_never_leave_an_older_value_in_l1() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let real_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+    let clock = ManualClock::new(u64::try_from(real_now).unwrap());
+    let cache = open(dir.path(), &redis.addr(), "race:", &clock);
+    let keys: Vec<String> = (0..4).map(|i| format!("k{i}")).collect();
+    let writes = env_u64("UNO_MODEL_OPS").map_or(3000, |n| n as usize);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let (cache, keys, done) = (&cache, &keys, &done);
+            s.spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    for key in keys {
+                        cache.invalidate_local(key).unwrap();
+                        cache.get_raw(key).unwrap();
+                    }
+                    // A batch's backfills are guarded apart from a single read's.
+                    for key in keys {
+                        cache.invalidate_local(key).unwrap();
+                    }
+                    cache.multi_get_raw(keys).unwrap();
+                }
+            });
+        }
+        let writer = s.spawn(|| {
+            for n in 0..writes {
+                let key = &keys[n % keys.len()];
+                let value = format!("write {n}").into_bytes();
+                cache.set_raw(key, &value, None).unwrap();
+                let got = cache.get_raw(key).unwrap();
+                if got.as_ref().is_some_and(|g| *g != value) {
+                    let got = String::from_utf8_lossy(got.as_deref().unwrap_or_default());
+                    return Err(format!("{key:?} read {got:?} right after write {n}"));
+                }
+            }
+            Ok(())
+        });
+        let result = writer.join();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{e}"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
 }
