@@ -12,12 +12,38 @@ use super::{PushOutcome, ReplayAction, ReplayOptions, ReplayQueue};
 use crate::disk::sim::Sim;
 use crate::disk::Disk;
 
-fn run_case(seed: u64) {
-    let mut rng = StdRng::seed_from_u64(seed);
+/// A directory `live` under a temporary root, written through a power-loss simulator.
+fn simulated_dir() -> (tempfile::TempDir, std::path::PathBuf, Arc<Sim>) {
     let root = tempfile::tempdir().unwrap();
     let live = root.path().join("live");
     std::fs::create_dir(&live).unwrap();
     let sim = Sim::new(&live);
+    (root, live, sim)
+}
+
+/// Closes `queue`, keeps what a power loss (seeded `seed`) would of its directory, in `after`
+/// under `root`, and reopens it there; with the text a failure gives: the seed, what the crash
+/// kept and the calls made (`log`).
+fn after_power_loss(
+    queue: ReplayQueue,
+    sim: &Sim,
+    root: &std::path::Path,
+    seed: u64,
+    log: &[String],
+) -> (ReplayQueue, String) {
+    drop(queue);
+    let after = root.join("after");
+    let kept = sim.crash(seed, &after);
+    let context = format!("seed {seed}; {kept}\n{}", log.join("\n"));
+    match ReplayQueue::open(&after, ReplayOptions::default()) {
+        Ok(queue) => (queue, context),
+        Err(e) => panic!("reopen failed: {e}\n{context}"),
+    }
+}
+
+fn run_case(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (root, live, sim) = simulated_dir();
     let options = || {
         ReplayOptions::default()
             .max_bytes(64 * 1024)
@@ -67,21 +93,14 @@ fn run_case(seed: u64) {
             }
         }
     }
-    drop(queue);
-    let after = root.path().join("after");
-    let kept = sim.crash(seed, &after);
-    let context = || format!("seed {seed}; {kept}\n{}", log.join("\n"));
-    let queue = match ReplayQueue::open(&after, ReplayOptions::default()) {
-        Ok(queue) => queue,
-        Err(e) => panic!("reopen failed: {e}\n{}", context()),
-    };
+    let (queue, context) = after_power_loss(queue, &sim, root.path(), seed, &log);
     let got: BTreeMap<String, ReplayAction> = queue
         .pending()
         .into_iter()
         .map(|op| (op.key, op.action))
         .collect();
-    assert_eq!(got, model, "{}", context());
-    assert!(!queue.is_overflowed(), "{}", context());
+    assert_eq!(got, model, "{context}");
+    assert!(!queue.is_overflowed(), "{context}");
 }
 
 #[test]
@@ -99,10 +118,7 @@ fn after_a_simulated_power_loss_the_queue_holds_exactly_the_pushed_and_unacked_o
 /// in groups, between acks and compactions; once all calls returned, a power loss keeps the queue
 /// exactly as it was in memory.
 fn run_concurrent_case(seed: u64) {
-    let root = tempfile::tempdir().unwrap();
-    let live = root.path().join("live");
-    std::fs::create_dir(&live).unwrap();
-    let sim = Sim::new(&live);
+    let (root, live, sim) = simulated_dir();
     let options = ReplayOptions::default()
         .max_bytes(256 * 1024)
         .disk(Disk::simulated(Arc::clone(&sim)));
@@ -195,10 +211,7 @@ fn a_queue_whose_open_created_its_directory_keeps_a_push_after_a_power_cut() {
 /// Returns how many pushes were downgraded, lost, and how many sets were given up for room.
 fn run_bounded_case(seed: u64) -> (u64, u64, u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let root = tempfile::tempdir().unwrap();
-    let live = root.path().join("live");
-    std::fs::create_dir(&live).unwrap();
-    let sim = Sim::new(&live);
+    let (root, live, sim) = simulated_dir();
     let options = || {
         ReplayOptions::default()
             .max_bytes(8 * 1024)
@@ -247,21 +260,14 @@ fn run_bounded_case(seed: u64) -> (u64, u64, u64) {
         .collect();
     let overflowed = queue.is_overflowed();
     all += queue.stats().downgraded;
-    drop(queue);
-    let after = root.path().join("after");
-    let kept = sim.crash(seed, &after);
-    let context = || format!("seed {seed}; {kept}\n{}", log.join("\n"));
-    let queue = match ReplayQueue::open(&after, ReplayOptions::default()) {
-        Ok(queue) => queue,
-        Err(e) => panic!("reopen failed: {e}\n{}", context()),
-    };
+    let (queue, context) = after_power_loss(queue, &sim, root.path(), seed, &log);
     let got: BTreeMap<String, (u64, ReplayAction)> = queue
         .pending()
         .into_iter()
         .map(|op| (op.key, (op.seq, op.action)))
         .collect();
-    assert_eq!(got, in_memory, "{}", context());
-    assert_eq!(queue.is_overflowed(), overflowed, "{}", context());
+    assert_eq!(got, in_memory, "{context}");
+    assert_eq!(queue.is_overflowed(), overflowed, "{context}");
     (own, lost, all - own)
 }
 
