@@ -524,3 +524,43 @@ fn child_writes_300_entries_and_exits_without_closing() {
     // Exits with the store open: no close, no final hint.
     std::process::exit(0);
 }
+
+/// A store of 8 MiB written to its bound and closed, on an ext4 mount of 24 MiB: the directory
+/// a lowered bound then meets at the next open.
+fn store_at_8_mib(fs: &Mount) -> (std::path::PathBuf, usize) {
+    let dir = fs.path().join("store");
+    let n = 1_800;
+    let store = FileStore::open(&dir, options()).unwrap();
+    for i in 0..n {
+        store.set(&format!("k{i}"), &value(i, 4000), None).unwrap();
+    }
+    assert!(store.stats().disk_bytes > 6 << 20, "{:?}", store.stats());
+    store.close().unwrap();
+    (dir, n)
+}
+
+#[test]
+fn a_bound_lowered_while_the_disk_is_full_evicts_at_the_open_and_frees_the_device() {
+    let _serial = one_at_a_time();
+    let fs = Mount::ext4(24);
+    let (dir, n) = store_at_8_mib(&fs);
+    let _ballast = fs.fill("ballast");
+    let used = fs.used_bytes();
+
+    // Nothing was read since the last open, so the eviction copies nothing: it needs no
+    // free block, and the open gives the bytes over the new bound back to the device.
+    let store = FileStore::open(&dir, options().max_size_mb(4)).unwrap();
+    let stats = store.stats();
+    assert!(stats.disk_bytes <= 4 << 20, "{stats:?}");
+    assert!(
+        fs.used_bytes() + (2 << 20) <= used,
+        "{} -> {}",
+        used,
+        fs.used_bytes()
+    );
+    let last = format!("k{}", n - 1);
+    assert_eq!(store.get(&last).unwrap(), Some(value(n - 1, 4000)));
+    store.set("fresh", &value(1, 4000), None).unwrap();
+    assert_eq!(store.get("fresh").unwrap(), Some(value(1, 4000)));
+    store.close().unwrap();
+}

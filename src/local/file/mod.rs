@@ -443,12 +443,15 @@ impl FileStore {
             inner.fail(cause);
         } else if inner.disk_bytes.load(Ordering::Relaxed) > inner.max_bytes {
             // A bound lowered since the last run holds from the open, not from the first
-            // write: a store that is only read would keep the old bound's bytes. An eviction
-            // copies what it keeps, so on a full disk it can fail; the open does not (opening
-            // needs no free space), and the next write evicts as it always did.
+            // write: a store that is only read would keep the old bound's bytes. Nothing was
+            // read since the open, so the eviction copies nothing and needs no free block
+            // (`tests/file_store_disks.rs`); should it fail all the same (an I/O error
+            // unlinking a segment, after the open rewrote the metadata), the open does not:
+            // the store is read as it is, and its writes are refused, naming the cause, until it
+            // is reopened (the latch: the forgotten segment is still on disk).
             if let Err(err) = inner.ensure_space(&mut inner.writer.lock(), 0) {
                 tracing::warn!(dir = %inner.dir.path.display(), %err,
-                    "the store holds more than its lowered size bound and could not evict at open; the next write evicts");
+                    "the store holds more than its lowered size bound and could not evict at open; it is read as it is, and writes are refused until it is reopened");
             }
         }
         let workers = if options.background {
