@@ -161,6 +161,18 @@ impl Shared {
     /// message was slow) is lost, which costs a miss, never a stale read. A write that landed
     /// before the message came is not undone: it took effect in L2 then, as the lag of one
     /// batch that write-behind is documented to have.
+    ///
+    /// Why no key's write guard is taken: every change here only turns ops into deletes, each
+    /// under its queue's own order (the write-behind queue's lock, which a set's push takes
+    /// too; the replay queue's seqs, so the ack of an op a replay was sending under the guard
+    /// leaves the delete pending), and the caller drops L1 last. A set of this instance whose
+    /// queue step came before is withdrawn, and its L1 step, earlier still, undone by that
+    /// drop: a miss. One whose queue step came after is queued behind the delete, or (pushed
+    /// to the write-behind queue while the delete goes to the replay queue, the key's older op
+    /// acked meanwhile) lands before or after that delete: a miss, or its value in L2, as two
+    /// instances' racing writes may end. No level keeps a value the other has replaced.
+    /// Waiting for the guard would hold the subscription's thread for an L2 round trip of this
+    /// instance (a replay's send, an outage's deadline).
     fn withdraw_behind(&self, keys: &[&str], prefix: Option<&str>) {
         let mut deletes = Vec::new();
         if let Some(queue) = &self.behind {
