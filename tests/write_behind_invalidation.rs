@@ -5,7 +5,8 @@
 //! A's write, acknowledged before B's delete, tag or prefix invalidation, landed in L2 after it
 //! (B's op had already reached L2 when its message came), so the value came back for every
 //! instance, and a tagged one came back listed by no tag. And a tagged write-behind set returns
-//! only once its value is in L2 and its key tagged again.
+//! only once its value is in L2 and its key tagged again; one whose batch failed into the
+//! replay queue is tagged again by the replay once it lands.
 
 #![allow(
     clippy::unwrap_used,
@@ -55,8 +56,10 @@ fn instance(dir: &Path, l2: &str, bus: &str, extra: &str) -> CacheManager {
 
 struct Rig {
     l2: RedisServer,
-    _bus: RedisServer,
+    bus: RedisServer,
     to_l2: TcpProxy,
+    /// A's way to the backplane and tag Redis.
+    to_bus: TcpProxy,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     /// Write-behind, its L2 through `to_l2`.
     a: CacheManager,
@@ -66,17 +69,18 @@ struct Rig {
 
 fn rig(a_extra: &str) -> Rig {
     let (l2, bus) = (RedisServer::start(), RedisServer::start());
-    let to_l2 = TcpProxy::start(&l2.addr());
+    let (to_l2, to_bus) = (TcpProxy::start(&l2.addr()), TcpProxy::start(&bus.addr()));
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = instance(dirs.0.path(), &to_l2.addr(), &bus.addr(), a_extra);
+    let a = instance(dirs.0.path(), &to_l2.addr(), &to_bus.addr(), a_extra);
     let b = instance(dirs.1.path(), &l2.addr(), &bus.addr(), "timeout_ms = 10000");
     // A's writer has its L2 connection open, so that a hold keeps a batch rather than a connect.
     a.set_raw("warm", b"w", None).unwrap();
     a.flush().unwrap();
     Rig {
         l2,
-        _bus: bus,
+        bus,
         to_l2,
+        to_bus,
         _dirs: dirs,
         a,
         b,
@@ -243,4 +247,109 @@ fn a_write_waiting_for_replay_when_another_instance_deletes_its_key_is_replayed_
     assert_eq!(rig.a.replay_now().unwrap(), 1);
     assert!(queue.is_empty());
     assert_gone_everywhere(&rig, "k");
+}
+
+/// A tagged write-behind set whose batch failed waits in the replay queue; it is tagged again
+/// once it left the write-behind queue, before it can reach L2. B then invalidates the tag
+/// (finds the key, deletes it from L2, forgets it), and A replays the write before it hears
+/// B's message, so nothing withdraws it. The value landed in L2 listed by no tag, out of
+/// reach of every later invalidation of the tag; the replay tags it again once it has landed.
+#[test]
+fn a_tagged_write_replayed_after_another_instance_invalidated_the_tag_stays_tagged() {
+    tagged_write_replayed_after_the_tag_was_invalidated(Tagged::Blocking);
+}
+
+#[test]
+fn async_a_tagged_write_replayed_after_another_instance_invalidated_the_tag_stays_tagged() {
+    tagged_write_replayed_after_the_tag_was_invalidated(Tagged::Async);
+}
+
+/// The caller gives up while the write's batch is on its way; the tagging its future owes
+/// runs once the batch failed (see `Landing`), and the replay owes the key its tags again.
+#[test]
+fn a_tagged_async_write_given_up_and_replayed_after_another_instance_invalidated_the_tag_stays_tagged() {
+    tagged_write_replayed_after_the_tag_was_invalidated(Tagged::AsyncGivenUp);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tagged {
+    Blocking,
+    Async,
+    AsyncGivenUp,
+}
+
+fn tagged_write_replayed_after_the_tag_was_invalidated(how: Tagged) {
+    let rig = rig("timeout_ms = 300\nwrite_mode = \"behind\"");
+    rig.to_l2.freeze();
+    let queue = rig.a.replay_queue().unwrap();
+    match how {
+        Tagged::Blocking => rig.a.set_raw_with_tags("k", b"from a", None, &["t"]).unwrap(),
+        Tagged::Async => {
+            support::block_on(rig.a.set_raw_with_tags_async("k", b"from a", None, &["t"])).unwrap();
+        }
+        Tagged::AsyncGivenUp => give_up_once_replay_has_it(&rig, queue),
+    }
+    assert!(queue.is_pending("k"), "A's failed batch waits for replay");
+    // B's message reaches A only once A's replay is done.
+    rig.to_bus.hold_on(b"message");
+    assert_eq!(rig.b.invalidate_tag("t").unwrap(), 1, "the tag lists the key");
+    assert_eq!(rig.a.replay_now().unwrap(), 1);
+    assert!(
+        in_l2(&rig, "k").is_some(),
+        "A's write landed before A heard of B's invalidation"
+    );
+    rig.to_bus.release();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.a.local().get("k").unwrap().is_some() {
+        assert!(Instant::now() < deadline, "A never heard of B's invalidation");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        rig.b.invalidate_tag("t").unwrap(),
+        1,
+        "the replayed value in L2 is listed by no tag"
+    );
+    assert_gone_everywhere(&rig, "k");
+}
+
+/// Drives an async tagged write of `k` until its failed batch is in A's replay queue (the
+/// future then waits for the batch to leave the write-behind queue), drops it there, and waits
+/// for the tagging the dropped future owes.
+fn give_up_once_replay_has_it(rig: &Rig, queue: &uno_cache::replay::ReplayQueue) {
+    let score = || -> Option<f64> {
+        redis::cmd("ZSCORE")
+            .arg("app:uno-cache:tag:t")
+            .arg("k")
+            .query(&mut rig.bus.raw())
+            .unwrap()
+    };
+    // The first tagging's score: the batch fails an L2 timeout after it.
+    let mut first = None;
+    {
+        let write = rig.a.set_raw_with_tags_async("k", b"from a", None, &["t"]);
+        let mut write = std::pin::pin!(write);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !queue.is_pending("k") {
+            assert!(
+                std::future::Future::poll(write.as_mut(), &mut cx).is_pending(),
+                "the tagged write finished before its batch failed"
+            );
+            first = first.or_else(score);
+            assert!(
+                Instant::now() < deadline,
+                "A's batch never went to the replay queue"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let first = first.expect("the key joined its tag before its value was written");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while score() <= Some(first) {
+        assert!(
+            Instant::now() < deadline,
+            "the given-up write never tagged its key again"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

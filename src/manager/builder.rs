@@ -197,6 +197,7 @@ impl CacheManagerBuilder {
             replay,
             replayer,
             replay_lock: parking_lot::Mutex::new(()),
+            replayed_tags: Arc::default(),
             apart: Default::default(),
             late_drops: Default::default(),
             stop: shutdown.clone(),

@@ -267,6 +267,9 @@ impl Shared {
             }
             if !done.is_empty() {
                 let acked = q.ack_many(&done);
+                // Before the others hear of them: a tagged write among them is tagged again
+                // now that its value can be read from L2 (see `replayed_tags`).
+                self.tag_replayed();
                 // L2 has them only now: the message published when they were queued came too
                 // early (another instance may have read L2's older value back into its L1). Sent
                 // whether or not the ack is durable (a full disk holds it in memory): L2 has them

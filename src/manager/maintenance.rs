@@ -215,6 +215,10 @@ impl CacheManager {
         store.add(&[key], tags, members_ttl(s, ttl))?;
         self.set_raw(key, value, ttl)?;
         s.wait_behind_sent(&[key]);
+        // Before the second tagging: a replay that lands the value after that tagging tags it
+        // again then (see `replayed_tags`); one that landed it before, found here not pending,
+        // is followed by that tagging.
+        s.owe_tags_after_replay(key, tags, members_ttl(s, ttl));
         store.add(&[key], tags, members_ttl(s, ttl))
     }
 
@@ -252,6 +256,7 @@ impl CacheManager {
         set?;
         s.wait_behind_sent_async(&[key]).await;
         owed.armed = false;
+        s.owe_tags_after_replay(key, tags, members_ttl(s, ttl));
         store.add_async(&[key], tags, members_ttl(s, ttl)).await
     }
 
@@ -524,7 +529,7 @@ struct TagsOwed<'a> {
 impl Drop for TagsOwed<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let landing = self.shared.landing(&[self.key]);
+            let landing = self.shared.landing(&[self.key], self.tags, self.ttl);
             self.store.add_later(&[self.key], self.tags, self.ttl, landing);
         }
     }

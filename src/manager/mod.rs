@@ -73,6 +73,7 @@ mod offload;
 mod policy;
 mod prefix;
 mod refresh_due;
+mod replayed_tags;
 mod requeue;
 mod reread;
 mod set_with;

@@ -29,7 +29,8 @@
 //!   step of a set, delete or batch and hold them until L2 (or a queue) has it, so one key's
 //!   writes reach both levels in one order; reads take no stripe.
 //! - tags: a tagged write tags its key before its L1 step and again once its value can be read
-//!   from L2 (with write-behind, once its batch has landed); an async one dropped after its
+//!   from L2 (with write-behind, once its batch has landed; from the replay queue, by the
+//!   replay, see `replayed_tags`); an async one dropped after its
 //!   first tagging owes the second, made from its drop once the write can no longer land (its
 //!   batch landed, or without write-behind four L2 timeouts passed: see `requeue::Landing`),
 //!   or an invalidation of the tag before the landing would forget the key whose value then
@@ -58,6 +59,7 @@ use super::l2_size::L2Size;
 use super::loader::Flights;
 use super::offline::Replayer;
 use super::prefix::LateDrops;
+use super::replayed_tags::ReplayedTags;
 use super::tags::TagStore;
 use crate::clock::{self, Clock};
 use crate::codec::Codec;
@@ -122,6 +124,8 @@ pub(crate) struct Shared {
     pub(crate) backplane: OnceLock<Backplane>,
     /// One replay at a time.
     pub(crate) replay_lock: Mutex<()>,
+    /// Taggings owed once replayed tagged writes land (see `replayed_tags`).
+    pub(crate) replayed_tags: Arc<ReplayedTags>,
     /// Work run apart from its caller, waited for at shutdown (see `apart`).
     pub(crate) apart: Arc<Apart>,
     /// The stop signal the last handle's drop fires (owned by `Workers`): work run for a caller

@@ -29,6 +29,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         replay: None,
         replayer: None,
         replay_lock: Mutex::new(()),
+        replayed_tags: Default::default(),
         apart: Default::default(),
         late_drops: Default::default(),
         stop: crate::shutdown::Shutdown::default(),

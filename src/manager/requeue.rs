@@ -5,6 +5,7 @@
 //! callers. See `behind` for the ordering rules this keeps.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::behind::Pushed;
@@ -134,10 +135,23 @@ pub(crate) struct Landing<F> {
 }
 
 impl Shared {
-    /// The [`Landing`] of a cancelled write of `keys`, owning what it needs (it outlives the
-    /// caller). Its waits need a runtime with a timer (the tag store's).
-    pub(crate) fn landing(&self, keys: &[&str]) -> Landing<impl Future<Output = ()> + Send + 'static> {
+    /// The [`Landing`] of a cancelled write of `keys` tagged with `tags` (members kept `ttl`),
+    /// owning what it needs (it outlives the caller). Its waits need a runtime with a timer (the
+    /// tag store's). A write that went to the replay queue meanwhile is owed its tags again
+    /// when the replay lands it (see `replayed_tags`), as a write that was not cancelled.
+    pub(crate) fn landing(
+        &self,
+        keys: &[&str],
+        tags: &[&str],
+        ttl: Duration,
+    ) -> Landing<impl Future<Output = ()> + Send + 'static> {
         let queue = self.behind.clone();
+        let replayed = self
+            .tags
+            .as_ref()
+            .and(self.replay.clone())
+            .map(|q| (q, Arc::clone(&self.replayed_tags)));
+        let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
         let sent_within = queue.as_ref().map_or(Duration::ZERO, |q| q.max_wait());
         let in_flight_for = if queue.is_some() {
             Duration::ZERO
@@ -146,9 +160,15 @@ impl Shared {
         };
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         let sent = async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             if let Some(queue) = queue {
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 queue.wait_sent_async(&keys).await;
+            }
+            if let Some((q, owed)) = replayed {
+                let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                for key in &keys {
+                    owed.owe(&q, key, &tags, ttl);
+                }
             }
         };
         Landing {
