@@ -59,6 +59,18 @@ impl ReplayedTags {
             }
         }
     }
+
+    /// Takes out what the keys no longer pending in `queue` owe.
+    fn take_due(&self, queue: &ReplayQueue) -> Vec<(String, Owed)> {
+        let mut owed = self.owed.lock();
+        if owed.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<String> = owed.keys().filter(|k| !queue.is_pending(k)).cloned().collect();
+        keys.into_iter()
+            .filter_map(|k| owed.remove(&k).map(|o| (k, o)))
+            .collect()
+    }
 }
 
 impl Shared {
@@ -77,22 +89,66 @@ impl Shared {
         let (Some(q), Some(store)) = (&self.replay, &self.tags) else {
             return;
         };
-        let due: Vec<(String, Owed)> = {
-            let mut owed = self.replayed_tags.owed.lock();
-            if owed.is_empty() {
-                return;
-            }
-            let keys: Vec<String> = owed.keys().filter(|k| !q.is_pending(k)).cloned().collect();
-            keys.into_iter()
-                .filter_map(|k| owed.remove(&k).map(|o| (k, o)))
-                .collect()
-        };
-        for (key, owed) in due {
+        for (key, owed) in self.replayed_tags.take_due(q) {
             let tags: Vec<&str> = owed.tags.iter().map(String::as_str).collect();
             if let Err(e) = store.add(&[key.as_str()], &tags, owed.ttl) {
                 tracing::warn!(key = %key_for_error(&key), error = %e,
                     "a replayed tagged write could not be tagged again; an invalidation of its tags that ran while it waited may have left it listed by none");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::replay::{Push, ReplayOptions};
+
+    fn push_set(queue: &ReplayQueue, key: &str) {
+        let set = Push::Set {
+            key,
+            value: b"v",
+            expires_at_ms: 0,
+        };
+        queue.push_many(&[set]).unwrap();
+    }
+
+    /// A write whose op was acked before it looked owes nothing: its own second tagging came
+    /// after the landing. Left there, the entry would wait for a replay of a key that may
+    /// never be written again.
+    #[test]
+    fn a_key_not_pending_owes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+        let owed = ReplayedTags::default();
+        owed.owe(&queue, "k", &["t"], Duration::from_secs(1));
+        assert!(owed.owed.lock().is_empty());
+    }
+
+    /// A key still pending after a replay's acks (a newer tagged write of it queued behind the
+    /// op the replay sent) keeps its tags for the landing of that newer op: tagged at the
+    /// first ack, before that newer value landed, an invalidation in between could still
+    /// leave it listed by no tag.
+    #[test]
+    fn a_key_still_pending_keeps_its_tags_until_its_op_leaves_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+        let owed = ReplayedTags::default();
+        push_set(&queue, "k");
+        owed.owe(&queue, "k", &["t", "u"], Duration::from_secs(5));
+        owed.owe(&queue, "k", &["t"], Duration::from_secs(1));
+        assert!(owed.take_due(&queue).is_empty(), "k's op is still pending");
+        let ops = queue.pending();
+        assert_eq!(queue.ack_many(&ops).unwrap(), 1);
+        let due = owed.take_due(&queue);
+        let [(key, what)] = due.as_slice() else {
+            panic!("one key due: {due:?}");
+        };
+        assert_eq!(key, "k");
+        assert_eq!(what.tags, ["t", "u"], "each tag once");
+        assert_eq!(what.ttl, Duration::from_secs(5), "the longest members' TTL");
+        assert!(owed.take_due(&queue).is_empty(), "owed once");
     }
 }
