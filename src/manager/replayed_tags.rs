@@ -10,8 +10,10 @@
 //! So such a write leaves its tags here, and the replay tags the key again once its op has
 //! landed, before it publishes the key.
 //!
-//! Held in memory only: the replay queue is durable, these are not. After a restart, a write
-//! the queue still holds lands without the third tagging, as it did before this existed.
+//! Held in memory only (the tags are in no replay record, and adding them would change the
+//! queue's format): after a restart, a write the queue still holds lands without the third
+//! tagging, open to the race above. An entry is taken out by the first replay batch that ends
+//! with its key no longer pending, so there are never more than keys the queue held.
 
 use std::collections::HashMap;
 use std::time::Duration;
