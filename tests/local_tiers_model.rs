@@ -29,6 +29,19 @@
 //! is back after a restart); one whose index keeps an overwritten value's place now and then; a
 //! memory tier, or a file store, that serves a value in the millisecond its TTL ends.
 //!
+//! With feature `redb` the same run goes through a redb L1, alone and behind the memory tier,
+//! with values three times larger (its bound counts only its entries' bytes, and would seldom
+//! evict otherwise), the redb store's own bound checked (its entries' bytes, which a write
+//! brings back under a bound lowered between runs) and, between some restarts, a purge of the
+//! expired entries by a `RedbStore` opened on the same file in the manager's absence. Every
+//! run's reads right after its restarts must find some value (a store that forgot everything
+//! at its open would pass the model otherwise). Checked by breaking the redb store, each caught
+//! by the first seed, alone or behind the memory tier, within a few hundred operations: a batch
+//! delete that skips its last key; a read that serves a value in the millisecond its TTL ends;
+//! a prefix listing cut short; eviction that lets the entries pass the bound by a quarter; a
+//! store that forgets its entries at open. (A close that skips its durable commit is not: redb
+//! makes a pending commit durable when the database is dropped, so a clean restart keeps it.)
+//!
 //! Knobs: `UNO_MODEL_SEED=n` runs that seed alone; `UNO_MODEL_OPS` the operations per seed (default
 //! 2000). A failure names the seed, the operation's index and the operations before it (in the
 //! concurrent run, the seed replays each thread's operations but not how they interleaved).
@@ -51,31 +64,68 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uno_cache::{CacheConfig, CacheManager, CacheStats, FileStore, FileStoreOptions, ManualClock};
 
+/// The L1 a run goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// The file store, behind the memory tier.
+    File,
+    /// A redb store, behind the memory tier or (`memory: false`) alone.
+    #[cfg(feature = "redb")]
+    Redb { memory: bool },
+}
+
+impl Backend {
+    fn kind(self) -> &'static str {
+        match self {
+            Backend::File => "file",
+            #[cfg(feature = "redb")]
+            Backend::Redb { .. } => "redb",
+        }
+    }
+
+    fn memory_items(self) -> u64 {
+        match self {
+            #[cfg(feature = "redb")]
+            Backend::Redb { memory: false } => 0,
+            _ => MEMORY_ITEMS,
+        }
+    }
+}
+
 /// `periodic`: the default durability (fsyncs, most of a run's time) rather than none.
-fn config(dir: &Path, fail_safe: bool, periodic: bool, max_mb: u64) -> CacheConfig {
+fn config(dir: &Path, backend: Backend, fail_safe: bool, periodic: bool, max_mb: u64) -> CacheConfig {
     CacheConfig::from_toml_str(&format!(
         r#"
         [local]
-        type = "file"
+        type = "{}"
         path = "{}"
         max_size = {max_mb}
         ttl = {LOCAL_TTL_S}
-        memory_items = {MEMORY_ITEMS}
+        memory_items = {}
         memory_max_mb = 1
         durability = "{}"
         [loader]
         fail_safe_max_duration = {}
         "#,
+        backend.kind(),
         dir.display(),
+        backend.memory_items(),
         if periodic { "periodic" } else { "none" },
         if fail_safe { 30 } else { 0 }
     ))
     .unwrap()
 }
 
-fn open(dir: &Path, fail_safe: bool, periodic: bool, max_mb: u64, clock: &ManualClock) -> CacheManager {
+fn open(
+    dir: &Path,
+    backend: Backend,
+    fail_safe: bool,
+    periodic: bool,
+    max_mb: u64,
+    clock: &ManualClock,
+) -> CacheManager {
     CacheManager::builder()
-        .config(config(dir, fail_safe, periodic, max_mb))
+        .config(config(dir, backend, fail_safe, periodic, max_mb))
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap()
@@ -106,17 +156,21 @@ fn counters(s: &CacheStats) -> Vec<(String, u64)> {
     out
 }
 
-/// Stats within one manager's life: counters never go back, the file store stays in its bounds.
+/// Stats within one manager's life: counters never go back, the L1 stays in its bounds.
+/// `at_open`: the redb store's bytes when the manager opened it (a bound lowered between runs
+/// holds again from the next write: the store evicts as it writes, not at its open).
 fn check_stats(
     runner: &Runner<'_>,
     cache: &CacheManager,
+    backend: Backend,
     max_mb: u64,
+    at_open: u64,
     before: &mut Option<Vec<(String, u64)>>,
 ) {
     let stats = cache.stats();
     // Two value types go through the memory tier (`get`'s and `get_arc`'s), each bounded apart.
     let memory = stats.size.memory;
-    if memory.items > 2 * MEMORY_ITEMS || memory.bytes > 2 * (1 << 20) {
+    if memory.items > 2 * backend.memory_items() || memory.bytes > 2 * (1 << 20) {
         runner.fail(format!("memory tier past its bounds: {memory:?}"));
     }
     let now = counters(&stats);
@@ -129,6 +183,16 @@ fn check_stats(
     }
     *before = Some(now);
     let bound = max_mb << 20;
+    if backend != Backend::File {
+        let bytes = cache.local().size().unwrap().bytes;
+        if bytes > bound.max(at_open) {
+            runner.fail(format!(
+                "redb store: {bytes} bytes of entries, bound {bound} (and {at_open} at its open)"
+            ));
+        }
+        return;
+    }
+    let _ = at_open;
     if cache.monitor().local_file_max_size() != Some(bound) {
         runner.fail(format!(
             "file store: bound {:?}, configured {bound}",
@@ -157,14 +221,64 @@ fn ops() -> usize {
     env_u64("UNO_MODEL_OPS").map_or(2000, |n| n as usize)
 }
 
+/// Between runs, what an operator's tool does to the store in the manager's absence: the file
+/// store compacted, as `uno-cache compact` does; the redb store's expired entries purged.
+fn tidy_between_runs(
+    runner: &Runner<'_>,
+    dir: &Path,
+    backend: Backend,
+    fail_safe: bool,
+    clock: &ManualClock,
+) {
+    match backend {
+        Backend::File => {
+            let options = FileStoreOptions::default()
+                .clock(Arc::new(clock.clone()))
+                .keep_expired(Duration::from_secs(if fail_safe { 30 } else { 0 }));
+            let store = FileStore::open(dir, options).unwrap();
+            store
+                .compact()
+                .unwrap_or_else(|e| runner.fail(format!("compact: {e}")));
+            store.close().unwrap();
+        }
+        #[cfg(feature = "redb")]
+        Backend::Redb { .. } => {
+            let options = uno_cache::RedbOptions::default().clock(Arc::new(clock.clone()));
+            let store = uno_cache::RedbStore::open(dir.join(uno_cache::REDB_FILE_NAME), options).unwrap();
+            store
+                .purge_expired()
+                .unwrap_or_else(|e| runner.fail(format!("purge_expired: {e}")));
+        }
+    }
+}
+
+/// Reads every key, checked against the model; how many answered a value.
+fn read_every_key(runner: &Runner<'_>, cache: &CacheManager) -> u64 {
+    use model::{Item, Val};
+    let began = runner.clock_now();
+    let mut hits = 0;
+    for (key, typed) in runner.keys.all() {
+        let got = if typed {
+            cache.get::<Item>(&key).map(|v| v.map(Val::Typed))
+        } else {
+            cache.get_raw(&key).map(|v| v.map(Val::Raw))
+        };
+        let got = got.unwrap_or_else(|e| runner.fail(format!("get {key}: {e}")));
+        runner.check(&key, began, got.as_ref());
+        hits += u64::from(got.is_some());
+    }
+    hits
+}
+
 /// One seed's run: random operations, a restart every 200-ish of them.
-fn run_seed(seed: u64, ops: usize) {
+fn run_seed(seed: u64, ops: usize, backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let fail_safe = seed % 2 == 1;
+    // The redb level keeps no expired entries, and so refuses fail-safe's setting.
+    let fail_safe = backend == Backend::File && seed % 2 == 1;
     let periodic = seed.is_multiple_of(4);
     // Half the seeds make the directory with the smallest segments first (the manager keeps the
     // segment size a directory recorded): twice the evictions.
-    if seed % 4 < 2 {
+    if backend == Backend::File && seed % 4 < 2 {
         let store = FileStore::open(
             dir.path(),
             FileStoreOptions::default().max_size_mb(1).segment_size(64 * 1024),
@@ -179,34 +293,38 @@ fn run_seed(seed: u64, ops: usize) {
         per_kind: 40,
     };
     let mut runner = Runner::new(seed, seed, keys, &clock, true);
+    if backend != Backend::File {
+        // The redb store counts only its entries' bytes against its bound (the file store its
+        // segments' too): with values of the usual sizes its bound would seldom evict.
+        runner.value_scale = 3;
+    }
     let mut max_mb = 1;
-    let mut cache = Some(open(dir.path(), fail_safe, periodic, max_mb, &clock));
+    let mut cache = Some(open(dir.path(), backend, fail_safe, periodic, max_mb, &clock));
     let mut stats = None;
+    let mut at_open = 0;
     let mut totals = Totals::default();
     for i in 0..ops {
         runner.index = i;
         if runner.rng.random_range(0..200) == 0 {
-            let compact = runner.rng.random_bool(0.5);
+            let tidy = runner.rng.random_bool(0.5);
             // Now and then the bound changes between runs, as an application's setting does: a
-            // store that shrinks evicts at its open.
+            // store that shrinks evicts at its open (the file store) or its next write (redb).
             max_mb = if runner.rng.random_bool(0.3) { 2 } else { 1 };
             runner.log(format!(
                 "restart{} with max_size {max_mb}",
-                if compact { " (compacted)" } else { "" }
+                if tidy { " (compacted or purged)" } else { "" }
             ));
             totals.add(cache.as_ref().unwrap());
+            totals.restarts += 1;
             drop(cache.take());
-            if compact {
-                let options = FileStoreOptions::default()
-                    .clock(Arc::new(clock.clone()))
-                    .keep_expired(Duration::from_secs(if fail_safe { 30 } else { 0 }));
-                let store = FileStore::open(dir.path(), options).unwrap();
-                store
-                    .compact()
-                    .unwrap_or_else(|e| runner.fail(format!("compact: {e}")));
-                store.close().unwrap();
+            if tidy {
+                tidy_between_runs(&runner, dir.path(), backend, fail_safe, &clock);
             }
-            cache = Some(open(dir.path(), fail_safe, periodic, max_mb, &clock));
+            let c = open(dir.path(), backend, fail_safe, periodic, max_mb, &clock);
+            at_open = c.local().size().unwrap().bytes;
+            runner.log("read every key after the restart".to_owned());
+            totals.restored_hits += read_every_key(&runner, &c);
+            cache = Some(c);
             stats = None;
             continue;
         }
@@ -219,21 +337,30 @@ fn run_seed(seed: u64, ops: usize) {
         let c = cache.as_ref().unwrap();
         runner.step(c);
         if i % 50 == 0 {
-            check_stats(&runner, c, max_mb, &mut stats);
+            check_stats(&runner, c, backend, max_mb, at_open, &mut stats);
         }
     }
     // What the run made the tiers do, to see that it reached evictions.
     totals.add(cache.as_ref().unwrap());
-    eprintln!("seed {seed}: {totals:?}");
+    eprintln!("seed {seed} ({backend:?}): {totals:?}");
+    if totals.restarts > 0 && totals.restored_hits == 0 {
+        runner.fail(format!(
+            "{} restarts, and no value read back after any of them: the L1 forgets at its open",
+            totals.restarts
+        ));
+    }
 }
 
 /// Counters summed over the managers of a run (each one's start at zero).
 #[derive(Debug, Default)]
 struct Totals {
-    file_evictions: u64,
+    restarts: u64,
+    /// Values read back right after a restart.
+    restored_hits: u64,
+    l1_evictions: u64,
+    l1_expirations: u64,
     second_chances: u64,
     compactions: u64,
-    file_expirations: u64,
     memory_hits: u64,
     memory_evictions: u64,
     hits: u64,
@@ -242,11 +369,16 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, cache: &CacheManager) {
-        let (s, file) = (cache.stats(), cache.monitor().local_file_stats().unwrap());
-        self.file_evictions += file.evictions;
-        self.second_chances += file.second_chances;
-        self.compactions += file.compactions;
-        self.file_expirations += file.expirations;
+        let s = cache.stats();
+        if let Some(file) = cache.monitor().local_file_stats() {
+            self.l1_evictions += file.evictions;
+            self.l1_expirations += file.expirations;
+            self.second_chances += file.second_chances;
+            self.compactions += file.compactions;
+        } else {
+            self.l1_evictions += s.local.evictions;
+            self.l1_expirations += s.local.expirations;
+        }
         self.memory_hits += s.memory.hits;
         self.memory_evictions += s.memory.evictions;
         self.hits += s.overall.hits;
@@ -265,7 +397,25 @@ fn seeds(fixed: &[u64]) -> Vec<u64> {
 #[test]
 fn random_calls_with_restarts_never_answer_a_value_the_model_does_not_hold() {
     for seed in seeds(&[1, 2, 3, 4]) {
-        run_seed(seed, ops());
+        run_seed(seed, ops(), Backend::File);
+    }
+}
+
+/// The run above through a redb L1, alone (seed 12, with periodic fsyncs) and behind the memory
+/// tier (11 and 13).
+#[cfg(feature = "redb")]
+#[test]
+fn random_calls_with_restarts_through_a_redb_l1_never_answer_a_value_the_model_does_not_hold() {
+    // Half the operations of the file store's run: redb's transactions take most of its time.
+    let ops = env_u64("UNO_MODEL_OPS").map_or(1000, |n| n as usize);
+    for seed in seeds(&[11, 12, 13]) {
+        run_seed(
+            seed,
+            ops,
+            Backend::Redb {
+                memory: seed % 2 == 1,
+            },
+        );
     }
 }
 
@@ -274,7 +424,7 @@ fn threads_on_disjoint_keys_never_read_a_value_their_own_model_does_not_hold() {
     for seed in seeds(&[101]) {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_700_000_000_000);
-        let cache = open(dir.path(), false, false, 1, &clock);
+        let cache = open(dir.path(), Backend::File, false, false, 1, &clock);
         let threads = 3;
         let ops = ops() / 2;
         let done = AtomicBool::new(false);

@@ -127,7 +127,9 @@ pub fn expiry(now: u64, ttl: Option<Duration>) -> u64 {
     now + ms
 }
 
-pub fn blob(rng: &mut StdRng) -> Vec<u8> {
+/// Random bytes of a random length (most values small, some of a few KiB, a tenth tens of KiB),
+/// `scale` times over.
+pub fn blob(rng: &mut StdRng, scale: usize) -> Vec<u8> {
     let len = match rng.random_range(0..10) {
         0..=4 => rng.random_range(0..512),
         5..=8 => rng.random_range(1024..8192),
@@ -135,7 +137,8 @@ pub fn blob(rng: &mut StdRng) -> Vec<u8> {
     };
     let mut out = vec![0u8; len];
     rng.fill(&mut out[..]);
-    out
+    // Repeated rather than drawn: random bytes cost most of a debug run's time.
+    out.repeat(scale)
 }
 
 /// Keys `{prefix}{group}/t{n}` hold typed values, `{prefix}{group}/r{n}` raw ones.
@@ -195,6 +198,8 @@ pub struct Runner<'a> {
     pub index: usize,
     /// A level below the local ones (see [`Runner::over_l2`]).
     pub with_l2: bool,
+    /// How many times larger the values it writes are than the usual mix (1).
+    pub value_scale: usize,
 }
 
 impl<'a> Runner<'a> {
@@ -211,6 +216,7 @@ impl<'a> Runner<'a> {
             history: VecDeque::new(),
             index: 0,
             with_l2: false,
+            value_scale: 1,
         }
     }
 
@@ -245,7 +251,7 @@ impl<'a> Runner<'a> {
     pub fn new_val(&mut self, key: &str, typed: bool) -> Val {
         self.writes += 1;
         let write = self.writes;
-        let blob = blob(&mut self.rng);
+        let blob = blob(&mut self.rng, self.value_scale);
         if typed {
             Val::Typed(Item {
                 write,
