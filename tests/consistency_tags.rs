@@ -98,9 +98,10 @@ fn a_tag_a_prefix_and_an_event_invalidate_both_levels_and_the_other_instances_l1
         a.set(key, "s", None).unwrap();
         assert!(b.get::<String>(key).unwrap().is_some());
     }
-    assert!(
-        a.invalidate_prefix("sess:").unwrap() >= 4,
-        "2 in A's L1 and 2 in L2"
+    assert_eq!(
+        a.invalidate_prefix("sess:").unwrap(),
+        2,
+        "2 keys, each in A's L1 and in L2"
     );
     wait_dropped(&b, "sess:1");
     wait_dropped(&b, "sess:2");
@@ -320,6 +321,58 @@ fn a_member_that_is_no_key_does_not_stop_its_tag_from_invalidating_the_others() 
         .query(&mut redis.raw())
         .unwrap();
     assert!(left.is_empty(), "the set kept {} members", left.len());
+}
+
+/// What `invalidate_prefix` returns counts keys, each once, whichever levels held it: before,
+/// it added L1's keys dropped to L2's, so a key in both counted twice, and a caller reading "keys
+/// invalidated" was told twice the keys there were.
+#[test]
+fn a_prefix_invalidation_counts_a_key_in_both_levels_once() {
+    prefix_counts_each_key_once(false);
+}
+
+#[test]
+fn async_a_prefix_invalidation_counts_a_key_in_both_levels_once() {
+    prefix_counts_each_key_once(true);
+}
+
+fn prefix_counts_each_key_once(async_api: bool) {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    let invalidate = |prefix: &str| {
+        if async_api {
+            support::block_on(cache.invalidate_prefix_async(prefix)).unwrap()
+        } else {
+            cache.invalidate_prefix(prefix).unwrap()
+        }
+    };
+    for round in 0..2 {
+        cache.set("p:both:1", "b", None).unwrap();
+        cache.set("p:both:2", "b", None).unwrap();
+        cache.set("p:l2-only", "2", None).unwrap();
+        assert!(cache.invalidate_local("p:l2-only").unwrap());
+        cache.set("p:l1-only", "1", None).unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg("app:p:l1-only")
+            .query(&mut redis.raw())
+            .unwrap();
+        cache.set("q:other", "kept", None).unwrap();
+        assert!(cache.local().get("p:both:1").unwrap().is_some());
+        assert_eq!(
+            invalidate("p:"),
+            4,
+            "round {round}: two keys in both levels, one in each level alone"
+        );
+        assert_eq!(
+            invalidate("p:"),
+            0,
+            "round {round}: nothing left under the prefix"
+        );
+        let left: Vec<String> = redis::cmd("KEYS").arg("app:p:*").query(&mut redis.raw()).unwrap();
+        assert!(left.is_empty(), "round {round}: L2 kept {left:?}");
+        assert_eq!(cache.get::<String>("q:other").unwrap().as_deref(), Some("kept"));
+    }
 }
 
 #[test]

@@ -13,8 +13,8 @@
 //! - a key whose L2 copy a `FLUSHALL` dropped, with a restart after it and no write since, reads
 //!   as a miss: L1's restored copy is suspect, and revalidation finds nothing in L2 to confirm it
 //!   (before the restart L1 may still serve it: it is the last value written);
-//! - a delete or batch delete counts no more keys than were there; a prefix invalidation no more
-//!   than twice as many (it adds L1's keys dropped to L2's, so a key in both counts twice).
+//! - a delete, batch delete or prefix invalidation counts no more keys than were there (a key in
+//!   both levels counts once).
 //!
 //! Checked by breaking the manager, each caught by the first seed within a few hundred
 //! operations: a batch delete that leaves L1 alone; a prefix invalidation that skips L2's scan

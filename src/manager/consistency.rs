@@ -493,6 +493,12 @@ impl Shared {
     /// (all of L1 when cleared; if deleting the listed keys failed, those deleted before the
     /// failure, L1 being distrusted instead).
     pub(crate) fn drop_local_prefix(&self, prefix: &str) -> Result<u64> {
+        self.drop_local_prefix_keys(prefix).map(|dropped| dropped.count)
+    }
+
+    /// [`drop_local_prefix`](Self::drop_local_prefix), with the keys it counted, so that a
+    /// prefix invalidation counts a key L2 held too only once.
+    pub(crate) fn drop_local_prefix_keys(&self, prefix: &str) -> Result<PrefixDropped> {
         // Keys not in L1 now are not listed, and an L2 read of one begun before the prefix was
         // invalidated must not backfill it after.
         let _all = self.guard.write_all();
@@ -501,19 +507,28 @@ impl Shared {
             .keys_with_prefix(prefix)
             .inspect_err(|_| self.metrics.local.errors.incr())?;
         match listed {
-            Some(keys) => {
+            Some(mut keys) => {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
                 // The keys listed, not those the level below reports: the memory tier may
                 // hold a key the level below has since evicted. After a failed delete, only
                 // those L1 got through before it failed: it may still hold the others (suspect
                 // now), which count as dropped neither in `keys_invalidated` nor in what
-                // `invalidate_prefix` returns.
-                Ok(self.drop_local(&refs).through as u64)
+                // `invalidate_prefix` returns. A level deletes key by key in order, so those
+                // are the first ones.
+                let through = self.drop_local(&refs).through;
+                keys.truncate(through);
+                Ok(PrefixDropped {
+                    count: through as u64,
+                    keys,
+                })
             }
             None => {
                 let items = self.l1.size().map(|s| s.items).unwrap_or(0);
                 self.clear_local()?;
-                Ok(items)
+                Ok(PrefixDropped {
+                    count: items,
+                    keys: Vec::new(),
+                })
             }
         }
     }
@@ -522,6 +537,15 @@ impl Shared {
         let _all = self.guard.write_all();
         self.l1.clear().inspect_err(|_| self.metrics.local.errors.incr())
     }
+}
+
+/// What a prefix's L1 drop took out ([`Shared::drop_local_prefix_keys`]).
+pub(crate) struct PrefixDropped {
+    /// How many keys: those listed and deleted, or every entry of an L1 that cannot list its
+    /// keys, cleared instead.
+    pub(crate) count: u64,
+    /// The keys listed and deleted; none for a cleared L1, which names none.
+    pub(crate) keys: Vec<String>,
 }
 
 /// What an L1 delete of a batch of keys took out.

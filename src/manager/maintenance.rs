@@ -113,7 +113,13 @@ impl CacheManager {
     /// if any, is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL
     /// (Memcached cannot list keys). Writes under the prefix that wait in the replay queue (made
     /// during an L2 outage) become deletes there, so their replay does not bring the keys back.
-    /// Returns the number of keys dropped from L1 and L2.
+    /// Returns how many keys it dropped here, each counted once whether it was in L1, L2 or
+    /// both: L1's keys listed and deleted, and the keys L2's scan deleted that L1 did not hold.
+    /// An L1 that cannot list its keys counts every entry it cleared, L2's keys added to them
+    /// (it names none to compare with). `UNLINK` says how many keys it deleted, not which: a
+    /// key that expires or is deleted in L2 between the scan and the `UNLINK` may leave another
+    /// one uncounted, so the count may fall short, never over. Other instances' drops are not
+    /// counted.
     ///
     /// L1 is dropped before L2's scan and again after it: a set of a key under the prefix that
     /// this manager runs meanwhile ends either in both levels (it reached L2 after the scan) or
@@ -133,9 +139,9 @@ impl CacheManager {
         let s = &self.shared;
         // Queued writes under the prefix must land before L2 is scanned, not after.
         s.drain_behind();
-        let begun = s.prefix_before_l2(prefix)?;
+        let mut begun = s.prefix_before_l2(prefix)?;
         let in_l2 = match &s.tags {
-            Some(tags) => l2_prefix_deleted(tags.delete_prefix(&s.l2_prefix, prefix)),
+            Some(tags) => l2_prefix_deleted(tags.delete_prefix(&s.l2_prefix, prefix, begun.take_l1_keys())),
             None => Ok(0),
         };
         let answer = s.prefix_after_l2(prefix, begun, in_l2);
@@ -161,7 +167,7 @@ impl CacheManager {
             .await?;
         }
         let message = Invalidation::Prefix(prefix.to_owned());
-        let begun = s.prefix_before_l2(prefix)?;
+        let mut begun = s.prefix_before_l2(prefix)?;
         // L1 has changed: the other instances hear of it even if this future is dropped (a
         // caller's timeout during L2's scan) or a step fails.
         let announcement = s.announce_one(&message);
@@ -173,7 +179,10 @@ impl CacheManager {
             armed: begun.drops_again(s),
         };
         let in_l2 = match &s.tags {
-            Some(tags) => l2_prefix_deleted(tags.delete_prefix_async(&s.l2_prefix, prefix).await),
+            Some(tags) => l2_prefix_deleted(
+                tags.delete_prefix_async(&s.l2_prefix, prefix, begun.take_l1_keys())
+                    .await,
+            ),
             None => Ok(0),
         };
         // L2 answered: the rest is the rules', as in `invalidate_prefix`.

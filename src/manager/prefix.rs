@@ -29,8 +29,11 @@ use crate::error::{Error, Result};
 /// A prefix invalidation past its first L1 drop, on its way to L2's scan
 /// ([`Shared::prefix_before_l2`]), for [`Shared::prefix_after_l2`].
 pub(crate) struct PrefixBegun {
-    /// L1's keys dropped.
+    /// How many keys L1 dropped.
     dropped: u64,
+    /// Which (none if L1 was cleared instead), until L2's scan takes them
+    /// ([`take_l1_keys`](Self::take_l1_keys)) not to count them again.
+    l1_keys: Vec<String>,
     /// Whether the replay queue had writes under the prefix (turned into deletes), or the
     /// queue's error.
     queued: Result<bool>,
@@ -43,6 +46,12 @@ impl PrefixBegun {
     pub(crate) fn drops_again(&self, s: &Shared) -> bool {
         s.tags.is_some() || matches!(self.queued, Ok(true))
     }
+
+    /// The keys L1 dropped, for L2's scan, which counts only the keys it deletes that are not
+    /// among them: the call counts each key once, in whichever levels it was.
+    pub(crate) fn take_l1_keys(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.l1_keys)
+    }
 }
 
 impl Shared {
@@ -53,18 +62,23 @@ impl Shared {
     /// drop and the message still come, as L2 and the other instances must lose the prefix all
     /// the same.
     pub(crate) fn prefix_before_l2(&self, prefix: &str) -> Result<PrefixBegun> {
-        let dropped = self.drop_local_prefix(prefix)?;
+        let dropped = self.drop_local_prefix_keys(prefix)?;
         let queued = self.queue_prefix_deletes(prefix);
-        Ok(PrefixBegun { dropped, queued })
+        Ok(PrefixBegun {
+            dropped: dropped.count,
+            l1_keys: dropped.keys,
+            queued,
+        })
     }
 
-    /// The step after L2's scan answered `in_l2` (`Ok(0)` without a scan): L1 dropped again
+    /// The step after L2's scan answered `in_l2`, the keys it deleted that L1 had not counted
+    /// (`Ok(0)` without a scan): L1 dropped again
     /// where [`PrefixBegun::drops_again`] says so, also after L2's error (the scan may have
     /// deleted part of the prefix before it failed). A scan that timed out owes what a
     /// cancelled one does ([`prefix_cancelled`](Self::prefix_cancelled)): its last `UNLINK`
     /// may land still. Returns the call's answer, which the shell gives once it has published
-    /// the message: the keys dropped from L1 and L2, or the first error of the second drop, the
-    /// queue and L2's scan.
+    /// the message: the keys dropped from L1 or L2, each once, or the first error of the second
+    /// drop, the queue and L2's scan.
     pub(crate) fn prefix_after_l2(
         self: &Arc<Self>,
         prefix: &str,

@@ -30,6 +30,7 @@
 //! Cluster would need a scan of every primary, and Memcached cannot list keys at all; there
 //! the L2 entries live out their TTL (L1 copies are still dropped everywhere).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -433,16 +434,20 @@ impl TagStore {
         })
     }
 
-    /// `SCAN MATCH` + `UNLINK` of `{l2_prefix}{prefix}*`, each round trip bounded by the timeout.
+    /// `SCAN MATCH` + `UNLINK` of `{l2_prefix}{prefix}*`, each round trip bounded by the timeout;
+    /// counts the keys it unlinked that are not in `in_l1` (the keys the caller counted already).
     /// Tag sets that match are left: they hold the members of tags outside the prefix too, and
     /// deleting one would let an invalidation of its tag miss them.
     fn delete_prefix_task(
         &self,
         l2_prefix: &str,
         prefix: &str,
+        in_l1: Vec<String>,
     ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
         let pattern = prefix_pattern(&format!("{l2_prefix}{prefix}"));
         let tag_sets = format!("{}{TAG_NAMESPACE}", self.prefix).into_bytes();
+        let l2_prefix = l2_prefix.as_bytes().to_vec();
+        let in_l1: HashSet<String> = in_l1.into_iter().collect();
         let timeout = self.timeout;
         self.task("invalidate_prefix", move |conn| async move {
             let mut cursor: u64 = 0;
@@ -462,7 +467,7 @@ impl TagStore {
                     let mut pipe = redis::pipe();
                     pipe.cmd("UNLINK").arg(&keys);
                     let (n,): (u64,) = query("invalidate_prefix", timeout, conn.clone(), pipe).await?;
-                    deleted = deleted.saturating_add(unlinked(keys.len(), n));
+                    deleted = deleted.saturating_add(not_counted_yet(&keys, n, &l2_prefix, &in_l1));
                 }
                 if next == 0 {
                     return Ok(deleted);
@@ -561,23 +566,46 @@ impl TagStore {
         self.run("invalidate_tag", WALK_DEADLINE, task).await
     }
 
-    /// Deletes L2 keys `{l2_prefix}{prefix}*` (standalone Redis only); returns how many.
-    pub(crate) fn delete_prefix(&self, l2_prefix: &str, prefix: &str) -> Result<u64> {
+    /// Deletes L2 keys `{l2_prefix}{prefix}*` (standalone Redis only); returns how many, less
+    /// those among `in_l1`, which the caller counted already.
+    pub(crate) fn delete_prefix(&self, l2_prefix: &str, prefix: &str, in_l1: Vec<String>) -> Result<u64> {
         if !self.l2_prefix_delete {
             return Ok(0);
         }
-        let task = self.delete_prefix_task(l2_prefix, prefix)?;
+        let task = self.delete_prefix_task(l2_prefix, prefix, in_l1)?;
         self.block("invalidate_prefix", WALK_DEADLINE, task)
     }
 
     /// Async [`delete_prefix`](Self::delete_prefix).
-    pub(crate) async fn delete_prefix_async(&self, l2_prefix: &str, prefix: &str) -> Result<u64> {
+    pub(crate) async fn delete_prefix_async(
+        &self,
+        l2_prefix: &str,
+        prefix: &str,
+        in_l1: Vec<String>,
+    ) -> Result<u64> {
         if !self.l2_prefix_delete {
             return Ok(0);
         }
-        let task = self.delete_prefix_task(l2_prefix, prefix)?;
+        let task = self.delete_prefix_task(l2_prefix, prefix, in_l1)?;
         self.run("invalidate_prefix", WALK_DEADLINE, task).await
     }
+}
+
+/// Of `keys`, one `UNLINK` that deleted `count` of them, how many the caller had not counted
+/// yet: those whose name after `l2_prefix` is not in `in_l1`. `UNLINK` says how many it deleted,
+/// not which: when it deleted fewer than it was given (a key expired, or was deleted, since the
+/// scan, or the scan listed it twice), the keys in `in_l1` are taken off all the same, which may
+/// count fewer than were deleted, never more.
+fn not_counted_yet(keys: &[Vec<u8>], count: u64, l2_prefix: &[u8], in_l1: &HashSet<String>) -> u64 {
+    let counted = keys
+        .iter()
+        .filter(|key| {
+            key.strip_prefix(l2_prefix)
+                .and_then(|name| std::str::from_utf8(name).ok())
+                .is_some_and(|name| in_l1.contains(name))
+        })
+        .count();
+    unlinked(keys.len(), count).saturating_sub(counted as u64)
 }
 
 /// A connection being opened.
@@ -616,4 +644,31 @@ async fn query<T: redis::FromRedisValue>(
         result.map_err(|e| backend(op, &e))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::not_counted_yet;
+
+    /// A key L1 counted is not counted again; when `UNLINK` deleted fewer keys than it was
+    /// given, it is taken off all the same, so the count may fall short but never exceeds the
+    /// keys deleted that L1 did not hold.
+    #[test]
+    fn an_unlinked_key_is_counted_only_if_l1_did_not_count_it() {
+        let keys: Vec<Vec<u8>> = ["app:a", "app:b", "app:c"]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let in_l1: HashSet<String> = ["a".to_owned(), "c".to_owned()].into();
+        assert_eq!(not_counted_yet(&keys, 3, b"app:", &in_l1), 1);
+        assert_eq!(not_counted_yet(&keys, 2, b"app:", &in_l1), 0);
+        assert_eq!(not_counted_yet(&keys, 3, b"app:", &HashSet::new()), 3);
+        // A name L1 could not hold (not valid UTF-8, or outside the prefix) is L2's alone.
+        let odd = vec![b"app:\xff".to_vec(), b"other:a".to_vec()];
+        assert_eq!(not_counted_yet(&odd, 2, b"app:", &in_l1), 2);
+        // `UNLINK` never counts more than it was given.
+        assert_eq!(not_counted_yet(&keys, 9, b"app:", &in_l1), 1);
+    }
 }

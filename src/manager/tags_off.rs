@@ -54,12 +54,17 @@ impl TagStore {
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) fn delete_prefix(&self, _l2_prefix: &str, _prefix: &str) -> Result<u64> {
+    pub(crate) fn delete_prefix(&self, _l2_prefix: &str, _prefix: &str, _in_l1: Vec<String>) -> Result<u64> {
         match *self {}
     }
 
     /// Unreachable: there is no tag store.
-    pub(crate) async fn delete_prefix_async(&self, _l2_prefix: &str, _prefix: &str) -> Result<u64> {
+    pub(crate) async fn delete_prefix_async(
+        &self,
+        _l2_prefix: &str,
+        _prefix: &str,
+        _in_l1: Vec<String>,
+    ) -> Result<u64> {
         match *self {}
     }
 }
