@@ -205,7 +205,8 @@ pub trait Storage: Send + Sync + 'static {
 /// What only a level in this process can do: the manager's L1 (file store, memory store, redb
 /// store, the two-tier level). Every method is required but
 /// [`watch_tier_above`](LocalStorage::watch_tier_above), which a level without an eviction policy
-/// has no use for.
+/// has no use for, and [`holds_many`](LocalStorage::holds_many), which by default reads the
+/// values.
 pub trait LocalStorage: Storage {
     /// Reads a key and says whether the entry is [`Freshness::Suspect`]. A level that keeps
     /// nothing across a loss of certainty reports every entry as trusted.
@@ -258,6 +259,15 @@ pub trait LocalStorage: Storage {
     /// first it evicts, and a restart, which empties the memory tier, finds them gone. A level
     /// without an eviction policy ignores it (the default).
     fn watch_tier_above(&self, _above: Arc<dyn TierAbove>) {}
+
+    /// Whether the level holds a value of each key now that [`get`](Storage::get) would
+    /// answer, for counting rather than serving: the two-tier level's batch delete asks it of
+    /// the keys whose values only the memory tier may still hold. The default reads the values
+    /// ([`get_many`](Storage::get_many)); a level that can tell without reading them, and
+    /// without counting a read in its eviction policy (the file store, from its index), should.
+    fn holds_many(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        Ok(self.get_many(keys)?.iter().map(Option::is_some).collect())
+    }
 }
 
 /// A tier in front of a local level, serving some of its keys without the level seeing the

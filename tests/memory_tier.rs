@@ -10,6 +10,7 @@
     clippy::indexing_slicing
 )]
 
+mod manager_support;
 mod policy_sim;
 #[path = "support/mod.rs"]
 mod support;
@@ -749,6 +750,46 @@ fn a_delete_finds_a_value_the_memory_tier_kept_after_the_file_tier_evicted_it() 
     // A key neither tier holds is still not found.
     assert!(!cache.delete(&in_memory_only[0]).unwrap());
     assert_eq!(cache.multi_delete(&[&in_memory_only[1]]).unwrap(), 0);
+}
+
+/// The two tiers' batch delete counts a key whose value only the memory tier still held by
+/// asking the level below which keys it holds (`holds_many`, which the file store answers from
+/// its index), not by reading their values: a read copied each value out, and counted in the
+/// file store's eviction policy as a use of a key about to be deleted.
+#[test]
+fn a_batch_delete_through_the_two_tiers_asks_the_level_below_what_it_holds_without_reading_it() {
+    use manager_support::{ScriptedStore, START_MS};
+    use uno_cache::local::hot::HotTier;
+    use uno_cache::local::tiered::Tiered;
+    use uno_cache::{LocalStorage, Storage};
+
+    let clock = ManualClock::new(START_MS);
+    let below = ScriptedStore::new("below", &clock);
+    let hot = Arc::new(HotTier::new(100, 1 << 20, Arc::new(clock.clone())));
+    let tiers = Tiered::new(Arc::clone(&hot), Arc::clone(&below) as Arc<dyn LocalStorage>);
+    below.put_raw("both", b"1", 0);
+    hot.insert("both", 1u32, 0, 1);
+    hot.insert("memory-only", 2u32, 0, 1);
+    below.put_raw("below-only", b"3", 0);
+    below.clear_calls();
+    assert_eq!(
+        tiers
+            .delete_many(&["both", "memory-only", "below-only", "neither"])
+            .unwrap(),
+        3,
+        "every key either tier held, once"
+    );
+    let calls = below.calls();
+    assert!(
+        !calls.iter().any(|call| call.op.starts_with("get")),
+        "the level below was read: {calls:?}"
+    );
+    let asked: Vec<&[String]> = calls
+        .iter()
+        .filter(|call| call.op == "holds_many")
+        .map(|call| call.keys.as_slice())
+        .collect();
+    assert_eq!(asked, [["both", "memory-only"]], "{calls:?}");
 }
 
 /// A bound of one item holds one item: quick_cache keeps no entry heavier than 97% of a shard,

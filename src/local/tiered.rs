@@ -140,7 +140,10 @@ impl Storage for Tiered {
 
     /// How many keys either tier held, as [`delete`](Storage::delete) tells: the level
     /// below's count, and the keys of values the hot tier held that it had evicted (asked for
-    /// before the delete, only when the hot tier held a value of some key).
+    /// before the delete, only when the hot tier held a value of some key, with
+    /// [`holds_many`](LocalStorage::holds_many): the file store answers from its index and
+    /// records in place, where a read would copy each value out and count it as a use in its
+    /// eviction policy).
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         let changes: Vec<Change<'_>> = keys.iter().map(|key| self.hot.begin_change(key)).collect();
         let in_memory: Vec<&str> = keys
@@ -152,9 +155,10 @@ impl Storage for Tiered {
         // A failed look only leaves the count at the level below's.
         let only_in_memory = match in_memory.as_slice() {
             [] => 0,
-            held => self.base.get_many(held).map_or(0, |found| {
-                found.iter().filter(|entry| entry.is_none()).count() as u64
-            }),
+            held => self
+                .base
+                .holds_many(held)
+                .map_or(0, |found| found.iter().filter(|holds| !**holds).count() as u64),
         };
         let out = self.base.delete_many(keys);
         for (key, change) in keys.iter().zip(changes) {

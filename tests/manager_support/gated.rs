@@ -191,6 +191,10 @@ impl<L: LocalStorage + ?Sized> LocalStorage for GatedStore<L> {
         self.inner.keys_with_prefix(prefix)
     }
 
+    fn holds_many(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        self.inner.holds_many(keys)
+    }
+
     fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
         let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();
         self.around("fill_each", &keys, || self.inner.fill_each(items))

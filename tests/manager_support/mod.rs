@@ -19,7 +19,7 @@ use uno_cache::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     /// "get", "get_many", "set", "set_many", "set_each", "delete", "delete_many", with "_async" when the
-    /// async method was called.
+    /// async method was called; "holds_many" as an L1.
     pub op: String,
     pub keys: Vec<String>,
     pub ttl: Option<Duration>,
@@ -325,6 +325,11 @@ impl LocalStorage for ScriptedStore {
 
     fn keys_with_prefix(&self, _prefix: &str) -> Result<Option<Vec<String>>> {
         Ok(None)
+    }
+
+    fn holds_many(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        self.enter("holds_many", keys, None)?;
+        Ok(keys.iter().map(|k| self.peek(k).is_some()).collect())
     }
 
     /// No admission policy: every fill is written.

@@ -91,6 +91,9 @@ pub trait WrapLocal: Wrap<Inner: LocalStorage> {
     fn watch_tier_above(&self, above: Arc<dyn TierAbove>) {
         self.inner().watch_tier_above(above)
     }
+    fn holds_many(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        self.inner().holds_many(keys)
+    }
 }
 
 /// The calls of [`DistributedStorage`], each forwarded to the wrapped L2 unless overridden.
@@ -211,6 +214,9 @@ impl<W: WrapLocal> LocalStorage for Delegate<W> {
     }
     fn watch_tier_above(&self, above: Arc<dyn TierAbove>) {
         WrapLocal::watch_tier_above(&self.0, above)
+    }
+    fn holds_many(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        WrapLocal::holds_many(&self.0, keys)
     }
 }
 

@@ -811,6 +811,13 @@ impl LocalStorage for FileStore {
         *self.inner.above.write() = Some(above);
     }
 
+    /// As [`contains`](FileStore::contains), from the index and the records in place: no value
+    /// is copied out, and no lookup counts for the eviction policy (each record's checksum is
+    /// still checked, so that a damaged record is no value, as for a read).
+    fn holds_many(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        Ok(keys.iter().map(|key| self.contains(key)).collect())
+    }
+
     fn get_checked(&self, key: &str) -> Result<Option<(Entry, Freshness)>> {
         FileStore::get_checked(self, key)
     }

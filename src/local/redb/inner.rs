@@ -725,4 +725,23 @@ impl LocalStorage for Inner {
         }
         Ok(Confirmation::Confirmed)
     }
+
+    /// As [`read_many`](Self::read_many) finds values, without copying them out.
+    fn holds_many(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        self.guarded("get", || {
+            let now = self.clock.now_ms();
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let found = entries.get(*key).map_err(|e| self.err("get", e))?;
+                out.push(found.is_some_and(|guard| {
+                    Record::decode(guard.value())
+                        .is_some_and(|record| !record.is_expired(now) && !self.lost.hides(key, record.seq))
+                }));
+            }
+            Ok(out)
+        })
+    }
 }

@@ -258,6 +258,11 @@ impl LocalStorage for RedbStore {
     fn confirm(&self, key: &str, checked_at: SuspectEpoch) -> Result<Confirmation> {
         self.inner.confirm(key, checked_at)
     }
+
+    /// As [`get_many`](Storage::get_many) tells, without copying the values out.
+    fn holds_many(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        self.inner.holds_many(keys)
+    }
 }
 
 impl Drop for RedbStore {
