@@ -197,7 +197,33 @@ impl Inner {
             }
         };
         store.suspect_below_seq.store(next_seq, Ordering::Release);
+        store.evict_to_a_lowered_bound();
         Ok(store)
+    }
+
+    /// A bound lowered since the last run holds from the open, not from the first write: a
+    /// store that is only read would keep the old bound's bytes (the file store evicts at its
+    /// open too). Its own transaction, after the open's: should it fail (a full disk, where
+    /// redb's copy-on-write needs pages for the rows it drops), the open does not, as opening
+    /// needs no free space; the store is read as it is, and the next write evicts, or fails as
+    /// any write on that disk would.
+    fn evict_to_a_lowered_bound(&self) {
+        // Read first: most opens are within the bound, and need no write transaction.
+        if !self.size().is_ok_and(|size| size.bytes > self.max_bytes) {
+            return;
+        }
+        let now = self.clock.now_ms();
+        // Not durable, and no key noted as changed: a power cut that undoes it brings back
+        // only entries that were live and are evicted again by the next write.
+        let evicted = self.write(false, None, |txn, counts| {
+            let mut t = Tables::open(self, txn)?;
+            t.evict(self, now)?;
+            t.save(self, counts)
+        });
+        if let Err(err) = evicted {
+            tracing::warn!(path = %self.path.display(), %err,
+                "the store holds more than its lowered size bound and could not evict at open; the next write evicts");
+        }
     }
 
     /// The entries a read returns now: one pass over every row (see

@@ -73,6 +73,35 @@ fn size_bound_evicts_oldest_first() {
 }
 
 #[test]
+fn a_lowered_bound_holds_from_the_open_not_from_the_first_write() {
+    // Evicting only at a write left a store that is only read at the old bound's size (the
+    // local model test, restarting a manager with a smaller `max_size`).
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let value = vec![7u8; 100 * 1024];
+    {
+        let s = open(dir.path(), 2, &clock);
+        for i in 0..20 {
+            s.set(&format!("k{i:02}"), &value, None).unwrap();
+        }
+        assert!(s.size().unwrap().bytes > 1024 * 1024);
+    }
+    let s = open(dir.path(), 1, &clock);
+    let size = s.size().unwrap();
+    assert!(size.bytes <= 1024 * 1024, "{size:?}");
+    assert_eq!(size.items, 10);
+    assert_eq!(s.counters().evictions, 10);
+    // The oldest went; the newest are read as they were.
+    assert_eq!(s.get("k09").unwrap(), None);
+    assert_eq!(s.get("k19").unwrap().unwrap().value, value);
+    drop(s);
+    // Within its bound, an open evicts nothing.
+    let s = open(dir.path(), 1, &clock);
+    assert_eq!(s.counters().evictions, 0);
+    assert_eq!(s.size().unwrap(), size);
+}
+
+#[test]
 fn second_open_is_locked_and_clear_empties() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(5_000);
