@@ -200,6 +200,9 @@ pub struct Runner<'a> {
     pub with_l2: bool,
     /// How many times larger the values it writes are than the usual mix (1).
     pub value_scale: usize,
+    /// That level is down: no prefix invalidation is made (its L2 scan fails, and the call with
+    /// it, so the model could not say what L2 still holds), a read instead.
+    pub l2_down: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -217,6 +220,7 @@ impl<'a> Runner<'a> {
             index: 0,
             with_l2: false,
             value_scale: 1,
+            l2_down: false,
         }
     }
 
@@ -350,6 +354,9 @@ impl<'a> Runner<'a> {
         // The clock's share of the operations are writes when this runner does not move it.
         if (88..=98).contains(&roll) && (!self.advances || roll > 93) {
             roll = 25;
+        }
+        if (79..=80).contains(&roll) && self.l2_down {
+            roll = 0;
         }
         match roll {
             0..=24 => {
