@@ -56,7 +56,8 @@ pub struct Model {
     /// key → (value, expiry in Unix ms). An expired entry stays until it is deleted, so that the
     /// counts of deletes can be bounded.
     pub map: BTreeMap<String, (Val, u64)>,
-    /// Keys whose L2 copy a `FLUSHALL` dropped, not written since.
+    /// Keys whose L2 copy a `FLUSHALL` (or a restart of a Redis without persistence) dropped,
+    /// not written since.
     pub flushed: HashSet<String>,
     /// Flushed keys a restart came after: L1's copy was restored suspect, and revalidation finds
     /// nothing in L2, so the product promises a miss until the key is written again.
@@ -81,8 +82,9 @@ impl Model {
         let Some(got) = got else { return Ok(()) };
         if self.gone.contains(key) {
             return Err(format!(
-                "{key:?} answered {}: L1's copy came back from a restart, but L2 lost it in a \
-                 FLUSHALL before the restart (revalidation must drop it)",
+                "{key:?} answered {}: L1's copy came back from a restart, but L2 lost it (a \
+                 FLUSHALL, or a restart of Redis without persistence) before the restart \
+                 (revalidation must drop it)",
                 got.origin()
             ));
         }
