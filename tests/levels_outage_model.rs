@@ -7,7 +7,8 @@
 //! thawed, `replay_now` as soon as it answers; a `flush`; a restart of the manager on the same
 //! directory (dropped cleanly, so its write-behind queue is sent or handed to the replay queue),
 //! with Redis up or down. The replay thread ticks every few milliseconds, so replays also run
-//! beside the calls.
+//! beside the calls; before the manual clock moves, the write-behind queue and the replay queue
+//! are drained (see `quiesce`).
 //!
 //! Odd seeds run Redis with an append-only file (fsync always), which keeps what it held across
 //! the kill: it comes back *stale*, holding the values from before the outage of keys written or
@@ -24,23 +25,22 @@
 //!   after that and no write since, reads as a miss while Redis is up: L1's restored copy is
 //!   suspect, and revalidation finds nothing in L2 to confirm it (with Redis down it is served
 //!   as it is, offline);
-//! - after `flush` (the write-behind queue drained), every op the replay queue holds is its
-//!   key's last write: a pending set holds the key's last value, a pending delete a key the
-//!   model holds nothing live for (beyond the next millisecond);
+//! - after `flush` (the write-behind queue drained), every set the replay queue holds is its
+//!   key's last write (a delete may stand for any: L2 then forgets the key, which is allowed);
 //! - after `flush` and a replay that empties the queue, with Redis up, every live value Redis
 //!   holds (read raw, envelope and codec decoded) is its key's last value: a key L2 holds with an
 //!   older value than the last write, or a deleted one, is what a replayed or write-behind write
 //!   landing after a newer op leaves. L2 may hold less (it forgot in a restart).
 //!
 //! Checked by breaking the manager, each caught within the default run: a write-behind queue that
-//! keeps a key's oldest queued value rather than its newest (seed 1, op 228: a read answers the
-//! older value); a replay that acks deletes without sending them (seed 1, op 124, in both modes: a
-//! deleted value comes back from the stale L2); a revalidation that serves L1's copy when L2 has
-//! none (seed 10, op 129, in both modes). Two races that one calling thread seldom meets pass the
-//! run: a replay that sends an op superseded by a newer op of its key after the replay read it
-//! (`manager::replay_tests` holds that race open), and a failed write-behind batch queued for
-//! replay over a newer queued write of its key (harmful only if the newer write's own batch then
-//! reaches L2 before the replay).
+//! keeps a key's oldest queued value rather than its newest (seed 1, op 386: L2 holds the older
+//! value after a full replay); a replay that acks deletes without sending them (seed 1, op 124, in
+//! both modes: a deleted value comes back from the stale L2); a revalidation that serves L1's copy
+//! when L2 has none (seed 10, op 129, in both modes). Two races that one calling thread seldom
+//! meets pass the run: a replay that sends an op superseded by a newer op of its key after the
+//! replay read it (`manager::replay_tests` holds that race open), and a failed write-behind batch
+//! queued for replay over a newer queued write of its key (harmful only if the newer write's own
+//! batch then reaches L2 before the replay).
 //!
 //! Knobs as in `levels_model.rs`: `UNO_MODEL_SEED=n` runs that seed alone, `UNO_MODEL_OPS` the
 //! operations per seed (default 600). A failure names the seed, the operation's index and the
@@ -302,7 +302,7 @@ impl Run<'_> {
         self.check_l2();
     }
 
-    /// Every op waiting in the replay queue is its key's last write. (Nothing else writes: the
+    /// Every set waiting in the replay queue is its key's last write. (Nothing else writes: the
     /// write-behind queue is drained, the replay thread only takes ops away.)
     fn check_pending_ops(&mut self) {
         let Some(pending) = self.cache().replay_queue().map(|q| q.pending()) else {
@@ -329,23 +329,11 @@ impl Run<'_> {
                         ));
                     }
                 }
-                ReplayAction::Delete => {
-                    // A set whose TTL ends within the millisecond (the model rounds it up, the
-                    // manager may take it as expired already) is queued as a delete.
-                    let lives_on = self
-                        .runner
-                        .model
-                        .map
-                        .get(&op.key)
-                        .is_some_and(|(_, exp)| *exp > now + 1);
-                    if let Some(want) = want.filter(|_| lives_on) {
-                        self.runner.fail(format!(
-                            "the replay queue holds a delete of {:?}, but its last write is {}",
-                            op.key,
-                            want.origin()
-                        ));
-                    }
-                }
+                // L2 forgets the key: a miss, never an older value. Queued also where the model
+                // holds a value: a set past the queue's bounds, one whose TTL ends within the
+                // millisecond (the model rounds it up), a loaded value whose store a settle of
+                // the key overtook (the op a restart turned into a delete stays), all allowed.
+                ReplayAction::Delete => {}
             }
         }
     }
@@ -394,6 +382,17 @@ impl Run<'_> {
     }
 }
 
+/// Lets the background threads finish what they convert on the manager's clock before the test
+/// moves it: the write-behind writer and the replay turn a write's expiry into a TTL on one read
+/// of the clock, and L2's store turns the TTL back into an expiry on another; the manual clock
+/// jumping between the two would extend the L2 copy by the jump (seed 25 once met it). With a
+/// real clock the gap is the time between the two reads.
+fn quiesce(cache: &CacheManager) {
+    // Errors are the outage's: what did not reach L2 waits in the replay queue.
+    let _ = cache.flush();
+    let _ = cache.replay_now();
+}
+
 /// The write that made `v` (raw values start with it in decimal).
 fn write_of(v: &Val) -> u64 {
     match v {
@@ -433,8 +432,10 @@ fn run_seed(mode: Mode, seed: u64, ops: usize) {
         groups: 2,
         per_kind: 20,
     };
+    let mut runner = Runner::new(seed, seed, keys, &clock, true).over_l2();
+    runner.before_clock_moves = Some(quiesce);
     let mut run = Run {
-        runner: Runner::new(seed, seed, keys, &clock, true).over_l2(),
+        runner,
         redis,
         dir: tempfile::tempdir().unwrap(),
         key_prefix: format!("outage{seed}:"),

@@ -205,6 +205,10 @@ pub struct Runner<'a> {
     /// That level is down: no prefix invalidation is made (its L2 scan fails, and the call with
     /// it, so the model could not say what L2 still holds), a read instead.
     pub l2_down: bool,
+    /// Called before the clock moves, for a manager whose threads read the clock twice for one
+    /// write (a write-behind batch, a replay: expiry to TTL, then TTL to L2's expiry), which a
+    /// jump between the two reads would extend.
+    pub before_clock_moves: Option<fn(&CacheManager)>,
 }
 
 impl<'a> Runner<'a> {
@@ -223,6 +227,7 @@ impl<'a> Runner<'a> {
             with_l2: false,
             value_scale: 1,
             l2_down: false,
+            before_clock_moves: None,
         }
     }
 
@@ -334,6 +339,9 @@ impl<'a> Runner<'a> {
         let (key, exp) = soon[self.rng.random_range(0..soon.len())].clone();
         let at = exp - u64::from(self.rng.random_bool(0.5));
         self.log(format!("clock to {at} (expiry of {key} at {exp}), then read it"));
+        if let Some(quiesce) = self.before_clock_moves {
+            quiesce(cache);
+        }
         self.clock.set(at);
         let got = if key.contains("/t") {
             cache.get::<Item>(&key).map(|v| v.map(Val::Typed))
@@ -528,6 +536,9 @@ impl<'a> Runner<'a> {
                     _ => self.rng.random_range(60_000..700_000),
                 };
                 self.log(format!("advance clock {by} ms"));
+                if let Some(quiesce) = self.before_clock_moves {
+                    quiesce(cache);
+                }
                 self.clock.advance(Duration::from_millis(by));
             }
             _ => {
