@@ -312,6 +312,35 @@ fn tagged_write_replayed_after_the_tag_was_invalidated(how: Tagged) {
     assert_gone_everywhere(&rig, "k");
 }
 
+/// As above, but the tag Redis does not answer A when the replay tags the key again: the
+/// tagging is owed again, and the next replay pass, the queue empty by then, makes it. Given
+/// up instead (only logged), the value B's invalidation missed stayed in L2 listed by no tag.
+#[test]
+fn a_replayed_tagged_write_whose_third_tagging_failed_is_tagged_by_the_next_replay_pass() {
+    let rig = rig("timeout_ms = 300\nwrite_mode = \"behind\"");
+    rig.to_l2.freeze();
+    let queue = rig.a.replay_queue().unwrap();
+    rig.a.set_raw_with_tags("k", b"from a", None, &["t"]).unwrap();
+    assert!(queue.is_pending("k"), "A's failed batch waits for replay");
+    // B's message does not reach A before A's replay (then A's connections to the tag Redis
+    // and the backplane go silent, new ones get through).
+    rig.to_bus.hold_on(b"message");
+    assert_eq!(rig.b.invalidate_tag("t").unwrap(), 1, "the tag lists the key");
+    rig.to_bus.freeze();
+    assert_eq!(rig.a.replay_now().unwrap(), 1);
+    assert!(
+        in_l2(&rig, "k").is_some(),
+        "A's write landed after B's invalidation"
+    );
+    assert_eq!(rig.a.replay_now().unwrap(), 0, "nothing left to replay");
+    assert_eq!(
+        rig.b.invalidate_tag("t").unwrap(),
+        1,
+        "the replayed value whose tagging failed is listed by no tag"
+    );
+    assert_eq!(in_l2(&rig, "k"), None, "the invalidation left the value in L2");
+}
+
 /// Drives an async tagged write of `k` until its failed batch is in A's replay queue (the
 /// future then waits for the batch to leave the write-behind queue), drops it there, and waits
 /// for the tagging the dropped future owes.

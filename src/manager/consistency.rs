@@ -193,6 +193,9 @@ impl Shared {
                 })
             };
             if ops.is_empty() {
+                // What keys that left the queue otherwise (a held ack released by the
+                // recovery above) or whose tagging failed still owe (see `replayed_tags`).
+                self.tag_replayed(stop);
                 return Ok(replayed);
             }
             let mut done: Vec<ReplayOp> = Vec::with_capacity(ops.len());
@@ -269,7 +272,7 @@ impl Shared {
                 let acked = q.ack_many(&done);
                 // Before the others hear of them: a tagged write among them is tagged again
                 // now that its value can be read from L2 (see `replayed_tags`).
-                self.tag_replayed();
+                self.tag_replayed(stop);
                 // L2 has them only now: the message published when they were queued came too
                 // early (another instance may have read L2's older value back into its L1). Sent
                 // whether or not the ack is durable (a full disk holds it in memory): L2 has them

@@ -79,7 +79,8 @@ fn run(shared: &Weak<Shared>, signal: &Signal, every: Duration, shutdown: &Shutd
         if let Some(Err(e)) = shared.replay.as_ref().map(|q| q.recover_if_due()) {
             tracing::debug!(error = %e, "the replay queue is still latched by a write failure");
         }
-        if shared.replay.as_ref().is_some_and(|q| !q.is_empty()) {
+        // Or a tagging a replay owes still (see `replayed_tags`), with the queue empty.
+        if shared.replay.as_ref().is_some_and(|q| !q.is_empty()) || !shared.replayed_tags.is_empty() {
             // A failure is counted and logged inside; the next tick tries again.
             let _ = shared.replay_until(&|| shutdown.is_fired());
         }

@@ -12,8 +12,11 @@
 //!
 //! Held in memory only (the tags are in no replay record, and adding them would change the
 //! queue's format): after a restart, a write the queue still holds lands without the third
-//! tagging, open to the race above. An entry is taken out by the first replay batch that ends
-//! with its key no longer pending, so there are never more than keys the queue held.
+//! tagging, open to the race above. An entry is taken out by the first replay batch (or the end
+//! of a replay pass) that finds its key no longer pending, and owed again if its tagging fails
+//! (the tag Redis down: retried by the next pass), so there are never more than keys the queue
+//! held; a tagged write whose first tagging fails writes nothing, so a tag store that stays
+//! down adds none.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -73,6 +76,31 @@ impl ReplayedTags {
             .filter_map(|k| owed.remove(&k).map(|o| (k, o)))
             .collect()
     }
+
+    /// Owes again what a replay took out but could not tag (the tag store failed, or the
+    /// manager is shutting down), merged with what the key was owed since: taken again by the
+    /// next replay pass, as its key is no longer pending.
+    fn put_back(&self, due: impl IntoIterator<Item = (String, Owed)>) {
+        let mut owed = self.owed.lock();
+        for (key, back) in due {
+            let entry = owed.entry(key).or_insert_with(|| Owed {
+                tags: Vec::new(),
+                ttl: back.ttl,
+            });
+            entry.ttl = entry.ttl.max(back.ttl);
+            for tag in back.tags {
+                if !entry.tags.contains(&tag) {
+                    entry.tags.push(tag);
+                }
+            }
+        }
+    }
+
+    /// Whether some key is owed its tags: the replay thread then runs a pass even when the
+    /// queue is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.owed.lock().is_empty()
+    }
 }
 
 impl Shared {
@@ -84,18 +112,37 @@ impl Shared {
     }
 
     /// Tags again the keys whose tagged writes left the replay queue (called by the replay
-    /// after its acks, before it publishes them): landed in L2, or dropped by a newer op of
-    /// their key, whose tagging is then harmless (one more member for an invalidation to
-    /// delete). A key still pending (a newer op queued since) keeps what it owes.
-    pub(crate) fn tag_replayed(&self) {
+    /// after its acks, before it publishes them, and at the end of every pass): landed in L2,
+    /// or dropped by a newer op of their key, whose tagging is then harmless (one more member
+    /// for an invalidation to delete). A key still pending (a newer op queued since, or its
+    /// ack held in memory by a latched queue) keeps what it owes.
+    ///
+    /// Why the end of every pass too: a key can leave the queue without an ack of this
+    /// replay (a held ack released when the latched queue is written anew), and a tagging that
+    /// failed is owed again. Why it stops at the first failure, or once `stop()` holds, and
+    /// owes the rest again: the tag store has no breaker, so with its Redis unreachable each
+    /// key would wait out its own timeout, hundreds of them in one batch, holding back the
+    /// replay's message to the other instances and the manager's drop, which joins this
+    /// thread; and a tagging given up, with the value in L2, left the key listed by no tag for
+    /// good where an invalidation ran meanwhile.
+    pub(crate) fn tag_replayed(&self, stop: &dyn Fn() -> bool) {
         let (Some(q), Some(store)) = (&self.replay, &self.tags) else {
             return;
         };
-        for (key, owed) in self.replayed_tags.take_due(q) {
+        let mut due = self.replayed_tags.take_due(q).into_iter();
+        while let Some((key, owed)) = due.next() {
+            if stop() {
+                self.replayed_tags
+                    .put_back(std::iter::once((key, owed)).chain(due));
+                return;
+            }
             let tags: Vec<&str> = owed.tags.iter().map(String::as_str).collect();
             if let Err(e) = store.add(&[key.as_str()], &tags, owed.ttl) {
                 tracing::warn!(key = %key_for_error(&key), error = %e,
-                    "a replayed tagged write could not be tagged again; an invalidation of its tags that ran while it waited may have left it listed by none");
+                    "a replayed tagged write could not be tagged again; retried by the next replay pass (until then an invalidation of its tags that ran while it waited may have left it listed by none)");
+                self.replayed_tags
+                    .put_back(std::iter::once((key, owed)).chain(due));
+                return;
             }
         }
     }
