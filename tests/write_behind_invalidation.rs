@@ -341,6 +341,40 @@ fn a_replayed_tagged_write_whose_third_tagging_failed_is_tagged_by_the_next_repl
     assert_eq!(in_l2(&rig, "k"), None, "the invalidation left the value in L2");
 }
 
+/// With the tag Redis not answering A, a replay of many tagged writes waits out one tagging's
+/// timeout, not one per key (the rest are owed to the next pass): tried key by key, they held
+/// back the replay's message to the other instances, and the manager's drop, which joins the
+/// replay thread, for all their timeouts in a row (a batch holds 256).
+#[test]
+fn a_replay_whose_tagging_times_out_waits_for_one_tag_timeout_not_one_per_key() {
+    const KEYS: u32 = 16;
+    // A tagging that fails waits at least the tag deadline, here the L2's 300 ms.
+    let per_tagging = Duration::from_millis(300);
+    let rig = rig("timeout_ms = 300\nwrite_mode = \"behind\"");
+    // Held, not frozen: a new connection would get through, and a write's L2 call that
+    // succeeds wakes the replay thread. Then dropped, for the replay's new connection. One
+    // write at a time, so that each waits for its own batch to fail.
+    rig.to_l2.hold();
+    for i in 0..KEYS {
+        rig.a
+            .set_raw_with_tags(&format!("k{i}"), b"v", None, &["t"])
+            .unwrap();
+    }
+    rig.to_l2.freeze();
+    rig.to_l2.release();
+    let queue = rig.a.replay_queue().unwrap();
+    assert_eq!(queue.len(), KEYS as usize, "A's failed batches wait for replay");
+    rig.to_bus.hold();
+    let began = Instant::now();
+    assert_eq!(rig.a.replay_now().unwrap(), u64::from(KEYS));
+    let took = began.elapsed();
+    rig.to_bus.release();
+    assert!(
+        took < per_tagging * KEYS / 2,
+        "the replay waited {took:?}, a tag timeout per key"
+    );
+}
+
 /// Drives an async tagged write of `k` until its failed batch is in A's replay queue (the
 /// future then waits for the batch to leave the write-behind queue), drops it there, and waits
 /// for the tagging the dropped future owes.

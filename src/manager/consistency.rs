@@ -177,6 +177,8 @@ impl Shared {
         // The first op whose node was unreachable (one node of a multi-node L2): its key waits,
         // the other keys go on; the queue holds one op per key, so no key's order changes.
         let mut node_down: Option<(String, Error)> = None;
+        // Once a tagging failed, the rest wait for the next pass: one tag timeout per pass.
+        let mut tag_store_answers = true;
         loop {
             // Once a node is down, one pass over everything pending, so the keys of live nodes
             // are not stuck behind a batch of the dead node's.
@@ -195,7 +197,9 @@ impl Shared {
             if ops.is_empty() {
                 // What keys that left the queue otherwise (a held ack released by the
                 // recovery above) or whose tagging failed still owe (see `replayed_tags`).
-                self.tag_replayed(stop);
+                if tag_store_answers {
+                    self.tag_replayed(stop);
+                }
                 return Ok(replayed);
             }
             let mut done: Vec<ReplayOp> = Vec::with_capacity(ops.len());
@@ -272,7 +276,9 @@ impl Shared {
                 let acked = q.ack_many(&done);
                 // Before the others hear of them: a tagged write among them is tagged again
                 // now that its value can be read from L2 (see `replayed_tags`).
-                self.tag_replayed(stop);
+                if tag_store_answers {
+                    tag_store_answers = self.tag_replayed(stop);
+                }
                 // L2 has them only now: the message published when they were queued came too
                 // early (another instance may have read L2's older value back into its L1). Sent
                 // whether or not the ack is durable (a full disk holds it in memory): L2 has them

@@ -125,16 +125,19 @@ impl Shared {
     /// replay's message to the other instances and the manager's drop, which joins this
     /// thread; and a tagging given up, with the value in L2, left the key listed by no tag for
     /// good where an invalidation ran meanwhile.
-    pub(crate) fn tag_replayed(&self, stop: &dyn Fn() -> bool) {
+    ///
+    /// Returns whether the tag store answered every tagging it was asked (a pass that found
+    /// it failing asks no more until the next pass).
+    pub(crate) fn tag_replayed(&self, stop: &dyn Fn() -> bool) -> bool {
         let (Some(q), Some(store)) = (&self.replay, &self.tags) else {
-            return;
+            return true;
         };
         let mut due = self.replayed_tags.take_due(q).into_iter();
         while let Some((key, owed)) = due.next() {
             if stop() {
                 self.replayed_tags
                     .put_back(std::iter::once((key, owed)).chain(due));
-                return;
+                return true;
             }
             let tags: Vec<&str> = owed.tags.iter().map(String::as_str).collect();
             if let Err(e) = store.add(&[key.as_str()], &tags, owed.ttl) {
@@ -142,9 +145,10 @@ impl Shared {
                     "a replayed tagged write could not be tagged again; retried by the next replay pass (until then an invalidation of its tags that ran while it waited may have left it listed by none)");
                 self.replayed_tags
                     .put_back(std::iter::once((key, owed)).chain(due));
-                return;
+                return false;
             }
         }
+        true
     }
 }
 
