@@ -375,6 +375,54 @@ fn a_replay_whose_tagging_times_out_waits_for_one_tag_timeout_not_one_per_key() 
     );
 }
 
+/// Tagged writes made together while L2 does not answer: the batch queued behind the one
+/// failing fails after it, past the four L2 timeouts a tagged write waits for its batch. Those
+/// writes returned, tagged the second time, with their batch still on its way, and were owed
+/// nothing once it went to the replay queue (they were not pending yet when they looked): B's
+/// invalidation meanwhile left their replayed values listed by no tag.
+#[test]
+fn tagged_writes_that_gave_up_on_their_failing_batch_are_tagged_by_its_replay() {
+    const KEYS: usize = 8;
+    let rig = rig("timeout_ms = 300\nwrite_mode = \"behind\"");
+    // Held, not frozen, as above.
+    rig.to_l2.hold();
+    std::thread::scope(|s| {
+        for i in 0..KEYS {
+            let a = &rig.a;
+            s.spawn(move || {
+                a.set_raw_with_tags(&format!("k{i}"), b"v", None, &["t"]).unwrap();
+            });
+        }
+    });
+    let queue = rig.a.replay_queue().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.len() < KEYS {
+        assert!(
+            Instant::now() < deadline,
+            "A's failed batches never all went to the replay queue"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rig.to_l2.freeze();
+    rig.to_l2.release();
+    rig.to_bus.hold_on(b"message");
+    assert_eq!(
+        rig.b.invalidate_tag("t").unwrap(),
+        KEYS as u64,
+        "the tag lists the keys"
+    );
+    assert_eq!(rig.a.replay_now().unwrap(), KEYS as u64);
+    rig.to_bus.release();
+    assert_eq!(
+        rig.b.invalidate_tag("t").unwrap(),
+        KEYS as u64,
+        "replayed values are listed by no tag"
+    );
+    for i in 0..KEYS {
+        assert_eq!(in_l2(&rig, &format!("k{i}")), None, "k{i} stayed in L2");
+    }
+}
+
 /// Drives an async tagged write of `k` until its failed batch is in A's replay queue (the
 /// future then waits for the batch to leave the write-behind queue), drops it there, and waits
 /// for the tagging the dropped future owes.

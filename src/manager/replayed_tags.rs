@@ -8,13 +8,15 @@
 //! comes here only after the replay has sent the write finds nothing left to withdraw: the
 //! value landed in L2 listed by no tag, out of reach of every later invalidation of the tag.
 //! So such a write leaves its tags here, and the replay tags the key again once its op has
-//! landed, before it publishes the key.
+//! landed, before it publishes the key. Likewise a write that gave up waiting for its
+//! write-behind batch (still queued or in flight when it looked): tagged again once the key has
+//! left both queues, landed directly or by the replay.
 //!
 //! Held in memory only (the tags are in no replay record, and adding them would change the
 //! queue's format): after a restart, a write the queue still holds lands without the third
 //! tagging, open to the race above. An entry is taken out by the first replay batch (or the end
-//! of a replay pass) that finds its key no longer pending, and owed again if its tagging fails
-//! (the tag Redis down: retried by the next pass), so there are never more than keys the queue
+//! of a replay pass) that finds its key in neither queue, and owed again if its tagging fails
+//! (the tag Redis down: retried by the next pass), so there are never more than keys the queues
 //! held; a tagged write whose first tagging fails writes nothing, so a tag store that stays
 //! down adds none.
 
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::behind::WriteQueue;
 use super::policy::Shared;
 use crate::error::key_for_error;
 use crate::replay::ReplayQueue;
@@ -48,9 +51,22 @@ impl ReplayedTags {
     /// landed. Checked under the lock that [`Shared::tag_replayed`] takes after its acks, so an
     /// op acked before the check leaves nothing here (the caller's own tagging comes after
     /// that landing).
-    pub(crate) fn owe(&self, queue: &ReplayQueue, key: &str, tags: &[&str], ttl: Duration) {
+    ///
+    /// Also while a write of `key` is still in `behind`, queued or in flight: a tagged write
+    /// gives up waiting for its batch after four L2 timeouts, and a batch queued behind one
+    /// that is failing takes longer than that to fail in turn, then to go to the replay queue
+    /// after the write's second tagging. Such an entry is taken once the key has left both
+    /// queues: its batch landed (the tagging then comes after that landing) or its replay did.
+    pub(crate) fn owe(
+        &self,
+        queue: &ReplayQueue,
+        behind: Option<&WriteQueue>,
+        key: &str,
+        tags: &[&str],
+        ttl: Duration,
+    ) {
         let mut owed = self.owed.lock();
-        if !queue.is_pending(key) {
+        if !waits(queue, behind, key) {
             return;
         }
         let entry = owed.entry(key.to_owned()).or_insert_with(|| Owed {
@@ -65,13 +81,17 @@ impl ReplayedTags {
         }
     }
 
-    /// Takes out what the keys no longer pending in `queue` owe.
-    fn take_due(&self, queue: &ReplayQueue) -> Vec<(String, Owed)> {
+    /// Takes out what the keys no longer pending in `queue` nor held by `behind` owe.
+    fn take_due(&self, queue: &ReplayQueue, behind: Option<&WriteQueue>) -> Vec<(String, Owed)> {
         let mut owed = self.owed.lock();
         if owed.is_empty() {
             return Vec::new();
         }
-        let keys: Vec<String> = owed.keys().filter(|k| !queue.is_pending(k)).cloned().collect();
+        let keys: Vec<String> = owed
+            .keys()
+            .filter(|k| !waits(queue, behind, k))
+            .cloned()
+            .collect();
         keys.into_iter()
             .filter_map(|k| owed.remove(&k).map(|o| (k, o)))
             .collect()
@@ -103,11 +123,18 @@ impl ReplayedTags {
     }
 }
 
+/// Whether a write of `key` has yet to land: in `behind`, or pending in `queue`. Asked of
+/// `behind` first: a failed batch's write goes to the replay queue before it leaves `behind`,
+/// so the key is found in one or the other.
+fn waits(queue: &ReplayQueue, behind: Option<&WriteQueue>, key: &str) -> bool {
+    behind.is_some_and(|b| b.holds(key)) || queue.is_pending(key)
+}
+
 impl Shared {
     /// [`ReplayedTags::owe`], where there are a replay queue and a tag store.
     pub(crate) fn owe_tags_after_replay(&self, key: &str, tags: &[&str], ttl: Duration) {
         if let (Some(q), Some(_)) = (&self.replay, &self.tags) {
-            self.replayed_tags.owe(q, key, tags, ttl);
+            self.replayed_tags.owe(q, self.behind.as_deref(), key, tags, ttl);
         }
     }
 
@@ -132,7 +159,7 @@ impl Shared {
         let (Some(q), Some(store)) = (&self.replay, &self.tags) else {
             return true;
         };
-        let mut due = self.replayed_tags.take_due(q).into_iter();
+        let mut due = self.replayed_tags.take_due(q, self.behind.as_deref()).into_iter();
         while let Some((key, owed)) = due.next() {
             if stop() {
                 self.replayed_tags
@@ -176,7 +203,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
         let owed = ReplayedTags::default();
-        owed.owe(&queue, "k", &["t"], Duration::from_secs(1));
+        owed.owe(&queue, None, "k", &["t"], Duration::from_secs(1));
         assert!(owed.owed.lock().is_empty());
     }
 
@@ -190,18 +217,18 @@ mod tests {
         let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
         let owed = ReplayedTags::default();
         push_set(&queue, "k");
-        owed.owe(&queue, "k", &["t", "u"], Duration::from_secs(5));
-        owed.owe(&queue, "k", &["t"], Duration::from_secs(1));
-        assert!(owed.take_due(&queue).is_empty(), "k's op is still pending");
+        owed.owe(&queue, None, "k", &["t", "u"], Duration::from_secs(5));
+        owed.owe(&queue, None, "k", &["t"], Duration::from_secs(1));
+        assert!(owed.take_due(&queue, None).is_empty(), "k's op is still pending");
         let ops = queue.pending();
         assert_eq!(queue.ack_many(&ops).unwrap(), 1);
-        let due = owed.take_due(&queue);
+        let due = owed.take_due(&queue, None);
         let [(key, what)] = due.as_slice() else {
             panic!("one key due: {due:?}");
         };
         assert_eq!(key, "k");
         assert_eq!(what.tags, ["t", "u"], "each tag once");
         assert_eq!(what.ttl, Duration::from_secs(5), "the longest members' TTL");
-        assert!(owed.take_due(&queue).is_empty(), "owed once");
+        assert!(owed.take_due(&queue, None).is_empty(), "owed once");
     }
 }

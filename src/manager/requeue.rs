@@ -132,6 +132,10 @@ pub(crate) struct Landing<F> {
     /// Without write-behind, how long after the cancellation the write's own command may still
     /// land ([`Shared::cancel_quiet`], as for backfills, see `KeyOrder::quiet`); zero with it.
     pub(crate) in_flight_for: Duration,
+    /// Run once `sent` ended or its wait was given up, before the tagging: owes the keys their
+    /// tags again after a landing still to come (see `replayed_tags`). Not part of `sent`,
+    /// which a wait given up drops, while the write is still on its way.
+    pub(crate) owe: Box<dyn FnOnce() + Send + 'static>,
 }
 
 impl Shared {
@@ -150,7 +154,7 @@ impl Shared {
             .tags
             .as_ref()
             .and(self.replay.clone())
-            .map(|q| (q, Arc::clone(&self.replayed_tags)));
+            .map(|q| (q, self.behind.clone(), Arc::clone(&self.replayed_tags)));
         let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
         let sent_within = queue.as_ref().map_or(Duration::ZERO, |q| q.max_wait());
         let in_flight_for = if queue.is_some() {
@@ -159,15 +163,18 @@ impl Shared {
             self.cancel_quiet
         };
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        let waited: Vec<String> = keys.clone();
         let sent = async move {
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             if let Some(queue) = queue {
+                let keys: Vec<&str> = waited.iter().map(String::as_str).collect();
                 queue.wait_sent_async(&keys).await;
             }
-            if let Some((q, owed)) = replayed {
+        };
+        let owe = move || {
+            if let Some((q, behind, owed)) = replayed {
                 let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
                 for key in &keys {
-                    owed.owe(&q, key, &tags, ttl);
+                    owed.owe(&q, behind.as_deref(), key, &tags, ttl);
                 }
             }
         };
@@ -175,6 +182,7 @@ impl Shared {
             sent,
             sent_within,
             in_flight_for,
+            owe: Box::new(owe),
         }
     }
 }

@@ -524,6 +524,7 @@ impl TagStore {
                     {
                         tracing::warn!("a cancelled tagged write's batch did not land in time; its key is tagged again before");
                     }
+                    (landing.owe)();
                     in_flight.await;
                     task.await
                 };

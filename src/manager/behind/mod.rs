@@ -463,6 +463,12 @@ impl WriteQueue {
         }
     }
 
+    /// Whether a write of `key` is queued or on its way (see `replayed_tags`: one that fails
+    /// goes to the replay queue, under this queue's lock, before it leaves this one).
+    pub(crate) fn holds(&self, key: &str) -> bool {
+        Self::waits(&self.state.lock(), &[key])
+    }
+
     /// Whether a write of one of `keys` is queued or on its way.
     fn waits(st: &State, keys: &[&str]) -> bool {
         keys.iter().any(|k| st.queued.contains_key(*k)) || Self::on_the_way(st, keys)
