@@ -28,8 +28,13 @@ use support::RedisServer;
 use uno_cache::{CacheConfig, CacheManager};
 
 /// An instance with its L2 at `l2` and its backplane and tags at `bus`; `extra` is TOML added
-/// to `[distributed]`.
+/// to `[distributed]`. Its replay thread waits an hour between tries: replays are the test's.
 fn instance(dir: &Path, l2: &str, bus: &str, extra: &str) -> CacheManager {
+    instance_replaying_every(dir, l2, bus, extra, 3_600_000)
+}
+
+/// [`instance`] whose replay thread tries every `replay_ms`.
+fn instance_replaying_every(dir: &Path, l2: &str, bus: &str, extra: &str, replay_ms: u64) -> CacheManager {
     let config = CacheConfig::from_toml_str(&format!(
         r#"
         fallback_on_error = true
@@ -46,7 +51,7 @@ fn instance(dir: &Path, l2: &str, bus: &str, extra: &str) -> CacheManager {
         enabled = true
         hosts = ["{bus}"]
         [offline]
-        replay_interval_ms = 3600000
+        replay_interval_ms = {replay_ms}
         "#,
         dir.display()
     ))
@@ -68,10 +73,15 @@ struct Rig {
 }
 
 fn rig(a_extra: &str) -> Rig {
+    rig_replaying_every(a_extra, 3_600_000)
+}
+
+/// [`rig`] whose A's replay thread tries every `replay_ms`.
+fn rig_replaying_every(a_extra: &str, replay_ms: u64) -> Rig {
     let (l2, bus) = (RedisServer::start(), RedisServer::start());
     let (to_l2, to_bus) = (TcpProxy::start(&l2.addr()), TcpProxy::start(&bus.addr()));
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = instance(dirs.0.path(), &to_l2.addr(), &to_bus.addr(), a_extra);
+    let a = instance_replaying_every(dirs.0.path(), &to_l2.addr(), &to_bus.addr(), a_extra, replay_ms);
     let b = instance(dirs.1.path(), &l2.addr(), &bus.addr(), "timeout_ms = 10000");
     // A's writer has its L2 connection open, so that a hold keeps a batch rather than a connect.
     a.set_raw("warm", b"w", None).unwrap();
@@ -338,6 +348,44 @@ fn a_replayed_tagged_write_whose_third_tagging_failed_is_tagged_by_the_next_repl
         1,
         "the replayed value whose tagging failed is listed by no tag"
     );
+    assert_eq!(in_l2(&rig, "k"), None, "the invalidation left the value in L2");
+}
+
+/// The tagging a replay owes, failed, is retried by the replay thread with the queue empty by
+/// then: it replayed only a queue with ops in it, so the key waited for the next outage.
+#[test]
+fn the_replay_thread_retries_a_failed_third_tagging_once_the_queue_is_empty() {
+    let rig = rig_replaying_every("timeout_ms = 300\nwrite_mode = \"behind\"", 50);
+    // Held, not frozen: the replay thread's new connections wait too.
+    rig.to_l2.hold();
+    let queue = rig.a.replay_queue().unwrap();
+    rig.a.set_raw_with_tags("k", b"from a", None, &["t"]).unwrap();
+    assert!(queue.is_pending("k"), "A's failed batch waits for replay");
+    rig.to_bus.hold_on(b"message");
+    assert_eq!(rig.b.invalidate_tag("t").unwrap(), 1, "the tag lists the key");
+    // A's tag connection goes silent; the thread's replay lands the value, fails to tag it.
+    rig.to_bus.freeze();
+    rig.to_l2.freeze();
+    rig.to_l2.release();
+    let score = || -> Option<f64> {
+        redis::cmd("ZSCORE")
+            .arg("app:uno-cache:tag:t")
+            .arg("k")
+            .query(&mut rig.bus.raw())
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while score().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the replayed value was never tagged again (in L2: {:?}, pending: {})",
+            in_l2(&rig, "k"),
+            queue.is_pending("k")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(queue.is_empty());
+    assert_eq!(rig.b.invalidate_tag("t").unwrap(), 1);
     assert_eq!(in_l2(&rig, "k"), None, "the invalidation left the value in L2");
 }
 
