@@ -181,6 +181,8 @@ pub(crate) struct ConsistencyMetrics {
     pub(crate) queue_failures: Counter,
     pub(crate) replayed: Counter,
     pub(crate) replay_failures: Counter,
+    /// Taggings a replay owed that the tag store failed (see `replayed_tags`).
+    pub(crate) retag_failures: Counter,
     pub(crate) pending_misses: Counter,
     pub(crate) deleting_misses: Counter,
     pub(crate) overtaken_reads: Counter,
@@ -453,6 +455,14 @@ pub struct ConsistencyStats {
     pub replayed: u64,
     /// Replay attempts stopped by an L2 failure (retried later).
     pub replay_failures: u64,
+    /// Keys whose tagged write went to the replay queue and still owes its tags: tagged again
+    /// once its value lands in L2 (an invalidation of a tag made while it waited may otherwise
+    /// have left it listed by no tag). Above 0 while the queue or the tag Redis is unreachable;
+    /// held in memory only, so a restart loses them.
+    pub tags_owed: u64,
+    /// Taggings of replayed writes that the tag Redis failed; each is owed again and retried by
+    /// the next replay pass (every `offline.replay_interval_ms`).
+    pub retag_failures: u64,
     /// Reads that missed L1 and did not ask L2 because the key had a queued op, and reads of a
     /// suspect L1 entry dropped because the key's queued op is a delete (or an expired set).
     pub pending_misses: u64,
@@ -527,6 +537,7 @@ impl ConsistencyMetrics {
         stats.queue_failures = self.queue_failures.get();
         stats.replayed = self.replayed.get();
         stats.replay_failures = self.replay_failures.get();
+        stats.retag_failures = self.retag_failures.get();
         stats.pending_misses = self.pending_misses.get();
         stats.deleting_misses = self.deleting_misses.get();
         stats.overtaken_reads = self.overtaken_reads.get();

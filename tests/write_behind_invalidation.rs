@@ -336,13 +336,19 @@ fn a_replayed_tagged_write_whose_third_tagging_failed_is_tagged_by_the_next_repl
     // and the backplane go silent, new ones get through).
     rig.to_bus.hold_on(b"message");
     assert_eq!(rig.b.invalidate_tag("t").unwrap(), 1, "the tag lists the key");
+    let owed = |rig: &Rig| rig.a.stats().consistency.tags_owed;
+    assert_eq!(owed(&rig), 1, "the queued tagged write owes its tags");
     rig.to_bus.freeze();
     assert_eq!(rig.a.replay_now().unwrap(), 1);
     assert!(
         in_l2(&rig, "k").is_some(),
         "A's write landed after B's invalidation"
     );
+    let stats = rig.a.stats().consistency;
+    assert!(stats.retag_failures >= 1, "{stats:?}");
+    assert_eq!(stats.tags_owed, 1, "the failed tagging is owed again");
     assert_eq!(rig.a.replay_now().unwrap(), 0, "nothing left to replay");
+    assert_eq!(owed(&rig), 0, "the next pass tagged it");
     assert_eq!(
         rig.b.invalidate_tag("t").unwrap(),
         1,

@@ -121,6 +121,11 @@ impl ReplayedTags {
     pub(crate) fn is_empty(&self) -> bool {
         self.owed.lock().is_empty()
     }
+
+    /// How many keys are owed their tags (`stats().consistency.tags_owed`).
+    pub(crate) fn len(&self) -> usize {
+        self.owed.lock().len()
+    }
 }
 
 /// Whether a write of `key` has yet to land: in `behind`, or pending in `queue`. Asked of
@@ -168,6 +173,7 @@ impl Shared {
             }
             let tags: Vec<&str> = owed.tags.iter().map(String::as_str).collect();
             if let Err(e) = store.add(&[key.as_str()], &tags, owed.ttl) {
+                self.metrics.consistency.retag_failures.incr();
                 tracing::warn!(key = %key_for_error(&key), error = %e,
                     "a replayed tagged write could not be tagged again; retried by the next replay pass (until then an invalidation of its tags that ran while it waited may have left it listed by none)");
                 self.replayed_tags
