@@ -238,9 +238,7 @@ impl Inner {
             for item in entries.iter().map_err(|e| self.err("scan", e))? {
                 let (key, value) = item.map_err(|e| self.err("scan", e))?;
                 // As `read_with_seq` answers: a row that does not decode is no entry either.
-                if Record::decode(value.value())
-                    .is_some_and(|r| !r.is_expired(now) && !self.lost.hides(key.value(), r.seq))
-                {
+                if Record::decode(value.value()).is_some_and(|r| !self.dead(key.value(), &r, now)) {
                     live += 1;
                 }
             }
@@ -263,7 +261,7 @@ impl Inner {
             let found = entries.get(key).map_err(|e| self.err("get", e))?;
             Ok(found.and_then(|guard| {
                 let record = Record::decode(guard.value())?;
-                (!record.is_expired(now) && !self.lost.hides(key, record.seq)).then(|| {
+                (!self.dead(key, &record, now)).then(|| {
                     (
                         Entry {
                             value: record.value.to_vec(),
@@ -385,9 +383,9 @@ impl Inner {
         })
     }
 
-    /// Whether the purge removes this entry: expired, or an older version a reopen brought back
-    /// (see `lost`), which reads hide only while this process runs: removed, it stays gone
-    /// after a restart too.
+    /// Whether reads hide this entry and the purge removes it: expired, or an older version a
+    /// reopen brought back (see `lost`), which reads hide only while this process runs: removed,
+    /// it stays gone after a restart too.
     fn dead(&self, key: &str, record: &Record<'_>, now: u64) -> bool {
         record.is_expired(now) || self.lost.hides(key, record.seq)
     }
@@ -477,7 +475,7 @@ impl Inner {
                 let found = entries.get(*key).map_err(|e| self.err("get", e))?;
                 out.push(found.and_then(|guard| {
                     let record = Record::decode(guard.value())?;
-                    (!record.is_expired(now) && !self.lost.hides(key, record.seq)).then(|| Entry {
+                    (!self.dead(key, &record, now)).then(|| Entry {
                         value: record.value.to_vec(),
                         expires_at: (record.expires_at_ms != 0)
                             .then(|| clock::ms_to_system_time(record.expires_at_ms)),
@@ -763,8 +761,7 @@ impl LocalStorage for Inner {
             for key in keys {
                 let found = entries.get(*key).map_err(|e| self.err("get", e))?;
                 out.push(found.is_some_and(|guard| {
-                    Record::decode(guard.value())
-                        .is_some_and(|record| !record.is_expired(now) && !self.lost.hides(key, record.seq))
+                    Record::decode(guard.value()).is_some_and(|record| !self.dead(key, &record, now))
                 }));
             }
             Ok(out)
