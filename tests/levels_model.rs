@@ -46,7 +46,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use model::{env_u64, seeds, Keys, Runner, LOCAL_TTL_S, MEMORY_ITEMS};
+use model::{env_u64, over_redis_toml, seeds, Keys, Runner};
 use rand::Rng;
 use support::RedisServer;
 use uno_cache::{CacheConfig, CacheManager, ManualClock};
@@ -54,27 +54,7 @@ use uno_cache::{CacheConfig, CacheManager, ManualClock};
 /// A small file store in front of a Redis L2: write-through, L2 failures hidden, no backplane,
 /// the default restart policy (`revalidate`).
 fn config(dir: &Path, redis: &str, key_prefix: &str) -> CacheConfig {
-    CacheConfig::from_toml_str(&format!(
-        r#"
-        fallback_on_error = true
-        [local]
-        type = "file"
-        path = "{}"
-        max_size = 1
-        ttl = {LOCAL_TTL_S}
-        memory_items = {MEMORY_ITEMS}
-        memory_max_mb = 1
-        durability = "none"
-        [distributed]
-        enabled = true
-        type = "redis"
-        hosts = ["{redis}"]
-        ttl = {LOCAL_TTL_S}
-        key_prefix = "{key_prefix}"
-        "#,
-        dir.display(),
-    ))
-    .unwrap()
+    CacheConfig::from_toml_str(&over_redis_toml(dir, redis, key_prefix, "", "")).unwrap()
 }
 
 fn open(dir: &Path, redis: &str, key_prefix: &str, clock: &ManualClock) -> CacheManager {

@@ -61,7 +61,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use model::{env_u64, seeds, Item, Keys, Runner, Val, LOCAL_TTL_S, MEMORY_ITEMS};
+use model::{env_u64, over_redis_toml, seeds, Item, Keys, Runner, Val};
 use rand::Rng;
 use support::RedisServer;
 use uno_cache::distributed::envelope;
@@ -83,34 +83,10 @@ fn config(dir: &Path, redis: &str, key_prefix: &str, mode: Mode) -> CacheConfig 
         Mode::Behind => "behind",
         Mode::Through => "through",
     };
-    CacheConfig::from_toml_str(&format!(
-        r#"
-        fallback_on_error = true
-        [local]
-        type = "file"
-        path = "{}"
-        max_size = 1
-        ttl = {LOCAL_TTL_S}
-        memory_items = {MEMORY_ITEMS}
-        memory_max_mb = 1
-        durability = "none"
-        [distributed]
-        enabled = true
-        type = "redis"
-        hosts = ["{redis}"]
-        ttl = {LOCAL_TTL_S}
-        key_prefix = "{key_prefix}"
-        timeout_ms = 200
-        breaker_failures = 1
-        breaker_cooldown_ms = 20
-        write_mode = "{mode}"
-        [offline]
-        replay = true
-        replay_interval_ms = 5
-        "#,
-        dir.display(),
-    ))
-    .unwrap()
+    let distributed =
+        format!("timeout_ms = 200\nbreaker_failures = 1\nbreaker_cooldown_ms = 20\nwrite_mode = \"{mode}\"");
+    let offline = "[offline]\nreplay = true\nreplay_interval_ms = 5";
+    CacheConfig::from_toml_str(&over_redis_toml(dir, redis, key_prefix, &distributed, offline)).unwrap()
 }
 
 fn ops() -> usize {

@@ -1,4 +1,5 @@
-//! The model the two model tests share (`local_tiers_model.rs`, `levels_model.rs`): what each
+//! The model the model tests share (`local_tiers_model.rs`, `levels_model.rs`,
+//! `levels_outage_model.rs`): what each
 //! key holds, the keys a run picks from, and a runner that makes seeded random calls on a
 //! manager and checks each answer against the model (a cache may forget, never lie).
 #![allow(
@@ -21,6 +22,40 @@ use uno_cache::{CacheManager, ManualClock};
 /// one): with the same cap, a value backfilled from L2 can live no longer than the model says.
 pub const LOCAL_TTL_S: u64 = 600;
 pub const MEMORY_ITEMS: u64 = 16;
+
+/// The configuration the models over Redis share: a small file store with the memory tier in
+/// front of a Redis L2 at `redis`, L2 failures hidden, TTLs capped at [`LOCAL_TTL_S`] in both
+/// levels. `distributed` adds lines to `[distributed]`; `sections` adds whole sections.
+pub fn over_redis_toml(
+    dir: &std::path::Path,
+    redis: &str,
+    key_prefix: &str,
+    distributed: &str,
+    sections: &str,
+) -> String {
+    format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "file"
+        path = "{}"
+        max_size = 1
+        ttl = {LOCAL_TTL_S}
+        memory_items = {MEMORY_ITEMS}
+        memory_max_mb = 1
+        durability = "none"
+        [distributed]
+        enabled = true
+        type = "redis"
+        hosts = ["{redis}"]
+        ttl = {LOCAL_TTL_S}
+        key_prefix = "{key_prefix}"
+        {distributed}
+        {sections}
+        "#,
+        dir.display(),
+    )
+}
 
 /// The typed value: it names its key and the write that made it, so a wrong answer says whose
 /// value it was.
