@@ -1,7 +1,7 @@
 //! The model the model tests share (`local_tiers_model.rs`, `levels_model.rs`,
-//! `levels_outage_model.rs`): what each
-//! key holds, the keys a run picks from, and a runner that makes seeded random calls on a
-//! manager and checks each answer against the model (a cache may forget, never lie).
+//! `levels_outage_model.rs`): what each key holds, the keys a run picks from, and a runner that
+//! makes seeded random calls on a manager and checks each answer against the model (a cache may
+//! forget, never lie).
 #![allow(
     dead_code,
     clippy::unwrap_used,
