@@ -465,6 +465,15 @@ impl Inner {
     }
 
     fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.live_many(keys, |record| Entry {
+            value: record.value.to_vec(),
+            expires_at: (record.expires_at_ms != 0).then(|| clock::ms_to_system_time(record.expires_at_ms)),
+        })
+    }
+
+    /// `found` of each key's record a read returns (in one read transaction), `None` where a
+    /// read misses: no row, a row that does not decode, or a record a read hides (`dead`).
+    fn live_many<T>(&self, keys: &[&str], found: impl Fn(&Record<'_>) -> T) -> Result<Vec<Option<T>>> {
         self.guarded("get", || {
             let now = self.clock.now_ms();
             let db = self.db()?;
@@ -472,14 +481,10 @@ impl Inner {
             let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
-                let found = entries.get(*key).map_err(|e| self.err("get", e))?;
-                out.push(found.and_then(|guard| {
+                let row = entries.get(*key).map_err(|e| self.err("get", e))?;
+                out.push(row.and_then(|guard| {
                     let record = Record::decode(guard.value())?;
-                    (!self.dead(key, &record, now)).then(|| Entry {
-                        value: record.value.to_vec(),
-                        expires_at: (record.expires_at_ms != 0)
-                            .then(|| clock::ms_to_system_time(record.expires_at_ms)),
-                    })
+                    (!self.dead(key, &record, now)).then(|| found(&record))
                 }));
             }
             Ok(out)
@@ -752,19 +757,7 @@ impl LocalStorage for Inner {
 
     /// As [`read_many`](Self::read_many) finds values, without copying them out.
     fn holds_many(&self, keys: &[&str]) -> Result<Vec<bool>> {
-        self.guarded("get", || {
-            let now = self.clock.now_ms();
-            let db = self.db()?;
-            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
-            let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
-            let mut out = Vec::with_capacity(keys.len());
-            for key in keys {
-                let found = entries.get(*key).map_err(|e| self.err("get", e))?;
-                out.push(found.is_some_and(|guard| {
-                    Record::decode(guard.value()).is_some_and(|record| !self.dead(key, &record, now))
-                }));
-            }
-            Ok(out)
-        })
+        let found = self.live_many(keys, |_| ())?;
+        Ok(found.iter().map(Option::is_some).collect())
     }
 }
