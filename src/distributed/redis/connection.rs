@@ -267,6 +267,7 @@ async fn greeting(address: (String, u16), wait: Duration) -> Option<String> {
 /// never reaches that deadline, so it is watched ([`InFlight`]): once dropped unanswered, the
 /// connection is asked a `PING` (every primary of a cluster) that must be answered by the call's
 /// own deadline, or the connection is replaced as if the call had timed out.
+#[derive(Clone)]
 pub(crate) struct Link(Arc<Replaceable>);
 
 struct Replaceable {
@@ -335,6 +336,17 @@ impl Link {
     /// Whether this is a cluster client (which follows redirects itself).
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.0.source, Source::Cluster(_))
+    }
+
+    /// The I/O thread's runtime.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.0.runtime
+    }
+
+    /// A call on the connection of `ticket` ran out of its deadline outside [`judge`](Self::judge):
+    /// the connection is replaced as there.
+    pub(crate) fn gave_up(&self, ticket: Ticket) {
+        Replaceable::replace(&self.0, ticket);
     }
 
     /// Runs `call`, made on the connection of `ticket` under our deadline `timeout`
@@ -493,7 +505,7 @@ impl Conn {
     }
 
     /// A `PING` on the connection (on a cluster, on every primary's).
-    async fn ping(mut self) -> RedisResult<()> {
+    pub(crate) async fn ping(mut self) -> RedisResult<()> {
         match &mut self {
             Conn::Single(conn) => redis::cmd("PING").query_async::<()>(conn).await,
             Conn::Cluster(conn) => {

@@ -72,6 +72,7 @@
 mod batches;
 mod commands;
 pub(crate) mod connection;
+mod doubt;
 pub(crate) mod errors;
 mod keyed;
 mod options;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use redis::{RedisError, RedisResult, Value};
 
 use super::commands::Request;
+use super::doubt::Unanswered;
 use super::errors::{call_error as level_error, LEVEL};
 use crate::distributed::resolve::{Resolver, Unresolved};
 use crate::error::{Error, Result};
@@ -25,8 +26,9 @@ use crate::error::{Error, Result};
 ///
 /// Deadline: a pooled connection has `timeout` as its socket read and write timeout; a new one
 /// connects within `timeout` and gets what is left for its first call. A connection that saw any
-/// error is dropped (its replies may be out of step); one that the server closed while it was idle
-/// (a restart) is replaced once within the same deadline.
+/// error is dropped (its replies may be out of step), but one whose call ran out of the deadline
+/// goes to the store's writes in doubt (`super::doubt`): its request may still run. One that the
+/// server closed while it was idle (a restart) is replaced once within the same deadline.
 pub(crate) struct CallerPool {
     client: redis::Client,
     /// The server's addresses, looked up within the calls' deadlines (see `resolve`); `None`
@@ -61,12 +63,15 @@ impl CallerPool {
         })
     }
 
-    /// Runs `call` on a connection within `timeout`.
+    /// Runs `call` on a connection within `timeout`. A call that ran out of it hands its
+    /// connection to `given_up` (see [`Unanswered`]) rather than closing it: its request may
+    /// still run.
     fn run<T>(
         &self,
         op: &'static str,
         timeout: Duration,
-        mut call: impl FnMut(&mut redis::Connection) -> RedisResult<T>,
+        given_up: &mut Option<Unanswered>,
+        mut call: impl FnMut(&mut redis::Connection) -> std::result::Result<T, Failed>,
     ) -> Result<T> {
         let started = Instant::now();
         let pooled = self.idle.lock().pop();
@@ -90,23 +95,53 @@ impl CallerPool {
                 }
                 // An idle connection the server closed (restarted, or timed it out): one more
                 // try on a new connection, which fails fast if the server is really down.
-                Err(err) if !retried && err.is_connection_dropped() && started.elapsed() < timeout => {
+                Err(Failed { err, .. })
+                    if !retried && err.is_connection_dropped() && started.elapsed() < timeout =>
+                {
                     retried = true;
                 }
-                Err(err) => return Err(call_error(op, timeout, &self.hosts, &err)),
+                Err(Failed { err, sent }) => {
+                    if err.is_timeout() {
+                        *given_up = Some(if sent {
+                            Unanswered::Pooled(conn)
+                        } else {
+                            Unanswered::HalfSent
+                        });
+                    }
+                    return Err(call_error(op, timeout, &self.hosts, &err));
+                }
             }
         }
     }
 
-    /// Sends `request` (as `Conn::send` does on the async connection) within `timeout`.
-    pub(crate) fn send(&self, op: &'static str, timeout: Duration, request: &Request) -> Result<Value> {
+    /// Sends `request` (as `Conn::send` does on the async connection) within `timeout`; a
+    /// request that ran out of it leaves its connection in `given_up`.
+    pub(crate) fn send(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        request: &Request,
+        given_up: &mut Option<Unanswered>,
+    ) -> Result<Value> {
         match request {
             Request::Nothing => Ok(Value::Nil),
-            Request::Single(cmd) => self.run(op, timeout, |c| cmd.query::<Value>(c)),
-            Request::Batch(pipe) => {
-                self.run(op, timeout, |c| pipe.query::<()>(c))?;
-                Ok(Value::Okay)
-            }
+            Request::Single(cmd) => self.run(op, timeout, given_up, |c| {
+                c.send_packed_command(&cmd.get_packed_command())
+                    .map_err(Failed::unsent)?;
+                reply(c)?.extract_error().map_err(Failed::sent)
+            }),
+            Request::Batch(pipe) => self.run(op, timeout, given_up, |c| {
+                c.send_packed_command(&pipe.get_packed_pipeline())
+                    .map_err(Failed::unsent)?;
+                // Every reply is read, as the crate's pipeline does: the first error is told.
+                let mut refused = None;
+                for _ in 0..pipe.len() {
+                    if let Err(err) = reply(c)?.extract_error() {
+                        refused.get_or_insert(err);
+                    }
+                }
+                refused.map_or(Ok(Value::Okay), |err| Err(Failed::sent(err)))
+            }),
         }
     }
 
@@ -184,6 +219,33 @@ impl CallerPool {
         )
         .map_err(|err| call_error(op, timeout, &self.hosts, &err))?;
         Ok(conn)
+    }
+}
+
+/// A call that failed, and whether its request had gone out whole: after that, what failed
+/// was waiting for the reply, and the server may still run the request.
+struct Failed {
+    err: RedisError,
+    sent: bool,
+}
+
+impl Failed {
+    fn unsent(err: RedisError) -> Self {
+        Failed { err, sent: false }
+    }
+
+    fn sent(err: RedisError) -> Self {
+        Failed { err, sent: true }
+    }
+}
+
+/// The next reply on `conn`, past any push message (RESP3), as the crate's `query` reads it.
+fn reply(conn: &mut redis::Connection) -> std::result::Result<Value, Failed> {
+    loop {
+        match conn.recv_response().map_err(Failed::sent)? {
+            Value::Push { .. } => {}
+            value => return Ok(value),
+        }
     }
 }
 

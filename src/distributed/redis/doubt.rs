@@ -1,0 +1,393 @@
+//! Writes that may still land late, and their correction: a `SET` whose call ran out of its
+//! deadline (or was dropped unanswered) is *in doubt* until the connection it went out on can no
+//! longer run it; then, if Redis holds a value that such a write left, the key is deleted.
+//!
+//! Why: Redis runs the commands of one connection in order, but not those of two. A `SET` that
+//! timed out on a server that stalled (stopped, swapping, a long fork) or behind a link that went
+//! silent still waits in that connection's socket; the level gives the connection up (the pool
+//! drops it, [`Link`](super::connection::Link) replaces it), and the next write of the key goes
+//! out on another one. When the server reads again it runs both, in either order (a server thawed
+//! after a stop was seen to run a connection accepted during the stop first), so the older value
+//! could be the one left, for good: nothing told anyone it had landed.
+//!
+//! How a doubt ends: a command sent after the write on the same connection is answered (the
+//! connection's commands run in order, so the write ran before it), or the connection fails
+//! with an error that is not a timeout (the socket is gone, and with it whatever had not run).
+//! The async connections are asked a `PING`; a pooled blocking connection, whose request was sent
+//! whole, an `ECHO` of a token, read by one thread of the store until the token comes
+//! back. A pooled request whose *sending* timed out (the server stopped reading with megabytes
+//! queued) cannot be probed (a command sent after a half-sent one would be read as part of it):
+//! its doubt ends [`UNPROBED_GRACE`] after the timeout.
+//!
+//! The correction: one `EVAL` that deletes the key if it holds exactly one of the values written
+//! in doubt (compared byte for byte, envelope included), else leaves it. A later value of this
+//! instance or another's, or a delete, stands; the key's last write here, when it is one of those
+//! in doubt, is deleted too, which costs a miss and never serves a wrong value. With the values'
+//! bytes over [`KEEP_BYTES`] kept for the whole store, the rest are corrected with an
+//! unconditional `UNLINK`. A correction that fails is retried, with growing pauses, until it is
+//! answered or the store is dropped.
+//!
+//! What it leaves: from the late write's landing to its correction (about a round trip after
+//! the connection's answer), a reader can take the older value into its own L1.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Weak};
+use std::time::Duration;
+
+use redis::{Arg, Value};
+
+use super::commands::Request;
+use super::connection::{Conn, Link};
+use super::errors::error_text;
+
+/// How long a pooled write whose sending timed out stays in doubt (see the module docs).
+pub(crate) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
+
+/// The bytes of values in doubt kept for a conditional correction, across the store's keys.
+pub(crate) const KEEP_BYTES: usize = 32 << 20;
+
+/// How long a `PING` of the async connection waits before it asks again (a cluster connection
+/// gives up on its own at its reply timeout; each wait also checks that the store still exists).
+const PING_WAIT: Duration = Duration::from_secs(1);
+
+/// The first and the longest pause before a failed correction is tried again.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Deletes `KEYS[1]` if it holds exactly one of `ARGV`.
+const CORRECT: &str = "local v = redis.call('GET', KEYS[1]) \
+if v then for i = 1, #ARGV do if v == ARGV[i] then return redis.call('DEL', KEYS[1]) end end end \
+return 0";
+
+/// A connection given up on while a write on it was unanswered.
+pub(crate) enum Unanswered {
+    /// A blocking connection whose request went out whole.
+    Pooled(redis::Connection),
+    /// A blocking connection whose request's sending timed out: not probed.
+    HalfSent,
+    /// The async connection (standalone or cluster) the call ran on.
+    Linked(Conn),
+}
+
+/// A pooled connection for the reading thread: its token, and the probe's id.
+type Probe = (redis::Connection, Vec<u8>, u64);
+
+/// Values written in doubt: `None` once one was too large to keep (see [`KEEP_BYTES`]).
+type Late = Option<Vec<Vec<u8>>>;
+
+/// The store's writes in doubt (see the module docs). Clones share them.
+#[derive(Clone)]
+pub(crate) struct Doubts(Arc<Shared>);
+
+struct Shared {
+    state: parking_lot::Mutex<State>,
+    /// Keys in doubt or being corrected.
+    open: AtomicUsize,
+    /// Where corrections go, and what runs the probes.
+    link: Link,
+    timeout: Duration,
+    /// The thread that reads the pooled connections' answers, started at the first.
+    pooled: parking_lot::Mutex<Option<mpsc::Sender<Probe>>>,
+}
+
+#[derive(Default)]
+struct State {
+    keys: HashMap<Vec<u8>, Doubt>,
+    next: u64,
+    /// Bytes of values kept in `keys`.
+    kept: usize,
+}
+
+/// One key in doubt.
+#[derive(Default)]
+struct Doubt {
+    /// The probes it waits for.
+    waits_on: Vec<u64>,
+    /// The values written in doubt.
+    late: Late,
+}
+
+impl Doubts {
+    pub(crate) fn new(link: Link, timeout: Duration) -> Self {
+        Doubts(Arc::new(Shared {
+            state: parking_lot::Mutex::new(State::default()),
+            open: AtomicUsize::new(0),
+            link,
+            timeout,
+            pooled: parking_lot::Mutex::new(None),
+        }))
+    }
+
+    /// Keys whose write may still land late, or whose correction has not been answered yet.
+    pub(crate) fn open(&self) -> usize {
+        self.0.open.load(Ordering::Acquire)
+    }
+
+    /// The `SET`s of `request` went out on `conn` and were not answered: they are in doubt until
+    /// `conn` answers a later command or fails. A request without a `SET` leaves nothing.
+    pub(crate) fn begin(&self, request: &Request, conn: Unanswered) {
+        let sets = sets_of(request);
+        if sets.is_empty() {
+            return;
+        }
+        let id = {
+            let mut state = self.0.state.lock();
+            let id = state.next;
+            state.next = state.next.wrapping_add(1);
+            for (key, value) in sets {
+                let kept = state.kept;
+                let doubt = state.keys.entry(key.to_vec()).or_insert_with(|| {
+                    self.0.open.fetch_add(1, Ordering::AcqRel);
+                    Doubt {
+                        waits_on: Vec::new(),
+                        late: Some(Vec::new()),
+                    }
+                });
+                doubt.waits_on.push(id);
+                let added = match &mut doubt.late {
+                    Some(late) if late.iter().any(|v| v == value) => 0,
+                    Some(late) if kept.saturating_add(value.len()) <= KEEP_BYTES => {
+                        late.push(value.to_vec());
+                        value.len()
+                    }
+                    Some(late) => {
+                        let freed: usize = late.iter().map(Vec::len).sum();
+                        doubt.late = None;
+                        state.kept = state.kept.saturating_sub(freed);
+                        0
+                    }
+                    None => 0,
+                };
+                state.kept = state.kept.saturating_add(added);
+            }
+            id
+        };
+        tracing::debug!(
+            id,
+            "Redis writes in doubt: the call timed out or was dropped unanswered"
+        );
+        let weak = Arc::downgrade(&self.0);
+        match conn {
+            Unanswered::Linked(conn) => {
+                drop(self.0.link.runtime().spawn(async move {
+                    if answered(conn, &weak).await {
+                        settle(&weak, id);
+                    }
+                }));
+            }
+            Unanswered::Pooled(conn) => self.probe_pooled(conn, id),
+            Unanswered::HalfSent => {
+                drop(self.0.link.runtime().spawn(async move {
+                    tokio::time::sleep(UNPROBED_GRACE).await;
+                    settle(&weak, id);
+                }));
+            }
+        }
+    }
+
+    /// Sends the `ECHO` of a token on `conn` and hands it to the reading thread; a connection
+    /// that cannot take it, or a thread that cannot start, ends as a half-sent request does.
+    fn probe_pooled(&self, mut conn: redis::Connection, id: u64) {
+        // The request's replies are `SET`s' (simple strings or errors): no bulk string but the
+        // `ECHO`'s can come back on the connection.
+        let token = format!("uno-cache:doubt:{id}").into_bytes();
+        let sent = conn
+            .set_write_timeout(Some(self.0.timeout))
+            .and_then(|()| conn.send_packed_command(&redis::cmd("ECHO").arg(&token[..]).get_packed_command()))
+            .and_then(|()| conn.set_read_timeout(None));
+        let handed = sent.is_ok() && {
+            let mut pooled = self.0.pooled.lock();
+            let tx = match &*pooled {
+                Some(tx) => Some(tx.clone()),
+                None => start_reader(Arc::downgrade(&self.0)).inspect(|tx| *pooled = Some(tx.clone())),
+            };
+            tx.is_some_and(|tx| tx.send((conn, token, id)).is_ok())
+        };
+        if !handed {
+            let weak = Arc::downgrade(&self.0);
+            drop(self.0.link.runtime().spawn(async move {
+                tokio::time::sleep(UNPROBED_GRACE).await;
+                settle(&weak, id);
+            }));
+        }
+    }
+}
+
+/// The `SET`s of an async call, put in doubt unless the call was answered: it timed out, or
+/// its caller dropped it before its end.
+pub(crate) struct Unsettled<'a> {
+    doubts: &'a Doubts,
+    request: &'a Request,
+    /// The connection the call went out on; taken once it is answered.
+    pub(crate) probe: Option<Conn>,
+}
+
+impl<'a> Unsettled<'a> {
+    pub(crate) fn new(doubts: &'a Doubts, request: &'a Request, probe: Option<Conn>) -> Self {
+        Unsettled {
+            doubts,
+            request,
+            probe,
+        }
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.probe.take() {
+            self.doubts.begin(self.request, Unanswered::Linked(conn));
+        }
+    }
+}
+
+/// Whether `request` has a `SET`, which may be put in doubt.
+pub(crate) fn sets_in(request: &Request) -> bool {
+    match request {
+        Request::Nothing => false,
+        Request::Single(cmd) => matches!(cmd.args_iter().next(), Some(Arg::Simple(b"SET"))),
+        Request::Batch(_) => true,
+    }
+}
+
+/// The `(key, value)` of every `SET` in `request`.
+fn sets_of(request: &Request) -> Vec<(&[u8], &[u8])> {
+    fn set(cmd: &redis::Cmd) -> Option<(&[u8], &[u8])> {
+        let mut args = cmd.args_iter();
+        match (args.next(), args.next(), args.next()) {
+            (Some(Arg::Simple(b"SET")), Some(Arg::Simple(key)), Some(Arg::Simple(value))) => {
+                Some((key, value))
+            }
+            _ => None,
+        }
+    }
+    match request {
+        Request::Nothing => Vec::new(),
+        Request::Single(cmd) => set(cmd).into_iter().collect(),
+        Request::Batch(pipe) => pipe.cmd_iter().filter_map(set).collect(),
+    }
+}
+
+/// Waits until `conn` answers a `PING` or fails with an error that is not a timeout; `false`
+/// if the store was dropped meanwhile.
+async fn answered(conn: Conn, store: &Weak<Shared>) -> bool {
+    loop {
+        if store.strong_count() == 0 {
+            return false;
+        }
+        match tokio::time::timeout(PING_WAIT, conn.clone().ping()).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(err)) if !err.is_timeout() => return true,
+            // Asked again on the same connection: the answer to either says as much.
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+}
+
+/// Starts the thread that reads the pooled connections' answers: each connection's replies
+/// until its token (or an error), in the order they were handed over. One thread is enough: the
+/// connections go to one server, so once it answers one, it answers the others.
+fn start_reader(store: Weak<Shared>) -> Option<mpsc::Sender<Probe>> {
+    let (tx, rx) = mpsc::channel::<Probe>();
+    let started = std::thread::Builder::new()
+        .name("uno-cache-redis-doubt".to_owned())
+        .spawn(move || {
+            for (mut conn, token, id) in rx {
+                loop {
+                    match conn.recv_response() {
+                        Ok(Value::BulkString(said)) if said == token => break,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                drop(conn);
+                settle(&store, id);
+            }
+        });
+    match started {
+        Ok(_) => Some(tx),
+        Err(err) => {
+            tracing::warn!(%err, "could not start the thread that probes Redis connections given up on");
+            None
+        }
+    }
+}
+
+/// Probe `id` ended: each key that waits for nothing else is corrected.
+fn settle(store: &Weak<Shared>, id: u64) {
+    let Some(shared) = store.upgrade() else {
+        return;
+    };
+    let done: Vec<(Vec<u8>, Late)> = {
+        let mut state = shared.state.lock();
+        let mut done = Vec::new();
+        state.keys.retain(|key, doubt| {
+            doubt.waits_on.retain(|&w| w != id);
+            if doubt.waits_on.is_empty() {
+                done.push((key.clone(), doubt.late.take()));
+                false
+            } else {
+                true
+            }
+        });
+        let freed: usize = done
+            .iter()
+            .flat_map(|(_, late)| late.iter().flatten())
+            .map(Vec::len)
+            .sum();
+        state.kept = state.kept.saturating_sub(freed);
+        done
+    };
+    for (key, late) in done {
+        let weak = Arc::downgrade(&shared);
+        drop(shared.link.runtime().spawn(correct(weak, key, late)));
+    }
+}
+
+/// Deletes `key` if it holds one of `late` (every value, for `None`), retrying until answered.
+async fn correct(store: Weak<Shared>, key: Vec<u8>, late: Late) {
+    let mut pause = RETRY_FIRST;
+    let mut unconditional = late.is_none();
+    loop {
+        let Some(shared) = store.upgrade() else {
+            return;
+        };
+        let mut cmd = if unconditional {
+            redis::cmd("UNLINK")
+        } else {
+            redis::cmd("EVAL")
+        };
+        if unconditional {
+            cmd.arg(&key[..]);
+        } else {
+            cmd.arg(CORRECT).arg(1).arg(&key[..]);
+            for value in late.iter().flatten() {
+                cmd.arg(&value[..]);
+            }
+        }
+        let (mut conn, ticket) = shared.link.current();
+        let answer = tokio::time::timeout(shared.timeout, cmd.query_async::<Value>(&mut conn)).await;
+        match answer {
+            Ok(Ok(_)) => {
+                shared.open.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            // The server refused the command (scripts not allowed to this user, say): the key
+            // goes whatever it holds; refused that too, it is left, and said.
+            Ok(Err(err)) if err.code().is_some() && !unconditional => unconditional = true,
+            Ok(Err(err)) if err.code().is_some() => {
+                tracing::warn!(err = %error_text(&err), key = %String::from_utf8_lossy(&key), "could not delete a Redis key whose older value may have landed after a newer one");
+                shared.open.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            Ok(Err(err)) if !err.is_timeout() => {
+                tracing::debug!(err = %error_text(&err), "could not correct a Redis key written in doubt; trying again");
+            }
+            // A silent connection is replaced, as after any call that timed out.
+            Ok(Err(_)) | Err(_) => shared.link.gave_up(ticket),
+        }
+        drop(shared);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+}

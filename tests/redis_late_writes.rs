@@ -1,0 +1,169 @@
+//! A `SET` that timed out may still run later (it waits in the socket of a server that stalled, or
+//! behind a silent link), after a newer write of its key went out on another connection: the
+//! older value must not be left in Redis. Against a real `redis-server` behind a TCP proxy
+//! (`support/proxy.rs`) that holds one connection's bytes from the older `SET` on, as a stalled
+//! server or link does, while new connections go through: the blocking API (the caller's pool),
+//! the async API (the multiplexed connection, which is replaced), and an async caller that stops
+//! waiting before the deadline. Each test fails without the level's doubt (`doubt.rs`): the held
+//! write lands last and stays.
+
+#![cfg(feature = "redis")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/proxy.rs"]
+mod proxy;
+mod support;
+
+use std::time::Duration;
+
+use support::{block_on, wait_until, RedisServer};
+use uno_cache::{DistributedStorage, Error, RedisOptions, RedisStore, Storage};
+
+const TIMEOUT: Duration = Duration::from_millis(200);
+
+struct Rig {
+    server: RedisServer,
+    proxy: proxy::TcpProxy,
+    redis: RedisStore,
+}
+
+fn rig() -> Rig {
+    let server = RedisServer::start();
+    let proxy = proxy::TcpProxy::start(&server.addr());
+    let redis =
+        RedisStore::connect(RedisOptions::new(proxy.addr()).prefix("late:").timeout(TIMEOUT)).unwrap();
+    Rig { server, proxy, redis }
+}
+
+impl Rig {
+    /// What the server itself holds under `key`, past the proxy and the level.
+    fn raw(&self, key: &str) -> Option<Vec<u8>> {
+        let client = redis::Client::open(format!("redis://{}/", self.server.addr())).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        redis::cmd("GET")
+            .arg(format!("late:{key}"))
+            .query(&mut conn)
+            .unwrap()
+    }
+
+    /// Whether the server holds `value` (enveloped) under `key`.
+    fn holds(&self, key: &str, value: &[u8]) -> bool {
+        self.raw(key)
+            .is_some_and(|bytes| bytes.windows(value.len()).any(|w| w == value))
+    }
+
+    fn settled(&self) {
+        wait_until("the writes in doubt to settle", || {
+            self.redis.writes_in_doubt() == 0
+        });
+    }
+}
+
+/// The bytes of a `SET` of `key` with a value of `len` bytes, up to the value: what the proxy
+/// holds. Not the value itself, which the correction's `EVAL` sends too.
+fn set_of(key: &str, len: usize) -> Vec<u8> {
+    // The key with the prefix, and the envelope's 12-byte header (storage-format.md).
+    format!("SET\r\n${}\r\nlate:{key}\r\n${}\r\n", key.len() + 5, len + 12).into_bytes()
+}
+
+fn timed_out<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) {
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{what}: {result:?}");
+}
+
+#[test]
+fn a_blocking_set_that_lands_after_a_newer_one_is_taken_out_of_redis() {
+    let rig = rig();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.redis.set("k", b"older value", None));
+    assert_eq!(rig.redis.writes_in_doubt(), 1);
+    rig.redis.set("k", b"the newer value", None).unwrap();
+    assert!(rig.holds("k", b"the newer value"));
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+    assert_eq!(rig.redis.get("k").unwrap(), None);
+}
+
+#[test]
+fn an_async_set_that_lands_after_a_newer_one_is_taken_out_of_redis() {
+    let rig = rig();
+    let accepted = rig.proxy.accepted();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    block_on(async {
+        timed_out(
+            "the held set",
+            rig.redis.set_async("k", b"older value", None).await,
+        );
+    });
+    assert_eq!(rig.redis.writes_in_doubt(), 1);
+    // The timeout replaces the connection; the newer write goes out on the new one.
+    wait_until("a new connection", || rig.proxy.accepted() > accepted);
+    support::until_ok("the newer set", || {
+        block_on(rig.redis.set_async("k", b"the newer value", None))
+    });
+    assert!(rig.holds("k", b"the newer value"));
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+}
+
+#[test]
+fn an_async_set_whose_caller_stopped_waiting_is_in_doubt_too() {
+    let rig = rig();
+    let accepted = rig.proxy.accepted();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    block_on(async {
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            rig.redis.set_async("k", b"older value", None),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the held set was answered: {gave_up:?}");
+    });
+    assert_eq!(rig.redis.writes_in_doubt(), 1);
+    // The connection is checked with a PING, which is held too, and replaced.
+    wait_until("a new connection", || rig.proxy.accepted() > accepted);
+    support::until_ok("the newer set", || {
+        block_on(rig.redis.set_async("k", b"the newer value", None))
+    });
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+}
+
+/// A batch's `SET`s are each in doubt, and each key is judged on its own.
+#[test]
+fn a_batch_that_timed_out_is_corrected_key_by_key() {
+    let rig = rig();
+    rig.proxy.hold_on(&set_of("a", b"older a".len()));
+    timed_out(
+        "the held batch",
+        rig.redis.set_many(
+            &[("a", b"older a".as_slice()), ("b", b"older b".as_slice())],
+            None,
+        ),
+    );
+    assert_eq!(rig.redis.writes_in_doubt(), 2);
+    rig.redis.set("a", b"the newer a", None).unwrap();
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(
+        rig.raw("a"),
+        None,
+        "the older value of a landed last and was left"
+    );
+    assert_eq!(
+        rig.raw("b"),
+        None,
+        "b's only value was written in doubt, and goes too"
+    );
+}
