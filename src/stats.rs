@@ -228,6 +228,8 @@ impl LevelMetrics {
             evictions: counters.evictions,
             expirations: counters.expirations,
             corrupt_reads: counters.corrupt_reads,
+            late_writes_deleted: counters.late_writes_deleted,
+            writes_in_doubt: counters.writes_in_doubt,
             get_latency: self.get_latency.snapshot(),
             set_latency: self.set_latency.snapshot(),
             size_error,
@@ -299,6 +301,14 @@ pub struct LevelStats {
     /// directory finds the rest.
     #[serde(default)]
     pub corrupt_reads: u64,
+    /// Keys L2 deleted because a write of theirs that timed out landed late, possibly after a
+    /// newer one (the Redis level; zero for the others): see
+    /// [`StorageCounters::late_writes_deleted`](crate::StorageCounters::late_writes_deleted).
+    #[serde(default)]
+    pub late_writes_deleted: u64,
+    /// Keys whose L2 write timed out and may still land late, now (the Redis level).
+    #[serde(default)]
+    pub writes_in_doubt: u64,
     /// Latency of read calls (`get`, `get_many`), from the calls timed: one local read in 16
     /// per thread, one memory-tier read in 64 (the first of each thread among them), every
     /// distributed call but those not sent (skipped by its open breaker, or answered at once by

@@ -129,6 +129,15 @@ pub struct StorageCounters {
     /// a miss, so that a caller can tell lost data from an absent key. The file store counts
     /// them; levels that keep no checksummed records report zero.
     pub corrupt_reads: u64,
+    /// Keys an L2 deleted because a write of theirs that timed out landed late, possibly after
+    /// a newer one (the Redis level; see `RedisStore::writes_in_doubt`): a miss instead of an
+    /// older value.
+    #[serde(default)]
+    pub late_writes_deleted: u64,
+    /// Not an event but the current count: keys whose write timed out and may still land late,
+    /// or whose check after that has not been answered (the Redis level).
+    #[serde(default)]
+    pub writes_in_doubt: u64,
 }
 
 /// A cache level: bytes in, bytes out, keyed by string: the core every level implements.

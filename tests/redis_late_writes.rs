@@ -19,10 +19,13 @@
 mod proxy;
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::{block_on, wait_until, RedisServer};
-use uno_cache::{DistributedStorage, Error, RedisOptions, RedisStore, Storage};
+use uno_cache::{
+    CacheConfig, CacheManager, DistributedStorage, Error, LocalKind, RedisOptions, RedisStore, Storage,
+};
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -88,6 +91,8 @@ fn a_blocking_set_that_lands_after_a_newer_one_is_taken_out_of_redis() {
     rig.settled();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
     assert_eq!(rig.redis.get("k").unwrap(), None);
+    let counters = rig.redis.counters();
+    assert_eq!((counters.late_writes_deleted, counters.writes_in_doubt), (1, 0));
 }
 
 #[test]
@@ -166,4 +171,40 @@ fn a_batch_that_timed_out_is_corrected_key_by_key() {
         None,
         "b's only value was written in doubt, and goes too"
     );
+    assert_eq!(rig.redis.counters().late_writes_deleted, 2);
+}
+
+/// Through a manager: a write-through whose L2 part timed out (hidden by `fallback_on_error`),
+/// then a newer one; the older lands late and is deleted, and the manager's stats say so.
+#[test]
+fn a_managers_write_through_that_lands_late_is_deleted_and_counted() {
+    let Rig { server, proxy, redis } = rig();
+    let l2 = Arc::new(redis);
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    config.fallback_on_error = true;
+    let cache = CacheManager::builder()
+        .config(config)
+        .distributed(Arc::clone(&l2) as Arc<dyn DistributedStorage>)
+        .build()
+        .unwrap();
+    proxy.hold_on(&set_of("k", b"older value".len()));
+    cache.set_raw("k", b"older value", None).unwrap();
+    assert_eq!(cache.stats().distributed.writes_in_doubt, 1);
+    cache.set_raw("k", b"the newer value", None).unwrap();
+    assert_eq!(
+        cache.get_raw("k").unwrap().as_deref(),
+        Some(&b"the newer value"[..])
+    );
+
+    proxy.release();
+    wait_until("the writes in doubt to settle", || l2.writes_in_doubt() == 0);
+    let client = redis::Client::open(format!("redis://{}/", server.addr())).unwrap();
+    let raw: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("late:k")
+        .query(&mut client.get_connection().unwrap())
+        .unwrap();
+    assert_eq!(raw, None, "the older value landed last and was left");
+    let stats = cache.stats().distributed;
+    assert_eq!((stats.late_writes_deleted, stats.writes_in_doubt), (1, 0));
 }

@@ -670,6 +670,7 @@ impl HotTier {
             evictions: self.evictions.load(Ordering::Relaxed),
             expirations: self.expirations.load(Ordering::Relaxed),
             corrupt_reads: 0,
+            ..StorageCounters::default()
         }
     }
 

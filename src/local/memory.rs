@@ -399,6 +399,7 @@ impl Storage for MemoryStore {
             evictions: self.tally.evictions.load(Ordering::Relaxed),
             expirations: self.tally.expirations.load(Ordering::Relaxed),
             corrupt_reads: 0,
+            ..StorageCounters::default()
         }
     }
 }

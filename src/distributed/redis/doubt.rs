@@ -31,7 +31,7 @@
 //! the connection's answer), a reader can take the older value into its own L1.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Weak};
 use std::time::Duration;
 
@@ -84,6 +84,8 @@ struct Shared {
     state: parking_lot::Mutex<State>,
     /// Keys in doubt or being corrected.
     open: AtomicUsize,
+    /// Keys a correction deleted.
+    deleted: AtomicU64,
     /// Where corrections go, and what runs the probes.
     link: Link,
     timeout: Duration,
@@ -113,6 +115,7 @@ impl Doubts {
         Doubts(Arc::new(Shared {
             state: parking_lot::Mutex::new(State::default()),
             open: AtomicUsize::new(0),
+            deleted: AtomicU64::new(0),
             link,
             timeout,
             pooled: parking_lot::Mutex::new(None),
@@ -122,6 +125,11 @@ impl Doubts {
     /// Keys whose write may still land late, or whose correction has not been answered yet.
     pub(crate) fn open(&self) -> usize {
         self.0.open.load(Ordering::Acquire)
+    }
+
+    /// Keys a correction deleted: a value written in doubt was there.
+    pub(crate) fn deleted(&self) -> u64 {
+        self.0.deleted.load(Ordering::Relaxed)
     }
 
     /// The `SET`s of `request` went out on `conn` and were not answered: they are in doubt until
@@ -368,7 +376,11 @@ async fn correct(store: Weak<Shared>, key: Vec<u8>, late: Late) {
         let (mut conn, ticket) = shared.link.current();
         let answer = tokio::time::timeout(shared.timeout, cmd.query_async::<Value>(&mut conn)).await;
         match answer {
-            Ok(Ok(_)) => {
+            Ok(Ok(answer)) => {
+                // Both commands answer how many keys they deleted.
+                if matches!(answer, Value::Int(n) if n > 0) {
+                    shared.deleted.fetch_add(1, Ordering::Relaxed);
+                }
                 shared.open.fetch_sub(1, Ordering::AcqRel);
                 return;
             }

@@ -802,6 +802,7 @@ impl Storage for FileStore {
             evictions: c.evictions.load(Ordering::Relaxed),
             expirations: c.expirations.load(Ordering::Relaxed),
             corrupt_reads: c.corrupt_reads.load(Ordering::Relaxed),
+            ..StorageCounters::default()
         }
     }
 }

@@ -662,6 +662,7 @@ impl Storage for Inner {
             evictions: self.evictions.load(Ordering::Relaxed),
             expirations: self.expirations.load(Ordering::Relaxed),
             corrupt_reads: 0,
+            ..StorageCounters::default()
         }
     }
 }
