@@ -6,7 +6,8 @@
 //! while the next calls run) and, some operations later, started again on the same port or
 //! thawed, `replay_now` as soon as it answers; a `flush`; a restart of the manager on the same
 //! directory (dropped cleanly, so its write-behind queue is sent or handed to the replay queue),
-//! with Redis up or down. The replay thread ticks every few milliseconds, so replays also run
+//! with Redis up or down; a hiccup, Redis frozen for one timeout while a key is written twice
+//! (see `Run::hiccup`). The replay thread ticks every few milliseconds, so replays also run
 //! beside the calls; before the manual clock moves, the write-behind queue and the replay queue
 //! are drained (see `quiesce`).
 //!
@@ -32,18 +33,27 @@
 //!   older value than the last write, or a deleted one, is what a replayed or write-behind write
 //!   landing after a newer op leaves. L2 may hold less (it forgot in a restart).
 //!
-//! Checked by breaking the manager, each caught within the default run: a write-behind queue that
-//! keeps a key's oldest queued value rather than its newest (seed 1, op 386: L2 holds the older
-//! value after a full replay); a replay that acks deletes without sending them (seed 1, op 124, in
-//! both modes: a deleted value comes back from the stale L2); a revalidation that serves L1's copy
-//! when L2 has none (seed 10, op 129, in both modes). Two races that one calling thread seldom
-//! meets pass the run: a replay that sends an op superseded by a newer op of its key after the
-//! replay read it (`manager::replay_tests` holds that race open), and a failed write-behind batch
-//! queued for replay over a newer queued write of its key (harmful only if the newer write's own
-//! batch then reaches L2 before the replay).
+//! Checked by breaking the manager, each caught in every one of four runs of the default seeds
+//! (where the first failure comes depends on how the threads meet, so the seed and operation vary):
+//! a write-behind queue that keeps a key's oldest queued value rather than its newest (seed 3 at op
+//! 101, 348 or 437, or seed 6 at its last check: L2 holds the older value after a full replay); a
+//! failed write-behind batch queued for replay over a newer queued write of its key (seed 3 at op
+//! 101, 315 or 437: the newer write's batch reaches L2 after a hiccup, then the replay puts the
+//! older value back); a replay that acks deletes without sending them (seed 1, op 124, in both
+//! modes: a deleted value comes back from the stale L2); a revalidation that serves L1's copy when
+//! L2 has none (seed 10, op 129, in both modes). A replay that sends an op superseded by a newer op
+//! of its key after the replay read it passes: one calling thread does not meet that race, which
+//! `manager::replay_tests` holds open.
+//!
+//! The hiccups also found a fault below the manager: a write-through set that timed out on the
+//! frozen Redis ran after the newer set of its key once Redis was thawed (a thawed Redis may run a
+//! connection accepted during the freeze first), and L2 kept the older value (write-through, seed
+//! 27: one run in 11, then one in 30, with `UNO_MODEL_SEED=27`). The Redis level now keeps such a
+//! write in doubt and deletes the key if the older value lands (`src/distributed/redis/doubt.rs`,
+//! pinned by `tests/redis_late_writes.rs`); seed 27 then passed 20 runs of 20.
 //!
 //! Knobs as in `levels_model.rs`: `UNO_MODEL_SEED=n` runs that seed alone, `UNO_MODEL_OPS` the
-//! operations per seed (default 600). A failure names the seed, the operation's index and the
+//! operations per seed (default 500). A failure names the seed, the operation's index and the
 //! operations before it.
 #![cfg(feature = "redis")]
 #![allow(
@@ -61,7 +71,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use model::{env_u64, over_redis_toml, seeds, Item, Keys, Runner, Val};
+use model::{env_u64, expiry, over_redis_toml, seeds, Item, Keys, Runner, Val};
 use rand::Rng;
 use support::RedisServer;
 use uno_cache::distributed::envelope;
@@ -76,21 +86,22 @@ enum Mode {
 }
 
 /// A small file store in front of a Redis L2 with the replay queue: L2 failures hidden, a
-/// breaker that opens at the first failure and probes again after 20 ms (so that L2's return is
-/// noticed within a few calls), a replay tick every 5 ms.
+/// breaker that opens at the third failure in a row (so that one timed-out batch leaves it
+/// closed, see `Run::hiccup`) and probes again after 150 ms (each probe of a frozen Redis costs
+/// a 200 ms timeout, so most calls during a freeze skip L2), a replay tick every 5 ms.
 fn config(dir: &Path, redis: &str, key_prefix: &str, mode: Mode) -> CacheConfig {
     let mode = match mode {
         Mode::Behind => "behind",
         Mode::Through => "through",
     };
     let distributed =
-        format!("timeout_ms = 200\nbreaker_failures = 1\nbreaker_cooldown_ms = 20\nwrite_mode = \"{mode}\"");
+        format!("timeout_ms = 200\nbreaker_failures = 3\nbreaker_cooldown_ms = 150\nwrite_mode = \"{mode}\"");
     let offline = "[offline]\nreplay = true\nreplay_interval_ms = 5";
     CacheConfig::from_toml_str(&over_redis_toml(dir, redis, key_prefix, &distributed, offline)).unwrap()
 }
 
 fn ops() -> usize {
-    env_u64("UNO_MODEL_OPS").map_or(600, |n| n as usize)
+    env_u64("UNO_MODEL_OPS").map_or(500, |n| n as usize)
 }
 
 /// What the run made happen, to see that it reached outages, replays and L2 checks.
@@ -107,6 +118,7 @@ struct Totals {
     /// Ops the replay got to L2 (its thread's and `replay_now`'s).
     replayed: u64,
     ops_while_down: u64,
+    hiccups: u64,
     /// Keys a manager restart found with an L1 copy L2 forgot (to read as misses).
     gone: u64,
 }
@@ -185,6 +197,9 @@ impl Run<'_> {
             self.totals.kills += 1;
         }
         self.runner.l2_down = true;
+        // Nothing reaches L2 now (what a frozen Redis runs once thawed was converted before
+        // the freeze, or in a probe): draining before each clock move would only cost timeouts.
+        self.runner.before_clock_moves = None;
         self.gone_aside = std::mem::take(&mut self.runner.model.gone);
         self.writes_when_down = self.runner.writes;
     }
@@ -203,6 +218,7 @@ impl Run<'_> {
             self.redis.restart();
         }
         self.runner.l2_down = false;
+        self.runner.before_clock_moves = Some(quiesce);
         self.replay_all();
         // A `gone` key written during the outage holds a value again.
         let since = self.writes_when_down;
@@ -224,6 +240,52 @@ impl Run<'_> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Redis frozen for one L2 timeout while a key is written twice: under write-behind, the
+    /// first value's batch is on its way when the second is queued, and fails; the breaker
+    /// stays closed (it opens at the third failure), so the second value's batch reaches L2 once
+    /// Redis is thawed, and the first, if the failed batch queued it for replay, would be
+    /// replayed over it. Write-through, both sets time out and go to the replay queue, and the
+    /// thawed Redis runs them late.
+    fn hiccup(&mut self) {
+        let typed = self.runner.rng.random_bool(0.5);
+        let key = self.runner.keys.pick(&mut self.runner.rng, typed);
+        self.runner
+            .log(format!("hiccup: freeze Redis, write {key} twice, thaw"));
+        let failed_before = self.cache().stats().consistency.write_behind_failures;
+        self.redis.pause();
+        for n in 0..2 {
+            let val = self.runner.new_val(&key, typed);
+            self.runner.log(format!("set {key} ttl None = {}", val.origin()));
+            let cache = self.cache.as_ref().unwrap();
+            let r = match &val {
+                Val::Typed(item) => cache.set(&key, item, None),
+                Val::Raw(bytes) => cache.set_raw(&key, bytes, None),
+            };
+            r.unwrap_or_else(|e| self.runner.fail(format!("set {key}: {e}")));
+            self.runner.model.wrote(&key);
+            let exp = expiry(self.runner.clock_now(), None);
+            self.runner.model.map.insert(key.clone(), (val, exp));
+            if n == 0 {
+                // Not a synchronisation (any interleaving must pass): the writer lingers 1 ms
+                // before it takes a batch, so that the second value mostly finds the first one
+                // on its way rather than still queued.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if matches!(self.mode, Mode::Behind) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.cache().stats().consistency.write_behind_failures == failed_before {
+                if Instant::now() > deadline {
+                    self.runner
+                        .fail("a write-behind batch to a frozen Redis never failed".to_owned());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.redis.resume();
+        self.totals.hiccups += 1;
     }
 
     /// Before a restart of Redis without persistence: the write-behind queue drained into the
@@ -432,8 +494,9 @@ fn run_seed(mode: Mode, seed: u64, ops: usize) {
             1 | 2 if !run.runner.l2_down => run.kill_redis(),
             // A frozen Redis costs a timeout per probe of the breaker: shorter.
             1..=6 if run.runner.l2_down => run.restart_redis(persistent),
-            10..=17 if run.paused => run.restart_redis(persistent),
+            10..=25 if run.paused => run.restart_redis(persistent),
             7..=9 => run.flush_and_check(),
+            18 | 19 if !run.runner.l2_down => run.hiccup(),
             _ => {
                 run.totals.ops_while_down += u64::from(run.runner.l2_down);
                 let cache = run.cache.as_ref().unwrap();
@@ -455,14 +518,14 @@ fn run_seed(mode: Mode, seed: u64, ops: usize) {
 
 #[test]
 fn write_behind_through_l2_outages_restarts_and_replays_never_answers_nor_leaves_in_l2_an_older_value() {
-    for seed in seeds(&[1, 3, 10, 18]) {
+    for seed in seeds(&[1, 3, 6, 10]) {
         run_seed(Mode::Behind, seed, ops());
     }
 }
 
 #[test]
 fn write_through_with_the_replay_queue_through_l2_outages_never_answers_nor_leaves_in_l2_an_older_value() {
-    for seed in seeds(&[1, 3, 10, 18]) {
+    for seed in seeds(&[1, 3, 6, 10]) {
         run_seed(Mode::Through, seed, ops());
     }
 }
