@@ -44,6 +44,9 @@ use super::errors::error_text;
 /// How long a pooled write whose sending timed out stays in doubt (see the module docs).
 pub(crate) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
 
+/// How long the caller's thread waits to send a pooled connection's `ECHO`.
+const ECHO_SEND_WAIT: Duration = Duration::from_millis(10);
+
 /// The bytes of values in doubt kept for a conditional correction, across the store's keys.
 pub(crate) const KEEP_BYTES: usize = 32 << 20;
 
@@ -200,8 +203,10 @@ impl Doubts {
         // The request's replies are `SET`s' (simple strings or errors): no bulk string but the
         // `ECHO`'s can come back on the connection.
         let token = format!("uno-cache:doubt:{id}").into_bytes();
+        // Sent on the caller's thread, whose call already ran out of its deadline: a socket
+        // with no room for a few bytes (the server stopped reading) does not hold it longer.
         let sent = conn
-            .set_write_timeout(Some(self.0.timeout))
+            .set_write_timeout(Some(ECHO_SEND_WAIT))
             .and_then(|()| conn.send_packed_command(&redis::cmd("ECHO").arg(&token[..]).get_packed_command()))
             .and_then(|()| conn.set_read_timeout(None));
         let handed = sent.is_ok() && {
