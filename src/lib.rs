@@ -144,8 +144,8 @@ pub use crate::stats::{
     CacheStats, ConsistencyStats, HitRates, LatencyStats, LevelStats, LoaderStats, OverallStats, Sizes,
 };
 pub use crate::storage::{
-    BoxFuture, Confirmation, DistributedStorage, Entry, Freshness, InProcess, LocalStorage, Storage,
-    StorageCounters, StorageSize, SuspectEpoch, TierAbove,
+    BoxFuture, Confirmation, DistributedStorage, Entry, Freshness, InProcess, LateWriteHook, LocalStorage,
+    Storage, StorageCounters, StorageSize, SuspectEpoch, TierAbove,
 };
 
 #[doc(hidden)]

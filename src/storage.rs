@@ -288,11 +288,24 @@ pub trait TierAbove: Send + Sync + std::fmt::Debug {
     fn holds(&self, key: &str) -> bool;
 }
 
+/// Told each key (as the caller names it) that an L2 deleted because a write of it that timed
+/// out landed late (see [`DistributedStorage::on_late_write_deleted`]). Called on the level's
+/// I/O thread: it must not block.
+pub type LateWriteHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The async forms of the core, for a level on the network: the manager's L2 (Redis,
 /// Memcached, and the breaker and background-connection wrappers in front of them). Every
-/// method is required and must not block the executor; a level that never waits can use
-/// [`InProcess`] instead of writing these.
+/// call is required and must not block the executor (only the notice
+/// [`on_late_write_deleted`](Self::on_late_write_deleted) has a default); a level that never
+/// waits can use [`InProcess`] instead of writing these.
 pub trait DistributedStorage: Storage {
+    /// Calls `hook` with each key the level deletes because a write of it that timed out
+    /// landed late, possibly after a newer one (the Redis level's writes in doubt). Another
+    /// instance may have read the older value into its L1 before the deletion: the manager
+    /// publishes an invalidation of the key. A later call replaces the hook. A level that
+    /// corrects nothing ignores it (the default); a wrapper passes it on.
+    fn on_late_write_deleted(&self, _hook: LateWriteHook) {}
+
     /// Async [`get`](Storage::get).
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>>;
 

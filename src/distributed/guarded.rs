@@ -216,6 +216,10 @@ impl<L: Storage> Storage for Guarded<L> {
 }
 
 impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
+    fn on_late_write_deleted(&self, hook: crate::storage::LateWriteHook) {
+        self.inner.on_late_write_deleted(hook);
+    }
+
     /// As [`Storage::size`] on [`Guarded`]: not counted by the breaker.
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move {

@@ -30,6 +30,9 @@ impl Shared {
 
     /// Nothing to publish to without a backplane.
     pub(crate) fn publish(&self, _invalidation: &Invalidation) {}
+
+    /// No other instance to tell of a late write without a backplane.
+    pub(crate) fn publish_late_writes(self: &std::sync::Arc<Self>) {}
 }
 
 /// Stands in for the `redis` build's announcement: nothing to publish.

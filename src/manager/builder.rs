@@ -236,6 +236,7 @@ impl CacheManagerBuilder {
         // so a message sent before the backplane exists would be lost for good (an instance
         // restarted with queued changes replays them at once).
         connect_backplane(&config, &shared, io.as_ref())?;
+        shared.publish_late_writes();
         if let Some(replayer) = &shared.replayer {
             let every = Duration::from_millis(config.offline.replay_interval_ms);
             replayer.start(&mut workers, Arc::downgrade(&shared), every)?;

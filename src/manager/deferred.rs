@@ -18,7 +18,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::stats::LevelMetrics;
-use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
+use crate::storage::{
+    BoxFuture, DistributedStorage, Entry, LateWriteHook, Storage, StorageCounters, StorageSize,
+};
 
 /// Opens the level; called until it succeeds.
 pub(crate) type Connect = Box<dyn Fn() -> Result<Arc<dyn DistributedStorage>> + Send + Sync>;
@@ -34,6 +36,8 @@ struct Slot {
     /// they name the host and say whether the configuration is wrong (the counters' `last_error`
     /// and `config_errors` are all a caller such as the CLI sees).
     last_failure: Mutex<Arc<Error>>,
+    /// The hook given before the level connected, handed to it when it does.
+    late_write_hook: Mutex<Option<LateWriteHook>>,
 }
 
 /// A level that connects in the background; see the module docs.
@@ -90,6 +94,7 @@ impl Deferred {
         let slot = Arc::new(Slot {
             level: RwLock::new(None),
             last_failure: Mutex::new(Arc::new(first_error)),
+            late_write_hook: Mutex::new(None),
         });
         let connector = Connector {
             name,
@@ -133,6 +138,12 @@ fn connect_until_stopped(
         match connect() {
             Ok(level) => {
                 tracing::info!(level = name, "L2 connected");
+                // Under the hook's lock, so that a hook given meanwhile reaches the level
+                // either here or in `on_late_write_deleted`.
+                let hook = slot.late_write_hook.lock();
+                if let Some(hook) = hook.as_ref() {
+                    level.on_late_write_deleted(Arc::clone(hook));
+                }
                 *slot.level.write() = Some(level);
                 return;
             }
@@ -229,6 +240,14 @@ impl Storage for Deferred {
 
 /// Each async call goes to the connected level's own async call.
 impl DistributedStorage for Deferred {
+    fn on_late_write_deleted(&self, hook: LateWriteHook) {
+        let mut kept = self.slot.late_write_hook.lock();
+        if let Some(level) = self.slot.level.read().as_ref() {
+            level.on_late_write_deleted(Arc::clone(&hook));
+        }
+        *kept = Some(hook);
+    }
+
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move { self.level("size")?.size_async().await })
     }
@@ -438,6 +457,67 @@ mod tests {
     }
 
     impl WrapDistributed for AsyncOnly {}
+
+    /// A level that keeps the late-write hook it is given.
+    struct Hooked {
+        store: InProcess<MemoryStore>,
+        hook: parking_lot::Mutex<Option<LateWriteHook>>,
+    }
+
+    impl Wrap for Hooked {
+        type Inner = InProcess<MemoryStore>;
+        fn inner(&self) -> &InProcess<MemoryStore> {
+            &self.store
+        }
+    }
+
+    impl WrapDistributed for Hooked {
+        fn on_late_write_deleted(&self, hook: LateWriteHook) {
+            *self.hook.lock() = Some(hook);
+        }
+    }
+
+    /// The manager hands its hook over at start-up, while a deferred level is not connected:
+    /// the level gets it when it connects, and a hook given after that reaches it at once.
+    #[test]
+    fn a_late_write_hook_given_before_the_connect_reaches_the_level_once_connected() {
+        let level = Arc::new(Delegate(Hooked {
+            store: InProcess::new(MemoryStore::new(100).unwrap()),
+            hook: parking_lot::Mutex::new(None),
+        }));
+        let connected = Arc::clone(&level);
+        let go = Arc::new(AtomicU32::new(0));
+        let open = Arc::clone(&go);
+        let connect: Connect = Box::new(move || {
+            if open.load(Ordering::SeqCst) == 0 {
+                return Err(down());
+            }
+            Ok(Arc::clone(&connected) as Arc<dyn DistributedStorage>)
+        });
+        let deferred = started("test", Duration::from_millis(1), connect);
+        let told = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let tell = Arc::clone(&told);
+        deferred.on_late_write_deleted(Arc::new(move |key: &str| tell.lock().push(key.to_owned())));
+        assert!(
+            level.0.hook.lock().is_none(),
+            "handed over before the level connected"
+        );
+
+        go.store(1, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while level.0.hook.lock().is_none() {
+            assert!(Instant::now() < deadline, "the level connected without the hook");
+            std::thread::yield_now();
+        }
+        let hook = level.0.hook.lock().clone().unwrap();
+        hook("k");
+        assert_eq!(*told.lock(), ["k"]);
+
+        deferred.on_late_write_deleted(Arc::new(|_: &str| {}));
+        let again = level.0.hook.lock().clone().unwrap();
+        again("other");
+        assert_eq!(*told.lock(), ["k"], "a later hook did not replace the first");
+    }
 
     #[test]
     fn every_async_call_goes_to_the_connected_levels_async_call_never_its_blocking_one() {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use uno_cache::{
-    BoxFuture, Confirmation, DistributedStorage, Entry, Freshness, LocalStorage, Result, Storage,
-    StorageCounters, StorageSize, SuspectEpoch, TierAbove,
+    BoxFuture, Confirmation, DistributedStorage, Entry, Freshness, LateWriteHook, LocalStorage, Result,
+    Storage, StorageCounters, StorageSize, SuspectEpoch, TierAbove,
 };
 
 /// The calls of [`Storage`], each forwarded to [`inner`](Wrap::inner) unless overridden.
@@ -98,6 +98,9 @@ pub trait WrapLocal: Wrap<Inner: LocalStorage> {
 
 /// The calls of [`DistributedStorage`], each forwarded to the wrapped L2 unless overridden.
 pub trait WrapDistributed: Wrap<Inner: DistributedStorage> {
+    fn on_late_write_deleted(&self, hook: LateWriteHook) {
+        self.inner().on_late_write_deleted(hook);
+    }
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         self.inner().get_async(key)
     }
@@ -221,6 +224,9 @@ impl<W: WrapLocal> LocalStorage for Delegate<W> {
 }
 
 impl<W: WrapDistributed> DistributedStorage for Delegate<W> {
+    fn on_late_write_deleted(&self, hook: LateWriteHook) {
+        WrapDistributed::on_late_write_deleted(&self.0, hook);
+    }
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         WrapDistributed::get_async(&self.0, key)
     }

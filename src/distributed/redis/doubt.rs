@@ -27,8 +27,10 @@
 //! unconditional `UNLINK`. A correction that fails is retried, with growing pauses, until it is
 //! answered or the store is dropped.
 //!
-//! What it leaves: from the late write's landing to its correction (about a round trip after
-//! the connection's answer), a reader can take the older value into its own L1.
+//! From the late write's landing to its correction (about a round trip after the connection's
+//! answer), another instance may take the older value into its L1: each key a correction deleted
+//! is told to the hook the manager gives (`DistributedStorage::on_late_write_deleted`), which
+//! publishes it on the backplane.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -40,6 +42,7 @@ use redis::{Arg, Value};
 use super::commands::Request;
 use super::connection::{Conn, Link};
 use super::errors::error_text;
+use crate::storage::LateWriteHook;
 
 /// How long a pooled write whose sending timed out stays in doubt (see the module docs).
 pub(crate) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
@@ -92,6 +95,10 @@ struct Shared {
     /// Where corrections go, and what runs the probes.
     link: Link,
     timeout: Duration,
+    /// The length of the store's key prefix, taken off a key told to `hook`.
+    prefix_len: usize,
+    /// Told each key a correction deleted (see `DistributedStorage::on_late_write_deleted`).
+    hook: parking_lot::Mutex<Option<LateWriteHook>>,
     /// The thread that reads the pooled connections' answers, started at the first.
     pooled: parking_lot::Mutex<Option<mpsc::Sender<Probe>>>,
 }
@@ -114,13 +121,15 @@ struct Doubt {
 }
 
 impl Doubts {
-    pub(crate) fn new(link: Link, timeout: Duration) -> Self {
+    pub(crate) fn new(link: Link, timeout: Duration, prefix_len: usize) -> Self {
         Doubts(Arc::new(Shared {
             state: parking_lot::Mutex::new(State::default()),
             open: AtomicUsize::new(0),
             deleted: AtomicU64::new(0),
             link,
             timeout,
+            prefix_len,
+            hook: parking_lot::Mutex::new(None),
             pooled: parking_lot::Mutex::new(None),
         }))
     }
@@ -128,6 +137,11 @@ impl Doubts {
     /// Keys whose write may still land late, or whose correction has not been answered yet.
     pub(crate) fn open(&self) -> usize {
         self.0.open.load(Ordering::Acquire)
+    }
+
+    /// Tells `hook` each key a correction deletes from now on.
+    pub(crate) fn on_deleted(&self, hook: LateWriteHook) {
+        *self.0.hook.lock() = Some(hook);
     }
 
     /// Keys a correction deleted: a value written in doubt was there.
@@ -385,6 +399,11 @@ async fn correct(store: Weak<Shared>, key: Vec<u8>, late: Late) {
                 // Both commands answer how many keys they deleted.
                 if matches!(answer, Value::Int(n) if n > 0) {
                     shared.deleted.fetch_add(1, Ordering::Relaxed);
+                    let hook = shared.hook.lock().clone();
+                    let named = key.get(shared.prefix_len..).map(String::from_utf8_lossy);
+                    if let (Some(hook), Some(named)) = (hook, named) {
+                        hook(&named);
+                    }
                 }
                 shared.open.fetch_sub(1, Ordering::AcqRel);
                 return;

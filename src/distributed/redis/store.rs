@@ -189,7 +189,7 @@ impl RedisStore {
         };
         RedisStore {
             pool,
-            doubts: Doubts::new(conn.clone(), settings.timeout),
+            doubts: Doubts::new(conn.clone(), settings.timeout, options.key_prefix().len()),
             conn,
             commands: Commands::new(options.key_prefix().to_owned(), options.ttl_default(), limit),
             timeout: settings.timeout,
@@ -492,6 +492,11 @@ impl Storage for RedisStore {
 }
 
 impl DistributedStorage for RedisStore {
+    /// See [`writes_in_doubt`](Self::writes_in_doubt).
+    fn on_late_write_deleted(&self, hook: crate::storage::LateWriteHook) {
+        self.doubts.on_deleted(hook);
+    }
+
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         let prefix = self.commands.prefix();
         Box::pin(self.admin("size", |conn| scan::size(conn, &self.seeds, &self.hosts, prefix)))
