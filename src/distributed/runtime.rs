@@ -110,6 +110,13 @@ impl IoRuntime {
         }
     }
 
+    /// The runtime's handle, for tasks that must end with it: a handle does not keep the
+    /// thread alive, so what is spawned on it is cancelled when the last [`IoRuntime`] goes.
+    #[cfg(feature = "memcached")]
+    pub(crate) fn handle(&self) -> tokio::runtime::Handle {
+        self.thread.handle.clone()
+    }
+
     /// Whether the caller is running on this I/O thread.
     fn on_io_thread(&self) -> bool {
         std::thread::current().id() == self.thread.thread_id

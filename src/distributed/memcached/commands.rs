@@ -45,7 +45,7 @@ pub(super) struct Site<'a> {
 }
 
 impl Site<'_> {
-    fn refused(&self, what: &str, code: u16, text: &str) -> Error {
+    pub(super) fn refused(&self, what: &str, code: u16, text: &str) -> Error {
         Error::Backend {
             level: LEVEL,
             op: self.op,
@@ -79,6 +79,12 @@ pub(super) trait Command: Send + Sync + 'static {
 
     /// The result once the reply is complete.
     fn finish(&self, state: Self::State, site: Site<'_>) -> Result<Self::Output>;
+
+    /// The (server key, value sent) of each item the command stores: what is in doubt if its
+    /// reply does not come (see `super::doubt`). None for a command that stores nothing.
+    fn written(&self) -> Vec<(&str, &[u8])> {
+        Vec::new()
+    }
 }
 
 fn index(opaque: u32, len: usize) -> std::result::Result<usize, String> {
@@ -327,6 +333,13 @@ impl Command for Set {
                 Some((i, error))
             })
             .collect())
+    }
+
+    fn written(&self) -> Vec<(&str, &[u8])> {
+        self.items
+            .iter()
+            .map(|item| (item.key.as_str(), item.bytes.as_slice()))
+            .collect()
     }
 }
 

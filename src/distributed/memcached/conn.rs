@@ -15,7 +15,10 @@
 //! `max(workers, 64)` of them are kept for reuse (blocking calls are bounded by the callers'
 //! threads). A connection is taken for
 //! one call and only returned after a reply was read in full; any failure (I/O error, a reply
-//! out of step, a missed deadline that may leave a late reply in the socket) drops it. A call
+//! out of step) drops it. A missed deadline (or an async caller that stopped waiting) leaves a
+//! late reply in the socket, and the command may still run: a connection given up so while it
+//! carried a `set` is handed over ([`HandOver`]) to the store's writes in doubt (`super::doubt`),
+//! which probe it ([`answered`]); any other is dropped. A call
 //! whose reused connection turns out to be closed by the server (it restarted) tries once more
 //! on a fresh one: every command we send is idempotent.
 
@@ -25,12 +28,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::commands::{Command, Site, Step};
 use super::options::HostSpec;
 use super::protocol::{
-    is_unauthenticated, opcode, parse_header, status, Header, Packet, HEADER_LEN, UNAUTHENTICATED,
+    self, is_unauthenticated, opcode, parse_header, status, Header, Packet, HEADER_LEN, UNAUTHENTICATED,
 };
 use crate::distributed::resolve::{Resolver, Unresolved};
 use crate::distributed::runtime::deadline_after;
@@ -86,6 +89,89 @@ impl Fault {
     }
 }
 
+/// The `opaque` of the `noop` that probes a connection given up on (see [`answered`]): apart from
+/// key indices (below `MAX_BATCH`) and the batches' closing `noop` (`u32::MAX`).
+const PROBE_OPAQUE: u32 = u32::MAX - 0x100;
+
+/// A connection given up on while a command that stores values was unanswered on it: it timed
+/// out, or its async caller stopped waiting. Handed to the store's writes in doubt.
+pub(super) enum Unanswered {
+    /// The request went out whole: an answer to a later command on it says that it ran.
+    Sent(Handed),
+    /// The request's sending timed out (or was dropped) part way: a command sent after it would
+    /// be read as part of it, so the connection is not probed (it is closed).
+    HalfSent,
+}
+
+/// The connection of [`Unanswered::Sent`].
+pub(super) enum Handed {
+    Blocking(SyncConn),
+    Async(AsyncConn),
+}
+
+/// Where a call's connections go when given up on as [`Unanswered`]: with the stored items'
+/// (server key, value sent) of the command in flight (see [`Command::written`]).
+pub(super) type HandOver<'a> = &'a (dyn Fn(&[(&str, &[u8])], Unanswered) + Sync);
+
+/// Hands `conn` over if `command` stores values; drops it otherwise.
+fn give_up<C: Command>(hand_over: HandOver<'_>, command: &C, conn: Unanswered) {
+    let written = command.written();
+    if !written.is_empty() {
+        hand_over(&written, conn);
+    }
+}
+
+/// How a probe of a connection given up on ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probed {
+    /// The `noop` sent after the request was answered: the request ran before it.
+    Answered,
+    /// The connection failed (closed, reset): whatever had not run will not.
+    Failed,
+    /// Its replies could not be read (a reply was cut by the deadline, or the stream is out of
+    /// step): nothing can be told from it.
+    Unreadable,
+}
+
+/// Sends a `noop` on `handed` and reads its replies until the `noop`'s. Runs on the I/O thread's
+/// runtime (a blocking connection is moved to it) with no deadline: it ends with the answer, the
+/// connection's failure, or the runtime (the store's drop).
+pub(super) async fn answered(handed: Handed) -> Probed {
+    let (leftover, stream) = match handed {
+        Handed::Blocking(conn) => {
+            let leftover = conn.buf.get(conn.start..conn.end).unwrap_or_default().to_vec();
+            let stream = conn
+                .stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(conn.stream));
+            match stream {
+                Ok(stream) => (leftover, stream),
+                Err(_) => return Probed::Unreadable,
+            }
+        }
+        Handed::Async(conn) => (conn.stream.buffer().to_vec(), conn.stream.into_inner()),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut read = tokio::io::BufReader::new(AsyncReadExt::chain(std::io::Cursor::new(leftover), read));
+    let mut noop = Vec::new();
+    if protocol::request(&mut noop, opcode::NOOP, PROBE_OPAQUE, &[], &[], &[]).is_err() {
+        return Probed::Unreadable;
+    }
+    if write.write_all(&noop).await.is_err() {
+        return Probed::Failed;
+    }
+    loop {
+        match read_packet_from(&mut read).await {
+            Ok(packet) if packet.header.opcode == opcode::NOOP && packet.header.opaque == PROBE_OPAQUE => {
+                return Probed::Answered
+            }
+            Ok(_) => {}
+            Err(Fault::Io(_)) => return Probed::Failed,
+            Err(_) => return Probed::Unreadable,
+        }
+    }
+}
+
 /// What is left of `deadline`, or a timeout.
 fn left(deadline: Instant) -> std::result::Result<Duration, Fault> {
     let left = deadline.saturating_duration_since(Instant::now());
@@ -97,7 +183,7 @@ fn left(deadline: Instant) -> std::result::Result<Duration, Fault> {
 }
 
 /// A blocking connection.
-struct SyncConn {
+pub(super) struct SyncConn {
     stream: TcpStream,
     buf: Vec<u8>,
     /// Bytes of `buf` read but not yet consumed: `buf[start..end]`.
@@ -162,16 +248,6 @@ impl SyncConn {
             self.read_exact(body.get_mut(from..).unwrap_or_default(), deadline)?;
         }
         Ok(Packet { header, body })
-    }
-
-    fn exchange<C: Command>(
-        &mut self,
-        command: &C,
-        request: &[u8],
-        deadline: Instant,
-    ) -> std::result::Result<C::State, Fault> {
-        self.write_all(request, deadline)?;
-        self.receive(command, deadline)
     }
 
     /// Reads the reply of `command`, sent already.
@@ -242,34 +318,34 @@ fn read_some(stream: &mut TcpStream, out: &mut [u8]) -> std::result::Result<usiz
 }
 
 /// An async connection; lives on the I/O thread's runtime.
-struct AsyncConn {
+pub(super) struct AsyncConn {
     stream: tokio::io::BufReader<tokio::net::TcpStream>,
 }
 
+/// One packet from `stream`.
+async fn read_packet_from(stream: &mut (impl AsyncRead + Unpin)) -> std::result::Result<Packet, Fault> {
+    let mut head = [0u8; HEADER_LEN];
+    stream.read_exact(&mut head).await?;
+    let header = read_header(&head)?;
+    let mut body = Vec::with_capacity(header.body_len.min(BODY_STEP));
+    while body.len() < header.body_len {
+        let from = body.len();
+        body.resize(header.body_len.min(from + BODY_STEP), 0);
+        let step = body.get_mut(from..).unwrap_or_default();
+        stream.read_exact(step).await?;
+    }
+    Ok(Packet { header, body })
+}
+
 impl AsyncConn {
-    async fn read_packet(&mut self) -> std::result::Result<Packet, Fault> {
-        let mut head = [0u8; HEADER_LEN];
-        self.stream.read_exact(&mut head).await?;
-        let header = read_header(&head)?;
-        let mut body = Vec::with_capacity(header.body_len.min(BODY_STEP));
-        while body.len() < header.body_len {
-            let from = body.len();
-            body.resize(header.body_len.min(from + BODY_STEP), 0);
-            let step = body.get_mut(from..).unwrap_or_default();
-            self.stream.read_exact(step).await?;
-        }
-        Ok(Packet { header, body })
+    async fn send(&mut self, request: &[u8]) -> std::result::Result<(), Fault> {
+        Ok(self.stream.get_mut().write_all(request).await?)
     }
 
-    async fn exchange<C: Command>(
-        &mut self,
-        command: &C,
-        request: &[u8],
-    ) -> std::result::Result<C::State, Fault> {
-        self.stream.get_mut().write_all(request).await?;
+    async fn receive<C: Command>(&mut self, command: &C) -> std::result::Result<C::State, Fault> {
         let mut state = C::State::default();
         loop {
-            let packet = self.read_packet().await?;
+            let packet = read_packet_from(&mut self.stream).await?;
             refuse_unauthenticated(&packet)?;
             if command.accept(&mut state, packet).map_err(Fault::Protocol)? == Step::Done {
                 return Ok(state);
@@ -431,13 +507,15 @@ impl Host {
     /// Runs `commands` in order on one connection, on the caller's thread, by `deadline`, in
     /// two halves. This one takes a connection and sends the first command, without waiting
     /// for its reply. A call over several hosts starts each before it reads
-    /// any, so the hosts work at once and a slow one does not spend the others' time.
+    /// any, so the hosts work at once and a slow one does not spend the others' time. A `set`
+    /// whose sending ran out of the deadline goes to `hand_over`.
     pub(super) fn start<C: Command>(
         &self,
         op: &'static str,
         timeout: Duration,
         deadline: Instant,
         first: Option<&C>,
+        hand_over: HandOver<'_>,
     ) -> Result<Started> {
         // The time went to other hosts of the call: a pooled connection taken now would fail
         // its first write at once and be closed, so a healthy host lost one connection per such
@@ -467,6 +545,10 @@ impl Host {
             Ok(()) => started.sent = true,
             // Closed by the server while idle: `finish` sends it again on a fresh connection.
             Err(fault) if reused && fault.stale() => {}
+            Err(Fault::Timeout) => {
+                give_up(hand_over, command, Unanswered::HalfSent);
+                return Err(self.error(op, timeout, Fault::Timeout));
+            }
             Err(fault) => return Err(self.error(op, timeout, fault)),
         }
         Ok(started)
@@ -475,7 +557,8 @@ impl Host {
     /// The second half of [`start`](Self::start): reads the first command's reply and runs the
     /// others. Every command runs even if an earlier one was refused; the outputs up to the
     /// first refusal or failure are kept (a host's part of a large batch is several commands,
-    /// and what the earlier ones settled stands when a later one fails).
+    /// and what the earlier ones settled stands when a later one fails). A `set` that ran out
+    /// of the deadline goes to `hand_over` with its connection.
     pub(super) fn finish<C: Command>(
         &self,
         op: &'static str,
@@ -483,10 +566,20 @@ impl Host {
         deadline: Instant,
         commands: &[C],
         started: Result<Started>,
+        hand_over: HandOver<'_>,
     ) -> Ran<C::Output> {
         let mut outputs = Vec::with_capacity(commands.len());
         let stopped = started
-            .and_then(|started| self.finish_into(op, timeout, deadline, commands, started, &mut outputs))
+            .and_then(|started| {
+                self.finish_into(
+                    op,
+                    timeout,
+                    deadline,
+                    (commands, hand_over),
+                    started,
+                    &mut outputs,
+                )
+            })
             .err();
         Ran::settle(outputs, stopped)
     }
@@ -496,7 +589,7 @@ impl Host {
         op: &'static str,
         timeout: Duration,
         deadline: Instant,
-        commands: &[C],
+        (commands, hand_over): (&[C], HandOver<'_>),
         started: Started,
         outputs: &mut Vec<Result<C::Output>>,
     ) -> Result<()> {
@@ -509,6 +602,8 @@ impl Host {
         let mut request = Vec::new();
         let mut queue = commands.iter().peekable();
         while let Some(&command) = queue.peek() {
+            // Whether the request went out whole, for a timeout.
+            let mut whole = true;
             let reply = if std::mem::take(&mut sent) {
                 conn.receive(command, deadline)
             } else {
@@ -516,7 +611,11 @@ impl Host {
                 command
                     .encode(&mut request)
                     .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
-                conn.exchange(command, &request, deadline)
+                whole = false;
+                conn.write_all(&request, deadline).and_then(|()| {
+                    whole = true;
+                    conn.receive(command, deadline)
+                })
             };
             match reply {
                 Ok(state) => {
@@ -527,6 +626,14 @@ impl Host {
                 Err(fault) if reused && fault.stale() && left(deadline).is_ok() => {
                     reused = false;
                     conn = self.connect(deadline).map_err(|f| self.error(op, timeout, f))?;
+                }
+                Err(Fault::Timeout) => {
+                    let given = match whole {
+                        true => Unanswered::Sent(Handed::Blocking(conn)),
+                        false => Unanswered::HalfSent,
+                    };
+                    give_up(hand_over, command, given);
+                    return Err(self.error(op, timeout, Fault::Timeout));
                 }
                 Err(fault) => return Err(self.error(op, timeout, fault)),
             }
@@ -551,7 +658,8 @@ impl Host {
         })
     }
 
-    /// [`start`](Self::start) and [`finish`](Self::finish) for the I/O thread, a slot waited for first (startup's checks).
+    /// [`start`](Self::start) and [`finish`](Self::finish) for the I/O thread, a slot waited
+    /// for first (startup's checks, corrections of writes in doubt): commands that store nothing.
     pub(super) async fn run_async<C: Command>(
         &self,
         op: &'static str,
@@ -560,23 +668,24 @@ impl Host {
     ) -> Result<Vec<C::Output>> {
         let slot = self.async_slot(op).await?;
         let deadline = deadline_after(timeout);
-        self.run_on_slot(op, timeout, deadline, slot, commands)
+        self.run_on_slot(op, timeout, deadline, slot, (commands, &|_, _| {}))
             .await
             .into_result()
     }
 
     /// [`start`](Self::start) and [`finish`](Self::finish) for the I/O thread, on the `slot` the caller got from
-    /// [`async_slot`](Self::async_slot), by `deadline` (a missed deadline drops the connection).
+    /// [`async_slot`](Self::async_slot), by `deadline` (a missed deadline drops the connection,
+    /// or hands it to `hand_over` while a `set` is unanswered on it, as does a drop of the call).
     pub(super) async fn run_on_slot<C: Command>(
         &self,
         op: &'static str,
         timeout: Duration,
         deadline: Instant,
         slot: tokio::sync::SemaphorePermit<'_>,
-        commands: &[C],
+        commands: (&[C], HandOver<'_>),
     ) -> Ran<C::Output> {
         let _slot = slot;
-        let mut outputs = Vec::with_capacity(commands.len());
+        let mut outputs = Vec::with_capacity(commands.0.len());
         let stopped = self
             .run_async_into(op, timeout, deadline, commands, &mut outputs)
             .await
@@ -589,17 +698,19 @@ impl Host {
         op: &'static str,
         timeout: Duration,
         deadline: Instant,
-        commands: &[C],
+        (commands, hand_over): (&[C], HandOver<'_>),
         outputs: &mut Vec<Result<C::Output>>,
     ) -> Result<()> {
         let site = self.site(op);
         let taken = self.idle_async.lock().pop();
         let (mut conn, mut reused) = match taken {
-            Some(conn) => (conn, true),
+            Some(conn) => (Some(conn), true),
             None => (
-                by(deadline, self.connect_async())
-                    .await
-                    .map_err(|f| self.error(op, timeout, f))?,
+                Some(
+                    by(deadline, self.connect_async())
+                        .await
+                        .map_err(|f| self.error(op, timeout, f))?,
+                ),
                 false,
             ),
         };
@@ -610,27 +721,78 @@ impl Host {
             command
                 .encode(&mut request)
                 .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
-            match by(deadline, conn.exchange(command, &request)).await {
+            let mut flight = InFlight {
+                conn: conn.take(),
+                sent: false,
+                command,
+                hand_over,
+            };
+            let reply = match flight.conn.as_mut() {
+                Some(on) => match by(deadline, on.send(&request)).await {
+                    Ok(()) => {
+                        flight.sent = true;
+                        by(deadline, on.receive(command)).await
+                    }
+                    Err(fault) => Err(fault),
+                },
+                // Never: each turn starts with the connection the last one gave back.
+                None => Err(Fault::Protocol("no connection".to_owned())),
+            };
+            match reply {
                 Ok(state) => {
+                    conn = flight.conn.take();
                     outputs.push(command.finish(state, site));
                     reused = false;
                     queue.next();
                 }
-                Err(fault) if reused && fault.stale() => {
-                    reused = false;
-                    conn = by(deadline, self.connect_async())
-                        .await
-                        .map_err(|f| self.error(op, timeout, f))?;
+                // Dropped with the connection in it: handed over if it carried a `set`.
+                Err(Fault::Timeout) => {
+                    drop(flight);
+                    return Err(self.error(op, timeout, Fault::Timeout));
                 }
-                Err(fault) => return Err(self.error(op, timeout, fault)),
+                Err(fault) => {
+                    flight.conn = None;
+                    if !(reused && fault.stale()) {
+                        return Err(self.error(op, timeout, fault));
+                    }
+                    reused = false;
+                    conn = Some(
+                        by(deadline, self.connect_async())
+                            .await
+                            .map_err(|f| self.error(op, timeout, f))?,
+                    );
+                }
             }
         }
         let mut idle = self.idle_async.lock();
         if idle.len() < self.keep {
-            idle.push(conn);
+            idle.extend(conn);
         }
         drop(idle);
         Ok(())
+    }
+}
+
+/// An async command on its connection: dropped with the connection still in it (the call ran
+/// out of its deadline, or was dropped by its caller), it hands the connection over if the
+/// command stores values.
+struct InFlight<'a, C: Command> {
+    conn: Option<AsyncConn>,
+    /// Whether the request went out whole.
+    sent: bool,
+    command: &'a C,
+    hand_over: HandOver<'a>,
+}
+
+impl<C: Command> Drop for InFlight<'_, C> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let given = match self.sent {
+                true => Unanswered::Sent(Handed::Async(conn)),
+                false => Unanswered::HalfSent,
+            };
+            give_up(self.hand_over, self.command, given);
+        }
     }
 }
 

@@ -8,17 +8,20 @@
 //! | `protocol` | the binary protocol's 24-byte header, nothing about commands                |
 //! | `commands` | each command as data: its request bytes and how its reply is read           |
 //! | `conn`     | connections per host and the blocking and async executors that run commands |
+//! | `doubt`    | `set`s given up unanswered: their connections probed, their keys corrected    |
 //! | `startup`  | the start-up check of every host: binary `version`, item limit, text-only servers |
 //! | `spread`   | a blocking batch's hosts on threads of their own, when one has several commands |
 //! | `replies`  | the commands' reply reading from a byte slice, for the fuzz target          |
 //! | `store`    | [`MemcachedStore`]: the [`Storage`](crate::Storage) and [`DistributedStorage`](crate::DistributedStorage) impls |
 //!
-//! Dependencies point one way: `store` → `startup` → `conn` → `commands` → `protocol`, and
+//! Dependencies point one way: `store` → `startup` → `conn` → `commands` → `protocol`,
+//! `store` → `doubt` → `conn`, and
 //! `store` → `routing` → `options`; `spread` depends on nothing of the level. (`conn` looks
 //! names up with `distributed::resolve`.)
 
 mod commands;
 mod conn;
+mod doubt;
 mod options;
 mod protocol;
 pub(crate) mod replies;

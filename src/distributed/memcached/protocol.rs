@@ -20,6 +20,10 @@ const MAX_BODY: usize = (1 << 30) + 4096;
 
 /// The opcodes we use.
 pub(super) mod opcode {
+    /// Get, with a reply on a miss too (the correction of a write in doubt: value and CAS).
+    pub(in super::super) const GET: u8 = 0x00;
+    /// Delete, with a reply; with a CAS, only if the item is unchanged since it was read.
+    pub(in super::super) const DELETE: u8 = 0x04;
     pub(in super::super) const FLUSH: u8 = 0x08;
     pub(in super::super) const NOOP: u8 = 0x0a;
     pub(in super::super) const VERSION: u8 = 0x0b;
@@ -36,6 +40,8 @@ pub(super) mod opcode {
 pub(super) mod status {
     pub(in super::super) const OK: u16 = 0x0000;
     pub(in super::super) const KEY_NOT_FOUND: u16 = 0x0001;
+    /// A CAS that no longer matches: the item changed since it was read.
+    pub(in super::super) const KEY_EXISTS: u16 = 0x0002;
     pub(in super::super) const TOO_LARGE: u16 = 0x0003;
     /// A `set` memcached could not find room for (no room and `-M`, or none to evict).
     pub(in super::super) const OUT_OF_MEMORY: u16 = 0x0082;
@@ -81,6 +87,22 @@ pub(super) fn request(
     key: &[u8],
     value: &[u8],
 ) -> std::result::Result<(), String> {
+    request_cas(out, opcode, opaque, 0, extras, key, value)
+}
+
+/// [`request`] with a CAS (0: none), for a delete that must not remove a newer value.
+///
+/// # Errors
+/// As [`request`].
+pub(super) fn request_cas(
+    out: &mut Vec<u8>,
+    opcode: u8,
+    opaque: u32,
+    cas: u64,
+    extras: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> std::result::Result<(), String> {
     let key_len = u16::try_from(key.len()).map_err(|_| format!("key of {} bytes", key.len()))?;
     let extras_len = u8::try_from(extras.len()).map_err(|_| format!("extras of {} bytes", extras.len()))?;
     let body = extras.len() + key.len() + value.len();
@@ -94,7 +116,7 @@ pub(super) fn request(
     out.extend_from_slice(&0u16.to_be_bytes()); // vbucket
     out.extend_from_slice(&body_len.to_be_bytes());
     out.extend_from_slice(&opaque.to_be_bytes());
-    out.extend_from_slice(&0u64.to_be_bytes()); // cas
+    out.extend_from_slice(&cas.to_be_bytes());
     out.extend_from_slice(extras);
     out.extend_from_slice(key);
     out.extend_from_slice(value);
@@ -111,11 +133,14 @@ pub(super) struct Header {
     /// Bytes of body that follow the header.
     pub(super) body_len: usize,
     pub(super) opaque: u32,
+    /// The item's CAS, on a `get`'s reply.
+    pub(super) cas: u64,
 }
 
 /// Reads a response header; a message if the bytes cannot be one (the stream is out of step).
 pub(super) fn parse_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<Header, String> {
-    let [magic, opcode, k0, k1, extras_len, _datatype, s0, s1, b0, b1, b2, b3, o0, o1, o2, o3, ..] = *bytes;
+    let [magic, opcode, k0, k1, extras_len, _datatype, s0, s1, b0, b1, b2, b3, o0, o1, o2, o3, c0, c1, c2, c3, c4, c5, c6, c7] =
+        *bytes;
     if magic != RESPONSE_MAGIC {
         return Err(not_a_header(bytes));
     }
@@ -134,6 +159,7 @@ pub(super) fn parse_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<Head
         status: u16::from_be_bytes([s0, s1]),
         body_len,
         opaque: u32::from_be_bytes([o0, o1, o2, o3]),
+        cas: u64::from_be_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
     })
 }
 
@@ -231,6 +257,24 @@ mod tests {
         assert_eq!(&out[12..16], &7u32.to_be_bytes());
         assert_eq!(&out[24..32], &[1, 2, 3, 4, 0, 0, 0, 9]);
         assert_eq!(&out[32..], b"keyvalue");
+    }
+
+    /// The correction of a write in doubt (`doubt.rs`) deletes with the CAS a `get` read: the
+    /// CAS is bytes 16..24 of both headers, as storage-format.md says.
+    #[test]
+    fn a_delete_carries_the_cas_a_get_reply_gave() {
+        let mut reply = [0u8; HEADER_LEN];
+        reply[0] = 0x81;
+        reply[16..24].copy_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes());
+        let cas = parse_header(&reply).unwrap().cas;
+        let mut out = Vec::new();
+        request_cas(&mut out, opcode::DELETE, 0, cas, &[], b"k", &[]).unwrap();
+        assert_eq!(&out[..2], &[0x80, 0x04]);
+        assert_eq!(&out[16..24], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut plain = Vec::new();
+        request(&mut plain, opcode::GET, 0, &[], b"k", &[]).unwrap();
+        assert_eq!(&plain[..2], &[0x80, 0x00]);
+        assert_eq!(&plain[16..24], &[0; 8], "no CAS unless given");
     }
 
     #[test]

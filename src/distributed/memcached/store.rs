@@ -11,12 +11,16 @@ use super::super::runtime::{deadline_after, IoRuntime};
 use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
 use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATCH};
 use super::conn::{Host, Ran};
+use super::doubt::Doubts;
 use super::options::{exptime, parse_host, value_limit, MemcachedOptions};
 use super::routing::Router;
 use super::{spread, startup};
+
+mod outcomes;
 use crate::clock::Clock;
 use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
+use outcomes::{everywhere_result, removed, written};
 
 const LEVEL: &str = "memcached";
 
@@ -60,7 +64,11 @@ const LEVEL: &str = "memcached";
 /// overlap too); async calls run on the store's one I/O thread (`uno-cache-memcached`) and
 /// never block the caller's executor. Either way a host's breaker counts only its own failures.
 /// Both speak memcached's binary protocol on connections of their own, kept per host and never
-/// shared while a call is on them.
+/// shared while a call is on them. A connection on which a `set` ran out of the deadline (or
+/// whose async caller stopped waiting) is never reused, and the set may still run after a newer
+/// write of its key: it is in doubt until that connection answers a later command or fails, and
+/// then the key is deleted if it holds a value written in doubt (see
+/// [`writes_in_doubt`](Self::writes_in_doubt)).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -83,6 +91,8 @@ pub struct MemcachedStore {
     default_ttl: Option<Duration>,
     max_item_size: usize,
     clock: Arc<dyn Clock>,
+    /// `set`s that may still land late, and their correction.
+    doubts: Doubts,
     rt: IoRuntime,
 }
 
@@ -110,6 +120,8 @@ struct Part<C> {
 struct Call<C> {
     op: &'static str,
     timeout: Duration,
+    /// Where a `set` given up unanswered goes.
+    doubts: Doubts,
     /// Items in the caller's batch.
     total: usize,
     parts: Vec<Part<C>>,
@@ -217,7 +229,7 @@ impl<C: Command> Call<C> {
             return self.run_spread();
         }
         let deadline = deadline_after(self.timeout);
-        let (op, timeout) = (self.op, self.timeout);
+        let (op, timeout, doubts) = (self.op, self.timeout, &self.doubts);
         let started: Vec<_> = self
             .parts
             .iter()
@@ -228,7 +240,10 @@ impl<C: Command> Call<C> {
                     None => false,
                 };
                 let late = Instant::now() >= deadline;
-                let started = part.host.start(op, timeout, deadline, part.commands.first());
+                let hand_over = |w: &[(&str, &[u8])], u| doubts.begin(&part.host, w, u);
+                let started = part
+                    .host
+                    .start(op, timeout, deadline, part.commands.first(), &hand_over);
                 Ok((probe, late, started))
             })
             .collect();
@@ -240,7 +255,10 @@ impl<C: Command> Call<C> {
                 let ran = match started {
                     Err(e) => Ran::failed(e),
                     Ok((probe, late, started)) => {
-                        let ran = part.host.finish(op, timeout, deadline, &part.commands, started);
+                        let hand_over = |w: &[(&str, &[u8])], u| doubts.begin(&part.host, w, u);
+                        let ran =
+                            part.host
+                                .finish(op, timeout, deadline, &part.commands, started, &hand_over);
                         judged(part.node.as_deref(), probe, ran, late)
                     }
                 };
@@ -260,7 +278,7 @@ impl<C: Command> Call<C> {
     /// not answer fails only its own keys, as on the async path.
     fn run_spread(self) -> Answers<C::Output> {
         let deadline = deadline_after(self.timeout);
-        let (op, timeout) = (self.op, self.timeout);
+        let (op, timeout, doubts) = (self.op, self.timeout, &self.doubts);
         let ran = spread::each_at_once(&self.parts, |part| {
             let probe = match part.node.as_ref().map(|node| node.admit()) {
                 Some(Err(e)) => return Ran::failed(e),
@@ -268,8 +286,13 @@ impl<C: Command> Call<C> {
                 None => false,
             };
             let late = Instant::now() >= deadline;
-            let started = part.host.start(op, timeout, deadline, part.commands.first());
-            let ran = part.host.finish(op, timeout, deadline, &part.commands, started);
+            let hand_over = |w: &[(&str, &[u8])], u| doubts.begin(&part.host, w, u);
+            let started = part
+                .host
+                .start(op, timeout, deadline, part.commands.first(), &hand_over);
+            let ran = part
+                .host
+                .finish(op, timeout, deadline, &part.commands, started, &hand_over);
             judged(part.node.as_deref(), probe, ran, late)
         });
         let parts = self
@@ -293,6 +316,7 @@ impl<C: Command> Call<C> {
         let Call {
             op,
             timeout,
+            doubts,
             total,
             parts,
         } = self;
@@ -300,6 +324,7 @@ impl<C: Command> Call<C> {
             rt.run(op, timeout.saturating_add(part_grace(timeout)), async move {
                 // From the first poll, as `run`'s own.
                 let deadline = deadline_after(timeout);
+                let doubts = &doubts;
                 let results = join_all(parts.iter().map(|part| async move {
                     let probe = match part.node.as_ref().map(|node| node.admit()) {
                         Some(Err(e)) => return Ran::failed(e),
@@ -321,9 +346,10 @@ impl<C: Command> Call<C> {
                         (Err(e), Some(node)) => return Ran::failed(node.not_sent(probe, e)),
                         (Err(e), None) => return Ran::failed(e),
                     };
+                    let hand_over = |w: &[(&str, &[u8])], u| doubts.begin(&part.host, w, u);
                     let ran = part
                         .host
-                        .run_on_slot(op, timeout, deadline, slot, &part.commands)
+                        .run_on_slot(op, timeout, deadline, slot, (&part.commands, &hand_over))
                         .await;
                     judged(part.node.as_deref(), probe, ran, false)
                 }))
@@ -446,6 +472,7 @@ impl MemcachedStore {
                 default_ttl: options.default_ttl,
                 max_item_size: options.max_item_size,
                 clock: options.clock,
+                doubts: Doubts::new(rt.handle(), options.timeout),
                 rt,
             },
             options.connect_timeout,
@@ -466,6 +493,15 @@ impl MemcachedStore {
     #[must_use]
     pub fn prefix(&self) -> &str {
         self.router.prefix()
+    }
+
+    /// Keys whose `set` went unanswered (it timed out, or its async caller stopped waiting) on
+    /// a connection that may still run it, or whose correction has not been answered yet; 0 in
+    /// steady operation. Once the connection can no longer run the write, a key that holds the
+    /// value it wrote is deleted, so that an older value landing after a newer one is not left
+    /// in memcached (a cache's miss, never a wrong value).
+    pub fn writes_in_doubt(&self) -> usize {
+        self.doubts.open()
     }
 
     /// The per-call deadline.
@@ -523,6 +559,7 @@ impl MemcachedStore {
         Ok(Call {
             op,
             timeout: self.timeout,
+            doubts: self.doubts.clone(),
             total,
             parts,
         })
@@ -627,6 +664,7 @@ impl MemcachedStore {
         Ok(Call {
             op,
             timeout: self.admin_timeout,
+            doubts: self.doubts.clone(),
             total: 0,
             parts,
         })
@@ -651,62 +689,6 @@ impl MemcachedStore {
             Err(err) => Box::pin(std::future::ready(Err(err))),
         }
     }
-}
-
-/// A write's answers: `Ok` if every item was stored. Items a host refused (too large: its `-I`
-/// is below `max_item_size`; or out of memory) fail alone, like the items of a host that was not
-/// reached: the others were stored, so the call is an [`Error::PartialBatch`] listing the failed
-/// items and, apart, the refused ones. Its cause is the first refusal
-/// ([`Error::ValueTooLarge`], [`Error::ItemRefused`]) if any item was refused, else the first
-/// node failure: a refused item must read as bad input, or a caller
-/// would take it for unreached and queue it for a replay that can only fail again. An unreached
-/// item must not read as refused either, or a caller would drop a write that only waits for its
-/// host: so a batch none of whose items was stored is the node failure alone only when every
-/// item was unreached.
-///
-/// A batch of more than one item that a server refused in whole is a [`Error::PartialBatch`]
-/// too, naming every item in `refused`: a bare [`Error::ValueTooLarge`] from a batch is the
-/// level's own check, which refuses it before anything is sent and changes nothing, whereas a
-/// server refused these after they were sent, and dropped their previous values. A write of one
-/// item gets its refusal as is, as `set` does.
-fn written(answers: Answers<Vec<(usize, Error)>>) -> Result<()> {
-    let (op, total) = (answers.op, answers.total);
-    let split = answers.split()?;
-    let (mut failed, unreached) = (split.failed, split.cause);
-    let mut refused = Vec::new();
-    let mut first_refusal = None;
-    for (members, commands) in split.served {
-        for (c, refusals) in commands.into_iter().enumerate() {
-            for (i, e) in refusals {
-                refused.extend(members.get(c * MAX_BATCH + i));
-                first_refusal.get_or_insert(e);
-            }
-        }
-    }
-    failed.extend_from_slice(&refused);
-    match (first_refusal, unreached) {
-        (None, None) => Ok(()),
-        (Some(cause), _) if total == 1 => Err(cause),
-        (None, Some(cause)) if failed.len() >= total => Err(cause),
-        (Some(cause), _) | (None, Some(cause)) => {
-            Err(partial(op, total, failed, refused, cause, Served::Written))
-        }
-    }
-}
-
-/// A delete's answers: how many keys existed, on the hosts reached.
-fn removed(answers: Answers<u64>) -> Result<u64> {
-    answers
-        .all_or_partial(|counts| Served::Removed(counts.iter().sum()))
-        .map(|counts| counts.into_iter().sum())
-}
-
-/// `size` and `clear` need every host: no partial answer.
-fn everywhere_result<O>(answers: Answers<O>) -> Result<Vec<O>> {
-    answers.all_or_partial(|_| Served::Written).map_err(|e| match e {
-        Error::PartialBatch(p) => p.cause,
-        other => other,
-    })
 }
 
 /// Refuses a value of `len` bytes for `key` (whose server form is `mapped`) that does not fit

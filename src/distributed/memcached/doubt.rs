@@ -1,0 +1,316 @@
+//! Writes that may still land late, and their correction: a `set` whose call ran out of its
+//! deadline (or whose async caller stopped waiting for it) is *in doubt* until the connection
+//! it went out on can no longer run it; then, if memcached holds a value that such a write
+//! left, the key is deleted.
+//!
+//! Why: memcached runs the requests of one connection in order, but not those of two. A `set`
+//! that timed out on a server that stalled (stopped, swapping) or behind a link that went silent
+//! still waits in that connection's socket; the level gives the connection up (it is never
+//! reused after a missed deadline), and the next write of the key goes out on another one. When
+//! the server reads again it runs both, in either order, so the older value could be the one
+//! left, for good: nothing told anyone it had landed.
+//!
+//! How a doubt ends: the connection, kept open, is sent a `noop` (an `opaque` of its own), read
+//! on the store's I/O thread (a blocking connection is moved there: no thread of its own) until
+//! the `noop`'s reply comes (the binary protocol answers a connection's requests in order, so
+//! the write ran before it), or the connection fails (the socket is gone, and with it whatever
+//! had not run). A request whose *sending* timed out, and a connection whose replies cannot be
+//! read any more (one was cut by the deadline), cannot be probed (a command sent after a
+//! half-sent one would be read as part of it): its doubt ends [`UNPROBED_GRACE`] after the
+//! timeout, as on the Redis level.
+//!
+//! The correction, on the key's host: a binary `get` (value and CAS); if the value is exactly
+//! one of those written in doubt (compared byte for byte, envelope included), a binary `delete`
+//! with that CAS, which deletes only if the item is unchanged since the `get`; else nothing. A
+//! later value of this instance or another's, or a delete, stands; the key's last write here,
+//! when it is one of those in doubt, is deleted too, which costs a miss and never serves a wrong
+//! value. With the values' bytes over [`KEEP_BYTES`] kept for the whole store, the rest are
+//! corrected with an unconditional `delete`; so is every key of a memcached run with CAS
+//! disabled (`-C`: its CAS reads 0, which a `delete` takes as none). A correction that fails is
+//! retried, with growing pauses, until it is answered or the store is dropped.
+//!
+//! What it leaves: from the late write's landing to its correction (about two round trips after
+//! the connection's answer), a reader can take the older value into its own L1.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::commands::{Command, Site, Step};
+use super::conn::{answered, Host, Probed, Unanswered};
+use super::protocol::{self, opcode, status, Packet};
+use crate::error::Result;
+
+/// How long a write that cannot be probed stays in doubt (see the module docs).
+pub(super) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
+
+/// The bytes of values in doubt kept for a conditional correction, across the store's keys.
+pub(super) const KEEP_BYTES: usize = 32 << 20;
+
+/// The first and the longest pause before a failed correction is tried again.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Values written in doubt: `None` once one was too large to keep (see [`KEEP_BYTES`]).
+type Late = Option<Vec<Vec<u8>>>;
+
+/// The store's writes in doubt (see the module docs). Clones share them.
+#[derive(Clone)]
+pub(super) struct Doubts(Arc<Shared>);
+
+struct Shared {
+    state: parking_lot::Mutex<State>,
+    /// Keys in doubt or being corrected.
+    open: AtomicUsize,
+    /// The store's I/O thread, where probes and corrections run. A handle does not keep it
+    /// alive: they end with the store.
+    rt: tokio::runtime::Handle,
+    timeout: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    keys: HashMap<String, Doubt>,
+    next: u64,
+    /// Bytes of values kept in `keys`.
+    kept: usize,
+}
+
+/// One key in doubt.
+struct Doubt {
+    /// The key's host, where its correction goes.
+    host: Arc<Host>,
+    /// The probes it waits for.
+    waits_on: Vec<u64>,
+    /// The values written in doubt.
+    late: Late,
+}
+
+impl Doubts {
+    pub(super) fn new(rt: tokio::runtime::Handle, timeout: Duration) -> Self {
+        Doubts(Arc::new(Shared {
+            state: parking_lot::Mutex::new(State::default()),
+            open: AtomicUsize::new(0),
+            rt,
+            timeout,
+        }))
+    }
+
+    /// Keys whose write may still land late, or whose correction has not been answered yet.
+    pub(super) fn open(&self) -> usize {
+        self.0.open.load(Ordering::Acquire)
+    }
+
+    /// The `written` (server key, value sent) went out to `host` on `conn` and were not
+    /// answered: they are in doubt until `conn` answers a later command or fails.
+    pub(super) fn begin(&self, host: &Arc<Host>, written: &[(&str, &[u8])], conn: Unanswered) {
+        let id = {
+            let mut state = self.0.state.lock();
+            let id = state.next;
+            state.next = state.next.wrapping_add(1);
+            for &(key, value) in written {
+                let kept = state.kept;
+                let doubt = state.keys.entry(key.to_owned()).or_insert_with(|| {
+                    self.0.open.fetch_add(1, Ordering::AcqRel);
+                    Doubt {
+                        host: Arc::clone(host),
+                        waits_on: Vec::new(),
+                        late: Some(Vec::new()),
+                    }
+                });
+                doubt.waits_on.push(id);
+                let added = match &mut doubt.late {
+                    Some(late) if late.iter().any(|v| v == value) => 0,
+                    Some(late) if kept.saturating_add(value.len()) <= KEEP_BYTES => {
+                        late.push(value.to_vec());
+                        value.len()
+                    }
+                    Some(late) => {
+                        let freed: usize = late.iter().map(Vec::len).sum();
+                        doubt.late = None;
+                        state.kept = state.kept.saturating_sub(freed);
+                        0
+                    }
+                    None => 0,
+                };
+                state.kept = state.kept.saturating_add(added);
+            }
+            id
+        };
+        tracing::debug!(
+            id,
+            host = %host.spec.display,
+            "memcached writes in doubt: the call timed out or was dropped unanswered"
+        );
+        let weak = Arc::downgrade(&self.0);
+        // Not waited for: each task ends by itself, or with the runtime (the store's drop).
+        drop(self.0.rt.spawn(async move {
+            let probed = match conn {
+                Unanswered::Sent(handed) => answered(handed).await,
+                Unanswered::HalfSent => Probed::Unreadable,
+            };
+            if probed == Probed::Unreadable {
+                tokio::time::sleep(UNPROBED_GRACE).await;
+            }
+            settle(&weak, id);
+        }));
+    }
+}
+
+/// Probe `id` ended: each key that waits for nothing else is corrected.
+fn settle(store: &Weak<Shared>, id: u64) {
+    let Some(shared) = store.upgrade() else {
+        return;
+    };
+    let done: Vec<(String, Arc<Host>, Late)> = {
+        let mut state = shared.state.lock();
+        let mut done = Vec::new();
+        state.keys.retain(|key, doubt| {
+            doubt.waits_on.retain(|&w| w != id);
+            if doubt.waits_on.is_empty() {
+                done.push((key.clone(), Arc::clone(&doubt.host), doubt.late.take()));
+                false
+            } else {
+                true
+            }
+        });
+        let freed: usize = done
+            .iter()
+            .flat_map(|(_, _, late)| late.iter().flatten())
+            .map(Vec::len)
+            .sum();
+        state.kept = state.kept.saturating_sub(freed);
+        done
+    };
+    for (key, host, late) in done {
+        let weak = Arc::downgrade(&shared);
+        drop(shared.rt.spawn(correct(weak, host, key, late)));
+    }
+}
+
+/// Deletes `key` on `host` if it holds one of `late` (whatever it holds, for `None`), retrying
+/// until answered or the store is gone.
+async fn correct(store: Weak<Shared>, host: Arc<Host>, key: String, late: Late) {
+    let mut pause = RETRY_FIRST;
+    loop {
+        let Some(timeout) = store.upgrade().map(|shared| shared.timeout) else {
+            return;
+        };
+        match correct_once(&host, &key, late.as_deref(), timeout).await {
+            Ok(()) => {
+                if let Some(shared) = store.upgrade() {
+                    shared.open.fetch_sub(1, Ordering::AcqRel);
+                }
+                return;
+            }
+            Err(err) => {
+                tracing::debug!(%err, key = %key, "could not correct a memcached key written in doubt; trying again");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+}
+
+async fn correct_once(host: &Host, key: &str, late: Option<&[Vec<u8>]>, timeout: Duration) -> Result<()> {
+    let cas = match late {
+        None => 0,
+        Some(late) => {
+            let found = host
+                .run_async("correct", timeout, &[Peek { key: key.to_owned() }])
+                .await?
+                .pop()
+                .flatten();
+            match found {
+                Some((value, cas)) if late.contains(&value) => cas,
+                _ => return Ok(()),
+            }
+        }
+    };
+    host.run_async(
+        "correct",
+        timeout,
+        &[DeleteIf {
+            key: key.to_owned(),
+            cas,
+        }],
+    )
+    .await
+    .map(drop)
+}
+
+/// A binary `get` of one server key: its value (envelope included) and CAS, `None` on a miss.
+struct Peek {
+    key: String,
+}
+
+impl Command for Peek {
+    type State = Option<std::result::Result<Option<(Vec<u8>, u64)>, (u16, String)>>;
+    type Output = Option<(Vec<u8>, u64)>;
+
+    fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        protocol::request(out, opcode::GET, 0, &[], self.key.as_bytes(), &[])
+    }
+
+    fn accept(&self, state: &mut Self::State, packet: Packet) -> std::result::Result<Step, String> {
+        if packet.header.opcode != opcode::GET {
+            return Err(format!(
+                "reply with opcode {:#04x} while reading a get",
+                packet.header.opcode
+            ));
+        }
+        *state = Some(match packet.header.status {
+            status::OK => {
+                let cas = packet.header.cas;
+                Ok(Some((packet.into_value(), cas)))
+            }
+            status::KEY_NOT_FOUND => Ok(None),
+            code => Err((code, packet.value_text())),
+        });
+        Ok(Step::Done)
+    }
+
+    fn finish(&self, state: Self::State, site: Site<'_>) -> Result<Self::Output> {
+        match state {
+            Some(Ok(found)) => Ok(found),
+            Some(Err((code, text))) => Err(site.refused("get", code, &text)),
+            None => Err(site.refused("get", 0xffff, "no reply")),
+        }
+    }
+}
+
+/// A binary `delete` of one server key, only if its CAS is still `cas` (any, for 0).
+struct DeleteIf {
+    key: String,
+    cas: u64,
+}
+
+impl Command for DeleteIf {
+    type State = Option<(u16, String)>;
+    type Output = ();
+
+    fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        protocol::request_cas(out, opcode::DELETE, 0, self.cas, &[], self.key.as_bytes(), &[])
+    }
+
+    fn accept(&self, state: &mut Self::State, packet: Packet) -> std::result::Result<Step, String> {
+        if packet.header.opcode != opcode::DELETE {
+            return Err(format!(
+                "reply with opcode {:#04x} while reading a delete",
+                packet.header.opcode
+            ));
+        }
+        *state = Some((packet.header.status, packet.value_text()));
+        Ok(Step::Done)
+    }
+
+    fn finish(&self, state: Self::State, site: Site<'_>) -> Result<()> {
+        match state {
+            // Deleted; gone already; or changed since the `get`: a newer value stands.
+            Some((status::OK | status::KEY_NOT_FOUND | status::KEY_EXISTS, _)) => Ok(()),
+            Some((code, text)) => Err(site.refused("delete", code, &text)),
+            None => Err(site.refused("delete", 0xffff, "no reply")),
+        }
+    }
+}

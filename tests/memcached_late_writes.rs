@@ -1,0 +1,190 @@
+//! A `set` that timed out may still run later (it waits in the socket of a server that stalled,
+//! or behind a silent link), after a newer write of its key went out on another connection: the
+//! older value must not be left in memcached. Against a real `memcached` behind a TCP proxy
+//! (`support/proxy.rs`) that holds one connection's bytes from the older `set` on, as a stalled
+//! server or link does, while new connections go through: the blocking API, the async API, an
+//! async caller that stops waiting before the deadline, and a batch (one pipelined request).
+//! Each test fails without the level's doubt (`memcached/doubt.rs`): the held write lands last
+//! and stays.
+
+#![cfg(feature = "memcached")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/proxy.rs"]
+mod proxy;
+mod support;
+
+use std::time::Duration;
+
+use support::{block_on, wait_until, MemcachedServer};
+use uno_cache::{DistributedStorage, Error, MemcachedOptions, MemcachedStore, Storage};
+
+const TIMEOUT: Duration = Duration::from_millis(200);
+
+struct Rig {
+    server: MemcachedServer,
+    proxy: proxy::TcpProxy,
+    mc: MemcachedStore,
+}
+
+fn rig() -> Rig {
+    let server = MemcachedServer::start();
+    let proxy = proxy::TcpProxy::start(&server.addr());
+    let mc = MemcachedStore::connect(
+        MemcachedOptions::new(proxy.addr())
+            .prefix("late:")
+            .timeout(TIMEOUT),
+    )
+    .unwrap();
+    Rig { server, proxy, mc }
+}
+
+impl Rig {
+    /// What the server itself holds under `key`, past the proxy and the level.
+    fn raw(&self, key: &str) -> Option<Vec<u8>> {
+        self.server.raw().get::<Vec<u8>>(&format!("late:{key}")).unwrap()
+    }
+
+    /// Whether the server holds `value` (enveloped) under `key`.
+    fn holds(&self, key: &str, value: &[u8]) -> bool {
+        self.raw(key)
+            .is_some_and(|bytes| bytes.windows(value.len()).any(|w| w == value))
+    }
+
+    fn settled(&self) {
+        wait_until("the writes in doubt to settle", || self.mc.writes_in_doubt() == 0);
+    }
+}
+
+/// The bytes of a binary `setq` of `key` (no expiry) with a value of `len` bytes, up to the
+/// value: what the proxy holds. The body length tells it from a set of a value of another
+/// length; the correction sends a `get` and a `delete`, never these bytes.
+fn set_of(key: &str, len: usize) -> Vec<u8> {
+    // The key with the prefix, and the envelope's 12-byte header (storage-format.md).
+    let key = format!("late:{key}");
+    let key_len = u16::try_from(key.len()).unwrap();
+    let body = u32::try_from(8 + key.len() + len + 12).unwrap();
+    let mut bytes = vec![0x80, 0x11];
+    bytes.extend_from_slice(&key_len.to_be_bytes());
+    bytes.extend_from_slice(&[8, 0, 0, 0]); // extras length, data type, vbucket
+    bytes.extend_from_slice(&body.to_be_bytes());
+    bytes.extend_from_slice(&[0; 4]); // opaque: the item's index in its command
+    bytes.extend_from_slice(&[0; 8]); // cas
+    bytes.extend_from_slice(&[0; 8]); // flags, expiry (none)
+    bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+fn timed_out<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) {
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{what}: {result:?}");
+}
+
+#[test]
+fn a_blocking_set_that_lands_after_a_newer_one_is_taken_out_of_memcached() {
+    let rig = rig();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.mc.set("k", b"older value", None));
+    assert_eq!(rig.mc.writes_in_doubt(), 1);
+    // The timed-out connection is not reused: the newer set goes out on a new one.
+    rig.mc.set("k", b"the newer value", None).unwrap();
+    assert!(rig.holds("k", b"the newer value"));
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+    assert_eq!(rig.mc.get("k").unwrap(), None);
+}
+
+#[test]
+fn an_async_set_that_lands_after_a_newer_one_is_taken_out_of_memcached() {
+    let rig = rig();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    block_on(async {
+        timed_out("the held set", rig.mc.set_async("k", b"older value", None).await);
+    });
+    assert_eq!(rig.mc.writes_in_doubt(), 1);
+    block_on(rig.mc.set_async("k", b"the newer value", None)).unwrap();
+    assert!(rig.holds("k", b"the newer value"));
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+}
+
+#[test]
+fn an_async_set_whose_caller_stopped_waiting_is_in_doubt_too() {
+    let rig = rig();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    block_on(async {
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            rig.mc.set_async("k", b"older value", None),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the held set was answered: {gave_up:?}");
+    });
+    // The call ran on the store's I/O thread, which drops it there after the caller did.
+    wait_until("the dropped set to be in doubt", || rig.mc.writes_in_doubt() == 1);
+    block_on(rig.mc.set_async("k", b"the newer value", None)).unwrap();
+    assert!(rig.holds("k", b"the newer value"));
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+}
+
+/// A batch's sets (one pipelined request on the host) are each in doubt, and each key is judged
+/// on its own.
+#[test]
+fn a_batch_that_timed_out_is_corrected_key_by_key() {
+    let rig = rig();
+    rig.proxy.hold_on(&set_of("a", b"older a".len()));
+    timed_out(
+        "the held batch",
+        rig.mc.set_many(
+            &[("a", b"older a".as_slice()), ("b", b"older b".as_slice())],
+            None,
+        ),
+    );
+    assert_eq!(rig.mc.writes_in_doubt(), 2);
+    rig.mc.set("a", b"the newer a", None).unwrap();
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(
+        rig.raw("a"),
+        None,
+        "the older value of a landed last and was left"
+    );
+    assert_eq!(
+        rig.raw("b"),
+        None,
+        "b's only value was written in doubt, and goes too"
+    );
+}
+
+/// A connection that fails (here: the server goes away) can no longer run the write: its doubt
+/// ends, and the correction waits, retrying, until the server answers again.
+#[test]
+fn a_set_whose_connection_failed_is_corrected_once_the_server_is_back() {
+    let mut rig = rig();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.mc.set("k", b"older value", None));
+    assert_eq!(rig.mc.writes_in_doubt(), 1);
+    rig.server.kill();
+    rig.proxy.release();
+    let accepted = rig.proxy.accepted();
+    // The correction's tries reach the proxy, which finds no server behind it.
+    wait_until("the correction to be tried", || {
+        rig.proxy.accepted() > accepted + 1
+    });
+    assert_eq!(rig.mc.writes_in_doubt(), 1, "settled while the server was away");
+    rig.server.restart();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None);
+}
