@@ -3,9 +3,10 @@
 //! older value must not be left in memcached. Against a real `memcached` behind a TCP proxy
 //! (`support/proxy.rs`) that holds one connection's bytes from the older `set` on, as a stalled
 //! server or link does, while new connections go through: the blocking API, the async API, an
-//! async caller that stops waiting before the deadline, and a batch (one pipelined request).
+//! async caller that stops waiting before the deadline, a batch (one pipelined request), a batch
+//! over two hosts of which one is held, and a connection that fails while its server is away.
 //! Each test fails without the level's doubt (`memcached/doubt.rs`): the held write lands last
-//! and stays.
+//! and stays, or the doubt ends before it can.
 
 #![cfg(feature = "memcached")]
 #![allow(
@@ -187,4 +188,51 @@ fn a_set_whose_connection_failed_is_corrected_once_the_server_is_back() {
     rig.server.restart();
     rig.settled();
     assert_eq!(rig.raw("k"), None);
+}
+
+/// With several hosts, only the items sent to the host that did not answer are in doubt, and
+/// the probe and the correction go to that host: the key's, not the first listed.
+#[test]
+fn a_batch_over_two_hosts_is_corrected_on_the_host_that_did_not_answer() {
+    let direct = MemcachedServer::start();
+    let behind = MemcachedServer::start();
+    let proxy = proxy::TcpProxy::start(&behind.addr());
+    let mc = MemcachedStore::connect(
+        MemcachedOptions::with_hosts([direct.addr(), proxy.addr()])
+            .prefix("late:")
+            .timeout(TIMEOUT),
+    )
+    .unwrap();
+    let on = |host: usize| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|key| mc.server_key(key).1 == host)
+            .unwrap()
+    };
+    let (here, there) = (on(0), on(1));
+    let raw =
+        |server: &MemcachedServer, key: &str| server.raw().get::<Vec<u8>>(&format!("late:{key}")).unwrap();
+    proxy.hold_on(&set_of(&there, b"older there".len()));
+    let batch = mc.set_many(
+        &[
+            (here.as_str(), b"only here".as_slice()),
+            (there.as_str(), b"older there".as_slice()),
+        ],
+        None,
+    );
+    assert!(batch.is_err(), "the held host answered: {batch:?}");
+    assert_eq!(mc.writes_in_doubt(), 1, "only the held host's item is in doubt");
+    mc.set(&there, b"the newer value there", None).unwrap();
+
+    proxy.release();
+    wait_until("the writes in doubt to settle", || mc.writes_in_doubt() == 0);
+    assert_eq!(
+        raw(&behind, &there),
+        None,
+        "the older value landed last on its host and was left"
+    );
+    assert!(
+        raw(&direct, &here).is_some(),
+        "an item its host answered is not touched"
+    );
 }
