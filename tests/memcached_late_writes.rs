@@ -4,7 +4,8 @@
 //! (`support/proxy.rs`) that holds one connection's bytes from the older `set` on, as a stalled
 //! server or link does, while new connections go through: the blocking API, the async API, an
 //! async caller that stops waiting before the deadline, a batch (one pipelined request), a batch
-//! over two hosts of which one is held, and a connection that fails while its server is away.
+//! over two hosts of which one is held, and a connection that fails while its server is away;
+//! and a newer value that a correction must leave, the held set having been reset unsent.
 //! Each test fails without the level's doubt (`memcached/doubt.rs`): the held write lands last
 //! and stays, or the doubt ends before it can.
 
@@ -234,5 +235,24 @@ fn a_batch_over_two_hosts_is_corrected_on_the_host_that_did_not_answer() {
     assert!(
         raw(&direct, &here).is_some(),
         "an item its host answered is not touched"
+    );
+}
+
+/// The correction deletes only a value written in doubt: here the held set never reaches the
+/// server (its connection is reset), and the newer value it finds stands.
+#[test]
+fn a_newer_value_stands_when_the_set_in_doubt_never_landed() {
+    let rig = rig();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.mc.set("k", b"older value", None));
+    assert_eq!(rig.mc.writes_in_doubt(), 1);
+    rig.mc.set("k", b"the newer value", None).unwrap();
+
+    rig.proxy.sever();
+    rig.settled();
+    assert!(
+        rig.holds("k", b"the newer value"),
+        "a value not written in doubt was deleted: {:?}",
+        rig.raw("k")
     );
 }

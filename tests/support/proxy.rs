@@ -5,8 +5,9 @@
 //! are copied as before. [`TcpProxy::hold`] delays every byte until [`TcpProxy::release`], as a
 //! slow link does, so a test can keep one client's call in the middle while others go on;
 //! [`TcpProxy::hold_on`] delays only the connection that sends given bytes (one command), from
-//! those bytes on, so the other connections go on meanwhile. [`TcpProxy::delay`] copies every
-//! read late by a fixed time, as a distant or busy host answers: slow, but answering.
+//! those bytes on, so the other connections go on meanwhile; [`TcpProxy::sever`] closes the
+//! connections so held instead, their held bytes dropped, as a link that was reset does.
+//! [`TcpProxy::delay`] copies every read late by a fixed time, as a distant or busy host answers: slow, but answering.
 //! [`TcpProxy::redirect`] sends the connections made after it to another server, as a Service or
 //! DNS name that moved to a new primary does.
 //!
@@ -42,6 +43,8 @@ struct Shared {
     /// Set by `hold_on`: a read that contains these bytes waits, with what follows it on its
     /// connection, until `release`.
     hold_on: Mutex<Option<Vec<u8>>>,
+    /// Set by `sever` until `release`: a connection with held bytes is closed instead.
+    severing: AtomicBool,
     /// The sockets of frozen connections, kept open until the proxy's threads are gone.
     held: Mutex<Vec<TcpStream>>,
     /// Milliseconds each read waits before it is copied (see `delay`).
@@ -61,6 +64,7 @@ impl TcpProxy {
             holding: AtomicBool::new(false),
             waiting: AtomicU64::new(0),
             hold_on: Mutex::new(None),
+            severing: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
             delay_ms: AtomicU64::new(0),
         });
@@ -126,6 +130,13 @@ impl TcpProxy {
     pub fn release(&self) {
         *self.shared.hold_on.lock().unwrap() = None;
         self.shared.holding.store(false, Ordering::SeqCst);
+        self.shared.severing.store(false, Ordering::SeqCst);
+    }
+
+    /// Closes, at both ends, every connection with bytes held now or from now until
+    /// [`release`](Self::release), without copying them: what was held never reaches the server.
+    pub fn sever(&self) {
+        self.shared.severing.store(true, Ordering::SeqCst);
     }
 
     /// From now on, the bytes of every read, in either direction and on every connection, are
@@ -169,10 +180,16 @@ fn copy(shared: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream) {
                 let held = || shared.holding.load(Ordering::SeqCst) || matched();
                 if held() {
                     shared.waiting.fetch_add(1, Ordering::SeqCst);
-                    while held() && !frozen() {
+                    let severing = || shared.severing.load(Ordering::SeqCst);
+                    while held() && !frozen() && !severing() {
                         std::thread::sleep(POLL);
                     }
                     shared.waiting.fetch_sub(1, Ordering::SeqCst);
+                    if held() && severing() {
+                        let _ = from.shutdown(Shutdown::Both);
+                        let _ = to.shutdown(Shutdown::Both);
+                        return;
+                    }
                 }
                 let delay = shared.delay_ms.load(Ordering::SeqCst);
                 if delay > 0 {
