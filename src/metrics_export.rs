@@ -16,7 +16,7 @@
 //! | `uno_cache_sets_total` | counter | each | `sets` |
 //! | `uno_cache_deletes_total`, `uno_cache_errors_total`, `uno_cache_corrupt_reads_total` | counter | each but `memory` (it drops a key with every change of L1, whose deletes `local` counts, and holds decoded values in RAM, with nothing to fail or be damaged) | `deletes`, `errors`, `corrupt_reads` |
 //! | `uno_cache_config_errors_total` | counter | `distributed` | `config_errors` (the backplane's refusals included) |
-//! | `uno_cache_late_writes_deleted_total`, `uno_cache_writes_in_doubt` | counter, gauge | `distributed` | `late_writes_deleted`, `writes_in_doubt` (Redis: writes that timed out, see `RedisStore::writes_in_doubt`) |
+//! | `uno_cache_late_writes_deleted_total`, `uno_cache_writes_in_doubt` | counter, gauge | `distributed` | `late_writes_deleted`, `writes_in_doubt` (writes that timed out, see `RedisStore::writes_in_doubt`) |
 //! | `uno_cache_evictions_total`, `uno_cache_expirations_total` | counter | each | as named |
 //! | `uno_cache_entries`, `uno_cache_bytes` | gauge | each but `all` | `size` |
 //! | `uno_cache_get_latency_seconds`, `uno_cache_set_latency_seconds` (label `quantile`: `0.5`, `0.99`) | gauge | each, `all` (get) | `get_latency`, `set_latency` |

@@ -302,11 +302,11 @@ pub struct LevelStats {
     #[serde(default)]
     pub corrupt_reads: u64,
     /// Keys L2 deleted because a write of theirs that timed out landed late, possibly after a
-    /// newer one (the Redis level; zero for the others): see
+    /// newer one (Redis and Memcached; zero for the local levels): see
     /// [`StorageCounters::late_writes_deleted`](crate::StorageCounters::late_writes_deleted).
     #[serde(default)]
     pub late_writes_deleted: u64,
-    /// Keys whose L2 write timed out and may still land late, now (the Redis level).
+    /// Keys whose L2 write timed out and may still land late, now (Redis and Memcached).
     #[serde(default)]
     pub writes_in_doubt: u64,
     /// Latency of read calls (`get`, `get_many`), from the calls timed: one local read in 16

@@ -130,12 +130,12 @@ pub struct StorageCounters {
     /// them; levels that keep no checksummed records report zero.
     pub corrupt_reads: u64,
     /// Keys an L2 deleted because a write of theirs that timed out landed late, possibly after
-    /// a newer one (the Redis level; see `RedisStore::writes_in_doubt`): a miss instead of an
+    /// a newer one (Redis and Memcached; see `RedisStore::writes_in_doubt`): a miss instead of an
     /// older value.
     #[serde(default)]
     pub late_writes_deleted: u64,
     /// Not an event but the current count: keys whose write timed out and may still land late,
-    /// or whose check after that has not been answered (the Redis level).
+    /// or whose check after that has not been answered (Redis and Memcached).
     #[serde(default)]
     pub writes_in_doubt: u64,
 }
@@ -300,7 +300,7 @@ pub type LateWriteHook = Arc<dyn Fn(&str) + Send + Sync>;
 /// waits can use [`InProcess`] instead of writing these.
 pub trait DistributedStorage: Storage {
     /// Calls `hook` with each key the level deletes because a write of it that timed out
-    /// landed late, possibly after a newer one (the Redis level's writes in doubt). Another
+    /// landed late, possibly after a newer one (the writes in doubt of the Redis and Memcached levels). Another
     /// instance may have read the older value into its L1 before the deletion: the manager
     /// publishes an invalidation of the key. A later call replaces the hook. A level that
     /// corrects nothing ignores it (the default); a wrapper passes it on.

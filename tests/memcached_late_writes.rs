@@ -21,6 +21,7 @@
 mod proxy;
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{block_on, wait_until, MemcachedServer};
@@ -100,6 +101,35 @@ fn a_blocking_set_that_lands_after_a_newer_one_is_taken_out_of_memcached() {
     rig.settled();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
     assert_eq!(rig.mc.get("k").unwrap(), None);
+    let counters = rig.mc.counters();
+    assert_eq!((counters.late_writes_deleted, counters.writes_in_doubt), (1, 0));
+}
+
+/// The manager publishes each key the level deleted after a late write (see
+/// `DistributedStorage::on_late_write_deleted`): the level names it as the caller did, prefix
+/// taken off and escaping undone, and only when it deleted something.
+#[test]
+fn a_key_deleted_after_a_late_write_is_told_to_the_hook_by_its_own_name() {
+    let rig = rig();
+    let told = Arc::new(Mutex::new(Vec::<String>::new()));
+    let tell = Arc::clone(&told);
+    rig.mc.on_late_write_deleted(Arc::new(move |key: &str| {
+        tell.lock().unwrap().push(key.to_owned())
+    }));
+    for key in ["a key", "plain"] {
+        rig.proxy.hold_on(&set_of(&escaped(key), b"older value".len()));
+        timed_out("the held set", rig.mc.set(key, b"older value", None));
+        rig.mc.set(key, b"the newer value", None).unwrap();
+        rig.proxy.release();
+        rig.settled();
+    }
+    assert_eq!(*told.lock().unwrap(), ["a key", "plain"]);
+    assert_eq!(rig.mc.counters().late_writes_deleted, 2);
+}
+
+/// `key` as memcached sees it after the prefix (the test's keys are short).
+fn escaped(key: &str) -> String {
+    key.replace(' ', "%20")
 }
 
 #[test]

@@ -33,14 +33,16 @@
 //! the connection's answer), a reader can take the older value into its own L1.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::commands::{Command, Site, Step};
 use super::conn::{answered, Host, Probed, Unanswered};
 use super::protocol::{self, opcode, status, Packet};
+use super::routing::unmap_key;
 use crate::error::Result;
+use crate::storage::LateWriteHook;
 
 /// How long a write that cannot be probed stays in doubt (see the module docs).
 pub(super) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
@@ -63,6 +65,13 @@ struct Shared {
     state: parking_lot::Mutex<State>,
     /// Keys in doubt or being corrected.
     open: AtomicUsize,
+    /// Keys a correction deleted.
+    deleted: AtomicU64,
+    /// Told each key a correction deleted, as the caller names it (see
+    /// `DistributedStorage::on_late_write_deleted`).
+    hook: parking_lot::Mutex<Option<LateWriteHook>>,
+    /// The store's key prefix, taken off a full key told to `hook`.
+    prefix: String,
     /// The store's I/O thread, where probes and corrections run. A handle does not keep it
     /// alive: they end with the store.
     rt: tokio::runtime::Handle,
@@ -88,10 +97,13 @@ struct Doubt {
 }
 
 impl Doubts {
-    pub(super) fn new(rt: tokio::runtime::Handle, timeout: Duration) -> Self {
+    pub(super) fn new(rt: tokio::runtime::Handle, timeout: Duration, prefix: String) -> Self {
         Doubts(Arc::new(Shared {
             state: parking_lot::Mutex::new(State::default()),
             open: AtomicUsize::new(0),
+            deleted: AtomicU64::new(0),
+            hook: parking_lot::Mutex::new(None),
+            prefix,
             rt,
             timeout,
         }))
@@ -100,6 +112,17 @@ impl Doubts {
     /// Keys whose write may still land late, or whose correction has not been answered yet.
     pub(super) fn open(&self) -> usize {
         self.0.open.load(Ordering::Acquire)
+    }
+
+    /// Keys a correction deleted: a value written in doubt was there.
+    pub(super) fn deleted(&self) -> u64 {
+        self.0.deleted.load(Ordering::Relaxed)
+    }
+
+    /// Tells `hook` each key a correction deletes from now on (a hashed server key, of a key
+    /// over memcached's length, cannot be named and is not told).
+    pub(super) fn on_deleted(&self, hook: LateWriteHook) {
+        *self.0.hook.lock() = Some(hook);
     }
 
     /// The `written` (server key, value sent) went out to `host` on `conn` and were not
@@ -198,8 +221,17 @@ async fn correct(store: Weak<Shared>, host: Arc<Host>, key: String, late: Late) 
             return;
         };
         match correct_once(&host, &key, late.as_deref(), timeout).await {
-            Ok(()) => {
+            Ok(deleted) => {
                 if let Some(shared) = store.upgrade() {
+                    if deleted {
+                        shared.deleted.fetch_add(1, Ordering::Relaxed);
+                        let hook = shared.hook.lock().clone();
+                        let named = unmap_key(&key)
+                            .and_then(|full| full.strip_prefix(shared.prefix.as_str()).map(str::to_owned));
+                        if let (Some(hook), Some(named)) = (hook, named) {
+                            hook(&named);
+                        }
+                    }
                     shared.open.fetch_sub(1, Ordering::AcqRel);
                 }
                 return;
@@ -213,7 +245,8 @@ async fn correct(store: Weak<Shared>, host: Arc<Host>, key: String, late: Late) 
     }
 }
 
-async fn correct_once(host: &Host, key: &str, late: Option<&[Vec<u8>]>, timeout: Duration) -> Result<()> {
+/// Whether it deleted the key.
+async fn correct_once(host: &Host, key: &str, late: Option<&[Vec<u8>]>, timeout: Duration) -> Result<bool> {
     let cas = match late {
         None => 0,
         Some(late) => {
@@ -224,7 +257,7 @@ async fn correct_once(host: &Host, key: &str, late: Option<&[Vec<u8>]>, timeout:
                 .flatten();
             match found {
                 Some((value, cas)) if late.contains(&value) => cas,
-                _ => return Ok(()),
+                _ => return Ok(false),
             }
         }
     };
@@ -237,7 +270,7 @@ async fn correct_once(host: &Host, key: &str, late: Option<&[Vec<u8>]>, timeout:
         }],
     )
     .await
-    .map(drop)
+    .map(|deleted| deleted.into_iter().any(|d| d))
 }
 
 /// A binary `get` of one server key: its value (envelope included) and CAS, `None` on a miss.
@@ -288,7 +321,8 @@ struct DeleteIf {
 
 impl Command for DeleteIf {
     type State = Option<(u16, String)>;
-    type Output = ();
+    /// Whether the key was deleted.
+    type Output = bool;
 
     fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
         protocol::request_cas(out, opcode::DELETE, 0, self.cas, &[], self.key.as_bytes(), &[])
@@ -305,10 +339,11 @@ impl Command for DeleteIf {
         Ok(Step::Done)
     }
 
-    fn finish(&self, state: Self::State, site: Site<'_>) -> Result<()> {
+    fn finish(&self, state: Self::State, site: Site<'_>) -> Result<bool> {
         match state {
-            // Deleted; gone already; or changed since the `get`: a newer value stands.
-            Some((status::OK | status::KEY_NOT_FOUND | status::KEY_EXISTS, _)) => Ok(()),
+            Some((status::OK, _)) => Ok(true),
+            // Gone already, or changed since the `get`: a newer value stands.
+            Some((status::KEY_NOT_FOUND | status::KEY_EXISTS, _)) => Ok(false),
             Some((code, text)) => Err(site.refused("delete", code, &text)),
             None => Err(site.refused("delete", 0xffff, "no reply")),
         }

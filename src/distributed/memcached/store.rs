@@ -464,7 +464,10 @@ impl MemcachedStore {
         let rt = IoRuntime::start(LEVEL)?;
         Ok((
             MemcachedStore {
-                router: Router::new(options.prefix, hosts.iter().map(|h| h.spec.display.as_str())),
+                router: Router::new(
+                    options.prefix.clone(),
+                    hosts.iter().map(|h| h.spec.display.as_str()),
+                ),
                 hosts,
                 nodes,
                 timeout: options.timeout,
@@ -472,7 +475,7 @@ impl MemcachedStore {
                 default_ttl: options.default_ttl,
                 max_item_size: options.max_item_size,
                 clock: options.clock,
-                doubts: Doubts::new(rt.handle(), options.timeout),
+                doubts: Doubts::new(rt.handle(), options.timeout, options.prefix),
                 rt,
             },
             options.connect_timeout,
@@ -783,12 +786,22 @@ impl Storage for MemcachedStore {
     }
 
     /// The server counts evictions and expirations for every client together: none per store.
+    /// What the store counts is its writes in doubt.
     fn counters(&self) -> StorageCounters {
-        StorageCounters::default()
+        StorageCounters {
+            late_writes_deleted: self.doubts.deleted(),
+            writes_in_doubt: self.doubts.open() as u64,
+            ..StorageCounters::default()
+        }
     }
 }
 
 impl DistributedStorage for MemcachedStore {
+    /// See [`writes_in_doubt`](Self::writes_in_doubt).
+    fn on_late_write_deleted(&self, hook: crate::storage::LateWriteHook) {
+        self.doubts.on_deleted(hook);
+    }
+
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         let fut = self.later(self.everywhere("size", Stats));
         Box::pin(async move {
