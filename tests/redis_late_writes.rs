@@ -36,10 +36,16 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let server = RedisServer::start();
+    rig_as(&[], "")
+}
+
+/// A rig whose server is started with `extra` arguments (an ACL user, say), and whose level logs
+/// in as `user` (`name:password@`, or empty for the default user).
+fn rig_as(extra: &[&str], user: &str) -> Rig {
+    let server = RedisServer::start_with(extra, None);
     let proxy = proxy::TcpProxy::start(&server.addr());
-    let redis =
-        RedisStore::connect(RedisOptions::new(proxy.addr()).prefix("late:").timeout(TIMEOUT)).unwrap();
+    let url = format!("redis://{user}{}/", proxy.addr());
+    let redis = RedisStore::connect(RedisOptions::new(url).prefix("late:").timeout(TIMEOUT)).unwrap();
     Rig { server, proxy, redis }
 }
 
@@ -261,4 +267,51 @@ fn a_late_write_deleted_from_redis_is_published_to_the_other_instances() {
     wait_until("B to drop the key L2 deleted", || {
         b.get_raw("k").unwrap().is_none()
     });
+}
+
+/// A user without `EVAL` (no `@scripting`) is answered `NOPERM` to the conditional correction:
+/// the key is deleted with `UNLINK` instead.
+#[test]
+fn a_user_refused_scripts_has_the_key_unlinked_instead() {
+    let rig = rig_as(
+        &["--user", "app", "on", ">pw", "~*", "+@all", "-@scripting"],
+        "app:pw@",
+    );
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.redis.set("k", b"older value", None));
+    rig.redis.set("k", b"the newer value", None).unwrap();
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+}
+
+/// A user refused both `EVAL` and `UNLINK` cannot correct the key: the correction is given up
+/// (with a warning) rather than retried for ever, and the writes in doubt return to 0.
+#[test]
+fn a_user_refused_every_correction_gives_it_up() {
+    let rig = rig_as(
+        &[
+            "--user",
+            "app",
+            "on",
+            ">pw",
+            "~*",
+            "+@all",
+            "-@scripting",
+            "-unlink",
+        ],
+        "app:pw@",
+    );
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.redis.set("k", b"older value", None));
+    assert_eq!(rig.redis.writes_in_doubt(), 1);
+
+    rig.proxy.release();
+    rig.settled();
+    assert!(
+        rig.holds("k", b"older value"),
+        "nothing could delete it: {:?}",
+        rig.raw("k")
+    );
 }
