@@ -315,3 +315,35 @@ fn a_user_refused_every_correction_gives_it_up() {
         rig.raw("k")
     );
 }
+
+/// A pooled connection that went silent for good (a flow that a NAT dropped: no answer, no reset,
+/// until the kernel gives up on it minutes later) must not hold up the doubt of another one: a
+/// write that lands late on a connection that answers is corrected meanwhile.
+#[test]
+fn a_silent_connection_in_doubt_does_not_hold_up_the_others() {
+    let rig = rig();
+    rig.proxy.hold_on(&set_of("lost", b"lost value".len()));
+    timed_out(
+        "the set on the connection that goes silent",
+        rig.redis.set("lost", b"lost value", None),
+    );
+    rig.proxy.freeze();
+    rig.proxy.release();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.redis.set("k", b"older value", None));
+    rig.redis.set("k", b"the newer value", None).unwrap();
+    assert_eq!(rig.redis.writes_in_doubt(), 2);
+
+    rig.proxy.release();
+    wait_until("the late write to be corrected", || rig.raw("k").is_none());
+    assert_eq!(
+        rig.raw("lost"),
+        None,
+        "the silent connection's write never reached the server"
+    );
+    assert_eq!(
+        rig.redis.writes_in_doubt(),
+        1,
+        "the silent connection's write is in doubt still"
+    );
+}

@@ -14,8 +14,9 @@
 //! connection's commands run in order, so the write ran before it), or the connection fails
 //! with an error that is not a timeout (the socket is gone, and with it whatever had not run).
 //! The async connections are asked a `PING`; a pooled blocking connection, whose request was sent
-//! whole, an `ECHO` of a token, read by one thread of the store until the token comes
-//! back. A pooled request whose *sending* timed out (the server stopped reading with megabytes
+//! whole, an `ECHO` of a token, read by a thread of its own until the token comes back (one
+//! thread for all would wait behind a connection that went silent for good, a flow a NAT
+//! dropped, for the minutes the kernel takes to give up on it, and every later doubt with it). A pooled request whose *sending* timed out (the server stopped reading with megabytes
 //! queued) cannot be probed (a command sent after a half-sent one would be read as part of it):
 //! its doubt ends [`UNPROBED_GRACE`] after the timeout.
 //!
@@ -34,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::{Arg, Value};
@@ -76,8 +77,12 @@ pub(crate) enum Unanswered {
     Linked(Conn),
 }
 
-/// A pooled connection for the reading thread: its token, and the probe's id.
-type Probe = (redis::Connection, Vec<u8>, u64);
+/// Threads reading pooled connections at most; a probe beyond them ends as a half-sent
+/// request's does (a server stalled under many callers would otherwise get a thread for each).
+const MAX_READERS: usize = 64;
+
+/// A reading thread's stack: it parses replies to `SET`s and one `ECHO`.
+const READER_STACK: usize = 64 << 10;
 
 /// Values written in doubt: `None` once one was too large to keep (see [`KEEP_BYTES`]).
 type Late = Option<Vec<Vec<u8>>>;
@@ -99,8 +104,8 @@ struct Shared {
     prefix_len: usize,
     /// Told each key a correction deleted (see `DistributedStorage::on_late_write_deleted`).
     hook: parking_lot::Mutex<Option<LateWriteHook>>,
-    /// The thread that reads the pooled connections' answers, started at the first.
-    pooled: parking_lot::Mutex<Option<mpsc::Sender<Probe>>>,
+    /// Threads reading pooled connections now (see [`MAX_READERS`]).
+    readers: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -130,7 +135,7 @@ impl Doubts {
             timeout,
             prefix_len,
             hook: parking_lot::Mutex::new(None),
-            pooled: parking_lot::Mutex::new(None),
+            readers: AtomicUsize::new(0),
         }))
     }
 
@@ -211,8 +216,9 @@ impl Doubts {
         }
     }
 
-    /// Sends the `ECHO` of a token on `conn` and hands it to the reading thread; a connection
-    /// that cannot take it, or a thread that cannot start, ends as a half-sent request does.
+    /// Sends the `ECHO` of a token on `conn` and has a thread of its own read it back; a
+    /// connection that cannot take it, or a thread that cannot start, ends as a half-sent
+    /// request does.
     fn probe_pooled(&self, mut conn: redis::Connection, id: u64) {
         // The request's replies are `SET`s' (simple strings or errors): no bulk string but the
         // `ECHO`'s can come back on the connection.
@@ -223,20 +229,47 @@ impl Doubts {
             .set_write_timeout(Some(ECHO_SEND_WAIT))
             .and_then(|()| conn.send_packed_command(&redis::cmd("ECHO").arg(&token[..]).get_packed_command()))
             .and_then(|()| conn.set_read_timeout(None));
-        let handed = sent.is_ok() && {
-            let mut pooled = self.0.pooled.lock();
-            let tx = match &*pooled {
-                Some(tx) => Some(tx.clone()),
-                None => start_reader(Arc::downgrade(&self.0)).inspect(|tx| *pooled = Some(tx.clone())),
-            };
-            tx.is_some_and(|tx| tx.send((conn, token, id)).is_ok())
-        };
-        if !handed {
+        if sent.is_err() || !self.read_back(conn, token, id) {
             let weak = Arc::downgrade(&self.0);
             drop(self.0.link.runtime().spawn(async move {
                 tokio::time::sleep(UNPROBED_GRACE).await;
                 settle(&weak, id);
             }));
+        }
+    }
+
+    /// Starts a thread that reads `conn`'s replies until `token` (or an error) and then settles
+    /// `id`; `false` if none may or can start.
+    fn read_back(&self, mut conn: redis::Connection, token: Vec<u8>, id: u64) -> bool {
+        if self.0.readers.fetch_add(1, Ordering::AcqRel) >= MAX_READERS {
+            self.0.readers.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        let store = Arc::downgrade(&self.0);
+        let started = std::thread::Builder::new()
+            .name("uno-cache-redis-doubt".to_owned())
+            .stack_size(READER_STACK)
+            .spawn(move || {
+                loop {
+                    match conn.recv_response() {
+                        Ok(Value::BulkString(said)) if said == token => break,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                drop(conn);
+                if let Some(shared) = store.upgrade() {
+                    shared.readers.fetch_sub(1, Ordering::AcqRel);
+                }
+                settle(&store, id);
+            });
+        match started {
+            Ok(_) => true,
+            Err(err) => {
+                self.0.readers.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(%err, "could not start a thread that probes a Redis connection given up on");
+                false
+            }
         }
     }
 }
@@ -307,35 +340,6 @@ async fn answered(conn: Conn, store: &Weak<Shared>) -> bool {
             Ok(Err(err)) if !err.is_timeout() => return true,
             // Asked again on the same connection: the answer to either says as much.
             Ok(Err(_)) | Err(_) => {}
-        }
-    }
-}
-
-/// Starts the thread that reads the pooled connections' answers: each connection's replies
-/// until its token (or an error), in the order they were handed over. One thread is enough: the
-/// connections go to one server, so once it answers one, it answers the others.
-fn start_reader(store: Weak<Shared>) -> Option<mpsc::Sender<Probe>> {
-    let (tx, rx) = mpsc::channel::<Probe>();
-    let started = std::thread::Builder::new()
-        .name("uno-cache-redis-doubt".to_owned())
-        .spawn(move || {
-            for (mut conn, token, id) in rx {
-                loop {
-                    match conn.recv_response() {
-                        Ok(Value::BulkString(said)) if said == token => break,
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-                drop(conn);
-                settle(&store, id);
-            }
-        });
-    match started {
-        Ok(_) => Some(tx),
-        Err(err) => {
-            tracing::warn!(%err, "could not start the thread that probes Redis connections given up on");
-            None
         }
     }
 }
