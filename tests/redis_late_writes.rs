@@ -347,3 +347,30 @@ fn a_silent_connection_in_doubt_does_not_hold_up_the_others() {
         "the silent connection's write is in doubt still"
     );
 }
+
+/// A store dropped while its writes are in doubt on a stopped server (a pooled connection read
+/// back, an async one asked `PING`s) drops at once, and leaves no connection open once the
+/// server answers again: what waits for the answers holds the store weakly.
+#[test]
+fn a_store_dropped_with_writes_in_doubt_leaves_nothing_behind() {
+    let server = RedisServer::start();
+    let redis =
+        RedisStore::connect(RedisOptions::new(server.addr()).prefix("late:").timeout(TIMEOUT)).unwrap();
+    let mut admin = server.raw();
+    let connected = |admin: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("clients").query(admin).unwrap();
+        let line = info.lines().find_map(|l| l.strip_prefix("connected_clients:"));
+        line.unwrap().trim().parse().unwrap()
+    };
+    server.pause();
+    timed_out("the blocking set", redis.set("a", b"older a", None));
+    block_on(async { timed_out("the async set", redis.set_async("b", b"older b", None).await) });
+    assert_eq!(redis.writes_in_doubt(), 2);
+
+    let dropping = std::time::Instant::now();
+    drop(redis);
+    let took = dropping.elapsed();
+    server.resume();
+    assert!(took < Duration::from_secs(1), "dropping the store took {took:?}");
+    wait_until("the store's connections to close", || connected(&mut admin) == 1);
+}
