@@ -374,3 +374,18 @@ fn a_store_dropped_with_writes_in_doubt_leaves_nothing_behind() {
     assert!(took < Duration::from_secs(1), "dropping the store took {took:?}");
     wait_until("the store's connections to close", || connected(&mut admin) == 1);
 }
+
+/// A user refused `ECHO` (an ACL for a cache's commands grants `@read` and `@write`, not
+/// `@connection`) answers the probe of a pooled connection with `NOPERM`: that answer still
+/// says the write before it ran.
+#[test]
+fn a_user_refused_the_probe_still_has_the_late_write_corrected() {
+    let rig = rig_as(&["--user", "app", "on", ">pw", "~*", "+@all", "-echo"], "app:pw@");
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.redis.set("k", b"older value", None));
+    rig.redis.set("k", b"the newer value", None).unwrap();
+
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+}

@@ -13,10 +13,11 @@
 //! How a doubt ends: a command sent after the write on the same connection is answered (the
 //! connection's commands run in order, so the write ran before it), or the connection fails
 //! with an error that is not a timeout (the socket is gone, and with it whatever had not run).
-//! The async connections are asked a `PING`; a pooled blocking connection, whose request was sent
-//! whole, an `ECHO` of a token, read by a thread of its own until the token comes back (one
-//! thread for all would wait behind a connection that went silent for good, a flow a NAT
-//! dropped, for the minutes the kernel takes to give up on it, and every later doubt with it). A pooled request whose *sending* timed out (the server stopped reading with megabytes
+//! The async connections are asked a `PING`; a pooled blocking connection, whose request was
+//! sent whole, an `ECHO`, read by a thread of its own until it is answered, a refusal included
+//! (one thread for all would wait behind a connection that went silent for good, a flow a NAT
+//! dropped, for the minutes the kernel takes to give up on it, and every later doubt with it).
+//! A pooled request whose *sending* timed out (the server stopped reading with megabytes
 //! queued) cannot be probed (a command sent after a half-sent one would be read as part of it):
 //! its doubt ends [`UNPROBED_GRACE`] after the timeout.
 //!
@@ -69,8 +70,9 @@ return 0";
 
 /// A connection given up on while a write on it was unanswered.
 pub(crate) enum Unanswered {
-    /// A blocking connection whose request went out whole.
-    Pooled(redis::Connection),
+    /// A blocking connection whose request went out whole, and how many of its replies had not
+    /// been read.
+    Pooled { conn: redis::Connection, waiting: usize },
     /// A blocking connection whose request's sending timed out: not probed.
     HalfSent,
     /// The async connection (standalone or cluster) the call ran on.
@@ -206,7 +208,7 @@ impl Doubts {
                     }
                 }));
             }
-            Unanswered::Pooled(conn) => self.probe_pooled(conn, id),
+            Unanswered::Pooled { conn, waiting } => self.probe_pooled(conn, waiting, id),
             Unanswered::HalfSent => {
                 drop(self.0.link.runtime().spawn(async move {
                     tokio::time::sleep(UNPROBED_GRACE).await;
@@ -219,9 +221,7 @@ impl Doubts {
     /// Sends the `ECHO` of a token on `conn` and has a thread of its own read it back; a
     /// connection that cannot take it, or a thread that cannot start, ends as a half-sent
     /// request does.
-    fn probe_pooled(&self, mut conn: redis::Connection, id: u64) {
-        // The request's replies are `SET`s' (simple strings or errors): no bulk string but the
-        // `ECHO`'s can come back on the connection.
+    fn probe_pooled(&self, mut conn: redis::Connection, waiting: usize, id: u64) {
         let token = format!("uno-cache:doubt:{id}").into_bytes();
         // Sent on the caller's thread, whose call already ran out of its deadline: a socket
         // with no room for a few bytes (the server stopped reading) does not hold it longer.
@@ -229,7 +229,7 @@ impl Doubts {
             .set_write_timeout(Some(ECHO_SEND_WAIT))
             .and_then(|()| conn.send_packed_command(&redis::cmd("ECHO").arg(&token[..]).get_packed_command()))
             .and_then(|()| conn.set_read_timeout(None));
-        if sent.is_err() || !self.read_back(conn, token, id) {
+        if sent.is_err() || !self.read_back(conn, waiting, token, id) {
             let weak = Arc::downgrade(&self.0);
             drop(self.0.link.runtime().spawn(async move {
                 tokio::time::sleep(UNPROBED_GRACE).await;
@@ -238,9 +238,9 @@ impl Doubts {
         }
     }
 
-    /// Starts a thread that reads `conn`'s replies until `token` (or an error) and then settles
-    /// `id`; `false` if none may or can start.
-    fn read_back(&self, mut conn: redis::Connection, token: Vec<u8>, id: u64) -> bool {
+    /// Starts a thread that reads `conn`'s replies until the last one (see [`answered_whole`])
+    /// and then settles `id`; `false` if none may or can start.
+    fn read_back(&self, mut conn: redis::Connection, waiting: usize, token: Vec<u8>, id: u64) -> bool {
         if self.0.readers.fetch_add(1, Ordering::AcqRel) >= MAX_READERS {
             self.0.readers.fetch_sub(1, Ordering::AcqRel);
             return false;
@@ -250,13 +250,7 @@ impl Doubts {
             .name("uno-cache-redis-doubt".to_owned())
             .stack_size(READER_STACK)
             .spawn(move || {
-                loop {
-                    match conn.recv_response() {
-                        Ok(Value::BulkString(said)) if said == token => break,
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
+                answered_whole(&mut conn, waiting, &token);
                 drop(conn);
                 if let Some(shared) = store.upgrade() {
                     shared.readers.fetch_sub(1, Ordering::AcqRel);
@@ -340,6 +334,27 @@ async fn answered(conn: Conn, store: &Weak<Shared>) -> bool {
             Ok(Err(err)) if !err.is_timeout() => return true,
             // Asked again on the same connection: the answer to either says as much.
             Ok(Err(_)) | Err(_) => {}
+        }
+    }
+}
+
+/// Reads `conn`'s replies until the server has answered the `waiting` replies of the request
+/// that timed out and the `ECHO` of `token` sent after it, or the connection fails.
+///
+/// The reply to the `ECHO` may be an error (a user refused `ECHO` is answered `NOPERM`), so it
+/// is told by its place: last. The crate skips one reply after a read that timed out (the one
+/// that read waited for), so `waiting` replies are read, the `ECHO`'s being the last of them;
+/// were none skipped, the `waiting`th would be the request's last, which says as much. The
+/// request's replies are `SET`s' (simple strings or errors), so a bulk string equal to `token`
+/// can only be the `ECHO`'s.
+fn answered_whole(conn: &mut redis::Connection, waiting: usize, token: &[u8]) {
+    let mut read = 0;
+    while read < waiting {
+        match conn.recv_response() {
+            Ok(Value::BulkString(said)) if said == token => return,
+            Ok(Value::Push { .. }) => {}
+            Ok(_) => read += 1,
+            Err(_) => return,
         }
     }
 }

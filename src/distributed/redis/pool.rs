@@ -100,12 +100,11 @@ impl CallerPool {
                 {
                     retried = true;
                 }
-                Err(Failed { err, sent }) => {
+                Err(Failed { err, waiting }) => {
                     if err.is_timeout() {
-                        *given_up = Some(if sent {
-                            Unanswered::Pooled(conn)
-                        } else {
-                            Unanswered::HalfSent
+                        *given_up = Some(match waiting {
+                            Some(waiting) => Unanswered::Pooled { conn, waiting },
+                            None => Unanswered::HalfSent,
                         });
                     }
                     return Err(call_error(op, timeout, &self.hosts, &err));
@@ -128,19 +127,19 @@ impl CallerPool {
             Request::Single(cmd) => self.run(op, timeout, given_up, |c| {
                 c.send_packed_command(&cmd.get_packed_command())
                     .map_err(Failed::unsent)?;
-                reply(c)?.extract_error().map_err(Failed::sent)
+                reply(c, 1)?.extract_error().map_err(|err| Failed::sent(err, 0))
             }),
             Request::Batch(pipe) => self.run(op, timeout, given_up, |c| {
                 c.send_packed_command(&pipe.get_packed_pipeline())
                     .map_err(Failed::unsent)?;
                 // Every reply is read, as the crate's pipeline does: the first error is told.
                 let mut refused = None;
-                for _ in 0..pipe.len() {
-                    if let Err(err) = reply(c)?.extract_error() {
+                for waiting in (1..=pipe.len()).rev() {
+                    if let Err(err) = reply(c, waiting)?.extract_error() {
                         refused.get_or_insert(err);
                     }
                 }
-                refused.map_or(Ok(Value::Okay), |err| Err(Failed::sent(err)))
+                refused.map_or(Ok(Value::Okay), |err| Err(Failed::sent(err, 0)))
             }),
         }
     }
@@ -222,27 +221,31 @@ impl CallerPool {
     }
 }
 
-/// A call that failed, and whether its request had gone out whole: after that, what failed
-/// was waiting for the reply, and the server may still run the request.
+/// A call that failed, and, if its request had gone out whole, how many of its replies it was
+/// still waiting for: the server may still run the commands they answer.
 struct Failed {
     err: RedisError,
-    sent: bool,
+    waiting: Option<usize>,
 }
 
 impl Failed {
     fn unsent(err: RedisError) -> Self {
-        Failed { err, sent: false }
+        Failed { err, waiting: None }
     }
 
-    fn sent(err: RedisError) -> Self {
-        Failed { err, sent: true }
+    fn sent(err: RedisError, waiting: usize) -> Self {
+        Failed {
+            err,
+            waiting: Some(waiting),
+        }
     }
 }
 
-/// The next reply on `conn`, past any push message (RESP3), as the crate's `query` reads it.
-fn reply(conn: &mut redis::Connection) -> std::result::Result<Value, Failed> {
+/// The next reply on `conn`, past any push message (RESP3), as the crate's `query` reads it;
+/// `waiting` replies are due, this one included.
+fn reply(conn: &mut redis::Connection, waiting: usize) -> std::result::Result<Value, Failed> {
     loop {
-        match conn.recv_response().map_err(Failed::sent)? {
+        match conn.recv_response().map_err(|err| Failed::sent(err, waiting))? {
             Value::Push { .. } => {}
             value => return Ok(value),
         }
