@@ -389,3 +389,48 @@ fn a_user_refused_the_probe_still_has_the_late_write_corrected() {
     rig.settled();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
 }
+
+/// A server busy with another client's long script answers every command `BUSY` for a while:
+/// the correction is tried again once it is done, not given up as refused.
+#[test]
+fn a_correction_answered_busy_is_tried_again() {
+    let rig = rig();
+    let mut admin = rig.server.raw();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg("10")
+        .query(&mut admin)
+        .unwrap();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.redis.set("k", b"older value", None));
+    rig.redis.set("k", b"the newer value", None).unwrap();
+    // The held set lands, and the correction that follows it is held in turn.
+    rig.proxy.release();
+    rig.proxy.hold_on(b"EVAL");
+    wait_until("the held set to land", || rig.holds("k", b"older value"));
+    wait_until("the correction to be held", || rig.proxy.waiting() > 0);
+
+    // A script that keeps the server busy for 2 s, then ends.
+    let mut script = rig.server.raw();
+    let busy = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg(
+                "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+                 while true do local n = redis.call('TIME') \
+                 if n[1] * 1000000 + n[2] - s > 2000000 then return 1 end end",
+            )
+            .arg(0)
+            .query::<i64>(&mut script)
+    });
+    wait_until("the server to answer BUSY", || {
+        redis::cmd("PING")
+            .query::<String>(&mut admin)
+            .is_err_and(|e| e.code() == Some("BUSY"))
+    });
+    rig.proxy.release();
+    assert_eq!(busy.join().unwrap().unwrap(), 1);
+
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+}

@@ -26,8 +26,10 @@
 //! instance or another's, or a delete, stands; the key's last write here, when it is one of those
 //! in doubt, is deleted too, which costs a miss and never serves a wrong value. With the values'
 //! bytes over [`KEEP_BYTES`] kept for the whole store, the rest are corrected with an
-//! unconditional `UNLINK`. A correction that fails is retried, with growing pauses, until it is
-//! answered or the store is dropped.
+//! unconditional `UNLINK`. A correction that fails, or that a server which can run nothing
+//! now refuses (`LOADING`, `BUSY`, `READONLY`, …), is retried, with growing pauses, until it is
+//! answered or the store is dropped; one refused to the user is sent as `UNLINK`, and given up
+//! (with a warning) if that is refused too.
 //!
 //! From the late write's landing to its correction (about a round trip after the connection's
 //! answer), another instance may take the older value into its L1: each key a correction deleted
@@ -427,6 +429,12 @@ async fn correct(store: Weak<Shared>, key: Vec<u8>, late: Late) {
                 shared.open.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
+            // A server that can run nothing now is asked again; a standalone one demoted by a
+            // failover has its connection replaced, as after any call.
+            Ok(Err(err)) if for_now(&err) => {
+                shared.link.after_error(ticket, &err);
+                tracing::debug!(err = %error_text(&err), "could not correct a Redis key written in doubt yet; trying again");
+            }
             // The server refused the command (scripts not allowed to this user, say): the key
             // goes whatever it holds; refused that too, it is left, and said.
             Ok(Err(err)) if err.code().is_some() && !unconditional => unconditional = true,
@@ -445,4 +453,14 @@ async fn correct(store: Weak<Shared>, key: Vec<u8>, late: Late) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_MAX);
     }
+}
+
+/// Whether the server's refusal `err` says that it can run no command now (loading its data,
+/// busy with a script, a cluster or replica not ready, no longer the primary), rather than that
+/// it will never run this one.
+fn for_now(err: &redis::RedisError) -> bool {
+    matches!(
+        err.code(),
+        Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY")
+    )
 }
