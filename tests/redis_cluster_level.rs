@@ -835,3 +835,39 @@ fn a_cluster_set_that_lands_after_a_newer_one_is_taken_out() {
     support::wait_until("the writes in doubt to settle", || redis.writes_in_doubt() == 0);
     assert_eq!(raw(), None, "the older value landed last and was left");
 }
+
+/// The doubt of a `SET` asks the node it went to, not every primary: another node whose flow
+/// went silent for good (its proxy frozen) says nothing of the write, and must not keep its
+/// correction waiting for the minutes the kernel takes to give that flow up.
+#[test]
+fn a_cluster_set_in_doubt_waits_for_its_own_node_only() {
+    let (cluster, proxies) = cluster_behind_proxies();
+    let redis = RedisStore::connect(
+        RedisOptions::with_hosts(proxies.iter().map(TcpProxy::addr))
+            .cluster(true)
+            .prefix("late:")
+            .timeout(Duration::from_millis(200)),
+    )
+    .unwrap();
+    let slot = cluster.keyslot("late:k");
+    let owner = proxies
+        .iter()
+        .position(|p| p.port() == cluster.port_of_slot(slot))
+        .unwrap();
+    let raw = || -> Option<Vec<u8>> {
+        redis::cmd("GET")
+            .arg("late:k")
+            .query(&mut cluster.nodes[owner].raw())
+            .unwrap()
+    };
+    let held = format!("SET\r\n$6\r\nlate:k\r\n${}\r\n", b"older value".len() + 12);
+    proxies[owner].hold_on(held.as_bytes());
+    let result = redis.set("k", b"older value", None);
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+    proxies[(owner + 1) % proxies.len()].freeze();
+    support::until_ok("the newer set", || redis.set("k", b"the newer value", None));
+
+    proxies[owner].release();
+    support::wait_until("the late write to be corrected", || raw().is_none());
+    assert_eq!(redis.writes_in_doubt(), 0);
+}

@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
 use super::commands::Request;
@@ -505,7 +507,7 @@ impl Conn {
     }
 
     /// A `PING` on the connection (on a cluster, on every primary's).
-    pub(crate) async fn ping(mut self) -> RedisResult<()> {
+    async fn ping(mut self) -> RedisResult<()> {
         match &mut self {
             Conn::Single(conn) => redis::cmd("PING").query_async::<()>(conn).await,
             Conn::Cluster(conn) => {
@@ -514,6 +516,41 @@ impl Conn {
                     Some(ResponsePolicy::AllSucceeded),
                 ));
                 conn.route_command(redis::cmd("PING"), every_primary)
+                    .await?
+                    .extract_error()
+                    .map(drop)
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Of `keys`, one for each `PING` of [`ping_owner`](Self::ping_owner) that together reach
+    /// every node their commands went to: one per hash slot on a cluster, any one standalone.
+    pub(crate) fn owners<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<Vec<u8>> {
+        let mut routes: Vec<(Route, &[u8])> = Vec::new();
+        for key in keys {
+            let route = match self {
+                Conn::Single(_) => Route::new(0, SlotAddr::Master),
+                Conn::Cluster(_) => Route::with_key(key, SlotAddr::Master),
+            };
+            if !routes.iter().any(|(r, _)| *r == route) {
+                routes.push((route, key));
+            }
+        }
+        routes.into_iter().map(|(_, key)| key.to_vec()).collect()
+    }
+
+    /// A `PING` on the connection to the server that holds `key`: on a cluster, the primary of
+    /// its slot (the node a command of `key` went to), not every primary, whose silence would
+    /// say nothing of it.
+    pub(crate) async fn ping_owner(mut self, key: &[u8]) -> RedisResult<()> {
+        match &mut self {
+            Conn::Single(conn) => redis::cmd("PING").query_async::<()>(conn).await,
+            Conn::Cluster(conn) => {
+                let owner = Route::with_key(key, SlotAddr::Master);
+                let owner = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(owner));
+                conn.route_command(redis::cmd("PING"), owner)
                     .await?
                     .extract_error()
                     .map(drop)

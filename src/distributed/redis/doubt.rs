@@ -13,7 +13,8 @@
 //! How a doubt ends: a command sent after the write on the same connection is answered (the
 //! connection's commands run in order, so the write ran before it), or the connection fails
 //! with an error that is not a timeout (the socket is gone, and with it whatever had not run).
-//! The async connections are asked a `PING`; a pooled blocking connection, whose request was
+//! The async connections are asked a `PING` (on a cluster, each primary a `SET` went to: another
+//! node's silence says nothing of it); a pooled blocking connection, whose request was
 //! sent whole, an `ECHO`, read by a thread of its own until it is answered, a refusal included
 //! (one thread for all would wait behind a connection that went silent for good, a flow a NAT
 //! dropped, for the minutes the kernel takes to give up on it, and every later doubt with it).
@@ -41,6 +42,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use redis::{Arg, Value};
 
 use super::commands::Request;
@@ -165,6 +167,10 @@ impl Doubts {
         if sets.is_empty() {
             return;
         }
+        let owners = match &conn {
+            Unanswered::Linked(conn) => conn.owners(sets.iter().map(|(key, _)| *key)),
+            Unanswered::Pooled { .. } | Unanswered::HalfSent => Vec::new(),
+        };
         let id = {
             let mut state = self.0.state.lock();
             let id = state.next;
@@ -205,7 +211,7 @@ impl Doubts {
         match conn {
             Unanswered::Linked(conn) => {
                 drop(self.0.link.runtime().spawn(async move {
-                    if answered(conn, &weak).await {
+                    if answered(conn, owners, &weak).await {
                         settle(&weak, id);
                     }
                 }));
@@ -324,20 +330,26 @@ fn sets_of(request: &Request) -> Vec<(&[u8], &[u8])> {
     }
 }
 
-/// Waits until `conn` answers a `PING` or fails with an error that is not a timeout; `false`
-/// if the store was dropped meanwhile.
-async fn answered(conn: Conn, store: &Weak<Shared>) -> bool {
-    loop {
+/// Waits until `conn` answers a `PING` to the server of each of `owners` (see
+/// [`Conn::owners`]), or fails there with an error that is not a timeout; `false` if the store
+/// was dropped meanwhile.
+async fn answered(conn: Conn, mut owners: Vec<Vec<u8>>, store: &Weak<Shared>) -> bool {
+    while !owners.is_empty() {
         if store.strong_count() == 0 {
             return false;
         }
-        match tokio::time::timeout(PING_WAIT, conn.clone().ping()).await {
-            Ok(Ok(())) => return true,
-            Ok(Err(err)) if !err.is_timeout() => return true,
-            // Asked again on the same connection: the answer to either says as much.
-            Ok(Err(_)) | Err(_) => {}
-        }
+        let pings = owners
+            .iter()
+            .map(|key| tokio::time::timeout(PING_WAIT, conn.clone().ping_owner(key)));
+        let mut answers = join_all(pings).await.into_iter();
+        // Asked again on the same connection: the answer to either says as much.
+        owners.retain(|_| match answers.next() {
+            Some(Ok(Ok(()))) | None => false,
+            Some(Ok(Err(err))) => err.is_timeout(),
+            Some(Err(_elapsed)) => true,
+        });
     }
+    true
 }
 
 /// Reads `conn`'s replies until the server has answered the `waiting` replies of the request
