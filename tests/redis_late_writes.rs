@@ -434,3 +434,34 @@ fn a_correction_answered_busy_is_tried_again() {
     rig.settled();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
 }
+
+/// Over TLS the blocking API runs on the async connection (the caller's pool is plain TCP
+/// only): a `SET` that timed out on a stopped server is in doubt there too, and the value it
+/// wrote once the server runs it is taken out.
+#[cfg(feature = "tls")]
+#[test]
+fn a_blocking_set_that_timed_out_over_tls_is_taken_out_once_it_lands() {
+    let certs = tempfile::tempdir().unwrap();
+    support::make_tls_certs(certs.path());
+    let server = RedisServer::start_tls(certs.path());
+    let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
+    let redis = RedisStore::connect(
+        RedisOptions::new(format!("rediss://{}", server.addr()))
+            .tls_root_cert(ca)
+            .prefix("late:")
+            .timeout(TIMEOUT),
+    )
+    .unwrap();
+    redis.set("other", b"v", None).unwrap();
+
+    server.pause();
+    timed_out(
+        "the set on the stopped server",
+        redis.set("k", b"older value", None),
+    );
+    assert_eq!(redis.writes_in_doubt(), 1);
+    server.resume();
+    wait_until("the writes in doubt to settle", || redis.writes_in_doubt() == 0);
+    let entry = support::until_ok("a read", || redis.get("k"));
+    assert!(entry.is_none(), "the value written in doubt was left: {entry:?}");
+}
