@@ -531,6 +531,7 @@ fn a_refused_password_still_opens_the_breaker() {
 /// rustls takes; the L2 met it at connect, and start_degraded_on_config_error started the cache
 /// without it)
 /// failed with no host: the error of building the client was not named as the tag calls' are.
+#[cfg(feature = "tls")]
 #[test]
 fn a_tag_call_whose_client_cannot_be_built_names_the_host() {
     let server = RedisServer::start();
