@@ -435,6 +435,58 @@ fn a_correction_answered_busy_is_tried_again() {
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
 }
 
+/// A store dropped while its server stays stopped leaves no connection open to it: what waits
+/// for the answers sees the store gone within a second and closes its connection, rather than
+/// waiting (a thread and a socket) for a server that may never read again.
+#[test]
+fn a_store_dropped_while_its_server_stays_stopped_closes_its_connections_in_doubt() {
+    let server = RedisServer::start();
+    let redis =
+        RedisStore::connect(RedisOptions::new(server.addr()).prefix("late:").timeout(TIMEOUT)).unwrap();
+    server.pause();
+    timed_out("the blocking set", redis.set("a", b"older a", None));
+    block_on(async { timed_out("the async set", redis.set_async("b", b"older b", None).await) });
+    assert!(connected_to(server.port) > 0);
+
+    drop(redis);
+    wait_until("the connections to the stopped server to close", || {
+        connected_to(server.port) == 0
+    });
+    server.resume();
+}
+
+/// A server stopped for longer than the probe's wait (1 s, after which the pooled connection is
+/// asked again) still has the write that timed out corrected once it runs it.
+#[test]
+fn a_blocking_set_on_a_server_stopped_past_the_probes_wait_is_taken_out_once_it_lands() {
+    let rig = rig();
+    rig.server.pause();
+    timed_out(
+        "the set on the stopped server",
+        rig.redis.set("k", b"older value", None),
+    );
+    // The stop itself, not a synchronisation: it outlasts the probe's wait.
+    std::thread::sleep(Duration::from_millis(1500));
+    rig.server.resume();
+    rig.settled();
+    assert_eq!(rig.raw("k"), None, "the value written in doubt was left");
+}
+
+/// Our connections to `port` on the loopback that are still established (`/proc/net/tcp`: the
+/// remote port, state `01`); a stopped server's kernel still takes a close.
+fn connected_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2).is_some_and(|r| r.ends_with(&remote)) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 /// Over TLS the blocking API runs on the async connection (the caller's pool is plain TCP
 /// only): a `SET` that timed out on a stopped server is in doubt there too, and the value it
 /// wrote once the server runs it is taken out.

@@ -14,10 +14,12 @@
 //! connection's commands run in order, so the write ran before it), or the connection fails
 //! with an error that is not a timeout (the socket is gone, and with it whatever had not run).
 //! The async connections are asked a `PING` (on a cluster, each primary a `SET` went to: another
-//! node's silence says nothing of it); a pooled blocking connection, whose request was
-//! sent whole, an `ECHO`, read by a thread of its own until it is answered, a refusal included
-//! (one thread for all would wait behind a connection that went silent for good, a flow a NAT
-//! dropped, for the minutes the kernel takes to give up on it, and every later doubt with it).
+//! node's silence says nothing of it). A pooled blocking connection whose request was sent whole
+//! is asked an `ECHO`, read back by a thread of its own until it is answered, a refusal included;
+//! one thread for all would wait behind a connection that went silent for good (a flow a NAT
+//! dropped) for the minutes the kernel takes to give up on it, and every later doubt with it.
+//! Each [`PING_WAIT`] without a reply, the thread asks again, or lets the connection go if the
+//! store was dropped.
 //! A pooled request whose *sending* timed out (the server stopped reading with megabytes
 //! queued) cannot be probed (a command sent after a half-sent one would be read as part of it):
 //! its doubt ends [`UNPROBED_GRACE`] after the timeout.
@@ -59,8 +61,9 @@ const ECHO_SEND_WAIT: Duration = Duration::from_millis(10);
 /// The bytes of values in doubt kept for a conditional correction, across the store's keys.
 pub(crate) const KEEP_BYTES: usize = 32 << 20;
 
-/// How long a `PING` of the async connection waits before it asks again (a cluster connection
-/// gives up on its own at its reply timeout; each wait also checks that the store still exists).
+/// How long a `PING` of the async connection, or the `ECHO` of a pooled one, waits before it
+/// asks again (a cluster connection gives up on its own at its reply timeout; each wait also
+/// checks that the store still exists).
 const PING_WAIT: Duration = Duration::from_secs(1);
 
 /// The first and the longest pause before a failed correction is tried again.
@@ -235,8 +238,8 @@ impl Doubts {
         // with no room for a few bytes (the server stopped reading) does not hold it longer.
         let sent = conn
             .set_write_timeout(Some(ECHO_SEND_WAIT))
-            .and_then(|()| conn.send_packed_command(&redis::cmd("ECHO").arg(&token[..]).get_packed_command()))
-            .and_then(|()| conn.set_read_timeout(None));
+            .and_then(|()| conn.send_packed_command(&echo(&token)))
+            .and_then(|()| conn.set_read_timeout(Some(PING_WAIT)));
         if sent.is_err() || !self.read_back(conn, waiting, token, id) {
             let weak = Arc::downgrade(&self.0);
             drop(self.0.link.runtime().spawn(async move {
@@ -258,12 +261,19 @@ impl Doubts {
             .name("uno-cache-redis-doubt".to_owned())
             .stack_size(READER_STACK)
             .spawn(move || {
-                answered_whole(&mut conn, waiting, &token);
+                let answer = answered_whole(&mut conn, waiting, &token, &store);
                 drop(conn);
                 if let Some(shared) = store.upgrade() {
                     shared.readers.fetch_sub(1, Ordering::AcqRel);
                 }
-                settle(&store, id);
+                match answer {
+                    Answer::Whole => settle(&store, id),
+                    Answer::Unknown => {
+                        std::thread::sleep(UNPROBED_GRACE);
+                        settle(&store, id);
+                    }
+                    Answer::StoreGone => {}
+                }
             });
         match started {
             Ok(_) => true,
@@ -352,25 +362,57 @@ async fn answered(conn: Conn, mut owners: Vec<Vec<u8>>, store: &Weak<Shared>) ->
     true
 }
 
+/// The packed `ECHO` of `token`.
+fn echo(token: &[u8]) -> Vec<u8> {
+    redis::cmd("ECHO").arg(token).get_packed_command()
+}
+
+/// How reading a pooled connection in doubt ended.
+enum Answer {
+    /// The server answered the request, or the connection failed.
+    Whole,
+    /// Another `ECHO` could not be sent whole: as a half-sent request.
+    Unknown,
+    /// The store was dropped first.
+    StoreGone,
+}
+
 /// Reads `conn`'s replies until the server has answered the `waiting` replies of the request
-/// that timed out and the `ECHO` of `token` sent after it, or the connection fails.
+/// that timed out and the `ECHO` of `token` sent after it, or the connection fails; each
+/// [`PING_WAIT`] without a reply, it checks that the store still exists and sends another
+/// `ECHO`.
 ///
-/// The reply to the `ECHO` may be an error (a user refused `ECHO` is answered `NOPERM`), so it
-/// is told by its place: last. The crate skips one reply after a read that timed out (the one
-/// that read waited for), so `waiting` replies are read, the `ECHO`'s being the last of them;
-/// were none skipped, the `waiting`th would be the request's last, which says as much. The
-/// request's replies are `SET`s' (simple strings or errors), so a bulk string equal to `token`
-/// can only be the `ECHO`'s.
-fn answered_whole(conn: &mut redis::Connection, waiting: usize, token: &[u8]) {
+/// The reply to an `ECHO` may be an error (a user refused `ECHO` is answered `NOPERM`), so it
+/// is told by its place: last. The crate skips one reply after each read that timed out (the
+/// one that read waited for): one after the request's, answered by the first `ECHO`, and one
+/// after each of ours, answered by the `ECHO` sent then. So `waiting` replies are read, an
+/// `ECHO`'s being the last of them; were none skipped, the `waiting`th would be the request's
+/// last, which says as much. The request's replies are `SET`s' (simple strings or errors), so a
+/// bulk string equal to `token` can only be an `ECHO`'s.
+fn answered_whole(
+    conn: &mut redis::Connection,
+    waiting: usize,
+    token: &[u8],
+    store: &Weak<Shared>,
+) -> Answer {
     let mut read = 0;
     while read < waiting {
         match conn.recv_response() {
-            Ok(Value::BulkString(said)) if said == token => return,
+            Ok(Value::BulkString(said)) if said == token => return Answer::Whole,
             Ok(Value::Push { .. }) => {}
             Ok(_) => read += 1,
-            Err(_) => return,
+            Err(err) if err.is_timeout() => {
+                if store.strong_count() == 0 {
+                    return Answer::StoreGone;
+                }
+                if conn.send_packed_command(&echo(token)).is_err() {
+                    return Answer::Unknown;
+                }
+            }
+            Err(_) => return Answer::Whole,
         }
     }
+    Answer::Whole
 }
 
 /// Probe `id` ended: each key that waits for nothing else is corrected.
