@@ -13,8 +13,7 @@
 //! cluster connection, also when their caller gives up before our deadline. A slot the
 //! cluster does not serve (`CLUSTERDOWN`) fails its own keys only, soon, saying so; a one-key
 //! call's error names the key and its slot, also when a dead primary stops a cluster that
-//! requires full coverage. A `SET` that timed out on a stalled node and lands after a newer write
-//! of its key is taken out once the node answers the old connection again.
+//! requires full coverage.
 
 #![allow(
     clippy::unwrap_used,
@@ -794,80 +793,4 @@ fn a_one_key_call_the_cluster_does_not_serve_names_the_key_and_its_slot() {
             }
         }
     }
-}
-
-/// A `SET` that timed out on a node that stalled (its proxy holds the connection from the `SET`
-/// on) while a newer write of the key lands on a new cluster connection, and that the node runs
-/// last once it reads again, is taken out: the `PING` of every primary on the old connection
-/// comes back after it, and then the key goes.
-#[test]
-fn a_cluster_set_that_lands_after_a_newer_one_is_taken_out() {
-    let (cluster, proxies) = cluster_behind_proxies();
-    let redis = RedisStore::connect(
-        RedisOptions::with_hosts(proxies.iter().map(TcpProxy::addr))
-            .cluster(true)
-            .prefix("late:")
-            .timeout(Duration::from_millis(200)),
-    )
-    .unwrap();
-    let slot = cluster.keyslot("late:k");
-    // Node `i` announces `proxies[i]`.
-    let owner = proxies
-        .iter()
-        .position(|p| p.port() == cluster.port_of_slot(slot))
-        .unwrap();
-    let raw = || -> Option<Vec<u8>> {
-        redis::cmd("GET")
-            .arg("late:k")
-            .query(&mut cluster.nodes[owner].raw())
-            .unwrap()
-    };
-    // The `SET` of the key with the prefix and the envelope's 12-byte header, up to the value.
-    let held = format!("SET\r\n$6\r\nlate:k\r\n${}\r\n", b"older value".len() + 12);
-    proxies[owner].hold_on(held.as_bytes());
-    let result = redis.set("k", b"older value", None);
-    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
-    assert_eq!(redis.writes_in_doubt(), 1);
-    support::until_ok("the newer set", || redis.set("k", b"the newer value", None));
-    assert!(raw().is_some_and(|v| v.ends_with(b"the newer value")));
-
-    proxies[owner].release();
-    support::wait_until("the writes in doubt to settle", || redis.writes_in_doubt() == 0);
-    assert_eq!(raw(), None, "the older value landed last and was left");
-}
-
-/// The doubt of a `SET` asks the node it went to, not every primary: another node whose flow
-/// went silent for good (its proxy frozen) says nothing of the write, and must not keep its
-/// correction waiting for the minutes the kernel takes to give that flow up.
-#[test]
-fn a_cluster_set_in_doubt_waits_for_its_own_node_only() {
-    let (cluster, proxies) = cluster_behind_proxies();
-    let redis = RedisStore::connect(
-        RedisOptions::with_hosts(proxies.iter().map(TcpProxy::addr))
-            .cluster(true)
-            .prefix("late:")
-            .timeout(Duration::from_millis(200)),
-    )
-    .unwrap();
-    let slot = cluster.keyslot("late:k");
-    let owner = proxies
-        .iter()
-        .position(|p| p.port() == cluster.port_of_slot(slot))
-        .unwrap();
-    let raw = || -> Option<Vec<u8>> {
-        redis::cmd("GET")
-            .arg("late:k")
-            .query(&mut cluster.nodes[owner].raw())
-            .unwrap()
-    };
-    let held = format!("SET\r\n$6\r\nlate:k\r\n${}\r\n", b"older value".len() + 12);
-    proxies[owner].hold_on(held.as_bytes());
-    let result = redis.set("k", b"older value", None);
-    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
-    proxies[(owner + 1) % proxies.len()].freeze();
-    support::until_ok("the newer set", || redis.set("k", b"the newer value", None));
-
-    proxies[owner].release();
-    support::wait_until("the late write to be corrected", || raw().is_none());
-    assert_eq!(redis.writes_in_doubt(), 0);
 }

@@ -343,6 +343,10 @@ fn sets_of(request: &Request) -> Vec<(&[u8], &[u8])> {
 /// Waits until `conn` answers a `PING` to the server of each of `owners` (see
 /// [`Conn::owners`]), or fails there with an error that is not a timeout; `false` if the store
 /// was dropped meanwhile.
+///
+/// Each is asked once; while some are unanswered, only the first of them is asked again, until
+/// it answers, and then all of them: a batch's keys are many slots of few nodes, and a round of
+/// one `PING` per slot each [`PING_WAIT`] would pile up in a stalled server's socket.
 async fn answered(conn: Conn, mut owners: Vec<Vec<u8>>, store: &Weak<Shared>) -> bool {
     while !owners.is_empty() {
         if store.strong_count() == 0 {
@@ -352,14 +356,29 @@ async fn answered(conn: Conn, mut owners: Vec<Vec<u8>>, store: &Weak<Shared>) ->
             .iter()
             .map(|key| tokio::time::timeout(PING_WAIT, conn.clone().ping_owner(key)));
         let mut answers = join_all(pings).await.into_iter();
+        owners.retain(|_| answers.next().is_some_and(|answer| silent(&answer)));
         // Asked again on the same connection: the answer to either says as much.
-        owners.retain(|_| match answers.next() {
-            Some(Ok(Ok(()))) | None => false,
-            Some(Ok(Err(err))) => err.is_timeout(),
-            Some(Err(_elapsed)) => true,
-        });
+        while let Some(first) = owners.first() {
+            if store.strong_count() == 0 {
+                return false;
+            }
+            let answer = tokio::time::timeout(PING_WAIT, conn.clone().ping_owner(first)).await;
+            if !silent(&answer) {
+                owners.remove(0);
+                break;
+            }
+        }
     }
     true
+}
+
+/// Whether a `PING` was left unanswered: it timed out, ours or the crate's.
+fn silent(answer: &Result<redis::RedisResult<()>, tokio::time::error::Elapsed>) -> bool {
+    match answer {
+        Ok(Ok(())) => false,
+        Ok(Err(err)) => err.is_timeout(),
+        Err(_elapsed) => true,
+    }
 }
 
 /// The packed `ECHO` of `token`.
