@@ -90,8 +90,10 @@ pub(crate) enum Unanswered {
 /// request's does (a server stalled under many callers would otherwise get a thread for each).
 const MAX_READERS: usize = 64;
 
-/// A reading thread's stack: it parses replies to `SET`s and one `ECHO`.
-const READER_STACK: usize = 64 << 10;
+/// A reading thread's stack: it parses replies to `SET`s and `ECHO`s, and hands the keys to the
+/// I/O thread; a quarter of the default, with room for a tracing subscriber's formatting (an
+/// overflow aborts the process). Reserved, not committed, until used.
+const READER_STACK: usize = 512 << 10;
 
 /// Values written in doubt: `None` once one was too large to keep (see [`KEEP_BYTES`]).
 type Late = Option<Vec<Vec<u8>>>;
