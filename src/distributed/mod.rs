@@ -53,6 +53,8 @@ pub(crate) use self::memcached::replies as memcached_replies;
 #[cfg(any(feature = "redis", feature = "memcached"))]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 mod deadline;
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) mod doubt_ledger;
 #[cfg_attr(not(all(feature = "redis", feature = "memcached")), allow(dead_code))]
 mod nodes;
 #[cfg(feature = "redis")]

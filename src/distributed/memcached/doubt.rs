@@ -24,7 +24,7 @@
 //! with that CAS, which deletes only if the item is unchanged since the `get`; else nothing. A
 //! later value of this instance or another's, or a delete, stands; the key's last write here,
 //! when it is one of those in doubt, is deleted too, which costs a miss and never serves a wrong
-//! value. With the values' bytes over [`KEEP_BYTES`] kept for the whole store, the rest are
+//! value. With the values' bytes over `doubt_ledger::KEEP_BYTES` kept for the whole store, the rest are
 //! corrected with an unconditional `delete`; so is every key of a memcached run with CAS
 //! disabled (`-C`: its CAS reads 0, which a `delete` takes as none). A correction that fails is
 //! retried, with growing pauses, until it is answered or the store is dropped.
@@ -32,8 +32,6 @@
 //! What it leaves: from the late write's landing to its correction (about two round trips after
 //! the connection's answer), a reader can take the older value into its own L1.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -41,36 +39,25 @@ use super::commands::{Command, Site, Step};
 use super::conn::{answered, Host, Probed, Unanswered};
 use super::protocol::{self, opcode, status, Packet};
 use super::routing::unmap_key;
+use crate::distributed::doubt_ledger::{Late, Ledger};
 use crate::error::Result;
 use crate::storage::LateWriteHook;
 
 /// How long a write that cannot be probed stays in doubt (see the module docs).
 pub(super) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
 
-/// The bytes of values in doubt kept for a conditional correction, across the store's keys.
-pub(super) const KEEP_BYTES: usize = 32 << 20;
-
 /// The first and the longest pause before a failed correction is tried again.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// Values written in doubt: `None` once one was too large to keep (see [`KEEP_BYTES`]).
-type Late = Option<Vec<Vec<u8>>>;
 
 /// The store's writes in doubt (see the module docs). Clones share them.
 #[derive(Clone)]
 pub(super) struct Doubts(Arc<Shared>);
 
 struct Shared {
-    state: parking_lot::Mutex<State>,
-    /// Keys in doubt or being corrected.
-    open: AtomicUsize,
-    /// Keys a correction deleted.
-    deleted: AtomicU64,
-    /// Told each key a correction deleted, as the caller names it (see
-    /// `DistributedStorage::on_late_write_deleted`).
-    hook: parking_lot::Mutex<Option<LateWriteHook>>,
-    /// The store's key prefix, taken off a full key told to `hook`.
+    /// The keys in doubt, by their server key, each with its host (where its correction goes).
+    ledger: Ledger<String, Arc<Host>>,
+    /// The store's key prefix, taken off a full key told to the ledger's hook.
     prefix: String,
     /// The store's I/O thread, where probes and corrections run. A handle does not keep it
     /// alive: they end with the store.
@@ -78,31 +65,10 @@ struct Shared {
     timeout: Duration,
 }
 
-#[derive(Default)]
-struct State {
-    keys: HashMap<String, Doubt>,
-    next: u64,
-    /// Bytes of values kept in `keys`.
-    kept: usize,
-}
-
-/// One key in doubt.
-struct Doubt {
-    /// The key's host, where its correction goes.
-    host: Arc<Host>,
-    /// The probes it waits for.
-    waits_on: Vec<u64>,
-    /// The values written in doubt.
-    late: Late,
-}
-
 impl Doubts {
     pub(super) fn new(rt: tokio::runtime::Handle, timeout: Duration, prefix: String) -> Self {
         Doubts(Arc::new(Shared {
-            state: parking_lot::Mutex::new(State::default()),
-            open: AtomicUsize::new(0),
-            deleted: AtomicU64::new(0),
-            hook: parking_lot::Mutex::new(None),
+            ledger: Ledger::new(),
             prefix,
             rt,
             timeout,
@@ -111,56 +77,25 @@ impl Doubts {
 
     /// Keys whose write may still land late, or whose correction has not been answered yet.
     pub(super) fn open(&self) -> usize {
-        self.0.open.load(Ordering::Acquire)
+        self.0.ledger.open()
     }
 
     /// Keys a correction deleted: a value written in doubt was there.
     pub(super) fn deleted(&self) -> u64 {
-        self.0.deleted.load(Ordering::Relaxed)
+        self.0.ledger.deleted()
     }
 
     /// Tells `hook` each key a correction deletes from now on (a hashed server key, of a key
     /// over memcached's length, cannot be named and is not told).
     pub(super) fn on_deleted(&self, hook: LateWriteHook) {
-        *self.0.hook.lock() = Some(hook);
+        self.0.ledger.on_deleted(hook);
     }
 
     /// The `written` (server key, value sent) went out to `host` on `conn` and were not
     /// answered: they are in doubt until `conn` answers a later command or fails.
     pub(super) fn begin(&self, host: &Arc<Host>, written: &[(&str, &[u8])], conn: Unanswered) {
-        let id = {
-            let mut state = self.0.state.lock();
-            let id = state.next;
-            state.next = state.next.wrapping_add(1);
-            for &(key, value) in written {
-                let kept = state.kept;
-                let doubt = state.keys.entry(key.to_owned()).or_insert_with(|| {
-                    self.0.open.fetch_add(1, Ordering::AcqRel);
-                    Doubt {
-                        host: Arc::clone(host),
-                        waits_on: Vec::new(),
-                        late: Some(Vec::new()),
-                    }
-                });
-                doubt.waits_on.push(id);
-                let added = match &mut doubt.late {
-                    Some(late) if late.iter().any(|v| v == value) => 0,
-                    Some(late) if kept.saturating_add(value.len()) <= KEEP_BYTES => {
-                        late.push(value.to_vec());
-                        value.len()
-                    }
-                    Some(late) => {
-                        let freed: usize = late.iter().map(Vec::len).sum();
-                        doubt.late = None;
-                        state.kept = state.kept.saturating_sub(freed);
-                        0
-                    }
-                    None => 0,
-                };
-                state.kept = state.kept.saturating_add(added);
-            }
-            id
-        };
+        let writes = written.iter().map(|&(key, value)| (key.to_owned(), value));
+        let id = self.0.ledger.begin(writes, || Arc::clone(host));
         tracing::debug!(
             id,
             host = %host.spec.display,
@@ -186,26 +121,7 @@ fn settle(store: &Weak<Shared>, id: u64) {
     let Some(shared) = store.upgrade() else {
         return;
     };
-    let done: Vec<(String, Arc<Host>, Late)> = {
-        let mut state = shared.state.lock();
-        let mut done = Vec::new();
-        state.keys.retain(|key, doubt| {
-            doubt.waits_on.retain(|&w| w != id);
-            if doubt.waits_on.is_empty() {
-                done.push((key.clone(), Arc::clone(&doubt.host), doubt.late.take()));
-                false
-            } else {
-                true
-            }
-        });
-        let freed: usize = done
-            .iter()
-            .flat_map(|(_, _, late)| late.iter().flatten())
-            .map(Vec::len)
-            .sum();
-        state.kept = state.kept.saturating_sub(freed);
-        done
-    };
+    let done = shared.ledger.settle(id);
     for (key, host, late) in done {
         let weak = Arc::downgrade(&shared);
         drop(shared.rt.spawn(correct(weak, host, key, late)));
@@ -223,16 +139,11 @@ async fn correct(store: Weak<Shared>, host: Arc<Host>, key: String, late: Late) 
         match correct_once(&host, &key, late.as_deref(), timeout).await {
             Ok(deleted) => {
                 if let Some(shared) = store.upgrade() {
-                    if deleted {
-                        shared.deleted.fetch_add(1, Ordering::Relaxed);
-                        let hook = shared.hook.lock().clone();
-                        let named = unmap_key(&key)
-                            .and_then(|full| full.strip_prefix(shared.prefix.as_str()).map(str::to_owned));
-                        if let (Some(hook), Some(named)) = (hook, named) {
-                            hook(&named);
-                        }
-                    }
-                    shared.open.fetch_sub(1, Ordering::AcqRel);
+                    let named = || {
+                        let full = unmap_key(&key)?;
+                        full.strip_prefix(shared.prefix.as_str()).map(str::to_owned)
+                    };
+                    shared.ledger.corrected(deleted, named);
                 }
                 return;
             }

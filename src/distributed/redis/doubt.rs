@@ -28,7 +28,7 @@
 //! in doubt (compared byte for byte, envelope included), else leaves it. A later value of this
 //! instance or another's, or a delete, stands; the key's last write here, when it is one of those
 //! in doubt, is deleted too, which costs a miss and never serves a wrong value. With the values'
-//! bytes over [`KEEP_BYTES`] kept for the whole store, the rest are corrected with an
+//! bytes over `doubt_ledger::KEEP_BYTES` kept for the whole store, the rest are corrected with an
 //! unconditional `UNLINK`. A correction that fails, or that a server which can run nothing
 //! now refuses (`LOADING`, `BUSY`, `READONLY`, …), is retried, with growing pauses, until it is
 //! answered or the store is dropped; one refused to the user is sent as `UNLINK`, and given up
@@ -39,8 +39,7 @@
 //! is told to the hook the manager gives (`DistributedStorage::on_late_write_deleted`), which
 //! publishes it on the backplane.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -50,6 +49,7 @@ use redis::{Arg, Value};
 use super::commands::Request;
 use super::connection::{Conn, Link};
 use super::errors::error_text;
+use crate::distributed::doubt_ledger::{Late, Ledger};
 use crate::storage::LateWriteHook;
 
 /// How long a pooled write whose sending timed out stays in doubt (see the module docs).
@@ -57,9 +57,6 @@ pub(crate) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
 
 /// How long the caller's thread waits to send a pooled connection's `ECHO`.
 const ECHO_SEND_WAIT: Duration = Duration::from_millis(10);
-
-/// The bytes of values in doubt kept for a conditional correction, across the store's keys.
-pub(crate) const KEEP_BYTES: usize = 32 << 20;
 
 /// How long a `PING` of the async connection, or the `ECHO` of a pooled one, waits before it
 /// asks again (a cluster connection gives up on its own at its reply timeout; each wait also
@@ -95,74 +92,46 @@ const MAX_READERS: usize = 64;
 /// overflow aborts the process). Reserved, not committed, until used.
 const READER_STACK: usize = 512 << 10;
 
-/// Values written in doubt: `None` once one was too large to keep (see [`KEEP_BYTES`]).
-type Late = Option<Vec<Vec<u8>>>;
-
 /// The store's writes in doubt (see the module docs). Clones share them.
 #[derive(Clone)]
 pub(crate) struct Doubts(Arc<Shared>);
 
 struct Shared {
-    state: parking_lot::Mutex<State>,
-    /// Keys in doubt or being corrected.
-    open: AtomicUsize,
-    /// Keys a correction deleted.
-    deleted: AtomicU64,
+    /// The keys in doubt, by their full key.
+    ledger: Ledger<Vec<u8>, ()>,
     /// Where corrections go, and what runs the probes.
     link: Link,
     timeout: Duration,
-    /// The length of the store's key prefix, taken off a key told to `hook`.
+    /// The length of the store's key prefix, taken off a key told to the ledger's hook.
     prefix_len: usize,
-    /// Told each key a correction deleted (see `DistributedStorage::on_late_write_deleted`).
-    hook: parking_lot::Mutex<Option<LateWriteHook>>,
     /// Threads reading pooled connections now (see [`MAX_READERS`]).
     readers: AtomicUsize,
-}
-
-#[derive(Default)]
-struct State {
-    keys: HashMap<Vec<u8>, Doubt>,
-    next: u64,
-    /// Bytes of values kept in `keys`.
-    kept: usize,
-}
-
-/// One key in doubt.
-#[derive(Default)]
-struct Doubt {
-    /// The probes it waits for.
-    waits_on: Vec<u64>,
-    /// The values written in doubt.
-    late: Late,
 }
 
 impl Doubts {
     pub(crate) fn new(link: Link, timeout: Duration, prefix_len: usize) -> Self {
         Doubts(Arc::new(Shared {
-            state: parking_lot::Mutex::new(State::default()),
-            open: AtomicUsize::new(0),
-            deleted: AtomicU64::new(0),
+            ledger: Ledger::new(),
             link,
             timeout,
             prefix_len,
-            hook: parking_lot::Mutex::new(None),
             readers: AtomicUsize::new(0),
         }))
     }
 
     /// Keys whose write may still land late, or whose correction has not been answered yet.
     pub(crate) fn open(&self) -> usize {
-        self.0.open.load(Ordering::Acquire)
+        self.0.ledger.open()
     }
 
     /// Tells `hook` each key a correction deletes from now on.
     pub(crate) fn on_deleted(&self, hook: LateWriteHook) {
-        *self.0.hook.lock() = Some(hook);
+        self.0.ledger.on_deleted(hook);
     }
 
     /// Keys a correction deleted: a value written in doubt was there.
     pub(crate) fn deleted(&self) -> u64 {
-        self.0.deleted.load(Ordering::Relaxed)
+        self.0.ledger.deleted()
     }
 
     /// The `SET`s of `request` went out on `conn` and were not answered: they are in doubt until
@@ -176,38 +145,10 @@ impl Doubts {
             Unanswered::Linked(conn) => conn.owners(sets.iter().map(|(key, _)| *key)),
             Unanswered::Pooled { .. } | Unanswered::HalfSent => Vec::new(),
         };
-        let id = {
-            let mut state = self.0.state.lock();
-            let id = state.next;
-            state.next = state.next.wrapping_add(1);
-            for (key, value) in sets {
-                let kept = state.kept;
-                let doubt = state.keys.entry(key.to_vec()).or_insert_with(|| {
-                    self.0.open.fetch_add(1, Ordering::AcqRel);
-                    Doubt {
-                        waits_on: Vec::new(),
-                        late: Some(Vec::new()),
-                    }
-                });
-                doubt.waits_on.push(id);
-                let added = match &mut doubt.late {
-                    Some(late) if late.iter().any(|v| v == value) => 0,
-                    Some(late) if kept.saturating_add(value.len()) <= KEEP_BYTES => {
-                        late.push(value.to_vec());
-                        value.len()
-                    }
-                    Some(late) => {
-                        let freed: usize = late.iter().map(Vec::len).sum();
-                        doubt.late = None;
-                        state.kept = state.kept.saturating_sub(freed);
-                        0
-                    }
-                    None => 0,
-                };
-                state.kept = state.kept.saturating_add(added);
-            }
-            id
-        };
+        let id = self
+            .0
+            .ledger
+            .begin(sets.into_iter().map(|(key, value)| (key.to_vec(), value)), || ());
         tracing::debug!(
             id,
             "Redis writes in doubt: the call timed out or was dropped unanswered"
@@ -441,27 +382,8 @@ fn settle(store: &Weak<Shared>, id: u64) {
     let Some(shared) = store.upgrade() else {
         return;
     };
-    let done: Vec<(Vec<u8>, Late)> = {
-        let mut state = shared.state.lock();
-        let mut done = Vec::new();
-        state.keys.retain(|key, doubt| {
-            doubt.waits_on.retain(|&w| w != id);
-            if doubt.waits_on.is_empty() {
-                done.push((key.clone(), doubt.late.take()));
-                false
-            } else {
-                true
-            }
-        });
-        let freed: usize = done
-            .iter()
-            .flat_map(|(_, late)| late.iter().flatten())
-            .map(Vec::len)
-            .sum();
-        state.kept = state.kept.saturating_sub(freed);
-        done
-    };
-    for (key, late) in done {
+    let done = shared.ledger.settle(id);
+    for (key, (), late) in done {
         let weak = Arc::downgrade(&shared);
         drop(shared.link.runtime().spawn(correct(weak, key, late)));
     }
@@ -493,15 +415,12 @@ async fn correct(store: Weak<Shared>, key: Vec<u8>, late: Late) {
         match answer {
             Ok(Ok(answer)) => {
                 // Both commands answer how many keys they deleted.
-                if matches!(answer, Value::Int(n) if n > 0) {
-                    shared.deleted.fetch_add(1, Ordering::Relaxed);
-                    let hook = shared.hook.lock().clone();
-                    let named = key.get(shared.prefix_len..).map(String::from_utf8_lossy);
-                    if let (Some(hook), Some(named)) = (hook, named) {
-                        hook(&named);
-                    }
-                }
-                shared.open.fetch_sub(1, Ordering::AcqRel);
+                let deleted = matches!(answer, Value::Int(n) if n > 0);
+                let named = || {
+                    let named = key.get(shared.prefix_len..)?;
+                    Some(String::from_utf8_lossy(named).into_owned())
+                };
+                shared.ledger.corrected(deleted, named);
                 return;
             }
             // A server that can run nothing now is asked again; a standalone one demoted by a
@@ -515,7 +434,7 @@ async fn correct(store: Weak<Shared>, key: Vec<u8>, late: Late) {
             Ok(Err(err)) if err.code().is_some() && !unconditional => unconditional = true,
             Ok(Err(err)) if err.code().is_some() => {
                 tracing::warn!(err = %error_text(&err), key = %String::from_utf8_lossy(&key), "could not delete a Redis key whose older value may have landed after a newer one");
-                shared.open.fetch_sub(1, Ordering::AcqRel);
+                shared.ledger.corrected(false, || None);
                 return;
             }
             Ok(Err(err)) if !err.is_timeout() => {
