@@ -46,4 +46,5 @@ done
 echo "== cargo test --no-default-features (config_features)"
 cargo test --locked --no-default-features --test config_features
 echo "== cargo test"
-cargo test --locked --all-features
+# Every test binary runs even after one failed, so that a red run names every failure.
+cargo test --locked --all-features --no-fail-fast
