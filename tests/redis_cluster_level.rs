@@ -619,7 +619,8 @@ fn a_failed_call_of_a_mapped_node_returns_by_its_deadline_while_the_map_is_re_re
 /// soon with an error that says the cluster does not serve the key's slot (naming both), where it waited out
 /// the whole deadline (the client retried CLUSTERDOWN after more than a second) and said
 /// `Timeout`; a batch (read, write or delete) serves its other keys and names the failed one's
-/// position, where the client's own split across slots failed the whole batch.
+/// position, where the client's own split across slots failed the whole batch; a batch of that
+/// slot's keys alone fails naming the slot as well.
 #[test]
 fn a_key_of_a_slot_the_cluster_does_not_serve_fails_saying_so_and_its_batch_serves_the_others() {
     let cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
@@ -649,6 +650,23 @@ fn a_key_of_a_slot_the_cluster_does_not_serve_fails_saying_so_and_its_batch_serv
     assert!(took < redis.timeout(), "answered in {took:?}");
     let err = redis.set(lost, b"x", None).unwrap_err();
     assert!(err.to_string().contains("does not serve"), "{err:?}");
+    // A batch of that slot's keys alone goes whole, and its error names the slot too.
+    let named = format!("does not serve hash slot {slot} (of the batch's one key, \"lost\")");
+    let errors = [
+        redis.get_many(&[lost]).map(drop).unwrap_err(),
+        support::block_on(redis.get_many_async(&[lost]))
+            .map(drop)
+            .unwrap_err(),
+        redis.set_many(&[(lost, b"x")], None).unwrap_err(),
+        support::block_on(redis.set_many_async(&[(lost, b"x")], None)).unwrap_err(),
+        redis.delete_many(&[lost]).map(drop).unwrap_err(),
+        support::block_on(redis.delete_many_async(&[lost]))
+            .map(drop)
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert!(err.to_string().contains(&named), "{err:?}");
+    }
 
     for round in 0..2 {
         match redis.get_many(&[served, lost]) {

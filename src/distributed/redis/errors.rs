@@ -74,7 +74,7 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
         // slot's keys only (keys of served slots are still answered, unless the cluster requires
         // full coverage), which ends when a replica takes the slot over or an operator assigns
         // it. The crate's text alone ("cluster down") did not say which keys or what to look
-        // at; a one-key call names its key and slot here (`keyed`), a batch its slots' parts.
+        // at; a one-key call names its key and slot here (`keyed`), a batch its slots.
         return Error::Backend {
             level: LEVEL,
             op,

@@ -2,8 +2,9 @@
 //! value of another type (`WRONGTYPE`), and the key and its hash slot when the cluster does not
 //! serve that slot (`CLUSTERDOWN`: the slot has no owner, its primary failed with no replica to
 //! take over, or the cluster stopped for want of full coverage). A batch split per slot names
-//! its failed slots already (`batches`); a single key's error said only "this key's hash
-//! slot", which left the operator to work the slot out from the key by hand.
+//! its failed slots already (`batches`); a single key's error, and a batch's sent whole (its
+//! keys on one primary, or in one slot), said only "this key's hash slot", which left the
+//! operator to work the slot out from the keys by hand.
 
 use super::errors::{clusterdown_advice, THIS_KEYS_SLOT};
 use super::slots::slot_of;
@@ -38,6 +39,58 @@ pub(super) fn naming(error: Error, key: &str, prefix: &str) -> Error {
             }
         }
         other => other,
+    }
+}
+
+/// `error` of a batch sent whole (its keys share a primary, or the slot map is not known and
+/// they share a hash slot), naming the hash slots of its `keys` where the cluster does not
+/// serve one of them. Its other errors are left as they are: a batch's envelope errors name
+/// their keys already, and naming the first key there would name the wrong one.
+pub(super) fn naming_batch<'k>(error: Error, keys: impl Iterator<Item = &'k str>, prefix: &str) -> Error {
+    /// Slots listed by name; a batch over more says how many others.
+    const LISTED: usize = 8;
+    let Error::Backend { level, op, reason } = error else {
+        return error;
+    };
+    let unnamed = clusterdown_advice(THIS_KEYS_SLOT);
+    if !reason.contains(&unnamed) {
+        return Error::Backend { level, op, reason };
+    }
+    let (mut slots, mut count, mut first) = (Vec::new(), 0usize, None);
+    let mut full = Vec::with_capacity(prefix.len() + 64);
+    for key in keys {
+        full.clear();
+        full.extend_from_slice(prefix.as_bytes());
+        full.extend_from_slice(key.as_bytes());
+        let slot = slot_of(&full);
+        if !slots.contains(&slot) {
+            slots.push(slot);
+        }
+        count += 1;
+        first.get_or_insert(key);
+    }
+    let first = key_for_error(first.unwrap_or_default());
+    let of = match count {
+        1 => format!("of the batch's one key, {first:?}"),
+        _ => format!("of the batch's {count} keys, {first:?} first"),
+    };
+    let named = match slots.as_slice() {
+        [slot] => format!("hash slot {slot} ({of})"),
+        _ => {
+            let shown: Vec<String> = slots.iter().take(LISTED).map(ToString::to_string).collect();
+            let more = slots.len().saturating_sub(LISTED);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!("one of hash slots {}{more} ({of})", shown.join(", "))
+        }
+    };
+    Error::Backend {
+        level,
+        op,
+        reason: reason.replacen(&unnamed, &clusterdown_advice(&named), 1),
     }
 }
 
@@ -77,6 +130,49 @@ mod tests {
             text.contains(&format!("hash slot {slot} (of key \"k\")")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_batch_sent_whole_names_its_keys_slots_and_leaves_its_other_errors() {
+        let text = |keys: &[&str]| naming_batch(clusterdown(), keys.iter().copied(), "app:").to_string();
+        let one = text(&["{user}:1", "{user}:2"]);
+        assert!(
+            one.contains("does not serve hash slot 5474 (of the batch's 2 keys, \"{user}:1\" first)"),
+            "{one}"
+        );
+        let keys = ["a", "b"];
+        let (a, b) = (slot_of(b"app:a"), slot_of(b"app:b"));
+        assert_ne!(a, b);
+        let two = text(&keys);
+        assert!(
+            two.contains(&format!(
+                "does not serve one of hash slots {a}, {b} (of the batch's 2 keys"
+            )),
+            "{two}"
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut slots: Vec<usize> = many
+            .iter()
+            .map(|k| slot_of(format!("app:{k}").as_bytes()))
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let listed = text(&many);
+        assert!(
+            listed.contains(&format!(" and {} more (of the batch's 40 keys", slots.len() - 8)),
+            "{listed}"
+        );
+        // An envelope error of a batch names its own key or none: not the batch's first.
+        let envelope = Error::InvalidEnvelope {
+            level: "redis",
+            key: String::new(),
+            reason: "bad magic".to_owned(),
+        };
+        match naming_batch(envelope, keys.iter().copied(), "") {
+            Error::InvalidEnvelope { key, .. } => assert!(key.is_empty(), "{key}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::commands::{Command, Commands, Reply, ValueLimit};
 use super::connection::{Conn, Link, Settings};
 use super::doubt::{self, Doubts, Unanswered, Unsettled};
 use super::errors::{call_error, connect_timeout_error, LEVEL};
-use super::keyed::naming;
+use super::keyed::{naming, naming_batch};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
 use super::scan;
@@ -240,6 +240,12 @@ impl RedisStore {
         result.map_err(|e| naming(e, key, self.commands.prefix()))
     }
 
+    /// A batch's result when it went whole, its error naming its keys' hash slots (see
+    /// [`naming_batch`]).
+    fn on_batch<'k, T>(&self, keys: impl Iterator<Item = &'k str>, result: Result<T>) -> Result<T> {
+        result.map_err(|e| naming_batch(e, keys, self.commands.prefix()))
+    }
+
     /// Runs `command` for the blocking API: on the caller's thread over the pool, or through the
     /// async connection with the caller's thread parked. `SET`s that ran out of the deadline
     /// are in doubt (see `doubt`).
@@ -368,7 +374,8 @@ impl Storage for RedisStore {
                 return self.get_many_parts(keys, self.rt.wait("get_many", self.batch_deadline(), parts)?);
             }
             let first = keys.first().copied().unwrap_or_default();
-            let reads = self.keyed(first, || self.call(self.commands.get_many(keys)))?;
+            let reads = self.keyed(first, || self.call(self.commands.get_many(keys)));
+            let reads = self.on_batch(keys.iter().copied(), reads)?;
             return self.get_many_whole(keys, reads);
         };
         let parts = self.per_node_blocking("get_many", groups, key_in(keys), self.get_many_part(keys))?;
@@ -391,9 +398,10 @@ impl Storage for RedisStore {
                 );
             }
             let first = items.first().map(|(k, _)| *k).unwrap_or_default();
-            return self.keyed(first, || {
+            let written = self.keyed(first, || {
                 self.call(self.commands.set_many(items, ttl, self.clock.now_ms()))
             });
+            return self.on_batch(items.iter().map(|(k, _)| *k), written);
         };
         let items = with_ttl(items, ttl);
         self.commands.check_sets(&items)?;
@@ -421,9 +429,10 @@ impl Storage for RedisStore {
                 );
             }
             let first = items.first().map(|(k, _, _)| *k).unwrap_or_default();
-            return self.keyed(first, || {
+            let written = self.keyed(first, || {
                 self.call(self.commands.set_each(items, self.clock.now_ms()))
             });
+            return self.on_batch(items.iter().map(|(k, _, _)| *k), written);
         };
         self.commands.check_sets(items)?;
         let parts = self.per_node_blocking(
@@ -449,7 +458,8 @@ impl Storage for RedisStore {
                 );
             }
             let first = keys.first().copied().unwrap_or_default();
-            return self.keyed(first, || self.call(self.commands.delete_many(keys)));
+            let removed = self.keyed(first, || self.call(self.commands.delete_many(keys)));
+            return self.on_batch(keys.iter().copied(), removed);
         };
         Commands::check_keys(keys)?;
         let parts =
@@ -533,7 +543,10 @@ impl DistributedStorage for RedisStore {
             }
             let first = keys.first().copied().unwrap_or_default();
             let call = self.keyed_async(first, self.call_async(self.commands.get_many(keys)));
-            return Box::pin(async move { self.get_many_whole(keys, call.await?) });
+            return Box::pin(async move {
+                let reads = self.on_batch(keys.iter().copied(), call.await)?;
+                self.get_many_whole(keys, reads)
+            });
         };
         let parts = self.per_node("get_many", groups, key_in(keys), self.get_many_part(keys));
         Box::pin(async move { self.get_many_parts(keys, parts.await?) })
@@ -560,7 +573,8 @@ impl DistributedStorage for RedisStore {
             }
             let first = items.first().map(|(k, _)| *k).unwrap_or_default();
             let call = self.call_async(self.commands.set_many(items, ttl, self.clock.now_ms()));
-            return self.keyed_async(first, call);
+            let call = self.keyed_async(first, call);
+            return Box::pin(async move { self.on_batch(items.iter().map(|(k, _)| *k), call.await) });
         };
         Box::pin(async move {
             let items = with_ttl(items, ttl);
@@ -594,7 +608,8 @@ impl DistributedStorage for RedisStore {
             }
             let first = items.first().map(|(k, _, _)| *k).unwrap_or_default();
             let call = self.call_async(self.commands.set_each(items, self.clock.now_ms()));
-            return self.keyed_async(first, call);
+            let call = self.keyed_async(first, call);
+            return Box::pin(async move { self.on_batch(items.iter().map(|(k, _, _)| *k), call.await) });
         };
         if let Err(e) = self.commands.check_sets(items) {
             return Box::pin(std::future::ready(Err(e)));
@@ -621,7 +636,8 @@ impl DistributedStorage for RedisStore {
                 return Box::pin(async move { removed_parts(keys.len(), parts.await?) });
             }
             let first = keys.first().copied().unwrap_or_default();
-            return self.keyed_async(first, self.call_async(self.commands.delete_many(keys)));
+            let call = self.keyed_async(first, self.call_async(self.commands.delete_many(keys)));
+            return Box::pin(async move { self.on_batch(keys.iter().copied(), call.await) });
         };
         if let Err(e) = Commands::check_keys(keys) {
             return Box::pin(std::future::ready(Err(e)));
