@@ -66,6 +66,26 @@ impl Rig {
             .is_some_and(|bytes| bytes.windows(value.len()).any(|w| w == value))
     }
 
+    /// A blocking `SET` of `key` whose bytes the proxy holds from the start, so that it times
+    /// out and waits in its connection's socket, in doubt.
+    fn held_set(&self, key: &str, value: &[u8]) {
+        self.proxy.hold_on(&set_of(key, value.len()));
+        timed_out("the held set", self.redis.set(key, value, None));
+    }
+
+    /// The opening of most tests here: "older value" held ([`Rig::held_set`]), then "the newer
+    /// value" written past it on another connection.
+    fn overtaken(&self, key: &str) {
+        self.held_set(key, b"older value");
+        self.redis.set(key, b"the newer value", None).unwrap();
+    }
+
+    /// The held bytes go on to the server, and every doubt settles.
+    fn landed(&self) {
+        self.proxy.release();
+        self.settled();
+    }
+
     fn settled(&self) {
         wait_until("the writes in doubt to settle", || {
             self.redis.writes_in_doubt() == 0
@@ -87,14 +107,12 @@ fn timed_out<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) {
 #[test]
 fn a_blocking_set_that_lands_after_a_newer_one_is_taken_out_of_redis() {
     let rig = rig();
-    rig.proxy.hold_on(&set_of("k", b"older value".len()));
-    timed_out("the held set", rig.redis.set("k", b"older value", None));
+    rig.held_set("k", b"older value");
     assert_eq!(rig.redis.writes_in_doubt(), 1);
     rig.redis.set("k", b"the newer value", None).unwrap();
     assert!(rig.holds("k", b"the newer value"));
 
-    rig.proxy.release();
-    rig.settled();
+    rig.landed();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
     assert_eq!(rig.redis.get("k").unwrap(), None);
     let counters = rig.redis.counters();
@@ -120,8 +138,7 @@ fn an_async_set_that_lands_after_a_newer_one_is_taken_out_of_redis() {
     });
     assert!(rig.holds("k", b"the newer value"));
 
-    rig.proxy.release();
-    rig.settled();
+    rig.landed();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
 }
 
@@ -145,8 +162,7 @@ fn an_async_set_whose_caller_stopped_waiting_is_in_doubt_too() {
         block_on(rig.redis.set_async("k", b"the newer value", None))
     });
 
-    rig.proxy.release();
-    rig.settled();
+    rig.landed();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
 }
 
@@ -165,8 +181,7 @@ fn a_batch_that_timed_out_is_corrected_key_by_key() {
     assert_eq!(rig.redis.writes_in_doubt(), 2);
     rig.redis.set("a", b"the newer a", None).unwrap();
 
-    rig.proxy.release();
-    rig.settled();
+    rig.landed();
     assert_eq!(
         rig.raw("a"),
         None,
@@ -277,12 +292,9 @@ fn a_user_refused_scripts_has_the_key_unlinked_instead() {
         &["--user", "app", "on", ">pw", "~*", "+@all", "-@scripting"],
         "app:pw@",
     );
-    rig.proxy.hold_on(&set_of("k", b"older value".len()));
-    timed_out("the held set", rig.redis.set("k", b"older value", None));
-    rig.redis.set("k", b"the newer value", None).unwrap();
+    rig.overtaken("k");
 
-    rig.proxy.release();
-    rig.settled();
+    rig.landed();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
 }
 
@@ -303,12 +315,10 @@ fn a_user_refused_every_correction_gives_it_up() {
         ],
         "app:pw@",
     );
-    rig.proxy.hold_on(&set_of("k", b"older value".len()));
-    timed_out("the held set", rig.redis.set("k", b"older value", None));
+    rig.held_set("k", b"older value");
     assert_eq!(rig.redis.writes_in_doubt(), 1);
 
-    rig.proxy.release();
-    rig.settled();
+    rig.landed();
     assert!(
         rig.holds("k", b"older value"),
         "nothing could delete it: {:?}",
@@ -329,9 +339,7 @@ fn a_silent_connection_in_doubt_does_not_hold_up_the_others() {
     );
     rig.proxy.freeze();
     rig.proxy.release();
-    rig.proxy.hold_on(&set_of("k", b"older value".len()));
-    timed_out("the held set", rig.redis.set("k", b"older value", None));
-    rig.redis.set("k", b"the newer value", None).unwrap();
+    rig.overtaken("k");
     assert_eq!(rig.redis.writes_in_doubt(), 2);
 
     rig.proxy.release();
@@ -381,12 +389,9 @@ fn a_store_dropped_with_writes_in_doubt_leaves_nothing_behind() {
 #[test]
 fn a_user_refused_the_probe_still_has_the_late_write_corrected() {
     let rig = rig_as(&["--user", "app", "on", ">pw", "~*", "+@all", "-echo"], "app:pw@");
-    rig.proxy.hold_on(&set_of("k", b"older value".len()));
-    timed_out("the held set", rig.redis.set("k", b"older value", None));
-    rig.redis.set("k", b"the newer value", None).unwrap();
+    rig.overtaken("k");
 
-    rig.proxy.release();
-    rig.settled();
+    rig.landed();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
 }
 
@@ -402,9 +407,7 @@ fn a_correction_answered_busy_is_tried_again() {
         .arg("10")
         .query(&mut admin)
         .unwrap();
-    rig.proxy.hold_on(&set_of("k", b"older value".len()));
-    timed_out("the held set", rig.redis.set("k", b"older value", None));
-    rig.redis.set("k", b"the newer value", None).unwrap();
+    rig.overtaken("k");
     // The held set lands, and the correction that follows it is held in turn.
     rig.proxy.release();
     rig.proxy.hold_on(b"EVAL");
