@@ -1,0 +1,260 @@
+//! The parts of the README a test can hold to the code, beside its Rust blocks (doctests, as
+//! `src/lib.rs` includes the README). Its TOML blocks are what users copy: each must load as
+//! written, the keys it shows commented out must still be fields, and the settings it shows at
+//! their defaults must still be the defaults; a renamed key or a changed default would have
+//! left the README wrong unnoticed. The blocks ask for a Redis L2 and the backplane: without the
+//! `redis` feature the same text must be refused naming it, so each test checks one side or the
+//! other in every build.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use uno_cache::{CacheConfig, DistributedKind, DurabilityMode, Error, LocalKind, RestartPolicy, WriteMode};
+
+const README: &str = include_str!("../README.md");
+
+/// The fenced blocks of `markdown` tagged `toml`, with the line each starts on.
+fn toml_blocks(markdown: &str) -> Vec<(usize, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(usize, String)> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        match open.take() {
+            None if line.trim_start() == "```toml" => open = Some((i + 1, String::new())),
+            None => {}
+            Some(block) if line.trim_start().starts_with("```") => blocks.push(block),
+            Some((start, mut text)) => {
+                text.push_str(line);
+                text.push('\n');
+                open = Some((start, text));
+            }
+        }
+    }
+    assert!(open.is_none(), "README: a ```toml block is never closed");
+    blocks
+}
+
+/// The README's configuration: every TOML block but the Cargo dependency one, in order, as one
+/// file (the blocks are sections of one file: no table appears in two of them).
+fn readme_configuration() -> String {
+    let blocks = toml_blocks(README);
+    let (cargo, config): (Vec<_>, Vec<_>) = blocks
+        .into_iter()
+        .partition(|(_, text)| text.trim_start().starts_with("[dependencies]"));
+    assert_eq!(cargo.len(), 1, "README: one Cargo.toml snippet expected");
+    assert!(
+        config.len() >= 3,
+        "README: the configuration blocks went missing: {config:?}"
+    );
+    config.into_iter().map(|(_, text)| text).collect()
+}
+
+fn refused_for_want_of_redis(result: Result<CacheConfig, Error>) {
+    match result {
+        Err(Error::FeatureDisabled { feature, .. }) => assert_eq!(feature, "redis"),
+        other => panic!("without the redis feature the README's L2 must be refused: {other:?}"),
+    }
+}
+
+#[test]
+fn the_cargo_snippet_of_the_readme_names_this_crate_and_a_feature_it_has() {
+    let (_, text) = toml_blocks(README)
+        .into_iter()
+        .find(|(_, text)| text.trim_start().starts_with("[dependencies]"))
+        .expect("README: the Cargo.toml snippet");
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let dep = &table["dependencies"]["uno-cache"];
+    let version = dep["version"].as_str().unwrap();
+    assert!(
+        env!("CARGO_PKG_VERSION").starts_with(version),
+        "README asks for {version}, the crate is {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let manifest: toml::Table = toml::from_str(include_str!("../Cargo.toml")).unwrap();
+    for feature in dep["features"].as_array().unwrap() {
+        let feature = feature.as_str().unwrap();
+        assert!(
+            manifest["features"].get(feature).is_some(),
+            "README names a feature Cargo.toml lacks: {feature}"
+        );
+    }
+}
+
+#[test]
+fn every_readme_configuration_block_loads_as_one_file_with_its_features() {
+    let text = readme_configuration();
+    let result = CacheConfig::from_toml_str(&text);
+    if !cfg!(feature = "redis") {
+        refused_for_want_of_redis(result);
+        return;
+    }
+    let config = result.unwrap_or_else(|e| panic!("README's configuration: {e}\n{text}"));
+    assert_eq!(config.local.kind, LocalKind::File);
+    assert_eq!(config.distributed.kind, DistributedKind::Redis);
+    assert!(config.distributed.enabled && config.invalidation.enabled);
+    assert_eq!(config.loader.refresh_ahead, 0.8);
+    assert_eq!(config.loader.fail_safe_max_duration, Duration::from_secs(86_400));
+}
+
+/// Each block alone, as a reader who takes one section would: the `[loader]` block needs
+/// nothing else; the backplane's needs the L2 (its default hosts are the Redis L2's), which the
+/// README says.
+#[test]
+fn the_readme_loader_block_loads_alone_and_the_backplane_block_needs_the_l2_it_says() {
+    let blocks: Vec<String> = toml_blocks(README).into_iter().map(|(_, t)| t).collect();
+    let loader = blocks
+        .iter()
+        .find(|t| t.trim_start().starts_with("[loader]"))
+        .expect("README: the [loader] block");
+    CacheConfig::from_toml_str(loader).unwrap_or_else(|e| panic!("{e}\n{loader}"));
+    let backplane = blocks
+        .iter()
+        .find(|t| t.trim_start().starts_with("[invalidation]"))
+        .expect("README: the [invalidation] block");
+    let alone = CacheConfig::from_toml_str(backplane);
+    if !cfg!(feature = "redis") {
+        refused_for_want_of_redis(alone);
+        return;
+    }
+    match alone {
+        Err(Error::Config { field, .. }) => assert_eq!(field, "invalidation.hosts"),
+        other => panic!("the backplane block alone has no hosts: {other:?}"),
+    }
+}
+
+/// The keys the README shows commented out (`# username = "app"`) are there to be uncommented:
+/// each, uncommented alone, must still be a field. A value it then needs more for (a TLS file
+/// without a `rediss://` host, a Memcached item size on a Redis L2) is refused by validation,
+/// naming that very field, never as an unknown key.
+#[test]
+fn every_key_the_readme_shows_commented_out_is_still_a_field() {
+    if !cfg!(feature = "redis") {
+        return refused_for_want_of_redis(CacheConfig::from_toml_str(&readme_configuration()));
+    }
+    let text = readme_configuration();
+    let mut table = String::new();
+    let mut checked = 0;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if let Some(name) = trimmed.strip_prefix('[') {
+            table = name.split(']').next().unwrap_or_default().to_owned();
+            continue;
+        }
+        let Some(setting) = trimmed.strip_prefix("# ") else {
+            continue;
+        };
+        let Some((key, _)) = setting.split_once(" = ") else {
+            continue;
+        };
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            continue;
+        }
+        let uncommented: String = text
+            .lines()
+            .enumerate()
+            .map(|(j, l)| if j == i { setting } else { l })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let field = format!("{table}.{key}");
+        match CacheConfig::from_toml_str(&uncommented) {
+            Ok(_) => {}
+            Err(Error::Config { field: at, reason }) => {
+                assert!(!reason.contains("unknown field"), "{field}: {reason}");
+                assert_eq!(at, field, "{reason}");
+            }
+            Err(other) => panic!("{field}: {other}"),
+        }
+        checked += 1;
+    }
+    // username, password, max_item_size, the four tls_* files and the backplane's hosts.
+    assert!(checked >= 8, "only {checked} commented keys found");
+}
+
+/// Most of what the README's blocks set is the default, as their comments say ("default
+/// false", "(0: off, the default)", "defaults 10 000 and 64"): a reader who copies them gets
+/// the defaults. Everything the blocks set otherwise is listed here; the rest must equal
+/// `CacheConfig::default()`, so a default changed in the code without the README fails.
+#[test]
+fn what_the_readme_blocks_set_beyond_the_defaults_is_exactly_what_they_say() {
+    if !cfg!(feature = "redis") {
+        return refused_for_want_of_redis(CacheConfig::from_toml_str(&readme_configuration()));
+    }
+    let config = CacheConfig::from_toml_str(&readme_configuration()).unwrap();
+    let mut expected = CacheConfig::default();
+    expected.local.max_size = Some(1024);
+    expected.local.file_mode = Some(0o600);
+    expected.local.path = Some(PathBuf::from("./uno-cache-data"));
+    expected.distributed.enabled = true;
+    expected.distributed.hosts = vec!["127.0.0.1:6379".to_owned()];
+    expected.distributed.key_prefix = "myapp:".to_owned();
+    expected.invalidation.enabled = true;
+    expected.loader.fail_safe_max_duration = Duration::from_secs(86_400);
+    expected.loader.soft_timeout_ms = 200;
+    expected.loader.hard_timeout_ms = 2000;
+    expected.loader.refresh_ahead = 0.8;
+    assert_eq!(config, expected);
+    // The documented defaults the blocks write out, named, so a failure says which.
+    assert_eq!(config.local.ttl, Duration::from_secs(300));
+    assert_eq!(config.local.durability, DurabilityMode::Periodic);
+    assert_eq!(config.local.durability_interval_ms, 1000);
+    assert_eq!(
+        (config.local.memory_items, config.local.memory_max_mb),
+        (10_000, 64)
+    );
+    assert_eq!(config.distributed.ttl, Duration::from_secs(3600));
+    assert_eq!(config.distributed.timeout_ms, 100);
+    assert_eq!(config.distributed.write_mode, WriteMode::Through);
+    assert_eq!(config.consistency.restart_policy, RestartPolicy::Revalidate);
+    assert_eq!(config.invalidation.channel, "uno-cache:invalidate");
+}
+
+/// The README's "Layout" table: the rows (one line each) between its heading and the next.
+fn layout_table() -> Vec<&'static str> {
+    let start = README.find("\n## Layout\n").expect("README: the Layout section");
+    let section = &README[start + 1..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    section[..end].lines().filter(|l| l.starts_with("| `")).collect()
+}
+
+/// The `src/…` paths a Layout row names in backticks.
+fn named_paths(row: &str) -> Vec<&str> {
+    row.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| t.starts_with("src/"))
+        .collect()
+}
+
+/// The Layout table is where a reader finds a module: every top-level module of the crate
+/// (`src/*.rs`, `src/*/`) must be in it, and every path it names must exist. Four modules and
+/// the metrics export had gone unlisted as they were added.
+#[test]
+fn the_readme_layout_table_names_every_top_level_module_and_only_paths_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rows = layout_table();
+    assert!(rows.len() > 10, "README: the Layout table went missing");
+    let named: Vec<&str> = rows.iter().flat_map(|row| named_paths(row)).collect();
+    for path in &named {
+        assert!(
+            root.join(path).exists(),
+            "README's Layout names {path}, which does not exist"
+        );
+    }
+    for entry in std::fs::read_dir(root.join("src")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let listed = if entry.file_type().unwrap().is_dir() {
+            // A directory module is named by a path in it, or by its `src/name.rs`.
+            let (dir, file) = (format!("src/{name}/"), format!("src/{name}.rs"));
+            named.iter().any(|p| p.starts_with(&dir) || *p == file)
+        } else {
+            name == "lib.rs" || !name.ends_with(".rs") || named.contains(&format!("src/{name}").as_str())
+        };
+        assert!(listed, "src/{name} is not in the README's Layout table");
+    }
+}
