@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::RedisServer;
-use uno_cache::{CacheConfig, CacheManager};
+use uno_cache::{CacheConfig, CacheManager, Error};
 
 /// One instance over `redis`: a file L1 in `dir`, L2 under `app:`. Tag sets live in L2 alone, so
 /// no backplane is needed to read them.
@@ -353,4 +353,42 @@ fn a_tag_of_sixty_thousand_members_is_invalidated_with_a_short_timeout() {
         .query(&mut raw)
         .unwrap();
     assert_eq!(exists, 0, "every member was forgotten");
+}
+
+/// storage-format.md ("Tag sets") lists what tags need of an ACL user: `EVAL`, the commands of
+/// the scripts, and `ZSCAN`, the read of a tag (a `ZRANGE` of a large tag outran the timeout and
+/// was replaced; the list still named it, and not `ZSCAN`). A user refused `ZRANGE` tags and
+/// invalidates; one refused `ZSCAN` is told by the invalidation that the ACL refuses it.
+#[test]
+fn an_acl_user_needs_zscan_and_not_zrange_to_invalidate_a_tag() {
+    let redis = RedisServer::start_with(
+        &[
+            "--user", "norange", "on", ">pw", "~*", "&*", "+@all", "-zrange", "--user", "noscan", "on",
+            ">pw", "~*", "&*", "+@all", "-zscan",
+        ],
+        None,
+    );
+    let as_user = |user: &str, dir: &Path| {
+        let mut config = config(dir, &format!("redis://{user}:pw@{}/", redis.addr()));
+        config.fallback_on_error = false;
+        CacheManager::new(config).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = as_user("norange", dir.path());
+    cache.set_with_tags("a", &1u32, None, &["t"]).unwrap();
+    cache.invalidate_tag("t").unwrap();
+    assert_eq!(cache.get::<u32>("a").unwrap(), None);
+    assert_eq!(scored(&redis, "t"), Vec::new(), "the tag forgot its member");
+    drop(cache);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = as_user("noscan", dir.path());
+    cache.set_with_tags("b", &2u32, None, &["u"]).unwrap();
+    let err = cache.invalidate_tag("u").unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Misconfigured { .. }), "{err:?}");
+    assert!(
+        text.contains("ACL refuses") && text.to_lowercase().contains("'zscan'"),
+        "{text}"
+    );
 }
