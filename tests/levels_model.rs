@@ -31,7 +31,6 @@
 //! Knobs as in `local_tiers_model.rs`: `UNO_MODEL_SEED=n` runs that seed alone, `UNO_MODEL_OPS`
 //! the operations per seed (default 1500). A failure names the seed, the operation's index and
 //! the operations before it.
-#![cfg(feature = "redis")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -55,7 +55,6 @@
 //! Knobs as in `levels_model.rs`: `UNO_MODEL_SEED=n` runs that seed alone, `UNO_MODEL_OPS` the
 //! operations per seed (default 500). A failure names the seed, the operation's index and the
 //! operations before it.
-#![cfg(feature = "redis")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -9,7 +9,6 @@
 //! Each test fails without the level's doubt (`memcached/doubt.rs`): the held write lands last
 //! and stays, or the doubt ends before it can.
 
-#![cfg(feature = "memcached")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

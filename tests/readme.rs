@@ -258,3 +258,26 @@ fn the_readme_layout_table_names_every_top_level_module_and_only_paths_that_exis
         assert!(listed, "src/{name} is not in the README's Layout table");
     }
 }
+
+/// The README says a test that needs a feature is named with it in Cargo.toml
+/// (`required-features`), so that `cargo test --test name` without the feature says which one to
+/// enable. A test file gated whole by `#![cfg(feature = …)]` instead built without it and ran
+/// nothing, silently: five did.
+#[test]
+fn no_test_file_is_gated_whole_by_a_feature_instead_of_naming_its_required_features() {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    for entry in std::fs::read_dir(tests).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text
+                .lines()
+                .any(|line| line.trim_start().starts_with("#![cfg(feature")),
+            "{}: gated whole by a feature; name it in Cargo.toml's [[test]] required-features instead",
+            path.display()
+        );
+    }
+}

@@ -5,7 +5,6 @@
 //! not every primary (another node whose flow went silent does not hold it up); and a batch in
 //! doubt on a stalled node asks it one `PING` at a time, not one per hash slot each round.
 
-#![cfg(feature = "redis")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

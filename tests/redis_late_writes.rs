@@ -7,7 +7,6 @@
 //! waiting before the deadline. Each test fails without the level's doubt (`doubt.rs`): the held
 //! write lands last and stays.
 
-#![cfg(feature = "redis")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
