@@ -1,7 +1,8 @@
 //! A Redis that is up and answers, but will not do what the cache asks until its operator
 //! changes something, against real `redis-server` processes: a read-only replica, a command
 //! renamed away with `rename-command`, an ACL user whose password is accepted but who may not
-//! touch the cache's keys, a server in protected mode. Each is `Error::Misconfigured` naming the
+//! touch the cache's keys (while one granted only the commands that advice names runs the
+//! cache), a server in protected mode. Each is `Error::Misconfigured` naming the
 //! host and what to change, at start-up and on later calls (single, batch, async), never an
 //! outage retried for good without a word. A primary demoted under a running cache, a server
 //! that stopped taking writes because its RDB snapshot failed (MISCONF, which refuses PING too,
@@ -556,4 +557,35 @@ fn a_tag_call_whose_client_cannot_be_built_names_the_host() {
             "{err:?}"
         );
     }
+}
+
+/// A `NOPERM` tells the operator which commands to grant (GET, MGET, SET, UNLINK, SCAN, STRLEN
+/// and PING): a user granted those and nothing else must run the cache (connect, reads, writes,
+/// batches, deletes, the size and a clear), or the advice sends the operator round again.
+#[test]
+fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_the_cache() {
+    let server = RedisServer::start_with(
+        &[
+            "--user", "app", "on", ">pw", "~*", "-@all", "+get", "+mget", "+set", "+unlink", "+scan",
+            "+strlen", "+ping",
+        ],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &format!("redis://app:pw@{}/", server.addr()));
+    config.fallback_on_error = false;
+    let cache = CacheManager::new(config).unwrap();
+    cache.set("k", &1u32, None).unwrap();
+    cache.multi_set([("a", 2u32), ("b", 3)], None).unwrap();
+    let stats = cache.monitor().get_stats();
+    assert_eq!(stats.size.distributed.items, 3, "{stats:?}");
+    assert_eq!(stats.distributed.config_errors, 0, "{stats:?}");
+    cache.delete("k").unwrap();
+    let found = cache.multi_get::<u32>(&["a", "b", "k"]).unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(cache.monitor().get_stats().distributed.errors, 0);
+    drop(cache);
+    let store = RedisStore::connect(RedisOptions::new(format!("redis://app:pw@{}/", server.addr()))).unwrap();
+    store.clear().unwrap();
+    assert_eq!(store.size().unwrap().items, 0);
 }
