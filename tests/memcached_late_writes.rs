@@ -67,8 +67,12 @@ impl Rig {
 /// value: what the proxy holds. The body length tells it from a set of a value of another
 /// length; the correction sends a `get` and a `delete`, never these bytes.
 fn set_of(key: &str, len: usize) -> Vec<u8> {
-    // The key with the prefix, and the envelope's 12-byte header (storage-format.md).
-    let key = format!("late:{key}");
+    set_of_server_key(&format!("late:{key}"), len)
+}
+
+/// [`set_of`] by the key memcached sees (prefix included, mapped).
+fn set_of_server_key(key: &str, len: usize) -> Vec<u8> {
+    // The envelope's 12-byte header (storage-format.md).
     let key_len = u16::try_from(key.len()).unwrap();
     let body = u32::try_from(8 + key.len() + len + 12).unwrap();
     let mut bytes = vec![0x80, 0x11];
@@ -124,6 +128,31 @@ fn a_key_deleted_after_a_late_write_is_told_to_the_hook_by_its_own_name() {
     }
     assert_eq!(*told.lock().unwrap(), ["a key", "plain"]);
     assert_eq!(rig.mc.counters().late_writes_deleted, 2);
+}
+
+/// A key over memcached's 250 bytes reaches the server as a hash, which cannot be turned back
+/// into the key: it is told by the name the caller gave it all the same, or another instance
+/// that read the late value into its L1 would keep it.
+#[test]
+fn a_long_key_deleted_after_a_late_write_is_told_to_the_hook_too() {
+    let rig = rig();
+    let told = Arc::new(Mutex::new(Vec::<String>::new()));
+    let tell = Arc::clone(&told);
+    rig.mc.on_late_write_deleted(Arc::new(move |key: &str| {
+        tell.lock().unwrap().push(key.to_owned())
+    }));
+    let key = "long:".repeat(60);
+    let (hashed, _) = rig.mc.server_key(&key);
+    assert!(hashed.starts_with("%#"), "not hashed: {hashed}");
+    rig.proxy
+        .hold_on(&set_of_server_key(&hashed, b"older value".len()));
+    timed_out("the held set", rig.mc.set(&key, b"older value", None));
+    rig.mc.set(&key, b"the newer value", None).unwrap();
+    rig.proxy.release();
+    rig.settled();
+    assert_eq!(rig.server.raw().get::<Vec<u8>>(&hashed).unwrap(), None);
+    assert_eq!(rig.mc.counters().late_writes_deleted, 1);
+    assert_eq!(*told.lock().unwrap(), [key]);
 }
 
 /// `key` as memcached sees it after the prefix (the test's keys are short).

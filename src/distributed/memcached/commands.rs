@@ -80,11 +80,22 @@ pub(super) trait Command: Send + Sync + 'static {
     /// The result once the reply is complete.
     fn finish(&self, state: Self::State, site: Site<'_>) -> Result<Self::Output>;
 
-    /// The (server key, value sent) of each item the command stores: what is in doubt if its
-    /// reply does not come (see `super::doubt`). None for a command that stores nothing.
-    fn written(&self) -> Vec<(&str, &[u8])> {
+    /// Each item the command stores: what is in doubt if its reply does not come (see
+    /// `super::doubt`). None for a command that stores nothing.
+    fn written(&self) -> Vec<Written<'_>> {
         Vec::new()
     }
+}
+
+/// An item a command stores, as its doubt keeps it.
+pub(super) struct Written<'a> {
+    /// The server key, where the correction goes.
+    pub(super) key: &'a str,
+    /// The caller's key, told to the late-write hook: a hashed server key cannot be turned back
+    /// into it.
+    pub(super) name: &'a str,
+    /// The value sent, envelope included.
+    pub(super) value: &'a [u8],
 }
 
 fn index(opaque: u32, len: usize) -> std::result::Result<usize, String> {
@@ -335,10 +346,14 @@ impl Command for Set {
             .collect())
     }
 
-    fn written(&self) -> Vec<(&str, &[u8])> {
+    fn written(&self) -> Vec<Written<'_>> {
         self.items
             .iter()
-            .map(|item| (item.key.as_str(), item.bytes.as_slice()))
+            .map(|item| Written {
+                key: &item.key,
+                name: &item.original,
+                value: &item.bytes,
+            })
             .collect()
     }
 }

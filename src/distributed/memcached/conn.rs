@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::commands::{Command, Site, Step};
+use super::commands::{Command, Site, Step, Written};
 use super::options::HostSpec;
 use super::protocol::{
     self, is_unauthenticated, opcode, parse_header, status, Header, Packet, HEADER_LEN, UNAUTHENTICATED,
@@ -111,7 +111,7 @@ pub(super) enum Handed {
 
 /// Where a call's connections go when given up on as [`Unanswered`]: with the stored items'
 /// (server key, value sent) of the command in flight (see [`Command::written`]).
-pub(super) type HandOver<'a> = &'a (dyn Fn(&[(&str, &[u8])], Unanswered) + Sync);
+pub(super) type HandOver<'a> = &'a (dyn Fn(&[Written<'_>], Unanswered) + Sync);
 
 /// Hands `conn` over if `command` stores values; drops it otherwise.
 fn give_up<C: Command>(hand_over: HandOver<'_>, command: &C, conn: Unanswered) {

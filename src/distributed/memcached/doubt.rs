@@ -35,10 +35,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::commands::{Command, Site, Step};
+use super::commands::{Command, Site, Step, Written};
 use super::conn::{answered, Host, Probed, Unanswered};
 use super::protocol::{self, opcode, status, Packet};
-use super::routing::unmap_key;
 use crate::distributed::doubt_ledger::{Late, Ledger};
 use crate::error::Result;
 use crate::storage::LateWriteHook;
@@ -55,10 +54,8 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub(super) struct Doubts(Arc<Shared>);
 
 struct Shared {
-    /// The keys in doubt, by their server key, each with its host (where its correction goes).
-    ledger: Ledger<String, Arc<Host>>,
-    /// The store's key prefix, taken off a full key told to the ledger's hook.
-    prefix: String,
+    /// The keys in doubt, each with its host (where its correction goes).
+    ledger: Ledger<Key, Arc<Host>>,
     /// The store's I/O thread, where probes and corrections run. A handle does not keep it
     /// alive: they end with the store.
     rt: tokio::runtime::Handle,
@@ -66,10 +63,9 @@ struct Shared {
 }
 
 impl Doubts {
-    pub(super) fn new(rt: tokio::runtime::Handle, timeout: Duration, prefix: String) -> Self {
+    pub(super) fn new(rt: tokio::runtime::Handle, timeout: Duration) -> Self {
         Doubts(Arc::new(Shared {
             ledger: Ledger::new(),
-            prefix,
             rt,
             timeout,
         }))
@@ -85,16 +81,21 @@ impl Doubts {
         self.0.ledger.deleted()
     }
 
-    /// Tells `hook` each key a correction deletes from now on (a hashed server key, of a key
-    /// over memcached's length, cannot be named and is not told).
+    /// Tells `hook` each key a correction deletes from now on, by the caller's name for it.
     pub(super) fn on_deleted(&self, hook: LateWriteHook) {
         self.0.ledger.on_deleted(hook);
     }
 
-    /// The `written` (server key, value sent) went out to `host` on `conn` and were not
-    /// answered: they are in doubt until `conn` answers a later command or fails.
-    pub(super) fn begin(&self, host: &Arc<Host>, written: &[(&str, &[u8])], conn: Unanswered) {
-        let writes = written.iter().map(|&(key, value)| (key.to_owned(), value));
+    /// The `written` items went out to `host` on `conn` and were not answered: they are in
+    /// doubt until `conn` answers a later command or fails.
+    pub(super) fn begin(&self, host: &Arc<Host>, written: &[Written<'_>], conn: Unanswered) {
+        let writes = written.iter().map(|w| {
+            let key = Key {
+                server: w.key.to_owned(),
+                name: w.name.to_owned(),
+            };
+            (key, w.value)
+        });
         let id = self.0.ledger.begin(writes, || Arc::clone(host));
         tracing::debug!(
             id,
@@ -128,27 +129,31 @@ fn settle(store: &Weak<Shared>, id: u64) {
     }
 }
 
+/// A key in doubt: the server key (where the correction goes) and the caller's (the name the
+/// hook is told; a server key over memcached's length is a hash, which cannot be turned back).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    server: String,
+    name: String,
+}
+
 /// Deletes `key` on `host` if it holds one of `late` (whatever it holds, for `None`), retrying
 /// until answered or the store is gone.
-async fn correct(store: Weak<Shared>, host: Arc<Host>, key: String, late: Late) {
+async fn correct(store: Weak<Shared>, host: Arc<Host>, key: Key, late: Late) {
     let mut pause = RETRY_FIRST;
     loop {
         let Some(timeout) = store.upgrade().map(|shared| shared.timeout) else {
             return;
         };
-        match correct_once(&host, &key, late.as_deref(), timeout).await {
+        match correct_once(&host, &key.server, late.as_deref(), timeout).await {
             Ok(deleted) => {
                 if let Some(shared) = store.upgrade() {
-                    let named = || {
-                        let full = unmap_key(&key)?;
-                        full.strip_prefix(shared.prefix.as_str()).map(str::to_owned)
-                    };
-                    shared.ledger.corrected(deleted, named);
+                    shared.ledger.corrected(deleted, || Some(key.name));
                 }
                 return;
             }
             Err(err) => {
-                tracing::debug!(%err, key = %key, "could not correct a memcached key written in doubt; trying again");
+                tracing::debug!(%err, key = %key.server, "could not correct a memcached key written in doubt; trying again");
             }
         }
         tokio::time::sleep(pause).await;

@@ -61,28 +61,6 @@ pub fn map_key(full: &str) -> Cow<'_, str> {
     Cow::Owned(hashed)
 }
 
-/// The full key (`prefix + key`) that [`map_key`] mapped to `mapped`, for the two reversible
-/// forms; `None` for a hashed one (or a string `map_key` never makes).
-pub(super) fn unmap_key(mapped: &str) -> Option<String> {
-    if mapped.starts_with("%#") {
-        return None;
-    }
-    let bytes = mapped.as_bytes();
-    let mut full = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            full.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            full.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(full).ok()
-}
-
 /// FNV-1a, 64-bit: the fixed hash that picks a key's host.
 pub(super) fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -174,15 +152,6 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unmapping_gives_back_the_full_key_of_the_reversible_forms_only() {
-        for full in ["user:42", "a key", "100%", "café", "%#", "x%41"] {
-            assert_eq!(unmap_key(&map_key(full)).as_deref(), Some(full), "{full}");
-        }
-        assert_eq!(unmap_key(&map_key(&"x".repeat(300))), None);
-        assert_eq!(unmap_key("%4"), None, "a cut escape");
-    }
 
     /// Hosts of `key:0` to `key:7` among the three hosts of `sharding_is_stable_and_balanced`.
     const PINNED: [usize; 8] = [1, 2, 0, 0, 1, 2, 2, 0];

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use super::super::nodes::{entries_or_partial, part_grace, Node};
 use super::super::runtime::{deadline_after, IoRuntime};
 use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
-use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, MAX_BATCH};
+use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, Written, MAX_BATCH};
 use super::conn::{Host, Ran};
 use super::doubt::Doubts;
 use super::options::{exptime, parse_host, value_limit, MemcachedOptions};
@@ -240,7 +240,7 @@ impl<C: Command> Call<C> {
                     None => false,
                 };
                 let late = Instant::now() >= deadline;
-                let hand_over = |w: &[(&str, &[u8])], u| doubts.begin(&part.host, w, u);
+                let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
                 let started = part
                     .host
                     .start(op, timeout, deadline, part.commands.first(), &hand_over);
@@ -255,7 +255,7 @@ impl<C: Command> Call<C> {
                 let ran = match started {
                     Err(e) => Ran::failed(e),
                     Ok((probe, late, started)) => {
-                        let hand_over = |w: &[(&str, &[u8])], u| doubts.begin(&part.host, w, u);
+                        let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
                         let ran =
                             part.host
                                 .finish(op, timeout, deadline, &part.commands, started, &hand_over);
@@ -286,7 +286,7 @@ impl<C: Command> Call<C> {
                 None => false,
             };
             let late = Instant::now() >= deadline;
-            let hand_over = |w: &[(&str, &[u8])], u| doubts.begin(&part.host, w, u);
+            let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
             let started = part
                 .host
                 .start(op, timeout, deadline, part.commands.first(), &hand_over);
@@ -346,7 +346,7 @@ impl<C: Command> Call<C> {
                         (Err(e), Some(node)) => return Ran::failed(node.not_sent(probe, e)),
                         (Err(e), None) => return Ran::failed(e),
                     };
-                    let hand_over = |w: &[(&str, &[u8])], u| doubts.begin(&part.host, w, u);
+                    let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
                     let ran = part
                         .host
                         .run_on_slot(op, timeout, deadline, slot, (&part.commands, &hand_over))
@@ -475,7 +475,7 @@ impl MemcachedStore {
                 default_ttl: options.default_ttl,
                 max_item_size: options.max_item_size,
                 clock: options.clock,
-                doubts: Doubts::new(rt.handle(), options.timeout, options.prefix),
+                doubts: Doubts::new(rt.handle(), options.timeout),
                 rt,
             },
             options.connect_timeout,
