@@ -4,8 +4,9 @@
 //! (`support/proxy.rs`) that holds one connection's bytes from the older `set` on, as a stalled
 //! server or link does, while new connections go through: the blocking API, the async API, an
 //! async caller that stops waiting before the deadline, a batch (one pipelined request), a batch
-//! over two hosts of which one is held, and a connection that fails while its server is away;
-//! and a newer value that a correction must leave, the held set having been reset unsent.
+//! over two hosts of which one is held, a batch too large to be sent whole by its deadline, and
+//! a connection that fails while its server is away; and a newer value that a correction must
+//! leave, the held set having been reset unsent.
 //! Each test fails without the level's doubt (`memcached/doubt.rs`): the held write lands last
 //! and stays, or the doubt ends before it can.
 
@@ -313,4 +314,40 @@ fn a_newer_value_stands_when_the_set_in_doubt_never_landed() {
         "a value not written in doubt was deleted: {:?}",
         rig.raw("k")
     );
+}
+
+/// A batch too large for the socket's buffers, held from its first item on, cannot be sent
+/// whole by its deadline: part of it waits in the socket, and the server runs that part's
+/// complete items whenever it reads again, however long it stalled. Its doubt must last until
+/// then: ended after a fixed grace (30 s, `UNPROBED_GRACE`), the correction ran while the items
+/// were still held, found the newer value, and the older one landed after it, for good.
+#[test]
+fn a_batch_half_sent_when_it_timed_out_is_corrected_once_it_lands_however_late() {
+    half_sent_batch(|mc, items| mc.set_many(items, None));
+}
+
+/// As above, on the async path (the request's sending counted as the call is dropped).
+#[test]
+fn an_async_batch_half_sent_when_it_timed_out_is_corrected_once_it_lands_however_late() {
+    half_sent_batch(|mc, items| block_on(mc.set_many_async(items, None)));
+}
+
+fn half_sent_batch(write: impl FnOnce(&MemcachedStore, &[(&str, &[u8])]) -> Result<(), Error>) {
+    let rig = rig();
+    let value = vec![b'o'; 512 << 10];
+    let keys: Vec<String> = (0..48).map(|i| format!("big{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+    rig.proxy.hold_on(&set_of("big0", value.len()));
+    timed_out("the held batch", write(&rig.mc, &items));
+    assert!(rig.mc.writes_in_doubt() > 0);
+    rig.mc.set("big0", b"the newer value", None).unwrap();
+    // The server stalls for longer than the grace that ended such a doubt.
+    std::thread::sleep(Duration::from_secs(31));
+
+    let sets = rig.server.stat("cmd_set");
+    rig.proxy.release();
+    wait_until("the held items to land", || rig.server.stat("cmd_set") > sets);
+    rig.settled();
+    let left = rig.raw("big0").map(|bytes| bytes.len());
+    assert_eq!(left, None, "the older value landed last and was left");
 }

@@ -17,8 +17,9 @@
 //! one call and only returned after a reply was read in full; any failure (I/O error, a reply
 //! out of step) drops it. A missed deadline (or an async caller that stopped waiting) leaves a
 //! late reply in the socket, and the command may still run: a connection given up so while it
-//! carried a `set` is handed over ([`HandOver`]) to the store's writes in doubt (`super::doubt`),
-//! which probe it ([`answered`]); any other is dropped. A call
+//! carried a `set`, sent whole or in part, is handed over ([`HandOver`]) with the part not sent
+//! to the store's writes in doubt (`super::doubt`), which probe it ([`answered`]); any other is
+//! dropped. A call
 //! whose reused connection turns out to be closed by the server (it restarted) tries once more
 //! on a fresh one: every command we send is idempotent.
 
@@ -93,32 +94,44 @@ impl Fault {
 /// key indices (below `MAX_BATCH`) and the batches' closing `noop` (`u32::MAX`).
 const PROBE_OPAQUE: u32 = u32::MAX - 0x100;
 
-/// A connection given up on while a command that stores values was unanswered on it: it timed
-/// out, or its async caller stopped waiting. Handed to the store's writes in doubt.
-pub(super) enum Unanswered {
-    /// The request went out whole: an answer to a later command on it says that it ran.
-    Sent(Handed),
-    /// The request's sending timed out (or was dropped) part way: a command sent after it would
-    /// be read as part of it, so the connection is not probed (it is closed).
-    HalfSent,
+/// A connection given up on while a command that stores values was unanswered on it (it timed
+/// out, or its async caller stopped waiting), its request sent whole or in part. Handed to the
+/// store's writes in doubt.
+pub(super) struct Unanswered {
+    pub(super) conn: Handed,
+    /// What had not been sent of the request (empty if it went out whole). The probe sends it
+    /// before its `noop`: closed instead, the connection would still have its sent part run,
+    /// complete items of a batch included, whenever the server read again, with nothing left to
+    /// tell when; and a `noop` sent after a half-sent request would be read as part of it.
+    pub(super) rest: Vec<u8>,
 }
 
-/// The connection of [`Unanswered::Sent`].
+/// The connection of [`Unanswered`].
 pub(super) enum Handed {
     Blocking(SyncConn),
     Async(AsyncConn),
 }
 
-/// Where a call's connections go when given up on as [`Unanswered`]: with the stored items'
-/// (server key, value sent) of the command in flight (see [`Command::written`]).
+/// Where a call's connections go when given up on as [`Unanswered`]: with the items the command
+/// in flight stores (see [`Command::written`]).
 pub(super) type HandOver<'a> = &'a (dyn Fn(&[Written<'_>], Unanswered) + Sync);
 
-/// Hands `conn` over if `command` stores values; drops it otherwise.
-fn give_up<C: Command>(hand_over: HandOver<'_>, command: &C, conn: Unanswered) {
+/// Hands `conn` over if `command` stores values and its request went out, whole or in part
+/// (`rest`: what had not); drops it otherwise. A request of which nothing went out cannot run.
+fn give_up<C: Command>(hand_over: HandOver<'_>, command: &C, conn: Handed, rest: Option<&[u8]>) {
+    let Some(rest) = rest else {
+        return;
+    };
     let written = command.written();
     if !written.is_empty() {
-        hand_over(&written, conn);
+        let rest = rest.to_vec();
+        hand_over(&written, Unanswered { conn, rest });
     }
+}
+
+/// What had not been sent of `request`, of which `sent` bytes went out: `None` if nothing did.
+fn unsent(request: &[u8], sent: usize) -> Option<&[u8]> {
+    (sent > 0).then(|| request.get(sent..).unwrap_or_default())
 }
 
 /// How a probe of a connection given up on ended.
@@ -133,10 +146,12 @@ pub(super) enum Probed {
     Unreadable,
 }
 
-/// Sends a `noop` on `handed` and reads its replies until the `noop`'s. Runs on the I/O thread's
-/// runtime (a blocking connection is moved to it) with no deadline: it ends with the answer, the
-/// connection's failure, or the runtime (the store's drop).
-pub(super) async fn answered(handed: Handed) -> Probed {
+/// Sends the rest of the request and a `noop` on `unanswered`'s connection and reads its replies
+/// until the `noop`'s. Runs on the I/O thread's runtime (a blocking connection is moved to it)
+/// with no deadline: it ends with the answer, the connection's failure, or the runtime (the
+/// store's drop).
+pub(super) async fn answered(unanswered: Unanswered) -> Probed {
+    let Unanswered { conn: handed, rest } = unanswered;
     let (leftover, stream) = match handed {
         Handed::Blocking(conn) => {
             let leftover = conn.buf.get(conn.start..conn.end).unwrap_or_default().to_vec();
@@ -153,7 +168,7 @@ pub(super) async fn answered(handed: Handed) -> Probed {
     };
     let (read, mut write) = stream.into_split();
     let mut read = tokio::io::BufReader::new(AsyncReadExt::chain(std::io::Cursor::new(leftover), read));
-    let mut noop = Vec::new();
+    let mut noop = rest;
     if protocol::request(&mut noop, opcode::NOOP, PROBE_OPAQUE, &[], &[], &[]).is_err() {
         return Probed::Unreadable;
     }
@@ -192,12 +207,18 @@ pub(super) struct SyncConn {
 }
 
 impl SyncConn {
-    fn write_all(&mut self, mut bytes: &[u8], deadline: Instant) -> std::result::Result<(), Fault> {
-        while !bytes.is_empty() {
+    /// Sends `bytes` from `sent` on, counting in `sent` what went out (for a timeout).
+    fn write_all(
+        &mut self,
+        bytes: &[u8],
+        sent: &mut usize,
+        deadline: Instant,
+    ) -> std::result::Result<(), Fault> {
+        while let Some(rest) = bytes.get(*sent..).filter(|rest| !rest.is_empty()) {
             self.stream.set_write_timeout(Some(left(deadline)?))?;
-            match self.stream.write(bytes) {
+            match self.stream.write(rest) {
                 Ok(0) => return Err(Fault::Io(std::io::ErrorKind::WriteZero.into())),
-                Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+                Ok(n) => *sent += n,
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err.into()),
             }
@@ -338,8 +359,20 @@ async fn read_packet_from(stream: &mut (impl AsyncRead + Unpin)) -> std::result:
 }
 
 impl AsyncConn {
-    async fn send(&mut self, request: &[u8]) -> std::result::Result<(), Fault> {
-        Ok(self.stream.get_mut().write_all(request).await?)
+    /// Sends `request`, counting in `sent` what went out: a future dropped part way leaves the
+    /// count exact (a write that did not complete sent nothing).
+    async fn send(&mut self, request: &[u8], sent: &AtomicUsize) -> std::result::Result<(), Fault> {
+        let stream = self.stream.get_mut();
+        while let Some(rest) = request
+            .get(sent.load(Ordering::Relaxed)..)
+            .filter(|rest| !rest.is_empty())
+        {
+            match stream.write(rest).await? {
+                0 => return Err(Fault::Io(std::io::ErrorKind::WriteZero.into())),
+                n => sent.fetch_add(n, Ordering::Relaxed),
+            };
+        }
+        Ok(())
     }
 
     async fn receive<C: Command>(&mut self, command: &C) -> std::result::Result<C::State, Fault> {
@@ -541,12 +574,14 @@ impl Host {
         command
             .encode(&mut request)
             .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
-        match started.conn.write_all(&request, deadline) {
+        let mut sent = 0;
+        match started.conn.write_all(&request, &mut sent, deadline) {
             Ok(()) => started.sent = true,
             // Closed by the server while idle: `finish` sends it again on a fresh connection.
             Err(fault) if reused && fault.stale() => {}
             Err(Fault::Timeout) => {
-                give_up(hand_over, command, Unanswered::HalfSent);
+                let rest = unsent(&request, sent);
+                give_up(hand_over, command, Handed::Blocking(started.conn), rest);
                 return Err(self.error(op, timeout, Fault::Timeout));
             }
             Err(fault) => return Err(self.error(op, timeout, fault)),
@@ -602,8 +637,8 @@ impl Host {
         let mut request = Vec::new();
         let mut queue = commands.iter().peekable();
         while let Some(&command) = queue.peek() {
-            // Whether the request went out whole, for a timeout.
-            let mut whole = true;
+            // Bytes of `request` sent, for a timeout; `None`: it went out whole in `start`.
+            let mut progress = None;
             let reply = if std::mem::take(&mut sent) {
                 conn.receive(command, deadline)
             } else {
@@ -611,11 +646,8 @@ impl Host {
                 command
                     .encode(&mut request)
                     .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
-                whole = false;
-                conn.write_all(&request, deadline).and_then(|()| {
-                    whole = true;
-                    conn.receive(command, deadline)
-                })
+                conn.write_all(&request, progress.insert(0), deadline)
+                    .and_then(|()| conn.receive(command, deadline))
             };
             match reply {
                 Ok(state) => {
@@ -628,11 +660,11 @@ impl Host {
                     conn = self.connect(deadline).map_err(|f| self.error(op, timeout, f))?;
                 }
                 Err(Fault::Timeout) => {
-                    let given = match whole {
-                        true => Unanswered::Sent(Handed::Blocking(conn)),
-                        false => Unanswered::HalfSent,
+                    let rest = match progress {
+                        None => Some(&[][..]),
+                        Some(sent) => unsent(&request, sent),
                     };
-                    give_up(hand_over, command, given);
+                    give_up(hand_over, command, Handed::Blocking(conn), rest);
                     return Err(self.error(op, timeout, Fault::Timeout));
                 }
                 Err(fault) => return Err(self.error(op, timeout, fault)),
@@ -721,18 +753,17 @@ impl Host {
             command
                 .encode(&mut request)
                 .map_err(|what| self.error(op, timeout, Fault::Protocol(what)))?;
+            let sent = AtomicUsize::new(0);
             let mut flight = InFlight {
                 conn: conn.take(),
-                sent: false,
+                request: &request,
+                sent: &sent,
                 command,
                 hand_over,
             };
             let reply = match flight.conn.as_mut() {
-                Some(on) => match by(deadline, on.send(&request)).await {
-                    Ok(()) => {
-                        flight.sent = true;
-                        by(deadline, on.receive(command)).await
-                    }
+                Some(on) => match by(deadline, on.send(&request, &sent)).await {
+                    Ok(()) => by(deadline, on.receive(command)).await,
                     Err(fault) => Err(fault),
                 },
                 // Never: each turn starts with the connection the last one gave back.
@@ -778,8 +809,9 @@ impl Host {
 /// command stores values.
 struct InFlight<'a, C: Command> {
     conn: Option<AsyncConn>,
-    /// Whether the request went out whole.
-    sent: bool,
+    request: &'a [u8],
+    /// Bytes of `request` sent.
+    sent: &'a AtomicUsize,
     command: &'a C,
     hand_over: HandOver<'a>,
 }
@@ -787,11 +819,8 @@ struct InFlight<'a, C: Command> {
 impl<C: Command> Drop for InFlight<'_, C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            let given = match self.sent {
-                true => Unanswered::Sent(Handed::Async(conn)),
-                false => Unanswered::HalfSent,
-            };
-            give_up(self.hand_over, self.command, given);
+            let rest = unsent(self.request, self.sent.load(Ordering::Relaxed));
+            give_up(self.hand_over, self.command, Handed::Async(conn), rest);
         }
     }
 }

@@ -14,10 +14,13 @@
 //! on the store's I/O thread (a blocking connection is moved there: no thread of its own) until
 //! the `noop`'s reply comes (the binary protocol answers a connection's requests in order, so
 //! the write ran before it), or the connection fails (the socket is gone, and with it whatever
-//! had not run). A request whose *sending* timed out, and a connection whose replies cannot be
-//! read any more (one was cut by the deadline), cannot be probed (a command sent after a
-//! half-sent one would be read as part of it): its doubt ends [`UNPROBED_GRACE`] after the
-//! timeout, as on the Redis level.
+//! had not run). A request whose *sending* timed out part way (a batch larger than the socket's
+//! buffers, to a server that stopped reading) is sent to its end first: a `noop` sent after a
+//! half-sent request would be read as part of it, and closing the connection instead would not
+//! stop the server from running the complete items it had been sent, whenever it read again.
+//! (A request of which nothing went out is not in doubt.) A connection whose replies cannot be
+//! read any more (the stream is out of step) cannot be probed: its doubt ends
+//! [`UNPROBED_GRACE`] after the timeout, as on the Redis level.
 //!
 //! The correction, on the key's host: a binary `get` (value and CAS); if the value is exactly
 //! one of those written in doubt (compared byte for byte, envelope included), a binary `delete`
@@ -105,11 +108,7 @@ impl Doubts {
         let weak = Arc::downgrade(&self.0);
         // Not waited for: each task ends by itself, or with the runtime (the store's drop).
         drop(self.0.rt.spawn(async move {
-            let probed = match conn {
-                Unanswered::Sent(handed) => answered(handed).await,
-                Unanswered::HalfSent => Probed::Unreadable,
-            };
-            if probed == Probed::Unreadable {
+            if answered(conn).await == Probed::Unreadable {
                 tokio::time::sleep(UNPROBED_GRACE).await;
             }
             settle(&weak, id);
