@@ -351,3 +351,71 @@ fn half_sent_batch(write: impl FnOnce(&MemcachedStore, &[(&str, &[u8])]) -> Resu
     let left = rig.raw("big0").map(|bytes| bytes.len());
     assert_eq!(left, None, "the older value landed last and was left");
 }
+
+/// A server stalled under many callers has each call time out on a connection of its own: the
+/// connections kept open to be probed are bounded (64), the others closed (their doubt ends
+/// as an unprobed one's), rather than a socket kept for each call for as long as it stalls.
+#[test]
+fn the_connections_kept_to_be_probed_are_bounded() {
+    let rig = rig();
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    let callers: u64 = 100;
+    std::thread::scope(|s| {
+        for _ in 0..callers {
+            s.spawn(|| timed_out("a held set", rig.mc.set("k", b"older value", None)));
+        }
+    });
+    assert!(rig.proxy.accepted() >= callers, "the sets shared connections");
+    assert_eq!(rig.mc.writes_in_doubt(), 1);
+    // A kernel takes the close of a connection at once, even from a stalled server.
+    let open = connected_to(rig.proxy.port());
+    assert!(
+        open <= 64 + 1,
+        "{open} connections kept open to {callers} held sets"
+    );
+
+    // Probes that ended make room again.
+    rig.proxy.release();
+    wait_until("the probes to end", || connected_to(rig.proxy.port()) <= 1);
+    let before = connected_to(rig.proxy.port());
+    rig.proxy.hold_on(&set_of("k", b"older value".len()));
+    timed_out("the held set", rig.mc.set("k", b"older value", None));
+    assert_eq!(
+        connected_to(rig.proxy.port()),
+        before + 1,
+        "not kept to be probed"
+    );
+}
+
+/// The rest of a half-sent request is kept with its connection, to be sent once the server
+/// reads again: bounded (32 MiB for the store), past which the connection is closed.
+#[test]
+fn the_bytes_kept_to_finish_half_sent_requests_are_bounded() {
+    let rig = rig();
+    let value = vec![b'o'; 512 << 10];
+    let keys: Vec<String> = (0..64).map(|i| format!("big{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+    rig.proxy.hold_on(&set_of("big0", value.len()));
+    let before = connected_to(rig.proxy.port());
+    // Each 32 MiB, of which the socket's buffers took a few.
+    for _ in 0..2 {
+        timed_out("a held batch", rig.mc.set_many(&items, None));
+    }
+    let kept = connected_to(rig.proxy.port()) - before;
+    assert_eq!(kept, 1, "connections kept with the rest of their batch");
+}
+
+/// Our connections to `port` on the loopback that are still established (`/proc/net/tcp`: the
+/// remote port, state `01`).
+fn connected_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2).is_some_and(|r| r.ends_with(&remote)) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}

@@ -20,7 +20,9 @@
 //! stop the server from running the complete items it had been sent, whenever it read again.
 //! (A request of which nothing went out is not in doubt.) A connection whose replies cannot be
 //! read any more (the stream is out of step) cannot be probed: its doubt ends
-//! [`UNPROBED_GRACE`] after the timeout, as on the Redis level.
+//! [`UNPROBED_GRACE`] after the timeout, as on the Redis level; so does that of a connection
+//! past the [`MAX_PROBED`] kept open to be probed (or with more of its request to send than
+//! the store keeps, [`MAX_UNSENT`]), which is closed.
 //!
 //! The correction, on the key's host: a binary `get` (value and CAS); if the value is exactly
 //! one of those written in doubt (compared byte for byte, envelope included), a binary `delete`
@@ -48,6 +50,14 @@ use crate::storage::LateWriteHook;
 /// How long a write that cannot be probed stays in doubt (see the module docs).
 pub(super) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
 
+/// Connections kept open to be probed, at most, across a store's hosts; and the bytes of
+/// half-sent requests kept with them to be sent to their end. Past either, a connection given
+/// up on is closed and its doubt ends as an unprobed one's: a server stalled under many callers
+/// (or a writer that flushes large batches) would otherwise have a socket, and megabytes, kept
+/// for each call that timed out, for as long as it stalls.
+const MAX_PROBED: usize = 64;
+const MAX_UNSENT: usize = 32 << 20;
+
 /// The first and the longest pause before a failed correction is tried again.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -63,6 +73,9 @@ struct Shared {
     /// alive: they end with the store.
     rt: tokio::runtime::Handle,
     timeout: Duration,
+    /// Connections being probed, and the bytes of requests they have still to send (see
+    /// [`MAX_PROBED`]).
+    probed: parking_lot::Mutex<(usize, usize)>,
 }
 
 impl Doubts {
@@ -71,6 +84,7 @@ impl Doubts {
             ledger: Ledger::new(),
             rt,
             timeout,
+            probed: parking_lot::Mutex::new((0, 0)),
         }))
     }
 
@@ -106,13 +120,45 @@ impl Doubts {
             "memcached writes in doubt: the call timed out or was dropped unanswered"
         );
         let weak = Arc::downgrade(&self.0);
+        let unsent = conn.rest.len();
+        // Closed here if not kept.
+        let kept = self.0.keep_probed(unsent).then_some(conn);
         // Not waited for: each task ends by itself, or with the runtime (the store's drop).
         drop(self.0.rt.spawn(async move {
-            if answered(conn).await == Probed::Unreadable {
+            let probed = match kept {
+                Some(conn) => {
+                    let probed = answered(conn).await;
+                    if let Some(shared) = weak.upgrade() {
+                        let mut kept = shared.probed.lock();
+                        *kept = (kept.0.saturating_sub(1), kept.1.saturating_sub(unsent));
+                    }
+                    probed
+                }
+                None => Probed::Unreadable,
+            };
+            if probed == Probed::Unreadable {
                 tokio::time::sleep(UNPROBED_GRACE).await;
             }
             settle(&weak, id);
         }));
+    }
+}
+
+impl Shared {
+    /// Whether a connection with `unsent` bytes still to send may be kept to be probed (see
+    /// [`MAX_PROBED`]); counted if so.
+    fn keep_probed(&self, unsent: usize) -> bool {
+        let mut probed = self.probed.lock();
+        let bytes = probed.1.saturating_add(unsent);
+        if probed.0 >= MAX_PROBED || bytes > MAX_UNSENT {
+            tracing::debug!(
+                connections = probed.0,
+                "memcached writes in doubt: too many connections kept to be probed; this one is closed"
+            );
+            return false;
+        }
+        *probed = (probed.0 + 1, bytes);
+        true
     }
 }
 
