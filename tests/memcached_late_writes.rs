@@ -405,6 +405,35 @@ fn the_bytes_kept_to_finish_half_sent_requests_are_bounded() {
     assert_eq!(kept, 1, "connections kept with the rest of their batch");
 }
 
+/// A store dropped while its writes are in doubt on a server that does not answer (a set held
+/// whole, a batch held half-sent) drops at once, and leaves no connection open: the probes end
+/// with its I/O thread.
+#[test]
+fn a_store_dropped_with_writes_in_doubt_leaves_nothing_behind() {
+    let Rig {
+        server: _server,
+        proxy,
+        mc,
+    } = rig();
+    let value = vec![b'o'; 512 << 10];
+    proxy.hold_on(&set_of("big0", value.len()));
+    timed_out("the held set", mc.set("big0", &value, None));
+    let keys: Vec<String> = (0..48).map(|i| format!("big{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+    timed_out("the held batch", mc.set_many(&items, None));
+    assert!(mc.writes_in_doubt() > 1);
+    assert!(connected_to(proxy.port()) >= 2);
+
+    let dropping = std::time::Instant::now();
+    drop(mc);
+    assert!(
+        dropping.elapsed() < Duration::from_secs(2),
+        "the drop took {:?}",
+        dropping.elapsed()
+    );
+    assert_eq!(connected_to(proxy.port()), 0, "a connection outlived its store");
+}
+
 /// Our connections to `port` on the loopback that are still established (`/proc/net/tcp`: the
 /// remote port, state `01`).
 fn connected_to(port: u16) -> usize {
