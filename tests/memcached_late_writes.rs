@@ -25,7 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{block_on, wait_until, MemcachedServer};
-use uno_cache::{DistributedStorage, Error, MemcachedOptions, MemcachedStore, Storage};
+use uno_cache::{
+    CacheConfig, CacheManager, DistributedStorage, Error, LocalKind, MemcachedOptions, MemcachedStore,
+    Storage,
+};
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -129,6 +132,37 @@ fn a_key_deleted_after_a_late_write_is_told_to_the_hook_by_its_own_name() {
     }
     assert_eq!(*told.lock().unwrap(), ["a key", "plain"]);
     assert_eq!(rig.mc.counters().late_writes_deleted, 2);
+}
+
+/// Through a manager: a write-through whose L2 part timed out (hidden by `fallback_on_error`),
+/// then a newer one; the older lands late and is deleted, and the manager's stats say so.
+#[test]
+fn a_managers_write_through_that_lands_late_is_deleted_and_counted() {
+    let Rig { server, proxy, mc } = rig();
+    let l2 = Arc::new(mc);
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    config.fallback_on_error = true;
+    let cache = CacheManager::builder()
+        .config(config)
+        .distributed(Arc::clone(&l2) as Arc<dyn DistributedStorage>)
+        .build()
+        .unwrap();
+    // The request's header: the manager's write has an expiry (`distributed.ttl`).
+    proxy.hold_on(&set_of("k", b"older value".len())[..24]);
+    cache.set_raw("k", b"older value", None).unwrap();
+    assert_eq!(cache.stats().distributed.writes_in_doubt, 1);
+    cache.set_raw("k", b"the newer value", None).unwrap();
+    assert_eq!(
+        cache.get_raw("k").unwrap().as_deref(),
+        Some(&b"the newer value"[..])
+    );
+
+    proxy.release();
+    wait_until("the writes in doubt to settle", || l2.writes_in_doubt() == 0);
+    assert_eq!(server.raw().get::<Vec<u8>>("late:k").unwrap(), None);
+    let stats = cache.stats().distributed;
+    assert_eq!((stats.late_writes_deleted, stats.writes_in_doubt), (1, 0));
 }
 
 /// A key over memcached's 250 bytes reaches the server as a hash, which cannot be turned back
