@@ -165,6 +165,69 @@ fn a_managers_write_through_that_lands_late_is_deleted_and_counted() {
     assert_eq!((stats.late_writes_deleted, stats.writes_in_doubt), (1, 0));
 }
 
+/// An instance over the memcached at `l2` (through the proxy or not) whose backplane is the
+/// Redis at `bus`, with a memory L1.
+#[cfg(feature = "redis")]
+fn instance(l2: &str, bus: &str) -> CacheManager {
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "memory"
+        [distributed]
+        enabled = true
+        type = "memcached"
+        hosts = ["{l2}"]
+        key_prefix = "late:"
+        timeout_ms = {}
+        breaker_failures = 1000
+        [invalidation]
+        enabled = true
+        hosts = ["{bus}"]
+        "#,
+        TIMEOUT.as_millis()
+    ))
+    .unwrap();
+    CacheManager::new(config).unwrap()
+}
+
+/// Another instance may read the older value into its L1 between its late landing and its
+/// deletion: the deletion is published (through the level wrappers a configuration builds), so
+/// every other instance drops the key from its L1. The Redis test's twin.
+#[cfg(feature = "redis")]
+#[test]
+fn a_late_write_deleted_from_memcached_is_published_to_the_other_instances() {
+    let Rig { server, proxy, mc } = rig();
+    drop(mc);
+    let bus = support::RedisServer::start();
+    let a = instance(&proxy.addr(), &bus.addr());
+    let b = instance(&server.addr(), &bus.addr());
+    a.set_raw("probe", b"p", None).unwrap();
+    wait_until("B's subscription", || {
+        b.stats().consistency.invalidations_received > 0
+    });
+    // The request's header: the manager's write has an expiry (`distributed.ttl`).
+    proxy.hold_on(&set_of("k", b"older value".len())[..24]);
+    a.set_raw("k", b"older value", None).unwrap();
+    assert_eq!(a.stats().distributed.writes_in_doubt, 1);
+    a.set_raw("k", b"the newer value", None).unwrap();
+    // B holds a value in its L1, which only a message can take out.
+    let newer = Some(b"the newer value".to_vec());
+    wait_until("B to read the newer value from its L1", || {
+        let hits = b.stats().local.hits;
+        b.get_raw("k").unwrap() == newer && b.stats().local.hits > hits
+    });
+
+    proxy.release();
+    wait_until("the writes in doubt to settle", || {
+        a.stats().distributed.writes_in_doubt == 0
+    });
+    assert_eq!(a.stats().distributed.late_writes_deleted, 1);
+    wait_until("B to drop the key L2 deleted", || {
+        b.get_raw("k").unwrap().is_none()
+    });
+}
+
 /// A key over memcached's 250 bytes reaches the server as a hash, which cannot be turned back
 /// into the key: it is told by the name the caller gave it all the same, or another instance
 /// that read the late value into its L1 would keep it.
