@@ -197,9 +197,10 @@ fn a_batch_that_timed_out_is_corrected_key_by_key() {
 }
 
 /// Through a manager: a write-through whose L2 part timed out (hidden by `fallback_on_error`),
-/// then a newer one; the older lands late and is deleted, and the manager's stats say so.
+/// then a newer one; the older lands late and is deleted, from L2 and from the writer's own L1
+/// (which holds the newer value, but may have read the older one), and the stats say so.
 #[test]
-fn a_managers_write_through_that_lands_late_is_deleted_and_counted() {
+fn a_managers_write_through_that_lands_late_is_deleted_from_both_levels_and_counted() {
     let Rig { server, proxy, redis } = rig();
     let l2 = Arc::new(redis);
     let mut config = CacheConfig::default();
@@ -229,6 +230,11 @@ fn a_managers_write_through_that_lands_late_is_deleted_and_counted() {
     assert_eq!(raw, None, "the older value landed last and was left");
     let stats = cache.stats().distributed;
     assert_eq!((stats.late_writes_deleted, stats.writes_in_doubt), (1, 0));
+    // The writer's own L1 drops the key as well: it held the newer value here, and a miss
+    // in the moment the older one was in L2 would have read that one.
+    wait_until("the writer's own L1 to drop the key", || {
+        cache.get_raw("k").unwrap().is_none()
+    });
 }
 
 /// An instance over `l2` (the level's Redis, through the proxy or not) whose backplane is on

@@ -5,7 +5,7 @@
 //! `consistency.rs` describes (docs/design.md, section 5).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::SystemTime;
 
 use super::policy::Shared;
@@ -67,26 +67,17 @@ impl Shared {
         }
     }
 
-    /// With a backplane and an L2: each key L2 deletes because an older write of it landed
-    /// late is published, as another instance may have read that value into its L1 meanwhile.
-    /// Handed to the backplane's re-send task (the caller is L2's I/O thread, which must not
-    /// wait); the hook holds the manager weakly, as L2 holds the hook.
-    pub(crate) fn publish_late_writes(self: &Arc<Self>) {
-        let (Some(l2), Some(_)) = (&self.l2, self.backplane.get()) else {
-            return;
-        };
-        let shared: Weak<Shared> = Arc::downgrade(self);
-        l2.on_late_write_deleted(Arc::new(move |key: &str| {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            if let Some(bp) = shared.backplane.get() {
-                let keys = Invalidation::Keys(vec![key.to_owned()]);
-                if let Err(err) = bp.publish_later_repeated(&keys, false) {
-                    tracing::warn!(%err, key, "could not publish a key L2 deleted after a late write");
-                }
+    /// Publishes a key L2 deleted because an older write of it landed late (see
+    /// `late_writes`), as another instance may have read that value into its L1 meanwhile.
+    /// Handed to the backplane's re-send task: the caller is L2's I/O thread, which must not
+    /// wait.
+    pub(crate) fn publish_late_write(&self, key: &str) {
+        if let Some(bp) = self.backplane.get() {
+            let keys = Invalidation::Keys(vec![key.to_owned()]);
+            if let Err(err) = bp.publish_later_repeated(&keys, false) {
+                tracing::warn!(%err, key, "could not publish a key L2 deleted after a late write");
             }
-        }));
+        }
     }
 
     /// Publishes any invalidation, if there is a backplane.

@@ -32,7 +32,7 @@ impl Shared {
     pub(crate) fn publish(&self, _invalidation: &Invalidation) {}
 
     /// No other instance to tell of a late write without a backplane.
-    pub(crate) fn publish_late_writes(self: &std::sync::Arc<Self>) {}
+    pub(crate) fn publish_late_write(&self, _key: &str) {}
 }
 
 /// Stands in for the `redis` build's announcement: nothing to publish.

@@ -199,6 +199,7 @@ impl CacheManagerBuilder {
             replay_lock: parking_lot::Mutex::new(()),
             replayed_tags: Arc::default(),
             apart: Default::default(),
+            late_writes: Default::default(),
             late_drops: Default::default(),
             stop: shutdown.clone(),
             tags,
@@ -236,7 +237,7 @@ impl CacheManagerBuilder {
         // so a message sent before the backplane exists would be lost for good (an instance
         // restarted with queued changes replays them at once).
         connect_backplane(&config, &shared, io.as_ref())?;
-        shared.publish_late_writes();
+        shared.on_late_writes();
         if let Some(replayer) = &shared.replayer {
             let every = Duration::from_millis(config.offline.replay_interval_ms);
             replayer.start(&mut workers, Arc::downgrade(&shared), every)?;

@@ -62,6 +62,7 @@ mod fill;
 mod global;
 mod guard;
 mod l2_size;
+mod late_writes;
 mod load;
 mod load_timer;
 mod loader;

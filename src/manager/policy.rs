@@ -128,6 +128,8 @@ pub(crate) struct Shared {
     pub(crate) replayed_tags: Arc<ReplayedTags>,
     /// Work run apart from its caller, waited for at shutdown (see `apart`).
     pub(crate) apart: Arc<Apart>,
+    /// Keys L2 deleted after a late write, on their way out of L1 (see `late_writes`).
+    pub(crate) late_writes: super::late_writes::LateWrites,
     /// The stop signal the last handle's drop fires (owned by `Workers`): work run for a caller
     /// on a thread of its own (see `offload`) listens to it too.
     pub(crate) stop: Shutdown,

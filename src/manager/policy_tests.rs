@@ -31,6 +31,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         replay_lock: Mutex::new(()),
         replayed_tags: Default::default(),
         apart: Default::default(),
+        late_writes: Default::default(),
         late_drops: Default::default(),
         stop: crate::shutdown::Shutdown::default(),
         tags: None,
