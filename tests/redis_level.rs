@@ -478,10 +478,11 @@ fn size_counts_the_values_and_not_keys_of_other_types_under_the_prefix() {
 
 #[test]
 fn unreachable_host_fails_at_construction_within_the_connect_timeout() {
-    // Each kind of host three times: the median attempt must end within 50 ms of the connect
+    // Each kind of host three times: the median attempt must end before twice the connect
     // timeout (a retry would take twice as long each time), and none a second past it (one
     // attempt may wait for a busy CI machine to schedule the test; a bound of 50 ms on a single
-    // attempt failed there).
+    // attempt failed there, and so did 50 ms on the median, at 255 ms of a 200 ms timeout, with
+    // the machine loaded).
     let attempts = |timeout: Duration, connect: &dyn Fn() -> Error| {
         let mut errors = Vec::new();
         let mut took: Vec<Duration> = (0..3)
@@ -492,7 +493,7 @@ fn unreachable_host_fails_at_construction_within_the_connect_timeout() {
             })
             .collect();
         took.sort();
-        assert!(took[1] < timeout + Duration::from_millis(50), "{took:?}");
+        assert!(took[1] < timeout * 2, "{took:?}");
         assert!(took[2] < timeout + Duration::from_secs(1), "{took:?}");
         errors.pop().unwrap()
     };
