@@ -321,14 +321,17 @@ fn an_async_caller_whose_stale_copy_is_deleted_during_the_wait_waits_on_for_the_
 }
 
 /// Runs `call`, a `get_or_load` of `k` whose loader answers "v2" once `release` is called, on a
-/// thread, with an expired copy of `k` to serve at the soft timeout (50 ms); deletes `k` while
-/// the load runs, and releases the loader past the soft timeout. Checks that the call waited on
-/// for the load's value, and that no timeout or stale copy was counted.
+/// thread, with an expired copy of `k` to serve at the soft timeout (500 ms); deletes `k`
+/// while the load runs, and releases the loader past the soft timeout. Checks that the call
+/// waited on for the load's value, and that no timeout or stale copy was counted.
 fn stale_copy_deleted_during_the_wait<E: std::fmt::Debug + Send>(
     release: impl FnOnce(),
     call: impl FnOnce(&fail_safe_support::Rig) -> Result<Fetched<String>, E> + Send,
 ) {
-    let rig = rig(600, 50, 10_000);
+    // The delete must come before the soft timeout: with 50 ms, a loaded machine descheduled
+    // the test between the load's start and its delete, and the caller served its copy.
+    const SOFT_MS: u64 = 500;
+    let rig = rig(600, SOFT_MS, 10_000);
     expired_v1(&rig);
     std::thread::scope(|s| {
         let caller = s.spawn(|| call(&rig));
@@ -344,7 +347,7 @@ fn stale_copy_deleted_during_the_wait<E: std::fmt::Debug + Send>(
         }
         rig.cache.delete("k").unwrap();
         // Real time past the soft timeout (what the test is about), then the source answers.
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(SOFT_MS + 200));
         release();
         assert_eq!(caller.join().unwrap().unwrap(), Fetched::Fresh("v2".to_string()));
     });
