@@ -6,7 +6,7 @@
 //! async caller that stops waiting before the deadline, a batch (one pipelined request), a batch
 //! over two hosts of which one is held, a batch too large to be sent whole by its deadline, and
 //! a connection that fails while its server is away; and a newer value that a correction must
-//! leave, the held set having been reset unsent.
+//! leave, the held set having been reset unsent, or its reply cut in the middle by the deadline.
 //! Each test fails without the level's doubt (`memcached/doubt.rs`): the held write lands last
 //! and stays, or the doubt ends before it can.
 
@@ -302,6 +302,37 @@ fn an_async_set_whose_caller_stopped_waiting_is_in_doubt_too() {
     rig.proxy.release();
     rig.settled();
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
+}
+
+/// A reply the deadline cut in the middle (the server ran the set; half its reply arrived) is
+/// read on by the probe from the byte the call stopped at: the doubt ends at the probe's answer,
+/// well within the unprobed grace (30 s) that ended it while the call's half was lost and the
+/// probe read the rest out of step, and the newer value stands.
+#[test]
+fn a_set_whose_reply_the_deadline_cut_is_settled_by_its_probe() {
+    reply_cut(|mc| mc.set("k", b"older value", None));
+}
+
+/// As above, on the async path: the call's read is dropped with the half it had taken.
+#[test]
+fn an_async_set_whose_reply_the_deadline_cut_is_settled_by_its_probe() {
+    reply_cut(|mc| block_on(mc.set_async("k", b"older value", None)));
+}
+
+fn reply_cut(write: impl FnOnce(&MemcachedStore) -> Result<(), Error>) {
+    let rig = rig();
+    rig.proxy.cut_reply(10);
+    timed_out("the set whose reply was cut", write(&rig.mc));
+    assert!(rig.proxy.cut(), "the reply was not cut: the test tried nothing");
+    assert_eq!(rig.mc.writes_in_doubt(), 1);
+    rig.mc.set("k", b"the newer value", None).unwrap();
+
+    rig.proxy.release();
+    // Bounded by `wait_until`'s 15 s, half the grace.
+    rig.settled();
+    assert!(rig.holds("k", b"the newer value"));
+    let counters = rig.mc.counters();
+    assert_eq!((counters.late_writes_deleted, counters.writes_in_doubt), (0, 0));
 }
 
 /// A batch's sets (one pipelined request on the host) are each in doubt, and each key is judged

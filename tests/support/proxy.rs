@@ -8,6 +8,9 @@
 //! those bytes on, so the other connections go on meanwhile; [`TcpProxy::sever`] closes the
 //! connections so held instead, their held bytes dropped, as a link that was reset does.
 //! [`TcpProxy::delay`] copies every read late by a fixed time, as a distant or busy host answers: slow, but answering.
+//! [`TcpProxy::cut_reply`] copies only the start of the next read a server answers with and
+//! holds the rest until [`TcpProxy::release`], so that a client's deadline falls in the middle of
+//! a reply packet.
 //! [`TcpProxy::redirect`] sends the connections made after it to another server, as a Service or
 //! DNS name that moved to a new primary does.
 //!
@@ -49,6 +52,10 @@ struct Shared {
     held: Mutex<Vec<TcpStream>>,
     /// Milliseconds each read waits before it is copied (see `delay`).
     delay_ms: AtomicU64,
+    /// Set by `cut_reply`: the next server read is copied up to this many bytes.
+    cut_at: Mutex<Option<usize>>,
+    /// Set while the rest of a cut read waits for `release`.
+    cutting: AtomicBool,
 }
 
 impl TcpProxy {
@@ -67,6 +74,8 @@ impl TcpProxy {
             severing: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
             delay_ms: AtomicU64::new(0),
+            cut_at: Mutex::new(None),
+            cutting: AtomicBool::new(false),
         });
         let accepting = Arc::clone(&shared);
         std::thread::spawn(move || {
@@ -78,10 +87,10 @@ impl TcpProxy {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
-                for (from, to) in [(&client, &server), (&server, &client)] {
+                for (from, to, replies) in [(&client, &server, false), (&server, &client, true)] {
                     let (from, to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
                     let shared = Arc::clone(&accepting);
-                    std::thread::spawn(move || copy(&shared, epoch, from, to));
+                    std::thread::spawn(move || copy(&shared, epoch, from, to, replies));
                 }
             }
         });
@@ -129,8 +138,23 @@ impl TcpProxy {
     /// everything after.
     pub fn release(&self) {
         *self.shared.hold_on.lock().unwrap() = None;
+        *self.shared.cut_at.lock().unwrap() = None;
+        self.shared.cutting.store(false, Ordering::SeqCst);
         self.shared.holding.store(false, Ordering::SeqCst);
         self.shared.severing.store(false, Ordering::SeqCst);
+    }
+
+    /// The next read a server answers with, on any connection, is copied up to its first `at`
+    /// bytes; the rest waits, with what follows it on its connection, until
+    /// [`release`](Self::release). (The servers here write a short reply whole: one read.)
+    pub fn cut_reply(&self, at: usize) {
+        *self.shared.cut_at.lock().unwrap() = Some(at);
+    }
+
+    /// Whether the start of a reply [`cut_reply`](Self::cut_reply) cut went to its client, the
+    /// rest waiting.
+    pub fn cut(&self) -> bool {
+        self.shared.cutting.load(Ordering::SeqCst)
     }
 
     /// Closes, at both ends, every connection with bytes held now or from now until
@@ -154,8 +178,9 @@ impl TcpProxy {
     }
 }
 
-/// Copies `from` to `to` until either end closes or the connection is frozen.
-fn copy(shared: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` until either end closes or the connection is frozen; `replies`: `from`
+/// is the server.
+fn copy(shared: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream, replies: bool) {
     let frozen = || shared.freezes.load(Ordering::SeqCst) > epoch;
     from.set_read_timeout(Some(POLL)).unwrap();
     let mut buf = [0u8; 16 * 1024];
@@ -191,6 +216,18 @@ fn copy(shared: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream) {
                         return;
                     }
                 }
+                let mut from_byte = 0;
+                let cut_at = replies.then(|| shared.cut_at.lock().unwrap().take()).flatten();
+                if let Some(at) = cut_at.filter(|&at| at < n) {
+                    if to.write_all(buf.get(..at).unwrap()).is_err() {
+                        return;
+                    }
+                    shared.cutting.store(true, Ordering::SeqCst);
+                    while shared.cutting.load(Ordering::SeqCst) && !frozen() {
+                        std::thread::sleep(POLL);
+                    }
+                    from_byte = at;
+                }
                 let delay = shared.delay_ms.load(Ordering::SeqCst);
                 if delay > 0 {
                     std::thread::sleep(Duration::from_millis(delay));
@@ -198,7 +235,7 @@ fn copy(shared: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream) {
                 if frozen() {
                     break;
                 }
-                if to.write_all(buf.get(..n).unwrap()).is_err() {
+                if to.write_all(buf.get(from_byte..n).unwrap()).is_err() {
                     return;
                 }
             }

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use super::commands::{Command, Site, Step, Written};
 use super::options::HostSpec;
@@ -39,6 +39,10 @@ use super::protocol::{
 use crate::distributed::resolve::{Resolver, Unresolved};
 use crate::distributed::runtime::deadline_after;
 use crate::error::{Error, Result};
+
+mod reply;
+
+use reply::Partial;
 
 const LEVEL: &str = "memcached";
 /// Read buffer per connection: a typical reply is one read.
@@ -141,8 +145,8 @@ pub(super) enum Probed {
     Answered,
     /// The connection failed (closed, reset): whatever had not run will not.
     Failed,
-    /// Its replies could not be read (a reply was cut by the deadline, or the stream is out of
-    /// step): nothing can be told from it.
+    /// Its replies could not be read (damaged, or not memcached's): nothing can be told from
+    /// it. (A reply the call's deadline cut is read on from where it stopped: [`Partial`].)
     Unreadable,
 }
 
@@ -152,7 +156,9 @@ pub(super) enum Probed {
 /// store's drop).
 pub(super) async fn answered(unanswered: Unanswered) -> Probed {
     let Unanswered { conn: handed, rest } = unanswered;
-    let (leftover, stream) = match handed {
+    // The packet the call was reading when it gave up, its bytes read so far, and the bytes it
+    // had read past them: the replies go on from there, in step.
+    let (mut partial, leftover, stream) = match handed {
         Handed::Blocking(conn) => {
             let leftover = conn.buf.get(conn.start..conn.end).unwrap_or_default().to_vec();
             let stream = conn
@@ -160,11 +166,15 @@ pub(super) async fn answered(unanswered: Unanswered) -> Probed {
                 .set_nonblocking(true)
                 .and_then(|()| tokio::net::TcpStream::from_std(conn.stream));
             match stream {
-                Ok(stream) => (leftover, stream),
+                Ok(stream) => (conn.partial, leftover, stream),
                 Err(_) => return Probed::Unreadable,
             }
         }
-        Handed::Async(conn) => (conn.stream.buffer().to_vec(), conn.stream.into_inner()),
+        Handed::Async(conn) => (
+            conn.partial,
+            conn.stream.buffer().to_vec(),
+            conn.stream.into_inner(),
+        ),
     };
     let (read, mut write) = stream.into_split();
     let mut read = tokio::io::BufReader::new(AsyncReadExt::chain(std::io::Cursor::new(leftover), read));
@@ -176,7 +186,7 @@ pub(super) async fn answered(unanswered: Unanswered) -> Probed {
         return Probed::Failed;
     }
     loop {
-        match read_packet_from(&mut read).await {
+        match partial.read_from(&mut read).await {
             Ok(packet) if packet.header.opcode == opcode::NOOP && packet.header.opaque == PROBE_OPAQUE => {
                 return Probed::Answered
             }
@@ -204,6 +214,8 @@ pub(super) struct SyncConn {
     /// Bytes of `buf` read but not yet consumed: `buf[start..end]`.
     start: usize,
     end: usize,
+    /// The reply packet being read (see [`Partial`]).
+    partial: Partial,
 }
 
 impl SyncConn {
@@ -226,49 +238,35 @@ impl SyncConn {
         Ok(())
     }
 
-    /// Fills `out` from the buffer, then from the socket, each read bounded by the deadline.
-    fn read_exact(&mut self, out: &mut [u8], deadline: Instant) -> std::result::Result<(), Fault> {
-        let mut filled = 0;
-        while filled < out.len() {
+    /// The next reply packet: from the buffer, then from the socket, each read bounded by the
+    /// deadline. A read cut short keeps what it took in `partial`.
+    fn read_packet(&mut self, deadline: Instant) -> std::result::Result<Packet, Fault> {
+        loop {
+            let Some(room) = self.partial.room()? else {
+                return self
+                    .partial
+                    .take()
+                    .ok_or_else(|| Fault::Protocol("no whole packet".to_owned()));
+            };
             if self.start == self.end {
-                let want = out.len() - filled;
-                let got = if want >= self.buf.len() {
+                if room.len() >= self.buf.len() {
                     // A large value: read straight into it.
-                    let dest = out.get_mut(filled..).unwrap_or_default();
-                    let n = read_by(&mut self.stream, dest, deadline)?;
-                    filled += n;
+                    let n = read_by(&mut self.stream, room, deadline)?;
+                    self.partial.filled(n);
                     continue;
-                } else {
-                    read_by(&mut self.stream, &mut self.buf, deadline)?
-                };
+                }
+                self.end = read_by(&mut self.stream, &mut self.buf, deadline)?;
                 self.start = 0;
-                self.end = got;
             }
-            let n = (self.end - self.start).min(out.len() - filled);
-            let (Some(dest), Some(src)) = (
-                out.get_mut(filled..filled + n),
-                self.buf.get(self.start..self.start + n),
-            ) else {
+            let n = (self.end - self.start).min(room.len());
+            let (Some(dest), Some(src)) = (room.get_mut(..n), self.buf.get(self.start..self.start + n))
+            else {
                 return Err(Fault::Protocol("read buffer out of bounds".to_owned()));
             };
             dest.copy_from_slice(src);
             self.start += n;
-            filled += n;
+            self.partial.filled(n);
         }
-        Ok(())
-    }
-
-    fn read_packet(&mut self, deadline: Instant) -> std::result::Result<Packet, Fault> {
-        let mut head = [0u8; HEADER_LEN];
-        self.read_exact(&mut head, deadline)?;
-        let header = read_header(&head)?;
-        let mut body = Vec::with_capacity(header.body_len.min(BODY_STEP));
-        while body.len() < header.body_len {
-            let from = body.len();
-            body.resize(header.body_len.min(from + BODY_STEP), 0);
-            self.read_exact(body.get_mut(from..).unwrap_or_default(), deadline)?;
-        }
-        Ok(Packet { header, body })
     }
 
     /// Reads the reply of `command`, sent already.
@@ -341,21 +339,8 @@ fn read_some(stream: &mut TcpStream, out: &mut [u8]) -> std::result::Result<usiz
 /// An async connection; lives on the I/O thread's runtime.
 pub(super) struct AsyncConn {
     stream: tokio::io::BufReader<tokio::net::TcpStream>,
-}
-
-/// One packet from `stream`.
-async fn read_packet_from(stream: &mut (impl AsyncRead + Unpin)) -> std::result::Result<Packet, Fault> {
-    let mut head = [0u8; HEADER_LEN];
-    stream.read_exact(&mut head).await?;
-    let header = read_header(&head)?;
-    let mut body = Vec::with_capacity(header.body_len.min(BODY_STEP));
-    while body.len() < header.body_len {
-        let from = body.len();
-        body.resize(header.body_len.min(from + BODY_STEP), 0);
-        let step = body.get_mut(from..).unwrap_or_default();
-        stream.read_exact(step).await?;
-    }
-    Ok(Packet { header, body })
+    /// The reply packet being read (see [`Partial`]).
+    partial: Partial,
 }
 
 impl AsyncConn {
@@ -378,7 +363,7 @@ impl AsyncConn {
     async fn receive<C: Command>(&mut self, command: &C) -> std::result::Result<C::State, Fault> {
         let mut state = C::State::default();
         loop {
-            let packet = read_packet_from(&mut self.stream).await?;
+            let packet = self.partial.read_from(&mut self.stream).await?;
             refuse_unauthenticated(&packet)?;
             if command.accept(&mut state, packet).map_err(Fault::Protocol)? == Step::Done {
                 return Ok(state);
@@ -486,6 +471,7 @@ impl Host {
                         buf: vec![0; READ_BUFFER],
                         start: 0,
                         end: 0,
+                        partial: Partial::new(),
                     });
                 }
                 Err(err) => last = Some(Fault::from(err)),
@@ -509,6 +495,7 @@ impl Host {
                     stream.set_nodelay(self.spec.nodelay)?;
                     return Ok(AsyncConn {
                         stream: tokio::io::BufReader::with_capacity(READ_BUFFER, stream),
+                        partial: Partial::new(),
                     });
                 }
                 Err(err) => last = Some(Fault::from(err)),
