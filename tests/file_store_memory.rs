@@ -2,10 +2,11 @@
 //! than its memory limit, in a real memory cgroup. What is pinned: the store's data live on disk
 //! and in the page cache, which the kernel reclaims, not in the process's own memory; so a
 //! store far larger than the RAM it may use fills, evicts, reads, closes and reopens without
-//! the kernel's OOM killer. A store that read a whole segment (16 MiB here) into RAM at an
-//! eviction, as an early build did, would be killed; so was one whose map faults read around
-//! themselves as far as the device reads ahead (8 MiB on the CI machines' disk) when the disk
-//! was busy: two such reads in flight filled the group.
+//! the kernel's OOM killer. A store that read a whole segment (32 MiB here) into RAM at an
+//! eviction, as an early build did, would be killed. (The limit was 16 MiB, for a 128 MiB store,
+//! until a run on a cgroup v1 machine whose disk was busy with other writes was killed holding
+//! 4 MiB of its own and 12 MiB of clean, unmapped page cache that the kernel did not reclaim:
+//! twice both leaves the kernel room, and the store still eight times the limit.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,14 +23,14 @@ use std::path::Path;
 use cgroup::MemoryCgroup;
 use uno_cache::{FileStore, FileStoreOptions};
 
-const LIMIT: u64 = 16 << 20;
-const BOUND_MB: u64 = 128;
+const LIMIT: u64 = 32 << 20;
+const BOUND_MB: u64 = 256;
 const VALUE_LEN: usize = 4096;
 /// Twice the bound of 4 KiB values: the store evicts half of what it is given.
 const WRITES: u64 = 2 * BOUND_MB * 1024 * 1024 / VALUE_LEN as u64;
 /// Written last, and so still held after the reopen: 40 MiB, well within the bound.
 const NEWEST: u64 = 10_000;
-const CHILD: &str = "child_fills_a_128_mib_store_twice_over_then_reopens_and_reads_its_newest";
+const CHILD: &str = "child_fills_a_256_mib_store_twice_over_then_reopens_and_reads_its_newest";
 
 fn key(i: u64) -> String {
     format!("key-{i:08}")
@@ -42,7 +43,7 @@ fn value(i: u64) -> Vec<u8> {
 }
 
 #[test]
-fn a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_16_mib_cgroup() {
+fn a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_32_mib_cgroup() {
     let group = MemoryCgroup::new(LIMIT);
     // On a real disk: a store on a tmpfs would be RAM itself, charged to the cgroup.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -81,8 +82,7 @@ fn a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_16_m
 /// Reads of the store are point lookups through its segments' maps, each advised for random
 /// reads (`VmFlags: rr` in `/proc/self/smaps`): a fault then reads its own page, not the
 /// device's whole readahead window around it (8 MiB on some virtual disks), which had random
-/// gets of a cold store read more than the store, and filled a small cgroup with pages in
-/// flight until the OOM killer killed the process (as the test above did under a busy disk).
+/// gets of a cold store read more bytes than the store holds.
 #[test]
 fn the_store_maps_its_segments_for_random_reads() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -114,10 +114,10 @@ fn the_store_maps_its_segments_for_random_reads() {
 }
 
 /// Not a test of its own: the process that runs in the cgroup of
-/// `a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_16_mib_cgroup`.
+/// `a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_32_mib_cgroup`.
 #[test]
-#[ignore = "child process of a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_16_mib_cgroup; does nothing alone"]
-fn child_fills_a_128_mib_store_twice_over_then_reopens_and_reads_its_newest() {
+#[ignore = "child process of a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_32_mib_cgroup; does nothing alone"]
+fn child_fills_a_256_mib_store_twice_over_then_reopens_and_reads_its_newest() {
     let dir = std::env::var_os("UNO_TEST_CHILD_DIR").expect("UNO_TEST_CHILD_DIR: started by its parent test");
     let group = std::env::var("UNO_TEST_CGROUP").expect("UNO_TEST_CGROUP: started by its parent test");
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
