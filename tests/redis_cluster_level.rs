@@ -812,3 +812,60 @@ fn a_one_key_call_the_cluster_does_not_serve_names_the_key_and_its_slot() {
         }
     }
 }
+
+/// A NOPERM names the commands to grant, CLUSTER SLOTS among them for a cluster (the client
+/// reads the slots' owners with it at connect): a cluster's user granted those and nothing else
+/// runs the cache, or the advice sends the operator round again (without CLUSTER SLOTS, as it
+/// did, the connect is refused; now the refusal names it).
+#[test]
+fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_a_cluster_cache() {
+    let cluster = RedisCluster::start_with(&[
+        "--user",
+        "app",
+        "on",
+        ">pw",
+        "~*",
+        "-@all",
+        "+get",
+        "+mget",
+        "+set",
+        "+unlink",
+        "+scan",
+        "+strlen",
+        "+ping",
+        "+cluster|slots",
+        "--user",
+        "noslots",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-cluster|slots",
+    ]);
+    let refused = RedisStore::connect(RedisOptions::new(format!(
+        "redis+cluster://noslots:pw@{}",
+        cluster.addrs()[0]
+    )));
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("ACL") && err.contains("CLUSTER SLOTS"), "{err}");
+    let url = format!("redis+cluster://app:pw@{}", cluster.addrs()[0]);
+    let connected = RedisStore::connect(RedisOptions::new(url).prefix("acl:"));
+    // What each node's ACL refused, for the failure's message.
+    let acl_log: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let log: redis::Value = redis::cmd("ACL").arg("LOG").query(&mut node.raw()).unwrap();
+            format!("{log:?}")
+        })
+        .collect();
+    let store = connected.unwrap_or_else(|e| panic!("{e}; ACL LOG: {acl_log:?}"));
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    store.set_many(&items, None).unwrap();
+    assert_eq!(store.get_many(&["k1", "k2"]).unwrap().len(), 2);
+    assert_eq!(store.size().unwrap().items, 50);
+    store.delete("k1").unwrap();
+    store.clear().unwrap();
+    assert_eq!(store.size().unwrap().items, 0);
+}

@@ -589,3 +589,49 @@ fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_the_cache() {
     store.clear().unwrap();
     assert_eq!(store.size().unwrap().items, 0);
 }
+
+/// The commands a NOPERM names, as ACL rules for a user `name` (password `pw`), and `more`.
+fn granted(name: &str, more: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["--user", name, "on", ">pw", "~*", "-@all"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    for command in ["get", "mget", "set", "unlink", "scan", "strlen", "ping"]
+        .iter()
+        .chain(more)
+    {
+        args.push(format!("+{command}"));
+    }
+    args
+}
+
+/// A URL naming a database other than 0 has the client SELECT it on each connection: a user
+/// granted the commands a NOPERM names and SELECT runs the cache there; one without SELECT is
+/// told to grant it.
+#[test]
+fn an_acl_user_on_another_database_is_told_to_grant_select() {
+    let args = [granted("app", &[]), granted("sel", &["select"])].concat();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = RedisServer::start_with(&args, None);
+    let host = server.addr();
+    misconfigured(
+        RedisStore::connect(RedisOptions::new(format!("redis://app:pw@{host}/2"))),
+        &host,
+        &["ACL", "SELECT"],
+    );
+    let store =
+        RedisStore::connect(RedisOptions::new(format!("redis://sel:pw@{host}/2")).prefix("p:")).unwrap();
+    store.set("k", b"v", None).unwrap();
+    assert_eq!(store.get("k").unwrap().map(|e| e.value), Some(b"v".to_vec()));
+    let mut admin = server.raw();
+    let in_two: Option<Vec<u8>> = redis::pipe()
+        .cmd("SELECT")
+        .arg(2)
+        .ignore()
+        .cmd("GET")
+        .arg("p:k")
+        .query::<(Option<Vec<u8>>,)>(&mut admin)
+        .unwrap()
+        .0;
+    assert!(in_two.is_some(), "the value is not in database 2");
+}

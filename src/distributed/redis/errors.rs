@@ -186,7 +186,13 @@ const AUTH_ADVICE: &str = "authentication failed: the server refused the user na
 const NOPERM_ADVICE: &str = "the server's ACL refuses this user a command, key or channel \
     the cache uses (its password was accepted); grant the user the cache's keys (~<prefix>*) \
     and the commands GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (tags: EVAL and the commands \
-    storage-format.md lists; the backplane: PUBLISH and SUBSCRIBE on its channel, &<channel>)";
+    storage-format.md lists; the backplane: PUBLISH and SUBSCRIBE on its channel, &<channel>; \
+    a Redis Cluster: CLUSTER SLOTS, +cluster|slots; a URL naming a database other than 0: SELECT)";
+/// What to fix when the ACL refuses the user SELECT, which the client sends on each connection
+/// for a URL naming a database other than 0.
+const SELECT_ADVICE: &str = "the server's ACL refuses this user SELECT, which the client sends \
+    on each connection because the URL names a database other than 0; grant the user SELECT \
+    (+select), or use database 0";
 /// What to fix when the host is a replica, which refuses every write.
 const READONLY_ADVICE: &str = "the server is a read-only replica and refuses every write; \
     point the cache at the primary";
@@ -214,7 +220,8 @@ pub(crate) fn clusterdown_advice(slot: &str) -> String {
 const UNKNOWN_COMMAND_ADVICE: &str = "the server does not know a command the cache uses \
     (renamed or disabled with rename-command, or a proxy that does not pass it); the Redis level \
     needs GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (tags: EVAL and the commands \
-    storage-format.md lists; the backplane: PUBLISH and SUBSCRIBE) under their own names";
+    storage-format.md lists; the backplane: PUBLISH and SUBSCRIBE; a Redis Cluster: CLUSTER; a \
+    URL naming a database other than 0: SELECT) under their own names";
 
 /// What to fix, if `err` says the configuration is wrong; `None` for an outage (refused, reset,
 /// timed out, loading, …) or any other failure.
@@ -246,6 +253,10 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
     // NOAUTH in an error of its own whose code is gone; its text is what is left.
     if has("NOAUTH") || has("Authentication required") {
         return Some(AUTH_ADVICE);
+    }
+    // Its NOPERM too (the code is gone there as well).
+    if has("no permissions to run the 'select' command") {
+        return Some(SELECT_ADVICE);
     }
     if has("unknown command") {
         return Some(UNKNOWN_COMMAND_ADVICE);
