@@ -19,6 +19,7 @@
 //! | `file_get_hit_2threads`              | the random reads split over two threads (wall time)                   |
 //! | `file_get_hit_full`                  | random reads of a store held at its bound (80 MiB) after fills were checked, so each read is also counted for fill admission; against redb and against our unbounded store |
 //! | `file_mixed_90_10`                   | 90% reads, 10% overwrites (one write transaction each), same keys      |
+//! | `file_get_cold`                      | 10k of those random reads with each side reopened and its files dropped from the page cache |
 //! | `file_reopen_1m_hints`               | open + first read of 1M entries (16-byte keys, 32-byte values), closed cleanly |
 //! | `file_reopen_1m_scan`                | the same with every hint file deleted, so every segment is scanned     |
 //! | `file_rss_per_entry_16b`, `_64b`     | RSS per entry of 1M entries (16-/64-byte keys), redb and foyer beside us (`rss_reopen.rs`) |
@@ -517,6 +518,59 @@ fn bench_get_and_mixed(cfg: &Config) -> BenchResult {
         report_rate("file_mixed_90_10", &ours, &theirs);
     }
     store.close()?;
+    drop(db);
+    if cfg.selected("file_get_cold") {
+        bench_get_cold(cfg, our_dir.path(), their_dir.path(), &keys)?;
+    }
+    Ok(())
+}
+
+/// Random gets of stores whose files are out of the page cache (each side reopened, its files
+/// dropped from the cache with `POSIX_FADV_DONTNEED`: a restart after other work pushed them out,
+/// a store larger than RAM). What a get costs here is mostly the pages it reads: ours the
+/// kernel's read-around of the record's page through the segment's map (the device's readahead
+/// window, which warms the rest of a store this small as it goes), redb its B-tree path's
+/// through its own reads and cache. Wall time whatever `UNO_BENCH_CLOCK` says: the reads' waits
+/// are the figure.
+fn bench_get_cold(cfg: &Config, our_dir: &Path, their_dir: &Path, keys: &[&str]) -> BenchResult {
+    let keys = &keys[..keys.len().min(COLD_OPS)];
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..cfg.reps {
+        drop_from_page_cache(our_dir)?;
+        let store = open_ours(our_dir)?;
+        let start = Stopwatch::Wall(Instant::now());
+        for k in keys {
+            assert!(black_box(store.get(k)?).is_some());
+        }
+        ours.push(keys.len() as f64 / start.secs());
+        store.close()?;
+
+        drop_from_page_cache(their_dir)?;
+        let db = Database::open(redb_path(their_dir))?;
+        let start = Stopwatch::Wall(Instant::now());
+        for k in keys {
+            assert!(black_box(redb_get(&db, k)?).is_some());
+        }
+        theirs.push(keys.len() as f64 / start.secs());
+    }
+    report_rate("file_get_cold", &ours, &theirs);
+    Ok(())
+}
+
+/// Gets per repetition of `file_get_cold`: a tenth of the keys, so that most find their page
+/// still on the disk.
+const COLD_OPS: usize = 10_000;
+
+/// Drops every file under `dir` from the page cache (clean pages no process maps).
+fn drop_from_page_cache(dir: &Path) -> BenchResult {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            let file = std::fs::File::open(&path)?;
+            file.sync_all()?;
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
+        }
+    }
     Ok(())
 }
 
@@ -734,6 +788,7 @@ fn main() -> BenchResult {
         "file_get_hit_2threads",
         "file_get_hit_full",
         "file_mixed_90_10",
+        "file_get_cold",
     ]) {
         bench_get_and_mixed(&cfg)?;
     }

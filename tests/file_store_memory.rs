@@ -79,40 +79,6 @@ fn a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_32_m
     }
 }
 
-/// Reads of the store are point lookups through its segments' maps, each advised for random
-/// reads (`VmFlags: rr` in `/proc/self/smaps`): a fault then reads its own page, not the
-/// device's whole readahead window around it (8 MiB on some virtual disks), which had random
-/// gets of a cold store read more bytes than the store holds.
-#[test]
-fn the_store_maps_its_segments_for_random_reads() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(16)).unwrap();
-    store.set("k", b"v", None).unwrap();
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut segment_maps = 0;
-    let mut in_segment = false;
-    for line in smaps.lines() {
-        // A mapping's first line: `start-end perms offset dev inode [path]`; its fields follow.
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && !first.ends_with(':') {
-            let path = line.split_whitespace().nth(5);
-            in_segment =
-                path.is_some_and(|p| p.starts_with(&*dir.path().to_string_lossy()) && p.ends_with(".seg"));
-        }
-        if in_segment {
-            if let Some(flags) = line.strip_prefix("VmFlags:") {
-                assert!(
-                    flags.split_whitespace().any(|f| f == "rr"),
-                    "a segment map without the random-read advice: {flags}"
-                );
-                segment_maps += 1;
-            }
-        }
-    }
-    assert!(segment_maps >= 1, "no segment of the store is mapped");
-    store.close().unwrap();
-}
-
 /// Not a test of its own: the process that runs in the cgroup of
 /// `a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_32_mib_cgroup`.
 #[test]

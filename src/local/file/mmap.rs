@@ -29,14 +29,5 @@ pub(crate) fn map_segment(file: &File, len: usize) -> io::Result<Mmap> {
     // A foreign process truncating the file could still raise SIGBUS; that is outside the contract
     // stated in storage-format.md ("do not modify the directory while a store has it open"). So
     // is a device that fails the read of a mapped page (EIO), which a map also gets as SIGBUS.
-    let map = unsafe { MmapOptions::new().len(len).map(file) }?;
-    // Reads of a map are point lookups: a fault should read the page it needs. Left to the
-    // default, the kernel reads around each fault as far as the device's readahead, 8 MiB on
-    // some virtual disks: 20,000 random gets of a cold 230 MB store read 277 MB, and a store
-    // in a 16 MiB memory cgroup was killed for memory with its pages all in flight. Advice
-    // only; scans ask for their ranges ahead themselves (`Segment::read_ahead`).
-    if let Err(e) = map.advise(memmap2::Advice::Random) {
-        tracing::debug!(error = %e, "madvise(MADV_RANDOM) of a segment map failed; reads fault in around themselves");
-    }
-    Ok(map)
+    unsafe { MmapOptions::new().len(len).map(file) }
 }

@@ -77,17 +77,6 @@ pub(crate) struct Segment {
     sync_failed: Mutex<bool>,
 }
 
-/// A scan of the segment asks for the pages ahead of it: the map is advised for random reads
-/// (see `mmap::map_segment`), so a fault reads only its own page.
-impl format::ReadAhead for Segment {
-    fn read_ahead(&self, range: std::ops::Range<usize>) {
-        // Advice only: without it the scan faults its pages in one at a time.
-        let _ = self
-            .map
-            .advise_range(memmap2::Advice::WillNeed, range.start, range.len());
-    }
-}
-
 /// Why a segment file is not one the store can read.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Unreadable {
@@ -271,13 +260,13 @@ impl Segment {
     /// Scans the records up to `end`, a data end read earlier (an active segment's grows).
     pub(crate) fn scan_data_to(&self, end: u64) -> format::Scan<'_> {
         let end = usize::try_from(end).unwrap_or(usize::MAX);
-        format::scan(format::records(self.map.get(..end).unwrap_or(&self.map), self.salt).read_ahead(self))
+        format::scan_segment(self.map.get(..end).unwrap_or(&self.map), self.salt)
     }
 
     /// The records up to the data end, one at a time (see [`format::records`]).
     pub(crate) fn records(&self) -> format::Records<'_> {
         let end = usize::try_from(self.data_end()).unwrap_or(usize::MAX);
-        format::records(self.map.get(..end).unwrap_or(&self.map), self.salt).read_ahead(self)
+        format::records(self.map.get(..end).unwrap_or(&self.map), self.salt)
     }
 
     /// Notes what `records`, a read of all this segment's records that has ended, found damaged
@@ -289,7 +278,7 @@ impl Segment {
 
     /// Scans the whole file, past any known data end (recovery without a hint).
     pub(crate) fn scan_file(&self) -> format::Scan<'_> {
-        format::scan(format::records(&self.map, self.salt).read_ahead(self))
+        format::scan_segment(&self.map, self.salt)
     }
 
     /// Decodes the record at `offset`, if the bytes are inside the file.
