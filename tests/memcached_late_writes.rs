@@ -17,6 +17,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/late_write_publication.rs"]
+mod late_write_publication;
 #[path = "support/proxy.rs"]
 mod proxy;
 mod support;
@@ -201,7 +203,8 @@ fn instance(l2: &str, bus: &str) -> CacheManager {
 
 /// Another instance may read the older value into its L1 between its late landing and its
 /// deletion: the deletion is published (through the level wrappers a configuration builds), so
-/// every other instance drops the key from its L1. The Redis test's twin.
+/// every other instance drops the key from its L1 (the case `support/late_write_publication.rs`
+/// holds for the Redis test too).
 #[cfg(feature = "redis")]
 #[test]
 fn a_late_write_deleted_from_memcached_is_published_to_the_other_instances() {
@@ -210,30 +213,13 @@ fn a_late_write_deleted_from_memcached_is_published_to_the_other_instances() {
     let bus = support::RedisServer::start();
     let a = instance(&proxy.addr(), &bus.addr());
     let b = instance(&server.addr(), &bus.addr());
-    a.set_raw("probe", b"p", None).unwrap();
-    wait_until("B's subscription", || {
-        b.stats().consistency.invalidations_received > 0
-    });
     // The request's header: the manager's write has an expiry (`distributed.ttl`).
-    proxy.hold_on(&set_of("k", b"older value".len())[..24]);
-    a.set_raw("k", b"older value", None).unwrap();
-    assert_eq!(a.stats().distributed.writes_in_doubt, 1);
-    a.set_raw("k", b"the newer value", None).unwrap();
-    // B holds a value in its L1, which only a message can take out.
-    let newer = Some(b"the newer value".to_vec());
-    wait_until("B to read the newer value from its L1", || {
-        let hits = b.stats().local.hits;
-        b.get_raw("k").unwrap() == newer && b.stats().local.hits > hits
-    });
-
-    proxy.release();
-    wait_until("the writes in doubt to settle", || {
-        a.stats().distributed.writes_in_doubt == 0
-    });
-    assert_eq!(a.stats().distributed.late_writes_deleted, 1);
-    wait_until("B to drop the key L2 deleted", || {
-        b.get_raw("k").unwrap().is_none()
-    });
+    late_write_publication::a_late_write_deleted_from_l2_reaches_the_other_instance(
+        &proxy,
+        &a,
+        &b,
+        &set_of("k", b"older value".len())[..24],
+    );
 }
 
 /// A key over memcached's 250 bytes reaches the server as a hash, which cannot be turned back

@@ -14,6 +14,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/late_write_publication.rs"]
+mod late_write_publication;
 #[path = "support/proxy.rs"]
 mod proxy;
 mod support;
@@ -269,29 +271,12 @@ fn a_late_write_deleted_from_redis_is_published_to_the_other_instances() {
     drop(redis);
     let a = instance(&proxy.addr(), &server.addr());
     let b = instance(&server.addr(), &server.addr());
-    a.set_raw("probe", b"p", None).unwrap();
-    wait_until("B's subscription", || {
-        b.stats().consistency.invalidations_received > 0
-    });
-    proxy.hold_on(&set_of("k", b"older value".len()));
-    a.set_raw("k", b"older value", None).unwrap();
-    assert_eq!(a.stats().distributed.writes_in_doubt, 1);
-    a.set_raw("k", b"the newer value", None).unwrap();
-    // B holds a value in its L1, which only a message can take out.
-    let newer = Some(b"the newer value".to_vec());
-    wait_until("B to read the newer value from its L1", || {
-        let hits = b.stats().local.hits;
-        b.get_raw("k").unwrap() == newer && b.stats().local.hits > hits
-    });
-
-    proxy.release();
-    wait_until("the writes in doubt to settle", || {
-        a.stats().distributed.writes_in_doubt == 0
-    });
-    assert_eq!(a.stats().distributed.late_writes_deleted, 1);
-    wait_until("B to drop the key L2 deleted", || {
-        b.get_raw("k").unwrap().is_none()
-    });
+    late_write_publication::a_late_write_deleted_from_l2_reaches_the_other_instance(
+        &proxy,
+        &a,
+        &b,
+        &set_of("k", b"older value".len()),
+    );
 }
 
 /// A user without `EVAL` (no `@scripting`) is answered `NOPERM` to the conditional correction:
