@@ -58,7 +58,8 @@ impl Shared {
             }
             waiting.draining = true;
         }
-        // Shutting down: nothing reads this L1 any more.
+        // Shutting down: no thread starts now. The key waits for the shutdown's own drop of
+        // what is left ([`Shared::drop_late_writes_left`]), as a persistent L1 outlives the run.
         let Some(pass) = Pass::enter(Arc::clone(self)) else {
             self.late_writes.state.lock().draining = false;
             return;
@@ -79,6 +80,21 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// At shutdown, once nothing else writes L1 (the work apart and the background threads have
+    /// ended, the write-behind queue is sent): drops the keys reported while the manager shut
+    /// down, which no thread could be started for. A file L1 keeps its entries across the
+    /// restart, and under `restart_policy = "trust"` the next run would serve such a key's older
+    /// value until its TTL. A key reported after this (by an L2 call still out) is not dropped.
+    pub(crate) fn drop_late_writes_left(&self) {
+        let keys = std::mem::take(&mut self.late_writes.state.lock().keys);
+        if !keys.is_empty() {
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            self.drop_local(&refs);
+        }
+    }
+}
+
 /// Drops the waiting keys from L1 until none is left.
 fn drain(pass: &Pass) {
     let shared = pass.shared();
@@ -93,5 +109,65 @@ fn drain(pass: &Pass) {
         };
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         shared.drop_local(&refs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+
+    use crate::local::memory::MemoryStore;
+    use crate::storage::delegate::{Delegate, Wrap, WrapDistributed};
+    use crate::storage::{DistributedStorage, InProcess, LateWriteHook, LocalStorage};
+
+    /// An in-process L2 that keeps the late-write hook the manager gives it.
+    struct Hooked {
+        store: InProcess<MemoryStore>,
+        hook: Mutex<Option<LateWriteHook>>,
+    }
+
+    impl Wrap for Hooked {
+        type Inner = InProcess<MemoryStore>;
+        fn inner(&self) -> &InProcess<MemoryStore> {
+            &self.store
+        }
+    }
+
+    impl WrapDistributed for Hooked {
+        fn on_late_write_deleted(&self, hook: LateWriteHook) {
+            *self.hook.lock() = Some(hook);
+        }
+    }
+
+    /// L2 reports a key deleted after a late write while the manager is shutting down, once no
+    /// thread may start for it: the shutdown drops it from the file L1 before it ends. It was
+    /// left there, where the next run would serve it under `restart_policy = "trust"`.
+    #[test]
+    fn a_key_l2_deleted_after_a_late_write_during_shutdown_still_leaves_a_file_l1() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(crate::FileStore::open(dir.path(), crate::FileStoreOptions::default()).unwrap());
+        let l2 = Arc::new(Delegate(Hooked {
+            store: InProcess::new(MemoryStore::new(100).unwrap()),
+            hook: Mutex::new(None),
+        }));
+        let cache = crate::CacheManager::builder()
+            .config(crate::CacheConfig::default())
+            .local(Arc::clone(&file) as Arc<dyn LocalStorage>)
+            .distributed(Arc::clone(&l2) as Arc<dyn DistributedStorage>)
+            .build()
+            .unwrap();
+        cache.set_raw("k", b"maybe the older value", None).unwrap();
+        let hook = l2.0.hook.lock().clone().unwrap();
+        // The first step of the shutdown (`Workers::drop`): no work apart starts from here on.
+        cache.shared.apart.close();
+        hook("k");
+        assert!(
+            file.get("k").unwrap().is_some(),
+            "dropped before the shutdown ran"
+        );
+        drop(cache);
+        assert_eq!(file.get("k").unwrap(), None, "the file L1 kept the key");
     }
 }
