@@ -605,6 +605,41 @@ fn a_batch_that_failed_on_a_full_disk_never_comes_back_when_its_cut_fails_too() 
     }
 }
 
+/// As above, and the truncation that cuts the failed batch off succeeds, but nothing fsyncs it
+/// before the power cut (the store is not `EveryWrite`, and the sealed segment waits for the
+/// flusher): the cut is as unsynced as the batch's landed records, and a power cut that keeps
+/// the records and not the cut let the scan apply a write its caller was told failed.
+#[test]
+fn a_batch_that_failed_on_a_full_disk_never_comes_back_when_its_cut_is_not_yet_durable() {
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    let clock = ManualClock::new(START_MS);
+    let options = || small(&clock).durability(Durability::Periodic(Duration::from_secs(3600)));
+    let (store, sim) = sim_store(&live, options());
+    store.set("a", b"1", None).unwrap();
+    store.flush().unwrap();
+    let landed = super::format::record_len(1, 100) + super::format::record_len(1, 1);
+    sim.short_next_write(landed, ErrorKind::StorageFull);
+    let err = store
+        .set_many(&[("x", &[1u8; 100]), ("k", b"X"), ("c", &[2u8; 3000])], None)
+        .unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert_eq!(sim.pending_faults(), 0);
+    for seed in 0..32 {
+        let after = root.path().join(format!("x-{seed}"));
+        let kept = sim.crash(seed, &after);
+        let store = FileStore::open(&after, options()).unwrap();
+        for key in ["x", "k"] {
+            assert_eq!(
+                store.get(key).unwrap(),
+                None,
+                "seed {seed} ({kept}): {key} of the failed batch came back"
+            );
+        }
+        assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"1"[..]), "seed {seed}");
+    }
+}
+
 #[test]
 fn an_evicted_segment_whose_hint_could_not_be_removed_stays_gone_after_a_power_cut() {
     // The eviction unlinks the segment, then its hint; the hint's unlink fails. The directory

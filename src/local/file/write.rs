@@ -429,6 +429,9 @@ impl Inner {
     /// those bytes had the next write's sequence numbers, and its record overwrote only their
     /// start: a crash before the segment was sealed let the failed write's records shadow it.
     ///
+    /// The cut is fsynced before the error is returned: left to the segment's later fsync, a
+    /// power cut in between could keep the failed write's records and lose the cut.
+    ///
     /// If the truncation fails too (it can need space on a copy-on-write file system), the
     /// `needed` bytes the write may have left are overwritten with zeros and fsynced, in space
     /// the segment already holds: a crash before the hint is written would otherwise let the
@@ -443,7 +446,12 @@ impl Inner {
             self.remove_segment(w, &active)?;
             return self.sync_removals();
         }
-        if active.truncate_to_data().is_err() {
+        if active.truncate_to_data().is_ok() {
+            // The cut is as unsynced as the records it cut off: a power cut could keep them
+            // and lose it, and the scan would apply the failed write. Synced now, as the
+            // zeros below are (the segment's space is reserved, so this needs none).
+            active.sync().map_err(|e| self.fail(e))?;
+        } else {
             let end = active.data_end();
             let room = usize::try_from(self.segment_size.saturating_sub(end)).unwrap_or(usize::MAX);
             let zeros = vec![0u8; needed.min(room)];
