@@ -24,6 +24,7 @@
 //! | `file_reopen_1m_scan`                | the same with every hint file deleted, so every segment is scanned     |
 //! | `file_rss_per_entry_16b`, `_64b`     | RSS per entry of 1M entries (16-/64-byte keys), redb and foyer beside us (`rss_reopen.rs`) |
 //! | `file_reopen_1m_after_kill`          | open + first read of 1M entries after SIGKILL, redb and foyer beside us |
+//! | `file_get_larger_than_memory`        | random reads of a cold 800 MB store from a process in a 128 MiB memory cgroup (`larger_than_memory.rs`; root) |
 //!
 //! Values are copied out on both sides (`Vec<u8>`). Durability is comparable, and weak on both
 //! sides: writes use `Durability::None` for the `FileStore` and `redb::Durability::None` on every
@@ -66,6 +67,12 @@ use stats::median;
 
 #[path = "file_store/rss_reopen.rs"]
 mod rss_reopen;
+
+#[path = "file_store/larger_than_memory.rs"]
+mod larger_than_memory;
+
+#[path = "../tests/support/cgroup.rs"]
+mod cgroup;
 
 type BenchResult<T = ()> = Result<T, Box<dyn Error>>;
 
@@ -761,7 +768,7 @@ fn remove_hints(dir: &Path) -> BenchResult {
 }
 
 fn main() -> BenchResult {
-    if rss_reopen::run_child()? {
+    if rss_reopen::run_child()? || larger_than_memory::run_child()? {
         return Ok(());
     }
     let cfg = Config::from_env();
@@ -800,6 +807,9 @@ fn main() -> BenchResult {
     }
     if cfg.selected("file_reopen_1m_after_kill") {
         rss_reopen::bench_reopen_after_kill(&cfg)?;
+    }
+    if cfg.selected("file_get_larger_than_memory") {
+        larger_than_memory::bench(&cfg)?;
     }
     print_aims();
     println!("# total {:.1} s", start.elapsed().as_secs_f64());

@@ -130,7 +130,7 @@ pub use crate::invalidation::{Backplane, BackplaneOptions};
 pub use crate::invalidation::{Invalidation, InvalidationHandler};
 pub use crate::keys::MAX_KEY_LEN;
 pub use crate::local::file::{
-    CompactionReport, FileStore, FileStoreOptions, FileStoreStats, RecoveryReport, VerifyReport,
+    CompactionReport, FileStore, FileStoreOptions, FileStoreStats, MapReads, RecoveryReport, VerifyReport,
     DEFAULT_MAX_SIZE_MB, FORMAT_VERSION,
 };
 pub use crate::local::memory::MemoryStore;

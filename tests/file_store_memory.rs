@@ -21,7 +21,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use cgroup::MemoryCgroup;
-use uno_cache::{FileStore, FileStoreOptions};
+use uno_cache::{FileStore, FileStoreOptions, MapReads};
 
 const LIMIT: u64 = 32 << 20;
 const BOUND_MB: u64 = 256;
@@ -112,5 +112,94 @@ fn child_fills_a_256_mib_store_twice_over_then_reopens_and_reads_its_newest() {
             key(i)
         );
     }
+    // The bound is eight times the memory the process may use: the maps read only the pages
+    // gets need, where the read-around read the device's read-ahead window (128 KiB to 8 MiB)
+    // at every get that missed the page cache, and evicted it unused.
+    assert!(store.stats().random_map_reads, "{:?}", store.stats());
+    assert!(
+        segment_map_flags(dir)
+            .iter()
+            .all(|flags| flags.contains(&"rr".to_owned())),
+        "a segment map without the random-read advice: {:?}",
+        segment_map_flags(dir)
+    );
+    let read_before = bytes_read();
+    let (mut x, mut hits) = (0x2545_f491_4f6c_dd1du64, 0u64);
+    for _ in 0..RANDOM_GETS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Within the newest 120 MiB, which the store still holds, and 32 MiB of which at most
+        // are in the page cache: most of these gets read the device.
+        let i = WRITES - 1 - x % (RECENT);
+        if let Some(found) = store.get(&key(i)).unwrap() {
+            assert_eq!(found, value(i), "{}", key(i));
+            hits += 1;
+        }
+    }
+    let per_hit = (bytes_read() - read_before) / hits.max(1);
+    assert!(hits > RANDOM_GETS / 2, "{hits} of {RANDOM_GETS} gets hit");
+    assert!(
+        per_hit < 32 * 1024,
+        "random gets read {per_hit} bytes each from the device: the read-around's window, not \
+         the record's pages"
+    );
+    store.close().unwrap();
+}
+
+/// Random gets of the child after the reopen, and the newest keys they read among.
+const RANDOM_GETS: u64 = 2_000;
+const RECENT: u64 = 30_000;
+
+/// Bytes this process read from the device (`read_bytes` of `/proc/self/io`).
+fn bytes_read() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("read_bytes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("read_bytes in /proc/self/io")
+}
+
+/// The `VmFlags` of each map of a segment file of the store in `dir` (`/proc/self/smaps`).
+fn segment_map_flags(dir: &Path) -> Vec<Vec<String>> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let dir = dir.to_string_lossy().into_owned();
+    let mut flags = Vec::new();
+    let mut in_segment = false;
+    for line in smaps.lines() {
+        // A mapping's first line: `start-end perms offset dev inode [path]`; its fields follow,
+        // each `Name: value`.
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let path = line.split_whitespace().nth(5);
+            in_segment = path.is_some_and(|p| p.starts_with(&dir) && p.ends_with(".seg"));
+        } else if let (true, Some(vm)) = (in_segment, line.strip_prefix("VmFlags:")) {
+            flags.push(vm.split_whitespace().map(str::to_owned).collect());
+        }
+    }
+    assert!(!flags.is_empty(), "no segment of the store in {dir} is mapped");
+    flags
+}
+
+/// With the memory of this machine (CI's: 24 GiB), a store of 16 MiB keeps the kernel's
+/// read-around, which warms a cold store that fits in RAM at the disk's sequential speed; asked
+/// for random reads, it advises its maps so.
+#[test]
+fn a_store_well_within_its_memory_keeps_the_read_around_unless_asked() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let options = FileStoreOptions::default().max_size_mb(16);
+    let store = FileStore::open(dir.path(), options.clone()).unwrap();
+    store.set("k", b"v", None).unwrap();
+    assert!(!store.stats().random_map_reads);
+    let rr = |flags: &Vec<String>| flags.contains(&"rr".to_owned());
+    assert!(!segment_map_flags(dir.path()).iter().any(rr));
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), options.map_reads(MapReads::Random)).unwrap();
+    store.set("k2", b"v", None).unwrap();
+    assert!(store.stats().random_map_reads);
+    let flags = segment_map_flags(dir.path());
+    assert!(flags.iter().all(rr), "{flags:?}");
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"v"[..]));
     store.close().unwrap();
 }

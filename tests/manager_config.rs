@@ -490,3 +490,20 @@ fn a_host_on_port_0_is_refused_naming_the_host() {
         }
     }
 }
+
+/// `local.map_reads` reaches the file store the manager opens (`random` or `around` whatever
+/// the machine's memory; `auto` decides by it).
+#[test]
+fn a_manager_opens_its_file_l1_with_the_configured_map_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    for (reads, random) in [("random", true), ("around", false)] {
+        let config = CacheConfig::from_toml_str(&format!(
+            "[local]\npath = {:?}\nmap_reads = \"{reads}\"\n",
+            dir.path()
+        ))
+        .unwrap();
+        let cache = CacheManager::builder().config(config).build().unwrap();
+        let stats = cache.monitor().local_file_stats().unwrap();
+        assert_eq!(stats.random_map_reads, random, "{reads}");
+    }
+}

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::durability::Durability;
 use crate::error::Result;
+use crate::local::file::MapReads;
 
 /// Where the file and redb levels keep their data when `local.path` is not set: `uno-cache-data`
 /// in the working directory.
@@ -93,6 +94,12 @@ pub struct LocalCacheConfig {
     /// than their count. Without it, large values (images, documents) would each take one of
     /// the 10 000 places and their RAM with it.
     pub memory_max_mb: u64,
+    /// How a file L1's get that misses the page cache reads the device: `"auto"` (default),
+    /// `"around"` or `"random"`. Auto reads only the page it needs when `max_size` is more than
+    /// half the memory the process may use (its memory cgroup's limit included), where the
+    /// kernel's read-around would read several MiB per get and evict them unused; see
+    /// [`MapReads`](crate::MapReads). Ignored by the other types.
+    pub map_reads: MapReads,
 }
 
 /// Default bound of the memory tier in front of a persistent L1: 10 000 decoded values. On by
@@ -120,6 +127,7 @@ impl Default for LocalCacheConfig {
             file_mode: None,
             memory_items: DEFAULT_MEMORY_TIER_ITEMS,
             memory_max_mb: DEFAULT_MEMORY_TIER_MB,
+            map_reads: MapReads::Auto,
         }
     }
 }
@@ -326,5 +334,32 @@ mod tests {
         config.local.file_mode = Some(0o640);
         let text = toml::to_string(&config).unwrap();
         assert_eq!(CacheConfig::from_toml_str(&text).unwrap(), config, "{text}");
+    }
+}
+
+#[cfg(test)]
+mod map_reads_tests {
+    use crate::config::CacheConfig;
+    use crate::error::Error;
+    use crate::MapReads;
+
+    #[test]
+    fn map_reads_is_read_from_toml_and_an_unknown_value_is_refused_naming_the_field() {
+        let read = |text: &str| CacheConfig::from_toml_str(&format!("[local]\n{text}\n"));
+        assert_eq!(read("").unwrap().local.map_reads, MapReads::Auto);
+        for (text, reads) in [
+            ("map_reads = \"auto\"", MapReads::Auto),
+            ("map_reads = \"around\"", MapReads::Around),
+            ("map_reads = \"random\"", MapReads::Random),
+        ] {
+            assert_eq!(read(text).unwrap().local.map_reads, reads, "{text}");
+        }
+        match read("map_reads = \"sometimes\"") {
+            Err(Error::Config { field, reason }) => {
+                assert_eq!(field, "local.map_reads");
+                assert!(reason.contains("random"), "{reason}");
+            }
+            other => panic!("expected a Config error naming local.map_reads, got {other:?}"),
+        }
     }
 }

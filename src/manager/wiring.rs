@@ -241,6 +241,7 @@ pub(super) fn build_local(
             let mut options = FileStoreOptions::default()
                 .durability(local.effective_durability())
                 .keep_expired(keep_expired)
+                .map_reads(local.map_reads)
                 .clock(Arc::clone(clock));
             // Unset settings are the ones the store recorded (its application's bound).
             if let Some(mb) = local.max_size {

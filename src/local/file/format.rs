@@ -324,7 +324,11 @@ pub struct Scan<'a> {
 /// most four times its length plus 1 MiB (see `search_for_record`), so a scan takes linear
 /// time whatever the bytes.
 pub fn scan_segment(buf: &[u8], salt: u32) -> Scan<'_> {
-    let mut records = records(buf, salt);
+    scan(records(buf, salt))
+}
+
+/// [`scan_segment`] of `records`, a fresh iterator (one asking for its bytes ahead, say).
+pub fn scan(mut records: Records<'_>) -> Scan<'_> {
     let found = records.by_ref().collect();
     Scan {
         records: found,
@@ -350,6 +354,28 @@ pub fn records(buf: &[u8], salt: u32) -> Records<'_> {
         crc_budget: (buf.len() as u64)
             .saturating_mul(SEARCH_CRC_PER_BYTE)
             .saturating_add(SEARCH_CRC_BASE),
+        ahead: None,
+        asked_to: 0,
+    }
+}
+
+/// Where a scan's bytes come from, asked for the ones it will read next (a segment's map, mapped
+/// for random reads, whose faults read only the page they touch: a scan that did not ask would
+/// wait for its pages one at a time).
+pub trait ReadAhead {
+    /// The scan will read `range` of its buffer soon.
+    fn read_ahead(&self, range: Range<usize>);
+}
+
+/// Bytes a scan asks for ahead of itself at a time (see [`Records::read_ahead`]): a window small
+/// enough that a scan in a small memory cgroup does not fill it with pages in flight.
+pub const READ_AHEAD: usize = 1 << 20;
+
+struct Ahead<'a>(&'a dyn ReadAhead);
+
+impl std::fmt::Debug for Ahead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadAhead")
     }
 }
 
@@ -378,9 +404,31 @@ pub struct Records<'a> {
     pub torn_tail: Option<Range<u64>>,
     /// Checksum bytes the searches past damage may still spend (see [`SEARCH_CRC_PER_BYTE`]).
     crc_budget: u64,
+    /// Asked for the bytes ahead, if set (see [`Records::read_ahead`]), up to `asked_to`.
+    ahead: Option<Ahead<'a>>,
+    asked_to: usize,
 }
 
-impl Records<'_> {
+impl<'a> Records<'a> {
+    /// Has the iterator ask `source` for the next [`READ_AHEAD`] bytes whenever it comes within
+    /// half of that of the end of what it asked for.
+    pub fn read_ahead(mut self, source: &'a dyn ReadAhead) -> Self {
+        self.ahead = Some(Ahead(source));
+        self
+    }
+
+    fn ask_ahead(&mut self) {
+        let Some(Ahead(source)) = self.ahead else {
+            return;
+        };
+        let from = self.asked_to.max(self.at);
+        if self.at.saturating_add(READ_AHEAD / 2) >= self.asked_to && from < self.limit {
+            let to = from.saturating_add(READ_AHEAD).min(self.limit);
+            source.read_ahead(from..to);
+            self.asked_to = to;
+        }
+    }
+
     /// The damaged ranges met so far, a bad range at the very end included: once the iterator
     /// has ended, all that the segment's bytes hold.
     pub fn damaged_ranges(&self) -> u64 {
@@ -394,6 +442,7 @@ impl<'a> Iterator for Records<'a> {
     fn next(&mut self) -> Option<Located<'a>> {
         let (buf, salt, limit) = (self.buf, self.salt, self.limit);
         while self.at < limit {
+            self.ask_ahead();
             let at = self.at;
             let rest = buf.get(at..).unwrap_or_default();
             let next = match decode_record(rest, salt) {

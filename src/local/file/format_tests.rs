@@ -227,3 +227,50 @@ fn meta_and_hint_round_trip() {
     }
     assert_eq!(decode_hint(&bad), Err(HeaderError::Crc));
 }
+
+/// Records what a scan asked for ahead of itself.
+#[derive(Default)]
+struct Asked(std::cell::RefCell<Vec<Range<usize>>>);
+
+impl ReadAhead for Asked {
+    fn read_ahead(&self, range: Range<usize>) {
+        self.0.borrow_mut().push(range);
+    }
+}
+
+#[test]
+fn a_scan_asks_for_its_bytes_ahead_of_itself_a_window_at_a_time() {
+    let mut seg = encode_segment_header(SegmentHeader { id: 1, salt: S }).to_vec();
+    let value = vec![b'v'; 3000];
+    for i in 0..1500u64 {
+        encode_record(&mut seg, S, Kind::Value, i, 0, &format!("k{i}"), &value);
+    }
+    let end = seg.len();
+    seg.extend_from_slice(&[0u8; 4096]);
+    let asked = Asked::default();
+    let records = records(&seg, S).read_ahead(&asked);
+    let mut seen = 0;
+    for located in records {
+        let record_end = located.offset as usize + located.len as usize;
+        let covered = asked.0.borrow().last().map_or(0, |r| r.end);
+        assert!(
+            covered >= record_end,
+            "the record ending at {record_end} was read before it was asked for ({covered})"
+        );
+        // The next window is asked for half a window before the last one ends.
+        assert!(
+            covered <= located.offset as usize + READ_AHEAD + READ_AHEAD / 2,
+            "asked for up to {covered}, more than one and a half windows past {}",
+            located.offset
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 1500);
+    let asked = asked.0.into_inner();
+    // Contiguous windows from the first record to the data end, each at most READ_AHEAD long.
+    assert_eq!(asked.first().map(|r| r.start), Some(SEGMENT_HEADER_LEN));
+    assert_eq!(asked.last().map(|r| r.end), Some(end));
+    assert!(asked.windows(2).all(|w| w[0].end == w[1].start), "{asked:?}");
+    assert!(asked.iter().all(|r| r.len() <= READ_AHEAD), "{asked:?}");
+    assert!(asked.len() >= end / READ_AHEAD, "{asked:?}");
+}

@@ -35,8 +35,11 @@ enum Found<T> {
 }
 
 /// The record at `offset`, CRC checked; `None` if it lies outside the file.
-fn record_at(seg: &Segment, offset: u64) -> Option<Decoded<'_>> {
+/// `typical`: the length of the records written lately (see [`Segment::ahead_of_record`]).
+fn record_at(seg: &Segment, offset: u64, typical: u32) -> Option<Decoded<'_>> {
+    let asked_to = seg.ahead_of_record(offset, typical);
     let header = format::peek_record_header(seg.read(offset, RECORD_HEADER_LEN as u32)?)?;
+    seg.ahead_of_rest(asked_to, offset, header.len);
     seg.decode_at(offset, header.len)
 }
 
@@ -145,7 +148,8 @@ impl Inner {
             entry.touch(self.is_young(seg));
         }
         drop(entry);
-        let found = match seg.map(|seg| record_at(seg, loc.offset())) {
+        let typical = self.typical_record_len.load(Ordering::Relaxed);
+        let found = match seg.map(|seg| record_at(seg, loc.offset(), typical)) {
             None => Found::Stale,
             Some(Some(Decoded::Record(r, _))) if r.kind == Kind::Value && r.key == key => {
                 if r.expires_at_ms != 0 && self.clock.reached(r.expires_at_ms.saturating_add(keep)) {
@@ -314,5 +318,11 @@ impl Inner {
     pub(crate) fn account(&self, segment: &Segment, len: u32) {
         self.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
         segment.live_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+        // A running average of about the last eight records written, for a get's guess (see
+        // `Segment::ahead_of_record`). Racy between writers: a lost update costs a guess.
+        let typical = u64::from(self.typical_record_len.load(Ordering::Relaxed));
+        let typical = (typical * 7 + u64::from(len)) / 8;
+        self.typical_record_len
+            .store(u32::try_from(typical).unwrap_or(u32::MAX), Ordering::Relaxed);
     }
 }

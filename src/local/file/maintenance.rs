@@ -41,7 +41,7 @@ use super::format::{self, Kind};
 use super::index::{Loc, Spend};
 use super::plan::{self, Listed};
 use super::policy::{self, Standing};
-use super::segment::Segment;
+use super::segment::{InOrder, Segment};
 use super::{decay, Inner, Writer};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
@@ -265,6 +265,7 @@ impl Inner {
         if let Some(plan) = self.planner.ready_for(seg.id) {
             // Listed entries only die (see `plan`): those still live are the candidates. The key
             // is read from the map only for the tier in front (the listing checked the record).
+            let mut in_order = InOrder::new(seg);
             let candidates = plan
                 .entries
                 .iter()
@@ -272,7 +273,8 @@ impl Inner {
                     let standing = self.standing_at(listed.hash, listed.loc)?;
                     let lately = self.read_lately(listed.hash, standing);
                     let held = above.is_some()
-                        && seg
+                        && in_order
+                            .at(listed.loc.offset())
                             .key_at(listed.loc.offset(), listed.len)
                             .is_some_and(held_above);
                     Some(Candidate::new(listed, standing, lately, held, now))
@@ -445,6 +447,7 @@ impl Inner {
             // no tombstone and the record came back at the next open.
             let mut drops: Vec<(&Candidate, bool)> = Vec::new();
             let mut evicted = self.counters.evictions.load(Ordering::Relaxed);
+            let mut in_order = InOrder::new(&seg);
             for (c, chosen) in candidates.iter().zip(keep) {
                 // Looked up again only if it may be copied, as the copy carries the reads counted
                 // since (reads take no writer lock); one that goes is weighed as listed, and taken
@@ -459,7 +462,7 @@ impl Inner {
                 w.seen_keys.evicting(hash, standing.read);
                 // Only a record kept is decoded again, to be copied.
                 let copy = (!c.expired && chosen && kept + u64::from(c.len) <= budget)
-                    .then(|| seg.located(loc.offset(), c.len))
+                    .then(|| in_order.at(loc.offset()).located(loc.offset(), c.len))
                     .flatten();
                 let keeps = copy.is_some();
                 // Only a read entry kept can spend or be watched: only it needs the sketch.

@@ -47,6 +47,7 @@ mod lapsed;
 mod lookup;
 mod lost;
 mod maintenance;
+mod map_reads;
 mod mmap;
 mod options;
 mod plan;
@@ -81,6 +82,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use self::format::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use self::maintenance::CompactionReport;
+pub use self::map_reads::MapReads;
 pub use self::options::{Durability, FileStoreOptions, DEFAULT_MAX_SIZE_MB};
 pub use self::recovery::RecoveryReport;
 
@@ -176,6 +178,10 @@ pub struct FileStoreStats {
     /// (tombstones only): that one counts what the open or a compaction found in it.
     #[serde(default)]
     pub damaged_ranges_dropped: u64,
+    /// The segment maps are advised for random reads: a get that misses the page cache reads
+    /// only its own page (see [`FileStoreOptions::map_reads`]). Decided at the open.
+    #[serde(default)]
+    pub random_map_reads: bool,
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +201,12 @@ pub(crate) struct Inner {
     dir: LockedDir,
     segment_size: u64,
     max_bytes: u64,
+    /// The segment maps are advised for random reads (see `map_reads`), new ones included.
+    random_map_reads: bool,
+    /// The length of the records written lately (the mean at the open), which a get reading
+    /// from a map advised for random reads takes for the length of its record before it knows
+    /// it (see `Segment::ahead_of_record`).
+    typical_record_len: AtomicU32,
     durability: Durability,
     compaction_interval: Duration,
     min_live_ratio: f64,
@@ -366,6 +378,13 @@ impl FileStore {
             .map(|s| s.live_bytes.load(Ordering::Relaxed))
             .sum();
         let max_bytes = options::bound_in_use(&meta, disk_bytes);
+        // After the open's scans, which read whole segments in order and gain by the read-around.
+        let random_map_reads = options
+            .map_reads
+            .random_for(max_bytes, map_reads::memory_available());
+        if random_map_reads {
+            segments.values().for_each(|s| s.advise_random_reads());
+        }
         let young_from = policy::young_from(segments.keys());
         let exhausted = (recovered.next_seq > LAST_SEQ).then(|| Error::CorruptMetadata {
             path: dir.path.clone(),
@@ -378,6 +397,10 @@ impl FileStore {
         let inner = Arc::new(Inner {
             segment_size: meta.segment_size,
             max_bytes,
+            random_map_reads,
+            typical_record_len: AtomicU32::new(
+                u32::try_from(live_bytes / (recovered.index.len() as u64).max(1)).unwrap_or(u32::MAX),
+            ),
             durability: options.durability,
             compaction_interval: options.compaction_interval,
             min_live_ratio: options.min_live_ratio,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::dir::Wanted;
 use super::format::{Meta, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+use super::map_reads::MapReads;
 use super::FileStore;
 use crate::clock::{Clock, SystemClock};
 use crate::disk::Disk;
@@ -45,6 +46,7 @@ pub struct FileStoreOptions {
     pub(crate) keep_expired: Duration,
     pub(crate) disk: Disk,
     pub(crate) hash_seed: Option<u64>,
+    pub(crate) map_reads: MapReads,
 }
 
 impl Default for FileStoreOptions {
@@ -61,6 +63,7 @@ impl Default for FileStoreOptions {
             keep_expired: Duration::ZERO,
             disk: Disk::default(),
             hash_seed: None,
+            map_reads: MapReads::Auto,
         }
     }
 }
@@ -154,6 +157,15 @@ impl FileStoreOptions {
     /// between opens of one directory.
     pub fn hash_seed(mut self, seed: u64) -> Self {
         self.hash_seed = Some(seed);
+        self
+    }
+
+    /// How a get that misses the page cache reads the device (default [`MapReads::Auto`]: only
+    /// its own page when the size bound is more than half the memory the process may use, its
+    /// memory cgroup's limit included; the device's read-ahead window around it otherwise). See
+    /// [`MapReads`]; what the open chose is [`FileStoreStats::random_map_reads`](super::FileStoreStats::random_map_reads).
+    pub fn map_reads(mut self, reads: MapReads) -> Self {
+        self.map_reads = reads;
         self
     }
 

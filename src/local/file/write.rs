@@ -502,6 +502,9 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         };
+        if self.random_map_reads {
+            segment.advise_random_reads();
+        }
         w.next_segment_id = w.next_segment_id.saturating_add(1);
         let hint_frame = ROLL_BYTES - SEGMENT_HEADER_LEN as u64;
         segment.hint_bytes.store(hint_frame, Ordering::Relaxed);
@@ -839,6 +842,7 @@ impl Inner {
             compactions: c.compactions.load(Ordering::Relaxed),
             planned_evictions: c.planned_evictions.load(Ordering::Relaxed),
             damaged_ranges_dropped: c.damaged_ranges_dropped.load(Ordering::Relaxed),
+            random_map_reads: self.random_map_reads,
         }
     }
 
