@@ -300,7 +300,7 @@ mod tests {
 
     use super::*;
     use crate::local::memory::MemoryStore;
-    use crate::storage::delegate::{Delegate, Wrap, WrapDistributed};
+    use crate::storage::delegate::{Delegate, Hooked, Wrap, WrapDistributed};
     use crate::storage::InProcess;
 
     fn down() -> Error {
@@ -458,33 +458,13 @@ mod tests {
 
     impl WrapDistributed for AsyncOnly {}
 
-    /// A level that keeps the late-write hook it is given.
-    struct Hooked {
-        store: InProcess<MemoryStore>,
-        hook: parking_lot::Mutex<Option<LateWriteHook>>,
-    }
-
-    impl Wrap for Hooked {
-        type Inner = InProcess<MemoryStore>;
-        fn inner(&self) -> &InProcess<MemoryStore> {
-            &self.store
-        }
-    }
-
-    impl WrapDistributed for Hooked {
-        fn on_late_write_deleted(&self, hook: LateWriteHook) {
-            *self.hook.lock() = Some(hook);
-        }
-    }
-
     /// The manager hands its hook over at start-up, while a deferred level is not connected:
     /// the level gets it when it connects, and a hook given after that reaches it at once.
     #[test]
     fn a_late_write_hook_given_before_the_connect_reaches_the_level_once_connected() {
-        let level = Arc::new(Delegate(Hooked {
-            store: InProcess::new(MemoryStore::new(100).unwrap()),
-            hook: parking_lot::Mutex::new(None),
-        }));
+        let level = Arc::new(Delegate(Hooked::new(InProcess::new(
+            MemoryStore::new(100).unwrap(),
+        ))));
         let connected = Arc::clone(&level);
         let go = Arc::new(AtomicU32::new(0));
         let open = Arc::clone(&go);

@@ -116,30 +116,9 @@ fn drain(pass: &Pass) {
 mod tests {
     use std::sync::Arc;
 
-    use parking_lot::Mutex;
-
     use crate::local::memory::MemoryStore;
-    use crate::storage::delegate::{Delegate, Wrap, WrapDistributed};
-    use crate::storage::{DistributedStorage, InProcess, LateWriteHook, LocalStorage};
-
-    /// An in-process L2 that keeps the late-write hook the manager gives it.
-    struct Hooked {
-        store: InProcess<MemoryStore>,
-        hook: Mutex<Option<LateWriteHook>>,
-    }
-
-    impl Wrap for Hooked {
-        type Inner = InProcess<MemoryStore>;
-        fn inner(&self) -> &InProcess<MemoryStore> {
-            &self.store
-        }
-    }
-
-    impl WrapDistributed for Hooked {
-        fn on_late_write_deleted(&self, hook: LateWriteHook) {
-            *self.hook.lock() = Some(hook);
-        }
-    }
+    use crate::storage::delegate::{Delegate, Hooked};
+    use crate::storage::{DistributedStorage, InProcess, LocalStorage};
 
     /// L2 reports a key deleted after a late write while the manager is shutting down, once no
     /// thread may start for it: the shutdown drops it from the file L1 before it ends. It was
@@ -148,10 +127,9 @@ mod tests {
     fn a_key_l2_deleted_after_a_late_write_during_shutdown_still_leaves_a_file_l1() {
         let dir = tempfile::tempdir().unwrap();
         let file = Arc::new(crate::FileStore::open(dir.path(), crate::FileStoreOptions::default()).unwrap());
-        let l2 = Arc::new(Delegate(Hooked {
-            store: InProcess::new(MemoryStore::new(100).unwrap()),
-            hook: Mutex::new(None),
-        }));
+        let l2 = Arc::new(Delegate(Hooked::new(InProcess::new(
+            MemoryStore::new(100).unwrap(),
+        ))));
         let cache = crate::CacheManager::builder()
             .config(crate::CacheConfig::default())
             .local(Arc::clone(&file) as Arc<dyn LocalStorage>)

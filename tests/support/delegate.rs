@@ -139,6 +139,38 @@ pub trait WrapDistributed: Wrap<Inner: DistributedStorage> {
     }
 }
 
+/// An L2 that keeps the late-write hook the manager gives it (the last one), so that a test
+/// can report a key deleted after a late write when it chooses. (The library's unit tests use
+/// it; the integration tests that include this file need not.)
+#[allow(dead_code)]
+pub struct Hooked<L> {
+    pub level: L,
+    pub hook: parking_lot::Mutex<Option<LateWriteHook>>,
+}
+
+#[allow(dead_code)]
+impl<L> Hooked<L> {
+    pub fn new(level: L) -> Hooked<L> {
+        Hooked {
+            level,
+            hook: parking_lot::Mutex::new(None),
+        }
+    }
+}
+
+impl<L: DistributedStorage> Wrap for Hooked<L> {
+    type Inner = L;
+    fn inner(&self) -> &L {
+        &self.level
+    }
+}
+
+impl<L: DistributedStorage> WrapDistributed for Hooked<L> {
+    fn on_late_write_deleted(&self, hook: LateWriteHook) {
+        *self.hook.lock() = Some(hook);
+    }
+}
+
 /// The level a test hands the manager: `W`'s calls as a [`Storage`] (and a [`LocalStorage`] or
 /// [`DistributedStorage`] where `W` implements [`WrapLocal`] or [`WrapDistributed`]). It derefs
 /// to `W`, so the test reaches its switches and its inner level as fields.

@@ -575,34 +575,7 @@ fn a_batch_that_landed_in_part_before_the_disk_filled_never_shadows_a_later_writ
 /// told failed.
 #[test]
 fn a_batch_that_failed_on_a_full_disk_never_comes_back_when_its_cut_fails_too() {
-    let root = tempfile::tempdir().unwrap();
-    let live = root.path().join("live");
-    let clock = ManualClock::new(START_MS);
-    let options = || small(&clock).durability(Durability::Periodic(Duration::from_secs(3600)));
-    let (store, sim) = sim_store(&live, options());
-    store.set("a", b"1", None).unwrap();
-    store.flush().unwrap();
-    let landed = super::format::record_len(1, 100) + super::format::record_len(1, 1);
-    sim.short_next_write(landed, ErrorKind::StorageFull);
-    sim.fail_next(Op::SetLen, ErrorKind::StorageFull);
-    let err = store
-        .set_many(&[("x", &[1u8; 100]), ("k", b"X"), ("c", &[2u8; 3000])], None)
-        .unwrap_err();
-    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
-    assert_eq!(sim.pending_faults(), 0, "the cut was tried and failed");
-    for seed in 0..32 {
-        let after = root.path().join(format!("x-{seed}"));
-        let kept = sim.crash(seed, &after);
-        let store = FileStore::open(&after, options()).unwrap();
-        for key in ["x", "k"] {
-            assert_eq!(
-                store.get(key).unwrap(),
-                None,
-                "seed {seed} ({kept}): {key} of the failed batch came back"
-            );
-        }
-        assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"1"[..]), "seed {seed}");
-    }
+    failed_batch_stays_gone_after_power_cuts(true);
 }
 
 /// As above, and the truncation that cuts the failed batch off succeeds, but nothing fsyncs it
@@ -611,6 +584,13 @@ fn a_batch_that_failed_on_a_full_disk_never_comes_back_when_its_cut_fails_too() 
 /// the records and not the cut let the scan apply a write its caller was told failed.
 #[test]
 fn a_batch_that_failed_on_a_full_disk_never_comes_back_when_its_cut_is_not_yet_durable() {
+    failed_batch_stays_gone_after_power_cuts(false);
+}
+
+/// A batch whose write the device cuts short after two whole records, failing with `DiskFull`
+/// (and its truncation too if `cut_fails`), then power cuts that keep any subset of what was not
+/// fsynced: none of the batch's keys comes back, and what was flushed before stays.
+fn failed_batch_stays_gone_after_power_cuts(cut_fails: bool) {
     let root = tempfile::tempdir().unwrap();
     let live = root.path().join("live");
     let clock = ManualClock::new(START_MS);
@@ -620,11 +600,14 @@ fn a_batch_that_failed_on_a_full_disk_never_comes_back_when_its_cut_is_not_yet_d
     store.flush().unwrap();
     let landed = super::format::record_len(1, 100) + super::format::record_len(1, 1);
     sim.short_next_write(landed, ErrorKind::StorageFull);
+    if cut_fails {
+        sim.fail_next(Op::SetLen, ErrorKind::StorageFull);
+    }
     let err = store
         .set_many(&[("x", &[1u8; 100]), ("k", b"X"), ("c", &[2u8; 3000])], None)
         .unwrap_err();
     assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
-    assert_eq!(sim.pending_faults(), 0);
+    assert_eq!(sim.pending_faults(), 0, "every fault was met");
     for seed in 0..32 {
         let after = root.path().join(format!("x-{seed}"));
         let kept = sim.crash(seed, &after);
