@@ -766,3 +766,39 @@ fn a_write_whose_fsync_follows_a_failed_one_of_its_segment_is_not_acknowledged()
     );
     store.close().unwrap();
 }
+
+/// A read finds the newest record of a key damaged while the device is full: the tombstone it
+/// writes for it fails, and the key leaves the index. A later delete of the key must still write
+/// one. It found no entry and wrote nothing, and reopened without the hint that shadows it (a
+/// hint lost too), the scan skipped the damaged record and brought the older value back.
+#[test]
+fn a_key_whose_damaged_record_could_not_be_tombstoned_is_tombstoned_by_its_next_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    store.set("k", b"the older value", None).unwrap();
+    let mut i = 0;
+    while store.inner.segments.read().len() < 2 {
+        store.set(&format!("f{i}"), &[1u8; 2000], None).unwrap();
+        i += 1;
+    }
+    store.set("k", b"the newer value", None).unwrap();
+    let seg = Arc::clone(store.inner.segments.read().values().next_back().unwrap());
+    let rec = seg.records().find(|r| r.record.key == "k").unwrap();
+    let at = rec.offset + u64::from(rec.len) - 1;
+    let byte = seg.read(at, 1).unwrap()[0];
+    seg.write_at(at, &[byte ^ 1]).unwrap();
+    sim.fail_next(Op::Write, ErrorKind::StorageFull);
+    assert_eq!(store.get("k").unwrap(), None, "the damaged record was served");
+    assert_eq!(sim.pending_faults(), 0, "no tombstone was tried");
+    store.delete("k").unwrap();
+    store.close().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == super::format::HINT_EXT) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let store = FileStore::open(dir.path(), small(&clock)).unwrap();
+    assert_eq!(store.get("k").unwrap(), None, "the older value came back");
+}

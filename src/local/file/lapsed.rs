@@ -13,6 +13,11 @@
 //! tombstone. A key that expired more than about two generations of expirations ago is
 //! forgotten, and its delete writes nothing, as before; its record has usually left the log by
 //! then, with the segment that held it.
+//!
+//! A key whose record a read found damaged leaves the index too, and the read writes a tombstone
+//! for it: an older record of the key may be on disk, which a reopen that scans past the damaged
+//! one (its segment's hint lost) would apply. Where that tombstone cannot be written (a full
+//! device, a store refusing writes), the key is remembered here, so its next delete writes it.
 
 use parking_lot::Mutex;
 

@@ -284,12 +284,19 @@ impl Inner {
             return;
         };
         self.unaccount(e.loc);
-        if self.check_writable().is_ok() {
+        let tombstoned = self.check_writable().is_ok() && {
             let seq = w.next_seq;
             w.next_seq = w.next_seq.saturating_add(1);
-            if let Err(err) = self.append(&mut w, Kind::Tombstone, seq, 0, key, &[]) {
+            let appended = self.append(&mut w, Kind::Tombstone, seq, 0, key, &[]);
+            if let Err(err) = &appended {
                 tracing::warn!(error = %err, "could not write a tombstone for a damaged record");
             }
+            appended.is_ok()
+        };
+        if !tombstoned {
+            // An older record of the key may be on disk, which a reopen that scans past the
+            // damaged one would bring back: the key's next delete writes the tombstone.
+            self.lapsed.insert(hash, self.index.len());
         }
     }
 
