@@ -167,10 +167,7 @@ fn damage_a_compaction_removed_is_counted_when_the_directory_fsync_after_it_fail
         assert!(store.delete(&format!("f{j}")).unwrap());
     }
     let seg = Arc::clone(&store.inner.segments.read()[&first]);
-    let rec = seg.records().find(|r| r.record.key == "victim").unwrap();
-    let at = rec.offset + u64::from(rec.len) - 1;
-    let byte = seg.read(at, 1).unwrap()[0];
-    seg.write_at(at, &[byte ^ 1]).unwrap();
+    seg.damage_record_of("victim");
     sim.fail_next(Op::SyncDir, ErrorKind::Other);
     assert!(store.compact().is_err());
     assert_eq!(
@@ -784,10 +781,7 @@ fn a_key_whose_damaged_record_could_not_be_tombstoned_is_tombstoned_by_its_next_
     }
     store.set("k", b"the newer value", None).unwrap();
     let seg = Arc::clone(store.inner.segments.read().values().next_back().unwrap());
-    let rec = seg.records().find(|r| r.record.key == "k").unwrap();
-    let at = rec.offset + u64::from(rec.len) - 1;
-    let byte = seg.read(at, 1).unwrap()[0];
-    seg.write_at(at, &[byte ^ 1]).unwrap();
+    seg.damage_record_of("k");
     sim.fail_next(Op::Write, ErrorKind::StorageFull);
     assert_eq!(store.get("k").unwrap(), None, "the damaged record was served");
     assert_eq!(sim.pending_faults(), 0, "no tombstone was tried");

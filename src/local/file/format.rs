@@ -355,7 +355,7 @@ pub fn records(buf: &[u8], salt: u32) -> Records<'_> {
             .saturating_mul(SEARCH_CRC_PER_BYTE)
             .saturating_add(SEARCH_CRC_BASE),
         ahead: None,
-        asked_to: 0,
+        window: AheadWindow::default(),
     }
 }
 
@@ -404,9 +404,30 @@ pub struct Records<'a> {
     pub torn_tail: Option<Range<u64>>,
     /// Checksum bytes the searches past damage may still spend (see [`SEARCH_CRC_PER_BYTE`]).
     crc_budget: u64,
-    /// Asked for the bytes ahead, if set (see [`Records::read_ahead`]), up to `asked_to`.
+    /// Asked for the bytes ahead, if set (see [`Records::read_ahead`]), through `window`.
     ahead: Option<Ahead<'a>>,
+    window: AheadWindow,
+}
+
+/// What a reader going through a buffer in the order of offsets asks for ahead of itself: the
+/// next [`READ_AHEAD`] bytes whenever it comes within half of that of the end of what it asked
+/// for (a scan, see [`Records::read_ahead`], and an eviction's copies, `segment::InOrder`).
+#[derive(Debug, Default)]
+pub struct AheadWindow {
     asked_to: usize,
+}
+
+impl AheadWindow {
+    /// Before a read at `at`: the bytes to ask for now, if any, none at or past `limit`.
+    pub fn due(&mut self, at: usize, limit: usize) -> Option<Range<usize>> {
+        let from = self.asked_to.max(at);
+        if at.saturating_add(READ_AHEAD / 2) < self.asked_to || from >= limit {
+            return None;
+        }
+        let to = from.saturating_add(READ_AHEAD).min(limit);
+        self.asked_to = to;
+        Some(from..to)
+    }
 }
 
 impl<'a> Records<'a> {
@@ -421,11 +442,8 @@ impl<'a> Records<'a> {
         let Some(Ahead(source)) = self.ahead else {
             return;
         };
-        let from = self.asked_to.max(self.at);
-        if self.at.saturating_add(READ_AHEAD / 2) >= self.asked_to && from < self.limit {
-            let to = from.saturating_add(READ_AHEAD).min(self.limit);
-            source.read_ahead(from..to);
-            self.asked_to = to;
+        if let Some(range) = self.window.due(self.at, self.limit) {
+            source.read_ahead(range);
         }
     }
 

@@ -518,10 +518,7 @@ mod tests {
             }
             // One flipped bit in the victim's value, in the sealed segment: its CRC fails.
             let seg = Arc::clone(&store.inner.segments.read()[&first]);
-            let rec = seg.records().find(|r| r.record.key == "victim").unwrap();
-            let at = rec.offset + u64::from(rec.len) - 1;
-            let byte = seg.read(at, 1).unwrap()[0];
-            seg.write_at(at, &[byte ^ 1]).unwrap();
+            seg.damage_record_of("victim");
             drop(seg);
             // Any plan of the segment is listed from here on, after the damage.
             let (planned, after) = fill_until_planned(&store, 0);

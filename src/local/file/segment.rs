@@ -105,27 +105,24 @@ const PAGE: u64 = 4096;
 /// cgroup took twice as long as with the read-around.
 pub(crate) struct InOrder<'a> {
     seg: &'a Segment,
-    asked_to: u64,
+    window: format::AheadWindow,
 }
 
 impl<'a> InOrder<'a> {
     pub(crate) fn new(seg: &'a Segment) -> InOrder<'a> {
-        InOrder { seg, asked_to: 0 }
+        InOrder {
+            seg,
+            window: format::AheadWindow::default(),
+        }
     }
 
     /// Before a read at `offset`.
     pub(crate) fn at(&mut self, offset: u64) -> &'a Segment {
-        let window = format::READ_AHEAD as u64;
-        if self.seg.random_reads.load(Ordering::Relaxed) && offset.saturating_add(window / 2) >= self.asked_to
-        {
-            let from = self.asked_to.max(offset);
-            let to = from.saturating_add(window).min(self.seg.data_end());
-            if from < to {
-                let (start, len) = (usize::try_from(from), usize::try_from(to - from));
-                if let (Ok(start), Ok(len)) = (start, len) {
-                    format::ReadAhead::read_ahead(self.seg, start..start.saturating_add(len));
-                }
-                self.asked_to = to;
+        if self.seg.random_reads.load(Ordering::Relaxed) {
+            let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+            let end = usize::try_from(self.seg.data_end()).unwrap_or(usize::MAX);
+            if let Some(range) = self.window.due(offset, end) {
+                format::ReadAhead::read_ahead(self.seg, range);
             }
         }
         self.seg
@@ -508,6 +505,25 @@ impl Segment {
 /// system cannot tell.
 fn first_hole(file: &File) -> Option<u64> {
     rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0)).ok()
+}
+
+#[cfg(test)]
+impl Segment {
+    /// Damages the record of `key` in this segment (its last byte flipped, so its CRC fails), as
+    /// a bad sector would.
+    pub(crate) fn damage_record_of(&self, key: &str) {
+        let rec = self
+            .records()
+            .find(|r| r.record.key == key)
+            .unwrap_or_else(|| panic!("no record of {key} in segment {}", self.id));
+        let at = rec.offset + u64::from(rec.len) - 1;
+        let Some(&[byte]) = self.read(at, 1) else {
+            panic!("the record of {key} ends past the data end");
+        };
+        if let Err(e) = self.write_at(at, &[byte ^ 1]) {
+            panic!("damaging the record of {key}: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
