@@ -419,3 +419,34 @@ fn an_acl_user_granted_the_commands_storage_format_lists_uses_tags_and_needs_zsc
         "{text}"
     );
 }
+
+/// `clear` of the Redis level deletes the values under its prefix and leaves the tag sets there,
+/// as a prefix deletion does: an L1 copy of a tagged key outlives the values in L2, and only its
+/// tag's set leads an invalidation of the tag to it. Deleted with the values, the set was gone,
+/// the invalidation found no member, and the copy was still served after it.
+#[test]
+fn a_clear_of_the_redis_level_leaves_the_tag_sets_so_an_invalidation_still_reaches_l1() {
+    use uno_cache::{RedisOptions, RedisStore, Storage};
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    a.set_with_tags("k", "v", Some(Duration::from_secs(600)), &["t"])
+        .unwrap();
+    let level = RedisStore::connect(
+        RedisOptions::new(redis.addr())
+            .prefix("app:")
+            .timeout(Duration::from_secs(5)),
+    )
+    .unwrap();
+    assert_eq!(
+        level.size().unwrap().items,
+        1,
+        "the value; a tag's set is no item"
+    );
+    level.clear().unwrap();
+    assert_eq!(level.get("k").unwrap(), None, "the value went from L2");
+    let members: Vec<String> = scored(&redis, "t").into_iter().map(|(m, _)| m).collect();
+    assert_eq!(members, ["k"], "the tag's set stays");
+    assert_eq!(a.invalidate_tag("t").unwrap(), 1);
+    assert_eq!(a.get::<String>("k").unwrap(), None, "L1's copy went with its tag");
+}

@@ -1,6 +1,6 @@
 //! `size` and `clear`: walks of every key under the prefix with `SCAN MATCH prefix*` (on each
 //! primary of a cluster), counting with a pipelined `STRLEN` per batch or deleting with
-//! `UNLINK`. `DBSIZE` / `FLUSHDB` would be O(1) but count or delete every key of the database,
+//! `UNLINK` (the tag sets left). `DBSIZE` / `FLUSHDB` would be O(1) but count or delete every key of the database,
 //! other programs' and other prefixes' included.
 //!
 //! A cluster's primaries come from `CLUSTER SLOTS`, asked once per walk of a seed by its address
@@ -14,6 +14,7 @@
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
+use super::commands::TAG_NAMESPACE;
 use super::connection::Conn;
 use super::errors::{backend, call_error, LEVEL};
 use super::slots::{ask_slots, bad_reply, parse_slots, Address, SlotRange};
@@ -57,14 +58,19 @@ pub(crate) async fn size(
     Ok(total)
 }
 
-/// Deletes every key under `prefix`.
+/// Deletes every key under `prefix` but the tag sets (`{prefix}uno-cache:tag:…`, see
+/// [`TAG_NAMESPACE`]), as a prefix deletion leaves them: a tag's set is how an invalidation of
+/// the tag finds the copies other levels (an instance's L1) still hold of its keys, which
+/// outlive the values deleted here. Deleted with them, the invalidation found no member and
+/// those copies were served after it. A set holds no value, and expires by itself.
 pub(crate) async fn clear(conn: Conn, seeds: &[(String, u16)], hosts: &str, prefix: &str) -> Result<()> {
+    let tag_sets = format!("{prefix}{TAG_NAMESPACE}").into_bytes();
     walk(
         conn,
         (seeds, hosts),
         "clear",
         &prefix_pattern(prefix),
-        &mut Each::Unlink,
+        &mut Each::Unlink { keep: &tag_sets },
     )
     .await
 }
@@ -73,8 +79,8 @@ pub(crate) async fn clear(conn: Conn, seeds: &[(String, u16)], hosts: &str, pref
 enum Each<'a> {
     /// Adds the keys and their values' lengths (`STRLEN`, pipelined on the node).
     Count(&'a mut StorageSize),
-    /// Deletes the keys.
-    Unlink,
+    /// Deletes the keys, but those that start with `keep`.
+    Unlink { keep: &'a [u8] },
 }
 
 /// One node being walked: the connection, and the node's address on a cluster.
@@ -171,11 +177,14 @@ async fn walk_nodes(nodes: Vec<Node>, pattern: &str, each: &mut Each<'_>) -> Red
                         let lens = node.pipeline(&strlen_pipe(&keys)).await?;
                         add_sizes(total, &keys, lens);
                     }
-                    Each::Unlink => {
-                        redis::cmd("UNLINK")
-                            .arg(&keys)
-                            .query_async::<()>(&mut node.conn)
-                            .await?;
+                    Each::Unlink { keep } => {
+                        let doomed: Vec<&Vec<u8>> = keys.iter().filter(|k| !k.starts_with(keep)).collect();
+                        if !doomed.is_empty() {
+                            redis::cmd("UNLINK")
+                                .arg(&doomed)
+                                .query_async::<()>(&mut node.conn)
+                                .await?;
+                        }
                     }
                 }
             }

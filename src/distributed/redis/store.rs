@@ -42,7 +42,8 @@ mod routing;
 ///   every primary: `DBSIZE` would be O(1) but counts every key in the
 ///   database, other programs' and other prefixes' included. It is O(keys) and runs under the
 ///   `admin_timeout` deadline.
-/// - `clear` deletes only this prefix's keys (`SCAN MATCH prefix*` + `UNLINK`), never `FLUSHDB`.
+/// - `clear` deletes only this prefix's keys (`SCAN MATCH prefix*` + `UNLINK`), never `FLUSHDB`,
+///   and leaves the manager's tag sets (`prefix` + `uno-cache:tag:…`), as a prefix deletion does.
 ///
 /// Connections: the blocking API on a standalone server (without TLS) runs on the caller's own
 /// thread over a small pool of blocking connections, with socket timeouts as its deadline (see
@@ -475,8 +476,8 @@ impl Storage for RedisStore {
         self.rt.wait("size", self.admin_timeout, walk)
     }
 
-    /// Deletes every key under this prefix (`SCAN` + `UNLINK`); keys of other prefixes and
-    /// programs stay. Under `admin_timeout`.
+    /// Deletes every key under this prefix (`SCAN` + `UNLINK`) but the tag sets; keys of other
+    /// prefixes and programs stay. Under `admin_timeout`.
     fn clear(&self) -> Result<()> {
         let prefix = self.commands.prefix();
         let walk = self.admin("clear", |conn| {
