@@ -135,6 +135,30 @@ fn ttls_over_30_days_are_sent_as_absolute_times() {
     assert!(mc.get("long").unwrap().is_some());
 }
 
+/// memcached reads an expiry over 30 days as a Unix time on its own clock, so that time is the
+/// system's, not the store's clock (which stamps only the envelope): a store on a clock behind
+/// the system's sent a time in 1970 for a 40-day TTL, and memcached dropped the item at once.
+#[test]
+fn a_ttl_over_30_days_is_an_absolute_time_on_the_system_clock_whatever_the_stores_clock() {
+    let server = MemcachedServer::start();
+    let clock = ManualClock::new(1_000);
+    let mc = MemcachedStore::connect(
+        MemcachedOptions::new(server.addr())
+            .timeout(PATIENT)
+            .clock(Arc::new(clock.clone())),
+    )
+    .unwrap();
+    mc.set("long", b"v", Some(Duration::from_secs(40 * 24 * 3600)))
+        .unwrap();
+    assert!(raw_get(&server, &mc, "long").is_some(), "memcached kept the item");
+    let entry = mc.get("long").unwrap().unwrap();
+    assert_eq!(
+        entry.expires_at,
+        Some(UNIX_EPOCH + Duration::from_millis(1_000) + Duration::from_secs(40 * 24 * 3600)),
+        "the envelope keeps the store's clock"
+    );
+}
+
 #[test]
 fn weird_keys_round_trip_and_never_collide() {
     let server = MemcachedServer::start();

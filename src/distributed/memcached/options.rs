@@ -173,7 +173,9 @@ impl MemcachedOptions {
         self
     }
 
-    /// The clock that stamps envelope expiries and judges them on read.
+    /// The clock that stamps envelope expiries and judges them on read. A TTL over 30 days goes
+    /// to memcached as a Unix time by the system clock all the same: memcached reads it on its
+    /// own clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self

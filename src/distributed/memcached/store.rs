@@ -17,7 +17,7 @@ use super::routing::Router;
 use super::{spread, startup};
 
 mod outcomes;
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemClock};
 use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 use outcomes::{everywhere_result, removed, written};
@@ -35,7 +35,8 @@ const LEVEL: &str = "memcached";
 /// - **TTLs** are whole seconds for memcached, which reads `0` as "never" and anything over 30
 ///   days as an absolute Unix time. We send `ceil(ttl) + 1` seconds (never 0; the extra second
 ///   covers memcached's clock, which ticks in whole seconds and may otherwise drop an item up to
-///   a second early), and an absolute time for TTLs over 30 days. The exact expiry, to the
+///   a second early), and an absolute time (by the system clock, as memcached reads it on its
+///   own) for TTLs over 30 days. The exact expiry, to the
 ///   millisecond, is in the [envelope](super::super::envelope), and `get` honours it.
 /// - **Values** larger than the item limit (`max_item_size`, memcached's `-I`, 1 MiB by default,
 ///   less the key, the envelope and memcached's per-item header) are refused with
@@ -641,6 +642,10 @@ impl MemcachedStore {
         items: impl Iterator<Item = (&'i str, &'i [u8], Option<Duration>)>,
     ) -> Result<Call<Set>> {
         let now = self.clock.now_ms();
+        // memcached reads an expiry past 30 days as a Unix time on its own clock: the system's
+        // is the one to count it from, not the store's (a clock behind it sent a time in 1970,
+        // and memcached dropped the item at once). The envelope keeps the store's clock.
+        let server_now = SystemClock.now_ms();
         let mut encoded = Vec::new();
         for (key, value, ttl) in items {
             let mapped = self.checked_key(key, value.len())?;
@@ -649,7 +654,7 @@ impl MemcachedStore {
                 original: key.to_owned(),
                 key: mapped,
                 bytes: envelope::encode(value, ttl_ms.map(|ms| now.saturating_add(ms))),
-                exptime: exptime(now, ttl_ms),
+                exptime: exptime(server_now, ttl_ms),
             });
         }
         self.by_host(op, encoded, |item| item.key.as_str(), |items| Set { items })
