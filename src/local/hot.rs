@@ -383,7 +383,7 @@ pub struct HotTier {
     written: AtomicU64,
     /// Values evicted for room, by every type's cache (see [`counters`](HotTier::counters)).
     evictions: Arc<AtomicU64>,
-    /// Values found expired by a read, and dropped.
+    /// Values found expired by a read, or by a change of their key, and dropped.
     expirations: AtomicU64,
 }
 
@@ -586,8 +586,20 @@ impl HotTier {
     /// keeps its place in the cache until evicted (its slot holds no value).
     pub fn remove(&self, key: &str) {
         self.each(|_, cache| {
-            cache.forget(key);
+            self.count_if_expired(cache.forget(key));
         });
+    }
+
+    /// Counts a value a change dropped as expired if it was: a change that drops a value past
+    /// its expiry removes what a read would have found expired, and it is counted as a read
+    /// would count it (the memory L1 counts an expired entry a delete takes alike). Uncounted,
+    /// it was in no count: not evicted, not expired, not found.
+    fn count_if_expired(&self, forgot: Forgot) {
+        if let Forgot::Value(expires_at_ms) = forgot {
+            if expires_at_ms != 0 && self.clock.reached(expires_at_ms) {
+                self.expirations.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// To call before changing `key` in the level below: drops its value (as
@@ -601,7 +613,11 @@ impl HotTier {
         self.each(|i, cache| match cache.forget(key) {
             Forgot::Value(expires_at_ms) => {
                 held |= 1 << i;
-                had_value |= expires_at_ms == 0 || !self.clock.reached(expires_at_ms);
+                let live = expires_at_ms == 0 || !self.clock.reached(expires_at_ms);
+                had_value |= live;
+                if !live {
+                    self.expirations.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Forgot::Place => held |= 1 << i,
             Forgot::Nothing => {
@@ -648,7 +664,7 @@ impl HotTier {
                         let missed = change.missed & (1 << i) != 0;
                         put += u64::from(cache.refresh(key, w.bytes, expires_at_ms, missed));
                     } else {
-                        cache.forget(key);
+                        self.count_if_expired(cache.forget(key));
                     }
                 });
                 put
@@ -662,8 +678,8 @@ impl HotTier {
         }
     }
 
-    /// Values evicted for room and values a read found expired (and dropped), all types,
-    /// since the tier was made. Places without a value are not counted.
+    /// Values evicted for room and values a read or a change of their key found expired (and
+    /// dropped), all types, since the tier was made. Places without a value are not counted.
     #[must_use]
     pub fn counters(&self) -> StorageCounters {
         StorageCounters {
