@@ -706,6 +706,36 @@ fn another_instances_write_drops_the_key_from_this_memory_tier() {
     );
 }
 
+/// A prefix invalidation counts the keys it dropped that could still be read: the file tier lists
+/// only unexpired keys, and so must the memory tier, whose expired values no read answers. It
+/// listed every value it held, expired or not, and `invalidate_prefix` answered 1 for a key
+/// that had expired in both tiers, where it answered 0 with the memory tier off.
+#[test]
+fn a_prefix_invalidation_does_not_count_a_value_that_expired_in_the_memory_tier() {
+    for memory_items in [0, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let cache = CacheManager::builder()
+            .config(config(dir.path(), memory_items))
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        cache
+            .set("p:gone", &ada(1), Some(Duration::from_secs(5)))
+            .unwrap();
+        cache.set("p:live", &ada(2), None).unwrap();
+        assert_eq!(cache.get::<User>("p:gone").unwrap(), Some(ada(1)));
+        assert_eq!(cache.get::<User>("p:live").unwrap(), Some(ada(2)));
+        clock.advance(Duration::from_millis(5001));
+        assert_eq!(
+            cache.invalidate_prefix("p:").unwrap(),
+            1,
+            "the live key alone, memory_items = {memory_items}"
+        );
+        assert_eq!(cache.get::<User>("p:live").unwrap(), None);
+    }
+}
+
 #[test]
 fn a_prefix_invalidation_drops_values_the_memory_tier_kept_after_the_file_tier_evicted_them() {
     // The memory tier keeps what it decoded until its own eviction, so it can hold a value the

@@ -107,8 +107,9 @@ trait Erased: Any + Send + Sync {
     /// Whether `key` has a place in the cache (with or without a value), without making it
     /// hotter.
     fn holds(&self, key: &str) -> bool;
-    /// Adds to `out` the keys that start with `prefix` and hold a value.
-    fn keys_with_prefix(&self, prefix: &str, out: &mut Vec<String>);
+    /// Adds to `out` the keys that start with `prefix` and hold a value that has not expired
+    /// by `clock`.
+    fn keys_with_prefix(&self, prefix: &str, clock: &dyn Clock, out: &mut Vec<String>);
     /// Drops every entry, also when dropping a value panics.
     fn clear(&self);
     fn len(&self) -> usize;
@@ -281,13 +282,14 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
     fn holds(&self, key: &str) -> bool {
         self.cache.contains_key(&Probe::new(key))
     }
-    fn keys_with_prefix(&self, prefix: &str, out: &mut Vec<String>) {
+    fn keys_with_prefix(&self, prefix: &str, clock: &dyn Clock, out: &mut Vec<String>) {
         // `retain` visits every entry without cloning values (`iter` clones each one); it
         // keeps them all.
         let found = std::cell::RefCell::new(Vec::new());
-        self.cache.retain(|key, slot| {
-            if let (Some(_), Some(key)) = (slot, key.as_str()) {
-                if key.starts_with(prefix) {
+        self.cache.retain(|stored, slot| {
+            if let (Some(_), Some(key)) = (slot, stored.as_str()) {
+                let expires_at_ms = stored.expires_at_ms();
+                if key.starts_with(prefix) && (expires_at_ms == 0 || !clock.reached(expires_at_ms)) {
                     found.borrow_mut().push(key.to_owned());
                 }
             }
@@ -697,13 +699,16 @@ impl HotTier {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// The keys starting with `prefix` that hold a value here, in any type (a key may be
-    /// listed once per type). The level below may have dropped some of them since: the tier
-    /// keeps what it decoded until its own eviction, so a prefix invalidation must ask it too.
+    /// The keys starting with `prefix` that hold a value here that has not expired, in any
+    /// type (a key may be listed once per type). The level below may have dropped some of them
+    /// since: the tier keeps what it decoded until its own eviction, so a prefix invalidation
+    /// must ask it too. An expired value is left out, as the level below leaves out its expired
+    /// entries: no read answers it, and a prefix invalidation counts the keys it lists as
+    /// dropped (it counted a key that had expired in both tiers).
     #[must_use]
     pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
         let mut keys = Vec::new();
-        self.each(|_, cache| cache.keys_with_prefix(prefix, &mut keys));
+        self.each(|_, cache| cache.keys_with_prefix(prefix, self.clock.as_ref(), &mut keys));
         keys
     }
 
