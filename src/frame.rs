@@ -173,6 +173,43 @@ pub(crate) fn record_crc(seed: &[u8], after_crc: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// Whether `rest`, which starts with a record header whose lengths run past its end, holds that
+/// record whole up to its end but for one damaged length field: with the key length, or the
+/// value length, made to end the record where `rest` ends, the CRC under `seed` checks out. A
+/// write cut short by a crash keeps the lengths it wrote and loses the end, which no such
+/// correction brings back (but by a 2^-32 chance); a flipped bit in a length of a record written
+/// whole makes it claim bytes past the end of the file all the same, and only this tells the two
+/// apart.
+pub(crate) fn whole_but_for_a_length(rest: &[u8], seed: &[u8]) -> bool {
+    let (Some(header), Some(fields), Some(tail)) = (
+        rest.get(..RECORD_HEADER_LEN),
+        Fields::read(rest),
+        rest.get(RECORD_HEADER_LEN..),
+    ) else {
+        return false;
+    };
+    let value_len = tail
+        .len()
+        .checked_sub(fields.key_len)
+        .and_then(|len| u32::try_from(len).ok())
+        .map(|len| (VALUE_LEN_AT, len.to_le_bytes().to_vec()));
+    let key_len = tail
+        .len()
+        .checked_sub(fields.value_len)
+        .and_then(|len| u16::try_from(len).ok())
+        .map(|len| (KEY_LEN_AT, len.to_le_bytes().to_vec()));
+    [value_len, key_len].into_iter().flatten().any(|(at, len)| {
+        let mut fixed = [0u8; RECORD_HEADER_LEN];
+        fixed.copy_from_slice(header);
+        put(&mut fixed, at, &len);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(seed);
+        hasher.update(fixed.get(KIND_AT..).unwrap_or_default());
+        hasher.update(tail);
+        hasher.finalize() == u32_at(header, CRC_AT)
+    })
+}
+
 /// What a record carries besides its CRC.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Record<'a> {

@@ -271,10 +271,11 @@ pub fn scan_log(buf: &[u8], log_id: u64) -> Scan<'_> {
 /// tail that ends in zeros (where a write cut short had not put its data yet). A complete record
 /// that fails its checks, or a header of zeros, followed by no zero is one written whole and
 /// damaged since, its push acknowledged: damage, so that its loss is reported (cut as a torn
-/// tail, a flipped byte in the last record dropped an acknowledged op silently). The searches
-/// check checksums over at most four times the log's length plus 1 MiB (see
-/// [`SEARCH_CRC_PER_BYTE`]), so a scan takes linear time whatever the bytes; bytes a search
-/// passed over for that are damage, never a torn tail.
+/// tail, a flipped byte in the last record dropped an acknowledged op silently); so is a record
+/// running past the end that checks out with one of its lengths made to end it there (see
+/// `frame::whole_but_for_a_length`). The searches check checksums over at most four times the
+/// log's length plus 1 MiB (see [`SEARCH_CRC_PER_BYTE`]), so a scan takes linear time whatever
+/// the bytes; bytes a search passed over for that are damage, never a torn tail.
 pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<'a>)) -> ScanEnd {
     let mut end = ScanEnd {
         data_end: HEADER_LEN as u64,
@@ -288,10 +289,10 @@ pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<
     while at < limit {
         let rest = buf.get(at..).unwrap_or_default();
         let decoded = decode_record(rest, log_id);
-        // Only a record that runs past the end says it was cut short: a header of zeros says
+        // Only a record that runs past the end may have been cut short: a header of zeros says
         // nothing of its length, and with the file's last byte written it was read as a torn
         // tail, a block the medium lost taking an acknowledged op silently.
-        let complete = !matches!(decoded, Decoded::Incomplete);
+        let incomplete = matches!(decoded, Decoded::Incomplete);
         let from = match decoded {
             Decoded::Record(record, len) => {
                 found(Item::Record(record));
@@ -318,8 +319,15 @@ pub fn scan_log_with<'a>(buf: &'a [u8], log_id: u64, mut found: impl FnMut(Item<
             }
             // A search that passed over a candidate it could not pay for may have missed the
             // valid records after the damage, acknowledged ops among them: a loss to report,
-            // whatever the bad record or the last byte look like.
-            None if passed_over || (complete && buf.last().is_some_and(|&b| b != 0)) => {
+            // whatever the bad record or the last byte look like. So is a record that runs
+            // past the end only because a length of it was damaged: with that length made to
+            // end it at the end of the file it checks out, so it was written whole (read as a
+            // torn tail, its acknowledged op went silently, and an older set of its key stayed
+            // a set). Asked only here, at the end of the scan: two checksums over what is left.
+            None if passed_over
+                || (!incomplete && buf.last().is_some_and(|&b| b != 0))
+                || (incomplete && frame::whole_but_for_a_length(rest, &log_id.to_le_bytes())) =>
+            {
                 found(Item::Damage(at as u64..limit as u64));
                 return end;
             }
