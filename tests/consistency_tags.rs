@@ -771,3 +771,71 @@ fn event_whose_deletes_l2_refuses(async_api: bool) {
         assert_eq!(cache.get::<String>(key).unwrap(), None, "{key} left in L1");
     }
 }
+
+#[test]
+fn a_tag_whose_l2_deletes_fallback_hid_keeps_its_members_for_a_retry() {
+    tag_whose_l2_deletes_fallback_hid(false);
+}
+
+#[test]
+fn async_a_tag_whose_l2_deletes_fallback_hid_keeps_its_members_for_a_retry() {
+    tag_whose_l2_deletes_fallback_hid(true);
+}
+
+/// `fallback_on_error` hides L2's failed delete of a tag's members, and without a replay queue
+/// (a memory L1) nothing deletes them later: L2 keeps the values. The invalidation then forgot
+/// the members all the same and said it succeeded, so no retry was made and none could have
+/// found them: once L2 answered again, every instance read the values back, listed by no tag,
+/// until their TTL. The call must fail and the tag keep its members, as a prefix's does.
+fn tag_whose_l2_deletes_fallback_hid(async_api: bool) {
+    let redis = RedisServer::start();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = true
+            [local]
+            type = "memory"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "app:"
+            "#,
+            redis.addr()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    cache.set_with_tags("k", "v", None, &["t"]).unwrap();
+    let mut raw = refusing_unlink(&redis);
+    let invalidate = || {
+        if async_api {
+            support::block_on(cache.invalidate_tag_async("t"))
+        } else {
+            cache.invalidate_tag("t")
+        }
+    };
+    let first = invalidate();
+    let member: Option<String> = redis::cmd("ZSCORE")
+        .arg("app:uno-cache:tag:t")
+        .arg("k")
+        .query(&mut raw)
+        .unwrap();
+    // L2 answers again: the documented answer to a failed invalidation is a retry.
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("+unlink")
+        .exec(&mut raw)
+        .unwrap();
+    if first.is_err() {
+        assert!(member.is_some(), "a failed invalidation forgot its member");
+        support::until_ok("the retried invalidation", invalidate);
+    }
+    let left: Option<Vec<u8>> = redis::cmd("GET").arg("app:k").query(&mut raw).unwrap();
+    assert_eq!(
+        left, None,
+        "L2 kept a member of the invalidated tag (the first call answered {first:?}, its member left the tag: {})",
+        member.is_none()
+    );
+    assert_eq!(cache.get::<String>("k").unwrap(), None);
+}

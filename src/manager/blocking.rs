@@ -14,6 +14,7 @@ use super::loader::Role;
 use super::policy::{partial_over, Plan, Route, Shared};
 use super::reread::Reread;
 use super::typed::Lookup;
+use super::writes::L2Owed;
 use super::{as_strs, borrow_items, distinct, item_keys, last_of_each, CacheManager};
 
 use crate::error::{key_for_error, Error, Result};
@@ -134,7 +135,7 @@ impl CacheManager {
         let s = &self.shared;
         let l1 = s.delete_l1_done(1, s.l1.delete(key).map(u64::from));
         let l2 = s.delete_l2(&[key], |l2| l2.delete(key).map(u64::from));
-        let out = s.finish_delete_or_unqueued(&[key], l1, l2);
+        let out = s.finish_delete_or_unqueued(&[key], l1, l2, L2Owed::Hidden);
         drop(ordered);
         s.publish_keys(&[key]);
         out
@@ -191,6 +192,11 @@ impl CacheManager {
     /// As [`CacheManager::delete`]. A [`PartialBatch`](crate::Error::PartialBatch) names every
     /// position of a key whose L2 delete did not reach its node.
     pub fn multi_delete(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
+        self.multi_delete_owing(keys, L2Owed::Hidden)
+    }
+
+    /// [`CacheManager::multi_delete`], with what an L2 failure owes the caller (see [`L2Owed`]).
+    pub(crate) fn multi_delete_owing(&self, keys: &[impl AsRef<str>], owed: L2Owed) -> Result<u64> {
         let given = as_strs(keys);
         // A key listed twice is one delete: each level is asked once, and counts it once.
         let keys = distinct(&given);
@@ -203,7 +209,7 @@ impl CacheManager {
         let l1 = s.delete_l1_done(keys.len(), s.l1.delete_many(&keys));
         let l2 = s.delete_l2(&keys, |l2| l2.delete_many(&keys));
         let out = s
-            .finish_delete_or_unqueued(&keys, l1, l2)
+            .finish_delete_or_unqueued(&keys, l1, l2, owed)
             .map_err(|e| partial_over(e, &keys, &given));
         drop(ordered);
         s.publish_keys(&keys);

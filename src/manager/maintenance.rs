@@ -10,6 +10,7 @@ use super::apart::Pass;
 use super::offload::offload;
 use super::policy::Shared;
 use super::tags::TagStore;
+use super::writes::L2Owed;
 use super::CacheManager;
 use super::InvalidationEvent;
 
@@ -309,9 +310,11 @@ impl CacheManager {
     /// # Errors
     /// [`Error::Config`] if there is no Redis for tags; the tag Redis's error; otherwise as
     /// [`CacheManager::multi_delete`], the first of its steps that failed (every step runs, so
-    /// every member leaves L1 here and elsewhere even then). The tag keeps its members until all
-    /// are deleted, so a call that failed, or whose future was dropped, can be retried: it
-    /// deletes them all again.
+    /// every member leaves L1 here and elsewhere even then). L2's failure to delete members is
+    /// returned also under `fallback_on_error`, unless the replay queue takes the deletes:
+    /// hidden, L2 kept the values while the tag forgot them, and no retry could reach them. The
+    /// tag keeps its members until all are deleted, so a call that failed, or whose future was
+    /// dropped, can be retried (once L2 answers): it deletes them all again.
     pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
         let store = self.shared.tags.as_ref().ok_or_else(no_tag_redis)?;
         let members = store.members(tag)?;
@@ -323,7 +326,7 @@ impl CacheManager {
         // removed its keys from L1 and published them, and so must every step after it.
         let mut failed = None;
         for step in deleted.chunks(TAG_DELETE_STEP) {
-            if let Err(e) = self.multi_delete(step) {
+            if let Err(e) = self.multi_delete_owing(step, L2Owed::Reported) {
                 failed = failed.or(Some(e));
             }
         }
@@ -350,7 +353,7 @@ impl CacheManager {
         let deleted = deletable(tag, &members.keys);
         let mut failed = None;
         for step in deleted.chunks(TAG_DELETE_STEP) {
-            if let Err(e) = self.multi_delete_async(step).await {
+            if let Err(e) = self.multi_delete_owing_async(step, L2Owed::Reported).await {
                 failed = failed.or(Some(e));
             }
         }

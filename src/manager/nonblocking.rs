@@ -15,6 +15,7 @@ use super::loader::Role;
 use super::policy::{partial_over, Plan, Route, Shared};
 use super::reread::Reread;
 use super::typed::Lookup;
+use super::writes::L2Owed;
 use super::{as_strs, borrow_items, distinct, item_keys, last_of_each, CacheManager};
 
 use crate::error::{key_for_error, Error, Result};
@@ -136,7 +137,7 @@ impl CacheManager {
                 Ok(None)
             }
         };
-        let out = s.finish_delete_or_unqueued(&keys, l1, l2);
+        let out = s.finish_delete_or_unqueued(&keys, l1, l2, L2Owed::Hidden);
         drop(ordered);
         announcement.publish().await;
         Ok(out? > 0)
@@ -181,6 +182,16 @@ impl CacheManager {
     /// # Errors
     /// As [`CacheManager::multi_delete`].
     pub async fn multi_delete_async(&self, keys: &[impl AsRef<str>]) -> Result<u64> {
+        self.multi_delete_owing_async(keys, L2Owed::Hidden).await
+    }
+
+    /// [`CacheManager::multi_delete_async`], with what an L2 failure owes the caller (see
+    /// [`L2Owed`]).
+    pub(crate) async fn multi_delete_owing_async(
+        &self,
+        keys: &[impl AsRef<str>],
+        l2_owed: L2Owed,
+    ) -> Result<u64> {
         let given = as_strs(keys);
         // A key listed twice is one delete: each level is asked once, and counts it once.
         let keys = distinct(&given);
@@ -211,7 +222,7 @@ impl CacheManager {
             }
         };
         let out = s
-            .finish_delete_or_unqueued(&keys, l1, l2)
+            .finish_delete_or_unqueued(&keys, l1, l2, l2_owed)
             .map_err(|e| partial_over(e, &keys, &given));
         drop(ordered);
         announcement.publish().await;

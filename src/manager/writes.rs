@@ -271,12 +271,13 @@ impl Shared {
         keys: &[&str],
         l1: Result<u64>,
         l2: Result<Option<Result<u64>>>,
+        owed: L2Owed,
     ) -> Result<u64> {
         let (l2, unqueued) = match l2 {
             Ok(l2) => (l2, Ok(())),
             Err(e) => (None, Err(e)),
         };
-        let removed = self.finish_delete(keys, l1, l2)?;
+        let removed = self.finish_delete(keys, l1, l2, owed)?;
         unqueued?;
         Ok(removed)
     }
@@ -291,6 +292,7 @@ impl Shared {
         keys: &[&str],
         l1: Result<u64>,
         l2: Option<Result<u64>>,
+        owed: L2Owed,
     ) -> Result<u64> {
         let first_key = keys.first().copied().unwrap_or("");
         let removed_l2 = match l2 {
@@ -317,7 +319,7 @@ impl Shared {
                             let unsent: Vec<&str> =
                                 failed.iter().filter_map(|&i| keys.get(i).copied()).collect();
                             let first = unsent.first().copied().unwrap_or(first_key);
-                            if !self.hidden(Level::Distributed, "delete", first, &error) {
+                            if !self.delete_hidden(first, &error, owed) {
                                 return Err(error);
                             }
                             self.queue_failed_deletes(&unsent)?;
@@ -327,7 +329,9 @@ impl Shared {
                             }
                         }
                         Err(e) => {
-                            self.failed(Level::Distributed, "delete", first_key, e)?;
+                            if !self.delete_hidden(first_key, &e, owed) {
+                                return Err(e);
+                            }
                             self.queue_failed_deletes(keys)?;
                             0
                         }
@@ -337,4 +341,29 @@ impl Shared {
         };
         Ok(l1?.max(removed_l2))
     }
+
+    /// Whether `fallback_on_error` hides L2's failed delete of `key` (counted and logged
+    /// either way). Not for a delete whose keys must leave L2 ([`L2Owed::Reported`]) when no
+    /// replay queue takes the failed ones.
+    fn delete_hidden(&self, key: &str, error: &Error, owed: L2Owed) -> bool {
+        // `replays_failures` alone is the setting: a memory L1 has no directory for the queue.
+        let queued = self.replays_failures && self.replay.is_some();
+        if owed == L2Owed::Reported && !queued {
+            self.metrics.distributed.failure(Level::Distributed.name(), error);
+            return false;
+        }
+        self.hidden(Level::Distributed, "delete", key, error)
+    }
+}
+
+/// What a delete owes when L2 fails it and `fallback_on_error` is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L2Owed {
+    /// Nothing more: the failure is hidden (and queued for replay, if there is a queue); without
+    /// a queue L2 keeps the value, as an L1-only write is documented to leave it.
+    Hidden,
+    /// Unless a replay queue takes the failed deletes, the failure reaches the caller: a tag's
+    /// invalidation forgets its members once the deletes return, and a value L2 kept would be
+    /// listed by no tag, out of reach of a retry.
+    Reported,
 }
