@@ -17,6 +17,9 @@
 mod backplane_common;
 mod support;
 
+#[path = "support/proxy.rs"]
+mod proxy;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -193,6 +196,44 @@ fn a_publish_that_failed_while_peers_stayed_subscribed_is_resent_to_them() {
         assert!(Instant::now() < deadline, "{:?}", a.stats());
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A `publish_async` whose future is dropped before Redis took the message (a caller's
+/// timeout, a `select!`) leaves it to the re-send task, as a publish that failed does: its
+/// number was taken, and the send was cancelled with it, so the message was neither sent nor
+/// kept, and the other instances kept what it named until their TTL.
+#[test]
+fn a_publish_async_dropped_before_redis_took_it_is_sent_again() {
+    let server = RedisServer::start();
+    let to_server = proxy::TcpProxy::start(&server.addr());
+    let (a, _) = instance(
+        BackplaneOptions::url(to_server.addr())
+            .publish_timeout(Duration::from_secs(60))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100)),
+    );
+    let (_b, b_seen) = instance(options(&server));
+    let a = Arc::new(a);
+    to_server.hold_on(b"PUBLISH");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let publishing = {
+        let a = Arc::clone(&a);
+        rt.spawn(async move { a.publish_async(&keys(&["k"])).await })
+    };
+    support::wait_until("the PUBLISH held on its way", || to_server.waiting() > 0);
+    publishing.abort();
+    assert!(rt.block_on(publishing).unwrap_err().is_cancelled());
+    // Its connection is cut with the command in it: Redis never gets it.
+    to_server.sever();
+    support::wait_until("the held connection cut", || to_server.waiting() == 0);
+    to_server.release();
+    b_seen.wait_for("the message of the dropped publish", WAIT, |e| {
+        count_messages(e) >= 1
+    });
+    assert_eq!(b_seen.messages()[0].invalidation, keys(&["k"]));
 }
 
 #[test]

@@ -8,9 +8,10 @@
 //!
 //! - [`Backplane::publish`] sends one message (`PUBLISH channel bytes`), stamped with this
 //!   instance's [`InstanceId`] and the next number of its sequence, within a deadline, and says
-//!   whether Redis took it. A message that could not be sent is kept (bounded) and re-sent by the
-//!   backplane once Redis answers again; if too many pile up they are replaced by one
-//!   [`Invalidation::All`].
+//!   whether Redis took it. A message that could not be sent (or whose
+//!   [`publish_async`](Backplane::publish_async) future was dropped before Redis answered) is
+//!   kept (bounded) and re-sent by the backplane once Redis answers again; if too many pile up
+//!   they are replaced by one [`Invalidation::All`].
 //! - A subscriber task hands every other instance's message to an [`InvalidationHandler`]. It
 //!   ignores messages from its own instance and counts (never panics on) bytes that are not a
 //!   message.

@@ -36,16 +36,6 @@ impl Shared {
         }
     }
 
-    /// Async [`Shared::publish_keys`].
-    pub(crate) async fn publish_keys_async(&self, keys: &[&str]) {
-        if let Some(bp) = self.backplane.get() {
-            for message in Invalidation::keys_in_messages(keys) {
-                let result = bp.publish_async(&message).await;
-                self.count_publish(result.map(drop));
-            }
-        }
-    }
-
     /// An async write's promise to publish `keys`, kept even if its future is dropped: see
     /// [`Announcement`].
     pub(crate) fn announce<'a>(&'a self, keys: &'a [&'a str]) -> Announcement<'a> {
@@ -54,6 +44,7 @@ impl Shared {
             owed: Owed::Keys(keys),
             done: false,
             publishing: false,
+            begun: 0,
         }
     }
 
@@ -64,6 +55,7 @@ impl Shared {
             owed: Owed::One(invalidation),
             done: false,
             publishing: false,
+            begun: 0,
         }
     }
 
@@ -84,14 +76,6 @@ impl Shared {
     pub(crate) fn publish(&self, invalidation: &Invalidation) {
         if let Some(bp) = self.backplane.get() {
             self.count_publish(bp.publish(invalidation).map(drop));
-        }
-    }
-
-    /// Async [`Shared::publish`].
-    pub(crate) async fn publish_async(&self, invalidation: &Invalidation) {
-        if let Some(bp) = self.backplane.get() {
-            let result = bp.publish_async(invalidation).await;
-            self.count_publish(result.map(drop));
         }
     }
 
@@ -259,6 +243,10 @@ pub(crate) struct Announcement<'a> {
     /// [`publish`](Announcement::publish) has begun: the write's L2 step is over (publishing is
     /// the only wait after it), so a message handed over from `Drop` needs no repeat.
     publishing: bool,
+    /// The messages whose publish has begun: one dropped before Redis answered is kept for
+    /// re-sending by the backplane itself (`Backplane::publish_async`), so `Drop` hands over
+    /// only those after it.
+    begun: usize,
 }
 
 /// What an [`Announcement`] publishes.
@@ -276,14 +264,24 @@ impl Announcement<'_> {
         self.done = true;
     }
 
-    /// Publishes the keys and waits for it, as [`Shared::publish_keys_async`].
+    /// Publishes the messages and waits for Redis to take each, as [`Shared::publish_keys`].
     pub(crate) async fn publish(mut self) {
         self.publishing = true;
-        match self.owed {
-            Owed::Keys(keys) => self.shared.publish_keys_async(keys).await,
-            Owed::One(invalidation) => self.shared.publish_async(invalidation).await,
+        if let Some(bp) = self.shared.backplane.get() {
+            for message in self.messages() {
+                self.begun += 1;
+                let result = bp.publish_async(&message).await;
+                self.shared.count_publish(result.map(drop));
+            }
         }
         self.done = true;
+    }
+
+    fn messages(&self) -> Vec<Invalidation> {
+        match self.owed {
+            Owed::Keys(keys) => Invalidation::keys_in_messages(keys),
+            Owed::One(invalidation) => vec![invalidation.clone()],
+        }
     }
 }
 
@@ -293,11 +291,7 @@ impl Drop for Announcement<'_> {
             return;
         }
         if let Some(bp) = self.shared.backplane.get() {
-            let messages = match self.owed {
-                Owed::Keys(keys) => Invalidation::keys_in_messages(keys),
-                Owed::One(invalidation) => vec![invalidation.clone()],
-            };
-            for message in messages {
+            for message in self.messages().into_iter().skip(self.begun) {
                 if let Err(e) = bp.publish_later_repeated(&message, !self.publishing) {
                     tracing::warn!(error = %e, "the invalidation of a cancelled call could not be kept for sending");
                 }

@@ -597,7 +597,9 @@ impl Backplane {
         self.finish(seq, bytes, weight, out)
     }
 
-    /// [`publish`](Self::publish) without blocking the caller's executor.
+    /// [`publish`](Self::publish) without blocking the caller's executor. A future dropped
+    /// before Redis answered (a caller's timeout) leaves its message to the re-send task, as a
+    /// failed publish does: the send is cancelled with it, and Redis may never have had it.
     ///
     /// # Errors
     /// As [`publish`](Self::publish).
@@ -606,12 +608,17 @@ impl Backplane {
         let publisher = self.publisher.clone();
         let weight = invalidation.weight();
         let send = bytes.clone();
+        let mut unanswered = Unanswered {
+            publisher: &self.publisher,
+            message: Some((bytes, weight)),
+        };
         let out = self
             .rt
             .run("publish", self.publish_timeout, async move {
                 publisher.send(send).await
             })
             .await;
+        let (bytes, weight) = unanswered.message.take().unwrap_or_default();
         self.finish(seq, bytes, weight, out)
     }
 
@@ -713,6 +720,22 @@ impl Backplane {
             repeats_pending: self.publisher.repeats_pending(),
             republish_overflows: load(&s.republish_overflows),
             handler_panics: load(&s.handler_panics),
+        }
+    }
+}
+
+/// A message [`Backplane::publish_async`] sends, kept for re-sending if its future is dropped
+/// before Redis answered. Sent twice at worst (Redis took it before the drop): an invalidation
+/// repeated costs a miss, one lost a stale value.
+struct Unanswered<'a> {
+    publisher: &'a Publisher,
+    message: Option<(Vec<u8>, usize)>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some((bytes, weight)) = self.message.take() {
+            self.publisher.keep(bytes, weight);
         }
     }
 }
