@@ -4,7 +4,8 @@
 //! comes back `recover()` makes the queue take writes again, a rewrite that cannot fit yet
 //! saying how many bytes it needs. And through a manager whose L2 is a real Redis: while the
 //! device stays full, the replay gets every queued op to L2 once L2 is back (acks held in
-//! memory), and the recovery once there is room leaves them out of the log.
+//! memory), and the recovery once there is room leaves them out of the log; a write the full
+//! queue refused leaves L1 again.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -314,4 +315,80 @@ fn on_a_device_that_stays_full_a_failed_recovery_is_not_retried_until_room_comes
     });
     assert_eq!(q.stats().recovery_attempts, 2, "{:?}", q.stats());
     assert_eq!(q.len(), 51, "every op kept, the latching one included");
+}
+
+/// A write whose L2 step failed (hidden by `fallback_on_error`) and whose op the replay queue
+/// then refused (its device full) reaches the caller as that error, and nothing will send it to
+/// L2: L1 must not keep it either, as after any write L2 failed that nothing replays. Two ways
+/// in: an L2 call that failed, and a key that already waits in the queue (the write goes
+/// straight there). Kept, L1 served the failed write until its TTL while L2 (and every other
+/// instance) held, and after the replay got, the older value.
+#[test]
+fn a_write_the_full_replay_queue_refused_is_not_kept_in_l1_alone() {
+    let mut redis = RedisServer::start();
+    let fs = Mount::tmpfs(4096);
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = true
+            [local]
+            type = "memory"
+            [distributed]
+            enabled = true
+            hosts = ["{}"]
+            key_prefix = "full:"
+            timeout_ms = 200
+            [offline]
+            replay_dir = {:?}
+            replay_interval_ms = 3600000
+            "#,
+            redis.addr(),
+            fs.path().display().to_string()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let q = std::sync::Arc::clone(cache.replay_queue().unwrap());
+    cache.set_raw("failed", b"old", None).unwrap();
+    cache.set_raw("waiting", b"old", None).unwrap();
+    redis.kill();
+    // Queued while there is room: "waiting" has an op in the queue.
+    cache.set_raw("waiting", b"queued", None).unwrap();
+    assert!(q.is_pending("waiting"));
+    let ballast = fs.fill("ballast");
+    assert!(q.push_set("latch", &[7u8; 64 * 1024], 0).is_err());
+
+    let failed = cache.set_raw("failed", b"new", None);
+    assert!(failed.is_err(), "the queue took the op: {failed:?}");
+    let waiting = cache.set_raw("waiting", b"new", None);
+    assert!(waiting.is_err(), "the queue took the op: {waiting:?}");
+
+    // L2 comes back empty and takes what the queue holds; the queue is written anew once there
+    // is room, so no key reads as pending any more.
+    redis.restart();
+    wait_until("the queue is replayed", || {
+        let _ = cache.replay_now();
+        q.stats().pending == 0
+    });
+    fs.remove(&ballast);
+    q.recover().unwrap();
+    assert!(!q.is_pending("waiting"));
+    for key in ["waiting", "failed"] {
+        let in_l2 = l2_value(&redis, key);
+        assert_ne!(
+            in_l2.as_deref(),
+            Some(&b"new"[..]),
+            "{key}: L2 took the refused write"
+        );
+        assert_eq!(
+            cache.local().get(key).unwrap().map(|e| e.value),
+            None,
+            "{key}: L1 kept the write the caller was told failed (L2 holds {in_l2:?})"
+        );
+        assert_eq!(
+            cache.get_raw(key).unwrap(),
+            in_l2,
+            "{key}: the manager answered the failed write, not what L2 holds"
+        );
+    }
 }

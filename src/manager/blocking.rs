@@ -493,7 +493,7 @@ impl CacheManager {
                 } else if settle && s.must_queue(keys) {
                     // The batch the settle waited for failed and queued older writes of these
                     // keys for replay: this newer one goes after them, not to L2 before them.
-                    s.queue_sets(items, ttl)
+                    s.queued_or_undone(items, s.queue_sets(items, ttl))
                 } else {
                     let l2_ttl = Some(s.l2_ttl(ttl));
                     let started = Instant::now();

@@ -65,7 +65,7 @@ impl Requeue<'_> {
                 return Ok(());
             }
             let queued = match self.sets {
-                Some((items, ttl)) => s.queue_failed_sets(items, ttl),
+                Some((items, ttl)) => s.queued_or_undone(items, s.queue_failed_sets(items, ttl)),
                 None => s.queue_failed_deletes(self.keys),
             };
             s.nudge_replay();
@@ -75,7 +75,7 @@ impl Requeue<'_> {
             Some((items, ttl)) => {
                 let expires_at_ms = s.replay_expiry_ms(ttl);
                 match queue.push_with(items, expires_at_ms, || s.must_queue(self.keys), false) {
-                    Pushed::Replay => s.queue_sets(items, ttl),
+                    Pushed::Replay => s.queued_or_undone(items, s.queue_sets(items, ttl)),
                     _ => Ok(()),
                 }
             }

@@ -95,7 +95,9 @@ impl Shared {
                 self.metrics.consistency.behind_overflows.incr();
                 Route::Through { l2, settle: true }
             }
-            None if self.must_queue(keys) => Route::Done(self.queue_sets(items, ttl)),
+            None if self.must_queue(keys) => {
+                Route::Done(self.queued_or_undone(items, self.queue_sets(items, ttl)))
+            }
             None => Route::Through { l2, settle: false },
         }
     }
@@ -157,7 +159,7 @@ impl Shared {
                 } else if !unsent.is_empty() {
                     // A queue failure is counted and logged there; the refusal is what the
                     // caller is told, and its `unreached` still names these items.
-                    let _ = self.queue_failed_sets(&unsent, ttl);
+                    let _ = self.queued_or_undone(&unsent, self.queue_failed_sets(&unsent, ttl));
                 }
                 let first = refused.first().copied().unwrap_or("");
                 self.failed(Level::Distributed, "set", first, e)
@@ -177,7 +179,7 @@ impl Shared {
                         self.undo_local_items(&unsent);
                         return Err(error);
                     }
-                    self.queue_failed_sets(&unsent, ttl)
+                    self.queued_or_undone(&unsent, self.queue_failed_sets(&unsent, ttl))
                 }
                 Err(e) => {
                     let first = items.first().map_or("", |(k, _)| *k);
@@ -191,10 +193,23 @@ impl Shared {
                         self.undo_local_items(items);
                         return Err(e);
                     }
-                    self.queue_failed_sets(items, ttl)
+                    self.queued_or_undone(items, self.queue_failed_sets(items, ttl))
                 }
             },
         }
+    }
+
+    /// `queued`, the replay queue's answer to taking `items` (whose write did not reach L2):
+    /// if it refused them (its device full, a latched log), they leave L1 too. Nothing will
+    /// send them to L2 and the caller is told they failed, so kept in L1 they were served here
+    /// until their TTL while L2, and every other instance (told of the write), held the older
+    /// value, or got it from the key's older op still queued, as after any write L2 failed
+    /// that nothing replays (`fallback_on_error = false`).
+    pub(crate) fn queued_or_undone(&self, items: &[(&str, &[u8])], queued: Result<()>) -> Result<()> {
+        if queued.is_err() {
+            self.undo_local_items(items);
+        }
+        queued
     }
 
     // ---- deletes ----
