@@ -22,11 +22,11 @@
 //!   of one key never interleave (both own the key's
 //!   stripe in `guard` from their L1 step until their queue or L2 step is done), and a read that
 //!   misses L1 while the delete is on its way to L2 is a miss: L2 may still hold a value older
-//!   than the queued write the delete dropped. A settle waits four L2 timeouts at most (a
-//!   batch resent one key at a time, or a stuck sender, can take longer): one that gives up
-//!   hands its delete or write to this queue, behind the batch, since sent to L2 at once it
-//!   could land first and the batch's older write after it; a later op of the key waits for
-//!   that batch too. And the replay waits for the batch in flight before it reads its ops
+//!   than the queued write the delete dropped. A settle waits four L2 timeouts at most, 100 ms
+//!   at the least (a batch resent one key at a time, or a stuck sender, can take longer): one
+//!   that gives up hands its delete or write to this queue, behind the batch, since sent to L2
+//!   at once it could land first and the batch's older write after it; a later op of the key
+//!   waits for that batch too. And the replay waits for the batch in flight before it reads its ops
 //!   ([`WriteQueue::fence`]), so an op queued there while an older write of its key was in
 //!   flight reaches L2 after that write. An async delete (or write-through) dropped
 //!   between its settle and L2's answer (a caller's timeout) hands its part back to the queue
