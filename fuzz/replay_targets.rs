@@ -283,7 +283,9 @@ fn replay_scan(file: &[u8], log_id: u64) -> ReplayScan {
                 // A header of zeros gives no length: not cut short (the last byte decides).
                 let cut_short =
                     rest.len() < 28 || replay_fields_len(rest).is_some_and(|len| len > rest.len());
-                if cut_short || file.last() == Some(&0) {
+                if cut_short && whole_but_for_a_length(rest, log_id) {
+                    scan.items.push(ScanItem::Damage(at, file.len()));
+                } else if cut_short || file.last() == Some(&0) {
                     scan.torn_tail = rest.len();
                 } else {
                     scan.items.push(ScanItem::Damage(at, file.len()));
@@ -293,6 +295,35 @@ fn replay_scan(file: &[u8], log_id: u64) -> ReplayScan {
         }
     }
     scan
+}
+
+/// A record that runs past the end of the file but checks out (CRC included) with its key
+/// length, or its value length, made to end it at the end of the file: written whole, a length
+/// damaged since (storage-format.md, replay log recovery step 4).
+fn whole_but_for_a_length(rest: &[u8], log_id: u64) -> bool {
+    if rest.len() < 28 {
+        return false;
+    }
+    let key_len = usize::from(u16::from_le_bytes([rest[6], rest[7]]));
+    let value_len = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
+    let body = rest.len() - 28;
+    let mut candidates = Vec::new();
+    if let Some(v) = body.checked_sub(key_len).and_then(|v| u32::try_from(v).ok()) {
+        let mut fixed = rest.to_vec();
+        fixed[8..12].copy_from_slice(&v.to_le_bytes());
+        candidates.push(fixed);
+    }
+    if let Some(k) = body.checked_sub(value_len).and_then(|k| u16::try_from(k).ok()) {
+        let mut fixed = rest.to_vec();
+        fixed[6..8].copy_from_slice(&k.to_le_bytes());
+        candidates.push(fixed);
+    }
+    candidates.iter().any(|rec| {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&log_id.to_le_bytes());
+        hasher.update(&rec[4..]);
+        hasher.finalize().to_le_bytes() == rec[..4]
+    })
 }
 
 /// The state storage-format.md gives a scan ("Meaning", and damage in "Recovery (open)": the
