@@ -327,11 +327,11 @@ fn check_reads(
             entry.value.len()
         );
         // An older version: possible only if recovery could not see the newest record. An
-        // intact hint names it even when the segment's header is damaged (the hint is kept as
-        // the segment's lost keys); with an intact header, only if the hint matches the file.
+        // intact hint names it even when the segment's header is damaged or the file was cut
+        // short of the records it names (the hint is kept as the segment's lost keys).
         let seg = lay.newest_in[key];
         let d = damage.get(&seg).cloned().unwrap_or_default();
-        let hint_was_usable = !d.hint && (d.header || !d.cut_below_data_end);
+        let hint_was_usable = !d.hint;
         assert!(
             !hint_was_usable,
             "{ctx}: key {key:?} returned an older version although the hint of segment {seg}, which holds its newest record, was intact ({d:?})"

@@ -367,3 +367,54 @@ fn a_newest_segment_zeroed_under_its_hint_is_lost_to_damage_not_taken_for_a_roll
     assert!(get(&store, "gone").is_none(), "and at the next open");
     store.close().unwrap();
 }
+
+/// Cuts `segment` to `len` bytes, as a file system that lost the file's tail would.
+fn cut(segment: &Path, len: u64) {
+    let file = fs::OpenOptions::new().write(true).open(segment).unwrap();
+    file.set_len(len).unwrap();
+}
+
+#[test]
+fn a_segment_cut_short_of_its_intact_hint_keeps_its_keys_deleted_and_the_cut_is_damage() {
+    // A segment is fsynced before its hint is written, so no crash leaves one shorter than its
+    // intact hint says: its tail was lost to damage, and the hint names the keys of the records
+    // that went with it. The hint was set aside as stale and the segment scanned: the
+    // overwritten `k` and the deleted `gone` and `only-old` came back, and the cut of the
+    // newest segment was reported as the torn tail of a crash.
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    three_segments(&dir);
+    let store = FileStore::open(&dir, small_segments()).unwrap();
+    assert!(store.delete("only-old").unwrap());
+    store.close().unwrap();
+    let segments = files_with_ext(&dir, "seg");
+    assert_eq!(segments.len(), 4, "the layout this test needs: {segments:?}");
+    assert!(segments.iter().all(|s| s.with_extension("hint").exists()));
+    // Inside the first record of each: every record of the middle segment (k = 4, gone's
+    // tombstone, mid, mid2) and of the newest (only-old's tombstone) is lost.
+    cut(&segments[1], 40);
+    cut(&segments[3], 40);
+
+    for open in ["first", "second"] {
+        let store = FileStore::open(&dir, small_segments()).unwrap();
+        let report = store.recovery_report().clone();
+        if open == "first" {
+            assert_eq!(
+                (report.damaged_ranges, report.torn_tail_bytes),
+                (2, 0),
+                "both cuts are damage: {report:?}"
+            );
+        }
+        let back = |key: &str| get(&store, key).map(|v| v.len());
+        assert_eq!(back("k"), None, "{open} open: k's overwritten version came back");
+        assert_eq!(back("gone"), None, "{open} open: a deleted key came back");
+        assert_eq!(
+            back("only-old"),
+            None,
+            "{open} open: a key deleted in the newest segment came back"
+        );
+        assert_eq!(back("mid"), None, "{open} open");
+        assert_eq!(get(&store, "k2").as_deref(), Some(&value(7)[..]), "{open} open");
+        store.close().unwrap();
+    }
+}

@@ -10,6 +10,10 @@
 //! - a value's entry is a tombstone just below its seq, so a copy of that very record in a newer
 //!   segment (compaction copies keep their seq) still counts, and only older versions are hidden.
 //!
+//! A segment whose file ends before records its intact hint names lost those records the same
+//! way (recovery scans what is left): its hint is kept as its `.lost` file too. The records still
+//! in the file keep their seq, above the tombstones their entries become, so they still win.
+//!
 //! Renaming the hint needs no free space, so this works on a full disk, and nothing is written
 //! into the segments at open. A segment without an intact hint (a crash between its sealing and
 //! its hint, or a damaged hint) leaves nothing to name its keys: recovery reports the damaged
@@ -46,8 +50,8 @@ pub(crate) enum Kept {
     Held(Buried),
 }
 
-/// Keeps the hint of segment `id`, whose header was unreadable, as `{id:020}.lost` if it is
-/// intact and names that segment, or holds its keys for this run if the rename fails; removes
+/// Keeps the hint of segment `id`, whose header was unreadable or whose file ends before the
+/// records the hint names, as `{id:020}.lost` if it is intact and names that segment, or holds its keys for this run if the rename fails; removes
 /// it if its bytes are damaged or name another segment.
 ///
 /// # Errors

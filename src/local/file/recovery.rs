@@ -60,9 +60,11 @@ pub struct RecoveryReport {
     /// (counted in `lost_keys`).
     #[serde(default)]
     pub damaged_segments_left: u64,
-    /// Keys of segments lost to damage, named by their kept hints (`{id:020}.lost`), held as
-    /// deleted at this open so that no older version of them is served. A damaged segment
-    /// without an intact hint adds none: older versions of its keys can be read again.
+    /// Keys of segments lost to damage, or of segments whose files lost records their hints
+    /// name, named by their kept hints (`{id:020}.lost`), held as deleted at this open so that
+    /// no older version of them is served (every key such a hint names counts, also those
+    /// whose records remain). A damaged segment without an intact hint adds none: older
+    /// versions of its keys can be read again.
     #[serde(default)]
     pub lost_keys: u64,
     /// `{id:020}.lost` files whose bytes did not check, removed: the keys they named are no
@@ -283,7 +285,6 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         any_expiry: false,
         pending: Parts::with_capacity(capacity),
     };
-    let scanned = |seg, base| scan_into(seg, base, last_id, new_gather(0));
     // The records of segment `i`, from its hint file, or by a scan where it has none (the one
     // active at a crash) or one that is damaged or stale. `bytes` is a buffer for the hint, kept
     // by each thread: a fresh one for every hint of tens of megabytes was mapped and zeroed by
@@ -292,18 +293,28 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         #[cfg(test)]
         tests::panic_if_asked(&dir.path, i);
         let (seg, &base) = (segments.get(i)?, bases.get(i)?);
+        let mut cut_short = false;
         let from_hint = hint_ids.contains(&seg.id).then(|| {
             bytes.clear();
             let mut file = fs::File::open(segment::hint_path(&dir.path, seg.id)).ok()?;
             file.read_to_end(bytes).ok()?;
             let mut gather = new_gather(bytes.len() / (format::HINT_ENTRY_LEN + 8));
-            let data_end = gather.hint(seg, base, bytes)?;
+            let Some(data_end) = gather.hint(seg, base, bytes) else {
+                cut_short = hint_past_the_file(seg, bytes);
+                return None;
+            };
             seg.hint_bytes.store(bytes.len() as u64, Ordering::Relaxed);
             Some(Gathered::Hinted(data_end, gather))
         });
         Some(from_hint.flatten().unwrap_or_else(|| {
-            let (scan, gather) = scanned(seg, base);
-            Gathered::Scanned(scan, gather)
+            // Its tail was not torn by a crash: the hint says those records were fsynced.
+            let last = Some(seg.id) == last_id && !cut_short;
+            let (scan, gather) = scan_into(seg, base, last, new_gather(0));
+            Gathered::Scanned {
+                scan,
+                gather,
+                cut_short,
+            }
         }))
     };
     let mut gathered = gather_all(segments.len(), &gather_one);
@@ -326,9 +337,34 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 gathers.push(gather);
                 data_end
             }
-            Gathered::Scanned(scan, gather) => {
+            Gathered::Scanned {
+                scan,
+                gather,
+                cut_short,
+            } => {
                 gathers.push(gather);
-                settle_scan(dir, seg, &scan, Some(id) == last_id, &mut report)?
+                // The file lost records its intact hint names: the hint is kept as the
+                // segment's `.lost` file, whose keys stay deleted as a lost segment's do (a
+                // record still there keeps its seq, above its entry's tombstone). A `.lost`
+                // file of this id already names every key: the segment takes no record since.
+                let mut new_hint = true;
+                if cut_short && !lost_ids.contains(&id) {
+                    tracing::warn!(path = %seg.path.display(), "the segment ends before records its hint names; keeping the hint as its lost keys");
+                    match lost::keep(dir, id, meta.min_seq, &hasher)? {
+                        lost::Kept::Renamed => {
+                            lost_ids.insert(id);
+                            dir.sync()?;
+                        }
+                        lost::Kept::Nothing => {}
+                        // Left in place for the next open, so no hint of the scan replaces it.
+                        lost::Kept::Held(buried) => {
+                            held.add(buried);
+                            new_hint = false;
+                        }
+                    }
+                }
+                let last = Some(id) == last_id && !cut_short;
+                settle_scan(dir, seg, &scan, last, new_hint, &mut report)?
             }
         };
         seg.data_end.store(data_end, Ordering::Release);
@@ -442,12 +478,14 @@ pub(crate) fn hint_of_sealed(seg: &Segment) -> Result<Vec<u8>> {
 }
 
 /// Accounts for the scan of `seg` (the `last` segment, or another) in `report`, cuts the file
-/// at its last good record, syncs it and writes its hint. Returns the segment's data end.
+/// at its last good record, syncs it and writes its hint (unless `write` is false). Returns the
+/// segment's data end.
 fn settle_scan(
     dir: &LockedDir,
     seg: &Segment,
     scan: &format::Scan<'_>,
     last: bool,
+    write: bool,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
     report.scanned += 1;
@@ -480,6 +518,9 @@ fn settle_scan(
     // must not describe records a power loss could take away, and no later flush or
     // close would sync this segment (only the ones this run writes).
     seg.sync()?;
+    if !write {
+        return Ok(scan.data_end);
+    }
     let hint = hint_of_scan(seg.id, scan);
     match write_hint(dir, seg.id, &hint) {
         Ok(()) => seg.hint_bytes.store(hint.len() as u64, Ordering::Relaxed),
@@ -494,8 +535,13 @@ fn settle_scan(
 enum Gathered<'s, 'h> {
     /// From its hint file: the segment's data end, and the records.
     Hinted(u64, Gather<'h>),
-    /// By a scan of the segment.
-    Scanned(format::Scan<'s>, Gather<'h>),
+    /// By a scan of the segment; `cut_short` if its hint checked but named records past the
+    /// end of the file (see [`hint_past_the_file`]).
+    Scanned {
+        scan: format::Scan<'s>,
+        gather: Gather<'h>,
+        cut_short: bool,
+    },
 }
 
 /// Most threads an open reads hints and scans segments on.
@@ -550,14 +596,21 @@ where
     gathered
 }
 
+/// True if the hint `bytes` checks and names `seg`, but says its data runs past what the file
+/// holds: the file lost its tail after it was fsynced (no crash does that: a segment is fsynced
+/// before its hint is written), and the hint names the keys of the records that went with it.
+fn hint_past_the_file(seg: &Segment, bytes: &[u8]) -> bool {
+    format::check_hint(bytes).is_ok_and(|view| view.segment_id == seg.id && view.data_end > seg.mapped_len())
+}
+
 /// Scans `seg` (see [`scan`]) and gathers its records.
 fn scan_into<'s, 'h>(
     seg: &'s Segment,
     base: Loc,
-    last_id: Option<u64>,
+    last: bool,
     mut gather: Gather<'h>,
 ) -> (format::Scan<'s>, Gather<'h>) {
-    let scan = scan(seg, Some(seg.id) == last_id);
+    let scan = scan(seg, last);
     gather.pending.reserve(scan.records.len());
     gather.push_scan(base, &scan);
     (scan, gather)
