@@ -89,8 +89,9 @@ pub enum Error {
         key: String,
     },
 
-    /// The directory holds files but no uno-cache metadata: it belongs to something else.
-    #[error("{path} is not an uno-cache directory (it is not empty and has no {meta} file); choose an empty or new directory")]
+    /// The directory holds files but no uno-cache metadata (no metadata file, or one whose magic
+    /// bytes are not uno-cache's): it belongs to something else.
+    #[error("{path} is not an uno-cache directory: it is not empty, and its {meta} file is missing or does not start with uno-cache's magic bytes; choose an empty or new directory")]
     NotOurDirectory {
         /// The directory.
         path: PathBuf,

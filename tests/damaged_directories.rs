@@ -174,14 +174,20 @@ fn a_directory_with_foreign_files_is_not_ours() {
     assert_eq!(fs::read(dir.join("holiday.jpg")).unwrap(), b"not a cache");
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "open left files behind");
 
-    // A file named like our metadata but with other magic bytes is not ours either.
+    // A file named like our metadata but with other magic bytes is not ours either. The error
+    // says what is wrong with the file: it said the directory had no such file, and whoever
+    // looked found one.
     let dir = scratch.path().join("impostor");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join(META_FILE), [b'X'; META_LEN]).unwrap();
-    assert!(matches!(
-        FileStore::open(&dir, small_segments()),
-        Err(Error::NotOurDirectory { .. })
-    ));
+    match FileStore::open(&dir, small_segments()) {
+        Err(e @ Error::NotOurDirectory { .. }) => {
+            let said = e.to_string();
+            assert!(!said.contains("has no"), "{said}");
+            assert!(said.contains("magic"), "{said}");
+        }
+        other => panic!("expected NotOurDirectory, got {}", outcome(other)),
+    }
 }
 
 /// An open result in a few words (a store's Debug output is its whole index).
