@@ -418,3 +418,35 @@ fn a_segment_cut_short_of_its_intact_hint_keeps_its_keys_deleted_and_the_cut_is_
         store.close().unwrap();
     }
 }
+
+#[test]
+fn a_segment_cut_short_and_then_lost_to_a_damaged_header_keeps_every_key_its_first_hint_named() {
+    // The scan after the cut wrote the segment a hint of what was left; the header damaged
+    // later, that hint must not replace the `.lost` file that names the records the cut took.
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let segments = three_segments(&dir);
+    // Inside gone's tombstone, just past k = 4 (header, key, value).
+    cut(&segments[1], 32 + 28 + 1 + VALUE_LEN as u64 + 10);
+    let store = FileStore::open(&dir, small_segments()).unwrap();
+    assert_eq!(get(&store, "k").as_deref(), Some(&value(4)[..]));
+    assert_eq!(get(&store, "gone"), None);
+    store.close().unwrap();
+    // Only the `.lost` file names gone's tombstone now.
+    let lost = segments[1].with_extension("lost");
+    assert!(lost.exists(), "the cut segment's hint was not kept");
+    damage_header(&segments[1]);
+    for open in ["first", "second"] {
+        let store = FileStore::open(&dir, small_segments()).unwrap();
+        let back = |key: &str| get(&store, key).map(|v| v.len());
+        assert_eq!(back("k"), None, "{open} open: k's overwritten version came back");
+        assert_eq!(back("gone"), None, "{open} open: a deleted key came back");
+        assert_eq!(back("mid"), None, "{open} open");
+        assert_eq!(
+            get(&store, "only-old").as_deref(),
+            Some(&value(3)[..]),
+            "{open} open"
+        );
+        store.close().unwrap();
+    }
+}

@@ -43,7 +43,8 @@ use crate::error::{Error, Result};
 pub(crate) enum Kept {
     /// There was none, or its bytes were damaged (it was removed): nothing names the keys.
     Nothing,
-    /// Renamed to `{id:020}.lost`, which [`load`] reads at this open and later ones.
+    /// Renamed to `{id:020}.lost`, which [`load`] reads at this open and later ones (or removed,
+    /// where a `.lost` file of the segment that names more keys was there already).
     Renamed,
     /// Read whole but not renamed: its tombstones, for this run. The hint stays, and the caller
     /// must leave the segment too, so that the next open tries again.
@@ -76,6 +77,15 @@ pub(crate) fn keep(dir: &LockedDir, id: u64, min_seq: u64, hasher: &KeyHasher) -
         return Ok(Kept::Nothing);
     }
     let lost = segment::lost_path(&dir.path, id);
+    // Kept when the segment's file was cut short of the records this hint's predecessor named
+    // (recovery then wrote this one, of the records left): it names every key this one does
+    // and those the cut took, so it stays.
+    let kept =
+        fs::read(&lost).is_ok_and(|kept| format::check_hint(&kept).is_ok_and(|view| view.segment_id == id));
+    if kept {
+        dir.remove_quietly(&hint);
+        return Ok(Kept::Renamed);
+    }
     let Err(e) = dir.disk.rename(&hint, &lost) else {
         return Ok(Kept::Renamed);
     };
