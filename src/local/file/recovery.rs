@@ -285,6 +285,10 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
         any_expiry: false,
         pending: Parts::with_capacity(capacity),
     };
+    // Whether bad bytes after the last good record of segment `id` can be the torn tail of a
+    // crash: only in the newest segment, and only if it has no hint file, damaged or not (a
+    // segment is fsynced before its hint is written); elsewhere they are damage.
+    let torn_by_a_crash = |id: u64| Some(id) == last_id && !hint_ids.contains(&id);
     // The records of segment `i`, from its hint file, or by a scan where it has none (the one
     // active at a crash) or one that is damaged or stale. `bytes` is a buffer for the hint, kept
     // by each thread: a fresh one for every hint of tens of megabytes was mapped and zeroed by
@@ -307,8 +311,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
             Some(Gathered::Hinted(data_end, gather))
         });
         Some(from_hint.flatten().unwrap_or_else(|| {
-            // Its tail was not torn by a crash: the hint says those records were fsynced.
-            let last = Some(seg.id) == last_id && !cut_short;
+            let last = torn_by_a_crash(seg.id);
             let (scan, gather) = scan_into(seg, base, last, new_gather(0));
             Gathered::Scanned {
                 scan,
@@ -363,7 +366,7 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                         }
                     }
                 }
-                let last = Some(id) == last_id && !cut_short;
+                let last = torn_by_a_crash(id);
                 settle_scan(dir, seg, &scan, last, new_hint, &mut report)?
             }
         };
