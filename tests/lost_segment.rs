@@ -450,3 +450,64 @@ fn a_segment_cut_short_and_then_lost_to_a_damaged_header_keeps_every_key_its_fir
         store.close().unwrap();
     }
 }
+
+/// `bytes` (a hint file) with version `version` and its trailer CRC made right again.
+fn with_version(mut bytes: Vec<u8>, version: u16) -> Vec<u8> {
+    bytes[8..10].copy_from_slice(&version.to_le_bytes());
+    let at = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..at]);
+    bytes[at..].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn a_lost_file_of_a_newer_format_version_is_refused_and_kept() {
+    // storage-format.md ("Versions"): a file whose CRC checks out but whose version is higher is
+    // refused, naming it. A `.lost` file of version 2 was removed as damaged instead, and the
+    // keys it held as deleted (k, gone) read their older versions again.
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let segments = three_segments(&dir);
+    damage_header(&segments[1]);
+    FileStore::open(&dir, small_segments()).unwrap().close().unwrap();
+    let lost = segments[1].with_extension("lost");
+    let newer = with_version(fs::read(&lost).unwrap(), 2);
+    fs::write(&lost, &newer).unwrap();
+    match FileStore::open(&dir, small_segments()) {
+        Err(Error::UnsupportedVersion { path, found, .. }) => {
+            assert_eq!((path, found), (lost.clone(), 2));
+        }
+        Err(e) => panic!("expected UnsupportedVersion, got {e}"),
+        Ok(store) => panic!(
+            "opened: gone = {:?} bytes, {:?}",
+            get(&store, "gone").map(|v| v.len()),
+            store.recovery_report()
+        ),
+    }
+    assert_eq!(
+        fs::read(&lost).ok().as_ref(),
+        Some(&newer),
+        "the file was not kept"
+    );
+
+    // The same for the hint of a segment whose header is unreadable: it was deleted as damaged.
+    let dir = scratch.path().join("store2");
+    let segments = three_segments(&dir);
+    damage_header(&segments[1]);
+    let hint = segments[1].with_extension("hint");
+    let newer = with_version(fs::read(&hint).unwrap(), 2);
+    fs::write(&hint, &newer).unwrap();
+    match FileStore::open(&dir, small_segments()) {
+        Err(Error::UnsupportedVersion { path, found, .. }) => {
+            assert_eq!((path, found), (hint.clone(), 2));
+        }
+        Err(e) => panic!("expected UnsupportedVersion, got {e}"),
+        Ok(store) => panic!("opened: {:?}", store.recovery_report()),
+    }
+    assert_eq!(
+        fs::read(&hint).ok().as_ref(),
+        Some(&newer),
+        "the hint was not kept"
+    );
+    assert!(segments[1].exists(), "the segment was moved aside");
+}

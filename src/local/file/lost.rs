@@ -56,8 +56,9 @@ pub(crate) enum Kept {
 /// it if its bytes are damaged or name another segment.
 ///
 /// # Errors
-/// [`Error::LostKeysUnreadable`] if the hint exists but cannot be read; it is left in place, and
-/// the caller must leave the segment too, so that the next open tries again.
+/// [`Error::LostKeysUnreadable`] if the hint exists but cannot be read, and
+/// [`Error::UnsupportedVersion`] if a newer uno-cache wrote it; it is left in place, and the
+/// caller must leave the segment too, so that the next open tries again.
 pub(crate) fn keep(dir: &LockedDir, id: u64, min_seq: u64, hasher: &KeyHasher) -> Result<Kept> {
     let hint = segment::hint_path(&dir.path, id);
     let bytes = match fs::read(&hint) {
@@ -71,6 +72,11 @@ pub(crate) fn keep(dir: &LockedDir, id: u64, min_seq: u64, hasher: &KeyHasher) -
             })
         }
     };
+    // A newer uno-cache wrote it: refuse the directory rather than delete the keys it names
+    // (the segment stays too: the caller moves nothing aside on an error).
+    if let Err(format::HeaderError::Version(found)) = format::check_hint(&bytes) {
+        return Err(newer_version(hint, found));
+    }
     if !format::check_hint(&bytes).is_ok_and(|view| view.segment_id == id) {
         tracing::warn!(path = %hint.display(), "the hint of a damaged segment is damaged too; older versions of its keys may be read again");
         dir.remove_quietly(&hint);
@@ -154,7 +160,8 @@ fn buried_by(
 /// oldest segment kept) hides nothing any more and is removed, as is one that is damaged.
 ///
 /// # Errors
-/// [`Error::LostKeysUnreadable`] if one that still hides keys exists but cannot be read.
+/// [`Error::LostKeysUnreadable`] if one that still hides keys exists but cannot be read, and
+/// [`Error::UnsupportedVersion`] if a newer uno-cache wrote one; it is kept.
 pub(crate) fn load(
     dir: &LockedDir,
     ids: &BTreeSet<u64>,
@@ -183,6 +190,8 @@ pub(crate) fn load(
         };
         match buried_by(&bytes, min_seq, hasher) {
             Ok(found) => buried.add(found),
+            // A newer uno-cache wrote it: refused and kept, as a segment of that version is.
+            Err(format::HeaderError::Version(found)) => return Err(newer_version(path, found)),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "removing a damaged file of lost keys; older versions of them may be read again");
                 dir.remove_quietly(&path);
@@ -191,4 +200,13 @@ pub(crate) fn load(
         }
     }
     Ok(buried)
+}
+
+/// The refusal of a file (a hint or `.lost` file) of a newer format version.
+fn newer_version(path: std::path::PathBuf, found: u16) -> Error {
+    Error::UnsupportedVersion {
+        path,
+        found,
+        supported: format::FORMAT_VERSION,
+    }
 }
