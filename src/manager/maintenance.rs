@@ -111,8 +111,9 @@ impl CacheManager {
     /// list keys, and (through the backplane) from every other instance's L1. L1 keys are listed
     /// where the level can (the file store, redb); another L1 is cleared instead (a superset).
     /// L2 keys are deleted with `SCAN` + `UNLINK` on a standalone Redis L2 (when the backplane,
-    /// if any, is that same Redis); a Redis Cluster or Memcached L2 keeps them until their TTL
-    /// (Memcached cannot list keys). Writes under the prefix that wait in the replay queue (made
+    /// if any, leaves `[invalidation] hosts` empty, so it is that same Redis and login); a Redis
+    /// Cluster or Memcached L2, or one apart from the backplane's own hosts (the same ones named
+    /// again included), keeps them until their TTL (Memcached cannot list keys). Writes under the prefix that wait in the replay queue (made
     /// during an L2 outage) become deletes there, so their replay does not bring the keys back.
     /// Returns how many keys it dropped here, each counted once whether it was in L1, L2 or
     /// both: L1's keys listed and deleted, and the keys L2's scan deleted that L1 did not hold.
