@@ -241,24 +241,16 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 // read fails the open with both left as they are (see `lost`). The directory is
                 // fsynced between them: ext4 and xfs journal renames in order, but POSIX
                 // promises no order without it (a damaged segment is rare; one fsync).
-                match lost::keep(dir, id, meta.min_seq, &hasher)? {
-                    lost::Kept::Renamed => {
-                        lost_ids.insert(id);
-                        dir.sync()?;
-                    }
-                    lost::Kept::Nothing => {}
-                    // A hint read whole but not renamed: the segment stays with it, unloaded, for
-                    // the next open to try again (its file keeps its id taken). Whatever stands at
-                    // the `.lost` name is no file a rename of this hint left, which would have
-                    // taken the hint's name away: the hint names the keys, and `load` leaves that
-                    // alone.
-                    lost::Kept::Held(buried) => {
-                        held.add(buried);
-                        lost_ids.remove(&id);
-                        report.damaged_segments_left += 1;
-                        tracing::warn!(path = %path.display(), %reason, "leaving an unreadable segment in place until its hint can be kept");
-                        continue;
-                    }
+                // A hint read whole but not renamed: the segment stays with it, unloaded, for
+                // the next open to try again (its file keeps its id taken). Whatever stands at
+                // the `.lost` name is no file a rename of this hint left, which would have taken
+                // the hint's name away: the hint names the keys, and `load` leaves that alone.
+                if let Some(buried) = keep_lost_hint(dir, id, meta.min_seq, &hasher, &mut lost_ids)? {
+                    held.add(buried);
+                    lost_ids.remove(&id);
+                    report.damaged_segments_left += 1;
+                    tracing::warn!(path = %path.display(), %reason, "leaving an unreadable segment in place until its hint can be kept");
+                    continue;
                 }
                 // Logged and counted once the open goes on: a hint it could not read refused it,
                 // and the segment stays where it was.
@@ -353,17 +345,10 @@ pub(crate) fn recover(dir: &LockedDir, meta: &Meta, now_ms: u64, hasher: KeyHash
                 let mut new_hint = true;
                 if cut_short && !lost_ids.contains(&id) {
                     tracing::warn!(path = %seg.path.display(), "the segment ends before records its hint names; keeping the hint as its lost keys");
-                    match lost::keep(dir, id, meta.min_seq, &hasher)? {
-                        lost::Kept::Renamed => {
-                            lost_ids.insert(id);
-                            dir.sync()?;
-                        }
-                        lost::Kept::Nothing => {}
-                        // Left in place for the next open, so no hint of the scan replaces it.
-                        lost::Kept::Held(buried) => {
-                            held.add(buried);
-                            new_hint = false;
-                        }
+                    // Left in place for the next open, so no hint of the scan replaces it.
+                    if let Some(buried) = keep_lost_hint(dir, id, meta.min_seq, &hasher, &mut lost_ids)? {
+                        held.add(buried);
+                        new_hint = false;
                     }
                 }
                 let last = torn_by_a_crash(id);
@@ -478,6 +463,27 @@ pub(crate) fn hint_of_sealed(seg: &Segment) -> Result<Vec<u8>> {
     hint.extend_from_slice(&body);
     format::encode_hint_trailer(&mut hint, entries);
     Ok(hint)
+}
+
+/// Keeps the hint of segment `id` as its `.lost` file ([`lost::keep`]), noted in `lost_ids`
+/// once the directory is fsynced. Returns the hint's tombstones if it was read whole but could
+/// not be renamed: the caller holds them for this run and must leave the hint where it is.
+fn keep_lost_hint(
+    dir: &LockedDir,
+    id: u64,
+    min_seq: u64,
+    hasher: &KeyHasher,
+    lost_ids: &mut BTreeSet<u64>,
+) -> Result<Option<lost::Buried>> {
+    match lost::keep(dir, id, min_seq, hasher)? {
+        lost::Kept::Renamed => {
+            lost_ids.insert(id);
+            dir.sync()?;
+            Ok(None)
+        }
+        lost::Kept::Nothing => Ok(None),
+        lost::Kept::Held(buried) => Ok(Some(buried)),
+    }
 }
 
 /// Accounts for the scan of `seg` (the `last` segment, or another) in `report`, cuts the file
