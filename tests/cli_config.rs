@@ -416,3 +416,52 @@ fn tls_system_roots_without_a_usable_root_fails_the_command_naming_the_setting()
     );
     assert!(!stderr.contains("queued"), "{stderr}");
 }
+
+/// `local.ttl` is the longest an entry lives in L1, and the manager's reads do not cap what they
+/// find: `import` through a configuration stored a line without an expiry for ever, and one
+/// dumped from a store with a longer TTL past it. Now each is held to local.ttl, as the
+/// manager's `set` holds it (found by review).
+#[test]
+fn an_import_through_a_config_holds_every_entry_to_local_ttl() {
+    use std::io::Write as _;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let config = write_config(
+        dir.path(),
+        &format!("[local]\npath = {:?}\nttl = 60\n", store.display().to_string()),
+    );
+    let now_ms = || u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let a_day_on = now_ms() + 86_400_000;
+    let dump = format!("# uno-cache dump 3\nforever\tv\nlong\tv\t{a_day_on}\n# end 2\n");
+    let mut child = bin()
+        .arg("--config")
+        .arg(&config)
+        .arg("import")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(dump.as_bytes()).unwrap();
+    let imported = child.wait_with_output().unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let latest = now_ms() + 60_000;
+    let dumped = run(&store, &["dump"]);
+    let text = String::from_utf8(dumped.stdout).unwrap();
+    for key in ["forever", "long"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{key}\t")))
+            .unwrap_or_else(|| panic!("{key} not imported: {text}"));
+        let expires: u64 = line
+            .rsplit('\t')
+            .next()
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("{key} was stored without an expiry: {line:?}"));
+        assert!(expires <= latest, "{key} lives past local.ttl: {line:?}");
+    }
+}

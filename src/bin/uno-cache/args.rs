@@ -83,7 +83,8 @@ pub(crate) enum Command {
     Dump,
     /// Read dump lines from stdin and store them, each with the expiry it was dumped with.
     /// Entries that have expired since are skipped. Lines without an expiry (and dumps from
-    /// before expiries were dumped) never expire unless `--ttl` is given. A version-3 dump
+    /// before expiries were dumped) never expire unless `--ttl` (or, with --config, local.ttl)
+    /// bounds them. A version-3 dump
     /// without its `# end N` line, or with another count, was cut short: exit 2 (the lines
     /// before stay stored). Older dumps have no end line: they import, with a note.
     Import {
@@ -92,7 +93,8 @@ pub(crate) enum Command {
         #[arg(long)]
         durable: bool,
         /// Time to live in seconds for entries without an expiry, and the longest any imported
-        /// entry lives.
+        /// entry lives. With --config, local.ttl is that longest too (and the TTL of entries
+        /// without an expiry, without this flag), as for the application's own writes.
         #[arg(long)]
         ttl: Option<f64>,
     },

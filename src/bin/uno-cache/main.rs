@@ -78,7 +78,7 @@ fn main() -> ExitCode {
 }
 
 fn run(mut cli: Cli) -> Result<ExitCode, String> {
-    let ttl = match &cli.command {
+    let mut ttl = match &cli.command {
         Command::Set { ttl, .. } | Command::Import { ttl, .. } => ttl_arg(*ttl)?,
         _ => None,
     };
@@ -149,6 +149,12 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         // The application's fail-safe window: a compaction without it removed the stale copies
         // its next failed load would have served. Whole, not cut to seconds.
         keep_expired = keep_expired.or(Some(config.loader.fail_safe_max_duration));
+        if matches!(cli.command, Command::Import { .. }) {
+            // As the manager's `set` does: an entry the application's L1 holds lives at most
+            // local.ttl, and its reads do not cap what they find, so one imported without an
+            // expiry was served for ever.
+            ttl = Some(ttl.map_or(config.local.ttl, |t| t.min(config.local.ttl)));
+        }
     }
     if !matches!(cli.command, Command::Set { .. } | Command::Import { .. }) {
         require_store(&cli.dir, uno_cache::files::META_FILE)?;
