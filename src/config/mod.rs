@@ -175,6 +175,7 @@ impl CacheConfig {
     /// (or `invalidation.enabled`) when a table that names hosts (or, for the backplane, any
     /// setting) leaves it out, since its default, false, would leave them unused.
     pub fn from_toml_str(text: &str) -> Result<CacheConfig> {
+        parse_errors::check_sections_are_tables(text)?;
         let config: CacheConfig = toml::from_str(text).map_err(|e| {
             let at = e.span().map(|span| span.start);
             let field = at

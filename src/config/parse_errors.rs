@@ -3,6 +3,9 @@
 //! the configuration's terms (the range a user can write, not the Rust type behind it: `expected
 //! u64`, `as i128`; an array, not `a sequence`).
 
+use super::invalid;
+use crate::error::Result;
+
 /// `message` with a Rust integer type it expects replaced by the range that type takes, and the
 /// TOML parser's "integer number overflowed" (past `u128::MAX`) saying what is accepted, and
 /// serde's "a sequence" as TOML's array. Any other message is returned as it is.
@@ -36,6 +39,45 @@ pub(super) fn in_range_terms(message: &str) -> String {
         None => what.to_owned(),
     };
     format!("{what}, expected a whole number in 0..={max}")
+}
+
+/// The sections of a configuration, each a table.
+const SECTIONS: [&str; 6] = [
+    "local",
+    "distributed",
+    "offline",
+    "consistency",
+    "invalidation",
+    "loader",
+];
+
+/// Refuses a section of `text` given as something other than a table, naming it: serde read an
+/// array as the section's fields in order, so `[[local]]` was blamed on its first key as a
+/// `local.type` ("unknown variant `path`"), `[[distributed]]` on a boolean, and `loader = []`
+/// passed as the defaults.
+pub(super) fn check_sections_are_tables(text: &str) -> Result<()> {
+    // A text that does not parse is left to the parse, which names where.
+    let Ok(top) = toml::from_str::<toml::Table>(text) else {
+        return Ok(());
+    };
+    let Some((name, value)) = SECTIONS
+        .iter()
+        .find_map(|name| top.get(*name).filter(|v| !v.is_table()).map(|v| (*name, v)))
+    else {
+        return Ok(());
+    };
+    let given = if value
+        .as_array()
+        .is_some_and(|a| a.iter().all(toml::Value::is_table))
+    {
+        format!("an array of tables (`[[{name}]]`, or `{name} = [...]`)")
+    } else {
+        format!("{} (`{name} = ...`)", value.type_str())
+    };
+    Err(invalid(
+        name,
+        format!("is {given}; write it as one table: a `[{name}]` line with its settings under it (or `{name} = {{ ... }}`)"),
+    ))
 }
 
 /// The 1-based line and column (in characters) of byte `pos` of `text`.
@@ -151,5 +193,36 @@ mod tests {
         assert_eq!(named, "distributed.hosts");
         assert!(reason.contains("expected an array, in brackets"), "{reason}");
         assert!(!reason.contains("sequence"), "{reason}");
+    }
+
+    /// `[[local]]` was blamed on its first key, as a `local.type` ("unknown variant `path`"),
+    /// `[[distributed]]` on a boolean, and `loader = []` passed as the defaults (found by
+    /// review).
+    #[test]
+    fn a_section_that_is_not_a_table_is_refused_naming_the_section() {
+        for (text, section, says) in [
+            ("[[local]]\npath = \"/tmp/x\"\n", "local", "an array of tables"),
+            (
+                "[[distributed]]\nenabled = true\n",
+                "distributed",
+                "`[[distributed]]`",
+            ),
+            ("loader = []\n", "loader", "an array of tables"),
+            ("offline = \"x\"\n", "offline", "string"),
+            ("consistency = 5\n", "consistency", "integer"),
+        ] {
+            let (named, reason) = reason_of(text);
+            assert_eq!(named, section, "{text:?}: {reason}");
+            assert!(
+                reason.contains(says) && reason.contains(&format!("[{section}]")),
+                "{text:?}: {reason}"
+            );
+            assert!(
+                !reason.contains("variant") && !reason.contains("struct"),
+                "{reason}"
+            );
+        }
+        // A table, inline or not, is no section at fault.
+        assert!(CacheConfig::from_toml_str("loader = { absent_ttl = 5 }\n[local]\nttl = 5\n").is_ok());
     }
 }
