@@ -181,7 +181,12 @@ impl CacheConfig {
             let field = at
                 .and_then(|pos| parse_errors::field_at(text, pos))
                 .unwrap_or_else(|| "config".to_owned());
-            let message = parse_errors::in_range_terms(e.message().trim());
+            let message = parse_errors::without_secrets(
+                text,
+                at,
+                &field,
+                parse_errors::in_range_terms(e.message().trim()),
+            );
             match at.and_then(|pos| parse_errors::line_and_column(text, pos)) {
                 Some((line, column)) => invalid(&field, format!("{message} (line {line}, column {column})")),
                 None => invalid(&field, message.to_owned()),

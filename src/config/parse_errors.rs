@@ -41,6 +41,35 @@ pub(super) fn in_range_terms(message: &str) -> String {
     format!("{what}, expected a whole number in 0..={max}")
 }
 
+/// `message` of the parse error at `field` (byte `pos` of `text`) with every value it quotes
+/// (between backticks) shown as `***` where the field is a password, or the line may set one (an
+/// inline table's error is named after the table): one written unquoted, as a number, was
+/// printed whole in the error a service logs at start-up ("invalid type: integer `123456`").
+pub(super) fn without_secrets(text: &str, pos: Option<usize>, field: &str, message: String) -> String {
+    let line_sets_one = pos
+        .and_then(|pos| line_at(text, pos))
+        .is_some_and(|l| l.contains("password"));
+    if !field.ends_with("password") && !line_sets_one {
+        return message;
+    }
+    let mut shown = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            shown.push('`');
+        }
+        // The odd parts are the quoted ones; an unpaired last backtick quotes the rest.
+        shown.push_str(if i % 2 == 1 { "***" } else { part });
+    }
+    shown
+}
+
+/// The line of `text` that holds byte `pos`.
+fn line_at(text: &str, pos: usize) -> Option<&str> {
+    let start = text.get(..pos)?.rfind('\n').map_or(0, |i| i + 1);
+    let end = text.get(pos..)?.find('\n').map_or(text.len(), |i| pos + i);
+    text.get(start..end)
+}
+
 /// The sections of a configuration, each a table.
 const SECTIONS: [&str; 6] = [
     "local",
@@ -224,5 +253,29 @@ mod tests {
         }
         // A table, inline or not, is no section at fault.
         assert!(CacheConfig::from_toml_str("loader = { absent_ttl = 5 }\n[local]\nttl = 5\n").is_ok());
+    }
+
+    /// A password written unquoted as a number (or a boolean, a float) was printed whole in
+    /// the refusal, which a service logs (found by review).
+    #[test]
+    fn a_password_of_the_wrong_type_is_refused_without_showing_it() {
+        for (section, value) in [
+            ("distributed", "123456"),
+            ("distributed", "1234567890123456789012345"),
+            ("invalidation", "3.14159"),
+            ("distributed", "true"),
+        ] {
+            let text = format!("[{section}]\nenabled = true\nhosts = [\"h:1\"]\npassword = {value}\n");
+            let (named, reason) = reason_of(&text);
+            assert_eq!(named, format!("{section}.password"), "{reason}");
+            assert!(!reason.contains(value), "{reason}");
+            assert!(reason.contains("expected a string"), "{reason}");
+        }
+        let (_, reason) =
+            reason_of("distributed = { enabled = true, hosts = [\"h:1\"], password = 123456 }\n");
+        assert!(!reason.contains("123456"), "{reason}");
+        // Other fields keep the value, which tells what was read.
+        let (_, reason) = reason_of("[distributed]\nusername = 123456\n");
+        assert!(reason.contains("123456"), "{reason}");
     }
 }
