@@ -294,7 +294,8 @@ pub struct LevelStats {
     pub errors: u64,
     /// Entries the level dropped to respect its size bound (as it reports them).
     pub evictions: u64,
-    /// Entries the level removed because their TTL passed (as it reports them).
+    /// Entries the level removed because their TTL passed (as it reports them), an expired
+    /// value a write or delete of its key dropped included, by every kind of L1.
     pub expirations: u64,
     /// Reads that found a record damaged and answered a miss (the file store; zero for the
     /// other levels; not published for `memory`): data lost, not an absent key. `verify` on the

@@ -123,7 +123,8 @@ pub struct StorageSize {
 pub struct StorageCounters {
     /// Entries dropped to respect the level's size bound.
     pub evictions: u64,
-    /// Entries removed because their TTL passed.
+    /// Entries removed because their TTL passed, an expired value a write or delete of its key
+    /// dropped included.
     pub expirations: u64,
     /// Reads that found a record damaged (its bytes do not match their checksum) and answered
     /// a miss, so that a caller can tell lost data from an absent key. The file store counts

@@ -101,11 +101,12 @@ impl Weighter<String, Slot> for ByBytes {
 #[derive(Clone)]
 struct Hooks;
 
-/// What one insert pushed out: `(key, weight)` of each entry, the first without an allocation.
+/// What one insert pushed out: `(key, weight, expiry)` of each entry, the first without an
+/// allocation.
 #[derive(Default)]
 struct Pushed {
-    first: Option<(String, usize)>,
-    more: Vec<(String, usize)>,
+    first: Option<(String, usize, u64)>,
+    more: Vec<(String, usize, u64)>,
 }
 
 impl Lifecycle<String, Slot> for Hooks {
@@ -118,9 +119,9 @@ impl Lifecycle<String, Slot> for Hooks {
     fn on_evict(&self, pushed: &mut Self::RequestState, key: String, val: Slot) {
         let w = weight(&key, &val.value);
         if pushed.first.is_none() {
-            pushed.first = Some((key, w));
+            pushed.first = Some((key, w, val.expires_at_ms));
         } else {
-            pushed.more.push((key, w));
+            pushed.more.push((key, w, val.expires_at_ms));
         }
     }
 }
@@ -264,12 +265,15 @@ impl MemoryStore {
             .bytes
             .fetch_add(weight(key, value) as u64, Ordering::Relaxed);
         let pushed = self.cache.insert_with_lifecycle(key.to_owned(), slot);
-        for (old_key, old_weight) in pushed.first.into_iter().chain(pushed.more) {
+        for (old_key, old_weight, old_expiry) in pushed.first.into_iter().chain(pushed.more) {
             self.tally.remove_bytes(old_weight);
             // The key's previous value, replaced, or a value too large for the bound in bytes,
-            // pushed out by its own insert: not an eviction.
+            // pushed out by its own insert: not an eviction. A previous value whose TTL had
+            // passed is an expiration, as a read or a delete that took it would count it.
             if old_key != key {
                 self.tally.evictions.fetch_add(1, Ordering::Relaxed);
+            } else if old_expiry != 0 && old_expiry <= self.clock.now_ms() {
+                self.tally.expirations.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::format::{self, Decoded, Kind, RecordHeader, RecordRef, RECORD_HEADER_LEN};
-use super::index::Loc;
+use super::index::{IndexEntry, Loc};
 use super::segment::Segment;
 use super::Inner;
 use crate::error::key_for_error;
@@ -263,6 +263,16 @@ impl Inner {
         // Its record may stay on disk: a delete of the key must still take a tombstone.
         self.lapsed.insert(hash, self.index.len());
         true
+    }
+
+    /// Counts an entry a write or delete of its key took out of the index as expired if its TTL
+    /// had passed: a read or the sweep would have counted it so, and once out of the index no
+    /// read or sweep can (the memory tier and the other L1s count it alike). A value in the
+    /// keep window (fail-safe) is counted here too, as it was never counted when it lapsed.
+    pub(crate) fn count_if_expired(&self, old: &IndexEntry, now: u64) {
+        if old.is_expired(now) {
+            self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// An entry whose slot moved on or that points at something other than a live value of its

@@ -163,7 +163,8 @@ pub struct FileStoreStats {
     /// Entries an eviction re-appended instead of dropping (see the file tier's eviction in the
     /// README): read since written, protected, or unread ones kept in the room left over.
     pub second_chances: u64,
-    /// Entries removed because their TTL passed.
+    /// Entries removed because their TTL passed, an expired value a write or delete of its key
+    /// dropped included.
     pub expirations: u64,
     /// Segments rewritten by compaction.
     pub compactions: u64,

@@ -223,7 +223,7 @@ impl Inner {
                 .count()
                 .max(1);
             let (chunk, tail) = rest.split_at(fits.min(rest.len()));
-            self.append_values(w, chunk, expires)?;
+            self.append_values(w, chunk, expires, now)?;
             rest = tail;
         }
         self.sync_if_every_write(w)
@@ -236,6 +236,7 @@ impl Inner {
         w: &mut Writer,
         chunk: &[I],
         expires_at_ms: impl Fn(&I) -> u64,
+        now: u64,
     ) -> Result<()> {
         let Some(active) = w.active.clone() else {
             return Err(self.no_active_segment());
@@ -280,6 +281,7 @@ impl Inner {
                 IndexEntry::with_protection(base.at(offset), expires_at_ms, self.admit_protected(w, hash));
             if let Some(old) = self.index.insert(hash, entry) {
                 self.unaccount(old.loc);
+                self.count_if_expired(&old, now);
             }
             offset += len;
             seq = seq.saturating_add(1);
@@ -316,6 +318,7 @@ impl Inner {
         self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
         if let Some((_, old)) = self.index.remove(&hash) {
             self.unaccount(old.loc);
+            self.count_if_expired(&old, self.clock.now_ms());
         }
         self.sync_if_every_write(&w)?;
         Ok(removes || held)

@@ -1,0 +1,104 @@
+//! What each kind of L1 counts in `stats().file.expirations` of the values that expired in it:
+//! the same scripted sequence through a manager gives the same count whatever stores L1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uno_cache::{CacheConfig, CacheManager, FileStore, FileStoreOptions, ManualClock};
+
+/// A manager without a memory tier whose L1 is of `kind`, on a manual clock.
+fn on_manual_clock(dir: &Path, kind: &str) -> (CacheManager, ManualClock) {
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "{kind}"
+        path = "{}"
+        memory_items = 0
+        "#,
+        dir.join("l1").display()
+    ))
+    .unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let cache = CacheManager::builder()
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    (cache, clock)
+}
+
+/// A value that expired before a write or delete of its key came is counted as expired when
+/// that change drops it, by every kind of L1, as the memory tier counts it: it was neither
+/// evicted nor found by the delete, and it left the store. The redb L1 counted all three; the
+/// file store none (its entry was replaced in the index, no read or sweep could count it after),
+/// and the memory L1 not the one a write replaced.
+#[test]
+fn an_expired_value_a_write_or_delete_drops_counts_as_one_expiration_in_every_l1() {
+    for kind in ["file", "memory", "redb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, clock) = on_manual_clock(dir.path(), kind);
+        for key in ["w", "d", "m"] {
+            cache.set(key, &1u32, Some(Duration::from_secs(5))).unwrap();
+        }
+        cache.set("live", &1u32, Some(Duration::from_secs(60))).unwrap();
+        cache.set("kept", &1u32, None).unwrap();
+        clock.advance(Duration::from_millis(5001));
+        cache.set("w", &2u32, None).unwrap();
+        assert_eq!(
+            cache.stats().file.expirations,
+            1,
+            "{kind}: the write dropped an expired value"
+        );
+        assert!(
+            !cache.delete("d").unwrap(),
+            "{kind}: an expired value is not found"
+        );
+        assert_eq!(
+            cache.stats().file.expirations,
+            2,
+            "{kind}: the delete dropped an expired value"
+        );
+        assert_eq!(cache.multi_delete(&["m", "kept"]).unwrap(), 1, "{kind}");
+        let stats = cache.stats();
+        assert_eq!(
+            stats.file.expirations, 3,
+            "{kind}: the batch delete dropped one expired value and one live one"
+        );
+        assert_eq!(stats.local.expirations, 3, "{kind}");
+        assert_eq!(stats.file.evictions, 0, "{kind}: nothing was evicted for room");
+        assert_eq!(cache.get::<u32>("w").unwrap(), Some(2), "{kind}");
+        // The live key, rewritten before it expires, is no expiration.
+        clock.advance(Duration::from_secs(1));
+        cache.set("live", &3u32, None).unwrap();
+        assert_eq!(cache.stats().file.expirations, 3, "{kind}");
+    }
+}
+
+/// A file store that keeps expired values for fail-safe reads counts one a delete takes in
+/// that window, once: it never counted it when it lapsed, and a later read or sweep cannot.
+#[test]
+fn a_file_store_counts_a_kept_expired_value_a_delete_or_write_takes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = FileStore::open(
+        dir.path(),
+        FileStoreOptions::default()
+            .clock(Arc::new(clock.clone()))
+            .keep_expired(Duration::from_secs(60)),
+    )
+    .unwrap();
+    store.set("d", b"1", Some(Duration::from_secs(5))).unwrap();
+    store.set("w", b"1", Some(Duration::from_secs(5))).unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(store.get("d").unwrap(), None);
+    assert!(store.get_stale("d").unwrap().is_some(), "kept for fail-safe");
+    store.delete("d").unwrap();
+    store.set("w", b"2", None).unwrap();
+    assert_eq!(store.stats().expirations, 2);
+    clock.advance(Duration::from_secs(120));
+    store.compact().unwrap();
+    assert_eq!(store.get("d").unwrap(), None);
+    assert_eq!(store.stats().expirations, 2, "nothing counted twice");
+}
