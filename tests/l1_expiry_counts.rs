@@ -102,3 +102,27 @@ fn a_file_store_counts_a_kept_expired_value_a_delete_or_write_takes_once() {
     assert_eq!(store.get("d").unwrap(), None);
     assert_eq!(store.stats().expirations, 2, "nothing counted twice");
 }
+
+/// A prefix invalidation counts the keys it dropped that a read could still have found,
+/// whatever stores L1: the redb L1 listed every row under the prefix, expired ones included, so
+/// `invalidate_prefix` answered 2 where the file store (and the memory tier in front of either)
+/// answered 1 for the same keys.
+#[test]
+fn a_prefix_invalidation_does_not_count_a_value_that_expired_in_any_l1() {
+    for kind in ["file", "redb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, clock) = on_manual_clock(dir.path(), kind);
+        cache.set("p:gone", &1u32, Some(Duration::from_secs(5))).unwrap();
+        cache.set("p:live", &2u32, None).unwrap();
+        cache.set("q:other", &3u32, None).unwrap();
+        clock.advance(Duration::from_millis(5001));
+        assert_eq!(
+            cache.invalidate_prefix("p:").unwrap(),
+            1,
+            "{kind}: the live key alone"
+        );
+        assert_eq!(cache.get::<u32>("p:live").unwrap(), None, "{kind}");
+        assert_eq!(cache.get::<u32>("p:gone").unwrap(), None, "{kind}");
+        assert_eq!(cache.get::<u32>("q:other").unwrap(), Some(3), "{kind}");
+    }
+}

@@ -680,21 +680,26 @@ impl LocalStorage for Inner {
         Ok(None)
     }
 
-    /// A range scan of the key-ordered `entries` table (expired entries included: dropping them
-    /// is harmless).
+    /// A range scan of the key-ordered `entries` table, of the keys a read would find: the rows
+    /// reads hide (`dead`, or not decoding) are left to the purge, as the file store lists only
+    /// its live keys. A prefix invalidation counts what it drops, and must count the same keys
+    /// whichever store L1 is.
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         self.guarded("scan", || {
+            let now = self.clock.now_ms();
             let db = self.db()?;
             let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
             let entries = txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
             let mut keys = Vec::new();
             for item in entries.range(prefix..).map_err(|e| self.err("scan", e))? {
-                let (key, _) = item.map_err(|e| self.err("scan", e))?;
+                let (key, value) = item.map_err(|e| self.err("scan", e))?;
                 let key = key.value();
                 if !key.starts_with(prefix) {
                     break;
                 }
-                keys.push(key.to_owned());
+                if Record::decode(value.value()).is_some_and(|r| !self.dead(key, &r, now)) {
+                    keys.push(key.to_owned());
+                }
             }
             Ok(Some(keys))
         })

@@ -236,8 +236,8 @@ impl LocalStorage for RedbStore {
         self.inner.get_stale(key)
     }
 
-    /// A range scan of the key-ordered `entries` table (expired entries included: dropping them
-    /// is harmless).
+    /// A range scan of the key-ordered `entries` table, of the keys a read would find (expired
+    /// rows are left to the purge, as the file store lists only live keys).
     fn keys_with_prefix(&self, prefix: &str) -> Result<Option<Vec<String>>> {
         self.inner.keys_with_prefix(prefix)
     }
