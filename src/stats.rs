@@ -409,8 +409,9 @@ pub struct OverallStats {
     /// L2 hits copied into L1.
     pub backfills: u64,
     /// L2 hits not copied into L1: a write or delete of the key raced the read, the backfill
-    /// queue was full, or L1's admission policy refused the fill (the file tier, when it is
-    /// full and the key is read no more often than what it would push out).
+    /// queue was full, L1's admission policy refused the fill (the file tier, when it is
+    /// full and the key is read no more often than what it would push out), or L1 failed to
+    /// write it (also in `local.errors`, once per failed call).
     pub backfills_skipped: u64,
     /// Loader calls made by the loading calls (`get_or_set_with`, `get_or_load` and their
     /// variants), refresh-ahead's background reloads included; a load whose thread could not be

@@ -653,3 +653,71 @@ fn a_leaders_look_again_that_finds_a_suspect_entry_is_not_counted_as_a_second_re
         );
     }
 }
+
+/// A file-store L1 whose fills fail (its device gone, say), other writes going through.
+struct FailingFills(FileStore);
+
+impl Wrap for FailingFills {
+    type Inner = FileStore;
+    fn inner(&self) -> &FileStore {
+        &self.0
+    }
+}
+
+impl WrapLocal for FailingFills {
+    fn fill_each(&self, _: &[(&str, &[u8], Option<std::time::Duration>)]) -> uno_cache::Result<usize> {
+        Err(Error::Backend {
+            level: "file",
+            op: "fill",
+            reason: "the device is gone".into(),
+        })
+    }
+}
+
+/// An L2 hit that L1 fails to take in is a backfill skipped (and an L1 error), whichever read
+/// found it: a batch read counted each of its hits so, but a single read counted it in no
+/// backfill figure, so `backfills + backfills_skipped` fell short of the L2 hits to copy.
+#[test]
+fn an_l2_hit_l1_fails_to_take_is_one_backfill_skipped_for_single_and_batch_reads() {
+    let redis = RedisServer::start();
+    let reads: [Batch; 4] = [
+        ("get", |c, keys| {
+            keys.iter().filter(|k| c.get::<u32>(k).unwrap().is_some()).count()
+        }),
+        ("get_async", |c, keys| {
+            keys.iter()
+                .filter(|k| support::block_on(c.get_async::<u32>(k)).unwrap().is_some())
+                .count()
+        }),
+        ("multi_get", |c, keys| c.multi_get::<u32>(keys).unwrap().len()),
+        ("multi_get_raw_async", |c, keys| {
+            support::block_on(c.multi_get_raw_async(keys)).unwrap().len()
+        }),
+    ];
+    for (name, read) in reads {
+        let dir = tempfile::tempdir().unwrap();
+        let l1 = FileStore::open(dir.path(), uno_cache::FileStoreOptions::default()).unwrap();
+        let cache = CacheManager::builder()
+            .config(config(dir.path(), "redis", &[redis.addr()], true))
+            .local(Arc::new(Delegate(FailingFills(l1))))
+            .build()
+            .unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = redis_cache(other_dir.path(), &redis);
+        other.multi_set(vec![("a", 1u32), ("b", 2u32)], None).unwrap();
+        assert_eq!(read(&cache, &["a", "b"]), 2, "{name}");
+        // The backfill thread's batches are applied by then.
+        cache.flush().unwrap();
+        let stats = cache.stats();
+        assert_eq!(stats.distributed.hits, 2, "{name}");
+        assert_eq!(
+            (stats.overall.backfills, stats.overall.backfills_skipped),
+            (0, 2),
+            "{name}"
+        );
+        assert_eq!(stats.local.sets, 0, "{name}");
+        let fills = if name.starts_with("multi") { 1 } else { 2 };
+        assert_eq!(stats.local.errors, fills, "{name}: one per failed fill call");
+        other.multi_delete(&["a", "b"]).unwrap();
+    }
+}

@@ -696,6 +696,8 @@ impl Shared {
                 self.metrics.backfills.incr();
             }
             Err(e) => {
+                // Not copied, as a batch read's failed fills are counted.
+                self.metrics.backfills_skipped.incr();
                 self.metrics.local.errors.incr();
                 tracing::warn!(key = %key_for_error(key), error = %e, "backfilling L1 failed; the read goes on");
             }
