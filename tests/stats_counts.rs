@@ -721,3 +721,70 @@ fn an_l2_hit_l1_fails_to_take_is_one_backfill_skipped_for_single_and_batch_reads
         other.multi_delete(&["a", "b"]).unwrap();
     }
 }
+
+/// A file-store L1 that refuses fills of more than one item as bad input, then, one by one,
+/// refuses `big` as too large and fails `io` (its device gone), taking the others.
+struct PickyFills(FileStore);
+
+impl Wrap for PickyFills {
+    type Inner = FileStore;
+    fn inner(&self) -> &FileStore {
+        &self.0
+    }
+}
+
+impl WrapLocal for PickyFills {
+    fn fill_each(&self, items: &[(&str, &[u8], Option<std::time::Duration>)]) -> uno_cache::Result<usize> {
+        let too_large = |key: &str| Error::ValueTooLarge {
+            key: key.to_owned(),
+            len: 1,
+            max: 0,
+            store: "a test's L1".into(),
+        };
+        match items {
+            [(key, ..), _, ..] => Err(too_large(key)),
+            [("big", ..)] => Err(too_large("big")),
+            [("io", ..)] => Err(Error::Backend {
+                level: "file",
+                op: "fill",
+                reason: "the device is gone".into(),
+            }),
+            _ => self.0.fill_each(items),
+        }
+    }
+}
+
+/// A batch's backfills that L1 took one by one (after it refused the batch as bad input) are
+/// counted as backfills and L1 sets whatever failed after them: when the last one failed with
+/// an error other than bad input, the count stopped there, and the values L1 had taken were
+/// counted in neither `backfills` nor `backfills_skipped`.
+#[test]
+fn backfills_l1_took_one_by_one_count_whichever_fill_failed_last() {
+    let redis = RedisServer::start();
+    for keys in [["ok", "big", "io"], ["ok", "io", "big"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let l1 = FileStore::open(dir.path(), uno_cache::FileStoreOptions::default()).unwrap();
+        let cache = CacheManager::builder()
+            .config(config(dir.path(), "redis", &[redis.addr()], true))
+            .local(Arc::new(Delegate(PickyFills(l1))))
+            .build()
+            .unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = redis_cache(other_dir.path(), &redis);
+        other
+            .multi_set(keys.iter().map(|k| (*k, 1u32)).collect::<Vec<_>>(), None)
+            .unwrap();
+        assert_eq!(cache.multi_get_raw(&keys).unwrap().len(), 3, "{keys:?}");
+        cache.flush().unwrap();
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.overall.backfills, stats.overall.backfills_skipped),
+            (1, 2),
+            "{keys:?}"
+        );
+        assert_eq!(stats.local.sets, 1, "{keys:?}");
+        assert_eq!(stats.local.errors, 1, "{keys:?}: the batch's fill");
+        assert!(cache.local().get("ok").unwrap().is_some(), "{keys:?}");
+        other.multi_delete(&keys).unwrap();
+    }
+}

@@ -353,10 +353,8 @@ impl Shared {
         if let Err(e) = result {
             self.metrics.local.errors.incr();
             tracing::warn!(error = %e, "backfilling L1 failed; the read went on");
-            if !e.is_bad_input() {
-                return;
-            }
         }
+        // What L1 took one by one counts whichever fill failed last (0 if the batch failed).
         self.metrics.local.sets.add(written);
         self.metrics.backfills.add(written);
     }
