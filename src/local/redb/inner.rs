@@ -604,11 +604,17 @@ impl Storage for Inner {
             });
         }
         if weight(key, value_len) > self.max_bytes {
+            // The largest value for this key, as the file store names it: the bound also holds
+            // the key and the header, and naming the bound said a value under it was over it.
+            let max = self.max_bytes.saturating_sub(weight(key, 0));
             return Err(Error::ValueTooLarge {
                 key: key_for_error(key),
                 len: value_len,
-                max: usize::try_from(self.max_bytes).unwrap_or(usize::MAX),
-                store: format!("the redb store's size bound ({} bytes)", self.max_bytes),
+                max: usize::try_from(max).unwrap_or(usize::MAX),
+                store: format!(
+                    "the redb store's size bound ({} bytes, each entry's key and 16-byte header included)",
+                    self.max_bytes
+                ),
             });
         }
         Ok(())

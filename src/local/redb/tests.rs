@@ -726,3 +726,32 @@ fn count_live_leaves_out_expired_rows_that_size_counts_until_the_purge() {
     assert_eq!(s.purge_expired().unwrap(), 1);
     assert_eq!((s.size().unwrap().items, s.count_live().unwrap()), (1, 1));
 }
+
+/// A value over the size bound with its key is refused naming the largest value the bound
+/// takes for that key, as the file store names the largest its segment takes: the error named
+/// the bound itself, so a value a few bytes under it read as "N bytes, over the limit of M"
+/// with N below M.
+#[test]
+fn a_value_over_the_size_bound_names_the_largest_value_the_bound_takes_for_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let s = open(dir.path(), 1, &clock);
+    let bound = 1024 * 1024;
+    let largest = bound - "key".len() - tables::HEADER_LEN;
+    s.check_value("key", largest).unwrap();
+    s.set("key", &vec![1u8; largest], None).unwrap();
+    for len in [largest + 1, bound - 1] {
+        match s.check_value("key", len) {
+            Err(Error::ValueTooLarge {
+                key,
+                len: refused,
+                max,
+                ..
+            }) => {
+                assert_eq!((key.as_str(), refused, max), ("key", len, largest));
+                assert!(refused > max, "the value named is over the limit named");
+            }
+            other => panic!("{len}: {other:?}"),
+        }
+    }
+}
