@@ -363,3 +363,46 @@ fn a_batch_across_a_full_primary_and_a_healthy_one_lands_on_the_healthy_one() {
         cache.stats().consistency.replay_pending
     );
 }
+
+/// A batch write a Memcached out of memory refuses is one failed L2 call, counted once in
+/// `distributed.errors` and shown as `last_error`, whether it was written through or behind:
+/// write-behind counted an error per refused key and left `last_error` as it was, so the same
+/// refusal read as two failures with none shown.
+#[test]
+fn a_refused_batch_is_one_l2_error_shown_whether_written_through_or_behind() {
+    let server = MemcachedServer::start_with(&["-M", "-m", "2"]);
+    let value = vec![5u8; 100_000];
+    let filler = MemcachedStore::connect(MemcachedOptions::new(server.addr()).prefix("wb:")).unwrap();
+    let full = (0..200).find_map(|i| filler.set(&format!("fill{i}"), &value, None).err());
+    assert!(matches!(full, Some(Error::ItemRefused { .. })), "{full:?}");
+    for mode in ["through", "behind"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CacheConfig::from_toml_str(&format!(
+            r#"
+            fallback_on_error = true
+            [local]
+            type = "file"
+            path = {:?}
+            [distributed]
+            enabled = true
+            type = "memcached"
+            hosts = ["{}"]
+            key_prefix = "wb:"
+            write_mode = "{mode}"
+            [offline]
+            replay = false
+            "#,
+            dir.path().display().to_string(),
+            server.addr()
+        ))
+        .unwrap();
+        let cache = CacheManager::new(config).unwrap();
+        let written = cache.multi_set_raw(&[("a", &value[..]), ("b", &value[..])], None);
+        cache.flush().unwrap();
+        let stats = cache.stats().distributed;
+        assert_eq!(stats.errors, 1, "{mode}: {written:?}");
+        let shown = stats.last_error.unwrap_or_default();
+        assert!(shown.contains("out of memory"), "{mode}: {shown}");
+        assert_eq!(cache.get_raw("a").unwrap(), None, "{mode}: out of L1 too");
+    }
+}

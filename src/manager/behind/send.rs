@@ -151,8 +151,10 @@ impl Shared {
                     let keys: Vec<&str> = refused.iter().map(String::as_str).collect();
                     self.refused_behind(&keys, e);
                 }
-                match unreached_error.as_ref().or(refused_error.as_ref()) {
-                    Some(e) if !unreached.is_empty() => self.behind_failed(e, &unreached),
+                match (&unreached_error, &refused_error) {
+                    (Some(e), _) if !unreached.is_empty() => self.behind_failed(e, &unreached),
+                    // Left unsent by the call that refused the others, counted with them.
+                    (None, Some(e)) if !unreached.is_empty() => self.behind_unsent(e, &unreached),
                     _ => self.nudge_replay(),
                 }
             }
@@ -211,7 +213,9 @@ impl Shared {
     /// in flight), whose newer op went on.
     fn refused_behind(&self, keys: &[&str], error: &Error) {
         let n = keys.len() as u64;
-        self.metrics.distributed.errors.add(n);
+        // One failed call, however many of its items it refused, shown as the last error, as a
+        // write-through's refusal is (`finish_write`).
+        self.metrics.distributed.failure("L2", error);
         self.metrics.consistency.behind_failures.add(n);
         tracing::error!(key = %key_for_error(keys.first().copied().unwrap_or("")), keys = n, error = %error,
             "L2 refused write-behind values; removed from L1 too so every instance reads the same value");
@@ -225,6 +229,12 @@ impl Shared {
     /// A batch that did not reach L2: counted, and queued for replay where there is a queue.
     fn behind_failed(&self, error: &Error, batch: &[(String, Queued)]) {
         self.metrics.distributed.failure("L2", error);
+        self.behind_unsent(error, batch);
+    }
+
+    /// [`behind_failed`](Self::behind_failed) for writes of a call whose failure is counted
+    /// already (with the refusal of its other items): one call, one L2 error.
+    fn behind_unsent(&self, error: &Error, batch: &[(String, Queued)]) {
         self.metrics.consistency.behind_failures.add(batch.len() as u64);
         if error.is_breaker_skip() {
             tracing::debug!(
