@@ -272,7 +272,7 @@ impl MemoryStore {
             // passed is an expiration, as a read or a delete that took it would count it.
             if old_key != key {
                 self.tally.evictions.fetch_add(1, Ordering::Relaxed);
-            } else if old_expiry != 0 && old_expiry <= self.clock.now_ms() {
+            } else if old_expiry != 0 && self.clock.reached(old_expiry) {
                 self.tally.expirations.fetch_add(1, Ordering::Relaxed);
             }
         }
