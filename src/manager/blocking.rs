@@ -133,7 +133,7 @@ impl CacheManager {
     /// The levels' deletes of `key`, which `ordered` owns, and the invalidation that follows.
     fn delete_ordered(&self, ordered: WriteGuard<'_>, key: &str) -> Result<u64> {
         let s = &self.shared;
-        let l1 = s.delete_l1_done(1, s.l1.delete(key).map(u64::from));
+        let l1 = s.delete_l1_done(&[key], s.l1.delete(key).map(u64::from));
         let l2 = s.delete_l2(&[key], |l2| l2.delete(key).map(u64::from));
         let out = s.finish_delete_or_unqueued(&[key], l1, l2, L2Owed::Hidden);
         drop(ordered);
@@ -206,7 +206,7 @@ impl CacheManager {
         }
         Shared::check_delete(&keys)?;
         let ordered = s.guard.order(keys.iter().copied(), true);
-        let l1 = s.delete_l1_done(keys.len(), s.l1.delete_many(&keys));
+        let l1 = s.delete_l1_done(&keys, s.l1.delete_many(&keys));
         let l2 = s.delete_l2(&keys, |l2| l2.delete_many(&keys));
         let out = s
             .finish_delete_or_unqueued(&keys, l1, l2, owed)

@@ -23,6 +23,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
+use super::failsafe::Removal;
 use super::policy::Shared;
 use crate::error::{key_for_error, Error, Result, Served};
 use crate::replay::{Push, PushOutcome, ReplayAction, ReplayOp};
@@ -417,6 +418,7 @@ impl Shared {
             Err(e) => {
                 self.metrics.local.errors.incr();
                 tracing::warn!(error = %e, "{what}; every L1 entry becomes suspect");
+                self.not_removed(Removal::Keys(keys));
                 self.distrust_everything();
                 TakenOut::before(&e, keys.len())
             }
@@ -511,10 +513,11 @@ impl Shared {
         // Keys not in L1 now are not listed, and an L2 read of one begun before the prefix was
         // invalidated must not backfill it after.
         let _all = self.guard.write_all();
-        let listed = self
-            .l1
-            .keys_with_prefix(prefix)
-            .inspect_err(|_| self.metrics.local.errors.incr())?;
+        let mark = self.fail_safe.removal_mark();
+        let listed = self.l1.keys_with_prefix(prefix).inspect_err(|_| {
+            self.metrics.local.errors.incr();
+            self.not_removed(Removal::Prefix(prefix));
+        })?;
         match listed {
             Some(mut keys) => {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -525,6 +528,9 @@ impl Shared {
                 // `invalidate_prefix` returns. A level deletes key by key in order, so those
                 // are the first ones.
                 let through = self.drop_local(&refs).through;
+                if through == refs.len() {
+                    self.fail_safe.forget_unremoved(&[], Some(prefix), mark);
+                }
                 keys.truncate(through);
                 Ok(PrefixDropped {
                     count: through as u64,
@@ -542,9 +548,21 @@ impl Shared {
         }
     }
 
+    /// Empties L1; if it cannot, what it keeps has no stale copy served (see `not_removed`).
     pub(super) fn clear_local(&self) -> Result<()> {
         let _all = self.guard.write_all();
-        self.l1.clear().inspect_err(|_| self.metrics.local.errors.incr())
+        let mark = self.fail_safe.removal_mark();
+        match self.l1.clear() {
+            Ok(()) => {
+                self.fail_safe.forget_unremoved(&[], Some(""), mark);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.local.errors.incr();
+                self.not_removed(Removal::All);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -72,8 +72,10 @@ impl Shared {
             waiting.draining = false;
             // Suspect, not served as it is: the entries of the keys it could not drop may be
             // the older values.
-            waiting.keys.clear();
+            let keys = std::mem::take(&mut waiting.keys);
             drop(waiting);
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            self.not_removed(super::failsafe::Removal::Keys(&refs));
             tracing::warn!(error = %e, "no thread to drop keys L2 deleted after late writes from L1; every L1 entry becomes suspect");
             self.distrust_everything();
         }

@@ -115,7 +115,7 @@ impl CacheManager {
         let ordered = s.guard.order_async([key], true).await;
         let keys = [key];
         let announcement = s.announce(&keys);
-        let l1 = s.delete_l1_done(1, s.l1.delete(key).map(u64::from));
+        let l1 = s.delete_l1_done(&keys, s.l1.delete(key).map(u64::from));
         // The settle drops the key's queued write: dropped before L2 answers, this future hands
         // the delete back to the write-behind queue.
         let owed = s.owe(&keys, None);
@@ -202,7 +202,7 @@ impl CacheManager {
         Shared::check_delete(&keys)?;
         let ordered = s.guard.order_async(keys.iter().copied(), true).await;
         let announcement = s.announce(&keys);
-        let l1 = s.delete_l1_done(keys.len(), s.l1.delete_many(&keys));
+        let l1 = s.delete_l1_done(&keys, s.l1.delete_many(&keys));
         let owed = s.owe(&keys, None);
         s.settle_behind_async(&keys).await;
         let l2 = match &s.l2 {

@@ -519,6 +519,40 @@ fn an_invalidation_that_l1_could_not_apply_does_not_leave_the_old_value_trusted(
     }
 }
 
+/// The same invalidations with fail-safe on: the copy L1 could not drop is not served as a
+/// stale copy either (L1 keeps it, suspect, and nothing checks a stale copy against L2).
+#[cfg(feature = "redis")]
+#[test]
+fn an_invalidation_that_l1_could_not_apply_leaves_no_stale_copy_to_serve() {
+    use crate::invalidation::{InstanceId, Invalidation, InvalidationHandler, InvalidationMessage};
+    for invalidation in [
+        Invalidation::Keys(vec!["k".to_owned()]),
+        Invalidation::Prefix("k".to_owned()),
+        Invalidation::All,
+    ] {
+        let mut config = crate::CacheConfig::default();
+        config.loader.fail_safe_max_duration = Duration::from_secs(3600);
+        let (cache, l2) = failing_l1_with(config, true, false);
+        let receiver = super::super::backplane::Receiver {
+            shared: Arc::downgrade(&cache.shared),
+        };
+        cache.set("k", &"v1".to_owned(), None).unwrap();
+        // Another instance deletes it and publishes its invalidation.
+        l2.inner.delete("k").unwrap();
+        receiver.invalidate(&InvalidationMessage {
+            origin: InstanceId::random(),
+            seq: 1,
+            invalidation: invalidation.clone(),
+        });
+        assert_eq!(cache.get::<String>("k").unwrap(), None, "{invalidation:?}");
+        assert_eq!(
+            cache.get_with_state::<String>("k").unwrap(),
+            None,
+            "{invalidation:?}: the invalidated value was served as a stale copy"
+        );
+    }
+}
+
 #[cfg(feature = "redis")]
 #[test]
 fn a_delete_that_l1_could_not_apply_does_not_leave_the_old_value_trusted() {

@@ -1,0 +1,198 @@
+//! Fail-safe after a delete or an invalidation that L1 could not apply (its disk full, or the
+//! store latched read-only): the file store keeps the entry, marked suspect, and a read checks it
+//! against L2; but its stale copy is the very value that was removed, and must not be served
+//! when the loader then fails (nor by `get_with_state`). A file-store L1 whose deletes fail, an
+//! in-process L2, a manual clock.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/delegate.rs"]
+mod delegate;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use delegate::{Delegate, Wrap, WrapLocal};
+use uno_cache::{
+    CacheConfig, CacheManager, Error, Fetched, FileStore, FileStoreOptions, InProcess, ManualClock,
+    MemoryStore, Result, Storage,
+};
+
+const START_MS: u64 = 1_700_000_000_000;
+const TTL: Duration = Duration::from_secs(10);
+
+/// The file store, whose deletes fail while `full` (a delete appends a record: a full disk, or
+/// a store latched read-only after a failed fsync, refuses it); reads and suspect marks work.
+struct DeletesFail {
+    file: FileStore,
+    full: AtomicBool,
+}
+
+fn disk_full(op: &'static str) -> Error {
+    Error::Backend {
+        level: "file",
+        op,
+        reason: "no space left on device (test)".into(),
+    }
+}
+
+impl Wrap for DeletesFail {
+    type Inner = FileStore;
+    fn inner(&self) -> &FileStore {
+        &self.file
+    }
+    fn delete(&self, key: &str) -> Result<bool> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(disk_full("delete"));
+        }
+        self.file.delete(key)
+    }
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(disk_full("delete_many"));
+        }
+        Storage::delete_many(&self.file, keys)
+    }
+    fn clear(&self) -> Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(disk_full("clear"));
+        }
+        Storage::clear(&self.file)
+    }
+}
+
+impl WrapLocal for DeletesFail {}
+
+struct Rig {
+    cache: CacheManager,
+    l1: Arc<Delegate<DeletesFail>>,
+    l2: Arc<InProcess<MemoryStore>>,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let window = Duration::from_secs(600);
+    let file = FileStore::open(
+        dir.path(),
+        FileStoreOptions::default()
+            .clock(Arc::new(clock.clone()))
+            .keep_expired(window),
+    )
+    .unwrap();
+    let l1 = Arc::new(Delegate(DeletesFail {
+        file,
+        full: AtomicBool::new(false),
+    }));
+    let l2 = Arc::new(InProcess::new(
+        MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap(),
+    ));
+    let mut config = CacheConfig::default();
+    config.loader.fail_safe_max_duration = window;
+    config.loader.fail_safe_throttle = Duration::ZERO;
+    let cache = CacheManager::builder()
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .local(l1.clone())
+        .distributed(l2.clone())
+        .build()
+        .unwrap();
+    Rig {
+        cache,
+        l1,
+        l2,
+        clock,
+        _dir: dir,
+    }
+}
+
+fn failing() -> std::result::Result<String, Error> {
+    Err(Error::Backend {
+        level: "source",
+        op: "load",
+        reason: "the source is down (test)".into(),
+    })
+}
+
+/// Neither loading call nor `get_with_state` serves `key`'s removed value, before or after its
+/// TTL, and the loader's error reaches the caller.
+fn removed_value_not_served(rig: &Rig, key: &str, what: &str) {
+    for expired in [false, true] {
+        if expired {
+            rig.clock.advance(TTL + Duration::from_secs(1));
+        }
+        assert_eq!(
+            rig.cache.get::<String>(key).unwrap(),
+            None,
+            "{what}: get served it"
+        );
+        let state = rig.cache.get_with_state::<String>(key).unwrap();
+        assert_eq!(
+            state, None,
+            "{what} (expired: {expired}): get_with_state served {state:?}"
+        );
+        let loaded = rig.cache.get_or_load(key, Some(TTL), failing);
+        assert!(
+            matches!(loaded, Err(Error::Backend { level: "source", .. })),
+            "{what} (expired: {expired}): get_or_load answered {loaded:?}"
+        );
+        let set_with = rig.cache.get_or_set_with(key, Some(TTL), failing);
+        assert!(
+            set_with.is_err(),
+            "{what} (expired: {expired}): get_or_set_with answered {set_with:?}"
+        );
+    }
+}
+
+#[test]
+fn a_delete_l1_could_not_apply_leaves_no_stale_copy_to_serve() {
+    let rig = rig();
+    rig.cache.set("k", &"v1".to_owned(), Some(TTL)).unwrap();
+    rig.l1.full.store(true, Ordering::SeqCst);
+    assert!(rig.cache.delete("k").is_err(), "L1's error reaches the caller");
+    assert_eq!(rig.l2.get("k").unwrap(), None, "L2 took the delete");
+    removed_value_not_served(&rig, "k", "a delete");
+}
+
+#[test]
+fn an_invalidation_l1_could_not_apply_leaves_no_stale_copy_to_serve() {
+    let rig = rig();
+    rig.cache.set("k", &"v1".to_owned(), Some(TTL)).unwrap();
+    rig.l1.full.store(true, Ordering::SeqCst);
+    // Another process deleted it from L2, and told this one.
+    rig.l2.delete("k").unwrap();
+    assert!(
+        rig.cache.invalidate_local("k").is_err(),
+        "L1's error reaches the caller"
+    );
+    removed_value_not_served(&rig, "k", "an invalidation");
+}
+
+#[test]
+fn other_keys_keep_their_stale_copies_and_a_key_written_again_gets_one() {
+    let rig = rig();
+    rig.cache.set("k", &"v1".to_owned(), Some(TTL)).unwrap();
+    rig.cache.set("other", &"o1".to_owned(), Some(TTL)).unwrap();
+    rig.l1.full.store(true, Ordering::SeqCst);
+    assert!(rig.cache.delete("k").is_err());
+    rig.l1.full.store(false, Ordering::SeqCst);
+    rig.clock.advance(TTL + Duration::from_secs(1));
+    let other = rig.cache.get_or_load("other", Some(TTL), failing).unwrap();
+    assert_eq!(
+        other,
+        Fetched::Stale("o1".to_owned()),
+        "fail-safe is off for every key"
+    );
+    // Written again once the disk has room: its copy is the new value, which may be served.
+    rig.cache.set("k", &"v2".to_owned(), Some(TTL)).unwrap();
+    rig.clock.advance(TTL + Duration::from_secs(1));
+    let again = rig.cache.get_or_load("k", Some(TTL), failing).unwrap();
+    assert_eq!(again, Fetched::Stale("v2".to_owned()));
+}
