@@ -196,3 +196,62 @@ fn other_keys_keep_their_stale_copies_and_a_key_written_again_gets_one() {
     let again = rig.cache.get_or_load("k", Some(TTL), failing).unwrap();
     assert_eq!(again, Fetched::Stale("v2".to_owned()));
 }
+
+/// A delete the replay queue holds (L2 was down) whose L1 delete did not last (L1 refused it, or
+/// a power cut took the file store's unsynced record while the queue's op was fsynced): after a
+/// restart the entry is back in L1. A read settles it by the op, or checks it against L2 once
+/// the op is replayed; but an expired entry is read by nothing but fail-safe, which served the
+/// deleted value whenever the loader failed, for the whole fail-safe window.
+#[test]
+fn a_delete_queued_for_replay_leaves_no_stale_copy_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let build = |l2: Option<Arc<InProcess<MemoryStore>>>| {
+        let mut config = CacheConfig::default();
+        config.local.kind = uno_cache::LocalKind::File;
+        config.local.path = Some(dir.path().to_owned());
+        config.loader.fail_safe_max_duration = Duration::from_secs(600);
+        config.loader.fail_safe_throttle = Duration::ZERO;
+        let builder = CacheManager::builder()
+            .config(config)
+            .clock(Arc::new(clock.clone()));
+        match l2 {
+            Some(l2) => builder.distributed(l2),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    };
+    let first = build(None);
+    first.set("k", &"v1".to_owned(), Some(TTL)).unwrap();
+    first.set("other", &"o1".to_owned(), Some(TTL)).unwrap();
+    drop(first);
+    // What the run that deleted it left: the op, fsynced; L1's record of the delete, lost.
+    let queue = uno_cache::replay::ReplayQueue::open(dir.path(), uno_cache::replay::ReplayOptions::default())
+        .unwrap();
+    queue.push_delete("k").unwrap();
+    drop(queue);
+    let l2 = Arc::new(InProcess::new(
+        MemoryStore::with_clock(1000, Arc::new(clock.clone())).unwrap(),
+    ));
+    let cache = build(Some(l2));
+    clock.advance(TTL + Duration::from_secs(1));
+    let state = cache.get_with_state::<String>("k").unwrap();
+    assert_eq!(state, None, "get_with_state served the deleted value: {state:?}");
+    let loaded = cache.get_or_load("k", Some(TTL), failing);
+    assert!(
+        matches!(loaded, Err(Error::Backend { level: "source", .. })),
+        "get_or_load answered {loaded:?}"
+    );
+    cache.replay_now().unwrap();
+    assert_eq!(
+        cache.get_with_state::<String>("k").unwrap(),
+        None,
+        "once replayed"
+    );
+    assert_eq!(
+        cache.get_or_load("other", Some(TTL), failing).unwrap(),
+        Fetched::Stale("o1".to_owned()),
+        "a key without a queued op keeps its stale copy"
+    );
+}

@@ -220,7 +220,10 @@ impl CacheManagerBuilder {
         if policy == RestartPolicy::Trust {
             // Before any read or worker: trust never asks L1 whether an entry is suspect, so
             // the suspect-entry rule that settles a key by its queued op would not be reached.
-            shared.settle_queued_in_l1();
+            shared.settle_queued_in_l1(true);
+        } else if shared.fail_safe.enabled() {
+            // An expired entry is read by fail-safe alone, which no suspect-entry rule reaches.
+            shared.settle_queued_in_l1(false);
         }
         let mut workers = Workers::new(Arc::clone(&shared), shutdown.clone());
         if let Some(connector) = connector {

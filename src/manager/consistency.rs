@@ -7,7 +7,8 @@
 //!   of it is queued too (never sent to L2 directly, or the older op's replay could overwrite
 //!   it), a read never backfills it from L2, a read that misses L1 does not ask L2, and a
 //!   suspect L1 entry of it is settled by the op, which L1 may have lost (`settle_pending`;
-//!   under `trust`, which never asks, every queued key at start-up: `settle_queued_in_l1`).
+//!   under `trust`, which never asks, every queued key at start-up: `settle_queued_in_l1`;
+//!   with fail-safe, whose stale copies no read settles, every queued delete at start-up).
 //!   The queue is replayed (deletes first, acked after L2 confirmed each op) by the `offline`
 //!   thread every `offline.replay_interval_ms`, at once after an L2 call succeeds, and by
 //!   [`CacheManager::replay_now`](super::CacheManager::replay_now).
@@ -322,7 +323,13 @@ impl Shared {
     /// entry is suspect, so the restored entry would be served over the op. One pass over the
     /// bounded queue keeps the hit path as it is. If L1 refuses, freshness checks are turned on
     /// instead: restored entries are then settled by their ops, or revalidated, when read.
-    pub(crate) fn settle_queued_in_l1(&self) {
+    ///
+    /// Without `sets` (the other policies, with fail-safe on): only the deletes, and the sets
+    /// whose expiry has passed. A read settles a live entry by its op, but an expired one is read
+    /// by fail-safe alone, which would serve the value the delete removed as a stale copy for
+    /// the whole window (and after the replay, with the op gone, nothing would ever settle it).
+    /// A delete L1 refuses leaves the key with no stale copy served (see `not_removed`).
+    pub(crate) fn settle_queued_in_l1(&self, sets: bool) {
         use std::sync::atomic::Ordering;
         let Some(q) = &self.replay else {
             return;
@@ -330,20 +337,24 @@ impl Shared {
         if q.is_empty() {
             return;
         }
+        let mut failed = false;
         for batch in q.pending().chunks(REPLAY_BATCH) {
             // Nothing else runs yet; taken all the same, as every L1 write of a key is.
             let _writing = self.guard.write(batch.iter().map(|op| op.key.as_str()));
-            if let Err(e) = self.settle_batch_in_l1(batch) {
+            if let Err(e) = self.settle_batch_in_l1(batch, sets) {
                 self.metrics.local.errors.incr();
-                tracing::warn!(error = %e, "putting the replay queue's ops into L1 at start-up failed; L1 hits are checked for suspect entries instead");
+                if !failed {
+                    tracing::warn!(error = %e, "putting the replay queue's ops into L1 at start-up failed; L1 hits are checked for suspect entries instead");
+                }
+                failed = true;
                 self.check_freshness.store(true, Ordering::Release);
-                return;
+                // On: each batch's deletes are tried, and those L1 refuses are remembered.
             }
         }
     }
 
     /// One batch of [`settle_queued_in_l1`](Self::settle_queued_in_l1); the caller guards its keys.
-    fn settle_batch_in_l1(&self, ops: &[ReplayOp]) -> Result<()> {
+    fn settle_batch_in_l1(&self, ops: &[ReplayOp], with_sets: bool) -> Result<()> {
         let now = self.clock.now_ms();
         let mut deletes: Vec<&str> = Vec::new();
         let mut sets: Vec<(&str, &[u8], Option<Duration>)> = Vec::new();
@@ -360,9 +371,11 @@ impl Shared {
             }
         }
         if !deletes.is_empty() {
-            self.l1.delete_many(&deletes)?;
+            self.l1
+                .delete_many(&deletes)
+                .inspect_err(|_| self.not_removed(Removal::Keys(&deletes)))?;
         }
-        if sets.is_empty() {
+        if sets.is_empty() || !with_sets {
             return Ok(());
         }
         // An entry that already holds the queued bytes survived with its write: not rewritten.
