@@ -528,3 +528,55 @@ fn a_write_made_while_an_uncached_absent_answer_loads_survives_it() {
         );
     }
 }
+
+/// A loader that panics after its caller left with the stale copy (at the soft timeout) is a
+/// failed load as one that returns an error is: counted, and the throttle starts, so the dead
+/// source is not asked again by every call for the throttle period. Only an error did that: a
+/// panic was counted by the caller still waiting, and with none left it went uncounted and
+/// unthrottled.
+#[test]
+fn a_loader_that_panics_after_its_caller_left_is_counted_and_throttled() {
+    let rig = rig(600, 20, 10_000);
+    expired_v1(&rig);
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let got = rig
+        .cache
+        .get_or_load("k", Some(TTL), move || -> Result<String, AppError> {
+            gate.recv().unwrap();
+            panic!("the loader's own bug")
+        })
+        .unwrap();
+    assert_eq!(
+        got,
+        Fetched::Stale("v1".to_string()),
+        "served at the soft timeout"
+    );
+    release.send(()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rig.cache.stats().loader.failures < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the panic was never counted as a failed load"
+        );
+        std::thread::yield_now();
+    }
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let got = rig
+        .cache
+        .get_or_load("k", Some(TTL), move || -> Result<String, AppError> {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok("v2".to_string())
+        })
+        .unwrap();
+    assert_eq!(
+        got,
+        Fetched::Stale("v1".to_string()),
+        "the throttle serves the copy"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the source was asked within the throttle period"
+    );
+}

@@ -73,6 +73,9 @@ enum Report<T, E> {
     /// error is the caller's answer, as on the caller's thread (`load_inline`); answered with
     /// the value, the caller took for cached what every later call loads again.
     NotStored(Error),
+    /// The loader panicked: a failed load, counted and throttled by the load itself
+    /// (`load_panicked`), as an error is by `finish_load`, since its caller may have left.
+    Panicked,
 }
 
 /// What a leader found in the cache before loading.
@@ -607,6 +610,18 @@ impl CacheManager {
             Some(_) => s.stale_value(key),
             None => None,
         };
+        // Without a copy read before, the store is asked (once) now.
+        let own_failure = |stale: Option<ReadBefore<T>>| {
+            (if stale.is_some() {
+                current(stale)
+            } else {
+                s.stale_value(key)
+            })
+            .map(|v| {
+                s.metrics.loader.stale_served.incr();
+                Some(Fetched::Stale(v))
+            })
+        };
         match waited {
             Waited::Done(bytes) if *bytes == *ABSENT => {
                 if optional {
@@ -625,24 +640,15 @@ impl CacheManager {
             Waited::Abandoned => match report.map(|rx| rx.try_recv()) {
                 // This caller's own load failed (counted and throttled by the load): its
                 // error, or the stale copy.
-                Some(Ok(Report::Loaded(Err(e)))) => Next::Answer(
-                    // Without a copy read before, the store is asked (once) now.
-                    (if stale.is_some() {
-                        current(stale)
-                    } else {
-                        s.stale_value(key)
-                    })
-                    .map(|v| {
-                        s.metrics.loader.stale_served.incr();
-                        Some(Fetched::Stale(v))
-                    })
-                    .ok_or(e),
-                ),
+                Some(Ok(Report::Loaded(Err(e)))) => Next::Answer(own_failure(stale).ok_or(e)),
+                Some(Ok(Report::Panicked)) => {
+                    Next::Answer(own_failure(stale).ok_or_else(|| E::from(super::caught::no_answer(key))))
+                }
                 // Loaded while the manager was being dropped: nothing stored it.
                 Some(Ok(Report::Loaded(Ok(value)))) => Next::Answer(Ok(value.map(Fetched::Fresh))),
                 Some(Ok(Report::NotStored(e))) => Next::Answer(Err(E::from(e))),
-                // The load stopped without an answer (the loader panicked, or its runtime shut
-                // down): a failure like any other, so fail-safe's stale copy if there is one.
+                // The load stopped without an answer (its runtime shut down, or its store
+                // panicked): a failure like any other, so fail-safe's stale copy if there is one.
                 Some(Err(mpsc::TryRecvError::Disconnected)) => {
                     // Counted, the throttle started and the copy served as for a loader error.
                     let served = s.stale_after_failure(key);
@@ -725,7 +731,7 @@ fn start_load_thread(body: impl FnOnce() + Send + 'static) -> std::io::Result<()
 /// A store that panics (a value whose `Serialize` or `Deserialize` panics) unwinds through
 /// here, dropping the locals, then the parameters last to first: the watch ends, the report
 /// channel closes, and only then does the flight end abandoned, so its caller takes it for a
-/// load without an answer, as after a panicking loader (`load_panicked`). The watch stayed for
+/// load without an answer (counted as a failure by that caller). The watch stayed for
 /// the manager's life, and a caller that saw the flight end before the channel closed answered
 /// `LoaderTimeout` and gave the load up at a hard timeout that had not passed.
 fn finish_load<T, E>(
@@ -775,9 +781,11 @@ fn finish_load<T, E>(
     }
 }
 
-/// A loader that ran apart from its caller panicked: the report channel closes first, so its
-/// caller takes it for a failed load (fail-safe's stale copy, or an error) when the flight then
-/// ends abandoned, rather than for a flight given up at the hard timeout.
+/// A loader that ran apart from its caller panicked: a failed load, counted and throttled here
+/// as `finish_load` does an error (the caller that would have counted it may have left with the
+/// stale copy at the soft timeout, or been cancelled). The report goes first, so its caller
+/// takes it for a failed load (fail-safe's stale copy, or an error) when the flight then ends
+/// abandoned, rather than for a flight given up at the hard timeout.
 fn load_panicked<T, E>(
     manager: &WeakManager,
     key: &str,
@@ -787,8 +795,10 @@ fn load_panicked<T, E>(
     tracing::error!(key = %key_for_error(key), "a loader panicked; its callers get the stale copy or an error");
     if let Some(m) = manager.upgrade() {
         m.shared().guard.unwatch(watch);
+        // Before the flight ends, so its other waiters find the throttle.
+        m.shared().failed_apart(key);
     }
-    drop(report);
+    let _ = report.send(Report::Panicked);
     drop(leader);
 }
 

@@ -187,8 +187,8 @@ impl CacheManager {
         let manager = self.downgrade();
         let owned_key = key.to_owned();
         // Unwind safety: a closure that panicked left nothing of the cache's half-done. Its
-        // panic ends the load as a panicking future's does, the flight abandoned and the channel
-        // closed, so its callers get the stale copy or an error instead of the unwinding.
+        // panic ends the load as a panicking future's does, a failed load and the flight
+        // abandoned, so its callers get the stale copy or an error instead of the unwinding.
         let Ok(load) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) else {
             load_panicked(&manager, key, (leader, watch), tx);
             return Ok(rx);
