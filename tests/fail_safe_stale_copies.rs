@@ -580,3 +580,48 @@ fn a_loader_that_panics_after_its_caller_left_is_counted_and_throttled() {
         "the source was asked within the throttle period"
     );
 }
+
+/// The window is the manager's: an L1 given to the builder that keeps expired entries longer
+/// (a file store opened with a longer `keep_expired`, one the CLI keeps for another
+/// application) does not have them served past `fail_safe_max_duration`.
+#[test]
+fn a_stale_copy_is_not_served_past_the_window_whatever_l1_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let file = uno_cache::FileStore::open(
+        dir.path(),
+        uno_cache::FileStoreOptions::default()
+            .clock(Arc::new(clock.clone()))
+            .keep_expired(Duration::from_secs(86_400)),
+    )
+    .unwrap();
+    let memory = MemoryStore::with_clock(100, Arc::new(clock.clone()))
+        .unwrap()
+        .keep_expired(Duration::from_secs(86_400));
+    let levels: [Arc<dyn uno_cache::LocalStorage>; 2] = [Arc::new(file), Arc::new(memory)];
+    for l1 in levels {
+        let mut config = CacheConfig::default();
+        config.loader.fail_safe_max_duration = Duration::from_secs(60);
+        let cache = CacheManager::builder()
+            .config(config)
+            .clock(Arc::new(clock.clone()))
+            .local(l1)
+            .build()
+            .unwrap();
+        cache.set("k", &"v1".to_string(), Some(TTL)).unwrap();
+        clock.advance(TTL + Duration::from_secs(59));
+        assert_eq!(
+            cache.get_with_state::<String>("k").unwrap(),
+            Some(Fetched::Stale("v1".to_string())),
+            "within the window"
+        );
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(
+            cache.get_with_state::<String>("k").unwrap(),
+            None,
+            "past the window"
+        );
+        let err = cache.get_or_set_with("k", Some(TTL), failing).unwrap_err();
+        assert!(matches!(err, AppError::SourceDown), "{err:?}");
+    }
+}

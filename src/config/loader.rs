@@ -38,7 +38,8 @@ use crate::error::Result;
 pub struct LoaderConfig {
     /// How long an expired entry is kept for fail-safe, in seconds (default 0: off; otherwise at
     /// least 0.001, as for every duration here: expiries are kept in milliseconds). Needs
-    /// `local.type = "file"` or `"memory"`.
+    /// `local.type = "file"` or `"memory"`. No copy is served past it, even from an L1 given to
+    /// the builder that keeps expired entries longer.
     #[serde(with = "super::seconds")]
     pub fail_safe_max_duration: Duration,
     /// How long a stale value served after a failed load counts as fresh for the loading

@@ -266,6 +266,15 @@ impl Shared {
         if entry.value == crate::codec::ABSENT {
             return None;
         }
+        // The window is the manager's: an L1 handed to the builder may keep expired entries
+        // longer (its own `keep_expired`), and its copies are not served past this one.
+        let now = crate::clock::ms_to_system_time(self.clock.now_ms());
+        if entry.expires_at.is_some_and(|at| {
+            at.checked_add(self.fail_safe.window)
+                .is_some_and(|end| end <= now)
+        }) {
+            return None;
+        }
         match self.codec.decode(key, &entry.value) {
             Ok(value) => Some(value),
             Err(e) => {
