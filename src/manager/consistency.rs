@@ -542,7 +542,7 @@ impl Shared {
                 // are the first ones.
                 let through = self.drop_local(&refs).through;
                 if through == refs.len() {
-                    self.fail_safe.forget_unremoved(&[], Some(prefix), mark);
+                    self.fail_safe.forget_unremoved([], Some(prefix), mark);
                 }
                 keys.truncate(through);
                 Ok(PrefixDropped {
@@ -567,7 +567,7 @@ impl Shared {
         let mark = self.fail_safe.removal_mark();
         match self.l1.clear() {
             Ok(()) => {
-                self.fail_safe.forget_unremoved(&[], Some(""), mark);
+                self.fail_safe.forget_unremoved([], Some(""), mark);
                 Ok(())
             }
             Err(e) => {

@@ -149,7 +149,12 @@ impl FailSafe {
     /// write or drop that took `mark` before it began: their stale copies are no longer what a
     /// removal missed. Unless a removal failed since `mark`: it may have come after this write
     /// and missed it.
-    pub(crate) fn forget_unremoved(&self, keys: &[&str], prefix: Option<&str>, mark: u64) {
+    pub(crate) fn forget_unremoved<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+        prefix: Option<&str>,
+        mark: u64,
+    ) {
         if !self.unremoved_held.load(Ordering::Acquire) {
             return;
         }
@@ -158,7 +163,7 @@ impl FailSafe {
             return;
         }
         for key in keys {
-            unremoved.keys.remove(*key);
+            unremoved.keys.remove(key);
         }
         if let Some(prefix) = prefix {
             if prefix.is_empty() {

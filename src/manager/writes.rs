@@ -30,8 +30,8 @@ impl Shared {
         match result {
             Ok(()) => {
                 m.sets.add(items.len() as u64);
-                let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
-                self.fail_safe.forget_unremoved(&keys, None, mark);
+                self.fail_safe
+                    .forget_unremoved(items.iter().map(|(key, _)| *key), None, mark);
                 Ok(())
             }
             Err(e) => {
