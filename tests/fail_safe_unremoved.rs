@@ -175,6 +175,30 @@ fn an_invalidation_l1_could_not_apply_leaves_no_stale_copy_to_serve() {
     removed_value_not_served(&rig, "k", "an invalidation");
 }
 
+/// An entry L1 holds suspect (restored at a restart, or marked when the backplane's subscription
+/// was lost) of a key another instance deleted meanwhile: its revalidation finds nothing in L2
+/// and drops it from L1. If L1 refuses that drop, the entry stays, and its stale copy is the
+/// value the other instance deleted: a failed load must not serve it, whether a single read or
+/// a batch read did the revalidation.
+#[test]
+fn a_suspect_entry_l2_no_longer_holds_whose_drop_l1_refused_leaves_no_stale_copy_to_serve() {
+    let rig = rig();
+    rig.cache.set("k", &"v1".to_owned(), Some(TTL)).unwrap();
+    rig.cache.set("b", &"b1".to_owned(), Some(TTL)).unwrap();
+    // What a restart (or a lost subscription) leaves: every entry suspect. Then another
+    // instance deletes both keys, and this one hears nothing of it.
+    uno_cache::LocalStorage::mark_all_suspect(&rig.l1.file).unwrap();
+    rig.l2.delete("k").unwrap();
+    rig.l2.delete("b").unwrap();
+    rig.l1.full.store(true, Ordering::SeqCst);
+    assert!(
+        rig.cache.multi_get::<String>(&["b"]).unwrap().is_empty(),
+        "the batch read checked the entry against L2"
+    );
+    removed_value_not_served(&rig, "k", "a single read's revalidation");
+    removed_value_not_served(&rig, "b", "a batch read's revalidation");
+}
+
 #[test]
 fn other_keys_keep_their_stale_copies_and_a_key_written_again_gets_one() {
     let rig = rig();

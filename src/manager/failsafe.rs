@@ -289,8 +289,8 @@ impl Shared {
         }
     }
 
-    /// A delete, invalidation or undone write L1 could not apply (a full disk, a store latched
-    /// read-only) may have left `removal`'s entries behind: L1 keeps them suspect, so reads check
+    /// A delete, invalidation, undone write or revalidation's drop L1 could not apply (a full
+    /// disk, a store latched read-only) may have left `removal`'s entries behind: L1 keeps them suspect, so reads check
     /// them against L2, but their stale copies would be served as they are, the very values
     /// removed from L2 and every other instance. None is served until the key is written again
     /// (a prefix or everything: until a drop of it succeeds).

@@ -806,6 +806,8 @@ impl Shared {
             self.guard.backfill_if_current(ticket, || {
                 if self.l1.delete(key).is_err() {
                     self.metrics.local.errors.incr();
+                    // Kept (suspect): its stale copy is likely a value deleted elsewhere, unchecked.
+                    self.not_removed(super::failsafe::Removal::Keys(&[key]));
                 }
             });
             return None;
