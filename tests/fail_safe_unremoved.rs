@@ -20,7 +20,7 @@ use std::time::Duration;
 use delegate::{Delegate, Wrap, WrapLocal};
 use uno_cache::{
     CacheConfig, CacheManager, Error, Fetched, FileStore, FileStoreOptions, InProcess, ManualClock,
-    MemoryStore, Result, Storage,
+    MemoryStore, RestartPolicy, Result, Storage,
 };
 
 const START_MS: u64 = 1_700_000_000_000;
@@ -77,6 +77,10 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_under(RestartPolicy::Revalidate)
+}
+
+fn rig_under(policy: RestartPolicy) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
     let window = Duration::from_secs(600);
@@ -97,6 +101,7 @@ fn rig() -> Rig {
     let mut config = CacheConfig::default();
     config.loader.fail_safe_max_duration = window;
     config.loader.fail_safe_throttle = Duration::ZERO;
+    config.consistency.restart_policy = policy;
     let cache = CacheManager::builder()
         .config(config)
         .clock(Arc::new(clock.clone()))
@@ -182,7 +187,18 @@ fn an_invalidation_l1_could_not_apply_leaves_no_stale_copy_to_serve() {
 /// a batch read did the revalidation.
 #[test]
 fn a_suspect_entry_l2_no_longer_holds_whose_drop_l1_refused_leaves_no_stale_copy_to_serve() {
-    let rig = rig();
+    suspect_entries_deleted_elsewhere(RestartPolicy::Revalidate);
+}
+
+/// Under `restart_policy = "drop"` a suspect entry is dropped before L2 is asked: nothing
+/// possibly stale is served, and one whose drop L1 refused is no stale copy either.
+#[test]
+fn under_the_drop_policy_a_suspect_entry_whose_drop_l1_refused_leaves_no_stale_copy_to_serve() {
+    suspect_entries_deleted_elsewhere(RestartPolicy::Drop);
+}
+
+fn suspect_entries_deleted_elsewhere(policy: RestartPolicy) {
+    let rig = rig_under(policy);
     rig.cache.set("k", &"v1".to_owned(), Some(TTL)).unwrap();
     rig.cache.set("b", &"b1".to_owned(), Some(TTL)).unwrap();
     // What a restart (or a lost subscription) leaves: every entry suspect. Then another

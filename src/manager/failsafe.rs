@@ -315,6 +315,18 @@ impl Shared {
         f.unremoved_held.store(true, Ordering::Release);
     }
 
+    /// Takes out of L1 a suspect entry of `key` that no read will serve (L2 no longer holds it,
+    /// or `restart_policy = "drop"`). If L1 refuses (a full disk, a store latched read-only),
+    /// the entry stays, suspect, so reads go on asking L2; but its stale copy may be a value
+    /// deleted elsewhere while this instance heard nothing of it, and nothing would check it.
+    pub(crate) fn drop_suspect(&self, key: &str) -> Result<bool> {
+        let dropped = self.l1.delete(key);
+        if dropped.is_err() {
+            self.not_removed(Removal::Keys(&[key]));
+        }
+        dropped
+    }
+
     /// The stale copy, if an earlier failure's throttle period still covers the key.
     pub(crate) fn throttled_stale<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         if !self.fail_safe.enabled() {

@@ -474,7 +474,7 @@ impl Shared {
             count(&self.metrics.local.misses);
             self.metrics.consistency.dropped.incr();
             let _writing = self.guard.write([key]);
-            let _ = self.l1.delete(key);
+            let _ = self.drop_suspect(key);
             return Err(None);
         }
         Err(Some(suspect))
@@ -804,10 +804,8 @@ impl Shared {
             c.dropped.incr();
             // Not if a write raced the L2 read: L1 then holds the newer value.
             self.guard.backfill_if_current(ticket, || {
-                if self.l1.delete(key).is_err() {
+                if self.drop_suspect(key).is_err() {
                     self.metrics.local.errors.incr();
-                    // Kept (suspect): its stale copy is likely a value deleted elsewhere, unchecked.
-                    self.not_removed(super::failsafe::Removal::Keys(&[key]));
                 }
             });
             return None;
