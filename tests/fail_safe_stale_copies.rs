@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uno_cache::{CacheConfig, CacheManager, Error, Fetched, LocalKind, ManualClock, MemoryStore};
 
@@ -120,25 +120,48 @@ fn a_key_deleted_while_its_timed_load_runs_has_no_stale_copy_to_serve() {
     // A loader that fails at once, and one slower than the soft timeout (the sleep is the
     // scenario, not a synchronisation: the caller's soft timeout passes while it runs).
     for (soft_ms, slow) in [(0, Duration::ZERO), (20, Duration::from_millis(300))] {
-        let rig = rig(600, soft_ms, 10_000);
-        expired_v1(&rig);
-        let cache = rig.cache.clone();
-        let got = rig
-            .cache
-            .get_or_load("k", Some(TTL), move || -> Result<String, AppError> {
-                cache.delete("k").unwrap();
-                std::thread::sleep(slow);
-                failing()
-            });
-        // The loader's error, or the timeout once the caller stopped waiting: never the copy.
+        // A loader thread the machine did not run until the soft timeout had passed deletes
+        // the key after the caller was rightly served the copy: such a run proves nothing and
+        // is tried again; a run whose delete came first must never serve it.
+        let mut proven = false;
+        for _ in 0..20 {
+            let rig = rig(600, soft_ms, 10_000);
+            expired_v1(&rig);
+            let cache = rig.cache.clone();
+            let deleted_at = Arc::new(std::sync::Mutex::new(None));
+            let deleted = Arc::clone(&deleted_at);
+            let started = Instant::now();
+            let got = rig
+                .cache
+                .get_or_load("k", Some(TTL), move || -> Result<String, AppError> {
+                    cache.delete("k").unwrap();
+                    *deleted.lock().unwrap() = Some(Instant::now());
+                    std::thread::sleep(slow);
+                    failing()
+                });
+            let deleted_late = deleted_at
+                .lock()
+                .unwrap()
+                .is_none_or(|at| soft_ms > 0 && at.duration_since(started) >= Duration::from_millis(soft_ms));
+            if deleted_late && matches!(got, Ok(Fetched::Stale(_))) {
+                continue;
+            }
+            // The loader's error, or the timeout once the caller stopped waiting: never the copy.
+            assert!(
+                matches!(
+                    got,
+                    Err(AppError::SourceDown | AppError::Cache(Error::LoaderTimeout { .. }))
+                ),
+                "soft timeout {soft_ms} ms: {got:?}"
+            );
+            assert_eq!(rig.cache.get::<String>("k").unwrap(), None);
+            proven = true;
+            break;
+        }
         assert!(
-            matches!(
-                got,
-                Err(AppError::SourceDown | AppError::Cache(Error::LoaderTimeout { .. }))
-            ),
-            "soft timeout {soft_ms} ms: {got:?}"
+            proven,
+            "soft timeout {soft_ms} ms: no run had its delete before the soft timeout"
         );
-        assert_eq!(rig.cache.get::<String>("k").unwrap(), None);
     }
 }
 

@@ -373,10 +373,11 @@ impl Shared {
     /// A load that ran apart from its callers failed: counted, and the throttle starts if there
     /// is a stale copy to serve meanwhile (its callers decode it themselves).
     pub(crate) fn failed_apart(&self, key: &str) {
-        self.metrics.loader.failures.incr();
         if self.fail_safe.enabled() && matches!(self.l1.get_stale(key), Ok(Some(_))) {
             self.start_throttle(key);
         }
+        // Counted once the throttle holds: a caller that sees the failure finds it.
+        self.metrics.loader.failures.incr();
     }
 
     fn start_throttle(&self, key: &str) {
