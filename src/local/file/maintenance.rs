@@ -143,7 +143,8 @@ impl Inner {
     /// Evicts oldest segments until `needed` more bytes fit under the size bound.
     ///
     /// The bound is on records and hints; the active segment also has the rest of its reserved
-    /// space on disk, so the files never take more than the bound plus one segment.
+    /// space on disk, so the files take no more than the bound plus one segment (but for a
+    /// compaction's copies, made before the segment they come from goes: see the module docs).
     pub(super) fn ensure_space(&self, w: &mut Writer, needed: u64) -> Result<()> {
         let mut evicted = false;
         while self.disk_bytes.load(Ordering::Relaxed) + needed > self.max_bytes {

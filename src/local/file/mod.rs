@@ -142,7 +142,8 @@ pub struct FileStoreStats {
     /// `max_size` bounds.
     pub disk_bytes: u64,
     /// What the store's files take on the device: `disk_bytes` plus the space reserved for the
-    /// active segment's next records. At most `max_size` plus one segment.
+    /// active segment's next records. At most `max_size` plus one segment, but while a compaction
+    /// rewrites a segment: its copies come before the segment goes, up to a segment more.
     pub allocated_bytes: u64,
     /// Segment files, the active one included.
     pub segments: u64,
