@@ -182,3 +182,55 @@ fn a_key_given_twice_in_one_batch_of_fills_ends_with_its_last_value_as_in_a_batc
         "dup: an earlier value of the batch was left where set_each leaves the last"
     );
 }
+
+/// A refused fill of a key whose value expired but is kept for stale reads (`keep_expired`) is
+/// newer than that value: a stale read of the key must not go back to it. The fill used to be
+/// dropped, as the index held the key, and `get_stale` (a fail-safe read) answered the older
+/// value the fill had replaced.
+#[test]
+fn a_refused_fill_over_an_expired_value_kept_for_stale_reads_is_what_a_stale_read_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let options = FileStoreOptions::default()
+        .max_size_mb(1)
+        .durability(Durability::None)
+        .background_threads(false)
+        .keep_expired(Duration::from_secs(60))
+        .clock(Arc::new(clock.clone()));
+    let store = FileStore::open(dir.path(), options).unwrap();
+    let value = vec![7u8; VALUE_BYTES];
+    let mut i = 0;
+    while store.stats().evictions == 0 {
+        store.set(&format!("k{i}"), &value, None).unwrap();
+        i += 1;
+    }
+    let _ = store.fill("starter", &value, None).unwrap();
+    for key in store.keys() {
+        for _ in 0..3 {
+            store.get(&key).unwrap();
+        }
+    }
+    // Old values that expire, each a stale copy for a minute after.
+    let keys: Vec<String> = (0..1_000).map(|j| format!("lapsed{j}")).collect();
+    for key in &keys {
+        store.set(key, b"old", Some(Duration::from_secs(1))).unwrap();
+    }
+    clock.advance(Duration::from_secs(2));
+    let mut refused = 0;
+    for key in &keys {
+        assert_eq!(store.get(key).unwrap(), None, "{key} expired");
+        if store.fill(key, b"new", None).unwrap() {
+            continue;
+        }
+        refused += 1;
+        // Read at once: later refused fills push the held value out.
+        let stale = store.get_stale(key).unwrap().map(|e| e.value);
+        assert_eq!(
+            stale.as_deref(),
+            Some(&b"new"[..]),
+            "{key}: a stale read answered the value its refused fill replaced, or nothing"
+        );
+        assert_eq!(store.get(key).unwrap().as_deref(), Some(&b"new"[..]), "{key}");
+    }
+    assert!(refused > 0, "no fill was refused");
+}

@@ -275,6 +275,28 @@ impl Inner {
         }
     }
 
+    /// For a refused fill of `key`, which is to be held in RAM (see `stash`) only while the index
+    /// lacks the key: drops the key's entry if its value expired, a stale copy kept for
+    /// `get_stale` included, since the fill is newer and a stale read must not go back to the
+    /// value it replaced. Returns whether the index is without the key now. (Its record stays on
+    /// disk, and a reopen within the keep window finds it again, as it finds no held value.)
+    pub(crate) fn forget_expired_for_fill(&self, key: &str, hash: u64) -> bool {
+        let Some((found, loc)) = self.probe(key, hash, false, true, |_| ()) else {
+            return true;
+        };
+        match found {
+            Found::Hit(hit) if hit.expires_at_ms != 0 && self.clock.reached(hit.expires_at_ms) => {
+                self.expire_at(hash, loc);
+            }
+            Found::Expired => {
+                self.expire_at(hash, loc);
+            }
+            Found::Stale => self.drop_stale(hash, loc),
+            Found::Hit(_) | Found::OtherKey | Found::Lapsed | Found::Damaged => {}
+        }
+        !self.index.contains_key(&hash)
+    }
+
     /// An entry whose slot moved on or that points at something other than a live value of its
     /// hash: dropped (it cannot name a value; see `slots`).
     fn drop_stale(&self, hash: u64, loc: Loc) {

@@ -40,7 +40,9 @@
 //! index), as do [`clear`](super::FileStore::clear) and
 //! [`mark_all_suspect`](super::FileStore::mark_all_suspect) (a held value is never suspect: it
 //! goes with the certainty it was filled under); a value that expired is a miss; a fill of a key
-//! the index holds is not held (the index answers first, and a held copy would outlive it);
+//! the index holds a live value of is not held (the index answers first, and a held copy would
+//! outlive it), while an expired entry of the key, a stale copy kept for `get_stale` included,
+//! leaves the index for the held fill, which is newer (a stale read went back to it);
 //! [`keys`](super::FileStore::keys) lists held keys, so that prefix invalidation reaches them.
 //! Nothing here is on disk: a restart starts empty.
 

@@ -145,8 +145,10 @@ impl Inner {
                     w.refused.record(hash, reads, entries);
                 }
                 // A refused fill waits in RAM for a second read (see `stash`), unless the index
-                // holds the key: the index answers first, and the copy would outlive its entry.
-                if !admit && !self.index.contains_key(&hash) {
+                // holds a live value of the key: the index answers first, and the copy would
+                // outlive its entry. An expired one goes, kept for stale reads or not: the fill
+                // replaces it.
+                if !admit && self.forget_expired_for_fill(item.key(), hash) {
                     let expires = item.expires_at_ms(ttl, now);
                     // One read while held and pushed out since: its key came back, as a refused
                     // fill read again does (see `refused`), so its next fill is let in.
