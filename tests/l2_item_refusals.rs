@@ -406,3 +406,47 @@ fn a_refused_batch_is_one_l2_error_shown_whether_written_through_or_behind() {
         assert_eq!(cache.get_raw("a").unwrap(), None, "{mode}: out of L1 too");
     }
 }
+
+/// The same batch on a `RedisStore` of a Cluster without node breakers (its batches split per
+/// hash slot, as they are with breakers for a slot the map does not know): the full primary's
+/// slot fails its own items, and the error says the healthy primary's were written. It failed
+/// whole with ServerFull, which reads as nothing written, while the healthy primary held its
+/// item.
+#[test]
+fn a_batch_split_per_slot_across_a_full_primary_names_only_the_full_primarys_items() {
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect(RedisOptions::with_hosts(cluster.addrs()).cluster(true)).unwrap();
+    let full_key = cluster.key_on(0, "full");
+    let ok_key = cluster.key_on(1, "ok");
+    fill_primary_0(&cluster);
+
+    let direct = store.set_each(&[
+        (full_key.as_str(), b"x".as_slice(), None),
+        (ok_key.as_str(), b"y".as_slice(), None),
+    ]);
+    let Err(Error::PartialBatch(partial)) = &direct else {
+        panic!("not a PartialBatch naming the full primary's item: {direct:?}")
+    };
+    assert_eq!(partial.failed, [0], "{direct:?}");
+    assert!(
+        matches!(&partial.cause, Error::NodeUnavailable { cause, .. } if matches!(cause.as_ref(), Error::ServerFull { .. })),
+        "{direct:?}"
+    );
+    assert_eq!(store.get(&ok_key).unwrap().unwrap().value, b"y");
+    assert_eq!(store.get(&full_key).unwrap(), None);
+
+    // set_many, and the async calls, split the same way.
+    let other = cluster.key_on(1, "other");
+    let direct = store.set_many(
+        &[
+            (full_key.as_str(), b"x".as_slice()),
+            (other.as_str(), b"z".as_slice()),
+        ],
+        None,
+    );
+    assert!(
+        matches!(&direct, Err(Error::PartialBatch(p)) if p.failed == [0]),
+        "{direct:?}"
+    );
+    assert_eq!(store.get(&other).unwrap().unwrap().value, b"z");
+}

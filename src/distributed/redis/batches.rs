@@ -23,6 +23,9 @@ pub(super) type SlotGroups = Vec<(usize, Vec<usize>)>;
 /// cluster does not serve (`CLUSTERDOWN`) fails its own keys only, as its slot's
 /// [`Error::NodeUnavailable`]. In the client's split it failed the whole batch (with a
 /// "Mismatch in the number of multi-slot results" once the client's map dropped the slot).
+/// A slot whose primary is out of memory for writes ([`Error::ServerFull`]) fails its own keys
+/// the same way, as a node's breaker makes it (`Node::record`): passed on as it was, it failed
+/// the whole batch, read as nothing written while the other primaries held their items.
 pub(super) fn each_slot<'a, T, F>(groups: SlotGroups, run: F) -> impl Future<Output = Parts<T>> + Send + 'a
 where
     T: Send + 'a,
@@ -32,11 +35,13 @@ where
         let call = run(members.clone());
         async move {
             let result = call.await.map_err(|e| match e {
-                e @ (Error::Timeout { .. } | Error::Backend { .. }) => Error::NodeUnavailable {
-                    level: LEVEL,
-                    node: format!("of hash slot {slot}"),
-                    cause: Box::new(e),
-                },
+                e @ (Error::Timeout { .. } | Error::Backend { .. } | Error::ServerFull { .. }) => {
+                    Error::NodeUnavailable {
+                        level: LEVEL,
+                        node: format!("of hash slot {slot}"),
+                        cause: Box::new(e),
+                    }
+                }
                 other => other,
             });
             (members, result)

@@ -31,7 +31,8 @@ mod routing;
 ///   across slots is refused by Redis), sent at once, with the values put back in key order: a
 ///   slot the cluster does not serve fails its keys only ([`Error::PartialBatch`]); likewise
 ///   `delete_many` (`UNLINK`), and `set_many`: one pipeline (standalone) or concurrent `SET`s
-///   routed by slot (cluster). A key repeated in a
+///   routed by slot (cluster), where a slot whose primary is out of memory for writes fails its
+///   keys only too (its [`Error::NodeUnavailable`] over [`Error::ServerFull`]). A key repeated in a
 ///   batch is sent once, with its last item: the last write of a key wins, as on the other
 ///   levels (the cluster's concurrent `SET`s could otherwise land in either order).
 /// - A one-key call (`get`, `set`, `delete`) on a hash slot the cluster does not serve
