@@ -869,3 +869,37 @@ fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_a_cluster_cache() {
     store.clear().unwrap();
     assert_eq!(store.size().unwrap().items, 0);
 }
+
+/// A manager whose L2 hosts name a cluster by URL (`redis+cluster://`), `cluster` left unset, as
+/// `RedisStore` takes it (cluster mode from the scheme): the tag sets' Redis and the node
+/// breakers take it for a cluster too. The tag store took it for a standalone server, so
+/// `invalidate_prefix` walked the keyspace with a `SCAN` the cluster client sent to one node and
+/// unlinked each page of keys as one command across slots; and no node breakers were made.
+#[test]
+fn a_cluster_named_by_url_alone_is_a_cluster_to_prefix_invalidation_and_the_node_breakers() {
+    let cluster = RedisCluster::start();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "memory"
+        [distributed]
+        enabled = true
+        hosts = ["redis+cluster://{}"]
+        key_prefix = "u:"
+        timeout_ms = 500
+        "#,
+        cluster.addrs()[0]
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    let keys: Vec<String> = (0..40).map(|i| format!("user:{i}")).collect();
+    for key in &keys {
+        cache.set(key, &1u32, None).unwrap();
+    }
+    let invalidated = cache.invalidate_prefix("user:");
+    assert!(invalidated.is_ok(), "{invalidated:?}");
+    for key in &keys {
+        assert_eq!(cache.local().get(key).unwrap(), None, "{key} still in L1");
+    }
+    assert_eq!(cache.stats().distributed.nodes.len(), 3, "node breakers are on");
+}

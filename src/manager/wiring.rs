@@ -147,10 +147,10 @@ fn tag_redis(config: &CacheConfig) -> Result<Option<(RedisOptions, bool)>> {
         let same_as_l2 = inv.hosts.is_empty();
         Ok(Some((
             backplane_redis(config)?,
-            same_as_l2 && redis_l2 && !d.cluster,
+            same_as_l2 && redis_l2 && !l2_cluster(d),
         )))
     } else if redis_l2 {
-        Ok(Some((backplane_redis(config)?, !d.cluster)))
+        Ok(Some((backplane_redis(config)?, !l2_cluster(d))))
     } else {
         Ok(None)
     }
@@ -321,11 +321,29 @@ type Breakered = (
 fn node_breakers(d: &DistributedCacheConfig) -> Option<Arc<NodeBreakers>> {
     let name = match d.kind {
         DistributedKind::Memcached => "memcached",
-        DistributedKind::Redis if d.cluster => "redis",
+        DistributedKind::Redis if l2_cluster(d) => "redis",
         DistributedKind::Redis => return None,
     };
     let cool_down = Duration::from_millis(d.breaker_cooldown_ms);
     Some(Arc::new(NodeBreakers::new(name, d.breaker_failures, cool_down)))
+}
+
+/// Whether the Redis L2 is a Cluster: `cluster = true`, or a host named by a cluster URL
+/// (`redis+cluster://`), which `RedisStore` takes for one whatever `cluster` says. Read from
+/// `cluster` alone, such an L2 had no node breakers, and the tag store took it for a standalone
+/// server whose keyspace one `SCAN` walks: `invalidate_prefix` failed on every call (`CROSSSLOT`).
+#[cfg(feature = "redis")]
+fn l2_cluster(d: &DistributedCacheConfig) -> bool {
+    RedisOptions::with_hosts(d.hosts.iter().cloned())
+        .cluster(d.cluster)
+        .resolve_targets()
+        .map_or(d.cluster, |(_, cluster)| cluster)
+}
+
+/// Without the `redis` feature no Redis L2 is connected.
+#[cfg(not(feature = "redis"))]
+fn l2_cluster(d: &DistributedCacheConfig) -> bool {
+    d.cluster
 }
 
 #[cfg(feature = "redis")]
