@@ -903,3 +903,90 @@ fn a_cluster_named_by_url_alone_is_a_cluster_to_prefix_invalidation_and_the_node
     }
     assert_eq!(cache.stats().distributed.nodes.len(), 3, "node breakers are on");
 }
+
+/// A batch read of two keys of a slot being moved (one key moved, the other not yet) is refused
+/// with `TRYAGAIN` by a healthy primary: it fails those keys, saying the slot is being moved, and
+/// no breaker counts it. Counted as the node's failure, two such reads opened the primary's
+/// breaker, and every key of its other slots failed fast for the cool-down.
+#[test]
+fn a_batch_read_during_a_slots_migration_leaves_the_primarys_breaker_closed() {
+    let cluster = RedisCluster::start();
+    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "memory"
+        [distributed]
+        enabled = true
+        cluster = true
+        hosts = [{}]
+        key_prefix = "uno:"
+        timeout_ms = 500
+        breaker_failures = 2
+        breaker_cooldown_ms = 60000
+        "#,
+        hosts.join(", ")
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    let l2 = cache.distributed().unwrap();
+    // Two keys of one slot on primary 0, whatever the key prefix: hashed by their tag.
+    let tag = cluster.key_on(0, "t");
+    let (moved, staying) = (format!("{tag}x"), format!("{tag}y"));
+    let elsewhere = cluster.key_on(1, "e");
+    let other_slot = cluster.key_on(0, "o");
+    for key in [&moved, &staying, &elsewhere, &other_slot] {
+        l2.set(key, b"v", None).unwrap();
+    }
+    let full = |key: &str| format!("uno:{key}");
+    let slot = cluster.keyslot(&full(&moved));
+    let id = |n: usize| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.nodes[n].raw())
+            .unwrap()
+    };
+    let setslot = |node: usize, state: &str, peer: &str| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(state)
+            .arg(peer)
+            .exec(&mut cluster.nodes[node].raw())
+            .unwrap();
+    };
+    setslot(1, "IMPORTING", &id(0));
+    setslot(0, "MIGRATING", &id(1));
+    redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(cluster.nodes[1].port)
+        .arg(full(&moved))
+        .arg(0)
+        .arg(5000)
+        .exec(&mut cluster.nodes[0].raw())
+        .unwrap();
+
+    // Sent whole (one primary's keys), and split per primary with a key of another.
+    for _ in 0..3 {
+        let whole = l2.get_many(&[moved.as_str(), staying.as_str()]);
+        assert!(
+            matches!(&whole, Err(Error::NodeUnavailable { cause, .. }) if cause.to_string().contains("being moved")),
+            "{whole:?}"
+        );
+        let split = l2.get_many(&[moved.as_str(), staying.as_str(), elsewhere.as_str()]);
+        assert!(
+            matches!(&split, Err(Error::PartialBatch(p)) if p.failed == [0, 1]),
+            "{split:?}"
+        );
+    }
+    let nodes = cache.stats().distributed.nodes;
+    assert!(
+        nodes.iter().all(|n| n.errors == 0 && n.trips == 0),
+        "a refusal during a resharding was held against a node: {nodes:?}"
+    );
+    assert_eq!(
+        l2.get(&other_slot).unwrap().map(|e| e.value),
+        Some(b"v".to_vec()),
+        "the primary's other slots are served"
+    );
+}

@@ -85,6 +85,17 @@ pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluste
             ),
         };
     }
+    if code.as_deref() == Some("TRYAGAIN") {
+        // Up, and moving the slot of a multi-key request's keys to another node (a resharding):
+        // the node answered, so no breaker counts it (see `is_slot_moving`). Counted, two such
+        // reads during one slot's migration opened a healthy primary's breaker, and every key
+        // of its other slots failed fast for the cool-down.
+        return Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!("{hosts}: {SLOT_MOVING_ADVICE} ({})", error_text(err)),
+        };
+    }
     if code.as_deref() == Some("MISCONF") {
         // Up, and refusing writes until a snapshot succeeds: an outage, not a setting of the
         // cache, since Redis retries the snapshot and serves again once its disk is fixed, so
@@ -205,6 +216,17 @@ const MISCONF_ADVICE: &str = "the server refuses writes (and PING) because its l
 /// How a call's error says the slot in [`clusterdown_advice`]; a one-key call puts its key's
 /// slot in its place (see `keyed`).
 pub(crate) const THIS_KEYS_SLOT: &str = "this key's hash slot";
+
+/// What a `TRYAGAIN` means: the keys' slot is being moved between nodes.
+const SLOT_MOVING_ADVICE: &str = "the keys' hash slot is being moved to another node (a \
+    resharding), and a request on several of its keys is refused until the move ends; the node \
+    is up, so no breaker counts this; retry once the resharding is over";
+
+/// Whether `error` is a refusal of a request on a slot being moved (`TRYAGAIN`): the node
+/// answered, and its breaker must not count it.
+pub(crate) fn is_slot_moving(error: &Error) -> bool {
+    matches!(error, Error::Backend { reason, .. } if reason.contains(SLOT_MOVING_ADVICE))
+}
 
 /// What a CLUSTERDOWN for `slot` (a hash slot, said in words) means, and what to check.
 pub(crate) fn clusterdown_advice(slot: &str) -> String {

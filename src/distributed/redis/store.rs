@@ -38,6 +38,9 @@ mod routing;
 /// - A one-key call (`get`, `set`, `delete`) on a hash slot the cluster does not serve
 ///   (`CLUSTERDOWN`) fails with an [`Error::Backend`] that names the key, its slot and what to
 ///   check, as a batch's failed slots are named in its [`Error::PartialBatch`].
+/// - A batch on a hash slot being moved between nodes (`TRYAGAIN`, during a resharding) fails
+///   its keys as its primary's [`Error::NodeUnavailable`], held against no breaker: the node
+///   answered.
 /// - `size` counts this prefix's string keys with `SCAN MATCH prefix*` (plus a pipelined `STRLEN`
 ///   per batch for the bytes, which also leaves out keys of other types, such as tag sets) on
 ///   every primary: `DBSIZE` would be O(1) but counts every key in the

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use super::super::batches::{each_slot, Parts, SlotGroups};
 use super::super::commands::Read;
 use super::super::connection::Conn;
-use super::super::errors::LEVEL;
+use super::super::errors::{is_slot_moving, LEVEL};
 use super::super::slots::{by_slot, Answerable};
 use super::{Groups, RedisStore};
 use crate::distributed::nodes::{entries_or_partial, part_grace, settle, Node};
@@ -40,8 +40,10 @@ impl RedisStore {
         &self,
         result: &Result<T>,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-        if !matches!(result, Err(Error::Timeout { .. } | Error::Backend { .. })) {
-            return None;
+        match result {
+            Err(e @ Error::Backend { .. }) if is_slot_moving(e) => return None,
+            Err(Error::Timeout { .. } | Error::Backend { .. }) => {}
+            _ => return None,
         }
         let slots = self.slots.as_ref()?;
         match self.conn.current().0 {
@@ -61,6 +63,13 @@ impl RedisStore {
         keys: impl Iterator<Item = &'k str>,
         result: Result<T>,
     ) -> Result<T> {
+        // A slot being moved: the node answered (as for a server out of memory, `Node::record`).
+        if let Err(e) = &result {
+            if is_slot_moving(e) {
+                node.breaker().record_success();
+                return result.map_err(|e| node.unavailable(e));
+            }
+        }
         let failed = matches!(result, Err(Error::Timeout { .. } | Error::Backend { .. }));
         let Some(slots) = self.slots.as_ref().filter(|_| failed) else {
             return node.record(probe, result);
