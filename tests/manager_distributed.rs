@@ -273,6 +273,43 @@ fn refused_by(kind: &str, host: &str, key: &str, value: &[u8]) -> (Error, bool) 
     (err, cache.stats().local.sets > 0)
 }
 
+/// A delete of a key Redis refuses (the tag sets' namespace) is refused before any level is
+/// touched, as a write of it is. In a batch, L1 dropped the keys listed with it before Redis
+/// refused the whole batch; alone, an L2 not connected (its breaker open) took it, with
+/// `fallback_on_error`, where a connected one refused it: one key, two answers.
+#[test]
+fn a_delete_of_a_key_redis_refuses_is_refused_before_any_level_is_touched() {
+    let reserved = "uno-cache:tag:x";
+    let refused = |api: &str, result: uno_cache::Result<u64>| {
+        assert!(
+            matches!(&result, Err(Error::InvalidKey { key, .. }) if key == reserved),
+            "{api}: {result:?}"
+        );
+    };
+    let redis = RedisServer::start();
+    let cache = CacheManager::new(config("redis", &redis.addr())).unwrap();
+    cache.set_raw("a", b"1", None).unwrap();
+    refused("multi_delete", cache.multi_delete(&["a", reserved]));
+    refused(
+        "multi_delete_async",
+        support::block_on(cache.multi_delete_async(&["a", reserved])),
+    );
+    assert_eq!(
+        cache.local().get("a").unwrap().map(|e| e.value),
+        Some(b"1".to_vec()),
+        "a refused batch dropped a key listed with the refused one from L1"
+    );
+    refused("delete", cache.delete(reserved).map(u64::from));
+
+    let down = format!("127.0.0.1:{}", free_port());
+    let offline = CacheManager::new(config("redis", &down)).unwrap();
+    refused("delete, L2 down", offline.delete(reserved).map(u64::from));
+    refused(
+        "delete_async, L2 down",
+        support::block_on(offline.delete_async(reserved)).map(u64::from),
+    );
+}
+
 /// An L2 not connected yet (down at start-up, with fallback) refused nothing: a value it would
 /// refuse went into L1 and the replay queue, which refused it only once L2 was back, and the
 /// caller never heard. It is refused at once now, with the error the connected level gives:

@@ -125,7 +125,7 @@ impl CacheManager {
     /// served from L1.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let s = &self.shared;
-        Shared::check_delete(&[key])?;
+        s.check_delete(&[key])?;
         let ordered = s.guard.order([key], true);
         Ok(self.delete_ordered(ordered, key)? > 0)
     }
@@ -204,7 +204,7 @@ impl CacheManager {
         if keys.is_empty() {
             return Ok(0);
         }
-        Shared::check_delete(&keys)?;
+        s.check_delete(&keys)?;
         let ordered = s.guard.order(keys.iter().copied(), true);
         let l1 = s.delete_l1_done(&keys, s.l1.delete_many(&keys));
         let l2 = s.delete_l2(&keys, |l2| l2.delete_many(&keys));
@@ -396,7 +396,7 @@ impl CacheManager {
     ///
     /// [`KeyOrder::order_watched`]: super::guard::KeyOrder::order_watched
     pub(crate) fn delete_loaded(&self, key: &str, watch: Watch) -> Result<bool> {
-        if let Err(e) = Shared::check_delete(&[key]) {
+        if let Err(e) = self.shared.check_delete(&[key]) {
             self.shared.guard.unwatch(watch);
             return Err(e);
         }

@@ -111,7 +111,7 @@ impl CacheManager {
     /// As [`CacheManager::delete`].
     pub async fn delete_async(&self, key: &str) -> Result<bool> {
         let s = &self.shared;
-        Shared::check_delete(&[key])?;
+        s.check_delete(&[key])?;
         let ordered = s.guard.order_async([key], true).await;
         let keys = [key];
         let announcement = s.announce(&keys);
@@ -199,7 +199,7 @@ impl CacheManager {
         if keys.is_empty() {
             return Ok(0);
         }
-        Shared::check_delete(&keys)?;
+        s.check_delete(&keys)?;
         let ordered = s.guard.order_async(keys.iter().copied(), true).await;
         let announcement = s.announce(&keys);
         let l1 = s.delete_l1_done(&keys, s.l1.delete_many(&keys));

@@ -222,11 +222,24 @@ impl Shared {
     // ---- deletes ----
 
     /// Refuses, before any level is touched, a delete of a key no level can hold (empty, or
-    /// longer than [`MAX_KEY_LEN`](crate::keys::MAX_KEY_LEN)). Sent on, L1's refusal looked like
-    /// a delete L1 could not apply, and distrusted every L1 entry; and in a batch, L1 deleted the
-    /// keys before the bad one while L2 refused the whole batch.
-    pub(crate) fn check_delete(keys: &[&str]) -> Result<()> {
-        keys.iter().try_for_each(|key| crate::keys::check_key(key))
+    /// longer than [`MAX_KEY_LEN`](crate::keys::MAX_KEY_LEN)), or that L2 refuses whatever its
+    /// value (the namespace Redis keeps for tag sets), as a write of it is refused
+    /// ([`check_l2_input`](Self::check_l2_input)). Sent on, L1's refusal looked like a delete L1
+    /// could not apply, and distrusted every L1 entry; in a batch, L1 deleted the keys before
+    /// the bad one while L2 refused the whole batch; and an L2 whose breaker was open, or a key
+    /// queued for replay, took a delete the connected L2 refused.
+    pub(crate) fn check_delete(&self, keys: &[&str]) -> Result<()> {
+        keys.iter().try_for_each(|key| self.check_delete_key(key))
+    }
+
+    /// [`check_delete`](Self::check_delete) of one key.
+    pub(crate) fn check_delete_key(&self, key: &str) -> Result<()> {
+        crate::keys::check_key(key)?;
+        match &self.l2 {
+            // A value of no bytes: what L2 refuses then, it refuses for the key.
+            Some(l2) => l2.check_value(key, 0),
+            None => Ok(()),
+        }
     }
 
     /// Counts an L1 delete of `n` keys and turns the result into a count. An L1 that failed
