@@ -29,14 +29,18 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
 }
 
 /// The keys of a list from outside (a received invalidation, the members of a tag's set) that
-/// pass [`check_key`], with how many did not and the first refusal, so that the caller logs
-/// one line per list: a list of a million bad keys logged a million lines.
-pub(crate) fn passing_keys(keys: &[String]) -> (Vec<&str>, Option<(Error, usize)>) {
+/// pass `check` ([`check_key`], or a caller's stricter rule), with how many did not and the
+/// first refusal, so that the caller logs one line per list: a list of a million bad keys
+/// logged a million lines.
+pub(crate) fn passing_keys(
+    keys: &[String],
+    check: impl Fn(&str) -> Result<()>,
+) -> (Vec<&str>, Option<(Error, usize)>) {
     let mut refused: Option<(Error, usize)> = None;
     let passing = keys
         .iter()
         .map(String::as_str)
-        .filter(|key| match check_key(key) {
+        .filter(|key| match check(key) {
             Ok(()) => true,
             Err(e) => {
                 refused.get_or_insert((e, 0)).1 += 1;

@@ -323,6 +323,69 @@ fn a_member_that_is_no_key_does_not_stop_its_tag_from_invalidating_the_others() 
     assert!(left.is_empty(), "the set kept {} members", left.len());
 }
 
+/// A member in the namespace Redis keeps for tag sets (`uno-cache:tag:…`, put in the set by hand
+/// or by a build that tagged before checking the key): Redis refuses its delete, and with it
+/// the whole `UNLINK` of its step, so every invalidation of the tag failed and the valid
+/// member's value stayed readable in L2.
+#[test]
+fn a_member_in_the_tag_sets_namespace_does_not_stop_its_tag_from_invalidating_the_others() {
+    for async_api in [false, true] {
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+        a.set_with_tags("order:1", "o", None, &["orders"]).unwrap();
+        let set = "app:uno-cache:tag:orders";
+        let () = redis::cmd("ZADD")
+            .arg(set)
+            .arg(u64::MAX >> 12)
+            .arg("uno-cache:tag:x")
+            .query(&mut redis.raw())
+            .unwrap();
+        let invalidated = if async_api {
+            support::block_on(a.invalidate_tag_async("orders"))
+        } else {
+            a.invalidate_tag("orders")
+        };
+        assert_eq!(
+            invalidated.unwrap(),
+            1,
+            "async {async_api}: only the key is counted"
+        );
+        assert_eq!(a.get::<String>("order:1").unwrap(), None, "async {async_api}");
+        let left: Vec<String> = redis::cmd("ZRANGE")
+            .arg(set)
+            .arg(0)
+            .arg(-1)
+            .query(&mut redis.raw())
+            .unwrap();
+        assert!(left.is_empty(), "async {async_api}: the set kept {left:?}");
+    }
+}
+
+/// A tagged write of a key Redis refuses (the tag sets' namespace) is refused before its key
+/// joins its tags: it joined them first, and its refusal left it there, where it stopped every
+/// later invalidation of those tags (see the test above).
+#[test]
+fn a_tagged_write_of_a_key_redis_refuses_joins_no_tag() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = CacheManager::new(config(dir.path(), &redis.addr())).unwrap();
+    let key = "uno-cache:tag:x";
+    let sync = a.set_with_tags(key, "v", None, &["orders"]);
+    let async_ = support::block_on(a.set_with_tags_async(key, "v", None, &["orders"]));
+    for (api, result) in [("sync", sync), ("async", async_)] {
+        assert!(
+            matches!(&result, Err(uno_cache::Error::InvalidKey { key: named, .. }) if named == key),
+            "{api}: {result:?}"
+        );
+    }
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("app:uno-cache:tag:orders")
+        .query(&mut redis.raw())
+        .unwrap();
+    assert_eq!(exists, 0, "the refused key was added to its tag");
+}
+
 /// What `invalidate_prefix` returns counts keys, each once, whichever levels held it: before,
 /// it added L1's keys dropped to L2's, so a key in both counted twice, and a caller reading "keys
 /// invalidated" was told twice the keys there were.

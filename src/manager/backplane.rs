@@ -330,7 +330,7 @@ impl InvalidationHandler for Receiver {
 /// nothing of it to drop. Passed on, it failed the whole delete: the keys after it stayed, and
 /// every L1 entry was made suspect, at every such message.
 fn holdable(keys: &[String]) -> Vec<&str> {
-    let (held, refused) = crate::keys::passing_keys(keys);
+    let (held, refused) = crate::keys::passing_keys(keys, crate::keys::check_key);
     if let Some((e, skipped)) = refused {
         tracing::warn!(error = %e, skipped, "an invalidation names keys no L1 can hold; skipped");
     }

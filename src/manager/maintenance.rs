@@ -212,9 +212,10 @@ impl CacheManager {
     /// left the value in L2 listed by no tag.
     ///
     /// # Errors
-    /// As [`CacheManager::set_raw`]; [`Error::Config`] if there is no Redis for tags; the tag
-    /// Redis's error: from the first tagging, before anything is written; from the second, the
-    /// value is written and tagged by the first.
+    /// As [`CacheManager::set_raw`] (bad input, a key or value a level refuses, before the key
+    /// joins any tag); [`Error::Config`] if there is no Redis for tags; the tag Redis's error:
+    /// from the first tagging, before anything is written; from the second, the value is
+    /// written and tagged by the first.
     pub fn set_raw_with_tags(
         &self,
         key: &str,
@@ -224,6 +225,7 @@ impl CacheManager {
     ) -> Result<()> {
         let s = &self.shared;
         let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
+        check_tagged(s, key, value, ttl)?;
         store.add(&[key], tags, members_ttl(s, ttl))?;
         self.set_raw(key, value, ttl)?;
         s.wait_behind_sent(&[key]);
@@ -247,6 +249,7 @@ impl CacheManager {
     ) -> Result<()> {
         let s = &self.shared;
         let store = s.tags.as_ref().ok_or_else(no_tag_redis)?;
+        check_tagged(s, key, value, ttl)?;
         // Tagged before and after the write, as in `set_raw_with_tags`.
         store.add_async(&[key], tags, members_ttl(s, ttl)).await?;
         // Dropped during the set (a caller's timeout) or the wait for its batch, the value may
@@ -323,7 +326,7 @@ impl CacheManager {
         if members.keys.is_empty() {
             return Ok(0);
         }
-        let deleted = deletable(tag, &members.keys);
+        let deleted = deletable(&self.shared, tag, &members.keys);
         // Every step, whatever the others did: a failed one (L2 refused its delete) still
         // removed its keys from L1 and published them, and so must every step after it.
         let mut failed = None;
@@ -352,7 +355,7 @@ impl CacheManager {
         if members.keys.is_empty() {
             return Ok(0);
         }
-        let deleted = deletable(tag, &members.keys);
+        let deleted = deletable(&self.shared, tag, &members.keys);
         let mut failed = None;
         for step in deleted.chunks(TAG_DELETE_STEP) {
             if let Err(e) = self.multi_delete_owing_async(step, L2Owed::Reported).await {
@@ -468,18 +471,27 @@ fn members_ttl(s: &Shared, ttl: Option<Duration>) -> Duration {
 /// have been invalidated, as it could not be read in one command either (see `tags`).
 const TAG_DELETE_STEP: usize = 1_000;
 
-/// The members of `tag` that are keys: a member no level takes (empty, or longer than
-/// [`crate::MAX_KEY_LEN`]: added to the set by hand, or by a build with other limits) holds no
-/// value to delete. It is logged and left out, and goes from the set with the others: refused,
-/// it failed the whole delete, and every later invalidation of the tag again, while the values
-/// of the valid members stayed readable. One line per tag, not per member: a set another
-/// program filled with a million such members logged a million.
-fn deletable<'m>(tag: &str, members: &'m [String]) -> Vec<&'m str> {
-    let (keys, refused) = crate::keys::passing_keys(members);
+/// The members of `tag` that are keys: a member no level takes (empty, longer than
+/// [`crate::MAX_KEY_LEN`], or in the namespace the Redis L2 keeps for tag sets: added to the
+/// set by hand, or by a build with other limits or that tagged a key before checking it) holds
+/// no value to delete. It is logged and left out, and goes from the set with the others:
+/// refused, it failed the whole delete, and every later invalidation of the tag again, while
+/// the values of the valid members stayed readable. One line per tag, not per member: a set
+/// another program filled with a million such members logged a million.
+fn deletable<'m>(s: &Shared, tag: &str, members: &'m [String]) -> Vec<&'m str> {
+    let (keys, refused) = crate::keys::passing_keys(members, |key| s.check_delete_key(key));
     if let Some((e, skipped)) = refused {
         tracing::warn!(tag, error = %e, skipped, "members of the tag are not keys; removed from the tag's set");
     }
     keys
+}
+
+/// Refuses, before `key` joins any tag, a tagged write whose input a level refuses (see
+/// [`Shared::check_l2_input`]): joined first, a refused key stayed in its tags, and one Redis
+/// refuses (the tag sets' namespace) then failed every invalidation of them.
+fn check_tagged(s: &Shared, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+    crate::keys::check_write(key, ttl)?;
+    s.check_l2_input(&[(key, value)])
 }
 
 /// The steps of an event's invalidation: the keys they dropped, and the first error.
@@ -601,9 +613,13 @@ mod tests {
         let mut members = vec![String::new(); 1000];
         members.push("k".repeat(crate::MAX_KEY_LEN + 1));
         members.push("key".to_owned());
+        let mut config = crate::CacheConfig::default();
+        config.local.kind = crate::LocalKind::Memory;
+        let cache = crate::CacheManager::new(config).unwrap();
         let lines = Lines::default();
-        let kept =
-            tracing::subscriber::with_default(lines.clone(), || super::deletable("tag", &members).len());
+        let kept = tracing::subscriber::with_default(lines.clone(), || {
+            super::deletable(&cache.shared, "tag", &members).len()
+        });
         assert_eq!(kept, 1);
         assert_eq!(lines.0.load(Ordering::Relaxed), 1);
     }
