@@ -283,14 +283,27 @@ pub struct LevelStats {
     pub misses: u64,
     /// `hits / (hits + misses)`; 0 before any read.
     pub hit_rate: f64,
-    /// Keys written to this level (backfills included).
+    /// Keys written to this level (backfills included). For `distributed`, the writes that
+    /// reached it: the callers' written through, and write-behind's when the writer sent them.
+    /// Ops of the replay queue count in `consistency.replayed` alone: the write a replayed set
+    /// stands for was counted nowhere when L2 failed it, nor is it counted here when it lands.
     pub sets: u64,
-    /// Keys deleted from this level (attempts). Always 0 for `memory`, which counts none of its
-    /// own: every delete of L1 drops the key from the memory tier too, and `local.deletes` counts
-    /// them (`uno_cache_deletes_total` is not published for the memory tier).
+    /// Keys the callers' deletes asked this level to delete (attempts: `delete`,
+    /// `delete_many` and their async forms; for `local`, `invalidate_local` too). Not the keys
+    /// that other removals drop: a prefix or tag invalidation (its answer says how many), an
+    /// invalidation received from another instance (`consistency.keys_invalidated`), a suspect
+    /// entry dropped (`consistency.revalidated_dropped`), a value taken out of L1 because L2
+    /// refused it, or an op replayed from the queue (`consistency.replayed`). For
+    /// `distributed`, with write-behind, the writer's deletes when it sends them: a delete
+    /// queued behind a batch in flight, and a write that expired while it waited, which reaches
+    /// L2 as a delete of its key. Always 0 for `memory`, which counts none of its own: every
+    /// delete of L1 drops the key from the memory tier too, and `local.deletes` counts them
+    /// (`uno_cache_deletes_total` is not published for the memory tier).
     pub deletes: u64,
-    /// Calls to this level that failed (hidden by fallback or not). Always 0 for `memory`, whose
-    /// values are decoded and in RAM (`uno_cache_errors_total` is not published for it).
+    /// Calls to this level that failed (hidden by fallback or not), write-behind's sends
+    /// included. The replay's calls are not: a replay pass stopped by an L2 failure counts once
+    /// in `consistency.replay_failures`, and is retried. Always 0 for `memory`, whose values are
+    /// decoded and in RAM (`uno_cache_errors_total` is not published for it).
     pub errors: u64,
     /// Entries the level dropped to respect its size bound (as it reports them).
     pub evictions: u64,

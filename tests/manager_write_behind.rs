@@ -78,6 +78,28 @@ fn a_set_returns_before_l2_is_written_and_lands_with_the_l2_ttl_cap() {
     assert_eq!(stats.distributed.sets, 1);
 }
 
+/// A write that expired while it waited in the queue reaches L2 as a delete of its key, and
+/// counts as one in `distributed.deletes`, not as a set (it was counted in `sets`).
+#[test]
+fn a_write_that_expired_while_queued_counts_as_the_l2_delete_it_is_sent_as() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache.set("first", &1u32, None).unwrap();
+    gate.wait_entered();
+    s.cache.set("gone", &1u32, Some(Duration::from_secs(1))).unwrap();
+    s.cache.set("live", &1u32, None).unwrap();
+    s.clock.advance(Duration::from_secs(2));
+    gate.release();
+    s.cache.flush().unwrap();
+    assert_eq!(s.l2.ops(), ["set_each", "set_each", "delete_many"]);
+    let stats = s.cache.stats();
+    assert_eq!(
+        (stats.distributed.sets, stats.distributed.deletes),
+        (2, 1),
+        "first and live were written, gone deleted"
+    );
+}
+
 #[test]
 fn a_read_that_misses_l1_is_answered_by_a_write_still_on_its_way() {
     let s = setup();

@@ -143,9 +143,12 @@ impl Shared {
         policy::time_l2(&m.set_latency, started, &result);
         match result {
             Ok(()) => {
-                let not_written = unreached.len() + refused.len();
-                m.sets
-                    .add((items.len() + dead.len()).saturating_sub(not_written) as u64);
+                // A write that expired while queued reaches L2 as a delete, and counts as one.
+                let dead_unsent = unreached.iter().filter(|(_, q)| q.expires_at_ms <= now).count()
+                    + refused.iter().filter(|key| dead.contains(&key.as_str())).count();
+                let live_unsent = (unreached.len() + refused.len()).saturating_sub(dead_unsent);
+                m.sets.add(items.len().saturating_sub(live_unsent) as u64);
+                m.deletes.add(dead.len().saturating_sub(dead_unsent) as u64);
                 self.metrics.consistency.behind_flushes.incr();
                 if let Some(e) = &refused_error {
                     let keys: Vec<&str> = refused.iter().map(String::as_str).collect();
@@ -165,7 +168,7 @@ impl Shared {
                 let dead: Vec<&str> = dead.into_iter().filter(|key| queue.in_flight(key)).collect();
                 if !dead.is_empty() {
                     match l2.delete_many(&dead) {
-                        Ok(_) => m.sets.add(dead.len() as u64),
+                        Ok(_) => m.deletes.add(dead.len() as u64),
                         Err(e) => {
                             let expired: Vec<(String, Queued)> =
                                 expired.iter().map(|q| (*q).clone()).collect();
