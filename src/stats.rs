@@ -534,7 +534,9 @@ pub struct ConsistencyStats {
     pub revalidated_confirmed: u64,
     /// Suspect L1 entries replaced by L2's different value.
     pub revalidated_replaced: u64,
-    /// Suspect L1 entries dropped (missing in L2, or `restart_policy = "drop"`).
+    /// Suspect L1 entries dropped (missing in L2, or `restart_policy = "drop"`). Not one L1
+    /// failed to drop (in `local.errors`), nor one a write of its key replaced while L2 was
+    /// asked about it, which is left as the write made it.
     pub revalidated_dropped: u64,
     /// Suspect L1 entries served without a check because L2 could not be reached (offline).
     pub served_unverified: u64,

@@ -472,9 +472,12 @@ impl Shared {
         }
         if self.restart_policy == RestartPolicy::Drop {
             count(&self.metrics.local.misses);
-            self.metrics.consistency.dropped.incr();
             let _writing = self.guard.write([key]);
-            let _ = self.drop_suspect(key);
+            // One L1 failed to drop is still there (suspect): not counted as dropped.
+            match self.drop_suspect(key) {
+                Ok(_) => self.metrics.consistency.dropped.incr(),
+                Err(_) => self.metrics.local.errors.incr(),
+            }
             return Err(None);
         }
         Err(Some(suspect))
@@ -801,13 +804,13 @@ impl Shared {
         let Some(entry) = answer else {
             count(&m.misses);
             count(&self.metrics.misses);
-            c.dropped.incr();
-            // Not if a write raced the L2 read: L1 then holds the newer value.
-            self.guard.backfill_if_current(ticket, || {
-                if self.drop_suspect(key).is_err() {
-                    self.metrics.local.errors.incr();
-                }
-            });
+            // Not if a write raced the L2 read: L1 then holds the newer value. Counted only once
+            // done, as a confirm is.
+            self.guard
+                .backfill_if_current(ticket, || match self.drop_suspect(key) {
+                    Ok(_) => c.dropped.incr(),
+                    Err(_) => self.metrics.local.errors.incr(),
+                });
             return None;
         };
         let overtaken = if counted {

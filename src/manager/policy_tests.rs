@@ -484,6 +484,26 @@ pub(super) fn failing_l1_with(
     (cache, l2)
 }
 
+/// A manager (`config`) on a [`DeletesFail`] L1 whose entries all read as suspect, holding
+/// `k` = old, and a [`HeldL2`] that holds nothing.
+#[cfg(feature = "redis")]
+pub(super) fn suspect_l1_that_cannot_delete(config: crate::CacheConfig) -> crate::CacheManager {
+    let l1 = DeletesFail {
+        inner: MemoryStore::new(100).unwrap(),
+        marks_fail: false.into(),
+        sets_fail: false,
+        clears_fail: true.into(),
+        restored: true,
+    };
+    l1.inner.set("k", b"old", None).unwrap();
+    crate::CacheManager::builder()
+        .config(config)
+        .local(Arc::new(Delegate(l1)))
+        .distributed(Arc::new(crate::InProcess::shared(HeldL2::new())))
+        .build()
+        .unwrap()
+}
+
 /// Another instance's invalidation of `k` arrives while L1 cannot delete (disk full, or latched
 /// read-only): L1 must stop vouching for its copy rather than serve it as a trusted hit until
 /// its TTL, while L2 has the new one.

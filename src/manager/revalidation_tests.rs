@@ -183,3 +183,48 @@ fn a_suspect_read_answered_between_the_levels_is_one_l1_miss() {
         );
     }
 }
+
+/// `revalidated_dropped` counts the suspect entries a read took out of L1 and nothing else: a
+/// drop that a write of the key made moot (the write came after the read's ticket, and L1 keeps
+/// its value) and a drop L1 failed (counted in `local.errors`) were counted as drops.
+#[test]
+fn revalidated_dropped_counts_only_the_suspect_entries_taken_out_of_l1() {
+    let SuspectRead {
+        _dir,
+        cache,
+        l2,
+        entry,
+        ..
+    } = suspect_read_of_v1();
+    let s = &cache.shared;
+    l2.inner.delete("k").unwrap();
+    let ticket = s.before_l2("k", true).unwrap();
+    let answer = l2.get("k");
+    // A write of k lands between L2's answer and the drop: the drop is skipped.
+    cache.set_raw("k", b"v2", None).unwrap();
+    let _ = s
+        .finish_revalidate("k", entry, ticket, (Instant::now(), answer))
+        .unwrap();
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(cache.stats().consistency.revalidated_dropped, 0, "the write won");
+    // Another suspect entry L2 no longer holds is dropped, and counted.
+    cache.set_raw("j", b"v1", None).unwrap();
+    l2.inner.delete("j").unwrap();
+    s.l1.mark_all_suspect().unwrap();
+    assert_eq!(cache.get_raw("j").unwrap(), None);
+    assert_eq!(cache.stats().consistency.revalidated_dropped, 1);
+    assert_eq!(cache.stats().local.errors, 0);
+
+    for policy in [super::RestartPolicy::Revalidate, super::RestartPolicy::Drop] {
+        let mut config = crate::CacheConfig::default();
+        config.consistency.restart_policy = policy;
+        let cache = super::tests::suspect_l1_that_cannot_delete(config);
+        assert_eq!(cache.get_raw("k").unwrap(), None, "{policy:?}");
+        let stats = cache.stats();
+        assert_eq!(
+            stats.consistency.revalidated_dropped, 0,
+            "{policy:?}: L1 failed the drop"
+        );
+        assert_eq!(stats.local.errors, 1, "{policy:?}");
+    }
+}
