@@ -305,10 +305,12 @@ pub struct LevelStats {
     /// in `consistency.replay_failures`, and is retried. Always 0 for `memory`, whose values are
     /// decoded and in RAM (`uno_cache_errors_total` is not published for it).
     pub errors: u64,
-    /// Entries the level dropped to respect its size bound (as it reports them).
+    /// Entries the level dropped to respect its size bound (as it reports them): live ones
+    /// only, by every kind of L1; an expired entry pushed out for room is an expiration.
     pub evictions: u64,
     /// Entries the level removed because their TTL passed (as it reports them), an expired
-    /// value a write or delete of its key dropped included, by every kind of L1.
+    /// value a write or delete of its key dropped or an eviction pushed out included, by every
+    /// kind of L1.
     pub expirations: u64,
     /// Reads that found a record damaged and answered a miss (the file store; zero for the
     /// other levels; not published for `memory`): data lost, not an absent key. `verify` on the

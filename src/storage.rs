@@ -121,10 +121,11 @@ pub struct StorageSize {
 /// Events a level counted itself since it was opened (for the manager's stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StorageCounters {
-    /// Entries dropped to respect the level's size bound.
+    /// Live entries dropped to respect the level's size bound (an expired one pushed out counts
+    /// in `expirations`).
     pub evictions: u64,
     /// Entries removed because their TTL passed, an expired value a write or delete of its key
-    /// dropped included.
+    /// dropped, or an eviction pushed out, included.
     pub expirations: u64,
     /// Reads that found a record damaged (its bytes do not match their checksum) and answered
     /// a miss, so that a caller can tell lost data from an absent key. The file store counts

@@ -126,3 +126,57 @@ fn a_prefix_invalidation_does_not_count_a_value_that_expired_in_any_l1() {
         assert_eq!(cache.get::<u32>("q:other").unwrap(), Some(3), "{kind}");
     }
 }
+
+/// An entry whose TTL had passed when it was pushed out for room counts as an expiration, not
+/// an eviction, by every kind of L1: redb (and the file store) counted it so, the memory L1 as
+/// an eviction. Each expired value is counted once, pushed out or found expired by a read.
+#[test]
+fn an_expired_entry_pushed_out_for_room_counts_as_an_expiration_in_every_l1() {
+    for (kind, max_size, value_len) in [("memory", 10, 8), ("redb", 1, 200_000)] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let config = CacheConfig::from_toml_str(&format!(
+            r#"
+            [local]
+            type = "{kind}"
+            path = "{}"
+            max_size = {max_size}
+            memory_items = 0
+            "#,
+            dir.path().join("l1").display()
+        ))
+        .unwrap();
+        let cache = CacheManager::builder()
+            .config(config)
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let value = vec![7u8; value_len];
+        let old: Vec<String> = (0..5).map(|i| format!("old{i}")).collect();
+        for key in &old {
+            cache.set_raw(key, &value, Some(Duration::from_secs(5))).unwrap();
+        }
+        clock.advance(Duration::from_secs(6));
+        let new = 40;
+        // Each new key read twice: the memory L1 (S3-FIFO) keeps such keys over the old ones,
+        // never read, which it pushes out.
+        for i in 0..new {
+            let key = format!("new{i}");
+            cache.set_raw(&key, &value, None).unwrap();
+            for _ in 0..2 {
+                cache.get_raw(&key).unwrap();
+            }
+        }
+        for key in &old {
+            assert_eq!(cache.get_raw(key).unwrap(), None, "{kind}");
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.file.expirations, 5, "{kind}: {:?}", stats.file);
+        assert_eq!(
+            stats.file.evictions + stats.size.file.items,
+            new,
+            "{kind}: only new keys, all live, were evicted: {:?}",
+            stats.file
+        );
+    }
+}

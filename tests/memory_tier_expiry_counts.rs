@@ -104,3 +104,32 @@ fn a_prefix_invalidation_does_not_count_a_value_that_expired_in_the_memory_tier(
         assert_eq!(cache.get::<User>("p:live").unwrap(), None);
     }
 }
+
+/// A value of the memory tier whose TTL had passed when it was pushed out for room counts as an
+/// expiration, as the file tier and redb count one, not as an eviction: each expired value is
+/// counted once, pushed out or found expired by a read.
+#[test]
+fn an_expired_value_pushed_out_of_the_memory_tier_for_room_counts_as_an_expiration() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, clock) = on_manual_clock(dir.path(), 4);
+    let old: Vec<String> = (0..3).map(|i| format!("old{i}")).collect();
+    for key in &old {
+        cache.set(key, &ada(1), Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(cache.get::<User>(key).unwrap(), Some(ada(1)));
+    }
+    clock.advance(Duration::from_secs(6));
+    for i in 0..40 {
+        let key = format!("new{i}");
+        cache.set(&key, &ada(2), None).unwrap();
+        // Read twice: the tier (S3-FIFO) keeps such keys over the old ones, read once.
+        for _ in 0..2 {
+            assert_eq!(cache.get::<User>(&key).unwrap(), Some(ada(2)));
+        }
+    }
+    for key in &old {
+        assert_eq!(cache.get::<User>(key).unwrap(), None);
+    }
+    let memory = cache.stats().memory;
+    assert_eq!(memory.expirations, 3, "{memory:?}");
+    assert!(memory.evictions > 0, "{memory:?}");
+}

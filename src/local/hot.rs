@@ -132,6 +132,9 @@ struct Typed<V> {
     misses: Box<[AtomicU64]>,
     /// The tier's count of values evicted for room (see [`HotTier::counters`]).
     evictions: Arc<AtomicU64>,
+    /// The tier's count of values dropped expired, and the clock they expire by.
+    expirations: Arc<AtomicU64>,
+    clock: Arc<dyn Clock>,
 }
 
 /// What an entry counts against the tier's bound in bytes, kept in its key (see `key`).
@@ -209,13 +212,17 @@ impl<V: Clone + Send + Sync + 'static> Typed<V> {
         self.admitted(key, pushed)
     }
 
-    /// Counts the values `pushed` holds of keys other than `key` as evictions; the expiry of
-    /// the value of `key` pushed out too, if one was.
+    /// Counts the values `pushed` holds of keys other than `key` as evictions, or as
+    /// expirations if their TTL had passed (as every kind of L1 counts an expired entry pushed
+    /// out for room); the expiry of the value of `key` pushed out too, if one was.
     fn count_evictions(&self, key: &str, pushed: Pushed) -> Option<u64> {
         let mut own = None;
         for pushed in pushed.first.into_iter().chain(pushed.more) {
+            let expires_at_ms = pushed.expires_at_ms();
             if pushed.as_str() == Some(key) {
-                own = Some(pushed.expires_at_ms());
+                own = Some(expires_at_ms);
+            } else if expires_at_ms != 0 && self.clock.reached(expires_at_ms) {
+                self.expirations.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
             }
@@ -385,8 +392,9 @@ pub struct HotTier {
     written: AtomicU64,
     /// Values evicted for room, by every type's cache (see [`counters`](HotTier::counters)).
     evictions: Arc<AtomicU64>,
-    /// Values found expired by a read, or by a change of their key, and dropped.
-    expirations: AtomicU64,
+    /// Values found expired by a read, or by a change of their key, or pushed out for room
+    /// expired, and dropped.
+    expirations: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for HotTier {
@@ -431,7 +439,7 @@ impl HotTier {
             changes: Changes::new(),
             written: AtomicU64::new(0),
             evictions: Arc::new(AtomicU64::new(0)),
-            expirations: AtomicU64::new(0),
+            expirations: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -466,6 +474,8 @@ impl HotTier {
                     decode: OnceLock::new(),
                     misses: (0..MISSES).map(|_| AtomicU64::new(0)).collect(),
                     evictions: Arc::clone(&self.evictions),
+                    expirations: Arc::clone(&self.expirations),
+                    clock: Arc::clone(&self.clock),
                 };
                 (id, Box::new(typed))
             });
@@ -680,8 +690,8 @@ impl HotTier {
         }
     }
 
-    /// Values evicted for room and values a read or a change of their key found expired (and
-    /// dropped), all types, since the tier was made. Places without a value are not counted.
+    /// Values evicted for room and values found expired (and dropped) by a read, a change of
+    /// their key or an eviction, all types, since the tier was made. Places without a value are not counted.
     #[must_use]
     pub fn counters(&self) -> StorageCounters {
         StorageCounters {

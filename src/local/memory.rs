@@ -19,8 +19,9 @@
 //! `quick_cache` has no TTL: each value is stored with its absolute expiry (Unix ms, from the
 //! store's [`Clock`]) and an expired entry is a miss, removed when it is read (or by
 //! [`MemoryStore::purge_expired`]); until then it occupies one of the `max_items` slots and the
-//! eviction policy drops it like any cold entry. Values are copied out under the shard's read
-//! lock, so a hit costs one allocation and no shared reference count.
+//! eviction policy drops it like any cold entry (counted as an expiration, not an eviction).
+//! Values are copied out under the shard's read lock, so a hit costs one allocation and no
+//! shared reference count.
 //!
 //! Expiry is wall-clock time, like the file store's, so a TTL keeps running while the machine
 //! sleeps (a monotonic clock, as moka uses, stops during suspend). The price is one wall-clock
@@ -267,13 +268,14 @@ impl MemoryStore {
         let pushed = self.cache.insert_with_lifecycle(key.to_owned(), slot);
         for (old_key, old_weight, old_expiry) in pushed.first.into_iter().chain(pushed.more) {
             self.tally.remove_bytes(old_weight);
-            // The key's previous value, replaced, or a value too large for the bound in bytes,
-            // pushed out by its own insert: not an eviction. A previous value whose TTL had
-            // passed is an expiration, as a read or a delete that took it would count it.
-            if old_key != key {
-                self.tally.evictions.fetch_add(1, Ordering::Relaxed);
-            } else if old_expiry != 0 && self.clock.reached(old_expiry) {
+            // A value whose TTL had passed is an expiration, as a read or a delete that took it
+            // would count it, whether it was pushed out for room or replaced (as the file store
+            // and redb count it). The key's previous value, replaced, or a value too large for
+            // the bound in bytes, pushed out by its own insert: not an eviction.
+            if old_expiry != 0 && self.clock.reached(old_expiry) {
                 self.tally.expirations.fetch_add(1, Ordering::Relaxed);
+            } else if old_key != key {
+                self.tally.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
