@@ -72,7 +72,11 @@ impl IoRuntime {
                 };
                 let _ = handle_tx.send(Ok(runtime.handle().clone()));
                 runtime.block_on(theirs.fired());
-                // Dropping the runtime here, on its own thread, cancels whatever is in flight.
+                // Shut down here, on its own thread: whatever is in flight is cancelled. Not
+                // dropped, which waits for the blocking pool: a host name lookup there (the
+                // `redis` crate's reconnects use tokio's) cannot be stopped, and with the name
+                // server gone silent it held the last handle's drop for the resolver's timeouts.
+                runtime.shutdown_background();
             })
             .map_err(|err| start_error(level, &err))?;
         let thread_id = thread.thread().id();
@@ -504,6 +508,36 @@ mod tests {
         let io = IoRuntime::start("test").unwrap();
         let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
         outer.block_on(async move { drop(io) });
+    }
+
+    /// The `redis` crate's reconnects look the host's name up with tokio's `lookup_host`: a
+    /// `getaddrinfo` on the runtime's blocking pool, which nothing can stop. With the name
+    /// server gone silent it blocks for the resolver's timeouts (five seconds and more), and a
+    /// runtime dropped the default way waits for its blocking tasks: the last handle's drop (a
+    /// manager's, its L2 down) hung that long. Here the lookup is held until the drop returned.
+    #[test]
+    fn the_last_handles_drop_does_not_wait_for_a_blocking_lookup_on_the_io_thread() {
+        let io = IoRuntime::start("test").unwrap();
+        let (started_tx, started) = mpsc::channel();
+        let (release, held) = mpsc::channel::<()>();
+        let task = io.spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = started_tx.send(());
+                // Bounded, so that a drop that waits fails the test rather than hang it.
+                let _ = held.recv_timeout(Duration::from_secs(20));
+            })
+            .await;
+        });
+        started.recv().unwrap();
+        let dropping = Instant::now();
+        drop(task);
+        drop(io);
+        let took = dropping.elapsed();
+        let _ = release.send(());
+        assert!(
+            took < Duration::from_secs(10),
+            "the drop waited {took:?} for a blocking task of the I/O runtime"
+        );
     }
 
     #[test]
