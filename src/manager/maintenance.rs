@@ -416,6 +416,11 @@ impl CacheManager {
     /// # Errors
     /// The first level's error (L2 is flushed whatever L1's flush said: a redb L1 reports a
     /// loss of commits once, through its flush, and that report must not cost L2 its flush).
+    /// Write-behind writes L2 failed while they were sent are not: as every write-behind
+    /// failure, they are counted in `stats().consistency.write_behind_failures` (and, in
+    /// offline mode, queued for replay), so a program that must know L2 has its writes before
+    /// it exits compares that count before and after the flush. Queued backfills are waited for
+    /// at most 10 s: they are copies of L2's values, and one left behind loses nothing.
     pub fn flush(&self) -> Result<()> {
         if let Some(fills) = &self.shared.fills {
             fills.drain();
