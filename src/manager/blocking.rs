@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::batch_read::L1Failed;
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
-use super::policy::{partial_over, Plan, Route, Shared};
+use super::policy::{partial_over, Plan, Route};
 use super::reread::Reread;
 use super::typed::Lookup;
 use super::writes::L2Owed;
@@ -25,8 +25,11 @@ impl CacheManager {
     /// Reads a value: L1, then L2 (backfilling L1). `Ok(None)` on a miss.
     ///
     /// # Errors
-    /// [`Error::CodecMismatch`] or [`Error::Decode`] if the stored bytes are not a `T` written
-    /// by this codec; a level's error unless hidden by `fallback_on_error`.
+    /// [`Error::InvalidKey`] for a key no write could store (empty, over
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN), or the tag sets' namespace with a Redis L2), whatever
+    /// the levels, before any is asked; [`Error::CodecMismatch`] or [`Error::Decode`] if the
+    /// stored bytes are not a `T` written by this codec; a level's error unless hidden by
+    /// `fallback_on_error`.
     ///
     /// With the memory tier on (`local.memory_items`), a value read before and still current is
     /// answered from it as a clone of the decoded value, without reading L1 or decoding.
@@ -53,6 +56,7 @@ impl CacheManager {
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
+        self.shared.check_read_key(key)?;
         let start = crate::stats::sample_read();
         // The memory tier's hit is answered here, without going through `Lookup`: each wrapper
         // of the value is a copy of it, and on a hit those copies were a tenth of the work.
@@ -77,6 +81,7 @@ impl CacheManager {
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
+        self.shared.check_read_key(key)?;
         if let Some(value) = self.shared.read_hot::<V>(key, timed) {
             return Ok(Lookup::Hit(value));
         }
@@ -146,7 +151,8 @@ impl CacheManager {
     /// twice is read once (and counted once in the stats).
     ///
     /// # Errors
-    /// As [`CacheManager::get`], for any key. Where only some keys failed (with
+    /// As [`CacheManager::get`], for any key (one key no write could store refuses the whole
+    /// batch with [`Error::InvalidKey`], as `multi_set` does). Where only some keys failed (with
     /// `fallback_on_error = false`: their L2 node was not reached, or L1 failed to read them), a
     /// [`PartialBatch`](crate::Error::PartialBatch) names every position of those keys and
     /// carries what the others found ([`Served::Found`](crate::Served::Found)).
@@ -156,6 +162,7 @@ impl CacheManager {
     {
         let keys = as_strs(keys);
         let s = &self.shared;
+        s.check_read_keys(&keys)?;
         let (mut found, missed, misses) = s.read_hot_batch::<T>(&distinct(&keys));
         if !missed.is_empty() {
             let raw = self
@@ -242,7 +249,7 @@ impl CacheManager {
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {
-        Shared::check_ttl(key, ttl)?;
+        self.shared.check_load(key, ttl)?;
         let mut looked = false;
         loop {
             let found = if looked {
@@ -306,6 +313,7 @@ impl CacheManager {
     /// A level's error unless hidden by `fallback_on_error`.
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let s = &self.shared;
+        s.check_read_key(key)?;
         let suspect = match s.plan_read(key)? {
             Plan::Done(value) => return Ok(value),
             Plan::AskL2(suspect) => suspect,
@@ -415,6 +423,7 @@ impl CacheManager {
     pub fn multi_get_raw(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, Vec<u8>>> {
         let keys = as_strs(keys);
         let s = &self.shared;
+        s.check_read_keys(&keys)?;
         let mut out = HashMap::with_capacity(keys.len());
         let mut suspects = HashMap::new();
         let mut failed = L1Failed::default();

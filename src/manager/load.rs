@@ -132,6 +132,7 @@ impl CacheManager {
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
+        self.shared.check_read_key(key)?;
         match self.get(key) {
             Ok(Some(value)) => Ok(Some(Fetched::Fresh(value))),
             Ok(None) => Ok(self.shared.serve_stale(key).map(Fetched::Stale)),
@@ -220,7 +221,7 @@ impl CacheManager {
         E: From<Error> + Send + 'static,
         F: FnOnce() -> std::result::Result<Option<T>, E> + Send + 'static,
     {
-        Shared::check_ttl(key, ttl)?;
+        self.shared.check_load(key, ttl)?;
         let s = &self.shared;
         let mut loader = Some(loader);
         let mut looked = false;

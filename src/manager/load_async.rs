@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::manager::failsafe::Fetched;
 use crate::manager::guard::Watch;
 use crate::manager::loader::{Leader, Role};
-use crate::manager::policy::Shared;
 use crate::manager::{caught, CacheManager};
 
 impl CacheManager {
@@ -27,6 +26,7 @@ impl CacheManager {
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
+        self.shared.check_read_key(key)?;
         match self.get_async(key).await {
             Ok(Some(value)) => Ok(Some(Fetched::Fresh(value))),
             Ok(None) => Ok(self.shared.serve_stale(key).map(Fetched::Stale)),
@@ -95,7 +95,7 @@ impl CacheManager {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
     {
-        Shared::check_ttl(key, ttl)?;
+        self.shared.check_load(key, ttl)?;
         let s = &self.shared;
         let mut load = Some(load);
         let mut looked = false;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::batch_read::L1Failed;
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
-use super::policy::{partial_over, Plan, Route, Shared};
+use super::policy::{partial_over, Plan, Route};
 use super::reread::Reread;
 use super::typed::Lookup;
 use super::writes::L2Owed;
@@ -49,6 +49,7 @@ impl CacheManager {
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
+        self.shared.check_read_key(key)?;
         let start = crate::stats::sample_read();
         // As the blocking read: a memory-tier hit is answered without the `Lookup` wrapper.
         let found = match self.shared.read_hot::<V>(key, start) {
@@ -73,6 +74,7 @@ impl CacheManager {
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
+        self.shared.check_read_key(key)?;
         if let Some(value) = self.shared.read_hot::<V>(key, timed) {
             return Ok(Lookup::Hit(value));
         }
@@ -153,6 +155,7 @@ impl CacheManager {
     {
         let keys = as_strs(keys);
         let s = &self.shared;
+        s.check_read_keys(&keys)?;
         let (mut found, missed, misses) = s.read_hot_batch::<T>(&distinct(&keys));
         if !missed.is_empty() {
             let raw = self
@@ -246,7 +249,7 @@ impl CacheManager {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        Shared::check_ttl(key, ttl)?;
+        self.shared.check_load(key, ttl)?;
         let mut looked = false;
         loop {
             let found = if looked {
@@ -314,6 +317,7 @@ impl CacheManager {
     /// As [`CacheManager::get_raw`].
     pub async fn get_raw_async(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let s = &self.shared;
+        s.check_read_key(key)?;
         let suspect = match s.plan_read(key)? {
             Plan::Done(value) => return Ok(value),
             Plan::AskL2(suspect) => suspect,
@@ -392,6 +396,7 @@ impl CacheManager {
     pub async fn multi_get_raw_async(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, Vec<u8>>> {
         let keys = as_strs(keys);
         let s = &self.shared;
+        s.check_read_keys(&keys)?;
         let mut out = HashMap::with_capacity(keys.len());
         let mut suspects = HashMap::new();
         let mut failed = L1Failed::default();

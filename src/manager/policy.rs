@@ -869,10 +869,6 @@ impl Shared {
         }
         Some(entry.value)
     }
-
-    pub(crate) fn check_ttl(key: &str, ttl: Option<Duration>) -> Result<()> {
-        check_ttl(key, ttl)
-    }
 }
 
 #[cfg(test)]

@@ -242,6 +242,29 @@ impl Shared {
         }
     }
 
+    /// Refuses the read of a key no write or delete of it could pass
+    /// ([`check_delete_key`](Self::check_delete_key)), before any level or the memory tier is
+    /// asked: levels answered such a key differently (an L1 read `""` or an over-long key as a
+    /// miss, Redis refused `""`), so the same bad key was a miss or an error by the levels
+    /// configured.
+    pub(crate) fn check_read_key(&self, key: &str) -> Result<()> {
+        self.check_delete_key(key)
+    }
+
+    /// [`check_read_key`](Self::check_read_key) of every key of a batch read: one bad key
+    /// refuses the batch, as it refuses a batch write or delete.
+    pub(crate) fn check_read_keys(&self, keys: &[&str]) -> Result<()> {
+        self.check_delete(keys)
+    }
+
+    /// A loading call's input: the key as a read checks it, and the TTL its store would use,
+    /// both before the loader could run (a value loaded for a bad key could not be stored,
+    /// and a loader on a thread of its own handed it out anyway).
+    pub(crate) fn check_load(&self, key: &str, ttl: Option<Duration>) -> Result<()> {
+        self.check_read_key(key)?;
+        check_ttl(key, ttl)
+    }
+
     /// Counts an L1 delete of `n` keys and turns the result into a count. An L1 that failed
     /// partway (a file store deletes key by key) is reported by its failure, not its partial
     /// batch: a partial batch from a manager's delete names the keys whose L2 node it did not

@@ -1,0 +1,173 @@
+//! A key no write can store (empty, or over 4096 bytes) is refused by every read of the manager
+//! with `Error::InvalidKey` naming the problem, whatever levels are configured: a file L1
+//! alone, a memory L1 alone, and a file L1 with a Redis L2 (a real `redis-server` started by
+//! the shared harness) give the same answer, blocking, async and batch alike, and a loading
+//! call refuses before its loader runs. With a Redis L2, `get("")` was refused while an L1 alone
+//! answered `Ok(None)`, and an over-long key read as a miss everywhere though `set` refused it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use support::{block_on, RedisServer};
+use uno_cache::{CacheConfig, CacheManager, Error, Fetched, KeyProblem, MAX_KEY_LEN};
+
+// Loader timeouts make a loading call run its loader on a thread of its own, where a value it
+// could not store was handed to the caller anyway.
+const LOADER: &str = "[loader]\nhard_timeout_ms = 5000\nfail_safe_max_duration = 60\n";
+
+fn managers(dir: &std::path::Path, redis: &RedisServer) -> Vec<(&'static str, CacheManager)> {
+    let file = |sub: &str| format!("[local]\ntype = \"file\"\npath = {:?}\n", dir.join(sub));
+    let build = |toml: String| CacheManager::new(CacheConfig::from_toml_str(&toml).unwrap()).unwrap();
+    vec![
+        ("file L1", build(format!("{}{LOADER}", file("alone")))),
+        (
+            "memory L1",
+            build(format!("[local]\ntype = \"memory\"\n{LOADER}")),
+        ),
+        (
+            "file L1 + Redis L2",
+            build(format!(
+                "{}[distributed]\nenabled = true\ntype = \"redis\"\nhosts = [\"{}\"]\n{LOADER}",
+                file("with-l2"),
+                redis.addr()
+            )),
+        ),
+    ]
+}
+
+fn refused<T: std::fmt::Debug>(levels: &str, call: &str, key: &str, result: Result<T, Error>) -> String {
+    match result {
+        Err(Error::InvalidKey { problem, .. }) => format!("{problem:?}"),
+        other => panic!("{levels}: {call} of a {}-byte key answered {other:?}", key.len()),
+    }
+}
+
+fn answers(levels: &str, m: &CacheManager, key: &str, loads: &Arc<AtomicUsize>) -> Vec<String> {
+    let batch = ["good", key];
+    let loader = || {
+        let loads = Arc::clone(loads);
+        move || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<String, Error>("loaded".to_owned())
+        }
+    };
+    let optional = || {
+        let loads = Arc::clone(loads);
+        move || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<Option<String>, Error>(Some("loaded".to_owned()))
+        }
+    };
+    let r = |call: &str, result: Result<String, Error>| refused(levels, call, key, result);
+    let debug = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    vec![
+        r("get", m.get::<String>(key).map(|v| debug(&v))),
+        r("get_arc", m.get_arc::<String>(key).map(|v| debug(&v))),
+        r("get_raw", m.get_raw(key).map(|v| debug(&v))),
+        r("multi_get", m.multi_get::<String>(&batch).map(|v| debug(&v))),
+        r("multi_get_raw", m.multi_get_raw(&batch).map(|v| debug(&v))),
+        r(
+            "get_with_state",
+            m.get_with_state::<String>(key).map(|v| debug(&v)),
+        ),
+        r(
+            "get_or_load",
+            m.get_or_load(key, None, loader()).map(|v| debug(&v)),
+        ),
+        r(
+            "get_or_load_optional",
+            m.get_or_load_optional(key, None, optional()).map(|v| debug(&v)),
+        ),
+        r(
+            "get_or_set_with",
+            m.get_or_set_with(key, None, loader()).map(|v| debug(&v)),
+        ),
+        r(
+            "get_async",
+            block_on(m.get_async::<String>(key)).map(|v| debug(&v)),
+        ),
+        r(
+            "get_arc_async",
+            block_on(m.get_arc_async::<String>(key)).map(|v| debug(&v)),
+        ),
+        r("get_raw_async", block_on(m.get_raw_async(key)).map(|v| debug(&v))),
+        r(
+            "multi_get_async",
+            block_on(m.multi_get_async::<String>(&batch)).map(|v| debug(&v)),
+        ),
+        r(
+            "multi_get_raw_async",
+            block_on(m.multi_get_raw_async(&batch)).map(|v| debug(&v)),
+        ),
+        r(
+            "get_with_state_async",
+            block_on(m.get_with_state_async::<String>(key)).map(|v| debug(&v)),
+        ),
+        r(
+            "get_or_load_async",
+            block_on(m.get_or_load_async(key, None, {
+                let load = loader();
+                move || async move { load() }
+            }))
+            .map(|v: Fetched<String>| debug(&v)),
+        ),
+        r(
+            "get_or_load_optional_async",
+            block_on(m.get_or_load_optional_async(key, None, {
+                let load = optional();
+                move || async move { load() }
+            }))
+            .map(|v: Option<Fetched<String>>| debug(&v)),
+        ),
+        r(
+            "get_or_set_with_async",
+            block_on(m.get_or_set_with_async(key, None, {
+                let load = loader();
+                move || async move { load() }
+            }))
+            .map(|v| debug(&v)),
+        ),
+    ]
+}
+
+#[test]
+fn a_key_no_write_can_store_is_refused_by_every_read_whatever_the_levels() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let long = "k".repeat(MAX_KEY_LEN + 1);
+    for (key, problem) in [
+        ("", KeyProblem::Empty),
+        (
+            long.as_str(),
+            KeyProblem::TooLong {
+                len: MAX_KEY_LEN + 1,
+                max: MAX_KEY_LEN,
+            },
+        ),
+    ] {
+        for (levels, m) in managers(dir.path(), &redis) {
+            m.set("good", &"v".to_owned(), None).unwrap();
+            let loads = Arc::new(AtomicUsize::new(0));
+            let got = answers(levels, &m, key, &loads);
+            assert!(
+                got.iter().all(|p| *p == format!("{problem:?}")),
+                "{levels}: {got:?}"
+            );
+            assert_eq!(loads.load(Ordering::SeqCst), 0, "{levels}: a loader ran");
+            assert_eq!(
+                m.stats().overall.misses,
+                0,
+                "{levels}: a refused read counted as a miss"
+            );
+        }
+    }
+}
