@@ -37,7 +37,17 @@ pub(crate) fn backend(op: &'static str, err: &RedisError) -> Error {
 /// slots moved (a primary failing over or restarting): a node's outage, not a wrong setting.
 pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluster: bool) -> Error {
     if cluster && is_redirect(err) {
-        return backend(op, err);
+        // The crate's text alone ("Moved: 449 127.0.0.1:7001") said neither which key nor what
+        // to do; a one-key call names its key and slot here (`keyed`), a batch its slots.
+        return Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!(
+                "{hosts}: {} ({})",
+                redirect_advice(THIS_KEYS_SLOT),
+                error_text(err)
+            ),
+        };
     }
     let code = code_of(err);
     if code.as_deref() == Some("WRONGTYPE") {
@@ -226,6 +236,18 @@ const SLOT_MOVING_ADVICE: &str = "the keys' hash slot is being moved to another 
 /// answered, and its breaker must not count it.
 pub(crate) fn is_slot_moving(error: &Error) -> bool {
     matches!(error, Error::Backend { reason, .. } if reason.contains(SLOT_MOVING_ADVICE))
+}
+
+/// What a redirect (MOVED, ASK) of a call on `slot` (a hash slot, said in words) that the
+/// cluster client gave up following means, and what to do.
+pub(crate) fn redirect_advice(slot: &str) -> String {
+    format!(
+        "the cluster redirected the call on {slot} to another node more times than the client \
+         follows (the slot moved: a primary failed over or restarted, or a resharding); retry \
+         once the move is over, when calls reach the slot's new owner; if it lasts, check \
+         CLUSTER SLOTS on a node, and that the address each node announces (cluster-announce-ip, \
+         -port) is reachable from this host"
+    )
 }
 
 /// What a CLUSTERDOWN for `slot` (a hash slot, said in words) means, and what to check.

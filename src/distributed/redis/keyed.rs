@@ -4,14 +4,28 @@
 //! take over, or the cluster stopped for want of full coverage). A batch split per slot names
 //! its failed slots already (`batches`); a single key's error, and a batch's sent whole (its
 //! keys on one primary, or in one slot), said only "this key's hash slot", which left the
-//! operator to work the slot out from the keys by hand.
+//! operator to work the slot out from the keys by hand. A redirect the cluster client gave up
+//! following (`MOVED`, `ASK`) is named the same way: its error read only "Moved: 449 h:7001".
 
-use super::errors::{clusterdown_advice, THIS_KEYS_SLOT};
+use super::errors::{clusterdown_advice, redirect_advice, THIS_KEYS_SLOT};
 use super::slots::slot_of;
 use crate::error::{key_for_error, Error};
 
+/// Words what an error means for a slot named in words.
+type Advice = fn(&str) -> String;
+
+/// The advice of `reason` that names no slot yet (a CLUSTERDOWN's or a given-up redirect's), and
+/// the function that words it for a named slot.
+fn unnamed_advice(reason: &str) -> Option<(String, Advice)> {
+    let advices: [Advice; 2] = [clusterdown_advice, redirect_advice];
+    advices
+        .into_iter()
+        .map(|advice| (advice(THIS_KEYS_SLOT), advice))
+        .find(|(unnamed, _)| reason.contains(unnamed.as_str()))
+}
+
 /// `error` of a call on `key` (stored under `prefix`), naming the key, and its hash slot where
-/// the cluster does not serve it.
+/// the cluster does not serve it or moved it away.
 pub(super) fn naming(error: Error, key: &str, prefix: &str) -> Error {
     match error {
         Error::InvalidEnvelope {
@@ -24,10 +38,9 @@ pub(super) fn naming(error: Error, key: &str, prefix: &str) -> Error {
             reason,
         },
         Error::Backend { level, op, reason } => {
-            let unnamed = clusterdown_advice(THIS_KEYS_SLOT);
-            if !reason.contains(&unnamed) {
+            let Some((unnamed, advice)) = unnamed_advice(&reason) else {
                 return Error::Backend { level, op, reason };
-            }
+            };
             let mut full = Vec::with_capacity(prefix.len() + key.len());
             full.extend_from_slice(prefix.as_bytes());
             full.extend_from_slice(key.as_bytes());
@@ -35,7 +48,7 @@ pub(super) fn naming(error: Error, key: &str, prefix: &str) -> Error {
             Error::Backend {
                 level,
                 op,
-                reason: reason.replacen(&unnamed, &clusterdown_advice(&slot), 1),
+                reason: reason.replacen(&unnamed, &advice(&slot), 1),
             }
         }
         other => other,
@@ -44,7 +57,7 @@ pub(super) fn naming(error: Error, key: &str, prefix: &str) -> Error {
 
 /// `error` of a batch sent whole (its keys share a primary, or the slot map is not known and
 /// they share a hash slot), naming the hash slots of its `keys` where the cluster does not
-/// serve one of them. Its other errors are left as they are: a batch's envelope errors name
+/// serve one of them or moved it away. Its other errors are left as they are: a batch's envelope errors name
 /// their keys already, and naming the first key there would name the wrong one.
 pub(super) fn naming_batch<'k>(error: Error, keys: impl Iterator<Item = &'k str>, prefix: &str) -> Error {
     /// Slots listed by name; a batch over more says how many others.
@@ -52,10 +65,9 @@ pub(super) fn naming_batch<'k>(error: Error, keys: impl Iterator<Item = &'k str>
     let Error::Backend { level, op, reason } = error else {
         return error;
     };
-    let unnamed = clusterdown_advice(THIS_KEYS_SLOT);
-    if !reason.contains(&unnamed) {
+    let Some((unnamed, advice)) = unnamed_advice(&reason) else {
         return Error::Backend { level, op, reason };
-    }
+    };
     let (mut slots, mut count, mut first) = (Vec::new(), 0usize, None);
     let mut full = Vec::with_capacity(prefix.len() + 64);
     for key in keys {
@@ -90,7 +102,7 @@ pub(super) fn naming_batch<'k>(error: Error, keys: impl Iterator<Item = &'k str>
     Error::Backend {
         level,
         op,
-        reason: reason.replacen(&unnamed, &clusterdown_advice(&named), 1),
+        reason: reason.replacen(&unnamed, &advice(&named), 1),
     }
 }
 
@@ -173,6 +185,35 @@ mod tests {
             Error::InvalidEnvelope { key, .. } => assert!(key.is_empty(), "{key}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A redirect the cluster client gave up following read "redis get failed: Moved: 449
+    /// 127.0.0.1:7001": no key, no advice.
+    #[test]
+    fn a_redirect_given_up_names_the_key_and_its_slot_and_says_what_to_do() {
+        // As the client reads it off the wire.
+        let moved = redis::parse_redis_value(b"-MOVED 449 127.0.0.1:7001\r\n")
+            .and_then(redis::Value::extract_error)
+            .unwrap_err();
+        let error = super::super::errors::call_error("get", "h:1, h:2", &moved, true);
+        let text = naming(error, "{user}:42", "app:").to_string();
+        assert!(
+            text.starts_with(
+                "redis get failed: h:1, h:2: the cluster redirected the call on hash slot 5474 (of \
+                 key \"{user}:42\") to another node"
+            ) && text.contains("CLUSTER SLOTS")
+                && text.contains("cluster-announce-ip")
+                && text.ends_with("(Moved: 449 127.0.0.1:7001)"),
+            "{text}"
+        );
+        let error = super::super::errors::call_error("get_many", "h:1", &moved, true);
+        let batch = naming_batch(error, ["{user}:1", "{user}:2"].into_iter(), "app:").to_string();
+        assert!(
+            batch.contains(
+                "redirected the call on hash slot 5474 (of the batch's 2 keys, \"{user}:1\" first)"
+            ),
+            "{batch}"
+        );
     }
 
     #[test]
