@@ -189,12 +189,28 @@ fn the_stale_copy_survives_a_restart_of_the_process_state() {
 
 #[test]
 fn get_or_load_serves_the_stale_copy_when_its_loader_fails() {
-    let rig = rig(600, 50, 1_000);
-    expired_v1(&rig);
-    let got = rig.cache.get_or_load("k", Some(TTL), failing).unwrap();
-    assert_eq!(got, Fetched::Stale("v1".to_string()));
-    let stats = rig.cache.stats().loader;
-    assert_eq!((stats.failures, stats.stale_served), (1, 1), "{stats:?}");
+    // A loader thread the machine did not run within the 50 ms soft timeout had the caller
+    // rightly served the copy at the timeout, before the failure was counted: such a run proves
+    // nothing and is tried again; one whose loader failed first must count it before returning.
+    let mut proven = None;
+    for _ in 0..20 {
+        let rig = rig(600, 50, 1_000);
+        expired_v1(&rig);
+        let got = rig.cache.get_or_load("k", Some(TTL), failing).unwrap();
+        assert_eq!(got, Fetched::Stale("v1".to_string()));
+        let stats = rig.cache.stats().loader;
+        if stats.soft_timeouts == 1 {
+            continue;
+        }
+        assert_eq!(
+            (stats.failures, stats.stale_served, stats.soft_timeouts),
+            (1, 1, 0),
+            "{stats:?}"
+        );
+        proven = Some(rig);
+        break;
+    }
+    let rig = proven.expect("no run had its loader fail before the soft timeout");
     // Throttled now: no loader call.
     let got = rig
         .cache
