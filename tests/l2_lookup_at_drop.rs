@@ -15,11 +15,13 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/silent_dns.rs"]
+mod silent_dns;
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use silent_dns::SilentDns;
 use uno_cache::{CacheConfig, CacheManager};
 
 /// Set in the run inside the namespace.
@@ -33,42 +35,17 @@ const RESOLVER_TIMEOUT: Duration = Duration::from_secs(8);
 
 #[test]
 fn dropping_a_manager_does_not_wait_for_a_reconnects_stuck_name_lookup() {
-    if std::env::var_os(CHILD).is_some() {
+    let dns = SilentDns {
+        child_env: CHILD,
+        name: NAME,
+        server: SILENT_NS,
+        resolver_timeout: RESOLVER_TIMEOUT,
+        test: TEST,
+    };
+    if dns.inside() {
         return in_the_namespace();
     }
-    support::require("unshare", "util-linux");
-    support::require("mount", "util-linux");
-    let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1 localhost\n127.0.0.1 {NAME}\n")).unwrap();
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        format!(
-            "nameserver {SILENT_NS}\noptions timeout:{} attempts:1\n",
-            RESOLVER_TIMEOUT.as_secs()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && exec "$3" --exact "$4" --nocapture"#)
-        .arg("sh")
-        .arg(&hosts)
-        .arg(&resolv)
-        .arg(std::env::current_exe().unwrap())
-        .arg(TEST)
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "the run in its own mount namespace failed (root is needed for unshare --mount):\n{stdout}\n{stderr}"
-    );
+    dns.run_inside();
 }
 
 fn in_the_namespace() {
@@ -98,7 +75,7 @@ fn in_the_namespace() {
     rt.block_on(cache.set_async("k", &1u32, None)).unwrap();
     // From now on the name is only in the DNS, which does not answer, and the server is gone:
     // the async connection's next call fails and has it reconnect, looking the name up.
-    assert!(Command::new("umount")
+    assert!(std::process::Command::new("umount")
         .arg("/etc/hosts")
         .status()
         .unwrap()

@@ -15,11 +15,13 @@
     clippy::indexing_slicing
 )]
 
+#[path = "support/silent_dns.rs"]
+mod silent_dns;
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use silent_dns::SilentDns;
 use uno_cache::{
     DistributedStorage, Error, MemcachedOptions, MemcachedStore, RedisOptions, RedisStore, Storage,
 };
@@ -34,39 +36,17 @@ const TIMEOUT: Duration = Duration::from_millis(300);
 
 #[test]
 fn a_blocking_call_that_must_connect_keeps_its_deadline_while_name_lookups_hang() {
-    if std::env::var_os(CHILD).is_some() {
+    let dns = SilentDns {
+        child_env: CHILD,
+        name: NAME,
+        server: SILENT_NS,
+        resolver_timeout: Duration::from_secs(5),
+        test: TEST,
+    };
+    if dns.inside() {
         return in_the_namespace();
     }
-    support::require("unshare", "util-linux");
-    support::require("mount", "util-linux");
-    let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1 localhost\n127.0.0.1 {NAME}\n")).unwrap();
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        format!("nameserver {SILENT_NS}\noptions timeout:5 attempts:1\n"),
-    )
-    .unwrap();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && exec "$3" --exact "$4" --nocapture"#)
-        .arg("sh")
-        .arg(&hosts)
-        .arg(&resolv)
-        .arg(std::env::current_exe().unwrap())
-        .arg(TEST)
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "the run in its own mount namespace failed (root is needed for unshare --mount):\n{stdout}\n{stderr}"
-    );
+    dns.run_inside();
 }
 
 fn in_the_namespace() {
@@ -89,7 +69,10 @@ fn in_the_namespace() {
     )
     .unwrap();
     // From now on the name is only in the DNS, which does not answer.
-    let umount = Command::new("umount").arg("/etc/hosts").status().unwrap();
+    let umount = std::process::Command::new("umount")
+        .arg("/etc/hosts")
+        .status()
+        .unwrap();
     assert!(umount.success());
 
     // The first blocking call has no connection of its own. Redis's blocking pool must look the
