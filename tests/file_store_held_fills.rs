@@ -21,7 +21,12 @@ const VALUE_BYTES: usize = 4_000;
 /// A full store of 1 MiB on `clock` (about 250 values of 4,000 bytes), every entry read three
 /// times: fills of new keys are refused against them.
 fn full_store(dir: &Path, clock: &ManualClock) -> FileStore {
-    let options = FileStoreOptions::default()
+    full_store_with(dir, clock, FileStoreOptions::default())
+}
+
+/// [`full_store`] opened with `options` (its size, durability, threads and clock set here).
+fn full_store_with(dir: &Path, clock: &ManualClock, options: FileStoreOptions) -> FileStore {
+    let options = options
         .max_size_mb(1)
         .durability(Durability::None)
         .background_threads(false)
@@ -191,25 +196,11 @@ fn a_key_given_twice_in_one_batch_of_fills_ends_with_its_last_value_as_in_a_batc
 fn a_refused_fill_over_an_expired_value_kept_for_stale_reads_is_what_a_stale_read_answers() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
-    let options = FileStoreOptions::default()
-        .max_size_mb(1)
-        .durability(Durability::None)
-        .background_threads(false)
-        .keep_expired(Duration::from_secs(60))
-        .clock(Arc::new(clock.clone()));
-    let store = FileStore::open(dir.path(), options).unwrap();
-    let value = vec![7u8; VALUE_BYTES];
-    let mut i = 0;
-    while store.stats().evictions == 0 {
-        store.set(&format!("k{i}"), &value, None).unwrap();
-        i += 1;
-    }
-    let _ = store.fill("starter", &value, None).unwrap();
-    for key in store.keys() {
-        for _ in 0..3 {
-            store.get(&key).unwrap();
-        }
-    }
+    let store = full_store_with(
+        dir.path(),
+        &clock,
+        FileStoreOptions::default().keep_expired(Duration::from_secs(60)),
+    );
     // Old values that expire, each a stale copy for a minute after.
     let keys: Vec<String> = (0..1_000).map(|j| format!("lapsed{j}")).collect();
     for key in &keys {
