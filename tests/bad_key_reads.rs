@@ -168,6 +168,14 @@ fn a_key_no_write_can_store_is_refused_by_every_read_whatever_the_levels() {
                 0,
                 "{levels}: a refused read counted as a miss"
             );
+            // A memory-tier hit is answered before the key is checked (only checked keys
+            // are in the tier); a refused key must not count as the tier's miss either.
+            let memory = m.stats().memory;
+            assert_eq!(
+                (memory.misses, memory.enabled),
+                (0, levels.starts_with("file")),
+                "{levels}: a refused read counted as a memory-tier miss, or no memory tier"
+            );
         }
     }
 }

@@ -56,16 +56,17 @@ impl CacheManager {
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        self.shared.check_read_key(key)?;
         let start = crate::stats::sample_read();
         // The memory tier's hit is answered here, without going through `Lookup`: each wrapper
         // of the value is a copy of it, and on a hit those copies were a tenth of the work.
-        let found = match self.shared.read_hot::<V>(key, start) {
-            Some(value) => Ok(Some(value)),
-            None => self.lookup_behind_hot(key, wrap).map(Lookup::into_option),
-        };
+        if let Some(value) = self.shared.hot_hit::<V>(key, start) {
+            self.shared.metrics.get_latency.record_since(start);
+            return Ok(Some(value));
+        }
+        self.shared.check_read_key(key)?;
+        let found = self.lookup_behind_hot(key, start, wrap);
         self.shared.metrics.get_latency.record_since(start);
-        found
+        found.map(Lookup::into_option)
     }
 
     /// [`get_typed`](Self::get_typed) telling a cached "absent" from a miss. `timed`: the
@@ -81,22 +82,29 @@ impl CacheManager {
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        self.shared.check_read_key(key)?;
-        if let Some(value) = self.shared.read_hot::<V>(key, timed) {
+        if let Some(value) = self.shared.hot_hit::<V>(key, timed) {
             return Ok(Lookup::Hit(value));
         }
-        self.lookup_behind_hot(key, wrap)
+        self.shared.check_read_key(key)?;
+        self.lookup_behind_hot(key, timed, wrap)
     }
 
-    /// A typed read the memory tier missed: L1, then L2, decoded and kept in the tier. Never
-    /// inlined, so that a memory-tier hit runs in a small frame of its own.
+    /// A typed read the memory tier missed, its key checked (a hit needs none, see
+    /// `Shared::hot_hit`): the miss counted, then L1, then L2, decoded and kept in the tier.
+    /// Never inlined, so that a memory-tier hit runs in a small frame of its own.
     #[inline(never)]
-    fn lookup_behind_hot<T, V>(&self, key: &str, wrap: fn(T) -> V) -> Result<Lookup<V>>
+    fn lookup_behind_hot<T, V>(
+        &self,
+        key: &str,
+        timed: Option<std::time::Instant>,
+        wrap: fn(T) -> V,
+    ) -> Result<Lookup<V>>
     where
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
         let s = &self.shared;
+        s.count_hot_miss(timed);
         let miss = s.hot_miss(key);
         s.decode_and_keep::<T, V>(key, miss, self.get_raw(key)?, wrap)
     }

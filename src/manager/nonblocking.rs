@@ -49,18 +49,16 @@ impl CacheManager {
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        self.shared.check_read_key(key)?;
         let start = crate::stats::sample_read();
         // As the blocking read: a memory-tier hit is answered without the `Lookup` wrapper.
-        let found = match self.shared.read_hot::<V>(key, start) {
-            Some(value) => Ok(Some(value)),
-            None => self
-                .lookup_behind_hot_async(key, wrap)
-                .await
-                .map(Lookup::into_option),
-        };
+        if let Some(value) = self.shared.hot_hit::<V>(key, start) {
+            self.shared.metrics.get_latency.record_since(start);
+            return Ok(Some(value));
+        }
+        self.shared.check_read_key(key)?;
+        let found = self.lookup_behind_hot_async(key, start, wrap).await;
         self.shared.metrics.get_latency.record_since(start);
-        found
+        found.map(Lookup::into_option)
     }
 
     /// Async `lookup_typed`.
@@ -74,20 +72,26 @@ impl CacheManager {
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        self.shared.check_read_key(key)?;
-        if let Some(value) = self.shared.read_hot::<V>(key, timed) {
+        if let Some(value) = self.shared.hot_hit::<V>(key, timed) {
             return Ok(Lookup::Hit(value));
         }
-        self.lookup_behind_hot_async(key, wrap).await
+        self.shared.check_read_key(key)?;
+        self.lookup_behind_hot_async(key, timed, wrap).await
     }
 
     /// Async `lookup_behind_hot`: a typed read the memory tier missed.
-    async fn lookup_behind_hot_async<T, V>(&self, key: &str, wrap: fn(T) -> V) -> Result<Lookup<V>>
+    async fn lookup_behind_hot_async<T, V>(
+        &self,
+        key: &str,
+        timed: Option<std::time::Instant>,
+        wrap: fn(T) -> V,
+    ) -> Result<Lookup<V>>
     where
         T: DeserializeOwned + 'static,
         V: Clone + Send + Sync + 'static,
     {
         let s = &self.shared;
+        s.count_hot_miss(timed);
         let miss = s.hot_miss(key);
         let raw = self.get_raw_async(key).await?;
         s.decode_and_keep::<T, V>(key, miss, raw, wrap)
