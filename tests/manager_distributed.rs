@@ -24,7 +24,12 @@ use support::{free_port, MemcachedServer, RedisServer};
 use uno_cache::{BreakerState, CacheConfig, CacheManager, Error};
 
 fn config(kind: &str, host: &str) -> CacheConfig {
-    CacheConfig::from_toml_str(&format!(
+    CacheConfig::from_toml_str(&config_text(kind, host)).unwrap()
+}
+
+/// The TOML of [`config`], ending in its `[distributed]` table.
+fn config_text(kind: &str, host: &str) -> String {
+    format!(
         r#"
         fallback_on_error = true
         [local]
@@ -40,8 +45,7 @@ fn config(kind: &str, host: &str) -> CacheConfig {
         breaker_failures = 2
         breaker_cooldown_ms = 600000
         "#
-    ))
-    .unwrap()
+    )
 }
 
 fn second_instance_reads_through_l2(kind: &str, host: &str) -> (CacheManager, CacheManager) {
@@ -263,6 +267,39 @@ fn stats_read_by_several_threads_at_once_walk_l2_once() {
         one_walk,
         "L2 walked more than once"
     );
+}
+
+/// A Redis level is counted by walking every key under its prefix, on every instance that polls
+/// its stats: `size_max_age_secs` sets how long a count is reused (60 s by default, where it was
+/// 5 s), and 0 turns the count off, the stats saying so.
+#[test]
+fn l2_size_max_age_is_configured_and_zero_never_walks_l2() {
+    let server = RedisServer::start();
+    let counted = |distributed_line: &str| {
+        let text = format!("{}{distributed_line}\n", config_text("redis", &server.addr()));
+        let cache = CacheManager::new(CacheConfig::from_toml_str(&text).unwrap()).unwrap();
+        cache.set_raw("k", b"v", None).unwrap();
+        let scans = server.command_calls("scan");
+        let first = cache.stats();
+        let second = cache.stats();
+        (first, second, server.command_calls("scan") - scans)
+    };
+    let (first, second, walks) = counted("");
+    assert_eq!(
+        uno_cache::CacheConfig::default().distributed.size_max_age_secs,
+        60
+    );
+    assert_eq!(
+        (first.size.distributed.items, second.size.distributed.items),
+        (1, 1)
+    );
+    assert_eq!(walks, 1, "a second poll within the max age walked L2 again");
+    let (first, _, walks) = counted("size_max_age_secs = 0");
+    assert_eq!(walks, 0, "L2 was walked with size_max_age_secs = 0");
+    assert_eq!(first.size.distributed.items, 0);
+    let why = first.distributed.size_error.unwrap_or_default();
+    assert!(why.contains("size_max_age_secs = 0"), "{why}");
+    assert_eq!(first.distributed.errors, 0, "a count not taken is no L2 error");
 }
 
 /// What a level refuses without asking its server, `set` on a manager whose L2 is `host`

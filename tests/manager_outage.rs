@@ -62,10 +62,19 @@ fn manager_with(
     dir: &std::path::Path,
     write_mode: &str,
 ) -> CacheManager {
+    CacheManager::new(config_with(kind, cluster, hosts, dir, write_mode)).unwrap()
+}
+
+fn config_with(
+    kind: &str,
+    cluster: bool,
+    hosts: &[String],
+    dir: &std::path::Path,
+    write_mode: &str,
+) -> CacheConfig {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
-    CacheManager::new(
-        CacheConfig::from_toml_str(&format!(
-            r#"
+    CacheConfig::from_toml_str(&format!(
+        r#"
             fallback_on_error = true
             [local]
             type = "file"
@@ -83,11 +92,9 @@ fn manager_with(
             breaker_cooldown_ms = 200
             write_mode = "{write_mode}"
             "#,
-            dir.display().to_string(),
-            hosts.join(", ")
-        ))
-        .unwrap(),
-    )
+        dir.display().to_string(),
+        hosts.join(", ")
+    ))
     .unwrap()
 }
 
@@ -394,21 +401,24 @@ fn cluster_node_killed_mid_workload_opens_only_its_own_breaker_and_recovers() {
 }
 
 /// Stats polled while L2 is down: the failed reading of L2's size is reused as a good one is
-/// (for `L2_SIZE_MAX_AGE`), so polling neither walks the level on every call nor counts one
+/// (for `size_max_age_secs`), so polling neither walks the level on every call nor counts one
 /// breaker failure per poll (two polls used to open the breaker on their own).
 #[test]
 fn stats_polled_during_an_outage_read_l2_once_and_do_not_open_its_breaker() {
     let _serial = serial();
     let dir = scratch();
     let mut server = RedisServer::start();
-    let cache = manager("redis", false, &[server.addr()], dir.path());
+    let mut config = config_with("redis", false, &[server.addr()], dir.path(), "through");
+    let max_age = Duration::from_secs(2);
+    config.distributed.size_max_age_secs = max_age.as_secs();
+    let cache = CacheManager::new(config).unwrap();
     cache.set("k", &1u32, None).unwrap();
     assert!(cache.stats().distributed.size_error.is_none());
     server.kill();
     // The good reading above is still fresh: the first polls reuse it.
     let started = Instant::now();
     let mut failed_polls = 0;
-    while started.elapsed() < uno_cache::L2_SIZE_MAX_AGE + Duration::from_secs(1) {
+    while started.elapsed() < max_age * 2 + Duration::from_secs(1) {
         let stats = cache.stats().distributed;
         if stats.size_error.is_some() {
             failed_polls += 1;

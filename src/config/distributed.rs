@@ -73,6 +73,12 @@ pub struct DistributedCacheConfig {
     pub breaker_failures: u32,
     /// How long an open breaker skips L2 before a probe, in milliseconds (default 1000).
     pub breaker_cooldown_ms: u64,
+    /// How long the stats reuse a reading of L2's size, in seconds (default 60,
+    /// [`L2_SIZE_MAX_AGE`](crate::L2_SIZE_MAX_AGE)). Counting a Redis level walks every key under
+    /// `key_prefix` (`SCAN` and a `STRLEN` per key): on a large server, seconds of its time, once
+    /// per instance that polls its stats. 0: never count it (`size.distributed` reads zero and
+    /// `distributed.size_error` says why).
+    pub size_max_age_secs: u64,
     /// `"through"` (default) or `"behind"`: whether a set waits for L2 ([`WriteMode`]).
     pub write_mode: WriteMode,
     /// With `write_mode = "behind"`, the most keys waiting for L2 (default 10 000), besides the
@@ -122,6 +128,7 @@ impl Default for DistributedCacheConfig {
             password: None,
             breaker_failures: 5,
             breaker_cooldown_ms: 1000,
+            size_max_age_secs: crate::L2_SIZE_MAX_AGE.as_secs(),
             write_mode: WriteMode::Through,
             write_behind_max_keys: 10_000,
             start_degraded_on_config_error: false,
@@ -149,6 +156,7 @@ impl std::fmt::Debug for DistributedCacheConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("breaker_failures", &self.breaker_failures)
             .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
+            .field("size_max_age_secs", &self.size_max_age_secs)
             .field("write_mode", &self.write_mode)
             .field("write_behind_max_keys", &self.write_behind_max_keys)
             .field(

@@ -180,7 +180,7 @@ impl CacheManagerBuilder {
             breaker,
             nodes,
             local_file: file_l1.clone(),
-            l2_size: L2Size::default(),
+            l2_size: L2Size::new(Duration::from_secs(config.distributed.size_max_age_secs)),
             local_ttl: config.local.ttl,
             distributed_ttl: config.distributed.ttl,
             fallback_on_error: config.fallback_on_error,

@@ -1,8 +1,9 @@
 //! [`L2Size`]: the last reading of L2's size, reused for a while and taken by one caller at a time.
 //!
 //! Counting a Redis or Memcached level walks every key, so the stats reuse a reading for
-//! [`L2_SIZE_MAX_AGE`](super::L2_SIZE_MAX_AGE), a failed one too (stats polled through an outage
-//! neither walk the level on every call nor feed its breaker each time). And one caller walks at
+//! `distributed.size_max_age_secs` (default [`L2_SIZE_MAX_AGE`](super::L2_SIZE_MAX_AGE)), a
+//! failed one too (stats polled through an outage neither walk the level on every call nor feed
+//! its breaker each time); with a max age of zero, never read. And one caller walks at
 //! a time: stats read by several threads at once (a scrape and a health check) each walked the
 //! level when the reading was stale. A caller that finds a walk under way waits for its reading,
 //! blocking or, in async code, awaiting; a walker whose future is dropped lets the next one walk.
@@ -11,7 +12,7 @@
 //! It takes the last reading, however old, or walks itself if there is none.
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -36,17 +37,23 @@ enum Walker {
 }
 
 impl State {
-    fn fresh(&self) -> Option<Reading> {
+    fn fresh(&self, max_age: Duration) -> Option<Reading> {
         self.last
             .as_ref()
-            .filter(|(at, _)| at.elapsed() < L2_SIZE_MAX_AGE)
+            .filter(|(at, _)| at.elapsed() < max_age)
             .map(|(_, reading)| reading.clone())
     }
 }
 
+/// What the stats report for L2's size when `size_max_age_secs = 0` turned its reading off.
+pub(crate) const SIZE_NOT_READ: &str =
+    "not read: distributed.size_max_age_secs = 0 turns the count of L2's keys off";
+
 /// See the [module docs](self).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct L2Size {
+    /// How long a reading is reused; zero: L2 is never walked.
+    max_age: Duration,
     state: Mutex<State>,
     /// Blocking callers waiting for a walk.
     walked: Condvar,
@@ -66,13 +73,32 @@ impl Drop for Walk<'_> {
     }
 }
 
+impl Default for L2Size {
+    fn default() -> Self {
+        L2Size::new(L2_SIZE_MAX_AGE)
+    }
+}
+
 impl L2Size {
+    /// Readings reused for `max_age`; zero: none is ever taken.
+    pub(crate) fn new(max_age: Duration) -> Self {
+        L2Size {
+            max_age,
+            state: Mutex::default(),
+            walked: Condvar::new(),
+            walked_async: tokio::sync::Notify::new(),
+        }
+    }
+
     /// A fresh reading, or the one `walk` takes (once for all the callers waiting meanwhile).
     pub(crate) fn read(&self, walk: impl FnOnce() -> Result<StorageSize>) -> Reading {
+        if self.max_age.is_zero() {
+            return Err(SIZE_NOT_READ.to_owned());
+        }
         let _walk = {
             let mut state = self.state.lock();
             loop {
-                if let Some(reading) = state.fresh() {
+                if let Some(reading) = state.fresh(self.max_age) {
                     return reading;
                 }
                 match state.walking {
@@ -97,12 +123,15 @@ impl L2Size {
     where
         F: Future<Output = Result<StorageSize>>,
     {
+        if self.max_age.is_zero() {
+            return Err(SIZE_NOT_READ.to_owned());
+        }
         let _walk = loop {
             let walked = self.walked_async.notified();
             let mut walked = std::pin::pin!(walked);
             {
                 let mut state = self.state.lock();
-                if let Some(reading) = state.fresh() {
+                if let Some(reading) = state.fresh(self.max_age) {
                     return reading;
                 }
                 if state.walking.is_none() {
@@ -150,6 +179,38 @@ mod tests {
         let first = failed.read(down);
         assert!(first.is_err());
         assert_eq!(failed.read(|| size(1)), first);
+    }
+
+    #[test]
+    fn a_max_age_of_zero_never_walks_and_says_why() {
+        let off = L2Size::new(Duration::ZERO);
+        let walked = std::cell::Cell::new(false);
+        let reading = off.read(|| {
+            walked.set(true);
+            size(1)
+        });
+        assert_eq!(reading, Err(SIZE_NOT_READ.to_owned()));
+        assert!(!walked.get());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reading = runtime.block_on(off.read_async(|| async {
+            walked.set(true);
+            size(1)
+        }));
+        assert_eq!(reading, Err(SIZE_NOT_READ.to_owned()));
+        assert!(!walked.get());
+    }
+
+    #[test]
+    fn a_reading_older_than_the_max_age_is_taken_again() {
+        let l2 = L2Size::new(Duration::from_millis(1));
+        assert_eq!(l2.read(|| size(3)), Ok(StorageSize { items: 3, bytes: 0 }));
+        let taken = Instant::now();
+        while taken.elapsed() <= Duration::from_millis(1) {
+            std::hint::spin_loop();
+        }
+        assert_eq!(l2.read(|| size(4)), Ok(StorageSize { items: 4, bytes: 0 }));
     }
 
     #[test]

@@ -8,9 +8,11 @@ use crate::error::Result;
 use crate::stats::{CacheStats, ConsistencyStats, HitRates, Sizes};
 use crate::storage::StorageSize;
 
-/// How long a reading of L2's size is reused by the stats: counting a Redis or Memcached level
-/// walks every key.
-pub const L2_SIZE_MAX_AGE: Duration = Duration::from_secs(5);
+/// How long a reading of L2's size is reused by the stats, unless `distributed.size_max_age_secs`
+/// says otherwise: counting a Redis level walks every key under its prefix (`SCAN` and a
+/// `STRLEN` per key), seconds of the server's time on a large one, and every instance that polls
+/// its stats walks it.
+pub const L2_SIZE_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// What [`Monitor::l2_failures`] reads: cumulative counters, compared between two readings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,10 +43,11 @@ impl<'a> Monitor<'a> {
     /// A snapshot of the counters, with each level's size. Reading L2's size is a blocking call
     /// to L2; in async code use [`Monitor::get_stats_async`].
     ///
-    /// L2's size is read at most every [`L2_SIZE_MAX_AGE`] and reused in between, because
-    /// counting a Redis or Memcached level walks every key; a failed reading is reused the
-    /// same way (its error in `distributed.size_error`), and calls at the same time wait for one
-    /// walk. L1's is read every time.
+    /// L2's size is read at most every `distributed.size_max_age_secs` (default
+    /// [`L2_SIZE_MAX_AGE`]) and reused in between, because counting a Redis level walks every
+    /// key; a failed reading is reused the same way (its error in `distributed.size_error`), and
+    /// calls at the same time wait for one walk. With `size_max_age_secs = 0` it is never read
+    /// (`size_error` says so). L1's is read every time.
     #[must_use]
     pub fn get_stats(&self) -> CacheStats {
         let s = &self.manager.shared;
