@@ -259,6 +259,27 @@ fn fill_primary_0(cluster: &RedisCluster) -> redis::Connection {
     raw
 }
 
+/// Runs primary 0 out of memory, then writes one batch through `level` of a key there and a key
+/// on primary 1: the answer must be a `PartialBatch` naming the first item alone. The two keys
+/// (full primary's, healthy one's) and that partial batch.
+fn batch_across_a_full_primary(
+    cluster: &RedisCluster,
+    level: &dyn Storage,
+) -> (String, String, Box<uno_cache::PartialBatch>) {
+    let full_key = cluster.key_on(0, "full");
+    let ok_key = cluster.key_on(1, "ok");
+    fill_primary_0(cluster);
+    let direct = level.set_each(&[
+        (full_key.as_str(), b"x".as_slice(), None),
+        (ok_key.as_str(), b"y".as_slice(), None),
+    ]);
+    let Err(Error::PartialBatch(partial)) = direct else {
+        panic!("not a PartialBatch naming the full primary's item: {direct:?}")
+    };
+    assert_eq!(partial.failed, [0], "{partial:?}");
+    (full_key, ok_key, partial)
+}
+
 /// One primary of a Cluster out of memory (noeviction) must not hold up the whole replay queue. It
 /// did: the replay stopped at its ServerFull, and a queued write of a key on a healthy primary never
 /// reaches L2 while the full one stays full (which, for a cache at maxmemory, is for good).
@@ -331,20 +352,8 @@ fn a_batch_across_a_full_primary_and_a_healthy_one_lands_on_the_healthy_one() {
     let cache = cluster_cache(&cluster, dir.path());
     let l2 = cache.distributed().unwrap();
     assert_eq!(cache.stats().distributed.nodes.len(), 3, "node breakers are on");
-    let full_key = cluster.key_on(0, "full");
-    let ok_key = cluster.key_on(1, "ok");
-
-    fill_primary_0(&cluster);
-
     // What the level answers to the batch: the healthy primary stored its item.
-    let direct = l2.set_each(&[
-        (full_key.as_str(), b"x".as_slice(), None),
-        (ok_key.as_str(), b"y".as_slice(), None),
-    ]);
-    let Err(Error::PartialBatch(partial)) = &direct else {
-        panic!("not a PartialBatch naming the full primary's item: {direct:?}")
-    };
-    assert_eq!(partial.failed, [0], "{direct:?}");
+    let (full_key, ok_key, _) = batch_across_a_full_primary(&cluster, l2.as_ref());
     assert!(l2.get(&ok_key).unwrap().is_some());
 
     cache
@@ -416,21 +425,10 @@ fn a_refused_batch_is_one_l2_error_shown_whether_written_through_or_behind() {
 fn a_batch_split_per_slot_across_a_full_primary_names_only_the_full_primarys_items() {
     let cluster = RedisCluster::start();
     let store = RedisStore::connect(RedisOptions::with_hosts(cluster.addrs()).cluster(true)).unwrap();
-    let full_key = cluster.key_on(0, "full");
-    let ok_key = cluster.key_on(1, "ok");
-    fill_primary_0(&cluster);
-
-    let direct = store.set_each(&[
-        (full_key.as_str(), b"x".as_slice(), None),
-        (ok_key.as_str(), b"y".as_slice(), None),
-    ]);
-    let Err(Error::PartialBatch(partial)) = &direct else {
-        panic!("not a PartialBatch naming the full primary's item: {direct:?}")
-    };
-    assert_eq!(partial.failed, [0], "{direct:?}");
+    let (full_key, ok_key, partial) = batch_across_a_full_primary(&cluster, &store);
     assert!(
         matches!(&partial.cause, Error::NodeUnavailable { cause, .. } if matches!(cause.as_ref(), Error::ServerFull { .. })),
-        "{direct:?}"
+        "{partial:?}"
     );
     assert_eq!(store.get(&ok_key).unwrap().unwrap().value, b"y");
     assert_eq!(store.get(&full_key).unwrap(), None);

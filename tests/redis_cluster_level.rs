@@ -361,28 +361,30 @@ fn a_batch_split_per_primary_with_one_bad_item_writes_and_deletes_nothing() {
     assert!(raw_get(&a).is_some(), "a part of a refused async delete was sent");
 }
 
+/// A manager with a memory L1 over `cluster`, named as `named` says: `"cluster = true"` with
+/// every node's address, or `"url"` for a `redis+cluster://` URL of the first node alone;
+/// `distributed` adds lines to the `[distributed]` table.
+fn memory_l1_over(cluster: &RedisCluster, named: &str, distributed: &str) -> CacheManager {
+    let hosts = if named == "url" {
+        format!("hosts = [\"redis+cluster://{}\"]", cluster.addrs()[0])
+    } else {
+        let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
+        format!("{named}\nhosts = [{}]", hosts.join(", "))
+    };
+    let config = CacheConfig::from_toml_str(&format!(
+        "[local]\ntype = \"memory\"\n[distributed]\nenabled = true\ntimeout_ms = 500\n{hosts}\n{distributed}\n"
+    ))
+    .unwrap();
+    CacheManager::new(config).unwrap()
+}
+
 /// Without a backplane of their own, tag sets live on the cluster L2. Each set is one key, and
 /// two tags' sets rarely share a slot: a write that tags a key twice must not send them as one
 /// pipeline (the cluster client refuses one across slots, CROSSSLOT).
 #[test]
 fn a_key_with_two_tags_in_different_slots_is_tagged_and_each_tag_invalidates_it() {
     let cluster = RedisCluster::start();
-    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
-    let config = CacheConfig::from_toml_str(&format!(
-        r#"
-        [local]
-        type = "memory"
-        [distributed]
-        enabled = true
-        cluster = true
-        hosts = [{}]
-        key_prefix = "c:"
-        timeout_ms = 500
-        "#,
-        hosts.join(", ")
-    ))
-    .unwrap();
-    let cache = CacheManager::new(config).unwrap();
+    let cache = memory_l1_over(&cluster, "cluster = true", "key_prefix = \"c:\"");
     assert_ne!(
         cluster.keyslot("c:uno-cache:tag:red"),
         cluster.keyslot("c:uno-cache:tag:blue"),
@@ -878,20 +880,7 @@ fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_a_cluster_cache() {
 #[test]
 fn a_cluster_named_by_url_alone_is_a_cluster_to_prefix_invalidation_and_the_node_breakers() {
     let cluster = RedisCluster::start();
-    let config = CacheConfig::from_toml_str(&format!(
-        r#"
-        [local]
-        type = "memory"
-        [distributed]
-        enabled = true
-        hosts = ["redis+cluster://{}"]
-        key_prefix = "u:"
-        timeout_ms = 500
-        "#,
-        cluster.addrs()[0]
-    ))
-    .unwrap();
-    let cache = CacheManager::new(config).unwrap();
+    let cache = memory_l1_over(&cluster, "url", "key_prefix = \"u:\"");
     let keys: Vec<String> = (0..40).map(|i| format!("user:{i}")).collect();
     for key in &keys {
         cache.set(key, &1u32, None).unwrap();
@@ -911,24 +900,11 @@ fn a_cluster_named_by_url_alone_is_a_cluster_to_prefix_invalidation_and_the_node
 #[test]
 fn a_batch_read_during_a_slots_migration_leaves_the_primarys_breaker_closed() {
     let cluster = RedisCluster::start();
-    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
-    let config = CacheConfig::from_toml_str(&format!(
-        r#"
-        [local]
-        type = "memory"
-        [distributed]
-        enabled = true
-        cluster = true
-        hosts = [{}]
-        key_prefix = "uno:"
-        timeout_ms = 500
-        breaker_failures = 2
-        breaker_cooldown_ms = 60000
-        "#,
-        hosts.join(", ")
-    ))
-    .unwrap();
-    let cache = CacheManager::new(config).unwrap();
+    let cache = memory_l1_over(
+        &cluster,
+        "cluster = true",
+        "key_prefix = \"uno:\"\nbreaker_failures = 2\nbreaker_cooldown_ms = 60000",
+    );
     let l2 = cache.distributed().unwrap();
     // Two keys of one slot on primary 0, whatever the key prefix: hashed by their tag.
     let tag = cluster.key_on(0, "t");
