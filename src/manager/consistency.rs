@@ -527,10 +527,13 @@ impl Shared {
         // invalidated must not backfill it after.
         let _all = self.guard.write_all();
         let mark = self.fail_safe.removal_mark();
-        let listed = self.l1.keys_with_prefix(prefix).inspect_err(|_| {
-            self.metrics.local.errors.incr();
-            self.not_removed(Removal::Prefix(prefix));
-        })?;
+        // Caught: a panic here (a level a user plugged in) reached the backplane's handler
+        // thread, which went on with L1 neither dropped nor distrusted.
+        let listed =
+            caught_l1("keys_with_prefix", || self.l1.keys_with_prefix(prefix)).inspect_err(|_| {
+                self.metrics.local.errors.incr();
+                self.not_removed(Removal::Prefix(prefix));
+            })?;
         match listed {
             Some(mut keys) => {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -551,7 +554,7 @@ impl Shared {
                 })
             }
             None => {
-                let items = self.l1.size().map(|s| s.items).unwrap_or(0);
+                let items = caught_l1("size", || self.l1.size()).map_or(0, |s| s.items);
                 self.clear_local()?;
                 Ok(PrefixDropped {
                     count: items,
@@ -565,7 +568,7 @@ impl Shared {
     pub(super) fn clear_local(&self) -> Result<()> {
         let _all = self.guard.write_all();
         let mark = self.fail_safe.removal_mark();
-        match self.l1.clear() {
+        match caught_l1("clear", || self.l1.clear()) {
             Ok(()) => {
                 self.fail_safe.forget_unremoved([], Some(""), mark);
                 Ok(())
@@ -622,7 +625,8 @@ impl TakenOut {
 /// `call()`, an L1 call made where no caller waits for it (the write-behind writer undoing a
 /// write L2 did not take, among others), with a panic in it (in an L1 a user plugged in) taken
 /// as its error. Unwinding on would end the writer thread: every later write-behind batch
-/// would stay queued, never sent.
+/// would stay queued, never sent; and on the backplane's handler thread, which survives it, an
+/// invalidation L1 could not apply left L1 trusted rather than suspect.
 fn caught_l1<T>(op: &'static str, call: impl FnOnce() -> Result<T>) -> Result<T> {
     // Unwind safety: the manager's own state is not half-changed across an L1 call; what the
     // level left half-done is its own, and the failure is handled as any error of the call.
