@@ -8,12 +8,14 @@ use uno_cache::{Clock, FileStore, ManualClock, SystemClock};
 
 use crate::escape;
 
-/// Writes the dump of `store` to stdout; `true` if it left out damaged records (named on stderr).
+/// Writes the dump of `store` to stdout; `true` if it left out damaged records (said on stderr).
 pub fn dump(store: &FileStore) -> Result<bool, String> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut keys = store.keys();
     keys.sort_unstable();
+    // Counted before the reads below, which take the damaged records they find out of the index.
+    let unnamed = store.unlisted_damaged_entries();
     let mut written = 0u64;
     // A dump that stops here has no end line, so `import` refuses it as cut short.
     let failed = |e: io::Error| {
@@ -39,20 +41,30 @@ pub fn dump(store: &FileStore) -> Result<bool, String> {
     writeln!(out, "{DUMP_END_PREFIX}{written}")
         .and_then(|()| out.flush())
         .map_err(failed)?;
-    if damaged.is_empty() {
+    if damaged.is_empty() && unnamed == 0 {
         return Ok(false);
     }
     // Counted as misses, they left the dump without a word, and a backup was taken as whole.
-    err!(
-        "uno-cache: damaged: {} could not be read and {} not in the dump: {}; the rest of the dump is complete\n",
-        crate::count(damaged.len() as u64, "record", "records"),
-        if damaged.len() == 1 { "is" } else { "are" },
-        damaged
-            .iter()
-            .map(|k| escape::escape(k.as_bytes()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    if !damaged.is_empty() {
+        err!(
+            "uno-cache: damaged: {} could not be read and {} not in the dump: {}; the rest of the dump is complete\n",
+            crate::count(damaged.len() as u64, "record", "records"),
+            if damaged.len() == 1 { "is" } else { "are" },
+            damaged
+                .iter()
+                .map(|k| escape::escape(k.as_bytes()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    // Never listed at all: their keys are damaged too.
+    if unnamed > 0 {
+        err!(
+            "uno-cache: damaged: {} could not be read either, so {} not in the dump and cannot be named; `verify` says which segments hold damage; the rest of the dump is complete\n",
+            crate::count(unnamed, "record whose key", "records whose keys"),
+            if unnamed == 1 { "it is" } else { "they are" },
+        );
+    }
     Ok(true)
 }
 

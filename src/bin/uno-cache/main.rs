@@ -18,8 +18,8 @@
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage, in the
 //! records, in the metadata file, or removed or skipped by the open it does first; `compact`
 //! exits 3 when it dropped damaged records with the oldest segment; `dump` exits 3 when damage
-//! may have taken entries from it (a damaged record it left out, or damage its open removed or
-//! skipped), the dump whole otherwise, end line included; `get` exits 3
+//! may have taken entries from it (a damaged record it left out, named, or counted where its key
+//! is damaged too; or damage its open removed or skipped), the dump whole otherwise, end line included; `get` exits 3
 //! on a record it finds damaged (L1's, with `--config`, unless L2 had the value), once: the read
 //! leaves a tombstone of the key in the store, where the next `get` misses. With
 //! `--config`, an L2 that says the configuration is wrong (a refused password, say) is an error

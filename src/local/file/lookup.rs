@@ -231,8 +231,17 @@ impl Inner {
     /// ones and those kept in the keep window, so that prefix invalidation reaches stale copies
     /// too.
     pub(crate) fn keys(&self) -> Vec<String> {
+        self.list_keys().0
+    }
+
+    /// [`keys`](Self::keys), and how many entries it left out because their record fails its
+    /// CRC: damage in the key (or in the kind or expiry read with it) hides the key, which a
+    /// listing cannot name, though a read of that key finds the damage.
+    pub(crate) fn list_keys(&self) -> (Vec<String>, u64) {
         let now = self.dead_before(self.clock.now_ms());
+        let typical = self.typical_record_len.load(Ordering::Relaxed);
         let mut keys = Vec::with_capacity(self.index.len());
+        let mut damaged = 0u64;
         for e in self.index.iter() {
             if e.value().is_expired(now) {
                 continue;
@@ -240,16 +249,24 @@ impl Inner {
             let (hash, loc) = (*e.key(), e.value().loc);
             // Under the shard guard the iteration holds, as in `locate`.
             let table = self.slots.read();
-            let Some((header, key)) = table.get(loc).and_then(|seg| key_at(seg, loc.offset())) else {
+            let Some(seg) = table.get(loc) else {
                 continue;
             };
-            let live =
-                header.kind == Kind::Value && (header.expires_at_ms == 0 || now < header.expires_at_ms);
-            if live && self.hasher.hash(key) == hash {
-                keys.push(key.to_owned());
+            if let Some((header, key)) = key_at(seg, loc.offset()) {
+                let live =
+                    header.kind == Kind::Value && (header.expires_at_ms == 0 || now < header.expires_at_ms);
+                if live && self.hasher.hash(key) == hash {
+                    keys.push(key.to_owned());
+                    continue;
+                }
+            }
+            // Whole records that are not this hash's live value (expired, a slot that moved on)
+            // are no loss: only a record that fails its CRC is.
+            if !matches!(record_at(seg, loc.offset(), typical), Some(Decoded::Record(..))) {
+                damaged = damaged.saturating_add(1);
             }
         }
-        keys
+        (keys, damaged)
     }
 
     /// Removes an expired entry from the index (if it was not rewritten meanwhile); whether it

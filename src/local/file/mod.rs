@@ -675,6 +675,14 @@ impl FileStore {
         keys
     }
 
+    /// How many entries [`keys`](Self::keys) leaves out because their record is damaged where
+    /// the key is read (its key, kind or expiry): a `get` of the key finds the damage, but the
+    /// key cannot be read back, so a listing of the store (`uno-cache dump`) misses them.
+    #[must_use]
+    pub fn unlisted_damaged_entries(&self) -> u64 {
+        self.inner.list_keys().1
+    }
+
     /// Sizes and counters.
     #[must_use]
     pub fn stats(&self) -> FileStoreStats {
