@@ -283,6 +283,37 @@ fn a_tmpfs_filled_through_the_cli_never_kills_it_with_a_signal_and_reads_still_w
     assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
 }
 
+/// A new store's segments are an eighth of its bound, 64 MiB under the default one: on a device
+/// with less room, the first `set` through `--dir` got `DiskFull` telling the user to lower
+/// `local.max_size`, a field of a configuration they do not have, and the store that `set` had
+/// created kept its 64 MiB segments, so the `--max-size-mb` they tried next was refused (found by
+/// review). The error names the flag and the way out, and that way works.
+#[test]
+#[cfg(feature = "cli")]
+fn a_cli_set_with_no_room_for_one_segment_names_the_flag_and_the_way_out() {
+    let _serial = one_at_a_time();
+    let fs = Mount::tmpfs(4 * 1024);
+    let dir = fs.path().join("store");
+    let out = cli(&dir, &["set", "k", "v"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(no_signal("set", &out), 2, "{stderr}");
+    assert!(
+        stderr.contains("no space left") && stderr.contains("--max-size-mb"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("local.max_size"), "{stderr}");
+    assert!(stderr.contains(&format!("remove {}", dir.display())), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = cli(&dir, &["--max-size-mb", "8", "set", "k", "v"], None);
+    assert_eq!(
+        no_signal("set", &out),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cli(&dir, &["get", "k"], None).stdout, b"v");
+}
+
 fn options() -> FileStoreOptions {
     FileStoreOptions::default()
         .max_size_mb(8)

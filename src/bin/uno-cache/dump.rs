@@ -205,6 +205,7 @@ pub fn import(
     durable: bool,
     ttl: Option<Duration>,
     first: FirstLine,
+    store_error: &dyn Fn(uno_cache::Error) -> String,
 ) -> Result<(), String> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -297,7 +298,7 @@ pub fn import(
         let evicted = uno_cache::Storage::counters(store).evictions;
         store
             .set(&key, &parsed.value, ttl)
-            .map_err(|e| stopped(count, format!("line {line_no}: {e}")))?;
+            .map_err(|e| stopped(count, format!("line {line_no}: {}", store_error(e))))?;
         count += 1;
         if uno_cache::Storage::counters(store).evictions > evicted {
             // The size bound (or a full device) made room by evicting entries this import

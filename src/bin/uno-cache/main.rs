@@ -91,6 +91,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     let mut size_from = cli.max_size_mb.map(SizeFrom::Flag);
     let mut file_mode = None;
     let mut keep_expired = cli.keep_expired_secs.map(Duration::from_secs);
+    let by_dir = cli.config.is_none();
     if let Some(path) = cli.config.take() {
         let mut config = CacheConfig::from_toml_file(&path).map_err(|e| e.to_string())?;
         if size_from.is_none() && config.local.max_size.is_some() {
@@ -206,6 +207,13 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     }
     // Closed on every path: an error of the command must not hide one of the close (the
     // fsync that makes what the command wrote durable), which a drop would only log.
+    let store_error = |e: uno_cache::Error| {
+        if by_dir {
+            dir_store_error(e, &store)
+        } else {
+            e.to_string()
+        }
+    };
     let outcome = (|| -> Result<ExitCode, String> {
         Ok(match cli.command {
             Command::Get { key } => {
@@ -220,13 +228,11 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
                 }
             }
             Command::Set { key, value, .. } => {
-                store
-                    .set(&key, value.as_bytes(), ttl)
-                    .map_err(|e| e.to_string())?;
+                store.set(&key, value.as_bytes(), ttl).map_err(store_error)?;
                 ExitCode::SUCCESS
             }
             Command::Del { key } => {
-                if store.delete(&key).map_err(|e| e.to_string())? {
+                if store.delete(&key).map_err(store_error)? {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)
@@ -238,7 +244,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
             }
             Command::Verify => verify(&store)?,
             Command::Compact => {
-                let report = store.compact().map_err(|e| e.to_string())?;
+                let report = store.compact().map_err(store_error)?;
                 // The open before the compaction already dropped what had expired (beyond the
                 // kept window), so the compaction's own count alone said "0" of a store that
                 // had just lost expired entries.
@@ -285,7 +291,14 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
                 }
             }
             Command::Import { durable, .. } => {
-                dump::import(&store, &clock, durable, ttl, first_line.unwrap_or_default())?;
+                dump::import(
+                    &store,
+                    &clock,
+                    durable,
+                    ttl,
+                    first_line.unwrap_or_default(),
+                    &store_error,
+                )?;
                 ExitCode::SUCCESS
             }
         })
@@ -334,6 +347,36 @@ fn size_error(err: uno_cache::Error, from: Option<&SizeFrom>) -> String {
         }
         (err, _) => err.to_string(),
     }
+}
+
+/// `err` of a store opened with `--dir`, as its user can act on it: `DiskFull` names the bound by
+/// a configuration's field (`local.max_size`), and `--dir` has no configuration. Where not even
+/// one segment fits (a new store on a small device: its segments are an eighth of its bound,
+/// 64 MiB under the default one), a lower bound cannot help this store, whose segment size was
+/// fixed when it was created and whose bound cannot go below four segments: it holds nothing, and
+/// the way out is to create it again.
+fn dir_store_error(err: uno_cache::Error, store: &FileStore) -> String {
+    let uno_cache::Error::DiskFull { path, op, needed } = &err else {
+        return err.to_string();
+    };
+    let needed = if *needed == 0 {
+        String::new()
+    } else {
+        format!(" ({needed} bytes)")
+    };
+    let stats = store.stats();
+    if stats.segments == 0 && stats.live_items == 0 {
+        return format!(
+            "no space left in {} to {op}{needed}: not one of this store's {} segments fits (their size was fixed when the store was created, an eighth of its bound then), and it holds nothing; free space on that device, or remove {} and run again with a --max-size-mb whose eighth fits in the free space",
+            path.display(),
+            size_in_mib(store.segment_size()),
+            path.display()
+        );
+    }
+    format!(
+        "no space left in {} to {op}{needed}; free space on that device, or lower the store's bound with --max-size-mb",
+        path.display()
+    )
 }
 
 /// Refuses a path that holds no store, for every command but `set` and `import`: opening it
