@@ -68,6 +68,21 @@ pub(crate) fn create_dir(path: &Path, file_mode: u32) -> io::Result<bool> {
             "it is a file, not a directory: give a directory's path (a new one is created), or move the file away",
         ));
     }
+    // The OS says only "Not a directory", of a path whose last part does not exist.
+    if let Some(file) = path
+        .ancestors()
+        .skip(1)
+        .find(|p| p.exists())
+        .filter(|p| !p.is_dir())
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!(
+                "{} is a file, not a directory: give a directory's path (a new one is created), or move the file away",
+                file.display()
+            ),
+        ));
+    }
     let mode = dir_mode(file_mode);
     DirBuilder::new().recursive(true).mode(mode).create(path)?;
     // The umask may have removed bits the configuration asked for.

@@ -419,3 +419,20 @@ fn a_dir_that_is_a_file_is_refused_saying_it_is_a_file() {
     );
     assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
 }
+
+/// `--dir` under a file (`cache/store`, where `cache` is a file) was "create directory
+/// cache/store: Not a directory", which blames the path's last part, a directory that does not
+/// exist, and says nothing of the file in the way (found by review).
+#[test]
+fn a_dir_under_a_file_is_refused_saying_a_file_is_in_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cache");
+    std::fs::write(&file, b"not a store").unwrap();
+    for args in [&["set", "k", "v"][..], &["get", "k"]] {
+        let out = run(&file.join("store"), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("is a file"), "{args:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
+}

@@ -398,11 +398,12 @@ fn require_store(path: &Path, marker: &str) -> Result<(), String> {
     if has_files {
         return Ok(());
     }
-    // A file there reads as "no store" too, which leaves the user looking for a typo.
-    let what = if path.exists() && !path.is_dir() {
-        " (it is a file, not a directory)"
-    } else {
-        ""
+    // A file there (or above it) reads as "no store" too, which leaves the user looking for a
+    // typo.
+    let what = match path.ancestors().find(|p| p.exists()) {
+        Some(file) if !file.is_dir() && file == path => " (it is a file, not a directory)".to_owned(),
+        Some(file) if !file.is_dir() => format!(" ({} is a file, not a directory)", file.display()),
+        _ => String::new(),
     };
     Err(format!(
         "no store at {}{what}; check --dir / local.path (a relative local.path is resolved against the current directory); only `set` and `import` create a store",
