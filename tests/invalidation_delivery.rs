@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use delegate::{Delegate, Wrap, WrapLocal};
-use support::RedisServer;
+use support::{wait_until, RedisServer};
 use uno_cache::invalidation::Invalidation;
 use uno_cache::{
     CacheConfig, CacheManager, Entry, Error, Freshness, InProcess, LocalStorage, MemoryStore, RedisOptions,
@@ -123,14 +123,6 @@ fn b_holds_what_a_set(a: &CacheManager, b: &CacheManager, key: &str, value: &[u8
         Some(value),
         "B holds {key} in L1"
     );
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A write or delete whose L2 call failed is queued for replay, and its message goes out at

@@ -17,10 +17,9 @@ mod support;
 mod delegate;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use delegate::{Delegate, Wrap, WrapLocal};
-use support::RedisServer;
+use support::{wait_until, RedisServer};
 use uno_cache::invalidation::Invalidation;
 use uno_cache::{CacheConfig, CacheManager, InProcess, MemoryStore, Result, Storage};
 
@@ -57,14 +56,6 @@ fn manager(redis: &RedisServer, l2: &Arc<MemoryStore>, l1: Arc<dyn uno_cache::Lo
         .distributed(Arc::new(InProcess::shared(Arc::clone(l2))))
         .build()
         .unwrap()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// B holds `user:1` = old in L1; L2 gets `new` behind B's back, and A publishes `message`

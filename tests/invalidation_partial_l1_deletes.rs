@@ -19,9 +19,8 @@ mod mount;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use support::RedisServer;
+use support::{wait_until, RedisServer};
 use uno_cache::invalidation::Invalidation;
 use uno_cache::{CacheConfig, CacheManager, FileStore, FileStoreOptions};
 
@@ -74,14 +73,6 @@ fn config(redis: &RedisServer) -> CacheConfig {
         redis.addr(),
     ))
     .unwrap()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// The newest segment of the store in `dir`: the active one.
