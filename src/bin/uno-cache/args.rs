@@ -198,9 +198,10 @@ pub(crate) fn ttl_arg(ttl: Option<f64>) -> Result<Option<Duration>, String> {
         None => Ok(None),
         // Expiries are kept in milliseconds: less would be a TTL of zero, which stores refuse.
         Some(secs) if secs.is_finite() && secs >= 0.001 => {
+            // "Less than": the bound, as an f64, rounds up past `Duration::MAX` and is refused.
             Duration::try_from_secs_f64(secs).map(Some).map_err(|_| {
                 format!(
-                    "--ttl {secs:e}: too long; give at most {:e} seconds",
+                    "--ttl {secs:e}: too long; give less than {:e} seconds",
                     Duration::MAX.as_secs_f64()
                 )
             })
