@@ -1,6 +1,7 @@
 //! A Memcached host's circuit breaker counts that host's failures only, against real servers:
 //! a slow host does not spend the time of the other hosts of a blocking batch (nor, hung, the
-//! time of their later commands of a batch over 1 024 keys per host), and an async call
+//! time of their later commands of a batch over 1 024 keys per host, nor, gone with its address
+//! dropping what is sent to it, the time its connect hangs for), and an async call
 //! that waits for one of the store's own connection slots is not the host's failure. Latency is
 //! made by a proxy in front of a server ([`TcpProxy::delay`]); a call held on its way is awaited
 //! through the proxy's count of held reads, never by sleeping.
@@ -345,4 +346,68 @@ fn a_hung_host_of_a_batch_over_several_commands_per_host_fails_only_its_own_keys
         assert_untouched(&breakers, &server.addr());
     }
     assert_eq!(node(&breakers, &hung).errors, 3);
+}
+
+/// A listener on `port` that accepts nothing, its one-place backlog taken: a connect to it
+/// waits until its deadline, as one to a host that went away while its address drops what is
+/// sent to it (powered off, a firewall's DROP). Kept open while the pair lives.
+fn silent_port(port: u16) -> (std::net::TcpListener, std::net::TcpStream) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(([127, 0, 0, 1], port).into()).unwrap();
+        socket.listen(0).unwrap().into_std().unwrap()
+    });
+    let filler = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    (listener, filler)
+}
+
+#[test]
+fn a_host_whose_connect_hangs_leaves_the_other_hosts_of_a_blocking_batch_their_whole_timeout() {
+    let _serial = serial();
+    let (mut gone, live) = (MemcachedServer::start(), MemcachedServer::start());
+    let breakers = Arc::new(NodeBreakers::new("memcached", 10, Duration::from_secs(60)));
+    // The host that goes away is listed first: its part of a call starts first.
+    let store = MemcachedStore::connect(
+        MemcachedOptions::with_hosts([gone.addr(), live.addr()])
+            .timeout(TIMEOUT)
+            .node_breakers(Arc::clone(&breakers)),
+    )
+    .unwrap();
+    let mut keys = keys_on(&store, 0, "gone:", 3);
+    keys.extend(keys_on(&store, 1, "live:", 3));
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (*k, k.as_bytes())).collect();
+    store.set_many(&items, None).unwrap();
+
+    gone.kill();
+    let _silent = silent_port(gone.port);
+    // Twice: the first call finds the gone host's pooled connection closed and connects anew
+    // after the live host was sent its command; the second has no pooled connection left for
+    // the gone host and connects before the live host is asked, for as long as the deadline.
+    for call in 0..2 {
+        let err = store.get_many(&keys).unwrap_err();
+        let Error::PartialBatch(partial) = err else {
+            panic!("call {call}: the live host's keys must be served: {err:?}");
+        };
+        assert_eq!(partial.failed, vec![0, 1, 2], "call {call}: {partial:?}");
+        let Served::Entries(served) = &partial.served else {
+            panic!("a get_many serves entries: {partial:?}");
+        };
+        let expected: Vec<Option<&[u8]>> = keys[3..].iter().map(|k| Some(k.as_bytes())).collect();
+        assert_eq!(&values(served)[3..], &expected[..], "call {call}");
+    }
+    let written: Vec<(&str, &[u8])> = keys.iter().map(|k| (*k, &b"new"[..])).collect();
+    let err = store.set_many(&written, None).unwrap_err();
+    let Error::PartialBatch(partial) = err else {
+        panic!("the live host's items must be written: {err:?}");
+    };
+    assert_eq!(partial.failed, vec![0, 1, 2], "{partial:?}");
+    let now = store.get_many(&keys[3..]).unwrap();
+    assert!(values(&now).iter().all(|v| *v == Some(&b"new"[..])));
+    assert_untouched(&breakers, &live.addr());
 }

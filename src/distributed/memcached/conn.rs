@@ -4,8 +4,9 @@
 //!   timeouts are set to what is left of the call's deadline before each system call. A call
 //!   over several hosts sends each its first command before it reads any reply, so the hosts
 //!   work at once; a reply that arrived while a slower host was read is taken even if the
-//!   deadline passed meanwhile. (A call with several commands for some host runs each host's
-//!   [`start`](Host::start) and [`finish`](Host::finish) on a thread of its own instead.)
+//!   deadline passed meanwhile. (A call with several commands for some host, or with a host
+//!   that has no idle connection to start on, runs each host's [`start`](Host::start) and
+//!   [`finish`](Host::finish) on a thread of its own instead.)
 //! - **Async** calls run on the store's I/O thread (a current-thread tokio runtime, so callers
 //!   need no runtime of their own, nor one with timers) on tokio streams; the deadline bounds
 //!   each connect and command there, so the commands that completed before it stand.
@@ -409,6 +410,12 @@ impl Host {
             keep,
             item_size_max: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether a blocking call would find an idle connection to start on, rather than connect
+    /// first (see `Call::run` in the store).
+    pub(super) fn has_idle(&self) -> bool {
+        !self.idle.lock().is_empty()
     }
 
     /// Keeps the item limit the host reported (`stats settings`), for its refusals' errors.

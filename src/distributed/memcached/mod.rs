@@ -10,7 +10,7 @@
 //! | `conn`     | connections per host and the blocking and async executors that run commands |
 //! | `doubt`    | `set`s given up unanswered: their connections probed, their keys corrected    |
 //! | `startup`  | the start-up check of every host: binary `version`, item limit, text-only servers |
-//! | `spread`   | a blocking batch's hosts on threads of their own, when one has several commands |
+//! | `spread`   | a blocking batch's hosts on threads of their own, when one has several commands or must connect |
 //! | `replies`  | the commands' reply reading from a byte slice, for the fuzz target          |
 //! | `store`    | [`MemcachedStore`]: the [`Storage`](crate::Storage) and [`DistributedStorage`](crate::DistributedStorage) impls |
 //!

@@ -7,7 +7,10 @@
 //! another, so a batch paid a round trip per command of every host in series (and a host that
 //! did not answer spent the deadline of the others' later commands). Such a call gives each host
 //! a thread of its own here, so the hosts run all their commands at once, each still with one
-//! command in flight on one connection.
+//! command in flight on one connection. So does a call with a host that has no idle connection:
+//! its connect, made before its command is sent, can take the whole deadline (a host gone whose
+//! address drops what is sent to it), and from one thread the hosts after it were then asked
+//! only once the deadline had passed.
 
 use std::thread::ScopedJoinHandle;
 

@@ -61,8 +61,9 @@ const LEVEL: &str = "memcached";
 ///
 /// Blocking calls run on the caller's thread (a batch that spans several hosts sends to each
 /// before it reads from any, so that each host has the whole timeout; one with over 1 024 keys
-/// on some host runs each host on a thread of its own, so that the hosts' later round trips
-/// overlap too); async calls run on the store's one I/O thread (`uno-cache-memcached`) and
+/// on some host, or with a host that has no idle connection, runs each host on a thread of its
+/// own, so that the hosts' later round trips and connects overlap too: a connect to a host gone
+/// whose address drops packets hangs for the whole deadline); async calls run on the store's one I/O thread (`uno-cache-memcached`) and
 /// never block the caller's executor. Either way a host's breaker counts only its own failures.
 /// Both speak memcached's binary protocol on connections of their own, kept per host and never
 /// shared while a call is on them. A connection on which a `set` ran out of the deadline (or
@@ -221,47 +222,51 @@ impl<C: Command> Call<C> {
     /// timeout, as on the async path. Asked one after another, a slow host that answered late
     /// left the next only what was left, whose timeout then failed its keys and was held
     /// against its breaker. A host that could not even be sent its command before the deadline
-    /// (the time went to connecting to the others) is not held to account.
+    /// (the time went to the others) is not held to account.
     ///
-    /// A call with more than one command for some host (over [`MAX_BATCH`] of its keys) runs
-    /// each host on a thread of its own instead ([`run_spread`](Self::run_spread)).
+    /// Each host's breaker is asked first (a host it skips is sent nothing). A call with more
+    /// than one command for some host (over [`MAX_BATCH`] of its keys), or with a host that has
+    /// no idle connection, runs each host on a thread of its own ([`run_spread`](Self::run_spread)):
+    /// a connect to a host gone whose address drops packets takes the whole deadline, and the
+    /// hosts asked after it from this thread found the deadline gone and failed their keys too.
     fn run(self) -> Answers<C::Output> {
-        if self.parts.len() > 1 && self.parts.iter().any(|part| part.commands.len() > 1) {
-            return self.run_spread();
-        }
-        let deadline = deadline_after(self.timeout);
-        let (op, timeout, doubts) = (self.op, self.timeout, &self.doubts);
-        let started: Vec<_> = self
+        let admitted: Vec<Result<bool>> = self
             .parts
             .iter()
-            .map(|part| {
-                let probe = match part.node.as_ref().map(|node| node.admit()) {
-                    Some(Err(e)) => return Err(e),
-                    Some(Ok(probe)) => probe,
-                    None => false,
-                };
-                let late = Instant::now() >= deadline;
-                let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
-                let started = part
-                    .host
-                    .start(op, timeout, deadline, part.commands.first(), &hand_over);
-                Ok((probe, late, started))
-            })
+            .map(|part| part.node.as_ref().map_or(Ok(false), |node| node.admit()))
             .collect();
+        let asked: Vec<(&Part<C>, bool)> = self
+            .parts
+            .iter()
+            .zip(&admitted)
+            .filter_map(|(part, admitted)| admitted.as_ref().ok().map(|&probe| (part, probe)))
+            .collect();
+        let spread = asked.len() > 1
+            && asked
+                .iter()
+                .any(|(part, _)| part.commands.len() > 1 || !part.host.has_idle());
+        let ran = if spread {
+            self.run_spread(&asked)
+        } else {
+            self.run_here(&asked)
+        };
+        drop(asked);
+        let (op, mut ran) = (self.op, ran.into_iter());
         let parts = self
             .parts
             .into_iter()
-            .zip(started)
-            .map(|(part, started)| {
-                let ran = match started {
-                    Err(e) => Ran::failed(e),
-                    Ok((probe, late, started)) => {
-                        let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
-                        let ran =
-                            part.host
-                                .finish(op, timeout, deadline, &part.commands, started, &hand_over);
-                        judged(part.node.as_deref(), probe, ran, late)
-                    }
+            .zip(admitted)
+            .map(|(part, admitted)| {
+                let ran = match admitted {
+                    Err(skipped) => Ran::failed(skipped),
+                    // Never `None` (one answer per host asked, in order); failed if it were.
+                    Ok(_) => ran.next().unwrap_or_else(|| {
+                        Ran::failed(Error::Backend {
+                            level: LEVEL,
+                            op,
+                            reason: format!("{}: its part of the call was not run", part.host.spec.display),
+                        })
+                    }),
                 };
                 (part.members, ran)
             })
@@ -273,19 +278,43 @@ impl<C: Command> Call<C> {
         }
     }
 
-    /// [`run`](Self::run) with each host on a thread of its own (see [`spread`]),
-    /// within one deadline: a host's later commands, each sent once the one before it was
-    /// answered, run alongside the other hosts' rather than after them, and a host that does
-    /// not answer fails only its own keys, as on the async path.
-    fn run_spread(self) -> Answers<C::Output> {
+    /// [`run`](Self::run)'s hosts `asked` (each with whether it is its breaker's probe) from
+    /// the caller's thread: each sent its first command, then each read.
+    fn run_here(&self, asked: &[(&Part<C>, bool)]) -> Vec<Ran<C::Output>> {
         let deadline = deadline_after(self.timeout);
         let (op, timeout, doubts) = (self.op, self.timeout, &self.doubts);
-        let ran = spread::each_at_once(&self.parts, |part| {
-            let probe = match part.node.as_ref().map(|node| node.admit()) {
-                Some(Err(e)) => return Ran::failed(e),
-                Some(Ok(probe)) => probe,
-                None => false,
-            };
+        let started: Vec<_> = asked
+            .iter()
+            .map(|&(part, probe)| {
+                let late = Instant::now() >= deadline;
+                let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
+                let started = part
+                    .host
+                    .start(op, timeout, deadline, part.commands.first(), &hand_over);
+                (probe, late, started)
+            })
+            .collect();
+        asked
+            .iter()
+            .zip(started)
+            .map(|(&(part, _), (probe, late, started))| {
+                let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
+                let ran = part
+                    .host
+                    .finish(op, timeout, deadline, &part.commands, started, &hand_over);
+                judged(part.node.as_deref(), probe, ran, late)
+            })
+            .collect()
+    }
+
+    /// [`run`](Self::run)'s hosts `asked` each on a thread of its own (see [`spread`]), within
+    /// one deadline: a host's connect, and its later commands, each sent once the one before it
+    /// was answered, run alongside the other hosts' rather than before or after them, and a
+    /// host that does not answer fails only its own keys, as on the async path.
+    fn run_spread(&self, asked: &[(&Part<C>, bool)]) -> Vec<Ran<C::Output>> {
+        let deadline = deadline_after(self.timeout);
+        let (op, timeout, doubts) = (self.op, self.timeout, &self.doubts);
+        spread::each_at_once(asked, |&(part, probe)| {
             let late = Instant::now() >= deadline;
             let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
             let started = part
@@ -295,18 +324,7 @@ impl<C: Command> Call<C> {
                 .host
                 .finish(op, timeout, deadline, &part.commands, started, &hand_over);
             judged(part.node.as_deref(), probe, ran, late)
-        });
-        let parts = self
-            .parts
-            .into_iter()
-            .zip(ran)
-            .map(|(part, ran)| (part.members, ran))
-            .collect();
-        Answers {
-            op,
-            total: self.total,
-            parts,
-        }
+        })
     }
 
     /// Runs on the I/O thread, hosts in parallel, each within the deadline (a hung host times
