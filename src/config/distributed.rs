@@ -74,7 +74,7 @@ pub struct DistributedCacheConfig {
     /// How long an open breaker skips L2 before a probe, in milliseconds (default 1000).
     pub breaker_cooldown_ms: u64,
     /// How long the stats reuse a reading of L2's size, in seconds (default 60,
-    /// [`L2_SIZE_MAX_AGE`](crate::L2_SIZE_MAX_AGE)). Counting a Redis level walks every key under
+    /// `L2_SIZE_MAX_AGE`). Counting a Redis level walks every key under
     /// `key_prefix` (`SCAN` and a `STRLEN` per key): on a large server, seconds of its time, once
     /// per instance that polls its stats. 0: never count it (`size.distributed` reads zero and
     /// `distributed.size_error` says why).
@@ -113,6 +113,10 @@ pub struct DistributedCacheConfig {
     pub tls_install_crypto_provider: bool,
 }
 
+/// The default of [`DistributedCacheConfig::size_max_age_secs`] (the manager's
+/// `L2_SIZE_MAX_AGE`).
+pub(crate) const DEFAULT_SIZE_MAX_AGE_SECS: u64 = 60;
+
 impl Default for DistributedCacheConfig {
     fn default() -> Self {
         DistributedCacheConfig {
@@ -128,7 +132,7 @@ impl Default for DistributedCacheConfig {
             password: None,
             breaker_failures: 5,
             breaker_cooldown_ms: 1000,
-            size_max_age_secs: crate::L2_SIZE_MAX_AGE.as_secs(),
+            size_max_age_secs: DEFAULT_SIZE_MAX_AGE_SECS,
             write_mode: WriteMode::Through,
             write_behind_max_keys: 10_000,
             start_degraded_on_config_error: false,

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::consistency::{ConsistencyConfig, InvalidationConfig, OfflineConfig, RestartPolicy};
 use self::distributed::validate_tls;
+pub(crate) use self::distributed::DEFAULT_SIZE_MAX_AGE_SECS;
 pub use self::distributed::{DistributedCacheConfig, DistributedKind, WriteMode};
 pub use self::loader::LoaderConfig;
 pub use self::local::{

@@ -12,7 +12,7 @@ use crate::storage::StorageSize;
 /// says otherwise: counting a Redis level walks every key under its prefix (`SCAN` and a
 /// `STRLEN` per key), seconds of the server's time on a large one, and every instance that polls
 /// its stats walks it.
-pub const L2_SIZE_MAX_AGE: Duration = Duration::from_secs(60);
+pub const L2_SIZE_MAX_AGE: Duration = Duration::from_secs(crate::config::DEFAULT_SIZE_MAX_AGE_SECS);
 
 /// What [`Monitor::l2_failures`] reads: cumulative counters, compared between two readings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
