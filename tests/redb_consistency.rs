@@ -201,6 +201,40 @@ fn damage_to_any_page_of_a_redb_file_is_an_error_never_a_panic() {
     }
 }
 
+/// A flipped bit in the allocator state of a cleanly closed file (found by flipping bits at
+/// random): redb panics on it in a write once the write allocates where the bit lies, which the
+/// store catches and returns as an error; but the panic poisons redb's locks, and redb's close,
+/// run when the store was dropped, panicked on them in the caller's thread (an abort had that
+/// thread been unwinding already).
+#[test]
+fn a_store_whose_redb_panicked_on_a_damaged_page_is_dropped_without_a_panic() {
+    let mut bytes = pristine_file(400, Some(Duration::from_secs(3600)));
+    bytes[69_790] ^= 0x80;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    std::fs::write(&path, &bytes).unwrap();
+    let dropped = std::panic::catch_unwind(|| {
+        let store = RedbStore::open(&path, RedbOptions::default()).unwrap();
+        let failed = (0..400).find_map(|i| store.set(&format!("key-{i}"), b"new", None).err());
+        match failed {
+            Some(Error::Redb {
+                path: named, reason, ..
+            }) => {
+                assert_eq!(named, path);
+                assert!(reason.contains("delete it to start empty"), "{reason}");
+            }
+            other => panic!("the damage no longer fails a write, pick another bit: {other:?}"),
+        }
+        drop(store);
+    });
+    assert!(dropped.is_ok(), "dropping the store panicked");
+    // The failed close let go of the file: the next open is no `Locked`.
+    match RedbStore::open(&path, RedbOptions::default()) {
+        Ok(_) | Err(Error::Redb { .. }) => {}
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
 /// A file cut short anywhere (a copy interrupted, a crash while redb grew it): open refuses it,
 /// or the calls after it return; none panics.
 #[test]

@@ -773,3 +773,16 @@ impl LocalStorage for Inner {
         Ok(found.iter().map(Option::is_some).collect())
     }
 }
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A panic of redb's that `guarded` caught (a damaged page) leaves its locks poisoned,
+        // and redb's own close then panics on them: dropping the store must not bring that
+        // panic to the caller, nor abort a thread that is already unwinding.
+        if let Some(db) = self.db.get_mut().take() {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db))).is_err() {
+                tracing::error!(path = %self.path.display(), "closing the redb database failed after it met a damaged page; {START_EMPTY}");
+            }
+        }
+    }
+}
