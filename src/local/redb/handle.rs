@@ -245,6 +245,15 @@ fn convert(op: &'static str, path: &Path, e: redb::Error) -> (Error, bool) {
             ),
             true,
         ),
+        // A read past the end: a file cut short inside redb's header (a copy interrupted).
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => (
+            redb_error(
+                op,
+                path,
+                format!("damaged database file, cut short ({io}); {START_EMPTY}"),
+            ),
+            true,
+        ),
         // With the advice an `Error::Io` of the file store gives (a read-only mount, a mode).
         redb::Error::Io(io) => (
             redb_error(op, path, format!("I/O error: {io}{}", io_advice(op, &io))),

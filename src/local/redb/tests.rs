@@ -400,6 +400,27 @@ fn a_file_that_is_no_redb_database_is_refused_saying_what_to_do() {
     assert_eq!(mode, 0o644, "another program's file had its mode changed");
 }
 
+/// A database file cut short inside redb's header (a copy interrupted) is refused saying what
+/// to do, where the error was a bare "I/O error: failed to fill whole buffer".
+#[test]
+fn a_redb_file_cut_short_in_its_header_is_refused_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    let store = RedbStore::open(&path, RedbOptions::default()).unwrap();
+    store.set("k", b"v", None).unwrap();
+    drop(store);
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in [100, 300] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let text = refused(&path);
+        assert!(text.contains("cut short"), "{cut}: {text}");
+        assert!(
+            text.contains("move it away or delete it"),
+            "{cut}: says what to do: {text}"
+        );
+    }
+}
+
 /// A redb file in another file format version (both commit slots of the header carry it, at
 /// bytes 64 and 192): an older one (redb 1 and 2 wrote versions 1 and 2) and a newer one.
 #[test]
