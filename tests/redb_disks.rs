@@ -62,6 +62,23 @@ fn a_commit_that_fails_on_a_full_disk_counts_no_eviction() {
     assert!(store.get("k0").unwrap().is_some(), "rolled back: {err}");
 }
 
+/// A store created on a full device: redb sized the new file, then failed to write its header,
+/// and the file it left (no magic number) was refused once space was back as "not a redb
+/// database", another program's file, to be moved away by hand. The open that fails now
+/// leaves no file, and the next one, with space back, creates the store.
+#[test]
+fn a_store_whose_creation_found_the_disk_full_is_created_once_space_is_back() {
+    let fs = Mount::tmpfs(4 * 1024);
+    let path = fs.path().join("cache").join(REDB_FILE_NAME);
+    let ballast = fs.fill("ballast");
+    let err = RedbStore::open(&path, RedbOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    fs.remove(&ballast);
+    let store = RedbStore::open(&path, RedbOptions::default()).unwrap();
+    store.set("k", b"v", None).unwrap();
+    assert_eq!(store.get("k").unwrap().unwrap().value, b"v");
+}
+
 #[test]
 fn a_full_disk_is_disk_full_and_writes_resume_once_space_is_back_without_losing_durable_values() {
     let fs = Mount::tmpfs(4 * 1024);

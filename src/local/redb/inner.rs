@@ -119,7 +119,8 @@ impl Inner {
         let disk = Disk::default();
         disk.create_dir(parent, options.file_mode)
             .map_err(|e| Error::io("create directory", parent, e))?;
-        if !path.exists() {
+        let creating = !path.exists();
+        if creating {
             // redb creates the file with the umask's bits; create it first with ours (an empty
             // file is a new database to redb).
             perms::new_file(options.file_mode)
@@ -131,7 +132,20 @@ impl Inner {
             disk.sync_dir(parent)
                 .map_err(|e| Error::io("fsync directory", parent, e))?;
         }
-        let db = open_database(&path)?;
+        let db = match open_database(&path) {
+            Ok(db) => db,
+            Err(e) => {
+                // redb sizes a new file before it writes its header: one it could not finish (a
+                // full device) would be refused at every later open as no redb database. It is
+                // the file made just above, holding nothing: the next open starts it again.
+                if creating {
+                    if let Err(rm) = std::fs::remove_file(&path) {
+                        tracing::warn!(path = %path.display(), error = %rm, "removing the database file whose creation failed");
+                    }
+                }
+                return Err(e);
+            }
+        };
         // It reads the table tree's pages, which redb panics on if they are damaged.
         let foreign = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tables::foreign(&db))) {
             Ok(found) => found.map_err(|e| redb_error("open", &path, e))?,

@@ -41,7 +41,9 @@
 //!   (see `lost`; over 100,000 keys since the last durable commit, every entry the reopen kept
 //!   reads as a miss). The next flush, close or `Periodic` turn first removes those older values
 //!   from the file in durable commits, and fails if it cannot, so no flush or close that
-//!   succeeded leaves one for the next open to restore.
+//!   succeeded leaves one for the next open to restore. An open that creates the file and
+//!   finds no room removes it again, so the next open, once space is back, creates the store
+//!   (redb left a file without its header, refused as no redb database).
 //! - **Suspect entries**: like the file store, it keeps its entries through a loss of certainty
 //!   instead of forgetting them. Every entry restored at open, and every entry written before
 //!   [`mark_all_suspect`](LocalStorage::mark_all_suspect) (a lost backplane subscription), is
