@@ -235,6 +235,43 @@ fn a_store_whose_redb_panicked_on_a_damaged_page_is_dropped_without_a_panic() {
     }
 }
 
+/// The error of a write that redb panicked on says to move the file away or delete it; the
+/// store went on failing every call with the panic's poisoned locks until a restart, whatever
+/// the user did. Now it reopens (at most once a second), and a deleted file is created anew,
+/// with the store's mode.
+#[test]
+fn a_damaged_database_file_deleted_as_advised_is_replaced_without_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = pristine_file(400, Some(Duration::from_secs(3600)));
+    bytes[69_790] ^= 0x80;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REDB_FILE_NAME);
+    std::fs::write(&path, &bytes).unwrap();
+    let store = RedbStore::open(&path, RedbOptions::default()).unwrap();
+    let failed = (0..400).find_map(|i| store.set(&format!("key-{i}"), b"new", None).err());
+    match failed {
+        Some(Error::Redb { reason, .. }) => assert!(reason.contains("delete it"), "{reason}"),
+        other => panic!("the damage no longer fails a write, pick another bit: {other:?}"),
+    }
+    std::fs::remove_file(&path).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(e) = store.set("after", b"a new file", None) {
+        match &e {
+            Error::Redb { path: named, .. } => assert_eq!(named, &path, "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "still failing: {e}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(store.get("after").unwrap().unwrap().value, b"a new file");
+    assert_eq!(store.get("key-399").unwrap(), None, "the damaged file is gone");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the new file has the store's mode");
+    drop(store);
+    let store = RedbStore::open(&path, RedbOptions::default()).unwrap();
+    assert_eq!(store.get("after").unwrap().unwrap().value, b"a new file");
+}
+
 /// A file cut short anywhere (a copy interrupted, a crash while redb grew it): open refuses it,
 /// or the calls after it return; none panics.
 #[test]

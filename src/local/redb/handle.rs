@@ -14,6 +14,10 @@
 //!   costs a repair, at most once in that time.
 //! - Any other latching error (a failing device) has the next call reopen the database, at most
 //!   once every [`REOPEN_EVERY`]; the calls in between fail with the error that latched it.
+//! - So does a panic of redb's on a damaged page ([`Inner::guarded`]), which poisons the
+//!   instance's locks: every later call on it would fail, and a file the user moved away or
+//!   deleted, as the error advises, would not be replaced until a restart. A reopen that finds
+//!   no file creates it, with the store's mode.
 //!
 //! The commits since the last durable one are lost with the latched instance, and what another
 //! process changed meanwhile cannot be told apart, so every entry restored by the reopen is
@@ -27,9 +31,11 @@ use parking_lot::{MappedRwLockReadGuard, RwLockReadGuard};
 use redb::{Database, ReadableDatabase};
 
 use super::inner::Inner;
-use super::tables::{META, META_NEXT_SEQ};
+use super::tables::{ENTRIES, META, META_NEXT_SEQ, ORDER};
 use crate::clock::instant_after;
+use crate::disk::Disk;
 use crate::error::{io_advice, is_no_space, Error, Result};
+use crate::perms;
 
 /// What to do with a database file redb cannot read.
 pub(super) const START_EMPTY: &str = "it holds only a cache: move it away or delete it to start empty";
@@ -37,8 +43,43 @@ pub(super) const START_EMPTY: &str = "it holds only a cache: move it away or del
 /// The least time between two reopens of a latched database (see the module docs).
 pub(super) const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
+/// Opens the database at `path`, creating its file with `mode` if there is none (at a reopen
+/// too: the file of a damaged database may have been deleted, as its error advises).
+/// Also whether it created the file.
+pub(super) fn open_or_create(path: &Path, mode: u32) -> Result<(Database, bool)> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let creating = !path.exists();
+    if creating {
+        // redb creates the file with the umask's bits; create it first with ours (an empty
+        // file is a new database to redb).
+        perms::new_file(mode)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io("create database file", path, e))?;
+        // redb fsyncs the file at each durable commit, never its directory: without this the
+        // file's name, and every commit in it, could be lost in a power cut.
+        Disk::default()
+            .sync_dir(parent)
+            .map_err(|e| Error::io("fsync directory", parent, e))?;
+    }
+    let opened = open_database(path).inspect_err(|_| {
+        // redb sizes a new file before it writes its header: one it could not finish (a full
+        // device) would be refused at every later open as no redb database. It is the file
+        // made just above, holding nothing: the next open starts it again.
+        if creating {
+            if let Err(rm) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %rm, "removing the database file whose creation failed");
+            }
+        }
+    });
+    Ok((opened?, creating))
+}
+
 /// Opens (or creates) the database, a panic of redb's on a damaged file made an error.
-pub(super) fn open_database(path: &Path) -> Result<Database> {
+fn open_database(path: &Path) -> Result<Database> {
     // redb panics on a page it cannot parse rather than returning an error (here too: a debug
     // build visits every page at open): a damaged file must be refused, not bring the
     // application down.
@@ -122,7 +163,15 @@ impl Inner {
                 tracing::debug!(error = %e, path = %self.path.display(), "closing the latched redb database");
             }
         }
-        let db = open_database(&self.path)?;
+        let (db, created) = open_or_create(&self.path, self.file_mode)?;
+        if created {
+            // Readers expect the tables (the open creates them the same way).
+            let txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
+            txn.open_table(ENTRIES).map_err(|e| self.err("open table", e))?;
+            txn.open_table(ORDER).map_err(|e| self.err("open table", e))?;
+            txn.open_table(META).map_err(|e| self.err("open table", e))?;
+            txn.commit().map_err(|e| self.err("commit", e))?;
+        }
         let next_seq = next_seq_of(self, &db)?;
         if self.commits_since_durable.swap(0, Ordering::AcqRel) > 0 {
             self.lost_commits.store(true, Ordering::Release);
@@ -140,6 +189,7 @@ impl Inner {
         }
         *slot = Some(db);
         self.reopen_now.store(false, Ordering::Release);
+        self.latched_by_damage.store(false, Ordering::Release);
         self.latched.store(false, Ordering::Release);
         tracing::warn!(
             path = %self.path.display(),
@@ -153,6 +203,7 @@ impl Inner {
     pub(super) fn err(&self, op: &'static str, e: impl Into<redb::Error>) -> Error {
         let (error, latched) = convert(op, &self.path, e.into());
         if latched {
+            self.latched_by_damage.store(false, Ordering::Release);
             if matches!(error, Error::DiskFull { .. }) {
                 *self.writes_refused_until.lock() = Some(instant_after(Instant::now(), REOPEN_EVERY));
                 self.latched_by_no_space.store(true, Ordering::Release);
@@ -206,6 +257,13 @@ impl Inner {
         if self.latched_by_no_space.load(Ordering::Acquire) {
             return self.disk_full();
         }
+        if self.latched_by_damage.load(Ordering::Acquire) {
+            return redb_error(
+                "write",
+                &self.path,
+                format!("damaged database file, which redb failed on; {START_EMPTY} (it is reopened at most once a second)"),
+            );
+        }
         redb_error(
             "write",
             &self.path,
@@ -218,8 +276,15 @@ impl Inner {
     /// (the manager falls back on L2, the user is told to delete the file), not unwind through
     /// the application. (With `panic = "abort"` nothing can be caught: the process ends.)
     pub(super) fn guarded<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .unwrap_or_else(|panic| Err(damaged(op, &self.path, &*panic)))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+            // The panic left redb's locks poisoned: the instance fails every call from now on.
+            // Latched, it is reopened (at most once a second), so a file the user moved away
+            // or deleted, as the error advises, is replaced by a new one without a restart.
+            self.latched_by_no_space.store(false, Ordering::Release);
+            self.latched_by_damage.store(true, Ordering::Release);
+            self.latched.store(true, Ordering::Release);
+            Err(damaged(op, &self.path, &*panic))
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::handle::{damaged, next_seq_of, open_database, redb_error, START_EMPTY};
+use super::handle::{damaged, next_seq_of, open_or_create, redb_error, START_EMPTY};
 use super::lost::Lost;
 use super::tables::{self, weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 use super::RedbOptions;
@@ -56,7 +56,12 @@ pub(super) struct Inner {
     /// A full device latched the database since the last reopen: the write that found it full,
     /// or a call that meets the latch before, reopens the database at once (see `handle.rs`).
     pub(super) reopen_now: AtomicBool,
+    /// A panic of redb's latched the database (a damaged page): the calls that meet the latch
+    /// say so, and the reopen, once a second, finds a file moved away or deleted as advised.
+    pub(super) latched_by_damage: AtomicBool,
     pub(super) path: PathBuf,
+    /// The mode of a database file the store creates, also at a reopen.
+    pub(super) file_mode: u32,
     pub(super) max_bytes: u64,
     pub(super) durability: Durability,
     pub(super) clock: Arc<dyn Clock>,
@@ -119,33 +124,7 @@ impl Inner {
         let disk = Disk::default();
         disk.create_dir(parent, options.file_mode)
             .map_err(|e| Error::io("create directory", parent, e))?;
-        let creating = !path.exists();
-        if creating {
-            // redb creates the file with the umask's bits; create it first with ours (an empty
-            // file is a new database to redb).
-            perms::new_file(options.file_mode)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| Error::io("create database file", &path, e))?;
-            // redb fsyncs the file at each durable commit, never its directory: without this the
-            // file's name, and every commit in it, could be lost in a power cut.
-            disk.sync_dir(parent)
-                .map_err(|e| Error::io("fsync directory", parent, e))?;
-        }
-        let db = match open_database(&path) {
-            Ok(db) => db,
-            Err(e) => {
-                // redb sizes a new file before it writes its header: one it could not finish (a
-                // full device) would be refused at every later open as no redb database. It is
-                // the file made just above, holding nothing: the next open starts it again.
-                if creating {
-                    if let Err(rm) = std::fs::remove_file(&path) {
-                        tracing::warn!(path = %path.display(), error = %rm, "removing the database file whose creation failed");
-                    }
-                }
-                return Err(e);
-            }
-        };
+        let (db, _) = open_or_create(&path, options.file_mode)?;
         // It reads the table tree's pages, which redb panics on if they are damaged.
         let foreign = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tables::foreign(&db))) {
             Ok(found) => found.map_err(|e| redb_error("open", &path, e))?,
@@ -173,6 +152,8 @@ impl Inner {
             last_reopen: Mutex::new(None),
             writes_refused_until: Mutex::new(None),
             reopen_now: AtomicBool::new(false),
+            latched_by_damage: AtomicBool::new(false),
+            file_mode: options.file_mode,
             max_bytes: options.max_size_mb.saturating_mul(1024 * 1024),
             durability: options.durability,
             clock: options.clock,
