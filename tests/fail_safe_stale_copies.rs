@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use uno_cache::{CacheConfig, CacheManager, Error, Fetched, LocalKind, ManualClock, MemoryStore};
+use uno_cache::{CacheConfig, CacheManager, Clock, Error, Fetched, LocalKind, ManualClock, MemoryStore};
 
 mod fail_safe_support;
 mod manager_support;
@@ -84,6 +84,40 @@ fn the_throttle_keeps_a_dead_source_from_being_asked_until_it_ends() {
         .unwrap();
     assert_eq!(fresh, "v2");
     assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
+}
+
+/// The throttle is a length of time, not an instant: a wall clock stepped back (an NTP
+/// correction, a VM resumed) must not stretch it by the step. It ended at its instant on the
+/// wall clock, so a step back of 200 s kept a live source unasked, and the stale copy served,
+/// for 200 s more than `fail_safe_throttle`.
+#[test]
+fn a_wall_clock_stepped_back_does_not_stretch_the_throttle() {
+    let rig = rig(600, 0, 0);
+    rig.cache.set("k", &"v1".to_string(), Some(TTL)).unwrap();
+    // Long expired, and still so after the step back below.
+    rig.clock.advance(Duration::from_secs(300));
+    assert_eq!(rig.cache.get_or_set_with("k", Some(TTL), failing).unwrap(), "v1");
+    rig.clock.set(rig.clock.now_ms() - 200_000);
+    assert_eq!(
+        rig.cache.get_or_set_with("k", Some(TTL), failing).unwrap(),
+        "v1",
+        "the copy is still stale after the step, and a failing source still gets it served"
+    );
+    // More than the throttle period (5 s) passes after the step: the source is asked again.
+    rig.clock.advance(Duration::from_secs(6));
+    let asked = AtomicU32::new(0);
+    let fresh: String = rig
+        .cache
+        .get_or_set_with("k", Some(TTL), || {
+            asked.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, AppError>("v2".to_string())
+        })
+        .unwrap();
+    assert_eq!(
+        (fresh.as_str(), asked.load(Ordering::SeqCst)),
+        ("v2", 1),
+        "the source is asked once the throttle period has passed"
+    );
 }
 
 #[test]

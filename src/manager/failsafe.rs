@@ -119,7 +119,20 @@ pub(crate) struct FailSafe {
     unremoved_gen: AtomicU64,
 }
 
+/// Whether a throttle period ending at `until` (Unix ms) covers `now`. One that ends further
+/// ahead than its `length` began after `now`: the wall clock was stepped back since, and the
+/// period is over, or the step would stretch it by its size (a live source left unasked, and a
+/// stale copy served, for as long as the clock went back).
+fn throttles(until: u64, now: u64, length: u64) -> bool {
+    now < until && until - now <= length
+}
+
 impl FailSafe {
+    /// `fail_safe_throttle` in ms.
+    fn throttle_ms(&self) -> u64 {
+        u64::try_from(self.throttle.as_millis()).unwrap_or(u64::MAX)
+    }
+
     pub(crate) fn new(config: &LoaderConfig) -> FailSafe {
         let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         FailSafe {
@@ -333,12 +346,13 @@ impl Shared {
             return None;
         }
         let now = self.clock.now_ms();
+        let length = self.fail_safe.throttle_ms();
         let covered = self
             .fail_safe
             .throttled
             .lock()
             .get(key)
-            .is_some_and(|&until| now < until);
+            .is_some_and(|&until| throttles(until, now, length));
         if !covered {
             return None;
         }
@@ -386,10 +400,11 @@ impl Shared {
             return;
         }
         let now = self.clock.now_ms();
-        let until = now.saturating_add(u64::try_from(throttle.as_millis()).unwrap_or(u64::MAX));
+        let length = self.fail_safe.throttle_ms();
+        let until = now.saturating_add(length);
         let mut map = self.fail_safe.throttled.lock();
         if map.len() >= THROTTLE_PRUNE_AT {
-            map.retain(|_, &mut end| end > now);
+            map.retain(|_, &mut end| throttles(end, now, length));
         }
         map.insert(key.to_owned(), until);
     }
