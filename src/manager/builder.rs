@@ -186,7 +186,8 @@ impl CacheManagerBuilder {
             fallback_on_error: config.fallback_on_error,
             replays_failures,
             codec: self.codec.unwrap_or_else(|| config.codec.codec()),
-            guard: KeyOrder::new(Arc::clone(&clock)),
+            // Not on `clock`: its quiet windows are lengths of time (see `KeyOrder::clock`).
+            guard: KeyOrder::default(),
             clock,
             metrics: Metrics::default(),
             cancel_quiet: Duration::from_millis(config.distributed.timeout_ms)

@@ -186,8 +186,9 @@ fn a_write_dropped_with_nowhere_to_go_keeps_l2s_older_value_out_of_l1_while_it_m
             landed,
             "{what} (batch: {batch}): L1 kept L2's value from before the op"
         );
-        // After the window, a read backfills again.
-        clock.advance(cache.shared.cancel_quiet + Duration::from_millis(1));
+        // After the window, a read backfills again. The window is timed by a monotonic clock
+        // (a step of the manager's wall clock must not end it): waited out, not advanced.
+        std::thread::sleep(cache.shared.cancel_quiet + Duration::from_millis(1));
         l2_view.set("k", b"later", None).unwrap();
         l1.delete("k").unwrap();
         assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"later"[..]));
@@ -196,5 +197,50 @@ fn a_write_dropped_with_nowhere_to_go_keeps_l2s_older_value_out_of_l1_while_it_m
             Some(&b"later"[..]),
             "{what} (batch: {batch}): no backfill after the window"
         );
+    }
+}
+
+/// The window in which a dropped write's L2 command may still land is a length of time: a step
+/// of the wall clock must not end it. It ended at its instant on the manager's (wall) clock, so
+/// a clock stepped forward (an NTP correction, a VM resumed) let a read backfill L2's older value
+/// while the command was still on its way, and L1 served that value for its TTL after L2 took
+/// the op.
+#[test]
+fn a_wall_clock_stepped_forward_does_not_end_the_window_of_a_dropped_write() {
+    for (what, batch) in [("delete", false), ("set", false), ("set", true)] {
+        let clock = crate::ManualClock::new(1_700_000_000_000);
+        let l2 = Arc::new(Delegate(WritesStall {
+            inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
+        }));
+        let l2_view = Arc::clone(&l2);
+        let l1 = Arc::new(MemoryStore::new(100).unwrap());
+        let cache = crate::CacheManager::builder()
+            .config(crate::CacheConfig::default())
+            .local(l1.clone())
+            .distributed(l2)
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        cache.set_raw("k", b"old", None).unwrap();
+        match (what, batch) {
+            ("delete", _) => drop_after_first_poll(cache.delete_async("k")),
+            (_, false) => drop_after_first_poll(cache.set_raw_async("k", b"new", None)),
+            _ => drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None)),
+        }
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"old"[..]));
+        assert_eq!(
+            l1.get("k").unwrap(),
+            None,
+            "{what} (batch: {batch}): L2's older value kept in L1 after a step of the clock"
+        );
+        let landed = if what == "set" {
+            l2_view.set("k", b"new", None).unwrap();
+            Some(b"new".to_vec())
+        } else {
+            l2_view.delete("k").unwrap();
+            None
+        };
+        assert_eq!(cache.get_raw("k").unwrap(), landed, "{what} (batch: {batch})");
     }
 }

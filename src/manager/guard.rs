@@ -58,7 +58,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::refresh_due::RefreshDue;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, MonotonicClock};
 use crate::storage::SuspectEpoch;
 
 /// Number of stripes (a power of two).
@@ -121,7 +121,7 @@ struct Stripe {
     more: Vec<Claim>,
     /// Callers waiting for a key of the stripe (so a release wakes nobody when nobody waits).
     waiting: u32,
-    /// Until when (Unix ms, the manager's clock) an L2 command of a cancelled write or delete of
+    /// Until when (ms of the guard's monotonic clock) an L2 command of a cancelled write or delete of
     /// a key here may still land ([`quiet`](KeyOrder::quiet)): no backfill until then, or L1
     /// would keep the value L2 had before it.
     quiet_until_ms: u64,
@@ -188,7 +188,9 @@ pub(crate) struct KeyOrder {
     watches: Mutex<HashMap<u64, Vec<Watched>>>,
     watching: AtomicUsize,
     next_watch: AtomicU64,
-    /// The manager's clock, for [`quiet`](KeyOrder::quiet) windows.
+    /// The clock of [`quiet`](KeyOrder::quiet) windows: a monotonic one (the default), since
+    /// a window is a length of time, which a step of the wall clock must neither end early (a
+    /// read would backfill the value the late command replaces) nor stretch.
     clock: Arc<dyn Clock>,
     /// Refresh-ahead's due times, here so that every writer of a key forgets its own (see
     /// [`overtake`](KeyOrder::overtake)).
@@ -310,7 +312,7 @@ pub(crate) struct WriteGuard<'a> {
 
 impl Default for KeyOrder {
     fn default() -> Self {
-        KeyOrder::new(Arc::new(SystemClock))
+        KeyOrder::new(Arc::new(MonotonicClock))
     }
 }
 
@@ -348,7 +350,7 @@ impl KeyOrder {
         Self::stripe_of_hash(self.hash(key))
     }
 
-    /// The stripes of a manager on `clock`.
+    /// The stripes of a manager, with quiet windows timed by `clock`.
     pub(crate) fn new(clock: Arc<dyn Clock>) -> KeyOrder {
         KeyOrder {
             slots: (0..STRIPES).map(|_| Slot::default()).collect(),
