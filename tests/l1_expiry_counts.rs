@@ -76,6 +76,53 @@ fn an_expired_value_a_write_or_delete_drops_counts_as_one_expiration_in_every_l1
     }
 }
 
+/// A value that expired less than a second before a write replaced it counts as an expiration
+/// too, in every kind of L1. The file store's index keeps expiries in whole seconds, rounded up,
+/// and counted only what that coarse expiry said had passed: a value of a 5.5 s TTL rewritten
+/// at 5.6 s was in no count, where a read at that moment would have found it expired (and
+/// counted it), and the memory and redb L1s counted it.
+#[test]
+fn a_value_that_expired_within_the_last_second_before_a_write_counts_as_an_expiration_in_every_l1() {
+    for kind in ["file", "memory", "redb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, clock) = on_manual_clock(dir.path(), kind);
+        cache.set("w", &1u32, Some(Duration::from_millis(5500))).unwrap();
+        cache
+            .set("live", &1u32, Some(Duration::from_millis(5700)))
+            .unwrap();
+        clock.advance(Duration::from_millis(5600));
+        cache.set("w", &2u32, None).unwrap();
+        cache.set("live", &2u32, None).unwrap();
+        assert_eq!(
+            cache.stats().file.expirations,
+            1,
+            "{kind}: the write dropped a value expired 100 ms before, and one still live"
+        );
+    }
+}
+
+/// The same in the keep window of fail-safe: a value that expired less than a second before a
+/// delete or write took it is counted once, as one that expired longer ago is.
+#[test]
+fn a_file_store_counts_a_kept_value_expired_within_the_last_second_that_a_delete_or_write_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = FileStore::open(
+        dir.path(),
+        FileStoreOptions::default()
+            .clock(Arc::new(clock.clone()))
+            .keep_expired(Duration::from_secs(60)),
+    )
+    .unwrap();
+    store.set("d", b"1", Some(Duration::from_millis(5500))).unwrap();
+    store.set("w", b"1", Some(Duration::from_millis(5500))).unwrap();
+    clock.advance(Duration::from_millis(5600));
+    assert!(store.get_stale("d").unwrap().is_some(), "kept for fail-safe");
+    store.delete("d").unwrap();
+    store.set("w", b"2", None).unwrap();
+    assert_eq!(store.stats().expirations, 2);
+}
+
 /// A file store that keeps expired values for fail-safe reads counts one a delete takes in
 /// that window, once: it never counted it when it lapsed, and a later read or sweep cannot.
 #[test]

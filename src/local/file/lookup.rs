@@ -286,8 +286,18 @@ impl Inner {
     /// had passed: a read or the sweep would have counted it so, and once out of the index no
     /// read or sweep can (the memory tier and the other L1s count it alike). A value in the
     /// keep window (fail-safe) is counted here too, as it was never counted when it lapsed.
+    /// In the last second before the entry's coarse expiry (whole seconds, rounded up) only its
+    /// record can tell: a value of a 5.5 s TTL replaced at 5.6 s was in no count.
     pub(crate) fn count_if_expired(&self, old: &IndexEntry, now: u64) {
-        if old.is_expired(now) {
+        let expired = old.is_expired(now)
+            || (old.may_be_expired(now) && {
+                let table = self.slots.read();
+                table
+                    .get(old.loc)
+                    .and_then(|seg| key_at(seg, old.loc.offset()))
+                    .is_some_and(|(header, _)| header.expires_at_ms != 0 && header.expires_at_ms <= now)
+            });
+        if expired {
             self.counters.expirations.fetch_add(1, Ordering::Relaxed);
         }
     }
