@@ -3,6 +3,11 @@
 //! Expiry is stored as absolute Unix milliseconds, because an `Instant` means nothing after a
 //! restart. If the system clock jumps backwards, entries live longer by the size of the jump; if it
 //! jumps forwards they expire early. Neither case returns a value that was never written.
+//!
+//! A length of time is no expiry, and a step must not stretch it: a circuit breaker's cool-down
+//! and the window in which a dropped write may still land run on [`MonotonicClock`]; the
+//! fail-safe throttle, on the manager's clock, is over once it would end further ahead than
+//! its length.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
