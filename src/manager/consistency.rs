@@ -483,7 +483,9 @@ impl Shared {
         let now = self.clock.now_ms();
         let due = self.trust_retry_at_ms.load(Ordering::Relaxed);
         let wait = self.trust_retry_wait_ms.load(Ordering::Relaxed);
-        if now < due
+        // A try due further ahead than the longest wait was planned before the wall clock was
+        // stepped back: it is due now, or the step would put it off by its size.
+        if (now < due && due - now <= TRUST_RETRY_MAX_MS)
             || self
                 .trust_retry_at_ms
                 .compare_exchange(

@@ -656,64 +656,9 @@ fn under_trust_a_queued_delete_l1_refuses_at_start_up_still_decides_the_restored
     );
 }
 
-/// A failed delete whose marking of L1 failed too (a full disk) checks every L1 hit against
-/// L2; once marking works again, a read's retry makes L1 trusted again, instead of every hit
-/// going to L2 for the rest of the process.
 #[cfg(feature = "redis")]
-#[test]
-fn l1_is_trusted_again_once_marking_its_entries_works_again() {
-    use std::sync::atomic::Ordering::Relaxed;
-    let clock = ManualClock::new(1_000_000);
-    let l1 = Arc::new(Delegate(DeletesFail {
-        inner: MemoryStore::new(100).unwrap(),
-        marks_fail: true.into(),
-        sets_fail: false,
-        clears_fail: true.into(),
-        restored: false,
-    }));
-    let cache = crate::CacheManager::builder()
-        .config(crate::CacheConfig::default())
-        .clock(Arc::new(clock.clone()))
-        .local(l1.clone())
-        .distributed(Arc::new(crate::InProcess::shared(HeldL2::new())))
-        .build()
-        .unwrap();
-    cache.set_raw("a", b"1", None).unwrap();
-    assert!(cache.delete("gone").is_err(), "L1's delete fails");
-    let l2_reads = |cache: &crate::CacheManager| {
-        let d = cache.stats().distributed;
-        d.hits + d.misses
-    };
-    let before = l2_reads(&cache);
-    for _ in 0..3 {
-        assert_eq!(cache.get_raw("a").unwrap().as_deref(), Some(&b"1"[..]));
-    }
-    assert_eq!(l2_reads(&cache) - before, 3, "distrusted, every hit asks L2");
-    // While marking still fails, the tries (each an L1 error) come less and less often.
-    let tries = |cache: &crate::CacheManager| cache.stats().local.errors;
-    let retry = crate::manager::consistency::TRUST_RETRY_MS;
-    let mut tried = Vec::new();
-    for _ in 0..4 {
-        clock.advance(Duration::from_millis(retry));
-        let before = tries(&cache);
-        cache.get_raw("a").unwrap();
-        tried.push(tries(&cache) - before);
-    }
-    // Due after 1 s (fails: next after 2 s), then at 3 s (fails: next after 4 s), not at 2 or 4.
-    assert_eq!(tried, [1, 0, 1, 0], "tries while marking fails");
-    // The disk has room again; the next read once a try is due marks L1 suspect.
-    l1.marks_fail.store(false, Relaxed);
-    clock.advance(Duration::from_millis(4 * retry));
-    let before = l2_reads(&cache);
-    for _ in 0..3 {
-        assert_eq!(cache.get_raw("a").unwrap().as_deref(), Some(&b"1"[..]));
-    }
-    assert_eq!(
-        l2_reads(&cache) - before,
-        1,
-        "one revalidation of the suspect entry, then trusted L1 hits"
-    );
-}
+#[path = "trust_retry_tests.rs"]
+mod trust_retry;
 
 #[cfg(feature = "redis")]
 #[test]
