@@ -6,8 +6,8 @@
 //!
 //! A length of time is no expiry, and a step must not stretch it: a circuit breaker's cool-down
 //! and the window in which a dropped write may still land run on [`MonotonicClock`]; the
-//! fail-safe throttle, on the manager's clock, is over once it would end further ahead than
-//! its length.
+//! fail-safe throttle and the wait before retrying a failed marking of L1's entries, on the
+//! manager's clock, are over once they would end further ahead than their length.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
