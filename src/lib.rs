@@ -63,11 +63,12 @@
 //! | `frame`              | header check and record header shared by segments and the replay log |
 //! | `le`                 | little-endian fields of the on-disk formats, read without panicking |
 //! | `perms`              | permission bits of what uno-cache creates (private by default)     |
+//! | `log_limit`          | at most a line a second of a failure that repeats on every call    |
 //! | `disk/`              | the I/O layer every write goes through; lock file; write latch     |
 //! | `shutdown`           | the one stop signal background threads and tasks listen to          |
 //!
 //! Modules import each other without cycles (`tests/module_graph.rs` checks it): `entry`, `error`, `keys`,
-//! `durability`, `files`, `frame`, `disk` and `shutdown` are at the bottom, the manager at the top.
+//! `durability`, `files`, `frame`, `disk`, `log_limit` and `shutdown` are at the bottom, the manager at the top.
 //!
 //! ## Features
 //!
@@ -96,6 +97,7 @@ pub mod invalidation;
 mod keys;
 mod le;
 pub mod local;
+mod log_limit;
 mod manager;
 #[cfg(feature = "metrics")]
 pub mod metrics_export;

@@ -21,6 +21,7 @@ pub(crate) use counter::{sample_l1, sample_l1_write, sample_read, Counter, Histo
 
 use crate::distributed::{BreakerStats, NodeStats};
 use crate::error::Error;
+use crate::log_limit::LogLimit;
 use crate::storage::{StorageCounters, StorageSize};
 
 /// Counters of one level, kept by the manager.
@@ -38,6 +39,10 @@ pub(crate) struct LevelMetrics {
     pub(crate) last_errors: parking_lot::Mutex<LastErrors>,
     pub(crate) get_latency: Histogram,
     pub(crate) set_latency: Histogram,
+    /// Lines of failures that repeat per call while the level is down or full: those
+    /// `fallback_on_error` hides, and (L1) failed backfills; at most one a second each.
+    pub(crate) hidden_lines: LogLimit,
+    pub(crate) backfill_lines: LogLimit,
 }
 
 /// The last failure of a level, and its last configuration error.
@@ -175,6 +180,9 @@ pub struct LoaderStats {
 /// Counters of the offline mode and the invalidation backplane, kept by the manager.
 #[derive(Debug, Default)]
 pub(crate) struct ConsistencyMetrics {
+    /// Lines of writes a full or failing replay queue lost, at most one a second each.
+    pub(crate) queue_full_lines: LogLimit,
+    pub(crate) queue_failure_lines: LogLimit,
     pub(crate) queued: Counter,
     /// Of `queued`, sets queued as deletes of their keys (see `PushOutcome::Downgraded`).
     pub(crate) queued_as_deletes: Counter,

@@ -127,16 +127,20 @@ impl Shared {
                     .count();
                 c.queued.add((pushes.len() - lost) as u64);
                 c.queued_as_deletes.add(downgraded as u64);
-                if lost > 0 {
-                    tracing::error!(
-                        "replay queue full: an L2 write was lost and L2 may hold stale values until reconciled (see CacheManager::clear_replay_overflow)"
+                // Every write while L2 stays away finds the queue full: one line a second.
+                let line = (lost > 0).then(|| c.queue_full_lines.pass()).flatten();
+                if let Some(unlogged) = line {
+                    tracing::error!(lost, unlogged,
+                        "replay queue full: L2 writes were lost and L2 may hold stale values until reconciled (see CacheManager::clear_replay_overflow); unlogged: writes since the last line"
                     );
                 }
                 Ok(())
             }
             Err(e) => {
                 c.queue_failures.add(pushes.len() as u64);
-                tracing::error!(error = %e, keys = pushes.len(), "queueing failed L2 writes for replay failed");
+                if let Some(unlogged) = c.queue_failure_lines.pass() {
+                    tracing::error!(error = %e, keys = pushes.len(), unlogged, "queueing failed L2 writes for replay failed (unlogged: writes since the last line)");
+                }
                 Err(e)
             }
         }

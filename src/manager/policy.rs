@@ -340,8 +340,8 @@ impl Shared {
         } else if error.is_breaker_skip() {
             // Skipped by an open breaker: expected until the probe, so not a warning each time.
             tracing::debug!(level = level.name(), op, key = %key_for_error(key), error = %error, "skipped by an open circuit breaker");
-        } else {
-            tracing::warn!(level = level.name(), op, key = %key_for_error(key), error = %error, "cache level failed; hidden by fallback_on_error");
+        } else if let Some(unlogged) = self.level(level).hidden_lines.pass() {
+            tracing::warn!(level = level.name(), op, key = %key_for_error(key), error = %error, unlogged, "cache level failed; hidden by fallback_on_error (unlogged: failures since the last line)");
         }
         true
     }
@@ -702,7 +702,9 @@ impl Shared {
                 // Not copied, as a batch read's failed fills are counted.
                 self.metrics.backfills_skipped.incr();
                 self.metrics.local.errors.incr();
-                tracing::warn!(key = %key_for_error(key), error = %e, "backfilling L1 failed; the read goes on");
+                if let Some(unlogged) = self.metrics.local.backfill_lines.pass() {
+                    tracing::warn!(key = %key_for_error(key), error = %e, unlogged, "backfilling L1 failed; the read goes on (unlogged: fills since the last line)");
+                }
             }
         }
     }

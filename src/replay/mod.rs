@@ -292,6 +292,7 @@ struct Inner {
     next_seq: u64,
     overflowed: bool,
     stats: ReplayStats,
+    flood_lines: push::FloodLines,
     /// When [`ReplayQueue::recover_if_due`] last tried.
     last_recovery: Option<std::time::Instant>,
     /// After a failed compaction, the log length below which it is not tried again.
@@ -475,6 +476,7 @@ impl ReplayQueue {
                 next_seq,
                 overflowed,
                 stats: ReplayStats::default(),
+                flood_lines: push::FloodLines::default(),
                 last_recovery: None,
                 compact_again_at: 0,
                 recovery_failure: None,

@@ -14,6 +14,7 @@ use super::format;
 use super::state::{encoded_len, Slot};
 use super::{overflow_record, record_of, Inner, Push, PushOutcome, ReplayAction};
 use crate::error::{key_for_error, Error, Result};
+use crate::log_limit::LogLimit;
 use format::Kind;
 
 /// One op of a push, owned, since it waits in the group's queue for whichever caller writes it.
@@ -61,13 +62,29 @@ impl Op {
 /// ack is held (see [`ReplayQueue::ack_many`](super::ReplayQueue::ack_many)): a delete of it is
 /// pending again.
 fn refused(inner: &mut Inner, pushes: &[Vec<Op>]) {
+    let mut first = None;
     for op in pushes.iter().flatten() {
         inner.overflowed = true;
         inner.stats.lost += 1;
         if inner.pending.downgrade_key(op.key()) || inner.pending.requeue_held_as_delete(op.key()) {
-            tracing::warn!(key = %key_for_error(op.key()), "replay queue latched: the key whose newer op it refused replays as a delete");
+            first = first.or(Some(op.key()));
         }
     }
+    // Every push refused while the log stays latched gets here: one line a second at most.
+    if let Some(key) = first {
+        if let Some(unlogged) = inner.flood_lines.latched.pass() {
+            tracing::warn!(key = %key_for_error(key), unlogged, "replay queue latched: the key whose newer op it refused replays as a delete (unlogged: keys since the last line)");
+        }
+    }
+}
+
+/// The lines a full or latched queue logs, each at most once a second: while L2 is away every
+/// write is pushed, and each one refused had a line.
+#[derive(Debug, Default)]
+pub(super) struct FloodLines {
+    lost: LogLimit,
+    made_deletes: LogLimit,
+    latched: LogLimit,
 }
 
 /// Pending sets a delete short of bytes weighs at most to make room (see [`write`]): the push
@@ -117,6 +134,8 @@ pub(super) fn write(
     let mut downgraded = 0u64;
     // Pending sets made deletes for room: in `planned`, but no push of their own.
     let mut room_made = 0usize;
+    // Logged once for the whole write, and then at most once a second (see `full_lines`).
+    let (mut first_lost, mut first_made_delete) = (None, None);
     for push in pushes {
         let mut these = Vec::with_capacity(push.len());
         for op in push {
@@ -176,7 +195,7 @@ pub(super) fn write(
                     made.clear();
                 }
                 for (other, seq, delete_len) in made {
-                    tracing::warn!(key = %key_for_error(&other), "replay queue full; a pending set of the key replays as a delete, to make room for a delete");
+                    first_made_delete.get_or_insert_with(|| other.clone());
                     format::encode_record(&mut buf, log_id, &record_of(&other, seq, &ReplayAction::Delete));
                     staged.insert(other.clone(), delete_len);
                     downgraded += 1;
@@ -193,7 +212,7 @@ pub(super) fn write(
             }
             let fits = |len: u64| base_entries < bounds.max_entries && base_bytes + len <= bounds.max_bytes;
             if !replaces && !fits(len) {
-                tracing::warn!(key = %key_for_error(&key), "replay queue full; op lost, queue marked overflowed");
+                first_lost.get_or_insert_with(|| key.clone());
                 lost += 1;
                 these.push(PushOutcome::Overflowed);
                 continue;
@@ -233,6 +252,7 @@ pub(super) fn write(
         }
         outcomes.push(these);
     }
+    full_lines(inner, first_lost, first_made_delete);
     let newly_overflowed = lost > 0 && !inner.overflowed;
     if newly_overflowed {
         format::encode_record(&mut buf, log_id, &overflow_record(Kind::Overflow));
@@ -253,6 +273,22 @@ pub(super) fn write(
     match appended {
         Ok(()) => outcomes.into_iter().map(Ok).collect(),
         Err(e) => answer_all_with(&e, inner.log.path(), count),
+    }
+}
+
+/// The lines of a full queue, which every write refuses while L2 stays away: the first key
+/// lost (or made a delete) names the write, `unlogged` counts those not logged since the last.
+fn full_lines(inner: &Inner, lost: Option<String>, made_delete: Option<String>) {
+    let lines = &inner.flood_lines;
+    if let Some(key) = made_delete {
+        if let Some(unlogged) = lines.made_deletes.pass() {
+            tracing::warn!(key = %key_for_error(&key), unlogged, "replay queue full; a pending set of the key replays as a delete, to make room for a delete (unlogged: writes since the last line)");
+        }
+    }
+    if let Some(key) = lost {
+        if let Some(unlogged) = lines.lost.pass() {
+            tracing::warn!(key = %key_for_error(&key), unlogged, "replay queue full; op lost, queue marked overflowed (unlogged: writes since the last line)");
+        }
     }
 }
 

@@ -210,6 +210,8 @@ pub(crate) struct Inner {
     /// it (see `Segment::ahead_of_record`).
     typical_record_len: AtomicU32,
     durability: Durability,
+    /// Lines of writes refused for lack of space: every write while the device stays full.
+    full_lines: crate::log_limit::LogLimit,
     compaction_interval: Duration,
     min_live_ratio: f64,
     clock: Arc<dyn Clock>,
@@ -404,6 +406,7 @@ impl FileStore {
                 u32::try_from(live_bytes / (recovered.index.len() as u64).max(1)).unwrap_or(u32::MAX),
             ),
             durability: options.durability,
+            full_lines: crate::log_limit::LogLimit::new(),
             compaction_interval: options.compaction_interval,
             min_live_ratio: options.min_live_ratio,
             clock: options.clock,

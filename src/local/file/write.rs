@@ -474,7 +474,9 @@ impl Inner {
             op,
             needed,
         };
-        tracing::warn!(error = %e, "file store write refused");
+        if let Some(unlogged) = self.full_lines.pass() {
+            tracing::warn!(error = %e, unlogged, "file store write refused (unlogged: refusals since the last line)");
+        }
         e
     }
 
