@@ -183,6 +183,8 @@ pub(crate) struct ConsistencyMetrics {
     /// Lines of writes a full or failing replay queue lost, at most one a second each.
     pub(crate) queue_full_lines: LogLimit,
     pub(crate) queue_failure_lines: LogLimit,
+    /// Lines of write-behind batches lost to L2 (no replay queue, or none that took them).
+    pub(crate) behind_lost_lines: LogLimit,
     pub(crate) queued: Counter,
     /// Of `queued`, sets queued as deletes of their keys (see `PushOutcome::Downgraded`).
     pub(crate) queued_as_deletes: Counter,

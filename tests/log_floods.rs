@@ -16,7 +16,7 @@ mod mount;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use mount::Mount;
@@ -43,6 +43,37 @@ impl Subscriber for Lines {
     }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
+}
+
+/// The lines of the write-behind writer threads (`uno-cache-l2-writer`), which log on their
+/// own thread: a global subscriber sees them, the thread-local ones above see the callers'.
+/// Only one test here writes behind.
+fn writer_lines() -> &'static Lines {
+    static LINES: OnceLock<Lines> = OnceLock::new();
+    LINES.get_or_init(|| {
+        #[derive(Clone)]
+        struct Writers(Lines);
+        impl Subscriber for Writers {
+            fn enabled(&self, meta: &Metadata<'_>) -> bool {
+                self.0.enabled(meta)
+            }
+            fn new_span(&self, a: &Attributes<'_>) -> Id {
+                self.0.new_span(a)
+            }
+            fn record(&self, _: &Id, _: &Record<'_>) {}
+            fn record_follows_from(&self, _: &Id, _: &Id) {}
+            fn event(&self, e: &Event<'_>) {
+                if std::thread::current().name() == Some("uno-cache-l2-writer") {
+                    self.0.event(e);
+                }
+            }
+            fn enter(&self, _: &Id) {}
+            fn exit(&self, _: &Id) {}
+        }
+        let lines = Lines::default();
+        tracing::subscriber::set_global_default(Writers(lines.clone())).unwrap();
+        lines
+    })
 }
 
 const CALLS: usize = 2000;
@@ -121,6 +152,59 @@ fn a_file_store_on_a_full_tmpfs_logs_a_few_lines_not_one_a_write() {
     assert!(stats.local.errors >= CALLS as u64, "{stats:?}");
     assert!(
         lines <= 2 + secs as usize,
+        "{lines} lines for {CALLS} writes in {secs} s"
+    );
+}
+
+/// Redis killed under write-behind without a replay queue: every batch the open breaker skips
+/// is lost to L2, and the writer logged a warning per batch (a batch may hold one key when the
+/// writer keeps up with the sets).
+#[test]
+fn write_behind_batches_lost_under_a_killed_redis_log_a_few_lines_not_one_a_batch() {
+    let writers = writer_lines();
+    let mut redis = RedisServer::start();
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "memory"
+        [distributed]
+        enabled = true
+        type = "redis"
+        hosts = ["{}"]
+        write_mode = "behind"
+        timeout_ms = 500
+        breaker_failures = 1
+        breaker_cooldown_ms = 600000
+        [offline]
+        replay = false
+        "#,
+        redis.addr()
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    cache.set_raw("before", b"v", None).unwrap();
+    cache.flush().unwrap();
+    redis.kill();
+    let before = writers.0.load(Ordering::Relaxed);
+    // A flush sends what is queued on the caller's thread: its lines are the caller's.
+    let (callers, secs) = lines_of(|i| {
+        cache.set_raw(&format!("k{i}"), b"v", None).unwrap();
+        // The writer takes what is queued as soon as there is some: a batch of a key or two at
+        // a service's pace, not one batch of everything.
+        if i % 2 == 0 {
+            cache.flush().unwrap();
+        }
+    });
+    cache.flush().unwrap();
+    let lines = callers + writers.0.load(Ordering::Relaxed) - before;
+    let stats = cache.stats();
+    assert!(
+        stats.consistency.write_behind_failures >= CALLS as u64,
+        "{stats:?}"
+    );
+    assert!(
+        lines <= 4 + 2 * secs as usize,
         "{lines} lines for {CALLS} writes in {secs} s"
     );
 }

@@ -250,9 +250,13 @@ impl Shared {
         let Some(queue) = &self.behind else {
             return;
         };
+        // Each batch the breaker skips gets here, as often as the writer sends: a line a second.
+        let lost_lines = &self.metrics.consistency.behind_lost_lines;
         if !self.replays_failures || self.replay.is_none() {
-            tracing::warn!(keys = batch.len(),
-                "failed L2 writes are not queued (no replay queue: offline.replay = false, fallback_on_error = false, or no directory for it): L2 keeps older values for these keys until they expire");
+            if let Some(unlogged) = lost_lines.pass() {
+                tracing::warn!(keys = batch.len(), unlogged,
+                    "failed L2 writes are not queued (no replay queue: offline.replay = false, fallback_on_error = false, or no directory for it): L2 keeps older values for these keys until they expire (unlogged: batches since the last line)");
+            }
             if !self.fallback_on_error {
                 // As for a write-through L2 failed (`finish_write`): the other instances, told
                 // of the batch, read L2's older value, and this one must not serve the lost
@@ -286,8 +290,10 @@ impl Shared {
             .collect();
         if self.push_replay(&pushes).is_err() {
             // No caller is left to tell: the log is the one place that can.
-            tracing::error!(keys = pushes.len(),
-                "a write-behind batch that did not reach L2 could not be queued for replay either: L2 keeps older values for these keys until they expire or are written again");
+            if let Some(unlogged) = lost_lines.pass() {
+                tracing::error!(keys = pushes.len(), unlogged,
+                    "a write-behind batch that did not reach L2 could not be queued for replay either: L2 keeps older values for these keys until they expire or are written again (unlogged: batches since the last line)");
+            }
         }
         drop(st);
     }
