@@ -321,6 +321,94 @@ fn a_user_refused_every_correction_gives_it_up() {
     );
 }
 
+/// The keys of the lines that say a correction was given up, as logged (see
+/// [`a_correction_given_up_names_its_key_as_errors_do`]).
+fn given_up_keys() -> &'static given_up_lines::Keys {
+    static KEYS: std::sync::OnceLock<given_up_lines::Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let keys = given_up_lines::Keys::default();
+        tracing::subscriber::set_global_default(keys.clone()).unwrap();
+        keys
+    })
+}
+
+/// A subscriber that keeps the `key` field of the "could not delete a Redis key" lines (on the
+/// level's I/O thread, so a global one).
+mod given_up_lines {
+    use std::fmt::Debug;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    #[derive(Clone, Default)]
+    pub struct Keys(pub Arc<Mutex<Vec<String>>>);
+
+    #[derive(Default)]
+    struct Fields {
+        message: String,
+        key: Option<String>,
+    }
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            match field.name() {
+                "message" => self.message = format!("{value:?}"),
+                "key" => self.key = Some(format!("{value:?}")),
+                _ => {}
+            }
+        }
+    }
+
+    impl Subscriber for Keys {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            if fields.message.starts_with("could not delete a Redis key") {
+                self.0.lock().unwrap().extend(fields.key);
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
+
+/// The line of a correction given up named the key whole, 4 KiB of it and the level's prefix,
+/// where every other line and error names a key by its first 64 characters (`key_for_error`).
+#[test]
+fn a_correction_given_up_names_its_key_as_errors_do() {
+    let keys = given_up_keys();
+    let rig = rig_as(
+        &[
+            "--user",
+            "app",
+            "on",
+            ">pw",
+            "~*",
+            "+@all",
+            "-@scripting",
+            "-unlink",
+        ],
+        "app:pw@",
+    );
+    let key = "x".repeat(uno_cache::MAX_KEY_LEN);
+    rig.held_set(&key, b"older value");
+    rig.landed();
+    let logged = keys.0.lock().unwrap().clone();
+    let short = format!("{}…", "x".repeat(64));
+    assert!(logged.contains(&short), "{logged:?}");
+    assert!(logged.iter().all(|k| k.chars().count() <= 65), "{logged:?}");
+}
+
 /// A pooled connection that went silent for good (a flow that a NAT dropped: no answer, no reset,
 /// until the kernel gives up on it minutes later) must not hold up the doubt of another one: a
 /// write that lands late on a connection that answers is corrected meanwhile.

@@ -50,6 +50,7 @@ use super::commands::Request;
 use super::connection::{Conn, Link};
 use super::errors::error_text;
 use crate::distributed::doubt_ledger::{Late, Ledger};
+use crate::error::key_for_error;
 use crate::storage::LateWriteHook;
 
 /// How long a pooled write whose sending timed out stays in doubt (see the module docs).
@@ -433,7 +434,9 @@ async fn correct(store: Weak<Shared>, key: Vec<u8>, late: Late) {
             // goes whatever it holds; refused that too, it is left, and said.
             Ok(Err(err)) if err.code().is_some() && !unconditional => unconditional = true,
             Ok(Err(err)) if err.code().is_some() => {
-                tracing::warn!(err = %error_text(&err), key = %String::from_utf8_lossy(&key), "could not delete a Redis key whose older value may have landed after a newer one");
+                // Named as every line and error names a key: the caller's key, shortened.
+                let named = String::from_utf8_lossy(key.get(shared.prefix_len..).unwrap_or(&key));
+                tracing::warn!(err = %error_text(&err), key = %key_for_error(&named), "could not delete a Redis key whose older value may have landed after a newer one");
                 shared.ledger.corrected(false, || None);
                 return;
             }
