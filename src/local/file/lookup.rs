@@ -337,21 +337,27 @@ impl Inner {
     /// nothing older of that hash can resurface, whichever key the damaged record held.
     pub(crate) fn forget_corrupt(&self, key: &str, hash: u64, loc: Loc) {
         self.counters.corrupt_reads.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(key = %key_for_error(key), ?loc, "damaged record read; treated as a miss");
         let mut w = self.writer.lock();
         let Some((_, e)) = self.index.remove_if(&hash, |_, e| e.loc == loc) else {
             return;
         };
         self.unaccount(e.loc);
+        let mut tombstone_error = None;
         let tombstoned = self.check_writable().is_ok() && {
             let seq = w.next_seq;
             w.next_seq = w.next_seq.saturating_add(1);
             let appended = self.append(&mut w, Kind::Tombstone, seq, 0, key, &[]);
-            if let Err(err) = &appended {
-                tracing::warn!(error = %err, "could not write a tombstone for a damaged record");
-            }
+            tombstone_error = appended.as_ref().err().map(ToString::to_string);
             appended.is_ok()
         };
+        // One line per record: a segment damaged whole (a bad sector, a bad copy) is read key
+        // by key, as fast as the reads come, so at most a line a second (`corrupt_reads`
+        // counts each). It names the file, and the key as errors do.
+        if let Some(unlogged) = self.damaged_lines.pass() {
+            let path = self.slots.get(loc).map(|seg| seg.path.display().to_string());
+            tracing::warn!(key = %key_for_error(key), path = path.as_deref().unwrap_or("?"), offset = loc.offset(), tombstone_error, unlogged,
+                "damaged record read; treated as a miss (unlogged: damaged reads since the last line)");
+        }
         if !tombstoned {
             // An older record of the key may be on disk, which a reopen that scans past the
             // damaged one would bring back: the key's next delete writes the tombstone.

@@ -210,8 +210,10 @@ pub(crate) struct Inner {
     /// it (see `Segment::ahead_of_record`).
     typical_record_len: AtomicU32,
     durability: Durability,
-    /// Lines of writes refused for lack of space: every write while the device stays full.
+    /// Lines of writes refused for lack of space (every write while the device stays full),
+    /// and of damaged records read (each key of a segment damaged whole).
     full_lines: crate::log_limit::LogLimit,
+    damaged_lines: crate::log_limit::LogLimit,
     compaction_interval: Duration,
     min_live_ratio: f64,
     clock: Arc<dyn Clock>,
@@ -407,6 +409,7 @@ impl FileStore {
             ),
             durability: options.durability,
             full_lines: crate::log_limit::LogLimit::new(),
+            damaged_lines: crate::log_limit::LogLimit::new(),
             compaction_interval: options.compaction_interval,
             min_live_ratio: options.min_live_ratio,
             clock: options.clock,
