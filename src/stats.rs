@@ -122,6 +122,9 @@ pub(crate) struct Metrics {
 /// Counters of fail-safe and the loader timeouts.
 #[derive(Debug, Default)]
 pub(crate) struct LoaderMetrics {
+    /// Lines of loaded values a load run apart could not store (no caller to tell), at most
+    /// one a second: every load fails so while L1's device is full.
+    pub(crate) not_stored_lines: LogLimit,
     pub(crate) failures: Counter,
     pub(crate) stale_served: Counter,
     pub(crate) throttled: Counter,

@@ -45,33 +45,53 @@ impl Subscriber for Lines {
     fn exit(&self, _: &Id) {}
 }
 
-/// The lines of the write-behind writer threads (`uno-cache-l2-writer`), which log on their
-/// own thread: a global subscriber sees them, the thread-local ones above see the callers'.
-/// Only one test here writes behind.
-fn writer_lines() -> &'static Lines {
-    static LINES: OnceLock<Lines> = OnceLock::new();
-    LINES.get_or_init(|| {
-        #[derive(Clone)]
-        struct Writers(Lines);
-        impl Subscriber for Writers {
-            fn enabled(&self, meta: &Metadata<'_>) -> bool {
-                self.0.enabled(meta)
-            }
-            fn new_span(&self, a: &Attributes<'_>) -> Id {
-                self.0.new_span(a)
-            }
-            fn record(&self, _: &Id, _: &Record<'_>) {}
-            fn record_follows_from(&self, _: &Id, _: &Id) {}
-            fn event(&self, e: &Event<'_>) {
-                if std::thread::current().name() == Some("uno-cache-l2-writer") {
-                    self.0.event(e);
-                }
-            }
-            fn enter(&self, _: &Id) {}
-            fn exit(&self, _: &Id) {}
+/// The lines logged apart from the caller: by the write-behind writer threads
+/// (`uno-cache-l2-writer`), and of loads run apart from their callers (whose lines begin "a
+/// loaded value"). A global subscriber sees them, the thread-local ones above see the
+/// callers'. Only one test here writes behind, and one loads apart.
+#[derive(Clone, Default)]
+struct Apart {
+    writers: Lines,
+    loads: Lines,
+}
+
+#[derive(Default)]
+struct Message(String);
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
         }
-        let lines = Lines::default();
-        tracing::subscriber::set_global_default(Writers(lines.clone())).unwrap();
+    }
+}
+impl Subscriber for Apart {
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        self.writers.enabled(meta)
+    }
+    fn new_span(&self, a: &Attributes<'_>) -> Id {
+        self.writers.new_span(a)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, e: &Event<'_>) {
+        if std::thread::current().name() == Some("uno-cache-l2-writer") {
+            self.writers.event(e);
+        }
+        let mut message = Message::default();
+        e.record(&mut message);
+        if message.0.starts_with("a loaded value") {
+            self.loads.event(e);
+        }
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+fn apart_lines() -> &'static Apart {
+    static LINES: OnceLock<Apart> = OnceLock::new();
+    LINES.get_or_init(|| {
+        let lines = Apart::default();
+        tracing::subscriber::set_global_default(lines.clone()).unwrap();
         lines
     })
 }
@@ -161,7 +181,7 @@ fn a_file_store_on_a_full_tmpfs_logs_a_few_lines_not_one_a_write() {
 /// writer keeps up with the sets).
 #[test]
 fn write_behind_batches_lost_under_a_killed_redis_log_a_few_lines_not_one_a_batch() {
-    let writers = writer_lines();
+    let writers = &apart_lines().writers;
     let mut redis = RedisServer::start();
     let config = CacheConfig::from_toml_str(&format!(
         r#"
@@ -245,5 +265,44 @@ fn the_reads_of_a_segment_damaged_whole_log_a_few_lines_not_one_a_key() {
     assert!(
         lines <= 2 + secs as usize,
         "{lines} lines for {CALLS} reads in {secs} s"
+    );
+}
+
+/// Loads run apart from their callers (a loader timeout is set) on a file store whose device is
+/// full: each loaded value the store refuses has no caller left to tell, and was logged, a
+/// warning a load.
+#[test]
+fn loads_apart_on_a_full_tmpfs_log_a_few_lines_not_one_a_load() {
+    let loads = &apart_lines().loads;
+    let disk = Mount::tmpfs(1024);
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        type = "file"
+        path = "{}"
+        max_size = 16
+        [loader]
+        hard_timeout_ms = 60000
+        "#,
+        disk.path().join("store").display()
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    disk.fill("ballast");
+    let before = loads.0.load(Ordering::Relaxed);
+    let started = Instant::now();
+    for i in 0..CALLS {
+        let loaded = cache.get_or_load(&format!("k{i}"), None, move || {
+            Ok::<_, uno_cache::Error>(i as u64)
+        });
+        assert!(loaded.is_ok(), "{loaded:?}");
+    }
+    let (lines, secs) = (
+        loads.0.load(Ordering::Relaxed) - before,
+        started.elapsed().as_secs(),
+    );
+    assert!(
+        lines <= 1 + secs as usize,
+        "{lines} lines for {CALLS} loads in {secs} s"
     );
 }

@@ -164,8 +164,8 @@ impl CacheManager {
     /// of [`CacheManager::get`] converted with `From`; the codec's error for a loaded value that
     /// does not encode or read back (not stored), wherever the loader ran; where the loader ran
     /// on the caller's thread (no timeouts), also an error of storing the loaded value, as
-    /// [`CacheManager::set`] fails (elsewhere it is logged; the callers waiting on the load get
-    /// the value either way).
+    /// [`CacheManager::set`] fails (elsewhere it is logged, a line a second at most while such
+    /// failures repeat; the callers waiting on the load get the value either way).
     pub fn get_or_load<T, E, F>(
         &self,
         key: &str,
@@ -770,8 +770,12 @@ fn finish_load<T, E>(
     };
     match m.manager().store_loaded(key, ttl, value.as_ref(), watch) {
         Ok((bytes, stored)) => {
-            if let Err(e) = stored {
-                tracing::warn!(key = %key_for_error(key), error = %e, "a loaded value could not be stored");
+            let line = stored
+                .as_ref()
+                .err()
+                .and_then(|e| Some((e, m.shared().metrics.loader.not_stored_lines.pass()?)));
+            if let Some((e, unlogged)) = line {
+                tracing::warn!(key = %key_for_error(key), error = %e, unlogged, "a loaded value could not be stored (unlogged: loads since the last line)");
             }
             leader.finish(Arc::from(bytes));
         }
