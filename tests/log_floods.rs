@@ -46,13 +46,15 @@ impl Subscriber for Lines {
 }
 
 /// The lines logged apart from the caller: by the write-behind writer threads
-/// (`uno-cache-l2-writer`), and of loads run apart from their callers (whose lines begin "a
-/// loaded value"). A global subscriber sees them, the thread-local ones above see the
-/// callers'. Only one test here writes behind, and one loads apart.
+/// (`uno-cache-l2-writer`), of loads run apart from their callers (whose lines begin "a
+/// loaded value"), and of backfills (on the caller's thread or the backfill thread). A global
+/// subscriber sees them, the thread-local ones above see the callers'. Only one test here
+/// writes behind, one loads apart, and one backfills.
 #[derive(Clone, Default)]
 struct Apart {
     writers: Lines,
     loads: Lines,
+    backfills: Lines,
 }
 
 #[derive(Default)]
@@ -81,6 +83,9 @@ impl Subscriber for Apart {
         e.record(&mut message);
         if message.0.starts_with("a loaded value") {
             self.loads.event(e);
+        }
+        if message.0.starts_with("backfilling L1 failed") {
+            self.backfills.event(e);
         }
     }
     fn enter(&self, _: &Id) {}
@@ -304,5 +309,46 @@ fn loads_apart_on_a_full_tmpfs_log_a_few_lines_not_one_a_load() {
     assert!(
         lines <= 1 + secs as usize,
         "{lines} lines for {CALLS} loads in {secs} s"
+    );
+}
+
+/// Reads that L2 answers for a file L1 whose device is full: every backfill fails, and each
+/// logged a warning.
+#[test]
+fn backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_read() {
+    let backfills = &apart_lines().backfills;
+    let redis = RedisServer::start();
+    let disk = Mount::tmpfs(1024);
+    let toml = |local: &str| {
+        format!(
+            "[local]\n{local}\n[distributed]\nenabled = true\ntype = \"redis\"\nhosts = [\"{}\"]\n",
+            redis.addr()
+        )
+    };
+    let writer = CacheManager::new(CacheConfig::from_toml_str(&toml("type = \"memory\"")).unwrap()).unwrap();
+    let keys: Vec<String> = (0..CALLS).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        writer.set_raw(key, b"v", None).unwrap();
+    }
+    let local = format!(
+        "type = \"file\"\npath = \"{}\"\nmax_size = 16",
+        disk.path().join("store").display()
+    );
+    let cache = CacheManager::new(CacheConfig::from_toml_str(&toml(&local)).unwrap()).unwrap();
+    disk.fill("ballast");
+    let before = backfills.0.load(Ordering::Relaxed);
+    let started = Instant::now();
+    for key in &keys {
+        assert_eq!(cache.get_raw(key).unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    cache.flush().unwrap();
+    assert_eq!(cache.stats().local.errors, CALLS as u64);
+    let (lines, secs) = (
+        backfills.0.load(Ordering::Relaxed) - before,
+        started.elapsed().as_secs(),
+    );
+    assert!(
+        lines <= 1 + secs as usize,
+        "{lines} lines for {CALLS} reads in {secs} s"
     );
 }
