@@ -188,6 +188,10 @@ pub(crate) struct ConsistencyMetrics {
     pub(crate) queue_failure_lines: LogLimit,
     /// Lines of write-behind batches lost to L2 (no replay queue, or none that took them).
     pub(crate) behind_lost_lines: LogLimit,
+    /// Lines of received invalidations naming keys no L1 holds (a publisher with other rules
+    /// sends them as fast as Redis forwards them).
+    #[cfg(feature = "redis")]
+    pub(crate) unheld_lines: LogLimit,
     pub(crate) queued: Counter,
     /// Of `queued`, sets queued as deletes of their keys (see `PushOutcome::Downgraded`).
     pub(crate) queued_as_deletes: Counter,

@@ -49,12 +49,13 @@ impl Subscriber for Lines {
 /// (`uno-cache-l2-writer`), of loads run apart from their callers (whose lines begin "a
 /// loaded value"), and of backfills (on the caller's thread or the backfill thread). A global
 /// subscriber sees them, the thread-local ones above see the callers'. Only one test here
-/// writes behind, one loads apart, and one backfills.
+/// writes behind, one loads apart, one backfills, and one receives invalidations.
 #[derive(Clone, Default)]
 struct Apart {
     writers: Lines,
     loads: Lines,
     backfills: Lines,
+    unheld: Lines,
 }
 
 #[derive(Default)]
@@ -86,6 +87,9 @@ impl Subscriber for Apart {
         }
         if message.0.starts_with("backfilling L1 failed") {
             self.backfills.event(e);
+        }
+        if message.0.starts_with("an invalidation names keys") {
+            self.unheld.event(e);
         }
     }
     fn enter(&self, _: &Id) {}
@@ -350,5 +354,50 @@ fn backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_read() {
     assert!(
         lines <= 1 + secs as usize,
         "{lines} lines for {CALLS} reads in {secs} s"
+    );
+}
+
+/// Another program (or a publisher with other key rules) sends invalidations naming a key no
+/// L1 can hold, as fast as Redis forwards them: each message was logged.
+#[test]
+fn invalidations_of_keys_no_l1_holds_log_a_few_lines_not_one_a_message() {
+    use uno_cache::invalidation::{InstanceId, Invalidation, InvalidationMessage};
+    let unheld = &apart_lines().unheld;
+    let redis = RedisServer::start();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            "[local]\ntype = \"memory\"\n[distributed]\nenabled = true\nhosts = [\"{}\"]\n[invalidation]\nenabled = true\n",
+            redis.addr()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let channel = cache.backplane().unwrap().channel().to_owned();
+    let before = unheld.0.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut raw = redis.raw();
+    let too_long = "x".repeat(uno_cache::MAX_KEY_LEN + 1);
+    for seq in 1..=CALLS as u64 {
+        let message = InvalidationMessage {
+            origin: InstanceId::from_u128(99),
+            seq,
+            invalidation: Invalidation::Keys(vec![too_long.clone(), format!("k{seq}")]),
+        };
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(message.encode())
+            .query(&mut raw)
+            .unwrap();
+    }
+    support::wait_until("every message handled", || {
+        cache.stats().consistency.invalidations_received == CALLS as u64
+    });
+    let (lines, secs) = (
+        unheld.0.load(Ordering::Relaxed) - before,
+        started.elapsed().as_secs(),
+    );
+    assert!(
+        lines <= 1 + secs as usize,
+        "{lines} lines for {CALLS} messages in {secs} s"
     );
 }

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use super::policy::Shared;
 use crate::error::Result;
 use crate::invalidation::{Invalidation, InvalidationHandler, InvalidationMessage, Outage};
+use crate::log_limit::LogLimit;
 
 impl Shared {
     /// Stops the backplane's receiving and re-sending tasks, after a last attempt to send what
@@ -111,7 +112,7 @@ impl Shared {
             // read between the two steps then misses rather than take the queued value as the
             // newest.
             Invalidation::Keys(keys) => {
-                let refs = holdable(keys);
+                let refs = holdable(keys, &self.metrics.consistency.unheld_lines);
                 self.withdraw_behind(&refs, None);
                 invalidated.add(self.drop_local(&refs).removed);
             }
@@ -328,11 +329,13 @@ impl InvalidationHandler for Receiver {
 /// The keys of a received message that an L1 can hold. One that no L1 takes (empty, or longer
 /// than [`crate::MAX_KEY_LEN`]: sent by a publisher with other rules) is in no L1, so there is
 /// nothing of it to drop. Passed on, it failed the whole delete: the keys after it stayed, and
-/// every L1 entry was made suspect, at every such message.
-fn holdable(keys: &[String]) -> Vec<&str> {
+/// every L1 entry was made suspect, at every such message. Logged a line a second at most.
+fn holdable<'k>(keys: &'k [String], lines: &LogLimit) -> Vec<&'k str> {
     let (held, refused) = crate::keys::passing_keys(keys, crate::keys::check_key);
     if let Some((e, skipped)) = refused {
-        tracing::warn!(error = %e, skipped, "an invalidation names keys no L1 can hold; skipped");
+        if let Some(unlogged) = lines.pass() {
+            tracing::warn!(error = %e, skipped, unlogged, "an invalidation names keys no L1 can hold; skipped (unlogged: messages since the last line)");
+        }
     }
     held
 }
