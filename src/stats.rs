@@ -125,6 +125,9 @@ pub(crate) struct LoaderMetrics {
     /// Lines of loaded values a load run apart could not store (no caller to tell), at most
     /// one a second: every load fails so while L1's device is full.
     pub(crate) not_stored_lines: LogLimit,
+    /// Lines of cached values that do not decode as the type loaded (each key once after a
+    /// change of codec), at most one a second.
+    pub(crate) unreadable_lines: LogLimit,
     pub(crate) failures: Counter,
     pub(crate) stale_served: Counter,
     pub(crate) throttled: Counter,

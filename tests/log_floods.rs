@@ -401,3 +401,26 @@ fn invalidations_of_keys_no_l1_holds_log_a_few_lines_not_one_a_message() {
         "{lines} lines for {CALLS} messages in {secs} s"
     );
 }
+
+/// Every key written in another codec (or as another type) is read once and loaded anew after
+/// a deploy that changed it, as fast as the service reads: each one logged a warning.
+#[test]
+fn keys_that_no_longer_decode_log_a_few_lines_not_one_a_key() {
+    let config = CacheConfig::from_toml_str("[local]\ntype = \"memory\"\n").unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    for i in 0..CALLS {
+        cache
+            .set_raw(&format!("k{i}"), b"written by another codec", None)
+            .unwrap();
+    }
+    let (lines, secs) = lines_of(|i| {
+        let n: u64 = cache
+            .get_or_set_with(&format!("k{i}"), None, || Ok::<_, uno_cache::Error>(i as u64))
+            .unwrap();
+        assert_eq!(n, i as u64);
+    });
+    assert!(
+        lines <= 1 + secs as usize,
+        "{lines} lines for {CALLS} reads in {secs} s"
+    );
+}

@@ -271,7 +271,7 @@ impl CacheManager {
                 Ok(None) => {}
                 // No fresh value can be had: fail-safe serves the stale copy, if any.
                 // A value this type cannot read is loaded anew, as a miss is.
-                Err(e) if super::typed::reloads_unreadable(key, &e) => {}
+                Err(e) if super::typed::reloads_unreadable(&self.shared, key, &e) => {}
                 Err(e) => return Ok(self.shared.stale_or(key, e)?),
             }
             if let Some(value) = self.shared.throttled_stale(key) {

@@ -305,7 +305,9 @@ impl CacheManager {
         let s = &self.shared;
         let found = match found {
             Ok(found) => found,
-            Err(e) if super::typed::reloads_unreadable(key, &e) => return Ok(Step::Load { stale: None }),
+            Err(e) if super::typed::reloads_unreadable(&self.shared, key, &e) => {
+                return Ok(Step::Load { stale: None })
+            }
             // L2 (or L1) failed the read: no fresh value can be had.
             Err(e) => {
                 return s
@@ -430,7 +432,9 @@ impl CacheManager {
         }
         let value = match self.shared.codec.decode(key, &bytes) {
             Ok(value) => value,
-            Err(e) if super::typed::reloads_unreadable(key, &e) => return Ok(Found::Load(leader)),
+            Err(e) if super::typed::reloads_unreadable(&self.shared, key, &e) => {
+                return Ok(Found::Load(leader))
+            }
             Err(e) => return Err(e),
         };
         leader.finish(Arc::from(bytes));

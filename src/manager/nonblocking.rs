@@ -266,7 +266,7 @@ impl CacheManager {
                 Ok(Some(value)) => return Ok(value),
                 Ok(None) => {}
                 // A value this type cannot read is loaded anew, as a miss is.
-                Err(e) if super::typed::reloads_unreadable(key, &e) => {}
+                Err(e) if super::typed::reloads_unreadable(&self.shared, key, &e) => {}
                 Err(e) => return Ok(self.shared.stale_or(key, e)?),
             }
             if let Some(value) = self.shared.throttled_stale(key) {

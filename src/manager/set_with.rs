@@ -52,7 +52,7 @@ impl CacheManager {
         let read = read.map(|read| read.filter(|b| b.as_slice() != ABSENT));
         let found =
             match read.and_then(|read| read.map(|b| codec.decode(key, &b).map(|v| (b, v))).transpose()) {
-                Err(e) if super::typed::reloads_unreadable(key, &e) => Ok(None),
+                Err(e) if super::typed::reloads_unreadable(&self.shared, key, &e) => Ok(None),
                 found => found,
             };
         if !matches!(found, Ok(None)) {

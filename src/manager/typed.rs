@@ -269,13 +269,17 @@ impl Shared {
 /// that needs a self-describing format) is loaded anew too, since whether a read reaches such a
 /// field depends on the bytes (an older version of the type); a loaded value that would not read
 /// back is not stored, and its error reaches the caller (see `Loading::encode_loaded`).
-pub(super) fn reloads_unreadable(key: &str, error: &Error) -> bool {
+/// After a change of codec every key held is read so once: a line a second at most.
+pub(super) fn reloads_unreadable(shared: &Shared, key: &str, error: &Error) -> bool {
     let unreadable = matches!(
         error,
         Error::CodecMismatch { .. } | Error::Decode { .. } | Error::TypeNotDecodable { .. }
     );
-    if unreadable {
-        tracing::warn!(key = %key_for_error(key), error = %error, "a cached value does not decode as the type loaded; loading it anew");
+    if let Some(unlogged) = unreadable
+        .then(|| shared.metrics.loader.unreadable_lines.pass())
+        .flatten()
+    {
+        tracing::warn!(key = %key_for_error(key), error = %error, unlogged, "a cached value does not decode as the type loaded; loading it anew (unlogged: keys since the last line)");
     }
     unreadable
 }
