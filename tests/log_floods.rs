@@ -116,6 +116,15 @@ fn lines_of(mut call: impl FnMut(usize)) -> (usize, u64) {
     (lines.0.load(Ordering::Relaxed), started.elapsed().as_secs())
 }
 
+/// [`lines_of`] for lines logged apart from the caller (see [`Apart`]): what `counter` counted
+/// since it read `before` at `started`, and the seconds since.
+fn since(counter: &Lines, before: usize, started: Instant) -> (usize, u64) {
+    (
+        counter.0.load(Ordering::Relaxed) - before,
+        started.elapsed().as_secs(),
+    )
+}
+
 /// Redis killed mid-run; every write goes to the replay queue, full after ten: each write lost
 /// a warning for its key and an error for the call, 4,000 lines for 2,000 writes.
 #[test]
@@ -306,10 +315,7 @@ fn loads_apart_on_a_full_tmpfs_log_a_few_lines_not_one_a_load() {
         });
         assert!(loaded.is_ok(), "{loaded:?}");
     }
-    let (lines, secs) = (
-        loads.0.load(Ordering::Relaxed) - before,
-        started.elapsed().as_secs(),
-    );
+    let (lines, secs) = since(loads, before, started);
     assert!(
         lines <= 1 + secs as usize,
         "{lines} lines for {CALLS} loads in {secs} s"
@@ -347,10 +353,7 @@ fn backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_read() {
     }
     cache.flush().unwrap();
     assert_eq!(cache.stats().local.errors, CALLS as u64);
-    let (lines, secs) = (
-        backfills.0.load(Ordering::Relaxed) - before,
-        started.elapsed().as_secs(),
-    );
+    let (lines, secs) = since(backfills, before, started);
     assert!(
         lines <= 1 + secs as usize,
         "{lines} lines for {CALLS} reads in {secs} s"
@@ -392,10 +395,7 @@ fn invalidations_of_keys_no_l1_holds_log_a_few_lines_not_one_a_message() {
     support::wait_until("every message handled", || {
         cache.stats().consistency.invalidations_received == CALLS as u64
     });
-    let (lines, secs) = (
-        unheld.0.load(Ordering::Relaxed) - before,
-        started.elapsed().as_secs(),
-    );
+    let (lines, secs) = since(unheld, before, started);
     assert!(
         lines <= 1 + secs as usize,
         "{lines} lines for {CALLS} messages in {secs} s"
