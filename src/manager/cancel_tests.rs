@@ -142,6 +142,41 @@ fn an_async_write_through_dropped_without_a_replay_queue_leaves_l1_agreeing_with
     }
 }
 
+/// A manager with a memory L1 over a [`WritesStall`] L2, on a manual clock, with neither a
+/// write-behind nor a replay queue: its L1, a view of its L2 and its clock.
+fn stalled_writes_manager() -> (
+    crate::CacheManager,
+    Arc<MemoryStore>,
+    Arc<Delegate<WritesStall>>,
+    crate::ManualClock,
+) {
+    let clock = crate::ManualClock::new(1_700_000_000_000);
+    let l2 = Arc::new(Delegate(WritesStall {
+        inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
+    }));
+    let l1 = Arc::new(MemoryStore::new(100).unwrap());
+    let cache = crate::CacheManager::builder()
+        .config(crate::CacheConfig::default())
+        .local(l1.clone())
+        .distributed(Arc::clone(&l2) as Arc<dyn crate::storage::DistributedStorage>)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    (cache, l1, l2, clock)
+}
+
+/// Lands in `l2` the op a dropped `what` ("set" of `new`, or a delete) had sent to `k`; what a
+/// read then finds.
+fn land(l2: &dyn Storage, what: &str) -> Option<Vec<u8>> {
+    if what == "set" {
+        l2.set("k", b"new", None).unwrap();
+        Some(b"new".to_vec())
+    } else {
+        l2.delete("k").unwrap();
+        None
+    }
+}
+
 /// Without a write-behind or a replay queue, a dropped async write or delete may still reach L2
 /// a moment later (its command was sent). A read meanwhile gets L2's older value; backfilled, it
 /// stayed in L1 for its TTL after L2 took the op. Now a read in the window is answered but not
@@ -149,19 +184,7 @@ fn an_async_write_through_dropped_without_a_replay_queue_leaves_l1_agreeing_with
 #[test]
 fn a_write_dropped_with_nowhere_to_go_keeps_l2s_older_value_out_of_l1_while_it_may_land() {
     for (what, batch) in [("delete", false), ("delete", true), ("set", false), ("set", true)] {
-        let clock = crate::ManualClock::new(1_700_000_000_000);
-        let l2 = Arc::new(Delegate(WritesStall {
-            inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
-        }));
-        let l2_view = Arc::clone(&l2);
-        let l1 = Arc::new(MemoryStore::new(100).unwrap());
-        let cache = crate::CacheManager::builder()
-            .config(crate::CacheConfig::default())
-            .local(l1.clone())
-            .distributed(l2)
-            .clock(Arc::new(clock.clone()))
-            .build()
-            .unwrap();
+        let (cache, l1, l2_view, _) = stalled_writes_manager();
         assert!(cache.shared.replay.is_none() && cache.shared.behind.is_none());
         cache.set_raw("k", b"old", None).unwrap();
         match (what, batch) {
@@ -174,13 +197,7 @@ fn a_write_dropped_with_nowhere_to_go_keeps_l2s_older_value_out_of_l1_while_it_m
         assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"old"[..]));
         assert_eq!(l1.get("k").unwrap(), None, "{what} (batch: {batch}): kept in L1");
         // Now it lands, and the next read finds what L2 holds.
-        let landed = if what == "set" {
-            l2_view.set("k", b"new", None).unwrap();
-            Some(b"new".to_vec())
-        } else {
-            l2_view.delete("k").unwrap();
-            None
-        };
+        let landed = land(&*l2_view, what);
         assert_eq!(
             cache.get_raw("k").unwrap(),
             landed,
@@ -208,19 +225,7 @@ fn a_write_dropped_with_nowhere_to_go_keeps_l2s_older_value_out_of_l1_while_it_m
 #[test]
 fn a_wall_clock_stepped_forward_does_not_end_the_window_of_a_dropped_write() {
     for (what, batch) in [("delete", false), ("set", false), ("set", true)] {
-        let clock = crate::ManualClock::new(1_700_000_000_000);
-        let l2 = Arc::new(Delegate(WritesStall {
-            inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
-        }));
-        let l2_view = Arc::clone(&l2);
-        let l1 = Arc::new(MemoryStore::new(100).unwrap());
-        let cache = crate::CacheManager::builder()
-            .config(crate::CacheConfig::default())
-            .local(l1.clone())
-            .distributed(l2)
-            .clock(Arc::new(clock.clone()))
-            .build()
-            .unwrap();
+        let (cache, l1, l2_view, clock) = stalled_writes_manager();
         cache.set_raw("k", b"old", None).unwrap();
         match (what, batch) {
             ("delete", _) => drop_after_first_poll(cache.delete_async("k")),
@@ -234,13 +239,7 @@ fn a_wall_clock_stepped_forward_does_not_end_the_window_of_a_dropped_write() {
             None,
             "{what} (batch: {batch}): L2's older value kept in L1 after a step of the clock"
         );
-        let landed = if what == "set" {
-            l2_view.set("k", b"new", None).unwrap();
-            Some(b"new".to_vec())
-        } else {
-            l2_view.delete("k").unwrap();
-            None
-        };
+        let landed = land(&*l2_view, what);
         assert_eq!(cache.get_raw("k").unwrap(), landed, "{what} (batch: {batch})");
     }
 }
