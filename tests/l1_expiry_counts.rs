@@ -105,28 +105,20 @@ fn a_value_that_expired_within_the_last_second_before_a_write_counts_as_an_expir
 /// delete or write took it is counted once, as one that expired longer ago is.
 #[test]
 fn a_file_store_counts_a_kept_value_expired_within_the_last_second_that_a_delete_or_write_takes() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_700_000_000_000);
-    let store = FileStore::open(
-        dir.path(),
-        FileStoreOptions::default()
-            .clock(Arc::new(clock.clone()))
-            .keep_expired(Duration::from_secs(60)),
-    )
-    .unwrap();
-    store.set("d", b"1", Some(Duration::from_millis(5500))).unwrap();
-    store.set("w", b"1", Some(Duration::from_millis(5500))).unwrap();
-    clock.advance(Duration::from_millis(5600));
-    assert!(store.get_stale("d").unwrap().is_some(), "kept for fail-safe");
-    store.delete("d").unwrap();
-    store.set("w", b"2", None).unwrap();
-    assert_eq!(store.stats().expirations, 2);
+    kept_expired_taken(Duration::from_millis(5500), Duration::from_millis(5600));
 }
 
 /// A file store that keeps expired values for fail-safe reads counts one a delete takes in
 /// that window, once: it never counted it when it lapsed, and a later read or sweep cannot.
 #[test]
 fn a_file_store_counts_a_kept_expired_value_a_delete_or_write_takes_once() {
+    kept_expired_taken(Duration::from_secs(5), Duration::from_secs(6));
+}
+
+/// Two values of `ttl` in a file store that keeps expired values for 60 s, `after` later (past
+/// the TTL) one deleted and one written over, each kept for fail-safe until then: each counted
+/// once as an expiration, and not again by a read or the sweep once the window is over.
+fn kept_expired_taken(ttl: Duration, after: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
     let store = FileStore::open(
@@ -136,9 +128,9 @@ fn a_file_store_counts_a_kept_expired_value_a_delete_or_write_takes_once() {
             .keep_expired(Duration::from_secs(60)),
     )
     .unwrap();
-    store.set("d", b"1", Some(Duration::from_secs(5))).unwrap();
-    store.set("w", b"1", Some(Duration::from_secs(5))).unwrap();
-    clock.advance(Duration::from_secs(6));
+    store.set("d", b"1", Some(ttl)).unwrap();
+    store.set("w", b"1", Some(ttl)).unwrap();
+    clock.advance(after);
     assert_eq!(store.get("d").unwrap(), None);
     assert!(store.get_stale("d").unwrap().is_some(), "kept for fail-safe");
     store.delete("d").unwrap();
