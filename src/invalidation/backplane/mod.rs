@@ -23,6 +23,7 @@ use crate::distributed::redis::connection::Target;
 use crate::distributed::runtime::{IoRuntime, Task};
 use crate::distributed::RedisOptions;
 use crate::error::{key_for_error, Error, Result};
+use crate::log_limit::LogLimit;
 
 const LEVEL: &str = "backplane";
 
@@ -533,6 +534,7 @@ impl Backplane {
                 connect_timeout,
                 reconnect_min: options.reconnect_min,
                 reconnect_max: options.reconnect_max,
+                noise: LogLimit::new(),
             },
             ready_tx,
             options.start_offline,

@@ -20,6 +20,7 @@ use super::message::{decode, MAX_MESSAGE_LEN};
 use super::{jitter, keep_start_error, now, InvalidationHandler, Node, OfflineStart, Outage, Shared, LEVEL};
 use crate::distributed::redis::errors::{connect_error_for, error_text, failure};
 use crate::error::{Error, Result};
+use crate::log_limit::LogLimit;
 
 /// A SUBSCRIBE the server answered with an error. The ACL's refusal (`NOPERM`: the user may not
 /// run SUBSCRIBE, or not on this channel) names the channel and what to grant: the general
@@ -51,33 +52,11 @@ pub(super) struct Context {
     pub(super) connect_timeout: Duration,
     pub(super) reconnect_min: Duration,
     pub(super) reconnect_max: Duration,
-}
-
-/// The log lines about invalid messages on the channel: the first, then at most one a second,
-/// with the count of those not logged since. Anyone who may publish on the channel can send
-/// garbage as fast as Redis forwards it, and a line each flooded the log; every one is counted
-/// in `stats().invalid` whatever is logged.
-#[derive(Default)]
-struct Noise {
-    last: Option<Instant>,
-    unlogged: u64,
-}
-
-impl Noise {
-    /// Whether one more invalid message at `now` is logged; if so, how many were not since the
-    /// last line.
-    fn pass(&mut self, now: Instant) -> Option<u64> {
-        const EVERY: Duration = Duration::from_secs(1);
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < EVERY)
-        {
-            self.unlogged = self.unlogged.saturating_add(1);
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
-    }
+    /// The log lines about invalid messages on the channel: the first, then at most one a
+    /// second. Anyone who may publish on the channel can send garbage as fast as Redis forwards
+    /// it, and a line each flooded the log; every one is counted in `stats().invalid` whatever
+    /// is logged. Kept across resubscriptions, which used to start the count again.
+    pub(super) noise: LogLimit,
 }
 
 type PingFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
@@ -128,12 +107,12 @@ impl Context {
 
     /// One message; `alive` is the last moment the subscription was known to have delivered
     /// everything published before it.
-    fn on_payload(&self, payload: &[u8], sequences: &mut Sequences, noise: &mut Noise, alive: SystemTime) {
+    fn on_payload(&self, payload: &[u8], sequences: &mut Sequences, alive: SystemTime) {
         // No publisher of the format sends more (see `MAX_MESSAGE_LEN`); decoded, a message of
         // empty keys took about six times its size in RAM, and again on the handler's thread.
         if payload.len() > MAX_MESSAGE_LEN {
             Shared::bump(&self.shared.invalid);
-            if let Some(unlogged) = noise.pass(Instant::now()) {
+            if let Some(unlogged) = self.noise.pass() {
                 tracing::warn!(channel = %self.shared.channel, bytes = payload.len(), unlogged, "ignored a message on the backplane channel longer than any publisher sends");
             }
             return;
@@ -142,7 +121,7 @@ impl Context {
             Ok(msg) => msg,
             Err(reason) => {
                 Shared::bump(&self.shared.invalid);
-                if let Some(unlogged) = noise.pass(Instant::now()) {
+                if let Some(unlogged) = self.noise.pass() {
                     tracing::warn!(channel = %self.shared.channel, %reason, unlogged, "ignored an invalid message on the backplane channel");
                 }
                 return;
@@ -170,7 +149,6 @@ impl Context {
     async fn serve(&self, sink: PubSubSink, mut stream: PubSubStream, since: SystemTime) -> SystemTime {
         let mut alive = since;
         let mut sequences = Sequences::default();
-        let mut noise = Noise::default();
         let mut ticker = tokio::time::interval(self.ping_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate; we just subscribed
@@ -178,7 +156,7 @@ impl Context {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut sequences, &mut noise, alive),
+                    Some(msg) => self.on_payload(msg.get_payload_bytes(), &mut sequences, alive),
                     None => return alive, // the connection ended
                 },
                 _ = ticker.tick(), if ping.is_none() => {
@@ -341,24 +319,5 @@ impl Context {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flood_of_invalid_messages_logs_one_line_a_second_with_the_count_left_out() {
-        let mut noise = Noise::default();
-        let start = Instant::now();
-        assert_eq!(noise.pass(start), Some(0));
-        let logged = (0..1000)
-            .filter(|i| noise.pass(start + Duration::from_micros(*i)).is_some())
-            .count();
-        assert_eq!(logged, 0);
-        assert_eq!(noise.pass(start + Duration::from_secs(1)), Some(1000));
-        assert_eq!(noise.pass(start + Duration::from_millis(1500)), None);
-        assert_eq!(noise.pass(start + Duration::from_secs(3)), Some(1));
     }
 }
