@@ -116,13 +116,20 @@ fn lines_of(mut call: impl FnMut(usize)) -> (usize, u64) {
     (lines.0.load(Ordering::Relaxed), started.elapsed().as_secs())
 }
 
-/// [`lines_of`] for lines logged apart from the caller (see [`Apart`]): what `counter` counted
-/// since it read `before` at `started`, and the seconds since.
-fn since(counter: &Lines, before: usize, started: Instant) -> (usize, u64) {
-    (
+/// [`lines_of`] for lines logged apart from the caller (see [`Apart`]): that `counter` counts
+/// at most one line a second, besides the first, while `run` makes `CALLS` calls of `what`.
+fn assert_few_lines_apart(counter: &Lines, what: &str, run: impl FnOnce()) {
+    let before = counter.0.load(Ordering::Relaxed);
+    let started = Instant::now();
+    run();
+    let (lines, secs) = (
         counter.0.load(Ordering::Relaxed) - before,
         started.elapsed().as_secs(),
-    )
+    );
+    assert!(
+        lines <= 1 + secs as usize,
+        "{lines} lines for {CALLS} {what} in {secs} s"
+    );
 }
 
 /// Redis killed mid-run; every write goes to the replay queue, full after ten: each write lost
@@ -307,19 +314,14 @@ fn loads_apart_on_a_full_tmpfs_log_a_few_lines_not_one_a_load() {
     .unwrap();
     let cache = CacheManager::new(config).unwrap();
     disk.fill("ballast");
-    let before = loads.0.load(Ordering::Relaxed);
-    let started = Instant::now();
-    for i in 0..CALLS {
-        let loaded = cache.get_or_load(&format!("k{i}"), None, move || {
-            Ok::<_, uno_cache::Error>(i as u64)
-        });
-        assert!(loaded.is_ok(), "{loaded:?}");
-    }
-    let (lines, secs) = since(loads, before, started);
-    assert!(
-        lines <= 1 + secs as usize,
-        "{lines} lines for {CALLS} loads in {secs} s"
-    );
+    assert_few_lines_apart(loads, "loads", || {
+        for i in 0..CALLS {
+            let loaded = cache.get_or_load(&format!("k{i}"), None, move || {
+                Ok::<_, uno_cache::Error>(i as u64)
+            });
+            assert!(loaded.is_ok(), "{loaded:?}");
+        }
+    });
 }
 
 /// Reads that L2 answers for a file L1 whose device is full: every backfill fails, and each
@@ -346,18 +348,13 @@ fn backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_read() {
     );
     let cache = CacheManager::new(CacheConfig::from_toml_str(&toml(&local)).unwrap()).unwrap();
     disk.fill("ballast");
-    let before = backfills.0.load(Ordering::Relaxed);
-    let started = Instant::now();
-    for key in &keys {
-        assert_eq!(cache.get_raw(key).unwrap().as_deref(), Some(&b"v"[..]));
-    }
-    cache.flush().unwrap();
+    assert_few_lines_apart(backfills, "reads", || {
+        for key in &keys {
+            assert_eq!(cache.get_raw(key).unwrap().as_deref(), Some(&b"v"[..]));
+        }
+        cache.flush().unwrap();
+    });
     assert_eq!(cache.stats().local.errors, CALLS as u64);
-    let (lines, secs) = since(backfills, before, started);
-    assert!(
-        lines <= 1 + secs as usize,
-        "{lines} lines for {CALLS} reads in {secs} s"
-    );
 }
 
 /// Another program (or a publisher with other key rules) sends invalidations naming a key no
@@ -376,30 +373,25 @@ fn invalidations_of_keys_no_l1_holds_log_a_few_lines_not_one_a_message() {
     )
     .unwrap();
     let channel = cache.backplane().unwrap().channel().to_owned();
-    let before = unheld.0.load(Ordering::Relaxed);
-    let started = Instant::now();
     let mut raw = redis.raw();
     let too_long = "x".repeat(uno_cache::MAX_KEY_LEN + 1);
-    for seq in 1..=CALLS as u64 {
-        let message = InvalidationMessage {
-            origin: InstanceId::from_u128(99),
-            seq,
-            invalidation: Invalidation::Keys(vec![too_long.clone(), format!("k{seq}")]),
-        };
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(message.encode())
-            .query(&mut raw)
-            .unwrap();
-    }
-    support::wait_until("every message handled", || {
-        cache.stats().consistency.invalidations_received == CALLS as u64
+    assert_few_lines_apart(unheld, "messages", || {
+        for seq in 1..=CALLS as u64 {
+            let message = InvalidationMessage {
+                origin: InstanceId::from_u128(99),
+                seq,
+                invalidation: Invalidation::Keys(vec![too_long.clone(), format!("k{seq}")]),
+            };
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(message.encode())
+                .query(&mut raw)
+                .unwrap();
+        }
+        support::wait_until("every message handled", || {
+            cache.stats().consistency.invalidations_received == CALLS as u64
+        });
     });
-    let (lines, secs) = since(unheld, before, started);
-    assert!(
-        lines <= 1 + secs as usize,
-        "{lines} lines for {CALLS} messages in {secs} s"
-    );
 }
 
 /// Every key written in another codec (or as another type) is read once and loaded anew after

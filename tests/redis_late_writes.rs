@@ -293,23 +293,24 @@ fn a_user_refused_scripts_has_the_key_unlinked_instead() {
     assert_eq!(rig.raw("k"), None, "the older value landed last and was left");
 }
 
+/// An ACL user `app` (password `pw`) that may run every command but `EVAL` and `UNLINK`: no
+/// correction of a write in doubt can be sent as it.
+const NO_CORRECTION_USER: &[&str] = &[
+    "--user",
+    "app",
+    "on",
+    ">pw",
+    "~*",
+    "+@all",
+    "-@scripting",
+    "-unlink",
+];
+
 /// A user refused both `EVAL` and `UNLINK` cannot correct the key: the correction is given up
 /// (with a warning) rather than retried for ever, and the writes in doubt return to 0.
 #[test]
 fn a_user_refused_every_correction_gives_it_up() {
-    let rig = rig_as(
-        &[
-            "--user",
-            "app",
-            "on",
-            ">pw",
-            "~*",
-            "+@all",
-            "-@scripting",
-            "-unlink",
-        ],
-        "app:pw@",
-    );
+    let rig = rig_as(NO_CORRECTION_USER, "app:pw@");
     rig.held_set("k", b"older value");
     assert_eq!(rig.redis.writes_in_doubt(), 1);
 
@@ -387,19 +388,7 @@ mod given_up_lines {
 #[test]
 fn a_correction_given_up_names_its_key_as_errors_do() {
     let keys = given_up_keys();
-    let rig = rig_as(
-        &[
-            "--user",
-            "app",
-            "on",
-            ">pw",
-            "~*",
-            "+@all",
-            "-@scripting",
-            "-unlink",
-        ],
-        "app:pw@",
-    );
+    let rig = rig_as(NO_CORRECTION_USER, "app:pw@");
     let key = "x".repeat(uno_cache::MAX_KEY_LEN);
     rig.held_set(&key, b"older value");
     rig.landed();
