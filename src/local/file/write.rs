@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::format::{self, Kind, Meta, META_EXT_LEN, SEGMENT_HEADER_LEN};
@@ -556,7 +556,16 @@ impl Inner {
     /// fsyncs sealed segments, then writes their hints. A segment evicted or compacted meanwhile
     /// needs neither.
     pub(super) fn sync_sealed(&self, sealed: Vec<Sealed>) -> Result<()> {
-        for s in sealed {
+        // Held weakly while the ones before are synced: held strongly, a segment evicted
+        // meanwhile stayed open, deleted but its space not given back, until the flush reached
+        // it (a periodic flush of several small segments held two such files on tmpfs).
+        let waiting: Vec<Weak<Segment>> = sealed.iter().map(|s| Arc::downgrade(&s.segment)).collect();
+        drop(sealed);
+        for segment in waiting {
+            let Some(segment) = segment.upgrade() else {
+                continue;
+            };
+            let s = Sealed { segment };
             if !self.is_listed(&s.segment) {
                 continue;
             }
