@@ -7,7 +7,10 @@
 //! A length of time is no expiry, and a step must not stretch it: a circuit breaker's cool-down
 //! and the window in which a dropped write may still land run on [`MonotonicClock`]; the
 //! fail-safe throttle and the wait before retrying a failed marking of L1's entries, on the
-//! manager's clock, are over once they would end further ahead than their length.
+//! manager's clock, are over once they would end further ahead than their length. The TTL a
+//! queued write (write-behind or the replay queue) sends L2, which counts it from its receipt,
+//! is the time left to the write's expiry capped at `distributed.ttl`, so a step back never
+//! keeps a value in L2 longer than that cap from the moment it is sent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -100,6 +100,30 @@ fn a_write_that_expired_while_queued_counts_as_the_l2_delete_it_is_sent_as() {
     );
 }
 
+/// A wall clock stepped back while a write waits in the queue does not stretch its L2 TTL past
+/// `distributed.ttl`: L2 counts a TTL from its own receipt, so the time left to the queued
+/// expiry, an hour longer after the step, would keep the value in L2 an hour past the cap
+/// (the replay queue caps the same way).
+#[test]
+fn a_wall_clock_stepped_back_while_a_write_is_queued_does_not_stretch_its_l2_ttl() {
+    let s = setup();
+    let gate = s.l2.gate("set_each");
+    s.cache.set("first", &1u32, None).unwrap();
+    gate.wait_entered();
+    s.cache.set("k", &2u32, None).unwrap();
+    let stepped_to = START_MS - 3_600_000;
+    s.clock.set(stepped_to);
+    gate.release();
+    s.cache.flush().unwrap();
+    let (value, expires_at_ms) = s.l2.peek("k").unwrap();
+    assert_eq!(value, encoded(2));
+    assert_eq!(
+        expires_at_ms,
+        stepped_to + DISTRIBUTED_TTL.as_millis() as u64,
+        "L2 was sent a TTL longer than distributed.ttl"
+    );
+}
+
 #[test]
 fn a_read_that_misses_l1_is_answered_by_a_write_still_on_its_way() {
     let s = setup();

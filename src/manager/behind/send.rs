@@ -92,7 +92,10 @@ impl Shared {
         let items: Vec<(&str, &[u8], Option<Duration>)> = live
             .iter()
             .map(|(key, q)| {
-                let ttl = Duration::from_millis(q.expires_at_ms - now);
+                // L2 counts a TTL from its receipt: after a step back of the wall clock the time
+                // left to the queued expiry is longer by the step, so it is capped as the
+                // replay queue caps it.
+                let ttl = Duration::from_millis(q.expires_at_ms - now).min(self.distributed_ttl);
                 (key.as_str(), &*q.value, Some(ttl))
             })
             .collect();
