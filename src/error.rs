@@ -354,6 +354,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// Write-behind writes that will never reach L2, returned once by the first
+    /// [`CacheManager::flush`](crate::CacheManager::flush) after they were lost: L2 refused them
+    /// (they left L1 too), or they failed and no replay queue took them. L2 keeps its older
+    /// values of those keys; L1 and L2 were flushed all the same.
+    #[error("{writes} write-behind write(s) will never reach L2 (first key {key:?}): {reason}; L2 keeps its older values of these keys until they expire or are written again")]
+    WriteBehindLost {
+        /// How many writes were lost since the last report.
+        writes: u64,
+        /// The key of the first one (shortened).
+        key: String,
+        /// Why, and what to do about it.
+        reason: String,
+    },
+
     /// A value read from a distributed level does not carry a valid uno-cache envelope (written
     /// by another program, by a newer uno-cache, or damaged). It is never returned as a value.
     #[error("value for key {key:?} in {level} has no valid uno-cache envelope ({reason}); delete the key or check which program writes it")]

@@ -407,7 +407,16 @@ fn a_refused_batch_is_one_l2_error_shown_whether_written_through_or_behind() {
         .unwrap();
         let cache = CacheManager::new(config).unwrap();
         let written = cache.multi_set_raw(&[("a", &value[..]), ("b", &value[..])], None);
-        cache.flush().unwrap();
+        let flushed = cache.flush();
+        if mode == "behind" {
+            // No caller heard of the refusal: the flush reports it.
+            assert!(
+                matches!(&flushed, Err(uno_cache::Error::WriteBehindLost { writes: 2, .. })),
+                "{flushed:?}"
+            );
+        } else {
+            flushed.unwrap();
+        }
         let stats = cache.stats().distributed;
         assert_eq!(stats.errors, 1, "{mode}: {written:?}");
         let shown = stats.last_error.unwrap_or_default();

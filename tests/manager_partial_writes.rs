@@ -183,7 +183,12 @@ fn a_write_behind_batch_with_a_refused_item_and_a_down_host_replays_the_unreache
     cache
         .multi_set_raw(&[(&ok, &b"1"[..]), (&big, &value), (&gone, b"new")], None)
         .unwrap();
-    cache.flush().unwrap();
+    // The refused write is lost, and reported; the unreached one waits for replay, and is not.
+    let flushed = cache.flush();
+    assert!(
+        matches!(&flushed, Err(uno_cache::Error::WriteBehindLost { writes: 1, key, .. }) if *key == big),
+        "{flushed:?}"
+    );
     // memcached counts the stored set only, not the one it refused as too large.
     assert_eq!(
         servers[0].stat("cmd_set") - sets_before,

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use manager_support::gated::{GatedStore, Point};
 use manager_support::{Scripted, ScriptedStore, START_MS};
-use uno_cache::{CacheConfig, Codec, ManualClock, Storage, WriteMode};
+use uno_cache::{CacheConfig, Codec, Error, ManualClock, Storage, WriteMode};
 
 const DISTRIBUTED_TTL: Duration = Duration::from_secs(600);
 
@@ -357,6 +357,53 @@ fn a_failed_batch_is_replayed_and_later_writes_of_its_keys_follow_it() {
     assert_eq!(s.cache.stats().consistency.replay_pending, 0);
 }
 
+/// A write-behind write that will never reach L2 (it failed, and there is no replay queue to
+/// take it) is reported by the next flush, once, with the number of such writes and the first
+/// one's key, as `fsync` reports a writeback error; the flush after it starts afresh.
+#[test]
+fn a_flush_reports_once_the_write_behind_writes_that_will_never_reach_l2() {
+    let s = setup();
+    s.l2.set_failing(true);
+    s.cache.set("k", &1u32, None).unwrap();
+    s.cache.set("j", &1u32, None).unwrap();
+    match s.cache.flush() {
+        Err(Error::WriteBehindLost { writes, key, reason }) => {
+            assert_eq!(writes, 2, "both writes were lost");
+            assert!(key == "k" || key == "j", "names a lost key, not {key:?}");
+            assert!(reason.contains("no replay queue"), "says why: {reason}");
+        }
+        other => panic!("the flush must report the lost writes, got {other:?}"),
+    }
+    s.cache.flush().unwrap();
+    s.l2.set_failing(false);
+    s.cache.set("k", &2u32, None).unwrap();
+    s.cache.flush().unwrap();
+    assert_eq!(l2_value(&s, "k"), Some(encoded(2)));
+}
+
+/// A value L2 refuses (over its item size) is lost to L2 for good and leaves L1 too: the next
+/// flush reports it, saying L2 refused it; the other write of the batch is not counted.
+#[test]
+fn a_flush_reports_a_write_behind_value_l2_refused() {
+    let s = setup();
+    s.l2.set_max_value(64);
+    s.cache.set("small", &1u32, None).unwrap();
+    s.cache.set("large", &vec![7u8; 1000], None).unwrap();
+    match s.cache.flush() {
+        Err(Error::WriteBehindLost { writes, key, reason }) => {
+            assert_eq!((writes, key.as_str()), (1, "large"));
+            assert!(reason.contains("refused"), "says why: {reason}");
+        }
+        other => panic!("the flush must report the refused write, got {other:?}"),
+    }
+    assert_eq!(l2_value(&s, "small"), Some(encoded(1)));
+    assert_eq!(
+        s.cache.get::<Vec<u8>>("large").unwrap(),
+        None,
+        "the refused value left L1"
+    );
+}
+
 /// With `fallback_on_error = false` a write L2 failed leaves L1 too (README, `fallback_on_error`):
 /// the other instances, told of the batch, read L2's older value, and this one must not serve
 /// the lost write alone until its TTL. A newer write of the key, queued while the failing batch
@@ -385,7 +432,11 @@ fn without_fallback_a_failed_batch_leaves_l1_too_but_not_a_newer_queued_write() 
         "the newer write queued behind the failed batch left L1"
     );
     second.release();
-    s.cache.flush().unwrap();
+    // "k" = 1 is not lost: its newer write went on. The flush reports the other two.
+    assert!(
+        matches!(s.cache.flush(), Err(Error::WriteBehindLost { writes: 2, .. })),
+        "the flush reports the two writes lost"
+    );
     let stats = s.cache.stats().consistency;
     assert_eq!(stats.write_behind_failures, 3, "{stats:?}");
     s.l2.set_failing(false);
@@ -583,7 +634,10 @@ fn a_batch_with_a_refused_value_still_deletes_the_writes_that_expired_while_queu
     s.cache.set("ok", &2u32, None).unwrap();
     s.clock.advance(Duration::from_secs(2));
     first.release();
-    s.cache.flush().unwrap();
+    assert!(
+        matches!(s.cache.flush(), Err(Error::WriteBehindLost { writes: 1, key, .. }) if key == "big"),
+        "the flush reports the refused value"
+    );
     assert_eq!(l2_value(&s, "ok"), Some(encoded(2)));
     assert_eq!(l2_value(&s, "big"), None);
     assert_eq!(
@@ -654,7 +708,10 @@ fn a_write_made_after_a_settle_gave_up_on_a_slow_batch_is_not_undone_by_that_bat
     cache.set("gone", &2u32, None).unwrap();
     assert_eq!(cache.stats().consistency.write_behind_overflows, 1);
     one_by_one.release();
-    cache.flush().unwrap();
+    assert!(
+        matches!(cache.flush(), Err(Error::WriteBehindLost { writes: 1, key, .. }) if key == "big"),
+        "the flush reports the refused value"
+    );
     let l2 = cache.distributed().unwrap();
     assert_eq!(
         l2.get("gone").unwrap().map(|e| e.value),

@@ -416,11 +416,15 @@ impl CacheManager {
     /// # Errors
     /// The first level's error (L2 is flushed whatever L1's flush said: a redb L1 reports a
     /// loss of commits once, through its flush, and that report must not cost L2 its flush).
-    /// Write-behind writes L2 failed while they were sent are not: as every write-behind
-    /// failure, they are counted in `stats().consistency.write_behind_failures` (and, in
-    /// offline mode, queued for replay), so a program that must know L2 has its writes before
-    /// it exits compares that count before and after the flush. Queued backfills are waited for
-    /// at most 10 s: they are copies of L2's values, and one left behind loses nothing.
+    /// Then, if both flushed, [`Error::WriteBehindLost`] for the write-behind writes that will
+    /// never reach L2 since the last flush reported any (this flush's sends included): L2
+    /// refused them, or they failed with no replay queue to take them. As `fsync` reports a
+    /// writeback error, one flush reports a loss, on whichever handle of the manager calls it;
+    /// a loss a level's error hid is reported by the next flush. Writes that failed and were
+    /// queued for replay are not lost, and not reported: they land once L2 answers
+    /// (`stats().consistency.write_behind_failures` counts every failure). Queued backfills
+    /// are waited for at most 10 s: they are copies of L2's values, and one left behind loses
+    /// nothing.
     pub fn flush(&self) -> Result<()> {
         if let Some(fills) = &self.shared.fills {
             fills.drain();
@@ -431,7 +435,8 @@ impl CacheManager {
             Some(l2) => l2.flush(),
             None => Ok(()),
         };
-        local.and(distributed)
+        local.and(distributed)?;
+        self.shared.take_behind_lost()
     }
 
     /// Async [`CacheManager::flush`]: runs on a thread of its own (see `offload`); dropping the

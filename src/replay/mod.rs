@@ -249,7 +249,9 @@ pub enum Push<'a> {
 }
 
 impl Push<'_> {
-    fn key(&self) -> &str {
+    /// The key the op is about.
+    #[must_use]
+    pub fn key(&self) -> &str {
         match self {
             Push::Set { key, .. } | Push::Delete { key } => key,
         }

@@ -77,6 +77,7 @@ use super::requeue::Sets;
 use crate::error::{key_for_error, Result};
 use crate::shutdown::Shutdown;
 
+mod lost;
 mod send;
 pub(crate) use send::start_writer;
 
@@ -168,6 +169,8 @@ pub(crate) struct WriteQueue {
     linger: Duration,
     /// The manager's stop signal: once fired, the writer stops waiting for work.
     shutdown: Shutdown,
+    /// Writes L2 will never have, until a `flush` reports them.
+    pub(super) lost: lost::LostWrites,
 }
 
 impl WriteQueue {
@@ -186,6 +189,7 @@ impl WriteQueue {
             max_wait: l2_timeout.saturating_mul(4).max(Duration::from_millis(100)),
             linger: LINGER,
             shutdown,
+            lost: lost::LostWrites::default(),
         }
     }
 
@@ -579,6 +583,12 @@ impl WriteQueue {
 }
 
 impl Shared {
+    /// The write-behind writes lost since the last call, as an error (see [`lost`]); `Ok`
+    /// without write-behind or without a loss.
+    pub(crate) fn take_behind_lost(&self) -> Result<()> {
+        self.behind.as_ref().map_or(Ok(()), |queue| queue.lost.take())
+    }
+
     /// Queues a write for the writer thread, if write-behind is on.
     pub(crate) fn push_behind(
         &self,

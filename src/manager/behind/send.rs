@@ -229,6 +229,9 @@ impl Shared {
             return;
         };
         let current: Vec<&str> = keys.iter().copied().filter(|key| queue.in_flight(key)).collect();
+        queue.lost.note(&current, || {
+            format!("L2 refused them ({error}), and they left L1 too")
+        });
         self.undo_local(&current);
     }
 
@@ -260,19 +263,23 @@ impl Shared {
                 tracing::warn!(keys = batch.len(), unlogged,
                     "failed L2 writes are not queued (no replay queue: offline.replay = false, fallback_on_error = false, or no directory for it): L2 keeps older values for these keys until they expire (unlogged: batches since the last line)");
             }
+            // Not a key written again since (queued), nor one a settle took over (no longer in
+            // flight): their newer op goes on.
+            let lost: Vec<&str> = {
+                let st = queue.state.lock();
+                batch
+                    .iter()
+                    .filter(|(key, _)| !st.queued.contains_key(key) && st.in_flight.contains_key(key))
+                    .map(|(key, _)| key.as_str())
+                    .collect()
+            };
+            queue.lost.note(&lost, || {
+                format!("they did not reach L2 ({error}) and no replay queue takes them (offline.replay needs fallback_on_error = true and a directory)")
+            });
             if !self.fallback_on_error {
                 // As for a write-through L2 failed (`finish_write`): the other instances, told
                 // of the batch, read L2's older value, and this one must not serve the lost
-                // write from L1 alone until its TTL. Not a key written again since (queued), nor
-                // one a settle took over (no longer in flight): their newer op goes on.
-                let lost: Vec<&str> = {
-                    let st = queue.state.lock();
-                    batch
-                        .iter()
-                        .filter(|(key, _)| !st.queued.contains_key(key) && st.in_flight.contains_key(key))
-                        .map(|(key, _)| key.as_str())
-                        .collect()
-                };
+                // write from L1 alone until its TTL.
                 self.undo_local(&lost);
             }
             return;
@@ -291,8 +298,12 @@ impl Shared {
                 expires_at_ms: q.expires_at_ms,
             })
             .collect();
-        if self.push_replay(&pushes).is_err() {
-            // No caller is left to tell: the log is the one place that can.
+        if let Err(e) = self.push_replay(&pushes) {
+            // No caller is left to tell: the log says so now, the next flush to whoever asks.
+            let keys: Vec<&str> = pushes.iter().map(Push::key).collect();
+            queue.lost.note(&keys, || {
+                format!("they did not reach L2 ({error}) and the replay queue could not take them ({e})")
+            });
             if let Some(unlogged) = lost_lines.pass() {
                 tracing::error!(keys = pushes.len(), unlogged,
                     "a write-behind batch that did not reach L2 could not be queued for replay either: L2 keeps older values for these keys until they expire or are written again (unlogged: batches since the last line)");
