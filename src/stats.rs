@@ -40,9 +40,11 @@ pub(crate) struct LevelMetrics {
     pub(crate) get_latency: Histogram,
     pub(crate) set_latency: Histogram,
     /// Lines of failures that repeat per call while the level is down or full: those
-    /// `fallback_on_error` hides, and (L1) failed backfills; at most one a second each.
+    /// `fallback_on_error` hides, and (L1) failed backfills of single and of batch reads; at
+    /// most one a second each.
     pub(crate) hidden_lines: LogLimit,
     pub(crate) backfill_lines: LogLimit,
+    pub(crate) batch_backfill_lines: LogLimit,
 }
 
 /// The last failure of a level, and its last configuration error.

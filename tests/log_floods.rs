@@ -47,14 +47,16 @@ impl Subscriber for Lines {
 
 /// The lines logged apart from the caller: by the write-behind writer threads
 /// (`uno-cache-l2-writer`), of loads run apart from their callers (whose lines begin "a
-/// loaded value"), and of backfills (on the caller's thread or the backfill thread). A global
-/// subscriber sees them, the thread-local ones above see the callers'. Only one test here
-/// writes behind, one loads apart, one backfills, and one receives invalidations.
+/// loaded value"), and of backfills (on the caller's thread or the backfill thread; a single
+/// read's and a batch read's apart). A global subscriber sees them, the thread-local ones above
+/// see the callers'. Only one test here writes behind, one loads apart, one backfills single
+/// reads, one batch reads, and one receives invalidations.
 #[derive(Clone, Default)]
 struct Apart {
     writers: Lines,
     loads: Lines,
     backfills: Lines,
+    batch_backfills: Lines,
     unheld: Lines,
 }
 
@@ -85,8 +87,11 @@ impl Subscriber for Apart {
         if message.0.starts_with("a loaded value") {
             self.loads.event(e);
         }
-        if message.0.starts_with("backfilling L1 failed") {
+        if message.0.starts_with("backfilling L1 failed; the read goes on") {
             self.backfills.event(e);
+        }
+        if message.0.starts_with("backfilling L1 failed; the read went on") {
+            self.batch_backfills.event(e);
         }
         if message.0.starts_with("an invalidation names keys") {
             self.unheld.event(e);
@@ -360,6 +365,41 @@ fn backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_read() {
         cache.flush().unwrap();
     });
     assert_eq!(cache.stats().local.errors, CALLS as u64);
+}
+
+/// Batch reads that L2 answers for a file L1 whose device is full: every batch's backfill
+/// fails, on the backfill thread, and each logged a warning.
+#[test]
+fn batch_backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_batch() {
+    let backfills = &apart_lines().batch_backfills;
+    let redis = RedisServer::start();
+    let disk = Mount::tmpfs(1024);
+    let toml = |local: &str| {
+        format!(
+            "[local]\n{local}\n[distributed]\nenabled = true\ntype = \"redis\"\nhosts = [\"{}\"]\n",
+            redis.addr()
+        )
+    };
+    let writer = CacheManager::new(CacheConfig::from_toml_str(&toml("type = \"memory\"")).unwrap()).unwrap();
+    let keys: Vec<String> = (0..CALLS).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        writer.set_raw(key, b"v", None).unwrap();
+    }
+    let local = format!(
+        "type = \"file\"\npath = \"{}\"\nmax_size = 16",
+        disk.path().join("store").display()
+    );
+    let cache = CacheManager::new(CacheConfig::from_toml_str(&toml(&local)).unwrap()).unwrap();
+    disk.fill("ballast");
+    assert_few_lines_apart(backfills, "keys read two a batch", || {
+        for pair in keys.chunks(2) {
+            let found = cache.multi_get_raw(pair).unwrap();
+            assert_eq!(found.len(), pair.len(), "{found:?}");
+            // Each batch's fills reach L1 before the next batch: a batch of fills a call.
+            cache.flush().unwrap();
+        }
+    });
+    assert_eq!(cache.stats().local.errors, (CALLS / 2) as u64);
 }
 
 /// Another program (or a publisher with other key rules) sends invalidations naming a key no

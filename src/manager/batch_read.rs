@@ -352,7 +352,9 @@ impl Shared {
         self.metrics.backfills_skipped.add(live.saturating_sub(written));
         if let Err(e) = result {
             self.metrics.local.errors.incr();
-            tracing::warn!(error = %e, "backfilling L1 failed; the read went on");
+            if let Some(unlogged) = self.metrics.local.batch_backfill_lines.pass() {
+                tracing::warn!(error = %e, unlogged, "backfilling L1 failed; the read went on (unlogged: batches since the last line)");
+            }
         }
         // What L1 took one by one counts whichever fill failed last (0 if the batch failed).
         self.metrics.local.sets.add(written);
