@@ -91,6 +91,13 @@ impl LevelMetrics {
         }
     }
 
+    /// Counts a failure the caller logs itself (no error to keep: `failure` does that), and
+    /// says whether its line is written now, with how many were not (see [`LogLimit::pass`]).
+    pub(crate) fn error_line(&self, lines: &LogLimit) -> Option<u64> {
+        self.errors.incr();
+        lines.pass()
+    }
+
     /// The last failure seen (skips by an open breaker aside), if any.
     pub(crate) fn last_error(&self) -> Option<String> {
         self.last_errors.lock().any.clone()
@@ -193,6 +200,10 @@ pub(crate) struct ConsistencyMetrics {
     pub(crate) queue_failure_lines: LogLimit,
     /// Lines of write-behind batches lost to L2 (no replay queue, or none that took them).
     pub(crate) behind_lost_lines: LogLimit,
+    /// Lines of reads answered by a queued op that L1 could not take (its drop, or its value):
+    /// every read of the key fails so while L1 refuses writes.
+    pub(crate) pending_drop_lines: LogLimit,
+    pub(crate) pending_fill_lines: LogLimit,
     /// Lines of received invalidations naming keys no L1 holds (a publisher with other rules
     /// sends them as fast as Redis forwards them).
     #[cfg(feature = "redis")]

@@ -367,6 +367,92 @@ fn backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_read() {
     assert_eq!(cache.stats().local.errors, CALLS as u64);
 }
 
+/// The key "k" with a queued op (Redis killed) and a suspect L1 entry that is not the op's,
+/// while L1's segment refuses writes, as a failing device's do: `op` queues the op and makes
+/// the entry (through the manager, or the store as another user of it). Every read of the key
+/// is answered by the op, and puts it into L1 again (the queued value, or a drop), which fails:
+/// each logged a warning.
+fn reads_of_a_queued_op_l1_cannot_apply(
+    op: impl FnOnce(&CacheManager, &uno_cache::FileStore, &dyn Fn(bool)),
+    answer: Option<&[u8]>,
+) {
+    let mut redis = RedisServer::start();
+    let disk = Mount::ext4(16);
+    let dir = disk.path().join("store");
+    let queue = tempfile::tempdir().unwrap();
+    let options = uno_cache::FileStoreOptions::default().max_size_mb(8);
+    let store = Arc::new(uno_cache::FileStore::open(&dir, options).unwrap());
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [distributed]
+        enabled = true
+        type = "redis"
+        hosts = ["{}"]
+        timeout_ms = 500
+        breaker_failures = 1
+        breaker_cooldown_ms = 600000
+        [offline]
+        replay_dir = "{}"
+        replay_interval_ms = 3600000
+        "#,
+        redis.addr(),
+        queue.path().display()
+    ))
+    .unwrap();
+    let cache = CacheManager::builder()
+        .config(config)
+        .local(store.clone())
+        .build()
+        .unwrap();
+    cache.set_raw("k", b"old", None).unwrap();
+    redis.kill();
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == uno_cache::files::SEGMENT_EXT))
+        .max()
+        .unwrap();
+    op(&cache, &store, &|on| disk.set_immutable(&segment, on));
+    let errors = cache.stats().local.errors;
+    let (lines, secs) = lines_of(|_| assert_eq!(cache.get_raw("k").unwrap().as_deref(), answer));
+    let stats = cache.stats();
+    disk.set_immutable(&segment, false);
+    assert_eq!(stats.local.errors - errors, CALLS as u64, "{stats:?}");
+    // Besides the manager's: the store's own, once, where its first write failure latches it.
+    assert!(
+        lines <= 2 + secs as usize,
+        "{lines} lines for {CALLS} reads in {secs} s"
+    );
+}
+
+/// A delete L1 could not apply is queued all the same, and leaves L1 suspect.
+#[test]
+fn reads_of_a_queued_delete_l1_cannot_apply_log_a_few_lines_not_one_a_read() {
+    reads_of_a_queued_op_l1_cannot_apply(
+        |cache, _, fault| {
+            fault(true);
+            assert!(cache.delete("k").is_err(), "L1's delete did not fail: no fault");
+        },
+        None,
+    );
+}
+
+/// Another user of the store wrote the key over the queued write's value and made the store
+/// suspect (as a restart after a power cut can leave an older value under a queued one).
+#[test]
+fn reads_of_a_queued_write_l1_cannot_apply_log_a_few_lines_not_one_a_read() {
+    reads_of_a_queued_op_l1_cannot_apply(
+        |cache, store, fault| {
+            cache.set_raw("k", b"new", None).unwrap();
+            store.set("k", b"other", None).unwrap();
+            store.mark_all_suspect();
+            fault(true);
+        },
+        Some(b"new"),
+    );
+}
+
 /// Batch reads that L2 answers for a file L1 whose device is full: every batch's backfill
 /// fails, on the backfill thread, and each logged a warning.
 #[test]

@@ -71,6 +71,7 @@ mod monitor;
 mod nonblocking;
 mod offline;
 mod offload;
+mod pending;
 mod policy;
 mod prefix;
 mod refresh_due;
