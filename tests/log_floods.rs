@@ -50,7 +50,7 @@ impl Subscriber for Lines {
 /// loaded value"), and of backfills (on the caller's thread or the backfill thread; a single
 /// read's and a batch read's apart). A global subscriber sees them, the thread-local ones above
 /// see the callers'. Only one test here writes behind, one loads apart, one backfills single
-/// reads, one batch reads, and one receives invalidations.
+/// reads, one batch reads, one receives invalidations, and one gives up on its calls.
 #[derive(Clone, Default)]
 struct Apart {
     writers: Lines,
@@ -58,6 +58,7 @@ struct Apart {
     backfills: Lines,
     batch_backfills: Lines,
     unheld: Lines,
+    unwaited: Lines,
 }
 
 #[derive(Default)]
@@ -95,6 +96,9 @@ impl Subscriber for Apart {
         }
         if message.0.starts_with("an invalidation names keys") {
             self.unheld.event(e);
+        }
+        if message.0.starts_with("a call whose caller gave up on it") {
+            self.unwaited.event(e);
         }
     }
     fn enter(&self, _: &Id) {}
@@ -523,6 +527,48 @@ fn invalidations_of_keys_no_l1_holds_log_a_few_lines_not_one_a_message() {
             cache.stats().consistency.invalidations_received == CALLS as u64
         });
     });
+}
+
+/// Tagged writes whose callers give up on them (a timeout of their own, shorter than L2's)
+/// while Redis hangs: the tagging goes on to its end on the I/O thread, as it must (a key left
+/// out of its tag's set escapes the tag's invalidations), and times out there. Each such call
+/// logged a warning when it ended.
+#[test]
+fn tagged_writes_given_up_under_a_hung_redis_log_a_few_lines_not_one_a_call() {
+    let unwaited = &apart_lines().unwaited;
+    let redis = RedisServer::start();
+    let cache = CacheManager::new(
+        CacheConfig::from_toml_str(&format!(
+            "fallback_on_error = true\n[local]\ntype = \"memory\"\n[distributed]\nenabled = true\nhosts = [\"{}\"]\ntimeout_ms = 200\n[invalidation]\nenabled = true\n",
+            redis.addr()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cache.set_raw_with_tags_async("before", b"v", None, &["t"]))
+        .unwrap();
+    redis.pause();
+    let mut gave_up = 0;
+    assert_few_lines_apart(unwaited, "tagged writes given up", || {
+        rt.block_on(async {
+            for i in 0..CALLS {
+                let key = format!("k{i}");
+                let write = cache.set_raw_with_tags_async(&key, b"v", None, &["t"]);
+                if tokio::time::timeout(std::time::Duration::from_millis(1), write)
+                    .await
+                    .is_err()
+                {
+                    gave_up += 1;
+                }
+            }
+        });
+    });
+    redis.resume();
+    assert!(gave_up > 0, "no call was given up on: the test made no hang");
 }
 
 /// Every key written in another codec (or as another type) is read once and loaded anew after

@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 
 use super::deadline::{Deadlines, Registration};
 use crate::error::{Error, Result};
+use crate::log_limit::LogLimit;
 use crate::shutdown::Shutdown;
 
 /// How long a blocking caller waits past the deadline for the I/O thread's own timeout to report
@@ -52,6 +53,9 @@ struct IoThread {
     shutdown: Shutdown,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
+    /// Lines of calls nobody waits for any more that failed: while L2 hangs, every call given
+    /// up on ends so. Held apart from the thread, by the tasks, which must not keep it alive.
+    unwaited_lines: Arc<LogLimit>,
 }
 
 impl IoRuntime {
@@ -102,6 +106,7 @@ impl IoRuntime {
                 shutdown,
                 thread: Mutex::new(Some(thread)),
                 thread_id,
+                unwaited_lines: Arc::new(LogLimit::new()),
             }),
         })
     }
@@ -216,9 +221,11 @@ impl IoRuntime {
     {
         let level = self.level;
         let deadline = deadline_after(timeout);
+        let lines = Arc::clone(&self.thread.unwaited_lines);
         // Not waited for: the handle's task ends on its own, or with the runtime.
         drop(self.thread.handle.spawn(async move {
-            log_unwaited(level, op, tokio::time::timeout_at(deadline.into(), fut).await);
+            let out = tokio::time::timeout_at(deadline.into(), fut).await;
+            log_unwaited(level, op, out, &lines);
         }));
     }
 
@@ -273,13 +280,14 @@ impl IoRuntime {
     {
         let level = self.level;
         let handle = self.thread.handle.clone();
+        let lines = Arc::clone(&self.thread.unwaited_lines);
         let deadline = deadline_after(timeout);
         async move {
             let (tx, rx) = oneshot::channel();
             handle.spawn(async move {
                 let out = tokio::time::timeout_at(deadline.into(), fut).await;
                 if let Err(out) = tx.send(out) {
-                    log_unwaited(level, op, out);
+                    log_unwaited(level, op, out, &lines);
                 }
             });
             match rx.await {
@@ -406,16 +414,31 @@ impl Wake for Unpark {
     }
 }
 
-/// Logs the failure of a call nobody waits for any more (its caller gave up on it, or is gone).
+/// Logs the failure of a call nobody waits for any more (its caller gave up on it, or is gone),
+/// if `lines` lets it.
 fn log_unwaited(
     level: &'static str,
     op: &'static str,
     out: std::result::Result<Result<()>, tokio::time::error::Elapsed>,
+    lines: &LogLimit,
 ) {
-    match out {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(level, op, error = %e, "a call whose caller gave up on it failed"),
-        Err(_elapsed) => tracing::warn!(level, op, "a call whose caller gave up on it timed out"),
+    let failed = match out {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => Some(e),
+        Err(_elapsed) => None,
+    };
+    let Some(unlogged) = lines.pass() else {
+        return;
+    };
+    match failed {
+        Some(e) => tracing::warn!(level, op, error = %e, unlogged,
+            "a call whose caller gave up on it failed (unlogged: such calls since the last line)"),
+        None => tracing::warn!(
+            level,
+            op,
+            unlogged,
+            "a call whose caller gave up on it timed out (unlogged: such calls since the last line)"
+        ),
     }
 }
 
