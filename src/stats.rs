@@ -137,6 +137,9 @@ pub(crate) struct LoaderMetrics {
     /// Lines of cached values that do not decode as the type loaded (each key once after a
     /// change of codec), at most one a second.
     pub(crate) unreadable_lines: LogLimit,
+    /// Lines of stale copies that do not decode, at most one a second: while the source is down
+    /// after a change of codec, every read of such a key finds one.
+    pub(crate) stale_unreadable_lines: LogLimit,
     pub(crate) failures: Counter,
     pub(crate) stale_served: Counter,
     pub(crate) throttled: Counter,

@@ -571,6 +571,40 @@ fn tagged_writes_given_up_under_a_hung_redis_log_a_few_lines_not_one_a_call() {
     assert!(gave_up > 0, "no call was given up on: the test made no hang");
 }
 
+/// A key whose stale copy was written in another codec (a deploy that changed it), read while
+/// its source fails: every read finds the copy, which does not decode, and is not served (the
+/// loader's error is); each logged a warning, the same key's as often as it was read.
+#[test]
+fn stale_copies_that_no_longer_decode_log_a_few_lines_not_one_a_read() {
+    let config =
+        CacheConfig::from_toml_str("[local]\ntype = \"memory\"\n[loader]\nfail_safe_max_duration = 3600\n")
+            .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    cache
+        .set_raw(
+            "k",
+            b"written by another codec",
+            Some(std::time::Duration::from_millis(1)),
+        )
+        .unwrap();
+    support::wait_until("the entry expired", || cache.get_raw("k").unwrap().is_none());
+    let (lines, secs) = lines_of(|_| {
+        let loaded = cache.get_or_load::<u64, uno_cache::Error, _>("k", None, || {
+            Err(uno_cache::Error::Backend {
+                level: "source",
+                op: "load",
+                reason: "down".to_owned(),
+            })
+        });
+        assert!(loaded.is_err(), "{loaded:?}");
+    });
+    assert_eq!(cache.stats().loader.failures, CALLS as u64);
+    assert!(
+        lines <= 1 + secs as usize,
+        "{lines} lines for {CALLS} reads in {secs} s"
+    );
+}
+
 /// Every key written in another codec (or as another type) is read once and loaded anew after
 /// a deploy that changed it, as fast as the service reads: each one logged a warning.
 #[test]

@@ -296,7 +296,9 @@ impl Shared {
         match self.codec.decode(key, &entry.value) {
             Ok(value) => Some(value),
             Err(e) => {
-                tracing::warn!(key = %key_for_error(key), error = %e, "the stale copy of a key does not decode; not served");
+                if let Some(unlogged) = self.metrics.loader.stale_unreadable_lines.pass() {
+                    tracing::warn!(key = %key_for_error(key), error = %e, unlogged, "the stale copy of a key does not decode; not served (unlogged: reads since the last line)");
+                }
                 None
             }
         }
