@@ -207,6 +207,10 @@ pub(crate) struct ConsistencyMetrics {
     /// every read of the key fails so while L1 refuses writes.
     pub(crate) pending_drop_lines: LogLimit,
     pub(crate) pending_fill_lines: LogLimit,
+    /// Lines of keys L1 could not take out: those received invalidations name (every message
+    /// fails so while L1 refuses writes), and those of writes L2 did not take.
+    pub(crate) undropped_lines: LogLimit,
+    pub(crate) undone_lines: LogLimit,
     /// Lines of received invalidations naming keys no L1 holds (a publisher with other rules
     /// sends them as fast as Redis forwards them).
     #[cfg(feature = "redis")]

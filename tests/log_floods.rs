@@ -50,7 +50,8 @@ impl Subscriber for Lines {
 /// loaded value"), and of backfills (on the caller's thread or the backfill thread; a single
 /// read's and a batch read's apart). A global subscriber sees them, the thread-local ones above
 /// see the callers'. Only one test here writes behind, one loads apart, one backfills single
-/// reads, one batch reads, one receives invalidations, and one gives up on its calls.
+/// reads, one batch reads, one receives invalidations of keys no L1 holds, one of keys its L1
+/// cannot drop, and one gives up on its calls.
 #[derive(Clone, Default)]
 struct Apart {
     writers: Lines,
@@ -59,6 +60,7 @@ struct Apart {
     batch_backfills: Lines,
     unheld: Lines,
     unwaited: Lines,
+    undropped: Lines,
 }
 
 #[derive(Default)]
@@ -99,6 +101,9 @@ impl Subscriber for Apart {
         }
         if message.0.starts_with("a call whose caller gave up on it") {
             self.unwaited.event(e);
+        }
+        if message.0.starts_with("dropping invalidated keys from L1 failed") {
+            self.undropped.event(e);
         }
     }
     fn enter(&self, _: &Id) {}
@@ -603,6 +608,50 @@ fn stale_copies_that_no_longer_decode_log_a_few_lines_not_one_a_read() {
         lines <= 1 + secs as usize,
         "{lines} lines for {CALLS} reads in {secs} s"
     );
+}
+
+/// Invalidations from another instance's writes, received while this one's L1 segment refuses
+/// writes (as a failing device's do): each drop fails, and each message logged a warning, at
+/// the rate the other instances write.
+#[test]
+fn invalidations_l1_cannot_apply_log_a_few_lines_not_one_a_message() {
+    let undropped = &apart_lines().undropped;
+    let redis = RedisServer::start();
+    let disk = Mount::ext4(16);
+    let dir = disk.path().join("store");
+    let toml = |local: &str| {
+        format!(
+            "[local]\n{local}\n[distributed]\nenabled = true\nhosts = [\"{}\"]\n[invalidation]\nenabled = true\n",
+            redis.addr()
+        )
+    };
+    let local = format!("type = \"file\"\npath = \"{}\"\nmax_size = 8", dir.display());
+    let cache = CacheManager::new(CacheConfig::from_toml_str(&toml(&local)).unwrap()).unwrap();
+    let writer = CacheManager::new(CacheConfig::from_toml_str(&toml("type = \"memory\"")).unwrap()).unwrap();
+    let keys: Vec<String> = (0..CALLS).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        cache.set_raw(key, b"old", None).unwrap();
+    }
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == uno_cache::files::SEGMENT_EXT))
+        .max()
+        .unwrap();
+    disk.set_immutable(&segment, true);
+    let received = cache.stats().consistency.invalidations_received;
+    let errors = cache.stats().local.errors;
+    assert_few_lines_apart(undropped, "invalidations", || {
+        for key in &keys {
+            writer.set_raw(key, b"new", None).unwrap();
+        }
+        support::wait_until("every invalidation handled", || {
+            cache.stats().consistency.invalidations_received - received == CALLS as u64
+        });
+    });
+    let stats = cache.stats();
+    disk.set_immutable(&segment, false);
+    assert!(stats.local.errors - errors >= CALLS as u64, "{stats:?}");
 }
 
 /// Every key written in another codec (or as another type) is read once and loaded anew after

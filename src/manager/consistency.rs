@@ -27,6 +27,7 @@ use std::time::Duration;
 use super::failsafe::Removal;
 use super::policy::Shared;
 use crate::error::{key_for_error, Error, Result, Served};
+use crate::log_limit::LogLimit;
 use crate::replay::{Push, PushOutcome, ReplayAction, ReplayOp};
 
 /// How often a read may try again to mark L1's entries suspect after it failed (see
@@ -403,13 +404,15 @@ impl Shared {
     /// Drops keys from L1 only, guarded against racing backfills; what L1 took out (see
     /// `take_out_of_l1`).
     pub(crate) fn drop_local(&self, keys: &[&str]) -> TakenOut {
-        self.take_out_of_l1(keys, "dropping invalidated keys from L1 failed")
+        let lines = &self.metrics.consistency.undropped_lines;
+        self.take_out_of_l1(keys, lines, "dropping invalidated keys from L1 failed")
     }
 
     /// Takes keys out of L1 whose write L2 did not take (it refused their values, or failed
     /// with `fallback_on_error` off), so every instance reads what L2 holds.
     pub(crate) fn undo_local(&self, keys: &[&str]) {
-        self.take_out_of_l1(keys, "could not take values L2 did not take out of L1");
+        let lines = &self.metrics.consistency.undone_lines;
+        self.take_out_of_l1(keys, lines, "could not take values L2 did not take out of L1");
     }
 
     /// [`undo_local`](Self::undo_local) for the items of a write, by their keys.
@@ -421,8 +424,9 @@ impl Shared {
     /// Deletes `keys` from L1, guarded against racing backfills; what it took out. If L1 cannot
     /// delete (a full disk, a store latched read-only, a level a user plugged in that panicked),
     /// the keys it did not get to may still be there: every L1 entry becomes suspect rather
-    /// than serve what the other levels and instances no longer have.
-    fn take_out_of_l1(&self, keys: &[&str], what: &'static str) -> TakenOut {
+    /// than serve what the other levels and instances no longer have. Logged as `lines` lets
+    /// it: while L1 refuses writes, every call fails so.
+    fn take_out_of_l1(&self, keys: &[&str], lines: &LogLimit, what: &'static str) -> TakenOut {
         if keys.is_empty() {
             return TakenOut::default();
         }
@@ -433,8 +437,9 @@ impl Shared {
                 through: keys.len(),
             },
             Err(e) => {
-                self.metrics.local.errors.incr();
-                tracing::warn!(error = %e, "{what}; every L1 entry becomes suspect");
+                if let Some(unlogged) = self.metrics.local.error_line(lines) {
+                    tracing::warn!(error = %e, unlogged, "{what}; every L1 entry becomes suspect (unlogged: calls since the last line)");
+                }
                 self.not_removed(Removal::Keys(keys));
                 self.distrust_everything();
                 TakenOut::before(&e, keys.len())
