@@ -68,7 +68,17 @@ fn a_commit_that_fails_on_a_full_disk_counts_no_eviction() {
 /// leaves no file, and the next one, with space back, creates the store.
 #[test]
 fn a_store_whose_creation_found_the_disk_full_is_created_once_space_is_back() {
-    let fs = Mount::tmpfs(4 * 1024);
+    created_once_space_is_back(&Mount::tmpfs(4 * 1024));
+}
+
+/// The same on ext4, where the store's directory itself takes a block: its creation found the
+/// disk full before redb did, and was `Io`, not `DiskFull`.
+#[test]
+fn a_store_whose_directory_creation_found_an_ext4_disk_full_is_disk_full() {
+    created_once_space_is_back(&Mount::ext4(16));
+}
+
+fn created_once_space_is_back(fs: &Mount) {
     let path = fs.path().join("cache").join(REDB_FILE_NAME);
     let ballast = fs.fill("ballast");
     let err = RedbStore::open(&path, RedbOptions::default()).unwrap_err();

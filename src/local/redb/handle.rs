@@ -58,12 +58,12 @@ pub(super) fn open_or_create(path: &Path, mode: u32) -> Result<(Database, bool)>
         perms::new_file(mode)
             .create_new(true)
             .open(path)
-            .map_err(|e| Error::io("create database file", path, e))?;
+            .map_err(|e| open_io_error("create database file", path, parent, e))?;
         // redb fsyncs the file at each durable commit, never its directory: without this the
         // file's name, and every commit in it, could be lost in a power cut.
         Disk::default()
             .sync_dir(parent)
-            .map_err(|e| Error::io("fsync directory", parent, e))?;
+            .map_err(|e| open_io_error("fsync directory", parent, parent, e))?;
     }
     let opened = open_database(path).inspect_err(|_| {
         // redb sizes a new file before it writes its header: one it could not finish (a full
@@ -76,6 +76,21 @@ pub(super) fn open_or_create(path: &Path, mode: u32) -> Result<(Database, bool)>
         }
     });
     Ok((opened?, creating))
+}
+
+/// An I/O error of a step of the open that is not redb's (its directory, its new file): the
+/// device's lack of room is [`Error::DiskFull`], as redb's own is (see `convert`), naming the
+/// directory to free space in. On ext4 the directory of a new store takes a block: that, not
+/// redb, is what finds a full disk first, and it was [`Error::Io`].
+pub(super) fn open_io_error(op: &'static str, path: &Path, dir: &Path, e: std::io::Error) -> Error {
+    if is_no_space(&e) {
+        return Error::DiskFull {
+            path: dir.to_path_buf(),
+            op,
+            needed: 0,
+        };
+    }
+    Error::io(op, path, e)
 }
 
 /// Opens (or creates) the database, a panic of redb's on a damaged file made an error.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::handle::{damaged, next_seq_of, open_or_create, redb_error, START_EMPTY};
+use super::handle::{damaged, next_seq_of, open_io_error, open_or_create, redb_error, START_EMPTY};
 use super::lost::Lost;
 use super::tables::{self, weight, Counts, Record, Tables, ENTRIES, META, META_BYTES, META_NEXT_SEQ, ORDER};
 use super::RedbOptions;
@@ -123,7 +123,7 @@ impl Inner {
             .unwrap_or(Path::new("."));
         let disk = Disk::default();
         disk.create_dir(parent, options.file_mode)
-            .map_err(|e| Error::io("create directory", parent, e))?;
+            .map_err(|e| open_io_error("create directory", parent, parent, e))?;
         let (db, _) = open_or_create(&path, options.file_mode)?;
         // It reads the table tree's pages, which redb panics on if they are damaged.
         let foreign = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tables::foreign(&db))) {
