@@ -465,3 +465,35 @@ fn an_import_through_a_config_holds_every_entry_to_local_ttl() {
         assert!(expires <= latest, "{key} lives past local.ttl: {line:?}");
     }
 }
+
+/// redb panics on a page it cannot parse; the store catches the panic and fails the call with an
+/// error naming the file and what to do. The default panic hook printed the panic first
+/// (`thread 'main' panicked at …/redb-…`), which a user reads as the tool crashing. The tool says
+/// the error alone, and its exit code is the usual 2.
+#[cfg(feature = "redb")]
+#[test]
+fn a_damaged_redb_page_is_an_error_without_a_panic_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("redb");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[local]\ntype = \"redb\"\npath = {:?}\n",
+            store.display().to_string()
+        ),
+    );
+    assert!(run_config(&config, &["set", "k", "v"]).status.success());
+    let file = store.join(uno_cache::REDB_FILE_NAME);
+    let mut bytes = std::fs::read(&file).unwrap();
+    // The first page after redb's header: the table tree's root, which the open reads.
+    bytes[4096..8192].fill(0xA5);
+    std::fs::write(&file, bytes).unwrap();
+    let out = run_config(&config, &["get", "k"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("damaged database file") && stderr.contains(&file.display().to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

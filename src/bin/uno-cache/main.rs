@@ -49,6 +49,7 @@ macro_rules! err {
 
 mod args;
 mod dump;
+mod panics;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -68,13 +69,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return parse_failed(&e),
     };
-    match run(cli) {
+    panics::run_caught(|| match run(cli) {
         Ok(code) => code,
         Err(message) => {
             err!("uno-cache: {message}\n");
             ExitCode::from(2)
         }
-    }
+    })
 }
 
 fn run(mut cli: Cli) -> Result<ExitCode, String> {
