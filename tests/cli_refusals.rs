@@ -436,3 +436,60 @@ fn a_dir_under_a_file_is_refused_saying_a_file_is_in_the_way() {
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
 }
+
+/// A store whose `uno-cache.meta` is gone, or damaged in its magic bytes, is "not an uno-cache
+/// directory" to the open (storage-format.md), which the store's own segment files beside it
+/// contradict: `verify` exited 2 where the README promises 3 for damaged metadata, and every
+/// command told the user to "choose an empty or new directory" of their own store. Each now
+/// names the metadata file as missing or damaged and says the directory can be moved away or
+/// deleted to start empty; `verify` exits 3. Nothing in the directory changes.
+#[test]
+fn a_store_whose_metadata_file_is_gone_or_damaged_in_its_magic_says_so() {
+    for damage in ["missing", "damaged"] {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(run(dir.path(), &["set", "k", "v"]).status.success());
+        let meta = dir.path().join("uno-cache.meta");
+        if damage == "missing" {
+            std::fs::remove_file(&meta).unwrap();
+        } else {
+            let mut bytes = std::fs::read(&meta).unwrap();
+            bytes[0] ^= 0xff;
+            std::fs::write(&meta, bytes).unwrap();
+        }
+        let listing = || {
+            let mut names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listing();
+        let verify = run(dir.path(), &["verify"]);
+        let told = String::from_utf8_lossy(&verify.stdout);
+        assert_eq!(verify.status.code(), Some(3), "{damage}: {told}");
+        assert!(
+            told.contains("damaged:") && told.contains(&meta.display().to_string()) && told.contains(damage),
+            "{damage}: {told}"
+        );
+        let config = write_file_config(dir.path(), dir.path());
+        for out in [
+            run(dir.path(), &["get", "k"]),
+            run(dir.path(), &["set", "k", "w"]),
+            run(dir.path(), &["stats"]),
+            run_config(&config, &["get", "k"]),
+        ] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{damage}: {stderr}");
+            assert!(
+                stderr.contains(&meta.display().to_string())
+                    && stderr.contains(damage)
+                    && stderr.contains("move the directory away or delete it")
+                    && !stderr.contains("choose an empty or new directory"),
+                "{damage}: {stderr}"
+            );
+        }
+        std::fs::remove_file(dir.path().join("cache.toml")).unwrap();
+        assert_eq!(listing(), before, "{damage}: the directory changed");
+    }
+}

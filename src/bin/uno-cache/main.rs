@@ -16,7 +16,8 @@
 //!
 //! Exit codes: 0 success (for `get`: a hit), 1 a miss (`get`, `del` of an absent key), 2 an error
 //! (reason on stderr), also for bad arguments. `verify` exits 3 when it finds damage, in the
-//! records, in the metadata file, or removed or skipped by the open it does first; `compact`
+//! records, in the metadata file (missing or without its magic bytes too, where the store's
+//! segment files are there), or removed or skipped by the open it does first; `compact`
 //! exits 3 when it dropped damaged records with the oldest segment; `dump` exits 3 when damage
 //! may have taken entries from it (a damaged record it left out, named, or counted where its key
 //! is damaged too; or damage its open removed or skipped), the dump whole otherwise, end line included; `get` exits 3
@@ -50,15 +51,17 @@ macro_rules! err {
 mod args;
 mod dump;
 mod panics;
+mod store_dir;
 
 use std::io::{self, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use args::{command_name, key_arg, parse_failed, ttl_arg, Cli, Command};
 use clap::Parser;
+use store_dir::{metadata_lost, require_store, require_store_of};
 use uno_cache::{
     CacheConfig, CacheManager, Clock, Durability, FileStore, FileStoreOptions, LocalCacheConfig, LocalKind,
     ManualClock, SystemClock,
@@ -196,6 +199,17 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
         Err(e @ uno_cache::Error::CorruptMetadata { .. }) if matches!(cli.command, Command::Verify) => {
             outln!("damaged: {e}")?;
             return Ok(ExitCode::from(3));
+        }
+        Err(uno_cache::Error::NotOurDirectory { path, meta }) => {
+            let Some(lost) = metadata_lost(&path, meta) else {
+                return Err(uno_cache::Error::NotOurDirectory { path, meta }.to_string());
+            };
+            // Damage to the store, as a metadata file that fails its CRC is.
+            if matches!(cli.command, Command::Verify) {
+                outln!("damaged: {lost}")?;
+                return Ok(ExitCode::from(3));
+            }
+            return Err(lost);
         }
         Err(e) => return Err(size_error(e, size_from.as_ref())),
     };
@@ -380,49 +394,6 @@ fn dir_store_error(err: uno_cache::Error, store: &FileStore) -> String {
     )
 }
 
-/// Refuses a path that holds no store, for every command but `set` and `import`: opening it
-/// would create an empty store there (a mistyped `--dir`, a relative `local.path` run from
-/// another directory, the `offline.replay_dir` of a memory L1), in which `get` misses and
-/// `verify` passes. A directory with other files in it is left to the open, which says it is
-/// not a store and creates nothing.
-fn require_store(path: &Path, marker: &str) -> Result<(), String> {
-    if path.join(marker).exists() {
-        return Ok(());
-    }
-    let has_files = std::fs::read_dir(path).is_ok_and(|entries| {
-        entries.flatten().any(|entry| {
-            !uno_cache::files::NO_STORE_FILES
-                .iter()
-                .any(|name| entry.file_name() == *name)
-        })
-    });
-    if has_files {
-        return Ok(());
-    }
-    // A file there (or above it) reads as "no store" too, which leaves the user looking for a
-    // typo.
-    let what = match path.ancestors().find(|p| p.exists()) {
-        Some(file) if !file.is_dir() && file == path => " (it is a file, not a directory)".to_owned(),
-        Some(file) if !file.is_dir() => format!(" ({} is a file, not a directory)", file.display()),
-        _ => String::new(),
-    };
-    Err(format!(
-        "no store at {}{what}; check --dir / local.path (a relative local.path is resolved against the current directory); only `set` and `import` create a store",
-        path.display()
-    ))
-}
-
-/// [`require_store`] for the L1 a configuration describes, if it lives on disk.
-fn require_store_of(config: &CacheConfig) -> Result<(), String> {
-    let dir = config.local.effective_path();
-    match config.local.kind {
-        LocalKind::File => require_store(dir, uno_cache::files::META_FILE),
-        #[cfg(feature = "redb")]
-        LocalKind::Redb => require_store(dir, uno_cache::REDB_FILE_NAME),
-        _ => Ok(()),
-    }
-}
-
 /// What `get` says of a record it found damaged: a miss would pass lost data for an absent key.
 fn damaged_record(key: &str) -> String {
     format!(
@@ -459,7 +430,11 @@ fn run_manager(
     });
     let (memory_l1, replay) = (config.local.kind == LocalKind::Memory, config.offline.replay);
     let local = config.local.clone();
-    let cache = CacheManager::new(config).map_err(|e| size_error(e, size_from))?;
+    let cache = CacheManager::new(config).map_err(|e| match e {
+        uno_cache::Error::NotOurDirectory { path, meta } => metadata_lost(&path, meta)
+            .unwrap_or_else(|| uno_cache::Error::NotOurDirectory { path, meta }.to_string()),
+        e => size_error(e, size_from),
+    })?;
     // As with --dir: what this open removed, no later open can see.
     for damage in cache
         .monitor()
