@@ -1,6 +1,7 @@
 //! A Memcached host's circuit breaker counts that host's failures only, against real servers:
 //! a slow host does not spend the time of the other hosts of a blocking batch (nor, hung, the
-//! time of their later commands of a batch over 1 024 keys per host, nor, gone with its address
+//! time of their later commands of a batch over 1 024 keys per host, nor their replies larger
+//! than the sockets hold, nor, gone with its address
 //! dropping what is sent to it, the time its connect hangs for), and an async call
 //! that waits for one of the store's own connection slots is not the host's failure. Latency is
 //! made by a proxy in front of a server ([`TcpProxy::delay`]); a call held on its way is awaited
@@ -410,4 +411,53 @@ fn a_host_whose_connect_hangs_leaves_the_other_hosts_of_a_blocking_batch_their_w
     let now = store.get_many(&keys[3..]).unwrap();
     assert!(values(&now).iter().all(|v| *v == Some(&b"new"[..])));
     assert_untouched(&breakers, &live.addr());
+}
+
+#[test]
+fn a_hung_host_leaves_a_live_host_of_a_blocking_batch_room_for_a_reply_larger_than_the_socket_buffers() {
+    let _serial = serial();
+    let (hung, live) = (MemcachedServer::start(), MemcachedServer::start());
+    // The live host is across a link of its own pace (16 KiB a millisecond at most), as a host
+    // on the network is: its reply comes only as fast as the link carries it.
+    let link = TcpProxy::start(&live.addr());
+    let breakers = Arc::new(NodeBreakers::new("memcached", 10, Duration::from_secs(60)));
+    // The hung host is listed first: its reply is the one read first.
+    let store = MemcachedStore::connect(
+        MemcachedOptions::with_hosts([hung.addr(), link.addr()])
+            .timeout(Duration::from_secs(2))
+            .node_breakers(Arc::clone(&breakers)),
+    )
+    .unwrap();
+    let mut keys = keys_on(&store, 0, "hung:", 3);
+    keys.extend(keys_on(&store, 1, "large:", 12));
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // 12 values of 700 000 bytes: 8 MB in one reply, twice what the sockets on the client's
+    // side of the link hold (4 MiB to send, 128 KiB to receive), so the rest crosses the link
+    // only as the reply is read.
+    let large = vec![b'v'; 700_000];
+    let items: Vec<(&str, &[u8])> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (*k, if i < 3 { k.as_bytes() } else { &large[..] }))
+        .collect();
+    store.set_many(&items, None).unwrap();
+    let expected: Vec<Option<&[u8]>> = items.iter().map(|&(_, v)| Some(v)).collect();
+    // The write left each host an idle connection, so the call runs from the caller's thread.
+
+    link.delay(Duration::from_millis(1));
+    hung.pause();
+    let err = store.get_many(&keys).unwrap_err();
+    hung.resume();
+    // Read one host after the other, the hung host's read took the whole timeout while the
+    // live host's reply waited in the link, and what was left of it after the deadline
+    // failed the live host's keys too, held against its breaker.
+    let partial = only_the_hung_hosts_keys_failed(err, &hung.addr(), 3);
+    let Served::Entries(served) = &partial.served else {
+        panic!("a get_many serves entries: {partial:?}");
+    };
+    assert!(
+        values(served)[3..] == expected[3..],
+        "the live host's large values were served"
+    );
+    assert_untouched(&breakers, &link.addr());
 }

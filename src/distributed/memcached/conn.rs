@@ -3,8 +3,9 @@
 //! - **Blocking** calls run on the caller's thread, on a plain `TcpStream` whose read and write
 //!   timeouts are set to what is left of the call's deadline before each system call. A call
 //!   over several hosts sends each its first command before it reads any reply, so the hosts
-//!   work at once; a reply that arrived while a slower host was read is taken even if the
-//!   deadline passed meanwhile. (A call with several commands for some host, or with a host
+//!   work at once, then reads the replies together as their bytes arrive (`together`): a host
+//!   that does not answer holds up no other's reply, however large; what arrived by the
+//!   deadline is taken even if it passed meanwhile. (A call with several commands for some host, or with a host
 //!   that has no idle connection to start on, runs each host's [`start`](Host::start) and
 //!   [`finish`](Host::finish) on a thread of its own instead.)
 //! - **Async** calls run on the store's I/O thread (a current-thread tokio runtime, so callers
@@ -35,15 +36,19 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use super::commands::{Command, Site, Step, Written};
 use super::options::HostSpec;
 use super::protocol::{
-    self, is_unauthenticated, opcode, parse_header, status, Header, Packet, HEADER_LEN, UNAUTHENTICATED,
+    is_unauthenticated, opcode, parse_header, status, Header, Packet, HEADER_LEN, UNAUTHENTICATED,
 };
 use crate::distributed::resolve::{Resolver, Unresolved};
 use crate::distributed::runtime::deadline_after;
 use crate::error::{Error, Result};
 
+mod probe;
 mod reply;
+mod together;
 
+pub(super) use probe::{answered, Probed};
 use reply::Partial;
+pub(super) use together::read_first_replies;
 
 const LEVEL: &str = "memcached";
 /// Read buffer per connection: a typical reply is one read.
@@ -95,10 +100,6 @@ impl Fault {
     }
 }
 
-/// The `opaque` of the `noop` that probes a connection given up on (see [`answered`]): apart from
-/// key indices (below `MAX_BATCH`) and the batches' closing `noop` (`u32::MAX`).
-const PROBE_OPAQUE: u32 = u32::MAX - 0x100;
-
 /// A connection given up on while a command that stores values was unanswered on it (it timed
 /// out, or its async caller stopped waiting), its request sent whole or in part. Handed to the
 /// store's writes in doubt.
@@ -137,65 +138,6 @@ fn give_up<C: Command>(hand_over: HandOver<'_>, command: &C, conn: Handed, rest:
 /// What had not been sent of `request`, of which `sent` bytes went out: `None` if nothing did.
 fn unsent(request: &[u8], sent: usize) -> Option<&[u8]> {
     (sent > 0).then(|| request.get(sent..).unwrap_or_default())
-}
-
-/// How a probe of a connection given up on ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Probed {
-    /// The `noop` sent after the request was answered: the request ran before it.
-    Answered,
-    /// The connection failed (closed, reset): whatever had not run will not.
-    Failed,
-    /// Its replies could not be read (damaged, or not memcached's): nothing can be told from
-    /// it. (A reply the call's deadline cut is read on from where it stopped: [`Partial`].)
-    Unreadable,
-}
-
-/// Sends the rest of the request and a `noop` on `unanswered`'s connection and reads its replies
-/// until the `noop`'s. Runs on the I/O thread's runtime (a blocking connection is moved to it)
-/// with no deadline: it ends with the answer, the connection's failure, or the runtime (the
-/// store's drop).
-pub(super) async fn answered(unanswered: Unanswered) -> Probed {
-    let Unanswered { conn: handed, rest } = unanswered;
-    // The packet the call was reading when it gave up, its bytes read so far, and the bytes it
-    // had read past them: the replies go on from there, in step.
-    let (mut partial, leftover, stream) = match handed {
-        Handed::Blocking(conn) => {
-            let leftover = conn.buf.get(conn.start..conn.end).unwrap_or_default().to_vec();
-            let stream = conn
-                .stream
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpStream::from_std(conn.stream));
-            match stream {
-                Ok(stream) => (conn.partial, leftover, stream),
-                Err(_) => return Probed::Unreadable,
-            }
-        }
-        Handed::Async(conn) => (
-            conn.partial,
-            conn.stream.buffer().to_vec(),
-            conn.stream.into_inner(),
-        ),
-    };
-    let (read, mut write) = stream.into_split();
-    let mut read = tokio::io::BufReader::new(AsyncReadExt::chain(std::io::Cursor::new(leftover), read));
-    let mut noop = rest;
-    if protocol::request(&mut noop, opcode::NOOP, PROBE_OPAQUE, &[], &[], &[]).is_err() {
-        return Probed::Unreadable;
-    }
-    if write.write_all(&noop).await.is_err() {
-        return Probed::Failed;
-    }
-    loop {
-        match partial.read_from(&mut read).await {
-            Ok(packet) if packet.header.opcode == opcode::NOOP && packet.header.opaque == PROBE_OPAQUE => {
-                return Probed::Answered
-            }
-            Ok(_) => {}
-            Err(Fault::Io(_)) => return Probed::Failed,
-            Err(_) => return Probed::Unreadable,
-        }
-    }
 }
 
 /// What is left of `deadline`, or a timeout.
@@ -240,8 +182,9 @@ impl SyncConn {
     }
 
     /// The next reply packet: from the buffer, then from the socket, each read bounded by the
-    /// deadline. A read cut short keeps what it took in `partial`.
-    fn read_packet(&mut self, deadline: Instant) -> std::result::Result<Packet, Fault> {
+    /// deadline (`None`: the socket is non-blocking, see [`together`]). A read cut short keeps
+    /// what it took in `partial`.
+    fn read_packet(&mut self, deadline: Option<Instant>) -> std::result::Result<Packet, Fault> {
         loop {
             let Some(room) = self.partial.room()? else {
                 return self
@@ -277,11 +220,24 @@ impl SyncConn {
         deadline: Instant,
     ) -> std::result::Result<C::State, Fault> {
         let mut state = C::State::default();
+        self.receive_into(command, &mut state, Some(deadline))?;
+        Ok(state)
+    }
+
+    /// Reads the rest of `command`'s reply into `state`, its packets read so far; on a
+    /// non-blocking socket (`deadline` `None`) until nothing more has arrived
+    /// ([`Fault::Timeout`], `state` and `partial` keeping what was read).
+    fn receive_into<C: Command>(
+        &mut self,
+        command: &C,
+        state: &mut C::State,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), Fault> {
         loop {
             let packet = self.read_packet(deadline)?;
             refuse_unauthenticated(&packet)?;
-            if command.accept(&mut state, packet).map_err(Fault::Protocol)? == Step::Done {
-                return Ok(state);
+            if command.accept(state, packet).map_err(Fault::Protocol)? == Step::Done {
+                return Ok(());
             }
         }
     }
@@ -311,10 +267,17 @@ fn refuse_unauthenticated(packet: &Packet) -> std::result::Result<(), Fault> {
     }
 }
 
-/// Reads what arrives by `deadline`; once it passed, only what has arrived already. A call's
-/// hosts are read one after another once each was sent its command: a reply that came in while
-/// a slower host was read is the answering host's success, not its timeout.
-fn read_by(stream: &mut TcpStream, out: &mut [u8], deadline: Instant) -> std::result::Result<usize, Fault> {
+/// Reads what arrives by `deadline`; once it passed, only what has arrived already: a reply that
+/// came in while another host was read is the answering host's success, not its timeout.
+/// `None`: the socket is non-blocking already ([`together`]).
+fn read_by(
+    stream: &mut TcpStream,
+    out: &mut [u8],
+    deadline: Option<Instant>,
+) -> std::result::Result<usize, Fault> {
+    let Some(deadline) = deadline else {
+        return read_some(stream, out);
+    };
     if let Ok(left) = left(deadline) {
         stream.set_read_timeout(Some(left))?;
         return read_some(stream, out);
@@ -543,7 +506,7 @@ impl Host {
         deadline: Instant,
         first: Option<&C>,
         hand_over: HandOver<'_>,
-    ) -> Result<Started> {
+    ) -> Result<Started<C::State>> {
         // The time went to other hosts of the call: a pooled connection taken now would fail
         // its first write at once and be closed, so a healthy host lost one connection per such
         // call, and the calls after it connected anew.
@@ -560,6 +523,7 @@ impl Host {
             conn,
             reused,
             sent: false,
+            reply: None,
         };
         let Some(command) = first else {
             return Ok(started);
@@ -594,7 +558,7 @@ impl Host {
         timeout: Duration,
         deadline: Instant,
         commands: &[C],
-        started: Result<Started>,
+        started: Result<Started<C::State>>,
         hand_over: HandOver<'_>,
     ) -> Ran<C::Output> {
         let mut outputs = Vec::with_capacity(commands.len());
@@ -619,7 +583,7 @@ impl Host {
         timeout: Duration,
         deadline: Instant,
         (commands, hand_over): (&[C], HandOver<'_>),
-        started: Started,
+        started: Started<C::State>,
         outputs: &mut Vec<Result<C::Output>>,
     ) -> Result<()> {
         let site = self.site(op);
@@ -627,6 +591,7 @@ impl Host {
             mut conn,
             mut reused,
             mut sent,
+            reply: mut first,
         } = started;
         let mut request = Vec::new();
         let mut queue = commands.iter().peekable();
@@ -634,7 +599,8 @@ impl Host {
             // Bytes of `request` sent, for a timeout; `None`: it went out whole in `start`.
             let mut progress = None;
             let reply = if std::mem::take(&mut sent) {
-                conn.receive(command, deadline)
+                // Read already if the call's hosts were read together.
+                first.take().unwrap_or_else(|| conn.receive(command, deadline))
             } else {
                 request.clear();
                 command
@@ -820,11 +786,13 @@ impl<C: Command> Drop for InFlight<'_, C> {
 }
 
 /// A blocking connection taken for a call, its first command sent (`sent`) unless the
-/// connection turned out closed by the server (`reused`: it was idle in the pool).
-pub(super) struct Started {
+/// connection turned out closed by the server (`reused`: it was idle in the pool), and the
+/// command's reply (its state `S`) once [`read_first_replies`] read it, or what stopped it.
+pub(super) struct Started<S> {
     conn: SyncConn,
     reused: bool,
     sent: bool,
+    reply: Option<std::result::Result<S, Fault>>,
 }
 
 /// `fut`, or [`Fault::Timeout`] once `deadline` passes (the future is dropped, and with it the

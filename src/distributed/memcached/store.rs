@@ -10,7 +10,7 @@ use super::super::nodes::{entries_or_partial, part_grace, Node};
 use super::super::runtime::{deadline_after, IoRuntime};
 use super::super::{ceil_ms, check_key, effective_ttl, envelope, open_envelope};
 use super::commands::{Admin, Command, Delete, Get, Set, SetItem, Stats, Written, MAX_BATCH};
-use super::conn::{Host, Ran};
+use super::conn::{self, Host, Ran};
 use super::doubt::Doubts;
 use super::options::{exptime, parse_host, value_limit, MemcachedOptions};
 use super::routing::Router;
@@ -20,6 +20,7 @@ mod outcomes;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
+pub(super) use outcomes::sum_sizes;
 use outcomes::{everywhere_result, removed, written};
 
 const LEVEL: &str = "memcached";
@@ -60,7 +61,8 @@ const LEVEL: &str = "memcached";
 ///   find keys by prefix, and flushing would wipe other prefixes' entries.
 ///
 /// Blocking calls run on the caller's thread (a batch that spans several hosts sends to each
-/// before it reads from any, so that each host has the whole timeout; one with over 1 024 keys
+/// before it reads from any, then reads their replies together, so that each host has the whole
+/// timeout and a host that does not answer holds up no other's reply; one with over 1 024 keys
 /// on some host, or with a host that has no idle connection, runs each host on a thread of its
 /// own, so that the hosts' later round trips and connects overlap too: a connect to a host gone
 /// whose address drops packets hangs for the whole deadline); async calls run on the store's one I/O thread (`uno-cache-memcached`) and
@@ -221,8 +223,10 @@ impl<C: Command> Call<C> {
     /// sent before any reply is read, so the hosts work at once and each has the whole
     /// timeout, as on the async path. Asked one after another, a slow host that answered late
     /// left the next only what was left, whose timeout then failed its keys and was held
-    /// against its breaker. A host that could not even be sent its command before the deadline
-    /// (the time went to the others) is not held to account.
+    /// against its breaker. The replies are read together ([`conn::read_first_replies`]): read
+    /// one after another, a reply larger than the sockets hold waited behind a hung host until
+    /// the deadline, and failed too. A host that could not even be sent its command before the
+    /// deadline (the time went to the others) is not held to account.
     ///
     /// Each host's breaker is asked first (a host it skips is sent nothing). A call with more
     /// than one command for some host (over [`MAX_BATCH`] of its keys), or with a host that has
@@ -283,7 +287,7 @@ impl<C: Command> Call<C> {
     fn run_here(&self, asked: &[(&Part<C>, bool)]) -> Vec<Ran<C::Output>> {
         let deadline = deadline_after(self.timeout);
         let (op, timeout, doubts) = (self.op, self.timeout, &self.doubts);
-        let started: Vec<_> = asked
+        let mut started: Vec<_> = asked
             .iter()
             .map(|&(part, probe)| {
                 let late = Instant::now() >= deadline;
@@ -294,6 +298,11 @@ impl<C: Command> Call<C> {
                 (probe, late, started)
             })
             .collect();
+        let firsts = asked.iter().map(|(part, _)| part.commands.first());
+        let sent = firsts
+            .zip(&mut started)
+            .filter_map(|(c, (_, _, s))| Some((c?, s.as_mut().ok()?)));
+        conn::read_first_replies(sent, deadline);
         asked
             .iter()
             .zip(started)
@@ -396,16 +405,6 @@ fn judged<O>(node: Option<&Node>, probe: bool, mut ran: Ran<O>, late: bool) -> R
         failure => node.record(probe, failure.map_or(Ok(()), Err)).err(),
     };
     ran
-}
-
-/// The hosts' sizes added up, saturating: a server's figures cannot overflow them.
-pub(super) fn sum_sizes(sizes: Vec<StorageSize>) -> StorageSize {
-    sizes
-        .into_iter()
-        .fold(StorageSize::default(), |a, s| StorageSize {
-            items: a.items.saturating_add(s.items),
-            bytes: a.bytes.saturating_add(s.bytes),
-        })
 }
 
 impl MemcachedStore {

@@ -1,8 +1,9 @@
 //! What a call's answers make for the caller: a write's, a delete's, and those of the calls
-//! that need every host.
+//! that need every host (a size's figures added up).
 
 use super::{partial, Answers, MAX_BATCH};
 use crate::error::{Error, Result, Served};
+use crate::storage::StorageSize;
 
 /// A write's answers: `Ok` if every item was stored. Items a host refused (too large: its `-I`
 /// is below `max_item_size`; or out of memory) fail alone, like the items of a host that was not
@@ -58,4 +59,14 @@ pub(super) fn everywhere_result<O>(answers: Answers<O>) -> Result<Vec<O>> {
         Error::PartialBatch(p) => p.cause,
         other => other,
     })
+}
+
+/// The hosts' sizes added up, saturating: a server's figures cannot overflow them.
+pub(in crate::distributed::memcached) fn sum_sizes(sizes: Vec<StorageSize>) -> StorageSize {
+    sizes
+        .into_iter()
+        .fold(StorageSize::default(), |a, s| StorageSize {
+            items: a.items.saturating_add(s.items),
+            bytes: a.bytes.saturating_add(s.bytes),
+        })
 }
