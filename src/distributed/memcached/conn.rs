@@ -182,7 +182,7 @@ impl SyncConn {
     }
 
     /// The next reply packet: from the buffer, then from the socket, each read bounded by the
-    /// deadline (`None`: the socket is non-blocking, see [`together`]). A read cut short keeps
+    /// deadline (`None`: only what has arrived, see [`together`]). A read cut short keeps
     /// what it took in `partial`.
     fn read_packet(&mut self, deadline: Option<Instant>) -> std::result::Result<Packet, Fault> {
         loop {
@@ -224,8 +224,8 @@ impl SyncConn {
         Ok(state)
     }
 
-    /// Reads the rest of `command`'s reply into `state`, its packets read so far; on a
-    /// non-blocking socket (`deadline` `None`) until nothing more has arrived
+    /// Reads the rest of `command`'s reply into `state`, its packets read so far; with no
+    /// `deadline`, until nothing more has arrived
     /// ([`Fault::Timeout`], `state` and `partial` keeping what was read).
     fn receive_into<C: Command>(
         &mut self,
@@ -269,24 +269,32 @@ fn refuse_unauthenticated(packet: &Packet) -> std::result::Result<(), Fault> {
 
 /// Reads what arrives by `deadline`; once it passed, only what has arrived already: a reply that
 /// came in while another host was read is the answering host's success, not its timeout.
-/// `None`: the socket is non-blocking already ([`together`]).
+/// `None`: only what has arrived already ([`together`] waits for the bytes itself).
 fn read_by(
     stream: &mut TcpStream,
     out: &mut [u8],
     deadline: Option<Instant>,
 ) -> std::result::Result<usize, Fault> {
-    let Some(deadline) = deadline else {
-        return read_some(stream, out);
-    };
-    if let Ok(left) = left(deadline) {
+    if let Some(left) = deadline.and_then(|deadline| left(deadline).ok()) {
         stream.set_read_timeout(Some(left))?;
         return read_some(stream, out);
     }
-    stream.set_nonblocking(true)?;
-    let read = read_some(stream, out);
-    // A connection left non-blocking would fail its next call's reads at once.
-    stream.set_nonblocking(false)?;
-    read
+    read_arrived(stream, out)
+}
+
+/// One read of what has arrived, without waiting ([`Fault::Timeout`] if nothing has): a
+/// `recv` with `MSG_DONTWAIT`, where switching the socket to non-blocking and back cost two
+/// more system calls per host of every call that reads its hosts together.
+fn read_arrived(stream: &TcpStream, out: &mut [u8]) -> std::result::Result<usize, Fault> {
+    loop {
+        // The second count is the datagram's whole length, for `MSG_TRUNC`: a stream has none.
+        match rustix::net::recv(stream, &mut *out, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((0, _)) if !out.is_empty() => return Err(Fault::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        }
+    }
 }
 
 fn read_some(stream: &mut TcpStream, out: &mut [u8]) -> std::result::Result<usize, Fault> {
