@@ -112,16 +112,25 @@ impl Shared {
     }
 
     pub(crate) fn push_replay(&self, pushes: &[Push<'_>]) -> Result<()> {
+        self.push_replay_overflowed(pushes).map(drop)
+    }
+
+    /// [`push_replay`](Self::push_replay), returning the indices of the ops the full queue lost
+    /// ([`PushOutcome::Overflowed`]): acknowledged write-behind writes that will never reach L2.
+    pub(crate) fn push_replay_overflowed(&self, pushes: &[Push<'_>]) -> Result<Vec<usize>> {
         let Some(q) = &self.replay else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let c = &self.metrics.consistency;
         match q.push_many(pushes) {
             Ok(outcomes) => {
-                let lost = outcomes
+                let overflowed: Vec<usize> = outcomes
                     .iter()
-                    .filter(|o| matches!(o, PushOutcome::Overflowed))
-                    .count();
+                    .enumerate()
+                    .filter(|(_, o)| matches!(o, PushOutcome::Overflowed))
+                    .map(|(i, _)| i)
+                    .collect();
+                let lost = overflowed.len();
                 let downgraded = outcomes
                     .iter()
                     .filter(|o| matches!(o, PushOutcome::Downgraded { .. }))
@@ -135,7 +144,7 @@ impl Shared {
                         "replay queue full: L2 writes were lost and L2 may hold stale values until reconciled (see CacheManager::clear_replay_overflow); unlogged: writes since the last line"
                     );
                 }
-                Ok(())
+                Ok(overflowed)
             }
             Err(e) => {
                 c.queue_failures.add(pushes.len() as u64);

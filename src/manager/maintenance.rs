@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::apart::Pass;
-use super::offload::offload;
+use super::offload::{offload, offload_unheard};
 use super::policy::Shared;
 use super::tags::TagStore;
 use super::writes::L2Owed;
@@ -418,8 +418,10 @@ impl CacheManager {
     /// loss of commits once, through its flush, and that report must not cost L2 its flush).
     /// Then, if both flushed, [`Error::WriteBehindLost`] for the write-behind writes that will
     /// never reach L2 since the last flush reported any (this flush's sends included): L2
-    /// refused them, or they failed with no replay queue to take them. As `fsync` reports a
-    /// writeback error, one flush reports a loss, on whichever handle of the manager calls it;
+    /// refused them, or they failed with no replay queue to take them or one too full to (a
+    /// set that found the write-behind queue full and wrote through counts, when L2 failed it
+    /// and `fallback_on_error` hid that); not a write a newer write of its key superseded. As
+    /// `fsync` reports a writeback error, one flush reports a loss, on whichever handle calls it;
     /// a loss a level's error hid is reported by the next flush. Writes that failed and were
     /// queued for replay are not lost, and not reported: they land once L2 answers
     /// (`stats().consistency.write_behind_failures` counts every failure). Queued backfills
@@ -440,13 +442,21 @@ impl CacheManager {
     }
 
     /// Async [`CacheManager::flush`]: runs on a thread of its own (see `offload`); dropping the
-    /// future does not stop it, and dropping the manager's last handle waits for it.
+    /// future does not stop it, and dropping the manager's last handle waits for it. A loss of
+    /// write-behind writes that a dropped future's flush found reached nobody: the next flush
+    /// reports it.
     ///
     /// # Errors
     /// As [`CacheManager::flush`].
     pub async fn flush_async(&self) -> Result<()> {
         let pass = self.pass()?;
-        offload("flush", move || pass.manager().flush()).await
+        offload_unheard(
+            "flush",
+            pass,
+            |pass| pass.manager().flush(),
+            |pass, unheard| pass.shared().restore_behind_lost(unheard),
+        )
+        .await
     }
 
     /// A pass for work run apart from this call (see `apart`): the last handle's drop waits

@@ -15,11 +15,25 @@ pub(crate) async fn offload<T: Send + 'static>(
     name: &'static str,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
+    offload_unheard(name, (), move |()| work(), |(), _| {}).await
+}
+
+/// [`offload`] of `work` on `state` (kept until the thread ends), whose result, if the caller
+/// dropped the future before it came, goes to `unheard`: a report that must reach someone
+/// (a flush's loss of write-behind writes) is kept for the next call then.
+pub(crate) async fn offload_unheard<T: Send + 'static, S: Send + 'static>(
+    name: &'static str,
+    state: S,
+    work: impl FnOnce(&S) -> Result<T> + Send + 'static,
+    unheard: impl FnOnce(&S, Result<T>) + Send + 'static,
+) -> Result<T> {
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
         .name(format!("uno-cache-call-{name}"))
         .spawn(move || {
-            let _ = tx.send(work());
+            if let Err(result) = tx.send(work(&state)) {
+                unheard(&state, result);
+            }
         })
         .map_err(|e| Error::Backend {
             level: "manager",

@@ -186,7 +186,9 @@ impl Shared {
                         self.undo_local_items(&unsent);
                         return Err(error);
                     }
-                    self.queued_or_undone(&unsent, self.queue_failed_sets(&unsent, ttl))
+                    let queued = self.queued_or_undone(&unsent, self.queue_failed_sets(&unsent, ttl));
+                    self.lost_through(&unsent, &error, &queued);
+                    queued
                 }
                 Err(e) => {
                     let first = items.first().map_or("", |(k, _)| *k);
@@ -200,7 +202,9 @@ impl Shared {
                         self.undo_local_items(items);
                         return Err(e);
                     }
-                    self.queued_or_undone(items, self.queue_failed_sets(items, ttl))
+                    let queued = self.queued_or_undone(items, self.queue_failed_sets(items, ttl));
+                    self.lost_through(items, &e, &queued);
+                    queued
                 }
             },
         }

@@ -9,6 +9,7 @@
 use parking_lot::Mutex;
 
 use crate::error::{key_for_error, Error, Result};
+use crate::manager::policy::Shared;
 
 /// What was lost since the last report: how many writes, the first one's key, and why.
 #[derive(Debug)]
@@ -42,12 +43,43 @@ impl LostWrites {
         }
     }
 
+    /// Puts back a loss [`take`](Self::take) returned that reached nobody; it comes before any
+    /// loss noted since, whose writes it counts.
+    pub(crate) fn restore(&self, writes: u64, key: String, reason: String) {
+        let mut lost = self.0.lock();
+        let since = lost.take().map_or(0, |since| since.writes);
+        *lost = Some(Lost {
+            writes: writes.saturating_add(since),
+            key,
+            reason,
+        });
+    }
+
     /// The loss since the last call, as an error; `Ok` if nothing was lost.
     pub(crate) fn take(&self) -> Result<()> {
         match self.0.lock().take() {
             Some(Lost { writes, key, reason }) => Err(Error::WriteBehindLost { writes, key, reason }),
             None => Ok(()),
         }
+    }
+}
+
+impl Shared {
+    /// A write of write-behind mode sent through by its caller (the queue was full) that L2
+    /// failed, `fallback_on_error` hiding the failure: the caller was told it succeeded, as for
+    /// any write-behind write, so with no replay queue to take it, it is lost as a queued write
+    /// L2 failed is. `queued`: the replay queue's answer, whose error the caller is told.
+    pub(crate) fn lost_through(&self, items: &[(&str, &[u8])], error: &Error, queued: &Result<()>) {
+        let Some(queue) = &self.behind else {
+            return;
+        };
+        if queued.is_err() || (self.replays_failures && self.replay.is_some()) {
+            return;
+        }
+        let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
+        queue.lost.note(&keys, || {
+            format!("written through while the queue was full, they did not reach L2 ({error}) and no replay queue takes them (offline.replay needs a directory)")
+        });
     }
 }
 

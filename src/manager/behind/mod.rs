@@ -517,6 +517,15 @@ impl WriteQueue {
         self.state.lock().in_flight.contains_key(key)
     }
 
+    /// The keys of `keys` (of the batch in flight) whose write there no newer op supersedes:
+    /// not a key written again since (queued), nor one a settle took over (no longer in
+    /// flight). L2 not taking their write loses it; the others' newer op goes on.
+    fn current_writes<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Vec<&'k str> {
+        let st = self.state.lock();
+        keys.filter(|key| !st.queued.contains_key(*key) && st.in_flight.contains_key(*key))
+            .collect()
+    }
+
     /// Moves up to [`BATCH`] queued writes in flight and returns them.
     fn take(&self) -> Vec<(String, Queued)> {
         let mut st = self.state.lock();
@@ -587,6 +596,16 @@ impl Shared {
     /// without write-behind or without a loss.
     pub(crate) fn take_behind_lost(&self) -> Result<()> {
         self.behind.as_ref().map_or(Ok(()), |queue| queue.lost.take())
+    }
+
+    /// Keeps for the next flush a loss a flush took from [`take_behind_lost`](Self::take_behind_lost)
+    /// and could not deliver (its async caller went away); any other result is dropped.
+    pub(crate) fn restore_behind_lost(&self, unheard: Result<()>) {
+        if let (Some(queue), Err(crate::Error::WriteBehindLost { writes, key, reason })) =
+            (&self.behind, unheard)
+        {
+            queue.lost.restore(writes, key, reason);
+        }
     }
 
     /// Queues a write for the writer thread, if write-behind is on.

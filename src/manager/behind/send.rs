@@ -215,8 +215,9 @@ impl Shared {
     }
 
     /// Write-behind values L2 refused as bad input: counted, and taken out of L1 too so every
-    /// instance reads the same (older) value; not a key a settle took over meanwhile (no longer
-    /// in flight), whose newer op went on.
+    /// instance reads the same (older) value; not a key written again since (queued), nor one a
+    /// settle took over meanwhile (no longer in flight): their newer op goes on, so the refused
+    /// write is not lost, and L1 holds the newer value.
     fn refused_behind(&self, keys: &[&str], error: &Error) {
         let n = keys.len() as u64;
         // One failed call, however many of its items it refused, shown as the last error, as a
@@ -228,7 +229,7 @@ impl Shared {
         let Some(queue) = &self.behind else {
             return;
         };
-        let current: Vec<&str> = keys.iter().copied().filter(|key| queue.in_flight(key)).collect();
+        let current = queue.current_writes(keys.iter().copied());
         queue.lost.note(&current, || {
             format!("L2 refused them ({error}), and they left L1 too")
         });
@@ -263,16 +264,7 @@ impl Shared {
                 tracing::warn!(keys = batch.len(), unlogged,
                     "failed L2 writes are not queued (no replay queue: offline.replay = false, fallback_on_error = false, or no directory for it): L2 keeps older values for these keys until they expire (unlogged: batches since the last line)");
             }
-            // Not a key written again since (queued), nor one a settle took over (no longer in
-            // flight): their newer op goes on.
-            let lost: Vec<&str> = {
-                let st = queue.state.lock();
-                batch
-                    .iter()
-                    .filter(|(key, _)| !st.queued.contains_key(key) && st.in_flight.contains_key(key))
-                    .map(|(key, _)| key.as_str())
-                    .collect()
-            };
+            let lost = queue.current_writes(batch.iter().map(|(key, _)| key.as_str()));
             queue.lost.note(&lost, || {
                 format!("they did not reach L2 ({error}) and no replay queue takes them (offline.replay needs fallback_on_error = true and a directory)")
             });
@@ -298,15 +290,28 @@ impl Shared {
                 expires_at_ms: q.expires_at_ms,
             })
             .collect();
-        if let Err(e) = self.push_replay(&pushes) {
-            // No caller is left to tell: the log says so now, the next flush to whoever asks.
-            let keys: Vec<&str> = pushes.iter().map(Push::key).collect();
-            queue.lost.note(&keys, || {
-                format!("they did not reach L2 ({error}) and the replay queue could not take them ({e})")
-            });
-            if let Some(unlogged) = lost_lines.pass() {
-                tracing::error!(keys = pushes.len(), unlogged,
-                    "a write-behind batch that did not reach L2 could not be queued for replay either: L2 keeps older values for these keys until they expire or are written again (unlogged: batches since the last line)");
+        match self.push_replay_overflowed(&pushes) {
+            Err(e) => {
+                // No caller is left to tell: the log says so now, the next flush to whoever asks.
+                let keys: Vec<&str> = pushes.iter().map(Push::key).collect();
+                queue.lost.note(&keys, || {
+                    format!("they did not reach L2 ({error}) and the replay queue could not take them ({e})")
+                });
+                if let Some(unlogged) = lost_lines.pass() {
+                    tracing::error!(keys = pushes.len(), unlogged,
+                        "a write-behind batch that did not reach L2 could not be queued for replay either: L2 keeps older values for these keys until they expire or are written again (unlogged: batches since the last line)");
+                }
+            }
+            // The full queue lost them as surely (it logs so, and stats says it overflowed).
+            Ok(overflowed) => {
+                let keys: Vec<&str> = overflowed
+                    .iter()
+                    .filter_map(|&i| pushes.get(i))
+                    .map(Push::key)
+                    .collect();
+                queue.lost.note(&keys, || {
+                    format!("they did not reach L2 ({error}) and the replay queue, full, lost them (consistency.replay_overflowed)")
+                });
             }
         }
         drop(st);
