@@ -145,3 +145,45 @@ fn a_loss_a_dropped_flush_async_never_delivered_is_reported_by_the_next_flush() 
     assert_eq!((writes, key.as_str()), (1, "k"));
     s.cache.flush().unwrap();
 }
+
+/// A write whose batch failed (no replay queue) while a delete of its key waited for that batch
+/// is not lost: the delete, issued after it, goes on and reaches L2, which then holds what it
+/// would have held had the write landed. The flush reports nothing.
+#[test]
+fn an_in_flight_write_a_waiting_delete_settles_is_not_reported_lost_when_its_batch_fails() {
+    let clock = uno_cache::ManualClock::new(manager_support::START_MS);
+    let l1 = std::sync::Arc::new(
+        uno_cache::MemoryStore::with_clock(1000, std::sync::Arc::new(clock.clone())).unwrap(),
+    );
+    let l2 = manager_support::ScriptedStore::new("scripted", &clock);
+    let gated = manager_support::gated::GatedStore::new(std::sync::Arc::clone(&l2));
+    let cache = uno_cache::CacheManager::builder()
+        .config(config(10_000, None))
+        .local(l1)
+        .distributed(gated.clone())
+        .clock(std::sync::Arc::new(clock))
+        .build()
+        .unwrap();
+    l2.put_raw("k", &encoded(&0u32), manager_support::START_MS + 600_000);
+    let batch = gated.gate("set_each", "k", manager_support::gated::Point::Before);
+    cache.set("k", &1u32, None).unwrap();
+    batch.wait_entered();
+    let mut delete = Box::pin(cache.delete_async("k"));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        delete.as_mut().poll(&mut cx).is_pending(),
+        "the delete waits for the batch in flight"
+    );
+    l2.set_failing(true);
+    batch.release();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.stats().consistency.write_behind_failures == 0 {
+        assert!(std::time::Instant::now() < deadline, "the batch never failed");
+        std::thread::yield_now();
+    }
+    l2.set_failing(false);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(delete).unwrap();
+    assert_eq!(l2.peek("k"), None, "the delete reached L2");
+    cache.flush().unwrap();
+}

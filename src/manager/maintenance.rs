@@ -420,7 +420,7 @@ impl CacheManager {
     /// never reach L2 since the last flush reported any (this flush's sends included): L2
     /// refused them, or they failed with no replay queue to take them or one too full to (a
     /// set that found the write-behind queue full and wrote through counts, when L2 failed it
-    /// and `fallback_on_error` hid that); not a write a newer write of its key superseded. As
+    /// and `fallback_on_error` hid that); not a write a newer write or delete of its key superseded. As
     /// `fsync` reports a writeback error, one flush reports a loss, on whichever handle calls it;
     /// a loss a level's error hid is reported by the next flush. Writes that failed and were
     /// queued for replay are not lost, and not reported: they land once L2 answers

@@ -115,6 +115,10 @@ struct State {
     /// nor resends them, but a later settle of one of them still waits for the batch to land,
     /// as its older write may land after anything sent before.
     superseded: HashSet<String>,
+    /// Keys of the batch on its way that a settle waits for (how many settles): the settling
+    /// op, issued after the batch's write, goes on once it lands, so that write failing loses
+    /// nothing (see [`WriteQueue::current_writes`]).
+    settling: HashMap<String, usize>,
     /// The writer is gathering a batch (a test waits for this state).
     lingering: bool,
     /// The next [`Queued::order`].
@@ -135,6 +139,18 @@ fn epoch_slot(key: &str) -> usize {
     #[allow(clippy::cast_possible_truncation)]
     let h = h as usize;
     h & (EPOCH_SLOTS - 1)
+}
+
+/// An async settle's wait for the batch in flight ([`State::settling`]), ended when dropped.
+struct Settling<'q> {
+    queue: &'q WriteQueue,
+    keys: &'q [&'q str],
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        WriteQueue::waited(&mut self.queue.state.lock(), self.keys);
+    }
 }
 
 /// What [`WriteQueue::push`] did.
@@ -408,19 +424,46 @@ impl WriteQueue {
         let deadline = Instant::now() + self.max_wait;
         let mut st = self.state.lock();
         self.drop_queued(&mut st, keys);
-        while Self::on_the_way(&st, keys) {
+        if !Self::on_the_way(&st, keys) {
+            return false;
+        }
+        Self::wait_on(&mut st, keys);
+        let gave_up = loop {
             if self.landed.wait_until(&mut st, deadline).timed_out() {
                 // The caller's write or delete goes on and supersedes the batch's writes of
                 // these keys: if the batch fails, they must not be queued for replay after it.
                 Self::supersede(&mut st, keys);
-                return true;
+                break true;
             }
             // A delete queued meanwhile behind the batch (another instance's invalidation,
             // see `withdraw`) is older than the caller's op, which holds the keys: as
             // `settle_async` does, drop it rather than send it after the op.
             self.drop_queued(&mut st, keys);
+            if !Self::on_the_way(&st, keys) {
+                break false;
+            }
+        };
+        Self::waited(&mut st, keys);
+        gave_up
+    }
+
+    /// Marks `keys` as waited for by a settle ([`State::settling`]).
+    fn wait_on(st: &mut State, keys: &[&str]) {
+        for key in keys {
+            *st.settling.entry((*key).to_owned()).or_default() += 1;
         }
-        false
+    }
+
+    /// Undoes [`wait_on`](Self::wait_on).
+    fn waited(st: &mut State, keys: &[&str]) {
+        for key in keys {
+            if let Some(n) = st.settling.get_mut(*key) {
+                *n -= 1;
+                if *n == 0 {
+                    st.settling.remove(*key);
+                }
+            }
+        }
     }
 
     /// Whether the batch on its way holds a write of one of `keys`, superseded or not.
@@ -483,6 +526,8 @@ impl WriteQueue {
     /// take, each bounded by the L2 timeout: one call, or one per key when L2 refused a value
     /// of the batch as bad input and the rest are sent again key by key.
     pub(crate) async fn settle_async(&self, keys: &[&str]) {
+        // Ends the wait whether the settle returns or its future is dropped.
+        let mut settling = None;
         loop {
             let landed = self.landed_async.notified();
             tokio::pin!(landed);
@@ -492,6 +537,10 @@ impl WriteQueue {
                 self.drop_queued(&mut st, keys);
                 if !Self::on_the_way(&st, keys) {
                     return;
+                }
+                if settling.is_none() {
+                    Self::wait_on(&mut st, keys);
+                    settling = Some(Settling { queue: self, keys });
                 }
             }
             landed.await;
@@ -519,11 +568,16 @@ impl WriteQueue {
 
     /// The keys of `keys` (of the batch in flight) whose write there no newer op supersedes:
     /// not a key written again since (queued), nor one a settle took over (no longer in
-    /// flight). L2 not taking their write loses it; the others' newer op goes on.
+    /// flight) or waits for (a delete or write issued after it). L2 not taking their write
+    /// loses it; the others' newer op goes on.
     fn current_writes<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Vec<&'k str> {
         let st = self.state.lock();
-        keys.filter(|key| !st.queued.contains_key(*key) && st.in_flight.contains_key(*key))
-            .collect()
+        keys.filter(|key| {
+            !st.queued.contains_key(*key)
+                && st.in_flight.contains_key(*key)
+                && !st.settling.contains_key(*key)
+        })
+        .collect()
     }
 
     /// Moves up to [`BATCH`] queued writes in flight and returns them.
