@@ -343,12 +343,9 @@ fn loads_apart_on_a_full_tmpfs_log_a_few_lines_not_one_a_load() {
     });
 }
 
-/// Reads that L2 answers for a file L1 whose device is full: every backfill fails, and each
-/// logged a warning.
-#[test]
-fn backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_read() {
-    let backfills = &apart_lines().backfills;
-    let redis = RedisServer::start();
+/// [`CALLS`] keys that `redis` holds (written through a memory L1), and a manager over a file
+/// L1 on a tmpfs filled to the last byte, so that every backfill of them fails.
+fn l2_keys_behind_a_full_file_l1(redis: &RedisServer) -> (Mount, CacheManager, Vec<String>) {
     let disk = Mount::tmpfs(1024);
     let toml = |local: &str| {
         format!(
@@ -367,6 +364,16 @@ fn backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_read() {
     );
     let cache = CacheManager::new(CacheConfig::from_toml_str(&toml(&local)).unwrap()).unwrap();
     disk.fill("ballast");
+    (disk, cache, keys)
+}
+
+/// Reads that L2 answers for a file L1 whose device is full: every backfill fails, and each
+/// logged a warning.
+#[test]
+fn backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_read() {
+    let backfills = &apart_lines().backfills;
+    let redis = RedisServer::start();
+    let (_disk, cache, keys) = l2_keys_behind_a_full_file_l1(&redis);
     assert_few_lines_apart(backfills, "reads", || {
         for key in &keys {
             assert_eq!(cache.get_raw(key).unwrap().as_deref(), Some(&b"v"[..]));
@@ -468,24 +475,7 @@ fn reads_of_a_queued_write_l1_cannot_apply_log_a_few_lines_not_one_a_read() {
 fn batch_backfills_on_a_full_tmpfs_log_a_few_lines_not_one_a_batch() {
     let backfills = &apart_lines().batch_backfills;
     let redis = RedisServer::start();
-    let disk = Mount::tmpfs(1024);
-    let toml = |local: &str| {
-        format!(
-            "[local]\n{local}\n[distributed]\nenabled = true\ntype = \"redis\"\nhosts = [\"{}\"]\n",
-            redis.addr()
-        )
-    };
-    let writer = CacheManager::new(CacheConfig::from_toml_str(&toml("type = \"memory\"")).unwrap()).unwrap();
-    let keys: Vec<String> = (0..CALLS).map(|i| format!("k{i}")).collect();
-    for key in &keys {
-        writer.set_raw(key, b"v", None).unwrap();
-    }
-    let local = format!(
-        "type = \"file\"\npath = \"{}\"\nmax_size = 16",
-        disk.path().join("store").display()
-    );
-    let cache = CacheManager::new(CacheConfig::from_toml_str(&toml(&local)).unwrap()).unwrap();
-    disk.fill("ballast");
+    let (_disk, cache, keys) = l2_keys_behind_a_full_file_l1(&redis);
     assert_few_lines_apart(backfills, "keys read two a batch", || {
         for pair in keys.chunks(2) {
             let found = cache.multi_get_raw(pair).unwrap();
