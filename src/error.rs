@@ -357,8 +357,7 @@ pub enum Error {
     /// Write-behind writes that will never reach L2, returned once by the first
     /// [`CacheManager::flush`](crate::CacheManager::flush) after they were lost: L2 refused them
     /// (they left L1 too), or they failed and no replay queue took them (none, or a full one).
-    /// L2 keeps its older
-    /// values of those keys; L1 and L2 were flushed all the same.
+    /// L2 keeps its older values of those keys; L1 and L2 were flushed all the same.
     #[error("{writes} write-behind write(s) will never reach L2 (first key {key:?}): {reason}; L2 keeps its older values of these keys until they expire or are written again")]
     WriteBehindLost {
         /// How many writes were lost since the last report.
