@@ -250,8 +250,7 @@ pub enum Push<'a> {
 
 impl Push<'_> {
     /// The key the op is about.
-    #[must_use]
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         match self {
             Push::Set { key, .. } | Push::Delete { key } => key,
         }
