@@ -235,6 +235,7 @@ pub(crate) struct ConsistencyMetrics {
     pub(crate) replaced: Counter,
     pub(crate) dropped: Counter,
     pub(crate) served_unverified: Counter,
+    pub(crate) withheld_unverified: Counter,
     pub(crate) behind_flushes: Counter,
     pub(crate) behind_failures: Counter,
     pub(crate) behind_reads: Counter,
@@ -582,6 +583,10 @@ pub struct ConsistencyStats {
     pub revalidated_dropped: u64,
     /// Suspect L1 entries served without a check because L2 could not be reached (offline).
     pub served_unverified: u64,
+    /// Suspect L1 entries read while L2 could not be reached and answered as misses, not
+    /// served unverified: a write or removal L1 failed may have left them (a value the caller
+    /// was told was not written, or one a delete removed everywhere else).
+    pub withheld_unverified: u64,
     /// `distributed.write_mode = "behind"` is on.
     pub write_behind: bool,
     /// Keys whose L2 write is queued or being sent now.
@@ -619,6 +624,7 @@ impl ConsistencyMetrics {
         stats.revalidated_replaced = self.replaced.get();
         stats.revalidated_dropped = self.dropped.get();
         stats.served_unverified = self.served_unverified.get();
+        stats.withheld_unverified = self.withheld_unverified.get();
         stats.write_behind_flushes = self.behind_flushes.get();
         stats.write_behind_failures = self.behind_failures.get();
         stats.write_behind_reads = self.behind_reads.get();

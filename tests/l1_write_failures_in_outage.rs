@@ -71,13 +71,18 @@ struct Instance {
 impl Instance {
     /// `write_mode`: "through" or "behind".
     fn start(redis: &RedisServer, write_mode: &str) -> Instance {
+        Instance::start_with(redis, write_mode, true)
+    }
+
+    /// `queue`: with the replay queue and fail-safe, or with neither.
+    fn start_with(redis: &RedisServer, write_mode: &str, queue: bool) -> Instance {
         let disk = Mount::ext4(16);
         let dir = disk.path().join("store");
-        let queue = tempfile::tempdir().unwrap();
+        let queue_dir = tempfile::tempdir().unwrap();
         let options = uno_cache::FileStoreOptions::default().max_size_mb(8);
         let store = Arc::new(uno_cache::FileStore::open(&dir, options).unwrap());
         let cache = CacheManager::builder()
-            .config(config(redis, Some(queue.path()), write_mode))
+            .config(config(redis, queue.then_some(queue_dir.path()), write_mode))
             .local(store)
             .build()
             .unwrap();
@@ -85,7 +90,7 @@ impl Instance {
             cache,
             disk,
             dir,
-            _queue: queue,
+            _queue: queue_dir,
         }
     }
 
@@ -328,13 +333,16 @@ fn a_multi_delete_l1_refused_while_redis_was_dead_is_replayed_and_no_instance_se
 
 /// A batch L1 stored the first part of before it failed (its directory made immutable, so the
 /// roll to a new segment fails after the first run of records was written): the caller is told
-/// the batch failed, and nothing of it is queued or sent. Once Redis is back, the part L1 kept
-/// gives way to L2's value, in this instance as in a fresh one.
-#[test]
-fn a_multi_set_l1_stored_part_of_while_redis_was_dead_gives_way_to_l2_once_redis_returns() {
+/// the batch failed, and nothing of it is queued or sent. During the outage, the part L1 kept
+/// is not served: L2, which never got it, cannot be asked, and the caller was told it was not
+/// written; an entry the failure only made suspect still is. Once Redis is back, the part L1
+/// kept gives way to L2's value, in this instance as in a fresh one. `queue`: with the replay
+/// queue and fail-safe, or with neither.
+fn a_partly_stored_batch_in_an_outage(queue: bool) {
     let mut redis = persistent_redis();
-    let a = Instance::start(&redis, "through");
+    let a = Instance::start_with(&redis, "through", queue);
     a.cache.set_raw("k", b"old", None).unwrap();
+    a.cache.set_raw("other", b"kept", None).unwrap();
     redis.kill();
     a.disk.set_immutable(&a.dir, true);
     // "k" and the first large value fill the active segment; the second needs a new one.
@@ -351,6 +359,31 @@ fn a_multi_set_l1_stored_part_of_while_redis_was_dead_gives_way_to_l2_once_redis
     );
     a.disk.set_immutable(&a.dir, false);
 
+    assert_eq!(
+        a.get("k"),
+        None,
+        "the part of a failed write L1 kept is served while L2 cannot be asked"
+    );
+    assert_eq!(
+        a.get("large"),
+        None,
+        "the part of a failed write L1 kept is served while L2 cannot be asked"
+    );
+    let batch = a.cache.multi_get_raw(&["k", "large", "other"]).unwrap();
+    assert_eq!(
+        batch.keys().collect::<Vec<_>>(),
+        vec!["other"],
+        "a batch read serves the part of a failed write L1 kept, or not the entry the failure \
+         only made suspect"
+    );
+    assert_eq!(
+        a.get("other"),
+        b("kept"),
+        "an entry the failure only made suspect is not served while L2 is down"
+    );
+    let withheld = a.cache.stats().consistency.withheld_unverified;
+    assert_eq!(withheld, 4, "{:?}", a.cache.stats().consistency);
+
     redis.restart();
     assert_eq!(fresh_read(&redis, "k"), b("old"));
     assert_eq!(fresh_read(&redis, "large"), None);
@@ -359,8 +392,7 @@ fn a_multi_set_l1_stored_part_of_while_redis_was_dead_gives_way_to_l2_once_redis
         b("old"),
         "L2 took a write the caller was told failed"
     );
-    // Once this instance reaches L2 again (reconnected in the background: until then the
-    // entry is served unchecked).
+    // Once this instance reaches L2 again (reconnected in the background).
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let failures = a.cache.stats().distributed.errors;
@@ -377,4 +409,14 @@ fn a_multi_set_l1_stored_part_of_while_redis_was_dead_gives_way_to_l2_once_redis
         None,
         "the part of a failed write L1 kept is served"
     );
+}
+
+#[test]
+fn a_multi_set_l1_stored_part_of_while_redis_was_dead_is_not_served_until_redis_returns() {
+    a_partly_stored_batch_in_an_outage(true);
+}
+
+#[test]
+fn a_multi_set_l1_stored_part_of_without_a_replay_queue_is_not_served_until_redis_returns() {
+    a_partly_stored_batch_in_an_outage(false);
 }

@@ -273,10 +273,13 @@ impl Shared {
         suspects: &mut HashMap<&'k str, Suspect>,
     ) {
         match suspects.remove(key) {
-            Some(suspect) => {
-                self.metrics.consistency.served_unverified.incr();
+            Some(suspect) if self.serves_unverified(key) => {
                 self.metrics.local.hits.incr();
                 out.insert(key.to_owned(), suspect.entry.value);
+            }
+            Some(_) => {
+                self.metrics.local.misses.incr();
+                self.miss(1);
             }
             None => self.miss(1),
         }

@@ -195,6 +195,7 @@ impl CacheManagerBuilder {
                 .max(Duration::from_millis(100)),
             flights: Arc::new(Flights::default()),
             fail_safe: FailSafe::new(&config.loader),
+            left_behind: Default::default(),
             replay,
             replayer,
             replay_lock: parking_lot::Mutex::new(()),

@@ -24,7 +24,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use super::failsafe::Removal;
+use super::left_behind::Removal;
 use super::policy::Shared;
 use crate::error::{key_for_error, Error, Result, Served};
 use crate::log_limit::LogLimit;
@@ -342,7 +342,7 @@ impl Shared {
     /// whose expiry has passed. A read settles a live entry by its op, but an expired one is read
     /// by fail-safe alone, which would serve the value the delete removed as a stale copy for
     /// the whole window (and after the replay, with the op gone, nothing would ever settle it).
-    /// A delete L1 refuses leaves the key with no stale copy served (see `not_removed`).
+    /// A delete L1 refuses leaves the key with no stale copy served (see `left_behind`).
     pub(crate) fn settle_queued_in_l1(&self, sets: bool) {
         use std::sync::atomic::Ordering;
         let Some(q) = &self.replay else {
@@ -387,7 +387,7 @@ impl Shared {
         if !deletes.is_empty() {
             self.l1
                 .delete_many(&deletes)
-                .inspect_err(|_| self.not_removed(Removal::Keys(&deletes)))?;
+                .inspect_err(|_| self.left_behind.record(Removal::Keys(&deletes)))?;
         }
         if sets.is_empty() || !with_sets {
             return Ok(());
@@ -449,7 +449,7 @@ impl Shared {
                 if let Some(unlogged) = self.metrics.local.error_line(lines) {
                     tracing::warn!(error = %e, unlogged, "{what}; every L1 entry becomes suspect (unlogged: calls since the last line)");
                 }
-                self.not_removed(Removal::Keys(keys));
+                self.left_behind.record(Removal::Keys(keys));
                 self.distrust_everything();
                 TakenOut::before(&e, keys.len())
             }
@@ -546,13 +546,13 @@ impl Shared {
         // Keys not in L1 now are not listed, and an L2 read of one begun before the prefix was
         // invalidated must not backfill it after.
         let _all = self.guard.write_all();
-        let mark = self.fail_safe.removal_mark();
+        let mark = self.left_behind.mark();
         // Caught: a panic here (a level a user plugged in) reached the backplane's handler
         // thread, which went on with L1 neither dropped nor distrusted.
         let listed =
             caught_l1("keys_with_prefix", || self.l1.keys_with_prefix(prefix)).inspect_err(|_| {
                 self.metrics.local.errors.incr();
-                self.not_removed(Removal::Prefix(prefix));
+                self.left_behind.record(Removal::Prefix(prefix));
             })?;
         match listed {
             Some(mut keys) => {
@@ -565,7 +565,7 @@ impl Shared {
                 // are the first ones.
                 let through = self.drop_local(&refs).through;
                 if through == refs.len() {
-                    self.fail_safe.forget_unremoved([], Some(prefix), mark);
+                    self.left_behind.forget([], Some(prefix), mark);
                 }
                 keys.truncate(through);
                 Ok(PrefixDropped {
@@ -584,18 +584,18 @@ impl Shared {
         }
     }
 
-    /// Empties L1; if it cannot, what it keeps has no stale copy served (see `not_removed`).
+    /// Empties L1; if it cannot, what it keeps has no stale copy served (see `left_behind`).
     pub(super) fn clear_local(&self) -> Result<()> {
         let _all = self.guard.write_all();
-        let mark = self.fail_safe.removal_mark();
+        let mark = self.left_behind.mark();
         match caught_l1("clear", || self.l1.clear()) {
             Ok(()) => {
-                self.fail_safe.forget_unremoved([], Some(""), mark);
+                self.left_behind.forget([], Some(""), mark);
                 Ok(())
             }
             Err(e) => {
                 self.metrics.local.errors.incr();
-                self.not_removed(Removal::All);
+                self.left_behind.record(Removal::All);
                 Err(e)
             }
         }

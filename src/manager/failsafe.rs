@@ -6,8 +6,8 @@
 //! keeps them on disk, so a restarted process that cannot reach its source still has them. Here
 //! is only what the manager decides about them.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,36 +54,6 @@ impl<T> Fetched<T> {
 /// Bound on the throttle map; beyond it, periods that ended are pruned on insert.
 const THROTTLE_PRUNE_AT: usize = 4096;
 
-/// Bound on the keys remembered as not removed from L1 (and on the prefixes); beyond it, every
-/// key counts as not removed.
-const UNREMOVED_MAX: usize = 4096;
-const UNREMOVED_PREFIXES_MAX: usize = 64;
-
-/// What an L1 removal did not get to (see [`Shared::not_removed`]).
-pub(crate) enum Removal<'a> {
-    Keys(&'a [&'a str]),
-    Prefix(&'a str),
-    All,
-}
-
-/// The keys whose stale copies may be values a delete or invalidation removed everywhere else.
-#[derive(Debug, Default)]
-struct Unremoved {
-    keys: HashSet<String>,
-    prefixes: Vec<String>,
-    all: bool,
-}
-
-impl Unremoved {
-    fn covers(&self, key: &str) -> bool {
-        self.all || self.keys.contains(key) || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
-    }
-
-    fn is_empty(&self) -> bool {
-        !self.all && self.keys.is_empty() && self.prefixes.is_empty()
-    }
-}
-
 /// A place among the running background reloads; given back on drop.
 #[derive(Debug)]
 pub(crate) struct RefreshSlot(Arc<AtomicUsize>);
@@ -110,13 +80,6 @@ pub(crate) struct FailSafe {
     refreshing: Arc<AtomicUsize>,
     /// Key → end of its throttle period (the manager's clock, Unix ms).
     throttled: Mutex<HashMap<String, u64>>,
-    /// What L1 could not remove: no stale copy of it is served (see [`Shared::not_removed`]).
-    unremoved: Mutex<Unremoved>,
-    /// Whether `unremoved` holds anything: the one load a write pays while it is empty.
-    unremoved_held: AtomicBool,
-    /// Moved by every record in `unremoved`, so that a write that began before one does not
-    /// forget it (see [`FailSafe::removal_mark`]).
-    unremoved_gen: AtomicU64,
 }
 
 /// Whether a throttle period ending at `until` (Unix ms) covers `now`. One that ends further
@@ -146,53 +109,7 @@ impl FailSafe {
             refresh_max: config.refresh_ahead_max,
             refreshing: Arc::new(AtomicUsize::new(0)),
             throttled: Mutex::new(HashMap::new()),
-            unremoved: Mutex::default(),
-            unremoved_held: AtomicBool::new(false),
-            unremoved_gen: AtomicU64::new(0),
         }
-    }
-
-    /// Taken before an L1 write or drop that, if it succeeds, replaces what a failed removal
-    /// left: handed back to [`forget_unremoved`](Self::forget_unremoved).
-    pub(crate) fn removal_mark(&self) -> u64 {
-        self.unremoved_gen.load(Ordering::Acquire)
-    }
-
-    /// L1 now holds a new entry for each of `keys` (`prefix`: none of the keys under it), by a
-    /// write or drop that took `mark` before it began: their stale copies are no longer what a
-    /// removal missed. Unless a removal failed since `mark`: it may have come after this write
-    /// and missed it.
-    pub(crate) fn forget_unremoved<'k>(
-        &self,
-        keys: impl IntoIterator<Item = &'k str>,
-        prefix: Option<&str>,
-        mark: u64,
-    ) {
-        if !self.unremoved_held.load(Ordering::Acquire) {
-            return;
-        }
-        let mut unremoved = self.unremoved.lock();
-        if self.unremoved_gen.load(Ordering::Acquire) != mark {
-            return;
-        }
-        for key in keys {
-            unremoved.keys.remove(key);
-        }
-        if let Some(prefix) = prefix {
-            if prefix.is_empty() {
-                unremoved.all = false;
-            }
-            unremoved.keys.retain(|k| !k.starts_with(prefix));
-            unremoved.prefixes.retain(|p| !p.starts_with(prefix));
-        }
-        if unremoved.is_empty() {
-            self.unremoved_held.store(false, Ordering::Release);
-        }
-    }
-
-    /// Whether a removal L1 could not apply may have left `key`'s stale copy behind.
-    fn unremoved(&self, key: &str) -> bool {
-        self.unremoved_held.load(Ordering::Acquire) && self.unremoved.lock().covers(key)
     }
 
     pub(crate) fn enabled(&self) -> bool {
@@ -267,10 +184,10 @@ impl Shared {
             // the very value it named (see `distrust_everything`).
             return None;
         }
-        if self.fail_safe.unremoved(key) {
+        if self.left_behind.covers(key) {
             // L1 keeps such an entry, suspect: a read checks it against L2, but a stale copy is
             // served when nothing fresher can be had, so nothing would check it.
-            tracing::debug!(key = %key_for_error(key), "the stale copy may be a value a delete removed; not served");
+            tracing::debug!(key = %key_for_error(key), "the stale copy may be a value a delete removed or a failed write left; not served");
             return None;
         }
         let entry = match self.l1.get_stale(key) {
@@ -302,44 +219,6 @@ impl Shared {
                 None
             }
         }
-    }
-
-    /// A delete, invalidation, undone write or revalidation's drop L1 could not apply (a full
-    /// disk, a store latched read-only) may have left `removal`'s entries behind: L1 keeps them suspect, so reads check
-    /// them against L2, but their stale copies would be served as they are, the very values
-    /// removed from L2 and every other instance. None is served until the key is written again
-    /// (a prefix or everything: until a drop of it succeeds).
-    pub(crate) fn not_removed(&self, removal: Removal<'_>) {
-        let f = &self.fail_safe;
-        if !f.enabled() {
-            return;
-        }
-        let mut unremoved = f.unremoved.lock();
-        match removal {
-            Removal::Keys(keys) => unremoved.keys.extend(keys.iter().map(|k| (*k).to_owned())),
-            Removal::Prefix(prefix) => unremoved.prefixes.push(prefix.to_owned()),
-            Removal::All => unremoved.all = true,
-        }
-        if unremoved.keys.len() > UNREMOVED_MAX || unremoved.prefixes.len() > UNREMOVED_PREFIXES_MAX {
-            *unremoved = Unremoved {
-                all: true,
-                ..Unremoved::default()
-            };
-        }
-        f.unremoved_gen.fetch_add(1, Ordering::AcqRel);
-        f.unremoved_held.store(true, Ordering::Release);
-    }
-
-    /// Takes out of L1 a suspect entry of `key` that no read will serve (L2 no longer holds it,
-    /// or `restart_policy = "drop"`). If L1 refuses (a full disk, a store latched read-only),
-    /// the entry stays, suspect, so reads go on asking L2; but its stale copy may be a value
-    /// deleted elsewhere while this instance heard nothing of it, and nothing would check it.
-    pub(crate) fn drop_suspect(&self, key: &str) -> Result<bool> {
-        let dropped = self.l1.delete(key);
-        if dropped.is_err() {
-            self.not_removed(Removal::Keys(&[key]));
-        }
-        dropped
     }
 
     /// The stale copy, if an earlier failure's throttle period still covers the key.

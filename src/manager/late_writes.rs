@@ -75,7 +75,7 @@ impl Shared {
             let keys = std::mem::take(&mut waiting.keys);
             drop(waiting);
             let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            self.not_removed(super::failsafe::Removal::Keys(&refs));
+            self.left_behind.record(super::left_behind::Removal::Keys(&refs));
             tracing::warn!(error = %e, "no thread to drop keys L2 deleted after late writes from L1; every L1 entry becomes suspect");
             self.distrust_everything();
         }

@@ -38,7 +38,7 @@ impl CacheManager {
         if let Err(e) = &result {
             if !e.is_bad_input() {
                 tracing::warn!(error = %e, "an invalidation L1 could not apply; every L1 entry becomes suspect");
-                s.not_removed(super::failsafe::Removal::Keys(&[key]));
+                s.left_behind.record(super::left_behind::Removal::Keys(&[key]));
                 s.distrust_everything();
             }
         }

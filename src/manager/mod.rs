@@ -24,6 +24,7 @@
 //! | `set_with` | the steps of `get_or_set_with`'s leader its sync and async shells share |
 //! | `caught` | loads that end without a value: a loader's panic as a failed load, and its callers' errors |
 //! | `failsafe` | stale values served when a fresh one cannot be had; the throttle      |
+//! | `left_behind` | what failed L1 writes and removals may have left, which no answer given without L2 serves |
 //! | `refresh_due` | refresh-ahead's due times, forgotten by every write of their key (in `guard`) |
 //! | `global` | the process-wide instance                                            |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
@@ -63,6 +64,7 @@ mod global;
 mod guard;
 mod l2_size;
 mod late_writes;
+mod left_behind;
 mod load;
 mod load_timer;
 mod loader;

@@ -56,6 +56,7 @@ use super::failsafe::FailSafe;
 use super::fill::FillQueue;
 use super::guard::{KeyOrder, Ticket};
 use super::l2_size::L2Size;
+use super::left_behind::LeftBehind;
 use super::loader::Flights;
 use super::offline::Replayer;
 use super::prefix::LateDrops;
@@ -109,6 +110,9 @@ pub(crate) struct Shared {
     pub(crate) flights: Arc<Flights>,
     /// Fail-safe and loader timeouts (`[loader]`).
     pub(crate) fail_safe: FailSafe,
+    /// What failed L1 writes and removals may have left in L1, served by nothing that cannot
+    /// ask L2 (see `left_behind`).
+    pub(crate) left_behind: LeftBehind,
     /// The durable queue of L2 writes that failed (offline mode), or one an earlier run left
     /// that this run only drains.
     pub(crate) replay: Option<Arc<ReplayQueue>>,
@@ -698,7 +702,13 @@ impl Shared {
             Ok(answer) => Ok(self.settled_by_l2(key, suspect, ticket, answer, counted)),
             Err(e) => {
                 self.failed(Level::Distributed, "get", key, e)?;
-                self.metrics.consistency.served_unverified.incr();
+                if !self.serves_unverified(key) {
+                    if counted {
+                        self.metrics.local.misses.incr();
+                        self.miss(1);
+                    }
+                    return Ok(None);
+                }
                 if counted {
                     self.metrics.local.hits.incr();
                 }

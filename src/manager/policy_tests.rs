@@ -26,6 +26,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         cancel_quiet: Duration::from_millis(400),
         flights: Arc::new(Flights::default()),
         fail_safe: crate::manager::failsafe::FailSafe::new(&crate::config::LoaderConfig::default()),
+        left_behind: Default::default(),
         replay: None,
         replayer: None,
         replay_lock: Mutex::new(()),

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use super::behind::Pushed;
-use super::failsafe::Removal;
 use super::guard::WriteGuard;
+use super::left_behind::Removal;
 use super::policy::{check_ttl, time_l2, unreached, Level, Route, Shared, Timed};
 use crate::error::{Error, Result, Served};
 use crate::stats;
@@ -20,7 +20,7 @@ impl Shared {
         }
         let m = &self.metrics.local;
         let ttl = Some(self.l1_ttl(ttl));
-        let mark = self.fail_safe.removal_mark();
+        let mark = self.left_behind.mark();
         let start = stats::sample_l1_write();
         let result = match items {
             [(key, value)] => self.l1.set(key, value, ttl),
@@ -30,8 +30,8 @@ impl Shared {
         match result {
             Ok(()) => {
                 m.sets.add(items.len() as u64);
-                self.fail_safe
-                    .forget_unremoved(items.iter().map(|(key, _)| *key), None, mark);
+                self.left_behind
+                    .forget(items.iter().map(|(key, _)| *key), None, mark);
                 Ok(())
             }
             Err(e) => {
@@ -40,9 +40,9 @@ impl Shared {
                     // L1 may have stored some of it before failing (an fsync that failed after
                     // the records were indexed): the caller is told the write failed and L2
                     // never gets it, so L1 must not serve it as fresh (see `drop_local`), nor
-                    // as a stale copy.
+                    // as a stale copy, nor unverified while L2 is down (see `left_behind`).
                     let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
-                    self.not_removed(Removal::Keys(&keys));
+                    self.left_behind.record(Removal::Keys(&keys));
                     self.distrust_everything();
                 }
                 Err(e)
@@ -291,14 +291,14 @@ impl Shared {
     /// input) with an L2 at hand, every L1 entry is made suspect now, before L2 is asked: L1 may
     /// still hold what the delete takes out of L2 and, through the message, out of every other
     /// instance, and must not serve that as fresh (see `drop_local`), nor as fail-safe's stale
-    /// copy (see `not_removed`). Not once L2 has answered:
+    /// copy or unverified while L2 is down (see `left_behind`). Not once L2 has answered:
     /// an async delete dropped while it waits for L2 (a caller's timeout) never gets there, yet
     /// its L2 part goes on (L2 has the command, or a queue takes it back). Input L1 refused
     /// left nothing behind.
     pub(crate) fn delete_l1_done(&self, keys: &[&str], result: Result<u64>) -> Result<u64> {
         let result = self.count_delete_l1(keys.len(), result);
         if matches!(&result, Err(e) if !e.is_bad_input()) && self.l2.is_some() {
-            self.not_removed(Removal::Keys(keys));
+            self.left_behind.record(Removal::Keys(keys));
             self.distrust_everything();
         }
         result
