@@ -179,3 +179,61 @@ fn a_key_no_write_can_store_is_refused_by_every_read_whatever_the_levels() {
         }
     }
 }
+
+/// The writes and deletes of such a key, which the manager refuses as it refuses the reads:
+/// `InvalidKey`, and no level's count moves, whatever the levels. A set's key went to L1
+/// unchecked, so an L1 alone counted the caller's bad key as an L1 failure (`local.errors`, the
+/// storage's health in the stats) where a Redis L2 refused it first and nothing counted; and
+/// `invalidate_local` counted an L1 delete and an L1 error for it (found by review).
+#[test]
+fn a_key_no_write_can_store_is_refused_by_every_write_and_delete_and_counts_as_no_levels_failure() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let long = "k".repeat(MAX_KEY_LEN + 1);
+    for key in ["", long.as_str()] {
+        for (levels, m) in managers(dir.path(), &redis) {
+            m.set("good", &"v".to_owned(), None).unwrap();
+            let before = m.stats();
+            let value = b"v".as_slice();
+            let results: Vec<(&str, Result<(), Error>)> = vec![
+                ("set", m.set(key, &"v".to_owned(), None)),
+                ("set_raw", m.set_raw(key, value, None)),
+                ("multi_set", m.multi_set([(key, 1u32)], None)),
+                ("multi_set_raw", m.multi_set_raw(&[(key, value)], None)),
+                ("set_async", block_on(m.set_async(key, &1u32, None))),
+                ("set_raw_async", block_on(m.set_raw_async(key, value, None))),
+                (
+                    "multi_set_raw_async",
+                    block_on(m.multi_set_raw_async(&[(key, value)], None)),
+                ),
+                ("delete", m.delete(key).map(drop)),
+                ("multi_delete", m.multi_delete(&[key]).map(drop)),
+                ("delete_async", block_on(m.delete_async(key)).map(drop)),
+                ("invalidate_local", m.invalidate_local(key).map(drop)),
+                (
+                    "invalidate_local_async",
+                    block_on(m.invalidate_local_async(key)).map(drop),
+                ),
+            ];
+            for (call, result) in results {
+                assert!(
+                    matches!(result, Err(Error::InvalidKey { .. })),
+                    "{levels}: {call} of a {}-byte key answered {result:?}",
+                    key.len()
+                );
+            }
+            let after = m.stats();
+            for (level, b, a) in [
+                ("local", &before.local, &after.local),
+                ("distributed", &before.distributed, &after.distributed),
+            ] {
+                assert_eq!(
+                    (a.errors, a.sets, a.deletes),
+                    (b.errors, b.sets, b.deletes),
+                    "{levels}: a refused {}-byte key counted at {level}",
+                    key.len()
+                );
+            }
+        }
+    }
+}

@@ -113,8 +113,9 @@ impl CacheManager {
     /// `ttl = None` gives each level its configured TTL.
     ///
     /// # Errors
-    /// [`Error::Encode`], [`Error::ZeroTtl`], an L1 error, or an L2 error unless hidden by
-    /// `fallback_on_error` (L1 then holds the new value). An L1 error other than bad input (an
+    /// [`Error::InvalidKey`] for a key refused as [`CacheManager::get`] refuses it, before any
+    /// level is asked; [`Error::Encode`], [`Error::ZeroTtl`], an L1 error, or an L2 error unless
+    /// hidden by `fallback_on_error` (L1 then holds the new value). An L1 error other than bad input (an
     /// I/O error, a full disk) may come after L1 stored some of the write; with an L2 at hand,
     /// every L1 entry is then suspect (a hit is checked against L2), so a write that failed is
     /// not served from this L1 alone.

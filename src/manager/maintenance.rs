@@ -28,8 +28,11 @@ impl CacheManager {
     /// against L2 before it is served again.
     ///
     /// # Errors
-    /// The L1 error.
+    /// [`Error::InvalidKey`] for a key no write could store (empty, or over
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN)), before L1 is asked; otherwise the L1 error.
     pub fn invalidate_local(&self, key: &str) -> Result<bool> {
+        // Refused as a delete's key is, before L1 counts a delete and an error of the caller's.
+        crate::keys::check_key(key)?;
         let s = &self.shared;
         let result = {
             let _writing = s.guard.write([key]);

@@ -74,6 +74,11 @@ impl Shared {
         items: &[(&str, &[u8])],
         ttl: Option<Duration>,
     ) -> Result<(WriteGuard<'a>, Route<'a>)> {
+        // The key rule a read and a delete check before any level is asked: left to L1, a bad
+        // key counted as an L1 failure, and only where no L2 refused it first.
+        for (key, _) in items {
+            crate::keys::check_key(key)?;
+        }
         self.check_l2_input(items)?;
         self.write_l1(items, ttl)?;
         Ok((ordered, self.route_write(keys, items, ttl)))
