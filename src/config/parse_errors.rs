@@ -160,6 +160,10 @@ pub(super) fn field_at(text: &str, pos: usize) -> Option<String> {
     if key.is_empty() {
         return None;
     }
+    let key = match inline_key(text.get(line_start..pos)?, text.get(pos..)?) {
+        Some(inner) => format!("{key}.{inner}"),
+        None => key.to_owned(),
+    };
     let section = before
         .get(..line_start)?
         .lines()
@@ -169,8 +173,31 @@ pub(super) fn field_at(text: &str, pos: usize) -> Option<String> {
         .and_then(table);
     Some(match section {
         Some(s) if !s.is_empty() => format!("{s}.{key}"),
-        _ => key.to_owned(),
+        _ => key,
     })
+}
+
+/// The key inside an inline table (`local = { ttl = 5, bogus = 1 }`) that an error at the end
+/// of `head` (its line up to there) is about, `tail` being the rest: the key that starts there
+/// (an unknown one), or the one whose value does (a bad value). `None` outside an inline table.
+/// Read as plain text: a string holding `{`, `,` or `=` may mislead it, as it would the rest.
+fn inline_key(head: &str, tail: &str) -> Option<String> {
+    let (_, value) = head.split_once('=')?;
+    if !value.trim_start().starts_with('{') {
+        return None;
+    }
+    let part = value.rsplit([',', '{']).next()?;
+    let name = match part.split_once('=') {
+        Some((name, _)) => name,
+        None => tail,
+    };
+    let name: String = name
+        .trim_start()
+        .trim_start_matches('"')
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
@@ -253,6 +280,36 @@ mod tests {
         }
         // A table, inline or not, is no section at fault.
         assert!(CacheConfig::from_toml_str("loader = { absent_ttl = 5 }\n[local]\nttl = 5\n").is_ok());
+    }
+
+    /// A section written as an inline table named the section alone, for its unknown key or
+    /// its bad value: `local = { bogus = 1 }` was blamed on `local` where `[local]` and
+    /// `bogus = 1` name `local.bogus` (found by review).
+    #[test]
+    fn a_key_of_an_inline_section_is_named_with_its_section() {
+        for (text, field) in [
+            ("local = { bogus = 1 }\n", "local.bogus"),
+            ("local = { ttl = 5, bogus = 1 }\n", "local.bogus"),
+            ("local = { ttl = \"x\" }\n", "local.ttl"),
+            (
+                "loader = { absent_ttl = 5, refresh_ahead_max = -1 }\n",
+                "loader.refresh_ahead_max",
+            ),
+            (
+                "distributed = { enabled = true, hosts = \"h:1\" }\n",
+                "distributed.hosts",
+            ),
+            ("codec = \"x\"\n", "codec"),
+            ("[local]\nbogus = 1\n", "local.bogus"),
+            // An array is no inline table, whatever its strings hold.
+            (
+                "[distributed]\nenabled = true\nhosts = [\"{x\", 5]\n",
+                "distributed.hosts",
+            ),
+        ] {
+            let (named, reason) = reason_of(text);
+            assert_eq!(named, field, "{text:?}: {reason}");
+        }
     }
 
     /// A password written unquoted as a number (or a boolean, a float) was printed whole in
