@@ -15,7 +15,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use uno_cache::{CacheConfig, DistributedKind, DurabilityMode, Error, LocalKind, RestartPolicy, WriteMode};
+use uno_cache::{
+    CacheConfig, CacheManager, DistributedKind, DurabilityMode, Error, LocalKind, RestartPolicy, WriteMode,
+};
 
 const README: &str = include_str!("../README.md");
 
@@ -280,4 +282,53 @@ fn no_test_file_is_gated_whole_by_a_feature_instead_of_naming_its_required_featu
             path.display()
         );
     }
+}
+
+/// The README's first Rust block, its quickstart, as a reader runs it: on the embedded default
+/// (`./uno-cache-data` in the working directory), then again after a restart, where its comment
+/// says the delete still holds. Its doctest is `no_run` (it would make a store in the crate's
+/// directory), so it was compiled and never run; this runs the same lines in a directory of its
+/// own, and fails if the block changes without them.
+#[test]
+fn the_readme_quickstart_runs_as_written_and_its_delete_holds_after_a_restart() {
+    const QUICKSTART: &str = r#"use std::time::Duration;
+use uno_cache::{CacheConfig, CacheManager};
+
+// The embedded default: L1 = a file store in ./uno-cache-data, no L2, no server.
+let cache = CacheManager::new(CacheConfig::default())?;
+cache.set("user:42", &("Ada".to_string(), 36u32), Some(Duration::from_secs(300)))?;
+let user: Option<(String, u32)> = cache.get("user:42")?;
+cache.delete("user:42")?;          // a tombstone: stays deleted after a restart
+# Ok::<(), uno_cache::Error>(())
+"#;
+    let start = README.find("```rust").expect("README: a Rust block");
+    let body = &README[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    let block = &body[..body.find("```").unwrap()];
+    assert_eq!(
+        block, QUICKSTART,
+        "README's quickstart changed: run the new lines here"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_current_dir(dir.path()).unwrap();
+    let run = || -> Result<Option<(String, u32)>, Error> {
+        let cache = CacheManager::new(CacheConfig::default())?;
+        cache.set(
+            "user:42",
+            &("Ada".to_string(), 36u32),
+            Some(Duration::from_secs(300)),
+        )?;
+        let user: Option<(String, u32)> = cache.get("user:42")?;
+        cache.delete("user:42")?;
+        Ok(user)
+    };
+    assert_eq!(run().unwrap(), Some(("Ada".to_owned(), 36)));
+    assert!(
+        dir.path().join("uno-cache-data").is_dir(),
+        "no store in ./uno-cache-data"
+    );
+    let restarted = CacheManager::new(CacheConfig::default()).unwrap();
+    let user: Option<(String, u32)> = restarted.get("user:42").unwrap();
+    assert_eq!(user, None, "the deleted key came back after a restart");
 }
