@@ -173,8 +173,9 @@ fn every_key_the_readme_shows_commented_out_is_still_a_field() {
         }
         checked += 1;
     }
-    // username, password, max_item_size, the four tls_* files and the backplane's hosts.
-    assert!(checked >= 8, "only {checked} commented keys found");
+    // username, password, max_item_size, the four tls_* files; the backplane's hosts, cluster,
+    // username and password; the replay queue's directory.
+    assert!(checked >= 12, "only {checked} commented keys found");
 }
 
 /// Most of what the README's blocks set is the default, as their comments say ("default
@@ -331,4 +332,80 @@ cache.delete("user:42")?;          // a tombstone: stays deleted after a restart
     let restarted = CacheManager::new(CacheConfig::default()).unwrap();
     let user: Option<(String, u32)> = restarted.get("user:42").unwrap();
     assert_eq!(user, None, "the deleted key came back after a restart");
+}
+
+/// The keys each table of the configuration takes, as its parser lists them when refusing an
+/// unknown one (`expected one of `type`, `max_size`, …`).
+fn accepted_keys(table: &str) -> Vec<String> {
+    let text = if table.is_empty() {
+        "zz_not_a_key = 1\n".to_owned()
+    } else {
+        format!("[{table}]\nzz_not_a_key = 1\n")
+    };
+    let reason = match CacheConfig::from_toml_str(&text) {
+        Err(Error::Config { reason, .. }) => reason,
+        other => panic!("{text:?}: an unknown key was not refused: {other:?}"),
+    };
+    let (_, listed) = reason
+        .split_once("expected")
+        .unwrap_or_else(|| panic!("{reason}"));
+    listed.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+}
+
+/// Every key the configuration takes is shown in the README's blocks, in its table, set or
+/// commented out: `replay_dir`, `replay_interval_ms`, `refresh_ahead_max`, the backplane's own
+/// `cluster`, `username`, `password` and `publish_timeout_ms` were accepted and shown nowhere
+/// a reader of the README would look (found by review). The other way round, every key the
+/// blocks show must still be a field: `every_readme_configuration_block_loads_as_one_file_…`.
+#[test]
+fn every_key_the_configuration_takes_is_shown_in_the_readme() {
+    let text = readme_configuration();
+    let mut shown: Vec<String> = Vec::new();
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if let Some(name) = line.strip_prefix('[') {
+            table = name.split(']').next().unwrap_or_default().to_owned();
+            continue;
+        }
+        let setting = line.strip_prefix("# ").unwrap_or(line);
+        if let Some((key, _)) = setting.split_once(" = ") {
+            let key = key.trim();
+            if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                shown.push(if table.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{table}.{key}")
+                });
+            }
+        }
+    }
+    let tables = [
+        "local",
+        "distributed",
+        "offline",
+        "consistency",
+        "invalidation",
+        "loader",
+    ];
+    let mut missing = Vec::new();
+    for table in std::iter::once("").chain(tables) {
+        for key in accepted_keys(table) {
+            if table.is_empty() && tables.contains(&key.as_str()) {
+                continue;
+            }
+            let field = if table.is_empty() {
+                key
+            } else {
+                format!("{table}.{key}")
+            };
+            if !shown.contains(&field) {
+                missing.push(field);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys the README's configuration does not show: {missing:?}"
+    );
 }
