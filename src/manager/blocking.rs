@@ -131,7 +131,8 @@ impl CacheManager {
     /// L2 may have (its delete reaches it when the replay does).
     ///
     /// # Errors
-    /// An L1 error (after L2 was tried too), or an L2 error unless hidden by
+    /// [`Error::InvalidKey`] as [`CacheManager::get`] refuses a key, before any level is asked;
+    /// an L1 error (after L2 was tried too), or an L2 error unless hidden by
     /// `fallback_on_error`, or the error of a replay queue that could not take the delete (one
     /// of the keys had an op pending there; L1's error comes first). After an L1 error (a full
     /// disk, a store latched read-only) with an L2 at hand, every L1 entry is suspect: a hit is
@@ -319,7 +320,8 @@ impl CacheManager {
     /// [`CacheManager::get`] without the codec.
     ///
     /// # Errors
-    /// A level's error unless hidden by `fallback_on_error`.
+    /// [`Error::InvalidKey`] as [`CacheManager::get`] refuses a key; a level's error unless
+    /// hidden by `fallback_on_error`.
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let s = &self.shared;
         s.check_read_key(key)?;
