@@ -243,3 +243,52 @@ fn a_wall_clock_stepped_forward_does_not_end_the_window_of_a_dropped_write() {
         assert_eq!(cache.get_raw("k").unwrap(), landed, "{what} (batch: {batch})");
     }
 }
+
+/// A dropped async write or delete whose op the replay queue could not take back (full, even for
+/// a delete: overflowed) may still reach L2 a moment later, as one with no queue at all. It was
+/// not treated as one: a dropped write's value stayed in L1 (served here while L2 and the other
+/// instances held the older one), and the keys were not kept quiet, so a read meanwhile
+/// backfilled L2's older value, which L1 served for its TTL after L2 took the op.
+#[test]
+fn a_write_dropped_that_the_replay_queue_could_not_take_keeps_l2s_older_value_out_of_l1() {
+    for (what, batch) in [("delete", false), ("delete", true), ("set", false), ("set", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let l2 = Arc::new(Delegate(WritesStall {
+            inner: InProcess::shared(Arc::new(MemoryStore::new(100).unwrap())),
+        }));
+        let l2_view = Arc::clone(&l2);
+        let l1 = Arc::new(MemoryStore::new(100).unwrap());
+        let mut config = crate::CacheConfig::default();
+        config.offline.replay_dir = Some(dir.path().to_path_buf());
+        config.offline.replay_interval_ms = 3_600_000;
+        config.offline.replay_max_entries = 1;
+        let cache = crate::CacheManager::builder()
+            .config(config)
+            .local(l1.clone())
+            .distributed(l2)
+            .build()
+            .unwrap();
+        cache.set_raw("k", b"old", None).unwrap();
+        // The queue's one place, taken by another key's op that cannot be replayed (L2 stalls
+        // async writes, and the replay's are never run here).
+        cache.shared.queue_deletes(&["other"]).unwrap();
+        match (what, batch) {
+            ("delete", false) => drop_after_first_poll(cache.delete_async("k")),
+            ("delete", true) => drop_after_first_poll(cache.multi_delete_async(&["k"])),
+            (_, false) => drop_after_first_poll(cache.set_raw_async("k", b"new", None)),
+            _ => drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None)),
+        }
+        assert!(
+            !cache.shared.is_pending("k"),
+            "{what} (batch: {batch}): the full queue took the op"
+        );
+        assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"old"[..]));
+        assert_eq!(l1.get("k").unwrap(), None, "{what} (batch: {batch}): kept in L1");
+        let landed = land(&*l2_view, what);
+        assert_eq!(
+            cache.get_raw("k").unwrap(),
+            landed,
+            "{what} (batch: {batch}): L1 kept L2's value from before the op"
+        );
+    }
+}

@@ -189,7 +189,10 @@ mod tests {
         left.record(Removal::Keys(&refs));
         assert!(left.covers("never-recorded"));
         left.forget(["never-recorded"], Some("k"), left.mark());
-        assert!(left.covers("never-recorded"), "a drop of a prefix forgot everything");
+        assert!(
+            left.covers("never-recorded"),
+            "a drop of a prefix forgot everything"
+        );
         left.forget([], Some(""), left.mark());
         assert!(!left.covers("never-recorded"));
         assert!(!left.covers("k0"));

@@ -68,6 +68,7 @@ impl Requeue<'_> {
                 Some((items, ttl)) => s.queued_or_undone(items, s.queue_failed_sets(items, ttl)),
                 None => s.queue_failed_deletes(self.keys),
             };
+            let queued = self.quiet_unless_held(queued);
             s.nudge_replay();
             return queued;
         };
@@ -85,6 +86,31 @@ impl Requeue<'_> {
             keys = self.keys.len(),
             "a write's L2 part was handed back to the write-behind or replay queue"
         );
+        self.quiet_unless_held(queued)
+    }
+
+    /// `queued`, a queue's answer to taking the op back. If a queue does not hold it now (the
+    /// replay queue failed, or was full even for a delete and lost it: `Ok`, overflowed), the
+    /// op is where it would be without a queue at all, and is treated so (see `hand_back`):
+    /// a write's values leave L1, which kept them while L2 and the other instances (told
+    /// nothing) held the older ones; and as the op may still land, its keys are kept from
+    /// backfills meanwhile (see [`KeyOrder::quiet`]), where a read in the window got L2's older
+    /// value, and L1 kept it for its TTL after L2 took the op. An op a queue sent at once is
+    /// not held either: its keys are kept quiet, and a write's taken out of L1, for nothing (a
+    /// few reads answered by L2).
+    ///
+    /// [`KeyOrder::quiet`]: super::guard::KeyOrder::quiet
+    fn quiet_unless_held(&self, queued: Result<()>) -> Result<()> {
+        let s = self.shared;
+        let now = s.clock.now_ms();
+        let held =
+            |key: &str| s.is_pending(key) || s.behind.as_ref().is_some_and(|q| q.lookup(key, now).is_some());
+        if queued.is_err() || !self.keys.iter().all(|key| held(key)) {
+            if self.sets.is_some() {
+                s.undo_local(self.keys);
+            }
+            s.guard.quiet(self.keys.iter().copied(), s.cancel_quiet);
+        }
         queued
     }
 }
