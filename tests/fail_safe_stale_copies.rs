@@ -698,3 +698,48 @@ fn a_stale_copy_is_not_served_past_the_window_whatever_l1_keeps() {
         assert!(matches!(err, AppError::SourceDown), "{err:?}");
     }
 }
+
+/// Asks `k` through `form` with a loader that answers `answer`.
+fn load_in(rig: &Rig, form: Form, answer: Result<String, AppError>) -> Result<Fetched<String>, AppError> {
+    let loader = move || answer;
+    match form {
+        Form::Inline | Form::Timed => rig.cache.get_or_load("k", Some(TTL), loader),
+        Form::Async => support::block_on(rig.cache.get_or_load_async(
+            "k",
+            Some(TTL),
+            || async move { loader() },
+        )),
+    }
+}
+
+/// A failed load with no stale copy to serve (here L1 keeps only the source's expired
+/// "absent", which is no value) starts no throttle, wherever its loader ran: the throttle makes
+/// the copy served after a failure count as fresh. A load run apart from its caller (the async
+/// form, or with a timeout) started it whenever L1 held any expired entry of the key, so a value
+/// written after the failure and expired within the throttle period was served stale, its live
+/// source unasked, where the same calls on the caller's thread (and `get_or_set_with`, sync or
+/// async) asked the source and answered its fresh value.
+#[test]
+fn a_failed_load_with_no_copy_to_serve_throttles_no_copy_written_after_it() {
+    for form in FORMS {
+        let hard_ms = if matches!(form, Form::Timed) { 10_000 } else { 0 };
+        let rig = rig(600, 0, hard_ms);
+        assert_eq!(load_absent(&rig, form, || {}), None, "{form:?}");
+        rig.clock.advance(TTL + Duration::from_secs(1));
+        let got = load_in(&rig, form, Err(AppError::SourceDown));
+        assert!(matches!(got, Err(AppError::SourceDown)), "{form:?}: {got:?}");
+        // Written, and expired within the throttle period (5 s) of the failure.
+        rig.cache
+            .set("k", &"v1".to_string(), Some(Duration::from_secs(1)))
+            .unwrap();
+        rig.clock.advance(Duration::from_secs(2));
+        let got = load_in(&rig, form, Ok("v2".to_string())).unwrap();
+        assert_eq!(
+            got,
+            Fetched::Fresh("v2".to_string()),
+            "{form:?}: the source was not asked"
+        );
+        let stats = rig.cache.stats().loader;
+        assert_eq!((stats.failures, stats.throttled), (1, 0), "{form:?}: {stats:?}");
+    }
+}

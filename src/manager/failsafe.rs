@@ -266,9 +266,13 @@ impl Shared {
     }
 
     /// A load that ran apart from its callers failed: counted, and the throttle starts if there
-    /// is a stale copy to serve meanwhile (its callers decode it themselves).
-    pub(crate) fn failed_apart(&self, key: &str) {
-        if self.fail_safe.enabled() && matches!(self.l1.get_stale(key), Ok(Some(_))) {
+    /// is a stale copy they could be served meanwhile (they decode it themselves), as
+    /// [`stale_after_failure`](Self::stale_after_failure) decides for a load on its caller's
+    /// thread. Not for any expired entry of the key (a cached "absent", a copy past the window or
+    /// one a failed delete may have left, one that does not decode as `T`): the throttle would
+    /// make a value written after the failure count as fresh once it expired, its source unasked.
+    pub(crate) fn failed_apart<T: DeserializeOwned>(&self, key: &str) {
+        if self.stale_value::<T>(key).is_some() {
             self.start_throttle(key);
         }
         // Counted once the throttle holds: a caller that sees the failure finds it.

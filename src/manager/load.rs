@@ -761,7 +761,7 @@ fn finish_load<T, E>(
             if let Some(m) = manager.upgrade() {
                 m.shared().guard.unwatch(watch);
                 // Before the flight ends, so its other waiters find the throttle.
-                m.shared().failed_apart(key);
+                m.shared().failed_apart::<T>(key);
             }
             let _ = report.send(Report::Loaded(Err(e)));
             drop(leader);
@@ -795,7 +795,7 @@ fn finish_load<T, E>(
 /// stale copy at the soft timeout, or been cancelled). The report goes first, so its caller
 /// takes it for a failed load (fail-safe's stale copy, or an error) when the flight then ends
 /// abandoned, rather than for a flight given up at the hard timeout.
-fn load_panicked<T, E>(
+fn load_panicked<T: DeserializeOwned, E>(
     manager: &WeakManager,
     key: &str,
     (leader, watch): (Leader, Watch),
@@ -805,7 +805,7 @@ fn load_panicked<T, E>(
     if let Some(m) = manager.upgrade() {
         m.shared().guard.unwatch(watch);
         // Before the flight ends, so its other waiters find the throttle.
-        m.shared().failed_apart(key);
+        m.shared().failed_apart::<T>(key);
     }
     let _ = report.send(Report::Panicked);
     drop(leader);
