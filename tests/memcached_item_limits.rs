@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use support::MemcachedServer;
 use uno_cache::distributed::{envelope, NodeBreakers};
-use uno_cache::{DistributedStorage, Error, MemcachedOptions, MemcachedStore, Served, Storage};
+use uno_cache::{DistributedStorage, Error, ManualClock, MemcachedOptions, MemcachedStore, Served, Storage};
 
 fn store(server: &MemcachedServer, prefix: &str) -> MemcachedStore {
     MemcachedStore::connect(MemcachedOptions::new(server.addr()).prefix(prefix)).unwrap()
@@ -288,6 +288,60 @@ fn a_batch_with_a_refused_item_and_an_unreached_host_names_each_kind() {
         matches!(err, Error::ValueTooLarge { ref key, .. } if *key == big),
         "{err:?}"
     );
+}
+
+/// A host that was down when the store started, and joins once its breaker's probe (`probe`,
+/// a read of one of its keys) reaches it, reports its item limit as a host up at start does: a
+/// value it refuses as too large gives its true limit. Its limit was asked at start only, so the
+/// error said "item limit unknown" with `max` 0 for as long as the store ran.
+fn a_host_down_at_start_reports_its_item_limit_once_probed(probe: impl Fn(&MemcachedStore, &str)) {
+    let live = MemcachedServer::start_with(&["-I", "1m"]);
+    let late_port = support::free_port();
+    let hosts = [live.addr(), format!("127.0.0.1:{late_port}")];
+    let clock = ManualClock::new(1_000_000);
+    let cool_down = Duration::from_secs(5);
+    let breakers = NodeBreakers::with_clock("memcached", 1, cool_down, Arc::new(clock.clone()));
+    let mc = MemcachedStore::connect(
+        MemcachedOptions::with_hosts(hosts.iter().cloned())
+            .prefix("rejoin:")
+            .max_item_size(4 << 20)
+            .node_breakers(Arc::new(breakers)),
+    )
+    .unwrap();
+    let key = (0..)
+        .map(|i| format!("late{i}"))
+        .find(|k| mc.server_key(k).1 == 1)
+        .unwrap();
+    assert!(mc.get(&key).is_err(), "the host is down: its key fails fast");
+    // memcached's default -I is 1m, as the live host's.
+    let _late = MemcachedServer::start_on(late_port);
+    clock.advance(cool_down);
+    probe(&mc, &key);
+    let err = mc.set(&key, &vec![7u8; 1_500_000], None).unwrap_err();
+    let Error::ValueTooLarge { key: k, max, .. } = &err else {
+        panic!("{err:?}")
+    };
+    let (mapped, _) = mc.server_key(&key);
+    assert_eq!(
+        (k.as_str(), *max),
+        (key.as_str(), (1 << 20) - 59 - envelope::HEADER_LEN - mapped.len()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("item_size_max 1048576"), "{err}");
+}
+
+#[test]
+fn a_host_down_at_start_reports_its_item_limit_once_a_blocking_probe_reaches_it() {
+    a_host_down_at_start_reports_its_item_limit_once_probed(|mc, key| {
+        assert_eq!(mc.get(key).unwrap(), None);
+    });
+}
+
+#[test]
+fn a_host_down_at_start_reports_its_item_limit_once_an_async_probe_reaches_it() {
+    a_host_down_at_start_reports_its_item_limit_once_probed(|mc, key| {
+        assert_eq!(support::block_on(mc.get_async(key)).unwrap(), None);
+    });
 }
 
 /// `distributed.max_item_size` in the configuration: a server started with a larger `-I` takes

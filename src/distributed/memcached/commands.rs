@@ -40,7 +40,8 @@ pub(super) struct Site<'a> {
     pub(super) op: &'static str,
     /// `host:port`.
     pub(super) host: &'a str,
-    /// The host's item limit (`item_size_max`, its `-I`) as it reported it at connect.
+    /// The host's item limit (`item_size_max`, its `-I`) as it reported it at connect, or when
+    /// it rejoined.
     pub(super) item_size_max: Option<usize>,
 }
 
@@ -234,8 +235,8 @@ impl Set {
         let item = self.items.get(i)?;
         let len = item.bytes.len().saturating_sub(envelope::HEADER_LEN);
         // Our own check passed, so the server's -I is below `max_item_size`. Its limit is the
-        // `item_size_max` it reported at connect, unless this value fits that (the server was
-        // restarted since with a smaller -I): then it is unknown, and `max` says 0 rather than
+        // `item_size_max` it reported at connect (or rejoining), unless this value fits that
+        // (the server was restarted since with a smaller -I, unseen): then it is unknown, and `max` says 0 rather than
         // a figure of our own making.
         let max = site
             .item_size_max

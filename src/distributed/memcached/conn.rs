@@ -355,7 +355,8 @@ pub(super) struct Host {
     /// waits for a connection instead of opening (and closing) one each.
     async_slots: tokio::sync::Semaphore,
     keep: usize,
-    /// The item limit (`item_size_max`, its `-I`) the host reported at connect, 0 if unknown;
+    /// The item limit (`item_size_max`, its `-I`) the host reported at connect or rejoining
+    /// (`store::rejoin`), 0 if unknown;
     /// only for the error of a value the host refuses.
     item_size_max: AtomicUsize,
 }
@@ -668,7 +669,7 @@ impl Host {
     ) -> Result<Vec<C::Output>> {
         let slot = self.async_slot(op).await?;
         let deadline = deadline_after(timeout);
-        self.run_on_slot(op, timeout, deadline, slot, (commands, &|_, _| {}))
+        self.run_on_slot(op, timeout, deadline, &slot, (commands, &|_, _| {}))
             .await
             .into_result()
     }
@@ -681,10 +682,9 @@ impl Host {
         op: &'static str,
         timeout: Duration,
         deadline: Instant,
-        slot: tokio::sync::SemaphorePermit<'_>,
+        _slot: &tokio::sync::SemaphorePermit<'_>,
         commands: (&[C], HandOver<'_>),
     ) -> Ran<C::Output> {
-        let _slot = slot;
         let mut outputs = Vec::with_capacity(commands.0.len());
         let stopped = self
             .run_async_into(op, timeout, deadline, commands, &mut outputs)

@@ -160,7 +160,9 @@ impl MemcachedOptions {
     ///
     /// Set above a server's `-I`, that server refuses the larger values itself: the same error
     /// for a single `set`, whose `max` is the largest value that server takes (from the
-    /// `item_size_max` it reported at connect; 0 if it did not), and in a batch of more than one
+    /// `item_size_max` it reported at connect, or, with
+    /// [`node_breakers`](Self::node_breakers), when a probe found it back after it was down,
+    /// at start or since; 0 if it did not say), and in a batch of more than one
     /// item an [`Error::PartialBatch`] whose `refused` (and `failed`) are the refused items, all
     /// of them if the server refused them all, and whose cause is that error; items of the
     /// batch whose host was not reached are in `failed` too, but not in `refused`. The others

@@ -17,11 +17,13 @@ use super::routing::Router;
 use super::{spread, startup};
 
 mod outcomes;
+mod rejoin;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 pub(super) use outcomes::sum_sizes;
 use outcomes::{everywhere_result, removed, written};
+use rejoin::{ask_item_limit, ask_item_limit_async, judged, rejoined};
 
 const LEVEL: &str = "memcached";
 
@@ -49,7 +51,8 @@ const LEVEL: &str = "memcached";
 ///   refused them all. A refusal is never held against the server's circuit breaker: it
 ///   answered. Memcached drops the key's previous value when it refuses a set, so a refused key
 ///   reads as a miss on its server, never as an older value; a too-large error gives that
-///   server's limit from the `item_size_max` it reported at connect.
+///   server's limit from the `item_size_max` it reported at connect or, a host down then or
+///   since, when its breaker's probe found it back (see `store::rejoin`).
 /// - **Batches** (`get_many`, `set_many`, `set_each`, `delete_many`) are pipelined with the binary
 ///   protocol's quiet commands: one round trip per host per 1 024 keys, the hosts' round trips
 ///   at the same time (a batch costs the round trips of its busiest host, not their sum).
@@ -311,7 +314,11 @@ impl<C: Command> Call<C> {
                 let ran = part
                     .host
                     .finish(op, timeout, deadline, &part.commands, started, &hand_over);
-                judged(part.node.as_deref(), probe, ran, late)
+                let ran = judged(part.node.as_deref(), probe, ran, late);
+                if rejoined(probe, &ran) {
+                    ask_item_limit(&part.host, deadline);
+                }
+                ran
             })
             .collect()
     }
@@ -332,7 +339,11 @@ impl<C: Command> Call<C> {
             let ran = part
                 .host
                 .finish(op, timeout, deadline, &part.commands, started, &hand_over);
-            judged(part.node.as_deref(), probe, ran, late)
+            let ran = judged(part.node.as_deref(), probe, ran, late);
+            if rejoined(probe, &ran) {
+                ask_item_limit(&part.host, deadline);
+            }
+            ran
         })
     }
 
@@ -377,9 +388,13 @@ impl<C: Command> Call<C> {
                     let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
                     let ran = part
                         .host
-                        .run_on_slot(op, timeout, deadline, slot, (&part.commands, &hand_over))
+                        .run_on_slot(op, timeout, deadline, &slot, (&part.commands, &hand_over))
                         .await;
-                    judged(part.node.as_deref(), probe, ran, false)
+                    let ran = judged(part.node.as_deref(), probe, ran, false);
+                    if rejoined(probe, &ran) {
+                        ask_item_limit_async(&part.host, deadline, &slot).await;
+                    }
+                    ran
                 }))
                 .await;
                 let parts = parts
@@ -391,20 +406,6 @@ impl<C: Command> Call<C> {
             }),
         )
     }
-}
-
-/// Feeds what a host's commands gave to its breaker, if it has one (see [`Node::record`]); the
-/// outputs of the commands that completed stand either way. The timeout of a `late` host (the
-/// deadline had passed before it was asked) is not held against it.
-fn judged<O>(node: Option<&Node>, probe: bool, mut ran: Ran<O>, late: bool) -> Ran<O> {
-    let Some(node) = node else {
-        return ran;
-    };
-    ran.failure = match ran.failure.take() {
-        Some(e @ Error::Timeout { .. }) if late => Some(node.not_sent(probe, e)),
-        failure => node.record(probe, failure.map_or(Ok(()), Err)).err(),
-    };
-    ran
 }
 
 impl MemcachedStore {
