@@ -20,8 +20,18 @@ use support::MemcachedServer;
 use uno_cache::distributed::{envelope, NodeBreakers};
 use uno_cache::{DistributedStorage, Error, ManualClock, MemcachedOptions, MemcachedStore, Served, Storage};
 
+/// Every call's deadline here, for calls that move megabytes: these tests are about what the
+/// servers refuse, not about time, and the default 100 ms ran out on a loaded machine (a call
+/// that times out is an outage, not the refusal asserted).
+const UNHURRIED: Duration = Duration::from_secs(30);
+
+/// `hosts` with [`UNHURRIED`] calls.
+fn options<I: IntoIterator<Item = String>>(hosts: I) -> MemcachedOptions {
+    MemcachedOptions::with_hosts(hosts).timeout(UNHURRIED)
+}
+
 fn store(server: &MemcachedServer, prefix: &str) -> MemcachedStore {
-    MemcachedStore::connect(MemcachedOptions::new(server.addr()).prefix(prefix)).unwrap()
+    MemcachedStore::connect(options([server.addr()]).prefix(prefix)).unwrap()
 }
 
 #[test]
@@ -82,7 +92,7 @@ fn a_server_with_a_smaller_item_limit_is_reported_as_value_too_large() {
 #[test]
 fn a_value_the_server_refuses_reports_its_true_limit_and_leaves_no_old_value() {
     let server = MemcachedServer::start_with(&["-I", "1m"]);
-    let mc = MemcachedStore::connect(MemcachedOptions::new(server.addr()).max_item_size(4 << 20)).unwrap();
+    let mc = MemcachedStore::connect(options([server.addr()]).max_item_size(4 << 20)).unwrap();
     mc.set("k", b"previous", None).unwrap();
     let err = mc.set("k", &vec![7u8; 1_500_000], None).unwrap_err();
     let Error::ValueTooLarge {
@@ -119,12 +129,7 @@ fn a_value_the_server_refuses_reports_its_true_limit_and_leaves_no_old_value() {
 #[test]
 fn an_item_the_server_refuses_as_too_large_fails_alone_in_a_batch() {
     let server = MemcachedServer::start_with(&["-I", "1m"]);
-    let mc = MemcachedStore::connect(
-        MemcachedOptions::new(server.addr())
-            .prefix("big:")
-            .max_item_size(4 << 20),
-    )
-    .unwrap();
+    let mc = MemcachedStore::connect(options([server.addr()]).prefix("big:").max_item_size(4 << 20)).unwrap();
     let big = vec![7u8; 1_500_000];
     let check = |result: uno_cache::Result<()>, op: &str| {
         let Err(Error::PartialBatch(partial)) = &result else {
@@ -170,7 +175,7 @@ fn an_item_the_server_refuses_as_too_large_fails_alone_in_a_batch() {
 #[test]
 fn a_batch_the_server_refuses_whole_is_a_partial_batch_naming_every_item() {
     let server = MemcachedServer::start_with(&["-I", "1m"]);
-    let mc = MemcachedStore::connect(MemcachedOptions::new(server.addr()).max_item_size(4 << 20)).unwrap();
+    let mc = MemcachedStore::connect(options([server.addr()]).max_item_size(4 << 20)).unwrap();
     let big = vec![7u8; 1_500_000];
     let check = |result: uno_cache::Result<()>, op: &str| {
         let err = result.unwrap_err();
@@ -216,7 +221,7 @@ fn a_batch_with_a_refused_item_and_an_unreached_host_names_each_kind() {
     // A port with no server behind it: its host is never reached.
     let hosts = [live.addr(), format!("127.0.0.1:{}", support::free_port())];
     let mc = MemcachedStore::connect(
-        MemcachedOptions::with_hosts(hosts.iter().cloned())
+        options(hosts.iter().cloned())
             .prefix("mixed:")
             .max_item_size(4 << 20)
             .node_breakers(Arc::new(NodeBreakers::new(
@@ -302,7 +307,7 @@ fn a_host_down_at_start_reports_its_item_limit_once_probed(probe: impl Fn(&Memca
     let cool_down = Duration::from_secs(5);
     let breakers = NodeBreakers::with_clock("memcached", 1, cool_down, Arc::new(clock.clone()));
     let mc = MemcachedStore::connect(
-        MemcachedOptions::with_hosts(hosts.iter().cloned())
+        options(hosts.iter().cloned())
             .prefix("rejoin:")
             .max_item_size(4 << 20)
             .node_breakers(Arc::new(breakers)),
@@ -354,8 +359,9 @@ fn the_configured_item_limit_lets_a_server_with_a_larger_limit_take_larger_value
         let toml = format!(
             "fallback_on_error = false\n[local]\ntype = \"memory\"\n\
              [distributed]\nenabled = true\ntype = \"memcached\"\nhosts = [\"{}\"]\n\
-             key_prefix = \"limit:\"\n{limit}",
-            server.addr()
+             key_prefix = \"limit:\"\ntimeout_ms = {}\n{limit}",
+            server.addr(),
+            UNHURRIED.as_millis()
         );
         uno_cache::CacheManager::new(uno_cache::CacheConfig::from_toml_str(&toml).unwrap()).unwrap()
     };
