@@ -19,10 +19,10 @@ use super::{spread, startup};
 mod outcomes;
 mod rejoin;
 use crate::clock::{Clock, SystemClock};
-use crate::error::{key_for_error, Error, PartialBatch, Result, Served};
+use crate::error::{key_for_error, Error, Result};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 pub(super) use outcomes::sum_sizes;
-use outcomes::{everywhere_result, removed, written};
+use outcomes::{cleared, everywhere_result, removed, written};
 use rejoin::{ask_item_limit, ask_item_limit_async, judged, rejoined};
 
 const LEVEL: &str = "memcached";
@@ -61,7 +61,9 @@ const LEVEL: &str = "memcached";
 ///   still counts items that expired or were flushed until memcached reclaims them lazily.
 /// - **`clear`** runs `flush_all` on every host only when the store has no prefix (the servers
 ///   then belong to it). With a prefix it is refused with [`Error::Config`]: memcached cannot
-///   find keys by prefix, and flushing would wipe other prefixes' entries.
+///   find keys by prefix, and flushing would wipe other prefixes' entries. A host that does not
+///   flush (down, or run with `-F`) fails the call, whose error names the hosts flushed and
+///   those not, each with why, and says to run `clear` again once they take it.
 ///
 /// Blocking calls run on the caller's thread (a batch that spans several hosts sends to each
 /// before it reads from any, then reads their replies together, so that each host has the whole
@@ -139,86 +141,6 @@ struct Answers<O> {
     op: &'static str,
     total: usize,
     parts: Vec<(Vec<usize>, Ran<O>)>,
-}
-
-/// The answers of the hosts that were reached, and those of the hosts that were not.
-struct Split<O> {
-    served: Vec<(Vec<usize>, Vec<O>)>,
-    failed: Vec<usize>,
-    cause: Option<Error>,
-}
-
-impl<O> Answers<O> {
-    /// The hosts' outputs, and the caller's indices they did not serve. A host that failed after
-    /// some of its commands (one per [`MAX_BATCH`] of its keys) keeps what those settled: only
-    /// the keys of the commands that did not complete fail. Any failure that is not a host's
-    /// ([`Error::NodeUnavailable`]: a refusal, bad input) fails the whole call, as do host
-    /// failures when no host answered.
-    fn split(self) -> Result<Split<O>> {
-        let mut split = Split {
-            served: Vec::with_capacity(self.parts.len()),
-            failed: Vec::new(),
-            cause: None,
-        };
-        let mut other = None;
-        for (mut members, ran) in self.parts {
-            match ran.failure {
-                None => split.served.push((members, ran.outputs)),
-                Some(e @ Error::NodeUnavailable { .. }) => {
-                    let settled = ran.outputs.len().saturating_mul(MAX_BATCH);
-                    split.failed.extend(members.drain(settled.min(members.len())..));
-                    if !ran.outputs.is_empty() {
-                        split.served.push((members, ran.outputs));
-                    }
-                    split.cause.get_or_insert(e);
-                }
-                Some(e) => {
-                    other.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = other {
-            return Err(e);
-        }
-        match split.cause {
-            Some(e) if split.served.is_empty() => Err(e),
-            _ => Ok(split),
-        }
-    }
-
-    /// A call whose outputs only count (`set`, `delete`, `size`, `clear`): every host's
-    /// outputs, or the partial failure with `served` made from the outputs that came back.
-    fn all_or_partial(self, served: impl FnOnce(Vec<O>) -> Served) -> Result<Vec<O>> {
-        let (op, total) = (self.op, self.total);
-        let mut split = self.split()?;
-        let outputs: Vec<O> = split.served.drain(..).flat_map(|(_, o)| o).collect();
-        match split.cause {
-            None => Ok(outputs),
-            Some(cause) => Err(partial(
-                op,
-                total,
-                split.failed,
-                Vec::new(),
-                cause,
-                served(outputs),
-            )),
-        }
-    }
-}
-
-/// The [`Error::PartialBatch`] of a call that did not serve `failed`, of which `refused` were
-/// refused by a server (the others were not reached).
-fn partial(
-    op: &'static str,
-    total: usize,
-    failed: Vec<usize>,
-    refused: Vec<usize>,
-    cause: Error,
-    served: Served,
-) -> Error {
-    Error::PartialBatch(Box::new(PartialBatch::new(
-        LEVEL, op, total, failed, refused, cause, served,
-    )))
 }
 
 impl<C: Command> Call<C> {
@@ -800,7 +722,7 @@ impl Storage for MemcachedStore {
     /// `flush_all` on every host if the store has no prefix; refused with [`Error::Config`]
     /// otherwise (see the type's docs).
     fn clear(&self) -> Result<()> {
-        everywhere_result(self.clear_call()?.run()).map(drop)
+        cleared(self.clear_call()?.run(), &self.hosts)
     }
 
     /// Nothing to make durable from here: the server's persistence is its own configuration.

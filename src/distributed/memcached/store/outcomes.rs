@@ -1,9 +1,91 @@
-//! What a call's answers make for the caller: a write's, a delete's, and those of the calls
-//! that need every host (a size's figures added up).
+//! What a call's answers make for the caller: the hosts reached and not, a write's, a delete's,
+//! a clear's, and those of the other calls that need every host (a size's figures added up).
 
-use super::{partial, Answers, MAX_BATCH};
-use crate::error::{Error, Result, Served};
+use std::sync::Arc;
+
+use super::{Answers, Host, LEVEL, MAX_BATCH};
+use crate::error::{Error, PartialBatch, Result, Served};
 use crate::storage::StorageSize;
+
+/// The answers of the hosts that were reached, and those of the hosts that were not.
+pub(super) struct Split<O> {
+    pub(super) served: Vec<(Vec<usize>, Vec<O>)>,
+    pub(super) failed: Vec<usize>,
+    pub(super) cause: Option<Error>,
+}
+
+impl<O> Answers<O> {
+    /// The hosts' outputs, and the caller's indices they did not serve. A host that failed after
+    /// some of its commands (one per [`MAX_BATCH`] of its keys) keeps what those settled: only
+    /// the keys of the commands that did not complete fail. Any failure that is not a host's
+    /// ([`Error::NodeUnavailable`]: a refusal, bad input) fails the whole call, as do host
+    /// failures when no host answered.
+    pub(super) fn split(self) -> Result<Split<O>> {
+        let mut split = Split {
+            served: Vec::with_capacity(self.parts.len()),
+            failed: Vec::new(),
+            cause: None,
+        };
+        let mut other = None;
+        for (mut members, ran) in self.parts {
+            match ran.failure {
+                None => split.served.push((members, ran.outputs)),
+                Some(e @ Error::NodeUnavailable { .. }) => {
+                    let settled = ran.outputs.len().saturating_mul(MAX_BATCH);
+                    split.failed.extend(members.drain(settled.min(members.len())..));
+                    if !ran.outputs.is_empty() {
+                        split.served.push((members, ran.outputs));
+                    }
+                    split.cause.get_or_insert(e);
+                }
+                Some(e) => {
+                    other.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = other {
+            return Err(e);
+        }
+        match split.cause {
+            Some(e) if split.served.is_empty() => Err(e),
+            _ => Ok(split),
+        }
+    }
+
+    /// A call whose outputs only count (`set`, `delete`, `size`, `clear`): every host's
+    /// outputs, or the partial failure with `served` made from the outputs that came back.
+    pub(super) fn all_or_partial(self, served: impl FnOnce(Vec<O>) -> Served) -> Result<Vec<O>> {
+        let (op, total) = (self.op, self.total);
+        let mut split = self.split()?;
+        let outputs: Vec<O> = split.served.drain(..).flat_map(|(_, o)| o).collect();
+        match split.cause {
+            None => Ok(outputs),
+            Some(cause) => Err(partial(
+                op,
+                total,
+                split.failed,
+                Vec::new(),
+                cause,
+                served(outputs),
+            )),
+        }
+    }
+}
+
+/// The [`Error::PartialBatch`] of a call that did not serve `failed`, of which `refused` were
+/// refused by a server (the others were not reached).
+pub(super) fn partial(
+    op: &'static str,
+    total: usize,
+    failed: Vec<usize>,
+    refused: Vec<usize>,
+    cause: Error,
+    served: Served,
+) -> Error {
+    Error::PartialBatch(Box::new(PartialBatch::new(
+        LEVEL, op, total, failed, refused, cause, served,
+    )))
+}
 
 /// A write's answers: `Ok` if every item was stored. Items a host refused (too large: its `-I`
 /// is below `max_item_size`; or out of memory) fail alone, like the items of a host that was not
@@ -58,6 +140,90 @@ pub(super) fn everywhere_result<O>(answers: Answers<O>) -> Result<Vec<O>> {
     answers.all_or_partial(|_| Served::Written).map_err(|e| match e {
         Error::PartialBatch(p) => p.cause,
         other => other,
+    })
+}
+
+/// A clear's answers, one per host of `hosts` in order: `Ok` if every host flushed. Otherwise
+/// the error names the hosts `flush_all` ran on and those it did not (each with why), and says
+/// to run `clear` again, for a caller that cannot otherwise tell a clear that flushed nothing
+/// from one that flushed every host but one (and it did the latter most often). A single host's
+/// failure, or a call nothing was sent for, is its error as it is.
+///
+/// The error keeps the kind of the hosts' failures, which decides who counts it: a refusal of
+/// `flush_all` (`-F`) stays [`Error::Misconfigured`] of this call alone, a host's outage with
+/// breakers per host [`Error::NodeUnavailable`] naming that host (the first), which no level
+/// breaker counts; without them, [`Error::Backend`].
+pub(super) fn cleared<O>(answers: Answers<O>, hosts: &[Arc<Host>]) -> Result<()> {
+    let mut flushed = Vec::new();
+    let mut failed = Vec::new();
+    for ((_, ran), host) in answers.parts.into_iter().zip(hosts) {
+        match ran.failure {
+            None => flushed.push(host.spec.display.as_str()),
+            Some(e) => failed.push((host.spec.display.as_str(), e)),
+        }
+    }
+    if failed.is_empty() || (flushed.is_empty() && failed.len() == 1) {
+        return failed.into_iter().next().map_or(Ok(()), |(_, e)| Err(e));
+    }
+    let ran_on = if flushed.is_empty() {
+        "no host".to_owned()
+    } else {
+        flushed.join(", ")
+    };
+    let not: Vec<&str> = failed.iter().map(|(host, _)| *host).collect();
+    let why: Vec<String> = failed
+        .iter()
+        .map(|(host, e)| {
+            // A node's own words speak of keys served elsewhere; its cause is the failure.
+            let text = match e {
+                Error::NodeUnavailable { cause, .. } => cause.to_string(),
+                e => e.to_string(),
+            };
+            if text.contains(host) {
+                text
+            } else {
+                format!("{host}: {text}")
+            }
+        })
+        .collect();
+    let reason = format!(
+        "flush_all ran on {ran_on} but not on {} ({}), which still hold their items: run clear() \
+         again once they take it (a host flushed twice loses nothing more)",
+        not.join(", "),
+        why.join("; ")
+    );
+    let call_only = failed.iter().find_map(|(_, e)| match e {
+        Error::Misconfigured { call_only, .. } => Some(*call_only),
+        Error::NodeUnavailable { cause, .. } => match **cause {
+            Error::Misconfigured { call_only, .. } => Some(call_only),
+            _ => None,
+        },
+        _ => None,
+    });
+    let error = match call_only {
+        Some(call_only) => Error::Misconfigured {
+            level: LEVEL,
+            hosts: not.join(", "),
+            reason,
+            call_only,
+        },
+        None => Error::Backend {
+            level: LEVEL,
+            op: "clear",
+            reason,
+        },
+    };
+    let down = failed.iter().find_map(|(_, e)| match e {
+        Error::NodeUnavailable { node, .. } => Some(node.clone()),
+        _ => None,
+    });
+    Err(match (down, call_only) {
+        (Some(node), None | Some(false)) => Error::NodeUnavailable {
+            level: LEVEL,
+            node,
+            cause: Box::new(error),
+        },
+        _ => error,
     })
 }
 
