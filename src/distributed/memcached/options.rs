@@ -190,7 +190,8 @@ impl MemcachedOptions {
     /// carries what the others answered. With breakers the store also starts while some (not
     /// all) hosts are down: their breakers start open, and a probe after the cool-down lets a
     /// host rejoin. Without (the default) every host must answer at start-up and a failed
-    /// host's error is returned as it is.
+    /// host's error is returned as it is; but a `clear` some hosts took and others did not
+    /// names them all, with or without breakers (see [`MemcachedStore`](super::MemcachedStore)).
     pub fn node_breakers(mut self, breakers: Arc<NodeBreakers>) -> Self {
         self.node_breakers = Some(breakers);
         self
