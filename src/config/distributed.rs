@@ -82,8 +82,8 @@ pub struct DistributedCacheConfig {
     /// `"through"` (default) or `"behind"`: whether a set waits for L2 ([`WriteMode`]).
     pub write_mode: WriteMode,
     /// With `write_mode = "behind"`, the most keys waiting for L2 (default 10 000), besides the
-    /// batch of up to 1000 in flight; a set that finds the queue full writes through instead
-    /// (backpressure, bounded memory).
+    /// batch of up to 1000 in flight, and 64 MiB of their keys and values; a set that finds the
+    /// queue full writes through instead (backpressure, bounded memory).
     pub write_behind_max_keys: usize,
     /// Start anyway (L1 only, L2 retried in the background, the error counted in stats) when
     /// L2 answers at start-up that the configuration is wrong: credentials refused, no such

@@ -52,7 +52,8 @@
 //!   is below `max_item_size`) is removed from L1, so every instance reads what L2 holds, and
 //!   logged; a value L2's own checks refuse (over `max_item_size`) is refused to the caller of
 //!   the set, before L1 is written, and never queued.
-//! - **Bounded.** At most `write_behind_max_keys` keys wait; a set that finds the queue full
+//! - **Bounded.** At most `write_behind_max_keys` keys wait, and [`MAX_QUEUED_BYTES`] of keys
+//!   and values (one larger write is taken when nothing waits); a set that finds the queue full
 //!   settles its keys and writes through itself (backpressure).
 //! - **Shutdown.** Dropping the manager (and [`CacheManager::flush`](super::CacheManager::flush))
 //!   sends what is queued before returning; each send is bounded by the L2 timeout.
@@ -83,6 +84,12 @@ pub(crate) use send::start_writer;
 
 /// Keys per L2 call of the writer.
 const BATCH: usize = 1_000;
+/// Bytes of keys and values that may wait, besides `write_behind_max_keys`: bounded in keys
+/// alone, a slow L2 behind writers of large values (images of a MiB) let 10 000 of them, 10 GB,
+/// wait in RAM. Past it a set finds the queue full and writes through, as past the bound in
+/// keys, unless nothing waits: a value larger than this on its own still goes behind. The batch
+/// in flight, taken from the queue, holds at most as much again.
+pub(crate) const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// How long the writer lets writes gather after the first one before it sends them. Waking the
 /// writer (and L2) for every set would cost the callers more than the batching saves: on a
 /// 2-vCPU machine a wake-up per set put the writer's round trip into the sets' p99. One
@@ -104,6 +111,8 @@ struct Queued {
 struct State {
     /// Not taken by a sender yet.
     queued: HashMap<String, Queued>,
+    /// Bytes of the keys and values in `queued` (see [`MAX_QUEUED_BYTES`]).
+    queued_bytes: usize,
     /// Taken by the sender whose batch is on its way to L2.
     in_flight: HashMap<String, Queued>,
     /// Queued writes a settle dropped while an older write of their key was in flight: the
@@ -131,6 +140,11 @@ struct State {
 /// Slots of the settle epochs (a power of two): 8 KiB, and two keys share one with
 /// probability 1/1024.
 const EPOCH_SLOTS: usize = 1024;
+
+/// What a queued write of `key` counts against [`MAX_QUEUED_BYTES`].
+fn held(key: &str, value: &[u8]) -> usize {
+    key.len().saturating_add(value.len())
+}
 
 fn epoch_slot(key: &str) -> usize {
     // Fixed keys: the slot only spreads keys, nobody chooses them to collide here.
@@ -260,6 +274,14 @@ impl WriteQueue {
         {
             return Pushed::Full;
         }
+        // The values a batch replaces are counted as staying: a set near the bound writes
+        // through a little early rather than a lookup per key.
+        let incoming = items
+            .iter()
+            .fold(0usize, |sum, (key, value)| sum.saturating_add(held(key, value)));
+        if bounded && st.queued_bytes > 0 && st.queued_bytes.saturating_add(incoming) > MAX_QUEUED_BYTES {
+            return Pushed::Full;
+        }
         let was_empty = st.queued.is_empty();
         let was_below = st.queued.len() < BATCH;
         for (key, value) in items {
@@ -286,7 +308,10 @@ impl WriteQueue {
             expires_at_ms,
             order,
         };
-        st.queued.insert(key.to_owned(), queued);
+        st.queued_bytes = st.queued_bytes.saturating_add(held(key, value));
+        if let Some(older) = st.queued.insert(key.to_owned(), queued) {
+            st.queued_bytes = st.queued_bytes.saturating_sub(held(key, &older.value));
+        }
     }
 
     /// How many keys of `items` are not in `queued`, each counted once: a batch may list a key
@@ -403,6 +428,7 @@ impl WriteQueue {
         let mut took = false;
         for key in keys {
             if let Some(queued) = st.queued.remove(*key) {
+                st.queued_bytes = st.queued_bytes.saturating_sub(held(key, &queued.value));
                 took = true;
                 if let Some(epoch) = st.settled.get_mut(epoch_slot(key)) {
                     *epoch = epoch.wrapping_add(1);
@@ -597,6 +623,7 @@ impl WriteQueue {
                 .collect()
         };
         for (key, queued) in &batch {
+            st.queued_bytes = st.queued_bytes.saturating_sub(held(key, &queued.value));
             st.in_flight.insert(key.clone(), queued.clone());
         }
         batch

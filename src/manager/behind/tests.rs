@@ -147,3 +147,52 @@ fn a_wait_for_a_keys_writes_to_leave_the_queue_ends_when_a_settle_takes_them_out
     );
     assert!(wait.as_mut().poll(&mut cx).is_ready());
 }
+
+/// Bytes of keys and values the queue holds waiting (not in flight).
+fn queued_bytes(queue: &WriteQueue) -> usize {
+    let st = queue.state.lock();
+    st.queued.iter().map(|(k, q)| k.len() + q.value.len()).sum()
+}
+
+/// The bound in keys alone let `write_behind_max_keys` large values wait: 10 000 keys of 1 MiB
+/// (a slow L2 behind writers of images) held 10 GB of RAM. Past the bound in bytes a set finds
+/// the queue full and writes through, as past the bound in keys.
+#[test]
+fn large_values_fill_the_queue_at_its_bound_in_bytes_not_at_its_keys() {
+    let queue = WriteQueue::new(10_000, Duration::from_secs(1), Shutdown::default());
+    let value = vec![7u8; 1 << 20];
+    let keys: Vec<String> = (0..96).map(|i| format!("image{i}")).collect();
+    let pushed: Vec<Pushed> = keys
+        .iter()
+        .map(|key| queue.push(&[(key.as_str(), &value[..])], u64::MAX, || false))
+        .collect();
+    assert!(
+        queued_bytes(&queue) <= MAX_QUEUED_BYTES,
+        "{} MiB wait for L2 in a queue bounded to 64 MiB",
+        queued_bytes(&queue) >> 20
+    );
+    let full = pushed.iter().filter(|p| **p == Pushed::Full).count();
+    assert!(full >= 32, "{full} of 96 sets wrote through");
+    // A value written again in place of a queued one, and a small one, still fit.
+    assert_eq!(
+        queue.push(&[("image0", b"small")], u64::MAX, || false),
+        Pushed::Queued
+    );
+    assert_eq!(queue.lookup("image0", 0), Some(Some(b"small".to_vec())));
+    assert_eq!(queue.push(&[("tiny", b"1")], u64::MAX, || false), Pushed::Queued);
+    // Once taken for sending, the room is free again.
+    while !queue.take().is_empty() {}
+    assert_eq!(queued_bytes(&queue), 0);
+    assert_eq!(queue.state.lock().queued_bytes, 0, "the count follows the queue");
+    assert_eq!(
+        queue.push(&[("image95", &value[..])], u64::MAX, || false),
+        Pushed::Queued
+    );
+    // A value over the bound on its own is taken while nothing else waits.
+    while !queue.take().is_empty() {}
+    let huge = vec![1u8; MAX_QUEUED_BYTES + 1];
+    assert_eq!(
+        queue.push(&[("huge", &huge[..])], u64::MAX, || false),
+        Pushed::Queued
+    );
+}
