@@ -183,7 +183,8 @@ pub struct LoaderStats {
     pub throttled: u64,
     /// Callers served a stale value at the soft timeout while the load went on.
     pub soft_timeouts: u64,
-    /// Callers that gave up at the hard timeout.
+    /// Callers that gave up at the hard timeout, and those answered so at once, without a load,
+    /// while 256 loads given up at it still ran (a loader that hangs).
     pub hard_timeouts: u64,
     /// "Absent" answers of loaders cached (`get_or_load_optional`). One not stored, because its
     /// key was written, deleted or invalidated while the loader ran, is not counted.

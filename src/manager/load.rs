@@ -269,6 +269,9 @@ impl CacheManager {
                         s.metrics.loads.incr();
                         return self.load_inline(key, ttl, (leader, watch), load);
                     }
+                    if s.flights.too_many_hung() {
+                        return self.shed_load(key, leader, stale);
+                    }
                     let flight = Arc::clone(leader.flight());
                     let report = self.spawn_load(key, ttl, (leader, watching.hand_on()), load)?;
                     // Once its thread started: a load that could not start did not run.
@@ -686,6 +689,36 @@ impl CacheManager {
                     copy => self.timed_out(key, flight, copy, overdue),
                 }
             }
+        }
+    }
+
+    /// A leader that would start a load while too many loads given up at the hard timeout still
+    /// run ([`Flights::too_many_hung`](super::loader::Flights::too_many_hung)): no load, and the
+    /// answer of a hard timeout, the stale copy or [`Error::LoaderTimeout`]. Its flight ends
+    /// first, abandoned: the callers waiting on it look again, and are answered the same.
+    pub(super) fn shed_load<T: DeserializeOwned, E: From<Error>>(
+        &self,
+        key: &str,
+        leader: Leader,
+        stale: Option<ReadBefore<T>>,
+    ) -> std::result::Result<Option<Fetched<T>>, E> {
+        let s = &self.shared;
+        drop(leader);
+        let copy = match stale {
+            Some(read) if s.guard.unchanged(&read.ticket) => Some(read.value),
+            Some(_) => s.stale_value(key),
+            None => None,
+        };
+        s.metrics.loader.hard_timeouts.incr();
+        match copy {
+            Some(value) => {
+                s.metrics.loader.stale_served.incr();
+                Ok(Some(Fetched::Stale(value)))
+            }
+            None => Err(E::from(Error::LoaderTimeout {
+                key: key_for_error(key),
+                after: s.fail_safe.hard().unwrap_or_default(),
+            })),
         }
     }
 

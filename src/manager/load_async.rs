@@ -141,6 +141,9 @@ impl CacheManager {
                         s.guard.unwatch(watch);
                         return Err(E::from(caught::spent_loader(key)));
                     };
+                    if s.flights.too_many_hung() {
+                        return self.shed_load(key, leader, stale);
+                    }
                     let flight = Arc::clone(leader.flight());
                     let report = self.spawn_load_async(key, ttl, (leader, watching.hand_on()), load)?;
                     // Once its task or thread started: a load that could not start did not run.

@@ -1,5 +1,6 @@
 //! Tests of `load.rs` that need its internals: what is counted when a load's thread cannot be
-//! started, and that a load's watch of its key ends however the load ends.
+//! started, that a load's watch of its key ends however the load ends, and the bound on loads
+//! given up at the hard timeout that still hang.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -212,4 +213,89 @@ fn a_loaded_value_that_panics_as_it_is_stored_apart_is_a_load_without_an_answer_
         0,
         "the load's watch was left in place"
     );
+}
+
+/// A source that hangs (a connection whose packets are dropped, no timeout of its own): each
+/// call past the hard timeout gave its key up and started another load, on a thread of its own,
+/// which hung too. Nothing bounded them: a key asked every hard timeout left a thread behind
+/// each time, for as long as the source hung, until the process had no memory or threads left.
+/// Past the bound, a caller is answered as at the hard timeout, without a load.
+#[test]
+fn loads_given_up_at_the_hard_timeout_that_still_hang_are_bounded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, |c| c.loader.hard_timeout_ms = 5);
+    let hanging = Arc::new(AtomicUsize::new(0));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Arc::new(parking_lot::Mutex::new(released));
+    let bound = crate::manager::loader::MAX_HUNG;
+    for i in 0..bound + 40 {
+        let (hanging, released) = (Arc::clone(&hanging), Arc::clone(&released));
+        let got = cache.get_or_load(&format!("k{}", i % 3), Some(TTL), move || {
+            hanging.fetch_add(1, Ordering::SeqCst);
+            // Each hung loader waits for the test to end it: one message each, or the sender's drop.
+            let _ = released.lock().recv();
+            hanging.fetch_sub(1, Ordering::SeqCst);
+            Ok::<String, Error>("late".into())
+        });
+        assert!(matches!(got, Err(Error::LoaderTimeout { .. })), "{got:?}");
+    }
+    let hung = hanging.load(Ordering::SeqCst);
+    assert!(hung <= bound, "{hung} loaders hang, each on a thread of its own");
+    assert_eq!(cache.stats().loader.hard_timeouts, (bound + 40) as u64);
+    drop(release);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hanging.load(Ordering::SeqCst) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hung loaders never ended"
+        );
+        std::thread::yield_now();
+    }
+    // Once they returned, the key loads again.
+    let again = cache.get_or_load("fresh", Some(TTL), value("v"));
+    assert!(
+        matches!(again, Ok(Fetched::Fresh(ref v)) if v == "v"),
+        "{again:?}"
+    );
+}
+
+/// The async form of the bound: a loader future that never completes holds its task.
+#[test]
+fn async_loads_given_up_at_the_hard_timeout_that_still_hang_are_bounded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Counts a hung loader's future from its first poll to its drop.
+    struct Hanging(Arc<AtomicUsize>);
+    impl Drop for Hanging {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let clock = ManualClock::new(START_MS);
+    let cache = manager(&clock, |c| c.loader.hard_timeout_ms = 5);
+    let hanging = Arc::new(AtomicUsize::new(0));
+    let bound = crate::manager::loader::MAX_HUNG;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for i in 0..bound + 20 {
+            let hanging = Arc::clone(&hanging);
+            let got = cache
+                .get_or_load_async(&format!("k{}", i % 3), Some(TTL), move || async move {
+                    hanging.fetch_add(1, Ordering::SeqCst);
+                    let _held = Hanging(hanging);
+                    std::future::pending::<()>().await;
+                    Ok::<String, Error>("never".into())
+                })
+                .await;
+            assert!(matches!(got, Err(Error::LoaderTimeout { .. })), "{got:?}");
+        }
+    });
+    let hung = hanging.load(Ordering::SeqCst);
+    assert!(hung <= bound, "{hung} loader futures hang, each holding its task");
+    drop(runtime);
+    assert_eq!(hanging.load(Ordering::SeqCst), 0);
 }

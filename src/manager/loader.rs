@@ -62,6 +62,11 @@ pub(crate) struct Flight {
     /// Set by the leader's watch when a write, delete or invalidation of the key started during
     /// the load: see [`Flights::join`].
     overtaken: Arc<AtomicBool>,
+    /// Given up at its hard deadline while its leader still ran: counted in [`Flights::hung`]
+    /// until the leader ends. Both flags change under the flights' map lock.
+    hung: AtomicBool,
+    /// The leader ended it.
+    ended: AtomicBool,
 }
 
 impl Flight {
@@ -160,10 +165,20 @@ impl Flight {
     }
 }
 
+/// How many loads given up at the hard timeout may still run (see [`Flights::hung`]).
+pub(crate) const MAX_HUNG: usize = 256;
+
 /// The flights in progress, by key.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Flights given up at their hard deadline whose leader still runs: a loader that hangs (a
+    /// source whose packets are dropped, with no timeout of its own) holds its thread or task
+    /// for as long as it hangs, and the key's next caller starts another load. Unbounded, a key
+    /// asked every hard timeout left a thread behind each time, for as long as the source
+    /// hung, until the process ran out of memory or threads; at [`MAX_HUNG`] no load is started
+    /// (see [`too_many_hung`](Self::too_many_hung)).
+    hung: std::sync::atomic::AtomicUsize,
     /// Wakes async waiters at their flight's deadlines.
     timer: LoadTimer,
 }
@@ -206,6 +221,8 @@ impl Flights {
             started: Instant::now(),
             ticking: AtomicBool::new(false),
             overtaken: Arc::default(),
+            hung: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         });
         map.insert(key.to_owned(), Arc::clone(&flight));
         Role::Leader(Leader {
@@ -225,8 +242,21 @@ impl Flights {
             if map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
                 map.remove(key);
             }
+            if !flight.ended.load(Ordering::Relaxed) && !flight.hung.swap(true, Ordering::Relaxed) {
+                let hung = self.hung.fetch_add(1, Ordering::Relaxed) + 1;
+                if hung == MAX_HUNG {
+                    tracing::warn!(loads = hung, "loads given up at the hard timeout still run; until one returns, callers are answered as at the hard timeout and no load starts (loader.hard_timeout_ms; the loader hangs: give its source a timeout)");
+                }
+            }
         }
         flight.publish(State::Abandoned);
+    }
+
+    /// Whether [`MAX_HUNG`] loads given up at the hard timeout still run: a leader then starts
+    /// no load and answers as at the hard timeout, so a source that hangs costs a bounded
+    /// number of threads (or tasks), not one more per hard timeout per key.
+    pub(crate) fn too_many_hung(&self) -> bool {
+        self.hung.load(Ordering::Relaxed) >= MAX_HUNG
     }
 
     /// Has the async waiters of `flight` woken at each of `deadlines` while it is loading (once
@@ -286,6 +316,10 @@ impl Leader {
             let mut map = self.flights.map.lock();
             if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
                 map.remove(&self.key);
+            }
+            self.flight.ended.store(true, Ordering::Relaxed);
+            if self.flight.hung.load(Ordering::Relaxed) {
+                self.flights.hung.fetch_sub(1, Ordering::Relaxed);
             }
         }
         self.flight.publish(state);
