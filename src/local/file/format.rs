@@ -184,6 +184,22 @@ pub struct RecordRef<'a> {
     pub value: &'a [u8],
 }
 
+/// The capacity a writer's scratch buffer keeps between writes. A record (or a batch) is encoded
+/// into it whole, so it grew to the largest write, up to a segment (64 MiB with the default
+/// bound), and held that much RAM for the store's life.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Empties a writer's scratch buffer after a write, giving back what a large one took; the
+/// length it had (the bytes the write needed).
+pub(crate) fn release_scratch(buf: &mut Vec<u8>) -> usize {
+    let len = buf.len();
+    buf.clear();
+    if buf.capacity() > SCRATCH_KEEP {
+        buf.shrink_to(SCRATCH_KEEP);
+    }
+    len
+}
+
 /// Appends one encoded record to `out`. The caller has validated the key and value lengths.
 #[inline]
 pub fn encode_record(

@@ -187,3 +187,30 @@ fn a_compaction_may_pass_the_bound_plus_a_segment_by_the_copies_of_one_segment()
     let after = store.stats();
     assert!(after.allocated_bytes <= max + segment, "{after:?}");
 }
+
+/// The writer encodes each record (or batch of records) in one scratch buffer, which kept the
+/// capacity of the largest write for the store's life: one 8 MiB value left 8 MiB of RAM held
+/// by an idle store (up to a segment, 64 MiB, with the default bound).
+#[test]
+fn a_large_write_leaves_no_large_scratch_buffer_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(
+        dir.path(),
+        FileStoreOptions::default()
+            .segment_size(32 << 20)
+            .max_size_mb(256)
+            .background_threads(false),
+    )
+    .unwrap();
+    let large = vec![3u8; 8 << 20];
+    store.set("large", &large, None).unwrap();
+    let held = store.inner.writer.lock().buf.capacity();
+    assert!(held <= 1 << 20, "{held} bytes of scratch held after one write");
+    store
+        .set_many(&[("a", &large[..]), ("b", &b"small"[..])], None)
+        .unwrap();
+    let held = store.inner.writer.lock().buf.capacity();
+    assert!(held <= 1 << 20, "{held} bytes of scratch held after a batch");
+    assert_eq!(store.get("large").unwrap().unwrap(), large);
+    assert_eq!(store.get("a").unwrap().unwrap(), large);
+}

@@ -295,7 +295,8 @@ struct Writer {
     offset: u64,
     next_seq: u64,
     next_segment_id: u64,
-    /// Scratch buffer for one encoded record.
+    /// Scratch buffer for one encoded record (or batch), emptied after each write and kept to
+    /// 1 MiB (`format::release_scratch`).
     buf: Vec<u8>,
     /// Sealed segments not yet fsynced; their hint files are written once they are durable
     /// (a hint never describes data that a power loss could take away). A segment removed from

@@ -262,11 +262,12 @@ impl Inner {
             );
             seq = seq.saturating_add(1);
         }
-        if let Err(e) = active.write_at(start, &w.buf) {
-            let needed = w.buf.len();
+        let written = active.write_at(start, &w.buf);
+        let needed = format::release_scratch(&mut w.buf);
+        if let Err(e) = written {
             return Err(self.write_failed(w, e, needed, seq));
         }
-        let end = start + w.buf.len() as u64;
+        let end = start + needed as u64;
         // Published before the index points at the records: a read never goes past the data end.
         active.data_end.store(end, Ordering::Release);
         let mut offset = start;
@@ -379,8 +380,9 @@ impl Inner {
         w.buf.clear();
         format::encode_record(&mut w.buf, active.salt, kind, seq, expires_at_ms, key, value);
         let offset = w.offset;
-        if let Err(e) = active.write_at(offset, &w.buf) {
-            let needed = w.buf.len();
+        let written = active.write_at(offset, &w.buf);
+        let needed = format::release_scratch(&mut w.buf);
+        if let Err(e) = written {
             return Err(self.write_failed(w, e, needed, seq.saturating_add(1)));
         }
         let (offset32, len32) = (
