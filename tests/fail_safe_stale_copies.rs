@@ -86,6 +86,34 @@ fn the_throttle_keeps_a_dead_source_from_being_asked_until_it_ends() {
     assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
 }
 
+/// A write of the key ends its throttle period: the value written is not the stale one the
+/// throttle was started to serve, and once it expires the source is asked again (once: a dead
+/// one starts a new period). The period outlived the write, so a value written after the failure
+/// and expired within the period was served stale, its source unasked, in every form.
+#[test]
+fn a_write_of_the_key_ends_its_throttle_period() {
+    for form in FORMS {
+        let hard_ms = if matches!(form, Form::Timed) { 10_000 } else { 0 };
+        let rig = rig(600, 0, hard_ms);
+        expired_v1(&rig);
+        let got = load_in(&rig, form, Err(AppError::SourceDown)).unwrap();
+        assert_eq!(got, Fetched::Stale("v1".to_string()), "{form:?}");
+        // Written, and expired within the throttle period (5 s) of the failure.
+        rig.cache
+            .set("k", &"w".to_string(), Some(Duration::from_secs(1)))
+            .unwrap();
+        rig.clock.advance(Duration::from_secs(2));
+        let got = load_in(&rig, form, Ok("v2".to_string())).unwrap();
+        assert_eq!(
+            got,
+            Fetched::Fresh("v2".to_string()),
+            "{form:?}: the source was not asked"
+        );
+        let stats = rig.cache.stats().loader;
+        assert_eq!((stats.failures, stats.throttled), (1, 0), "{form:?}: {stats:?}");
+    }
+}
+
 /// The throttle is a length of time, not an instant: a wall clock stepped back (an NTP
 /// correction, a VM resumed) must not stretch it by the step. It ended at its instant on the
 /// wall clock, so a step back of 200 s kept a live source unasked, and the stale copy served,

@@ -7,7 +7,7 @@
 //! is only what the manager decides about them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,9 @@ pub(crate) struct FailSafe {
     refreshing: Arc<AtomicUsize>,
     /// Key → end of its throttle period (the manager's clock, Unix ms).
     throttled: Mutex<HashMap<String, u64>>,
+    /// Whether `throttled` may hold anything: the one load a write pays while it is empty
+    /// (see [`Shared::end_throttles`]).
+    any_throttled: AtomicBool,
 }
 
 /// Whether a throttle period ending at `until` (Unix ms) covers `now`. One that ends further
@@ -109,6 +112,7 @@ impl FailSafe {
             refresh_max: config.refresh_ahead_max,
             refreshing: Arc::new(AtomicUsize::new(0)),
             throttled: Mutex::new(HashMap::new()),
+            any_throttled: AtomicBool::new(false),
         }
     }
 
@@ -292,6 +296,25 @@ impl Shared {
             map.retain(|_, &mut end| throttles(end, now, length));
         }
         map.insert(key.to_owned(), until);
+        self.fail_safe.any_throttled.store(true, Ordering::Release);
+    }
+
+    /// L1 now holds a value written for each of `keys`: their throttle periods end. The period
+    /// serves the stale copy a failed load fell back on; a value written since is not that copy,
+    /// and once it expires the source is asked again (once, if it is still dead: its failure
+    /// starts a new period). Kept, it served the written value stale past its TTL, unasked.
+    pub(crate) fn end_throttles<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {
+        let f = &self.fail_safe;
+        if !f.any_throttled.load(Ordering::Acquire) {
+            return;
+        }
+        let mut map = f.throttled.lock();
+        for key in keys {
+            map.remove(key);
+        }
+        if map.is_empty() {
+            f.any_throttled.store(false, Ordering::Release);
+        }
     }
 
     /// A value loaded for `key` with `ttl` is being stored: with refresh-ahead, remember when a

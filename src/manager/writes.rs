@@ -32,6 +32,7 @@ impl Shared {
                 m.sets.add(items.len() as u64);
                 self.left_behind
                     .forget(items.iter().map(|(key, _)| *key), None, mark);
+                self.end_throttles(items.iter().map(|(key, _)| *key));
                 Ok(())
             }
             Err(e) => {
