@@ -51,8 +51,40 @@ impl<T> Fetched<T> {
     }
 }
 
-/// Bound on the throttle map; beyond it, periods that ended are pruned on insert.
+/// Size of the throttle map past which an insert first prunes the periods that ended.
 const THROTTLE_PRUNE_AT: usize = 4096;
+
+/// The throttle periods in progress: key → end of its period (the manager's clock, Unix ms).
+#[derive(Debug)]
+struct Throttles {
+    periods: HashMap<String, u64>,
+    /// The size at which the next insert prunes. Raised to twice what a prune leaves: with
+    /// more live periods than [`THROTTLE_PRUNE_AT`] (a dead source, many keys), a fixed bound
+    /// scanned the whole map on every insert, quadratic over an outage.
+    prune_at: usize,
+}
+
+impl Throttles {
+    /// Starts `key`'s period, ending at `until`; returns whether it pruned first.
+    fn start(&mut self, key: &str, until: u64, now: u64, length: u64) -> bool {
+        let pruned = self.periods.len() >= self.prune_at;
+        if pruned {
+            self.periods.retain(|_, &mut end| throttles(end, now, length));
+            self.prune_at = THROTTLE_PRUNE_AT.max(self.periods.len().saturating_mul(2));
+        }
+        self.periods.insert(key.to_owned(), until);
+        pruned
+    }
+}
+
+impl Default for Throttles {
+    fn default() -> Self {
+        Throttles {
+            periods: HashMap::new(),
+            prune_at: THROTTLE_PRUNE_AT,
+        }
+    }
+}
 
 /// A place among the running background reloads; given back on drop.
 #[derive(Debug)]
@@ -78,8 +110,8 @@ pub(crate) struct FailSafe {
     refresh_share: f64,
     refresh_max: usize,
     refreshing: Arc<AtomicUsize>,
-    /// Key → end of its throttle period (the manager's clock, Unix ms).
-    throttled: Mutex<HashMap<String, u64>>,
+    /// The throttle periods in progress.
+    throttled: Mutex<Throttles>,
     /// Whether `throttled` may hold anything: the one load a write pays while it is empty
     /// (see [`Shared::end_throttles`]).
     any_throttled: AtomicBool,
@@ -111,7 +143,7 @@ impl FailSafe {
             refresh_share: config.refresh_ahead,
             refresh_max: config.refresh_ahead_max,
             refreshing: Arc::new(AtomicUsize::new(0)),
-            throttled: Mutex::new(HashMap::new()),
+            throttled: Mutex::default(),
             any_throttled: AtomicBool::new(false),
         }
     }
@@ -236,6 +268,7 @@ impl Shared {
             .fail_safe
             .throttled
             .lock()
+            .periods
             .get(key)
             .is_some_and(|&until| throttles(until, now, length));
         if !covered {
@@ -291,11 +324,7 @@ impl Shared {
         let now = self.clock.now_ms();
         let length = self.fail_safe.throttle_ms();
         let until = now.saturating_add(length);
-        let mut map = self.fail_safe.throttled.lock();
-        if map.len() >= THROTTLE_PRUNE_AT {
-            map.retain(|_, &mut end| throttles(end, now, length));
-        }
-        map.insert(key.to_owned(), until);
+        self.fail_safe.throttled.lock().start(key, until, now, length);
         self.fail_safe.any_throttled.store(true, Ordering::Release);
     }
 
@@ -310,9 +339,9 @@ impl Shared {
         }
         let mut map = f.throttled.lock();
         for key in keys {
-            map.remove(key);
+            map.periods.remove(key);
         }
-        if map.is_empty() {
+        if map.periods.is_empty() {
             f.any_throttled.store(false, Ordering::Release);
         }
     }
@@ -348,5 +377,35 @@ impl Shared {
             return false;
         }
         self.guard.take_refresh(key, || self.clock.now_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_throttle_periods_past_the_prune_size_are_not_scanned_on_every_insert() {
+        let mut t = Throttles::default();
+        let (now, length) = (1_000, 30_000);
+        let inserts = THROTTLE_PRUNE_AT * 8;
+        let scans = (0..inserts)
+            .filter(|i| t.start(&format!("k{i}"), now + length, now, length))
+            .count();
+        assert_eq!(t.periods.len(), inserts, "a live period was pruned");
+        assert!(scans <= 4, "{scans} scans of the map for {inserts} live periods");
+    }
+
+    #[test]
+    fn periods_that_ended_are_pruned_once_the_map_reaches_its_prune_size() {
+        let mut t = Throttles::default();
+        let length = 30_000;
+        for i in 0..THROTTLE_PRUNE_AT {
+            t.start(&format!("old{i}"), 1_000 + length, 1_000, length);
+        }
+        let later = 1_000 + length + 1;
+        assert!(t.start("new", later + length, later, length));
+        assert_eq!(t.periods.len(), 1);
+        assert_eq!(t.prune_at, THROTTLE_PRUNE_AT);
     }
 }
