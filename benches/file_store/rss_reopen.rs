@@ -238,9 +238,13 @@ fn report_child<T>(task: &str, before: u64, half: u64, _engine: &T) {
 }
 
 /// Runs child `task` on `dir` and returns its stdout lines; for fill tasks, SIGKILLs it once it
-/// says "ready".
+/// says "ready". The child runs under `setpriv --pdeathsig KILL` (util-linux), as the harness's
+/// servers do: if this bench is killed, the child dies with it instead of finishing its fill
+/// (4 GiB of writes for foyer) beside whatever runs next.
 fn child(task: &str, dir: &Path, key_len: usize) -> BenchResult<Vec<String>> {
-    let mut proc = Command::new(std::env::current_exe()?)
+    let mut proc = Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(std::env::current_exe()?)
         .env(CHILD, task)
         .env("UNO_BENCH_CHILD_DIR", dir)
         .env("UNO_BENCH_CHILD_KEY_LEN", key_len.to_string())
