@@ -25,6 +25,8 @@ use uno_cache::SystemClock;
 
 #[path = "shared/user.rs"]
 mod shared_user;
+#[path = "shared/stats.rs"]
+mod stats;
 use shared_user::{memory_tier_manager, user, User};
 
 fn main() {
@@ -132,10 +134,9 @@ fn main() {
             );
         }
     }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
         "bench: hot_split[{mode}, keys={}] {:.1} ns (no peer in this process: compare with SPLIT=raw run beside it)",
         if long { "long" } else { "short" },
-        times.get(times.len() / 2).copied().unwrap_or(0.0)
+        stats::median(&times)
     );
 }

@@ -46,7 +46,7 @@ use uno_cache::{CacheConfig, CacheManager, Codec};
 
 #[path = "shared/stats.rs"]
 mod stats;
-use stats::median;
+use stats::{median, percentile};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
@@ -100,10 +100,6 @@ fn params() -> Params {
 
 fn only(part: &str) -> bool {
     std::env::var("UNO_BENCH_ONLY").map_or(true, |only| only == part)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Ours: the file store with a memory tier of `memory_items`, no L2.

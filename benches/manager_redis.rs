@@ -37,6 +37,9 @@
     clippy::indexing_slicing
 )]
 
+#[path = "shared/stats.rs"]
+#[allow(dead_code)] // Its quantiles only.
+mod stats;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -98,9 +101,10 @@ fn manager(
     .unwrap()
 }
 
+/// The `p` quantile of `sorted` nanoseconds, interpolated (`p = 0.5` is the median).
 fn percentile(sorted: &[u64], p: f64) -> u64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    let ns: Vec<f64> = sorted.iter().map(|&n| n as f64).collect();
+    stats::percentile(&ns, p).round() as u64
 }
 
 fn print_rate(name: &str, ours: f64, peer: f64) {

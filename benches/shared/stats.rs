@@ -34,3 +34,16 @@ pub fn alternating(
     }
     (median(&o), median(&p))
 }
+
+/// The `p` quantile (0.0 to 1.0) of `sorted` (ascending), interpolated between the two nearest
+/// ranks, so that `p = 0.5` is the median for an even count too (the nearest rank gave the upper
+/// of the two middle values); NaN if empty.
+#[allow(dead_code)] // Each bench binary compiles this module; not every one takes quantiles.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return f64::NAN;
+    };
+    let rank = last as f64 * p.clamp(0.0, 1.0);
+    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64)
+}
