@@ -23,6 +23,12 @@
 //!   write-through and write-behind (the final drain counted), vs raw `SET`: what the per-key
 //!   ordering of writes costs a set that waits for no other (issue 14: within 5% of before).
 //!
+//! With `write_mode = "behind"` ours queues its writes for L2, so the zipf and set_distinct
+//! lines are printed twice, their labels naming the peer: `redis-rs sets awaited` (a round trip
+//! per `SET`, as before) and `redis-rs sets unawaited` (its `SET`s sent on a multiplexed
+//! connection without waiting, all awaited at the end as ours' `flush` is; see `UnawaitedSets`).
+//! The peer's `GET`s wait on its plain connection in both.
+//!
 //! `cargo bench --bench manager_redis` (about a minute with `-- --quick` or
 //! `UNO_BENCH_QUICK=1`; `UNO_BENCH_ONLY=multi_get`, `multi_set`, `zipf`, `hand_made` or `set_distinct` runs one part). Prints `bench:` lines; `ratio` > 1 means we are better (ours/peer for
 //! throughput, peer/ours for latencies). A loopback round trip on a 2-vCPU machine costs ~22 µs
@@ -121,6 +127,62 @@ fn print_time(name: &str, ours_ns: u64, peer_ns: u64) {
         peer_ns as f64 / 1e3,
         peer_ns as f64 / ours_ns as f64
     );
+}
+
+/// The raw peer's SETs in a second write-behind line: sent on a multiplexed connection and not
+/// waited for, then all awaited at the end (as ours' `flush` drains its queue), its GETs on the
+/// plain connection: what a redis-rs user writes to take writes off the caller's path. The main
+/// line's peer waits a round trip per SET where ours queues it, and says so in its label; on
+/// one vCPU the unawaited peer is not always the faster (its sends take the same core).
+struct UnawaitedSets {
+    rt: tokio::runtime::Runtime,
+    conn: redis::aio::MultiplexedConnection,
+    pending: Vec<tokio::task::JoinHandle<redis::RedisResult<()>>>,
+}
+
+impl UnawaitedSets {
+    /// For `write_mode = "behind"`; `None` (every SET waited for) for write-through.
+    fn for_mode(server: &support::RedisServer, write_mode: &str) -> Option<UnawaitedSets> {
+        if write_mode != "behind" {
+            return None;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let conn = rt.block_on(client.get_multiplexed_async_connection()).unwrap();
+        Some(UnawaitedSets {
+            rt,
+            conn,
+            pending: Vec::new(),
+        })
+    }
+
+    fn set(&mut self, key: String, value: &[u8]) {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        self.pending
+            .push(self.rt.spawn(async move { cmd.exec_async(&mut conn).await }));
+    }
+
+    fn drain(&mut self) {
+        for set in self.pending.drain(..) {
+            self.rt.block_on(set).unwrap().unwrap();
+        }
+    }
+}
+
+/// A line's label: `base`, and in a write-behind line how the peer's SETs were sent, as ours
+/// are queued and its are not unless `unawaited_run`.
+fn peer_label(base: &str, unawaited: Option<&UnawaitedSets>, unawaited_run: bool) -> String {
+    match (unawaited, unawaited_run) {
+        (None, _) => base.to_owned(),
+        (Some(_), false) => format!("{base},redis-rs sets awaited"),
+        (Some(_), true) => format!("{base},redis-rs sets unawaited"),
+    }
 }
 
 /// `multi_get_raw` of 100 fresh keys (L1 misses) vs raw MGET; median and p99 per batch. With
@@ -391,15 +453,17 @@ struct ZipfSetup {
 fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usize, setup: ZipfSetup) {
     let dir = tempfile::tempdir().unwrap();
     let cache = manager(server, "file", dir.path(), setup.write_mode);
-    let label = format!(
+    let mut unawaited = UnawaitedSets::for_mode(server, setup.write_mode);
+    let base = format!(
         "{place},{},{}",
         setup.write_mode,
         if setup.l1_holds_all {
             "l1-warm"
         } else {
             "l1-one-pass"
-        }
+        },
     );
+    let label = peer_label(&base, unawaited.as_ref(), false);
     let mut raw = server.raw();
     let value = vec![7u8; VALUE_LEN];
     let key = |i: usize| format!("z{round}{}{}:{i}", setup.write_mode, setup.l1_holds_all);
@@ -433,25 +497,45 @@ fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usi
                 .arg(&value)
                 .exec(&mut raw)
                 .unwrap();
+            if let Some(sets) = unawaited.as_mut() {
+                sets.set(format!("p:{k}"), &value);
+            }
         } else {
             assert!(cache.get_raw(&k).unwrap().is_some());
         }
     }
     cache.flush().unwrap();
+    if let Some(sets) = unawaited.as_mut() {
+        sets.drain();
+    }
     let warm_hits = cache.stats().local.hits;
-    let peer = run(
-        &trace,
-        |i, is_set| {
-            let k = format!("p:{}", key(i));
-            if is_set {
-                redis::cmd("SET").arg(&k).arg(&value).exec(&mut raw).unwrap();
-            } else {
-                let v: Option<Vec<u8>> = redis::cmd("GET").arg(&k).query(&mut raw).unwrap();
-                assert!(v.is_some());
-            }
-        },
-        || {},
-    );
+    // The peer's GETs always wait on the plain connection; its SETs too, or (`sets`) are sent
+    // on the multiplexed one unawaited.
+    let mut peer_run = |sets: Option<&mut UnawaitedSets>| {
+        let sets = std::cell::RefCell::new(sets);
+        run(
+            &trace,
+            |i, is_set| {
+                let k = format!("p:{}", key(i));
+                if is_set {
+                    match sets.borrow_mut().as_mut() {
+                        Some(sets) => sets.set(k, &value),
+                        None => redis::cmd("SET").arg(&k).arg(&value).exec(&mut raw).unwrap(),
+                    }
+                } else {
+                    let v: Option<Vec<u8>> = redis::cmd("GET").arg(&k).query(&mut raw).unwrap();
+                    assert!(v.is_some());
+                }
+            },
+            || {
+                if let Some(sets) = sets.borrow_mut().as_mut() {
+                    sets.drain();
+                }
+            },
+        )
+    };
+    let peer = peer_run(None);
+    let peer_unawaited = unawaited.as_mut().map(|sets| peer_run(Some(sets)));
     let ours = run(
         &trace,
         |i, is_set| {
@@ -482,6 +566,19 @@ fn bench_zipf(place: &str, p: &Params, server: &support::RedisServer, round: usi
             &format!("manager_zipf099_90_10_{what}[{label}]"),
             percentile(o, p),
             percentile(pr, p),
+        );
+    }
+    if let Some(peer) = &peer_unawaited {
+        let label = peer_label(&base, unawaited.as_ref(), true);
+        print_rate(
+            &format!("manager_zipf099_90_10_throughput[{label}]"),
+            ours.ops_per_s,
+            peer.ops_per_s,
+        );
+        print_time(
+            &format!("manager_zipf099_90_10_p99_all[{label}]"),
+            percentile(&ours.all_ns, 0.99),
+            percentile(&peer.all_ns, 0.99),
         );
     }
     println!(
@@ -577,7 +674,8 @@ fn bench_set_distinct(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let cache = manager(server, "file", dir.path(), write_mode);
-    let label = format!("{place},{write_mode}");
+    let mut unawaited = UnawaitedSets::for_mode(server, write_mode);
+    let base = format!("{place},{write_mode}");
     let mut raw = server.raw();
     let value = vec![7u8; VALUE_LEN];
     let ops = p.zipf_ops;
@@ -586,13 +684,16 @@ fn bench_set_distinct(
     // Warm both sides' connections and the server (untimed).
     for i in 0..1000 {
         cache.set_raw(&format!("warm:{}", key(i)), &value, None).unwrap();
-        redis::cmd("SET")
-            .arg(format!("p:warm:{}", key(i)))
-            .arg(&value)
-            .exec(&mut raw)
-            .unwrap();
+        let k = format!("p:warm:{}", key(i));
+        redis::cmd("SET").arg(&k).arg(&value).exec(&mut raw).unwrap();
+        if let Some(sets) = unawaited.as_mut() {
+            sets.set(k, &value);
+        }
     }
     cache.flush().unwrap();
+    if let Some(sets) = unawaited.as_mut() {
+        sets.drain();
+    }
     let peer = run(
         &trace,
         |i, _| {
@@ -604,22 +705,35 @@ fn bench_set_distinct(
         },
         || {},
     );
+    let peer_unawaited = unawaited.as_mut().map(|sets| {
+        let sets = std::cell::RefCell::new(sets);
+        run(
+            &trace,
+            |i, _| sets.borrow_mut().set(format!("p:{}", key(i)), &value),
+            || sets.borrow_mut().drain(),
+        )
+    });
     let ours = run(
         &trace,
         |i, _| cache.set_raw(&key(i), &value, None).unwrap(),
         || cache.flush().unwrap(),
     );
     assert_eq!(cache.stats().distributed.errors, 0);
-    print_rate(
-        &format!("manager_set_distinct_throughput[{label}]"),
-        ours.ops_per_s,
-        peer.ops_per_s,
-    );
-    print_time(
-        &format!("manager_set_distinct_p50[{label}]"),
-        percentile(&ours.set_ns, 0.5),
-        percentile(&peer.set_ns, 0.5),
-    );
+    let peers = [(false, Some(&peer)), (true, peer_unawaited.as_ref())];
+    for (unawaited_run, peer) in peers {
+        let Some(peer) = peer else { continue };
+        let label = peer_label(&base, unawaited.as_ref(), unawaited_run);
+        print_rate(
+            &format!("manager_set_distinct_throughput[{label}]"),
+            ours.ops_per_s,
+            peer.ops_per_s,
+        );
+        print_time(
+            &format!("manager_set_distinct_p50[{label}]"),
+            percentile(&ours.set_ns, 0.5),
+            percentile(&peer.set_ns, 0.5),
+        );
+    }
 }
 
 /// `UNO_BENCH_ONLY=multi_get` (or `multi_set`, `zipf`, `set_distinct`) runs only that part, for profiling.
