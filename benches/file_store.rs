@@ -127,8 +127,7 @@ fn thread_cpu_ns() -> u64 {
 impl Config {
     fn from_env() -> Config {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let quick = args.iter().any(|a| a == "--quick")
-            || std::env::var("UNO_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let quick = stats::quick();
         let filters = args.into_iter().filter(|a| !a.starts_with('-')).collect();
         let parent = std::env::var_os("UNO_BENCH_DIR").map(PathBuf::from);
         let cpu_clock = std::env::var("UNO_BENCH_CLOCK").is_ok_and(|v| v == "cpu");

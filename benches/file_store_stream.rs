@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 use redb::{Database, TableDefinition};
 use uno_cache::{Durability, FileStore, FileStoreOptions};
 
+#[path = "shared/stats.rs"]
+#[allow(dead_code)] // Its quick rule only.
+mod stats;
+
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
 const MAX_MB: u64 = 8;
 const SEGMENT: u64 = 256 * 1024;
@@ -165,7 +169,7 @@ fn ratio(redb: u64, ours: u64) -> f64 {
 }
 
 fn main() {
-    let quick = std::env::var_os("UNO_BENCH_QUICK").is_some() || std::env::args().any(|a| a == "--quick");
+    let quick = stats::quick();
     if std::env::args().any(|a| a == "--list") {
         return;
     }

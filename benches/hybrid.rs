@@ -79,7 +79,7 @@ struct Params {
 }
 
 fn params() -> Params {
-    if std::env::var("UNO_BENCH_QUICK").is_ok_and(|v| v != "0") {
+    if stats::quick() {
         Params {
             rounds: 5,
             memory_keys: 10_000,

@@ -61,7 +61,7 @@ struct Params {
 }
 
 fn params() -> Params {
-    if std::env::var("UNO_BENCH_QUICK").is_ok_and(|v| v != "0") {
+    if stats::quick() {
         Params {
             hot_keys: 1000,
             rounds: 200,

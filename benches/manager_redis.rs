@@ -742,7 +742,7 @@ fn wanted(part: &str) -> bool {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("UNO_BENCH_QUICK").is_some();
+    let quick = stats::quick();
     let p = if quick {
         Params {
             batches: 300,

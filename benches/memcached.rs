@@ -53,7 +53,7 @@ fn threads_of_this_process() -> usize {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("UNO_BENCH_QUICK").is_some();
+    let quick = stats::quick();
     let ops: u64 = if quick { 2_000 } else { 20_000 };
     let server = support::MemcachedServer::start();
     let peer = server.raw();

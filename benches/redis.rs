@@ -47,7 +47,7 @@ fn line(name: &str, ours: f64, peer_name: &str, peer: f64) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("UNO_BENCH_QUICK").is_some();
+    let quick = stats::quick();
     let ops: u64 = if quick { 2_000 } else { 20_000 };
     if std::env::var("UNO_BENCH_ONLY").is_ok_and(|only| only == "cluster_node_breakers") {
         cluster_node_breakers(ops);

@@ -47,3 +47,12 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
     sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64)
 }
+
+/// Whether this run is the short one: `UNO_BENCH_QUICK` set to anything but empty or `0`, or a
+/// `--quick` argument. One rule for every bench, so that `UNO_BENCH_QUICK=0` asks each of them
+/// for its full run and no figure labelled full comes from a short one.
+#[allow(dead_code)] // Each bench binary compiles this module; hot_split has no quick run.
+pub fn quick() -> bool {
+    std::env::args().any(|a| a == "--quick")
+        || std::env::var("UNO_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
