@@ -1,5 +1,6 @@
 //! [`LeftBehind`]: the L1 entries that a removal L1 could not apply (a delete, an invalidation,
-//! a revalidation's drop, a write undone), or a write L1 failed part way, may have left in L1.
+//! a revalidation's drop, the drop of a suspect entry a queued replay op settled, a write
+//! undone), or a write L1 failed part way, may have left in L1.
 //!
 //! Such an entry is made suspect (or every entry is, see `distrust`), so a read checks it
 //! against L2 before serving it. But two answers are given without L2's word, and neither may

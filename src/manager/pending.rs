@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::guard::Ticket;
+use super::left_behind::Removal;
 use super::policy::Shared;
 use crate::error::key_for_error;
 use crate::replay::ReplayAction;
@@ -55,6 +56,9 @@ impl Shared {
                 // Dropping is right whatever raced it: at worst a later read misses.
                 let _writing = self.guard.write([key]);
                 if let Err(e) = self.l1.delete(key) {
+                    // The entry stays, suspect, and reads go on asking the op; but once it is
+                    // replayed nothing checks a stale copy, nor an answer while L2 is down.
+                    self.left_behind.record(Removal::Keys(&[key]));
                     let lines = &self.metrics.consistency.pending_drop_lines;
                     if let Some(unlogged) = self.metrics.local.error_line(lines) {
                         tracing::warn!(key = %key_for_error(key), error = %e, unlogged, "dropping an L1 entry whose key has a queued delete failed (unlogged: reads since the last line)");

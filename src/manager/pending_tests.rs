@@ -304,3 +304,57 @@ fn a_suspect_entry_whose_queued_delete_l1_could_not_apply_is_not_served() {
         );
     }
 }
+
+/// L1 holds v1, suspect, and the queue a set of v2 that has expired since (it replays as a
+/// delete), while L1 refuses deletes (a full disk): the read's drop of v1 failed and it answered
+/// a miss, but v1 stayed in L1 unrecorded, and was then served as fail-safe's stale copy (and
+/// would be unverified while L2 is down), the value the replay takes out of L2.
+#[cfg(feature = "redis")]
+#[test]
+fn a_suspect_entry_whose_queued_op_l1_could_not_drop_is_not_served_stale() {
+    use super::tests::DeletesFail;
+    use crate::local::memory::MemoryStore;
+    use crate::storage::delegate::Delegate;
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = HeldL2::new();
+    let mut config = crate::CacheConfig::default();
+    config.offline.replay_dir = Some(dir.path().to_path_buf());
+    config.offline.replay_interval_ms = 3_600_000;
+    config.loader.fail_safe_max_duration = Duration::from_secs(3600);
+    let clock = ManualClock::new(crate::clock::system_time_to_ms(std::time::SystemTime::now()));
+    let cache = crate::CacheManager::builder()
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .local(Arc::new(Delegate(DeletesFail {
+            inner: MemoryStore::new(100).unwrap(),
+            marks_fail: false.into(),
+            sets_fail: false,
+            clears_fail: true.into(),
+            // Every entry suspect, as after a restart (a memory store's marking clears it).
+            restored: true,
+        })))
+        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+        .build()
+        .unwrap();
+    let v1 = "v1".to_owned();
+    cache.set("k", &v1, None).unwrap();
+    l2.writes_fail.store(true, Relaxed);
+    cache
+        .set("k", &"v2".to_owned(), Some(Duration::from_secs(60)))
+        .unwrap();
+    assert!(cache.shared.is_pending("k"), "the failed L2 write was queued");
+    // L1 lost the write (see `suspect_k_with_a_queued`); its entries are suspect.
+    let bytes = cache.shared.codec.encode("k", &v1).unwrap();
+    cache.shared.l1.set("k", &bytes, None).unwrap();
+    cache.shared.check_freshness.store(true, Relaxed);
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(
+        cache.get::<String>("k").unwrap(),
+        None,
+        "served v1 over the queued op"
+    );
+    assert!(
+        cache.get_with_state::<String>("k").unwrap().is_none(),
+        "served v1, which the queued op replaces, as a stale copy"
+    );
+}

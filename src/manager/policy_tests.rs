@@ -380,17 +380,17 @@ fn a_batch_read_overtaken_by_a_delete_never_answers_the_value_a_completed_set_re
 /// An L1 whose deletes (and clears) fail, as a file store's do once its disk is full
 /// (`DiskFull`) or after a failed fsync latched it read-only (`WritesDisabled`); reads work.
 #[cfg(feature = "redis")]
-struct DeletesFail {
-    inner: MemoryStore,
+pub(super) struct DeletesFail {
+    pub(super) inner: MemoryStore,
     /// Marking every entry suspect fails too (a redb L1 that cannot begin a write).
-    marks_fail: std::sync::atomic::AtomicBool,
+    pub(super) marks_fail: std::sync::atomic::AtomicBool,
     /// A set fails after the value was stored, as a file store's does when the fsync of
     /// `Durability::EveryWrite` fails after the records were indexed.
-    sets_fail: bool,
+    pub(super) sets_fail: bool,
     /// Clears fail (until the disk has room again).
-    clears_fail: std::sync::atomic::AtomicBool,
+    pub(super) clears_fail: std::sync::atomic::AtomicBool,
     /// Every entry reads as suspect, as a file store's entries restored at start-up do.
-    restored: bool,
+    pub(super) restored: bool,
 }
 
 #[cfg(feature = "redis")]
