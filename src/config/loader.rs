@@ -17,7 +17,8 @@ use crate::error::Result;
 /// out, and by [`get_with_state`](crate::CacheManager::get_with_state) when no level has a fresh
 /// value. After a failed load, the stale value counts as fresh for `fail_safe_throttle`, so a
 /// dead source is asked once per throttle period, not on every read (a write of the key ends
-/// the period: the value written is not the stale one). Deletes, invalidations and
+/// the period, as does a value of it read from L2 into L1, another instance's write: neither is
+/// the stale one). Deletes, invalidations and
 /// prefix or tag invalidation remove stale copies as they remove values.
 ///
 /// **Timeouts** ([`get_or_load`](crate::CacheManager::get_or_load) and its async form; the
@@ -45,7 +46,7 @@ pub struct LoaderConfig {
     pub fail_safe_max_duration: Duration,
     /// How long a stale value served after a failed load counts as fresh for the loading
     /// calls, in seconds (default 30; 0: ask the source on every call); a write of the key ends
-    /// it.
+    /// it, as does a value of it read from L2 into L1.
     #[serde(with = "super::seconds")]
     pub fail_safe_throttle: Duration,
     /// With a stale value, how long a caller waits for the load, in milliseconds (default 0:

@@ -328,8 +328,9 @@ impl Shared {
         self.fail_safe.any_throttled.store(true, Ordering::Release);
     }
 
-    /// L1 now holds a value written for each of `keys`: their throttle periods end. The period
-    /// serves the stale copy a failed load fell back on; a value written since is not that copy,
+    /// L1 now holds a value written for each of `keys`, or taken from L2 (a backfill): their
+    /// throttle periods end. The period serves the stale copy a failed load fell back on; a
+    /// value written since (here, or by another instance into L2) is not that copy,
     /// and once it expires the source is asked again (once, if it is still dead: its failure
     /// starts a new period). Kept, it served the written value stale past its TTL, unasked.
     pub(crate) fn end_throttles<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {

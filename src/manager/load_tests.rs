@@ -1,6 +1,6 @@
 //! Tests of `load.rs` that need its internals: what is counted when a load's thread cannot be
-//! started, that a load's watch of its key ends however the load ends, and the bound on loads
-//! given up at the hard timeout that still hang.
+//! started, that a load's watch of its key ends however the load ends, the bound on loads
+//! given up at the hard timeout that still hang, and that a backfill ends a throttle period.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -298,4 +298,52 @@ fn async_loads_given_up_at_the_hard_timeout_that_still_hang_are_bounded() {
     assert!(hung <= bound, "{hung} loader futures hang, each holding its task");
     drop(runtime);
     assert_eq!(hanging.load(Ordering::SeqCst), 0);
+}
+
+/// A value L1 took from L2 after a failed load (another instance wrote it) is not the stale copy
+/// the throttle period serves, as a write of the key here is not: once it expired within the
+/// period, the period served it stale with the source unasked.
+#[test]
+fn a_value_backfilled_after_a_failed_load_ends_its_throttle_period() {
+    use crate::storage::Storage;
+    let clock = ManualClock::new(crate::clock::system_time_to_ms(std::time::SystemTime::now()));
+    let l2 = Arc::new(crate::local::memory::MemoryStore::new(100).unwrap());
+    let mut c = CacheConfig::default();
+    c.local.kind = LocalKind::Memory;
+    c.loader.fail_safe_max_duration = Duration::from_secs(600);
+    c.loader.fail_safe_throttle = Duration::from_secs(5);
+    let cache = CacheManager::builder()
+        .config(c)
+        .clock(Arc::new(clock.clone()))
+        .distributed(Arc::new(crate::InProcess::shared(l2.clone())))
+        .build()
+        .unwrap();
+    cache.set("k", &"v1".to_owned(), Some(TTL)).unwrap();
+    clock.advance(TTL + Duration::from_secs(1));
+    // L2's copy expired too (its clock is the system's).
+    l2.delete("k").unwrap();
+    let source_down = || -> std::result::Result<String, Error> {
+        Err(Error::Backend {
+            level: "source",
+            op: "load",
+            reason: "down (test)".into(),
+        })
+    };
+    let got = cache.get_or_load("k", Some(TTL), source_down).unwrap();
+    assert_eq!(got, Fetched::Stale("v1".to_string()));
+    // Another instance writes "w", with a TTL that ends within the period (L2's clock is
+    // behind the manager's by the 11 s advanced); a read here takes it into L1.
+    let w = cache.shared.codec.encode("k", &"w".to_owned()).unwrap();
+    l2.set("k", &w, Some(TTL + Duration::from_secs(3))).unwrap();
+    let got = cache.get_or_load("k", Some(TTL), value("unused")).unwrap();
+    assert_eq!(got, Fetched::Fresh("w".to_string()));
+    clock.advance(Duration::from_secs(3));
+    l2.delete("k").unwrap();
+    let got = cache.get_or_load("k", Some(TTL), value("v2")).unwrap();
+    assert_eq!(
+        got,
+        Fetched::Fresh("v2".to_string()),
+        "the expired backfill was served stale, the source unasked"
+    );
+    assert_eq!(cache.stats().loader.throttled, 0);
 }

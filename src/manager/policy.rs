@@ -662,6 +662,11 @@ impl Shared {
     ) -> Result<usize> {
         let filled = self.l1.fill_each(items);
         if self.l1.suspect_epoch() == epoch {
+            if filled.is_ok() {
+                // L1's copy is now L2's value, not the stale one a failed load's throttle
+                // period serves, as after a write of the key (see `end_throttles`).
+                self.end_throttles(items.iter().map(|(key, _, _)| *key));
+            }
             return filled;
         }
         let keys: Vec<&str> = items.iter().map(|(key, _, _)| *key).collect();
