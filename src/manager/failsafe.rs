@@ -324,7 +324,10 @@ impl Shared {
         let now = self.clock.now_ms();
         let length = self.fail_safe.throttle_ms();
         let until = now.saturating_add(length);
-        self.fail_safe.throttled.lock().start(key, until, now, length);
+        let mut throttles = self.fail_safe.throttled.lock();
+        throttles.start(key, until, now, length);
+        // Under the lock: a write that takes it after this period is in the map must see the
+        // flag, or it skips the period it should end.
         self.fail_safe.any_throttled.store(true, Ordering::Release);
     }
 
