@@ -306,3 +306,49 @@ fn the_async_form_reloads_in_the_background_too() {
     });
     assert_eq!(reloaded(&cache, "k", "v2"), "v2");
 }
+
+/// A reload whose source answers "absent" with `absent_ttl = 0` (nothing cached) and fail-safe
+/// off: the reload dropped the answer and left the value it was started to replace, served as
+/// fresh for the rest of its TTL by every call, though the source had said it is gone. With
+/// `absent_ttl` above zero the answer replaces the value, and with fail-safe on it deletes it.
+#[test]
+fn a_reload_answered_absent_takes_the_value_out_also_when_absent_is_not_cached() {
+    let clock = ManualClock::new(START_MS);
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    config.loader.refresh_ahead = 0.8;
+    config.loader.absent_ttl = Duration::ZERO;
+    let cache = CacheManager::builder()
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let found = |v: &str| {
+        let v = v.to_owned();
+        move || Ok::<_, Error>(Some(v))
+    };
+    cache.get_or_load_optional("k", Some(TTL), found("v1")).unwrap();
+    clock.advance(Duration::from_secs(9));
+    let (release, gate) = mpsc::channel::<()>();
+    let gone = move || -> Result<Option<String>, Error> {
+        let _ = gate.recv();
+        Ok(None)
+    };
+    assert_eq!(
+        cache.get_or_load_optional("k", Some(TTL), gone).unwrap(),
+        Some(Fetched::Fresh("v1".to_string()))
+    );
+    assert_eq!(cache.stats().loader.refreshes, 1);
+    release.send(()).unwrap();
+    // Polled as `reloaded` does: the reload's end is not observable otherwise.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cache.get::<String>("k").unwrap().is_some() && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        cache.get::<String>("k").unwrap(),
+        None,
+        "the value the source said is gone is still served"
+    );
+    assert_eq!(cache.stats().loader.absent_stored, 0);
+}

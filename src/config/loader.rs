@@ -57,7 +57,9 @@ pub struct LoaderConfig {
     /// How long the answer "absent" of a loader of
     /// [`get_or_load_optional`](crate::CacheManager::get_or_load_optional) is cached, in seconds
     /// (default 30; capped by the call's TTL; 0: not cached, and with fail-safe the answer
-    /// deletes the key instead, so its stale copy is not served after it).
+    /// deletes the key instead, so its stale copy is not served after it; a refresh-ahead
+    /// reload's answer deletes it without fail-safe too, the key holding the value it was to
+    /// replace).
     #[serde(with = "super::seconds")]
     pub absent_ttl: Duration,
     /// The share of a loaded value's L1 TTL after which a hit reloads it in the background

@@ -188,6 +188,8 @@ impl CacheManager {
     /// `absent_ttl = 0` and fail-safe on, the answer deletes the key instead (as
     /// [`CacheManager::delete`], unless the key was written, deleted or invalidated while the
     /// loader ran): the stale copy of a key the source says is gone is not served afterwards.
+    /// A refresh-ahead reload's answer does so with fail-safe off too: the key holds the fresh
+    /// value it was to replace.
     ///
     /// # Errors
     /// As [`CacheManager::get_or_load`]; where the loader ran on the caller's thread (no
@@ -235,7 +237,7 @@ impl CacheManager {
             let refresh = || {
                 if let Some(load) = loader.take() {
                     self.refresh_ahead(key, |leader, slot, watch| {
-                        self.spawn_load(key, ttl, (leader, watch), move || {
+                        self.spawn_load(key, (ttl, true), (leader, watch), move || {
                             let _slot = slot;
                             load()
                         })
@@ -273,7 +275,7 @@ impl CacheManager {
                         return self.shed_load(key, leader, stale);
                     }
                     let flight = Arc::clone(leader.flight());
-                    let report = self.spawn_load(key, ttl, (leader, watching.hand_on()), load)?;
+                    let report = self.spawn_load(key, (ttl, false), (leader, watching.hand_on()), load)?;
                     // Once its thread started: a load that could not start did not run.
                     s.metrics.loads.incr();
                     (flight, Some(report))
@@ -470,7 +472,7 @@ impl CacheManager {
         };
         match loaded {
             Ok(value) => {
-                let (bytes, stored) = self.store_loaded(key, ttl, value.as_ref(), watch)?;
+                let (bytes, stored) = self.store_loaded(key, (ttl, false), value.as_ref(), watch)?;
                 leader.finish(Arc::from(bytes));
                 stored?;
                 Ok(value.map(Fetched::Fresh))
@@ -513,8 +515,10 @@ impl CacheManager {
     /// Stores what a loader answered: the value with `ttl`, or "absent" with
     /// `loader.absent_ttl`. An "absent" that is not cached (`absent_ttl = 0`) deletes the key
     /// instead, with fail-safe on: the source said it is gone, so the stale copy fail-safe kept
-    /// must not be served by a later failed load. Returns the bytes the flight hands to its
-    /// waiters, and whether the write succeeded (the waiters get the bytes either way).
+    /// must not be served by a later failed load. So does the "absent" of a refresh-ahead
+    /// reload (`reload`), fail-safe on or off: its key holds a fresh value, which the answer
+    /// replaces. Returns the bytes the flight hands to its waiters, and whether the write
+    /// succeeded (the waiters get the bytes either way).
     ///
     /// Neither stored nor deleted if a write, delete or invalidation of the key started since
     /// `watch` (taken before the loader read its source): the load's answer may be older than
@@ -522,7 +526,7 @@ impl CacheManager {
     fn store_loaded<T: Serialize + DeserializeOwned>(
         &self,
         key: &str,
-        ttl: Option<Duration>,
+        (ttl, reload): (Option<Duration>, bool),
         value: Option<&T>,
         watch: Watch,
     ) -> Result<(Vec<u8>, Result<()>)> {
@@ -543,10 +547,12 @@ impl CacheManager {
                         }
                         stored.map(drop)
                     }
-                    // Only fail-safe serves an entry past its TTL: without it there is no stale
-                    // copy to remove, and the delete would cost every "absent" an L2 round trip
-                    // and an invalidation message.
-                    None if s.fail_safe.enabled() => self.delete_loaded(key, watch).map(drop),
+                    // Only fail-safe serves an entry past its TTL: without it, a load that ran on
+                    // a miss has no stale copy to remove, and the delete would cost every
+                    // "absent" an L2 round trip and an invalidation message. A reload ran on a
+                    // hit: left, the value the source no longer has was served as fresh until
+                    // its TTL.
+                    None if reload || s.fail_safe.enabled() => self.delete_loaded(key, watch).map(drop),
                     None => {
                         s.guard.unwatch(watch);
                         Ok(())
@@ -558,11 +564,12 @@ impl CacheManager {
     }
 
     /// Starts the leader's load on a thread of its own; its outcome comes back on the channel
-    /// (sent before the flight ends, so a caller that sees the flight end finds it).
+    /// (sent before the flight ends, so a caller that sees the flight end finds it). `ttl`: the
+    /// call's, and whether the load is a refresh-ahead reload (see `store_loaded`).
     fn spawn_load<T, E, F>(
         &self,
         key: &str,
-        ttl: Option<Duration>,
+        ttl: (Option<Duration>, bool),
         (leader, watch): (Leader, Watch),
         load: F,
     ) -> Result<mpsc::Receiver<Report<T, E>>>
@@ -775,7 +782,7 @@ fn start_load_thread(body: impl FnOnce() + Send + 'static) -> std::io::Result<()
 fn finish_load<T, E>(
     manager: &WeakManager,
     key: &str,
-    ttl: Option<Duration>,
+    ttl: (Option<Duration>, bool),
     (leader, watch): (Leader, Watch),
     outcome: Outcome<T, E>,
     report: mpsc::Sender<Report<T, E>>,

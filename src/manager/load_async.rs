@@ -109,7 +109,7 @@ impl CacheManager {
             let refresh = || {
                 if let Some(load) = load.take() {
                     self.refresh_ahead(key, |leader, slot, watch| {
-                        self.spawn_load_async(key, ttl, (leader, watch), move || {
+                        self.spawn_load_async(key, (ttl, true), (leader, watch), move || {
                             let load = load();
                             async move {
                                 let _slot = slot;
@@ -145,7 +145,8 @@ impl CacheManager {
                         return self.shed_load(key, leader, stale);
                     }
                     let flight = Arc::clone(leader.flight());
-                    let report = self.spawn_load_async(key, ttl, (leader, watching.hand_on()), load)?;
+                    let report =
+                        self.spawn_load_async(key, (ttl, false), (leader, watching.hand_on()), load)?;
                     // Once its task or thread started: a load that could not start did not run.
                     s.metrics.loads.incr();
                     (flight, Some(report))
@@ -172,11 +173,12 @@ impl CacheManager {
     }
 
     /// Spawns the leader's async load on the caller's tokio runtime, or on a thread with a
-    /// runtime of its own outside one. `load` gives the loader's future, on the caller's task.
+    /// runtime of its own outside one. `load` gives the loader's future, on the caller's task;
+    /// `ttl` is as for [`spawn_load`](Self::spawn_load).
     fn spawn_load_async<T, E, F, Fut>(
         &self,
         key: &str,
-        ttl: Option<Duration>,
+        ttl: (Option<Duration>, bool),
         (leader, watch): (Leader, Watch),
         load: F,
     ) -> Result<mpsc::Receiver<Report<T, E>>>
