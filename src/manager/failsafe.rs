@@ -374,13 +374,16 @@ impl Shared {
         }
     }
 
-    /// Whether a hit on `key` should start a background reload; if so, the key is no longer
-    /// due (the reload makes it due again when it stores its value), so one hit starts it.
-    pub(crate) fn take_refresh_due(&self, key: &str) -> bool {
+    /// The place among the background reloads of a hit on `key` that should start one; the
+    /// key is then no longer due (the reload makes it due again when it stores its value), so
+    /// one hit starts it. `None` also when every place is taken: the key stays due, and a
+    /// later hit tries again.
+    pub(crate) fn take_refresh_due(&self, key: &str) -> Option<RefreshSlot> {
         if self.fail_safe.refresh_share <= 0.0 {
-            return false;
+            return None;
         }
-        self.guard.take_refresh(key, || self.clock.now_ms())
+        self.guard
+            .take_refresh(key, || self.clock.now_ms(), || self.fail_safe.refresh_slot())
     }
 }
 

@@ -369,9 +369,15 @@ impl KeyOrder {
         self.refresh.note(self.hash(key), at, now);
     }
 
-    /// Whether a hit on `key` should start its reload (then it is no longer due).
-    pub(crate) fn take_refresh(&self, key: &str, now: impl FnOnce() -> u64) -> bool {
-        self.refresh.take(self.hash(key), now)
+    /// Whether a hit on `key` should start its reload (then it is no longer due), with what
+    /// `claim` gave it (see [`RefreshDue::take`]).
+    pub(crate) fn take_refresh<S>(
+        &self,
+        key: &str,
+        now: impl FnOnce() -> u64,
+        claim: impl FnOnce() -> Option<S>,
+    ) -> Option<S> {
+        self.refresh.take(self.hash(key), now, claim)
     }
 
     /// Keeps backfills of `keys` (of their stripes) out of L1 for `window`: a write or delete

@@ -234,9 +234,9 @@ impl CacheManager {
                 self.lookup_typed::<T, T>(key, None, |v| v)
             };
             looked = true;
-            let refresh = || {
+            let refresh = |slot| {
                 if let Some(load) = loader.take() {
-                    self.refresh_ahead(key, |leader, slot, watch| {
+                    self.refresh_ahead(key, slot, |leader, slot, watch| {
                         self.spawn_load(key, (ttl, true), (leader, watch), move || {
                             let _slot = slot;
                             load()
@@ -301,7 +301,7 @@ impl CacheManager {
         key: &str,
         found: Result<Lookup<T>>,
         optional: bool,
-        refresh: impl FnOnce(),
+        refresh: impl FnOnce(RefreshSlot),
     ) -> std::result::Result<Step<T>, E>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
@@ -321,8 +321,10 @@ impl CacheManager {
                     .map_err(E::from)
             }
         };
-        if matches!(found, Lookup::Hit(_)) && s.take_refresh_due(key) {
-            refresh();
+        if matches!(found, Lookup::Hit(_)) {
+            if let Some(slot) = s.take_refresh_due(key) {
+                refresh(slot);
+            }
         }
         if let Some(answer) = self.cached_answer(found, optional) {
             return Ok(Step::Answer(answer));
@@ -358,16 +360,17 @@ impl CacheManager {
         }
     }
 
-    /// Starts a background reload of a hit that is due for one (refresh-ahead), if a reload
-    /// slot is free and no load of the key runs: `spawn` runs the loader apart, as a timed load
-    /// does. The caller answers with the current value meanwhile; a failed reload keeps it.
-    fn refresh_ahead<R>(&self, key: &str, spawn: impl FnOnce(Leader, RefreshSlot, Watch) -> Result<R>) {
+    /// Starts a background reload of a hit that is due for one (refresh-ahead), in `slot` (see
+    /// [`take_refresh_due`](super::policy::Shared::take_refresh_due)), if no load of the key
+    /// runs: `spawn` runs the loader apart, as a timed load does. The caller answers with the
+    /// current value meanwhile; a failed reload keeps it.
+    fn refresh_ahead<R>(
+        &self,
+        key: &str,
+        slot: RefreshSlot,
+        spawn: impl FnOnce(Leader, RefreshSlot, Watch) -> Result<R>,
+    ) {
         let s = &self.shared;
-        let Some(slot) = s.fail_safe.refresh_slot() else {
-            // Busy: the key becomes due again so a later hit retries.
-            s.note_due_now(key);
-            return;
-        };
         let Role::Leader(leader) = s.flights.join(key) else {
             return;
         };

@@ -106,9 +106,9 @@ impl CacheManager {
                 self.lookup_typed_async::<T, T>(key, None, |v| v).await
             };
             looked = true;
-            let refresh = || {
+            let refresh = |slot| {
                 if let Some(load) = load.take() {
-                    self.refresh_ahead(key, |leader, slot, watch| {
+                    self.refresh_ahead(key, slot, |leader, slot, watch| {
                         self.spawn_load_async(key, (ttl, true), (leader, watch), move || {
                             let load = load();
                             async move {

@@ -54,18 +54,31 @@ impl RefreshDue {
         }
     }
 
-    /// Whether the key of `hash` is due at `now()`; if so it is no longer tracked, so one hit
-    /// starts its reload. The clock is read only for a tracked key: most hits are not due.
-    pub(crate) fn take(&self, hash: u64, now: impl FnOnce() -> u64) -> bool {
+    /// If the key of `hash` is due at `now()` and `claim` gives what its reload needs (a
+    /// place among the running reloads), it is no longer tracked, so one hit starts its reload.
+    /// Claimed before the due time is taken: one taken first and put back when nothing could
+    /// be claimed could come back after a write of the key had forgotten it, and the written
+    /// value was reloaded on the load's schedule. The clock is read only for a tracked key:
+    /// most hits are not due.
+    pub(crate) fn take<S>(
+        &self,
+        hash: u64,
+        now: impl FnOnce() -> u64,
+        claim: impl FnOnce() -> Option<S>,
+    ) -> Option<S> {
         if self.tracked.load(Ordering::Acquire) == 0 {
-            return false;
+            return None;
         }
         // A shared look first: no write lock for a key that is not due.
-        let Some(at) = self.due.get(&hash).map(|at| *at) else {
-            return false;
-        };
+        let at = self.due.get(&hash).map(|at| *at)?;
         let now = now();
-        at <= now && self.forget_if(hash, |at| at <= now)
+        if at > now {
+            return None;
+        }
+        // Nothing to claim: the key stays due, and a later hit tries again.
+        let claimed = claim()?;
+        // Forgotten meanwhile by a write, or taken by another hit: the claim is given back.
+        self.forget_if(hash, |at| at <= now).then_some(claimed)
     }
 
     /// A write, delete or invalidation of the keys of `hashes` began: what a load stored is
@@ -97,5 +110,63 @@ impl RefreshDue {
             self.tracked.fetch_sub(1, Ordering::AcqRel);
         }
         gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_due_key_whose_reload_finds_no_place_stays_due_for_a_later_hit() {
+        let due = RefreshDue::default();
+        due.note(7, 100, 0);
+        assert_eq!(due.take(7, || 100, || None::<()>), None);
+        assert_eq!(due.take(7, || 100, || Some(())), Some(()), "no longer due");
+        assert_eq!(
+            due.take(7, || 100, || Some(())),
+            None,
+            "one hit starts the reload"
+        );
+    }
+
+    #[test]
+    fn a_write_while_a_reload_claims_its_place_leaves_the_key_not_due() {
+        let due = RefreshDue::default();
+        due.note(7, 100, 0);
+        // The write forgets the due time between the look and the claim's end.
+        let taken = due.take(
+            7,
+            || 100,
+            || {
+                due.forget([7]);
+                Some(())
+            },
+        );
+        assert_eq!(taken, None, "the reload of a written value started");
+        assert_eq!(
+            due.take(7, || 100, || Some(())),
+            None,
+            "the written value became due"
+        );
+    }
+
+    #[test]
+    fn a_key_not_yet_due_claims_nothing() {
+        let due = RefreshDue::default();
+        due.note(7, 100, 0);
+        let mut claimed = false;
+        assert_eq!(
+            due.take(
+                7,
+                || 99,
+                || {
+                    claimed = true;
+                    Some(())
+                }
+            ),
+            None
+        );
+        assert!(!claimed);
     }
 }
