@@ -15,7 +15,7 @@
 mod support;
 
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::process::Child;
 
 use support::MemcachedServer;
 use uno_cache::{DistributedStorage, Error, MemcachedOptions, MemcachedStore, Storage};
@@ -43,6 +43,17 @@ enum Auth {
 /// harness's server waits for an unauthenticated text `version`, which these do not answer.)
 /// Fails if another process holds the port, as the harness's servers do.
 fn memcached_with(auth: Auth, dir: &std::path::Path, port: u16) -> Server {
+    try_memcached_with(auth, dir, port).unwrap_or_else(|taken| panic!("{taken}"))
+}
+
+/// [`memcached_with`] on a port of `free_port`'s, another while the one it got was taken
+/// before the server bound it.
+fn memcached_on_a_fresh_port(auth: Auth, dir: &std::path::Path) -> (Server, u16) {
+    support::on_a_fresh_port(|port| Ok((try_memcached_with(auth, dir, port)?, port)))
+}
+
+/// [`memcached_with`], or [`support::PortTaken`].
+fn try_memcached_with(auth: Auth, dir: &std::path::Path, port: u16) -> Result<Server, support::PortTaken> {
     std::fs::write(dir.join("memcached.conf"), "mech_list: plain\n").unwrap();
     std::fs::write(dir.join("users"), "user:secret\n").unwrap();
     let users = dir.join("users").to_str().unwrap().to_owned();
@@ -50,6 +61,8 @@ fn memcached_with(auth: Auth, dir: &std::path::Path, port: u16) -> Server {
         Auth::Sasl => vec!["-S"],
         Auth::File => vec!["-Y", users.as_str()],
     };
+    let output = dir.join("output.log");
+    let log = std::fs::File::create(&output).unwrap();
     let mut child = support::dies_with_us("memcached")
         .args([
             "-l",
@@ -64,19 +77,20 @@ fn memcached_with(auth: Auth, dir: &std::path::Path, port: u16) -> Server {
         .args(auth_args)
         .env("SASL_CONF_PATH", dir)
         .env("MEMCACHED_SASL_PWDB", dir.join("users"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .unwrap();
     // It answers nothing before authentication that the harness's wait would take: a
     // connection, from its own process, is the sign.
-    support::wait_for_own_server(
+    support::try_wait_for_own_server(
         &format!("memcached (with authentication) on {port}"),
         &mut child,
         port,
+        Some(&output),
         || TcpStream::connect(("127.0.0.1", port)).is_ok(),
-    );
-    Server(child)
+    )?;
+    Ok(Server(child))
 }
 
 fn says_authentication(err: &Error, host: &str) {
@@ -95,8 +109,7 @@ fn says_authentication(err: &Error, host: &str) {
 fn a_memcached_that_wants_authentication_fails_the_start_up_check_naming_it() {
     for auth in [Auth::Sasl, Auth::File] {
         let dir = tempfile::tempdir().unwrap();
-        let port = support::free_port();
-        let _server = memcached_with(auth, dir.path(), port);
+        let (_server, port) = memcached_on_a_fresh_port(auth, dir.path());
         let host = format!("127.0.0.1:{port}");
         let err = MemcachedStore::connect(MemcachedOptions::new(host.clone())).unwrap_err();
         assert!(

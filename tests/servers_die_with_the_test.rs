@@ -1,7 +1,8 @@
 //! The test harness's own promises: a server a test starts dies with the test process even when
 //! that process is killed with SIGKILL, where no drop runs (a test process starts a Redis and a
 //! memcached server and is killed; both servers must be gone soon after); and a test talks only
-//! to the servers it started, never to another process that holds the port it was given.
+//! to the servers it started, never to another process that holds the port it was given; and a
+//! server whose fresh port another process takes before it binds it starts on another.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -119,4 +120,50 @@ fn a_memcached_whose_port_another_process_holds_fails_to_start_instead_of_passin
         message.contains("exited") && message.contains(&port.to_string()),
         "{message}"
     );
+}
+
+/// Binds, as another process would, the port [`support::free_port`] hands out next on this
+/// thread (plus `offset`: 10 000 for its cluster-bus port), right after its check that the
+/// port is free and before the server binds it; returns the port taken.
+fn take_the_next_free_port(offset: u16) -> std::rc::Rc<std::cell::Cell<u16>> {
+    let taken = std::rc::Rc::new(std::cell::Cell::new(0));
+    let told = std::rc::Rc::clone(&taken);
+    support::after_the_next_free_port(move |port| {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port + offset)).unwrap();
+        told.set(port);
+        // Held until the test process ends, as the other process would hold it.
+        std::mem::forget(listener);
+    });
+    taken
+}
+
+#[test]
+fn a_redis_server_whose_fresh_port_is_taken_before_it_binds_it_starts_on_another() {
+    let taken = take_the_next_free_port(0);
+    let redis = support::RedisServer::start();
+    assert_ne!(taken.get(), 0, "free_port handed out a port");
+    assert_ne!(redis.port, taken.get());
+    let pong: String = redis::cmd("PING").query(&mut redis.raw()).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn a_memcached_whose_fresh_port_is_taken_before_it_binds_it_starts_on_another() {
+    let taken = take_the_next_free_port(0);
+    let memcached = support::MemcachedServer::start();
+    assert_ne!(taken.get(), 0, "free_port handed out a port");
+    assert_ne!(memcached.port, taken.get());
+    memcached.raw().set("k", "v", 0).unwrap();
+    assert_eq!(memcached.raw().get::<String>("k").unwrap().as_deref(), Some("v"));
+}
+
+#[test]
+fn a_cluster_node_whose_bus_port_is_taken_before_it_binds_it_starts_on_another() {
+    let taken = take_the_next_free_port(10_000);
+    let cluster = support::RedisCluster::start();
+    assert_ne!(taken.get(), 0, "free_port handed out a port");
+    assert!(cluster.nodes.iter().all(|node| node.port != taken.get()));
+    let mut conn = cluster.nodes[0].raw();
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+    assert!(info.contains("cluster_state:ok"), "{info}");
 }

@@ -20,7 +20,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,24 @@ pub fn dies_with_us(program: &str) -> Command {
     cmd
 }
 
-/// A loopback port that is free now, and whose `+10000` cluster-bus port is free too.
+/// What [`after_the_next_free_port`] calls.
+type TakePort = Box<dyn FnOnce(u16)>;
+
+thread_local! {
+    /// Set by [`after_the_next_free_port`].
+    static AFTER_NEXT: std::cell::RefCell<Option<TakePort>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Calls `take` with the next port [`free_port`] hands out on this thread, after its check that
+/// the port is free: as another process that binds the port before the server does (the
+/// harness's own tests of [`on_a_fresh_port`]).
+pub fn after_the_next_free_port(take: impl FnOnce(u16) + 'static) {
+    AFTER_NEXT.with(|next| *next.borrow_mut() = Some(Box::new(take)));
+}
+
+/// A loopback port that is free now, and whose `+10000` cluster-bus port is free too. Free now
+/// only: start a server on it through [`on_a_fresh_port`], which tries another if it is taken
+/// before the server binds it.
 pub fn free_port() -> u16 {
     // Test binaries run at once: start each process at its own place in 12000..21000. The bus
     // ports (22000..31000) stay below Linux's range for outgoing connections (32768 on), from
@@ -59,6 +76,9 @@ pub fn free_port() -> u16 {
         let port = 12_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 9_000;
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
         if free(port) && free(port + 10_000) {
+            if let Some(take) = AFTER_NEXT.with(|next| next.borrow_mut().take()) {
+                take(port);
+            }
             return port;
         }
     }
@@ -93,18 +113,103 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// ours (the tests would then run against a server they do not control, and stop it never).
 /// Fails, naming the server, if the child exits first. A test that starts a server of its own
 /// (with arguments the harness's servers do not take) waits for it here too.
-pub fn wait_for_own_server(what: &str, child: &mut Child, port: u16, mut answers: impl FnMut() -> bool) {
+pub fn wait_for_own_server(what: &str, child: &mut Child, port: u16, answers: impl FnMut() -> bool) {
+    if let Err(taken) = try_wait_for_own_server(what, child, port, None, answers) {
+        panic!("{taken}");
+    }
+}
+
+/// A server that exited at start because a port it was to listen on was taken (its output says
+/// `Address already in use`): another process bound it between [`free_port`] and the server's
+/// own bind. A start on a port of [`free_port`]'s tries another ([`on_a_fresh_port`]).
+#[derive(Debug)]
+pub struct PortTaken {
+    pub what: String,
+    pub port: u16,
+    pub status: std::process::ExitStatus,
+    /// The server's output (stdout and stderr).
+    pub output: String,
+}
+
+impl std::fmt::Display for PortTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} exited ({}) before it answered: port {} (or its cluster-bus port) is taken by \
+             another process; a test starting servers must not share ports. Its output: {}",
+            self.what,
+            self.status,
+            self.port,
+            self.output.trim()
+        )
+    }
+}
+
+/// [`wait_for_own_server`], where the server's stdout and stderr go to the file `output`: a
+/// server that exits because its port was taken is [`PortTaken`] (a start on a port of
+/// [`free_port`]'s then tries another); one that exits for another reason fails the test with
+/// its output.
+pub fn try_wait_for_own_server(
+    what: &str,
+    child: &mut Child,
+    port: u16,
+    output: Option<&std::path::Path>,
+    mut answers: impl FnMut() -> bool,
+) -> Result<(), PortTaken> {
     let pid = child.id();
+    let mut exited = None;
     wait_until(what, || {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{what} exited ({status}) before it answered: is port {port} taken by another \
-                 process (run the test again; a test starting servers must not share ports), or \
-                 does this build refuse its arguments (run it by hand with them to see)?"
-            );
+            exited = Some(status);
+            return true;
         }
         listens_on(pid, port) && answers()
     });
+    let Some(status) = exited else {
+        return Ok(());
+    };
+    let Some(output) = output else {
+        panic!(
+            "{what} exited ({status}) before it answered: is port {port} taken by another \
+             process (run the test again; a test starting servers must not share ports), or \
+             does this build refuse its arguments (run it by hand with them to see)?"
+        );
+    };
+    let output = std::fs::read_to_string(output).unwrap_or_default();
+    assert!(
+        output.contains("Address already in use"),
+        "{what} exited ({status}) before it answered on port {port}; does this build refuse its \
+         arguments? Its output: {}",
+        output.trim()
+    );
+    Err(PortTaken {
+        what: what.to_owned(),
+        port,
+        status,
+        output,
+    })
+}
+
+/// How many ports of [`free_port`]'s a server is started on, each after the last was taken.
+const PORT_TRIES: usize = 5;
+
+/// `start(port)` on a port from [`free_port`], again on another while it finds its port taken:
+/// the port is free when [`free_port`] looks, but another process (test binaries run at once)
+/// may bind it before the server does, and the server then exits at once (memcached with
+/// status 71, redis-server with 1). Fails after [`PORT_TRIES`] taken ports.
+pub fn on_a_fresh_port<S>(mut start: impl FnMut(u16) -> Result<S, PortTaken>) -> S {
+    let mut taken = Vec::new();
+    for _ in 0..PORT_TRIES {
+        match start(free_port()) {
+            Ok(server) => return server,
+            Err(port_taken) => taken.push(port_taken.to_string()),
+        }
+    }
+    panic!(
+        "{PORT_TRIES} ports in a row were taken between the free-port check and the server's \
+         start:\n{}",
+        taken.join("\n")
+    );
 }
 
 /// Whether process `pid` holds the socket listening on `127.0.0.1:port` (from `/proc`, so no
@@ -333,11 +438,17 @@ impl RedisServer {
 
     /// A server with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str], password: Option<&str>) -> Self {
-        Self::start_on(free_port(), extra, password)
+        on_a_fresh_port(|port| Self::try_start_on(port, extra, password))
     }
 
-    /// [`start_with`](Self::start_with) on `port` (from [`free_port`]).
+    /// [`start_with`](Self::start_with) on `port` (from [`free_port`]); fails if another
+    /// process holds it.
     pub fn start_on(port: u16, extra: &[&str], password: Option<&str>) -> Self {
+        Self::try_start_on(port, extra, password).unwrap_or_else(|taken| panic!("{taken}"))
+    }
+
+    /// [`start_on`](Self::start_on), or [`PortTaken`].
+    pub fn try_start_on(port: u16, extra: &[&str], password: Option<&str>) -> Result<Self, PortTaken> {
         require("redis-server", "redis-server");
         let mut server = RedisServer {
             child: None,
@@ -347,8 +458,8 @@ impl RedisServer {
             password: password.map(str::to_owned),
             tls: None,
         };
-        server.spawn();
-        server
+        server.try_spawn()?;
+        Ok(server)
     }
 
     /// A server that speaks only TLS, with certificates from [`make_tls_certs`] in `certs`.
@@ -362,19 +473,26 @@ impl RedisServer {
     pub fn start_tls_with(certs: &std::path::Path, extra: &[&str]) -> Self {
         require("redis-server", "redis-server");
         require("redis-cli", "redis-tools");
-        let mut server = RedisServer {
-            child: None,
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-            password: None,
-            tls: Some(certs.to_owned()),
-        };
-        server.spawn();
-        server
+        on_a_fresh_port(|port| {
+            let mut server = RedisServer {
+                child: None,
+                port,
+                dir: tempfile::tempdir().unwrap(),
+                extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+                password: None,
+                tls: Some(certs.to_owned()),
+            };
+            server.try_spawn()?;
+            Ok(server)
+        })
     }
 
-    fn spawn(&mut self) {
+    /// Where the server's stdout and stderr go (its log, which says why it exited).
+    fn output(&self) -> std::path::PathBuf {
+        self.dir.path().join("output.log")
+    }
+
+    fn try_spawn(&mut self) -> Result<(), PortTaken> {
         let mut cmd = dies_with_us("redis-server");
         match &self.tls {
             Some(certs) => {
@@ -401,16 +519,19 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .args(&self.extra);
+        let output = self.output();
+        let log = std::fs::File::create(&output).unwrap();
+        cmd.stdout(log.try_clone().unwrap()).stderr(log);
         if let Some(password) = &self.password {
             cmd.args(["--requirepass", password]);
         }
         let mut child = cmd.spawn().expect("start redis-server");
         let port = self.port;
-        if let Some(certs) = &self.tls {
-            wait_for_own_server(&format!("redis-server (TLS) on {port}"), &mut child, port, || {
+        let output = Some(output.as_path());
+        let started = if let Some(certs) = &self.tls {
+            let what = format!("redis-server (TLS) on {port}");
+            try_wait_for_own_server(&what, &mut child, port, output, || {
                 let mut cli = Command::new("redis-cli");
                 cli.args(["--tls", "-p", &port.to_string(), "--cacert"])
                     .arg(certs.join("ca.crt"));
@@ -423,13 +544,15 @@ impl RedisServer {
                 cli.arg("PING")
                     .output()
                     .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
-            });
+            })
         } else {
-            wait_for_own_server(&format!("redis-server on {port}"), &mut child, port, || {
+            let what = format!("redis-server on {port}");
+            try_wait_for_own_server(&what, &mut child, port, output, || {
                 probe(port, "PING\r\n").is_some_and(|r| r.starts_with("+PONG") || r.contains("NOAUTH"))
-            });
-        }
-        self.child = Some(child);
+            })
+        };
+        // A child that exited was reaped: no signal may go to its pid, which may be reused.
+        started.map(|()| self.child = Some(child))
     }
 
     /// `127.0.0.1:port`.
@@ -463,10 +586,13 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (after [`kill`](Self::kill)).
+    /// Starts it again on the same port (after [`kill`](Self::kill)); fails if another
+    /// process took the port meanwhile (tests rely on the port staying).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        if let Err(taken) = self.try_spawn() {
+            panic!("{taken}");
+        }
     }
 
     /// The server's process id while it runs (to pin it to a CPU in benches).
@@ -550,6 +676,8 @@ pub struct MemcachedServer {
     child: Option<Child>,
     pub port: u16,
     extra: Vec<String>,
+    /// Holds the server's output (see [`try_wait_for_own_server`]).
+    dir: tempfile::TempDir,
 }
 
 impl MemcachedServer {
@@ -565,26 +693,30 @@ impl MemcachedServer {
 
     /// A server with extra `memcached` arguments (for example `["-I", "2m"]`).
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::start_on_with(free_port(), extra)
+        on_a_fresh_port(|port| Self::try_start_on_with(port, extra))
     }
 
-    /// [`start`](Self::start) on `port` (from [`free_port`]).
+    /// [`start`](Self::start) on `port` (from [`free_port`]); fails if another process holds
+    /// it.
     pub fn start_on(port: u16) -> Self {
-        Self::start_on_with(port, &[])
+        Self::try_start_on_with(port, &[]).unwrap_or_else(|taken| panic!("{taken}"))
     }
 
-    fn start_on_with(port: u16, extra: &[&str]) -> Self {
+    fn try_start_on_with(port: u16, extra: &[&str]) -> Result<Self, PortTaken> {
         require("memcached", "memcached");
         let mut server = MemcachedServer {
             child: None,
             port,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            dir: tempfile::tempdir().unwrap(),
         };
-        server.spawn();
-        server
+        server.try_spawn()?;
+        Ok(server)
     }
 
-    fn spawn(&mut self) {
+    fn try_spawn(&mut self) -> Result<(), PortTaken> {
+        let output = self.dir.path().join("output.log");
+        let log = std::fs::File::create(&output).unwrap();
         // `-u root` only matters when run as root (memcached refuses root without it).
         let mut child = dies_with_us("memcached")
             .args([
@@ -601,15 +733,17 @@ impl MemcachedServer {
             ])
             .args(["-u", "root"])
             .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("start memcached");
         let port = self.port;
-        wait_for_own_server(&format!("memcached on {port}"), &mut child, port, || {
+        let what = format!("memcached on {port}");
+        let started = try_wait_for_own_server(&what, &mut child, port, Some(&output), || {
             probe(port, "version\r\n").is_some_and(|r| r.starts_with("VERSION"))
         });
-        self.child = Some(child);
+        // A child that exited was reaped: no signal may go to its pid, which may be reused.
+        started.map(|()| self.child = Some(child))
     }
 
     /// `127.0.0.1:port`.
@@ -636,10 +770,13 @@ impl MemcachedServer {
         }
     }
 
-    /// Starts it again on the same port (after [`kill`](Self::kill)).
+    /// Starts it again on the same port (after [`kill`](Self::kill)); fails if another
+    /// process took the port meanwhile (tests rely on the port staying).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        if let Err(taken) = self.try_spawn() {
+            panic!("{taken}");
+        }
     }
 }
 
@@ -692,11 +829,12 @@ impl RedisCluster {
         require("redis-cli", "redis-tools");
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let port = free_port();
-                let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
-                let extra = extra_for(port);
-                args.extend(extra.iter().map(String::as_str));
-                RedisServer::start_on(port, &args, None)
+                on_a_fresh_port(|port| {
+                    let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+                    let extra = extra_for(port);
+                    args.extend(extra.iter().map(String::as_str));
+                    RedisServer::try_start_on(port, &args, None)
+                })
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
