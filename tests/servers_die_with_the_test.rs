@@ -1,8 +1,9 @@
 //! The test harness's own promises: a server a test starts dies with the test process even when
 //! that process is killed with SIGKILL, where no drop runs (a test process starts a Redis and a
 //! memcached server and is killed; both servers must be gone soon after); and a test talks only
-//! to the servers it started, never to another process that holds the port it was given; and a
-//! server whose fresh port another process takes before it binds it starts on another.
+//! to the servers it started, never to another process that holds the port it was given; a
+//! server whose fresh port another process takes before it binds it starts on another; and a
+//! file system a killed test mounted does not outlive the next test's mount.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,6 +13,9 @@
 
 #[path = "support/mod.rs"]
 mod support;
+
+#[path = "support/mount.rs"]
+mod mount;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -166,4 +170,73 @@ fn a_cluster_node_whose_bus_port_is_taken_before_it_binds_it_starts_on_another()
     let mut conn = cluster.nodes[0].raw();
     let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
     assert!(info.contains("cluster_state:ok"), "{info}");
+}
+
+/// Set in the child: mount a tmpfs and an ext4 image, print their paths, and wait to be killed.
+const ENV_MOUNTER: &str = "UNO_MOUNT_OWNER";
+
+/// Run only as the child of the test below.
+#[test]
+#[ignore = "the child process of a_mount_of_a_killed_test_is_gone_once_the_next_mount_is_made"]
+fn mount_owner() {
+    if std::env::var_os(ENV_MOUNTER).is_none() {
+        return;
+    }
+    let tmpfs = mount::Mount::tmpfs(1024);
+    let ext4 = mount::Mount::ext4(8);
+    for fs in [&tmpfs, &ext4] {
+        std::fs::write(fs.path().join("ballast"), vec![1u8; 512 * 1024]).unwrap();
+        println!("@{}", fs.path().display());
+    }
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+fn mounted(point: &std::path::Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(point.to_str().unwrap()))
+}
+
+#[test]
+fn a_mount_of_a_killed_test_is_gone_once_the_next_mount_is_made() {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "mount_owner",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV_MOUNTER, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let points: Vec<std::path::PathBuf> = stdout
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| line.split_once('@').map(|(_, path)| path.into()))
+        .take(2)
+        .collect();
+    assert_eq!(points.len(), 2, "the child printed its mount points");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for point in &points {
+        assert!(
+            mounted(point),
+            "no drop ran in the killed child: {} is still mounted",
+            point.display()
+        );
+    }
+
+    let _next = mount::Mount::tmpfs(64);
+    for point in &points {
+        assert!(!mounted(point), "{} is still mounted", point.display());
+        // The ext4 image was in the same directory.
+        let root = point.parent().unwrap();
+        assert!(!root.exists(), "{} is still there", root.display());
+    }
 }

@@ -3,6 +3,11 @@
 //!
 //! Mounting needs root (CI runs as root) and, for ext4, `mkfs.ext4` (Debian package e2fsprogs).
 //! Where either is missing the test fails saying so; nothing is skipped.
+//!
+//! A test process killed with SIGKILL runs no drop: its mounts stay, each tmpfs holding its
+//! files in RAM and each ext4 image its blocks in the temp dir, run after run. So each mount's
+//! directory is named after the process that made it (pid and start time), and each new mount
+//! first unmounts and deletes those whose process is gone.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -41,10 +46,102 @@ fn system_binary(name: &str) -> PathBuf {
 const ROOT_HINT: &str = "These tests mount real file systems: they need `mount` (install it with \
      `apt-get install -y mount`, from util-linux) and must run as root (CI does)";
 
+/// The start of the name of a mount's directory in the temp dir; the owner's pid namespace, pid
+/// and start time follow.
+const PREFIX: &str = "uno-cache-mount-";
+
+/// This process's start time, in clock ticks after boot (field 22 of `/proc/<pid>/stat`): with
+/// the pid, it names a process as a reused pid does not.
+fn start_time(pid: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the parenthesised command name start with the third, the state.
+    stat.rsplit(") ").next()?.split(' ').nth(19).map(str::to_owned)
+}
+
+/// This process's pid namespace (the inode of `/proc/self/ns/pid`): a pid means a process only
+/// in its namespace, and a container sharing the temp dir may have another.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|ns| {
+            ns.to_string_lossy()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A fresh directory for a mount, named after this process (see the module docs).
+fn mount_root() -> tempfile::TempDir {
+    sweep_leftovers();
+    let pid = std::process::id().to_string();
+    let started = start_time(&pid).unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!("{PREFIX}{}-{pid}-{started}-", pid_namespace()))
+        .tempdir()
+        .unwrap()
+}
+
+/// Whether the process that made the mount directory `name`, in this pid namespace, is gone.
+fn owner_gone(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(PREFIX) else {
+        return false;
+    };
+    let mut parts = rest.splitn(4, '-');
+    let (Some(ns), Some(pid), Some(started)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let ours = !ns.is_empty() && ns == pid_namespace();
+    ours && start_time(pid).as_deref() != Some(started)
+}
+
+/// Unmounts the mounts left by test processes that were killed, and deletes their directories
+/// (ext4 images included). A directory that still has a mount under it is kept: deleting it
+/// would delete the files of the file system mounted there.
+fn sweep_leftovers() {
+    let tmp = std::env::temp_dir();
+    let left: Vec<PathBuf> = std::fs::read_dir(&tmp)
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| owner_gone(&e.file_name().to_string_lossy()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    if left.is_empty() {
+        return;
+    }
+    for point in mount_points() {
+        if left.iter().any(|root| point.starts_with(root)) {
+            let _ = Command::new(system_binary("umount"))
+                .arg("-l")
+                .arg(&point)
+                .status();
+        }
+    }
+    let still = mount_points();
+    for root in left {
+        if !still.iter().any(|point| point.starts_with(&root)) {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+    }
+}
+
+/// The mount points of this process's mount namespace.
+fn mount_points() -> Vec<PathBuf> {
+    // Field 5 of each line is the mount point, with space, tab, newline and backslash octal
+    // escaped (`\040`); the temp dirs here have none of those.
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(PathBuf::from))
+        .collect()
+}
+
 impl Mount {
     /// A tmpfs of `kib` KiB.
     pub fn tmpfs(kib: u64) -> Mount {
-        let root = tempfile::tempdir().unwrap();
+        let root = mount_root();
         let point = root.path().join("mnt");
         std::fs::create_dir(&point).unwrap();
         run(
@@ -60,7 +157,7 @@ impl Mount {
 
     /// An ext4 file system of `mib` MiB in an image file, mounted through a loop device.
     pub fn ext4(mib: u64) -> Mount {
-        let root = tempfile::tempdir().unwrap();
+        let root = mount_root();
         let image = root.path().join("fs.img");
         let point = root.path().join("mnt");
         std::fs::create_dir(&point).unwrap();
