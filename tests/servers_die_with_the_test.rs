@@ -2,8 +2,9 @@
 //! that process is killed with SIGKILL, where no drop runs (a test process starts a Redis and a
 //! memcached server and is killed; both servers must be gone soon after); and a test talks only
 //! to the servers it started, never to another process that holds the port it was given; a
-//! server whose fresh port another process takes before it binds it starts on another; and a
-//! file system a killed test mounted does not outlive the next test's mount.
+//! server whose fresh port another process takes before it binds it starts on another; a file
+//! system a killed test mounted does not outlive the next test's mount; and a cache child
+//! process (`support/cache_process.rs`) dies with its test process, also while it hangs.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,6 +17,9 @@ mod support;
 
 #[path = "support/mount.rs"]
 mod mount;
+
+#[path = "support/cache_process.rs"]
+mod cache_process;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -238,5 +242,76 @@ fn a_mount_of_a_killed_test_is_gone_once_the_next_mount_is_made() {
         // The ext4 image was in the same directory.
         let root = point.parent().unwrap();
         assert!(!root.exists(), "{} is still there", root.display());
+    }
+}
+
+/// Set in the owner child below: the directory of the source file its cache child loads from.
+const ENV_CACHE_OWNER: &str = "UNO_CACHE_CHILD_OWNER";
+
+/// The cache child's entry point (see `support/cache_process.rs`).
+#[test]
+#[ignore = "the cache child of cache_owner"]
+fn cache_child() {
+    cache_process::serve();
+}
+
+/// Run only as the child of the test below: starts a cache child, sends it a `load` whose
+/// source hangs, prints its pid, and waits to be killed.
+#[test]
+#[ignore = "the child process of a_cache_child_dies_with_the_test_process_also_while_it_hangs"]
+fn cache_owner() {
+    let Some(dir) = std::env::var_os(ENV_CACHE_OWNER).map(std::path::PathBuf::from) else {
+        return;
+    };
+    let config = format!(
+        "[local]\ntype = \"file\"\npath = \"{}\"\n",
+        dir.join("l1").display()
+    );
+    let source = (
+        cache_process::ENV_SOURCE,
+        dir.join("source.txt").display().to_string(),
+    );
+    let mut cache = cache_process::CacheProcess::start_with_env("cache_child", &config, &[source]);
+    cache.send("load k");
+    println!("@{}", cache.pid());
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+#[test]
+fn a_cache_child_dies_with_the_test_process_also_while_it_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let hang = dir.path().join("source.hang");
+    std::fs::write(&hang, b"").unwrap();
+    let mut owner = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "cache_owner",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV_CACHE_OWNER, dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(owner.stdout.take().unwrap());
+    let pid: u32 = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.split_once('@').map(|(_, pid)| pid.parse().unwrap()))
+        .expect("the owner printed its cache child's pid");
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let gone = std::panic::catch_unwind(|| {
+        support::wait_until("the cache child's end after its test process was killed", || {
+            !alive(pid)
+        });
+    });
+    // Lets a child left behind finish its load and exit.
+    std::fs::remove_file(&hang).unwrap();
+    if let Err(panic) = gone {
+        std::panic::resume_unwind(panic);
     }
 }

@@ -26,7 +26,10 @@
 //! across processes without waiting for it.
 //!
 //! Any failed call answers `err MESSAGE` (the parent asserts on it); the child never panics on
-//! a cache error. Closing stdin makes the child drop its manager and exit 0.
+//! a cache error. Closing stdin makes the child drop its manager and exit 0. The child is
+//! started under `setpriv --pdeathsig KILL` ([`super::support::dies_with_us`]): a test process
+//! killed while its child hangs (in a `load` of a hanging source, say) leaves no child behind,
+//! where the end of its stdin alone reached the child only once it read again.
 //!
 //! Include it with `#[path = "support/cache_process.rs"] mod cache_process;` next to
 //! `mod support;`.
@@ -41,7 +44,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -148,7 +151,8 @@ impl CacheProcess {
     /// As [`start`](Self::start), with more environment variables ([`ENV_SOURCE`],
     /// [`ENV_NOW_MS`]).
     pub fn start_with_env(entry: &str, config_toml: &str, env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let exe = std::env::current_exe().unwrap();
+        let mut child = super::support::dies_with_us(exe.to_str().unwrap())
             .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env(ENV_CONFIG, config_toml)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -200,10 +204,16 @@ impl CacheProcess {
 
     /// Sends one command and returns its answer, `err …` included.
     pub fn try_request(&mut self, command: &str) -> String {
+        self.send(command);
+        self.next()
+    }
+
+    /// Sends one command without waiting for its answer (which the next request then gets
+    /// first).
+    pub fn send(&mut self, command: &str) {
         let stdin = self.stdin.as_mut().expect("the child was stopped");
         writeln!(stdin, "{command}").unwrap();
         stdin.flush().unwrap();
-        self.next()
     }
 
     fn value(answer: &str) -> Option<String> {
