@@ -96,8 +96,12 @@ impl MemoryCgroup {
         let procs = self.path.join("cgroup.procs");
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg(r#"echo $$ > "$0" && exec setpriv --pdeathsig KILL -- "$@""#)
+            .arg(r#"echo $$ > "$0" && exec setpriv --pdeathsig KILL -- sh -c "$@""#)
             .arg(procs)
+            // As support::dies_with_us: exec only if the test process is still the parent, which
+            // a kill before setpriv's prctl would have orphaned for good.
+            .arg(r#"[ "$PPID" = "$0" ] && exec "$@""#)
+            .arg(std::process::id().to_string())
             .arg(program)
             .args(args);
         cmd

@@ -3,8 +3,9 @@
 //!
 //! A server dies with the test that started it even when the test process is killed (SIGKILL, a
 //! CI timeout), where no drop runs: it is started under `setpriv --pdeathsig KILL` (util-linux),
-//! so the kernel kills it when the thread that started it ends. An orphaned server once skewed
-//! every bench that ran after it.
+//! so the kernel kills it when the thread that started it ends, and it runs only if the test
+//! process is still its parent once that is set (a kill just before would send no signal). An
+//! orphaned server once skewed every bench that ran after it.
 //!
 //! A missing binary fails the test with the Debian package to install; nothing is skipped.
 //! Waiting for a server is an event wait: we poll the server's own answer (`PING`, `version`,
@@ -44,9 +45,17 @@ pub fn require(binary: &str, package: &str) {
 pub fn dies_with_us(program: &str) -> Command {
     require("setpriv", "util-linux");
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--pdeathsig", "KILL", "--", program]);
+    cmd.args(["--pdeathsig", "KILL", "--", "sh", "-c", EXEC_IF_OUR_PARENT_LIVES])
+        .arg(std::process::id().to_string())
+        .arg(program);
     cmd
 }
+
+/// Run by `sh` once `setpriv` set the death signal, with the test process's pid as `$0`: execs
+/// the program (`$@`) only if that process is still its parent. A test process killed between
+/// the fork and `setpriv`'s prctl sends no signal (the child was orphaned before it asked for
+/// one), and the server would have run on for good.
+pub const EXEC_IF_OUR_PARENT_LIVES: &str = r#"[ "$PPID" = "$0" ] && exec "$@""#;
 
 /// What [`after_the_next_free_port`] calls.
 type TakePort = Box<dyn FnOnce(u16)>;
