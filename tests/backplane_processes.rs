@@ -23,7 +23,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -162,7 +162,7 @@ struct ChildProcess {
 
 impl ChildProcess {
     fn start(server: &RedisServer) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = support::dies_with_us(std::env::current_exe().unwrap().to_str().unwrap())
             .args([
                 CHILD_TEST,
                 "--exact",

@@ -19,7 +19,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -129,7 +129,7 @@ struct ChildProcess {
 
 impl ChildProcess {
     fn start(server: &RedisServer) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = support::dies_with_us(std::env::current_exe().unwrap().to_str().unwrap())
             .args([
                 CHILD_TEST,
                 "--exact",

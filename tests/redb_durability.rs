@@ -10,13 +10,15 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 #[path = "manager_support/threads.rs"]
 mod threads;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use uno_cache::{Durability, Freshness, LocalStorage, RedbOptions, RedbStore, Storage, REDB_FILE_NAME};
@@ -85,7 +87,7 @@ fn a_periodic_write_survives_sigkill_once_the_flusher_made_it_durable() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(REDB_FILE_NAME);
-    let child = Command::new(std::env::current_exe().unwrap())
+    let child = support::dies_with_us(std::env::current_exe().unwrap().to_str().unwrap())
         .args([
             "--exact",
             CHILD_TEST,

@@ -15,10 +15,12 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use rand::{Rng, SeedableRng};
 use uno_cache::replay::{ReplayAction, ReplayOptions, ReplayQueue};
@@ -124,7 +126,7 @@ fn replay_queue_survives_sigkill_at_random_moments() {
     for round in 0..ROUNDS {
         let seed: u64 = rng.random();
         let kill_after: usize = rng.random_range(1..=250);
-        let mut child = Command::new(&exe)
+        let mut child = support::dies_with_us(exe.to_str().unwrap())
             .args([
                 CHILD_TEST,
                 "--exact",
