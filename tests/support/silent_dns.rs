@@ -2,9 +2,9 @@
 //! `/etc/hosts` names one host on loopback and `/etc/resolv.conf` points at a name server that
 //! never answers (a UDP socket the test binds on a loopback address), so lookups of any other
 //! name hang as they do when the network went away. The machine's own files are never touched:
-//! the bind mounts live and die with the namespace.
+//! the bind mounts live and die with the namespace, and the run in it dies with the test process
+//! ([`super::support::dies_with_us`]).
 
-use std::process::Command;
 use std::time::Duration;
 
 /// The namespace a test runs itself again in.
@@ -44,7 +44,7 @@ impl SilentDns<'_> {
             ),
         )
         .unwrap();
-        let out = Command::new("unshare")
+        let out = super::support::dies_with_us("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c"])
             .arg(r#"mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && exec "$3" --exact "$4" --nocapture"#)
             .arg("sh")
