@@ -98,19 +98,7 @@ fn a_write_of_the_key_ends_its_throttle_period() {
         expired_v1(&rig);
         let got = load_in(&rig, form, Err(AppError::SourceDown)).unwrap();
         assert_eq!(got, Fetched::Stale("v1".to_string()), "{form:?}");
-        // Written, and expired within the throttle period (5 s) of the failure.
-        rig.cache
-            .set("k", &"w".to_string(), Some(Duration::from_secs(1)))
-            .unwrap();
-        rig.clock.advance(Duration::from_secs(2));
-        let got = load_in(&rig, form, Ok("v2".to_string())).unwrap();
-        assert_eq!(
-            got,
-            Fetched::Fresh("v2".to_string()),
-            "{form:?}: the source was not asked"
-        );
-        let stats = rig.cache.stats().loader;
-        assert_eq!((stats.failures, stats.throttled), (1, 0), "{form:?}: {stats:?}");
+        the_source_is_asked_once_a_value_written_after_the_failure_expires(&rig, form, "w");
     }
 }
 
@@ -756,18 +744,23 @@ fn a_failed_load_with_no_copy_to_serve_throttles_no_copy_written_after_it() {
         rig.clock.advance(TTL + Duration::from_secs(1));
         let got = load_in(&rig, form, Err(AppError::SourceDown));
         assert!(matches!(got, Err(AppError::SourceDown)), "{form:?}: {got:?}");
-        // Written, and expired within the throttle period (5 s) of the failure.
-        rig.cache
-            .set("k", &"v1".to_string(), Some(Duration::from_secs(1)))
-            .unwrap();
-        rig.clock.advance(Duration::from_secs(2));
-        let got = load_in(&rig, form, Ok("v2".to_string())).unwrap();
-        assert_eq!(
-            got,
-            Fetched::Fresh("v2".to_string()),
-            "{form:?}: the source was not asked"
-        );
-        let stats = rig.cache.stats().loader;
-        assert_eq!((stats.failures, stats.throttled), (1, 0), "{form:?}: {stats:?}");
+        the_source_is_asked_once_a_value_written_after_the_failure_expires(&rig, form, "v1");
     }
+}
+
+/// After one failed load (the only one), `written` is written and expires within the throttle
+/// period (5 s) of the failure: the next load in `form` asks the source, whose answer is fresh.
+fn the_source_is_asked_once_a_value_written_after_the_failure_expires(rig: &Rig, form: Form, written: &str) {
+    rig.cache
+        .set("k", &written.to_string(), Some(Duration::from_secs(1)))
+        .unwrap();
+    rig.clock.advance(Duration::from_secs(2));
+    let got = load_in(rig, form, Ok("v2".to_string())).unwrap();
+    assert_eq!(
+        got,
+        Fetched::Fresh("v2".to_string()),
+        "{form:?}: the source was not asked"
+    );
+    let stats = rig.cache.stats().loader;
+    assert_eq!((stats.failures, stats.throttled), (1, 0), "{form:?}: {stats:?}");
 }

@@ -62,6 +62,17 @@ fn drop_after_first_poll<F: Future>(fut: F) {
     );
 }
 
+/// Drops an async `what` ("delete", or a set of "new") of "k", a batch of one if `batch`, at
+/// its L2 call.
+fn drop_write(cache: &crate::CacheManager, what: &str, batch: bool) {
+    match (what, batch) {
+        ("delete", false) => drop_after_first_poll(cache.delete_async("k")),
+        ("delete", true) => drop_after_first_poll(cache.multi_delete_async(&["k"])),
+        (_, false) => drop_after_first_poll(cache.set_raw_async("k", b"new", None)),
+        _ => drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None)),
+    }
+}
+
 /// Without write-behind, an async delete or write-through dropped at its L2 call changed L1 and
 /// announced itself, but its op was lost if it never reached L2: this instance (and every other,
 /// on the announcement) read L2's old value back, until its TTL. Handed to the replay queue, it
@@ -86,12 +97,7 @@ fn an_async_write_dropped_before_l2_answered_is_queued_for_replay() {
             .distributed(l2)
             .build()
             .unwrap();
-        match (what, batch) {
-            ("delete", false) => drop_after_first_poll(cache.delete_async("k")),
-            ("delete", true) => drop_after_first_poll(cache.multi_delete_async(&["k"])),
-            (_, false) => drop_after_first_poll(cache.set_raw_async("k", b"new", None)),
-            _ => drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None)),
-        }
+        drop_write(&cache, what, batch);
         let read = cache.get_raw("k").unwrap();
         assert_ne!(
             read.as_deref(),
@@ -187,12 +193,7 @@ fn a_write_dropped_with_nowhere_to_go_keeps_l2s_older_value_out_of_l1_while_it_m
         let (cache, l1, l2_view, _) = stalled_writes_manager();
         assert!(cache.shared.replay.is_none() && cache.shared.behind.is_none());
         cache.set_raw("k", b"old", None).unwrap();
-        match (what, batch) {
-            ("delete", false) => drop_after_first_poll(cache.delete_async("k")),
-            ("delete", true) => drop_after_first_poll(cache.multi_delete_async(&["k"])),
-            (_, false) => drop_after_first_poll(cache.set_raw_async("k", b"new", None)),
-            _ => drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None)),
-        }
+        drop_write(&cache, what, batch);
         // L2 has not taken the op yet: its answer is the older value, given but not kept.
         assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"old"[..]));
         assert_eq!(l1.get("k").unwrap(), None, "{what} (batch: {batch}): kept in L1");
@@ -227,11 +228,7 @@ fn a_wall_clock_stepped_forward_does_not_end_the_window_of_a_dropped_write() {
     for (what, batch) in [("delete", false), ("set", false), ("set", true)] {
         let (cache, l1, l2_view, clock) = stalled_writes_manager();
         cache.set_raw("k", b"old", None).unwrap();
-        match (what, batch) {
-            ("delete", _) => drop_after_first_poll(cache.delete_async("k")),
-            (_, false) => drop_after_first_poll(cache.set_raw_async("k", b"new", None)),
-            _ => drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None)),
-        }
+        drop_write(&cache, what, batch);
         clock.advance(Duration::from_secs(3600));
         assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"old"[..]));
         assert_eq!(
@@ -272,12 +269,7 @@ fn a_write_dropped_that_the_replay_queue_could_not_take_keeps_l2s_older_value_ou
         // The queue's one place, taken by another key's op that cannot be replayed (L2 stalls
         // async writes, and the replay's are never run here).
         cache.shared.queue_deletes(&["other"]).unwrap();
-        match (what, batch) {
-            ("delete", false) => drop_after_first_poll(cache.delete_async("k")),
-            ("delete", true) => drop_after_first_poll(cache.multi_delete_async(&["k"])),
-            (_, false) => drop_after_first_poll(cache.set_raw_async("k", b"new", None)),
-            _ => drop_after_first_poll(cache.multi_set_raw_async(&[("k", &b"new"[..])], None)),
-        }
+        drop_write(&cache, what, batch);
         assert!(
             !cache.shared.is_pending("k"),
             "{what} (batch: {batch}): the full queue took the op"
