@@ -315,7 +315,9 @@ pub struct LevelStats {
     pub enabled: bool,
     /// Reads this level answered, a cached "absent" (a loader's answer kept for
     /// `loader.absent_ttl`, also counted in `loader.absent_hits`) included: the level answered
-    /// without asking the source, though the caller gets `None`. With write-behind, L2's
+    /// without asking the source, though the caller gets `None`. A loading call that waited on
+    /// another call's load, which ended without a value for it, and then found an "absent"
+    /// counts it in `loader.absent_hits` alone: its read was counted once, before it waited. With write-behind, L2's
     /// include the reads a value still queued for it answered (`consistency.write_behind_reads`).
     pub hits: u64,
     /// Reads this level did not have. An L1 entry L2 was asked about before it is served
