@@ -48,22 +48,22 @@ fn alive(pid: u32) -> bool {
         .is_ok_and(|stat| !stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')))
 }
 
-#[test]
-fn servers_die_with_the_process_that_started_them() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "server_owner",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ENV_OWNER, "1")
+/// Runs this binary's ignored test `name` alone, as a child process with `env` set to `value`,
+/// its stdin and stdout piped to the caller.
+fn child_test(name: &str, env: &str, value: impl AsRef<std::ffi::OsStr>) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(env, value)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn servers_die_with_the_process_that_started_them() {
+    let mut child = child_test("server_owner", ENV_OWNER, "1");
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let line = stdout
         .lines()
@@ -204,20 +204,7 @@ fn mounted(point: &std::path::Path) -> bool {
 
 #[test]
 fn a_mount_of_a_killed_test_is_gone_once_the_next_mount_is_made() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "mount_owner",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ENV_MOUNTER, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = child_test("mount_owner", ENV_MOUNTER, "1");
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let points: Vec<std::path::PathBuf> = stdout
         .lines()
@@ -282,20 +269,7 @@ fn a_cache_child_dies_with_the_test_process_also_while_it_hangs() {
     let dir = tempfile::tempdir().unwrap();
     let hang = dir.path().join("source.hang");
     std::fs::write(&hang, b"").unwrap();
-    let mut owner = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "cache_owner",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ENV_CACHE_OWNER, dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut owner = child_test("cache_owner", ENV_CACHE_OWNER, dir.path());
     let stdout = BufReader::new(owner.stdout.take().unwrap());
     let pid: u32 = stdout
         .lines()

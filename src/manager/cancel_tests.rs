@@ -183,6 +183,26 @@ fn land(l2: &dyn Storage, what: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// After a dropped `what` of "k" (whose L2 held "old"): L2 has not taken the op yet, so its
+/// answer is the older value, given but not kept in `l1`; once the op lands in `l2`, the next
+/// read finds what L2 holds.
+fn older_value_given_not_kept_until_the_op_lands(
+    cache: &crate::CacheManager,
+    l1: &MemoryStore,
+    l2: &dyn Storage,
+    what: &str,
+    batch: bool,
+) {
+    assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"old"[..]));
+    assert_eq!(l1.get("k").unwrap(), None, "{what} (batch: {batch}): kept in L1");
+    let landed = land(l2, what);
+    assert_eq!(
+        cache.get_raw("k").unwrap(),
+        landed,
+        "{what} (batch: {batch}): L1 kept L2's value from before the op"
+    );
+}
+
 /// Without a write-behind or a replay queue, a dropped async write or delete may still reach L2
 /// a moment later (its command was sent). A read meanwhile gets L2's older value; backfilled, it
 /// stayed in L1 for its TTL after L2 took the op. Now a read in the window is answered but not
@@ -194,16 +214,7 @@ fn a_write_dropped_with_nowhere_to_go_keeps_l2s_older_value_out_of_l1_while_it_m
         assert!(cache.shared.replay.is_none() && cache.shared.behind.is_none());
         cache.set_raw("k", b"old", None).unwrap();
         drop_write(&cache, what, batch);
-        // L2 has not taken the op yet: its answer is the older value, given but not kept.
-        assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"old"[..]));
-        assert_eq!(l1.get("k").unwrap(), None, "{what} (batch: {batch}): kept in L1");
-        // Now it lands, and the next read finds what L2 holds.
-        let landed = land(&*l2_view, what);
-        assert_eq!(
-            cache.get_raw("k").unwrap(),
-            landed,
-            "{what} (batch: {batch}): L1 kept L2's value from before the op"
-        );
+        older_value_given_not_kept_until_the_op_lands(&cache, &l1, &*l2_view, what, batch);
         // After the window, a read backfills again. The window is timed by a monotonic clock
         // (a step of the manager's wall clock must not end it): waited out, not advanced.
         std::thread::sleep(cache.shared.cancel_quiet + Duration::from_millis(1));
@@ -274,13 +285,6 @@ fn a_write_dropped_that_the_replay_queue_could_not_take_keeps_l2s_older_value_ou
             !cache.shared.is_pending("k"),
             "{what} (batch: {batch}): the full queue took the op"
         );
-        assert_eq!(cache.get_raw("k").unwrap().as_deref(), Some(&b"old"[..]));
-        assert_eq!(l1.get("k").unwrap(), None, "{what} (batch: {batch}): kept in L1");
-        let landed = land(&*l2_view, what);
-        assert_eq!(
-            cache.get_raw("k").unwrap(),
-            landed,
-            "{what} (batch: {batch}): L1 kept L2's value from before the op"
-        );
+        older_value_given_not_kept_until_the_op_lands(&cache, &l1, &*l2_view, what, batch);
     }
 }
