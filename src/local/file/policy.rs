@@ -274,6 +274,24 @@
 //! (no change). Only more room moves this row, and every way to give it costs the copy bound or
 //! another row.
 //!
+//! Tried on 2026-12-07, as a scratch change (no reopen, so the tombstones a segment that is not
+//! the oldest may hold were not handled): evicting the sealed segment of least worth, as a
+//! log-structured file system's cleaner picks the segment to clean (the most `(1 - u) * age^k /
+//! (1 + u)`, `u` the share of its records worth keeping, `age` its place from the newest), rather
+//! than the oldest, so that a segment dense with read entries stays in place without being
+//! copied. With `u` counting entries read since their last keep, this row rose to 58.3-59.6
+//! (`k` = 1/2, four processes; 57.6-58.6 with `k` = 1, 3/2, 2 or 3, and 54.4 with `k` = 0, the
+//! least live segment), but a working set that moves kept its old keys: the shifting one
+//! at 500 entries 62.9 → 47.6, the sliding one 70.4 → 12.5, drifting zipf at 500 entries 40.8 →
+//! 24.9. A segment that is not evicted is never met, so the read marks of its entries never
+//! clear: the oldest-first order is what ages them. With `u` counting keys the admission sketch
+//! saw looked up at least twice lately, which forgets, the moving sets held (61.9 and 75.3 at 500
+//! and 1,000 entries) and this row did not move (57.8-58.7 with `k` from 1/4 to 1, six
+//! processes). Nor did it with the read marks, choosing only between the two or three oldest
+//! segments and never passing over the oldest twice, so that every entry is still met within
+//! two passes of the log (58.0-58.2); the working set that slides rose to 73.1 so (70.4,
+//! `quick_cache` 72.3), which would be worth the tombstones only if other rows gained too.
+//!
 //! A working set that nearly fills the store meets it too. 900 keys read every pass in a lightly
 //! shuffled order, 100 of them replaced by new keys each pass, in a store of 1,000 entries
 //! (`tests/hit_ratio.rs`): LRU misses only the new keys (87.4%), `quick_cache` gets 72.0-72.5,
