@@ -12,6 +12,7 @@ use super::batch_read::L1Failed;
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
 use super::policy::{partial_over, Plan, Route};
+use super::reload_keep::Kept;
 use super::reread::Reread;
 use super::typed::Lookup;
 use super::writes::L2Owed;
@@ -306,7 +307,7 @@ impl CacheManager {
                         Err(answer) => return answer,
                     };
                     let bytes = self.encode_loaded(key, watch, &value)?;
-                    let stored = self.set_loaded(key, &bytes, ttl, watch, false);
+                    let stored = self.set_loaded(key, &bytes, ttl, watch, (false, false));
                     leader.finish(Arc::from(bytes));
                     stored?;
                     return Ok(value);
@@ -386,7 +387,9 @@ impl CacheManager {
     /// Stores what a load of `key` read, as `set_raw` does, unless a write, delete or
     /// invalidation of the key started since `watch` (see [`KeyOrder::order_watched`]):
     /// whether it was stored. `refresh_ahead`: a `get_or_load` value, whose refresh-ahead due
-    /// time is recorded once the store owns the key (see `Shared::note_loaded`).
+    /// time is recorded once the store owns the key (see `Shared::note_loaded`). `reload`: the
+    /// store of a refresh-ahead reload, which L2 failing does not leave without the entry it
+    /// replaced (see `reload_keep`).
     ///
     /// [`KeyOrder::order_watched`]: super::guard::KeyOrder::order_watched
     pub(crate) fn set_loaded(
@@ -395,7 +398,7 @@ impl CacheManager {
         value: &[u8],
         ttl: Option<Duration>,
         watch: Watch,
-        refresh_ahead: bool,
+        (refresh_ahead, reload): (bool, bool),
     ) -> Result<bool> {
         let Some(ordered) = self.shared.guard.order_watched(key, watch) else {
             tracing::debug!(key = %key_for_error(key), "a loaded value was not stored: the key was written meanwhile");
@@ -404,7 +407,12 @@ impl CacheManager {
         if refresh_ahead {
             self.shared.note_loaded(key, ttl);
         }
-        self.write_items(ordered, &[key], &[(key, value)], ttl, true)?;
+        let kept = if reload {
+            self.shared.keep_before_reload(key)
+        } else {
+            None
+        };
+        self.write_items(ordered, &[key], &[(key, value)], ttl, (true, kept.as_ref()))?;
         Ok(true)
     }
 
@@ -482,20 +490,21 @@ impl CacheManager {
         single: bool,
     ) -> Result<()> {
         let ordered = self.shared.guard.order(keys.iter().copied(), false);
-        self.write_items(ordered, keys, items, ttl, single)
+        self.write_items(ordered, keys, items, ttl, (single, None))
     }
 
-    /// [`set_items`](Self::set_items) with its keys already ordered.
+    /// [`set_items`](Self::set_items) with its keys already ordered; `kept`: a reload's, see
+    /// [`set_loaded`](Self::set_loaded).
     fn write_items(
         &self,
         ordered: WriteGuard<'_>,
         keys: &[&str],
         items: &[(&str, &[u8])],
         ttl: Option<Duration>,
-        single: bool,
+        (single, kept): (bool, Option<&Kept>),
     ) -> Result<()> {
         let s = &self.shared;
-        let (ordered, route) = s.begin_write(ordered, keys, items, ttl)?;
+        let (ordered, route) = s.begin_write(ordered, (keys, kept.is_some()), items, ttl)?;
         let out = match route {
             Route::Done(out) => out,
             Route::Behind => return Ok(()),
@@ -521,7 +530,7 @@ impl CacheManager {
                         ([_], [(key, value)]) if single => l2.set(key, value, l2_ttl),
                         _ => l2.set_many(items, l2_ttl),
                     };
-                    s.finish_write(items, ttl, (started, result))
+                    s.finish_write_keeping(items, ttl, (started, result), kept)
                 }
             }
         };

@@ -466,6 +466,23 @@ impl KeyOrder {
         }
     }
 
+    /// Runs `put_back` (the L1 write of the older entry a failed refresh-ahead store keeps, see
+    /// `reload_keep`) if no writer began on the ticket's stripe since the ticket, which the key's
+    /// owner took: unlike a backfill's, its own write is in progress. Under the stripe's mutex,
+    /// so a local invalidation of the key either came before (then nothing runs) or runs after.
+    pub(crate) fn put_back_if_current(&self, ticket: &Ticket, put_back: impl FnOnce()) -> bool {
+        let Some(slot) = self.slots.get(ticket.stripe) else {
+            return false;
+        };
+        let s = slot.state.lock();
+        let quiet = s.quiet_until_ms != 0 && self.clock.now_ms() < s.quiet_until_ms;
+        if s.version != ticket.version || quiet {
+            return false;
+        }
+        put_back();
+        true
+    }
+
     /// The batch form of [`backfill_if_current`](Self::backfill_if_current): holds the stripes of
     /// every ticket (in index order, so two batches never deadlock) and runs `backfill` once with
     /// one flag per ticket, `true` where nothing wrote the stripe since the ticket.

@@ -55,6 +55,29 @@ fn a_whole_cache_invalidation_blocks_backfills_of_every_key_read_before_it_ended
     assert!(g.backfill_if_current(g.ticket("k"), || {}), "read after it");
 }
 
+/// A failed reload's store puts back the entry it replaced, under its own ownership of the key:
+/// only if no local invalidation or mark of every entry began since it took its ticket, which a
+/// put-back after them would undo.
+#[test]
+fn a_reloads_put_back_runs_under_its_own_write_unless_another_writer_began() {
+    let g = KeyOrder::default();
+    let owned = g.order(["k"], false);
+    let t = g.ticket("k");
+    assert!(
+        g.put_back_if_current(&t, || {}),
+        "its own write is no other writer"
+    );
+    for change in [
+        |g: &KeyOrder| drop(g.write(["k"])),
+        |g: &KeyOrder| drop(g.write_all()),
+    ] {
+        let t = g.ticket("k");
+        change(&g);
+        assert!(!g.put_back_if_current(&t, || panic!("must not run")));
+    }
+    drop(owned);
+}
+
 #[test]
 fn a_write_that_finished_after_the_ticket_blocks_the_backfill() {
     let g = KeyOrder::default();

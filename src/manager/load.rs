@@ -537,13 +537,13 @@ impl CacheManager {
         Ok(match value {
             Some(value) => {
                 let bytes = self.encode_loaded(key, watch, value)?;
-                let stored = self.set_loaded(key, &bytes, ttl, watch, true).map(drop);
+                let stored = self.set_loaded(key, &bytes, ttl, watch, (true, reload)).map(drop);
                 (bytes, stored)
             }
             None => {
                 let stored = match s.fail_safe.absent_ttl(ttl) {
                     Some(absent_ttl) => {
-                        let stored = self.set_loaded(key, ABSENT, Some(absent_ttl), watch, false);
+                        let stored = self.set_loaded(key, ABSENT, Some(absent_ttl), watch, (false, reload));
                         // Counted once stored: a write that overtook the load kept its value.
                         if matches!(stored, Ok(true)) {
                             s.metrics.loader.absent_stored.incr();

@@ -26,6 +26,7 @@
 //! | `failsafe` | stale values served when a fresh one cannot be had; the throttle      |
 //! | `left_behind` | what failed L1 writes and removals may have left, which no answer given without L2 serves |
 //! | `refresh_due` | refresh-ahead's due times, forgotten by every write of their key (in `guard`) |
+//! | `reload_keep` | a reload's store L2 did not take puts back the entry it replaced, where the key was taken out |
 //! | `global` | the process-wide instance                                            |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
 //! | `consistency` | replay queue, revalidation of suspect L1 entries                        |
@@ -77,6 +78,7 @@ mod pending;
 mod policy;
 mod prefix;
 mod refresh_due;
+mod reload_keep;
 mod replayed_tags;
 mod requeue;
 mod reread;

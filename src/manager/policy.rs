@@ -15,7 +15,8 @@
 //! - set: L1 with `min(ttl, local.ttl)`, L2 with `min(ttl, distributed.ttl)`; no TTL → each
 //!   level's TTL from the configuration. With `write_mode = "behind"` the L2 write is queued
 //!   for a writer thread instead (see `behind`). An L2 failure `fallback_on_error` does not
-//!   hide takes the write out of L1 again (see `finish_write`).
+//!   hide takes the write out of L1 again (see `finish_write`); a refresh-ahead reload's puts
+//!   back the entry it replaced, and goes through, not behind (see `reload_keep`).
 //! - delete: both levels (L2 is tried even when L1 failed; with an L2, an L1 failure makes every
 //!   L1 entry suspect before L2 is asked, so an async delete dropped on its way to L2 leaves it
 //!   so too, see `delete_l1_done`). A read that misses L1 while this manager is deleting the key

@@ -9,6 +9,7 @@ use super::behind::Pushed;
 use super::guard::WriteGuard;
 use super::left_behind::Removal;
 use super::policy::{check_ttl, time_l2, unreached, Level, Route, Shared, Timed};
+use super::reload_keep::Kept;
 use crate::error::{Error, Result, Served};
 use crate::stats;
 
@@ -67,11 +68,12 @@ impl Shared {
     /// The part of a write before L2, shared by both APIs, once the caller owns the keys'
     /// stripes (`ordered`, from `KeyOrder::order` or its async form, see `guard`): input
     /// checks, L1, and where L2's part goes. The caller holds the returned guard until L2 (or
-    /// a queue) has the write, so the writes of a key reach both levels in one order.
+    /// a queue) has the write, so the writes of a key reach both levels in one order. `now`:
+    /// L2's part is made by the caller, not the write-behind queue (see `route_write`).
     pub(crate) fn begin_write<'a>(
         &'a self,
         ordered: WriteGuard<'a>,
-        keys: &[&str],
+        (keys, now): (&[&str], bool),
         items: &[(&str, &[u8])],
         ttl: Option<Duration>,
     ) -> Result<(WriteGuard<'a>, Route<'a>)> {
@@ -82,21 +84,29 @@ impl Shared {
         }
         self.check_l2_input(items)?;
         self.write_l1(items, ttl)?;
-        Ok((ordered, self.route_write(keys, items, ttl)))
+        Ok((ordered, self.route_write((keys, now), items, ttl)))
     }
 
     /// Where the L2 part of a write of `items` (whose keys are `keys`) goes: the replay queue
     /// while a key has a queued op there (with write-behind on, once the keys' older writes
     /// there are settled), else the write-behind queue when it is on and has room, else through.
+    ///
+    /// `now`: a refresh-ahead reload's store with an entry to put back if L2 does not take it
+    /// (see `reload_keep`) goes through, as a write the queue has no room for does. Queued, its
+    /// failed batch took it out of L1 on the writer thread, long after the store let go of the
+    /// key, with nothing to put back.
     pub(crate) fn route_write(
         &self,
-        keys: &[&str],
+        (keys, now): (&[&str], bool),
         items: &[(&str, &[u8])],
         ttl: Option<Duration>,
     ) -> Route<'_> {
         let Some(l2) = &self.l2 else {
             return Route::Done(Ok(()));
         };
+        if now && self.behind.is_some() {
+            return Route::Through { l2, settle: true };
+        }
         match self.push_behind(keys, items, ttl) {
             Some(Pushed::Queued) => Route::Behind,
             // A key waits in the replay queue, so the write goes there, after it; but another
@@ -121,7 +131,20 @@ impl Shared {
         &self,
         items: &[(&str, &[u8])],
         ttl: Option<Duration>,
+        timed: Timed<()>,
+    ) -> Result<()> {
+        self.finish_write_keeping(items, ttl, timed, None)
+    }
+
+    /// [`finish_write`](Self::finish_write) for a refresh-ahead reload's store: where L2 did not
+    /// take it and nothing hides that, the entry it replaced (`kept`) goes back into L1 rather
+    /// than the key be taken out (see `reload_keep`).
+    pub(crate) fn finish_write_keeping(
+        &self,
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
         (started, result): Timed<()>,
+        kept: Option<&Kept>,
     ) -> Result<()> {
         let m = &self.metrics.distributed;
         time_l2(&m.set_latency, started, &result);
@@ -189,7 +212,7 @@ impl Shared {
                     if !self.hidden(Level::Distributed, "set", first, &error) {
                         // Told the write failed, the caller may go on as if it had not been
                         // made; L1 must not keep it either (see below).
-                        self.undo_local_items(&unsent);
+                        self.undo_or_put_back(&unsent, kept);
                         return Err(error);
                     }
                     let queued = self.queued_or_undone(&unsent, self.queue_failed_sets(&unsent, ttl));
@@ -204,8 +227,9 @@ impl Shared {
                         // serve until its TTL while every other one, told by the message to
                         // drop its copy, reads L2's older value (or L2's new one, after a
                         // timeout that hid a write L2 did make). Taken out of L1, every
-                        // instance reads what L2 holds, as after a value L2 refused.
-                        self.undo_local_items(items);
+                        // instance reads what L2 holds, as after a value L2 refused. A
+                        // reload's older entry goes back instead (see `reload_keep`).
+                        self.undo_or_put_back(items, kept);
                         return Err(e);
                     }
                     let queued = self.queued_or_undone(items, self.queue_failed_sets(items, ttl));

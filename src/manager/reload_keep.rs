@@ -1,0 +1,100 @@
+//! What a refresh-ahead reload leaves in L1 when L2 does not take its value, with
+//! `fallback_on_error = false`.
+//!
+//! A write L2 failed is taken out of L1 again (see `finish_write`): told it failed, its caller
+//! may go on as if it had not been made, and every instance then reads what L2 holds. A reload
+//! has no caller to tell, and the entry its value replaced was an L1 hit that L2 held too. Taken
+//! out, the key became an L1 miss, and every read of it went to the L2 that had just failed, for
+//! the rest of the outage: refresh-ahead made the key less available than no refresh-ahead. So
+//! the entry the reload replaced goes back instead, with its own expiry: L1 is as it was before
+//! the reload, which is what it would be without refresh-ahead. The reloaded value, which L2
+//! did not take, does not stay.
+//!
+//! Put back only if nothing else touched the key or L1's trust meanwhile: the entry is read
+//! once the reload's store owns the key, and only a trusted entry, none a failed removal may
+//! have left (`left_behind`); it goes back only if no writer (a local invalidation, a mark of
+//! every entry) began on its stripe since, and stays only if L1's suspect epoch did not move
+//! (a mark by another holder of L1, which no stripe sees: written after it, the old entry would
+//! be trusted in the new epoch). Otherwise, and for a value L2 refused (not an outage: L2 will
+//! never take it), the key is taken out as any failed write's is.
+//!
+//! Why not rather start no reload while L2's breaker is open: the failures before the breaker
+//! opens, a timeout, or a node's own breaker still fail a reload's store, and each of them
+//! emptied the key as before; and the older entry is the one a reload that did not run leaves.
+
+use crate::codec::ABSENT;
+use crate::storage::{Entry, Freshness, SuspectEpoch};
+
+use super::guard::Ticket;
+use super::policy::Shared;
+
+/// The L1 entry a refresh-ahead reload's store replaces, read once the store owns the key.
+pub(crate) struct Kept {
+    key: String,
+    entry: Entry,
+    /// Taken after the store owned the key: a writer that began since changed it.
+    ticket: Ticket,
+    epoch: SuspectEpoch,
+}
+
+impl Shared {
+    /// The entry of `key` a reload's store would put back if L2 does not take the reloaded
+    /// value; `None` where none would be (see the module docs). Called while the store owns
+    /// the key, before its L1 write.
+    pub(crate) fn keep_before_reload(&self, key: &str) -> Option<Kept> {
+        if self.fallback_on_error || self.l2.is_none() || self.left_behind.covers(key) {
+            return None;
+        }
+        let ticket = self.guard.ticket(key);
+        let epoch = self.l1.suspect_epoch();
+        match self.l1.get_checked(key) {
+            Ok(Some((entry, Freshness::Trusted))) if entry.value != ABSENT => Some(Kept {
+                key: key.to_owned(),
+                entry,
+                ticket,
+                epoch,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Takes `items`, a write L2 did not take, out of L1 (`undo_local_items`), but for the key of
+    /// `kept`, whose older entry goes back if it can (see the module docs).
+    pub(crate) fn undo_or_put_back(&self, items: &[(&str, &[u8])], kept: Option<&Kept>) {
+        let rest: Vec<(&str, &[u8])> = match kept {
+            Some(kept) if self.put_back(kept) => items
+                .iter()
+                .filter(|(key, _)| *key != kept.key)
+                .copied()
+                .collect(),
+            _ => items.to_vec(),
+        };
+        self.undo_local_items(&rest);
+    }
+
+    /// Whether `kept` is back in L1, as it was before the reload.
+    fn put_back(&self, kept: &Kept) -> bool {
+        // Expired meanwhile: nothing to put back (the key then misses, as it would have).
+        let Some(ttl) = self.backfill_ttl(&kept.entry) else {
+            return false;
+        };
+        let mut wrote = Ok(());
+        let current = self.guard.put_back_if_current(&kept.ticket, || {
+            wrote = self.l1.set(&kept.key, &kept.entry.value, Some(ttl));
+        });
+        match wrote {
+            Ok(()) if current => {
+                self.metrics.local.sets.incr();
+                // A mark that came before the write would leave the old entry trusted: the
+                // key is taken out instead (by the caller), as a fill is (`fill_in`).
+                self.l1.suspect_epoch() == kept.epoch
+            }
+            Ok(()) => false,
+            Err(_) => {
+                // The caller's removal follows, and handles an L1 that refuses it too.
+                self.metrics.local.errors.incr();
+                false
+            }
+        }
+    }
+}

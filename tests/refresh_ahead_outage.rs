@@ -1,0 +1,226 @@
+//! Refresh-ahead while L2 is down (a real `redis-server`, killed by the test): a background
+//! reload must never make a cached key less available than it was without refresh-ahead.
+//!
+//! With `fallback_on_error = false` a write L2 did not take is taken out of L1 again. A reload's
+//! store did so too: the key, an L1 hit holding the value L2 held before the outage, became an
+//! L1 miss, and every read of it went to the dead L2 and failed for the rest of the outage. Now
+//! the older entry is put back instead (the new value, which L2 did not take, does not stay).
+//! With `fallback_on_error = true` the reload's value stays in L1, as any write's does.
+//!
+//! The reload's L2 write is held at a gate after Redis answered it (with an error), so the test
+//! knows L1 then holds the reloaded value and waits for it to change, not for time to pass.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+mod manager_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use manager_support::gated::{GatedStore, Point};
+use support::RedisServer;
+use uno_cache::{
+    CacheConfig, CacheManager, DistributedStorage, Error, Fetched, LocalKind, ManualClock, RedisOptions,
+    RedisStore, Result as CacheResult, WriteMode,
+};
+
+const START_MS: u64 = 1_700_000_000_000;
+const TTL: Duration = Duration::from_secs(10);
+
+struct Rig {
+    cache: CacheManager,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+fn redis(server: &RedisServer) -> Arc<RedisStore> {
+    Arc::new(
+        RedisStore::connect(
+            RedisOptions::new(server.addr())
+                .prefix("ra:")
+                .timeout(Duration::from_millis(500)),
+        )
+        .unwrap(),
+    )
+}
+
+/// A manager over a file L1 on a manual clock, refresh-ahead at 80 % of the TTL, and `l2`.
+fn rig(l2: Arc<dyn DistributedStorage>, fallback_on_error: bool, mode: WriteMode) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let mut config = CacheConfig {
+        fallback_on_error,
+        ..CacheConfig::default()
+    };
+    config.local.kind = LocalKind::File;
+    config.local.path = Some(dir.path().to_owned());
+    config.loader.refresh_ahead = 0.8;
+    config.distributed.write_mode = mode;
+    let cache = CacheManager::builder()
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .distributed(l2)
+        .build()
+        .unwrap();
+    Rig {
+        cache,
+        clock,
+        _dir: dir,
+    }
+}
+
+fn value(v: &str) -> impl FnOnce() -> std::result::Result<String, Error> + Send + 'static {
+    let v = v.to_owned();
+    move || Ok(v)
+}
+
+/// Waits (bounded) until a plain `get` of "k" answers something other than `held`: the reload's
+/// store, held at its L2 write while L1 held `held`, has ended. Every state before that end
+/// reads `held` (L1 was written before L2 was asked), so the first other answer is the last.
+fn after_the_store(cache: &CacheManager, held: &str) -> CacheResult<Option<String>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = cache.get::<String>("k");
+        if !matches!(&got, Ok(Some(v)) if v == held) || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// "k" loaded as "v1" into both levels, Redis killed, the clock moved past the due time, and
+/// a hit that starts the reload (answering "v1" at once) by `start`; returns once the reload's
+/// L2 write has failed and been handed back to the manager.
+fn reload_in_an_outage(fallback_on_error: bool, start: impl FnOnce(&Rig)) -> Rig {
+    reload_in_an_outage_with(fallback_on_error, WriteMode::Through, start)
+}
+
+/// [`reload_in_an_outage`] in write mode `mode`: the reload's L2 write is the first `set` or
+/// `set_each` (a write-behind batch) of "k" after the kill.
+fn reload_in_an_outage_with(fallback_on_error: bool, mode: WriteMode, start: impl FnOnce(&Rig)) -> Rig {
+    let mut server = RedisServer::start();
+    let l2 = GatedStore::new(redis(&server));
+    let rig = rig(l2.clone(), fallback_on_error, mode);
+    assert_eq!(
+        rig.cache.get_or_load("k", Some(TTL), value("v1")).unwrap(),
+        Fetched::Fresh("v1".to_string())
+    );
+    // With write-behind: in L2 before the kill.
+    rig.cache.flush().unwrap();
+    server.kill();
+    rig.clock.advance(Duration::from_secs(9));
+    let held = [
+        l2.gate("set", "k", Point::After),
+        l2.gate("set_each", "k", Point::After),
+    ];
+    start(&rig);
+    assert_eq!(rig.cache.stats().loader.refreshes, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !held.iter().any(manager_support::GateHandle::entered) {
+        assert!(Instant::now() < deadline, "the reload never wrote L2");
+        std::thread::yield_now();
+    }
+    for gate in &held {
+        gate.release();
+    }
+    rig
+}
+
+fn start_sync(rig: &Rig) {
+    assert_eq!(
+        rig.cache.get_or_load("k", Some(TTL), value("v2")).unwrap(),
+        Fetched::Fresh("v1".to_string())
+    );
+}
+
+/// After the reload's failed store, the key still answers as it did before the reload started.
+fn still_served_as_before(rig: &Rig, got: &CacheResult<Option<String>>) {
+    assert!(
+        matches!(got, Ok(Some(v)) if v == "v1"),
+        "a reload whose L2 write failed left the key {got:?}, where it was an L1 hit of v1"
+    );
+    // The loading calls are answered from L1 too, their loader not called.
+    let fetched = rig
+        .cache
+        .get_or_load("k", Some(TTL), || -> std::result::Result<String, Error> {
+            panic!("the source was asked for a cached key")
+        })
+        .unwrap();
+    assert_eq!(fetched, Fetched::Fresh("v1".to_string()));
+}
+
+#[test]
+fn without_fallback_a_reload_whose_l2_write_fails_keeps_the_older_value_in_l1() {
+    let rig = reload_in_an_outage(false, start_sync);
+    let got = after_the_store(&rig.cache, "v2");
+    still_served_as_before(&rig, &got);
+}
+
+#[test]
+fn without_fallback_an_async_reload_whose_l2_write_fails_keeps_the_older_value_in_l1() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rig = reload_in_an_outage(false, |rig| {
+        let fetched = runtime
+            .block_on(
+                rig.cache
+                    .get_or_load_async("k", Some(TTL), || async { Ok::<_, Error>("v2".to_string()) }),
+            )
+            .unwrap();
+        assert_eq!(fetched, Fetched::Fresh("v1".to_string()));
+    });
+    let got = after_the_store(&rig.cache, "v2");
+    still_served_as_before(&rig, &got);
+}
+
+/// With write-behind the reload's value waited for the writer thread, whose failed batch took
+/// it out of L1 later, with nothing to put back: the key emptied as before. A reload's store
+/// with an entry to keep goes to L2 itself, as a write the queue has no room for does.
+#[test]
+fn without_fallback_a_write_behind_reload_whose_l2_write_fails_keeps_the_older_value_in_l1() {
+    let rig = reload_in_an_outage_with(false, WriteMode::Behind, start_sync);
+    let got = after_the_store(&rig.cache, "v2");
+    still_served_as_before(&rig, &got);
+}
+
+/// The older value put back keeps its own expiry: it is not made to live longer than it would
+/// have without the reload.
+#[test]
+fn the_older_value_kept_after_a_failed_reload_expires_when_it_would_have() {
+    let rig = reload_in_an_outage(false, start_sync);
+    let got = after_the_store(&rig.cache, "v2");
+    assert_eq!(got.unwrap().as_deref(), Some("v1"));
+    // Loaded at 0 s with a 10 s TTL; now at 9 s.
+    rig.clock.advance(Duration::from_millis(1_100));
+    assert!(
+        !matches!(rig.cache.get::<String>("k"), Ok(Some(_))),
+        "the kept value outlived its TTL"
+    );
+}
+
+/// With fallback the failure is hidden and the write stays in L1, queued for replay, as every
+/// write's does: the reloaded value is served.
+#[test]
+fn with_fallback_a_reload_whose_l2_write_fails_serves_the_reloaded_value_from_l1() {
+    let rig = reload_in_an_outage(true, start_sync);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rig.cache.stats().consistency.queued == 0 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        rig.cache.stats().consistency.queued,
+        1,
+        "the failed write was not queued"
+    );
+    assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
+}
