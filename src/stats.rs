@@ -173,7 +173,8 @@ impl LoaderMetrics {
 pub struct LoaderStats {
     /// Whether expired entries are kept to be served stale (`fail_safe_max_duration > 0`).
     pub fail_safe: bool,
-    /// Loader calls that returned an error.
+    /// Loader calls that returned an error or panicked, and loads whose store of the value
+    /// panicked (a refresh-ahead reload's included).
     pub failures: u64,
     /// Values served stale: after a failed or timed-out load, or by `get_with_state` when no
     /// level had a fresh one. Each counts once more in `throttled` if it was throttled.

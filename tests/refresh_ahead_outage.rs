@@ -19,16 +19,21 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "support/delegate.rs"]
+mod delegate;
+
 mod manager_support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use delegate::{Delegate, Wrap, WrapDistributed};
 use manager_support::gated::{GatedStore, Point};
 use support::RedisServer;
 use uno_cache::{
     CacheConfig, CacheManager, DistributedStorage, Error, Fetched, LocalKind, ManualClock, RedisOptions,
-    RedisStore, Result as CacheResult, WriteMode,
+    RedisStore, Result as CacheResult, Storage, WriteMode,
 };
 
 const START_MS: u64 = 1_700_000_000_000;
@@ -223,4 +228,45 @@ fn with_fallback_a_reload_whose_l2_write_fails_serves_the_reloaded_value_from_l1
         "the failed write was not queued"
     );
     assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
+}
+
+/// An L2 whose `set` panics while `armed`.
+struct PanicsOnSet {
+    inner: Arc<RedisStore>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Wrap for PanicsOnSet {
+    type Inner = RedisStore;
+    fn inner(&self) -> &RedisStore {
+        &self.inner
+    }
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> CacheResult<()> {
+        assert!(!self.armed.load(Ordering::SeqCst), "an L2 set panicked");
+        self.inner.set(key, value, ttl)
+    }
+}
+
+impl WrapDistributed for PanicsOnSet {}
+
+/// A reload whose store panicked was counted nowhere: its caller had been answered and left,
+/// and it was the caller that counted a load that ended without an answer.
+#[test]
+fn a_reload_whose_store_panics_counts_as_a_failed_load() {
+    let server = RedisServer::start();
+    let armed = Arc::new(AtomicBool::new(false));
+    let l2 = Arc::new(Delegate(PanicsOnSet {
+        inner: redis(&server),
+        armed: Arc::clone(&armed),
+    }));
+    let rig = rig(l2, false, WriteMode::Through);
+    rig.cache.get_or_load("k", Some(TTL), value("v1")).unwrap();
+    rig.clock.advance(Duration::from_secs(9));
+    armed.store(true, Ordering::SeqCst);
+    start_sync(&rig);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rig.cache.stats().loader.failures == 0 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(rig.cache.stats().loader.failures, 1);
 }

@@ -776,12 +776,10 @@ fn start_load_thread(body: impl FnOnce() + Send + 'static) -> std::io::Result<()
 /// The end of a load that ran apart from its caller: store the value and end the flight with
 /// it, or report the error and abandon the flight. The report goes first.
 ///
-/// A store that panics (a value whose `Serialize` or `Deserialize` panics) unwinds through
-/// here, dropping the locals, then the parameters last to first: the watch ends, the report
-/// channel closes, and only then does the flight end abandoned, so its caller takes it for a
-/// load without an answer (counted as a failure by that caller). The watch stayed for
-/// the manager's life, and a caller that saw the flight end before the channel closed answered
-/// `LoaderTimeout` and gave the load up at a hard timeout that had not passed.
+/// A store that panics is a failed load, counted here (`store_panicked`). The watch ends
+/// however this ends (`WatchEnds`), and the report goes before the flight ends: the watch
+/// stayed for the manager's life, and a caller that saw the flight end before its report
+/// answered `LoaderTimeout` and gave the load up at a hard timeout that had not passed.
 fn finish_load<T, E>(
     manager: &WeakManager,
     key: &str,
@@ -815,7 +813,13 @@ fn finish_load<T, E>(
         let _ = report.send(Report::Loaded(Ok(value)));
         return;
     };
-    match m.manager().store_loaded(key, ttl, value.as_ref(), watch) {
+    let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.manager().store_loaded(key, ttl, value.as_ref(), watch)
+    }));
+    let Ok(stored) = stored else {
+        return store_panicked(&m, key, watch, (leader, report));
+    };
+    match stored {
         Ok((bytes, stored)) => {
             let line = stored
                 .as_ref()
@@ -831,6 +835,25 @@ fn finish_load<T, E>(
             let _ = report.send(Report::NotStored(e));
         }
     }
+}
+
+/// The store of a load that ran apart from its caller panicked (a value whose `Serialize` or
+/// `Deserialize` panics, a level of the user's own that panics): a failed load, counted and
+/// throttled here, then reported, as a panicking loader is (`load_panicked`). Left to unwind,
+/// the flight ended abandoned and the caller counted it, if one still waited: a refresh-ahead
+/// reload, whose caller was answered at once, or a load whose caller left at the soft timeout,
+/// was counted nowhere.
+fn store_panicked<T: DeserializeOwned, E>(
+    m: &Pass,
+    key: &str,
+    watch: Watch,
+    (leader, report): (Leader, mpsc::Sender<Report<T, E>>),
+) {
+    tracing::error!(key = %key_for_error(key), "storing a loaded value panicked; its callers get the stale copy or an error");
+    m.shared().guard.unwatch(watch);
+    m.shared().failed_apart::<T>(key);
+    let _ = report.send(Report::Panicked);
+    drop(leader);
 }
 
 /// A loader that ran apart from its caller panicked: a failed load, counted and throttled here
