@@ -125,3 +125,61 @@ fn a_full_file_l1_refuses_the_backfill_of_a_key_read_less_than_what_it_holds_and
     );
     assert_eq!(cache.get_raw(refused_key).unwrap(), Some(value(4)));
 }
+
+#[test]
+fn a_revalidation_that_finds_other_bytes_in_l2_leaves_them_in_a_full_file_l1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, l2) = manager(dir.path());
+    for i in 0..400 {
+        cache.set_raw(&format!("held{i}"), &value(1), None).unwrap();
+    }
+    l2.set("starter", &value(2), None).unwrap();
+    assert_eq!(cache.get_raw("starter").unwrap(), Some(value(2)));
+    // Every entry L1 holds is read three times: a fill would have to evict one of them.
+    let held = l1_keys(&cache, "held");
+    for key in &held {
+        for _ in 0..3 {
+            assert_eq!(cache.get_raw(key).unwrap(), Some(value(1)), "{key}");
+        }
+    }
+    // Changed in L2 by a writer this instance did not hear of, and L1 made suspect (its
+    // invalidation stream lost): each read asks L2, which has other bytes.
+    for key in &held {
+        l2.set(key, &value(5), None).unwrap();
+    }
+    cache.local().mark_all_suspect().unwrap();
+    let replaced_before = cache.stats().consistency.revalidated_replaced;
+    for key in &held {
+        assert_eq!(
+            cache.get_raw(key).unwrap(),
+            Some(value(5)),
+            "{key}: L2's bytes served"
+        );
+    }
+    // Each was replaced, but for those the replacements' writes evicted before their read.
+    let replaced = cache.stats().consistency.revalidated_replaced - replaced_before;
+    assert!(
+        replaced > held.len() as u64 / 2,
+        "{replaced} of {} replaced",
+        held.len()
+    );
+    // Replaced in L1 too: an L1 left with the older bytes serves them unverified once L2 is out
+    // of reach, and asks L2 again at every read until then.
+    let kept_older: Vec<&String> = held
+        .iter()
+        .filter(|key| {
+            cache
+                .local()
+                .get(key)
+                .unwrap()
+                .is_some_and(|e| e.value != value(5))
+        })
+        .collect();
+    assert!(
+        kept_older.is_empty(),
+        "{} of {} L1 entries kept the bytes a revalidation replaced, e.g. {:?}",
+        kept_older.len(),
+        held.len(),
+        kept_older.first()
+    );
+}

@@ -20,6 +20,16 @@ pub(crate) struct Hit<T> {
     pub(crate) loc: Loc,
 }
 
+/// What becomes of a fill the admission checks refused (see [`Inner::refused_fill`]).
+pub(crate) enum RefusedFill {
+    /// Written all the same: it replaces a live value of its key.
+    Replaces,
+    /// Held in RAM for a second read (see `stash`).
+    Held,
+    /// Neither: the key's hash has an entry of another key or a damaged record.
+    Dropped,
+}
+
 /// What the record an index entry points at says about a key.
 enum Found<T> {
     Hit(Hit<T>),
@@ -302,26 +312,34 @@ impl Inner {
         }
     }
 
-    /// For a refused fill of `key`, which is to be held in RAM (see `stash`) only while the index
-    /// lacks the key: drops the key's entry if its value expired, a stale copy kept for
-    /// `get_stale` included, since the fill is newer and a stale read must not go back to the
-    /// value it replaced. Returns whether the index is without the key now. (Its record stays on
-    /// disk, and a reopen within the keep window finds it again, as it finds no held value.)
-    pub(crate) fn forget_expired_for_fill(&self, key: &str, hash: u64) -> bool {
+    /// For a fill of `key` the checks refused: what becomes of it, by what the index holds of
+    /// the key. A live value of the key is replaced all the same ([`RefusedFill::Replaces`]): the
+    /// caller has a newer copy (a revalidation that found other bytes in L2), the fill takes no
+    /// entry more, and refused it left the value it replaced answering reads. Without an entry
+    /// of the key the fill is held in RAM (see `stash`): an expired value, a stale copy kept for
+    /// `get_stale` included, is dropped first, since the fill is newer and a stale read must not
+    /// go back to the value it replaced. (Its record stays on disk, and a reopen within the keep
+    /// window finds it again, as it finds no held value.)
+    pub(crate) fn refused_fill(&self, key: &str, hash: u64) -> RefusedFill {
         let Some((found, loc)) = self.probe(key, hash, false, true, |_| ()) else {
-            return true;
+            return RefusedFill::Held;
         };
         match found {
             Found::Hit(hit) if hit.expires_at_ms != 0 && self.clock.reached(hit.expires_at_ms) => {
                 self.expire_at(hash, loc);
             }
+            Found::Hit(_) => return RefusedFill::Replaces,
             Found::Expired => {
                 self.expire_at(hash, loc);
             }
             Found::Stale => self.drop_stale(hash, loc),
-            Found::Hit(_) | Found::OtherKey | Found::Lapsed | Found::Damaged => {}
+            Found::OtherKey | Found::Lapsed | Found::Damaged => {}
         }
-        !self.index.contains_key(&hash)
+        if self.index.contains_key(&hash) {
+            RefusedFill::Dropped
+        } else {
+            RefusedFill::Held
+        }
     }
 
     /// An entry whose slot moved on or that points at something other than a live value of its

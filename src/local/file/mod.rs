@@ -580,7 +580,8 @@ impl FileStore {
     /// keys' fills have lately gone unread, or the fill would go into free room but such fills
     /// of keys asked for before have lately gone unread and it fails the check against the next
     /// victim that a fill which evicts must pass (see the file tier's admission policy in the
-    /// README).
+    /// README). A fill of a key the store holds a live value of is always written: it replaces
+    /// that value (the caller has newer bytes, as a revalidation that found other ones in L2).
     /// Returns whether it was written. A refused value may still be read for a short while: it
     /// is held in RAM until newer ones push it out ([`FileStoreStats::held_fills`]). For values
     /// the caller must find again, use [`set`](FileStore::set): a set is always written.

@@ -40,9 +40,12 @@
 //! index), as do [`clear`](super::FileStore::clear) and
 //! [`mark_all_suspect`](super::FileStore::mark_all_suspect) (a held value is never suspect: it
 //! goes with the certainty it was filled under); a value that expired is a miss; a fill of a key
-//! the index holds a live value of is not held (the index answers first, and a held copy would
-//! outlive it), while an expired entry of the key, a stale copy kept for `get_stale` included,
-//! leaves the index for the held fill, which is newer (a stale read went back to it);
+//! the index holds a live value of is not held but written, whatever the checks said: it
+//! replaces that value, which the index would answer with first (a revalidation that found
+//! other bytes in L2 fills them, and a refusal left the replaced bytes served; see
+//! `lookup::refused_fill`), while an expired entry of the key, a stale copy kept for
+//! `get_stale` included, leaves the index for the held fill, which is newer (a stale read went
+//! back to it);
 //! [`keys`](super::FileStore::keys) lists held keys, so that prefix invalidation reaches them.
 //! Nothing here is on disk: a restart starts empty.
 
@@ -470,5 +473,38 @@ mod tests {
             Some(999u64.to_le_bytes().to_vec())
         );
         assert!(stash.fifo.lock().order.len() <= 2 + 64);
+    }
+    #[test]
+    fn a_fill_over_an_older_live_value_of_its_key_replaces_it_whatever_the_checks_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let (store, value) = full_store(dir.path(), &clock);
+        // Keys written by a set, each then filled with a newer value, as a revalidation that
+        // found other bytes in L2 fills it: against entries read thrice, the checks refuse
+        // most of these fills, and a refused one left the older value answering reads.
+        let newer = vec![9u8; value.len()];
+        let keys: Vec<String> = (0..100).map(|j| format!("old{j}")).collect();
+        for key in &keys {
+            store.set(key, &value, None).unwrap();
+            assert!(store.fill(key, &newer, None).unwrap(), "{key}: not written");
+            let got = store.get(key).unwrap();
+            assert!(
+                got.as_ref() == Some(&newer),
+                "{key}: the value the fill replaced is read"
+            );
+        }
+        // Written, not held: the newer value is what a reopen finds too.
+        store.close().unwrap();
+        let options = FileStoreOptions::default()
+            .max_size_mb(1)
+            .background_threads(false);
+        let reopened = FileStore::open(dir.path(), options).unwrap();
+        for key in &keys {
+            let got = reopened.get(key).unwrap();
+            assert!(
+                got.is_none() || got.as_ref() == Some(&newer),
+                "{key}: older value after a reopen"
+            );
+        }
     }
 }

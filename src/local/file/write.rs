@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::format::{self, Kind, Meta, META_EXT_LEN, SEGMENT_HEADER_LEN};
 use super::index::IndexEntry;
+use super::lookup::RefusedFill;
 use super::policy;
 use super::segment::{self, Segment};
 use super::value_item::ValueItem;
@@ -141,14 +142,14 @@ impl Inner {
                 }
                 // After the check: a fill is evidence for the key's next one, not its own.
                 w.recent_fills.record(hash, entries);
-                if started && !admit {
+                // Refused, it still replaces a live value of its key, or else waits in RAM for
+                // a second read (see `refused_fill`).
+                let refusal = (!admit).then(|| self.refused_fill(item.key(), hash));
+                let replaces = matches!(refusal, Some(RefusedFill::Replaces));
+                if started && !admit && !replaces {
                     w.refused.record(hash, reads, entries);
                 }
-                // A refused fill waits in RAM for a second read (see `stash`), unless the index
-                // holds a live value of the key: the index answers first, and the copy would
-                // outlive its entry. An expired one goes, kept for stale reads or not: the fill
-                // replaces it.
-                if !admit && self.forget_expired_for_fill(item.key(), hash) {
+                if matches!(refusal, Some(RefusedFill::Held)) {
                     let expires = item.expires_at_ms(ttl, now);
                     // One read while held and pushed out since: its key came back, as a refused
                     // fill read again does (see `refused`), so its next fill is let in.
@@ -163,10 +164,9 @@ impl Inner {
                         |read| refused.record(read, reads, entries),
                     );
                 }
-                if admit {
-                    pending += len;
-                }
-                admit
+                let written = admit || replaces;
+                pending += if written { len } else { 0 };
+                written
             })
             .collect();
         self.write_locked(&mut w, &admitted, ttl)?;
