@@ -225,3 +225,48 @@ fn a_refused_fill_over_an_expired_value_kept_for_stale_reads_is_what_a_stale_rea
     }
     assert!(refused > 0, "no fill was refused");
 }
+
+/// A held value that expires is, for the keep window (`keep_expired`: fail-safe's), a stale copy
+/// as a record of the key would be: a stale read answers it, the key listing (prefix
+/// invalidation) names it, and a delete removes it. It was dropped at its expiry, and with it the
+/// only copy a fail-safe read had of the key when its refused fill had replaced an expired one.
+#[test]
+fn a_held_value_that_expires_is_a_stale_copy_for_the_keep_window_as_a_record_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = full_store_with(
+        dir.path(),
+        &clock,
+        FileStoreOptions::default().keep_expired(Duration::from_secs(60)),
+    );
+    let value = vec![7u8; VALUE_BYTES];
+    let ttl = Some(Duration::from_secs(5));
+    let key = held_key(&store, "ttl", &value, ttl);
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(store.get(&key).unwrap(), None, "{key} expired");
+    let stale = store.get_stale(&key).unwrap();
+    assert!(
+        stale
+            .as_ref()
+            .is_some_and(|e| e.value == value && e.expires_at.is_some()),
+        "{key}: no stale copy within the keep window"
+    );
+    assert!(
+        store.keys().contains(&key),
+        "{key}: prefix invalidation must reach it"
+    );
+    assert!(
+        store.delete(&key).unwrap(),
+        "{key}: a stale copy is removed by a delete"
+    );
+    assert!(store.get_stale(&key).unwrap().is_none(), "{key} deleted");
+    // Past the window it is gone, as a record is.
+    let key = held_key(&store, "gone", &value, ttl);
+    clock.advance(Duration::from_secs(5 + 60));
+    assert!(
+        store.get_stale(&key).unwrap().is_none(),
+        "{key}: served past the window"
+    );
+    assert!(!store.keys().contains(&key), "{key} listed past the window");
+    assert!(!store.delete(&key).unwrap(), "{key}: removed past the window");
+}

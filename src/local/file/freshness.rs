@@ -76,7 +76,7 @@ impl FileStore {
         let Some(hit) = self.inner.locate(key, false, |_| ()) else {
             // A value held in RAM (see `stash`) is trusted: the last loss of certainty forgot
             // them all.
-            return match self.inner.held(key, false) {
+            return match self.inner.held(key, false, false) {
                 Some(_) => Confirmation::Confirmed,
                 None => Confirmation::Missing,
             };

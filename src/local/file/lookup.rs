@@ -221,14 +221,23 @@ impl Inner {
     }
 
     /// The value of a fill of `key` refused lately and held in RAM (see `stash`), for a read
-    /// that missed the index; `counts` as [`locate`](Self::locate)'s.
-    pub(crate) fn held(&self, key: &str, counts: bool) -> Option<super::stash::Found> {
+    /// that missed the index; `counts` as [`locate`](Self::locate)'s, and `stale_too` as
+    /// [`locate_with`](Self::locate_with)'s `lapsed_too`.
+    pub(crate) fn held(&self, key: &str, stale_too: bool, counts: bool) -> Option<super::stash::Found> {
         // Most stores hold nothing: a miss then costs no second hash of the key.
         if self.stash.is_empty() {
             return None;
         }
         self.stash
-            .get(self.hasher.hash(key), key, self.clock.now_ms(), counts)
+            .get(self.hasher.hash(key), key, self.moment(), stale_too, counts)
+    }
+
+    /// Now, and the keep window, for what the stash holds.
+    pub(crate) fn moment(&self) -> super::stash::Moment {
+        super::stash::Moment {
+            now_ms: self.clock.now_ms(),
+            keep_ms: self.keep_expired_ms,
+        }
     }
 
     /// Values that expired before this moment are gone; later ones are live or kept for the

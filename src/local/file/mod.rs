@@ -509,7 +509,7 @@ impl FileStore {
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(match self.inner.read(key) {
             Some(hit) => Some(hit.taken),
-            None => self.inner.held(key, true).map(|held| held.value),
+            None => self.inner.held(key, false, true).map(|held| held.value),
         })
     }
 
@@ -535,7 +535,7 @@ impl FileStore {
             .map(|hit| entry(hit.taken, hit.expires_at_ms))
             .or_else(|| {
                 self.inner
-                    .held(key, false)
+                    .held(key, true, false)
                     .map(|held| entry(held.value, held.expires_at_ms))
             }))
     }
@@ -546,7 +546,7 @@ impl FileStore {
         let Some(hit) = self.inner.read(key) else {
             return self
                 .inner
-                .held(key, true)
+                .held(key, false, true)
                 .map(|held| (entry(held.value, held.expires_at_ms), None));
         };
         let found = lookup::Hit {
@@ -561,7 +561,7 @@ impl FileStore {
     /// Whether `key` has a live value, without reading it.
     #[must_use]
     pub fn contains(&self, key: &str) -> bool {
-        self.inner.locate(key, false, |_| ()).is_some() || self.inner.held(key, false).is_some()
+        self.inner.locate(key, false, |_| ()).is_some() || self.inner.held(key, false, false).is_some()
     }
 
     /// Writes a value; `ttl = None` means it never expires.
@@ -674,7 +674,7 @@ impl FileStore {
         let mut keys = self.inner.keys();
         // Held values (see `stash`) are values a read can get: prefix invalidation must reach
         // them.
-        let held = self.inner.stash.keys(self.inner.clock.now_ms());
+        let held = self.inner.stash.keys(self.inner.moment());
         if !held.is_empty() {
             keys.extend(held);
             keys.sort_unstable();

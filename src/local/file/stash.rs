@@ -39,7 +39,11 @@
 //! record would: every write and delete of the key forgets it (under the writer lock, with the
 //! index), as do [`clear`](super::FileStore::clear) and
 //! [`mark_all_suspect`](super::FileStore::mark_all_suspect) (a held value is never suspect: it
-//! goes with the certainty it was filled under); a value that expired is a miss; a fill of a key
+//! goes with the certainty it was filled under); a value that expired is a miss, but for a stale
+//! read in the keep window ([`get_stale`](super::FileStore::get_stale)), to which it is a stale
+//! copy as an expired record is (listed by `keys`, removed by a delete: it was dropped at its
+//! expiry, and with it the one copy a fail-safe read had of a key whose expired record the
+//! fill had replaced); a fill of a key
 //! the index holds a live value of is not held but written, whatever the checks said: it
 //! replaces that value, which the index would answer with first (a revalidation that found
 //! other bytes in L2 fills them, and a refusal left the replaced bytes served; see
@@ -136,6 +140,23 @@ pub(crate) struct Stash {
     len: AtomicUsize,
 }
 
+/// A moment (Unix ms) and the keep window then: a value that expired less than `keep_ms` ago
+/// is a stale copy a stale read answers (see [`FileStoreOptions::keep_expired`]).
+///
+/// [`FileStoreOptions::keep_expired`]: super::FileStoreOptions::keep_expired
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Moment {
+    pub(crate) now_ms: u64,
+    pub(crate) keep_ms: u64,
+}
+
+impl Moment {
+    /// Whether a value expiring at `expires_at_ms` (0 = never) is live or in the keep window.
+    fn kept(self, expires_at_ms: u64) -> bool {
+        expires_at_ms == 0 || self.now_ms < expires_at_ms.saturating_add(self.keep_ms)
+    }
+}
+
 /// What a read found held: the value and its expiry (Unix ms, 0 = never).
 pub(crate) struct Found {
     pub(crate) value: Vec<u8>,
@@ -195,18 +216,29 @@ impl Stash {
         self.len.load(Ordering::Relaxed) == 0
     }
 
-    /// The value held for `key` (hash `hash`), unless it expired by `now_ms` (then it is
-    /// dropped). `counts`: the read counts as one (see `refused`); a stale read for fail-safe or
-    /// a check that the key is there does not.
-    pub(crate) fn get(&self, hash: u64, key: &str, now_ms: u64, counts: bool) -> Option<Found> {
+    /// The value held for `key` (hash `hash`), unless it expired by `at.now_ms`: then only for a
+    /// stale read (`stale_too`) while it is in the keep window, as a record is, and dropped once
+    /// it has left it. `counts`: the read counts as one (see `refused`); a stale read for
+    /// fail-safe or a check that the key is there does not.
+    pub(crate) fn get(
+        &self,
+        hash: u64,
+        key: &str,
+        at: Moment,
+        stale_too: bool,
+        counts: bool,
+    ) -> Option<Found> {
         if self.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let mut fifo = self.fifo.lock();
         let held = fifo.map.get_mut(&hash).filter(|held| &*held.key == key)?;
-        if held.expires_at_ms != 0 && now_ms >= held.expires_at_ms {
+        if !at.kept(held.expires_at_ms) {
             fifo.remove(hash);
             self.len.store(fifo.map.len(), Ordering::Relaxed);
+            return None;
+        }
+        if !stale_too && held.expires_at_ms != 0 && at.now_ms >= held.expires_at_ms {
             return None;
         }
         held.read |= counts;
@@ -217,9 +249,9 @@ impl Stash {
     }
 
     /// Forgets what is held for `hash`: its key was written or deleted. Under the writer lock.
-    /// Returns whether a value live at `now_ms` was held (a delete reports what it removed, and
-    /// an expired value is not one, as for a record in the log).
-    pub(crate) fn forget(&self, hash: u64, now_ms: u64) -> bool {
+    /// Returns whether a value live or in the keep window at `at` was held (a delete reports
+    /// what it removed, and a value expired longer ago is not one, as for a record in the log).
+    pub(crate) fn forget(&self, hash: u64, at: Moment) -> bool {
         if self.len.load(Ordering::Relaxed) == 0 {
             return false;
         }
@@ -227,7 +259,7 @@ impl Stash {
         let held = fifo
             .map
             .get(&hash)
-            .is_some_and(|held| held.expires_at_ms == 0 || now_ms < held.expires_at_ms);
+            .is_some_and(|held| at.kept(held.expires_at_ms));
         fifo.remove(hash);
         self.len.store(fifo.map.len(), Ordering::Relaxed);
         held
@@ -240,15 +272,15 @@ impl Stash {
         self.len.store(0, Ordering::Relaxed);
     }
 
-    /// The keys held and not expired at `now_ms`.
-    pub(crate) fn keys(&self, now_ms: u64) -> Vec<String> {
+    /// The keys held that are live or in the keep window at `at`: a stale read answers those.
+    pub(crate) fn keys(&self, at: Moment) -> Vec<String> {
         if self.len.load(Ordering::Relaxed) == 0 {
             return Vec::new();
         }
         let fifo = self.fifo.lock();
         fifo.map
             .values()
-            .filter(|held| held.expires_at_ms == 0 || now_ms < held.expires_at_ms)
+            .filter(|held| at.kept(held.expires_at_ms))
             .map(|held| held.key.to_string())
             .collect()
     }
@@ -269,6 +301,11 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// `now_ms`, with no keep window.
+    fn at(now_ms: u64) -> Moment {
+        Moment { now_ms, keep_ms: 0 }
+    }
 
     /// A full store of 1 MiB (about 250 entries of 4,000 bytes, so 3 held at most) whose every
     /// entry was read three times, on `clock`: fills of new keys are refused against them.
@@ -398,8 +435,14 @@ mod tests {
             stash.hold(i, &format!("k{i}"), b"v", 0, 192, 1 << 20, |_| {});
         }
         assert_eq!(stash.size().0, 3);
-        assert!(stash.get(0, "k0", 0, true).is_none() && stash.get(1, "k1", 0, true).is_none());
-        assert_eq!(stash.get(4, "k4", 0, true).map(|f| f.value), Some(b"v".to_vec()));
+        assert!(
+            stash.get(0, "k0", at(0), false, true).is_none()
+                && stash.get(1, "k1", at(0), false, true).is_none()
+        );
+        assert_eq!(
+            stash.get(4, "k4", at(0), false, true).map(|f| f.value),
+            Some(b"v".to_vec())
+        );
         // A store of fewer than 64 entries holds nothing.
         let small = Stash::default();
         small.hold(1, "k1", b"v", 0, 63, 1 << 20, |_| {});
@@ -412,18 +455,21 @@ mod tests {
         // 64 KiB of store: 1 KiB held at most.
         stash.hold(1, "a", &[0; 900], 0, 1 << 20, 64 << 10, |_| {});
         stash.hold(2, "b", &[0; 900], 0, 1 << 20, 64 << 10, |_| {});
-        assert!(stash.get(1, "a", 0, true).is_none(), "the older value made room");
-        assert!(stash.get(2, "b", 0, true).is_some());
-        stash.hold(3, "c", &[0; 2_000], 0, 1 << 20, 64 << 10, |_| {});
-        assert!(stash.get(3, "c", 0, true).is_none());
         assert!(
-            stash.get(2, "b", 0, true).is_some(),
+            stash.get(1, "a", at(0), false, true).is_none(),
+            "the older value made room"
+        );
+        assert!(stash.get(2, "b", at(0), false, true).is_some());
+        stash.hold(3, "c", &[0; 2_000], 0, 1 << 20, 64 << 10, |_| {});
+        assert!(stash.get(3, "c", at(0), false, true).is_none());
+        assert!(
+            stash.get(2, "b", at(0), false, true).is_some(),
             "a value too large takes nothing's room"
         );
         // A newer fill of a held key, too large to hold: the older value goes all the same.
         stash.hold(2, "b", &[1; 2_000], 0, 1 << 20, 64 << 10, |_| {});
         assert!(
-            stash.get(2, "b", 0, true).is_none(),
+            stash.get(2, "b", at(0), false, true).is_none(),
             "the older value outlived a newer fill"
         );
         assert_eq!(stash.size(), (0, 0));
@@ -433,9 +479,12 @@ mod tests {
     fn forgetting_an_expired_held_value_reports_nothing_removed() {
         let stash = Stash::default();
         stash.hold(7, "k", b"v", 1_000, 1 << 10, 1 << 20, |_| {});
-        assert!(!stash.forget(7, 1_000), "expired at 1,000: nothing live was held");
+        assert!(
+            !stash.forget(7, at(1_000)),
+            "expired at 1,000: nothing live was held"
+        );
         stash.hold(7, "k", b"v", 1_000, 1 << 10, 1 << 20, |_| {});
-        assert!(stash.forget(7, 999));
+        assert!(stash.forget(7, at(999)));
         assert_eq!(stash.size().0, 0);
     }
 
@@ -444,19 +493,21 @@ mod tests {
         let stash = Stash::default();
         stash.hold(7, "k", b"v", 1_000, 1 << 10, 1 << 20, |_| {});
         // Same hash, another key: a miss.
-        assert!(stash.get(7, "other", 0, true).is_none());
-        let found = stash.get(7, "k", 999, true).map(|f| (f.value, f.expires_at_ms));
+        assert!(stash.get(7, "other", at(0), false, true).is_none());
+        let found = stash
+            .get(7, "k", at(999), false, true)
+            .map(|f| (f.value, f.expires_at_ms));
         assert_eq!(found, Some((b"v".to_vec(), 1_000)));
-        assert_eq!(stash.keys(999), ["k"]);
-        assert!(stash.keys(1_000).is_empty());
-        assert!(stash.get(7, "k", 1_000, true).is_none());
+        assert_eq!(stash.keys(at(999)), ["k"]);
+        assert!(stash.keys(at(1_000)).is_empty());
+        assert!(stash.get(7, "k", at(1_000), false, true).is_none());
         assert_eq!(stash.size().0, 0, "an expired value found is dropped");
         stash.hold(8, "k8", b"v", 0, 1 << 10, 1 << 20, |_| {});
-        assert!(stash.forget(8, 0));
-        assert!(stash.get(8, "k8", 0, true).is_none());
+        assert!(stash.forget(8, at(0)));
+        assert!(stash.get(8, "k8", at(0), false, true).is_none());
         stash.hold(9, "k9", b"v", 0, 1 << 10, 1 << 20, |_| {});
         stash.clear();
-        assert!(stash.get(9, "k9", 0, true).is_none() && stash.keys(0).is_empty());
+        assert!(stash.get(9, "k9", at(0), false, true).is_none() && stash.keys(at(0)).is_empty());
     }
 
     #[test]
@@ -465,11 +516,11 @@ mod tests {
         for round in 0..1_000u64 {
             stash.hold(1, "k", &round.to_le_bytes(), 0, 1 << 10, 1 << 20, |_| {});
             stash.hold(2 + round, "x", b"v", 0, 1 << 10, 1 << 20, |_| {});
-            stash.forget(2 + round, 0);
+            stash.forget(2 + round, at(0));
         }
         assert_eq!(stash.size().0, 1);
         assert_eq!(
-            stash.get(1, "k", 0, true).map(|f| f.value),
+            stash.get(1, "k", at(0), false, true).map(|f| f.value),
             Some(999u64.to_le_bytes().to_vec())
         );
         assert!(stash.fifo.lock().order.len() <= 2 + 64);
@@ -506,5 +557,24 @@ mod tests {
                 "{key}: older value after a reopen"
             );
         }
+    }
+
+    #[test]
+    fn an_expired_value_is_kept_for_stale_reads_in_the_keep_window_only() {
+        let stash = Stash::default();
+        stash.hold(7, "k", b"v", 1_000, 1 << 10, 1 << 20, |_| {});
+        let at = |now_ms| Moment { now_ms, keep_ms: 500 };
+        assert!(
+            stash.get(7, "k", at(1_000), false, true).is_none(),
+            "expired: a miss"
+        );
+        let stale = stash.get(7, "k", at(1_499), true, false).map(|f| f.expires_at_ms);
+        assert_eq!(stale, Some(1_000), "a stale copy in the window");
+        assert_eq!(stash.keys(at(1_499)), ["k"]);
+        assert!(stash.keys(at(1_500)).is_empty());
+        assert!(stash.get(7, "k", at(1_500), true, false).is_none());
+        assert_eq!(stash.size().0, 0, "dropped once out of the window");
+        stash.hold(7, "k", b"v", 1_000, 1 << 10, 1 << 20, |_| {});
+        assert!(stash.forget(7, at(1_499)), "a stale copy is removed");
     }
 }

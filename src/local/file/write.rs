@@ -279,7 +279,7 @@ impl Inner {
             self.account(&active, u32::try_from(len).unwrap_or(u32::MAX));
             let hash = self.hasher.hash(key);
             // A value held for the key is older than this one (see `stash`).
-            self.stash.forget(hash, 0);
+            self.stash.forget(hash, super::stash::Moment::default());
             let entry =
                 IndexEntry::with_protection(base.at(offset), expires_at_ms, self.admit_protected(w, hash));
             if let Some(old) = self.index.insert(hash, entry) {
@@ -302,7 +302,7 @@ impl Inner {
         let hash = self.hasher.hash(key);
         let mut w = self.writer.lock();
         // A value held in RAM goes with the key (see `stash`); it has no record to tombstone.
-        let held = self.stash.forget(hash, self.clock.now_ms());
+        let held = self.stash.forget(hash, self.moment());
         // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`;
         // with no entry, whether the key's value left the index expired lately (see `lapsed`).
         let Some(removes) = self
