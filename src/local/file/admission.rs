@@ -91,7 +91,8 @@ use parking_lot::RwLock;
 use super::ghost::BloomRing;
 
 /// Words of the sketch per entry it is sized for, in halves: one word (sixteen 4-bit counters,
-/// 8 bytes) per entry. Half of it lost the loops' gain (33 instead of 36-41 on a loop over twice
+/// 8 bytes) per entry. It is sized for the entries rounded up to a power of two (a word is
+/// picked by a mask), so per entry held it takes 8 to 16 bytes. Half of it lost the loops' gain (33 instead of 36-41 on a loop over twice
 /// the capacity).
 const HALF_WORDS_PER_ENTRY: usize = 2;
 /// Reads between two halvings of the counts, per entry the sketch is sized for. Longer periods
@@ -459,6 +460,19 @@ pub(super) mod tests {
             sketch.increment(hash(2_000_000 + i));
         }
         assert!(sketch.frequency(hash(7)) <= 3, "{}", sketch.frequency(hash(7)));
+    }
+
+    #[test]
+    fn the_sketch_takes_eight_to_sixteen_bytes_per_entry_it_is_started_for() {
+        for entries in [64, 1_000, 1_024, 1_025, 100_000] {
+            let sketch = Sketch::default();
+            sketch.start(entries);
+            let bytes: usize = sketch.shards.iter().map(|s| s.read().table.len() * 8).sum();
+            assert!(
+                bytes >= 8 * entries && bytes <= 16 * entries,
+                "{entries} entries: {bytes} bytes"
+            );
+        }
     }
 
     #[test]
