@@ -7,7 +7,8 @@
 //! not written), also where L1 had stored part of a batch before failing. A failed delete is
 //! reported too, but its L2 part is queued all the same (docs/design.md: L2 is tried also when
 //! L1 failed): it reads as a miss during the outage (and fail-safe serves no stale copy of it),
-//! and once replayed no instance serves the value this L1 still holds.
+//! and once replayed no instance serves the value this L1 still holds. A suspect entry L1 could
+//! neither replace with L2's other bytes nor drop is not served unverified once Redis is dead.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -79,18 +80,41 @@ impl Instance {
         let disk = Mount::ext4(16);
         let dir = disk.path().join("store");
         let queue_dir = tempfile::tempdir().unwrap();
-        let options = uno_cache::FileStoreOptions::default().max_size_mb(8);
-        let store = Arc::new(uno_cache::FileStore::open(&dir, options).unwrap());
-        let cache = CacheManager::builder()
-            .config(config(redis, queue.then_some(queue_dir.path()), write_mode))
-            .local(store)
-            .build()
-            .unwrap();
+        let cache = Instance::manager(redis, &dir, queue.then_some(queue_dir.path()), write_mode);
         Instance {
             cache,
             disk,
             dir,
             _queue: queue_dir,
+        }
+    }
+
+    fn manager(redis: &RedisServer, dir: &Path, queue_dir: Option<&Path>, write_mode: &str) -> CacheManager {
+        let options = uno_cache::FileStoreOptions::default().max_size_mb(8);
+        let store = Arc::new(uno_cache::FileStore::open(dir, options).unwrap());
+        CacheManager::builder()
+            .config(config(redis, queue_dir, write_mode))
+            .local(store)
+            .build()
+            .unwrap()
+    }
+
+    /// The same L1 in a new run of a write-through instance without a replay queue: its
+    /// entries are suspect until L2 confirms them (`restart_policy = "revalidate"`).
+    fn restarted(self, redis: &RedisServer) -> Instance {
+        let Instance {
+            cache,
+            disk,
+            dir,
+            _queue,
+        } = self;
+        drop(cache);
+        let cache = Instance::manager(redis, &dir, None, "through");
+        Instance {
+            cache,
+            disk,
+            dir,
+            _queue,
         }
     }
 
@@ -419,4 +443,38 @@ fn a_multi_set_l1_stored_part_of_while_redis_was_dead_is_not_served_until_redis_
 #[test]
 fn a_multi_set_l1_stored_part_of_without_a_replay_queue_is_not_served_until_redis_returns() {
     a_partly_stored_batch_in_an_outage(false);
+}
+
+/// A suspect entry (restored by a restart) whose revalidation finds other bytes in L2, where L1
+/// refuses both the copy of them and the removal of the entry, is not served unverified once
+/// Redis is dead: it holds a value L2 replaced. (It was: the failed copy was only counted.)
+#[test]
+fn a_suspect_entry_l1_could_not_replace_with_l2s_bytes_is_not_served_once_redis_is_dead() {
+    let mut redis = RedisServer::start();
+    let a = Instance::start_with(&redis, "through", false);
+    a.cache.set_raw("k", b"old", None).unwrap();
+    a.cache.flush().unwrap();
+    let a = a.restarted(&redis);
+    let l2 = RedisStore::connect(RedisOptions::new(redis.addr()).prefix(PREFIX)).unwrap();
+    l2.set("k", b"new", None).unwrap();
+    // So that the run has a segment of its own, which is made immutable too.
+    a.cache.set_raw("other", b"x", None).unwrap();
+
+    a.refuse_writes(true);
+    assert_eq!(a.get("k"), b("new"), "the revalidation did not answer L2's bytes");
+    let stats = a.cache.stats();
+    assert_eq!(stats.consistency.revalidated_replaced, 1, "{stats:?}");
+    assert!(
+        stats.local.errors >= 1,
+        "L1's copy did not fail: no fault; {stats:?}"
+    );
+
+    redis.kill();
+    assert_eq!(
+        a.get("k"),
+        None,
+        "the suspect entry L2 had replaced is served unverified in the outage"
+    );
+    assert_eq!(a.cache.stats().consistency.withheld_unverified, 1);
+    a.refuse_writes(false);
 }

@@ -611,10 +611,11 @@ impl Shared {
     }
 
     /// Copies an L2 hit into L1, unless a write raced it or L1's admission policy refuses it
-    /// (a fill, see [`LocalStorage::fill_each`]). Never fails the read.
-    pub(super) fn backfill(&self, key: &str, ticket: Ticket, entry: &Entry) {
+    /// (a fill, see [`LocalStorage::fill_each`]). Never fails the read; returns whether L1
+    /// failed the copy (an error, not a refusal), which leaves whatever entry it held.
+    pub(super) fn backfill(&self, key: &str, ticket: Ticket, entry: &Entry) -> bool {
         let Some(ttl) = self.backfill_ttl(entry) else {
-            return;
+            return false;
         };
         let mut result = Ok(0);
         let ran = self.guard.backfill_if_current(ticket, || {
@@ -625,7 +626,7 @@ impl Shared {
         });
         if !ran {
             self.metrics.backfills_skipped.incr();
-            return;
+            return false;
         }
         match result {
             Ok(0) => self.metrics.backfills_skipped.incr(),
@@ -640,8 +641,10 @@ impl Shared {
                 if let Some(unlogged) = self.metrics.local.backfill_lines.pass() {
                     tracing::warn!(key = %key_for_error(key), error = %e, unlogged, "backfilling L1 failed; the read goes on (unlogged: fills since the last line)");
                 }
+                return true;
             }
         }
+        false
     }
 
     /// Writes `items`, backfills each read from L2 under a ticket taken in L1's suspect epoch
@@ -808,12 +811,20 @@ impl Shared {
                 tracing::warn!(key = %key_for_error(key), error = %e, "confirming an L1 entry failed");
             }
         } else {
-            if entry.value == l1_entry.value {
-                c.confirmed.incr();
-            } else {
+            let replaces = entry.value != l1_entry.value;
+            if replaces {
                 c.replaced.incr();
+            } else {
+                c.confirmed.incr();
             }
-            self.backfill(key, ticket, &entry);
+            if self.backfill(key, ticket, &entry) && replaces {
+                // The suspect entry stayed, with bytes L2 no longer holds: taken out as one L2
+                // dropped is, or recorded as left behind if L1 refuses that too, so that no
+                // outage serves it unverified.
+                if self.drop_suspect(key).is_err() {
+                    self.metrics.local.errors.incr();
+                }
+            }
         }
         Some(entry.value)
     }
