@@ -96,6 +96,7 @@ mod frame;
 pub mod invalidation;
 mod keys;
 mod le;
+mod level_panics;
 pub mod local;
 mod log_limit;
 mod manager;

@@ -3,7 +3,8 @@
 //!
 //! The levels in this module already keep their own deadline on every call; `Guarded` adds the
 //! breaker: while it is open, calls fail at once with [`Error::CircuitOpen`] without touching
-//! the network. Timeouts, backend failures and misconfigurations the server reports
+//! the network. Timeouts, backend failures (a panic of the level's is one: [`Error::Backend`]
+//! naming the call and key) and misconfigurations the server reports
 //! ([`Error::Misconfigured`]) count as failures; caller errors (bad key, zero
 //! TTL, value too large, configuration refusals) and a server's refusal of one command or key
 //! (`call_only`: a command renamed away, an ACL user refused it) count as neither (a half-open
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use crate::distributed::breaker::{BreakerState, BreakerStats, CircuitBreaker};
 use crate::error::{Error, Result};
+use crate::level_panics::{caught, caught_future, About};
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 /// A level behind a circuit breaker. Share the breaker (`Arc`) to read its state for stats.
@@ -70,6 +72,23 @@ impl<L: Storage> Guarded<L> {
         self.breaker
             .admit()
             .ok_or(Error::CircuitOpen { level: self.level })
+    }
+
+    /// A call of the inner level whose panic is its failure (see `level_panics`), which the
+    /// breaker counts as any: unwound past `record`, it was counted nowhere, and a panicking
+    /// level never opened the breaker.
+    fn caught<T>(&self, op: &'static str, about: About<'_>, call: impl FnOnce() -> Result<T>) -> Result<T> {
+        caught(self.level, self.inner.name(), op, about, call)
+    }
+
+    /// [`caught`](Self::caught) for an async call.
+    fn caught_future<'a, T: Send + 'a>(
+        &'a self,
+        op: &'static str,
+        about: About<'a>,
+        make: impl FnOnce() -> BoxFuture<'a, Result<T>>,
+    ) -> BoxFuture<'a, Result<T>> {
+        caught_future(self.level, self.inner.name(), op, about, make)
     }
 
     fn record<T>(&self, probe: bool, result: Result<T>) -> Result<T> {
@@ -134,17 +153,23 @@ impl<L: Storage> Storage for Guarded<L> {
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {
         let probe = self.admit()?;
-        self.record(probe, self.inner.get(key))
+        self.record(probe, self.caught("get", About::Key(key), || self.inner.get(key)))
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let probe = self.admit()?;
-        self.record(probe, self.inner.set(key, value, ttl))
+        self.record(
+            probe,
+            self.caught("set", About::Key(key), || self.inner.set(key, value, ttl)),
+        )
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
         let probe = self.admit()?;
-        self.record(probe, self.inner.delete(key))
+        self.record(
+            probe,
+            self.caught("delete", About::Key(key), || self.inner.delete(key)),
+        )
     }
 
     /// An empty batch (here and in the other batch calls) asks no server, so the breaker
@@ -155,7 +180,10 @@ impl<L: Storage> Storage for Guarded<L> {
             return Ok(Vec::new());
         }
         let probe = self.admit()?;
-        self.record(probe, self.inner.get_many(keys))
+        self.record(
+            probe,
+            self.caught("get_many", About::keys(keys), || self.inner.get_many(keys)),
+        )
     }
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
@@ -163,7 +191,12 @@ impl<L: Storage> Storage for Guarded<L> {
             return Ok(());
         }
         let probe = self.admit()?;
-        self.record(probe, self.inner.set_many(items, ttl))
+        self.record(
+            probe,
+            self.caught("set_many", About::items(items), || {
+                self.inner.set_many(items, ttl)
+            }),
+        )
     }
 
     fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
@@ -176,7 +209,10 @@ impl<L: Storage> Storage for Guarded<L> {
             return Ok(());
         }
         let probe = self.admit()?;
-        self.record(probe, self.inner.set_each(items))
+        self.record(
+            probe,
+            self.caught("set_each", About::each(items), || self.inner.set_each(items)),
+        )
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
@@ -184,7 +220,10 @@ impl<L: Storage> Storage for Guarded<L> {
             return Ok(0);
         }
         let probe = self.admit()?;
-        self.record(probe, self.inner.delete_many(keys))
+        self.record(
+            probe,
+            self.caught("delete_many", About::keys(keys), || self.inner.delete_many(keys)),
+        )
     }
 
     /// Stats read it: skipped unless the breaker is closed (a walk of every key of a level
@@ -193,12 +232,12 @@ impl<L: Storage> Storage for Guarded<L> {
     /// other nodes answer the traffic. The traffic alone decides.
     fn size(&self) -> Result<StorageSize> {
         self.admit_diagnostic()?;
-        self.inner.size()
+        self.caught("size", About::Level, || self.inner.size())
     }
 
     fn clear(&self) -> Result<()> {
         let probe = self.admit()?;
-        self.record(probe, self.inner.clear())
+        self.record(probe, self.caught("clear", About::Level, || self.inner.clear()))
     }
 
     /// Neither gated nor counted by the breaker, as `check_value`: the distributed levels have
@@ -224,14 +263,19 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move {
             self.admit_diagnostic()?;
-            self.inner.size_async().await
+            self.caught_future("size", About::Level, || self.inner.size_async())
+                .await
         })
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         Box::pin(async move {
             let probe = self.admit()?;
-            self.record(probe, self.inner.get_async(key).await)
+            self.record(
+                probe,
+                self.caught_future("get", About::Key(key), || self.inner.get_async(key))
+                    .await,
+            )
         })
     }
 
@@ -243,14 +287,22 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let probe = self.admit()?;
-            self.record(probe, self.inner.set_async(key, value, ttl).await)
+            self.record(
+                probe,
+                self.caught_future("set", About::Key(key), || self.inner.set_async(key, value, ttl))
+                    .await,
+            )
         })
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let probe = self.admit()?;
-            self.record(probe, self.inner.delete_async(key).await)
+            self.record(
+                probe,
+                self.caught_future("delete", About::Key(key), || self.inner.delete_async(key))
+                    .await,
+            )
         })
     }
 
@@ -260,7 +312,11 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         }
         Box::pin(async move {
             let probe = self.admit()?;
-            self.record(probe, self.inner.get_many_async(keys).await)
+            self.record(
+                probe,
+                self.caught_future("get_many", About::keys(keys), || self.inner.get_many_async(keys))
+                    .await,
+            )
         })
     }
 
@@ -274,7 +330,13 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         }
         Box::pin(async move {
             let probe = self.admit()?;
-            self.record(probe, self.inner.set_many_async(items, ttl).await)
+            self.record(
+                probe,
+                self.caught_future("set_many", About::items(items), || {
+                    self.inner.set_many_async(items, ttl)
+                })
+                .await,
+            )
         })
     }
 
@@ -287,7 +349,13 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         }
         Box::pin(async move {
             let probe = self.admit()?;
-            self.record(probe, self.inner.set_each_async(items).await)
+            self.record(
+                probe,
+                self.caught_future("set_each", About::each(items), || {
+                    self.inner.set_each_async(items)
+                })
+                .await,
+            )
         })
     }
 
@@ -297,7 +365,13 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         }
         Box::pin(async move {
             let probe = self.admit()?;
-            self.record(probe, self.inner.delete_many_async(keys).await)
+            self.record(
+                probe,
+                self.caught_future("delete_many", About::keys(keys), || {
+                    self.inner.delete_many_async(keys)
+                })
+                .await,
+            )
         })
     }
 }

@@ -24,6 +24,7 @@ use crate::codec::Codec;
 use crate::config::{CacheConfig, RestartPolicy, WriteMode};
 use crate::distributed::CircuitBreaker;
 use crate::error::Result;
+use crate::level_panics::Caught;
 use crate::local::hot::HotTier;
 use crate::local::tiered::Tiered;
 use crate::replay::{ReplayOptions, ReplayQueue};
@@ -64,14 +65,18 @@ impl CacheManagerBuilder {
         self
     }
 
-    /// Uses this level as L1 instead of building the one `config.local` describes.
+    /// Uses this level as L1 instead of building the one `config.local` describes. A panic in
+    /// one of its calls is that call's failure (an [`Error::Backend`](crate::Error::Backend) of
+    /// "L1"), handled as any L1 failure.
     pub fn local(mut self, level: Arc<dyn LocalStorage>) -> Self {
         self.local = Some(level);
         self
     }
 
     /// Uses this level as L2 instead of building the one `config.distributed` describes (it is
-    /// used even if `distributed.enabled` is false, but not if `use_multi_level` is false).
+    /// used even if `distributed.enabled` is false, but not if `use_multi_level` is false). A
+    /// panic in one of its calls is that call's failure (an
+    /// [`Error::Backend`](crate::Error::Backend) of "L2"), handled as any L2 failure.
     pub fn distributed(mut self, level: Arc<dyn DistributedStorage>) -> Self {
         self.distributed = Some(level);
         self
@@ -114,7 +119,12 @@ impl CacheManagerBuilder {
         // One I/O thread for the Redis L2, the backplane and tags (if any of them is configured).
         let io = shared_io(&config)?;
         let (l1, file_l1, l1_dir) = match self.local {
-            Some(level) => (level, None, None),
+            // A user's level may panic: its panics are its calls' errors (see `level_panics`).
+            Some(level) => (
+                Arc::new(Caught::new("L1", level)) as Arc<dyn LocalStorage>,
+                None,
+                None,
+            ),
             None => build_local(&config.local, config.loader.fail_safe_max_duration, &clock)?,
         };
         // The memory tier goes in front of a persistent L1 the manager built.
@@ -133,6 +143,7 @@ impl CacheManagerBuilder {
         let (l2, breaker, nodes, connector) = if !config.use_multi_level {
             (None, None, None, None)
         } else if let Some(level) = self.distributed {
+            let level: Arc<dyn DistributedStorage> = Arc::new(Caught::new("L2", level));
             (Some(level), self.breaker, None, None)
         } else {
             match build_distributed(&config.distributed, config.fallback_on_error, &clock, io.as_ref())? {
