@@ -763,6 +763,7 @@ impl RedisCluster {
     }
 
     /// A `RedisStore` on the cluster, its keys under `prefix`, with a 500 ms deadline.
+    #[cfg(feature = "redis")]
     pub fn store(&self, prefix: &str) -> uno_cache::RedisStore {
         uno_cache::RedisStore::connect(
             uno_cache::RedisOptions::with_hosts(self.addrs())
