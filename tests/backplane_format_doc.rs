@@ -142,3 +142,19 @@ fn every_check_in_the_reading_order_is_refused_with_the_error_it_names() {
     extra.extend_from_slice(b"zz");
     assert_eq!(reason(&reseal(extra)), MessageError::TrailingBytes { count: 2 });
 }
+
+/// "Reading" gives the order of the checks: the kind before the reserved field, so a message
+/// failing both is refused as `UnknownKind`, as an independent reader written from the
+/// document refuses it (a newer kind says more about the message than its reserved bytes).
+#[test]
+fn an_unknown_kind_is_named_before_a_reserved_field_that_is_not_zero() {
+    assert_eq!(
+        reason(&by_hand(1, 9, 1, ORIGIN, 1, &[])),
+        MessageError::UnknownKind(9)
+    );
+    // Then reserved before the count: a Prefix with no string and a reserved field set.
+    assert_eq!(
+        reason(&by_hand(1, 3, 2, ORIGIN, 1, &[])),
+        MessageError::ReservedNotZero(2)
+    );
+}

@@ -284,6 +284,9 @@ pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<InvalidationMessage, M
         return Err(MessageError::BadChecksum { stored, computed });
     }
     let kind = body.get(KIND_AT).copied().ok_or(too_short.clone())?;
+    if !matches!(kind, KIND_KEYS | KIND_TAGS | KIND_PREFIX | KIND_ALL) {
+        return Err(MessageError::UnknownKind(kind));
+    }
     let reserved = body
         .get(RESERVED_AT..ORIGIN_AT)
         .and_then(|b| b.try_into().ok())
@@ -304,10 +307,9 @@ pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<InvalidationMessage, M
         .ok_or(too_short.clone())?;
     let count = le_u32(body, COUNT_AT).ok_or(too_short)?;
     let count_ok = match kind {
-        KIND_KEYS | KIND_TAGS => true,
         KIND_PREFIX => count == 1,
         KIND_ALL => count == 0,
-        other => return Err(MessageError::UnknownKind(other)),
+        _ => true,
     };
     if !count_ok {
         return Err(MessageError::BadCount { kind, count });
