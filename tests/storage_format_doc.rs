@@ -45,13 +45,18 @@ fn meta_with_bound(segment_size: u64, min_seq: u64, max_size: u64) -> Vec<u8> {
 const SALT: u32 = 0xdead_beef;
 
 fn segment_header(version: u16, id: u64) -> Vec<u8> {
+    segment_header_with(version, 0, id, 0)
+}
+
+/// A segment header with its flags (offset 10) and reserved field (offset 24) as given.
+fn segment_header_with(version: u16, flags: u16, id: u64, reserved: u32) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(b"UNOCSEG\0");
     b.extend_from_slice(&version.to_le_bytes());
-    b.extend_from_slice(&[0; 2]);
+    b.extend_from_slice(&flags.to_le_bytes());
     b.extend_from_slice(&SALT.to_le_bytes());
     b.extend_from_slice(&id.to_le_bytes());
-    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&reserved.to_le_bytes());
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     assert_eq!(b.len(), 32);
@@ -661,4 +666,201 @@ fn a_sequence_number_past_any_a_store_reaches_opens_the_store_for_reads_only() {
         assert!(message.contains("sequence number"), "{message}");
     }
     assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"read"[..]));
+}
+
+/// A hint file of `records` (encoded by [`record`], in file order from offset 32), every
+/// entry's fields taken from the document's table; `reserved` fills the header's reserved bytes
+/// (10..16) and each entry's reserved byte.
+fn hint_of(segment_id: u64, records: &[(u8, &str, u64, u64, &Vec<u8>)], reserved: u8) -> Vec<u8> {
+    let mut entries = Vec::new();
+    let mut offset = 32u32;
+    for (kind, key, seq, expires_at, rec) in records {
+        entries.push(*kind);
+        entries.push(reserved);
+        entries.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        entries.extend_from_slice(&offset.to_le_bytes());
+        entries.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+        entries.extend_from_slice(&seq.to_le_bytes());
+        entries.extend_from_slice(&expires_at.to_le_bytes());
+        entries.extend_from_slice(key.as_bytes());
+        offset += rec.len() as u32;
+    }
+    let mut out = b"UNOCHINT".to_vec();
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&[reserved; 6]);
+    out.extend_from_slice(&segment_id.to_le_bytes());
+    out.extend_from_slice(&u64::from(offset).to_le_bytes()); // data end
+    out.extend_from_slice(&entries);
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The records of segment 1 and its hint, for the two tests below: a value, a value that
+/// expires far in the future, and the tombstone of the first.
+fn hinted_segment(dir: &Path, header: Vec<u8>, reserved: u8) -> Vec<u8> {
+    let far = 4_000_000_000_000u64;
+    let (a, b, gone) = (
+        record(1, 1, 0, "a", b"first"),
+        record(1, 2, far, "b", b"expires late"),
+        record(2, 3, 0, "a", b""),
+    );
+    let mut seg = header;
+    for r in [&a, &b, &gone] {
+        seg.extend_from_slice(r);
+    }
+    // Sealed: the file ends at its data end.
+    std::fs::write(dir.join(format!("{:020}.seg", 1)), &seg).unwrap();
+    let hint = hint_of(
+        1,
+        &[(1, "a", 1, 0, &a), (1, "b", 2, far, &b), (2, "a", 3, 0, &gone)],
+        reserved,
+    );
+    std::fs::write(dir.join(format!("{:020}.hint", 1)), &hint).unwrap();
+    write_segment(dir, 2, &[record(1, 4, 0, "c", b"scanned")]);
+    hint
+}
+
+#[test]
+fn a_hint_file_written_by_hand_from_the_document_indexes_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("uno-cache.meta"), meta(1, SEGMENT_SIZE, 0)).unwrap();
+    let hint = hinted_segment(dir.path(), segment_header(1, 1), 0);
+    let open = || FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    let store = open();
+    let report = store.recovery_report().clone();
+    assert_eq!(
+        (report.segments, report.from_hints, report.scanned),
+        (2, 1, 1),
+        "segment 1 from its hint, segment 2 (no hint) scanned: {report:?}"
+    );
+    assert_eq!((report.damaged_ranges, report.records), (0, 4), "{report:?}");
+    assert_eq!(store.get("a").unwrap(), None, "the tombstone entry wins");
+    let b = store.get_entry("b").unwrap().unwrap();
+    assert_eq!(b.value, b"expires late");
+    assert_eq!(
+        b.expires_at,
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(4_000_000_000_000))
+    );
+    assert_eq!(store.get("c").unwrap().as_deref(), Some(&b"scanned"[..]));
+    store.close().unwrap();
+    // A hint that checks out is used as it is, not rewritten; the next open reads hints only.
+    assert_eq!(
+        std::fs::read(dir.path().join(format!("{:020}.hint", 1))).unwrap(),
+        hint
+    );
+    let store = open();
+    assert_eq!(
+        store.recovery_report().scanned,
+        0,
+        "{:?}",
+        store.recovery_report()
+    );
+    assert_eq!(store.get("c").unwrap().as_deref(), Some(&b"scanned"[..]));
+}
+
+#[test]
+fn reserved_bytes_and_header_flags_are_ignored_by_version_1_readers_as_documented() {
+    // "Versions": a version-1 reader ignores the flags and reserved bytes of the file headers
+    // and of hint entries (each covered by its CRC, so they were written so); a record with
+    // non-zero flags it refuses (see the next test).
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = meta(1, SEGMENT_SIZE, 0);
+    base[10..16].copy_from_slice(&[0xA5; 6]);
+    let crc = crc32fast::hash(&base[..32]);
+    base[32..36].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.path().join("uno-cache.meta"), &base).unwrap();
+    hinted_segment(dir.path(), segment_header_with(1, 0xFFFF, 1, 0xFFFF_FFFF), 0xA5);
+
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    let report = store.recovery_report().clone();
+    assert_eq!(
+        (report.segments, report.from_hints, report.damaged_segments),
+        (2, 1, 0),
+        "{report:?}"
+    );
+    assert_eq!(store.get("a").unwrap(), None);
+    assert_eq!(store.get("b").unwrap().as_deref(), Some(&b"expires late"[..]));
+    store.close().unwrap();
+}
+
+/// A record whose CRC checks out but that breaks the record table (non-zero flags, an unknown
+/// kind, a tombstone with a value, a key of 0 or over 4096 bytes) is invalid: its bytes are
+/// damage, and the records on either side of it are read.
+#[test]
+fn a_record_that_breaks_the_record_table_is_damage_with_a_valid_crc() {
+    let reseal = |mut rec: Vec<u8>| {
+        let salted: Vec<u8> = SALT
+            .to_le_bytes()
+            .into_iter()
+            .chain(rec[4..].iter().copied())
+            .collect();
+        let crc = crc32fast::hash(&salted);
+        rec[0..4].copy_from_slice(&crc.to_le_bytes());
+        rec
+    };
+    let mut flagged = record(1, 2, 0, "flagged", b"not a version-1 record");
+    flagged[5] = 0x01;
+    let long_key = "k".repeat(4097);
+    let cases = [
+        ("non-zero flags", reseal(flagged)),
+        ("kind 3", record(3, 2, 0, "x", b"v")),
+        ("a tombstone with a value", record(2, 2, 0, "before", b"v")),
+        ("an empty key", record(1, 2, 0, "", b"v")),
+        ("a key over 4096 bytes", record(1, 2, 0, &long_key, b"v")),
+    ];
+    for (name, bad) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("uno-cache.meta"), meta(1, SEGMENT_SIZE, 0)).unwrap();
+        let records = [
+            record(1, 1, 0, "before", b"kept"),
+            bad.clone(),
+            record(1, 3, 0, "after", b"read"),
+        ];
+        write_segment(dir.path(), 1, &records);
+        write_segment(dir.path(), 2, &[]);
+        let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+        assert_eq!(
+            store.get("before").unwrap().as_deref(),
+            Some(&b"kept"[..]),
+            "{name}"
+        );
+        assert_eq!(
+            store.get("after").unwrap().as_deref(),
+            Some(&b"read"[..]),
+            "{name}"
+        );
+        let report = store.recovery_report();
+        assert_eq!(
+            (report.records, report.damaged_ranges, report.damaged_bytes),
+            (2, 1, bad.len() as u64),
+            "{name}: {report:?}"
+        );
+    }
+}
+
+#[test]
+fn bytes_after_the_metadata_extension_are_ignored_and_a_rewrite_drops_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut later = meta_with_bound(SEGMENT_SIZE, 0, 3 << 20);
+    later.extend_from_slice(b"a later extension");
+    std::fs::write(dir.path().join("uno-cache.meta"), &later).unwrap();
+    write_segment(dir.path(), 1, &[record(1, 1, 0, "kept", b"hello")]);
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(store.max_size(), 3 << 20, "the extension is read");
+    assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"hello"[..]));
+    store.close().unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("uno-cache.meta")).unwrap(),
+        later,
+        "an open that records nothing leaves them"
+    );
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(8)).unwrap();
+    store.close().unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("uno-cache.meta")).unwrap(),
+        meta_with_bound(SEGMENT_SIZE, 0, 8 << 20),
+        "a rewrite writes the 48-byte form"
+    );
 }
