@@ -313,3 +313,68 @@ fn what_the_queue_writes_decodes_by_hand_from_the_document() {
         .concat()
     );
 }
+
+/// "Fields by kind (anything else makes the record invalid)" and "Recovery (open)", step 4: a
+/// record whose CRC checks out but whose fields break the table (an unknown kind, non-zero
+/// flags, a field its kind does not use) is not applied; its bytes are damage, the sets read
+/// before it replay as deletes, the queue is overflowed, and the records after it are read.
+#[test]
+fn a_record_that_breaks_the_table_of_fields_by_kind_is_damage_with_a_valid_crc() {
+    let id = 0x5eed;
+    let mut flagged = record(id, SET, 2, 0, "x", b"v");
+    flagged[5] = 1;
+    let seeded: Vec<u8> = id
+        .to_le_bytes()
+        .into_iter()
+        .chain(flagged[4..].iter().copied())
+        .collect();
+    flagged[..4].copy_from_slice(&crc32fast::hash(&seeded).to_le_bytes());
+    let cases = [
+        ("unknown kind 6", record(id, 6, 2, 0, "x", b"")),
+        ("non-zero flags", flagged),
+        ("a delete with a value", record(id, DELETE, 2, 0, "x", b"v")),
+        ("a delete with an expiry", record(id, DELETE, 2, NOW_MS, "x", b"")),
+        ("an ack with a value", record(id, ACK, 1, 0, "a", b"v")),
+        ("a set without a key", record(id, SET, 2, 0, "", b"v")),
+        ("an overflow with a key", record(id, OVERFLOW, 0, 0, "x", b"")),
+        ("an overflow with a seq", record(id, OVERFLOW, 2, 0, "", b"")),
+        (
+            "an overflow cleared with a value",
+            record(id, OVERFLOW_CLEARED, 0, 0, "", b"v"),
+        ),
+    ];
+    for (name, bad) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(
+            dir.path(),
+            &[
+                header(1, id, 1, [0; 6]),
+                record(id, SET, 1, 0, "a", b"va"),
+                bad.clone(),
+                record(id, SET, 3, 0, "b", b"vb"),
+            ],
+        );
+        let q = open_at(dir.path(), NOW_MS).unwrap();
+        let report = q.recovery_report();
+        assert_eq!(
+            (report.records, report.damaged_ranges, report.damaged_bytes),
+            (2, 1, bad.len() as u64),
+            "{name}: {report:?}"
+        );
+        assert_eq!(report.sets_downgraded, 1, "{name}: {report:?}");
+        assert!(q.is_overflowed(), "{name}");
+        let ops: Vec<(String, u64, ReplayAction)> = q
+            .pending()
+            .into_iter()
+            .map(|o| (o.key, o.seq, o.action))
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                ("a".into(), 1, ReplayAction::Delete),
+                ("b".into(), 3, set(b"vb", 0)),
+            ],
+            "{name}"
+        );
+    }
+}
