@@ -864,3 +864,21 @@ fn bytes_after_the_metadata_extension_are_ignored_and_a_rewrite_drops_them() {
         "a rewrite writes the 48-byte form"
     );
 }
+
+#[test]
+fn a_newest_segment_shorter_than_a_header_and_all_zeros_is_a_cut_short_roll() {
+    // "with every byte zero (header included)": a file that ends inside its header, every byte
+    // of it zero, held nothing either.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("uno-cache.meta"), meta(1, SEGMENT_SIZE, 0)).unwrap();
+    write_segment(dir.path(), 1, &[record(1, 1, 0, "k", b"kept")]);
+    let zeros = dir.path().join(format!("{:020}.seg", 2));
+    std::fs::write(&zeros, [0u8; 20]).unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(4)).unwrap();
+    let report = store.recovery_report().clone();
+    assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"kept"[..]));
+    assert_eq!(report.damaged_segments, 0, "{report:?}");
+    assert!(!zeros.exists(), "the segment of zeros is removed");
+    assert!(!dir.path().join(format!("{:020}.damaged", 2)).exists());
+    store.close().unwrap();
+}

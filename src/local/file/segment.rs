@@ -239,6 +239,17 @@ impl Segment {
             return Ok(Err(Unreadable::Unwritten));
         }
         if len < SEGMENT_HEADER_LEN as u64 {
+            // Zeros up to a point inside the header are no more written than an empty file.
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            let head = head
+                .get_mut(..usize::try_from(len).unwrap_or(0))
+                .unwrap_or_default();
+            file.file()
+                .read_exact_at(head, 0)
+                .map_err(|e| Error::io("read segment header", &path, e))?;
+            if head.iter().all(|&b| b == 0) {
+                return Ok(Err(Unreadable::Unwritten));
+            }
             return Ok(Err(Unreadable::Damaged(format!(
                 "{len} bytes long, shorter than a segment header"
             ))));
