@@ -63,6 +63,14 @@ fn open_at(dir: &Path, now_ms: u64) -> Result<ReplayQueue, Error> {
     )
 }
 
+/// The queue's pending ops as (key, sequence number, action), in the order it replays them.
+fn pending_ops(q: &ReplayQueue) -> Vec<(String, u64, ReplayAction)> {
+    q.pending()
+        .into_iter()
+        .map(|o| (o.key, o.seq, o.action))
+        .collect()
+}
+
 fn set(value: &[u8], expires_at_ms: u64) -> ReplayAction {
     ReplayAction::Set {
         value: value.to_vec(),
@@ -104,11 +112,7 @@ fn a_log_written_from_the_document_opens_with_the_documented_meaning() {
         (14, 0, 0)
     );
     assert!(!q.is_overflowed());
-    let ops: Vec<(String, u64, ReplayAction)> = q
-        .pending()
-        .into_iter()
-        .map(|o| (o.key, o.seq, o.action))
-        .collect();
+    let ops = pending_ops(&q);
     assert_eq!(
         ops,
         vec![
@@ -363,11 +367,7 @@ fn a_record_that_breaks_the_table_of_fields_by_kind_is_damage_with_a_valid_crc()
         );
         assert_eq!(report.sets_downgraded, 1, "{name}: {report:?}");
         assert!(q.is_overflowed(), "{name}");
-        let ops: Vec<(String, u64, ReplayAction)> = q
-            .pending()
-            .into_iter()
-            .map(|o| (o.key, o.seq, o.action))
-            .collect();
+        let ops = pending_ops(&q);
         assert_eq!(
             ops,
             vec![
