@@ -9,10 +9,15 @@ use uno_cache::{CacheConfig, LocalKind};
 /// would create an empty store there (a mistyped `--dir`, a relative `local.path` run from
 /// another directory, the `offline.replay_dir` of a memory L1), in which `get` misses and
 /// `verify` passes. A directory with other files in it is left to the open, which says it is
-/// not a store and creates nothing.
+/// not a store and creates nothing, and so is one the user may not look into.
 pub(crate) fn require_store(path: &Path, marker: &str) -> Result<(), String> {
-    if path.join(marker).exists() {
-        return Ok(());
+    match path.join(marker).try_exists() {
+        Ok(true) => return Ok(()),
+        // Another user's store (private by default) cannot be looked into: the open names the
+        // directory and the missing permission, where "no store" sent the user to look for a
+        // typo in a path that was right.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
+        _ => {}
     }
     let has_files = std::fs::read_dir(path).is_ok_and(|entries| {
         entries.flatten().any(|entry| {
