@@ -3,7 +3,8 @@
 //! used stay within the size bound plus one segment at every moment, whatever the durability;
 //! deleted segments never stay open; a full device never raises a signal, never blocks opening or
 //! reading, makes writes evict before they fail with `DiskFull`, and writes resume once space
-//! returns; failed opens leave nothing behind.
+//! returns; failed opens leave nothing behind; a file system that goes read-only under the store
+//! fails its writes naming the file, and loses nothing.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -598,5 +599,86 @@ fn a_bound_lowered_while_the_disk_is_full_evicts_at_the_open_and_frees_the_devic
     assert_eq!(store.get(&last).unwrap(), Some(value(n - 1, 4000)));
     store.set("fresh", &value(1, 4000), None).unwrap();
     assert_eq!(store.get("fresh").unwrap(), Some(value(1, 4000)));
+    store.close().unwrap();
+}
+
+/// ext4 remounts itself read-only on an error it finds (`errors=remount-ro`) while the store
+/// and the replay queue run: reads go on; each write fails naming the file and saying to
+/// remount, then the store and queue are latched; an open on the read-only mount says the same
+/// of the lock file. Back on a writable mount, nothing written before is lost and nothing
+/// deleted comes back; what failed was not applied.
+#[test]
+fn a_file_system_gone_read_only_under_the_store_fails_writes_naming_the_file_and_loses_nothing() {
+    let _serial = one_at_a_time();
+    let fs = Mount::ext4(24);
+    let dir = fs.path().join("store");
+    let queue_dir = fs.path().join("queue");
+    let opts = || options().durability(Durability::EveryWrite);
+    let store = FileStore::open(&dir, opts()).unwrap();
+    for i in 0..100 {
+        store.set(&format!("k{i}"), &value(i, 4000), None).unwrap();
+    }
+    store.delete("k1").unwrap();
+    let queue = ReplayQueue::open(&queue_dir, ReplayOptions::default()).unwrap();
+    queue.push_set("q", b"v", 0).unwrap();
+    queue.push_delete("k1").unwrap();
+
+    fs.fail_read_only();
+    let remount = "remount it read-write";
+    assert_eq!(store.get("k5").unwrap(), Some(value(5, 4000)));
+    let err = store.set("new", b"v", None).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&dir.display().to_string()) && text.contains(".seg") && text.contains(remount),
+        "{text}"
+    );
+    let err = store.delete("k6").unwrap_err();
+    assert!(matches!(err, Error::WritesDisabled { .. }), "{err:?}");
+    assert_eq!(store.get("k6").unwrap(), Some(value(6, 4000)));
+    let err = queue.push_delete("k2").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("replay.log") && text.contains(remount), "{text}");
+    assert_eq!(queue.len(), 3, "{:?}", queue.pending());
+    drop(queue);
+    let _ = store.close();
+    for err in [
+        FileStore::open(&dir, opts()).map(drop).unwrap_err(),
+        ReplayQueue::open(&queue_dir, ReplayOptions::default())
+            .map(drop)
+            .unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::Io { .. }) && text.contains("lock") && text.contains(remount),
+            "{text}"
+        );
+    }
+
+    // The device again as a writable mount: a new mount of the same image.
+    let image = fs.path().parent().unwrap().join("fs.img");
+    let point = fs.path().to_owned();
+    assert!(Command::new("umount").arg(&point).status().unwrap().success());
+    let e2fsck = Command::new("e2fsck").arg("-fy").arg(&image).output().unwrap();
+    assert!(e2fsck.status.code().is_some_and(|c| c <= 1), "{e2fsck:?}");
+    assert!(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&point)
+        .status()
+        .unwrap()
+        .success());
+    let store = FileStore::open(&dir, opts()).unwrap();
+    assert_eq!(store.get("k1").unwrap(), None);
+    assert_eq!(store.get("new").unwrap(), None);
+    for i in (0..100).filter(|&i| i != 1) {
+        assert_eq!(store.get(&format!("k{i}")).unwrap(), Some(value(i, 4000)), "k{i}");
+    }
+    let queue = ReplayQueue::open(&queue_dir, ReplayOptions::default()).unwrap();
+    let mut pending = queue.pending();
+    pending.sort_by_key(|op| op.seq);
+    let keys: Vec<&str> = pending.iter().map(|op| op.key.as_str()).collect();
+    assert_eq!(keys, ["q", "k1"], "{pending:?}");
+    drop(queue);
     store.close().unwrap();
 }

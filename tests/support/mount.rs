@@ -264,6 +264,40 @@ impl Mount {
         );
     }
 
+    /// Makes ext4 remount itself read-only as it does on an error it finds on the device
+    /// (`errors=remount-ro`, through its `trigger_fs_error` switch): from then on every write
+    /// fails with EROFS, through descriptors opened before too. `mount -o remount,ro` cannot do
+    /// this to a store that is open: the kernel refuses it while a file is open for writing.
+    /// The file system stays so until it is unmounted.
+    pub fn fail_read_only(&self) {
+        run(
+            "set errors=remount-ro",
+            Command::new(system_binary("mount"))
+                .args(["-o", "remount,errors=remount-ro"])
+                .arg(&self.point),
+            ROOT_HINT,
+        );
+        let source = Command::new(system_binary("findmnt"))
+            .args(["-n", "-o", "SOURCE"])
+            .arg(&self.point)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("could not run `findmnt`: {e}. Install it with `apt-get install -y util-linux`")
+            });
+        let source = String::from_utf8_lossy(&source.stdout);
+        let device = source.trim().rsplit('/').next().unwrap_or_default();
+        let switch = format!("/sys/fs/ext4/{device}/trigger_fs_error");
+        std::fs::write(&switch, "uno-cache test")
+            .unwrap_or_else(|e| panic!("writing {switch} (ext4 mounts only, as root): {e}"));
+        let probe = std::fs::File::create(self.point.join("probe"));
+        assert_eq!(
+            probe.map_err(|e| e.raw_os_error()).err(),
+            Some(Some(30)),
+            "{} still takes writes after {switch}",
+            self.point.display()
+        );
+    }
+
     /// Deletes a file and waits until the file system can give its blocks out again. ext4
     /// reuses freed blocks only once the journal transaction that freed them commits (up to
     /// five seconds later by default); an fsync of the directory commits it now.
