@@ -292,7 +292,7 @@ pub enum Error {
 
     /// A circuit breaker in front of a level is open after repeated failures; the call was not
     /// attempted. It is retried by a probe once the cool-down has passed.
-    #[error("{level} is skipped: its circuit breaker is open after repeated failures; a probe retries it after the cool-down")]
+    #[error("{level} is skipped: its circuit breaker is open after repeated failures (the errors that opened it say why; a manager keeps the last in stats().distributed.last_error); a probe retries it after the cool-down")]
     CircuitOpen {
         /// The level ("redis", "memcached", ...).
         level: &'static str,
@@ -390,7 +390,7 @@ pub enum Error {
     },
 
     /// A value could not be encoded by the manager's codec; nothing was written.
-    #[error("cannot encode the value for key {key:?} with the {codec} codec: {reason}")]
+    #[error("cannot encode the value for key {key:?} with the {codec} codec: {reason}; nothing was stored: change the value's type so that this codec can write it (JSON map keys must be strings), or choose another codec (`codec` in the configuration)")]
     Encode {
         /// The key (shortened).
         key: String,
