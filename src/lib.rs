@@ -38,6 +38,22 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Where to look
+//!
+//! | to …                         | start at                                                          |
+//! |------------------------------|-------------------------------------------------------------------|
+//! | configure a cache            | [`CacheConfig`] (TOML: `from_toml_str`, `from_toml_file`), or [`CacheManager::builder`] for levels of your own |
+//! | read                         | [`CacheManager::get`], [`get_or_load`](CacheManager::get_or_load) / [`get_or_set_with`](CacheManager::get_or_set_with) (read-through with a loader), [`multi_get`](CacheManager::multi_get), [`get_raw`](CacheManager::get_raw) for bytes; each has an `_async` form |
+//! | write                        | [`CacheManager::set`], [`multi_set`](CacheManager::multi_set), [`set_with_tags`](CacheManager::set_with_tags), [`set_raw`](CacheManager::set_raw); [`flush`](CacheManager::flush) to wait for write-behind |
+//! | delete or invalidate         | [`CacheManager::delete`], [`multi_delete`](CacheManager::multi_delete), [`invalidate_tag`](CacheManager::invalidate_tag), [`invalidate_prefix`](CacheManager::invalidate_prefix), [`invalidate_event`](CacheManager::invalidate_event) |
+//! | use an L1 on its own         | [`FileStore`] (the default, on disk), [`MemoryStore`] (in process), `RedbStore` (feature `redb`); the memory tier in front of a disk L1 is [`local::tiered`] |
+//! | use an L2                    | `RedisStore` (feature `redis`), `MemcachedStore` (feature `memcached`), each behind a [`Guarded`] circuit breaker in a manager |
+//! | write a level of your own    | the [`Storage`], [`LocalStorage`] and [`DistributedStorage`] traits; [`InProcess`] makes any level an L2 |
+//! | keep writes while L2 is down | [`replay::ReplayQueue`] (`[offline]` in the configuration)        |
+//! | invalidate other instances   | [`invalidation`]: `Backplane` on Redis pub/sub (`[invalidation]`, feature `redis`) |
+//! | watch it                     | [`CacheManager::stats`] ([`CacheStats`]); `CacheStats::publish_metrics` (feature `metrics`) |
+//! | handle a failure             | [`Error`]: each message names the key, file, field or host and says what to do; [`Error::is_bad_input`] and [`Error::is_misconfiguration`] sort them |
+//!
 //! ## Layout
 //!
 //! | path                 | what                                                               |

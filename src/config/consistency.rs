@@ -80,7 +80,8 @@ pub enum RestartPolicy {
     Drop,
 }
 
-/// `[consistency]`.
+/// How a restarted instance treats the L1 entries that may have missed invalidations while it
+/// was down (`[consistency]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsistencyConfig {

@@ -23,17 +23,23 @@ use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCount
 
 /// A level behind a circuit breaker. Share the breaker (`Arc`) to read its state for stats.
 ///
-/// ```no_run
-/// # #[cfg(feature = "redis")] {
+/// A manager puts its L2 behind one by itself; wrap a level yourself (a `RedisStore`, a
+/// `MemcachedStore`, any [`Storage`]) to use it on its own with the same protection. While the
+/// breaker is open, calls fail at once with [`Error::CircuitOpen`] instead of waiting on a dead
+/// server:
+///
+/// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use uno_cache::distributed::{CircuitBreaker, Guarded, RedisOptions, RedisStore};
+/// use uno_cache::distributed::{CircuitBreaker, Guarded};
+/// use uno_cache::{Error, MemoryStore, Storage};
 ///
-/// let redis = RedisStore::connect(RedisOptions::new("127.0.0.1:6379"))?;
 /// let breaker = Arc::new(CircuitBreaker::new(5, Duration::from_secs(2)));
-/// let l2 = Guarded::new("redis", redis, breaker.clone());
-/// # }
-/// # Ok::<(), uno_cache::Error>(())
+/// let l2 = Guarded::new("mine", MemoryStore::new(1000)?, Arc::clone(&breaker));
+/// l2.set("k", b"v", None)?;
+/// breaker.trip(); // as five failures in a row would
+/// assert!(matches!(l2.get("k"), Err(Error::CircuitOpen { level: "mine" })));
+/// # Ok::<(), Error>(())
 /// ```
 #[derive(Debug)]
 pub struct Guarded<L> {
