@@ -3,13 +3,13 @@
 //! inline in a cache of its own type, and a hit hands out a clone of it.
 //!
 //! The tier holds what a typed read decoded, and what a write decoded of a key it holds or of
-//! a key a typed read lately found nowhere (see [`note_miss`](HotTier::note_miss)). It may
+//! a key a typed read lately found nowhere (see `note_miss`). It may
 //! keep a value the level below has since evicted (the file store keeps what the tier holds
 //! first, but only in the room an eviction may copy), never one the level below has since
 //! replaced or deleted, and a prefix invalidation lists its keys too
 //! ([`keys_with_prefix`](HotTier::keys_with_prefix)). Every change to the level below goes
-//! through [`Tiered`](super::tiered::Tiered) between [`begin_change`](HotTier::begin_change),
-//! which drops the key from this tier, and [`end_change`](HotTier::end_change), which drops it
+//! through [`Tiered`](super::tiered::Tiered) between `begin_change`,
+//! which drops the key from this tier, and `end_change`, which drops it
 //! again or, after a write, puts the written value, decoded, where the old one was, unless
 //! another change of the key overlapped the write (the `changes` module). A read fills this
 //! tier only if no write of the key started since the read began (the manager's backfill guard)
@@ -330,7 +330,7 @@ impl<V: Clone + Send + Sync + 'static> Erased for Typed<V> {
 /// A change of a key of the level below, from [`HotTier::begin_change`] to
 /// [`HotTier::end_change`]; see the module docs.
 #[derive(Debug)]
-pub struct Change<'a> {
+pub(crate) struct Change<'a> {
     stripe: Option<StripeChange<'a>>,
     /// The clear mark when the change began.
     mark: u64,
@@ -351,14 +351,14 @@ impl Change<'_> {
     /// any type): a typed read answered it, so a delete found the key even where the level
     /// below had evicted it (the tier keeps what it decoded until its own eviction).
     #[must_use]
-    pub fn had_value(&self) -> bool {
+    pub(crate) fn had_value(&self) -> bool {
         self.had_value
     }
 }
 
 /// What a write gave the level below, for [`HotTier::end_change`].
 #[derive(Debug, Clone, Copy)]
-pub struct Written<'a> {
+pub(crate) struct Written<'a> {
     /// The bytes written.
     pub bytes: &'a [u8],
     /// Their TTL. (A write without one takes the level's default, unknown here: it only
@@ -527,7 +527,7 @@ impl HotTier {
     /// A mark to take before reading the value to keep; see
     /// [`insert_unless_cleared`](Self::insert_unless_cleared).
     #[must_use]
-    pub fn clear_mark(&self) -> u64 {
+    pub(crate) fn clear_mark(&self) -> u64 {
         let begun = self.clears.load(Ordering::SeqCst);
         if self.cleared.load(Ordering::SeqCst) != begun {
             // Taken while a clear runs: its caches may be emptied already, so nothing put
@@ -541,9 +541,9 @@ impl HotTier {
     /// a value read before a clear (entries marked suspect, say) must not outlive it, nor be
     /// readable for a moment after it.
     /// `decoder` is called once per value type, for the first value kept: it is how later
-    /// writes of the type's keys refresh them (see [`end_change`](Self::end_change)). Whether
+    /// writes of the type's keys refresh them (see `end_change`). Whether
     /// the value was kept: not if a clear began, nor if it is too heavy for the tier.
-    pub fn insert_unless_cleared<V: Clone + Send + Sync + 'static>(
+    pub(crate) fn insert_unless_cleared<V: Clone + Send + Sync + 'static>(
         &self,
         key: &str,
         value: V,
@@ -569,9 +569,9 @@ impl HotTier {
     /// is made if need be, with `decoder` as for
     /// [`insert_unless_cleared`](Self::insert_unless_cleared)), so that the write that usually
     /// follows such a miss (a loader's, or the caller's own `set`) leaves its value here, as a
-    /// cache filled on misses would have it (see [`end_change`](Self::end_change)). Kept apart
+    /// cache filled on misses would have it (see `end_change`). Kept apart
     /// from the cache: keys read and never written (existence checks) take no room there.
-    pub fn note_miss<V: Clone + Send + Sync + 'static>(
+    pub(crate) fn note_miss<V: Clone + Send + Sync + 'static>(
         &self,
         key: &str,
         decoder: impl FnOnce() -> Decoder<V>,
@@ -617,7 +617,7 @@ impl HotTier {
     /// To call before changing `key` in the level below: drops its value (as
     /// [`remove`](Self::remove)) and notes which types held it. The change ends with
     /// [`end_change`](Self::end_change).
-    pub fn begin_change(&self, key: &str) -> Change<'_> {
+    pub(crate) fn begin_change(&self, key: &str) -> Change<'_> {
         let hash = self.changes.hash(key);
         let stripe = self.changes.begin(hash);
         let mark = self.clear_mark();
@@ -659,7 +659,7 @@ impl HotTier {
     /// of a key the tier held (or that a read of a type lately missed, see
     /// [`note_miss`](Self::note_miss)), puts the written value, decoded, in the types that held
     /// it (or missed it), unless another change of the key or a clear overlapped this one.
-    pub fn end_change(&self, key: &str, change: Change<'_>, written: Option<Written<'_>>) {
+    pub(crate) fn end_change(&self, key: &str, change: Change<'_>, written: Option<Written<'_>>) {
         let written = written.filter(|_| change.held | change.missed != 0);
         // A put that a clear begun since the change would undo is not made, nor one that
         // another change of the key overlapped: no read sees it (as in
@@ -702,7 +702,7 @@ impl HotTier {
         }
     }
 
-    /// Values that writes put in the tier (see [`end_change`](Self::end_change)), since it was
+    /// Values that writes put in the tier (see `end_change`), since it was
     /// made; reads' inserts are counted by their callers.
     #[must_use]
     pub fn written(&self) -> u64 {

@@ -2,7 +2,7 @@
 //! level of bytes (the file store by default).
 //!
 //! As a [`LocalStorage`] it is the level below: every read of bytes goes there, and every change
-//! goes there between [`HotTier::begin_change`] and [`HotTier::end_change`], which drop the key
+//! goes there between the hot tier's `begin_change` and `end_change` (crate-internal), which drop the key
 //! from the hot tier before and after the change, or, after a write of a key the hot tier held
 //! (or that a typed read lately found nowhere), put the written value there (unless another
 //! change of the key overlapped it); so the hot tier never serves a value the level below
