@@ -504,3 +504,103 @@ fn a_loader_that_writes_and_invalidates_its_own_key_does_not_wait_on_its_load() 
         });
     }
 }
+
+/// The error a loading call made by a loader for the loader's own key must end with: it names
+/// the key and says why, where it used to wait for its own load for good (or, with a hard
+/// timeout, until that passed).
+fn assert_reentry_refused<T: std::fmt::Debug>(form: &str, nested: &Result<T, Error>) {
+    let text = match nested {
+        Err(e @ Error::Backend { op: "load", .. }) => e.to_string(),
+        other => panic!("{form}: the nested call for the loader's own key answered {other:?}"),
+    };
+    assert!(
+        text.contains("\"own\"") && text.contains("its own key"),
+        "{form}: {text}"
+    );
+}
+
+/// A loader that makes a loading call for the key it loads, in each form, sync and async: the
+/// nested call is refused at once with an error naming the key (the loader then fails, and so
+/// does the outer call), where it waited on the load it ran, which could never end.
+#[test]
+fn a_loader_that_loads_its_own_key_again_is_refused_not_deadlocked() {
+    for loader in [NO_DEADLINES, DEADLINES] {
+        let servers = Servers::start();
+        let dir = tempfile::tempdir().unwrap();
+        let cache =
+            Arc::new(CacheManager::new(config(dir.path(), Levels::FileOnly, &servers, loader)).unwrap());
+        within_watchdog(&format!("sync reentry ({loader:?})"), move || {
+            let inner = Arc::clone(&cache);
+            let outer = cache.get_or_set_with("own", None, || {
+                let nested = inner.get_or_set_with("own", None, || Ok::<u32, Error>(1));
+                assert_reentry_refused("get_or_set_with in get_or_set_with", &nested);
+                nested
+            });
+            assert_reentry_refused("get_or_set_with", &outer);
+            let inner = Arc::clone(&cache);
+            let outer = cache.get_or_load("own", None, move || {
+                let nested = inner.get_or_load("own", None, || Ok::<u32, Error>(1));
+                assert_reentry_refused("get_or_load in get_or_load", &nested);
+                nested.map(Fetched::into_value)
+            });
+            assert_reentry_refused("get_or_load", &outer);
+            // A load that is not its own key's is no reentry: it nests as usual.
+            let inner = Arc::clone(&cache);
+            let outer = cache
+                .get_or_load("own", None, move || {
+                    Ok::<u32, Error>(
+                        inner
+                            .get_or_load("other", None, || Ok::<u32, Error>(2))?
+                            .into_value()
+                            + 1,
+                    )
+                })
+                .unwrap();
+            assert_eq!(outer.into_value(), 3);
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let cache =
+            Arc::new(CacheManager::new(config(dir.path(), Levels::FileOnly, &servers, loader)).unwrap());
+        within_watchdog(&format!("async reentry ({loader:?})"), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let inner = Arc::clone(&cache);
+                let outer = cache
+                    .get_or_set_with_async("own", None, || async move {
+                        let nested = inner
+                            .get_or_set_with_async("own", None, || async { Ok::<u32, Error>(1) })
+                            .await;
+                        assert_reentry_refused("get_or_set_with_async in get_or_set_with_async", &nested);
+                        nested
+                    })
+                    .await;
+                assert_reentry_refused("get_or_set_with_async", &outer);
+                let inner = Arc::clone(&cache);
+                let outer = cache
+                    .get_or_load_async("own", None, move || async move {
+                        let nested = inner
+                            .get_or_load_async("own", None, || async { Ok::<u32, Error>(1) })
+                            .await;
+                        assert_reentry_refused("get_or_load_async in get_or_load_async", &nested);
+                        nested.map(Fetched::into_value)
+                    })
+                    .await;
+                assert_reentry_refused("get_or_load_async", &outer);
+                let inner = Arc::clone(&cache);
+                let outer = cache
+                    .get_or_load_async("own", None, move || async move {
+                        let other = inner
+                            .get_or_load_async("other", None, || async { Ok::<u32, Error>(2) })
+                            .await?;
+                        Ok::<u32, Error>(other.into_value() + 1)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(outer.into_value(), 3);
+            });
+        });
+    }
+}

@@ -245,8 +245,9 @@ impl CacheManager {
     /// get it). Waiting has no deadline of its own: a loader that never returns holds its
     /// key's callers; [`CacheManager::get_or_load`] bounds the wait. With
     /// `loader.hard_timeout_ms` set, though, a caller waiting on another caller's load gives it
-    /// up at that timeout, as `get_or_load`'s callers do, and runs its own loader. A loader
-    /// must not call `get_or_set_with` for its own key (it would wait for itself). A loader that
+    /// up at that timeout, as `get_or_load`'s callers do, and runs its own loader. A loading
+    /// call a loader makes for its own key (it would wait for the load that loader runs) fails
+    /// at once with [`Error::Backend`] (op `"load"`) naming the key. A loader that
     /// panics counts as one that failed (the panic is logged and does not unwind into the
     /// caller): the stale copy, or an error naming the key.
     ///
@@ -280,7 +281,7 @@ impl CacheManager {
             if let Some(value) = self.shared.throttled_stale(key) {
                 return Ok(value);
             }
-            match self.join_flight(key) {
+            match self.join_flight(key)? {
                 // A load past the hard timeout, given up: look again.
                 None => {}
                 Some(Role::Waiter(flight)) => {
@@ -300,7 +301,8 @@ impl CacheManager {
                         return Ok(value);
                     }
                     s.metrics.loads.incr();
-                    let loaded = super::caught::catching(key, loader);
+                    let loaded =
+                        super::caught::catching(key, || super::reentry::running(leader.flight(), loader));
                     // Failed: fail-safe's stale copy, or the error.
                     let value = match self.leader_loaded(key, watch, loaded) {
                         Ok(value) => value,

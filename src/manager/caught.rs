@@ -57,6 +57,18 @@ pub(super) fn no_answer(key: &str) -> Error {
     }
 }
 
+/// A loading call made by the loader of its own key: it would wait for the load it runs.
+pub(super) fn reentered(key: &str) -> Error {
+    Error::Backend {
+        level: "manager",
+        op: "load",
+        reason: format!(
+            "a loader of {:?} made a loading call for its own key, which would wait for the load that loader runs; read the key with get, or load it outside the loader",
+            key_for_error(key)
+        ),
+    }
+}
+
 /// A caller that would lead a second load: its loader, a `FnOnce`, was used by its first.
 pub(super) fn spent_loader(key: &str) -> Error {
     Error::Backend {

@@ -157,7 +157,8 @@ impl CacheManager {
     /// runs on a thread of its own (hence `Send + 'static`); without one, on the caller's. A
     /// loader should not hold a clone of the manager: if every other handle is dropped while it
     /// runs (its callers gave up), its clone is the last, the manager shuts down on the load's
-    /// thread when the loader is dropped, and the loaded value is not stored.
+    /// thread when the loader is dropped, and the loaded value is not stored. A loading call the
+    /// loader makes for its own key is refused, as [`CacheManager::get_or_set_with`] says.
     ///
     /// # Errors
     /// The loader's error when no stale copy is kept; [`Error::LoaderTimeout`]; a cache error
@@ -248,7 +249,7 @@ impl CacheManager {
                 Step::Answer(answer) => return Ok(answer),
                 Step::Load { stale } => stale,
             };
-            let Some(role) = self.join_flight(key) else {
+            let Some(role) = self.join_flight(key)? else {
                 continue;
             };
             let (flight, mut report) = match role {
@@ -345,9 +346,15 @@ impl CacheManager {
 
     /// Joins the key's flight, as its leader or a waiter (counted). `None`: the flight there was
     /// past its hard timeout and was given up; read the cache again.
-    pub(super) fn join_flight(&self, key: &str) -> Option<Role> {
+    ///
+    /// # Errors
+    /// The flight is one the caller's own loader leads (`reentry`): it would wait for itself.
+    pub(super) fn join_flight(&self, key: &str) -> Result<Option<Role>> {
         let s = &self.shared;
-        match s.flights.join(key) {
+        Ok(match s.flights.join(key) {
+            Role::Waiter(flight) if super::reentry::inside(&flight) => {
+                return Err(super::caught::reentered(key))
+            }
             Role::Waiter(flight) if s.fail_safe.overdue(&flight) => {
                 s.flights.give_up(key, &flight);
                 None
@@ -357,7 +364,7 @@ impl CacheManager {
                 Some(Role::Waiter(flight))
             }
             leader => Some(leader),
-        }
+        })
     }
 
     /// Starts a background reload of a hit that is due for one (refresh-ahead), in `slot` (see
@@ -464,7 +471,8 @@ impl CacheManager {
         F: FnOnce() -> std::result::Result<Option<T>, E>,
     {
         let s = &self.shared;
-        let Some(loaded) = super::caught::catching(key, load) else {
+        let running = || super::reentry::running(leader.flight(), load);
+        let Some(loaded) = super::caught::catching(key, running) else {
             s.guard.unwatch(watch);
             // Counted and throttled as for a loader's error; set before the flight ends.
             let stale = s.stale_after_failure(key);
@@ -584,6 +592,8 @@ impl CacheManager {
         let (tx, rx) = mpsc::channel();
         let manager = self.downgrade();
         let owned_key = key.to_owned();
+        let flight = Arc::clone(leader.flight());
+        let load = move || super::reentry::running(&flight, load);
         start_load_thread(
             move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
                 Ok(outcome) => finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, tx),

@@ -123,7 +123,7 @@ impl CacheManager {
                 Step::Answer(answer) => return Ok(answer),
                 Step::Load { stale } => stale,
             };
-            let Some(role) = self.join_flight(key) else {
+            let Some(role) = self.join_flight(key)? else {
                 continue;
             };
             let (flight, mut report) = match role {
@@ -191,6 +191,7 @@ impl CacheManager {
         let (tx, rx) = mpsc::channel();
         let manager = self.downgrade();
         let owned_key = key.to_owned();
+        let flight = Arc::clone(leader.flight());
         // Unwind safety: a closure that panicked left nothing of the cache's half-done. Its
         // panic ends the load as a panicking future's does, a failed load and the flight
         // abandoned, so its callers get the stale copy or an error instead of the unwinding.
@@ -205,7 +206,7 @@ impl CacheManager {
         let task = async move {
             let _watch_ends = watch_ends;
             // A task of its own, so that a panicking loader is seen (its `JoinError`).
-            let outcome = match tokio::spawn(load).await {
+            let outcome = match tokio::spawn(crate::manager::reentry::running_async(&flight, load)).await {
                 Ok(outcome) => outcome,
                 Err(_) => return load_panicked(&manager, &owned_key, (leader, watch), tx),
             };

@@ -77,6 +77,7 @@ mod offload;
 mod pending;
 mod policy;
 mod prefix;
+mod reentry;
 mod refresh_due;
 mod reload_keep;
 mod replayed_tags;

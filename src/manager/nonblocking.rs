@@ -272,7 +272,7 @@ impl CacheManager {
             if let Some(value) = self.shared.throttled_stale(key) {
                 return Ok(value);
             }
-            match self.join_flight(key) {
+            match self.join_flight(key)? {
                 // A load past the hard timeout, given up: look again.
                 None => {}
                 Some(Role::Waiter(flight)) => {
@@ -299,7 +299,12 @@ impl CacheManager {
                         return Ok(value);
                     }
                     s.metrics.loads.incr();
-                    let loaded = super::caught::catching_async(key, async move { loader().await }).await;
+                    let flight = leader.flight();
+                    let loaded = super::caught::catching_async(
+                        key,
+                        super::reentry::running_async(flight, async move { loader().await }),
+                    )
+                    .await;
                     // Failed: fail-safe's stale copy, or the error.
                     let value = match self.leader_loaded(key, watch, loaded) {
                         Ok(value) => value,
