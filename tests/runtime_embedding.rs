@@ -1,8 +1,10 @@
 //! The manager embedded in the runtimes and threads its users have: the blocking API called from
 //! a task of a multi-thread tokio runtime, from inside a current-thread runtime's `block_on`, from
-//! `spawn_blocking` and from `block_in_place`; the async API on a current-thread runtime; the
-//! manager built in one runtime and used from another after the first is gone, and dropped on a
-//! runtime worker; loaders that call back into the cache. Against a file L1 alone, and over real
+//! `spawn_blocking` and from `block_in_place`; the async API on a current-thread runtime (with
+//! and without timers) and on an executor that is not tokio's; the manager built inside a
+//! runtime, or used in one, and used on after that runtime is gone, and dropped on a runtime
+//! worker; loaders that call back into the cache, for their own key included (a loading call
+//! for it is refused, where it waited for itself). Against a file L1 alone, and over real
 //! Redis (backplane, tags, write-behind) and Memcached L2s. Each scenario runs under a watchdog:
 //! a hang fails the test, naming the scenario, instead of holding it for good.
 #![allow(
@@ -602,5 +604,97 @@ fn a_loader_that_loads_its_own_key_again_is_refused_not_deadlocked() {
                 assert_eq!(outer.into_value(), 3);
             });
         });
+    }
+}
+
+/// Polls `fut` to its end on this thread with no tokio runtime anywhere: the executor of an
+/// application that is not tokio's.
+fn block_on_plain<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn the_async_api_works_on_an_executor_that_is_not_tokio() {
+    for loader in [NO_DEADLINES, DEADLINES] {
+        with_each_levels("async on a plain executor", loader, |cache, levels| {
+            block_on_plain(async move {
+                exercise_async(&cache, levels).await;
+                drop(cache);
+            });
+        });
+    }
+}
+
+/// The manager built inside a runtime (a current-thread one's `block_on`, a multi-thread one's
+/// task), which is then shut down: the manager works on from a plain thread and another
+/// runtime, and its last write survives its drop.
+#[test]
+fn a_manager_built_inside_a_runtime_works_after_that_runtime_is_gone() {
+    let servers = Arc::new(Servers::start());
+    for levels in levels_of(&servers) {
+        for multi in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().to_owned();
+            let cfg = config(&path, levels, &servers, DEADLINES);
+            within_watchdog(
+                &format!("built inside a runtime (multi {multi}) over {levels:?}"),
+                move || {
+                    let cache = if multi {
+                        let rt = tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .enable_all()
+                            .build()
+                            .unwrap();
+                        let cache = rt.block_on(async move {
+                            tokio::spawn(async move { Arc::new(CacheManager::new(cfg).unwrap()) })
+                                .await
+                                .unwrap()
+                        });
+                        drop(rt);
+                        cache
+                    } else {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .unwrap();
+                        let cache = rt.block_on(async move {
+                            let cache = Arc::new(CacheManager::new(cfg).unwrap());
+                            cache.set_async("early", &1u32, None).await.unwrap();
+                            cache
+                        });
+                        drop(rt);
+                        cache
+                    };
+                    exercise_blocking(&cache, levels);
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let cache = rt.block_on(async move {
+                        exercise_async(&cache, levels).await;
+                        cache
+                    });
+                    drop(rt);
+                    drop(cache);
+                },
+            );
+            let reopened = CacheManager::new(config(dir.path(), levels, &servers, DEADLINES)).unwrap();
+            assert_eq!(reopened.get::<u32>("last").unwrap(), Some(5), "{levels:?}");
+        }
     }
 }
