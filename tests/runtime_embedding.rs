@@ -511,12 +511,16 @@ fn a_loader_that_writes_and_invalidates_its_own_key_does_not_wait_on_its_load() 
 /// the key and says why, where it used to wait for its own load for good (or, with a hard
 /// timeout, until that passed).
 fn assert_reentry_refused<T: std::fmt::Debug>(form: &str, nested: &Result<T, Error>) {
+    assert_reentry_of("own", form, nested);
+}
+
+fn assert_reentry_of<T: std::fmt::Debug>(key: &str, form: &str, nested: &Result<T, Error>) {
     let text = match nested {
         Err(e @ Error::Backend { op: "load", .. }) => e.to_string(),
         other => panic!("{form}: the nested call for the loader's own key answered {other:?}"),
     };
     assert!(
-        text.contains("\"own\"") && text.contains("its own key"),
+        text.contains(&format!("{key:?}")) && text.contains("its own key"),
         "{form}: {text}"
     );
 }
@@ -546,6 +550,20 @@ fn a_loader_that_loads_its_own_key_again_is_refused_not_deadlocked() {
                 nested.map(Fetched::into_value)
             });
             assert_reentry_refused("get_or_load", &outer);
+            // A cycle through another key's load (inline, or each on a load thread of its
+            // own with deadlines) is refused where it comes back.
+            let inner = Arc::clone(&cache);
+            let outer = cache.get_or_load("cycle", None, move || {
+                let back = Arc::clone(&inner);
+                let mid = inner.get_or_load("mid", None, move || {
+                    let nested = back.get_or_load("cycle", None, || Ok::<u32, Error>(1));
+                    assert_reentry_of("cycle", "get_or_load back to the outer key", &nested);
+                    nested.map(Fetched::into_value)
+                });
+                assert_reentry_of("cycle", "get_or_load of the middle key", &mid);
+                mid.map(Fetched::into_value)
+            });
+            assert_reentry_of("cycle", "get_or_load of a cycle", &outer);
             // A load that is not its own key's is no reentry: it nests as usual.
             let inner = Arc::clone(&cache);
             let outer = cache
@@ -591,6 +609,28 @@ fn a_loader_that_loads_its_own_key_again_is_refused_not_deadlocked() {
                     })
                     .await;
                 assert_reentry_refused("get_or_load_async", &outer);
+                let inner = Arc::clone(&cache);
+                let outer = cache
+                    .get_or_load_async("cycle", None, move || async move {
+                        let back = Arc::clone(&inner);
+                        let mid = inner
+                            .get_or_load_async("mid", None, move || async move {
+                                let nested = back
+                                    .get_or_load_async("cycle", None, || async { Ok::<u32, Error>(1) })
+                                    .await;
+                                assert_reentry_of(
+                                    "cycle",
+                                    "get_or_load_async back to the outer key",
+                                    &nested,
+                                );
+                                nested.map(Fetched::into_value)
+                            })
+                            .await;
+                        assert_reentry_of("cycle", "get_or_load_async of the middle key", &mid);
+                        mid.map(Fetched::into_value)
+                    })
+                    .await;
+                assert_reentry_of("cycle", "get_or_load_async of a cycle", &outer);
                 let inner = Arc::clone(&cache);
                 let outer = cache
                     .get_or_load_async("own", None, move || async move {

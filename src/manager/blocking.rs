@@ -246,8 +246,9 @@ impl CacheManager {
     /// key's callers; [`CacheManager::get_or_load`] bounds the wait. With
     /// `loader.hard_timeout_ms` set, though, a caller waiting on another caller's load gives it
     /// up at that timeout, as `get_or_load`'s callers do, and runs its own loader. A loading
-    /// call a loader makes for its own key (it would wait for the load that loader runs) fails
-    /// at once with [`Error::Backend`] (op `"load"`) naming the key. A loader that
+    /// call a loader makes for its own key, or for a key whose load it runs inside (it would
+    /// wait for a load that waits for it), fails at once with [`Error::Backend`] (op `"load"`)
+    /// naming the key. A loader that
     /// panics counts as one that failed (the panic is logged and does not unwind into the
     /// caller): the stale copy, or an error naming the key.
     ///
@@ -301,8 +302,9 @@ impl CacheManager {
                         return Ok(value);
                     }
                     s.metrics.loads.incr();
-                    let loaded =
-                        super::caught::catching(key, || super::reentry::running(leader.flight(), loader));
+                    let loaded = super::caught::catching(key, || {
+                        super::reentry::Loading::of(leader.flight()).run(loader)
+                    });
                     // Failed: fail-safe's stale copy, or the error.
                     let value = match self.leader_loaded(key, watch, loaded) {
                         Ok(value) => value,

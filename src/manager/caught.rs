@@ -57,13 +57,14 @@ pub(super) fn no_answer(key: &str) -> Error {
     }
 }
 
-/// A loading call made by the loader of its own key: it would wait for the load it runs.
+/// A loading call made by a loader for its own key, or for a key whose load it runs inside: it
+/// would wait for a load that waits for it.
 pub(super) fn reentered(key: &str) -> Error {
     Error::Backend {
         level: "manager",
         op: "load",
         reason: format!(
-            "a loader of {:?} made a loading call for its own key, which would wait for the load that loader runs; read the key with get, or load it outside the loader",
+            "a loading call for {:?} was made inside its own key's loader (directly, or through the loader of another key), and would wait for the load that waits for it; read the key with get, or load it outside the loader",
             key_for_error(key)
         ),
     }

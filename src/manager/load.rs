@@ -158,7 +158,8 @@ impl CacheManager {
     /// loader should not hold a clone of the manager: if every other handle is dropped while it
     /// runs (its callers gave up), its clone is the last, the manager shuts down on the load's
     /// thread when the loader is dropped, and the loaded value is not stored. A loading call the
-    /// loader makes for its own key is refused, as [`CacheManager::get_or_set_with`] says.
+    /// loader makes for its own key (or one it loads inside) is refused, as
+    /// [`CacheManager::get_or_set_with`] says.
     ///
     /// # Errors
     /// The loader's error when no stale copy is kept; [`Error::LoaderTimeout`]; a cache error
@@ -471,7 +472,7 @@ impl CacheManager {
         F: FnOnce() -> std::result::Result<Option<T>, E>,
     {
         let s = &self.shared;
-        let running = || super::reentry::running(leader.flight(), load);
+        let running = || super::reentry::Loading::of(leader.flight()).run(load);
         let Some(loaded) = super::caught::catching(key, running) else {
             s.guard.unwatch(watch);
             // Counted and throttled as for a loader's error; set before the flight ends.
@@ -592,8 +593,9 @@ impl CacheManager {
         let (tx, rx) = mpsc::channel();
         let manager = self.downgrade();
         let owned_key = key.to_owned();
-        let flight = Arc::clone(leader.flight());
-        let load = move || super::reentry::running(&flight, load);
+        // Taken here, on the caller's thread: the load thread inherits nothing.
+        let loading = super::reentry::Loading::of(leader.flight());
+        let load = move || loading.run(load);
         start_load_thread(
             move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
                 Ok(outcome) => finish_load(&manager, &owned_key, ttl, (leader, watch), outcome, tx),

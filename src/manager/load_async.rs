@@ -191,7 +191,6 @@ impl CacheManager {
         let (tx, rx) = mpsc::channel();
         let manager = self.downgrade();
         let owned_key = key.to_owned();
-        let flight = Arc::clone(leader.flight());
         // Unwind safety: a closure that panicked left nothing of the cache's half-done. Its
         // panic ends the load as a panicking future's does, a failed load and the flight
         // abandoned, so its callers get the stale copy or an error instead of the unwinding.
@@ -199,6 +198,8 @@ impl CacheManager {
             load_panicked(&manager, key, (leader, watch), tx);
             return Ok(rx);
         };
+        // Taken here, in the caller's context: the task the load is spawned in inherits nothing.
+        let load = crate::manager::reentry::Loading::of(leader.flight()).run_async(load);
         let watch_ends = WatchEnds {
             manager: self.downgrade(),
             watch,
@@ -206,7 +207,7 @@ impl CacheManager {
         let task = async move {
             let _watch_ends = watch_ends;
             // A task of its own, so that a panicking loader is seen (its `JoinError`).
-            let outcome = match tokio::spawn(crate::manager::reentry::running_async(&flight, load)).await {
+            let outcome = match tokio::spawn(load).await {
                 Ok(outcome) => outcome,
                 Err(_) => return load_panicked(&manager, &owned_key, (leader, watch), tx),
             };

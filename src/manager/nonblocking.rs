@@ -299,12 +299,10 @@ impl CacheManager {
                         return Ok(value);
                     }
                     s.metrics.loads.incr();
-                    let flight = leader.flight();
-                    let loaded = super::caught::catching_async(
-                        key,
-                        super::reentry::running_async(flight, async move { loader().await }),
-                    )
-                    .await;
+                    let loading = super::reentry::Loading::of(leader.flight());
+                    let loaded =
+                        super::caught::catching_async(key, loading.run_async(async move { loader().await }))
+                            .await;
                     // Failed: fail-safe's stale copy, or the error.
                     let value = match self.leader_loaded(key, watch, loaded) {
                         Ok(value) => value,

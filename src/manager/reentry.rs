@@ -1,12 +1,16 @@
-//! A loader that makes a loading call for the key it loads: that call finds the key's flight
-//! in progress and would wait for it, but the flight ends only when the loader returns, which
-//! waits for the call. Such a call is refused instead (`caught::reentered`), naming the key.
+//! A loader that makes a loading call for the key it loads, or for one whose loader it runs
+//! inside (a loader of `a` loading `b`, whose loader loads `a`): that call finds the key's
+//! flight in progress and would wait for it, but the flight ends only when its loader returns,
+//! which waits for the call. Such a call is refused instead (`caught::reentered`), naming the
+//! key.
 //!
-//! A loader knows itself by the flights it leads: a loader run on a thread (the caller's, or a
-//! load thread of its own) lists its flight in a thread-local while it runs; a loader's future
-//! carries its flight, and those of the loaders it runs inside, in a task-local, so it is known
-//! on whichever thread polls it. A flight is known by its address, unique while its leader holds
-//! it, as it does for as long as the loader runs.
+//! A loader knows itself by the flights it runs inside: the caller's own (those of the loaders
+//! the call was made from) and its own. A loader run on a thread (the caller's, or a load thread
+//! of its own) lists them in a thread-local while it runs; a loader's future carries them in a
+//! task-local, so they are known on whichever thread polls it. They are taken where the load
+//! starts, in the caller's context: a load spawned on a thread or task of its own inherits
+//! nothing there. A flight is known by its address, unique while its leader holds it, as it
+//! does for as long as its loader runs.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -28,30 +32,46 @@ fn id(flight: &Arc<Flight>) -> usize {
     Arc::as_ptr(flight) as usize
 }
 
+/// The flights of the loaders the caller runs inside.
+fn around() -> Vec<usize> {
+    let mut ids = ON_THREAD.with(|ids| ids.borrow().clone());
+    // Outside a task-local's scope (a plain thread) there is none.
+    let _ = IN_FUTURE.try_with(|more| ids.extend_from_slice(more));
+    ids
+}
+
 /// Whether the caller runs inside the loader of `flight`.
 pub(super) fn inside(flight: &Arc<Flight>) -> bool {
-    let id = id(flight);
-    ON_THREAD.with(|ids| ids.borrow().contains(&id))
-        || IN_FUTURE.try_with(|ids| ids.contains(&id)).unwrap_or(false)
+    around().contains(&id(flight))
 }
 
-/// Runs `load`, the loader of `flight`, on this thread.
-pub(super) fn running<R>(flight: &Arc<Flight>, load: impl FnOnce() -> R) -> R {
-    /// Taken off the list however the loader ends, its unwinding included.
-    struct Ends;
-    impl Drop for Ends {
-        fn drop(&mut self) {
-            ON_THREAD.with(|ids| ids.borrow_mut().pop());
-        }
+/// The flights a loader of `flight`, started here, runs inside: the caller's, and `flight`.
+pub(super) struct Loading(Vec<usize>);
+
+impl Loading {
+    pub(super) fn of(flight: &Arc<Flight>) -> Loading {
+        let mut ids = around();
+        ids.push(id(flight));
+        Loading(ids)
     }
-    ON_THREAD.with(|ids| ids.borrow_mut().push(id(flight)));
-    let _ends = Ends;
-    load()
-}
 
-/// `load`, the loader's future of `flight`, known as such wherever it is polled.
-pub(super) fn running_async<F: Future>(flight: &Arc<Flight>, load: F) -> TaskLocalFuture<Vec<usize>, F> {
-    let mut ids = IN_FUTURE.try_with(Clone::clone).unwrap_or_default();
-    ids.push(id(flight));
-    IN_FUTURE.scope(ids, load)
+    /// Runs `load` on this thread, as the loader.
+    pub(super) fn run<R>(self, load: impl FnOnce() -> R) -> R {
+        /// Puts back the thread's list however the loader ends, its unwinding included.
+        struct Restore(Vec<usize>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                ON_THREAD.with(|ids| std::mem::swap(&mut *ids.borrow_mut(), &mut self.0));
+            }
+        }
+        let mut ids = self.0;
+        ON_THREAD.with(|current| std::mem::swap(&mut *current.borrow_mut(), &mut ids));
+        let _restore = Restore(ids);
+        load()
+    }
+
+    /// `load`, the loader's future, known as such wherever it is polled.
+    pub(super) fn run_async<F: Future>(self, load: F) -> TaskLocalFuture<Vec<usize>, F> {
+        IN_FUTURE.scope(self.0, load)
+    }
 }
