@@ -738,3 +738,60 @@ fn a_manager_built_inside_a_runtime_works_after_that_runtime_is_gone() {
         }
     }
 }
+
+/// A load led on a runtime that is shut down while callers elsewhere wait on it (a blocking one
+/// on a plain thread, an async one on another runtime): they are not left waiting; one of them
+/// loads in its place and both get its value, which is stored.
+#[test]
+fn callers_waiting_on_a_load_whose_runtime_shuts_down_load_in_its_place() {
+    for loader in [NO_DEADLINES, DEADLINES] {
+        with_each_levels("load's runtime shut down", loader, |cache, _levels| {
+            let first = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (started_tx, started_rx) = mpsc::channel();
+            let leading = Arc::clone(&cache);
+            first.spawn(async move {
+                let _ = leading
+                    .get_or_load_async::<u32, Error, _, _>("k", None, move || async move {
+                        let _ = started_tx.send(());
+                        std::future::pending().await
+                    })
+                    .await;
+            });
+            started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            let waits_before = cache.stats().overall.load_waits;
+            let blocking = {
+                let cache = Arc::clone(&cache);
+                std::thread::spawn(move || {
+                    cache
+                        .get_or_load("k", None, || Ok::<u32, Error>(7))
+                        .unwrap()
+                        .into_value()
+                })
+            };
+            let other = {
+                let cache = Arc::clone(&cache);
+                std::thread::spawn(move || {
+                    support::block_on(async move {
+                        cache
+                            .get_or_load_async("k", None, || async { Ok::<u32, Error>(7) })
+                            .await
+                            .unwrap()
+                            .into_value()
+                    })
+                })
+            };
+            support::wait_until("both callers wait on the load", || {
+                cache.stats().overall.load_waits >= waits_before + 2
+            });
+            first.shutdown_timeout(Duration::from_secs(5));
+            assert_eq!(blocking.join().unwrap(), 7);
+            assert_eq!(other.join().unwrap(), 7);
+            assert_eq!(cache.get::<u32>("k").unwrap(), Some(7));
+            cache.set("last", &5u32, None).unwrap();
+        });
+    }
+}
