@@ -36,8 +36,13 @@ impl CacheManager {
 
     /// Async [`CacheManager::get_or_load`]. The load is a task spawned on the caller's tokio
     /// runtime (on a thread of its own outside one), so dropping this future never cancels a
-    /// load that other callers wait on. `loader` is called, on the caller's task, only when this
-    /// call starts a load; if it panics, that is a failed load as a panicking future is.
+    /// load that other callers wait on. On a current-thread runtime that task runs only while
+    /// the runtime is driven: a caller that gave up (a timeout around this call) and left its
+    /// `block_on` leaves the load stalled, and the key's other callers wait for it (at most
+    /// `loader.hard_timeout_ms`, if set) until the runtime is driven again or dropped (which
+    /// ends the load: the next caller loads afresh). `loader` is called, on the caller's task,
+    /// only when this call starts a load; if it panics, that is a failed load as a panicking
+    /// future is.
     ///
     /// # Errors
     /// As [`CacheManager::get_or_load`].
