@@ -34,7 +34,9 @@ fn id(flight: &Arc<Flight>) -> usize {
 
 /// The flights of the loaders the caller runs inside.
 fn around() -> Vec<usize> {
-    let mut ids = ON_THREAD.with(|ids| ids.borrow().clone());
+    // `try_with`: a loading call made from a thread-local's destructor, after this one's, finds
+    // none, where `with` panicked.
+    let mut ids = ON_THREAD.try_with(|ids| ids.borrow().clone()).unwrap_or_default();
     // Outside a task-local's scope (a plain thread) there is none.
     let _ = IN_FUTURE.try_with(|more| ids.extend_from_slice(more));
     ids
@@ -61,11 +63,11 @@ impl Loading {
         struct Restore(Vec<usize>);
         impl Drop for Restore {
             fn drop(&mut self) {
-                ON_THREAD.with(|ids| std::mem::swap(&mut *ids.borrow_mut(), &mut self.0));
+                let _ = ON_THREAD.try_with(|ids| std::mem::swap(&mut *ids.borrow_mut(), &mut self.0));
             }
         }
         let mut ids = self.0;
-        ON_THREAD.with(|current| std::mem::swap(&mut *current.borrow_mut(), &mut ids));
+        let _ = ON_THREAD.try_with(|current| std::mem::swap(&mut *current.borrow_mut(), &mut ids));
         let _restore = Restore(ids);
         load()
     }
