@@ -8,9 +8,11 @@
 //! process exited first. Instead the last handle's drop closes this gate (work not begun yet does
 //! not begin: a load's value is then not stored), fires the stop signal (a replay stops at its
 //! next op), and waits for the work in progress, each piece bounded by the L2 timeout, before it
-//! joins the threads and sends the write-behind queue, on the caller's thread, in order.
+//! joins the threads and sends the write-behind queue, on the caller's thread, in order. Work
+//! that reaches the state through a weak handle (a load) passes the gate before it takes the
+//! state ([`Pass::enter_weak`]), so that it never holds it uncounted.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -33,6 +35,8 @@ pub(crate) struct Apart {
 impl Apart {
     /// Counts one piece of work in; `false` once the manager is shutting down.
     fn enter(&self) -> bool {
+        #[cfg(test)]
+        tests::hold_before_entering();
         let mut state = self.state.lock();
         if state.closed {
             return false;
@@ -97,6 +101,23 @@ impl Pass {
         })
     }
 
+    /// [`enter`](Self::enter) for work that holds the shared state weakly (a load apart from its
+    /// caller): counted in before it takes the state, so that it never holds it uncounted. Taken
+    /// first and then refused by a closing gate, the state was held, uncounted, while the last
+    /// handle's drop went on without waiting for it, and released afterwards on the work's
+    /// thread if the drop ended meanwhile (the file store L1 with it, still locked for a
+    /// moment after the drop had returned).
+    pub(crate) fn enter_weak(apart: &Arc<Apart>, shared: &Weak<Shared>) -> Option<Pass> {
+        if !apart.enter() {
+            return None;
+        }
+        let counted = Counted(Arc::clone(apart));
+        Some(Pass {
+            shared: shared.upgrade()?,
+            _counted: counted,
+        })
+    }
+
     /// The manager the work runs on: its shared state, not its background threads (see the
     /// module docs), so it never runs their shutdown.
     pub(crate) fn manager(&self) -> CacheManager {
@@ -125,6 +146,17 @@ mod tests {
         /// test lets it go. Whatever it still held there would outlive the shutdown: the window
         /// is forced open, where the scheduler opened it only now and then.
         static HOLD_WHEN_COUNTED_OUT: RefCell<Option<Arc<Barrier>>> = const { RefCell::new(None) };
+        /// The same, for a piece of work about to be counted in: it stays there, holding what
+        /// it took before it asked, until the test lets it go.
+        static HOLD_BEFORE_ENTERING: RefCell<Option<Arc<Barrier>>> = const { RefCell::new(None) };
+    }
+
+    /// The hook [`Apart::enter`] calls before it looks at the gate.
+    pub(super) fn hold_before_entering() {
+        if let Some(hold) = HOLD_BEFORE_ENTERING.with(|h| h.borrow_mut().take()) {
+            hold.wait();
+            hold.wait();
+        }
     }
 
     /// The hook [`Apart::leave`] calls once it has counted a piece of work out.
@@ -133,6 +165,43 @@ mod tests {
             hold.wait();
             hold.wait();
         }
+    }
+
+    /// A load apart from its caller reaches the manager through a weak handle (its store, and
+    /// the end of its watch after it). A load whose store ended while the last handle was being
+    /// dropped took the shared state first and only then asked the gate, which refused it: for
+    /// that moment it held the state, uncounted, so the drop did not wait for it, and if the
+    /// drop ended meanwhile the state (the file store L1 with it) was released afterwards, on
+    /// the load's thread; a program that reopened the store right after the drop found it
+    /// locked, now and then. Held here just before the gate, such a load holds nothing yet:
+    /// the drop releases the store, and a reopen at once finds it free.
+    #[test]
+    fn a_load_asking_the_gate_during_the_drop_holds_nothing_of_the_manager() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || crate::FileStore::open(dir.path(), crate::FileStoreOptions::default());
+        let cache = CacheManager::builder()
+            .local(Arc::new(open().unwrap()))
+            .build()
+            .unwrap();
+        let weak = cache.downgrade_for_test();
+        let hold = Arc::new(Barrier::new(2));
+        let load = {
+            let hold = Arc::clone(&hold);
+            std::thread::spawn(move || {
+                HOLD_BEFORE_ENTERING.with(|h| *h.borrow_mut() = Some(hold));
+                weak.upgrade_for_test()
+            })
+        };
+        // The load is at the gate, and held there until the second meeting.
+        hold.wait();
+        drop(cache);
+        let reopened = open();
+        hold.wait();
+        let entered = load.join().unwrap();
+        assert!(!entered, "a load entered after the manager's drop");
+        reopened.unwrap_or_else(|e| {
+            panic!("the store could not be reopened right after the manager's drop: {e}")
+        });
     }
 
     #[test]

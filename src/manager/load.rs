@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::apart::Pass;
+use super::apart::{Apart, Pass};
 use super::failsafe::{Fetched, RefreshSlot};
 use super::guard::{Ticket, Watch};
 use super::loader::{Flight, Leader, Role, Waited};
@@ -28,15 +28,22 @@ use crate::codec::ABSENT;
 use crate::error::{key_for_error, Error, Result};
 
 /// A handle that does not keep the manager alive, for loads that outlive their caller.
-struct WeakManager {
+pub(super) struct WeakManager {
     shared: Weak<Shared>,
+    /// The gate a load passes before it takes the manager (see `Pass::enter_weak`).
+    apart: Arc<Apart>,
 }
 
 impl WeakManager {
     /// The manager to store a load's value with, counted as work apart from its caller (see
     /// `apart`), or `None` once the last handle was dropped or is being dropped.
     fn upgrade(&self) -> Option<Pass> {
-        Pass::enter(self.shared.upgrade()?)
+        Pass::enter_weak(&self.apart, &self.shared)
+    }
+
+    #[cfg(test)]
+    pub(super) fn upgrade_for_test(&self) -> bool {
+        self.upgrade().is_some()
     }
 }
 
@@ -116,9 +123,15 @@ enum Next<T, E> {
 }
 
 impl CacheManager {
+    #[cfg(test)]
+    pub(super) fn downgrade_for_test(&self) -> WeakManager {
+        self.downgrade()
+    }
+
     fn downgrade(&self) -> WeakManager {
         WeakManager {
             shared: Arc::downgrade(&self.shared),
+            apart: Arc::clone(&self.shared.apart),
         }
     }
 
@@ -805,6 +818,7 @@ fn finish_load<T, E>(
     let _watch_ends = WatchEnds {
         manager: WeakManager {
             shared: Weak::clone(&manager.shared),
+            apart: Arc::clone(&manager.apart),
         },
         watch,
     };
