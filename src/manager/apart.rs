@@ -134,7 +134,7 @@ impl Pass {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::RefCell;
     use std::sync::Barrier;
 
@@ -157,6 +157,11 @@ mod tests {
             hold.wait();
             hold.wait();
         }
+    }
+
+    /// Makes this thread's next count-out hold at `hold` (see [`hold_if_asked`]).
+    pub(crate) fn hold_this_thread_when_counted_out(hold: Arc<Barrier>) {
+        HOLD_WHEN_COUNTED_OUT.with(|h| *h.borrow_mut() = Some(hold));
     }
 
     /// The hook [`Apart::leave`] calls once it has counted a piece of work out.

@@ -839,6 +839,9 @@ fn finish_load<T, E>(
         let _ = report.send(Report::Loaded(Ok(value)));
         return;
     };
+    // The manager is a temporary of this statement (of the closure in it), so it goes here: in
+    // the tail expression it outlived `m`, holding the shared state past the count-out the last
+    // drop waits for.
     let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         m.manager().store_loaded(key, ttl, value.as_ref(), watch)
     }));

@@ -347,3 +347,46 @@ fn a_value_backfilled_after_a_failed_load_ends_its_throttle_period() {
     );
     assert_eq!(cache.stats().loader.throttled, 0);
 }
+
+/// A load on a thread of its own stores its value as work apart from its caller, counted in
+/// while it holds the manager's shared state, so the last handle's drop waits for it and
+/// releases the state itself. The store's manager was a temporary of the function's tail
+/// expression, which lives past the function's locals: past the count-out. Then the drop, no
+/// longer waiting, returned with the state still held by the load's thread, released there a
+/// moment later, and the file store L1 with it: a reopen right after the drop found the store
+/// locked now and then. Held right after its count-out, the load holds nothing of the manager.
+#[test]
+fn a_load_apart_counted_out_holds_nothing_of_the_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || crate::FileStore::open(dir.path(), crate::FileStoreOptions::default());
+    let mut c = CacheConfig::default();
+    timed(&mut c);
+    let cache = CacheManager::builder()
+        .config(c)
+        .local(Arc::new(open().unwrap()))
+        .build()
+        .unwrap();
+    let shared = Arc::downgrade(&cache.shared);
+    let hold = Arc::new(std::sync::Barrier::new(2));
+    let theirs = Arc::clone(&hold);
+    let got = cache
+        .get_or_load("k", Some(TTL), move || {
+            // On the load's thread: its count-out, once it has stored, holds there.
+            crate::manager::apart::tests::hold_this_thread_when_counted_out(theirs);
+            Ok::<_, Error>("v".to_owned())
+        })
+        .unwrap();
+    assert_eq!(got, Fetched::Fresh("v".to_owned()));
+    // The load has counted out, and is held there until the second meeting.
+    hold.wait();
+    drop(cache);
+    let still_held = shared.strong_count();
+    let reopened = open();
+    hold.wait();
+    assert_eq!(
+        still_held, 0,
+        "the manager's shared state outlived its drop, held by a load counted out"
+    );
+    reopened
+        .unwrap_or_else(|e| panic!("the store could not be reopened right after the manager's drop: {e}"));
+}
