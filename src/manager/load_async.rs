@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{finish_load, load_panicked, start_load_thread, Found, Next, Report, Step, WatchEnds};
+use super::end::{finish_load, load_panicked};
+use super::{start_load_thread, Found, Next, Report, Step, WatchEnds};
 use crate::error::{Error, Result};
 use crate::manager::failsafe::Fetched;
 use crate::manager::guard::Watch;
