@@ -76,9 +76,10 @@ impl FileStore {
         let Some(hit) = self.inner.locate(key, false, |_| ()) else {
             // A value held in RAM (see `stash`) is trusted: the last loss of certainty forgot
             // them all.
-            return match self.inner.held(key, false, false) {
-                Some(_) => Confirmation::Confirmed,
-                None => Confirmation::Missing,
+            return if self.inner.holds(key) {
+                Confirmation::Confirmed
+            } else {
+                Confirmation::Missing
             };
         };
         let Some(e) = self.inner.index.get(&self.inner.hasher.hash(key)) else {

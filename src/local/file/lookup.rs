@@ -232,6 +232,12 @@ impl Inner {
             .get(self.hasher.hash(key), key, self.moment(), stale_too, counts)
     }
 
+    /// Whether the stash holds a live value of `key` (see `held`), with no value copied out
+    /// and no read counted.
+    pub(crate) fn holds(&self, key: &str) -> bool {
+        !self.stash.is_empty() && self.stash.holds(self.hasher.hash(key), key, self.moment(), false)
+    }
+
     /// Now, and the keep window, for what the stash holds.
     pub(crate) fn moment(&self) -> super::stash::Moment {
         super::stash::Moment {

@@ -561,7 +561,7 @@ impl FileStore {
     /// Whether `key` has a live value, without reading it.
     #[must_use]
     pub fn contains(&self, key: &str) -> bool {
-        self.inner.locate(key, false, |_| ()).is_some() || self.inner.held(key, false, false).is_some()
+        self.inner.locate(key, false, |_| ()).is_some() || self.inner.holds(key)
     }
 
     /// Writes a value; `ttl = None` means it never expires.

@@ -86,9 +86,14 @@ struct Held {
     read: bool,
 }
 
+/// What a held value of `key` counts against the bytes bound.
+fn weight(key: &str, value: &[u8]) -> u64 {
+    key.len() as u64 + value.len() as u64 + OVERHEAD
+}
+
 impl Held {
     fn bytes(&self) -> u64 {
-        self.key.len() as u64 + self.value.len() as u64 + OVERHEAD
+        weight(&self.key, &self.value)
     }
 }
 
@@ -182,6 +187,15 @@ impl Stash {
     ) {
         let max_entries = entries / SHARE;
         let max_bytes = (max_bytes / SHARE as u64).min(MAX_BYTES);
+        if max_entries == 0 || weight(key, value) > max_bytes {
+            // Not held; an older held value of the key goes all the same (this fill is newer).
+            // Checked before the copy, which may be of up to a segment's size.
+            let mut fifo = self.fifo.lock();
+            fifo.remove(hash);
+            self.len.store(fifo.map.len(), Ordering::Relaxed);
+            return;
+        }
+        // Copied before the lock is taken, so readers of other held values do not wait on it.
         let held = Held {
             key: key.into(),
             value: value.into(),
@@ -191,10 +205,6 @@ impl Stash {
         };
         let mut fifo = self.fifo.lock();
         fifo.remove(hash);
-        if max_entries == 0 || held.bytes() > max_bytes {
-            self.len.store(fifo.map.len(), Ordering::Relaxed);
-            return;
-        }
         while fifo.map.len() >= max_entries || fifo.bytes + held.bytes() > max_bytes {
             if fifo.map.is_empty() {
                 break;
@@ -228,6 +238,28 @@ impl Stash {
         stale_too: bool,
         counts: bool,
     ) -> Option<Found> {
+        self.with_held(hash, key, at, (stale_too, counts), |held| Found {
+            value: held.value.to_vec(),
+            expires_at_ms: held.expires_at_ms,
+        })
+    }
+
+    /// Whether [`get`](Self::get) would find a value, not counted as a read: a check that the
+    /// key is there copies no value out.
+    pub(crate) fn holds(&self, hash: u64, key: &str, at: Moment, stale_too: bool) -> bool {
+        self.with_held(hash, key, at, (stale_too, false), |_| ())
+            .is_some()
+    }
+
+    /// `found(held)` of the value [`get`](Self::get) would answer, under the lock.
+    fn with_held<R>(
+        &self,
+        hash: u64,
+        key: &str,
+        at: Moment,
+        (stale_too, counts): (bool, bool),
+        found: impl FnOnce(&Held) -> R,
+    ) -> Option<R> {
         if self.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -242,10 +274,7 @@ impl Stash {
             return None;
         }
         held.read |= counts;
-        Some(Found {
-            value: held.value.to_vec(),
-            expires_at_ms: held.expires_at_ms,
-        })
+        Some(found(held))
     }
 
     /// Forgets what is held for `hash`: its key was written or deleted. Under the writer lock.
