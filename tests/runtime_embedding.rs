@@ -200,15 +200,28 @@ fn with_each_levels(what: &str, loader: &'static str, body: fn(Arc<CacheManager>
 const NO_DEADLINES: &str = "";
 const DEADLINES: &str = "hard_timeout_ms = 5000";
 
+/// A multi-thread runtime of two workers, with timers and I/O.
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A current-thread runtime, with timers and I/O.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn the_blocking_api_works_in_a_task_of_a_multi_thread_runtime() {
     for loader in [NO_DEADLINES, DEADLINES] {
         with_each_levels("multi-thread task", loader, |cache, levels| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = multi_thread();
             rt.block_on(async move {
                 tokio::spawn(async move {
                     exercise_blocking(&cache, levels);
@@ -226,10 +239,7 @@ fn the_blocking_api_works_in_a_task_of_a_multi_thread_runtime() {
 fn the_blocking_api_works_inside_a_current_thread_runtime() {
     for loader in [NO_DEADLINES, DEADLINES] {
         with_each_levels("current-thread block_on", loader, |cache, levels| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = current_thread();
             rt.block_on(async move {
                 exercise_blocking(&cache, levels);
                 drop(cache);
@@ -242,11 +252,7 @@ fn the_blocking_api_works_inside_a_current_thread_runtime() {
 fn the_blocking_api_works_from_spawn_blocking_and_block_in_place() {
     for loader in [NO_DEADLINES, DEADLINES] {
         with_each_levels("spawn_blocking", loader, |cache, levels| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = multi_thread();
             rt.block_on(async move {
                 tokio::task::spawn_blocking(move || {
                     exercise_blocking(&cache, levels);
@@ -257,11 +263,7 @@ fn the_blocking_api_works_from_spawn_blocking_and_block_in_place() {
             });
         });
         with_each_levels("block_in_place", loader, |cache, levels| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = multi_thread();
             rt.block_on(async move {
                 tokio::spawn(async move {
                     tokio::task::block_in_place(|| {
@@ -334,10 +336,7 @@ async fn exercise_async(cache: &Arc<CacheManager>, levels: Levels) {
 fn the_async_api_works_on_a_current_thread_runtime_with_and_without_timers() {
     for loader in [NO_DEADLINES, DEADLINES] {
         with_each_levels("async on current-thread", loader, |cache, levels| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = current_thread();
             rt.block_on(async move {
                 exercise_async(&cache, levels).await;
                 drop(cache);
@@ -364,11 +363,7 @@ fn the_async_api_works_on_a_current_thread_runtime_with_and_without_timers() {
 fn a_manager_outlives_the_runtime_it_was_built_and_used_in() {
     for loader in [NO_DEADLINES, DEADLINES] {
         with_each_levels("runtime gone", loader, |cache, levels| {
-            let first = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let first = multi_thread();
             let (started_tx, started_rx) = mpsc::channel();
             first.block_on(async {
                 for i in 0..32u32 {
@@ -392,10 +387,7 @@ fn a_manager_outlives_the_runtime_it_was_built_and_used_in() {
             started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
             first.shutdown_timeout(Duration::from_secs(5));
 
-            let second = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let second = current_thread();
             second.block_on(async {
                 for i in 0..4u32 {
                     cache.set_async(&format!("k{i}"), &i, None).await.unwrap();
@@ -486,10 +478,7 @@ fn a_loader_that_writes_and_invalidates_its_own_key_does_not_wait_on_its_load() 
             cache.set("last", &5u32, None).unwrap();
         });
         with_each_levels("async loaders touching their key", loader, |cache, levels| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = current_thread();
             rt.block_on(async move {
                 let inner = Arc::clone(&cache);
                 let v: u32 = cache
@@ -592,10 +581,7 @@ fn a_loader_that_loads_its_own_key_again_is_refused_not_deadlocked() {
         let cache =
             Arc::new(CacheManager::new(config(dir.path(), Levels::FileOnly, &servers, loader)).unwrap());
         within_watchdog(&format!("async reentry ({loader:?})"), move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = current_thread();
             rt.block_on(async move {
                 let inner = Arc::clone(&cache);
                 let outer = cache
@@ -704,11 +690,7 @@ fn a_manager_built_inside_a_runtime_works_after_that_runtime_is_gone() {
                 &format!("built inside a runtime (multi {multi}) over {levels:?}"),
                 move || {
                     let cache = if multi {
-                        let rt = tokio::runtime::Builder::new_multi_thread()
-                            .worker_threads(2)
-                            .enable_all()
-                            .build()
-                            .unwrap();
+                        let rt = multi_thread();
                         let cache = rt.block_on(async move {
                             tokio::spawn(async move { Arc::new(CacheManager::new(cfg).unwrap()) })
                                 .await
@@ -717,10 +699,7 @@ fn a_manager_built_inside_a_runtime_works_after_that_runtime_is_gone() {
                         drop(rt);
                         cache
                     } else {
-                        let rt = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .unwrap();
+                        let rt = current_thread();
                         let cache = rt.block_on(async move {
                             let cache = Arc::new(CacheManager::new(cfg).unwrap());
                             cache.set_async("early", &1u32, None).await.unwrap();
@@ -730,11 +709,7 @@ fn a_manager_built_inside_a_runtime_works_after_that_runtime_is_gone() {
                         cache
                     };
                     exercise_blocking(&cache, levels);
-                    let rt = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .enable_all()
-                        .build()
-                        .unwrap();
+                    let rt = multi_thread();
                     let cache = rt.block_on(async move {
                         exercise_async(&cache, levels).await;
                         cache
