@@ -19,8 +19,7 @@ pub enum KeyProblem {
         /// The largest accepted length in bytes.
         max: usize,
     },
-    /// The key starts with a namespace the level keeps for its own keys (the Redis level's
-    /// tag sets).
+    /// The key starts with a namespace the level keeps for its own keys (the Redis tag sets).
     Reserved {
         /// The namespace the key starts with.
         namespace: &'static str,
@@ -212,15 +211,16 @@ pub enum Error {
         feature: &'static str,
     },
 
-    /// A call to a distributed level did not finish within its deadline. The deadline covers the
-    /// client library's own retries and reconnects; whether the command reached the server is
-    /// unknown.
-    #[error("{level} {op} timed out after {after:?}; the server is slow or unreachable (the deadline is the level's `timeout` option, or its `admin_timeout` for size and clear)")]
+    /// A call to a distributed level did not finish within its deadline, which covers the client
+    /// library's own retries and reconnects; whether the command reached the server is unknown.
+    #[error("{level} {op} timed out after {after:?} waiting for {server}; the server is slow or unreachable (the deadline is the level's `timeout` option, or its `admin_timeout` for size and clear)")]
     Timeout {
         /// The level ("redis", "memcached", ...).
         level: &'static str,
         /// The operation ("get", "set_many", "connect", ...).
         op: &'static str,
+        /// The server or servers asked, as configured (`host:port`, several joined by `, `).
+        server: String,
         /// The deadline that passed.
         after: std::time::Duration,
     },

@@ -175,14 +175,15 @@ fn a_publish_that_failed_while_peers_stayed_subscribed_is_resent_to_them() {
     let err = a.publish(&keys(&["late"])).unwrap_err();
     assert!(
         matches!(
-            err,
+            &err,
             Error::Timeout {
                 level: "backplane",
                 op: "publish",
+                server: named,
                 ..
-            }
+            } if *named == server.addr()
         ),
-        "{err:?}"
+        "the timeout names the server: {err:?}"
     );
     assert_eq!(a.stats().republish_pending, 1);
     assert_eq!(count_messages(&b_seen.events.lock()), 0);

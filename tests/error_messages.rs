@@ -384,9 +384,10 @@ fn the_errors_a_test_cannot_cheaply_cause_still_name_their_subject_and_say_what_
         &Error::Timeout {
             level: "redis",
             op: "get",
+            server: "cache-1.internal:6379".into(),
             after: Duration::from_millis(250),
         },
-        &["redis get", "250ms"],
+        &["redis get", "250ms", "cache-1.internal:6379"],
         &["`timeout` option"],
     );
     says(

@@ -36,11 +36,13 @@ const WAIT_GRACE: Duration = Duration::from_millis(20);
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// A handle on an I/O thread. Clones share the thread; [`for_level`](Self::for_level) gives a
-/// handle whose errors name another level. The last handle dropped stops the runtime
+/// handle whose errors name another level and server. The last handle dropped stops the runtime
 /// (cancelling whatever is in flight) and joins the thread.
 #[derive(Debug, Clone)]
 pub(crate) struct IoRuntime {
     level: &'static str,
+    /// What a timeout names as the server waited for ([`Error::Timeout`]'s `server`).
+    server: Arc<str>,
     thread: Arc<IoThread>,
 }
 
@@ -59,8 +61,8 @@ struct IoThread {
 }
 
 impl IoRuntime {
-    /// Starts the I/O thread `uno-cache-<level>`.
-    pub(crate) fn start(level: &'static str) -> Result<Self> {
+    /// Starts the I/O thread `uno-cache-<level>`, for calls to `server`.
+    pub(crate) fn start(level: &'static str, server: &str) -> Result<Self> {
         let (handle_tx, handle_rx) = mpsc::sync_channel::<std::io::Result<Handle>>(1);
         let shutdown = Shutdown::default();
         let theirs = shutdown.clone();
@@ -100,6 +102,7 @@ impl IoRuntime {
         drop(handle.spawn(Arc::clone(&deadlines).sweep()));
         Ok(IoRuntime {
             level,
+            server: server.into(),
             thread: Arc::new(IoThread {
                 handle,
                 deadlines,
@@ -111,12 +114,18 @@ impl IoRuntime {
         })
     }
 
-    /// The same thread, with errors that name `level`.
-    pub(crate) fn for_level(&self, level: &'static str) -> IoRuntime {
+    /// The same thread, with errors that name `level` and `server`.
+    pub(crate) fn for_level(&self, level: &'static str, server: &str) -> IoRuntime {
         IoRuntime {
             level,
+            server: server.into(),
             thread: Arc::clone(&self.thread),
         }
+    }
+
+    /// The timeout of `op` after `after`, naming this handle's level and server.
+    fn timed_out(&self, op: &'static str, after: Duration) -> Error {
+        timed_out(self.level, &self.server, op, after)
     }
 
     /// The runtime's handle, for tasks that must end with it: a handle does not keep the
@@ -147,18 +156,10 @@ impl IoRuntime {
         });
         match rx.recv_timeout(timeout.saturating_add(WAIT_GRACE)) {
             Ok(Ok(out)) => out,
-            Ok(Err(_elapsed)) => Err(Error::Timeout {
-                level,
-                op,
-                after: timeout,
-            }),
+            Ok(Err(_elapsed)) => Err(self.timed_out(op, timeout)),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 task.abort();
-                Err(Error::Timeout {
-                    level,
-                    op,
-                    after: timeout,
-                })
+                Err(self.timed_out(op, timeout))
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(stopped(level, op)),
         }
@@ -181,11 +182,7 @@ impl IoRuntime {
             }
             let now = Instant::now();
             if now >= give_up {
-                return Err(Error::Timeout {
-                    level: self.level,
-                    op,
-                    after: timeout,
-                });
+                return Err(self.timed_out(op, timeout));
             }
             std::thread::park_timeout(give_up - now);
         }
@@ -243,7 +240,7 @@ impl IoRuntime {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
-        let level = self.level;
+        let (level, server) = (self.level, Arc::clone(&self.server));
         let handle = self.thread.handle.clone();
         async move {
             let deadline = deadline_after(timeout);
@@ -255,11 +252,7 @@ impl IoRuntime {
             let _abort_if_dropped = AbortOnDrop(task);
             match rx.await {
                 Ok(Ok(out)) => out,
-                Ok(Err(_elapsed)) => Err(Error::Timeout {
-                    level,
-                    op,
-                    after: timeout,
-                }),
+                Ok(Err(_elapsed)) => Err(timed_out(level, &server, op, timeout)),
                 Err(_) => Err(stopped(level, op)),
             }
         }
@@ -278,7 +271,7 @@ impl IoRuntime {
     where
         F: Future<Output = Result<()>> + Send + 'static,
     {
-        let level = self.level;
+        let (level, server) = (self.level, Arc::clone(&self.server));
         let handle = self.thread.handle.clone();
         let lines = Arc::clone(&self.thread.unwaited_lines);
         let deadline = deadline_after(timeout);
@@ -292,11 +285,7 @@ impl IoRuntime {
             });
             match rx.await {
                 Ok(Ok(out)) => out,
-                Ok(Err(_elapsed)) => Err(Error::Timeout {
-                    level,
-                    op,
-                    after: timeout,
-                }),
+                Ok(Err(_elapsed)) => Err(timed_out(level, &server, op, timeout)),
                 Err(_) => Err(stopped(level, op)),
             }
         }
@@ -317,7 +306,7 @@ impl IoRuntime {
         T: 'a,
         F: Future<Output = Result<T>> + Send + 'a,
     {
-        let level = self.level;
+        let (level, server) = (self.level, Arc::clone(&self.server));
         let handle = self.thread.handle.clone();
         let deadlines = Arc::clone(&self.thread.deadlines);
         async move {
@@ -329,11 +318,7 @@ impl IoRuntime {
                     return Poll::Ready(out);
                 }
                 if deadline.expired() {
-                    return Poll::Ready(Err(Error::Timeout {
-                        level,
-                        op,
-                        after: timeout,
-                    }));
+                    return Poll::Ready(Err(timed_out(level, &server, op, timeout)));
                 }
                 deadline.arm(cx.waker());
                 Poll::Pending
@@ -464,6 +449,15 @@ fn start_error(level: &'static str, err: &std::io::Error) -> Error {
     }
 }
 
+fn timed_out(level: &'static str, server: &str, op: &'static str, after: Duration) -> Error {
+    Error::Timeout {
+        level,
+        op,
+        server: server.to_owned(),
+        after,
+    }
+}
+
 fn stopped(level: &'static str, op: &'static str) -> Error {
     Error::Backend {
         level,
@@ -478,14 +472,14 @@ mod tests {
 
     #[test]
     fn block_on_returns_the_value_from_a_plain_thread() {
-        let rt = IoRuntime::start("test").unwrap();
+        let rt = IoRuntime::start("test", "test-server").unwrap();
         let out = rt.block_on("op", Duration::from_secs(5), async { Ok(41 + 1) });
         assert_eq!(out.unwrap(), 42);
     }
 
     #[test]
     fn block_on_times_out_a_hung_future_within_the_deadline() {
-        let rt = IoRuntime::start("test").unwrap();
+        let rt = IoRuntime::start("test", "test-server").unwrap();
         let started = Instant::now();
         let out: Result<()> = rt.block_on("get", Duration::from_millis(50), std::future::pending());
         let took = started.elapsed();
@@ -508,7 +502,7 @@ mod tests {
 
     #[test]
     fn block_on_inside_a_runtime_does_not_panic() {
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let out = outer.block_on(async { io.block_on("op", Duration::from_secs(5), async { Ok(7) }) });
         assert_eq!(out.unwrap(), 7);
@@ -517,7 +511,7 @@ mod tests {
     #[test]
     fn run_works_under_a_runtime_without_timers() {
         // The caller's runtime has no time driver: the deadline must be kept on the I/O thread.
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let out: Result<()> =
             outer.block_on(io.run("get", Duration::from_millis(20), std::future::pending()));
@@ -528,7 +522,7 @@ mod tests {
 
     #[test]
     fn dropping_the_runtime_inside_an_async_context_does_not_panic() {
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
         outer.block_on(async move { drop(io) });
     }
@@ -540,7 +534,7 @@ mod tests {
     /// manager's, its L2 down) hung that long. Here the lookup is held until the drop returned.
     #[test]
     fn the_last_handles_drop_does_not_wait_for_a_blocking_lookup_on_the_io_thread() {
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let (started_tx, started) = mpsc::channel();
         let (release, held) = mpsc::channel::<()>();
         let task = io.spawn(async move {
@@ -565,7 +559,7 @@ mod tests {
 
     #[test]
     fn calls_after_stop_fail_with_a_typed_error() {
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let fut = io.run("get", Duration::from_secs(5), async { Ok(()) });
         drop(io);
         let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -576,7 +570,7 @@ mod tests {
     #[test]
     fn bind_polls_in_the_callers_task_with_the_io_threads_timer() {
         // The caller's runtime has no time driver, and the future runs on the caller's thread.
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let caller = std::thread::current().id();
         let ran_on = outer
@@ -611,7 +605,7 @@ mod tests {
     /// and no later than the I/O thread's timer allows.
     #[test]
     fn a_bound_deadline_fires_with_timers_without_timers_and_without_tokio() {
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let after = Duration::from_millis(40);
         let check = |out: Result<()>, took: Duration| {
             assert!(
@@ -652,7 +646,7 @@ mod tests {
     /// sweeper is told to look sooner), and the later one is not ended by it.
     #[test]
     fn an_earlier_deadline_behind_a_later_one_fires_on_time() {
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let long = io.bind::<(), _>("long", Duration::from_secs(30), std::future::pending());
         let short = io.bind::<(), _>("short", Duration::from_millis(40), std::future::pending());
@@ -679,7 +673,7 @@ mod tests {
 
     #[test]
     fn wait_drives_a_bound_future_from_a_plain_thread_and_inside_a_runtime() {
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let sleepy = async {
             tokio::time::sleep(Duration::from_millis(5)).await;
             Ok(5)
@@ -711,8 +705,8 @@ mod tests {
 
     #[test]
     fn one_thread_serves_every_handle_and_stops_with_the_last() {
-        let io = IoRuntime::start("test").unwrap();
-        let other = io.for_level("other");
+        let io = IoRuntime::start("test", "test-server").unwrap();
+        let other = io.for_level("other", "other-server");
         let thread_of = |rt: &IoRuntime| {
             rt.block_on("op", Duration::from_secs(5), async {
                 Ok(std::thread::current().id())
@@ -723,7 +717,10 @@ mod tests {
         let err = other
             .block_on::<(), _>("op", Duration::from_millis(10), std::future::pending())
             .unwrap_err();
-        assert!(matches!(err, Error::Timeout { level: "other", .. }), "{err}");
+        assert!(
+            matches!(&err, Error::Timeout { level: "other", server, .. } if server == "other-server"),
+            "{err}"
+        );
         drop(io);
         assert_eq!(
             other
@@ -745,7 +742,7 @@ mod tests {
                 self.0.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
-        let io = IoRuntime::start("test").unwrap();
+        let io = IoRuntime::start("test", "test-server").unwrap();
         let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Flag(dropped.clone());
         let (started_tx, started_rx) = std::sync::mpsc::channel();

@@ -67,6 +67,7 @@ mod tests {
             Err(Error::Timeout {
                 level: "x",
                 op: "y",
+                server: "z".into(),
                 after: std::time::Duration::from_millis(1),
             })
         }));

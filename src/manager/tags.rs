@@ -165,6 +165,17 @@ fn naming_hosts(err: Error, hosts: &str) -> Error {
             op,
             reason: format!("{hosts}: {reason}"),
         },
+        Error::Timeout {
+            level,
+            op,
+            server,
+            after,
+        } if server.is_empty() => Error::Timeout {
+            level,
+            op,
+            server: hosts.to_owned(),
+            after,
+        },
         other => other,
     }
 }
@@ -178,16 +189,7 @@ impl TagStore {
     ) -> Result<Self> {
         // The I/O thread the options name (shared with the L2 and the backplane), or its own.
         let rt = options.runtime_for(LEVEL)?;
-        let hosts = options
-            .resolve_targets()
-            .map(|(targets, _)| {
-                targets
-                    .iter()
-                    .map(|t| t.display.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        let hosts = options.hosts_shown();
         Ok(TagStore {
             hosts,
             options,
@@ -626,6 +628,8 @@ async fn within<T>(op: &'static str, timeout: Duration, fut: impl Future<Output 
         .unwrap_or(Err(Error::Timeout {
             level: LEVEL,
             op,
+            // Named by `naming_hosts`, which every result of a tag operation goes through.
+            server: String::new(),
             after: timeout,
         }))
 }

@@ -45,7 +45,7 @@ pub(super) type SharedIo = std::convert::Infallible;
 pub(super) fn shared_io(config: &CacheConfig) -> Result<Option<SharedIo>> {
     tag_redis(config)?
         .is_some()
-        .then(|| IoRuntime::start("redis"))
+        .then(|| IoRuntime::start("redis", "the Redis servers configured"))
         .transpose()
 }
 

@@ -409,6 +409,7 @@ impl Host {
                 return Error::Timeout {
                     level: LEVEL,
                     op,
+                    server: self.spec.display.clone(),
                     after: timeout,
                 }
             }

@@ -295,6 +295,7 @@ impl<C: Command> Call<C> {
                     let timed_out = || Error::Timeout {
                         level: LEVEL,
                         op,
+                        server: part.host.spec.display.clone(),
                         after: timeout,
                     };
                     // The wait for one of the store's own `workers` slots is not the host's:
@@ -402,7 +403,8 @@ impl MemcachedStore {
                 .map(|host| breakers.node(&host.spec.display))
                 .collect()
         });
-        let rt = IoRuntime::start(LEVEL)?;
+        let shown: Vec<&str> = hosts.iter().map(|h| h.spec.display.as_str()).collect();
+        let rt = IoRuntime::start(LEVEL, &shown.join(", "))?;
         Ok((
             MemcachedStore {
                 router: Router::new(

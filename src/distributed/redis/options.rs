@@ -284,11 +284,25 @@ impl RedisOptions {
         self
     }
 
-    /// The shared I/O thread, labelled `level`, or a new one of its own.
+    /// The shared I/O thread, labelled `level` and these hosts, or a new one of its own.
     pub(crate) fn runtime_for(&self, level: &'static str) -> Result<IoRuntime> {
+        let hosts = self.hosts_shown();
         match &self.runtime {
-            Some(shared) => Ok(shared.for_level(level)),
-            None => IoRuntime::start(level),
+            Some(shared) => Ok(shared.for_level(level, &hosts)),
+            None => IoRuntime::start(level, &hosts),
+        }
+    }
+
+    /// The hosts as errors name them (`host:port`, joined by `, `; never a password). Hosts
+    /// that do not parse fail the connect with [`Error::Config`](crate::Error::Config) before any call is made.
+    pub(crate) fn hosts_shown(&self) -> String {
+        match self.resolve_targets() {
+            Ok((targets, _)) => targets
+                .iter()
+                .map(|t| t.display.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(_) => "the hosts configured, which do not parse".to_owned(),
         }
     }
 

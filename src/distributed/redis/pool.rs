@@ -156,6 +156,7 @@ impl CallerPool {
             Unresolved::Timeout => Error::Timeout {
                 level: LEVEL,
                 op,
+                server: self.hosts.clone(),
                 after: timeout,
             },
             Unresolved::Failed(why) => Error::Backend {
@@ -204,6 +205,7 @@ impl CallerPool {
             return Err(Error::Timeout {
                 level: LEVEL,
                 op,
+                server: self.hosts.clone(),
                 after: timeout,
             });
         }
@@ -264,6 +266,7 @@ fn call_error(op: &'static str, timeout: Duration, hosts: &str, err: &RedisError
         Error::Timeout {
             level: LEVEL,
             op,
+            server: hosts.to_owned(),
             after: timeout,
         }
     } else {

@@ -683,9 +683,10 @@ impl Backplane {
                 }
                 self.publisher.failed(bytes, weight);
                 Err(match err {
-                    Error::Timeout { after, .. } => Error::Timeout {
+                    Error::Timeout { server, after, .. } => Error::Timeout {
                         level: LEVEL,
                         op: "publish",
+                        server,
                         after,
                     },
                     other => other,

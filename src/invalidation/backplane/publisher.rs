@@ -402,6 +402,7 @@ impl Publisher {
                             _ => Error::Timeout {
                                 level: LEVEL,
                                 op: "publish",
+                                server: self.hosts(),
                                 after: self.publish_timeout,
                             },
                         };
