@@ -159,6 +159,12 @@ pub(crate) mod tests {
         }
     }
 
+    /// Makes this thread's next count-in hold at `hold`, before it looks at the gate (see
+    /// [`hold_before_entering`]).
+    pub(crate) fn hold_this_thread_before_entering(hold: Arc<Barrier>) {
+        HOLD_BEFORE_ENTERING.with(|h| *h.borrow_mut() = Some(hold));
+    }
+
     /// Makes this thread's next count-out hold at `hold` (see [`hold_if_asked`]).
     pub(crate) fn hold_this_thread_when_counted_out(hold: Arc<Barrier>) {
         HOLD_WHEN_COUNTED_OUT.with(|h| *h.borrow_mut() = Some(hold));

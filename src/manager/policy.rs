@@ -134,7 +134,7 @@ pub(crate) struct Shared {
     /// Work run apart from its caller, waited for at shutdown (see `apart`).
     pub(crate) apart: Arc<Apart>,
     /// Keys L2 deleted after a late write, on their way out of L1 (see `late_writes`).
-    pub(crate) late_writes: super::late_writes::LateWrites,
+    pub(crate) late_writes: Arc<super::late_writes::LateWrites>,
     /// The stop signal the last handle's drop fires (owned by `Workers`): work run for a caller
     /// on a thread of its own (see `offload`) listens to it too.
     pub(crate) stop: Shutdown,

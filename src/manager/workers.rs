@@ -83,7 +83,8 @@ impl Drop for Workers {
         self.shared.flights.stop_timer();
         // Queued L2 writes are sent before the levels go (each send bounded by the L2 timeout).
         self.shared.drain_behind();
-        // Keys L2 deleted after late writes, reported since the work apart stopped starting.
+        // Keys L2 deleted after late writes, reported since the work apart stopped starting:
+        // published (before the backplane's last send, below) and dropped from L1.
         self.shared.drop_late_writes_left();
         // A replay queue a failed write latched holds its overflow flag, and the sets it made
         // deletes for the ops it refused, in memory only: one last try to write them, so that
