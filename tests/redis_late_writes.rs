@@ -239,6 +239,50 @@ fn a_managers_write_through_that_lands_late_is_deleted_from_both_levels_and_coun
     });
 }
 
+/// Every key of a batch that landed late leaves the writer's L1. Their corrections reach the
+/// manager's hook one after another on the I/O thread, while the thread that drops them from
+/// L1 starts, drains and ends: a key handed over just as that thread ended, with none started
+/// for it, would stay in L1, holding a value L2 no longer has, until its TTL.
+#[test]
+fn every_key_of_a_batch_that_landed_late_leaves_the_writers_l1() {
+    let Rig {
+        server: _server,
+        proxy,
+        redis,
+    } = rig();
+    let l2 = Arc::new(redis);
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    config.fallback_on_error = true;
+    let cache = CacheManager::builder()
+        .config(config)
+        .distributed(Arc::clone(&l2) as Arc<dyn DistributedStorage>)
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..64).map(|i| format!("k{i:02}")).collect();
+    let with =
+        |value: &'static [u8]| -> Vec<(&str, &[u8])> { keys.iter().map(|k| (k.as_str(), value)).collect() };
+    proxy.hold_on(&set_of(&keys[0], b"older value".len()));
+    cache.multi_set_raw(&with(b"older value"), None).unwrap();
+    assert_eq!(cache.stats().distributed.writes_in_doubt, 64);
+    cache.multi_set_raw(&with(b"the newer value"), None).unwrap();
+    for key in &keys {
+        assert_eq!(
+            cache.get_raw(key).unwrap().as_deref(),
+            Some(&b"the newer value"[..]),
+            "{key}"
+        );
+    }
+
+    proxy.release();
+    wait_until("the writes in doubt to settle", || l2.writes_in_doubt() == 0);
+    assert_eq!(cache.stats().distributed.late_writes_deleted, 64);
+    // L2 no longer holds any of them: a key read as a value is one L1 kept.
+    wait_until("the writer's L1 to drop every key", || {
+        keys.iter().all(|key| cache.get_raw(key).unwrap().is_none())
+    });
+}
+
 /// An instance over `l2` (the level's Redis, through the proxy or not) whose backplane is on
 /// `bus`, with a memory L1.
 fn instance(l2: &str, bus: &str) -> CacheManager {
