@@ -5,7 +5,9 @@
 //! store did so too: the key, an L1 hit holding the value L2 held before the outage, became an
 //! L1 miss, and every read of it went to the dead L2 and failed for the rest of the outage. Now
 //! the older entry is put back instead (the new value, which L2 did not take, does not stay).
-//! With `fallback_on_error = true` the reload's value stays in L1, as any write's does.
+//! With `fallback_on_error = true` the reload's value stays in L1, as any write's does, unless
+//! the replay queue refuses it too (its device, a real tmpfs, filled by the test): any other
+//! write then leaves L1, and a reload's puts the older entry back, as without fallback.
 //!
 //! The reload's L2 write is held at a gate after Redis answered it (with an error), so the test
 //! knows L1 then holds the reloaded value and waits for it to change, not for time to pass.
@@ -19,6 +21,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "support/mount.rs"]
+mod mount;
+
 mod manager_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manager_support::gated::{GatedStore, Point};
-use support::RedisServer;
+use mount::Mount;
+use support::{wait_until, RedisServer};
 use uno_cache::{
     CacheConfig, CacheManager, DistributedStorage, Error, Fetched, LocalKind, ManualClock, RedisOptions,
     RedisStore, Result as CacheResult, WriteMode,
@@ -39,6 +45,8 @@ struct Rig {
     cache: CacheManager,
     clock: ManualClock,
     _dir: tempfile::TempDir,
+    /// The small file system the replay queue is on, where a test fills it.
+    replay_fs: Option<Mount>,
 }
 
 fn redis(server: &RedisServer) -> Arc<RedisStore> {
@@ -54,6 +62,16 @@ fn redis(server: &RedisServer) -> Arc<RedisStore> {
 
 /// A manager over a file L1 on a manual clock, refresh-ahead at 80 % of the TTL, and `l2`.
 fn rig(l2: Arc<dyn DistributedStorage>, fallback_on_error: bool, mode: WriteMode) -> Rig {
+    rig_replaying_on(l2, fallback_on_error, mode, None)
+}
+
+/// [`rig`] whose replay queue is on `replay_fs` (by default it is in L1's directory).
+fn rig_replaying_on(
+    l2: Arc<dyn DistributedStorage>,
+    fallback_on_error: bool,
+    mode: WriteMode,
+    replay_fs: Option<Mount>,
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
     let mut config = CacheConfig {
@@ -64,6 +82,11 @@ fn rig(l2: Arc<dyn DistributedStorage>, fallback_on_error: bool, mode: WriteMode
     config.local.path = Some(dir.path().to_owned());
     config.loader.refresh_ahead = 0.8;
     config.distributed.write_mode = mode;
+    if let Some(fs) = &replay_fs {
+        config.offline.replay_dir = Some(fs.path().to_owned());
+        // The replay thread never drains in the test's time: the queue keeps what it took.
+        config.offline.replay_interval_ms = 3_600_000;
+    }
     let cache = CacheManager::builder()
         .config(config)
         .clock(Arc::new(clock.clone()))
@@ -74,6 +97,7 @@ fn rig(l2: Arc<dyn DistributedStorage>, fallback_on_error: bool, mode: WriteMode
         cache,
         clock,
         _dir: dir,
+        replay_fs,
     }
 }
 
@@ -106,9 +130,21 @@ fn reload_in_an_outage(fallback_on_error: bool, start: impl FnOnce(&Rig)) -> Rig
 /// [`reload_in_an_outage`] in write mode `mode`: the reload's L2 write is the first `set` or
 /// `set_each` (a write-behind batch) of "k" after the kill.
 fn reload_in_an_outage_with(fallback_on_error: bool, mode: WriteMode, start: impl FnOnce(&Rig)) -> Rig {
+    reload_in_an_outage_on(fallback_on_error, mode, None, start)
+}
+
+/// [`reload_in_an_outage_with`] with the replay queue on `replay_fs`, which, if given, is
+/// filled once Redis is killed, so that the queue refuses every push from then on (see
+/// [`refuse_pushes`]).
+fn reload_in_an_outage_on(
+    fallback_on_error: bool,
+    mode: WriteMode,
+    replay_fs: Option<Mount>,
+    start: impl FnOnce(&Rig),
+) -> Rig {
     let mut server = RedisServer::start();
     let l2 = GatedStore::new(redis(&server));
-    let rig = rig(l2.clone(), fallback_on_error, mode);
+    let rig = rig_replaying_on(l2.clone(), fallback_on_error, mode, replay_fs);
     assert_eq!(
         rig.cache.get_or_load("k", Some(TTL), value("v1")).unwrap(),
         Fetched::Fresh("v1".to_string())
@@ -116,6 +152,9 @@ fn reload_in_an_outage_with(fallback_on_error: bool, mode: WriteMode, start: imp
     // With write-behind: in L2 before the kill.
     rig.cache.flush().unwrap();
     server.kill();
+    if rig.replay_fs.is_some() {
+        refuse_pushes(&rig);
+    }
     rig.clock.advance(Duration::from_secs(9));
     let held = [
         l2.gate("set", "k", Point::After),
@@ -224,6 +263,104 @@ fn with_fallback_a_reload_whose_l2_write_fails_serves_the_reloaded_value_from_l1
         "the failed write was not queued"
     );
     assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
+}
+
+/// Fills the device the replay queue of `rig` is on, and latches the queue with a push that
+/// finds no room: from then on it refuses every push, as on a full disk.
+fn refuse_pushes(rig: &Rig) {
+    let fs = rig
+        .replay_fs
+        .as_ref()
+        .expect("the rig's replay queue is on a file system of its own");
+    let q = rig.cache.replay_queue().expect("a replay queue");
+    fs.fill("ballast");
+    assert!(
+        q.push_set("latch", &[7u8; 64 * 1024], 0).is_err(),
+        "the full device took a push"
+    );
+}
+
+/// Waits until the replay queue refused the reload's write, then for the store's end.
+fn after_the_refused_store(rig: &Rig) -> CacheResult<Option<String>> {
+    wait_until("the replay queue refuses the reload's write", || {
+        rig.cache.stats().consistency.queue_failures > 0
+    });
+    after_the_store(&rig.cache, "v2")
+}
+
+/// With fallback a reload whose L2 write failed waits in L1 for the replay; but when the replay
+/// queue refuses it too (its device full), nothing will send it, and it leaves L1. The reload's
+/// key left with it, an L1 hit of the value L2 held before the outage: every read of it went to
+/// the dead L2 and missed, and a loading call ran its loader, whose store failed the same way,
+/// for as long as the queue's device stayed full. The older entry goes back instead, as it does
+/// without fallback.
+#[test]
+fn with_fallback_a_reload_the_full_replay_queue_refuses_keeps_the_older_value_in_l1() {
+    let rig = reload_in_an_outage_on(true, WriteMode::Through, Some(Mount::tmpfs(4096)), start_sync);
+    let got = after_the_refused_store(&rig);
+    still_served_as_before(&rig, &got);
+}
+
+/// The same for an async reload, whose store is the same as a blocking one's.
+#[test]
+fn with_fallback_an_async_reload_the_full_replay_queue_refuses_keeps_the_older_value_in_l1() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rig = reload_in_an_outage_on(true, WriteMode::Through, Some(Mount::tmpfs(4096)), |rig| {
+        let fetched = runtime
+            .block_on(
+                rig.cache
+                    .get_or_load_async("k", Some(TTL), || async { Ok::<_, Error>("v2".to_string()) }),
+            )
+            .unwrap();
+        assert_eq!(fetched, Fetched::Fresh("v1".to_string()));
+    });
+    let got = after_the_refused_store(&rig);
+    still_served_as_before(&rig, &got);
+}
+
+/// With write-behind a failed batch leaves its values in L1 whether or not the replay queue
+/// takes them (the writes were acknowledged; the loss is reported at the next flush): the
+/// reload's value stays, and the key never empties. It is not sent through L2 to put the older
+/// value back.
+#[test]
+fn with_fallback_a_write_behind_reload_the_full_replay_queue_refuses_keeps_its_value_in_l1() {
+    let rig = reload_in_an_outage_on(true, WriteMode::Behind, Some(Mount::tmpfs(4096)), start_sync);
+    wait_until("the replay queue refuses the reload's write", || {
+        rig.cache.stats().consistency.queue_failures > 0
+    });
+    assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
+    let fetched = rig
+        .cache
+        .get_or_load("k", Some(TTL), || -> std::result::Result<String, Error> {
+            panic!("the source was asked for a cached key")
+        })
+        .unwrap();
+    assert_eq!(fetched, Fetched::Fresh("v2".to_string()));
+}
+
+/// A key loaded during the outage waits in the replay queue, so its reload's write goes
+/// straight there, without L2 being asked; refused, it took the key out of L1 as well.
+#[test]
+fn with_fallback_a_reload_of_a_key_waiting_for_replay_that_the_full_queue_refuses_keeps_the_older_value_in_l1(
+) {
+    let mut server = RedisServer::start();
+    let rig = rig_replaying_on(redis(&server), true, WriteMode::Through, Some(Mount::tmpfs(4096)));
+    server.kill();
+    assert_eq!(
+        rig.cache.get_or_load("k", Some(TTL), value("v1")).unwrap(),
+        Fetched::Fresh("v1".to_string())
+    );
+    assert!(rig.cache.replay_queue().unwrap().is_pending("k"));
+    refuse_pushes(&rig);
+    rig.clock.advance(Duration::from_secs(9));
+    start_sync(&rig);
+    assert_eq!(rig.cache.stats().loader.refreshes, 1);
+    let got = after_the_refused_store(&rig);
+    still_served_as_before(&rig, &got);
 }
 
 /// A value whose `Serialize` panics while `armed`: the store of a loaded value panics before

@@ -508,7 +508,7 @@ impl CacheManager {
         (single, kept): (bool, Option<&Kept>),
     ) -> Result<()> {
         let s = &self.shared;
-        let (ordered, route) = s.begin_write(ordered, (keys, kept.is_some()), items, ttl)?;
+        let (ordered, route) = s.begin_write(ordered, (keys, kept), items, ttl)?;
         let out = match route {
             Route::Done(out) => out,
             Route::Behind => return Ok(()),
@@ -526,7 +526,7 @@ impl CacheManager {
                 } else if settle && s.must_queue(keys) {
                     // The batch the settle waited for failed and queued older writes of these
                     // keys for replay: this newer one goes after them, not to L2 before them.
-                    s.queued_or_undone(items, s.queue_sets(items, ttl))
+                    s.queued_or_put_back(items, s.queue_sets(items, ttl), kept)
                 } else {
                     let l2_ttl = Some(s.l2_ttl(ttl));
                     let started = Instant::now();

@@ -462,7 +462,7 @@ impl CacheManager {
         single: bool,
     ) -> Result<()> {
         let s = &self.shared;
-        let (ordered, route) = s.begin_write(ordered, (keys, false), items, ttl)?;
+        let (ordered, route) = s.begin_write(ordered, (keys, None), items, ttl)?;
         // L1 has changed: the other instances hear of it even if this future is dropped.
         let announcement = s.announce(keys);
         let out = match route {

@@ -1,5 +1,6 @@
-//! What a refresh-ahead reload leaves in L1 when L2 does not take its value, with
-//! `fallback_on_error = false`.
+//! What a refresh-ahead reload leaves in L1 when L2 does not take its value and nothing will
+//! send it there: with `fallback_on_error = false`, or with `true` where the replay queue
+//! refuses the write (its device full, its log latched).
 //!
 //! A write L2 failed is taken out of L1 again (see `finish_write`): told it failed, its caller
 //! may go on as if it had not been made, and every instance then reads what L2 holds. A reload
@@ -17,6 +18,16 @@
 //! (a mark by another holder of L1, which no stripe sees: written after it, the old entry would
 //! be trusted in the new epoch). Otherwise, and for a value L2 refused (not an outage: L2 will
 //! never take it), the key is taken out as any failed write's is.
+//!
+//! With `fallback_on_error = true` a failed L2 write stays in L1 and waits for the replay, but
+//! one the replay queue refuses leaves L1 as well (`queued_or_undone`): nothing will send it,
+//! and the caller is told it failed. A reload's did so too, and the key, an L1 hit holding what
+//! L2 held before the outage, became a miss for as long as the queue's device stayed full: its
+//! reads went to the dead L2, and each loading call ran its loader, whose store failed the same
+//! way. So the older entry goes back there as well, on the same terms. It is read for every
+//! reload where a replay queue could refuse (one L1 read, next to the loader's round trip to its
+//! source). A write-behind reload is not sent through for it: a failed batch leaves its values
+//! in L1 whether or not the replay queue takes them, so its key never empties.
 //!
 //! Why not rather start no reload while L2's breaker is open: the failures before the breaker
 //! opens, a timeout, or a node's own breaker still fail a reload's store, and each of them
@@ -42,7 +53,9 @@ impl Shared {
     /// value; `None` where none would be (see the module docs). Called while the store owns
     /// the key, before its L1 write.
     pub(crate) fn keep_before_reload(&self, key: &str) -> Option<Kept> {
-        if self.fallback_on_error || self.l2.is_none() || self.left_behind.covers(key) {
+        // With fallback, only a replay queue's refusal takes a write L2 failed out of L1.
+        let undone_on_failure = !self.fallback_on_error || self.replay.is_some();
+        if !undone_on_failure || self.l2.is_none() || self.left_behind.covers(key) {
             return None;
         }
         let ticket = self.guard.ticket(key);

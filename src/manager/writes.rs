@@ -68,12 +68,12 @@ impl Shared {
     /// The part of a write before L2, shared by both APIs, once the caller owns the keys'
     /// stripes (`ordered`, from `KeyOrder::order` or its async form, see `guard`): input
     /// checks, L1, and where L2's part goes. The caller holds the returned guard until L2 (or
-    /// a queue) has the write, so the writes of a key reach both levels in one order. `now`:
-    /// L2's part is made by the caller, not the write-behind queue (see `route_write`).
+    /// a queue) has the write, so the writes of a key reach both levels in one order. `kept`:
+    /// a refresh-ahead reload's store, and the entry it replaced (see `route_write`).
     pub(crate) fn begin_write<'a>(
         &'a self,
         ordered: WriteGuard<'a>,
-        (keys, now): (&[&str], bool),
+        (keys, kept): (&[&str], Option<&Kept>),
         items: &[(&str, &[u8])],
         ttl: Option<Duration>,
     ) -> Result<(WriteGuard<'a>, Route<'a>)> {
@@ -84,27 +84,29 @@ impl Shared {
         }
         self.check_l2_input(items)?;
         self.write_l1(items, ttl)?;
-        Ok((ordered, self.route_write((keys, now), items, ttl)))
+        Ok((ordered, self.route_write((keys, kept), items, ttl)))
     }
 
     /// Where the L2 part of a write of `items` (whose keys are `keys`) goes: the replay queue
     /// while a key has a queued op there (with write-behind on, once the keys' older writes
     /// there are settled), else the write-behind queue when it is on and has room, else through.
     ///
-    /// `now`: a refresh-ahead reload's store with an entry to put back if L2 does not take it
-    /// (see `reload_keep`) goes through, as a write the queue has no room for does. Queued, its
-    /// failed batch took it out of L1 on the writer thread, long after the store let go of the
-    /// key, with nothing to put back.
+    /// `kept`: a refresh-ahead reload's store with an entry to put back if L2 does not take it
+    /// (see `reload_keep`). With `fallback_on_error = false` it goes through, as a write the
+    /// queue has no room for does: queued, its failed batch took it out of L1 on the writer
+    /// thread, long after the store let go of the key, with nothing to put back. With `true` a
+    /// failed batch leaves its values in L1 (whether or not the replay queue takes them), so it
+    /// may be queued; the entry is put back where the replay queue refuses the write at once.
     pub(crate) fn route_write(
         &self,
-        (keys, now): (&[&str], bool),
+        (keys, kept): (&[&str], Option<&Kept>),
         items: &[(&str, &[u8])],
         ttl: Option<Duration>,
     ) -> Route<'_> {
         let Some(l2) = &self.l2 else {
             return Route::Done(Ok(()));
         };
-        if now && self.behind.is_some() {
+        if kept.is_some() && !self.fallback_on_error && self.behind.is_some() {
             return Route::Through { l2, settle: true };
         }
         match self.push_behind(keys, items, ttl) {
@@ -119,7 +121,7 @@ impl Shared {
                 Route::Through { l2, settle: true }
             }
             None if self.must_queue(keys) => {
-                Route::Done(self.queued_or_undone(items, self.queue_sets(items, ttl)))
+                Route::Done(self.queued_or_put_back(items, self.queue_sets(items, ttl), kept))
             }
             None => Route::Through { l2, settle: false },
         }
@@ -215,7 +217,7 @@ impl Shared {
                         self.undo_or_put_back(&unsent, kept);
                         return Err(error);
                     }
-                    let queued = self.queued_or_undone(&unsent, self.queue_failed_sets(&unsent, ttl));
+                    let queued = self.queued_or_put_back(&unsent, self.queue_failed_sets(&unsent, ttl), kept);
                     self.lost_through(&unsent, &error, &queued);
                     queued
                 }
@@ -232,7 +234,7 @@ impl Shared {
                         self.undo_or_put_back(items, kept);
                         return Err(e);
                     }
-                    let queued = self.queued_or_undone(items, self.queue_failed_sets(items, ttl));
+                    let queued = self.queued_or_put_back(items, self.queue_failed_sets(items, ttl), kept);
                     self.lost_through(items, &e, &queued);
                     queued
                 }
@@ -247,8 +249,20 @@ impl Shared {
     /// value, or got it from the key's older op still queued, as after any write L2 failed
     /// that nothing replays (`fallback_on_error = false`).
     pub(crate) fn queued_or_undone(&self, items: &[(&str, &[u8])], queued: Result<()>) -> Result<()> {
+        self.queued_or_put_back(items, queued, None)
+    }
+
+    /// [`queued_or_undone`](Self::queued_or_undone) for a refresh-ahead reload's store: the
+    /// entry it replaced (`kept`) goes back into L1 rather than the key be taken out (see
+    /// `reload_keep`).
+    pub(crate) fn queued_or_put_back(
+        &self,
+        items: &[(&str, &[u8])],
+        queued: Result<()>,
+        kept: Option<&Kept>,
+    ) -> Result<()> {
         if queued.is_err() {
-            self.undo_local_items(items);
+            self.undo_or_put_back(items, kept);
         }
         queued
     }
