@@ -8,8 +8,9 @@ use std::sync::Arc;
 use super::format::{self, Decoded, Kind, RecordHeader, RecordRef, RECORD_HEADER_LEN};
 use super::index::{IndexEntry, Loc};
 use super::segment::Segment;
-use super::Inner;
-use crate::error::key_for_error;
+use super::write::ROLL_BYTES;
+use super::{Inner, Writer};
+use crate::error::{key_for_error, Result};
 
 /// A live value found for a key: what the caller took from it, the exact expiry (Unix ms, 0 =
 /// never), the sequence number and where it is.
@@ -367,7 +368,10 @@ impl Inner {
 
     /// A read found a damaged record: drop the entry and append a tombstone of the key with a new
     /// sequence number. It shadows every older record of the key's hash at the next open, so
-    /// nothing older of that hash can resurface, whichever key the damaged record held.
+    /// nothing older of that hash can resurface, whichever key the damaged record held. The
+    /// tombstone makes room under the size bound as any write does: a segment damaged whole is
+    /// read key by key, and tombstones appended past the bound grew the store by one per key.
+    /// The read is a miss whatever becomes of the tombstone (an error is logged, not returned).
     pub(crate) fn forget_corrupt(&self, key: &str, hash: u64, loc: Loc) {
         self.counters.corrupt_reads.fetch_add(1, Ordering::Relaxed);
         let mut w = self.writer.lock();
@@ -375,11 +379,11 @@ impl Inner {
             return;
         };
         self.unaccount(e.loc);
+        // Named now: making room for the tombstone may evict the segment.
+        let path = self.slots.get(loc).map(|seg| seg.path.clone());
         let mut tombstone_error = None;
         let tombstoned = self.check_writable().is_ok() && {
-            let seq = w.next_seq;
-            w.next_seq = w.next_seq.saturating_add(1);
-            let appended = self.append(&mut w, Kind::Tombstone, seq, 0, key, &[]);
+            let appended = self.append_tombstone(&mut w, key);
             tombstone_error = appended.as_ref().err().map(ToString::to_string);
             appended.is_ok()
         };
@@ -387,7 +391,7 @@ impl Inner {
         // by key, as fast as the reads come, so at most a line a second (`corrupt_reads`
         // counts each). It names the file, and the key as errors do.
         if let Some(unlogged) = self.damaged_lines.pass() {
-            let path = self.slots.get(loc).map(|seg| seg.path.display().to_string());
+            let path = path.map(|p| p.display().to_string());
             tracing::warn!(key = %key_for_error(key), path = path.as_deref().unwrap_or("?"), offset = loc.offset(), tombstone_error, unlogged,
                 "damaged record read; treated as a miss (unlogged: damaged reads since the last line)");
         }
@@ -396,6 +400,20 @@ impl Inner {
             // damaged one would bring back: the key's next delete writes the tombstone.
             self.lapsed.insert(hash, self.index.len());
         }
+    }
+
+    /// Appends a tombstone of `key` with the next seq, making room under the size bound first
+    /// as a value's write does (by evicting): for a delete, and for a read that found a damaged
+    /// record (see [`forget_corrupt`](Self::forget_corrupt)).
+    pub(super) fn append_tombstone(&self, w: &mut Writer, key: &str) -> Result<()> {
+        let len = format::record_len(key.len(), 0) as u64;
+        self.ensure_space_for(w, |w| {
+            let roll = if self.rolls_for(w, len) { ROLL_BYTES } else { 0 };
+            (format::stored_len(key.len(), 0) + roll, ())
+        })?;
+        let seq = w.next_seq;
+        w.next_seq = w.next_seq.saturating_add(1);
+        self.append(w, Kind::Tombstone, seq, 0, key, &[]).map(drop)
     }
 
     /// Subtracts the bytes of the record at `loc` (an entry just replaced or removed) from the

@@ -311,14 +311,7 @@ impl Inner {
         else {
             return Ok(held);
         };
-        let seq = w.next_seq;
-        w.next_seq = w.next_seq.saturating_add(1);
-        let len = format::record_len(key.len(), 0) as u64;
-        self.ensure_space_for(&mut w, |w| {
-            let roll = if self.rolls_for(w, len) { ROLL_BYTES } else { 0 };
-            (format::stored_len(key.len(), 0) + roll, ())
-        })?;
-        self.append(&mut w, Kind::Tombstone, seq, 0, key, &[])?;
+        self.append_tombstone(&mut w, key)?;
         if let Some((_, old)) = self.index.remove(&hash) {
             self.unaccount(old.loc);
             self.count_if_expired(&old, self.clock.now_ms());
