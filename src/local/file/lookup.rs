@@ -383,7 +383,12 @@ impl Inner {
         let path = self.slots.get(loc).map(|seg| seg.path.clone());
         let mut tombstone_error = None;
         let tombstoned = self.check_writable().is_ok() && {
-            let appended = self.append_tombstone(&mut w, key);
+            // Durable before the miss is returned, as a delete's, where every write is: left to
+            // the next flush, a power cut could take it, and a scan of its segment at the reopen
+            // bring the older value back past the damaged record.
+            let appended = self
+                .append_tombstone(&mut w, key)
+                .and_then(|()| self.sync_if_every_write(&w));
             tombstone_error = appended.as_ref().err().map(ToString::to_string);
             appended.is_ok()
         };
