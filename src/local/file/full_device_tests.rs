@@ -214,3 +214,68 @@ fn an_eviction_cut_short_after_a_copy_never_loses_the_copied_flushed_key() {
         );
     }
 }
+
+/// A read that finds a damaged record on a full device, where the tombstone it writes needs a
+/// new segment and the device has no room for one: the oldest segment is evicted to make it, as
+/// for any write, and the read is a miss, not an error. The tombstone is what keeps the key gone
+/// after a reopen that scans the damaged record's segment (its hint lost too): the scan skips
+/// the damaged record, and the older value before it would be back.
+#[test]
+fn a_damaged_read_whose_tombstone_finds_the_device_full_evicts_for_it_and_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    let key = "k".repeat(1000);
+    let mut i = 0;
+    let mut filler_until = |store: &FileStore, segments: usize| {
+        while store.inner.segments.read().len() < segments {
+            store.set(&format!("f{i}"), &[1u8; 2000], None).unwrap();
+            i += 1;
+        }
+    };
+    filler_until(&store, 2);
+    store.set(&key, b"the older value", None).unwrap();
+    store.set(&key, b"the newer value", None).unwrap();
+    filler_until(&store, 3);
+    // The active segment keeps less room than the tombstone takes: it needs a new segment.
+    let tombstone = super::format::record_len(key.len(), 0) as u64;
+    let mut s = 0;
+    while store.inner.segment_size - store.inner.writer.lock().offset >= tombstone {
+        store.set(&format!("s{s}"), b"x", None).unwrap();
+        s += 1;
+    }
+    let seg = Arc::clone(store.inner.segments.read().values().nth(1).unwrap());
+    let newer = seg.records().filter(|r| r.record.key == key).last().unwrap();
+    let at = newer.offset + u64::from(newer.len) - 1;
+    let byte = seg.read(at, 1).unwrap()[0];
+    seg.write_at(at, &[byte ^ 1]).unwrap();
+    let ids = |store: &FileStore| {
+        let segments = store.inner.segments.read();
+        (
+            segments.keys().next().copied(),
+            segments.keys().next_back().copied(),
+        )
+    };
+    let (oldest, newest) = ids(&store);
+    sim.fail_next(Op::Allocate, ErrorKind::StorageFull);
+    assert_eq!(store.get(&key).unwrap(), None, "the damaged record was served");
+    assert_eq!(sim.pending_faults(), 0, "the tombstone took no new segment");
+    let stats = store.stats();
+    assert_eq!(stats.corrupt_reads, 1, "{stats:?}");
+    let (oldest_after, newest_after) = ids(&store);
+    assert!(oldest_after > oldest, "no segment was evicted: {stats:?}");
+    assert!(
+        newest_after > newest,
+        "no segment was made for the tombstone: {stats:?}"
+    );
+    store.close().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == super::format::HINT_EXT) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let store = FileStore::open(dir.path(), small(&clock)).unwrap();
+    assert_eq!(store.get(&key).unwrap(), None, "the older value came back");
+    assert!(!store.verify(|_, _| {}).unwrap().is_clean());
+}
