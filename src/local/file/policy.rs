@@ -1,5 +1,4 @@
-//! Which entries the size bound keeps when it drops the oldest segment: scan resistance in the
-//! spirit of S3-FIFO, on a log.
+//! Which entries the size bound keeps when it drops the oldest segment: S3-FIFO's scan resistance, on a log.
 //!
 //! # The classes
 //! Every entry carries, in RAM only, a *protected* bit and a 2-bit read frequency (see
@@ -84,9 +83,8 @@
 //! probationary entry, the fill is written (recency decides, as without admission); if it was
 //! read or is protected, the fill is written only if its key was read clearly more often lately
 //! (a count-min sketch of reads, 8 bytes per entry, halved every read per entry). A refused fill
-//! writes nothing, so the log does not turn: on a loop over more keys than fit, the entries that
-//! will be read again stay instead of being pushed out one fill at a time, and the limit of the
-//! copies below no longer binds.
+//! writes nothing, so the log does not turn: on a loop over more keys than fit, the entries read
+//! again stay instead of being pushed out one fill at a time; the copy limit no longer binds.
 //!
 //! Once the store is full, a fill of a key no fill was asked for lately also passes the gate
 //! on new keys ([`super::fillgate`]), in free room too: closed while sampled new keys go unread
@@ -300,7 +298,9 @@
 //! warm-up: early in the long loop's second pass `quick_cache` hits 84-92% of its reads (windows
 //! of 2,500), on keys taken into its main queue while it filled, whose hand then hardly turns; the
 //! file tier's log turns three times in the first 10,000 reads, met them unread twice and let them
-//! go (0-1%). Past 60,000 reads the gap is 1.75 points, the copy room above.
+//! go (0-1%). Past 60,000 reads the gap is 1.75 points, the copy room above. Tried: unread
+//! protected entries taken as read lately until the store has evicted twice its entries (the row
+//! 56.4, the sliding set 67.7: the room they held cost the short loop and the zipf keys more).
 //!
 //! A working set that nearly fills the store meets it too. 900 keys read every pass in a lightly
 //! shuffled order, 100 of them replaced by new keys each pass, in a store of 1,000 entries
