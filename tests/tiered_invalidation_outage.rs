@@ -1,0 +1,209 @@
+//! Tag and prefix invalidation through the two local tiers (the memory tier of decoded values in
+//! front of the file store) with a real Redis as L2 and another as the tag store and backplane:
+//! no old value may be read back from either tier, by any read (`get`, `multi_get`,
+//! `get_or_load`, their async forms), right after the invalidation, after a restart (the file
+//! tier keeps its data, the memory tier starts empty), and once L2 returns from an outage the
+//! invalidation was made in (its deletes owed to L2 in the replay queue), also when the process
+//! restarted before L2 came back. The risk: the memory tier keeps a decoded copy that the file
+//! tier's delete does not reach, or a restart (memory tier empty, the replay queue reloaded
+//! from disk) lets an L2 read backfill the old value before the owed deletes land.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::path::Path;
+
+use support::RedisServer;
+use uno_cache::{CacheConfig, CacheManager, Error};
+
+const OLD: &str = "old";
+const NEW: &str = "new";
+
+/// A file L1 with its memory tier, `l2` as L2, and tags on `bus` (`None`: on `l2`, where a
+/// prefix invalidation also deletes L2's keys; with a Redis of its own, L2 keeps them until
+/// their TTL, as the README says).
+fn config(dir: &Path, l2: &RedisServer, bus: Option<&RedisServer>) -> CacheConfig {
+    let mut config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "file"
+        path = "{}"
+        memory_items = 1000
+        [distributed]
+        enabled = true
+        hosts = ["{}"]
+        key_prefix = "app:"
+        timeout_ms = 100
+        breaker_failures = 1000
+        [invalidation]
+        enabled = true
+        [offline]
+        replay_interval_ms = 3600000
+        "#,
+        dir.display(),
+        l2.addr()
+    ))
+    .unwrap();
+    if let Some(bus) = bus {
+        config.invalidation.hosts = vec![bus.addr()];
+    }
+    config
+}
+
+/// Every read form, sync and async, of `key` on `cache`: none may answer [`OLD`]. The loader
+/// answers [`NEW`], so `get_or_load` shows what a caller with a source of truth is served.
+fn no_read_answers_old(cache: &CacheManager, key: &str, when: &str) {
+    let got: Option<String> = cache.get(key).unwrap();
+    assert_ne!(got.as_deref(), Some(OLD), "get of {key} {when}");
+    let many = cache.multi_get::<String>(&[key]).unwrap();
+    assert_ne!(
+        many.get(key).map(String::as_str),
+        Some(OLD),
+        "multi_get of {key} {when}"
+    );
+    let raw = cache.get_raw(key).unwrap();
+    assert_ne!(
+        raw.as_deref(),
+        Some(br#""old""#.as_slice()),
+        "get_raw of {key} {when}"
+    );
+    let got: Option<String> = support::block_on(cache.get_async(key)).unwrap();
+    assert_ne!(got.as_deref(), Some(OLD), "get_async of {key} {when}");
+    let many = support::block_on(cache.multi_get_async::<String>(&[key])).unwrap();
+    assert_ne!(
+        many.get(key).map(String::as_str),
+        Some(OLD),
+        "multi_get_async of {key} {when}"
+    );
+    let loaded = cache
+        .get_or_load(key, None, || Ok::<_, Error>(NEW.to_owned()))
+        .unwrap();
+    assert_eq!(loaded.value(), NEW, "get_or_load of {key} {when}");
+    let loaded =
+        support::block_on(cache.get_or_load_async(key, None, || async { Ok::<_, Error>(NEW.to_owned()) }))
+            .unwrap();
+    assert_eq!(loaded.value(), NEW, "get_or_load_async of {key} {when}");
+    // What the loader wrote: gone again, so the next check starts from the invalidated state.
+    cache.delete(key).unwrap();
+}
+
+/// Writes `t:1` (tag `t`) and `p:1` with [`OLD`] and reads each typed, so both tiers hold them.
+fn write_and_warm(cache: &CacheManager) {
+    cache.set_with_tags("t:1", OLD, None, &["t"]).unwrap();
+    cache.set("p:1", OLD, None).unwrap();
+    for key in ["t:1", "p:1"] {
+        let got: Option<String> = cache.get(key).unwrap();
+        assert_eq!(got.as_deref(), Some(OLD));
+    }
+    assert!(
+        cache.stats().size.memory.items >= 2,
+        "the memory tier holds both: {:?}",
+        cache.stats().size.memory
+    );
+}
+
+#[test]
+fn a_tag_or_prefix_invalidation_leaves_no_old_value_in_either_tier_nor_after_a_restart() {
+    for async_api in [false, true] {
+        let l2 = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheManager::new(config(dir.path(), &l2, None)).unwrap();
+        write_and_warm(&cache);
+        let (tagged, prefixed) = if async_api {
+            (
+                support::block_on(cache.invalidate_tag_async("t")),
+                support::block_on(cache.invalidate_prefix_async("p:")),
+            )
+        } else {
+            (cache.invalidate_tag("t"), cache.invalidate_prefix("p:"))
+        };
+        assert_eq!(tagged.unwrap(), 1);
+        assert_eq!(prefixed.unwrap(), 1);
+        for key in ["t:1", "p:1"] {
+            no_read_answers_old(&cache, key, "after the invalidation");
+        }
+        drop(cache);
+        let cache = CacheManager::new(config(dir.path(), &l2, None)).unwrap();
+        for key in ["t:1", "p:1"] {
+            no_read_answers_old(&cache, key, "after a restart");
+        }
+    }
+}
+
+/// A tag invalidated while L2 is frozen (its deletes owed to L2, in the replay queue; the tags
+/// on a Redis of their own that stays up), the process restarted before L2 returns, then L2
+/// back with the old value still in it: no read answers the old value, in the outage, after
+/// the restart, once L2 returned but before the replay (the owed delete keeps L2's copy out of
+/// L1), nor after the replay.
+#[test]
+fn a_tag_invalidated_in_an_outage_stays_invalidated_across_a_restart_and_l2s_return() {
+    let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &l2, Some(&bus))).unwrap();
+    write_and_warm(&cache);
+
+    l2.pause();
+    assert_eq!(
+        cache.invalidate_tag("t").unwrap(),
+        1,
+        "the replay queue took the delete"
+    );
+    assert!(cache.replay_queue().unwrap().is_pending("t:1"));
+    no_read_answers_old(&cache, "t:1", "in the outage");
+    drop(cache);
+
+    let cache = CacheManager::new(config(dir.path(), &l2, Some(&bus))).unwrap();
+    assert!(
+        cache.replay_queue().unwrap().is_pending("t:1"),
+        "the owed delete outlived the restart"
+    );
+    no_read_answers_old(&cache, "t:1", "after a restart in the outage");
+
+    l2.resume();
+    no_read_answers_old(&cache, "t:1", "once L2 returned, before the replay");
+    support::until_ok("the replay", || cache.replay_now());
+    assert!(cache.replay_queue().unwrap().is_empty());
+    no_read_answers_old(&cache, "t:1", "after the replay");
+    let l2_store =
+        uno_cache::RedisStore::connect(uno_cache::RedisOptions::new(l2.addr()).prefix("app:")).unwrap();
+    assert_eq!(uno_cache::Storage::get(&l2_store, "t:1").unwrap(), None);
+}
+
+/// With one Redis for L2 and tags, frozen: a tag invalidation fails before it touches anything
+/// (its members cannot be read), a prefix invalidation fails after it dropped its keys from
+/// both tiers (L2 could not be scanned); both tell the caller. The prefix's key stays out of
+/// both tiers across a restart in the outage, and both calls, retried once Redis is back,
+/// leave no old value.
+#[test]
+fn invalidations_refused_in_an_outage_tell_the_caller_and_succeed_when_retried() {
+    let l2 = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheManager::new(config(dir.path(), &l2, None)).unwrap();
+    write_and_warm(&cache);
+
+    l2.pause();
+    assert!(
+        cache.invalidate_tag("t").is_err(),
+        "the tag's members could not be read"
+    );
+    assert!(cache.invalidate_prefix("p:").is_err(), "L2 could not be scanned");
+    no_read_answers_old(&cache, "p:1", "in the outage");
+    drop(cache);
+    let cache = CacheManager::new(config(dir.path(), &l2, None)).unwrap();
+    no_read_answers_old(&cache, "p:1", "after a restart in the outage");
+
+    l2.resume();
+    support::until_ok("the tag's retry", || cache.invalidate_tag("t"));
+    support::until_ok("the prefix's retry", || cache.invalidate_prefix("p:"));
+    support::until_ok("the replay", || cache.replay_now());
+    for key in ["t:1", "p:1"] {
+        no_read_answers_old(&cache, key, "after the retries");
+    }
+}
