@@ -25,7 +25,7 @@
 //! | `uno_cache_replay_pending`, `uno_cache_replay_bytes`, `uno_cache_replay_overflowed` | gauge | — | `consistency` |
 //! | `uno_cache_replay_latched` (1 while the replay log takes no writes after a failed write or fsync: L2 writes that fail meanwhile are lost), `uno_cache_replay_acks_held`, `uno_cache_replay_recovery_needs_bytes` | gauge | — | `consistency`: `replay_write_failure` set, `replay_acks_held`, `replay_recovery_needs_bytes` |
 //! | `uno_cache_replay_queued_total`, `uno_cache_replay_queue_failures_total`, `uno_cache_replayed_total`, `uno_cache_replay_failures_total` | counter | — | `consistency`: `queued`, `queue_failures`, `replayed`, `replay_failures` |
-//! | `uno_cache_tags_owed`, `uno_cache_retag_failures_total` | gauge, counter | — | `consistency`: `tags_owed`, `retag_failures` (replayed tagged writes) |
+//! | `uno_cache_tags_owed`, `uno_cache_retag_failures_total`, `uno_cache_retags_dropped_total` | gauge, counter, counter | — | `consistency`: `tags_owed`, `retag_failures`, `retags_dropped` (replayed tagged writes) |
 //! | `uno_cache_backplane_connected`, `uno_cache_invalidations_received_total`, `uno_cache_keys_invalidated_total`, `uno_cache_subscription_losses_total` | gauge, counters | — | `consistency` |
 //! | `uno_cache_published_total`, `uno_cache_publish_failures_total`, `uno_cache_republish_pending`, `uno_cache_republish_failures_total`, `uno_cache_republish_overflows_total` | counters, gauge | — | `consistency` (the backplane's publishes and the re-sends of the failed ones) |
 //! | `uno_cache_write_behind_pending`, `uno_cache_write_behind_failures_total` | gauge, counter | — | `consistency` |
@@ -162,6 +162,7 @@ impl CacheStats {
             counter!("uno_cache_replay_failures_total", cache()).absolute(c.replay_failures);
             gauge!("uno_cache_tags_owed", cache()).set(c.tags_owed as f64);
             counter!("uno_cache_retag_failures_total", cache()).absolute(c.retag_failures);
+            counter!("uno_cache_retags_dropped_total", cache()).absolute(c.retags_dropped);
         }
         if c.backplane_enabled {
             gauge!("uno_cache_backplane_connected", cache()).set(flag(c.backplane_connected));

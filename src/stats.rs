@@ -535,6 +535,11 @@ pub struct ConsistencyStats {
     /// Taggings of replayed writes that the tag Redis failed; each is owed again and retried by
     /// the next replay pass (every `offline.replay_interval_ms`).
     pub retag_failures: u64,
+    /// Tags that keys owing their tags (`tags_owed`) had past the bound of 64 a key: a key
+    /// rewritten with other tags while its writes waited for L2 is tagged again with the newest
+    /// 64 (and every tag of its newest write) once its value lands; the older ones dropped
+    /// count here, and are logged.
+    pub retags_dropped: u64,
     /// Reads that missed L1 and did not ask L2 because the key had a queued op, and reads of a
     /// suspect L1 entry dropped because the key's queued op is a delete (or an expired set).
     pub pending_misses: u64,

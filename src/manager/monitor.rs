@@ -251,6 +251,7 @@ impl<'a> Monitor<'a> {
             stats.replay_write_failure = queue.write_failure;
             stats.replay_recovery_needs_bytes = queue.recovery_needs_bytes;
             stats.tags_owed = s.replayed_tags.len() as u64;
+            stats.retags_dropped = s.replayed_tags.dropped();
         }
         if let Some(queue) = &s.behind {
             stats.write_behind = true;

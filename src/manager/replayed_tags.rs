@@ -19,8 +19,21 @@
 //! (the tag Redis down: retried by the next pass), so there are never more than keys the queues
 //! held; a tagged write whose first tagging fails writes nothing, so a tag store that stays
 //! down adds none.
+//!
+//! A key's tags are the union of those of every write of it that owed them, but at most
+//! [`MAX_OWED_TAGS`] of them, the newest kept (and every tag of the newest write, however many
+//! it had). Unbounded, a key rewritten through an L2 outage with tags that change (a version,
+//! a day) owed one more tag per write for as long as the outage lasted, and its replay's
+//! tagging, one script per tag sent at once within the tag store's deadline, grew past what
+//! the deadline allows: it failed on every pass, was owed again, and, as a pass stops at its
+//! first failure, held back the taggings of other keys too. The value that lands is the newest
+//! write's (the queue keeps one op per key): a tag dropped is one that at least
+//! [`MAX_OWED_TAGS`] tags owed since have pushed out, a write long superseded, whose key is
+//! then in that tag's set only while an invalidation of it has yet to run. Each tag dropped is
+//! counted (`stats().consistency.retags_dropped`) and logged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -28,21 +41,61 @@ use parking_lot::Mutex;
 use super::behind::WriteQueue;
 use super::policy::Shared;
 use crate::error::key_for_error;
+use crate::log_limit::LogLimit;
 use crate::replay::ReplayQueue;
+
+/// How many tags a key owes at most (see the module docs); a write with more owes them all.
+/// Far past the tags one write of a key has as a rule, and few enough for one tagging to send
+/// them within the tag store's deadline.
+pub(crate) const MAX_OWED_TAGS: usize = 64;
 
 /// What a key's replayed write owes its tags.
 #[derive(Debug)]
 struct Owed {
+    /// Each tag once, the oldest owed first.
     tags: Vec<String>,
+    /// How many of the last `tags` are the newest write's: kept whatever the bound.
+    newest: usize,
     /// The members' time to live, as the write computed it (from the landing it is longer
     /// than the value's time left: a member kept too long costs a delete, never a miss).
     ttl: Duration,
+}
+
+impl Owed {
+    fn new(ttl: Duration) -> Owed {
+        Owed {
+            tags: Vec::new(),
+            newest: 0,
+            ttl,
+        }
+    }
+
+    /// Owes `newer` (a newer write's tags, or, put back, those owed since), of which the last
+    /// `newest` are the newest write's: each moves to the end. Returns how many older tags the
+    /// bound then dropped.
+    fn owe_newer<S: AsRef<str>>(&mut self, newer: &[S], newest: usize) -> usize {
+        let mut seen = HashSet::with_capacity(newer.len());
+        let newer: Vec<&str> = newer
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|t| seen.insert(*t))
+            .collect();
+        self.tags.retain(|t| !seen.contains(t.as_str()));
+        self.tags.extend(newer.iter().map(|t| (*t).to_owned()));
+        self.newest = newest.min(newer.len());
+        let over = self.tags.len().saturating_sub(MAX_OWED_TAGS.max(self.newest));
+        self.tags.drain(..over);
+        over
+    }
 }
 
 /// Keys whose tagged write waits in the replay queue, with their tags.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayedTags {
     owed: Mutex<HashMap<String, Owed>>,
+    /// Tags the bound dropped (see the module docs).
+    dropped: AtomicU64,
+    dropped_lines: LogLimit,
 }
 
 impl ReplayedTags {
@@ -69,15 +122,22 @@ impl ReplayedTags {
         if !waits(queue, behind, key) {
             return;
         }
-        let entry = owed.entry(key.to_owned()).or_insert_with(|| Owed {
-            tags: Vec::new(),
-            ttl,
-        });
+        let entry = owed.entry(key.to_owned()).or_insert_with(|| Owed::new(ttl));
         entry.ttl = entry.ttl.max(ttl);
-        for tag in tags {
-            if !entry.tags.iter().any(|t| t == tag) {
-                entry.tags.push((*tag).to_owned());
-            }
+        let dropped = entry.owe_newer(tags, tags.len());
+        drop(owed);
+        self.note_dropped(key, dropped);
+    }
+
+    /// Counts and logs the tags the bound dropped from `key`'s.
+    fn note_dropped(&self, key: &str, dropped: usize) {
+        if dropped == 0 {
+            return;
+        }
+        self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        if let Some(unlogged) = self.dropped_lines.pass() {
+            tracing::warn!(key = %key_for_error(key), dropped, max = MAX_OWED_TAGS, unlogged,
+                "a key rewritten with other tags while its writes waited for L2 owes more tags than are kept; the oldest are not tagged again when its value lands (an invalidation of one of them meanwhile may miss the key)");
         }
     }
 
@@ -101,18 +161,24 @@ impl ReplayedTags {
     /// manager is shutting down), merged with what the key was owed since: taken again by the
     /// next replay pass, as its key is no longer pending.
     fn put_back(&self, due: impl IntoIterator<Item = (String, Owed)>) {
+        let mut dropped = Vec::new();
         let mut owed = self.owed.lock();
-        for (key, back) in due {
-            let entry = owed.entry(key).or_insert_with(|| Owed {
-                tags: Vec::new(),
-                ttl: back.ttl,
-            });
-            entry.ttl = entry.ttl.max(back.ttl);
-            for tag in back.tags {
-                if !entry.tags.contains(&tag) {
-                    entry.tags.push(tag);
-                }
+        for (key, mut back) in due {
+            let Some(since) = owed.remove(&key) else {
+                owed.insert(key, back);
+                continue;
+            };
+            // What was owed since is newer than what comes back.
+            back.ttl = back.ttl.max(since.ttl);
+            let n = back.owe_newer(&since.tags, since.newest);
+            if n > 0 {
+                dropped.push((key.clone(), n));
             }
+            owed.insert(key, back);
+        }
+        drop(owed);
+        for (key, n) in dropped {
+            self.note_dropped(&key, n);
         }
     }
 
@@ -125,6 +191,11 @@ impl ReplayedTags {
     /// How many keys are owed their tags (`stats().consistency.tags_owed`).
     pub(crate) fn len(&self) -> usize {
         self.owed.lock().len()
+    }
+
+    /// How many owed tags the bound dropped (`stats().consistency.retags_dropped`).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -233,8 +304,94 @@ mod tests {
             panic!("one key due: {due:?}");
         };
         assert_eq!(key, "k");
-        assert_eq!(what.tags, ["t", "u"], "each tag once");
+        let mut tags = what.tags.clone();
+        tags.sort_unstable();
+        assert_eq!(tags, ["t", "u"], "each tag once");
         assert_eq!(what.ttl, Duration::from_secs(5), "the longest members' TTL");
         assert!(owed.take_due(&queue, None).is_empty(), "owed once");
+    }
+
+    fn owed_tags(owed: &ReplayedTags, key: &str) -> Vec<String> {
+        owed.owed
+            .lock()
+            .get(key)
+            .map(|o| o.tags.clone())
+            .unwrap_or_default()
+    }
+
+    /// A key rewritten through an outage with a tag that changes each time (a version) owes
+    /// the newest [`MAX_OWED_TAGS`], not one more per write: unbounded, its replay's tagging
+    /// (a script per tag, all within one deadline) outgrew the deadline, failed on every pass
+    /// and held back every other key's. The tags dropped are counted.
+    #[test]
+    fn a_key_rewritten_with_new_tags_owes_only_the_newest_up_to_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+        let owed = ReplayedTags::default();
+        push_set(&queue, "k");
+        for version in 0..1_000 {
+            let tag = format!("v{version}");
+            owed.owe(&queue, None, "k", &["user", &tag], Duration::from_secs(1));
+        }
+        let tags = owed_tags(&owed, "k");
+        assert_eq!(tags.len(), MAX_OWED_TAGS, "{tags:?}");
+        // The tag every write had, owed again by each, is among the newest.
+        let mut expected: Vec<String> = (1_000 - (MAX_OWED_TAGS - 1)..999)
+            .map(|v| format!("v{v}"))
+            .collect();
+        expected.extend(["user".to_owned(), "v999".to_owned()]);
+        assert_eq!(tags, expected);
+        assert_eq!(owed.dropped(), (1_000 - (MAX_OWED_TAGS - 1)) as u64);
+    }
+
+    /// The newest write's tags are all owed, however many: its value is the one that lands.
+    #[test]
+    fn the_newest_writes_tags_are_owed_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+        let owed = ReplayedTags::default();
+        push_set(&queue, "k");
+        owed.owe(&queue, None, "k", &["old"], Duration::from_secs(1));
+        let many: Vec<String> = (0..MAX_OWED_TAGS * 2).map(|i| format!("t{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        owed.owe(&queue, None, "k", &many, Duration::from_secs(1));
+        assert_eq!(
+            owed_tags(&owed, "k"),
+            many,
+            "every tag of the newest write, the older one dropped"
+        );
+        owed.owe(&queue, None, "k", &["last"], Duration::from_secs(1));
+        let tags = owed_tags(&owed, "k");
+        assert_eq!(tags.len(), MAX_OWED_TAGS);
+        assert_eq!(tags.last().map(String::as_str), Some("last"));
+    }
+
+    /// What a failed tagging puts back is older than what the key was owed since: the bound
+    /// drops it first, and keeps all of the newest write's tags.
+    #[test]
+    fn a_tagging_put_back_is_older_than_what_was_owed_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = ReplayQueue::open(dir.path(), ReplayOptions::default()).unwrap();
+        let owed = ReplayedTags::default();
+        push_set(&queue, "k");
+        let back: Vec<String> = (0..MAX_OWED_TAGS).map(|i| format!("back{i}")).collect();
+        let back: Vec<&str> = back.iter().map(String::as_str).collect();
+        owed.owe(&queue, None, "k", &back, Duration::from_secs(1));
+        assert_eq!(queue.ack_many(&queue.pending()).unwrap(), 1);
+        let due = owed.take_due(&queue, None);
+        assert_eq!(due.len(), 1);
+        push_set(&queue, "k");
+        owed.owe(&queue, None, "k", &["since"], Duration::from_secs(9));
+        owed.put_back(due);
+        let tags = owed_tags(&owed, "k");
+        assert_eq!(tags.len(), MAX_OWED_TAGS);
+        assert_eq!(tags.last().map(String::as_str), Some("since"));
+        assert_eq!(
+            tags.first().map(String::as_str),
+            Some("back1"),
+            "the oldest dropped"
+        );
+        assert_eq!(owed.owed.lock()["k"].ttl, Duration::from_secs(9));
+        assert_eq!(owed.dropped(), 1);
     }
 }
