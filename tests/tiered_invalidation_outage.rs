@@ -17,6 +17,9 @@
 
 mod support;
 
+#[path = "support/proxy.rs"]
+mod proxy;
+
 use std::path::Path;
 
 use support::RedisServer;
@@ -28,7 +31,7 @@ const NEW: &str = "new";
 /// A file L1 with its memory tier, `l2` as L2, and tags on `bus` (`None`: on `l2`, where a
 /// prefix invalidation also deletes L2's keys; with a Redis of its own, L2 keeps them until
 /// their TTL, as the README says).
-fn config(dir: &Path, l2: &RedisServer, bus: Option<&RedisServer>) -> CacheConfig {
+fn config(dir: &Path, l2: &str, bus: Option<&RedisServer>) -> CacheConfig {
     let mut config = CacheConfig::from_toml_str(&format!(
         r#"
         fallback_on_error = true
@@ -48,7 +51,7 @@ fn config(dir: &Path, l2: &RedisServer, bus: Option<&RedisServer>) -> CacheConfi
         replay_interval_ms = 3600000
         "#,
         dir.display(),
-        l2.addr()
+        l2
     ))
     .unwrap();
     if let Some(bus) = bus {
@@ -114,7 +117,7 @@ fn a_tag_or_prefix_invalidation_leaves_no_old_value_in_either_tier_nor_after_a_r
     for async_api in [false, true] {
         let l2 = RedisServer::start();
         let dir = tempfile::tempdir().unwrap();
-        let cache = CacheManager::new(config(dir.path(), &l2, None)).unwrap();
+        let cache = CacheManager::new(config(dir.path(), &l2.addr(), None)).unwrap();
         write_and_warm(&cache);
         let (tagged, prefixed) = if async_api {
             (
@@ -130,26 +133,30 @@ fn a_tag_or_prefix_invalidation_leaves_no_old_value_in_either_tier_nor_after_a_r
             no_read_answers_old(&cache, key, "after the invalidation");
         }
         drop(cache);
-        let cache = CacheManager::new(config(dir.path(), &l2, None)).unwrap();
+        let cache = CacheManager::new(config(dir.path(), &l2.addr(), None)).unwrap();
         for key in ["t:1", "p:1"] {
             no_read_answers_old(&cache, key, "after a restart");
         }
     }
 }
 
-/// A tag invalidated while L2 is frozen (its deletes owed to L2, in the replay queue; the tags
-/// on a Redis of their own that stays up), the process restarted before L2 returns, then L2
-/// back with the old value still in it: no read answers the old value, in the outage, after
-/// the restart, once L2 returned but before the replay (the owed delete keeps L2's copy out of
-/// L1), nor after the replay.
+/// A tag invalidated while L2 is unreachable (its deletes owed to L2, in the replay queue; the
+/// tags on a Redis of their own that stays up), the process restarted before L2 returns, then
+/// L2 back with the old value still in it (the proxy severs every connection, so no command of
+/// the outage lands late): no read answers the old value, in the outage, after the restart,
+/// once L2 returned but before the replay (the owed delete keeps L2's copy out of L1), nor
+/// after the replay.
 #[test]
 fn a_tag_invalidated_in_an_outage_stays_invalidated_across_a_restart_and_l2s_return() {
     let (l2, bus) = (RedisServer::start(), RedisServer::start());
+    let to_l2 = proxy::TcpProxy::start(&l2.addr());
     let dir = tempfile::tempdir().unwrap();
-    let cache = CacheManager::new(config(dir.path(), &l2, Some(&bus))).unwrap();
+    let cache = CacheManager::new(config(dir.path(), &to_l2.addr(), Some(&bus))).unwrap();
     write_and_warm(&cache);
+    cache.set("probe", "in L2", None).unwrap();
 
-    l2.pause();
+    to_l2.hold();
+    to_l2.sever();
     assert_eq!(
         cache.invalidate_tag("t").unwrap(),
         1,
@@ -159,21 +166,32 @@ fn a_tag_invalidated_in_an_outage_stays_invalidated_across_a_restart_and_l2s_ret
     no_read_answers_old(&cache, "t:1", "in the outage");
     drop(cache);
 
-    let cache = CacheManager::new(config(dir.path(), &l2, Some(&bus))).unwrap();
+    let cache = CacheManager::new(config(dir.path(), &to_l2.addr(), Some(&bus))).unwrap();
     assert!(
         cache.replay_queue().unwrap().is_pending("t:1"),
         "the owed delete outlived the restart"
     );
     no_read_answers_old(&cache, "t:1", "after a restart in the outage");
 
-    l2.resume();
+    to_l2.release();
+    let mut raw = l2.raw();
+    let in_l2: Option<Vec<u8>> = redis::cmd("GET").arg("app:t:1").query(&mut raw).unwrap();
+    assert!(in_l2.is_some(), "L2 still holds the old value");
+    // Reads ask L2 again (its connection made anew): a key L1 lacks is read from it.
+    support::wait_until("L2 answers the restarted manager's reads", || {
+        cache.local().delete("probe").unwrap();
+        cache.get::<String>("probe").unwrap().is_some()
+    });
+    assert!(
+        cache.replay_queue().unwrap().is_pending("t:1"),
+        "not replayed yet"
+    );
     no_read_answers_old(&cache, "t:1", "once L2 returned, before the replay");
     support::until_ok("the replay", || cache.replay_now());
     assert!(cache.replay_queue().unwrap().is_empty());
     no_read_answers_old(&cache, "t:1", "after the replay");
-    let l2_store =
-        uno_cache::RedisStore::connect(uno_cache::RedisOptions::new(l2.addr()).prefix("app:")).unwrap();
-    assert_eq!(uno_cache::Storage::get(&l2_store, "t:1").unwrap(), None);
+    let in_l2: Option<Vec<u8>> = redis::cmd("GET").arg("app:t:1").query(&mut raw).unwrap();
+    assert_eq!(in_l2, None);
 }
 
 /// With one Redis for L2 and tags, frozen: a tag invalidation fails before it touches anything
@@ -185,7 +203,7 @@ fn a_tag_invalidated_in_an_outage_stays_invalidated_across_a_restart_and_l2s_ret
 fn invalidations_refused_in_an_outage_tell_the_caller_and_succeed_when_retried() {
     let l2 = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let cache = CacheManager::new(config(dir.path(), &l2, None)).unwrap();
+    let cache = CacheManager::new(config(dir.path(), &l2.addr(), None)).unwrap();
     write_and_warm(&cache);
 
     l2.pause();
@@ -196,7 +214,7 @@ fn invalidations_refused_in_an_outage_tell_the_caller_and_succeed_when_retried()
     assert!(cache.invalidate_prefix("p:").is_err(), "L2 could not be scanned");
     no_read_answers_old(&cache, "p:1", "in the outage");
     drop(cache);
-    let cache = CacheManager::new(config(dir.path(), &l2, None)).unwrap();
+    let cache = CacheManager::new(config(dir.path(), &l2.addr(), None)).unwrap();
     no_read_answers_old(&cache, "p:1", "after a restart in the outage");
 
     l2.resume();
