@@ -1,9 +1,9 @@
 //! `stats()` after a known sequence of calls, as an operator's dashboard reads it: a file-store
 //! L1 with its memory tier in front of a real `redis-server`, and every counter of every tier
 //! checked for its exact value after each step (memory hits, file hits, L2 hits, misses
-//! everywhere, batches, loads, async forms, deletes, L2 outages, evictions, a restart), with
-//! the sums an alert relies on: each tier's hits and misses add up to the lookups that reached
-//! it, overall hits are the local and L2 ones.
+//! everywhere, batches, loads, async forms, deletes, L2 outages, expiries, evictions, a
+//! restart), with the sums an alert relies on: each tier's hits and misses add up to the
+//! lookups that reached it, overall hits are the local and L2 ones.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -543,4 +543,50 @@ fn callers_waiting_on_one_load_count_one_read_each_and_one_load() {
     assert_eq!(counts(&stats), Counts { memory: (0, n), file: (0, n), local: (0, n), distributed: (0, n), overall: (0, n), loads: 1, ..NONE });
     assert_eq!(stats.overall.load_waits, n - 1);
     check_sums(&stats, "callers of one load");
+}
+
+/// An expired value: a miss in both local tiers (and overall, without an L2), each tier
+/// counting it as an expiration once, and the rates moving accordingly.
+#[test]
+fn an_expired_value_is_a_miss_in_both_tiers_and_one_expiration_in_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = uno_cache::ManualClock::new(1_700_000_000_000);
+    let config = CacheConfig::from_toml_str(&format!(
+        "[local]\ntype = \"file\"\npath = {:?}\nmemory_items = 100\n",
+        dir.path().display().to_string()
+    ))
+    .unwrap();
+    let cache = CacheManager::builder()
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    cache
+        .set("e", &1u32, Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    cache.set("k", &2u32, None).unwrap();
+    for key in ["e", "k", "e", "k"] {
+        assert!(cache.get::<u32>(key).unwrap().is_some());
+    }
+    let mut at = NONE;
+    #[rustfmt::skip]
+    expect(&cache, "two file hits, two memory hits", &mut at, Counts { memory: (2, 2), file: (2, 0), local: (4, 0), overall: (4, 0), ..NONE });
+    clock.advance(std::time::Duration::from_secs(11));
+    assert_eq!(cache.get::<u32>("e").unwrap(), None);
+    assert_eq!(cache.get::<u32>("k").unwrap(), Some(2));
+    #[rustfmt::skip]
+    expect(&cache, "an expired value and a live one", &mut at, Counts { memory: (1, 1), file: (0, 1), local: (1, 1), overall: (1, 1), ..NONE });
+    let stats = cache.stats();
+    assert_eq!(
+        (
+            stats.memory.expirations,
+            stats.file.expirations,
+            stats.memory.evictions
+        ),
+        (1, 1, 0),
+        "{:?} {:?}",
+        stats.memory,
+        stats.file
+    );
+    assert_eq!(stats.size.file.items, 1, "{:?}", stats.size);
 }
