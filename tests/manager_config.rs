@@ -102,6 +102,70 @@ fn invalid_values_are_refused_with_the_field_named() {
     assert!(err.to_string().contains("local.type"));
 }
 
+/// A path that can name no directory, or only one called by blanks, is refused by the
+/// configuration naming its field: a NUL byte (`"\u0000"` in TOML) failed `CacheManager::new`
+/// as an I/O error on `create directory`, naming no field and printing the raw NUL byte into
+/// the log line; `path = " "` made a directory called " " in the working directory (found by
+/// review). Refused before anything is opened, so a `validate()` alone finds it too.
+#[test]
+fn a_path_with_a_nul_byte_or_only_blanks_is_refused_naming_the_field() {
+    let l2 = "[distributed]\nenabled = true\nhosts = [\"127.0.0.1:6379\"]\n";
+    let mut cases: Vec<(String, String, &str)> = [
+        (
+            "[local]\npath = \"data\\u0000\"\n".to_owned(),
+            "local.path",
+            "NUL",
+        ),
+        (
+            "[local]\ntype = \"redb\"\npath = \"a\\u0000b\"\n".to_owned(),
+            "local.path",
+            "NUL",
+        ),
+        ("[local]\npath = \" \"\n".to_owned(), "local.path", "blank"),
+        ("[local]\npath = \"\\t\"\n".to_owned(), "local.path", "blank"),
+        (
+            format!("[offline]\nreplay_dir = \"q\\u0000\"\n{l2}"),
+            "offline.replay_dir",
+            "NUL",
+        ),
+        (
+            format!("[offline]\nreplay_dir = \"  \"\n{l2}"),
+            "offline.replay_dir",
+            "blank",
+        ),
+    ]
+    .into_iter()
+    .map(|(text, field, says)| (text, field.to_owned(), says))
+    .collect();
+    if cfg!(feature = "tls") {
+        let tls = "[distributed]\nenabled = true\nhosts = [\"rediss://127.0.0.1:6379\"]\n";
+        for key in ["tls_ca_file", "tls_cert_file", "tls_key_file"] {
+            let pair = match key {
+                "tls_cert_file" => "tls_key_file = \"k.pem\"\n",
+                "tls_key_file" => "tls_cert_file = \"c.pem\"\n",
+                _ => "",
+            };
+            for (value, says) in [("\"c\\u0000.pem\"", "NUL"), ("\"\"", "empty"), ("\" \"", "blank")] {
+                cases.push((
+                    format!("{tls}{pair}{key} = {value}\n"),
+                    format!("distributed.{key}"),
+                    says,
+                ));
+            }
+        }
+    }
+    for (text, field, says) in &cases {
+        match CacheConfig::from_toml_str(text) {
+            Err(Error::Config { field: named, reason }) => {
+                assert_eq!(named, *field, "{text:?}: {reason}");
+                assert!(reason.contains(says), "{text:?}: {reason}");
+                assert!(!reason.contains('\0'), "{text:?}: a raw NUL byte in {reason:?}");
+            }
+            other => panic!("{text:?}: not refused naming {field}: {other:?}"),
+        }
+    }
+}
+
 /// Starting degraded on a misconfiguration is a kind of fallback: without `fallback_on_error`
 /// the setting was accepted and then ignored, start-up failing with the very error it asked to
 /// start through.

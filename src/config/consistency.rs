@@ -156,16 +156,7 @@ impl std::fmt::Debug for InvalidationConfig {
 impl CacheConfig {
     pub(super) fn validate_consistency(&self) -> Result<()> {
         let offline = &self.offline;
-        if offline
-            .replay_dir
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            return Err(invalid(
-                "offline.replay_dir",
-                "must not be empty; leave it out for the default",
-            ));
-        }
+        super::local::check_path("offline.replay_dir", offline.replay_dir.as_deref())?;
         if offline.replay_interval_ms == 0 {
             return Err(invalid("offline.replay_interval_ms", "must be at least 1"));
         }

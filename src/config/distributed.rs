@@ -267,6 +267,15 @@ pub(super) fn validate_tls(
             "give either tls_ca_file (a private CA) or tls_system_roots = true (the system's roots), not both",
         ));
     }
+    // Read only when L2 or the backplane connects: refused here, a path that can name no
+    // file is told before anything starts.
+    for (field, path) in [
+        ("distributed.tls_ca_file", &dist.tls_ca_file),
+        ("distributed.tls_cert_file", &dist.tls_cert_file),
+        ("distributed.tls_key_file", &dist.tls_key_file),
+    ] {
+        super::local::check_path(field, path.as_deref())?;
+    }
     match (&dist.tls_cert_file, &dist.tls_key_file) {
         (Some(_), None) => Err(invalid(
             "distributed.tls_key_file",

@@ -161,6 +161,25 @@ impl LocalCacheConfig {
     }
 }
 
+/// Refuses a path setting that can name no file: empty, only blanks (it named a directory
+/// called " " in the working directory), or holding a NUL byte, which no file name can (it
+/// failed later, at the first open, as an I/O error naming no field and printing the raw byte).
+/// A TOML string is UTF-8, so no other byte is out of reach.
+pub(super) fn check_path(field: &str, path: Option<&Path>) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let reason = if bytes.is_empty() {
+        "must not be empty; leave it out for the default"
+    } else if bytes.contains(&0) {
+        "holds a NUL byte (\\u0000), which no file name can; remove it"
+    } else if bytes.iter().all(u8::is_ascii_whitespace) {
+        "is blank (only spaces or tabs), which would name a file of blanks in the working directory; give a path, or leave it out for the default"
+    } else {
+        return Ok(());
+    };
+    Err(super::invalid(field, reason))
+}
+
 /// Refuses a `local.file_mode` written in `text` as a decimal number (above 7, where decimal
 /// and octal differ). TOML gives `0o644` and `420` as one integer, so the text is read again
 /// for how it was written. A decimal mode is most often octal digits without their prefix

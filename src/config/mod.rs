@@ -254,12 +254,7 @@ impl CacheConfig {
                 "must be at least 1 (MiB) for a memory L1 or while the memory tier is on (memory_items = 0 turns the tier off)",
             ));
         }
-        if local.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-            return Err(invalid(
-                "local.path",
-                "must not be empty; leave it out for the default",
-            ));
-        }
+        local::check_path("local.path", local.path.as_deref())?;
         if let Some(mode) = local.file_mode {
             crate::perms::check_mode_bits(mode).map_err(|reason| invalid("local.file_mode", reason))?;
         }
