@@ -298,6 +298,50 @@ fn an_invalid_field_in_a_config_file_names_the_field_and_the_file() {
     );
 }
 
+/// A configuration file saved in another encoding than UTF-8 (Latin-1's `é`, byte 0xE9, in a
+/// path) was refused as an I/O error, "stream did not contain valid UTF-8", naming neither the
+/// field nor the line, though a TOML parse error names both (found by review). It is a
+/// configuration error naming the field, the line and column and the byte, saying to save the
+/// file as UTF-8.
+#[test]
+fn a_config_file_that_is_not_utf8_names_the_field_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.toml");
+    std::fs::write(&path, b"[local]\nttl = 60\npath = \"/var/cache/caf\xe9\"\n").unwrap();
+    match CacheConfig::from_toml_file(&path).unwrap_err() {
+        Error::Config { field, reason } => {
+            assert_eq!(field, "local.path", "{reason}");
+            for says in ["0xE9", "line 3, column 23", "UTF-8", &path.display().to_string()] {
+                assert!(reason.contains(says), "{reason:?} lacks {says}");
+            }
+        }
+        other => panic!("not a configuration error: {other:?}"),
+    }
+}
+
+/// A file over the 1 MiB bound is refused as such even where its bytes at the bound are part
+/// of one UTF-8 character: the read cut at the bound was refused as not UTF-8 instead.
+#[test]
+fn a_config_file_over_a_mebibyte_is_refused_as_such_whatever_character_the_bound_cuts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.toml");
+    // A comment of 'é's (two bytes each) from offset 2: the last byte read, at offset 1 MiB,
+    // is the first half of one.
+    let mut text = "##".to_owned();
+    while text.len() <= 1 << 20 {
+        text.push('é');
+    }
+    text.push('\n');
+    std::fs::write(&path, text).unwrap();
+    match CacheConfig::from_toml_file(&path).unwrap_err() {
+        Error::Config { field, reason } => {
+            assert_eq!(field, "config");
+            assert!(reason.contains("1048576 bytes"), "{reason}");
+        }
+        other => panic!("not refused for its size: {other:?}"),
+    }
+}
+
 /// A configuration path that names a directory (`--config conf/` for `conf/cache.toml`) is told
 /// to name the file: the advice for a directory in a store's place sent the user to look for
 /// one inside a store (found by review).

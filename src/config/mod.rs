@@ -203,8 +203,8 @@ impl CacheConfig {
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be read; [`Error::Config`] (field `config`) if it is over
-    /// 1 MiB; otherwise as [`CacheConfig::from_toml_str`], an [`Error::Config`] also naming the
-    /// file.
+    /// 1 MiB, or naming the field and line where it is not UTF-8; otherwise as
+    /// [`CacheConfig::from_toml_str`], an [`Error::Config`] also naming the file.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<CacheConfig> {
         let path = path.as_ref();
         // A service may read several files: say which one holds the field at fault.
@@ -382,19 +382,39 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 fn read_config_text(path: &Path) -> Result<String> {
     use std::io::Read as _;
     let failed = |e| Error::io(crate::error::CONFIG_READ, path, e);
-    let mut text = String::new();
+    // Read as bytes: the size is told before the encoding (a read cut at the bound may end
+    // inside a character), and bytes that are not UTF-8 are shown where they are.
+    let mut bytes = Vec::new();
     std::fs::File::open(path)
         .map_err(failed)?
         .take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(failed)?;
-    if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
         return Err(invalid(
             "config",
             format!("the file is over {MAX_CONFIG_BYTES} bytes, more than any configuration; is it the TOML file meant?"),
         ));
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|e| not_utf8(e.as_bytes(), e.utf8_error().valid_up_to()))
+}
+
+/// A configuration whose byte `at` starts no UTF-8 character (a file saved as Latin-1, say),
+/// named by the field that holds it and its line and column, as a parse error is: read as a
+/// whole, the file was an I/O error, "stream did not contain valid UTF-8", naming neither.
+fn not_utf8(bytes: &[u8], at: usize) -> Error {
+    // The text before `at` is UTF-8; its line up to `at` is what names the field.
+    let before = bytes
+        .get(..at)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or_default();
+    let field = parse_errors::field_at(before, before.len()).unwrap_or_else(|| "config".to_owned());
+    let byte = bytes.get(at).copied().unwrap_or_default();
+    let (line, column) = parse_errors::line_and_column(before, before.len()).unwrap_or((1, 1));
+    invalid(
+        &field,
+        format!("byte {byte:#04X} at line {line}, column {column} is not UTF-8, which a TOML file must be; save the file as UTF-8 (a path that is not UTF-8 cannot be written in TOML)"),
+    )
 }
 
 impl CacheConfig {
