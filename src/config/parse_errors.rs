@@ -24,6 +24,10 @@ pub(super) fn in_range_terms(message: &str) -> String {
     if expected == "a sequence" {
         return format!("{what}, expected an array, in brackets (hosts = [\"127.0.0.1:6379\"])");
     }
+    // The one float setting (`loader.refresh_ahead`): "f64" is Rust's name, not the user's.
+    if expected == "f64" {
+        return format!("{what}, expected a number, such as 0.8");
+    }
     let max = match expected {
         "u8" => u64::from(u8::MAX),
         "u16" => u64::from(u16::MAX),
@@ -240,6 +244,21 @@ mod tests {
         // Other messages keep their words.
         let (_, reason) = reason_of("[local]\nmax_size = \"5\"\n");
         assert!(reason.contains("string \"5\""), "{reason}");
+    }
+
+    /// `refresh_ahead = "80%"` was told "expected f64", Rust's name for the type (found by
+    /// review).
+    #[test]
+    fn a_share_written_as_text_is_refused_asking_for_a_number() {
+        for value in ["\"80%\"", "\"0.8\"", "true"] {
+            let (named, reason) = reason_of(&format!("[loader]\nrefresh_ahead = {value}\n"));
+            assert_eq!(named, "loader.refresh_ahead", "{reason}");
+            assert!(
+                reason.contains("expected a number, such as 0.8"),
+                "{value}: {reason}"
+            );
+            assert!(!reason.contains("f64"), "{value}: {reason}");
+        }
     }
 
     /// serde said "expected a sequence", where TOML has arrays, for `hosts = "h:1"`.
