@@ -1,8 +1,8 @@
 //! A manager built from TOML configuration: each `local.type` (file, memory, redb) serves
 //! reads and writes, the persistent ones keep values across a restart, a second manager on the
 //! same directory is refused, `use_multi_level = false` does not even connect to a configured
-//! L2, invalid values are refused with the field named, and what the open of a file L1 removed
-//! is reported. (Real L2 levels built from configuration: `manager_distributed.rs`.)
+//! L2, invalid values are refused with the field named, every number at its largest value
+//! still runs, and what the open of a file L1 removed is reported. (Real L2 levels built from configuration: `manager_distributed.rs`.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,6 +12,8 @@
 
 #[path = "support/delegate.rs"]
 mod delegate;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::Path;
 use std::time::Duration;
@@ -613,5 +615,92 @@ fn a_manager_opens_its_file_l1_with_the_configured_map_reads() {
         let cache = CacheManager::builder().config(config).build().unwrap();
         let stats = cache.monitor().local_file_stats().unwrap();
         assert_eq!(stats.random_map_reads, random, "{reads}");
+    }
+}
+
+/// Every number of the configuration at the largest value it takes, each alone: accepted, a
+/// manager on a file L1 and a Redis L2 (with `fallback_on_error = false`, so an L2 error would
+/// reach the call) starts, writes to both levels, reads, loads, counts and flushes. Durations
+/// and sizes are added to clocks and turned into milliseconds, bytes and `PX` arguments: one
+/// that overflowed would panic, or be refused by Redis (`invalid expire time`) on every write.
+#[test]
+fn every_setting_at_its_largest_value_starts_a_manager_that_writes_to_both_levels() {
+    let server = support::RedisServer::start();
+    let (secs, ms, count) = (u64::MAX.to_string(), u64::MAX.to_string(), usize::MAX.to_string());
+    let settings: [(&str, &str, &str); 21] = [
+        ("local", "ttl", &secs),
+        ("local", "max_size", &count),
+        ("local", "memory_items", &count),
+        ("local", "memory_max_mb", "1073741824"),
+        ("local", "durability_interval_ms", &ms),
+        ("distributed", "ttl", &secs),
+        ("distributed", "timeout_ms", &ms),
+        ("distributed", "breaker_failures", "4294967295"),
+        ("distributed", "breaker_cooldown_ms", &ms),
+        ("distributed", "size_max_age_secs", &secs),
+        ("distributed", "write_behind_max_keys", &count),
+        ("offline", "replay_max_bytes", "4294967295"),
+        ("offline", "replay_max_entries", &count),
+        ("offline", "replay_interval_ms", &ms),
+        ("loader", "fail_safe_max_duration", &secs),
+        ("loader", "fail_safe_throttle", &secs),
+        ("loader", "absent_ttl", &secs),
+        ("loader", "hard_timeout_ms", &ms),
+        ("loader", "refresh_ahead_max", &count),
+        ("invalidation", "staleness_bound_ms", &ms),
+        ("invalidation", "publish_timeout_ms", &ms),
+    ];
+    for (section, key, value) in settings {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sections = std::collections::BTreeMap::from([
+            (
+                "local",
+                format!("path = {:?}\n", dir.path().display().to_string()),
+            ),
+            (
+                "distributed",
+                format!(
+                    "enabled = true\nhosts = [{:?}]\nkey_prefix = \"t:\"\n",
+                    server.addr()
+                ),
+            ),
+            ("invalidation", "enabled = true\n".to_owned()),
+            ("loader", "refresh_ahead = 0.5\n".to_owned()),
+        ]);
+        if key == "write_behind_max_keys" {
+            sections
+                .get_mut("distributed")
+                .unwrap()
+                .push_str("write_mode = \"behind\"\n");
+        }
+        sections
+            .entry(section)
+            .or_default()
+            .push_str(&format!("{key} = {value}\n"));
+        let text: String = sections
+            .iter()
+            .map(|(name, body)| format!("[{name}]\n{body}"))
+            .collect();
+        let text = format!("fallback_on_error = false\n{text}");
+        let setting = format!("{section}.{key} = {value}");
+        let config = CacheConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{setting}: {e}"));
+        let cache = CacheManager::new(config).unwrap_or_else(|e| panic!("{setting}: {e}"));
+        let name = format!("k-{section}-{key}");
+        cache
+            .set(&name, &7u32, None)
+            .unwrap_or_else(|e| panic!("{setting}: set: {e}"));
+        cache.flush().unwrap_or_else(|e| panic!("{setting}: flush: {e}"));
+        assert_eq!(cache.get::<u32>(&name).unwrap(), Some(7), "{setting}");
+        let loaded = cache
+            .get_or_load(&format!("{name}-loaded"), None, || Ok::<u32, Error>(8))
+            .unwrap_or_else(|e| panic!("{setting}: load: {e}"));
+        assert_eq!(loaded.into_value(), 8, "{setting}");
+        let _ = cache.stats();
+        let in_l2: u32 = redis::cmd("EXISTS")
+            .arg(format!("t:{name}"))
+            .query(&mut server.raw())
+            .unwrap();
+        assert_eq!(in_l2, 1, "{setting}: the value did not reach L2");
+        drop(cache);
     }
 }
