@@ -21,7 +21,7 @@
 //! | `uno_cache_entries`, `uno_cache_bytes` | gauge | each but `all` | `size` |
 //! | `uno_cache_get_latency_seconds`, `uno_cache_set_latency_seconds` (label `quantile`: `0.5`, `0.99`) | gauge | each, `all` (get) | `get_latency`, `set_latency` |
 //! | `uno_cache_breaker_open` (1 open, 0.5 half-open, 0 closed), `uno_cache_breaker_trips_total` | gauge, counter | `distributed` | `breaker` |
-//! | `uno_cache_backfills_total`, `uno_cache_loads_total`, `uno_cache_load_waits_total` | counter | — | `overall` |
+//! | `uno_cache_backfills_total`, `uno_cache_loads_total`, `uno_cache_load_waits_total`, `uno_cache_decode_errors_total` | counter | — | `overall` |
 //! | `uno_cache_replay_pending`, `uno_cache_replay_bytes`, `uno_cache_replay_overflowed` | gauge | — | `consistency` |
 //! | `uno_cache_replay_latched` (1 while the replay log takes no writes after a failed write or fsync: L2 writes that fail meanwhile are lost), `uno_cache_replay_acks_held`, `uno_cache_replay_recovery_needs_bytes` | gauge | — | `consistency`: `replay_write_failure` set, `replay_acks_held`, `replay_recovery_needs_bytes` |
 //! | `uno_cache_replay_queued_total`, `uno_cache_replay_queue_failures_total`, `uno_cache_replayed_total`, `uno_cache_replay_failures_total` | counter | — | `consistency`: `queued`, `queue_failures`, `replayed`, `replay_failures` |
@@ -143,6 +143,7 @@ impl CacheStats {
         counter!("uno_cache_backfills_total", cache()).absolute(o.backfills);
         counter!("uno_cache_loads_total", cache()).absolute(o.loads);
         counter!("uno_cache_load_waits_total", cache()).absolute(o.load_waits);
+        counter!("uno_cache_decode_errors_total", cache()).absolute(o.decode_errors);
 
         let c = &self.consistency;
         let latched = c.replay_write_failure.is_some();

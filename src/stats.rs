@@ -122,6 +122,8 @@ pub(crate) struct Metrics {
     pub(crate) backfills_skipped: Counter,
     pub(crate) loads: Counter,
     pub(crate) load_waits: Counter,
+    /// Cached values that did not decode as the type asked for (see [`OverallStats`]).
+    pub(crate) decode_errors: Counter,
     /// Typed single-key reads through the whole manager, end to end (sampled).
     pub(crate) get_latency: Histogram,
     pub(crate) consistency: ConsistencyMetrics,
@@ -479,6 +481,13 @@ pub struct OverallStats {
     pub loads: u64,
     /// `get_or_set_with` callers that waited for another caller's loader instead of loading.
     pub load_waits: u64,
+    /// Values a level had (counted in `hits`) whose bytes did not decode as the type asked for:
+    /// the codec changed between runs, another type was stored under the key, or a value was
+    /// written raw. A read then fails with [`Error::CodecMismatch`](crate::Error::CodecMismatch)
+    /// or [`Error::Decode`](crate::Error::Decode), and a loading call loads anew. At most
+    /// `hits`; above zero after a deploy, `hits` overstates what was served.
+    #[serde(default)]
+    pub decode_errors: u64,
     /// Latency of typed single-key reads (`get`, `get_arc` and their async forms) end to end,
     /// whichever tier answered: memory, file, L2 or none. Sampled: one read in 64 per thread.
     #[serde(default)]
@@ -685,6 +694,7 @@ impl Metrics {
             backfills_skipped: self.backfills_skipped.get(),
             loads: self.loads.get(),
             load_waits: self.load_waits.get(),
+            decode_errors: self.decode_errors.get(),
             get_latency: self.get_latency.snapshot(),
         }
     }

@@ -533,6 +533,45 @@ fn a_value_written_by_another_codec_is_an_error_naming_the_key_and_both_codecs()
     assert!(matches!(json.get::<u64>("user:1"), Err(Error::Decode { .. })));
 }
 
+/// A level's hit whose bytes do not decode is counted in `overall.decode_errors`, by every kind
+/// of read, so that a change of codec does not look like a perfect hit rate.
+#[test]
+fn values_that_do_not_decode_are_counted_as_decode_errors_beside_their_hits() {
+    let clock = ManualClock::new(START_MS);
+    let l1: Arc<MemoryStore> = Arc::new(MemoryStore::with_clock(100, Arc::new(clock.clone())).unwrap());
+    let cache = CacheManager::builder()
+        .config(config(true))
+        .local(l1.clone())
+        .build()
+        .unwrap();
+    cache.set("n", &7u64, None).unwrap();
+    cache.set_raw("raw", b"\xff\xff not bincode", None).unwrap();
+    assert_eq!(cache.get::<u64>("n").unwrap(), Some(7));
+    assert_eq!(
+        cache.stats().overall.decode_errors,
+        0,
+        "a value that decodes is no error"
+    );
+    assert!(cache.get::<Vec<String>>("raw").is_err());
+    assert!(cache.multi_get::<Vec<String>>(&["raw", "n"]).is_err());
+    let loaded = cache
+        .get_or_load("raw", None, || Ok::<_, Error>(vec!["fresh".to_owned()]))
+        .unwrap();
+    assert_eq!(
+        loaded.into_value(),
+        vec!["fresh".to_owned()],
+        "loaded anew over bytes that do not decode"
+    );
+    let overall = cache.stats().overall;
+    assert_eq!(overall.decode_errors, 3, "{overall:?}");
+    assert_eq!(overall.hits, 5, "the level had the bytes each time: {overall:?}");
+    assert_eq!(
+        cache.get::<Vec<String>>("raw").unwrap(),
+        Some(vec!["fresh".to_owned()])
+    );
+    assert_eq!(cache.stats().overall.decode_errors, 3);
+}
+
 #[test]
 fn raw_bytes_bypass_the_codec_and_typed_reads_of_them_fail_cleanly() {
     let s = setup(true);

@@ -89,11 +89,13 @@ fn every_level_figure_is_published_with_its_cache_and_tier_labels_and_the_value_
         let _ = cache.get::<u64>(&format!("k{i}")).unwrap();
     }
     cache.delete("k0").unwrap();
+    cache.set_raw("raw", b"\xff\xff", None).unwrap();
+    assert!(cache.get::<Vec<String>>("raw").is_err());
     let stats = cache.monitor().get_stats();
-    assert_eq!((stats.local.hits, stats.local.misses), (10, 5), "{stats:?}");
+    assert_eq!((stats.local.hits, stats.local.misses), (11, 5), "{stats:?}");
     let published = publish(&stats, "sessions", 1);
     let local = ["cache=sessions", "tier=local"];
-    assert_eq!(get(&published, "uno_cache_hits_total", &local), 10.0);
+    assert_eq!(get(&published, "uno_cache_hits_total", &local), 11.0);
     assert_eq!(get(&published, "uno_cache_misses_total", &local), 5.0);
     assert_eq!(
         get(&published, "uno_cache_hit_ratio", &local),
@@ -107,10 +109,15 @@ fn every_level_figure_is_published_with_its_cache_and_tier_labels_and_the_value_
         get(&published, "uno_cache_deletes_total", &local),
         stats.local.deletes as f64
     );
-    assert_eq!(get(&published, "uno_cache_entries", &local), 9.0);
+    assert_eq!(get(&published, "uno_cache_entries", &local), 10.0);
     assert_eq!(
         get(&published, "uno_cache_bytes", &local),
         stats.size.local.bytes as f64
+    );
+    assert_eq!(stats.overall.decode_errors, 1, "{stats:?}");
+    assert_eq!(
+        get(&published, "uno_cache_decode_errors_total", &["cache=sessions"]),
+        1.0
     );
     let all = ["cache=sessions", "tier=all"];
     assert_eq!(

@@ -82,6 +82,19 @@ where
 }
 
 impl Shared {
+    /// Decodes bytes a counted read of `key` found as a `T`, counting those that do not decode
+    /// (`overall.decode_errors`): the level's hit is counted already, and without this count a
+    /// change of codec would look like a perfect hit rate while every read failed. A loading
+    /// call's second read, a load's bytes and a stale copy are decoded uncounted, as they are
+    /// not counted as reads either.
+    pub(crate) fn decode_cached<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T> {
+        let decoded = self.codec.decode::<T>(key, bytes);
+        if decoded.is_err() {
+            self.metrics.decode_errors.incr();
+        }
+        decoded
+    }
+
     /// The memory tier, unless L1 is distrusted (the backplane's subscription is down: every L1
     /// answer is checked against L2, the memory tier's too).
     #[inline]
@@ -178,7 +191,7 @@ impl Shared {
         if bytes == crate::codec::ABSENT {
             return Ok(Lookup::Absent);
         }
-        let value = wrap(self.codec.decode::<T>(key, &bytes)?);
+        let value = wrap(self.decode_cached::<T>(key, &bytes)?);
         if let (Some(hot), Some(miss)) = (self.hot_if_trusted(), miss) {
             self.guard.backfill_if_current(miss.ticket, || {
                 // The expiry of the L1 entry, and only if L1 holds what was decoded, as a trusted
