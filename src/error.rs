@@ -368,6 +368,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// [`CacheManager::invalidate_prefix`](crate::CacheManager::invalidate_prefix) on an L2 that
+    /// cannot list its keys (Memcached): L1 was dropped here and, through the backplane, in every
+    /// instance, but L2 keeps the values under the prefix until their TTL, and a read brings one
+    /// back into L1. Not an outage: every call on such an L2 returns it; match it if that is
+    /// acceptable.
+    #[error("{level} cannot list its keys: the values under prefix {prefix:?} stay in it until their TTL, and a read brings them back into L1 (the call dropped {dropped} key(s) from L1 here, and the other instances drop theirs); delete such keys by name or tag (multi_delete, invalidate_tag), or use a Redis L2")]
+    PrefixKeptInL2 {
+        /// The L2 (`memcached`).
+        level: &'static str,
+        /// The prefix (shortened).
+        prefix: String,
+        /// The keys the call dropped from L1 here.
+        dropped: u64,
+    },
+
     /// A value read from a distributed level does not carry a valid uno-cache envelope (written
     /// by another program, by a newer uno-cache, or damaged). It is never returned as a value.
     #[error("value for key {key:?} in {level} has no valid uno-cache envelope ({reason}); delete the key or check which program writes it")]

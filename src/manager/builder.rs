@@ -15,7 +15,9 @@ use super::l2_size::L2Size;
 use super::loader::Flights;
 use super::offline::Replayer;
 use super::policy::Shared;
-use super::wiring::{build_distributed, build_local, build_tags, connect_backplane, shared_io};
+use super::wiring::{
+    build_distributed, build_l2_keys, build_local, build_tags, connect_backplane, shared_io,
+};
 use super::workers::Workers;
 use super::CacheManager;
 
@@ -176,7 +178,8 @@ impl CacheManagerBuilder {
         };
         let policy = config.consistency.restart_policy;
         let l2_present = l2.is_some();
-        let tags = build_tags(&config, io.as_ref(), l2.is_some())?;
+        let tags = build_tags(&config, io.as_ref())?;
+        let l2_keys = build_l2_keys(&config, io.as_ref(), l2_present)?;
         let replayer = replay.is_some().then(Replayer::default);
         // The one stop signal of this manager's threads; the queues they sleep on listen to it.
         let shutdown = Shutdown::default();
@@ -216,6 +219,7 @@ impl CacheManagerBuilder {
             late_drops: Default::default(),
             stop: shutdown.clone(),
             tags,
+            l2_keys,
             l2_prefix: config.distributed.key_prefix.clone(),
             #[cfg(feature = "redis")]
             backplane: OnceLock::new(),

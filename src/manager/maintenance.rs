@@ -114,10 +114,13 @@ impl CacheManager {
     /// Drops every key that starts with `prefix`: from L1 here, from L2 where the backend can
     /// list keys, and (through the backplane) from every other instance's L1. L1 keys are listed
     /// where the level can (the file store, redb); another L1 is cleared instead (a superset).
-    /// L2 keys are deleted with `SCAN` + `UNLINK` on a standalone Redis L2 (when the backplane,
-    /// if any, leaves `[invalidation] hosts` empty, so it is that same Redis and login); a Redis
-    /// Cluster or Memcached L2, or one apart from the backplane's own hosts (the same ones named
-    /// again included), keeps them until their TTL (Memcached cannot list keys). Writes under the prefix that wait in the replay queue (made
+    /// L2 keys are deleted with `SCAN` + `UNLINK` on a Redis L2, on every primary of a Redis
+    /// Cluster, through a connection on the L2's own hosts and login (not the backplane's,
+    /// whose Redis holds none of L2's values when `[invalidation] hosts` names one). A Memcached
+    /// L2 cannot list keys: it keeps them until their TTL, and the call, having done the rest,
+    /// returns [`Error::PrefixKeptInL2`] rather than `Ok`. An L2 given to the builder
+    /// ([`CacheManagerBuilder::distributed`](crate::CacheManagerBuilder::distributed)) is walked
+    /// only if `[distributed]` describes it (a Redis there); otherwise its keys stay. Writes under the prefix that wait in the replay queue (made
     /// during an L2 outage) become deletes there, so their replay does not bring the keys back.
     /// Returns how many keys it dropped here, each counted once whether it was in L1, L2 or
     /// both: L1's keys listed and deleted, and the keys L2's scan deleted that L1 did not hold.
@@ -135,7 +138,9 @@ impl CacheManager {
     /// # Errors
     /// L1's error listing the keys; the replay queue's, if it cannot take the deletes of the
     /// writes under the prefix it holds (L2's scan and the message come all the same); or L2's
-    /// (its scan or its deletes), also under `fallback_on_error`. (An L1 that lists the keys
+    /// (its scan or its deletes, or slots of a cluster whose primary it could not reach), also
+    /// under `fallback_on_error`; or, on a Memcached L2 and after everything else succeeded,
+    /// [`Error::PrefixKeptInL2`], which names the keys dropped here. (An L1 that lists the keys
     /// and then fails to delete them is no error: every L1 entry becomes suspect instead, and
     /// only the keys it deleted before the failure count as dropped.) After L2's error, L1 is
     /// dropped here and, through the backplane, elsewhere, but L2 keeps the values under the
@@ -146,10 +151,10 @@ impl CacheManager {
         // Queued writes under the prefix must land before L2 is scanned, not after.
         s.drain_behind();
         let mut begun = s.prefix_before_l2(prefix)?;
-        let in_l2 = match &s.tags {
-            Some(tags) => l2_prefix_deleted(tags.delete_prefix(&s.l2_prefix, prefix, begun.take_l1_keys())),
-            None => Ok(0),
-        };
+        let in_l2 = l2_prefix_deleted(
+            s.l2_keys
+                .delete_prefix(&s.l2_prefix, prefix, begun.take_l1_keys()),
+        );
         let answer = s.prefix_after_l2(prefix, begun, in_l2);
         // L1 has changed (and L2 may be half-deleted): the others hear of it even if L2, the
         // replay queue or the second L1 drop failed.
@@ -184,13 +189,11 @@ impl CacheManager {
             prefix,
             armed: begun.drops_again(s),
         };
-        let in_l2 = match &s.tags {
-            Some(tags) => l2_prefix_deleted(
-                tags.delete_prefix_async(&s.l2_prefix, prefix, begun.take_l1_keys())
-                    .await,
-            ),
-            None => Ok(0),
-        };
+        let in_l2 = l2_prefix_deleted(
+            s.l2_keys
+                .delete_prefix_async(&s.l2_prefix, prefix, begun.take_l1_keys())
+                .await,
+        );
         // L2 answered: the rest is the rules', as in `invalidate_prefix`.
         again.armed = false;
         let answer = s.prefix_after_l2(prefix, begun, in_l2);

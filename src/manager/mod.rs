@@ -34,7 +34,8 @@
 //! | `backplane` | publishing and receiving invalidations (feature `redis`; a no-op without it) |
 //! | `offline` | the background thread that replays the queue                          |
 //! | `workers` | owns the background threads; their one shutdown, on the last handle's drop |
-//! | `tags`   | tag sets and L2 prefix deletion on a shared Redis (feature `redis`; without it, tag calls report the missing feature) |
+//! | `tags`   | tag sets on a shared Redis, and the walk of a Redis L2 for prefix deletion (feature `redis`; without it, tag calls report the missing feature) |
+//! | `l2_keys` | where a prefix invalidation deletes L2's keys: a Redis L2 on its own hosts, or none (Memcached) |
 //! | `events` | [`InvalidationEvent`]: application events mapped to keys and tags       |
 //!
 //! The typed API encodes values with the manager's [`Codec`] (bincode 2 by default; the tag byte
@@ -63,6 +64,7 @@ mod failsafe;
 mod fill;
 mod global;
 mod guard;
+mod l2_keys;
 mod l2_size;
 mod late_writes;
 mod left_behind;

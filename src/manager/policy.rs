@@ -56,6 +56,7 @@ use super::distrust::Distrust;
 use super::failsafe::FailSafe;
 use super::fill::FillQueue;
 use super::guard::{KeyOrder, Ticket};
+use super::l2_keys::L2Keys;
 use super::l2_size::L2Size;
 use super::left_behind::LeftBehind;
 use super::loader::Flights;
@@ -138,8 +139,10 @@ pub(crate) struct Shared {
     /// The stop signal the last handle's drop fires (owned by `Workers`): work run for a caller
     /// on a thread of its own (see `offload`) listens to it too.
     pub(crate) stop: Shutdown,
-    /// Tag sets (and L2 prefix deletion) on a Redis every instance reaches.
+    /// Tag sets on a Redis every instance reaches.
     pub(crate) tags: Option<TagStore>,
+    /// How a prefix invalidation deletes L2's keys.
+    pub(crate) l2_keys: L2Keys,
     /// `distributed.key_prefix`.
     pub(crate) l2_prefix: String,
     /// The memory tier of decoded values, when L1 is [`Tiered`](crate::local::tiered::Tiered).

@@ -36,6 +36,7 @@ fn shared(local: u64, distributed: u64, clock: &ManualClock) -> Shared {
         late_drops: Default::default(),
         stop: crate::shutdown::Shutdown::default(),
         tags: None,
+        l2_keys: crate::manager::l2_keys::L2Keys::NoL2,
         l2_prefix: String::new(),
         #[cfg(feature = "redis")]
         backplane: OnceLock::new(),

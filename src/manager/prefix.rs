@@ -44,7 +44,7 @@ impl PrefixBegun {
     /// between the first drop and L2's scan (or the queue's listing) is gone from L2 by then,
     /// or will be, and its L1 copy must go too, so the levels agree.
     pub(crate) fn drops_again(&self, s: &Shared) -> bool {
-        s.tags.is_some() || matches!(self.queued, Ok(true))
+        s.l2_keys.walked() || matches!(self.queued, Ok(true))
     }
 
     /// The keys L1 dropped, for L2's scan, which counts only the keys it deletes that are not
@@ -78,7 +78,8 @@ impl Shared {
     /// cancelled one does ([`prefix_cancelled`](Self::prefix_cancelled)): its last `UNLINK`
     /// may land still. Returns the call's answer, which the shell gives once it has published
     /// the message: the keys dropped from L1 or L2, each once, or the first error of the second
-    /// drop, the queue and L2's scan.
+    /// drop, the queue and L2's scan; and, all those done, `Error::PrefixKeptInL2` on an L2
+    /// that cannot list its keys.
     pub(crate) fn prefix_after_l2(
         self: &Arc<Self>,
         prefix: &str,
@@ -94,7 +95,17 @@ impl Shared {
         };
         again?;
         begun.queued?;
-        Ok(begun.dropped + in_l2?)
+        let dropped = begun.dropped + in_l2?;
+        match self.l2_keys.unlisted() {
+            // Not a silent `Ok`: L2 still serves the values, and the next read of a key brings
+            // its old value back into L1 (see `Error::PrefixKeptInL2`).
+            Some(level) => Err(Error::PrefixKeptInL2 {
+                level,
+                prefix: crate::error::key_for_error(prefix),
+                dropped,
+            }),
+            None => Ok(dropped),
+        }
     }
 }
 

@@ -26,9 +26,11 @@
 //! took Redis 50 to 90 ms to read and a few hundred to forget, past the default timeout of
 //! 100 ms, and a large tag could not be invalidated at all.
 //!
-//! Prefix deletion in L2 (`SCAN MATCH` + `UNLINK`) is done on a standalone Redis only: a Redis
-//! Cluster would need a scan of every primary, and Memcached cannot list keys at all; there
-//! the L2 entries live out their TTL (L1 copies are still dropped everywhere).
+//! Prefix deletion in L2 (`SCAN MATCH` + `UNLINK`, on each primary of a cluster) runs on a
+//! store of this kind of its own, on the L2's hosts and credentials, whatever Redis holds the
+//! tag sets (see `L2Keys`): the backplane's Redis, when `[invalidation] hosts` names one, holds
+//! none of L2's values. Memcached cannot list keys at all: there the L2 entries live out their
+//! TTL, and the call says so (`Error::PrefixKeptInL2`).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -38,10 +40,11 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use parking_lot::Mutex;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::requeue::Landing;
 use crate::distributed::ceil_ms;
-use crate::distributed::redis::{prefix_pattern, unlinked, MAX_PX_MS, TAG_NAMESPACE};
+use crate::distributed::redis::{cluster_primaries, prefix_pattern, unlinked, MAX_PX_MS, TAG_NAMESPACE};
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::RedisOptions;
 use crate::error::{Error, Result};
@@ -127,8 +130,6 @@ pub(crate) struct TagStore {
     conn: Arc<Mutex<Option<Conn>>>,
     /// The hosts as errors name them (`host:port, …`, no credentials).
     hosts: String,
-    /// Whether keys of this prefix may be scanned and deleted in L2 here.
-    pub(crate) l2_prefix_delete: bool,
 }
 
 /// A failed call: [`Error::Misconfigured`] if the server's answer says the settings are wrong
@@ -181,12 +182,7 @@ fn naming_hosts(err: Error, hosts: &str) -> Error {
 }
 
 impl TagStore {
-    pub(crate) fn new(
-        options: RedisOptions,
-        prefix: String,
-        timeout: Duration,
-        l2_prefix_delete: bool,
-    ) -> Result<Self> {
+    pub(crate) fn new(options: RedisOptions, prefix: String, timeout: Duration) -> Result<Self> {
         // The I/O thread the options name (shared with the L2 and the backplane), or its own.
         let rt = options.runtime_for(LEVEL)?;
         let hosts = options.hosts_shown();
@@ -197,7 +193,6 @@ impl TagStore {
             timeout,
             rt,
             conn: Arc::new(Mutex::new(None)),
-            l2_prefix_delete,
         })
     }
 
@@ -436,46 +431,40 @@ impl TagStore {
         })
     }
 
-    /// `SCAN MATCH` + `UNLINK` of `{l2_prefix}{prefix}*`, each round trip bounded by the timeout;
-    /// counts the keys it unlinked that are not in `in_l1` (the keys the caller counted already).
-    /// Tag sets that match are left: they hold the members of tags outside the prefix too, and
-    /// deleting one would let an invalidation of its tag miss them.
+    /// `SCAN MATCH` + `UNLINK` of `{l2_prefix}{prefix}*` on this store's server, or on each
+    /// primary of its cluster (a `SCAN` through the cluster client goes to one node, whose keys
+    /// are a third of the keyspace, or less), each round trip bounded by the timeout; counts the
+    /// keys it unlinked that are not in `in_l1` (the keys the caller counted already). Tag sets
+    /// that match are left: they hold the members of tags outside the prefix too, and deleting
+    /// one would let an invalidation of its tag miss them. On a cluster whose map names no
+    /// endpoint for some slots, the other primaries are walked, then the call fails naming
+    /// those slots: no `Ok` for keys never seen.
     fn delete_prefix_task(
         &self,
         l2_prefix: &str,
         prefix: &str,
         in_l1: Vec<String>,
     ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
-        let pattern = prefix_pattern(&format!("{l2_prefix}{prefix}"));
-        let tag_sets = format!("{}{TAG_NAMESPACE}", self.prefix).into_bytes();
-        let l2_prefix = l2_prefix.as_bytes().to_vec();
-        let in_l1: HashSet<String> = in_l1.into_iter().collect();
-        let timeout = self.timeout;
-        self.task("invalidate_prefix", move |conn| async move {
-            let mut cursor: u64 = 0;
+        let walk = PrefixWalk {
+            pattern: prefix_pattern(&format!("{l2_prefix}{prefix}")),
+            tag_sets: format!("{}{TAG_NAMESPACE}", self.prefix).into_bytes(),
+            l2_prefix: l2_prefix.as_bytes().to_vec(),
+            in_l1: in_l1.into_iter().collect(),
+            timeout: self.timeout,
+        };
+        let (targets, _) = self.options.resolve_targets()?;
+        let seeds: Vec<(String, u16)> = targets.iter().filter_map(|t| t.address()).collect();
+        self.task(PREFIX_OP, move |conn| async move {
+            let Conn::Cluster(cluster) = &conn else {
+                return walk.node(&conn, None).await;
+            };
+            let (primaries, unwalked) = cluster_primaries(cluster, &seeds, PREFIX_OP).await?;
             let mut deleted = 0u64;
-            loop {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000);
-                let ((next, mut keys),): ((u64, Vec<Vec<u8>>),) =
-                    query("invalidate_prefix", timeout, conn.clone(), pipe).await?;
-                keys.retain(|key| !key.starts_with(&tag_sets));
-                if !keys.is_empty() {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("UNLINK").arg(&keys);
-                    let (n,): (u64,) = query("invalidate_prefix", timeout, conn.clone(), pipe).await?;
-                    deleted = deleted.saturating_add(not_counted_yet(&keys, n, &l2_prefix, &in_l1));
-                }
-                if next == 0 {
-                    return Ok(deleted);
-                }
-                cursor = next;
+            for (host, port) in primaries {
+                let node = SingleNodeRoutingInfo::ByAddress { host, port };
+                deleted = deleted.saturating_add(walk.node(&conn, Some(node)).await?);
             }
+            unwalked.map_or(Ok(deleted), Err)
         })
     }
 
@@ -569,14 +558,12 @@ impl TagStore {
         self.run("invalidate_tag", WALK_DEADLINE, task).await
     }
 
-    /// Deletes L2 keys `{l2_prefix}{prefix}*` (standalone Redis only); returns how many, less
-    /// those among `in_l1`, which the caller counted already.
+    /// Deletes the keys `{l2_prefix}{prefix}*` of this store's Redis or Redis Cluster (a store
+    /// on the L2's own hosts and credentials, see `L2Keys`); returns how many, less those among
+    /// `in_l1`, which the caller counted already.
     pub(crate) fn delete_prefix(&self, l2_prefix: &str, prefix: &str, in_l1: Vec<String>) -> Result<u64> {
-        if !self.l2_prefix_delete {
-            return Ok(0);
-        }
         let task = self.delete_prefix_task(l2_prefix, prefix, in_l1)?;
-        self.block("invalidate_prefix", WALK_DEADLINE, task)
+        self.block(PREFIX_OP, WALK_DEADLINE, task)
     }
 
     /// Async [`delete_prefix`](Self::delete_prefix).
@@ -586,11 +573,8 @@ impl TagStore {
         prefix: &str,
         in_l1: Vec<String>,
     ) -> Result<u64> {
-        if !self.l2_prefix_delete {
-            return Ok(0);
-        }
         let task = self.delete_prefix_task(l2_prefix, prefix, in_l1)?;
-        self.run("invalidate_prefix", WALK_DEADLINE, task).await
+        self.run(PREFIX_OP, WALK_DEADLINE, task).await
     }
 }
 
@@ -609,6 +593,70 @@ fn not_counted_yet(keys: &[Vec<u8>], count: u64, l2_prefix: &[u8], in_l1: &HashS
         })
         .count();
     unlinked(keys.len(), count).saturating_sub(counted as u64)
+}
+
+/// The op a prefix deletion's errors name.
+const PREFIX_OP: &str = "invalidate_prefix";
+
+/// One prefix deletion's walk of the keyspace (see [`TagStore::delete_prefix`]).
+struct PrefixWalk {
+    /// `SCAN MATCH` pattern of the prefix.
+    pattern: String,
+    /// The tag sets' namespace, whose keys are left.
+    tag_sets: Vec<u8>,
+    /// The L2's key prefix, taken off a key's name before it is looked up in `in_l1`.
+    l2_prefix: Vec<u8>,
+    /// The keys the caller counted already.
+    in_l1: HashSet<String>,
+    timeout: Duration,
+}
+
+impl PrefixWalk {
+    /// Walks one node: the server (`node` `None`) or the cluster primary `node`, whose `SCAN`
+    /// is sent to it alone. The `UNLINK` of a page goes through the cluster client's routing,
+    /// which splits it per slot and sums the answers.
+    async fn node(&self, conn: &Conn, node: Option<SingleNodeRoutingInfo>) -> Result<u64> {
+        let mut cursor: u64 = 0;
+        let mut deleted = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&self.pattern)
+                .arg("COUNT")
+                .arg(WALK_STEP);
+            let (next, mut keys): (u64, Vec<Vec<u8>>) = match (&node, conn) {
+                (Some(node), Conn::Cluster(cluster)) => {
+                    let mut cluster = cluster.clone();
+                    let route = RoutingInfo::SingleNode(node.clone());
+                    let reply = within(PREFIX_OP, self.timeout, async move {
+                        cluster
+                            .route_command(scan, route)
+                            .await
+                            .and_then(redis::Value::extract_error)
+                            .map_err(|e| backend(PREFIX_OP, &e))
+                    })
+                    .await?;
+                    redis::from_redis_value(reply)
+                        .map_err(|e| backend(PREFIX_OP, &redis::RedisError::from(e)))?
+                }
+                _ => command(PREFIX_OP, self.timeout, conn.clone(), scan).await?,
+            };
+            keys.retain(|key| !key.starts_with(&self.tag_sets));
+            if !keys.is_empty() {
+                // A command, not a pipeline: the cluster client splits a command's keys per
+                // slot, and refuses a pipelined one across slots (CROSSSLOT).
+                let mut unlink = redis::cmd("UNLINK");
+                unlink.arg(&keys);
+                let n: u64 = command(PREFIX_OP, self.timeout, conn.clone(), unlink).await?;
+                deleted = deleted.saturating_add(not_counted_yet(&keys, n, &self.l2_prefix, &self.in_l1));
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
 }
 
 /// A connection being opened.
@@ -645,6 +693,23 @@ async fn query<T: redis::FromRedisValue>(
         let result = match conn {
             Conn::Single(mut c) => pipe.query_async::<T>(&mut c).await,
             Conn::Cluster(mut c) => pipe.query_async::<T>(&mut c).await,
+        };
+        result.map_err(|e| backend(op, &e))
+    })
+    .await
+}
+
+/// Sends `cmd` on `conn` within `timeout`.
+async fn command<T: redis::FromRedisValue>(
+    op: &'static str,
+    timeout: Duration,
+    conn: Conn,
+    cmd: redis::Cmd,
+) -> Result<T> {
+    within(op, timeout, async move {
+        let result = match conn {
+            Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
+            Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
         };
         result.map_err(|e| backend(op, &e))
     })

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::deferred::{Connector, Deferred};
+use super::l2_keys::L2Keys;
 use super::policy::Shared;
 use super::tags::TagStore;
 
@@ -55,8 +56,8 @@ pub(super) fn shared_io(_config: &CacheConfig) -> Result<Option<SharedIo>> {
     Ok(None)
 }
 
-/// The deadline of a call through the tag store (tag sets, and the L2 prefix deletion of an
-/// invalidation): the larger of the L2's and the backplane's, as it talks to both kinds of key.
+/// The deadline of a call on the tag sets: the larger of the L2's and the backplane's, as the
+/// sets are on either's Redis.
 #[cfg(feature = "redis")]
 fn tag_deadline(config: &CacheConfig) -> Duration {
     Duration::from_millis(
@@ -69,19 +70,14 @@ fn tag_deadline(config: &CacheConfig) -> Duration {
 
 /// The tag store on the Redis of the tag sets, if the configuration has one (see [`tag_redis`]).
 #[cfg(feature = "redis")]
-pub(super) fn build_tags(
-    config: &CacheConfig,
-    io: Option<&SharedIo>,
-    l2_present: bool,
-) -> Result<Option<TagStore>> {
-    let Some((options, l2_prefix_delete)) = tag_redis(config)? else {
+pub(super) fn build_tags(config: &CacheConfig, io: Option<&SharedIo>) -> Result<Option<TagStore>> {
+    let Some(options) = tag_redis(config)? else {
         return Ok(None);
     };
     TagStore::new(
         options.io_runtime(io.cloned()),
         config.distributed.key_prefix.clone(),
         tag_deadline(config),
-        l2_prefix_delete && l2_present,
     )
     .map(Some)
     .map_err(|e| in_backplane_terms(config, e))
@@ -89,12 +85,35 @@ pub(super) fn build_tags(
 
 /// Without the `redis` feature there is no Redis for tag sets.
 #[cfg(not(feature = "redis"))]
-pub(super) fn build_tags(
-    _config: &CacheConfig,
-    _io: Option<&SharedIo>,
-    _l2_present: bool,
-) -> Result<Option<TagStore>> {
+pub(super) fn build_tags(_config: &CacheConfig, _io: Option<&SharedIo>) -> Result<Option<TagStore>> {
     Ok(None)
+}
+
+/// How a prefix invalidation deletes L2's keys (see [`L2Keys`]): a Redis L2 through a store on
+/// its own hosts, credentials and TLS settings, with its timeout, never the backplane's (whose
+/// Redis holds none of L2's values when `[invalidation] hosts` names another); it connects on
+/// the first prefix invalidation.
+pub(super) fn build_l2_keys(config: &CacheConfig, io: Option<&SharedIo>, l2_present: bool) -> Result<L2Keys> {
+    #[cfg(not(feature = "redis"))]
+    let _ = io; // only a Redis L2 is walked
+                // An L2 given to the builder is walked only as `[distributed]` describes it (as before):
+                // a level of the user's own has no way to list its keys here.
+    if !l2_present || !config.distributed.enabled {
+        return Ok(L2Keys::NoL2);
+    }
+    match config.distributed.kind {
+        DistributedKind::Memcached => Ok(L2Keys::Unlisted { level: "memcached" }),
+        #[cfg(feature = "redis")]
+        DistributedKind::Redis => TagStore::new(
+            l2_redis(config)?.io_runtime(io.cloned()),
+            config.distributed.key_prefix.clone(),
+            Duration::from_millis(config.distributed.timeout_ms),
+        )
+        .map(|store| L2Keys::Walked(Box::new(store)))
+        .map_err(in_config_terms),
+        #[cfg(not(feature = "redis"))]
+        DistributedKind::Redis => Err(feature_disabled_l2(DistributedKind::Redis)),
+    }
 }
 
 /// Connects the backplane if `invalidation.enabled`, handing what it hears to `shared`.
@@ -137,23 +156,41 @@ pub(super) fn connect_backplane(
 }
 
 #[cfg(feature = "redis")]
-/// The Redis of the tag sets: the backplane's, or else the Redis L2's; and whether it is the
-/// (standalone) L2 itself, where prefixes can be scanned.
-fn tag_redis(config: &CacheConfig) -> Result<Option<(RedisOptions, bool)>> {
+/// The Redis of the tag sets: the backplane's, or else the Redis L2's.
+fn tag_redis(config: &CacheConfig) -> Result<Option<RedisOptions>> {
     let d = &config.distributed;
     let redis_l2 = config.use_multi_level && d.enabled && d.kind == DistributedKind::Redis;
-    let inv = &config.invalidation;
-    if inv.enabled {
-        let same_as_l2 = inv.hosts.is_empty();
-        Ok(Some((
-            backplane_redis(config)?,
-            same_as_l2 && redis_l2 && !l2_cluster(d),
-        )))
-    } else if redis_l2 {
-        Ok(Some((backplane_redis(config)?, !l2_cluster(d))))
+    if config.invalidation.enabled || redis_l2 {
+        backplane_redis(config).map(Some)
     } else {
         Ok(None)
     }
+}
+
+#[cfg(feature = "redis")]
+/// The Redis L2's hosts, credentials and TLS settings, for a connection besides the level's
+/// own (the backplane's or the tag sets' when `[invalidation]` names no hosts, the walk of a
+/// prefix invalidation).
+fn l2_redis(config: &CacheConfig) -> Result<RedisOptions> {
+    let d = &config.distributed;
+    let mut r = RedisOptions::with_hosts(d.hosts.iter().cloned()).cluster(d.cluster);
+    if let Some(user) = &d.username {
+        r = r.username(user.clone());
+    }
+    if let Some(password) = &d.password {
+        r = r.password(password.clone());
+    }
+    // The L2's hosts with the L2's TLS settings, a file that cannot be read refused here
+    // too: without an L2 (`use_multi_level = false`) nothing else would name it, and the
+    // connection would go on without the CA, client certificate or choice of provider.
+    Ok(with_tls(r, d)?.connect_timeout(connect_timeout(config)))
+}
+
+#[cfg(feature = "redis")]
+/// How long a connection besides the L2's own may take to open.
+fn connect_timeout(config: &CacheConfig) -> Duration {
+    let (d, inv) = (&config.distributed, &config.invalidation);
+    Duration::from_millis(d.timeout_ms.max(inv.publish_timeout_ms).max(500))
 }
 
 #[cfg(feature = "redis")]
@@ -162,17 +199,7 @@ fn backplane_redis(config: &CacheConfig) -> Result<RedisOptions> {
     let inv = &config.invalidation;
     let d = &config.distributed;
     let redis = if inv.hosts.is_empty() || !inv.enabled {
-        let mut r = RedisOptions::with_hosts(d.hosts.iter().cloned()).cluster(d.cluster);
-        if let Some(user) = &d.username {
-            r = r.username(user.clone());
-        }
-        if let Some(password) = &d.password {
-            r = r.password(password.clone());
-        }
-        // The L2's hosts with the L2's TLS settings, a file that cannot be read refused here
-        // too: without an L2 (`use_multi_level = false`) nothing else would name it, and the
-        // connection would go on without the CA, client certificate or choice of provider.
-        with_tls(r, d)?
+        l2_redis(config)?
     } else {
         let mut r = RedisOptions::with_hosts(inv.hosts.iter().cloned()).cluster(inv.cluster);
         if let Some(user) = &inv.username {
@@ -186,9 +213,7 @@ fn backplane_redis(config: &CacheConfig) -> Result<RedisOptions> {
         // crypto provider would be overridden.
         with_tls(r, d)?
     };
-    Ok(redis.connect_timeout(Duration::from_millis(
-        d.timeout_ms.max(inv.publish_timeout_ms).max(500),
-    )))
+    Ok(redis.connect_timeout(connect_timeout(config)))
 }
 
 /// A backplane error in the terms of the section its hosts came from.
@@ -330,8 +355,8 @@ fn node_breakers(d: &DistributedCacheConfig) -> Option<Arc<NodeBreakers>> {
 
 /// Whether the Redis L2 is a Cluster: `cluster = true`, or a host named by a cluster URL
 /// (`redis+cluster://`), which `RedisStore` takes for one whatever `cluster` says. Read from
-/// `cluster` alone, such an L2 had no node breakers, and the tag store took it for a standalone
-/// server whose keyspace one `SCAN` walks: `invalidate_prefix` failed on every call (`CROSSSLOT`).
+/// `cluster` alone, such an L2 had no node breakers (and a prefix invalidation, which took it
+/// for a standalone server whose keyspace one `SCAN` walks, failed on every call: `CROSSSLOT`).
 #[cfg(feature = "redis")]
 fn l2_cluster(d: &DistributedCacheConfig) -> bool {
     RedisOptions::with_hosts(d.hosts.iter().cloned())

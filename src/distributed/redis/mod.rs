@@ -87,5 +87,5 @@ mod tls;
 
 pub(crate) use self::commands::{unlinked, MAX_PX_MS, TAG_NAMESPACE};
 pub use self::options::RedisOptions;
-pub(crate) use self::scan::prefix_pattern;
+pub(crate) use self::scan::{cluster_primaries, prefix_pattern};
 pub use self::store::RedisStore;

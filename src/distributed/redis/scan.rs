@@ -11,6 +11,7 @@
 //! primaries are, and the walk then fails naming those slots, so that no `clear` says it
 //! deleted keys it never saw (nor a `size` counts short).
 
+use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
@@ -125,9 +126,7 @@ async fn walk(
     let (nodes, unwalked) = match &conn {
         Conn::Single(_) => (vec![Node { conn, route: None }], None),
         Conn::Cluster(cluster) => {
-            let (reply, answering) = ask_slots(cluster, seeds).await.map_err(|err| backend(op, &err))?;
-            let ranges = parse_slots(reply, answering.as_deref()).map_err(|what| bad_reply(op, &what))?;
-            let (primaries, unknown) = primaries(ranges);
+            let (primaries, unwalked) = cluster_primaries(cluster, seeds, op).await?;
             let nodes = primaries
                 .into_iter()
                 .map(|(host, port)| Node {
@@ -135,7 +134,6 @@ async fn walk(
                     route: Some(SingleNodeRoutingInfo::ByAddress { host, port }),
                 })
                 .collect();
-            let unwalked = (!unknown.is_empty()).then(|| unwalked_error(op, &unknown, answering.as_deref()));
             (nodes, unwalked)
         }
     };
@@ -143,6 +141,22 @@ async fn walk(
         .await
         .map_err(|err| call_error(op, hosts, &err, cluster))?;
     unwalked.map_or(Ok(()), Err)
+}
+
+/// The primaries of a cluster, each to be walked by its address (the crate's routing cannot
+/// continue a `SCAN` cursor on one node), and the error a walk of them owes at its end if the
+/// slots of some primary cannot be walked (its endpoint unknown, see [`unwalked_error`]).
+/// `seeds` are asked first (see [`ask_slots`]).
+pub(crate) async fn cluster_primaries(
+    cluster: &ClusterConnection,
+    seeds: &[(String, u16)],
+    op: &'static str,
+) -> Result<(Vec<Address>, Option<Error>)> {
+    let (reply, answering) = ask_slots(cluster, seeds).await.map_err(|err| backend(op, &err))?;
+    let ranges = parse_slots(reply, answering.as_deref()).map_err(|what| bad_reply(op, &what))?;
+    let (primaries, unknown) = primaries(ranges);
+    let unwalked = (!unknown.is_empty()).then(|| unwalked_error(op, &unknown, answering.as_deref()));
+    Ok((primaries, unwalked))
 }
 
 /// The error of a walk that could not reach the primaries of the slots `unknown`.
