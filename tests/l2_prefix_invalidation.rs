@@ -182,3 +182,67 @@ fn a_prefix_on_a_memcached_l2_is_reported_kept_there_not_ok() {
     // What the error warns of: L2 still serves the old value.
     assert_eq!(cache.get::<u32>("user:3").unwrap(), Some(7));
 }
+
+/// The async form walks every primary of a cluster too.
+#[test]
+fn an_async_prefix_invalidation_leaves_every_primary_of_a_redis_cluster_l2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let hosts: Vec<String> = cluster.addrs().iter().map(|h| format!("{h:?}")).collect();
+    let config = CacheConfig::from_toml_str(&format!(
+        "{}[distributed]\nenabled = true\ncluster = true\ntimeout_ms = 500\nhosts = [{}]\n",
+        file_l1(&dir),
+        hosts.join(", ")
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+    for key in &keys {
+        cache.set(key, &7u32, None).unwrap();
+        cache.invalidate_local(key).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(cache.invalidate_prefix_async("user:")).unwrap(), 300);
+    let l2 = cache.distributed().unwrap();
+    for key in &keys {
+        assert_eq!(l2.get(key).unwrap().map(|e| e.value), None, "{key} still in L2");
+    }
+}
+
+/// A walk that L2 does not answer fails the call naming L2 (`redis`), its op and its server:
+/// the walk's connection is a tag store's kind, and its errors named the `tags` level, which
+/// sent an operator to the backplane's Redis.
+#[test]
+fn a_prefix_walk_that_l2_does_not_answer_is_l2s_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = RedisServer::start();
+    let backplane = RedisServer::start();
+    let config = CacheConfig::from_toml_str(&format!(
+        "{}[distributed]\nenabled = true\ntimeout_ms = 200\nhosts = [\"{}\"]\n\
+         [invalidation]\nenabled = true\nhosts = [\"{}\"]\n",
+        file_l1(&dir),
+        l2.addr(),
+        backplane.addr()
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    cache.set("user:1", &7u32, None).unwrap();
+    // The walk's connection is opened by a first walk (a connect that L2 does not answer fails
+    // as a connect error, named `redis` too).
+    assert_eq!(cache.invalidate_prefix("none:").unwrap(), 0);
+    l2.pause();
+    let result = cache.invalidate_prefix("user:");
+    l2.resume();
+    match result {
+        Err(Error::Timeout {
+            level, op, server, ..
+        }) => {
+            assert_eq!((level, op), ("redis", "invalidate_prefix"));
+            assert!(server.contains(&l2.port.to_string()), "{server}");
+        }
+        other => panic!("L2's silence was not its timeout: {other:?}"),
+    }
+}

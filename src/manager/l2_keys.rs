@@ -8,7 +8,7 @@
 //! the next `get` read the old value from L2 and filled L1 with it again.
 
 use super::tags::TagStore;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How L2's keys under a prefix are deleted.
 pub(crate) enum L2Keys {
@@ -48,7 +48,7 @@ impl L2Keys {
     /// the caller). `Ok(0)` where there is nothing to walk.
     pub(crate) fn delete_prefix(&self, l2_prefix: &str, prefix: &str, in_l1: Vec<String>) -> Result<u64> {
         match self {
-            L2Keys::Walked(store) => store.delete_prefix(l2_prefix, prefix, in_l1),
+            L2Keys::Walked(store) => store.delete_prefix(l2_prefix, prefix, in_l1).map_err(as_l2),
             L2Keys::NoL2 | L2Keys::Unlisted { .. } => Ok(0),
         }
     }
@@ -61,8 +61,51 @@ impl L2Keys {
         in_l1: Vec<String>,
     ) -> Result<u64> {
         match self {
-            L2Keys::Walked(store) => store.delete_prefix_async(l2_prefix, prefix, in_l1).await,
+            L2Keys::Walked(store) => store
+                .delete_prefix_async(l2_prefix, prefix, in_l1)
+                .await
+                .map_err(as_l2),
             L2Keys::NoL2 | L2Keys::Unlisted { .. } => Ok(0),
         }
+    }
+}
+
+/// An error of the walk in L2's terms: the store is a tag store's kind, whose errors name the
+/// `tags` level, and an operator who read that looked at the backplane's Redis, not at L2.
+fn as_l2(err: Error) -> Error {
+    const L2: &str = "redis";
+    match err {
+        Error::Backend {
+            level: "tags",
+            op,
+            reason,
+        } => Error::Backend {
+            level: L2,
+            op,
+            reason,
+        },
+        Error::Timeout {
+            level: "tags",
+            op,
+            server,
+            after,
+        } => Error::Timeout {
+            level: L2,
+            op,
+            server,
+            after,
+        },
+        Error::Misconfigured {
+            level: "tags",
+            hosts,
+            reason,
+            call_only,
+        } => Error::Misconfigured {
+            level: L2,
+            hosts,
+            reason,
+            call_only,
+        },
+        other => other,
     }
 }
