@@ -390,6 +390,16 @@ fn the_errors_a_test_cannot_cheaply_cause_still_name_their_subject_and_say_what_
         &["redis get", "250ms", "cache-1.internal:6379"],
         &["`timeout` option"],
     );
+    // Made for real by tests/l2_prefix_invalidation.rs, on a memcached server.
+    says(
+        &Error::PrefixKeptInL2 {
+            level: "memcached",
+            prefix: "user:".into(),
+            dropped: 3,
+        },
+        &["memcached", "\"user:\"", "3 key(s)"],
+        &["delete such keys by name or tag"],
+    );
     says(
         &Error::LoaderTimeout {
             key: "report:7".into(),
