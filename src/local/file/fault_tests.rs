@@ -764,15 +764,9 @@ fn a_write_whose_fsync_follows_a_failed_one_of_its_segment_is_not_acknowledged()
     store.close().unwrap();
 }
 
-/// A read finds the newest record of a key damaged while the device is full: the tombstone it
-/// writes for it fails, and the key leaves the index. A later delete of the key must still write
-/// one. It found no entry and wrote nothing, and reopened without the hint that shadows it (a
-/// hint lost too), the scan skipped the damaged record and brought the older value back.
-#[test]
-fn a_key_whose_damaged_record_could_not_be_tombstoned_is_tombstoned_by_its_next_delete() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START_MS);
-    let (store, sim) = sim_store(dir.path(), small(&clock));
+/// Writes "k" twice, with filler writes between that roll the log, and damages the newer
+/// record in place: a read of "k" must miss, and nothing may bring "the older value" back.
+fn damage_k_over_an_older_value(store: &FileStore) {
     store.set("k", b"the older value", None).unwrap();
     let mut i = 0;
     while store.inner.segments.read().len() < 2 {
@@ -782,6 +776,18 @@ fn a_key_whose_damaged_record_could_not_be_tombstoned_is_tombstoned_by_its_next_
     store.set("k", b"the newer value", None).unwrap();
     let seg = Arc::clone(store.inner.segments.read().values().next_back().unwrap());
     seg.damage_record_of("k");
+}
+
+/// A read finds the newest record of a key damaged while the device is full: the tombstone it
+/// writes for it fails, and the key leaves the index. A later delete of the key must still write
+/// one. It found no entry and wrote nothing, and reopened without the hint that shadows it (a
+/// hint lost too), the scan skipped the damaged record and brought the older value back.
+#[test]
+fn a_key_whose_damaged_record_could_not_be_tombstoned_is_tombstoned_by_its_next_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    damage_k_over_an_older_value(&store);
     sim.fail_next(Op::Write, ErrorKind::StorageFull);
     assert_eq!(store.get("k").unwrap(), None, "the damaged record was served");
     assert_eq!(sim.pending_faults(), 0, "no tombstone was tried");
@@ -808,15 +814,7 @@ fn under_every_write_the_tombstone_of_a_damaged_read_outlives_a_power_cut() {
     let clock = ManualClock::new(START_MS);
     let options = || small(&clock).durability(Durability::EveryWrite);
     let (store, sim) = sim_store(&dir, options());
-    store.set("k", b"the older value", None).unwrap();
-    let mut i = 0;
-    while store.inner.segments.read().len() < 2 {
-        store.set(&format!("f{i}"), &[1u8; 2000], None).unwrap();
-        i += 1;
-    }
-    store.set("k", b"the newer value", None).unwrap();
-    let seg = Arc::clone(store.inner.segments.read().values().next_back().unwrap());
-    seg.damage_record_of("k");
+    damage_k_over_an_older_value(&store);
     // The damage is on the medium: only what the read writes can be lost.
     store.flush().unwrap();
     assert_eq!(store.get("k").unwrap(), None, "the damaged record was served");
