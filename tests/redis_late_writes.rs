@@ -52,6 +52,19 @@ fn rig_as(extra: &[&str], user: &str) -> Rig {
     Rig { server, proxy, redis }
 }
 
+/// A manager with a memory L1 in front of `l2`, its L2 failures hidden by `fallback_on_error`
+/// (a write that times out still returns Ok, as the late writes under test need).
+fn memory_l1_over(l2: &Arc<RedisStore>) -> CacheManager {
+    let mut config = CacheConfig::default();
+    config.local.kind = LocalKind::Memory;
+    config.fallback_on_error = true;
+    CacheManager::builder()
+        .config(config)
+        .distributed(Arc::clone(l2) as Arc<dyn DistributedStorage>)
+        .build()
+        .unwrap()
+}
+
 impl Rig {
     /// What the server itself holds under `key`, past the proxy and the level.
     fn raw(&self, key: &str) -> Option<Vec<u8>> {
@@ -205,14 +218,7 @@ fn a_batch_that_timed_out_is_corrected_key_by_key() {
 fn a_managers_write_through_that_lands_late_is_deleted_from_both_levels_and_counted() {
     let Rig { server, proxy, redis } = rig();
     let l2 = Arc::new(redis);
-    let mut config = CacheConfig::default();
-    config.local.kind = LocalKind::Memory;
-    config.fallback_on_error = true;
-    let cache = CacheManager::builder()
-        .config(config)
-        .distributed(Arc::clone(&l2) as Arc<dyn DistributedStorage>)
-        .build()
-        .unwrap();
+    let cache = memory_l1_over(&l2);
     proxy.hold_on(&set_of("k", b"older value".len()));
     cache.set_raw("k", b"older value", None).unwrap();
     assert_eq!(cache.stats().distributed.writes_in_doubt, 1);
@@ -251,14 +257,7 @@ fn every_key_of_a_batch_that_landed_late_leaves_the_writers_l1() {
         redis,
     } = rig();
     let l2 = Arc::new(redis);
-    let mut config = CacheConfig::default();
-    config.local.kind = LocalKind::Memory;
-    config.fallback_on_error = true;
-    let cache = CacheManager::builder()
-        .config(config)
-        .distributed(Arc::clone(&l2) as Arc<dyn DistributedStorage>)
-        .build()
-        .unwrap();
+    let cache = memory_l1_over(&l2);
     let keys: Vec<String> = (0..64).map(|i| format!("k{i:02}")).collect();
     let with =
         |value: &'static [u8]| -> Vec<(&str, &[u8])> { keys.iter().map(|k| (k.as_str(), value)).collect() };

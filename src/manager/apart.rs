@@ -178,6 +178,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// A manager over the file store `open` opens: the tests below reopen it right after the
+    /// manager's drop, which finds it locked if anything still holds the manager.
+    fn over_a_file_store(open: impl Fn() -> crate::Result<crate::FileStore>) -> CacheManager {
+        CacheManager::builder()
+            .local(Arc::new(open().unwrap()))
+            .build()
+            .unwrap()
+    }
+
     /// A load apart from its caller reaches the manager through a weak handle (its store, and
     /// the end of its watch after it). A load whose store ended while the last handle was being
     /// dropped took the shared state first and only then asked the gate, which refused it: for
@@ -190,10 +199,7 @@ pub(crate) mod tests {
     fn a_load_asking_the_gate_during_the_drop_holds_nothing_of_the_manager() {
         let dir = tempfile::tempdir().unwrap();
         let open = || crate::FileStore::open(dir.path(), crate::FileStoreOptions::default());
-        let cache = CacheManager::builder()
-            .local(Arc::new(open().unwrap()))
-            .build()
-            .unwrap();
+        let cache = over_a_file_store(open);
         let weak = cache.downgrade_for_test();
         let hold = Arc::new(Barrier::new(2));
         let load = {
@@ -238,10 +244,7 @@ pub(crate) mod tests {
     fn a_dropped_manager_lets_go_of_its_store_before_the_drop_returns() {
         let dir = tempfile::tempdir().unwrap();
         let open = || crate::FileStore::open(dir.path(), crate::FileStoreOptions::default());
-        let cache = CacheManager::builder()
-            .local(Arc::new(open().unwrap()))
-            .build()
-            .unwrap();
+        let cache = over_a_file_store(open);
         cache.set_raw("k", b"v", None).unwrap();
         let shared = Arc::downgrade(&cache.shared);
         let pass = Pass::enter(Arc::clone(&cache.shared)).unwrap();
