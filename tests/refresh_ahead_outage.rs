@@ -180,6 +180,28 @@ fn start_sync(rig: &Rig) {
     );
 }
 
+/// A runtime for the async starts.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// [`start_sync`] through `get_or_load_async`, on `runtime`.
+fn start_async(runtime: &tokio::runtime::Runtime) -> impl FnOnce(&Rig) + '_ {
+    move |rig| {
+        let fetched = runtime
+            .block_on(
+                rig.cache
+                    .get_or_load_async("k", Some(TTL), || async { Ok::<_, Error>("v2".to_string()) }),
+            )
+            .unwrap();
+        assert_eq!(fetched, Fetched::Fresh("v1".to_string()));
+    }
+}
+
 /// After the reload's failed store, the key still answers as it did before the reload started.
 fn still_served_as_before(rig: &Rig, got: &CacheResult<Option<String>>) {
     assert!(
@@ -210,20 +232,8 @@ fn without_fallback_a_reload_whose_l2_write_fails_keeps_the_older_value_in_l1() 
 
 #[test]
 fn without_fallback_an_async_reload_whose_l2_write_fails_keeps_the_older_value_in_l1() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let rig = reload_in_an_outage(false, |rig| {
-        let fetched = runtime
-            .block_on(
-                rig.cache
-                    .get_or_load_async("k", Some(TTL), || async { Ok::<_, Error>("v2".to_string()) }),
-            )
-            .unwrap();
-        assert_eq!(fetched, Fetched::Fresh("v1".to_string()));
-    });
+    let runtime = two_workers();
+    let rig = reload_in_an_outage(false, start_async(&runtime));
     let got = after_the_store(&rig.cache, "v2");
     still_served_as_before(&rig, &got);
 }
@@ -309,20 +319,13 @@ fn with_fallback_a_reload_the_full_replay_queue_refuses_keeps_the_older_value_in
 /// The same for an async reload, whose store is the same as a blocking one's.
 #[test]
 fn with_fallback_an_async_reload_the_full_replay_queue_refuses_keeps_the_older_value_in_l1() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let rig = reload_in_an_outage_on(true, WriteMode::Through, Some(Mount::tmpfs(4096)), |rig| {
-        let fetched = runtime
-            .block_on(
-                rig.cache
-                    .get_or_load_async("k", Some(TTL), || async { Ok::<_, Error>("v2".to_string()) }),
-            )
-            .unwrap();
-        assert_eq!(fetched, Fetched::Fresh("v1".to_string()));
-    });
+    let runtime = two_workers();
+    let rig = reload_in_an_outage_on(
+        true,
+        WriteMode::Through,
+        Some(Mount::tmpfs(4096)),
+        start_async(&runtime),
+    );
     let got = after_the_refused_store(&rig);
     still_served_as_before(&rig, &got);
 }
