@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Each `TRACE` is a decompressed cache2k trace (4-byte big-endian keys, e.g.
-//! `xz -dc cache2k_web12.trace.xz > web12.trace`); without one, the web12 slice in `tests/traces/`
-//! is used. cache2k traces: Copyright headissue GmbH, Jens Wilke, CC BY 4.0 (see
+//! `xz -dc cache2k_web12.trace.xz > web12.trace`); without one, the web12, web07 and orm-busy
+//! slices in `tests/traces/` are used. cache2k traces: Copyright headissue GmbH, Jens Wilke, CC BY 4.0 (see
 //! `tests/traces/README.md`). Capacities of a trace are 1%, 10% and 25% of its distinct keys.
 //! Every cache is demand-filled (a miss inserts the key); the file tier holds 1 MiB with values
 //! sized for the capacity, and the others get the number of entries it really holds. `copies` is
@@ -24,8 +24,9 @@
 mod policy_sim;
 
 use policy_sim::{
-    burst_pattern, compare, distinct, drifting_pattern, loop_mix_pattern, loop_pattern, read_cache2k_trace,
-    scan_pattern, shifting_pattern, sliding_loop_pattern, two_loops_pattern, web12_slice, zipf_pattern, Row,
+    burst_pattern, compare, distinct, drifting_pattern, loop_mix_pattern, loop_pattern, orm_busy_slice,
+    read_cache2k_trace, scan_pattern, shifting_pattern, sliding_loop_pattern, two_loops_pattern, web07_slice,
+    web12_slice, zipf_pattern, Row,
 };
 
 fn print_row(name: &str, share: &str, row: &Row) {
@@ -48,6 +49,8 @@ fn main() {
         .collect();
     if traces.is_empty() {
         traces.push(("web12 (slice 30k)".into(), web12_slice()));
+        traces.push(("web07 (slice 30k)".into(), web07_slice()));
+        traces.push(("orm-busy (slice 60k)".into(), orm_busy_slice()));
     }
     println!(
         "| pattern                | cap % | cap    | file   | memory | quick_cache | moka   | LRU    | copies |"

@@ -3,8 +3,8 @@
 //! demand-filled (a miss inserts the key; the file tier's miss is a fill, which its admission
 //! policy may refuse).
 //!
-//! The trace slice is cache2k web12 (Copyright headissue GmbH, Jens Wilke; CC BY 4.0): see
-//! `tests/traces/README.md` and `tests/traces/cache2k_LICENSE.txt`.
+//! The trace slices are of cache2k web12, web07 and orm-busy (Copyright headissue GmbH, Jens
+//! Wilke; CC BY 4.0): see `tests/traces/README.md` and `tests/traces/cache2k_LICENSE.txt`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::HashMap;
@@ -16,9 +16,30 @@ use uno_cache::{Durability, FileStore, FileStoreOptions, MemoryStore, Storage};
 /// The first 30,000 accesses of cache2k web12, one little-endian `u16` key each.
 pub const WEB12_SLICE: &[u8] = include_bytes!("../traces/cache2k_web12_head30k.u16le");
 
+/// The first 30,000 accesses of cache2k web07, one little-endian `u16` key each.
+pub const WEB07_SLICE: &[u8] = include_bytes!("../traces/cache2k_web07_head30k.u16le");
+
+/// The first 60,000 accesses of cache2k orm-busy, keys renumbered in order of first access, one
+/// little-endian `u16` key each.
+pub const ORM_BUSY_SLICE: &[u8] = include_bytes!("../traces/cache2k_orm_busy_head60k.u16le");
+
 /// The web12 slice as keys.
 pub fn web12_slice() -> Vec<u32> {
-    WEB12_SLICE
+    u16_keys(WEB12_SLICE)
+}
+
+/// The web07 slice as keys.
+pub fn web07_slice() -> Vec<u32> {
+    u16_keys(WEB07_SLICE)
+}
+
+/// The orm-busy slice as keys.
+pub fn orm_busy_slice() -> Vec<u32> {
+    u16_keys(ORM_BUSY_SLICE)
+}
+
+fn u16_keys(bytes: &[u8]) -> Vec<u32> {
+    bytes
         .chunks_exact(2)
         .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
         .collect()
