@@ -373,13 +373,18 @@ pub enum Error {
     },
 
     /// [`CacheManager::invalidate_prefix`](crate::CacheManager::invalidate_prefix) on an L2 that
-    /// cannot list its keys (Memcached): L1 was dropped here and, through the backplane, in every
-    /// instance, but L2 keeps the values under the prefix until their TTL, and a read brings one
-    /// back into L1. Not an outage: every call on such an L2 returns it; match it if that is
-    /// acceptable.
-    #[error("{level} cannot list its keys: the values under prefix {prefix:?} stay in it until their TTL, and a read brings them back into L1 (the call dropped {dropped} key(s) from L1 here, and the other instances drop theirs); delete such keys by name or tag (multi_delete, invalidate_tag), or use a Redis L2")]
+    /// cannot list its keys: Memcached, or a level given to the builder whose
+    /// [`DistributedStorage::delete_prefix`](crate::DistributedStorage::delete_prefix) answers
+    /// `None` (its default, and [`InProcess`](crate::InProcess)'s unless made with
+    /// [`listing`](crate::InProcess::listing)). L1 was dropped here and, through the backplane,
+    /// in every instance, but L2 keeps the values under the prefix until their TTL, and a read
+    /// brings one back into L1. Not an outage: every call on such an L2 returns it; match it if
+    /// that is acceptable, or, for a level of your own that can find its keys by prefix,
+    /// implement `delete_prefix` and `delete_prefix_async`.
+    #[error("{level} cannot list its keys: the values under prefix {prefix:?} stay in it until their TTL, and a read brings them back into L1 (the call dropped {dropped} key(s) from L1 here, and the other instances drop theirs); delete such keys by name or tag (multi_delete, invalidate_tag), or use a Redis L2; a level of your own lists them by implementing DistributedStorage::delete_prefix")]
     PrefixKeptInL2 {
-        /// The L2 (`memcached`).
+        /// The L2: `memcached`, or `L2` for a level given to the builder that `[distributed]`
+        /// does not describe.
         level: &'static str,
         /// The prefix (shortened).
         prefix: String,

@@ -234,6 +234,16 @@ impl<S: DistributedStorage + ?Sized> DistributedStorage for Caught<S> {
         self.inner.on_late_write_deleted(hook);
     }
 
+    fn delete_prefix(&self, prefix: &str) -> Result<Option<u64>> {
+        self.call("delete_prefix", About::Key(prefix), |l| l.delete_prefix(prefix))
+    }
+
+    fn delete_prefix_async<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        self.call_async("delete_prefix", About::Key(prefix), |l| {
+            l.delete_prefix_async(prefix)
+        })
+    }
+
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         self.call_async("get", About::Key(key), |l| l.get_async(key))
     }

@@ -16,7 +16,9 @@
 //!   manager's L1 is an `Arc<dyn LocalStorage>`.
 //! - [`DistributedStorage`] (Redis, Memcached, and the wrappers in front of them) adds the async
 //!   twins, all required, so that no level or wrapper can fall back on a blocking call inside
-//!   an executor. The manager's L2 is an `Arc<dyn DistributedStorage>`.
+//!   an executor, and prefix deletion, whose default says "this level cannot list its keys"
+//!   (an answer that is true of any level, and that the manager reports rather than hides).
+//!   The manager's L2 is an `Arc<dyn DistributedStorage>`.
 //!
 //! A level that never waits on the network (a memory or file store) can serve as an L2 in
 //! tests, benches or a single-host setup through [`InProcess`], an explicit adapter whose async
@@ -298,9 +300,39 @@ pub type LateWriteHook = Arc<dyn Fn(&str) + Send + Sync>;
 /// The async forms of the core, for a level on the network: the manager's L2 (Redis,
 /// Memcached, and the breaker and background-connection wrappers in front of them). Every
 /// call is required and must not block the executor (only the notice
-/// [`on_late_write_deleted`](Self::on_late_write_deleted) has a default); a level that never
-/// waits can use [`InProcess`] instead of writing these.
+/// [`on_late_write_deleted`](Self::on_late_write_deleted) and prefix deletion
+/// ([`delete_prefix`](Self::delete_prefix)) have defaults); a level that never waits can use
+/// [`InProcess`] instead of writing these.
 pub trait DistributedStorage: Storage {
+    /// Deletes every key that starts with `prefix` (a cache key's prefix, as the other calls
+    /// name keys: a level that stores keys under a namespace of its own adds it here too);
+    /// returns how many live entries it removed, or `Ok(None)` if this level cannot list its
+    /// keys (the default).
+    ///
+    /// [`CacheManager::invalidate_prefix`](crate::CacheManager::invalidate_prefix) calls it on an
+    /// L2 given to the builder (and on a Memcached L2); a Redis or Redis Cluster L2 that
+    /// `[distributed]` describes is walked by the manager itself. `Ok(None)` makes that call
+    /// fail with [`Error::PrefixKeptInL2`](crate::Error::PrefixKeptInL2) once it has dropped L1
+    /// and told the other instances: the level still serves the values under the prefix, and
+    /// the next read would bring one back into L1. So a level that can find its keys by prefix
+    /// should implement this (and [`delete_prefix_async`](Self::delete_prefix_async), which
+    /// does not default to it) rather than answer `Some(0)`.
+    ///
+    /// The manager drops L1's keys under the prefix before this call and again after it, so a
+    /// set of this manager that ran between the two ends in both levels or in neither; keys
+    /// written to the level during the call by others may stay, as after any invalidation that
+    /// raced a write. A level that deletes part of the prefix and then fails returns the error:
+    /// the manager reports it, and a retry deletes the rest. A wrapper passes the call on.
+    fn delete_prefix(&self, _prefix: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Async [`delete_prefix`](Self::delete_prefix), with the same default (`Ok(None)`: this
+    /// level cannot list its keys), not the blocking call: a level implements both.
+    fn delete_prefix_async<'a>(&'a self, _prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Calls `hook` with each key the level deletes because a write of it that timed out
     /// landed late, possibly after a newer one (the writes in doubt of the Redis and Memcached levels). Another
     /// instance may have read the older value into its L1 before the deletion: the manager
@@ -367,26 +399,74 @@ pub trait DistributedStorage: Storage {
 /// ```
 pub struct InProcess<S: ?Sized> {
     level: Arc<S>,
+    /// How the level lists its keys under a prefix, for
+    /// [`delete_prefix`](DistributedStorage::delete_prefix); `None`: it cannot (see
+    /// [`listing`](InProcess::listing)).
+    keys: Option<KeysWithPrefix<S>>,
 }
 
+/// A level's [`LocalStorage::keys_with_prefix`], kept by an [`InProcess`] made by
+/// [`InProcess::listing`] (a plain [`Storage`] has no way to list its keys).
+type KeysWithPrefix<S> = fn(&S, &str) -> Result<Option<Vec<String>>>;
+
 impl<S: Storage> InProcess<S> {
-    /// Wraps `level`.
+    /// Wraps `level`. It cannot list its keys here: a prefix invalidation reports them kept in
+    /// it ([`Error::PrefixKeptInL2`]); wrap a level that lists its keys with
+    /// [`listing`](InProcess::listing) instead.
     pub fn new(level: S) -> Self {
         InProcess {
             level: Arc::new(level),
+            keys: None,
         }
     }
 }
 
 impl<S: Storage + ?Sized> InProcess<S> {
-    /// Wraps a level shared with other users (a test that reads it directly, say).
+    /// Wraps a level shared with other users (a test that reads it directly, say). As with
+    /// [`new`](InProcess::new), its keys cannot be listed here.
     pub fn shared(level: Arc<S>) -> Self {
-        InProcess { level }
+        InProcess { level, keys: None }
     }
 
     /// The wrapped level.
     pub fn level(&self) -> &Arc<S> {
         &self.level
+    }
+}
+
+impl<S: LocalStorage + ?Sized> InProcess<S> {
+    /// Wraps a local level, shared with other users as with [`shared`](InProcess::shared), so
+    /// that a prefix invalidation deletes its keys under the prefix
+    /// ([`DistributedStorage::delete_prefix`]) as it does L1's: the keys listed
+    /// ([`LocalStorage::keys_with_prefix`]: a [`FileStore`](crate::FileStore)), then deleted in
+    /// one batch, or, in a level that cannot list them (a [`MemoryStore`](crate::MemoryStore)),
+    /// every entry cleared, a superset (counted as the entries it held). A key written between
+    /// the listing and the delete stays, as after any invalidation that raced a write.
+    pub fn listing(level: Arc<S>) -> Self {
+        InProcess {
+            level,
+            keys: Some(|level, prefix| level.keys_with_prefix(prefix)),
+        }
+    }
+}
+
+impl<S: Storage + ?Sized> InProcess<S> {
+    /// [`DistributedStorage::delete_prefix`], inline: `None` unless made by
+    /// [`listing`](InProcess::listing).
+    fn delete_listed(&self, prefix: &str) -> Result<Option<u64>> {
+        let Some(list) = self.keys else {
+            return Ok(None);
+        };
+        match list(&self.level, prefix)? {
+            Some(keys) => {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.level.delete_many(&keys).map(Some)
+            }
+            None => {
+                let held = self.level.size()?.items;
+                self.level.clear().map(|()| Some(held))
+            }
+        }
     }
 }
 
@@ -454,6 +534,14 @@ impl<S: Storage + ?Sized> Storage for InProcess<S> {
 
 /// Inline: the level never waits on the network (see the type's docs).
 impl<S: Storage + ?Sized> DistributedStorage for InProcess<S> {
+    fn delete_prefix(&self, prefix: &str) -> Result<Option<u64>> {
+        self.delete_listed(prefix)
+    }
+
+    fn delete_prefix_async<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(std::future::ready(self.delete_listed(prefix)))
+    }
+
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         Box::pin(std::future::ready(self.level.get(key)))
     }

@@ -400,6 +400,17 @@ fn the_errors_a_test_cannot_cheaply_cause_still_name_their_subject_and_say_what_
         &["memcached", "\"user:\"", "3 key(s)"],
         &["delete such keys by name or tag"],
     );
+    // Made for real by tests/l2_prefix_own_levels.rs, on a level of the test's own: the advice
+    // names the method such a level implements.
+    says(
+        &Error::PrefixKeptInL2 {
+            level: "L2",
+            prefix: "user:".into(),
+            dropped: 3,
+        },
+        &["L2 cannot list its keys", "\"user:\""],
+        &["DistributedStorage::delete_prefix"],
+    );
     says(
         &Error::LoaderTimeout {
             key: "report:7".into(),

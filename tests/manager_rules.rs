@@ -448,9 +448,10 @@ fn an_l2_value_read_before_a_prefix_invalidation_is_not_backfilled_after_it() {
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| s.cache.get::<String>("p:k").unwrap());
         gate.wait_entered();
-        // Another instance writes the key, and its invalidation of the prefix arrives.
-        s.l2.put_raw("p:k", &encoded(&"new"), 0);
+        // The prefix is invalidated (L2's copy deleted with it), and another instance writes
+        // the key again.
         s.cache.invalidate_prefix("p:").unwrap();
+        s.l2.put_raw("p:k", &encoded(&"new"), 0);
         gate.release();
         assert_eq!(
             reader.join().unwrap().as_deref(),

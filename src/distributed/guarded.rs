@@ -102,6 +102,19 @@ impl<L: Storage> Guarded<L> {
         result
     }
 
+    /// [`record`](Self::record) for a prefix deletion: an inner level that cannot list its keys
+    /// (`Ok(None)`) answered without a server, so it says nothing of the level and frees the
+    /// probe slot, as a caller error does.
+    fn record_listed(&self, probe: bool, result: Result<Option<u64>>) -> Result<Option<u64>> {
+        if matches!(result, Ok(None)) {
+            if probe {
+                self.breaker.release_probe();
+            }
+            return result;
+        }
+        self.record(probe, result)
+    }
+
     /// For a call made only to report on the level (its size): allowed while the breaker is
     /// closed, without taking a probe slot or feeding the breaker.
     fn admit_diagnostic(&self) -> Result<()> {
@@ -263,6 +276,29 @@ impl<L: Storage> Storage for Guarded<L> {
 impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
     fn on_late_write_deleted(&self, hook: crate::storage::LateWriteHook) {
         self.inner.on_late_write_deleted(hook);
+    }
+
+    /// Gated and counted as a call, but for the inner level's `Ok(None)` (it cannot list its
+    /// keys): that asked no server, and counted, it would close a half-open breaker.
+    fn delete_prefix(&self, prefix: &str) -> Result<Option<u64>> {
+        let probe = self.admit()?;
+        let result = self.caught("delete_prefix", About::Key(prefix), || {
+            self.inner.delete_prefix(prefix)
+        });
+        self.record_listed(probe, result)
+    }
+
+    /// As [`delete_prefix`](DistributedStorage::delete_prefix) on [`Guarded`].
+    fn delete_prefix_async<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            let probe = self.admit()?;
+            let result = self
+                .caught_future("delete_prefix", About::Key(prefix), || {
+                    self.inner.delete_prefix_async(prefix)
+                })
+                .await;
+            self.record_listed(probe, result)
+        })
     }
 
     /// As [`Storage::size`] on [`Guarded`]: not counted by the breaker.
@@ -616,6 +652,31 @@ mod tests {
             3,
             "an empty batch made a call"
         );
+    }
+
+    /// A level that cannot list its keys answers a prefix deletion without a server: that
+    /// answer must not close a half-open breaker, nor keep its probe slot.
+    #[test]
+    fn a_prefix_deletion_the_level_cannot_make_neither_closes_a_half_open_breaker_nor_holds_its_probe() {
+        let clock = ManualClock::new(0);
+        let breaker = Arc::new(CircuitBreaker::with_clock(
+            1,
+            Duration::from_secs(1),
+            Arc::new(clock.clone()),
+        ));
+        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
+        breaker.record_failure();
+        clock.advance(Duration::from_secs(1));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(guarded.delete_prefix("p:").unwrap(), None);
+        assert_eq!(rt.block_on(guarded.delete_prefix_async("p:")).unwrap(), None);
+        assert_eq!(
+            breaker.state(),
+            BreakerState::HalfOpen,
+            "closed with no word from the level"
+        );
+        assert_eq!(guarded.get("k").unwrap(), None, "the next call probes");
+        assert_eq!(breaker.state(), BreakerState::Closed);
     }
 
     fn refused(call_only: bool) -> Result<()> {

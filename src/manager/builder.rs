@@ -79,6 +79,10 @@ impl CacheManagerBuilder {
     /// used even if `distributed.enabled` is false, but not if `use_multi_level` is false). A
     /// panic in one of its calls is that call's failure (an
     /// [`Error::Backend`](crate::Error::Backend) of "L2"), handled as any L2 failure.
+    /// [`CacheManager::invalidate_prefix`](crate::CacheManager::invalidate_prefix) asks it to
+    /// delete its keys under the prefix
+    /// ([`DistributedStorage::delete_prefix`](crate::DistributedStorage::delete_prefix)), unless
+    /// `[distributed]` describes it as a Redis, which the manager walks itself.
     pub fn distributed(mut self, level: Arc<dyn DistributedStorage>) -> Self {
         self.distributed = Some(level);
         self

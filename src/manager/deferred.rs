@@ -252,6 +252,14 @@ impl DistributedStorage for Deferred {
         Box::pin(async move { self.level("size")?.size_async().await })
     }
 
+    fn delete_prefix(&self, prefix: &str) -> Result<Option<u64>> {
+        self.level("delete_prefix")?.delete_prefix(prefix)
+    }
+
+    fn delete_prefix_async<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move { self.level("delete_prefix")?.delete_prefix_async(prefix).await })
+    }
+
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         Box::pin(async move { self.level("get")?.get_async(key).await })
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::apart::Pass;
+use super::l2_keys::InL2;
 use super::offload::{offload, offload_unheard};
 use super::policy::Shared;
 use super::tags::TagStore;
@@ -111,24 +112,32 @@ impl CacheManager {
         self.shared.backplane.get()
     }
 
-    /// Drops every key that starts with `prefix`: from L1 here, from L2 where the backend can
-    /// list keys, and (through the backplane) from every other instance's L1. L1 keys are listed
+    /// Drops every key that starts with `prefix`: from L1 here, from L2 where L2 can list its
+    /// keys, and (through the backplane) from every other instance's L1. L1 keys are listed
     /// where the level can (the file store, redb); another L1 is cleared instead (a superset).
-    /// L2 keys are deleted with `SCAN` + `UNLINK` on a Redis L2, on every primary of a Redis
-    /// Cluster, through a connection on the L2's own hosts and login (not the backplane's,
-    /// whose Redis holds none of L2's values when `[invalidation] hosts` names one). A Memcached
-    /// L2 cannot list keys: it keeps them until their TTL, and the call, having done the rest,
-    /// returns [`Error::PrefixKeptInL2`] rather than `Ok`. An L2 given to the builder
-    /// ([`CacheManagerBuilder::distributed`](crate::CacheManagerBuilder::distributed)) is walked
-    /// only if `[distributed]` describes it (a Redis there); otherwise its keys stay. Writes under the prefix that wait in the replay queue (made
-    /// during an L2 outage) become deletes there, so their replay does not bring the keys back.
+    /// L2 keys are deleted with `SCAN` + `UNLINK` on a Redis L2 that `[distributed]` describes,
+    /// on every primary of a Redis Cluster, through a connection on the L2's own hosts and
+    /// login (not the backplane's, whose Redis holds none of L2's values when `[invalidation]
+    /// hosts` names one). Any other L2 (one given to the builder with
+    /// [`CacheManagerBuilder::distributed`](crate::CacheManagerBuilder::distributed), a
+    /// Memcached L2) deletes them itself, with
+    /// [`DistributedStorage::delete_prefix`](crate::DistributedStorage::delete_prefix). One that
+    /// cannot list its keys (Memcached; a level of your own that does not implement that
+    /// method; an [`InProcess`](crate::InProcess) not made with
+    /// [`listing`](crate::InProcess::listing)) keeps them until their TTL, and the call, having
+    /// done the rest, returns [`Error::PrefixKeptInL2`] rather than `Ok`. Writes under the
+    /// prefix that wait in the replay queue (made during an L2 outage) become deletes there, so
+    /// their replay does not bring the keys back.
+    ///
     /// Returns how many keys it dropped here, each counted once whether it was in L1, L2 or
     /// both: L1's keys listed and deleted, and the keys L2's scan deleted that L1 did not hold.
     /// An L1 that cannot list its keys counts every entry it cleared, L2's keys added to them
     /// (it names none to compare with). `UNLINK` says how many keys it deleted, not which: a
     /// key that expires or is deleted in L2 between the scan and the `UNLINK` may leave another
-    /// one uncounted, so the count may fall short, never over. Other instances' drops are not
-    /// counted.
+    /// one uncounted, so the count may fall short, never over. An L2 that deletes the keys
+    /// itself says how many, not which: the call counts the larger of its count and L1's
+    /// (exact when either level held every key of the other under the prefix, as L2 does when
+    /// every write reaches it), short, never over. Other instances' drops are not counted.
     ///
     /// L1 is dropped before L2's scan and again after it: a set of a key under the prefix that
     /// this manager runs meanwhile ends either in both levels (it reached L2 after the scan) or
@@ -139,7 +148,8 @@ impl CacheManager {
     /// L1's error listing the keys; the replay queue's, if it cannot take the deletes of the
     /// writes under the prefix it holds (L2's scan and the message come all the same); or L2's
     /// (its scan or its deletes, or slots of a cluster whose primary it could not reach), also
-    /// under `fallback_on_error`; or, on a Memcached L2 and after everything else succeeded,
+    /// under `fallback_on_error` (a level given to the builder: its `delete_prefix`'s error);
+    /// or, on an L2 that cannot list its keys and after everything else succeeded,
     /// [`Error::PrefixKeptInL2`], which names the keys dropped here. (An L1 that lists the keys
     /// and then fails to delete them is no error: every L1 entry becomes suspect instead, and
     /// only the keys it deleted before the failure count as dropped.) After L2's error, L1 is
@@ -151,10 +161,12 @@ impl CacheManager {
         // Queued writes under the prefix must land before L2 is scanned, not after.
         s.drain_behind();
         let mut begun = s.prefix_before_l2(prefix)?;
-        let in_l2 = l2_prefix_deleted(
-            s.l2_keys
-                .delete_prefix(&s.l2_prefix, prefix, begun.take_l1_keys()),
-        );
+        let in_l2 = l2_prefix_deleted(s.l2_keys.delete_prefix(
+            s.l2.as_deref(),
+            &s.l2_prefix,
+            prefix,
+            begun.take_l1_keys(),
+        ));
         let answer = s.prefix_after_l2(prefix, begun, in_l2);
         // L1 has changed (and L2 may be half-deleted): the others hear of it even if L2, the
         // replay queue or the second L1 drop failed.
@@ -191,7 +203,7 @@ impl CacheManager {
         };
         let in_l2 = l2_prefix_deleted(
             s.l2_keys
-                .delete_prefix_async(&s.l2_prefix, prefix, begun.take_l1_keys())
+                .delete_prefix_async(s.l2.as_deref(), &s.l2_prefix, prefix, begun.take_l1_keys())
                 .await,
         );
         // L2 answered: the rest is the rules', as in `invalidate_prefix`.
@@ -561,7 +573,7 @@ fn no_tag_redis() -> Error {
 /// `fallback_on_error`: nothing records the prefix for replay, so L2 keeps the values and a
 /// read after L2's return would backfill them into L1 again. Hidden, the invalidation was lost
 /// without a word; returned, the caller can retry it once L2 is back.
-fn l2_prefix_deleted(deleted: Result<u64>) -> Result<u64> {
+fn l2_prefix_deleted(deleted: Result<InL2>) -> Result<InL2> {
     deleted.inspect_err(|e| {
         tracing::warn!(error = %e, "deleting a prefix from L2 failed: L2 keeps its values under it until they expire or the invalidation is retried");
     })

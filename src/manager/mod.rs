@@ -35,7 +35,7 @@
 //! | `offline` | the background thread that replays the queue                          |
 //! | `workers` | owns the background threads; their one shutdown, on the last handle's drop |
 //! | `tags`   | tag sets on a shared Redis, and the walk of a Redis L2 for prefix deletion (feature `redis`; without it, tag calls report the missing feature) |
-//! | `l2_keys` | where a prefix invalidation deletes L2's keys: a Redis L2 on its own hosts, or none (Memcached) |
+//! | `l2_keys` | where a prefix invalidation deletes L2's keys: a Redis L2 on its own hosts, or the L2 itself (`DistributedStorage::delete_prefix`), which may say it cannot |
 //! | `events` | [`InvalidationEvent`]: application events mapped to keys and tags       |
 //!
 //! The typed API encodes values with the manager's [`Codec`] (bincode 2 by default; the tag byte

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::apart::Pass;
+use super::l2_keys::InL2;
 use super::policy::Shared;
 use crate::error::{Error, Result};
 
@@ -44,7 +45,7 @@ impl PrefixBegun {
     /// between the first drop and L2's scan (or the queue's listing) is gone from L2 by then,
     /// or will be, and its L1 copy must go too, so the levels agree.
     pub(crate) fn drops_again(&self, s: &Shared) -> bool {
-        s.l2_keys.walked() || matches!(self.queued, Ok(true))
+        s.l2_keys.deletes() || matches!(self.queued, Ok(true))
     }
 
     /// The keys L1 dropped, for L2's scan, which counts only the keys it deletes that are not
@@ -71,40 +72,44 @@ impl Shared {
         })
     }
 
-    /// The step after L2's scan answered `in_l2`, the keys it deleted that L1 had not counted
-    /// (`Ok(0)` without a scan): L1 dropped again
-    /// where [`PrefixBegun::drops_again`] says so, also after L2's error (the scan may have
-    /// deleted part of the prefix before it failed). A scan that timed out owes what a
-    /// cancelled one does ([`prefix_cancelled`](Self::prefix_cancelled)): its last `UNLINK`
-    /// may land still. Returns the call's answer, which the shell gives once it has published
-    /// the message: the keys dropped from L1 or L2, each once, or the first error of the second
+    /// The step after L2's scan answered `in_l2` (what it deleted, or that L2 cannot list its
+    /// keys): L1 dropped again where [`PrefixBegun::drops_again`] says so and L2 may have
+    /// deleted keys, also after L2's error (the scan may have deleted part of the prefix before
+    /// it failed). A scan that timed out owes what a cancelled one does
+    /// ([`prefix_cancelled`](Self::prefix_cancelled)): its last `UNLINK` may land still.
+    /// Returns the call's answer, which the shell gives once it has published the message: the
+    /// keys dropped from L1 or L2, each once (see [`InL2`]), or the first error of the second
     /// drop, the queue and L2's scan; and, all those done, `Error::PrefixKeptInL2` on an L2
     /// that cannot list its keys.
     pub(crate) fn prefix_after_l2(
         self: &Arc<Self>,
         prefix: &str,
         begun: PrefixBegun,
-        in_l2: Result<u64>,
+        in_l2: Result<InL2>,
     ) -> Result<u64> {
+        // An L2 that cannot list its keys deleted none: L1 is dropped again then only for the
+        // queue's deletes.
+        let kept = matches!(in_l2, Ok(InL2::Kept { .. }));
         let again = if matches!(in_l2, Err(Error::Timeout { .. })) {
             self.prefix_cancelled(prefix).map(drop)
-        } else if begun.drops_again(self) {
+        } else if begun.drops_again(self) && (!kept || matches!(begun.queued, Ok(true))) {
             self.drop_local_prefix(prefix).map(drop)
         } else {
             Ok(())
         };
         again?;
         begun.queued?;
-        let dropped = begun.dropped + in_l2?;
-        match self.l2_keys.unlisted() {
+        let in_l2 = in_l2?;
+        let dropped = in_l2.with_l1(begun.dropped);
+        match in_l2 {
             // Not a silent `Ok`: L2 still serves the values, and the next read of a key brings
             // its old value back into L1 (see `Error::PrefixKeptInL2`).
-            Some(level) => Err(Error::PrefixKeptInL2 {
+            InL2::Kept { level } => Err(Error::PrefixKeptInL2 {
                 level,
                 prefix: crate::error::key_for_error(prefix),
                 dropped,
             }),
-            None => Ok(dropped),
+            InL2::Uncounted(_) | InL2::Deleted(_) => Ok(dropped),
         }
     }
 }

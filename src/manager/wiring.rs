@@ -89,20 +89,25 @@ pub(super) fn build_tags(_config: &CacheConfig, _io: Option<&SharedIo>) -> Resul
     Ok(None)
 }
 
-/// How a prefix invalidation deletes L2's keys (see [`L2Keys`]): a Redis L2 through a store on
-/// its own hosts, credentials and TLS settings, with its timeout, never the backplane's (whose
-/// Redis holds none of L2's values when `[invalidation] hosts` names another); it connects on
-/// the first prefix invalidation.
+/// How a prefix invalidation deletes L2's keys (see [`L2Keys`]): a Redis L2 that
+/// `[distributed]` describes through a store on its own hosts, credentials and TLS settings,
+/// with its timeout, never the backplane's (whose Redis holds none of L2's values when
+/// `[invalidation] hosts` names another), connected on the first prefix invalidation; any
+/// other L2 asked to delete them itself.
 pub(super) fn build_l2_keys(config: &CacheConfig, io: Option<&SharedIo>, l2_present: bool) -> Result<L2Keys> {
     #[cfg(not(feature = "redis"))]
     let _ = io; // only a Redis L2 is walked
-                // An L2 given to the builder is walked only as `[distributed]` describes it (as before):
-                // a level of the user's own has no way to list its keys here.
-    if !l2_present || !config.distributed.enabled {
+    if !l2_present {
         return Ok(L2Keys::NoL2);
     }
+    // An L2 given to the builder is walked only as `[distributed]` describes it (a Redis
+    // level given with its own settings, say); any other is asked, as it alone can list its
+    // keys.
+    if !config.distributed.enabled {
+        return Ok(L2Keys::Asked { level: "L2" });
+    }
     match config.distributed.kind {
-        DistributedKind::Memcached => Ok(L2Keys::Unlisted { level: "memcached" }),
+        DistributedKind::Memcached => Ok(L2Keys::Asked { level: "memcached" }),
         #[cfg(feature = "redis")]
         DistributedKind::Redis => TagStore::new(
             l2_redis(config)?.io_runtime(io.cloned()),

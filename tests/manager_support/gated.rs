@@ -205,6 +205,15 @@ impl<L: DistributedStorage + ?Sized> DistributedStorage for GatedStore<L> {
     // Async calls are held the same way (blocking the worker thread: run them on a
     // multi-threaded runtime).
 
+    // Not held: passed on, as a wrapper does.
+    fn delete_prefix(&self, prefix: &str) -> Result<Option<u64>> {
+        self.inner.delete_prefix(prefix)
+    }
+
+    fn delete_prefix_async<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        self.inner.delete_prefix_async(prefix)
+    }
+
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         Box::pin(async move {
             self.enter("get_async", &[key]);

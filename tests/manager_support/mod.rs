@@ -210,6 +210,19 @@ impl ScriptedStore {
         StorageSize { items, bytes }
     }
 
+    /// Removes every key under `prefix`; how many were live.
+    fn remove_prefix(&self, prefix: &str) -> u64 {
+        let now = self.clock.now_ms();
+        let mut map = self.map.lock().unwrap();
+        let mut live = 0;
+        map.retain(|k, (_, at)| {
+            let gone = k.starts_with(prefix);
+            live += u64::from(gone && (*at == 0 || *at > now));
+            !gone
+        });
+        live
+    }
+
     fn remove(&self, key: &str) -> bool {
         let now = self.clock.now_ms();
         self.map
@@ -345,6 +358,21 @@ impl LocalStorage for ScriptedStore {
 }
 
 impl DistributedStorage for ScriptedStore {
+    fn delete_prefix(&self, prefix: &str) -> Result<Option<u64>> {
+        self.enter("delete_prefix", &[prefix], None)?;
+        self.hold("delete_prefix");
+        Ok(Some(self.remove_prefix(prefix)))
+    }
+
+    fn delete_prefix_async<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.enter("delete_prefix_async", &[prefix], None)?;
+            self.hold("delete_prefix_async");
+            Ok(Some(self.remove_prefix(prefix)))
+        })
+    }
+
     fn size_async(&self) -> BoxFuture<'_, Result<StorageSize>> {
         Box::pin(async move {
             tokio::task::yield_now().await;

@@ -101,6 +101,12 @@ pub trait WrapDistributed: Wrap<Inner: DistributedStorage> {
     fn on_late_write_deleted(&self, hook: LateWriteHook) {
         self.inner().on_late_write_deleted(hook);
     }
+    fn delete_prefix(&self, prefix: &str) -> Result<Option<u64>> {
+        self.inner().delete_prefix(prefix)
+    }
+    fn delete_prefix_async<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        self.inner().delete_prefix_async(prefix)
+    }
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         self.inner().get_async(key)
     }
@@ -258,6 +264,12 @@ impl<W: WrapLocal> LocalStorage for Delegate<W> {
 impl<W: WrapDistributed> DistributedStorage for Delegate<W> {
     fn on_late_write_deleted(&self, hook: LateWriteHook) {
         WrapDistributed::on_late_write_deleted(&self.0, hook);
+    }
+    fn delete_prefix(&self, prefix: &str) -> Result<Option<u64>> {
+        WrapDistributed::delete_prefix(&self.0, prefix)
+    }
+    fn delete_prefix_async<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        WrapDistributed::delete_prefix_async(&self.0, prefix)
     }
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         WrapDistributed::get_async(&self.0, key)
