@@ -314,15 +314,19 @@ pub trait DistributedStorage: Storage {
     /// `[distributed]` describes is walked by the manager itself. `Ok(None)` makes that call
     /// fail with [`Error::PrefixKeptInL2`](crate::Error::PrefixKeptInL2) once it has dropped L1
     /// and told the other instances: the level still serves the values under the prefix, and
-    /// the next read would bring one back into L1. So a level that can find its keys by prefix
-    /// should implement this (and [`delete_prefix_async`](Self::delete_prefix_async), which
-    /// does not default to it) rather than answer `Some(0)`.
+    /// the next read would bring one back into L1. A level that can find its keys by prefix
+    /// implements this and [`delete_prefix_async`](Self::delete_prefix_async) (which does not
+    /// default to the blocking call); one that cannot keeps the default, and never answers
+    /// `Some(0)`, which would be the silent `Ok` this answer exists to avoid.
     ///
     /// The manager drops L1's keys under the prefix before this call and again after it, so a
     /// set of this manager that ran between the two ends in both levels or in neither; keys
     /// written to the level during the call by others may stay, as after any invalidation that
     /// raced a write. A level that deletes part of the prefix and then fails returns the error:
-    /// the manager reports it, and a retry deletes the rest. A wrapper passes the call on.
+    /// the manager reports it, and a retry deletes the rest. One whose deletes may still land
+    /// after it gave up returns [`Error::Timeout`](crate::Error::Timeout): the manager then
+    /// keeps reads out of L1 for four `distributed.timeout_ms` and drops L1 once more at their
+    /// end. A wrapper passes the call on.
     fn delete_prefix(&self, _prefix: &str) -> Result<Option<u64>> {
         Ok(None)
     }
