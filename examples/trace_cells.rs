@@ -2,7 +2,7 @@
 //! at a share of its keys) run in several processes.
 //!
 //! ```text
-//! cargo run --release --example trace_cells -- [--processes N] [--pcts 1,5,10,25] [--limit N] TRACE...
+//! cargo run --release --example trace_cells -- [--processes N] [--pcts 0.1,1,5,10,25] [--limit N] TRACE...
 //! ```
 //!
 //! The file tier's policy hashes keys with a per-process seed (its sketch, filters and sampled
@@ -34,7 +34,7 @@ type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 struct Options {
     processes: usize,
-    pcts: Vec<usize>,
+    pcts: Vec<f64>,
     limit: usize,
     traces: Vec<PathBuf>,
 }
@@ -42,7 +42,7 @@ struct Options {
 fn parse(args: impl Iterator<Item = String>) -> Result<Options> {
     let mut opts = Options {
         processes: 5,
-        pcts: vec![1, 5, 10, 25],
+        pcts: vec![1.0, 5.0, 10.0, 25.0],
         limit: usize::MAX,
         traces: Vec::new(),
     };
@@ -114,9 +114,10 @@ fn read_trace(path: &Path, limit: usize) -> Result<Vec<u32>> {
 }
 
 /// One cell in this process: `capacity file quick_cache lru copies` on one line.
-fn child(path: &Path, pct: usize, limit: usize) -> Result<()> {
+fn child(path: &Path, pct: f64, limit: usize) -> Result<()> {
     let trace = read_trace(path, limit)?;
-    let capacity = (distinct(&trace) * pct / 100).max(8);
+    // Shares below 1% reach the stores of a few dozen entries a small `max_size_mb` gives.
+    let capacity = ((distinct(&trace) as f64 * pct / 100.0) as usize).max(8);
     // 1 MiB, as `examples/hit_ratios.rs` gives the file tier, up to 6,990 entries; past that
     // about 300 bytes per entry, so that the values of a large store stay a few dozen bytes.
     let max_size_mb = ((capacity as u64 * 300) >> 20).max(1);
