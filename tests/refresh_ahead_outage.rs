@@ -7,7 +7,10 @@
 //! the older entry is put back instead (the new value, which L2 did not take, does not stay).
 //! With `fallback_on_error = true` the reload's value stays in L1, as any write's does, unless
 //! the replay queue refuses it too (its device, a real tmpfs, filled by the test): any other
-//! write then leaves L1, and a reload's puts the older entry back, as without fallback.
+//! write then leaves L1, and a reload's puts the older entry back, as without fallback. With
+//! write-behind and no fallback, a reload whose key still has a write in the queue (its batch
+//! held by the test once Redis took it) stores nothing, rather than be handed to the queue behind
+//! that write and taken out of L1 when it fails.
 //!
 //! The reload's L2 write is held at a gate after Redis answered it (with an error), so the test
 //! knows L1 then holds the reloaded value and waits for it to change, not for time to pass.
@@ -24,6 +27,9 @@ mod support;
 #[path = "support/mount.rs"]
 mod mount;
 
+#[path = "manager_support/threads.rs"]
+mod threads;
+
 mod manager_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +39,7 @@ use std::time::{Duration, Instant};
 use manager_support::gated::{GatedStore, Point};
 use mount::Mount;
 use support::{wait_until, RedisServer};
+use threads::until_thread;
 use uno_cache::{
     CacheConfig, CacheManager, DistributedStorage, Error, Fetched, LocalKind, ManualClock, RedisOptions,
     RedisStore, Result as CacheResult, WriteMode,
@@ -72,6 +79,16 @@ fn rig_replaying_on(
     mode: WriteMode,
     replay_fs: Option<Mount>,
 ) -> Rig {
+    rig_configured(l2, (fallback_on_error, mode), replay_fs, |_| {})
+}
+
+/// [`rig_replaying_on`] with the rest of its configuration changed by `configure`.
+fn rig_configured(
+    l2: Arc<dyn DistributedStorage>,
+    (fallback_on_error, mode): (bool, WriteMode),
+    replay_fs: Option<Mount>,
+    configure: impl FnOnce(&mut CacheConfig),
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
     let mut config = CacheConfig {
@@ -87,6 +104,7 @@ fn rig_replaying_on(
         // The replay thread never drains in the test's time: the queue keeps what it took.
         config.offline.replay_interval_ms = 3_600_000;
     }
+    configure(&mut config);
     let cache = CacheManager::builder()
         .config(config)
         .clock(Arc::new(clock.clone()))
@@ -261,6 +279,96 @@ fn the_older_value_kept_after_a_failed_reload_expires_when_it_would_have() {
         !matches!(rig.cache.get::<String>("k"), Ok(Some(_))),
         "the kept value outlived its TTL"
     );
+}
+
+/// With write-behind, a reload's store whose key still had a write on its way to L2 (the
+/// load's own batch, slower than the settle's wait: a stuck sender, a batch resent key by key)
+/// was handed to the queue behind that batch once its settle gave up waiting. The batch then
+/// landed, and the reload's write, sent after it into the outage, failed on the writer thread,
+/// which took the key out of L1 with nothing to put back: the key, an L1 hit of the value L2
+/// now held, became a miss, where without refresh-ahead it stayed a hit. The reload now gives
+/// way to the write on its way and stores nothing.
+#[test]
+fn without_fallback_a_write_behind_reload_of_a_key_whose_write_is_on_its_way_keeps_the_older_value_in_l1() {
+    let rig = reload_behind_a_batch_on_its_way(false, None, |_| {});
+    let got = rig.cache.get::<String>("k");
+    still_served_as_before(&rig, &got);
+}
+
+/// "k" loaded as "v1" in write-behind mode, its batch held once Redis took it, Redis killed
+/// (then, with `replay_fs`, the replay queue made to refuse every push), `before_reload` run,
+/// and a reload started by a hit past the due time; returns once the reload's store has ended,
+/// the batch has been let go, and whatever the queue held after it has failed in the outage.
+fn reload_behind_a_batch_on_its_way(
+    fallback_on_error: bool,
+    replay_fs: Option<Mount>,
+    before_reload: impl FnOnce(&Rig),
+) -> Rig {
+    let configure = |c: &mut CacheConfig| c.distributed.write_behind_max_keys = 1;
+    let mut server = RedisServer::start();
+    let l2 = GatedStore::new(redis(&server));
+    let rig = rig_configured(
+        l2.clone(),
+        (fallback_on_error, WriteMode::Behind),
+        replay_fs,
+        configure,
+    );
+    let on_its_way = l2.gate("set_each", "k", Point::After);
+    assert_eq!(
+        rig.cache.get_or_load("k", Some(TTL), value("v1")).unwrap(),
+        Fetched::Fresh("v1".to_string())
+    );
+    // Redis has v1; the batch has not told the writer yet.
+    on_its_way.wait_entered();
+    server.kill();
+    if rig.replay_fs.is_some() {
+        refuse_pushes(&rig);
+    }
+    before_reload(&rig);
+    rig.clock.advance(Duration::from_secs(9));
+    let (called, reloading) = std::sync::mpsc::channel();
+    let reload = move || {
+        let _ = called.send(());
+        Ok::<_, Error>("v2".to_string())
+    };
+    assert_eq!(
+        rig.cache.get_or_load("k", Some(TTL), reload).unwrap(),
+        Fetched::Fresh("v1".to_string())
+    );
+    assert_eq!(rig.cache.stats().loader.refreshes, 1);
+    // The reload runs on its load thread (named by then), which ends once its store has ended
+    // (where the store settles the key, once its settle gave up waiting for the batch).
+    reloading.recv_timeout(Duration::from_secs(10)).unwrap();
+    until_thread("uno-cache-load", false);
+    on_its_way.release();
+    // Whatever the queue still held goes to the dead L2 and fails (lost: an error here).
+    let _ = rig.cache.flush();
+    rig
+}
+
+/// With fallback a write-behind reload's write goes through the queue as any write's does;
+/// here it finds the queue full (the writer held by the batch on its way, a write of another
+/// key waiting), goes through L2 itself after settling its key, and the settle, which gives up
+/// on the batch, hands it back to the queue behind it (`Requeue`). The queue holds it (past its
+/// bound: not a refusal), and when its batch fails and the full replay queue refuses it, it
+/// stays in L1 as every write-behind write with fallback does: the key never empties, and the
+/// older value need not come back.
+#[test]
+fn with_fallback_a_write_behind_reload_handed_back_behind_a_batch_on_its_way_keeps_its_value_in_l1() {
+    let rig = reload_behind_a_batch_on_its_way(true, Some(Mount::tmpfs(4096)), |rig| {
+        rig.cache.set("other", &"x".to_string(), Some(TTL)).unwrap();
+    });
+    let stats = rig.cache.stats().consistency;
+    assert_eq!(
+        stats.write_behind_overflows, 1,
+        "the reload found the queue full: {stats:?}"
+    );
+    assert!(
+        stats.queue_failures > 0,
+        "the replay queue refused the failed batch: {stats:?}"
+    );
+    assert_eq!(rig.cache.get::<String>("k").unwrap().as_deref(), Some("v2"));
+    loads_answer_from_l1(&rig, "v2");
 }
 
 /// With fallback the failure is hidden and the write stays in L1, queued for replay, as every

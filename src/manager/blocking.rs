@@ -393,7 +393,8 @@ impl CacheManager {
     /// whether it was stored. `refresh_ahead`: a `get_or_load` value, whose refresh-ahead due
     /// time is recorded once the store owns the key (see `Shared::note_loaded`). `reload`: the
     /// store of a refresh-ahead reload, which L2 failing does not leave without the entry it
-    /// replaced (see `reload_keep`).
+    /// replaced, and which gives way to a write of the key still on its way to L2 (see
+    /// `reload_keep`).
     ///
     /// [`KeyOrder::order_watched`]: super::guard::KeyOrder::order_watched
     pub(crate) fn set_loaded(
@@ -408,6 +409,10 @@ impl CacheManager {
             tracing::debug!(key = %key_for_error(key), "a loaded value was not stored: the key was written meanwhile");
             return Ok(false);
         };
+        if reload && self.shared.reload_yields(key) {
+            tracing::debug!(key = %key_for_error(key), "a reload was not stored: the key's write is still on its way to L2");
+            return Ok(false);
+        }
         if refresh_ahead {
             self.shared.note_loaded(key, ttl);
         }

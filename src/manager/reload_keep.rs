@@ -29,6 +29,22 @@
 //! source). A write-behind reload is not sent through for it: a failed batch leaves its values
 //! in L1 whether or not the replay queue takes them, so its key never empties.
 //!
+//! With write-behind and `fallback_on_error = false` such a store goes to L2 itself (see
+//! `route_write`), after settling its key: a write of the key still waiting in the queue is
+//! dropped, one on its way is waited for. But a batch slower than the settle's wait (a stuck
+//! sender, a batch resent key by key) made the settle give up and hand the reload's write to
+//! the queue, behind that batch (see `Requeue`): the batch landed, the reload's write was sent
+//! after it into the outage, and its failure took the key out of L1 on the writer thread, with
+//! nothing to put back, where without refresh-ahead the key stayed an L1 hit of what L2 now
+//! held. So a reload whose key has a write waiting in the queue (queued or on its way) gives way
+//! to it and stores nothing ([`Shared::reload_yields`]): L1 keeps the entry, which is that write's
+//! value, and the write goes on as it would without refresh-ahead (landed, the key stays a hit;
+//! failed, it leaves L1 as any failed write does). Only the refresh is lost: the key serves
+//! what it would have without refresh-ahead. Checked once the store owns the key, so no write of
+//! it can join the queue after the check (a withdrawal by another instance's message queues a
+//! delete only for a key that waits already). With fallback a reload goes through the queue
+//! like any write, and its failed batch leaves it in L1.
+//!
 //! Why not rather start no reload while L2's breaker is open: the failures before the breaker
 //! opens, a timeout, or a node's own breaker still fail a reload's store, and each of them
 //! emptied the key as before; and the older entry is the one a reload that did not run leaves.
@@ -69,6 +85,14 @@ impl Shared {
             }),
             _ => None,
         }
+    }
+
+    /// Whether a reload's store of `key` gives way to a write of the key that the write-behind
+    /// queue has not sent yet (see the module docs): with `fallback_on_error = false` only,
+    /// where a write the queue holds leaves L1 if its batch fails. Called while the store owns
+    /// the key, before its L1 write.
+    pub(crate) fn reload_yields(&self, key: &str) -> bool {
+        !self.fallback_on_error && self.l2.is_some() && self.behind.as_ref().is_some_and(|q| q.holds(key))
     }
 
     /// Takes `items`, a write L2 did not take, out of L1 (`undo_local_items`), but for the key of

@@ -94,9 +94,11 @@ impl Shared {
     /// `kept`: a refresh-ahead reload's store with an entry to put back if L2 does not take it
     /// (see `reload_keep`). With `fallback_on_error = false` it goes through, as a write the
     /// queue has no room for does: queued, its failed batch took it out of L1 on the writer
-    /// thread, long after the store let go of the key, with nothing to put back. With `true` a
-    /// failed batch leaves its values in L1 (whether or not the replay queue takes them), so it
-    /// may be queued; the entry is put back where the replay queue refuses the write at once.
+    /// thread, long after the store let go of the key, with nothing to put back (for the same
+    /// reason the store gives way to a write of its key the queue holds: `reload_yields`). With
+    /// `true` a failed batch leaves its values in L1 (whether or not the replay queue takes
+    /// them), so it may be queued; the entry is put back where the replay queue refuses the
+    /// write at once.
     pub(crate) fn route_write(
         &self,
         (keys, kept): (&[&str], Option<&Kept>),
