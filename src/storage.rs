@@ -130,8 +130,9 @@ pub struct StorageCounters {
     /// dropped, or an eviction pushed out, included.
     pub expirations: u64,
     /// Reads that found a record damaged (its bytes do not match their checksum) and answered
-    /// a miss, so that a caller can tell lost data from an absent key. The file store counts
-    /// them; levels that keep no checksummed records report zero.
+    /// a miss, so that a caller can tell lost data from an absent key; the file store counts
+    /// its deletes that found the key's record damaged here too (they removed no value).
+    /// Levels that keep no checksummed records report zero.
     pub corrupt_reads: u64,
     /// Keys an L2 deleted because a write of theirs that timed out landed late, possibly after
     /// a newer one (Redis and Memcached; see `RedisStore::writes_in_doubt`): a miss instead of an

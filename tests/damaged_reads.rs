@@ -1,7 +1,8 @@
 //! A read that meets a damaged record in a segment file: a miss, counted, never the bytes and
 //! never an error; the tombstone it writes for the key keeps to the size bound as any write does,
-//! and after a reopen the key stays gone, with no older value of it back. The damage is made in
-//! the files of a closed store, as in `tests/damaged_directories.rs`.
+//! and after a reopen the key stays gone, with no older value of it back. A delete that meets
+//! one does the same, and removed no value: as a read, it counts and logs the damage. The damage
+//! is made in the files of a closed store, as in `tests/damaged_directories.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,9 +14,13 @@ mod common;
 
 use std::fs;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use common::{files_with_ext, small_segments};
-use uno_cache::FileStore;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+use uno_cache::{Durability, FileStore, Storage};
 
 const MAX_BYTES: u64 = 1 << 20;
 
@@ -62,6 +67,28 @@ fn damage_even_newer_values(dir: &Path, keys: usize) -> usize {
 /// tombstone (here by hundreds of KiB), and a store sized to a small disk ran that disk full.
 #[test]
 fn tombstones_of_damaged_reads_keep_to_the_size_bound_and_the_keys_stay_gone() {
+    damaged_records_met_keep_to_the_size_bound(|store, key| {
+        assert_eq!(store.get(key).unwrap(), None, "damage served");
+    });
+}
+
+/// The same for deletes of the damaged keys, whose tombstones make room as a read's do; and
+/// each delete counts the damaged record it met, as a read does (it was counted nowhere), and
+/// says it removed no value: a read of the key would have missed.
+#[test]
+fn tombstones_of_deletes_of_damaged_records_keep_to_the_size_bound_and_the_damage_is_counted() {
+    damaged_records_met_keep_to_the_size_bound(|store, key| {
+        assert!(
+            !store.delete(key).unwrap(),
+            "a delete said it removed a value no read could get"
+        );
+    });
+}
+
+/// Keys written twice near the size bound, the newer record of every other one damaged in the
+/// closed store; `meet` then meets each damaged record (a read, a delete): every tombstone keeps
+/// to the bound, each damaged record is counted once, and after a reopen the keys stay gone.
+fn damaged_records_met_keep_to_the_size_bound(meet: impl Fn(&FileStore, &str)) {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("store");
     let store = FileStore::open(&dir, options()).unwrap();
@@ -89,11 +116,11 @@ fn tombstones_of_damaged_reads_keep_to_the_size_bound_and_the_keys_stay_gone() {
         assert_eq!(store.get(&key(i)).unwrap(), Some(value(i, 2)), "key {i}");
     }
     for i in (0..keys).step_by(2) {
-        assert_eq!(store.get(&key(i)).unwrap(), None, "key {i}: damage served");
+        meet(&store, &key(i));
         let stats = store.stats();
         assert!(
             stats.disk_bytes <= MAX_BYTES,
-            "after the damaged read of key {i}, the store holds {} bytes, over its bound of {MAX_BYTES}: {stats:?}",
+            "after meeting the damaged record of key {i}, the store holds {} bytes, over its bound of {MAX_BYTES}: {stats:?}",
             stats.disk_bytes
         );
     }
@@ -117,5 +144,97 @@ fn tombstones_of_damaged_reads_keep_to_the_size_bound_and_the_keys_stay_gone() {
         }
     }
     assert!(store.stats().disk_bytes <= MAX_BYTES, "{:?}", store.stats());
+    store.close().unwrap();
+}
+
+/// The messages of the events at WARN and above logged on the calling thread.
+#[derive(Clone, Default)]
+struct Warnings(Arc<Mutex<Vec<String>>>);
+
+struct Message<'a>(&'a mut String);
+
+impl Visit for Message<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            *self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl Subscriber for Warnings {
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        *meta.level() <= Level::WARN
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut message = String::new();
+        event.record(&mut Message(&mut message));
+        self.0.lock().unwrap().push(message);
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+/// A delete whose key's record is damaged (`Durability::EveryWrite`, single and batched): the
+/// damage is counted in `corrupt_reads` and logged, as a read's is (at most a line a second),
+/// where it was counted and logged nowhere; the delete reports no value removed (it said it
+/// removed one, while a `get` and `contains` of the key said it was absent, and a delete after
+/// such a read said nothing was removed); and its tombstone holds across a reopen, with no
+/// older value back.
+#[test]
+fn a_delete_of_a_damaged_record_counts_and_logs_it_and_removes_no_value() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let options = || small_segments().durability(Durability::EveryWrite);
+    let store = FileStore::open(&dir, options()).unwrap();
+    // Two records of each key: the older one is what a reopen that scanned past the damage
+    // would bring back if the tombstone did not hold.
+    for version in [1, 2] {
+        for i in 0..4 {
+            store.set(&key(i), &value(i, version), None).unwrap();
+        }
+    }
+    store.close().unwrap();
+    assert_eq!(damage_even_newer_values(&dir, 4), 2);
+
+    let store = FileStore::open(&dir, options()).unwrap();
+    let warnings = Warnings::default();
+    let damage_lines = || {
+        let lines = warnings.0.lock().unwrap();
+        lines.iter().filter(|m| m.contains("damaged record")).count()
+    };
+    tracing::subscriber::with_default(warnings.clone(), || {
+        assert!(
+            !store.delete(&key(0)).unwrap(),
+            "delete said it removed the damaged record's value"
+        );
+        assert_eq!(damage_lines(), 1, "{:?}", warnings.0.lock().unwrap());
+        assert_eq!(
+            Storage::delete_many(&store, &[key(2).as_str()]).unwrap(),
+            0,
+            "delete_many counted the damaged record as removed"
+        );
+        assert_eq!(store.stats().corrupt_reads, 2, "{:?}", store.stats());
+        // The damage went with the keys: met again, nothing is counted or logged again.
+        let lines = damage_lines();
+        assert_eq!(store.get(&key(0)).unwrap(), None);
+        assert!(!store.delete(&key(2)).unwrap());
+        assert_eq!(store.stats().corrupt_reads, 2, "{:?}", store.stats());
+        assert_eq!(damage_lines(), lines, "{:?}", warnings.0.lock().unwrap());
+    });
+    // A key whose record is whole is removed as before.
+    assert!(store.delete(&key(1)).unwrap());
+    store.close().unwrap();
+
+    // The tombstones hold: the deleted keys stay gone, the older values with them.
+    let store = FileStore::open(&dir, options()).unwrap();
+    for i in [0, 1, 2] {
+        assert_eq!(store.get(&key(i)).unwrap(), None, "key {i} came back");
+    }
+    assert_eq!(store.get(&key(3)).unwrap(), Some(value(3, 2)));
     store.close().unwrap();
 }

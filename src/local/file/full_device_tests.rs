@@ -279,3 +279,51 @@ fn a_damaged_read_whose_tombstone_finds_the_device_full_evicts_for_it_and_misses
     assert_eq!(store.get(&key).unwrap(), None, "the older value came back");
     assert!(!store.verify(|_, _| {}).unwrap().is_clean());
 }
+
+/// A delete of a key whose record is damaged, on a device with no room for its tombstone: the
+/// delete fails (`DiskFull`), but the damage it met is counted once and the entry goes, as after
+/// a read that met it. The entry stayed, so the next read met the damage again and counted it a
+/// second time; the key's next delete writes the tombstone, and the older value stays gone.
+#[test]
+fn a_delete_of_a_damaged_record_without_room_for_its_tombstone_counts_the_damage_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let (store, _) = sim_store(dir.path(), small(&clock));
+    store.set("k", b"older-value-of-k", None).unwrap();
+    store.set("k", b"newer-value-of-k", None).unwrap();
+    store.close().unwrap();
+    let mut damaged = 0;
+    for seg in std::fs::read_dir(dir.path()).unwrap() {
+        let path = seg.unwrap().path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let needle = b"newer-value-of-k";
+            if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                bytes[at] ^= 0x20;
+                std::fs::write(&path, bytes).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert_eq!(damaged, 1);
+
+    let (store, sim) = sim_store(dir.path(), small(&clock));
+    // The reopened store's first record takes a new segment: its header lands, the tombstone
+    // does not.
+    sim.fail_after(Op::Write, 1, ErrorKind::StorageFull);
+    let err = store.delete("k").unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert_eq!(store.stats().corrupt_reads, 1, "{:?}", store.stats());
+    assert_eq!(store.get("k").unwrap(), None);
+    assert_eq!(
+        store.stats().corrupt_reads,
+        1,
+        "the damage was met again: {:?}",
+        store.stats()
+    );
+    assert!(!store.delete("k").unwrap(), "the damaged record was no value");
+    store.close().unwrap();
+    let store = FileStore::open(dir.path(), small(&clock)).unwrap();
+    assert_eq!(store.get("k").unwrap(), None, "the older value came back");
+    store.close().unwrap();
+}

@@ -31,6 +31,17 @@ pub(crate) enum RefusedFill {
     Dropped,
 }
 
+/// What a delete's tombstone of a key takes out (see [`Inner::needs_tombstone`]).
+pub(crate) enum Deletes {
+    /// A live value, or a lapsed one kept for stale reads: the delete removed it.
+    Value,
+    /// An expired value, which no read gets: the tombstone keeps it from coming back.
+    Nothing,
+    /// A damaged record (at this location), which a read treats as a miss: no value was
+    /// removed, and the damage is counted as a read's is.
+    Damaged(Loc),
+}
+
 /// What the record an index entry points at says about a key.
 enum Found<T> {
     Hit(Hit<T>),
@@ -186,10 +197,8 @@ impl Inner {
     }
 
     /// For a delete under the writer lock: whether `key` has a record that needs a tombstone,
-    /// and if so whether the delete removes a value (`Some(true)`: a live or lapsed one, or a
-    /// damaged record the entry points at; `Some(false)`: an expired one). Drops expired and
-    /// stale entries.
-    pub(crate) fn needs_tombstone(&self, key: &str, hash: u64) -> Option<bool> {
+    /// and what the delete removes with it (see [`Deletes`]). Drops expired and stale entries.
+    pub(crate) fn needs_tombstone(&self, key: &str, hash: u64) -> Option<Deletes> {
         // `lapsed_too`: the record, not the entry's expiry in whole seconds, tells a lapsed value
         // from one whose keep window ended in the last second, as for `get_stale` and the prefix
         // listing; a delete must not say it removed what they no longer see.
@@ -197,7 +206,8 @@ impl Inner {
         match found {
             // A lapsed value is still recovered at the next open (it is kept for fail-safe
             // reads): deleting it takes a tombstone like a live one.
-            Found::Hit(_) | Found::Damaged | Found::Lapsed => Some(true),
+            Found::Hit(_) | Found::Lapsed => Some(Deletes::Value),
+            Found::Damaged => Some(Deletes::Damaged(loc)),
             // Another key's newer value shadows this key's older records.
             Found::OtherKey => None,
             // Recovery ignores an expired record only under the same keep window and a clock
@@ -207,13 +217,40 @@ impl Inner {
             // hold, so it takes a tombstone too; nothing was removed for the caller.
             Found::Expired => {
                 self.expire_at(hash, loc);
-                Some(false)
+                Some(Deletes::Nothing)
             }
             Found::Stale => {
                 self.drop_stale(hash, loc);
                 None
             }
         }
+    }
+
+    /// A delete of `key`, under the writer lock `w`, found its entry pointing at a damaged
+    /// record (at `loc`): as a read that found it ([`forget_corrupt`](Self::forget_corrupt)),
+    /// the damage is counted and logged (under the same line limit), the entry goes, and a
+    /// tombstone of the key is appended (durable with `Durability::EveryWrite`, as a delete's).
+    /// The entry goes first, whatever becomes of the tombstone, so the damage is counted once:
+    /// left in place after a tombstone that found no room, the next read met it again. Returns
+    /// the tombstone's error, the delete's; the key's next delete then writes the tombstone.
+    pub(super) fn delete_damaged(&self, w: &mut Writer, key: &str, hash: u64, loc: Loc) -> Result<()> {
+        self.counters.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+        if let Some(unlogged) = self.damaged_lines.pass() {
+            let path = self.slots.get(loc).map(|seg| seg.path.display().to_string());
+            tracing::warn!(key = %key_for_error(key), path = path.as_deref().unwrap_or("?"), offset = loc.offset(), unlogged,
+                "damaged record met by a delete; it removed no value (unlogged: damaged records met since the last line)");
+        }
+        if let Some((_, e)) = self.index.remove_if(&hash, |_, e| e.loc == loc) {
+            self.unaccount(e.loc);
+        }
+        let appended = self
+            .append_tombstone(w, key)
+            .and_then(|()| self.sync_if_every_write(w));
+        if appended.is_err() {
+            // As after a read's (`forget_corrupt`): an older record of the key may be on disk.
+            self.lapsed.insert(hash, self.index.len());
+        }
+        appended
     }
 
     /// Value, expiry (Unix ms, 0 = never), sequence number and location of a live entry.

@@ -157,7 +157,8 @@ pub struct FileStoreStats {
     /// Damaged byte ranges the open skipped (each may have held one or more records; see
     /// [`RecoveryReport::damaged_ranges`], which this is).
     pub recovery_skipped_records: u64,
-    /// Reads that found a damaged record (treated as a miss; the key was dropped).
+    /// Reads that found a damaged record (treated as a miss; the key was dropped), and deletes
+    /// that found the key's record damaged (no value removed).
     pub corrupt_reads: u64,
     /// Entries dropped by the size bound.
     pub evictions: u64,
@@ -621,7 +622,16 @@ impl FileStore {
     }
 
     /// Deletes a key, writing a tombstone so the delete survives a restart. Returns whether it
-    /// removed a value: live, expired but kept for stale reads, damaged, or a refused fill's.
+    /// removed a value: live, expired but kept for stale reads, or a refused fill's.
+    ///
+    /// A key whose record is damaged (its checksum fails) has no value a read could get: a
+    /// `get` misses and [`contains`](Self::contains) says no. Its delete takes the record out
+    /// with a tombstone as any other (under the size bound, durable as the store's
+    /// [`Durability`] makes every write), counts the damage in
+    /// [`FileStoreStats::corrupt_reads`] and logs it, as a read that meets it does, and returns
+    /// `false`: it removed no value. So does a delete after a read met the damage first. The
+    /// same holds for each key of [`Storage::delete_many`], which
+    /// counts only the values removed.
     ///
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::WritesDisabled`], [`Error::Io`].
@@ -812,6 +822,8 @@ impl Storage for FileStore {
         get_each(self, keys)
     }
 
+    /// Each key as [`FileStore::delete`]: a key whose record is damaged is taken out, counted
+    /// in `corrupt_reads`, and not counted as removed.
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         delete_each(self, "file", keys)
     }

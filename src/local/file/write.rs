@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::format::{self, Kind, Meta, META_EXT_LEN, SEGMENT_HEADER_LEN};
 use super::index::IndexEntry;
-use super::lookup::RefusedFill;
+use super::lookup::{Deletes, RefusedFill};
 use super::policy;
 use super::segment::{self, Segment};
 use super::value_item::ValueItem;
@@ -305,19 +305,22 @@ impl Inner {
         let held = self.stash.forget(hash, self.moment());
         // The record decides (the writer lock keeps the entry as it is): see `needs_tombstone`;
         // with no entry, whether the key's value left the index expired lately (see `lapsed`).
-        let Some(removes) = self
+        let Some(deletes) = self
             .needs_tombstone(key, hash)
-            .or_else(|| self.lapsed.contains(hash).then_some(false))
+            .or_else(|| self.lapsed.contains(hash).then_some(Deletes::Nothing))
         else {
             return Ok(held);
         };
+        if let Deletes::Damaged(loc) = deletes {
+            return self.delete_damaged(&mut w, key, hash, loc).map(|()| held);
+        }
         self.append_tombstone(&mut w, key)?;
         if let Some((_, old)) = self.index.remove(&hash) {
             self.unaccount(old.loc);
             self.count_if_expired(&old, self.clock.now_ms());
         }
         self.sync_if_every_write(&w)?;
-        Ok(removes || held)
+        Ok(matches!(deletes, Deletes::Value) || held)
     }
 
     /// Whether a record of `len` bytes needs a new segment: there is no active one, or it does
