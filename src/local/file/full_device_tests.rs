@@ -292,20 +292,7 @@ fn a_delete_of_a_damaged_record_without_room_for_its_tombstone_counts_the_damage
     store.set("k", b"older-value-of-k", None).unwrap();
     store.set("k", b"newer-value-of-k", None).unwrap();
     store.close().unwrap();
-    let mut damaged = 0;
-    for seg in std::fs::read_dir(dir.path()).unwrap() {
-        let path = seg.unwrap().path();
-        if path.extension().is_some_and(|e| e == "seg") {
-            let mut bytes = std::fs::read(&path).unwrap();
-            let needle = b"newer-value-of-k";
-            if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
-                bytes[at] ^= 0x20;
-                std::fs::write(&path, bytes).unwrap();
-                damaged += 1;
-            }
-        }
-    }
-    assert_eq!(damaged, 1);
+    assert_eq!(damage_record_of(dir.path(), b"newer-value-of-k"), 1);
 
     let (store, sim) = sim_store(dir.path(), small(&clock));
     // The reopened store's first record takes a new segment: its header lands, the tombstone
@@ -326,4 +313,22 @@ fn a_delete_of_a_damaged_record_without_room_for_its_tombstone_counts_the_damage
     let store = FileStore::open(dir.path(), small(&clock)).unwrap();
     assert_eq!(store.get("k").unwrap(), None, "the older value came back");
     store.close().unwrap();
+}
+
+/// Flips a bit of the record holding `value` in the segment files of the closed store in `dir`;
+/// returns how many records it damaged.
+pub(super) fn damage_record_of(dir: &std::path::Path, value: &[u8]) -> usize {
+    let mut damaged = 0;
+    for seg in std::fs::read_dir(dir).unwrap() {
+        let path = seg.unwrap().path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(at) = bytes.windows(value.len()).position(|w| w == value) {
+                bytes[at] ^= 0x20;
+                std::fs::write(&path, bytes).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    damaged
 }
