@@ -311,7 +311,8 @@ pub trait DistributedStorage: Storage {
     /// keys (the default).
     ///
     /// [`CacheManager::invalidate_prefix`](crate::CacheManager::invalidate_prefix) calls it on an
-    /// L2 given to the builder (and on a Memcached L2); a Redis or Redis Cluster L2 that
+    /// L2 given to the builder; a Memcached L2 built from `[distributed]` is known to keep its
+    /// keys and is not asked; a Redis or Redis Cluster L2 that
     /// `[distributed]` describes is walked by the manager itself. `Ok(None)` makes that call
     /// fail with [`Error::PrefixKeptInL2`](crate::Error::PrefixKeptInL2) once it has dropped L1
     /// and told the other instances: the level still serves the values under the prefix, and

@@ -15,7 +15,7 @@
 mod support;
 
 use support::{MemcachedServer, RedisCluster, RedisServer};
-use uno_cache::{CacheConfig, CacheManager, Error};
+use uno_cache::{BreakerState, CacheConfig, CacheManager, Error};
 
 /// A file store L1 in `dir`: it lists its keys, so the call's count is exact.
 fn file_l1(dir: &tempfile::TempDir) -> String {
@@ -181,6 +181,66 @@ fn a_prefix_on_a_memcached_l2_is_reported_kept_there_not_ok() {
     }
     // What the error warns of: L2 still serves the old value.
     assert_eq!(cache.get::<u32>("user:3").unwrap(), Some(7));
+}
+
+/// A Memcached L2 cannot list its keys whether or not it answers: one not reached yet (down
+/// at start-up, connected in the background), its breaker open once its calls have failed,
+/// still has the call report the keys kept there, as when Memcached is up, not
+/// `NotConnected` or `CircuitOpen`, which say to retry once L2 answers, where no retry ever
+/// deletes them. The call asks no server, so the breaker stays as it was.
+#[test]
+fn a_prefix_on_a_memcached_l2_not_reached_yet_is_still_reported_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut memcached = MemcachedServer::start();
+    let addr = memcached.addr();
+    memcached.kill();
+    let config = CacheConfig::from_toml_str(&format!(
+        "{}[distributed]\nenabled = true\ntype = \"memcached\"\nhosts = [\"{addr}\"]\n\
+         breaker_failures = 1\nbreaker_cooldown_ms = 600000\ntimeout_ms = 200\n",
+        file_l1(&dir),
+    ))
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    for i in 0..4 {
+        cache.set(&format!("user:{i}"), &7u32, None).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for answer in [
+        cache.invalidate_prefix("user:"),
+        rt.block_on(cache.invalidate_prefix_async("user:")),
+    ] {
+        assert!(
+            matches!(
+                answer,
+                Err(Error::PrefixKeptInL2 {
+                    level: "memcached",
+                    ..
+                })
+            ),
+            "a prefix Memcached keeps, reported as {answer:?}"
+        );
+    }
+    let breaker = cache.stats().distributed.breaker.unwrap();
+    assert_eq!(breaker.state, BreakerState::Open, "{breaker:?}");
+    for answer in [
+        cache.invalidate_prefix("user:"),
+        rt.block_on(cache.invalidate_prefix_async("user:")),
+    ] {
+        assert!(
+            matches!(
+                answer,
+                Err(Error::PrefixKeptInL2 {
+                    level: "memcached",
+                    ..
+                })
+            ),
+            "a prefix Memcached keeps, with its breaker open, reported as {answer:?}"
+        );
+    }
+    for i in 0..4 {
+        assert_eq!(cache.local().get(&format!("user:{i}")).unwrap(), None);
+    }
+    assert_eq!(cache.stats().distributed.breaker.unwrap().trips, breaker.trips);
 }
 
 /// The async form walks every primary of a cluster too.

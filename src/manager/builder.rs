@@ -146,6 +146,7 @@ impl CacheManagerBuilder {
             Some(hot) => Arc::new(Tiered::new(Arc::clone(hot), l1)),
             None => l1,
         };
+        let own_l2 = self.distributed.is_some();
         let (l2, breaker, nodes, connector) = if !config.use_multi_level {
             (None, None, None, None)
         } else if let Some(level) = self.distributed {
@@ -183,7 +184,7 @@ impl CacheManagerBuilder {
         let policy = config.consistency.restart_policy;
         let l2_present = l2.is_some();
         let tags = build_tags(&config, io.as_ref())?;
-        let l2_keys = build_l2_keys(&config, io.as_ref(), l2_present)?;
+        let l2_keys = build_l2_keys(&config, io.as_ref(), (l2_present, own_l2))?;
         let replayer = replay.is_some().then(Replayer::default);
         // The one stop signal of this manager's threads; the queues they sleep on listen to it.
         let shutdown = Shutdown::default();

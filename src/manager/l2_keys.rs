@@ -1,8 +1,9 @@
 //! Where a prefix invalidation deletes L2's keys under the prefix (see
 //! `CacheManager::invalidate_prefix`): a Redis or Redis Cluster L2 that `[distributed]`
 //! describes is walked through a connection of its own, on the L2's hosts and credentials;
-//! any other L2 (one given to the builder, a Memcached L2) is asked to delete them itself
-//! (`DistributedStorage::delete_prefix`), and one that cannot list its keys says so.
+//! any other L2 given to the builder is asked to delete them itself
+//! (`DistributedStorage::delete_prefix`), and one that cannot list its keys says so, as a
+//! Memcached L2 built from `[distributed]` does without being asked.
 //!
 //! The walk used to go through the tag store, on the tag sets' Redis: with `[invalidation]
 //! hosts` set that is the backplane's Redis, which holds no value of L2, and on a cluster it was
@@ -28,11 +29,20 @@ pub(crate) enum L2Keys {
     // Without the `redis` feature there is no Redis L2 (and `TagStore` has no values).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Walked(Box<TagStore>),
-    /// Any other L2, asked to delete the keys itself (`DistributedStorage::delete_prefix`): one
-    /// given to the builder, or a Memcached L2 (which cannot list its keys, and says so).
+    /// An L2 given to the builder that `[distributed]` does not describe as a Redis, asked to
+    /// delete the keys itself (`DistributedStorage::delete_prefix`), which may say it cannot.
     Asked {
         /// The level, as `Error::PrefixKeptInL2` names it: `memcached` where `[distributed]`
         /// says so, else `L2` (the name a level given to the builder has in errors).
+        level: &'static str,
+    },
+    /// A Memcached L2 the manager built from `[distributed]`: it cannot list its keys, so it is
+    /// not asked. Asked, its answer went through its breaker and its background connection,
+    /// and while those refused the call (Memcached down, not reached since start-up) it failed
+    /// with `CircuitOpen` or `NotConnected`, which say to retry once L2 answers, where no retry
+    /// can delete the keys.
+    Unlisted {
+        /// The level, as errors name it (`memcached`).
         level: &'static str,
     },
 }
@@ -67,7 +77,7 @@ impl L2Keys {
     /// Whether L2 may delete keys during the call (and L1 must then be dropped again after it;
     /// see `PrefixBegun::drops_again`).
     pub(crate) fn deletes(&self) -> bool {
-        !matches!(self, L2Keys::NoL2)
+        matches!(self, L2Keys::Walked(_) | L2Keys::Asked { .. })
     }
 
     /// Deletes L2's keys `{prefix}*` (`{l2_prefix}{prefix}*` in a walked Redis): `in_l1` are
@@ -85,6 +95,7 @@ impl L2Keys {
                 .map(InL2::Uncounted)
                 .map_err(as_l2),
             (L2Keys::Asked { level }, Some(l2)) => Ok(asked(level, l2.delete_prefix(prefix)?)),
+            (L2Keys::Unlisted { level }, _) => Ok(InL2::Kept { level }),
             (L2Keys::NoL2, _) | (L2Keys::Asked { .. }, None) => Ok(InL2::Uncounted(0)),
         }
     }
@@ -104,6 +115,7 @@ impl L2Keys {
                 .map(InL2::Uncounted)
                 .map_err(as_l2),
             (L2Keys::Asked { level }, Some(l2)) => Ok(asked(level, l2.delete_prefix_async(prefix).await?)),
+            (L2Keys::Unlisted { level }, _) => Ok(InL2::Kept { level }),
             (L2Keys::NoL2, _) | (L2Keys::Asked { .. }, None) => Ok(InL2::Uncounted(0)),
         }
     }

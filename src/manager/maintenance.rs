@@ -118,11 +118,12 @@ impl CacheManager {
     /// L2 keys are deleted with `SCAN` + `UNLINK` on a Redis L2 that `[distributed]` describes,
     /// on every primary of a Redis Cluster, through a connection on the L2's own hosts and
     /// login (not the backplane's, whose Redis holds none of L2's values when `[invalidation]
-    /// hosts` names one). Any other L2 (one given to the builder with
-    /// [`CacheManagerBuilder::distributed`](crate::CacheManagerBuilder::distributed), a
-    /// Memcached L2) deletes them itself, with
+    /// hosts` names one). Any other L2 given to the builder with
+    /// [`CacheManagerBuilder::distributed`](crate::CacheManagerBuilder::distributed) deletes them
+    /// itself, with
     /// [`DistributedStorage::delete_prefix`](crate::DistributedStorage::delete_prefix). One that
-    /// cannot list its keys (Memcached; a level of your own that does not implement that
+    /// cannot list its keys (Memcached, not asked, so the answer is the same while it is down
+    /// or its breaker open; a level of your own that does not implement that
     /// method; an [`InProcess`](crate::InProcess) not made with
     /// [`listing`](crate::InProcess::listing)) keeps them until their TTL, and the call, having
     /// done the rest, returns [`Error::PrefixKeptInL2`] rather than `Ok`. Writes under the

@@ -92,9 +92,14 @@ pub(super) fn build_tags(_config: &CacheConfig, _io: Option<&SharedIo>) -> Resul
 /// How a prefix invalidation deletes L2's keys (see [`L2Keys`]): a Redis L2 that
 /// `[distributed]` describes through a store on its own hosts, credentials and TLS settings,
 /// with its timeout, never the backplane's (whose Redis holds none of L2's values when
-/// `[invalidation] hosts` names another), connected on the first prefix invalidation; any
-/// other L2 asked to delete them itself.
-pub(super) fn build_l2_keys(config: &CacheConfig, io: Option<&SharedIo>, l2_present: bool) -> Result<L2Keys> {
+/// `[invalidation] hosts` names another), connected on the first prefix invalidation; a
+/// Memcached L2 built from `[distributed]` known to keep them; any other L2 given to the builder
+/// (`own_l2`) asked to delete them itself.
+pub(super) fn build_l2_keys(
+    config: &CacheConfig,
+    io: Option<&SharedIo>,
+    (l2_present, own_l2): (bool, bool),
+) -> Result<L2Keys> {
     #[cfg(not(feature = "redis"))]
     let _ = io; // only a Redis L2 is walked
     if !l2_present {
@@ -107,7 +112,8 @@ pub(super) fn build_l2_keys(config: &CacheConfig, io: Option<&SharedIo>, l2_pres
         return Ok(L2Keys::Asked { level: "L2" });
     }
     match config.distributed.kind {
-        DistributedKind::Memcached => Ok(L2Keys::Asked { level: "memcached" }),
+        DistributedKind::Memcached if own_l2 => Ok(L2Keys::Asked { level: "memcached" }),
+        DistributedKind::Memcached => Ok(L2Keys::Unlisted { level: "memcached" }),
         #[cfg(feature = "redis")]
         DistributedKind::Redis => TagStore::new(
             l2_redis(config)?.io_runtime(io.cloned()),
