@@ -18,6 +18,7 @@
 mod manager_support;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -364,6 +365,72 @@ fn a_set_during_a_level_of_your_owns_prefix_delete_does_not_stay_in_l1_alone() {
     });
     assert_eq!(l2.peek("p:k"), None, "the level deleted the prefix");
     assert_eq!(cache.local().get("p:k").unwrap(), None, "p:k stayed in L1 alone");
+    assert_eq!(cache.get::<u32>("p:k").unwrap(), None);
+}
+
+/// A level whose async prefix delete is sent at once and lands when `land` lets it, whether or
+/// not its caller still waits (as a command written to a socket does): its future never ends.
+#[derive(Default)]
+struct LandsLate {
+    map: Arc<Map>,
+    land: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    sent: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl LandsLate {
+    /// Lets the delete land, and waits until it has.
+    fn land(&self) {
+        *self.land.0.lock().unwrap() = true;
+        self.land.1.notify_all();
+        let sent = self.sent.lock().unwrap().take();
+        sent.expect("no delete was sent").join().unwrap();
+    }
+}
+
+own_level!(LandsLate, {
+    fn delete_prefix_async<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        let (map, land, prefix) = (Arc::clone(&self.map), Arc::clone(&self.land), prefix.to_owned());
+        *self.sent.lock().unwrap() = Some(std::thread::spawn(move || {
+            let mut landed = land.0.lock().unwrap();
+            while !*landed {
+                landed = land.1.wait(landed).unwrap();
+            }
+            map.delete_prefix(&prefix);
+        }));
+        Box::pin(std::future::pending())
+    }
+});
+
+/// An async prefix invalidation dropped while the level's delete is on its way (a caller's
+/// timeout) owes what one dropped during a Redis walk does: a set that runs after the drop and
+/// before the delete lands loses its L2 copy to it, and its L1 copy goes too at the end of the
+/// quiet window, rather than staying in L1 alone, with no TTL to end it, while L2 has none.
+#[test]
+fn a_cancelled_async_prefix_delete_of_a_level_of_your_own_drops_l1_again_once_it_may_have_landed() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = Arc::new(LandsLate::default());
+    let cache = over(&dir, l2.clone());
+    cache.set("p:k", &1u32, None).unwrap();
+    {
+        let mut invalidation = std::pin::pin!(cache.invalidate_prefix_async("p:"));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(invalidation.as_mut().poll(&mut cx).is_pending());
+    }
+    cache.set("p:k", &2u32, None).unwrap();
+    l2.land();
+    assert_eq!(
+        l2.get("p:k").unwrap(),
+        None,
+        "the late delete took the set's L2 copy"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cache.local().get("p:k").unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "p:k stayed in L1 alone after the late delete"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(cache.get::<u32>("p:k").unwrap(), None);
 }
 
