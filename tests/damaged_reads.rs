@@ -238,3 +238,47 @@ fn a_delete_of_a_damaged_record_counts_and_logs_it_and_removes_no_value() {
     assert_eq!(store.get(&key(3)).unwrap(), Some(value(3, 2)));
     store.close().unwrap();
 }
+
+/// `delete_many` over damaged, whole and absent keys (and one named twice) counts the values it
+/// removed, the whole keys' once each, and the damage each damaged key's delete met, once; all
+/// of them stay gone across a reopen, older values too, and the keys it did not name stay.
+#[test]
+fn delete_many_over_damaged_whole_and_absent_keys_counts_only_the_whole_ones() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let options = || small_segments().durability(Durability::EveryWrite);
+    let store = FileStore::open(&dir, options()).unwrap();
+    for version in [1, 2] {
+        for i in 0..6 {
+            store.set(&key(i), &value(i, version), None).unwrap();
+        }
+    }
+    store.close().unwrap();
+    assert_eq!(damage_even_newer_values(&dir, 6), 3);
+
+    let store = FileStore::open(&dir, options()).unwrap();
+    let (k0, k1, k2, k3, k4) = (key(0), key(1), key(2), key(3), key(4));
+    let named = [
+        k0.as_str(),
+        k1.as_str(),
+        "absent",
+        k2.as_str(),
+        k3.as_str(),
+        k1.as_str(),
+        k2.as_str(),
+    ];
+    assert_eq!(Storage::delete_many(&store, &named).unwrap(), 2);
+    assert_eq!(store.stats().corrupt_reads, 2, "{:?}", store.stats());
+    // Not named: its damage is met by the read, once.
+    assert_eq!(store.get(&k4).unwrap(), None);
+    assert_eq!(store.stats().corrupt_reads, 3, "{:?}", store.stats());
+    store.close().unwrap();
+
+    let store = FileStore::open(&dir, options()).unwrap();
+    for i in 0..5 {
+        assert_eq!(store.get(&key(i)).unwrap(), None, "key {i} came back");
+    }
+    assert_eq!(store.get(&key(5)).unwrap(), Some(value(5, 2)));
+    assert_eq!(store.stats().corrupt_reads, 0, "{:?}", store.stats());
+    store.close().unwrap();
+}
