@@ -654,10 +654,9 @@ mod tests {
         );
     }
 
-    /// A level that cannot list its keys answers a prefix deletion without a server: that
-    /// answer must not close a half-open breaker, nor keep its probe slot.
-    #[test]
-    fn a_prefix_deletion_the_level_cannot_make_neither_closes_a_half_open_breaker_nor_holds_its_probe() {
+    /// A breaker of one failure, opened and cooled down (its next call probes), in front of a
+    /// [`Flaky`] level.
+    fn half_open() -> (Arc<CircuitBreaker>, Guarded<Flaky>) {
         let clock = ManualClock::new(0);
         let breaker = Arc::new(CircuitBreaker::with_clock(
             1,
@@ -667,6 +666,14 @@ mod tests {
         let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
         breaker.record_failure();
         clock.advance(Duration::from_secs(1));
+        (breaker, guarded)
+    }
+
+    /// A level that cannot list its keys answers a prefix deletion without a server: that
+    /// answer must not close a half-open breaker, nor keep its probe slot.
+    #[test]
+    fn a_prefix_deletion_the_level_cannot_make_neither_closes_a_half_open_breaker_nor_holds_its_probe() {
+        let (breaker, guarded) = half_open();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         assert_eq!(guarded.delete_prefix("p:").unwrap(), None);
         assert_eq!(rt.block_on(guarded.delete_prefix_async("p:")).unwrap(), None);
@@ -721,15 +728,7 @@ mod tests {
 
     #[test]
     fn a_probe_ending_in_a_caller_error_lets_the_next_call_probe() {
-        let clock = ManualClock::new(0);
-        let breaker = Arc::new(CircuitBreaker::with_clock(
-            1,
-            Duration::from_secs(1),
-            Arc::new(clock.clone()),
-        ));
-        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
-        breaker.record_failure();
-        clock.advance(Duration::from_secs(1));
+        let (breaker, guarded) = half_open();
         assert!(matches!(guarded.get(""), Err(Error::InvalidKey { .. })));
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
         assert_eq!(
@@ -742,15 +741,7 @@ mod tests {
 
     #[test]
     fn async_probe_ending_in_a_caller_error_frees_the_slot_too() {
-        let clock = ManualClock::new(0);
-        let breaker = Arc::new(CircuitBreaker::with_clock(
-            1,
-            Duration::from_secs(1),
-            Arc::new(clock.clone()),
-        ));
-        let guarded = Guarded::new("flaky", Flaky::default(), breaker.clone());
-        breaker.record_failure();
-        clock.advance(Duration::from_secs(1));
+        let (breaker, guarded) = half_open();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         assert!(matches!(
             rt.block_on(guarded.get_async("")),
