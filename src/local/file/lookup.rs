@@ -238,7 +238,7 @@ impl Inner {
         if let Some(unlogged) = self.damaged_lines.pass() {
             let path = self.slots.get(loc).map(|seg| seg.path.display().to_string());
             tracing::warn!(key = %key_for_error(key), path = path.as_deref().unwrap_or("?"), offset = loc.offset(), unlogged,
-                "damaged record met by a delete; it removed no value (unlogged: damaged records met since the last line)");
+                "damaged record met by a delete; it removed no value (unlogged: damaged records met by reads and deletes since the last line)");
         }
         if let Some((_, e)) = self.index.remove_if(&hash, |_, e| e.loc == loc) {
             self.unaccount(e.loc);
@@ -435,7 +435,7 @@ impl Inner {
         if let Some(unlogged) = self.damaged_lines.pass() {
             let path = path.map(|p| p.display().to_string());
             tracing::warn!(key = %key_for_error(key), path = path.as_deref().unwrap_or("?"), offset = loc.offset(), tombstone_error, unlogged,
-                "damaged record read; treated as a miss (unlogged: damaged reads since the last line)");
+                "damaged record read; treated as a miss (unlogged: damaged records met by reads and deletes since the last line)");
         }
         if !tombstoned {
             // An older record of the key may be on disk, which a reopen that scans past the
