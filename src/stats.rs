@@ -468,7 +468,10 @@ pub struct OverallStats {
     /// Keys no level had, and keys a failed level could not read that `fallback_on_error`
     /// answered as misses.
     pub misses: u64,
-    /// L2 hits copied into L1.
+    /// L2 hits copied into L1 (also in `local.sets`). A batch read's are written, and counted,
+    /// by a background thread a moment after the read returns; a snapshot waits for those of
+    /// the reads that returned before it (at most 100 ms, for an L1 disk that stalls), so
+    /// that batch and single reads are counted alike.
     pub backfills: u64,
     /// L2 hits not copied into L1: a write or delete of the key raced the read, the backfill
     /// queue was full, L1's admission policy refused the fill (the file tier, when it is

@@ -150,14 +150,27 @@ impl FillQueue {
 
     /// Waits until every queued batch is written (at most [`MAX_DRAIN`]).
     pub(crate) fn drain(&self) {
-        let deadline = Instant::now() + MAX_DRAIN;
+        if !self.drain_within(MAX_DRAIN) {
+            tracing::warn!("backfills still queued after {MAX_DRAIN:?}; flush goes on");
+        }
+    }
+
+    /// Waits until every queued batch is written, at most `limit`; whether it was.
+    pub(crate) fn drain_within(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         let mut st = self.state.lock();
         while st.busy || !st.batches.is_empty() {
             if self.idle.wait_until(&mut st, deadline).timed_out() {
-                tracing::warn!("backfills still queued after {MAX_DRAIN:?}; flush goes on");
-                return;
+                return false;
             }
         }
+        true
+    }
+
+    /// Whether no batch is queued or being written.
+    pub(crate) fn is_idle(&self) -> bool {
+        let st = self.state.lock();
+        !st.busy && st.batches.is_empty()
     }
 
     /// Waits for work (then [`LINGER`] more) and takes every queued batch; `None` once stopped.
@@ -297,6 +310,19 @@ mod tests {
         assert!(!queue.push(batch(11)), "over the bound");
         assert!(queue.push(batch(10)), "up to the bound");
         assert_eq!(queue.state.lock().entries, MAX_QUEUED);
+    }
+
+    /// The stats wait so for the queue: an L1 that stalls its writes must not stall them.
+    #[test]
+    fn drain_within_gives_up_at_its_limit_when_nothing_writes_the_queue() {
+        let queue = FillQueue::new(Shutdown::default());
+        assert!(queue.is_idle());
+        assert!(queue.drain_within(Duration::ZERO), "nothing queued: drained");
+        assert!(queue.push(batch(1)));
+        assert!(!queue.is_idle());
+        let started = Instant::now();
+        assert!(!queue.drain_within(Duration::from_millis(20)));
+        assert!(started.elapsed() >= Duration::from_millis(20));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::offload::offload;
 use super::CacheManager;
 
 use crate::error::Result;
@@ -13,6 +14,14 @@ use crate::storage::StorageSize;
 /// `STRLEN` per key), seconds of the server's time on a large one, and every instance that polls
 /// its stats walks it.
 pub const L2_SIZE_MAX_AGE: Duration = Duration::from_secs(crate::config::DEFAULT_SIZE_MAX_AGE_SECS);
+
+/// How long the stats wait at most for the backfills batch reads queued (see `fill`) to be
+/// written, before they read the counters: the copies a batch read's L2 hits owe L1 are made by
+/// a background thread a moment after the read returns, and a snapshot taken meanwhile
+/// counted a single read's backfill and not a batch's (`overall.backfills`, `local.sets`, the
+/// file tier's size). Bounded, so that a poll of the stats during a stall of L1's disk still
+/// answers: what is still queued then is counted by a later snapshot.
+pub(crate) const STATS_FILL_WAIT: Duration = Duration::from_millis(100);
 
 /// What [`Monitor::l2_failures`] reads: cumulative counters, compared between two readings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,9 +57,16 @@ impl<'a> Monitor<'a> {
     /// key; a failed reading is reused the same way (its error in `distributed.size_error`), and
     /// calls at the same time wait for one walk. With `size_max_age_secs = 0` it is never read
     /// (`size_error` says so). L1's is read every time.
+    ///
+    /// The backfills that batch reads returned before this call queued for L1 are waited for
+    /// first (at most 100 ms), so that they are counted as a single read's are, once it
+    /// returned.
     #[must_use]
     pub fn get_stats(&self) -> CacheStats {
         let s = &self.manager.shared;
+        if let Some(fills) = &s.fills {
+            fills.drain_within(STATS_FILL_WAIT);
+        }
         let l1_size = s.l1.size();
         let l2_size = s.l2.as_ref().map(|l2| s.l2_size.read(|| l2.size()));
         self.assemble(l1_size, l2_size)
@@ -130,9 +146,15 @@ impl<'a> Monitor<'a> {
         }
     }
 
-    /// [`Monitor::get_stats`] reading L2's size without blocking the executor.
+    /// [`Monitor::get_stats`] reading L2's size without blocking the executor; queued
+    /// backfills of batch reads are waited for (as there) on a thread of its own.
     pub async fn get_stats_async(self) -> CacheStats {
         let s = &self.manager.shared;
+        if let Some(fills) = s.fills.as_ref().filter(|fills| !fills.is_idle()) {
+            let fills = std::sync::Arc::clone(fills);
+            // A thread that cannot be started leaves them uncounted until a later snapshot.
+            let _ = offload("stats", move || Ok(fills.drain_within(STATS_FILL_WAIT))).await;
+        }
         let l1_size = s.l1.size();
         let l2_size = match &s.l2 {
             Some(l2) => Some(s.l2_size.read_async(|| l2.size_async()).await),

@@ -1,0 +1,131 @@
+//! `stats()` where an operator compares figures that must agree: a file-store L1 with its
+//! memory tier in front of a real `redis-server`. The same keys read one by one and in one
+//! batch move the counters alike (once the reads returned, whoever backfills L1), and a failed
+//! L2 call counts once in `distributed.errors`, whichever form it took and however many keys it
+//! named, on an L2 whose server was killed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+
+use support::RedisServer;
+use uno_cache::{CacheConfig, CacheManager, CacheStats};
+
+fn cache(dir: &Path, redis: &RedisServer) -> CacheManager {
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        fallback_on_error = true
+        [local]
+        type = "file"
+        path = {:?}
+        ttl = 600
+        memory_items = 1000
+        [distributed]
+        enabled = true
+        type = "redis"
+        hosts = [{:?}]
+        key_prefix = "agree:"
+        ttl = 600
+        timeout_ms = 500
+        "#,
+        dir.display().to_string(),
+        redis.addr(),
+    ))
+    .unwrap();
+    CacheManager::new(config).unwrap()
+}
+
+/// What a read of keys through the levels moves, whichever form the reads took: each tier's
+/// hits and misses, the backfills and the writes they made in L1, what the file tier holds.
+#[derive(Debug, PartialEq, Eq)]
+struct Reads {
+    memory: (u64, u64),
+    file: (u64, u64),
+    local: (u64, u64),
+    distributed: (u64, u64),
+    overall: (u64, u64),
+    backfills: (u64, u64),
+    local_sets: u64,
+    file_sets: u64,
+    file_items: u64,
+}
+
+fn reads(s: &CacheStats) -> Reads {
+    Reads {
+        memory: (s.memory.hits, s.memory.misses),
+        file: (s.file.hits, s.file.misses),
+        local: (s.local.hits, s.local.misses),
+        distributed: (s.distributed.hits, s.distributed.misses),
+        overall: (s.overall.hits, s.overall.misses),
+        backfills: (s.overall.backfills, s.overall.backfills_skipped),
+        local_sets: s.local.sets,
+        file_sets: s.file.sets,
+        file_items: s.size.file.items,
+    }
+}
+
+const KEYS: u32 = 20;
+
+fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("k{i}")).collect()
+}
+
+/// Two managers on L2 keys another instance wrote (in L2 alone for them).
+fn two_readers(redis: &RedisServer) -> (Vec<tempfile::TempDir>, CacheManager, CacheManager) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let writer = cache(dirs[0].path(), redis);
+    for (i, key) in keys().iter().enumerate() {
+        writer.set(key, &(i as u32), None).unwrap();
+    }
+    let single = cache(dirs[1].path(), redis);
+    let batch = cache(dirs[2].path(), redis);
+    (dirs, single, batch)
+}
+
+/// L2 hits read in one batch are copied into L1 by a background thread a moment after the
+/// batch returns; stats read then counted none of those backfills (nor L1's writes, nor its
+/// size) where the same reads one by one had counted every one.
+#[test]
+fn a_batch_reads_backfills_are_counted_as_single_reads_are_once_it_returned() {
+    let redis = RedisServer::start();
+    let (_dirs, single, batch) = two_readers(&redis);
+    let keys = keys();
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(single.get::<u32>(key).unwrap(), Some(i as u32));
+    }
+    assert_eq!(batch.multi_get::<u32>(&keys).unwrap().len(), KEYS as usize);
+    let (one_by_one, batched) = (reads(&single.stats()), reads(&batch.stats()));
+    let n = u64::from(KEYS);
+    assert_eq!(one_by_one.backfills, (n, 0), "{one_by_one:?}");
+    assert_eq!(batched, one_by_one);
+    assert_eq!(batched.file_items, n);
+}
+
+/// [`a_batch_reads_backfills_are_counted_as_single_reads_are_once_it_returned`] through the
+/// async forms, the stats read with `get_stats_async`.
+#[test]
+fn an_async_batch_reads_backfills_are_counted_as_async_single_reads_are_once_it_returned() {
+    let redis = RedisServer::start();
+    let (_dirs, single, batch) = two_readers(&redis);
+    let keys = keys();
+    let (one_by_one, batched) = support::block_on(async {
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(single.get_async::<u32>(key).await.unwrap(), Some(i as u32));
+        }
+        let found = batch.multi_get_async::<u32>(&keys).await.unwrap();
+        assert_eq!(found.len(), KEYS as usize);
+        (
+            reads(&single.monitor().get_stats_async().await),
+            reads(&batch.monitor().get_stats_async().await),
+        )
+    });
+    assert_eq!(one_by_one.backfills, (u64::from(KEYS), 0), "{one_by_one:?}");
+    assert_eq!(batched, one_by_one);
+}
