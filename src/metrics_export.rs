@@ -14,7 +14,7 @@
 //! | `uno_cache_hits_total`, `uno_cache_misses_total` | counter | each, `all` | `hits`, `misses` |
 //! | `uno_cache_hit_ratio` | gauge | each, `all` | `hit_rate` |
 //! | `uno_cache_sets_total` | counter | each | `sets` |
-//! | `uno_cache_deletes_total`, `uno_cache_errors_total`, `uno_cache_corrupt_reads_total` | counter | each but `memory` (it drops a key with every change of L1, whose deletes `local` counts, and holds decoded values in RAM, with nothing to fail or be damaged) | `deletes`, `errors`, `corrupt_reads` |
+//! | `uno_cache_deletes_total`, `uno_cache_errors_total`, `uno_cache_corrupt_reads_total` | counter | each but `memory` (it drops a key with every change of L1, whose deletes `local` counts, and holds decoded values in RAM, with nothing to fail or be damaged) | `deletes`, `errors` (failed calls: a batch's once, however many keys it named), `corrupt_reads` |
 //! | `uno_cache_config_errors_total` | counter | `distributed` | `config_errors` (the backplane's refusals included) |
 //! | `uno_cache_late_writes_deleted_total`, `uno_cache_writes_in_doubt` | counter, gauge | `distributed` | `late_writes_deleted`, `writes_in_doubt` (writes that timed out, see `RedisStore::writes_in_doubt`) |
 //! | `uno_cache_evictions_total`, `uno_cache_expirations_total` | counter | each | as named |

@@ -348,8 +348,13 @@ pub struct LevelStats {
     /// (`uno_cache_deletes_total` is not published for the memory tier).
     pub deletes: u64,
     /// Calls to this level that failed (hidden by fallback or not), write-behind's sends
-    /// included. The replay's calls are not: a replay pass stopped by an L2 failure counts once
-    /// in `consistency.replay_failures`, and is retried. Always 0 for `memory`, whose values are
+    /// included: one per call, however many keys it named, so a `get_many` (`multi_get`,
+    /// `multi_set`, `multi_delete`, their async forms) of 500 keys that L2 failed counts 1,
+    /// and 500 single `get`s that it failed count 500 (with `fallback_on_error`, the keys such
+    /// reads answered as misses are in `overall.misses`, one each). A failed call counts so whether it was sent or
+    /// skipped (an open breaker, an L2 not connected yet), as the breaker counts it. The
+    /// replay's calls are not counted: a replay pass stopped by an L2 failure counts once in
+    /// `consistency.replay_failures`, and is retried. Always 0 for `memory`, whose values are
     /// decoded and in RAM (`uno_cache_errors_total` is not published for it).
     pub errors: u64,
     /// Entries the level dropped to respect its size bound (as it reports them): live ones
@@ -461,7 +466,8 @@ pub struct OverallStats {
     /// Keys read and answered: `hits + misses` (each key of a batch counts; a key a batch
     /// lists twice counts once). A key whose read ends in an error the caller gets (without
     /// `fallback_on_error`, and the keys a partial batch error names as not reached) is in
-    /// neither: the level that failed counts it in its `errors`.
+    /// neither: the failed call counts once in the level's `errors`, however many keys it
+    /// named.
     pub reads: u64,
     /// Keys some level had.
     pub hits: u64,

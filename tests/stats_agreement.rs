@@ -129,3 +129,65 @@ fn an_async_batch_reads_backfills_are_counted_as_async_single_reads_are_once_it_
     assert_eq!(one_by_one.backfills, (u64::from(KEYS), 0), "{one_by_one:?}");
     assert_eq!(batched, one_by_one);
 }
+
+/// `distributed.errors` counts failed L2 calls, not keys: a batch of 500 keys L2 failed is one
+/// error, as one single read is; 50 single reads are 50. Every form of read, write and delete,
+/// blocking and async, on a server that was killed.
+#[test]
+fn each_failed_l2_call_counts_one_error_whatever_its_form_and_however_many_keys_it_names() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path(), &redis);
+    redis.kill();
+    let errors = |cache: &CacheManager| cache.stats().distributed.errors;
+    let batch = |name: &str| (0..500).map(|i| format!("{name}{i}")).collect::<Vec<_>>();
+    let mut at = errors(&cache);
+    let mut expect = |what: &str, calls: u64| {
+        let now = errors(&cache);
+        assert_eq!(now - at, calls, "{what}");
+        at = now;
+    };
+
+    assert!(cache.multi_get::<u32>(&batch("g")).unwrap().is_empty());
+    expect("a batch read of 500 keys", 1);
+    for i in 0..50 {
+        assert_eq!(cache.get::<u32>(&format!("s{i}")).unwrap(), None);
+    }
+    expect("50 single reads", 50);
+    cache
+        .multi_set(batch("w").iter().map(|k| (k.as_str(), 1u32)), None)
+        .unwrap();
+    expect("a batch write of 500 keys", 1);
+    cache.set("w-one", &1u32, None).unwrap();
+    expect("a single write", 1);
+    cache.multi_delete(&batch("d")).unwrap();
+    expect("a batch delete of 500 keys", 1);
+    cache.delete("d-one").unwrap();
+    expect("a single delete", 1);
+
+    support::block_on(async {
+        assert!(cache
+            .multi_get_async::<u32>(&batch("ag"))
+            .await
+            .unwrap()
+            .is_empty());
+        expect("an async batch read of 500 keys", 1);
+        assert_eq!(cache.get_async::<u32>("ag-one").await.unwrap(), None);
+        expect("an async single read", 1);
+        cache
+            .multi_set_async(batch("aw").iter().map(|k| (k.as_str(), 1u32)), None)
+            .await
+            .unwrap();
+        expect("an async batch write of 500 keys", 1);
+        cache.set_async("aw-one", &1u32, None).await.unwrap();
+        expect("an async single write", 1);
+        cache.multi_delete_async(&batch("ad")).await.unwrap();
+        expect("an async batch delete of 500 keys", 1);
+        cache.delete_async("ad-one").await.unwrap();
+        expect("an async single delete", 1);
+    });
+    let stats = cache.stats();
+    // Each key the failed reads named is one miss overall, the form of the read aside.
+    assert_eq!(stats.overall.misses, 500 + 50 + 500 + 1, "{:?}", stats.overall);
+    assert_eq!(stats.distributed.hits + stats.distributed.misses, 0);
+}

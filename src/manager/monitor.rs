@@ -28,7 +28,7 @@ pub(crate) const STATS_FILL_WAIT: Duration = Duration::from_millis(100);
 #[non_exhaustive]
 pub struct L2Failures {
     /// Failed L2 calls, hidden by `fallback_on_error` or not, skips by an open breaker included
-    /// (`stats().distributed.errors`).
+    /// (`stats().distributed.errors`): a batch's once, however many keys it named.
     pub errors: u64,
     /// The last failure (the host, what happened, what to do; never a password), skips by an
     /// open breaker aside (`stats().distributed.last_error`).
