@@ -18,7 +18,7 @@
 //! | `uno_cache_config_errors_total` | counter | `distributed` | `config_errors` (the backplane's refusals included) |
 //! | `uno_cache_late_writes_deleted_total`, `uno_cache_writes_in_doubt` | counter, gauge | `distributed` | `late_writes_deleted`, `writes_in_doubt` (writes that timed out, see `RedisStore::writes_in_doubt`) |
 //! | `uno_cache_evictions_total`, `uno_cache_expirations_total` | counter | each | as named |
-//! | `uno_cache_entries`, `uno_cache_bytes` | gauge | each but `all` | `size` |
+//! | `uno_cache_entries`, `uno_cache_bytes` | gauge | each but `all` | `size` (for `memory`, its places: values, and keys removed since their value was kept, which keep their place, empty, until evicted; see `Sizes::memory`) |
 //! | `uno_cache_get_latency_seconds`, `uno_cache_set_latency_seconds` (label `quantile`: `0.5`, `0.99`) | gauge | each, `all` (get) | `get_latency`, `set_latency` |
 //! | `uno_cache_breaker_open` (1 open, 0.5 half-open, 0 closed), `uno_cache_breaker_trips_total` | gauge, counter | `distributed` | `breaker` |
 //! | `uno_cache_backfills_total`, `uno_cache_loads_total`, `uno_cache_load_waits_total`, `uno_cache_decode_errors_total` | counter | — | `overall` |

@@ -445,10 +445,13 @@ pub struct Sizes {
     /// minute.
     pub local: StorageSize,
     /// Entries of the memory tier, and what they count against `local.memory_max_mb`: its
-    /// values (expired ones not read since included) and the keys written or deleted since their
-    /// value was kept, which keep their place, empty, until evicted. A value counts the bytes it
-    /// was decoded from, its key and about 64 bytes, and at least `memory_max_mb /
-    /// memory_items` (an estimate, as they are decoded values); an empty place counts that least.
+    /// values (expired ones not read since included) and the keys written, deleted or dropped
+    /// by an invalidation (of keys, a prefix or a tag) since their value was kept, which keep
+    /// their place, empty, until evicted: places, not readable values, and what the tier's
+    /// bounds count (each value type has bounds of its own, so with several types `items` may
+    /// pass `memory_items`). A value counts the bytes it was decoded from, its key and about 64
+    /// bytes, and at least `memory_max_mb / memory_items` (an estimate, as they are decoded
+    /// values); an empty place counts that least.
     #[serde(default)]
     pub memory: StorageSize,
     /// Items and bytes of the tier behind the memory tier: the same as `local`, as the memory

@@ -2,7 +2,8 @@
 //! memory tier in front of a real `redis-server`. The same keys read one by one and in one
 //! batch move the counters alike (once the reads returned, whoever backfills L1), and a failed
 //! L2 call counts once in `distributed.errors`, whichever form it took and however many keys it
-//! named, on an L2 whose server was killed.
+//! named, on an L2 whose server was killed. And what the sizes of the in-memory levels count
+//! after removals and expiries: the memory tier's places, a memory L1's entries.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -190,4 +191,172 @@ fn each_failed_l2_call_counts_one_error_whatever_its_form_and_however_many_keys_
     // Each key the failed reads named is one miss overall, the form of the read aside.
     assert_eq!(stats.overall.misses, 500 + 50 + 500 + 1, "{:?}", stats.overall);
     assert_eq!(stats.distributed.hits + stats.distributed.misses, 0);
+}
+
+/// A manager whose L1 is `local` (TOML lines of `[local]`) in front of `redis`.
+fn with_local(local: &str, redis: &RedisServer) -> CacheManager {
+    let config = CacheConfig::from_toml_str(&format!(
+        r#"
+        [local]
+        ttl = 600
+        {local}
+        [distributed]
+        enabled = true
+        type = "redis"
+        hosts = [{:?}]
+        key_prefix = "sizes:"
+        ttl = 600
+        timeout_ms = 500
+        "#,
+        redis.addr(),
+    ))
+    .unwrap();
+    CacheManager::new(config).unwrap()
+}
+
+/// Writes and reads (typed) 5 keys of each kind of removal: `d*` deleted, `t*` invalidated by
+/// tag, `p:*` by prefix, in that order; `k*` stay. `after` sees the manager after each removal.
+fn removals(cache: &CacheManager, mut after: impl FnMut(&str, &CacheManager)) -> Vec<String> {
+    let mut removed = Vec::new();
+    for i in 0..5u32 {
+        for key in [format!("d{i}"), format!("p:{i}"), format!("k{i}")] {
+            cache.set(&key, &i, None).unwrap();
+        }
+        cache.set_with_tags(&format!("t{i}"), &i, None, &["grp"]).unwrap();
+        for key in [
+            format!("d{i}"),
+            format!("p:{i}"),
+            format!("t{i}"),
+            format!("k{i}"),
+        ] {
+            assert_eq!(cache.get::<u32>(&key).unwrap(), Some(i));
+            if !key.starts_with('k') {
+                removed.push(key);
+            }
+        }
+    }
+    after("written and read", cache);
+    for i in 0..5 {
+        assert!(cache.delete(&format!("d{i}")).unwrap());
+    }
+    after("deleted", cache);
+    assert_eq!(cache.invalidate_tag("grp").unwrap(), 5);
+    after("tag invalidated", cache);
+    assert!(cache.invalidate_prefix("p:").unwrap() >= 5);
+    after("prefix invalidated", cache);
+    for key in &removed {
+        assert_eq!(cache.get::<u32>(key).unwrap(), None, "{key}");
+    }
+    removed
+}
+
+/// `size.memory` of the memory tier counts places, not readable values, as `Sizes::memory`
+/// says: a key deleted, or dropped by a tag or prefix invalidation, keeps its place, empty
+/// (weighing the least a value weighs), until the tier's eviction takes it, so that the value
+/// written or read back next goes where the old one was. Those places count against the
+/// tier's bounds as values do; the file tier's size drops at once.
+#[test]
+fn the_memory_tiers_size_keeps_the_places_of_removed_keys_as_documented() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let local = format!(
+        "type = \"file\"\npath = {:?}\nmemory_items = 100",
+        dir.path().display().to_string()
+    );
+    let cache = with_local(&local, &redis);
+    let mut seen = Vec::new();
+    let removed = removals(&cache, |what, cache| {
+        let size = cache.stats().size;
+        seen.push((what.to_owned(), size.memory.items, size.file.items));
+    });
+    let want = |what: &str, memory, file| (what.to_owned(), memory, file);
+    assert_eq!(
+        seen,
+        [
+            want("written and read", 20, 20),
+            want("deleted", 20, 15),
+            want("tag invalidated", 20, 10),
+            want("prefix invalidated", 20, 5),
+        ]
+    );
+    let size = cache.stats().size;
+    let unit = size.memory.bytes / size.memory.items;
+    assert_eq!(
+        size.memory.bytes,
+        20 * unit,
+        "places weigh what a small value does: {size:?}"
+    );
+    // A removed key read back (written again, then read) takes its old place: no new one.
+    cache.set(&removed[0], &9u32, None).unwrap();
+    assert_eq!(cache.get::<u32>(&removed[0]).unwrap(), Some(9));
+    assert_eq!(cache.stats().size.memory.items, 20);
+}
+
+/// A memory L1 (`type = "memory"`) holds no places: a delete and a tag invalidation take the
+/// entries out, and its size drops at once; a prefix invalidation clears all of it (it cannot
+/// list a prefix's keys, as `invalidate_prefix` says).
+#[test]
+fn a_memory_l1s_size_drops_at_once_with_every_removal() {
+    let redis = RedisServer::start();
+    let cache = with_local("type = \"memory\"", &redis);
+    let mut seen = Vec::new();
+    removals(&cache, |what, cache| {
+        let s = cache.stats();
+        assert!(!s.memory.enabled, "no memory tier in front of a memory L1");
+        seen.push((what.to_owned(), s.size.local.items));
+    });
+    let want = |what: &str, items| (what.to_owned(), items);
+    assert_eq!(
+        seen,
+        [
+            want("written and read", 20),
+            want("deleted", 15),
+            want("tag invalidated", 10),
+            want("prefix invalidated", 0),
+        ]
+    );
+}
+
+/// Expired values: counted in `size` until a read finds them expired (as `StorageSize::items`
+/// says for the memory store and the README for the memory tier), then dropped at once.
+#[test]
+fn expired_values_are_counted_in_memory_sizes_until_a_read_finds_them() {
+    for local in ["type = \"memory\"", "type = \"file\"\nmemory_items = 100"] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = uno_cache::ManualClock::new(1_700_000_000_000);
+        let config = CacheConfig::from_toml_str(&format!(
+            "[local]\n{local}\npath = {:?}\n",
+            dir.path().display().to_string()
+        ))
+        .unwrap();
+        let cache = CacheManager::builder()
+            .config(config)
+            .clock(std::sync::Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let ttl = Some(std::time::Duration::from_secs(10));
+        for i in 0..5u32 {
+            cache.set(&format!("e{i}"), &i, ttl).unwrap();
+            cache.set(&format!("k{i}"), &i, None).unwrap();
+        }
+        for i in 0..5u32 {
+            for key in [format!("e{i}"), format!("k{i}")] {
+                assert_eq!(cache.get::<u32>(&key).unwrap(), Some(i));
+            }
+        }
+        let memory = |s: &CacheStats| {
+            if s.memory.enabled {
+                s.size.memory.items
+            } else {
+                s.size.local.items
+            }
+        };
+        assert_eq!(memory(&cache.stats()), 10, "{local}");
+        clock.advance(std::time::Duration::from_secs(11));
+        assert_eq!(memory(&cache.stats()), 10, "{local}: not read since they expired");
+        for i in 0..5u32 {
+            assert_eq!(cache.get::<u32>(&format!("e{i}")).unwrap(), None);
+        }
+        assert_eq!(memory(&cache.stats()), 5, "{local}: read expired, dropped");
+    }
 }
