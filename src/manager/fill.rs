@@ -107,6 +107,14 @@ struct State {
     bytes: usize,
     /// The thread is writing batches it took.
     busy: bool,
+    /// Batches queued since the queue was made, and of those, the ones written or dropped: a
+    /// wait for the batches queued before it ends when `settled` reaches `pushed` as it was,
+    /// whatever was queued since (a stats poll under a steady flow of batch reads would
+    /// otherwise wait out its bound every time).
+    pushed: u64,
+    settled: u64,
+    /// `pushed` when the thread took the batches it is writing.
+    taken: u64,
 }
 
 /// The batches waiting for the backfill thread.
@@ -141,6 +149,7 @@ impl FillQueue {
         let was_empty = st.batches.is_empty();
         st.entries += batch.len();
         st.bytes += batch.size();
+        st.pushed += 1;
         st.batches.push_back(batch);
         if was_empty {
             self.work.notify_one();
@@ -148,18 +157,30 @@ impl FillQueue {
         true
     }
 
-    /// Waits until every queued batch is written (at most [`MAX_DRAIN`]).
+    /// Waits until every batch queued before the call is written (at most [`MAX_DRAIN`]).
     pub(crate) fn drain(&self) {
         if !self.drain_within(MAX_DRAIN) {
             tracing::warn!("backfills still queued after {MAX_DRAIN:?}; flush goes on");
         }
     }
 
-    /// Waits until every queued batch is written, at most `limit`; whether it was.
+    /// Waits until every batch queued before the call is written (or dropped), at most
+    /// `limit`; whether it was. Batches queued meanwhile are not waited for.
     pub(crate) fn drain_within(&self, limit: Duration) -> bool {
+        let mark = self.mark();
+        self.wait_for(mark, limit)
+    }
+
+    /// The batches queued so far, for [`wait_for`](Self::wait_for).
+    fn mark(&self) -> u64 {
+        self.state.lock().pushed
+    }
+
+    /// Waits until the first `mark` batches queued are written or dropped, at most `limit`.
+    fn wait_for(&self, mark: u64, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut st = self.state.lock();
-        while st.busy || !st.batches.is_empty() {
+        while st.settled < mark {
             if self.idle.wait_until(&mut st, deadline).timed_out() {
                 return false;
             }
@@ -185,6 +206,7 @@ impl FillQueue {
         let deadline = Instant::now() + LINGER;
         while !self.shutdown.is_fired() && !self.work.wait_until(&mut st, deadline).timed_out() {}
         st.busy = true;
+        st.taken = st.pushed;
         st.entries = 0;
         st.bytes = 0;
         Some(st.batches.drain(..).collect())
@@ -194,9 +216,8 @@ impl FillQueue {
     pub(super) fn done(&self) {
         let mut st = self.state.lock();
         st.busy = false;
-        if st.batches.is_empty() {
-            self.idle.notify_all();
-        }
+        st.settled = st.taken;
+        self.idle.notify_all();
     }
 
     /// Run when the shutdown signal is fired (under the lock the thread checks it under): drops
@@ -207,6 +228,7 @@ impl FillQueue {
     fn shut(&self) {
         let mut st = self.state.lock();
         st.busy = false;
+        st.settled = st.pushed;
         st.batches.clear();
         self.work.notify_all();
         self.idle.notify_all();
@@ -323,6 +345,22 @@ mod tests {
         let started = Instant::now();
         assert!(!queue.drain_within(Duration::from_millis(20)));
         assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+
+    /// A stats poll under a steady flow of batch reads waits for those queued before it only.
+    #[test]
+    fn drain_within_waits_not_for_batches_queued_after_it_began() {
+        let queue = FillQueue::new(Shutdown::default());
+        assert!(queue.push(batch(1)));
+        let mark = queue.mark();
+        let taken = queue.take().map(|b| b.len());
+        assert!(queue.push(batch(2)), "queued while the first is written");
+        assert!(!queue.wait_for(mark, Duration::ZERO), "the first not written yet");
+        queue.done();
+        assert_eq!(taken, Some(1));
+        assert!(queue.wait_for(mark, Duration::ZERO), "the first written");
+        assert!(!queue.is_idle(), "the second still queued");
+        assert!(!queue.drain_within(Duration::ZERO), "a new wait waits for it");
     }
 
     #[test]
