@@ -493,3 +493,74 @@ fn a_store_whose_metadata_file_is_gone_or_damaged_in_its_magic_says_so() {
         assert_eq!(listing(), before, "{damage}: the directory changed");
     }
 }
+
+/// The store's flags (`--dir`, `--config`, `--max-size-mb`, `--keep-expired-secs`) after the
+/// command, as in `uno-cache get greeting --dir ./uno-cache-data`, where a flag of the command
+/// goes (`stats --json`): they were refused as "unexpected argument '--dir'", with clap's tip to
+/// pass `--dir` as a value (`-- --dir`), which would have read it as the key (found by walking
+/// the README). They mean the same on either side of the command.
+#[test]
+fn the_store_flags_are_taken_after_the_command_as_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let after = |args: &[&str], store: &Path| {
+        bin()
+            .env_remove("UNO_CACHE_DIR")
+            .env_remove("UNO_CACHE_CONFIG")
+            .args(args)
+            .arg("--dir")
+            .arg(store)
+            .output()
+            .unwrap()
+    };
+    let set = after(&["set", "greeting", "hello", "--max-size-mb", "8"], &store);
+    assert_eq!(
+        set.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let got = after(&["get", "greeting"], &store);
+    assert_eq!(
+        (got.status.code(), got.stdout.as_slice()),
+        (Some(0), &b"hello"[..]),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    // The bound given after `set` is the one recorded, as it would be given before.
+    assert_eq!(max_size(&store), 8 << 20);
+    let (config, configured) = file_store_config(dir.path());
+    let through_config = bin()
+        .env_remove("UNO_CACHE_DIR")
+        .env_remove("UNO_CACHE_CONFIG")
+        .args(["set", "k", "v", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        through_config.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&through_config.stderr)
+    );
+    assert!(configured.exists(), "--config after the command was not used");
+    // Given twice, on both sides, `--dir` and `--config` still conflict.
+    let both = bin()
+        .env_remove("UNO_CACHE_DIR")
+        .env_remove("UNO_CACHE_CONFIG")
+        .arg("--config")
+        .arg(&config)
+        .args(["get", "k", "--dir"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    // A key that looks like the flag is still a key after `--`.
+    assert_eq!(run(&store, &["set", "--", "--dir", "v"]).status.code(), Some(0));
+    assert_eq!(run(&store, &["get", "--", "--dir"]).stdout, b"v");
+}

@@ -14,18 +14,32 @@ use clap::{Parser, Subcommand};
     version,
     about = "Inspect and edit an uno-cache directory"
 )]
+// The store's flags are global: `get greeting --dir ./store` is how many type it, and was
+// refused as an unexpected argument, with clap's tip to pass `--dir` as a value (the key).
 pub(crate) struct Cli {
     /// The store directory (`set` and `import` create it if missing; the other commands refuse
     /// a path with no store).
-    #[arg(long, short = 'd', env = "UNO_CACHE_DIR", default_value = "./uno-cache-data")]
+    #[arg(
+        long,
+        short = 'd',
+        env = "UNO_CACHE_DIR",
+        default_value = "./uno-cache-data",
+        global = true
+    )]
     pub(crate) dir: PathBuf,
     /// A TOML configuration file (the `CacheConfig` format); its `local.path` is the store
     /// directory, so `--dir` (or `UNO_CACHE_DIR`) with it is refused rather than ignored.
-    #[arg(long, short = 'c', env = "UNO_CACHE_CONFIG", conflicts_with = "dir")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "UNO_CACHE_CONFIG",
+        conflicts_with = "dir",
+        global = true
+    )]
     pub(crate) config: Option<PathBuf>,
     /// Size bound in MiB. Without it, the bound the store recorded (its application's) is kept;
     /// with it, this bound is used and recorded in the store.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub(crate) max_size_mb: Option<u64>,
     /// Keeps expired entries younger than this many seconds as stale copies, as the
     /// application's fail-safe window (`loader.fail_safe_max_duration`) does: `compact` leaves
@@ -33,7 +47,7 @@ pub(crate) struct Cli {
     /// the store keeps none, and `compact` removes them. The store does not record the window.
     /// Refused with `--config` for `get`, `set`, `del` and `stats`, which run through the manager
     /// and its configured window.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", global = true)]
     pub(crate) keep_expired_secs: Option<u64>,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -98,6 +112,30 @@ pub(crate) enum Command {
         #[arg(long)]
         ttl: Option<f64>,
     },
+}
+
+/// The command line, parsed. `--dir` and `--config` are global, and clap checks a conflict of
+/// global flags only when both are on one side of the command (clap issues 1204, 5899):
+/// `--config c.toml get k --dir d` was taken, `--dir` ignored. That conflict is checked here,
+/// as clap would report it.
+pub(crate) fn parse() -> Result<Cli, clap::Error> {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    let given = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    if given("dir") && given("config") {
+        return Err(command.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "the argument '--config <CONFIG>' cannot be used with '--dir <DIR>'",
+        ));
+    }
+    Cli::from_arg_matches(&matches)
 }
 
 /// What a refused command line, `--help` or `--version` exits with. Printed here rather than by

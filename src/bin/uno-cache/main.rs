@@ -59,8 +59,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use args::{command_name, key_arg, parse_failed, ttl_arg, Cli, Command};
-use clap::Parser;
+use args::{command_name, key_arg, parse, parse_failed, ttl_arg, Cli, Command};
 use store_dir::{metadata_lost, require_store, require_store_of};
 use uno_cache::{
     CacheConfig, CacheManager, Clock, Durability, FileStore, FileStoreOptions, LocalCacheConfig, LocalKind,
@@ -68,7 +67,7 @@ use uno_cache::{
 };
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => return parse_failed(&e),
     };
