@@ -218,15 +218,32 @@ pub(super) fn check_mode_literal(text: &str) -> Result<()> {
         return Ok(());
     }
     let write = |m: u32| format!("file_mode = 0o{m:o} or file_mode = \"0{m:o}\"");
+    // Only a reading the bits check takes is offered: `644` was told to write `0o1204` too.
+    let taken = |m: u32| crate::perms::check_mode_bits(m).is_ok();
+    let read_as = format!("TOML reads {digits} as a decimal number, the mode {mode:#o}");
     let reason = match u32::from_str_radix(&digits, 8) {
-        Ok(octal) => format!(
-            "TOML reads {digits} as a decimal number, the mode {mode:#o}, not as the octal digits {digits}: write {} for the mode {octal:#o}, or {} for {mode:#o}",
+        Ok(octal) if taken(octal) && taken(mode) => format!(
+            "{read_as}, not as the octal digits {digits}: write {} for the mode {octal:#o}, or {} for {mode:#o}",
             write(octal),
             write(mode)
         ),
-        Err(_) => format!(
-            "TOML reads {digits} as a decimal number, the mode {mode:#o}: write a mode in octal, {}",
+        Ok(octal) if taken(octal) => format!(
+            "{read_as}, not as the octal digits {digits}: write {} for the mode {octal:#o}",
+            write(octal)
+        ),
+        Ok(octal) if taken(mode) => format!(
+            "{read_as}, not as the octal digits {digits} (as octal, refused: {}): write {} for {mode:#o}",
+            crate::perms::check_mode_bits(octal).err().unwrap_or_default(),
             write(mode)
+        ),
+        Err(_) if taken(mode) => format!("{read_as}: write a mode in octal, {}", write(mode)),
+        Ok(octal) => format!(
+            "{read_as}, and as octal digits it would be {octal:#o}; neither is taken: {}; write a mode in octal, such as file_mode = 0o600",
+            crate::perms::check_mode_bits(octal).err().unwrap_or_default()
+        ),
+        Err(_) => format!(
+            "{read_as}, which is not taken: {}; write a mode in octal, such as file_mode = 0o600",
+            crate::perms::check_mode_bits(mode).err().unwrap_or_default()
         ),
     };
     Err(super::invalid("local.file_mode", reason))
@@ -304,6 +321,45 @@ mod tests {
                 assert!(reason.contains(said), "{text}: {reason:?} lacks {said}");
             }
         }
+    }
+
+    /// The refusal of a decimal mode offers both readings of its digits; `file_mode = 644`, the
+    /// most common slip, was told to write `file_mode = 0o1204` "for 0o1204", and `9` to write
+    /// `0o11`, modes the next check refuses (bits past 0o777, no owner read and write). Every
+    /// `file_mode = …` a refusal offers must be taken; where neither reading is, it says why.
+    #[test]
+    fn a_decimal_file_mode_is_refused_offering_only_modes_that_are_taken() {
+        for text in [
+            "file_mode = 644",
+            "file_mode = 755",
+            "file_mode = 600",
+            "file_mode = 444",
+            "file_mode = 420",
+            "file_mode = 9",
+            "file_mode = 100",
+        ] {
+            let (field, reason) = file_mode_of(text).expect_err(text);
+            assert_eq!(field, "local.file_mode", "{text}");
+            let offered: Vec<&str> = reason
+                .match_indices("file_mode = ")
+                .filter_map(|(at, _)| reason[at..].split([' ', ',']).nth(2))
+                .collect();
+            for mode in &offered {
+                let offer = format!("file_mode = {mode}");
+                assert!(
+                    file_mode_of(&offer).is_ok(),
+                    "{text}: {reason:?} offers {offer}, refused"
+                );
+            }
+            if offered.is_empty() {
+                assert!(
+                    reason.contains("owner"),
+                    "{text}: {reason:?} says neither why nor what"
+                );
+            }
+        }
+        let (_, reason) = file_mode_of("file_mode = 644").unwrap_err();
+        assert!(reason.contains("file_mode = 0o644"), "{reason}");
     }
 
     #[test]
