@@ -409,3 +409,27 @@ fn every_key_the_configuration_takes_is_shown_in_the_readme() {
         "keys the README's configuration does not show: {missing:?}"
     );
 }
+
+/// The README's CLI section says a file store's segment size is fixed at its creation, so a
+/// later, smaller bound must still hold four segments: a store created at the default 1024 MiB
+/// takes none below 256 MiB, and `CacheManager::new` is refused naming the smallest. An
+/// application that lowers `local.max_size` in a new release meets this at start-up; the
+/// README said only that a larger bound does not take larger values (found by walking it).
+#[test]
+fn a_store_made_at_the_default_bound_refuses_a_later_bound_below_256_mib_as_the_readme_says() {
+    assert!(README.contains("a store created\nat the default 1024 MiB takes no bound below 256 MiB"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CacheConfig::default();
+    config.local.path = Some(dir.path().join("store"));
+    drop(CacheManager::new(config.clone()).unwrap());
+    config.local.max_size = Some(255);
+    match CacheManager::new(config.clone()) {
+        Err(Error::Config { field, reason }) => {
+            assert_eq!(field, "local.max_size");
+            assert!(reason.contains("at least 256"), "{reason}");
+        }
+        other => panic!("a bound below four segments was not refused: {other:?}"),
+    }
+    config.local.max_size = Some(256);
+    CacheManager::new(config).unwrap();
+}
