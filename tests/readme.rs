@@ -433,3 +433,28 @@ fn a_store_made_at_the_default_bound_refuses_a_later_bound_below_256_mib_as_the_
     config.local.max_size = Some(256);
     CacheManager::new(config).unwrap();
 }
+
+/// `use_multi_level` was the one key of the README's blocks shown with no word of what it does:
+/// its comment says `false` runs L1 alone, even with an L2 that `[distributed]` enables. Here
+/// that L2 is a port nothing listens on, with `fallback_on_error = false`, where an L2 in use
+/// that cannot be reached fails start-up: with `use_multi_level = false` it is never asked.
+#[test]
+fn use_multi_level_false_runs_l1_alone_even_with_an_enabled_l2_as_the_readme_says() {
+    assert!(README
+        .contains("use_multi_level = true       # false: no L2, even one [distributed] enables (L1 alone)"));
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "use_multi_level = false\nfallback_on_error = false\n[local]\npath = {:?}\n[distributed]\nenabled = true\nhosts = [\"127.0.0.1:1\"]\n",
+        dir.path().join("store").display().to_string()
+    );
+    let config = CacheConfig::from_toml_str(&text);
+    if !cfg!(feature = "redis") {
+        return refused_for_want_of_redis(config);
+    }
+    let cache = CacheManager::new(config.unwrap()).unwrap();
+    cache.set("k", &1u32, None).unwrap();
+    assert_eq!(cache.get::<u32>("k").unwrap(), Some(1));
+    let stats = cache.monitor().get_stats();
+    assert!(!stats.distributed.enabled, "{:?}", stats.distributed);
+    assert_eq!(stats.distributed.errors, 0);
+}
