@@ -168,6 +168,54 @@ fn a_path_with_a_nul_byte_or_only_blanks_is_refused_naming_the_field() {
     }
 }
 
+/// A configuration file is not read by a shell: `path = "~/.cache/myapp"` made a directory
+/// called `~` in the working directory, and `"$HOME/.cache/myapp"` one called `$HOME`, with no
+/// word, so a desktop app's cache was not where its user looked and moved with the working
+/// directory (found by walking the README). Refused naming the field and what to give instead;
+/// a `~` or `$` further in a path is a name like any other.
+#[test]
+fn a_path_that_starts_with_a_tilde_or_a_variable_is_refused_as_not_expanded() {
+    let l2 = "[distributed]\nenabled = true\nhosts = [\"127.0.0.1:6379\"]\n";
+    for (text, field, says) in [
+        (
+            "[local]\npath = \"~/.cache/myapp\"\n".to_owned(),
+            "local.path",
+            "~",
+        ),
+        ("[local]\npath = \"~\"\n".to_owned(), "local.path", "~"),
+        (
+            "[local]\npath = \"$HOME/.cache/myapp\"\n".to_owned(),
+            "local.path",
+            "$HOME",
+        ),
+        (
+            "[local]\npath = \"${XDG_CACHE_HOME}/app\"\n".to_owned(),
+            "local.path",
+            "${XDG_CACHE_HOME}",
+        ),
+        (
+            format!("[offline]\nreplay_dir = \"~/q\"\n{l2}"),
+            "offline.replay_dir",
+            "~",
+        ),
+    ] {
+        match CacheConfig::from_toml_str(&text) {
+            Err(Error::Config { field: named, reason }) => {
+                assert_eq!(named, field, "{text:?}: {reason}");
+                assert!(
+                    reason.contains(says) && reason.contains("not expanded"),
+                    "{text:?}: {reason}"
+                );
+            }
+            other => panic!("{text:?}: not refused naming {field}: {other:?}"),
+        }
+    }
+    for path in ["data/~backup", "/var/cache/$app", "./~"] {
+        let text = format!("[local]\npath = {path:?}\n");
+        CacheConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    }
+}
+
 /// Starting degraded on a misconfiguration is a kind of fallback: without `fallback_on_error`
 /// the setting was accepted and then ignored, start-up failing with the very error it asked to
 /// start through.

@@ -66,7 +66,8 @@ pub struct LocalCacheConfig {
     #[serde(with = "super::seconds")]
     pub ttl: Duration,
     /// Directory of the file or redb level (default [`DEFAULT_LOCAL_PATH`], relative to the
-    /// working directory). The redb database is the file `cache.redb` inside it.
+    /// working directory). The redb database is the file `cache.redb` inside it. Not expanded
+    /// as by a shell: one that starts with `~` or `$VAR` is refused.
     pub path: Option<PathBuf>,
     /// `"none"`, `"periodic"` (default) or `"every_write"`.
     pub durability: DurabilityMode,
@@ -174,10 +175,32 @@ pub(super) fn check_path(field: &str, path: Option<&Path>) -> Result<()> {
         "holds a NUL byte (\\u0000), which no file name can; remove it"
     } else if bytes.iter().all(u8::is_ascii_whitespace) {
         "is blank (only spaces or tabs), which would name a file of blanks in the working directory; give a path, or leave it out for the default"
+    } else if let Some(first) = unexpanded(path) {
+        // `~/.cache/app` made a directory called `~` in the working directory, without a word.
+        return Err(super::invalid(
+            field,
+            format!(
+                "starts with {first}, which is not expanded (a configuration file is not read by a shell): it would name a file or directory called {first:?} in the working directory; give the path in full (a program can set it from its home or cache directory)"
+            ),
+        ));
     } else {
         return Ok(());
     };
     Err(super::invalid(field, reason))
+}
+
+/// The first component of `path` if a shell would have expanded it and the file system will
+/// not: `~`, `~user`, `$VAR` or `${VAR}`. Only the first: further in, such a name is a name.
+fn unexpanded(path: &Path) -> Option<String> {
+    let first = path.components().next()?.as_os_str().to_str()?;
+    let variable = first.strip_prefix('$').is_some_and(|name| {
+        let name = name
+            .strip_prefix('{')
+            .and_then(|n| n.strip_suffix('}'))
+            .unwrap_or(name);
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    });
+    (first.starts_with('~') || variable).then(|| first.to_owned())
 }
 
 /// Refuses a `local.file_mode` written in `text` as a decimal number (above 7, where decimal
