@@ -186,7 +186,7 @@ impl CacheConfig {
                 text,
                 at,
                 &field,
-                parse_errors::in_range_terms(e.message().trim()),
+                parse_errors::with_unit(&field, parse_errors::in_range_terms(e.message().trim())),
             );
             match at.and_then(|pos| parse_errors::line_and_column(text, pos)) {
                 Some((line, column)) => invalid(&field, format!("{message} (line {line}, column {column})")),

@@ -45,6 +45,33 @@ pub(super) fn in_range_terms(message: &str) -> String {
     format!("{what}, expected a whole number in 0..={max}")
 }
 
+/// `message` (from [`in_range_terms`]) with the unit of `field`'s number, where the value was
+/// not a whole number at all (a string or a float: `max_size = "1GB"`, `timeout_ms = "100ms"`):
+/// the unit is what such a value tried to say, and the range alone did not tell it.
+pub(super) fn with_unit(field: &str, message: String) -> String {
+    let mistyped = ["invalid type: string", "invalid type: floating point"]
+        .iter()
+        .any(|t| message.starts_with(t));
+    if !mistyped || !message.contains("expected a whole number") {
+        return message;
+    }
+    let key = field.rsplit('.').next().unwrap_or(field);
+    let unit = if field == "local.max_size" {
+        "in MiB for a file or redb L1 and in items for a memory L1 (1 GiB: max_size = 1024)"
+    } else if key.ends_with("_ms") {
+        "in milliseconds"
+    } else if key.ends_with("_mb") {
+        "in MiB"
+    } else if key.ends_with("_secs") {
+        "in seconds"
+    } else if key.ends_with("_bytes") || key == "max_item_size" {
+        "in bytes"
+    } else {
+        return message;
+    };
+    format!("{message}; the number is {unit}, written bare")
+}
+
 /// `message` of the parse error at `field` (byte `pos` of `text`) with every value it quotes
 /// (between backticks) shown as `***` where the field is a password, or the line may set one (an
 /// inline table's error is named after the table): one written unquoted, as a number, was
@@ -214,6 +241,54 @@ mod tests {
             Err(Error::Config { field, reason }) => (field, reason),
             other => panic!("{text:?}: not a config error: {other:?}"),
         }
+    }
+
+    /// A size or a time written with its unit, as a string (`max_size = "1GB"`,
+    /// `timeout_ms = "100ms"`), was refused as "expected a whole number in 0..=…", which did not
+    /// say the unit the number is in, the one thing the user needs to write it (found by
+    /// walking the README). The refusal names the unit; a number of the right type needs none.
+    #[test]
+    fn a_size_or_time_written_with_its_unit_is_refused_naming_the_unit_of_the_number() {
+        for (text, field, says) in [
+            (
+                "[local]\nmax_size = \"1GB\"\n",
+                "local.max_size",
+                "MiB for a file or redb L1",
+            ),
+            (
+                "[local]\nmemory_max_mb = \"64MB\"\n",
+                "local.memory_max_mb",
+                "in MiB",
+            ),
+            (
+                "[local]\ndurability_interval_ms = \"1s\"\n",
+                "local.durability_interval_ms",
+                "in milliseconds",
+            ),
+            (
+                "[distributed]\ntimeout_ms = \"100ms\"\n",
+                "distributed.timeout_ms",
+                "in milliseconds",
+            ),
+            (
+                "[offline]\nreplay_max_bytes = \"64MiB\"\n",
+                "offline.replay_max_bytes",
+                "in bytes",
+            ),
+            (
+                "[distributed]\nsize_max_age_secs = 1.5\n",
+                "distributed.size_max_age_secs",
+                "in seconds",
+            ),
+        ] {
+            let (named, reason) = reason_of(text);
+            assert_eq!(named, field, "{text:?}");
+            assert!(reason.contains(says), "{text:?}: {reason}");
+            assert!(reason.contains("expected a whole number"), "{text:?}: {reason}");
+        }
+        // An integer out of range is not a unit mistake.
+        let (_, reason) = reason_of("[local]\nmax_size = -1\n");
+        assert!(!reason.contains("MiB"), "{reason}");
     }
 
     /// Before, the range was a Rust type (`expected u32`), and a number past `u64::MAX` a type
