@@ -55,7 +55,7 @@ pub struct LocalCacheConfig {
     #[serde(rename = "type")]
     pub kind: LocalKind,
     /// Size bound: items for memory (default [`DEFAULT_MEMORY_MAX_ITEMS`]), MiB for file and redb
-    /// (default [`DEFAULT_DISK_MAX_MB`]). `None` means the default for the type, except for an
+    /// (default [`DEFAULT_DISK_MAX_MB`], at most 1,073,741,824: 1 PiB). `None` means the default for the type, except for an
     /// existing file store, which keeps the bound it recorded (set, the bound is recorded).
     /// A file store also takes its segment size from it when its directory is created (an
     /// eighth, 64 KiB to 64 MiB), and a value must fit in one segment: a larger bound set later

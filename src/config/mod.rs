@@ -241,6 +241,18 @@ impl CacheConfig {
             };
             return Err(invalid("local.max_size", format!("must be at least 1 ({unit})")));
         }
+        // Past 1 PiB the bytes saturated: the store recorded a bound of 2^64 bytes, and `stats`
+        // showed 17592186044416.00 MiB.
+        if local.kind != LocalKind::Memory
+            && local
+                .max_size
+                .is_some_and(|mb| mb > crate::local::file::MAX_SIZE_MB)
+        {
+            return Err(invalid(
+                "local.max_size",
+                "must be at most 1073741824 (MiB, 1 PiB)",
+            ));
+        }
         let memory_used = local.kind == LocalKind::Memory || local.memory_items > 0;
         if local.memory_max_mb > 1 << 30 {
             return Err(invalid(
@@ -690,6 +702,7 @@ mod tests {
             field_of("[local]\ntype = \"memory\"\nmemory_items = 0\nmemory_max_mb = 0\n"),
             "local.memory_max_mb"
         );
+        assert_eq!(field_of("[local]\nmax_size = 99999999999999\n"), "local.max_size");
         assert_eq!(
             field_of("[local]\nmemory_max_mb = 2000000000\n"),
             "local.memory_max_mb"

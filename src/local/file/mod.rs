@@ -83,6 +83,7 @@ use parking_lot::{Mutex, RwLock};
 pub use self::format::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use self::maintenance::CompactionReport;
 pub use self::map_reads::MapReads;
+pub(crate) use self::options::MAX_SIZE_MB;
 pub use self::options::{Durability, FileStoreOptions, DEFAULT_MAX_SIZE_MB};
 pub use self::recovery::RecoveryReport;
 

@@ -14,6 +14,10 @@ pub use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::perms;
 
+/// The largest size bound taken, in MiB: 1 PiB, past any device (and past it, the bound in
+/// bytes would saturate).
+pub(crate) const MAX_SIZE_MB: u64 = 1 << 30;
+
 /// Size bound of a new store opened without [`FileStoreOptions::max_size_mb`]: 1 GiB.
 pub const DEFAULT_MAX_SIZE_MB: u64 = 1024;
 
@@ -74,8 +78,9 @@ impl FileStoreOptions {
     ///
     /// Set, it is obeyed and recorded in the directory (a changed bound replaces the recorded
     /// one; a bound below what the directory holds evicts at the open). It must allow at least
-    /// four segments: for an existing directory, four of the segments it was created with
-    /// ([`Error::Config`] naming `max_size_mb` otherwise, and nothing is recorded). Unset, the
+    /// four segments: for an existing directory, four of the segments it was created with; and
+    /// at most 1 PiB (1,073,741,824 MiB) ([`Error::Config`] naming `max_size_mb` otherwise, and
+    /// nothing is recorded). Unset, the
     /// store uses the bound its directory recorded; a new directory gets
     /// [`DEFAULT_MAX_SIZE_MB`], and a directory written before bounds were recorded gets the
     /// default or the bytes it already holds, whichever is larger (opening never evicts data
@@ -183,6 +188,13 @@ impl FileStoreOptions {
             return Err(Error::Config {
                 field: "max_size_mb".into(),
                 reason: "must be at least 1 (MiB)".into(),
+            });
+        }
+        if self.max_size_mb.is_some_and(|mb| mb > MAX_SIZE_MB) {
+            // Saturated to 2^64 bytes, such a bound was recorded, and shown as 17592186044416 MiB.
+            return Err(Error::Config {
+                field: "max_size_mb".into(),
+                reason: format!("must be at most {MAX_SIZE_MB} (MiB, 1 PiB)"),
             });
         }
         if let Some(mode) = self.file_mode {
@@ -307,6 +319,26 @@ mod tests {
         let store = FileStore::open(dir.path(), options().max_size_mb(4)).unwrap();
         assert_eq!(store.max_size(), 4 * 1024 * 1024);
         store.close().unwrap();
+    }
+
+    #[test]
+    fn a_bound_past_one_pib_is_refused_rather_than_saturated_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        for mb in [super::MAX_SIZE_MB + 1, 99_999_999_999_999, u64::MAX] {
+            match FileStore::open(dir.path(), options().max_size_mb(mb)) {
+                Err(Error::Config { field, reason }) => {
+                    assert_eq!(field, "max_size_mb");
+                    assert!(reason.contains("at most 1073741824"), "{reason}");
+                }
+                Err(e) => panic!("expected a Config error naming max_size_mb, got {e}"),
+                Ok(store) => panic!("{mb} MiB opened with a bound of {} bytes", store.max_size()),
+            }
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "a refused open left files behind"
+        );
     }
 
     #[test]
