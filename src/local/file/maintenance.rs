@@ -70,6 +70,11 @@ pub struct CompactionReport {
 /// How many records are moved per acquisition of the writer lock, so writers are not starved.
 const BATCH: usize = 256;
 
+/// The small sealed segments (less than an eighth of a segment each: what a run that wrote a
+/// little left) an open leaves as they are; past it, the open merges them all (see
+/// `Inner::merge_small_at_open`). Each is one open file and one map while the store is open.
+pub(crate) const SMALL_SEGMENTS_AT_OPEN: usize = 16;
+
 /// A live value record of the segment an eviction drops: what ranking it needs, without its
 /// bytes.
 #[derive(Debug, Clone, Copy)]
@@ -617,30 +622,70 @@ impl Inner {
             expired: self.sweep_expired(),
             ..CompactionReport::default()
         };
+        self.rewrite_all(self.to_rewrite(true), stop, &mut report)?;
+        report.bytes_reclaimed = before as i64 - self.disk_bytes.load(Ordering::Relaxed) as i64;
+        Ok(report)
+    }
+
+    /// At open: merges the small sealed segments restarts left (each open starts a segment of
+    /// its own) if there are more than [`SMALL_SEGMENTS_AT_OPEN`]. The compactor merges them
+    /// too, but only once a store has been open for its interval: a program that opened the
+    /// store, wrote a little and exited within it left one file more per run, and past the
+    /// process's limit on open files (1,024 by default on most systems) the store could not be
+    /// opened at all (1,100 runs of `uno-cache set` did it). A store that takes no writes (its
+    /// latch set at open) merges nothing, and a failure (a full device) leaves the rest as they
+    /// are, for the compactor or the next open: the open goes on either way.
+    pub(crate) fn merge_small_at_open(&self) {
+        if self.latch.is_latched() {
+            return;
+        }
+        let small = self.to_rewrite(false);
+        if small.len() <= SMALL_SEGMENTS_AT_OPEN {
+            return;
+        }
+        let _one_at_a_time = self.compaction_lock.lock();
+        let mut report = CompactionReport::default();
+        if let Err(err) = self.rewrite_all(small, &Shutdown::default(), &mut report) {
+            tracing::warn!(dir = %self.dir.path.display(), %err, merged = report.segments_rewritten,
+                "merging the small segments restarts left failed at open; the rest stay until the compactor or a later open merges them");
+        }
+    }
+
+    /// The sealed segments a compaction rewrites, oldest first: those that hold less than an
+    /// eighth of a segment, and with `sparse_too` those whose live fraction is below
+    /// `min_live_ratio`.
+    fn to_rewrite(&self, sparse_too: bool) -> Vec<Arc<Segment>> {
         // Listed under the writer lock, so that no segment writes go to is a candidate. With the
         // active id read first and the list taken after the lock was let go, a roll in between
         // made the new active segment a candidate (it is small), and rewriting it removed the
         // file the writes since were going to: a store that closed right after lost them.
-        let candidates: Vec<Arc<Segment>> = {
-            let w = self.writer.lock();
-            let first_writable = w.first_writable_id();
-            let segments = self.segments.read();
-            let oldest = segments.keys().next().copied();
-            segments
-                .values()
-                .filter(|s| s.id < first_writable)
-                // Left alone until it is the oldest (see `rewrite`).
-                .filter(|s| !s.damaged.load(Ordering::Relaxed) || Some(s.id) == oldest)
-                .filter(|s| {
-                    let data = s.data_bytes() as f64;
-                    let sparse = (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio;
-                    // Segments sealed early by a restart are merged so their files do not pile up.
-                    let small = s.data_bytes() < self.segment_size / 8;
-                    data > 0.0 && (sparse || small)
-                })
-                .cloned()
-                .collect()
-        };
+        let w = self.writer.lock();
+        let first_writable = w.first_writable_id();
+        let segments = self.segments.read();
+        let oldest = segments.keys().next().copied();
+        segments
+            .values()
+            .filter(|s| s.id < first_writable)
+            // Left alone until it is the oldest (see `rewrite`).
+            .filter(|s| !s.damaged.load(Ordering::Relaxed) || Some(s.id) == oldest)
+            .filter(|s| {
+                let data = s.data_bytes() as f64;
+                let sparse = (s.live_bytes.load(Ordering::Relaxed) as f64) < data * self.min_live_ratio;
+                // Segments sealed early by a restart are merged so their files do not pile up.
+                let small = s.data_bytes() < self.segment_size / 8;
+                data > 0.0 && ((sparse_too && sparse) || small)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Rewrites `candidates` in turn, adding to `report`, until `stop` is signalled.
+    fn rewrite_all(
+        &self,
+        candidates: Vec<Arc<Segment>>,
+        stop: &Shutdown,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
         for seg in candidates {
             if stop.is_fired() {
                 break;
@@ -653,8 +698,7 @@ impl Inner {
             report.segments_rewritten += 1;
             self.counters.compactions.fetch_add(1, Ordering::Relaxed);
         }
-        report.bytes_reclaimed = before as i64 - self.disk_bytes.load(Ordering::Relaxed) as i64;
-        Ok(report)
+        Ok(())
     }
 
     /// Removes every entry expired longer ago than the keep window from the index. Their

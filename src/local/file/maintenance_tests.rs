@@ -214,3 +214,49 @@ fn a_large_write_leaves_no_large_scratch_buffer_behind() {
     assert_eq!(store.get("large").unwrap().unwrap(), large);
     assert_eq!(store.get("a").unwrap().unwrap(), large);
 }
+
+/// Each open starts a segment of its own, and a run that writes a little and exits before the
+/// compactor's interval leaves it small. Those piled up, one file a run: past the process's
+/// limit on open files the store could not be opened any more. An open now merges them once
+/// there are more than `SMALL_SEGMENTS_AT_OPEN`, and leaves fewer alone.
+#[test]
+fn restarts_that_write_a_little_leave_at_most_a_few_small_segments() {
+    use super::SMALL_SEGMENTS_AT_OPEN;
+    let dir = tempfile::tempdir().unwrap();
+    let options = || {
+        FileStoreOptions::default()
+            .background_threads(false)
+            .compaction_interval(std::time::Duration::from_secs(3600))
+    };
+    let runs = 3 * SMALL_SEGMENTS_AT_OPEN;
+    let mut merged = 0;
+    for run in 0..runs {
+        let store = FileStore::open(dir.path(), options()).unwrap();
+        merged += store.stats().compactions;
+        let segments = store.stats().segments;
+        assert!(
+            segments <= SMALL_SEGMENTS_AT_OPEN as u64 + 1,
+            "run {run}: {segments} segments after the open"
+        );
+        if run == SMALL_SEGMENTS_AT_OPEN {
+            assert_eq!(
+                store.stats().compactions,
+                0,
+                "run {run}: merged no more than the limit"
+            );
+        }
+        store
+            .set(&format!("k{run}"), format!("v{run}").as_bytes(), None)
+            .unwrap();
+        store.delete(&format!("k{}", run / 2)).unwrap();
+        store.close().unwrap();
+    }
+    assert!(merged > 0, "no open merged");
+    let store = FileStore::open(dir.path(), options()).unwrap();
+    for run in 0..runs {
+        let got = store.get(&format!("k{run}")).unwrap();
+        // Deleted by run `2 * run` and `2 * run + 1` if they ran: the merges keep tombstones.
+        let want = (2 * run >= runs).then(|| format!("v{run}").into_bytes());
+        assert_eq!(got, want, "k{run}");
+    }
+}

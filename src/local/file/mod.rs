@@ -488,6 +488,7 @@ impl FileStore {
                     "the store holds more than its lowered size bound and could not evict at open; it is read as it is, and writes are refused until it is reopened");
             }
         }
+        inner.merge_small_at_open();
         let workers = if options.background {
             let workers = Workers::start(&inner)?;
             // A store reopened near its bound evicts before its next roll asks for a plan.
