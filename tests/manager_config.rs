@@ -677,7 +677,8 @@ fn every_setting_at_its_largest_value_starts_a_manager_that_writes_to_both_level
     let (secs, ms, count) = (u64::MAX.to_string(), u64::MAX.to_string(), usize::MAX.to_string());
     let settings: [(&str, &str, &str); 21] = [
         ("local", "ttl", &secs),
-        ("local", "max_size", &count),
+        // 1 PiB in MiB: past it a file L1's bound in bytes saturated, and is refused.
+        ("local", "max_size", "1073741824"),
         ("local", "memory_items", &count),
         ("local", "memory_max_mb", "1073741824"),
         ("local", "durability_interval_ms", &ms),
