@@ -171,19 +171,31 @@ fn a_typed_read_racing_a_delete_with_an_l2_never_answers_the_dropped_value() {
     hammer(&cache, &[Gone::Delete, Gone::MultiDelete], 1500);
 }
 
-/// L1 missing the key while L2 holds it: each typed read backfills both tiers, racing a delete.
-/// At least 1000 rounds, and on until a read has backfilled the memory tier.
-#[test]
-fn an_l2_hit_backfilled_into_both_tiers_racing_a_delete_never_outlives_it() {
+/// How a reader of [`race_l2_hits`] reads the key.
+#[derive(Clone, Copy, Debug)]
+enum Read {
+    Get,
+    GetArc,
+    /// A batch read, which backfills L1 (and, through that fill, the memory tier) on the fill
+    /// thread after it answered.
+    Batch,
+}
+
+/// L1 missing the key while L2 holds it, written there alone as another instance would: each
+/// reader's read backfills both tiers, racing a delete that publishes the number it dropped
+/// once it returned; no read answers a number already dropped when it began. At least 1000
+/// rounds, and on until `raced` holds of the stats.
+fn race_l2_hits(readers: &[Read], raced: fn(&uno_cache::CacheStats) -> bool) {
     let dir = tempfile::tempdir().unwrap();
     let l2 = Arc::new(MemoryStore::new(1000).unwrap());
     let cache = manager(dir.path(), Some(Arc::clone(&l2)));
     let codec = cache.codec();
     let dropped = Arc::new(AtomicU32::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let start = Arc::new(Barrier::new(4));
-    let readers: Vec<_> = (0..3)
-        .map(|r| {
+    let start = Arc::new(Barrier::new(readers.len() + 1));
+    let threads: Vec<_> = readers
+        .iter()
+        .map(|&read| {
             let (cache, dropped, done, start) = (
                 cache.clone(),
                 Arc::clone(&dropped),
@@ -194,18 +206,20 @@ fn an_l2_hit_backfilled_into_both_tiers_racing_a_delete_never_outlives_it() {
                 start.wait();
                 while !done.load(Ordering::SeqCst) {
                     let before = dropped.load(Ordering::SeqCst);
-                    let seen = match r {
-                        0 => cache.get::<Val>("k").unwrap().map(|v| v.n),
-                        1 => cache.get_arc::<Val>("k").unwrap().map(|v| v.n),
-                        // A batch read backfills L1 on the fill thread, after it answered.
-                        _ => cache
+                    let seen = match read {
+                        Read::Get => cache.get::<Val>("k").unwrap().map(|v| v.n),
+                        Read::GetArc => cache.get_arc::<Val>("k").unwrap().map(|v| v.n),
+                        Read::Batch => cache
                             .multi_get::<Val>(&["k", "other"])
                             .unwrap()
                             .remove("k")
                             .map(|v| v.n),
                     };
                     if let Some(n) = seen {
-                        assert!(n > before, "read {n}, dropped up to {before} before the read");
+                        assert!(
+                            n > before,
+                            "{read:?} read {n}, dropped up to {before} before the read"
+                        );
                     }
                 }
             })
@@ -214,10 +228,8 @@ fn an_l2_hit_backfilled_into_both_tiers_racing_a_delete_never_outlives_it() {
     start.wait();
     let started = Instant::now();
     let mut n = 0;
-    while another_round(n, 1000, started, || cache.stats().memory.sets > 0) {
+    while another_round(n, 1000, started, || raced(&cache.stats())) {
         n += 1;
-        // Written to L2 alone, as another instance would: the readers backfill L1 and the
-        // memory tier from it.
         l2.set("k", &codec.encode("k", &Val { n }).unwrap(), None)
             .unwrap();
         std::thread::yield_now();
@@ -226,9 +238,24 @@ fn an_l2_hit_backfilled_into_both_tiers_racing_a_delete_never_outlives_it() {
         assert_eq!(cache.get::<Val>("k").unwrap(), None, "round {n}");
     }
     done.store(true, Ordering::SeqCst);
-    for reader in readers {
-        reader.join().unwrap();
+    for thread in threads {
+        thread.join().unwrap();
     }
+}
+
+/// Until a read has backfilled the memory tier.
+#[test]
+fn an_l2_hit_backfilled_into_both_tiers_racing_a_delete_never_outlives_it() {
+    race_l2_hits(&[Read::Get, Read::GetArc, Read::Batch], |stats| {
+        stats.memory.sets > 0
+    });
+}
+
+/// Batch readers alone, whose L2 hits reach the memory tier through the fill thread's copy:
+/// until the memory tier has answered one of them.
+#[test]
+fn a_batch_reads_fill_of_the_memory_tier_racing_a_delete_never_outlives_it() {
+    race_l2_hits(&[Read::Batch, Read::Batch], |stats| stats.memory.hits > 0);
 }
 
 /// Every L1 entry made suspect while typed reads promote: once the marking returned, a read

@@ -354,6 +354,13 @@ impl Change<'_> {
     pub(crate) fn had_value(&self) -> bool {
         self.had_value
     }
+
+    /// Whether a write of the key would leave its value in the tier: a cache held the key, or
+    /// a read of a cache's type lately found no value for it (see [`HotTier::end_change`]).
+    #[must_use]
+    pub(crate) fn wants_value(&self) -> bool {
+        self.held | self.missed != 0
+    }
 }
 
 /// What a write gave the level below, for [`HotTier::end_change`].
@@ -660,7 +667,7 @@ impl HotTier {
     /// [`note_miss`](Self::note_miss)), puts the written value, decoded, in the types that held
     /// it (or missed it), unless another change of the key or a clear overlapped this one.
     pub(crate) fn end_change(&self, key: &str, change: Change<'_>, written: Option<Written<'_>>) {
-        let written = written.filter(|_| change.held | change.missed != 0);
+        let written = written.filter(|_| change.wants_value());
         // A put that a clear begun since the change would undo is not made, nor one that
         // another change of the key overlapped: no read sees it (as in
         // `insert_unless_cleared`). Neither can begin between the check and the put.

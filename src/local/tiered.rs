@@ -8,8 +8,10 @@
 //! change of the key overlapped it); so the hot tier never serves a value the level below
 //! replaced. Typed reads
 //! use the hot tier directly (through the manager, which fills it under its backfill guard).
-//! Fills (values copied in from L2, which the level below may refuse) only drop the key: the
-//! read that asked for them keeps the value it decoded.
+//! Fills (values copied in from L2, which the level below may refuse) drop the key too, and put
+//! the value filled back only where a write would and the level below admitted it: the single
+//! read that asked for a fill keeps the value it decoded itself, once the fill is in; a batch
+//! read, whose fills are written after it returns, has the fill keep it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,16 +57,6 @@ impl Tiered {
     #[must_use]
     pub fn base(&self) -> &Arc<dyn LocalStorage> {
         &self.base
-    }
-
-    /// Runs a change of `keys` in the level below with them out of the hot tier around it.
-    fn changing<'k, T>(&self, keys: impl Iterator<Item = &'k str> + Clone, change: impl FnOnce() -> T) -> T {
-        let changes: Vec<Change<'_>> = keys.clone().map(|key| self.hot.begin_change(key)).collect();
-        let out = change();
-        for (key, change) in keys.zip(changes) {
-            self.hot.end_change(key, change, None);
-        }
-        out
     }
 
     /// Runs a write of `items` (key, value, TTL) in the level below: the keys leave the hot
@@ -227,8 +219,123 @@ impl LocalStorage for Tiered {
     }
 
     /// A change like any write: the keys leave the hot tier around it, whether the level below
-    /// admits them or not.
+    /// admits them or not. A key the hot tier held, or that a typed read lately missed (a batch
+    /// read notes the L2 hits it decoded, which this fill copies in after the read returned),
+    /// comes back with the value filled, if the level below admitted it: the hot tier then
+    /// holds what a single read's fill would have left there. Admission is asked of those keys
+    /// alone ([`holds_many`](LocalStorage::holds_many), which does not count as a use), after
+    /// the fill; a change of the key that overlapped it leaves the key out, as after a write.
     fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
-        self.changing(items.iter().map(|(k, _, _)| *k), || self.base.fill_each(items))
+        let changes: Vec<Change<'_>> = items
+            .iter()
+            .map(|(key, _, _)| self.hot.begin_change(key))
+            .collect();
+        let out = self.base.fill_each(items);
+        let wanted: Vec<&str> = items
+            .iter()
+            .zip(&changes)
+            .filter(|(_, change)| change.wants_value())
+            .map(|((key, _, _), _)| *key)
+            .collect();
+        // A failed look keeps none of them: the next read asks the level below.
+        let mut admitted = match (&out, wanted.as_slice()) {
+            (Ok(_), [_, ..]) => self.base.holds_many(&wanted).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+        .into_iter();
+        for ((key, bytes, ttl), change) in items.iter().zip(changes) {
+            let kept = change.wants_value() && admitted.next().unwrap_or(false);
+            let written = (*ttl).filter(|_| kept).map(|ttl| Written { bytes, ttl });
+            self.hot.end_change(key, change, written);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::local::memory::MemoryStore;
+    use crate::storage::delegate::{Delegate, Wrap, WrapLocal};
+
+    /// A level below whose admission refuses every fill.
+    struct RefusesFills(MemoryStore);
+
+    impl Wrap for RefusesFills {
+        type Inner = MemoryStore;
+        fn inner(&self) -> &MemoryStore {
+            &self.0
+        }
+    }
+
+    impl WrapLocal for RefusesFills {
+        fn fill_each(&self, _: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+            Ok(0)
+        }
+    }
+
+    fn decoder() -> super::super::hot::Decoder<u32> {
+        Box::new(|_, bytes: &[u8]| bytes.try_into().ok().map(u32::from_le_bytes))
+    }
+
+    /// Two tiers over `base`, with `missed` noted as a typed read's miss of `u32`.
+    fn tiers(base: Arc<dyn LocalStorage>, missed: &str) -> Tiered {
+        let hot = Arc::new(HotTier::new(10, 1 << 20, Arc::new(ManualClock::new(1000))));
+        hot.note_miss::<u32>(missed, decoder);
+        Tiered::new(hot, base)
+    }
+
+    const TTL: Option<Duration> = Some(Duration::from_secs(60));
+
+    #[test]
+    fn a_fill_of_a_key_a_typed_read_missed_leaves_its_value_in_both_tiers() {
+        let tiers = tiers(Arc::new(MemoryStore::new(10).unwrap()), "k");
+        let seven = 7u32.to_le_bytes();
+        let other = 8u32.to_le_bytes();
+        assert_eq!(
+            tiers
+                .fill_each(&[("k", &seven, TTL), ("j", &other, TTL)])
+                .unwrap(),
+            2
+        );
+        assert_eq!(tiers.hot().get::<u32>("k"), Some(7));
+        assert_eq!(tiers.hot().get::<u32>("j"), None, "no read asked for j");
+        assert!(tiers.base().get("j").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_fill_the_level_below_refuses_leaves_no_value_in_the_hot_tier() {
+        let base = Delegate(RefusesFills(MemoryStore::new(10).unwrap()));
+        let tiers = tiers(Arc::new(base), "k");
+        assert_eq!(tiers.fill_each(&[("k", &7u32.to_le_bytes(), TTL)]).unwrap(), 0);
+        assert_eq!(
+            tiers.hot().get::<u32>("k"),
+            None,
+            "the hot tier holds no more than below"
+        );
+    }
+
+    #[test]
+    fn a_fill_that_fails_leaves_no_value_in_the_hot_tier() {
+        struct FailsFills(MemoryStore);
+        impl Wrap for FailsFills {
+            type Inner = MemoryStore;
+            fn inner(&self) -> &MemoryStore {
+                &self.0
+            }
+        }
+        impl WrapLocal for FailsFills {
+            fn fill_each(&self, _: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
+                Err(crate::Error::Backend {
+                    level: "file",
+                    op: "fill",
+                    reason: "the device is gone (test)".into(),
+                })
+            }
+        }
+        let tiers = tiers(Arc::new(Delegate(FailsFills(MemoryStore::new(10).unwrap()))), "k");
+        assert!(tiers.fill_each(&[("k", &7u32.to_le_bytes(), TTL)]).is_err());
+        assert_eq!(tiers.hot().get::<u32>("k"), None);
     }
 }

@@ -48,6 +48,10 @@ impl<V> Lookup<V> {
 pub(crate) struct HotMiss {
     ticket: Ticket,
     mark: u64,
+    /// Whether an L2 hit of the read is copied into L1 after the read returns (a batch read's
+    /// hits, by the backfill thread): then the tier is told to keep the value that copy writes
+    /// (see [`Shared::decode_and_keep`]).
+    filled_later: bool,
 }
 
 /// How the memory tier's cache of `V` decodes what a write of one of its keys wrote: as the
@@ -163,6 +167,7 @@ impl Shared {
         Some(HotMiss {
             ticket: self.guard.ticket(key),
             mark: hot.clear_mark(),
+            filled_later: false,
         })
     }
 
@@ -170,7 +175,10 @@ impl Shared {
     /// value itself or an `Arc` of it; later writes of the key decode the same way) and keeps
     /// it in the tier, if L1 holds those very bytes,
     /// as a trusted entry, and neither a write of the key nor a clear of the tier began since
-    /// `miss` was taken.
+    /// `miss` was taken. Where L1 holds no value yet and the L2 hit is copied in later (a batch
+    /// read's, by the backfill thread), the key is noted as a miss instead, so that the copy,
+    /// which changes L1 as a write does, leaves the value it wrote in the tier
+    /// ([`HotTier::end_change`]): an L2 hit reaches both tiers, as a single read's does.
     pub(crate) fn decode_and_keep<T, V>(
         &self,
         key: &str,
@@ -206,21 +214,19 @@ impl Shared {
                 } else {
                     self.l1.get(key).ok().flatten()
                 };
-                if let Some(entry) = current {
-                    if entry.value == bytes {
-                        let expires_at_ms = entry.expires_at.map_or(0, clock::system_time_to_ms);
-                        let decoder = decoder::<T, V>(self.codec, wrap);
-                        let size = bytes.len();
-                        if hot.insert_unless_cleared(
-                            key,
-                            value.clone(),
-                            expires_at_ms,
-                            size,
-                            miss.mark,
-                            decoder,
-                        ) {
-                            self.metrics.memory.sets.incr();
-                        }
+                let Some(entry) = current else {
+                    if miss.filled_later {
+                        hot.note_miss(key, decoder::<T, V>(self.codec, wrap));
+                    }
+                    return;
+                };
+                if entry.value == bytes {
+                    let expires_at_ms = entry.expires_at.map_or(0, clock::system_time_to_ms);
+                    let decoder = decoder::<T, V>(self.codec, wrap);
+                    let size = bytes.len();
+                    if hot.insert_unless_cleared(key, value.clone(), expires_at_ms, size, miss.mark, decoder)
+                    {
+                        self.metrics.memory.sets.incr();
                     }
                 }
             });
@@ -244,7 +250,10 @@ impl Shared {
                 }
                 None => {
                     missed.push(key);
-                    misses.push(self.hot_miss(key));
+                    misses.push(self.hot_miss(key).map(|miss| HotMiss {
+                        filled_later: self.fills.is_some(),
+                        ..miss
+                    }));
                 }
             }
         }
