@@ -181,11 +181,26 @@ enum Read {
     Batch,
 }
 
+/// What the main thread of [`race_l2_hits`] does to the key each round, after another
+/// instance's write of its next number to L2.
+#[derive(Clone, Copy, Debug)]
+enum Then {
+    /// Deletes it: no number is left.
+    Delete,
+    /// Drops it from L1, as the other instance's message does: L2's new number is left.
+    InvalidateLocal,
+    /// Drops every key of its prefix from L1.
+    InvalidatePrefix,
+    /// Writes the new number through this instance too (L1 and L2).
+    Write,
+}
+
 /// L1 missing the key while L2 holds it, written there alone as another instance would: each
-/// reader's read backfills both tiers, racing a delete that publishes the number it dropped
-/// once it returned; no read answers a number already dropped when it began. At least 1000
-/// rounds, and on until `raced` holds of the stats.
-fn race_l2_hits(readers: &[Read], raced: fn(&uno_cache::CacheStats) -> bool) {
+/// reader's read backfills both tiers, racing changes (`then`, one a round in turn) that
+/// publish the last number they replaced once they returned; no read answers a number already
+/// replaced when it began. At least 1000 rounds, and on until `raced` holds of the stats.
+fn race_l2_hits(readers: &[Read], then: &[Then], raced: fn(&uno_cache::CacheStats) -> bool) {
+    const KEYS: [&str; 2] = ["p:k", "p:j"];
     let dir = tempfile::tempdir().unwrap();
     let l2 = Arc::new(MemoryStore::new(1000).unwrap());
     let cache = manager(dir.path(), Some(Arc::clone(&l2)));
@@ -207,18 +222,26 @@ fn race_l2_hits(readers: &[Read], raced: fn(&uno_cache::CacheStats) -> bool) {
                 while !done.load(Ordering::SeqCst) {
                     let before = dropped.load(Ordering::SeqCst);
                     let seen = match read {
-                        Read::Get => cache.get::<Val>("k").unwrap().map(|v| v.n),
-                        Read::GetArc => cache.get_arc::<Val>("k").unwrap().map(|v| v.n),
-                        Read::Batch => cache
-                            .multi_get::<Val>(&["k", "other"])
-                            .unwrap()
-                            .remove("k")
-                            .map(|v| v.n),
+                        Read::Get => cache.get::<Val>("p:k").unwrap().map(|v| v.n),
+                        Read::GetArc => cache.get_arc::<Val>("p:k").unwrap().map(|v| v.n),
+                        // Two keys, each an L2 hit while L1 misses it: a batch with a
+                        // single L2 hit backfills it inline, not on the fill thread.
+                        Read::Batch => {
+                            let mut found = cache.multi_get::<Val>(&KEYS).unwrap();
+                            if let Some(j) = found.remove("p:j") {
+                                assert!(
+                                    j.n > before,
+                                    "{read:?} read {} of p:j, replaced up to {before} before the read",
+                                    j.n
+                                );
+                            }
+                            found.remove("p:k").map(|v| v.n)
+                        }
                     };
                     if let Some(n) = seen {
                         assert!(
                             n > before,
-                            "{read:?} read {n}, dropped up to {before} before the read"
+                            "{read:?} read {n}, replaced up to {before} before the read"
                         );
                     }
                 }
@@ -230,12 +253,45 @@ fn race_l2_hits(readers: &[Read], raced: fn(&uno_cache::CacheStats) -> bool) {
     let mut n = 0;
     while another_round(n, 1000, started, || raced(&cache.stats())) {
         n += 1;
-        l2.set("k", &codec.encode("k", &Val { n }).unwrap(), None)
-            .unwrap();
+        for key in KEYS {
+            l2.set(key, &codec.encode(key, &Val { n }).unwrap(), None)
+                .unwrap();
+        }
         std::thread::yield_now();
-        cache.delete("k").unwrap();
-        dropped.store(n, Ordering::SeqCst);
-        assert_eq!(cache.get::<Val>("k").unwrap(), None, "round {n}");
+        let left = match then[n as usize % then.len()] {
+            Then::Delete => {
+                for key in KEYS {
+                    cache.delete(key).unwrap();
+                }
+                dropped.store(n, Ordering::SeqCst);
+                None
+            }
+            change => {
+                match change {
+                    Then::InvalidateLocal => {
+                        for key in KEYS {
+                            cache.invalidate_local(key).unwrap();
+                        }
+                    }
+                    // The in-process L2 lists no keys: it keeps them, which the call says
+                    // once it has dropped them from L1 (all this race needs).
+                    Then::InvalidatePrefix => match cache.invalidate_prefix("p:") {
+                        Ok(_) | Err(uno_cache::Error::PrefixKeptInL2 { .. }) => {}
+                        Err(e) => panic!("round {n}: {e}"),
+                    },
+                    _ => {
+                        for key in KEYS {
+                            cache.set(key, &Val { n }, None).unwrap();
+                        }
+                    }
+                }
+                dropped.store(n - 1, Ordering::SeqCst);
+                Some(Val { n })
+            }
+        };
+        for key in KEYS {
+            assert_eq!(cache.get::<Val>(key).unwrap(), left, "round {n}: {key}");
+        }
     }
     done.store(true, Ordering::SeqCst);
     for thread in threads {
@@ -246,16 +302,33 @@ fn race_l2_hits(readers: &[Read], raced: fn(&uno_cache::CacheStats) -> bool) {
 /// Until a read has backfilled the memory tier.
 #[test]
 fn an_l2_hit_backfilled_into_both_tiers_racing_a_delete_never_outlives_it() {
-    race_l2_hits(&[Read::Get, Read::GetArc, Read::Batch], |stats| {
-        stats.memory.sets > 0
-    });
+    race_l2_hits(
+        &[Read::Get, Read::GetArc, Read::Batch],
+        &[Then::Delete],
+        |stats| stats.memory.sets > 0,
+    );
 }
 
 /// Batch readers alone, whose L2 hits reach the memory tier through the fill thread's copy:
 /// until the memory tier has answered one of them.
 #[test]
 fn a_batch_reads_fill_of_the_memory_tier_racing_a_delete_never_outlives_it() {
-    race_l2_hits(&[Read::Batch, Read::Batch], |stats| stats.memory.hits > 0);
+    race_l2_hits(&[Read::Batch, Read::Batch], &[Then::Delete], |stats| {
+        stats.memory.hits > 0
+    });
+}
+
+/// Batch readers alone, racing what replaces the number they read (another instance's write
+/// and its invalidation, local or by prefix, or a write of this instance) rather than deletes
+/// it: a fill of the memory tier the fill thread makes after a replacement returned would
+/// answer the number replaced. Until the memory tier has answered one of them.
+#[test]
+fn a_batch_reads_fill_of_the_memory_tier_racing_a_replacement_never_outlives_it() {
+    race_l2_hits(
+        &[Read::Batch, Read::Batch],
+        &[Then::InvalidateLocal, Then::Write, Then::InvalidatePrefix],
+        |stats| stats.memory.hits > 0,
+    );
 }
 
 /// Every L1 entry made suspect while typed reads promote: once the marking returned, a read
