@@ -150,3 +150,117 @@ fn a_write_delete_or_invalidation_between_a_batch_read_and_its_backfill_wins_in_
         cache.delete(&keys[3]).unwrap();
     }
 }
+
+/// Decodes of [`Counted`] values, by any thread.
+static DECODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A value whose decodes are counted.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Counted {
+    #[serde(deserialize_with = "counted")]
+    n: u32,
+}
+
+fn counted<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    DECODES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    <u32 as serde::Deserialize>::deserialize(d)
+}
+
+/// The key the memory tier answered, dropped by another instance's write (its invalidation
+/// leaves the key's place in the tier), is read again from L2 by a single read: the read keeps
+/// what it decoded, once; the fill it made of L1 neither decodes the value again on the
+/// reader's thread nor puts it a second time (`stats().memory.sets` counts one).
+#[test]
+fn a_single_reads_l2_hit_of_a_key_the_memory_tier_held_is_decoded_and_kept_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, l2) = two_tiers_and_l2(dir.path());
+    cache.set("k", &Counted { n: 1 }, None).unwrap();
+    assert_eq!(cache.get::<Counted>("k").unwrap(), Some(Counted { n: 1 }));
+    assert_eq!(cache.get::<Counted>("k").unwrap(), Some(Counted { n: 1 }));
+    assert_eq!(cache.stats().memory.hits, 1, "kept by the first read");
+    // Another instance's write, and its invalidation here.
+    l2.set("k", &cache.codec().encode("k", &Counted { n: 2 }).unwrap(), None)
+        .unwrap();
+    cache.invalidate_local("k").unwrap();
+    let (sets, decodes) = (
+        cache.stats().memory.sets,
+        DECODES.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    assert_eq!(cache.get::<Counted>("k").unwrap(), Some(Counted { n: 2 }));
+    assert_eq!(
+        (
+            cache.stats().memory.sets - sets,
+            DECODES.load(std::sync::atomic::Ordering::SeqCst) - decodes
+        ),
+        (1, 1),
+        "one value kept, decoded once"
+    );
+    let hits = cache.stats().memory.hits;
+    assert_eq!(cache.get::<Counted>("k").unwrap(), Some(Counted { n: 2 }));
+    assert_eq!(
+        cache.stats().memory.hits - hits,
+        1,
+        "and answered from memory next"
+    );
+}
+
+/// Keys the memory tier answered, then dropped by another instance's writes (their places
+/// stay in the tier), read again by a batch read from L2: the fill the backfill thread makes of
+/// them puts the new values back in the memory tier, whose next batch read answers them.
+#[test]
+fn l2_hits_of_a_batch_read_of_keys_the_memory_tier_held_are_memory_tier_hits_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, l2) = two_tiers_and_l2(dir.path());
+    let keys = in_l2_only(&cache, &l2, 3);
+    cache.multi_get::<User>(&keys).unwrap();
+    cache.flush().unwrap();
+    let hits = cache.stats().memory.hits;
+    assert_eq!(cache.multi_get::<User>(&keys).unwrap().len(), 3);
+    assert_eq!(cache.stats().memory.hits - hits, 3, "held");
+    for key in &keys {
+        l2.set(key, &cache.codec().encode(key, &user(50)).unwrap(), None)
+            .unwrap();
+        cache.invalidate_local(key).unwrap();
+    }
+    let found = cache.multi_get::<User>(&keys).unwrap();
+    assert!(found.values().all(|u| *u == user(50)), "{found:?}");
+    cache.flush().unwrap();
+    let before = cache.stats();
+    assert_eq!(cache.multi_get::<User>(&keys).unwrap(), found);
+    let after = cache.stats();
+    assert_eq!(
+        (
+            after.memory.hits - before.memory.hits,
+            after.file.hits + after.file.misses - before.file.hits - before.file.misses
+        ),
+        (3, 0),
+        "{:?}",
+        after.memory
+    );
+}
+
+/// Two batch reads of the same L2 hits, one right after the other, each queue a fill of them
+/// (the backfill thread lets batches gather for a moment first); the second fill finds the
+/// values the first one put in the memory tier and refreshes them rather than drop them, so
+/// the next read is a memory-tier hit, as after one batch read.
+#[test]
+fn two_batch_reads_of_the_same_l2_hits_leave_them_in_the_memory_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, l2) = two_tiers_and_l2(dir.path());
+    let keys = in_l2_only(&cache, &l2, 3);
+    let first = cache.multi_get::<User>(&keys).unwrap();
+    assert_eq!(cache.multi_get::<User>(&keys).unwrap(), first);
+    cache.flush().unwrap();
+    let before = cache.stats();
+    assert_eq!(cache.multi_get::<User>(&keys).unwrap(), first);
+    let after = cache.stats();
+    assert_eq!(
+        (
+            after.memory.hits - before.memory.hits,
+            after.file.hits + after.file.misses - before.file.hits - before.file.misses
+        ),
+        (3, 0),
+        "{:?}",
+        after.memory
+    );
+}

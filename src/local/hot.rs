@@ -334,7 +334,9 @@ pub(crate) struct Change<'a> {
     stripe: Option<StripeChange<'a>>,
     /// The clear mark when the change began.
     mark: u64,
-    /// Bit `i`: the cache in type slot `i` held the key when the change began.
+    /// Bit `i`: the cache in type slot `i` held the key when the change began (for a fill, a
+    /// place without a value counts only if a read of its type lately noted a miss of the key
+    /// too: see [`HotTier::begin_fill`]).
     held: u8,
     /// Bit `i`: the cache in type slot `i` did not, but a read of its type lately found no
     /// value for the key.
@@ -625,6 +627,25 @@ impl HotTier {
     /// [`remove`](Self::remove)) and notes which types held it. The change ends with
     /// [`end_change`](Self::end_change).
     pub(crate) fn begin_change(&self, key: &str) -> Change<'_> {
+        self.begin(key, false)
+    }
+
+    /// [`begin_change`](Self::begin_change) for a fill (a value copied in from L2): a type that
+    /// holds a value of the key gets the value filled back, as after a write, but a type that
+    /// holds only the key's place (its value dropped by a change, see [`Slot`]) or nothing
+    /// gets it only if a typed read of it lately noted a miss of the key (see
+    /// [`note_miss`](Self::note_miss)). A batch read notes the L2 hits its fill copies in after
+    /// it returned; a single read, which missed the tier, keeps the value it decoded itself
+    /// once its fill is in, and a fill that put the value first had it decoded twice on the
+    /// reader's thread (and kept twice). A value another read or fill put meanwhile is
+    /// refreshed rather than dropped, so that two batch reads of the same keys, filled one after
+    /// the other, leave them in the tier.
+    pub(crate) fn begin_fill(&self, key: &str) -> Change<'_> {
+        self.begin(key, true)
+    }
+
+    /// [`begin_change`](Self::begin_change), or with `fill`, [`begin_fill`](Self::begin_fill).
+    fn begin(&self, key: &str, fill: bool) -> Change<'_> {
         let hash = self.changes.hash(key);
         let stripe = self.changes.begin(hash);
         let mark = self.clear_mark();
@@ -638,7 +659,12 @@ impl HotTier {
                     self.expirations.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Forgot::Place => held |= 1 << i,
+            // A fill refreshes a place without a value only if a read of its type asked.
+            Forgot::Place => {
+                if !fill || cache.take_miss(hash) {
+                    held |= 1 << i;
+                }
+            }
             Forgot::Nothing => {
                 if cache.take_miss(hash) {
                     missed |= 1 << i;

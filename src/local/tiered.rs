@@ -9,9 +9,10 @@
 //! replaced. Typed reads
 //! use the hot tier directly (through the manager, which fills it under its backfill guard).
 //! Fills (values copied in from L2, which the level below may refuse) drop the key too, and put
-//! the value filled back only where a write would and the level below admitted it: the single
-//! read that asked for a fill keeps the value it decoded itself, once the fill is in; a batch
-//! read, whose fills are written after it returns, has the fill keep it.
+//! the value filled back, if the level below admitted it, in the types that hold a value of the
+//! key or whose reads noted a miss of it: the single read that asked for a fill (having missed
+//! the hot tier) keeps the value it decoded itself, once the fill is in; a batch read, whose
+//! fills are written after it returns, notes its L2 hits so that the fill keeps them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,17 +220,17 @@ impl LocalStorage for Tiered {
     }
 
     /// A change like any write: the keys leave the hot tier around it, whether the level below
-    /// admits them or not. A key the hot tier held, or that a typed read lately missed (a batch
-    /// read notes the L2 hits it decoded, which this fill copies in after the read returned),
-    /// comes back with the value filled, if the level below admitted it: the hot tier then
-    /// holds what a single read's fill would have left there. Admission is asked of those keys
-    /// alone ([`holds_many`](LocalStorage::holds_many), which does not count as a use), after
-    /// the fill; a change of the key that overlapped it leaves the key out, as after a write.
+    /// admits them or not. A key that a typed read lately noted as missed (a batch read notes
+    /// the L2 hits it decoded, which this fill copies in after the read returned), or whose
+    /// value the hot tier holds, comes back with the value filled, if the level below
+    /// admitted it: the hot tier then holds what a single read's fill would have left there.
+    /// A place without a value that no read noted only drops the key: a single read keeps
+    /// what it decoded itself once its fill is in (see `HotTier::begin_fill`). Admission is
+    /// asked of those keys alone ([`holds_many`](LocalStorage::holds_many), which does not
+    /// count as a use), after the fill; a change of the key that overlapped it leaves the key
+    /// out, as after a write.
     fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
-        let changes: Vec<Change<'_>> = items
-            .iter()
-            .map(|(key, _, _)| self.hot.begin_change(key))
-            .collect();
+        let changes: Vec<Change<'_>> = items.iter().map(|(key, _, _)| self.hot.begin_fill(key)).collect();
         let out = self.base.fill_each(items);
         let wanted: Vec<&str> = items
             .iter()
@@ -302,6 +303,27 @@ mod tests {
         assert_eq!(tiers.hot().get::<u32>("k"), Some(7));
         assert_eq!(tiers.hot().get::<u32>("j"), None, "no read asked for j");
         assert!(tiers.base().get("j").unwrap().is_some());
+    }
+
+    /// A single read keeps what it decoded itself once its fill is in: a fill that put the
+    /// value too had it decoded (and kept) twice on the reader's thread.
+    #[test]
+    fn a_fill_of_a_key_whose_place_the_hot_tier_held_but_no_read_noted_only_drops_it() {
+        let tiers = tiers(Arc::new(MemoryStore::new(10).unwrap()), "other");
+        tiers.hot().insert("k", 7u32, 0, 4);
+        // A value: refreshed, as by a write.
+        assert_eq!(tiers.fill_each(&[("k", &8u32.to_le_bytes(), TTL)]).unwrap(), 1);
+        assert_eq!(tiers.hot().get::<u32>("k"), Some(8));
+        assert_eq!(tiers.hot().written(), 1);
+        // A place without a value, as a delete leaves: the fill only drops the key.
+        assert!(tiers.delete("k").unwrap());
+        assert_eq!(tiers.fill_each(&[("k", &9u32.to_le_bytes(), TTL)]).unwrap(), 1);
+        assert_eq!(tiers.hot().get::<u32>("k"), None);
+        assert_eq!(tiers.hot().written(), 1);
+        // Noted by a read: the fill puts its value in the place.
+        tiers.hot().note_miss::<u32>("k", decoder);
+        assert_eq!(tiers.fill_each(&[("k", &10u32.to_le_bytes(), TTL)]).unwrap(), 1);
+        assert_eq!(tiers.hot().get::<u32>("k"), Some(10));
     }
 
     #[test]
