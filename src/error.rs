@@ -132,7 +132,8 @@ pub enum Error {
     },
 
     /// An I/O call failed. The message ends with what to do where the error's kind says it (a
-    /// permission, a full disk, a read-only mount, a directory where a file should be).
+    /// permission, a full disk, a read-only mount, a directory where a file should be, too many
+    /// open files).
     #[error("{op} {path}: {source}{}", io_advice(op, source))]
     Io {
         /// What was being done ("write segment", "open", ...).
@@ -582,6 +583,13 @@ pub(crate) const CONFIG_READ: &str = "read config";
 /// What to do about an I/O error of this kind during `op`, as the end of [`Error::Io`]'s
 /// message; nothing where the error alone cannot tell (a damaged disk's `EIO`, say).
 pub(crate) fn io_advice(op: &str, e: &io::Error) -> &'static str {
+    // No stable `ErrorKind` names these two.
+    if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) {
+        return "; the process has as many files open as its limit allows (RLIMIT_NOFILE): raise it (`ulimit -n`, `LimitNOFILE=` in a systemd unit) or open fewer files; a file store holds open its lock, its active segment and the sealed segments awaiting their fsync, not one file per segment";
+    }
+    if e.raw_os_error() == Some(rustix::io::Errno::NFILE.raw_os_error()) {
+        return "; the system has as many files open as it allows (`fs.file-max`): close files or raise that limit";
+    }
     match e.kind() {
         // The one file read that is not the store's: the store's advice sent a user who gave
         // `--config` a directory to look for one inside a store.

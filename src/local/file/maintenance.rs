@@ -72,7 +72,7 @@ const BATCH: usize = 256;
 
 /// The small sealed segments (less than an eighth of a segment each: what a run that wrote a
 /// little left) an open leaves as they are; past it, the open merges them all (see
-/// `Inner::merge_small_at_open`). Each is one open file and one map while the store is open.
+/// `Inner::merge_small_at_open`). Each is a file and a map while the store is open.
 pub(crate) const SMALL_SEGMENTS_AT_OPEN: usize = 16;
 
 /// A live value record of the segment an eviction drops: what ranking it needs, without its
@@ -630,9 +630,11 @@ impl Inner {
     /// At open: merges the small sealed segments restarts left (each open starts a segment of
     /// its own) if there are more than [`SMALL_SEGMENTS_AT_OPEN`]. The compactor merges them
     /// too, but only once a store has been open for its interval: a program that opened the
-    /// store, wrote a little and exited within it left one file more per run, and past the
-    /// process's limit on open files (1,024 by default on most systems) the store could not be
-    /// opened at all (1,100 runs of `uno-cache set` did it). A store that takes no writes (its
+    /// store, wrote a little and exited within it left one file more per run, and when each
+    /// segment held its file open, past the process's limit on open files (1,024 by default on
+    /// most systems) the store could not be opened at all (1,100 runs of `uno-cache set` did
+    /// it). Sealed segments are now closed once durable (see `segment`), but each is still a
+    /// map and a scan at the next open. A store that takes no writes (its
     /// latch set at open) merges nothing, and a failure (a full device) leaves the rest as they
     /// are, for the compactor or the next open: the open goes on either way.
     pub(crate) fn merge_small_at_open(&self) {

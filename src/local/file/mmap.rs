@@ -17,7 +17,8 @@ pub(crate) fn map_segment(file: &File, len: usize) -> io::Result<Mmap> {
     // - uno-cache truncates a segment only down to its data end (when it is sealed, and when
     //   recovery cuts a torn or unused tail), and every read is bounded by the data end
     //   (`Segment::read`, `Segment::scan_data`), so no page past the end of the file is touched;
-    //   deletion only unlinks, which keeps the mapping valid;
+    //   deletion only unlinks, and a sealed segment's file is closed once the segment is
+    //   durable: the mapping holds its own reference to the file, so neither invalidates it;
     // - `len` never exceeds the file length, nor the first hole of the file (the caller checks):
     //   new segments are fully allocated (`fallocate`) before they are mapped, so reading any
     //   byte never needs a new page, which a full tmpfs could not give (SIGBUS);

@@ -1,9 +1,18 @@
 //! One segment file: a preallocated, append-only log of records, read through an mmap.
+//!
+//! Reads go through the map alone, so a segment keeps its file open only while it may still be
+//! written or need an fsync: from its creation until it is sealed and an fsync after that has
+//! succeeded. Then the file is closed; the map stays valid without it. A store of many segments
+//! (a 64 GiB bound with 64 MiB segments is 1,024) kept one open file per segment, and past the
+//! process's limit on open files (1,024 by default on many systems) its rolls and its open
+//! failed with `EMFILE`. The rare write or fsync of a closed segment (recovery's cut of a torn
+//! tail, its fsync of a segment a killed run left) opens the file again for as long as needed.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 use parking_lot::Mutex;
@@ -47,7 +56,11 @@ pub(crate) struct Segment {
     /// Mixed into every record's CRC (see `format::SegmentHeader`).
     pub(crate) salt: u32,
     pub(crate) path: PathBuf,
-    file: DiskFile,
+    /// The open file, while the segment may be written or still need an fsync (see the module
+    /// docs); reads never use it.
+    file: Mutex<FileSlot>,
+    /// To open the file again where a closed segment needs it.
+    disk: Disk,
     map: Mmap,
     /// Bytes of records the index points at (values only).
     pub(crate) live_bytes: AtomicU64,
@@ -77,6 +90,34 @@ pub(crate) struct Segment {
     sync_failed: Mutex<bool>,
     /// The map is advised for random reads (see `map_reads`): scans ask for their bytes ahead.
     random_reads: AtomicBool,
+}
+
+/// How many sealed segments the writer leaves to the flusher's fsync, each with its file open:
+/// when it seals the next, it fsyncs the oldest of any more itself (`Inner::seal`), which closes
+/// it. Left to the flusher, a burst of writes kept a file open per segment it filled, and a
+/// store of small segments passed the limit on open files within a second. With a flush's (as
+/// many again, taken before), the lock and the active segment, a store holds about 35 files
+/// open at most, whatever its number of segments.
+pub(crate) const OPEN_UNSYNCED: usize = 16;
+
+/// A segment's file, open or not.
+#[derive(Debug)]
+struct FileSlot {
+    /// Shared so an fsync can run without the slot's lock: a write to the active segment takes
+    /// it, and must not wait for a flush's fsync of that segment.
+    open: Option<Arc<DiskFile>>,
+    /// Sealed, and every write to it durable: an fsync has nothing to do, and the file is
+    /// closed. Set by the first fsync that succeeds after the seal.
+    durable: bool,
+}
+
+impl FileSlot {
+    fn open(file: DiskFile) -> Mutex<FileSlot> {
+        Mutex::new(FileSlot {
+            open: Some(Arc::new(file)),
+            durable: false,
+        })
+    }
 }
 
 /// A scan of a segment whose map is advised for random reads asks for the pages ahead of it:
@@ -167,7 +208,7 @@ impl Segment {
         let file = disk
             .create_new(&path, mode)
             .map_err(|e| Error::io("create segment", &path, e))?;
-        match Self::init(file, &path, id, size) {
+        match Self::init(disk, file, &path, id, size) {
             Ok(segment) => Ok(segment),
             Err(e) => {
                 if let Err(rm) = disk.remove_file(&path) {
@@ -178,7 +219,7 @@ impl Segment {
         }
     }
 
-    fn init(file: DiskFile, path: &Path, id: u64, size: u64) -> Result<Segment> {
+    fn init(disk: &Disk, file: DiskFile, path: &Path, id: u64, size: u64) -> Result<Segment> {
         let salt = format::new_salt(id);
         file.allocate(size)
             .map_err(|e| Error::io("reserve segment space", path, e))?;
@@ -198,7 +239,8 @@ impl Segment {
             id,
             salt,
             path: path.to_owned(),
-            file,
+            file: FileSlot::open(file),
+            disk: disk.clone(),
             map,
             live_bytes: AtomicU64::new(0),
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
@@ -212,7 +254,8 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment read-only and checks its header. Only its first `max_len`
+    /// Opens an existing segment and checks its header; the file is closed again once it is
+    /// mapped (see the module docs). Only its first `max_len`
     /// bytes (the store's segment size) are mapped: no segment the store writes is longer, so
     /// what a file holds past that is not its records. Returns the segment and how many bytes
     /// past `max_len` the file held.
@@ -225,7 +268,6 @@ impl Segment {
         id: u64,
         max_len: u64,
     ) -> Result<std::result::Result<(Segment, u64), Unreadable>> {
-        // Writable so recovery can cut a torn tail; the directory lock keeps other writers out.
         let file = disk
             .open(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
@@ -302,11 +344,18 @@ impl Segment {
             }
         };
         let map = map()?;
+        // Closed here: kept, one per segment, they failed the open of a store of more segments
+        // than the process may open files. Recovery opens it again to cut or fsync it.
+        drop(file);
         let segment = Segment {
             id,
             salt,
             path,
-            file,
+            file: Mutex::new(FileSlot {
+                open: None,
+                durable: false,
+            }),
+            disk: disk.clone(),
             map,
             live_bytes: AtomicU64::new(0),
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
@@ -441,9 +490,27 @@ impl Segment {
 
     /// Writes `bytes` at `offset` (not through the map, so an I/O error is an error, not SIGBUS).
     pub(crate) fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all_at(bytes, offset)
+        // The active segment's file is open: a write only opens one in tests that damage a
+        // sealed segment.
+        let file = self.opened(&mut self.file.lock(), "open segment to write")?;
+        file.write_all_at(bytes, offset)
             .map_err(|e| Error::io("write segment", &self.path, e))
+    }
+
+    /// The open file of the segment, opened again if it was closed; it stays open until the
+    /// next fsync succeeds (see the module docs).
+    fn opened(&self, slot: &mut FileSlot, op: &'static str) -> Result<Arc<DiskFile>> {
+        if let Some(file) = &slot.open {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(
+            self.disk
+                .open(&self.path)
+                .map_err(|e| Error::io(op, &self.path, e))?,
+        );
+        slot.open = Some(Arc::clone(&file));
+        slot.durable = false;
+        Ok(file)
     }
 
     /// Makes written data durable.
@@ -452,6 +519,11 @@ impl Segment {
     /// writeback error to one fsync of an open file and marks the pages clean, so a second
     /// fsync (a write's under `EveryWrite`, racing a flush's) returned success for records the
     /// kernel had dropped, and its write was acknowledged as durable.
+    ///
+    /// The first fsync that succeeds once the segment is sealed closes its file: nothing more is
+    /// written to it, so later fsyncs have nothing to do. Until then the file stays open, so the
+    /// fsync goes to the file the writes went to, and no writeback error can be missed for want
+    /// of an open file that saw it.
     pub(crate) fn sync(&self) -> Result<()> {
         let mut failed = self.sync_failed.lock();
         if *failed {
@@ -463,10 +535,26 @@ impl Segment {
                 ),
             ));
         }
-        self.file.sync_data().map_err(|e| {
+        // Read before the fsync: `seal` truncates before it marks the segment sealed, so what
+        // this fsync covers includes everything written to a segment seen sealed here.
+        let sealed = self.sealed.load(Ordering::Acquire);
+        let file = {
+            let mut slot = self.file.lock();
+            if slot.durable {
+                return Ok(());
+            }
+            self.opened(&mut slot, "open segment to fsync")?
+        };
+        file.sync_data().map_err(|e| {
             *failed = true;
             Error::io("fsync segment", &self.path, e)
-        })
+        })?;
+        if sealed {
+            let mut slot = self.file.lock();
+            slot.durable = true;
+            slot.open = None;
+        }
+        Ok(())
     }
 
     /// Gives the reserved space past the data end back to the device: the segment takes no more
@@ -474,22 +562,26 @@ impl Segment {
     /// mapping, longer than the file from now on, is never touched there.
     pub(crate) fn truncate_to_data(&self) -> Result<()> {
         let end = self.data_end();
-        if self.file_len()? > end {
-            self.file
+        let mut slot = self.file.lock();
+        let len = match &slot.open {
+            Some(file) => file.file().metadata(),
+            // Closed (opened by recovery): opened again only to cut it.
+            None => std::fs::metadata(&self.path),
+        }
+        .map_err(|e| Error::io("stat segment", &self.path, e))?
+        .len();
+        if len > end {
+            self.opened(&mut slot, "open segment to truncate")?
                 .set_len(end)
                 .map_err(|e| Error::io("truncate segment", &self.path, e))?;
         }
         Ok(())
     }
 
-    /// Length of the file now.
-    pub(crate) fn file_len(&self) -> Result<u64> {
-        Ok(self
-            .file
-            .file()
-            .metadata()
-            .map_err(|e| Error::io("stat segment", &self.path, e))?
-            .len())
+    /// Whether the segment's file is open (see the module docs).
+    #[cfg(test)]
+    pub(crate) fn holds_file(&self) -> bool {
+        self.file.lock().open.is_some()
     }
 
     pub(crate) fn data_end(&self) -> u64 {
@@ -549,6 +641,50 @@ mod tests {
             seg.advise_random_reads();
         }
         seg
+    }
+
+    #[test]
+    fn a_segment_closes_its_file_once_sealed_and_synced_and_opens_it_again_only_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = segment(dir.path(), false, 1000);
+        seg.sync().unwrap();
+        assert!(
+            seg.holds_file(),
+            "the active segment closed its file after an fsync"
+        );
+        seg.truncate_to_data().unwrap();
+        seg.sealed.store(true, Ordering::Release);
+        assert!(seg.holds_file(), "closed before the fsync after its seal");
+        seg.sync().unwrap();
+        assert!(!seg.holds_file(), "a sealed, synced segment kept its file open");
+        // Its fsync has nothing left to do, and reads need no file.
+        seg.sync().unwrap();
+        assert!(!seg.holds_file());
+        assert_eq!(seg.read(100, 8), Some(&[0u8; 8][..]));
+        // A write (tests damaging a record) opens it again, until the next fsync.
+        seg.write_at(100, b"x").unwrap();
+        assert!(seg.holds_file());
+        assert_eq!(seg.read(100, 1), Some(&b"x"[..]));
+        seg.sync().unwrap();
+        assert!(!seg.holds_file());
+    }
+
+    #[test]
+    fn an_opened_segment_holds_no_file_and_recoverys_cut_and_fsync_open_it_for_as_long_as_they_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        drop(segment(dir.path(), false, 0));
+        let (seg, past) = Segment::open(&Disk::default(), path.clone(), 1, 64 * 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(past, 0);
+        assert!(!seg.holds_file(), "an opened segment kept its file open");
+        seg.data_end.store(4096, Ordering::Release);
+        seg.truncate_to_data().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+        assert!(seg.holds_file(), "closed between recovery's cut and its fsync");
+        seg.sync().unwrap();
+        assert!(!seg.holds_file());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::format::{self, Kind, Meta, META_EXT_LEN, SEGMENT_HEADER_LEN};
 use super::index::IndexEntry;
 use super::lookup::{Deletes, RefusedFill};
 use super::policy;
-use super::segment::{self, Segment};
+use super::segment::{self, Segment, OPEN_UNSYNCED};
 use super::value_item::ValueItem;
 use super::{hint_entry_len, FileStoreStats, Inner, Sealed, VerifyReport, Writer};
 use super::{recovery, Durability};
@@ -533,11 +533,12 @@ impl Inner {
     /// The space reserved past the last record is given back now (the file is truncated to its
     /// data), so a sealed segment holds on disk only what it stores.
     pub(super) fn seal(&self, w: &mut Writer, active: Arc<Segment>) -> Result<()> {
-        active.sealed.store(true, Ordering::Release);
         if let Err(e) = active.truncate_to_data() {
             // Only space is at stake: the reservation stays until the segment is removed.
             tracing::warn!(error = %e, "could not release the unused tail of a sealed segment");
         }
+        // After the cut, which an fsync that sees the segment sealed covers (`Segment::sync`).
+        active.sealed.store(true, Ordering::Release);
         let sealed = Sealed { segment: active };
         if self.durability == Durability::EveryWrite {
             // Every write call fsyncs before it returns, but a batch that rolled mid-way has
@@ -547,6 +548,12 @@ impl Inner {
             self.write_hint(&sealed);
         } else {
             w.unsynced.push(sealed);
+            // Past `OPEN_UNSYNCED` sealed segments, the oldest is fsynced now, which closes its
+            // file; it stays listed for the flush to write its hint.
+            let past = w.unsynced.len().checked_sub(OPEN_UNSYNCED + 1);
+            if let Some(oldest) = past.and_then(|i| w.unsynced.get(i)) {
+                oldest.segment.sync().map_err(|e| self.fail(e))?;
+            }
         }
         Ok(())
     }
