@@ -93,6 +93,18 @@ fn assert_reads(store: &FileStore, keys: impl Iterator<Item = u64>) {
     }
 }
 
+/// Opens `/dev/null` until the process may open no more files.
+fn take_every_file() -> Vec<std::fs::File> {
+    let mut taken = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(file) => taken.push(file),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) => return taken,
+            Err(e) => panic!("opening /dev/null: {e}"),
+        }
+    }
+}
+
 /// Not a test of its own: the process of
 /// `a_store_of_more_sealed_segments_than_the_file_limit_writes_reopens_and_reads_every_key`.
 #[test]
@@ -117,8 +129,8 @@ fn child_runs_a_store_of_more_segments_than_it_may_open_files() {
         segments > 3 * FILE_LIMIT,
         "{segments} segments: too few to pass the limit"
     );
-    // Once flushed: the lock and the active segment. (Sealed segments wait for their fsync
-    // with their files open.)
+    // Once flushed: the lock, the directory and the active segment. (Sealed segments wait for
+    // their fsync with their files open.)
     let held = open_files_in(&dir);
     eprintln!("{segments} segments, {held} files held open after a flush");
     assert!(
@@ -155,14 +167,7 @@ fn child_runs_a_store_of_more_segments_than_it_may_open_files() {
 
     // A roll refused for want of a file: every descriptor the limit allows is taken, and the
     // writes go on until one needs a new segment.
-    let mut taken = Vec::new();
-    loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(file) => taken.push(file),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) => break,
-            Err(e) => panic!("opening /dev/null: {e}"),
-        }
-    }
+    let taken = take_every_file();
     let refused = (ENTRIES..ENTRIES + 100)
         .map(|i| store.set(&key(i), &value(i), None))
         .find_map(Result::err);
@@ -176,6 +181,22 @@ fn child_runs_a_store_of_more_segments_than_it_may_open_files() {
     // Nothing was written and nothing latched: the next write makes its segment.
     store.set("after", b"refused roll", None).unwrap();
     assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"refused roll"[..]));
+    store.close().unwrap();
+
+    // One file left to open: the first write's roll (an open starts no segment) makes a
+    // segment, which takes it, and the fsync of the directory that makes the segment's name
+    // durable needs none of its own. It opened the directory, and failed ("fsync directory ...
+    // Too many open files"), which disabled writes until a reopen. Ten values fit in that
+    // segment. Without the background threads, which open files of their own (a hint's).
+    let store = FileStore::open(&dir, options().background_threads(false)).unwrap();
+    let mut taken = take_every_file();
+    drop(taken.pop());
+    let first = ENTRIES + 100;
+    for i in first..first + 10 {
+        store.set(&key(i), &value(i), None).unwrap();
+    }
+    drop(taken);
+    assert_reads(&store, first..first + 10);
     store.close().unwrap();
 
     // Evicting at the open, down to a bound of 128 segments: still more than the limit.

@@ -173,6 +173,18 @@ impl Disk {
         File::open(dir).and_then(|d| d.sync_all())
     }
 
+    /// fsyncs the directory `dir` through `handle`, a file of it opened earlier: a store's
+    /// directory fsync (every roll makes one) then needs no file of its own, which a process
+    /// at its limit on open files could not have.
+    pub(crate) fn sync_dir_handle(&self, handle: &File, dir: &Path) -> io::Result<()> {
+        self.check(Op::SyncDir, dir)?;
+        if let Some(sim) = &self.sim {
+            sim.dir_synced(dir);
+            return Ok(());
+        }
+        handle.sync_all()
+    }
+
     /// Creates `path` and its missing parents (see [`perms::create_dir`]) and fsyncs the parent
     /// of each, so the new names are durable; if `path` was there, fsyncs its parent all the
     /// same. Returns whether `path` was created.

@@ -20,6 +20,10 @@ pub(crate) struct LockedDir {
     pub(crate) disk: Disk,
     /// Held for its flock; unlocked on drop.
     _lock: LockFile,
+    /// The directory itself, open for its fsyncs (see [`Disk::sync_dir_handle`]): opened for
+    /// each, a roll's failed for want of a file when the segment it made took the process's
+    /// last one, and the failed fsync disabled writes.
+    handle: fs::File,
 }
 
 /// What an opener asks of the settings a directory records.
@@ -79,11 +83,13 @@ impl LockedDir {
             return Self::open(path, disk, wanted);
         }
         let lock_path = lock.path().to_owned();
+        let handle = fs::File::open(path).map_err(|e| Error::io("open directory", path, e))?;
         let dir = LockedDir {
             path: path.to_owned(),
             file_mode,
             disk,
             _lock: lock,
+            handle,
         };
         let meta = if has_meta {
             let stored = dir.read_meta()?;
@@ -225,7 +231,7 @@ impl LockedDir {
     /// fsyncs the directory, making created, renamed and removed names durable.
     pub(crate) fn sync(&self) -> Result<()> {
         self.disk
-            .sync_dir(&self.path)
+            .sync_dir_handle(&self.handle, &self.path)
             .map_err(|e| Error::io("fsync directory", &self.path, e))
     }
 }

@@ -96,8 +96,8 @@ pub(crate) struct Segment {
 /// when it seals the next, it fsyncs the oldest of any more itself (`Inner::seal`), which closes
 /// it. Left to the flusher, a burst of writes kept a file open per segment it filled, and a
 /// store of small segments passed the limit on open files within a second. With a flush's (as
-/// many again, taken before), the lock and the active segment, a store holds about 35 files
-/// open at most, whatever its number of segments.
+/// many again, taken before), the lock, the directory and the active segment, a store holds
+/// about 36 files open at most, whatever its number of segments.
 pub(crate) const OPEN_UNSYNCED: usize = 16;
 
 /// A segment's file, open or not.
