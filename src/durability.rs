@@ -19,7 +19,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Never fsync the active segment on its own; only [`FileStore::flush`](crate::FileStore::flush)
-    /// and close do (full, sealed segments are fsynced by the background compactor's tick). A
+    /// and close do (full, sealed segments are fsynced by the background compactor's tick, and
+    /// by a write that seals one while 16 others wait: each keeps its file open until then). A
     /// power loss can lose everything since the last of those (with redb, a process kill too).
     None,
     /// Group commit: a background thread fsyncs at this interval when there were writes.
