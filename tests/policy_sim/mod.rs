@@ -495,9 +495,10 @@ impl FileTier {
         let value = vec![0x5a; value_len];
         let capacity = Self::measure(max_size_mb, &value);
         // The values of fills refused lately that the store holds in RAM for a second read, one
-        // per 64 entries at most (`FileStoreStats::held_fills`), are entries it holds too: the
-        // other caches get them.
-        let capacity = capacity + capacity / 64;
+        // per 64 entries at most but at least four, or an eighth of a store of fewer than 32
+        // (`FileStoreStats::held_fills`, `held_entries` in `src/local/file/stash.rs`), are
+        // entries it holds too: the other caches get them.
+        let capacity = capacity + (capacity / 64).max((capacity / 8).min(4));
         let dir = tempfile::tempdir().unwrap();
         let mut options = Self::options(max_size_mb);
         if let Some(seed) = seed {

@@ -149,7 +149,8 @@ pub struct FileStoreStats {
     /// Segment files, the active one included.
     pub segments: u64,
     /// Values of fills refused lately, held in RAM for a second read (not in `live_items`):
-    /// at most one per 64 entries of the store, a 64th of its size, and 8 MiB.
+    /// at most one per 64 entries of the store (but four, or an eighth of a store of fewer than
+    /// 32), a 64th of its size (or what those take), and 8 MiB.
     pub held_fills: u64,
     /// RAM those values take, keys and bookkeeping included.
     pub held_fill_bytes: u64,

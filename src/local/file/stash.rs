@@ -13,7 +13,8 @@
 //!
 //! A fill written to the log turns it, and that is what the gates avoid. So a refused fill's value
 //! is held here, apart from the log, in a FIFO of at most one entry per [`SHARE`] the store holds
-//! (and one byte per `SHARE` of its size, and never more than [`MAX_BYTES`]). A read that misses
+//! (and one byte per `SHARE` of its size, and never more than [`MAX_BYTES`]), or [`FLOOR`] in a
+//! store of a few hundred entries or fewer (see [`held_entries`]). A read that misses
 //! the index looks here; a hit is served and counts as a hit, and nothing is written. A value read
 //! while held is recorded as refused again when it leaves the FIFO, so its key's next fill comes in
 //! past the checks ([`super::refused`]), as it would have after a second miss: without that, a key
@@ -67,6 +68,27 @@ use super::index::ByHash;
 /// than the capacity, where every entry counts and nothing is read again soon (a scan into a hot
 /// set 1.2 times the capacity: -2.1 points against -1.2 with a 64th, -0.8 without the FIFO).
 pub(crate) const SHARE: usize = 64;
+/// Entries held at least, in a store of `8 * FLOOR` entries or more; a smaller one holds an
+/// eighth of its entries (see [`held_entries`]).
+pub(crate) const FLOOR: usize = 4;
+
+/// Entries the FIFO holds at most in a store holding `entries`: a 64th, but at least
+/// [`FLOOR`] (an eighth in a store of fewer than `8 * FLOOR`); and as many bytes as that many
+/// of its entries take on average, where that is more than a 64th of its size. Stores of 256
+/// entries and more are not changed by the floor.
+///
+/// A 64th of a store of a few dozen entries is one value or none, and there, on recency-heavy
+/// traces, the second read of a key soon after its refused fill was what the file tier lost to
+/// `quick_cache` (cache2k orm-busy at 76 entries, `examples/trace_cells.rs`, file tier less
+/// `quick_cache`, median of three processes: -2.86; orm-night at 86, -2.26; web12 at 12 and
+/// 26 entries, -2.68 and -3.25). With four held: -0.12, -0.26, +0.49 and +1.91 (the harness
+/// gives the other caches the four entries too). Eight gained those cells more, but lost on
+/// loops what the other caches' eight more entries bought them (cpp at 60 entries, +0.31 before,
+/// -4.18 with eight, -1.51 with four).
+pub(crate) fn held_entries(entries: usize) -> usize {
+    (entries / SHARE).max((entries / 8).min(FLOOR))
+}
+
 /// Bytes held at most, whatever the store's size: a refused fill is worth a second chance, not
 /// a second cache. (A store of 512 MiB and more holds less than its 64th.)
 const MAX_BYTES: u64 = 8 << 20;
@@ -185,8 +207,10 @@ impl Stash {
         max_bytes: u64,
         mut read_out: impl FnMut(u64),
     ) {
-        let max_entries = entries / SHARE;
-        let max_bytes = (max_bytes / SHARE as u64).min(MAX_BYTES);
+        let max_entries = held_entries(entries);
+        let max_bytes = (max_bytes / SHARE as u64)
+            .max(max_bytes.saturating_mul(max_entries as u64) / entries.max(1) as u64)
+            .min(MAX_BYTES);
         if max_entries == 0 || weight(key, value) > max_bytes {
             // Not held; an older held value of the key goes all the same (this fill is newer).
             // Checked before the copy, which may be of up to a segment's size.
@@ -458,24 +482,45 @@ mod tests {
 
     #[test]
     fn the_oldest_values_held_make_room_and_a_bound_of_zero_holds_nothing() {
+        // A store of 1,024 entries: a 64th, sixteen, held at most.
         let stash = Stash::default();
-        // A store of 192 entries: three held at most.
-        for i in 0..5u64 {
-            stash.hold(i, &format!("k{i}"), b"v", 0, 192, 1 << 20, |_| {});
+        for i in 0..20u64 {
+            stash.hold(i, &format!("k{i}"), b"v", 0, 1024, 1 << 20, |_| {});
         }
-        assert_eq!(stash.size().0, 3);
-        assert!(
-            stash.get(0, "k0", at(0), false, true).is_none()
-                && stash.get(1, "k1", at(0), false, true).is_none()
-        );
+        assert_eq!(stash.size().0, 16);
+        assert!((0..4).all(|i| stash.get(i, &format!("k{i}"), at(0), false, true).is_none()));
         assert_eq!(
-            stash.get(4, "k4", at(0), false, true).map(|f| f.value),
+            stash.get(19, "k19", at(0), false, true).map(|f| f.value),
             Some(b"v".to_vec())
         );
-        // A store of fewer than 64 entries holds nothing.
+        // A store of 192 entries: four, more than its 64th (see `held_entries`).
         let small = Stash::default();
-        small.hold(1, "k1", b"v", 0, 63, 1 << 20, |_| {});
-        assert_eq!(small.size().0, 0);
+        for i in 0..10u64 {
+            small.hold(i, &format!("k{i}"), b"v", 0, 192, 1 << 20, |_| {});
+        }
+        assert_eq!(small.size().0, 4);
+        // A store of 24 entries: an eighth, three.
+        let smaller = Stash::default();
+        for i in 0..10u64 {
+            smaller.hold(i, &format!("k{i}"), b"v", 0, 24, 1 << 20, |_| {});
+        }
+        assert_eq!(smaller.size().0, 3);
+        // A store of fewer than eight entries holds nothing.
+        let tiny = Stash::default();
+        tiny.hold(1, "k1", b"v", 0, 7, 1 << 20, |_| {});
+        assert_eq!(tiny.size().0, 0);
+    }
+
+    #[test]
+    fn a_small_store_holds_as_many_bytes_as_its_entries_take() {
+        // 100 entries in 1 MiB: four held of about 10 KiB each, though a 64th of the bytes
+        // (16 KiB) is one.
+        let stash = Stash::default();
+        let value = vec![7u8; 10_000];
+        for i in 0..10u64 {
+            stash.hold(i, &format!("k{i}"), &value, 0, 100, 1 << 20, |_| {});
+        }
+        assert_eq!(stash.size().0, 4);
     }
 
     #[test]
