@@ -30,9 +30,10 @@
 //! | `fillgate`    | whether fills that skip checks are worth their room         |
 //! | `refused`     | fills refused lately that come back: let in past the checks |
 //! | `stash`       | fills refused lately, held in RAM for a second read         |
+//! | `stats`       | the store's stats and what `verify` finds                   |
 //! | `decay`       | whether entries no longer read lose their counted reads     |
 //! | `share`       | the share of sampled entries read, over a sliding window    |
-//! | `write`       | appends, roll, seal, fsync, hints, clear; stats and verify  |
+//! | `write`       | appends, roll, seal, fsync, hints, clear                    |
 //! | `worker`      | background flusher, compactor and planner threads           |
 
 mod admission;
@@ -61,6 +62,7 @@ mod segment;
 mod share;
 mod slots;
 mod stash;
+mod stats;
 mod value_item;
 mod worker;
 mod write;
@@ -86,6 +88,7 @@ pub use self::map_reads::MapReads;
 pub(crate) use self::options::MAX_SIZE_MB;
 pub use self::options::{Durability, FileStoreOptions, DEFAULT_MAX_SIZE_MB};
 pub use self::recovery::RecoveryReport;
+pub use self::stats::{FileStoreStats, VerifyReport};
 
 use self::dir::LockedDir;
 use self::ghost::Ghosts;
@@ -129,64 +132,6 @@ pub struct FileStore {
     inner: Arc<Inner>,
     workers: Workers,
     closed: bool,
-}
-
-/// Sizes and counters of a file store.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct FileStoreStats {
-    /// Keys with a live value (expired ones not yet swept included).
-    pub live_items: u64,
-    /// Bytes of the live records (headers, keys and values).
-    pub live_bytes: u64,
-    /// Bytes of records across all segments, headers included, and of hint files: what
-    /// `max_size` bounds.
-    pub disk_bytes: u64,
-    /// What the store's files take on the device: `disk_bytes` plus the space reserved for the
-    /// active segment's next records. At most `max_size` plus one segment, but while a compaction
-    /// rewrites a segment: its copies come before the segment goes, up to a segment more.
-    pub allocated_bytes: u64,
-    /// Segment files, the active one included.
-    pub segments: u64,
-    /// Values of fills refused lately, held in RAM for a second read (not in `live_items`):
-    /// at most one per 64 entries of the store (but four, or an eighth of a store of fewer than
-    /// 32), a 64th of its size (or what those take), and 8 MiB.
-    pub held_fills: u64,
-    /// RAM those values take, keys and bookkeeping included.
-    pub held_fill_bytes: u64,
-    /// `disk_bytes - live_bytes`: overwritten, deleted and expired records, tombstones, headers.
-    pub dead_bytes: u64,
-    /// Damaged byte ranges the open skipped (each may have held one or more records; see
-    /// [`RecoveryReport::damaged_ranges`], which this is).
-    pub recovery_skipped_records: u64,
-    /// Reads that found a damaged record (treated as a miss; the key was dropped), and deletes
-    /// that found the key's record damaged (no value removed).
-    pub corrupt_reads: u64,
-    /// Entries dropped by the size bound.
-    pub evictions: u64,
-    /// Entries an eviction re-appended instead of dropping (see the file tier's eviction in the
-    /// README): read since written, protected, or unread ones kept in the room left over.
-    pub second_chances: u64,
-    /// Entries removed because their TTL passed, an expired value a write or delete of its key
-    /// dropped included.
-    pub expirations: u64,
-    /// Segments rewritten by compaction.
-    pub compactions: u64,
-    /// Evictions whose segment's entries the planner thread had listed ahead, off the writer
-    /// lock (the others read the segment while the evicting write waited).
-    #[serde(default)]
-    pub planned_evictions: u64,
-    /// Damaged byte ranges that went with the oldest segment since the open, by compaction (every
-    /// [`CompactionReport::damaged_ranges_dropped`], the background compactor's included) or the
-    /// size bound: records lost to damage that neither [`FileStore::verify`] nor a read can find
-    /// any more. An eviction removes unread only a segment no value was written to in this run
-    /// (tombstones only): that one counts what the open or a compaction found in it.
-    #[serde(default)]
-    pub damaged_ranges_dropped: u64,
-    /// The segment maps are advised for random reads: a get that misses the page cache reads
-    /// only its own page (see [`FileStoreOptions::map_reads`]). Decided at the open.
-    #[serde(default)]
-    pub random_map_reads: bool,
 }
 
 #[derive(Debug, Default)]
@@ -768,30 +713,6 @@ impl Drop for FileStore {
         if let Err(e) = self.shutdown() {
             tracing::error!(error = %e, path = %self.inner.dir.path.display(), "closing the file store failed");
         }
-    }
-}
-
-/// What [`FileStore::verify`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct VerifyReport {
-    /// Segments checked.
-    pub segments: u64,
-    /// Records with a valid CRC.
-    pub records: u64,
-    /// Damaged byte ranges (each may hide one or more records).
-    pub damaged_ranges: u64,
-    /// Bytes in damaged ranges.
-    pub damaged_bytes: u64,
-    /// Files with a problem, and what it is.
-    pub problems: Vec<String>,
-}
-
-impl VerifyReport {
-    /// True if nothing is damaged.
-    #[must_use]
-    pub fn is_clean(&self) -> bool {
-        self.damaged_ranges == 0 && self.problems.is_empty()
     }
 }
 

@@ -13,7 +13,7 @@ use super::lookup::{Deletes, RefusedFill};
 use super::policy;
 use super::segment::{self, Segment, OPEN_UNSYNCED};
 use super::value_item::ValueItem;
-use super::{hint_entry_len, FileStoreStats, Inner, Sealed, VerifyReport, Writer};
+use super::{hint_entry_len, Inner, Sealed, Writer};
 use super::{recovery, Durability};
 use crate::error::{key_for_error, Error, Result};
 use crate::storage::{check_key, check_write};
@@ -826,77 +826,5 @@ impl Inner {
         }
         self.sync_removals()?;
         Ok(damaged)
-    }
-
-    /// Without the writer lock, which a write holds across its fsync and its evictions: a
-    /// monitoring poll must not wait for them. The figures are read one by one, as they always
-    /// were (the counters are atomics), so a write in between may show in some and not others.
-    pub(super) fn stats(&self) -> FileStoreStats {
-        let disk_bytes = self.disk_bytes.load(Ordering::Relaxed);
-        let (segments, reserved) = {
-            let segments = self.segments.read();
-            // The segment writes go to, if any, is the newest: a roll creates the next id.
-            let active = segments
-                .values()
-                .next_back()
-                .filter(|s| !s.sealed.load(Ordering::Acquire));
-            let reserved = active.map_or(0, |a| self.segment_size.saturating_sub(a.data_end()));
-            (segments.len() as u64, reserved)
-        };
-        let live_bytes = self.live_bytes.load(Ordering::Relaxed);
-        let c = &self.counters;
-        let (held_fills, held_fill_bytes) = self.stash.size();
-        FileStoreStats {
-            held_fills,
-            held_fill_bytes,
-            live_items: self.index.len() as u64,
-            live_bytes,
-            disk_bytes,
-            segments,
-            allocated_bytes: disk_bytes + reserved,
-            dead_bytes: disk_bytes.saturating_sub(live_bytes),
-            recovery_skipped_records: self.recovery.damaged_ranges,
-            corrupt_reads: c.corrupt_reads.load(Ordering::Relaxed),
-            evictions: c.evictions.load(Ordering::Relaxed),
-            second_chances: c.second_chances.load(Ordering::Relaxed),
-            expirations: c.expirations.load(Ordering::Relaxed),
-            compactions: c.compactions.load(Ordering::Relaxed),
-            planned_evictions: c.planned_evictions.load(Ordering::Relaxed),
-            damaged_ranges_dropped: c.damaged_ranges_dropped.load(Ordering::Relaxed),
-            random_map_reads: self.random_map_reads,
-        }
-    }
-
-    pub(super) fn verify(&self, mut progress: impl FnMut(u64, u64)) -> VerifyReport {
-        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
-        let total: u64 = segments.iter().map(|s| s.data_end()).sum();
-        let mut report = VerifyReport::default();
-        let mut done = 0;
-        for seg in segments {
-            // Read once: the active segment grows while it is scanned, and records appended
-            // after the scan are not a lost tail.
-            let end = seg.data_end();
-            let scan = seg.scan_data_to(end);
-            report.segments += 1;
-            report.records += scan.records.len() as u64;
-            // Everything between the last good record and the data end the index relies on is
-            // damage: torn bytes, or zeros, which a scan alone takes for the end of the log. Not
-            // what the scan reported damaged already: a last record whose intact header gave its
-            // length is skipped as a damaged range without moving the scan's data end past it.
-            let counted = scan.damaged.last().map_or(0, |r| r.end).max(scan.data_end);
-            let lost_tail = (counted < end).then_some(counted..end);
-            for range in scan.damaged.iter().chain(lost_tail.iter()) {
-                report.damaged_ranges += 1;
-                report.damaged_bytes += range.end - range.start;
-            }
-            if !scan.damaged.is_empty() || lost_tail.is_some() {
-                report
-                    .problems
-                    .push(format!("{}: damaged records", seg.path.display()));
-            }
-            done += end;
-            progress(done, total);
-        }
-        report
     }
 }
