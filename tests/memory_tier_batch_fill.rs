@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -62,6 +63,21 @@ fn in_l2_only(cache: &CacheManager, l2: &InProcess<MemoryStore>, n: u8) -> Vec<S
         .collect()
 }
 
+/// Reads `keys` again in one batch, once the backfill thread's copies are in, and checks it
+/// answers `expected`; returns how many of them the memory tier answered and how many reads
+/// reached the file tier.
+fn read_again(cache: &CacheManager, keys: &[String], expected: &HashMap<String, User>) -> (u64, u64) {
+    cache.flush().unwrap();
+    let before = cache.stats();
+    assert_eq!(&cache.multi_get::<User>(keys).unwrap(), expected);
+    let after = cache.stats();
+    let file_reads = |s: &uno_cache::CacheStats| s.file.hits + s.file.misses;
+    (
+        after.memory.hits - before.memory.hits,
+        file_reads(&after) - file_reads(&before),
+    )
+}
+
 #[test]
 fn l2_hits_of_a_batch_read_are_memory_tier_hits_at_the_next_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,20 +87,12 @@ fn l2_hits_of_a_batch_read_are_memory_tier_hits_at_the_next_read() {
     assert_eq!(found.len(), 20);
     assert_eq!(cache.stats().distributed.hits, 20, "all 20 came from L2");
     // The backfill thread's copy is in once the queue has drained.
-    cache.flush().unwrap();
-    let before = cache.stats();
-    let again = cache.multi_get::<User>(&keys).unwrap();
-    assert_eq!(again, found);
-    let after = cache.stats();
     assert_eq!(
-        (
-            after.memory.hits - before.memory.hits,
-            (after.file.hits + after.file.misses) - (before.file.hits + before.file.misses)
-        ),
+        read_again(&cache, &keys, &found),
         (20, 0),
-        "the second batch read was answered by the memory tier alone: {:?}",
-        after.memory
+        "the second batch read was answered by the memory tier alone"
     );
+    let after = cache.stats();
     assert_eq!(after.distributed.hits, 20, "and L2 was not asked again");
     // The file tier holds them too: a restart empties the memory tier, not the file tier.
     assert_eq!(after.size.file.items, 20);
@@ -224,19 +232,7 @@ fn l2_hits_of_a_batch_read_of_keys_the_memory_tier_held_are_memory_tier_hits_nex
     }
     let found = cache.multi_get::<User>(&keys).unwrap();
     assert!(found.values().all(|u| *u == user(50)), "{found:?}");
-    cache.flush().unwrap();
-    let before = cache.stats();
-    assert_eq!(cache.multi_get::<User>(&keys).unwrap(), found);
-    let after = cache.stats();
-    assert_eq!(
-        (
-            after.memory.hits - before.memory.hits,
-            after.file.hits + after.file.misses - before.file.hits - before.file.misses
-        ),
-        (3, 0),
-        "{:?}",
-        after.memory
-    );
+    assert_eq!(read_again(&cache, &keys, &found), (3, 0));
 }
 
 /// Two batch reads of the same L2 hits, one right after the other, each queue a fill of them
@@ -250,17 +246,5 @@ fn two_batch_reads_of_the_same_l2_hits_leave_them_in_the_memory_tier() {
     let keys = in_l2_only(&cache, &l2, 3);
     let first = cache.multi_get::<User>(&keys).unwrap();
     assert_eq!(cache.multi_get::<User>(&keys).unwrap(), first);
-    cache.flush().unwrap();
-    let before = cache.stats();
-    assert_eq!(cache.multi_get::<User>(&keys).unwrap(), first);
-    let after = cache.stats();
-    assert_eq!(
-        (
-            after.memory.hits - before.memory.hits,
-            after.file.hits + after.file.misses - before.file.hits - before.file.misses
-        ),
-        (3, 0),
-        "{:?}",
-        after.memory
-    );
+    assert_eq!(read_again(&cache, &keys, &first), (3, 0));
 }
