@@ -18,7 +18,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
 
 use rustix::process::{Resource, Rlimit};
 use uno_cache::{Error, FileStore, FileStoreOptions};
@@ -63,27 +62,7 @@ fn open_files_in(dir: &Path) -> usize {
 #[test]
 fn a_store_of_more_sealed_segments_than_the_file_limit_writes_reopens_and_reads_every_key() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let out = support::dies_with_us(exe.to_str().unwrap())
-        .args(["--exact", CHILD, "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR, dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "the child failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    // An `--exact` name that matched nothing passes too.
-    assert!(
-        stdout.contains("test result: ok. 1 passed"),
-        "the child ran no test:\n{stdout}\n{stderr}"
-    );
+    support::run_child_test(CHILD, CHILD_DIR, dir.path());
 }
 
 /// Every key in `keys` reads back its value from `store`.

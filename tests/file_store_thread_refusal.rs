@@ -21,7 +21,6 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
 
 use rustix::process::{Resource, Rlimit, Uid};
 use uno_cache::{FileStore, FileStoreOptions};
@@ -75,27 +74,7 @@ fn store_dir() -> tempfile::TempDir {
 #[test]
 fn a_store_opens_with_every_entry_when_the_system_refuses_it_threads() {
     let dir = store_dir();
-    let exe = std::env::current_exe().unwrap();
-    let out = support::dies_with_us(exe.to_str().unwrap())
-        .args(["--exact", CHILD, "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR, dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "the child failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    // An `--exact` name that matched nothing passes too.
-    assert!(
-        stdout.contains("test result: ok. 1 passed"),
-        "the child ran no test:\n{stdout}\n{stderr}"
-    );
+    support::run_child_test(CHILD, CHILD_DIR, dir.path());
 }
 
 /// Not a test of its own: the process of

@@ -57,6 +57,33 @@ pub fn dies_with_us(program: &str) -> Command {
     cmd
 }
 
+/// Runs this test binary's ignored test `child` alone, in a process that dies with this one,
+/// with `var` set to `dir`, and fails unless it ran and passed. The child is where a test does
+/// what its own process must not (lower a resource limit, say).
+pub fn run_child_test(child: &str, var: &str, dir: &std::path::Path) {
+    let exe = std::env::current_exe().unwrap();
+    let out = dies_with_us(exe.to_str().unwrap())
+        .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
+        .env(var, dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "the child failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // An `--exact` name that matched nothing passes too.
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "the child ran no test:\n{stdout}\n{stderr}"
+    );
+}
+
 /// Run by `sh` once `setpriv` set the death signal, with the test process's pid as `$0`: execs
 /// the program (`$@`) only if that process is still its parent. A test process killed between
 /// the fork and `setpriv`'s prctl sends no signal (the child was orphaned before it asked for
