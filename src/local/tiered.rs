@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hot::{Change, HotTier, Written};
+use super::hot::{HotTier, Written};
 use crate::error::Result;
 use crate::storage::{
     Confirmation, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, SuspectEpoch,
@@ -68,10 +68,9 @@ impl Tiered {
         items: impl Iterator<Item = (&'k str, &'k [u8], Option<Duration>)> + Clone,
         write: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
-        let changes: Vec<Change<'_>> = items
-            .clone()
-            .map(|(key, _, _)| self.hot.begin_change(key))
-            .collect();
+        let changes = self
+            .hot
+            .begin_changes(items.clone().map(|(key, _, _)| key), false);
         let out = write();
         for ((key, bytes, ttl), change) in items.zip(changes) {
             self.hot.end_change(key, change, written(&out, bytes, ttl));
@@ -138,7 +137,7 @@ impl Storage for Tiered {
     /// records in place, where a read would copy each value out and count it as a use in its
     /// eviction policy).
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        let changes: Vec<Change<'_>> = keys.iter().map(|key| self.hot.begin_change(key)).collect();
+        let changes = self.hot.begin_changes(keys.iter().copied(), false);
         let in_memory: Vec<&str> = keys
             .iter()
             .zip(&changes)
@@ -225,12 +224,12 @@ impl LocalStorage for Tiered {
     /// value the hot tier holds, comes back with the value filled, if the level below
     /// admitted it: the hot tier then holds what a single read's fill would have left there.
     /// A place without a value that no read noted only drops the key: a single read keeps
-    /// what it decoded itself once its fill is in (see `HotTier::begin_fill`). Admission is
+    /// what it decoded itself once its fill is in (see `HotTier::begin_changes`). Admission is
     /// asked of those keys alone ([`holds_many`](LocalStorage::holds_many), which does not
     /// count as a use), after the fill; a change of the key that overlapped it leaves the key
     /// out, as after a write.
     fn fill_each(&self, items: &[(&str, &[u8], Option<Duration>)]) -> Result<usize> {
-        let changes: Vec<Change<'_>> = items.iter().map(|(key, _, _)| self.hot.begin_fill(key)).collect();
+        let changes = self.hot.begin_changes(items.iter().map(|(key, _, _)| *key), true);
         let out = self.base.fill_each(items);
         let wanted: Vec<&str> = items
             .iter()

@@ -64,12 +64,16 @@ impl Changes {
         self.hasher.hash_one(key)
     }
 
+    /// The stripe of the key of `hash`.
+    pub(super) fn stripe_of(&self, hash: u64) -> usize {
+        // `STRIPES` divides 2^64, so the remainder is uniform, and below `STRIPES`.
+        usize::try_from(hash % STRIPES as u64).unwrap_or(0)
+    }
+
     /// Marks a change of the key of `hash` as running until the returned [`Change`] is
     /// dropped. (`None` cannot happen: the stripe index is in range.)
     pub(super) fn begin(&self, hash: u64) -> Option<Change<'_>> {
-        // `STRIPES` divides 2^64, so the remainder is uniform, and below `STRIPES`.
-        let i = usize::try_from(hash % STRIPES as u64).ok()?;
-        let stripe = self.stripes.get(i)?;
+        let stripe = self.stripes.get(self.stripe_of(hash))?;
         let before = {
             let _no_put = stripe.lock.lock();
             stripe.counts.fetch_add(BEGIN, Ordering::SeqCst)

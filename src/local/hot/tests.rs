@@ -513,6 +513,70 @@ mod rules {
         let kept = tier.insert_unless_cleared("b", 2u8, 0, 8, mark, || Box::new(|_, _| None));
         assert!(kept);
     }
+
+    #[test]
+    fn two_misses_noted_in_one_pair_of_slots_are_both_kept_and_a_third_replaces_one() {
+        let misses: Vec<AtomicU64> = (0..MISSES).map(|_| AtomicU64::new(0)).collect();
+        let pairs = MISSES as u64 / 2;
+        let (a, b, c) = (6, 6 + pairs, 6 + 2 * pairs);
+        note_miss_of(&misses, a);
+        note_miss_of(&misses, b);
+        note_miss_of(&misses, b);
+        assert!(take_miss_of(&misses, a) && take_miss_of(&misses, b));
+        assert!(!take_miss_of(&misses, a), "a note is taken once");
+        note_miss_of(&misses, a);
+        note_miss_of(&misses, b);
+        note_miss_of(&misses, c);
+        assert!(take_miss_of(&misses, c));
+        assert_eq!(
+            u8::from(take_miss_of(&misses, a)) + u8::from(take_miss_of(&misses, b)),
+            1,
+            "the third note of a full pair replaces one of the two"
+        );
+    }
+
+    /// Two keys of `tier` that fall in one stripe of its changes.
+    fn two_keys_of_one_stripe(tier: &HotTier) -> (String, String) {
+        let mut seen = std::collections::HashMap::new();
+        for i in 0.. {
+            let key = format!("k{i}");
+            let stripe = tier.changes.stripe_of(tier.changes.hash(&key));
+            if let Some(other) = seen.insert(stripe, key.clone()) {
+                return (other, key);
+            }
+        }
+        unreachable!("a stripe repeats within STRIPES + 1 keys")
+    }
+
+    #[test]
+    fn a_batch_of_two_keys_in_one_stripe_leaves_both_written_values_in_the_tier() {
+        let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(1000)));
+        let (a, b) = two_keys_of_one_stripe(&tier);
+        for key in [&a, &b] {
+            tier.note_miss::<u32>(key, decimal);
+        }
+        let changes = tier.begin_changes([a.as_str(), b.as_str()].into_iter(), true);
+        for ((key, bytes), change) in [(&a, b"1"), (&b, b"2")].into_iter().zip(changes) {
+            tier.end_change(key, change, written(bytes));
+        }
+        assert_eq!((tier.get::<u32>(&a), tier.get::<u32>(&b)), (Some(1), Some(2)));
+    }
+
+    #[test]
+    fn a_change_of_another_key_of_the_stripe_during_a_batch_still_overlaps_it() {
+        let tier = HotTier::new(10, 64 << 20, Arc::new(ManualClock::new(1000)));
+        let (a, b) = two_keys_of_one_stripe(&tier);
+        tier.note_miss::<u32>(&a, decimal);
+        let mut changes = tier.begin_changes([a.as_str()].into_iter(), true);
+        let other = tier.begin_change(&b);
+        tier.end_change(&a, changes.remove(0), written(b"1"));
+        tier.end_change(&b, other, None);
+        assert_eq!(
+            tier.get::<u32>(&a),
+            None,
+            "overlapped: the key is left out, as after a write"
+        );
+    }
 }
 
 mod hit_ratio {
