@@ -605,7 +605,8 @@ fn a_failed_call_of_a_mapped_node_returns_by_its_deadline_while_the_map_is_re_re
 }
 
 /// A NOPERM names the commands to grant, CLUSTER SLOTS among them for a cluster (the client
-/// reads the slots' owners with it at connect): a cluster's user granted those and nothing else
+/// reads the slots' owners with it at connect), and CLUSTER NODES (a walk of every primary
+/// reads it): a cluster's user granted those and nothing else
 /// runs the cache, or the advice sends the operator round again (without CLUSTER SLOTS, as it
 /// did, the connect is refused; now the refusal names it).
 #[test]
@@ -625,6 +626,7 @@ fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_a_cluster_cache() {
         "+strlen",
         "+ping",
         "+cluster|slots",
+        "+cluster|nodes",
         "--user",
         "noslots",
         "on",
@@ -632,6 +634,13 @@ fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_a_cluster_cache() {
         "~*",
         "+@all",
         "-cluster|slots",
+        "--user",
+        "nonodes",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-cluster|nodes",
     ]);
     let refused = RedisStore::connect(RedisOptions::new(format!(
         "redis+cluster://noslots:pw@{}",
@@ -639,6 +648,18 @@ fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_a_cluster_cache() {
     )));
     let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("ACL") && err.contains("CLUSTER SLOTS"), "{err}");
+    // A walk of every primary (`size`, `clear`) reads each one's own line of CLUSTER NODES, to
+    // tell whether slots moved while it ran: refused it, the error names it as well.
+    let no_nodes = RedisStore::connect(RedisOptions::new(format!(
+        "redis+cluster://nonodes:pw@{}",
+        cluster.addrs()[0]
+    )))
+    .unwrap();
+    let err = no_nodes.size().unwrap_err();
+    assert!(
+        matches!(err, Error::Misconfigured { .. }) && err.to_string().contains("CLUSTER NODES"),
+        "{err}"
+    );
     let url = format!("redis+cluster://app:pw@{}", cluster.addrs()[0]);
     let connected = RedisStore::connect(RedisOptions::new(url).prefix("acl:"));
     // What each node's ACL refused, for the failure's message.

@@ -44,7 +44,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::requeue::Landing;
 use crate::distributed::ceil_ms;
-use crate::distributed::redis::{cluster_primaries, prefix_pattern, unlinked, MAX_PX_MS, TAG_NAMESPACE};
+use crate::distributed::redis::{prefix_pattern, unlinked, ClusterWalk, MAX_PX_MS, TAG_NAMESPACE};
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::RedisOptions;
 use crate::error::{Error, Result};
@@ -437,8 +437,8 @@ impl TagStore {
     /// keys it unlinked that are not in `in_l1` (the keys the caller counted already). Tag sets
     /// that match are left: they hold the members of tags outside the prefix too, and deleting
     /// one would let an invalidation of its tag miss them. On a cluster whose map names no
-    /// endpoint for some slots, the other primaries are walked, then the call fails naming
-    /// those slots: no `Ok` for keys never seen.
+    /// endpoint for some slots, or whose slots moved during the walk, the primaries are walked,
+    /// then the call fails naming those slots (see `ClusterWalk`): no `Ok` for keys never seen.
     fn delete_prefix_task(
         &self,
         l2_prefix: &str,
@@ -458,13 +458,20 @@ impl TagStore {
             let Conn::Cluster(cluster) = &conn else {
                 return walk.node(&conn, None).await;
             };
-            let (primaries, unwalked) = cluster_primaries(cluster, &seeds, PREFIX_OP).await?;
+            let named = |err: &redis::RedisError| backend(PREFIX_OP, err);
+            let begun = ClusterWalk::begin(cluster, &seeds, PREFIX_OP)
+                .await
+                .map_err(|e| e.named(named))?;
             let mut deleted = 0u64;
-            for (host, port) in primaries {
-                let node = SingleNodeRoutingInfo::ByAddress { host, port };
+            for (host, port) in begun.primaries() {
+                let node = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
                 deleted = deleted.saturating_add(walk.node(&conn, Some(node)).await?);
             }
-            unwalked.map_or(Ok(deleted), Err)
+            begun.end(cluster).await.map_err(|e| e.named(named))?;
+            Ok(deleted)
         })
     }
 

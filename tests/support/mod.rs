@@ -810,7 +810,12 @@ impl RedisCluster {
     /// The port that `CLUSTER SLOTS` gives clients for the owner of `slot`: the node's own, or
     /// the one it announces (`--cluster-announce-port`).
     pub fn port_of_slot(&self, slot: u16) -> u16 {
-        let mut conn = self.nodes[0].raw();
+        self.port_of_slot_asking(0, slot)
+    }
+
+    /// [`port_of_slot`](Self::port_of_slot) as the node `asked` (index into `nodes`) sees it.
+    pub fn port_of_slot_asking(&self, asked: usize, slot: u16) -> u16 {
+        let mut conn = self.nodes[asked].raw();
         let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).unwrap();
         for entry in slots {
             let redis::Value::Array(fields) = entry else {

@@ -40,7 +40,7 @@ use redis::cluster_routing::{
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
 use super::commands::Request;
-use super::errors::{connect_error_for, error_text, greeting_error, LEVEL};
+use super::errors::{connect_error_for, error_text, greeting_error, is_client_timeout, LEVEL};
 pub(crate) use super::target::Target;
 #[cfg(feature = "tls")]
 use super::tls::TlsOptions;
@@ -368,8 +368,10 @@ impl Link {
         };
         let out = call.await;
         in_flight.answered();
-        if let Err(Error::Timeout { .. }) = out {
-            Replaceable::replace(&self.0, ticket);
+        if let Err(err) = &out {
+            if matches!(err, Error::Timeout { .. }) || is_client_timeout(err) {
+                Replaceable::replace(&self.0, ticket);
+            }
         }
         out
     }

@@ -31,11 +31,35 @@ pub(crate) fn backend(op: &'static str, err: &RedisError) -> Error {
     }
 }
 
+/// What a request that the cluster client's own response timeout ended means (see
+/// [`call_error`]). Only a walk of every primary (`size`, `clear`) meets it before our
+/// deadline: each of its requests has the client's timeout, the walk the longer
+/// `admin_timeout`.
+const CLIENT_TIMEOUT_ADVICE: &str = "a request got no reply within the cluster client's own \
+    response timeout (the level's `timeout` and 50 ms): a node is slow or unreachable, or the \
+    client's link to it stalled (seen after a slot moved); the connection is replaced by a new \
+    one, so retry";
+
+/// Whether `error` is a request that the cluster client's own response timeout ended: the
+/// connection is replaced, as after our deadline (see `connection::Link::judge`). Without it,
+/// a cluster client that stalled after a slot moved failed every `size` and `clear` for as long
+/// as no key call timed out (more than 12 s in `tests/redis_cluster_slot_moves.rs`).
+pub(crate) fn is_client_timeout(error: &Error) -> bool {
+    matches!(error, Error::Backend { reason, .. } if reason.contains(CLIENT_TIMEOUT_ADVICE))
+}
+
 /// A failed call on `hosts`: [`Error::Misconfigured`] if the server's answer says the settings
 /// are wrong (a password rotated under a running cache), else [`Error::Backend`]. On a cluster
 /// client (`cluster`) a redirect that reaches us is one the client gave up following while
 /// slots moved (a primary failing over or restarting): a node's outage, not a wrong setting.
 pub(crate) fn call_error(op: &'static str, hosts: &str, err: &RedisError, cluster: bool) -> Error {
+    if cluster && err.is_timeout() {
+        return Error::Backend {
+            level: LEVEL,
+            op,
+            reason: format!("{hosts}: {CLIENT_TIMEOUT_ADVICE} ({})", error_text(err)),
+        };
+    }
     if cluster && is_redirect(err) {
         // The crate's text alone ("Moved: 449 127.0.0.1:7001") said neither which key nor what
         // to do; a one-key call names its key and slot here (`keyed`), a batch its slots.
@@ -208,7 +232,8 @@ const NOPERM_ADVICE: &str = "the server's ACL refuses this user a command, key o
     the cache uses (its password was accepted); grant the user the cache's keys (~<prefix>*) \
     and the commands GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (tags: EVAL and the commands \
     storage-format.md lists; the backplane: PUBLISH and SUBSCRIBE on its channel, &<channel>; \
-    a Redis Cluster: CLUSTER SLOTS, +cluster|slots; a URL naming a database other than 0: SELECT)";
+    a Redis Cluster: CLUSTER SLOTS and CLUSTER NODES, +cluster|slots +cluster|nodes; a URL \
+    naming a database other than 0: SELECT)";
 /// What to fix when the ACL refuses the user SELECT, which the client sends on each connection
 /// for a URL naming a database other than 0.
 const SELECT_ADVICE: &str = "the server's ACL refuses this user SELECT, which the client sends \
@@ -412,6 +437,29 @@ mod tests {
             "Moved",
             "8627 127.0.0.1:7001".to_owned(),
         ))
+    }
+
+    /// A request that the cluster client's own response timeout ended says so, and is marked
+    /// for the connection's replacement; a standalone connection's timeout (which has no such
+    /// timeout: a connect's) and other failures are not.
+    #[test]
+    fn a_cluster_requests_client_timeout_is_marked_for_replacing_the_connection() {
+        let timed_out = || RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"));
+        let err = call_error("clear", "h:1", &timed_out(), true);
+        assert!(is_client_timeout(&err), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("redis clear failed: h:1: a request got no reply"),
+            "{err}"
+        );
+        assert!(!is_client_timeout(&call_error(
+            "clear",
+            "h:1",
+            &timed_out(),
+            false
+        )));
+        assert!(!is_client_timeout(&call_error("clear", "h:1", &moved(), true)));
+        assert!(!is_client_timeout(&backend("clear", &timed_out())));
     }
 
     /// A server error as the client reads it off the wire: `-{code} {text}`.

@@ -10,6 +10,7 @@
 //! | `commands`   | every key call as data: what to send, how to read the reply                |
 //! | `keyed`      | a one-key call's error naming its key, and its hash slot on `CLUSTERDOWN`  |
 //! | `pool`       | the blocking executor: pooled blocking connections on the caller's thread  |
+//! | `primaries`  | the primaries a walk goes over; slots unknown or moved during it           |
 //! | `scan`       | `size` and `clear`: `SCAN` walks over every primary                        |
 //! | `slots`      | a key's hash slot and the slot owners, for the per-primary breakers        |
 //! | `replies`    | the reply reading from RESP bytes, for the fuzz target                      |
@@ -19,8 +20,9 @@
 //! Dependencies run one way (no cycles): `errors` and `target` at the bottom; `commands` uses
 //! `errors`; `connection` uses `errors`, `target` and `commands`; `options` uses `target` and
 //! `connection`; `pool` uses `commands` and `errors`; `slots` uses `errors`; `keyed` uses
-//! `errors` and `slots`; `scan` uses `connection`, `errors` and `slots` (the reading of
-//! `CLUSTER SLOTS`); `replies` uses `commands`, `connection` and `slots`; `store` uses them all.
+//! `errors` and `slots`; `primaries` uses `errors` and `slots` (the reading of `CLUSTER
+//! SLOTS`); `scan` uses `connection`, `errors` and `primaries`; `replies` uses `commands`,
+//! `connection` and `slots`; `store` uses them all.
 //!
 //! # What the `redis` crate does, and what we do
 //! - Kept from the crate: connection management (`ConnectionManager` for a standalone server,
@@ -77,6 +79,7 @@ pub(crate) mod errors;
 mod keyed;
 mod options;
 mod pool;
+mod primaries;
 pub(crate) mod replies;
 mod scan;
 mod slots;
@@ -87,5 +90,6 @@ mod tls;
 
 pub(crate) use self::commands::{unlinked, MAX_PX_MS, TAG_NAMESPACE};
 pub use self::options::RedisOptions;
-pub(crate) use self::scan::{cluster_primaries, prefix_pattern};
+pub(crate) use self::primaries::ClusterWalk;
+pub(crate) use self::scan::prefix_pattern;
 pub use self::store::RedisStore;

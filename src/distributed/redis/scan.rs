@@ -7,19 +7,19 @@
 //! (`slots::ask_slots`, so that a primary named by a NULL or empty host, "the node asked", is
 //! known); each primary is then addressed directly (the crate's routing cannot continue a `SCAN`
 //! cursor on one node). The `UNLINK` of a batch goes through the crate's routing, which splits it
-//! per slot. Slots whose primary's endpoint is unknown (`?`) cannot be walked: the other
-//! primaries are, and the walk then fails naming those slots, so that no `clear` says it
-//! deleted keys it never saw (nor a `size` counts short).
+//! per slot. A walk that cannot have seen every key fails once it has walked what it could,
+//! naming the slots (see `primaries`): slots whose primary's endpoint is unknown (`?`), and
+//! slots that moved between primaries during the walk. So no `clear` says it deleted keys it
+//! never saw (nor a `size` counts short).
 
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
 use super::commands::TAG_NAMESPACE;
 use super::connection::Conn;
-use super::errors::{backend, call_error, LEVEL};
-use super::slots::{ask_slots, bad_reply, parse_slots, Address, SlotRange};
-use crate::error::{Error, Result};
+use super::errors::call_error;
+use super::primaries::ClusterWalk;
+use crate::error::Result;
 use crate::storage::StorageSize;
 
 /// Keys per `SCAN` step.
@@ -113,8 +113,9 @@ impl Node {
     }
 }
 
-/// Applies `each` to every batch of keys that `SCAN MATCH pattern` finds, node by node; then
-/// fails if slots of the cluster were left unwalked (their primary's endpoint unknown).
+/// Applies `each` to every batch of keys that `SCAN MATCH pattern` finds, node by node; then,
+/// on a cluster, fails if slots moved during the walk or were left unwalked (see
+/// [`ClusterWalk`]).
 async fn walk(
     conn: Conn,
     (seeds, hosts): (&[(String, u16)], &str),
@@ -122,60 +123,34 @@ async fn walk(
     pattern: &str,
     each: &mut Each<'_>,
 ) -> Result<()> {
-    let cluster = matches!(conn, Conn::Cluster(_));
-    let (nodes, unwalked) = match &conn {
-        Conn::Single(_) => (vec![Node { conn, route: None }], None),
-        Conn::Cluster(cluster) => {
-            let (primaries, unwalked) = cluster_primaries(cluster, seeds, op).await?;
-            let nodes = primaries
-                .into_iter()
-                .map(|(host, port)| Node {
-                    conn: conn.clone(),
-                    route: Some(SingleNodeRoutingInfo::ByAddress { host, port }),
-                })
-                .collect();
-            (nodes, unwalked)
-        }
+    let cluster = match &conn {
+        Conn::Single(_) => None,
+        Conn::Cluster(cluster) => Some(cluster.clone()),
     };
+    let Some(cluster) = cluster else {
+        return walk_nodes(vec![Node { conn, route: None }], pattern, each)
+            .await
+            .map_err(|err| call_error(op, hosts, &err, false));
+    };
+    let named = |err: &RedisError| call_error(op, hosts, err, true);
+    let begun = ClusterWalk::begin(&cluster, seeds, op)
+        .await
+        .map_err(|e| e.named(named))?;
+    let nodes = begun
+        .primaries()
+        .iter()
+        .map(|(host, port)| Node {
+            conn: conn.clone(),
+            route: Some(SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port: *port,
+            }),
+        })
+        .collect();
     walk_nodes(nodes, pattern, each)
         .await
-        .map_err(|err| call_error(op, hosts, &err, cluster))?;
-    unwalked.map_or(Ok(()), Err)
-}
-
-/// The primaries of a cluster, each to be walked by its address (the crate's routing cannot
-/// continue a `SCAN` cursor on one node), and the error a walk of them owes at its end if the
-/// slots of some primary cannot be walked (its endpoint unknown, see [`unwalked_error`]).
-/// `seeds` are asked first (see [`ask_slots`]).
-pub(crate) async fn cluster_primaries(
-    cluster: &ClusterConnection,
-    seeds: &[(String, u16)],
-    op: &'static str,
-) -> Result<(Vec<Address>, Option<Error>)> {
-    let (reply, answering) = ask_slots(cluster, seeds).await.map_err(|err| backend(op, &err))?;
-    let ranges = parse_slots(reply, answering.as_deref()).map_err(|what| bad_reply(op, &what))?;
-    let (primaries, unknown) = primaries(ranges);
-    let unwalked = (!unknown.is_empty()).then(|| unwalked_error(op, &unknown, answering.as_deref()));
-    Ok((primaries, unwalked))
-}
-
-/// The error of a walk that could not reach the primaries of the slots `unknown`.
-fn unwalked_error(op: &'static str, unknown: &[(usize, usize)], answering: Option<&str>) -> Error {
-    let ranges: Vec<String> = unknown
-        .iter()
-        .map(|(start, end)| format!("{start}-{end}"))
-        .collect();
-    Error::Backend {
-        level: LEVEL,
-        op,
-        reason: format!(
-            "the keys in slots {} were not walked: the cluster node asked ({}) does not know their \
-             primary's endpoint (CLUSTER SLOTS gives \"?\"); the other primaries were walked; retry \
-             once every node knows the others (CLUSTER NODES shows them connected)",
-            ranges.join(", "),
-            answering.unwrap_or("a random node"),
-        ),
-    }
+        .map_err(|err| call_error(op, hosts, &err, true))?;
+    begun.end(&cluster).await.map_err(|e| e.named(named))
 }
 
 async fn walk_nodes(nodes: Vec<Node>, pattern: &str, each: &mut Each<'_>) -> RedisResult<()> {
@@ -251,23 +226,6 @@ fn as_int(value: Value) -> Option<i64> {
     }
 }
 
-/// The distinct primaries of `CLUSTER SLOTS`, sorted, and the ranges whose primary's endpoint is
-/// unknown.
-fn primaries(ranges: Vec<SlotRange>) -> (Vec<Address>, Vec<(usize, usize)>) {
-    let mut nodes = Vec::with_capacity(ranges.len());
-    let mut unknown = Vec::new();
-    for range in ranges {
-        match range.primary {
-            Some(primary) => nodes.push(primary),
-            None => unknown.push((range.start, range.end)),
-        }
-    }
-    nodes.sort();
-    nodes.dedup();
-    unknown.sort_unstable();
-    (nodes, unknown)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,59 +234,6 @@ mod tests {
     fn prefix_pattern_matches_the_prefix_literally() {
         assert_eq!(prefix_pattern("app:"), "app:*");
         assert_eq!(prefix_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
-    }
-
-    #[test]
-    fn cluster_slots_give_each_primary_once_and_set_aside_unknown_endpoints() {
-        let range = |start: i64, end: i64, host: Value, port: i64| {
-            Value::Array(vec![
-                Value::Int(start),
-                Value::Int(end),
-                Value::Array(vec![host, Value::Int(port)]),
-            ])
-        };
-        let text = |host: &str| Value::BulkString(host.as_bytes().to_vec());
-        let reply = Value::Array(vec![
-            range(10923, 16383, text("c"), 3),
-            range(0, 5460, text("a"), 1),
-            range(5461, 10000, text("b"), 2),
-            range(10001, 10922, text("a"), 1),
-            range(100, 200, text("?"), 9),
-        ]);
-        let (nodes, unknown) = primaries(parse_slots(reply, None).unwrap());
-        assert_eq!(
-            nodes,
-            [("a".to_owned(), 1), ("b".to_owned(), 2), ("c".to_owned(), 3)]
-        );
-        assert_eq!(unknown, [(100, 200)]);
-        assert!(parse_slots(Value::Nil, None).is_err());
-    }
-
-    /// `cluster-preferred-endpoint-type unknown-endpoint`: a NULL host is the answering node's;
-    /// so are an empty and a wildcard one.
-    #[test]
-    fn a_null_empty_or_wildcard_host_is_the_answering_nodes() {
-        let range = |start: i64, host: Value, port: i64| {
-            Value::Array(vec![
-                Value::Int(start),
-                Value::Int(start),
-                Value::Array(vec![host, Value::Int(port)]),
-            ])
-        };
-        let text = |host: &str| Value::BulkString(host.as_bytes().to_vec());
-        let reply = || {
-            Value::Array(vec![
-                range(0, Value::Nil, 1),
-                range(1, text(""), 2),
-                range(2, text("0.0.0.0"), 3),
-                range(3, text("::"), 4),
-            ])
-        };
-        let (nodes, unknown) = primaries(parse_slots(reply(), Some("seed")).unwrap());
-        assert_eq!(nodes, [1, 2, 3, 4].map(|port| ("seed".to_owned(), port)));
-        assert!(unknown.is_empty());
-        let err = parse_slots(reply(), None).unwrap_err();
-        assert!(err.contains("slots 0-0 name no host"), "{err}");
     }
 
     /// The lengths are the server's word: a broken or hostile server must not overflow the

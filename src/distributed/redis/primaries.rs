@@ -1,0 +1,453 @@
+//! The primaries a walk of a cluster's keys goes over (`size`, `clear`, a prefix invalidation),
+//! and whether the walk saw every key: slots whose primary is unknown, and slots that moved
+//! while it ran.
+//!
+//! A `SCAN` cursor belongs to one node, so a walk goes primary by primary. A key that moves
+//! during the walk (a resharding migrates a slot's keys one by one, `MIGRATE`, before the slot
+//! changes owner) from a primary not walked yet to one walked already is seen by neither: a
+//! prefix invalidation that said `Ok` then left a value in L2 that every instance would read
+//! back. So [`ClusterWalk::begin`] reads each primary's own line of `CLUSTER NODES` before the
+//! walk, and [`ClusterWalk::end`] again after it; the walk fails naming the slots if, at either
+//! time, a primary marked a slot as moving out (`[slot->-id]`) or in (`[slot-<-id]`), or if a
+//! primary's own slots changed between the two (a move that began and ended within the walk,
+//! or a failover). Each node's own line is the view that changes first: a migration marks its
+//! two nodes before the first key moves and clears them, giving the slot away, after the last.
+//!
+//! The keys the walk found are handled all the same (deleted or counted): the error says only
+//! that others may have been missed, and to retry once the move is over.
+
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{RedisError, RedisResult, Value};
+
+use super::errors::LEVEL;
+use super::slots::{ask_slots, bad_reply, parse_slots, Address, SlotRange};
+use crate::error::Error;
+
+/// Hash slots in a Redis Cluster.
+const SLOTS: usize = 16_384;
+/// Slot ranges an error lists before it says how many more there are.
+const LISTED_RANGES: usize = 8;
+
+/// A walk of every primary of a cluster, begun: the primaries to walk, and what
+/// [`end`](Self::end) checks.
+pub(crate) struct ClusterWalk {
+    op: &'static str,
+    primaries: Vec<Address>,
+    /// The error the walk owes at its end for slots whose primary's endpoint is unknown (see
+    /// [`unwalked_error`]).
+    unwalked: Option<Error>,
+    /// Each primary's own slots and moves when the walk began, in the order of `primaries`.
+    before: Vec<OwnSlots>,
+}
+
+impl ClusterWalk {
+    /// Reads the slot map (`seeds`, the hosts given as `(host, port)`, are asked first, see
+    /// [`ask_slots`]) and each primary's own line of `CLUSTER NODES`.
+    pub(crate) async fn begin(
+        cluster: &ClusterConnection,
+        seeds: &[(String, u16)],
+        op: &'static str,
+    ) -> std::result::Result<ClusterWalk, WalkError> {
+        let (reply, answering) = ask_slots(cluster, seeds).await.map_err(WalkError::Request)?;
+        let ranges = parse_slots(reply, answering.as_deref())
+            .map_err(|what| WalkError::Found(bad_reply(op, &what)))?;
+        let (primaries, unknown) = primaries(ranges);
+        let unwalked = (!unknown.is_empty()).then(|| unwalked_error(op, &unknown, answering.as_deref()));
+        let before = own_slots_of_each(cluster, &primaries, op).await?;
+        Ok(ClusterWalk {
+            op,
+            primaries,
+            unwalked,
+            before,
+        })
+    }
+
+    /// The primaries to walk, each by its address, sorted.
+    pub(crate) fn primaries(&self) -> &[Address] {
+        &self.primaries
+    }
+
+    /// Once every primary was walked: fails if slots moved during the walk (see the module
+    /// docs), else if slots could not be walked (their primary's endpoint unknown).
+    pub(crate) async fn end(self, cluster: &ClusterConnection) -> std::result::Result<(), WalkError> {
+        let after = own_slots_of_each(cluster, &self.primaries, self.op).await?;
+        let mut moved = SlotSet::default();
+        for (before, after) in self.before.iter().zip(&after) {
+            moved.add_changes(before, after);
+        }
+        if !moved.is_empty() {
+            return Err(WalkError::Found(moved_error(self.op, &moved)));
+        }
+        self.unwalked.map_or(Ok(()), |err| Err(WalkError::Found(err)))
+    }
+}
+
+/// Why [`ClusterWalk::begin`] or [`ClusterWalk::end`] failed.
+#[derive(Debug)]
+pub(crate) enum WalkError {
+    /// A request failed (refused, timed out, …): named by the caller as it names the walk's
+    /// other requests' failures.
+    Request(RedisError),
+    /// What the walk found: slots moved or unwalked, or a reply it cannot read.
+    Found(Error),
+}
+
+impl WalkError {
+    /// The error, a failed request named by `request`.
+    pub(crate) fn named(self, request: impl FnOnce(&RedisError) -> Error) -> Error {
+        match self {
+            WalkError::Request(err) => request(&err),
+            WalkError::Found(err) => err,
+        }
+    }
+}
+
+/// What a walk says when slots moved while it ran.
+pub(crate) const MOVED_ADVICE: &str = "moved between primaries while the walk ran (a resharding \
+    or a failover): a key that moved from a primary not walked yet to one walked already was \
+    seen by neither, so keys may have been missed; the keys found were handled; retry once the \
+    move is over (no primary's line of CLUSTER NODES shows a [slot->-…] or [slot-<-…] mark; \
+    `redis-cli --cluster fix` ends a move left unfinished)";
+
+fn moved_error(op: &'static str, moved: &SlotSet) -> Error {
+    Error::Backend {
+        level: LEVEL,
+        op,
+        reason: format!("hash slots {} {MOVED_ADVICE}", moved.ranges_text()),
+    }
+}
+
+/// Each primary's own slots, asked of them all at once.
+async fn own_slots_of_each(
+    cluster: &ClusterConnection,
+    primaries: &[Address],
+    op: &'static str,
+) -> std::result::Result<Vec<OwnSlots>, WalkError> {
+    let asked = primaries.iter().map(|(host, port)| {
+        let mut conn = cluster.clone();
+        let route = SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port: *port,
+        };
+        async move {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("NODES");
+            let reply: RedisResult<Value> = conn
+                .route_command(cmd, RoutingInfo::SingleNode(route))
+                .await
+                .and_then(Value::extract_error);
+            reply
+        }
+    });
+    let replies = futures_util::future::join_all(asked).await;
+    primaries
+        .iter()
+        .zip(replies)
+        .map(|((host, port), reply)| {
+            let reply = reply.map_err(WalkError::Request)?;
+            let text: String = redis::from_redis_value(reply)
+                .map_err(|_| WalkError::Found(nodes_reply_error(op, host, *port, "not text")))?;
+            OwnSlots::parse(&text).map_err(|what| WalkError::Found(nodes_reply_error(op, host, *port, &what)))
+        })
+        .collect()
+}
+
+fn nodes_reply_error(op: &'static str, host: &str, port: u16, what: &str) -> Error {
+    Error::Backend {
+        level: LEVEL,
+        op,
+        reason: format!("unexpected CLUSTER NODES reply from {host}:{port} ({what})"),
+    }
+}
+
+/// What one node's own line of `CLUSTER NODES` says: the slots it serves, and those it is
+/// moving out or in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OwnSlots {
+    served: SlotSet,
+    moving: SlotSet,
+}
+
+impl OwnSlots {
+    /// Reads the line flagged `myself` of a `CLUSTER NODES` reply: `<id> <address> <flags>
+    /// <primary> <ping> <pong> <epoch> <link> <slot>...`, each slot `n`, `n-m`, `[n->-id]`
+    /// (migrating out) or `[n-<-id]` (importing).
+    fn parse(reply: &str) -> std::result::Result<OwnSlots, String> {
+        let line = reply
+            .lines()
+            .find(|line| {
+                line.split(' ')
+                    .nth(2)
+                    .is_some_and(|flags| flags.split(',').any(|flag| flag == "myself"))
+            })
+            .ok_or("no line flagged myself")?;
+        let mut own = OwnSlots {
+            served: SlotSet::default(),
+            moving: SlotSet::default(),
+        };
+        for token in line.split(' ').skip(8).filter(|t| !t.is_empty()) {
+            if let Some(mark) = token.strip_prefix('[') {
+                let slot = mark
+                    .split_once("->-")
+                    .or_else(|| mark.split_once("-<-"))
+                    .map(|(slot, _)| slot)
+                    .ok_or_else(|| format!("bad slot mark {token:?}"))?;
+                let slot = parse_slot(slot)?;
+                own.moving.insert(slot, slot);
+            } else {
+                let (start, end) = token.split_once('-').unwrap_or((token, token));
+                let (start, end) = (parse_slot(start)?, parse_slot(end)?);
+                if start > end {
+                    return Err(format!("bad slot range {token:?}"));
+                }
+                own.served.insert(start, end);
+            }
+        }
+        Ok(own)
+    }
+}
+
+fn parse_slot(text: &str) -> std::result::Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|slot| *slot < SLOTS)
+        .ok_or_else(|| format!("bad slot {text:?}"))
+}
+
+/// A set of hash slots, one bit each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlotSet(Vec<u64>);
+
+impl Default for SlotSet {
+    fn default() -> Self {
+        SlotSet(vec![0; SLOTS / 64])
+    }
+}
+
+impl SlotSet {
+    /// Adds the slots `start..=end` (each below [`SLOTS`]).
+    fn insert(&mut self, start: usize, end: usize) {
+        for slot in start..=end {
+            if let Some(word) = self.0.get_mut(slot / 64) {
+                *word |= 1 << (slot % 64);
+            }
+        }
+    }
+
+    /// Adds the slots `before` or `after` marked as moving, and those served by one and not
+    /// the other.
+    fn add_changes(&mut self, before: &OwnSlots, after: &OwnSlots) {
+        let words = before
+            .served
+            .0
+            .iter()
+            .zip(&after.served.0)
+            .zip(before.moving.0.iter().zip(&after.moving.0));
+        for (out, ((b, a), (mb, ma))) in self.0.iter_mut().zip(words) {
+            *out |= (b ^ a) | mb | ma;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    fn contains(&self, slot: usize) -> bool {
+        self.0.get(slot / 64).is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
+    /// The slots as ranges, `5461-5470, 12000`, the first [`LISTED_RANGES`] and how many more.
+    fn ranges_text(&self) -> String {
+        let mut ranges = Vec::new();
+        let mut slot = 0;
+        while slot < SLOTS {
+            if self.contains(slot) {
+                let start = slot;
+                while slot + 1 < SLOTS && self.contains(slot + 1) {
+                    slot += 1;
+                }
+                ranges.push(if start == slot {
+                    start.to_string()
+                } else {
+                    format!("{start}-{slot}")
+                });
+            }
+            slot += 1;
+        }
+        let more = ranges.len().saturating_sub(LISTED_RANGES);
+        ranges.truncate(LISTED_RANGES);
+        let mut text = ranges.join(", ");
+        if more > 0 {
+            text.push_str(&format!(" and {more} more ranges"));
+        }
+        text
+    }
+}
+
+/// The distinct primaries of `CLUSTER SLOTS`, sorted, and the ranges whose primary's endpoint is
+/// unknown.
+fn primaries(ranges: Vec<SlotRange>) -> (Vec<Address>, Vec<(usize, usize)>) {
+    let mut nodes = Vec::with_capacity(ranges.len());
+    let mut unknown = Vec::new();
+    for range in ranges {
+        match range.primary {
+            Some(primary) => nodes.push(primary),
+            None => unknown.push((range.start, range.end)),
+        }
+    }
+    nodes.sort();
+    nodes.dedup();
+    unknown.sort_unstable();
+    (nodes, unknown)
+}
+
+/// The error of a walk that could not reach the primaries of the slots `unknown`.
+fn unwalked_error(op: &'static str, unknown: &[(usize, usize)], answering: Option<&str>) -> Error {
+    let ranges: Vec<String> = unknown
+        .iter()
+        .map(|(start, end)| format!("{start}-{end}"))
+        .collect();
+    Error::Backend {
+        level: LEVEL,
+        op,
+        reason: format!(
+            "the keys in slots {} were not walked: the cluster node asked ({}) does not know their \
+             primary's endpoint (CLUSTER SLOTS gives \"?\"); the other primaries were walked; retry \
+             once every node knows the others (CLUSTER NODES shows them connected)",
+            ranges.join(", "),
+            answering.unwrap_or("a random node"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_slots_give_each_primary_once_and_set_aside_unknown_endpoints() {
+        let range = |start: i64, end: i64, host: Value, port: i64| {
+            Value::Array(vec![
+                Value::Int(start),
+                Value::Int(end),
+                Value::Array(vec![host, Value::Int(port)]),
+            ])
+        };
+        let text = |host: &str| Value::BulkString(host.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            range(10923, 16383, text("c"), 3),
+            range(0, 5460, text("a"), 1),
+            range(5461, 10000, text("b"), 2),
+            range(10001, 10922, text("a"), 1),
+            range(100, 200, text("?"), 9),
+        ]);
+        let (nodes, unknown) = primaries(parse_slots(reply, None).unwrap());
+        assert_eq!(
+            nodes,
+            [("a".to_owned(), 1), ("b".to_owned(), 2), ("c".to_owned(), 3)]
+        );
+        assert_eq!(unknown, [(100, 200)]);
+        assert!(parse_slots(Value::Nil, None).is_err());
+    }
+
+    /// `cluster-preferred-endpoint-type unknown-endpoint`: a NULL host is the answering node's;
+    /// so are an empty and a wildcard one.
+    #[test]
+    fn a_null_empty_or_wildcard_host_is_the_answering_nodes() {
+        let range = |start: i64, host: Value, port: i64| {
+            Value::Array(vec![
+                Value::Int(start),
+                Value::Int(start),
+                Value::Array(vec![host, Value::Int(port)]),
+            ])
+        };
+        let text = |host: &str| Value::BulkString(host.as_bytes().to_vec());
+        let reply = || {
+            Value::Array(vec![
+                range(0, Value::Nil, 1),
+                range(1, text(""), 2),
+                range(2, text("0.0.0.0"), 3),
+                range(3, text("::"), 4),
+            ])
+        };
+        let (nodes, unknown) = primaries(parse_slots(reply(), Some("seed")).unwrap());
+        assert_eq!(nodes, [1, 2, 3, 4].map(|port| ("seed".to_owned(), port)));
+        assert!(unknown.is_empty());
+        let err = parse_slots(reply(), None).unwrap_err();
+        assert!(err.contains("slots 0-0 name no host"), "{err}");
+    }
+
+    /// A primary's own line, as Redis 7 writes it: ranges, a single slot, and the marks of a
+    /// slot moving out and one moving in; other nodes' lines are not read.
+    #[test]
+    fn a_nodes_own_line_gives_its_slots_and_the_slots_it_is_moving() {
+        let reply = "\
+            07c3 127.0.0.1:30002@40002 master - 0 1 2 connected 5461-10922\n\
+            e7d1 127.0.0.1:30001@40001,node-a myself,master - 0 0 1 connected 0-100 102 \
+            [101->-07c3] [16000-<-07c3]\n\
+            67ed 127.0.0.1:30003@40003 master - 0 1 3 connected 10923-16383\n";
+        let own = OwnSlots::parse(reply).unwrap();
+        let mut served = SlotSet::default();
+        served.insert(0, 100);
+        served.insert(102, 102);
+        let mut moving = SlotSet::default();
+        moving.insert(101, 101);
+        moving.insert(16000, 16000);
+        assert_eq!(own, OwnSlots { served, moving });
+        assert_eq!(own.served.ranges_text(), "0-100, 102");
+        assert_eq!(own.moving.ranges_text(), "101, 16000");
+    }
+
+    #[test]
+    fn a_reply_without_a_line_of_its_own_or_with_a_bad_slot_is_refused() {
+        let line =
+            |slots: &str| format!("e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected {slots}\n");
+        assert!(OwnSlots::parse(&line("0-16383")).is_ok());
+        assert!(OwnSlots::parse(&line("")).is_ok_and(|own| own.served.is_empty()));
+        for bad in ["16384", "5-4", "x", "[7>7]", "[x->-a]", "0-99999"] {
+            let err = OwnSlots::parse(&line(bad)).unwrap_err();
+            assert!(err.contains("bad slot"), "{bad}: {err}");
+        }
+        let other = "07c3 127.0.0.1:30002@40002 master - 0 1 2 connected 0-16383\n";
+        assert_eq!(OwnSlots::parse(other).unwrap_err(), "no line flagged myself");
+    }
+
+    /// A move is a change whether the walk saw it in progress (a mark at either end) or saw
+    /// only its result (a slot served at one end and not at the other); slots that stayed
+    /// where they were are not named.
+    #[test]
+    fn slots_marked_at_either_end_or_served_at_one_end_only_count_as_moved() {
+        let own = |served: (usize, usize), moving: Option<usize>| {
+            let mut own = OwnSlots {
+                served: SlotSet::default(),
+                moving: SlotSet::default(),
+            };
+            own.served.insert(served.0, served.1);
+            if let Some(slot) = moving {
+                own.moving.insert(slot, slot);
+            }
+            own
+        };
+        let mut moved = SlotSet::default();
+        moved.add_changes(&own((0, 5460), None), &own((0, 5460), None));
+        assert!(moved.is_empty());
+        moved.add_changes(&own((0, 5460), Some(7)), &own((0, 5460), None));
+        moved.add_changes(&own((100, 200), None), &own((100, 190), Some(9000)));
+        assert_eq!(moved.ranges_text(), "7, 191-200, 9000");
+
+        let mut many = SlotSet::default();
+        for slot in (0..40).map(|i| i * 3) {
+            many.insert(slot, slot);
+        }
+        assert_eq!(
+            many.ranges_text(),
+            "0, 3, 6, 9, 12, 15, 18, 21 and 32 more ranges"
+        );
+        let text = moved_error("clear", &moved).to_string();
+        assert!(
+            text.contains("redis clear failed: hash slots 7, 191-200, 9000 moved between primaries"),
+            "{text}"
+        );
+    }
+}
