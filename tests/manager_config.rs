@@ -666,7 +666,32 @@ fn a_manager_opens_its_file_l1_with_the_configured_map_reads() {
     }
 }
 
-/// Every number of the configuration at the largest value it takes, each alone: accepted, a
+/// A file L1 reads each segment through a memory map of its own: a bound whose segments would
+/// take more than half of the maps the system lets a process hold (here the largest bound
+/// taken, 1 PiB in 1 GiB segments) fails the manager's start with a configuration error that
+/// names the setting and what to do, rather than failing writes once the store has grown.
+#[test]
+fn a_file_l1_bound_past_what_its_segments_can_map_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::from_toml_str(&format!(
+        "[local]\npath = {:?}\nmax_size = 1073741824\n",
+        dir.path()
+    ))
+    .unwrap();
+    let err = CacheManager::new(config)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("local.max_size")
+            && err.contains("vm.max_map_count")
+            && !err.contains("segment_size of at least"),
+        "{err}"
+    );
+}
+
+/// Every number of the configuration at the largest value it takes (for a file L1's bound, the
+/// largest it maps), each alone: accepted, a
 /// manager on a file L1 and a Redis L2 (with `fallback_on_error = false`, so an L2 error would
 /// reach the call) starts, writes to both levels, reads, loads, counts and flushes. Durations
 /// and sizes are added to clocks and turned into milliseconds, bytes and `PX` arguments: one
@@ -677,8 +702,10 @@ fn every_setting_at_its_largest_value_starts_a_manager_that_writes_to_both_level
     let (secs, ms, count) = (u64::MAX.to_string(), u64::MAX.to_string(), usize::MAX.to_string());
     let settings: [(&str, &str, &str); 21] = [
         ("local", "ttl", &secs),
-        // 1 PiB in MiB: past it a file L1's bound in bytes saturated, and is refused.
-        ("local", "max_size", "1073741824"),
+        // 16 TiB in MiB: the largest bound whose (1 GiB) segments a store can map under
+        // Linux's default vm.max_map_count; 1 PiB, the largest taken, is refused at the open
+        // for that (see `a_file_l1_bound_past_what_its_segments_can_map_is_refused_naming_it`).
+        ("local", "max_size", "16777216"),
         ("local", "memory_items", &count),
         ("local", "memory_max_mb", "1073741824"),
         ("local", "durability_interval_ms", &ms),

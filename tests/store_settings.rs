@@ -54,8 +54,10 @@ fn a_store_reopened_with_default_options_keeps_the_bound_its_application_set() {
 #[test]
 fn an_explicit_bound_is_obeyed_and_replaces_the_recorded_one() {
     let dir = tempfile::tempdir().unwrap();
+    // Below half of Linux's default 65,530 maps per process in 64 KiB segments (a store maps
+    // each segment): 4096 MiB of them is refused.
     let options = FileStoreOptions::default()
-        .max_size_mb(4096)
+        .max_size_mb(1536)
         .segment_size(64 * 1024);
     FileStore::open(dir.path(), options).unwrap().close().unwrap();
     let store = FileStore::open(dir.path(), FileStoreOptions::default().max_size_mb(2)).unwrap();

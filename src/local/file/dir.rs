@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::format::{self, HeaderError, Meta, LOCK_FILE, META_EXT_LEN, META_FILE, META_LEN, TMP_EXT};
+use super::format::{
+    self, HeaderError, Meta, LOCK_FILE, MAX_SEGMENT_SIZE, META_EXT_LEN, META_FILE, META_LEN, TMP_EXT,
+};
 use crate::disk::{Disk, DiskFile, LockFile};
 use crate::error::{Error, Result};
 use crate::files::NO_STORE_FILES;
@@ -36,6 +38,9 @@ pub(crate) struct Wanted {
     /// Permission bits for the store's files, applied and recorded; `None`: the ones recorded
     /// (the bits of `uno-cache.meta`), or [`DEFAULT_FILE_MODE`] for a new directory.
     pub(crate) file_mode: Option<u32>,
+    /// Whether `new_meta`'s segment size was asked for (`segment_size`) rather than derived
+    /// from the bound: the field an error about it names.
+    pub(crate) segment_size_asked: bool,
 }
 
 impl LockedDir {
@@ -97,6 +102,7 @@ impl LockedDir {
             // configuration must not stop the store after an upgrade).
             if let Some(max_size) = wanted.max_size.filter(|&m| m != stored.max_size) {
                 check_bound_fits_segments(max_size, stored.segment_size)?;
+                check_segments_fit_maps(max_size, stored.segment_size, "max_size_mb", max_map_count())?;
             }
             if recorded_mode.is_some_and(|m| m != file_mode) {
                 dir.apply_mode()?;
@@ -118,7 +124,18 @@ impl LockedDir {
                 }
                 _ => stored,
             }
-        } else if let Err(e) = dir.write_meta(&wanted.new_meta) {
+        } else if let Err(e) = check_segments_fit_maps(
+            wanted.new_meta.max_size,
+            wanted.new_meta.segment_size,
+            if wanted.segment_size_asked {
+                "segment_size"
+            } else {
+                "max_size_mb"
+            },
+            max_map_count(),
+        )
+        .and_then(|()| dir.write_meta(&wanted.new_meta))
+        {
             // A failed first open (a full disk) leaves nothing behind: not our lock file, and not
             // the directory if this call made it.
             let _ = fs::remove_file(&lock_path);
@@ -254,6 +271,62 @@ fn check_bound_fits_segments(max_size: u64, segment_size: u64) -> Result<()> {
             "{} MiB is less than four of this directory's {segment_size}-byte segments (the size bound needs at least four); set max_size_mb to at least {}, or remove the directory (a cache: it is rebuilt) to recreate it with smaller segments",
             max_size / mib,
             least.div_ceil(mib)
+        ),
+    })
+}
+
+/// Memory maps a store may take, at most, of the process's `vm.max_map_count`: half, so that
+/// the process keeps the rest (its libraries, its allocator's arenas, its threads' stacks, other
+/// stores).
+const MAPS_SHARE_DIVISOR: u64 = 2;
+/// Segments a store may hold beyond `max_size / segment_size`: the active one, and the one a
+/// compaction writes before it drops the segments it emptied.
+const SEGMENTS_OVER_BOUND: u64 = 2;
+
+/// `vm.max_map_count`, the memory maps a Linux process may hold; `None` where it cannot be read.
+fn max_map_count() -> Option<u64> {
+    fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+}
+
+/// Refuses a bound whose segments would take more than their share of the process's memory
+/// maps: each segment is read through a map of its own (`mmap`), and past `vm.max_map_count` a
+/// new segment's map fails with `ENOMEM`, so every write that needs a new segment would fail.
+/// `field`: the setting the error names. No limit known (`max_maps` `None`): nothing checked.
+pub(super) fn check_segments_fit_maps(
+    max_size: u64,
+    segment_size: u64,
+    field: &str,
+    max_maps: Option<u64>,
+) -> Result<()> {
+    let Some(max_maps) = max_maps else {
+        return Ok(());
+    };
+    let allowed = max_maps / MAPS_SHARE_DIVISOR;
+    let segments = max_size
+        .div_ceil(segment_size.max(1))
+        .saturating_add(SEGMENTS_OVER_BOUND);
+    if segments <= allowed {
+        return Ok(());
+    }
+    let mib = 1024 * 1024;
+    let least_segment = max_size.div_ceil(allowed.saturating_sub(SEGMENTS_OVER_BOUND).max(1));
+    let most_mb = allowed
+        .saturating_sub(SEGMENTS_OVER_BOUND)
+        .saturating_mul(segment_size)
+        / mib;
+    // Past the largest segment, only a smaller bound or more maps will do.
+    let larger_segments = if least_segment <= MAX_SEGMENT_SIZE {
+        format!("use a segment_size of at least {least_segment} bytes for a new directory, ")
+    } else {
+        String::new()
+    };
+    Err(Error::Config {
+        field: field.into(),
+        reason: format!(
+            "a bound of {} MiB in {segment_size}-byte segments is {segments} segments, each read through a memory map of its own, and this system allows {max_maps} maps per process (vm.max_map_count), of which a store takes at most half; {larger_segments}set max_size_mb to at most {most_mb}, or raise vm.max_map_count",
+            max_size / mib
         ),
     })
 }

@@ -20,6 +20,11 @@ pub(crate) const MAX_SIZE_MB: u64 = 1 << 30;
 
 /// Size bound of a new store opened without [`FileStoreOptions::max_size_mb`]: 1 GiB.
 pub const DEFAULT_MAX_SIZE_MB: u64 = 1024;
+/// The most segments a new store holds by default: above 1 TiB, its default segments grow past
+/// 64 MiB (to at most 1 GiB) rather than number more. Each segment is read through a memory map
+/// of its own, and Linux allows 65,530 maps per process by default (`vm.max_map_count`; the
+/// open refuses a bound whose segments would take more than half of them).
+const DEFAULT_SEGMENTS_AT_MOST: u64 = 16_384;
 
 /// Options for [`FileStore::open`](super::FileStore::open).
 ///
@@ -102,8 +107,11 @@ impl FileStoreOptions {
     }
 
     /// Segment file size in bytes for a new directory (default: `max_size / 8`, between 64 KiB and
-    /// 64 MiB). An existing directory keeps the size it was created with. A value must fit in one
-    /// segment.
+    /// 64 MiB; for a bound above 1 TiB, a 16,384th of it, at most 1 GiB). An existing directory
+    /// keeps the size it was created with. A value must fit in one segment. Each segment is read
+    /// through a memory map of its own: the open refuses a bound whose segments would take more
+    /// than half of the maps a process may hold (`vm.max_map_count`, 65,530 by default on
+    /// Linux), naming the segment size that would do.
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = Some(bytes);
         self
@@ -221,7 +229,14 @@ impl FileStoreOptions {
                 })
             }
             Some(size) => size,
-            None => (max_bytes / 8).clamp(MIN_SEGMENT_SIZE, 64 * 1024 * 1024),
+            None => (max_bytes / 8)
+                .clamp(MIN_SEGMENT_SIZE, 64 * 1024 * 1024)
+                .max(
+                    max_bytes
+                        .div_ceil(DEFAULT_SEGMENTS_AT_MOST)
+                        .next_multiple_of(MIN_SEGMENT_SIZE),
+                )
+                .min(MAX_SEGMENT_SIZE),
         };
         if let Durability::Periodic(interval) = self.durability {
             if interval.is_zero() {
@@ -251,6 +266,7 @@ impl FileStoreOptions {
             },
             max_size: explicit,
             file_mode: self.file_mode,
+            segment_size_asked: self.segment_size.is_some(),
         })
     }
 }
@@ -319,6 +335,93 @@ mod tests {
         let store = FileStore::open(dir.path(), options().max_size_mb(4)).unwrap();
         assert_eq!(store.max_size(), 4 * 1024 * 1024);
         store.close().unwrap();
+    }
+
+    fn max_map_count() -> u64 {
+        let text = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .expect("/proc/sys/vm/max_map_count (Linux, with procfs mounted) is needed by this test");
+        text.trim().parse().unwrap()
+    }
+
+    /// Each segment is read through a memory map of its own, and past `vm.max_map_count` a new
+    /// segment's map fails: a bound whose segments would take more than half of the maps is
+    /// refused at the first open, naming the segment size that would do, which then opens; a
+    /// bound set later on an existing directory is checked against its recorded segment size.
+    /// Nothing is left behind by a refused first open, nor recorded by a refused later one.
+    #[test]
+    fn a_bound_whose_segments_would_outnumber_half_the_maps_a_process_may_hold_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let small = 64 * 1024;
+        let allowed = max_map_count() / 2;
+        let mb = (allowed * small).div_ceil(1024 * 1024) + 1;
+        let least = match FileStore::open(&path, options().segment_size(small).max_size_mb(mb)) {
+            Err(Error::Config { field, reason }) => {
+                assert_eq!(field, "segment_size");
+                assert!(reason.contains("vm.max_map_count"), "{reason}");
+                let least = reason
+                    .split("a segment_size of at least ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("no segment size named: {reason}"));
+                assert!(least > small, "{reason}");
+                least
+            }
+            Err(e) => panic!("expected a Config error naming segment_size, got {e}"),
+            Ok(store) => panic!("opened {} bytes in {small}-byte segments", store.max_size()),
+        };
+        assert!(!path.exists(), "a refused first open left the directory behind");
+        let store = FileStore::open(&path, options().segment_size(least).max_size_mb(mb)).unwrap();
+        store.set("k", b"v", None).unwrap();
+        store.close().unwrap();
+
+        // An existing directory of small segments asked for a bound past what they allow.
+        let other = dir.path().join("small");
+        let store = FileStore::open(&other, options().segment_size(small).max_size_mb(64)).unwrap();
+        store.close().unwrap();
+        match FileStore::open(&other, options().max_size_mb(mb)) {
+            Err(Error::Config { field, reason }) => {
+                assert_eq!(field, "max_size_mb");
+                assert!(reason.contains("set max_size_mb to at most"), "{reason}");
+            }
+            Err(e) => panic!("expected a Config error naming max_size_mb, got {e}"),
+            Ok(store) => panic!("opened {} bytes in {small}-byte segments", store.max_size()),
+        }
+        let store = FileStore::open(&other, options()).unwrap();
+        assert_eq!(
+            store.max_size(),
+            64 * 1024 * 1024,
+            "the refused bound was recorded"
+        );
+        store.close().unwrap();
+    }
+
+    /// The arithmetic of the check, on any system: half the maps, two segments over the bound.
+    #[test]
+    fn the_maps_check_counts_the_bounds_segments_and_two_more_against_half_the_limit() {
+        use crate::local::file::dir::check_segments_fit_maps as check;
+        let seg = 64 * 1024;
+        assert!(check(98 * seg, seg, "max_size_mb", Some(200)).is_ok());
+        let err = check(99 * seg, seg, "max_size_mb", Some(200)).unwrap_err();
+        assert!(err.to_string().contains("is 101 segments"), "{err}");
+        assert!(
+            check(u64::MAX, seg, "max_size_mb", None).is_ok(),
+            "no limit known: no check"
+        );
+    }
+
+    /// Above 1 TiB, a default segment grows so that the store holds at most 16,384 of them.
+    #[test]
+    fn default_segments_grow_past_64_mib_for_bounds_above_one_tib() {
+        let segment = |mb: u64| options().max_size_mb(mb).wanted().unwrap().new_meta.segment_size;
+        assert_eq!(segment(64), 8 * 1024 * 1024);
+        assert_eq!(segment(1 << 20), 64 * 1024 * 1024);
+        assert_eq!(segment(4 << 20), 256 * 1024 * 1024);
+        assert_eq!(
+            segment(super::MAX_SIZE_MB),
+            super::super::format::MAX_SEGMENT_SIZE
+        );
     }
 
     #[test]
