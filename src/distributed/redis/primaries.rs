@@ -13,6 +13,12 @@
 //! or a failover). Each node's own line is the view that changes first: a migration marks its
 //! two nodes before the first key moves and clears them, giving the slot away, after the last.
 //!
+//! The primaries come from one node's `CLUSTER SLOTS`, which may be stale (gossip lag after a
+//! move or a failover, a node that has not heard of a new primary yet): a slot it places on a
+//! walked primary may be served by a node not walked. So `begin` also reads every line of each
+//! primary's `CLUSTER NODES` (where it sees the others' slots), and the walk fails naming the
+//! slots some primary sees served that none of the walked primaries serves by its own line.
+//!
 //! The keys the walk found are handled all the same (deleted or counted): the error says only
 //! that others may have been missed, and to retry once the move is over.
 
@@ -37,6 +43,11 @@ pub(crate) struct ClusterWalk {
     /// The error the walk owes at its end for slots whose primary's endpoint is unknown (see
     /// [`unwalked_error`]).
     unwalked: Option<Error>,
+    /// Slots that a primary's view assigns to a node the walk does not go over (see
+    /// [`unseen_error`]).
+    unseen: SlotSet,
+    /// The host of the node whose `CLUSTER SLOTS` gave `primaries`, when known.
+    answering: Option<String>,
     /// Each primary's own slots and moves when the walk began, in the order of `primaries`.
     before: Vec<OwnSlots>,
 }
@@ -54,12 +65,29 @@ impl ClusterWalk {
             .map_err(|what| WalkError::Found(bad_reply(op, &what)))?;
         let (primaries, unknown) = primaries(ranges);
         let unwalked = (!unknown.is_empty()).then(|| unwalked_error(op, &unknown, answering.as_deref()));
-        let before = own_slots_of_each(cluster, &primaries, op).await?;
+        let views = views_of_each(cluster, &primaries, op).await?;
+        // The map read may be stale (gossip lag after a move or a failover, a node that has not
+        // heard of a new one): its primaries may not serve what it says. Each node's word on
+        // its own slots is the one to trust, and any primary's view of where the others are
+        // names the slots that one of them serves and none of the walked ones does.
+        let mut unseen = SlotSet::default();
+        let mut walked = SlotSet::default();
+        for view in &views {
+            unseen.union(&view.assigned);
+            walked.union(&view.own.served);
+        }
+        unseen.remove_all(&walked);
+        // Those are named by `unwalked`, whose advice fits them.
+        for (start, end) in &unknown {
+            unseen.remove(*start, *end);
+        }
         Ok(ClusterWalk {
             op,
             primaries,
             unwalked,
-            before,
+            unseen,
+            answering,
+            before: views.into_iter().map(|view| view.own).collect(),
         })
     }
 
@@ -69,15 +97,20 @@ impl ClusterWalk {
     }
 
     /// Once every primary was walked: fails if slots moved during the walk (see the module
-    /// docs), else if slots could not be walked (their primary's endpoint unknown).
+    /// docs), else if slots are served by a node not walked, else if slots could not be walked
+    /// (their primary's endpoint unknown).
     pub(crate) async fn end(self, cluster: &ClusterConnection) -> std::result::Result<(), WalkError> {
-        let after = own_slots_of_each(cluster, &self.primaries, self.op).await?;
+        let after = views_of_each(cluster, &self.primaries, self.op).await?;
         let mut moved = SlotSet::default();
         for (before, after) in self.before.iter().zip(&after) {
-            moved.add_changes(before, after);
+            moved.add_changes(before, &after.own);
         }
         if !moved.is_empty() {
             return Err(WalkError::Found(moved_error(self.op, &moved)));
+        }
+        if !self.unseen.is_empty() {
+            let err = unseen_error(self.op, &self.unseen, self.answering.as_deref());
+            return Err(WalkError::Found(err));
         }
         self.unwalked.map_or(Ok(()), |err| Err(WalkError::Found(err)))
     }
@@ -118,12 +151,29 @@ fn moved_error(op: &'static str, moved: &SlotSet) -> Error {
     }
 }
 
-/// Each primary's own slots, asked of them all at once.
-async fn own_slots_of_each(
+/// What a walk says when a primary's view assigns slots to a node that it does not walk.
+fn unseen_error(op: &'static str, unseen: &SlotSet, answering: Option<&str>) -> Error {
+    Error::Backend {
+        level: LEVEL,
+        op,
+        reason: format!(
+            "the keys in hash slots {} were not walked: a primary's CLUSTER NODES assigns them to \
+             a node that none of the primaries in the cluster map read ({}'s CLUSTER SLOTS) is, \
+             and none of those serves them (a node new to the cluster, a failover or a move the \
+             node asked has not heard of yet); the keys of the primaries walked were handled; \
+             retry once every node gives the same CLUSTER SLOTS",
+            unseen.ranges_text(),
+            answering.unwrap_or("a random node"),
+        ),
+    }
+}
+
+/// Each primary's view of `CLUSTER NODES`, asked of them all at once.
+async fn views_of_each(
     cluster: &ClusterConnection,
     primaries: &[Address],
     op: &'static str,
-) -> std::result::Result<Vec<OwnSlots>, WalkError> {
+) -> std::result::Result<Vec<View>, WalkError> {
     let asked = primaries.iter().map(|(host, port)| {
         let mut conn = cluster.clone();
         let route = SingleNodeRoutingInfo::ByAddress {
@@ -148,7 +198,7 @@ async fn own_slots_of_each(
             let reply = reply.map_err(WalkError::Request)?;
             let text: String = redis::from_redis_value(reply)
                 .map_err(|_| WalkError::Found(nodes_reply_error(op, host, *port, "not text")))?;
-            OwnSlots::parse(&text).map_err(|what| WalkError::Found(nodes_reply_error(op, host, *port, &what)))
+            View::parse(&text).map_err(|what| WalkError::Found(nodes_reply_error(op, host, *port, &what)))
         })
         .collect()
 }
@@ -182,6 +232,11 @@ impl OwnSlots {
                     .is_some_and(|flags| flags.split(',').any(|flag| flag == "myself"))
             })
             .ok_or("no line flagged myself")?;
+        OwnSlots::parse_line(line)
+    }
+
+    /// The slots of one line of `CLUSTER NODES`, the node's own or another's.
+    fn parse_line(line: &str) -> std::result::Result<OwnSlots, String> {
         let mut own = OwnSlots {
             served: SlotSet::default(),
             moving: SlotSet::default(),
@@ -205,6 +260,25 @@ impl OwnSlots {
             }
         }
         Ok(own)
+    }
+}
+
+/// One primary's reply to `CLUSTER NODES`: its own line, and the slots it sees served by any
+/// node, itself included.
+#[derive(Debug)]
+struct View {
+    own: OwnSlots,
+    assigned: SlotSet,
+}
+
+impl View {
+    fn parse(reply: &str) -> std::result::Result<View, String> {
+        let own = OwnSlots::parse(reply)?;
+        let mut assigned = SlotSet::default();
+        for line in reply.lines().filter(|line| !line.trim().is_empty()) {
+            assigned.union(&OwnSlots::parse_line(line)?.served);
+        }
+        Ok(View { own, assigned })
     }
 }
 
@@ -246,6 +320,28 @@ impl SlotSet {
             .zip(before.moving.0.iter().zip(&after.moving.0));
         for (out, ((b, a), (mb, ma))) in self.0.iter_mut().zip(words) {
             *out |= (b ^ a) | mb | ma;
+        }
+    }
+
+    /// Removes the slots `start..=end` (`end` may be out of range: a `CLUSTER SLOTS` range's,
+    /// which only the server bounds).
+    fn remove(&mut self, start: usize, end: usize) {
+        for slot in start..=end.min(SLOTS - 1) {
+            if let Some(word) = self.0.get_mut(slot / 64) {
+                *word &= !(1 << (slot % 64));
+            }
+        }
+    }
+
+    fn union(&mut self, other: &SlotSet) {
+        for (word, other) in self.0.iter_mut().zip(&other.0) {
+            *word |= other;
+        }
+    }
+
+    fn remove_all(&mut self, other: &SlotSet) {
+        for (word, other) in self.0.iter_mut().zip(&other.0) {
+            *word &= !other;
         }
     }
 
@@ -397,6 +493,30 @@ mod tests {
         assert_eq!(own, OwnSlots { served, moving });
         assert_eq!(own.served.ranges_text(), "0-100, 102");
         assert_eq!(own.moving.ranges_text(), "101, 16000");
+    }
+
+    /// Every line's slots count as assigned, whoever serves them: a walk compares them with
+    /// the walked primaries' own lines.
+    #[test]
+    fn a_view_assigns_the_slots_of_every_line() {
+        let reply = "\
+            07c3 127.0.0.1:30002@40002 master - 0 1 2 connected 5461-10922\n\
+            e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 [101->-07c3]\n\
+            67ed 127.0.0.1:30003@40003 slave e7d1 0 1 3 connected\n\
+            99aa 127.0.0.1:30004@40004 master - 0 1 4 connected 10923-16383\n";
+        let view = View::parse(reply).unwrap();
+        let mut own = SlotSet::default();
+        own.insert(0, 5460);
+        assert_eq!(view.own.served, own);
+        let mut unseen = view.assigned.clone();
+        unseen.remove_all(&own);
+        assert_eq!(unseen.ranges_text(), "5461-16383");
+        unseen.remove(5461, 10922);
+        assert_eq!(unseen.ranges_text(), "10923-16383");
+        unseen.remove(16000, usize::MAX);
+        assert_eq!(unseen.ranges_text(), "10923-15999");
+        let bad = format!("{reply}77bb 127.0.0.1:30005@40005 master - 0 1 5 connected 5-x\n");
+        assert!(View::parse(&bad).unwrap_err().contains("bad slot"));
     }
 
     #[test]
