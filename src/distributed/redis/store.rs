@@ -7,7 +7,7 @@ use super::batches::{key_in, key_of_item, removed_parts, with_ttl, written_parts
 use super::commands::{Command, Commands, Reply, ValueLimit};
 use super::connection::{Conn, Link, Settings};
 use super::doubt::{self, Doubts, Unanswered, Unsettled};
-use super::errors::{call_error, connect_timeout_error, LEVEL};
+use super::errors::{call_error, connect_timeout_error, is_client_timeout, LEVEL};
 use super::keyed::{naming, naming_batch};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
@@ -282,8 +282,12 @@ impl RedisStore {
                 let answer = self
                     .rt
                     .wait(op, self.timeout, self.conn.judge(ticket, self.timeout, bound));
-                if let (Err(Error::Timeout { .. }), Some(probe)) = (&answer, probe) {
-                    self.doubts.begin(&request, Unanswered::Linked(probe));
+                // Unanswered by our deadline or by the cluster client's own timeout (which a
+                // stall of the I/O thread can let fire first): either way it may land later.
+                if let (Err(err), Some(probe)) = (&answer, probe) {
+                    if matches!(err, Error::Timeout { .. }) || is_client_timeout(err) {
+                        self.doubts.begin(&request, Unanswered::Linked(probe));
+                    }
                 }
                 answer?
             }
@@ -315,7 +319,11 @@ impl RedisStore {
                 reply.read(op, value, self.clock.now_ms())
             });
             let answer = self.conn.judge(ticket, self.timeout, call).await;
-            if !matches!(answer, Err(Error::Timeout { .. })) {
+            let unanswered = answer
+                .as_ref()
+                .err()
+                .is_some_and(|err| matches!(err, Error::Timeout { .. }) || is_client_timeout(err));
+            if !unanswered {
                 watch.probe = None;
             }
             drop(watch);
