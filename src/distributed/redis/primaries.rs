@@ -54,7 +54,8 @@ pub(crate) struct ClusterWalk {
 
 impl ClusterWalk {
     /// Reads the slot map (`seeds`, the hosts given as `(host, port)`, are asked first, see
-    /// [`ask_slots`]) and each primary's own line of `CLUSTER NODES`.
+    /// [`ask_slots`]) and each primary's `CLUSTER NODES`: its own line, and where it sees the
+    /// others' slots.
     pub(crate) async fn begin(
         cluster: &ClusterConnection,
         seeds: &[(String, u16)],
