@@ -40,12 +40,12 @@ use redis::cluster_routing::{
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
 use super::commands::Request;
-use super::errors::{connect_error_for, error_text, greeting_error, is_client_timeout, LEVEL};
+use super::errors::{connect_error_for, error_text, greeting_error, is_unanswered, LEVEL};
 pub(crate) use super::target::Target;
 #[cfg(feature = "tls")]
 use super::tls::TlsOptions;
 use crate::distributed::runtime::deadline_after;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A client for one host (TLS with the roots and client certificate of `tls`). It does not
 /// connect.
@@ -107,7 +107,7 @@ impl Settings {
     }
 
     /// A cluster client's own reply timeout: a little past our deadline, so that a slow reply is
-    /// reported by our deadline as [`Error::Timeout`]; the client's timeout only cleans up.
+    /// reported by our deadline as [`Error::Timeout`](crate::Error::Timeout); the client's timeout only cleans up.
     fn client_response_timeout(&self) -> Duration {
         self.timeout.saturating_add(Duration::from_millis(50))
     }
@@ -368,10 +368,8 @@ impl Link {
         };
         let out = call.await;
         in_flight.answered();
-        if let Err(err) = &out {
-            if matches!(err, Error::Timeout { .. }) || is_client_timeout(err) {
-                Replaceable::replace(&self.0, ticket);
-            }
+        if out.as_ref().is_err_and(is_unanswered) {
+            Replaceable::replace(&self.0, ticket);
         }
         out
     }

@@ -48,6 +48,13 @@ pub(crate) fn is_client_timeout(error: &Error) -> bool {
     matches!(error, Error::Backend { reason, .. } if reason.contains(CLIENT_TIMEOUT_ADVICE))
 }
 
+/// Whether a call failed for want of an answer, by our deadline ([`Error::Timeout`]) or by the
+/// cluster client's own timeout ([`is_client_timeout`]): its connection is replaced, and a
+/// `SET` it carried may still land (in doubt).
+pub(crate) fn is_unanswered(error: &Error) -> bool {
+    matches!(error, Error::Timeout { .. }) || is_client_timeout(error)
+}
+
 /// A failed call on `hosts`: [`Error::Misconfigured`] if the server's answer says the settings
 /// are wrong (a password rotated under a running cache), else [`Error::Backend`]. On a cluster
 /// client (`cluster`) a redirect that reaches us is one the client gave up following while

@@ -7,7 +7,7 @@ use super::batches::{key_in, key_of_item, removed_parts, with_ttl, written_parts
 use super::commands::{Command, Commands, Reply, ValueLimit};
 use super::connection::{Conn, Link, Settings};
 use super::doubt::{self, Doubts, Unanswered, Unsettled};
-use super::errors::{call_error, connect_timeout_error, is_client_timeout, LEVEL};
+use super::errors::{call_error, connect_timeout_error, is_unanswered, LEVEL};
 use super::keyed::{naming, naming_batch};
 use super::options::RedisOptions;
 use super::pool::CallerPool;
@@ -16,7 +16,7 @@ use super::slots::Slots;
 use crate::clock::Clock;
 use crate::distributed::nodes::Node;
 use crate::distributed::runtime::IoRuntime;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::storage::{BoxFuture, DistributedStorage, Entry, Storage, StorageCounters, StorageSize};
 
 mod routing;
@@ -25,21 +25,21 @@ mod routing;
 ///
 /// - Keys are `prefix + key`; values are enveloped (`storage-format.md`); a TTL is sent as `SET …
 ///   PX <ms>` and also kept in the envelope, so `get` returns the expiry without a second round
-///   trip. Keys starting with `uno-cache:tag:` are refused ([`Error::InvalidKey`], bad input):
+///   trip. Keys starting with `uno-cache:tag:` are refused ([`Error::InvalidKey`](crate::Error::InvalidKey), bad input):
 ///   the manager keeps its tag sets there, under the same prefix.
 /// - `get_many` is one `MGET` (standalone). On a cluster it is one `MGET` per hash slot (`MGET`
 ///   across slots is refused by Redis), sent at once, with the values put back in key order: a
-///   slot the cluster does not serve fails its keys only ([`Error::PartialBatch`]); likewise
+///   slot the cluster does not serve fails its keys only ([`Error::PartialBatch`](crate::Error::PartialBatch)); likewise
 ///   `delete_many` (`UNLINK`), and `set_many`: one pipeline (standalone) or concurrent `SET`s
 ///   routed by slot (cluster), where a slot whose primary is out of memory for writes fails its
-///   keys only too (its [`Error::NodeUnavailable`] over [`Error::ServerFull`]). A key repeated in a
+///   keys only too (its [`Error::NodeUnavailable`](crate::Error::NodeUnavailable) over [`Error::ServerFull`](crate::Error::ServerFull)). A key repeated in a
 ///   batch is sent once, with its last item: the last write of a key wins, as on the other
 ///   levels (the cluster's concurrent `SET`s could otherwise land in either order).
 /// - A one-key call (`get`, `set`, `delete`) on a hash slot the cluster does not serve
-///   (`CLUSTERDOWN`) fails with an [`Error::Backend`] that names the key, its slot and what to
-///   check, as a batch's failed slots are named in its [`Error::PartialBatch`].
+///   (`CLUSTERDOWN`) fails with an [`Error::Backend`](crate::Error::Backend) that names the key, its slot and what to
+///   check, as a batch's failed slots are named in its [`Error::PartialBatch`](crate::Error::PartialBatch).
 /// - A batch on a hash slot being moved between nodes (`TRYAGAIN`, during a resharding) fails
-///   its keys as its primary's [`Error::NodeUnavailable`], held against no breaker: the node
+///   its keys as its primary's [`Error::NodeUnavailable`](crate::Error::NodeUnavailable), held against no breaker: the node
 ///   answered.
 /// - `size` counts this prefix's string keys with `SCAN MATCH prefix*` (plus a pipelined `STRLEN`
 ///   per batch for the bytes, which also leaves out keys of other types, such as tag sets) on
@@ -285,7 +285,7 @@ impl RedisStore {
                 // Unanswered by our deadline or by the cluster client's own timeout (which a
                 // stall of the I/O thread can let fire first): either way it may land later.
                 if let (Err(err), Some(probe)) = (&answer, probe) {
-                    if matches!(err, Error::Timeout { .. }) || is_client_timeout(err) {
+                    if is_unanswered(err) {
                         self.doubts.begin(&request, Unanswered::Linked(probe));
                     }
                 }
@@ -319,11 +319,7 @@ impl RedisStore {
                 reply.read(op, value, self.clock.now_ms())
             });
             let answer = self.conn.judge(ticket, self.timeout, call).await;
-            let unanswered = answer
-                .as_ref()
-                .err()
-                .is_some_and(|err| matches!(err, Error::Timeout { .. }) || is_client_timeout(err));
-            if !unanswered {
+            if !answer.as_ref().is_err_and(is_unanswered) {
                 watch.probe = None;
             }
             drop(watch);
