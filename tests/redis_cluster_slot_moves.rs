@@ -272,3 +272,79 @@ fn a_walk_whose_map_lacks_a_primary_fails_naming_its_slots() {
         "the key on the walked primary was deleted, the other left (and named)"
     );
 }
+
+/// A slot moved away and back while a walk ran leaves every primary's slots as they were at its
+/// start; a key of that slot was on the walked-already primary while the other was walked, and
+/// would have been missed. The primary that took the slot back bumped its config epoch: the
+/// walk fails naming it. The walk is held on its last primary (writes paused there: its
+/// `UNLINK` waits, its reads do not) while the slot goes there and back between the other two.
+#[test]
+fn a_walk_during_which_a_slot_moved_away_and_back_fails_naming_its_primary() {
+    let cluster = RedisCluster::start();
+    let redis = uno_cache::RedisStore::connect(
+        uno_cache::RedisOptions::with_hosts(cluster.addrs())
+            .cluster(true)
+            .prefix("ab:")
+            .timeout(std::time::Duration::from_secs(60)),
+    )
+    .unwrap();
+    // A walk goes over the primaries in the order of their addresses.
+    let mut order: Vec<usize> = (0..cluster.nodes.len()).collect();
+    order.sort_by_key(|&i| cluster.nodes[i].port);
+    let (first, second, last) = (order[0], order[1], order[2]);
+    for (i, node) in order.iter().enumerate() {
+        redis.set(&cluster.key_on(*node, &format!("n{i}")), b"v", None).unwrap();
+    }
+    let slot = cluster.keyslot(&format!("ab:{}", cluster.key_on(first, "s")));
+    let epoch_of = |node: usize| -> String {
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut cluster.nodes[node].raw())
+            .unwrap();
+        let own = nodes.lines().find(|l| l.contains("myself")).unwrap();
+        own.split(' ').nth(6).unwrap().to_owned()
+    };
+    let epoch_before = epoch_of(first);
+    let mut held = cluster.nodes[last].raw();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query(&mut held)
+        .unwrap();
+
+    let outcome = std::thread::scope(|scope| {
+        let walk = scope.spawn(|| redis.clear());
+        support::wait_until("the walk past the first two primaries", || {
+            [first, second].iter().all(|&node| {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg("ab:*")
+                    .query(&mut cluster.nodes[node].raw())
+                    .unwrap();
+                keys.is_empty()
+            })
+        });
+        move_slot(&cluster, slot, (first, second), || ());
+        move_slot(&cluster, slot, (second, first), || ());
+        let () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut held).unwrap();
+        walk.join().unwrap()
+    });
+
+    assert_eq!(cluster.node_of_slot(slot), first, "the slot came back");
+    let epoch_after = epoch_of(first);
+    assert_ne!(epoch_before, epoch_after, "taking the slot back bumped the epoch");
+    let err = outcome.unwrap_err();
+    let port = cluster.nodes[first].port;
+    let named = format!("(those 127.0.0.1:{port} serves; its config epoch went from {epoch_before} to ");
+    let text = err.to_string();
+    assert!(
+        matches!(&err, Error::Backend { op: "clear", .. }) && text.contains(&named),
+        "{err}"
+    );
+    assert_eq!(
+        keys_left(&cluster, "ab:*"),
+        Vec::<String>::new(),
+        "the keys found were deleted"
+    );
+    redis.clear().unwrap();
+}

@@ -8,10 +8,12 @@
 //! prefix invalidation that said `Ok` then left a value in L2 that every instance would read
 //! back. So [`ClusterWalk::begin`] reads each primary's own line of `CLUSTER NODES` before the
 //! walk, and [`ClusterWalk::end`] again after it; the walk fails naming the slots if, at either
-//! time, a primary marked a slot as moving out (`[slot->-id]`) or in (`[slot-<-id]`), or if a
+//! time, a primary marked a slot as moving out (`[slot->-id]`) or in (`[slot-<-id]`), if a
 //! primary's own slots changed between the two (a move that began and ended within the walk,
-//! or a failover). Each node's own line is the view that changes first: a migration marks its
-//! two nodes before the first key moves and clears them, giving the slot away, after the last.
+//! or a failover), or if its config epoch did (a slot moved away and back within the walk: the
+//! node that takes a slot back bumps its epoch, and a failback does too). Each node's own line
+//! is the view that changes first: a migration marks its two nodes before the first key moves
+//! and clears them, giving the slot away, after the last.
 //!
 //! The primaries come from one node's `CLUSTER SLOTS`, which may be stale (gossip lag after a
 //! move or a failover, a node that has not heard of a new primary yet): a slot it places on a
@@ -97,8 +99,8 @@ impl ClusterWalk {
         &self.primaries
     }
 
-    /// Once every primary was walked: fails if slots moved during the walk (see the module
-    /// docs), else if slots are served by a node not walked, else if slots could not be walked
+    /// Once every primary was walked: fails if slots moved during the walk or a primary's
+    /// config epoch changed (see the module docs), else if slots are served by a node not walked, else if slots could not be walked
     /// (their primary's endpoint unknown).
     pub(crate) async fn end(self, cluster: &ClusterConnection) -> std::result::Result<(), WalkError> {
         let after = views_of_each(cluster, &self.primaries, self.op).await?;
@@ -108,6 +110,14 @@ impl ClusterWalk {
         }
         if !moved.is_empty() {
             return Err(WalkError::Found(moved_error(self.op, &moved)));
+        }
+        let retaken = self.primaries.iter().zip(self.before.iter().zip(&after));
+        for (address, (before, after)) in retaken {
+            if before.epoch != after.own.epoch {
+                return Err(WalkError::Found(retaken_error(
+                    self.op, address, before, &after.own,
+                )));
+            }
         }
         if !self.unseen.is_empty() {
             let err = unseen_error(self.op, &self.unseen, self.answering.as_deref());
@@ -149,6 +159,22 @@ fn moved_error(op: &'static str, moved: &SlotSet) -> Error {
         level: LEVEL,
         op,
         reason: format!("hash slots {} {MOVED_ADVICE}", moved.ranges_text()),
+    }
+}
+
+/// What a walk says when a primary's config epoch changed while it ran, its slots the same at
+/// both ends: a slot moved away from it and back, or a failover and a failback.
+fn retaken_error(op: &'static str, (host, port): &Address, before: &OwnSlots, after: &OwnSlots) -> Error {
+    Error::Backend {
+        level: LEVEL,
+        op,
+        reason: format!(
+            "hash slots {} (those {host}:{port} serves; its config epoch went from {} to {} while \
+             the walk ran, as a node's does when it takes slots over, so some of them) {MOVED_ADVICE}",
+            after.served.ranges_text(),
+            before.epoch,
+            after.epoch,
+        ),
     }
 }
 
@@ -212,35 +238,29 @@ fn nodes_reply_error(op: &'static str, host: &str, port: u16, what: &str) -> Err
     }
 }
 
-/// What one node's own line of `CLUSTER NODES` says: the slots it serves, and those it is
-/// moving out or in.
+/// What one node's own line of `CLUSTER NODES` says: the slots it serves, those it is moving
+/// out or in, and its config epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OwnSlots {
     served: SlotSet,
     moving: SlotSet,
+    /// Rises when the node takes slots over: at the end of a move into it (`CLUSTER SETSLOT
+    /// … NODE` on the importing node bumps it unless it holds the cluster's greatest epoch
+    /// already) and when a replica of it wins a failover. A slot moved away and back within
+    /// one walk leaves the slots as they were, but not this.
+    epoch: u64,
 }
 
 impl OwnSlots {
-    /// Reads the line flagged `myself` of a `CLUSTER NODES` reply: `<id> <address> <flags>
-    /// <primary> <ping> <pong> <epoch> <link> <slot>...`, each slot `n`, `n-m`, `[n->-id]`
-    /// (migrating out) or `[n-<-id]` (importing).
-    fn parse(reply: &str) -> std::result::Result<OwnSlots, String> {
-        let line = reply
-            .lines()
-            .find(|line| {
-                line.split(' ')
-                    .nth(2)
-                    .is_some_and(|flags| flags.split(',').any(|flag| flag == "myself"))
-            })
-            .ok_or("no line flagged myself")?;
-        OwnSlots::parse_line(line)
-    }
-
-    /// The slots of one line of `CLUSTER NODES`, the node's own or another's.
+    /// The slots and config epoch of one line of `CLUSTER NODES`, the node's own or another's:
+    /// `<id> <address> <flags> <primary> <ping> <pong> <epoch> <link> <slot>...`, each slot
+    /// `n`, `n-m`, `[n->-id]` (migrating out) or `[n-<-id]` (importing).
     fn parse_line(line: &str) -> std::result::Result<OwnSlots, String> {
+        let epoch = line.split(' ').nth(6).ok_or("a line without a config epoch")?;
         let mut own = OwnSlots {
             served: SlotSet::default(),
             moving: SlotSet::default(),
+            epoch: epoch.parse().map_err(|_| format!("bad config epoch {epoch:?}"))?,
         };
         for token in line.split(' ').skip(8).filter(|t| !t.is_empty()) {
             if let Some(mark) = token.strip_prefix('[') {
@@ -273,12 +293,22 @@ struct View {
 }
 
 impl View {
+    /// Reads every line, the one flagged `myself` as the node's own.
     fn parse(reply: &str) -> std::result::Result<View, String> {
-        let own = OwnSlots::parse(reply)?;
+        let mut own = None;
         let mut assigned = SlotSet::default();
         for line in reply.lines().filter(|line| !line.trim().is_empty()) {
-            assigned.union(&OwnSlots::parse_line(line)?.served);
+            let slots = OwnSlots::parse_line(line)?;
+            assigned.union(&slots.served);
+            let myself = line
+                .split(' ')
+                .nth(2)
+                .is_some_and(|flags| flags.split(',').any(|flag| flag == "myself"));
+            if myself {
+                own = Some(slots);
+            }
         }
+        let own = own.ok_or("no line flagged myself")?;
         Ok(View { own, assigned })
     }
 }
@@ -475,23 +505,30 @@ mod tests {
         assert!(err.contains("slots 0-0 name no host"), "{err}");
     }
 
-    /// A primary's own line, as Redis 7 writes it: ranges, a single slot, and the marks of a
-    /// slot moving out and one moving in; other nodes' lines are not read.
+    /// A primary's own line, as Redis 7 writes it: ranges, a single slot, the marks of a slot
+    /// moving out and one moving in, and the config epoch; other nodes' lines are not its own.
     #[test]
     fn a_nodes_own_line_gives_its_slots_and_the_slots_it_is_moving() {
         let reply = "\
             07c3 127.0.0.1:30002@40002 master - 0 1 2 connected 5461-10922\n\
-            e7d1 127.0.0.1:30001@40001,node-a myself,master - 0 0 1 connected 0-100 102 \
+            e7d1 127.0.0.1:30001@40001,node-a myself,master - 0 0 7 connected 0-100 102 \
             [101->-07c3] [16000-<-07c3]\n\
             67ed 127.0.0.1:30003@40003 master - 0 1 3 connected 10923-16383\n";
-        let own = OwnSlots::parse(reply).unwrap();
+        let own = View::parse(reply).unwrap().own;
         let mut served = SlotSet::default();
         served.insert(0, 100);
         served.insert(102, 102);
         let mut moving = SlotSet::default();
         moving.insert(101, 101);
         moving.insert(16000, 16000);
-        assert_eq!(own, OwnSlots { served, moving });
+        assert_eq!(
+            own,
+            OwnSlots {
+                served,
+                moving,
+                epoch: 7
+            }
+        );
         assert_eq!(own.served.ranges_text(), "0-100, 102");
         assert_eq!(own.moving.ranges_text(), "101, 16000");
     }
@@ -524,14 +561,19 @@ mod tests {
     fn a_reply_without_a_line_of_its_own_or_with_a_bad_slot_is_refused() {
         let line =
             |slots: &str| format!("e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected {slots}\n");
-        assert!(OwnSlots::parse(&line("0-16383")).is_ok());
-        assert!(OwnSlots::parse(&line("")).is_ok_and(|own| own.served.is_empty()));
+        assert!(View::parse(&line("0-16383")).is_ok());
+        assert!(View::parse(&line("")).is_ok_and(|view| view.own.served.is_empty()));
         for bad in ["16384", "5-4", "x", "[7>7]", "[x->-a]", "0-99999"] {
-            let err = OwnSlots::parse(&line(bad)).unwrap_err();
+            let err = View::parse(&line(bad)).unwrap_err();
             assert!(err.contains("bad slot"), "{bad}: {err}");
         }
         let other = "07c3 127.0.0.1:30002@40002 master - 0 1 2 connected 0-16383\n";
-        assert_eq!(OwnSlots::parse(other).unwrap_err(), "no line flagged myself");
+        assert_eq!(View::parse(other).unwrap_err(), "no line flagged myself");
+        let epoch = |epoch: &str| format!("e7d1 127.0.0.1:30001@40001 myself,master - 0 0 {epoch}");
+        assert_eq!(View::parse(&epoch("-1")).unwrap_err(), "bad config epoch \"-1\"");
+        assert!(View::parse(&epoch("")).unwrap_err().contains("bad config epoch"));
+        let short = "e7d1 127.0.0.1:30001@40001 myself,master - 0 0";
+        assert_eq!(View::parse(short).unwrap_err(), "a line without a config epoch");
     }
 
     /// A move is a change whether the walk saw it in progress (a mark at either end) or saw
@@ -543,6 +585,7 @@ mod tests {
             let mut own = OwnSlots {
                 served: SlotSet::default(),
                 moving: SlotSet::default(),
+                epoch: 1,
             };
             own.served.insert(served.0, served.1);
             if let Some(slot) = moving {
@@ -570,5 +613,23 @@ mod tests {
             text.contains("redis clear failed: hash slots 7, 191-200, 9000 moved between primaries"),
             "{text}"
         );
+    }
+
+    /// A walk that met a primary whose config epoch changed names that primary, its slots and
+    /// both epochs, and gives the advice of a move.
+    #[test]
+    fn a_changed_config_epoch_names_the_primary_and_its_slots() {
+        let line =
+            |epoch: u64| format!("e7d1 127.0.0.1:30001@40001 myself,master - 0 0 {epoch} connected 0-5460\n");
+        let (before, after) = (View::parse(&line(3)).unwrap(), View::parse(&line(5)).unwrap());
+        let address = ("127.0.0.1".to_owned(), 30001);
+        let text = retaken_error("clear", &address, &before.own, &after.own).to_string();
+        assert!(
+            text.contains(
+                "hash slots 0-5460 (those 127.0.0.1:30001 serves; its config epoch went from 3 to 5"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(MOVED_ADVICE), "{text}");
     }
 }
