@@ -253,6 +253,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A walk of a distributed level's keys under its prefix (`size`, `clear`, a prefix
+    /// invalidation) ended without having seen every key: on a Redis Cluster, hash slots moved
+    /// between primaries while it ran (a resharding, a failover), or are served by a node that
+    /// the cluster map it read did not name. The keys it found were handled (counted, deleted),
+    /// and the level answered every request, so no circuit breaker counts it (a resharding can
+    /// last hours; the reads and writes of single keys are served meanwhile). `reason` names
+    /// the slots; retry once the cluster agrees where its slots are.
+    #[error("{level} {op} did not see every key: {reason}")]
+    WalkIncomplete {
+        /// The level ("redis").
+        level: &'static str,
+        /// The operation ("size", "clear", "invalidate_prefix").
+        op: &'static str,
+        /// Which slots, why, and when to retry.
+        reason: String,
+    },
+
     /// A distributed level answered, and its answer says the configuration is wrong: the
     /// credentials were refused (`WRONGPASS`, `NOAUTH`) or the user's ACL refuses a command or
     /// key (`NOPERM`), the server is a read-only replica (`READONLY`), a command the level uses

@@ -128,7 +128,7 @@ fn a_walk_while_a_slot_is_marked_as_moving_fails_naming_the_slot() {
     assert!(err.to_string().contains(&named), "{err}");
     let err = redis.clear().unwrap_err();
     assert!(
-        matches!(&err, Error::Backend { op: "clear", .. }) && err.to_string().contains(&named),
+        matches!(&err, Error::WalkIncomplete { op: "clear", .. }) && err.to_string().contains(&named),
         "{err}"
     );
     assert_eq!(
@@ -293,7 +293,9 @@ fn a_walk_during_which_a_slot_moved_away_and_back_fails_naming_its_primary() {
     order.sort_by_key(|&i| cluster.nodes[i].port);
     let (first, second, last) = (order[0], order[1], order[2]);
     for (i, node) in order.iter().enumerate() {
-        redis.set(&cluster.key_on(*node, &format!("n{i}")), b"v", None).unwrap();
+        redis
+            .set(&cluster.key_on(*node, &format!("n{i}")), b"v", None)
+            .unwrap();
     }
     let slot = cluster.keyslot(&format!("ab:{}", cluster.key_on(first, "s")));
     let epoch_of = |node: usize| -> String {
@@ -338,7 +340,7 @@ fn a_walk_during_which_a_slot_moved_away_and_back_fails_naming_its_primary() {
     let named = format!("(those 127.0.0.1:{port} serves; its config epoch went from {epoch_before} to ");
     let text = err.to_string();
     assert!(
-        matches!(&err, Error::Backend { op: "clear", .. }) && text.contains(&named),
+        matches!(&err, Error::WalkIncomplete { op: "clear", .. }) && text.contains(&named),
         "{err}"
     );
     assert_eq!(

@@ -134,13 +134,15 @@ impl<L: Storage> Guarded<L> {
 /// here; a batch that some nodes served ([`Error::PartialBatch`]) shows the level answers.
 fn record<T>(breaker: &CircuitBreaker, probe: bool, result: &Result<T>) {
     match result {
-        // A server that refused an item or a write for want of memory answered.
+        // A server that refused an item or a write for want of memory answered, and so did
+        // every node of a walk that a resharding made incomplete.
         Ok(_)
         | Err(
             Error::InvalidEnvelope { .. }
             | Error::ItemRefused { .. }
             | Error::ServerFull { .. }
-            | Error::PartialBatch(_),
+            | Error::PartialBatch(_)
+            | Error::WalkIncomplete { .. },
         ) => breaker.record_success(),
         // A refusal of one command or key (UNLINK renamed away, an ACL user refused it) says
         // nothing of the other calls: counted, each failed delete opened the breaker, and the
@@ -714,6 +716,41 @@ mod tests {
         assert_eq!(breaker.admit(), Some(true));
         record(&breaker, true, &refused(true));
         assert_eq!(breaker.admit(), Some(true), "the probe slot was freed");
+    }
+
+    /// A walk that a resharding left incomplete was answered by every node it asked: however
+    /// many come in a row, the breaker stays closed, and a probe ending in one closes it. Counted,
+    /// a few `clear` calls retried during a resharding opened it, and the reads were skipped.
+    #[test]
+    fn an_incomplete_walk_neither_opens_the_breaker_nor_fails_a_probe() {
+        let incomplete = || -> Result<()> {
+            Err(Error::WalkIncomplete {
+                level: "redis",
+                op: "clear",
+                reason: "hash slots 7 moved".into(),
+            })
+        };
+        let backend = || -> Result<()> {
+            Err(Error::Backend {
+                level: "redis",
+                op: "get",
+                reason: "refused".into(),
+            })
+        };
+        let clock = ManualClock::new(0);
+        let breaker = CircuitBreaker::with_clock(2, Duration::from_secs(1), Arc::new(clock.clone()));
+        for _ in 0..4 {
+            record(&breaker, false, &incomplete());
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        for _ in 0..2 {
+            record(&breaker, false, &backend());
+        }
+        assert_eq!(breaker.state(), BreakerState::Open);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(breaker.admit(), Some(true));
+        record(&breaker, true, &incomplete());
+        assert_eq!(breaker.state(), BreakerState::Closed);
     }
 
     #[test]

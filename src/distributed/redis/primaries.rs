@@ -133,7 +133,8 @@ pub(crate) enum WalkError {
     /// A request failed (refused, timed out, …): named by the caller as it names the walk's
     /// other requests' failures.
     Request(RedisError),
-    /// What the walk found: slots moved or unwalked, or a reply it cannot read.
+    /// What the walk found: slots moved or unwalked ([`Error::WalkIncomplete`]), or a reply it
+    /// cannot read.
     Found(Error),
 }
 
@@ -155,7 +156,7 @@ pub(crate) const MOVED_ADVICE: &str = "moved between primaries while the walk ra
     `redis-cli --cluster fix` ends a move left unfinished)";
 
 fn moved_error(op: &'static str, moved: &SlotSet) -> Error {
-    Error::Backend {
+    Error::WalkIncomplete {
         level: LEVEL,
         op,
         reason: format!("hash slots {} {MOVED_ADVICE}", moved.ranges_text()),
@@ -165,7 +166,7 @@ fn moved_error(op: &'static str, moved: &SlotSet) -> Error {
 /// What a walk says when a primary's config epoch changed while it ran, its slots the same at
 /// both ends: a slot moved away from it and back, or a failover and a failback.
 fn retaken_error(op: &'static str, (host, port): &Address, before: &OwnSlots, after: &OwnSlots) -> Error {
-    Error::Backend {
+    Error::WalkIncomplete {
         level: LEVEL,
         op,
         reason: format!(
@@ -180,7 +181,7 @@ fn retaken_error(op: &'static str, (host, port): &Address, before: &OwnSlots, af
 
 /// What a walk says when a primary's view assigns slots to a node that it does not walk.
 fn unseen_error(op: &'static str, unseen: &SlotSet, answering: Option<&str>) -> Error {
-    Error::Backend {
+    Error::WalkIncomplete {
         level: LEVEL,
         op,
         reason: format!(
@@ -435,7 +436,7 @@ fn unwalked_error(op: &'static str, unknown: &[(usize, usize)], answering: Optio
         .iter()
         .map(|(start, end)| format!("{start}-{end}"))
         .collect();
-    Error::Backend {
+    Error::WalkIncomplete {
         level: LEVEL,
         op,
         reason: format!(
@@ -610,7 +611,9 @@ mod tests {
         );
         let text = moved_error("clear", &moved).to_string();
         assert!(
-            text.contains("redis clear failed: hash slots 7, 191-200, 9000 moved between primaries"),
+            text.contains(
+                "redis clear did not see every key: hash slots 7, 191-200, 9000 moved between primaries"
+            ),
             "{text}"
         );
     }

@@ -8,9 +8,9 @@
 //! known); each primary is then addressed directly (the crate's routing cannot continue a `SCAN`
 //! cursor on one node). The `UNLINK` of a batch goes through the crate's routing, which splits it
 //! per slot. A walk that cannot have seen every key fails once it has walked what it could,
-//! naming the slots (see `primaries`): slots whose primary's endpoint is unknown (`?`), and
-//! slots that moved between primaries during the walk. So no `clear` says it deleted keys it
-//! never saw (nor a `size` counts short).
+//! naming the slots ([`Error::WalkIncomplete`](crate::Error::WalkIncomplete), see `primaries`):
+//! slots whose primary's endpoint is unknown (`?`), and slots that moved between primaries
+//! during the walk. So no `clear` says it deleted keys it never saw (nor a `size` counts short).
 
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
