@@ -432,18 +432,19 @@ fn primaries(ranges: Vec<SlotRange>) -> (Vec<Address>, Vec<(usize, usize)>) {
 
 /// The error of a walk that could not reach the primaries of the slots `unknown`.
 fn unwalked_error(op: &'static str, unknown: &[(usize, usize)], answering: Option<&str>) -> Error {
-    let ranges: Vec<String> = unknown
-        .iter()
-        .map(|(start, end)| format!("{start}-{end}"))
-        .collect();
+    let mut slots = SlotSet::default();
+    for (start, end) in unknown {
+        // A `CLUSTER SLOTS` range's end, which only the server bounds.
+        slots.insert(*start, (*end).min(SLOTS - 1));
+    }
     Error::WalkIncomplete {
         level: LEVEL,
         op,
         reason: format!(
-            "the keys in slots {} were not walked: the cluster node asked ({}) does not know their \
+            "the keys in hash slots {} were not walked: the cluster node asked ({}) does not know their \
              primary's endpoint (CLUSTER SLOTS gives \"?\"); the other primaries were walked; retry \
              once every node knows the others (CLUSTER NODES shows them connected)",
-            ranges.join(", "),
+            slots.ranges_text(),
             answering.unwrap_or("a random node"),
         ),
     }
@@ -476,6 +477,12 @@ mod tests {
             [("a".to_owned(), 1), ("b".to_owned(), 2), ("c".to_owned(), 3)]
         );
         assert_eq!(unknown, [(100, 200)]);
+        let text =
+            unwalked_error("size", &[(7, 7), (100, 200), (16000, usize::MAX)], Some("a:1")).to_string();
+        assert!(
+            text.contains("redis size did not see every key: the keys in hash slots 7, 100-200, 16000-16383 were not walked: the cluster node asked (a:1)"),
+            "{text}"
+        );
         assert!(parse_slots(Value::Nil, None).is_err());
     }
 
