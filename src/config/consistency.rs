@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::local::LocalKind;
 use super::{invalid, CacheConfig, DistributedKind};
 use crate::error::Result;
 use crate::replay::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
@@ -224,5 +225,73 @@ impl CacheConfig {
             return Err(invalid("invalidation.publish_timeout_ms", "must be at least 1"));
         }
         Ok(())
+    }
+}
+
+/// `replay = true` written out in `[offline]` where no queue can be kept: a memory L1 without
+/// `replay_dir` has no directory for it. Left at its default, replay is simply off there (the
+/// README says so); written out, it says the user counts on failed L2 writes being replayed,
+/// and an outage would instead leave L2 with older values, silently. A configuration built in
+/// code cannot tell the two apart, and keeps the default's behaviour.
+pub(super) fn check_replay_stated(text: &str, config: &CacheConfig) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Probe {
+        offline: Option<toml::Table>,
+    }
+    // Called once the whole text has parsed: a probe that does not has nothing to find.
+    let Ok(probe) = toml::from_str::<Probe>(text) else {
+        return Ok(());
+    };
+    let stated = probe
+        .offline
+        .as_ref()
+        .and_then(|offline| offline.get("replay"))
+        .and_then(toml::Value::as_bool)
+        == Some(true);
+    let queues = config.use_multi_level && config.distributed.enabled && config.fallback_on_error;
+    if stated && queues && config.local.kind == LocalKind::Memory && config.offline.replay_dir.is_none() {
+        return Err(invalid(
+            "offline.replay",
+            "true, but a memory L1 has no directory to keep the replay queue in, so L2 writes that \
+             fail would not be replayed: give offline.replay_dir (a directory on local disk), use \
+             a file or redb L1, or write replay = false",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(local: &str, offline: &str, top: &str) -> Result<CacheConfig> {
+        CacheConfig::from_toml_str(&format!(
+            "{top}\n[local]\n{local}\n[distributed]\nenabled = true\nhosts = [\"127.0.0.1:6379\"]\n[offline]\n{offline}\n"
+        ))
+    }
+
+    /// Written out for a memory L1 with nowhere to keep the queue, `replay = true` is refused
+    /// naming the field and the ways out; left at its default, or with somewhere to keep the
+    /// queue, or where no failure is ever queued, it is taken.
+    #[test]
+    fn replay_written_out_for_a_memory_l1_without_a_directory_is_refused() {
+        let memory = "type = \"memory\"";
+        let err = config(memory, "replay = true", "").unwrap_err();
+        assert!(
+            matches!(&err, crate::Error::Config { field, reason }
+                if field == "offline.replay" && reason.contains("give offline.replay_dir")),
+            "{err}"
+        );
+        assert!(config(memory, "", "").is_ok(), "the default");
+        assert!(config(memory, "replay = false", "").is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let with_dir = format!("replay = true\nreplay_dir = {:?}", dir.path());
+        assert!(config(memory, &with_dir, "").is_ok());
+        let file = format!("type = \"file\"\npath = {:?}", dir.path());
+        assert!(config(&file, "replay = true", "").is_ok());
+        assert!(
+            config(memory, "replay = true", "fallback_on_error = false").is_ok(),
+            "no failure is queued: each fails its call"
+        );
     }
 }

@@ -174,7 +174,9 @@ impl CacheConfig {
     /// [`Error::Config`] naming the field (`local.type`, `distributed.ttl`, …) of a syntax error,
     /// an unknown field, a value of the wrong type or an invalid value; `distributed.enabled`
     /// (or `invalidation.enabled`) when a table that names hosts (or, for the backplane, any
-    /// setting) leaves it out, since its default, false, would leave them unused.
+    /// setting) leaves it out, since its default, false, would leave them unused;
+    /// `offline.replay` when `replay = true` is written out for a memory L1 with an L2 and no
+    /// `offline.replay_dir`, where no queue can be kept.
     pub fn from_toml_str(text: &str) -> Result<CacheConfig> {
         parse_errors::check_sections_are_tables(text)?;
         let config: CacheConfig = toml::from_str(text).map_err(|e| {
@@ -196,6 +198,7 @@ impl CacheConfig {
         local::check_mode_literal(text)?;
         distributed::check_enabled_stated(text)?;
         config.validate()?;
+        consistency::check_replay_stated(text, &config)?;
         Ok(config)
     }
 
