@@ -67,6 +67,8 @@
 //! | `local/file/`        | [`FileStore`], the persistent L1 (format, recovery, …)              |
 //! | `local/memory`       | [`MemoryStore`], the in-process L1 (quick_cache, TTL per entry)     |
 //! | `local/redb/`        | `RedbStore`, an L1 in a redb database (feature `redb`)              |
+//! | `local/hot`, `local/tiered` | the memory tier of decoded values, and the two-tier L1 it makes with a disk level |
+//! | `local/weigh`        | what an entry kept in memory counts against `memory_max_mb`         |
 //! | `distributed/`       | L2 levels: `RedisStore` (feature `redis`), `MemcachedStore` (feature `memcached`); breaker |
 //! | `replay/`            | [`replay::ReplayQueue`], durable ops to replay to L2               |
 //! | `invalidation/`      | cross-process L1 invalidation: messages, handler; `Backplane` on Redis pub/sub (feature `redis`) |
@@ -80,6 +82,7 @@
 //! | `le`                 | little-endian fields of the on-disk formats, read without panicking |
 //! | `perms`              | permission bits of what uno-cache creates (private by default)     |
 //! | `log_limit`          | at most a line a second of a failure that repeats on every call    |
+//! | `level_panics`       | a level's panic as its call's error, so no lock or thread is lost   |
 //! | `disk/`              | the I/O layer every write goes through; lock file; write latch     |
 //! | `shutdown`           | the one stop signal background threads and tasks listen to          |
 //!

@@ -533,7 +533,6 @@ mod seconds {
 
         fn visit_f64<E: Error>(self, secs: f64) -> Result<Duration, E> {
             // `< 0.0`, not the sign bit: `-0.0` is zero, as the integer `-0` already was.
-            // `< 0.0`, not the sign bit: `-0.0` is zero, as the integer `-0` already was.
             if secs < 0.0 || secs.is_nan() {
                 return Err(E::custom(format!(
                     "{secs} is negative or not a number; give a number of seconds, 0 or more"

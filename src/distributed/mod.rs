@@ -14,6 +14,7 @@
 //! | `runtime`  | the internal I/O thread (shareable): deadlines, blocking and async entry points |
 //! | `deadline` | the deadlines of calls polled in the caller's task, swept on the I/O thread |
 //! | `resolve`  | host name lookups for blocking connects, bounded by the call's deadline   |
+//! | `doubt_ledger` | the writes in doubt both network levels keep: keys, probes, values, counts |
 //! | `redis`    | Redis standalone and Cluster on the `redis` crate (a folder of modules)  |
 //! | `memcached`| Memcached over its binary protocol, with our own sharding and key mapping |
 //!

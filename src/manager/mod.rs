@@ -19,8 +19,11 @@
 //! | `guard`  | per-key ordering of writes across both levels; keeps a backfill from landing after a racing write or delete |
 //! | `behind` | write-behind: the queue of L2 writes and the thread that sends them   |
 //! | `fill`   | backfills of batch reads, written by a background thread             |
-//! | `load`   | `get_or_load` and `get_with_state`: loads with timeouts, answers with their freshness |
+//! | `load`   | `get_or_load` and `get_with_state`: loads with timeouts, answers with their freshness (async in `load_async`; a load apart ends in `load_end`) |
 //! | `loader` | stampede protection: one loader per key across threads and tasks    |
+//! | `reentry` | a loader's loading call for its own key (or one it loads inside), refused |
+//! | `load_timer` | the one thread that wakes async waiters at their loader timeouts |
+//! | `reread` | a loading call's second look at its key, by a read's rules, counted as no read |
 //! | `set_with` | the steps of `get_or_set_with`'s leader its sync and async shells share |
 //! | `caught` | loads that end without a value: a loader's panic as a failed load, and its callers' errors |
 //! | `failsafe` | stale values served when a fresh one cannot be had; the throttle      |
@@ -28,6 +31,10 @@
 //! | `refresh_due` | refresh-ahead's due times, forgotten by every write of their key (in `guard`) |
 //! | `reload_keep` | a reload's store L2 did not take puts back the entry it replaced, where the key was taken out |
 //! | `global` | the process-wide instance                                            |
+//! | `pending` | a suspect L1 entry of a key with a queued replay op, settled by the op |
+//! | `replayed_tags` | the taggings a tagged write owes once its replayed value lands |
+//! | `late_writes` | keys L2 deleted after a late write, dropped from every L1       |
+//! | `prefix` | the rules of a prefix invalidation around L2's scan, for both shells |
 //! | `deferred` | an L2 unreachable at start-up, connected in the background        |
 //! | `consistency` | replay queue, revalidation of suspect L1 entries                        |
 //! | `distrust` | whether every L1 hit is checked against L2 (a lost subscription, a failed drop) |
@@ -37,6 +44,7 @@
 //! | `tags`   | tag sets on a shared Redis, and the walk of a Redis L2 for prefix deletion (feature `redis`; without it, tag calls report the missing feature) |
 //! | `l2_keys` | where a prefix invalidation deletes L2's keys: a Redis L2 on its own hosts, or the L2 itself (`DistributedStorage::delete_prefix`), which may say it cannot |
 //! | `events` | [`InvalidationEvent`]: application events mapped to keys and tags       |
+//! | `tag_scripts/` | the Lua scripts of a tag's sorted set (feature `redis`)          |
 //!
 //! The typed API encodes values with the manager's [`Codec`] (bincode 2 by default; the tag byte
 //! is stored with the value). The `_raw` variants store and return bytes untouched.

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "uno-cache",
     version,
-    about = "Inspect and edit an uno-cache directory"
+    about = "Inspect and edit an uno-cache store directory, or with --config the cache (L1 and L2) a configuration describes"
 )]
 // The store's flags are global: `get greeting --dir ./store` is how many type it, and was
 // refused as an unexpected argument, with clap's tip to pass `--dir` as a value (the key).

@@ -13,8 +13,10 @@
 //! | `primaries`  | the primaries a walk goes over; slots unknown or moved during it           |
 //! | `scan`       | `size` and `clear`: `SCAN` walks over every primary                        |
 //! | `slots`      | a key's hash slot and the slot owners, for the per-primary breakers        |
+//! | `batches`    | a batch split per slot or per primary, and its parts' answers put together |
+//! | `doubt`      | `SET`s that timed out and may land late: probed, their keys corrected      |
 //! | `replies`    | the reply reading from RESP bytes, for the fuzz target                      |
-//! | `store`      | the [`Storage`](crate::Storage) impl                                        |
+//! | `store`      | the [`Storage`](crate::Storage) impl; `store/routing`: a Cluster's calls by primary, for its breakers |
 //! | `tls`        | `rediss://` roots, client certificate, the rustls crypto provider (`tls`)  |
 //!
 //! Dependencies run one way (no cycles): `errors` and `target` at the bottom; `commands` uses

@@ -14,6 +14,7 @@
 //! | `dir`         | the directory: ownership check, lock, metadata              |
 //! | `segment`     | one segment file and its mmap                               |
 //! | `mmap`        | the only `unsafe`: creating the map                         |
+//! | `map_reads`   | how a get that misses the page cache reads the device       |
 //! | `index`       | key hash → location: the compact in-memory index            |
 //! | `slots`       | the small segment numbers index entries use                 |
 //! | `lookup`      | reads through the index; its bookkeeping; key listing       |
@@ -34,6 +35,7 @@
 //! | `decay`       | whether entries no longer read lose their counted reads     |
 //! | `share`       | the share of sampled entries read, over a sliding window    |
 //! | `write`       | appends, roll, seal, fsync, hints, clear                    |
+//! | `value_item`  | the items a write appends, whatever shape the caller holds  |
 //! | `worker`      | background flusher, compactor and planner threads           |
 
 mod admission;
