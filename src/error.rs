@@ -410,6 +410,24 @@ pub enum Error {
         dropped: u64,
     },
 
+    /// [`CacheManager::invalidate_prefix`](crate::CacheManager::invalidate_prefix) with no L2,
+    /// whose L1 listed the keys under the prefix and then could neither delete them all nor
+    /// clear itself (a store latched read-only after a failed write: a file system gone
+    /// read-only, a failing device). Every L1 read misses until L1 can be cleared (a latched
+    /// store: until the process ends), so none of those values is served meanwhile; but they
+    /// are still on disk, and with no L2 to check them against, the next start serves them. Fix the cause (`cause` names the file), reopen the
+    /// store, and call `invalidate_prefix` again. The other steps of the call ran (the
+    /// backplane's message included).
+    #[error("L1 kept keys under prefix {prefix:?} ({cause}); the call dropped {dropped} key(s) from L1, and L1 reads miss meanwhile, but with no L2 to check them against the next start serves the rest: fix the cause, then call invalidate_prefix again")]
+    PrefixKeptInL1 {
+        /// The prefix (shortened).
+        prefix: String,
+        /// The keys the call dropped from L1 before the failure.
+        dropped: u64,
+        /// L1's failure.
+        cause: Box<Error>,
+    },
+
     /// A value read from a distributed level does not carry a valid uno-cache envelope (written
     /// by another program, by a newer uno-cache, or damaged). It is never returned as a value.
     #[error("value for key {key:?} in {level} has no valid uno-cache envelope ({reason}); delete the key or check which program writes it")]

@@ -411,6 +411,25 @@ fn the_errors_a_test_cannot_cheaply_cause_still_name_their_subject_and_say_what_
         &["L2 cannot list its keys", "\"user:\""],
         &["DistributedStorage::delete_prefix"],
     );
+    // Made for real by tests/local_tiers_failing_disk.rs, on a file store whose segment is
+    // made immutable: the cause names the file.
+    says(
+        &Error::PrefixKeptInL1 {
+            prefix: "user:".into(),
+            dropped: 1,
+            cause: Box::new(Error::WritesDisabled {
+                path: "/var/cache/app".into(),
+                cause: "write segment /var/cache/app/3.seg: Operation not permitted".into(),
+            }),
+        },
+        &[
+            "\"user:\"",
+            "/var/cache/app/3.seg",
+            "1 key(s)",
+            "next start serves",
+        ],
+        &["fix the cause, then call invalidate_prefix again"],
+    );
     says(
         &Error::LoaderTimeout {
             key: "report:7".into(),

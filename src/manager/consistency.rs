@@ -413,6 +413,12 @@ impl Shared {
     /// Drops keys from L1 only, guarded against racing backfills; what L1 took out (see
     /// `take_out_of_l1`).
     pub(crate) fn drop_local(&self, keys: &[&str]) -> TakenOut {
+        self.drop_local_keeping(keys).0
+    }
+
+    /// [`drop_local`](Self::drop_local), with L1's error where what it kept outlives this run
+    /// (see `take_out_of_l1`).
+    fn drop_local_keeping(&self, keys: &[&str]) -> (TakenOut, Option<Error>) {
         let lines = &self.metrics.consistency.undropped_lines;
         self.take_out_of_l1(keys, lines, "dropping invalidated keys from L1 failed")
     }
@@ -435,23 +441,39 @@ impl Shared {
     /// the keys it did not get to may still be there: every L1 entry becomes suspect rather
     /// than serve what the other levels and instances no longer have. Logged as `lines` lets
     /// it: while L1 refuses writes, every call fails so.
-    fn take_out_of_l1(&self, keys: &[&str], lines: &LogLimit, what: &'static str) -> TakenOut {
+    ///
+    /// With L1's error when what it kept outlives this run: without an L2, suspect means
+    /// cleared, and where the clear fails too (a store latched read-only) only this run's
+    /// distrust hides the kept entries. The next start has nothing to check them against and
+    /// serves them, so a caller must hear of it rather than take the keys for dropped. With an
+    /// L2 the next start finds them suspect (every restored entry is) and asks L2.
+    fn take_out_of_l1(
+        &self,
+        keys: &[&str],
+        lines: &LogLimit,
+        what: &'static str,
+    ) -> (TakenOut, Option<Error>) {
         if keys.is_empty() {
-            return TakenOut::default();
+            return (TakenOut::default(), None);
         }
         let _writing = self.guard.write(keys.iter().copied());
         match caught_l1("delete_many", || self.l1.delete_many(keys)) {
-            Ok(removed) => TakenOut {
-                removed,
-                through: keys.len(),
-            },
+            Ok(removed) => (
+                TakenOut {
+                    removed,
+                    through: keys.len(),
+                },
+                None,
+            ),
             Err(e) => {
                 if let Some(unlogged) = self.metrics.local.error_line(lines) {
                     tracing::warn!(error = %e, unlogged, "{what}; every L1 entry becomes suspect (unlogged: calls since the last line)");
                 }
                 self.left_behind.record(Removal::Keys(keys));
-                self.distrust_everything();
-                TakenOut::before(&e, keys.len())
+                let distrusted = self.distrust_everything();
+                let taken = TakenOut::before(&e, keys.len());
+                let outlives = !distrusted && self.l2.is_none();
+                (taken, outlives.then_some(e))
             }
         }
     }
@@ -563,7 +585,8 @@ impl Shared {
                 // now), which count as dropped neither in `keys_invalidated` nor in what
                 // `invalidate_prefix` returns. A level deletes key by key in order, so those
                 // are the first ones.
-                let through = self.drop_local(&refs).through;
+                let (taken, kept) = self.drop_local_keeping(&refs);
+                let through = taken.through;
                 if through == refs.len() {
                     self.left_behind.forget([], Some(prefix), mark);
                 }
@@ -571,6 +594,7 @@ impl Shared {
                 Ok(PrefixDropped {
                     count: through as u64,
                     keys,
+                    kept,
                 })
             }
             None => {
@@ -579,6 +603,7 @@ impl Shared {
                 Ok(PrefixDropped {
                     count: items,
                     keys: Vec::new(),
+                    kept: None,
                 })
             }
         }
@@ -609,6 +634,9 @@ pub(crate) struct PrefixDropped {
     pub(crate) count: u64,
     /// The keys listed and deleted; none for a cleared L1, which names none.
     pub(crate) keys: Vec<String>,
+    /// L1's error, where it kept keys under the prefix that outlive this run (see
+    /// `take_out_of_l1`): the next start serves them.
+    pub(crate) kept: Option<Error>,
 }
 
 /// What an L1 delete of a batch of keys took out.

@@ -38,6 +38,10 @@ pub(crate) struct PrefixBegun {
     /// Whether the replay queue had writes under the prefix (turned into deletes), or the
     /// queue's error.
     queued: Result<bool>,
+    /// L1's error, where it kept keys under the prefix that the next start serves (no L2 to
+    /// check them against; see `Shared::take_out_of_l1`): the call's answer, once every other
+    /// step ran.
+    kept: Option<Error>,
 }
 
 impl PrefixBegun {
@@ -56,8 +60,9 @@ impl PrefixBegun {
 }
 
 impl Shared {
-    /// The steps before L2's scan: L1's keys under `prefix` dropped (an error here ends the
-    /// call), then the writes under it still waiting in the replay queue turned into deletes
+    /// The steps before L2's scan: L1's keys under `prefix` dropped (an error listing them
+    /// ends the call; one deleting them that leaves keys the next start serves fails it only
+    /// at its end, as the queue's does), then the writes under it still waiting in the replay queue turned into deletes
     /// (they came before the call: replayed as sets, they would bring the keys back). A queue
     /// that cannot take the deletes fails the call only at its end: L2's scan, the second L1
     /// drop and the message still come, as L2 and the other instances must lose the prefix all
@@ -69,6 +74,7 @@ impl Shared {
             dropped: dropped.count,
             l1_keys: dropped.keys,
             queued,
+            kept: dropped.kept,
         })
     }
 
@@ -78,7 +84,8 @@ impl Shared {
     /// it failed). A scan that timed out owes what a cancelled one does
     /// ([`prefix_cancelled`](Self::prefix_cancelled)): its last `UNLINK` may land still.
     /// Returns the call's answer, which the shell gives once it has published the message: the
-    /// keys dropped from L1 or L2, each once (see [`InL2`]), or the first error of the second
+    /// keys dropped from L1 or L2, each once (see [`InL2`]), or the first error of the first
+    /// drop where L1 kept keys the next start serves (`Error::PrefixKeptInL1`), the second
     /// drop, the queue and L2's scan; and, all those done, `Error::PrefixKeptInL2` on an L2
     /// that cannot list its keys.
     pub(crate) fn prefix_after_l2(
@@ -97,6 +104,13 @@ impl Shared {
         } else {
             Ok(())
         };
+        if let Some(cause) = begun.kept {
+            return Err(Error::PrefixKeptInL1 {
+                prefix: crate::error::key_for_error(prefix),
+                dropped: begun.dropped,
+                cause: Box::new(cause),
+            });
+        }
         again?;
         begun.queued?;
         let in_l2 = in_l2?;
