@@ -3,7 +3,9 @@
 //! before the failure, no more and no fewer. L1 is a file store on a real ext4 mount whose
 //! directory is made immutable (`chattr +i`): tombstones still land in the active segment while
 //! it has room, and the one that needs a new segment fails with EPERM, a real write error. The
-//! backplane runs on a real `redis-server`.
+//! backplane runs on a real `redis-server`. With the memory tier in front of the file store, a key
+//! only the memory tier still held counts too when the file tier's delete of a later key fails
+//! (its active segment made immutable).
 
 #![allow(
     clippy::unwrap_used,
@@ -182,5 +184,70 @@ fn a_prefix_invalidation_whose_l1_delete_failed_partway_counts_the_keys_it_remov
     assert_eq!(
         counted, removed as u64,
         "keys_invalidated counts the keys L1 removed"
+    );
+}
+
+/// B with its L1 built from the configuration: the memory tier of decoded values in front of a
+/// file store of 1 MiB in `dir` (so that a few megabytes written make it evict), without fsyncs.
+fn tiered_instance(redis: &RedisServer, dir: &Path) -> CacheManager {
+    let mut config = config(redis);
+    config.local = CacheConfig::from_toml_str(&format!(
+        "[local]\ntype = \"file\"\npath = \"{}\"\nmax_size = 1\ndurability = \"none\"\nmemory_items = 5000\n",
+        dir.display()
+    ))
+    .unwrap()
+    .local;
+    CacheManager::new(config).unwrap()
+}
+
+/// A `Keys` invalidation counts a key whose value only the memory tier still held (the file
+/// tier had evicted it) when the file tier's delete of a later key of the message failed: the
+/// memory tier's value is gone, as it is when every delete succeeds (then it is counted). The
+/// count of a delete that failed partway was the file tier's alone, so that key went uncounted.
+#[test]
+fn a_keys_invalidation_failing_partway_counts_a_key_only_the_memory_tier_held() {
+    let redis = RedisServer::start();
+    let disk = mount::Mount::ext4(16);
+    let dir = disk.path().join("store");
+    let a = memory_instance(&redis);
+    let b = tiered_instance(&redis, &dir);
+    a.set_raw("other", b"o", None).unwrap();
+    wait_until("B to hear of A's first set", || {
+        b.stats().consistency.invalidations_received >= 1
+    });
+    let value = |i: usize| format!("{i:0>900}");
+    let keys: Vec<String> = (0..3_000).map(|i| format!("m:{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        b.set(key, &value(i), None).unwrap();
+        assert_eq!(b.get::<String>(key).unwrap(), Some(value(i)));
+    }
+    let memory_only = keys
+        .iter()
+        .find(|key| b.local().get(key).unwrap().is_none())
+        .expect("the file tier evicted nothing: the test proves nothing");
+    let in_file = keys.last().unwrap();
+    assert!(b.local().get(in_file).unwrap().is_some());
+
+    // The file tier's next write fails (EPERM): the tombstone of `in_file`, after the delete of
+    // `memory_only`, which writes nothing to the file tier.
+    let segment = active_segment(&dir);
+    disk.set_immutable(&segment, true);
+    let before = b.stats();
+    let message = Invalidation::Keys(vec![memory_only.clone(), in_file.clone()]);
+    a.backplane().unwrap().publish(&message).unwrap();
+    wait_until("B to apply A's invalidation", || {
+        b.stats().consistency.invalidations_received > before.consistency.invalidations_received
+    });
+    let after = b.stats();
+    let still_in_file = b.local().get(in_file).unwrap().is_some();
+    disk.set_immutable(&segment, false);
+    assert!(
+        after.local.errors > before.local.errors && still_in_file,
+        "B's L1 deleted every key: the test did not make its delete fail"
+    );
+    assert_eq!(
+        after.consistency.keys_invalidated - before.consistency.keys_invalidated,
+        1,
+        "the key only the memory tier held was removed from L1, and counts"
     );
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::hot::{HotTier, Written};
-use crate::error::Result;
+use crate::error::{Error, Result, Served};
 use crate::storage::{
     Confirmation, Entry, Freshness, LocalStorage, Storage, StorageCounters, StorageSize, SuspectEpoch,
     TierAbove,
@@ -135,28 +135,52 @@ impl Storage for Tiered {
     /// before the delete, only when the hot tier held a value of some key, with
     /// [`holds_many`](LocalStorage::holds_many): the file store answers from its index and
     /// records in place, where a read would copy each value out and count it as a use in its
-    /// eviction policy).
+    /// eviction policy). A delete below that fails partway ([`Error::PartialBatch`]) counts them
+    /// too among the keys it got through: their values are gone as after a whole delete.
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         let changes = self.hot.begin_changes(keys.iter().copied(), false);
-        let in_memory: Vec<&str> = keys
+        let in_memory: Vec<usize> = changes
             .iter()
-            .zip(&changes)
+            .enumerate()
             .filter(|(_, change)| change.had_value())
-            .map(|(key, _)| *key)
+            .map(|(at, _)| at)
             .collect();
-        // A failed look only leaves the count at the level below's.
-        let only_in_memory = match in_memory.as_slice() {
-            [] => 0,
-            held => self
-                .base
-                .holds_many(held)
-                .map_or(0, |found| found.iter().filter(|holds| !**holds).count() as u64),
+        // Positions of the keys only the hot tier held. A failed look only leaves the count at
+        // the level below's.
+        let only_in_memory: Vec<usize> = match in_memory.as_slice() {
+            [] => Vec::new(),
+            held => {
+                let asked: Vec<&str> = held.iter().filter_map(|&at| keys.get(at).copied()).collect();
+                self.base.holds_many(&asked).map_or_else(
+                    |_| Vec::new(),
+                    |found| {
+                        held.iter()
+                            .zip(found)
+                            .filter(|(_, holds)| !holds)
+                            .map(|(&at, _)| at)
+                            .collect()
+                    },
+                )
+            }
         };
         let out = self.base.delete_many(keys);
         for (key, change) in keys.iter().zip(changes) {
             self.hot.end_change(key, change, None);
         }
-        out.map(|removed| removed.saturating_add(only_in_memory))
+        match out {
+            Ok(removed) => Ok(removed.saturating_add(only_in_memory.len() as u64)),
+            Err(Error::PartialBatch(mut partial)) => {
+                if let Served::Removed(removed) = &mut partial.served {
+                    let through = only_in_memory
+                        .iter()
+                        .filter(|at| partial.failed.binary_search(at).is_err())
+                        .count();
+                    *removed = removed.saturating_add(through as u64);
+                }
+                Err(Error::PartialBatch(partial))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn size(&self) -> Result<StorageSize> {
