@@ -410,15 +410,17 @@ pub enum Error {
         dropped: u64,
     },
 
-    /// [`CacheManager::invalidate_prefix`](crate::CacheManager::invalidate_prefix) with no L2,
-    /// whose L1 listed the keys under the prefix and then could neither delete them all nor
-    /// clear itself (a store latched read-only after a failed write: a file system gone
-    /// read-only, a failing device). Every L1 read misses until L1 can be cleared (a latched
-    /// store: until the process ends), so none of those values is served meanwhile; but they
-    /// are still on disk, and with no L2 to check them against, the next start serves them. Fix the cause (`cause` names the file), reopen the
-    /// store, and call `invalidate_prefix` again. The other steps of the call ran (the
-    /// backplane's message included).
-    #[error("L1 kept keys under prefix {prefix:?} ({cause}); the call dropped {dropped} key(s) from L1, and L1 reads miss meanwhile, but with no L2 to check them against the next start serves the rest: fix the cause, then call invalidate_prefix again")]
+    /// [`CacheManager::invalidate_prefix`](crate::CacheManager::invalidate_prefix) whose L1
+    /// listed the keys under the prefix and then could not delete them all (a store latched
+    /// read-only after a failed write: a file system gone read-only, a failing device), where
+    /// the next start serves what L1 keeps without asking L2: there is no L2 (and L1 could not
+    /// be cleared either), or `consistency.restart_policy = "trust"`. For the rest of this run
+    /// no read serves those values (every L1 entry is suspect, checked against L2; without an
+    /// L2, every L1 read misses until L1 can be cleared: for a latched store, until the process
+    /// ends); but they are still on disk, and the next start serves them. Fix the cause
+    /// (`cause` names the file), reopen the store, and call `invalidate_prefix` again. The
+    /// other steps of the call ran (L2's deletes and the backplane's message included).
+    #[error("L1 kept keys under prefix {prefix:?} ({cause}); the call dropped {dropped} key(s) from L1, and this run serves none of the rest, but the next start serves them without asking L2 (there is none, or restart_policy = \"trust\"): fix the cause, then call invalidate_prefix again")]
     PrefixKeptInL1 {
         /// The prefix (shortened).
         prefix: String,

@@ -20,6 +20,9 @@ mod support;
 #[path = "support/proxy.rs"]
 mod proxy;
 
+#[path = "support/mount.rs"]
+mod mount;
+
 use std::path::Path;
 
 use support::RedisServer;
@@ -224,4 +227,58 @@ fn invalidations_refused_in_an_outage_tell_the_caller_and_succeed_when_retried()
     for key in ["t:1", "p:1"] {
         no_read_answers_old(&cache, key, "after the retries");
     }
+}
+
+/// Under `restart_policy = "trust"` the next start serves what the file tier kept without asking
+/// L2. A prefix invalidation whose file-tier deletes fail (its active segment made immutable on
+/// a real ext4 mount: EPERM, and the store latched) drops L2's keys and the memory tier's, and
+/// this run serves no old value (every L1 entry suspect); but the file tier kept the value, the
+/// next start served it, and the call had answered `Ok`. It says so now
+/// (`Error::PrefixKeptInL1`, naming the file), so the caller retries once the device is back.
+#[test]
+fn under_trust_a_prefix_invalidation_the_file_tier_refused_fails_rather_than_answer_ok() {
+    let l2 = RedisServer::start();
+    let fs = mount::Mount::ext4(16);
+    let dir = fs.path().join("store");
+    let config = || {
+        let mut config = config(&dir, &l2.addr(), None);
+        config.consistency.restart_policy = uno_cache::RestartPolicy::Trust;
+        // 128 KiB segments, on a 16 MiB device.
+        config.local.max_size = Some(1);
+        config
+    };
+    let cache = CacheManager::new(config()).unwrap();
+    write_and_warm(&cache);
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap();
+    fs.set_immutable(&segment, true);
+
+    let err = cache
+        .invalidate_prefix("p:")
+        .expect_err("the file tier kept p:1, which the next start serves unchecked");
+    assert!(
+        matches!(&err, Error::PrefixKeptInL1 { prefix, .. } if prefix == "p:")
+            && err.to_string().contains(&segment.display().to_string()),
+        "{err}"
+    );
+    let got: Option<String> = cache.get("p:1").unwrap();
+    assert_eq!(got, None, "this run checks p:1 against L2, which lost it");
+    drop(cache);
+
+    fs.set_immutable(&segment, false);
+    let cache = CacheManager::new(config()).unwrap();
+    let got: Option<String> = cache.get("p:1").unwrap();
+    assert_eq!(
+        got.as_deref(),
+        Some(OLD),
+        "the file tier kept what it refused to drop, and trust serves it: hence the error"
+    );
+    assert_eq!(cache.invalidate_prefix("p:").unwrap(), 1, "the retry");
+    drop(cache);
+    let cache = CacheManager::new(config()).unwrap();
+    no_read_answers_old(&cache, "p:1", "after the retry and a restart");
 }

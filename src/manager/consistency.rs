@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use super::left_behind::Removal;
 use super::policy::Shared;
+use crate::config::RestartPolicy;
 use crate::error::{key_for_error, Error, Result, Served};
 use crate::log_limit::LogLimit;
 use crate::replay::{Push, PushOutcome, ReplayAction, ReplayOp};
@@ -442,11 +443,12 @@ impl Shared {
     /// than serve what the other levels and instances no longer have. Logged as `lines` lets
     /// it: while L1 refuses writes, every call fails so.
     ///
-    /// With L1's error when what it kept outlives this run: without an L2, suspect means
-    /// cleared, and where the clear fails too (a store latched read-only) only this run's
-    /// distrust hides the kept entries. The next start has nothing to check them against and
-    /// serves them, so a caller must hear of it rather than take the keys for dropped. With an
-    /// L2 the next start finds them suspect (every restored entry is) and asks L2.
+    /// With L1's error when what it kept outlives this run: only this run's distrust hides the
+    /// kept entries where the next start serves restored entries without asking L2 (see
+    /// [`next_start_trusts_l1`](Self::next_start_trusts_l1)), unless L1 was cleared instead
+    /// (without an L2, suspect means cleared; that fails too on a store latched read-only). A
+    /// caller must hear of it rather than take the keys for dropped. Otherwise the next start
+    /// finds them suspect (every restored entry is) and asks L2.
     fn take_out_of_l1(
         &self,
         keys: &[&str],
@@ -472,10 +474,18 @@ impl Shared {
                 self.left_behind.record(Removal::Keys(keys));
                 let distrusted = self.distrust_everything();
                 let taken = TakenOut::before(&e, keys.len());
-                let outlives = !distrusted && self.l2.is_none();
+                let cleared = distrusted && self.l2.is_none();
+                let outlives = self.next_start_trusts_l1() && !cleared;
                 (taken, outlives.then_some(e))
             }
         }
+    }
+
+    /// Whether the next start serves what L1 holds without asking L2: there is none, or
+    /// `restart_policy = "trust"`. An entry this run only marked suspect is then served as
+    /// current.
+    pub(crate) fn next_start_trusts_l1(&self) -> bool {
+        self.l2.is_none() || self.restart_policy == RestartPolicy::Trust
     }
 
     /// Every L1 entry becomes suspect (or, without an L2 to check them against, is dropped).

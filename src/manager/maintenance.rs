@@ -153,12 +153,12 @@ impl CacheManager {
     /// or, on an L2 that cannot list its keys and after everything else succeeded,
     /// [`Error::PrefixKeptInL2`], which names the keys dropped here. (An L1 that lists the keys
     /// and then fails to delete them is no error: every L1 entry becomes suspect instead, and
-    /// only the keys it deleted before the failure count as dropped. Without an L2, suspect
-    /// means cleared: if that fails too, [`Error::PrefixKeptInL1`], as the next start would
-    /// serve the keys L1 kept.) After L2's error, L1 is
-    /// dropped here and, through the backplane, elsewhere, but L2 keeps the values under the
-    /// prefix it did not delete, and a read would bring them back into L1. Retry the call once
-    /// L2 answers.
+    /// only the keys it deleted before the failure count as dropped. Where the next start
+    /// would serve the keys L1 kept without asking L2, [`Error::PrefixKeptInL1`]: with
+    /// `restart_policy = "trust"`, and without an L2, where suspect means cleared, if that
+    /// fails too.) After L2's error, L1 is dropped here and, through the backplane, elsewhere,
+    /// but L2 keeps the values under the prefix it did not delete, and a read would bring them
+    /// back into L1. Retry the call once L2 answers.
     pub fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
         let s = &self.shared;
         // Queued writes under the prefix must land before L2 is scanned, not after.

@@ -38,9 +38,8 @@ pub(crate) struct PrefixBegun {
     /// Whether the replay queue had writes under the prefix (turned into deletes), or the
     /// queue's error.
     queued: Result<bool>,
-    /// L1's error, where it kept keys under the prefix that the next start serves (no L2 to
-    /// check them against; see `Shared::take_out_of_l1`): the call's answer, once every other
-    /// step ran.
+    /// L1's error, where it kept keys under the prefix that the next start serves without
+    /// asking L2 (see `Shared::take_out_of_l1`): the call's answer, once every other step ran.
     kept: Option<Error>,
 }
 
