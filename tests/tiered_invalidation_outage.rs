@@ -7,6 +7,12 @@
 //! restarted before L2 came back. The risk: the memory tier keeps a decoded copy that the file
 //! tier's delete does not reach, or a restart (memory tier empty, the replay queue reloaded
 //! from disk) lets an L2 read backfill the old value before the owed deletes land.
+//!
+//! The same with a file tier that stops taking writes (its active segment made immutable on a
+//! real ext4 mount): a delete, another instance's write and a write here that the file tier
+//! refuses leave no old value readable, also once the memory tier has evicted and after a
+//! restart; and under `restart_policy = "trust"`, whose next start serves the file tier's
+//! entries unchecked, a prefix invalidation the file tier refused says so.
 
 #![allow(
     clippy::unwrap_used,
@@ -281,4 +287,112 @@ fn under_trust_a_prefix_invalidation_the_file_tier_refused_fails_rather_than_ans
     drop(cache);
     let cache = CacheManager::new(config()).unwrap();
     no_read_answers_old(&cache, "p:1", "after the retry and a restart");
+}
+
+/// What every typed read form (sync and async, single and batch) and the raw read of `key`
+/// answer on `cache`: each must be one of `allowed` or a miss.
+fn reads_within(cache: &CacheManager, key: &str, allowed: &[&str], when: &str) {
+    let check = |form: &str, got: Option<&str>| {
+        assert!(
+            got.is_none_or(|got| allowed.contains(&got)),
+            "{form} of {key} {when} answered {got:?}; allowed: {allowed:?} or a miss"
+        );
+    };
+    let got: Option<String> = cache.get(key).unwrap();
+    check("get", got.as_deref());
+    let got: Option<String> = support::block_on(cache.get_async(key)).unwrap();
+    check("get_async", got.as_deref());
+    let many = cache.multi_get::<String>(&[key]).unwrap();
+    check("multi_get", many.get(key).map(String::as_str));
+    let many = support::block_on(cache.multi_get_async::<String>(&[key])).unwrap();
+    check("multi_get_async", many.get(key).map(String::as_str));
+    let raw = cache.get_raw(key).unwrap();
+    let raw = raw.map(|raw| cache.codec().decode::<String>(key, &raw).unwrap());
+    check("get_raw", raw.as_deref());
+}
+
+/// The memory tier in front of a file tier that stops taking writes (its active segment made
+/// immutable on a real ext4 mount: EPERM, and the store latched), with L2 and the backplane on
+/// one Redis, and another instance B: a delete here, B's write (its message), and a write here
+/// all fail in the file tier, which keeps the old values; the memory tier drops them. No read
+/// form answers the deleted value, the value B replaced, or the write the caller was told
+/// failed: right away, once the memory tier has evicted the keys (it holds four values, and
+/// reads of other keys, checked against L2, refill it), and after a restart on the repaired
+/// device (the memory tier empty, the file tier's old values revalidated against L2).
+#[test]
+fn a_latched_file_tier_behind_the_memory_tier_serves_no_old_value_with_an_l2() {
+    let l2 = RedisServer::start();
+    let fs = mount::Mount::ext4(16);
+    let dir = fs.path().join("store");
+    let config = || {
+        let mut config = config(&dir, &l2.addr(), None);
+        config.local.max_size = Some(1);
+        config.local.memory_items = 4;
+        config
+    };
+    let cache = CacheManager::new(config()).unwrap();
+    let mut other = config();
+    other.local = CacheConfig::default().local;
+    other.local.kind = uno_cache::LocalKind::Memory;
+    other.offline.replay = false;
+    let b = CacheManager::new(other).unwrap();
+    b.set("hello", "b", None).unwrap();
+    support::wait_until("this instance to hear B", || {
+        cache.stats().consistency.invalidations_received >= 1
+    });
+    let fillers: Vec<String> = (0..8).map(|i| format!("filler:{i}")).collect();
+    for key in ["deleted", "replaced", "rewritten"]
+        .iter()
+        .copied()
+        .chain(fillers.iter().map(String::as_str))
+    {
+        cache.set(key, OLD, None).unwrap();
+    }
+    for key in ["deleted", "replaced", "rewritten"] {
+        let got: Option<String> = cache.get(key).unwrap();
+        assert_eq!(got.as_deref(), Some(OLD), "{key} in both tiers");
+    }
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap();
+    fs.set_immutable(&segment, true);
+
+    let err = cache.delete("deleted").unwrap_err();
+    assert!(err.to_string().contains(&segment.display().to_string()), "{err}");
+    let heard = cache.stats().consistency.invalidations_received;
+    b.set("replaced", NEW, None).unwrap();
+    support::wait_until("this instance to hear B's write", || {
+        cache.stats().consistency.invalidations_received > heard
+    });
+    let err = cache.set("rewritten", NEW, None).unwrap_err();
+    assert!(
+        matches!(err, Error::WritesDisabled { .. }) && err.to_string().contains("reopen"),
+        "{err}"
+    );
+    let check = |cache: &CacheManager, when: &str| {
+        reads_within(cache, "deleted", &[], when);
+        reads_within(cache, "replaced", &[NEW], when);
+        reads_within(cache, "rewritten", &[OLD], when);
+    };
+    check(&cache, "right after the failures");
+    for key in &fillers {
+        let got: Option<String> = cache.get(key).unwrap();
+        assert_eq!(got.as_deref(), Some(OLD), "{key}, confirmed by L2");
+    }
+    assert!(
+        cache.stats().memory.evictions > 0,
+        "the memory tier evicted: {:?}",
+        cache.stats().memory
+    );
+    check(&cache, "once the memory tier evicted");
+    drop(cache);
+
+    fs.set_immutable(&segment, false);
+    let cache = CacheManager::new(config()).unwrap();
+    check(&cache, "after a restart");
+    let got: Option<String> = cache.get("rewritten").unwrap();
+    assert_eq!(got.as_deref(), Some(OLD), "the value L2 kept, revalidated");
 }
