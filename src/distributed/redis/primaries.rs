@@ -100,8 +100,8 @@ impl ClusterWalk {
     }
 
     /// Once every primary was walked: fails if slots moved during the walk or a primary's
-    /// config epoch changed (see the module docs), else if slots are served by a node not walked, else if slots could not be walked
-    /// (their primary's endpoint unknown).
+    /// config epoch changed (see the module docs), else if slots are served by a node not
+    /// walked, else if slots could not be walked (their primary's endpoint unknown).
     pub(crate) async fn end(self, cluster: &ClusterConnection) -> std::result::Result<(), WalkError> {
         let after = views_of_each(cluster, &self.primaries, self.op).await?;
         let mut moved = SlotSet::default();
@@ -247,8 +247,8 @@ struct OwnSlots {
     moving: SlotSet,
     /// Rises when the node takes slots over: at the end of a move into it (`CLUSTER SETSLOT
     /// … NODE` on the importing node bumps it unless it holds the cluster's greatest epoch
-    /// already) and when a replica of it wins a failover. A slot moved away and back within
-    /// one walk leaves the slots as they were, but not this.
+    /// already), and when it wins a failover (a failback too). A slot moved away and back
+    /// within one walk leaves the slots as they were, but not this.
     epoch: u64,
 }
 
