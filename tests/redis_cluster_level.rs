@@ -605,8 +605,8 @@ fn a_failed_call_of_a_mapped_node_returns_by_its_deadline_while_the_map_is_re_re
 }
 
 /// A NOPERM names the commands to grant, CLUSTER SLOTS among them for a cluster (the client
-/// reads the slots' owners with it at connect), and CLUSTER NODES (a walk of every primary
-/// reads it): a cluster's user granted those and nothing else
+/// reads the slots' owners with it at connect), and CLUSTER NODES and INFO (a walk of every
+/// primary reads them): a cluster's user granted those and nothing else
 /// runs the cache, or the advice sends the operator round again (without CLUSTER SLOTS, as it
 /// did, the connect is refused; now the refusal names it).
 #[test]
@@ -627,6 +627,7 @@ fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_a_cluster_cache() {
         "+ping",
         "+cluster|slots",
         "+cluster|nodes",
+        "+info",
         "--user",
         "noslots",
         "on",
@@ -641,6 +642,13 @@ fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_a_cluster_cache() {
         "~*",
         "+@all",
         "-cluster|nodes",
+        "--user",
+        "noinfo",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-info",
     ]);
     let refused = RedisStore::connect(RedisOptions::new(format!(
         "redis+cluster://noslots:pw@{}",
@@ -658,6 +666,17 @@ fn an_acl_user_granted_only_the_commands_a_noperm_names_runs_a_cluster_cache() {
     let err = no_nodes.size().unwrap_err();
     assert!(
         matches!(err, Error::Misconfigured { .. }) && err.to_string().contains("CLUSTER NODES"),
+        "{err}"
+    );
+    // And each one's INFO commandstats, to tell whether a move was begun and undone meanwhile.
+    let no_info = RedisStore::connect(RedisOptions::new(format!(
+        "redis+cluster://noinfo:pw@{}",
+        cluster.addrs()[0]
+    )))
+    .unwrap();
+    let err = no_info.clear().unwrap_err();
+    assert!(
+        matches!(err, Error::Misconfigured { .. }) && err.to_string().contains("+info"),
         "{err}"
     );
     let url = format!("redis+cluster://app:pw@{}", cluster.addrs()[0]);

@@ -350,3 +350,124 @@ fn a_walk_during_which_a_slot_moved_away_and_back_fails_naming_its_primary() {
     );
     redis.clear().unwrap();
 }
+
+/// A migration begun and undone while a walk runs (a slot's key moved to another primary and
+/// back, both nodes marked meanwhile, the marks cleared at the end; an aborted resharding
+/// rolled back) leaves every primary's slots, marks and config epoch as they were at the
+/// walk's start: no `CLUSTER SETSLOT … NODE` ran, so no epoch was bumped. The key was on the
+/// last primary while the first was walked, and back on the first when the last was; `clear`
+/// must not answer `Ok` with it left, served. The walk is held twice on the middle primary:
+/// its `CLUSTER NODES` paused (`CLIENT PAUSE ALL`, which nothing lifts before it expires)
+/// while the key leaves the first, then its `UNLINK` (`CLIENT PAUSE WRITE`, queued behind the
+/// walk's request) while the key comes back.
+#[test]
+fn a_walk_during_which_a_key_moved_away_and_back_unmarked_at_both_ends_never_says_ok() {
+    let cluster = RedisCluster::start();
+    let redis = uno_cache::RedisStore::connect(
+        uno_cache::RedisOptions::with_hosts(cluster.addrs())
+            .cluster(true)
+            .prefix("rb:")
+            .timeout(std::time::Duration::from_secs(60)),
+    )
+    .unwrap();
+    let mut order: Vec<usize> = (0..cluster.nodes.len()).collect();
+    order.sort_by_key(|&i| cluster.nodes[i].port);
+    let (first, middle, last) = (order[0], order[1], order[2]);
+    let hidden = cluster.key_on(first, "k");
+    let slot = cluster.keyslot(&format!("rb:{hidden}"));
+    redis.set(&hidden, b"old", None).unwrap();
+    // Others on the first and the middle primary: the first's walked once it has none left,
+    // and the middle one's `UNLINK` holds the walk.
+    let on_first = (0..)
+        .map(|i| cluster.key_on(first, &format!("f{i}")))
+        .find(|key| cluster.keyslot(&format!("rb:{key}")) != slot)
+        .unwrap();
+    redis.set(&on_first, b"v", None).unwrap();
+    redis.set(&cluster.key_on(middle, "m"), b"v", None).unwrap();
+    let (first_node, middle_node, last_node) = (
+        &cluster.nodes[first],
+        &cluster.nodes[middle],
+        &cluster.nodes[last],
+    );
+    let (first_id, last_id) = (node_id(first_node), node_id(last_node));
+    let views_read = [first_node, last_node].map(|node| node.command_calls("cluster|nodes"));
+    let migrate = |from: &RedisServer, to: &RedisServer, asking: bool| {
+        let mut pipe = redis::pipe();
+        if asking {
+            pipe.cmd("ASKING").ignore();
+        }
+        pipe.cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(to.port)
+            .arg("")
+            .arg(0)
+            .arg(5_000)
+            .arg("KEYS")
+            .arg(format!("rb:{hidden}"))
+            .ignore();
+        let () = pipe.query(&mut from.raw()).unwrap();
+    };
+
+    let mut paused = middle_node.raw();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2_000)
+        .arg("ALL")
+        .query(&mut paused)
+        .unwrap();
+    let outcome = std::thread::scope(|scope| {
+        let walk = scope.spawn(|| redis.clear());
+        support::wait_until(
+            "the walk reading the views of the first and last primaries",
+            || {
+                [first_node, last_node]
+                    .iter()
+                    .zip(views_read)
+                    .all(|(node, before)| node.command_calls("cluster|nodes") > before)
+            },
+        );
+        // Runs once the pause expires, right after the walk's `CLUSTER NODES` queued before it.
+        let second_hold = scope.spawn(|| {
+            let () = redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(60_000)
+                .arg("WRITE")
+                .query(&mut middle_node.raw())
+                .unwrap();
+        });
+        set_slot(last_node, slot, "IMPORTING", Some(&first_id));
+        set_slot(first_node, slot, "MIGRATING", Some(&last_id));
+        migrate(first_node, last_node, false);
+        second_hold.join().unwrap();
+        support::wait_until("the walk past the first primary", || {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("rb:*")
+                .query(&mut first_node.raw())
+                .unwrap();
+            keys.is_empty()
+        });
+        // The move undone: the first primary takes its key back, and both marks go.
+        set_slot(first_node, slot, "STABLE", None);
+        migrate(last_node, first_node, true);
+        set_slot(last_node, slot, "STABLE", None);
+        let () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut paused).unwrap();
+        walk.join().unwrap()
+    });
+
+    assert_eq!(cluster.node_of_slot(slot), first, "the slot never changed owner");
+    assert!(
+        redis.get(&hidden).unwrap().is_some(),
+        "the key is served, as it was"
+    );
+    let left = keys_left(&cluster, "rb:*");
+    assert_eq!(left, vec![format!("rb:{hidden}")], "the walk missed it");
+    // Without the primaries' command counts, this walk answered `Ok` with the key left.
+    let named = format!("(those 127.0.0.1:{} serves; it ran MIGRATE", first_node.port);
+    assert!(
+        matches!(&outcome, Err(Error::WalkIncomplete { op: "clear", .. }))
+            && outcome.as_ref().unwrap_err().to_string().contains(&named),
+        "{outcome:?}"
+    );
+    redis.clear().unwrap();
+    assert_eq!(keys_left(&cluster, "rb:*"), Vec::<String>::new());
+}

@@ -239,7 +239,8 @@ const NOPERM_ADVICE: &str = "the server's ACL refuses this user a command, key o
     the cache uses (its password was accepted); grant the user the cache's keys (~<prefix>*) \
     and the commands GET, MGET, SET, UNLINK, SCAN, STRLEN and PING (tags: EVAL and the commands \
     storage-format.md lists; the backplane: PUBLISH and SUBSCRIBE on its channel, &<channel>; \
-    a Redis Cluster: CLUSTER SLOTS and CLUSTER NODES, +cluster|slots +cluster|nodes; a URL \
+    a Redis Cluster: CLUSTER SLOTS, CLUSTER NODES and INFO, +cluster|slots +cluster|nodes \
+    +info; a URL \
     naming a database other than 0: SELECT)";
 /// What to fix when the ACL refuses the user SELECT, which the client sends on each connection
 /// for a URL naming a database other than 0.

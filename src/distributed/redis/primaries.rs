@@ -15,6 +15,13 @@
 //! is the view that changes first: a migration marks its two nodes before the first key moves
 //! and clears them, giving the slot away, after the last.
 //!
+//! A move begun and undone within the walk (both nodes marked, a key migrated away and back,
+//! the marks cleared: an aborted resharding rolled back) changes none of that: no node was
+//! given the slot, so no epoch was bumped. Yet the key was away from its primary while that was
+//! walked, and back before the one holding it meanwhile was. So `begin` and `end` also read
+//! each primary's `INFO commandstats`, and the walk fails if a primary ran a command that moves
+//! keys or slots ([`MOVING_COMMANDS`]) in between.
+//!
 //! The primaries come from one node's `CLUSTER SLOTS`, which may be stale (gossip lag after a
 //! move or a failover, a node that has not heard of a new primary yet): a slot it places on a
 //! walked primary may be served by a node not walked. So `begin` also reads every line of each
@@ -26,7 +33,7 @@
 
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{RedisError, RedisResult, Value};
+use redis::{RedisError, RedisResult};
 
 use super::errors::LEVEL;
 use super::slots::{ask_slots, bad_reply, parse_slots, Address, SlotRange};
@@ -52,6 +59,9 @@ pub(crate) struct ClusterWalk {
     answering: Option<String>,
     /// Each primary's own slots and moves when the walk began, in the order of `primaries`.
     before: Vec<OwnSlots>,
+    /// Each primary's count of the commands that move slots or keys when the walk began (see
+    /// [`MOVING_COMMANDS`]), in the order of `primaries`.
+    moves_before: Vec<u64>,
 }
 
 impl ClusterWalk {
@@ -90,6 +100,7 @@ impl ClusterWalk {
             unwalked,
             unseen,
             answering,
+            moves_before: views.iter().map(|view| view.moves).collect(),
             before: views.into_iter().map(|view| view.own).collect(),
         })
     }
@@ -99,9 +110,10 @@ impl ClusterWalk {
         &self.primaries
     }
 
-    /// Once every primary was walked: fails if slots moved during the walk or a primary's
-    /// config epoch changed (see the module docs), else if slots are served by a node not
-    /// walked, else if slots could not be walked (their primary's endpoint unknown).
+    /// Once every primary was walked: fails if slots moved during the walk, a primary's
+    /// config epoch changed or a primary ran a command that moves slots or keys (see the module
+    /// docs), else if slots are served by a node not walked, else if slots could not be walked
+    /// (their primary's endpoint unknown).
     pub(crate) async fn end(self, cluster: &ClusterConnection) -> std::result::Result<(), WalkError> {
         let after = views_of_each(cluster, &self.primaries, self.op).await?;
         let mut moved = SlotSet::default();
@@ -117,6 +129,12 @@ impl ClusterWalk {
                 return Err(WalkError::Found(retaken_error(
                     self.op, address, before, &after.own,
                 )));
+            }
+        }
+        let moves = self.moves_before.iter().zip(&after);
+        for (address, (before, after)) in self.primaries.iter().zip(moves) {
+            if *before != after.moves {
+                return Err(WalkError::Found(undone_error(self.op, address, &after.own)));
             }
         }
         if !self.unseen.is_empty() {
@@ -179,6 +197,21 @@ fn retaken_error(op: &'static str, (host, port): &Address, before: &OwnSlots, af
     }
 }
 
+/// What a walk says when a primary ran a command that moves slots or keys while it ran, its
+/// slots, marks and config epoch the same at both ends: a move begun and undone within the walk.
+fn undone_error(op: &'static str, (host, port): &Address, after: &OwnSlots) -> Error {
+    Error::WalkIncomplete {
+        level: LEVEL,
+        op,
+        reason: format!(
+            "hash slots {} (those {host}:{port} serves; it ran MIGRATE, RESTORE-ASKING or CLUSTER \
+             SETSLOT, ADDSLOTS or DELSLOTS while the walk ran, as a move begun and undone within \
+             it does, so some of them) {MOVED_ADVICE}",
+            after.served.ranges_text(),
+        ),
+    }
+}
+
 /// What a walk says when a primary's view assigns slots to a node that it does not walk.
 fn unseen_error(op: &'static str, unseen: &SlotSet, answering: Option<&str>) -> Error {
     Error::WalkIncomplete {
@@ -209,13 +242,14 @@ async fn views_of_each(
             port: *port,
         };
         async move {
-            let mut cmd = redis::cmd("CLUSTER");
-            cmd.arg("NODES");
-            let reply: RedisResult<Value> = conn
-                .route_command(cmd, RoutingInfo::SingleNode(route))
-                .await
-                .and_then(Value::extract_error);
-            reply
+            let mut nodes = redis::cmd("CLUSTER");
+            nodes.arg("NODES");
+            let mut stats = redis::cmd("INFO");
+            stats.arg("commandstats");
+            let at = RoutingInfo::SingleNode(route);
+            let nodes = conn.route_command(nodes, at.clone()).await?.extract_error()?;
+            let stats = conn.route_command(stats, at).await?.extract_error()?;
+            RedisResult::Ok((nodes, stats))
         }
     });
     let replies = futures_util::future::join_all(asked).await;
@@ -223,10 +257,16 @@ async fn views_of_each(
         .iter()
         .zip(replies)
         .map(|((host, port), reply)| {
-            let reply = reply.map_err(WalkError::Request)?;
-            let text: String = redis::from_redis_value(reply)
+            let (nodes, stats) = reply.map_err(WalkError::Request)?;
+            let text: String = redis::from_redis_value(nodes)
                 .map_err(|_| WalkError::Found(nodes_reply_error(op, host, *port, "not text")))?;
-            View::parse(&text).map_err(|what| WalkError::Found(nodes_reply_error(op, host, *port, &what)))
+            let mut view = View::parse(&text)
+                .map_err(|what| WalkError::Found(nodes_reply_error(op, host, *port, &what)))?;
+            let stats: String = redis::from_redis_value(stats)
+                .map_err(|_| WalkError::Found(stats_reply_error(op, host, *port, "not text")))?;
+            view.moves = moving_calls(&stats)
+                .map_err(|what| WalkError::Found(stats_reply_error(op, host, *port, &what)))?;
+            Ok(view)
         })
         .collect()
 }
@@ -237,6 +277,56 @@ fn nodes_reply_error(op: &'static str, host: &str, port: u16, what: &str) -> Err
         op,
         reason: format!("unexpected CLUSTER NODES reply from {host}:{port} ({what})"),
     }
+}
+
+fn stats_reply_error(op: &'static str, host: &str, port: u16, what: &str) -> Error {
+    Error::Backend {
+        level: LEVEL,
+        op,
+        reason: format!("unexpected INFO commandstats reply from {host}:{port} ({what})"),
+    }
+}
+
+/// The commands that move a slot or a key between primaries, as `INFO commandstats` names
+/// them: a key leaves a primary by `MIGRATE` and arrives by `RESTORE-ASKING`, and a slot is
+/// marked or given by `CLUSTER SETSLOT` (or by hand with `ADDSLOTS` / `DELSLOTS`). A move
+/// begun and undone within a walk (an aborted resharding rolled back) leaves no mark, no slot
+/// and no config epoch changed at either end, yet a key away from its primary while that was
+/// walked, and back before the one holding it was, is seen by neither; it cannot leave these
+/// counts as they were. (A `CONFIG RESETSTAT` meanwhile fails the walk too: retried, it passes.)
+const MOVING_COMMANDS: [&str; 7] = [
+    "migrate",
+    "restore-asking",
+    "cluster|setslot",
+    "cluster|addslots",
+    "cluster|addslotsrange",
+    "cluster|delslots",
+    "cluster|delslotsrange",
+];
+
+/// The calls of [`MOVING_COMMANDS`] that an `INFO commandstats` reply counts, summed (a
+/// command never called has no line).
+fn moving_calls(stats: &str) -> std::result::Result<u64, String> {
+    let mut calls = 0u64;
+    for line in stats.lines() {
+        let Some((name, fields)) = line
+            .trim()
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        if !MOVING_COMMANDS.contains(&name) {
+            continue;
+        }
+        let count = fields
+            .split(',')
+            .find_map(|field| field.strip_prefix("calls="))
+            .and_then(|count| count.parse::<u64>().ok())
+            .ok_or_else(|| format!("no call count for {name}"))?;
+        calls = calls.wrapping_add(count);
+    }
+    Ok(calls)
 }
 
 /// What one node's own line of `CLUSTER NODES` says: the slots it serves, those it is moving
@@ -291,6 +381,8 @@ impl OwnSlots {
 struct View {
     own: OwnSlots,
     assigned: SlotSet,
+    /// The node's calls of [`MOVING_COMMANDS`] (from `INFO commandstats`, read with the view).
+    moves: u64,
 }
 
 impl View {
@@ -310,7 +402,11 @@ impl View {
             }
         }
         let own = own.ok_or("no line flagged myself")?;
-        Ok(View { own, assigned })
+        Ok(View {
+            own,
+            assigned,
+            moves: 0,
+        })
     }
 }
 
@@ -453,6 +549,7 @@ fn unwalked_error(op: &'static str, unknown: &[(usize, usize)], answering: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redis::Value;
 
     #[test]
     fn cluster_slots_give_each_primary_once_and_set_aside_unknown_endpoints() {
@@ -638,6 +735,32 @@ mod tests {
             text.contains(
                 "hash slots 0-5460 (those 127.0.0.1:30001 serves; its config epoch went from 3 to 5"
             ),
+            "{text}"
+        );
+        assert!(text.contains(MOVED_ADVICE), "{text}");
+    }
+
+    /// The commands that move keys or slots are summed from `INFO commandstats`, whatever else
+    /// it lists; a line of one of them without a call count is refused.
+    #[test]
+    fn the_moving_commands_calls_are_summed_from_commandstats() {
+        let stats = "# Commandstats\r\n\
+            cmdstat_get:calls=90,usec=1,usec_per_call=0.01,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_migrate:calls=3,usec=121,usec_per_call=40.33,rejected_calls=0,failed_calls=1\r\n\
+            cmdstat_restore-asking:calls=4,usec=9,usec_per_call=2.25,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_cluster|setslot:calls=2,usec=9,usec_per_call=4.50,rejected_calls=1,failed_calls=0\r\n\
+            cmdstat_cluster|nodes:calls=50,usec=9,usec_per_call=0.18,rejected_calls=0,failed_calls=0\r\n";
+        assert_eq!(moving_calls(stats), Ok(9));
+        assert_eq!(moving_calls("# Commandstats\r\n"), Ok(0));
+        assert_eq!(
+            moving_calls("cmdstat_migrate:usec=1\r\n"),
+            Err("no call count for migrate".to_owned())
+        );
+        let line = "e7d1 127.0.0.1:30001@40001 myself,master - 0 0 3 connected 0-5460\n";
+        let own = View::parse(line).unwrap().own;
+        let text = undone_error("clear", &("127.0.0.1".to_owned(), 30001), &own).to_string();
+        assert!(
+            text.contains("hash slots 0-5460 (those 127.0.0.1:30001 serves; it ran MIGRATE"),
             "{text}"
         );
         assert!(text.contains(MOVED_ADVICE), "{text}");
