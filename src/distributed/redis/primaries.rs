@@ -57,11 +57,9 @@ pub(crate) struct ClusterWalk {
     unseen: SlotSet,
     /// The host of the node whose `CLUSTER SLOTS` gave `primaries`, when known.
     answering: Option<String>,
-    /// Each primary's own slots and moves when the walk began, in the order of `primaries`.
-    before: Vec<OwnSlots>,
-    /// Each primary's count of the commands that move slots or keys when the walk began (see
-    /// [`MOVING_COMMANDS`]), in the order of `primaries`.
-    moves_before: Vec<u64>,
+    /// Each primary's view when the walk began (its own slots and moves, and its count of the
+    /// commands that move slots or keys), in the order of `primaries`.
+    before: Vec<View>,
 }
 
 impl ClusterWalk {
@@ -100,8 +98,7 @@ impl ClusterWalk {
             unwalked,
             unseen,
             answering,
-            moves_before: views.iter().map(|view| view.moves).collect(),
-            before: views.into_iter().map(|view| view.own).collect(),
+            before: views,
         })
     }
 
@@ -118,23 +115,23 @@ impl ClusterWalk {
         let after = views_of_each(cluster, &self.primaries, self.op).await?;
         let mut moved = SlotSet::default();
         for (before, after) in self.before.iter().zip(&after) {
-            moved.add_changes(before, &after.own);
+            moved.add_changes(&before.own, &after.own);
         }
         if !moved.is_empty() {
             return Err(WalkError::Found(moved_error(self.op, &moved)));
         }
-        let retaken = self.primaries.iter().zip(self.before.iter().zip(&after));
-        for (address, (before, after)) in retaken {
-            if before.epoch != after.own.epoch {
-                return Err(WalkError::Found(retaken_error(
-                    self.op, address, before, &after.own,
-                )));
+        let each = || self.primaries.iter().zip(self.before.iter().zip(&after));
+        for (address, (before, after)) in each() {
+            if before.own.epoch != after.own.epoch {
+                let why = epoch_why(before.own.epoch, after.own.epoch);
+                return Err(WalkError::Found(served_error(self.op, address, &after.own, &why)));
             }
         }
-        let moves = self.moves_before.iter().zip(&after);
-        for (address, (before, after)) in self.primaries.iter().zip(moves) {
-            if *before != after.moves {
-                return Err(WalkError::Found(undone_error(self.op, address, &after.own)));
+        for (address, (before, after)) in each() {
+            if before.moves != after.moves {
+                return Err(WalkError::Found(served_error(
+                    self.op, address, &after.own, UNDONE_WHY,
+                )));
             }
         }
         if !self.unseen.is_empty() {
@@ -181,36 +178,32 @@ fn moved_error(op: &'static str, moved: &SlotSet) -> Error {
     }
 }
 
-/// What a walk says when a primary's config epoch changed while it ran, its slots the same at
-/// both ends: a slot moved away from it and back, or a failover and a failback.
-fn retaken_error(op: &'static str, (host, port): &Address, before: &OwnSlots, after: &OwnSlots) -> Error {
+/// What a walk says when a primary's slots and marks are the same at both ends but `why` says
+/// some of them may have moved meanwhile: its config epoch changed (a slot moved away from it
+/// and back, a failover and a failback), or it ran a command that moves slots or keys (a move
+/// begun and undone within the walk).
+fn served_error(op: &'static str, (host, port): &Address, after: &OwnSlots, why: &str) -> Error {
     Error::WalkIncomplete {
         level: LEVEL,
         op,
         reason: format!(
-            "hash slots {} (those {host}:{port} serves; its config epoch went from {} to {} while \
-             the walk ran, as a node's does when it takes slots over, so some of them) {MOVED_ADVICE}",
+            "hash slots {} (those {host}:{port} serves; {why}, so some of them) {MOVED_ADVICE}",
             after.served.ranges_text(),
-            before.epoch,
-            after.epoch,
         ),
     }
 }
 
-/// What a walk says when a primary ran a command that moves slots or keys while it ran, its
-/// slots, marks and config epoch the same at both ends: a move begun and undone within the walk.
-fn undone_error(op: &'static str, (host, port): &Address, after: &OwnSlots) -> Error {
-    Error::WalkIncomplete {
-        level: LEVEL,
-        op,
-        reason: format!(
-            "hash slots {} (those {host}:{port} serves; it ran MIGRATE, RESTORE-ASKING or CLUSTER \
-             SETSLOT, ADDSLOTS or DELSLOTS while the walk ran, as a move begun and undone within \
-             it does, so some of them) {MOVED_ADVICE}",
-            after.served.ranges_text(),
-        ),
-    }
+/// Why a primary whose config epoch changed from `before` to `after` may have let slots move.
+fn epoch_why(before: u64, after: u64) -> String {
+    format!(
+        "its config epoch went from {before} to {after} while the walk ran, as a node's does when \
+         it takes slots over"
+    )
 }
+
+/// Why a primary that ran a command of [`MOVING_COMMANDS`] may have let slots move.
+const UNDONE_WHY: &str = "it ran MIGRATE, RESTORE-ASKING or CLUSTER SETSLOT, ADDSLOTS or DELSLOTS \
+    while the walk ran, as a move begun and undone within it does";
 
 /// What a walk says when a primary's view assigns slots to a node that it does not walk.
 fn unseen_error(op: &'static str, unseen: &SlotSet, answering: Option<&str>) -> Error {
@@ -730,7 +723,13 @@ mod tests {
             |epoch: u64| format!("e7d1 127.0.0.1:30001@40001 myself,master - 0 0 {epoch} connected 0-5460\n");
         let (before, after) = (View::parse(&line(3)).unwrap(), View::parse(&line(5)).unwrap());
         let address = ("127.0.0.1".to_owned(), 30001);
-        let text = retaken_error("clear", &address, &before.own, &after.own).to_string();
+        let text = served_error(
+            "clear",
+            &address,
+            &after.own,
+            &epoch_why(before.own.epoch, after.own.epoch),
+        )
+        .to_string();
         assert!(
             text.contains(
                 "hash slots 0-5460 (those 127.0.0.1:30001 serves; its config epoch went from 3 to 5"
@@ -758,7 +757,7 @@ mod tests {
         );
         let line = "e7d1 127.0.0.1:30001@40001 myself,master - 0 0 3 connected 0-5460\n";
         let own = View::parse(line).unwrap().own;
-        let text = undone_error("clear", &("127.0.0.1".to_owned(), 30001), &own).to_string();
+        let text = served_error("clear", &("127.0.0.1".to_owned(), 30001), &own, UNDONE_WHY).to_string();
         assert!(
             text.contains("hash slots 0-5460 (those 127.0.0.1:30001 serves; it ran MIGRATE"),
             "{text}"
