@@ -233,18 +233,9 @@ impl CacheConfig {
 /// README says so); written out, it says the user counts on failed L2 writes being replayed,
 /// and an outage would instead leave L2 with older values, silently. A configuration built in
 /// code cannot tell the two apart, and keeps the default's behaviour.
-pub(super) fn check_replay_stated(text: &str, config: &CacheConfig) -> Result<()> {
-    #[derive(Deserialize)]
-    struct Probe {
-        offline: Option<toml::Table>,
-    }
-    // Called once the whole text has parsed: a probe that does not has nothing to find.
-    let Ok(probe) = toml::from_str::<Probe>(text) else {
-        return Ok(());
-    };
-    let stated = probe
-        .offline
-        .as_ref()
+pub(super) fn check_replay_stated(written: &toml::Table, config: &CacheConfig) -> Result<()> {
+    let stated = written
+        .get("offline")
         .and_then(|offline| offline.get("replay"))
         .and_then(toml::Value::as_bool)
         == Some(true);

@@ -181,19 +181,11 @@ impl std::fmt::Debug for DistributedCacheConfig {
 /// L1-only cache, its servers unused, without a word: the silent fallback the configuration
 /// never makes otherwise (a level compiled out is refused by name). `enabled = false` keeps the
 /// settings for later, as before.
-pub(super) fn check_enabled_stated(text: &str) -> Result<()> {
-    #[derive(Deserialize)]
-    struct Probe {
-        distributed: Option<toml::Table>,
-        invalidation: Option<toml::Table>,
-    }
-    // Called once the whole text has parsed: a probe that does not has nothing to find.
-    let Ok(probe) = toml::from_str::<Probe>(text) else {
-        return Ok(());
-    };
-    let unstated = |table: &Option<toml::Table>, named: &dyn Fn(&toml::Table) -> bool| {
-        table
-            .as_ref()
+pub(super) fn check_enabled_stated(written: &toml::Table) -> Result<()> {
+    let unstated = |section: &str, named: &dyn Fn(&toml::Table) -> bool| {
+        written
+            .get(section)
+            .and_then(toml::Value::as_table)
             .is_some_and(|t| !t.contains_key("enabled") && named(t))
     };
     let names_hosts = |t: &toml::Table| {
@@ -201,13 +193,13 @@ pub(super) fn check_enabled_stated(text: &str) -> Result<()> {
             .and_then(toml::Value::as_array)
             .is_some_and(|hosts| !hosts.is_empty())
     };
-    if unstated(&probe.distributed, &names_hosts) {
+    if unstated("distributed", &names_hosts) {
         return Err(invalid(
             "distributed.enabled",
             "not set, so it is false and the hosts are not used: the cache would run without an L2; write enabled = true for the L2 (or enabled = false to keep it off)",
         ));
     }
-    if unstated(&probe.invalidation, &|t| !t.is_empty()) {
+    if unstated("invalidation", &|t| !t.is_empty()) {
         return Err(invalid(
             "invalidation.enabled",
             "not set, so it is false and the backplane is off: other instances' writes would not reach this one's L1; write enabled = true for the backplane (or enabled = false to keep it off)",

@@ -178,7 +178,10 @@ impl CacheConfig {
     /// `offline.replay` when `replay = true` is written out for a memory L1 with an L2 and no
     /// `offline.replay_dir`, where no queue can be kept.
     pub fn from_toml_str(text: &str) -> Result<CacheConfig> {
-        parse_errors::check_sections_are_tables(text)?;
+        // The checks on how the text is written, beyond what its fields mean, read the table as
+        // written; a text that is not TOML leaves them nothing, and the parse below names where.
+        let written = toml::from_str::<toml::Table>(text).unwrap_or_default();
+        parse_errors::check_sections_are_tables(&written)?;
         let config: CacheConfig = toml::from_str(text).map_err(|e| {
             let at = e.span().map(|span| span.start);
             let field = at
@@ -196,9 +199,9 @@ impl CacheConfig {
             }
         })?;
         local::check_mode_literal(text)?;
-        distributed::check_enabled_stated(text)?;
+        distributed::check_enabled_stated(&written)?;
         config.validate()?;
-        consistency::check_replay_stated(text, &config)?;
+        consistency::check_replay_stated(&written, &config)?;
         Ok(config)
     }
 

@@ -115,11 +115,7 @@ const SECTIONS: [&str; 6] = [
 /// array as the section's fields in order, so `[[local]]` was blamed on its first key as a
 /// `local.type` ("unknown variant `path`"), `[[distributed]]` on a boolean, and `loader = []`
 /// passed as the defaults.
-pub(super) fn check_sections_are_tables(text: &str) -> Result<()> {
-    // A text that does not parse is left to the parse, which names where.
-    let Ok(top) = toml::from_str::<toml::Table>(text) else {
-        return Ok(());
-    };
+pub(super) fn check_sections_are_tables(top: &toml::Table) -> Result<()> {
     let Some((name, value)) = SECTIONS
         .iter()
         .find_map(|name| top.get(*name).filter(|v| !v.is_table()).map(|v| (*name, v)))
