@@ -357,13 +357,7 @@ fn a_prefix_whose_delete_from_l1_failed_counts_no_key_as_invalidated() {
     assert_eq!(dropped.local.errors, before.local.errors);
 
     // The tombstones would go into the newest segment, the active one.
-    let active = std::fs::read_dir(&store)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .max()
-        .unwrap();
-    disk.set_immutable(&active, true);
+    let active = disk.freeze_active_segment(&store);
     let before = b.stats();
     let after = b_drops("user:");
     assert!(

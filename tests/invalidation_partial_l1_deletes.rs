@@ -19,7 +19,7 @@ mod support;
 #[path = "support/mount.rs"]
 mod mount;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use support::{wait_until, RedisServer};
@@ -77,16 +77,6 @@ fn config(redis: &RedisServer) -> CacheConfig {
     .unwrap()
 }
 
-/// The newest segment of the store in `dir`: the active one.
-fn active_segment(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .max()
-        .unwrap()
-}
-
 /// Where the records of the active segment end: the active segment is reserved at its full
 /// size and zero past its records, and every record written here ends with a non-zero byte
 /// (its key or value).
@@ -120,7 +110,7 @@ fn b_invalidates_partway(invalidate: impl FnOnce(&CacheManager)) -> (u64, usize)
         b.set_raw(key, b"v", None).unwrap();
     }
     // A filler value leaves room for FIT tombstones and half of one more.
-    let segment = active_segment(&dir);
+    let segment = mount::active_segment(&dir);
     let tombstone = RECORD_HEADER + KEYS[0].len();
     let room = SEGMENT as usize - data_end(&segment);
     let left = FIT * tombstone + tombstone / 2;
@@ -230,8 +220,7 @@ fn a_keys_invalidation_failing_partway_counts_a_key_only_the_memory_tier_held() 
 
     // The file tier's next write fails (EPERM): the tombstone of `in_file`, after the delete of
     // `memory_only`, which writes nothing to the file tier.
-    let segment = active_segment(&dir);
-    disk.set_immutable(&segment, true);
+    let segment = disk.freeze_active_segment(&dir);
     let before = b.stats();
     let message = Invalidation::Keys(vec![memory_only.clone(), in_file.clone()]);
     a.backplane().unwrap().publish(&message).unwrap();

@@ -20,7 +20,7 @@
 #[path = "support/mount.rs"]
 mod mount;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mount::Mount;
 use uno_cache::{CacheConfig, CacheManager, Error};
@@ -33,18 +33,6 @@ fn manager(dir: &Path) -> CacheManager {
     ))
     .unwrap();
     CacheManager::new(config).unwrap()
-}
-
-/// The store's newest segment: where its next record goes.
-fn active_segment(dir: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
-    segments.pop().expect("the store has a segment")
 }
 
 const USERS: [&str; 3] = ["user:1", "user:2", "user:3"];
@@ -65,8 +53,7 @@ fn a_prefix_invalidation_the_file_tier_refuses_fails_naming_the_store_rather_tha
     let dir = fs.path().join("store");
     let cache = manager(&dir);
     written(&cache);
-    let segment = active_segment(&dir);
-    fs.set_immutable(&segment, true);
+    let segment = fs.freeze_active_segment(&dir);
 
     let err = cache
         .invalidate_prefix("user:")

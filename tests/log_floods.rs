@@ -622,13 +622,7 @@ fn invalidations_l1_cannot_apply_log_a_few_lines_not_one_a_message() {
     for key in &keys {
         cache.set_raw(key, b"old", None).unwrap();
     }
-    let segment = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == uno_cache::files::SEGMENT_EXT))
-        .max()
-        .unwrap();
-    disk.set_immutable(&segment, true);
+    let segment = disk.freeze_active_segment(&dir);
     let received = cache.stats().consistency.invalidations_received;
     let errors = cache.stats().local.errors;
     assert_few_lines_apart(undropped, "invalidations", || {

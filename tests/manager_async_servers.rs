@@ -404,13 +404,7 @@ fn an_async_delete_cancelled_after_its_l1_step_failed_leaves_l1_distrusted() {
     )
     .unwrap();
     cache.set_raw("k", b"old", None).unwrap();
-    let active = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .max()
-        .unwrap();
-    disk.set_immutable(&active, true);
+    let active = disk.freeze_active_segment(&dir);
 
     // L2 gets the delete, but its answer is held until the caller has gone away.
     to_l2.hold();

@@ -255,13 +255,7 @@ fn under_trust_a_prefix_invalidation_the_file_tier_refused_fails_rather_than_ans
     };
     let cache = CacheManager::new(config()).unwrap();
     write_and_warm(&cache);
-    let segment = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .max()
-        .unwrap();
-    fs.set_immutable(&segment, true);
+    let segment = fs.freeze_active_segment(&dir);
 
     let err = cache
         .invalidate_prefix("p:")
@@ -352,13 +346,7 @@ fn a_latched_file_tier_behind_the_memory_tier_serves_no_old_value_with_an_l2() {
         let got: Option<String> = cache.get(key).unwrap();
         assert_eq!(got.as_deref(), Some(OLD), "{key} in both tiers");
     }
-    let segment = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .max()
-        .unwrap();
-    fs.set_immutable(&segment, true);
+    let segment = fs.freeze_active_segment(&dir);
 
     let err = cache.delete("deleted").unwrap_err();
     assert!(err.to_string().contains(&segment.display().to_string()), "{err}");

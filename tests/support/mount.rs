@@ -200,6 +200,15 @@ impl Mount {
         );
     }
 
+    /// Makes the file store in `dir` (on this mount) stop taking writes: its active segment, the
+    /// newest, where every record and tombstone goes next, is set immutable. Returns that file,
+    /// which the store's errors name and `set_immutable(.., false)` repairs.
+    pub fn freeze_active_segment(&self, dir: &Path) -> PathBuf {
+        let active = active_segment(dir);
+        self.set_immutable(&active, true);
+        active
+    }
+
     /// Bytes in use on the file system, as the kernel counts them: deleted files that a process
     /// still holds open included, which `du` cannot see.
     pub fn used_bytes(&self) -> u64 {
@@ -371,4 +380,15 @@ pub fn open_files_under(dir: &Path) -> usize {
         .flatten()
         .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(dir)))
         .count()
+}
+
+/// The newest segment of the file store in `dir`: the active one, where its next record goes
+/// (segment files are named by their id, zero-padded, so the greatest name is the newest).
+pub fn active_segment(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == uno_cache::files::SEGMENT_EXT))
+        .max()
+        .expect("the store has a segment file")
 }
