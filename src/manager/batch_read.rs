@@ -5,8 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::distinct;
 use super::fill::FillBatch;
 use super::guard::Ticket;
 use super::policy::{
@@ -15,22 +17,101 @@ use super::policy::{
 use crate::clock;
 use crate::error::{Error, PartialBatch, Result, Served};
 use crate::stats;
-use crate::storage::{Entry, Freshness};
+use crate::storage::{DistributedStorage, Entry, Freshness};
 
 /// The keys of a batch read whose own L1 read failed with an error `fallback_on_error` does not
 /// hide, and the first such error. A single read of one of them answers that error; the batch
 /// answers its other keys and names these as not served (see [`Shared::answer_many`]).
 #[derive(Default)]
-pub(crate) struct L1Failed<'k> {
+struct L1Failed<'k> {
     keys: Vec<&'k str>,
     cause: Option<Error>,
 }
 
+/// What a batch read does after L1 and the write-behind queue: answered, or L2 to ask for the
+/// keys they did not answer. The shells make that one call, blocking or awaited; the rest of
+/// the read is here once.
+pub(crate) enum ManyPlan<'k, 'a> {
+    /// Answered without L2.
+    Done(Result<HashMap<String, Vec<u8>>>),
+    /// Ask `l2` for [`ManyRead::missed`], then hand its answer to [`Shared::end_read_many`].
+    AskL2(&'a Arc<dyn DistributedStorage>, ManyRead<'k>),
+}
+
+/// A batch read waiting for L2's answer: what the local passes found and owe.
+pub(crate) struct ManyRead<'k> {
+    /// The caller's keys, as listed (repeats included: the answer names positions).
+    keys: Vec<&'k str>,
+    out: HashMap<String, Vec<u8>>,
+    suspects: HashMap<&'k str, Suspect>,
+    failed: L1Failed<'k>,
+    missed: Vec<&'k str>,
+    tickets: Vec<Ticket>,
+}
+
+impl<'k> ManyRead<'k> {
+    /// The keys to ask L2 for, each once.
+    pub(crate) fn missed(&self) -> &[&'k str] {
+        &self.missed
+    }
+}
+
 impl Shared {
+    /// A batch read up to L2: the keys checked, the memory tier and L1 in one call, then what
+    /// the write-behind queue holds; see [`ManyPlan`].
+    pub(crate) fn begin_read_many<'k>(&self, keys: Vec<&'k str>) -> Result<ManyPlan<'k, '_>> {
+        self.check_read_keys(&keys)?;
+        let mut out = HashMap::with_capacity(keys.len());
+        let mut suspects = HashMap::new();
+        let mut failed = L1Failed::default();
+        let missed = self.read_many_l1(&distinct(&keys), &mut out, &mut suspects, &mut failed)?;
+        if missed.is_empty() {
+            return Ok(ManyPlan::Done(self.answer_many(&keys, out, failed, None)));
+        }
+        let Some(l2) = &self.l2 else {
+            self.miss(missed.len());
+            return Ok(ManyPlan::Done(self.answer_many(&keys, out, failed, None)));
+        };
+        let (missed, tickets) = self.read_many_behind(missed, &mut out, &mut suspects);
+        if missed.is_empty() {
+            return Ok(ManyPlan::Done(self.answer_many(&keys, out, failed, None)));
+        }
+        Ok(ManyPlan::AskL2(
+            l2,
+            ManyRead {
+                keys,
+                out,
+                suspects,
+                failed,
+                missed,
+                tickets,
+            },
+        ))
+    }
+
+    /// The rest of a batch read once L2 answered [`ManyRead::missed`]: the hits kept, the
+    /// suspect entries settled, the answer over the caller's keys.
+    pub(crate) fn end_read_many(
+        &self,
+        read: ManyRead<'_>,
+        answer: Timed<Vec<Option<Entry>>>,
+    ) -> Result<HashMap<String, Vec<u8>>> {
+        let ManyRead {
+            keys,
+            mut out,
+            mut suspects,
+            failed,
+            missed,
+            tickets,
+        } = read;
+        let l2 = self.finish_read_many(&missed, &tickets, answer, &mut out, &mut suspects);
+        self.answer_many(&keys, out, failed, l2.err().map(|e| (e, &missed[..])))
+    }
+
     /// The L1 pass of a batch read: fills `out` with hits, returns the keys to ask L2 (with
     /// the suspect L1 entries to revalidate in `suspects`); a key whose own L1 read failed goes
     /// to `failed`. An error: L1's batch call failed, for every key.
-    pub(crate) fn read_many_l1<'k>(
+    fn read_many_l1<'k>(
         &self,
         keys: &[&'k str],
         out: &mut HashMap<String, Vec<u8>>,
@@ -130,7 +211,7 @@ impl Shared {
     /// partial batch naming every key not served, carrying `out` ([`Served::Found`]), whose
     /// cause is L2's error if any, else the first L1 one; an L2 error for the whole call (not
     /// partial) is returned as it is, as before.
-    pub(crate) fn answer_many(
+    fn answer_many(
         &self,
         keys: &[&str],
         out: HashMap<String, Vec<u8>>,

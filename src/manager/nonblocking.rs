@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::batch_read::L1Failed;
+use super::batch_read::ManyPlan;
 use super::guard::{Watch, WriteGuard};
 use super::loader::Role;
 use super::policy::{partial_over, Plan, Route};
@@ -401,28 +401,15 @@ impl CacheManager {
     /// # Errors
     /// As [`CacheManager::multi_get_raw`].
     pub async fn multi_get_raw_async(&self, keys: &[impl AsRef<str>]) -> Result<HashMap<String, Vec<u8>>> {
-        let keys = as_strs(keys);
         let s = &self.shared;
-        s.check_read_keys(&keys)?;
-        let mut out = HashMap::with_capacity(keys.len());
-        let mut suspects = HashMap::new();
-        let mut failed = L1Failed::default();
-        let missed = s.read_many_l1(&distinct(&keys), &mut out, &mut suspects, &mut failed)?;
-        if missed.is_empty() {
-            return s.answer_many(&keys, out, failed, None);
+        match s.begin_read_many(as_strs(keys))? {
+            ManyPlan::Done(answer) => answer,
+            ManyPlan::AskL2(l2, read) => {
+                let started = Instant::now();
+                let answer = l2.get_many_async(read.missed()).await;
+                s.end_read_many(read, (started, answer))
+            }
         }
-        let Some(l2) = &s.l2 else {
-            s.miss(missed.len());
-            return s.answer_many(&keys, out, failed, None);
-        };
-        let (missed, tickets) = s.read_many_behind(missed, &mut out, &mut suspects);
-        if missed.is_empty() {
-            return s.answer_many(&keys, out, failed, None);
-        }
-        let started = Instant::now();
-        let result = l2.get_many_async(&missed).await;
-        let l2 = s.finish_read_many(&missed, &tickets, (started, result), &mut out, &mut suspects);
-        s.answer_many(&keys, out, failed, l2.err().map(|e| (e, &missed[..])))
     }
 
     /// Async [`CacheManager::multi_set_raw`].
