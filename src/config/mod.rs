@@ -172,7 +172,9 @@ impl CacheConfig {
     ///
     /// # Errors
     /// [`Error::Config`] naming the field (`local.type`, `distributed.ttl`, …) of a syntax error,
-    /// an unknown field, a value of the wrong type or an invalid value; `distributed.enabled`
+    /// an unknown field (saying which section takes it, where another does, or that it is a
+    /// top-level setting written under a section), a value of the wrong type or an invalid
+    /// value; `distributed.enabled`
     /// (or `invalidation.enabled`) when a table that names hosts (or, for the backplane, any
     /// setting) leaves it out, since its default, false, would leave them unused;
     /// `offline.replay` when `replay = true` is written out for a memory L1 with an L2 and no
@@ -191,7 +193,10 @@ impl CacheConfig {
                 text,
                 at,
                 &field,
-                parse_errors::with_unit(&field, parse_errors::in_range_terms(e.message().trim())),
+                parse_errors::with_placement(
+                    &field,
+                    parse_errors::with_unit(&field, parse_errors::in_range_terms(e.message().trim())),
+                ),
             );
             match at.and_then(|pos| parse_errors::line_and_column(text, pos)) {
                 Some((line, column)) => invalid(&field, format!("{message} (line {line}, column {column})")),

@@ -72,6 +72,71 @@ pub(super) fn with_unit(field: &str, message: String) -> String {
     format!("{message}; the number is {unit}, written bare")
 }
 
+/// `message` with where its unknown key belongs, when `field` is a key of another section or of
+/// the top level (no backticks: [`without_secrets`] hides what they quote on a password's line): TOML puts every key after a `[section]` line into that section, so
+/// `fallback_on_error = false` added at the end of a file was refused as an unknown
+/// `distributed.fallback_on_error`, with `[distributed]`'s keys listed and not a word on the
+/// move that fixes it (found by following the README as a new user). Any other message is
+/// returned as it is.
+pub(super) fn with_placement(field: &str, message: String) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message;
+    };
+    let Some((key, _)) = rest.split_once('`') else {
+        return message;
+    };
+    let here = field.rsplit_once('.').map(|(section, _)| section);
+    if !here.is_none_or(|s| SECTIONS.contains(&s)) {
+        return message;
+    }
+    let top_level = keys_of(None);
+    let hint = if here.is_some() && top_level.iter().any(|k| k == key) && !SECTIONS.contains(&key) {
+        format!(
+            "; {key} is a top-level setting: write it above the first [section] line (TOML puts every key after a [{}] line into that section)",
+            here.unwrap_or_default()
+        )
+    } else {
+        let owners: Vec<String> = SECTIONS
+            .iter()
+            .filter(|s| Some(**s) != here && keys_of(Some(s)).iter().any(|k| k == key))
+            .map(|s| format!("[{s}]"))
+            .collect();
+        if owners.is_empty() {
+            return message;
+        }
+        format!(
+            "; {key} is a setting of {}: move it under that section's line",
+            owners.join(" and ")
+        )
+    };
+    message + &hint
+}
+
+/// The keys a section (or, with `None`, the top level) takes, as the parse lists them when it
+/// refuses an unknown one: read from the configuration's own types, so no list here can fall
+/// behind them.
+fn keys_of(section: Option<&str>) -> Vec<String> {
+    const PROBE: &str = "uno_cache_no_such_key";
+    let text = match section {
+        Some(s) => format!("[{s}]\n{PROBE} = 0\n"),
+        None => format!("{PROBE} = 0\n"),
+    };
+    let Err(e) = toml::from_str::<super::CacheConfig>(&text) else {
+        return Vec::new();
+    };
+    let message = e.message().to_owned();
+    // serde's words: "expected `a`", "expected `a` or `b`", "expected one of `a`, `b`, `c`".
+    let Some((_, listed)) = message.split_once("expected ") else {
+        return Vec::new();
+    };
+    let listed = listed.strip_prefix("one of ").unwrap_or(listed);
+    listed
+        .split(", ")
+        .flat_map(|k| k.split(" or "))
+        .map(|k| k.trim().trim_matches('`').to_owned())
+        .collect()
+}
+
 /// `message` of the parse error at `field` (byte `pos` of `text`) with every value it quotes
 /// (between backticks) shown as `***` where the field is a password, or the line may set one (an
 /// inline table's error is named after the table): one written unquoted, as a number, was
@@ -424,5 +489,44 @@ mod tests {
         // Other fields keep the value, which tells what was read.
         let (_, reason) = reason_of("[distributed]\nusername = 123456\n");
         assert!(reason.contains("123456"), "{reason}");
+    }
+    /// TOML puts every key after a `[section]` line into that section: a top-level setting
+    /// added at the end of a file, or a key written under the wrong section, was refused with
+    /// the section's own keys listed and nothing on where it goes (found by following the
+    /// README as a new user). The refusal says where it belongs; a key of no section is
+    /// refused as before.
+    #[test]
+    fn a_key_under_the_wrong_section_is_refused_naming_where_it_belongs() {
+        for (text, field, says) in [
+            (
+                "[distributed]\nenabled = true\nhosts = [\"h:1\"]\nfallback_on_error = false\n",
+                "distributed.fallback_on_error",
+                "fallback_on_error is a top-level setting: write it above the first [section] line (TOML puts every key after a [distributed] line into that section)",
+            ),
+            ("[loader]\ncodec = \"json\"\n", "loader.codec", "codec is a top-level setting"),
+            ("[distributed]\nreplay = false\n", "distributed.replay", "replay is a setting of [offline]: move it under that section's line"),
+            ("[local]\nrestart_policy = \"drop\"\n", "local.restart_policy", "restart_policy is a setting of [consistency]"),
+            ("ttl = 300\n", "ttl", "ttl is a setting of [local] and [distributed]"),
+            ("local = { hosts = [\"h:1\"] }\n", "local.hosts", "hosts is a setting of [distributed] and [invalidation]"),
+        ] {
+            let (named, reason) = reason_of(text);
+            assert_eq!(named, field, "{text:?}: {reason}");
+            assert!(reason.contains(says), "{text:?}: {reason}");
+            assert!(reason.contains(&format!("unknown field `{}`", field.rsplit('.').next().unwrap_or(field))), "{reason}");
+        }
+        for text in ["[local]\nmax_sise = 10\n", "bogus = 1\n"] {
+            let (_, reason) = reason_of(text);
+            assert!(
+                !reason.contains("setting of") && !reason.contains("top-level"),
+                "{text:?}: {reason}"
+            );
+        }
+        // On a password's line the key names stay readable; the value is still hidden.
+        let (_, reason) = reason_of("password = \"hunter2\"\n");
+        assert!(
+            reason.contains("password is a setting of [distributed] and [invalidation]"),
+            "{reason}"
+        );
+        assert!(!reason.contains("hunter2"), "{reason}");
     }
 }
