@@ -444,6 +444,10 @@ fn run_manager(
         err!("uno-cache: note: {damage}\n");
     }
     let name = command_name(&command);
+    let key = match &command {
+        Command::Set { key, .. } | Command::Del { key } => Some(key.clone()),
+        _ => None,
+    };
     // The manager hides an L2 failure from the call when `fallback_on_error` is on (and logs it
     // where this binary installs no logger): the counters before and after tell.
     let before = cache.monitor().l2_failures();
@@ -582,7 +586,16 @@ fn run_manager(
             );
         } else if after.queued > before.queued {
             // A key with an op still queued from an earlier failure is not sent to L2 (it would
-            // overtake that op): the new op is queued behind it.
+            // overtake that op): the new op is queued behind it. If L2 answers now, both are
+            // sent by this run: the note said they waited for the next one while this run's
+            // replay (or its shutdown) was already sending them.
+            if key.as_deref().is_some_and(|key| replayed_now(&cache, key)) {
+                if name == "del" && code == ExitCode::from(1) {
+                    err!("uno-cache: note: L1 did not hold the key; its delete reached L2 behind an earlier queued op of the key, through the replay queue{queue}, which does not say whether L2 held it, so whether the key was there is not known (exit 4)\n");
+                    return Ok(ExitCode::from(4));
+                }
+                return Ok(code);
+            }
             err!("uno-cache: note: the {what} is queued for replay{queue} behind an earlier op of the key that L2 has not taken yet; L2 was not asked, and gets both from the next run with this configuration that reaches it\n");
         } else {
             return Ok(code);
@@ -636,6 +649,12 @@ fn run_manager(
     Err(format!(
         "`{name}`: L2 failed ({why}) and no replay queue took the {what}, so {fate}; start L2 or fix distributed.hosts and retry, or {or_else}"
     ))
+}
+
+/// Whether a replay pass run now sent every queued op of `key` to L2 (none is left for it in the
+/// queue): `false` where L2 still does not answer, or the queue holds the key for another reason.
+fn replayed_now(cache: &CacheManager, key: &str) -> bool {
+    cache.replay_now().is_ok() && cache.replay_queue().is_some_and(|queue| !queue.is_pending(key))
 }
 
 /// A mebibyte: the unit of every size bound the configuration and `stats` give.
