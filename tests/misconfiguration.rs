@@ -108,6 +108,20 @@ fn a_cluster_url_on_a_standalone_server_and_the_reverse_fail_start_up() {
     assert!(text.contains("cluster = true"), "{text}");
 }
 
+/// A Redis L2 (the default `type`) whose host is a Memcached: the server answers, in another
+/// protocol. It was taken for an outage, "the server refused the connection", retried in the
+/// background for good with a parser's words ("Unexpected `82`") as the only clue (found by
+/// following the README as a new user). It fails start-up saying to set the type.
+#[test]
+fn a_redis_level_pointed_at_a_memcached_fails_start_up_naming_the_type_to_set() {
+    let memcached = support::MemcachedServer::start();
+    let text = refused(&memcached.addr(), &memcached.addr(), "");
+    assert!(
+        text.contains("not in the Redis protocol") && text.contains("type = \"memcached\""),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_unreachable_server_is_an_outage_and_still_starts_degraded() {
     let dir = tempfile::tempdir().unwrap();

@@ -300,6 +300,10 @@ const UNKNOWN_COMMAND_ADVICE: &str = "the server does not know a command the cac
     storage-format.md lists; the backplane: PUBLISH and SUBSCRIBE; a Redis Cluster: CLUSTER; a \
     URL naming a database other than 0: SELECT) under their own names";
 
+/// What to fix when the host answers in another protocol than Redis's.
+const NOT_RESP_ADVICE: &str = "the host answers, but not in the Redis protocol: check the host \
+    and port; a Memcached server there needs distributed.type = \"memcached\"";
+
 /// What to fix, if `err` says the configuration is wrong; `None` for an outage (refused, reset,
 /// timed out, loading, …) or any other failure.
 pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
@@ -323,6 +327,12 @@ pub(crate) fn misconfiguration(err: &RedisError) -> Option<&'static str> {
     // and taken for an outage it was retried in the background for good.
     if err.kind() == ErrorKind::InvalidClientConfig {
         return Some("the connection settings are invalid; check the host URLs and the tls_* settings");
+    }
+    // Something answered on the port, but not in RESP: a Memcached there (the default `type`
+    // is Redis), or another service on a mistyped port. It was taken for an outage ("the
+    // server refused the connection") and retried in the background for good.
+    if err.kind() == ErrorKind::Parse {
+        return Some(NOT_RESP_ADVICE);
     }
     let text = chain_text(err);
     let has = |needle: &str| text.contains(needle);
