@@ -276,7 +276,8 @@ pub enum Error {
     /// was renamed away
     /// (`rename-command`), it runs in protected mode, the database does not exist,
     /// the server's TLS certificate is not trusted, the host name does not resolve, the host
-    /// answers in another protocol (a Memcached where a Redis was configured), or a cluster
+    /// answers in another protocol (a Memcached where a Redis was configured, or the reverse; a
+    /// memcached speaking only its text protocol), or a cluster
     /// setting does not match the server. Unlike an outage, waiting cannot fix it: at start-up the
     /// manager refuses to start with it (see `distributed.start_degraded_on_config_error`); later
     /// (a rotated password) it is logged once, counted in `stats().distributed.config_errors` and

@@ -418,6 +418,37 @@ fn unreachable_host_and_bad_urls_fail_at_construction() {
     assert!(matches!(err, Error::Config { .. }), "{err}");
 }
 
+/// A memcached level whose host is a Redis (the port of the other level, or `type` set for the
+/// wrong one) is a wrong configuration naming the type to set: Redis never answers the binary
+/// `version`, so it was reported as a memcached that is slow or down ("no answer within 2s"),
+/// and a manager started without its L2, retrying it for good (found by following the README
+/// as a new user). It is still found only once the binary check has timed out.
+#[test]
+fn a_memcached_level_pointed_at_a_redis_is_misconfigured_naming_the_type_to_set() {
+    let redis = support::RedisServer::start();
+    let options = || MemcachedOptions::new(redis.addr()).connect_timeout(Duration::from_millis(300));
+    let check = |err: Error| {
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::Misconfigured { level: "memcached", ref hosts, .. } if *hosts == redis.addr()),
+            "{text}"
+        );
+        assert!(
+            text.contains("Redis protocol") && text.contains("distributed.type = \"redis\""),
+            "{text}"
+        );
+    };
+    check(MemcachedStore::connect(options()).unwrap_err());
+    check(support::block_on(MemcachedStore::connect_async(options())).unwrap_err());
+    // Through the configuration: the manager refuses to start, as for any misconfiguration.
+    let config = uno_cache::CacheConfig::from_toml_str(&format!(
+        "[local]\ntype = \"memory\"\n[distributed]\nenabled = true\ntype = \"memcached\"\nhosts = [{:?}]\n",
+        redis.addr()
+    ))
+    .unwrap();
+    check(uno_cache::CacheManager::new(config).unwrap_err());
+}
+
 /// A memcached that speaks only the text protocol (`-B ascii`) is a wrong configuration, said
 /// as such at once: it waited out connect_timeout on the binary `version` and was reported as
 /// not answering ("check that memcached runs there"), although memcached ran there. With

@@ -484,10 +484,10 @@ impl Host {
         Err(last.unwrap_or_else(|| Fault::Protocol("the host name resolves to no address".to_owned())))
     }
 
-    /// Whether the host answers memcached's text protocol: `version` on a fresh connection
-    /// within `within`, and the `VERSION ...` line it answered, if it did. For the start-up
-    /// check, to tell a memcached started with `-B ascii` from one that is down.
-    pub(super) async fn text_version(&self, within: Duration) -> Option<String> {
+    /// The line the host answers to memcached's text `version` on a fresh connection within
+    /// `within`, if it answers one. For the start-up check, to tell a memcached started with
+    /// `-B ascii`, or a server of another protocol on the port, from a host that is down.
+    pub(super) async fn text_line(&self, within: Duration) -> Option<String> {
         let probe = async {
             let mut conn = self.connect_async().await.ok()?;
             conn.stream.get_mut().write_all(b"version\r\n").await.ok()?;
@@ -498,8 +498,7 @@ impl Host {
                 .read_until(b'\n', &mut line)
                 .await
                 .ok()?;
-            let line = String::from_utf8_lossy(&line).trim_end().to_owned();
-            line.starts_with("VERSION ").then_some(line)
+            Some(String::from_utf8_lossy(&line).trim_end().to_owned())
         };
         tokio::time::timeout(within, probe).await.ok().flatten()
     }

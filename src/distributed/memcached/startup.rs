@@ -1,6 +1,7 @@
 //! The start-up check of [`MemcachedStore::connect`](super::MemcachedStore::connect): every host
 //! must answer the binary protocol's `version`; one that does is asked for its item limit, and
-//! one that does not is asked, in the text protocol, whether it speaks only that one.
+//! one that does not is asked, in the text protocol, whether it speaks only that one (or is a
+//! Redis).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,18 +62,26 @@ async fn check_host(host: &Host, connect_timeout: Duration) -> Result<()> {
             host.spec.display
         ),
     };
-    if let Some(version) = host.text_version(text_probe(connect_timeout)).await {
-        // memcached started with `-B ascii` answers our `version` request at once with an
-        // error line (its opaque holds line ends for that), never with a binary reply: a reply
-        // that is not binary, from a host that answers the text protocol, is that. A timeout
-        // alone cannot tell it from a slow server, so it only gets the hint.
-        if !timed_out {
-            return Err(text_only(host, &version));
+    match host.text_line(text_probe(connect_timeout)).await {
+        Some(version) if version.starts_with("VERSION ") => {
+            // memcached started with `-B ascii` answers our `version` request at once with an
+            // error line (its opaque holds line ends for that), never with a binary reply: a
+            // reply that is not binary, from a host that answers the text protocol, is that. A
+            // timeout alone cannot tell it from a slow server, so it only gets the hint.
+            if !timed_out {
+                return Err(text_only(host, &version));
+            }
+            reason.push_str(&format!(
+                "; it answers memcached's text protocol ({version}) but not the binary one: if \
+                 it runs with -B ascii, start it with -B auto (the default) or -B binary"
+            ));
         }
-        reason.push_str(&format!(
-            "; it answers memcached's text protocol ({version}) but not the binary one: if it \
-             runs with -B ascii, start it with -B auto (the default) or -B binary"
-        ));
+        // A Redis (or a server of its protocol) on the port: it takes the binary `version`,
+        // NUL bytes and all, for an empty inline command and never answers it, so the check
+        // timed out; its text `version` is an unknown command. It was reported as a memcached
+        // that is slow or down.
+        Some(line) if line.starts_with("-ERR unknown command") => return Err(speaks_resp(host)),
+        _ => {}
     }
     Err(Error::Backend {
         level: LEVEL,
@@ -91,6 +100,18 @@ fn text_only(host: &Host, version: &str) -> Error {
              -B ascii), and uno-cache speaks the binary protocol; start it with -B auto (the \
              default) or -B binary"
         ),
+        call_only: false,
+    }
+}
+
+/// The error of a host that answers the Redis protocol, where a memcached was configured.
+fn speaks_resp(host: &Host) -> Error {
+    Error::Misconfigured {
+        level: LEVEL,
+        hosts: host.spec.display.clone(),
+        reason: "the host answers in the Redis protocol, not memcached's: check the host and \
+                 port; a Redis server there needs distributed.type = \"redis\""
+            .to_owned(),
         call_only: false,
     }
 }
