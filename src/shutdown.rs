@@ -33,6 +33,10 @@ struct Signal {
     /// [`Shutdown::sleep`] waits here, under `wakes`' lock.
     sleepers: Condvar,
     tasks: tokio::sync::Notify,
+    /// Threads waiting in [`Shutdown::sleep`] now: a test's event for "the thread reached its
+    /// sleep", where a sleep of the test's own would only hope it had.
+    #[cfg(test)]
+    asleep: std::sync::atomic::AtomicUsize,
 }
 
 impl Shutdown {
@@ -63,9 +67,19 @@ impl Shutdown {
     pub(crate) fn sleep(&self, timeout: Duration) -> bool {
         let mut wakes = self.0.wakes.lock();
         if !self.is_fired() {
+            #[cfg(test)]
+            self.0.asleep.fetch_add(1, Ordering::SeqCst);
             let _ = self.0.sleepers.wait_for(&mut wakes, timeout);
+            #[cfg(test)]
+            self.0.asleep.fetch_sub(1, Ordering::SeqCst);
         }
         self.is_fired()
+    }
+
+    /// How many threads wait in [`Shutdown::sleep`] now.
+    #[cfg(test)]
+    pub(crate) fn asleep(&self) -> usize {
+        self.0.asleep.load(Ordering::SeqCst)
     }
 
     /// Registers how to wake a thread that sleeps on a lock and condition variable of its own:
@@ -122,6 +136,23 @@ mod tests {
         let (fired, slept) = sleeper.join().unwrap();
         assert!(fired);
         assert!(slept < Duration::from_secs(60), "slept {slept:?}");
+    }
+
+    /// The count tests wait on, where they would otherwise sleep and hope a thread got there.
+    #[test]
+    fn a_sleeper_is_counted_asleep_until_it_wakes() {
+        let shutdown = Shutdown::default();
+        let theirs = shutdown.clone();
+        let sleeper = std::thread::spawn(move || theirs.sleep(Duration::from_secs(3600)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shutdown.asleep() == 0 {
+            assert!(Instant::now() < deadline, "the sleeper was never counted");
+            std::thread::yield_now();
+        }
+        assert_eq!(shutdown.asleep(), 1);
+        shutdown.fire();
+        assert!(sleeper.join().unwrap());
+        assert_eq!(shutdown.asleep(), 0, "a woken sleeper is still counted");
     }
 
     #[test]

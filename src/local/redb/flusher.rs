@@ -134,6 +134,11 @@ impl Flusher {
     pub(super) fn is_running(&self) -> bool {
         self.handle.as_ref().is_some_and(|h| !h.is_finished())
     }
+
+    /// Whether the thread waits in its sleep until the next turn (it got past its start).
+    pub(super) fn is_asleep(&self) -> bool {
+        self.shutdown.asleep() > 0
+    }
 }
 
 impl Drop for Flusher {

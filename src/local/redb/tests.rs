@@ -256,11 +256,20 @@ fn the_background_thread_outlives_intervals_too_long_to_add_to_an_instant() {
     )
     .unwrap();
     s.set("k", b"v", None).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        s.flusher.as_ref().is_some_and(Flusher::is_running),
-        "the background thread ended"
-    );
+    let flusher = s
+        .flusher
+        .as_ref()
+        .expect("a store with a purge interval has the thread");
+    // The event: the thread is asleep until its first turn (past where it panicked), or ended.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !flusher.is_asleep() && flusher.is_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background thread neither slept nor ended"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(flusher.is_running(), "the background thread ended");
 }
 
 /// A purge removes nothing a caller was told of: its commit left the store "at risk" every
