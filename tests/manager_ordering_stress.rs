@@ -492,7 +492,10 @@ fn check(rig: &Rig, events: &[Event]) -> Vec<String> {
 fn seed() -> u64 {
     std::env::var("UNO_STRESS_SEED")
         .ok()
-        .and_then(|s| s.parse().ok())
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("UNO_STRESS_SEED={s:?} is not a number"))
+        })
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -505,7 +508,10 @@ fn run_for() -> Duration {
     Duration::from_millis(
         std::env::var("UNO_STRESS_MS")
             .ok()
-            .and_then(|s| s.parse().ok())
+            .map(|s| {
+                s.parse()
+                    .unwrap_or_else(|_| panic!("UNO_STRESS_MS={s:?} is not a number"))
+            })
             .unwrap_or(1200),
     )
 }

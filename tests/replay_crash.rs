@@ -113,7 +113,10 @@ fn seqs(rest: &str) -> Vec<u64> {
 fn replay_queue_survives_sigkill_at_random_moments() {
     let master: u64 = std::env::var("UNO_REPLAY_CRASH_MASTER_SEED")
         .ok()
-        .and_then(|s| s.parse().ok())
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("UNO_REPLAY_CRASH_MASTER_SEED={s:?} is not a number"))
+        })
         .unwrap_or_else(rand::random);
     eprintln!("master seed {master} (set UNO_REPLAY_CRASH_MASTER_SEED to reproduce)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(master);

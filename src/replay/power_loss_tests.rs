@@ -107,7 +107,10 @@ fn run_case(seed: u64) {
 fn after_a_simulated_power_loss_the_queue_holds_exactly_the_pushed_and_unacked_ops() {
     let cases: u64 = std::env::var("UNO_POWER_LOSS_CASES")
         .ok()
-        .and_then(|s| s.parse().ok())
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("UNO_POWER_LOSS_CASES={s:?} is not a number"))
+        })
         .unwrap_or(2000);
     for seed in 0..cases {
         run_case(seed);

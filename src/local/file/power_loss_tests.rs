@@ -360,16 +360,19 @@ fn run_case(seed: u64, shape: fn(&mut StdRng) -> Shape) -> Exercised {
 /// Runs the case `UNO_POWER_LOSS_SEED` names, if it is set, or else seeds `0..cases`
 /// (`UNO_POWER_LOSS_CASES` overrides `cases`), and returns what they exercised.
 fn run_cases(cases: u64, shape: fn(&mut StdRng) -> Shape) -> Option<Exercised> {
-    if let Some(seed) = std::env::var("UNO_POWER_LOSS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(seed) = std::env::var("UNO_POWER_LOSS_SEED").ok().map(|s| {
+        s.parse()
+            .unwrap_or_else(|_| panic!("UNO_POWER_LOSS_SEED={s:?} is not a number"))
+    }) {
         run_case(seed, shape);
         return None;
     }
     let cases = std::env::var("UNO_POWER_LOSS_CASES")
         .ok()
-        .and_then(|s| s.parse().ok())
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("UNO_POWER_LOSS_CASES={s:?} is not a number"))
+        })
         .unwrap_or(cases);
     let mut sum = Exercised::default();
     for seed in 0..cases {
