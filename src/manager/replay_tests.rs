@@ -166,7 +166,7 @@ fn replay_with_b_deleted_while_a_is_sent(delete_b: impl FnOnce(&crate::CacheMana
         first_delete.wait_entered();
         let in_l2 = l2.inner.get("b").unwrap().map(|e| e.value);
         first_delete.release.send(()).unwrap();
-        let _ = replay.join().unwrap();
+        replay.join().unwrap().unwrap();
         assert_eq!(in_l2, None, "the replay sent the set a delete superseded");
     });
     let emptied = queue.is_empty();
