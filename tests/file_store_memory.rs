@@ -47,15 +47,21 @@ fn a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_32_m
     let group = MemoryCgroup::new(LIMIT);
     // On a real disk: a store on a tmpfs would be RAM itself, charged to the cgroup.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let status = group
+    let out = group
         .command(
             &std::env::current_exe().unwrap(),
             &["--exact", CHILD, "--ignored", "--nocapture"],
         )
         .env("UNO_TEST_CHILD_DIR", dir.path())
         .env("UNO_TEST_CGROUP", group.name())
-        .status()
+        .stdin(std::process::Stdio::null())
+        .output()
         .unwrap();
+    let (status, stdout, stderr) = (
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     let kills = group.oom_kills();
     assert_eq!(
         kills,
@@ -69,7 +75,12 @@ fn a_store_eight_times_its_memory_limit_fills_evicts_reopens_and_reads_in_a_32_m
         None,
         "the store's process was killed by a signal: {status}"
     );
-    assert!(status.success(), "{status}");
+    assert!(status.success(), "{status}:\n{stdout}\n{stderr}");
+    // An `--exact` name that matched nothing passes too, having checked nothing.
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "the child ran no test:\n{stdout}\n{stderr}"
+    );
     // The limit was really in force: 256 MiB went through the page cache, charged to the group.
     if let Some(peak) = group.peak() {
         assert!(
