@@ -97,6 +97,29 @@ impl<L: Storage> Guarded<L> {
         caught_future(self.level, self.inner.name(), op, about, make)
     }
 
+    /// A call the breaker gates and counts: asks it (failing at once with
+    /// [`Error::CircuitOpen`] while it is open), makes the call with its panic caught, and
+    /// feeds the outcome back. Every counted call of this wrapper but the prefix deletion
+    /// (see [`record_listed`](Self::record_listed)) goes this way.
+    fn guarded<T>(&self, op: &'static str, about: About<'_>, call: impl FnOnce() -> Result<T>) -> Result<T> {
+        let probe = self.admit()?;
+        self.record(probe, self.caught(op, about, call))
+    }
+
+    /// [`guarded`](Self::guarded) for an async call: the breaker is asked when the future is
+    /// first polled, not when it is made.
+    fn guarded_async<'a, T: Send + 'a>(
+        &'a self,
+        op: &'static str,
+        about: About<'a>,
+        make: impl FnOnce() -> BoxFuture<'a, Result<T>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T>> {
+        Box::pin(async move {
+            let probe = self.admit()?;
+            self.record(probe, self.caught_future(op, about, make).await)
+        })
+    }
+
     fn record<T>(&self, probe: bool, result: Result<T>) -> Result<T> {
         record(&self.breaker, probe, &result);
         result
@@ -173,24 +196,15 @@ impl<L: Storage> Storage for Guarded<L> {
     }
 
     fn get(&self, key: &str) -> Result<Option<Entry>> {
-        let probe = self.admit()?;
-        self.record(probe, self.caught("get", About::Key(key), || self.inner.get(key)))
+        self.guarded("get", About::Key(key), || self.inner.get(key))
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let probe = self.admit()?;
-        self.record(
-            probe,
-            self.caught("set", About::Key(key), || self.inner.set(key, value, ttl)),
-        )
+        self.guarded("set", About::Key(key), || self.inner.set(key, value, ttl))
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        let probe = self.admit()?;
-        self.record(
-            probe,
-            self.caught("delete", About::Key(key), || self.inner.delete(key)),
-        )
+        self.guarded("delete", About::Key(key), || self.inner.delete(key))
     }
 
     /// An empty batch (here and in the other batch calls) asks no server, so the breaker
@@ -200,24 +214,16 @@ impl<L: Storage> Storage for Guarded<L> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let probe = self.admit()?;
-        self.record(
-            probe,
-            self.caught("get_many", About::keys(keys), || self.inner.get_many(keys)),
-        )
+        self.guarded("get_many", About::keys(keys), || self.inner.get_many(keys))
     }
 
     fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
-        let probe = self.admit()?;
-        self.record(
-            probe,
-            self.caught("set_many", About::items(items), || {
-                self.inner.set_many(items, ttl)
-            }),
-        )
+        self.guarded("set_many", About::items(items), || {
+            self.inner.set_many(items, ttl)
+        })
     }
 
     fn check_value(&self, key: &str, value_len: usize) -> Result<()> {
@@ -229,22 +235,14 @@ impl<L: Storage> Storage for Guarded<L> {
         if items.is_empty() {
             return Ok(());
         }
-        let probe = self.admit()?;
-        self.record(
-            probe,
-            self.caught("set_each", About::each(items), || self.inner.set_each(items)),
-        )
+        self.guarded("set_each", About::each(items), || self.inner.set_each(items))
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
-        let probe = self.admit()?;
-        self.record(
-            probe,
-            self.caught("delete_many", About::keys(keys), || self.inner.delete_many(keys)),
-        )
+        self.guarded("delete_many", About::keys(keys), || self.inner.delete_many(keys))
     }
 
     /// Stats read it: skipped unless the breaker is closed (a walk of every key of a level
@@ -257,8 +255,7 @@ impl<L: Storage> Storage for Guarded<L> {
     }
 
     fn clear(&self) -> Result<()> {
-        let probe = self.admit()?;
-        self.record(probe, self.caught("clear", About::Level, || self.inner.clear()))
+        self.guarded("clear", About::Level, || self.inner.clear())
     }
 
     /// Neither gated nor counted by the breaker, as `check_value`: the distributed levels have
@@ -313,14 +310,7 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
-        Box::pin(async move {
-            let probe = self.admit()?;
-            self.record(
-                probe,
-                self.caught_future("get", About::Key(key), || self.inner.get_async(key))
-                    .await,
-            )
-        })
+        self.guarded_async("get", About::Key(key), || self.inner.get_async(key))
     }
 
     fn set_async<'a>(
@@ -329,39 +319,20 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         value: &'a [u8],
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let probe = self.admit()?;
-            self.record(
-                probe,
-                self.caught_future("set", About::Key(key), || self.inner.set_async(key, value, ttl))
-                    .await,
-            )
+        self.guarded_async("set", About::Key(key), move || {
+            self.inner.set_async(key, value, ttl)
         })
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let probe = self.admit()?;
-            self.record(
-                probe,
-                self.caught_future("delete", About::Key(key), || self.inner.delete_async(key))
-                    .await,
-            )
-        })
+        self.guarded_async("delete", About::Key(key), || self.inner.delete_async(key))
     }
 
     fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Entry>>>> {
         if keys.is_empty() {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
-        Box::pin(async move {
-            let probe = self.admit()?;
-            self.record(
-                probe,
-                self.caught_future("get_many", About::keys(keys), || self.inner.get_many_async(keys))
-                    .await,
-            )
-        })
+        self.guarded_async("get_many", About::keys(keys), || self.inner.get_many_async(keys))
     }
 
     fn set_many_async<'a>(
@@ -372,15 +343,8 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         if items.is_empty() {
             return Box::pin(std::future::ready(Ok(())));
         }
-        Box::pin(async move {
-            let probe = self.admit()?;
-            self.record(
-                probe,
-                self.caught_future("set_many", About::items(items), || {
-                    self.inner.set_many_async(items, ttl)
-                })
-                .await,
-            )
+        self.guarded_async("set_many", About::items(items), move || {
+            self.inner.set_many_async(items, ttl)
         })
     }
 
@@ -391,15 +355,8 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         if items.is_empty() {
             return Box::pin(std::future::ready(Ok(())));
         }
-        Box::pin(async move {
-            let probe = self.admit()?;
-            self.record(
-                probe,
-                self.caught_future("set_each", About::each(items), || {
-                    self.inner.set_each_async(items)
-                })
-                .await,
-            )
+        self.guarded_async("set_each", About::each(items), || {
+            self.inner.set_each_async(items)
         })
     }
 
@@ -407,15 +364,8 @@ impl<L: DistributedStorage> DistributedStorage for Guarded<L> {
         if keys.is_empty() {
             return Box::pin(std::future::ready(Ok(0)));
         }
-        Box::pin(async move {
-            let probe = self.admit()?;
-            self.record(
-                probe,
-                self.caught_future("delete_many", About::keys(keys), || {
-                    self.inner.delete_many_async(keys)
-                })
-                .await,
-            )
+        self.guarded_async("delete_many", About::keys(keys), || {
+            self.inner.delete_many_async(keys)
         })
     }
 }
