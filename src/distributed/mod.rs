@@ -109,21 +109,47 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a zero among the `timeouts` (`(builder method, value)`) of a level's `options`,
-/// naming the builder call that set it (`RedisOptions::connect_timeout`): no configuration key
-/// can set one to zero (`distributed.timeout_ms = 0` is refused before, and the others are not
-/// keys), so only a caller of the builder meets this error, and a key-like name sent them
-/// looking for a key that does not exist.
+/// The deadlines and default TTL that the options of both network levels carry, gathered to
+/// be checked by one rule ([`check`](Self::check)).
 #[cfg(any(feature = "redis", feature = "memcached"))]
-pub(crate) fn refuse_zero_timeouts(options: &str, timeouts: &[(&str, Duration)]) -> Result<()> {
-    match timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
-        Some((method, _)) => Err(Error::Config {
-            field: format!("{options}::{method}"),
-            reason: "must be above zero (a deadline of zero fails every call it bounds); leave it \
-                     unset for the default"
-                .to_owned(),
-        }),
-        None => Ok(()),
+pub(crate) struct LevelDurations {
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) admin_timeout: Duration,
+    pub(crate) default_ttl: Option<Duration>,
+}
+
+#[cfg(any(feature = "redis", feature = "memcached"))]
+impl LevelDurations {
+    /// Refuses a zero deadline or a zero default TTL in the options type `options`
+    /// (`RedisOptions`) of the level whose configuration section is `level` (`redis`).
+    ///
+    /// A zero deadline is named by the builder call that set it (`RedisOptions::connect_timeout`):
+    /// no configuration key can set one to zero (`distributed.timeout_ms = 0` is refused before,
+    /// and the others are not keys), so only a caller of the builder meets this error, and a
+    /// key-like name sent them looking for a key that does not exist.
+    pub(crate) fn check(&self, options: &str, level: &str) -> Result<()> {
+        let timeouts = [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("admin_timeout", self.admin_timeout),
+        ];
+        if let Some((method, _)) = timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
+            return Err(Error::Config {
+                field: format!("{options}::{method}"),
+                reason: "must be above zero (a deadline of zero fails every call it bounds); leave it \
+                         unset for the default"
+                    .to_owned(),
+            });
+        }
+        if self.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Err(Error::Config {
+                field: format!("{level}.default_ttl"),
+                reason: "a default TTL of zero would expire every entry at once; use None for no expiry"
+                    .to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::super::nodes::NodeBreakers;
 use super::super::{
-    check_key, redact, refuse_zero_timeouts, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+    check_key, redact, LevelDurations, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
 };
 use super::routing::map_key;
 use super::store::fits_item;
@@ -219,21 +219,13 @@ impl MemcachedOptions {
                 reason: "no host given; give host:port".to_owned(),
             });
         }
-        refuse_zero_timeouts(
-            "MemcachedOptions",
-            &[
-                ("timeout", self.timeout),
-                ("connect_timeout", self.connect_timeout),
-                ("admin_timeout", self.admin_timeout),
-            ],
-        )?;
-        if self.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
-            return Err(Error::Config {
-                field: "memcached.default_ttl".to_owned(),
-                reason: "a default TTL of zero would expire every entry at once; use None for no expiry"
-                    .to_owned(),
-            });
+        LevelDurations {
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            admin_timeout: self.admin_timeout,
+            default_ttl: self.default_ttl,
         }
+        .check("MemcachedOptions", "memcached")?;
         let floor = ITEM_OVERHEAD + super::super::envelope::HEADER_LEN + MAX_MEMCACHED_KEY;
         if self.max_item_size <= floor || self.max_item_size > MAX_ITEM_SIZE_LIMIT {
             return Err(Error::Config {
@@ -370,6 +362,20 @@ mod tests {
             );
         }
         assert!(MemcachedOptions::new("h:1").check().is_ok());
+    }
+
+    #[test]
+    fn a_zero_default_ttl_is_refused_naming_the_memcached_key() {
+        let err = MemcachedOptions::new("h:1")
+            .default_ttl(Some(Duration::ZERO))
+            .check()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { field, reason }
+                if field == "memcached.default_ttl" && reason.contains("use None for no expiry")),
+            "{err}"
+        );
+        assert!(MemcachedOptions::new("h:1").default_ttl(None).check().is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::distributed::runtime::IoRuntime;
 use crate::distributed::NodeBreakers;
 use crate::distributed::{
-    redact, refuse_zero_timeouts, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+    redact, LevelDurations, DEFAULT_ADMIN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
 };
 use crate::error::Result;
 use redis::RedisResult;
@@ -308,20 +308,13 @@ impl RedisOptions {
 
     /// Checks the options and resolves the hosts into what connecting needs.
     pub(crate) fn settings(&self) -> Result<Settings> {
-        refuse_zero_timeouts(
-            "RedisOptions",
-            &[
-                ("timeout", self.timeout),
-                ("connect_timeout", self.connect_timeout),
-                ("admin_timeout", self.admin_timeout),
-            ],
-        )?;
-        if self.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
-            return Err(config_error(
-                "redis.default_ttl".to_owned(),
-                "a default TTL of zero would expire every entry at once; use None for no expiry".to_owned(),
-            ));
+        LevelDurations {
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            admin_timeout: self.admin_timeout,
+            default_ttl: self.default_ttl,
         }
+        .check("RedisOptions", "redis")?;
         let (targets, cluster) = self.resolve_targets()?;
         #[cfg(feature = "tls")]
         if targets.iter().any(Target::is_tls) {
@@ -403,5 +396,20 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_zero_default_ttl_is_refused_naming_the_redis_key() {
+        let err = RedisOptions::new("h:1")
+            .default_ttl(Some(Duration::ZERO))
+            .settings()
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, Error::Config { field, reason }
+                if field == "redis.default_ttl" && reason.contains("use None for no expiry")),
+            "{err}"
+        );
+        assert!(RedisOptions::new("h:1").default_ttl(None).settings().is_ok());
     }
 }
