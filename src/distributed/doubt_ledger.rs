@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::storage::LateWriteHook;
+use crate::storage::{LateWriteHook, StorageCounters};
 
 /// The bytes of values in doubt kept for a conditional correction, across a store's keys; past
 /// it, a key is corrected whatever it holds.
@@ -72,6 +72,17 @@ impl<K: Eq + Hash + Clone, X: Clone> Ledger<K, X> {
     /// Tells `hook` each key a correction deletes from now on.
     pub(crate) fn on_deleted(&self, hook: LateWriteHook) {
         *self.hook.lock() = Some(hook);
+    }
+
+    /// What a network level counts as its own (the server counts evictions and expirations for
+    /// every client together, none per store): its writes in doubt, and the late values their
+    /// corrections deleted.
+    pub(crate) fn counters(&self) -> StorageCounters {
+        StorageCounters {
+            late_writes_deleted: self.deleted(),
+            writes_in_doubt: u64::try_from(self.open()).unwrap_or(u64::MAX),
+            ..StorageCounters::default()
+        }
     }
 
     /// Puts each `(key, value sent)` of `writes` in doubt until a new probe ends (see

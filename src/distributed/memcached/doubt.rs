@@ -45,7 +45,7 @@ use super::conn::{answered, Host, Probed, Unanswered};
 use super::protocol::{self, opcode, status, Packet};
 use crate::distributed::doubt_ledger::{Late, Ledger};
 use crate::error::Result;
-use crate::storage::LateWriteHook;
+use crate::storage::{LateWriteHook, StorageCounters};
 
 /// How long a write that cannot be probed stays in doubt (see the module docs).
 pub(super) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
@@ -93,9 +93,10 @@ impl Doubts {
         self.0.ledger.open()
     }
 
-    /// Keys a correction deleted: a value written in doubt was there.
-    pub(super) fn deleted(&self) -> u64 {
-        self.0.ledger.deleted()
+    /// The level's counters: its writes in doubt and the late values deleted (see
+    /// [`Ledger::counters`](crate::distributed::doubt_ledger::Ledger::counters)).
+    pub(super) fn counters(&self) -> StorageCounters {
+        self.0.ledger.counters()
     }
 
     /// Tells `hook` each key a correction deletes from now on, by the caller's name for it.

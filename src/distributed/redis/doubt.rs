@@ -51,7 +51,7 @@ use super::connection::{Conn, Link};
 use super::errors::error_text;
 use crate::distributed::doubt_ledger::{Late, Ledger};
 use crate::error::key_for_error;
-use crate::storage::LateWriteHook;
+use crate::storage::{LateWriteHook, StorageCounters};
 
 /// How long a pooled write whose sending timed out stays in doubt (see the module docs).
 pub(crate) const UNPROBED_GRACE: Duration = Duration::from_secs(30);
@@ -130,9 +130,10 @@ impl Doubts {
         self.0.ledger.on_deleted(hook);
     }
 
-    /// Keys a correction deleted: a value written in doubt was there.
-    pub(crate) fn deleted(&self) -> u64 {
-        self.0.ledger.deleted()
+    /// The level's counters: its writes in doubt and the late values deleted (see
+    /// [`Ledger::counters`](crate::distributed::doubt_ledger::Ledger::counters)).
+    pub(crate) fn counters(&self) -> StorageCounters {
+        self.0.ledger.counters()
     }
 
     /// The `SET`s of `request` went out on `conn` and were not answered: they are in doubt until

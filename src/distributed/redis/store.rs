@@ -502,11 +502,7 @@ impl Storage for RedisStore {
     /// The server counts evictions and expirations for every client together: none per store.
     /// What the store counts is its writes in doubt.
     fn counters(&self) -> StorageCounters {
-        StorageCounters {
-            late_writes_deleted: self.doubts.deleted(),
-            writes_in_doubt: self.doubts.open() as u64,
-            ..StorageCounters::default()
-        }
+        self.doubts.counters()
     }
 }
 
