@@ -211,16 +211,11 @@ impl<C: Command> Call<C> {
     /// the caller's thread: each sent its first command, then each read.
     fn run_here(&self, asked: &[(&Part<C>, bool)]) -> Vec<Ran<C::Output>> {
         let deadline = deadline_after(self.timeout);
-        let (op, timeout, doubts) = (self.op, self.timeout, &self.doubts);
         let mut started: Vec<_> = asked
             .iter()
             .map(|&(part, probe)| {
                 let late = Instant::now() >= deadline;
-                let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
-                let started = part
-                    .host
-                    .start(op, timeout, deadline, part.commands.first(), &hand_over);
-                (probe, late, started)
+                (probe, late, self.start_here(part, deadline))
             })
             .collect();
         let firsts = asked.iter().map(|(part, _)| part.commands.first());
@@ -232,15 +227,7 @@ impl<C: Command> Call<C> {
             .iter()
             .zip(started)
             .map(|(&(part, _), (probe, late, started))| {
-                let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
-                let ran = part
-                    .host
-                    .finish(op, timeout, deadline, &part.commands, started, &hand_over);
-                let ran = judged(part.node.as_deref(), probe, ran, late);
-                if rejoined(probe, &ran) {
-                    ask_item_limit(&part.host, deadline);
-                }
-                ran
+                self.finish_here(part, (probe, late), started, deadline)
             })
             .collect()
     }
@@ -251,22 +238,47 @@ impl<C: Command> Call<C> {
     /// host that does not answer fails only its own keys, as on the async path.
     fn run_spread(&self, asked: &[(&Part<C>, bool)]) -> Vec<Ran<C::Output>> {
         let deadline = deadline_after(self.timeout);
-        let (op, timeout, doubts) = (self.op, self.timeout, &self.doubts);
         spread::each_at_once(asked, |&(part, probe)| {
             let late = Instant::now() >= deadline;
-            let hand_over = |w: &[Written<'_>], u| doubts.begin(&part.host, w, u);
-            let started = part
-                .host
-                .start(op, timeout, deadline, part.commands.first(), &hand_over);
-            let ran = part
-                .host
-                .finish(op, timeout, deadline, &part.commands, started, &hand_over);
-            let ran = judged(part.node.as_deref(), probe, ran, late);
-            if rejoined(probe, &ran) {
-                ask_item_limit(&part.host, deadline);
-            }
-            ran
+            let started = self.start_here(part, deadline);
+            self.finish_here(part, (probe, late), started, deadline)
         })
+    }
+
+    /// A host's part on the caller's thread: a connection taken (or made) and its first command
+    /// sent, its reply not read yet.
+    fn start_here(&self, part: &Part<C>, deadline: Instant) -> Result<conn::Started<C::State>> {
+        let hand_over = |w: &[Written<'_>], u| self.doubts.begin(&part.host, w, u);
+        part.host
+            .start(self.op, self.timeout, deadline, part.commands.first(), &hand_over)
+    }
+
+    /// The rest of a host's part on the caller's thread, once its first command is `started`:
+    /// its replies read (and its later commands sent), what they gave judged by its breaker
+    /// (`probe`: whether the part is the probe; `late`: whether the deadline had passed before
+    /// the host was asked, see [`judged`]), and the item limit asked again of a host its probe
+    /// found back.
+    fn finish_here(
+        &self,
+        part: &Part<C>,
+        (probe, late): (bool, bool),
+        started: Result<conn::Started<C::State>>,
+        deadline: Instant,
+    ) -> Ran<C::Output> {
+        let hand_over = |w: &[Written<'_>], u| self.doubts.begin(&part.host, w, u);
+        let ran = part.host.finish(
+            self.op,
+            self.timeout,
+            deadline,
+            &part.commands,
+            started,
+            &hand_over,
+        );
+        let ran = judged(part.node.as_deref(), probe, ran, late);
+        if rejoined(probe, &ran) {
+            ask_item_limit(&part.host, deadline);
+        }
+        ran
     }
 
     /// Runs on the I/O thread, hosts in parallel, each within the deadline (a hung host times
