@@ -129,6 +129,25 @@ fn unexpected(packet: &Packet, what: &str) -> String {
 /// The first refusal in a batch: (index, status, message).
 type Refusal = Option<(usize, u16, String)>;
 
+/// The request of [`Get`] and [`Delete`]: a `quiet` request per key, by index, then a `noop`.
+fn encode_keys(out: &mut Vec<u8>, quiet: u8, keys: &[String]) -> std::result::Result<(), String> {
+    for (i, key) in keys.iter().enumerate() {
+        protocol::request(out, quiet, opaque_of(i), &[], key.as_bytes(), &[])?;
+    }
+    protocol::request(out, opcode::NOOP, NOOP_OPAQUE, &[], &[], &[])
+}
+
+/// The error of [`Get`]'s and [`Delete`]'s first refusal, naming the caller's key, not the server's.
+fn refused_key(
+    site: Site<'_>,
+    what: &str,
+    originals: &[String],
+    (i, code, text): (usize, u16, String),
+) -> Error {
+    let key = key_for_error(originals.get(i).map_or("", String::as_str));
+    site.refused(&format!("{what} of {key:?}"), code, &text)
+}
+
 /// `get` of keys on one host (already mapped); one slot per key, `None` for a miss.
 #[derive(Debug)]
 pub(super) struct Get {
@@ -151,10 +170,7 @@ impl Command for Get {
     type Output = Vec<Option<Vec<u8>>>;
 
     fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-        for (i, key) in self.keys.iter().enumerate() {
-            protocol::request(out, opcode::GETKQ, opaque_of(i), &[], key.as_bytes(), &[])?;
-        }
-        protocol::request(out, opcode::NOOP, NOOP_OPAQUE, &[], &[], &[])
+        encode_keys(out, opcode::GETKQ, &self.keys)
     }
 
     fn accept(&self, state: &mut GetState, packet: Packet) -> std::result::Result<Step, String> {
@@ -186,9 +202,8 @@ impl Command for Get {
     }
 
     fn finish(&self, mut state: GetState, site: Site<'_>) -> Result<Self::Output> {
-        if let Some((i, code, text)) = state.refused {
-            let key = key_for_error(self.originals.get(i).map_or("", String::as_str));
-            return Err(site.refused(&format!("get of {key:?}"), code, &text));
+        if let Some(refusal) = state.refused {
+            return Err(refused_key(site, "get", &self.originals, refusal));
         }
         state.found.resize(self.keys.len(), None);
         Ok(state.found)
@@ -380,10 +395,7 @@ impl Command for Delete {
     type Output = u64;
 
     fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-        for (i, key) in self.keys.iter().enumerate() {
-            protocol::request(out, opcode::DELETEQ, opaque_of(i), &[], key.as_bytes(), &[])?;
-        }
-        protocol::request(out, opcode::NOOP, NOOP_OPAQUE, &[], &[], &[])
+        encode_keys(out, opcode::DELETEQ, &self.keys)
     }
 
     fn accept(&self, state: &mut DeleteState, packet: Packet) -> std::result::Result<Step, String> {
@@ -405,9 +417,8 @@ impl Command for Delete {
     }
 
     fn finish(&self, state: DeleteState, site: Site<'_>) -> Result<u64> {
-        if let Some((i, code, text)) = state.refused {
-            let key = key_for_error(self.originals.get(i).map_or("", String::as_str));
-            return Err(site.refused(&format!("delete of {key:?}"), code, &text));
+        if let Some(refusal) = state.refused {
+            return Err(refused_key(site, "delete", &self.originals, refusal));
         }
         let sent = u64::try_from(self.keys.len()).unwrap_or(u64::MAX);
         Ok(sent.saturating_sub(state.missing))
