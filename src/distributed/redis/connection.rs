@@ -198,32 +198,20 @@ impl Settings {
             let mut conn = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
             // A cluster node answers PING like any server, and then MOVED for most keys: say so
-            // now. A user without the right to INFO is not refused for it.
-            if let Ok(info) = redis::cmd("INFO")
-                .arg("cluster")
-                .query_async::<String>(&mut conn)
-                .await
-            {
-                if info.lines().any(|line| line.trim() == "cluster_enabled:1") {
-                    return Err(RedisError::from((
-                        ErrorKind::Server(redis::ServerErrorKind::Moved),
-                        "the server has cluster_enabled:1",
-                    )));
-                }
+            // now.
+            if info_has(&mut conn, "cluster", "cluster_enabled:1").await {
+                return Err(RedisError::from((
+                    ErrorKind::Server(redis::ServerErrorKind::Moved),
+                    "the server has cluster_enabled:1",
+                )));
             }
             // A replica serves reads and refuses every write (READONLY); found at the first
             // write, it was an outage of writes retried for good.
-            if let Ok(info) = redis::cmd("INFO")
-                .arg("replication")
-                .query_async::<String>(&mut conn)
-                .await
-            {
-                if info.lines().any(|line| line.trim() == "role:slave") {
-                    return Err(RedisError::from((
-                        ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                        "the server has role:slave",
-                    )));
-                }
+            if info_has(&mut conn, "replication", "role:slave").await {
+                return Err(RedisError::from((
+                    ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                    "the server has role:slave",
+                )));
             }
             Link::new(
                 Conn::Single(conn),
@@ -232,6 +220,17 @@ impl Settings {
             )
         }
     }
+}
+
+/// Whether section `section` of the server's `INFO` has the line `line`, for the checks made
+/// at connect. A server that does not answer the `INFO` (a user without the right to it) is
+/// taken to have no such line: it is not refused for that.
+async fn info_has(conn: &mut ConnectionManager, section: &str, line: &str) -> bool {
+    redis::cmd("INFO")
+        .arg(section)
+        .query_async::<String>(conn)
+        .await
+        .is_ok_and(|info| info.lines().any(|l| l.trim() == line))
 }
 
 /// The error line a plain-TCP server at `address` sends unasked on a new connection, if it sends
