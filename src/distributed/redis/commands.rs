@@ -289,29 +289,26 @@ impl Commands {
 
     /// One `MGET` of every key (nothing sent for none).
     pub(crate) fn get_many<'k>(&self, keys: &'k [&'k str]) -> Result<Command<Entries<'k>>> {
-        let cmd = self.keyed("MGET", keys)?;
-        Ok(Command {
-            op: "get_many",
-            request: if keys.is_empty() {
-                Request::Nothing
-            } else {
-                Request::Single(cmd)
-            },
-            reply: Entries(keys),
-        })
+        self.every_key("get_many", "MGET", keys, Entries(keys))
     }
 
     /// One `UNLINK` of every key (nothing sent for none).
     pub(crate) fn delete_many(&self, keys: &[&str]) -> Result<Command<RemovedCount>> {
-        let cmd = self.keyed("UNLINK", keys)?;
+        self.every_key("delete_many", "UNLINK", keys, RemovedCount(keys.len()))
+    }
+
+    /// One command `name` of every key, read as `reply`; nothing is sent for none (the keys are
+    /// checked all the same).
+    fn every_key<R>(&self, op: &'static str, name: &str, keys: &[&str], reply: R) -> Result<Command<R>> {
+        let cmd = self.keyed(name, keys)?;
         Ok(Command {
-            op: "delete_many",
+            op,
             request: if keys.is_empty() {
                 Request::Nothing
             } else {
                 Request::Single(cmd)
             },
-            reply: RemovedCount(keys.len()),
+            reply,
         })
     }
 
