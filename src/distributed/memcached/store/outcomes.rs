@@ -4,52 +4,34 @@
 use std::sync::Arc;
 
 use super::{Answers, Host, LEVEL, MAX_BATCH};
+use crate::distributed::nodes::{settle, Settled};
 use crate::error::{Error, PartialBatch, Result, Served};
 use crate::storage::StorageSize;
 
-/// The answers of the hosts that were reached, and those of the hosts that were not.
-pub(super) struct Split<O> {
-    pub(super) served: Vec<(Vec<usize>, Vec<O>)>,
-    pub(super) failed: Vec<usize>,
-    pub(super) cause: Option<Error>,
-}
-
 impl<O> Answers<O> {
-    /// The hosts' outputs, and the caller's indices they did not serve. A host that failed after
-    /// some of its commands (one per [`MAX_BATCH`] of its keys) keeps what those settled: only
-    /// the keys of the commands that did not complete fail. Any failure that is not a host's
-    /// ([`Error::NodeUnavailable`]: a refusal, bad input) fails the whole call, as do host
-    /// failures when no host answered.
-    pub(super) fn split(self) -> Result<Split<O>> {
-        let mut split = Split {
-            served: Vec::with_capacity(self.parts.len()),
-            failed: Vec::new(),
-            cause: None,
-        };
-        let mut other = None;
+    /// The hosts' outputs (one per command), and the caller's indices they did not serve,
+    /// settled as the parts of any batch split over nodes are (see [`settle`]). A host that
+    /// failed after some of its commands (one per [`MAX_BATCH`] of its keys) keeps what those
+    /// settled: only the keys of the commands that did not complete fail. Any failure that is
+    /// not a host's ([`Error::NodeUnavailable`]: a refusal, bad input) fails the whole call, as
+    /// do host failures when no host answered.
+    pub(super) fn split(self) -> Result<Settled<Vec<O>>> {
+        let mut parts = Vec::with_capacity(self.parts.len());
         for (mut members, ran) in self.parts {
             match ran.failure {
-                None => split.served.push((members, ran.outputs)),
+                None => parts.push((members, Ok(ran.outputs))),
                 Some(e @ Error::NodeUnavailable { .. }) => {
                     let settled = ran.outputs.len().saturating_mul(MAX_BATCH);
-                    split.failed.extend(members.drain(settled.min(members.len())..));
+                    let unserved = members.split_off(settled.min(members.len()));
                     if !ran.outputs.is_empty() {
-                        split.served.push((members, ran.outputs));
+                        parts.push((members, Ok(ran.outputs)));
                     }
-                    split.cause.get_or_insert(e);
+                    parts.push((unserved, Err(e)));
                 }
-                Some(e) => {
-                    other.get_or_insert(e);
-                }
+                Some(e) => parts.push((members, Err(e))),
             }
         }
-        if let Some(e) = other {
-            return Err(e);
-        }
-        match split.cause {
-            Some(e) if split.served.is_empty() => Err(e),
-            _ => Ok(split),
-        }
+        settle(parts)
     }
 
     /// A call whose outputs only count (`set`, `delete`, `size`, `clear`): every host's
